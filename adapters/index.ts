@@ -1,0 +1,7 @@
+import type { AdapterDefinition } from '../src/spec/adapter.js';
+
+/**
+ * Every vendor adapter, registered in exactly one place. Adding a vendor = a folder under
+ * adapters/ plus one line here.
+ */
+export const adapters: AdapterDefinition[] = [];

@@ -1,0 +1,172 @@
+import { z } from 'zod';
+
+/**
+ * The config file's schema (DESIGN §3). Keys here are a public contract: add, never rename.
+ * Vendor-specific channel settings are not listed here: each adapter declares its own schema
+ * and `loadConfig` checks every channel against its adapter's schema (see src/registry.ts).
+ */
+
+/** "5s", "5m", "2h", "1d", "250ms" or a plain number of milliseconds. */
+export const durationSchema = z.union([
+  z.number().int().nonnegative(),
+  z
+    .string()
+    .regex(/^\d+(ms|s|m|h|d)$/, 'a duration like 0s, 5s, 5m, 2h or 1d')
+    .transform((value) => {
+      const match = /^(\d+)(ms|s|m|h|d)$/.exec(value)!;
+      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms'];
+      return Number(match[1]) * unit;
+    }),
+]);
+
+/** Numbers may come from `${VAR}` substitution as strings; accept "3000" as 3000 but not "". */
+const intLike = (schema: z.ZodNumber) =>
+  z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
+
+const emptyToUndefined = (value: unknown) => (value === '' || value === null ? undefined : value);
+
+export const identifierKinds = ['person', 'email', 'phone'] as const;
+export const identifierKindSchema = z.enum(identifierKinds);
+
+export const outboundEventTypes = [
+  'contact.created',
+  'contact.updated',
+  'contact.merged',
+  'conversation.started',
+  'conversation.assigned',
+  'conversation.finished',
+  'conversation.rated',
+  'message.received',
+  'offline_message.received',
+  'call.updated',
+  'agents.synced',
+] as const;
+export const outboundEventTypeSchema = z.enum(outboundEventTypes);
+
+export const channelIdSchema = z
+  .string()
+  .regex(/^[a-z0-9-]+$/, 'only a-z, 0-9 and - are allowed')
+  .max(64);
+
+/** What every channel has, whatever its vendor. Vendor settings are checked by the adapter. */
+export const baseChannelSchema = z.looseObject({
+  id: channelIdSchema,
+  vendor: z.string().min(1),
+  /** Shown to agents in other channels ("Mobile app: 3 conversations"); defaults to the id. */
+  name: z.string().min(1).optional(),
+  token: z.string().min(16, 'at least 16 characters: the token is the only credential in the webhook URL'),
+});
+export type ChannelConfig = z.infer<typeof baseChannelSchema>;
+
+export const agentSchema = z.strictObject({
+  email: z.email().transform((value) => value.toLowerCase()),
+  name: z.string().min(1),
+  crmUserId: z.union([z.string(), z.number()]).transform(String).optional(),
+  teams: z.array(z.string()).default([]),
+  role: z.string().optional(),
+});
+export type AgentConfig = z.infer<typeof agentSchema>;
+
+export const attributeSourceSchema = z.strictObject({
+  id: z.string().min(1),
+  url: z.url(),
+  timeoutMs: intLike(z.number().int().positive().max(10_000)).default(800),
+  cacheTtlSeconds: intLike(z.number().int().nonnegative()).default(60),
+  headers: z.record(z.string(), z.string()).default({}),
+});
+export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
+
+export const destinationSchema = z.strictObject({
+  id: z.string().min(1),
+  url: z.url(),
+  secret: z.string().regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64'),
+  events: z.array(outboundEventTypeSchema).min(1).default([...outboundEventTypes]),
+  retrySchedule: z
+    .array(durationSchema)
+    .min(1)
+    .default(['0s', '5s', '5m', '30m', '2h', '5h', '10h', '14h', '20h', '24h'].map((d) => durationSchema.parse(d))),
+  timeoutMs: intLike(z.number().int().positive()).default(10_000),
+  concurrency: intLike(z.number().int().positive().max(100)).default(4),
+  filter: z
+    .strictObject({
+      channels: z.array(channelIdSchema).optional(),
+      vendors: z.array(z.string()).optional(),
+    })
+    .default({}),
+  map: z
+    .strictObject({
+      pipeline: z
+        .strictObject({
+          byChannel: z.record(z.string(), z.string()).default({}),
+          default: z.string().optional(),
+        })
+        .optional(),
+      source: z.string().optional(),
+      responsibleFallback: z.string().optional(),
+    })
+    .default({}),
+});
+export type DestinationConfig = z.infer<typeof destinationSchema>;
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      port: intLike(z.number().int().min(0).max(65_535)).default(3000),
+      host: z.string().default('0.0.0.0'),
+      publicUrl: z.preprocess(emptyToUndefined, z.url().optional()),
+      bodyLimitBytes: intLike(z.number().int().positive()).default(1024 * 1024),
+      shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
+    })
+    .default({ port: 3000, host: '0.0.0.0', bodyLimitBytes: 1024 * 1024, shutdownTimeoutMs: 10_000 }),
+  store: z
+    .strictObject({
+      redis: z.preprocess(emptyToUndefined, z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional()),
+      keyPrefix: z.string().regex(/^[A-Za-z0-9_.:-]+$/).default('chatbridge'),
+    })
+    .default({ keyPrefix: 'chatbridge' }),
+  admin: z.strictObject({
+    token: z.string().min(16, 'at least 16 characters'),
+  }),
+  secrets: z
+    .strictObject({
+      masterKey: z.preprocess(
+        emptyToUndefined,
+        z
+          .string()
+          .refine((value) => Buffer.from(value, 'base64').length === 32, '32 bytes, base64-encoded')
+          .optional(),
+      ),
+    })
+    .default({}),
+  identity: z
+    .strictObject({
+      mergeOn: z.array(identifierKindSchema).default(['person', 'email', 'phone']),
+      blocklist: z.array(z.string()).default(['', 'null', 'undefined', '0', '-1', 'anonymous']),
+      defaultCountry: z
+        .string()
+        .regex(/^[A-Z]{2}$/, 'an ISO 3166-1 alpha-2 country code like RU')
+        .default('RU'),
+      /** A merge that would make one contact out of more records than this is refused. */
+      maxMergeSize: intLike(z.number().int().min(2)).default(10),
+      /** How long a delivery's idempotency key is remembered. */
+      dedupeTtlSeconds: intLike(z.number().int().positive()).default(7 * 24 * 3600),
+    })
+    .default({
+      mergeOn: ['person', 'email', 'phone'],
+      blocklist: ['', 'null', 'undefined', '0', '-1', 'anonymous'],
+      defaultCountry: 'RU',
+      maxMergeSize: 10,
+      dedupeTtlSeconds: 7 * 24 * 3600,
+    }),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .default({ level: 'info' }),
+  agents: z.array(agentSchema).default([]),
+  channels: z.array(baseChannelSchema).default([]),
+  attributeSources: z.array(attributeSourceSchema).default([]),
+  destinations: z.array(destinationSchema).default([]),
+});
+
+export type Config = z.infer<typeof configSchema>;

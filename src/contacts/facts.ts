@@ -1,0 +1,152 @@
+import type { Logger } from 'pino';
+import type { ChannelConfig } from '../config/schema.js';
+import type { Contact, Fact } from './types.js';
+
+/**
+ * "What we know about this person", for agents: JivoChat's custom_data and LiveTex's attributes
+ * are both built here, so the two vendors show the same facts in the same order.
+ */
+
+export interface FactSourceResult {
+  facts: Fact[];
+  crmLink?: string;
+}
+
+/** A company-side lookup (attributeSources in the config) or any other enrichment. */
+export interface FactSource {
+  id: string;
+  /** Must give up when `signal` aborts: the vendor's answer does not wait for it. */
+  lookup(contact: Contact, signal: AbortSignal): Promise<FactSourceResult>;
+}
+
+export interface FactRequest {
+  /** The channel asking: its own activity is not news to its agent. */
+  channelId: string;
+  /** Sources that have not answered by then are left out. */
+  deadlineMs: number;
+  /** At most this many facts (JivoChat shows 10). */
+  max?: number;
+}
+
+export interface FactAnswer {
+  facts: Fact[];
+  /** From an attribute source, if one gave it. */
+  crmLink?: string;
+  /** Sources left out because they were late or failed. */
+  missing: string[];
+}
+
+export interface FactService {
+  forContact(contact: Contact, request: FactRequest): Promise<FactAnswer>;
+  addSource(source: FactSource): void;
+}
+
+const dateFormat = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
+
+export function createFactService(options: {
+  channels: readonly ChannelConfig[];
+  vendorNames: ReadonlyMap<string, string>;
+  logger: Logger;
+}): FactService {
+  const sources: FactSource[] = [];
+  const channelById = new Map(options.channels.map((channel) => [channel.id, channel]));
+
+  /** Other channels' activity, labels, responsible agent: what the agent cannot see in their own tool. */
+  function leadingFacts(contact: Contact, channelId: string): Fact[] {
+    const facts: Fact[] = [];
+    const others = contact.channels
+      .filter((entry) => entry.channelId !== channelId)
+      .sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
+    for (const entry of others) {
+      const channel = channelById.get(entry.channelId);
+      const vendor = options.vendorNames.get(entry.vendor) ?? entry.vendor;
+      const name = channel?.name ?? entry.channelId;
+      const [count, noun] =
+        entry.conversations > 0 ? [entry.conversations, 'conversation'] : [entry.observations, 'event'];
+      facts.push({
+        key: `channel.${entry.channelId}`,
+        label: `${vendor} ${name}`,
+        value: `${count} ${noun}${count === 1 ? '' : 's'}, last ${dateFormat.format(new Date(entry.lastSeen))}`,
+        type: 'string',
+      });
+    }
+    if (contact.labels.length > 0) {
+      facts.push({ key: 'labels', label: 'Labels', value: contact.labels.join(', '), type: 'string' });
+    }
+    if (contact.responsibleAgent?.name || contact.responsibleAgent?.email) {
+      facts.push({
+        key: 'responsibleAgent',
+        label: 'Responsible',
+        value: contact.responsibleAgent.name ?? contact.responsibleAgent.email ?? '',
+        type: 'string',
+      });
+    }
+    return facts;
+  }
+
+  /** The person id and the attributes vendors reported. */
+  function trailingFacts(contact: Contact): Fact[] {
+    const facts: Fact[] = [];
+    const person = contact.identities.find((identity) => identity.kind === 'person');
+    if (person) facts.push({ key: 'personId', label: 'Customer id', value: person.value, type: 'string' });
+    for (const [key, attribute] of Object.entries(contact.attributes)) {
+      facts.push({
+        key: `attr.${key}`,
+        label: attribute.label ?? key,
+        value: String(attribute.value),
+        type: attribute.type ?? 'string',
+      });
+    }
+    return facts;
+  }
+
+  return {
+    addSource(source) {
+      sources.push(source);
+    },
+    async forContact(contact, request) {
+      const max = request.max ?? 50;
+      const controller = new AbortController();
+      const missing = new Set(sources.map((source) => source.id));
+      const results = new Map<string, FactSourceResult>();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, request.deadlineMs));
+      });
+      const lookups = sources.map(async (source) => {
+        try {
+          const result = await source.lookup(contact, controller.signal);
+          if (!controller.signal.aborted) {
+            results.set(source.id, result);
+            missing.delete(source.id);
+          }
+        } catch (error) {
+          options.logger.warn({ source: source.id, err: error }, 'attribute source failed; left out of the answer');
+        }
+      });
+      if (lookups.length > 0) await Promise.race([Promise.all(lookups), deadline]);
+      clearTimeout(timer);
+      controller.abort();
+
+      // Order (most useful first): other channels, labels, responsible agent, the company's
+      // attribute sources, then what vendors reported. A key appears once (first wins).
+      const facts: Fact[] = [];
+      const seen = new Set<string>();
+      const add = (fact: Fact) => {
+        if (seen.has(fact.key)) return;
+        seen.add(fact.key);
+        facts.push(fact);
+      };
+      let crmLink: string | undefined;
+      leadingFacts(contact, request.channelId).forEach(add);
+      for (const source of sources) {
+        const result = results.get(source.id);
+        if (!result) continue;
+        result.facts.forEach(add);
+        crmLink ??= result.crmLink;
+      }
+      trailingFacts(contact).forEach(add);
+      return { facts: facts.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };
+    },
+  };
+}

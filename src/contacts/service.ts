@@ -1,0 +1,42 @@
+import type { Contact, Identifier, Observation, ObserveResult, TimelineEntry } from './types.js';
+
+/**
+ * The contact model's one entry point (DESIGN §7). Adapters feed observations; the admin API
+ * reads contacts and timelines. Implemented by src/contacts/engine.ts on top of the Store.
+ */
+export interface TimelinePage {
+  entries: TimelineEntry[];
+  /** Pass as `before` to get the next (older) page; null on the last page. */
+  nextCursor: string | null;
+}
+
+export interface ContactQuery {
+  email?: string;
+  phone?: string;
+  identity?: Identifier;
+}
+
+/** Name either a record merged into the contact, or one identifier to split off into its own contact. */
+export interface UnmergeRequest {
+  recordId?: string;
+  identifier?: Identifier;
+}
+
+export interface ContactService {
+  /**
+   * Resolve the observation's identifiers to one contact (creating or merging as needed),
+   * record what it says, append its timeline entries and stage its outbound events, atomically.
+   * A repeated idempotency key changes nothing and returns the contact as it is.
+   */
+  observe(observation: Observation): Promise<ObserveResult>;
+  /** A contact by id; an id merged away resolves to the surviving contact, with `mergedFrom`. */
+  get(id: string): Promise<{ contact: Contact; mergedFrom?: string } | null>;
+  find(query: ContactQuery): Promise<Contact[]>;
+  /** The contact an identifier belongs to (normalised first: e-mail case, phone E.164). */
+  findByIdentifier(identifier: Identifier): Promise<Contact | null>;
+  /** Newest first, across every channel and every record merged into the contact. */
+  timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage>;
+  unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
+  /** Normalise an identifier as the engine would (null when blocklisted or invalid). */
+  normalizeIdentifier(identifier: Identifier): Identifier | null;
+}

@@ -1,0 +1,145 @@
+import { z } from 'zod';
+
+/**
+ * The contact model (DESIGN §7) as adapters feed it and as the API shows it.
+ * Adapters never write contacts directly: they hand `Observation`s to the ContactService,
+ * which resolves identities, merges, dedupes and writes the timeline.
+ */
+
+/**
+ * `person`, `email` and `phone` are global kinds. Any other kind (`visitor`, `client`,
+ * `customer`, ...) is vendor-local and must carry the channel it belongs to: it identifies a
+ * contact within that channel only and never merges across channels by itself.
+ */
+export const identifierSchema = z.object({
+  kind: z.string().regex(/^[a-z][a-z0-9_]*$/),
+  value: z.string().min(1).max(512),
+  channelId: z.string().optional(),
+});
+export type Identifier = z.infer<typeof identifierSchema>;
+
+export const attributeTypeSchema = z.enum(['string', 'number', 'boolean', 'date', 'url', 'email', 'phone']);
+export type AttributeType = z.infer<typeof attributeTypeSchema>;
+
+export const attributeValueSchema = z.object({
+  value: z.union([z.string(), z.number(), z.boolean()]),
+  label: z.string().optional(),
+  type: attributeTypeSchema.optional(),
+});
+export type AttributeValue = z.infer<typeof attributeValueSchema>;
+
+export const timelineEntryInputSchema = z.object({
+  /** Stable within the observation; with the idempotency key it makes the entry id deterministic. */
+  key: z.string().min(1).default('0'),
+  at: z.iso.datetime({ offset: true }),
+  type: z.string().min(1),
+  summary: z.string(),
+  data: z.record(z.string(), z.unknown()).default({}),
+});
+export type TimelineEntryInput = z.input<typeof timelineEntryInputSchema>;
+
+export const timelineEntrySchema = z.object({
+  id: z.string(),
+  at: z.string(),
+  channelId: z.string(),
+  vendor: z.string(),
+  type: z.string(),
+  summary: z.string(),
+  data: z.record(z.string(), z.unknown()),
+});
+export type TimelineEntry = z.infer<typeof timelineEntrySchema>;
+
+export const agentRefSchema = z.object({
+  email: z.string().optional(),
+  name: z.string().optional(),
+  id: z.string().optional(),
+});
+export type AgentRef = z.infer<typeof agentRefSchema>;
+
+/** An outbound event an adapter wants delivered (conversation.*, message.received, ...). */
+export const eventInputSchema = z.object({
+  type: z.string(),
+  /** Stable within the observation, for a deterministic event id. */
+  key: z.string().default('0'),
+  data: z.record(z.string(), z.unknown()).default({}),
+});
+export type EventInput = z.input<typeof eventInputSchema>;
+
+export const observationSchema = z.object({
+  channelId: z.string(),
+  vendor: z.string(),
+  /** When the vendor says this happened (ISO 8601). */
+  at: z.iso.datetime({ offset: true }),
+  /**
+   * Derived by the adapter from the payload; the same delivery repeated gives the same key,
+   * and a repeated key changes nothing (DESIGN §7 Idempotency).
+   */
+  idempotencyKey: z.string().min(1).max(512),
+  /** Every identifier the payload carries: person, email, phone and vendor-local ids. */
+  identifiers: z.array(identifierSchema).default([]),
+  names: z.array(z.string()).default([]),
+  attributes: z.record(z.string(), attributeValueSchema).default({}),
+  labels: z.array(z.string()).default([]),
+  responsibleAgent: agentRefSchema.optional(),
+  crmLink: z.string().optional(),
+  timeline: z.array(timelineEntryInputSchema).default([]),
+  events: z.array(eventInputSchema).default([]),
+});
+export type Observation = z.input<typeof observationSchema>;
+export type ParsedObservation = z.output<typeof observationSchema>;
+
+export const contactChannelSchema = z.object({
+  channelId: z.string(),
+  vendor: z.string(),
+  firstSeen: z.string(),
+  lastSeen: z.string(),
+  observations: z.number(),
+  /** Timeline entries of type conversation.finished seen in this channel. */
+  conversations: z.number(),
+});
+
+export const mergeRecordSchema = z.object({
+  at: z.string(),
+  /** The record that joined this contact. */
+  recordId: z.string(),
+  /** The identifier that caused it. */
+  via: identifierSchema,
+});
+
+/** The unified contact as the API, the vendor answers and outbound events see it. */
+export const contactSchema = z.object({
+  id: z.string(),
+  name: z.string().nullable(),
+  names: z.array(z.string()),
+  emails: z.array(z.string()),
+  phones: z.array(z.string()),
+  identities: z.array(identifierSchema),
+  labels: z.array(z.string()),
+  attributes: z.record(z.string(), attributeValueSchema.extend({ channelId: z.string(), at: z.string() })),
+  responsibleAgent: agentRefSchema.nullable(),
+  crmLink: z.string().nullable(),
+  channels: z.array(contactChannelSchema),
+  /** Record ids merged into this contact (the contact's own id first). */
+  records: z.array(z.string()),
+  merges: z.array(mergeRecordSchema),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type Contact = z.infer<typeof contactSchema>;
+
+export interface ObserveResult {
+  contact: Contact;
+  created: boolean;
+  /** The idempotency key had been seen: nothing was written. */
+  duplicate: boolean;
+}
+
+/** A fact shown to an agent (JivoChat custom_data, LiveTex attributes), most useful first. */
+export const factSchema = z.object({
+  key: z.string(),
+  label: z.string(),
+  value: z.string(),
+  type: attributeTypeSchema.default('string'),
+  link: z.string().optional(),
+});
+export type Fact = z.infer<typeof factSchema>;

@@ -1,0 +1,114 @@
+/**
+ * Typed errors with stable codes. Every error that may reach a caller is one of these;
+ * `src/http/errors.ts` is the one place that turns them into HTTP answers.
+ */
+export interface ErrorIssue {
+  path: string;
+  message: string;
+}
+
+export interface AppErrorOptions {
+  cause?: unknown;
+  issues?: ErrorIssue[];
+  /** Extra headers for the HTTP answer (e.g. Retry-After). */
+  headers?: Record<string, string>;
+}
+
+export class AppError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly issues: ErrorIssue[] | undefined;
+  readonly headers: Record<string, string> | undefined;
+  /** Whether the message is safe to show to the caller (Koa's `expose` semantics). */
+  readonly expose: boolean;
+
+  constructor(code: string, status: number, message: string, options: AppErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+    this.issues = options.issues;
+    this.headers = options.headers;
+    this.expose = status < 500;
+  }
+}
+
+export class BadRequestError extends AppError {
+  constructor(code: string, message: string, options?: AppErrorOptions) {
+    super(code, 400, message, options);
+  }
+}
+
+export class ValidationError extends AppError {
+  constructor(message: string, issues: ErrorIssue[], code = 'invalid_body') {
+    super(code, 400, message, { issues });
+  }
+}
+
+export class UnauthorizedError extends AppError {
+  constructor(code = 'unauthorized', message = 'a valid credential is required') {
+    super(code, 401, message, { headers: { 'www-authenticate': 'Bearer' } });
+  }
+}
+
+export class NotFoundError extends AppError {
+  constructor(code = 'not_found', message = 'not found') {
+    super(code, 404, message);
+  }
+}
+
+export class ConflictError extends AppError {
+  constructor(code: string, message: string, options?: AppErrorOptions) {
+    super(code, 409, message, options);
+  }
+}
+
+export class PayloadTooLargeError extends AppError {
+  constructor(limit: number) {
+    super('payload_too_large', 413, `request body is larger than ${limit} bytes`);
+  }
+}
+
+export class UnsupportedMediaTypeError extends AppError {
+  constructor(message: string) {
+    super('unsupported_media_type', 415, message);
+  }
+}
+
+/** The store (Redis) cannot be reached: the caller should retry later, nothing was written. */
+export class StoreUnavailableError extends AppError {
+  constructor(cause?: unknown) {
+    super('store_unavailable', 503, 'the store is unavailable; retry later', {
+      cause,
+      headers: { 'retry-after': '5' },
+    });
+  }
+}
+
+/** A lock could not be taken in time (heavy contention); safe to retry. */
+export class StoreBusyError extends AppError {
+  constructor(what: string) {
+    super('store_busy', 503, `could not lock ${what} in time; retry later`, { headers: { 'retry-after': '1' } });
+  }
+}
+
+/** The config file is wrong; carries every problem with its path. */
+export class ConfigError extends AppError {
+  constructor(message: string, issues: ErrorIssue[] = []) {
+    super('invalid_config', 500, message, { issues });
+  }
+}
+
+export function isAppError(error: unknown): error is AppError {
+  return error instanceof AppError;
+}
+
+/** zod issues -> our issue list, with paths written like `channels[2].apiToken`. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out === '' ? '(root)' : out;
+}

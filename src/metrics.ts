@@ -1,0 +1,86 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics. One registry per running app (not prom-client's global one), so that
+ * several bridges in one test process do not share counters.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly intake = new Counter({
+    name: 'chatbridge_intake_total',
+    help: 'Vendor requests received, by vendor, event and outcome (ok, duplicate, rejected, unavailable, error)',
+    labelNames: ['vendor', 'event', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly replyLatency = new Histogram({
+    name: 'chatbridge_reply_latency_seconds',
+    help: 'Time to answer a vendor request, by vendor and event',
+    labelNames: ['vendor', 'event'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers: [this.registry],
+  });
+
+  readonly merges = new Counter({
+    name: 'chatbridge_merges_total',
+    help: 'Contact merges, by outcome (merged, refused)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly contactsCreated = new Counter({
+    name: 'chatbridge_contacts_created_total',
+    help: 'Contacts created',
+    registers: [this.registry],
+  });
+
+  readonly jobRuns = new Counter({
+    name: 'chatbridge_job_runs_total',
+    help: 'Scheduled job runs, by channel, job and outcome (ok, failed, skipped_locked)',
+    labelNames: ['channel', 'job', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly storeUp = new Gauge({
+    name: 'chatbridge_store_up',
+    help: '1 when the store answered the last health check, else 0',
+    registers: [this.registry],
+  });
+
+  private readonly extra = new Map<string, Counter | Gauge | Histogram>();
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Adapter- or feature-owned metrics, created once by name. */
+  counter<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+    return this.memo(name, () => new Counter({ name, help, labelNames, registers: [this.registry] })) as Counter<L>;
+  }
+
+  gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+    return this.memo(name, () => new Gauge({ name, help, labelNames, registers: [this.registry] })) as Gauge<L>;
+  }
+
+  histogram<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[] = [],
+    buckets?: number[],
+  ): Histogram<L> {
+    return this.memo(
+      name,
+      () => new Histogram({ name, help, labelNames, registers: [this.registry], ...(buckets ? { buckets } : {}) }),
+    ) as Histogram<L>;
+  }
+
+  private memo(name: string, make: () => Counter | Gauge | Histogram) {
+    let metric = this.extra.get(name);
+    if (!metric) {
+      metric = make();
+      this.extra.set(name, metric);
+    }
+    return metric;
+  }
+}

@@ -1,0 +1,119 @@
+import { type Dispatcher, request } from 'undici';
+
+/**
+ * The one outbound HTTP client. Every call to a vendor API, a CRM destination or an attribute
+ * source goes through here, so timeouts, the dispatcher (injectable for tests: undici MockAgent
+ * or a dispatcher pointed at a fake server) and user-agent are the same everywhere.
+ * Retries are the caller's policy (see src/net/retry.ts): what is safe to retry differs.
+ */
+export interface HttpRequest {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  url: string;
+  headers?: Record<string, string>;
+  /** A string or Buffer is sent as is; anything else as JSON. */
+  body?: unknown;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** The body as text (bounded by maxResponseBytes). */
+  text: string;
+  /** JSON.parse(text), or undefined when it is not JSON. */
+  json: unknown;
+}
+
+export class HttpNetworkError extends Error {
+  readonly timedOut: boolean;
+  constructor(message: string, options: { cause?: unknown; timedOut?: boolean } = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'HttpNetworkError';
+    this.timedOut = options.timedOut ?? false;
+  }
+}
+
+export interface HttpClientOptions {
+  dispatcher?: Dispatcher;
+  userAgent?: string;
+  /** Responses larger than this are cut (default 4 MiB): a vendor must not exhaust our memory. */
+  maxResponseBytes?: number;
+}
+
+export interface HttpClient {
+  send(request: HttpRequest): Promise<HttpResponse>;
+}
+
+export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
+  const userAgent = options.userAgent ?? 'chatbridge/0.1';
+  const maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
+  return {
+    async send(input) {
+      const headers: Record<string, string> = { 'user-agent': userAgent, ...input.headers };
+      let body: string | Buffer | undefined;
+      if (input.body === undefined) body = undefined;
+      else if (typeof input.body === 'string' || Buffer.isBuffer(input.body)) body = input.body;
+      else {
+        body = JSON.stringify(input.body);
+        headers['content-type'] ??= 'application/json';
+      }
+      const timeout = AbortSignal.timeout(input.timeoutMs);
+      const signal = input.signal ? AbortSignal.any([input.signal, timeout]) : timeout;
+      try {
+        const response = await request(input.url, {
+          method: input.method,
+          headers,
+          body,
+          signal,
+          ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+        });
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of response.body) {
+          size += (chunk as Buffer).length;
+          if (size > maxBytes) {
+            response.body.destroy();
+            break;
+          }
+          chunks.push(chunk as Buffer);
+        }
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        const flat: Record<string, string> = {};
+        for (const [name, value] of Object.entries(response.headers)) {
+          if (value !== undefined) flat[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+        }
+        return { status: response.statusCode, headers: flat, text, json };
+      } catch (error) {
+        if (input.signal?.aborted) throw error;
+        const timedOut = timeout.aborted;
+        throw new HttpNetworkError(
+          timedOut
+            ? `${input.method} ${redactUrl(input.url)} timed out after ${input.timeoutMs} ms`
+            : `${input.method} ${redactUrl(input.url)} failed: ${(error as Error).message}`,
+          { cause: error, timedOut },
+        );
+      }
+    },
+  };
+}
+
+/** Hide credentials that may sit in a URL (query tokens, user:password) before it is logged. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/token|key|secret|password|signature/i.test(key)) parsed.searchParams.set(key, '***');
+    }
+    return parsed.toString();
+  } catch {
+    return '(unparsable url)';
+  }
+}

@@ -1,0 +1,119 @@
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type { ChannelConfig, Config } from '../config/schema.js';
+import type { ContactService } from '../contacts/service.js';
+import type { FactService } from '../contacts/facts.js';
+import type { EventPublisher } from '../events/outbox.js';
+import type { Metrics } from '../metrics.js';
+import type { HttpClient } from '../net/http.js';
+import type { Store } from '../store/types.js';
+
+/**
+ * The contract between the core and a vendor adapter. The core never imports a vendor folder:
+ * it sees adapters only as `AdapterDefinition`s listed in adapters/index.ts (via src/registry.ts).
+ */
+
+/** What the core hands every channel runtime. */
+export interface AdapterContext {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  store: Store;
+  contacts: ContactService;
+  /** Builds the "what we know about this contact" facts shown to agents (shared by all vendors). */
+  facts: FactService;
+  /** Outbound events that are not tied to one observation (e.g. agents.synced). */
+  events: EventPublisher;
+  /** The one outbound HTTP client (injectable undici dispatcher). */
+  http: HttpClient;
+  /** Current time; injectable for tests. */
+  now(): Date;
+  /** Key-encryption for secrets at rest (null when no master key is configured). */
+  masterKey: Buffer | null;
+}
+
+export interface InboundRequest {
+  channel: ChannelConfig;
+  rawBody: Buffer;
+  /** Lower-cased header names. */
+  headers: Record<string, string | string[] | undefined>;
+  query: Record<string, string | string[] | undefined>;
+  params: Record<string, string>;
+  contentType: string | undefined;
+  requestId: string;
+  logger: Logger;
+  /** Parses rawBody as JSON; throws BadRequestError (400) when it is not JSON. */
+  json(): unknown;
+}
+
+export interface RouteResult {
+  status?: number;
+  body: unknown;
+  /** Defaults to application/json; a Buffer or string body with another type is sent as is. */
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+export interface ChannelRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /**
+   * Path below the channel, with `:param` segments. `admin` routes are mounted at
+   * `/api/v1/channels/:id/<path>` behind the admin token; `public` routes at
+   * `/<vendor>/:channelId/<path>` (e.g. `/livetex/:channelId/attributes`).
+   */
+  path: string;
+  scope: 'admin' | 'public';
+  summary: string;
+  /** For the OpenAPI document. */
+  requestBody?: z.ZodType;
+  query?: z.ZodType;
+  response?: z.ZodType;
+  handle(request: InboundRequest): Promise<RouteResult>;
+}
+
+export interface ScheduledJob {
+  /** Unique within the channel, e.g. `agent-sync`. */
+  name: string;
+  /** node-cron expression; 6 fields = with seconds. */
+  schedule: string;
+  /** Runs under a store lock, so one instance runs it at a time. */
+  run(signal: AbortSignal): Promise<unknown>;
+}
+
+export interface CliIo {
+  stdout(line: string): void;
+  /** Progress and diagnostics. */
+  stderr(line: string): void;
+}
+
+export interface CliCommand {
+  /** e.g. `keys generate`, `sync agents`. Invoked as `chatbridge <name> --channel ID [options]`. */
+  name: string;
+  summary: string;
+  /** Options besides --channel, for --help and parsing: name -> description. Boolean unless `takesValue`. */
+  options?: Record<string, { description: string; takesValue?: boolean }>;
+  run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
+}
+
+export interface ChannelRuntime {
+  /** `POST /webhooks/<vendor>/:channelId/:token`, after the token was checked. */
+  handleWebhook?(request: InboundRequest): Promise<RouteResult>;
+  routes?: ChannelRoute[];
+  jobs?: ScheduledJob[];
+  commands?: CliCommand[];
+  close?(): Promise<void>;
+}
+
+export interface AdapterDefinition {
+  /** The `vendor` value in channel config and the URL segment, e.g. `jivochat`. */
+  vendor: string;
+  displayName: string;
+  /**
+   * Settings this vendor's channels take besides id/vendor/token; checked when the config is
+   * loaded so that every mistake is reported with its path.
+   */
+  channelSettings: z.ZodObject;
+  /** Cross-field checks against the whole config (e.g. livetex needs secrets.masterKey). */
+  checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
+  create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime;
+}

@@ -1,0 +1,111 @@
+/**
+ * The store: the few Redis-shaped operations chatbridge needs, behind one interface with two
+ * implementations (in-memory and Redis). Like BullMQ's IRedisClient, it declares only what we
+ * use, so that the in-memory twin stays small and one conformance suite
+ * (test/store.conformance.test.ts) holds both to the same behaviour.
+ *
+ * Keys are given without the configured prefix; implementations add it.
+ * Every method may reject with StoreUnavailableError (Redis down) — callers let it propagate,
+ * and the HTTP layer answers 503 so vendors retry instead of losing data.
+ */
+export interface SetOptions {
+  /** Expire the key after this many milliseconds. */
+  ttlMs?: number;
+  /** Only set the key if it does not exist (Redis SET NX). */
+  nx?: boolean;
+}
+
+export interface LexRangeOptions {
+  /** Only members strictly below this one (exclusive); omit to start from the top. */
+  below?: string;
+  /** Only members strictly above this one (exclusive); omit to go to the bottom. */
+  above?: string;
+  limit: number;
+}
+
+/**
+ * Writes queued and applied together, atomically (MULTI/EXEC on Redis): either all of them
+ * happen or none does, and no reader sees half of them.
+ */
+export interface StoreBatch {
+  set(key: string, value: string, ttlMs?: number): StoreBatch;
+  del(key: string): StoreBatch;
+  expire(key: string, ttlMs: number): StoreBatch;
+  incrBy(key: string, amount: number): StoreBatch;
+  hset(key: string, field: string, value: string): StoreBatch;
+  hdel(key: string, field: string): StoreBatch;
+  sadd(key: string, ...members: string[]): StoreBatch;
+  srem(key: string, ...members: string[]): StoreBatch;
+  /** Add to a sorted set; members with equal scores order by their bytes (used for lex ranges). */
+  zadd(key: string, score: number, member: string): StoreBatch;
+  zrem(key: string, member: string): StoreBatch;
+  rpush(key: string, ...values: string[]): StoreBatch;
+  /** Keep only list elements start..stop (inclusive; negative counts from the end), as LTRIM. */
+  ltrim(key: string, start: number, stop: number): StoreBatch;
+  /** Number of queued operations. */
+  readonly length: number;
+  exec(): Promise<void>;
+}
+
+export interface Lock {
+  readonly keys: readonly string[];
+  /** Release the lock if we still own it. Never throws. */
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  /** The lock expires by itself after this long, so a crashed holder cannot block forever. */
+  ttlMs: number;
+  /** Give up (StoreBusyError) if the lock cannot be had within this long. */
+  waitMs: number;
+}
+
+export interface Store {
+  readonly kind: 'memory' | 'redis';
+
+  get(key: string): Promise<string | null>;
+  mget(keys: readonly string[]): Promise<(string | null)[]>;
+  /** Returns false when `nx` was asked and the key already existed. */
+  set(key: string, value: string, options?: SetOptions): Promise<boolean>;
+  del(...keys: string[]): Promise<number>;
+  incr(key: string): Promise<number>;
+  /** Remaining time to live in ms; -1 without expiry, -2 when the key does not exist. */
+  pttl(key: string): Promise<number>;
+
+  hget(key: string, field: string): Promise<string | null>;
+  hgetall(key: string): Promise<Record<string, string>>;
+  hset(key: string, field: string, value: string): Promise<void>;
+  hdel(key: string, field: string): Promise<number>;
+
+  sadd(key: string, ...members: string[]): Promise<number>;
+  srem(key: string, ...members: string[]): Promise<number>;
+  smembers(key: string): Promise<string[]>;
+
+  zadd(key: string, score: number, member: string): Promise<void>;
+  zrem(key: string, member: string): Promise<number>;
+  zcard(key: string): Promise<number>;
+  zscore(key: string, member: string): Promise<number | null>;
+  /** Members with min <= score <= max, ascending by score, at most `limit`. */
+  zrangeByScore(key: string, min: number, max: number, limit?: number): Promise<string[]>;
+  /**
+   * Members in descending byte order within the exclusive bounds; only meaningful when all
+   * members share one score (as our timelines do). Used for cursor paging.
+   */
+  zrevrangeByLex(key: string, options: LexRangeOptions): Promise<string[]>;
+
+  rpush(key: string, ...values: string[]): Promise<number>;
+  lrange(key: string, start: number, stop: number): Promise<string[]>;
+  llen(key: string): Promise<number>;
+
+  batch(): StoreBatch;
+
+  /**
+   * Take several locks at once, all or none (keys are locked in one atomic step, so two callers
+   * never deadlock by taking them in different orders).
+   */
+  lock(keys: readonly string[], options: LockOptions): Promise<Lock>;
+
+  /** Rejects with StoreUnavailableError when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
