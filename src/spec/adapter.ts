@@ -4,6 +4,7 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import type { FactService } from '../contacts/facts.js';
 import type { EventPublisher } from '../events/outbox.js';
+import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
 import type { Store } from '../store/types.js';
@@ -28,8 +29,13 @@ export interface AdapterContext {
   http: HttpClient;
   /** Current time; injectable for tests. */
   now(): Date;
-  /** Key-encryption for secrets at rest (null when no master key is configured). */
+  /**
+   * Key-encryption key for secrets at rest (secrets.masterKey). On the in-memory store without a
+   * configured key it is an ephemeral random key (the core warns); null only when neither applies.
+   */
   masterKey: Buffer | null;
+  /** Keep payloads that were rejected or could not be used, so nothing a vendor sent is lost. */
+  journal: PayloadJournal;
 }
 
 export interface InboundRequest {
