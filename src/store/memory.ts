@@ -1,0 +1,543 @@
+import { randomUUID } from 'node:crypto';
+import { StoreBusyError, StoreUnavailableError } from '../errors.js';
+import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
+
+/**
+ * The in-memory store: the embedded default when no Redis is configured, and the fast store for
+ * tests. It emulates what Redis does for each method, errors included (WRONGTYPE, integer
+ * parsing, empty collections disappearing, MULTI applying the other commands when one fails),
+ * because code that passes on it must behave the same in production. The conformance suite in
+ * test/store.conformance.test.ts runs the same assertions against both implementations.
+ */
+export interface MemoryStoreOptions {
+  /** Clock used for key expiry (TTLs, lock expiry). Lock *waiting* always uses real time. */
+  now?: () => number;
+}
+
+type Value =
+  | { type: 'string'; value: string }
+  | { type: 'hash'; value: Map<string, string> }
+  | { type: 'set'; value: Set<string> }
+  | { type: 'zset'; value: Map<string, number> }
+  | { type: 'list'; value: string[] };
+interface ValueTypes {
+  string: string;
+  hash: Map<string, string>;
+  set: Set<string>;
+  zset: Map<string, number>;
+  list: string[];
+}
+type ValueType = keyof ValueTypes;
+type ValueOf<T extends ValueType> = ValueTypes[T];
+
+interface Entry {
+  data: Value;
+  /** Absolute expiry on the `now` clock, or null for a persistent key. */
+  expiresAt: number | null;
+}
+
+/** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
+export const LOCK_KEY_PREFIX = 'lock:';
+
+const WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value';
+const NOT_INTEGER = 'ERR value is not an integer or out of range';
+const NOT_FLOAT = 'ERR value is not a valid float';
+/** Redis sweeps expired keys in the background; we do it this often so forgotten keys free memory. */
+const SWEEP_INTERVAL_MS = 1000;
+/** A lock waiter re-checks at least this often, to notice locks that expired rather than being released. */
+const LOCK_POLL_MS = 25;
+
+function replyError(message: string): Error {
+  return new Error(message);
+}
+
+function assertInteger(value: number): void {
+  if (!Number.isSafeInteger(value)) throw replyError(NOT_INTEGER);
+}
+
+/**
+ * Redis compares members byte by byte (UTF-8), which is code point order. JS `<` compares UTF-16
+ * code units, which puts astral characters (surrogates, 0xD800-0xDFFF) below U+E000-U+FFFF;
+ * shifting the two ranges restores code point order without encoding every string.
+ */
+export function compareBytes(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800) x += x <= 0xdfff ? 0x2000 : -0x800;
+    if (y >= 0xd800) y += y <= 0xdfff ? 0x2000 : -0x800;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** LRANGE/LTRIM index normalisation: negative counts from the end; null when the range is empty. */
+function listRange(length: number, start: number, stop: number): [number, number] | null {
+  assertInteger(start);
+  assertInteger(stop);
+  let from = start < 0 ? length + start : start;
+  let to = stop < 0 ? length + stop : stop;
+  if (from < 0) from = 0;
+  if (from > to || from >= length) return null;
+  if (to >= length) to = length - 1;
+  return [from, to];
+}
+
+/** Redis LIMIT: a negative count means "all the rest". */
+function applyLimit<T>(items: T[], limit: number | undefined): T[] {
+  if (limit === undefined || limit < 0) return items;
+  assertInteger(limit);
+  return items.slice(0, limit);
+}
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
+  const now = options.now ?? Date.now;
+  const data = new Map<string, Entry>();
+  /** Keys that carry an expiry, so the sweep does not walk every key. */
+  const volatile = new Set<string>();
+  /** Lock waiters to wake when a lock is released (they also poll, for expiry). */
+  const waiters = new Set<() => void>();
+  let closed = false;
+
+  const sweep = setInterval(() => {
+    const at = now();
+    for (const key of volatile) {
+      const entry = data.get(key);
+      if (entry === undefined || entry.expiresAt === null) volatile.delete(key);
+      else if (at > entry.expiresAt) {
+        data.delete(key);
+        volatile.delete(key);
+      }
+    }
+  }, SWEEP_INTERVAL_MS);
+  // Never keep the process alive just to sweep.
+  sweep.unref();
+
+  function guard(): void {
+    if (closed) throw new StoreUnavailableError(new Error('the in-memory store is closed'));
+  }
+
+  /** The live entry for a key; expired keys are removed on access, as Redis does lazily. */
+  function lookup(key: string): Entry | undefined {
+    const entry = data.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt !== null && now() > entry.expiresAt) {
+      data.delete(key);
+      volatile.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  function read<T extends ValueType>(key: string, type: T): ValueOf<T> | undefined {
+    const entry = lookup(key);
+    if (entry === undefined) return undefined;
+    const value: Value = entry.data;
+    if (value.type !== type) throw replyError(WRONGTYPE);
+    return value.value as ValueOf<T>;
+  }
+
+  /** The collection at `key`, created empty (without expiry) when missing. */
+  function write<T extends 'hash' | 'set' | 'zset' | 'list'>(key: string, type: T): ValueOf<T> {
+    const existing = read(key, type);
+    if (existing !== undefined) return existing;
+    const value = (type === 'list' ? [] : type === 'set' ? new Set() : new Map()) as ValueOf<T>;
+    data.set(key, { data: { type, value } as Value, expiresAt: null });
+    return value;
+  }
+
+  /** Redis deletes a collection when its last element goes. */
+  function dropIfEmpty(key: string, collection: { size: number } | { length: number }): void {
+    if (('size' in collection ? collection.size : collection.length) === 0) {
+      data.delete(key);
+      volatile.delete(key);
+    }
+  }
+
+  function setExpiry(key: string, entry: Entry, ttlMs: number | null): void {
+    entry.expiresAt = ttlMs === null ? null : now() + ttlMs;
+    if (ttlMs === null) volatile.delete(key);
+    else volatile.add(key);
+  }
+
+  function sortedMembers(zset: Map<string, number>): Array<[string, number]> {
+    return [...zset].sort((a, b) => a[1] - b[1] || compareBytes(a[0], b[0]));
+  }
+
+  // The commands, synchronous so that a batch can apply them all in one turn of the event loop.
+  const op = {
+    set(key: string, value: string, setOptions: SetOptions = {}): boolean {
+      const { ttlMs, nx } = setOptions;
+      if (ttlMs !== undefined) {
+        assertInteger(ttlMs);
+        if (ttlMs <= 0) throw replyError("ERR invalid expire time in 'set' command");
+      }
+      if (nx && lookup(key) !== undefined) return false;
+      // Like SET without KEEPTTL: a plain set makes the key persistent again.
+      const entry: Entry = { data: { type: 'string', value }, expiresAt: null };
+      data.set(key, entry);
+      setExpiry(key, entry, ttlMs ?? null);
+      return true;
+    },
+    del(keys: readonly string[]): number {
+      let removed = 0;
+      for (const key of keys) {
+        if (lookup(key) !== undefined) {
+          data.delete(key);
+          volatile.delete(key);
+          removed++;
+        }
+      }
+      return removed;
+    },
+    expire(key: string, ttlMs: number): void {
+      assertInteger(ttlMs);
+      const entry = lookup(key);
+      if (entry === undefined) return;
+      // PEXPIRE with a time in the past deletes the key.
+      if (ttlMs <= 0) op.del([key]);
+      else setExpiry(key, entry, ttlMs);
+    },
+    incrBy(key: string, amount: number): number {
+      assertInteger(amount);
+      const current = read(key, 'string');
+      let base = 0;
+      if (current !== undefined) {
+        // Redis accepts only canonical integers: no '+', no leading zeros, no spaces.
+        if (!/^(0|-?[1-9]\d*)$/.test(current)) throw replyError(NOT_INTEGER);
+        base = Number(current);
+      }
+      const next = base + amount;
+      assertInteger(next);
+      const entry = lookup(key);
+      // INCR keeps the key's TTL.
+      if (entry !== undefined) entry.data = { type: 'string', value: String(next) };
+      else data.set(key, { data: { type: 'string', value: String(next) }, expiresAt: null });
+      return next;
+    },
+    hset(key: string, field: string, value: string): void {
+      write(key, 'hash').set(field, value);
+    },
+    hdel(key: string, field: string): number {
+      const hash = read(key, 'hash');
+      if (hash === undefined || !hash.delete(field)) return 0;
+      dropIfEmpty(key, hash);
+      return 1;
+    },
+    sadd(key: string, members: readonly string[]): number {
+      if (members.length === 0) {
+        read(key, 'set');
+        return 0;
+      }
+      const set = write(key, 'set');
+      const before = set.size;
+      for (const member of members) set.add(member);
+      return set.size - before;
+    },
+    srem(key: string, members: readonly string[]): number {
+      const set = read(key, 'set');
+      if (set === undefined) return 0;
+      let removed = 0;
+      for (const member of members) if (set.delete(member)) removed++;
+      dropIfEmpty(key, set);
+      return removed;
+    },
+    zadd(key: string, score: number, member: string): void {
+      if (Number.isNaN(score)) throw replyError(NOT_FLOAT);
+      write(key, 'zset').set(member, score);
+    },
+    zrem(key: string, member: string): number {
+      const zset = read(key, 'zset');
+      if (zset === undefined || !zset.delete(member)) return 0;
+      dropIfEmpty(key, zset);
+      return 1;
+    },
+    rpush(key: string, values: readonly string[]): number {
+      if (values.length === 0) return read(key, 'list')?.length ?? 0;
+      const list = write(key, 'list');
+      list.push(...values);
+      return list.length;
+    },
+    ltrim(key: string, start: number, stop: number): void {
+      const list = read(key, 'list');
+      if (list === undefined) return;
+      const range = listRange(list.length, start, stop);
+      if (range === null) list.length = 0;
+      else {
+        list.splice(range[1] + 1);
+        list.splice(0, range[0]);
+      }
+      dropIfEmpty(key, list);
+    },
+  };
+
+  function createBatch(): StoreBatch {
+    const queue: Array<() => unknown> = [];
+    const batch: StoreBatch = {
+      set(key, value, ttlMs) {
+        queue.push(() => op.set(key, value, ttlMs === undefined ? {} : { ttlMs }));
+        return batch;
+      },
+      del(key) {
+        queue.push(() => op.del([key]));
+        return batch;
+      },
+      expire(key, ttlMs) {
+        queue.push(() => op.expire(key, ttlMs));
+        return batch;
+      },
+      incrBy(key, amount) {
+        queue.push(() => op.incrBy(key, amount));
+        return batch;
+      },
+      hset(key, field, value) {
+        queue.push(() => op.hset(key, field, value));
+        return batch;
+      },
+      hdel(key, field) {
+        queue.push(() => op.hdel(key, field));
+        return batch;
+      },
+      sadd(key, ...members) {
+        if (members.length > 0) queue.push(() => op.sadd(key, members));
+        return batch;
+      },
+      srem(key, ...members) {
+        if (members.length > 0) queue.push(() => op.srem(key, members));
+        return batch;
+      },
+      zadd(key, score, member) {
+        queue.push(() => op.zadd(key, score, member));
+        return batch;
+      },
+      zrem(key, member) {
+        queue.push(() => op.zrem(key, member));
+        return batch;
+      },
+      rpush(key, ...values) {
+        if (values.length > 0) queue.push(() => op.rpush(key, values));
+        return batch;
+      },
+      ltrim(key, start, stop) {
+        queue.push(() => op.ltrim(key, start, stop));
+        return batch;
+      },
+      get length() {
+        return queue.length;
+      },
+      async exec() {
+        guard();
+        // All in one synchronous pass, so no other caller can observe half of the batch. Like
+        // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the
+        // first failure is reported after every command has run.
+        let firstError: unknown;
+        for (const command of queue.splice(0)) {
+          try {
+            command();
+          } catch (error) {
+            firstError ??= error;
+          }
+        }
+        if (firstError !== undefined) throw firstError;
+      },
+    };
+    return batch;
+  }
+
+  function wakeLockWaiters(): void {
+    for (const wake of [...waiters]) wake();
+  }
+
+  function waitForRelease(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      waiters.add(done);
+    });
+  }
+
+  const store: Store = {
+    kind: 'memory',
+
+    async get(key) {
+      guard();
+      return read(key, 'string') ?? null;
+    },
+    async mget(keys) {
+      guard();
+      // MGET answers nil for keys holding another type instead of failing.
+      return keys.map((key) => {
+        const entry = lookup(key);
+        return entry?.data.type === 'string' ? entry.data.value : null;
+      });
+    },
+    async set(key, value, setOptions) {
+      guard();
+      return op.set(key, value, setOptions);
+    },
+    async del(...keys) {
+      guard();
+      return op.del(keys);
+    },
+    async incr(key) {
+      guard();
+      return op.incrBy(key, 1);
+    },
+    async pttl(key) {
+      guard();
+      const entry = lookup(key);
+      if (entry === undefined) return -2;
+      if (entry.expiresAt === null) return -1;
+      return Math.max(0, entry.expiresAt - now());
+    },
+
+    async hget(key, field) {
+      guard();
+      return read(key, 'hash')?.get(field) ?? null;
+    },
+    async hgetall(key) {
+      guard();
+      return Object.fromEntries(read(key, 'hash') ?? []);
+    },
+    async hset(key, field, value) {
+      guard();
+      op.hset(key, field, value);
+    },
+    async hdel(key, field) {
+      guard();
+      return op.hdel(key, field);
+    },
+
+    async sadd(key, ...members) {
+      guard();
+      return op.sadd(key, members);
+    },
+    async srem(key, ...members) {
+      guard();
+      return op.srem(key, members);
+    },
+    async smembers(key) {
+      guard();
+      return [...(read(key, 'set') ?? [])];
+    },
+
+    async zadd(key, score, member) {
+      guard();
+      op.zadd(key, score, member);
+    },
+    async zrem(key, member) {
+      guard();
+      return op.zrem(key, member);
+    },
+    async zcard(key) {
+      guard();
+      return read(key, 'zset')?.size ?? 0;
+    },
+    async zscore(key, member) {
+      guard();
+      return read(key, 'zset')?.get(member) ?? null;
+    },
+    async zrangeByScore(key, min, max, limit) {
+      guard();
+      if (Number.isNaN(min) || Number.isNaN(max)) throw replyError('ERR min or max is not a float');
+      const zset = read(key, 'zset');
+      if (zset === undefined) return [];
+      const members = sortedMembers(zset)
+        .filter(([, score]) => score >= min && score <= max)
+        .map(([member]) => member);
+      return applyLimit(members, limit);
+    },
+    async zrevrangeByLex(key, { below, above, limit }: LexRangeOptions) {
+      guard();
+      const zset = read(key, 'zset');
+      if (zset === undefined) return [];
+      // Walk the set from the top in (score, member) order and keep what falls between the
+      // exclusive bounds: what ZRANGE ... BYLEX REV does when all scores are equal.
+      const members = sortedMembers(zset)
+        .reverse()
+        .map(([member]) => member)
+        .filter(
+          (member) =>
+            (below === undefined || compareBytes(member, below) < 0) &&
+            (above === undefined || compareBytes(member, above) > 0),
+        );
+      return applyLimit(members, limit);
+    },
+
+    async rpush(key, ...values) {
+      guard();
+      return op.rpush(key, values);
+    },
+    async lrange(key, start, stop) {
+      guard();
+      const list = read(key, 'list');
+      if (list === undefined) return [];
+      const range = listRange(list.length, start, stop);
+      return range === null ? [] : list.slice(range[0], range[1] + 1);
+    },
+    async llen(key) {
+      guard();
+      return read(key, 'list')?.length ?? 0;
+    },
+
+    batch() {
+      return createBatch();
+    },
+
+    async lock(keys, { ttlMs, waitMs }: LockOptions): Promise<Lock> {
+      guard();
+      const lockKeys = [...new Set(keys)].map((key) => LOCK_KEY_PREFIX + key);
+      if (lockKeys.length === 0) throw new Error('lock() needs at least one key');
+      assertInteger(ttlMs);
+      if (ttlMs <= 0) throw replyError("ERR invalid expire time in 'set' command");
+      const token = randomUUID();
+      // Waiting is real time even under a fake clock: a frozen clock must not wait forever.
+      const deadline = performance.now() + waitMs;
+      for (;;) {
+        guard();
+        if (lockKeys.every((key) => lookup(key) === undefined)) {
+          for (const key of lockKeys) op.set(key, token, { ttlMs });
+          return {
+            keys: [...keys],
+            async release() {
+              if (closed) return;
+              let released = false;
+              for (const key of lockKeys) {
+                const entry = lookup(key);
+                // Only our own token: after expiry someone else may hold this key now.
+                if (entry?.data.type === 'string' && entry.data.value === token) {
+                  op.del([key]);
+                  released = true;
+                }
+              }
+              if (released) wakeLockWaiters();
+            },
+          };
+        }
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) throw new StoreBusyError(keys.join(', '));
+        await waitForRelease(Math.min(remaining, LOCK_POLL_MS));
+      }
+    },
+
+    async ping() {
+      guard();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(sweep);
+      data.clear();
+      volatile.clear();
+      // Waiters wake up, see the store closed and reject.
+      wakeLockWaiters();
+    },
+  };
+  return store;
+}
