@@ -37,6 +37,8 @@ export interface ContactService {
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
+  /** Merges the guard rails refused (size cap, earlier unmerge), newest first. */
+  conflicts(limit: number): Promise<unknown[]>;
   /** Normalise an identifier as the engine would (null when blocklisted or invalid). */
   normalizeIdentifier(identifier: Identifier): Identifier | null;
 }

@@ -58,6 +58,9 @@ export interface RouteResult {
   /** Defaults to application/json; a Buffer or string body with another type is sent as is. */
   contentType?: string;
   headers?: Record<string, string>;
+  /** For metrics and logs: the vendor's event name (e.g. chat_accepted) and how it went. */
+  event?: string;
+  outcome?: 'ok' | 'duplicate' | 'unhandled';
 }
 
 export interface ChannelRoute {

@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type Koa from 'koa';
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { ChannelConfig, Config } from './config/schema.js';
+import { createContactEngine } from './contacts/engine.js';
+import { createFactService } from './contacts/facts.js';
+import { createDelivery, type Delivery } from './delivery/index.js';
+import { createAttributeSources } from './enrich/index.js';
+import { createOutboxPublisher } from './events/outbox.js';
+import { createApp } from './http/app.js';
+import { createPayloadJournal } from './intake/journal.js';
+import { createLogger } from './logger.js';
+import { Metrics } from './metrics.js';
+import { createHttpClient } from './net/http.js';
+import { AdapterRegistry, defaultRegistry } from './registry.js';
+import { createScheduler, type Scheduler } from './scheduler.js';
+import type { AdapterContext, ChannelRuntime } from './spec/adapter.js';
+import { createStore } from './store/index.js';
+import type { Store } from './store/types.js';
+
+/**
+ * The composition root: the one place that builds everything from a validated config and wires
+ * it together. Nothing here listens or schedules until `listen()` / `start()`.
+ */
+export type Role = 'all' | 'web' | 'worker';
+
+export interface BridgeOptions {
+  config: Config;
+  registry?: AdapterRegistry;
+  role?: Role;
+  logger?: Logger;
+  /** Use this store instead of building one from config.store (tests; the CLI). */
+  store?: Store;
+  /** undici dispatcher for every outbound call (tests point it at fake servers or a MockAgent). */
+  dispatcher?: Dispatcher;
+  now?: () => Date;
+  /** Collect Node's default process metrics (off in tests: many bridges share one process). */
+  defaultMetrics?: boolean;
+}
+
+export interface ChannelEntry {
+  config: ChannelConfig;
+  runtime: ChannelRuntime;
+}
+
+export interface Bridge {
+  readonly config: Config;
+  readonly role: Role;
+  readonly logger: Logger;
+  readonly store: Store;
+  readonly metrics: Metrics;
+  readonly context: AdapterContext;
+  readonly channels: ReadonlyMap<string, ChannelEntry>;
+  readonly app: Koa;
+  readonly delivery: Delivery;
+  readonly scheduler: Scheduler;
+  /** Start background work for the role: scheduled jobs and delivery (worker, all). */
+  start(): Promise<void>;
+  listen(port?: number, host?: string): Promise<Server>;
+  /** Graceful: stop accepting, finish in-flight requests and jobs, close the store. */
+  close(): Promise<void>;
+}
+
+export async function createBridge(options: BridgeOptions): Promise<Bridge> {
+  const { config } = options;
+  const role = options.role ?? 'all';
+  const registry = options.registry ?? defaultRegistry();
+  const logger = options.logger ?? createLogger(config.log.level);
+  const now = options.now ?? (() => new Date());
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
+  const store = options.store ?? (await createStore(config.store, logger));
+  const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
+  const events = createOutboxPublisher(store);
+  const journal = createPayloadJournal(store, now);
+  const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
+  const facts = createFactService({ channels: config.channels, vendorNames: registry.displayNames(), logger });
+  for (const source of createAttributeSources({ config, http, logger, metrics })) facts.addSource(source);
+
+  let masterKey: Buffer | null = config.secrets.masterKey ? Buffer.from(config.secrets.masterKey, 'base64') : null;
+  if (!masterKey && store.kind === 'memory') {
+    // Keys generated now die with the process anyway, so an ephemeral key-encryption key is honest.
+    masterKey = randomBytes(32);
+    if (config.channels.some((channel) => channel.vendor === 'livetex')) {
+      logger.warn('secrets.masterKey is not set: using an ephemeral master key (fine for the in-memory store only)');
+    }
+  }
+
+  const context: AdapterContext = { config, logger, metrics, store, contacts, facts, events, http, now, masterKey, journal };
+  const channels = new Map<string, ChannelEntry>();
+  for (const channel of config.channels) {
+    const adapter = registry.get(channel.vendor);
+    if (!adapter) throw new Error(`no adapter for vendor ${channel.vendor}`); // config validation prevents this
+    const runtime = adapter.create({ ...context, logger: logger.child({ channel: channel.id, vendor: channel.vendor }) }, channel);
+    channels.set(channel.id, { config: channel, runtime });
+  }
+
+  const delivery = createDelivery({
+    config,
+    store,
+    redisUrl: store.kind === 'redis' ? config.store.redis : undefined,
+    keyPrefix: config.store.keyPrefix,
+    events,
+    http,
+    logger: logger.child({ component: 'delivery' }),
+    metrics,
+    now,
+  });
+  const scheduler = createScheduler({
+    jobs: [...channels.values()].flatMap(({ config: channel, runtime }) =>
+      (runtime.jobs ?? []).map((job) => ({ channelId: channel.id, job })),
+    ),
+    store,
+    logger: logger.child({ component: 'scheduler' }),
+    metrics,
+  });
+
+  let accepting = true;
+  const app = createApp({
+    config,
+    logger,
+    metrics,
+    store,
+    contacts,
+    journal,
+    delivery,
+    channels,
+    vendors: registry.vendors,
+    isAccepting: () => accepting,
+  });
+
+  const servers: Server[] = [];
+  let started = false;
+  let closing: Promise<void> | undefined;
+
+  return {
+    config,
+    role,
+    logger,
+    store,
+    metrics,
+    context,
+    channels,
+    app,
+    delivery,
+    scheduler,
+    async start() {
+      if (started || role === 'web') return;
+      started = true;
+      scheduler.start();
+      await delivery.start();
+    },
+    listen(port = config.server.port, host = config.server.host) {
+      return new Promise((resolve, reject) => {
+        const server = app.listen(port, host);
+        // Slow or idle vendor connections must not hold sockets forever.
+        server.requestTimeout = 30_000;
+        server.headersTimeout = 15_000;
+        server.keepAliveTimeout = 5_000;
+        server.once('listening', () => {
+          servers.push(server);
+          const address = server.address() as AddressInfo;
+          logger.info({ port: address.port, host, role }, 'chatbridge listening');
+          resolve(server);
+        });
+        server.once('error', reject);
+      });
+    },
+    close() {
+      closing ??= (async () => {
+        accepting = false;
+        const grace = config.server.shutdownTimeoutMs;
+        await Promise.all(
+          servers.map(
+            (server) =>
+              new Promise<void>((resolve) => {
+                const timer = setTimeout(() => server.closeAllConnections(), grace);
+                server.close(() => {
+                  clearTimeout(timer);
+                  resolve();
+                });
+                server.closeIdleConnections();
+              }),
+          ),
+        );
+        await scheduler.stop(grace);
+        await delivery.close();
+        for (const { runtime } of channels.values()) await runtime.close?.();
+        await store.close();
+        logger.info('chatbridge stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,813 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { BadRequestError, ConflictError, NotFoundError, ValidationError } from '../errors.js';
+import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
+import type { Metrics } from '../metrics.js';
+import type { Lock, Store, StoreBatch } from '../store/types.js';
+import { identifierLabel, normalizeIdentifier } from './normalize.js';
+import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import {
+  type AgentRef,
+  type AttributeValue,
+  type Contact,
+  type Identifier,
+  type ObserveResult,
+  observationSchema,
+  type ParsedObservation,
+  type TimelineEntry,
+} from './types.js';
+
+/**
+ * The identity engine (DESIGN §7).
+ *
+ * Storage model — records and groups:
+ * - Every contact the bridge ever created is a *record* (`rec:<id>`, JSON). Records are never
+ *   physically merged: a merge points the absorbed records at the surviving root (`root:<id>`)
+ *   and adds them to the root's member set (`members:<root>`). The contact the API shows is
+ *   the union of a root and its members. Undoing a merge is therefore just moving pointers
+ *   back, and nothing a vendor said is ever thrown away.
+ * - Identifiers that may merge (kinds in identity.mergeOn, and vendor-local ids within their
+ *   channel) map to exactly one record: `idx:<kind>:<scope>:<value>`. Kinds that must not merge
+ *   are only searchable: `sidx:<kind>:<value>` (a set).
+ * - Each record has its own timeline (`tl:<id>`, a sorted set whose members sort by time, read
+ *   newest first across the group's records).
+ *
+ * Concurrency: an observation first locks its identifiers (so two instances seeing the same new
+ * person serialise and the second finds the first's record), then the record it writes and the
+ * roots it touches (so two merges of one group cannot interleave). Locks are taken in one
+ * atomic step each, identifiers before records, so there is no lock-order cycle. All writes of
+ * one observation go in one atomic batch together with its idempotency key and outbound events.
+ */
+
+interface Valued {
+  v: string;
+  at: string;
+}
+
+interface StoredAttribute extends AttributeValue {
+  channelId: string;
+  at: string;
+}
+
+interface ChannelStat {
+  vendor: string;
+  firstSeen: string;
+  lastSeen: string;
+  observations: number;
+  conversations: number;
+}
+
+interface MergeLogEntry {
+  at: string;
+  /** The records that joined with this merge (the absorbed root first). */
+  records: string[];
+  via: Identifier;
+}
+
+interface StoredRecord {
+  id: string;
+  createdAt: string;
+  updatedAt: string;
+  names: Valued[];
+  emails: Valued[];
+  phones: Valued[];
+  ids: Identifier[];
+  labels: string[];
+  attrs: Record<string, StoredAttribute>;
+  agent?: AgentRef & { at: string };
+  crmLink?: Valued;
+  channels: Record<string, ChannelStat>;
+  /** Only meaningful on a root: the merges that built this group, oldest first. */
+  merges: MergeLogEntry[];
+}
+
+const LOCK_TTL_MS = 10_000;
+const LOCK_WAIT_MS = 5_000;
+const MAX_PLAN_ATTEMPTS = 8;
+const CONTACT_EVENTS_KEY = 'contact';
+
+const key = {
+  record: (id: string) => `rec:${id}`,
+  root: (id: string) => `root:${id}`,
+  members: (id: string) => `members:${id}`,
+  apart: (id: string) => `apart:${id}`,
+  timeline: (id: string) => `tl:${id}`,
+  index: (identifier: Identifier) => `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
+  search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
+  dedupe: (channelId: string, idempotencyKey: string) =>
+    `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
+  conflicts: 'identity:conflicts',
+};
+
+export interface ContactEngineOptions {
+  store: Store;
+  identity: Config['identity'];
+  events: EventPublisher;
+  metrics: Metrics;
+  logger: Logger;
+  now?: () => Date;
+}
+
+export function createContactEngine(options: ContactEngineOptions): ContactService {
+  const { store, identity, events, metrics, logger } = options;
+  const now = options.now ?? (() => new Date());
+  const mergeOn = new Set<string>(identity.mergeOn);
+  const normalizeOptions = {
+    blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
+    defaultCountry: identity.defaultCountry,
+  };
+  const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
+
+  /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
+  const resolves = (identifier: Identifier) =>
+    identifier.channelId !== undefined || mergeOn.has(identifier.kind);
+  /** Earlier kinds win when choosing which record an observation writes to. */
+  const priority = (identifier: Identifier) => {
+    const order = ['person', 'email', 'phone'].indexOf(identifier.kind);
+    return order === -1 ? 3 : order;
+  };
+
+  async function readRecords(ids: readonly string[]): Promise<Map<string, StoredRecord>> {
+    const out = new Map<string, StoredRecord>();
+    if (ids.length === 0) return out;
+    const values = await store.mget(ids.map(key.record));
+    ids.forEach((id, index) => {
+      const value = values[index];
+      if (value) out.set(id, JSON.parse(value) as StoredRecord);
+    });
+    return out;
+  }
+
+  async function rootsOf(recordIds: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (recordIds.length === 0) return out;
+    const values = await store.mget(recordIds.map(key.root));
+    recordIds.forEach((id, index) => out.set(id, values[index] ?? id));
+    return out;
+  }
+
+  async function membersOf(roots: readonly string[]): Promise<Map<string, string[]>> {
+    const lists = await Promise.all(roots.map((root) => store.smembers(key.members(root))));
+    return new Map(roots.map((root, index) => [root, lists[index]!.sort()]));
+  }
+
+  async function withLock<T>(names: string[], what: string, run: () => Promise<T>): Promise<T> {
+    const unique = [...new Set(names)].sort();
+    let lock: Lock;
+    try {
+      lock = await store.lock(unique, { ttlMs: LOCK_TTL_MS, waitMs: LOCK_WAIT_MS });
+    } catch (error) {
+      logger.warn({ what, err: error }, 'lock not taken');
+      throw error;
+    }
+    try {
+      return await run();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** The unified view of a group: the root record plus its members, newest values first. */
+  function view(rootId: string, records: StoredRecord[]): Contact {
+    const root = records.find((record) => record.id === rootId) ?? records[0]!;
+    const ordered = [root, ...records.filter((record) => record !== root)];
+    const newestFirst = (lists: Valued[][]) => {
+      const best = new Map<string, string>();
+      for (const list of lists) {
+        for (const item of list) {
+          const seen = best.get(item.v);
+          if (!seen || seen < item.at) best.set(item.v, item.at);
+        }
+      }
+      return [...best.entries()].sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0])).map(([v]) => v);
+    };
+    const names = newestFirst(ordered.map((record) => record.names));
+    const identities: Identifier[] = [];
+    const seenIds = new Set<string>();
+    for (const record of ordered) {
+      for (const identifier of record.ids) {
+        const label = identifierLabel(identifier);
+        if (!seenIds.has(label)) {
+          seenIds.add(label);
+          identities.push(identifier);
+        }
+      }
+    }
+    const attributes: Contact['attributes'] = {};
+    const labels = new Set<string>();
+    let agent: (AgentRef & { at: string }) | undefined;
+    let crmLink: Valued | undefined;
+    const channels = new Map<string, ChannelStat>();
+    let createdAt = root.createdAt;
+    let updatedAt = root.updatedAt;
+    for (const record of ordered) {
+      for (const [name, attribute] of Object.entries(record.attrs)) {
+        const current = attributes[name];
+        if (!current || current.at < attribute.at) attributes[name] = attribute;
+      }
+      for (const label of record.labels) labels.add(label);
+      if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
+      if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
+      for (const [channelId, stat] of Object.entries(record.channels)) {
+        const current = channels.get(channelId);
+        channels.set(
+          channelId,
+          current
+            ? {
+                vendor: stat.vendor,
+                firstSeen: current.firstSeen < stat.firstSeen ? current.firstSeen : stat.firstSeen,
+                lastSeen: current.lastSeen > stat.lastSeen ? current.lastSeen : stat.lastSeen,
+                observations: current.observations + stat.observations,
+                conversations: current.conversations + stat.conversations,
+              }
+            : { ...stat },
+        );
+      }
+      if (record.createdAt < createdAt) createdAt = record.createdAt;
+      if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
+    }
+    const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
+    return {
+      id: rootId,
+      name: names[0] ?? null,
+      names,
+      emails: newestFirst(ordered.map((record) => record.emails)),
+      phones: newestFirst(ordered.map((record) => record.phones)),
+      identities,
+      labels: [...labels].sort(),
+      attributes,
+      responsibleAgent: agent ? responsibleAgent : null,
+      crmLink: crmLink?.v ?? null,
+      channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
+      records: ordered.map((record) => record.id),
+      merges: root.merges.map((merge) => ({ at: merge.at, recordId: merge.records[0]!, via: merge.via })),
+      createdAt,
+      updatedAt,
+    };
+  }
+
+  async function loadGroup(rootId: string): Promise<StoredRecord[]> {
+    const members = await store.smembers(key.members(rootId));
+    const records = await readRecords([rootId, ...members.sort()]);
+    return [...records.values()];
+  }
+
+  async function loadContact(id: string): Promise<{ contact: Contact; rootId: string } | null> {
+    const rootId = (await store.get(key.root(id))) ?? id;
+    const records = await loadGroup(rootId);
+    if (records.length === 0) return null;
+    return { contact: view(rootId, records), rootId };
+  }
+
+  function newRecord(at: string): StoredRecord {
+    return {
+      id: `c_${randomBytes(10).toString('hex')}`,
+      createdAt: at,
+      updatedAt: at,
+      names: [],
+      emails: [],
+      phones: [],
+      ids: [],
+      labels: [],
+      attrs: {},
+      channels: {},
+      merges: [],
+    };
+  }
+
+  function upsertValued(list: Valued[], value: string, at: string): boolean {
+    const existing = list.find((item) => item.v === value);
+    if (!existing) {
+      list.push({ v: value, at });
+      return true;
+    }
+    if (existing.at < at) existing.at = at;
+    return false;
+  }
+
+  /** Apply what the observation says to one record; returns whether contact-visible data changed. */
+  function apply(record: StoredRecord, observation: ParsedObservation, identifiers: Identifier[], at: string): boolean {
+    let changed = false;
+    for (const name of observation.names) {
+      const trimmed = name.trim();
+      if (trimmed && upsertValued(record.names, trimmed.slice(0, 200), at)) changed = true;
+    }
+    for (const identifier of identifiers) {
+      if (!record.ids.some((known) => identifierLabel(known) === identifierLabel(identifier))) {
+        record.ids.push(identifier);
+        changed = true;
+      }
+      if (identifier.kind === 'email' && upsertValued(record.emails, identifier.value, at)) changed = true;
+      if (identifier.kind === 'phone' && upsertValued(record.phones, identifier.value, at)) changed = true;
+    }
+    for (const label of observation.labels) {
+      if (label && !record.labels.includes(label)) {
+        record.labels.push(label);
+        changed = true;
+      }
+    }
+    for (const [name, attribute] of Object.entries(observation.attributes)) {
+      const current = record.attrs[name];
+      if (current && current.at > at) continue;
+      if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
+      record.attrs[name] = { ...attribute, channelId: observation.channelId, at };
+    }
+    const agent = observation.responsibleAgent;
+    if (agent && (agent.email || agent.name || agent.id) && (!record.agent || record.agent.at <= at)) {
+      if (record.agent?.email !== agent.email || record.agent?.name !== agent.name) changed = true;
+      record.agent = { ...agent, ...(agent.email ? { email: agent.email.toLowerCase() } : {}), at };
+    }
+    if (observation.crmLink && (!record.crmLink || record.crmLink.at <= at)) {
+      if (record.crmLink?.v !== observation.crmLink) changed = true;
+      record.crmLink = { v: observation.crmLink, at };
+    }
+    const stat = record.channels[observation.channelId] ?? {
+      vendor: observation.vendor,
+      firstSeen: at,
+      lastSeen: at,
+      observations: 0,
+      conversations: 0,
+    };
+    stat.observations += 1;
+    if (at > stat.lastSeen) stat.lastSeen = at;
+    if (at < stat.firstSeen) stat.firstSeen = at;
+    stat.conversations += observation.timeline.filter((entry) => entry.type === 'conversation.finished').length;
+    record.channels[observation.channelId] = stat;
+    if (record.updatedAt < at) record.updatedAt = at;
+    return changed;
+  }
+
+  function timelineMember(entry: TimelineEntry): string {
+    return `${entry.at}|${entry.id}|${JSON.stringify(entry)}`;
+  }
+
+  function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
+    return createHash('sha256')
+      .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
+      .digest('base64url')
+      .slice(0, 22);
+  }
+
+  function isoOf(value: string): string {
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
+    return date.toISOString();
+  }
+
+  interface Plan {
+    targetId: string | null;
+    roots: string[];
+    recordRoots: Map<string, string>;
+  }
+
+  async function plan(indexValues: (string | null)[], identifiers: Identifier[]): Promise<Plan> {
+    const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
+    const recordRoots = await rootsOf(recordIds);
+    // The record to write to: the one holding the strongest identifier (person > email > phone > local).
+    let targetId: string | null = null;
+    let best = Number.POSITIVE_INFINITY;
+    identifiers.forEach((identifier, index) => {
+      const value = indexValues[index];
+      if (value && priority(identifier) < best) {
+        best = priority(identifier);
+        targetId = value;
+      }
+    });
+    const roots = [...new Set(recordRoots.values())];
+    return { targetId, roots, recordRoots };
+  }
+
+  function refuseMerge(
+    batch: StoreBatch,
+    reason: 'too_large' | 'unmerged_before',
+    roots: string[],
+    via: Identifier,
+    at: string,
+    observation: ParsedObservation,
+  ) {
+    metrics.merges.inc({ outcome: 'refused' });
+    logger.warn({ roots, via: identifierLabel(via), reason, channelId: observation.channelId }, 'merge refused');
+    batch
+      .rpush(key.conflicts, JSON.stringify({ at, reason, roots, via, channelId: observation.channelId }))
+      .ltrim(key.conflicts, -10_000, -1);
+  }
+
+  async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
+    const parsed = observationSchema.safeParse(input);
+    if (!parsed.success) {
+      throw new ValidationError(
+        'invalid observation',
+        parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+        'invalid_observation',
+      );
+    }
+    const observation = parsed.data;
+    const at = isoOf(observation.at);
+    const identifiers: Identifier[] = [];
+    const seen = new Set<string>();
+    for (const raw of observation.identifiers) {
+      const identifier = normalizeIdentifier(raw, normalizeOptions, observation.channelId);
+      if (!identifier) continue;
+      const label = identifierLabel(identifier);
+      if (seen.has(label)) continue;
+      seen.add(label);
+      identifiers.push(identifier);
+    }
+    const resolving = identifiers.filter(resolves).sort((a, b) => priority(a) - priority(b));
+    if (resolving.length === 0) {
+      throw new BadRequestError(
+        'no_identifier',
+        'the payload carries no usable identifier (person id, e-mail, phone or vendor id)',
+      );
+    }
+    const dedupeKey = key.dedupe(observation.channelId, observation.idempotencyKey);
+    const indexKeys = resolving.map(key.index);
+
+    return withLock([...indexKeys, dedupeKey], 'identifiers', async () => {
+      for (let attempt = 0; attempt < MAX_PLAN_ATTEMPTS; attempt++) {
+        const [duplicateOf, ...indexValues] = await store.mget([dedupeKey, ...indexKeys]);
+        if (duplicateOf) {
+          const existing = await loadContact(duplicateOf);
+          if (existing) return { contact: existing.contact, created: false, duplicate: true };
+        }
+        const first = await plan(indexValues, resolving);
+        const result = await writeObservation(observation, at, resolving, identifiers, indexValues, first, dedupeKey);
+        if (result) return result;
+      }
+      throw new ConflictError('identity_contention', 'the contact changed too often while being written; retry');
+    });
+  }
+
+  /** Returns null when the groups changed between planning and locking (the caller re-plans). */
+  async function writeObservation(
+    observation: ParsedObservation,
+    at: string,
+    resolving: Identifier[],
+    identifiers: Identifier[],
+    indexValues: (string | null)[],
+    planned: Plan,
+    dedupeKey: string,
+  ): Promise<ObserveResult | null> {
+    const created = planned.targetId === null;
+    const fresh = created ? newRecord(at) : null;
+    const targetId = planned.targetId ?? fresh!.id;
+    const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
+
+    return withLock(lockNames, 'records', async () => {
+      // Re-check under the record locks: a concurrent merge may have moved a record to another root.
+      const recordIds = [...planned.recordRoots.keys()];
+      const current = await rootsOf(recordIds);
+      for (const [recordId, root] of current) if (planned.recordRoots.get(recordId) !== root) return null;
+
+      const members = await membersOf(planned.roots);
+      const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
+      const records = await readRecords([...new Set([...groupIds, targetId])]);
+      const target = fresh ?? records.get(targetId);
+      if (!target) return null;
+      if (fresh) records.set(fresh.id, fresh);
+
+      const batch = store.batch();
+      const outbox: OutboxEntry[] = [];
+      // A fresh record joined nothing (no identifier was known), so it is its own root.
+      const targetRoot = fresh ? fresh.id : current.get(targetId)!;
+      let groupIdsAfter = fresh ? [fresh.id] : [targetRoot, ...(members.get(targetRoot) ?? [])];
+
+      // Merge: every other root joins, unless the size cap or an earlier unmerge forbids it.
+      let survivor = targetRoot;
+      const absorbed: string[] = [];
+      let mergedVia: Identifier | undefined;
+      if (planned.roots.length > 1) {
+        const via = resolving.find((_, index) => {
+          const holder = indexValues[index];
+          return holder != null && current.get(holder) !== targetRoot;
+        })!;
+        const apart = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
+        const groupOf = new Map<string, string>();
+        for (const root of planned.roots) for (const id of [root, ...(members.get(root) ?? [])]) groupOf.set(id, root);
+        const keptApart = groupIds.some((id, index) =>
+          apart[index]!.some((other) => groupOf.has(other) && groupOf.get(other) !== groupOf.get(id)),
+        );
+        if (groupIds.length > identity.maxMergeSize) {
+          refuseMerge(batch, 'too_large', planned.roots, via, at, observation);
+        } else if (keptApart) {
+          refuseMerge(batch, 'unmerged_before', planned.roots, via, at, observation);
+        } else {
+          // The oldest contact survives, so ids already handed to CRMs stay stable.
+          const candidates = planned.roots.map((root) => records.get(root)).filter((record) => record !== undefined);
+          candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+          survivor = candidates[0]!.id;
+          mergedVia = via;
+          const survivorRecord = records.get(survivor)!;
+          for (const root of planned.roots) {
+            if (root === survivor) continue;
+            const joined = [root, ...(members.get(root) ?? [])];
+            for (const id of joined) batch.set(key.root(id), survivor);
+            batch.sadd(key.members(survivor), ...joined).del(key.members(root));
+            const rootRecord = records.get(root)!;
+            survivorRecord.merges.push(...rootRecord.merges, { at, records: joined, via });
+            rootRecord.merges = [];
+            batch.set(key.record(root), JSON.stringify(rootRecord));
+            absorbed.push(root);
+          }
+          batch.set(key.record(survivor), JSON.stringify(survivorRecord));
+          groupIdsAfter = groupIds;
+          metrics.merges.inc({ outcome: 'merged' });
+        }
+      }
+
+      // Claim the identifiers nobody holds yet. Those held by a group we could not merge stay
+      // with that group; those held by another record of this group stay on that record.
+      for (const identifier of resolving) {
+        if (indexValues[resolving.indexOf(identifier)] === null) batch.set(key.index(identifier), target.id);
+      }
+      const kept = identifiers.filter((identifier) => {
+        if (!resolves(identifier)) return true;
+        const holder = indexValues[resolving.indexOf(identifier)];
+        return holder === null || holder === target.id;
+      });
+      for (const identifier of identifiers) {
+        if (!resolves(identifier)) batch.sadd(key.search(identifier), target.id);
+      }
+      const changed = apply(target, observation, kept, at);
+      // Written last so it carries both the merge log changes above and what the observation said.
+      batch.set(key.record(target.id), JSON.stringify(target));
+
+      // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
+      const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
+        id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
+        at: isoOf(entry.at),
+        channelId: observation.channelId,
+        vendor: observation.vendor,
+        type: entry.type,
+        summary: entry.summary.slice(0, 500),
+        data: entry.data,
+      }));
+      for (const entry of entries) batch.zadd(key.timeline(target.id), 0, timelineMember(entry));
+      if (absorbed.length > 0 && mergedVia) {
+        const mergeEntry: TimelineEntry = {
+          id: entryId(observation.channelId, observation.idempotencyKey, 'merge'),
+          at,
+          channelId: observation.channelId,
+          vendor: observation.vendor,
+          type: 'contact.merged',
+          summary: `Merged ${absorbed.length} contact${absorbed.length === 1 ? '' : 's'} via ${mergedVia.kind}`,
+          data: { survivor, absorbed, via: mergedVia },
+        };
+        batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
+      }
+      batch.set(dedupeKey, target.id, dedupeTtlMs);
+
+      // The group as it is after this write, for the answer and the events.
+      const contact = view(
+        survivor,
+        groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined),
+      );
+
+      const channel = { id: observation.channelId, vendor: observation.vendor };
+      const event = (type: OutboxEntry['event']['type'], eventKey: string, data: Record<string, unknown>): OutboxEntry => ({
+        event: {
+          id: `evt_${entryId(observation.channelId, observation.idempotencyKey, `event:${eventKey}`)}`,
+          type,
+          occurredAt: at,
+          channel,
+          contact,
+          data,
+        },
+        orderingKey: survivor,
+        stagedAt: now().getTime(),
+      });
+      if (created) {
+        outbox.push(event('contact.created', CONTACT_EVENTS_KEY, {}));
+        metrics.contactsCreated.inc();
+      } else if (changed) {
+        outbox.push(event('contact.updated', CONTACT_EVENTS_KEY, {}));
+      }
+      if (absorbed.length > 0) {
+        outbox.push(event('contact.merged', 'merge', { survivor, absorbed, via: mergedVia }));
+      }
+      for (const item of observation.events) {
+        outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
+      }
+      events.stage(batch, outbox);
+      await batch.exec();
+      if (outbox.length > 0) events.committed();
+      return { contact, created, duplicate: false };
+    });
+  }
+
+  async function get(id: string) {
+    const loaded = await loadContact(id);
+    if (!loaded) return null;
+    return loaded.rootId === id ? { contact: loaded.contact } : { contact: loaded.contact, mergedFrom: id };
+  }
+
+  function normalizePublic(identifier: Identifier): Identifier | null {
+    return normalizeIdentifier(identifier, normalizeOptions);
+  }
+
+  async function findRecordIds(identifier: Identifier): Promise<string[]> {
+    if (resolves(identifier)) {
+      const recordId = await store.get(key.index(identifier));
+      return recordId ? [recordId] : [];
+    }
+    return store.smembers(key.search(identifier));
+  }
+
+  async function find(query: ContactQuery): Promise<Contact[]> {
+    const wanted: Identifier[] = [];
+    if (query.email) wanted.push({ kind: 'email', value: query.email });
+    if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
+    if (query.identity) wanted.push(query.identity);
+    const recordIds = new Set<string>();
+    for (const raw of wanted) {
+      const identifier = normalizePublic(raw);
+      if (!identifier) continue;
+      for (const id of await findRecordIds(identifier)) recordIds.add(id);
+    }
+    const roots = await rootsOf([...recordIds]);
+    const contacts: Contact[] = [];
+    for (const root of new Set(roots.values())) {
+      const loaded = await loadContact(root);
+      if (loaded) contacts.push(loaded.contact);
+    }
+    return contacts;
+  }
+
+  async function findByIdentifier(identifier: Identifier): Promise<Contact | null> {
+    const [contact] = await find({ identity: identifier });
+    return contact ?? null;
+  }
+
+  function decodeCursor(cursor: string): string {
+    const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
+    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\|[A-Za-z0-9_-]{1,64}$/.test(decoded)) {
+      throw new ValidationError('invalid cursor', [{ path: 'before', message: 'not a cursor this API returned' }], 'invalid_query');
+    }
+    return decoded;
+  }
+
+  async function timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage> {
+    const loaded = await loadContact(id);
+    if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+    const below = options.before ? decodeCursor(options.before) : undefined;
+    const limit = options.limit;
+    const pages = await Promise.all(
+      loaded.contact.records.map((recordId) =>
+        store.zrevrangeByLex(key.timeline(recordId), { ...(below ? { below } : {}), limit: limit + 1 }),
+      ),
+    );
+    const members = pages.flat().sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
+    const page = members.slice(0, limit);
+    const entries = page.map((member) => JSON.parse(member.slice(member.indexOf('|', 25) + 1)) as TimelineEntry);
+    const last = entries[entries.length - 1];
+    const nextCursor =
+      members.length > limit && last ? Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url') : null;
+    return { entries, nextCursor };
+  }
+
+  async function unmerge(id: string, request: UnmergeRequest) {
+    const loaded = await loadContact(id);
+    if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+    const rootId = loaded.rootId;
+    if (request.recordId) return unmergeRecord(rootId, request.recordId);
+    if (request.identifier) return splitIdentifier(rootId, request.identifier);
+    throw new ValidationError('name what to split off', [{ path: '', message: 'give recordId or identifier' }]);
+  }
+
+  async function unmergeRecord(rootId: string, recordId: string) {
+    return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
+      const members = await store.smembers(key.members(rootId));
+      if (recordId === rootId || !members.includes(recordId)) {
+        throw new ValidationError('not a merged record of this contact', [
+          { path: 'recordId', message: `merged records: ${members.sort().join(', ') || 'none'}` },
+        ]);
+      }
+      const records = await readRecords([rootId, ...members]);
+      const root = records.get(rootId)!;
+      // Undo the merge that brought this record in: its whole group at the time leaves together.
+      const mergeIndex = root.merges.findLastIndex((merge) => merge.records.includes(recordId));
+      const leaving = mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
+      const newRoot = leaving[0]!;
+      const at = now().toISOString();
+      const batch = store.batch();
+      batch.srem(key.members(rootId), ...leaving).del(key.root(newRoot));
+      for (const member of leaving.slice(1)) batch.set(key.root(member), newRoot);
+      if (leaving.length > 1) batch.sadd(key.members(newRoot), ...leaving.slice(1));
+      // Remember the split, so the identifier that joined them does not merge them again.
+      const staying = [rootId, ...members.filter((member) => !leaving.includes(member))];
+      for (const id of leaving) batch.sadd(key.apart(id), ...staying);
+      for (const id of staying) batch.sadd(key.apart(id), ...leaving);
+      if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
+      batch.set(key.record(rootId), JSON.stringify(root));
+      const newRootRecord = records.get(newRoot)!;
+      const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
+      const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
+      const contact = view(rootId, stayingRecords);
+      const split = view(newRoot, [newRootRecord, ...leavingRecords.filter((record) => record !== newRootRecord)]);
+      const entry: TimelineEntry = {
+        id: `unmerge_${randomBytes(8).toString('hex')}`,
+        at,
+        channelId: '',
+        vendor: 'chatbridge',
+        type: 'contact.unmerged',
+        summary: `Split off ${leaving.length} record${leaving.length === 1 ? '' : 's'} into ${newRoot}`,
+        data: { from: rootId, split: newRoot, records: leaving },
+      };
+      batch.zadd(key.timeline(rootId), 0, timelineMember(entry));
+      events.stage(batch, [
+        {
+          event: { id: `evt_${entry.id}`, type: 'contact.updated', occurredAt: at, channel: null, contact, data: { unmerged: leaving } },
+          orderingKey: rootId,
+          stagedAt: Date.now(),
+        },
+        {
+          event: { id: `evt_${entry.id}_split`, type: 'contact.created', occurredAt: at, channel: null, contact: split, data: { unmergedFrom: rootId } },
+          orderingKey: newRoot,
+          stagedAt: Date.now(),
+        },
+      ]);
+      await batch.exec();
+      events.committed();
+      return { contact, split };
+    });
+  }
+
+  async function splitIdentifier(rootId: string, raw: Identifier) {
+    const identifier = normalizePublic(raw);
+    if (!identifier || !resolves(identifier)) {
+      throw new ValidationError('identifier cannot be split off', [
+        { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
+      ]);
+    }
+    return withLock([key.index(identifier)], 'identifiers', async () => {
+      const holder = await store.get(key.index(identifier));
+      const holderRoot = holder ? ((await store.get(key.root(holder))) ?? holder) : null;
+      if (!holder || holderRoot !== rootId) {
+        throw new ValidationError('identifier is not part of this contact', [
+          { path: 'identifier', message: identifierLabel(identifier) },
+        ]);
+      }
+      return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
+        const members = await store.smembers(key.members(rootId));
+        const records = await readRecords([rootId, ...members]);
+        const source = records.get(holder)!;
+        const at = now().toISOString();
+        const split = newRecord(at);
+        const label = identifierLabel(identifier);
+        source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
+        split.ids.push(identifier);
+        if (identifier.kind === 'email') {
+          source.emails = source.emails.filter((item) => item.v !== identifier.value);
+          split.emails.push({ v: identifier.value, at });
+        }
+        if (identifier.kind === 'phone') {
+          source.phones = source.phones.filter((item) => item.v !== identifier.value);
+          split.phones.push({ v: identifier.value, at });
+        }
+        const groupIds = [rootId, ...members];
+        const batch = store.batch();
+        batch
+          .set(key.record(holder), JSON.stringify(source))
+          .set(key.record(split.id), JSON.stringify(split))
+          .set(key.index(identifier), split.id)
+          .sadd(key.apart(split.id), ...groupIds);
+        for (const id of groupIds) batch.sadd(key.apart(id), split.id);
+        const contact = view(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
+        const splitView = view(split.id, [split]);
+        events.stage(batch, [
+          {
+            event: { id: `evt_split_${split.id}`, type: 'contact.created', occurredAt: at, channel: null, contact: splitView, data: { unmergedFrom: rootId, identifier } },
+            orderingKey: split.id,
+            stagedAt: Date.now(),
+          },
+          {
+            event: { id: `evt_split_${split.id}_from`, type: 'contact.updated', occurredAt: at, channel: null, contact, data: { removedIdentifier: identifier } },
+            orderingKey: rootId,
+            stagedAt: Date.now(),
+          },
+        ]);
+        await batch.exec();
+        events.committed();
+        return { contact, split: splitView };
+      });
+    });
+  }
+
+  async function conflicts(limit: number): Promise<unknown[]> {
+    const raw = await store.lrange(key.conflicts, -limit, -1);
+    return raw.reverse().map((item) => JSON.parse(item) as unknown);
+  }
+
+  return {
+    observe,
+    conflicts,
+    get,
+    find,
+    findByIdentifier,
+    timeline,
+    unmerge,
+    normalizeIdentifier: normalizePublic,
+  };
+}
+

@@ -1,0 +1,61 @@
+import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js';
+import type { Identifier } from './types.js';
+
+/**
+ * Identifier normalisation: the same person must produce the same key whichever vendor saw them.
+ * E-mails are trimmed and lower-cased; phones become E.164 using the configured default country
+ * (so the Russian trunk prefix "8 916 ..." becomes "+7916..."); blocklisted junk values
+ * ("null", "0", "anonymous" ...) identify nobody.
+ */
+export const GLOBAL_KINDS = new Set(['person', 'email', 'phone']);
+
+export interface NormalizeOptions {
+  blocklist: ReadonlySet<string>;
+  defaultCountry: string;
+}
+
+export function normalizeEmail(value: string): string | null {
+  const email = value.trim().toLowerCase();
+  // Deliberately loose: vendors pass what visitors typed; we only refuse what cannot be an address.
+  return /^[^\s@]+@[^\s@]+$/.test(email) && email.length <= 254 ? email : null;
+}
+
+export function normalizePhone(value: string, defaultCountry: string): string | null {
+  const trimmed = value.trim();
+  if (!/\d/.test(trimmed)) return null;
+  const parsed = parsePhoneNumberFromString(trimmed, defaultCountry as CountryCode);
+  if (!parsed?.isPossible()) return null;
+  return parsed.number;
+}
+
+export function normalizeIdentifier(
+  identifier: Identifier,
+  options: NormalizeOptions,
+  channelId?: string,
+): Identifier | null {
+  const raw = identifier.value.trim();
+  if (raw === '' || options.blocklist.has(raw.toLowerCase())) return null;
+  switch (identifier.kind) {
+    case 'email': {
+      const value = normalizeEmail(raw);
+      return value ? { kind: 'email', value } : null;
+    }
+    case 'phone': {
+      const value = normalizePhone(raw, options.defaultCountry);
+      return value ? { kind: 'phone', value } : null;
+    }
+    case 'person':
+      return { kind: 'person', value: raw };
+    default: {
+      // Vendor-local ids only mean something inside their channel.
+      const scope = identifier.channelId ?? channelId;
+      return scope ? { kind: identifier.kind, value: raw, channelId: scope } : null;
+    }
+  }
+}
+
+export function identifierLabel(identifier: Identifier): string {
+  return identifier.channelId
+    ? `${identifier.kind}:${identifier.channelId}:${identifier.value}`
+    : `${identifier.kind}:${identifier.value}`;
+}

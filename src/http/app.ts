@@ -1,0 +1,355 @@
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ChannelConfig, Config } from '../config/schema.js';
+import type { ContactService } from '../contacts/service.js';
+import { identifierSchema } from '../contacts/types.js';
+import type { Delivery } from '../delivery/index.js';
+import { AppError, BadRequestError, NotFoundError, UnauthorizedError, ValidationError } from '../errors.js';
+import type { PayloadJournal } from '../intake/journal.js';
+import type { Metrics } from '../metrics.js';
+import type { ChannelRoute, ChannelRuntime, InboundRequest, RouteResult } from '../spec/adapter.js';
+import type { Store } from '../store/types.js';
+import { readRawBody } from './body.js';
+import { errorBody, errorMiddleware } from './errors.js';
+import { buildOpenApi } from './openapi.js';
+import { parseQuery } from './validate.js';
+
+/**
+ * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
+ * routes, the admin API and operations endpoints. Built by the composition root (src/bridge.ts).
+ */
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  store: Store;
+  contacts: ContactService;
+  journal: PayloadJournal;
+  delivery: Delivery;
+  channels: ReadonlyMap<string, { config: ChannelConfig; runtime: ChannelRuntime }>;
+  vendors: readonly string[];
+  /** While false, /readyz answers 503 (set during shutdown). */
+  isAccepting(): boolean;
+}
+
+const NO_CHANNEL = errorBody('not_found', 'no such channel');
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+function safeEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** The token in a webhook URL is a credential: never log it. */
+export function redactPath(path: string): string {
+  return path.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***');
+}
+
+function matchPath(pattern: string, path: string): Record<string, string> | null {
+  const want = pattern.split('/').filter(Boolean);
+  const have = path.split('/').filter(Boolean);
+  if (want.length !== have.length) return null;
+  const params: Record<string, string> = {};
+  for (let index = 0; index < want.length; index++) {
+    const segment = want[index]!;
+    const actual = have[index]!;
+    if (segment.startsWith(':')) {
+      try {
+        params[segment.slice(1)] = decodeURIComponent(actual);
+      } catch {
+        return null;
+      }
+    } else if (segment !== actual) return null;
+  }
+  return params;
+}
+
+function inbound(ctx: Context, channel: ChannelConfig, rawBody: Buffer, params: Record<string, string>): InboundRequest {
+  let parsed: { value: unknown } | undefined;
+  return {
+    channel,
+    rawBody,
+    headers: ctx.headers,
+    query: ctx.query,
+    params,
+    contentType: ctx.get('content-type') || undefined,
+    requestId: ctx.state.requestId as string,
+    logger: ctx.state.logger as Logger,
+    json() {
+      if (!parsed) {
+        try {
+          parsed = { value: JSON.parse(rawBody.toString('utf8')) };
+        } catch (error) {
+          throw new BadRequestError('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
+        }
+      }
+      return parsed.value;
+    },
+  };
+}
+
+function send(ctx: Context, result: RouteResult) {
+  ctx.status = result.status ?? 200;
+  for (const [name, value] of Object.entries(result.headers ?? {})) ctx.set(name, value);
+  if (result.contentType) ctx.type = result.contentType;
+  ctx.body = result.body ?? null;
+}
+
+const contactQuerySchema = z.strictObject({
+  email: z.string().min(1).optional(),
+  phone: z.string().min(1).optional(),
+  identity: z.string().regex(/^[a-z][a-z0-9_]*:.+$/, 'kind:value (or kind:channelId:value for vendor-local ids)').optional(),
+});
+
+const timelineQuerySchema = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  before: z.string().min(1).max(200).optional(),
+});
+
+const unmergeBodySchema = z.union([
+  z.strictObject({ recordId: z.string().min(1) }),
+  z.strictObject({ identifier: identifierSchema.strict() }),
+]);
+
+const journalQuerySchema = z.strictObject({
+  channel: z.string().optional(),
+  kind: z.enum(['rejected', 'unhandled']).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+});
+
+const GLOBAL = new Set(['person', 'email', 'phone']);
+
+function parseIdentity(text: string) {
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  if (GLOBAL.has(kind)) return { kind, value: rest };
+  const second = rest.indexOf(':');
+  if (second <= 0) {
+    throw new ValidationError('invalid query', [
+      { path: 'identity', message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>` },
+    ]);
+  }
+  return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const { config, logger, metrics, store, contacts } = deps;
+  const app = new Koa({ proxy: true });
+  const bodyLimit = config.server.bodyLimitBytes;
+
+  app.silent = true; // errors are logged once by the error middleware, with the request id
+  app.use(async (ctx: Context, next: Next) => {
+    const given = ctx.get('x-request-id');
+    const requestId = REQUEST_ID.test(given) ? given : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.state.logger = logger.child({ requestId });
+    ctx.set('x-request-id', requestId);
+    const started = performance.now();
+    try {
+      await next();
+    } finally {
+      (ctx.state.logger as Logger).info(
+        { method: ctx.method, path: redactPath(ctx.path), status: ctx.status, ms: Math.round(performance.now() - started) },
+        'request',
+      );
+    }
+  });
+  app.use(errorMiddleware());
+
+  const router = new Router();
+
+  // --- operations -------------------------------------------------------------------------
+  router.get('/healthz', (ctx) => {
+    ctx.body = { ok: true };
+  });
+  router.get('/readyz', async (ctx) => {
+    if (!deps.isAccepting()) {
+      ctx.status = 503;
+      ctx.body = errorBody('shutting_down', 'the bridge is shutting down');
+      return;
+    }
+    try {
+      await store.ping();
+      metrics.storeUp.set(1);
+      ctx.body = { ok: true, store: store.kind };
+    } catch (error) {
+      metrics.storeUp.set(0);
+      ctx.status = 503;
+      ctx.body = errorBody('store_unavailable', error instanceof AppError ? error.message : 'the store is unavailable');
+    }
+  });
+  router.get('/metrics', async (ctx) => {
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.registry.metrics();
+  });
+
+  // --- vendor intake ----------------------------------------------------------------------
+  router.post('/webhooks/:vendor/:channelId/:token', async (ctx) => {
+    const { vendor, channelId, token } = ctx.params as { vendor: string; channelId: string; token: string };
+    const entry = deps.channels.get(channelId);
+    // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
+    if (!entry || entry.config.vendor !== vendor || !safeEqual(token, entry.config.token) || !entry.runtime.handleWebhook) {
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+      return;
+    }
+    const started = performance.now();
+    let event = 'unknown';
+    let rawBody: Buffer | undefined;
+    try {
+      rawBody = await readRawBody(ctx, bodyLimit);
+      const result = await entry.runtime.handleWebhook(inbound(ctx, entry.config, rawBody, { channelId }));
+      event = result.event ?? event;
+      metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
+      send(ctx, result);
+    } catch (error) {
+      const status = error instanceof AppError ? error.status : 500;
+      metrics.intake.inc({ vendor, event, outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error' });
+      if (status < 500 && rawBody) {
+        // Nothing is lost: a payload we refuse is kept for an operator to read back.
+        await deps.journal
+          .record({ channelId, vendor, kind: 'rejected', reason: (error as Error).message, rawBody, contentType: ctx.get('content-type') })
+          .catch((journalError: unknown) => (ctx.state.logger as Logger).warn({ err: journalError }, 'could not journal a rejected payload'));
+      }
+      throw error;
+    } finally {
+      metrics.replyLatency.observe({ vendor, event }, (performance.now() - started) / 1000);
+    }
+  });
+
+  // --- channel routes (public: /<vendor>/:channelId/<path>) --------------------------------
+  const publicPrefixes = deps.vendors.map((vendor) => `/${vendor}/`);
+  app.use(async (ctx: Context, next: Next) => {
+    if (!publicPrefixes.some((prefix) => ctx.path.startsWith(prefix))) return next();
+    const [, vendor, channelId, ...rest] = ctx.path.split('/');
+    const entry = channelId ? deps.channels.get(channelId) : undefined;
+    if (!entry || entry.config.vendor !== vendor) {
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+      return;
+    }
+    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), next);
+  });
+
+  async function dispatchChannelRoute(
+    ctx: Context,
+    entry: { config: ChannelConfig; runtime: ChannelRuntime },
+    scope: ChannelRoute['scope'],
+    subPath: string,
+    next: Next,
+  ) {
+    const routes = (entry.runtime.routes ?? []).filter((route) => route.scope === scope);
+    let methodMismatch = false;
+    for (const route of routes) {
+      const params = matchPath(route.path, subPath);
+      if (!params) continue;
+      if (route.method !== ctx.method) {
+        methodMismatch = true;
+        continue;
+      }
+      const rawBody = ctx.method === 'GET' || ctx.method === 'DELETE' ? Buffer.alloc(0) : await readRawBody(ctx, bodyLimit);
+      send(ctx, await route.handle(inbound(ctx, entry.config, rawBody, { ...params, channelId: entry.config.id })));
+      return;
+    }
+    if (methodMismatch) {
+      ctx.status = 405;
+      ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed here`);
+      return;
+    }
+    return next();
+  }
+
+  // --- admin API --------------------------------------------------------------------------
+  const admin = new Router({ prefix: '/api/v1' });
+  admin.get('/openapi.json', (ctx) => {
+    ctx.body = buildOpenApi({ routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []) });
+  });
+  admin.use(async (ctx, next) => {
+    if (ctx.path === '/api/v1/openapi.json') return next();
+    const header = ctx.get('authorization');
+    const match = /^Bearer\s+(.+)$/i.exec(header);
+    if (!match || !safeEqual(match[1]!.trim(), config.admin.token)) throw new UnauthorizedError();
+    return next();
+  });
+
+  admin.get('/contacts', async (ctx) => {
+    const query = parseQuery(contactQuerySchema, ctx.query);
+    if (!query.email && !query.phone && !query.identity) {
+      throw new ValidationError('give email, phone or identity', [
+        { path: 'query', message: 'at least one of email, phone, identity' },
+      ], 'invalid_query');
+    }
+    ctx.body = {
+      contacts: await contacts.find({
+        ...(query.email ? { email: query.email } : {}),
+        ...(query.phone ? { phone: query.phone } : {}),
+        ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
+      }),
+    };
+  });
+  admin.get('/contacts/:id', async (ctx) => {
+    const found = await contacts.get(ctx.params.id!);
+    if (!found) throw new NotFoundError('contact_not_found', `no contact ${ctx.params.id}`);
+    ctx.body = found.mergedFrom ? { ...found.contact, mergedFrom: found.mergedFrom } : found.contact;
+  });
+  admin.get('/contacts/:id/timeline', async (ctx) => {
+    const query = parseQuery(timelineQuerySchema, ctx.query);
+    ctx.body = await contacts.timeline(ctx.params.id!, { limit: query.limit, ...(query.before ? { before: query.before } : {}) });
+  });
+  admin.post('/contacts/:id/unmerge', async (ctx) => {
+    const raw = await readRawBody(ctx, bodyLimit);
+    let json: unknown;
+    try {
+      json = JSON.parse(raw.toString('utf8'));
+    } catch {
+      throw new BadRequestError('invalid_json', 'the body is not valid JSON');
+    }
+    const body = unmergeBodySchema.safeParse(json);
+    if (!body.success) {
+      throw new ValidationError('give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}', body.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));
+    }
+    ctx.body = await contacts.unmerge(ctx.params.id!, body.data);
+  });
+  admin.get('/identity/conflicts', async (ctx) => {
+    const { limit } = parseQuery(z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }), ctx.query);
+    ctx.body = { conflicts: await contacts.conflicts(limit) };
+  });
+  admin.get('/journal', async (ctx) => {
+    const query = parseQuery(journalQuerySchema, ctx.query);
+    ctx.body = {
+      entries: await deps.journal.list({
+        limit: query.limit,
+        ...(query.channel ? { channelId: query.channel } : {}),
+        ...(query.kind ? { kind: query.kind } : {}),
+      }),
+    };
+  });
+  admin.get('/channels', (ctx) => {
+    ctx.body = {
+      channels: [...deps.channels.values()].map(({ config: channel, runtime }) => ({
+        id: channel.id,
+        vendor: channel.vendor,
+        name: channel.name ?? channel.id,
+        jobs: (runtime.jobs ?? []).map((job) => ({ name: job.name, schedule: job.schedule })),
+        routes: (runtime.routes ?? []).filter((route) => route.scope === 'admin').map((route) => `${route.method} ${route.path}`),
+      })),
+    };
+  });
+  admin.all('/channels/:id/*rest', async (ctx, next) => {
+    const entry = deps.channels.get(ctx.params.id!);
+    if (!entry) throw new NotFoundError('channel_not_found', `no channel ${ctx.params.id}`);
+    const subPath = ctx.path.slice(`/api/v1/channels/${ctx.params.id}/`.length);
+    await dispatchChannelRoute(ctx, entry, 'admin', subPath, next);
+  });
+  deps.delivery.registerRoutes(admin);
+
+  app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+  app.use(admin.routes()).use(admin.allowedMethods({ throw: false }));
+  return app;
+}
+

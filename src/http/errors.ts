@@ -1,0 +1,43 @@
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+import { AppError } from '../errors.js';
+
+/**
+ * The one place errors become HTTP answers: `{"error":{"code","message","issues"}}`.
+ * AppErrors keep their status and code; anything else is a 500 with a generic message (logged
+ * once here with the request id, never shown to the caller).
+ */
+export function errorBody(code: string, message: string, issues?: unknown[]) {
+  return { error: { code, message, ...(issues && issues.length > 0 ? { issues } : {}) } };
+}
+
+export function errorMiddleware() {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        ctx.status = 404;
+        ctx.body = errorBody('not_found', 'no such route');
+      }
+    } catch (caught) {
+      const logger = ctx.state.logger as Logger | undefined;
+      if (caught instanceof AppError) {
+        ctx.status = caught.status;
+        ctx.body = errorBody(caught.code, caught.message, caught.issues);
+        for (const [name, value] of Object.entries(caught.headers ?? {})) ctx.set(name, value);
+        if (caught.status >= 500) logger?.warn({ err: caught }, caught.message);
+        return;
+      }
+      // Koa/body-parser style errors (e.g. from @koa/router) carry a status and `expose`.
+      const status = (caught as { status?: number }).status;
+      if (typeof status === 'number' && status >= 400 && status < 500 && (caught as { expose?: boolean }).expose) {
+        ctx.status = status;
+        ctx.body = errorBody('bad_request', (caught as Error).message);
+        return;
+      }
+      logger?.error({ err: caught }, 'unhandled error');
+      ctx.status = 500;
+      ctx.body = errorBody('internal_error', 'internal error; see the bridge log with this request id');
+    }
+  };
+}
