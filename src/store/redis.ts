@@ -1,0 +1,374 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import { LOCK_KEY_PREFIX } from './memory.js';
+import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
+
+/**
+ * The production store: Redis through ioredis. Tuned to fail fast rather than to wait: while
+ * Redis is down every call rejects at once with StoreUnavailableError (the HTTP layer answers
+ * 503 and vendors retry), and the client reconnects by itself in the background.
+ */
+export interface RedisStoreOptions {
+  url: string;
+  /** Prepended to every key as `<keyPrefix>:`, so several bridges can share one Redis. */
+  keyPrefix: string;
+  logger: Logger;
+  /** How long creation waits for the first connection. */
+  connectTimeoutMs?: number;
+  /** A command that gets no answer within this long fails (e.g. Redis hung, network black hole). */
+  commandTimeoutMs?: number;
+}
+
+export type RedisStore = Store & { readonly client: Redis };
+
+/**
+ * All-or-none: set every lock key or none of them, in one atomic script, so two callers asking
+ * for overlapping key sets in different orders can never deadlock.
+ * KEYS = lock keys; ARGV[1] = owner token; ARGV[2] = ttl in ms.
+ */
+const LOCK_SCRIPT = `
+for i = 1, #KEYS do
+  if redis.call('exists', KEYS[i]) == 1 then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('set', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+`;
+
+/** Delete only the keys that still carry our token: after expiry they may belong to someone else. */
+const UNLOCK_SCRIPT = `
+local released = 0
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[1] then
+    released = released + redis.call('del', KEYS[i])
+  end
+end
+return released
+`;
+
+interface LockCommands {
+  chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
+  chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
+}
+
+/**
+ * Replies that mean "this Redis cannot serve you right now" rather than "your command is wrong":
+ * loading after restart, failover in progress, out of memory, a long script. Retrying later is
+ * the right answer for all of them, so they become StoreUnavailableError (503) too.
+ */
+const TRANSIENT_REPLY = /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|OOM|BUSY)\b/;
+
+/**
+ * Connection-level failures (closed, not writeable, timed out, MaxRetriesPerRequestError, socket
+ * errors) become StoreUnavailableError; genuine reply errors (WRONGTYPE, syntax) and our own
+ * programming errors stay what they are, because retrying would not help.
+ */
+export function toStoreError(error: unknown): unknown {
+  if (error instanceof AppError || error instanceof TypeError || error instanceof RangeError) return error;
+  if (error instanceof Error && error.name === 'ReplyError' && !TRANSIENT_REPLY.test(error.message))
+    return error;
+  return new StoreUnavailableError(error);
+}
+
+/** The URL for logs and error messages: never the password. */
+export function redactRedisUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparseable Redis URL)';
+  }
+}
+
+/** Redis spells infinite scores "+inf"/"-inf"; JS would send "Infinity", which Redis refuses. */
+function scoreArg(score: number): string {
+  if (score === Number.POSITIVE_INFINITY) return '+inf';
+  if (score === Number.NEGATIVE_INFINITY) return '-inf';
+  return String(score);
+}
+
+function parseScore(reply: string | null): number | null {
+  if (reply === null) return null;
+  if (reply === 'inf' || reply === '+inf') return Number.POSITIVE_INFINITY;
+  if (reply === '-inf') return Number.NEGATIVE_INFINITY;
+  return Number(reply);
+}
+
+/** Reconnect delay: exponential from 50 ms, capped at 2 s, with jitter so instances do not stampede. */
+function reconnectDelay(attempt: number): number {
+  const base = Math.min(50 * 2 ** Math.min(attempt - 1, 10), 2000);
+  return Math.round(base / 2 + (Math.random() * base) / 2);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
+  const { logger } = options;
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+  const safeUrl = redactRedisUrl(options.url);
+  const log = logger.child({ component: 'store', redis: safeUrl });
+
+  const client = new Redis(options.url, {
+    keyPrefix: `${options.keyPrefix}:`,
+    lazyConnect: true,
+    // Fail fast while disconnected instead of queueing commands (and webhook requests) forever.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: options.commandTimeoutMs ?? 2000,
+    connectTimeout: connectTimeoutMs,
+    // Never give up: the store must come back by itself when Redis does.
+    retryStrategy: reconnectDelay,
+    // After a failover the old primary answers READONLY: reconnect to reach the new one.
+    reconnectOnError: (error) => error.message.startsWith('READONLY'),
+  });
+  const commands = client as unknown as Redis & LockCommands;
+  commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
+  commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
+
+  // Connection state, so that an outage is logged once when it starts and once when it ends,
+  // not once per reconnect attempt.
+  let state: 'connecting' | 'up' | 'down' = 'connecting';
+  let closing = false;
+  let lastError: Error | undefined;
+  const markDown = (error?: Error) => {
+    if (state !== 'up' || closing) return;
+    state = 'down';
+    log.warn({ err: error }, 'Redis connection lost; store calls fail with 503 until it is back');
+  };
+  client.on('error', (error: Error) => {
+    lastError = error;
+    if (state === 'up') markDown(error);
+    else log.debug({ err: error }, 'Redis connection attempt failed');
+  });
+  client.on('close', () => markDown());
+  client.on('ready', () => {
+    if (state === 'down') log.info('Redis connection is back up');
+    state = 'up';
+    lastError = undefined;
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      // Stop the background reconnection: nobody will use this client.
+      client.disconnect();
+      const reason = lastError === undefined ? '' : ` (last error: ${lastError.message})`;
+      const error = new StoreUnavailableError(lastError);
+      error.message = `could not connect to Redis at ${safeUrl} within ${connectTimeoutMs} ms${reason}`;
+      reject(error);
+    }, connectTimeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once('ready', onReady);
+    // A first failure rejects connect(), but ioredis keeps retrying; 'ready' or the timer decides.
+    client.connect().catch(() => {});
+  });
+  log.info('connected to Redis');
+
+  async function run<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+
+  function createBatch(): StoreBatch {
+    const multi = client.multi();
+    let length = 0;
+    const queued = (): StoreBatch => {
+      length++;
+      return batch;
+    };
+    const batch: StoreBatch = {
+      set(key, value, ttlMs) {
+        if (ttlMs === undefined) multi.set(key, value);
+        else multi.set(key, value, 'PX', ttlMs);
+        return queued();
+      },
+      del(key) {
+        multi.del(key);
+        return queued();
+      },
+      expire(key, ttlMs) {
+        multi.pexpire(key, ttlMs);
+        return queued();
+      },
+      incrBy(key, amount) {
+        multi.incrby(key, amount);
+        return queued();
+      },
+      hset(key, field, value) {
+        multi.hset(key, field, value);
+        return queued();
+      },
+      hdel(key, field) {
+        multi.hdel(key, field);
+        return queued();
+      },
+      // Empty SADD/SREM/RPUSH are syntax errors in Redis that would abort the whole MULTI; the
+      // in-memory store treats them as no-ops, and so do we.
+      sadd(key, ...members) {
+        if (members.length === 0) return batch;
+        multi.sadd(key, ...members);
+        return queued();
+      },
+      srem(key, ...members) {
+        if (members.length === 0) return batch;
+        multi.srem(key, ...members);
+        return queued();
+      },
+      zadd(key, score, member) {
+        multi.zadd(key, scoreArg(score), member);
+        return queued();
+      },
+      zrem(key, member) {
+        multi.zrem(key, member);
+        return queued();
+      },
+      rpush(key, ...values) {
+        if (values.length === 0) return batch;
+        multi.rpush(key, ...values);
+        return queued();
+      },
+      ltrim(key, start, stop) {
+        multi.ltrim(key, start, stop);
+        return queued();
+      },
+      get length() {
+        return length;
+      },
+      async exec() {
+        if (length === 0) return;
+        const results = await run(() => multi.exec());
+        // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
+        if (results === null) throw new Error('Redis discarded the transaction');
+        // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
+        // others applied. Report the first failure.
+        for (const [error] of results) if (error) throw toStoreError(error);
+      },
+    };
+    return batch;
+  }
+
+  const store: RedisStore = {
+    kind: 'redis',
+    client,
+
+    get: (key) => run(() => client.get(key)),
+    mget: (keys) => (keys.length === 0 ? Promise.resolve([]) : run(() => client.mget(...keys))),
+    async set(key, value, setOptions: SetOptions = {}) {
+      const { ttlMs, nx } = setOptions;
+      const reply = await run(() => {
+        if (ttlMs !== undefined && nx) return client.set(key, value, 'PX', ttlMs, 'NX');
+        if (ttlMs !== undefined) return client.set(key, value, 'PX', ttlMs);
+        if (nx) return client.set(key, value, 'NX');
+        return client.set(key, value);
+      });
+      return reply === 'OK';
+    },
+    del: (...keys) => (keys.length === 0 ? Promise.resolve(0) : run(() => client.del(...keys))),
+    incr: (key) => run(() => client.incr(key)),
+    pttl: (key) => run(() => client.pttl(key)),
+
+    hget: (key, field) => run(() => client.hget(key, field)),
+    hgetall: (key) => run(() => client.hgetall(key)),
+    async hset(key, field, value) {
+      await run(() => client.hset(key, field, value));
+    },
+    hdel: (key, field) => run(() => client.hdel(key, field)),
+
+    sadd: (key, ...members) =>
+      members.length === 0 ? store.smembers(key).then(() => 0) : run(() => client.sadd(key, ...members)),
+    srem: (key, ...members) =>
+      members.length === 0 ? Promise.resolve(0) : run(() => client.srem(key, ...members)),
+    smembers: (key) => run(() => client.smembers(key)),
+
+    async zadd(key, score, member) {
+      await run(() => client.zadd(key, scoreArg(score), member));
+    },
+    zrem: (key, member) => run(() => client.zrem(key, member)),
+    zcard: (key) => run(() => client.zcard(key)),
+    zscore: async (key, member) => parseScore(await run(() => client.zscore(key, member))),
+    zrangeByScore: (key, min, max, limit) =>
+      run(() =>
+        limit === undefined
+          ? client.zrangebyscore(key, scoreArg(min), scoreArg(max))
+          : client.zrangebyscore(key, scoreArg(min), scoreArg(max), 'LIMIT', 0, limit),
+      ),
+    zrevrangeByLex: (key, { below, above, limit }: LexRangeOptions) =>
+      // ZRANGE ... BYLEX REV (Redis >= 6.2) takes the upper bound first.
+      run(() =>
+        client.zrange(
+          key,
+          below === undefined ? '+' : `(${below}`,
+          above === undefined ? '-' : `(${above}`,
+          'BYLEX',
+          'REV',
+          'LIMIT',
+          0,
+          limit,
+        ),
+      ),
+
+    rpush: (key, ...values) =>
+      values.length === 0 ? store.llen(key) : run(() => client.rpush(key, ...values)),
+    lrange: (key, start, stop) => run(() => client.lrange(key, start, stop)),
+    llen: (key) => run(() => client.llen(key)),
+
+    batch: createBatch,
+
+    async lock(keys, { ttlMs, waitMs }: LockOptions): Promise<Lock> {
+      const lockKeys = [...new Set(keys)].map((key) => LOCK_KEY_PREFIX + key);
+      if (lockKeys.length === 0) throw new Error('lock() needs at least one key');
+      if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0)
+        throw new Error("ERR invalid expire time in 'set' command");
+      const token = randomUUID();
+      const deadline = performance.now() + waitMs;
+      for (let attempt = 0; ; attempt++) {
+        const taken = await run(() => commands.chatbridgeLock(lockKeys.length, ...lockKeys, token, ttlMs));
+        if (taken === 1) {
+          return {
+            keys: [...keys],
+            async release() {
+              try {
+                await commands.chatbridgeUnlock(lockKeys.length, ...lockKeys, token);
+              } catch (error) {
+                log.warn({ err: error, keys }, 'could not release a lock; it will expire by itself');
+              }
+            },
+          };
+        }
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) throw new StoreBusyError(keys.join(', '));
+        // Short jittered backoff: holders keep locks for milliseconds, and jitter spreads
+        // competing waiters so they do not retry in lockstep.
+        const backoff = Math.min(5 * 2 ** attempt, 100);
+        await delay(Math.min(remaining, backoff / 2 + (Math.random() * backoff) / 2));
+      }
+    },
+
+    async ping() {
+      await run(() => client.ping());
+    },
+    async close() {
+      if (closing) return;
+      closing = true;
+      try {
+        await client.quit();
+      } catch {
+        // Redis is down (or the quit timed out): drop the socket and stop reconnecting.
+        client.disconnect();
+      }
+    },
+  };
+  return store;
+}

@@ -1,0 +1,619 @@
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreBusyError, StoreUnavailableError } from '../src/errors.js';
+import { createMemoryStore } from '../src/store/memory.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Lock, Store } from '../src/store/types.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * One behaviour, two implementations: every assertion here runs against the in-memory store and
+ * against a real Redis, so code tested on the memory store behaves the same in production.
+ */
+
+const silent = pino({ level: 'silent' });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+interface StoreUnderTest {
+  store: Store;
+  /** A fresh store instance sharing the same data (for close() tests). */
+  another(): Promise<Store>;
+  cleanup(): Promise<void>;
+}
+
+function describeStoreConformance(name: string, factory: () => Promise<StoreUnderTest>): void {
+  describe(`store conformance: ${name}`, () => {
+    let subject: StoreUnderTest;
+    let store: Store;
+    let counter = 0;
+    /** A key no other test uses, so tests can share one store (and one Redis prefix). */
+    const key = (label: string) => `${label}:${++counter}`;
+
+    beforeAll(async () => {
+      subject = await factory();
+      store = subject.store;
+    });
+    afterAll(async () => {
+      await subject?.cleanup();
+    });
+
+    describe('strings', () => {
+      it('gets what was set, null for missing keys, and overwrites', async () => {
+        const k = key('str');
+        expect(await store.get(k)).toBeNull();
+        expect(await store.set(k, 'one')).toBe(true);
+        expect(await store.get(k)).toBe('one');
+        expect(await store.set(k, 'two')).toBe(true);
+        expect(await store.get(k)).toBe('two');
+        expect(await store.set(k, '')).toBe(true);
+        expect(await store.get(k)).toBe('');
+      });
+
+      it('keeps unicode values intact', async () => {
+        const k = key('str');
+        await store.set(k, 'Привет 😀 \u0000 end');
+        expect(await store.get(k)).toBe('Привет 😀 \u0000 end');
+      });
+
+      it('set nx: only when missing, reports false and keeps the old value otherwise', async () => {
+        const k = key('nx');
+        expect(await store.set(k, 'first', { nx: true })).toBe(true);
+        expect(await store.set(k, 'second', { nx: true })).toBe(false);
+        expect(await store.get(k)).toBe('first');
+        expect(await store.set(k, 'third', { nx: true, ttlMs: 10_000 })).toBe(false);
+        expect(await store.pttl(k)).toBe(-1);
+      });
+
+      it('mget answers in order, null for missing keys and for keys of another type', async () => {
+        const [a, b, missing, hash] = [key('m'), key('m'), key('m'), key('m')];
+        await store.set(a, 'A');
+        await store.set(b, 'B');
+        await store.hset(hash, 'f', 'v');
+        expect(await store.mget([a, missing, b, hash, a])).toEqual(['A', null, 'B', null, 'A']);
+        expect(await store.mget([])).toEqual([]);
+      });
+
+      it('del counts the keys that existed, of any type', async () => {
+        const [a, b, list, missing] = [key('d'), key('d'), key('d'), key('d')];
+        await store.set(a, '1');
+        await store.set(b, '2');
+        await store.rpush(list, 'x');
+        expect(await store.del(a, missing, b, list, a)).toBe(3);
+        expect(await store.mget([a, b])).toEqual([null, null]);
+        expect(await store.llen(list)).toBe(0);
+        expect(await store.del()).toBe(0);
+      });
+
+      it('incr counts from zero, and refuses non-integers with a reply error', async () => {
+        const k = key('incr');
+        expect(await store.incr(k)).toBe(1);
+        expect(await store.incr(k)).toBe(2);
+        expect(await store.get(k)).toBe('2');
+        const text = key('incr');
+        await store.set(text, 'abc');
+        const error = await store.incr(text).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(Error);
+        expect(error).not.toBeInstanceOf(StoreUnavailableError);
+        expect((error as Error).message).toMatch(/not an integer/);
+      });
+
+      it('reading a key of another type fails like WRONGTYPE (not as an outage)', async () => {
+        const hash = key('wt');
+        await store.hset(hash, 'f', 'v');
+        const error = await store.get(hash).catch((e: unknown) => e);
+        expect((error as Error).message).toMatch(/^WRONGTYPE/);
+        expect(error).not.toBeInstanceOf(StoreUnavailableError);
+        await expect(store.rpush(hash, 'x')).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.smembers(hash)).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.zcard(hash)).rejects.toThrow(/WRONGTYPE/);
+        const str = key('wt');
+        await store.set(str, 'v');
+        await expect(store.hget(str, 'f')).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.lrange(str, 0, -1)).rejects.toThrow(/WRONGTYPE/);
+      });
+    });
+
+    describe('expiry', () => {
+      it('pttl: -2 for missing keys, -1 without expiry, the remaining ms otherwise', async () => {
+        const k = key('ttl');
+        expect(await store.pttl(k)).toBe(-2);
+        await store.set(k, 'v');
+        expect(await store.pttl(k)).toBe(-1);
+        await store.set(k, 'v', { ttlMs: 10_000 });
+        const left = await store.pttl(k);
+        expect(left).toBeGreaterThan(9_000);
+        expect(left).toBeLessThanOrEqual(10_000);
+      });
+
+      it('a plain set removes the expiry, incr keeps it', async () => {
+        const plain = key('ttl');
+        await store.set(plain, 'v', { ttlMs: 10_000 });
+        await store.set(plain, 'w');
+        expect(await store.pttl(plain)).toBe(-1);
+        const counter = key('ttl');
+        await store.set(counter, '5', { ttlMs: 10_000 });
+        expect(await store.incr(counter)).toBe(6);
+        expect(await store.pttl(counter)).toBeGreaterThan(9_000);
+      });
+
+      it('refuses a non-positive or fractional ttl with a reply error', async () => {
+        await expect(store.set(key('ttl'), 'v', { ttlMs: 0 })).rejects.toThrow(/invalid expire time/);
+        await expect(store.set(key('ttl'), 'v', { ttlMs: 1.5 })).rejects.toThrow(/not an integer/);
+      });
+
+      it('keys disappear after their ttl, for every way of setting one (real waiting)', async () => {
+        const [plain, nx, batched, expired, kept] = [key('x'), key('x'), key('x'), key('x'), key('x')];
+        await store.set(plain, 'v', { ttlMs: 60 });
+        expect(await store.set(nx, 'v', { nx: true, ttlMs: 60 })).toBe(true);
+        await store.hset(expired, 'f', 'v');
+        await store.set(kept, 'v');
+        await store.batch().set(batched, 'v', 60).expire(expired, 60).exec();
+        expect(await store.mget([plain, nx, batched])).toEqual(['v', 'v', 'v']);
+        expect(await store.pttl(expired)).toBeGreaterThan(0);
+        await sleep(120);
+        expect(await store.mget([plain, nx, batched, kept])).toEqual([null, null, null, 'v']);
+        expect(await store.hgetall(expired)).toEqual({});
+        expect(await store.pttl(plain)).toBe(-2);
+        // An expired key is missing for nx too.
+        expect(await store.set(nx, 'again', { nx: true })).toBe(true);
+        expect(await store.incr(plain)).toBe(1);
+      });
+
+      it('expire on a missing key does nothing; a non-positive expire deletes the key', async () => {
+        const [missing, k] = [key('exp'), key('exp')];
+        await store.set(k, 'v');
+        await store.batch().expire(missing, 1000).expire(k, 0).exec();
+        expect(await store.pttl(missing)).toBe(-2);
+        expect(await store.get(k)).toBeNull();
+      });
+    });
+
+    describe('hashes', () => {
+      it('hset/hget/hgetall/hdel, and the key goes with its last field', async () => {
+        const k = key('hash');
+        expect(await store.hgetall(k)).toEqual({});
+        expect(await store.hget(k, 'a')).toBeNull();
+        await store.hset(k, 'a', '1');
+        await store.hset(k, 'b', '2');
+        await store.hset(k, 'a', '3');
+        expect(await store.hget(k, 'a')).toBe('3');
+        expect(await store.hget(k, 'missing')).toBeNull();
+        expect(await store.hgetall(k)).toEqual({ a: '3', b: '2' });
+        expect(await store.hdel(k, 'a')).toBe(1);
+        expect(await store.hdel(k, 'a')).toBe(0);
+        expect(await store.hdel(k, 'b')).toBe(1);
+        expect(await store.pttl(k)).toBe(-2);
+        expect(await store.hdel(key('hash'), 'x')).toBe(0);
+      });
+    });
+
+    describe('sets', () => {
+      it('sadd/srem count real changes; the key goes with its last member', async () => {
+        const k = key('set');
+        expect(await store.smembers(k)).toEqual([]);
+        expect(await store.sadd(k, 'a', 'b', 'a')).toBe(2);
+        expect(await store.sadd(k, 'b', 'c')).toBe(1);
+        expect((await store.smembers(k)).sort()).toEqual(['a', 'b', 'c']);
+        expect(await store.srem(k, 'a', 'zzz')).toBe(1);
+        expect(await store.sadd(k)).toBe(0);
+        expect(await store.srem(k)).toBe(0);
+        expect(await store.srem(k, 'b', 'c')).toBe(2);
+        expect(await store.pttl(k)).toBe(-2);
+        expect(await store.srem(k, 'b')).toBe(0);
+      });
+    });
+
+    describe('sorted sets', () => {
+      it('orders by score, then by member bytes (UTF-8, not UTF-16)', async () => {
+        const k = key('z');
+        await store.zadd(k, 2, 'two');
+        await store.zadd(k, 1, 'one');
+        await store.zadd(k, -5, 'negative');
+        // Equal scores: byte order. 'B' (0x42) < 'a' (0x61) < 'é' (C3 A9) < U+FF21 (EF BC A1)
+        // < '😀' (F0 9F 98 80); UTF-16 order would put the emoji (a surrogate, 0xD83D) first.
+        for (const member of ['😀', '\uFF21', 'é', 'a', 'B']) await store.zadd(k, 10, member);
+        expect(await store.zrangeByScore(k, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY)).toEqual([
+          'negative',
+          'one',
+          'two',
+          'B',
+          'a',
+          'é',
+          '\uFF21',
+          '😀',
+        ]);
+        expect(await store.zcard(k)).toBe(8);
+      });
+
+      it('zadd updates the score; zscore, zrem and zcard', async () => {
+        const k = key('z');
+        expect(await store.zscore(k, 'm')).toBeNull();
+        expect(await store.zcard(k)).toBe(0);
+        await store.zadd(k, 1.5, 'm');
+        await store.zadd(k, 3, 'n');
+        expect(await store.zscore(k, 'm')).toBe(1.5);
+        await store.zadd(k, 4, 'm');
+        expect(await store.zscore(k, 'm')).toBe(4);
+        expect(await store.zrangeByScore(k, 0, 10)).toEqual(['n', 'm']);
+        await store.zadd(k, Number.POSITIVE_INFINITY, 'inf');
+        expect(await store.zscore(k, 'inf')).toBe(Number.POSITIVE_INFINITY);
+        expect(await store.zrem(k, 'm')).toBe(1);
+        expect(await store.zrem(k, 'm')).toBe(0);
+        expect(await store.zcard(k)).toBe(2);
+        await store.zrem(k, 'n');
+        await store.zrem(k, 'inf');
+        expect(await store.pttl(k)).toBe(-2);
+      });
+
+      it('zrangeByScore: inclusive bounds, ascending, with a limit', async () => {
+        const k = key('z');
+        for (let i = 1; i <= 6; i++) await store.zadd(k, i * 10, `m${i}`);
+        expect(await store.zrangeByScore(k, 20, 40)).toEqual(['m2', 'm3', 'm4']);
+        expect(await store.zrangeByScore(k, 20, 40, 2)).toEqual(['m2', 'm3']);
+        expect(await store.zrangeByScore(k, 0, 100, 0)).toEqual([]);
+        expect(await store.zrangeByScore(k, Number.NEGATIVE_INFINITY, 15)).toEqual(['m1']);
+        expect(await store.zrangeByScore(k, 45, 49)).toEqual([]);
+        expect(await store.zrangeByScore(k, 50, 20)).toEqual([]);
+        expect(await store.zrangeByScore(key('z'), 0, 100)).toEqual([]);
+      });
+
+      it('zrevrangeByLex: descending, exclusive bounds, limit (equal scores)', async () => {
+        const k = key('lex');
+        for (const member of ['c', 'a', 'e', 'b', 'd']) await store.zadd(k, 0, member);
+        expect(await store.zrevrangeByLex(k, { limit: 10 })).toEqual(['e', 'd', 'c', 'b', 'a']);
+        expect(await store.zrevrangeByLex(k, { below: 'd', limit: 2 })).toEqual(['c', 'b']);
+        expect(await store.zrevrangeByLex(k, { above: 'b', limit: 10 })).toEqual(['e', 'd', 'c']);
+        expect(await store.zrevrangeByLex(k, { below: 'e', above: 'a', limit: 10 })).toEqual(['d', 'c', 'b']);
+        // Bounds need not be members.
+        expect(await store.zrevrangeByLex(k, { below: 'cc', limit: 10 })).toEqual(['c', 'b', 'a']);
+        expect(await store.zrevrangeByLex(k, { below: 'a', limit: 10 })).toEqual([]);
+        expect(await store.zrevrangeByLex(k, { below: 'c', above: 'b', limit: 10 })).toEqual([]);
+        expect(await store.zrevrangeByLex(k, { limit: 0 })).toEqual([]);
+        expect(await store.zrevrangeByLex(key('lex'), { limit: 10 })).toEqual([]);
+      });
+
+      it('zrevrangeByLex pages through a timeline with a cursor, in byte order', async () => {
+        const k = key('lex');
+        // Timeline-like members: sortable time prefix + id; one with a multi-byte character.
+        const members = [
+          '2024-01-01T10:00|a',
+          '2024-01-01T10:00|b',
+          '2024-01-02T09:00|ж',
+          '2024-01-03T00:00|c',
+        ];
+        for (const member of members) await store.zadd(k, 0, member);
+        const seen: string[] = [];
+        let below: string | undefined;
+        for (;;) {
+          const page = await store.zrevrangeByLex(
+            k,
+            below === undefined ? { limit: 3 } : { below, limit: 3 },
+          );
+          seen.push(...page);
+          if (page.length < 3) break;
+          below = page.at(-1);
+        }
+        expect(seen).toEqual([...members].reverse());
+      });
+    });
+
+    describe('lists', () => {
+      it('rpush appends and counts; lrange takes negative indexes like LRANGE', async () => {
+        const k = key('list');
+        expect(await store.lrange(k, 0, -1)).toEqual([]);
+        expect(await store.rpush(k, 'a', 'b')).toBe(2);
+        expect(await store.rpush(k, 'c', 'd', 'e')).toBe(5);
+        expect(await store.rpush(k)).toBe(5);
+        expect(await store.llen(k)).toBe(5);
+        expect(await store.lrange(k, 0, -1)).toEqual(['a', 'b', 'c', 'd', 'e']);
+        expect(await store.lrange(k, -2, -1)).toEqual(['d', 'e']);
+        expect(await store.lrange(k, 1, 2)).toEqual(['b', 'c']);
+        expect(await store.lrange(k, -100, 1)).toEqual(['a', 'b']);
+        expect(await store.lrange(k, 3, 100)).toEqual(['d', 'e']);
+        expect(await store.lrange(k, 3, 1)).toEqual([]);
+        expect(await store.lrange(k, 5, 10)).toEqual([]);
+        expect(await store.lrange(k, -1, -2)).toEqual([]);
+      });
+
+      it('ltrim keeps start..stop like LTRIM; an empty result removes the key', async () => {
+        const k = key('list');
+        await store.rpush(k, '1', '2', '3', '4', '5', '6');
+        await store.batch().ltrim(k, 0, -1).exec();
+        expect(await store.llen(k)).toBe(6);
+        await store.batch().ltrim(k, -4, -1).exec();
+        expect(await store.lrange(k, 0, -1)).toEqual(['3', '4', '5', '6']);
+        await store.batch().ltrim(k, 1, 100).exec();
+        expect(await store.lrange(k, 0, -1)).toEqual(['4', '5', '6']);
+        await store.batch().ltrim(k, 5, 10).exec();
+        expect(await store.llen(k)).toBe(0);
+        expect(await store.pttl(k)).toBe(-2);
+      });
+
+      it('a capped list: rpush + ltrim in one batch', async () => {
+        const k = key('list');
+        for (let i = 1; i <= 5; i++) await store.batch().rpush(k, String(i)).ltrim(k, -3, -1).exec();
+        expect(await store.lrange(k, 0, -1)).toEqual(['3', '4', '5']);
+      });
+    });
+
+    describe('batch', () => {
+      it('applies every queued operation, and counts them', async () => {
+        const [s, gone, counter, hash] = [key('batch'), key('batch'), key('batch'), key('batch')];
+        const [set, zset, list, ttl] = [key('batch'), key('batch'), key('batch'), key('batch')];
+        await store.set(gone, 'x');
+        await store.hset(hash, 'old', 'x');
+        await store.sadd(set, 'old');
+        await store.zadd(zset, 1, 'old');
+        const batch = store
+          .batch()
+          .set(s, 'v')
+          .set(ttl, 'v', 10_000)
+          .del(gone)
+          .incrBy(counter, 5)
+          .incrBy(counter, -2)
+          .hset(hash, 'f', '1')
+          .hdel(hash, 'old')
+          .sadd(set, 'a', 'b')
+          .srem(set, 'old')
+          .zadd(zset, 2, 'new')
+          .zrem(zset, 'old')
+          .rpush(list, 'x', 'y');
+        expect(batch.length).toBe(12);
+        expect(await store.get(s)).toBeNull();
+        await batch.exec();
+        expect(await store.mget([s, gone, counter])).toEqual(['v', null, '3']);
+        expect(await store.pttl(ttl)).toBeGreaterThan(9_000);
+        expect(await store.hgetall(hash)).toEqual({ f: '1' });
+        expect((await store.smembers(set)).sort()).toEqual(['a', 'b']);
+        expect(await store.zrangeByScore(zset, 0, 10)).toEqual(['new']);
+        expect(await store.lrange(list, 0, -1)).toEqual(['x', 'y']);
+      });
+
+      it('an empty batch resolves', async () => {
+        const batch = store.batch();
+        expect(batch.length).toBe(0);
+        await batch.exec();
+      });
+
+      it('readers never see half a batch', async () => {
+        const [a, b] = [key('atomic'), key('atomic')];
+        const writes = Array.from({ length: 30 }, (_, i) =>
+          store.batch().set(a, String(i)).set(b, String(i)).exec(),
+        );
+        const reads = Array.from({ length: 30 }, () => store.mget([a, b]));
+        await Promise.all(writes);
+        for (const [x, y] of await Promise.all(reads)) expect(x).toBe(y);
+      });
+
+      it('like Redis EXEC, a command failing at run time (WRONGTYPE) is reported but does not undo the others', async () => {
+        // Documented behaviour, not a wish: Redis has no rollback. Callers must queue only
+        // commands that cannot fail on type (our keys have one type each by construction).
+        const [before, str, after] = [key('wrong'), key('wrong'), key('wrong')];
+        await store.set(str, 'a string');
+        const error = await store
+          .batch()
+          .set(before, '1')
+          .hset(str, 'f', 'v')
+          .rpush(after, 'x')
+          .exec()
+          .catch((e: unknown) => e);
+        expect((error as Error).message).toMatch(/^WRONGTYPE/);
+        expect(error).not.toBeInstanceOf(StoreUnavailableError);
+        expect(await store.get(before)).toBe('1');
+        expect(await store.get(str)).toBe('a string');
+        expect(await store.lrange(after, 0, -1)).toEqual(['x']);
+      });
+    });
+
+    describe('locks', () => {
+      it('two lockers on overlapping key sets are never inside at once; the second gets it after release', async () => {
+        const [a, b, c] = [key('lk'), key('lk'), key('lk')];
+        const order: string[] = [];
+        const critical = async (who: string, keys: string[]) => {
+          const lock = await store.lock(keys, { ttlMs: 5000, waitMs: 3000 });
+          order.push(`${who} in`);
+          await sleep(40);
+          order.push(`${who} out`);
+          await lock.release();
+        };
+        await Promise.all([critical('one', [a, b]), critical('two', [c, b])]);
+        // Whoever won, the other entered only after the winner left.
+        const first = order[0]?.startsWith('one') ? 'one' : 'two';
+        const second = first === 'one' ? 'two' : 'one';
+        expect(order).toEqual([`${first} in`, `${first} out`, `${second} in`, `${second} out`]);
+      });
+
+      it('many lockers on a mesh of overlapping key sets: no key ever has two holders', async () => {
+        const keys = [key('lk'), key('lk'), key('lk'), key('lk')];
+        const holders = new Map<string, number>();
+        let violations = 0;
+        let entered = 0;
+        const critical = async (wanted: string[]) => {
+          const lock = await store.lock(wanted, { ttlMs: 5000, waitMs: 3000 });
+          for (const k of wanted) {
+            const count = (holders.get(k) ?? 0) + 1;
+            if (count > 1) violations++;
+            holders.set(k, count);
+          }
+          entered++;
+          await sleep(10);
+          for (const k of wanted) holders.set(k, (holders.get(k) ?? 1) - 1);
+          await lock.release();
+        };
+        const sets = keys.flatMap((k, i) => [
+          [k, keys[(i + 1) % keys.length]!],
+          [keys[(i + 2) % keys.length]!, k],
+        ]);
+        await Promise.all(sets.map(critical));
+        expect(violations).toBe(0);
+        expect(entered).toBe(sets.length);
+      });
+
+      it('lockers on disjoint key sets do not wait for each other', async () => {
+        const first = await store.lock([key('lk'), key('lk')], { ttlMs: 5000, waitMs: 0 });
+        const second = await store.lock([key('lk')], { ttlMs: 5000, waitMs: 0 });
+        expect(first.keys).toHaveLength(2);
+        await Promise.all([first.release(), second.release()]);
+      });
+
+      it('a waiter gets the lock soon after it is released', async () => {
+        const k = key('lk');
+        const held = await store.lock([k], { ttlMs: 5000, waitMs: 0 });
+        const started = performance.now();
+        const waiting = store.lock([k], { ttlMs: 5000, waitMs: 2000 });
+        await sleep(50);
+        await held.release();
+        const next = await waiting;
+        const waited = performance.now() - started;
+        expect(waited).toBeGreaterThanOrEqual(45);
+        expect(waited).toBeLessThan(400);
+        await next.release();
+      });
+
+      it('gives up with StoreBusyError after waitMs', async () => {
+        const k = key('lk');
+        const held = await store.lock([k], { ttlMs: 5000, waitMs: 0 });
+        const started = performance.now();
+        const error = await store.lock([k], { ttlMs: 5000, waitMs: 80 }).catch((e: unknown) => e);
+        const waited = performance.now() - started;
+        expect(error).toBeInstanceOf(StoreBusyError);
+        expect((error as StoreBusyError).message).toContain(k);
+        expect(waited).toBeGreaterThanOrEqual(75);
+        expect(waited).toBeLessThan(500);
+        await held.release();
+      });
+
+      it('takes all keys or none: a failed attempt leaves the free keys free', async () => {
+        const [free, taken] = [key('lk'), key('lk')];
+        const held = await store.lock([taken], { ttlMs: 5000, waitMs: 0 });
+        await expect(store.lock([free, taken], { ttlMs: 5000, waitMs: 30 })).rejects.toBeInstanceOf(
+          StoreBusyError,
+        );
+        const other = await store.lock([free], { ttlMs: 5000, waitMs: 0 });
+        await Promise.all([held.release(), other.release()]);
+      });
+
+      it('an expired lock lets a new holder in, and the stale holder cannot release it', async () => {
+        const [a, b] = [key('lk'), key('lk')];
+        const stale = await store.lock([a, b], { ttlMs: 80, waitMs: 0 });
+        const started = performance.now();
+        const fresh = await store.lock([b, a], { ttlMs: 5000, waitMs: 1000 });
+        expect(performance.now() - started).toBeGreaterThanOrEqual(60);
+        await stale.release();
+        await expect(store.lock([a], { ttlMs: 5000, waitMs: 30 })).rejects.toBeInstanceOf(StoreBusyError);
+        await fresh.release();
+        const third: Lock = await store.lock([a], { ttlMs: 5000, waitMs: 0 });
+        await third.release();
+        // Releasing twice is harmless.
+        await third.release();
+      });
+
+      it('repeated keys count once', async () => {
+        const k = key('lk');
+        const lock = await store.lock([k, k], { ttlMs: 5000, waitMs: 0 });
+        await lock.release();
+        const again = await store.lock([k], { ttlMs: 5000, waitMs: 0 });
+        await again.release();
+      });
+    });
+
+    describe('lifecycle', () => {
+      it('ping resolves; after close every call rejects with StoreUnavailableError', async () => {
+        const other = await subject.another();
+        await other.ping();
+        await other.close();
+        await expect(other.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
+        await expect(other.get('x')).rejects.toBeInstanceOf(StoreUnavailableError);
+        await expect(other.batch().set('x', 'y').exec()).rejects.toBeInstanceOf(StoreUnavailableError);
+        await expect(other.lock(['x'], { ttlMs: 1000, waitMs: 0 })).rejects.toBeInstanceOf(
+          StoreUnavailableError,
+        );
+        await other.close();
+      });
+    });
+  });
+}
+
+describeStoreConformance('memory', async () => {
+  const store = createMemoryStore();
+  return { store, another: async () => createMemoryStore(), cleanup: () => store.close() };
+});
+
+describe('redis', () => {
+  let url: string;
+  const prefix = uniquePrefix('conformance');
+
+  beforeAll(async () => {
+    url = await getTestRedisUrl();
+  });
+
+  describeStoreConformance('redis', async () => {
+    const open = () => createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    const store = await open();
+    return {
+      store,
+      another: open,
+      cleanup: async () => {
+        await store.close();
+        await cleanupPrefix(url, prefix);
+      },
+    };
+  });
+
+  describe('key prefix', () => {
+    const own = uniquePrefix('prefix');
+    let raw: Redis;
+
+    beforeAll(async () => {
+      raw = new Redis(url, { lazyConnect: true });
+      await raw.connect();
+    });
+    afterAll(async () => {
+      raw.disconnect();
+      await cleanupPrefix(url, own);
+    });
+
+    it('every key, lock keys included, lives under `<keyPrefix>:`', async () => {
+      const store = await createRedisStore({ url, keyPrefix: own, logger: silent });
+      try {
+        await store.set('plain', 'v');
+        await store.batch().hset('hash', 'f', 'v').zadd('zset', 0, 'm').exec();
+        const lock = await store.lock(['job'], { ttlMs: 5000, waitMs: 0 });
+        expect((await raw.keys(`${own}:*`)).sort()).toEqual(
+          [`${own}:hash`, `${own}:lock:job`, `${own}:plain`, `${own}:zset`].sort(),
+        );
+        expect(await raw.get(`${own}:plain`)).toBe('v');
+        expect(await raw.exists('plain')).toBe(0);
+        expect(await raw.pttl(`${own}:lock:job`)).toBeGreaterThan(4000);
+        await lock.release();
+        expect(await raw.exists(`${own}:lock:job`)).toBe(0);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+});
+
+describe('memory store clock', () => {
+  it('expires keys and locks on the injected clock', async () => {
+    let now = 1_000_000;
+    const store = createMemoryStore({ now: () => now });
+    try {
+      await store.set('k', 'v', { ttlMs: 1000 });
+      const lock = await store.lock(['job'], { ttlMs: 1000, waitMs: 0 });
+      expect(await store.pttl('k')).toBe(1000);
+      now += 999;
+      expect(await store.get('k')).toBe('v');
+      await expect(store.lock(['job'], { ttlMs: 1000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+      now += 2;
+      expect(await store.get('k')).toBeNull();
+      const next = await store.lock(['job'], { ttlMs: 1000, waitMs: 0 });
+      await lock.release();
+      await expect(store.lock(['job'], { ttlMs: 1000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+      await next.release();
+    } finally {
+      await store.close();
+    }
+  });
+});

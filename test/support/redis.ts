@@ -1,0 +1,183 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createConnection, createServer } from 'node:net';
+import { Redis } from 'ioredis';
+
+/**
+ * A real Redis for tests, found or started without any setup step:
+ * REDIS_URL if set, else a Redis on 127.0.0.1:6379, else a private `redis-server` started on a
+ * free port for this test process (killed when the process exits).
+ */
+
+const DEFAULT_URL = 'redis://127.0.0.1:6379';
+const HOW_TO_GET_REDIS =
+  'These tests need a real Redis. Install it (`apt-get install redis-server`, or `brew install redis`) ' +
+  'so that `redis-server` is on PATH, run one on 127.0.0.1:6379, or set REDIS_URL=redis://host:port.';
+
+let cached: Promise<string> | undefined;
+
+/** A reachable Redis URL, found once per process. */
+export function getTestRedisUrl(): Promise<string> {
+  cached ??= findRedis();
+  // Let a later call retry if this attempt failed (e.g. Redis was started meanwhile).
+  cached.catch(() => {
+    cached = undefined;
+  });
+  return cached;
+}
+
+async function findRedis(): Promise<string> {
+  const fromEnv = process.env.REDIS_URL;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (await pingRaw('127.0.0.1', 6379, 300)) return DEFAULT_URL;
+  if (!hasRedisServer()) throw new Error(HOW_TO_GET_REDIS);
+  const server = await startPrivateRedis();
+  return server.url;
+}
+
+/** `test:<name>:<random>`: a keyPrefix no other test run uses. */
+export function uniquePrefix(name: string): string {
+  return `test:${name}:${randomBytes(6).toString('hex')}`;
+}
+
+/** Delete every key under `<prefix>:` (for afterAll), using SCAN so a shared Redis is not blocked. */
+export async function cleanupPrefix(url: string, prefix: string): Promise<void> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`;
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+      cursor = next;
+      if (keys.length > 0) await client.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** True when something at host:port answers PING with PONG (no auth, no TLS) within timeoutMs. */
+export function pingRaw(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port });
+    let reply = '';
+    const finish = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'));
+    });
+    socket.on('error', () => finish(false));
+  });
+}
+
+function hasRedisServer(): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  if (address === null || typeof address === 'string') throw new Error('could not find a free port');
+  return address.port;
+}
+
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  /** Shut the server down (SIGTERM) and wait until it has exited. */
+  stop(): Promise<void>;
+  /** Start it again on the same port and wait until it answers PING. */
+  start(): Promise<void>;
+  /** Kill it at once (SIGKILL), synchronously. */
+  kill(): void;
+}
+
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // 'exit' handlers must be synchronous: SIGKILL is, and it never leaves a server behind.
+  process.on('exit', () => {
+    for (const child of running) child.kill('SIGKILL');
+  });
+}
+
+/** Always a new redis-server on a free port, owned by this process (for outage tests). */
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  if (!hasRedisServer()) throw new Error(HOW_TO_GET_REDIS);
+  installExitHook();
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+
+  const start = async () => {
+    if (child !== undefined) return;
+    const spawned = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    spawned.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child = spawned;
+    running.add(spawned);
+    spawned.once('exit', () => {
+      running.delete(spawned);
+      if (child === spawned) child = undefined;
+    });
+    const deadline = Date.now() + 5000;
+    while (!(await pingRaw('127.0.0.1', port, 200))) {
+      if (spawned.exitCode !== null || Date.now() > deadline) {
+        spawned.kill('SIGKILL');
+        throw new Error(
+          `redis-server did not start on port ${port}: ${stderr.trim() || 'no answer to PING'}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
+  const stop = async () => {
+    const current = child;
+    if (current === undefined) return;
+    const exited = once(current, 'exit');
+    current.kill('SIGTERM');
+    await exited;
+  };
+
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    start,
+    stop,
+    kill() {
+      child?.kill('SIGKILL');
+    },
+  };
+}
