@@ -1,7 +1,8 @@
 import type { AdapterDefinition } from '../src/spec/adapter.js';
+import { jivochatAdapter } from './jivochat/index.js';
 
 /**
  * Every vendor adapter, registered in exactly one place. Adding a vendor = a folder under
  * adapters/ plus one line here.
  */
-export const adapters: AdapterDefinition[] = [];
+export const adapters: AdapterDefinition[] = [jivochatAdapter];

@@ -1,0 +1,186 @@
+import { describe, expect, it } from 'vitest';
+import type { Contact } from '../../src/contacts/types.js';
+import { AppError } from '../../src/errors.js';
+import { ANSWER_LIMITS, buildRichAnswer, decodePayload, fillCrmLink, safeLink, truncate } from './codec.js';
+import { jivoAnswerSchema, jivochatSettingsSchema } from './schemas.js';
+
+function contact(overrides: Partial<Contact> = {}): Contact {
+  return {
+    id: 'c_123',
+    name: 'Svetlana Orlova',
+    names: ['Svetlana Orlova'],
+    emails: ['s.orlova@example.org', 'old@example.org'],
+    phones: ['+79057770123'],
+    identities: [{ kind: 'person', value: 'cust 7/d' }],
+    labels: [],
+    attributes: {
+      description: { value: 'Prefers calls after 18:00', label: 'Description', channelId: 'shop-site', at: '2024-06-17T08:00:00Z' },
+    },
+    responsibleAgent: null,
+    crmLink: null,
+    channels: [],
+    records: ['c_123'],
+    merges: [],
+    createdAt: '2024-06-17T08:00:00Z',
+    updatedAt: '2024-06-17T08:00:00Z',
+    ...overrides,
+  };
+}
+
+const reply = jivochatSettingsSchema.parse({}).reply;
+
+function errorOf(fn: () => unknown): AppError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof AppError) return error;
+    throw error;
+  }
+  throw new Error('expected an AppError');
+}
+
+describe('decodePayload', () => {
+  it('refuses what is not a JSON object with an event_name, as a 400', () => {
+    for (const body of ['not json', '', '[1,2]', '42', 'null', '"chat_accepted"', '{}', '{"event_name": 5}', '{"event_name": "  "}']) {
+      const error = errorOf(() => decodePayload(Buffer.from(body)));
+      expect(error.status, body).toBe(400);
+    }
+    expect(errorOf(() => decodePayload(Buffer.from('{'))).code).toBe('invalid_json');
+    expect(errorOf(() => decodePayload(Buffer.from('[]'))).code).toBe('invalid_body');
+  });
+
+  it('accepts a UTF-8 BOM and keeps unknown fields', () => {
+    const { payload, repaired } = decodePayload(Buffer.from('\uFEFF{"event_name":"chat_finished","x":{"y":1}}'));
+    expect(payload).toEqual({ event_name: 'chat_finished', x: { y: 1 } });
+    expect(repaired).toBe(false);
+  });
+
+  it('repairs only the documented bracketed attributes of client_attribute_updated', () => {
+    const docs = '{"event_name":"client_attribute_updated","client_id":1,"attributes":["a":"x]","b":2]}';
+    expect(decodePayload(Buffer.from(docs))).toEqual({
+      payload: { event_name: 'client_attribute_updated', client_id: 1, attributes: { a: 'x]', b: 2 } },
+      repaired: true,
+    });
+    // Same trick on another event, or on a body broken elsewhere, stays refused.
+    expect(errorOf(() => decodePayload(Buffer.from(docs.replace('client_attribute_updated', 'chat_finished')))).status).toBe(400);
+    expect(errorOf(() => decodePayload(Buffer.from(`${docs.slice(0, -1)},}`))).status).toBe(400);
+  });
+});
+
+describe('answer limits', () => {
+  it('truncates by code points, never splitting an emoji', () => {
+    expect(truncate('abc', 3)).toBe('abc');
+    expect(truncate('abcd', 3)).toBe('ab…');
+    expect(truncate('🫖🫖🫖🫖', 3)).toBe('🫖🫖…');
+    expect(truncate('Привет, мир', 7)).toBe('Привет…');
+  });
+
+  it('keeps only absolute http(s) links of sane length', () => {
+    expect(safeLink('https://crm.example/x')).toBe('https://crm.example/x');
+    expect(safeLink(' http://localhost:3000/c/1 ')).toBe('http://localhost:3000/c/1');
+    for (const bad of ['javascript:alert(1)', '/relative', 'ftp://x.example', '', undefined, `https://x.example/${'a'.repeat(3000)}`]) {
+      expect(safeLink(bad)).toBeUndefined();
+    }
+  });
+
+  it('fills crm_link placeholders (URL-encoded) and leaves the link out when one has no value', () => {
+    expect(fillCrmLink('https://crm.example/c/{contactId}?p={person}', contact())).toBe(
+      'https://crm.example/c/c_123?p=cust%207%2Fd',
+    );
+    expect(fillCrmLink('https://crm.example/c/{crmId}', contact())).toBeUndefined();
+    expect(
+      fillCrmLink('https://crm.example/c/{crmId}', contact({ identities: [{ kind: 'crm', value: '9931' }] })),
+    ).toBe('https://crm.example/c/9931');
+  });
+});
+
+describe('buildRichAnswer', () => {
+  it('answers with what the unified contact knows, the facts and the configured link', () => {
+    const answer = buildRichAnswer({
+      contact: contact(),
+      facts: {
+        facts: [
+          { key: 'channel.app', label: 'LiveTex app', value: '3 conversations, last 20 Nov', type: 'string' },
+          { key: 'site', label: 'Site', value: 'https://vesna.example', type: 'url' },
+          { key: 'bad', label: 'Bad link', value: 'x', type: 'string', link: 'javascript:alert(1)' },
+          { key: 'empty', label: 'Empty', value: '  ', type: 'string' },
+        ],
+        missing: [],
+      },
+      reply: { ...reply, crmLink: 'https://crm.example/contacts/{contactId}' },
+    });
+    expect(answer).toEqual({
+      result: 'ok',
+      contact_info: {
+        name: 'Svetlana Orlova',
+        email: 's.orlova@example.org',
+        phone: '+79057770123',
+        description: 'Prefers calls after 18:00',
+      },
+      custom_data: [
+        { title: 'LiveTex app', content: '3 conversations, last 20 Nov' },
+        { title: 'Site', content: 'https://vesna.example', link: 'https://vesna.example' },
+        { title: 'Bad link', content: 'x' },
+      ],
+      crm_link: 'https://crm.example/contacts/c_123',
+      enable_assign: false,
+    });
+  });
+
+  it('lets an attribute source’s crmLink win and falls back to the contact’s own link', () => {
+    const template = { ...reply, crmLink: 'https://crm.example/contacts/{contactId}' };
+    const withSource = buildRichAnswer({
+      contact: contact(),
+      facts: { facts: [], crmLink: 'https://crm.example/real/77', missing: [] },
+      reply: template,
+    });
+    expect(withSource.crm_link).toBe('https://crm.example/real/77');
+    const fallback = buildRichAnswer({
+      contact: contact({ crmLink: 'https://crm.example/linked/5' }),
+      facts: null,
+      reply: { ...reply, crmLink: 'https://crm.example/c/{crmId}' },
+    });
+    expect(fallback.crm_link).toBe('https://crm.example/linked/5');
+    expect(fallback.custom_data).toBeUndefined();
+  });
+
+  it('keeps within Jivo’s limits: 10 items, cut text, no over-long e-mail, enable_assign per config', () => {
+    const long = 'Ж'.repeat(5000);
+    const answer = buildRichAnswer({
+      contact: contact({
+        name: long,
+        emails: [`${'a'.repeat(300)}@example.org`],
+        phones: [],
+        attributes: {},
+      }),
+      facts: {
+        facts: Array.from({ length: 25 }, (_, index) => ({
+          key: `k${index}`,
+          label: `${long}${index}`,
+          value: `${long}🫖`,
+          type: 'string' as const,
+        })),
+        missing: ['slow'],
+      },
+      reply: { ...reply, enableAssign: true },
+    });
+    expect(answer.custom_data).toHaveLength(10);
+    for (const item of answer.custom_data ?? []) {
+      expect(Array.from(item.title)).toHaveLength(ANSWER_LIMITS.title);
+      expect(Array.from(item.content)).toHaveLength(ANSWER_LIMITS.content);
+    }
+    expect(Array.from(answer.contact_info!.name!)).toHaveLength(ANSWER_LIMITS.name);
+    expect(answer.contact_info!.email).toBeUndefined();
+    expect(answer.enable_assign).toBe(true);
+    expect(jivoAnswerSchema.safeParse(answer).success).toBe(true);
+  });
+
+  it('omits contact_info when the contact knows nothing to show', () => {
+    const answer = buildRichAnswer({
+      contact: contact({ name: null, names: [], emails: [], phones: [], attributes: {} }),
+      facts: null,
+      reply,
+    });
+    expect(answer).toEqual({ result: 'ok', enable_assign: false });
+  });
+});

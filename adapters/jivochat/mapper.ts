@@ -1,0 +1,518 @@
+import { createHash } from 'node:crypto';
+import type {
+  AgentRef,
+  AttributeValue,
+  EventInput,
+  Identifier,
+  Observation,
+  TimelineEntryInput,
+} from '../../src/contacts/types.js';
+import { isRecord, safeLink, truncate } from './codec.js';
+import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
+
+/**
+ * A Jivo event -> one Observation for ContactService.observe (DESIGN §7). Pure: no I/O, the
+ * time of receipt is passed in (Jivo's events carry no time of their own, except messages).
+ */
+
+export const VENDOR = 'jivochat';
+
+/** Attribute values are shown to agents as facts: long ones are cut so the panel stays readable. */
+const ATTRIBUTE_MAX = 300;
+const SUMMARY_TEXT_MAX = 120;
+const IDENTIFIER_MAX = 512;
+
+export interface MapInput {
+  eventName: JivoEventName;
+  envelope: JivoEnvelope;
+  /** The payload as Jivo sent it (unknown fields included): kept on the main timeline entry. */
+  raw: Record<string, unknown>;
+  channelId: string;
+  settings: JivochatSettings;
+  receivedAt: Date;
+  /** The body had the docs' invalid `attributes: [...]` form and was read as an object. */
+  repaired?: boolean;
+}
+
+export type MapResult =
+  | { kind: 'observation'; observation: Observation }
+  /** Nothing in the payload identifies anyone: the caller journals it instead. */
+  | { kind: 'unattached'; reason: string };
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function text(value: string | null | undefined): string | undefined {
+  const trimmed = value?.trim();
+  return trimmed ? trimmed : undefined;
+}
+
+/** Canonical JSON (sorted keys) so that the same data always hashes the same. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (isRecord(value)) {
+    const keys = Object.keys(value)
+      .filter((key) => value[key] !== undefined)
+      .sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+export function hashOf(value: unknown): string {
+  return createHash('sha256').update(canonical(value)).digest('hex').slice(0, 32);
+}
+
+/**
+ * Unix seconds -> ISO. Jivo documents seconds; a 13-digit value can only be milliseconds (a
+ * date in the year 50000 otherwise), so it is read as such. Nonsense gives undefined.
+ */
+export function isoFromUnix(value: number | null | undefined): string | undefined {
+  if (value === null || value === undefined || !Number.isFinite(value) || value < 0) return undefined;
+  const ms = value >= 1e11 ? value : value * 1000;
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
+/** The person id lives in whichever field `personIdFrom` names, possibly a dotted path. */
+export function readPath(payload: Record<string, unknown>, path: string): string | undefined {
+  let current: unknown = payload;
+  for (const part of path.split('.')) {
+    if (!isRecord(current)) return undefined;
+    current = current[part];
+  }
+  if (typeof current === 'number' && Number.isFinite(current)) return String(current);
+  if (typeof current === 'string') return text(current);
+  return undefined;
+}
+
+function agentRef(agent: JivoAgent | null | undefined): AgentRef | undefined {
+  if (!agent) return undefined;
+  const ref: AgentRef = {};
+  if (agent.id) ref.id = agent.id;
+  const name = text(agent.name);
+  if (name) ref.name = name;
+  const email = text(agent.email);
+  if (email) ref.email = email.toLowerCase();
+  return Object.keys(ref).length > 0 ? ref : undefined;
+}
+
+function agentLabel(agent: AgentRef | undefined): string | undefined {
+  return agent?.name ?? agent?.email ?? (agent?.id ? `agent ${agent.id}` : undefined);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers, names, attributes
+
+function identifiersOf(input: MapInput): Identifier[] {
+  const { envelope, channelId } = input;
+  const out: Identifier[] = [];
+  const seen = new Set<string>();
+  const add = (kind: string, value: string | undefined, scoped: boolean) => {
+    // Over-long values are not ids anyone types; the engine would refuse them.
+    if (!value || value.length > IDENTIFIER_MAX) return;
+    const key = `${kind}\u0000${value}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push(scoped ? { kind, value, channelId } : { kind, value });
+  };
+  // Jivo sends null when the site never called setUserToken; the engine's blocklist drops the
+  // junk values ("null", "0", ...) that sites put there anyway.
+  add('person', readPath(input.raw, input.settings.personIdFrom), false);
+  add('email', text(envelope.visitor?.email), false);
+  add('phone', text(envelope.visitor?.phone), false);
+  // A call's `phone` is the client's number (§4.5), so it identifies them as well.
+  add('phone', text(envelope.call?.phone), false);
+  // Vendor-local: a visitor number or client id means nothing outside this channel (DESIGN §7).
+  add('visitor', envelope.visitor?.number ?? undefined, true);
+  add('client', envelope.client_id ?? undefined, true);
+  return out;
+}
+
+function attributesOf(input: MapInput): Record<string, AttributeValue> {
+  const { envelope } = input;
+  const out: Record<string, AttributeValue> = {};
+  const put = (key: string, label: string, value: string | undefined, type?: AttributeValue['type']) => {
+    if (value === undefined || value === '') return;
+    out[key] = { value: truncate(value, ATTRIBUTE_MAX), label, ...(type ? { type } : {}) };
+  };
+
+  put('description', 'Description', text(envelope.visitor?.description));
+  put('organization', 'Organization', text(envelope.organization?.name));
+  put('status', 'Client status', text(envelope.status?.title));
+  const tags = (envelope.tags ?? []).map((tag) => text(tag.title)).filter((title) => title !== undefined);
+  if (tags.length > 0) put('tags', 'Tags', tags.join(', '));
+  put('department', 'Department', text(envelope.department?.name));
+  put('topic', 'Topic', text(envelope.topic?.title));
+
+  const agents = envelope.agent ? [envelope.agent] : (envelope.agents ?? []);
+  const agentNames = agents.map((agent) => agentLabel(agentRef(agent))).filter((name) => name !== undefined);
+  if (agentNames.length > 0) put('agent', agentNames.length > 1 ? 'Agents' : 'Agent', agentNames.join(', '));
+
+  const session = envelope.session;
+  const utmJson = Object.entries(session?.utm_json ?? {})
+    .map(([key, value]) => [key, typeof value === 'string' ? text(value) : undefined] as const)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${value}`);
+  // utm_json is structured; the `a=b|c=d` string is the fallback (§9.7).
+  const utm = utmJson.length > 0 ? utmJson.join(', ') : text(session?.utm)?.split('|').join(', ');
+  put('utm', 'UTM', utm);
+  const geo = session?.geoip;
+  const place = [text(geo?.city), text(geo?.region), text(geo?.country)].filter((part) => part !== undefined);
+  put('location', 'Location', [...new Set(place)].join(', '));
+  const pageUrl = text(envelope.page?.url);
+  put('page', 'Page', pageUrl, safeLink(pageUrl) ? 'url' : undefined);
+
+  const chats = envelope.visitor?.chats_count;
+  if (typeof chats === 'number' && Number.isFinite(chats)) {
+    out.chatsCount = { value: chats, label: 'JivoChat chats', type: 'number' };
+  }
+
+  // Client attributes keep Jivo's own keys (set under «Настройки атрибутов»), namespaced so an
+  // attribute called "status" cannot overwrite the client status above.
+  for (const [key, value] of Object.entries(envelope.attributes ?? {})) {
+    if (value === null || value === '') continue;
+    if (typeof value === 'number' || typeof value === 'boolean') {
+      out[`client.${key}`] = { value, label: key, type: typeof value === 'number' ? 'number' : 'boolean' };
+    } else {
+      put(`client.${key}`, key, text(value), safeLink(value) ? 'url' : undefined);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+
+/**
+ * The dedupe key (DESIGN §7): the event, the chat, and what distinguishes one delivery of that
+ * event from the next legitimate one. A redelivery gives the same key; a real change a new one.
+ */
+export function idempotencyKeyOf(input: MapInput): string {
+  const { envelope: e, eventName, raw } = input;
+  const chat = e.chat_id ?? '-';
+  const clientData = () =>
+    hashOf({
+      visitor: {
+        name: e.visitor?.name,
+        email: e.visitor?.email,
+        phone: e.visitor?.phone,
+        description: e.visitor?.description,
+      },
+      person: readPath(raw, input.settings.personIdFrom),
+      organization: e.organization?.id ?? e.organization?.name,
+      status: e.status?.id ?? e.status?.title,
+      tags: (e.tags ?? []).map((tag) => tag.id ?? tag.title),
+      responsible: e.assigned_agent?.id ?? e.assigned_agent?.email,
+    });
+  let parts: string[];
+  switch (eventName) {
+    case 'call_event':
+      // Fires once per status change of a call (§9.14): each status is its own event.
+      parts = [chat, hashOf([e.call?.type, e.call?.phone, e.call?.status, e.call?.reason])];
+      break;
+    case 'chat_accepted':
+      // A transfer to another agent is a new acceptance.
+      parts = [chat, e.agent?.id ?? '-'];
+      break;
+    case 'chat_updated':
+      parts = [chat, clientData()];
+      break;
+    case 'chat_assigned':
+      parts = [chat, hashOf([e.assign_to, e.agent?.id])];
+      break;
+    case 'chat_finished':
+      parts = [chat];
+      break;
+    case 'offline_message':
+      parts = [e.offline_message_id ?? hashOf([chat, e.message, e.visitor?.number, e.visitor?.email])];
+      break;
+    case 'client_updated':
+      parts = [e.client_id ?? e.visitor?.number ?? '-', clientData()];
+      break;
+    case 'client_attribute_updated':
+      parts = [e.client_id ?? '-', hashOf(e.attributes ?? {})];
+      break;
+  }
+  // Without a chat or client id there is nothing stable to key on but the payload itself.
+  if (parts.every((part) => part === '-')) parts = [hashOf(raw)];
+  const key = `${VENDOR}:${input.channelId}:${eventName}:${parts.join(':')}`;
+  return key.length <= 400 ? key : `${VENDOR}:${input.channelId}:${eventName}:${hashOf(parts)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeline and outbound events
+
+export interface TranscriptMessage {
+  at: string | null;
+  author: { type: string; id?: string; name?: string; email?: string };
+  text: string;
+}
+
+function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
+  const agents = new Map<string, AgentRef>();
+  for (const agent of envelope.agents ?? []) {
+    const ref = agentRef(agent);
+    if (ref?.id) agents.set(ref.id, ref);
+  }
+  const visitorName = text(envelope.visitor?.name);
+  return (envelope.chat?.messages ?? []).map((message) => {
+    const type = text(message.type) ?? 'unknown';
+    let author: TranscriptMessage['author'] = { type };
+    if (type === 'agent') {
+      // agent_id is a number while agents[].id is a string (§9.1): both are strings by now.
+      const known = message.agent_id ? agents.get(message.agent_id) : undefined;
+      author = { type, ...(message.agent_id ? { id: message.agent_id } : {}), ...known };
+    } else if (type === 'visitor' && visitorName) {
+      author = { type, name: visitorName };
+    }
+    return { at: isoFromUnix(message.timestamp) ?? null, author, text: message.message ?? '' };
+  });
+}
+
+function conversationContext(e: JivoEnvelope) {
+  const agent = agentRef(e.agent);
+  return {
+    ...(e.chat_id ? { conversationId: e.chat_id } : {}),
+    ...(agent ? { agent } : {}),
+    ...(text(e.department?.name) ? { department: text(e.department?.name) } : {}),
+    ...(text(e.topic?.title) ? { topic: text(e.topic?.title) } : {}),
+    ...(text(e.page?.url) ? { page: { url: text(e.page?.url), title: text(e.page?.title) } } : {}),
+  };
+}
+
+interface Built {
+  timeline: TimelineEntryInput[];
+  events: EventInput[];
+}
+
+function build(input: MapInput, at: string): Built {
+  const { envelope: e, eventName } = input;
+  const chatRef = e.chat_id ? `Chat ${e.chat_id}` : 'Chat';
+  const raw = input.repaired ? { ...input.raw, _repairedFromInvalidJson: true } : input.raw;
+  const context = conversationContext(e);
+  const agentName = agentLabel(context.agent);
+
+  switch (eventName) {
+    case 'chat_accepted': {
+      const data = { ...context };
+      return {
+        timeline: [
+          {
+            key: 'accepted',
+            at,
+            type: 'conversation.started',
+            summary: `${chatRef} accepted${agentName ? ` by ${agentName}` : ''}`,
+            data: { ...data, raw },
+          },
+        ],
+        events: [{ type: 'conversation.started', key: 'accepted', data }],
+      };
+    }
+    case 'chat_updated':
+      return {
+        timeline: [
+          {
+            key: 'updated',
+            at,
+            type: 'conversation.updated',
+            summary: `${chatRef}: visitor details updated`,
+            data: { ...context, visitor: visitorData(e), raw },
+          },
+        ],
+        events: [],
+      };
+    case 'chat_assigned': {
+      const crmLink = safeLink(e.assign_to);
+      const data = { ...context, ...(text(e.assign_to) ? { assignTo: text(e.assign_to) } : {}) };
+      return {
+        timeline: [
+          {
+            key: 'assigned',
+            at,
+            type: 'conversation.assigned',
+            summary: `${chatRef} linked to a CRM card${agentName ? ` by ${agentName}` : ''}`,
+            data: { ...data, raw },
+          },
+        ],
+        events: [
+          {
+            type: 'conversation.assigned',
+            key: 'assigned',
+            data: { ...data, ...(crmLink ? { crmLink } : {}) },
+          },
+        ],
+      };
+    }
+    case 'chat_finished': {
+      const messages = transcriptOf(e);
+      const agents = (e.agents ?? []).map(agentRef).filter((agent) => agent !== undefined);
+      const rating = text(e.chat?.rate);
+      const data = {
+        ...context,
+        agents,
+        messages,
+        ...(rating ? { rating } : {}),
+        ...(typeof e.chat?.blacklisted === 'boolean' ? { blacklisted: e.chat.blacklisted } : {}),
+        ...(text(e.chat?.invitation) ? { invitation: text(e.chat?.invitation) } : {}),
+        ...(text(e.plain_messages) ? { plainText: e.plain_messages } : {}),
+      };
+      const names = agents.map(agentLabel).filter((name) => name !== undefined);
+      const built: Built = {
+        timeline: [
+          {
+            key: 'finished',
+            at,
+            type: 'conversation.finished',
+            summary: `${chatRef} finished: ${messages.length} message${messages.length === 1 ? '' : 's'}${
+              names.length > 0 ? ` with ${names.join(', ')}` : ''
+            }`,
+            data: { ...data, raw },
+          },
+        ],
+        events: [{ type: 'conversation.finished', key: 'finished', data }],
+      };
+      if (rating) {
+        const rated = { ...(e.chat_id ? { conversationId: e.chat_id } : {}), rating };
+        built.timeline.push({
+          key: 'rated',
+          at,
+          type: 'conversation.rated',
+          summary: `${chatRef} rated ${rating}`,
+          data: rated,
+        });
+        built.events.push({ type: 'conversation.rated', key: 'rated', data: rated });
+      }
+      return built;
+    }
+    case 'offline_message': {
+      const message = e.message ?? '';
+      const data = {
+        ...context,
+        ...(e.offline_message_id ? { offlineMessageId: e.offline_message_id } : {}),
+        message,
+        visitor: visitorData(e),
+        // No agent was online: CRMs should make a task of it (DESIGN §1, tasks for offline messages).
+        task: true,
+      };
+      return {
+        timeline: [
+          {
+            key: 'offline',
+            at,
+            type: 'offline_message.received',
+            summary: `Offline message: ${truncate(message.trim() || '(empty)', SUMMARY_TEXT_MAX)}`,
+            data: { ...data, raw },
+          },
+        ],
+        events: [{ type: 'offline_message.received', key: 'offline', data }],
+      };
+    }
+    case 'call_event': {
+      const call = e.call;
+      const recordUrl = text(call?.record_url);
+      const data = {
+        ...context,
+        call: {
+          ...(text(call?.type) ? { type: text(call?.type) } : {}),
+          ...(text(call?.phone) ? { phone: text(call?.phone) } : {}),
+          status: text(call?.status) ?? 'unknown',
+          ...(text(call?.reason) ? { reason: text(call?.reason) } : {}),
+          ...(recordUrl ? { recordUrl } : {}),
+        },
+      };
+      const detail = [text(call?.type), text(call?.phone)].filter(Boolean).join(' ');
+      return {
+        timeline: [
+          {
+            key: 'call',
+            at,
+            type: 'call.updated',
+            summary: `Call${detail ? ` (${detail})` : ''}: ${data.call.status}${data.call.reason ? ` (${data.call.reason})` : ''}`,
+            data: { ...data, raw },
+          },
+        ],
+        events: [{ type: 'call.updated', key: 'call', data }],
+      };
+    }
+    case 'client_updated': {
+      const data = {
+        ...(e.client_id ? { clientId: e.client_id } : {}),
+        visitor: visitorData(e),
+        ...(text(e.organization?.name) ? { organization: text(e.organization?.name) } : {}),
+        ...(text(e.status?.title) ? { status: text(e.status?.title) } : {}),
+        tags: (e.tags ?? []).map((tag) => text(tag.title)).filter((title) => title !== undefined),
+        ...(agentRef(e.assigned_agent) ? { responsibleAgent: agentRef(e.assigned_agent) } : {}),
+      };
+      return {
+        timeline: [
+          {
+            key: 'client',
+            at,
+            type: 'contact.updated',
+            summary: 'Client card updated in JivoChat',
+            data: { ...data, raw },
+          },
+        ],
+        events: [],
+      };
+    }
+    case 'client_attribute_updated': {
+      const attributes = e.attributes ?? {};
+      const keys = Object.keys(attributes);
+      return {
+        timeline: [
+          {
+            key: 'attributes',
+            at,
+            type: 'attributes.updated',
+            summary: `Client attributes updated${keys.length > 0 ? `: ${truncate(keys.join(', '), SUMMARY_TEXT_MAX)}` : ''}`,
+            data: { ...(e.client_id ? { clientId: e.client_id } : {}), attributes, raw },
+          },
+        ],
+        events: [],
+      };
+    }
+  }
+}
+
+function visitorData(e: JivoEnvelope) {
+  const v = e.visitor;
+  return {
+    ...(text(v?.name) ? { name: text(v?.name) } : {}),
+    ...(text(v?.email) ? { email: text(v?.email) } : {}),
+    ...(text(v?.phone) ? { phone: text(v?.phone) } : {}),
+    ...(text(v?.description) ? { description: text(v?.description) } : {}),
+    ...(v?.number ? { number: v.number } : {}),
+  };
+}
+
+export function toObservation(input: MapInput): MapResult {
+  const identifiers = identifiersOf(input);
+  if (identifiers.length === 0) {
+    return {
+      kind: 'unattached',
+      reason: `${input.eventName} names no visitor, client, e-mail, phone or person id`,
+    };
+  }
+  const at = input.receivedAt.toISOString();
+  const { timeline, events } = build(input, at);
+  const name = text(input.envelope.visitor?.name);
+  const responsibleAgent = agentRef(input.envelope.assigned_agent);
+  const crmLink = input.eventName === 'chat_assigned' ? safeLink(input.envelope.assign_to) : undefined;
+  const observation: Observation = {
+    channelId: input.channelId,
+    vendor: VENDOR,
+    at,
+    idempotencyKey: idempotencyKeyOf(input),
+    identifiers,
+    names: name ? [truncate(name, 200)] : [],
+    attributes: attributesOf(input),
+    labels: [],
+    timeline,
+    events,
+    ...(responsibleAgent ? { responsibleAgent } : {}),
+    ...(crmLink ? { crmLink } : {}),
+  };
+  return { kind: 'observation', observation };
+}
