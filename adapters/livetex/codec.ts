@@ -1,0 +1,367 @@
+import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
+import { z } from 'zod';
+import { AppError, BadRequestError, formatPath, ValidationError } from '../../src/errors.js';
+
+/**
+ * The attribute lookup's wire format — and only here (DESIGN §6, our design: LiveTex's real
+ * format is not public, vendors/livetex.md §1.2). Everything that knows what bytes travel lives
+ * in this module: the envelope (application/jose or {"payload"}), the JWE parameters, the claim
+ * set and its time rules, the answer and its padding, for both sides (the bridge and the client
+ * helper). When LiveTex's real format is known, a second `LookupCodec` replaces `bridgeJweCodec`
+ * and nothing else in the adapter changes.
+ */
+
+export const JOSE_CONTENT_TYPE = 'application/jose';
+export const KEY_ALGORITHM = 'dir';
+export const CONTENT_ENCRYPTION = 'A256GCM';
+/** A256GCM under `dir` takes the 256-bit key itself as the content key. */
+export const KEY_BYTES = 32;
+/** DESIGN §6: `exp` at most 5 minutes after `iat`. */
+export const MAX_TOKEN_LIFETIME_SECONDS = 300;
+/**
+ * Answers are padded to a power of two of at least this many bytes, so that `found: false` and a
+ * typical contact card encrypt to the same length (no oracle by size). 4 KiB holds a card of a
+ * few dozen attributes; larger cards move to 8, 16, ... KiB.
+ */
+export const MIN_ANSWER_BUCKET_BYTES = 4096;
+
+/** The 401 refusals of DESIGN §6; the core writes `{"error":{"code":...}}`. */
+export type RefusalCode =
+  | 'unknown_key'
+  | 'revoked_key'
+  | 'decryption_failed'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'replayed_token';
+
+export class LookupRefusedError extends AppError {
+  constructor(code: RefusalCode, message: string) {
+    // No WWW-Authenticate header: DESIGN §6 says the refusal is the JSON error "and nothing else".
+    super(code, 401, message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The claim set (request plaintext) and the answer (response plaintext)
+
+const identifierValueSchema = z.string().min(1).max(512);
+
+/**
+ * Strict: the caller is the company's own integration (or our client helper), so an unexpected
+ * claim is a mistake worth reporting. `nbf` is the one registered claim we also honour.
+ */
+export const lookupClaimsSchema = z
+  .strictObject({
+    personId: identifierValueSchema.optional(),
+    customVisitorToken: identifierValueSchema.optional(),
+    requestId: z.string().min(1).max(128),
+    iat: z.number().finite(),
+    exp: z.number().finite(),
+    nbf: z.number().finite().optional(),
+    jti: z.string().min(1).max(256),
+  })
+  .check((context) => {
+    const claims = context.value;
+    if ((claims.personId === undefined) === (claims.customVisitorToken === undefined)) {
+      context.issues.push({
+        code: 'custom',
+        input: claims,
+        path: ['personId'],
+        message: 'exactly one of personId (web) or customVisitorToken (mobile) is required',
+      });
+    }
+    // A lifetime over the limit is a claim set outside the protocol (malformed → 400), not a
+    // credential that went stale (401): DESIGN §6 defines `exp` as at most 5 minutes after `iat`.
+    if (claims.exp <= claims.iat || claims.exp - claims.iat > MAX_TOKEN_LIFETIME_SECONDS) {
+      context.issues.push({
+        code: 'custom',
+        input: claims,
+        path: ['exp'],
+        message: `exp must be after iat and at most ${MAX_TOKEN_LIFETIME_SECONDS} s after it`,
+      });
+    }
+  });
+export type LookupClaims = z.infer<typeof lookupClaimsSchema>;
+
+export type LookupSubject = { personId: string } | { customVisitorToken: string };
+
+export const lookupAttributeSchema = z.object({
+  key: z.string(),
+  label: z.string(),
+  value: z.string(),
+  /** string | number | boolean | date | url | email | phone; a string so that new types do not break old clients. */
+  type: z.string(),
+});
+export type LookupAttribute = z.infer<typeof lookupAttributeSchema>;
+
+export const lookupContactSchema = z.object({
+  id: z.string(),
+  name: z.string().nullable(),
+  emails: z.array(z.string()),
+  phones: z.array(z.string()),
+  labels: z.array(z.string()),
+});
+
+/** Not strict: a client built against this version keeps working when the bridge adds a field. */
+export const lookupAnswerSchema = z.object({
+  requestId: z.string(),
+  found: z.boolean(),
+  contact: lookupContactSchema.optional(),
+  attributes: z.array(lookupAttributeSchema),
+  crmLink: z.string().optional(),
+});
+export type LookupAnswer = z.infer<typeof lookupAnswerSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Envelope
+
+const jsonEnvelopeSchema = z.strictObject({ payload: z.string().min(1) });
+
+const protectedHeaderSchema = z.looseObject({
+  alg: z.string(),
+  enc: z.string().optional(),
+  kid: z.string().min(1).max(128).optional(),
+  zip: z.unknown().optional(),
+});
+
+/** Five base64url segments; the second (the encrypted key) is empty under `dir`. */
+const COMPACT_JWE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+/** A request whose envelope was read: the key it names, and the token still sealed. */
+export interface SealedRequest {
+  kid: string;
+  token: string;
+}
+
+function mediaTypeOf(contentType: string | undefined): string | undefined {
+  return contentType?.split(';')[0]?.trim().toLowerCase() || undefined;
+}
+
+/**
+ * Reads the body as the protocol allows (raw compact JWE as application/jose, or JSON
+ * `{"payload": "<jwe>"}`) and the protected header's `kid`. Everything here is about form, so
+ * every failure is 400. A caller that sends neither content type is read by the body's first
+ * character: the endpoint is for machines we do not fully know yet, and guessing costs nothing.
+ */
+function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRequest {
+  const text = rawBody.toString('utf8').trim();
+  if (text === '')
+    throw new BadRequestError('malformed_request', 'the body is empty; expected a compact JWE');
+  const mediaType = mediaTypeOf(contentType);
+  const asJson =
+    mediaType === 'application/json' ||
+    mediaType?.endsWith('+json') === true ||
+    (mediaType !== JOSE_CONTENT_TYPE && text.startsWith('{'));
+  let token = text;
+  if (asJson) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new BadRequestError('invalid_json', 'the body is not valid JSON');
+    }
+    const envelope = jsonEnvelopeSchema.safeParse(parsed);
+    if (!envelope.success) {
+      throw new ValidationError(
+        'a JSON body must be {"payload": "<compact JWE>"}',
+        envelope.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })),
+        'malformed_request',
+      );
+    }
+    token = envelope.data.payload.trim();
+  }
+  if (!COMPACT_JWE.test(token)) {
+    throw new BadRequestError('malformed_request', 'the payload is not a compact JWE (five base64url parts)');
+  }
+  let header: unknown;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    throw new BadRequestError('malformed_request', 'the JWE protected header is not base64url JSON');
+  }
+  const parsedHeader = protectedHeaderSchema.safeParse(header);
+  if (!parsedHeader.success) {
+    throw new BadRequestError('malformed_request', 'the JWE protected header must name alg, enc and kid');
+  }
+  const { alg, enc, kid, zip } = parsedHeader.data;
+  if (alg !== KEY_ALGORITHM || enc !== CONTENT_ENCRYPTION) {
+    throw new BadRequestError(
+      'unsupported_algorithm',
+      `the JWE must use alg "${KEY_ALGORITHM}" and enc "${CONTENT_ENCRYPTION}" (got alg "${alg}", enc "${enc ?? ''}")`,
+    );
+  }
+  // Compression before encryption leaks the plaintext's content through its length.
+  if (zip !== undefined)
+    throw new BadRequestError('unsupported_algorithm', 'compressed JWEs (zip) are not accepted');
+  if (kid === undefined)
+    throw new BadRequestError('missing_kid', 'the JWE protected header must carry the key id (kid)');
+  return { kid, token };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealing and opening
+
+export interface ClaimClock {
+  now: Date;
+  maxSkewSeconds: number;
+}
+
+async function decrypt(token: string, key: Uint8Array): Promise<{ plaintext: Uint8Array; kid: unknown }> {
+  try {
+    const { plaintext, protectedHeader } = await compactDecrypt(token, key, {
+      keyManagementAlgorithms: [KEY_ALGORITHM],
+      contentEncryptionAlgorithms: [CONTENT_ENCRYPTION],
+    });
+    return { plaintext, kid: protectedHeader.kid };
+  } catch (error) {
+    if (error instanceof joseErrors.JOSEError) {
+      throw new LookupRefusedError(
+        'decryption_failed',
+        'the JWE could not be decrypted with the key it names',
+      );
+    }
+    throw error;
+  }
+}
+
+/** Decrypts and checks the claim set: form problems are 400, stale or early tokens 401. */
+async function openRequest(sealed: SealedRequest, key: Uint8Array, clock: ClaimClock): Promise<LookupClaims> {
+  const { plaintext } = await decrypt(sealed.token, key);
+  let document: unknown;
+  try {
+    document = JSON.parse(new TextDecoder().decode(plaintext));
+  } catch {
+    throw new BadRequestError('invalid_claims', 'the decrypted payload is not a JSON claim set');
+  }
+  const parsed = lookupClaimsSchema.safeParse(document);
+  if (!parsed.success) {
+    throw new ValidationError(
+      'the claim set is not valid',
+      parsed.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })),
+      'invalid_claims',
+    );
+  }
+  const claims = parsed.data;
+  const nowSeconds = clock.now.getTime() / 1000;
+  const skew = clock.maxSkewSeconds;
+  if (claims.iat > nowSeconds + skew || (claims.nbf !== undefined && claims.nbf > nowSeconds + skew)) {
+    throw new LookupRefusedError(
+      'token_not_yet_valid',
+      'the token was issued in the future (check the clock)',
+    );
+  }
+  if (claims.exp <= nowSeconds - skew) {
+    throw new LookupRefusedError('token_expired', 'the token has expired');
+  }
+  return claims;
+}
+
+/** Pads the JSON text with trailing spaces (valid JSON whitespace) up to its size bucket. */
+export function padToBucket(json: string): string {
+  const length = Buffer.byteLength(json, 'utf8');
+  let bucket = MIN_ANSWER_BUCKET_BYTES;
+  while (bucket < length) bucket *= 2;
+  return json + ' '.repeat(bucket - length);
+}
+
+async function seal(plaintext: string, kid: string, key: Uint8Array, typ?: string): Promise<string> {
+  return new CompactEncrypt(new TextEncoder().encode(plaintext))
+    .setProtectedHeader({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid, ...(typ ? { typ } : {}) })
+    .encrypt(key);
+}
+
+async function sealAnswer(
+  answer: LookupAnswer,
+  kid: string,
+  key: Uint8Array,
+): Promise<{ body: string; contentType: string }> {
+  return { body: await seal(padToBucket(JSON.stringify(answer)), kid, key), contentType: JOSE_CONTENT_TYPE };
+}
+
+/**
+ * The server side of the seam. A codec for LiveTex's real format implements the same three steps.
+ */
+export interface LookupCodec {
+  /** Form only (400s): which key the request names, and the still-sealed token. */
+  readRequest(rawBody: Buffer, contentType: string | undefined): SealedRequest;
+  /** Decrypts with the named key and validates the claims (401 for crypto/time, 400 for form). */
+  openRequest(sealed: SealedRequest, key: Uint8Array, clock: ClaimClock): Promise<LookupClaims>;
+  /** Encrypts the answer under the same key. */
+  sealAnswer(
+    answer: LookupAnswer,
+    kid: string,
+    key: Uint8Array,
+  ): Promise<{ body: string; contentType: string }>;
+}
+
+export const bridgeJweCodec: LookupCodec = { readRequest, openRequest, sealAnswer };
+
+// ---------------------------------------------------------------------------------------------
+// The caller's side (used by client.ts and the tests)
+
+export interface RequestClaimsInput {
+  subject: LookupSubject;
+  requestId: string;
+  jti: string;
+  /** Seconds since the epoch. */
+  iat: number;
+  /** Lifetime in seconds (default 60, at most 300). */
+  ttlSeconds?: number;
+}
+
+export function buildClaims(input: RequestClaimsInput): LookupClaims {
+  const iat = Math.floor(input.iat);
+  return {
+    ...input.subject,
+    requestId: input.requestId,
+    iat,
+    exp: iat + (input.ttlSeconds ?? 60),
+    jti: input.jti,
+  };
+}
+
+/** Encrypts a claim set as the bridge expects it. Claims are sent as given (tests send bad ones). */
+export async function sealRequest(
+  claims: Record<string, unknown>,
+  kid: string,
+  key: Uint8Array,
+): Promise<string> {
+  return seal(JSON.stringify(claims), kid, key, 'JWT');
+}
+
+export class LookupAnswerError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LookupAnswerError';
+  }
+}
+
+/** Decrypts and validates an answer; it must be under the key the request used. */
+export async function openAnswer(token: string, kid: string, key: Uint8Array): Promise<LookupAnswer> {
+  let opened: { plaintext: Uint8Array; kid: unknown };
+  try {
+    opened = await decrypt(token.trim(), key);
+  } catch (error) {
+    throw new LookupAnswerError('the answer could not be decrypted with the request key', { cause: error });
+  }
+  if (opened.kid !== kid)
+    throw new LookupAnswerError(`the answer is under kid "${String(opened.kid)}", not "${kid}"`);
+  let document: unknown;
+  try {
+    document = JSON.parse(new TextDecoder().decode(opened.plaintext));
+  } catch (error) {
+    throw new LookupAnswerError('the decrypted answer is not JSON', { cause: error });
+  }
+  const parsed = lookupAnswerSchema.safeParse(document);
+  if (!parsed.success)
+    throw new LookupAnswerError(`the answer has an unexpected shape: ${parsed.error.message}`);
+  return parsed.data;
+}
+
+export function decodeKey(base64url: string): Uint8Array {
+  const key = Buffer.from(base64url, 'base64url');
+  if (key.length !== KEY_BYTES || key.toString('base64url') !== base64url.replace(/=+$/, '')) {
+    throw new TypeError(`the key must be ${KEY_BYTES} bytes, base64url-encoded`);
+  }
+  return new Uint8Array(key);
+}

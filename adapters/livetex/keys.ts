@@ -1,0 +1,267 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
+import type { ChannelRoute, CliCommand } from '../../src/spec/adapter.js';
+import type { Store } from '../../src/store/types.js';
+import { KEY_BYTES } from './codec.js';
+
+/**
+ * The channel's attribute keys (DESIGN §6): random 256-bit keys named by a `kid`, several valid at
+ * once for rotation, each revocable. Key material is kept encrypted at rest with the master key
+ * (AES-256-GCM, the channel and kid as additional data so a record cannot be moved to another
+ * channel or kid). Every lookup reads the key's record from the store — one HGET — instead of a
+ * per-process cache, so a revocation on one instance is in force on every instance at once.
+ */
+
+export interface KeySummary {
+  kid: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface GeneratedKey {
+  kid: string;
+  /** base64url; shown once, never stored in clear. */
+  key: string;
+  createdAt: string;
+}
+
+export type ResolvedKey = { state: 'active'; key: Uint8Array } | { state: 'revoked' } | { state: 'unknown' };
+
+const storedKeySchema = z.object({
+  kid: z.string(),
+  createdAt: z.string(),
+  revokedAt: z.string().nullable(),
+  /** Absent once revoked: a revoked key is never needed again, so its material is erased. */
+  sealed: z.object({ iv: z.string(), data: z.string(), tag: z.string() }).optional(),
+});
+type StoredKey = z.infer<typeof storedKeySchema>;
+
+export const KID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The master key changed or the record was altered: an operator problem, not the caller's. */
+export class KeyStoreUnreadableError extends AppError {
+  constructor(kid: string, cause?: unknown) {
+    super(
+      'key_store_unreadable',
+      500,
+      `the stored key ${kid} cannot be decrypted with secrets.masterKey (was the master key changed?)`,
+      { cause },
+    );
+  }
+}
+
+function parseRecord(kid: string, raw: string): StoredKey {
+  let document: unknown;
+  try {
+    document = JSON.parse(raw);
+  } catch (error) {
+    throw new KeyStoreUnreadableError(kid, error);
+  }
+  const parsed = storedKeySchema.safeParse(document);
+  if (!parsed.success) throw new KeyStoreUnreadableError(kid, parsed.error);
+  return parsed.data;
+}
+
+export interface LivetexKeyStore {
+  generate(): Promise<GeneratedKey>;
+  list(): Promise<KeySummary[]>;
+  /** Null when the kid is unknown; revoking twice keeps the first revocation time. */
+  revoke(kid: string): Promise<KeySummary | null>;
+  resolve(kid: string): Promise<ResolvedKey>;
+}
+
+export function createLivetexKeyStore(options: {
+  store: Store;
+  channelId: string;
+  masterKey: Buffer;
+  now: () => Date;
+}): LivetexKeyStore {
+  const { store, channelId, masterKey, now } = options;
+  if (masterKey.length !== 32) throw new TypeError('the master key must be 32 bytes');
+  const hashKey = `livetex:${channelId}:keys`;
+  const additionalData = (kid: string) => Buffer.from(`livetex:${channelId}:${kid}`, 'utf8');
+
+  function sealMaterial(kid: string, material: Buffer): NonNullable<StoredKey['sealed']> {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', masterKey, iv);
+    cipher.setAAD(additionalData(kid));
+    const data = Buffer.concat([cipher.update(material), cipher.final()]);
+    return {
+      iv: iv.toString('base64url'),
+      data: data.toString('base64url'),
+      tag: cipher.getAuthTag().toString('base64url'),
+    };
+  }
+
+  function openMaterial(record: StoredKey, sealed: NonNullable<StoredKey['sealed']>): Uint8Array {
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', masterKey, Buffer.from(sealed.iv, 'base64url'));
+      decipher.setAAD(additionalData(record.kid));
+      decipher.setAuthTag(Buffer.from(sealed.tag, 'base64url'));
+      const material = Buffer.concat([
+        decipher.update(Buffer.from(sealed.data, 'base64url')),
+        decipher.final(),
+      ]);
+      if (material.length !== KEY_BYTES) throw new Error(`decrypted key has ${material.length} bytes`);
+      return new Uint8Array(material);
+    } catch (error) {
+      throw new KeyStoreUnreadableError(record.kid, error);
+    }
+  }
+
+  async function read(kid: string): Promise<StoredKey | null> {
+    if (!KID_PATTERN.test(kid)) return null;
+    const raw = await store.hget(hashKey, kid);
+    return raw === null ? null : parseRecord(kid, raw);
+  }
+
+  const summary = (record: StoredKey): KeySummary => ({
+    kid: record.kid,
+    createdAt: record.createdAt,
+    revokedAt: record.revokedAt,
+  });
+
+  return {
+    async generate() {
+      const material = randomBytes(KEY_BYTES);
+      // 96 random bits: kids are public (they travel in every JWE header) but must never collide.
+      const kid = `k_${randomBytes(12).toString('base64url')}`;
+      const createdAt = now().toISOString();
+      const record: StoredKey = { kid, createdAt, revokedAt: null, sealed: sealMaterial(kid, material) };
+      await store.hset(hashKey, kid, JSON.stringify(record));
+      return { kid, key: material.toString('base64url'), createdAt };
+    },
+
+    async list() {
+      const all = await store.hgetall(hashKey);
+      const out: KeySummary[] = [];
+      for (const [kid, raw] of Object.entries(all)) {
+        out.push(summary(parseRecord(kid, raw)));
+      }
+      return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.kid.localeCompare(b.kid));
+    },
+
+    async revoke(kid) {
+      const record = await read(kid);
+      if (!record) return null;
+      if (record.revokedAt !== null) return summary(record);
+      const revoked: StoredKey = {
+        kid: record.kid,
+        createdAt: record.createdAt,
+        revokedAt: now().toISOString(),
+      };
+      await store.hset(hashKey, kid, JSON.stringify(revoked));
+      return summary(revoked);
+    },
+
+    async resolve(kid) {
+      const record = await read(kid);
+      if (!record) return { state: 'unknown' };
+      if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
+      return { state: 'active', key: openMaterial(record, record.sealed) };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API (DESIGN §4) and CLI (DESIGN §5)
+
+const keySummarySchema = z.object({
+  kid: z.string(),
+  createdAt: z.string(),
+  revokedAt: z.string().nullable(),
+});
+const generatedKeySchema = z.object({ kid: z.string(), key: z.string(), createdAt: z.string() });
+
+function unknownKid(kid: string): NotFoundError {
+  return new NotFoundError('unknown_key', `no key "${kid}" on this channel`);
+}
+
+export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
+  return [
+    {
+      method: 'POST',
+      path: 'keys',
+      scope: 'admin',
+      summary: 'Generate a LiveTex attribute key; the key material is shown only in this answer',
+      response: generatedKeySchema,
+      async handle() {
+        return { status: 201, body: await keys.generate(), headers: { 'cache-control': 'no-store' } };
+      },
+    },
+    {
+      method: 'GET',
+      path: 'keys',
+      scope: 'admin',
+      summary: "List the channel's attribute keys (never the key material)",
+      response: z.object({ keys: z.array(keySummarySchema) }),
+      async handle() {
+        return { body: { keys: await keys.list() } };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: 'keys/:kid',
+      scope: 'admin',
+      summary: 'Revoke an attribute key: lookups under it are refused at once, on every instance',
+      response: keySummarySchema,
+      async handle(request) {
+        const kid = request.params.kid ?? '';
+        const revoked = await keys.revoke(kid);
+        if (!revoked) throw unknownKid(kid);
+        return { body: revoked };
+      },
+    },
+  ];
+}
+
+export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
+  const warnIfEphemeral = (io: { stderr(line: string): void }) => {
+    if (store.kind === 'memory') {
+      io.stderr('warning: the in-memory store keeps nothing after this command exits; configure store.redis');
+    }
+  };
+  return [
+    {
+      name: 'keys generate',
+      summary: 'Generate an attribute key (printed once as JSON: kid, key, createdAt)',
+      async run(_options, io) {
+        warnIfEphemeral(io);
+        const generated = await keys.generate();
+        io.stdout(JSON.stringify(generated));
+        io.stderr(
+          `key ${generated.kid} generated; give "kid" and "key" to LiveTex — the key is not shown again`,
+        );
+        return generated;
+      },
+    },
+    {
+      name: 'keys list',
+      summary: 'List attribute keys, one JSON line each (kid, createdAt, revokedAt)',
+      async run(_options, io) {
+        warnIfEphemeral(io);
+        const list = await keys.list();
+        for (const key of list) io.stdout(JSON.stringify(key));
+        if (list.length === 0)
+          io.stderr('no keys on this channel; run `chatbridge keys generate --channel ID`');
+        return list;
+      },
+    },
+    {
+      name: 'keys revoke',
+      summary: 'Revoke an attribute key (takes effect at once on every instance)',
+      options: { kid: { description: 'the key id to revoke', takesValue: true } },
+      async run(options, io) {
+        const kid = options.kid;
+        if (typeof kid !== 'string' || kid === '')
+          throw new BadRequestError('missing_option', '--kid KID is required');
+        warnIfEphemeral(io);
+        const revoked = await keys.revoke(kid);
+        if (!revoked) throw unknownKid(kid);
+        io.stdout(JSON.stringify(revoked));
+        return revoked;
+      },
+    },
+  ];
+}

@@ -1,0 +1,118 @@
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { ChannelConfig } from '../../src/config/schema.js';
+import { AppError } from '../../src/errors.js';
+import type { AdapterContext, ChannelRoute } from '../../src/spec/adapter.js';
+import { type LookupClaims, type LookupCodec, LookupRefusedError } from './codec.js';
+import type { LivetexKeyStore } from './keys.js';
+import { foundAnswer, notFoundAnswer } from './mapper.js';
+import type { LivetexSettings } from './schemas.js';
+
+/**
+ * `POST /livetex/:channelId/attributes` (DESIGN §6): the encrypted attribute lookup. The order of
+ * checks is the order of trust: form (400), key (401), decryption and time (401), replay (401) —
+ * the replay cache is written only for a token that passed everything else, so garbage cannot
+ * fill it. The answer's facts come from the shared FactService, the same code as JivoChat's
+ * custom_data.
+ */
+
+/** Facts in one answer (vendors/livetex.md §5.2 proposes at most 50 attributes). */
+const MAX_ATTRIBUTES = 50;
+
+export function createLookupRoute(options: {
+  context: AdapterContext;
+  channel: ChannelConfig;
+  settings: LivetexSettings;
+  keys: LivetexKeyStore;
+  codec: LookupCodec;
+}): ChannelRoute {
+  const { context, channel, settings, keys, codec } = options;
+  const outcomes = context.metrics.counter(
+    'chatbridge_livetex_lookups_total',
+    'LiveTex attribute lookups, by channel and outcome (found, not_found, or the refusal code)',
+    ['channel', 'outcome'],
+  );
+  const latency = context.metrics.histogram(
+    'chatbridge_livetex_lookup_seconds',
+    'Time to answer a LiveTex attribute lookup, by channel',
+    ['channel'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3],
+  );
+
+  /**
+   * Shared by every instance: SET NX on the jti, kept until the token could no longer pass the
+   * time check anyway (exp + skew), so a replay is refused for exactly as long as it matters.
+   */
+  async function claimJti(claims: LookupClaims): Promise<void> {
+    const validUntilMs = (claims.exp + settings.maxClockSkewSeconds) * 1000;
+    const ttlMs = Math.max(1000, Math.ceil(validUntilMs - context.now().getTime()) + 1000);
+    const jtiKey = `livetex:${channel.id}:jti:${createHash('sha256').update(claims.jti).digest('base64url')}`;
+    const fresh = await context.store.set(jtiKey, '1', { nx: true, ttlMs });
+    if (!fresh) throw new LookupRefusedError('replayed_token', 'this token (jti) was already used');
+  }
+
+  return {
+    method: 'POST',
+    path: 'attributes',
+    scope: 'public',
+    summary: 'LiveTex-style encrypted attribute lookup (compact JWE in, compact JWE out; DESIGN §6)',
+    async handle(request) {
+      const started = performance.now();
+      let outcome = 'error';
+      try {
+        const sealed = codec.readRequest(request.rawBody, request.contentType);
+        const resolved = await keys.resolve(sealed.kid);
+        if (resolved.state === 'unknown') throw new LookupRefusedError('unknown_key', 'no key with this kid');
+        if (resolved.state === 'revoked') throw new LookupRefusedError('revoked_key', 'this key was revoked');
+        const claims = await codec.openRequest(sealed, resolved.key, {
+          now: context.now(),
+          maxSkewSeconds: settings.maxClockSkewSeconds,
+        });
+        await claimJti(claims);
+
+        const value = claims.personId ?? claims.customVisitorToken ?? '';
+        const contact = await context.contacts.findByIdentifier({ kind: 'person', value });
+        let answer = notFoundAnswer(claims.requestId);
+        if (contact) {
+          // What is left of the budget after decryption and the contact read goes to the sources.
+          const remaining = settings.lookupDeadlineMs - (performance.now() - started);
+          const facts = await context.facts.forContact(contact, {
+            channelId: channel.id,
+            deadlineMs: Math.max(0, Math.floor(remaining)),
+            max: MAX_ATTRIBUTES,
+          });
+          if (facts.missing.length > 0) {
+            request.logger.info(
+              { missing: facts.missing, requestId: claims.requestId },
+              'attribute sources left out',
+            );
+          }
+          answer = foundAnswer(claims.requestId, contact, facts);
+        }
+        outcome = answer.found ? 'found' : 'not_found';
+        // The subject is the company's customer id: log a hash, never the value.
+        request.logger.info(
+          {
+            requestId: claims.requestId,
+            subject: createHash('sha256').update(value).digest('hex').slice(0, 16),
+            found: answer.found,
+          },
+          'livetex attribute lookup',
+        );
+        const sealedAnswer = await codec.sealAnswer(answer, sealed.kid, resolved.key);
+        return {
+          status: 200,
+          body: sealedAnswer.body,
+          contentType: sealedAnswer.contentType,
+          headers: { 'cache-control': 'no-store' },
+        };
+      } catch (error) {
+        if (error instanceof AppError && error.status < 500) outcome = error.code;
+        throw error;
+      } finally {
+        outcomes.inc({ channel: channel.id, outcome });
+        latency.observe({ channel: channel.id }, (performance.now() - started) / 1000);
+      }
+    },
+  };
+}

@@ -1,0 +1,502 @@
+import { createHash } from 'node:crypto';
+import type { AgentConfig } from '../../src/config/schema.js';
+import type { FactAnswer } from '../../src/contacts/facts.js';
+import type {
+  AgentRef,
+  Contact,
+  Identifier,
+  Observation,
+  TimelineEntryInput,
+} from '../../src/contacts/types.js';
+import type { LookupAnswer, LookupAttribute } from './codec.js';
+import {
+  type ConversationInput,
+  type DiscourserInput,
+  type EmployeeInput,
+  type MessageInput,
+  type RatingInput,
+  type WebhookEnvelope,
+  webhookEnvelopeSchema,
+} from './schemas.js';
+
+/**
+ * LiveTex payloads → the contact model, and the contact model → the lookup answer.
+ * The dialog webhook's nested fields are not public (vendors/livetex.md §3): the field choices
+ * below are our reading, kept in this one file so a real sample changes only here and schemas.ts.
+ */
+
+export const VENDOR = 'livetex';
+
+export type DialogEvent = 'closed' | 'assigned' | 'rated';
+
+export interface Rating {
+  /** LiveTex's two scales (Visitor API): doublePoint 0/1, fivePoint 1–5. */
+  scale: 'doublePoint' | 'fivePoint';
+  value: number;
+  comment?: string;
+}
+
+export interface TranscriptMessage {
+  at: string | null;
+  author: { type: 'visitor' | 'agent' | 'bot' | 'system' | 'unknown'; name?: string };
+  text: string;
+}
+
+export interface ClientInfo {
+  name?: string;
+  /** personId (web) and customVisitorToken (mobile): one identifier kind, `person`. */
+  personIds: string[];
+  visitorToken?: string;
+  clientId?: string;
+  emails: string[];
+  phones: string[];
+  attributes: Record<string, string | number | boolean>;
+}
+
+export interface DialogRecord {
+  event: DialogEvent;
+  /** LiveTex's conversation id plus the dialog's ordinal when given (one conversation, several dialogs). */
+  dialogId?: string;
+  conversationId?: string;
+  topic?: string;
+  startedAt?: string;
+  endedAt?: string;
+  /** When the payload says the event happened, if it does. */
+  eventAt?: string;
+  agents: AgentRef[];
+  client: ClientInfo;
+  rating?: Rating;
+  messages: TranscriptMessage[];
+}
+
+export type ParsedWebhook = { kind: 'dialog'; record: DialogRecord } | { kind: 'unhandled'; reason: string };
+
+// ---------------------------------------------------------------------------------------------
+// Small readers
+
+const text = (value: string | null | undefined): string | undefined => {
+  const trimmed = value?.trim();
+  return trimmed ? trimmed : undefined;
+};
+
+function first<T>(...values: (T | null | undefined)[]): T | undefined {
+  for (const value of values) if (value !== null && value !== undefined) return value;
+  return undefined;
+}
+
+/** ISO 8601 text, or Unix seconds / milliseconds (numbers or numeric text). */
+export function isoOf(value: string | number | null | undefined): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  const numeric =
+    typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
+  const date =
+    numeric !== undefined
+      ? new Date(numeric > 1e12 ? numeric : numeric * 1000)
+      : new Date(Date.parse(value as string));
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
+/** Which event: an explicit field if any; else "closed", the documented default delivery. */
+export function eventOf(envelope: WebhookEnvelope): DialogEvent | { unknown: string } {
+  const named = text(first(envelope.event, envelope.eventType, envelope.event_type, envelope.type));
+  if (named === undefined) return 'closed';
+  const word = named.toLowerCase().replace(/[^a-z]/g, '');
+  if (word.includes('rat')) return 'rated';
+  if (word.includes('assign')) return 'assigned';
+  if (word.includes('clos') || word.includes('finish') || word.includes('end')) return 'closed';
+  return { unknown: named };
+}
+
+export function normalizeRating(
+  input: RatingInput | null | undefined,
+  siblingComment?: string | null,
+): Rating | undefined {
+  if (input === null || input === undefined) return undefined;
+  const object = typeof input === 'object' ? input : undefined;
+  const rawValue = object ? object.value : input;
+  const value =
+    typeof rawValue === 'number'
+      ? rawValue
+      : typeof rawValue === 'string' && /^\d+$/.test(rawValue.trim())
+        ? Number(rawValue)
+        : undefined;
+  if (value === undefined || !Number.isInteger(value)) return undefined;
+  const type = object?.type?.toLowerCase().replace(/[^a-z]/g, '');
+  let scale: Rating['scale'] | undefined;
+  if (type === 'doublepoint') scale = 'doublePoint';
+  else if (type === 'fivepoint') scale = 'fivePoint';
+  // Without a type only the unambiguous values tell the scale (1 exists on both).
+  else if (type === undefined) scale = value === 0 ? 'doublePoint' : value >= 2 ? 'fivePoint' : undefined;
+  if (scale === undefined) return undefined;
+  if (scale === 'doublePoint' ? value !== 0 && value !== 1 : value < 1 || value > 5) return undefined;
+  const comment = text(object?.comment) ?? text(siblingComment);
+  return { scale, value, ...(comment ? { comment } : {}) };
+}
+
+export function ratingLabel(rating: Rating): string {
+  const score =
+    rating.scale === 'fivePoint' ? `${rating.value}/5` : rating.value === 1 ? 'positive' : 'negative';
+  return rating.comment ? `${score} ("${rating.comment.slice(0, 80)}")` : score;
+}
+
+function agentOf(employee: EmployeeInput, directory: readonly AgentConfig[]): AgentRef | undefined {
+  const email =
+    text(employee.email)?.toLowerCase() ??
+    (text(employee.login)?.includes('@') ? text(employee.login)?.toLowerCase() : undefined);
+  const name = text(employee.name);
+  const id = employee.id ?? undefined;
+  // LiveTex shows names; the company's directory knows e-mails, which CRMs route on.
+  const known =
+    (email ? directory.find((agent) => agent.email === email) : undefined) ??
+    (name ? directory.find((agent) => agent.name.toLowerCase() === name.toLowerCase()) : undefined);
+  const ref: AgentRef = {
+    ...(id ? { id } : {}),
+    ...((name ?? known?.name) ? { name: name ?? known?.name } : {}),
+    ...((email ?? known?.email) ? { email: email ?? known?.email } : {}),
+  };
+  return Object.keys(ref).length > 0 ? ref : undefined;
+}
+
+const AUTHOR_TYPES: Record<string, TranscriptMessage['author']['type']> = {
+  visitor: 'visitor',
+  client: 'visitor',
+  discourser: 'visitor',
+  user: 'visitor',
+  employee: 'agent',
+  operator: 'agent',
+  agent: 'agent',
+  bot: 'bot',
+  system: 'system',
+};
+
+function messageOf(message: MessageInput): TranscriptMessage | undefined {
+  const body = first(message.text, message.message, message.content);
+  if (body === undefined) return undefined;
+  const author = first(message.author, message.creator, message.from);
+  const rawType = typeof author === 'string' ? author : text(author?.type);
+  const name = typeof author === 'object' ? text(author.name) : undefined;
+  return {
+    at: isoOf(first(message.createdAt, message.created_at, message.time, message.timestamp)) ?? null,
+    author: { type: AUTHOR_TYPES[rawType?.toLowerCase() ?? ''] ?? 'unknown', ...(name ? { name } : {}) },
+    text: body,
+  };
+}
+
+const PERSON_KEYS = ['personId', 'person_id', 'customVisitorToken', 'custom_visitor_token'];
+
+function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
+  const client: ClientInfo = { personIds: [], emails: [], phones: [], attributes: {} };
+  if (!discourser) return client;
+  const name = text(discourser.name);
+  if (name) client.name = name;
+  const attributes = discourser.attributes ?? {};
+  const personValues = [
+    discourser.personId,
+    discourser.person_id,
+    discourser.customVisitorToken,
+    discourser.custom_visitor_token,
+    ...PERSON_KEYS.map((key) => {
+      const value = attributes[key];
+      return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
+    }),
+  ];
+  for (const value of personValues) {
+    const trimmed = text(value ?? undefined);
+    if (trimmed && !client.personIds.includes(trimmed)) client.personIds.push(trimmed);
+  }
+  const visitorToken = text(first(discourser.visitorToken, discourser.visitor_token));
+  if (visitorToken) client.visitorToken = visitorToken;
+  if (discourser.id) client.clientId = discourser.id;
+  const email = text(discourser.email);
+  if (email) client.emails.push(email);
+  const phone = text(discourser.phone);
+  if (phone) client.phones.push(phone);
+  for (const entry of discourser.contacts ?? []) {
+    const value = text(entry.value);
+    const type = entry.type?.toLowerCase() ?? '';
+    if (!value) continue;
+    if (type.includes('mail')) client.emails.push(value);
+    else if (type.includes('phone') || type.includes('tel')) client.phones.push(value);
+  }
+  for (const [key, value] of Object.entries(attributes)) {
+    if (PERSON_KEYS.includes(key) || Object.keys(client.attributes).length >= 50) continue;
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
+      client.attributes[key] = typeof value === 'string' ? value.slice(0, 1024) : value;
+    }
+  }
+  return client;
+}
+
+function dialogIdOf(envelope: WebhookEnvelope, conversation: ConversationInput | undefined) {
+  const conversationId = first(
+    conversation?.id,
+    conversation?.conversationId,
+    conversation?.conversation_id,
+    envelope.conversationId,
+  );
+  const explicit = first(
+    conversation?.dialogId,
+    conversation?.dialog_id,
+    conversation?.chatId,
+    conversation?.chat_id,
+    envelope.dialogId,
+  );
+  const ordinal = first(conversation?.dialogNumber, conversation?.dialog_number);
+  const dialogId =
+    explicit ?? (conversationId ? (ordinal ? `${conversationId}-${ordinal}` : conversationId) : undefined);
+  return { dialogId, conversationId };
+}
+
+/** The webhook body (already JSON) → one dialog record, or why it cannot be used. */
+export function parseWebhook(body: unknown, directory: readonly AgentConfig[]): ParsedWebhook {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return { kind: 'unhandled', reason: 'the body is not a JSON object' };
+  }
+  const parsed = webhookEnvelopeSchema.safeParse(body);
+  // Every field is tolerant, so this only fails on a shape we cannot read at all.
+  if (!parsed.success)
+    return { kind: 'unhandled', reason: `unreadable envelope: ${parsed.error.message.slice(0, 300)}` };
+  const envelope = parsed.data;
+  const event = eventOf(envelope);
+  if (typeof event === 'object') return { kind: 'unhandled', reason: `unknown event "${event.unknown}"` };
+  const conversation = envelope.conversation ?? envelope.Conversation ?? undefined;
+  if (!conversation && !envelope.discourser && !envelope.dialogId && !envelope.conversationId) {
+    return { kind: 'unhandled', reason: 'neither Conversation/conversation, discourser nor a dialog id' };
+  }
+  const { dialogId, conversationId } = dialogIdOf(envelope, conversation);
+  const employees = envelope.employee
+    ? Array.isArray(envelope.employee)
+      ? envelope.employee
+      : [envelope.employee]
+    : [];
+  const agents = employees
+    .map((employee) => agentOf(employee, directory))
+    .filter((agent) => agent !== undefined);
+  const rating = normalizeRating(
+    first(envelope.rate, envelope.rating, conversation?.rate, conversation?.rating),
+    first(envelope.comment, conversation?.comment),
+  );
+  const messages = [...(conversation?.messages ?? []), ...(envelope.messages ?? [])]
+    .map(messageOf)
+    .filter((message) => message !== undefined);
+  const topic = text(first(conversation?.topic, conversation?.subject));
+  const startedAt = isoOf(
+    first(
+      conversation?.startedAt,
+      conversation?.started_at,
+      conversation?.createdAt,
+      conversation?.created_at,
+    ),
+  );
+  const endedAt = isoOf(
+    first(
+      conversation?.closedAt,
+      conversation?.closed_at,
+      conversation?.endedAt,
+      conversation?.ended_at,
+      conversation?.finishedAt,
+    ),
+  );
+  const eventAt = isoOf(first(envelope.time, envelope.timestamp));
+  const record: DialogRecord = {
+    event,
+    ...(dialogId ? { dialogId } : {}),
+    ...(conversationId ? { conversationId } : {}),
+    ...(topic ? { topic } : {}),
+    ...(startedAt ? { startedAt } : {}),
+    ...(endedAt ? { endedAt } : {}),
+    ...(eventAt ? { eventAt } : {}),
+    agents,
+    client: clientOf(envelope.discourser),
+    ...(rating ? { rating } : {}),
+    messages,
+  };
+  return { kind: 'dialog', record };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialog record → observations
+
+/** The client's identifiers; channel-scoped kinds carry the channel (DESIGN §7). */
+export function identifiersOf(client: ClientInfo, channelId: string): Identifier[] {
+  return [
+    ...client.personIds.map((value) => ({ kind: 'person', value })),
+    ...client.emails.map((value) => ({ kind: 'email', value })),
+    ...client.phones.map((value) => ({ kind: 'phone', value })),
+    ...(client.visitorToken ? [{ kind: 'visitor', value: client.visitorToken, channelId }] : []),
+    ...(client.clientId ? [{ kind: 'client', value: client.clientId, channelId }] : []),
+  ];
+}
+
+/**
+ * When a payload names no client (a rating delivered alone), the dialog itself identifies the
+ * contact within the channel, so the record is kept rather than dropped.
+ */
+export function dialogIdentifier(dialogKey: string, channelId: string): Identifier {
+  return { kind: 'dialog', value: dialogKey, channelId };
+}
+
+export function hashOf(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 32);
+}
+
+/** The dialog's key: its id, or (with no id at all) a hash of the exact payload. */
+export function dialogKeyOf(record: DialogRecord, rawBody: Buffer): string {
+  return record.dialogId ?? `body-${hashOf(rawBody.toString('utf8'))}`;
+}
+
+export interface ObservationInput {
+  channelId: string;
+  record: DialogRecord;
+  dialogKey: string;
+  identifiers: Identifier[];
+  /** The payload as received, kept in the timeline entry for later remapping. */
+  raw: unknown;
+  receivedAt: Date;
+}
+
+const agentLabel = (agent: AgentRef) => agent.name ?? agent.email ?? agent.id;
+
+/**
+ * One observation per (dialog, event). A close that carries a rating also gives the "rated"
+ * observation, under the same key a later standalone rating would have, so the rating is
+ * recorded once whichever way it comes.
+ */
+export function observationsOf(input: ObservationInput): Observation[] {
+  const { record, channelId, dialogKey } = input;
+  const receivedAt = input.receivedAt.toISOString();
+  const dialogRef = record.dialogId ? `Dialog ${record.dialogId}` : 'Dialog';
+  const context = {
+    conversationId: dialogKey,
+    ...(record.conversationId ? { livetexConversationId: record.conversationId } : {}),
+    ...(record.topic ? { topic: record.topic } : {}),
+  };
+  const base = {
+    channelId,
+    vendor: VENDOR,
+    identifiers: input.identifiers,
+    names: record.client.name ? [record.client.name] : [],
+    attributes: Object.fromEntries(
+      Object.entries(record.client.attributes).map(([key, value]) => [key, { value }]),
+    ),
+  };
+  const agentNames = record.agents.map(agentLabel).filter((name) => name !== undefined);
+  const keyOf = (event: string, extra = '') => `${VENDOR}:${channelId}:${dialogKey}:${event}${extra}`;
+  const observations: Observation[] = [];
+
+  if (record.event === 'closed') {
+    const at = record.endedAt ?? record.eventAt ?? receivedAt;
+    const data = {
+      ...context,
+      ...(record.startedAt ? { startedAt: record.startedAt } : {}),
+      endedAt: at,
+      agents: record.agents,
+      messages: record.messages,
+      ...(record.rating ? { rating: record.rating } : {}),
+    };
+    const entry: TimelineEntryInput = {
+      key: 'finished',
+      at,
+      type: 'conversation.finished',
+      summary: `${dialogRef} closed${agentNames.length > 0 ? ` by ${agentNames.join(', ')}` : ''}${
+        record.topic ? `: ${record.topic}` : ''
+      }${record.messages.length > 0 ? ` (${record.messages.length} message${record.messages.length === 1 ? '' : 's'})` : ''}`,
+      data: { ...data, raw: input.raw },
+    };
+    observations.push({
+      ...base,
+      at,
+      idempotencyKey: keyOf('closed'),
+      // Only an unambiguous single operator becomes the contact's responsible agent.
+      ...(record.agents.length === 1 ? { responsibleAgent: record.agents[0] } : {}),
+      timeline: [entry],
+      events: [{ type: 'conversation.finished', key: 'finished', data }],
+    });
+  }
+
+  if (record.event === 'assigned') {
+    const at = record.eventAt ?? receivedAt;
+    const data = { ...context, agents: record.agents };
+    // A reassignment to someone else is news; the same assignment delivered twice is not.
+    const who = record.agents
+      .map((agent) => agent.id ?? agent.email ?? agent.name ?? '')
+      .sort()
+      .join(',');
+    observations.push({
+      ...base,
+      at,
+      idempotencyKey: keyOf('assigned', who ? `:${hashOf(who)}` : ''),
+      ...(record.agents[0] ? { responsibleAgent: record.agents[0] } : {}),
+      timeline: [
+        {
+          key: 'assigned',
+          at,
+          type: 'conversation.assigned',
+          summary: `${dialogRef} assigned to ${agentNames.join(', ') || 'an operator'}`,
+          data: { ...data, raw: input.raw },
+        },
+      ],
+      events: [{ type: 'conversation.assigned', key: 'assigned', data }],
+    });
+  }
+
+  if (record.rating && (record.event === 'rated' || record.event === 'closed')) {
+    const at =
+      record.event === 'rated'
+        ? (record.eventAt ?? receivedAt)
+        : (record.endedAt ?? record.eventAt ?? receivedAt);
+    const data = { ...context, rating: record.rating };
+    observations.push({
+      ...base,
+      at,
+      idempotencyKey: keyOf('rated'),
+      timeline: [
+        {
+          key: 'rated',
+          at,
+          type: 'conversation.rated',
+          summary: `${dialogRef} rated ${ratingLabel(record.rating)}`,
+          data: { ...data, raw: input.raw },
+        },
+      ],
+      events: [{ type: 'conversation.rated', key: 'rated', data }],
+    });
+  }
+  return observations;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contact → lookup answer
+
+const LABEL_MAX = 128;
+const VALUE_MAX = 1024;
+
+export function attributesOf(answer: FactAnswer): LookupAttribute[] {
+  return answer.facts.map((fact) => ({
+    key: fact.key,
+    label: fact.label.slice(0, LABEL_MAX),
+    value: fact.value.slice(0, VALUE_MAX),
+    type: fact.type,
+  }));
+}
+
+export function foundAnswer(requestId: string, contact: Contact, facts: FactAnswer): LookupAnswer {
+  const crmLink = facts.crmLink ?? contact.crmLink ?? undefined;
+  return {
+    requestId,
+    found: true,
+    contact: {
+      id: contact.id,
+      name: contact.name,
+      emails: contact.emails,
+      phones: contact.phones,
+      labels: contact.labels,
+    },
+    attributes: attributesOf(facts),
+    ...(crmLink ? { crmLink } : {}),
+  };
+}
+
+export function notFoundAnswer(requestId: string): LookupAnswer {
+  return { requestId, found: false, attributes: [] };
+}
