@@ -82,7 +82,8 @@ function hasRedisServer(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port nobody listens on right now (there is a small race, acceptable in tests). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -101,6 +102,10 @@ export interface PrivateRedis {
   start(): Promise<void>;
   /** Kill it at once (SIGKILL), synchronously. */
   kill(): void;
+  /** Freeze it (SIGSTOP): connections stay open but nothing answers, like a hung server. */
+  pause(): void;
+  /** Unfreeze it (SIGCONT). */
+  resume(): void;
 }
 
 const running = new Set<ChildProcess>();
@@ -167,6 +172,8 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     if (current === undefined) return;
     const exited = once(current, 'exit');
     current.kill('SIGTERM');
+    // A paused server would never see the SIGTERM.
+    current.kill('SIGCONT');
     await exited;
   };
 
@@ -178,6 +185,12 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     stop,
     kill() {
       child?.kill('SIGKILL');
+    },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
     },
   };
 }

@@ -1,0 +1,210 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreUnavailableError } from '../src/errors.js';
+import { createRedisStore, type RedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { freePort, type PrivateRedis, startPrivateRedis, uniquePrefix } from './support/redis.js';
+
+/**
+ * Redis going away must cost vendors a retry (503), never a crash, a hang or a lost request;
+ * and the bridge must recover without a restart when Redis comes back.
+ */
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function capturingLogger() {
+  const lines: Array<{ level: number; msg: string }> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line));
+      callback();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+/** Every Store method, as calls that must all fail the same way during an outage. */
+function everyMethod(store: Store): Array<[string, () => Promise<unknown>]> {
+  return [
+    ['get', () => store.get('k')],
+    ['mget', () => store.mget(['k', 'l'])],
+    ['set', () => store.set('k', 'v')],
+    ['set nx ttl', () => store.set('k', 'v', { nx: true, ttlMs: 1000 })],
+    ['del', () => store.del('k')],
+    ['incr', () => store.incr('n')],
+    ['pttl', () => store.pttl('k')],
+    ['hget', () => store.hget('h', 'f')],
+    ['hgetall', () => store.hgetall('h')],
+    ['hset', () => store.hset('h', 'f', 'v')],
+    ['hdel', () => store.hdel('h', 'f')],
+    ['sadd', () => store.sadd('s', 'm')],
+    ['srem', () => store.srem('s', 'm')],
+    ['smembers', () => store.smembers('s')],
+    ['zadd', () => store.zadd('z', 1, 'm')],
+    ['zrem', () => store.zrem('z', 'm')],
+    ['zcard', () => store.zcard('z')],
+    ['zscore', () => store.zscore('z', 'm')],
+    ['zrangeByScore', () => store.zrangeByScore('z', 0, 10, 5)],
+    ['zrevrangeByLex', () => store.zrevrangeByLex('z', { below: 'x', limit: 5 })],
+    ['rpush', () => store.rpush('l', 'v')],
+    ['lrange', () => store.lrange('l', 0, -1)],
+    ['llen', () => store.llen('l')],
+    ['batch', () => store.batch().set('k', 'v').rpush('l', 'v').ltrim('l', -5, -1).exec()],
+    ['lock', () => store.lock(['job'], { ttlMs: 1000, waitMs: 5000 })],
+    ['ping', () => store.ping()],
+  ];
+}
+
+async function expectUnavailable(
+  name: string,
+  call: () => Promise<unknown>,
+  withinMs: number,
+): Promise<void> {
+  const started = performance.now();
+  const outcome = await call().then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+  const took = performance.now() - started;
+  expect('error' in outcome ? outcome.error : outcome, name).toBeInstanceOf(StoreUnavailableError);
+  expect(took, `${name} took ${Math.round(took)} ms`).toBeLessThan(withinMs);
+}
+
+describe('redis store: outage and recovery', () => {
+  let redis: PrivateRedis;
+  let store: RedisStore;
+  const { logger, lines } = capturingLogger();
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    redis = await startPrivateRedis();
+    store = await createRedisStore({
+      url: redis.url,
+      keyPrefix: uniquePrefix('outage'),
+      logger,
+      commandTimeoutMs: 300,
+    });
+  });
+  afterAll(async () => {
+    process.off('unhandledRejection', onUnhandled);
+    await store?.close();
+    await redis?.stop();
+  });
+
+  it('fails fast with StoreUnavailableError while Redis is down, then recovers by itself', async () => {
+    await store.set('k', 'before');
+    const held = await store.lock(['held'], { ttlMs: 10_000, waitMs: 0 });
+
+    await redis.stop();
+    const started = performance.now();
+    for (const [name, call] of everyMethod(store)) await expectUnavailable(name, call, 1000);
+    // All 26 calls together, not just each one: the outage must not add up to a stall.
+    expect(performance.now() - started).toBeLessThan(3000);
+    // Releasing during the outage never throws (the lock expires by itself).
+    await held.release();
+
+    await redis.start();
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      const ok = await store.ping().then(
+        () => true,
+        () => false,
+      );
+      if (ok) break;
+      expect(performance.now(), 'the store did not reconnect within 10 s').toBeLessThan(deadline);
+      await sleep(50);
+    }
+    // The private Redis keeps nothing on disk: the data is gone, the connection is back.
+    expect(await store.get('k')).toBeNull();
+    await store.set('k', 'after');
+    expect(await store.get('k')).toBe('after');
+    const again = await store.lock(['held'], { ttlMs: 1000, waitMs: 0 });
+    await again.release();
+
+    // One line when it went down, one when it came back: not one per reconnect attempt.
+    const messages = lines.filter((line) => line.level >= 30).map((line) => line.msg);
+    expect(messages.filter((msg) => /connection lost/.test(msg))).toHaveLength(1);
+    expect(messages.filter((msg) => /back up/.test(msg))).toHaveLength(1);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('a hung Redis (no answer at all) fails within the command timeout', async () => {
+    await store.ping();
+    redis.pause();
+    try {
+      await expectUnavailable('get while hung', () => store.get('k'), 1500);
+    } finally {
+      redis.resume();
+    }
+    // A command that timed out leaves the connection usable once Redis answers again.
+    const deadline = performance.now() + 5000;
+    while (
+      !(await store.ping().then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      expect(performance.now()).toBeLessThan(deadline);
+      await sleep(50);
+    }
+    expect(unhandled).toEqual([]);
+  });
+
+  it('creation waits for a Redis that starts a little later, and close() works while Redis is down', async () => {
+    await redis.stop();
+    const creating = createRedisStore({
+      url: redis.url,
+      keyPrefix: uniquePrefix('late'),
+      logger,
+      connectTimeoutMs: 5000,
+    });
+    await sleep(200);
+    await redis.start();
+    const late = await creating;
+    await late.set('k', 'v');
+    expect(await late.get('k')).toBe('v');
+
+    await redis.stop();
+    const started = performance.now();
+    await late.close();
+    expect(performance.now() - started).toBeLessThan(1000);
+    await late.close();
+    await redis.start();
+    // The shared store of this suite reconnects too (the last test uses it).
+    const deadline = performance.now() + 5000;
+    while (
+      !(await store.ping().then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      expect(performance.now()).toBeLessThan(deadline);
+      await sleep(50);
+    }
+    expect(unhandled).toEqual([]);
+  });
+
+  it('creation rejects within connectTimeoutMs, naming the URL but not the password', async () => {
+    const port = await freePort();
+    const started = performance.now();
+    const error = await createRedisStore({
+      url: `redis://:s3cret-password@127.0.0.1:${port}/0`,
+      keyPrefix: 'never',
+      logger,
+      connectTimeoutMs: 300,
+    }).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    const message = (error as Error).message;
+    expect(message).toContain(`127.0.0.1:${port}`);
+    expect(message).toContain('300 ms');
+    expect(message).not.toContain('s3cret');
+    expect(JSON.stringify(lines)).not.toContain('s3cret');
+    // Nothing keeps reconnecting in the background after the refusal.
+    await sleep(200);
+    expect(unhandled).toEqual([]);
+  });
+});
