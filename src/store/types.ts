@@ -24,8 +24,9 @@ export interface LexRangeOptions {
 }
 
 /**
- * Writes queued and applied together, atomically (MULTI/EXEC on Redis): either all of them
- * happen or none does, and no reader sees half of them.
+ * Writes queued and applied together (MULTI/EXEC on Redis): no reader sees half of them, and
+ * when the store is unreachable none is applied. As in Redis, a command that fails while running
+ * (e.g. WRONGTYPE — a bug, not an outage) does not undo the others; exec() then rejects.
  */
 export interface StoreBatch {
   set(key: string, value: string, ttlMs?: number): StoreBatch;

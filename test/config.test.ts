@@ -1,0 +1,121 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig, resolveConfigPath } from '../src/config/load.js';
+import { ConfigError } from '../src/errors.js';
+import { AdapterRegistry, defaultRegistry } from '../src/registry.js';
+import { echoAdapter } from './support/echo-adapter.js';
+
+const registry = new AdapterRegistry([echoAdapter]);
+
+function problems(document: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(document, registry, env);
+  } catch (error) {
+    if (error instanceof ConfigError) return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+    throw error;
+  }
+  return [];
+}
+
+describe('config', () => {
+  it('lists every mistake with its path', () => {
+    const found = problems({
+      server: { port: 'eighty' },
+      admin: {},
+      store: { redis: 'http://wrong' },
+      identity: { mergeOn: ['person', 'fax'], defaultCountry: 'Russia' },
+      agents: [{ email: 'not-an-email', name: 'X' }],
+      channels: [
+        { id: 'Shop Site', vendor: 'echo', token: 'short' },
+        { id: 'a', vendor: 'nosuchvendor', token: 'x'.repeat(20) },
+        { id: 'b', vendor: 'echo', token: 'x'.repeat(20), greeting: 5, extra: true },
+        { id: 'b', vendor: 'echo', token: '${MISSING_TOKEN}' },
+      ],
+      destinations: [{ id: 'crm', url: 'not a url', secret: 'plain' }],
+    });
+    const paths = found.map((line) => line.split(':')[0]);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        'server.port',
+        'admin.token',
+        'store.redis',
+        'identity.mergeOn[1]',
+        'identity.defaultCountry',
+        'agents[0].email',
+        'channels[0].id',
+        'channels[0].token',
+        'destinations[0].url',
+        'destinations[0].secret',
+        'channels[3].token',
+      ]),
+    );
+    expect(found.find((line) => line.startsWith('channels[3].token'))).toContain('MISSING_TOKEN is not set');
+  });
+
+  it('checks vendor settings and cross references once the core schema passes', () => {
+    const found = problems({
+      admin: { token: 'a'.repeat(20) },
+      channels: [
+        { id: 'a', vendor: 'nosuchvendor', token: 'x'.repeat(20) },
+        { id: 'b', vendor: 'echo', token: 'x'.repeat(20), greeting: 5, extra: true },
+        { id: 'b', vendor: 'echo', token: 'y'.repeat(20) },
+      ],
+      destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2VjcmV0', filter: { channels: ['zzz'] } }],
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^channels\[0\]\.vendor: unknown vendor "nosuchvendor"/),
+        expect.stringMatching(/^channels\[1\]\.greeting: /),
+        expect.stringMatching(/^channels\[1\]: .*extra/),
+        expect.stringMatching(/^channels\[2\]\.id: duplicate channel id "b"/),
+        expect.stringMatching(/^destinations\[0\]\.filter\.channels: no channel "zzz"/),
+      ]),
+    );
+  });
+
+  it('substitutes ${VAR} and ${VAR:-default}, applies defaults and freezes the result', () => {
+    const config = parseConfig(
+      {
+        server: { port: '${PORT:-3100}' },
+        admin: { token: '${ADMIN}' },
+        store: { redis: '${REDIS_URL:-}' },
+        channels: [{ id: 'site', vendor: 'echo', token: 'tok-${SUFFIX:-default-suffix}' }],
+        destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2VjcmV0', retrySchedule: ['0s', '5s', '2m'] }],
+      },
+      registry,
+      { ADMIN: 'from-the-environment-123' },
+    );
+    expect(config.server.port).toBe(3100);
+    expect(config.admin.token).toBe('from-the-environment-123');
+    expect(config.store.redis).toBeUndefined();
+    expect(config.channels[0]!.token).toBe('tok-default-suffix');
+    expect((config.channels[0] as { greeting?: string }).greeting).toBe('hello');
+    expect(config.destinations[0]!.retrySchedule).toEqual([0, 5000, 120000]);
+    expect(config.identity.mergeOn).toEqual(['person', 'email', 'phone']);
+    expect(Object.isFrozen(config.channels[0])).toBe(true);
+  });
+
+  it('resolves --config, then CHATBRIDGE_CONFIG, then config/bridge.yaml, then the example', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({ path: join(dir, 'x.yaml'), origin: 'flag' });
+    expect(resolveConfigPath(undefined, { CHATBRIDGE_CONFIG: 'y.yaml' }, dir)).toEqual({ path: join(dir, 'y.yaml'), origin: 'env' });
+    expect(resolveConfigPath(undefined, {}, dir).origin).toBe('example');
+    writeFileSync(join(dir, 'config-placeholder'), '');
+  });
+
+  it('reports YAML syntax errors and unreadable files as config errors', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'admin:\n  token: [unclosed\n');
+    expect(() => loadConfig(file, registry, {})).toThrow(ConfigError);
+    expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(/cannot read config file/);
+  });
+
+  it('the shipped example config is valid with the built-in adapters and no environment', () => {
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), {});
+    expect(config.channels.map((channel) => channel.vendor).sort()).toEqual(['chatvisor', 'jivochat', 'livetex']);
+    expect(config.store.redis).toBeUndefined();
+  });
+});
