@@ -15,7 +15,7 @@ import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { createHttpClient } from './net/http.js';
-import { AdapterRegistry, defaultRegistry } from './registry.js';
+import { type AdapterRegistry, defaultRegistry } from './registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import type { AdapterContext, ChannelRuntime } from './spec/adapter.js';
 import { createStore } from './store/index.js';
@@ -76,24 +76,47 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const events = createOutboxPublisher(store);
   const journal = createPayloadJournal(store, now);
   const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
-  const facts = createFactService({ channels: config.channels, vendorNames: registry.displayNames(), logger });
+  const facts = createFactService({
+    channels: config.channels,
+    vendorNames: registry.displayNames(),
+    logger,
+  });
   for (const source of createAttributeSources({ config, http, logger, metrics })) facts.addSource(source);
 
-  let masterKey: Buffer | null = config.secrets.masterKey ? Buffer.from(config.secrets.masterKey, 'base64') : null;
+  let masterKey: Buffer | null = config.secrets.masterKey
+    ? Buffer.from(config.secrets.masterKey, 'base64')
+    : null;
   if (!masterKey && store.kind === 'memory') {
     // Keys generated now die with the process anyway, so an ephemeral key-encryption key is honest.
     masterKey = randomBytes(32);
     if (config.channels.some((channel) => channel.vendor === 'livetex')) {
-      logger.warn('secrets.masterKey is not set: using an ephemeral master key (fine for the in-memory store only)');
+      logger.warn(
+        'secrets.masterKey is not set: using an ephemeral master key (fine for the in-memory store only)',
+      );
     }
   }
 
-  const context: AdapterContext = { config, logger, metrics, store, contacts, facts, events, http, now, masterKey, journal };
+  const context: AdapterContext = {
+    config,
+    logger,
+    metrics,
+    store,
+    contacts,
+    facts,
+    events,
+    http,
+    now,
+    masterKey,
+    journal,
+  };
   const channels = new Map<string, ChannelEntry>();
   for (const channel of config.channels) {
     const adapter = registry.get(channel.vendor);
     if (!adapter) throw new Error(`no adapter for vendor ${channel.vendor}`); // config validation prevents this
-    const runtime = adapter.create({ ...context, logger: logger.child({ channel: channel.id, vendor: channel.vendor }) }, channel);
+    const runtime = adapter.create(
+      { ...context, logger: logger.child({ channel: channel.id, vendor: channel.vendor }) },
+      channel,
+    );
     channels.set(channel.id, { config: channel, runtime });
   }
 

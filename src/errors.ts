@@ -88,7 +88,9 @@ export class StoreUnavailableError extends AppError {
 /** A lock could not be taken in time (heavy contention); safe to retry. */
 export class StoreBusyError extends AppError {
   constructor(what: string) {
-    super('store_busy', 503, `could not lock ${what} in time; retry later`, { headers: { 'retry-after': '1' } });
+    super('store_busy', 503, `could not lock ${what} in time; retry later`, {
+      headers: { 'retry-after': '1' },
+    });
   }
 }
 

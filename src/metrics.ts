@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
  * Prometheus metrics. One registry per running app (not prom-client's global one), so that
@@ -56,11 +56,17 @@ export class Metrics {
 
   /** Adapter- or feature-owned metrics, created once by name. */
   counter<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
-    return this.memo(name, () => new Counter({ name, help, labelNames, registers: [this.registry] })) as Counter<L>;
+    return this.memo(
+      name,
+      () => new Counter({ name, help, labelNames, registers: [this.registry] }),
+    ) as Counter<L>;
   }
 
   gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
-    return this.memo(name, () => new Gauge({ name, help, labelNames, registers: [this.registry] })) as Gauge<L>;
+    return this.memo(
+      name,
+      () => new Gauge({ name, help, labelNames, registers: [this.registry] }),
+    ) as Gauge<L>;
   }
 
   histogram<L extends string>(
@@ -71,7 +77,14 @@ export class Metrics {
   ): Histogram<L> {
     return this.memo(
       name,
-      () => new Histogram({ name, help, labelNames, registers: [this.registry], ...(buckets ? { buckets } : {}) }),
+      () =>
+        new Histogram({
+          name,
+          help,
+          labelNames,
+          registers: [this.registry],
+          ...(buckets ? { buckets } : {}),
+        }),
     ) as Histogram<L>;
   }
 

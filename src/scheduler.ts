@@ -39,7 +39,10 @@ export function createScheduler(options: {
     const labels = { channel: entry.channelId, job: entry.job.name };
     let lock: Awaited<ReturnType<Store['lock']>>;
     try {
-      lock = await store.lock([`job:${entry.channelId}:${entry.job.name}`], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
+      lock = await store.lock([`job:${entry.channelId}:${entry.job.name}`], {
+        ttlMs: LOCK_TTL_MS,
+        waitMs: 0,
+      });
     } catch (error) {
       const busy = (error as { code?: string }).code === 'store_busy';
       metrics.jobRuns.inc({ ...labels, outcome: busy ? 'skipped_locked' : 'failed' });

@@ -13,7 +13,8 @@ function problems(document: unknown, env: NodeJS.ProcessEnv = {}): string[] {
   try {
     parseConfig(document, registry, env);
   } catch (error) {
-    if (error instanceof ConfigError) return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+    if (error instanceof ConfigError)
+      return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
     throw error;
   }
   return [];
@@ -62,7 +63,14 @@ describe('config', () => {
         { id: 'b', vendor: 'echo', token: 'x'.repeat(20), greeting: 5, extra: true },
         { id: 'b', vendor: 'echo', token: 'y'.repeat(20) },
       ],
-      destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2VjcmV0', filter: { channels: ['zzz'] } }],
+      destinations: [
+        {
+          id: 'crm',
+          url: 'https://crm.example/hook',
+          secret: 'whsec_c2VjcmV0',
+          filter: { channels: ['zzz'] },
+        },
+      ],
     });
     expect(found).toEqual(
       expect.arrayContaining([
@@ -82,7 +90,14 @@ describe('config', () => {
         admin: { token: '${ADMIN}' },
         store: { redis: '${REDIS_URL:-}' },
         channels: [{ id: 'site', vendor: 'echo', token: 'tok-${SUFFIX:-default-suffix}' }],
-        destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2VjcmV0', retrySchedule: ['0s', '5s', '2m'] }],
+        destinations: [
+          {
+            id: 'crm',
+            url: 'https://crm.example/hook',
+            secret: 'whsec_c2VjcmV0',
+            retrySchedule: ['0s', '5s', '2m'],
+          },
+        ],
       },
       registry,
       { ADMIN: 'from-the-environment-123' },
@@ -100,7 +115,10 @@ describe('config', () => {
   it('resolves --config, then CHATBRIDGE_CONFIG, then config/bridge.yaml, then the example', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
     expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({ path: join(dir, 'x.yaml'), origin: 'flag' });
-    expect(resolveConfigPath(undefined, { CHATBRIDGE_CONFIG: 'y.yaml' }, dir)).toEqual({ path: join(dir, 'y.yaml'), origin: 'env' });
+    expect(resolveConfigPath(undefined, { CHATBRIDGE_CONFIG: 'y.yaml' }, dir)).toEqual({
+      path: join(dir, 'y.yaml'),
+      origin: 'env',
+    });
     expect(resolveConfigPath(undefined, {}, dir).origin).toBe('example');
     writeFileSync(join(dir, 'config-placeholder'), '');
   });
@@ -115,7 +133,11 @@ describe('config', () => {
 
   it('the shipped example config is valid with the built-in adapters and no environment', () => {
     const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), {});
-    expect(config.channels.map((channel) => channel.vendor).sort()).toEqual(['chatvisor', 'jivochat', 'livetex']);
+    expect(config.channels.map((channel) => channel.vendor).sort()).toEqual([
+      'chatvisor',
+      'jivochat',
+      'livetex',
+    ]);
     expect(config.store.redis).toBeUndefined();
   });
 });

@@ -15,7 +15,9 @@ const logger = createLogger('silent');
 const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
 
 let sequence = 0;
-function observation(partial: Partial<Observation> & { identifiers: Observation['identifiers'] }): Observation {
+function observation(
+  partial: Partial<Observation> & { identifiers: Observation['identifiers'] },
+): Observation {
   sequence += 1;
   return {
     channelId: 'web',
@@ -102,13 +104,22 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(third.contact.id).toBe(first.contact.id);
       const page = await contacts.timeline(first.contact.id, { limit: 10 });
       expect(page.entries).toHaveLength(1);
-      expect((await outbox(store)).map((entry) => entry.event.type)).toEqual(['contact.created', 'conversation.started']);
+      expect((await outbox(store)).map((entry) => entry.event.type)).toEqual([
+        'contact.created',
+        'conversation.started',
+      ]);
     });
 
     it('vendor-local ids never merge across channels, but do within one', async () => {
-      const a = await contacts.observe(observation({ channelId: 'web', identifiers: [{ kind: 'visitor', value: '7' }] }));
-      const b = await contacts.observe(observation({ channelId: 'app', identifiers: [{ kind: 'visitor', value: '7' }] }));
-      const c = await contacts.observe(observation({ channelId: 'web', identifiers: [{ kind: 'visitor', value: '7' }] }));
+      const a = await contacts.observe(
+        observation({ channelId: 'web', identifiers: [{ kind: 'visitor', value: '7' }] }),
+      );
+      const b = await contacts.observe(
+        observation({ channelId: 'app', identifiers: [{ kind: 'visitor', value: '7' }] }),
+      );
+      const c = await contacts.observe(
+        observation({ channelId: 'web', identifiers: [{ kind: 'visitor', value: '7' }] }),
+      );
       expect(a.contact.id).not.toBe(b.contact.id);
       expect(c.contact.id).toBe(a.contact.id);
     });
@@ -118,7 +129,11 @@ for (const kind of ['memory', 'redis'] as const) {
         observation({ identifiers: [{ kind: 'email', value: 'x@example.org' }], names: ['Old Name'] }),
       );
       const app = await contacts.observe(
-        observation({ channelId: 'app', vendor: 'livetex', identifiers: [{ kind: 'phone', value: '+79160000001' }] }),
+        observation({
+          channelId: 'app',
+          vendor: 'livetex',
+          identifiers: [{ kind: 'phone', value: '+79160000001' }],
+        }),
       );
       expect(web.contact.id).not.toBe(app.contact.id);
       const bridge = await contacts.observe(
@@ -146,25 +161,50 @@ for (const kind of ['memory', 'redis'] as const) {
 
     it('merges transitively: A~B by e-mail, B~C by phone gives one contact', async () => {
       const a = await contacts.observe(observation({ identifiers: [{ kind: 'person', value: 'P-1' }] }));
-      const b = await contacts.observe(observation({ identifiers: [{ kind: 'email', value: 'b@example.org' }] }));
-      const c = await contacts.observe(observation({ identifiers: [{ kind: 'phone', value: '+79160000002' }] }));
+      const b = await contacts.observe(
+        observation({ identifiers: [{ kind: 'email', value: 'b@example.org' }] }),
+      );
+      const c = await contacts.observe(
+        observation({ identifiers: [{ kind: 'phone', value: '+79160000002' }] }),
+      );
       await contacts.observe(
-        observation({ identifiers: [{ kind: 'person', value: 'P-1' }, { kind: 'email', value: 'b@example.org' }] }),
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-1' },
+            { kind: 'email', value: 'b@example.org' },
+          ],
+        }),
       );
       const final = await contacts.observe(
-        observation({ identifiers: [{ kind: 'email', value: 'b@example.org' }, { kind: 'phone', value: '+79160000002' }] }),
+        observation({
+          identifiers: [
+            { kind: 'email', value: 'b@example.org' },
+            { kind: 'phone', value: '+79160000002' },
+          ],
+        }),
       );
       expect(final.contact.id).toBe(a.contact.id);
       expect(final.contact.records.sort()).toEqual([a.contact.id, b.contact.id, c.contact.id].sort());
-      for (const id of [b.contact.id, c.contact.id]) expect((await contacts.get(id))?.contact.id).toBe(a.contact.id);
+      for (const id of [b.contact.id, c.contact.id])
+        expect((await contacts.get(id))?.contact.id).toBe(a.contact.id);
     });
 
     it('blocklisted values identify nobody', async () => {
       const one = await contacts.observe(
-        observation({ identifiers: [{ kind: 'person', value: 'null' }, { kind: 'visitor', value: '1' }] }),
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'null' },
+            { kind: 'visitor', value: '1' },
+          ],
+        }),
       );
       const two = await contacts.observe(
-        observation({ identifiers: [{ kind: 'person', value: 'null' }, { kind: 'visitor', value: '2' }] }),
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'null' },
+            { kind: 'visitor', value: '2' },
+          ],
+        }),
       );
       expect(one.contact.id).not.toBe(two.contact.id);
       expect(one.contact.identities.some((identifier) => identifier.kind === 'person')).toBe(false);
@@ -181,7 +221,10 @@ for (const kind of ['memory', 'redis'] as const) {
       }
       const result = await capped.observe(
         observation({
-          identifiers: ['+79160000011', '+79160000012', '+79160000013'].map((value) => ({ kind: 'phone', value })),
+          identifiers: ['+79160000011', '+79160000012', '+79160000013'].map((value) => ({
+            kind: 'phone',
+            value,
+          })),
         }),
       );
       expect(result.contact.records).toHaveLength(1);
@@ -192,8 +235,12 @@ for (const kind of ['memory', 'redis'] as const) {
     });
 
     it('unmerges a record, keeps it apart afterwards, and splits an identifier off', async () => {
-      const a = await contacts.observe(observation({ identifiers: [{ kind: 'email', value: 'family@example.org' }] }));
-      const b = await contacts.observe(observation({ identifiers: [{ kind: 'phone', value: '+79160000021' }] }));
+      const a = await contacts.observe(
+        observation({ identifiers: [{ kind: 'email', value: 'family@example.org' }] }),
+      );
+      const b = await contacts.observe(
+        observation({ identifiers: [{ kind: 'phone', value: '+79160000021' }] }),
+      );
       const bridgeObservation = () =>
         observation({
           identifiers: [
@@ -213,13 +260,24 @@ for (const kind of ['memory', 'redis'] as const) {
       expect((await contacts.conflicts(5))[0]).toMatchObject({ reason: 'unmerged_before' });
 
       const c = await contacts.observe(
-        observation({ identifiers: [{ kind: 'person', value: 'P-9' }, { kind: 'email', value: 'shared@example.org' }] }),
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-9' },
+            { kind: 'email', value: 'shared@example.org' },
+          ],
+        }),
       );
-      const split = await contacts.unmerge(c.contact.id, { identifier: { kind: 'email', value: 'Shared@Example.org' } });
+      const split = await contacts.unmerge(c.contact.id, {
+        identifier: { kind: 'email', value: 'Shared@Example.org' },
+      });
       expect(split.contact.emails).toEqual([]);
       expect(split.split.emails).toEqual(['shared@example.org']);
-      expect((await contacts.findByIdentifier({ kind: 'email', value: 'shared@example.org' }))?.id).toBe(split.split.id);
-      await expect(contacts.unmerge(c.contact.id, { recordId: 'c_nope' })).rejects.toMatchObject({ status: 400 });
+      expect((await contacts.findByIdentifier({ kind: 'email', value: 'shared@example.org' }))?.id).toBe(
+        split.split.id,
+      );
+      await expect(contacts.unmerge(c.contact.id, { recordId: 'c_nope' })).rejects.toMatchObject({
+        status: 400,
+      });
     });
 
     it('pages the timeline newest first across merged records with a cursor', async () => {
@@ -248,19 +306,31 @@ for (const kind of ['memory', 'redis'] as const) {
       );
       await contacts.observe(
         observation({
-          identifiers: [{ kind: 'email', value: 'paging@example.org' }, { kind: 'phone', value: '+79160000031' }],
+          identifiers: [
+            { kind: 'email', value: 'paging@example.org' },
+            { kind: 'phone', value: '+79160000031' },
+          ],
         }),
       );
       const seen: string[] = [];
       let cursor: string | undefined;
       for (let page = 0; page < 10; page++) {
-        const result = await contacts.timeline(a.contact.id, { limit: 3, ...(cursor ? { before: cursor } : {}) });
-        seen.push(...result.entries.filter((entry) => entry.type === 'message.received').map((entry) => entry.summary));
+        const result = await contacts.timeline(a.contact.id, {
+          limit: 3,
+          ...(cursor ? { before: cursor } : {}),
+        });
+        seen.push(
+          ...result.entries
+            .filter((entry) => entry.type === 'message.received')
+            .map((entry) => entry.summary),
+        );
         if (!result.nextCursor) break;
         cursor = result.nextCursor;
       }
       expect(seen).toEqual(['b4', 'a4', 'b3', 'a3', 'b2', 'a2', 'b1', 'a1', 'b0', 'a0']);
-      await expect(contacts.timeline(a.contact.id, { limit: 3, before: 'garbage' })).rejects.toMatchObject({ status: 400 });
+      await expect(contacts.timeline(a.contact.id, { limit: 3, before: 'garbage' })).rejects.toMatchObject({
+        status: 400,
+      });
     });
   });
 }
@@ -281,10 +351,33 @@ describe('concurrent writers on Redis (two instances, one Redis)', () => {
         const person = `P-race-${round}`;
         // Different identifier subsets, so the writers also race to merge.
         const results = await Promise.all([
-          instanceA.observe(observation({ identifiers: [{ kind: 'email', value: email }, { kind: 'person', value: person }] })),
+          instanceA.observe(
+            observation({
+              identifiers: [
+                { kind: 'email', value: email },
+                { kind: 'person', value: person },
+              ],
+            }),
+          ),
           instanceB.observe(observation({ identifiers: [{ kind: 'email', value: email }] })),
-          instanceA.observe(observation({ channelId: 'app', identifiers: [{ kind: 'person', value: person }, { kind: 'phone', value: phone }] })),
-          instanceB.observe(observation({ channelId: 'app', identifiers: [{ kind: 'phone', value: phone }, { kind: 'email', value: email }] })),
+          instanceA.observe(
+            observation({
+              channelId: 'app',
+              identifiers: [
+                { kind: 'person', value: person },
+                { kind: 'phone', value: phone },
+              ],
+            }),
+          ),
+          instanceB.observe(
+            observation({
+              channelId: 'app',
+              identifiers: [
+                { kind: 'phone', value: phone },
+                { kind: 'email', value: email },
+              ],
+            }),
+          ),
         ]);
         const roots = new Set<string>();
         for (const result of results) roots.add((await instanceA.get(result.contact.id))!.contact.id);

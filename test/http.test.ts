@@ -43,13 +43,19 @@ describe('core HTTP surface', () => {
   });
 
   it('turns bad input into a 4xx JSON error and journals the payload', async () => {
-    const notJson = await bridge.post(`/webhooks/echo/site/${TOKEN}`, '{"event": nope', { 'content-type': 'application/json' });
+    const notJson = await bridge.post(`/webhooks/echo/site/${TOKEN}`, '{"event": nope', {
+      'content-type': 'application/json',
+    });
     expect(notJson.status).toBe(400);
     expect(notJson.body.error.code).toBe('invalid_json');
     const invalid = await bridge.post(`/webhooks/echo/site/${TOKEN}`, { visitor: 1 });
     expect(invalid.status).toBe(400);
     expect(invalid.body.error.issues[0].path).toBe('event');
-    const tooBig = await bridge.post(`/webhooks/echo/site/${TOKEN}`, { event: 'x', visitor: 1, text: 'a'.repeat(5000) });
+    const tooBig = await bridge.post(`/webhooks/echo/site/${TOKEN}`, {
+      event: 'x',
+      visitor: 1,
+      text: 'a'.repeat(5000),
+    });
     expect(tooBig.status).toBe(413);
     expect(tooBig.body.error.code).toBe('payload_too_large');
     const journal = await bridge.admin('GET', '/api/v1/journal?kind=rejected');
@@ -63,7 +69,9 @@ describe('core HTTP surface', () => {
     const anonymous = await fetch(`${bridge.url}/api/v1/contacts?email=a@b.c`);
     expect(anonymous.status).toBe(401);
     expect(await anonymous.json()).toMatchObject({ error: { code: 'unauthorized' } });
-    const wrong = await fetch(`${bridge.url}/api/v1/contacts?email=a@b.c`, { headers: { authorization: 'Bearer nope' } });
+    const wrong = await fetch(`${bridge.url}/api/v1/contacts?email=a@b.c`, {
+      headers: { authorization: 'Bearer nope' },
+    });
     expect(wrong.status).toBe(401);
     const unknownParam = await bridge.admin('GET', '/api/v1/contacts?colour=blue');
     expect(unknownParam.status).toBe(400);
@@ -77,14 +85,28 @@ describe('core HTTP surface', () => {
 
   it('serves contacts, merged ids, the timeline and unmerge through the admin API', async () => {
     const first = await bridge.post(`/webhooks/echo/site/${TOKEN}`, {
-      event: 'chat', visitor: 'v1', email: 'Ann@Example.org', name: 'Ann', at: '2026-11-01T10:00:00Z', text: 'hi',
+      event: 'chat',
+      visitor: 'v1',
+      email: 'Ann@Example.org',
+      name: 'Ann',
+      at: '2026-11-01T10:00:00Z',
+      text: 'hi',
     });
     const second = await bridge.post(`/webhooks/echo/site/${TOKEN}`, {
-      event: 'chat', visitor: 'v2', phone: '8 916 555-00-01', at: '2026-11-01T11:00:00Z', text: 'from phone',
+      event: 'chat',
+      visitor: 'v2',
+      phone: '8 916 555-00-01',
+      at: '2026-11-01T11:00:00Z',
+      text: 'from phone',
     });
     expect(first.body.contactId).not.toBe(second.body.contactId);
     const merged = await bridge.post(`/webhooks/echo/site/${TOKEN}`, {
-      event: 'chat', visitor: 'v3', email: 'ann@example.org', phone: '+79165550001', at: '2026-11-01T12:00:00Z', text: 'both',
+      event: 'chat',
+      visitor: 'v3',
+      email: 'ann@example.org',
+      phone: '+79165550001',
+      at: '2026-11-01T12:00:00Z',
+      text: 'both',
     });
     expect(merged.body.contactId).toBe(first.body.contactId);
 
@@ -98,14 +120,27 @@ describe('core HTTP surface', () => {
     expect(viaOldId.body.mergedFrom).toBe(second.body.contactId);
 
     const page1 = await bridge.admin('GET', `/api/v1/contacts/${first.body.contactId}/timeline?limit=2`);
-    expect(page1.body.entries.map((entry: { summary: string }) => entry.summary)).toEqual(['both', 'Merged 1 contact via phone']);
-    const page2 = await bridge.admin('GET', `/api/v1/contacts/${first.body.contactId}/timeline?limit=2&before=${page1.body.nextCursor}`);
-    expect(page2.body.entries.map((entry: { summary: string }) => entry.summary)).toEqual(['from phone', 'hi']);
+    expect(page1.body.entries.map((entry: { summary: string }) => entry.summary)).toEqual([
+      'both',
+      'Merged 1 contact via phone',
+    ]);
+    const page2 = await bridge.admin(
+      'GET',
+      `/api/v1/contacts/${first.body.contactId}/timeline?limit=2&before=${page1.body.nextCursor}`,
+    );
+    expect(page2.body.entries.map((entry: { summary: string }) => entry.summary)).toEqual([
+      'from phone',
+      'hi',
+    ]);
     expect(page2.body.nextCursor).toBeNull();
 
-    const badUnmerge = await bridge.admin('POST', `/api/v1/contacts/${first.body.contactId}/unmerge`, { what: 1 });
+    const badUnmerge = await bridge.admin('POST', `/api/v1/contacts/${first.body.contactId}/unmerge`, {
+      what: 1,
+    });
     expect(badUnmerge.status).toBe(400);
-    const unmerged = await bridge.admin('POST', `/api/v1/contacts/${first.body.contactId}/unmerge`, { recordId: second.body.contactId });
+    const unmerged = await bridge.admin('POST', `/api/v1/contacts/${first.body.contactId}/unmerge`, {
+      recordId: second.body.contactId,
+    });
     expect(unmerged.status).toBe(200);
     expect(unmerged.body.split.id).toBe(second.body.contactId);
     const after = await bridge.admin('GET', `/api/v1/contacts/${second.body.contactId}`);
@@ -129,12 +164,17 @@ describe('core HTTP surface', () => {
 
   it('publishes an OpenAPI document generated from the schemas', async () => {
     const response = await fetch(`${bridge.url}/api/v1/openapi.json`);
-    const document = await response.json();
+    const document = (await response.json()) as any;
     expect(document.openapi).toBe('3.1.0');
     expect(Object.keys(document.paths)).toEqual(
-      expect.arrayContaining(['/api/v1/contacts', '/api/v1/contacts/{id}/timeline', '/api/v1/channels/{id}/things']),
+      expect.arrayContaining([
+        '/api/v1/contacts',
+        '/api/v1/contacts/{id}/timeline',
+        '/api/v1/channels/{id}/things',
+      ]),
     );
-    const contact = document.paths['/api/v1/contacts/{id}'].get.responses['200'].content['application/json'].schema;
+    const contact =
+      document.paths['/api/v1/contacts/{id}'].get.responses['200'].content['application/json'].schema;
     expect(contact.properties.emails.type).toBe('array');
   });
 });
@@ -150,16 +190,26 @@ describe('logs', () => {
     });
     const registry = new AdapterRegistry([echoAdapter]);
     const parsed = parseConfig(
-      { admin: { token: 'admin-secret-token-123456' }, server: { port: 0, host: '127.0.0.1' }, channels: config.channels, log: { level: 'debug' } },
+      {
+        admin: { token: 'admin-secret-token-123456' },
+        server: { port: 0, host: '127.0.0.1' },
+        channels: config.channels,
+        log: { level: 'debug' },
+      },
       registry,
       {},
     );
     const bridge = await createBridge({ config: parsed, registry, logger: createLogger('debug', sink) });
     const server = await bridge.listen(0, '127.0.0.1');
     const port = (server.address() as { port: number }).port;
-    await fetch(`http://127.0.0.1:${port}/webhooks/echo/site/${TOKEN}`, { method: 'POST', body: '{"event":"x","visitor":1}' });
+    await fetch(`http://127.0.0.1:${port}/webhooks/echo/site/${TOKEN}`, {
+      method: 'POST',
+      body: '{"event":"x","visitor":1}',
+    });
     await fetch(`http://127.0.0.1:${port}/webhooks/echo/site/${TOKEN}`, { method: 'POST', body: 'not json' });
-    await fetch(`http://127.0.0.1:${port}/api/v1/contacts?email=a@b.c`, { headers: { authorization: 'Bearer admin-secret-token-123456' } });
+    await fetch(`http://127.0.0.1:${port}/api/v1/contacts?email=a@b.c`, {
+      headers: { authorization: 'Bearer admin-secret-token-123456' },
+    });
     await bridge.close();
     const text = lines.join('');
     expect(text).toContain('/webhooks/echo/site/***');

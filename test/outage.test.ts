@@ -31,7 +31,11 @@ describe('Redis goes away at runtime', () => {
   });
 
   it('answers 503 to vendors and /readyz while Redis is down, stays up, and recovers by itself', async () => {
-    const ok = await bridge.post(`/webhooks/echo/site/${TOKEN}`, { event: 'before', visitor: 1, email: 'o@example.org' });
+    const ok = await bridge.post(`/webhooks/echo/site/${TOKEN}`, {
+      event: 'before',
+      visitor: 1,
+      email: 'o@example.org',
+    });
     expect(ok.status).toBe(200);
 
     await redis.stop();

@@ -80,7 +80,9 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   }
   if (first === 'keys' && second === 'master') {
     if (argv.includes('--help')) {
-      io.stdout('Usage: chatbridge keys master\nPrints a fresh random 32-byte key, base64, for secrets.masterKey.');
+      io.stdout(
+        'Usage: chatbridge keys master\nPrints a fresh random 32-byte key, base64, for secrets.masterKey.',
+      );
       return 0;
     }
     io.stdout(randomBytes(32).toString('base64'));
@@ -92,17 +94,26 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
 }
 
 async function start(args: string[], io: CliStreams): Promise<number> {
-  const { values } = parse(args, {
-    config: { type: 'string' },
-    role: { type: 'string', default: 'all' },
-  }, 'start [--config FILE] [--role all|web|worker]', io);
+  const { values } = parse(
+    args,
+    {
+      config: { type: 'string' },
+      role: { type: 'string', default: 'all' },
+    },
+    'start [--config FILE] [--role all|web|worker]',
+    io,
+  );
   if (values.help) return 0;
   const role = values.role as string;
-  if (!['all', 'web', 'worker'].includes(role)) throw new UsageError(`--role must be all, web or worker (got '${role}')`);
+  if (!['all', 'web', 'worker'].includes(role))
+    throw new UsageError(`--role must be all, web or worker (got '${role}')`);
   const { config, source } = loadOrExplain(values.config as string | undefined, io);
   const logger = createLogger(config.log.level);
   if (source.origin === 'example') {
-    logger.warn({ config: source.path }, 'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values');
+    logger.warn(
+      { config: source.path },
+      'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
+    );
   }
   const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
   await bridge.listen();
@@ -143,7 +154,11 @@ async function configCheck(args: string[], io: CliStreams): Promise<number> {
   return 0;
 }
 
-async function withBridge<T>(configPath: string | undefined, io: CliStreams, run: (bridge: Bridge) => Promise<T>): Promise<T> {
+async function withBridge<T>(
+  configPath: string | undefined,
+  io: CliStreams,
+  run: (bridge: Bridge) => Promise<T>,
+): Promise<T> {
   const { config } = loadOrExplain(configPath, io);
   // Commands talk to the same store as the running service; they log only problems.
   const logger = createLogger(config.log.level === 'silent' ? 'silent' : 'warn');
@@ -172,7 +187,9 @@ async function channelCommand(name: string, args: string[], io: CliStreams): Pro
       .find((candidate) => candidate.name === name);
     if (!command) {
       throw new UsageError(
-        channelId ? `channel '${channelId}' has no command '${name}'` : `no channel in the config offers '${name}'`,
+        channelId
+          ? `channel '${channelId}' has no command '${name}'`
+          : `no channel in the config offers '${name}'`,
       );
     }
     const optionSpec = Object.fromEntries(
@@ -181,7 +198,13 @@ async function channelCommand(name: string, args: string[], io: CliStreams): Pro
         { type: spec.takesValue ? ('string' as const) : ('boolean' as const) },
       ]),
     );
-    const { values } = parse(args, { ...optionSpec, channel: { type: 'string' }, config: { type: 'string' } }, `${name} --channel ID`, io, command);
+    const { values } = parse(
+      args,
+      { ...optionSpec, channel: { type: 'string' }, config: { type: 'string' } },
+      `${name} --channel ID`,
+      io,
+      command,
+    );
     if (values.help) return 0;
     const { channel: _channel, config: _config, help: _help, ...options } = values;
     const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };

@@ -37,23 +37,33 @@ export function resolveConfigPath(
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Replace ${VAR} and ${VAR:-default} in every string of the parsed document. */
-export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, issues: ErrorIssue[], path: (string | number)[] = []): unknown {
+export function substituteEnv(
+  value: unknown,
+  env: NodeJS.ProcessEnv,
+  issues: ErrorIssue[],
+  path: (string | number)[] = [],
+): unknown {
   if (typeof value === 'string') {
     const replaced = value.replace(VARIABLE, (_match, name: string, fallback: string | undefined) => {
       const found = env[name];
       if (found !== undefined && found !== '') return found;
       if (fallback !== undefined) return fallback;
-      issues.push({ path: formatPath(path), message: `environment variable ${name} is not set (write \${${name}:-} to allow empty)` });
+      issues.push({
+        path: formatPath(path),
+        message: `environment variable ${name} is not set (write \${${name}:-} to allow empty)`,
+      });
       return '';
     });
     // A whole-value substitution that gives a number (port: ${PORT:-3000}) stays a string here;
     // numeric fields accept numeric strings.
     return replaced;
   }
-  if (Array.isArray(value)) return value.map((item, index) => substituteEnv(item, env, issues, [...path, index]));
+  if (Array.isArray(value))
+    return value.map((item, index) => substituteEnv(item, env, issues, [...path, index]));
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) out[key] = substituteEnv(item, env, issues, [...path, key]);
+    for (const [key, item] of Object.entries(value))
+      out[key] = substituteEnv(item, env, issues, [...path, key]);
     return out;
   }
   return value;
@@ -67,7 +77,11 @@ function zodIssues(error: z.ZodError, prefix: (string | number)[] = []): ErrorIs
 }
 
 /** Validate an already-parsed document. Throws ConfigError listing every problem. */
-export function parseConfig(document: unknown, registry: AdapterRegistry, env: NodeJS.ProcessEnv = process.env): Config {
+export function parseConfig(
+  document: unknown,
+  registry: AdapterRegistry,
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
   const issues: ErrorIssue[] = [];
   const substituted = substituteEnv(document ?? {}, env, issues);
   const result = configSchema.safeParse(substituted);
@@ -76,7 +90,8 @@ export function parseConfig(document: unknown, registry: AdapterRegistry, env: N
     const config = result.data;
     const ids = new Set<string>();
     config.channels.forEach((channel, index) => {
-      if (ids.has(channel.id)) issues.push({ path: `channels[${index}].id`, message: `duplicate channel id "${channel.id}"` });
+      if (ids.has(channel.id))
+        issues.push({ path: `channels[${index}].id`, message: `duplicate channel id "${channel.id}"` });
       ids.add(channel.id);
       const adapter = registry.get(channel.vendor);
       if (!adapter) {
@@ -100,14 +115,18 @@ export function parseConfig(document: unknown, registry: AdapterRegistry, env: N
     ] as const) {
       const seen = new Set<string>();
       list.forEach((item, index) => {
-        if (seen.has(item.id)) issues.push({ path: `${name}[${index}].id`, message: `duplicate id "${item.id}"` });
+        if (seen.has(item.id))
+          issues.push({ path: `${name}[${index}].id`, message: `duplicate id "${item.id}"` });
         seen.add(item.id);
       });
     }
     config.destinations.forEach((destination, index) => {
       for (const channelId of destination.filter.channels ?? []) {
         if (!ids.has(channelId)) {
-          issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
+          issues.push({
+            path: `destinations[${index}].filter.channels`,
+            message: `no channel "${channelId}"`,
+          });
         }
       }
     });
@@ -132,13 +151,18 @@ export function loadConfig(
   try {
     text = readFileSync(source.path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`cannot read config file ${source.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new ConfigError(
+      `cannot read config file ${source.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
   }
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new ConfigError(
       `${source.path} is not valid YAML`,
-      document.errors.map((error) => ({ path: `line ${error.linePos?.[0]?.line ?? '?'}`, message: error.message.split('\n')[0] ?? '' })),
+      document.errors.map((error) => ({
+        path: `line ${error.linePos?.[0]?.line ?? '?'}`,
+        message: error.message.split('\n')[0] ?? '',
+      })),
     );
   }
   try {

@@ -79,14 +79,31 @@ export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 export const destinationSchema = z.strictObject({
   id: z.string().min(1),
   url: z.url(),
-  secret: z.string().regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64'),
-  events: z.array(outboundEventTypeSchema).min(1).default([...outboundEventTypes]),
+  secret: z
+    .string()
+    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64'),
+  events: z
+    .array(outboundEventTypeSchema)
+    .min(1)
+    .default([...outboundEventTypes]),
+  /** Delay before each attempt: the first entry before the first attempt, and so on (jittered ±10%). */
   retrySchedule: z
     .array(durationSchema)
     .min(1)
-    .default(['0s', '5s', '5m', '30m', '2h', '5h', '10h', '14h', '20h', '24h'].map((d) => durationSchema.parse(d))),
+    .default(
+      ['0s', '5s', '5m', '30m', '2h', '5h', '10h', '14h', '20h', '24h'].map((d) => durationSchema.parse(d)),
+    ),
   timeoutMs: intLike(z.number().int().positive()).default(10_000),
   concurrency: intLike(z.number().int().positive().max(100)).default(4),
+  /** Extra request headers (e.g. an Authorization header the CRM wants besides the signature). */
+  headers: z.record(z.string(), z.string()).default({}),
+  /** After `failureThreshold` failed attempts in a row, stop sending to this destination for `cooldown`. */
+  circuitBreaker: z
+    .strictObject({
+      failureThreshold: intLike(z.number().int().positive()).default(5),
+      cooldown: durationSchema.default(30_000),
+    })
+    .prefault({}),
   filter: z
     .strictObject({
       channels: z.array(channelIdSchema).optional(),
@@ -101,10 +118,14 @@ export const destinationSchema = z.strictObject({
           default: z.string().optional(),
         })
         .optional(),
+      /** Template for routing.source: {vendor}, {vendorName}, {channel}, {channelName}. */
       source: z.string().optional(),
+      /** When the agent is not in `agents` (or has no crmUserId): an agent e-mail from `agents`, or a CRM user id. */
       responsibleFallback: z.string().optional(),
+      /** Tasks made from offline messages are due this long after the message. */
+      taskDueIn: durationSchema.default(3_600_000),
     })
-    .default({}),
+    .prefault({}),
 });
 export type DestinationConfig = z.infer<typeof destinationSchema>;
 
@@ -120,8 +141,17 @@ export const configSchema = z.strictObject({
     .default({ port: 3000, host: '0.0.0.0', bodyLimitBytes: 1024 * 1024, shutdownTimeoutMs: 10_000 }),
   store: z
     .strictObject({
-      redis: z.preprocess(emptyToUndefined, z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional()),
-      keyPrefix: z.string().regex(/^[A-Za-z0-9_.:-]+$/).default('chatbridge'),
+      redis: z.preprocess(
+        emptyToUndefined,
+        z
+          .string()
+          .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+          .optional(),
+      ),
+      keyPrefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_.:-]+$/)
+        .default('chatbridge'),
     })
     .default({ keyPrefix: 'chatbridge' }),
   admin: z.strictObject({

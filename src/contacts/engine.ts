@@ -87,13 +87,18 @@ const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
 const CONTACT_EVENTS_KEY = 'contact';
 
+// ISO-8601 UTC timestamps of one format compare correctly as strings.
+const minIso = (a: string, b: string) => (a < b ? a : b);
+const maxIso = (a: string, b: string) => (a > b ? a : b);
+
 const key = {
   record: (id: string) => `rec:${id}`,
   root: (id: string) => `root:${id}`,
   members: (id: string) => `members:${id}`,
   apart: (id: string) => `apart:${id}`,
   timeline: (id: string) => `tl:${id}`,
-  index: (identifier: Identifier) => `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
+  index: (identifier: Identifier) =>
+    `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
   search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
   dedupe: (channelId: string, idempotencyKey: string) =>
     `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
@@ -143,7 +148,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const out = new Map<string, string>();
     if (recordIds.length === 0) return out;
     const values = await store.mget(recordIds.map(key.root));
-    recordIds.forEach((id, index) => out.set(id, values[index] ?? id));
+    recordIds.forEach((id, index) => {
+      out.set(id, values[index] ?? id);
+    });
     return out;
   }
 
@@ -180,7 +187,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (!seen || seen < item.at) best.set(item.v, item.at);
         }
       }
-      return [...best.entries()].sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0])).map(([v]) => v);
+      return [...best.entries()]
+        .sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0]))
+        .map(([v]) => v);
     };
     const names = newestFirst(ordered.map((record) => record.names));
     const identities: Identifier[] = [];
@@ -216,8 +225,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           current
             ? {
                 vendor: stat.vendor,
-                firstSeen: current.firstSeen < stat.firstSeen ? current.firstSeen : stat.firstSeen,
-                lastSeen: current.lastSeen > stat.lastSeen ? current.lastSeen : stat.lastSeen,
+                firstSeen: minIso(current.firstSeen, stat.firstSeen),
+                lastSeen: maxIso(current.lastSeen, stat.lastSeen),
                 observations: current.observations + stat.observations,
                 conversations: current.conversations + stat.conversations,
               }
@@ -287,7 +296,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   /** Apply what the observation says to one record; returns whether contact-visible data changed. */
-  function apply(record: StoredRecord, observation: ParsedObservation, identifiers: Identifier[], at: string): boolean {
+  function apply(
+    record: StoredRecord,
+    observation: ParsedObservation,
+    identifiers: Identifier[],
+    at: string,
+  ): boolean {
     let changed = false;
     for (const name of observation.names) {
       const trimmed = name.trim();
@@ -332,7 +346,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     stat.observations += 1;
     if (at > stat.lastSeen) stat.lastSeen = at;
     if (at < stat.firstSeen) stat.firstSeen = at;
-    stat.conversations += observation.timeline.filter((entry) => entry.type === 'conversation.finished').length;
+    stat.conversations += observation.timeline.filter(
+      (entry) => entry.type === 'conversation.finished',
+    ).length;
     record.channels[observation.channelId] = stat;
     if (record.updatedAt < at) record.updatedAt = at;
     return changed;
@@ -351,7 +367,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   function isoOf(value: string): string {
     const date = new Date(value);
-    if (Number.isNaN(date.getTime())) throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
+    if (Number.isNaN(date.getTime()))
+      throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
     return date.toISOString();
   }
 
@@ -387,7 +404,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     observation: ParsedObservation,
   ) {
     metrics.merges.inc({ outcome: 'refused' });
-    logger.warn({ roots, via: identifierLabel(via), reason, channelId: observation.channelId }, 'merge refused');
+    logger.warn(
+      { roots, via: identifierLabel(via), reason, channelId: observation.channelId },
+      'merge refused',
+    );
     batch
       .rpush(key.conflicts, JSON.stringify({ at, reason, roots, via, channelId: observation.channelId }))
       .ltrim(key.conflicts, -10_000, -1);
@@ -432,10 +452,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
         const first = await plan(indexValues, resolving);
-        const result = await writeObservation(observation, at, resolving, identifiers, indexValues, first, dedupeKey);
+        const result = await writeObservation(
+          observation,
+          at,
+          resolving,
+          identifiers,
+          indexValues,
+          first,
+          dedupeKey,
+        );
         if (result) return result;
       }
-      throw new ConflictError('identity_contention', 'the contact changed too often while being written; retry');
+      throw new ConflictError(
+        'identity_contention',
+        'the contact changed too often while being written; retry',
+      );
     });
   }
 
@@ -484,7 +515,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         })!;
         const apart = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
         const groupOf = new Map<string, string>();
-        for (const root of planned.roots) for (const id of [root, ...(members.get(root) ?? [])]) groupOf.set(id, root);
+        for (const root of planned.roots)
+          for (const id of [root, ...(members.get(root) ?? [])]) groupOf.set(id, root);
         const keptApart = groupIds.some((id, index) =>
           apart[index]!.some((other) => groupOf.has(other) && groupOf.get(other) !== groupOf.get(id)),
         );
@@ -494,7 +526,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           refuseMerge(batch, 'unmerged_before', planned.roots, via, at, observation);
         } else {
           // The oldest contact survives, so ids already handed to CRMs stay stable.
-          const candidates = planned.roots.map((root) => records.get(root)).filter((record) => record !== undefined);
+          const candidates = planned.roots
+            .map((root) => records.get(root))
+            .filter((record) => record !== undefined);
           candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
           survivor = candidates[0]!.id;
           mergedVia = via;
@@ -565,7 +599,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       );
 
       const channel = { id: observation.channelId, vendor: observation.vendor };
-      const event = (type: OutboxEntry['event']['type'], eventKey: string, data: Record<string, unknown>): OutboxEntry => ({
+      const event = (
+        type: OutboxEntry['event']['type'],
+        eventKey: string,
+        data: Record<string, unknown>,
+      ): OutboxEntry => ({
         event: {
           id: `evt_${entryId(observation.channelId, observation.idempotencyKey, `event:${eventKey}`)}`,
           type,
@@ -642,7 +680,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   function decodeCursor(cursor: string): string {
     const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
     if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\|[A-Za-z0-9_-]{1,64}$/.test(decoded)) {
-      throw new ValidationError('invalid cursor', [{ path: 'before', message: 'not a cursor this API returned' }], 'invalid_query');
+      throw new ValidationError(
+        'invalid cursor',
+        [{ path: 'before', message: 'not a cursor this API returned' }],
+        'invalid_query',
+      );
     }
     return decoded;
   }
@@ -659,10 +701,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     );
     const members = pages.flat().sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
     const page = members.slice(0, limit);
-    const entries = page.map((member) => JSON.parse(member.slice(member.indexOf('|', 25) + 1)) as TimelineEntry);
+    const entries = page.map(
+      (member) => JSON.parse(member.slice(member.indexOf('|', 25) + 1)) as TimelineEntry,
+    );
     const last = entries[entries.length - 1];
     const nextCursor =
-      members.length > limit && last ? Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url') : null;
+      members.length > limit && last
+        ? Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url')
+        : null;
     return { entries, nextCursor };
   }
 
@@ -672,7 +718,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const rootId = loaded.rootId;
     if (request.recordId) return unmergeRecord(rootId, request.recordId);
     if (request.identifier) return splitIdentifier(rootId, request.identifier);
-    throw new ValidationError('name what to split off', [{ path: '', message: 'give recordId or identifier' }]);
+    throw new ValidationError('name what to split off', [
+      { path: '', message: 'give recordId or identifier' },
+    ]);
   }
 
   async function unmergeRecord(rootId: string, recordId: string) {
@@ -687,7 +735,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const root = records.get(rootId)!;
       // Undo the merge that brought this record in: its whole group at the time leaves together.
       const mergeIndex = root.merges.findLastIndex((merge) => merge.records.includes(recordId));
-      const leaving = mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
+      const leaving =
+        mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
       const newRoot = leaving[0]!;
       const at = now().toISOString();
       const batch = store.batch();
@@ -704,7 +753,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
       const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
       const contact = view(rootId, stayingRecords);
-      const split = view(newRoot, [newRootRecord, ...leavingRecords.filter((record) => record !== newRootRecord)]);
+      const split = view(newRoot, [
+        newRootRecord,
+        ...leavingRecords.filter((record) => record !== newRootRecord),
+      ]);
       const entry: TimelineEntry = {
         id: `unmerge_${randomBytes(8).toString('hex')}`,
         at,
@@ -717,12 +769,26 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.zadd(key.timeline(rootId), 0, timelineMember(entry));
       events.stage(batch, [
         {
-          event: { id: `evt_${entry.id}`, type: 'contact.updated', occurredAt: at, channel: null, contact, data: { unmerged: leaving } },
+          event: {
+            id: `evt_${entry.id}`,
+            type: 'contact.updated',
+            occurredAt: at,
+            channel: null,
+            contact,
+            data: { unmerged: leaving },
+          },
           orderingKey: rootId,
           stagedAt: Date.now(),
         },
         {
-          event: { id: `evt_${entry.id}_split`, type: 'contact.created', occurredAt: at, channel: null, contact: split, data: { unmergedFrom: rootId } },
+          event: {
+            id: `evt_${entry.id}_split`,
+            type: 'contact.created',
+            occurredAt: at,
+            channel: null,
+            contact: split,
+            data: { unmergedFrom: rootId },
+          },
           orderingKey: newRoot,
           stagedAt: Date.now(),
         },
@@ -777,12 +843,26 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const splitView = view(split.id, [split]);
         events.stage(batch, [
           {
-            event: { id: `evt_split_${split.id}`, type: 'contact.created', occurredAt: at, channel: null, contact: splitView, data: { unmergedFrom: rootId, identifier } },
+            event: {
+              id: `evt_split_${split.id}`,
+              type: 'contact.created',
+              occurredAt: at,
+              channel: null,
+              contact: splitView,
+              data: { unmergedFrom: rootId, identifier },
+            },
             orderingKey: split.id,
             stagedAt: Date.now(),
           },
           {
-            event: { id: `evt_split_${split.id}_from`, type: 'contact.updated', occurredAt: at, channel: null, contact, data: { removedIdentifier: identifier } },
+            event: {
+              id: `evt_split_${split.id}_from`,
+              type: 'contact.updated',
+              occurredAt: at,
+              channel: null,
+              contact,
+              data: { removedIdentifier: identifier },
+            },
             orderingKey: rootId,
             stagedAt: Date.now(),
           },
@@ -810,4 +890,3 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     normalizeIdentifier: normalizePublic,
   };
 }
-

@@ -121,7 +121,10 @@ export function createFactService(options: {
             missing.delete(source.id);
           }
         } catch (error) {
-          options.logger.warn({ source: source.id, err: error }, 'attribute source failed; left out of the answer');
+          options.logger.warn(
+            { source: source.id, err: error },
+            'attribute source failed; left out of the answer',
+          );
         }
       });
       if (lookups.length > 0) await Promise.race([Promise.all(lookups), deadline]);

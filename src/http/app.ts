@@ -68,7 +68,12 @@ function matchPath(pattern: string, path: string): Record<string, string> | null
   return params;
 }
 
-function inbound(ctx: Context, channel: ChannelConfig, rawBody: Buffer, params: Record<string, string>): InboundRequest {
+function inbound(
+  ctx: Context,
+  channel: ChannelConfig,
+  rawBody: Buffer,
+  params: Record<string, string>,
+): InboundRequest {
   let parsed: { value: unknown } | undefined;
   return {
     channel,
@@ -84,7 +89,10 @@ function inbound(ctx: Context, channel: ChannelConfig, rawBody: Buffer, params: 
         try {
           parsed = { value: JSON.parse(rawBody.toString('utf8')) };
         } catch (error) {
-          throw new BadRequestError('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
+          throw new BadRequestError(
+            'invalid_json',
+            `the body is not valid JSON: ${(error as Error).message}`,
+          );
         }
       }
       return parsed.value;
@@ -102,7 +110,10 @@ function send(ctx: Context, result: RouteResult) {
 const contactQuerySchema = z.strictObject({
   email: z.string().min(1).optional(),
   phone: z.string().min(1).optional(),
-  identity: z.string().regex(/^[a-z][a-z0-9_]*:.+$/, 'kind:value (or kind:channelId:value for vendor-local ids)').optional(),
+  identity: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]*:.+$/, 'kind:value (or kind:channelId:value for vendor-local ids)')
+    .optional(),
 });
 
 const timelineQuerySchema = z.strictObject({
@@ -131,7 +142,10 @@ function parseIdentity(text: string) {
   const second = rest.indexOf(':');
   if (second <= 0) {
     throw new ValidationError('invalid query', [
-      { path: 'identity', message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>` },
+      {
+        path: 'identity',
+        message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>`,
+      },
     ]);
   }
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
@@ -154,7 +168,12 @@ export function createApp(deps: AppDeps): Koa {
       await next();
     } finally {
       (ctx.state.logger as Logger).info(
-        { method: ctx.method, path: redactPath(ctx.path), status: ctx.status, ms: Math.round(performance.now() - started) },
+        {
+          method: ctx.method,
+          path: redactPath(ctx.path),
+          status: ctx.status,
+          ms: Math.round(performance.now() - started),
+        },
         'request',
       );
     }
@@ -180,7 +199,10 @@ export function createApp(deps: AppDeps): Koa {
     } catch (error) {
       metrics.storeUp.set(0);
       ctx.status = 503;
-      ctx.body = errorBody('store_unavailable', error instanceof AppError ? error.message : 'the store is unavailable');
+      ctx.body = errorBody(
+        'store_unavailable',
+        error instanceof AppError ? error.message : 'the store is unavailable',
+      );
     }
   });
   router.get('/metrics', async (ctx) => {
@@ -193,7 +215,12 @@ export function createApp(deps: AppDeps): Koa {
     const { vendor, channelId, token } = ctx.params as { vendor: string; channelId: string; token: string };
     const entry = deps.channels.get(channelId);
     // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
-    if (!entry || entry.config.vendor !== vendor || !safeEqual(token, entry.config.token) || !entry.runtime.handleWebhook) {
+    if (
+      !entry ||
+      entry.config.vendor !== vendor ||
+      !safeEqual(token, entry.config.token) ||
+      !entry.runtime.handleWebhook
+    ) {
       ctx.status = 404;
       ctx.body = NO_CHANNEL;
       return;
@@ -209,12 +236,25 @@ export function createApp(deps: AppDeps): Koa {
       send(ctx, result);
     } catch (error) {
       const status = error instanceof AppError ? error.status : 500;
-      metrics.intake.inc({ vendor, event, outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error' });
+      metrics.intake.inc({
+        vendor,
+        event,
+        outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error',
+      });
       if (status < 500 && rawBody) {
         // Nothing is lost: a payload we refuse is kept for an operator to read back.
         await deps.journal
-          .record({ channelId, vendor, kind: 'rejected', reason: (error as Error).message, rawBody, contentType: ctx.get('content-type') })
-          .catch((journalError: unknown) => (ctx.state.logger as Logger).warn({ err: journalError }, 'could not journal a rejected payload'));
+          .record({
+            channelId,
+            vendor,
+            kind: 'rejected',
+            reason: (error as Error).message,
+            rawBody,
+            contentType: ctx.get('content-type'),
+          })
+          .catch((journalError: unknown) =>
+            (ctx.state.logger as Logger).warn({ err: journalError }, 'could not journal a rejected payload'),
+          );
       }
       throw error;
     } finally {
@@ -252,8 +292,12 @@ export function createApp(deps: AppDeps): Koa {
         methodMismatch = true;
         continue;
       }
-      const rawBody = ctx.method === 'GET' || ctx.method === 'DELETE' ? Buffer.alloc(0) : await readRawBody(ctx, bodyLimit);
-      send(ctx, await route.handle(inbound(ctx, entry.config, rawBody, { ...params, channelId: entry.config.id })));
+      const rawBody =
+        ctx.method === 'GET' || ctx.method === 'DELETE' ? Buffer.alloc(0) : await readRawBody(ctx, bodyLimit);
+      send(
+        ctx,
+        await route.handle(inbound(ctx, entry.config, rawBody, { ...params, channelId: entry.config.id })),
+      );
       return;
     }
     if (methodMismatch) {
@@ -267,7 +311,9 @@ export function createApp(deps: AppDeps): Koa {
   // --- admin API --------------------------------------------------------------------------
   const admin = new Router({ prefix: '/api/v1' });
   admin.get('/openapi.json', (ctx) => {
-    ctx.body = buildOpenApi({ routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []) });
+    ctx.body = buildOpenApi({
+      routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []),
+    });
   });
   admin.use(async (ctx, next) => {
     if (ctx.path === '/api/v1/openapi.json') return next();
@@ -280,9 +326,11 @@ export function createApp(deps: AppDeps): Koa {
   admin.get('/contacts', async (ctx) => {
     const query = parseQuery(contactQuerySchema, ctx.query);
     if (!query.email && !query.phone && !query.identity) {
-      throw new ValidationError('give email, phone or identity', [
-        { path: 'query', message: 'at least one of email, phone, identity' },
-      ], 'invalid_query');
+      throw new ValidationError(
+        'give email, phone or identity',
+        [{ path: 'query', message: 'at least one of email, phone, identity' }],
+        'invalid_query',
+      );
     }
     ctx.body = {
       contacts: await contacts.find({
@@ -299,7 +347,10 @@ export function createApp(deps: AppDeps): Koa {
   });
   admin.get('/contacts/:id/timeline', async (ctx) => {
     const query = parseQuery(timelineQuerySchema, ctx.query);
-    ctx.body = await contacts.timeline(ctx.params.id!, { limit: query.limit, ...(query.before ? { before: query.before } : {}) });
+    ctx.body = await contacts.timeline(ctx.params.id!, {
+      limit: query.limit,
+      ...(query.before ? { before: query.before } : {}),
+    });
   });
   admin.post('/contacts/:id/unmerge', async (ctx) => {
     const raw = await readRawBody(ctx, bodyLimit);
@@ -311,12 +362,18 @@ export function createApp(deps: AppDeps): Koa {
     }
     const body = unmergeBodySchema.safeParse(json);
     if (!body.success) {
-      throw new ValidationError('give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}', body.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));
+      throw new ValidationError(
+        'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',
+        body.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+      );
     }
     ctx.body = await contacts.unmerge(ctx.params.id!, body.data);
   });
   admin.get('/identity/conflicts', async (ctx) => {
-    const { limit } = parseQuery(z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }), ctx.query);
+    const { limit } = parseQuery(
+      z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }),
+      ctx.query,
+    );
     ctx.body = { conflicts: await contacts.conflicts(limit) };
   });
   admin.get('/journal', async (ctx) => {
@@ -336,7 +393,9 @@ export function createApp(deps: AppDeps): Koa {
         vendor: channel.vendor,
         name: channel.name ?? channel.id,
         jobs: (runtime.jobs ?? []).map((job) => ({ name: job.name, schedule: job.schedule })),
-        routes: (runtime.routes ?? []).filter((route) => route.scope === 'admin').map((route) => `${route.method} ${route.path}`),
+        routes: (runtime.routes ?? [])
+          .filter((route) => route.scope === 'admin')
+          .map((route) => `${route.method} ${route.path}`),
       })),
     };
   });
@@ -352,4 +411,3 @@ export function createApp(deps: AppDeps): Koa {
   app.use(admin.routes()).use(admin.allowedMethods({ throw: false }));
   return app;
 }
-

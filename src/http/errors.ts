@@ -30,7 +30,12 @@ export function errorMiddleware() {
       }
       // Koa/body-parser style errors (e.g. from @koa/router) carry a status and `expose`.
       const status = (caught as { status?: number }).status;
-      if (typeof status === 'number' && status >= 400 && status < 500 && (caught as { expose?: boolean }).expose) {
+      if (
+        typeof status === 'number' &&
+        status >= 400 &&
+        status < 500 &&
+        (caught as { expose?: boolean }).expose
+      ) {
         ctx.status = status;
         ctx.body = errorBody('bad_request', (caught as Error).message);
         return;

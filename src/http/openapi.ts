@@ -36,8 +36,13 @@ const core: Operation[] = [
   {
     method: 'get',
     path: '/api/v1/contacts',
-    summary: 'Find contacts by e-mail, phone or identity (kind:value, or kind:channelId:value for vendor-local ids)',
-    query: { email: 'e-mail address', phone: 'phone number (any format; normalised to E.164)', identity: 'kind:value' },
+    summary:
+      'Find contacts by e-mail, phone or identity (kind:value, or kind:channelId:value for vendor-local ids)',
+    query: {
+      email: 'e-mail address',
+      phone: 'phone number (any format; normalised to E.164)',
+      identity: 'kind:value',
+    },
     response: z.object({ contacts: z.array(contactSchema) }),
   },
   {
@@ -122,7 +127,12 @@ export function buildOpenApi(options: { routes: readonly ChannelRoute[] }) {
       security: [{ bearer: [] }],
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(operation.body
-        ? { requestBody: { required: true, content: { 'application/json': { schema: schema(operation.body) } } } }
+        ? {
+            requestBody: {
+              required: true,
+              content: { 'application/json': { schema: schema(operation.body) } },
+            },
+          }
         : {}),
       responses: {
         '200': { description: 'OK', content: { 'application/json': { schema: schema(operation.response) } } },

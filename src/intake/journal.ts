@@ -31,7 +31,11 @@ export interface JournalEntry {
 
 export interface PayloadJournal {
   record(entry: JournalEntryInput): Promise<void>;
-  list(options: { limit: number; channelId?: string; kind?: 'rejected' | 'unhandled' }): Promise<JournalEntry[]>;
+  list(options: {
+    limit: number;
+    channelId?: string;
+    kind?: 'rejected' | 'unhandled';
+  }): Promise<JournalEntry[]>;
 }
 
 const JOURNAL_KEY = 'journal';
@@ -59,7 +63,11 @@ export function createPayloadJournal(store: Store, now: () => Date = () => new D
         encoding: clean ? 'utf8' : 'base64',
         truncated,
       };
-      await store.batch().rpush(JOURNAL_KEY, JSON.stringify(entry)).ltrim(JOURNAL_KEY, -MAX_ENTRIES, -1).exec();
+      await store
+        .batch()
+        .rpush(JOURNAL_KEY, JSON.stringify(entry))
+        .ltrim(JOURNAL_KEY, -MAX_ENTRIES, -1)
+        .exec();
     },
     async list(options) {
       // Newest first; filtering happens after reading a bounded window of the ring.

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
-import type { ContactService } from '../contacts/service.js';
 import type { FactService } from '../contacts/facts.js';
+import type { ContactService } from '../contacts/service.js';
 import type { EventPublisher } from '../events/outbox.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';

@@ -26,7 +26,10 @@ export const echoAdapter: AdapterDefinition = {
       async handleWebhook(request) {
         const parsed = bodySchema.safeParse(request.json());
         if (!parsed.success) {
-          throw new ValidationError('invalid echo payload', parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));
+          throw new ValidationError(
+            'invalid echo payload',
+            parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+          );
         }
         const body = parsed.data;
         const at = body.at ?? context.now().toISOString();
@@ -45,7 +48,10 @@ export const echoAdapter: AdapterDefinition = {
           timeline: [{ at, type: 'message.received', summary: body.text ?? body.event }],
           events: [{ type: 'message.received', data: { text: body.text ?? '' } }],
         });
-        return { body: { ok: true, contactId: result.contact.id, duplicate: result.duplicate }, event: body.event };
+        return {
+          body: { ok: true, contactId: result.contact.id, duplicate: result.duplicate },
+          event: body.event,
+        };
       },
       routes: [
         {
@@ -54,7 +60,9 @@ export const echoAdapter: AdapterDefinition = {
           scope: 'public',
           summary: 'says hello',
           async handle(request) {
-            return { body: { greeting: `${(channel as { greeting?: string }).greeting} ${request.params.name}` } };
+            return {
+              body: { greeting: `${(channel as { greeting?: string }).greeting} ${request.params.name}` },
+            };
           },
         },
         {

@@ -97,7 +97,8 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
     adminToken: TEST_ADMIN_TOKEN,
     keyPrefix,
     redisUrl,
-    admin: (method, path, body) => request(method, path, body, { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }),
+    admin: (method, path, body) =>
+      request(method, path, body, { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }),
     post: (path, body, headers = {}) => request('POST', path, body, headers),
     async close() {
       await bridge.close();
