@@ -14,7 +14,12 @@ function contact(overrides: Partial<Contact> = {}): Contact {
     identities: [{ kind: 'person', value: 'cust 7/d' }],
     labels: [],
     attributes: {
-      description: { value: 'Prefers calls after 18:00', label: 'Description', channelId: 'shop-site', at: '2024-06-17T08:00:00Z' },
+      description: {
+        value: 'Prefers calls after 18:00',
+        label: 'Description',
+        channelId: 'shop-site',
+        at: '2024-06-17T08:00:00Z',
+      },
     },
     responsibleAgent: null,
     crmLink: null,
@@ -41,7 +46,17 @@ function errorOf(fn: () => unknown): AppError {
 
 describe('decodePayload', () => {
   it('refuses what is not a JSON object with an event_name, as a 400', () => {
-    for (const body of ['not json', '', '[1,2]', '42', 'null', '"chat_accepted"', '{}', '{"event_name": 5}', '{"event_name": "  "}']) {
+    for (const body of [
+      'not json',
+      '',
+      '[1,2]',
+      '42',
+      'null',
+      '"chat_accepted"',
+      '{}',
+      '{"event_name": 5}',
+      '{"event_name": "  "}',
+    ]) {
       const error = errorOf(() => decodePayload(Buffer.from(body)));
       expect(error.status, body).toBe(400);
     }
@@ -50,7 +65,9 @@ describe('decodePayload', () => {
   });
 
   it('accepts a UTF-8 BOM and keeps unknown fields', () => {
-    const { payload, repaired } = decodePayload(Buffer.from('\uFEFF{"event_name":"chat_finished","x":{"y":1}}'));
+    const { payload, repaired } = decodePayload(
+      Buffer.from('\uFEFF{"event_name":"chat_finished","x":{"y":1}}'),
+    );
     expect(payload).toEqual({ event_name: 'chat_finished', x: { y: 1 } });
     expect(repaired).toBe(false);
   });
@@ -62,7 +79,10 @@ describe('decodePayload', () => {
       repaired: true,
     });
     // Same trick on another event, or on a body broken elsewhere, stays refused.
-    expect(errorOf(() => decodePayload(Buffer.from(docs.replace('client_attribute_updated', 'chat_finished')))).status).toBe(400);
+    expect(
+      errorOf(() => decodePayload(Buffer.from(docs.replace('client_attribute_updated', 'chat_finished'))))
+        .status,
+    ).toBe(400);
     expect(errorOf(() => decodePayload(Buffer.from(`${docs.slice(0, -1)},}`))).status).toBe(400);
   });
 });
@@ -78,7 +98,14 @@ describe('answer limits', () => {
   it('keeps only absolute http(s) links of sane length', () => {
     expect(safeLink('https://crm.example/x')).toBe('https://crm.example/x');
     expect(safeLink(' http://localhost:3000/c/1 ')).toBe('http://localhost:3000/c/1');
-    for (const bad of ['javascript:alert(1)', '/relative', 'ftp://x.example', '', undefined, `https://x.example/${'a'.repeat(3000)}`]) {
+    for (const bad of [
+      'javascript:alert(1)',
+      '/relative',
+      'ftp://x.example',
+      '',
+      undefined,
+      `https://x.example/${'a'.repeat(3000)}`,
+    ]) {
       expect(safeLink(bad)).toBeUndefined();
     }
   });

@@ -59,7 +59,11 @@ describe('jivochat mapper', () => {
     });
     // An empty description is no description.
     expect(observation.attributes.description).toBeUndefined();
-    expect(observation.responsibleAgent).toEqual({ id: '55120', name: 'Dmitry Volkov', email: 'dmitry@store.example' });
+    expect(observation.responsibleAgent).toEqual({
+      id: '55120',
+      name: 'Dmitry Volkov',
+      email: 'dmitry@store.example',
+    });
     expect(observation.timeline).toHaveLength(1);
     const [entry] = observation.timeline;
     expect(entry).toMatchObject({
@@ -111,11 +115,25 @@ describe('jivochat mapper', () => {
         author: { type: 'agent', id: '55120', name: 'Dmitry Volkov', email: 'dmitry@store.example' },
         text: 'Здравствуйте! Оформим возврат, пришлите номер заказа.',
       },
-      { at: '2024-06-17T07:41:30.000Z', author: { type: 'visitor', name: 'Svetlana Orlova' }, text: 'Заказ 5521' },
+      {
+        at: '2024-06-17T07:41:30.000Z',
+        author: { type: 'visitor', name: 'Svetlana Orlova' },
+        text: 'Заказ 5521',
+      },
     ]);
-    expect(finished!.data).toMatchObject({ rating: 'positive', blacklisted: false, invitation: 'Нужна помощь с заказом?' });
-    expect(rated).toMatchObject({ type: 'conversation.rated', data: { conversationId: '90320', rating: 'positive' } });
-    expect(observation.events.map((event) => event.type)).toEqual(['conversation.finished', 'conversation.rated']);
+    expect(finished!.data).toMatchObject({
+      rating: 'positive',
+      blacklisted: false,
+      invitation: 'Нужна помощь с заказом?',
+    });
+    expect(rated).toMatchObject({
+      type: 'conversation.rated',
+      data: { conversationId: '90320', rating: 'positive' },
+    });
+    expect(observation.events.map((event) => event.type)).toEqual([
+      'conversation.finished',
+      'conversation.rated',
+    ]);
     expect(observation.attributes.agent).toEqual({ value: 'Dmitry Volkov', label: 'Agent' });
   });
 
@@ -124,11 +142,17 @@ describe('jivochat mapper', () => {
     expect(observation.timeline[0]).toMatchObject({
       type: 'offline_message.received',
       summary: 'Offline message: Перезвоните, пожалуйста, по оптовому заказу 📦',
-      data: { offlineMessageId: '1718620800456', task: true, message: 'Перезвоните, пожалуйста, по оптовому заказу 📦' },
+      data: {
+        offlineMessageId: '1718620800456',
+        task: true,
+        message: 'Перезвоните, пожалуйста, по оптовому заказу 📦',
+      },
     });
     expect(observation.events[0]).toMatchObject({ type: 'offline_message.received', data: { task: true } });
     expect(observation.idempotencyKey).toBe('jivochat:shop-site:offline_message:1718620800456');
-    expect(observe('offline_message.string-id.json').idempotencyKey).toBe('jivochat:shop-site:offline_message:2931');
+    expect(observe('offline_message.string-id.json').idempotencyKey).toBe(
+      'jivochat:shop-site:offline_message:2931',
+    );
   });
 
   it('maps each call status to call.updated, with record_url when present, and the call phone as an identifier', () => {
@@ -158,7 +182,10 @@ describe('jivochat mapper', () => {
       data: { assignTo: 'https://crm.store.example/clients/7731' },
     });
     expect(observation.crmLink).toBe('https://crm.store.example/clients/7731');
-    expect(observation.events[0]).toMatchObject({ type: 'conversation.assigned', data: { crmLink: 'https://crm.store.example/clients/7731' } });
+    expect(observation.events[0]).toMatchObject({
+      type: 'conversation.assigned',
+      data: { crmLink: 'https://crm.store.example/clients/7731' },
+    });
   });
 
   it('maps client_updated (numeric visitor number, client id) to contact.updated', () => {
@@ -169,8 +196,14 @@ describe('jivochat mapper', () => {
         { kind: 'client', value: '31507', channelId: 'shop-site' },
       ]),
     );
-    expect(observation.attributes.description).toEqual({ value: 'Prefers calls after 18:00', label: 'Description' });
-    expect(observation.timeline[0]).toMatchObject({ type: 'contact.updated', data: { clientId: '31507', status: 'contact_later' } });
+    expect(observation.attributes.description).toEqual({
+      value: 'Prefers calls after 18:00',
+      label: 'Description',
+    });
+    expect(observation.timeline[0]).toMatchObject({
+      type: 'contact.updated',
+      data: { clientId: '31507', status: 'contact_later' },
+    });
     // The engine emits contact.updated itself when something changed.
     expect(observation.events).toEqual([]);
   });
@@ -188,14 +221,24 @@ describe('jivochat mapper', () => {
       summary: 'Client attributes updated: company_site, orders_total, segment',
     });
     const repaired = observe('client_attribute_updated.docs-invalid.txt');
-    expect(repaired.attributes['client.orders_total']).toEqual({ value: 18, label: 'orders_total', type: 'number' });
+    expect(repaired.attributes['client.orders_total']).toEqual({
+      value: 18,
+      label: 'orders_total',
+      type: 'number',
+    });
     expect(repaired.timeline[0]!.data.raw).toMatchObject({ _repairedFromInvalidJson: true });
   });
 
   it('accepts attributes as an array of pairs too', () => {
     const envelope = jivoEnvelopeSchema.parse({
       event_name: 'client_attribute_updated',
-      attributes: [{ key: 'age', value: 42 }, { city: 'Омск' }, { name: 'vip', value: true }, 'junk', { key: 'x', value: {} }],
+      attributes: [
+        { key: 'age', value: 42 },
+        { city: 'Омск' },
+        { name: 'vip', value: true },
+        'junk',
+        { key: 'x', value: {} },
+      ],
     });
     expect(envelope.attributes).toEqual({ age: 42, city: 'Омск', vip: true });
   });
@@ -219,14 +262,23 @@ describe('jivochat idempotency keys', () => {
     const first = input('chat_updated.json');
     expect(idempotencyKeyOf(first)).toBe(idempotencyKeyOf(input('chat_updated.json')));
     // A different receipt time does not matter.
-    expect(idempotencyKeyOf(first)).toBe(idempotencyKeyOf(input('chat_updated.json', { receivedAt: new Date() })));
+    expect(idempotencyKeyOf(first)).toBe(
+      idempotencyKeyOf(input('chat_updated.json', { receivedAt: new Date() })),
+    );
     const changed = input('chat_updated.json');
-    changed.envelope = { ...changed.envelope, visitor: { ...changed.envelope.visitor, phone: '+79135554434' } };
+    changed.envelope = {
+      ...changed.envelope,
+      visitor: { ...changed.envelope.visitor, phone: '+79135554434' },
+    };
     expect(idempotencyKeyOf(changed)).not.toBe(idempotencyKeyOf(first));
     expect(idempotencyKeyOf(input('chat_finished.json'))).toBe('jivochat:shop-site:chat_finished:90320');
-    expect(idempotencyKeyOf(input('chat_finished.json', { channelId: 'other' }))).toBe('jivochat:other:chat_finished:90320');
+    expect(idempotencyKeyOf(input('chat_finished.json', { channelId: 'other' }))).toBe(
+      'jivochat:other:chat_finished:90320',
+    );
     const attributes = input('client_attribute_updated.json');
-    expect(idempotencyKeyOf(attributes)).toBe(`jivochat:shop-site:client_attribute_updated:31507:${hashOf(attributes.envelope.attributes)}`);
+    expect(idempotencyKeyOf(attributes)).toBe(
+      `jivochat:shop-site:client_attribute_updated:31507:${hashOf(attributes.envelope.attributes)}`,
+    );
   });
 
   it('hashes objects independently of key order', () => {

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { jivochatSettingsSchema, jivoEnvelopeSchema } from './schemas.js';
 
 describe('jivochat channel settings', () => {
   it('validates the example config’s jivochat channel as the loader does (strict)', () => {
-    const document = parse(readFileSync(new URL('../../config/bridge.example.yaml', import.meta.url), 'utf8')) as {
+    const document = parse(
+      readFileSync(new URL('../../config/bridge.example.yaml', import.meta.url), 'utf8'),
+    ) as {
       channels: Record<string, unknown>[];
     };
     const channel = document.channels.find((item) => item.vendor === 'jivochat');
@@ -22,7 +24,10 @@ describe('jivochat channel settings', () => {
       reply: { enableAssign: false, deadlineMs: 2000 },
     });
     expect(
-      jivochatSettingsSchema.parse({ widgetId: '', reply: { crmLink: '', enableAssign: 'true', deadlineMs: '1500' } }),
+      jivochatSettingsSchema.parse({
+        widgetId: '',
+        reply: { crmLink: '', enableAssign: 'true', deadlineMs: '1500' },
+      }),
     ).toEqual({ personIdFrom: 'user_token', reply: { enableAssign: true, deadlineMs: 1500 } });
   });
 
@@ -34,9 +39,15 @@ describe('jivochat channel settings', () => {
     });
     expect(result.success).toBe(false);
     const paths = result.error!.issues.map((issue) => issue.path.join('.'));
-    expect(paths).toEqual(expect.arrayContaining(['personIdFrom', 'reply.crmLink', 'reply.deadlineMs', 'reply', '']));
-    expect(jivochatSettingsSchema.safeParse({ reply: { crmLink: 'crm.example/{contactId}' } }).success).toBe(false);
-    expect(jivochatSettingsSchema.safeParse({ reply: { crmLink: 'javascript:{contactId}' } }).success).toBe(false);
+    expect(paths).toEqual(
+      expect.arrayContaining(['personIdFrom', 'reply.crmLink', 'reply.deadlineMs', 'reply', '']),
+    );
+    expect(jivochatSettingsSchema.safeParse({ reply: { crmLink: 'crm.example/{contactId}' } }).success).toBe(
+      false,
+    );
+    expect(jivochatSettingsSchema.safeParse({ reply: { crmLink: 'javascript:{contactId}' } }).success).toBe(
+      false,
+    );
   });
 });
 
