@@ -1,0 +1,210 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { CompactEncrypt } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.js';
+import {
+  bridgeJweCodec,
+  buildClaims,
+  JOSE_CONTENT_TYPE,
+  LookupAnswerError,
+  type LookupClaims,
+  MIN_ANSWER_BUCKET_BYTES,
+  openAnswer,
+  padToBucket,
+  sealRequest,
+} from './codec.js';
+
+const key = new Uint8Array(randomBytes(32));
+const kid = 'k_test';
+const now = new Date('2025-03-14T10:00:00Z');
+const nowSeconds = now.getTime() / 1000;
+const clock = { now, maxSkewSeconds: 30 };
+
+function claims(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    ...buildClaims({ subject: { personId: 'p-1' }, requestId: 'r-1', jti: randomUUID(), iat: nowSeconds }),
+    ...overrides,
+  };
+}
+
+async function open(
+  body: string | Buffer,
+  contentType: string | undefined = JOSE_CONTENT_TYPE,
+): Promise<LookupClaims> {
+  const sealed = bridgeJweCodec.readRequest(Buffer.isBuffer(body) ? body : Buffer.from(body), contentType);
+  return bridgeJweCodec.openRequest(sealed, key, clock);
+}
+
+async function refusal(promise: Promise<unknown>): Promise<{ status: number; code: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof AppError) return { status: error.status, code: error.code };
+    throw error;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('bridgeJweCodec: requests', () => {
+  it('opens a compact JWE sent as application/jose and reads kid from the protected header', async () => {
+    const token = await sealRequest(claims(), kid, key);
+    expect(bridgeJweCodec.readRequest(Buffer.from(token), 'application/jose').kid).toBe(kid);
+    await expect(open(token)).resolves.toMatchObject({ personId: 'p-1', requestId: 'r-1' });
+  });
+
+  it('opens the JSON envelope {"payload"} and mobile customVisitorToken claims', async () => {
+    const token = await sealRequest(claims({ personId: undefined, customVisitorToken: 'p-1' }), kid, key);
+    const body = JSON.stringify({ payload: token });
+    await expect(open(body, 'application/json; charset=utf-8')).resolves.toMatchObject({
+      customVisitorToken: 'p-1',
+    });
+    // Neither known content type: read by the first character.
+    await expect(open(body, 'text/plain')).resolves.toMatchObject({ customVisitorToken: 'p-1' });
+  });
+
+  it('refuses malformed bodies with 400', async () => {
+    const token = await sealRequest(claims(), kid, key);
+    expect(await refusal(open(''))).toEqual({ status: 400, code: 'malformed_request' });
+    expect(await refusal(open('hello'))).toEqual({ status: 400, code: 'malformed_request' });
+    expect(await refusal(open('{"payload":', 'application/json'))).toEqual({
+      status: 400,
+      code: 'invalid_json',
+    });
+    expect(await refusal(open('{"jwe":"x"}', 'application/json'))).toEqual({
+      status: 400,
+      code: 'malformed_request',
+    });
+    expect(await refusal(open(JSON.stringify({ payload: token, extra: 1 }), 'application/json'))).toEqual({
+      status: 400,
+      code: 'malformed_request',
+    });
+    // Five parts, but the header is not JSON.
+    expect(await refusal(open(`AAAA${token.slice(token.indexOf('.'))}`))).toEqual({
+      status: 400,
+      code: 'malformed_request',
+    });
+  });
+
+  it('refuses other algorithms, compression and a missing kid with 400', async () => {
+    const plaintext = new TextEncoder().encode(JSON.stringify(claims()));
+    const a128 = await new CompactEncrypt(plaintext)
+      .setProtectedHeader({ alg: 'dir', enc: 'A128GCM', kid })
+      .encrypt(new Uint8Array(randomBytes(16)));
+    expect(await refusal(open(a128))).toEqual({ status: 400, code: 'unsupported_algorithm' });
+    const noKid = await new CompactEncrypt(plaintext)
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+      .encrypt(key);
+    expect(await refusal(open(noKid))).toEqual({ status: 400, code: 'missing_kid' });
+  });
+
+  it('refuses a tampered ciphertext or tag, and a different key, with 401 decryption_failed', async () => {
+    const token = await sealRequest(claims(), kid, key);
+    const parts = token.split('.');
+    const ciphertext = Buffer.from(parts[3]!, 'base64url');
+    ciphertext[0] = ciphertext[0]! ^ 1;
+    const tampered = [parts[0], parts[1], parts[2], ciphertext.toString('base64url'), parts[4]].join('.');
+    expect(await refusal(open(tampered))).toEqual({ status: 401, code: 'decryption_failed' });
+    const tag = Buffer.from(parts[4]!, 'base64url');
+    tag[3] = tag[3]! ^ 0x80;
+    expect(await refusal(open([...parts.slice(0, 4), tag.toString('base64url')].join('.')))).toEqual({
+      status: 401,
+      code: 'decryption_failed',
+    });
+    const other = await sealRequest(claims(), kid, new Uint8Array(randomBytes(32)));
+    expect(await refusal(open(other))).toEqual({ status: 401, code: 'decryption_failed' });
+  });
+
+  it('requires exactly one identifier and every claim (400 invalid_claims)', async () => {
+    const both = await sealRequest(claims({ customVisitorToken: 'p-1' }), kid, key);
+    expect(await refusal(open(both))).toEqual({ status: 400, code: 'invalid_claims' });
+    const neither = await sealRequest(claims({ personId: undefined }), kid, key);
+    expect(await refusal(open(neither))).toEqual({ status: 400, code: 'invalid_claims' });
+    for (const missing of ['requestId', 'iat', 'exp', 'jti']) {
+      const token = await sealRequest(claims({ [missing]: undefined }), kid, key);
+      expect(await refusal(open(token)), missing).toEqual({ status: 400, code: 'invalid_claims' });
+    }
+    const unknownClaim = await sealRequest(claims({ role: 'admin' }), kid, key);
+    expect(await refusal(open(unknownClaim))).toEqual({ status: 400, code: 'invalid_claims' });
+    const notJson = await new CompactEncrypt(new TextEncoder().encode('personId=p-1'))
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid })
+      .encrypt(key);
+    expect(await refusal(open(notJson))).toEqual({ status: 400, code: 'invalid_claims' });
+  });
+
+  it('limits the lifetime to 300 s after iat (400: outside the protocol)', async () => {
+    await expect(open(await sealRequest(claims({ exp: nowSeconds + 300 }), kid, key))).resolves.toBeTruthy();
+    const tooLong = await sealRequest(claims({ exp: nowSeconds + 301 }), kid, key);
+    expect(await refusal(open(tooLong))).toEqual({ status: 400, code: 'invalid_claims' });
+    const backwards = await sealRequest(claims({ exp: nowSeconds - 1 }), kid, key);
+    expect(await refusal(open(backwards))).toEqual({ status: 400, code: 'invalid_claims' });
+  });
+
+  it('applies ±30 s of clock skew to iat, nbf and exp (401)', async () => {
+    // iat 30 s ahead is tolerated, 31 s is not.
+    await expect(
+      open(await sealRequest(claims({ iat: nowSeconds + 30, exp: nowSeconds + 90 }), kid, key)),
+    ).resolves.toBeTruthy();
+    const future = await sealRequest(claims({ iat: nowSeconds + 31, exp: nowSeconds + 90 }), kid, key);
+    expect(await refusal(open(future))).toEqual({ status: 401, code: 'token_not_yet_valid' });
+    const notBefore = await sealRequest(claims({ nbf: nowSeconds + 60 }), kid, key);
+    expect(await refusal(open(notBefore))).toEqual({ status: 401, code: 'token_not_yet_valid' });
+    // exp 29 s ago is still inside the skew, 30 s ago is expired.
+    await expect(
+      open(await sealRequest(claims({ iat: nowSeconds - 89, exp: nowSeconds - 29 }), kid, key)),
+    ).resolves.toBeTruthy();
+    const expired = await sealRequest(claims({ iat: nowSeconds - 90, exp: nowSeconds - 30 }), kid, key);
+    expect(await refusal(open(expired))).toEqual({ status: 401, code: 'token_expired' });
+  });
+});
+
+describe('bridgeJweCodec: answers', () => {
+  it('round-trips an answer under the same kid, as application/jose', async () => {
+    const answer = {
+      requestId: 'r-1',
+      found: true,
+      attributes: [{ key: 'a', label: 'A', value: '1', type: 'number' }],
+    };
+    const sealed = await bridgeJweCodec.sealAnswer(answer, kid, key);
+    expect(sealed.contentType).toBe('application/jose');
+    await expect(openAnswer(sealed.body, kid, key)).resolves.toEqual(answer);
+    await expect(openAnswer(sealed.body, 'k_other', key)).rejects.toBeInstanceOf(LookupAnswerError);
+  });
+
+  it('pads found and not-found answers to the same ciphertext length', async () => {
+    const notFound = await bridgeJweCodec.sealAnswer(
+      { requestId: 'r-1', found: false, attributes: [] },
+      kid,
+      key,
+    );
+    const found = await bridgeJweCodec.sealAnswer(
+      {
+        requestId: 'r-1',
+        found: true,
+        contact: {
+          id: 'c_1',
+          name: 'Anna Smirnova',
+          emails: ['anna@mail.example'],
+          phones: ['+79123456789'],
+          labels: ['vip'],
+        },
+        attributes: Array.from({ length: 12 }, (_, index) => ({
+          key: `attr.${index}`,
+          label: `Attribute ${index}`,
+          value: `value number ${index}`,
+          type: 'string',
+        })),
+        crmLink: 'https://crm.example/contacts/1',
+      },
+      kid,
+      key,
+    );
+    expect(found.body.length).toBe(notFound.body.length);
+  });
+
+  it('pads to powers of two from the minimum bucket', () => {
+    expect(Buffer.byteLength(padToBucket('{}'))).toBe(MIN_ANSWER_BUCKET_BYTES);
+    const big = JSON.stringify({ value: 'x'.repeat(MIN_ANSWER_BUCKET_BYTES) });
+    expect(Buffer.byteLength(padToBucket(big))).toBe(MIN_ANSWER_BUCKET_BYTES * 2);
+    expect(JSON.parse(padToBucket(big))).toEqual(JSON.parse(big));
+  });
+});

@@ -1,0 +1,448 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Contact } from '../../src/contacts/types.js';
+import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
+import { createLivetexLookupClient, LivetexLookupError } from './client.js';
+import { buildClaims, sealRequest } from './codec.js';
+
+/**
+ * The encrypted attribute lookup over real HTTP (DESIGN §6): keys through the admin API, the
+ * client helper against a bridge on 127.0.0.1, every refusal, rotation, and two instances on one
+ * Redis.
+ */
+
+const PERSON = 'p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10';
+const fixture = (name: string) => readFileSync(new URL(`./__fixtures__/${name}`, import.meta.url), 'utf8');
+const livetexChannel = (id: string, settings: Record<string, unknown> = {}) => ({
+  id,
+  vendor: 'livetex',
+  token: `${id}-webhook-token-0123456789`,
+  ...settings,
+});
+
+interface GeneratedKey {
+  kid: string;
+  key: string;
+  createdAt: string;
+}
+
+async function generateKey(bridge: TestBridge, channelId: string): Promise<GeneratedKey> {
+  const response = await bridge.admin<GeneratedKey>('POST', `/api/v1/channels/${channelId}/keys`);
+  expect(response.status).toBe(201);
+  return response.body;
+}
+
+const lookupUrl = (bridge: TestBridge, channelId: string) => `${bridge.url}/livetex/${channelId}/attributes`;
+
+/** A raw POST: the answer is a JWE, or a JSON error. */
+async function postLookup(
+  bridge: TestBridge,
+  channelId: string,
+  body: string,
+  contentType = 'application/jose',
+) {
+  const response = await fetch(lookupUrl(bridge, channelId), {
+    method: 'POST',
+    headers: { 'content-type': contentType },
+    body,
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, text };
+}
+
+async function refusalOf(bridge: TestBridge, channelId: string, body: string, contentType?: string) {
+  const response = await postLookup(bridge, channelId, body, contentType);
+  let code: unknown;
+  try {
+    code = (JSON.parse(response.text) as { error: { code: string } }).error.code;
+  } catch {
+    code = `not JSON: ${response.text.slice(0, 80)}`;
+  }
+  return { status: response.status, code, headers: response.headers };
+}
+
+function claimsFor(subject: Record<string, string>, overrides: Record<string, unknown> = {}) {
+  return {
+    ...buildClaims({
+      subject: subject as { personId: string },
+      requestId: randomUUID(),
+      jti: randomUUID(),
+      iat: Date.now() / 1000,
+    }),
+    ...overrides,
+  };
+}
+
+async function token(key: GeneratedKey, claims: Record<string, unknown>) {
+  return sealRequest(claims, key.kid, new Uint8Array(Buffer.from(key.key, 'base64url')));
+}
+
+describe('livetex lookup over HTTP (in-memory store)', () => {
+  let bridge: TestBridge;
+  let key: GeneratedKey;
+
+  beforeAll(async () => {
+    bridge = await startTestBridge({
+      config: {
+        agents: [{ email: 'oleg@shop.example', name: 'Oleg Petrov' }],
+        channels: [livetexChannel('app')],
+      },
+    });
+    key = await generateKey(bridge, 'app');
+    const webhook = await bridge.post(
+      `/webhooks/livetex/app/app-webhook-token-0123456789`,
+      fixture('dialog_closed.web.json'),
+      {
+        'content-type': 'application/json',
+      },
+    );
+    expect(webhook.status).toBe(200);
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('answers a known person with the contact card and the shared facts, encrypted under the same kid', async () => {
+    const client = createLivetexLookupClient({ url: lookupUrl(bridge, 'app'), kid: key.kid, key: key.key });
+    const answer = await client.lookup({ personId: PERSON }, { requestId: 'req-1' });
+    expect(answer).toMatchObject({
+      requestId: 'req-1',
+      found: true,
+      contact: {
+        id: expect.any(String),
+        name: 'Anna Smirnova',
+        emails: ['anna.smirnova@mail.example'],
+        phones: ['+79123456789'],
+        labels: [],
+      },
+    });
+    // The same facts JivoChat shows: the person id and the attributes LiveTex reported.
+    expect(answer.attributes).toEqual(
+      expect.arrayContaining([
+        { key: 'personId', label: 'Customer id', value: PERSON, type: 'string' },
+        { key: 'attr.tariff', label: 'tariff', value: 'gold', type: 'string' },
+      ]),
+    );
+    const contact = await bridge.admin<Contact>('GET', `/api/v1/contacts/${answer.contact!.id}`);
+    expect(contact.body.identities).toEqual(expect.arrayContaining([{ kind: 'person', value: PERSON }]));
+  });
+
+  it('answers customVisitorToken with the same contact: one identifier kind', async () => {
+    const client = createLivetexLookupClient({ url: lookupUrl(bridge, 'app'), kid: key.kid, key: key.key });
+    const web = await client.lookup({ personId: PERSON });
+    const mobile = await client.lookup({ customVisitorToken: PERSON });
+    expect(mobile.found).toBe(true);
+    expect(mobile.contact?.id).toBe(web.contact?.id);
+  });
+
+  it('answers an unknown person with found:false, the same status, content type and ciphertext length', async () => {
+    const known = await postLookup(bridge, 'app', await token(key, claimsFor({ personId: PERSON })));
+    const unknown = await postLookup(bridge, 'app', await token(key, claimsFor({ personId: 'p-nobody' })));
+    expect(known.status).toBe(200);
+    expect(unknown.status).toBe(200);
+    expect(unknown.headers.get('content-type')).toBe('application/jose');
+    expect(known.headers.get('content-type')).toBe('application/jose');
+    expect(unknown.text.length).toBe(known.text.length);
+
+    const client = createLivetexLookupClient({ url: lookupUrl(bridge, 'app'), kid: key.kid, key: key.key });
+    expect(await client.lookup({ personId: 'p-nobody' }, { requestId: 'r-x' })).toEqual({
+      requestId: 'r-x',
+      found: false,
+      attributes: [],
+    });
+  });
+
+  it('accepts the JSON envelope {"payload": "<jwe>"}', async () => {
+    const body = JSON.stringify({ payload: await token(key, claimsFor({ personId: PERSON })) });
+    const response = await postLookup(bridge, 'app', body, 'application/json');
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('application/jose');
+  });
+
+  it('refuses key, crypto, time and replay problems with 401 and a JSON code, and nothing else', async () => {
+    const good = claimsFor({ personId: PERSON });
+    const now = Math.floor(Date.now() / 1000);
+
+    const wrongKid = await sealRequest(good, 'k_doesnotexist', new Uint8Array(randomBytes(32)));
+    expect(await refusalOf(bridge, 'app', wrongKid)).toMatchObject({ status: 401, code: 'unknown_key' });
+
+    const genuine = await token(key, claimsFor({ personId: PERSON }));
+    const parts = genuine.split('.');
+    const ciphertext = Buffer.from(parts[3]!, 'base64url');
+    ciphertext[5] = ciphertext[5]! ^ 0x40;
+    const tampered = [parts[0], parts[1], parts[2], ciphertext.toString('base64url'), parts[4]].join('.');
+    const refused = await refusalOf(bridge, 'app', tampered);
+    expect(refused).toMatchObject({ status: 401, code: 'decryption_failed' });
+    expect(refused.headers.get('www-authenticate')).toBeNull();
+    expect(refused.headers.get('content-type')).toContain('application/json');
+
+    const underOtherKey = await sealRequest(good, key.kid, new Uint8Array(randomBytes(32)));
+    expect(await refusalOf(bridge, 'app', underOtherKey)).toMatchObject({
+      status: 401,
+      code: 'decryption_failed',
+    });
+
+    const expired = await token(key, claimsFor({ personId: PERSON }, { iat: now - 400, exp: now - 120 }));
+    expect(await refusalOf(bridge, 'app', expired)).toMatchObject({ status: 401, code: 'token_expired' });
+
+    const future = await token(key, claimsFor({ personId: PERSON }, { iat: now + 120, exp: now + 180 }));
+    expect(await refusalOf(bridge, 'app', future)).toMatchObject({
+      status: 401,
+      code: 'token_not_yet_valid',
+    });
+
+    const once = await token(key, claimsFor({ personId: PERSON }));
+    expect((await postLookup(bridge, 'app', once)).status).toBe(200);
+    expect(await refusalOf(bridge, 'app', once)).toMatchObject({ status: 401, code: 'replayed_token' });
+    // `good` was only refused before its jti counted (unknown key, wrong key): first use passes;
+    // a fresh encryption of the same claims (new IV, new ciphertext) is still a replay.
+    expect((await postLookup(bridge, 'app', await token(key, good))).status).toBe(200);
+    expect(await refusalOf(bridge, 'app', await token(key, good))).toMatchObject({
+      status: 401,
+      code: 'replayed_token',
+    });
+  });
+
+  it('refuses malformed bodies and claims with 400', async () => {
+    const both = await token(key, claimsFor({ personId: PERSON, customVisitorToken: PERSON }));
+    expect(await refusalOf(bridge, 'app', both)).toMatchObject({ status: 400, code: 'invalid_claims' });
+    const neither = await token(key, claimsFor({}));
+    expect(await refusalOf(bridge, 'app', neither)).toMatchObject({ status: 400, code: 'invalid_claims' });
+    const noJti = await token(key, claimsFor({ personId: PERSON }, { jti: undefined }));
+    expect(await refusalOf(bridge, 'app', noJti)).toMatchObject({ status: 400, code: 'invalid_claims' });
+    const now = Math.floor(Date.now() / 1000);
+    const tooLong = await token(key, claimsFor({ personId: PERSON }, { iat: now, exp: now + 600 }));
+    expect(await refusalOf(bridge, 'app', tooLong)).toMatchObject({ status: 400, code: 'invalid_claims' });
+
+    expect(await refusalOf(bridge, 'app', 'not a jwe')).toMatchObject({
+      status: 400,
+      code: 'malformed_request',
+    });
+    expect(await refusalOf(bridge, 'app', '{"payload":', 'application/json')).toMatchObject({
+      status: 400,
+      code: 'invalid_json',
+    });
+    expect(await refusalOf(bridge, 'app', '{"token":"abc"}', 'application/json')).toMatchObject({
+      status: 400,
+      code: 'malformed_request',
+    });
+    expect(await refusalOf(bridge, 'app', '')).toMatchObject({ status: 400, code: 'malformed_request' });
+  });
+
+  it('does not answer for another channel, and 404s a channel that is not livetex', async () => {
+    const response = await postLookup(bridge, 'nope', await token(key, claimsFor({ personId: PERSON })));
+    expect(response.status).toBe(404);
+  });
+
+  it('reports refusals through the client helper with their code', async () => {
+    const client = createLivetexLookupClient({
+      url: lookupUrl(bridge, 'app'),
+      kid: 'k_unknownkid',
+      key: randomBytes(32).toString('base64url'),
+    });
+    await expect(client.lookup({ personId: PERSON })).rejects.toMatchObject({
+      name: 'LivetexLookupError',
+      status: 401,
+      code: 'unknown_key',
+    });
+    await expect(client.lookup({ personId: PERSON })).rejects.toBeInstanceOf(LivetexLookupError);
+  });
+});
+
+describe('livetex keys through the admin API', () => {
+  let bridge: TestBridge;
+
+  beforeAll(async () => {
+    bridge = await startTestBridge({ config: { channels: [livetexChannel('app')] }, start: false });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('generates (201, key shown once), lists (never the key) and revokes (404 for an unknown kid)', async () => {
+    const generated = await generateKey(bridge, 'app');
+    expect(generated).toEqual({
+      kid: expect.any(String),
+      key: expect.any(String),
+      createdAt: expect.any(String),
+    });
+    expect(Buffer.from(generated.key, 'base64url')).toHaveLength(32);
+
+    const listed = await bridge.admin('GET', '/api/v1/channels/app/keys');
+    expect(listed.status).toBe(200);
+    expect(listed.body).toEqual({
+      keys: [{ kid: generated.kid, createdAt: generated.createdAt, revokedAt: null }],
+    });
+    expect(JSON.stringify(listed.body)).not.toContain(generated.key);
+
+    const revoked = await bridge.admin('DELETE', `/api/v1/channels/app/keys/${generated.kid}`);
+    expect(revoked.status).toBe(200);
+    expect(revoked.body).toMatchObject({ kid: generated.kid, revokedAt: expect.any(String) });
+    const unknown = await bridge.admin('DELETE', '/api/v1/channels/app/keys/k_unknown');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('unknown_key');
+  });
+
+  it('needs the admin token', async () => {
+    const response = await fetch(`${bridge.url}/api/v1/channels/app/keys`, { method: 'POST' });
+    expect(response.status).toBe(401);
+  });
+
+  it('rotates: two kids valid at once; revoking one stops it at once and leaves the other working', async () => {
+    const oldKey = await generateKey(bridge, 'app');
+    const newKey = await generateKey(bridge, 'app');
+    const oldClient = createLivetexLookupClient({
+      url: lookupUrl(bridge, 'app'),
+      kid: oldKey.kid,
+      key: oldKey.key,
+    });
+    const newClient = createLivetexLookupClient({
+      url: lookupUrl(bridge, 'app'),
+      kid: newKey.kid,
+      key: newKey.key,
+    });
+    expect((await oldClient.lookup({ personId: 'p-1' })).found).toBe(false);
+    expect((await newClient.lookup({ personId: 'p-1' })).found).toBe(false);
+
+    expect((await bridge.admin('DELETE', `/api/v1/channels/app/keys/${oldKey.kid}`)).status).toBe(200);
+    await expect(oldClient.lookup({ personId: 'p-1' })).rejects.toMatchObject({
+      status: 401,
+      code: 'revoked_key',
+    });
+    expect((await newClient.lookup({ personId: 'p-1' })).requestId).toEqual(expect.any(String));
+  });
+});
+
+describe('livetex lookup deadline', () => {
+  let bridge: TestBridge;
+  let crm: Server;
+  let crmUrl: string;
+  const pending = new Set<NodeJS.Timeout>();
+
+  beforeAll(async () => {
+    // A fake company CRM: /fast answers at once, /slow after 3 s.
+    crm = createServer((request, response) => {
+      const answer = () => {
+        response.setHeader('content-type', 'application/json');
+        response.end(
+          JSON.stringify({
+            attributes: [
+              { key: `crm.${request.url?.slice(1)}`, label: 'Segment', value: 'VIP', type: 'string' },
+            ],
+            crmLink: `https://crm.example/contacts/${request.url?.slice(1)}`,
+          }),
+        );
+      };
+      if (request.url === '/slow') {
+        const timer = setTimeout(answer, 3000);
+        pending.add(timer);
+        response.on('close', () => clearTimeout(timer));
+      } else answer();
+    });
+    await new Promise<void>((resolve) => crm.listen(0, '127.0.0.1', resolve));
+    crmUrl = `http://127.0.0.1:${(crm.address() as AddressInfo).port}`;
+
+    bridge = await startTestBridge({
+      config: { channels: [livetexChannel('app', { lookupDeadlineMs: 300 })] },
+      start: false,
+    });
+    // The core's attribute sources (config attributeSources) plug in here; these call the fake CRM.
+    for (const path of ['slow', 'fast']) {
+      bridge.bridge.context.facts.addSource({
+        id: path,
+        async lookup(contact, signal) {
+          const response = await fetch(`${crmUrl}/${path}`, {
+            method: 'POST',
+            body: JSON.stringify({ contact }),
+            signal,
+          });
+          const body = (await response.json()) as {
+            attributes: { key: string; label: string; value: string }[];
+            crmLink: string;
+          };
+          return {
+            facts: body.attributes.map((fact) => ({ ...fact, type: 'string' as const })),
+            crmLink: body.crmLink,
+          };
+        },
+      });
+    }
+    const webhook = await bridge.post(
+      `/webhooks/livetex/app/app-webhook-token-0123456789`,
+      fixture('dialog_closed.web.json'),
+      {
+        'content-type': 'application/json',
+      },
+    );
+    expect(webhook.status).toBe(200);
+  });
+  afterAll(async () => {
+    for (const timer of pending) clearTimeout(timer);
+    await bridge?.close();
+    crm.closeAllConnections();
+    await new Promise((resolve) => crm.close(resolve));
+  });
+
+  it("answers within lookupDeadlineMs without the slow source, with the fast source's facts and crmLink", async () => {
+    const key = await generateKey(bridge, 'app');
+    const client = createLivetexLookupClient({ url: lookupUrl(bridge, 'app'), kid: key.kid, key: key.key });
+    const started = performance.now();
+    const answer = await client.lookup({ personId: PERSON });
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeLessThan(1500);
+    expect(answer.found).toBe(true);
+    expect(answer.crmLink).toBe('https://crm.example/contacts/fast');
+    const keys = answer.attributes.map((attribute) => attribute.key);
+    expect(keys).toContain('crm.fast');
+    expect(keys).not.toContain('crm.slow');
+  });
+});
+
+describe('livetex lookup across two instances sharing one Redis', () => {
+  const keyPrefix = uniquePrefix('livetex-two');
+  const masterKey = randomBytes(32).toString('base64');
+  let one: TestBridge;
+  let two: TestBridge;
+
+  beforeAll(async () => {
+    const config = { secrets: { masterKey }, channels: [livetexChannel('app')] };
+    one = await startTestBridge({ store: 'redis', keyPrefix, config, start: false });
+    two = await startTestBridge({ store: 'redis', keyPrefix, config, start: false });
+  });
+  afterAll(async () => {
+    await one?.close();
+    await two?.close();
+    await cleanupPrefix(await getTestRedisUrl(), keyPrefix);
+  });
+
+  it('a key made on one instance works on the other; revoking on one refuses at once on the other', async () => {
+    const kept = await generateKey(one, 'app');
+    const rotated = await generateKey(one, 'app');
+    const onTwo = createLivetexLookupClient({
+      url: lookupUrl(two, 'app'),
+      kid: rotated.kid,
+      key: rotated.key,
+    });
+    const keptOnTwo = createLivetexLookupClient({ url: lookupUrl(two, 'app'), kid: kept.kid, key: kept.key });
+    expect((await onTwo.lookup({ personId: 'p-2' })).found).toBe(false);
+
+    expect((await one.admin('DELETE', `/api/v1/channels/app/keys/${rotated.kid}`)).status).toBe(200);
+    await expect(onTwo.lookup({ personId: 'p-2' })).rejects.toMatchObject({
+      status: 401,
+      code: 'revoked_key',
+    });
+    expect((await keptOnTwo.lookup({ personId: 'p-2' })).found).toBe(false);
+    expect((await two.admin('GET', '/api/v1/channels/app/keys')).body.keys).toHaveLength(2);
+  });
+
+  it('a token used on one instance is a replay on the other', async () => {
+    const key = await generateKey(two, 'app');
+    const body = await token(key, claimsFor({ personId: 'p-2' }));
+    expect((await postLookup(one, 'app', body)).status).toBe(200);
+    expect(await refusalOf(two, 'app', body)).toMatchObject({ status: 401, code: 'replayed_token' });
+  });
+});
