@@ -75,4 +75,14 @@ describe('jivochat envelope', () => {
     expect(envelope.organization).toBeUndefined();
     expect(envelope.agents).toBeUndefined();
   });
+
+  it('keeps an attribute called __proto__ as an attribute', () => {
+    const envelope = jivoEnvelopeSchema.parse(
+      JSON.parse('{"event_name":"client_attribute_updated","attributes":{"__proto__":"x","a":1}}'),
+    );
+    expect(Object.entries(envelope.attributes ?? {})).toEqual([
+      ['__proto__', 'x'],
+      ['a', 1],
+    ]);
+  });
 });

@@ -132,28 +132,32 @@ export const jivoCallSchema = z.looseObject({
  * `[{"key": "age", "value": 42}, ...]` (our assumption).
  */
 const attributeValueSchema = z.union([z.string(), z.number().finite(), z.boolean(), z.null()]);
-export const jivoAttributesSchema = z
-  .union([z.record(z.string(), z.unknown()), z.array(z.unknown())])
-  .transform((input) => {
-    const out: Record<string, string | number | boolean | null> = {};
-    const put = (key: unknown, value: unknown) => {
-      if ((typeof key !== 'string' && typeof key !== 'number') || String(key).trim() === '') return;
-      const parsed = attributeValueSchema.safeParse(value);
-      if (parsed.success) out[String(key).trim()] = parsed.data;
-    };
-    if (!Array.isArray(input)) {
-      for (const [key, value] of Object.entries(input)) put(key, value);
-      return out;
-    }
-    for (const item of input) {
-      if (!item || typeof item !== 'object' || Array.isArray(item)) continue;
-      const record = item as Record<string, unknown>;
-      const named = record.key ?? record.name ?? record.id;
-      if (named !== undefined && 'value' in record) put(named, record.value);
-      else for (const [key, value] of Object.entries(record)) put(key, value);
-    }
-    return out;
-  });
+export const jivoAttributesSchema = z.unknown().transform((input, ctx) => {
+  // Checked by hand: z.record would silently drop a key named "__proto__".
+  if (typeof input !== 'object' || input === null) {
+    ctx.addIssue({ code: 'custom', message: 'an object or an array' });
+    return z.NEVER;
+  }
+  // A Map, not an object: an attribute named "__proto__" must stay an attribute.
+  const out = new Map<string, string | number | boolean | null>();
+  const put = (key: unknown, value: unknown) => {
+    if ((typeof key !== 'string' && typeof key !== 'number') || String(key).trim() === '') return;
+    const parsed = attributeValueSchema.safeParse(value);
+    if (parsed.success) out.set(String(key).trim(), parsed.data);
+  };
+  if (!Array.isArray(input)) {
+    for (const [key, value] of Object.entries(input as Record<string, unknown>)) put(key, value);
+    return Object.fromEntries(out);
+  }
+  for (const item of input) {
+    if (!item || typeof item !== 'object' || Array.isArray(item)) continue;
+    const record = item as Record<string, unknown>;
+    const named = record.key ?? record.name ?? record.id;
+    if (named !== undefined && 'value' in record) put(named, record.value);
+    else for (const [key, value] of Object.entries(record)) put(key, value);
+  }
+  return Object.fromEntries(out);
+});
 
 export const knownEvents = [
   'call_event',
