@@ -96,15 +96,43 @@ export function isoOf(value: string | number | null | undefined): string | undef
   return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
 }
 
-/** Which event: an explicit field if any; else "closed", the documented default delivery. */
+const EVENT_WORDS: Record<string, DialogEvent> = {
+  close: 'closed',
+  closed: 'closed',
+  finish: 'closed',
+  finished: 'closed',
+  end: 'closed',
+  ended: 'closed',
+  assign: 'assigned',
+  assigned: 'assigned',
+  assignment: 'assigned',
+  rate: 'rated',
+  rated: 'rated',
+  rating: 'rated',
+};
+
+function eventFromName(name: string): DialogEvent | undefined {
+  const words = name
+    .replace(/([a-z])([A-Z])/g, '$1 $2')
+    .toLowerCase()
+    .split(/[^a-z]+/);
+  for (const word of words) {
+    const event = EVENT_WORDS[word];
+    if (event) return event;
+  }
+  return undefined;
+}
+
+/**
+ * Which event: an explicit event field if any (its name is not documented: `dialog_closed`,
+ * `dialogRated`, `ASSIGNED` all read), else "closed", the documented default delivery. A bare
+ * `type` is only a hint: it may describe something else (the payload, the channel).
+ */
 export function eventOf(envelope: WebhookEnvelope): DialogEvent | { unknown: string } {
-  const named = text(first(envelope.event, envelope.eventType, envelope.event_type, envelope.type));
-  if (named === undefined) return 'closed';
-  const word = named.toLowerCase().replace(/[^a-z]/g, '');
-  if (word.includes('rat')) return 'rated';
-  if (word.includes('assign')) return 'assigned';
-  if (word.includes('clos') || word.includes('finish') || word.includes('end')) return 'closed';
-  return { unknown: named };
+  const named = text(first(envelope.event, envelope.eventType, envelope.event_type));
+  if (named !== undefined) return eventFromName(named) ?? { unknown: named };
+  const hint = text(envelope.type);
+  return (hint ? eventFromName(hint) : undefined) ?? 'closed';
 }
 
 export function normalizeRating(
