@@ -24,8 +24,8 @@ function sendReserveMs(deadlineMs: number): number {
 
 export function createWebhookHandler(context: AdapterContext, channelId: string, settings: JivochatSettings) {
   return async function handleWebhook(request: InboundRequest): Promise<RouteResult> {
-    // The core reads the body before calling us; for Jivo's small bodies that is negligible.
-    const arrived = performance.now();
+    // Counted from arrival (before the body was read), as the vendor's clock counts.
+    const arrived = request.receivedAt;
 
     /** Accepted and answered "ok", but kept in the journal: nothing a vendor sent is lost. */
     const journalled = async (event: string, reason: string): Promise<RouteResult> => {

@@ -84,12 +84,13 @@ export function createFactService(options: {
     return facts;
   }
 
-  /** The person id and the attributes vendors reported. */
-  function trailingFacts(contact: Contact): Fact[] {
+  /** The person id and what other channels' vendors reported (the asking channel's agent sees its own). */
+  function trailingFacts(contact: Contact, channelId: string): Fact[] {
     const facts: Fact[] = [];
     const person = contact.identities.find((identity) => identity.kind === 'person');
     if (person) facts.push({ key: 'personId', label: 'Customer id', value: person.value, type: 'string' });
     for (const [key, attribute] of Object.entries(contact.attributes)) {
+      if (attribute.channelId === channelId) continue;
       facts.push({
         key: `attr.${key}`,
         label: attribute.label ?? key,
@@ -148,7 +149,7 @@ export function createFactService(options: {
         result.facts.forEach(add);
         crmLink ??= result.crmLink;
       }
-      trailingFacts(contact).forEach(add);
+      trailingFacts(contact, request.channelId).forEach(add);
       return { facts: facts.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };
     },
   };

@@ -84,6 +84,7 @@ function inbound(
     contentType: ctx.get('content-type') || undefined,
     requestId: ctx.state.requestId as string,
     logger: ctx.state.logger as Logger,
+    receivedAt: ctx.state.receivedAt as number,
     json() {
       if (!parsed) {
         try {
@@ -164,6 +165,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.state.logger = logger.child({ requestId });
     ctx.set('x-request-id', requestId);
     const started = performance.now();
+    ctx.state.receivedAt = started;
     try {
       await next();
     } finally {

@@ -48,6 +48,8 @@ export interface InboundRequest {
   contentType: string | undefined;
   requestId: string;
   logger: Logger;
+  /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
+  receivedAt: number;
   /** Parses rawBody as JSON; throws BadRequestError (400) when it is not JSON. */
   json(): unknown;
 }
