@@ -1,0 +1,111 @@
+import { describe, expect, it } from 'vitest';
+import { createFactService } from '../src/contacts/facts.js';
+import type { Contact } from '../src/contacts/types.js';
+import { createLogger } from '../src/logger.js';
+
+const contact: Contact = {
+  id: 'c_1',
+  name: 'Maria',
+  names: ['Maria'],
+  emails: ['maria@example.org'],
+  phones: [],
+  identities: [{ kind: 'person', value: 'P-1' }],
+  labels: ['vip'],
+  attributes: {
+    topic: { value: 'Delivery', label: 'Topic', channelId: 'site', at: '2026-11-01T00:00:00.000Z' },
+    plan: { value: 'gold', label: 'Plan', channelId: 'app', at: '2026-11-01T00:00:00.000Z' },
+  },
+  responsibleAgent: { email: 'oleg@shop.example', name: 'Oleg' },
+  crmLink: null,
+  channels: [
+    {
+      channelId: 'site',
+      vendor: 'jivochat',
+      firstSeen: '2026-11-01T00:00:00.000Z',
+      lastSeen: '2026-11-02T00:00:00.000Z',
+      observations: 4,
+      conversations: 1,
+    },
+    {
+      channelId: 'app',
+      vendor: 'livetex',
+      firstSeen: '2026-11-01T00:00:00.000Z',
+      lastSeen: '2026-11-20T08:00:00.000Z',
+      observations: 5,
+      conversations: 3,
+    },
+  ],
+  records: ['c_1'],
+  merges: [],
+  createdAt: '2026-11-01T00:00:00.000Z',
+  updatedAt: '2026-11-20T08:00:00.000Z',
+};
+
+function service() {
+  return createFactService({
+    channels: [
+      { id: 'site', vendor: 'jivochat', token: 'x'.repeat(16), name: 'website' },
+      { id: 'app', vendor: 'livetex', token: 'x'.repeat(16), name: 'app' },
+    ],
+    vendorNames: new Map([
+      ['jivochat', 'JivoChat'],
+      ['livetex', 'LiveTex'],
+    ]),
+    logger: createLogger('silent'),
+  });
+}
+
+describe('facts shown to agents', () => {
+  it('orders other channels, labels, responsible agent, sources, then other vendors’ attributes', async () => {
+    const facts = service();
+    facts.addSource({
+      id: 'crm',
+      lookup: async () => ({
+        facts: [{ key: 'ltv', label: 'LTV', value: '1200', type: 'number' }],
+        crmLink: 'https://crm.example/1',
+      }),
+    });
+    const answer = await facts.forContact(contact, { channelId: 'site', deadlineMs: 500 });
+    expect(answer.facts.map((fact) => fact.key)).toEqual([
+      'channel.app',
+      'labels',
+      'responsibleAgent',
+      'ltv',
+      'personId',
+      'attr.plan',
+    ]);
+    expect(answer.facts[0]).toMatchObject({ label: 'LiveTex app', value: '3 conversations, last 20 Nov' });
+    expect(answer.crmLink).toBe('https://crm.example/1');
+    expect(answer.missing).toEqual([]);
+  });
+
+  it('leaves out a source that misses the deadline or fails, and aborts it', async () => {
+    const facts = service();
+    let aborted = false;
+    facts.addSource({
+      id: 'slow',
+      lookup: (_contact, signal) =>
+        new Promise((_resolve, reject) => {
+          signal.addEventListener('abort', () => {
+            aborted = true;
+            reject(new Error('aborted'));
+          });
+        }),
+    });
+    facts.addSource({
+      id: 'broken',
+      lookup: async () => {
+        throw new Error('boom');
+      },
+    });
+    const started = performance.now();
+    const answer = await facts.forContact(contact, { channelId: 'app', deadlineMs: 100, max: 3 });
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(90);
+    expect(elapsed).toBeLessThan(400);
+    expect(aborted).toBe(true);
+    expect(answer.missing.sort()).toEqual(['broken', 'slow']);
+    expect(answer.facts).toHaveLength(3);
+    expect(answer.facts[0]).toMatchObject({ key: 'channel.site', value: '1 conversation, last 2 Nov' });
+  });
+});
