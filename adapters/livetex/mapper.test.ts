@@ -35,7 +35,11 @@ describe('livetex webhook parsing', () => {
       },
     });
     expect(record.messages).toEqual([
-      { at: '2025-03-14T09:12:05.000Z', author: { type: 'visitor', name: 'Anna Smirnova' }, text: 'Hello, where is my order 5521?' },
+      {
+        at: '2025-03-14T09:12:05.000Z',
+        author: { type: 'visitor', name: 'Anna Smirnova' },
+        text: 'Hello, where is my order 5521?',
+      },
       {
         at: '2025-03-14T09:13:10.000Z',
         author: { type: 'agent', name: 'Oleg Petrov' },
@@ -57,7 +61,11 @@ describe('livetex webhook parsing', () => {
   });
 
   it('recognises assigned and rated events; a rating alone names only its dialog', () => {
-    expect(dialog(fixture('dialog_assigned.json'))).toMatchObject({ event: 'assigned', dialogId: '884213-2', eventAt: '2025-03-14T09:12:30.000Z' });
+    expect(dialog(fixture('dialog_assigned.json'))).toMatchObject({
+      event: 'assigned',
+      dialogId: '884213-2',
+      eventAt: '2025-03-14T09:12:30.000Z',
+    });
     expect(dialog(fixture('dialog_rated.json'))).toMatchObject({
       event: 'rated',
       dialogId: '884213-2',
@@ -77,7 +85,10 @@ describe('livetex webhook parsing', () => {
   });
 
   it('drops a field of an unexpected type instead of the payload', () => {
-    const record = dialog({ conversation: { id: 5, topic: { ru: 'x' }, messages: 'none' }, discourser: { name: 42, personId: 'p-9' } });
+    const record = dialog({
+      conversation: { id: 5, topic: { ru: 'x' }, messages: 'none' },
+      discourser: { name: 42, personId: 'p-9' },
+    });
     expect(record).toMatchObject({ dialogId: '5', client: { personIds: ['p-9'] } });
     expect(record.topic).toBeUndefined();
     expect(record.client.name).toBeUndefined();
@@ -86,7 +97,11 @@ describe('livetex webhook parsing', () => {
 
   it('normalises ratings on both scales and ignores impossible ones', () => {
     expect(normalizeRating({ type: 'doublePoint', value: '0' })).toEqual({ scale: 'doublePoint', value: 0 });
-    expect(normalizeRating({ type: 'fivePoint', value: 5, comment: ' ok ' })).toEqual({ scale: 'fivePoint', value: 5, comment: 'ok' });
+    expect(normalizeRating({ type: 'fivePoint', value: 5, comment: ' ok ' })).toEqual({
+      scale: 'fivePoint',
+      value: 5,
+      comment: 'ok',
+    });
     expect(normalizeRating('3')).toEqual({ scale: 'fivePoint', value: 3 });
     expect(normalizeRating(1)).toBeUndefined(); // 1 exists on both scales
     expect(normalizeRating({ type: 'fivePoint', value: '7' })).toBeUndefined();
@@ -131,7 +146,7 @@ describe('livetex dialog → observations', () => {
       type: 'conversation.finished',
       data: { conversationId: '884213-2', topic: 'Delivery of order 5521', raw: { original: true } },
     });
-    expect((finished?.timeline?.[0]?.data as { messages: unknown[] }).messages).toHaveLength(2);
+    expect((finished!.timeline![0]!.data as { messages: unknown[] }).messages).toHaveLength(2);
     expect(rated?.timeline?.[0]).toMatchObject({
       type: 'conversation.rated',
       summary: 'Dialog 884213-2 rated 4/5 ("Quick answer, thanks")',
@@ -143,8 +158,14 @@ describe('livetex dialog → observations', () => {
     const body = fixture('dialog_assigned.json') as { employee: { id: number; name: string }[] };
     const keyOf = (payload: unknown) => {
       const record = dialog(payload);
-      return observationsOf({ channelId: 'web', record, dialogKey: record.dialogId!, identifiers: [], raw: payload, receivedAt })[0]
-        ?.idempotencyKey;
+      return observationsOf({
+        channelId: 'web',
+        record,
+        dialogKey: record.dialogId!,
+        identifiers: [],
+        raw: payload,
+        receivedAt,
+      })[0]?.idempotencyKey;
     };
     const other = { ...body, employee: [{ id: 40, name: 'Irina Volkova' }] };
     expect(keyOf(body)).toBe(keyOf(structuredClone(body)));

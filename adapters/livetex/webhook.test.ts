@@ -15,18 +15,26 @@ const tokenOf = (channelId: string) => `${channelId}-webhook-token-0123456789`;
 const livetexChannel = (id: string, name: string) => ({ id, name, vendor: 'livetex', token: tokenOf(id) });
 
 async function deliver(bridge: TestBridge, channelId: string, body: string) {
-  return bridge.post(`/webhooks/livetex/${channelId}/${tokenOf(channelId)}`, body, { 'content-type': 'application/json' });
+  return bridge.post(`/webhooks/livetex/${channelId}/${tokenOf(channelId)}`, body, {
+    'content-type': 'application/json',
+  });
 }
 
 async function contactOf(bridge: TestBridge, identity: string): Promise<Contact> {
-  const found = await bridge.admin<{ contacts: Contact[] }>('GET', `/api/v1/contacts?identity=${encodeURIComponent(identity)}`);
+  const found = await bridge.admin<{ contacts: Contact[] }>(
+    'GET',
+    `/api/v1/contacts?identity=${encodeURIComponent(identity)}`,
+  );
   expect(found.status).toBe(200);
   expect(found.body.contacts).toHaveLength(1);
   return found.body.contacts[0]!;
 }
 
 async function timelineOf(bridge: TestBridge, contactId: string): Promise<TimelineEntry[]> {
-  const page = await bridge.admin<{ entries: TimelineEntry[] }>('GET', `/api/v1/contacts/${contactId}/timeline?limit=200`);
+  const page = await bridge.admin<{ entries: TimelineEntry[] }>(
+    'GET',
+    `/api/v1/contacts/${contactId}/timeline?limit=200`,
+  );
   expect(page.status).toBe(200);
   return page.body.entries;
 }
@@ -77,7 +85,11 @@ describe('livetex dialog webhook', () => {
         topic: 'Delivery of order 5521',
         agents: [{ name: 'Oleg Petrov', email: 'oleg@shop.example' }],
         messages: [
-          { at: '2025-03-14T09:12:05.000Z', author: { type: 'visitor' }, text: 'Hello, where is my order 5521?' },
+          {
+            at: '2025-03-14T09:12:05.000Z',
+            author: { type: 'visitor' },
+            text: 'Hello, where is my order 5521?',
+          },
           { author: { type: 'agent', name: 'Oleg Petrov' } },
         ],
         raw: JSON.parse(fixture('dialog_closed.web.json')),
@@ -86,15 +98,25 @@ describe('livetex dialog webhook', () => {
     // The rating inside the close is recorded once, as its own entry on the same dialog.
     const rated = timeline.filter((entry) => entry.type === 'conversation.rated');
     expect(rated).toHaveLength(1);
-    expect(rated[0]?.data).toMatchObject({ conversationId: '884213-2', rating: { scale: 'fivePoint', value: 4 } });
+    expect(rated[0]?.data).toMatchObject({
+      conversationId: '884213-2',
+      rating: { scale: 'fivePoint', value: 4 },
+    });
   });
 
   it('a rating delivered alone after the close attaches to the same contact and dialog', async () => {
     const closed = JSON.parse(fixture('dialog_closed.mobile.json')) as Record<string, unknown>;
     closed.conversation = { ...(closed.conversation as object), conversationId: 'c-rated-later' };
     expect((await deliver(bridge, 'mobile', JSON.stringify(closed))).status).toBe(200);
-    const rating = { event: 'dialog_rated', conversation: { conversationId: 'c-rated-later' }, rate: { type: 'fivePoint', value: '2' } };
-    expect(await deliver(bridge, 'mobile', JSON.stringify(rating))).toMatchObject({ status: 200, body: { ok: true } });
+    const rating = {
+      event: 'dialog_rated',
+      conversation: { conversationId: 'c-rated-later' },
+      rate: { type: 'fivePoint', value: '2' },
+    };
+    expect(await deliver(bridge, 'mobile', JSON.stringify(rating))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
     // The same rating again: deduped.
     expect((await deliver(bridge, 'mobile', JSON.stringify(rating))).status).toBe(200);
 
@@ -104,9 +126,14 @@ describe('livetex dialog webhook', () => {
       (entry) => entry.type === 'conversation.rated' && entry.data.conversationId === 'c-rated-later',
     );
     expect(ratedLater).toHaveLength(1);
-    expect(ratedLater[0]).toMatchObject({ channelId: 'mobile', data: { rating: { scale: 'fivePoint', value: 2 } } });
+    expect(ratedLater[0]).toMatchObject({
+      channelId: 'mobile',
+      data: { rating: { scale: 'fivePoint', value: 2 } },
+    });
     expect(
-      timeline.some((entry) => entry.type === 'conversation.finished' && entry.data.conversationId === 'c-rated-later'),
+      timeline.some(
+        (entry) => entry.type === 'conversation.finished' && entry.data.conversationId === 'c-rated-later',
+      ),
     ).toBe(true);
   });
 
@@ -119,7 +146,11 @@ describe('livetex dialog webhook', () => {
       summary: 'Dialog 884213-2 assigned to Oleg Petrov',
     });
 
-    const orphan = { event: 'rated', conversation: { id: 'never-seen' }, rate: { type: 'doublePoint', value: '0' } };
+    const orphan = {
+      event: 'rated',
+      conversation: { id: 'never-seen' },
+      rate: { type: 'doublePoint', value: '0' },
+    };
     expect((await deliver(bridge, 'web', JSON.stringify(orphan))).status).toBe(200);
     const anonymous = await contactOf(bridge, 'dialog:web:never-seen');
     expect((await timelineOf(bridge, anonymous.id))[0]).toMatchObject({ type: 'conversation.rated' });
@@ -135,12 +166,21 @@ describe('livetex dialog webhook', () => {
         { kind: 'visitor', value: 'vt-mobile-0c44', channelId: 'mobile' },
       ]),
     );
-    const finished = (await timelineOf(bridge, contact.id)).filter((entry) => entry.type === 'conversation.finished');
+    const finished = (await timelineOf(bridge, contact.id)).filter(
+      (entry) => entry.type === 'conversation.finished',
+    );
     expect(new Set(finished.map((entry) => entry.channelId))).toEqual(new Set(['web', 'mobile']));
 
     // The mobile operator's card tells about the website: the shared facts, from the other channel.
-    const key = (await bridge.admin('POST', '/api/v1/channels/mobile/keys')).body as { kid: string; key: string };
-    const client = createLivetexLookupClient({ url: `${bridge.url}/livetex/mobile/attributes`, kid: key.kid, key: key.key });
+    const key = (await bridge.admin('POST', '/api/v1/channels/mobile/keys')).body as {
+      kid: string;
+      key: string;
+    };
+    const client = createLivetexLookupClient({
+      url: `${bridge.url}/livetex/mobile/attributes`,
+      kid: key.kid,
+      key: key.key,
+    });
     const answer = await client.lookup({ customVisitorToken: PERSON });
     expect(answer.contact?.id).toBe(contact.id);
     expect(answer.attributes.find((attribute) => attribute.key === 'channel.web')).toMatchObject({
@@ -154,8 +194,14 @@ describe('livetex dialog webhook', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBe('invalid_json');
 
-    expect(await deliver(bridge, 'web', fixture('unknown_event.json'))).toMatchObject({ status: 200, body: { ok: true } });
-    expect(await deliver(bridge, 'web', fixture('not_a_dialog.json'))).toMatchObject({ status: 200, body: { ok: true } });
+    expect(await deliver(bridge, 'web', fixture('unknown_event.json'))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
+    expect(await deliver(bridge, 'web', fixture('not_a_dialog.json'))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
 
     const journal = await bridge.admin<{ entries: { kind: string; reason: string; body: string }[] }>(
       'GET',
@@ -169,11 +215,16 @@ describe('livetex dialog webhook', () => {
         ['rejected', expect.stringContaining('not valid JSON')],
       ]),
     );
-    expect(journal.body.entries.find((entry) => entry.reason.includes('operator_typing'))?.body).toBe(fixture('unknown_event.json'));
+    expect(journal.body.entries.find((entry) => entry.reason.includes('operator_typing'))?.body).toBe(
+      fixture('unknown_event.json'),
+    );
   });
 
   it('404s a wrong token', async () => {
-    const response = await bridge.post('/webhooks/livetex/web/wrong-token-0123456789', fixture('dialog_closed.web.json'));
+    const response = await bridge.post(
+      '/webhooks/livetex/web/wrong-token-0123456789',
+      fixture('dialog_closed.web.json'),
+    );
     expect(response.status).toBe(404);
   });
 });
