@@ -1,0 +1,313 @@
+import { createServer } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createHttpClient, type HttpClient } from '../../src/net/http.js';
+import { ChatvisorClient, type ChatvisorClientOptions } from './client.js';
+import {
+  ChatvisorAuthError,
+  ChatvisorBadResponseError,
+  ChatvisorNotFoundError,
+  ChatvisorRateLimitedError,
+  ChatvisorRejectedError,
+  ChatvisorUnavailableError,
+} from './errors.js';
+import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+import { memoryLogger } from './test-support/logs.js';
+
+let fake: FakeChatvisor;
+let logs: ReturnType<typeof memoryLogger>;
+
+beforeEach(async () => {
+  fake = await startFakeChatvisor();
+  logs = memoryLogger();
+});
+afterEach(async () => {
+  await fake.close();
+});
+
+function client(overrides: Partial<ChatvisorClientOptions> = {}): ChatvisorClient {
+  return new ChatvisorClient({
+    http: createHttpClient(),
+    apiUrl: fake.apiUrl,
+    apiToken: fake.token,
+    timeoutMs: 2_000,
+    maxRetries: 3,
+    maxRetryAfterMs: 5_000,
+    rateLimit: { perSecond: 1000, concurrency: 50 },
+    logger: logs.logger,
+    backoff: { baseMs: 10, capMs: 40 },
+    ...overrides,
+  });
+}
+
+const agent = { email: 'ann@shop.example', displayName: 'Ann', teams: ['support'], active: true };
+
+describe('ChatvisorClient requests', () => {
+  it('sends the Bearer token and the confirmed paging parameters, and parses the page', async () => {
+    fake.addCustomer({ customerId: 'c1', email: 'a@example.test', status: 'UNRESOLVED', lastMessage: 'hi' });
+    fake.addCustomer({ customerId: 'c2' });
+    const page = await client().listCustomers({ pageNumber: 0, pageSize: 50 });
+    expect(page.items.map((customer) => customer.customerId)).toEqual(['c1', 'c2']);
+    expect(page.items[0]).toMatchObject({
+      email: 'a@example.test',
+      status: 'UNRESOLVED',
+      lastMessageText: 'hi',
+    });
+    const [request] = fake.requests;
+    expect(request).toMatchObject({
+      method: 'GET',
+      path: '/customer',
+      query: { pageNumber: '0', pageSize: '50' },
+    });
+    expect(request!.headers.authorization).toBe(`Bearer ${fake.token}`);
+    expect(request!.headers.accept).toBe('application/json');
+  });
+
+  it('writes agents with the table methods and paths, and encodes path parameters', async () => {
+    const api = client();
+    await api.createAgent(agent);
+    await api.updateAgent('ann@shop.example', { ...agent, displayName: 'Ann B.' });
+    await api.deleteAgent('ann@shop.example');
+    expect(fake.calls()).toEqual([
+      'POST /user',
+      'PUT /user/ann%40shop.example',
+      'DELETE /user/ann%40shop.example',
+    ]);
+    expect(fake.requests[0]!.body).toEqual({
+      email: 'ann@shop.example',
+      displayName: 'Ann',
+      teams: ['support'],
+      active: true,
+    });
+    expect(fake.requests[0]!.headers['content-type']).toBe('application/json');
+    expect(fake.agents.size).toBe(0);
+  });
+
+  it('tags a customer with the whole label set and the external id', async () => {
+    fake.addCustomer({ customerId: 'c 1/x' });
+    await client().tagUser('c 1/x', { externalId: 'P-7', labels: ['P-7', 'segment:vip'] });
+    expect(fake.requests[0]).toMatchObject({
+      method: 'POST',
+      path: '/customer/c%201%2Fx/tag',
+      body: { id: 'P-7', labels: ['P-7', 'segment:vip'] },
+    });
+    expect(fake.customers.get('c 1/x')!.labels).toEqual(['P-7', 'segment:vip']);
+  });
+
+  it('reads visibility and public agent chat URLs', async () => {
+    fake.visible = false;
+    fake.addCustomer({ customerId: 'c1' });
+    fake.addAgent(agent);
+    const api = client();
+    expect(await api.isVisible()).toBe(false);
+    const url = await api.publicAgentChatUrl('c1', 'ann@shop.example');
+    expect(url).toMatch(/^https:\/\/app\.chatvisor\.example\/agent-chat\/c1\//);
+    expect(fake.requests[1]).toMatchObject({
+      method: 'GET',
+      path: '/customer/c1/publicUrl',
+      query: { user: 'ann@shop.example' },
+    });
+    await expect(api.publicAgentChatUrl('nobody')).rejects.toBeInstanceOf(ChatvisorNotFoundError);
+    await expect(api.publicAgentChatUrl('c1', 'ghost@shop.example')).rejects.toBeInstanceOf(
+      ChatvisorRejectedError,
+    );
+  });
+
+  it('pages through agents when Chatvisor answers pages, and reads a bare array in one call', async () => {
+    for (let index = 0; index < 5; index++)
+      fake.addAgent({ email: `a${index}@shop.example`, displayName: `A${index}` });
+    fake.agentList = 'page';
+    const paged = await client().listAgents(2);
+    expect(paged.map((item) => item.email)).toEqual(
+      ['a0', 'a1', 'a2', 'a3', 'a4'].map((name) => `${name}@shop.example`),
+    );
+    expect(fake.requests.map((request) => request.query.pageNumber)).toEqual(['0', '1', '2']);
+    fake.resetLog();
+    fake.agentList = 'array';
+    expect(await client().listAgents(2)).toHaveLength(5);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('keeps the items that parse and drops the odd ones', async () => {
+    fake.addAgent({ email: 'ok@shop.example' });
+    fake.agents.set('broken', { email: 42 as unknown as string });
+    const agents = await client().listAgents(50);
+    expect(agents.map((item) => item.email)).toEqual(['ok@shop.example']);
+    expect(logs.lines.some((line) => line.includes('"skipped":1'))).toBe(true);
+  });
+
+  it('reports a body of the wrong shape as a bad response', async () => {
+    fake.fail({ path: '/webchat/visible', status: 200, body: { shown: 'yes' } });
+    await expect(client().isVisible()).rejects.toBeInstanceOf(ChatvisorBadResponseError);
+  });
+});
+
+describe('ChatvisorClient errors and retries', () => {
+  it('does not retry a rejected token', async () => {
+    const api = new ChatvisorClient({ ...optionsFor(), apiToken: 'wrong-token' });
+    const error = await api.isVisible().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorAuthError);
+    expect(error).toMatchObject({ retryable: false, status: 502, vendorStatus: 401 });
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('waits for Retry-After on 429 and then succeeds', async () => {
+    fake.fail({ path: '/webchat/visible', status: 429, headers: { 'retry-after': '1' } });
+    expect(await client().isVisible()).toBe(true);
+    expect(fake.requests).toHaveLength(2);
+    const gap = fake.requests[1]!.at - fake.requests[0]!.at;
+    expect(gap).toBeGreaterThanOrEqual(950);
+    expect(gap).toBeLessThan(3000);
+  });
+
+  it('does not wait for a Retry-After beyond the cap: fails as rate limited at once', async () => {
+    fake.fail({ path: '/webchat/visible', status: 429, headers: { 'retry-after': '120' } });
+    const error = await client()
+      .isVisible()
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorRateLimitedError);
+    expect(error).toMatchObject({ retryAfterMs: 120_000, status: 429, headers: { 'retry-after': '120' } });
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('retries 5xx on reads with backoff and gives up after maxRetries', async () => {
+    fake.fail({ path: '/customer', status: 500, times: 2 });
+    const page = await client().listCustomers({ pageNumber: 0, pageSize: 10 });
+    expect(page.items).toEqual([]);
+    expect(fake.requests).toHaveLength(3);
+
+    fake.resetLog();
+    fake.fail({ path: '/customer', status: 503, times: 10 });
+    const error = await client({ maxRetries: 2 })
+      .listCustomers({ pageNumber: 0, pageSize: 10 })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorUnavailableError);
+    expect(error).toMatchObject({ retryable: true, vendorStatus: 503, status: 502 });
+    expect(fake.requests).toHaveLength(3);
+  });
+
+  it('never repeats a create after a 5xx or a dropped connection (it may have happened)', async () => {
+    fake.fail({ method: 'POST', path: '/user', status: 500 });
+    await expect(client().createAgent(agent)).rejects.toBeInstanceOf(ChatvisorUnavailableError);
+    expect(fake.requests).toHaveLength(1);
+
+    fake.resetLog();
+    fake.fail({ method: 'POST', path: '/user', destroy: true });
+    await expect(client().createAgent(agent)).rejects.toBeInstanceOf(ChatvisorUnavailableError);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('repeats a create after 429: Chatvisor did not act on it', async () => {
+    fake.fail({ method: 'POST', path: '/user', status: 429, headers: { 'retry-after': '0' } });
+    await client().createAgent(agent);
+    expect(fake.calls()).toEqual(['POST /user', 'POST /user']);
+    expect(fake.agents.has(agent.email)).toBe(true);
+  });
+
+  it('repeats a create when the connection was refused before sending', async () => {
+    const port = await closedPort();
+    let sends = 0;
+    const real = createHttpClient();
+    const counting: HttpClient = {
+      send: (request) => {
+        sends++;
+        return real.send(request);
+      },
+    };
+    const api = new ChatvisorClient({
+      ...optionsFor(),
+      http: counting,
+      apiUrl: `http://127.0.0.1:${port}/rest/v1`,
+    });
+    await expect(api.createAgent(agent)).rejects.toBeInstanceOf(ChatvisorUnavailableError);
+    expect(sends).toBe(4);
+  });
+
+  it('times out slow answers and retries idempotent calls', async () => {
+    fake.fail({ path: '/webchat/visible', delayMs: 600 });
+    expect(await client({ timeoutMs: 200 }).isVisible()).toBe(true);
+    expect(fake.requests).toHaveLength(2);
+
+    fake.resetLog();
+    fake.fail({ path: '/webchat/visible', delayMs: 600, times: 3 });
+    const error = await client({ timeoutMs: 200, maxRetries: 2 })
+      .isVisible()
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorUnavailableError);
+    expect((error as Error).message).toContain('timed out after 200 ms');
+  });
+
+  it('maps a 404 on an assumed path to a not-found error that names the table', async () => {
+    const error = await client()
+      .getCustomer('nope')
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorNotFoundError);
+    expect((error as Error).message).toContain('customer nope');
+    expect((error as Error).message).toContain('operations.ts');
+    expect(error).toMatchObject({ status: 404, code: 'chatvisor_not_found' });
+  });
+
+  it('never writes the token into logs or errors', async () => {
+    fake.fail({ path: '/webchat/visible', status: 500 });
+    fake.fail({ path: '/customer', status: 429, headers: { 'retry-after': '0' } });
+    fake.fail({ method: 'POST', path: '/user', destroy: true });
+    const api = client();
+    await api.isVisible();
+    await api.listCustomers({ pageNumber: 0, pageSize: 5 });
+    const error = await api.createAgent(agent).catch((caught: unknown) => caught);
+    const bad = new ChatvisorClient({ ...optionsFor(), apiToken: `${fake.token}-revoked` });
+    const authError = await bad.isVisible().catch((caught: unknown) => caught);
+    expect(logs.lines.length).toBeGreaterThan(3);
+    const everything = [
+      ...logs.lines,
+      JSON.stringify(error),
+      String(error),
+      JSON.stringify(authError),
+      String(authError),
+    ].join('\n');
+    expect(everything).not.toContain(fake.token);
+    expect(logs.lines.some((line) => line.includes('"path":"/webchat/visible"'))).toBe(true);
+  });
+});
+
+describe('ChatvisorClient rate limit', () => {
+  it('keeps to perSecond starts per second and the concurrency cap, measured at the server', async () => {
+    fake.fail({ path: '/webchat/visible', delayMs: 80, times: 100 });
+    const api = client({ rateLimit: { perSecond: 5, concurrency: 2 } });
+    const started = performance.now();
+    await Promise.all(Array.from({ length: 12 }, () => api.isVisible()));
+    const elapsed = performance.now() - started;
+    const times = fake.requests.map((request) => request.at).sort((a, b) => a - b);
+    expect(times).toHaveLength(12);
+    // 12 requests at 5/s: starts at ~0 s, ~1 s and ~2 s.
+    expect(elapsed).toBeGreaterThanOrEqual(1_900);
+    expect(elapsed).toBeLessThan(6_000);
+    // In any 900 ms window the server saw at most 5 (a little slack for socket jitter).
+    for (const start of times) {
+      expect(times.filter((time) => time >= start && time < start + 900).length).toBeLessThanOrEqual(5);
+    }
+    expect(fake.maxInFlight).toBeLessThanOrEqual(2);
+    expect(fake.maxInFlight).toBe(2);
+  });
+});
+
+function optionsFor(): ChatvisorClientOptions {
+  return {
+    http: createHttpClient(),
+    apiUrl: fake.apiUrl,
+    apiToken: fake.token,
+    timeoutMs: 2_000,
+    maxRetries: 3,
+    maxRetryAfterMs: 5_000,
+    rateLimit: { perSecond: 1000, concurrency: 50 },
+    logger: logs.logger,
+    backoff: { baseMs: 10, capMs: 40 },
+  };
+}
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}

@@ -1,0 +1,182 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
+import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
+import { chatvisorAdapter } from './index.js';
+import { classifyTransition, conversationKey, conversationObservation, messageKey } from './mapper.js';
+import { agentSchema, conversationSchema, customerSchema, messageSchema, pageSchema } from './schemas.js';
+
+const fixture = (name: string): unknown =>
+  JSON.parse(readFileSync(new URL(`./__fixtures__/${name}`, import.meta.url), 'utf8'));
+
+function configWith(channel: Record<string, unknown>) {
+  return {
+    admin: { token: 'test-admin-token-0123456789' },
+    channels: [
+      {
+        id: 'cobrowse',
+        vendor: 'chatvisor',
+        token: 'chatvisor-hook-token-0123',
+        apiToken: 'secret',
+        ...channel,
+      },
+    ],
+  };
+}
+
+function problems(channel: Record<string, unknown>): { path: string; message: string }[] {
+  try {
+    parseConfig(configWith(channel), new AdapterRegistry([chatvisorAdapter]), {});
+  } catch (error) {
+    if (error instanceof ConfigError) return error.issues ?? [];
+    throw error;
+  }
+  return [];
+}
+
+describe('channel settings', () => {
+  it('accepts the example config, with the schedules off and the defaults filled in', () => {
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), {});
+    const channel = config.channels.find((candidate) => candidate.vendor === 'chatvisor') as Record<
+      string,
+      unknown
+    >;
+    expect(channel).toMatchObject({
+      apiUrl: 'https://api.chatvisor.com/rest/v1',
+      apiToken: 'example-api-token',
+      schedules: { agentSync: '', conversationPoll: '' },
+      onRemovedAgent: 'deactivate',
+      labels: ['{person}', 'segment:{attributes.segment}'],
+      rateLimit: { perSecond: 10, concurrency: 5 },
+      pageSize: 50,
+      offerAgentChatUrl: false,
+    });
+  });
+
+  it('accepts 5- and 6-field cron expressions and numbers from the environment as strings', () => {
+    expect(
+      problems({
+        schedules: { agentSync: '*/15 * * * *', conversationPoll: '*/20 * * * * *' },
+        rateLimit: { perSecond: '4', concurrency: '2' },
+      }),
+    ).toEqual([]);
+  });
+
+  it('reports every mistake with its path', () => {
+    const found = problems({
+      apiToken: '',
+      apiUrl: 'ftp://nope',
+      schedules: { agentSync: 'every minute' },
+      onRemovedAgent: 'archive',
+      labels: ['{person}', 'vip:{attributes.tier}', '{surname}'],
+      rateLimit: { perSecond: 0 },
+      unknownKey: true,
+    });
+    const paths = found.map((problem) => problem.path);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        'channels[0].apiToken',
+        'channels[0].apiUrl',
+        'channels[0].schedules.agentSync',
+        'channels[0].onRemovedAgent',
+        'channels[0].labels[2]',
+        'channels[0].rateLimit.perSecond',
+      ]),
+    );
+    expect(paths).not.toContain('channels[0].labels[1]');
+    expect(found.some((problem) => problem.message.includes('unknownKey'))).toBe(true);
+  });
+});
+
+describe('vendor payloads', () => {
+  it('reads the Conversation with lastMessage.text, the documented lastMessage.test, or none', () => {
+    expect(conversationSchema.parse(fixture('webhook-conversation-new.json'))).toEqual({
+      customerId: 'cv-cust-5521',
+      status: 'UNREAD',
+      lastMessageText: 'Hello, is my order 7781 shipped yet?',
+      url: 'https://app.chatvisor.com/customer/cv-cust-5521',
+    });
+    expect(
+      conversationSchema.parse(fixture('webhook-conversation-status-misspelt.json')).lastMessageText,
+    ).toBe('Thanks, that helps!');
+    expect(conversationSchema.parse({ customerId: 42, status: 'unresolved' })).toEqual({
+      customerId: '42',
+      status: 'UNRESOLVED',
+      lastMessageText: null,
+      url: null,
+    });
+  });
+
+  it('tells a Message from a Customer body', () => {
+    expect(messageSchema.parse(fixture('webhook-message.json'))).toMatchObject({
+      id: 'msg-90412',
+      sender: 'CUSTOMER',
+    });
+    expect(messageSchema.safeParse(fixture('webhook-new-subscriber.json')).success).toBe(false);
+    expect(conversationSchema.safeParse(fixture('webhook-new-subscriber.json')).success).toBe(false);
+  });
+
+  it('reads customers, agents and pages tolerantly', () => {
+    const page = pageSchema.parse(fixture('customer-page.json'));
+    const customers = page.results.map((item) => customerSchema.parse(item));
+    expect(customers[0]).toMatchObject({
+      customerId: 'cv-cust-5521',
+      externalId: 'P-1001',
+      status: 'UNRESOLVED',
+      lastMessageText: 'Can I change the delivery address?',
+    });
+    expect(customers[1]).toMatchObject({
+      customerId: '7702',
+      externalId: null,
+      labels: [],
+      lastMessageText: null,
+    });
+    const agents = (fixture('agents.json') as unknown[]).map((item) => agentSchema.parse(item));
+    expect(agents[0]).toMatchObject({ email: 'oleg@shop.example', active: true });
+    expect(agents[1]).toMatchObject({ email: 'former@shop.example', active: true, role: null });
+  });
+});
+
+describe('idempotency keys', () => {
+  it('gives the webhook and the poller the same key for the same conversation event', () => {
+    const fromWebhook = conversationSchema.parse(fixture('webhook-conversation-status-misspelt.json'));
+    const fromPoll = conversationSchema.parse({
+      customerId: 'cv-cust-5521',
+      status: 'DONE',
+      lastMessage: { text: 'Thanks, that helps!' },
+    });
+    expect(conversationKey(fromWebhook)).toBe(conversationKey(fromPoll));
+    expect(conversationKey(fromWebhook)).not.toBe(conversationKey({ ...fromPoll, status: 'UNRESOLVED' }));
+    expect(conversationKey(fromWebhook)).not.toBe(
+      conversationKey({ ...fromPoll, lastMessageText: 'Thanks!' }),
+    );
+  });
+
+  it('keys messages by id, or by text and time without one', () => {
+    const message = messageSchema.parse(fixture('webhook-message.json'));
+    expect(messageKey(message)).toBe('message:cv-cust-5521:msg-90412');
+    const anonymous = { ...message, id: null };
+    expect(messageKey(anonymous)).not.toBe(
+      messageKey({ ...anonymous, createdAt: '2024-05-14T09:40:00.000Z' }),
+    );
+  });
+
+  it('classifies transitions and maps them to the shared vocabulary', () => {
+    expect(classifyTransition(null, 'UNREAD')).toBe('started');
+    expect(classifyTransition('DONE', 'UNREAD')).toBe('started');
+    expect(classifyTransition('UNREAD', 'UNRESOLVED')).toBe('updated');
+    expect(classifyTransition('UNRESOLVED', 'DONE')).toBe('finished');
+    const observation = conversationObservation({
+      channelId: 'cobrowse',
+      conversation: conversationSchema.parse(fixture('webhook-conversation-status-misspelt.json')),
+      previousStatus: 'UNRESOLVED',
+      at: '2024-05-14T10:00:00.000Z',
+    });
+    expect(observation.timeline?.[0]?.type).toBe('conversation.finished');
+    expect(observation.events?.[0]?.type).toBe('conversation.finished');
+    expect(observation.identifiers).toEqual([
+      { kind: 'customer', value: 'cv-cust-5521', channelId: 'cobrowse' },
+    ]);
+  });
+});

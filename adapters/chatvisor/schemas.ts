@@ -1,0 +1,230 @@
+import { validate as isValidCron } from 'node-cron';
+import { z } from 'zod';
+import { WIRE } from './operations.js';
+
+/**
+ * zod at every Chatvisor boundary. Our own inputs (channel settings, admin bodies) are strict;
+ * what Chatvisor sends is tolerant and minimal: unknown fields are kept, optional ones are
+ * `.nullish()`, ids may be strings or numbers (§3), and the wire names come from operations.ts.
+ */
+
+export const DEFAULT_API_URL = 'https://api.chatvisor.com/rest/v1';
+
+/** `${VAR}` substitution gives strings: accept "10" where a number is expected, but not "". */
+const intLike = (schema: z.ZodNumber) =>
+  z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
+const boolLike = z.preprocess(
+  (value) => (value === 'true' ? true : value === 'false' ? false : value),
+  z.boolean(),
+);
+
+/** A node-cron expression (5 fields, or 6 with seconds); "" (or absent) turns the job off. */
+const cronSchema = z
+  .string()
+  .trim()
+  .refine(
+    (value) => value === '' || isValidCron(value),
+    'a node-cron expression like "*/15 * * * *", or "" for off',
+  );
+
+/** `{name}` in a label template. */
+export const LABEL_PLACEHOLDER = /\{([^{}]*)\}/g;
+const KNOWN_PLACEHOLDER = /^(person|email|phone|name|contactId|attributes\.[A-Za-z0-9_.-]+)$/;
+const labelTemplateSchema = z
+  .string()
+  .min(1)
+  .refine(
+    (template) =>
+      [...template.matchAll(LABEL_PLACEHOLDER)].every((match) => KNOWN_PLACEHOLDER.test(match[1] ?? '')),
+    'placeholders are {person}, {email}, {phone}, {name}, {contactId} and {attributes.KEY}',
+  );
+
+export const channelSettingsSchema = z.object({
+  apiUrl: z.url({ protocol: /^https?$/ }).default(DEFAULT_API_URL),
+  apiToken: z.string().min(1, 'the Chatvisor API token (Settings > API > Keys)'),
+  schedules: z
+    .strictObject({
+      agentSync: cronSchema.optional(),
+      conversationPoll: cronSchema.optional(),
+    })
+    .default({}),
+  onRemovedAgent: z.enum(['deactivate', 'delete', 'ignore']).default('deactivate'),
+  /** Templates such as "{person}" or "segment:{attributes.segment}" (see labels.ts). */
+  labels: z.array(labelTemplateSchema).default([]),
+  rateLimit: z
+    .strictObject({
+      perSecond: intLike(z.number().int().positive().max(1000)).default(10),
+      concurrency: intLike(z.number().int().positive().max(100)).default(5),
+    })
+    .default({ perSecond: 10, concurrency: 5 }),
+  timeoutMs: intLike(z.number().int().positive().max(120_000)).default(10_000),
+  /** Retries after the first attempt, for retryable failures. */
+  maxRetries: intLike(z.number().int().min(0).max(10)).default(3),
+  /** A Retry-After longer than this is not waited for: the call fails as rate limited. */
+  maxRetryAfterMs: intLike(z.number().int().nonnegative()).default(30_000),
+  pageSize: intLike(z.number().int().min(1).max(100)).default(50),
+  /** Offer a "chat with this customer" link (a public agent chat URL) in other channels' answers. */
+  offerAgentChatUrl: boolLike.default(false),
+  /** How many agent-sync reports are kept per channel. */
+  keepReports: intLike(z.number().int().min(1).max(1000)).default(20),
+});
+export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
+
+// ---- What Chatvisor sends ------------------------------------------------------------------
+
+/** Ids are strings in webhooks but numbers in some examples (§3): normalise to a string. */
+const idLike = z.union([z.string().min(1), z.number()]).transform(String);
+const optionalText = z
+  .union([z.string(), z.number()])
+  .nullish()
+  .transform((value) => (value === null || value === undefined ? null : String(value)));
+
+const P = WIRE.page.fields;
+/** `{page, results}` [S1]; items are parsed one by one so one odd item does not lose the page. */
+export const pageSchema = z.looseObject({
+  [P.page]: z.number().nullish(),
+  [P.results]: z.array(z.unknown()),
+});
+
+const C = WIRE.conversation.fields;
+const lastMessageSchema = z
+  .union([
+    z.string(),
+    z.looseObject({
+      [C.lastMessageText]: z.string().nullish(),
+      [C.lastMessageTextMisspelt]: z.string().nullish(),
+    }),
+  ])
+  .nullish()
+  .transform((value) => {
+    if (value === null || value === undefined) return null;
+    if (typeof value === 'string') return value;
+    return value[C.lastMessageText] ?? value[C.lastMessageTextMisspelt] ?? null;
+  });
+
+export const conversationSchema = z
+  .looseObject({
+    [C.customerId]: idLike,
+    [C.status]: z.string().min(1),
+    [C.lastMessage]: lastMessageSchema,
+    [C.url]: z.string().nullish(),
+  })
+  .transform((raw) => ({
+    customerId: raw[C.customerId],
+    status: raw[C.status].toUpperCase(),
+    lastMessageText: raw[C.lastMessage],
+    url: raw[C.url] ?? null,
+  }));
+export type Conversation = z.output<typeof conversationSchema>;
+
+const CU = WIRE.customer.fields;
+export const customerSchema = z
+  .looseObject({
+    [CU.customerId]: idLike,
+    [CU.externalId]: optionalText,
+    [CU.email]: z.string().nullish(),
+    [CU.firstname]: z.string().nullish(),
+    [CU.lastname]: z.string().nullish(),
+    [CU.labels]: z.array(z.string()).nullish(),
+    [CU.status]: z.string().nullish(),
+    [CU.assignedUser]: z.string().nullish(),
+    [CU.lastMessage]: lastMessageSchema,
+  })
+  .transform((raw) => ({
+    customerId: raw[CU.customerId],
+    externalId: raw[CU.externalId],
+    email: raw[CU.email] ?? null,
+    firstname: raw[CU.firstname] ?? null,
+    lastname: raw[CU.lastname] ?? null,
+    labels: raw[CU.labels] ?? [],
+    status: raw[CU.status]?.toUpperCase() ?? null,
+    assignedUser: raw[CU.assignedUser] ?? null,
+    lastMessageText: raw[CU.lastMessage],
+  }));
+export type Customer = z.output<typeof customerSchema>;
+
+const isoOrNull = (value: string | null | undefined) =>
+  value && !Number.isNaN(Date.parse(value)) ? new Date(value).toISOString() : null;
+
+const M = WIRE.message.fields;
+export const messageSchema = z
+  .looseObject({
+    [M.id]: optionalText,
+    [M.customerId]: idLike,
+    [M.text]: z.string().nullish(),
+    [M.sender]: z.string().nullish(),
+    [M.agentEmail]: z.string().nullish(),
+    [M.createdAt]: z.string().nullish(),
+  })
+  // A Customer body (the old "new subscriber" webhook) also has an `id`: only a text or a sender
+  // makes it a message.
+  .refine(
+    (raw) => typeof raw[M.text] === 'string' || typeof raw[M.sender] === 'string',
+    'a message has a text or a sender',
+  )
+  .transform((raw) => ({
+    id: raw[M.id],
+    customerId: raw[M.customerId],
+    text: raw[M.text] ?? null,
+    sender: raw[M.sender]?.toUpperCase() ?? null,
+    agentEmail: raw[M.agentEmail] ?? null,
+    createdAt: isoOrNull(raw[M.createdAt]),
+  }));
+export type Message = z.output<typeof messageSchema>;
+
+const A = WIRE.agent.fields;
+export const agentSchema = z
+  .looseObject({
+    [A.email]: z.string().min(1),
+    [A.displayName]: z.string().nullish(),
+    [A.role]: z.string().nullish(),
+    [A.teams]: z.array(z.string()).nullish(),
+    [A.active]: z.boolean().nullish(),
+  })
+  .transform((raw) => ({
+    email: raw[A.email].toLowerCase(),
+    displayName: raw[A.displayName] ?? null,
+    role: raw[A.role] ?? null,
+    teams: raw[A.teams] ?? [],
+    // An agent without the flag is taken to be active: deactivation is the only thing that sets it.
+    active: raw[A.active] ?? true,
+  }));
+export type Agent = z.output<typeof agentSchema>;
+
+/** What the bridge writes for an agent (the fields it manages). */
+export interface AgentWrite {
+  email: string;
+  displayName: string;
+  role?: string | undefined;
+  teams: string[];
+  active: boolean;
+}
+
+const V = WIRE.visibility.fields;
+/** isVisible may answer a bare boolean or `{visible}` (§9.2). */
+export const visibilitySchema = z
+  .union([z.boolean(), z.looseObject({ [V.visible]: z.boolean() })])
+  .transform((value) => (typeof value === 'boolean' ? value : value[V.visible]));
+
+const U = WIRE.publicUrl.fields;
+/** The public agent chat URL may come as `{url}` or a plain (JSON) string (§9.2). */
+export const publicUrlSchema = z
+  .union([z.url(), z.looseObject({ [U.url]: z.url() })])
+  .transform((value) => (typeof value === 'string' ? value : value[U.url]));
+
+// ---- What our admin callers send -----------------------------------------------------------
+
+export const agentChatUrlBodySchema = z.strictObject({
+  customerId: z.union([z.string().trim().min(1).max(256), z.number().int().nonnegative()]).transform(String),
+  agentEmail: z.email().optional(),
+});
+export const agentChatUrlResponseSchema = z.object({ url: z.url() });
+
+export const agentSyncQuerySchema = z.strictObject({
+  dryRun: z
+    .enum(['true', 'false', '1', '0'])
+    .optional()
+    .transform((value) => value === 'true' || value === '1'),
+});
+
+export const visibilityResponseSchema = z.object({ visible: z.boolean(), checkedAt: z.string() });
