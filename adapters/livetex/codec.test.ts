@@ -60,6 +60,8 @@ describe('bridgeJweCodec: requests', () => {
     });
     // Neither known content type: read by the first character.
     await expect(open(body, 'text/plain')).resolves.toMatchObject({ customVisitorToken: 'p-1' });
+    expect(bridgeJweCodec.readRequest(Buffer.from(body), undefined).kid).toBe(kid);
+    expect(bridgeJweCodec.readRequest(Buffer.from(token), undefined).kid).toBe(kid);
   });
 
   it('refuses malformed bodies with 400', async () => {

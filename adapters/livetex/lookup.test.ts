@@ -120,11 +120,12 @@ describe('livetex lookup over HTTP (in-memory store)', () => {
         labels: [],
       },
     });
-    // The same facts JivoChat shows: the person id and the attributes LiveTex reported.
+    // The same facts JivoChat shows (src/contacts/facts.ts): the responsible agent and the person
+    // id; what LiveTex itself reported on this channel is left out, its operator sees it already.
     expect(answer.attributes).toEqual(
       expect.arrayContaining([
+        { key: 'responsibleAgent', label: 'Responsible', value: 'Oleg Petrov', type: 'string' },
         { key: 'personId', label: 'Customer id', value: PERSON, type: 'string' },
-        { key: 'attr.tariff', label: 'tariff', value: 'gold', type: 'string' },
       ]),
     );
     const contact = await bridge.admin<Contact>('GET', `/api/v1/contacts/${answer.contact!.id}`);

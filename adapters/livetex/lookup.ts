@@ -74,8 +74,9 @@ export function createLookupRoute(options: {
         const contact = await context.contacts.findByIdentifier({ kind: 'person', value });
         let answer = notFoundAnswer(claims.requestId);
         if (contact) {
-          // What is left of the budget after decryption and the contact read goes to the sources.
-          const remaining = settings.lookupDeadlineMs - (performance.now() - started);
+          // The budget counts from the request's arrival: what is left after reading the body,
+          // decryption and the contact read goes to the attribute sources.
+          const remaining = settings.lookupDeadlineMs - (performance.now() - request.receivedAt);
           const facts = await context.facts.forContact(contact, {
             channelId: channel.id,
             deadlineMs: Math.max(0, Math.floor(remaining)),

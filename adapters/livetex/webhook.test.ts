@@ -187,6 +187,13 @@ describe('livetex dialog webhook', () => {
       label: 'LiveTex website',
       value: expect.stringContaining('conversation'),
     });
+    // What the website's LiveTex reported (discourser.attributes) is news to the app's operator.
+    expect(answer.attributes).toContainEqual({
+      key: 'attr.tariff',
+      label: 'tariff',
+      value: 'gold',
+      type: 'string',
+    });
   });
 
   it('answers bad JSON with 400 and keeps it as rejected; unknown events are kept as unhandled and answered ok', async () => {
@@ -218,6 +225,25 @@ describe('livetex dialog webhook', () => {
     expect(journal.body.entries.find((entry) => entry.reason.includes('operator_typing'))?.body).toBe(
       fixture('unknown_event.json'),
     );
+  });
+
+  it('a rating that arrives before its close ends on the same contact once the close names the client', async () => {
+    const rating = {
+      event: 'rated',
+      conversation: { conversationId: 'c-early' },
+      rate: { type: 'fivePoint', value: '5' },
+    };
+    expect((await deliver(bridge, 'mobile', JSON.stringify(rating))).status).toBe(200);
+    const closed = JSON.parse(fixture('dialog_closed.mobile.json')) as Record<string, unknown>;
+    closed.conversation = { ...(closed.conversation as object), conversationId: 'c-early' };
+    expect((await deliver(bridge, 'mobile', JSON.stringify(closed))).status).toBe(200);
+
+    const person = await contactOf(bridge, `person:${PERSON}`);
+    expect((await contactOf(bridge, 'dialog:mobile:c-early')).id).toBe(person.id);
+    const early = (await timelineOf(bridge, person.id)).filter(
+      (entry) => entry.data.conversationId === 'c-early',
+    );
+    expect(early.map((entry) => entry.type).sort()).toEqual(['conversation.finished', 'conversation.rated']);
   });
 
   it('404s a wrong token', async () => {
