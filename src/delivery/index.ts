@@ -1,14 +1,38 @@
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { EventPublisher } from '../events/outbox.js';
+import { ConflictError, NotFoundError } from '../errors.js';
+import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
 import type { Store } from '../store/types.js';
+import {
+  type DeliveryAdmin,
+  type DeliveryDetail,
+  type DeliveryListQuery,
+  type DeliverySummary,
+  listQuerySchema,
+  registerDeliveryRoutes,
+  summarize,
+} from './api.js';
+import { CircuitBreaker } from './breaker.js';
+import { createDrainer, queueRecords } from './drain.js';
+import { deliveryMetrics } from './metrics.js';
+import { createProcessor, type DestinationRuntime } from './processor.js';
+import { createMemoryQueue, type DeliveryQueue } from './queue.js';
+import { createBullQueue } from './queue-bullmq.js';
+import { createDeliveryRecords, type DeliveryRecord, deliveryStates, jobIdOf } from './records.js';
+import { secretKey } from './signing.js';
+
+export type { DeliveryDetail, DeliveryListQuery, DeliverySummary } from './api.js';
+export { deliveryRoutes } from './api.js';
+export type { DeliveredBody, Routing, RoutingTask } from './routing.js';
 
 /**
- * Outbound delivery (DESIGN §8): drains the outbox into per-destination queues and delivers.
- * PLACEHOLDER until the outbound-events issue lands: events stay in the outbox, nothing is lost.
+ * Outbound delivery (DESIGN §8): drains the outbox into per-destination deliveries, signs them
+ * (Standard Webhooks), delivers them at least once, in order per contact, with retries, a
+ * circuit breaker and a concurrency limit per destination, and keeps failed ones for replay.
+ * See src/delivery/README.md for the rules.
  */
 export interface DeliveryDeps {
   config: Config;
@@ -21,20 +45,300 @@ export interface DeliveryDeps {
   logger: Logger;
   metrics: Metrics;
   now(): Date;
+  /** vendor id -> display name, for `routing.source` (e.g. registry.displayNames()). */
+  vendorNames?: ReadonlyMap<string, string>;
+  /** How often a worker looks for events committed by other instances (default 1000 ms). */
+  pollIntervalMs?: number;
+  /** How often gauges (queue depth, oldest pending) are refreshed (default 5000 ms). */
+  metricsIntervalMs?: number;
+  /** How long delivered records are kept for listing and replay (default 7 days). */
+  deliveredRetentionMs?: number;
+  /** Randomness for retry jitter (tests pin it). */
+  random?(): number;
 }
 
-export interface Delivery {
+export interface Delivery extends DeliveryAdmin {
   /** Start draining and delivering (worker role). */
   start(): Promise<void>;
   /** Admin API routes under /api/v1 (deliveries list and replay); the router already checks the admin token. */
   registerRoutes(router: Router): void;
+  /** Route what is in the outbox now (the worker does this by itself); returns entries drained. */
+  drain(): Promise<number>;
   close(): Promise<void>;
 }
 
-export function createDelivery(_deps: DeliveryDeps): Delivery {
-  return {
-    async start() {},
-    registerRoutes() {},
-    async close() {},
+const DAY_MS = 86_400_000;
+
+export function createDelivery(deps: DeliveryDeps): Delivery {
+  const { config, store, logger } = deps;
+  const metrics = deliveryMetrics(deps.metrics);
+  const random = deps.random ?? Math.random;
+  const records = createDeliveryRecords(store, {
+    deliveredRetentionMs: deps.deliveredRetentionMs ?? 7 * DAY_MS,
+  });
+
+  const runtimes: DestinationRuntime[] = config.destinations.map((destination) => ({
+    config: destination,
+    key: secretKey(destination.secret),
+    breaker: new CircuitBreaker(
+      destination.circuitBreaker?.failureThreshold ?? 5,
+      destination.circuitBreaker?.cooldown ?? 30_000,
+      (state) => metrics.breakerOpen.set({ destination: destination.id }, state === 'closed' ? 0 : 1),
+    ),
+  }));
+  const byId = new Map(runtimes.map((runtime) => [runtime.config.id, runtime]));
+  for (const runtime of runtimes) metrics.breakerOpen.set({ destination: runtime.config.id }, 0);
+
+  // Built on first use: a web-role instance that never replays opens no BullMQ connections.
+  let queue: DeliveryQueue | undefined;
+  const queueNow = (): DeliveryQueue => {
+    if (queue) return queue;
+    const destinations = runtimes.map((runtime) => ({
+      id: runtime.config.id,
+      concurrency: runtime.config.concurrency,
+    }));
+    if (store.kind === 'redis' && deps.redisUrl) {
+      queue = createBullQueue({
+        redisUrl: deps.redisUrl,
+        prefix: `${deps.keyPrefix}:bull`,
+        destinations,
+        logger,
+      });
+    } else {
+      if (store.kind === 'redis') {
+        logger.warn(
+          'the store is Redis but no Redis URL was given to delivery: using an in-process queue (one worker only)',
+        );
+      }
+      queue = createMemoryQueue({ destinations, logger });
+    }
+    return queue;
   };
+
+  const drainer = createDrainer({
+    store,
+    records,
+    get queue() {
+      return queueNow();
+    },
+    destinations: runtimes,
+    routing: {
+      agents: config.agents,
+      channels: config.channels,
+      vendorNames: deps.vendorNames ?? new Map(),
+    },
+    logger,
+    now: deps.now,
+    random,
+  });
+
+  let started = false;
+  let closed = false;
+  const shutdown = new AbortController();
+  let draining: Promise<number> | null = null;
+  let drainAgain = false;
+  const timers: NodeJS.Timeout[] = [];
+
+  function drain(): Promise<number> {
+    if (draining) {
+      drainAgain = true;
+      return draining;
+    }
+    draining = (async () => {
+      let total = 0;
+      do {
+        drainAgain = false;
+        total += await drainer.drainAll();
+      } while (drainAgain && !closed);
+      return total;
+    })().finally(() => {
+      draining = null;
+    });
+    return draining;
+  }
+
+  function drainInBackground() {
+    if (!started || closed) return;
+    drain().catch((error: unknown) =>
+      logger.warn({ err: error }, 'outbox drain failed; retrying on the next poll'),
+    );
+  }
+
+  async function poll() {
+    if (closed) return;
+    try {
+      if ((await store.llen(OUTBOX_KEY)) > 0) drainInBackground();
+    } catch (error) {
+      logger.debug({ err: error }, 'outbox poll failed');
+    }
+  }
+
+  async function refreshGauges() {
+    const now = deps.now().getTime();
+    for (const runtime of runtimes) {
+      const labels = { destination: runtime.config.id };
+      metrics.queueDepth.set(labels, await records.count('pending', runtime.config.id));
+      metrics.failedKept.set(labels, await records.count('failed', runtime.config.id));
+      const oldest = await records.oldestPending(runtime.config.id);
+      metrics.oldestPendingSeconds.set(labels, oldest === null ? 0 : Math.max(0, (now - oldest) / 1000));
+    }
+    metrics.outboxDepth.set(await store.llen(OUTBOX_KEY));
+    const [first] = await store.lrange(OUTBOX_KEY, 0, 0);
+    let oldest = 0;
+    if (first !== undefined) {
+      try {
+        const entry = outboxEntrySchema.safeParse(JSON.parse(first));
+        if (entry.success) oldest = Math.max(0, (now - entry.data.stagedAt) / 1000);
+      } catch {
+        // An unparsable entry is moved away by the next drain.
+      }
+    }
+    metrics.outboxOldestSeconds.set(oldest);
+    await records.prune(deps.now(), [...byId.keys()]);
+  }
+
+  /** Re-queue every pending delivery (the in-process queue after a restart; lost BullMQ jobs). */
+  async function recover() {
+    for (const runtime of runtimes) {
+      const seen = new Set<string>();
+      let from: number | undefined;
+      for (;;) {
+        const page = await records.list({
+          state: 'pending',
+          destinationId: runtime.config.id,
+          limit: 500,
+          ...(from !== undefined ? { from } : {}),
+        });
+        const fresh = page.filter((record) => !seen.has(record.id));
+        if (fresh.length === 0) break;
+        for (const record of fresh) seen.add(record.id);
+        await queueRecords(queueNow(), fresh, byId, deps.now().getTime(), random);
+        if (page.length < 500) break;
+        from = page[page.length - 1]!.pendingSince;
+      }
+    }
+  }
+
+  async function replayRecord(id: string): Promise<DeliveryRecord> {
+    const existing = await records.get(id);
+    if (!existing) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
+    const runtime = byId.get(existing.destinationId);
+    if (!runtime) {
+      throw new ConflictError(
+        'destination_not_configured',
+        `destination ${existing.destinationId} is not in the config any more; nothing to deliver to`,
+      );
+    }
+    const record = await records.replay(id, deps.now());
+    if (!record) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
+    await queueNow().enqueue(
+      record.destinationId,
+      jobIdOf(record),
+      { deliveryId: record.id, cycle: record.cycle },
+      0,
+    );
+    metrics.replays.inc({ destination: record.destinationId });
+    logger.info({ delivery: id, destination: record.destinationId }, 'delivery replayed');
+    return record;
+  }
+
+  const delivery: Delivery = {
+    async start() {
+      if (started || closed) return;
+      started = true;
+      const processor = createProcessor({
+        records,
+        queue: queueNow(),
+        destinations: byId,
+        http: deps.http,
+        logger,
+        metrics,
+        now: deps.now,
+        random,
+        signal: shutdown.signal,
+      });
+      await queueNow().start(processor);
+      await recover();
+      deps.events.onCommitted(drainInBackground);
+      const pollMs = deps.pollIntervalMs ?? 1000;
+      const metricsMs = deps.metricsIntervalMs ?? 5000;
+      timers.push(setInterval(() => void poll(), pollMs));
+      timers.push(
+        setInterval(() => {
+          refreshGauges().catch((error: unknown) =>
+            logger.debug({ err: error }, 'delivery gauges not refreshed'),
+          );
+        }, metricsMs),
+      );
+      for (const timer of timers) timer.unref();
+      drainInBackground();
+    },
+
+    registerRoutes(router) {
+      registerDeliveryRoutes(router, delivery);
+    },
+
+    drain,
+
+    async list(query: DeliveryListQuery): Promise<DeliverySummary[]> {
+      const { state, destination, limit } = listQuerySchema.parse(query);
+      const states = state ? [state] : deliveryStates;
+      const out: DeliverySummary[] = [];
+      for (const each of states) {
+        if (out.length >= limit) break;
+        const found = await records.list({
+          state: each,
+          limit: limit - out.length,
+          ...(destination ? { destinationId: destination } : {}),
+        });
+        out.push(...found.map(summarize));
+      }
+      return out;
+    },
+
+    async get(id): Promise<DeliveryDetail | null> {
+      const record = await records.get(id);
+      if (!record) return null;
+      return { ...summarize(record), body: JSON.parse(record.body) as unknown };
+    },
+
+    async replay(id) {
+      return summarize(await replayRecord(id));
+    },
+
+    async replayFailed(destinationId) {
+      if (!byId.has(destinationId))
+        throw new NotFoundError('destination_not_found', `no destination ${destinationId}`);
+      // Replayed deliveries that fail again at once go to the end of the failed index: a page
+      // with nothing new means everything that was failed when we started has been replayed.
+      const seen = new Set<string>();
+      const replayed: string[] = [];
+      for (;;) {
+        const page = await records.list({ state: 'failed', destinationId, limit: 200 });
+        const fresh = page.filter((record) => !seen.has(record.id));
+        if (fresh.length === 0) break;
+        for (const record of fresh) {
+          seen.add(record.id);
+          try {
+            await replayRecord(record.id);
+            replayed.push(record.id);
+          } catch (error) {
+            // Replayed meanwhile by someone else: nothing to do for this one.
+            if (!(error instanceof ConflictError)) throw error;
+          }
+        }
+      }
+      return { replayed };
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const timer of timers) clearInterval(timer);
+      shutdown.abort();
+      await draining?.catch(() => 0);
+      await queue?.close();
+    },
+  };
+  return delivery;
 }

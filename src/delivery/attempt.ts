@@ -1,0 +1,52 @@
+import { type HttpClient, HttpNetworkError } from '../net/http.js';
+import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
+
+/** What one HTTP attempt came to. */
+export type AttemptResult =
+  | { kind: 'delivered'; status: number }
+  /** 408, 429, 5xx, network error or timeout: try again on the schedule. */
+  | { kind: 'retry'; status: number | null; message: string; retryAfterMs?: number }
+  /** Any other answer (4xx, and 3xx: we do not follow redirects with a signed body): retrying will not help. */
+  | { kind: 'permanent'; status: number; message: string };
+
+/** Enough of the receiver's answer to tell an operator why, without keeping a whole error page. */
+function excerpt(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
+}
+
+export async function attemptDelivery(
+  http: HttpClient,
+  request: {
+    url: string;
+    headers: Record<string, string>;
+    body: string;
+    timeoutMs: number;
+    signal?: AbortSignal;
+  },
+  now: number,
+): Promise<AttemptResult> {
+  let response: Awaited<ReturnType<HttpClient['send']>>;
+  try {
+    response = await http.send({
+      method: 'POST',
+      url: request.url,
+      headers: request.headers,
+      body: request.body,
+      timeoutMs: request.timeoutMs,
+      ...(request.signal ? { signal: request.signal } : {}),
+    });
+  } catch (error) {
+    if (error instanceof HttpNetworkError) return { kind: 'retry', status: null, message: error.message };
+    throw error;
+  }
+  const { status } = response;
+  if (status >= 200 && status < 300) return { kind: 'delivered', status };
+  const detail = excerpt(response.text);
+  const message = `HTTP ${status}${detail ? `: ${detail}` : ''}`;
+  if (isRetryableStatus(status)) {
+    const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now);
+    return { kind: 'retry', status, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+  }
+  return { kind: 'permanent', status, message };
+}

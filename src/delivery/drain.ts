@@ -1,0 +1,173 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { StoreBusyError } from '../errors.js';
+import { OUTBOX_KEY, type OutboxEntry, outboxEntrySchema } from '../events/outbox.js';
+import { jittered } from '../net/retry.js';
+import type { Store } from '../store/types.js';
+import type { DestinationRuntime } from './processor.js';
+import type { DeliveryQueue } from './queue.js';
+import { type DeliveryPlan, type DeliveryRecord, type DeliveryRecords, jobIdOf } from './records.js';
+import { type RoutingContext, routeEvent } from './routing.js';
+
+/**
+ * Draining the outbox into deliveries. The outbox is a list that the core appends to; several
+ * instances may drain it, so one chunk is drained under a short store lock:
+ *
+ *   read the first N entries -> create their delivery records (idempotent: the delivery id is a
+ *   hash of destination and event id) -> queue them -> trim exactly those N entries.
+ *
+ * Appends go to the tail and the trim cuts the head, so nothing committed meanwhile is touched.
+ * A crash before the trim only means the next drain reads the same entries again, finds their
+ * records and adds nothing new. The trim is skipped when the lock may have expired (the drain
+ * took longer than half the lock's lifetime): another instance may be draining the same entries,
+ * and two trims would cut entries nobody has read. Entries that do not parse are moved, not
+ * dropped, to `outbox:invalid`.
+ */
+
+export const DRAIN_LOCK = 'delivery:drain';
+export const INVALID_OUTBOX_KEY = 'outbox:invalid';
+const LOCK_TTL_MS = 30_000;
+export const DRAIN_CHUNK = 200;
+
+export function deliveryIdOf(destinationId: string, eventId: string): string {
+  const digest = createHash('sha256').update(`${destinationId}\n${eventId}`).digest('base64url');
+  return `dlv_${digest.slice(0, 24)}`;
+}
+
+export interface DrainDeps {
+  store: Store;
+  records: DeliveryRecords;
+  queue: DeliveryQueue;
+  destinations: readonly DestinationRuntime[];
+  routing: RoutingContext;
+  logger: Logger;
+  now(): Date;
+  random(): number;
+}
+
+export type DrainResult = { kind: 'drained'; entries: number } | { kind: 'busy' };
+
+export function planDeliveries(
+  entry: OutboxEntry,
+  destinations: readonly DestinationRuntime[],
+  routing: RoutingContext,
+): DeliveryPlan[] {
+  const plans: DeliveryPlan[] = [];
+  for (const { config } of destinations) {
+    const body = routeEvent(config, entry.event, routing);
+    if (!body) continue;
+    plans.push({
+      id: deliveryIdOf(config.id, entry.event.id),
+      destinationId: config.id,
+      eventId: entry.event.id,
+      eventType: entry.event.type,
+      orderingKey: entry.orderingKey,
+      contactId: entry.event.contact?.id ?? null,
+      stagedAt: entry.stagedAt,
+      body: JSON.stringify(body),
+    });
+  }
+  return plans;
+}
+
+/** Queue pending records: new ones after the schedule's first delay, others when they are due. */
+export async function queueRecords(
+  queue: DeliveryQueue,
+  records: readonly DeliveryRecord[],
+  destinations: ReadonlyMap<string, DestinationRuntime>,
+  now: number,
+  random: () => number,
+): Promise<void> {
+  const byDestination = new Map<
+    string,
+    Array<{ jobId: string; job: { deliveryId: string; cycle: number }; delayMs: number }>
+  >();
+  for (const record of records) {
+    const destination = destinations.get(record.destinationId);
+    if (!destination) continue;
+    const fresh = record.cycle === 0 && record.cycleAttempts === 0;
+    const due = record.nextAttemptAt ? Date.parse(record.nextAttemptAt) - now : 0;
+    const delayMs = fresh
+      ? jittered(destination.config.retrySchedule[0] ?? 0, 0.1, random)
+      : Math.max(0, due);
+    const list = byDestination.get(record.destinationId) ?? [];
+    list.push({ jobId: jobIdOf(record), job: { deliveryId: record.id, cycle: record.cycle }, delayMs });
+    byDestination.set(record.destinationId, list);
+  }
+  await Promise.all(
+    [...byDestination].map(([destinationId, items]) => queue.enqueueMany(destinationId, items)),
+  );
+}
+
+export function createDrainer(deps: DrainDeps) {
+  // deps.queue is read when needed: the delivery builds its queue on first use.
+  const { store, records, logger } = deps;
+  const byId = new Map(deps.destinations.map((destination) => [destination.config.id, destination]));
+
+  function parse(text: string): OutboxEntry | null {
+    try {
+      const parsed = outboxEntrySchema.safeParse(JSON.parse(text));
+      return parsed.success ? parsed.data : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Drain one chunk. */
+  async function drainChunk(): Promise<DrainResult> {
+    let lock: Awaited<ReturnType<Store['lock']>>;
+    try {
+      lock = await store.lock([DRAIN_LOCK], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
+    } catch (error) {
+      if (error instanceof StoreBusyError) return { kind: 'busy' };
+      throw error;
+    }
+    const acquired = performance.now();
+    try {
+      const raw = await store.lrange(OUTBOX_KEY, 0, DRAIN_CHUNK - 1);
+      if (raw.length === 0) return { kind: 'drained', entries: 0 };
+      const invalid: string[] = [];
+      const plans: DeliveryPlan[] = [];
+      for (const text of raw) {
+        const entry = parse(text);
+        if (entry) plans.push(...planDeliveries(entry, deps.destinations, deps.routing));
+        else invalid.push(text);
+      }
+      const now = deps.now();
+      const pending = await records.ensure(plans, now);
+      await queueRecords(deps.queue, pending, byId, now.getTime(), deps.random);
+      if (performance.now() - acquired > LOCK_TTL_MS / 2) {
+        logger.warn(
+          'outbox drain was slow; leaving the entries for the next drain (their deliveries exist already)',
+        );
+        return { kind: 'busy' };
+      }
+      const batch = store.batch();
+      if (invalid.length > 0) {
+        logger.error(
+          { count: invalid.length },
+          `outbox entries that do not parse were moved to ${INVALID_OUTBOX_KEY}`,
+        );
+        batch.rpush(INVALID_OUTBOX_KEY, ...invalid);
+      }
+      batch.ltrim(OUTBOX_KEY, raw.length, -1);
+      await batch.exec();
+      return { kind: 'drained', entries: raw.length };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Drain until the outbox is empty or another instance holds the lock; returns entries drained. */
+  async function drainAll(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const result = await drainChunk();
+      if (result.kind === 'busy') return total;
+      total += result.entries;
+      if (result.entries < DRAIN_CHUNK) return total;
+    }
+  }
+
+  return { drainChunk, drainAll };
+}

@@ -1,0 +1,183 @@
+import type { Logger } from 'pino';
+import type { DestinationConfig } from '../config/schema.js';
+import type { HttpClient } from '../net/http.js';
+import { jittered } from '../net/retry.js';
+import { attemptDelivery } from './attempt.js';
+import type { CircuitBreaker } from './breaker.js';
+import type { DeliveryMetrics } from './metrics.js';
+import type { DeliveryQueue, JobHandler, JobOutcome } from './queue.js';
+import { type DeliveryError, type DeliveryRecord, type DeliveryRecords, jobIdOf } from './records.js';
+import { webhookHeaders } from './signing.js';
+
+/**
+ * One job = one look at one delivery:
+ * 1. stale job (record gone, no longer pending, or an older replay cycle)   -> done
+ * 2. breaker open                                                            -> pause the destination
+ * 3. not the head of its lane (an earlier event for this contact is pending) -> wait behind it
+ * 4. attempt: 2xx -> delivered; 408/429/5xx/network -> retry on the schedule (Retry-After
+ *    honoured) until the schedule is used up -> failed; other statuses -> failed at once.
+ * Whenever a delivery leaves its lane, the next one of the lane is woken.
+ */
+
+export interface DestinationRuntime {
+  config: DestinationConfig;
+  key: Buffer;
+  breaker: CircuitBreaker;
+}
+
+/** Retry-After beyond this is treated as this: a receiver must not park a delivery for weeks. */
+export const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+/** Pause the whole destination for at most this long on a Retry-After. */
+export const MAX_DESTINATION_PAUSE_MS = 10 * 60_000;
+/** Extra wait behind the head of a lane, beyond its next attempt plus timeout. */
+export const PARK_MARGIN_MS = 1000;
+/** A lane head whose attempt is this overdue has lost its job (crash): it is queued again. */
+export const STUCK_GRACE_MS = 60_000;
+
+export interface ProcessorDeps {
+  records: DeliveryRecords;
+  queue: DeliveryQueue;
+  destinations: ReadonlyMap<string, DestinationRuntime>;
+  http: HttpClient;
+  logger: Logger;
+  metrics: DeliveryMetrics;
+  now(): Date;
+  random(): number;
+  /** Aborted when the delivery shuts down: attempts in flight stop and are not counted. */
+  signal: AbortSignal;
+}
+
+export function createProcessor(deps: ProcessorDeps): JobHandler {
+  const { records, queue, logger, metrics } = deps;
+
+  async function wakeNext(record: DeliveryRecord) {
+    const nextId = await records.laneHead(record.destinationId, record.orderingKey);
+    if (nextId === null) return;
+    const next = await records.get(nextId);
+    if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));
+  }
+
+  /** null when `record` heads its lane; otherwise how long to wait behind the head. */
+  async function waitBehind(record: DeliveryRecord, destination: DestinationRuntime, now: number) {
+    for (let round = 0; round < 5; round++) {
+      const headId = await records.laneHead(record.destinationId, record.orderingKey);
+      // Not in its lane at all (should not happen): ordering cannot be kept, delivering can.
+      if (headId === null || headId === record.id) return null;
+      const head = await records.get(headId);
+      if (head?.state !== 'pending') {
+        await records.leaveLane(record.destinationId, record.orderingKey, headId);
+        continue;
+      }
+      const headNext = head.nextAttemptAt ? Date.parse(head.nextAttemptAt) : now;
+      if (headNext < now - (destination.config.timeoutMs + STUCK_GRACE_MS)) {
+        // The head's job is overdue: re-add it (a no-op when it still exists, only late).
+        await queue.enqueue(
+          record.destinationId,
+          jobIdOf(head),
+          { deliveryId: head.id, cycle: head.cycle },
+          0,
+        );
+      }
+      return Math.max(0, headNext - now) + destination.config.timeoutMs + PARK_MARGIN_MS;
+    }
+    return null;
+  }
+
+  return async (destinationId, job): Promise<JobOutcome> => {
+    const destination = deps.destinations.get(destinationId);
+    const record = await records.get(job.deliveryId);
+    if (!destination || !record || record.state !== 'pending' || record.cycle !== job.cycle)
+      return { kind: 'done' };
+    const { config, breaker } = destination;
+    const labels = { destination: destinationId };
+
+    const blocked = breaker.blockedFor(Date.now());
+    if (blocked > 0) return { kind: 'pause', delayMs: blocked };
+    const wait = await waitBehind(record, destination, deps.now().getTime());
+    if (wait !== null) return { kind: 'later', delayMs: wait };
+    if (!breaker.begin(Date.now())) return { kind: 'pause', delayMs: breaker.blockedFor(Date.now()) };
+
+    const attemptAt = deps.now();
+    const started = performance.now();
+    let result: Awaited<ReturnType<typeof attemptDelivery>>;
+    try {
+      result = await attemptDelivery(
+        deps.http,
+        {
+          url: config.url,
+          headers: {
+            ...config.headers,
+            'content-type': 'application/json',
+            ...webhookHeaders(destination.key, record.eventId, attemptAt, record.body),
+          },
+          body: record.body,
+          timeoutMs: config.timeoutMs,
+          signal: deps.signal,
+        },
+        attemptAt.getTime(),
+      );
+    } catch (error) {
+      breaker.abandon();
+      // Shutting down: the answer never came, so this was no attempt; another instance (or this
+      // one after the restart) takes the delivery up again.
+      if (deps.signal.aborted) return { kind: 'later', delayMs: 0 };
+      throw error;
+    } finally {
+      metrics.attemptSeconds.observe(labels, (performance.now() - started) / 1000);
+    }
+    const now = deps.now();
+    const log = logger.child({ destination: destinationId, delivery: record.id, event: record.eventId });
+
+    if (result.kind === 'delivered') {
+      breaker.reachable();
+      await records.markDelivered(record, result.status, now);
+      metrics.attempts.inc({ ...labels, outcome: 'success' });
+      metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
+      await wakeNext(record);
+      return { kind: 'done' };
+    }
+
+    const error: DeliveryError = { status: result.status, message: result.message, at: now.toISOString() };
+    if (result.kind === 'permanent') {
+      breaker.reachable();
+      await records.markFailed(record, error, now, true);
+      metrics.attempts.inc({ ...labels, outcome: 'permanent' });
+      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+      log.warn(
+        { status: result.status },
+        `delivery refused by the destination (${result.message}); kept for replay`,
+      );
+      await wakeNext(record);
+      return { kind: 'done' };
+    }
+
+    metrics.attempts.inc({ ...labels, outcome: 'retry' });
+    // A 429 says "slow down", not "I am down": it pauses by Retry-After but does not trip the breaker.
+    const opened = result.status === 429 ? null : breaker.failed(Date.now());
+    const schedule = config.retrySchedule;
+    const attemptsSoFar = record.cycleAttempts + 1;
+    if (attemptsSoFar >= schedule.length) {
+      const gaveUp = { ...error, message: `gave up after ${attemptsSoFar} attempts; last: ${error.message}` };
+      await records.markFailed(record, gaveUp, now, true);
+      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+      log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
+      await wakeNext(record);
+    } else {
+      let delayMs = jittered(schedule[attemptsSoFar]!, 0.1, deps.random);
+      if (result.retryAfterMs !== undefined)
+        delayMs = Math.max(delayMs, Math.min(result.retryAfterMs, MAX_RETRY_AFTER_MS));
+      await records.markRetry(record, error, new Date(now.getTime() + delayMs), now);
+      log.info(`delivery attempt ${attemptsSoFar} failed (${result.message}); next in ${delayMs} ms`);
+      if (result.retryAfterMs !== undefined && result.retryAfterMs > 0) {
+        await queue.pause(destinationId, Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS));
+      }
+      if (opened !== null) {
+        log.warn(`circuit breaker open after repeated failures: nothing sent for ${opened} ms`);
+        await queue.pause(destinationId, opened);
+      }
+      return { kind: 'later', delayMs };
+    }
+    if (opened !== null) await queue.pause(destinationId, opened);
+    return { kind: 'done' };
+  };
+}

@@ -1,0 +1,169 @@
+import { DelayedError, Job, Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
+
+/**
+ * The Redis-backed queue: one BullMQ queue per destination, so a slow or failing destination has
+ * its own workers, its own concurrency (also enforced across instances with BullMQ's global
+ * concurrency) and its own pause (BullMQ's queue-wide rate limit, which every instance obeys).
+ * BullMQ keeps the jobs durable, runs them after their delay, and brings back jobs whose worker
+ * died (stalled jobs).
+ *
+ * A job only says "attempt delivery X, cycle N": the delivery record in the store is the source
+ * of truth, so a job that runs twice or late does no harm.
+ */
+
+export interface BullQueueOptions {
+  redisUrl: string;
+  /** BullMQ key prefix, e.g. `chatbridge:bull` (derived from the store's key prefix). */
+  prefix: string;
+  destinations: ReadonlyArray<{ id: string; concurrency: number }>;
+  logger: Logger;
+}
+
+/** BullMQ queue names may not contain ':'; destination ids are free text. */
+export function queueNameOf(destinationId: string): string {
+  return `delivery-${destinationId.replace(/[^A-Za-z0-9_-]/g, (char) => `~${char.codePointAt(0)!.toString(16)}`)}`;
+}
+
+/** Infrastructure failures only (the handler threw): delivery retries are decided by the handler. */
+const JOB_ATTEMPTS = 1000;
+
+export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
+  const { logger } = options;
+  const connections: Redis[] = [];
+  const connect = (worker: boolean) => {
+    const connection = new Redis(options.redisUrl, {
+      // Workers block on Redis and must wait for it forever (BullMQ requires null); the producer
+      // side fails a command after a few seconds so a drain never hangs on a Redis outage.
+      maxRetriesPerRequest: worker ? null : 2,
+      ...(worker ? {} : { commandTimeout: 5000 }),
+    });
+    connection.on('error', (error) => logger.debug({ err: error }, 'delivery queue connection error'));
+    connections.push(connection);
+    return connection;
+  };
+  const producer = connect(false);
+  const queues = new Map<string, Queue>();
+  const workers: Worker[] = [];
+  const concurrency = new Map(
+    options.destinations.map((destination) => [destination.id, destination.concurrency]),
+  );
+  for (const destination of options.destinations) {
+    const queue = new Queue(queueNameOf(destination.id), { connection: producer, prefix: options.prefix });
+    queue.on('error', (error) =>
+      logger.warn({ err: error, destination: destination.id }, 'delivery queue error'),
+    );
+    queues.set(destination.id, queue);
+  }
+
+  const queueOf = (destinationId: string): Queue => {
+    const queue = queues.get(destinationId);
+    if (!queue) throw new Error(`no queue for destination ${destinationId}`);
+    return queue;
+  };
+
+  const jobOptions = (jobId: string, delayMs: number) => ({
+    jobId,
+    delay: Math.max(0, Math.round(delayMs)),
+    attempts: JOB_ATTEMPTS,
+    backoff: { type: 'infrastructure' },
+    // Completed jobs go at once: a replay adds a job with a new id, and the record dedupes drains.
+    removeOnComplete: true,
+    removeOnFail: { age: 7 * 24 * 3600 },
+  });
+
+  return {
+    async enqueue(destinationId, jobId, job, delayMs) {
+      await queueOf(destinationId).add('deliver', job, jobOptions(jobId, delayMs));
+    },
+
+    async enqueueMany(destinationId, items) {
+      if (items.length === 0) return;
+      await queueOf(destinationId).addBulk(
+        items.map((item) => ({
+          name: 'deliver',
+          data: item.job,
+          opts: jobOptions(item.jobId, item.delayMs),
+        })),
+      );
+    },
+
+    async wake(destinationId, jobId) {
+      const job = await Job.fromId(queueOf(destinationId), jobId);
+      if (!job || !(await job.isDelayed())) return;
+      try {
+        await job.promote();
+      } catch {
+        // It left the delayed state in between (another instance woke it, or its delay ran out).
+      }
+    },
+
+    async pause(destinationId, delayMs) {
+      await queueOf(destinationId).rateLimit(Math.max(1, Math.round(delayMs)));
+    },
+
+    async start(handler: JobHandler) {
+      for (const [destinationId, queue] of queues) {
+        const limit = concurrency.get(destinationId) ?? 1;
+        await queue.setGlobalConcurrency(limit);
+        const worker = new Worker<DeliveryJob>(
+          queue.name,
+          async (job, token) => {
+            const outcome = await handler(destinationId, job.data);
+            if (outcome.kind === 'later') {
+              await job.moveToDelayed(Date.now() + Math.max(0, Math.round(outcome.delayMs)), token);
+              throw new DelayedError();
+            }
+            if (outcome.kind === 'pause') {
+              await queue.rateLimit(Math.max(1, Math.round(outcome.delayMs)));
+              throw Worker.RateLimitError();
+            }
+          },
+          {
+            connection: connect(true),
+            prefix: options.prefix,
+            concurrency: limit,
+            // A worker that died mid-attempt: its job comes back; the record makes a rerun harmless.
+            maxStalledCount: 10,
+            settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
+          },
+        );
+        worker.on('error', (error) =>
+          logger.warn({ err: error, destination: destinationId }, 'delivery worker error'),
+        );
+        worker.on('failed', (job, error) =>
+          logger.warn(
+            { err: error, destination: destinationId, job: job?.id },
+            'delivery job failed; retrying',
+          ),
+        );
+        workers.push(worker);
+      }
+    },
+
+    async counts(destinationId) {
+      const counts = await queueOf(destinationId).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+      return {
+        waiting: (counts.waiting ?? 0) + (counts.prioritized ?? 0),
+        delayed: counts.delayed ?? 0,
+        active: counts.active ?? 0,
+      };
+    },
+
+    async close() {
+      await Promise.allSettled(workers.map((worker) => worker.close()));
+      await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
+      await Promise.allSettled(
+        connections.map(async (connection) => {
+          try {
+            await connection.quit();
+          } catch {
+            connection.disconnect();
+          }
+        }),
+      );
+    },
+  };
+}

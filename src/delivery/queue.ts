@@ -1,0 +1,200 @@
+import type { Logger } from 'pino';
+
+/**
+ * The job queue behind deliveries: decides *when* a delivery is attempted, with a concurrency
+ * limit per destination, delays, early wake-ups and a per-destination pause. Two
+ * implementations: BullMQ on Redis (queue-bullmq.ts) and the small in-process one below for the
+ * in-memory store. Everything else (records, ordering, retries, breaker) is shared above it.
+ */
+
+export interface DeliveryJob {
+  deliveryId: string;
+  cycle: number;
+}
+
+export type JobOutcome =
+  /** Finished (delivered or failed for good): the job goes away. */
+  | { kind: 'done' }
+  /** Try again after `delayMs` (a retry, or waiting behind an earlier delivery of the same contact). */
+  | { kind: 'later'; delayMs: number }
+  /** Not attempted: put the job back and send nothing to this destination for `delayMs`. */
+  | { kind: 'pause'; delayMs: number };
+
+export type JobHandler = (destinationId: string, job: DeliveryJob) => Promise<JobOutcome>;
+
+export interface QueueCounts {
+  waiting: number;
+  delayed: number;
+  active: number;
+}
+
+export interface DeliveryQueue {
+  /** Queue a job unless one with this id exists (idempotent: a repeated drain adds nothing). */
+  enqueue(destinationId: string, jobId: string, job: DeliveryJob, delayMs: number): Promise<void>;
+  /** The same for several jobs of one destination, in order (BullMQ: one round trip). */
+  enqueueMany(
+    destinationId: string,
+    items: ReadonlyArray<{ jobId: string; job: DeliveryJob; delayMs: number }>,
+  ): Promise<void>;
+  /** Run a delayed job now (its predecessor in the lane finished); no-op otherwise. */
+  wake(destinationId: string, jobId: string): Promise<void>;
+  /** Send nothing to this destination for `delayMs` (breaker open, Retry-After), on every instance. */
+  pause(destinationId: string, delayMs: number): Promise<void>;
+  /** Start processing (worker role). Before that, jobs only accumulate. */
+  start(handler: JobHandler): Promise<void>;
+  counts(destinationId: string): Promise<QueueCounts>;
+  close(): Promise<void>;
+}
+
+/** An unexpected error inside the handler (store down): retried with this backoff, capped. */
+export function infrastructureBackoff(failures: number): number {
+  return Math.min(60_000, 500 * 2 ** Math.min(failures, 10));
+}
+
+interface MemoryJob {
+  id: string;
+  job: DeliveryJob;
+  failures: number;
+  timer?: NodeJS.Timeout;
+}
+
+interface Lane {
+  concurrency: number;
+  jobs: Map<string, MemoryJob>;
+  ready: MemoryJob[];
+  active: Set<Promise<void>>;
+  pausedUntil: number;
+  pauseTimer?: NodeJS.Timeout;
+}
+
+/**
+ * In-process queue for the in-memory store: nothing survives a restart here either, and on
+ * start the delivery re-queues every pending record, so restarting within one process loses
+ * nothing that the store still has.
+ */
+export function createMemoryQueue(options: {
+  destinations: ReadonlyArray<{ id: string; concurrency: number }>;
+  logger: Logger;
+}): DeliveryQueue {
+  const lanes = new Map<string, Lane>();
+  for (const destination of options.destinations) {
+    lanes.set(destination.id, {
+      concurrency: destination.concurrency,
+      jobs: new Map(),
+      ready: [],
+      active: new Set(),
+      pausedUntil: 0,
+    });
+  }
+  let handler: JobHandler | undefined;
+  let closed = false;
+
+  const laneOf = (destinationId: string): Lane => {
+    const lane = lanes.get(destinationId);
+    if (!lane) throw new Error(`no queue for destination ${destinationId}`);
+    return lane;
+  };
+
+  function delay(destinationId: string, lane: Lane, item: MemoryJob, ms: number) {
+    item.timer = setTimeout(() => {
+      item.timer = undefined;
+      lane.ready.push(item);
+      pump(destinationId, lane);
+    }, ms);
+    item.timer.unref();
+  }
+
+  function pump(destinationId: string, lane: Lane) {
+    if (!handler || closed) return;
+    const wait = lane.pausedUntil - Date.now();
+    if (wait > 0) {
+      if (!lane.pauseTimer) {
+        lane.pauseTimer = setTimeout(() => {
+          lane.pauseTimer = undefined;
+          pump(destinationId, lane);
+        }, wait);
+        lane.pauseTimer.unref();
+      }
+      return;
+    }
+    while (lane.active.size < lane.concurrency && lane.ready.length > 0) {
+      const item = lane.ready.shift()!;
+      const run = runJob(destinationId, lane, item, handler).finally(() => {
+        lane.active.delete(run);
+        pump(destinationId, lane);
+      });
+      lane.active.add(run);
+    }
+  }
+
+  async function runJob(destinationId: string, lane: Lane, item: MemoryJob, run: JobHandler) {
+    let outcome: JobOutcome;
+    try {
+      outcome = await run(destinationId, item.job);
+      item.failures = 0;
+    } catch (error) {
+      item.failures += 1;
+      options.logger.warn(
+        { err: error, destination: destinationId, job: item.id },
+        'delivery job failed; retrying',
+      );
+      outcome = { kind: 'later', delayMs: infrastructureBackoff(item.failures) };
+    }
+    if (closed) return;
+    if (outcome.kind === 'done') lane.jobs.delete(item.id);
+    else if (outcome.kind === 'later') delay(destinationId, lane, item, outcome.delayMs);
+    else {
+      lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + outcome.delayMs);
+      lane.ready.unshift(item);
+    }
+  }
+
+  const queue: DeliveryQueue = {
+    async enqueue(destinationId, jobId, job, delayMs) {
+      const lane = laneOf(destinationId);
+      if (closed || lane.jobs.has(jobId)) return;
+      const item: MemoryJob = { id: jobId, job, failures: 0 };
+      lane.jobs.set(jobId, item);
+      if (delayMs > 0) delay(destinationId, lane, item, delayMs);
+      else {
+        lane.ready.push(item);
+        pump(destinationId, lane);
+      }
+    },
+    async enqueueMany(destinationId, items) {
+      for (const item of items) await queue.enqueue(destinationId, item.jobId, item.job, item.delayMs);
+    },
+    async wake(destinationId, jobId) {
+      const lane = lanes.get(destinationId);
+      const item = lane?.jobs.get(jobId);
+      if (!lane || !item?.timer) return;
+      clearTimeout(item.timer);
+      item.timer = undefined;
+      lane.ready.push(item);
+      pump(destinationId, lane);
+    },
+    async pause(destinationId, delayMs) {
+      const lane = laneOf(destinationId);
+      lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + delayMs);
+    },
+    async start(next) {
+      handler = next;
+      for (const [id, lane] of lanes) pump(id, lane);
+    },
+    async counts(destinationId) {
+      const lane = laneOf(destinationId);
+      let delayed = 0;
+      for (const item of lane.jobs.values()) if (item.timer) delayed++;
+      return { waiting: lane.ready.length, delayed, active: lane.active.size };
+    },
+    async close() {
+      closed = true;
+      for (const lane of lanes.values()) {
+        for (const item of lane.jobs.values()) if (item.timer) clearTimeout(item.timer);
+        if (lane.pauseTimer) clearTimeout(lane.pauseTimer);
+      }
+      await Promise.allSettled([...lanes.values()].flatMap((lane) => [...lane.active]));
+    },
+  };
+  return queue;
+}

@@ -1,0 +1,362 @@
+import { z } from 'zod';
+import { ConflictError } from '../errors.js';
+import type { Store } from '../store/types.js';
+
+/**
+ * Delivery records: one per (destination, event), in the store, whatever the queue behind them.
+ * They hold the exact body sent, the state (pending, delivered, failed), attempts and the last
+ * error, and they carry the per-contact ordering (lanes). The queue (BullMQ or in-process) only
+ * decides *when* a delivery is attempted; the record decides *whether* it may be.
+ *
+ * Keys (without the store prefix):
+ * - `delivery:rec:<id>`                       the record (JSON); delivered ones expire
+ * - `delivery:lane:<destination>:<orderingKey>` sorted set of pending ids by sequence: the head
+ *                                               is the only one of the lane that may be attempted
+ * - `delivery:idx:<state>[:<destination>]`    sorted sets by time, for listing and metrics
+ * - `delivery:seq`                            counter for lane sequence numbers
+ */
+
+export const deliveryStates = ['pending', 'delivered', 'failed'] as const;
+export const deliveryStateSchema = z.enum(deliveryStates);
+export type DeliveryState = z.infer<typeof deliveryStateSchema>;
+
+export const deliveryErrorSchema = z.object({
+  /** The HTTP status, or null for a network error or timeout. */
+  status: z.number().int().nullable(),
+  message: z.string(),
+  at: z.string(),
+});
+export type DeliveryError = z.infer<typeof deliveryErrorSchema>;
+
+export const deliveryRecordSchema = z.object({
+  id: z.string(),
+  destinationId: z.string(),
+  eventId: z.string(),
+  eventType: z.string(),
+  orderingKey: z.string(),
+  contactId: z.string().nullable(),
+  state: deliveryStateSchema,
+  /** Bumped by each replay; queue jobs are named `<id>.<cycle>` so a replay never meets an old job. */
+  cycle: z.number().int().nonnegative(),
+  /** Position in the lane (drain order = outbox commit order). */
+  seq: z.number(),
+  /** Attempts ever made, and attempts in the current cycle (the retry schedule's index). */
+  attempts: z.number().int().nonnegative(),
+  cycleAttempts: z.number().int().nonnegative(),
+  stagedAt: z.number(),
+  /** Score in the pending index: stagedAt, or the replay time (drives the oldest-pending metric). */
+  pendingSince: z.number(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  nextAttemptAt: z.string().nullable(),
+  deliveredAt: z.string().nullable(),
+  failedAt: z.string().nullable(),
+  lastStatus: z.number().int().nullable(),
+  lastError: deliveryErrorSchema.nullable(),
+  /** The exact JSON body sent (signatures are over these bytes). */
+  body: z.string(),
+});
+export type DeliveryRecord = z.infer<typeof deliveryRecordSchema>;
+
+/** What the drain decides: one delivery of one event to one destination. */
+export interface DeliveryPlan {
+  id: string;
+  destinationId: string;
+  eventId: string;
+  eventType: string;
+  orderingKey: string;
+  contactId: string | null;
+  stagedAt: number;
+  body: string;
+}
+
+/** Sequence numbers: one counter step per drained chunk, the position inside the chunk below it. */
+const SEQ_SPAN = 1_000_000;
+
+const enc = (destinationId: string) => encodeURIComponent(destinationId);
+
+export const deliveryKeys = {
+  record: (id: string) => `delivery:rec:${id}`,
+  seq: 'delivery:seq',
+  lane: (destinationId: string, orderingKey: string) => `delivery:lane:${enc(destinationId)}:${orderingKey}`,
+  index: (state: DeliveryState, destinationId?: string) =>
+    destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
+};
+
+export function jobIdOf(record: Pick<DeliveryRecord, 'id' | 'cycle'>): string {
+  return `${record.id}.${record.cycle}`;
+}
+
+export interface DeliveryRecords {
+  /**
+   * Create the records that do not exist yet (a drain repeated after a crash finds them) and
+   * return every planned delivery that is pending, new or not, so the caller (re)queues it.
+   */
+  ensure(plans: readonly DeliveryPlan[], now: Date): Promise<DeliveryRecord[]>;
+  get(id: string): Promise<DeliveryRecord | null>;
+  laneHead(destinationId: string, orderingKey: string): Promise<string | null>;
+  /** Drop an id from a lane without touching its record (healing a lane whose head is gone). */
+  leaveLane(destinationId: string, orderingKey: string, id: string): Promise<void>;
+  markDelivered(record: DeliveryRecord, status: number, now: Date): Promise<DeliveryRecord>;
+  markRetry(
+    record: DeliveryRecord,
+    error: DeliveryError,
+    nextAttemptAt: Date,
+    now: Date,
+  ): Promise<DeliveryRecord>;
+  markFailed(
+    record: DeliveryRecord,
+    error: DeliveryError,
+    now: Date,
+    countsAsAttempt: boolean,
+  ): Promise<DeliveryRecord>;
+  /** Back to pending at the end of its lane; ConflictError when it is pending already. */
+  replay(id: string, now: Date): Promise<DeliveryRecord | null>;
+  /** Oldest first (by the time they entered the state); `from` is an inclusive minimum score. */
+  list(options: {
+    state: DeliveryState;
+    destinationId?: string;
+    limit: number;
+    from?: number;
+  }): Promise<DeliveryRecord[]>;
+  count(state: DeliveryState, destinationId?: string): Promise<number>;
+  /** Age basis of the oldest pending delivery (ms since epoch), or null when none is pending. */
+  oldestPending(destinationId: string): Promise<number | null>;
+  /** Forget delivered ones older than the retention from the indexes (their records expire by TTL). */
+  prune(now: Date, destinationIds: readonly string[]): Promise<number>;
+}
+
+export function createDeliveryRecords(
+  store: Store,
+  options: { deliveredRetentionMs: number },
+): DeliveryRecords {
+  const retention = options.deliveredRetentionMs;
+
+  function parse(raw: string | null): DeliveryRecord | null {
+    if (raw === null) return null;
+    try {
+      const parsed = deliveryRecordSchema.safeParse(JSON.parse(raw));
+      return parsed.success ? parsed.data : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function moveIndex(
+    batch: ReturnType<Store['batch']>,
+    record: DeliveryRecord,
+    from: DeliveryState | null,
+    to: DeliveryState,
+    score: number,
+  ) {
+    if (from !== null) {
+      batch.zrem(deliveryKeys.index(from), record.id);
+      batch.zrem(deliveryKeys.index(from, record.destinationId), record.id);
+    }
+    batch.zadd(deliveryKeys.index(to), score, record.id);
+    batch.zadd(deliveryKeys.index(to, record.destinationId), score, record.id);
+  }
+
+  const records: DeliveryRecords = {
+    async ensure(plans, now) {
+      const unique = [...new Map(plans.map((plan) => [plan.id, plan])).values()];
+      if (unique.length === 0) return [];
+      if (unique.length >= SEQ_SPAN) throw new Error(`too many deliveries in one chunk (${unique.length})`);
+      const existing = await store.mget(unique.map((plan) => deliveryKeys.record(plan.id)));
+      const pending: DeliveryRecord[] = [];
+      const fresh: DeliveryPlan[] = [];
+      unique.forEach((plan, index) => {
+        const raw = existing[index] ?? null;
+        if (raw === null) {
+          fresh.push(plan);
+          return;
+        }
+        const record = parse(raw);
+        if (record?.state === 'pending') pending.push(record);
+      });
+      if (fresh.length === 0) return pending;
+      const chunk = await store.incr(deliveryKeys.seq);
+      const at = now.toISOString();
+      const batch = store.batch();
+      fresh.forEach((plan, index) => {
+        const record: DeliveryRecord = {
+          id: plan.id,
+          destinationId: plan.destinationId,
+          eventId: plan.eventId,
+          eventType: plan.eventType,
+          orderingKey: plan.orderingKey,
+          contactId: plan.contactId,
+          state: 'pending',
+          cycle: 0,
+          seq: chunk * SEQ_SPAN + index,
+          attempts: 0,
+          cycleAttempts: 0,
+          stagedAt: plan.stagedAt,
+          pendingSince: plan.stagedAt,
+          createdAt: at,
+          updatedAt: at,
+          nextAttemptAt: at,
+          deliveredAt: null,
+          failedAt: null,
+          lastStatus: null,
+          lastError: null,
+          body: plan.body,
+        };
+        batch.set(deliveryKeys.record(record.id), JSON.stringify(record));
+        batch.zadd(deliveryKeys.lane(record.destinationId, record.orderingKey), record.seq, record.id);
+        moveIndex(batch, record, null, 'pending', record.pendingSince);
+        pending.push(record);
+      });
+      await batch.exec();
+      return pending;
+    },
+
+    async get(id) {
+      return parse(await store.get(deliveryKeys.record(id)));
+    },
+
+    async laneHead(destinationId, orderingKey) {
+      const [head] = await store.zrangeByScore(
+        deliveryKeys.lane(destinationId, orderingKey),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
+        1,
+      );
+      return head ?? null;
+    },
+
+    async leaveLane(destinationId, orderingKey, id) {
+      await store.zrem(deliveryKeys.lane(destinationId, orderingKey), id);
+    },
+
+    async markDelivered(record, status, now) {
+      const at = now.toISOString();
+      const next: DeliveryRecord = {
+        ...record,
+        state: 'delivered',
+        attempts: record.attempts + 1,
+        cycleAttempts: record.cycleAttempts + 1,
+        updatedAt: at,
+        nextAttemptAt: null,
+        deliveredAt: at,
+        lastStatus: status,
+      };
+      const batch = store.batch();
+      batch.set(deliveryKeys.record(record.id), JSON.stringify(next), retention);
+      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+      moveIndex(batch, next, 'pending', 'delivered', now.getTime());
+      await batch.exec();
+      return next;
+    },
+
+    async markRetry(record, error, nextAttemptAt, now) {
+      const next: DeliveryRecord = {
+        ...record,
+        attempts: record.attempts + 1,
+        cycleAttempts: record.cycleAttempts + 1,
+        updatedAt: now.toISOString(),
+        nextAttemptAt: nextAttemptAt.toISOString(),
+        lastStatus: error.status,
+        lastError: error,
+      };
+      await store.set(deliveryKeys.record(record.id), JSON.stringify(next));
+      return next;
+    },
+
+    async markFailed(record, error, now, countsAsAttempt) {
+      const at = now.toISOString();
+      const step = countsAsAttempt ? 1 : 0;
+      const next: DeliveryRecord = {
+        ...record,
+        state: 'failed',
+        attempts: record.attempts + step,
+        cycleAttempts: record.cycleAttempts + step,
+        updatedAt: at,
+        nextAttemptAt: null,
+        failedAt: at,
+        lastStatus: error.status,
+        lastError: error,
+      };
+      const batch = store.batch();
+      batch.set(deliveryKeys.record(record.id), JSON.stringify(next));
+      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+      moveIndex(batch, next, 'pending', 'failed', now.getTime());
+      await batch.exec();
+      return next;
+    },
+
+    async replay(id, now) {
+      const record = await records.get(id);
+      if (!record) return null;
+      if (record.state === 'pending') {
+        throw new ConflictError(
+          'delivery_pending',
+          `delivery ${id} is pending already; it will be attempted`,
+        );
+      }
+      const chunk = await store.incr(deliveryKeys.seq);
+      const at = now.toISOString();
+      const next: DeliveryRecord = {
+        ...record,
+        state: 'pending',
+        cycle: record.cycle + 1,
+        seq: chunk * SEQ_SPAN,
+        cycleAttempts: 0,
+        pendingSince: now.getTime(),
+        updatedAt: at,
+        nextAttemptAt: at,
+      };
+      const batch = store.batch();
+      // A plain SET also drops the TTL a delivered record had: a pending record must not expire.
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
+      batch.zadd(deliveryKeys.lane(next.destinationId, next.orderingKey), next.seq, id);
+      moveIndex(batch, next, record.state, 'pending', next.pendingSince);
+      await batch.exec();
+      return next;
+    },
+
+    async list({ state, destinationId, limit, from }) {
+      const ids = await store.zrangeByScore(
+        deliveryKeys.index(state, destinationId),
+        from ?? Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
+        limit,
+      );
+      if (ids.length === 0) return [];
+      const raws = await store.mget(ids.map((id) => deliveryKeys.record(id)));
+      // A delivered record may have expired before prune() dropped it from the index.
+      return raws
+        .map(parse)
+        .filter((record): record is DeliveryRecord => record !== null && record.state === state);
+    },
+
+    count(state, destinationId) {
+      return store.zcard(deliveryKeys.index(state, destinationId));
+    },
+
+    async oldestPending(destinationId) {
+      const key = deliveryKeys.index('pending', destinationId);
+      const [id] = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, 1);
+      if (id === undefined) return null;
+      return store.zscore(key, id);
+    },
+
+    async prune(now, destinationIds) {
+      const cutoff = now.getTime() - retention;
+      let pruned = 0;
+      for (const key of [
+        deliveryKeys.index('delivered'),
+        ...destinationIds.map((id) => deliveryKeys.index('delivered', id)),
+      ]) {
+        const stale = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, cutoff, 1000);
+        if (stale.length === 0) continue;
+        const batch = store.batch();
+        for (const id of stale) batch.zrem(key, id);
+        await batch.exec();
+        pruned += stale.length;
+      }
+      return pruned;
+    },
+  };
+  return records;
+}

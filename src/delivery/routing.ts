@@ -1,0 +1,224 @@
+import { z } from 'zod';
+import type { AgentConfig, ChannelConfig, DestinationConfig } from '../config/schema.js';
+import type { OutboundEvent } from '../events/outbox.js';
+
+/**
+ * Routing and mapping (DESIGN §3 `destinations[].filter` / `map`): which destinations get an
+ * event, and the CRM-side hints they get with it. A pure function of (config, event): every
+ * instance computes the same result, so it does not matter which one drains the outbox.
+ *
+ * The contract body `{id, type, occurredAt, channel, contact, data}` is delivered unchanged; the
+ * mapping results travel next to it in `routing` (see src/delivery/README.md).
+ */
+
+export interface RoutingTask {
+  title: string;
+  text: string;
+  /** ISO 8601: occurredAt + map.taskDueIn. */
+  dueAt: string;
+  responsibleCrmUserId: string | null;
+}
+
+export interface Routing {
+  destination: string;
+  pipeline: string | null;
+  source: string | null;
+  responsibleCrmUserId: string | null;
+  /** Only for offline_message.received: the CRM should make a task of it. */
+  task?: RoutingTask;
+  /** Only for conversation.finished with a transcript: the transcript as note text. */
+  note?: { text: string };
+}
+
+export type DeliveredBody = OutboundEvent & { routing: Routing };
+
+export interface RoutingContext {
+  agents: readonly AgentConfig[];
+  channels: readonly ChannelConfig[];
+  /** vendor id -> display name (JivoChat, LiveTex, Chatvisor); the id is used when absent. */
+  vendorNames: ReadonlyMap<string, string>;
+}
+
+const DEFAULT_SOURCE = '{vendorName}: {channelName}';
+/** CRMs cap note sizes; a long chat is cut with a marker rather than rejected by the CRM. */
+export const NOTE_MAX_CHARS = 20_000;
+
+/**
+ * Whether `destination` wants `event`. Events without a channel (contact.* from an unmerge,
+ * for instance) concern the contact as a whole: channel and vendor filters do not exclude them.
+ */
+export function wants(destination: DestinationConfig, event: OutboundEvent): boolean {
+  if (!destination.events.includes(event.type)) return false;
+  if (event.channel === null) return true;
+  const { channels, vendors } = destination.filter;
+  if (channels && !channels.includes(event.channel.id)) return false;
+  if (vendors && !vendors.includes(event.channel.vendor)) return false;
+  return true;
+}
+
+/** The body `destination` receives for `event`, or null when its filters leave the event out. */
+export function routeEvent(
+  destination: DestinationConfig,
+  event: OutboundEvent,
+  context: RoutingContext,
+): DeliveredBody | null {
+  if (!wants(destination, event)) return null;
+  return { ...event, routing: mapEvent(destination, event, context) };
+}
+
+export function mapEvent(
+  destination: DestinationConfig,
+  event: OutboundEvent,
+  context: RoutingContext,
+): Routing {
+  const { map } = destination;
+  const channelId = event.channel?.id;
+  const pipeline =
+    (channelId !== undefined ? map.pipeline?.byChannel[channelId] : undefined) ??
+    map.pipeline?.default ??
+    null;
+  const responsibleCrmUserId = responsibleFor(event, context.agents, map.responsibleFallback);
+  const routing: Routing = {
+    destination: destination.id,
+    pipeline,
+    source: sourceOf(event, map.source ?? DEFAULT_SOURCE, context),
+    responsibleCrmUserId,
+  };
+  if (event.type === 'offline_message.received') {
+    routing.task = taskOf(event, map.taskDueIn ?? 3_600_000, responsibleCrmUserId);
+  }
+  if (event.type === 'conversation.finished') {
+    const text = transcriptText(event, routing.source);
+    if (text !== null) routing.note = { text };
+  }
+  return routing;
+}
+
+function sourceOf(event: OutboundEvent, template: string, context: RoutingContext): string | null {
+  if (event.channel === null) return null;
+  const { id, vendor } = event.channel;
+  const channelName = context.channels.find((channel) => channel.id === id)?.name ?? id;
+  const values: Record<string, string> = {
+    vendor,
+    vendorName: context.vendorNames.get(vendor) ?? vendor,
+    channel: id,
+    channelName,
+  };
+  // Unknown placeholders stay as written, so a typo shows up in the CRM instead of vanishing.
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
+}
+
+/** What adapters put in event data about the agent (tolerant: only the e-mail matters here). */
+const agentDataSchema = z.object({
+  agent: z.object({ email: z.string().nullish() }).nullish(),
+  agentEmail: z.string().nullish(),
+});
+
+/**
+ * The CRM user responsible: the agent named by the event (data.agent.email or data.agentEmail),
+ * else the contact's responsible agent, looked up by e-mail in `agents`; else the fallback.
+ */
+export function responsibleFor(
+  event: OutboundEvent,
+  agents: readonly AgentConfig[],
+  fallback: string | undefined,
+): string | null {
+  const data = agentDataSchema.safeParse(event.data);
+  const candidates = [
+    data.success ? data.data.agent?.email : undefined,
+    data.success ? data.data.agentEmail : undefined,
+    event.contact?.responsibleAgent?.email,
+  ];
+  for (const email of candidates) {
+    if (!email) continue;
+    const agent = agents.find((entry) => entry.email === email.trim().toLowerCase());
+    if (agent?.crmUserId) return agent.crmUserId;
+  }
+  if (fallback === undefined || fallback === '') return null;
+  const byEmail = agents.find((entry) => entry.email === fallback.trim().toLowerCase());
+  if (byEmail) return byEmail.crmUserId ?? null;
+  return fallback;
+}
+
+const offlineDataSchema = z.object({
+  text: z.string().nullish(),
+  message: z.union([z.string(), z.object({ text: z.string().nullish() })]).nullish(),
+});
+
+function taskOf(event: OutboundEvent, dueInMs: number, responsibleCrmUserId: string | null): RoutingTask {
+  const data = offlineDataSchema.safeParse(event.data);
+  let text = '';
+  if (data.success) {
+    const message = data.data.message;
+    text = data.data.text ?? (typeof message === 'string' ? message : (message?.text ?? '')) ?? '';
+  }
+  const contact = event.contact;
+  const who = contact?.name ?? contact?.emails[0] ?? contact?.phones[0] ?? 'a visitor';
+  const occurred = Date.parse(event.occurredAt);
+  const dueAt = new Date((Number.isNaN(occurred) ? 0 : occurred) + dueInMs).toISOString();
+  return { title: `Offline message from ${who}`, text, dueAt, responsibleCrmUserId };
+}
+
+/** One transcript line as adapters write it; every vendor names the fields a little differently. */
+const transcriptMessageSchema = z.object({
+  at: z.string().nullish(),
+  time: z.string().nullish(),
+  author: z
+    .union([
+      z.string(),
+      z.object({
+        name: z.string().nullish(),
+        email: z.string().nullish(),
+        kind: z.string().nullish(),
+        type: z.string().nullish(),
+      }),
+    ])
+    .nullish(),
+  from: z.string().nullish(),
+  text: z.string().nullish(),
+  message: z.string().nullish(),
+});
+
+const transcriptDataSchema = z.object({
+  transcript: z
+    .union([z.array(z.unknown()), z.object({ messages: z.array(z.unknown()).nullish() })])
+    .nullish(),
+  messages: z.array(z.unknown()).nullish(),
+});
+
+/**
+ * The transcript (data.transcript, data.transcript.messages or data.messages) as plain text,
+ * one line per message: `[2024-05-01 10:03] Oleg Petrov: Hello`. Null when there is none.
+ */
+export function transcriptText(event: OutboundEvent, source: string | null): string | null {
+  const data = transcriptDataSchema.safeParse(event.data);
+  if (!data.success) return null;
+  const transcript = data.data.transcript;
+  const raw = Array.isArray(transcript) ? transcript : (transcript?.messages ?? data.data.messages ?? null);
+  if (!raw || raw.length === 0) return null;
+  const lines: string[] = [source ? `Chat transcript (${source})` : 'Chat transcript'];
+  for (const item of raw) {
+    const message = transcriptMessageSchema.safeParse(item);
+    if (!message.success) continue;
+    const { at, time, author, from, text, message: body } = message.data;
+    const when = formatTime(at ?? time ?? null);
+    const who =
+      typeof author === 'string'
+        ? author
+        : (author?.name ?? author?.email ?? author?.kind ?? author?.type ?? from ?? 'unknown');
+    lines.push(`${when ? `[${when}] ` : ''}${who}: ${text ?? body ?? ''}`);
+  }
+  if (lines.length === 1) return null;
+  const full = lines.join('\n');
+  if (full.length <= NOTE_MAX_CHARS) return full;
+  const marker = '\n… (transcript cut)';
+  return full.slice(0, NOTE_MAX_CHARS - marker.length) + marker;
+}
+
+function formatTime(value: string | null): string | null {
+  if (!value) return null;
+  const parsed = Date.parse(value);
+  if (Number.isNaN(parsed)) return value;
+  // UTC, minute precision: the note is for people, and every instance must write the same text.
+  return new Date(parsed).toISOString().slice(0, 16).replace('T', ' ');
+}

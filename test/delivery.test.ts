@@ -1,0 +1,427 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { configSchema } from '../src/config/schema.js';
+import type { Contact } from '../src/contacts/types.js';
+import { INVALID_OUTBOX_KEY } from '../src/delivery/drain.js';
+import { createDelivery, type Delivery } from '../src/delivery/index.js';
+import {
+  createOutboxPublisher,
+  type EventPublisher,
+  OUTBOX_KEY,
+  type OutboxEntry,
+} from '../src/events/outbox.js';
+import { Metrics } from '../src/metrics.js';
+import { createHttpClient } from '../src/net/http.js';
+import { createMemoryStore } from '../src/store/memory.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { type Receiver, startReceiver } from './support/receiver.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * Delivery end to end, on both stores: events go into the outbox as the core commits them, the
+ * delivery drains and sends them to a real receiver on 127.0.0.1 that verifies signatures with
+ * the official standardwebhooks package. On Redis the queue is BullMQ.
+ */
+
+const SECRET = `whsec_${Buffer.from('delivery-test-secret-0123456789ab').toString('base64')}`;
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+function contact(id: string): Contact {
+  const at = '2024-05-01T10:00:00.000Z';
+  return {
+    id,
+    name: `Client ${id}`,
+    names: [`Client ${id}`],
+    emails: [`${id}@example.org`],
+    phones: [],
+    identities: [{ kind: 'email', value: `${id}@example.org` }],
+    labels: [],
+    attributes: {},
+    responsibleAgent: { email: 'oleg@shop.example', name: 'Oleg' },
+    crmLink: null,
+    channels: [],
+    records: [id],
+    merges: [],
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
+/** The n-th event of a contact; `data.n` lets the tests check the order of arrival. */
+function entry(
+  contactId: string,
+  n: number,
+  type: OutboxEntry['event']['type'] = 'message.received',
+): OutboxEntry {
+  return {
+    event: {
+      id: `evt_${contactId}_${n}`,
+      type,
+      occurredAt: new Date().toISOString(),
+      channel: { id: 'site', vendor: 'jivochat' },
+      contact: contact(contactId),
+      data: { n, text: `message ${n}` },
+    },
+    orderingKey: contactId,
+    stagedAt: Date.now(),
+  };
+}
+
+interface DestinationOverrides {
+  id?: string;
+  url?: string;
+  retrySchedule?: string[];
+  timeoutMs?: number;
+  concurrency?: number;
+  circuitBreaker?: { failureThreshold?: number; cooldown?: string };
+}
+
+interface Setup {
+  store: Store;
+  events: EventPublisher;
+  delivery: Delivery;
+  metrics: Metrics;
+  /** Another instance on the same store (and Redis queues). */
+  instance(): Promise<{ delivery: Delivery; events: EventPublisher }>;
+}
+
+type Kind = 'memory' | 'redis';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+async function receiver(): Promise<Receiver> {
+  const started = await startReceiver({ secret: SECRET });
+  cleanups.push(() => started.close());
+  return started;
+}
+
+async function setup(kind: Kind, destinations: DestinationOverrides[]): Promise<Setup> {
+  const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
+  const keyPrefix = uniquePrefix('delivery');
+  const config = configSchema.parse({
+    admin: { token: 'admin-token-0123456789' },
+    agents: [{ email: 'oleg@shop.example', name: 'Oleg', crmUserId: '1001' }],
+    channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
+    destinations: destinations.map((destination) => ({
+      id: 'crm',
+      secret: SECRET,
+      retrySchedule: ['0s', '100ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms'],
+      timeoutMs: 1000,
+      circuitBreaker: { failureThreshold: 100, cooldown: '1s' },
+      ...destination,
+    })),
+  });
+  const stores: Store[] = [];
+  const makeStore = async (): Promise<Store> => {
+    const store = redisUrl
+      ? await createRedisStore({ url: redisUrl, keyPrefix, logger })
+      : (stores[0] ?? createMemoryStore());
+    if (!stores.includes(store)) stores.push(store);
+    return store;
+  };
+  const metrics = new Metrics();
+  const make = async () => {
+    const store = await makeStore();
+    const events = createOutboxPublisher(store);
+    const delivery = createDelivery({
+      config,
+      store,
+      redisUrl,
+      keyPrefix,
+      events,
+      http: createHttpClient(),
+      logger,
+      metrics,
+      now: () => new Date(),
+      pollIntervalMs: 100,
+      metricsIntervalMs: 100,
+    });
+    cleanups.push(() => delivery.close());
+    return { store, events, delivery };
+  };
+  // Registered first so it runs last: stores close after every delivery on them.
+  cleanups.push(async () => {
+    for (const store of stores) await store.close();
+    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+  });
+  const first = await make();
+  return { ...first, metrics, instance: make };
+}
+
+function byContact(receiver: Receiver): Map<string, number[]> {
+  const orders = new Map<string, number[]>();
+  for (const { payload } of receiver.application) {
+    const list = orders.get(payload.contact!.id) ?? [];
+    list.push(payload.data.n as number);
+    orders.set(payload.contact!.id, list);
+  }
+  return orders;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
+describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
+  it('delivers every event exactly once, in order per contact, after the receiver was down', async () => {
+    const crm = await receiver();
+    await crm.down();
+    const { delivery, events, metrics } = await setup(kind, [
+      { url: crm.url, concurrency: 3, circuitBreaker: { failureThreshold: 3, cooldown: '300ms' } },
+    ]);
+    await delivery.start();
+    const contacts = ['c1', 'c2', 'c3', 'c4'];
+    for (let n = 1; n <= 4; n++) {
+      for (const id of contacts) await events.publish([entry(id, n)]);
+    }
+    await sleep(800);
+    expect(crm.application).toHaveLength(0);
+    expect(await delivery.list({ state: 'pending' })).toHaveLength(16);
+
+    await crm.up();
+    await crm.waitFor(() => crm.application.length === 16, 10_000, 'all 16 events');
+    for (const id of contacts) expect(byContact(crm).get(id)).toEqual([1, 2, 3, 4]);
+    expect(crm.requests.every((request) => request.verified)).toBe(true);
+    // Exactly once, not merely deduplicated: no event was accepted twice.
+    expect(crm.acceptedCount).toBe(16);
+
+    const [first] = crm.application;
+    expect(Object.keys(first!.payload).sort()).toEqual(
+      ['channel', 'contact', 'data', 'id', 'occurredAt', 'routing', 'type'].sort(),
+    );
+    expect(first!.webhookId).toBe(first!.payload.id);
+    expect(first!.payload.routing).toMatchObject({ destination: 'crm', responsibleCrmUserId: '1001' });
+
+    // The receiver has the events a moment before the sender has read its answers.
+    await eventually(
+      async () => (await delivery.list({ state: 'pending' })).length === 0,
+      'no pending deliveries',
+    );
+    expect(await delivery.list({ state: 'delivered', limit: 500 })).toHaveLength(16);
+    await sleep(250); // one gauge refresh
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('chatbridge_deliveries_total{destination="crm",outcome="delivered"} 16');
+    expect(text).toContain('chatbridge_delivery_queue_depth{destination="crm"} 0');
+    expect(text).toMatch(/chatbridge_delivery_attempts_total\{destination="crm",outcome="retry"\} [1-9]/);
+    expect(text).toContain('chatbridge_delivery_attempt_seconds_count{destination="crm"}');
+  });
+
+  it('does not attempt a later event of a contact while an earlier one is being retried', async () => {
+    const crm = await receiver();
+    crm.respond((request) => {
+      const attempts = crm.requests.filter((seen) => seen.webhookId === request.webhookId).length;
+      return request.webhookId === 'evt_c1_1' && attempts <= 2
+        ? { kind: 'status', status: 503 }
+        : { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, concurrency: 4 }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c1', 2), entry('c2', 1)]);
+    await crm.waitFor(() => crm.application.length === 3, 5000, 'all three');
+    const ids = crm.requests.map((request) => `${request.webhookId}:${request.answered}`);
+    expect(ids.filter((id) => id.startsWith('evt_c1_1'))).toEqual([
+      'evt_c1_1:503',
+      'evt_c1_1:503',
+      'evt_c1_1:200',
+    ]);
+    // c1's second event waited for its first; c2 did not wait for c1.
+    expect(ids.indexOf('evt_c1_2:200')).toBeGreaterThan(ids.indexOf('evt_c1_1:200'));
+    expect(ids.indexOf('evt_c2_1:200')).toBeLessThan(ids.indexOf('evt_c1_1:200'));
+    expect(ids.filter((id) => id.startsWith('evt_c1_2'))).toHaveLength(1);
+  });
+
+  it('fails a delivery refused with 4xx at once, lets later events of the contact through, and replays it', async () => {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond((request) => {
+      const payload = request.payload as { id: string };
+      return refuse && payload.id === 'evt_c1_2'
+        ? { kind: 'status', status: 400, body: 'unknown pipeline' }
+        : { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [{ url: crm.url }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c1', 2), entry('c1', 3)]);
+    await crm.waitFor(() => crm.application.length === 2, 5000, 'events 1 and 3');
+    expect(byContact(crm).get('c1')).toEqual([1, 3]);
+
+    const failed = await delivery.list({ state: 'failed' });
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({
+      eventId: 'evt_c1_2',
+      destination: 'crm',
+      attempts: 1,
+      lastStatus: 400,
+      lastError: { status: 400, message: 'HTTP 400: unknown pipeline' },
+    });
+    expect(crm.requests.filter((request) => request.webhookId === 'evt_c1_2')).toHaveLength(1);
+
+    refuse = false;
+    const replayed = await delivery.replay(failed[0]!.id);
+    expect(replayed).toMatchObject({ state: 'pending', replays: 1 });
+    await crm.waitFor(() => crm.application.length === 3, 5000, 'the replayed event');
+    expect(byContact(crm).get('c1')).toEqual([1, 3, 2]);
+    await eventually(
+      async () => (await delivery.get(failed[0]!.id))?.state === 'delivered',
+      'replay recorded',
+    );
+    expect(await delivery.get(failed[0]!.id)).toMatchObject({ state: 'delivered', attempts: 2, replays: 1 });
+    await expect(delivery.replay('dlv_nope')).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('gives up after the schedule, keeps the failures, and replays all failed of a destination', async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 503 });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, retrySchedule: ['0s', '50ms', '50ms'] }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1)]);
+    await crm.waitFor(() => crm.requests.length === 6, 5000, 'three attempts each');
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 2, 'both failed');
+    const failed = await delivery.list({ state: 'failed', destination: 'crm' });
+    expect(failed).toHaveLength(2);
+    for (const item of failed) {
+      expect(item.attempts).toBe(3);
+      expect(item.lastError?.message).toMatch(/^gave up after 3 attempts; last: HTTP 503/);
+    }
+    expect(crm.requests).toHaveLength(6);
+
+    crm.respond({ kind: 'ok' });
+    const { replayed } = await delivery.replayFailed('crm');
+    expect(replayed.sort()).toEqual(failed.map((item) => item.id).sort());
+    await crm.waitFor(() => crm.application.length === 2, 5000, 'both replayed');
+    expect(await delivery.list({ state: 'failed' })).toHaveLength(0);
+  });
+
+  it('honours Retry-After on 429 and retries timeouts', async () => {
+    const crm = await receiver();
+    crm.respond((request) => {
+      const attempts = crm.requests.filter((seen) => seen.webhookId === request.webhookId).length;
+      if (request.webhookId === 'evt_c1_1' && attempts === 1)
+        return { kind: 'status', status: 429, retryAfter: '1' };
+      if (request.webhookId === 'evt_c2_1' && attempts === 1) return { kind: 'hang' };
+      return { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, timeoutMs: 300 }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1)]);
+    await crm.waitFor(() => crm.application.length === 2, 5000, 'both events');
+    const throttled = crm.requests.filter((request) => request.webhookId === 'evt_c1_1');
+    // The schedule says 100 ms; only Retry-After explains a wait of a second.
+    expect(throttled[1]!.at - throttled[0]!.at).toBeGreaterThanOrEqual(950);
+    const slow = crm.requests.filter((request) => request.webhookId === 'evt_c2_1');
+    expect(slow[1]!.at - slow[0]!.at).toBeGreaterThanOrEqual(300);
+    await eventually(async () => (await delivery.list({ state: 'delivered' })).length === 2, 'both recorded');
+    const [timedOut] = (await delivery.list({ state: 'delivered' })).filter(
+      (item) => item.eventId === 'evt_c2_1',
+    );
+    expect(timedOut).toMatchObject({ attempts: 2, lastStatus: 200 });
+    expect(timedOut?.lastError?.message).toMatch(/timed out after 300 ms/);
+  });
+
+  it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {
+    const fast = await receiver();
+    fast.respond({ kind: 'slow', ms: 100 });
+    const stuck = await receiver();
+    stuck.respond({ kind: 'hang' });
+    const { delivery, events } = await setup(kind, [
+      { id: 'fast', url: fast.url, concurrency: 2 },
+      { id: 'stuck', url: stuck.url, concurrency: 2, timeoutMs: 3000 },
+    ]);
+    await delivery.start();
+    const started = Date.now();
+    await events.publish(Array.from({ length: 8 }, (_, index) => entry(`c${index}`, 1)));
+    await fast.waitFor(() => fast.application.length === 8, 4000, 'all events at the healthy destination');
+    // 8 events, 100 ms each, 2 at a time: about 400 ms, while the other destination hangs.
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(fast.maxInFlight).toBe(2);
+    expect(stuck.maxInFlight).toBeLessThanOrEqual(2);
+    expect(stuck.application).toHaveLength(0);
+  });
+
+  it('opens the circuit breaker after repeated failures, then lets one trial through', async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 500 });
+    const { delivery, events } = await setup(kind, [
+      {
+        url: crm.url,
+        concurrency: 1,
+        retrySchedule: Array.from({ length: 20 }, () => '50ms'),
+        circuitBreaker: { failureThreshold: 2, cooldown: '700ms' },
+      },
+    ]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1), entry('c3', 1)]);
+    await crm.waitFor(() => crm.requests.length >= 4, 5000, 'four attempts');
+    const [a, b, c, d] = crm.requests.map((request) => request.at);
+    expect(b! - a!).toBeLessThan(500);
+    expect(c! - b!).toBeGreaterThanOrEqual(650);
+    // The half-open trial failed: open again.
+    expect(d! - c!).toBeGreaterThanOrEqual(650);
+    crm.respond({ kind: 'ok' });
+    await crm.waitFor(() => crm.application.length === 3, 5000, 'everything once the receiver is well');
+  });
+
+  it('lets several instances drain and deliver at once without losing or repeating events', async () => {
+    const crm = await receiver();
+    const one = await setup(kind, [{ url: crm.url, concurrency: 2 }]);
+    const two = await one.instance();
+    await one.delivery.start();
+    await two.delivery.start();
+    const writes: Promise<void>[] = [];
+    for (let n = 1; n <= 10; n++) {
+      for (const id of ['a', 'b', 'c']) {
+        writes.push(
+          (n + id.charCodeAt(0)) % 2 === 0
+            ? one.events.publish([entry(id, n)])
+            : two.events.publish([entry(id, n)]),
+        );
+      }
+    }
+    await Promise.all(writes);
+    await crm.waitFor(() => crm.application.length === 30, 10_000, 'all 30 events');
+    await sleep(200);
+    expect(crm.acceptedCount).toBe(30);
+    expect(await one.store.llen(OUTBOX_KEY)).toBe(0);
+  });
+
+  it('keeps pending deliveries across a restart of the delivery', async () => {
+    const crm = await receiver();
+    await crm.down();
+    const { delivery, events, instance } = await setup(kind, [{ url: crm.url }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c1', 2), entry('c2', 1)]);
+    await sleep(300);
+    await delivery.close();
+    await crm.up();
+    const again = await instance();
+    await again.delivery.start();
+    await crm.waitFor(() => crm.application.length === 3, 5000, 'all three after the restart');
+    expect(byContact(crm).get('c1')).toEqual([1, 2]);
+  });
+
+  it('sets aside outbox entries that do not parse and adds nothing when a drain is repeated', async () => {
+    const crm = await receiver();
+    const { delivery, store, events } = await setup(kind, [{ url: crm.url }]);
+    await store.rpush(OUTBOX_KEY, 'not json', JSON.stringify(entry('c1', 1)));
+    await delivery.start();
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the valid entry');
+    expect(await store.lrange(INVALID_OUTBOX_KEY, 0, -1)).toEqual(['not json']);
+
+    // As if a drain crashed after creating deliveries but before trimming the outbox.
+    await store.rpush(OUTBOX_KEY, JSON.stringify(entry('c1', 1)));
+    events.committed();
+    await sleep(400);
+    expect(await store.llen(OUTBOX_KEY)).toBe(0);
+    expect(crm.requests).toHaveLength(1);
+  });
+});
