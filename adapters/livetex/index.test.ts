@@ -154,7 +154,7 @@ describe('chatbridge keys generate|list|revoke (CLI on a real Redis)', () => {
     expect(unknown.code).toBe(1);
     expect(unknown.stderr.join('\n')).toContain('k_unknown');
     const missing = await cli('keys', 'revoke', '--channel', 'app');
-    expect(missing.code).not.toBe(0);
+    expect(missing.code).toBe(2); // bad usage (DESIGN §5)
     expect(missing.stderr.join('\n')).toContain('--kid');
   });
 });

@@ -208,7 +208,13 @@ async function channelCommand(name: string, args: string[], io: CliStreams): Pro
     if (values.help) return 0;
     const { channel: _channel, config: _config, help: _help, ...options } = values;
     const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };
-    await command.run(options as Record<string, string | boolean>, cliIo);
+    try {
+      await command.run(options as Record<string, string | boolean>, cliIo);
+    } catch (error) {
+      // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
+      if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
+      throw error;
+    }
     return 0;
   });
 }
