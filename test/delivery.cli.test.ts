@@ -1,0 +1,131 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runDeliveriesCommand } from '../src/cli/deliveries.js';
+import { configSchema } from '../src/config/schema.js';
+import { createDelivery, type Delivery } from '../src/delivery/index.js';
+import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
+import { Metrics } from '../src/metrics.js';
+import { createHttpClient } from '../src/net/http.js';
+import { createMemoryStore } from '../src/store/memory.js';
+import type { Store } from '../src/store/types.js';
+import { type Receiver, startReceiver } from './support/receiver.js';
+
+/** `chatbridge deliveries list|replay`: output, exit codes, and that replay really delivers. */
+
+const SECRET = `whsec_${Buffer.from('cli-test-secret-0123456789abcdefg').toString('base64')}`;
+
+function entry(id: string): OutboxEntry {
+  return {
+    event: {
+      id,
+      type: 'contact.updated',
+      occurredAt: new Date().toISOString(),
+      channel: null,
+      contact: null,
+      data: {},
+    },
+    orderingKey: id,
+    stagedAt: Date.now(),
+  };
+}
+
+async function run(delivery: Delivery, ...args: string[]) {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const code = await runDeliveriesCommand(args, delivery, {
+    stdout: (text) => stdout.push(text),
+    stderr: (text) => stderr.push(text),
+  });
+  return { code, stdout, stderr };
+}
+
+describe('chatbridge deliveries', () => {
+  let crm: Receiver;
+  let store: Store;
+  let delivery: Delivery;
+  let refuse = true;
+
+  beforeAll(async () => {
+    crm = await startReceiver({ secret: SECRET });
+    crm.respond(() => (refuse ? { kind: 'status', status: 410, body: 'gone' } : { kind: 'ok' }));
+    store = createMemoryStore();
+    const events = createOutboxPublisher(store);
+    delivery = createDelivery({
+      config: configSchema.parse({
+        admin: { token: 'admin-token-0123456789' },
+        destinations: [{ id: 'crm', url: crm.url, secret: SECRET, retrySchedule: ['0s'] }],
+      }),
+      store,
+      redisUrl: undefined,
+      keyPrefix: 'cli',
+      events,
+      http: createHttpClient(),
+      logger: pino({ level: 'silent' }),
+      metrics: new Metrics(),
+      now: () => new Date(),
+    });
+    await delivery.start();
+    await events.publish([entry('evt_a'), entry('evt_b'), entry('evt_c')]);
+    await crm.waitFor(() => crm.requests.length === 3, 5000, 'three refusals');
+    for (let tries = 0; (await delivery.list({ state: 'failed' })).length < 3 && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+  afterAll(async () => {
+    await delivery?.close();
+    await store?.close();
+    await crm?.close();
+  });
+
+  it('lists failed deliveries with their last error, as text or JSON lines', async () => {
+    const text = await run(delivery, 'list', '--state', 'failed', '--destination', 'crm');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toHaveLength(3);
+    expect(text.stdout[0]).toMatch(
+      /^dlv_\S+ {2}failed {2}crm {2}contact\.updated {2}evt_\w {2}attempts=1 {2}last error: 410 HTTP 410: gone/,
+    );
+    expect(text.stderr).toEqual(['3 deliveries']);
+    const json = await run(delivery, 'list', '--json', '--limit', '2');
+    expect(json.stdout.map((row) => JSON.parse(row).state)).toEqual(['failed', 'failed']);
+  });
+
+  it('replays one delivery, then all failed of a destination', async () => {
+    refuse = false;
+    const [first] = await delivery.list({ state: 'failed' });
+    const one = await run(delivery, 'replay', '--id', first!.id);
+    expect(one).toMatchObject({
+      code: 0,
+      stdout: [`replayed ${first!.id} (contact.updated ${first!.eventId} to crm)`],
+    });
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the replayed one');
+
+    const all = await run(delivery, 'replay', '--destination', 'crm', '--all-failed');
+    expect(all.code).toBe(0);
+    expect(all.stdout).toHaveLength(2);
+    expect(all.stderr).toEqual(['replayed 2 failed deliveries to crm']);
+    await crm.waitFor(() => crm.application.length === 3, 5000, 'all replayed');
+  });
+
+  it('exits 2 on bad usage and 1 on failures, with a one-line reason', async () => {
+    for (const args of [
+      [],
+      ['frobnicate'],
+      ['list', '--state', 'lost'],
+      ['list', '--limit', '0'],
+      ['list', '--colour'],
+      ['replay'],
+      ['replay', '--destination', 'crm'],
+      ['replay', '--id', 'dlv_x', '--all-failed'],
+    ]) {
+      const result = await run(delivery, ...args);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+    }
+    const missing = await run(delivery, 'replay', '--id', 'dlv_missing');
+    expect(missing).toMatchObject({ code: 1, stderr: ['chatbridge deliveries: no delivery dlv_missing'] });
+    const nowhere = await run(delivery, 'replay', '--destination', 'nowhere', '--all-failed');
+    expect(nowhere).toMatchObject({ code: 1, stderr: ['chatbridge deliveries: no destination nowhere'] });
+    const help = await run(delivery, 'list', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout.join('\n')).toContain('chatbridge deliveries replay --id ID');
+  });
+});

@@ -1,0 +1,278 @@
+import fc from 'fast-check';
+import { Webhook } from 'standardwebhooks';
+import { describe, expect, it } from 'vitest';
+import { configSchema, type DestinationConfig, destinationSchema } from '../src/config/schema.js';
+import type { Contact } from '../src/contacts/types.js';
+import { deliveryIdOf } from '../src/delivery/drain.js';
+import { type RoutingContext, routeEvent, transcriptText } from '../src/delivery/routing.js';
+import { secretKey, webhookHeaders } from '../src/delivery/signing.js';
+import type { OutboundEvent } from '../src/events/outbox.js';
+
+/** Routing and mapping are pure: the same config and event give the same body on every instance. */
+
+const SECRET = `whsec_${Buffer.from('routing-test-secret-0123456789abc').toString('base64')}`;
+
+function destination(overrides: Record<string, unknown> = {}): DestinationConfig {
+  return destinationSchema.parse({
+    id: 'crm',
+    url: 'https://crm.example/events',
+    secret: SECRET,
+    ...overrides,
+  });
+}
+
+const context: RoutingContext = {
+  agents: configSchema.parse({
+    admin: { token: 'admin-token-0123456789' },
+    agents: [
+      { email: 'Oleg@Shop.example', name: 'Oleg Petrov', crmUserId: 1001 },
+      { email: 'anna@shop.example', name: 'Anna', crmUserId: '1002' },
+      { email: 'nocrm@shop.example', name: 'No CRM' },
+    ],
+  }).agents,
+  channels: [
+    { id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: 'x'.repeat(16) },
+    { id: 'app', vendor: 'livetex', token: 'y'.repeat(16) },
+  ],
+  vendorNames: new Map([
+    ['jivochat', 'JivoChat'],
+    ['livetex', 'LiveTex'],
+  ]),
+};
+
+function contact(overrides: Partial<Contact> = {}): Contact {
+  return {
+    id: 'ct_1',
+    name: 'Maria Ivanova',
+    names: ['Maria Ivanova'],
+    emails: ['maria@example.org'],
+    phones: ['+79161234567'],
+    identities: [],
+    labels: [],
+    attributes: {},
+    responsibleAgent: { email: 'anna@shop.example' },
+    crmLink: null,
+    channels: [],
+    records: ['ct_1'],
+    merges: [],
+    createdAt: '2024-05-01T10:00:00.000Z',
+    updatedAt: '2024-05-01T10:00:00.000Z',
+    ...overrides,
+  };
+}
+
+function event(overrides: Partial<OutboundEvent> = {}): OutboundEvent {
+  return {
+    id: 'evt_1',
+    type: 'conversation.finished',
+    occurredAt: '2024-05-01T10:30:00.000Z',
+    channel: { id: 'shop-site', vendor: 'jivochat' },
+    contact: contact(),
+    data: {},
+    ...overrides,
+  };
+}
+
+describe('destination config', () => {
+  it('accepts the DESIGN §3 example and fills the defaults', () => {
+    const parsed = destination({
+      events: ['conversation.finished', 'offline_message.received', 'contact.updated'],
+      filter: { channels: ['shop-site', 'app'] },
+      map: { pipeline: { byChannel: { 'shop-site': 'web-leads', app: 'app-leads' }, default: 'inbox' } },
+    });
+    expect(parsed.retrySchedule).toEqual([
+      0, 5000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000, 86_400_000,
+    ]);
+    expect(parsed.circuitBreaker).toEqual({ failureThreshold: 5, cooldown: 30_000 });
+    expect(parsed.map.taskDueIn).toBe(3_600_000);
+    expect(parsed.headers).toEqual({});
+  });
+
+  it('refuses a secret that is not whsec_ and unknown keys', () => {
+    expect(() => destination({ secret: 'plain' })).toThrow(/whsec_/);
+    expect(() => destination({ circuitBreaker: { failures: 3 } })).toThrow();
+    expect(() => destination({ map: { pipline: {} } })).toThrow();
+  });
+});
+
+describe('routing', () => {
+  it('filters by event type, channel and vendor', () => {
+    const only = destination({ events: ['conversation.finished'], filter: { channels: ['app'] } });
+    expect(routeEvent(only, event(), context)).toBeNull();
+    expect(routeEvent(only, event({ channel: { id: 'app', vendor: 'livetex' } }), context)).not.toBeNull();
+    expect(
+      routeEvent(
+        only,
+        event({ type: 'message.received', channel: { id: 'app', vendor: 'livetex' } }),
+        context,
+      ),
+    ).toBeNull();
+    const byVendor = destination({ filter: { vendors: ['livetex'] } });
+    expect(routeEvent(byVendor, event(), context)).toBeNull();
+    // Events about the contact as a whole have no channel: channel filters do not drop them.
+    expect(routeEvent(only, event({ channel: null }), context)).not.toBeNull();
+  });
+
+  it('keeps the contract body and adds routing: pipeline by channel with a default, source, responsible', () => {
+    const crm = destination({
+      map: { pipeline: { byChannel: { 'shop-site': 'web-leads' }, default: 'inbox' } },
+    });
+    const body = routeEvent(
+      crm,
+      event({ data: { agent: { email: 'OLEG@shop.example', name: 'Oleg' } } }),
+      context,
+    )!;
+    expect(body).toMatchObject({ id: 'evt_1', type: 'conversation.finished', contact: { id: 'ct_1' } });
+    expect(body.routing).toEqual({
+      destination: 'crm',
+      pipeline: 'web-leads',
+      source: 'JivoChat: Shop site',
+      responsibleCrmUserId: '1001',
+    });
+    const fromApp = routeEvent(crm, event({ channel: { id: 'app', vendor: 'livetex' } }), context)!;
+    // No agent in the event: the contact's responsible agent (anna -> 1002); unnamed channel: its id.
+    expect(fromApp.routing).toMatchObject({
+      pipeline: 'inbox',
+      source: 'LiveTex: app',
+      responsibleCrmUserId: '1002',
+    });
+    const none = destination();
+    expect(routeEvent(none, event({ channel: null }), context)!.routing).toMatchObject({
+      pipeline: null,
+      source: null,
+    });
+  });
+
+  it('uses a source template and the configured fallback for unknown agents', () => {
+    const crm = destination({
+      map: { source: 'chat/{vendor}/{channel} {oops}', responsibleFallback: 'oleg@shop.example' },
+    });
+    const unknown = event({
+      data: { agentEmail: 'stranger@shop.example' },
+      contact: contact({ responsibleAgent: null }),
+    });
+    expect(routeEvent(crm, unknown, context)!.routing).toMatchObject({
+      source: 'chat/jivochat/shop-site {oops}',
+      responsibleCrmUserId: '1001',
+    });
+    const literal = destination({ map: { responsibleFallback: '42' } });
+    expect(routeEvent(literal, unknown, context)!.routing.responsibleCrmUserId).toBe('42');
+    // An agent without a CRM id does not count as found.
+    const noCrm = event({
+      data: { agent: { email: 'nocrm@shop.example' } },
+      contact: contact({ responsibleAgent: null }),
+    });
+    expect(routeEvent(destination(), noCrm, context)!.routing.responsibleCrmUserId).toBeNull();
+  });
+
+  it('makes a task of an offline message, due after map.taskDueIn', () => {
+    const crm = destination({ map: { taskDueIn: '2h' } });
+    const body = routeEvent(
+      crm,
+      event({ type: 'offline_message.received', data: { message: { text: 'Call me back please' } } }),
+      context,
+    )!;
+    expect(body.routing.task).toEqual({
+      title: 'Offline message from Maria Ivanova',
+      text: 'Call me back please',
+      dueAt: '2024-05-01T12:30:00.000Z',
+      responsibleCrmUserId: '1002',
+    });
+    expect(body.routing.note).toBeUndefined();
+  });
+
+  it('writes the transcript as note text, cut at a bound', () => {
+    const crm = destination();
+    const body = routeEvent(
+      crm,
+      event({
+        data: {
+          transcript: [
+            { at: '2024-05-01T10:01:12Z', author: { name: 'Maria', kind: 'client' }, text: 'Hello' },
+            { at: '2024-05-01T10:02:00Z', author: 'Oleg Petrov', text: 'Hi! How can I help?' },
+            { time: 'yesterday', from: 'bot', message: 'Rate us' },
+            42,
+          ],
+        },
+      }),
+      context,
+    )!;
+    expect(body.routing.note?.text).toBe(
+      [
+        'Chat transcript (JivoChat: Shop site)',
+        '[2024-05-01 10:01] Maria: Hello',
+        '[2024-05-01 10:02] Oleg Petrov: Hi! How can I help?',
+        '[yesterday] bot: Rate us',
+      ].join('\n'),
+    );
+    expect(routeEvent(crm, event({ data: {} }), context)!.routing.note).toBeUndefined();
+    const long = transcriptText(
+      event({
+        data: {
+          messages: Array.from({ length: 2000 }, (_, index) => ({
+            author: 'a',
+            text: `line ${index} `.repeat(5),
+          })),
+        },
+      }),
+      null,
+    )!;
+    expect(long.length).toBe(20_000);
+    expect(long.endsWith('… (transcript cut)')).toBe(true);
+  });
+
+  it('is a pure function: same input, same body, input untouched', () => {
+    const crm = destination({ map: { pipeline: { byChannel: { app: 'app-leads' }, default: 'inbox' } } });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(
+          'conversation.finished',
+          'offline_message.received',
+          'message.received',
+          'contact.updated',
+        ),
+        fc.constantFrom('shop-site', 'app', 'other'),
+        fc.dictionary(fc.string(), fc.jsonValue()),
+        (type, channelId, data) => {
+          const input = event({
+            type: type as OutboundEvent['type'],
+            channel: { id: channelId, vendor: channelId === 'app' ? 'livetex' : 'jivochat' },
+            data: data as Record<string, unknown>,
+          });
+          const before = JSON.stringify(input);
+          const first = JSON.stringify(routeEvent(crm, input, context));
+          expect(JSON.stringify(routeEvent(crm, JSON.parse(before) as OutboundEvent, context))).toBe(first);
+          expect(JSON.stringify(input)).toBe(before);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('names a delivery after its destination and event, the same on every instance', () => {
+    expect(deliveryIdOf('crm', 'evt_1')).toBe(deliveryIdOf('crm', 'evt_1'));
+    expect(deliveryIdOf('crm', 'evt_1')).not.toBe(deliveryIdOf('crm2', 'evt_1'));
+    expect(deliveryIdOf('crm', 'evt_1')).toMatch(/^dlv_[A-Za-z0-9_-]{24}$/);
+  });
+});
+
+describe('Standard Webhooks signing', () => {
+  const body = JSON.stringify({ id: 'evt_1', type: 'contact.updated' });
+
+  it('produces headers the official library verifies, and matches its own signature', () => {
+    const at = new Date();
+    const headers = webhookHeaders(secretKey(SECRET), 'evt_1', at, body);
+    const official = new Webhook(SECRET);
+    expect(official.verify(body, headers)).toEqual(JSON.parse(body));
+    expect(headers['webhook-signature']).toBe(official.sign('evt_1', at, body));
+  });
+
+  it('fails verification when the body, id or secret differ', () => {
+    const headers = webhookHeaders(secretKey(SECRET), 'evt_1', new Date(), body);
+    const official = new Webhook(SECRET);
+    expect(() => official.verify(`${body} `, headers)).toThrow();
+    expect(() => official.verify(body, { ...headers, 'webhook-id': 'evt_2' })).toThrow();
+    const other = `whsec_${Buffer.from('another-secret-0123456789abcdefgh').toString('base64')}`;
+    expect(() => new Webhook(other).verify(body, headers)).toThrow();
+  });
+});
