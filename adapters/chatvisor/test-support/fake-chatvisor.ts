@@ -62,6 +62,8 @@ export interface FailureRule {
   delayMs?: number;
   /** Drop the connection without answering. */
   destroy?: boolean;
+  /** Do the work, then wait this long before answering (the change happened; the answer is late). */
+  lateAnswerMs?: number;
   /** How many matching requests this rule applies to (default 1). */
   times?: number;
 }
@@ -238,6 +240,7 @@ export class FakeChatvisor {
       return send(response, 401, { message: 'Authentication failed' });
     }
     const [status, answer] = this.route(method, path, url.searchParams, body);
+    if (rule?.lateAnswerMs) await new Promise((resolve) => setTimeout(resolve, rule.lateAnswerMs));
     send(response, status, answer);
   }
 

@@ -1,0 +1,248 @@
+import type { z } from 'zod';
+import type { ChannelConfig } from '../../src/config/schema.js';
+import { formatPath, ValidationError } from '../../src/errors.js';
+import type {
+  AdapterContext,
+  AdapterDefinition,
+  ChannelRoute,
+  ChannelRuntime,
+  CliCommand,
+  InboundRequest,
+  ScheduledJob,
+} from '../../src/spec/adapter.js';
+import { ChatvisorClient } from './client.js';
+import { ConversationTracker } from './conversations.js';
+import { AgentSyncIncompleteError } from './errors.js';
+import { LabelPusher } from './labels.js';
+import { CUSTOMER_KIND, VENDOR } from './mapper.js';
+import { ConversationPoller } from './poll.js';
+import {
+  agentChatUrlBodySchema,
+  agentChatUrlResponseSchema,
+  agentSyncQuerySchema,
+  type ChatvisorSettings,
+  channelSettingsSchema,
+  visibilityResponseSchema,
+} from './schemas.js';
+import { AgentSync, type AgentSyncReport } from './sync.js';
+import { Background, createWebhookHandler } from './webhook.js';
+
+/**
+ * Chatvisor (TeamViewer Engage), driven over REST: agent sync, customer labels, public agent chat
+ * URLs, conversation polling, chat visibility, and its webhooks. See README.md in this folder.
+ */
+export interface ChatvisorRuntime extends ChannelRuntime {
+  readonly settings: ChatvisorSettings;
+  readonly client: ChatvisorClient;
+  readonly agentSync: AgentSync;
+  readonly poller: ConversationPoller;
+  /** Resolves when the work started after webhook answers (profiles, labels) has finished. */
+  idle(): Promise<void>;
+}
+
+export function channelSettings(channel: ChannelConfig): ChatvisorSettings {
+  const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
+  return channelSettingsSchema.parse(settings);
+}
+
+function parseBody<S extends z.ZodType>(schema: S, request: InboundRequest): z.output<S> {
+  const result = schema.safeParse(request.rawBody.length === 0 ? undefined : request.json());
+  if (!result.success) {
+    throw new ValidationError(
+      'invalid body',
+      result.error.issues.map((issue) => ({
+        path: formatPath(issue.path as (string | number)[]),
+        message: issue.message,
+      })),
+    );
+  }
+  return result.data;
+}
+
+function parseQuery<S extends z.ZodType>(schema: S, request: InboundRequest): z.output<S> {
+  const result = schema.safeParse(request.query);
+  if (!result.success) {
+    throw new ValidationError(
+      'invalid query',
+      result.error.issues.map((issue) => ({
+        path: formatPath(issue.path as (string | number)[]),
+        message: issue.message,
+      })),
+      'invalid_query',
+    );
+  }
+  return result.data;
+}
+
+function summary(report: AgentSyncReport) {
+  return {
+    channelId: report.channelId,
+    dryRun: report.dryRun,
+    created: report.created.length,
+    updated: report.updated.length,
+    removed: report.removed.length,
+    unchanged: report.unchanged.length,
+    ignored: report.ignored.length,
+    failed: report.failed,
+    writes: report.writes,
+    startedAt: report.startedAt,
+    finishedAt: report.finishedAt,
+  };
+}
+
+export function createChatvisorRuntime(context: AdapterContext, channel: ChannelConfig): ChatvisorRuntime {
+  const settings = channelSettings(channel);
+  const logger = context.logger;
+  const client = new ChatvisorClient({
+    http: context.http,
+    apiUrl: settings.apiUrl,
+    apiToken: settings.apiToken,
+    timeoutMs: settings.timeoutMs,
+    maxRetries: settings.maxRetries,
+    maxRetryAfterMs: settings.maxRetryAfterMs,
+    rateLimit: settings.rateLimit,
+    logger,
+  });
+  const labels = new LabelPusher({
+    channelId: channel.id,
+    templates: settings.labels,
+    client,
+    store: context.store,
+    logger,
+    metrics: context.metrics,
+  });
+  const tracker = new ConversationTracker({ channelId: channel.id, context, client, labels, logger });
+  const agentSync = new AgentSync({ channelId: channel.id, context, client, settings, logger });
+  const poller = new ConversationPoller({
+    channelId: channel.id,
+    context,
+    client,
+    tracker,
+    settings,
+    logger,
+  });
+  const background = new Background(logger);
+
+  if (settings.offerAgentChatUrl) {
+    context.facts.addSource({
+      id: `chatvisor:${channel.id}:agent-chat-url`,
+      async lookup(contact, signal) {
+        const customer = contact.identities.find(
+          (identity) => identity.kind === CUSTOMER_KIND && identity.channelId === channel.id,
+        );
+        if (!customer) return { facts: [] };
+        const url = await client.publicAgentChatUrl(customer.value, undefined, { signal });
+        return {
+          facts: [
+            {
+              key: `chatvisor.${channel.id}.agentChatUrl`,
+              label: `Chatvisor chat (${channel.name ?? channel.id})`,
+              value: url,
+              type: 'url',
+              link: url,
+            },
+          ],
+        };
+      },
+    });
+  }
+
+  const routes: ChannelRoute[] = [
+    {
+      method: 'POST',
+      path: 'agent-sync',
+      scope: 'admin',
+      summary: 'Run a Chatvisor agent sync now (?dryRun=true plans only); returns the report',
+      query: agentSyncQuerySchema,
+      async handle(request) {
+        const { dryRun } = parseQuery(agentSyncQuerySchema, request);
+        return { body: await agentSync.run({ dryRun }) };
+      },
+    },
+    {
+      method: 'GET',
+      path: 'agent-sync',
+      scope: 'admin',
+      summary: 'The last Chatvisor agent sync reports, newest first',
+      async handle() {
+        return { body: { reports: await agentSync.reports(settings.keepReports) } };
+      },
+    },
+    {
+      method: 'POST',
+      path: 'agent-chat-url',
+      scope: 'admin',
+      summary: 'A public agent chat URL for a Chatvisor customer: {customerId, agentEmail?} -> {url}',
+      requestBody: agentChatUrlBodySchema,
+      response: agentChatUrlResponseSchema,
+      async handle(request) {
+        const body = parseBody(agentChatUrlBodySchema, request);
+        return { body: { url: await client.publicAgentChatUrl(body.customerId, body.agentEmail) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: 'visibility',
+      scope: 'admin',
+      summary: 'Whether the Chatvisor chat is visible now (the isVisible operation)',
+      response: visibilityResponseSchema,
+      async handle() {
+        const visible = await client.isVisible();
+        return { body: { visible, checkedAt: context.now().toISOString() } };
+      },
+    },
+  ];
+
+  const jobs: ScheduledJob[] = [];
+  if (settings.schedules.agentSync) {
+    jobs.push({
+      name: 'agent-sync',
+      schedule: settings.schedules.agentSync,
+      run: (signal) => agentSync.run({ signal }),
+    });
+  }
+  if (settings.schedules.conversationPoll) {
+    jobs.push({
+      name: 'conversation-poll',
+      schedule: settings.schedules.conversationPoll,
+      run: (signal) => poller.run(signal),
+    });
+  }
+
+  const commands: CliCommand[] = [
+    {
+      name: 'sync agents',
+      summary:
+        'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
+      options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
+      async run(options, io) {
+        const report = await agentSync.run({ dryRun: options['dry-run'] === true, onProgress: io.stderr });
+        io.stdout(JSON.stringify(summary(report)));
+        if (report.failed.length > 0) throw new AgentSyncIncompleteError(report.failed.length);
+        return report;
+      },
+    },
+  ];
+
+  return {
+    settings,
+    client,
+    agentSync,
+    poller,
+    handleWebhook: createWebhookHandler({ channelId: channel.id, context, tracker, background, logger }),
+    routes,
+    jobs,
+    commands,
+    idle: () => background.idle(),
+    async close() {
+      await background.idle();
+    },
+  };
+}
+
+export const chatvisorAdapter: AdapterDefinition = {
+  vendor: VENDOR,
+  displayName: 'Chatvisor',
+  channelSettings: channelSettingsSchema,
+  create: createChatvisorRuntime,
+};

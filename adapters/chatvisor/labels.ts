@@ -1,0 +1,105 @@
+import type { Logger } from 'pino';
+import type { Contact } from '../../src/contacts/types.js';
+import type { Metrics } from '../../src/metrics.js';
+import type { Store } from '../../src/store/types.js';
+import type { ChatvisorClient } from './client.js';
+import { LABEL_PLACEHOLDER } from './schemas.js';
+import { storeKeys } from './state.js';
+
+/**
+ * Customer labels: once a Chatvisor customer is linked to a unified contact that knows more than
+ * Chatvisor does (the company's person id, attributes from other channels), the channel's label
+ * templates are rendered for that contact and pushed with tagUser — only when the rendered set
+ * differs from the one last pushed for that customer (kept in the store), so a steady contact
+ * costs no vendor call.
+ */
+
+function placeholderValue(name: string, contact: Contact): string | undefined {
+  if (name === 'person') return contact.identities.find((identity) => identity.kind === 'person')?.value;
+  if (name === 'email') return contact.emails[0];
+  if (name === 'phone') return contact.phones[0];
+  if (name === 'name') return contact.name ?? undefined;
+  if (name === 'contactId') return contact.id;
+  if (name.startsWith('attributes.')) {
+    const attribute = contact.attributes[name.slice('attributes.'.length)];
+    return attribute === undefined ? undefined : String(attribute.value);
+  }
+  return undefined;
+}
+
+/**
+ * Render every template; a template with a placeholder that has no value (or an empty one) is
+ * left out rather than pushed half-filled ("segment:" would be a wrong label). Sorted and deduped,
+ * so the same contact always renders the same set.
+ */
+export function renderLabels(templates: readonly string[], contact: Contact): string[] {
+  const out = new Set<string>();
+  for (const template of templates) {
+    let missing = false;
+    const label = template.replace(LABEL_PLACEHOLDER, (_match, name: string) => {
+      const value = placeholderValue(name, contact);
+      if (value === undefined || value.trim() === '') missing = true;
+      return value ?? '';
+    });
+    if (!missing && label.trim() !== '') out.add(label.trim());
+  }
+  return [...out].sort();
+}
+
+/** Whether the contact is linked to something beyond this Chatvisor customer. */
+export function isLinked(contact: Contact): boolean {
+  return (
+    contact.identities.some((identity) => identity.kind === 'person') ||
+    Object.keys(contact.attributes).length > 0
+  );
+}
+
+export interface LabelPusherOptions {
+  channelId: string;
+  templates: readonly string[];
+  client: ChatvisorClient;
+  store: Store;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export type LabelOutcome = 'pushed' | 'unchanged' | 'not_linked' | 'no_templates';
+
+export class LabelPusher {
+  private readonly pushes;
+  constructor(private readonly options: LabelPusherOptions) {
+    this.pushes = options.metrics.counter(
+      'chatbridge_chatvisor_label_pushes_total',
+      'Chatvisor customer label pushes (tagUser), by channel and outcome (pushed, unchanged, failed)',
+      ['channel', 'outcome'] as const,
+    );
+  }
+
+  /** Call after an observation from this channel resolved the customer to `contact`. */
+  async sync(customerId: string, contact: Contact, signal?: AbortSignal): Promise<LabelOutcome> {
+    const { templates, store, client, channelId } = this.options;
+    if (templates.length === 0) return 'no_templates';
+    if (!isLinked(contact)) return 'not_linked';
+    const labels = renderLabels(templates, contact);
+    const key = storeKeys(channelId).pushedLabels;
+    const previous = await store.hget(key, customerId);
+    const serialized = JSON.stringify(labels);
+    // Never pushed and nothing to push: there is nothing to clear either.
+    if (serialized === (previous ?? '[]')) {
+      this.pushes.inc({ channel: channelId, outcome: 'unchanged' });
+      return 'unchanged';
+    }
+    const person = contact.identities.find((identity) => identity.kind === 'person')?.value;
+    try {
+      await client.tagUser(customerId, { externalId: person, labels }, { signal });
+    } catch (error) {
+      this.pushes.inc({ channel: channelId, outcome: 'failed' });
+      throw error;
+    }
+    // Remembered only after Chatvisor took it: a failed push is tried again on the next observation.
+    await store.hset(key, customerId, serialized);
+    this.pushes.inc({ channel: channelId, outcome: 'pushed' });
+    this.options.logger.debug({ customerId, labels: labels.length }, 'chatvisor labels pushed');
+    return 'pushed';
+  }
+}

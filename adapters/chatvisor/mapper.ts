@@ -1,0 +1,206 @@
+import { createHash } from 'node:crypto';
+import type { Identifier, Observation } from '../../src/contacts/types.js';
+import { CONVERSATION_STATUS, CUSTOMER_SENDER } from './operations.js';
+import type { Conversation, Customer, Message } from './schemas.js';
+
+/**
+ * Chatvisor objects -> observations for the contact model (pure functions).
+ *
+ * Idempotency keys (DESIGN §7) are derived so that the webhook and the poller produce the same
+ * key for the same vendor event — that is what makes the two paths reconcile:
+ * - a conversation event: customer id + status + last message;
+ * - a message: customer id + the message id (or, without one, its text and time);
+ * - a customer profile: customer id + the identity fields it carries.
+ */
+export const VENDOR = 'chatvisor';
+
+/** Chatvisor's customer id is vendor-local: it identifies a contact within its channel only. */
+export const CUSTOMER_KIND = 'customer';
+
+export type ConversationKind = 'started' | 'finished' | 'updated';
+
+export interface TranscriptMessage {
+  at: string | null;
+  author: 'customer' | 'agent' | 'system';
+  agentEmail?: string;
+  text: string;
+}
+
+/** Short stable digest for keys: message texts can be long and contain anything. */
+export function digest(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 22);
+}
+
+export function conversationKey(conversation: Conversation): string {
+  return `conversation:${conversation.customerId}:${conversation.status}:${digest(conversation.lastMessageText ?? '')}`;
+}
+
+export function messageKey(message: Message): string {
+  const identity = message.id ?? `t:${digest(`${message.text ?? ''}\n${message.createdAt ?? ''}`)}`;
+  return `message:${message.customerId}:${identity}`;
+}
+
+/**
+ * "New conversation" fires for a new customer and for DONE -> UNREAD [S1]; reaching DONE ends
+ * the conversation; anything else (UNREAD <-> UNRESOLVED) is an update.
+ */
+export function classifyTransition(previousStatus: string | null, status: string): ConversationKind {
+  if (status === CONVERSATION_STATUS.done) return 'finished';
+  if (previousStatus === null || previousStatus === CONVERSATION_STATUS.done) return 'started';
+  return 'updated';
+}
+
+export function isCustomerMessage(message: Message): boolean {
+  return message.sender === null || message.sender === CUSTOMER_SENDER;
+}
+
+export function customerIdentifiers(
+  channelId: string,
+  customerId: string,
+  profile?: Customer | null,
+): Identifier[] {
+  const identifiers: Identifier[] = [{ kind: CUSTOMER_KIND, value: customerId, channelId }];
+  if (profile?.email) identifiers.push({ kind: 'email', value: profile.email });
+  // The company's own id for the customer (tagUser's `id`) is the global `person` kind (DESIGN §7).
+  if (profile?.externalId) identifiers.push({ kind: 'person', value: profile.externalId });
+  return identifiers;
+}
+
+function profileNames(profile?: Customer | null): string[] {
+  const name = [profile?.firstname, profile?.lastname].filter((part) => part && part.trim() !== '').join(' ');
+  return name ? [name] : [];
+}
+
+function quote(text: string | null, max = 80): string {
+  if (!text) return '';
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
+const TITLES: Record<ConversationKind, string> = {
+  started: 'Chatvisor conversation started',
+  finished: 'Chatvisor conversation finished',
+  updated: 'Chatvisor conversation updated',
+};
+
+export function toTranscript(messages: readonly Message[]): TranscriptMessage[] {
+  return messages
+    .filter((message) => message.text)
+    .map((message) => ({
+      at: message.createdAt,
+      author: message.sender === 'AGENT' ? 'agent' : message.sender === 'SYSTEM' ? 'system' : 'customer',
+      ...(message.agentEmail ? { agentEmail: message.agentEmail } : {}),
+      text: message.text ?? '',
+    }));
+}
+
+export interface ConversationObservationInput {
+  channelId: string;
+  conversation: Conversation;
+  previousStatus: string | null;
+  at: string;
+  profile?: Customer | null;
+  transcript?: TranscriptMessage[] | undefined;
+}
+
+export function conversationObservation(input: ConversationObservationInput): Observation {
+  const { conversation } = input;
+  const kind = classifyTransition(input.previousStatus, conversation.status);
+  const data: Record<string, unknown> = {
+    customerId: conversation.customerId,
+    status: conversation.status,
+    previousStatus: input.previousStatus,
+    lastMessage: conversation.lastMessageText,
+    url: conversation.url,
+    ...(input.transcript ? { messages: input.transcript } : {}),
+  };
+  const last = quote(conversation.lastMessageText);
+  const outbound =
+    kind === 'started' ? 'conversation.started' : kind === 'finished' ? 'conversation.finished' : null;
+  return {
+    channelId: input.channelId,
+    vendor: VENDOR,
+    at: input.at,
+    idempotencyKey: conversationKey(conversation),
+    identifiers: customerIdentifiers(input.channelId, conversation.customerId, input.profile),
+    names: profileNames(input.profile),
+    timeline: [
+      {
+        key: 'conversation',
+        at: input.at,
+        type: `conversation.${kind}`,
+        summary: `${TITLES[kind]} (${conversation.status})${last ? `: ${last}` : ''}`,
+        data,
+      },
+    ],
+    events: outbound ? [{ type: outbound, key: 'conversation', data }] : [],
+  };
+}
+
+export function messageObservation(input: { channelId: string; message: Message; at: string }): Observation {
+  const { message } = input;
+  const at = message.createdAt ?? input.at;
+  const data = {
+    customerId: message.customerId,
+    messageId: message.id,
+    text: message.text,
+    author: 'customer',
+    at,
+  };
+  return {
+    channelId: input.channelId,
+    vendor: VENDOR,
+    at,
+    idempotencyKey: messageKey(message),
+    identifiers: customerIdentifiers(input.channelId, message.customerId),
+    timeline: [
+      {
+        key: 'message',
+        at,
+        type: 'message.received',
+        summary: `Chatvisor message: ${quote(message.text) || '(no text)'}`,
+        data,
+      },
+    ],
+    events: [{ type: 'message.received', key: 'message', data }],
+  };
+}
+
+/** Links the Chatvisor customer to the unified contact by e-mail and the company's id. */
+export function profileObservation(input: {
+  channelId: string;
+  customer: Customer;
+  at: string;
+}): Observation {
+  const { customer } = input;
+  const identity = JSON.stringify([
+    customer.email,
+    customer.externalId,
+    customer.firstname,
+    customer.lastname,
+  ]);
+  return {
+    channelId: input.channelId,
+    vendor: VENDOR,
+    at: input.at,
+    idempotencyKey: `profile:${customer.customerId}:${digest(identity)}`,
+    identifiers: customerIdentifiers(input.channelId, customer.customerId, customer),
+    names: profileNames(customer),
+  };
+}
+
+/** The agent as the bridge wants it in Chatvisor, from the company's directory (config.agents). */
+export function desiredAgent(agent: {
+  email: string;
+  name: string;
+  role?: string | undefined;
+  teams: string[];
+}) {
+  return {
+    email: agent.email.toLowerCase(),
+    displayName: agent.name,
+    ...(agent.role === undefined ? {} : { role: agent.role }),
+    teams: [...agent.teams].sort(),
+    active: true,
+  };
+}

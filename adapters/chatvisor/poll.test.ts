@@ -1,0 +1,307 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { TimelineEntry } from '../../src/contacts/types.js';
+import { buildRuntime, type TestRuntime } from './test-support/context.js';
+import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+
+let fake: FakeChatvisor;
+beforeAll(async () => {
+  fake = await startFakeChatvisor();
+});
+afterAll(async () => {
+  await fake.close();
+});
+beforeEach(() => {
+  fake.customers.clear();
+  fake.messages.clear();
+  fake.agents.clear();
+  fake.clearFailures();
+  fake.resetLog();
+});
+
+/** A clock that moves 1 ms per reading, so timeline entries have a strict order. */
+function tickingClock(): () => Date {
+  let tick = Date.parse('2024-05-14T09:00:00.000Z');
+  return () => new Date(tick++);
+}
+
+function runtimeWith(settings: Record<string, unknown> = {}): TestRuntime {
+  return buildRuntime({
+    apiUrl: fake.apiUrl,
+    apiToken: fake.token,
+    settings: { maxRetries: 0, ...settings },
+    now: tickingClock(),
+  });
+}
+
+async function timelineOf(test: TestRuntime, customerId: string): Promise<TimelineEntry[]> {
+  const contact = await test.context.contacts.findByIdentifier({
+    kind: 'customer',
+    value: customerId,
+    channelId: 'cobrowse',
+  });
+  if (!contact) return [];
+  const page = await test.context.contacts.timeline(contact.id, { limit: 1000 });
+  // Oldest first.
+  return [...page.entries].sort((a, b) => a.at.localeCompare(b.at) || a.id.localeCompare(b.id));
+}
+
+const conversationEntries = (entries: TimelineEntry[]) =>
+  entries.filter((entry) => entry.type.startsWith('conversation.'));
+const messageEntries = (entries: TimelineEntry[]) =>
+  entries.filter((entry) => entry.type === 'message.received');
+
+describe('conversation polling', () => {
+  it('records a baseline on its first run, paging through, without replaying history', async () => {
+    fake.addCustomer({ customerId: 'c1', status: 'UNRESOLVED' });
+    fake.addMessage('c1', 'old question');
+    fake.addCustomer({ customerId: 'c2', status: 'DONE' });
+    fake.addCustomer({ customerId: 'c3', status: 'UNREAD' });
+    const test = runtimeWith({ pageSize: 2 });
+    const report = await test.runtime.poller.run();
+    expect(report).toMatchObject({
+      baseline: true,
+      seeded: 3,
+      conversationEvents: 0,
+      messageEvents: 0,
+      backfills: 0,
+      pages: 2,
+    });
+    expect(fake.calls()).toEqual(['GET /conversation', 'GET /conversation']);
+    expect(fake.requests.map((request) => request.query)).toEqual([
+      { pageNumber: '0', pageSize: '2' },
+      { pageNumber: '1', pageSize: '2' },
+    ]);
+    expect(await test.outbox()).toEqual([]);
+
+    fake.resetLog();
+    const quiet = await test.runtime.poller.run();
+    expect(quiet).toMatchObject({ baseline: false, conversationEvents: 0, messageEvents: 0 });
+    expect(fake.calls()).toEqual(['GET /conversation', 'GET /conversation']);
+  });
+
+  it('emits a new conversation, its messages and the finish (with transcript), each once', async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run(); // baseline: nothing yet
+    fake.resetLog();
+    fake.addCustomer({ customerId: 'c9', email: 'Vera@Example.org', id: 'P-77', firstname: 'Vera' });
+    fake.addMessage('c9', 'Hi, where is my parcel?');
+    fake.addMessage('c9', 'It left the warehouse today', 'AGENT');
+    fake.addMessage('c9', 'Thanks!');
+
+    const found = await test.runtime.poller.run();
+    expect(found).toMatchObject({ conversationEvents: 1, messageEvents: 2, backfills: 3, failed: [] });
+    expect(fake.calls()).toEqual(['GET /conversation', 'GET /customer/c9/message', 'GET /customer/c9']);
+    let entries = await timelineOf(test, 'c9');
+    expect(entries.map((entry) => entry.type)).toEqual([
+      'conversation.started',
+      'message.received',
+      'message.received',
+    ]);
+    expect(entries.slice(1).map((entry) => entry.data.text)).toEqual(['Hi, where is my parcel?', 'Thanks!']);
+    // The profile linked the customer to the company's id and e-mail.
+    const contact = await test.context.contacts.findByIdentifier({ kind: 'person', value: 'P-77' });
+    expect(contact).toMatchObject({ emails: ['vera@example.org'], name: 'Vera' });
+
+    fake.resetLog();
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 0, messageEvents: 0 });
+    expect(fake.calls()).toEqual(['GET /conversation']);
+
+    fake.setStatus('c9', 'DONE');
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 1, backfills: 1 });
+    entries = await timelineOf(test, 'c9');
+    const finished = entries.find((entry) => entry.type === 'conversation.finished')!;
+    expect(conversationEntries(entries).map((entry) => entry.type)).toEqual([
+      'conversation.started',
+      'conversation.finished',
+    ]);
+    expect(finished.data.messages).toEqual([
+      { at: expect.any(String), author: 'customer', text: 'Hi, where is my parcel?' },
+      {
+        at: expect.any(String),
+        author: 'agent',
+        agentEmail: 'agent@example.test',
+        text: 'It left the warehouse today',
+      },
+      { at: expect.any(String), author: 'customer', text: 'Thanks!' },
+    ]);
+    const events = (await test.outbox()).map((entry) => entry.event.type);
+    expect(events.filter((type) => type === 'conversation.started')).toHaveLength(1);
+    expect(events.filter((type) => type === 'message.received')).toHaveLength(2);
+    expect(events.filter((type) => type === 'conversation.finished')).toHaveLength(1);
+    const metrics = await test.context.metrics.registry.metrics();
+    expect(metrics).toContain(
+      'chatbridge_chatvisor_backfills_total{channel="cobrowse",kind="conversation"} 2',
+    );
+    expect(metrics).toContain('chatbridge_chatvisor_backfills_total{channel="cobrowse",kind="message"} 2');
+  });
+
+  it('writes an event the webhook already delivered once, and does not count it as a backfill', async () => {
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });
+    await test.runtime.poller.run();
+
+    fake.setStatus('c1', 'UNRESOLVED');
+    expect(await test.webhook(fake.conversationPayload('c1'))).toMatchObject({
+      body: { ok: true },
+      outcome: 'ok',
+    });
+    const message = fake.addMessage('c1', 'any news?');
+    await test.webhook(message);
+    await test.runtime.idle();
+
+    const report = await test.runtime.poller.run();
+    expect(report).toMatchObject({ conversationEvents: 0, messageEvents: 1, backfills: 0 });
+    const entries = await timelineOf(test, 'c1');
+    expect(entries.map((entry) => entry.type)).toEqual(['conversation.updated', 'message.received']);
+    expect(await test.context.metrics.registry.metrics()).not.toContain(
+      'chatbridge_chatvisor_backfills_total{',
+    );
+  });
+
+  it('answers a webhook that comes after the poller found the event as a duplicate', async () => {
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD', lastMessage: 'hello' });
+    await test.runtime.poller.run();
+    fake.setStatus('c1', 'DONE');
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 1, backfills: 1 });
+    const late = await test.webhook(fake.conversationPayload('c1', { misspelt: true }));
+    expect(late).toMatchObject({ body: { ok: true }, outcome: 'duplicate' });
+    expect(conversationEntries(await timelineOf(test, 'c1'))).toHaveLength(1);
+  });
+
+  it('falls back to listing customers when GET /conversation is not served', async () => {
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD', email: 'x@example.org' });
+    fake.fail({ path: '/conversation', status: 404, times: 100 });
+    expect(await test.runtime.poller.run()).toMatchObject({ baseline: true, source: 'customer', seeded: 1 });
+    fake.setStatus('c1', 'UNRESOLVED');
+    fake.resetLog();
+    expect(await test.runtime.poller.run()).toMatchObject({ source: 'customer', conversationEvents: 1 });
+    expect(fake.calls()).toEqual(['GET /customer']);
+  });
+
+  it('keeps going when one customer fails, and catches up on the next run', async () => {
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1' });
+    fake.addCustomer({ customerId: 'c2' });
+    await test.runtime.poller.run();
+    fake.addMessage('c1', 'first');
+    fake.addMessage('c2', 'second');
+    fake.fail({ path: '/customer/c1/message', status: 500 });
+    const report = await test.runtime.poller.run();
+    expect(report.failed).toEqual([{ customerId: 'c1', reason: expect.stringContaining('HTTP 500') }]);
+    expect(messageEntries(await timelineOf(test, 'c2'))).toHaveLength(1);
+    expect(messageEntries(await timelineOf(test, 'c1'))).toHaveLength(0);
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageEntries(await timelineOf(test, 'c1'))).toHaveLength(1);
+  });
+
+  it('fails the run on a revoked token', async () => {
+    const test = buildRuntime({ apiUrl: fake.apiUrl, apiToken: 'revoked' });
+    await expect(test.runtime.poller.run()).rejects.toMatchObject({ code: 'chatvisor_auth_failed' });
+  });
+});
+
+type Delivery = 'now' | 'lost' | 'late' | 'twice';
+type Step =
+  | { kind: 'status'; customer: number; status: 'UNREAD' | 'DONE' | 'UNRESOLVED'; delivery: Delivery }
+  | { kind: 'message'; customer: number; delivery: Delivery }
+  | { kind: 'poll' }
+  | { kind: 'flush' };
+
+const delivery = fc.constantFrom<Delivery>('now', 'lost', 'late', 'twice');
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.record({
+    kind: fc.constant('status' as const),
+    customer: fc.integer({ min: 0, max: 1 }),
+    status: fc.constantFrom('UNREAD' as const, 'DONE' as const, 'UNRESOLVED' as const),
+    delivery,
+  }),
+  fc.record({ kind: fc.constant('message' as const), customer: fc.integer({ min: 0, max: 1 }), delivery }),
+  fc.record({ kind: fc.constant('poll' as const) }),
+  fc.record({ kind: fc.constant('flush' as const) }),
+);
+
+describe('polling and webhooks together', () => {
+  it('never duplicate or lose a conversation event, whatever webhooks arrive, twice, late or never', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), async (steps) => {
+        fake.customers.clear();
+        fake.messages.clear();
+        fake.resetLog();
+        const test = runtimeWith();
+        const ids = ['k1', 'k2'];
+        for (const id of ids) fake.addCustomer({ customerId: id, status: 'UNREAD' });
+        await test.runtime.poller.run(); // baseline
+
+        let late: unknown[] = [];
+        const deliver = async (payload: Record<string, unknown>, mode: Delivery) => {
+          if (mode === 'lost') return;
+          if (mode === 'late') {
+            late.push(payload);
+            return;
+          }
+          await test.webhook(payload);
+          if (mode === 'twice') await test.webhook(payload);
+        };
+        let text = 0;
+        for (const action of steps) {
+          if (action.kind === 'poll') {
+            await test.runtime.poller.run();
+            // What a poll sees is never lost: once a customer has conversation entries, the
+            // status the poller just saw is among them.
+            for (const id of ids) {
+              const statuses = conversationEntries(await timelineOf(test, id)).map(
+                (entry) => entry.data.status,
+              );
+              if (statuses.length > 0) expect(statuses).toContain(fake.customers.get(id)!.status);
+            }
+          } else if (action.kind === 'flush') {
+            for (const payload of late) await test.webhook(payload);
+            late = [];
+          } else if (action.kind === 'status') {
+            const id = ids[action.customer]!;
+            if (fake.customers.get(id)!.status === action.status) continue;
+            // An agent's reply first, so each state's (status, last message) is unique: identical
+            // states are indistinguishable by design (the key is customer + status + last message).
+            fake.addMessage(id, `agent reply ${++text}`, 'AGENT');
+            fake.setStatus(id, action.status);
+            await deliver(fake.conversationPayload(id), action.delivery);
+          } else {
+            const id = ids[action.customer]!;
+            const reopened = fake.customers.get(id)!.status === 'DONE';
+            const message = fake.addMessage(id, `customer says ${++text}`);
+            await deliver({ ...message }, action.delivery);
+            if (reopened) await deliver(fake.conversationPayload(id), action.delivery);
+          }
+          await test.runtime.idle();
+        }
+        for (const payload of late) await test.webhook(payload);
+        await test.runtime.idle();
+        await test.runtime.poller.run();
+
+        for (const id of ids) {
+          const entries = await timelineOf(test, id);
+          // Every customer message exactly once.
+          const customerMessages = (fake.messages.get(id) ?? []).filter(
+            (message) => message.sender === 'CUSTOMER',
+          );
+          const seen = messageEntries(entries).map((entry) => entry.data.messageId);
+          expect(seen.sort()).toEqual(customerMessages.map((message) => message.id).sort());
+          // No transition twice: consecutive conversation entries differ in status.
+          const statuses = conversationEntries(entries).map((entry) => entry.data.status as string);
+          for (let index = 1; index < statuses.length; index++)
+            expect(statuses[index]).not.toBe(statuses[index - 1]);
+          // Nothing lost: the vendor's status now is on the timeline, unless it is still the
+          // baseline's. (Late webhooks are older events arriving last, so the newest entry is not
+          // necessarily the current status.)
+          const now = fake.customers.get(id)!.status;
+          if (statuses.length > 0) expect(statuses).toContain(now);
+          else expect(now).toBe('UNREAD');
+        }
+      }),
+      { numRuns: 25 },
+    );
+  }, 60_000);
+});

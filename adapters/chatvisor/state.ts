@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import type { Store } from '../../src/store/types.js';
+
+/**
+ * What the adapter keeps in the store, per channel (keys without the configured prefix).
+ *
+ * Per-customer conversation state is split in two hashes with one writer discipline each:
+ * - `status`: advanced by whichever path (webhook or poll) observed the status first;
+ * - `cursor`: the poller's message cursor, advanced by the poller only, after it fetched the
+ *   messages up to it. A webhook must not move it: if an earlier message's webhook was lost, the
+ *   poller still has to find that message.
+ * Two hashes rather than one JSON value, so the two writers never overwrite each other's field.
+ */
+export function storeKeys(channelId: string) {
+  const base = `chatvisor:${channelId}`;
+  return {
+    /** hash customerId -> last known conversation status. */
+    status: `${base}:status`,
+    /** hash customerId -> MessageCursor (JSON). */
+    cursor: `${base}:cursor`,
+    /** hash customerId -> the label set last pushed with tagUser (sorted JSON array). */
+    pushedLabels: `${base}:labels`,
+    /** set of agent e-mails the bridge manages (see sync.ts). */
+    managedAgents: `${base}:agents:managed`,
+    /** list of agent-sync reports (JSON), newest last, trimmed to keepReports. */
+    syncReports: `${base}:agent-sync:reports`,
+    /** lock held by an agent sync run (scheduled or on demand). */
+    syncLock: `${base}:agent-sync`,
+    /** set once the first conversation poll has recorded its baseline. */
+    pollBaseline: `${base}:poll:baseline`,
+  };
+}
+
+export const messageCursorSchema = z.object({
+  /** The conversation's last message text the poller has caught up to. */
+  text: z.string().nullable(),
+  /** createdAt of the newest message fetched (ISO), if any. */
+  at: z.string().nullable(),
+});
+export type MessageCursor = z.infer<typeof messageCursorSchema>;
+
+export interface ConversationState {
+  status: Map<string, string>;
+  cursor: Map<string, MessageCursor>;
+}
+
+function parseCursor(raw: string | null | undefined): MessageCursor | null {
+  if (!raw) return null;
+  try {
+    const parsed = messageCursorSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function readStatus(
+  store: Store,
+  channelId: string,
+  customerId: string,
+): Promise<string | null> {
+  return store.hget(storeKeys(channelId).status, customerId);
+}
+
+export async function writeStatus(
+  store: Store,
+  channelId: string,
+  customerId: string,
+  status: string,
+): Promise<void> {
+  await store.hset(storeKeys(channelId).status, customerId, status);
+}
+
+export async function writeCursor(
+  store: Store,
+  channelId: string,
+  customerId: string,
+  cursor: MessageCursor,
+): Promise<void> {
+  await store.hset(storeKeys(channelId).cursor, customerId, JSON.stringify(cursor));
+}
+
+export async function readConversationState(store: Store, channelId: string): Promise<ConversationState> {
+  const keys = storeKeys(channelId);
+  const [status, cursors] = await Promise.all([store.hgetall(keys.status), store.hgetall(keys.cursor)]);
+  const cursor = new Map<string, MessageCursor>();
+  for (const [customerId, raw] of Object.entries(cursors)) {
+    const parsed = parseCursor(raw);
+    if (parsed) cursor.set(customerId, parsed);
+  }
+  return { status: new Map(Object.entries(status)), cursor };
+}

@@ -1,0 +1,340 @@
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConflictError } from '../../src/errors.js';
+import { createRedisStore } from '../../src/store/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
+import { ChatvisorAuthError } from './errors.js';
+import { storeKeys } from './state.js';
+import { buildRuntime, type TestRuntime } from './test-support/context.js';
+import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+import { memoryLogger } from './test-support/logs.js';
+
+const directory = [
+  { email: 'oleg@shop.example', name: 'Oleg Petrov', teams: ['support'] },
+  { email: 'Irina@Shop.example', name: 'Irina Sokolova', teams: ['sales', 'support'], role: 'ADMIN' },
+  { email: 'pavel@shop.example', name: 'Pavel Orlov' },
+];
+
+let fake: FakeChatvisor;
+beforeEach(async () => {
+  fake = await startFakeChatvisor();
+});
+afterEach(async () => {
+  await fake.close();
+});
+
+function runtimeWith(
+  settings: Record<string, unknown> = {},
+  agents: Record<string, unknown>[] = directory,
+): TestRuntime {
+  return buildRuntime({
+    apiUrl: fake.apiUrl,
+    apiToken: fake.token,
+    agents,
+    settings: { maxRetries: 1, ...settings },
+  });
+}
+
+describe('agent sync', () => {
+  it('creates the directory in an empty Chatvisor, then makes no write on the next run', async () => {
+    const { runtime, store, outbox } = runtimeWith();
+    const report = await runtime.agentSync.run();
+    expect([...report.created].sort()).toEqual([
+      'irina@shop.example',
+      'oleg@shop.example',
+      'pavel@shop.example',
+    ]);
+    expect(report).toMatchObject({ dryRun: false, updated: [], removed: [], failed: [], writes: 3 });
+    const irina = fake.requests.find(
+      (request) =>
+        request.method === 'POST' && (request.body as { email: string }).email === 'irina@shop.example',
+    );
+    expect(irina).toMatchObject({
+      path: '/user',
+      body: {
+        email: 'irina@shop.example',
+        displayName: 'Irina Sokolova',
+        role: 'ADMIN',
+        teams: ['sales', 'support'],
+        active: true,
+      },
+    });
+    expect(irina!.headers.authorization).toBe(`Bearer ${fake.token}`);
+    expect((await store.smembers(storeKeys('cobrowse').managedAgents)).sort()).toEqual([
+      'irina@shop.example',
+      'oleg@shop.example',
+      'pavel@shop.example',
+    ]);
+
+    fake.resetLog();
+    const second = await runtime.agentSync.run();
+    expect(fake.writes()).toEqual([]);
+    expect(fake.calls()).toEqual(['GET /user']);
+    expect(second).toMatchObject({ created: [], updated: [], removed: [], writes: 0 });
+    expect(second.unchanged).toHaveLength(3);
+
+    const events = (await outbox()).filter((entry) => entry.event.type === 'agents.synced');
+    expect(events).toHaveLength(2);
+    expect(events[0]!.event).toMatchObject({
+      channel: { id: 'cobrowse', vendor: 'chatvisor' },
+      contact: null,
+    });
+    expect(events[0]!.event.data).toMatchObject({ created: report.created, dryRun: false });
+  });
+
+  it('converges from a mixed starting state and touches only agents it manages', async () => {
+    const { runtime, store } = runtimeWith();
+    // Oleg exists with an old name; Irina was deactivated; Zoe was made by hand in Chatvisor;
+    // Max was managed by the bridge and has left the directory.
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg P.', teams: ['support'] });
+    fake.addAgent({
+      email: 'irina@shop.example',
+      displayName: 'Irina Sokolova',
+      role: 'ADMIN',
+      teams: ['support', 'sales'],
+      active: false,
+    });
+    fake.addAgent({ email: 'zoe@shop.example', displayName: 'Zoe (hand-made)' });
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max', teams: ['support'] });
+    await store.sadd(storeKeys('cobrowse').managedAgents, 'max@shop.example', 'gone@shop.example');
+
+    const report = await runtime.agentSync.run();
+    expect(report.created).toEqual(['pavel@shop.example']);
+    expect(report.updated).toEqual([
+      { email: 'oleg@shop.example', fields: ['displayName'] },
+      { email: 'irina@shop.example', fields: ['active'] },
+    ]);
+    expect(report.removed).toEqual([{ email: 'max@shop.example', action: 'deactivated' }]);
+    expect(report.failed).toEqual([]);
+    expect(
+      fake
+        .writes()
+        .map((request) => `${request.method} ${request.path}`)
+        .sort(),
+    ).toEqual([
+      'POST /user',
+      'PUT /user/irina%40shop.example',
+      'PUT /user/max%40shop.example',
+      'PUT /user/oleg%40shop.example',
+    ]);
+    expect(fake.agents.get('max@shop.example')).toMatchObject({
+      active: false,
+      displayName: 'Max',
+      teams: ['support'],
+    });
+    expect(fake.agents.get('zoe@shop.example')).toEqual({
+      email: 'zoe@shop.example',
+      displayName: 'Zoe (hand-made)',
+      active: true,
+      teams: [],
+    });
+    // An e-mail gone from both sides is forgotten.
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).not.toContain('gone@shop.example');
+
+    fake.resetLog();
+    const again = await runtime.agentSync.run();
+    expect(fake.writes()).toEqual([]);
+    // Max stays deactivated and counts as unchanged; Zoe is not the bridge's business.
+    expect(again.unchanged.sort()).toEqual([
+      'irina@shop.example',
+      'max@shop.example',
+      'oleg@shop.example',
+      'pavel@shop.example',
+    ]);
+  });
+
+  it('deletes or ignores agents that left the directory, as configured', async () => {
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max' });
+    const deleting = runtimeWith({ onRemovedAgent: 'delete' }, []);
+    await deleting.store.sadd(storeKeys('cobrowse').managedAgents, 'max@shop.example');
+    const ignoring = runtimeWith({ onRemovedAgent: 'ignore' }, []);
+    await ignoring.store.sadd(storeKeys('cobrowse').managedAgents, 'max@shop.example');
+
+    const ignored = await ignoring.runtime.agentSync.run();
+    expect(ignored).toMatchObject({ ignored: ['max@shop.example'], removed: [], writes: 0 });
+    expect(fake.writes()).toEqual([]);
+
+    const deleted = await deleting.runtime.agentSync.run();
+    expect(deleted.removed).toEqual([{ email: 'max@shop.example', action: 'deleted' }]);
+    expect(fake.calls()).toContain('DELETE /user/max%40shop.example');
+    expect(fake.agents.has('max@shop.example')).toBe(false);
+    expect(await deleting.store.smembers(storeKeys('cobrowse').managedAgents)).toEqual([]);
+  });
+
+  it('survives vendor errors midway, reports them, and the next run finishes the job', async () => {
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Old name', teams: ['support'] });
+    const { runtime } = runtimeWith({ maxRetryAfterMs: 1000 });
+    fake.fail({ method: 'POST', path: '/user', status: 500 });
+    fake.fail({ method: 'PUT', path: /^\/user\//, status: 429, headers: { 'retry-after': '3600' } });
+
+    const first = await runtime.agentSync.run();
+    expect(first.failed).toEqual([
+      { email: 'oleg@shop.example', action: 'update', reason: expect.stringContaining('rate-limiting') },
+      { email: expect.any(String), action: 'create', reason: expect.stringContaining('HTTP 500') },
+    ]);
+    expect(first.created).toHaveLength(1);
+    expect(fake.agents.size).toBe(2);
+
+    const second = await runtime.agentSync.run();
+    expect(second.failed).toEqual([]);
+    expect(second.created).toEqual([first.failed[1]!.email]);
+    expect(second.updated).toEqual([{ email: 'oleg@shop.example', fields: ['displayName'] }]);
+    expect(fake.agents.size).toBe(3);
+
+    fake.resetLog();
+    await runtime.agentSync.run();
+    expect(fake.writes()).toEqual([]);
+  });
+
+  it('does not repeat a create whose answer was lost, and the next run finds it done', async () => {
+    const { runtime } = runtimeWith({ timeoutMs: 300 }, [directory[0]!]);
+    fake.fail({ method: 'POST', path: '/user', lateAnswerMs: 800 });
+    const first = await runtime.agentSync.run();
+    expect(first.failed).toEqual([
+      { email: 'oleg@shop.example', action: 'create', reason: expect.stringContaining('timed out') },
+    ]);
+    expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
+
+    fake.resetLog();
+    const second = await runtime.agentSync.run();
+    expect(second).toMatchObject({ created: [], unchanged: ['oleg@shop.example'], writes: 0 });
+    expect(fake.writes()).toEqual([]);
+    expect(fake.agents.size).toBe(1);
+  });
+
+  it('plans without writing on a dry run, and publishes nothing', async () => {
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Old name', teams: ['support'] });
+    const { runtime, store, outbox } = runtimeWith();
+    const report = await runtime.agentSync.run({ dryRun: true });
+    expect(report).toMatchObject({
+      dryRun: true,
+      created: ['irina@shop.example', 'pavel@shop.example'],
+      updated: [{ email: 'oleg@shop.example', fields: ['displayName'] }],
+      writes: 0,
+    });
+    expect(fake.writes()).toEqual([]);
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toEqual([]);
+    expect(await outbox()).toEqual([]);
+    const [kept] = await runtime.agentSync.reports(5);
+    expect(kept).toEqual(report);
+  });
+
+  it('fails the run when the agents cannot be listed, and keeps the report', async () => {
+    const { runtime } = buildRuntime({ apiUrl: fake.apiUrl, apiToken: 'revoked', agents: directory });
+    await expect(runtime.agentSync.run()).rejects.toBeInstanceOf(ChatvisorAuthError);
+    const [report] = await runtime.agentSync.reports(1);
+    expect(report).toMatchObject({ writes: 0, error: expect.stringContaining('apiToken') });
+    expect(fake.writes()).toEqual([]);
+  });
+
+  it('keeps the last N reports and counts runs in metrics', async () => {
+    const { runtime, context } = runtimeWith({ keepReports: 2 });
+    await runtime.agentSync.run();
+    await runtime.agentSync.run({ dryRun: true });
+    fake.fail({ method: 'GET', path: '/user', status: 503, times: 5 });
+    await expect(runtime.agentSync.run()).rejects.toThrow(/unavailable/);
+    const reports = await runtime.agentSync.reports(10);
+    expect(reports.map((report) => [report.dryRun, report.error !== undefined])).toEqual([
+      [false, true],
+      [true, false],
+    ]);
+    const text = await context.metrics.registry.metrics();
+    expect(text).toContain(
+      'chatbridge_chatvisor_agent_sync_runs_total{channel="cobrowse",outcome="ok",dry_run="false"} 1',
+    );
+    expect(text).toContain(
+      'chatbridge_chatvisor_agent_sync_runs_total{channel="cobrowse",outcome="ok",dry_run="true"} 1',
+    );
+    expect(text).toContain(
+      'chatbridge_chatvisor_agent_sync_runs_total{channel="cobrowse",outcome="failed",dry_run="false"} 1',
+    );
+    expect(text).toContain(
+      'chatbridge_chatvisor_agent_sync_agents_total{channel="cobrowse",result="created"} 3',
+    );
+  });
+
+  it('runs as the CLI command: progress on stderr, the summary JSON on stdout', async () => {
+    const { runtime } = runtimeWith();
+    const command = runtime.commands!.find((candidate) => candidate.name === 'sync agents')!;
+    expect(command.options).toHaveProperty('dry-run');
+    const out: string[] = [];
+    const err: string[] = [];
+    await command.run(
+      { 'dry-run': true },
+      { stdout: (line) => out.push(line), stderr: (line) => err.push(line) },
+    );
+    expect(fake.writes()).toEqual([]);
+    expect(err.some((line) => line.startsWith('would create'))).toBe(true);
+    expect(out).toHaveLength(1);
+    expect(JSON.parse(out[0]!)).toMatchObject({ dryRun: true, created: 3, writes: 0 });
+
+    out.length = 0;
+    fake.fail({ method: 'POST', path: '/user', status: 400, body: { message: 'license limit reached' } });
+    const error = await command
+      .run({}, { stdout: (line) => out.push(line), stderr: (line) => err.push(line) })
+      .catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'agent_sync_incomplete' });
+    expect(JSON.parse(out[0]!)).toMatchObject({
+      created: 2,
+      failed: [{ action: 'create', reason: expect.stringContaining('license limit reached') }],
+    });
+    expect(err.some((line) => line.includes('FAILED'))).toBe(true);
+  });
+});
+
+describe('agent sync lock', () => {
+  it('lets one run at a time (memory store): the other is refused with 409', async () => {
+    const { runtime } = runtimeWith();
+    fake.fail({ method: 'GET', path: '/user', delayMs: 300 });
+    const results = await Promise.allSettled([runtime.agentSync.run(), runtime.agentSync.run()]);
+    const refused = results.filter((result) => result.status === 'rejected');
+    expect(refused).toHaveLength(1);
+    expect((refused[0] as PromiseRejectedResult).reason).toBeInstanceOf(ConflictError);
+    expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({
+      status: 409,
+      code: 'agent_sync_running',
+    });
+    expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(3);
+    // Released afterwards: the next run goes ahead.
+    await expect(runtime.agentSync.run()).resolves.toMatchObject({ writes: 0 });
+  });
+
+  describe('on Redis, across instances', () => {
+    const prefix = uniquePrefix('chatvisor-sync');
+    let url: string;
+    afterAll(async () => {
+      if (url) await cleanupPrefix(url, prefix);
+    });
+
+    it('never runs two syncs of one channel at once', async () => {
+      url = await getTestRedisUrl();
+      const { logger } = memoryLogger('silent');
+      const stores = await Promise.all(
+        [0, 1].map(() => createRedisStore({ url, keyPrefix: prefix, logger })),
+      );
+      try {
+        const instances = stores.map((store) =>
+          buildRuntime({
+            apiUrl: fake.apiUrl,
+            apiToken: fake.token,
+            agents: directory,
+            store,
+            settings: { maxRetries: 1 },
+          }),
+        );
+        fake.fail({ method: 'GET', path: '/user', delayMs: 300, times: 2 });
+        const results = await Promise.allSettled(
+          instances.map((instance) => instance.runtime.agentSync.run()),
+        );
+        expect(results.filter((result) => result.status === 'rejected')).toHaveLength(1);
+        expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(3);
+        expect(fake.agents.size).toBe(3);
+        // The state is shared: the other instance now sees nothing to do.
+        fake.resetLog();
+        await instances[1]!.runtime.agentSync.run();
+        expect(fake.writes()).toEqual([]);
+      } finally {
+        await Promise.all(stores.map((store) => store.close()));
+      }
+    });
+  });
+});

@@ -1,0 +1,330 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { ConflictError } from '../../src/errors.js';
+import type { AdapterContext } from '../../src/spec/adapter.js';
+import type { ChatvisorClient } from './client.js';
+import { desiredAgent, VENDOR } from './mapper.js';
+import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';
+import { storeKeys } from './state.js';
+
+/**
+ * Agent sync: make Chatvisor's agents ("users") match the company's agent directory
+ * (config.agents).
+ *
+ * Which agents the bridge may touch: every agent in the directory is *managed* — its e-mail is
+ * added to a per-channel set in the store before any write for it (so even a create whose answer
+ * was lost is known as ours next run). An agent found in Chatvisor that is not in the directory is
+ * removed (per onRemovedAgent) only if it is in that set, i.e. the bridge once managed it; agents
+ * created by hand in Chatvisor are never touched. An agent that already existed in Chatvisor with
+ * a directory e-mail is adopted: updated to match, and managed from then on.
+ *
+ * Consistency: every agent's write is one independent, idempotent-in-effect call, planned from a
+ * fresh listing. A failure midway is listed in the report and the run continues; the next run
+ * lists again and finishes the job. A run that finds nothing to change makes no write call.
+ * Runs never overlap: the run holds the store lock `chatvisor:<channel>:agent-sync` (on-demand
+ * runs and scheduled ones, across instances).
+ */
+export interface AgentSyncReport {
+  id: string;
+  channelId: string;
+  dryRun: boolean;
+  onRemovedAgent: ChatvisorSettings['onRemovedAgent'];
+  startedAt: string;
+  finishedAt: string;
+  created: string[];
+  updated: { email: string; fields: string[] }[];
+  removed: { email: string; action: 'deactivated' | 'deleted' }[];
+  unchanged: string[];
+  /** Managed agents no longer in the directory, left as they are (onRemovedAgent: ignore). */
+  ignored: string[];
+  failed: { email: string; action: 'create' | 'update' | 'deactivate' | 'delete'; reason: string }[];
+  /** Write calls made to Chatvisor. */
+  writes: number;
+  /** Set when the run could not complete at all (e.g. listing the agents failed). */
+  error?: string;
+}
+
+type Step =
+  | { action: 'create'; email: string; agent: AgentWrite }
+  | { action: 'update'; email: string; agent: AgentWrite; fields: string[] }
+  | { action: 'deactivate'; email: string; agent: AgentWrite }
+  | { action: 'delete'; email: string };
+
+export interface AgentSyncOptions {
+  channelId: string;
+  context: AdapterContext;
+  client: ChatvisorClient;
+  settings: ChatvisorSettings;
+  logger: Logger;
+}
+
+export interface RunOptions {
+  dryRun?: boolean;
+  signal?: AbortSignal | undefined;
+  /** One line per step, for the CLI's stderr. */
+  onProgress?: (line: string) => void;
+}
+
+const LOCK_TTL_MS = 15 * 60_000;
+
+export class AgentSync {
+  private readonly runs;
+  private readonly changes;
+
+  constructor(private readonly options: AgentSyncOptions) {
+    const { metrics } = options.context;
+    this.runs = metrics.counter(
+      'chatbridge_chatvisor_agent_sync_runs_total',
+      'Chatvisor agent sync runs, by channel, outcome (ok, partial, failed) and dry_run',
+      ['channel', 'outcome', 'dry_run'] as const,
+    );
+    this.changes = metrics.counter(
+      'chatbridge_chatvisor_agent_sync_agents_total',
+      'Agents handled by Chatvisor agent sync runs, by channel and result (created, updated, removed, unchanged, ignored, failed)',
+      ['channel', 'result'] as const,
+    );
+  }
+
+  async run(options: RunOptions = {}): Promise<AgentSyncReport> {
+    const { context, channelId } = this.options;
+    const keys = storeKeys(channelId);
+    let lock: Awaited<ReturnType<typeof context.store.lock>>;
+    try {
+      lock = await context.store.lock([keys.syncLock], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'store_busy') {
+        throw new ConflictError(
+          'agent_sync_running',
+          `an agent sync is already running for channel ${channelId}`,
+        );
+      }
+      throw error;
+    }
+    try {
+      return await this.runLocked(options);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** The last reports, newest first. */
+  async reports(limit: number): Promise<AgentSyncReport[]> {
+    const raw = await this.options.context.store.lrange(
+      storeKeys(this.options.channelId).syncReports,
+      -limit,
+      -1,
+    );
+    return raw.map((entry) => JSON.parse(entry) as AgentSyncReport).reverse();
+  }
+
+  private async runLocked(options: RunOptions): Promise<AgentSyncReport> {
+    const { context, channelId, client, settings, logger } = this.options;
+    const dryRun = options.dryRun ?? false;
+    const progress = options.onProgress ?? (() => {});
+    const keys = storeKeys(channelId);
+    const report: AgentSyncReport = {
+      id: randomUUID(),
+      channelId,
+      dryRun,
+      onRemovedAgent: settings.onRemovedAgent,
+      startedAt: context.now().toISOString(),
+      finishedAt: '',
+      created: [],
+      updated: [],
+      removed: [],
+      unchanged: [],
+      ignored: [],
+      failed: [],
+      writes: 0,
+    };
+
+    let failure: unknown;
+    try {
+      const desired = new Map(
+        context.config.agents.map((agent) => [agent.email.toLowerCase(), desiredAgent(agent)]),
+      );
+      progress(`listing Chatvisor agents (${desired.size} in the directory)`);
+      const actual = new Map(
+        (await client.listAgents(settings.pageSize, { signal: options.signal })).map((agent) => [
+          agent.email,
+          agent,
+        ]),
+      );
+      const managed = new Set(await context.store.smembers(keys.managedAgents));
+      const steps = this.plan(desired, actual, managed, report);
+      progress(
+        `plan: ${steps.length} change${steps.length === 1 ? '' : 's'}${dryRun ? ' (dry run: nothing is written)' : ''}`,
+      );
+
+      if (!dryRun) {
+        // Everything in the directory is ours, recorded before any write for it (see above).
+        if (desired.size > 0) await context.store.sadd(keys.managedAgents, ...desired.keys());
+        // Forget agents that are gone from both sides: nothing is left to manage.
+        const stale = [...managed].filter((email) => !desired.has(email) && !actual.has(email));
+        if (stale.length > 0) await context.store.srem(keys.managedAgents, ...stale);
+      }
+
+      for (const step of steps) {
+        options.signal?.throwIfAborted();
+        if (dryRun) {
+          progress(`would ${step.action} ${step.email}`);
+          this.record(report, step);
+          continue;
+        }
+        try {
+          report.writes++;
+          if (step.action === 'create') await client.createAgent(step.agent, { signal: options.signal });
+          else if (step.action === 'update' || step.action === 'deactivate') {
+            await client.updateAgent(step.email, step.agent, { signal: options.signal });
+          } else {
+            await client.deleteAgent(step.email, { signal: options.signal });
+            await context.store.srem(keys.managedAgents, step.email);
+          }
+          this.record(report, step);
+          progress(`${step.action} ${step.email}: done`);
+        } catch (error) {
+          if (options.signal?.aborted) throw error;
+          const reason = (error as Error).message;
+          report.failed.push({ email: step.email, action: step.action, reason });
+          progress(`${step.action} ${step.email}: FAILED (${reason})`);
+          logger.warn(
+            { email: step.email, action: step.action, err: error },
+            'chatvisor agent sync step failed',
+          );
+        }
+      }
+    } catch (error) {
+      failure = error;
+      report.error = (error as Error).message;
+      progress(`agent sync failed: ${report.error}`);
+    }
+
+    report.finishedAt = context.now().toISOString();
+    await this.keep(report);
+    if (!failure || (failure as { code?: string }).code !== 'store_unavailable') this.count(report);
+    if (!dryRun) await this.publish(report);
+    logger.info(
+      {
+        dryRun,
+        created: report.created.length,
+        updated: report.updated.length,
+        removed: report.removed.length,
+        unchanged: report.unchanged.length,
+        failed: report.failed.length,
+        writes: report.writes,
+      },
+      'chatvisor agent sync finished',
+    );
+    if (failure) throw failure;
+    return report;
+  }
+
+  private plan(
+    desired: Map<string, AgentWrite>,
+    actual: Map<string, Agent>,
+    managed: Set<string>,
+    report: AgentSyncReport,
+  ): Step[] {
+    const steps: Step[] = [];
+    for (const [email, want] of desired) {
+      const have = actual.get(email);
+      if (!have) {
+        steps.push({ action: 'create', email, agent: want });
+        continue;
+      }
+      const fields: string[] = [];
+      if (have.displayName !== want.displayName) fields.push('displayName');
+      if (want.role !== undefined && have.role !== want.role) fields.push('role');
+      if ([...have.teams].sort().join('\n') !== want.teams.join('\n')) fields.push('teams');
+      if (!have.active) fields.push('active');
+      if (fields.length > 0) steps.push({ action: 'update', email, agent: want, fields });
+      else report.unchanged.push(email);
+    }
+    for (const [email, have] of actual) {
+      if (desired.has(email) || !managed.has(email)) continue;
+      const removal = this.options.settings.onRemovedAgent;
+      if (removal === 'ignore') report.ignored.push(email);
+      else if (removal === 'delete') steps.push({ action: 'delete', email });
+      else if (!have.active) report.unchanged.push(email);
+      else {
+        steps.push({
+          action: 'deactivate',
+          email,
+          agent: {
+            email,
+            displayName: have.displayName ?? email,
+            role: have.role ?? undefined,
+            teams: have.teams,
+            active: false,
+          },
+        });
+      }
+    }
+    return steps;
+  }
+
+  private record(report: AgentSyncReport, step: Step): void {
+    if (step.action === 'create') report.created.push(step.email);
+    else if (step.action === 'update') report.updated.push({ email: step.email, fields: step.fields });
+    else
+      report.removed.push({
+        email: step.email,
+        action: step.action === 'delete' ? 'deleted' : 'deactivated',
+      });
+  }
+
+  private async keep(report: AgentSyncReport): Promise<void> {
+    const { context, channelId, settings, logger } = this.options;
+    const key = storeKeys(channelId).syncReports;
+    try {
+      await context.store
+        .batch()
+        .rpush(key, JSON.stringify(report))
+        .ltrim(key, -settings.keepReports, -1)
+        .exec();
+    } catch (error) {
+      // The report is still returned (and the run's error, if any, still thrown).
+      logger.warn({ err: error }, 'could not keep the agent sync report');
+    }
+  }
+
+  private count(report: AgentSyncReport): void {
+    const channel = this.options.channelId;
+    const outcome = report.error ? 'failed' : report.failed.length > 0 ? 'partial' : 'ok';
+    this.runs.inc({ channel, outcome, dry_run: String(report.dryRun) });
+    if (report.dryRun) return;
+    const tally: Record<string, number> = {
+      created: report.created.length,
+      updated: report.updated.length,
+      removed: report.removed.length,
+      unchanged: report.unchanged.length,
+      ignored: report.ignored.length,
+      failed: report.failed.length,
+    };
+    for (const [result, count] of Object.entries(tally))
+      if (count > 0) this.changes.inc({ channel, result }, count);
+  }
+
+  /** `agents.synced` (DESIGN §8) for every run that could write; a dry run changes nothing to announce. */
+  private async publish(report: AgentSyncReport): Promise<void> {
+    const { context, channelId, logger } = this.options;
+    try {
+      await context.events.publish([
+        {
+          event: {
+            id: `evt_agents_synced_${report.id}`,
+            type: 'agents.synced',
+            occurredAt: report.finishedAt,
+            channel: { id: channelId, vendor: VENDOR },
+            contact: null,
+            data: { ...report },
+          },
+          orderingKey: `agents:${channelId}`,
+          stagedAt: context.now().getTime(),
+        },
+      ]);
+    } catch (error) {
+      logger.warn({ err: error }, 'could not publish agents.synced');
+    }
+  }
+}
