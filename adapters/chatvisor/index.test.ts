@@ -1,0 +1,220 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
+import type { ChatvisorRuntime } from './index.js';
+import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+
+/** The adapter inside a real bridge: vendor webhooks and admin routes over HTTP on 127.0.0.1. */
+const HOOK_TOKEN = 'chatvisor-hook-token-0123456789';
+
+let fake: FakeChatvisor;
+let bridge: TestBridge;
+
+beforeAll(async () => {
+  fake = await startFakeChatvisor();
+  bridge = await startTestBridge({
+    start: false,
+    config: {
+      agents: [
+        { email: 'oleg@shop.example', name: 'Oleg Petrov', teams: ['support'] },
+        { email: 'irina@shop.example', name: 'Irina Sokolova' },
+      ],
+      channels: [
+        {
+          id: 'cobrowse',
+          name: 'co-browsing',
+          vendor: 'chatvisor',
+          token: HOOK_TOKEN,
+          apiUrl: fake.apiUrl,
+          apiToken: fake.token,
+          maxRetries: 0,
+          schedules: { agentSync: '*/15 * * * *', conversationPoll: '' },
+          offerAgentChatUrl: true,
+        },
+        {
+          id: 'revoked',
+          vendor: 'chatvisor',
+          token: 'another-hook-token-0123456789',
+          apiUrl: fake.apiUrl,
+          apiToken: 'revoked-token',
+        },
+      ],
+    },
+  });
+});
+afterAll(async () => {
+  await bridge.close();
+  await fake.close();
+});
+afterEach(() => {
+  fake.clearFailures();
+  fake.resetLog();
+});
+
+const runtime = () => bridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;
+
+describe('Chatvisor in the bridge', () => {
+  it('takes webhooks on its channel URL and answers {"ok":true}; a wrong token is a 404', async () => {
+    fake.addCustomer({ customerId: 'h1', email: 'hook@example.org' });
+    fake.addMessage('h1', 'hi there');
+    const answer = await bridge.post(
+      `/webhooks/chatvisor/cobrowse/${HOOK_TOKEN}`,
+      fake.conversationPayload('h1'),
+    );
+    expect(answer).toMatchObject({ status: 200, body: { ok: true } });
+    await runtime().idle();
+    const found = await bridge.admin('GET', '/api/v1/contacts?email=hook@example.org');
+    expect(found.body.contacts).toHaveLength(1);
+    const timeline = await bridge.admin('GET', `/api/v1/contacts/${found.body.contacts[0].id}/timeline`);
+    expect(timeline.body.entries.map((entry: { type: string }) => entry.type)).toEqual([
+      'conversation.started',
+    ]);
+
+    const wrong = await bridge.post(
+      '/webhooks/chatvisor/cobrowse/not-the-token-0000000',
+      fake.conversationPayload('h1'),
+    );
+    expect(wrong.status).toBe(404);
+  });
+
+  it('answers 400 to a body that is not JSON and journals it; unknown shapes are journaled and answered ok', async () => {
+    const bad = await bridge.post(`/webhooks/chatvisor/cobrowse/${HOOK_TOKEN}`, '{"customerId":', {
+      'content-type': 'application/json',
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('invalid_json');
+    const odd = await bridge.post(`/webhooks/chatvisor/cobrowse/${HOOK_TOKEN}`, { hello: 'world' });
+    expect(odd).toMatchObject({ status: 200, body: { ok: true } });
+    const journal = await bridge.admin('GET', '/api/v1/journal?channel=cobrowse');
+    expect(journal.body.entries.map((entry: { kind: string }) => entry.kind)).toEqual([
+      'unhandled',
+      'rejected',
+    ]);
+  });
+
+  it('runs an agent sync on demand: dry run first, then for real; reports are kept', async () => {
+    const dry = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync?dryRun=true');
+    expect(dry).toMatchObject({
+      status: 200,
+      body: { dryRun: true, created: ['oleg@shop.example', 'irina@shop.example'], writes: 0 },
+    });
+    expect(fake.writes()).toEqual([]);
+
+    const real = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync');
+    expect(real).toMatchObject({ status: 200, body: { dryRun: false, writes: 2, failed: [] } });
+    expect(fake.agents.size).toBe(2);
+
+    const reports = await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync');
+    expect(reports.body.reports.map((report: { dryRun: boolean }) => report.dryRun)).toEqual([false, true]);
+
+    const invalid = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync?dryRun=perhaps');
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.error.issues[0].path).toBe('dryRun');
+  });
+
+  it('runs the scheduled job under the scheduler, and never beside an on-demand run', async () => {
+    fake.agents.clear();
+    fake.fail({ method: 'GET', path: '/user', delayMs: 300 });
+    const [scheduled, onDemand] = await Promise.all([
+      bridge.bridge.scheduler.runNow('cobrowse', 'agent-sync'),
+      new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+        bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync'),
+      ),
+    ]);
+    expect(scheduled).toBe('ok');
+    expect(onDemand).toMatchObject({ status: 409, body: { error: { code: 'agent_sync_running' } } });
+    expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(2);
+  });
+
+  it('makes public agent chat URLs, with clear errors', async () => {
+    fake.addCustomer({ customerId: 'u1' });
+    fake.addAgent({ email: 'oleg@shop.example' });
+    const made = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', {
+      customerId: 'u1',
+      agentEmail: 'oleg@shop.example',
+    });
+    expect(made.status).toBe(200);
+    expect(made.body.url).toMatch(/^https:\/\/app\.chatvisor\.example\/agent-chat\/u1\//);
+    expect(fake.requests.at(-1)).toMatchObject({
+      path: '/customer/u1/publicUrl',
+      query: { user: 'oleg@shop.example' },
+    });
+
+    const numeric = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', { customerId: 7 });
+    expect(numeric).toMatchObject({ status: 404, body: { error: { code: 'chatvisor_not_found' } } });
+
+    const invalid = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', {
+      agentEmail: 'not-an-email',
+      extra: 1,
+    });
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.error.issues.map((issue: { path: string }) => issue.path).sort()).toEqual([
+      '(root)',
+      'agentEmail',
+      'customerId',
+    ]);
+    expect((await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', 'nope')).status).toBe(400);
+    expect((await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url')).status).toBe(400);
+
+    fake.fail({ path: '/customer/u1/publicUrl', status: 500 });
+    const down = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', { customerId: 'u1' });
+    expect(down).toMatchObject({ status: 502, body: { error: { code: 'chatvisor_unavailable' } } });
+    fake.fail({ path: '/customer/u1/publicUrl', status: 429, headers: { 'retry-after': '600' } });
+    const throttled = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', {
+      customerId: 'u1',
+    });
+    expect(throttled).toMatchObject({ status: 429, body: { error: { code: 'chatvisor_rate_limited' } } });
+    expect(throttled.headers.get('retry-after')).toBe('600');
+    const refused = await bridge.admin('POST', '/api/v1/channels/revoked/agent-chat-url', {
+      customerId: 'u1',
+    });
+    expect(refused).toMatchObject({ status: 502, body: { error: { code: 'chatvisor_auth_failed' } } });
+
+    const anonymous = await fetch(`${bridge.url}/api/v1/channels/cobrowse/agent-chat-url`, {
+      method: 'POST',
+      body: '{"customerId":"u1"}',
+    });
+    expect(anonymous.status).toBe(401);
+  });
+
+  it('shows chat visibility in the admin API', async () => {
+    fake.visible = false;
+    const answer = await bridge.admin('GET', '/api/v1/channels/cobrowse/visibility');
+    expect(answer).toMatchObject({ status: 200, body: { visible: false, checkedAt: expect.any(String) } });
+    fake.visible = true;
+    expect((await bridge.admin('GET', '/api/v1/channels/cobrowse/visibility')).body.visible).toBe(true);
+  });
+
+  it('offers the agent chat URL as a fact in other channels when configured', async () => {
+    fake.addCustomer({ customerId: 'f1', email: 'facts@example.org' });
+    await bridge.post(`/webhooks/chatvisor/cobrowse/${HOOK_TOKEN}`, fake.conversationPayload('f1'));
+    await runtime().idle();
+    const contact = (await bridge.bridge.context.contacts.findByIdentifier({
+      kind: 'email',
+      value: 'facts@example.org',
+    }))!;
+    const answer = await bridge.bridge.context.facts.forContact(contact, {
+      channelId: 'shop-site',
+      deadlineMs: 2_000,
+    });
+    const fact = answer.facts.find((candidate) => candidate.key === 'chatvisor.cobrowse.agentChatUrl');
+    expect(fact).toMatchObject({
+      label: 'Chatvisor chat (co-browsing)',
+      type: 'url',
+      link: expect.stringContaining('/agent-chat/f1/'),
+    });
+  });
+
+  it('lists its routes, jobs and the CLI command', () => {
+    const cobrowse = runtime();
+    expect(cobrowse.routes!.map((route) => `${route.method} ${route.path}`)).toEqual([
+      'POST agent-sync',
+      'GET agent-sync',
+      'POST agent-chat-url',
+      'GET visibility',
+    ]);
+    expect(cobrowse.jobs!.map((job) => [job.name, job.schedule])).toEqual([['agent-sync', '*/15 * * * *']]);
+    expect(cobrowse.commands!.map((command) => command.name)).toEqual(['sync agents']);
+    const revoked = bridge.bridge.channels.get('revoked')!.runtime;
+    expect(revoked.jobs).toEqual([]);
+  });
+});
