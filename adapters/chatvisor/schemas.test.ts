@@ -5,6 +5,7 @@ import { ConfigError } from '../../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
 import { chatvisorAdapter } from './index.js';
 import { classifyTransition, conversationKey, conversationObservation, messageKey } from './mapper.js';
+import { OPERATIONS } from './operations.js';
 import { agentSchema, conversationSchema, customerSchema, messageSchema, pageSchema } from './schemas.js';
 
 const fixture = (name: string): unknown =>
@@ -178,5 +179,20 @@ describe('idempotency keys', () => {
     expect(observation.identifiers).toEqual([
       { kind: 'customer', value: 'cv-cust-5521', channelId: 'cobrowse' },
     ]);
+  });
+});
+
+describe('README', () => {
+  it('lists every operation with the method, path and status of operations.ts', () => {
+    const readme = readFileSync(new URL('./README.md', import.meta.url), 'utf8');
+    for (const [name, spec] of Object.entries(OPERATIONS)) {
+      const cells = readme
+        .split('\n')
+        .map((line) => line.split('|').map((cell) => cell.trim()))
+        .find((row) => row[1] === name);
+      expect(cells, name).toBeDefined();
+      expect(cells![2]).toContain(`\`${spec.method} ${spec.path}`);
+      expect(cells![3]).toBe(spec.status);
+    }
   });
 });
