@@ -158,14 +158,14 @@ export function createDrainer(deps: DrainDeps) {
     }
   }
 
-  /** Drain until the outbox is empty or another instance holds the lock; returns entries drained. */
-  async function drainAll(): Promise<number> {
-    let total = 0;
+  /** Drain until the outbox is empty or another instance holds the lock (`busy`). */
+  async function drainAll(): Promise<{ entries: number; busy: boolean }> {
+    let entries = 0;
     for (;;) {
       const result = await drainChunk();
-      if (result.kind === 'busy') return total;
-      total += result.entries;
-      if (result.entries < DRAIN_CHUNK) return total;
+      if (result.kind === 'busy') return { entries, busy: true };
+      entries += result.entries;
+      if (result.entries < DRAIN_CHUNK) return { entries, busy: false };
     }
   }
 

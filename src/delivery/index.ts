@@ -68,6 +68,7 @@ export interface Delivery extends DeliveryAdmin {
 }
 
 const DAY_MS = 86_400_000;
+const BUSY_RETRY_MS = 50;
 
 export function createDelivery(deps: DeliveryDeps): Delivery {
   const { config, store, logger } = deps;
@@ -146,10 +147,19 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
     draining = (async () => {
       let total = 0;
+      let busy = false;
       do {
         drainAgain = false;
-        total += await drainer.drainAll();
+        const result = await drainer.drainAll();
+        total += result.entries;
+        busy = result.busy;
       } while (drainAgain && !closed);
+      // Another instance holds the drain lock and may have read the outbox before our events
+      // were committed: look again shortly rather than waiting for the next poll.
+      if (busy && started && !closed) {
+        const retry = setTimeout(drainInBackground, BUSY_RETRY_MS);
+        retry.unref();
+      }
       return total;
     })().finally(() => {
       draining = null;
