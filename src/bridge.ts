@@ -125,6 +125,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     store,
     redisUrl: store.kind === 'redis' ? config.store.redis : undefined,
     keyPrefix: config.store.keyPrefix,
+    vendorNames: registry.displayNames(),
     events,
     http,
     logger: logger.child({ component: 'delivery' }),

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -114,13 +114,21 @@ describe('config', () => {
 
   it('resolves --config, then CHATBRIDGE_CONFIG, then config/bridge.yaml, then the example', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
-    expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({ path: join(dir, 'x.yaml'), origin: 'flag' });
+    expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({ path: join(dir, 'x.yaml'), origin: 'flag', isExample: false });
     expect(resolveConfigPath(undefined, { CHATBRIDGE_CONFIG: 'y.yaml' }, dir)).toEqual({
       path: join(dir, 'y.yaml'),
       origin: 'env',
+      isExample: false,
     });
-    expect(resolveConfigPath(undefined, {}, dir).origin).toBe('example');
-    writeFileSync(join(dir, 'config-placeholder'), '');
+    expect(resolveConfigPath(undefined, {}, dir)).toMatchObject({ origin: 'example', isExample: true });
+    mkdirSync(join(dir, 'config'));
+    writeFileSync(join(dir, 'config', 'bridge.yaml'), 'admin: {}');
+    expect(resolveConfigPath(undefined, {}, dir)).toEqual({
+      path: join(dir, 'config', 'bridge.yaml'),
+      origin: 'default',
+      isExample: false,
+    });
+    expect(resolveConfigPath('config/bridge.example.yaml', {}, dir).isExample).toBe(true);
   });
 
   it('reports YAML syntax errors and unreadable files as config errors', () => {

@@ -109,7 +109,7 @@ async function start(args: string[], io: CliStreams): Promise<number> {
     throw new UsageError(`--role must be all, web or worker (got '${role}')`);
   const { config, source } = loadOrExplain(values.config as string | undefined, io);
   const logger = createLogger(config.log.level);
-  if (source.origin === 'example') {
+  if (source.isExample) {
     logger.warn(
       { config: source.path },
       'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
@@ -150,7 +150,7 @@ async function configCheck(args: string[], io: CliStreams): Promise<number> {
       `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
       `store: ${config.store.redis ? 'redis' : 'in-memory'})`,
   );
-  if (source.origin === 'example') io.stderr('note: this is the example config');
+  if (source.isExample) io.stderr('note: this is the example config');
   return 0;
 }
 

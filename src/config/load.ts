@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ErrorIssue, formatPath } from '../errors.js';
@@ -17,6 +17,8 @@ export const DEFAULT_CONFIG = 'config/bridge.yaml';
 
 export interface ConfigSource {
   path: string;
+  /** The shipped example, however it was chosen: the service warns that it is running it. */
+  isExample: boolean;
   /** How it was chosen: --config, CHATBRIDGE_CONFIG, the default file or the example. */
   origin: 'flag' | 'env' | 'default' | 'example';
 }
@@ -27,11 +29,16 @@ export function resolveConfigPath(
   env: NodeJS.ProcessEnv = process.env,
   cwd = process.cwd(),
 ): ConfigSource {
-  if (flag) return { path: resolve(cwd, flag), origin: 'flag' };
-  if (env.CHATBRIDGE_CONFIG) return { path: resolve(cwd, env.CHATBRIDGE_CONFIG), origin: 'env' };
+  const source = (path: string, origin: ConfigSource['origin']): ConfigSource => ({
+    path,
+    origin,
+    isExample: basename(path) === basename(EXAMPLE_CONFIG),
+  });
+  if (flag) return source(resolve(cwd, flag), 'flag');
+  if (env.CHATBRIDGE_CONFIG) return source(resolve(cwd, env.CHATBRIDGE_CONFIG), 'env');
   const preferred = resolve(cwd, DEFAULT_CONFIG);
-  if (existsSync(preferred)) return { path: preferred, origin: 'default' };
-  return { path: resolve(cwd, EXAMPLE_CONFIG), origin: 'example' };
+  if (existsSync(preferred)) return source(preferred, 'default');
+  return source(resolve(cwd, EXAMPLE_CONFIG), 'example');
 }
 
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
+import { deliveryRoutes } from '../delivery/index.js';
 import type { ChannelRoute } from '../spec/adapter.js';
 
 /**
@@ -27,7 +28,8 @@ interface Operation {
   method: string;
   path: string;
   summary: string;
-  query?: Record<string, string>;
+  /** Parameter descriptions, or the zod object that validates the query. */
+  query?: Record<string, string> | z.ZodObject;
   body?: z.ZodType;
   response?: z.ZodType;
 }
@@ -78,14 +80,33 @@ const core: Operation[] = [
     query: { channel: 'channel id', kind: 'rejected | unhandled', limit: '1..500, default 50' },
   },
   { method: 'get', path: '/api/v1/channels', summary: 'Configured channels, their jobs and admin routes' },
-  {
-    method: 'get',
-    path: '/api/v1/deliveries',
-    summary: 'Outbound deliveries',
-    query: { state: 'pending | failed | delivered', destination: 'destination id', limit: 'default 50' },
-  },
-  { method: 'post', path: '/api/v1/deliveries/{id}/replay', summary: 'Deliver again' },
+  ...deliveryRoutes.map((route) => ({
+    method: route.method.toLowerCase(),
+    path: `/api/v1${route.path}`,
+    summary: route.summary,
+    ...('query' in route ? { query: route.query } : {}),
+    response: route.response,
+  })),
 ];
+
+function queryParameters(query: Operation['query']) {
+  if (!query) return [];
+  if (query instanceof z.ZodObject) {
+    return Object.entries(query.shape as Record<string, z.ZodType>).map(([name, field]) => ({
+      name,
+      in: 'query',
+      required: false,
+      schema: schema(field),
+    }));
+  }
+  return Object.entries(query).map(([name, description]) => ({
+    name,
+    in: 'query',
+    required: false,
+    description,
+    schema: { type: 'string' },
+  }));
+}
 
 export function buildOpenApi(options: { routes: readonly ChannelRoute[] }) {
   const operations: Operation[] = [...core];
@@ -113,13 +134,7 @@ export function buildOpenApi(options: { routes: readonly ChannelRoute[] }) {
         required: true,
         schema: { type: 'string' },
       })),
-      ...Object.entries(operation.query ?? {}).map(([name, description]) => ({
-        name,
-        in: 'query',
-        required: false,
-        description,
-        schema: { type: 'string' },
-      })),
+      ...queryParameters(operation.query),
     ];
     paths[operation.path] ??= {};
     paths[operation.path]![operation.method] = {
