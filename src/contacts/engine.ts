@@ -485,7 +485,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const targetId = planned.targetId ?? fresh!.id;
     const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
 
-    return withLock(lockNames, 'records', async () => {
+    const write = async (): Promise<ObserveResult | null> => {
       // Re-check under the record locks: a concurrent merge may have moved a record to another root.
       const recordIds = [...planned.recordRoots.keys()];
       const current = await rootsOf(recordIds);
@@ -493,7 +493,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
       const members = await membersOf(planned.roots);
       const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
-      const records = await readRecords([...new Set([...groupIds, targetId])]);
+      // A fresh record is not in the store yet: there is nothing to read.
+      const records = fresh
+        ? new Map<string, StoredRecord>()
+        : await readRecords([...new Set([...groupIds, targetId])]);
       const target = fresh ?? records.get(targetId);
       if (!target) return null;
       if (fresh) records.set(fresh.id, fresh);
@@ -631,7 +634,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       await batch.exec();
       if (outbox.length > 0) events.committed();
       return { contact, created, duplicate: false };
-    });
+    };
+
+    // A fresh record joins no group (no identifier was known) and its id is random and unknown to
+    // everyone until this batch commits, so nobody can contend for it: its lock would be a round
+    // trip to take and one to release for nothing. The identifier locks still serialise creation.
+    return fresh ? write() : withLock(lockNames, 'records', write);
   }
 
   async function get(id: string) {
