@@ -114,7 +114,11 @@ describe('config', () => {
 
   it('resolves --config, then CHATBRIDGE_CONFIG, then config/bridge.yaml, then the example', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
-    expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({ path: join(dir, 'x.yaml'), origin: 'flag', isExample: false });
+    expect(resolveConfigPath('x.yaml', {}, dir)).toEqual({
+      path: join(dir, 'x.yaml'),
+      origin: 'flag',
+      isExample: false,
+    });
     expect(resolveConfigPath(undefined, { CHATBRIDGE_CONFIG: 'y.yaml' }, dir)).toEqual({
       path: join(dir, 'y.yaml'),
       origin: 'env',
