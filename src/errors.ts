@@ -106,6 +106,16 @@ export function isAppError(error: unknown): error is AppError {
 }
 
 /** zod issues -> our issue list, with paths written like `channels[2].apiToken`. */
+export function issuesFromZod(
+  error: { issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }> },
+  prefix: ReadonlyArray<PropertyKey> = [],
+): ErrorIssue[] {
+  return error.issues.map((issue) => ({
+    path: formatPath([...prefix, ...issue.path]),
+    message: issue.message,
+  }));
+}
+
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
   for (const part of path) {

@@ -1,13 +1,11 @@
-import type { z } from 'zod';
 import type { ChannelConfig } from '../../src/config/schema.js';
-import { formatPath, ValidationError } from '../../src/errors.js';
+import { parseBody, parseQuery } from '../../src/http/validate.js';
 import type {
   AdapterContext,
   AdapterDefinition,
   ChannelRoute,
   ChannelRuntime,
   CliCommand,
-  InboundRequest,
   ScheduledJob,
 } from '../../src/spec/adapter.js';
 import { ChatvisorClient } from './client.js';
@@ -43,35 +41,6 @@ export interface ChatvisorRuntime extends ChannelRuntime {
 export function channelSettings(channel: ChannelConfig): ChatvisorSettings {
   const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
   return channelSettingsSchema.parse(settings);
-}
-
-function parseBody<S extends z.ZodType>(schema: S, request: InboundRequest): z.output<S> {
-  const result = schema.safeParse(request.rawBody.length === 0 ? undefined : request.json());
-  if (!result.success) {
-    throw new ValidationError(
-      'invalid body',
-      result.error.issues.map((issue) => ({
-        path: formatPath(issue.path as (string | number)[]),
-        message: issue.message,
-      })),
-    );
-  }
-  return result.data;
-}
-
-function parseQuery<S extends z.ZodType>(schema: S, request: InboundRequest): z.output<S> {
-  const result = schema.safeParse(request.query);
-  if (!result.success) {
-    throw new ValidationError(
-      'invalid query',
-      result.error.issues.map((issue) => ({
-        path: formatPath(issue.path as (string | number)[]),
-        message: issue.message,
-      })),
-      'invalid_query',
-    );
-  }
-  return result.data;
 }
 
 function summary(report: AgentSyncReport) {
@@ -155,7 +124,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       summary: 'Run a Chatvisor agent sync now (?dryRun=true plans only); returns the report',
       query: agentSyncQuerySchema,
       async handle(request) {
-        const { dryRun } = parseQuery(agentSyncQuerySchema, request);
+        const { dryRun } = parseQuery(agentSyncQuerySchema, request.query);
         return { body: await agentSync.run({ dryRun }) };
       },
     },
@@ -176,7 +145,10 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       requestBody: agentChatUrlBodySchema,
       response: agentChatUrlResponseSchema,
       async handle(request) {
-        const body = parseBody(agentChatUrlBodySchema, request);
+        const body = parseBody(
+          agentChatUrlBodySchema,
+          request.rawBody.length === 0 ? undefined : request.json(),
+        );
         return { body: { url: await client.publicAgentChatUrl(body.customerId, body.agentEmail) } };
       },
     },

@@ -1,6 +1,6 @@
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { z } from 'zod';
-import { AppError, BadRequestError, formatPath, ValidationError } from '../../src/errors.js';
+import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
 
 /**
  * The attribute lookup's wire format — and only here (DESIGN §6, our design: LiveTex's real
@@ -164,7 +164,7 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
     if (!envelope.success) {
       throw new ValidationError(
         'a JSON body must be {"payload": "<compact JWE>"}',
-        envelope.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })),
+        issuesFromZod(envelope.error),
         'malformed_request',
       );
     }
@@ -235,11 +235,7 @@ async function openRequest(sealed: SealedRequest, key: Uint8Array, clock: ClaimC
   }
   const parsed = lookupClaimsSchema.safeParse(document);
   if (!parsed.success) {
-    throw new ValidationError(
-      'the claim set is not valid',
-      parsed.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })),
-      'invalid_claims',
-    );
+    throw new ValidationError('the claim set is not valid', issuesFromZod(parsed.error), 'invalid_claims');
   }
   const claims = parsed.data;
   const nowSeconds = clock.now.getTime() / 1000;

@@ -1,8 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import type { z } from 'zod';
-import { ConfigError, type ErrorIssue, formatPath } from '../errors.js';
+import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
 import { type Config, configSchema } from './schema.js';
 
@@ -76,13 +75,6 @@ export function substituteEnv(
   return value;
 }
 
-function zodIssues(error: z.ZodError, prefix: (string | number)[] = []): ErrorIssue[] {
-  return error.issues.map((issue) => ({
-    path: formatPath([...prefix, ...(issue.path as (string | number)[])]),
-    message: issue.message,
-  }));
-}
-
 /** Validate an already-parsed document. Throws ConfigError listing every problem. */
 export function parseConfig(
   document: unknown,
@@ -92,7 +84,7 @@ export function parseConfig(
   const issues: ErrorIssue[] = [];
   const substituted = substituteEnv(document ?? {}, env, issues);
   const result = configSchema.safeParse(substituted);
-  if (!result.success) issues.push(...zodIssues(result.error));
+  if (!result.success) issues.push(...issuesFromZod(result.error));
   if (result.success) {
     const config = result.data;
     const ids = new Set<string>();
@@ -110,7 +102,7 @@ export function parseConfig(
       }
       const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
       const parsed = adapter.channelSettings.strict().safeParse(settings);
-      if (!parsed.success) issues.push(...zodIssues(parsed.error, ['channels', index]));
+      if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['channels', index]));
       else Object.assign(channel, parsed.data);
       for (const problem of adapter.checkConfig?.(channel, config) ?? []) {
         issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { BadRequestError, ConflictError, NotFoundError, ValidationError } from '../errors.js';
+import { BadRequestError, ConflictError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
@@ -416,11 +416,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
     const parsed = observationSchema.safeParse(input);
     if (!parsed.success) {
-      throw new ValidationError(
-        'invalid observation',
-        parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
-        'invalid_observation',
-      );
+      throw new ValidationError('invalid observation', issuesFromZod(parsed.error), 'invalid_observation');
     }
     const observation = parsed.data;
     const at = isoOf(observation.at);

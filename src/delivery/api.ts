@@ -1,6 +1,6 @@
 import type Router from '@koa/router';
 import { z } from 'zod';
-import { formatPath, NotFoundError, ValidationError } from '../errors.js';
+import { issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
 import { type DeliveryRecord, deliveryErrorSchema, deliveryStateSchema } from './records.js';
 
 /**
@@ -83,11 +83,7 @@ export interface DeliveryAdmin {
 function parse<T extends z.ZodType>(schema: T, value: unknown, what: 'query' | 'params'): z.output<T> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  throw new ValidationError(
-    `invalid ${what}`,
-    parsed.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })),
-    `invalid_${what}`,
-  );
+  throw new ValidationError(`invalid ${what}`, issuesFromZod(parsed.error), `invalid_${what}`);
 }
 
 const idParamsSchema = z.object({ id: deliveryIdSchema });

@@ -7,7 +7,14 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import { identifierSchema } from '../contacts/types.js';
 import type { Delivery } from '../delivery/index.js';
-import { AppError, BadRequestError, NotFoundError, UnauthorizedError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  BadRequestError,
+  issuesFromZod,
+  NotFoundError,
+  UnauthorizedError,
+  ValidationError,
+} from '../errors.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { ChannelRoute, ChannelRuntime, InboundRequest, RouteResult } from '../spec/adapter.js';
@@ -366,7 +373,7 @@ export function createApp(deps: AppDeps): Koa {
     if (!body.success) {
       throw new ValidationError(
         'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',
-        body.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+        issuesFromZod(body.error),
       );
     }
     ctx.body = await contacts.unmerge(ctx.params.id!, body.data);

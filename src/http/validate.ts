@@ -1,18 +1,25 @@
 import type { z } from 'zod';
-import { ValidationError } from '../errors.js';
+import { issuesFromZod, ValidationError } from '../errors.js';
 
-/** Parse a query string with a strict schema: unknown parameters are refused, not ignored. */
-export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.output<S> {
-  const result = schema.safeParse(query);
-  if (!result.success) {
-    throw new ValidationError(
-      'invalid query',
-      result.error.issues.map((issue) => ({
-        path: issue.path.length > 0 ? issue.path.join('.') : 'query',
-        message: issue.message,
-      })),
-      'invalid_query',
-    );
-  }
+/**
+ * Parse what a caller sent with a strict schema; every problem comes back as a 400 naming its
+ * path. Unknown query parameters and body fields are refused, not ignored (strict schemas).
+ */
+export function parseWith<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  message: string,
+  code: string,
+): z.output<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new ValidationError(message, issuesFromZod(result.error), code);
   return result.data;
+}
+
+export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.output<S> {
+  return parseWith(schema, query, 'invalid query', 'invalid_query');
+}
+
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  return parseWith(schema, body, 'invalid body', 'invalid_body');
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ValidationError } from '../../src/errors.js';
+import { issuesFromZod, ValidationError } from '../../src/errors.js';
 import type { AdapterDefinition } from '../../src/spec/adapter.js';
 
 /**
@@ -26,10 +26,7 @@ export const echoAdapter: AdapterDefinition = {
       async handleWebhook(request) {
         const parsed = bodySchema.safeParse(request.json());
         if (!parsed.success) {
-          throw new ValidationError(
-            'invalid echo payload',
-            parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
-          );
+          throw new ValidationError('invalid echo payload', issuesFromZod(parsed.error));
         }
         const body = parsed.data;
         const at = body.at ?? context.now().toISOString();
