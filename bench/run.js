@@ -1,3 +1,591 @@
-// Benchmarks are their own issue and not written yet: say so instead of printing made-up figures.
-process.stderr.write('npm run bench: benchmarks are not implemented yet (see the benchmarks issue)\n');
-process.exit(1);
+// `npm run bench` (= npm run build && node bench/run.js): chatbridge on Redis against a bare Koa
+// baseline, both in their own processes, driven by autocannon at the same concurrency; then
+// identity scale (N contacts in Redis: memory per contact, lookup latency). Prints a table with
+// PASS/FAIL per target and writes bench/results/<timestamp>.json. Every figure is measured in
+// this run; nothing is hard-coded. `npm run bench -- --soak` runs bench/soak.js instead.
+//
+// Knobs (environment): BENCH_DURATION seconds per measurement (10), BENCH_WARMUP (2),
+// BENCH_CONNECTIONS (50), BENCH_CONTACTS (1000000; 0 skips identity scale), BENCH_ONLY (comma
+// list of scenario ids), BENCH_LOG_LEVEL (warn), BENCH_CPU_PROF=1 (profile the bridge process:
+// bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), REDIS_URL.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+
+if (process.argv.includes('--soak')) {
+  await import('./soak.js');
+} else {
+  await main();
+}
+
+async function main() {
+  const { randomBytes, randomUUID } = await import('node:crypto');
+  const { Redis } = await import('ioredis');
+  const { benchRedis, freePort } = await import('./lib/redis.js');
+  const { spawnLogged, waitReady } = await import('./lib/procs.js');
+  const { startBridge, admin, postJson, inParallel, JIVO_TOKEN, LIVETEX_TOKEN, ADMIN_TOKEN } = await import(
+    './lib/bridge.js'
+  );
+  const { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } = await import(
+    './lib/payloads.js'
+  );
+  const { measure } = await import('./lib/load.js');
+  const identity = await import('./lib/identity.js');
+  const DIST = join(ROOT, 'dist');
+
+  const env = process.env;
+  const duration = Number(env.BENCH_DURATION ?? 10);
+  const warmup = Number(env.BENCH_WARMUP ?? 2);
+  const connections = Number(env.BENCH_CONNECTIONS ?? 50);
+  const contactCount = Number(env.BENCH_CONTACTS ?? 1_000_000);
+  const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
+  const logLevel = env.BENCH_LOG_LEVEL ?? 'warn';
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const resultsDir = join(ROOT, 'bench', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const runDir = join(resultsDir, `run-${stamp}`);
+  mkdirSync(runDir, { recursive: true });
+  const cpuProfDir = env.BENCH_CPU_PROF === '1' ? join(resultsDir, `prof-${stamp}`) : undefined;
+  const wanted = (id) => only === null || only.has(id);
+  const started = Date.now();
+  const log = (line) =>
+    process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
+
+  const redis = await benchRedis();
+  const redisClient = new Redis(redis.url);
+  const redisVersion = /redis_version:(\S+)/.exec(await redisClient.info('server'))?.[1];
+  // As long as the default prefix ("chatbridge"), so that memory per key is what a default install pays.
+  const keyPrefix = `cb${randomBytes(4).toString('hex')}`;
+  log(
+    `Redis ${redisVersion} at ${redis.url} (${redis.private ? 'private, started for this run' : 'REDIS_URL'}), key prefix ${keyPrefix}`,
+  );
+
+  const barePort = await freePort();
+  const bare = spawnLogged([join(ROOT, 'bench', 'bare.js'), String(barePort)], {
+    logFile: join(runDir, 'bare.log'),
+  });
+  const bareUrl = `http://127.0.0.1:${barePort}`;
+  await waitReady(`${bareUrl}/ready`, 10_000, bare.child, 'bare koa');
+  const bridge = await startBridge({
+    root: ROOT,
+    dir: runDir,
+    redisUrl: redis.url,
+    keyPrefix,
+    logLevel,
+    cpuProfDir,
+  });
+  log(
+    `chatbridge pid ${bridge.pid} at ${bridge.url} (log level ${logLevel}${cpuProfDir ? `, --cpu-prof to ${cpuProfDir}` : ''}); bare Koa pid ${bare.pid}`,
+  );
+
+  const result = {
+    startedAt: new Date(started).toISOString(),
+    machine: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      memoryBytes: totalmem(),
+      loadavgAtStart: loadavg(),
+      node: process.version,
+      redis: redisVersion,
+    },
+    settings: {
+      duration,
+      warmup,
+      connections,
+      logLevel,
+      contacts: contactCount,
+      loadGenerator: 'autocannon 8 (in the bench process)',
+    },
+    scenarios: [],
+    identity: null,
+    targets: [],
+  };
+
+  const setBareReply = (bytes, contentType) =>
+    fetch(`${bareUrl}/__bench/reply`, { method: 'PUT', body: JSON.stringify({ bytes, contentType }) });
+
+  /**
+   * Measure one scenario on bare Koa and on chatbridge with the same request stream. `next()`
+   * returns {body?} for the n-th request; the sample answer of the bridge sets the bare reply size.
+   */
+  async function compare({ id, title, method, path, headers, next, bridgeOnly = {}, conns = connections }) {
+    const sample = await fetch(bridge.url + path, {
+      method,
+      headers,
+      ...(method === 'POST' ? { body: next().body } : {}),
+    });
+    const sampleText = Buffer.from(await sample.arrayBuffer());
+    if (sample.status !== 200)
+      throw new Error(`${id}: sample request answered ${sample.status}: ${sampleText}`);
+    const contentType = sample.headers.get('content-type') ?? 'application/json; charset=utf-8';
+    await setBareReply(sampleText.length, contentType);
+    const run = (url) => measure({ url, method, path, headers, next, connections: conns, duration, warmup });
+    log(`${id}: bare Koa (${conns} connections, ${warmup}+${duration} s)`);
+    const bareResult = await run(bareUrl);
+    log(`${id}: chatbridge`);
+    const bridgeResult = await run(bridge.url);
+    const entry = {
+      id,
+      title,
+      connections: conns,
+      replyBytes: sampleText.length,
+      bare: bareResult,
+      bridge: bridgeResult,
+      ratio: bridgeResult.rps / bareResult.rps,
+      ...bridgeOnly,
+    };
+    result.scenarios.push(entry);
+    log(
+      `${id}: chatbridge ${bridgeResult.rps.toFixed(0)} req/s p99 ${bridgeResult.p99} ms; bare ${bareResult.rps.toFixed(0)} req/s; ratio ${(entry.ratio * 100).toFixed(1)} %`,
+    );
+    return entry;
+  }
+
+  try {
+    // --- identity scale (first: nothing else is writing or expiring keys while memory is measured)
+    if (contactCount > 0 && wanted('identity')) {
+      log(`identity: checking that the loader writes what the engine writes (${200} contacts)`);
+      const verified = await identity.verifyLoader({ redisUrl: redis.url, dist: DIST });
+      const dedupeTtlMs = 7 * 24 * 3600 * 1000;
+      const before = await identity.usedMemory(redis.url);
+      const loadStarted = performance.now();
+      log(
+        `identity: loading ${contactCount.toLocaleString('en')} contacts (record + identifier index keys), pipelined`,
+      );
+      await identity.loadContacts({
+        redisUrl: redis.url,
+        prefix: keyPrefix,
+        count: contactCount,
+        parts: ['contact'],
+        onProgress: (done) => log(`identity: ${done.toLocaleString('en')} loaded`),
+      });
+      const loadSeconds = (performance.now() - loadStarted) / 1000;
+      const afterContacts = await identity.usedMemory(redis.url);
+      log(
+        'identity: loading one idempotency key per contact (what the observation that created it leaves for dedupeTtlSeconds)',
+      );
+      await identity.loadContacts({
+        redisUrl: redis.url,
+        prefix: keyPrefix,
+        count: contactCount,
+        parts: ['dedupe'],
+        dedupeTtlMs,
+      });
+      const afterDedupe = await identity.usedMemory(redis.url);
+      const email = () => personOf('identity', Math.floor(Math.random() * contactCount)).email;
+      const lookupPath = () => `/api/v1/contacts?email=${encodeURIComponent(email())}`;
+      const found = await admin(bridge.url, 'GET', lookupPath());
+      if (found.contacts.length !== 1)
+        throw new Error(`identity: lookup of a loaded e-mail found ${found.contacts.length} contacts`);
+      const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const lookups = {};
+      for (const conns of [connections, 1]) {
+        log(`identity: find by e-mail through the API, ${conns} connection(s)`);
+        lookups[conns] = await measure({
+          url: bridge.url,
+          method: 'GET',
+          pathOf: lookupPath,
+          headers: auth,
+          next: () => ({}),
+          connections: conns,
+          duration,
+          warmup,
+        });
+      }
+      result.identity = {
+        contacts: contactCount,
+        loader: `pipelined SETs producing the engine's key layout, verified byte-identical against the engine on ${verified.sample} contacts`,
+        contactShape:
+          'person id, e-mail, phone, one JivoChat visitor id, one name, one channel (no attributes, no timeline)',
+        loadSeconds,
+        usedMemoryBefore: before,
+        usedMemoryAfterContacts: afterContacts,
+        usedMemoryAfterDedupe: afterDedupe,
+        bytesPerContact: (afterContacts - before) / contactCount,
+        bytesPerDedupeKey: (afterDedupe - afterContacts) / contactCount,
+        lookup: { [`c${connections}`]: lookups[connections], c1: lookups[1] },
+      };
+      log(
+        `identity: ${result.identity.bytesPerContact.toFixed(0)} B per contact, +${result.identity.bytesPerDedupeKey.toFixed(0)} B per idempotency key; lookup p99 ${lookups[connections].p99} ms @${connections}, ${lookups[1].p99} ms @1`,
+      );
+    }
+
+    // --- intake: JivoChat chat_accepted, a new visitor per request
+    const jivoPath = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
+    const json = { 'content-type': 'application/json' };
+    if (wanted('jivo_new')) {
+      let n = 0;
+      await compare({
+        id: 'jivo_new',
+        title: 'JivoChat chat_accepted, new contact',
+        method: 'POST',
+        path: jivoPath,
+        headers: json,
+        next: () => {
+          const index = n++;
+          return {
+            body: JSON.stringify(jivoChatAccepted({ ...personOf('new', index), chat: 10_000_000 + index })),
+          };
+        },
+      });
+    }
+
+    // Known people: seen first in the LiveTex app (dialog webhook), then on the website.
+    const KNOWN = 1000;
+    const needKnown = ['jivo_known', 'jivo_finished', 'livetex_lookup'].some(wanted);
+    if (needKnown) {
+      log(`seeding ${KNOWN} contacts through the LiveTex dialog webhook`);
+      await inParallel(KNOWN, 16, (index) =>
+        postJson(
+          `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
+          livetexDialogClosed({ ...personOf('known', index), dialog: 500_000 + index }),
+        ),
+      );
+    }
+    if (wanted('jivo_known')) {
+      let n = 0;
+      const entry = await compare({
+        id: 'jivo_known',
+        title: 'JivoChat chat_accepted, known contact (cross-channel)',
+        method: 'POST',
+        path: jivoPath,
+        headers: json,
+        next: () => {
+          const index = n++;
+          return {
+            body: JSON.stringify(
+              jivoChatAccepted({ ...personOf('known', index % KNOWN), chat: 20_000_000 + index }),
+            ),
+          };
+        },
+      });
+      // Show that the answer carried the other channel's facts (the point of this scenario).
+      const answer = await postJson(
+        `${bridge.url}${jivoPath}`,
+        jivoChatAccepted({ ...personOf('known', 1), chat: 29_999_999 }),
+      );
+      entry.enriched =
+        JSON.parse(answer.text).custom_data?.some((fact) =>
+          /app|LiveTex/i.test(`${fact.title} ${fact.content}`),
+        ) ?? false;
+    }
+    if (wanted('jivo_finished')) {
+      let n = 0;
+      await compare({
+        id: 'jivo_finished',
+        title: 'JivoChat chat_finished, 50-message transcript',
+        method: 'POST',
+        path: jivoPath,
+        headers: json,
+        next: () => {
+          const index = n++;
+          return {
+            body: JSON.stringify(
+              jivoChatFinished({
+                ...personOf('known', index % KNOWN),
+                chat: 30_000_000 + index,
+                messages: 50,
+              }),
+            ),
+          };
+        },
+      });
+    }
+
+    // --- LiveTex encrypted lookup: tokens sealed before the run (encryption is the caller's cost)
+    if (wanted('livetex_lookup')) {
+      const { kid, key } = await admin(bridge.url, 'POST', '/api/v1/channels/app/keys');
+      const { buildClaims, sealRequest, decodeKey } = await import(`${DIST}/adapters/livetex/codec.js`);
+      const keyBytes = decodeKey(key);
+      const poolSize = Number(env.BENCH_LOOKUP_TOKENS ?? 60_000);
+      log(`livetex_lookup: sealing ${poolSize.toLocaleString('en')} lookup requests (unique jti each)`);
+      const tokens = new Array(poolSize);
+      const iat = Date.now() / 1000;
+      await inParallel(poolSize, 64, async (index) => {
+        const claims = buildClaims({
+          subject: { personId: personOf('known', index % KNOWN).person },
+          requestId: `bench-${index}`,
+          jti: randomUUID(),
+          iat,
+          ttlSeconds: 300,
+        });
+        tokens[index] = await sealRequest(claims, kid, keyBytes);
+      });
+      let n = 0;
+      let used = 0;
+      const entry = await compare({
+        id: 'livetex_lookup',
+        title: 'LiveTex encrypted attribute lookup (found)',
+        method: 'POST',
+        path: '/livetex/app/attributes',
+        headers: { 'content-type': 'application/jose', accept: 'application/jose' },
+        next: () => {
+          used = Math.max(used, n + 1);
+          return { body: tokens[n++ % poolSize] };
+        },
+        // The bare run does not care about replays; the bridge's run starts on fresh tokens.
+      });
+      entry.tokensUsed = used;
+      entry.tokenPool = poolSize;
+    }
+
+    // --- timeline page on a contact with 10,000 entries
+    if (wanted('timeline')) {
+      const ENTRIES = 10_000;
+      log(
+        `timeline: seeding one contact with ${ENTRIES.toLocaleString('en')} entries through the engine (in process, same Redis)`,
+      );
+      const contactId = await seedTimeline({ redisUrl: redis.url, keyPrefix, entries: ENTRIES });
+      const path = `/api/v1/contacts/${contactId}/timeline?limit=50`;
+      const page = await admin(bridge.url, 'GET', path);
+      if (page.entries.length !== 50 || !page.nextCursor)
+        throw new Error('timeline: the first page is not 50 entries with a cursor');
+      const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const entry = await compare({
+        id: 'timeline',
+        title: 'Timeline page (50 of 10,000 entries)',
+        method: 'GET',
+        path,
+        headers: auth,
+        next: () => ({}),
+      });
+      entry.timelineEntries = ENTRIES;
+      log('timeline: the same read on 1 connection (latency of one reader)');
+      entry.single = await measure({
+        url: bridge.url,
+        method: 'GET',
+        path,
+        headers: auth,
+        next: () => ({}),
+        connections: 1,
+        duration,
+        warmup,
+      });
+      const memory = await redisClient.memory('USAGE', `${keyPrefix}:tl:${contactId}`, 'SAMPLES', '0');
+      entry.bytesPerEntry = Number(memory) / ENTRIES;
+    }
+
+    // --- what one JivoChat-created contact costs (MEMORY USAGE of its keys, after the runs)
+    if (wanted('jivo_new')) result.jivoContactBytes = await jivoContactCost(redisClient, keyPrefix);
+  } finally {
+    redisClient.disconnect();
+    const bridgeExit = await bridge.stop();
+    await bare.stop();
+    await redis.stop();
+    result.bridgeExitCode = bridgeExit;
+  }
+
+  result.finishedAt = new Date().toISOString();
+  result.seconds = (Date.now() - started) / 1000;
+  result.machine.loadavgAtEnd = loadavg();
+  result.targets = evaluate(result, connections);
+  const file = join(resultsDir, `${stamp}.json`);
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  printTable(result);
+  process.stdout.write(`\nwritten: ${file}${cpuProfDir ? `\nCPU profile: ${cpuProfDir}` : ''}\n`);
+
+  async function seedTimeline({ redisUrl, keyPrefix: prefix, entries }) {
+    const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
+    const { createContactEngine } = await import(`${DIST}/src/contacts/engine.js`);
+    const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
+    const { Metrics } = await import(`${DIST}/src/metrics.js`);
+    const { createLogger } = await import(`${DIST}/src/logger.js`);
+    const { configSchema } = await import(`${DIST}/src/config/schema.js`);
+    const logger = createLogger('silent');
+    const store = await createRedisStore({ url: redisUrl, keyPrefix: prefix, logger });
+    const engine = createContactEngine({
+      store,
+      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
+      events: createOutboxPublisher(store),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger,
+    });
+    const who = personOf('timeline', 0);
+    const perObservation = 100;
+    let contactId;
+    const base = Date.parse('2025-01-01T00:00:00.000Z');
+    for (let batch = 0; batch < entries / perObservation; batch++) {
+      const timeline = Array.from({ length: perObservation }, (_, offset) => {
+        const n = batch * perObservation + offset;
+        return {
+          key: String(n),
+          at: new Date(base + n * 60_000).toISOString(),
+          type: 'message.received',
+          summary: `Message ${n} from ${who.name}: where is my order?`,
+          data: {
+            text: `Добрый день! Где мой заказ ${n}? Он должен был прийти вчера.`,
+            author: { type: 'visitor', name: who.name },
+          },
+        };
+      });
+      const { contact } = await engine.observe({
+        channelId: 'site',
+        vendor: 'jivochat',
+        at: new Date(base + batch * perObservation * 60_000).toISOString(),
+        idempotencyKey: `bench:timeline:${batch}`,
+        identifiers: [
+          { kind: 'person', value: who.person },
+          { kind: 'email', value: who.email },
+        ],
+        names: [who.name],
+        timeline,
+      });
+      contactId = contact.id;
+    }
+    await store.close();
+    return contactId;
+  }
+}
+
+async function jivoContactCost(client, prefix) {
+  const totals = { record: 0, indexKeys: 0, timeline: 0, contacts: 0 };
+  // Contacts the jivo_new run created (its request numbers are not known here: the bare run
+  // consumed some of the same sequence), found by their e-mail index keys.
+  const emailKeys = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:idx:email:*:new.*`, 'COUNT', 1000);
+    cursor = next;
+    emailKeys.push(...keys);
+  } while (cursor !== '0' && emailKeys.length < 100);
+  for (const emailKey of emailKeys.slice(0, 100)) {
+    const recordId = await client.get(emailKey);
+    if (!recordId) continue;
+    totals.contacts++;
+    totals.record += Number(await client.memory('USAGE', `${prefix}:rec:${recordId}`));
+    totals.timeline += Number(await client.memory('USAGE', `${prefix}:tl:${recordId}`, 'SAMPLES', '0'));
+    const record = JSON.parse(await client.get(`${prefix}:rec:${recordId}`));
+    for (const id of record.ids) {
+      const key = `${prefix}:idx:${id.kind}:${id.channelId ?? '*'}:${id.value}`;
+      totals.indexKeys += Number((await client.memory('USAGE', key)) ?? 0);
+    }
+  }
+  const per = (value) => (totals.contacts ? value / totals.contacts : Number.NaN);
+  return {
+    sample: totals.contacts,
+    note: 'MEMORY USAGE of the keys of contacts created by one chat_accepted (jivo_new scenario)',
+    record: per(totals.record),
+    indexKeys: per(totals.indexKeys),
+    timelineKey: per(totals.timeline),
+  };
+}
+
+function evaluate(result, connections) {
+  const targets = [];
+  const find = (id) => result.scenarios.find((scenario) => scenario.id === id);
+  for (const id of ['jivo_new', 'jivo_known', 'jivo_finished']) {
+    const scenario = find(id);
+    if (!scenario) continue;
+    targets.push({
+      target: `${id}: intake >= 50 % of bare Koa req/s`,
+      measured: `${(scenario.ratio * 100).toFixed(1)} %`,
+      pass: scenario.ratio >= 0.5,
+    });
+    targets.push({
+      target: `${id}: intake p99 <= 25 ms at ${connections} connections`,
+      measured: `${scenario.bridge.p99} ms`,
+      pass: scenario.bridge.p99 <= 25,
+    });
+  }
+  const lookup = find('livetex_lookup');
+  if (lookup) {
+    targets.push({
+      target: 'livetex_lookup: >= 40 % of bare Koa req/s',
+      measured: `${(lookup.ratio * 100).toFixed(1)} %`,
+      pass: lookup.ratio >= 0.4 && lookup.tokensUsed <= lookup.tokenPool,
+    });
+  }
+  const timeline = find('timeline');
+  if (timeline) {
+    targets.push({
+      target: 'timeline: page p99 <= 5 ms (1 connection)',
+      measured: `${timeline.single.p99} ms`,
+      pass: timeline.single.p99 <= 5,
+    });
+    targets.push({
+      target: `timeline: page p99 <= 5 ms (${connections} connections)`,
+      measured: `${timeline.bridge.p99} ms`,
+      pass: timeline.bridge.p99 <= 5,
+    });
+  }
+  if (result.identity) {
+    targets.push({
+      target: 'identity: <= 1 KiB of Redis memory per contact',
+      measured: `${result.identity.bytesPerContact.toFixed(0)} B`,
+      pass: result.identity.bytesPerContact <= 1024,
+    });
+  }
+  // Any non-2xx or socket error invalidates a measurement.
+  for (const scenario of result.scenarios) {
+    for (const side of ['bare', 'bridge']) {
+      const run = scenario[side];
+      if (run.non2xx > 0 || run.errors > 0) {
+        targets.push({
+          target: `${scenario.id} (${side}): every answer 2xx`,
+          measured: `${run.non2xx} non-2xx, ${run.errors} errors`,
+          pass: false,
+        });
+      }
+    }
+  }
+  return targets;
+}
+
+function printTable(result) {
+  const out = (line = '') => process.stdout.write(`${line}\n`);
+  const pad = (value, width) => String(value).padStart(width);
+  const m = result.machine;
+  out();
+  out(
+    `chatbridge bench — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, Redis ${m.redis}, load average at start ${m.loadavgAtStart.map((v) => v.toFixed(2)).join(' ')}`,
+  );
+  out(
+    `${result.settings.connections} connections, ${result.settings.warmup} s warm-up + ${result.settings.duration} s per measurement, log level ${result.settings.logLevel}`,
+  );
+  out();
+  out(
+    `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}`,
+  );
+  for (const s of result.scenarios) {
+    out(
+      `${s.title.padEnd(54)}${pad(s.bridge.rps.toFixed(0), 13)}${pad(s.bridge.p50, 6)}${pad(s.bridge.p99, 6)}${pad(s.bare.rps.toFixed(0), 12)}${pad(s.bare.p50, 6)}${pad(s.bare.p99, 6)}${pad(`${(s.ratio * 100).toFixed(1)} %`, 8)}`,
+    );
+    if (s.single)
+      out(
+        `${'  same, 1 connection'.padEnd(54)}${pad(s.single.rps.toFixed(0), 13)}${pad(s.single.p50, 6)}${pad(s.single.p99, 6)}`,
+      );
+  }
+  out('(latencies in ms as autocannon records them: whole milliseconds)');
+  if (result.identity) {
+    const i = result.identity;
+    out();
+    out(
+      `identity scale: ${i.contacts.toLocaleString('en')} contacts loaded in ${i.loadSeconds.toFixed(1)} s (${i.loader})`,
+    );
+    out(`  contact: ${i.contactShape}`);
+    out(
+      `  Redis memory: ${i.bytesPerContact.toFixed(0)} B per contact (used_memory delta / count); an idempotency key adds ${i.bytesPerDedupeKey.toFixed(0)} B per delivery while it lives`,
+    );
+    for (const [label, run] of Object.entries(i.lookup)) {
+      out(
+        `  find by e-mail (GET /api/v1/contacts?email=), ${label.slice(1)} connection(s): ${run.rps.toFixed(0)} req/s, p50 ${run.p50} ms, p99 ${run.p99} ms`,
+      );
+    }
+  }
+  if (result.jivoContactBytes) {
+    const j = result.jivoContactBytes;
+    out(
+      `contact created by one JivoChat chat_accepted (MEMORY USAGE, ${j.sample} sampled): record ${j.record.toFixed(0)} B, index keys ${j.indexKeys.toFixed(0)} B, timeline ${j.timelineKey.toFixed(0)} B`,
+    );
+  }
+  const timeline = result.scenarios.find((s) => s.id === 'timeline');
+  if (timeline) out(`timeline: ${timeline.bytesPerEntry.toFixed(0)} B of Redis memory per entry`);
+  out();
+  for (const t of result.targets) out(`${t.pass ? 'PASS' : 'FAIL'}  ${t.target.padEnd(56)} ${t.measured}`);
+  out();
+  out(`run took ${result.seconds.toFixed(0)} s`);
+}

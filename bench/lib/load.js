@@ -1,0 +1,49 @@
+import autocannon from 'autocannon';
+
+/**
+ * One measurement with autocannon: `warmup` seconds (discarded: JIT, connection set-up), then
+ * `duration` seconds measured. Each request is built by `next()` (body) and `pathOf()` (path),
+ * so that every request can be a different visitor, chat or token.
+ */
+function once({ url, method, path, pathOf, headers, next, connections, duration }) {
+  return autocannon({
+    url,
+    connections,
+    duration,
+    pipelining: 1,
+    timeout: 10,
+    requests: [
+      {
+        method,
+        path: path ?? '/',
+        headers,
+        setupRequest(request) {
+          const { body } = next();
+          return {
+            ...request,
+            ...(pathOf ? { path: pathOf() } : {}),
+            ...(body !== undefined ? { body } : {}),
+          };
+        },
+      },
+    ],
+  });
+}
+
+export async function measure(options) {
+  if (options.warmup > 0) await once({ ...options, duration: options.warmup });
+  const result = await once(options);
+  return {
+    rps: result.requests.average,
+    requests: result.requests.total,
+    p50: result.latency.p50,
+    p90: result.latency.p90,
+    p99: result.latency.p99,
+    max: result.latency.max,
+    mean: result.latency.mean,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes: result.statusCodeStats,
+  };
+}
