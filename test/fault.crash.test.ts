@@ -1,0 +1,146 @@
+import { Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  buildDist,
+  inPool,
+  jivo,
+  personFor,
+  type SpawnedBridge,
+  spawnBridge,
+  writeFaultConfig,
+} from './support/fault.js';
+import { freePort, type PrivateRedis, startPrivateRedis } from './support/redis.js';
+
+/**
+ * kill -9 during a burst of 2,000 webhooks, then restart: an answer of 200 is a promise that the
+ * event is stored (the observation's atomic batch commits before the answer), so every webhook
+ * that got a 200 must be readable after the crash. Then the vendor's retries of the others all
+ * land, each exactly once. The real binary (dist/), on a private Redis.
+ */
+const ADMIN_TOKEN = 'fault-crash-admin-token-0001';
+const JIVO_TOKEN = 'fault-crash-jivo-token-00001';
+const BURST = 2000;
+const KILL_AFTER_OK = 600;
+
+describe('kill -9 during a burst of webhooks', () => {
+  let redis: PrivateRedis;
+  let bridge: SpawnedBridge | undefined;
+  let configFile: string;
+  let port: number;
+
+  beforeAll(async () => {
+    buildDist();
+    redis = await startPrivateRedis();
+    port = await freePort();
+    configFile = writeFaultConfig({
+      port,
+      redisUrl: redis.url,
+      keyPrefix: 'fault-crash',
+      adminToken: ADMIN_TOKEN,
+      jivoToken: JIVO_TOKEN,
+      livetexToken: 'fault-crash-livetex-token-01',
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await bridge?.stop();
+    await redis?.stop();
+  });
+
+  const webhook = (index: number) => jivo.chatAccepted(personFor('crash', index), 800_000 + index);
+
+  async function post(pool: Pool, index: number): Promise<number | string> {
+    try {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(webhook(index)),
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      await response.body.text();
+      return response.statusCode;
+    } catch (error) {
+      return (error as { code?: string }).code ?? String(error);
+    }
+  }
+
+  /** The person's contact and how many conversation.started entries its timeline holds. */
+  async function stored(pool: Pool, index: number): Promise<{ contacts: number; started: number }> {
+    const admin = async (path: string) => {
+      const response = await pool.request({
+        method: 'GET',
+        path,
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      const body = (await response.body.json()) as Record<string, unknown>;
+      expect(response.statusCode, path).toBe(200);
+      return body;
+    };
+    const person = personFor('crash', index).person;
+    const found = (await admin(`/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`)) as {
+      contacts: Array<{ id: string }>;
+    };
+    if (found.contacts.length !== 1) return { contacts: found.contacts.length, started: 0 };
+    const page = (await admin(`/api/v1/contacts/${found.contacts[0]!.id}/timeline?limit=200`)) as {
+      entries: Array<{ type: string }>;
+    };
+    return {
+      contacts: 1,
+      started: page.entries.filter((entry) => entry.type === 'conversation.started').length,
+    };
+  }
+
+  it('every webhook answered 200 before the crash is stored; retries of the rest land exactly once', async () => {
+    bridge = await spawnBridge(configFile, port);
+    const outcomes = new Array<number | string>(BURST);
+    let ok = 0;
+    let killed: Promise<void> | undefined;
+    const burstPool = new Pool(bridge.url, { connections: 50 });
+    await inPool(BURST, 50, async (index) => {
+      outcomes[index] = await post(burstPool, index);
+      if (outcomes[index] === 200 && ++ok === KILL_AFTER_OK) killed = bridge!.kill();
+    });
+    await killed;
+    await burstPool.destroy();
+    const answered = outcomes.flatMap((outcome, index) => (outcome === 200 ? [index] : []));
+    // The kill landed mid-burst: some answered, some refused or cut off.
+    expect(answered.length).toBeGreaterThanOrEqual(KILL_AFTER_OK);
+    expect(answered.length).toBeLessThan(BURST);
+    expect(outcomes.filter((outcome) => typeof outcome === 'number' && outcome !== 200)).toEqual([]);
+
+    bridge = await spawnBridge(configFile, port);
+    const pool = new Pool(bridge.url, { connections: 20 });
+    try {
+      const missing: number[] = [];
+      await inPool(answered.length, 20, async (position) => {
+        const index = answered[position]!;
+        const found = await stored(pool, index);
+        if (found.contacts !== 1 || found.started !== 1) missing.push(index);
+      });
+      expect(missing, 'answered 200 but not stored exactly once').toEqual([]);
+
+      // The vendor retries what was not answered. A lock the killed process held expires by itself
+      // (10 s); meanwhile its webhook is answered 503, which a vendor retries too.
+      const retry = outcomes.flatMap((outcome, index) => (outcome === 200 ? [] : [index]));
+      const deadline = Date.now() + 20_000;
+      await inPool(retry.length, 20, async (position) => {
+        for (;;) {
+          const status = await post(pool, retry[position]!);
+          if (status === 200) return;
+          expect(status, `retry of webhook ${retry[position]}`).toBe(503);
+          expect(Date.now()).toBeLessThan(deadline);
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      });
+      const wrong: number[] = [];
+      await inPool(BURST, 20, async (index) => {
+        const found = await stored(pool, index);
+        if (found.contacts !== 1 || found.started !== 1) wrong.push(index);
+      });
+      expect(wrong, 'after the retries every webhook is stored exactly once').toEqual([]);
+    } finally {
+      await pool.close();
+    }
+  }, 90_000);
+});

@@ -1,0 +1,214 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent } from 'undici';
+import { freePort } from './redis.js';
+
+/**
+ * Helpers for the fault tests (test/fault*.test.ts): vendor payloads built from the adapters'
+ * fixtures, a pool that keeps N requests in flight, and the real binary as a child process.
+ */
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+/** A fixture document, reshaped freely by the builders below. */
+type Json = any;
+
+function fixture(path: string): Json {
+  return JSON.parse(readFileSync(join(ROOT, path), 'utf8'));
+}
+
+/** A person that exists only in one test: every identifier carries `tag` and `index`. */
+export function personFor(tag: string, index: number) {
+  return {
+    person: `${tag}-p-${index}`,
+    email: `${tag}.${index}@fault.example`,
+    // Russian mobile numbers (+7 9xx), unique per index; the tag keeps runs apart by key prefix.
+    phone: `+7926${String(index).padStart(7, '0')}`,
+    name: `Fault Person ${index}`,
+    visitor: String(700_000 + index),
+  };
+}
+
+type Person = ReturnType<typeof personFor>;
+
+export const jivo = {
+  chatAccepted(who: Person, chatId: number): Json {
+    const body = fixture('adapters/jivochat/__fixtures__/chat_accepted.json');
+    body.user_token = who.person;
+    body.visitor = {
+      ...body.visitor,
+      name: who.name,
+      email: who.email,
+      phone: who.phone,
+      number: who.visitor,
+    };
+    body.chat_id = chatId;
+    return body;
+  },
+  chatFinished(who: Person, chatId: number): Json {
+    const body = fixture('adapters/jivochat/__fixtures__/chat_finished.json');
+    body.user_token = who.person;
+    body.visitor = {
+      ...body.visitor,
+      name: who.name,
+      email: who.email,
+      phone: who.phone,
+      number: who.visitor,
+    };
+    body.chat_id = chatId;
+    return body;
+  },
+  offlineMessage(who: Person, messageId: string): Json {
+    const body = fixture('adapters/jivochat/__fixtures__/offline_message.json');
+    body.user_token = who.person;
+    body.visitor = {
+      ...body.visitor,
+      name: who.name,
+      email: who.email,
+      phone: who.phone,
+      number: who.visitor,
+    };
+    body.offline_message_id = messageId;
+    return body;
+  },
+};
+
+export const livetex = {
+  dialogClosed(who: Person, dialogId: number): Json {
+    const body = fixture('adapters/livetex/__fixtures__/dialog_closed.web.json');
+    body.Conversation.id = dialogId;
+    body.discourser = {
+      ...body.discourser,
+      id: `lt-${who.visitor}`,
+      name: who.name,
+      personId: who.person,
+      visitorToken: `vt-${who.visitor}`,
+      contacts: [
+        { type: 'email', value: who.email },
+        { type: 'phone', value: who.phone },
+      ],
+    };
+    return body;
+  },
+  dialogAssigned(who: Person, dialogId: number): Json {
+    const body = fixture('adapters/livetex/__fixtures__/dialog_assigned.json');
+    body.conversation.id = dialogId;
+    body.discourser = { ...body.discourser, name: who.name, personId: who.person };
+    return body;
+  },
+  dialogRated(who: Person, dialogId: number): Json {
+    const body = fixture('adapters/livetex/__fixtures__/dialog_rated.json');
+    for (const name of ['conversation', 'Conversation']) if (body[name]) body[name].id = dialogId;
+    body.discourser = { ...body.discourser, name: who.name, personId: who.person };
+    return body;
+  },
+};
+
+/** Run `task(i)` for every i in [0, count) with at most `concurrency` in flight. */
+export async function inPool(count: number, concurrency: number, task: (index: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+/**
+ * One keep-alive connection pool for a test's requests (global fetch would open a socket per
+ * request under load and run out of ephemeral ports on a busy machine).
+ */
+export function loopbackAgent(connections = 64): Agent {
+  return new Agent({ connections, keepAliveTimeout: 10_000, connect: { timeout: 5_000 } });
+}
+
+/** Build dist/ (the real binary runs the compiled code), as test/cli.test.ts does. */
+export function buildDist(): void {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'pipe' });
+}
+
+export interface SpawnedBridge {
+  url: string;
+  child: ChildProcess;
+  output(): string;
+  /** kill -9: no shutdown hook runs. */
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** A config file for the real binary: one JivoChat and one LiveTex channel on `redisUrl`. */
+export function writeFaultConfig(options: {
+  port: number;
+  redisUrl: string;
+  keyPrefix: string;
+  adminToken: string;
+  jivoToken: string;
+  livetexToken: string;
+}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'chatbridge-fault-'));
+  const file = join(dir, 'bridge.yaml');
+  writeFileSync(
+    file,
+    `server: { port: ${options.port}, host: 127.0.0.1, shutdownTimeoutMs: 2000 }
+store: { redis: "${options.redisUrl}", keyPrefix: "${options.keyPrefix}" }
+admin: { token: "${options.adminToken}" }
+secrets: { masterKey: "${Buffer.alloc(32, 7).toString('base64')}" }
+log: { level: warn }
+channels:
+  - { id: site, vendor: jivochat, token: "${options.jivoToken}", personIdFrom: user_token }
+  - { id: app, vendor: livetex, token: "${options.livetexToken}" }
+`,
+  );
+  return file;
+}
+
+/** `node bin/chatbridge.js start --config FILE`, resolved once /readyz answers 200. */
+export async function spawnBridge(configFile: string, port?: number): Promise<SpawnedBridge> {
+  const listenPort = port ?? (await freePort());
+  const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', '--config', configFile], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(listenPort), CHATBRIDGE_CONFIG: '', REDIS_URL: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const exited = once(child, 'exit');
+  const url = `http://127.0.0.1:${listenPort}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`chatbridge exited (${child.exitCode}): ${output}`);
+    const ready = await fetch(`${url}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
+    if (ready) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`chatbridge was not ready within 20 s: ${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    child,
+    output: () => output,
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
