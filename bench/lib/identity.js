@@ -42,33 +42,28 @@ const dedupeKeyOf = (channelId, idempotencyKey) =>
 
 /**
  * The keys the engine writes for `identityObservation(index)` creating record `recordId`, as
- * [key (without prefix), value, ttlMs | undefined]. The JSON field order follows the engine's
- * newRecord/apply; verifyLoader checks it against the engine's own output.
+ * [key (without prefix), value, ttlMs | undefined]. verifyLoader checks it against the engine's
+ * own output, byte for byte.
  */
 export function contactKeys(index, recordId, dedupeTtlMs) {
   const observation = identityObservation(index);
   const [person, email, phone, visitor] = observation.identifiers;
+  // The engine's stored form (encodeRecord in src/contacts/engine.ts): times equal to createdAt
+  // are 0, e-mail and phone identifiers point into `e`/`p`, the id is only in the key.
   const record = {
-    id: recordId,
-    createdAt: AT,
-    updatedAt: AT,
-    names: [{ v: observation.names[0], at: AT }],
-    emails: [{ v: email.value, at: AT }],
-    phones: [{ v: phone.value, at: AT }],
-    ids: [person, email, phone, visitor],
-    labels: [],
-    attrs: {},
-    channels: {
-      [IDENTITY_CHANNEL]: {
-        vendor: IDENTITY_VENDOR,
-        firstSeen: AT,
-        lastSeen: AT,
-        observations: 1,
-        conversations: 0,
-      },
-    },
-    merges: [],
+    c: AT,
+    n: [[observation.names[0], 0]],
+    e: [[email.value, 0]],
+    p: [[phone.value, 0]],
+    i: [
+      [person.kind, person.value],
+      ['@e', 0],
+      ['@p', 0],
+      [visitor.kind, visitor.value, visitor.channelId],
+    ],
+    ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR, 0, 0, 1, 0] },
   };
+
   return [
     [`idx:person:*:${person.value}`, recordId],
     [`idx:email:*:${email.value}`, recordId],

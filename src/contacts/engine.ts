@@ -82,6 +82,119 @@ interface StoredRecord {
   merges: MergeLogEntry[];
 }
 
+/**
+ * How a record is stored: the same data as StoredRecord, written compactly, because records are
+ * most of what a contact costs in Redis (bench/run.js, identity scale). Positional pairs instead
+ * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
+ * observation made the record), empty fields left out, the id not repeated (it is in the key),
+ * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
+ * second copy of the value. Records written in the earlier plain form are still read.
+ */
+type StoredTime = string | 0;
+type EncodedValued = [string, StoredTime];
+type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
+interface EncodedRecord {
+  c: string;
+  u?: string;
+  n?: EncodedValued[];
+  e?: EncodedValued[];
+  p?: EncodedValued[];
+  i?: EncodedIdentifier[];
+  l?: string[];
+  a?: Record<string, StoredAttribute>;
+  g?: AgentRef & { at: string };
+  k?: Valued;
+  ch?: Record<
+    string,
+    [vendor: string, firstSeen: StoredTime, lastSeen: StoredTime, observations: number, conversations: number]
+  >;
+  m?: MergeLogEntry[];
+}
+
+function encodeRecord(record: StoredRecord): string {
+  const created = record.createdAt;
+  const time = (at: string): StoredTime => (at === created ? 0 : at);
+  const valued = (list: Valued[]) => list.map((item): EncodedValued => [item.v, time(item.at)]);
+  const encoded: EncodedRecord = { c: created };
+  if (record.updatedAt !== created) encoded.u = record.updatedAt;
+  if (record.names.length > 0) encoded.n = valued(record.names);
+  if (record.emails.length > 0) encoded.e = valued(record.emails);
+  if (record.phones.length > 0) encoded.p = valued(record.phones);
+  if (record.ids.length > 0) {
+    encoded.i = record.ids.map((identifier): EncodedIdentifier => {
+      if (identifier.channelId !== undefined)
+        return [identifier.kind, identifier.value, identifier.channelId];
+      const list =
+        identifier.kind === 'email' ? record.emails : identifier.kind === 'phone' ? record.phones : null;
+      const at = list ? list.findIndex((item) => item.v === identifier.value) : -1;
+      if (at >= 0) return [identifier.kind === 'email' ? '@e' : '@p', at];
+      return [identifier.kind, identifier.value];
+    });
+  }
+  if (record.labels.length > 0) encoded.l = record.labels;
+  if (Object.keys(record.attrs).length > 0) encoded.a = record.attrs;
+  if (record.agent) encoded.g = record.agent;
+  if (record.crmLink) encoded.k = record.crmLink;
+  const channels = Object.entries(record.channels);
+  if (channels.length > 0) {
+    encoded.ch = Object.fromEntries(
+      channels.map(([channelId, stat]) => [
+        channelId,
+        [stat.vendor, time(stat.firstSeen), time(stat.lastSeen), stat.observations, stat.conversations],
+      ]),
+    );
+  }
+  if (record.merges.length > 0) encoded.m = record.merges;
+  return JSON.stringify(encoded);
+}
+
+function decodeRecord(id: string, text: string): StoredRecord {
+  const parsed = JSON.parse(text) as EncodedRecord | StoredRecord;
+  if ('createdAt' in parsed) return parsed;
+  const created = parsed.c;
+  const time = (at: StoredTime) => (at === 0 ? created : at);
+  const valued = (list: EncodedValued[] | undefined) =>
+    (list ?? []).map(([v, at]): Valued => ({ v, at: time(at) }));
+  const names = valued(parsed.n);
+  const emails = valued(parsed.e);
+  const phones = valued(parsed.p);
+  const ids = (parsed.i ?? []).map((item): Identifier => {
+    if (item[0] === '@e' || item[0] === '@p') {
+      const list = item[0] === '@e' ? emails : phones;
+      return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
+    }
+    const [kind, value, channelId] = item as [string, string, string?];
+    return channelId === undefined ? { kind, value } : { kind, value, channelId };
+  });
+  const record: StoredRecord = {
+    id,
+    createdAt: created,
+    updatedAt: parsed.u ?? created,
+    names,
+    emails,
+    phones,
+    ids,
+    labels: parsed.l ?? [],
+    attrs: parsed.a ?? {},
+    channels: {},
+    merges: parsed.m ?? [],
+  };
+  if (parsed.g) record.agent = parsed.g;
+  if (parsed.k) record.crmLink = parsed.k;
+  for (const [channelId, [vendor, firstSeen, lastSeen, observations, conversations]] of Object.entries(
+    parsed.ch ?? {},
+  )) {
+    record.channels[channelId] = {
+      vendor,
+      firstSeen: time(firstSeen),
+      lastSeen: time(lastSeen),
+      observations,
+      conversations,
+    };
+  }
+  return record;
+}
+
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
@@ -139,7 +252,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const values = await store.mget(ids.map(key.record));
     ids.forEach((id, index) => {
       const value = values[index];
-      if (value) out.set(id, JSON.parse(value) as StoredRecord);
+      if (value) out.set(id, decodeRecord(id, value));
     });
     return out;
   }
@@ -540,10 +653,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             const rootRecord = records.get(root)!;
             survivorRecord.merges.push(...rootRecord.merges, { at, records: joined, via });
             rootRecord.merges = [];
-            batch.set(key.record(root), JSON.stringify(rootRecord));
+            batch.set(key.record(root), encodeRecord(rootRecord));
             absorbed.push(root);
           }
-          batch.set(key.record(survivor), JSON.stringify(survivorRecord));
+          batch.set(key.record(survivor), encodeRecord(survivorRecord));
           groupIdsAfter = groupIds;
           metrics.merges.inc({ outcome: 'merged' });
         }
@@ -564,7 +677,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
-      batch.set(key.record(target.id), JSON.stringify(target));
+      batch.set(key.record(target.id), encodeRecord(target));
 
       // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
       const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
@@ -752,7 +865,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const id of leaving) batch.sadd(key.apart(id), ...staying);
       for (const id of staying) batch.sadd(key.apart(id), ...leaving);
       if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
-      batch.set(key.record(rootId), JSON.stringify(root));
+      batch.set(key.record(rootId), encodeRecord(root));
       const newRootRecord = records.get(newRoot)!;
       const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
       const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
@@ -838,8 +951,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const groupIds = [rootId, ...members];
         const batch = store.batch();
         batch
-          .set(key.record(holder), JSON.stringify(source))
-          .set(key.record(split.id), JSON.stringify(split))
+          .set(key.record(holder), encodeRecord(source))
+          .set(key.record(split.id), encodeRecord(split))
           .set(key.index(identifier), split.id)
           .sadd(key.apart(split.id), ...groupIds);
         for (const id of groupIds) batch.sadd(key.apart(id), split.id);
