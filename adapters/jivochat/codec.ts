@@ -1,6 +1,7 @@
 import type { FactAnswer } from '../../src/contacts/facts.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../src/http/json.js';
 import {
   type CustomDataItem,
   type crmLinkPlaceholders,
@@ -50,6 +51,9 @@ export function decodePayload(rawBody: Buffer): DecodedPayload {
   const text = rawBody.toString('utf8').replace(/^\uFEFF/, '');
   let value: unknown;
   let repaired = false;
+  if (jsonDepthExceeds(text)) {
+    throw new BadRequestError('json_too_deep', `the body nests deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   try {
     value = JSON.parse(text);
   } catch (error) {

@@ -14,7 +14,7 @@ describe('jivochat channel settings', () => {
     const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel!;
     expect(jivochatSettingsSchema.strict().parse(settings)).toEqual({
       personIdFrom: 'user_token',
-      reply: { crmLink: 'http://localhost:3000/contacts/{contactId}', enableAssign: false, deadlineMs: 2000 },
+      reply: { crmLink: 'https://crm.example/contacts/{contactId}', enableAssign: false, deadlineMs: 2000 },
     });
   });
 

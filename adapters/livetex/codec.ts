@@ -1,6 +1,7 @@
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { z } from 'zod';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
+import { parseJson } from '../../src/http/json.js';
 
 /**
  * The attribute lookup's wire format — and only here (DESIGN §6, our design: LiveTex's real
@@ -154,12 +155,7 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
     (mediaType !== JOSE_CONTENT_TYPE && text.startsWith('{'));
   let token = text;
   if (asJson) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      throw new BadRequestError('invalid_json', 'the body is not valid JSON');
-    }
+    const parsed = parseJson(text);
     const envelope = jsonEnvelopeSchema.safeParse(parsed);
     if (!envelope.success) {
       throw new ValidationError(

@@ -468,7 +468,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   function timelineMember(entry: TimelineEntry): string {
-    return `${entry.at}|${entry.id}|${JSON.stringify(entry)}`;
+    let json: string;
+    try {
+      json = JSON.stringify(entry);
+    } catch (error) {
+      // Data nested past what JSON.stringify can walk (a vendor API answer, say): refuse, not 500.
+      throw new ValidationError('timeline entry cannot be stored', [
+        { path: 'timeline', message: (error as Error).message },
+      ]);
+    }
+    return `${entry.at}|${entry.id}|${json}`;
   }
 
   function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
