@@ -73,7 +73,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
   const store = options.store ?? (await createStore(config.store, logger));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
-  const events = createOutboxPublisher(store);
+  const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
   const journal = createPayloadJournal(store, now);
   const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
   const facts = createFactService({

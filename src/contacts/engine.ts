@@ -88,7 +88,7 @@ interface StoredRecord {
  * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
  * observation made the record), empty fields left out, the id not repeated (it is in the key),
  * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
- * second copy of the value. Records written in the earlier plain form are still read.
+ * second copy of the value.
  */
 type StoredTime = string | 0;
 type EncodedValued = [string, StoredTime];
@@ -149,8 +149,7 @@ function encodeRecord(record: StoredRecord): string {
 }
 
 function decodeRecord(id: string, text: string): StoredRecord {
-  const parsed = JSON.parse(text) as EncodedRecord | StoredRecord;
-  if ('createdAt' in parsed) return parsed;
+  const parsed = JSON.parse(text) as EncodedRecord;
   const created = parsed.c;
   const time = (at: StoredTime) => (at === 0 ? created : at);
   const valued = (list: EncodedValued[] | undefined) =>

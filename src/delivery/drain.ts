@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { StoreBusyError } from '../errors.js';
-import { OUTBOX_KEY, type OutboxEntry, outboxEntrySchema } from '../events/outbox.js';
+import { OUTBOX_KEY, type OutboxEntry, storedOutboxEntrySchema } from '../events/outbox.js';
 import { jittered } from '../net/retry.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
@@ -106,8 +106,8 @@ export function createDrainer(deps: DrainDeps) {
 
   function parse(text: string): OutboxEntry | null {
     try {
-      const parsed = outboxEntrySchema.safeParse(JSON.parse(text));
-      return parsed.success ? parsed.data : null;
+      const parsed = storedOutboxEntrySchema.safeParse(JSON.parse(text));
+      return parsed.success ? (parsed.data as OutboxEntry) : null;
     } catch {
       return null;
     }
