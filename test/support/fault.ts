@@ -34,46 +34,21 @@ export function personFor(tag: string, index: number) {
 
 type Person = ReturnType<typeof personFor>;
 
+/** A JivoChat fixture rewritten for one person: their token, visitor data and chat or message id. */
+function jivoFor(file: string, who: Person, ids: Json): Json {
+  const body = fixture(`adapters/jivochat/__fixtures__/${file}`);
+  body.user_token = who.person;
+  body.visitor = { ...body.visitor, name: who.name, email: who.email, phone: who.phone, number: who.visitor };
+  return Object.assign(body, ids);
+}
+
 export const jivo = {
-  chatAccepted(who: Person, chatId: number): Json {
-    const body = fixture('adapters/jivochat/__fixtures__/chat_accepted.json');
-    body.user_token = who.person;
-    body.visitor = {
-      ...body.visitor,
-      name: who.name,
-      email: who.email,
-      phone: who.phone,
-      number: who.visitor,
-    };
-    body.chat_id = chatId;
-    return body;
-  },
-  chatFinished(who: Person, chatId: number): Json {
-    const body = fixture('adapters/jivochat/__fixtures__/chat_finished.json');
-    body.user_token = who.person;
-    body.visitor = {
-      ...body.visitor,
-      name: who.name,
-      email: who.email,
-      phone: who.phone,
-      number: who.visitor,
-    };
-    body.chat_id = chatId;
-    return body;
-  },
-  offlineMessage(who: Person, messageId: string): Json {
-    const body = fixture('adapters/jivochat/__fixtures__/offline_message.json');
-    body.user_token = who.person;
-    body.visitor = {
-      ...body.visitor,
-      name: who.name,
-      email: who.email,
-      phone: who.phone,
-      number: who.visitor,
-    };
-    body.offline_message_id = messageId;
-    return body;
-  },
+  chatAccepted: (who: Person, chatId: number): Json =>
+    jivoFor('chat_accepted.json', who, { chat_id: chatId }),
+  chatFinished: (who: Person, chatId: number): Json =>
+    jivoFor('chat_finished.json', who, { chat_id: chatId }),
+  offlineMessage: (who: Person, messageId: string): Json =>
+    jivoFor('offline_message.json', who, { offline_message_id: messageId }),
 };
 
 export const livetex = {
