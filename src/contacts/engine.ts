@@ -271,7 +271,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return new Map(roots.map((root, index) => [root, lists[index]!.sort()]));
   }
 
-  async function withLock<T>(names: string[], what: string, run: () => Promise<T>): Promise<T> {
+  /**
+   * `awaitRelease: false` is for a lock taken inside another one: its release is sent without
+   * waiting, and the outer lock's release, sent after it on the same connection, is only answered
+   * once Redis has applied both — one round trip instead of two, with the same guarantees.
+   */
+  async function withLock<T>(
+    names: string[],
+    what: string,
+    run: () => Promise<T>,
+    options: { awaitRelease?: boolean } = {},
+  ): Promise<T> {
     const unique = [...new Set(names)].sort();
     let lock: Lock;
     try {
@@ -283,7 +293,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     try {
       return await run();
     } finally {
-      await lock.release();
+      const released = lock.release(); // never rejects (Store contract)
+      if (options.awaitRelease ?? true) await released;
     }
   }
 
@@ -604,16 +615,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
     const write = async (): Promise<ObserveResult | null> => {
       // Re-check under the record locks: a concurrent merge may have moved a record to another root.
+      // The re-check, the member lists and the records we already know of are read together
+      // (one round trip); only members of merged contacts need a second read.
       const recordIds = [...planned.recordRoots.keys()];
-      const current = await rootsOf(recordIds);
+      const known = fresh ? [] : [...new Set([...planned.roots, targetId])];
+      const [current, members, records] = await Promise.all([
+        rootsOf(recordIds),
+        membersOf(planned.roots),
+        readRecords(known),
+      ]);
       for (const [recordId, root] of current) if (planned.recordRoots.get(recordId) !== root) return null;
-
-      const members = await membersOf(planned.roots);
       const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
-      // A fresh record is not in the store yet: there is nothing to read.
-      const records = fresh
-        ? new Map<string, StoredRecord>()
-        : await readRecords([...new Set([...groupIds, targetId])]);
+      const unread = groupIds.filter((id) => !records.has(id));
+      if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
       const target = fresh ?? records.get(targetId);
       if (!target) return null;
       if (fresh) records.set(fresh.id, fresh);
@@ -756,7 +770,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // A fresh record joins no group (no identifier was known) and its id is random and unknown to
     // everyone until this batch commits, so nobody can contend for it: its lock would be a round
     // trip to take and one to release for nothing. The identifier locks still serialise creation.
-    return fresh ? write() : withLock(lockNames, 'records', write);
+    return fresh ? write() : withLock(lockNames, 'records', write, { awaitRelease: false });
   }
 
   async function get(id: string) {

@@ -78,6 +78,8 @@ export function createOutboxPublisher(store: Store, options: OutboxOptions = {})
       listeners.push(listener);
     },
     committed() {
+      // Nothing was written, so there is nothing for the drain to look at.
+      if (!enabled) return;
       for (const listener of listeners) listener();
     },
   };
