@@ -7,7 +7,7 @@ import { Agent } from 'undici';
 import { freePort } from './redis.js';
 
 /**
- * Helpers for the fault tests (test/fault*.test.ts): vendor payloads built from the adapters'
+ * Helpers for the fault tests (test/slow/*.test.ts): vendor payloads built from the adapters'
  * fixtures, a pool that keeps N requests in flight, and the real binary as a child process.
  */
 

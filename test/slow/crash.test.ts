@@ -8,8 +8,8 @@ import {
   type SpawnedBridge,
   spawnBridge,
   writeFaultConfig,
-} from './support/fault.js';
-import { freePort, type PrivateRedis, startPrivateRedis } from './support/redis.js';
+} from '../support/fault.js';
+import { freePort, type PrivateRedis, startPrivateRedis } from '../support/redis.js';
 
 /**
  * kill -9 during a burst of 2,000 webhooks, then restart: an answer of 200 is a promise that the

@@ -1,8 +1,8 @@
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jivo, personFor } from './support/fault.js';
-import { startTestBridge, type TestBridge } from './support/harness.js';
-import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
+import { jivo, personFor } from '../support/fault.js';
+import { startTestBridge, type TestBridge } from '../support/harness.js';
+import { type PrivateRedis, startPrivateRedis } from '../support/redis.js';
 
 /**
  * Redis stops while JivoChat webhooks keep coming (20 in flight): intake answers 503 with

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildClaims, decodeKey, sealRequest } from '../adapters/livetex/codec.js';
-import { startTestBridge, type TestBridge } from './support/harness.js';
-import { freePort } from './support/redis.js';
+import { buildClaims, decodeKey, sealRequest } from '../../adapters/livetex/codec.js';
+import { startTestBridge, type TestBridge } from '../support/harness.js';
+import { freePort } from '../support/redis.js';
 
 /**
  * 10,000 generated malformed and hostile requests to every vendor intake route and the LiveTex
@@ -17,7 +17,7 @@ import { freePort } from './support/redis.js';
  * The in-memory store keeps this fast: what is under test is input handling; Redis under faults
  * is covered by the other fault tests.
  */
-const ROOT = join(import.meta.dirname, '..');
+const ROOT = join(import.meta.dirname, '..', '..');
 const TOKENS = {
   jivochat: 'fault-hostile-jivo-000001',
   livetex: 'fault-hostile-livetex-01',

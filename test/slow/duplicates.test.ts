@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jivo, livetex, personFor } from './support/fault.js';
-import { startTestBridge, type TestBridge } from './support/harness.js';
+import { jivo, livetex, personFor } from '../support/fault.js';
+import { startTestBridge, type TestBridge } from '../support/harness.js';
 
 /**
  * Vendors deliver at least once (DESIGN §7): every webhook delivered three times — the copies
