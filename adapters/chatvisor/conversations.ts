@@ -12,7 +12,8 @@ import {
   profileObservation,
   type TranscriptMessage,
 } from './mapper.js';
-import type { Conversation, Customer, Message } from './schemas.js';
+import type { CachedProfile, CustomerProfiles, Identification } from './profiles.js';
+import type { Conversation, CustomerIdentity, Message } from './schemas.js';
 import { readStatus, writeStatus } from './state.js';
 
 /**
@@ -26,6 +27,7 @@ export interface TrackerOptions {
   context: AdapterContext;
   client: ChatvisorClient;
   labels: LabelPusher;
+  profiles: CustomerProfiles;
   logger: Logger;
 }
 
@@ -54,8 +56,11 @@ export class ConversationTracker {
     input: {
       previousStatus?: string | null;
       current?: boolean;
-      profile?: Customer | null;
+      /** The customer's cached identity: the entry lands on the person's contact at once. */
+      profile?: CustomerIdentity | null | undefined;
       transcript?: TranscriptMessage[] | undefined;
+      /** When it happened, if known better than "now" (a backfilled conversation's updatedAt). */
+      at?: string | undefined;
     } = {},
   ): Promise<TrackResult> {
     const { context, channelId } = this.options;
@@ -69,7 +74,7 @@ export class ConversationTracker {
         channelId,
         conversation,
         previousStatus,
-        at: context.now().toISOString(),
+        at: input.at ?? context.now().toISOString(),
         profile: input.profile ?? null,
         transcript: input.transcript,
       }),
@@ -88,32 +93,48 @@ export class ConversationTracker {
   }
 
   /** A message from the customer (agents' messages are not "received"; they are in transcripts). */
-  async message(message: Message): Promise<TrackResult> {
+  async message(message: Message, profile?: CustomerIdentity | null): Promise<TrackResult> {
     if (!isCustomerMessage(message)) return { observed: false, duplicate: false };
     const { context, channelId } = this.options;
     const result = await context.contacts.observe(
-      messageObservation({ channelId, message, at: context.now().toISOString() }),
+      messageObservation({ channelId, message, at: context.now().toISOString(), profile: profile ?? null }),
     );
     return { observed: true, duplicate: result.duplicate, contact: result.contact };
   }
 
-  /**
-   * Fetch the customer's profile (e-mail, the company's id, name) and link it to the contact.
-   * Best effort: a failure is logged and the conversation stays as observed.
-   */
-  async linkProfile(customerId: string, signal?: AbortSignal): Promise<Contact | undefined> {
-    const { client, logger } = this.options;
-    let customer: Customer;
-    try {
-      customer = await client.getCustomer(customerId, { signal });
-    } catch (error) {
-      logger.warn({ customerId, err: error }, 'could not fetch the Chatvisor customer profile');
-      return undefined;
-    }
-    return this.observeProfile(customer);
+  /** The customer's cached identity, if any (a store read, no vendor call). */
+  async cachedProfile(customerId: string): Promise<CachedProfile | null> {
+    return this.options.profiles.cached(customerId);
   }
 
-  async observeProfile(customer: Customer): Promise<Contact> {
+  /**
+   * Identify the customer (profiles.ts: cached, or read from Chatvisor), link a new or changed
+   * identity to the contact, then push the channel's labels if they changed. Called after the
+   * event itself is stored, so a profile that cannot be read loses nothing: the event stays on the
+   * vendor-local contact and the customer is identified later. Returns the contact as it now is,
+   * and the identity for the events that follow in the same run.
+   */
+  async identify(
+    customerId: string,
+    contact: Contact | undefined,
+    input: {
+      refresh?: boolean;
+      cached?: CachedProfile | null;
+      signal?: AbortSignal | undefined;
+      labels?: boolean;
+    } = {},
+  ): Promise<{ contact: Contact | undefined } & Identification> {
+    const identification = await this.options.profiles.identify(customerId, input);
+    let current = contact;
+    // Unchanged and already on the contact (every observation carries the cached identity).
+    if (identification.identity && (identification.changed || !current)) {
+      current = await this.observeProfile(identification.identity);
+    }
+    if (current && input.labels !== false) await this.pushLabels(customerId, current, input.signal);
+    return { contact: current, ...identification };
+  }
+
+  async observeProfile(customer: CustomerIdentity): Promise<Contact> {
     const { context, channelId } = this.options;
     const result = await context.contacts.observe(
       profileObservation({ channelId, customer, at: context.now().toISOString() }),

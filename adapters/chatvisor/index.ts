@@ -14,6 +14,7 @@ import { AgentSyncIncompleteError } from './errors.js';
 import { LabelPusher } from './labels.js';
 import { CUSTOMER_KIND, VENDOR } from './mapper.js';
 import { ConversationPoller } from './poll.js';
+import { CustomerProfiles } from './profiles.js';
 import {
   agentChatUrlBodySchema,
   agentChatUrlResponseSchema,
@@ -34,6 +35,7 @@ export interface ChatvisorRuntime extends ChannelRuntime {
   readonly client: ChatvisorClient;
   readonly agentSync: AgentSync;
   readonly poller: ConversationPoller;
+  readonly profiles: CustomerProfiles;
   /** Resolves when the work started after webhook answers (profiles, labels) has finished. */
   idle(): Promise<void>;
 }
@@ -80,13 +82,23 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     logger,
     metrics: context.metrics,
   });
-  const tracker = new ConversationTracker({ channelId: channel.id, context, client, labels, logger });
+  const profiles = new CustomerProfiles({
+    channelId: channel.id,
+    client,
+    store: context.store,
+    logger,
+    metrics: context.metrics,
+    refreshMs: settings.profileRefresh,
+    now: () => context.now(),
+  });
+  const tracker = new ConversationTracker({ channelId: channel.id, context, client, labels, profiles, logger });
   const agentSync = new AgentSync({ channelId: channel.id, context, client, settings, logger });
   const poller = new ConversationPoller({
     channelId: channel.id,
     context,
     client,
     tracker,
+    profiles,
     settings,
     logger,
   });
@@ -201,6 +213,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     client,
     agentSync,
     poller,
+    profiles,
     handleWebhook: createWebhookHandler({ channelId: channel.id, context, tracker, background, logger }),
     routes,
     jobs,

@@ -7,11 +7,11 @@ import { LABEL_PLACEHOLDER } from './schemas.js';
 import { storeKeys } from './state.js';
 
 /**
- * Customer labels: once a Chatvisor customer is linked to a unified contact that knows more than
- * Chatvisor does (the company's person id, attributes from other channels), the channel's label
- * templates are rendered for that contact and pushed with tagUser — only when the rendered set
- * differs from the one last pushed for that customer (kept in the store), so a steady contact
- * costs no vendor call.
+ * Customer labels: as soon as a Chatvisor customer is identified (its profile or another channel
+ * gave the contact a person id, e-mail, phone or attributes), the channel's label templates are
+ * rendered for that contact and pushed with tagUser — and again whenever the rendered set differs
+ * from the one last pushed for that customer (kept in the store), so a steady contact costs no
+ * vendor call.
  */
 
 function placeholderValue(name: string, contact: Contact): string | undefined {
@@ -46,11 +46,18 @@ export function renderLabels(templates: readonly string[], contact: Contact): st
   return [...out].sort();
 }
 
-/** Whether the contact is linked to something beyond this Chatvisor customer. */
+/**
+ * Whether the customer is identified: the contact carries a global identifier (the company's
+ * person id, an e-mail, a phone — from the customer's profile or another channel) or attributes.
+ * A customer known only by Chatvisor's own id has nothing to be labelled with.
+ */
 export function isLinked(contact: Contact): boolean {
   return (
-    contact.identities.some((identity) => identity.kind === 'person') ||
-    Object.keys(contact.attributes).length > 0
+    contact.emails.length > 0 ||
+    contact.phones.length > 0 ||
+    contact.identities.some(
+      (identity) => identity.kind === 'person' || identity.kind === 'email' || identity.kind === 'phone',
+    ) || Object.keys(contact.attributes).length > 0
   );
 }
 

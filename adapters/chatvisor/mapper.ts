@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Identifier, Observation } from '../../src/contacts/types.js';
 import { CONVERSATION_STATUS, CUSTOMER_SENDER } from './operations.js';
-import type { Conversation, Customer, Message } from './schemas.js';
+import type { Conversation, CustomerIdentity, Message } from './schemas.js';
 
 /**
  * Chatvisor objects -> observations for the contact model (pure functions).
@@ -57,7 +57,7 @@ export function isCustomerMessage(message: Message): boolean {
 export function customerIdentifiers(
   channelId: string,
   customerId: string,
-  profile?: Customer | null,
+  profile?: CustomerIdentity | null,
 ): Identifier[] {
   const identifiers: Identifier[] = [{ kind: CUSTOMER_KIND, value: customerId, channelId }];
   if (profile?.email) identifiers.push({ kind: 'email', value: profile.email });
@@ -66,7 +66,7 @@ export function customerIdentifiers(
   return identifiers;
 }
 
-function profileNames(profile?: Customer | null): string[] {
+function profileNames(profile?: CustomerIdentity | null): string[] {
   const name = [profile?.firstname, profile?.lastname].filter((part) => part && part.trim() !== '').join(' ');
   return name ? [name] : [];
 }
@@ -99,7 +99,7 @@ export interface ConversationObservationInput {
   conversation: Conversation;
   previousStatus: string | null;
   at: string;
-  profile?: Customer | null;
+  profile?: CustomerIdentity | null;
   transcript?: TranscriptMessage[] | undefined;
 }
 
@@ -137,7 +137,13 @@ export function conversationObservation(input: ConversationObservationInput): Ob
   };
 }
 
-export function messageObservation(input: { channelId: string; message: Message; at: string }): Observation {
+export function messageObservation(input: {
+  channelId: string;
+  message: Message;
+  at: string;
+  /** The customer's cached profile: the message lands on the person's contact at once. */
+  profile?: CustomerIdentity | null;
+}): Observation {
   const { message } = input;
   const at = message.createdAt ?? input.at;
   const data = {
@@ -152,7 +158,7 @@ export function messageObservation(input: { channelId: string; message: Message;
     vendor: VENDOR,
     at,
     idempotencyKey: messageKey(message),
-    identifiers: customerIdentifiers(input.channelId, message.customerId),
+    identifiers: customerIdentifiers(input.channelId, message.customerId, input.profile),
     timeline: [
       {
         key: 'message',
@@ -166,24 +172,23 @@ export function messageObservation(input: { channelId: string; message: Message;
   };
 }
 
+/** Digest of what identifies the customer: a different digest is a changed profile. */
+export function profileDigest(customer: CustomerIdentity): string {
+  return digest(JSON.stringify([customer.email, customer.externalId, customer.firstname, customer.lastname]));
+}
+
 /** Links the Chatvisor customer to the unified contact by e-mail and the company's id. */
 export function profileObservation(input: {
   channelId: string;
-  customer: Customer;
+  customer: CustomerIdentity;
   at: string;
 }): Observation {
   const { customer } = input;
-  const identity = JSON.stringify([
-    customer.email,
-    customer.externalId,
-    customer.firstname,
-    customer.lastname,
-  ]);
   return {
     channelId: input.channelId,
     vendor: VENDOR,
     at: input.at,
-    idempotencyKey: `profile:${customer.customerId}:${digest(identity)}`,
+    idempotencyKey: `profile:${customer.customerId}:${profileDigest(customer)}`,
     identifiers: customerIdentifiers(input.channelId, customer.customerId, customer),
     names: profileNames(customer),
   };

@@ -141,6 +141,11 @@ export const WIRE = {
       url: 'url',
     },
   },
+  /**
+   * When a listed conversation or customer last changed (ISO-8601), read by the first poll to pick
+   * what to backfill. Not documented: without it, the newest message's `createdAt` is used.
+   */
+  updatedAt: { status: 'assumed', fields: { updatedAt: 'updatedAt' } },
   /** Only `assignedUser` (create customer) and the tagUser fields are seen publicly [S1][S2]. */
   customer: {
     status: 'assumed',

@@ -25,11 +25,15 @@ function tickingClock(): () => Date {
   return () => new Date(tick++);
 }
 
+/**
+ * Incremental polling: these tests start from "the first run records where things stand"
+ * (backfillWindow 0s); the first run's backfill window has its own tests (identity.test.ts).
+ */
 function runtimeWith(settings: Record<string, unknown> = {}): TestRuntime {
   return buildRuntime({
     apiUrl: fake.apiUrl,
     apiToken: fake.token,
-    settings: { maxRetries: 0, ...settings },
+    settings: { maxRetries: 0, backfillWindow: '0s', ...settings },
     now: tickingClock(),
   });
 }

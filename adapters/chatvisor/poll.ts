@@ -4,9 +4,10 @@ import type { AdapterContext } from '../../src/spec/adapter.js';
 import type { ChatvisorClient, ParsedPage } from './client.js';
 import type { ConversationTracker } from './conversations.js';
 import { ChatvisorAuthError, ChatvisorNotFoundError } from './errors.js';
-import { isCustomerMessage, toTranscript } from './mapper.js';
+import { CUSTOMER_KIND, isCustomerMessage, toTranscript } from './mapper.js';
 import { CONVERSATION_STATUS } from './operations.js';
-import type { ChatvisorSettings, Conversation, Customer, Message } from './schemas.js';
+import type { CachedProfile, CustomerProfiles } from './profiles.js';
+import type { ChatvisorSettings, Conversation, Customer, CustomerIdentity, Message } from './schemas.js';
 import {
   type ConversationState,
   readConversationState,
@@ -25,11 +26,32 @@ import {
  * Whatever the webhook already delivered comes back from the contact model as a duplicate and is
  * written once; what only the poller found is counted as a backfill.
  *
- * The first run records a baseline (the state of every conversation) without replaying history:
- * polling reports changes from the moment it is switched on.
+ * The first run does not silently drop what exists when polling starts: conversations that
+ * changed within the channel's `backfillWindow` (default 24 h) are replayed — the conversation
+ * event, with its transcript when it is finished, and the customer's messages from within the
+ * window — and the rest are recorded as they stand. The run's report (`backfill`) and
+ * `chatbridge_chatvisor_first_poll_total{channel,kind}` say what was replayed and what was
+ * left out. Later runs are incremental.
+ *
+ * Every customer with a change is identified (profiles.ts) so its events land on the person's
+ * contact; customers whose profile could not be read before are tried again, and identified
+ * customers' labels are re-checked each run (a store read; a vendor call only when they changed,
+ * e.g. after another channel updated the contact).
  */
 const MAX_PAGES = 10_000;
 const MAX_MESSAGE_PAGES = 20;
+
+export interface BackfillReport {
+  /** The window (ms) and its start: conversations changed since then were replayed. */
+  windowMs: number;
+  since: string;
+  conversations: number;
+  messages: number;
+  /** Recorded as they stand, without events: last changed before the window. */
+  olderThanWindow: number;
+  /** Recorded as they stand: neither an updatedAt nor a dated message says when they changed. */
+  unknownAge: number;
+}
 
 export interface PollReport {
   channelId: string;
@@ -39,12 +61,16 @@ export interface PollReport {
   finishedAt: string;
   pages: number;
   conversationsSeen: number;
-  /** Customers recorded without events by the baseline run. */
+  /** Customers recorded without events by the first run (outside the backfill window). */
   seeded: number;
   conversationEvents: number;
   messageEvents: number;
   /** Events found only by polling (the webhook had not delivered them). */
   backfills: number;
+  /** What the first run replayed from the backfill window; null on later runs. */
+  backfill: BackfillReport | null;
+  /** Customers identified (profile read and linked) in this run. */
+  identified: number;
   failed: { customerId: string; reason: string }[];
 }
 
@@ -53,11 +79,22 @@ interface PolledItem {
   profile: Customer | null;
 }
 
+/** What one run reads once and shares between customers. */
+interface RunState {
+  baseline: boolean;
+  state: ConversationState;
+  profiles: Map<string, CachedProfile>;
+  pending: Set<string>;
+  /** Start of the backfill window (ISO), first run only. */
+  since: string | null;
+}
+
 export interface PollerOptions {
   channelId: string;
   context: AdapterContext;
   client: ChatvisorClient;
   tracker: ConversationTracker;
+  profiles: CustomerProfiles;
   settings: ChatvisorSettings;
   logger: Logger;
 }
@@ -66,6 +103,7 @@ export class ConversationPoller {
   /** listConversations is an assumed path; without it, customers (which carry a status) stand in. */
   private source: 'conversation' | 'customer' = 'conversation';
   private readonly backfills;
+  private readonly firstPoll;
   private readonly runs;
 
   constructor(private readonly options: PollerOptions) {
@@ -73,6 +111,12 @@ export class ConversationPoller {
     this.backfills = metrics.counter(
       'chatbridge_chatvisor_backfills_total',
       'Chatvisor events found only by conversation polling (their webhook never came), by channel and kind',
+      ['channel', 'kind'] as const,
+    );
+    this.firstPoll = metrics.counter(
+      'chatbridge_chatvisor_first_poll_total',
+      'What the first Chatvisor conversation poll did with existing conversations, by channel and kind ' +
+        '(conversation and message: replayed from the backfill window; older and unknown_age: recorded without events)',
       ['channel', 'kind'] as const,
     );
     this.runs = metrics.counter(
@@ -83,15 +127,23 @@ export class ConversationPoller {
   }
 
   async run(signal?: AbortSignal): Promise<PollReport> {
-    const { context, channelId, settings, logger } = this.options;
+    const { context, channelId, settings, logger, profiles } = this.options;
     const keys = storeKeys(channelId);
     const baseline = (await context.store.get(keys.pollBaseline)) === null;
-    const state = await readConversationState(context.store, channelId);
+    const startedAt = context.now();
+    const since = baseline ? new Date(startedAt.getTime() - settings.backfillWindow).toISOString() : null;
+    const run: RunState = {
+      baseline,
+      state: await readConversationState(context.store, channelId),
+      profiles: await profiles.all(),
+      pending: await profiles.pending(),
+      since,
+    };
     const report: PollReport = {
       channelId,
       baseline,
       source: this.source,
-      startedAt: context.now().toISOString(),
+      startedAt: startedAt.toISOString(),
       finishedAt: '',
       pages: 0,
       conversationsSeen: 0,
@@ -99,6 +151,18 @@ export class ConversationPoller {
       conversationEvents: 0,
       messageEvents: 0,
       backfills: 0,
+      backfill:
+        since === null
+          ? null
+          : {
+              windowMs: settings.backfillWindow,
+              since,
+              conversations: 0,
+              messages: 0,
+              olderThanWindow: 0,
+              unknownAge: 0,
+            },
+      identified: 0,
       failed: [],
     };
     try {
@@ -115,7 +179,7 @@ export class ConversationPoller {
         for (const item of page.items) {
           report.conversationsSeen++;
           try {
-            await this.handle(item, state, baseline, report, signal);
+            await this.handle(item, run, report, signal);
           } catch (error) {
             // A revoked token or shutdown fails the whole run; anything else is this customer's
             // problem and the next run tries it again (its state was not advanced).
@@ -143,6 +207,8 @@ export class ConversationPoller {
           conversations: report.conversationEvents,
           messages: report.messageEvents,
           backfills: report.backfills,
+          ...(report.backfill ? { firstPollBackfill: report.backfill } : {}),
+          identified: report.identified,
           failed: report.failed.length,
         },
         'chatvisor conversations polled',
@@ -182,6 +248,7 @@ export class ConversationPoller {
           status: customer.status,
           lastMessageText: customer.lastMessageText,
           url: null,
+          updatedAt: customer.updatedAt,
         },
         profile: customer,
       });
@@ -191,30 +258,48 @@ export class ConversationPoller {
 
   private async handle(
     item: PolledItem,
-    state: ConversationState,
-    baseline: boolean,
+    run: RunState,
     report: PollReport,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    const { context, channelId, tracker } = this.options;
-    const { conversation, profile } = item;
+    const { context, channelId, tracker, profiles } = this.options;
+    const { conversation } = item;
     const customerId = conversation.customerId;
-    const previousStatus = state.status.get(customerId) ?? null;
-    const cursor = state.cursor.get(customerId);
+    const previousStatus = run.state.status.get(customerId) ?? null;
+    const cursor = run.state.cursor.get(customerId);
     const lastText = conversation.lastMessageText ?? null;
+    let cached = run.profiles.get(customerId) ?? null;
+    // A profile that came with the listing (polling by customers) is cached without a call.
+    let offeredChange = false;
+    if (item.profile) {
+      const offered = await profiles.offer(item.profile, cached);
+      if (offered.source === 'offered') {
+        cached = (await profiles.cached(customerId)) ?? cached;
+        offeredChange = offered.changed;
+      }
+    }
 
-    if (baseline && cursor === undefined) {
-      await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
+    if (run.baseline && cursor === undefined) {
       if (previousStatus === null) {
+        const decision = await this.backfillDecision(item, run, report, signal);
+        if (decision) {
+          await this.replay(item, decision, cached, run, report, signal);
+          return;
+        }
+        await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
         await writeStatus(context.store, channelId, customerId, conversation.status);
         report.seeded++;
         return;
       }
+      await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
     }
 
     const statusChanged = previousStatus !== conversation.status;
-    const messageChanged = !(baseline && cursor === undefined) && lastText !== (cursor?.text ?? null);
-    if (!statusChanged && !messageChanged) return;
+    const messageChanged = !(run.baseline && cursor === undefined) && lastText !== (cursor?.text ?? null);
+    if (!statusChanged && !messageChanged) {
+      await this.maintain(customerId, cached, offeredChange, run, report, signal);
+      return;
+    }
 
     let messages: Message[] | undefined;
     if (messageChanged || (statusChanged && conversation.status === CONVERSATION_STATUS.done)) {
@@ -230,11 +315,12 @@ export class ConversationPoller {
     }
 
     let contact: Contact | undefined;
+    let started = false;
     if (statusChanged) {
       const result = await tracker.conversation(conversation, {
         previousStatus,
         current: true,
-        profile,
+        profile: cached?.identity,
         transcript:
           conversation.status === CONVERSATION_STATUS.done && messages ? toTranscript(messages) : undefined,
       });
@@ -243,12 +329,12 @@ export class ConversationPoller {
         if (!result.duplicate) this.backfill(report, 'conversation');
         contact = result.contact;
       }
-      if (result.kind === 'started') {
-        contact = profile
-          ? await tracker.observeProfile(profile)
-          : ((await tracker.linkProfile(customerId, signal)) ?? contact);
-      }
+      started = result.kind === 'started';
     }
+
+    // After the event is stored: a profile that cannot be read loses nothing.
+    const identified = await this.identify(customerId, contact, cached, started, run, report, signal);
+    contact = identified.contact;
 
     if (messageChanged && messages) {
       const since = cursor?.at ?? null;
@@ -257,7 +343,7 @@ export class ConversationPoller {
         if (message.createdAt && (newest === null || message.createdAt > newest)) newest = message.createdAt;
         if (!isCustomerMessage(message)) continue;
         if (since && message.createdAt && message.createdAt <= since) continue;
-        const result = await tracker.message(message);
+        const result = await tracker.message(message, identified.identity);
         report.messageEvents++;
         if (!result.duplicate) this.backfill(report, 'message');
         contact = result.contact ?? contact;
@@ -265,6 +351,140 @@ export class ConversationPoller {
       await writeCursor(context.store, channelId, customerId, { text: lastText, at: newest });
     }
 
+    if (contact) await tracker.pushLabels(customerId, contact, signal);
+  }
+
+  /** Identify the customer (without pushing labels: the caller does, once, at the end). */
+  private async identify(
+    customerId: string,
+    contact: Contact | undefined,
+    cached: CachedProfile | null,
+    refresh: boolean,
+    run: RunState,
+    report: PollReport,
+    signal: AbortSignal | undefined,
+  ): Promise<{ contact: Contact | undefined; identity: CustomerIdentity | null }> {
+    const wasPending = run.pending.has(customerId);
+    const result = await this.options.tracker.identify(customerId, contact, {
+      refresh: refresh || wasPending,
+      cached,
+      signal,
+      labels: false,
+    });
+    if (result.source === 'fetched' || result.source === 'offered') run.pending.delete(customerId);
+    if (result.identity && result.changed) report.identified++;
+    return result;
+  }
+
+  /**
+   * A customer without a new event: identify it if its profile could not be read before (or came
+   * changed with the listing), and re-check its labels if it is identified — the contact may have
+   * changed through another channel since the last push.
+   */
+  private async maintain(
+    customerId: string,
+    cached: CachedProfile | null,
+    offeredChange: boolean,
+    run: RunState,
+    report: PollReport,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const { tracker, context, channelId, settings } = this.options;
+    if (run.pending.has(customerId) || offeredChange) {
+      const identified = await this.identify(customerId, undefined, cached, false, run, report, signal);
+      if (identified.contact) await tracker.pushLabels(customerId, identified.contact, signal);
+      return;
+    }
+    if (!cached || settings.labels.length === 0) return;
+    const contact = await context.contacts.findByIdentifier({ kind: CUSTOMER_KIND, value: customerId, channelId });
+    if (contact) await tracker.pushLabels(customerId, contact, signal);
+  }
+
+  /**
+   * First run, a conversation never seen before: replay it if it changed within the backfill
+   * window. When the listing does not say when it changed, its newest message does.
+   */
+  private async backfillDecision(
+    item: PolledItem,
+    run: RunState,
+    report: PollReport,
+    signal: AbortSignal | undefined,
+  ): Promise<{ updatedAt: string; messages: Message[] | undefined } | null> {
+    const backfill = report.backfill;
+    if (!backfill || run.since === null || backfill.windowMs <= 0) return null;
+    const customerId = item.conversation.customerId;
+    let updatedAt = item.conversation.updatedAt ?? null;
+    let messages: Message[] | undefined;
+    if (!updatedAt) {
+      messages = await this.fetchMessages(customerId, signal);
+      for (const message of messages) {
+        if (message.createdAt && (updatedAt === null || message.createdAt > updatedAt)) {
+          updatedAt = message.createdAt;
+        }
+      }
+    }
+    if (!updatedAt) {
+      backfill.unknownAge++;
+      this.firstPoll.inc({ channel: this.options.channelId, kind: 'unknown_age' });
+      return null;
+    }
+    if (updatedAt < run.since) {
+      backfill.olderThanWindow++;
+      this.firstPoll.inc({ channel: this.options.channelId, kind: 'older' });
+      return null;
+    }
+    return { updatedAt, messages };
+  }
+
+  /** Replay a conversation from the backfill window: its event, then its messages from the window. */
+  private async replay(
+    item: PolledItem,
+    decision: { updatedAt: string; messages: Message[] | undefined },
+    cached: CachedProfile | null,
+    run: RunState,
+    report: PollReport,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const { context, channelId, tracker } = this.options;
+    const { conversation } = item;
+    const customerId = conversation.customerId;
+    const backfill = report.backfill!;
+    const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    const result = await tracker.conversation(conversation, {
+      previousStatus: null,
+      current: true,
+      profile: cached?.identity,
+      at: decision.updatedAt,
+      transcript: conversation.status === CONVERSATION_STATUS.done ? toTranscript(messages) : undefined,
+    });
+    let contact = result.contact;
+    if (result.observed) {
+      report.conversationEvents++;
+      if (!result.duplicate) {
+        backfill.conversations++;
+        this.firstPoll.inc({ channel: channelId, kind: 'conversation' });
+      }
+    }
+    const identified = await this.identify(customerId, contact, cached, true, run, report, signal);
+    contact = identified.contact;
+    let newest: string | null = null;
+    for (const message of messages) {
+      if (message.createdAt && (newest === null || message.createdAt > newest)) newest = message.createdAt;
+      if (!isCustomerMessage(message)) continue;
+      // Messages without a time belong to a conversation inside the window: kept.
+      if (message.createdAt && run.since !== null && message.createdAt < run.since) continue;
+      const observed = await tracker.message(message, identified.identity);
+      report.messageEvents++;
+      if (!observed.duplicate) {
+        backfill.messages++;
+        this.firstPoll.inc({ channel: channelId, kind: 'message' });
+      }
+      contact = observed.contact ?? contact;
+    }
+    await writeCursor(context.store, channelId, customerId, {
+      text: conversation.lastMessageText ?? null,
+      at: newest,
+    });
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 

@@ -97,6 +97,7 @@ describe('vendor payloads', () => {
       status: 'UNREAD',
       lastMessageText: 'Hello, is my order 7781 shipped yet?',
       url: 'https://app.chatvisor.com/customer/cv-cust-5521',
+      updatedAt: null,
     });
     expect(
       conversationSchema.parse(fixture('webhook-conversation-status-misspelt.json')).lastMessageText,
@@ -106,7 +107,13 @@ describe('vendor payloads', () => {
       status: 'UNRESOLVED',
       lastMessageText: null,
       url: null,
+      updatedAt: null,
     });
+    // A listing may say when the conversation last changed (assumed field): normalised to ISO.
+    expect(
+      conversationSchema.parse({ customerId: 'c', status: 'DONE', updatedAt: '2024-05-14T09:31:12.4+00:00' })
+        .updatedAt,
+    ).toBe('2024-05-14T09:31:12.400Z');
   });
 
   it('tells a Message from a Customer body', () => {

@@ -1,5 +1,6 @@
 import { validate as isValidCron } from 'node-cron';
 import { z } from 'zod';
+import { durationSchema } from '../../src/config/schema.js';
 import { WIRE } from './operations.js';
 
 /**
@@ -67,6 +68,16 @@ export const channelSettingsSchema = z.object({
   offerAgentChatUrl: boolLike.default(false),
   /** How many agent-sync reports are kept per channel. */
   keepReports: intLike(z.number().int().min(1).max(1000)).default(20),
+  /**
+   * The first conversation poll replays conversations that changed within this window (e.g.
+   * "24h", "3d"; "0s" = none, only record where things stand). Later polls are incremental.
+   */
+  backfillWindow: durationSchema.default(24 * 3_600_000),
+  /**
+   * A cached customer profile older than this is read again on the customer's next event (a new
+   * conversation always reads it again); e.g. "1h", "0s" = read on every event.
+   */
+  profileRefresh: durationSchema.default(3_600_000),
 });
 export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
 
@@ -85,6 +96,12 @@ export const pageSchema = z.looseObject({
   [P.page]: z.number().nullish(),
   [P.results]: z.array(z.unknown()),
 });
+
+const isoOrNull = (value: string | null | undefined) =>
+  value && !Number.isNaN(Date.parse(value)) ? new Date(value).toISOString() : null;
+
+/** When a listed conversation or customer last changed (assumed field, see operations.ts). */
+const UPDATED_AT = WIRE.updatedAt.fields.updatedAt;
 
 const C = WIRE.conversation.fields;
 const lastMessageSchema = z
@@ -108,12 +125,14 @@ export const conversationSchema = z
     [C.status]: z.string().min(1),
     [C.lastMessage]: lastMessageSchema,
     [C.url]: z.string().nullish(),
+    [UPDATED_AT]: z.string().nullish(),
   })
   .transform((raw) => ({
     customerId: raw[C.customerId],
     status: raw[C.status].toUpperCase(),
     lastMessageText: raw[C.lastMessage],
     url: raw[C.url] ?? null,
+    updatedAt: isoOrNull(raw[UPDATED_AT]),
   }));
 export type Conversation = z.output<typeof conversationSchema>;
 
@@ -129,6 +148,7 @@ export const customerSchema = z
     [CU.status]: z.string().nullish(),
     [CU.assignedUser]: z.string().nullish(),
     [CU.lastMessage]: lastMessageSchema,
+    [UPDATED_AT]: z.string().nullish(),
   })
   .transform((raw) => ({
     customerId: raw[CU.customerId],
@@ -140,11 +160,19 @@ export const customerSchema = z
     status: raw[CU.status]?.toUpperCase() ?? null,
     assignedUser: raw[CU.assignedUser] ?? null,
     lastMessageText: raw[CU.lastMessage],
+    updatedAt: isoOrNull(raw[UPDATED_AT]),
   }));
 export type Customer = z.output<typeof customerSchema>;
 
-const isoOrNull = (value: string | null | undefined) =>
-  value && !Number.isNaN(Date.parse(value)) ? new Date(value).toISOString() : null;
+/** What identifies a customer (DESIGN §7): the fields the bridge caches from the profile. */
+export const customerIdentitySchema = z.object({
+  customerId: z.string(),
+  externalId: z.string().nullable(),
+  email: z.string().nullable(),
+  firstname: z.string().nullable(),
+  lastname: z.string().nullable(),
+});
+export type CustomerIdentity = z.output<typeof customerIdentitySchema>;
 
 const M = WIRE.message.fields;
 export const messageSchema = z

@@ -26,6 +26,10 @@ export function storeKeys(channelId: string) {
     syncReports: `${base}:agent-sync:reports`,
     /** lock held by an agent sync run (scheduled or on demand). */
     syncLock: `${base}:agent-sync`,
+    /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */
+    profiles: `${base}:profiles`,
+    /** hash customerId -> why its profile could not be read (JSON); retried on its next event or poll. */
+    profilePending: `${base}:profiles:pending`,
     /** set once the first conversation poll has recorded its baseline. */
     pollBaseline: `${base}:poll:baseline`,
   };

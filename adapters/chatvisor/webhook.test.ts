@@ -224,11 +224,12 @@ describe('customer labels', () => {
     expect(tags()[1]!.body).toEqual({ id: 'P-1001', labels: ['P-1001', 'segment:gold'] });
   });
 
-  it('pushes nothing for a customer known only to Chatvisor, and retries a failed push next time', async () => {
-    fake.addCustomer({ customerId: 'c2', email: 'solo@example.org' });
-    const test = runtimeWith({ labels: ['{email}'] });
+  it('pushes nothing for a customer known only by its Chatvisor id, and retries a failed push next time', async () => {
+    fake.addCustomer({ customerId: 'c2' });
+    const test = runtimeWith({ labels: ['{email}', 'chatvisor'] });
     await test.webhook(fake.conversationPayload('c2'));
     await test.runtime.idle();
+    // The profile says nothing about who the customer is: nothing to label.
     expect(fake.calls()).toEqual(['GET /customer/c2']);
 
     fake.addCustomer({ customerId: 'c3', id: 'P-3', email: 'linked@example.org' });
@@ -239,9 +240,9 @@ describe('customer labels', () => {
     await test.runtime.idle();
     const tags = fake.requests.filter((request) => request.path === '/customer/c3/tag');
     expect(tags.map((request) => request.body)).toEqual([
-      { id: 'P-3', labels: ['linked@example.org'] },
-      { id: 'P-3', labels: ['linked@example.org'] },
+      { id: 'P-3', labels: ['chatvisor', 'linked@example.org'] },
+      { id: 'P-3', labels: ['chatvisor', 'linked@example.org'] },
     ]);
-    expect(fake.customers.get('c3')!.labels).toEqual(['linked@example.org']);
+    expect(fake.customers.get('c3')!.labels).toEqual(['chatvisor', 'linked@example.org']);
   });
 });

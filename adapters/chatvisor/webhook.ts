@@ -3,6 +3,7 @@ import type { Contact } from '../../src/contacts/types.js';
 import type { AdapterContext, InboundRequest, RouteResult } from '../../src/spec/adapter.js';
 import type { ConversationTracker } from './conversations.js';
 import { VENDOR } from './mapper.js';
+import type { CachedProfile } from './profiles.js';
 import { conversationSchema, messageSchema } from './schemas.js';
 
 /**
@@ -13,8 +14,11 @@ import { conversationSchema, messageSchema } from './schemas.js';
  * - anything else (e.g. the old "new subscriber" Customer body): kept in the journal, answered ok.
  *
  * The answer is `{"ok":true}` as soon as the event is stored: the timeline entry is written
- * before answering (so a crash after the answer loses nothing), while what needs Chatvisor's API
- * — the customer's profile, label pushes — runs in the background afterwards.
+ * before answering (so a crash after the answer loses nothing), on the person's contact when the
+ * customer's profile is already cached. What needs Chatvisor's API — reading the profile (always
+ * for a new conversation, otherwise when not cached or stale), label pushes — runs in the
+ * background afterwards; if the profile cannot be read, the event stays on the vendor-local
+ * contact and the customer is identified later (profiles.ts).
  */
 const OK = { ok: true } as const;
 
@@ -29,10 +33,14 @@ export interface WebhookDeps {
 export function createWebhookHandler(deps: WebhookDeps): (request: InboundRequest) => Promise<RouteResult> {
   const { channelId, context, tracker, background } = deps;
 
-  function followUp(customerId: string, contact: Contact | undefined, linkProfile: boolean): void {
+  function followUp(
+    customerId: string,
+    contact: Contact | undefined,
+    cached: CachedProfile | null,
+    refresh: boolean,
+  ): void {
     background.run(async () => {
-      const linked = linkProfile ? ((await tracker.linkProfile(customerId)) ?? contact) : contact;
-      if (linked) await tracker.pushLabels(customerId, linked);
+      await tracker.identify(customerId, contact, { refresh, cached });
     });
   }
 
@@ -42,8 +50,11 @@ export function createWebhookHandler(deps: WebhookDeps): (request: InboundReques
 
     const conversation = conversationSchema.safeParse(body);
     if (conversation.success) {
-      const result = await tracker.conversation(conversation.data);
-      if (result.observed) followUp(conversation.data.customerId, result.contact, result.kind === 'started');
+      const cached = await tracker.cachedProfile(conversation.data.customerId);
+      const result = await tracker.conversation(conversation.data, { profile: cached?.identity });
+      if (result.observed) {
+        followUp(conversation.data.customerId, result.contact, cached, result.kind === 'started');
+      }
       return {
         body: OK,
         event: 'conversation',
@@ -53,8 +64,9 @@ export function createWebhookHandler(deps: WebhookDeps): (request: InboundReques
 
     const message = messageSchema.safeParse(body);
     if (message.success) {
-      const result = await tracker.message(message.data);
-      if (result.observed) followUp(message.data.customerId, result.contact, false);
+      const cached = await tracker.cachedProfile(message.data.customerId);
+      const result = await tracker.message(message.data, cached?.identity);
+      if (result.observed) followUp(message.data.customerId, result.contact, cached, false);
       return { body: OK, event: 'message', outcome: result.duplicate ? 'duplicate' : 'ok' };
     }
 

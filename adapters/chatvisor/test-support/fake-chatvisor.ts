@@ -5,7 +5,8 @@ import { performance } from 'node:perf_hooks';
 
 /**
  * A fake Chatvisor REST server for tests: real sockets on 127.0.0.1, state that behaves like the
- * vendor (agents, customers with labels and status, messages, chat visibility), every request
+ * vendor (agents, customers with their profile — the company's id, e-mail, names —, labels and
+ * status, messages, chat visibility), every request
  * recorded, and failures on demand (401, 429 with Retry-After, 500, slow answers, dropped
  * connections). Its paths are written out here on purpose rather than read from operations.ts,
  * so a test fails when the adapter calls a path the fake does not serve.
@@ -39,7 +40,12 @@ export interface FakeCustomer {
   labels: string[];
   status: 'UNREAD' | 'DONE' | 'UNRESOLVED';
   lastMessage?: string;
+  /** When the conversation last changed (ISO); listings carry it unless `reportUpdatedAt` is off. */
+  updatedAt?: string;
 }
+
+/** The profile fields a customer (or the company, through tagging) can change. */
+export type FakeProfile = Partial<Pick<FakeCustomer, 'id' | 'email' | 'firstname' | 'lastname'>>;
 
 export interface FakeMessage {
   id: string;
@@ -72,6 +78,8 @@ export interface FakeChatvisorOptions {
   token?: string;
   /** `GET /user` answers a bare array (default) or a `{page, results}` page. */
   agentList?: 'array' | 'page';
+  /** Listings say when each conversation last changed (`updatedAt`, assumed field); default true. */
+  reportUpdatedAt?: boolean;
 }
 
 export class FakeChatvisor {
@@ -82,6 +90,9 @@ export class FakeChatvisor {
   readonly messages = new Map<string, FakeMessage[]>();
   visible = true;
   agentList: 'array' | 'page';
+  reportUpdatedAt: boolean;
+  /** The fake's clock for `updatedAt` (tests that use their own clock set it). */
+  now: () => Date = () => new Date();
   /** Most requests in flight at once, measured at the server. */
   maxInFlight = 0;
   private inFlight = 0;
@@ -93,6 +104,7 @@ export class FakeChatvisor {
   constructor(options: FakeChatvisorOptions = {}) {
     this.token = options.token ?? `cv-test-${randomBytes(8).toString('hex')}`;
     this.agentList = options.agentList ?? 'array';
+    this.reportUpdatedAt = options.reportUpdatedAt ?? true;
   }
 
   /** The apiUrl to configure: http://127.0.0.1:<port>/rest/v1 */
@@ -145,7 +157,12 @@ export class FakeChatvisor {
   }
 
   addCustomer(customer: Partial<FakeCustomer> & { customerId: string }): FakeCustomer {
-    const full: FakeCustomer = { labels: [], status: 'UNREAD', ...customer };
+    const full: FakeCustomer = {
+      labels: [],
+      status: 'UNREAD',
+      updatedAt: this.now().toISOString(),
+      ...customer,
+    };
     this.customers.set(full.customerId, full);
     return full;
   }
@@ -170,6 +187,7 @@ export class FakeChatvisor {
     list.push(message);
     this.messages.set(customerId, list);
     customer.lastMessage = text;
+    customer.updatedAt = message.createdAt;
     if (sender === 'CUSTOMER' && customer.status === 'DONE') customer.status = 'UNREAD';
     return message;
   }
@@ -178,6 +196,29 @@ export class FakeChatvisor {
     const customer = this.customers.get(customerId);
     if (!customer) throw new Error(`no customer ${customerId}`);
     customer.status = status;
+    customer.updatedAt = this.now().toISOString();
+  }
+
+  /** The customer's profile changes in Chatvisor (e.g. they logged in with another account). */
+  updateProfile(customerId: string, profile: FakeProfile): void {
+    const customer = this.customers.get(customerId);
+    if (!customer) throw new Error(`no customer ${customerId}`);
+    Object.assign(customer, profile);
+  }
+
+  /** How many times the customer's profile was read (GET /customer/{id}). */
+  profileReads(customerId: string): number {
+    return this.requests.filter(
+      (request) => request.method === 'GET' && request.path === `/customer/${encodeURIComponent(customerId)}`,
+    ).length;
+  }
+
+  /** The tag operations (tagUser) received for the customer, oldest first. */
+  tagRequests(customerId: string): RecordedRequest[] {
+    return this.requests.filter(
+      (request) =>
+        request.method === 'POST' && request.path === `/customer/${encodeURIComponent(customerId)}/tag`,
+    );
   }
 
   /** The Conversation object Chatvisor would POST as a webhook for this customer now. */
@@ -244,6 +285,11 @@ export class FakeChatvisor {
     send(response, status, answer);
   }
 
+  /** A listing item, with `updatedAt` when the fake reports it. */
+  private listed(item: Record<string, unknown>, customer: FakeCustomer): Record<string, unknown> {
+    return this.reportUpdatedAt && customer.updatedAt ? { ...item, updatedAt: customer.updatedAt } : item;
+  }
+
   private route(method: string, path: string, query: URLSearchParams, body: unknown): [number, unknown] {
     const segments = path.split('/').filter(Boolean).map(decodeURIComponent);
     const pageNumber = Number(query.get('pageNumber') ?? 0);
@@ -256,7 +302,7 @@ export class FakeChatvisor {
 
     if (first === 'customer') {
       if (segments.length === 1 && method === 'GET') {
-        return paged([...this.customers.values()].map((customer) => toCustomer(customer)));
+        return paged([...this.customers.values()].map((customer) => this.listed(toCustomer(customer), customer)));
       }
       const customer = second ? this.customers.get(second) : undefined;
       if (!customer) return [404, { message: 'Customer not found' }];
@@ -286,7 +332,9 @@ export class FakeChatvisor {
     }
 
     if (first === 'conversation' && segments.length === 1 && method === 'GET') {
-      return paged([...this.customers.values()].map((customer) => toConversation(customer, false)));
+      return paged(
+        [...this.customers.values()].map((customer) => this.listed(toConversation(customer, false), customer)),
+      );
     }
 
     if (first === 'webchat' && second === 'visible' && method === 'GET')
