@@ -79,6 +79,10 @@ interface PolledItem {
   profile: Customer | null;
 }
 
+type BackfillDecision =
+  | { replay: true; updatedAt: string; messages?: Message[] | undefined }
+  | { replay: false; updatedAt: string | null };
+
 /** What one run reads once and shares between customers. */
 interface RunState {
   baseline: boolean;
@@ -282,11 +286,13 @@ export class ConversationPoller {
     if (run.baseline && cursor === undefined) {
       if (previousStatus === null) {
         const decision = await this.backfillDecision(item, run, report, signal);
-        if (decision) {
+        if (decision.replay) {
           await this.replay(item, decision, cached, run, report, signal);
           return;
         }
-        await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
+        // Messages up to when the conversation last changed exist already: a later message
+        // makes the next run fetch the messages, and only the newer ones are new.
+        await writeCursor(context.store, channelId, customerId, { text: lastText, at: decision.updatedAt });
         await writeStatus(context.store, channelId, customerId, conversation.status);
         report.seeded++;
         return;
@@ -332,8 +338,10 @@ export class ConversationPoller {
       started = result.kind === 'started';
     }
 
-    // After the event is stored: a profile that cannot be read loses nothing.
-    const identified = await this.identify(customerId, contact, cached, started, run, report, signal);
+    // After the event is stored: a profile that cannot be read loses nothing. A new conversation
+    // reads the profile again, unless the listing just handed it to us.
+    const refresh = started && item.profile === null;
+    const identified = await this.identify(customerId, contact, cached, refresh, run, report, signal);
     contact = identified.contact;
 
     if (messageChanged && messages) {
@@ -409,11 +417,11 @@ export class ConversationPoller {
     run: RunState,
     report: PollReport,
     signal: AbortSignal | undefined,
-  ): Promise<{ updatedAt: string; messages: Message[] | undefined } | null> {
+  ): Promise<BackfillDecision> {
     const backfill = report.backfill;
-    if (!backfill || run.since === null || backfill.windowMs <= 0) return null;
-    const customerId = item.conversation.customerId;
     let updatedAt = item.conversation.updatedAt ?? null;
+    if (!backfill || run.since === null || backfill.windowMs <= 0) return { replay: false, updatedAt };
+    const customerId = item.conversation.customerId;
     let messages: Message[] | undefined;
     if (!updatedAt) {
       messages = await this.fetchMessages(customerId, signal);
@@ -426,20 +434,20 @@ export class ConversationPoller {
     if (!updatedAt) {
       backfill.unknownAge++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'unknown_age' });
-      return null;
+      return { replay: false, updatedAt: null };
     }
     if (updatedAt < run.since) {
       backfill.olderThanWindow++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'older' });
-      return null;
+      return { replay: false, updatedAt };
     }
-    return { updatedAt, messages };
+    return { replay: true, updatedAt, messages };
   }
 
   /** Replay a conversation from the backfill window: its event, then its messages from the window. */
   private async replay(
     item: PolledItem,
-    decision: { updatedAt: string; messages: Message[] | undefined },
+    decision: { updatedAt: string; messages?: Message[] | undefined },
     cached: CachedProfile | null,
     run: RunState,
     report: PollReport,
@@ -465,7 +473,7 @@ export class ConversationPoller {
         this.firstPoll.inc({ channel: channelId, kind: 'conversation' });
       }
     }
-    const identified = await this.identify(customerId, contact, cached, true, run, report, signal);
+    const identified = await this.identify(customerId, contact, cached, item.profile === null, run, report, signal);
     contact = identified.contact;
     let newest: string | null = null;
     for (const message of messages) {
