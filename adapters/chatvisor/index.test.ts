@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
 import type { ChatvisorRuntime } from './index.js';
@@ -216,5 +217,107 @@ describe('Chatvisor in the bridge', () => {
     expect(cobrowse.commands!.map((command) => command.name)).toEqual(['sync agents']);
     const revoked = bridge.bridge.channels.get('revoked')!.runtime;
     expect(revoked.jobs).toEqual([]);
+  });
+});
+
+describe('a Chatvisor customer in the person’s unified timeline (real bridge, Redis store)', () => {
+  const JIVO_TOKEN = 'jivo-hook-token-0123456789abcdef';
+  let identityFake: FakeChatvisor;
+  let identityBridge: TestBridge;
+
+  beforeAll(async () => {
+    identityFake = await startFakeChatvisor();
+    identityBridge = await startTestBridge({
+      store: 'redis',
+      start: false,
+      config: {
+        channels: [
+          { id: 'shop-site', vendor: 'jivochat', token: JIVO_TOKEN },
+          {
+            id: 'cobrowse',
+            vendor: 'chatvisor',
+            token: HOOK_TOKEN,
+            apiUrl: identityFake.apiUrl,
+            apiToken: identityFake.token,
+            maxRetries: 0,
+            labels: ['{person}'],
+            // Registered so the test can run it now; it never fires during the test.
+            schedules: { conversationPoll: '0 0 1 1 *' },
+          },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await identityBridge.close();
+    await identityFake.close();
+  });
+
+  const cobrowse = () => identityBridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;
+
+  async function contactsBy(query: string) {
+    const answer = await identityBridge.admin('GET', `/api/v1/contacts?${query}`);
+    expect(answer.status).toBe(200);
+    return answer.body.contacts as { id: string }[];
+  }
+
+  async function timelineOf(contactId: string) {
+    const answer = await identityBridge.admin('GET', `/api/v1/contacts/${contactId}/timeline?limit=50`);
+    return (answer.body.entries as { vendor: string; type: string }[])
+      .filter((entry) => !entry.type.startsWith('contact.'))
+      .map((entry) => `${entry.vendor} ${entry.type}`)
+      .sort();
+  }
+
+  it('webhook: GET /api/v1/contacts?email= finds the contact with the Chatvisor conversation and the JivoChat chat', async () => {
+    const jivo = JSON.parse(
+      readFileSync(new URL('../jivochat/__fixtures__/chat_finished.json', import.meta.url), 'utf8'),
+    ) as Record<string, unknown>;
+    const site = await identityBridge.post(`/webhooks/jivochat/shop-site/${JIVO_TOKEN}`, {
+      ...jivo,
+      user_token: 'P-5521',
+    });
+    expect(site.status).toBe(200);
+
+    identityFake.addCustomer({ customerId: 'cv-77', id: 'P-5521', email: 'S.Orlova@example.org' });
+    identityFake.addMessage('cv-77', 'The kettle again, sorry');
+    const hook = `/webhooks/chatvisor/cobrowse/${HOOK_TOKEN}`;
+    expect(await identityBridge.post(hook, identityFake.conversationPayload('cv-77'))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
+    await cobrowse().idle();
+    expect(await identityBridge.post(hook, identityFake.addMessage('cv-77', 'Order 5521'))).toMatchObject({
+      status: 200,
+    });
+    await cobrowse().idle();
+
+    const [contact, ...others] = await contactsBy('email=s.orlova@example.org');
+    expect(others).toEqual([]);
+    expect((await contactsBy('identity=person:P-5521')).map((found) => found.id)).toEqual([contact!.id]);
+    expect(await timelineOf(contact!.id)).toEqual([
+      'chatvisor conversation.started',
+      'chatvisor message.received',
+      'jivochat conversation.finished',
+      'jivochat conversation.rated',
+    ]);
+    // Identified: the channel's labels went to Chatvisor once.
+    expect(identityFake.tagRequests('cv-77').map((request) => request.body)).toEqual([
+      { id: 'P-5521', labels: ['P-5521'] },
+    ]);
+    expect(identityFake.profileReads('cv-77')).toBe(1);
+  });
+
+  it('poll: the first poll backfills a recent conversation into the timeline found by person id', async () => {
+    identityFake.addCustomer({ customerId: 'cv-88', id: 'P-8800', email: 'polled@example.org' });
+    identityFake.addMessage('cv-88', 'Found only by polling');
+    expect(await identityBridge.bridge.scheduler.runNow('cobrowse', 'conversation-poll')).toBe('ok');
+    const [contact] = await contactsBy('identity=person:P-8800');
+    expect((await contactsBy('email=polled@example.org')).map((found) => found.id)).toEqual([contact!.id]);
+    expect(await timelineOf(contact!.id)).toEqual([
+      'chatvisor conversation.started',
+      'chatvisor message.received',
+    ]);
+    expect(identityFake.tagRequests('cv-88')).toHaveLength(1);
   });
 });
