@@ -127,7 +127,10 @@ describe('a Chatvisor customer lands on the person’s contact', () => {
     const contact = await byEmail(test, 'boris@example.org');
     expect((await byPerson(test, 'P-2002')).id).toBe(contact.id);
     expect(contact.name).toBe('Bor');
-    expect(chatvisorTypes(await timeline(test, contact))).toEqual(['conversation.started', 'message.received']);
+    expect(chatvisorTypes(await timeline(test, contact))).toEqual([
+      'conversation.started',
+      'message.received',
+    ]);
   });
 
   it('poll by customers (no GET /conversation): the listed profile identifies the customer without a read', async () => {
@@ -178,7 +181,9 @@ describe('profile cache', () => {
     expect(contact.name).toBe('Anna');
     expect((await byEmail(test, 'anna.new@example.org')).id).toBe(contact.id);
     const metrics = await test.context.metrics.registry.metrics();
-    expect(metrics).toContain('chatbridge_chatvisor_profile_reads_total{channel="cobrowse",outcome="changed"} 2');
+    expect(metrics).toContain(
+      'chatbridge_chatvisor_profile_reads_total{channel="cobrowse",outcome="changed"} 2',
+    );
   });
 
   it('reads a cached profile again on the next event once it is older than profileRefresh', async () => {
@@ -265,7 +270,10 @@ describe('profile read failures', () => {
     await test.runtime.idle();
     const contact = await byEmail(test, 'anna@example.org');
     expect(contact.id).toBe((await byPerson(test, 'P-1001')).id);
-    expect(chatvisorTypes(await timeline(test, contact))).toEqual(['conversation.started', 'message.received']);
+    expect(chatvisorTypes(await timeline(test, contact))).toEqual([
+      'conversation.started',
+      'message.received',
+    ]);
     expect(await test.store.hget(storeKeys('cobrowse').profilePending, 'cv-1')).toBeNull();
     expect(fake.tagRequests('cv-1')).toHaveLength(1);
   });
@@ -337,7 +345,9 @@ describe('first poll backfill', () => {
     expect(fake.profileReads('old')).toBe(0);
 
     const metrics = await test.context.metrics.registry.metrics();
-    expect(metrics).toContain('chatbridge_chatvisor_first_poll_total{channel="cobrowse",kind="conversation"} 2');
+    expect(metrics).toContain(
+      'chatbridge_chatvisor_first_poll_total{channel="cobrowse",kind="conversation"} 2',
+    );
     expect(metrics).toContain('chatbridge_chatvisor_first_poll_total{channel="cobrowse",kind="message"} 2');
     expect(metrics).toContain('chatbridge_chatvisor_first_poll_total{channel="cobrowse",kind="older"} 1');
 

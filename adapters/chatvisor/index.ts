@@ -91,7 +91,14 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     refreshMs: settings.profileRefresh,
     now: () => context.now(),
   });
-  const tracker = new ConversationTracker({ channelId: channel.id, context, client, labels, profiles, logger });
+  const tracker = new ConversationTracker({
+    channelId: channel.id,
+    context,
+    client,
+    labels,
+    profiles,
+    logger,
+  });
   const agentSync = new AgentSync({ channelId: channel.id, context, client, settings, logger });
   const poller = new ConversationPoller({
     channelId: channel.id,

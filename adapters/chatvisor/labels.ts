@@ -57,7 +57,8 @@ export function isLinked(contact: Contact): boolean {
     contact.phones.length > 0 ||
     contact.identities.some(
       (identity) => identity.kind === 'person' || identity.kind === 'email' || identity.kind === 'phone',
-    ) || Object.keys(contact.attributes).length > 0
+    ) ||
+    Object.keys(contact.attributes).length > 0
   );
 }
 

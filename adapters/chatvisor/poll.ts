@@ -404,7 +404,11 @@ export class ConversationPoller {
       return;
     }
     if (!cached || settings.labels.length === 0) return;
-    const contact = await context.contacts.findByIdentifier({ kind: CUSTOMER_KIND, value: customerId, channelId });
+    const contact = await context.contacts.findByIdentifier({
+      kind: CUSTOMER_KIND,
+      value: customerId,
+      channelId,
+    });
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
@@ -473,7 +477,15 @@ export class ConversationPoller {
         this.firstPoll.inc({ channel: channelId, kind: 'conversation' });
       }
     }
-    const identified = await this.identify(customerId, contact, cached, item.profile === null, run, report, signal);
+    const identified = await this.identify(
+      customerId,
+      contact,
+      cached,
+      item.profile === null,
+      run,
+      report,
+      signal,
+    );
     contact = identified.contact;
     let newest: string | null = null;
     for (const message of messages) {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
-import { chatvisorAdapter } from './index.js';
+import { channelSettings, chatvisorAdapter } from './index.js';
 import { classifyTransition, conversationKey, conversationObservation, messageKey } from './mapper.js';
 import { OPERATIONS } from './operations.js';
 import { agentSchema, conversationSchema, customerSchema, messageSchema, pageSchema } from './schemas.js';
@@ -52,7 +52,24 @@ describe('channel settings', () => {
       rateLimit: { perSecond: 10, concurrency: 5 },
       pageSize: 50,
       offerAgentChatUrl: false,
+      backfillWindow: 24 * 3_600_000,
+      profileRefresh: 3_600_000,
     });
+  });
+
+  it('takes the backfill window and profile refresh as durations, and names a bad one', () => {
+    expect(problems({ backfillWindow: '3d', profileRefresh: '0s' })).toEqual([]);
+    expect(
+      channelSettings({ apiToken: 'secret', backfillWindow: '3d', profileRefresh: '15m' } as never),
+    ).toMatchObject({
+      backfillWindow: 3 * 86_400_000,
+      profileRefresh: 900_000,
+    });
+    expect(
+      problems({ backfillWindow: 'a day', profileRefresh: -1 })
+        .map((issue) => issue.path)
+        .sort(),
+    ).toEqual(['channels[0].backfillWindow', 'channels[0].profileRefresh']);
   });
 
   it('accepts 5- and 6-field cron expressions and numbers from the environment as strings', () => {

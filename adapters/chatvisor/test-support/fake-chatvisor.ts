@@ -302,7 +302,9 @@ export class FakeChatvisor {
 
     if (first === 'customer') {
       if (segments.length === 1 && method === 'GET') {
-        return paged([...this.customers.values()].map((customer) => this.listed(toCustomer(customer), customer)));
+        return paged(
+          [...this.customers.values()].map((customer) => this.listed(toCustomer(customer), customer)),
+        );
       }
       const customer = second ? this.customers.get(second) : undefined;
       if (!customer) return [404, { message: 'Customer not found' }];
@@ -333,7 +335,9 @@ export class FakeChatvisor {
 
     if (first === 'conversation' && segments.length === 1 && method === 'GET') {
       return paged(
-        [...this.customers.values()].map((customer) => this.listed(toConversation(customer, false), customer)),
+        [...this.customers.values()].map((customer) =>
+          this.listed(toConversation(customer, false), customer),
+        ),
       );
     }
 
