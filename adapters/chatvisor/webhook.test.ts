@@ -117,16 +117,20 @@ describe('Chatvisor webhooks', () => {
     expect(await test.outbox()).toEqual([]);
   });
 
-  it('answers at once even when Chatvisor is slow: the profile is fetched afterwards', async () => {
+  it('answers without waiting for Chatvisor: the profile is read afterwards', async () => {
     fake.addCustomer({ customerId: 'cv-cust-5521', email: 'anna@example.org' });
-    fake.fail({ path: '/customer/cv-cust-5521', delayMs: 1_000 });
+    // The profile read is held until the test releases it: the answer cannot have waited for it.
+    let release!: () => void;
+    fake.fail({ path: '/customer/cv-cust-5521', until: new Promise<void>((resolve) => (release = resolve)) });
     const test = runtimeWith();
-    const started = performance.now();
-    await test.webhook(fixture('webhook-conversation-new.json'));
-    expect(performance.now() - started).toBeLessThan(500);
+    expect(await test.webhook(fixture('webhook-conversation-new.json'))).toMatchObject({
+      body: { ok: true },
+      outcome: 'ok',
+    });
     expect(
       await test.context.contacts.findByIdentifier({ kind: 'email', value: 'anna@example.org' }),
     ).toBeNull();
+    release();
     await test.runtime.idle();
     expect(
       await test.context.contacts.findByIdentifier({ kind: 'email', value: 'anna@example.org' }),

@@ -70,6 +70,8 @@ export interface FailureRule {
   destroy?: boolean;
   /** Do the work, then wait this long before answering (the change happened; the answer is late). */
   lateAnswerMs?: number;
+  /** Hold the request until this settles, then handle it (an answer the test releases). */
+  until?: Promise<unknown>;
   /** How many matching requests this rule applies to (default 1). */
   times?: number;
 }
@@ -265,6 +267,7 @@ export class FakeChatvisor {
     if (rule) {
       rule.left--;
       if (rule.delayMs) await new Promise((resolve) => setTimeout(resolve, rule.delayMs));
+      if (rule.until) await rule.until.catch(() => undefined);
       if (rule.destroy) {
         request.socket.destroy();
         return;
