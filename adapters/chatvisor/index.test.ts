@@ -210,6 +210,7 @@ describe('Chatvisor in the bridge', () => {
     expect(cobrowse.routes!.map((route) => `${route.method} ${route.path}`)).toEqual([
       'POST agent-sync',
       'GET agent-sync',
+      'GET conversation-poll',
       'POST agent-chat-url',
       'GET visibility',
     ]);
@@ -319,5 +320,16 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
       'chatvisor message.received',
     ]);
     expect(identityFake.tagRequests('cv-88')).toHaveLength(1);
+
+    // What the first poll backfilled stays readable in the admin API.
+    const reports = await identityBridge.admin('GET', '/api/v1/channels/cobrowse/conversation-poll');
+    expect(reports.status).toBe(200);
+    expect(reports.body.first).toMatchObject({
+      baseline: true,
+      conversationsSeen: 2,
+      // cv-77's conversation came by webhook already: only cv-88 was backfilled.
+      backfill: { windowMs: 86_400_000, conversations: 1, messages: 1, olderThanWindow: 0 },
+    });
+    expect(reports.body.recent).toHaveLength(1);
   });
 });

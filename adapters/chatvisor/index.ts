@@ -157,6 +157,16 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       },
     },
     {
+      method: 'GET',
+      path: 'conversation-poll',
+      scope: 'admin',
+      summary:
+        'Conversation poll reports: the first run (what it backfilled) and the last runs, newest first',
+      async handle() {
+        return { body: await poller.reports(settings.keepReports) };
+      },
+    },
+    {
       method: 'POST',
       path: 'agent-chat-url',
       scope: 'admin',

@@ -201,8 +201,12 @@ export class ConversationPoller {
         }
         if (page.rawCount < settings.pageSize) break;
       }
-      if (baseline) await context.store.set(keys.pollBaseline, report.startedAt);
       report.finishedAt = context.now().toISOString();
+      if (baseline) {
+        await context.store.set(keys.pollFirstReport, JSON.stringify(report));
+        await context.store.set(keys.pollBaseline, report.startedAt);
+      }
+      await this.keep(report);
       this.runs.inc({ channel: channelId, outcome: report.failed.length > 0 ? 'partial' : 'ok' });
       logger.info(
         {
@@ -221,6 +225,35 @@ export class ConversationPoller {
     } catch (error) {
       this.runs.inc({ channel: channelId, outcome: 'failed' });
       throw error;
+    }
+  }
+
+  /** The first run's report (what it backfilled) and the last runs' reports, newest first. */
+  async reports(limit: number): Promise<{ first: PollReport | null; recent: PollReport[] }> {
+    const { store } = this.options.context;
+    const keys = storeKeys(this.options.channelId);
+    const [first, recent] = await Promise.all([
+      store.get(keys.pollFirstReport),
+      store.lrange(keys.pollReports, -limit, -1),
+    ]);
+    return {
+      first: first === null ? null : (JSON.parse(first) as PollReport),
+      recent: recent.map((entry) => JSON.parse(entry) as PollReport).reverse(),
+    };
+  }
+
+  private async keep(report: PollReport): Promise<void> {
+    const { context, channelId, settings, logger } = this.options;
+    const key = storeKeys(channelId).pollReports;
+    try {
+      await context.store
+        .batch()
+        .rpush(key, JSON.stringify(report))
+        .ltrim(key, -settings.keepReports, -1)
+        .exec();
+    } catch (error) {
+      // The report is still returned and logged.
+      logger.warn({ err: error }, 'could not keep the conversation poll report');
     }
   }
 

@@ -30,6 +30,10 @@ export function storeKeys(channelId: string) {
     profiles: `${base}:profiles`,
     /** hash customerId -> why its profile could not be read (JSON); retried on its next event or poll. */
     profilePending: `${base}:profiles:pending`,
+    /** list of conversation poll reports (JSON), newest last, trimmed to keepReports. */
+    pollReports: `${base}:poll:reports`,
+    /** the first conversation poll's report (JSON): what it backfilled, kept for good. */
+    pollFirstReport: `${base}:poll:first`,
     /** set once the first conversation poll has recorded its baseline. */
     pollBaseline: `${base}:poll:baseline`,
   };
