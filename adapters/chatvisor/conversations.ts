@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import type { Contact } from '../../src/contacts/types.js';
 import type { AdapterContext } from '../../src/spec/adapter.js';
-import type { ChatvisorClient } from './client.js';
 import type { LabelPusher } from './labels.js';
 import {
   type ConversationKind,
@@ -25,7 +24,6 @@ import { readStatus, writeStatus } from './state.js';
 export interface TrackerOptions {
   channelId: string;
   context: AdapterContext;
-  client: ChatvisorClient;
   labels: LabelPusher;
   profiles: CustomerProfiles;
   logger: Logger;

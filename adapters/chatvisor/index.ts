@@ -94,7 +94,6 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   const tracker = new ConversationTracker({
     channelId: channel.id,
     context,
-    client,
     labels,
     profiles,
     logger,
