@@ -47,18 +47,19 @@ export function createScheduler(options: {
   store: Store;
   logger: Logger;
   metrics: Metrics;
-  /** Renewal period override (tests); defaults to a third of each TTL. */
-  renewEveryMs?: number;
+  /** The run lock's time to live (default 30 s); renewed every third of it while a job works. */
+  runLockTtlMs?: number;
 }): Scheduler {
   const { store, logger, metrics } = options;
   const tasks: ScheduledTask[] = [];
   const running = new Set<Promise<unknown>>();
   const controller = new AbortController();
   const instance = randomUUID();
+  const runLockTtlMs = options.runLockTtlMs ?? RUN_LOCK_TTL_MS;
 
   /** Push the expiry of keys we hold forward while a run works (a TTL, so a crash frees them). */
   function keepAlive(keys: Array<{ key: string; ttlMs: number }>): () => void {
-    const every = options.renewEveryMs ?? Math.min(...keys.map(({ ttlMs }) => ttlMs)) / 3;
+    const every = Math.min(...keys.map(({ ttlMs }) => ttlMs)) / 3;
     const timer = setInterval(() => {
       const batch = store.batch();
       for (const { key, ttlMs } of keys) batch.expire(key, ttlMs);
@@ -81,7 +82,7 @@ export function createScheduler(options: {
           return 'skipped_locked';
         }
       }
-      lock = await store.lock([base], { ttlMs: RUN_LOCK_TTL_MS, waitMs: 0 });
+      lock = await store.lock([base], { ttlMs: runLockTtlMs, waitMs: 0 });
     } catch (error) {
       const busy = (error as { code?: string }).code === 'store_busy';
       metrics.jobRuns.inc({ ...labels, outcome: busy ? 'skipped_locked' : 'failed' });
@@ -89,7 +90,7 @@ export function createScheduler(options: {
       return busy ? 'skipped_locked' : 'failed';
     }
     const stopRenewing = keepAlive([
-      { key: LOCK_KEY_PREFIX + base, ttlMs: RUN_LOCK_TTL_MS },
+      { key: LOCK_KEY_PREFIX + base, ttlMs: runLockTtlMs },
       ...(tickKey === undefined ? [] : [{ key: tickKey, ttlMs: TICK_HOLD_MS }]),
     ]);
     const started = Date.now();
