@@ -132,6 +132,28 @@ describe('two bridges on a 3-primary Redis Cluster', () => {
     expect(receiver.acceptedCount).toBe(receiver.application.length);
   });
 
+  it('sends WAIT to the primary serving the hash tag (here without replicas: 503, never 500)', async () => {
+    const strict = await startTestBridge({
+      keyPrefix: 'ha-cluster',
+      config: {
+        store: { cluster: { nodes: cluster.nodes }, durability: { replicas: 1, timeoutMs: 50 } },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
+      },
+      start: false,
+    });
+    try {
+      const refused = await strict.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo.chatAccepted(personFor(TAG, 0), 600_000),
+      );
+      expect(refused.status).toBe(503);
+      expect(refused.body.error.message).toBe('the write reached 0 of 1 replicas within 50 ms; retry later');
+      expect((await fetch(`${strict.url}/readyz`)).status).toBe(503);
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('keeps all of the bridge keys on the one primary serving its hash tag', async () => {
     const owner = await cluster.ownerOf('{ha-cluster}');
     const sizes = await Promise.all(
