@@ -2,6 +2,7 @@ import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
+import { type Receiver, startReceiver } from '../support/receiver.js';
 import { type SentinelTopology, startSentinelTopology } from '../support/topology.js';
 
 /**
@@ -10,21 +11,25 @@ import { type SentinelTopology, startSentinelTopology } from '../support/topolog
  * once by kill -9 (the killed server is restarted and rejoins as a replica) — and with
  * `durability.replicas: 2` (all replicas) every webhook the bridge answered 200 must
  * be stored afterwards. Failover errors answer 503 (never 500), the vendor retries them, and the
- * bridge recovers by itself: in the end every webhook is stored exactly once and /readyz is 200.
+ * bridge recovers by itself: in the end every webhook is stored exactly once, every conversation
+ * reached the CRM through BullMQ on the same Sentinel group, and /readyz is 200.
  */
 const JIVO_TOKEN = 'ha-sentinel-jivo-token-0001';
 const STREAM = 900;
 const FAILOVER_AFTER_OK = 150;
 const KILL_AFTER_OK = 450;
 const TAG = 'sentinel';
+const SECRET = `whsec_${Buffer.from('sentinel-test-secret-0123456789a').toString('base64')}`;
 
 describe('a Sentinel failover during a webhook stream', () => {
   let topology: SentinelTopology;
   let bridge: TestBridge;
   let pool: Pool;
+  let receiver: Receiver;
 
   beforeAll(async () => {
     topology = await startSentinelTopology();
+    receiver = await startReceiver({ secret: SECRET });
     bridge = await startTestBridge({
       keyPrefix: 'ha-sentinel',
       config: {
@@ -36,6 +41,16 @@ describe('a Sentinel failover during a webhook stream', () => {
           durability: { replicas: 2, timeoutMs: 1000 },
         },
         channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
+        // Delivery runs on BullMQ through the same Sentinel client factory.
+        destinations: [
+          {
+            id: 'crm',
+            url: receiver.url,
+            secret: SECRET,
+            events: ['conversation.started'],
+            retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
+          },
+        ],
       },
     });
     pool = new Pool(bridge.url, { connections: 16 });
@@ -43,6 +58,7 @@ describe('a Sentinel failover during a webhook stream', () => {
   afterAll(async () => {
     await pool?.close();
     await bridge?.close();
+    await receiver?.close();
     await topology?.stop();
   });
 
@@ -147,6 +163,17 @@ describe('a Sentinel failover during a webhook stream', () => {
       if (found.contacts !== 1 || found.started !== 1) wrong.push(index);
     });
     expect(wrong, 'after the retries every webhook is stored exactly once').toEqual([]);
+
+    // Delivery (BullMQ on the same Sentinel group) came back too: every conversation reached
+    // the CRM (at least once, as delivery promises).
+    const delivered = () =>
+      new Set(
+        receiver.application
+          .filter((event) => event.payload.type === 'conversation.started')
+          .map((event) => event.payload.contact?.id),
+      ).size;
+    await receiver.waitFor(() => delivered() >= STREAM, 90_000, 'every conversation delivered');
+    expect(delivered()).toBe(STREAM);
 
     const ready = await fetch(`${bridge.url}/readyz`);
     expect(ready.status).toBe(200);
