@@ -28,7 +28,7 @@ export async function createStore(config: Config['store'], logger: Logger): Prom
     logger.warn('store.redis is not set: using the in-memory store, NOTHING survives a restart');
     return createMemoryStore();
   }
-  logger.info({ store: describeStore(config) }, 'store');
+  logger.info({ store: describeStore(config) }, 'store configured');
   return createRedisStore({
     target,
     keyPrefix: effectiveKeyPrefix(config),
