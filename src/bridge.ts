@@ -18,7 +18,7 @@ import { createHttpClient } from './net/http.js';
 import { type AdapterRegistry, defaultRegistry } from './registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import type { AdapterContext, ChannelRuntime } from './spec/adapter.js';
-import { createStore } from './store/index.js';
+import { createStore, effectiveKeyPrefix, redisTargetOf } from './store/index.js';
 import type { Store } from './store/types.js';
 
 /**
@@ -124,7 +124,9 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     config,
     store,
     redisUrl: store.kind === 'redis' ? config.store.redis : undefined,
-    keyPrefix: config.store.keyPrefix,
+    // The same client factory as the store's: BullMQ follows a Sentinel failover or a Cluster too.
+    redisTarget: store.kind === 'redis' ? redisTargetOf(config.store) : undefined,
+    keyPrefix: effectiveKeyPrefix(config.store),
     vendorNames: registry.displayNames(),
     events,
     http,

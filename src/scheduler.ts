@@ -1,65 +1,112 @@
+import { randomUUID } from 'node:crypto';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.js';
 import type { ScheduledJob } from './spec/adapter.js';
-import type { Store } from './store/types.js';
+import { LOCK_KEY_PREFIX } from './store/memory.js';
+import type { Lock, Store } from './store/types.js';
 
 /**
- * Runs channels' scheduled jobs (node-cron) in the worker role. Each run takes a store lock
- * named after the channel and job, so with many instances on one Redis a run happens once; an
- * instance that finds the lock taken skips that tick (counted as skipped_locked).
+ * Runs channels' scheduled jobs (node-cron) in the worker role, once per tick across any number
+ * of instances sharing one store (DESIGN §12):
+ *
+ * - **A claim per scheduled time.** node-cron hands every instance the same scheduled time (the
+ *   slot, not the moment its timer fired); the first instance to SET NX
+ *   `job:<channel>:<job>:tick:<slot ms>` runs that tick. The claim is never released: it expires
+ *   long after the tick (TICK_HOLD_MS, renewed while a long run works), so an instance whose timer
+ *   fires late, or whose clock is behind, still finds it taken. Releasing it when the run ends
+ *   is what let a late instance run the same tick again.
+ * - **No overlapping runs.** The run also holds `job:<channel>:<job>` (renewed while it works,
+ *   released when it ends), so a tick that comes while another instance is still running the
+ *   previous one is skipped instead of running beside it.
+ *
+ * Instances that skip count `skipped_locked`.
  */
 export interface SchedulerJob {
   channelId: string;
   job: ScheduledJob;
 }
 
+export type JobOutcome = 'ok' | 'failed' | 'skipped_locked';
+
 export interface Scheduler {
   start(): void;
-  /** Run one job now, under the same lock (used by tests and operators). */
-  runNow(channelId: string, name: string): Promise<'ok' | 'failed' | 'skipped_locked'>;
+  /** Run one job now, under the run lock (used by tests and operators); no tick claim. */
+  runNow(channelId: string, name: string): Promise<JobOutcome>;
   /** Stop scheduling and wait for runs in progress (aborted after `graceMs`). */
   stop(graceMs: number): Promise<void>;
 }
 
-const LOCK_TTL_MS = 10 * 60_000;
+/** How long a tick stays claimed: far beyond any timer lateness or clock skew between instances. */
+const TICK_HOLD_MS = 10 * 60_000;
+/** The run lock's time to live; renewed every third of it while the job works. */
+const RUN_LOCK_TTL_MS = 30_000;
 
 export function createScheduler(options: {
   jobs: SchedulerJob[];
   store: Store;
   logger: Logger;
   metrics: Metrics;
+  /** The run lock's time to live (default 30 s); renewed every third of it while a job works. */
+  runLockTtlMs?: number;
 }): Scheduler {
   const { store, logger, metrics } = options;
   const tasks: ScheduledTask[] = [];
   const running = new Set<Promise<unknown>>();
   const controller = new AbortController();
+  const instance = randomUUID();
+  const runLockTtlMs = options.runLockTtlMs ?? RUN_LOCK_TTL_MS;
 
-  async function run(entry: SchedulerJob): Promise<'ok' | 'failed' | 'skipped_locked'> {
+  /** Push the expiry of keys we hold forward while a run works (a TTL, so a crash frees them). */
+  function keepAlive(keys: Array<{ key: string; ttlMs: number }>): () => void {
+    const every = Math.min(...keys.map(({ ttlMs }) => ttlMs)) / 3;
+    const timer = setInterval(() => {
+      const batch = store.batch();
+      for (const { key, ttlMs } of keys) batch.expire(key, ttlMs);
+      batch.exec().catch((error: unknown) => logger.warn({ err: error }, 'could not renew a job lock'));
+    }, every);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  async function run(entry: SchedulerJob, slot: Date | undefined): Promise<JobOutcome> {
     const labels = { channel: entry.channelId, job: entry.job.name };
-    let lock: Awaited<ReturnType<Store['lock']>>;
+    const base = `job:${entry.channelId}:${entry.job.name}`;
+    const tickKey = slot === undefined ? undefined : `${base}:tick:${slot.getTime()}`;
+    let lock: Lock;
     try {
-      lock = await store.lock([`job:${entry.channelId}:${entry.job.name}`], {
-        ttlMs: LOCK_TTL_MS,
-        waitMs: 0,
-      });
+      if (tickKey !== undefined) {
+        const claimed = await store.set(tickKey, instance, { nx: true, ttlMs: TICK_HOLD_MS });
+        if (!claimed) {
+          metrics.jobRuns.inc({ ...labels, outcome: 'skipped_locked' });
+          return 'skipped_locked';
+        }
+      }
+      lock = await store.lock([base], { ttlMs: runLockTtlMs, waitMs: 0 });
     } catch (error) {
       const busy = (error as { code?: string }).code === 'store_busy';
       metrics.jobRuns.inc({ ...labels, outcome: busy ? 'skipped_locked' : 'failed' });
       if (!busy) logger.warn({ ...labels, err: error }, 'scheduled job could not take its lock');
       return busy ? 'skipped_locked' : 'failed';
     }
+    const stopRenewing = keepAlive([
+      { key: LOCK_KEY_PREFIX + base, ttlMs: runLockTtlMs },
+      ...(tickKey === undefined ? [] : [{ key: tickKey, ttlMs: TICK_HOLD_MS }]),
+    ]);
     const started = Date.now();
+    const tick = slot?.toISOString();
     try {
       await entry.job.run(controller.signal);
       metrics.jobRuns.inc({ ...labels, outcome: 'ok' });
-      logger.debug({ ...labels, ms: Date.now() - started }, 'scheduled job ran');
+      logger.debug({ ...labels, tick, ms: Date.now() - started }, 'scheduled job ran');
       return 'ok';
     } catch (error) {
       metrics.jobRuns.inc({ ...labels, outcome: 'failed' });
-      logger.error({ ...labels, err: error }, 'scheduled job failed');
+      logger.error({ ...labels, tick, err: error }, 'scheduled job failed');
       return 'failed';
     } finally {
+      stopRenewing();
+      // The run lock goes now; the tick claim stays until it expires (never released early).
       await lock.release();
     }
   }
@@ -74,7 +121,8 @@ export function createScheduler(options: {
     start() {
       for (const entry of options.jobs) {
         if (!entry.job.schedule) continue;
-        const task = cron.schedule(entry.job.schedule, () => void track(run(entry)), {
+        // context.date is the scheduled slot, the same on every instance whatever its timer did.
+        const task = cron.schedule(entry.job.schedule, (context) => void track(run(entry, context.date)), {
           name: `${entry.channelId}:${entry.job.name}`,
           noOverlap: true,
         });
@@ -84,7 +132,7 @@ export function createScheduler(options: {
     runNow(channelId, name) {
       const entry = options.jobs.find((job) => job.channelId === channelId && job.job.name === name);
       if (!entry) return Promise.reject(new Error(`no job ${name} on channel ${channelId}`));
-      return track(run(entry));
+      return track(run(entry, undefined));
     },
     async stop(graceMs) {
       for (const task of tasks) await task.stop();

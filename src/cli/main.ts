@@ -6,6 +6,7 @@ import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
 import type { CliCommand, CliIo } from '../spec/adapter.js';
+import { describeStore } from '../store/connection.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -148,8 +149,9 @@ async function configCheck(args: string[], io: CliStreams): Promise<number> {
   io.stdout(
     `${source.path}: OK (${config.channels.length} channel${config.channels.length === 1 ? '' : 's'}, ` +
       `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
-      `store: ${config.store.redis ? 'redis' : 'in-memory'})`,
+      `store: ${config.store.redis ? 'redis' : config.store.sentinel ? 'sentinel' : config.store.cluster ? 'cluster' : 'in-memory'})`,
   );
+  io.stdout(`store: ${describeStore(config.store)}`);
   if (source.isExample) io.stderr('note: this is the example config');
   return 0;
 }

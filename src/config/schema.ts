@@ -129,6 +129,97 @@ export const destinationSchema = z.strictObject({
 });
 export type DestinationConfig = z.infer<typeof destinationSchema>;
 
+/** `host:port` of a Sentinel or Cluster node (IPv6 in brackets: `[::1]:6379`). */
+const redisNodeSchema = z
+  .string()
+  .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'host:port, like 10.0.0.1:6379');
+
+const optionalSecret = z.preprocess(emptyToUndefined, z.string().optional());
+
+/**
+ * Where the store lives (DESIGN §3, §12): exactly one of `redis` (one server, a URL), `sentinel`
+ * (a primary watched by Redis Sentinel, failed over automatically) or `cluster` (Redis Cluster);
+ * none of them means the in-memory store.
+ */
+export const storeSchema = z
+  .strictObject({
+    redis: z.preprocess(
+      emptyToUndefined,
+      z
+        .string()
+        .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+        // ioredis reads one host from a URL: "redis://a:6379,b:6379" would quietly use a broken
+        // host. Say where a list of nodes belongs instead.
+        .refine((url) => !/^rediss?:\/\/[^/]*,/.test(url), {
+          message: 'one server only; for several nodes use store.cluster.nodes or store.sentinel.nodes',
+        })
+        .optional(),
+    ),
+    sentinel: z
+      .strictObject({
+        /** The master group name Sentinel watches (`sentinel monitor <name> ...`). */
+        name: z.string().min(1),
+        nodes: z.array(redisNodeSchema).min(1, 'at least one Sentinel, like 10.0.0.1:26379'),
+        username: optionalSecret,
+        password: optionalSecret,
+        sentinelUsername: optionalSecret,
+        sentinelPassword: optionalSecret,
+        db: intLike(z.number().int().min(0).max(15)).default(0),
+        tls: z.boolean().default(false),
+      })
+      .optional(),
+    cluster: z
+      .strictObject({
+        nodes: z.array(redisNodeSchema).min(1, 'at least one Cluster node, like 10.0.0.1:6379'),
+        username: optionalSecret,
+        password: optionalSecret,
+        tls: z.boolean().default(false),
+      })
+      .optional(),
+    /**
+     * Prepended to every key. On a Cluster it is used as a hash tag (`chatbridge` -> `{chatbridge}`)
+     * unless it already has one, so that one bridge's keys share a hash slot.
+     */
+    keyPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:{}-]+$/, 'only A-Z, a-z, 0-9 and _ . : - { }')
+      .refine((prefix) => /^[^{}]*(\{[^{}]+\}[^{}]*)?$/.test(prefix), {
+        message: 'at most one hash tag, like {tenant-a} or {tenant-a}:bridge',
+      })
+      .default('chatbridge'),
+    /**
+     * With `replicas` > 0 a vendor is answered only after its webhook's writes reached that many
+     * replicas (Redis WAIT), so a failover cannot lose what was acknowledged. If they do not
+     * within `timeoutMs`, the vendor gets 503 and retries.
+     */
+    durability: z
+      .strictObject({
+        replicas: intLike(z.number().int().min(0).max(16)).default(0),
+        timeoutMs: intLike(z.number().int().positive().max(60_000)).default(500),
+      })
+      .default({ replicas: 0, timeoutMs: 500 }),
+  })
+  .superRefine((store, ctx) => {
+    const forms = (['redis', 'sentinel', 'cluster'] as const).filter((form) => store[form] !== undefined);
+    for (const form of forms.slice(1)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [form],
+        message: `store.${forms[0]} is set too: use exactly one of store.redis, store.sentinel, store.cluster`,
+      });
+    }
+    if (forms.length === 0 && store.durability.replicas > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['durability', 'replicas'],
+        message:
+          'the in-memory store has no replicas: set store.redis, store.sentinel or store.cluster, or use 0',
+      });
+    }
+  })
+  .default({ keyPrefix: 'chatbridge', durability: { replicas: 0, timeoutMs: 500 } });
+export type StoreConfig = z.infer<typeof storeSchema>;
+
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -139,21 +230,7 @@ export const configSchema = z.strictObject({
       shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
     })
     .default({ port: 3000, host: '0.0.0.0', bodyLimitBytes: 1024 * 1024, shutdownTimeoutMs: 10_000 }),
-  store: z
-    .strictObject({
-      redis: z.preprocess(
-        emptyToUndefined,
-        z
-          .string()
-          .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
-          .optional(),
-      ),
-      keyPrefix: z
-        .string()
-        .regex(/^[A-Za-z0-9_.:-]+$/)
-        .default('chatbridge'),
-    })
-    .default({ keyPrefix: 'chatbridge' }),
+  store: storeSchema,
   admin: z.strictObject({
     token: z.string().min(16, 'at least 16 characters'),
   }),

@@ -5,6 +5,7 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
+import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {
   type DeliveryAdmin,
@@ -39,6 +40,8 @@ export interface DeliveryDeps {
   store: Store;
   /** The Redis URL when the store is Redis (BullMQ needs its own connections), else undefined. */
   redisUrl: string | undefined;
+  /** The store's Redis in any form (standalone, Sentinel, Cluster); wins over redisUrl. */
+  redisTarget?: RedisTarget | undefined;
   keyPrefix: string;
   events: EventPublisher;
   http: HttpClient;
@@ -98,9 +101,11 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       id: runtime.config.id,
       concurrency: runtime.config.concurrency,
     }));
-    if (store.kind === 'redis' && deps.redisUrl) {
+    const target: RedisTarget | undefined =
+      deps.redisTarget ?? (deps.redisUrl ? { kind: 'redis', url: deps.redisUrl } : undefined);
+    if (store.kind === 'redis' && target) {
       queue = createBullQueue({
-        redisUrl: deps.redisUrl,
+        target,
         prefix: `${deps.keyPrefix}:bull`,
         destinations,
         logger,

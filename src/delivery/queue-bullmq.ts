@@ -1,6 +1,6 @@
 import { DelayedError, Job, Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { createRedisClient, type RedisClient, type RedisTarget } from '../store/connection.js';
 import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
 
 /**
@@ -15,8 +15,13 @@ import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHa
  */
 
 export interface BullQueueOptions {
-  redisUrl: string;
-  /** BullMQ key prefix, e.g. `chatbridge:bull` (derived from the store's key prefix). */
+  /** One Redis server (shorthand for `target: { kind: 'redis', url }`). */
+  redisUrl?: string;
+  /** The store's Redis (standalone, Sentinel or Cluster): BullMQ uses the same client factory. */
+  target?: RedisTarget;
+  /**
+   * BullMQ key prefix, e.g. `chatbridge:bull` (derived from the store's key prefix; on a Cluster
+   * it carries the prefix's hash tag, `{chatbridge}:bull`, so BullMQ's scripts stay in one slot). */
   prefix: string;
   destinations: ReadonlyArray<{ id: string; concurrency: number }>;
   logger: Logger;
@@ -32,14 +37,12 @@ const JOB_ATTEMPTS = 1000;
 
 export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   const { logger } = options;
-  const connections: Redis[] = [];
+  const connections: RedisClient[] = [];
+  const target: RedisTarget = options.target ?? { kind: 'redis', url: options.redisUrl ?? '' };
   const connect = (worker: boolean) => {
-    const connection = new Redis(options.redisUrl, {
-      // Workers block on Redis and must wait for it forever (BullMQ requires null); the producer
-      // side fails a command after a few seconds so a drain never hangs on a Redis outage.
-      maxRetriesPerRequest: worker ? null : 2,
-      ...(worker ? {} : { commandTimeout: 5000 }),
-    });
+    // Workers block on Redis and must wait for it forever (BullMQ requires null); the producer
+    // side fails a command after a few seconds so a drain never hangs on a Redis outage.
+    const connection = createRedisClient(target, { role: worker ? 'worker' : 'queue' });
     connection.on('error', (error) => logger.debug({ err: error }, 'delivery queue connection error'));
     connections.push(connection);
     return connection;

@@ -202,7 +202,9 @@ export function createApp(deps: AppDeps): Koa {
       return;
     }
     try {
-      await store.ping();
+      // Ready means "accepts writes" (DESIGN §12): a reachable replica after a failover, or a
+      // primary without its required replicas, would only answer 503 to vendors.
+      await (store.probeWrite ? store.probeWrite() : store.ping());
       metrics.storeUp.set(1);
       ctx.body = { ok: true, store: store.kind };
     } catch (error) {
@@ -240,6 +242,9 @@ export function createApp(deps: AppDeps): Koa {
     try {
       rawBody = await readRawBody(ctx, bodyLimit);
       const result = await entry.runtime.handleWebhook(inbound(ctx, entry.config, rawBody, { channelId }));
+      // store.durability: answer only once the writes reached the replicas (else 503, the vendor
+      // retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
+      await store.confirmWrites?.();
       event = result.event ?? event;
       metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
       send(ctx, result);

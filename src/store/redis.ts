@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import { createRedisClient, type RedisClient, type RedisTarget, redactRedisUrl } from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
 import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
 
@@ -11,7 +12,10 @@ import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch 
  * 503 and vendors retry), and the client reconnects by itself in the background.
  */
 export interface RedisStoreOptions {
-  url: string;
+  /** One server (shorthand for `target: { kind: 'redis', url }`). */
+  url?: string;
+  /** Standalone, Sentinel or Cluster (see connection.ts); wins over `url`. */
+  target?: RedisTarget;
   /** Prepended to every key as `<keyPrefix>:`, so several bridges can share one Redis. */
   keyPrefix: string;
   logger: Logger;
@@ -19,9 +23,11 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
   /** A command that gets no answer within this long fails (e.g. Redis hung, network black hole). */
   commandTimeoutMs?: number;
+  /** Answer only after writes reached this many replicas (Redis WAIT); 0 = do not wait. */
+  durability?: { replicas: number; timeoutMs: number };
 }
 
-export type RedisStore = Store & { readonly client: Redis };
+export type RedisStore = Store & { readonly client: RedisClient; readonly target: RedisTarget };
 
 /**
  * All-or-none: set every lock key or none of them, in one atomic script, so two callers asking
@@ -59,7 +65,8 @@ interface LockCommands {
  * loading after restart, failover in progress, out of memory, a long script. Retrying later is
  * the right answer for all of them, so they become StoreUnavailableError (503) too.
  */
-const TRANSIENT_REPLY = /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|OOM|BUSY)\b/;
+const TRANSIENT_REPLY =
+  /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MISCONF|UNBLOCKED|MOVED|ASK|OOM|BUSY)\b/;
 
 /**
  * Connection-level failures (closed, not writeable, timed out, MaxRetriesPerRequestError, socket
@@ -68,21 +75,23 @@ const TRANSIENT_REPLY = /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|OOM|
  */
 export function toStoreError(error: unknown): unknown {
   if (error instanceof AppError || error instanceof TypeError || error instanceof RangeError) return error;
-  if (error instanceof Error && error.name === 'ReplyError' && !TRANSIENT_REPLY.test(error.message))
-    return error;
+  if (error instanceof Error && error.name === 'ReplyError' && !isTransientReply(error)) return error;
   return new StoreUnavailableError(error);
 }
 
-/** The URL for logs and error messages: never the password. */
-export function redactRedisUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(unparseable Redis URL)';
-  }
+function isTransientReply(error: Error): boolean {
+  if (TRANSIENT_REPLY.test(error.message)) return true;
+  // A MULTI whose queued writes were refused (READONLY/NOREPLICAS during a failover) fails as
+  // EXECABORT; what counts is why they were refused.
+  const previous = (error as { previousErrors?: unknown }).previousErrors;
+  return (
+    error.message.startsWith('EXECABORT') &&
+    Array.isArray(previous) &&
+    previous.some((cause) => cause instanceof Error && TRANSIENT_REPLY.test(cause.message))
+  );
 }
+
+export { redactRedisUrl };
 
 /** Redis spells infinite scores "+inf"/"-inf"; JS would send "Infinity", which Redis refuses. */
 function scoreArg(score: number): string {
@@ -98,12 +107,6 @@ function parseScore(reply: string | null): number | null {
   return Number(reply);
 }
 
-/** Reconnect delay: exponential from 50 ms, capped at 2 s, with jitter so instances do not stampede. */
-function reconnectDelay(attempt: number): number {
-  const base = Math.min(50 * 2 ** Math.min(attempt - 1, 10), 2000);
-  return Math.round(base / 2 + (Math.random() * base) / 2);
-}
-
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -111,21 +114,22 @@ function delay(ms: number): Promise<void> {
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
   const { logger } = options;
   const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
-  const safeUrl = redactRedisUrl(options.url);
+  const target: RedisTarget = options.target ?? { kind: 'redis', url: options.url ?? '' };
+  if (target.kind === 'redis' && target.url === '')
+    throw new Error('createRedisStore needs a url or a target');
+  const safeUrl =
+    target.kind === 'redis'
+      ? redactRedisUrl(target.url)
+      : `${target.kind} ${target.kind === 'sentinel' ? `${target.name}@` : ''}${target.nodes.join(',')}`;
   const log = logger.child({ component: 'store', redis: safeUrl });
+  const replicas = options.durability?.replicas ?? 0;
+  const waitTimeoutMs = options.durability?.timeoutMs ?? 500;
 
-  const client = new Redis(options.url, {
-    keyPrefix: `${options.keyPrefix}:`,
-    lazyConnect: true,
-    // Fail fast while disconnected instead of queueing commands (and webhook requests) forever.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: options.commandTimeoutMs ?? 2000,
-    connectTimeout: connectTimeoutMs,
-    // Never give up: the store must come back by itself when Redis does.
-    retryStrategy: reconnectDelay,
-    // After a failover the old primary answers READONLY: reconnect to reach the new one.
-    reconnectOnError: (error) => error.message.startsWith('READONLY'),
+  const client = createRedisClient(target, {
+    role: 'store',
+    keyPrefix: options.keyPrefix,
+    connectTimeoutMs,
+    ...(options.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: options.commandTimeoutMs }),
   });
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
@@ -259,9 +263,42 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return batch;
   }
 
+  /**
+   * The connection our writes went through, for WAIT (which counts the replicas that have this
+   * connection's writes). On a Cluster: the primary serving this bridge's hash slot.
+   */
+  let prefixSlot: number | undefined;
+  async function primaryConnection(): Promise<Redis> {
+    if (target.kind !== 'cluster') return client as Redis;
+    const cluster = client as Cluster;
+    prefixSlot ??= Number(await cluster.cluster('KEYSLOT', `${options.keyPrefix}:x`));
+    const owner = cluster.slots[prefixSlot]?.[0];
+    const node = cluster
+      .nodes('master')
+      .find((candidate) => `${candidate.options.host}:${candidate.options.port}` === owner);
+    if (node === undefined) throw new Error(`no primary known for hash slot ${prefixSlot}`);
+    return node;
+  }
+
+  async function confirmWrites(): Promise<void> {
+    if (replicas === 0) return;
+    const acknowledged = await run(async () => (await primaryConnection()).wait(replicas, waitTimeoutMs));
+    if (acknowledged < replicas) {
+      const error = new StoreUnavailableError();
+      error.message = `the write reached ${acknowledged} of ${replicas} replicas within ${waitTimeoutMs} ms; retry later`;
+      throw error;
+    }
+  }
+
   const store: RedisStore = {
     kind: 'redis',
     client,
+    target,
+    confirmWrites,
+    async probeWrite() {
+      await run(() => client.set('ready-probe', String(Date.now()), 'PX', 60_000));
+      await confirmWrites();
+    },
 
     get: (key) => run(() => client.get(key)),
     mget: (keys) => (keys.length === 0 ? Promise.resolve([]) : run(() => client.mget(...keys))),

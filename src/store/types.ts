@@ -108,5 +108,13 @@ export interface Store {
 
   /** Rejects with StoreUnavailableError when the store cannot be reached. */
   ping(): Promise<void>;
+  /**
+   * Resolves once everything written so far reached the configured number of replicas (Redis
+   * WAIT, `store.durability`); rejects with StoreUnavailableError otherwise. Absent or a no-op
+   * when there is nothing to wait for.
+   */
+  confirmWrites?(): Promise<void>;
+  /** Rejects unless the store accepts a write now (and confirms it, see confirmWrites); for /readyz. */
+  probeWrite?(): Promise<void>;
   close(): Promise<void>;
 }

@@ -120,8 +120,17 @@ function installExitHook(): void {
   });
 }
 
-/** Always a new redis-server on a free port, owned by this process (for outage tests). */
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+export interface PrivateRedisOptions {
+  /** A config file to start from (redis-sentinel needs a writable one); given before the flags. */
+  configFile?: string;
+  /** More `--name value` flags, after the defaults (so they win): replicaof, cluster, persistence. */
+  args?: string[];
+  /** Run as redis-sentinel (`--sentinel`). */
+  sentinel?: boolean;
+}
+
+/** Always a new redis-server on a free port, owned by this process (for outage and topology tests). */
+export async function startPrivateRedis(options: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   if (!hasRedisServer()) throw new Error(HOW_TO_GET_REDIS);
   installExitHook();
   const port = await freePort();
@@ -132,6 +141,8 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     const spawned = spawn(
       'redis-server',
       [
+        ...(options.configFile === undefined ? [] : [options.configFile]),
+        ...(options.sentinel ? ['--sentinel'] : []),
         '--port',
         String(port),
         '--bind',
@@ -142,6 +153,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
         'no',
         '--loglevel',
         'warning',
+        ...(options.args ?? []),
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );

@@ -1,0 +1,182 @@
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import type { StoreConfig } from '../config/schema.js';
+
+/**
+ * The one client factory for everything that talks to Redis: the store, the BullMQ queues and
+ * the locks (DESIGN §12). It reads the three store forms of the config — one server
+ * (`store.redis`), Sentinel (`store.sentinel`) or Cluster (`store.cluster`) — and builds the
+ * matching ioredis client, so every part of the bridge follows a failover the same way.
+ */
+export type RedisTarget =
+  | { kind: 'redis'; url: string }
+  | ({ kind: 'sentinel' } & NonNullable<StoreConfig['sentinel']>)
+  | ({ kind: 'cluster' } & NonNullable<StoreConfig['cluster']>);
+
+export type RedisClient = Redis | Cluster;
+
+/** What the client is for: each use needs different failure behaviour. */
+export type ClientRole =
+  /** The store: fail fast while Redis is away (the HTTP layer answers 503, vendors retry). */
+  | 'store'
+  /** BullMQ producer side: fail a command after a few seconds so a drain never hangs. */
+  | 'queue'
+  /** BullMQ workers: block on Redis and wait for it forever (BullMQ requires maxRetriesPerRequest: null). */
+  | 'worker';
+
+export interface ClientOptions {
+  role: ClientRole;
+  /** ioredis keyPrefix (store only: BullMQ refuses clients with one and takes its own prefix). */
+  keyPrefix?: string;
+  connectTimeoutMs?: number;
+  commandTimeoutMs?: number;
+}
+
+/** The configured Redis, or undefined for the in-memory store. */
+export function redisTargetOf(store: StoreConfig): RedisTarget | undefined {
+  if (store.redis !== undefined) return { kind: 'redis', url: store.redis };
+  if (store.sentinel !== undefined) return { kind: 'sentinel', ...store.sentinel };
+  if (store.cluster !== undefined) return { kind: 'cluster', ...store.cluster };
+  return undefined;
+}
+
+/**
+ * The prefix actually used for keys. On a Cluster every multi-key operation (our Lua lock, our
+ * MULTI batches, BullMQ's scripts) must stay in one hash slot, so the prefix becomes a hash tag:
+ * `chatbridge` -> `{chatbridge}`. A prefix that already has a tag (`{tenant-a}:bridge`) is kept.
+ * One bridge then lives on one primary, and bridges with other prefixes spread over the others.
+ */
+export function effectiveKeyPrefix(store: StoreConfig): string {
+  if (store.cluster === undefined || store.keyPrefix.includes('{')) return store.keyPrefix;
+  return `{${store.keyPrefix}}`;
+}
+
+/** The URL for logs and error messages: never the password. */
+export function redactRedisUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparseable Redis URL)';
+  }
+}
+
+/** A one-line description of the store for logs and `config check`; never includes a password. */
+export function describeStore(store: StoreConfig): string {
+  const target = redisTargetOf(store);
+  if (target === undefined) return 'in-memory (nothing survives a restart)';
+  const prefix = effectiveKeyPrefix(store);
+  const durability =
+    store.durability.replicas > 0
+      ? `vendors answered after WAIT ${store.durability.replicas} (timeout ${store.durability.timeoutMs} ms)`
+      : 'vendors answered without waiting for replicas';
+  switch (target.kind) {
+    case 'redis':
+      return `redis ${redactRedisUrl(target.url)}, keyPrefix ${prefix}, ${durability}`;
+    case 'sentinel':
+      return (
+        `sentinel master '${target.name}' via ${target.nodes.length} sentinel${target.nodes.length === 1 ? '' : 's'} ` +
+        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}, keyPrefix ${prefix}, ${durability}`
+      );
+    case 'cluster':
+      return (
+        `cluster seeded from ${target.nodes.length} node${target.nodes.length === 1 ? '' : 's'} ` +
+        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}, keyPrefix ${prefix} ` +
+        `(one hash slot: this bridge lives on one primary), ${durability}`
+      );
+  }
+}
+
+/** Reconnect delay: exponential from 50 ms, capped at 2 s, with jitter so instances do not stampede. */
+export function reconnectDelay(attempt: number): number {
+  const base = Math.min(50 * 2 ** Math.min(attempt - 1, 10), 2000);
+  return Math.round(base / 2 + (Math.random() * base) / 2);
+}
+
+function parseNode(node: string): { host: string; port: number } {
+  const at = node.lastIndexOf(':');
+  return { host: node.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(node.slice(at + 1)) };
+}
+
+/** After a failover the old primary answers READONLY: reconnect (Sentinel then finds the new one). */
+const reconnectOnError = (error: Error): boolean => /^(READONLY|UNBLOCKED)/.test(error.message);
+
+function roleOptions(options: ClientOptions): RedisOptions {
+  const base: RedisOptions = {
+    connectTimeout: options.connectTimeoutMs ?? 5000,
+    // Never give up: every client must come back by itself when Redis does.
+    retryStrategy: reconnectDelay,
+    reconnectOnError,
+  };
+  switch (options.role) {
+    case 'store':
+      return {
+        ...base,
+        lazyConnect: true,
+        // Fail fast while disconnected instead of queueing commands (and webhook requests) forever.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        commandTimeout: options.commandTimeoutMs ?? 2000,
+      };
+    case 'queue':
+      return { ...base, maxRetriesPerRequest: 2, commandTimeout: options.commandTimeoutMs ?? 5000 };
+    case 'worker':
+      return { ...base, maxRetriesPerRequest: null };
+  }
+}
+
+/**
+ * A new ioredis client for the configured Redis. Each call opens its own connection(s): the
+ * store keeps one, BullMQ needs one for its producer and one per worker.
+ */
+export function createRedisClient(target: RedisTarget, options: ClientOptions): RedisClient {
+  const common = roleOptions(options);
+  const prefix = options.keyPrefix === undefined ? {} : { keyPrefix: `${options.keyPrefix}:` };
+  switch (target.kind) {
+    case 'redis':
+      return new Redis(target.url, { ...common, ...prefix });
+    case 'sentinel':
+      return new Redis({
+        ...common,
+        ...prefix,
+        name: target.name,
+        sentinels: target.nodes.map(parseNode),
+        role: 'master',
+        db: target.db,
+        ...(target.username === undefined ? {} : { username: target.username }),
+        ...(target.password === undefined ? {} : { password: target.password }),
+        ...(target.sentinelUsername === undefined ? {} : { sentinelUsername: target.sentinelUsername }),
+        ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+        ...(target.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+        // Subscribe to the Sentinels' +switch-master and reconnect at once, instead of writing to
+        // the old primary until it notices (writes there after a failover would be lost).
+        failoverDetector: true,
+        // Keep asking the Sentinels while none of them answers (default gives up after a while).
+        sentinelRetryStrategy: reconnectDelay,
+      });
+    case 'cluster': {
+      const clusterOptions: ClusterOptions = {
+        ...prefix,
+        lazyConnect: common.lazyConnect ?? false,
+        enableOfflineQueue: common.enableOfflineQueue ?? true,
+        clusterRetryStrategy: reconnectDelay,
+        // MOVED/ASK during resharding or failover: follow a few, then fail (-> 503, vendor retries).
+        maxRedirections: 16,
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        retryDelayOnTryAgain: 100,
+        slotsRefreshTimeout: 2000,
+        redisOptions: {
+          connectTimeout: common.connectTimeout,
+          maxRetriesPerRequest: common.maxRetriesPerRequest,
+          ...(common.commandTimeout === undefined ? {} : { commandTimeout: common.commandTimeout }),
+          reconnectOnError,
+          ...(target.username === undefined ? {} : { username: target.username }),
+          ...(target.password === undefined ? {} : { password: target.password }),
+          ...(target.tls ? { tls: {} } : {}),
+        },
+      };
+      return new Cluster(target.nodes.map(parseNode), clusterOptions);
+    }
+  }
+}

@@ -1,0 +1,173 @@
+import { Redis } from 'ioredis';
+import { Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inPool, jivo, personFor } from '../support/fault.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
+import { type Receiver, startReceiver } from '../support/receiver.js';
+import { type ClusterTopology, startClusterTopology } from '../support/topology.js';
+
+/**
+ * DESIGN §12 on a real Redis Cluster of three primaries, with two bridge instances sharing one
+ * keyPrefix: the lock script, the MULTI batches and BullMQ all run (no CROSSSLOT, no MOVED 500s)
+ * because the prefix is a hash tag; the same person arriving at both instances at once gives one
+ * contact; each outbound event reaches the CRM once; and all of the bridge's keys sit on the one
+ * primary that serves its tag.
+ */
+const JIVO_TOKEN = 'ha-cluster-jivo-token-0001';
+const SECRET = `whsec_${Buffer.from('cluster-test-secret-0123456789ab').toString('base64')}`;
+const PEOPLE = 40;
+const TAG = 'cluster';
+
+describe('two bridges on a 3-primary Redis Cluster', () => {
+  let cluster: ClusterTopology;
+  let receiver: Receiver;
+  const bridges: TestBridge[] = [];
+  const pools: Pool[] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    receiver = await startReceiver({ secret: SECRET });
+    for (let i = 0; i < 2; i++) {
+      const bridge = await startTestBridge({
+        keyPrefix: 'ha-cluster',
+        config: {
+          store: { cluster: { nodes: cluster.nodes } },
+          channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
+          destinations: [
+            {
+              id: 'crm',
+              url: receiver.url,
+              secret: SECRET,
+              events: ['contact.created', 'conversation.started', 'conversation.finished'],
+              retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
+            },
+          ],
+        },
+      });
+      bridges.push(bridge);
+      pools.push(new Pool(bridge.url, { connections: 8 }));
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((pool) => pool.close()));
+    for (const bridge of bridges) await bridge.close();
+    await receiver?.close();
+    await cluster?.stop();
+  });
+
+  /** POST like a vendor: 503 (a lock held by the other instance, a redirection) is retried. */
+  async function post(pool: Pool, body: unknown): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      await response.body.text();
+      if (response.statusCode !== 503 || attempt >= 50) return response.statusCode;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async function admin(pool: Pool, path: string): Promise<any> {
+    const response = await pool.request({
+      method: 'GET',
+      path,
+      headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` },
+    });
+    const text = await response.body.text();
+    expect(response.statusCode, `${path}: ${text}`).toBe(200);
+    return JSON.parse(text);
+  }
+
+  it('the same person at both instances at once gives one contact, and every event is delivered once', async () => {
+    const statuses: number[] = [];
+    await inPool(PEOPLE, 8, async (index) => {
+      const who = personFor(TAG, index);
+      const chatId = 600_000 + index;
+      // The same chat at both instances (a vendor's duplicate), and its end, all at once.
+      const results = await Promise.all([
+        post(pools[0]!, jivo.chatAccepted(who, chatId)),
+        post(pools[1]!, jivo.chatAccepted(who, chatId)),
+        post(pools[1]!, jivo.chatFinished(who, chatId)),
+      ]);
+      statuses.push(...results);
+    });
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+
+    for (let index = 0; index < PEOPLE; index++) {
+      const person = personFor(TAG, index).person;
+      const found = await admin(
+        pools[index % 2]!,
+        `/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`,
+      );
+      expect(found.contacts, person).toHaveLength(1);
+      const page = await admin(
+        pools[(index + 1) % 2]!,
+        `/api/v1/contacts/${found.contacts[0].id}/timeline?limit=50`,
+      );
+      const types = (page.entries as Array<{ type: string }>).map((entry) => entry.type);
+      expect(
+        types.filter((type) => type === 'conversation.started'),
+        person,
+      ).toHaveLength(1);
+    }
+
+    // Every contact's created/started/finished events reach the CRM, each exactly once.
+    const ofType = (type: string) => receiver.application.filter((event) => event.payload.type === type);
+    await receiver.waitFor(
+      () =>
+        ofType('contact.created').length >= PEOPLE &&
+        ofType('conversation.started').length >= PEOPLE &&
+        ofType('conversation.finished').length >= PEOPLE,
+      60_000,
+      'all events delivered',
+    );
+    expect(ofType('contact.created')).toHaveLength(PEOPLE);
+    expect(ofType('conversation.started')).toHaveLength(PEOPLE);
+    expect(ofType('conversation.finished')).toHaveLength(PEOPLE);
+    expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    // No webhook-id was sent twice.
+    expect(receiver.acceptedCount).toBe(receiver.application.length);
+  });
+
+  it('sends WAIT to the primary serving the hash tag (here without replicas: 503, never 500)', async () => {
+    const strict = await startTestBridge({
+      keyPrefix: 'ha-cluster',
+      config: {
+        store: { cluster: { nodes: cluster.nodes }, durability: { replicas: 1, timeoutMs: 50 } },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
+      },
+      start: false,
+    });
+    try {
+      const refused = await strict.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo.chatAccepted(personFor(TAG, 0), 600_000),
+      );
+      expect(refused.status).toBe(503);
+      expect(refused.body.error.message).toBe('the write reached 0 of 1 replicas within 50 ms; retry later');
+      expect((await fetch(`${strict.url}/readyz`)).status).toBe(503);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('keeps all of the bridge keys on the one primary serving its hash tag', async () => {
+    const owner = await cluster.ownerOf('{ha-cluster}');
+    const sizes = await Promise.all(
+      cluster.servers.map(async (server) => {
+        const client = new Redis({ host: '127.0.0.1', port: server.port, lazyConnect: true });
+        try {
+          await client.connect();
+          return await client.dbsize();
+        } finally {
+          client.disconnect();
+        }
+      }),
+    );
+    expect(sizes[owner]).toBeGreaterThan(0);
+    expect(sizes.filter((_, index) => index !== owner)).toEqual([0, 0]);
+  });
+});

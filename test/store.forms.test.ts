@@ -1,0 +1,198 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ReplyError } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runCli } from '../src/cli/main.js';
+import { parseConfig } from '../src/config/load.js';
+import { ConfigError, StoreUnavailableError } from '../src/errors.js';
+import { AdapterRegistry } from '../src/registry.js';
+import { describeStore, effectiveKeyPrefix, redisTargetOf } from '../src/store/connection.js';
+import { toStoreError } from '../src/store/redis.js';
+import { echoAdapter } from './support/echo-adapter.js';
+import { jivo, personFor } from './support/fault.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+import { cleanupPrefix } from './support/redis.js';
+
+/**
+ * DESIGN §3/§12, the fast part: the three store forms in the config, what `config check` says
+ * about them (never a password), failover replies mapped to 503, and `durability.replicas` on a
+ * Redis that has no replicas (WAIT cannot be satisfied: vendors get 503, /readyz is 503).
+ * The real Sentinel and Cluster runs are in test/slow/.
+ */
+const registry = new AdapterRegistry([echoAdapter]);
+const admin = { token: 'a'.repeat(20) };
+
+function storeOf(store: unknown) {
+  return parseConfig({ admin, store }, registry, {}).store;
+}
+
+function problems(store: unknown): string[] {
+  try {
+    parseConfig({ admin, store }, registry, {});
+  } catch (error) {
+    if (error instanceof ConfigError)
+      return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+    throw error;
+  }
+  return [];
+}
+
+describe('store forms in the config', () => {
+  it('accepts one server, Sentinel and Cluster, each with durability', () => {
+    const redis = storeOf({ redis: 'redis://:secret@10.0.0.1:6379/0', durability: { replicas: 1 } });
+    expect(redisTargetOf(redis)).toEqual({ kind: 'redis', url: 'redis://:secret@10.0.0.1:6379/0' });
+    expect(redis.durability).toEqual({ replicas: 1, timeoutMs: 500 });
+
+    const sentinel = storeOf({
+      sentinel: {
+        name: 'mymaster',
+        nodes: ['10.0.0.1:26379', '[::1]:26379'],
+        password: 's3cret',
+        sentinelPassword: '',
+      },
+    });
+    expect(redisTargetOf(sentinel)).toMatchObject({
+      kind: 'sentinel',
+      name: 'mymaster',
+      password: 's3cret',
+      db: 0,
+    });
+    expect(sentinel.sentinel?.sentinelPassword).toBeUndefined();
+
+    const cluster = storeOf({ cluster: { nodes: ['10.0.0.1:6379', '10.0.0.2:6379'] }, keyPrefix: 'shop' });
+    expect(redisTargetOf(cluster)).toMatchObject({
+      kind: 'cluster',
+      nodes: ['10.0.0.1:6379', '10.0.0.2:6379'],
+    });
+    expect(redisTargetOf(storeOf({}))).toBeUndefined();
+  });
+
+  it('refuses two forms at once, several hosts in one URL, bad nodes and durability without Redis', () => {
+    expect(problems({ redis: 'redis://a:6379', cluster: { nodes: ['b:6379'] } })).toEqual([
+      'store.cluster: store.redis is set too: use exactly one of store.redis, store.sentinel, store.cluster',
+    ]);
+    expect(
+      problems({ sentinel: { name: 'm', nodes: ['a:26379'] }, cluster: { nodes: ['b:6379'] } }),
+    ).toHaveLength(1);
+    expect(problems({ redis: 'redis://a:6379,b:6379' })[0]).toMatch(
+      /^store\.redis: one server only; for several nodes use store\.cluster/,
+    );
+    expect(problems({ sentinel: { nodes: ['a'] } })).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^store\.sentinel\.name: /),
+        expect.stringMatching(/^store\.sentinel\.nodes\[0\]: host:port/),
+      ]),
+    );
+    expect(problems({ cluster: { nodes: [] } })[0]).toMatch(/^store\.cluster\.nodes: at least one/);
+    expect(problems({ durability: { replicas: 1 } })[0]).toMatch(
+      /^store\.durability\.replicas: the in-memory store has no replicas/,
+    );
+    expect(problems({ keyPrefix: '{a}{b}' })[0]).toMatch(/^store\.keyPrefix: at most one hash tag/);
+  });
+
+  it('makes the keyPrefix a hash tag on a Cluster only, keeping one that has a tag', () => {
+    expect(effectiveKeyPrefix(storeOf({ cluster: { nodes: ['a:1'] }, keyPrefix: 'shop' }))).toBe('{shop}');
+    expect(effectiveKeyPrefix(storeOf({ cluster: { nodes: ['a:1'] }, keyPrefix: '{tenant-a}:bridge' }))).toBe(
+      '{tenant-a}:bridge',
+    );
+    expect(effectiveKeyPrefix(storeOf({ redis: 'redis://a:1', keyPrefix: 'shop' }))).toBe('shop');
+  });
+
+  it('describes each form without its passwords, and config check prints it', async () => {
+    const described = [
+      describeStore(storeOf({ redis: 'redis://user:hunter2@10.0.0.1:6379' })),
+      describeStore(
+        storeOf({
+          sentinel: {
+            name: 'mymaster',
+            nodes: ['10.0.0.1:26379'],
+            password: 'hunter2',
+            sentinelPassword: 'hunter2',
+          },
+        }),
+      ),
+      describeStore(
+        storeOf({ cluster: { nodes: ['10.0.0.1:6379'], password: 'hunter2' }, durability: { replicas: 1 } }),
+      ),
+    ];
+    for (const line of described) expect(line).not.toContain('hunter2');
+    expect(described[1]).toContain("sentinel master 'mymaster' via 1 sentinel");
+    expect(described[2]).toContain('keyPrefix {chatbridge}');
+    expect(described[2]).toContain('WAIT 1');
+
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-forms-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      'admin: { token: a-long-enough-admin-token }\nstore:\n  sentinel: { name: mymaster, nodes: ["10.0.0.1:26379", "10.0.0.2:26379"], password: hunter2 }\n  durability: { replicas: 2 }\n',
+    );
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCli(['config', 'check', '--config', file], {
+      stdout: (line) => out.push(line),
+      stderr: (line) => err.push(line),
+    });
+    expect(code, err.join('\n')).toBe(0);
+    expect(out.join('\n')).toContain('store: sentinel');
+    expect(out.join('\n')).toContain('WAIT 2');
+    expect(out.join('\n')).not.toContain('hunter2');
+  });
+});
+
+describe('failover replies', () => {
+  it('become StoreUnavailableError (503); genuine command errors stay what they are', () => {
+    for (const message of [
+      'READONLY You cannot write against a read only replica.',
+      'NOREPLICAS Not enough good replicas to write.',
+      'MOVED 3999 127.0.0.1:6381',
+      'ASK 3999 127.0.0.1:6381',
+      'CLUSTERDOWN The cluster is down',
+      'UNBLOCKED force unblock from blocking operation',
+    ]) {
+      expect(toStoreError(new ReplyError(message)), message).toBeInstanceOf(StoreUnavailableError);
+    }
+    const aborted = new ReplyError('EXECABORT Transaction discarded because of previous errors.');
+    aborted.previousErrors = [new ReplyError('NOREPLICAS Not enough good replicas to write.')];
+    expect(toStoreError(aborted)).toBeInstanceOf(StoreUnavailableError);
+    const connectionReset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    expect(toStoreError(connectionReset)).toBeInstanceOf(StoreUnavailableError);
+    const wrongType = new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value');
+    expect(toStoreError(wrongType)).toBe(wrongType);
+  });
+});
+
+describe('durability.replicas on a Redis without replicas', () => {
+  let bridge: TestBridge | undefined;
+  afterEach(async () => {
+    await bridge?.close();
+    // The second bridge reuses the first one's prefix, so close() leaves its keys: remove them.
+    if (bridge?.redisUrl) await cleanupPrefix(bridge.redisUrl, bridge.keyPrefix);
+    bridge = undefined;
+  });
+  const token = 'forms-jivo-token-000000001';
+
+  it('answers a vendor 503 (WAIT could not be satisfied) and /readyz 503; with 0 replicas both are 200', async () => {
+    const channels = [{ id: 'site', vendor: 'jivochat', token, personIdFrom: 'user_token' }];
+    bridge = await startTestBridge({
+      store: 'redis',
+      config: { store: { durability: { replicas: 1, timeoutMs: 50 } }, channels },
+    });
+    const webhook = jivo.chatAccepted(personFor('forms', 1), 31_001);
+    const refused = await bridge.post(`/webhooks/jivochat/site/${token}`, webhook);
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.message).toBe('the write reached 0 of 1 replicas within 50 ms; retry later');
+    expect((await fetch(`${bridge.url}/readyz`)).status).toBe(503);
+    await bridge.close();
+
+    bridge = await startTestBridge({ store: 'redis', keyPrefix: bridge.keyPrefix, config: { channels } });
+    // The vendor's retry lands (and the webhook is stored once: intake is idempotent).
+    expect((await bridge.post(`/webhooks/jivochat/site/${token}`, webhook)).status).toBe(200);
+    expect((await fetch(`${bridge.url}/readyz`)).status).toBe(200);
+    const found = await bridge.admin(
+      'GET',
+      `/api/v1/contacts?identity=${encodeURIComponent('person:forms-p-1')}`,
+    );
+    expect(found.body.contacts).toHaveLength(1);
+  });
+});
