@@ -153,6 +153,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     channels,
     vendors: registry.vendors,
     isAccepting: () => accepting,
+    role,
   });
 
   const servers: Server[] = [];
