@@ -1,10 +1,8 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { COMMANDS, runCli } from '../src/cli/main.js';
-import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 function capture() {
   const out: string[] = [];
@@ -156,96 +154,4 @@ channels:
     expect(await runCli(['config', 'check', '--config', '/nonexistent/bridge.yaml'], run.io)).toBe(1);
     expect(run.err[0]).toMatch(/cannot read config file \/nonexistent\/bridge.yaml/);
   });
-});
-
-describe('chatbridge start (the real binary)', () => {
-  beforeAll(() => {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { stdio: 'pipe' });
-  }, 120_000);
-
-  async function startBinary(args: string[], env: NodeJS.ProcessEnv, port: number) {
-    const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', ...args], {
-      env: { ...process.env, REDIS_URL: '', CHATBRIDGE_CONFIG: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const output = { stdout: '', stderr: '' };
-    child.stdout.on('data', (chunk: Buffer) => {
-      output.stdout += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output.stderr += chunk.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    let ready = false;
-    let gone = false;
-    void exited.then(() => {
-      gone = true;
-    });
-    // Until it answers or exits (the test's own timeout bounds the wait).
-    while (!ready && !gone) {
-      ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-        (response) => response.ok,
-        () => false,
-      );
-      if (!ready) await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    return { child, output, ready, exited };
-  }
-
-  it('serves, then stops gracefully on SIGTERM with exit 0; logs go to stderr, stdout stays empty', async () => {
-    const port = await freePort();
-    const { child, output, ready, exited } = await startBinary(
-      ['--config', 'config/bridge.example.yaml'],
-      { PORT: String(port) },
-      port,
-    );
-    expect(ready, output.stderr).toBe(true);
-    expect(output.stderr).toContain('running the EXAMPLE config');
-    expect(output.stderr).toContain('NOTHING survives a restart');
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(output.stderr).toContain('chatbridge stopped');
-    expect(output.stdout).toBe('');
-  }, 60_000);
-
-  it('PORT wins over a literal server.port in the file', async () => {
-    const port = await freePort();
-    const file = writeConfig('server: { port: 1 }\nadmin: { token: a-long-enough-admin-token }\n');
-    const { child, output, ready, exited } = await startBinary(
-      ['--config', file],
-      { PORT: String(port) },
-      port,
-    );
-    expect(ready, output.stderr).toBe(true);
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
-  }, 60_000);
-
-  it('keys generate > key.json holds only the JSON result', async () => {
-    const redisUrl = await getTestRedisUrl();
-    const keyPrefix = uniquePrefix('cli-keys');
-    const file = writeConfig(
-      [
-        'admin: { token: a-long-enough-admin-token }',
-        `store: { redis: "${redisUrl}", keyPrefix: "${keyPrefix}" }`,
-        `secrets: { masterKey: "${Buffer.alloc(32, 7).toString('base64')}" }`,
-        'channels:',
-        '  - { id: app, vendor: livetex, token: livetex-token-0123456789 }',
-      ].join('\n'),
-    );
-    try {
-      const run = spawnSync(
-        process.execPath,
-        ['bin/chatbridge.js', 'keys', 'generate', '--channel', 'app', '--config', file],
-        { encoding: 'utf8', env: { ...process.env, CHATBRIDGE_CONFIG: '' } },
-      );
-      expect(run.status, run.stderr).toBe(0);
-      const lines = run.stdout.split('\n').filter((line) => line !== '');
-      expect(lines).toHaveLength(1);
-      expect(JSON.parse(lines[0]!)).toMatchObject({ kid: expect.any(String), key: expect.any(String) });
-      expect(run.stderr).toContain('not shown again');
-    } finally {
-      await cleanupPrefix(redisUrl, keyPrefix);
-    }
-  }, 60_000);
 });
