@@ -160,6 +160,11 @@ describe('config', () => {
     expect(loadConfig(file, registry, { PORT: '4113' }).config.server.port).toBe(4113);
   });
 
+  it('says "required" for a missing key', () => {
+    expect(problems({})).toEqual(['admin: required']);
+    expect(problems({ admin: {} })).toEqual(['admin.token: required']);
+  });
+
   it('reports every problem in one pass, even when the core schema fails', () => {
     const found = problems({
       admin: { token: 'short' }, // core

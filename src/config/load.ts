@@ -153,7 +153,13 @@ export function parseConfig(
     });
     if (issues.length === 0) return deepFreeze(config);
   }
-  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, issues);
+  // A missing key reads "required" (DESIGN §3: `channels[2].apiToken: required`), not zod's wording.
+  const worded = issues.map((issue) =>
+    /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
+      ? { ...issue, message: 'required' }
+      : issue,
+  );
+  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, worded);
 }
 
 /**
