@@ -215,7 +215,10 @@ function vendorCommands(): Command[] {
         channel: { value: 'ID', description: 'the channel (its id in the config)', required: true },
       };
       for (const [option, spec] of Object.entries(info.options ?? {})) {
-        options[option] = { description: spec.description, ...(spec.takesValue ? { value: 'VALUE' } : {}) };
+        options[option] = {
+          description: spec.description,
+          ...(spec.takesValue ? { value: option.toUpperCase() } : {}),
+        };
       }
       byName.set(info.name, {
         name: info.name,
@@ -300,7 +303,7 @@ function optionsText(command: Command): string {
 
 function usage(commands: readonly Command[]): string {
   const lines = commands.map((command) => {
-    const head = `  ${command.name} ${optionsText(command)}`;
+    const head = `  ${command.name} ${optionsText(command)}`.trimEnd();
     return `${head}\n      ${command.summary}`;
   });
   return lines.join('\n');
