@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The CLI entry: runs the compiled TypeScript (npm run build, done by `npm start` and `prepare`).
+// The CLI entry: runs the compiled TypeScript (npm run build; `npm start` runs it first).
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

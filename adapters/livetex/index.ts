@@ -1,7 +1,7 @@
 import { ConfigError } from '../../src/errors.js';
 import type { AdapterDefinition } from '../../src/spec/adapter.js';
 import { bridgeJweCodec } from './codec.js';
-import { createLivetexKeyStore, keyCommands, keyRoutes } from './keys.js';
+import { createLivetexKeyStore, KEY_COMMANDS, keyCommands, keyRoutes } from './keys.js';
 import { createLookupRoute } from './lookup.js';
 import { livetexSettingsSchema } from './schemas.js';
 import { createWebhookHandler } from './webhook.js';
@@ -44,4 +44,5 @@ export const livetexAdapter: AdapterDefinition = {
       commands: keyCommands(keys, context.store),
     };
   },
+  commands: Object.values(KEY_COMMANDS),
 };

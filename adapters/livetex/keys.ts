@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
-import type { ChannelRoute, CliCommand } from '../../src/spec/adapter.js';
+import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/spec/adapter.js';
 import type { Store } from '../../src/store/types.js';
 import { KEY_BYTES } from './codec.js';
 
@@ -216,6 +216,20 @@ export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
   ];
 }
 
+/** The key commands as `chatbridge --help` shows them (the runtime's commands below carry these). */
+export const KEY_COMMANDS = {
+  generate: {
+    name: 'keys generate',
+    summary: 'Generate an attribute key (printed once as JSON: kid, key, createdAt)',
+  },
+  list: { name: 'keys list', summary: 'List attribute keys, one JSON line each (kid, createdAt, revokedAt)' },
+  revoke: {
+    name: 'keys revoke',
+    summary: 'Revoke an attribute key (takes effect at once on every instance)',
+    options: { kid: { description: 'the key id to revoke', takesValue: true } },
+  },
+} satisfies Record<string, CliCommandInfo>;
+
 export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
   const warnIfEphemeral = (io: { stderr(line: string): void }) => {
     if (store.kind === 'memory') {
@@ -224,8 +238,7 @@ export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
   };
   return [
     {
-      name: 'keys generate',
-      summary: 'Generate an attribute key (printed once as JSON: kid, key, createdAt)',
+      ...KEY_COMMANDS.generate,
       async run(_options, io) {
         warnIfEphemeral(io);
         const generated = await keys.generate();
@@ -237,8 +250,7 @@ export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
       },
     },
     {
-      name: 'keys list',
-      summary: 'List attribute keys, one JSON line each (kid, createdAt, revokedAt)',
+      ...KEY_COMMANDS.list,
       async run(_options, io) {
         warnIfEphemeral(io);
         const list = await keys.list();
@@ -249,9 +261,7 @@ export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
       },
     },
     {
-      name: 'keys revoke',
-      summary: 'Revoke an attribute key (takes effect at once on every instance)',
-      options: { kid: { description: 'the key id to revoke', takesValue: true } },
+      ...KEY_COMMANDS.revoke,
       async run(options, io) {
         const kid = options.kid;
         if (typeof kid !== 'string' || kid === '')

@@ -1,5 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { AppError, ConfigError } from '../errors.js';
@@ -7,39 +11,64 @@ import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
 import type { CliCommand, CliIo } from '../spec/adapter.js';
 import { describeStore } from '../store/connection.js';
+import { createStore } from '../store/index.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
- * 2 bad usage. Vendor commands (`keys generate`, `sync agents` ...) come from the channels'
- * adapters, so a new vendor brings its commands without touching this file.
+ * 2 bad usage. Results go to stdout; logs, progress and diagnostics to stderr.
+ *
+ * Commands are one table (`COMMANDS`): a new command is one entry (name, summary, options, run).
+ * Groups (`config`, `keys`, `sync`, `deliveries`, ...) are the first words of the names, so their
+ * `--help` comes for free. `--help` never reads the config, connects to Redis or builds the bridge.
+ * Vendor commands (`keys generate`, `sync agents` ...) are declared by the adapters
+ * (AdapterDefinition.commands) and run by the channel's runtime.
  */
-const USAGE = `Usage: chatbridge <command> [options]
-
-Commands:
-  start [--config FILE] [--role all|web|worker]   run the bridge (what npm start runs)
-  config check [--config FILE]                    validate the config and print every problem
-  keys master                                     print a fresh secrets.masterKey (32 bytes, base64)
-  keys generate|list|revoke --channel ID [--kid KID]   LiveTex-style attribute keys
-  sync agents --channel ID [--dry-run]            run a Chatvisor agent sync now
-  deliveries list [--state S] [--destination ID]  outbound deliveries
-  deliveries replay --id ID | --destination ID --all-failed
-
-Every command takes --config FILE (else $CHATBRIDGE_CONFIG, config/bridge.yaml, config/bridge.example.yaml)
-and --help.`;
-
-class UsageError extends Error {}
 
 export interface CliStreams {
   stdout(line: string): void;
   stderr(line: string): void;
 }
 
+export interface OptionInfo {
+  description: string;
+  /** Takes a value (`--channel ID`); otherwise a flag. */
+  value?: string;
+  required?: boolean;
+}
+
+export type OptionValues = Record<string, string | boolean | undefined>;
+
+export interface Command {
+  /** One or two words: `start`, `config check`, `keys generate`. The first word of two is the group. */
+  name: string;
+  summary: string;
+  /** Options besides --config and --help. */
+  options?: Record<string, OptionInfo>;
+  /** Takes --config FILE (default true). */
+  config?: boolean;
+  /**
+   * Changes state the running bridge shares (keys, sync, deliveries): refused when the config's
+   * store is the in-memory one, which no running bridge would see.
+   */
+  sharedState?: boolean;
+  /** `values` are the parsed options; `args` the raw ones (without --config). Returns the exit code. */
+  run(values: OptionValues, io: CliStreams, args: string[]): Promise<number>;
+}
+
+/** Bad usage: exit 2. */
+export class UsageError extends Error {}
+
 const processStreams: CliStreams = {
   stdout: (line) => process.stdout.write(`${line}\n`),
   stderr: (line) => process.stderr.write(`${line}\n`),
 };
 
-function loadOrExplain(configPath: string | undefined, io: CliStreams): LoadedConfig {
+/** Logs of every command go to stderr: stdout carries only results (`keys generate > key.json`). */
+export function cliLogger(level: Parameters<typeof createLogger>[0]) {
+  return createLogger(level, pino.destination({ dest: 2, sync: true }));
+}
+
+export function loadOrExplain(configPath: string | undefined, io: CliStreams): LoadedConfig {
   try {
     return loadConfig(configPath, defaultRegistry());
   } catch (error) {
@@ -50,6 +79,268 @@ function loadOrExplain(configPath: string | undefined, io: CliStreams): LoadedCo
     throw error;
   }
 }
+
+/**
+ * Builds the bridge (web role: no background work) on the config's store, runs `run`, closes.
+ * With `sharedState`, refuses the in-memory store before anything runs.
+ */
+export async function withBridge<T>(
+  configPath: string | undefined,
+  io: CliStreams,
+  command: Pick<Command, 'name' | 'sharedState'>,
+  run: (bridge: Bridge) => Promise<T>,
+): Promise<T> {
+  const { config, source } = loadOrExplain(configPath, io);
+  // Commands talk to the same store as the running service; they log only problems.
+  const logger = cliLogger(config.log.level === 'silent' ? 'silent' : 'warn');
+  // The store first, quietly: on the in-memory store the one-line refusal is all there is to say.
+  const store = await createStore(config.store, logger.child({}, { level: 'error' }));
+  if (command.sharedState && store.kind === 'memory') {
+    await store.close();
+    throw new CliFailure(
+      `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge sees ` +
+        "(the change would vanish when this command exits); set store.redis (e.g. REDIS_URL) to the bridge's Redis",
+    );
+  }
+  const bridge = await createBridge({ config, role: 'web', logger, store });
+  try {
+    return await run(bridge);
+  } finally {
+    await bridge.close();
+  }
+}
+
+/** A failure with a one-line reason: exit 1. */
+export class CliFailure extends Error {}
+
+const start: Command = {
+  name: 'start',
+  summary: 'Run the bridge (what npm start runs); PORT overrides server.port',
+  options: {
+    role: {
+      value: 'all|web|worker',
+      description: 'all (default), web (HTTP only) or worker (background work, ops endpoints only)',
+    },
+  },
+  async run(values, io) {
+    const role = (values.role as string | undefined) ?? 'all';
+    if (!['all', 'web', 'worker'].includes(role))
+      throw new UsageError(`--role must be all, web or worker (got '${role}')`);
+    const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    const logger = cliLogger(config.log.level);
+    if (source.isExample) {
+      logger.warn(
+        { config: source.path },
+        'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
+      );
+    }
+    const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+    await bridge.listen();
+    await bridge.start();
+    return new Promise<number>((resolve) => {
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          logger.warn({ signal }, 'second signal: exiting now');
+          resolve(1);
+          return;
+        }
+        stopping = true;
+        logger.info({ signal }, 'stopping: finishing in-flight requests and jobs');
+        bridge.close().then(
+          () => resolve(0),
+          (error: unknown) => {
+            logger.error({ err: error }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+  },
+};
+
+const configCheck: Command = {
+  name: 'config check',
+  summary: 'Validate the config and print every problem with its path (all at once)',
+  async run(values, io) {
+    const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    io.stdout(
+      `${source.path}: OK (${config.channels.length} channel${config.channels.length === 1 ? '' : 's'}, ` +
+        `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
+        `store: ${config.store.redis ? 'redis' : config.store.sentinel ? 'sentinel' : config.store.cluster ? 'cluster' : 'in-memory'})`,
+    );
+    io.stdout(`store: ${describeStore(config.store)}`);
+    if (source.isExample) io.stderr('note: this is the example config');
+    return 0;
+  },
+};
+
+const keysMaster: Command = {
+  name: 'keys master',
+  summary: 'Print a fresh random 32-byte key, base64, for secrets.masterKey',
+  config: false,
+  async run(_values, io) {
+    io.stdout(randomBytes(32).toString('base64'));
+    return 0;
+  },
+};
+
+function deliveryCommand(
+  name: 'list' | 'replay',
+  summary: string,
+  options: Record<string, OptionInfo>,
+): Command {
+  const command: Command = {
+    name: `deliveries ${name}`,
+    summary,
+    options,
+    sharedState: true,
+    async run(values, io, args) {
+      const { runDeliveriesCommand } = await import('./deliveries.js');
+      return withBridge(values.config as string | undefined, io, command, (bridge) =>
+        runDeliveriesCommand([name, ...args], bridge.delivery, io),
+      );
+    },
+  };
+  return command;
+}
+
+/** Vendor commands: declared by the adapters, run by the chosen channel's runtime. */
+function vendorCommands(): Command[] {
+  const byName = new Map<string, Command>();
+  for (const adapter of defaultRegistry().list) {
+    for (const info of adapter.commands ?? []) {
+      if (byName.has(info.name)) continue;
+      const options: Record<string, OptionInfo> = {
+        channel: { value: 'ID', description: 'the channel (its id in the config)', required: true },
+      };
+      for (const [option, spec] of Object.entries(info.options ?? {})) {
+        options[option] = {
+          description: spec.description,
+          ...(spec.takesValue ? { value: option.toUpperCase() } : {}),
+        };
+      }
+      byName.set(info.name, {
+        name: info.name,
+        summary: info.summary,
+        options,
+        sharedState: true,
+        run: (values, io) => runChannelCommand(info.name, values, io),
+      });
+    }
+  }
+  return [...byName.values()];
+}
+
+async function runChannelCommand(name: string, values: OptionValues, io: CliStreams): Promise<number> {
+  const channelId = values.channel as string;
+  return withBridge(values.config as string | undefined, io, { name, sharedState: true }, async (bridge) => {
+    const entry = bridge.channels.get(channelId);
+    if (!entry) throw new UsageError(`no channel '${channelId}' in the config`);
+    const command: CliCommand | undefined = (entry.runtime.commands ?? []).find(
+      (candidate) => candidate.name === name,
+    );
+    if (!command)
+      throw new UsageError(`channel '${channelId}' (${entry.config.vendor}) has no command '${name}'`);
+    const { channel: _channel, config: _config, help: _help, ...options } = values;
+    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };
+    try {
+      await command.run(options as Record<string, string | boolean>, cliIo);
+    } catch (error) {
+      // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
+      if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
+      throw error;
+    }
+    return 0;
+  });
+}
+
+/** Every command. Add one entry here for a new command; its group's --help lists it. */
+export const COMMANDS: Command[] = [
+  start,
+  configCheck,
+  keysMaster,
+  ...vendorCommands(),
+  deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
+    state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
+    destination: { value: 'ID', description: 'only deliveries to this destination' },
+    limit: { value: 'N', description: 'at most N deliveries' },
+    json: { description: 'one JSON object per line' },
+  }),
+  deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {
+    id: { value: 'ID', description: 'the delivery to replay' },
+    destination: { value: 'ID', description: 'with --all-failed: the destination' },
+    'all-failed': { description: 'replay every failed delivery of --destination' },
+  }),
+];
+
+function version(): string {
+  // src/cli (tests) or dist/src/cli (built): the package.json is the first one above.
+  let directory = dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 5; depth++) {
+    try {
+      const json = JSON.parse(readFileSync(join(directory, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (json.name === 'chatbridge' && json.version) return json.version;
+    } catch {
+      // not here: look one level up
+    }
+    directory = dirname(directory);
+  }
+  return 'unknown';
+}
+
+function optionsText(command: Command): string {
+  const parts = Object.entries(command.options ?? {}).map(([name, info]) => {
+    const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
+    return info.required ? text : `[${text}]`;
+  });
+  if (command.config !== false) parts.push('[--config FILE]');
+  return parts.join(' ');
+}
+
+function usage(commands: readonly Command[]): string {
+  const lines = commands.map((command) => {
+    const head = `  ${command.name} ${optionsText(command)}`.trimEnd();
+    return `${head}\n      ${command.summary}`;
+  });
+  return lines.join('\n');
+}
+
+function topUsage(): string {
+  return `Usage: chatbridge <command> [options]
+
+Commands:
+${usage(COMMANDS)}
+
+Options everywhere: --help (this text for a command or group), --version.
+--config FILE defaults to $CHATBRIDGE_CONFIG, then config/bridge.yaml, then config/bridge.example.yaml.
+Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad usage.`;
+}
+
+function commandHelp(command: Command): string {
+  const lines = [`Usage: chatbridge ${command.name} ${optionsText(command)}`.trimEnd(), '', command.summary];
+  const options = Object.entries(command.options ?? {});
+  if (options.length > 0 || command.config !== false) {
+    lines.push('', 'Options:');
+    for (const [name, info] of options) {
+      lines.push(
+        `  --${name}${info.value ? ` ${info.value}` : ''}  ${info.description}${info.required ? ' (required)' : ''}`,
+      );
+    }
+    if (command.config !== false)
+      lines.push('  --config FILE  the config (else $CHATBRIDGE_CONFIG, config/bridge.yaml, the example)');
+  }
+  if (command.sharedState)
+    lines.push('', 'Changes state the running bridge shares: refused on an in-memory store config.');
+  return lines.join('\n');
+}
+
+const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h';
 
 /** Runs the CLI; returns the exit code (start resolves only when the bridge has stopped). */
 export async function runCli(argv: string[], io: CliStreams = processStreams): Promise<number> {
@@ -70,184 +361,67 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
 
 async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   const [first, second] = argv;
-  if (!first || first === '--help' || first === '-h' || first === 'help') {
-    io.stdout(USAGE);
-    return first ? 0 : 2;
+  if (first === undefined) {
+    io.stderr(topUsage());
+    return 2;
   }
-  if (first === 'start') return start(argv.slice(1), io);
-  if (first === 'config') {
-    if (second !== 'check') throw new UsageError(`unknown command 'config ${second ?? ''}'`.trim());
-    return configCheck(argv.slice(2), io);
+  if (isHelp(first) || first === 'help') {
+    io.stdout(topUsage());
+    return 0;
   }
-  if (first === 'keys' && second === 'master') {
-    if (argv.includes('--help')) {
-      io.stdout(
-        'Usage: chatbridge keys master\nPrints a fresh random 32-byte key, base64, for secrets.masterKey.',
-      );
+  if (first === '--version' || first === '-v' || first === 'version') {
+    io.stdout(version());
+    return 0;
+  }
+  const command =
+    (second !== undefined
+      ? COMMANDS.find((candidate) => candidate.name === `${first} ${second}`)
+      : undefined) ?? COMMANDS.find((candidate) => candidate.name === first);
+  if (!command) {
+    const group = COMMANDS.filter((candidate) => candidate.name.startsWith(`${first} `));
+    if (group.length === 0) throw new UsageError(`unknown command '${first}'`);
+    const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun 'chatbridge ${first} <command> --help' for a command's options.`;
+    if (isHelp(second)) {
+      io.stdout(text);
       return 0;
     }
-    io.stdout(randomBytes(32).toString('base64'));
+    if (second === undefined) {
+      io.stderr(text);
+      return 2;
+    }
+    throw new UsageError(`unknown command '${first} ${second}'`);
+  }
+  const args = argv.slice(command.name.split(' ').length);
+  if (args.some(isHelp)) {
+    io.stdout(commandHelp(command));
     return 0;
   }
-  if (first === 'deliveries') return deliveries(argv.slice(1), io);
-  if (!second || second.startsWith('-')) throw new UsageError(`unknown command '${first}'`);
-  return channelCommand(`${first} ${second}`, argv.slice(2), io);
-}
-
-async function start(args: string[], io: CliStreams): Promise<number> {
-  const { values } = parse(
-    args,
-    {
-      config: { type: 'string' },
-      role: { type: 'string', default: 'all' },
-    },
-    'start [--config FILE] [--role all|web|worker]',
-    io,
-  );
-  if (values.help) return 0;
-  const role = values.role as string;
-  if (!['all', 'web', 'worker'].includes(role))
-    throw new UsageError(`--role must be all, web or worker (got '${role}')`);
-  const { config, source } = loadOrExplain(values.config as string | undefined, io);
-  const logger = createLogger(config.log.level);
-  if (source.isExample) {
-    logger.warn(
-      { config: source.path },
-      'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
-    );
+  const values = parseOptions(command, args);
+  for (const [name, info] of Object.entries(command.options ?? {})) {
+    if (info.required && (values[name] === undefined || values[name] === ''))
+      throw new UsageError(`'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}`);
   }
-  const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
-  await bridge.listen();
-  await bridge.start();
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        resolve(1);
-        return;
-      }
-      stopping = true;
-      logger.info({ signal }, 'stopping: finishing in-flight requests and jobs');
-      bridge.close().then(
-        () => resolve(0),
-        (error: unknown) => {
-          logger.error({ err: error }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  return command.run(values, io, withoutConfig(args));
 }
 
-async function configCheck(args: string[], io: CliStreams): Promise<number> {
-  const { values } = parse(args, { config: { type: 'string' } }, 'config check [--config FILE]', io);
-  if (values.help) return 0;
-  const { config, source } = loadOrExplain(values.config as string | undefined, io);
-  io.stdout(
-    `${source.path}: OK (${config.channels.length} channel${config.channels.length === 1 ? '' : 's'}, ` +
-      `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
-      `store: ${config.store.redis ? 'redis' : config.store.sentinel ? 'sentinel' : config.store.cluster ? 'cluster' : 'in-memory'})`,
-  );
-  io.stdout(`store: ${describeStore(config.store)}`);
-  if (source.isExample) io.stderr('note: this is the example config');
-  return 0;
-}
-
-async function withBridge<T>(
-  configPath: string | undefined,
-  io: CliStreams,
-  run: (bridge: Bridge) => Promise<T>,
-): Promise<T> {
-  const { config } = loadOrExplain(configPath, io);
-  // Commands talk to the same store as the running service; they log only problems.
-  const logger = createLogger(config.log.level === 'silent' ? 'silent' : 'warn');
-  const bridge = await createBridge({ config, role: 'web', logger });
+function parseOptions(command: Command, args: string[]): OptionValues {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const [name, info] of Object.entries(command.options ?? {}))
+    options[name] = { type: info.value ? 'string' : 'boolean' };
+  if (command.config !== false) options.config = { type: 'string' };
   try {
-    return await run(bridge);
-  } finally {
-    await bridge.close();
-  }
-}
-
-async function channelCommand(name: string, args: string[], io: CliStreams): Promise<number> {
-  const wantsHelp = args.includes('--help') || args.includes('-h');
-  const channelIndex = args.indexOf('--channel');
-  const configIndex = args.indexOf('--config');
-  const configPath = configIndex >= 0 ? args[configIndex + 1] : undefined;
-  const channelId = channelIndex >= 0 ? args[channelIndex + 1] : undefined;
-  if (!channelId && !wantsHelp) throw new UsageError(`'${name}' needs --channel ID`);
-  return withBridge(configPath, io, async (bridge) => {
-    const candidates = channelId
-      ? [bridge.channels.get(channelId)].filter((entry) => entry !== undefined)
-      : [...bridge.channels.values()];
-    if (channelId && candidates.length === 0) throw new UsageError(`no channel '${channelId}' in the config`);
-    const command: CliCommand | undefined = candidates
-      .flatMap((entry) => entry.runtime.commands ?? [])
-      .find((candidate) => candidate.name === name);
-    if (!command) {
-      throw new UsageError(
-        channelId
-          ? `channel '${channelId}' has no command '${name}'`
-          : `no channel in the config offers '${name}'`,
-      );
-    }
-    const optionSpec = Object.fromEntries(
-      Object.entries(command.options ?? {}).map(([option, spec]) => [
-        option,
-        { type: spec.takesValue ? ('string' as const) : ('boolean' as const) },
-      ]),
-    );
-    const { values } = parse(
-      args,
-      { ...optionSpec, channel: { type: 'string' }, config: { type: 'string' } },
-      `${name} --channel ID`,
-      io,
-      command,
-    );
-    if (values.help) return 0;
-    const { channel: _channel, config: _config, help: _help, ...options } = values;
-    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };
-    try {
-      await command.run(options as Record<string, string | boolean>, cliIo);
-    } catch (error) {
-      // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
-      if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
-      throw error;
-    }
-    return 0;
-  });
-}
-
-async function deliveries(args: string[], io: CliStreams): Promise<number> {
-  const configIndex = args.indexOf('--config');
-  const configPath = configIndex >= 0 ? args[configIndex + 1] : undefined;
-  const rest = configIndex >= 0 ? [...args.slice(0, configIndex), ...args.slice(configIndex + 2)] : args;
-  const { runDeliveriesCommand } = await import('./deliveries.js');
-  return withBridge(configPath, io, (bridge) => runDeliveriesCommand(rest, bridge.delivery, io));
-}
-
-type OptionSpec = Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
-
-function parse(args: string[], options: OptionSpec, usage: string, io: CliStreams, command?: CliCommand) {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args,
-      options: { ...options, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    });
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as OptionValues;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  if (parsed.values.help) {
-    io.stdout(`Usage: chatbridge ${usage}${command ? `\n${command.summary}` : ''}`);
-    for (const [name, spec] of Object.entries(command?.options ?? {})) {
-      io.stdout(`  --${name}${spec.takesValue ? ' VALUE' : ''}  ${spec.description}`);
-    }
+}
+
+function withoutConfig(args: string[]): string[] {
+  const out: string[] = [];
+  for (let index = 0; index < args.length; index++) {
+    const arg = args[index]!;
+    if (arg === '--config') index++;
+    else if (!arg.startsWith('--config=')) out.push(arg);
   }
-  return parsed;
+  return out;
 }

@@ -7,8 +7,9 @@ import { type Config, configSchema } from './schema.js';
 
 /**
  * Config loading (DESIGN §3): find the file, read YAML, substitute ${VAR} / ${VAR:-default}
- * from the environment, validate with zod (core schema, then each channel against its
- * adapter's schema), report every problem with its path, freeze.
+ * from the environment, apply PORT, validate with zod (the core schema and, independently of it,
+ * each channel against its adapter's schema, duplicate ids, unknown vendors, cross-references),
+ * report every problem with its path in one pass, freeze.
  */
 
 export const EXAMPLE_CONFIG = 'config/bridge.example.yaml';
@@ -82,56 +83,107 @@ export function parseConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): Config {
   const issues: ErrorIssue[] = [];
-  const substituted = substituteEnv(document ?? {}, env, issues);
+  const substituted = applyPortOverride(substituteEnv(document ?? {}, env, issues), env, issues);
+  // Every check below runs whether or not the others passed, so one `config check` lists every
+  // problem: the core schema, then what it cannot see (vendor settings, duplicate ids, unknown
+  // vendors, cross-references), read from the document itself.
   const result = configSchema.safeParse(substituted);
   if (!result.success) issues.push(...issuesFromZod(result.error));
+  const raw = isObject(substituted) ? substituted : {};
+  const channels = arrayAt(raw, 'channels');
+  const channelIds = new Set<string>();
+  const vendorSettings = new Map<number, Record<string, unknown>>();
+  channels.forEach((channel, index) => {
+    if (!isObject(channel)) return; // the core schema has said what is wrong with it
+    if (typeof channel.id === 'string') {
+      if (channelIds.has(channel.id))
+        issues.push({ path: `channels[${index}].id`, message: `duplicate channel id "${channel.id}"` });
+      channelIds.add(channel.id);
+    }
+    if (typeof channel.vendor !== 'string' || channel.vendor === '') return;
+    const adapter = registry.get(channel.vendor);
+    if (!adapter) {
+      issues.push({
+        path: `channels[${index}].vendor`,
+        message: `unknown vendor "${channel.vendor}" (known: ${registry.vendors.join(', ') || 'none'})`,
+      });
+      return;
+    }
+    const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
+    const parsed = adapter.channelSettings.strict().safeParse(settings);
+    if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['channels', index]));
+    else vendorSettings.set(index, parsed.data);
+  });
+  for (const name of ['destinations', 'attributeSources'] as const) {
+    const seen = new Set<string>();
+    arrayAt(raw, name).forEach((item, index) => {
+      if (!isObject(item) || typeof item.id !== 'string') return;
+      if (seen.has(item.id))
+        issues.push({ path: `${name}[${index}].id`, message: `duplicate id "${item.id}"` });
+      seen.add(item.id);
+    });
+  }
+  arrayAt(raw, 'destinations').forEach((destination, index) => {
+    if (!isObject(destination)) return;
+    const filter = isObject(destination.filter) ? destination.filter : {};
+    for (const channelId of arrayAt(filter, 'channels')) {
+      if (typeof channelId === 'string' && !channelIds.has(channelId))
+        issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
+    }
+    const map = isObject(destination.map) ? destination.map : {};
+    const pipeline = isObject(map.pipeline) ? map.pipeline : {};
+    for (const channelId of Object.keys(isObject(pipeline.byChannel) ? pipeline.byChannel : {})) {
+      if (!channelIds.has(channelId))
+        issues.push({
+          path: `destinations[${index}].map.pipeline.byChannel.${channelId}`,
+          message: `no channel "${channelId}"`,
+        });
+    }
+  });
   if (result.success) {
     const config = result.data;
-    const ids = new Set<string>();
     config.channels.forEach((channel, index) => {
-      if (ids.has(channel.id))
-        issues.push({ path: `channels[${index}].id`, message: `duplicate channel id "${channel.id}"` });
-      ids.add(channel.id);
+      const settings = vendorSettings.get(index);
+      if (settings) Object.assign(channel, settings);
+      // Cross-field checks need the whole config typed, so they run once the core schema passed.
       const adapter = registry.get(channel.vendor);
-      if (!adapter) {
-        issues.push({
-          path: `channels[${index}].vendor`,
-          message: `unknown vendor "${channel.vendor}" (known: ${registry.vendors.join(', ') || 'none'})`,
-        });
-        return;
-      }
-      const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
-      const parsed = adapter.channelSettings.strict().safeParse(settings);
-      if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['channels', index]));
-      else Object.assign(channel, parsed.data);
-      for (const problem of adapter.checkConfig?.(channel, config) ?? []) {
+      for (const problem of adapter?.checkConfig?.(channel, config) ?? []) {
         issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });
-      }
-    });
-    for (const [list, name] of [
-      [config.destinations, 'destinations'],
-      [config.attributeSources, 'attributeSources'],
-    ] as const) {
-      const seen = new Set<string>();
-      list.forEach((item, index) => {
-        if (seen.has(item.id))
-          issues.push({ path: `${name}[${index}].id`, message: `duplicate id "${item.id}"` });
-        seen.add(item.id);
-      });
-    }
-    config.destinations.forEach((destination, index) => {
-      for (const channelId of destination.filter.channels ?? []) {
-        if (!ids.has(channelId)) {
-          issues.push({
-            path: `destinations[${index}].filter.channels`,
-            message: `no channel "${channelId}"`,
-          });
-        }
       }
     });
     if (issues.length === 0) return deepFreeze(config);
   }
-  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, issues);
+  // A missing key reads "required" (DESIGN §3: `channels[2].apiToken: required`), not zod's wording.
+  const worded = issues.map((issue) =>
+    /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
+      ? { ...issue, message: 'required' }
+      : issue,
+  );
+  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, worded);
+}
+
+/**
+ * DESIGN §3: PORT, when set, wins over server.port whatever the file says (platforms assign the
+ * port through it). A PORT that is not a port is a problem of its own, named as such.
+ */
+function applyPortOverride(document: unknown, env: NodeJS.ProcessEnv, issues: ErrorIssue[]): unknown {
+  const port = env.PORT;
+  if (port === undefined || port === '' || !isObject(document)) return document;
+  if (!/^\d+$/.test(port) || Number(port) > 65_535) {
+    issues.push({ path: 'PORT (environment)', message: `"${port}" is not a port number (0-65535)` });
+    return document;
+  }
+  const server = isObject(document.server) ? document.server : {};
+  return { ...document, server: { ...server, port: Number(port) } };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function arrayAt(object: Record<string, unknown>, key: string): unknown[] {
+  const value = object[key];
+  return Array.isArray(value) ? value : [];
 }
 
 export interface LoadedConfig {

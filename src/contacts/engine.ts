@@ -198,6 +198,8 @@ const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
 const CONTACT_EVENTS_KEY = 'contact';
+/** The per-installation random salt of event ids (see installationSalt). */
+export const INSTALLATION_SALT_KEY = 'installation:salt';
 
 // ISO-8601 UTC timestamps of one format compare correctly as strings.
 const minIso = (a: string, b: string) => (a < b ? a : b);
@@ -490,6 +492,37 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return `${entry.at}|${entry.id}|${json}`;
   }
 
+  /**
+   * Event ids (DESIGN §8) must be unique across installations: two bridges that see the same
+   * vendor chat id must not send the same `webhook-id` for different contacts, or a receiver that
+   * dedupes on it drops real events. So they are derived with a random salt made once per
+   * installation and kept in the store (the first instance to need it writes it, SET NX; every
+   * instance on that store reads the same one), which also keeps them stable across retries and
+   * replays. Read once per process.
+   */
+  let salt: Promise<string> | undefined;
+  function installationSalt(): Promise<string> {
+    salt ??= (async () => {
+      const fresh = randomBytes(16).toString('base64url');
+      if (await store.set(INSTALLATION_SALT_KEY, fresh, { nx: true })) return fresh;
+      const kept = await store.get(INSTALLATION_SALT_KEY);
+      if (!kept) throw new Error('the installation salt vanished from the store; retry');
+      return kept;
+    })();
+    // A store outage must not pin a rejected promise: the next observation tries again.
+    salt.catch(() => {
+      salt = undefined;
+    });
+    return salt;
+  }
+
+  function eventId(saltValue: string, channelId: string, idempotencyKey: string, eventKey: string): string {
+    return `evt_${createHash('sha256')
+      .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
+      .digest('base64url')
+      .slice(0, 22)}`;
+  }
+
   function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
     return createHash('sha256')
       .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
@@ -552,6 +585,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
     const observation = parsed.data;
     const at = isoOf(observation.at);
+    const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
     const seen = new Set<string>();
     for (const raw of observation.identifiers) {
@@ -588,6 +622,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           indexValues,
           first,
           dedupeKey,
+          saltValue,
         );
         if (result) return result;
       }
@@ -607,6 +642,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     indexValues: (string | null)[],
     planned: Plan,
     dedupeKey: string,
+    saltValue: string,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -739,7 +775,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         data: Record<string, unknown>,
       ): OutboxEntry => ({
         event: {
-          id: `evt_${entryId(observation.channelId, observation.idempotencyKey, `event:${eventKey}`)}`,
+          id: eventId(saltValue, observation.channelId, observation.idempotencyKey, eventKey),
           type,
           occurredAt: at,
           channel,

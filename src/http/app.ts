@@ -40,6 +40,8 @@ export interface AppDeps {
   vendors: readonly string[];
   /** While false, /readyz answers 503 (set during shutdown). */
   isAccepting(): boolean;
+  /** `worker` serves only /healthz, /readyz and /metrics (DESIGN §5); default `all`. */
+  role?: 'all' | 'web' | 'worker';
 }
 
 const NO_CHANNEL = errorBody('not_found', 'no such channel');
@@ -220,6 +222,19 @@ export function createApp(deps: AppDeps): Koa {
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.registry.metrics();
   });
+
+  if (deps.role === 'worker') {
+    // A worker takes no vendor traffic and no admin calls: those go to web instances.
+    app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+    app.use((ctx) => {
+      ctx.status = 404;
+      ctx.body = errorBody(
+        'not_found',
+        'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
+      );
+    });
+    return app;
+  }
 
   // --- vendor intake ----------------------------------------------------------------------
   router.post('/webhooks/:vendor/:channelId/:token', async (ctx) => {

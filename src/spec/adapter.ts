@@ -106,6 +106,9 @@ export interface CliCommand {
   run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
 }
 
+/** What the CLI shows for a vendor command before any channel is built (`--help`). */
+export type CliCommandInfo = Omit<CliCommand, 'run'>;
+
 export interface ChannelRuntime {
   /** `POST /webhooks/<vendor>/:channelId/:token`, after the token was checked. */
   handleWebhook?(request: InboundRequest): Promise<RouteResult>;
@@ -127,4 +130,9 @@ export interface AdapterDefinition {
   /** Cross-field checks against the whole config (e.g. livetex needs secrets.masterKey). */
   checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
   create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime;
+  /**
+   * The CLI commands this vendor's channels offer (their runtimes carry the same names), declared
+   * here so `chatbridge <command> --help` answers without reading the config or building anything.
+   */
+  commands?: CliCommandInfo[];
 }

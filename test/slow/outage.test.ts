@@ -50,20 +50,30 @@ describe('Redis stops under load', () => {
     let running = true;
     const outcomes: Outcome[] = [];
     const send = async (index: number): Promise<Outcome> => {
-      const response = await pool.request({
-        method: 'POST',
-        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(jivo.chatAccepted(personFor('outage', index), 900_000 + index)),
-      });
-      const body = (await response.body.json()) as { error?: { code?: string } };
-      const retryAfter = response.headers['retry-after'];
-      return {
-        index,
-        status: response.statusCode,
-        retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
-        code: body.error?.code,
-      };
+      try {
+        const response = await pool.request({
+          method: 'POST',
+          path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(jivo.chatAccepted(personFor('outage', index), 900_000 + index)),
+        });
+        const body = (await response.body.json()) as { error?: { code?: string } };
+        const retryAfter = response.headers['retry-after'];
+        return {
+          index,
+          status: response.statusCode,
+          retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+          code: body.error?.code,
+        };
+      } catch (error) {
+        // No answer at all (connection reset, ...): recorded, and the test fails on it below.
+        return {
+          index,
+          status: 0,
+          retryAfter: undefined,
+          code: (error as { code?: string }).code ?? String(error),
+        };
+      }
     };
     const load = Promise.all(
       Array.from({ length: IN_FLIGHT }, async () => {
@@ -72,46 +82,61 @@ describe('Redis stops under load', () => {
     );
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     const since = (from: number) => outcomes.slice(from);
+    /** Waits for `count` more answers: progress is counted in answers, never in time. */
+    const answers = async (count: number, what: string) => {
+      const target = outcomes.length + count;
+      for (let polls = 0; outcomes.length < target; polls++) {
+        if (polls > 2000) throw new Error(`no progress while waiting for ${what}`);
+        await sleep(20);
+      }
+    };
+    const PHASE = IN_FLIGHT * 3;
 
-    await sleep(1000);
-    const beforeStop = outcomes.length;
-    expect(beforeStop).toBeGreaterThan(20);
-    expect(outcomes.every((outcome) => outcome.status === 200)).toBe(true);
+    let after: Outcome[] = [];
+    try {
+      await answers(PHASE, 'answers before the outage');
+      expect(outcomes.filter((outcome) => outcome.status !== 200)).toEqual([]);
 
-    await redis.stop();
-    const stoppedAt = outcomes.length;
-    await sleep(1500);
-    // While Redis is down the process stays up: health answers, readiness says why not.
-    expect((await fetch(`${bridge.url}/healthz`)).status).toBe(200);
-    expect((await fetch(`${bridge.url}/readyz`)).status).toBe(503);
-    const during = since(stoppedAt);
-    expect(during.length, 'intake keeps answering during the outage').toBeGreaterThan(50);
-    const refused = during.filter((outcome) => outcome.status !== 200);
-    // Requests in flight when Redis went may still have committed; everything after is a 503.
-    expect(refused.length).toBeGreaterThan(during.length - IN_FLIGHT * 2);
-    for (const outcome of refused) {
-      expect(outcome.status, `webhook ${outcome.index}`).toBe(503);
-      expect(outcome.code).toBe('store_unavailable');
-      expect(outcome.retryAfter).toBeTruthy();
+      await redis.stop();
+      const stoppedAt = outcomes.length;
+      await answers(PHASE, 'answers during the outage');
+      // While Redis is down the process stays up: health answers, readiness says why not.
+      expect((await fetch(`${bridge.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${bridge.url}/readyz`)).status).toBe(503);
+      const during = since(stoppedAt);
+      // Requests in flight when Redis went may still have committed; the rest are 503s that say why.
+      const refused = during.filter((outcome) => outcome.status !== 200);
+      expect(during.length - refused.length).toBeLessThanOrEqual(IN_FLIGHT * 2);
+      for (const outcome of refused) {
+        expect(outcome.status, `webhook ${outcome.index}`).toBe(503);
+        expect(outcome.code).toBe('store_unavailable');
+        expect(outcome.retryAfter).toBeTruthy();
+      }
+
+      await redis.start();
+      for (let polls = 0; (await fetch(`${bridge.url}/readyz`)).status !== 200; polls++) {
+        if (polls > 300) throw new Error('the bridge did not see Redis come back');
+        await sleep(50);
+      }
+      const recoveredAt = outcomes.length;
+      await answers(IN_FLIGHT + PHASE, 'answers after the recovery');
+      // Skip what was in flight at the moment readiness came back.
+      after = since(recoveredAt + IN_FLIGHT);
+      expect(after.filter((outcome) => outcome.status !== 200)).toEqual([]);
+    } finally {
+      // Whatever happened above, the load stops before the test ends.
+      running = false;
+      await load;
     }
 
-    await redis.start();
-    const deadline = Date.now() + 15_000;
-    while ((await fetch(`${bridge.url}/readyz`)).status !== 200) {
-      expect(Date.now(), 'the bridge did not see Redis come back within 15 s').toBeLessThan(deadline);
-      await sleep(100);
-    }
-    const recoveredAt = outcomes.length;
-    await sleep(1000);
-    running = false;
-    await load;
-    const after = since(recoveredAt + IN_FLIGHT);
-    expect(after.length).toBeGreaterThan(20);
-    expect(after.filter((outcome) => outcome.status !== 200)).toEqual([]);
+    // Every request got an answer (none lost, none cut off) and no answer was a 5xx but the 503s.
+    expect(outcomes).toHaveLength(next);
+    expect(outcomes.filter((outcome) => outcome.status === 0)).toEqual([]);
+    expect(outcomes.filter((outcome) => outcome.status >= 500 && outcome.status !== 503)).toEqual([]);
 
     // What was answered 200 after the recovery is stored (the private Redis keeps nothing on disk,
     // so what came before the outage went with it — that is Redis's durability, not ours).
-    for (const outcome of after.slice(0, 20)) {
+    for (const outcome of after) {
       const person = personFor('outage', outcome.index).person;
       const found = await bridge.admin(
         'GET',
@@ -121,5 +146,5 @@ describe('Redis stops under load', () => {
       expect(found.body.contacts, person).toHaveLength(1);
     }
     expect(unhandled).toEqual([]);
-  }, 40_000);
+  }, 90_000);
 });

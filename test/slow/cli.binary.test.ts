@@ -1,0 +1,127 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildDist } from '../support/fault.js';
+import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
+
+/**
+ * The built package end to end (slow tier: it compiles the project and starts processes):
+ * `chatbridge start` serves and stops, logs on stderr only, PORT wins over the file, `keys generate`
+ * prints only its JSON on stdout, and main / types / exports exist and load. test/cli.test.ts
+ * covers the CLI in process.
+ */
+function writeConfig(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cli-'));
+  const file = join(dir, 'bridge.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+describe('chatbridge start (the real binary)', () => {
+  beforeAll(() => {
+    buildDist();
+  }, 120_000);
+
+  async function startBinary(args: string[], env: NodeJS.ProcessEnv, port: number) {
+    const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', ...args], {
+      env: { ...process.env, REDIS_URL: '', CHATBRIDGE_CONFIG: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const output = { stdout: '', stderr: '' };
+    child.stdout.on('data', (chunk: Buffer) => {
+      output.stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output.stderr += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let ready = false;
+    let gone = false;
+    void exited.then(() => {
+      gone = true;
+    });
+    // Until it answers or exits (the test's own timeout bounds the wait).
+    while (!ready && !gone) {
+      ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (response) => response.ok,
+        () => false,
+      );
+      if (!ready) await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return { child, output, ready, exited };
+  }
+
+  it('serves, then stops gracefully on SIGTERM with exit 0; logs go to stderr, stdout stays empty', async () => {
+    const port = await freePort();
+    const { child, output, ready, exited } = await startBinary(
+      ['--config', 'config/bridge.example.yaml'],
+      { PORT: String(port) },
+      port,
+    );
+    expect(ready, output.stderr).toBe(true);
+    expect(output.stderr).toContain('running the EXAMPLE config');
+    expect(output.stderr).toContain('NOTHING survives a restart');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output.stderr).toContain('chatbridge stopped');
+    expect(output.stdout).toBe('');
+  }, 60_000);
+
+  it('PORT wins over a literal server.port in the file', async () => {
+    const port = await freePort();
+    const file = writeConfig('server: { port: 1 }\nadmin: { token: a-long-enough-admin-token }\n');
+    const { child, output, ready, exited } = await startBinary(
+      ['--config', file],
+      { PORT: String(port) },
+      port,
+    );
+    expect(ready, output.stderr).toBe(true);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  }, 60_000);
+
+  it('main, types and exports point at files that exist after the build, and load', async () => {
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as {
+      main: string;
+      types: string;
+      exports: Record<string, string>;
+    };
+    for (const file of [pkg.main, pkg.types, ...Object.values(pkg.exports)])
+      expect(existsSync(file), `${file} after the build`).toBe(true);
+    const main = (await import(resolve(pkg.exports['.']!))) as Record<string, unknown>;
+    expect(typeof main.createBridge).toBe('function');
+    expect(typeof main.loadConfig).toBe('function');
+    expect(typeof main.runCli).toBe('function');
+    for (const file of Object.values(pkg.exports)) await import(resolve(file));
+  });
+
+  it('keys generate > key.json holds only the JSON result', async () => {
+    const redisUrl = await getTestRedisUrl();
+    const keyPrefix = uniquePrefix('cli-keys');
+    const file = writeConfig(
+      [
+        'admin: { token: a-long-enough-admin-token }',
+        `store: { redis: "${redisUrl}", keyPrefix: "${keyPrefix}" }`,
+        `secrets: { masterKey: "${Buffer.alloc(32, 7).toString('base64')}" }`,
+        'channels:',
+        '  - { id: app, vendor: livetex, token: livetex-token-0123456789 }',
+      ].join('\n'),
+    );
+    try {
+      const run = spawnSync(
+        process.execPath,
+        ['bin/chatbridge.js', 'keys', 'generate', '--channel', 'app', '--config', file],
+        { encoding: 'utf8', env: { ...process.env, CHATBRIDGE_CONFIG: '' } },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      const lines = run.stdout.split('\n').filter((line) => line !== '');
+      expect(lines).toHaveLength(1);
+      expect(JSON.parse(lines[0]!)).toMatchObject({ kid: expect.any(String), key: expect.any(String) });
+      expect(run.stderr).toContain('not shown again');
+    } finally {
+      await cleanupPrefix(redisUrl, keyPrefix);
+    }
+  }, 60_000);
+});
