@@ -4,6 +4,8 @@ import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
+import { createConsole } from '../console/index.js';
+import type { AgentLinks } from '../console/links.js';
 import type { ContactService } from '../contacts/service.js';
 import { identifierSchema } from '../contacts/types.js';
 import type { Delivery } from '../delivery/index.js';
@@ -40,6 +42,11 @@ export interface AppDeps {
   vendors: readonly string[];
   /** While false, /readyz answers 503 (set during shutdown). */
   isAccepting(): boolean;
+  /** Web console (DESIGN §11): agent links signer (null without a master key), names, role. */
+  agentLinks?: AgentLinks | null;
+  vendorNames?: ReadonlyMap<string, string>;
+  role?: string;
+  now?: () => Date;
 }
 
 const NO_CHANNEL = errorBody('not_found', 'no such channel');
@@ -189,6 +196,22 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(errorMiddleware());
 
+  const webConsole = createConsole({
+    config,
+    logger,
+    metrics,
+    store,
+    contacts,
+    journal: deps.journal,
+    delivery: deps.delivery,
+    channels: deps.channels,
+    agentLinks: deps.agentLinks ?? null,
+    ...(deps.vendorNames ? { vendorNames: deps.vendorNames } : {}),
+    ...(deps.role ? { role: deps.role } : {}),
+    now: deps.now ?? (() => new Date()),
+  });
+  app.use(webConsole.middleware);
+
   const router = new Router();
 
   // --- operations -------------------------------------------------------------------------
@@ -241,6 +264,7 @@ export function createApp(deps: AppDeps): Koa {
       rawBody = await readRawBody(ctx, bodyLimit);
       const result = await entry.runtime.handleWebhook(inbound(ctx, entry.config, rawBody, { channelId }));
       event = result.event ?? event;
+      webConsole.noteTraffic(channelId);
       metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
       send(ctx, result);
     } catch (error) {
