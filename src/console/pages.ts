@@ -352,13 +352,19 @@ export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; 
   <dt>Replays</dt><dd>${item.replays}</dd>
 </dl>
 <h2>Attempts</h2>
-<p>${item.attempts} attempt${item.attempts === 1 ? '' : 's'} made.${
-      item.lastError
-        ? html` Last: <strong>${item.lastError.status ?? 'network error'}</strong> — ${item.lastError.message} (${time(item.lastError.at)})`
-        : item.lastStatus
-          ? html` Last: <strong>${item.lastStatus}</strong>`
-          : ''
-    }</p>
+<p>${item.attempts} attempt${item.attempts === 1 ? '' : 's'} made${item.history.length < item.attempts ? html` (the last ${item.history.length} are listed)` : ''}.</p>
+${
+  item.history.length === 0
+    ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
+    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Replay</th></tr></thead><tbody>${[
+        ...item.history,
+      ]
+        .reverse()
+        .map(
+          (attempt) =>
+            html`<tr><td>${time(attempt.at)}</td><td><strong>${attempt.status ?? 'network error'}</strong></td><td>${attempt.error ?? ''}</td><td>${attempt.cycle === 0 ? 'first delivery' : `replay ${attempt.cycle}`}</td></tr>`,
+        )}</tbody></table></div>`
+}
 ${
   item.state === 'pending'
     ? html`<p class="muted">Pending: it is being delivered or waits for its next attempt; replay is possible once it is delivered or failed.</p>`
