@@ -137,8 +137,7 @@ export function contactsPage(options: {
 function list(values: string[], empty: string): SafeHtml {
   if (values.length === 0) return html`<p class="muted">${empty}</p>`;
   return html`<ol class="values">${values.map(
-    (value, index) =>
-      html`<li>${value}${index === 0 && values.length > 1 ? html` <span class="tag">primary</span>` : ''}</li>`,
+    (value, index) => html`<li>${value}${index === 0 ? html` <span class="tag">primary</span>` : ''}</li>`,
   )}</ol>`;
 }
 

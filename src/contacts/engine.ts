@@ -206,7 +206,7 @@ export function nameWords(name: string): string[] {
     .split(/[^\p{L}\p{N}]+/u)
     .filter((word) => word.length > 0)
     .map((word) => word.slice(0, 40));
-  return [...new Set(words)].slice(0, 8);
+  return [...new Set(words)].slice(0, 16);
 }
 
 const LOCK_TTL_MS = 10_000;
