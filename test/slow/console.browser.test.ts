@@ -64,10 +64,10 @@ describe('web console in a browser', () => {
   }
 
   async function noHorizontalScroll(target: Page) {
-    const widths = await target.evaluate(() => ({
-      scroll: document.documentElement.scrollWidth,
-      view: window.innerWidth,
-    }));
+    // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
+    const widths = await target.evaluate<{ scroll: number; view: number }>(
+      '({ scroll: document.documentElement.scrollWidth, view: window.innerWidth })',
+    );
     expect(widths.scroll, target.url()).toBeLessThanOrEqual(widths.view);
   }
 
@@ -146,7 +146,7 @@ describe('web console in a browser', () => {
     expect(session.httpOnly).toBe(true);
     expect(session.sameSite).toBe('Strict');
     // HttpOnly: the page's script cannot read it.
-    expect(await page.evaluate(() => document.cookie)).not.toContain('chatbridge_console=');
+    expect(await page.evaluate<string>('document.cookie')).not.toContain('chatbridge_console=');
   });
 
   it('shows one person across JivoChat and LiveTex on one timeline, found by a phone typed another way', async () => {
@@ -176,7 +176,7 @@ describe('web console in a browser', () => {
 
     const entries = page.locator('ol.timeline > li.entry');
     await expect.poll(() => entries.count()).toBeGreaterThanOrEqual(2);
-    const text = await page.locator('ol.timeline').innerText();
+    const text = (await page.locator('ol.timeline').textContent()) ?? '';
     expect(text).toContain('JivoChat');
     expect(text).toContain('LiveTex');
     // Newest first: the times on the timeline never go up.
@@ -226,7 +226,7 @@ describe('web console in a browser', () => {
     await page.getByRole('heading', { name: XSS_NAME, level: 1 }).waitFor();
     await page.locator('details summary', { hasText: 'Transcript' }).first().click();
     await page.getByText('javascript:alert(1)').waitFor();
-    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    expect(await page.evaluate<unknown>('window.__xss')).toBeUndefined();
     expect(dialogs).toEqual([]);
     expect(await page.locator('main img').count()).toBe(0);
     expect(await page.locator('a[href^="javascript:"]').count()).toBe(0);
@@ -306,7 +306,7 @@ describe('web console in a browser', () => {
     await page.locator('table a.mono').first().click();
     await page.getByText('CRM is down').first().waitFor();
     await page.getByRole('heading', { name: 'Body' }).waitFor();
-    const id = (await page.locator('h1 .mono').innerText()).trim();
+    const id = ((await page.locator('h1 .mono').textContent()) ?? '').trim();
     await screenshot(page, 'delivery-1280');
     await page.getByRole('button', { name: 'Replay this delivery' }).click();
     await page.getByText('Replay queued').waitFor();
@@ -323,10 +323,12 @@ describe('web console in a browser', () => {
   it('reaches the search with the keyboard alone', async () => {
     await page.goto(`${bridge.url}/console/status`);
     await page.keyboard.press('Tab');
-    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
+    expect(await page.evaluate<string>('document.activeElement?.textContent')).toBe('Skip to content');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Tab');
-    expect(await page.evaluate(() => document.activeElement?.getAttribute('href'))).toBe('/console/contacts');
+    expect(await page.evaluate<string>("document.activeElement?.getAttribute('href')")).toBe(
+      '/console/contacts',
+    );
     await page.keyboard.press('Enter');
     await page.getByLabel('Find a contact').waitFor();
     await page.keyboard.type('anna.smirnova@mail.example');
@@ -369,7 +371,7 @@ describe('web console in a browser', () => {
       await agentPage.getByText('Read-only view for agents').waitFor();
       expect(await agentPage.locator('nav').count()).toBe(0);
       expect(await agentPage.locator('form').count()).toBe(0);
-      const timeline = await agentPage.locator('ol.timeline').innerText();
+      const timeline = (await agentPage.locator('ol.timeline').textContent()) ?? '';
       expect(timeline).toContain('LiveTex');
       await noHorizontalScroll(agentPage);
       await screenshot(agentPage, 'agent-link-390');
