@@ -157,6 +157,12 @@ describe('web console', () => {
     expect(csp).toContain("frame-ancestors 'none'");
   });
 
+  it('keeps agent link tokens out of the request log', async () => {
+    const { redactPath } = await import('../src/http/app.js');
+    expect(redactPath('/console/c/c_0123.1790000000.abcDEF_-')).toBe('/console/c/***');
+    expect(redactPath('/console/contacts/c_0123')).toBe('/console/contacts/c_0123');
+  });
+
   it('links only http(s) URLs', async () => {
     const { safeHref } = await import('../src/console/html.js');
     expect(safeHref('javascript:alert(1)')).toBeUndefined();
@@ -188,6 +194,46 @@ describe('web console', () => {
     expect(byId.text).toContain('Svetlana Orlova');
     const none = await consoleRequest(bridge.url, '/console/contacts?q=nobody%20here', { cookie });
     expect(none.text).toContain('No contact matches');
+  });
+
+  it('unmerges a merged record from the contact page', async () => {
+    // Two contacts (one known by e-mail, one by phone), then a chat that carries both: a merge.
+    const visitors = [
+      { name: 'Ivan Merge', email: 'ivan.one@example.org', number: '9001' },
+      { name: 'Ivan M.', phone: '+7 999 000 11 22', number: '9002' },
+      { name: 'Ivan Merge', email: 'ivan.one@example.org', phone: '8 999 000-11-22', number: '9003' },
+    ];
+    for (const [index, visitor] of visitors.entries()) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777010 + index, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const found = (await bridge.admin('GET', '/api/v1/contacts?email=ivan.one@example.org')).body.contacts;
+    expect(found).toHaveLength(1);
+    const contact = found[0];
+    expect(contact.merges).toHaveLength(1);
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    expect(page.text).toContain('Unmerge');
+    const recordId = fieldOf(page.text, 'recordId')!;
+    expect(recordId).toBe(contact.merges[0].recordId);
+
+    const refused = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { recordId },
+    });
+    expect(refused.status).toBe(403);
+    const done = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { _csrf: csrf, recordId },
+    });
+    expect(done.status).toBe(302);
+    expect(done.location).toBe(`/console/contacts/${contact.id}?notice=unmerged`);
+    const after = (await bridge.admin('GET', `/api/v1/contacts/${contact.id}`)).body;
+    expect(after.merges).toEqual([]);
+    expect(after.records).toEqual([contact.id]);
   });
 
   it('never shows channel tokens or destination secrets', async () => {

@@ -361,23 +361,17 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   });
 
   // --- sign-in / sign-out --------------------------------------------------------------------
-  const renderSignIn = (ctx: Context, next: string, error?: string) => {
+  const renderSignIn = (ctx: Context, next: string, error?: string, notice?: string) => {
     // Login CSRF: the form carries a value that must match a cookie only our page can set.
     const pre = newToken();
     ctx.cookies.set(PRE_COOKIE, pre, cookieOptions(ctx, 30 * 60_000));
     ctx.type = 'text/html; charset=utf-8';
-    ctx.body = signInPage({ pre, next, ...(error ? { error } : {}) });
+    ctx.body = signInPage({ pre, next, ...(error ? { error } : {}), ...(notice ? { notice } : {}) });
   };
   router.get('/sign-in', async (ctx) => {
     const next = safeNext(typeof ctx.query.next === 'string' ? ctx.query.next : undefined);
     if (await sessions.get(ctx.cookies.get(COOKIE))) return ctx.redirect(next);
-    const notice = ctx.query.notice === 'signed-out';
-    renderSignIn(ctx, next, undefined);
-    if (notice)
-      ctx.body = String(ctx.body).replace(
-        '<h1>Sign in</h1>',
-        `<p class="notice" role="status">${NOTICES['signed-out']}</p><h1>Sign in</h1>`,
-      );
+    renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
   });
   router.post('/sign-in', async (ctx) => {
     const form = await readForm(ctx);
@@ -394,7 +388,11 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
       ctx.status = 401;
       logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
-      renderSignIn(ctx, next, 'That is not the admin token. It is admin.token in the config (ADMIN_TOKEN).');
+      renderSignIn(
+        ctx,
+        next,
+        'That is not the admin token. It is admin.token in the config (CHATBRIDGE_ADMIN_TOKEN in the example).',
+      );
       return;
     }
     const session = await sessions.create();

@@ -63,16 +63,20 @@ ${body}
 </html>`.value;
 }
 
-export function signInPage(options: { pre: string; next: string; error?: string }): string {
+export function signInPage(options: { pre: string; next: string; error?: string; notice?: string }): string {
   return layout(
-    { title: 'Sign in', ...(options.error ? { error: options.error } : {}) },
+    {
+      title: 'Sign in',
+      ...(options.error ? { error: options.error } : {}),
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
     html`<h1>Sign in</h1>
 <form method="post" action="/console/sign-in" class="card narrow">
   <input type="hidden" name="_pre" value="${options.pre}">
   <input type="hidden" name="next" value="${options.next}">
   <label for="token">Admin token</label>
   <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-  <p class="hint">The <code>admin.token</code> of the bridge's config (<code>ADMIN_TOKEN</code> in the example).</p>
+  <p class="hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
   <button type="submit">Sign in</button>
 </form>`,
   );

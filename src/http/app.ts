@@ -60,7 +60,10 @@ function safeEqual(a: string, b: string): boolean {
 
 /** The token in a webhook URL is a credential: never log it. */
 export function redactPath(path: string): string {
-  return path.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***');
+  // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
+  return path
+    .replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***')
+    .replace(/^(\/console\/c\/)[^/?]+/, '$1***');
 }
 
 function matchPath(pattern: string, path: string): Record<string, string> | null {
