@@ -157,6 +157,13 @@ describe('web console', () => {
     expect(csp).toContain("frame-ancestors 'none'");
   });
 
+  it('splits names into folded words for the name search', async () => {
+    const { nameWords } = await import('../src/contacts/engine.js');
+    expect(nameWords("Анна-Мария O'Neil")).toEqual(['анна', 'мария', 'o', 'neil']);
+    expect(nameWords('  José  ÁLVAREZ ')).toEqual(['jose', 'alvarez']);
+    expect(nameWords('<script>')).toEqual(['script']);
+  });
+
   it('keeps agent link tokens out of the request log', async () => {
     const { redactPath } = await import('../src/http/app.js');
     expect(redactPath('/console/c/c_0123.1790000000.abcDEF_-')).toBe('/console/c/***');

@@ -713,9 +713,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const identifier of identifiers) {
         if (!resolves(identifier)) batch.sadd(key.search(identifier), target.id);
       }
-      // Name search: each word of each name points at the record (a set per word, like sidx).
+      // Name search: each word of a name new to this record points at it (a set per word, like
+      // sidx). Names the record already has were indexed when first seen: no write per repeat.
       for (const name of observation.names) {
-        for (const word of nameWords(name.slice(0, 200))) batch.sadd(key.name(word), target.id);
+        const trimmed = name.trim().slice(0, 200);
+        if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
+        for (const word of nameWords(trimmed)) batch.sadd(key.name(word), target.id);
       }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
