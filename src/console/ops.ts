@@ -153,7 +153,7 @@ export function statusPage(options: { csrf: string; status: StatusView }): strin
         ? html`<p class="muted">No destination configured.</p>`
         : html`<div class="table"><table><thead><tr><th scope="col">Destination</th><th scope="col">Pending</th><th scope="col">Failed</th></tr></thead><tbody>${status.destinations.map(
             (item) =>
-              html`<tr><td><a href="/console/deliveries?destination=${encodeURIComponent(item.id)}">${item.id}</a></td><td>${item.pending}</td><td>${
+              html`<tr><td data-label="Destination"><a href="/console/deliveries?destination=${encodeURIComponent(item.id)}">${item.id}</a></td><td data-label="Pending">${item.pending}</td><td data-label="Failed">${
                 item.failed === '0'
                   ? '0'
                   : html`<a href="/console/deliveries?state=failed&amp;destination=${encodeURIComponent(item.id)}">${item.failed}</a>`

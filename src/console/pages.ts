@@ -312,12 +312,12 @@ export function deliveriesPage(options: {
 <thead><tr><th scope="col">Delivery</th><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
 <tbody>${options.deliveries.map(
             (item) => html`<tr>
-  <td><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}">${item.id}</a></td>
-  <td>${item.eventType}</td><td>${item.destination}</td>
-  <td><span class="state state-${item.state}">${item.state}</span></td>
-  <td>${item.attempts}</td>
-  <td>${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
-  <td>${time(item.updatedAt)}</td></tr>`,
+  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}">${item.id}</a></td>
+  <td data-label="Event">${item.eventType}</td><td data-label="Destination">${item.destination}</td>
+  <td data-label="State"><span class="state state-${item.state}">${item.state}</span></td>
+  <td data-label="Attempts">${item.attempts}</td>
+  <td data-label="Last error">${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
+  <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
           )}</tbody></table></div>`;
   return layout(
     {
@@ -365,7 +365,7 @@ ${
         .reverse()
         .map(
           (attempt) =>
-            html`<tr><td>${time(attempt.at)}</td><td><strong>${attempt.status ?? 'network error'}</strong></td><td>${attempt.error ?? ''}</td><td>${attempt.cycle === 0 ? 'first delivery' : `replay ${attempt.cycle}`}</td></tr>`,
+            html`<tr><td data-label="Time">${time(attempt.at)}</td><td data-label="Status"><strong>${attempt.status ?? 'network error'}</strong></td><td data-label="Error">${attempt.error ?? ''}</td><td data-label="Cycle">${attempt.cycle === 0 ? 'first delivery' : `replay ${attempt.cycle}`}</td></tr>`,
         )}</tbody></table></div>`
 }
 ${
