@@ -5,6 +5,7 @@ import type Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { ChannelConfig, Config } from './config/schema.js';
+import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
 import { createFactService } from './contacts/facts.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
@@ -96,6 +97,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     }
   }
 
+  // Agent links into the console (`{consoleUrl}` in reply.crmLink), signed under the master key.
+  const agentLinks = masterKey
+    ? createAgentLinks({ masterKey, ttlMs: config.console.linkTtl, publicUrl: config.server.publicUrl, now })
+    : null;
+
   const context: AdapterContext = {
     config,
     logger,
@@ -108,6 +114,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     now,
     masterKey,
     journal,
+    consoleLink: (contactId) => agentLinks?.url(contactId),
   };
   const channels = new Map<string, ChannelEntry>();
   for (const channel of config.channels) {
@@ -155,7 +162,10 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     channels,
     vendors: registry.vendors,
     isAccepting: () => accepting,
+    agentLinks,
+    vendorNames: registry.displayNames(),
     role,
+    now,
   });
 
   const servers: Server[] = [];

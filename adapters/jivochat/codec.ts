@@ -131,6 +131,7 @@ export function factToCustomData(fact: Fact): CustomDataItem | undefined {
 /** What fills the crm_link template's placeholders; undefined = not known for this contact. */
 export function placeholderValues(
   contact: Contact,
+  links: { consoleUrl?: string | undefined } = {},
 ): Record<(typeof crmLinkPlaceholders)[number], string | undefined> {
   const person = contact.identities.find((identity) => identity.kind === 'person')?.value;
   // {crmId}: an identifier of kind `crm` (a CRM's own id, when an adapter or source reports one),
@@ -139,12 +140,16 @@ export function placeholderValues(
   const crmAttribute = contact.attributes.crmId?.value;
   const crmId =
     crmIdentity ?? (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute));
-  return { contactId: contact.id, person, crmId };
+  return { contactId: contact.id, person, crmId, consoleUrl: links.consoleUrl };
 }
 
 /** Fill the template; a placeholder without a value leaves the whole link out. */
-export function fillCrmLink(template: string, contact: Contact): string | undefined {
-  const values = placeholderValues(contact);
+export function fillCrmLink(
+  template: string,
+  contact: Contact,
+  links: { consoleUrl?: string | undefined } = {},
+): string | undefined {
+  const values = placeholderValues(contact, links);
   let missing = false;
   const filled = template.replace(/\{([^{}]*)\}/g, (_match, name: string) => {
     const value = values[name as keyof typeof values];
@@ -152,7 +157,8 @@ export function fillCrmLink(template: string, contact: Contact): string | undefi
       missing = true;
       return '';
     }
-    return encodeURIComponent(value);
+    // {consoleUrl} is a whole URL of our own: encoding it would break it.
+    return name === 'consoleUrl' ? value : encodeURIComponent(value);
   });
   return missing ? undefined : safeLink(filled);
 }
@@ -180,6 +186,8 @@ export function buildRichAnswer(input: {
   contact: Contact;
   facts: FactAnswer | null;
   reply: JivochatSettings['reply'];
+  /** The bridge's signed console link for a contact (AdapterContext.consoleLink). */
+  consoleLink?: ((contactId: string) => string | undefined) | undefined;
 }): JivoAnswer {
   const { contact, facts, reply } = input;
   const answer: JivoAnswer = { result: 'ok' };
@@ -193,7 +201,11 @@ export function buildRichAnswer(input: {
   // An attribute source's link is the CRM's own word on where the card is: it wins.
   const crmLink =
     safeLink(facts?.crmLink) ??
-    (reply.crmLink ? fillCrmLink(reply.crmLink, contact) : undefined) ??
+    (reply.crmLink
+      ? fillCrmLink(reply.crmLink, contact, {
+          consoleUrl: reply.crmLink.includes('{consoleUrl}') ? input.consoleLink?.(contact.id) : undefined,
+        })
+      : undefined) ??
     safeLink(contact.crmLink);
   if (crmLink) answer.crm_link = crmLink;
   answer.enable_assign = reply.enableAssign;

@@ -105,7 +105,12 @@ export function createWebhookHandler(context: AdapterContext, channelId: string,
       // The answer must not fail because enrichment did: the agent still gets contact_info.
       request.logger.warn({ err: error }, 'jivochat: facts failed; answering without custom_data');
     }
-    const body = buildRichAnswer({ contact: observed.contact, facts, reply: settings.reply });
+    const body = buildRichAnswer({
+      contact: observed.contact,
+      facts,
+      reply: settings.reply,
+      consoleLink: context.consoleLink,
+    });
     return { status: 200, body, contentType: JSON_UTF8, event: eventName, outcome };
   };
 }

@@ -270,6 +270,12 @@ export const configSchema = z.strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     })
     .default({ level: 'info' }),
+  console: z
+    .strictObject({
+      /** How long an agent link (`{consoleUrl}` in reply.crmLink) stays valid. */
+      linkTtl: durationSchema.default(12 * 3_600_000),
+    })
+    .default({ linkTtl: 12 * 3_600_000 }),
   agents: z.array(agentSchema).default([]),
   channels: z.array(baseChannelSchema).default([]),
   attributeSources: z.array(attributeSourceSchema).default([]),

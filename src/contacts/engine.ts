@@ -194,6 +194,21 @@ function decodeRecord(id: string, text: string): StoredRecord {
   return record;
 }
 
+/**
+ * Words of a name for the name search (the console's contact search): case- and accent-folded,
+ * split on anything that is not a letter or digit. "Анна-Мария O'Neil" → анна, мария, o, neil.
+ */
+export function nameWords(name: string): string[] {
+  const words = name
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter((word) => word.length > 0)
+    .map((word) => word.slice(0, 40));
+  return [...new Set(words)].slice(0, 16);
+}
+
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
@@ -214,6 +229,7 @@ const key = {
   index: (identifier: Identifier) =>
     `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
   search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
+  name: (word: string) => `sidx:name:${word}`,
   dedupe: (channelId: string, idempotencyKey: string) =>
     `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
   conflicts: 'identity:conflicts',
@@ -733,6 +749,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const identifier of identifiers) {
         if (!resolves(identifier)) batch.sadd(key.search(identifier), target.id);
       }
+      // Name search: each word of a name new to this record points at it (a set per word, like
+      // sidx). Names the record already has were indexed when first seen: no write per repeat.
+      for (const name of observation.names) {
+        const trimmed = name.trim().slice(0, 200);
+        if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
+        for (const word of nameWords(trimmed)) batch.sadd(key.name(word), target.id);
+      }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
       batch.set(key.record(target.id), encodeRecord(target));
@@ -837,6 +860,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const identifier = normalizePublic(raw);
       if (!identifier) continue;
       for (const id of await findRecordIds(identifier)) recordIds.add(id);
+    }
+    if (query.name) {
+      // Every word must match (records whose names hold all the words), capped for the page.
+      const words = nameWords(query.name);
+      const sets = await Promise.all(words.map((word) => store.smembers(key.name(word))));
+      const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
+      const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
+      for (const id of matched.slice(0, 100)) recordIds.add(id);
     }
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];

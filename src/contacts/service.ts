@@ -14,6 +14,8 @@ export interface ContactQuery {
   email?: string;
   phone?: string;
   identity?: Identifier;
+  /** Every word of it in one of the contact's names (case and accents ignored). */
+  name?: string;
 }
 
 /** Name either a record merged into the contact, or one identifier to split off into its own contact. */

@@ -1,7 +1,13 @@
 import type Router from '@koa/router';
 import { z } from 'zod';
 import { issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
-import { type DeliveryRecord, deliveryErrorSchema, deliveryStateSchema } from './records.js';
+import {
+  type DeliveryAttempt,
+  type DeliveryRecord,
+  deliveryAttemptSchema,
+  deliveryErrorSchema,
+  deliveryStateSchema,
+} from './records.js';
 
 /**
  * Admin API for deliveries (DESIGN §4), mounted by the core under /api/v1 behind the admin token:
@@ -45,7 +51,7 @@ export const deliverySummarySchema = z.object({
   lastError: deliveryErrorSchema.nullable(),
 });
 export type DeliverySummary = z.infer<typeof deliverySummarySchema>;
-export type DeliveryDetail = DeliverySummary & { body: unknown };
+export type DeliveryDetail = DeliverySummary & { body: unknown; history: DeliveryAttempt[] };
 
 export const deliveryListSchema = z.object({ deliveries: z.array(deliverySummarySchema) });
 export const replayAllResultSchema = z.object({ replayed: z.number().int(), ids: z.array(z.string()) });
@@ -101,7 +107,7 @@ export const deliveryRoutes = [
     method: 'GET',
     path: '/deliveries/{id}',
     summary: 'One delivery with its body',
-    response: deliverySummarySchema.extend({ body: z.unknown() }),
+    response: deliverySummarySchema.extend({ body: z.unknown(), history: z.array(deliveryAttemptSchema) }),
   },
   {
     method: 'POST',

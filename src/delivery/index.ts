@@ -314,7 +314,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     async get(id): Promise<DeliveryDetail | null> {
       const record = await records.get(id);
       if (!record) return null;
-      return { ...summarize(record), body: JSON.parse(record.body) as unknown };
+      return { ...summarize(record), body: JSON.parse(record.body) as unknown, history: record.history };
     },
 
     async replay(id) {

@@ -28,6 +28,24 @@ export const deliveryErrorSchema = z.object({
 });
 export type DeliveryError = z.infer<typeof deliveryErrorSchema>;
 
+/** One attempt as the console shows it; the record keeps the last MAX_HISTORY. */
+export const deliveryAttemptSchema = z.object({
+  at: z.string(),
+  cycle: z.number().int().nonnegative(),
+  /** The HTTP status, or null for a network error or timeout. */
+  status: z.number().int().nullable(),
+  error: z.string().nullable(),
+});
+export type DeliveryAttempt = z.infer<typeof deliveryAttemptSchema>;
+const MAX_HISTORY = 20;
+
+function withAttempt(
+  record: { history: DeliveryAttempt[]; cycle: number },
+  attempt: Omit<DeliveryAttempt, 'cycle'>,
+) {
+  return [...record.history, { ...attempt, cycle: record.cycle }].slice(-MAX_HISTORY);
+}
+
 export const deliveryRecordSchema = z.object({
   id: z.string(),
   destinationId: z.string(),
@@ -55,6 +73,8 @@ export const deliveryRecordSchema = z.object({
   lastError: deliveryErrorSchema.nullable(),
   /** The exact JSON body sent (signatures are over these bytes). */
   body: z.string(),
+  /** The last attempts, oldest first (records written before this field have none). */
+  history: z.array(deliveryAttemptSchema).default([]),
 });
 export type DeliveryRecord = z.infer<typeof deliveryRecordSchema>;
 
@@ -201,6 +221,7 @@ export function createDeliveryRecords(
           lastStatus: null,
           lastError: null,
           body: plan.body,
+          history: [],
         };
         batch.set(deliveryKeys.record(record.id), JSON.stringify(record));
         batch.zadd(deliveryKeys.lane(record.destinationId, record.orderingKey), record.seq, record.id);
@@ -240,6 +261,7 @@ export function createDeliveryRecords(
         nextAttemptAt: null,
         deliveredAt: at,
         lastStatus: status,
+        history: withAttempt(record, { at, status, error: null }),
       };
       const batch = store.batch();
       batch.set(deliveryKeys.record(record.id), JSON.stringify(next), retention);
@@ -258,6 +280,7 @@ export function createDeliveryRecords(
         nextAttemptAt: nextAttemptAt.toISOString(),
         lastStatus: error.status,
         lastError: error,
+        history: withAttempt(record, { at: error.at, status: error.status, error: error.message }),
       };
       await store.set(deliveryKeys.record(record.id), JSON.stringify(next));
       return next;
@@ -276,6 +299,9 @@ export function createDeliveryRecords(
         failedAt: at,
         lastStatus: error.status,
         lastError: error,
+        history: countsAsAttempt
+          ? withAttempt(record, { at: error.at, status: error.status, error: error.message })
+          : record.history,
       };
       const batch = store.batch();
       batch.set(deliveryKeys.record(record.id), JSON.stringify(next));

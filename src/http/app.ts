@@ -4,6 +4,8 @@ import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
+import { createConsole } from '../console/index.js';
+import type { AgentLinks } from '../console/links.js';
 import type { ContactService } from '../contacts/service.js';
 import { identifierSchema } from '../contacts/types.js';
 import type { Delivery } from '../delivery/index.js';
@@ -42,6 +44,10 @@ export interface AppDeps {
   isAccepting(): boolean;
   /** `worker` serves only /healthz, /readyz and /metrics (DESIGN §5); default `all`. */
   role?: 'all' | 'web' | 'worker';
+  /** Web console (DESIGN §11): agent links signer (null without a master key), vendor names. */
+  agentLinks?: AgentLinks | null;
+  vendorNames?: ReadonlyMap<string, string>;
+  now?: () => Date;
 }
 
 const NO_CHANNEL = errorBody('not_found', 'no such channel');
@@ -55,7 +61,10 @@ function safeEqual(a: string, b: string): boolean {
 
 /** The token in a webhook URL is a credential: never log it. */
 export function redactPath(path: string): string {
-  return path.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***');
+  // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
+  return path
+    .replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***')
+    .replace(/^(\/console\/c\/)[^/?]+/, '$1***');
 }
 
 function matchPath(pattern: string, path: string): Record<string, string> | null {
@@ -191,6 +200,22 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(errorMiddleware());
 
+  const webConsole = createConsole({
+    config,
+    logger,
+    metrics,
+    store,
+    contacts,
+    journal: deps.journal,
+    delivery: deps.delivery,
+    channels: deps.channels,
+    agentLinks: deps.agentLinks ?? null,
+    ...(deps.vendorNames ? { vendorNames: deps.vendorNames } : {}),
+    ...(deps.role ? { role: deps.role } : {}),
+    now: deps.now ?? (() => new Date()),
+  });
+  app.use(webConsole.middleware);
+
   const router = new Router();
 
   // --- operations -------------------------------------------------------------------------
@@ -261,6 +286,7 @@ export function createApp(deps: AppDeps): Koa {
       // retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
       await store.confirmWrites?.();
       event = result.event ?? event;
+      webConsole.noteTraffic(channelId);
       metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
       send(ctx, result);
     } catch (error) {

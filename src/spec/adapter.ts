@@ -36,6 +36,11 @@ export interface AdapterContext {
   masterKey: Buffer | null;
   /** Keep payloads that were rejected or could not be used, so nothing a vendor sent is lost. */
   journal: PayloadJournal;
+  /**
+   * A signed, expiring, read-only console link to one contact (`{consoleUrl}` in reply.crmLink);
+   * undefined without server.publicUrl or a master key.
+   */
+  consoleLink?(contactId: string): string | undefined;
 }
 
 export interface InboundRequest {

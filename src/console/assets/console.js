@@ -1,0 +1,54 @@
+// chatbridge console: the only script (served by the bridge; the CSP allows nothing inline).
+// It is an enhancement: every page works without it, times are then shown in UTC.
+
+/** Times in the browser's own zone: <time datetime="ISO"> is rendered server-side in UTC. */
+function localTimes() {
+  const format = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  for (const element of document.querySelectorAll('time[datetime]')) {
+    const date = new Date(element.getAttribute('datetime'));
+    if (Number.isNaN(date.getTime())) continue;
+    element.textContent = format.format(date);
+    element.title = `${date.toISOString()} (shown in ${zone})`;
+    element.dataset.local = 'true';
+  }
+}
+
+/** Long actions (an agent sync) show progress while the server works; confirmations first. */
+function forms() {
+  for (const form of document.querySelectorAll('form')) {
+    form.addEventListener('submit', (event) => {
+      const question = form.dataset.confirm;
+      if (question && !window.confirm(question)) {
+        event.preventDefault();
+        return;
+      }
+      const text = form.dataset.progress;
+      if (text) {
+        const section = form.closest('section') ?? document;
+        const progress = section.querySelector('.progress');
+        if (progress) {
+          progress.hidden = false;
+          const label = progress.querySelector('span');
+          if (label) label.textContent = text;
+        }
+        for (const button of section.querySelectorAll('form[data-progress] button')) button.disabled = true;
+      }
+    });
+  }
+}
+
+/** A freshly generated key is selected so it can be copied at once. */
+function selectNewKey() {
+  const input = document.querySelector('input[data-select]');
+  if (input) {
+    input.addEventListener('focus', () => input.select());
+    input.focus();
+  }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  localTimes();
+  forms();
+  selectNewKey();
+});

@@ -1,0 +1,695 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import Router from '@koa/router';
+import type { Context, Middleware, Next } from 'koa';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ChannelConfig, Config } from '../config/schema.js';
+import type { ContactService } from '../contacts/service.js';
+import type { Contact } from '../contacts/types.js';
+import { deliveryIdSchema } from '../delivery/api.js';
+import type { Delivery } from '../delivery/index.js';
+import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
+import { readRawBody } from '../http/body.js';
+import type { PayloadJournal } from '../intake/journal.js';
+import type { Metrics } from '../metrics.js';
+import type { ChannelRoute, ChannelRuntime, InboundRequest } from '../spec/adapter.js';
+import type { Store } from '../store/types.js';
+import { html, query } from './html.js';
+import type { AgentLinks } from './links.js';
+import {
+  type AgentSyncReportView,
+  type ChannelView,
+  channelsPage,
+  type StatusView,
+  statusPage,
+} from './ops.js';
+import {
+  contactSection,
+  contactsPage,
+  deliveriesPage,
+  deliveryPage,
+  errorPage,
+  journalPage,
+  layout,
+  signInPage,
+  timelineSection,
+} from './pages.js';
+import { createSessions, newToken, type Session, sameToken } from './sessions.js';
+
+/**
+ * The web console (DESIGN §11), served by the bridge under /console. Server-rendered HTML plus
+ * one static script and one stylesheet from src/console/assets (no build step, nothing from the
+ * internet). It calls the same services the admin API calls — the contact engine, the delivery
+ * admin, the journal and the channels' own admin routes — so there is one implementation of
+ * each operation.
+ */
+export interface ConsoleDeps {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  store: Store;
+  contacts: ContactService;
+  journal: PayloadJournal;
+  delivery: Delivery;
+  channels: ReadonlyMap<string, { config: ChannelConfig; runtime: ChannelRuntime }>;
+  /** null when there is no master key to sign with: agent links are then refused. */
+  agentLinks: AgentLinks | null;
+  vendorNames?: ReadonlyMap<string, string>;
+  role?: string;
+  now: () => Date;
+}
+
+export interface WebConsole {
+  middleware: Middleware;
+  /** Note that a channel received a webhook (shown as "last traffic"); cheap, never throws. */
+  noteTraffic(channelId: string): void;
+}
+
+const COOKIE = 'chatbridge_console';
+const PRE_COOKIE = 'chatbridge_console_pre';
+const TRAFFIC_KEY = 'console:traffic';
+/** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
+const TRAFFIC_WRITE_EVERY_MS = 30_000;
+
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+const ASSETS: Record<string, string> = {
+  'console.js': 'text/javascript; charset=utf-8',
+  'console.css': 'text/css; charset=utf-8',
+};
+
+/** Assets are next to this file in src/, and tsc does not copy them: from dist/ look back in src/. */
+const ASSET_DIRS = [
+  new URL('./assets/', import.meta.url),
+  new URL('../../../src/console/assets/', import.meta.url),
+];
+
+class ForbiddenError extends AppError {
+  constructor(code: string, message: string) {
+    super(code, 403, message);
+  }
+}
+
+const NOTICES: Record<string, string> = {
+  replayed: 'Replay queued: the delivery is pending again and will be attempted now.',
+  unmerged: 'Unmerged: the record is its own contact again and will not be merged back automatically.',
+  revoked: 'Key revoked: LiveTex lookups with it are refused from now on, on every instance.',
+  synced: 'Agent sync finished: its report is at the top of the list below.',
+  'signed-out': 'You are signed out.',
+};
+
+const contactsQuerySchema = z.object({ q: z.string().max(200).optional() });
+const pageQuerySchema = z.object({ before: z.string().max(300).optional(), notice: z.string().optional() });
+const deliveriesQuerySchema = z.object({
+  state: z.enum(['pending', 'delivered', 'failed', '']).optional(),
+  destination: z.string().max(200).optional(),
+  notice: z.string().optional(),
+});
+const journalQuerySchema = z.object({
+  channel: z.string().max(64).optional(),
+  kind: z.enum(['rejected', 'unhandled', '']).optional(),
+});
+
+function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new ValidationError(
+      'invalid query',
+      parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+      'invalid_query',
+    );
+  }
+  return parsed.data;
+}
+
+/** Where to go back to after sign-in: only a console path of ours (no open redirect). */
+function safeNext(value: string | undefined): string {
+  return value && /^\/console(\/[A-Za-z0-9._~%/?=&-]*)?$/.test(value) && !value.includes('//')
+    ? value
+    : '/console/contacts';
+}
+
+function looksLikePhone(text: string): boolean {
+  return /^[+\d\s().-]+$/.test(text) && text.replace(/\D/g, '').length >= 5;
+}
+
+export function createConsole(deps: ConsoleDeps): WebConsole {
+  const { config, store, contacts, delivery, logger } = deps;
+  const sessions = createSessions(store, deps.now);
+  const secure = config.server.publicUrl?.startsWith('https:') ?? false;
+  const assets = new Map<string, string>();
+  const trafficWritten = new Map<string, number>();
+
+  const vendorName = (vendor: string) => deps.vendorNames?.get(vendor) ?? vendor;
+  const channelName = (channelId: string) => {
+    const channel = deps.channels.get(channelId)?.config;
+    return channel ? (channel.name ?? channel.id) : channelId;
+  };
+
+  /** With an https publicUrl TLS ends in front of us (a proxy): the cookie is Secure regardless. */
+  function cookieOptions(ctx: Context, maxAgeMs: number) {
+    if (secure) ctx.cookies.secure = true;
+    return {
+      httpOnly: true,
+      sameSite: 'strict' as const,
+      secure,
+      path: '/console',
+      maxAge: maxAgeMs,
+      overwrite: true,
+    };
+  }
+
+  async function readForm(ctx: Context): Promise<URLSearchParams> {
+    const type = ctx.get('content-type');
+    if (type && !/^application\/x-www-form-urlencoded\b/i.test(type)) {
+      throw new UnsupportedMediaTypeError('the console takes forms (application/x-www-form-urlencoded)');
+    }
+    const raw = await readRawBody(ctx, 64 * 1024);
+    return new URLSearchParams(raw.toString('utf8'));
+  }
+
+  async function loadAsset(name: string): Promise<string> {
+    const cached = assets.get(name);
+    if (cached !== undefined) return cached;
+    for (const dir of ASSET_DIRS) {
+      try {
+        const text = await readFile(fileURLToPath(new URL(name, dir)), 'utf8');
+        assets.set(name, text);
+        return text;
+      } catch {
+        // try the next place
+      }
+    }
+    throw new NotFoundError('asset_not_found', `no console asset ${name}`);
+  }
+
+  /** Call one of a channel's admin routes exactly as the admin API would. */
+  async function callChannel(
+    ctx: Context,
+    entry: { config: ChannelConfig; runtime: ChannelRuntime },
+    method: ChannelRoute['method'],
+    path: string,
+    options: { query?: Record<string, string>; params?: Record<string, string> } = {},
+  ) {
+    const route = (entry.runtime.routes ?? []).find(
+      (candidate) => candidate.scope === 'admin' && candidate.method === method && candidate.path === path,
+    );
+    if (!route)
+      throw new NotFoundError('route_not_found', `channel ${entry.config.id} has no ${method} ${path}`);
+    const request: InboundRequest = {
+      channel: entry.config,
+      rawBody: Buffer.alloc(0),
+      headers: {},
+      query: options.query ?? {},
+      params: { ...options.params, channelId: entry.config.id },
+      contentType: undefined,
+      requestId: ctx.state.requestId as string,
+      logger: ctx.state.logger as Logger,
+      receivedAt: performance.now(),
+      json: () => undefined,
+    };
+    return route.handle(request);
+  }
+
+  const hasRoute = (runtime: ChannelRuntime, method: string, path: string) =>
+    (runtime.routes ?? []).some(
+      (route) => route.scope === 'admin' && route.method === method && route.path === path,
+    );
+
+  async function jobRuns(): Promise<Map<string, Record<string, number>>> {
+    const out = new Map<string, Record<string, number>>();
+    const metric = await deps.metrics.jobRuns.get();
+    for (const value of metric.values) {
+      const id = `${value.labels.channel}:${value.labels.job}`;
+      const runs = out.get(id) ?? {};
+      runs[String(value.labels.outcome)] = value.value;
+      out.set(id, runs);
+    }
+    return out;
+  }
+
+  async function channelViews(
+    ctx: Context,
+    extra: { newKey?: { channelId: string; kid: string; key: string; createdAt: string } } = {},
+  ): Promise<ChannelView[]> {
+    const traffic = await store.hgetall(TRAFFIC_KEY);
+    const runs = await jobRuns();
+    const origin = (config.server.publicUrl ?? ctx.origin).replace(/\/+$/, '');
+    const views: ChannelView[] = [];
+    for (const { config: channel, runtime } of deps.channels.values()) {
+      const view: ChannelView = {
+        id: channel.id,
+        name: channel.name ?? channel.id,
+        vendor: channel.vendor,
+        vendorName: vendorName(channel.vendor),
+        // The token is a credential: never shown, not even partly.
+        intakeUrl: runtime.handleWebhook
+          ? `${origin}/webhooks/${channel.vendor}/${channel.id}/••••••••  (token: see the config)`
+          : null,
+        lastTraffic: traffic[channel.id] ?? null,
+        jobs: (runtime.jobs ?? []).map((job) => ({
+          name: job.name,
+          schedule: job.schedule,
+          runs: runs.get(`${channel.id}:${job.name}`) ?? {},
+        })),
+      };
+      if (hasRoute(runtime, 'GET', 'keys')) {
+        try {
+          const result = await callChannel(ctx, { config: channel, runtime }, 'GET', 'keys');
+          view.keys = (result.body as { keys: NonNullable<ChannelView['keys']> }).keys;
+        } catch (error) {
+          view.keysError = `The keys could not be read: ${(error as Error).message}`;
+        }
+        if (extra.newKey?.channelId === channel.id) {
+          const { channelId: _ignored, ...key } = extra.newKey;
+          view.newKey = key;
+        }
+      }
+      if (hasRoute(runtime, 'GET', 'agent-sync')) {
+        try {
+          const result = await callChannel(ctx, { config: channel, runtime }, 'GET', 'agent-sync');
+          view.agentSync = { reports: (result.body as { reports: AgentSyncReportView[] }).reports };
+        } catch (error) {
+          view.agentSync = {
+            reports: [],
+            error: `The reports could not be read: ${(error as Error).message}`,
+          };
+        }
+      }
+      views.push(view);
+    }
+    return views;
+  }
+
+  async function searchContacts(q: string): Promise<Contact[]> {
+    const text = q.trim();
+    const found = new Map<string, Contact>();
+    const add = (list: Contact[]) => {
+      for (const contact of list) found.set(contact.id, contact);
+    };
+    if (/^c_[A-Za-z0-9]{4,64}$/.test(text)) {
+      const direct = await contacts.get(text);
+      if (direct) add([direct.contact]);
+    }
+    if (text.includes('@')) add(await contacts.find({ email: text }));
+    if (looksLikePhone(text)) add(await contacts.find({ phone: text }));
+    const colon = /^([a-z][a-z0-9_]*):(.+)$/.exec(text);
+    if (colon?.[1] === 'person') add(await contacts.find({ identity: { kind: 'person', value: colon[2]! } }));
+    add(await contacts.find({ identity: { kind: 'person', value: text } }));
+    if (!text.includes('@')) add(await contacts.find({ name: text }));
+    return [...found.values()].slice(0, 50);
+  }
+
+  const router = new Router({ prefix: '/console' });
+
+  // --- security headers and errors for everything under /console --------------------------
+  router.use(async (ctx: Context, next: Next) => {
+    ctx.set('content-security-policy', CSP);
+    ctx.set('x-content-type-options', 'nosniff');
+    ctx.set('x-frame-options', 'DENY');
+    ctx.set('referrer-policy', 'no-referrer');
+    ctx.set('cache-control', 'no-store');
+    try {
+      await next();
+    } catch (error) {
+      const session = ctx.state.consoleSession as Session | undefined;
+      const status = error instanceof AppError ? error.status : 500;
+      if (status >= 500) (ctx.state.logger as Logger).error({ err: error }, 'console error');
+      const message =
+        error instanceof AppError
+          ? error.status >= 500
+            ? `${error.message}. Try again in a moment.`
+            : error.message
+          : 'An unexpected error happened; the bridge log has the details under this request id.';
+      const nextStep =
+        status === 404
+          ? 'Go back and check the address, or search again.'
+          : status === 403
+            ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
+            : status === 503
+              ? 'The store (Redis) is not reachable: check it, then reload this page.'
+              : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+      ctx.status = status;
+      ctx.type = 'text/html; charset=utf-8';
+      ctx.body = errorPage({
+        status,
+        message,
+        next: nextStep,
+        nav: session !== undefined,
+        ...(session ? { csrf: session.csrf } : {}),
+      });
+    }
+  });
+
+  router.get('/assets/:name', async (ctx) => {
+    const name = ctx.params.name!;
+    const type = ASSETS[name];
+    if (!type) throw new NotFoundError('asset_not_found', `no console asset ${name}`);
+    ctx.type = type;
+    ctx.set('cache-control', 'no-cache');
+    ctx.body = await loadAsset(name);
+  });
+
+  // --- sign-in / sign-out --------------------------------------------------------------------
+  const renderSignIn = (ctx: Context, next: string, error?: string, notice?: string) => {
+    // Login CSRF: the form carries a value that must match a cookie only our page can set.
+    const pre = newToken();
+    ctx.cookies.set(PRE_COOKIE, pre, cookieOptions(ctx, 30 * 60_000));
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = signInPage({ pre, next, ...(error ? { error } : {}), ...(notice ? { notice } : {}) });
+  };
+  router.get('/sign-in', async (ctx) => {
+    const next = safeNext(typeof ctx.query.next === 'string' ? ctx.query.next : undefined);
+    if (await sessions.get(ctx.cookies.get(COOKIE))) return ctx.redirect(next);
+    renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
+  });
+  router.post('/sign-in', async (ctx) => {
+    const form = await readForm(ctx);
+    const next = safeNext(form.get('next') ?? undefined);
+    if (!sameToken(form.get('_pre') ?? undefined, ctx.cookies.get(PRE_COOKIE))) {
+      ctx.status = 403;
+      renderSignIn(
+        ctx,
+        next,
+        'The sign-in form expired or was not sent from this page. Enter the token again.',
+      );
+      return;
+    }
+    if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
+      ctx.status = 401;
+      logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
+      renderSignIn(
+        ctx,
+        next,
+        'That is not the admin token. It is admin.token in the config (CHATBRIDGE_ADMIN_TOKEN in the example).',
+      );
+      return;
+    }
+    const session = await sessions.create();
+    ctx.cookies.set(PRE_COOKIE, null, { path: '/console' });
+    ctx.cookies.set(COOKIE, session.id, cookieOptions(ctx, 12 * 3_600_000));
+    ctx.redirect(next);
+  });
+
+  // --- agent links: one contact, read-only, no session ---------------------------------------
+  router.get('/c/:token', async (ctx) => {
+    const verified = deps.agentLinks?.verify(ctx.params.token!) ?? null;
+    if (!verified) {
+      throw new ForbiddenError(
+        'invalid_link',
+        'This link is not valid: it was changed, or it has expired. Open the contact again from the chat to get a fresh link.',
+      );
+    }
+    const { before } = parseWith(pageQuerySchema, ctx.query);
+    const found = await contacts.get(verified.contactId);
+    if (!found) throw new NotFoundError('contact_not_found', 'This contact no longer exists.');
+    const page = await contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) });
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = layout(
+      { title: found.contact.name ?? 'Contact' },
+      html`<p class="muted small">Read-only view for agents · valid until ${html`<time datetime="${verified.expiresAt.toISOString()}">${verified.expiresAt.toISOString()}</time>`}</p>
+${contactSection({ contact: found.contact, channelName, vendorName })}
+${timelineSection({
+  ...page,
+  olderHref: (cursor) =>
+    `/console/c/${encodeURIComponent(ctx.params.token!)}${query({ before: cursor })}#timeline`,
+  channelName,
+  vendorName,
+})}`,
+    );
+  });
+
+  // --- everything else needs a session; POSTs need its CSRF token ------------------------------
+  router.use(async (ctx: Context, next: Next) => {
+    const session = await sessions.get(ctx.cookies.get(COOKIE));
+    if (!session) {
+      if (ctx.method === 'GET' || ctx.method === 'HEAD') {
+        return ctx.redirect(`/console/sign-in${query({ next: ctx.originalUrl })}`);
+      }
+      throw new ForbiddenError('no_session', 'You are not signed in (or your session ended).');
+    }
+    ctx.state.consoleSession = session;
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+      const form = await readForm(ctx);
+      if (!sameToken(form.get('_csrf') ?? undefined, session.csrf)) {
+        throw new ForbiddenError(
+          'csrf_refused',
+          'This request did not carry the page’s security token, so it was refused.',
+        );
+      }
+      ctx.state.form = form;
+    }
+    return next();
+  });
+
+  const sessionOf = (ctx: Context) => ctx.state.consoleSession as Session;
+  const formOf = (ctx: Context) => ctx.state.form as URLSearchParams;
+  const noticeOf = (value: unknown) => (typeof value === 'string' ? NOTICES[value] : undefined);
+
+  router.post('/sign-out', async (ctx) => {
+    await sessions.destroy(sessionOf(ctx).id);
+    ctx.cookies.set(COOKIE, null, { path: '/console' });
+    ctx.redirect('/console/sign-in?notice=signed-out');
+  });
+
+  router.get('/', (ctx) => ctx.redirect('/console/contacts'));
+
+  router.get('/contacts', async (ctx) => {
+    const { q } = parseWith(contactsQuerySchema, ctx.query);
+    const text = q?.trim() ?? '';
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = contactsPage({
+      csrf: sessionOf(ctx).csrf,
+      q: text,
+      contacts: text ? await searchContacts(text) : null,
+      vendorName,
+    });
+  });
+
+  router.get('/contacts/:id', async (ctx) => {
+    const { before, notice } = parseWith(pageQuerySchema, ctx.query);
+    const found = await contacts.get(ctx.params.id!);
+    if (!found)
+      throw new NotFoundError(
+        'contact_not_found',
+        `There is no contact ${ctx.params.id}. Search for it by e-mail, phone or name.`,
+      );
+    const contact = found.contact;
+    const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
+    const csrf = sessionOf(ctx).csrf;
+    const notices = [
+      noticeOf(notice),
+      found.mergedFrom ? `${found.mergedFrom} was merged into this contact.` : undefined,
+    ]
+      .filter(Boolean)
+      .join(' ');
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = layout(
+      {
+        title: contact.name ?? 'Contact',
+        nav: true,
+        csrf,
+        current: '/console/contacts',
+        ...(notices ? { notice: notices } : {}),
+      },
+      html`<p><a href="/console/contacts">← Search</a></p>
+${contactSection({ contact, csrf, channelName, vendorName })}
+${timelineSection({
+  ...page,
+  olderHref: (cursor) =>
+    `/console/contacts/${encodeURIComponent(contact.id)}${query({ before: cursor })}#timeline`,
+  channelName,
+  vendorName,
+})}`,
+    );
+  });
+
+  router.post('/contacts/:id/unmerge', async (ctx) => {
+    const recordId = formOf(ctx).get('recordId') ?? '';
+    if (!recordId)
+      throw new ValidationError('name the record to unmerge', [{ path: 'recordId', message: 'required' }]);
+    const result = await contacts.unmerge(ctx.params.id!, { recordId });
+    ctx.redirect(`/console/contacts/${encodeURIComponent(result.contact.id)}?notice=unmerged`);
+  });
+
+  // --- deliveries ----------------------------------------------------------------------------
+  router.get('/deliveries', async (ctx) => {
+    const filters = parseWith(deliveriesQuerySchema, ctx.query);
+    const state = filters.state || undefined;
+    const destination = filters.destination || undefined;
+    const notice =
+      noticeOf(filters.notice) ??
+      (typeof ctx.query.replayed === 'string'
+        ? `${ctx.query.replayed} failed deliver${ctx.query.replayed === '1' ? 'y' : 'ies'} replayed.`
+        : undefined);
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = deliveriesPage({
+      csrf: sessionOf(ctx).csrf,
+      ...(state ? { state } : {}),
+      ...(destination ? { destination } : {}),
+      destinations: config.destinations.map((item) => item.id),
+      deliveries: await delivery.list({
+        limit: 100,
+        ...(state ? { state } : {}),
+        ...(destination ? { destination } : {}),
+      }),
+      ...(notice ? { notice } : {}),
+    });
+  });
+  router.post('/deliveries/replay', async (ctx) => {
+    const destination = formOf(ctx).get('destination') ?? '';
+    const { replayed } = await delivery.replayFailed(destination);
+    ctx.redirect(`/console/deliveries${query({ destination, replayed: String(replayed.length) })}`);
+  });
+  router.get('/deliveries/:id', async (ctx) => {
+    const id = deliveryIdSchema.safeParse(ctx.params.id);
+    const found = id.success ? await delivery.get(id.data) : null;
+    if (!found) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    const notice = noticeOf(ctx.query.notice);
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = deliveryPage({ csrf: sessionOf(ctx).csrf, delivery: found, ...(notice ? { notice } : {}) });
+  });
+  router.post('/deliveries/:id/replay', async (ctx) => {
+    const id = deliveryIdSchema.safeParse(ctx.params.id);
+    if (!id.success) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    await delivery.replay(id.data);
+    ctx.redirect(`/console/deliveries/${encodeURIComponent(id.data)}?notice=replayed`);
+  });
+
+  // --- journal -------------------------------------------------------------------------------
+  router.get('/journal', async (ctx) => {
+    const filters = parseWith(journalQuerySchema, ctx.query);
+    const channel = filters.channel || undefined;
+    const kind = filters.kind || undefined;
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = journalPage({
+      csrf: sessionOf(ctx).csrf,
+      ...(channel ? { channel } : {}),
+      ...(kind ? { kind } : {}),
+      channels: [...deps.channels.keys()],
+      entries: await deps.journal.list({
+        limit: 100,
+        ...(channel ? { channelId: channel } : {}),
+        ...(kind ? { kind } : {}),
+      }),
+    });
+  });
+
+  // --- channels ------------------------------------------------------------------------------
+  const channelEntry = (id: string) => {
+    const entry = deps.channels.get(id);
+    if (!entry) throw new NotFoundError('channel_not_found', `There is no channel ${id}.`);
+    return entry;
+  };
+  router.get('/channels', async (ctx) => {
+    const notice = noticeOf(ctx.query.notice);
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = channelsPage({
+      csrf: sessionOf(ctx).csrf,
+      channels: await channelViews(ctx),
+      ...(notice ? { notice } : {}),
+    });
+  });
+  router.post('/channels/:id/keys', async (ctx) => {
+    const entry = channelEntry(ctx.params.id!);
+    const result = await callChannel(ctx, entry, 'POST', 'keys');
+    const generated = result.body as { kid: string; key: string; createdAt: string };
+    // Shown in this answer only (no redirect, not cached): the key material is never stored readable.
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = channelsPage({
+      csrf: sessionOf(ctx).csrf,
+      channels: await channelViews(ctx, { newKey: { channelId: entry.config.id, ...generated } }),
+      notice: `Key ${generated.kid} generated for ${entry.config.name ?? entry.config.id}.`,
+    });
+  });
+  router.post('/channels/:id/keys/:kid/revoke', async (ctx) => {
+    const entry = channelEntry(ctx.params.id!);
+    await callChannel(ctx, entry, 'DELETE', 'keys/:kid', { params: { kid: ctx.params.kid! } });
+    ctx.redirect(`/console/channels?notice=revoked#channel-${encodeURIComponent(entry.config.id)}`);
+  });
+  router.post('/channels/:id/agent-sync', async (ctx) => {
+    const entry = channelEntry(ctx.params.id!);
+    const dryRun = formOf(ctx).get('dryRun') === 'true' ? 'true' : 'false';
+    await callChannel(ctx, entry, 'POST', 'agent-sync', { query: { dryRun } });
+    ctx.redirect(`/console/channels?notice=synced#channel-${encodeURIComponent(entry.config.id)}`);
+  });
+
+  // --- status --------------------------------------------------------------------------------
+  router.get('/status', async (ctx) => {
+    const status: StatusView = {
+      role: deps.role ?? 'all',
+      store: { kind: store.kind, ok: true },
+      outbox: null,
+      destinations: [],
+      schedules: [],
+    };
+    try {
+      await store.ping();
+      status.outbox = await store.llen('outbox');
+      for (const destination of config.destinations) {
+        const count = async (state: 'pending' | 'failed') => {
+          const found = await delivery.list({ state, destination: destination.id, limit: 500 });
+          return found.length >= 500 ? '500+' : String(found.length);
+        };
+        status.destinations.push({
+          id: destination.id,
+          pending: await count('pending'),
+          failed: await count('failed'),
+        });
+      }
+    } catch (error) {
+      status.store = { kind: store.kind, ok: false, message: (error as Error).message };
+    }
+    const runs = await jobRuns();
+    for (const { config: channel, runtime } of deps.channels.values()) {
+      for (const job of runtime.jobs ?? []) {
+        status.schedules.push({
+          channelId: channel.id,
+          job: job.name,
+          schedule: job.schedule,
+          runs: runs.get(`${channel.id}:${job.name}`) ?? {},
+        });
+      }
+    }
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = statusPage({ csrf: sessionOf(ctx).csrf, status });
+  });
+
+  const routes = router.routes();
+  return {
+    middleware: async (ctx, next) => {
+      if (ctx.path !== '/console' && !ctx.path.startsWith('/console/')) return next();
+      if (ctx.path === '/console') return ctx.redirect('/console/contacts');
+      await routes(ctx as Parameters<typeof routes>[0], async () => {});
+      if (ctx.body === undefined && ctx.status === 404) {
+        ctx.set('content-security-policy', CSP);
+        ctx.status = 404;
+        ctx.type = 'text/html; charset=utf-8';
+        ctx.body = errorPage({
+          status: 404,
+          message: 'There is no such console page.',
+          next: 'Start again from /console.',
+          nav: false,
+        });
+      }
+    },
+    noteTraffic(channelId) {
+      const now = deps.now().getTime();
+      if (now - (trafficWritten.get(channelId) ?? 0) < TRAFFIC_WRITE_EVERY_MS) return;
+      trafficWritten.set(channelId, now);
+      store.hset(TRAFFIC_KEY, channelId, new Date(now).toISOString()).catch((error: unknown) => {
+        logger.debug({ err: error, channelId }, 'last traffic not recorded');
+      });
+    },
+  };
+}

@@ -1,0 +1,173 @@
+import { html, type SafeHtml, time } from './html.js';
+import { csrfField, layout } from './pages.js';
+
+/** The channels and status pages. Channel secrets (tokens, API tokens) are never passed in here. */
+export interface ChannelView {
+  id: string;
+  name: string;
+  vendor: string;
+  vendorName: string;
+  /** The intake URL with the token replaced: the token is a credential. */
+  intakeUrl: string | null;
+  lastTraffic: string | null;
+  jobs: { name: string; schedule: string; runs: Record<string, number> }[];
+  keys?: { kid: string; createdAt: string; revokedAt: string | null }[];
+  keysError?: string;
+  /** Shown exactly once, right after generation. */
+  newKey?: { kid: string; key: string; createdAt: string };
+  agentSync?: { reports: AgentSyncReportView[]; error?: string };
+}
+
+export interface AgentSyncReportView {
+  id?: string;
+  dryRun?: boolean;
+  startedAt?: string;
+  finishedAt?: string;
+  created?: string[];
+  updated?: { email: string; fields: string[] }[];
+  removed?: { email: string; action: string }[];
+  unchanged?: string[];
+  failed?: { email: string; action: string; reason: string }[];
+  writes?: number;
+  error?: string;
+}
+
+function runs(job: ChannelView['jobs'][number]): string {
+  const entries = Object.entries(job.runs);
+  if (entries.length === 0) return 'no run on this instance since it started';
+  return entries.map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
+}
+
+function report(item: AgentSyncReportView): SafeHtml {
+  const list = (label: string, values: string[]) =>
+    values.length === 0 ? '' : html`<li>${label}: ${values.join(', ')}</li>`;
+  return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
+<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error ? ` — error: ${item.error}` : ''}</div>
+<ul class="small">${list('create', item.created ?? [])}${list(
+    'update',
+    (item.updated ?? []).map((step) => `${step.email} (${step.fields.join(', ')})`),
+  )}${list(
+    'remove',
+    (item.removed ?? []).map((step) => `${step.email} (${step.action})`),
+  )}${list(
+    'failed',
+    (item.failed ?? []).map((step) => `${step.email} ${step.action}: ${step.reason}`),
+  )}</ul></li>`;
+}
+
+function channelCard(channel: ChannelView, csrf: string): SafeHtml {
+  const base = `/console/channels/${encodeURIComponent(channel.id)}`;
+  return html`<section class="card" id="channel-${channel.id}" aria-labelledby="title-${channel.id}">
+<h2 id="title-${channel.id}">${channel.name} <span class="tag">${channel.vendorName}</span></h2>
+<dl class="attrs">
+  <dt>Channel id</dt><dd class="mono">${channel.id}</dd>
+  <dt>Intake URL</dt><dd class="mono break">${channel.intakeUrl ?? 'no webhook intake (this vendor is polled)'}</dd>
+  <dt>Last traffic</dt><dd>${channel.lastTraffic ? time(channel.lastTraffic) : 'no webhook received yet — paste the intake URL (with the token from the config) into the vendor'}</dd>
+  ${channel.jobs.map((job) => html`<dt>Job ${job.name}</dt><dd><span class="mono">${job.schedule}</span> · ${runs(job)}</dd>`)}
+</dl>
+${
+  channel.keys !== undefined || channel.keysError
+    ? html`<h3>Attribute keys</h3>
+${
+  channel.newKey
+    ? html`<div class="notice" role="status"><p><strong>New key ${channel.newKey.kid}.</strong> Copy it now and give the key id and the key to LiveTex: it is not shown again.</p>
+<label for="new-key">Key</label><input id="new-key" class="mono" readonly value="${channel.newKey.key}" data-select></div>`
+    : ''
+}
+${channel.keysError ? html`<p class="error">${channel.keysError}</p>` : ''}
+${
+  channel.keys && channel.keys.length > 0
+    ? html`<ul class="keys">${channel.keys.map(
+        (key) =>
+          html`<li><span class="mono">${key.kid}</span> · created ${time(key.createdAt)} · ${
+            key.revokedAt
+              ? html`<span class="state state-failed">revoked ${time(key.revokedAt)}</span>`
+              : html`<span class="state state-delivered">active</span> <form method="post" action="${base}/keys/${encodeURIComponent(key.kid)}/revoke" class="inline" data-confirm="Revoke key ${key.kid}? LiveTex lookups with it stop at once.">${csrfField(csrf)}<button type="submit" class="secondary">Revoke</button></form>`
+          }</li>`,
+      )}</ul>`
+    : channel.keys
+      ? html`<p class="empty">No key yet: generate one and give it to LiveTex so it can look up contacts.</p>`
+      : ''
+}
+<form method="post" action="${base}/keys">${csrfField(csrf)}<button type="submit">Generate a key</button></form>`
+    : ''
+}
+${
+  channel.agentSync
+    ? html`<h3>Agent sync</h3>
+<p class="muted">Copies the config's <code>agents</code> into Chatvisor. A dry run shows the plan and changes nothing.</p>
+<div class="row">
+<form method="post" action="${base}/agent-sync" data-progress="Planning the agent sync…">${csrfField(csrf)}<input type="hidden" name="dryRun" value="true"><button type="submit" class="secondary">Dry run</button></form>
+<form method="post" action="${base}/agent-sync" data-progress="Syncing agents with Chatvisor… this can take a minute" data-confirm="Write the agent directory to Chatvisor now?">${csrfField(csrf)}<input type="hidden" name="dryRun" value="false"><button type="submit">Run agent sync</button></form>
+</div>
+<p class="progress" hidden role="status" aria-live="polite"><progress></progress> <span></span></p>
+${channel.agentSync.error ? html`<p class="error">${channel.agentSync.error}</p>` : ''}
+${
+  channel.agentSync.reports.length === 0
+    ? html`<p class="empty">No sync report yet: start with a dry run.</p>`
+    : html`<ol class="timeline">${channel.agentSync.reports.map(report)}</ol>`
+}`
+    : ''
+}
+</section>`;
+}
+
+export function channelsPage(options: { csrf: string; channels: ChannelView[]; notice?: string }): string {
+  return layout(
+    {
+      title: 'Channels',
+      nav: true,
+      csrf: options.csrf,
+      current: '/console/channels',
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
+    html`<h1>Channels</h1>${
+      options.channels.length === 0
+        ? html`<p class="empty">No channel is configured. Add one under <code>channels</code> in the config (see config/bridge.example.yaml) and restart the bridge.</p>`
+        : options.channels.map((channel) => channelCard(channel, options.csrf))
+    }`,
+  );
+}
+
+export interface StatusView {
+  role: string;
+  store: { kind: string; ok: boolean; message?: string };
+  outbox: number | null;
+  destinations: { id: string; pending: string; failed: string }[];
+  schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
+}
+
+export function statusPage(options: { csrf: string; status: StatusView }): string {
+  const { status } = options;
+  return layout(
+    { title: 'Status', nav: true, csrf: options.csrf, current: '/console/status' },
+    html`<h1>Status</h1>
+<div class="grid">
+<section class="card"><h2>Store</h2><p>${status.store.kind === 'redis' ? 'Redis' : 'In-memory (data is lost on restart; set store.redis for production)'}: ${
+      status.store.ok
+        ? html`<span class="state state-delivered">reachable</span>`
+        : html`<span class="state state-failed">unreachable</span> ${status.store.message ?? ''} — check that Redis is running and store.redis points at it`
+    }</p><p class="muted">This instance runs the role <strong>${status.role}</strong>.</p></section>
+<section class="card"><h2>Queues</h2><p>Outbox (events not yet routed): ${status.outbox ?? 'unknown'}</p>${
+      status.destinations.length === 0
+        ? html`<p class="muted">No destination configured.</p>`
+        : html`<div class="table"><table><thead><tr><th scope="col">Destination</th><th scope="col">Pending</th><th scope="col">Failed</th></tr></thead><tbody>${status.destinations.map(
+            (item) =>
+              html`<tr><td data-label="Destination"><a href="/console/deliveries?destination=${encodeURIComponent(item.id)}">${item.id}</a></td><td data-label="Pending">${item.pending}</td><td data-label="Failed">${
+                item.failed === '0'
+                  ? '0'
+                  : html`<a href="/console/deliveries?state=failed&amp;destination=${encodeURIComponent(item.id)}">${item.failed}</a>`
+              }</td></tr>`,
+          )}</tbody></table></div>`
+    }</section>
+<section class="card"><h2>Schedules</h2>${
+      status.schedules.length === 0
+        ? html`<p class="muted">No scheduled job (only Chatvisor channels have them: agent sync, conversation polling).</p>`
+        : html`<ul>${status.schedules.map(
+            (item) =>
+              html`<li>${item.channelId} · ${item.job}: <span class="mono">${item.schedule}</span> · ${runs({ name: item.job, schedule: item.schedule, runs: item.runs })}</li>`,
+          )}</ul>`
+    }</section>
+</div>`,
+  );
+}

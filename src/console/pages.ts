@@ -1,0 +1,418 @@
+import type { Contact, TimelineEntry } from '../contacts/types.js';
+import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
+import type { JournalEntry } from '../intake/journal.js';
+import { html, linkOrText, query, type SafeHtml, time } from './html.js';
+
+/**
+ * The console's pages, server-rendered. Everything interpolated goes through `html` (escaped);
+ * nothing here writes an inline script or style (the CSP forbids both).
+ */
+export interface PageOptions {
+  title: string;
+  /** The signed-in session's CSRF token; absent on the sign-in page and on agent links. */
+  csrf?: string;
+  /** Show the main navigation (not on agent links or the sign-in page). */
+  nav?: boolean;
+  current?: string;
+  notice?: string;
+  error?: string;
+}
+
+const NAV: [string, string][] = [
+  ['/console/contacts', 'Contacts'],
+  ['/console/deliveries', 'Deliveries'],
+  ['/console/journal', 'Journal'],
+  ['/console/channels', 'Channels'],
+  ['/console/status', 'Status'],
+];
+
+export function csrfField(csrf: string | undefined): SafeHtml {
+  return html`<input type="hidden" name="_csrf" value="${csrf ?? ''}">`;
+}
+
+export function layout(options: PageOptions, body: SafeHtml): string {
+  const nav = options.nav
+    ? html`<header class="top">
+  <a class="brand" href="/console/contacts">chatbridge</a>
+  <nav aria-label="Main"><ul>${NAV.map(
+    ([href, label]) =>
+      html`<li><a href="${href}"${options.current === href ? html` aria-current="page"` : ''}>${label}</a></li>`,
+  )}</ul></nav>
+  <form method="post" action="/console/sign-out" class="sign-out">${csrfField(options.csrf)}<button type="submit">Sign out</button></form>
+</header>`
+    : html`<header class="top"><span class="brand">chatbridge</span></header>`;
+  return html`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>${options.title} · chatbridge console</title>
+<link rel="stylesheet" href="/console/assets/console.css">
+<script src="/console/assets/console.js" defer></script>
+</head>
+<body>
+<a class="skip" href="#main">Skip to content</a>
+${nav}
+<main id="main" tabindex="-1">
+${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
+${options.error ? html`<p class="error" role="alert">${options.error}</p>` : ''}
+${body}
+</main>
+</body>
+</html>`.value;
+}
+
+export function signInPage(options: { pre: string; next: string; error?: string; notice?: string }): string {
+  return layout(
+    {
+      title: 'Sign in',
+      ...(options.error ? { error: options.error } : {}),
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
+    html`<h1>Sign in</h1>
+<form method="post" action="/console/sign-in" class="card narrow">
+  <input type="hidden" name="_pre" value="${options.pre}">
+  <input type="hidden" name="next" value="${options.next}">
+  <label for="token">Admin token</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+  <p class="hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
+  <button type="submit">Sign in</button>
+</form>`,
+  );
+}
+
+export function errorPage(options: {
+  status: number;
+  message: string;
+  next: string;
+  csrf?: string;
+  nav: boolean;
+}): string {
+  return layout(
+    { title: `Error ${options.status}`, nav: options.nav, ...(options.csrf ? { csrf: options.csrf } : {}) },
+    html`<h1>Something went wrong (${options.status})</h1>
+<p class="error" role="alert">${options.message}</p>
+<p>${options.next}</p>`,
+  );
+}
+
+// --- contacts ------------------------------------------------------------------------------
+
+export function searchForm(q: string): SafeHtml {
+  return html`<form method="get" action="/console/contacts" class="search" role="search">
+  <label for="q">Find a contact</label>
+  <div class="row">
+    <input id="q" name="q" type="search" value="${q}" placeholder="e-mail, phone, person id, contact id or name" autofocus>
+    <button type="submit">Search</button>
+  </div>
+  <p class="hint">Phones in any format: +7 (912) 345-67-89, 89123456789 and 79123456789 are the same person.</p>
+</form>`;
+}
+
+export function contactsPage(options: {
+  csrf: string;
+  q: string;
+  contacts: Contact[] | null;
+  vendorName: (vendor: string) => string;
+}): string {
+  const { contacts } = options;
+  let results: SafeHtml = html``;
+  if (contacts && contacts.length === 0) {
+    results = html`<p class="empty">No contact matches “${options.q}”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
+  } else if (contacts) {
+    results = html`<h2>${contacts.length} contact${contacts.length === 1 ? '' : 's'}</h2>
+<ul class="cards">${contacts.map(
+      (
+        contact,
+      ) => html`<li class="card"><a class="title" href="/console/contacts/${encodeURIComponent(contact.id)}">${contact.name ?? 'Unnamed contact'}</a>
+  <div class="muted mono">${contact.id}</div>
+  <div>${[...contact.emails.slice(0, 2), ...contact.phones.slice(0, 2)].join(' · ')}</div>
+  <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} (${channel.channelId})`).join(', ')} · updated ${time(contact.updatedAt)}</div>
+</li>`,
+    )}</ul>`;
+  }
+  return layout(
+    { title: 'Contacts', nav: true, csrf: options.csrf, current: '/console/contacts' },
+    html`<h1>Contacts</h1>${searchForm(options.q)}${results}`,
+  );
+}
+
+function list(values: string[], empty: string): SafeHtml {
+  if (values.length === 0) return html`<p class="muted">${empty}</p>`;
+  return html`<ol class="values">${values.map(
+    (value, index) => html`<li>${value}${index === 0 ? html` <span class="tag">primary</span>` : ''}</li>`,
+  )}</ol>`;
+}
+
+function transcript(data: Record<string, unknown>): SafeHtml {
+  const messages = Array.isArray(data.messages) ? (data.messages as unknown[]) : [];
+  if (messages.length === 0) return html``;
+  return html`<details><summary>Transcript (${messages.length} message${messages.length === 1 ? '' : 's'})</summary>
+<ol class="transcript">${messages.map((raw) => {
+    const message = (raw && typeof raw === 'object' ? raw : {}) as {
+      at?: unknown;
+      author?: { type?: unknown; name?: unknown };
+      text?: unknown;
+    };
+    const author = message.author ?? {};
+    const who =
+      typeof author.name === 'string' && author.name ? author.name : String(author.type ?? 'unknown');
+    return html`<li class="msg msg-${String(author.type ?? 'unknown').replace(/[^a-z]/g, '')}"><span class="who">${who}</span> ${
+      typeof message.at === 'string' ? time(message.at) : ''
+    }<p>${typeof message.text === 'string' ? message.text : ''}</p></li>`;
+  })}</ol></details>`;
+}
+
+export function timelineSection(options: {
+  entries: TimelineEntry[];
+  nextCursor: string | null;
+  olderHref: (cursor: string) => string;
+  channelName: (channelId: string) => string;
+  vendorName: (vendor: string) => string;
+}): SafeHtml {
+  if (options.entries.length === 0) {
+    return html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
+  }
+  return html`<h2 id="timeline">Timeline <span class="muted small">(newest first, all channels)</span></h2>
+<ol class="timeline">${options.entries.map(
+    (entry) => html`<li class="entry">
+  <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${options.channelName(entry.channelId)} · <span class="type">${entry.type}</span></div>
+  <div class="summary">${entry.summary}</div>
+  ${entry.type === 'conversation.finished' || Array.isArray(entry.data.messages) ? transcript(entry.data) : ''}
+</li>`,
+  )}</ol>
+${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}`;
+}
+
+export function contactSection(options: {
+  contact: Contact;
+  /** The signed-in console: unmerge forms; absent on agent links (read-only). */
+  csrf?: string;
+  channelName: (channelId: string) => string;
+  vendorName: (vendor: string) => string;
+}): SafeHtml {
+  const { contact } = options;
+  const groups = new Map<string, string[]>();
+  for (const identity of contact.identities) {
+    const group = identity.kind.startsWith('crm')
+      ? 'CRM'
+      : identity.channelId
+        ? options.channelName(identity.channelId)
+        : 'Everywhere (person, e-mail, phone)';
+    const values = groups.get(group) ?? [];
+    values.push(`${identity.kind}: ${identity.value}`);
+    groups.set(group, values);
+  }
+  const attributes = Object.entries(contact.attributes);
+  const crmLinks = [
+    contact.crmLink,
+    ...contact.identities.filter((id) => id.kind === 'crm_url').map((id) => id.value),
+  ].filter((value): value is string => typeof value === 'string' && value !== '');
+  return html`<h1>${contact.name ?? 'Unnamed contact'}</h1>
+<p class="muted mono">${contact.id} · first seen ${time(contact.createdAt)} · updated ${time(contact.updatedAt)}</p>
+<div class="grid">
+<section class="card"><h2>Names</h2>${list(contact.names, 'No name given by any channel.')}</section>
+<section class="card"><h2>E-mails</h2>${list(contact.emails, 'No e-mail yet.')}</section>
+<section class="card"><h2>Phones</h2>${list(contact.phones, 'No phone yet.')}</section>
+<section class="card"><h2>Channels</h2>${
+    contact.channels.length === 0
+      ? html`<p class="muted">No channel yet.</p>`
+      : html`<ul>${contact.channels.map(
+          (channel) =>
+            html`<li><span class="tag">${options.vendorName(channel.vendor)}</span> ${options.channelName(channel.channelId)}: ${channel.conversations} conversation${channel.conversations === 1 ? '' : 's'}, last ${time(channel.lastSeen)}</li>`,
+        )}</ul>`
+  }</section>
+<section class="card"><h2>Identities</h2>${
+    groups.size === 0
+      ? html`<p class="muted">None.</p>`
+      : [...groups.entries()].map(
+          ([group, values]) =>
+            html`<h3>${group}</h3><ul class="mono small">${values.map((value) => html`<li>${value}</li>`)}</ul>`,
+        )
+  }</section>
+<section class="card"><h2>Labels</h2>${
+    contact.labels.length === 0
+      ? html`<p class="muted">No labels.</p>`
+      : html`<p>${contact.labels.map((label) => html`<span class="tag">${label}</span> `)}</p>`
+  }</section>
+<section class="card"><h2>CRM</h2>${
+    crmLinks.length === 0 && !contact.responsibleAgent
+      ? html`<p class="muted">No CRM link yet: set <code>reply.crmLink</code> on the channel or connect a CRM.</p>`
+      : html`<ul>${crmLinks.map((link) => html`<li>${linkOrText(link)}</li>`)}${
+          contact.responsibleAgent
+            ? html`<li>Responsible agent: ${contact.responsibleAgent.name ?? contact.responsibleAgent.email ?? contact.responsibleAgent.id ?? ''}</li>`
+            : ''
+        }</ul>`
+  }</section>
+</div>
+<section class="card"><h2>Attributes</h2>${
+    attributes.length === 0
+      ? html`<p class="muted">No attributes.</p>`
+      : html`<dl class="attrs">${attributes.map(
+          ([name, attribute]) =>
+            html`<dt>${attribute.label ?? name}</dt><dd>${
+              attribute.type === 'url' ? linkOrText(attribute.value) : String(attribute.value)
+            } <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
+        )}</dl>`
+  }</section>
+<section class="card"><h2>Merges</h2>${
+    contact.merges.length === 0
+      ? html`<p class="muted">This contact was never merged with another.</p>`
+      : html`<ul>${contact.merges.map(
+          (merge) =>
+            html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <span class="mono">${merge.via.value}</span>${
+              options.csrf
+                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
+                : ''
+            }</li>`,
+        )}</ul>`
+  }</section>`;
+}
+
+// --- deliveries ----------------------------------------------------------------------------
+
+export function deliveriesPage(options: {
+  csrf: string;
+  state?: string;
+  destination?: string;
+  destinations: string[];
+  deliveries: DeliverySummary[];
+  notice?: string;
+}): string {
+  const filters = html`<form method="get" action="/console/deliveries" class="filters">
+  <div><label for="state">State</label><select id="state" name="state">
+    <option value="">any</option>${['pending', 'delivered', 'failed'].map(
+      (state) =>
+        html`<option value="${state}"${options.state === state ? html` selected` : ''}>${state}</option>`,
+    )}</select></div>
+  <div><label for="destination">Destination</label><select id="destination" name="destination">
+    <option value="">any</option>${options.destinations.map(
+      (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
+    )}</select></div>
+  <button type="submit">Filter</button>
+</form>`;
+  const replayAll =
+    options.destinations.length === 0
+      ? html``
+      : html`<details class="card"><summary>Replay all failed deliveries of a destination</summary>
+<form method="post" action="/console/deliveries/replay" class="row">${csrfField(options.csrf)}
+  <label for="replay-destination">Destination</label>
+  <select id="replay-destination" name="destination">${options.destinations.map(
+    (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
+  )}</select>
+  <button type="submit">Replay all failed</button>
+</form></details>`;
+  const table =
+    options.destinations.length === 0
+      ? html`<p class="empty">No destination is configured, so nothing is delivered. Add one under <code>destinations</code> in the config (see the README's “Outbound events”) and restart.</p>`
+      : options.deliveries.length === 0
+        ? html`<p class="empty">No delivery matches these filters. Deliveries appear when a chat event happens; try “any” state.</p>`
+        : html`<div class="table"><table>
+<thead><tr><th scope="col">Delivery</th><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
+<tbody>${options.deliveries.map(
+            (item) => html`<tr>
+  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}">${item.id}</a></td>
+  <td data-label="Event">${item.eventType}</td><td data-label="Destination">${item.destination}</td>
+  <td data-label="State"><span class="state state-${item.state}">${item.state}</span></td>
+  <td data-label="Attempts">${item.attempts}</td>
+  <td data-label="Last error">${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
+  <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
+          )}</tbody></table></div>`;
+  return layout(
+    {
+      title: 'Deliveries',
+      nav: true,
+      csrf: options.csrf,
+      current: '/console/deliveries',
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
+    html`<h1>Deliveries</h1>${filters}${replayAll}${table}`,
+  );
+}
+
+export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; notice?: string }): string {
+  const item = options.delivery;
+  return layout(
+    {
+      title: `Delivery ${item.id}`,
+      nav: true,
+      csrf: options.csrf,
+      current: '/console/deliveries',
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
+    html`<p><a href="/console/deliveries${query({ destination: item.destination })}">← Deliveries of ${item.destination}</a></p>
+<h1>Delivery <span class="mono">${item.id}</span></h1>
+<dl class="attrs card">
+  <dt>State</dt><dd><span class="state state-${item.state}">${item.state}</span></dd>
+  <dt>Event</dt><dd>${item.eventType} <span class="mono small">${item.eventId}</span></dd>
+  <dt>Destination</dt><dd>${item.destination}</dd>
+  <dt>Contact</dt><dd>${item.contactId ? html`<a href="/console/contacts/${encodeURIComponent(item.contactId)}">${item.contactId}</a>` : '—'}</dd>
+  <dt>Created</dt><dd>${time(item.createdAt)}</dd>
+  <dt>Next attempt</dt><dd>${time(item.nextAttemptAt)}</dd>
+  <dt>Delivered</dt><dd>${time(item.deliveredAt)}</dd>
+  <dt>Failed</dt><dd>${time(item.failedAt)}</dd>
+  <dt>Replays</dt><dd>${item.replays}</dd>
+</dl>
+<h2>Attempts</h2>
+<p>${item.attempts} attempt${item.attempts === 1 ? '' : 's'} made${item.history.length < item.attempts ? html` (the last ${item.history.length} are listed)` : ''}.</p>
+${
+  item.history.length === 0
+    ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
+    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Replay</th></tr></thead><tbody>${[
+        ...item.history,
+      ]
+        .reverse()
+        .map(
+          (attempt) =>
+            html`<tr><td data-label="Time">${time(attempt.at)}</td><td data-label="Status"><strong>${attempt.status ?? 'network error'}</strong></td><td data-label="Error">${attempt.error ?? ''}</td><td data-label="Cycle">${attempt.cycle === 0 ? 'first delivery' : `replay ${attempt.cycle}`}</td></tr>`,
+        )}</tbody></table></div>`
+}
+${
+  item.state === 'pending'
+    ? html`<p class="muted">Pending: it is being delivered or waits for its next attempt; replay is possible once it is delivered or failed.</p>`
+    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}<button type="submit">Replay this delivery</button></form>`
+}
+<h2>Body</h2>
+<pre class="body">${JSON.stringify(item.body, null, 2)}</pre>`,
+  );
+}
+
+// --- journal -------------------------------------------------------------------------------
+
+export function journalPage(options: {
+  csrf: string;
+  channel?: string;
+  kind?: string;
+  channels: string[];
+  entries: JournalEntry[];
+}): string {
+  return layout(
+    { title: 'Journal', nav: true, csrf: options.csrf, current: '/console/journal' },
+    html`<h1>Journal</h1>
+<p class="muted">Payloads the bridge received but refused (rejected) or could not use (unhandled), kept so nothing a vendor sent is lost.</p>
+<form method="get" action="/console/journal" class="filters">
+  <div><label for="channel">Channel</label><select id="channel" name="channel"><option value="">any</option>${options.channels.map(
+    (id) => html`<option value="${id}"${options.channel === id ? html` selected` : ''}>${id}</option>`,
+  )}</select></div>
+  <div><label for="kind">Kind</label><select id="kind" name="kind"><option value="">any</option>${[
+    'rejected',
+    'unhandled',
+  ].map(
+    (kind) => html`<option value="${kind}"${options.kind === kind ? html` selected` : ''}>${kind}</option>`,
+  )}</select></div>
+  <button type="submit">Filter</button>
+</form>
+${
+  options.entries.length === 0
+    ? html`<p class="empty">Nothing in the journal${options.channel || options.kind ? ' for these filters' : ''}: every payload was understood.</p>`
+    : html`<ol class="timeline">${options.entries.map(
+        (
+          entry,
+        ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${entry.vendor} / ${entry.channelId}</div>
+<div class="summary">${entry.reason}</div>
+<details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
+      )}</ol>`
+}`,
+  );
+}

@@ -1,0 +1,345 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentLinks } from '../src/console/links.js';
+import { consoleRequest, cookieOf, fieldOf, signIn } from './support/console.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
+
+/**
+ * The web console over HTTP (DESIGN §11): sign-in, sessions in the store, CSRF, escaping of
+ * hostile vendor data, the CSP, no secrets on any page, and signed agent links. The same flows in
+ * a real browser are in test/slow/console.browser.test.ts.
+ */
+const FIXTURES = join(import.meta.dirname, '..', 'adapters', 'jivochat', '__fixtures__');
+const MASTER_KEY = Buffer.alloc(32, 7);
+const JIVO_TOKEN = 'site-token-0123456789abcdef';
+const LIVETEX_TOKEN = 'app-token-0123456789abcdef';
+const DESTINATION_SECRET = `whsec_${Buffer.alloc(24, 3).toString('base64')}`;
+const PUBLIC_URL = 'http://127.0.0.1:9'; // only used to build links; nothing is sent there
+
+function jivo(name: string, patch: Record<string, unknown> = {}) {
+  return { ...JSON.parse(readFileSync(join(FIXTURES, name), 'utf8')), ...patch };
+}
+
+describe('web console', () => {
+  let bridge: TestBridge;
+  let clock = Date.parse('2026-06-01T10:00:00Z');
+
+  beforeAll(async () => {
+    bridge = await startTestBridge({
+      store: 'memory',
+      now: () => new Date(clock),
+      start: false,
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: PUBLIC_URL },
+        secrets: { masterKey: MASTER_KEY.toString('base64') },
+        console: { linkTtl: '1h' },
+        channels: [
+          {
+            id: 'site',
+            vendor: 'jivochat',
+            name: 'Web site',
+            token: JIVO_TOKEN,
+            reply: { crmLink: '{consoleUrl}' },
+          },
+          { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
+        ],
+        destinations: [{ id: 'crm', url: 'http://127.0.0.1:9/hook', secret: DESTINATION_SECRET }],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('sends visitors without a session to the sign-in page, and signs in and out', async () => {
+    const anonymous = await consoleRequest(bridge.url, '/console/contacts?q=x');
+    expect(anonymous.status).toBe(302);
+    expect(anonymous.location).toBe('/console/sign-in?next=%2Fconsole%2Fcontacts%3Fq%3Dx');
+
+    const form = await consoleRequest(bridge.url, '/console/sign-in');
+    expect(form.text).toContain('<label for="token">Admin token</label>');
+    const pre = cookieOf(form.headers, 'chatbridge_console_pre')!;
+    const wrong = await consoleRequest(bridge.url, '/console/sign-in', {
+      cookie: pre,
+      form: {
+        _pre: fieldOf(form.text, '_pre')!,
+        token: 'not-the-admin-token-at-all',
+        next: '/console/status',
+      },
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).toContain('That is not the admin token');
+
+    const { cookie, csrf, setCookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    expect(setCookie).toMatch(/HttpOnly/i);
+    expect(setCookie).toMatch(/SameSite=Strict/i);
+    expect(setCookie).toMatch(/path=\/console/i);
+    expect(setCookie).not.toMatch(/Secure/i); // plain http here; https publicUrl → Secure (below)
+    const page = await consoleRequest(bridge.url, '/console/status', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<h1>Status</h1>');
+
+    const out = await consoleRequest(bridge.url, '/console/sign-out', { cookie, form: { _csrf: csrf } });
+    expect(out.status).toBe(302);
+    const after = await consoleRequest(bridge.url, '/console/status', { cookie });
+    expect(after.status).toBe(302);
+    expect(after.location).toContain('/console/sign-in');
+  });
+
+  it('refuses a sign-in that did not come from its own form (login CSRF)', async () => {
+    const forged = await consoleRequest(bridge.url, '/console/sign-in', {
+      form: { _pre: 'guessed', token: TEST_ADMIN_TOKEN },
+    });
+    expect(forged.status).toBe(403);
+    expect(cookieOf(forged.headers, 'chatbridge_console')).toBeUndefined();
+  });
+
+  it('refuses state-changing requests without the session CSRF token', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    for (const form of [{}, { _csrf: 'x'.repeat(43) }, { _csrf: `${csrf}x` }] as Record<string, string>[]) {
+      const refused = await consoleRequest(bridge.url, '/console/deliveries/replay', {
+        cookie,
+        form: { ...form, destination: 'crm' },
+      });
+      expect(refused.status).toBe(403);
+      expect(refused.text).toContain('security token');
+    }
+    const noSession = await consoleRequest(bridge.url, '/console/channels/app/keys', {
+      form: { _csrf: csrf },
+    });
+    expect(noSession.status).toBe(403);
+    const keys = await bridge.admin('GET', '/api/v1/channels/app/keys');
+    expect(keys.body.keys).toEqual([]);
+
+    const allowed = await consoleRequest(bridge.url, '/console/deliveries/replay', {
+      cookie,
+      form: { _csrf: csrf, destination: 'crm' },
+    });
+    expect(allowed.status).toBe(302);
+    expect(allowed.location).toBe('/console/deliveries?destination=crm&replayed=0');
+  });
+
+  it('escapes hostile names, messages and links, with a CSP that allows no inline script', async () => {
+    const hostile = jivo('chat_finished.json', {
+      chat_id: 777001,
+      visitor: {
+        name: '<script>alert("name")</script>',
+        email: 'xss@example.org',
+        phone: '+79001112233',
+        number: '777',
+      },
+      chat: {
+        messages: [
+          { message: '<img src=x onerror=alert(1)>hello', timestamp: 1718610000, type: 'visitor' },
+          { message: '"><svg onload=alert(2)>', timestamp: 1718610001, type: 'agent', agent_id: 55120 },
+        ],
+      },
+    });
+    const sent = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, hostile);
+    expect(sent.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const search = await consoleRequest(bridge.url, '/console/contacts?q=xss%40example.org', { cookie });
+    expect(search.text).toContain('&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;');
+    const id = /href="\/console\/contacts\/(c_[0-9a-f]+)"/.exec(search.text)![1]!;
+    const page = await consoleRequest(bridge.url, `/console/contacts/${id}`, { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).not.toContain('<script>alert');
+    expect(page.text).not.toContain('<img src=x');
+    expect(page.text).not.toContain('<svg');
+    expect(page.text).toContain('&lt;img src=x onerror=alert(1)&gt;hello');
+    // The one script is ours, from the bridge; none is inline.
+    expect(page.text.match(/<script/g)).toHaveLength(1);
+    expect(page.text).toContain('<script src="/console/assets/console.js" defer></script>');
+    const csp = page.headers.get('content-security-policy')!;
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(csp).toContain("frame-ancestors 'none'");
+  });
+
+  it('splits names into folded words for the name search', async () => {
+    const { nameWords } = await import('../src/contacts/engine.js');
+    expect(nameWords("Анна-Мария O'Neil")).toEqual(['анна', 'мария', 'o', 'neil']);
+    expect(nameWords('  José  ÁLVAREZ ')).toEqual(['jose', 'alvarez']);
+    expect(nameWords('<script>')).toEqual(['script']);
+  });
+
+  it('keeps agent link tokens out of the request log', async () => {
+    const { redactPath } = await import('../src/http/app.js');
+    expect(redactPath('/console/c/c_0123.1790000000.abcDEF_-')).toBe('/console/c/***');
+    expect(redactPath('/console/contacts/c_0123')).toBe('/console/contacts/c_0123');
+  });
+
+  it('links only http(s) URLs', async () => {
+    const { safeHref } = await import('../src/console/html.js');
+    expect(safeHref('javascript:alert(1)')).toBeUndefined();
+    expect(safeHref(' JavaScript:alert(1)')).toBeUndefined();
+    expect(safeHref('data:text/html,<script>')).toBeUndefined();
+    expect(safeHref('//evil.example/x')).toBeUndefined();
+    expect(safeHref('/console/contacts')).toBeUndefined();
+    expect(safeHref('https://crm.example/c/1?a="b"')).toBe('https://crm.example/c/1?a=%22b%22');
+  });
+
+  it('finds a contact by phone in another format, by name and by contact id', async () => {
+    const sent = await bridge.post(
+      `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+      jivo('chat_finished.json', { chat_id: 777002 }),
+    );
+    expect(sent.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    for (const q of ['8 (905) 777-01-23', '+7 905 777 0123', 'svetlana orlova', 'ORLOVA']) {
+      const page = await consoleRequest(bridge.url, `/console/contacts?q=${encodeURIComponent(q)}`, {
+        cookie,
+      });
+      expect(page.text, q).toContain('Svetlana Orlova');
+      expect(page.text, q).toMatch(/<h2>1 contact<\/h2>/);
+    }
+    const id = /href="\/console\/contacts\/(c_[0-9a-f]+)"/.exec(
+      (await consoleRequest(bridge.url, '/console/contacts?q=orlova', { cookie })).text,
+    )![1]!;
+    const byId = await consoleRequest(bridge.url, `/console/contacts?q=${id}`, { cookie });
+    expect(byId.text).toContain('Svetlana Orlova');
+    const none = await consoleRequest(bridge.url, '/console/contacts?q=nobody%20here', { cookie });
+    expect(none.text).toContain('No contact matches');
+  });
+
+  it('unmerges a merged record from the contact page', async () => {
+    // Two contacts (one known by e-mail, one by phone), then a chat that carries both: a merge.
+    const visitors = [
+      { name: 'Ivan Merge', email: 'ivan.one@example.org', number: '9001' },
+      { name: 'Ivan M.', phone: '+7 999 000 11 22', number: '9002' },
+      { name: 'Ivan Merge', email: 'ivan.one@example.org', phone: '8 999 000-11-22', number: '9003' },
+    ];
+    for (const [index, visitor] of visitors.entries()) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777010 + index, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const found = (await bridge.admin('GET', '/api/v1/contacts?email=ivan.one@example.org')).body.contacts;
+    expect(found).toHaveLength(1);
+    const contact = found[0];
+    expect(contact.merges).toHaveLength(1);
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    expect(page.text).toContain('Unmerge');
+    const recordId = fieldOf(page.text, 'recordId')!;
+    expect(recordId).toBe(contact.merges[0].recordId);
+
+    const refused = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { recordId },
+    });
+    expect(refused.status).toBe(403);
+    const done = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { _csrf: csrf, recordId },
+    });
+    expect(done.status).toBe(302);
+    expect(done.location).toBe(`/console/contacts/${contact.id}?notice=unmerged`);
+    const after = (await bridge.admin('GET', `/api/v1/contacts/${contact.id}`)).body;
+    expect(after.merges).toEqual([]);
+    expect(after.records).toEqual([contact.id]);
+  });
+
+  it('never shows channel tokens or destination secrets', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {
+      const page = await consoleRequest(bridge.url, path, { cookie });
+      expect(page.status, path).toBe(200);
+      for (const secret of [JIVO_TOKEN, LIVETEX_TOKEN, DESTINATION_SECRET, TEST_ADMIN_TOKEN]) {
+        expect(page.text, path).not.toContain(secret);
+      }
+    }
+    const channels = await consoleRequest(bridge.url, '/console/channels', { cookie });
+    expect(channels.text).toContain('/webhooks/jivochat/site/••••••••');
+  });
+
+  it('gives agents a signed link that opens one contact without a session, and refuses tampered or expired ones', async () => {
+    const answer = await bridge.post(
+      `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+      jivo('chat_accepted.json', { chat_id: 777003 }),
+    );
+    expect(answer.status).toBe(200);
+    const link = answer.body.crm_link as string;
+    expect(link.startsWith(`${PUBLIC_URL}/console/c/`)).toBe(true);
+    const path = link.slice(PUBLIC_URL.length);
+
+    const page = await consoleRequest(bridge.url, path);
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('Svetlana Orlova');
+    expect(page.text).toContain('Read-only view for agents');
+    // One contact and nothing else: no navigation, no forms, no other console page.
+    expect(page.text).not.toContain('/console/deliveries');
+    expect(page.text).not.toContain('<form');
+
+    const token = path.slice('/console/c/'.length);
+    const [contactId, expires, mac] = token.split('.') as [string, string, string];
+    const tampered = [
+      `${contactId.slice(0, -1)}${contactId.endsWith('a') ? 'b' : 'a'}.${expires}.${mac}`,
+      `${contactId}.${Number(expires) + 3600}.${mac}`,
+      `${contactId}.${expires}.${mac.slice(0, -2)}AA`,
+      `${contactId}.${expires}`,
+      'nonsense',
+    ];
+    for (const bad of tampered) {
+      const refused = await consoleRequest(bridge.url, `/console/c/${bad}`);
+      expect(refused.status, bad).toBe(403);
+      expect(refused.text).not.toContain('Svetlana');
+    }
+    // A link signed with another key is refused too.
+    const forged = createAgentLinks({
+      masterKey: Buffer.alloc(32, 8),
+      ttlMs: 3_600_000,
+      publicUrl: undefined,
+      now: () => new Date(clock),
+    }).path(contactId);
+    expect((await consoleRequest(bridge.url, forged)).status).toBe(403);
+
+    clock += 3_600_000 + 1000; // past console.linkTtl (1h)
+    const expired = await consoleRequest(bridge.url, path);
+    expect(expired.status).toBe(403);
+    expect(expired.text).toContain('expired');
+  });
+
+  it('puts Secure on the session cookie when the public URL is https', async () => {
+    const secure = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
+      },
+    });
+    try {
+      // The Secure cookie is set, but an http client would not send it back: read the header only.
+      const form = await consoleRequest(secure.url, '/console/sign-in');
+      const pre = cookieOf(form.headers, 'chatbridge_console_pre')!;
+      const answer = await consoleRequest(secure.url, '/console/sign-in', {
+        cookie: pre,
+        form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
+      });
+      expect(answer.status).toBe(302);
+      expect(answer.location).toBe('/console/status');
+      const line = answer.headers.getSetCookie().find((item) => item.startsWith('chatbridge_console='))!;
+      expect(line).toMatch(/; secure/i);
+      expect(line).toMatch(/httponly/i);
+    } finally {
+      await secure.close();
+    }
+  });
+
+  it('keeps sessions in the store, so another instance on the same Redis knows them', async () => {
+    const first = await startTestBridge({ store: 'redis', start: false });
+    const second = await startTestBridge({ store: 'redis', start: false, keyPrefix: first.keyPrefix });
+    try {
+      const { cookie } = await signIn(first.url, TEST_ADMIN_TOKEN);
+      const page = await consoleRequest(second.url, '/console/status', { cookie });
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('Redis');
+    } finally {
+      await second.close();
+      await first.close();
+    }
+  });
+});

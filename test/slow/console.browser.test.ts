@@ -1,0 +1,410 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeChatvisor } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
+import { type Receiver, startReceiver } from '../support/receiver.js';
+
+/**
+ * The web console in a real headless Chromium (Debian's `chromium`, driven by playwright-core):
+ * what a support person does with it, end to end, against a real bridge, a real CRM-like
+ * receiver and a fake Chatvisor on loopback. Every request the browser makes is intercepted and
+ * must go to 127.0.0.1/localhost. Screenshots at 1280 px and 390 px go to test/slow/artifacts/.
+ */
+const CHROMIUM = '/usr/bin/chromium';
+const ROOT = join(import.meta.dirname, '..', '..');
+const ARTIFACTS = join(import.meta.dirname, 'artifacts', 'console');
+const JIVO_TOKEN = 'browser-site-token-0123456789';
+const LIVETEX_TOKEN = 'browser-app-token-0123456789';
+const CHATVISOR_TOKEN = 'browser-cv-token-0123456789';
+const SECRET = `whsec_${Buffer.alloc(24, 5).toString('base64')}`;
+const LINK_BASE = 'http://127.0.0.1:1'; // server.publicUrl: links are rebased on the test bridge below
+const XSS_NAME = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">Mallory';
+
+function fixture(vendor: string, name: string): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(ROOT, 'adapters', vendor, '__fixtures__', name), 'utf8'));
+}
+
+describe('web console in a browser', () => {
+  let bridge: TestBridge;
+  let receiver: Receiver;
+  let chatvisor: FakeChatvisor;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  const hosts = new Set<string>();
+  const dialogs: string[] = [];
+  let agentLink = '';
+
+  async function newContext(options: { viewport?: { width: number; height: number } } = {}) {
+    const created = await browser.newContext({
+      viewport: options.viewport ?? { width: 1280, height: 900 },
+      timezoneId: 'Asia/Novosibirsk',
+      locale: 'en-GB',
+    });
+    // No request may leave loopback: anything else is recorded and aborted.
+    await created.route('**/*', async (route) => {
+      const host = new URL(route.request().url()).hostname;
+      hosts.add(host);
+      if (host === '127.0.0.1' || host === 'localhost') await route.continue();
+      else await route.abort();
+    });
+    created.on('page', (opened) =>
+      opened.on('dialog', (dialog) => {
+        dialogs.push(dialog.message());
+        void dialog.accept();
+      }),
+    );
+    return created;
+  }
+
+  async function screenshot(target: Page, name: string) {
+    await target.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  }
+
+  async function noHorizontalScroll(target: Page) {
+    // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
+    const widths = await target.evaluate<{ scroll: number; view: number }>(
+      '({ scroll: document.documentElement.scrollWidth, view: window.innerWidth })',
+    );
+    expect(widths.scroll, target.url()).toBeLessThanOrEqual(widths.view);
+  }
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`Chromium is missing at ${CHROMIUM}: apt-get install chromium (.ci/run installs it)`);
+    }
+    mkdirSync(ARTIFACTS, { recursive: true });
+    receiver = await startReceiver({ secret: SECRET });
+    chatvisor = await new FakeChatvisor().start();
+    bridge = await startTestBridge({
+      store: 'memory',
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: LINK_BASE },
+        secrets: { masterKey: Buffer.alloc(32, 4).toString('base64') },
+        agents: [
+          { email: 'oleg@store.example', name: 'Oleg Petrov' },
+          { email: 'dmitry@store.example', name: 'Dmitry Volkov' },
+        ],
+        channels: [
+          {
+            id: 'site',
+            vendor: 'jivochat',
+            name: 'Web site',
+            token: JIVO_TOKEN,
+            reply: { crmLink: '{consoleUrl}' },
+          },
+          { id: 'app', vendor: 'livetex', name: 'Mobile app', token: LIVETEX_TOKEN },
+          {
+            id: 'cv',
+            vendor: 'chatvisor',
+            name: 'Chatvisor',
+            token: CHATVISOR_TOKEN,
+            apiUrl: chatvisor.apiUrl,
+            apiToken: chatvisor.token,
+            maxRetries: 0,
+          },
+        ],
+        destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s'] }],
+      },
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    context = await newContext();
+    page = await context.newPage();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await bridge?.close();
+    await receiver?.close();
+    await chatvisor?.close();
+  });
+
+  it('signs in with the admin token (a wrong one is refused) and lands on the search', async () => {
+    await page.goto(`${bridge.url}/console`);
+    await expect.poll(() => page.url()).toContain('/console/sign-in');
+    await page.getByLabel('Admin token').fill('certainly-not-the-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('That is not the admin token').waitFor();
+    await page.getByLabel('Admin token').fill(TEST_ADMIN_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Contacts' }).waitFor();
+    const cookies = await context.cookies();
+    const session = cookies.find((cookie) => cookie.name === 'chatbridge_console')!;
+    expect(session.httpOnly).toBe(true);
+    expect(session.sameSite).toBe('Strict');
+    // HttpOnly: the page's script cannot read it.
+    expect(await page.evaluate<string>('document.cookie')).not.toContain('chatbridge_console=');
+  });
+
+  it('shows one person across JivoChat and LiveTex on one timeline, found by a phone typed another way', async () => {
+    // The same person in two vendors: the e-mail and the phone tie them together.
+    const jivo = fixture('jivochat', 'chat_finished.json');
+    jivo.visitor = {
+      name: 'Anna Smirnova',
+      email: 'anna.smirnova@mail.example',
+      phone: '+7 912 345 67 89',
+      number: '4411',
+    };
+    jivo.chat = {
+      messages: [
+        { message: 'Is my parcel on its way?', timestamp: 1741940000, type: 'visitor' },
+        { message: 'Yes, <b>tomorrow</b>.', timestamp: 1741940060, type: 'agent', agent_id: 55120 },
+      ],
+    };
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, jivo)).status).toBe(200);
+    const livetex = fixture('livetex', 'dialog_closed.web.json');
+    expect((await bridge.post(`/webhooks/livetex/app/${LIVETEX_TOKEN}`, livetex)).status).toBe(200);
+
+    await page.getByLabel('Find a contact').fill('8 (912) 345-6789');
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: '1 contact' }).waitFor();
+    await page.getByRole('link', { name: 'Anna Smirnova' }).click();
+    await page.getByRole('heading', { name: 'Anna Smirnova', level: 1 }).waitFor();
+
+    const entries = page.locator('ol.timeline > li.entry');
+    await expect.poll(() => entries.count()).toBeGreaterThanOrEqual(2);
+    const text = (await page.locator('ol.timeline').textContent()) ?? '';
+    expect(text).toContain('JivoChat');
+    expect(text).toContain('LiveTex');
+    // Newest first: the times on the timeline never go up.
+    const times = await entries
+      .locator('.meta time')
+      .evaluateAll((nodes) => nodes.map((node) => node.getAttribute('datetime') ?? ''));
+    expect([...times].sort().reverse()).toEqual(times);
+    // Times in the browser's zone (Novosibirsk here), not in UTC.
+    const first = entries.first().locator('time').first();
+    expect(await first.getAttribute('data-local')).toBe('true');
+    expect(await first.getAttribute('title')).toContain('Asia/Novosibirsk');
+    // A finished chat expands to its transcript; its HTML is shown as text.
+    const transcript = page.locator('details', { hasText: 'Transcript' }).first();
+    await transcript.locator('summary').click();
+    await transcript
+      .getByText('Yes, <b>tomorrow</b>.')
+      .or(transcript.getByText('It left the warehouse'))
+      .first()
+      .waitFor();
+    // Primary value first, every value kept.
+    await page.getByText('primary').first().waitFor();
+
+    await screenshot(page, 'contact-1280');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await noHorizontalScroll(page);
+    await screenshot(page, 'contact-390');
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await noHorizontalScroll(page);
+  });
+
+  it('renders hostile names and messages as text: no script runs', async () => {
+    const jivo = fixture('jivochat', 'chat_finished.json');
+    jivo.chat_id = 66001;
+    jivo.visitor = { name: XSS_NAME, email: 'mallory@evil.example', number: '666' };
+    jivo.chat = {
+      messages: [
+        {
+          message: '<img src=x onerror="window.__xss=3">javascript:alert(1)',
+          timestamp: 1741950000,
+          type: 'visitor',
+        },
+      ],
+    };
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, jivo)).status).toBe(200);
+    await page.goto(`${bridge.url}/console/contacts?q=mallory`);
+    await page.getByRole('link', { name: XSS_NAME }).click();
+    await page.getByRole('heading', { name: XSS_NAME, level: 1 }).waitFor();
+    await page.locator('details summary', { hasText: 'Transcript' }).first().click();
+    await page.getByText('javascript:alert(1)').waitFor();
+    expect(await page.evaluate<unknown>('window.__xss')).toBeUndefined();
+    expect(dialogs).toEqual([]);
+    expect(await page.locator('main img').count()).toBe(0);
+    expect(await page.locator('a[href^="javascript:"]').count()).toBe(0);
+  });
+
+  it('refuses a form whose CSRF token is missing', async () => {
+    await page.goto(`${bridge.url}/console/channels`);
+    const section = page.locator('#channel-app');
+    await section.locator('input[name="_csrf"]').evaluateAll((inputs) => {
+      for (const input of inputs) input.remove();
+    });
+    await section.getByRole('button', { name: 'Generate a key' }).click();
+    await page.getByText('security token').waitFor();
+    expect(await page.title()).toContain('Error 403');
+    const keys = await bridge.admin('GET', '/api/v1/channels/app/keys');
+    expect(keys.body.keys).toEqual([]);
+  });
+
+  it('shows a new LiveTex key once, lists it, and revokes it', async () => {
+    await page.goto(`${bridge.url}/console/channels`);
+    await page.locator('#channel-app').getByRole('button', { name: 'Generate a key' }).click();
+    const input = page.getByLabel('Key');
+    await input.waitFor();
+    const key = await input.inputValue();
+    expect(key.length).toBeGreaterThan(20);
+    const [listed] = (await bridge.admin('GET', '/api/v1/channels/app/keys')).body.keys;
+    expect(listed.revokedAt).toBeNull();
+
+    await screenshot(page, 'channels-1280');
+    await page.goto(`${bridge.url}/console/channels`);
+    expect(await page.content()).not.toContain(key);
+    await page.getByText(listed.kid).waitFor();
+    await page.locator('#channel-app').getByRole('button', { name: 'Revoke' }).click();
+    await page.getByText('Key revoked').waitFor();
+    expect(dialogs.some((message) => message.startsWith('Revoke key'))).toBe(true);
+    dialogs.length = 0;
+    const [revoked] = (await bridge.admin('GET', '/api/v1/channels/app/keys')).body.keys;
+    expect(revoked.revokedAt).not.toBeNull();
+  });
+
+  it('runs a Chatvisor agent sync dry run, then the sync, and shows their reports', async () => {
+    await page.goto(`${bridge.url}/console/channels`);
+    const section = page.locator('#channel-cv');
+    await section.getByText('No sync report yet').waitFor();
+    await section.getByRole('button', { name: 'Dry run' }).click();
+    await page.getByText('Agent sync finished').waitFor();
+    await page.locator('#channel-cv').getByText('Would create 2').waitFor();
+    expect(chatvisor.writes()).toEqual([]);
+    await page.locator('#channel-cv').getByRole('button', { name: 'Run agent sync' }).click();
+    await page.getByText('Agent sync finished').waitFor();
+    await page.locator('#channel-cv').getByText('Created 2').waitFor();
+    expect(chatvisor.agents.size).toBe(2);
+    dialogs.length = 0;
+  });
+
+  it('replays a failed delivery from its page', async () => {
+    receiver.respond({ kind: 'status', status: 500, body: 'CRM is down' });
+    const jivo = fixture('jivochat', 'chat_finished.json');
+    jivo.chat_id = 55001;
+    jivo.visitor = { name: 'Boris Failov', email: 'boris@mail.example', number: '5501' };
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, jivo)).status).toBe(200);
+    await bridge.bridge.delivery.drain();
+    await receiver.waitFor(() => receiver.requests.length > 0, 10_000, 'a first delivery attempt');
+    await expect
+      .poll(
+        async () => (await bridge.admin('GET', '/api/v1/deliveries?state=failed')).body.deliveries.length,
+        {
+          timeout: 10_000,
+        },
+      )
+      .toBeGreaterThan(0);
+
+    receiver.respond({ kind: 'ok' });
+    await page.goto(`${bridge.url}/console/deliveries`);
+    await page.getByLabel('State').selectOption('failed');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.locator('table a.mono').first().click();
+    await page.getByText('CRM is down').first().waitFor();
+    await page.getByRole('heading', { name: 'Body' }).waitFor();
+    const id = ((await page.locator('h1 .mono').textContent()) ?? '').trim();
+    await screenshot(page, 'delivery-1280');
+    await page.getByRole('button', { name: 'Replay this delivery' }).click();
+    await page.getByText('Replay queued').waitFor();
+    await expect
+      .poll(async () => (await bridge.admin('GET', `/api/v1/deliveries/${id}`)).body.state, {
+        timeout: 10_000,
+      })
+      .toBe('delivered');
+    await page.reload();
+    await page.locator('.state-delivered').first().waitFor();
+    expect(await page.locator('table.attempts tbody tr').count()).toBe(2);
+  });
+
+  it('reaches the search with the keyboard alone', async () => {
+    await page.goto(`${bridge.url}/console/status`);
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate<string>('document.activeElement?.textContent')).toBe('Skip to content');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate<string>("document.activeElement?.getAttribute('href')")).toBe(
+      '/console/contacts',
+    );
+    await page.keyboard.press('Enter');
+    await page.getByLabel('Find a contact').waitFor();
+    await page.keyboard.type('anna.smirnova@mail.example');
+    await page.keyboard.press('Enter');
+    await page.getByRole('link', { name: 'Anna Smirnova' }).waitFor();
+  });
+
+  it('keeps every page readable at 1280 px and at 390 px without horizontal scrolling', async () => {
+    const paths = [
+      '/console/contacts?q=anna',
+      '/console/deliveries',
+      '/console/journal',
+      '/console/channels',
+      '/console/status',
+    ];
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const path of paths) {
+        await page.goto(bridge.url + path);
+        await noHorizontalScroll(page);
+        const name = path.split('?')[0]!.split('/').pop()!;
+        await screenshot(page, `${name}-${width}`);
+      }
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  it('opens an agent link without a session, and refuses a tampered one', async () => {
+    const accepted = fixture('jivochat', 'chat_accepted.json');
+    accepted.visitor = { name: 'Anna Smirnova', email: 'anna.smirnova@mail.example', number: '4411' };
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, accepted);
+    expect(answer.status).toBe(200);
+    agentLink = (answer.body.crm_link as string).replace(LINK_BASE, bridge.url);
+
+    const agent = await newContext({ viewport: { width: 390, height: 844 } });
+    try {
+      const agentPage = await agent.newPage();
+      await agentPage.goto(agentLink);
+      await agentPage.getByRole('heading', { name: 'Anna Smirnova', level: 1 }).waitFor();
+      await agentPage.getByText('Read-only view for agents').waitFor();
+      expect(await agentPage.locator('nav').count()).toBe(0);
+      expect(await agentPage.locator('form').count()).toBe(0);
+      const timeline = (await agentPage.locator('ol.timeline').textContent()) ?? '';
+      expect(timeline).toContain('LiveTex');
+      await noHorizontalScroll(agentPage);
+      await screenshot(agentPage, 'agent-link-390');
+
+      // Another contact's id under the same signature: refused.
+      const [contactId, expires, mac] = agentLink.split('/console/c/')[1]!.split('.') as [
+        string,
+        string,
+        string,
+      ];
+      const other = `${contactId.slice(0, -1)}${contactId.endsWith('0') ? '1' : '0'}`;
+      const response = await agentPage.goto(`${bridge.url}/console/c/${other}.${expires}.${mac}`);
+      expect(response?.status()).toBe(403);
+      await agentPage.getByText('This link is not valid').waitFor();
+      expect(await agentPage.content()).not.toContain('Anna');
+      // And the console itself still wants a sign-in.
+      await agentPage.goto(`${bridge.url}/console/contacts`);
+      await expect.poll(() => agentPage.url()).toContain('/console/sign-in');
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it('signs out', async () => {
+    await page.goto(`${bridge.url}/console/status`);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByText('You are signed out').waitFor();
+    await page.goto(`${bridge.url}/console/deliveries`);
+    await expect.poll(() => page.url()).toContain('/console/sign-in');
+  });
+
+  it('made no request beyond loopback', () => {
+    expect(hosts.size).toBeGreaterThan(0);
+    expect([...hosts].filter((host) => host !== '127.0.0.1' && host !== 'localhost')).toEqual([]);
+  });
+});
