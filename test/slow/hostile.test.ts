@@ -398,5 +398,7 @@ describe('hostile and malformed payloads', () => {
     expect(prototypes.map((proto) => Object.getOwnPropertyNames(proto).sort())).toEqual(before);
     expect((await fetch(`${bridge.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${bridge.url}/readyz`)).status).toBe(200);
-  }, 120_000);
+    // A generous limit: 10,000 requests take about a minute on a quiet 2-core machine and several
+    // on a loaded one; the test asserts outcomes, never the time they took.
+  }, 600_000);
 });
