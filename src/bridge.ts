@@ -126,6 +126,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     redisUrl: store.kind === 'redis' ? config.store.redis : undefined,
     keyPrefix: config.store.keyPrefix,
     vendorNames: registry.displayNames(),
+    crm: { contacts, connectors: registry.connectorsByKind() },
     events,
     http,
     logger: logger.child({ component: 'delivery' }),

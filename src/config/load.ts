@@ -3,7 +3,7 @@ import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
-import { type Config, configSchema } from './schema.js';
+import { type Config, configSchema, isCrmDestination } from './schema.js';
 
 /**
  * Config loading (DESIGN §3): find the file, read YAML, substitute ${VAR} / ${VAR:-default}
@@ -120,6 +120,22 @@ export function parseConfig(
       });
     }
     config.destinations.forEach((destination, index) => {
+      if (isCrmDestination(destination)) {
+        // DESIGN §10: the connector checks what it needs to reach its CRM, as adapters check channels.
+        const connector = registry.connector(destination.kind);
+        if (!connector) {
+          issues.push({
+            path: `destinations[${index}].kind`,
+            message: `unknown kind "${destination.kind}" (known: webhook, ${[...registry.connectorsByKind().keys()].join(', ')})`,
+          });
+        } else {
+          const { id: _i, kind: _k, events: _e, retrySchedule: _r, timeoutMs: _t, concurrency: _c,
+            circuitBreaker: _b, filter: _f, crm: _crm, map: _m, ...settings } = destination;
+          const parsed = connector.settings.strict().safeParse(settings);
+          if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
+          else Object.assign(destination, parsed.data);
+        }
+      }
       for (const channelId of destination.filter.channels ?? []) {
         if (!ids.has(channelId)) {
           issues.push({
