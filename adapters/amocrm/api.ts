@@ -59,7 +59,14 @@ export const PAGE_LIMIT = 250;
 
 const multitextSchema = z.object({
   field_code: z.string().nullish(),
-  values: z.array(z.object({ value: z.union([z.string(), z.number()]).transform(String), enum_code: z.string().nullish() })).nullish(),
+  values: z
+    .array(
+      z.object({
+        value: z.union([z.string(), z.number()]).transform(String),
+        enum_code: z.string().nullish(),
+      }),
+    )
+    .nullish(),
 });
 
 export const contactSchema = z.object({
@@ -82,7 +89,14 @@ export const addedSchema = (entity: 'contacts' | 'leads' | 'tasks' | 'notes') =>
 
 export const leadListSchema = z.object({
   _embedded: z.object({
-    leads: z.array(z.object({ id: z.number(), status_id: z.number(), pipeline_id: z.number(), is_deleted: z.boolean().nullish() })),
+    leads: z.array(
+      z.object({
+        id: z.number(),
+        status_id: z.number(),
+        pipeline_id: z.number(),
+        is_deleted: z.boolean().nullish(),
+      }),
+    ),
   }),
 });
 
@@ -101,7 +115,11 @@ export const usersPageSchema = z.object({
   }),
 });
 
-export const accountSchema = z.object({ id: z.number(), name: z.string().nullish(), subdomain: z.string().nullish() });
+export const accountSchema = z.object({
+  id: z.number(),
+  name: z.string().nullish(),
+  subdomain: z.string().nullish(),
+});
 
 export const pipelinesSchema = z.object({
   _embedded: z.object({
@@ -110,7 +128,9 @@ export const pipelinesSchema = z.object({
         id: z.number(),
         name: z.string(),
         _embedded: z
-          .object({ statuses: z.array(z.object({ id: z.number(), name: z.string(), type: z.number().nullish() })) })
+          .object({
+            statuses: z.array(z.object({ id: z.number(), name: z.string(), type: z.number().nullish() })),
+          })
           .nullish(),
       }),
     ),
@@ -130,7 +150,9 @@ export const problemSchema = z.object({
     .array(
       z.object({
         request_id: z.string().nullish(),
-        errors: z.array(z.object({ code: z.string().nullish(), path: z.string().nullish(), detail: z.string().nullish() })),
+        errors: z.array(
+          z.object({ code: z.string().nullish(), path: z.string().nullish(), detail: z.string().nullish() }),
+        ),
       }),
     )
     .nullish(),

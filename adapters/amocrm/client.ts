@@ -3,6 +3,7 @@ import { CrmError, excerpt } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/spec/connector.js';
 import {
+  type AmoContact,
   API_PREFIX,
   accountSchema,
   addedSchema,
@@ -22,7 +23,6 @@ import {
   PHONE_QUERY_DIGITS,
   pipelinesSchema,
   problemSchema,
-  type AmoContact,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -39,7 +39,10 @@ const tail = (value: string) => digits(value).slice(-PHONE_QUERY_DIGITS);
 
 function valuesOf(contact: AmoContact, code: string): { value: string; enum_code?: string }[] {
   const field = contact.custom_fields_values?.find((item) => item.field_code === code);
-  return (field?.values ?? []).map((item) => ({ value: item.value, ...(item.enum_code ? { enum_code: item.enum_code } : {}) }));
+  return (field?.values ?? []).map((item) => ({
+    value: item.value,
+    ...(item.enum_code ? { enum_code: item.enum_code } : {}),
+  }));
 }
 
 function toContact(contact: AmoContact): CrmContact {
@@ -85,26 +88,47 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       if (!schema) return null;
       const parsed = schema.safeParse(response.json);
       if (!parsed.success) {
-        throw new CrmError('retry', status, `${NAME} answered ${what} with an unexpected body: ${excerpt(response.text, 120)}`);
+        throw new CrmError(
+          'retry',
+          status,
+          `${NAME} answered ${what} with an unexpected body: ${excerpt(response.text, 120)}`,
+        );
       }
       return parsed.data;
     }
     const reason = reasonOf(response.json, response.text);
-    if (status === 401) throw new CrmError('permanent', 401, `token rejected by ${NAME} (HTTP 401: ${reason})`, { auth: true });
+    if (status === 401)
+      throw new CrmError('permanent', 401, `token rejected by ${NAME} (HTTP 401: ${reason})`, { auth: true });
     if (status === 403) {
-      throw new CrmError('permanent', 403, `access refused by ${NAME} for ${what} (HTTP 403: ${reason}): the token's user lacks the right, the IP is not allowed, or the account's API is blocked`, { auth: true });
+      throw new CrmError(
+        'permanent',
+        403,
+        `access refused by ${NAME} for ${what} (HTTP 403: ${reason}): the token's user lacks the right, the IP is not allowed, or the account's API is blocked`,
+        { auth: true },
+      );
     }
     if (status === 429 || status >= 500) {
       const retryAfterMs = parseRetryAfter(response.headers['retry-after'], Date.now());
-      throw new CrmError('retry', status, `${NAME} ${status === 429 ? 'rate limit' : 'server error'} on ${what} (HTTP ${status}${status === 429 ? '' : `: ${reason}`})`, { retryAfterMs });
+      throw new CrmError(
+        'retry',
+        status,
+        `${NAME} ${status === 429 ? 'rate limit' : 'server error'} on ${what} (HTTP ${status}${status === 429 ? '' : `: ${reason}`})`,
+        { retryAfterMs },
+      );
     }
-    if (status === 402) throw new CrmError('permanent', 402, `${NAME} account is not paid (HTTP 402: ${reason})`);
+    if (status === 402)
+      throw new CrmError('permanent', 402, `${NAME} account is not paid (HTTP 402: ${reason})`);
     if (status === 404) return null;
     throw new CrmError('permanent', status, `${NAME} rejected ${what} (HTTP ${status}: ${reason})`);
   }
 
   async function search(query: string): Promise<AmoContact[]> {
-    const found = await call('contact search', 'GET', `/contacts?query=${encodeURIComponent(query)}&limit=50`, contactListSchema);
+    const found = await call(
+      'contact search',
+      'GET',
+      `/contacts?query=${encodeURIComponent(query)}&limit=50`,
+      contactListSchema,
+    );
     return found?._embedded.contacts ?? [];
   }
 
@@ -119,7 +143,11 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       const out = new Map<number, AmoContact>();
       for (const phone of phones) {
         for (const contact of await search(tail(phone))) {
-          if (valuesOf(contact, PHONE_FIELD).some((item) => tail(item.value) === tail(phone) && tail(phone).length > 0))
+          if (
+            valuesOf(contact, PHONE_FIELD).some(
+              (item) => tail(item.value) === tail(phone) && tail(phone).length > 0,
+            )
+          )
             out.set(contact.id, contact);
         }
       }
@@ -140,10 +168,20 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async createContact(input) {
       const fields = [
         ...(input.phones.length > 0
-          ? [{ field_code: PHONE_FIELD, values: input.phones.map((value) => ({ value, enum_code: PHONE_ENUM })) }]
+          ? [
+              {
+                field_code: PHONE_FIELD,
+                values: input.phones.map((value) => ({ value, enum_code: PHONE_ENUM })),
+              },
+            ]
           : []),
         ...(input.emails.length > 0
-          ? [{ field_code: EMAIL_FIELD, values: input.emails.map((value) => ({ value, enum_code: EMAIL_ENUM })) }]
+          ? [
+              {
+                field_code: EMAIL_FIELD,
+                values: input.emails.map((value) => ({ value, enum_code: EMAIL_ENUM })),
+              },
+            ]
           : []),
       ];
       const added = await call('contact create', 'POST', '/contacts', addedSchema('contacts'), [
@@ -166,13 +204,19 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       if (add.phones.length > 0) {
         fields.push({
           field_code: PHONE_FIELD,
-          values: [...valuesOf(current, PHONE_FIELD), ...add.phones.map((value) => ({ value, enum_code: PHONE_ENUM }))],
+          values: [
+            ...valuesOf(current, PHONE_FIELD),
+            ...add.phones.map((value) => ({ value, enum_code: PHONE_ENUM })),
+          ],
         });
       }
       if (add.emails.length > 0) {
         fields.push({
           field_code: EMAIL_FIELD,
-          values: [...valuesOf(current, EMAIL_FIELD), ...add.emails.map((value) => ({ value, enum_code: EMAIL_ENUM }))],
+          values: [
+            ...valuesOf(current, EMAIL_FIELD),
+            ...add.emails.map((value) => ({ value, enum_code: EMAIL_ENUM })),
+          ],
         });
       }
       await call('contact update', 'PATCH', `/contacts/${encodeURIComponent(contact.id)}`, null, {
@@ -182,7 +226,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     },
 
     async findOpenDeal(contactId, pipelineId) {
-      const contact = await call('contact read', 'GET', `/contacts/${encodeURIComponent(contactId)}?with=leads`, contactSchema);
+      const contact = await call(
+        'contact read',
+        'GET',
+        `/contacts/${encodeURIComponent(contactId)}?with=leads`,
+        contactSchema,
+      );
       const ids = (contact?._embedded?.leads ?? []).map((lead) => lead.id);
       if (ids.length === 0) return null;
       const query = ids.map((id) => `filter[id][]=${id}`).join('&');
@@ -198,7 +247,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       let custom: { field_code: string; values: { value: string }[] }[] = [];
       const utm = Object.entries(input.utm).filter(([key]) => UTM_FIELD_CODES[key]);
       if (utm.length > 0) {
-        const fields = await call('lead fields', 'GET', `/leads/custom_fields?limit=${PAGE_LIMIT}`, customFieldsSchema);
+        const fields = await call(
+          'lead fields',
+          'GET',
+          `/leads/custom_fields?limit=${PAGE_LIMIT}`,
+          customFieldsSchema,
+        );
         const codes = new Set((fields?._embedded.custom_fields ?? []).map((field) => field.code));
         custom = utm
           .filter(([key]) => codes.has(UTM_FIELD_CODES[key]!))
@@ -212,7 +266,10 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           ...(input.responsibleUserId ? { responsible_user_id: Number(input.responsibleUserId) } : {}),
           ...(custom.length > 0 ? { custom_fields_values: custom } : {}),
           // The source as a tag [OFF: tags by name]; the deal name carries it too (crm.dealName).
-          _embedded: { contacts: [{ id: Number(input.contactId), is_main: true }], tags: [{ name: input.source }] },
+          _embedded: {
+            contacts: [{ id: Number(input.contactId), is_main: true }],
+            tags: [{ name: input.source }],
+          },
           request_id: input.externalId,
         },
       ]);
@@ -237,7 +294,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async createNote(input) {
       const entity = input.on.type === 'deal' ? 'leads' : 'contacts';
       const added = await call('note create', 'POST', `/${entity}/notes`, addedSchema('notes'), [
-        { entity_id: Number(input.on.id), note_type: 'common', params: { text: input.text }, request_id: input.externalId },
+        {
+          entity_id: Number(input.on.id),
+          note_type: 'common',
+          params: { text: input.text },
+          request_id: input.externalId,
+        },
       ]);
       return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.notes![0]!.id);
     },
@@ -245,7 +307,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async listUsers() {
       const users: CrmUser[] = [];
       for (let page = 1; page <= 100; page++) {
-        const found = await call('users list', 'GET', `/users?page=${page}&limit=${PAGE_LIMIT}`, usersPageSchema);
+        const found = await call(
+          'users list',
+          'GET',
+          `/users?page=${page}&limit=${PAGE_LIMIT}`,
+          usersPageSchema,
+        );
         if (!found) break;
         for (const user of found._embedded.users) {
           users.push({
@@ -269,7 +336,10 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
           id: String(pipeline.id),
           name: pipeline.name,
-          stages: (pipeline._embedded?.statuses ?? []).map((status) => ({ id: String(status.id), name: status.name })),
+          stages: (pipeline._embedded?.statuses ?? []).map((status) => ({
+            id: String(status.id),
+            name: status.name,
+          })),
         })),
         users,
       };

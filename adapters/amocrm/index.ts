@@ -8,7 +8,9 @@ export const amocrmSettingsSchema = z.object({
   /** The account's own address, e.g. https://example.amocrm.ru (the API is under /api/v4). */
   baseUrl: z.url({ protocol: /^https?$/ }),
   /** A long-lived token of a private integration, sent as Authorization: Bearer. */
-  token: z.string().min(20, 'the long-lived token of a private integration (Settings → Integrations → Keys and scopes)'),
+  token: z
+    .string()
+    .min(20, 'the long-lived token of a private integration (Settings → Integrations → Keys and scopes)'),
 });
 export type AmocrmSettings = z.infer<typeof amocrmSettingsSchema>;
 

@@ -111,4 +111,5 @@ export const batchSchema = z.object({
 });
 
 /** Stage ENTITY_ID of a deal category: DEAL_STAGE for 0, DEAL_STAGE_<id> otherwise [OFF]. */
-export const stageEntityOf = (categoryId: number) => (categoryId === 0 ? 'DEAL_STAGE' : `DEAL_STAGE_${categoryId}`);
+export const stageEntityOf = (categoryId: number) =>
+  categoryId === 0 ? 'DEAL_STAGE' : `DEAL_STAGE_${categoryId}`;

@@ -39,14 +39,21 @@ export function toQuery(params: Record<string, unknown>, prefix = ''): string[] 
   const out: string[] = [];
   for (const [key, value] of Object.entries(params)) {
     const name = prefix ? `${prefix}[${key}]` : key;
-    if (Array.isArray(value)) value.forEach((item, index) => out.push(...toQuery({ [index]: item }, name)));
+    if (Array.isArray(value)) out.push(...toQuery(Object.fromEntries(value.entries()), name));
     else if (value && typeof value === 'object') out.push(...toQuery(value as Record<string, unknown>, name));
-    else if (value !== undefined && value !== null) out.push(`${encodeURIComponent(name)}=${encodeURIComponent(String(value))}`);
+    else if (value !== undefined && value !== null)
+      out.push(`${encodeURIComponent(name)}=${encodeURIComponent(String(value))}`);
   }
   return out;
 }
 
-function failure(method: string, status: number, error: string, description: string, headers: Record<string, string>): CrmError {
+function failure(
+  method: string,
+  status: number,
+  error: string,
+  description: string,
+  headers: Record<string, string>,
+): CrmError {
   const reason = `${error ? `${error}: ` : ''}${description || 'no details'}`;
   if (RATE_LIMIT_ERRORS.has(error) || status === 429) {
     // 503 QUERY_LIMIT_EXCEEDED means "slow down", not "down": reported as 429 so the breaker stays shut.
@@ -55,7 +62,12 @@ function failure(method: string, status: number, error: string, description: str
     });
   }
   if (status === 401 || AUTH_ERRORS.has(error)) {
-    return new CrmError('permanent', status, `webhook rejected by ${NAME} on ${method} (HTTP ${status} ${reason})`, { auth: true });
+    return new CrmError(
+      'permanent',
+      status,
+      `webhook rejected by ${NAME} on ${method} (HTTP ${status} ${reason})`,
+      { auth: true },
+    );
   }
   if (status >= 500) {
     return new CrmError('retry', status, `${NAME} server error on ${method} (HTTP ${status} ${reason})`, {
@@ -67,12 +79,17 @@ function failure(method: string, status: number, error: string, description: str
 
 export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmTransport): CrmApi {
   const match = WEBHOOK_URL.exec(settings.webhookUrl);
-  if (!match) throw new CrmError('permanent', null, `${NAME} webhookUrl is not https://<portal>/rest/<user>/<code>/`);
+  if (!match)
+    throw new CrmError('permanent', null, `${NAME} webhookUrl is not https://<portal>/rest/<user>/<code>/`);
   const base = settings.webhookUrl.endsWith('/') ? settings.webhookUrl : `${settings.webhookUrl}/`;
   const origin = new URL(base).origin;
   const webhookUser = match[1]!;
 
-  async function call<T>(method: string, params: Record<string, unknown>, schema: z.ZodType<T>): Promise<{ result: T; next: number | null }> {
+  async function call<T>(
+    method: string,
+    params: Record<string, unknown>,
+    schema: z.ZodType<T>,
+  ): Promise<{ result: T; next: number | null }> {
     const response = await transport.send({ method: 'POST', url: `${base}${method}.json`, body: params });
     const { status } = response;
     const error = errorSchema.safeParse(response.json);
@@ -84,13 +101,19 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     const envelope = envelopeSchema.safeParse(response.json);
     const parsed = envelope.success ? schema.safeParse(envelope.data.result) : null;
     if (!envelope.success || !parsed?.success) {
-      throw new CrmError('retry', status, `${NAME} answered ${method} with an unexpected body: ${excerpt(response.text, 120)}`);
+      throw new CrmError(
+        'retry',
+        status,
+        `${NAME} answered ${method} with an unexpected body: ${excerpt(response.text, 120)}`,
+      );
     }
     return { result: parsed.data, next: envelope.data.next ?? null };
   }
 
   /** Several calls in one request (counts once for the rate limit [OFF]); a failed one fails all. */
-  async function batch(cmd: Record<string, [string, Record<string, unknown>]>): Promise<Record<string, unknown>> {
+  async function batch(
+    cmd: Record<string, [string, Record<string, unknown>]>,
+  ): Promise<Record<string, unknown>> {
     const commands = Object.fromEntries(
       Object.entries(cmd).map(([key, [method, params]]) => [key, `${method}?${toQuery(params).join('&')}`]),
     );
@@ -106,8 +129,16 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
       const phoneValues = phones.flatMap(phoneVariants).slice(0, FINDBYCOMM_MAX_VALUES);
       const emailValues = emails.slice(0, FINDBYCOMM_MAX_VALUES);
       const cmd: Record<string, [string, Record<string, unknown>]> = {};
-      if (phoneValues.length > 0) cmd.phone = ['crm.duplicate.findbycomm', { entity_type: 'CONTACT', type: 'PHONE', values: phoneValues }];
-      if (emailValues.length > 0) cmd.email = ['crm.duplicate.findbycomm', { entity_type: 'CONTACT', type: 'EMAIL', values: emailValues }];
+      if (phoneValues.length > 0)
+        cmd.phone = [
+          'crm.duplicate.findbycomm',
+          { entity_type: 'CONTACT', type: 'PHONE', values: phoneValues },
+        ];
+      if (emailValues.length > 0)
+        cmd.email = [
+          'crm.duplicate.findbycomm',
+          { entity_type: 'CONTACT', type: 'EMAIL', values: emailValues },
+        ];
       if (Object.keys(cmd).length === 0) return [];
       const results = await batch(cmd);
       const ids = new Set<string>();
@@ -128,7 +159,8 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         };
       } catch (error) {
         // "Contact is not found" is a 400 with an empty error code [OFF].
-        if (error instanceof CrmError && error.kind === 'permanent' && /not found/i.test(error.message)) return null;
+        if (error instanceof CrmError && error.kind === 'permanent' && /not found/i.test(error.message))
+          return null;
         throw error;
       }
     },
@@ -163,8 +195,12 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         {
           id: Number(contact.id),
           fields: {
-            ...(add.phones.length > 0 ? { PHONE: add.phones.map((value) => ({ VALUE: value, VALUE_TYPE })) } : {}),
-            ...(add.emails.length > 0 ? { EMAIL: add.emails.map((value) => ({ VALUE: value, VALUE_TYPE })) } : {}),
+            ...(add.phones.length > 0
+              ? { PHONE: add.phones.map((value) => ({ VALUE: value, VALUE_TYPE })) }
+              : {}),
+            ...(add.emails.length > 0
+              ? { EMAIL: add.emails.map((value) => ({ VALUE: value, VALUE_TYPE })) }
+              : {}),
           },
           params: { REGISTER_SONET_EVENT: 'N' },
         },

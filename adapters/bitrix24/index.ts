@@ -8,7 +8,10 @@ export const bitrix24SettingsSchema = z.object({
   /** The incoming webhook, https://<portal>/rest/<userId>/<code>/ — the URL is the credential. */
   webhookUrl: z
     .string()
-    .regex(WEBHOOK_URL, 'an incoming webhook URL: https://<portal>/rest/<userId>/<code>/ (Developer resources → Other → Inbound webhook)'),
+    .regex(
+      WEBHOOK_URL,
+      'an incoming webhook URL: https://<portal>/rest/<userId>/<code>/ (Developer resources → Other → Inbound webhook)',
+    ),
   /** SOURCE_ID of created contacts and deals (a code from crm.status.list ENTITY_ID=SOURCE). */
   sourceId: z.string().min(1).default('WEB'),
 });

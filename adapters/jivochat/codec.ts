@@ -139,7 +139,8 @@ export function placeholderValues(
   const crmAttribute = contact.attributes.crmId?.value;
   const crmId =
     crmIdentity ?? (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute));
-  return { contactId: contact.id, person, crmId };
+  // {crmUrl}: the CRM record's page, set when a CRM destination linked the contact (DESIGN §10).
+  return { contactId: contact.id, person, crmId, crmUrl: contact.crmLink ?? undefined };
 }
 
 /** Fill the template; a placeholder without a value leaves the whole link out. */
@@ -152,7 +153,7 @@ export function fillCrmLink(template: string, contact: Contact): string | undefi
       missing = true;
       return '';
     }
-    return encodeURIComponent(value);
+    return name === 'crmUrl' ? value : encodeURIComponent(value);
   });
   return missing ? undefined : safeLink(filled);
 }

@@ -240,7 +240,7 @@ export type JivoAnswer = z.infer<typeof jivoAnswerSchema>;
 // ---------------------------------------------------------------------------------------------
 // Channel settings (config/bridge.yaml `channels[]` with `vendor: jivochat`).
 
-export const crmLinkPlaceholders = ['contactId', 'person', 'crmId'] as const;
+export const crmLinkPlaceholders = ['contactId', 'person', 'crmId', 'crmUrl'] as const;
 
 /** Values from `${VAR}` substitution arrive as strings. */
 const fromEnvString = (value: unknown) => {
@@ -258,11 +258,12 @@ const crmLinkTemplateSchema = z.string().superRefine((template, ctx) => {
   if (unknown.length > 0) {
     ctx.addIssue({
       code: 'custom',
-      message: `unknown placeholder {${unknown[0]}}; use {contactId}, {person} or {crmId}`,
+      message: `unknown placeholder {${unknown[0]}}; use {contactId}, {person}, {crmId} or {crmUrl}`,
     });
     return;
   }
-  const sample = template.replace(/\{[^{}]*\}/g, 'x');
+  // {crmUrl} is a whole URL (the CRM record's page, DESIGN §10); the others are path parts.
+  const sample = template.replace('{crmUrl}', 'https://crm.example/x').replace(/\{[^{}]*\}/g, 'x');
   if (!/^https?:\/\//i.test(sample) || !URL.canParse(sample)) {
     ctx.addIssue({
       code: 'custom',
@@ -293,7 +294,7 @@ export const jivochatSettingsSchema = z.object({
   ),
   reply: z
     .strictObject({
-      /** Link for the agent's "Open in CRM" button; placeholders {contactId}, {person}, {crmId}. */
+      /** Link for the agent's "Open in CRM" button; placeholders {contactId}, {person}, {crmId}, {crmUrl}. */
       crmLink: z.preprocess(
         (value) => (value === '' || value === null ? undefined : value),
         crmLinkTemplateSchema.optional(),

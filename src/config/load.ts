@@ -129,8 +129,19 @@ export function parseConfig(
             message: `unknown kind "${destination.kind}" (known: webhook, ${[...registry.connectorsByKind().keys()].join(', ')})`,
           });
         } else {
-          const { id: _i, kind: _k, events: _e, retrySchedule: _r, timeoutMs: _t, concurrency: _c,
-            circuitBreaker: _b, filter: _f, crm: _crm, map: _m, ...settings } = destination;
+          const {
+            id: _i,
+            kind: _k,
+            events: _e,
+            retrySchedule: _r,
+            timeoutMs: _t,
+            concurrency: _c,
+            circuitBreaker: _b,
+            filter: _f,
+            crm: _crm,
+            map: _m,
+            ...settings
+          } = destination;
           const parsed = connector.settings.strict().safeParse(settings);
           if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
           else Object.assign(destination, parsed.data);

@@ -211,8 +211,7 @@ export type CrmDestinationConfig = z.infer<typeof crmDestinationSchema> & {
 export const destinationSchema = z.unknown().transform((value, ctx) => {
   const kind =
     value && typeof value === 'object' && 'kind' in value ? (value as { kind: unknown }).kind : undefined;
-  const schema =
-    kind === undefined || kind === 'webhook' ? webhookDestinationSchema : crmDestinationSchema;
+  const schema = kind === undefined || kind === 'webhook' ? webhookDestinationSchema : crmDestinationSchema;
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data as DestinationConfig;
   for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as never);

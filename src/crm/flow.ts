@@ -4,8 +4,8 @@ import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normal
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
-import type { Store } from '../store/types.js';
 import type { CrmApi, CrmEntityRef } from '../spec/connector.js';
+import type { Store } from '../store/types.js';
 
 /**
  * What one event does in a CRM (DESIGN §10), the same for every connector:
@@ -39,7 +39,8 @@ const LOCK = { ttlMs: 60_000, waitMs: 30_000 };
 const LINK_TTL_MS = 365 * 86_400_000;
 
 export const crmKeys = {
-  link: (destinationId: string, contactId: string) => `crm:link:${encodeURIComponent(destinationId)}:${contactId}`,
+  link: (destinationId: string, contactId: string) =>
+    `crm:link:${encodeURIComponent(destinationId)}:${contactId}`,
   conversationDeal: (destinationId: string, channelId: string, conversationId: string) =>
     `crm:deal:${encodeURIComponent(destinationId)}:${channelId}:${conversationId}`,
   upsert: (destinationId: string, key: string) => `crm:upsert:${encodeURIComponent(destinationId)}:${key}`,
@@ -67,7 +68,11 @@ export function utmOf(contact: Contact, data: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   const put = (key: string, value: unknown) => {
     const name = key.trim().toLowerCase().replace(/^utm_/, '');
-    if (['source', 'medium', 'campaign', 'content', 'term'].includes(name) && typeof value === 'string' && value.trim())
+    if (
+      ['source', 'medium', 'campaign', 'content', 'term'].includes(name) &&
+      typeof value === 'string' &&
+      value.trim()
+    )
       out[`utm_${name}`] = value.trim();
   };
   const fromString = (text: string) => {
@@ -95,13 +100,22 @@ export function createCrmFlow(deps: CrmFlowDeps) {
 
   function displayValues(body: DeliveredBody) {
     const channel = body.channel;
-    const channelName = channel ? (deps.channels.find((item) => item.id === channel.id)?.name ?? channel.id) : '';
+    const channelName = channel
+      ? (deps.channels.find((item) => item.id === channel.id)?.name ?? channel.id)
+      : '';
     const vendorName = channel ? (deps.vendorNames.get(channel.vendor) ?? channel.vendor) : '';
     const contact = body.contact;
     const contactName = contact?.name ?? contact?.emails[0] ?? contact?.phones[0] ?? 'Visitor';
     const data = dataSchema.safeParse(body.data);
     const chatId = (data.success ? data.data.conversationId : null) ?? body.id.slice(-8);
-    return { vendorName, channelName, vendor: channel?.vendor ?? '', channel: channel?.id ?? '', contactName, chatId };
+    return {
+      vendorName,
+      channelName,
+      vendor: channel?.vendor ?? '',
+      channel: channel?.id ?? '',
+      contactName,
+      chatId,
+    };
   }
 
   async function responsible(body: DeliveredBody): Promise<string | null> {
@@ -115,7 +129,9 @@ export function createCrmFlow(deps: CrmFlowDeps) {
   }
 
   function phonesOf(contact: Contact) {
-    return contact.phones.map((phone) => normalizePhone(phone, deps.defaultCountry)).filter((v): v is string => !!v);
+    return contact.phones
+      .map((phone) => normalizePhone(phone, deps.defaultCountry))
+      .filter((v): v is string => !!v);
   }
   function emailsOf(contact: Contact) {
     return contact.emails.map(normalizeEmail).filter((v): v is string => !!v);
@@ -306,7 +322,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
 
       const note = body.routing.note;
-      if (body.type === 'conversation.finished' && note && destination.crm.transcriptNote && progress.note === undefined) {
+      if (
+        body.type === 'conversation.finished' &&
+        note &&
+        destination.crm.transcriptNote &&
+        progress.note === undefined
+      ) {
         await save({ note: await api.createNote({ on, text: note.text, externalId: body.id }) });
       }
       return progress;

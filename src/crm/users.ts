@@ -19,7 +19,8 @@ export function createUserDirectory(api: () => CrmApi, now: () => number = Date.
       } catch (error) {
         // A token without the right to list users (amoCRM: admins only) still delivers: the
         // agents[].crmUserId and default fallbacks apply. Anything else is the delivery's problem.
-        if (!(error instanceof CrmError && error.kind === 'permanent' && error.httpStatus === 403)) throw error;
+        if (!(error instanceof CrmError && error.kind === 'permanent' && error.httpStatus === 403))
+          throw error;
         users ??= [];
       } finally {
         fetchedAt = now();

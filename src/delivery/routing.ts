@@ -122,7 +122,12 @@ export function agentEmailOf(event: OutboundEvent): string | null {
     data.success ? data.data.agentEmail : undefined,
     event.contact?.responsibleAgent?.email,
   ];
-  return candidates.find((email) => !!email?.trim())?.trim().toLowerCase() ?? null;
+  return (
+    candidates
+      .find((email) => !!email?.trim())
+      ?.trim()
+      .toLowerCase() ?? null
+  );
 }
 
 /**
