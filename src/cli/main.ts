@@ -6,6 +6,7 @@ import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
 import type { CliCommand, CliIo } from '../spec/adapter.js';
+import { CrmUsageError, crmCommand } from './crm.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -22,6 +23,7 @@ Commands:
   sync agents --channel ID [--dry-run]            run a Chatvisor agent sync now
   deliveries list [--state S] [--destination ID]  outbound deliveries
   deliveries replay --id ID | --destination ID --all-failed
+  crm check --destination ID                      check a CRM destination against its CRM
 
 Every command takes --config FILE (else $CHATBRIDGE_CONFIG, config/bridge.yaml, config/bridge.example.yaml)
 and --help.`;
@@ -89,6 +91,15 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     return 0;
   }
   if (first === 'deliveries') return deliveries(argv.slice(1), io);
+  if (first === 'crm') {
+    try {
+      return await crmCommand(argv.slice(1), io, (path) => loadOrExplain(path, io));
+    } catch (error) {
+      if (error instanceof CrmUsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
+        throw new UsageError((error as Error).message);
+      throw error;
+    }
+  }
   if (!second || second.startsWith('-')) throw new UsageError(`unknown command '${first}'`);
   return channelCommand(`${first} ${second}`, argv.slice(2), io);
 }
