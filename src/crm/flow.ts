@@ -244,25 +244,39 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       destination.crm.deals === 'per-conversation' && conversationId && body.channel
         ? crmKeys.conversationDeal(destinationId, body.channel.id, conversationId)
         : null;
-    if (conversationKey) {
-      const known = await store.get(conversationKey);
-      if (known) return known;
-    } else if (destination.crm.deals === 'one-open') {
-      const open = await api.findOpenDeal(crmContactId, pipelineId);
-      if (open) return open;
+    // Events of one person in different lanes (e.g. two bridge contacts merged meanwhile) must
+    // not both miss the open deal and both create one: find-or-create under a lock.
+    const lock = await store.lock(
+      [crmKeys.upsert(destinationId, `deal:${crmContactId}:${conversationKey ?? pipelineId ?? '-'}`)],
+      LOCK,
+    );
+    try {
+      if (conversationKey) {
+        const known = await store.get(conversationKey);
+        if (known) return known;
+      } else if (destination.crm.deals === 'one-open') {
+        const open = await api.findOpenDeal(crmContactId, pipelineId);
+        if (open) return open;
+      }
+      return await createDeal();
+    } finally {
+      await lock.release();
     }
-    const id = await api.createDeal({
-      name: render(destination.crm.dealName, values),
-      pipelineId,
-      stageId,
-      responsibleUserId,
-      contactId: crmContactId,
-      source: render(destination.crm.source, values),
-      utm: body.contact ? utmOf(body.contact, body.data) : {},
-      externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
-    });
-    if (conversationKey) await store.set(conversationKey, id, { ttlMs: LINK_TTL_MS });
-    return id;
+
+    async function createDeal() {
+      const id = await api.createDeal({
+        name: render(destination.crm.dealName, values),
+        pipelineId,
+        stageId,
+        responsibleUserId,
+        contactId: crmContactId,
+        source: render(destination.crm.source, values),
+        utm: body.contact ? utmOf(body.contact, body.data) : {},
+        externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+      });
+      if (conversationKey) await store.set(conversationKey, id, { ttlMs: LINK_TTL_MS });
+      return id;
+    }
   }
 
   return {

@@ -230,16 +230,20 @@ export function jivoPayloads(
 ) {
   const load = (name: string) =>
     JSON.parse(readFileSync(new URL(name, FIXTURES), 'utf8')) as Record<string, any>;
+  // Jivo's visitor number identifies a visitor within the channel: one per person here.
+  const number = String(
+    [...visitor.email].reduce((hash, char) => (hash * 31 + char.charCodeAt(0)) % 1_000_000, 7),
+  );
   const accepted = load('chat_accepted.json');
-  accepted.visitor = { ...accepted.visitor, ...visitor, phone: '8 (905) 777-01-23' };
+  accepted.visitor = { ...accepted.visitor, ...visitor, number, phone: '8 (905) 777-01-23' };
   if (visitor.phone !== '+79057770123') accepted.visitor.phone = visitor.phone;
   accepted.chat_id = chatId;
   accepted.user_token = null;
   const finished = load('chat_finished.json');
-  finished.visitor = { ...finished.visitor, ...visitor };
+  finished.visitor = { ...finished.visitor, ...visitor, number };
   finished.chat_id = chatId;
   const offline = load('offline_message.json');
-  offline.visitor = { ...offline.visitor, ...visitor };
+  offline.visitor = { ...offline.visitor, ...visitor, number };
   offline.chat_id = chatId + 1;
   offline.offline_message_id = chatId * 1000 + 1;
   return { accepted, finished, offline };

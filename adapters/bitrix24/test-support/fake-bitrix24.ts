@@ -83,6 +83,8 @@ export interface FakeBitrix24 {
   rejectCode: boolean;
   /** Leaky bucket (X requests, drains Y/s): over it, 503 QUERY_LIMIT_EXCEEDED. */
   bucket: { size: number; perSecond: number } | null;
+  /** How many requests the bucket refused. */
+  limited: number;
   close(): Promise<void>;
 }
 
@@ -145,6 +147,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
     requests: [],
     rejectCode: false,
     bucket: null,
+    limited: 0,
     failNext(times, answer, match = () => true) {
       faults.push({ times, answer, match });
     },
@@ -369,8 +372,10 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
       const now = Date.now();
       level = Math.max(0, level - ((now - levelAt) / 1000) * fake.bucket.perSecond);
       levelAt = now;
-      if (level + 1 > fake.bucket.size)
+      if (level + 1 > fake.bucket.size) {
+        fake.limited += 1;
         return send(503, { error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' });
+      }
       level += 1;
     }
     if (fake.rejectCode || user !== userId || code !== fake.code)
