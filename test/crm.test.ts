@@ -196,6 +196,24 @@ describe.each([
     expect(state.contacts[0]!.phones).toEqual(['+79161234567']);
   });
 
+  it('finds a contact made by hand with a local phone format, adds the e-mail it lacks, keeps the rest', async () => {
+    const crm = await world();
+    const id = crm.seedContact('8 (916) 123-45-67', 'old@example.org');
+    const bridge = await setup(crm);
+    const { accepted } = jivoPayloads(
+      { name: 'Irina', email: 'irina@example.org', phone: '+79161234567' },
+      7300,
+    );
+    await jivo(bridge, accepted);
+    await settled(bridge, 2);
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    expect(state.contacts[0]!.id).toBe(id);
+    expect(state.contacts[0]!.phones).toEqual(['8 (916) 123-45-67']);
+    expect(state.contacts[0]!.emails.sort()).toEqual(['irina@example.org', 'old@example.org']);
+    expect(state.deals[0]!.contacts).toEqual([id]);
+  });
+
   it('a refused credential fails the delivery with the CRM reason, and no secret shows anywhere', async () => {
     const crm = await world();
     const bridge = await setup(crm);

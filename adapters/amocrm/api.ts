@@ -47,7 +47,8 @@ export const UTM_FIELD_CODES: Record<string, string> = {
  * `GET /contacts?query=` is a fuzzy search over every filled field and phone formats are
  * literal [3P]: phones are searched by their last 10 digits and the results re-checked by the
  * digits of their PHONE values [3P]/[INF]; e-mails are searched as written and re-checked
- * case-insensitively.
+ * case-insensitively. That a digits-only query also finds phones stored with formatting
+ * ("8 (916) 123-45-67") is assumed [INF]; the fake server behaves so.
  */
 export const PHONE_QUERY_DIGITS = 10;
 /** Nothing found is 204 with an empty body, not an empty list [SDK]/[3P]. */

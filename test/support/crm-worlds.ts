@@ -36,6 +36,8 @@ export interface CrmWorld {
   rateLimit(times: number): void;
   rejectCredential(on: boolean): void;
   requestCount(): number;
+  /** A contact made by hand in the CRM, with a phone in a local format; returns its id. */
+  seedContact(phone: string, email: string): string;
   close(): Promise<void>;
 }
 
@@ -135,6 +137,17 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
       fake.rejectToken = on;
     },
     requestCount: () => fake.requests.length,
+    seedContact(phone, email) {
+      fake.contacts.push({
+        id: 900,
+        name: 'Made by hand',
+        responsible_user_id: 501,
+        fields: { PHONE: [{ value: phone, enum_code: 'MOB' }], EMAIL: [{ value: email, enum_code: 'PRIV' }] },
+        tags: [],
+        leads: [],
+      });
+      return '900';
+    },
     close: () => fake.close(),
   };
 }
@@ -217,6 +230,18 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
       fake.rejectCode = on;
     },
     requestCount: () => fake.requests.length,
+    seedContact(phone, email) {
+      fake.contacts.push({
+        ID: '90',
+        NAME: 'Made by hand',
+        ASSIGNED_BY_ID: '1',
+        PHONE: [{ ID: '91', VALUE: phone, VALUE_TYPE: 'MOBILE' }],
+        EMAIL: [{ ID: '92', VALUE: email, VALUE_TYPE: 'HOME' }],
+        SOURCE_ID: 'CALL',
+        SOURCE_DESCRIPTION: '',
+      });
+      return '90';
+    },
     close: () => fake.close(),
   };
 }

@@ -342,13 +342,18 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       };
     if (method === 'GET' && path === '/api/v4/contacts') {
       const query = (url.searchParams.get('query') ?? '').toLowerCase();
-      const found = fake.contacts.filter((contact) =>
-        [
-          contact.name,
-          ...Object.values(contact.fields)
-            .flat()
-            .map((value) => value.value),
-        ].some((text) => text.toLowerCase().includes(query)),
+      // A digits-only query also matches phones stored with formatting ("8 (916) 123-45-67") [INF].
+      const digitsOnly = /^\d+$/.test(query);
+      const found = fake.contacts.filter(
+        (contact) =>
+          (digitsOnly &&
+            (contact.fields.PHONE ?? []).some((value) => value.value.replace(/\D/g, '').includes(query))) ||
+          [
+            contact.name,
+            ...Object.values(contact.fields)
+              .flat()
+              .map((value) => value.value),
+          ].some((text) => text.toLowerCase().includes(query)),
       );
       if (found.length === 0) return { status: 204 };
       return {

@@ -67,6 +67,11 @@ export interface FakeBitrix24Options {
   code: string;
   users?: { ID: string; NAME: string; EMAIL: string; ACTIVE?: boolean }[];
   categories?: { id: number; name: string; stages: string[] }[];
+  /**
+   * findbycomm phone matching: `digits` compares digits only (the duplicate index as we assume
+   * portals keep it [INF]); `exact` compares the stored string as is.
+   */
+  phoneMatch?: 'digits' | 'exact';
 }
 
 export interface FakeBitrix24 {
@@ -181,16 +186,15 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
         if (!Array.isArray(values) || values.length === 0)
           throw new MethodError(400, '', 'Communication values is not defined.');
         if (values.length > 20) throw new MethodError(400, '', 'Too many communication values.');
-        // Exact match of the stored string (after dropping an extension) — phone formats matter.
-        const wanted = new Set(
-          values.map((value) => (type === 'PHONE' ? value.split('#')[0]! : value.toLowerCase())),
-        );
+        // Extensions are ignored [OFF]; phones by digits or as stored (options.phoneMatch).
+        const key = (value: string) => {
+          if (type === 'EMAIL') return value.toLowerCase();
+          const bare = value.split('#')[0]!;
+          return (options.phoneMatch ?? 'digits') === 'digits' ? digits(bare) : bare;
+        };
+        const wanted = new Set(values.map(key));
         const ids = fake.contacts
-          .filter((contact) =>
-            contact[type].some((item) =>
-              wanted.has(type === 'PHONE' ? item.VALUE.split('#')[0]! : item.VALUE.toLowerCase()),
-            ),
-          )
+          .filter((contact) => contact[type].some((item) => wanted.has(key(item.VALUE))))
           .map((contact) => Number(contact.ID));
         return ids.length > 0 ? { CONTACT: ids } : [];
       }
