@@ -124,6 +124,8 @@ describe.each([
     // The agent's next JivoChat answer carries the CRM record's URL.
     const next = await jivo(bridge, { ...accepted, chat_id: 90400 });
     expect(next.body.crm_link).toBe(crm.contactUrl(contact.id));
+    // The link-back is not shown to the agent as activity in another channel.
+    expect(JSON.stringify(next.body.custom_data ?? [])).not.toMatch(/amocrm|bitrix24/i);
     await settled(bridge, 4);
 
     // Replaying every delivery changes nothing in the CRM.
