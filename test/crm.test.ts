@@ -216,6 +216,30 @@ describe.each([
     expect(state.deals[0]!.contacts).toEqual([id]);
   });
 
+  it("a validation error fails the delivery at once with the CRM's own message", async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, {
+      crm: { ...base, stage: { byChannel: { 'shop-site': crm.name === 'amocrm' ? 999 : 'C9:NOPE' } } },
+    });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Vera', email: 'vera@example.org', phone: '+79035556677' }, 7400).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    const failed = deliveries.filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0].attempts).toBe(1);
+    expect(failed[0].lastError.message).toMatch(
+      crm.name === 'amocrm'
+        ? /amoCRM rejected lead create \(HTTP 400: Request validation failed; status_id: NotSupportedChoice/
+        : /Bitrix24 rejected crm\.deal\.add \(HTTP 400 Stage C9:NOPE does not belong to category 9\)/,
+    );
+    // The contact was made (and recorded) before the deal failed: a replay after fixing the
+    // config would resume at the deal.
+    expect(crm.state().contacts).toHaveLength(1);
+  });
+
   it('a refused credential fails the delivery with the CRM reason, and no secret shows anywhere', async () => {
     const crm = await world();
     const bridge = await setup(crm);
