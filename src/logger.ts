@@ -10,6 +10,8 @@ export const REDACT_PATHS = [
   'headers.authorization',
   'authorization',
   '*.token',
+  '*.webhookUrl',
+  'webhookUrl',
   '*.apiToken',
   '*.secret',
   '*.masterKey',

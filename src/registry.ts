@@ -1,5 +1,6 @@
-import { adapters as builtInAdapters } from '../adapters/index.js';
+import { adapters as builtInAdapters, connectors as builtInConnectors } from '../adapters/index.js';
 import type { AdapterDefinition } from './spec/adapter.js';
+import type { ConnectorDefinition } from './spec/connector.js';
 
 /**
  * The one place the core learns which vendors exist. Everything else in src/ reaches an adapter
@@ -8,9 +9,26 @@ import type { AdapterDefinition } from './spec/adapter.js';
 export class AdapterRegistry {
   private readonly byVendor: Map<string, AdapterDefinition>;
 
-  constructor(readonly list: readonly AdapterDefinition[]) {
+  private readonly byKind: Map<string, ConnectorDefinition>;
+
+  /** `connectors`: the outbound side (CRM destinations by `kind`, DESIGN §10). */
+  constructor(
+    readonly list: readonly AdapterDefinition[],
+    readonly connectors: readonly ConnectorDefinition[] = builtInConnectors,
+  ) {
     this.byVendor = new Map(list.map((adapter) => [adapter.vendor, adapter]));
     if (this.byVendor.size !== list.length) throw new Error('two adapters declare the same vendor');
+    this.byKind = new Map(connectors.map((connector) => [connector.kind, connector]));
+    if (this.byKind.size !== connectors.length || this.byKind.has('webhook'))
+      throw new Error('two connectors declare the same kind (or the reserved kind webhook)');
+  }
+
+  connector(kind: string): ConnectorDefinition | undefined {
+    return this.byKind.get(kind);
+  }
+
+  connectorsByKind(): ReadonlyMap<string, ConnectorDefinition> {
+    return this.byKind;
   }
 
   get(vendor: string): AdapterDefinition | undefined {
@@ -27,5 +45,5 @@ export class AdapterRegistry {
 }
 
 export function defaultRegistry(): AdapterRegistry {
-  return new AdapterRegistry(builtInAdapters);
+  return new AdapterRegistry(builtInAdapters, builtInConnectors);
 }

@@ -140,7 +140,14 @@ export function placeholderValues(
   const crmAttribute = contact.attributes.crmId?.value;
   const crmId =
     crmIdentity ?? (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute));
-  return { contactId: contact.id, person, crmId, consoleUrl: links.consoleUrl };
+  // {crmUrl}: the CRM record's page, set when a CRM destination linked the contact (DESIGN §10).
+  return {
+    contactId: contact.id,
+    person,
+    crmId,
+    consoleUrl: links.consoleUrl,
+    crmUrl: contact.crmLink ?? undefined,
+  };
 }
 
 /** Fill the template; a placeholder without a value leaves the whole link out. */
@@ -157,8 +164,9 @@ export function fillCrmLink(
       missing = true;
       return '';
     }
-    // {consoleUrl} is a whole URL of our own: encoding it would break it.
-    return name === 'consoleUrl' ? value : encodeURIComponent(value);
+    // {consoleUrl} and {crmUrl} are whole URLs (our signed agent link, the CRM record's page):
+    // encoding them would break them.
+    return name === 'consoleUrl' || name === 'crmUrl' ? value : encodeURIComponent(value);
   });
   return missing ? undefined : safeLink(filled);
 }

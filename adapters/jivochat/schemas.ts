@@ -240,7 +240,7 @@ export type JivoAnswer = z.infer<typeof jivoAnswerSchema>;
 // ---------------------------------------------------------------------------------------------
 // Channel settings (config/bridge.yaml `channels[]` with `vendor: jivochat`).
 
-export const crmLinkPlaceholders = ['contactId', 'person', 'crmId', 'consoleUrl'] as const;
+export const crmLinkPlaceholders = ['contactId', 'person', 'crmId', 'consoleUrl', 'crmUrl'] as const;
 
 /** Values from `${VAR}` substitution arrive as strings. */
 const fromEnvString = (value: unknown) => {
@@ -258,13 +258,15 @@ const crmLinkTemplateSchema = z.string().superRefine((template, ctx) => {
   if (unknown.length > 0) {
     ctx.addIssue({
       code: 'custom',
-      message: `unknown placeholder {${unknown[0]}}; use {contactId}, {person}, {crmId} or {consoleUrl}`,
+      message: `unknown placeholder {${unknown[0]}}; use {contactId}, {person}, {crmId}, {consoleUrl} or {crmUrl}`,
     });
     return;
   }
-  // {consoleUrl} is a whole URL (the bridge's signed agent link), the others are path parts.
+  // {consoleUrl} and {crmUrl} are whole URLs (the bridge's signed agent link, the CRM record's
+  // page, DESIGN §10-11); the others are path parts.
   const sample = template
     .replace(/\{consoleUrl\}/g, 'https://console.invalid/c/x')
+    .replace(/\{crmUrl\}/g, 'https://crm.example/x')
     .replace(/\{[^{}]*\}/g, 'x');
   if (!/^https?:\/\//i.test(sample) || !URL.canParse(sample)) {
     ctx.addIssue({
@@ -296,7 +298,7 @@ export const jivochatSettingsSchema = z.object({
   ),
   reply: z
     .strictObject({
-      /** Link for the agent's "Open in CRM" button; placeholders {contactId}, {person}, {crmId}, {consoleUrl}. */
+      /** Link for the agent's "Open in CRM" button; placeholders {contactId}, {person}, {crmId}, {consoleUrl}, {crmUrl}. */
       crmLink: z.preprocess(
         (value) => (value === '' || value === null ? undefined : value),
         crmLinkTemplateSchema.optional(),

@@ -12,6 +12,7 @@ import { defaultRegistry } from '../registry.js';
 import type { CliCommand, CliIo } from '../spec/adapter.js';
 import { describeStore } from '../store/connection.js';
 import { createStore } from '../store/index.js';
+import { CrmUsageError, crmCommand } from './crm.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -258,11 +259,30 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
 }
 
 /** Every command. Add one entry here for a new command; its group's --help lists it. */
+const crmCheck: Command = {
+  name: 'crm check',
+  summary: 'Call a CRM destination once (account, pipelines, users) and print what its mapping will use',
+  options: {
+    destination: { value: 'ID', description: 'the kind: amocrm or bitrix24 destination', required: true },
+  },
+  async run(values, io) {
+    const args = ['check', '--destination', String(values.destination)];
+    if (typeof values.config === 'string') args.push('--config', values.config);
+    try {
+      return await crmCommand(args, io, (path) => loadOrExplain(path, io));
+    } catch (error) {
+      if (error instanceof CrmUsageError) throw new UsageError(error.message);
+      throw error;
+    }
+  },
+};
+
 export const COMMANDS: Command[] = [
   start,
   configCheck,
   keysMaster,
   ...vendorCommands(),
+  crmCheck,
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },

@@ -3,7 +3,7 @@ import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
-import { type Config, configSchema } from './schema.js';
+import { type Config, configSchema, isCrmDestination } from './schema.js';
 
 /**
  * Config loading (DESIGN §3): find the file, read YAML, substitute ${VAR} / ${VAR:-default}
@@ -123,8 +123,36 @@ export function parseConfig(
       seen.add(item.id);
     });
   }
+  const connectorSettings = new Map<number, Record<string, unknown>>();
   arrayAt(raw, 'destinations').forEach((destination, index) => {
     if (!isObject(destination)) return;
+    if (typeof destination.kind === 'string' && destination.kind !== 'webhook') {
+      // DESIGN §10: a CRM connector checks what it needs to reach its CRM, as adapters check channels.
+      const connector = registry.connector(destination.kind);
+      if (!connector) {
+        issues.push({
+          path: `destinations[${index}].kind`,
+          message: `unknown kind "${destination.kind}" (known: webhook, ${[...registry.connectorsByKind().keys()].join(', ')})`,
+        });
+      } else {
+        const {
+          id: _i,
+          kind: _k,
+          events: _e,
+          retrySchedule: _r,
+          timeoutMs: _t,
+          concurrency: _c,
+          circuitBreaker: _b,
+          filter: _f,
+          crm: _crm,
+          map: _m,
+          ...settings
+        } = destination;
+        const parsed = connector.settings.strict().safeParse(settings);
+        if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
+        else connectorSettings.set(index, parsed.data);
+      }
+    }
     const filter = isObject(destination.filter) ? destination.filter : {};
     for (const channelId of arrayAt(filter, 'channels')) {
       if (typeof channelId === 'string' && !channelIds.has(channelId))
@@ -150,6 +178,10 @@ export function parseConfig(
       for (const problem of adapter?.checkConfig?.(channel, config) ?? []) {
         issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });
       }
+    });
+    config.destinations.forEach((destination, index) => {
+      const settings = connectorSettings.get(index);
+      if (settings && isCrmDestination(destination)) Object.assign(destination, settings);
     });
     if (issues.length === 0) return deepFreeze(config);
   }

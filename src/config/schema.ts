@@ -76,8 +76,10 @@ export const attributeSourceSchema = z.strictObject({
 });
 export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
-export const destinationSchema = z.strictObject({
+export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
+  /** `webhook` (the default): the signed JSON event of DESIGN §8. CRM kinds: see crmDestinationSchema. */
+  kind: z.literal('webhook').default('webhook'),
   url: z.url(),
   secret: z
     .string()
@@ -127,7 +129,99 @@ export const destinationSchema = z.strictObject({
     })
     .prefault({}),
 });
-export type DestinationConfig = z.infer<typeof destinationSchema>;
+export type WebhookDestinationConfig = z.infer<typeof webhookDestinationSchema>;
+
+/** A CRM id from YAML: 7001 or "7001" (Bitrix24 stage ids are strings like C9:NEW). */
+const crmIdSchema = z.union([z.number().int().nonnegative(), z.string().min(1)]).transform(String);
+const crmIdMapSchema = (nullable: boolean) =>
+  z
+    .strictObject({
+      byChannel: z.record(channelIdSchema, nullable ? crmIdSchema.nullable() : crmIdSchema).default({}),
+      default: (nullable ? crmIdSchema.nullable() : crmIdSchema).optional(),
+    })
+    .prefault({});
+
+/**
+ * DESIGN §10: a destination whose `kind` names a CRM connector (adapters/index.ts `connectors`)
+ * writes into the CRM instead of POSTing the event. The `crm` block is the same for every CRM;
+ * what the connector needs to reach its CRM (baseUrl + token, webhookUrl, ...) is checked by the
+ * connector's own schema when the config is loaded (src/config/load.ts), as channel settings are.
+ */
+export const crmSettingsSchema = z.strictObject({
+  /** amoCRM pipeline_id / Bitrix24 CATEGORY_ID, per channel. */
+  pipeline: crmIdMapSchema(false),
+  /** amoCRM status_id / Bitrix24 STAGE_ID, per channel; null (or absent) = the pipeline's first stage. */
+  stage: crmIdMapSchema(true),
+  /** The CRM user when no CRM user has the agent's e-mail and the agent has no crmUserId. */
+  responsible: z.strictObject({ default: crmIdSchema.optional() }).prefault({}),
+  /** {vendor}, {vendorName}, {channel}, {channelName}. */
+  source: z.string().min(1).default('{vendorName}: {channelName}'),
+  deals: z.enum(['one-open', 'per-conversation', 'none']).default('one-open'),
+  /** {vendorName}, {channelName}, {chatId}, {contactName}. */
+  dealName: z.string().min(1).default('{vendorName} #{chatId} - {contactName}'),
+  offlineTask: z
+    .strictObject({
+      /** {text}, {contactName}, {vendorName}, {channelName}. */
+      text: z.string().min(1).default('Offline message: {text}'),
+      dueIn: durationSchema.default(3_600_000),
+    })
+    .prefault({}),
+  transcriptNote: z.boolean().default(true),
+  /** Requests per second to the CRM, shared by every instance; defaults to the connector's limit. */
+  rateLimit: intLike(z.number().int().positive().max(100)).optional(),
+});
+export type CrmSettings = z.infer<typeof crmSettingsSchema>;
+
+const crmCommon = webhookDestinationSchema.pick({
+  id: true,
+  events: true,
+  retrySchedule: true,
+  timeoutMs: true,
+  concurrency: true,
+  circuitBreaker: true,
+  filter: true,
+});
+
+export const crmDestinationSchema = z
+  .looseObject({
+    ...crmCommon.shape,
+    kind: z.string().regex(/^[a-z0-9-]+$/, 'webhook, amocrm or bitrix24'),
+    crm: crmSettingsSchema.prefault({}),
+  })
+  .transform((destination) => ({
+    ...destination,
+    // Routing (src/delivery/routing.ts) computes source, task due time, note text and the
+    // agents[].crmUserId fallback for every destination; for a CRM they come from `crm`.
+    map: {
+      source: destination.crm.source,
+      taskDueIn: destination.crm.offlineTask.dueIn,
+      ...(destination.crm.responsible.default !== undefined
+        ? { responsibleFallback: destination.crm.responsible.default }
+        : {}),
+    } as WebhookDestinationConfig['map'],
+  }));
+/** The webhook-only keys are absent (typed so code reading a DestinationConfig must narrow). */
+export type CrmDestinationConfig = z.infer<typeof crmDestinationSchema> & {
+  url?: undefined;
+  secret?: undefined;
+  headers?: undefined;
+};
+
+/** `kind` picks the schema (absent = webhook), so problems are reported against the right one. */
+export const destinationSchema = z.unknown().transform((value, ctx) => {
+  const kind =
+    value && typeof value === 'object' && 'kind' in value ? (value as { kind: unknown }).kind : undefined;
+  const schema = kind === undefined || kind === 'webhook' ? webhookDestinationSchema : crmDestinationSchema;
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data as DestinationConfig;
+  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as never);
+  return z.NEVER;
+});
+export type DestinationConfig = WebhookDestinationConfig | CrmDestinationConfig;
+
+export function isCrmDestination(destination: DestinationConfig): destination is CrmDestinationConfig {
+  return destination.kind !== 'webhook';
+}
 
 /** `host:port` of a Sentinel or Cluster node (IPv6 in brackets: `[::1]:6379`). */
 const redisNodeSchema = z

@@ -56,6 +56,8 @@ export function createFactService(options: {
     const facts: Fact[] = [];
     const others = contact.channels
       .filter((entry) => entry.channelId !== channelId)
+      // A CRM destination's link-back (DESIGN §10) is recorded like a channel; it is not chat activity.
+      .filter((entry) => channelById.has(entry.channelId) || options.vendorNames.has(entry.vendor))
       .sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
     for (const entry of others) {
       const channel = channelById.get(entry.channelId);

@@ -1,10 +1,13 @@
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
-import type { Config } from '../config/schema.js';
+import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
+import type { ContactService } from '../contacts/service.js';
+import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
+import type { ConnectorDefinition } from '../spec/connector.js';
 import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {
@@ -56,6 +59,8 @@ export interface DeliveryDeps {
   metricsIntervalMs?: number;
   /** How long delivered records are kept for listing and replay (default 7 days). */
   deliveredRetentionMs?: number;
+  /** CRM destinations (DESIGN §10): the connectors by kind, and the contacts to link back to. */
+  crm?: { contacts: ContactService; connectors: ReadonlyMap<string, ConnectorDefinition> };
   /** Randomness for retry jitter (tests pin it). */
   random?(): number;
 }
@@ -83,13 +88,35 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
   const runtimes: DestinationRuntime[] = config.destinations.map((destination) => ({
     config: destination,
-    key: secretKey(destination.secret),
+    // CRM destinations sign nothing: they call the CRM's API with its own credential.
+    key: isCrmDestination(destination) ? Buffer.alloc(0) : secretKey(destination.secret),
+    ...crmRuntimeOf(destination),
     breaker: new CircuitBreaker(
       destination.circuitBreaker?.failureThreshold ?? 5,
       destination.circuitBreaker?.cooldown ?? 30_000,
       (state) => metrics.breakerOpen.set({ destination: destination.id }, state === 'closed' ? 0 : 1),
     ),
   }));
+  function crmRuntimeOf(destination: DestinationConfig): { crm?: CrmRuntime } {
+    if (!isCrmDestination(destination)) return {};
+    const connector = deps.crm?.connectors.get(destination.kind);
+    if (!connector || !deps.crm) return {}; // config validation prevents this
+    return {
+      crm: createCrmRuntime({
+        destination,
+        connector,
+        store,
+        http: deps.http,
+        contacts: deps.crm.contacts,
+        channels: config.channels,
+        vendorNames: deps.vendorNames ?? new Map(),
+        defaultCountry: config.identity.defaultCountry,
+        logger: logger.child({ destination: destination.id, kind: destination.kind }),
+        metrics: deps.metrics,
+        now: deps.now,
+      }),
+    };
+  }
   const byId = new Map(runtimes.map((runtime) => [runtime.config.id, runtime]));
   for (const runtime of runtimes) metrics.breakerOpen.set({ destination: runtime.config.id }, 0);
 

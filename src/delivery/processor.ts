@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { DestinationConfig } from '../config/schema.js';
+import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
+import type { CrmRuntime } from '../crm/runtime.js';
 import type { HttpClient } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import { attemptDelivery } from './attempt.js';
@@ -23,6 +24,8 @@ export interface DestinationRuntime {
   config: DestinationConfig;
   key: Buffer;
   breaker: CircuitBreaker;
+  /** CRM destinations (DESIGN §10): the attempt writes into the CRM instead of POSTing. */
+  crm?: CrmRuntime;
 }
 
 /** Retry-After beyond this is treated as this: a receiver must not park a delivery for weeks. */
@@ -85,7 +88,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
 
   return async (destinationId, job): Promise<JobOutcome> => {
     const destination = deps.destinations.get(destinationId);
-    const record = await records.get(job.deliveryId);
+    let record = await records.get(job.deliveryId);
     if (!destination || !record || record.state !== 'pending' || record.cycle !== job.cycle)
       return { kind: 'done' };
     const { config, breaker } = destination;
@@ -101,21 +104,30 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const started = performance.now();
     let result: Awaited<ReturnType<typeof attemptDelivery>>;
     try {
-      result = await attemptDelivery(
-        deps.http,
-        {
-          url: config.url,
-          headers: {
-            ...config.headers,
-            'content-type': 'application/json',
-            ...webhookHeaders(destination.key, record.eventId, attemptAt, record.body),
-          },
-          body: record.body,
-          timeoutMs: config.timeoutMs,
-          signal: deps.signal,
-        },
-        attemptAt.getTime(),
-      );
+      result = destination.crm
+        ? await destination.crm.attempt({
+            body: record.body,
+            progress: record.crm ?? {},
+            checkpoint: (patch) => records.saveProgress(job.deliveryId, patch),
+            signal: deps.signal,
+          })
+        : !isCrmDestination(config)
+          ? await attemptDelivery(
+              deps.http,
+              {
+                url: config.url,
+                headers: {
+                  ...config.headers,
+                  'content-type': 'application/json',
+                  ...webhookHeaders(destination.key, record.eventId, attemptAt, record.body),
+                },
+                body: record.body,
+                timeoutMs: config.timeoutMs,
+                signal: deps.signal,
+              },
+              attemptAt.getTime(),
+            )
+          : { kind: 'permanent', status: 0, message: `no connector for kind ${config.kind}` };
     } catch (error) {
       breaker.abandon();
       // Shutting down: the answer never came, so this was no attempt; another instance (or this
@@ -127,6 +139,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     }
     const now = deps.now();
     const log = logger.child({ destination: destinationId, delivery: record.id, event: record.eventId });
+    // A CRM attempt recorded its steps on the record meanwhile: mark the record as it is now.
+    if (destination.crm) record = (await records.get(record.id)) ?? record;
 
     if (result.kind === 'delivered') {
       breaker.reachable();

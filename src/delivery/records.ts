@@ -75,6 +75,11 @@ export const deliveryRecordSchema = z.object({
   body: z.string(),
   /** The last attempts, oldest first (records written before this field have none). */
   history: z.array(deliveryAttemptSchema).default([]),
+  /**
+   * CRM destinations: the objects this delivery created so far (contact, deal, task, note ids),
+   * so a retry or a replay resumes instead of creating them again (DESIGN §10).
+   */
+  crm: z.record(z.string(), z.string()).optional(),
 });
 export type DeliveryRecord = z.infer<typeof deliveryRecordSchema>;
 
@@ -130,6 +135,8 @@ export interface DeliveryRecords {
     now: Date,
     countsAsAttempt: boolean,
   ): Promise<DeliveryRecord>;
+  /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
+  saveProgress(id: string, patch: Record<string, string>): Promise<void>;
   /** Back to pending at the end of its lane; ConflictError when it is pending already. */
   replay(id: string, now: Date): Promise<DeliveryRecord | null>;
   /** Oldest first (by the time they entered the state); `from` is an inclusive minimum score. */
@@ -309,6 +316,14 @@ export function createDeliveryRecords(
       moveIndex(batch, next, 'pending', 'failed', now.getTime());
       await batch.exec();
       return next;
+    },
+
+    async saveProgress(id, patch) {
+      // Only the delivery's own attempt writes here (one attempt per delivery at a time: lanes).
+      const record = await records.get(id);
+      if (!record) return;
+      const next: DeliveryRecord = { ...record, crm: { ...record.crm, ...patch } };
+      await store.set(deliveryKeys.record(id), JSON.stringify(next));
     },
 
     async replay(id, now) {

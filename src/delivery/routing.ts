@@ -114,6 +114,22 @@ const agentDataSchema = z.object({
   agentEmail: z.string().nullish(),
 });
 
+/** The agent's e-mail the event names (data.agent.email, data.agentEmail, the contact's responsible agent). */
+export function agentEmailOf(event: OutboundEvent): string | null {
+  const data = agentDataSchema.safeParse(event.data);
+  const candidates = [
+    data.success ? data.data.agent?.email : undefined,
+    data.success ? data.data.agentEmail : undefined,
+    event.contact?.responsibleAgent?.email,
+  ];
+  return (
+    candidates
+      .find((email) => !!email?.trim())
+      ?.trim()
+      .toLowerCase() ?? null
+  );
+}
+
 /**
  * The CRM user responsible: the agent named by the event (data.agent.email or data.agentEmail),
  * else the contact's responsible agent, looked up by e-mail in `agents`; else the fallback.

@@ -1,0 +1,351 @@
+import type { z } from 'zod';
+import { CrmError, excerpt } from '../../src/crm/errors.js';
+import { parseRetryAfter } from '../../src/net/retry.js';
+import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/spec/connector.js';
+import {
+  type AmoContact,
+  API_PREFIX,
+  accountSchema,
+  addedSchema,
+  CLOSED_STATUSES,
+  contactListSchema,
+  contactPage,
+  contactSchema,
+  customFieldsSchema,
+  EMAIL_ENUM,
+  EMAIL_FIELD,
+  EMPTY_SEARCH_STATUS,
+  FOLLOW_UP_TASK_TYPE,
+  leadListSchema,
+  PAGE_LIMIT,
+  PHONE_ENUM,
+  PHONE_FIELD,
+  PHONE_QUERY_DIGITS,
+  pipelinesSchema,
+  problemSchema,
+  UTM_FIELD_CODES,
+  usersPageSchema,
+} from './api.js';
+
+const NAME = 'amoCRM';
+
+export interface AmoSettings {
+  baseUrl: string;
+  token: string;
+}
+
+const digits = (value: string) => value.replace(/\D/g, '');
+const tail = (value: string) => digits(value).slice(-PHONE_QUERY_DIGITS);
+
+function valuesOf(contact: AmoContact, code: string): { value: string; enum_code?: string }[] {
+  const field = contact.custom_fields_values?.find((item) => item.field_code === code);
+  return (field?.values ?? []).map((item) => ({
+    value: item.value,
+    ...(item.enum_code ? { enum_code: item.enum_code } : {}),
+  }));
+}
+
+function toContact(contact: AmoContact): CrmContact {
+  return {
+    id: String(contact.id),
+    phones: valuesOf(contact, PHONE_FIELD).map((item) => item.value),
+    emails: valuesOf(contact, EMAIL_FIELD).map((item) => item.value),
+  };
+}
+
+/** The CRM's own reason, without echoing a credential (amoCRM never echoes the token). */
+function reasonOf(json: unknown, text: string): string {
+  const problem = problemSchema.safeParse(json);
+  if (!problem.success) return excerpt(text) || 'no details';
+  const { title, detail, hint } = problem.data;
+  const fields = (problem.data['validation-errors'] ?? [])
+    .flatMap((item) => item.errors)
+    .map((error) => `${error.path ?? '?'}: ${error.code ?? ''} ${error.detail ?? ''}`.trim());
+  return [detail ?? title, hint, ...fields].filter(Boolean).join('; ') || 'no details';
+}
+
+export function createAmoClient(settings: AmoSettings, transport: CrmTransport): CrmApi {
+  const origin = new URL(settings.baseUrl).origin;
+  const headers = { authorization: `Bearer ${settings.token}` };
+  const raw = new Map<string, AmoContact>();
+
+  async function call<T>(
+    what: string,
+    method: 'GET' | 'POST' | 'PATCH',
+    path: string,
+    schema: z.ZodType<T> | null,
+    body?: unknown,
+  ): Promise<T | null> {
+    const response = await transport.send({
+      method,
+      url: `${origin}${API_PREFIX}${path}`,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+    });
+    const { status } = response;
+    if (status === EMPTY_SEARCH_STATUS) return null;
+    if (status >= 200 && status < 300) {
+      if (!schema) return null;
+      const parsed = schema.safeParse(response.json);
+      if (!parsed.success) {
+        throw new CrmError(
+          'retry',
+          status,
+          `${NAME} answered ${what} with an unexpected body: ${excerpt(response.text, 120)}`,
+        );
+      }
+      return parsed.data;
+    }
+    const reason = reasonOf(response.json, response.text);
+    if (status === 401)
+      throw new CrmError('permanent', 401, `token rejected by ${NAME} (HTTP 401: ${reason})`, { auth: true });
+    if (status === 403) {
+      throw new CrmError(
+        'permanent',
+        403,
+        `access refused by ${NAME} for ${what} (HTTP 403: ${reason}): the token's user lacks the right, the IP is not allowed, or the account's API is blocked`,
+        { auth: true },
+      );
+    }
+    if (status === 429 || status >= 500) {
+      const retryAfterMs = parseRetryAfter(response.headers['retry-after'], Date.now());
+      throw new CrmError(
+        'retry',
+        status,
+        `${NAME} ${status === 429 ? 'rate limit' : 'server error'} on ${what} (HTTP ${status}${status === 429 ? '' : `: ${reason}`})`,
+        { retryAfterMs },
+      );
+    }
+    if (status === 402)
+      throw new CrmError('permanent', 402, `${NAME} account is not paid (HTTP 402: ${reason})`);
+    if (status === 404) return null;
+    throw new CrmError('permanent', status, `${NAME} rejected ${what} (HTTP ${status}: ${reason})`);
+  }
+
+  async function search(query: string): Promise<AmoContact[]> {
+    const found = await call(
+      'contact search',
+      'GET',
+      `/contacts?query=${encodeURIComponent(query)}&limit=50`,
+      contactListSchema,
+    );
+    return found?._embedded.contacts ?? [];
+  }
+
+  async function fetchContact(id: string): Promise<AmoContact | null> {
+    const contact = await call('contact read', 'GET', `/contacts/${encodeURIComponent(id)}`, contactSchema);
+    if (contact) raw.set(id, contact);
+    return contact;
+  }
+
+  const api: CrmApi = {
+    async findContacts({ phones, emails }) {
+      const out = new Map<number, AmoContact>();
+      for (const phone of phones) {
+        for (const contact of await search(tail(phone))) {
+          if (
+            valuesOf(contact, PHONE_FIELD).some(
+              (item) => tail(item.value) === tail(phone) && tail(phone).length > 0,
+            )
+          )
+            out.set(contact.id, contact);
+        }
+      }
+      for (const email of emails) {
+        for (const contact of await search(email)) {
+          if (valuesOf(contact, EMAIL_FIELD).some((item) => item.value.trim().toLowerCase() === email))
+            out.set(contact.id, contact);
+        }
+      }
+      return [...out.values()].map(toContact);
+    },
+
+    async getContact(id) {
+      const contact = await fetchContact(id);
+      return contact ? toContact(contact) : null;
+    },
+
+    async createContact(input) {
+      const fields = [
+        ...(input.phones.length > 0
+          ? [
+              {
+                field_code: PHONE_FIELD,
+                values: input.phones.map((value) => ({ value, enum_code: PHONE_ENUM })),
+              },
+            ]
+          : []),
+        ...(input.emails.length > 0
+          ? [
+              {
+                field_code: EMAIL_FIELD,
+                values: input.emails.map((value) => ({ value, enum_code: EMAIL_ENUM })),
+              },
+            ]
+          : []),
+      ];
+      const added = await call('contact create', 'POST', '/contacts', addedSchema('contacts'), [
+        {
+          name: input.name,
+          ...(input.responsibleUserId ? { responsible_user_id: Number(input.responsibleUserId) } : {}),
+          ...(fields.length > 0 ? { custom_fields_values: fields } : {}),
+          _embedded: { tags: [{ name: input.source }] },
+          request_id: input.externalId,
+        },
+      ]);
+      return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.contacts![0]!.id);
+    },
+
+    async addContactValues(contact, add) {
+      // PATCH replaces a multitext field's values [3P]: send what it has plus what is new.
+      const current = raw.get(contact.id) ?? (await fetchContact(contact.id));
+      if (!current) return;
+      const fields = [];
+      if (add.phones.length > 0) {
+        fields.push({
+          field_code: PHONE_FIELD,
+          values: [
+            ...valuesOf(current, PHONE_FIELD),
+            ...add.phones.map((value) => ({ value, enum_code: PHONE_ENUM })),
+          ],
+        });
+      }
+      if (add.emails.length > 0) {
+        fields.push({
+          field_code: EMAIL_FIELD,
+          values: [
+            ...valuesOf(current, EMAIL_FIELD),
+            ...add.emails.map((value) => ({ value, enum_code: EMAIL_ENUM })),
+          ],
+        });
+      }
+      await call('contact update', 'PATCH', `/contacts/${encodeURIComponent(contact.id)}`, null, {
+        custom_fields_values: fields,
+      });
+      raw.delete(contact.id);
+    },
+
+    async findOpenDeal(contactId, pipelineId) {
+      const contact = await call(
+        'contact read',
+        'GET',
+        `/contacts/${encodeURIComponent(contactId)}?with=leads`,
+        contactSchema,
+      );
+      const ids = (contact?._embedded?.leads ?? []).map((lead) => lead.id);
+      if (ids.length === 0) return null;
+      const query = ids.map((id) => `filter[id][]=${id}`).join('&');
+      const leads = await call('lead search', 'GET', `/leads?${query}&limit=${PAGE_LIMIT}`, leadListSchema);
+      const open = (leads?._embedded.leads ?? [])
+        .filter((lead) => !lead.is_deleted && !CLOSED_STATUSES.has(lead.status_id))
+        .filter((lead) => pipelineId === null || String(lead.pipeline_id) === pipelineId)
+        .sort((a, b) => a.id - b.id);
+      return open[0] ? String(open[0].id) : null;
+    },
+
+    async createDeal(input) {
+      let custom: { field_code: string; values: { value: string }[] }[] = [];
+      const utm = Object.entries(input.utm).filter(([key]) => UTM_FIELD_CODES[key]);
+      if (utm.length > 0) {
+        const fields = await call(
+          'lead fields',
+          'GET',
+          `/leads/custom_fields?limit=${PAGE_LIMIT}`,
+          customFieldsSchema,
+        );
+        const codes = new Set((fields?._embedded.custom_fields ?? []).map((field) => field.code));
+        custom = utm
+          .filter(([key]) => codes.has(UTM_FIELD_CODES[key]!))
+          .map(([key, value]) => ({ field_code: UTM_FIELD_CODES[key]!, values: [{ value }] }));
+      }
+      const added = await call('lead create', 'POST', '/leads', addedSchema('leads'), [
+        {
+          name: input.name,
+          ...(input.pipelineId !== null ? { pipeline_id: Number(input.pipelineId) } : {}),
+          ...(input.stageId !== null ? { status_id: Number(input.stageId) } : {}),
+          ...(input.responsibleUserId ? { responsible_user_id: Number(input.responsibleUserId) } : {}),
+          ...(custom.length > 0 ? { custom_fields_values: custom } : {}),
+          // The source as a tag [OFF: tags by name]; the deal name carries it too (crm.dealName).
+          _embedded: {
+            contacts: [{ id: Number(input.contactId), is_main: true }],
+            tags: [{ name: input.source }],
+          },
+          request_id: input.externalId,
+        },
+      ]);
+      return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.leads![0]!.id);
+    },
+
+    async createTask(input) {
+      const added = await call('task create', 'POST', '/tasks', addedSchema('tasks'), [
+        {
+          text: input.text,
+          complete_till: Math.floor(input.dueAt.getTime() / 1000),
+          entity_id: Number(input.on.id),
+          entity_type: input.on.type === 'deal' ? 'leads' : 'contacts',
+          task_type_id: FOLLOW_UP_TASK_TYPE,
+          ...(input.responsibleUserId ? { responsible_user_id: Number(input.responsibleUserId) } : {}),
+          request_id: input.externalId,
+        },
+      ]);
+      return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.tasks![0]!.id);
+    },
+
+    async createNote(input) {
+      const entity = input.on.type === 'deal' ? 'leads' : 'contacts';
+      const added = await call('note create', 'POST', `/${entity}/notes`, addedSchema('notes'), [
+        {
+          entity_id: Number(input.on.id),
+          note_type: 'common',
+          params: { text: input.text },
+          request_id: input.externalId,
+        },
+      ]);
+      return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.notes![0]!.id);
+    },
+
+    async listUsers() {
+      const users: CrmUser[] = [];
+      for (let page = 1; page <= 100; page++) {
+        const found = await call(
+          'users list',
+          'GET',
+          `/users?page=${page}&limit=${PAGE_LIMIT}`,
+          usersPageSchema,
+        );
+        if (!found) break;
+        for (const user of found._embedded.users) {
+          users.push({
+            id: String(user.id),
+            email: user.email ?? null,
+            name: user.name ?? String(user.id),
+            active: user.rights?.is_active ?? true,
+          });
+        }
+        if (!found._links?.next) break;
+      }
+      return users;
+    },
+
+    async check() {
+      const account = await call('account read', 'GET', '/account', accountSchema);
+      const pipelines = await call('pipelines list', 'GET', '/leads/pipelines', pipelinesSchema);
+      const users = await api.listUsers();
+      return {
+        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}`,
+        pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
+          id: String(pipeline.id),
+          name: pipeline.name,
+          stages: (pipeline._embedded?.statuses ?? []).map((status) => ({
+            id: String(status.id),
+            name: status.name,
+          })),
+        })),
+        users,
+      };
+    },
+
+    contactUrl: (id) => contactPage(origin, id),
+  };
+  return api;
+}

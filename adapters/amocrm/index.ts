@@ -1,0 +1,26 @@
+import { z } from 'zod';
+import type { ConnectorDefinition } from '../../src/spec/connector.js';
+import { REQUESTS_PER_SECOND } from './api.js';
+import { createAmoClient } from './client.js';
+
+/** amoCRM (Kommo) connector: a destination `kind: amocrm` (DESIGN §10, README "Connect your CRM"). */
+export const amocrmSettingsSchema = z.object({
+  /** The account's own address, e.g. https://example.amocrm.ru (the API is under /api/v4). */
+  baseUrl: z.url({ protocol: /^https?$/ }),
+  /** A long-lived token of a private integration, sent as Authorization: Bearer. */
+  token: z
+    .string()
+    .min(20, 'the long-lived token of a private integration (Settings → Integrations → Keys and scopes)'),
+});
+export type AmocrmSettings = z.infer<typeof amocrmSettingsSchema>;
+
+export const amocrmConnector: ConnectorDefinition = {
+  kind: 'amocrm',
+  displayName: 'amoCRM',
+  settings: amocrmSettingsSchema,
+  requestsPerSecond: REQUESTS_PER_SECOND,
+  secretsOf: (destination) => [String((destination as { token?: unknown }).token ?? '')],
+  create(destination, transport) {
+    return createAmoClient(amocrmSettingsSchema.parse(destination), transport);
+  },
+};

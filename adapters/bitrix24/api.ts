@@ -1,0 +1,115 @@
+import { z } from 'zod';
+
+/**
+ * Bitrix24 REST facts the connector relies on, in one place so they can be corrected
+ * (source: ../shared/vendors/bitrix24.md; labels: [OFF] official docs, [SDK] official SDK,
+ * [3P] third-party, [INF] inferred — verify on a real portal).
+ */
+
+/** Incoming webhook: https://<portal>/rest/<userId>/<code>/<method>.json, POST JSON [OFF]. */
+export const WEBHOOK_URL = /^https?:\/\/[^/]+(?::\d+)?\/rest\/(\d+)\/([A-Za-z0-9_-]+)\/?$/;
+
+/** Non-enterprise plans drain the request counter at 2/s (burst 50) [OFF]: we keep to 2/s. */
+export const REQUESTS_PER_SECOND = 2;
+
+/** Record pages [OFF] (bx24-open-path). */
+export const contactPage = (origin: string, id: string) => `${origin}/crm/contact/details/${id}/`;
+
+/** findbycomm takes at most 20 values per call [OFF]. */
+export const FINDBYCOMM_MAX_VALUES = 20;
+
+/**
+ * Phones are matched as stored; we ask for the E.164 form, the bare digits and, for Russian
+ * numbers, the 8-trunk form, in one findbycomm call [INF] (pitfall 1 of the note).
+ */
+export function phoneVariants(e164: string): string[] {
+  const digits = e164.replace(/\D/g, '');
+  const out = new Set([e164, digits]);
+  if (digits.length === 11 && digits.startsWith('7')) out.add(`8${digits.slice(1)}`);
+  return [...out];
+}
+
+/** Multifield VALUE_TYPE for what we add [OFF: WORK is valid for PHONE and EMAIL]. */
+export const VALUE_TYPE = 'WORK';
+/** ORIGINATOR_ID on what we create: the external system [OFF]. */
+export const ORIGINATOR_ID = 'chatbridge';
+
+/** Deal UTM fields [OFF]. */
+export const UTM_FIELDS: Record<string, string> = {
+  utm_source: 'UTM_SOURCE',
+  utm_medium: 'UTM_MEDIUM',
+  utm_campaign: 'UTM_CAMPAIGN',
+  utm_content: 'UTM_CONTENT',
+  utm_term: 'UTM_TERM',
+};
+
+/**
+ * "Open deal of this contact in this category": crm.deal.list filtered by CONTACT_ID,
+ * CATEGORY_ID and CLOSED=N [INF] (matches the primary contact only).
+ */
+export const openDealFilter = (contactId: string, categoryId: string | null) => ({
+  CONTACT_ID: Number(contactId),
+  CLOSED: 'N',
+  ...(categoryId !== null ? { CATEGORY_ID: Number(categoryId) } : {}),
+});
+
+/** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
+export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
+/** Credential / permission answers [OFF]. */
+export const AUTH_ERRORS = new Set([
+  'NO_AUTH_FOUND',
+  'expired_token',
+  'invalid_token',
+  'insufficient_scope',
+  'INVALID_CREDENTIALS',
+  'ACCESS_DENIED',
+  'user_access_error',
+]);
+
+// Shapes: legacy methods return ids as strings, *.add as integers [OFF] -> parse leniently.
+export const idSchema = z.union([z.string(), z.number()]).transform(String);
+
+export const envelopeSchema = z.object({
+  result: z.unknown(),
+  next: z.number().nullish(),
+  total: z.number().nullish(),
+});
+export const errorSchema = z.object({ error: z.string().nullish(), error_description: z.string().nullish() });
+
+const multifieldSchema = z.array(z.object({ ID: idSchema.nullish(), VALUE: z.string().nullish() })).nullish();
+export const contactSchema = z.object({ ID: idSchema, PHONE: multifieldSchema, EMAIL: multifieldSchema });
+
+/** findbycomm: {"CONTACT": [ids]} or `[]` when nothing matched [OFF]/[SDK]. */
+export const findByCommSchema = z.union([
+  z.array(z.unknown()).transform(() => [] as string[]),
+  z.object({ CONTACT: z.array(idSchema).nullish() }).transform((value) => value.CONTACT ?? []),
+]);
+
+export const dealListSchema = z.array(z.object({ ID: idSchema }));
+export const taskAddSchema = z.object({ task: z.object({ id: idSchema }) });
+export const userSchema = z.object({
+  ID: idSchema,
+  ACTIVE: z.union([z.boolean(), z.string()]).nullish(),
+  NAME: z.string().nullish(),
+  LAST_NAME: z.string().nullish(),
+  EMAIL: z.string().nullish(),
+});
+export const categoryListSchema = z.object({
+  categories: z.array(z.object({ id: z.number(), name: z.string() })),
+});
+export const statusSchema = z.object({
+  STATUS_ID: z.string(),
+  NAME: z.string(),
+  ENTITY_ID: z.string(),
+  SORT: idSchema.nullish(),
+});
+
+/** batch: always HTTP 200, per-command errors in result_error [OFF]. */
+export const batchSchema = z.object({
+  result: z.record(z.string(), z.unknown()).or(z.array(z.unknown()).transform(() => ({}))),
+  result_error: z.record(z.string(), errorSchema).or(z.array(z.unknown()).transform(() => ({}))),
+});
+
+/** Stage ENTITY_ID of a deal category: DEAL_STAGE for 0, DEAL_STAGE_<id> otherwise [OFF]. */
+export const stageEntityOf = (categoryId: number) =>
+  categoryId === 0 ? 'DEAL_STAGE' : `DEAL_STAGE_${categoryId}`;

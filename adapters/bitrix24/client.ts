@@ -1,0 +1,330 @@
+import type { z } from 'zod';
+import { CrmError, excerpt } from '../../src/crm/errors.js';
+import { parseRetryAfter } from '../../src/net/retry.js';
+import type { CrmApi, CrmTransport, CrmUser } from '../../src/spec/connector.js';
+import {
+  AUTH_ERRORS,
+  batchSchema,
+  categoryListSchema,
+  contactPage,
+  contactSchema,
+  dealListSchema,
+  envelopeSchema,
+  errorSchema,
+  FINDBYCOMM_MAX_VALUES,
+  findByCommSchema,
+  idSchema,
+  ORIGINATOR_ID,
+  openDealFilter,
+  phoneVariants,
+  RATE_LIMIT_ERRORS,
+  stageEntityOf,
+  statusSchema,
+  taskAddSchema,
+  UTM_FIELDS,
+  userSchema,
+  VALUE_TYPE,
+  WEBHOOK_URL,
+} from './api.js';
+
+const NAME = 'Bitrix24';
+
+export interface Bitrix24Settings {
+  webhookUrl: string;
+  sourceId: string;
+}
+
+/** PHP-style query string (batch `cmd` entries are method?query strings [OFF]). */
+export function toQuery(params: Record<string, unknown>, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(params)) {
+    const name = prefix ? `${prefix}[${key}]` : key;
+    if (Array.isArray(value)) out.push(...toQuery(Object.fromEntries(value.entries()), name));
+    else if (value && typeof value === 'object') out.push(...toQuery(value as Record<string, unknown>, name));
+    else if (value !== undefined && value !== null)
+      out.push(`${encodeURIComponent(name)}=${encodeURIComponent(String(value))}`);
+  }
+  return out;
+}
+
+function failure(
+  method: string,
+  status: number,
+  error: string,
+  description: string,
+  headers: Record<string, string>,
+): CrmError {
+  const reason = `${error ? `${error}: ` : ''}${description || 'no details'}`;
+  if (RATE_LIMIT_ERRORS.has(error) || status === 429) {
+    // 503 QUERY_LIMIT_EXCEEDED means "slow down", not "down": reported as 429 so the breaker stays shut.
+    return new CrmError('retry', 429, `${NAME} rate limit on ${method} (HTTP ${status} ${reason})`, {
+      retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+    });
+  }
+  if (status === 401 || AUTH_ERRORS.has(error)) {
+    return new CrmError(
+      'permanent',
+      status,
+      `webhook rejected by ${NAME} on ${method} (HTTP ${status} ${reason})`,
+      { auth: true },
+    );
+  }
+  if (status >= 500) {
+    return new CrmError('retry', status, `${NAME} server error on ${method} (HTTP ${status} ${reason})`, {
+      retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+    });
+  }
+  return new CrmError('permanent', status, `${NAME} rejected ${method} (HTTP ${status} ${reason})`);
+}
+
+export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmTransport): CrmApi {
+  const match = WEBHOOK_URL.exec(settings.webhookUrl);
+  if (!match)
+    throw new CrmError('permanent', null, `${NAME} webhookUrl is not https://<portal>/rest/<user>/<code>/`);
+  const base = settings.webhookUrl.endsWith('/') ? settings.webhookUrl : `${settings.webhookUrl}/`;
+  const origin = new URL(base).origin;
+  const webhookUser = match[1]!;
+
+  async function call<T>(
+    method: string,
+    params: Record<string, unknown>,
+    schema: z.ZodType<T>,
+  ): Promise<{ result: T; next: number | null }> {
+    const response = await transport.send({ method: 'POST', url: `${base}${method}.json`, body: params });
+    const { status } = response;
+    const error = errorSchema.safeParse(response.json);
+    if (status < 200 || status >= 300 || (error.success && error.data.error)) {
+      const code = error.success ? (error.data.error ?? '') : '';
+      const description = error.success ? (error.data.error_description ?? '') : excerpt(response.text);
+      throw failure(method, status, code, description, response.headers);
+    }
+    const envelope = envelopeSchema.safeParse(response.json);
+    const parsed = envelope.success ? schema.safeParse(envelope.data.result) : null;
+    if (!envelope.success || !parsed?.success) {
+      throw new CrmError(
+        'retry',
+        status,
+        `${NAME} answered ${method} with an unexpected body: ${excerpt(response.text, 120)}`,
+      );
+    }
+    return { result: parsed.data, next: envelope.data.next ?? null };
+  }
+
+  /** Several calls in one request (counts once for the rate limit [OFF]); a failed one fails all. */
+  async function batch(
+    cmd: Record<string, [string, Record<string, unknown>]>,
+  ): Promise<Record<string, unknown>> {
+    const commands = Object.fromEntries(
+      Object.entries(cmd).map(([key, [method, params]]) => [key, `${method}?${toQuery(params).join('&')}`]),
+    );
+    const { result } = await call('batch', { halt: 1, cmd: commands }, batchSchema);
+    for (const [key, problem] of Object.entries(result.result_error)) {
+      throw failure(cmd[key]?.[0] ?? key, 400, problem.error ?? '', problem.error_description ?? '', {});
+    }
+    return result.result;
+  }
+
+  const api: CrmApi = {
+    async findContacts({ phones, emails }) {
+      const phoneValues = phones.flatMap(phoneVariants).slice(0, FINDBYCOMM_MAX_VALUES);
+      const emailValues = emails.slice(0, FINDBYCOMM_MAX_VALUES);
+      const cmd: Record<string, [string, Record<string, unknown>]> = {};
+      if (phoneValues.length > 0)
+        cmd.phone = [
+          'crm.duplicate.findbycomm',
+          { entity_type: 'CONTACT', type: 'PHONE', values: phoneValues },
+        ];
+      if (emailValues.length > 0)
+        cmd.email = [
+          'crm.duplicate.findbycomm',
+          { entity_type: 'CONTACT', type: 'EMAIL', values: emailValues },
+        ];
+      if (Object.keys(cmd).length === 0) return [];
+      const results = await batch(cmd);
+      const ids = new Set<string>();
+      for (const key of Object.keys(cmd)) {
+        const found = findByCommSchema.safeParse(results[key] ?? []);
+        for (const id of found.success ? found.data : []) ids.add(id);
+      }
+      return [...ids].map((id) => ({ id, phones: [], emails: [] }));
+    },
+
+    async getContact(id) {
+      try {
+        const { result } = await call('crm.contact.get', { id: Number(id) }, contactSchema);
+        return {
+          id: result.ID,
+          phones: (result.PHONE ?? []).map((item) => item.VALUE ?? '').filter(Boolean),
+          emails: (result.EMAIL ?? []).map((item) => item.VALUE ?? '').filter(Boolean),
+        };
+      } catch (error) {
+        // "Contact is not found" is a 400 with an empty error code [OFF].
+        if (error instanceof CrmError && error.kind === 'permanent' && /not found/i.test(error.message))
+          return null;
+        throw error;
+      }
+    },
+
+    async createContact(input) {
+      const { result } = await call(
+        'crm.contact.add',
+        {
+          fields: {
+            NAME: input.name,
+            OPENED: 'Y',
+            TYPE_ID: 'CLIENT',
+            ...(input.responsibleUserId ? { ASSIGNED_BY_ID: Number(input.responsibleUserId) } : {}),
+            SOURCE_ID: settings.sourceId,
+            SOURCE_DESCRIPTION: input.source,
+            PHONE: input.phones.map((value) => ({ VALUE: value, VALUE_TYPE })),
+            EMAIL: input.emails.map((value) => ({ VALUE: value, VALUE_TYPE })),
+            ORIGINATOR_ID,
+            ORIGIN_ID: input.externalId,
+          },
+          params: { REGISTER_SONET_EVENT: 'N' },
+        },
+        idSchema,
+      );
+      return result;
+    },
+
+    async addContactValues(contact, add) {
+      // Items without ID are appended; existing values are untouched [OFF].
+      await call(
+        'crm.contact.update',
+        {
+          id: Number(contact.id),
+          fields: {
+            ...(add.phones.length > 0
+              ? { PHONE: add.phones.map((value) => ({ VALUE: value, VALUE_TYPE })) }
+              : {}),
+            ...(add.emails.length > 0
+              ? { EMAIL: add.emails.map((value) => ({ VALUE: value, VALUE_TYPE })) }
+              : {}),
+          },
+          params: { REGISTER_SONET_EVENT: 'N' },
+        },
+        idSchema.or(idSchema.array()).or(envelopeSchema.shape.result),
+      );
+    },
+
+    async findOpenDeal(contactId, pipelineId) {
+      const { result } = await call(
+        'crm.deal.list',
+        { filter: openDealFilter(contactId, pipelineId), select: ['ID'], order: { ID: 'ASC' } },
+        dealListSchema,
+      );
+      return result[0]?.ID ?? null;
+    },
+
+    async createDeal(input) {
+      const utm = Object.fromEntries(
+        Object.entries(input.utm)
+          .filter(([key]) => UTM_FIELDS[key])
+          .map(([key, value]) => [UTM_FIELDS[key]!, value]),
+      );
+      const { result } = await call(
+        'crm.deal.add',
+        {
+          fields: {
+            TITLE: input.name,
+            ...(input.pipelineId !== null ? { CATEGORY_ID: Number(input.pipelineId) } : {}),
+            ...(input.stageId !== null ? { STAGE_ID: input.stageId } : {}),
+            ...(input.responsibleUserId ? { ASSIGNED_BY_ID: Number(input.responsibleUserId) } : {}),
+            CONTACT_IDS: [Number(input.contactId)],
+            SOURCE_ID: settings.sourceId,
+            SOURCE_DESCRIPTION: input.source,
+            ...utm,
+            OPENED: 'Y',
+            ORIGINATOR_ID,
+            ORIGIN_ID: input.externalId,
+          },
+          params: { REGISTER_SONET_EVENT: 'N' },
+        },
+        idSchema,
+      );
+      return result;
+    },
+
+    async createTask(input) {
+      const { result } = await call(
+        'tasks.task.add',
+        {
+          fields: {
+            TITLE: input.text.split('\n')[0]!.slice(0, 250),
+            DESCRIPTION: input.text,
+            // RESPONSIBLE_ID is required [OFF]: without one, the webhook's own user.
+            RESPONSIBLE_ID: Number(input.responsibleUserId ?? webhookUser),
+            DEADLINE: input.dueAt.toISOString(),
+            UF_CRM_TASK: [`${input.on.type === 'deal' ? 'D' : 'C'}_${input.on.id}`],
+          },
+        },
+        taskAddSchema,
+      );
+      return result.task.id;
+    },
+
+    async createNote(input) {
+      // Lower-case `fields` only since crm 23.100.0 [OFF].
+      const { result } = await call(
+        'crm.timeline.comment.add',
+        { fields: { ENTITY_ID: Number(input.on.id), ENTITY_TYPE: input.on.type, COMMENT: input.text } },
+        idSchema,
+      );
+      return result;
+    },
+
+    async listUsers() {
+      const users: CrmUser[] = [];
+      let start: number | null = 0;
+      for (let page = 0; page < 100 && start !== null; page++) {
+        const answer: { result: z.infer<typeof userSchema>[]; next: number | null } = await call(
+          'user.get',
+          { FILTER: { ACTIVE: true }, start },
+          userSchema.array(),
+        );
+        for (const user of answer.result) users.push(toUser(user));
+        start = answer.next;
+      }
+      return users;
+    },
+
+    async check() {
+      // One request: categories, every status list, users (first page) [OFF: batch].
+      const results = await batch({
+        categories: ['crm.category.list', { entityTypeId: 2 }],
+        stages: ['crm.status.list', {}],
+        users: ['user.get', { FILTER: { ACTIVE: true } }],
+      });
+      const categories = categoryListSchema.safeParse(results.categories);
+      const stages = statusSchema.array().safeParse(results.stages);
+      const users = userSchema.array().safeParse(results.users);
+      if (!categories.success || !stages.success || !users.success)
+        throw new CrmError('permanent', 200, `${NAME} answered the check with an unexpected body`);
+      return {
+        account: `${NAME} portal ${new URL(origin).host}, webhook of user ${webhookUser}`,
+        pipelines: categories.data.categories.map((category) => ({
+          id: String(category.id),
+          name: category.name,
+          stages: stages.data
+            .filter((stage) => stage.ENTITY_ID === stageEntityOf(category.id))
+            .sort((a, b) => Number(a.SORT ?? 0) - Number(b.SORT ?? 0))
+            .map((stage) => ({ id: stage.STATUS_ID, name: stage.NAME })),
+        })),
+        users: users.data.map(toUser),
+      };
+    },
+
+    contactUrl: (id) => contactPage(origin, id),
+  };
+  return api;
+}
+
+function toUser(user: z.infer<typeof userSchema>): CrmUser {
+  return {
+    id: user.ID,
+    email: user.EMAIL ? user.EMAIL : null,
+    name: [user.NAME, user.LAST_NAME].filter(Boolean).join(' ') || user.ID,
+    active: user.ACTIVE === undefined || user.ACTIVE === null || user.ACTIVE === true || user.ACTIVE === 'Y',
+  };
+}

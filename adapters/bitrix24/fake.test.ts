@@ -1,0 +1,58 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeBitrix24 } from './test-support/fake-bitrix24.js';
+
+/** The fake Bitrix24 follows the documented shapes (../shared/vendors/bitrix24.md §7). */
+let close: (() => Promise<void>) | undefined;
+afterEach(async () => {
+  await close?.();
+});
+
+describe('fake Bitrix24', () => {
+  it('/rest/<user>/<code>/<method>.json, integer ids from add and string ids from get, batch, 401, 503 limits', async () => {
+    const fake = await startFakeBitrix24({ code: 'code0123456789' });
+    close = fake.close;
+    const call = (method: string, body: unknown, base = fake.webhookUrl) =>
+      fetch(`${base}${method}.json`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const added = (await (
+      await call('crm.contact.add', {
+        fields: { NAME: 'Ivan', PHONE: [{ VALUE: '+79161234567', VALUE_TYPE: 'WORK' }] },
+      })
+    ).json()) as any;
+    expect(typeof added.result).toBe('number');
+    expect(added.time).toBeDefined();
+    const got = (await (await call('crm.contact.get', { id: added.result })).json()) as any;
+    expect(got.result.ID).toBe(String(added.result));
+    expect(typeof got.result.PHONE[0].ID).toBe('string');
+
+    const batch = (await (
+      await call('batch', {
+        halt: 0,
+        cmd: {
+          hit: 'crm.duplicate.findbycomm?entity_type=CONTACT&type=PHONE&values[0]=%2B79161234567',
+          miss: 'crm.duplicate.findbycomm?entity_type=CONTACT&type=EMAIL&values[0]=nobody%40example.org',
+          bad: 'crm.duplicate.findbycomm?entity_type=CONTACT',
+        },
+      })
+    ).json()) as any;
+    expect(batch.result.result.hit).toEqual({ CONTACT: [added.result] });
+    expect(batch.result.result.miss).toEqual([]);
+    expect(batch.result.result_error.bad).toEqual({
+      error: '',
+      error_description: 'Communication type is not defined.',
+    });
+
+    const denied = await call('user.get', {}, fake.webhookUrl.replace('code0123456789', 'wrong'));
+    expect(denied.status).toBe(401);
+    expect(((await denied.json()) as any).error).toBe('NO_AUTH_FOUND');
+
+    fake.bucket = { size: 1, perSecond: 0.001 };
+    expect((await call('user.get', {})).status).toBe(200);
+    const limited = await call('user.get', {});
+    expect(limited.status).toBe(503);
+    expect(((await limited.json()) as any).error).toBe('QUERY_LIMIT_EXCEEDED');
+  });
+});

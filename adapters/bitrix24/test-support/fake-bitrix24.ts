@@ -1,0 +1,452 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A stateful fake Bitrix24 portal on loopback, following the documented shapes
+ * (../shared/vendors/bitrix24.md §7): `/rest/<user>/<code>/<method>.json`, `{result, time}`
+ * envelopes, string ids from legacy methods and integer ids from *.add, multifield append
+ * semantics, findbycomm over the multifield index (`[]` when nothing matched), category/stage
+ * consistency, `batch` (always HTTP 200, result_error), 401 NO_AUTH_FOUND for a wrong code,
+ * 503 QUERY_LIMIT_EXCEEDED from a leaky bucket when `bucket` is set.
+ * Fault switches: `failNext(n, answer, match?)`, `rejectCode`, `bucket`.
+ */
+
+export interface FakeMultifield {
+  ID: string;
+  VALUE: string;
+  VALUE_TYPE: string;
+}
+export interface FakeB24Contact {
+  ID: string;
+  NAME: string;
+  ASSIGNED_BY_ID: string;
+  PHONE: FakeMultifield[];
+  EMAIL: FakeMultifield[];
+  SOURCE_ID: string;
+  SOURCE_DESCRIPTION: string;
+}
+export interface FakeB24Deal {
+  ID: string;
+  TITLE: string;
+  CATEGORY_ID: string;
+  STAGE_ID: string;
+  ASSIGNED_BY_ID: string;
+  CONTACT_IDS: string[];
+  SOURCE_ID: string;
+  SOURCE_DESCRIPTION: string;
+  CLOSED: 'Y' | 'N';
+  UTM: Record<string, string>;
+}
+export interface FakeB24Task {
+  id: string;
+  title: string;
+  description: string;
+  responsibleId: string;
+  deadline: string;
+  crm: string[];
+}
+export interface FakeB24Comment {
+  ID: string;
+  ENTITY_TYPE: string;
+  ENTITY_ID: string;
+  COMMENT: string;
+}
+export interface FakeAnswer {
+  status: number;
+  body?: string;
+  headers?: Record<string, string>;
+}
+export interface SeenRequest {
+  method: string;
+  path: string;
+  body: string;
+}
+
+export interface FakeBitrix24Options {
+  userId?: string;
+  code: string;
+  users?: { ID: string; NAME: string; EMAIL: string; ACTIVE?: boolean }[];
+  categories?: { id: number; name: string; stages: string[] }[];
+  /**
+   * findbycomm phone matching: `digits` compares digits only (the duplicate index as we assume
+   * portals keep it [INF]); `exact` compares the stored string as is.
+   */
+  phoneMatch?: 'digits' | 'exact';
+}
+
+export interface FakeBitrix24 {
+  url: string;
+  /** https-less for loopback: http://127.0.0.1:port/rest/<user>/<code>/ */
+  webhookUrl: string;
+  code: string;
+  contacts: FakeB24Contact[];
+  deals: FakeB24Deal[];
+  tasks: FakeB24Task[];
+  comments: FakeB24Comment[];
+  requests: SeenRequest[];
+  failNext(times: number, answer: FakeAnswer, match?: (method: string) => boolean): void;
+  rejectCode: boolean;
+  /** Leaky bucket (X requests, drains Y/s): over it, 503 QUERY_LIMIT_EXCEEDED. */
+  bucket: { size: number; perSecond: number } | null;
+  /** How many requests the bucket refused. */
+  limited: number;
+  close(): Promise<void>;
+}
+
+/** PHP-style query string to nested params (batch cmd entries). */
+export function parseQuery(query: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [rawKey, value] of new URLSearchParams(query)) {
+    const parts = rawKey.split(/[[\]]+/).filter((part) => part !== '');
+    let node = out as Record<string, unknown>;
+    parts.forEach((part, index) => {
+      if (index === parts.length - 1) node[part] = value;
+      else {
+        node[part] ??= {};
+        node = node[part] as Record<string, unknown>;
+      }
+    });
+  }
+  const arrays = (value: unknown): unknown => {
+    if (!value || typeof value !== 'object') return value;
+    const entries = Object.entries(value as Record<string, unknown>);
+    if (entries.length > 0 && entries.every(([key], index) => key === String(index)))
+      return entries.map(([, item]) => arrays(item));
+    return Object.fromEntries(entries.map(([key, item]) => [key, arrays(item)]));
+  };
+  return arrays(out) as Record<string, unknown>;
+}
+
+class MethodError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    description: string,
+  ) {
+    super(description);
+  }
+}
+
+export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<FakeBitrix24> {
+  const userId = options.userId ?? '1';
+  const users = options.users ?? [{ ID: '1', NAME: 'Portal Admin', EMAIL: 'admin@shop.example' }];
+  const categories = options.categories ?? [
+    { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },
+  ];
+  const stageIds = (category: number) => {
+    const found = categories.find((entry) => entry.id === category);
+    return found ? found.stages.map((stage) => (category === 0 ? stage : `C${category}:${stage}`)) : null;
+  };
+  let nextId = 100;
+  let level = 0;
+  let levelAt = Date.now();
+  const faults: { times: number; answer: FakeAnswer; match: (method: string) => boolean }[] = [];
+  const fake: FakeBitrix24 = {
+    url: '',
+    webhookUrl: '',
+    code: options.code,
+    contacts: [],
+    deals: [],
+    tasks: [],
+    comments: [],
+    requests: [],
+    rejectCode: false,
+    bucket: null,
+    limited: 0,
+    failNext(times, answer, match = () => true) {
+      faults.push({ times, answer, match });
+    },
+    close: async () => {},
+  };
+
+  const digits = (value: string) => value.replace(/\D/g, '');
+  const multifield = (items: unknown): FakeMultifield[] =>
+    ((items ?? []) as { VALUE?: string; VALUE_TYPE?: string }[])
+      .filter((item) => item.VALUE)
+      .map((item) => ({
+        ID: String(nextId++),
+        VALUE: String(item.VALUE),
+        VALUE_TYPE: item.VALUE_TYPE ?? 'WORK',
+      }));
+  const contactOut = (contact: FakeB24Contact) => ({
+    ...contact,
+    PHONE: contact.PHONE.map((item) => ({ ...item, TYPE_ID: 'PHONE' })),
+    EMAIL: contact.EMAIL.map((item) => ({ ...item, TYPE_ID: 'EMAIL' })),
+  });
+  const userKnown = (id: unknown) => users.some((user) => user.ID === String(id));
+
+  function method(name: string, params: Record<string, unknown>): unknown {
+    const fields = (params.fields ?? {}) as Record<string, unknown>;
+    switch (name) {
+      case 'crm.duplicate.findbycomm': {
+        const type = String(params.type ?? '');
+        if (type !== 'PHONE' && type !== 'EMAIL')
+          throw new MethodError(400, '', 'Communication type is not defined.');
+        const values = (params.values ?? []) as string[];
+        if (!Array.isArray(values) || values.length === 0)
+          throw new MethodError(400, '', 'Communication values is not defined.');
+        if (values.length > 20) throw new MethodError(400, '', 'Too many communication values.');
+        // Extensions are ignored [OFF]; phones by digits or as stored (options.phoneMatch).
+        const key = (value: string) => {
+          if (type === 'EMAIL') return value.toLowerCase();
+          const bare = value.split('#')[0]!;
+          return (options.phoneMatch ?? 'digits') === 'digits' ? digits(bare) : bare;
+        };
+        const wanted = new Set(values.map(key));
+        const ids = fake.contacts
+          .filter((contact) => contact[type].some((item) => wanted.has(key(item.VALUE))))
+          .map((contact) => Number(contact.ID));
+        return ids.length > 0 ? { CONTACT: ids } : [];
+      }
+      case 'crm.contact.get': {
+        const contact = fake.contacts.find((entry) => entry.ID === String(params.id));
+        if (!contact) throw new MethodError(400, '', 'Not found');
+        return contactOut(contact);
+      }
+      case 'crm.contact.add': {
+        const assigned = fields.ASSIGNED_BY_ID ?? userId;
+        if (!userKnown(assigned)) throw new MethodError(400, 'ERROR_CORE', 'Responsible user not found');
+        const contact: FakeB24Contact = {
+          ID: String(nextId++),
+          NAME: String(fields.NAME ?? ''),
+          ASSIGNED_BY_ID: String(assigned),
+          PHONE: multifield(fields.PHONE),
+          EMAIL: multifield(fields.EMAIL),
+          SOURCE_ID: String(fields.SOURCE_ID ?? 'CALL'),
+          SOURCE_DESCRIPTION: String(fields.SOURCE_DESCRIPTION ?? ''),
+        };
+        fake.contacts.push(contact);
+        return Number(contact.ID);
+      }
+      case 'crm.contact.update': {
+        const contact = fake.contacts.find((entry) => entry.ID === String(params.id));
+        if (!contact) throw new MethodError(400, '', 'Contact is not found');
+        for (const key of ['PHONE', 'EMAIL'] as const) {
+          for (const item of (fields[key] ?? []) as {
+            ID?: string;
+            VALUE?: string;
+            VALUE_TYPE?: string;
+            DELETE?: string;
+          }[]) {
+            if (!item.ID)
+              contact[key].push(...multifield([item])); // appended
+            else {
+              const existing = contact[key].find((entry) => entry.ID === String(item.ID));
+              if (!existing) continue;
+              if (item.DELETE === 'Y' || !item.VALUE)
+                contact[key] = contact[key].filter((entry) => entry !== existing);
+              else existing.VALUE = item.VALUE;
+            }
+          }
+        }
+        return true;
+      }
+      case 'crm.deal.list': {
+        const filter = (params.filter ?? {}) as Record<string, unknown>;
+        const found = fake.deals.filter(
+          (deal) =>
+            (filter.CONTACT_ID === undefined || deal.CONTACT_IDS[0] === String(filter.CONTACT_ID)) &&
+            (filter.CATEGORY_ID === undefined || deal.CATEGORY_ID === String(filter.CATEGORY_ID)) &&
+            (filter.CLOSED === undefined || deal.CLOSED === filter.CLOSED),
+        );
+        return found
+          .slice(0, 50)
+          .map((deal) => ({ ID: deal.ID, CATEGORY_ID: deal.CATEGORY_ID, STAGE_ID: deal.STAGE_ID }));
+      }
+      case 'crm.deal.add': {
+        const category = Number(fields.CATEGORY_ID ?? 0);
+        const stages = stageIds(category);
+        if (!stages) throw new MethodError(400, '', `Category ${category} not found`);
+        const stage = fields.STAGE_ID === undefined ? stages[0]! : String(fields.STAGE_ID);
+        if (!stages.includes(stage))
+          throw new MethodError(400, '', `Stage ${stage} does not belong to category ${category}`);
+        const assigned = fields.ASSIGNED_BY_ID ?? userId;
+        if (!userKnown(assigned)) throw new MethodError(400, 'ERROR_CORE', 'Responsible user not found');
+        const contacts = ((fields.CONTACT_IDS ?? []) as unknown[]).map(String);
+        for (const id of contacts)
+          if (!fake.contacts.some((entry) => entry.ID === id))
+            throw new MethodError(400, '', `Contact ${id} not found`);
+        const deal: FakeB24Deal = {
+          ID: String(nextId++),
+          TITLE: String(fields.TITLE ?? ''),
+          CATEGORY_ID: String(category),
+          STAGE_ID: stage,
+          ASSIGNED_BY_ID: String(assigned),
+          CONTACT_IDS: contacts,
+          SOURCE_ID: String(fields.SOURCE_ID ?? 'CALL'),
+          SOURCE_DESCRIPTION: String(fields.SOURCE_DESCRIPTION ?? ''),
+          CLOSED: /WON|LOSE/.test(stage) ? 'Y' : 'N',
+          UTM: Object.fromEntries(
+            Object.entries(fields)
+              .filter(([key]) => key.startsWith('UTM_'))
+              .map(([key, value]) => [key, String(value)]),
+          ),
+        };
+        fake.deals.push(deal);
+        return Number(deal.ID);
+      }
+      case 'tasks.task.add': {
+        if (!fields.TITLE) throw new MethodError(400, 'ERROR_CORE', 'Task title is not specified');
+        if (!userKnown(fields.RESPONSIBLE_ID))
+          throw new MethodError(400, 'ERROR_CORE', "User specified in the 'Responsible' field not found");
+        const task: FakeB24Task = {
+          id: String(nextId++),
+          title: String(fields.TITLE),
+          description: String(fields.DESCRIPTION ?? ''),
+          responsibleId: String(fields.RESPONSIBLE_ID),
+          deadline: String(fields.DEADLINE ?? ''),
+          crm: ((fields.UF_CRM_TASK ?? []) as unknown[]).map(String),
+        };
+        fake.tasks.push(task);
+        return { task: { id: task.id, title: task.title, responsibleId: task.responsibleId, status: '2' } };
+      }
+      case 'crm.timeline.comment.add': {
+        if (!params.fields) throw new MethodError(400, '', "Parameter 'fields' must be array");
+        if (!fields.COMMENT) throw new MethodError(400, 'INVALID_ARG_VALUE', 'Comment is empty');
+        const comment: FakeB24Comment = {
+          ID: String(nextId++),
+          ENTITY_TYPE: String(fields.ENTITY_TYPE),
+          ENTITY_ID: String(fields.ENTITY_ID),
+          COMMENT: String(fields.COMMENT),
+        };
+        fake.comments.push(comment);
+        return Number(comment.ID);
+      }
+      case 'user.get':
+        return users.map((user) => ({
+          ID: user.ID,
+          ACTIVE: user.ACTIVE ?? true,
+          NAME: user.NAME,
+          LAST_NAME: '',
+          EMAIL: user.EMAIL,
+          USER_TYPE: 'employee',
+        }));
+      case 'crm.category.list':
+        return {
+          categories: categories.map((category) => ({
+            id: category.id,
+            name: category.name,
+            sort: 100,
+            entityTypeId: 2,
+            isDefault: category.id === 0 ? 'Y' : 'N',
+          })),
+        };
+      case 'crm.status.list':
+        return categories.flatMap((category) =>
+          (stageIds(category.id) ?? []).map((stage, index) => ({
+            ID: String(nextId + index),
+            ENTITY_ID: category.id === 0 ? 'DEAL_STAGE' : `DEAL_STAGE_${category.id}`,
+            STATUS_ID: stage,
+            NAME: stage.replace(/^C\d+:/, ''),
+            SORT: String((index + 1) * 10),
+            CATEGORY_ID: String(category.id),
+          })),
+        );
+      default:
+        throw new MethodError(404, 'ERROR_METHOD_NOT_FOUND', 'Method not found!');
+    }
+  }
+
+  const time = () => ({ start: Date.now() / 1000, finish: Date.now() / 1000, duration: 0, processing: 0 });
+
+  async function handle(request: IncomingMessage, response: ServerResponse) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const url = new URL(request.url ?? '/', fake.url);
+    fake.requests.push({ method: request.method ?? 'GET', path: url.pathname, body: text });
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      response.writeHead(status, { 'content-type': 'application/json', ...headers });
+      response.end(typeof body === 'string' ? body : JSON.stringify(body));
+    };
+    const match = /^\/rest\/(\d+)\/([^/]+)\/([a-z0-9_.]+?)(?:\.json)?$/i.exec(url.pathname);
+    if (!match) return send(404, { error: 'NOT_FOUND', error_description: 'Not found' });
+    const [, user, code, name] = match as unknown as [string, string, string, string];
+    const fault = faults.find((entry) => entry.times > 0 && entry.match(name));
+    if (fault) {
+      fault.times -= 1;
+      response.writeHead(fault.answer.status, {
+        'content-type': 'application/json',
+        ...fault.answer.headers,
+      });
+      response.end(fault.answer.body ?? '');
+      return;
+    }
+    if (fake.bucket) {
+      const now = Date.now();
+      level = Math.max(0, level - ((now - levelAt) / 1000) * fake.bucket.perSecond);
+      levelAt = now;
+      if (level + 1 > fake.bucket.size) {
+        fake.limited += 1;
+        return send(503, { error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' });
+      }
+      level += 1;
+    }
+    if (fake.rejectCode || user !== userId || code !== fake.code)
+      return send(401, { error: 'NO_AUTH_FOUND', error_description: 'Wrong authorization data' });
+    let params: Record<string, unknown>;
+    try {
+      params = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      return send(400, { error: 'INVALID_REQUEST', error_description: 'Invalid JSON' });
+    }
+    if (name === 'batch') {
+      const cmd = (params.cmd ?? {}) as Record<string, string>;
+      if (Object.keys(cmd).length > 50)
+        return send(400, {
+          error: 'ERROR_BATCH_LENGTH_EXCEEDED',
+          error_description: 'Max batch length exceeded',
+        });
+      const result: Record<string, unknown> = {};
+      const errors: Record<string, unknown> = {};
+      for (const [key, line] of Object.entries(cmd)) {
+        const [sub, query = ''] = line.split('?', 2) as [string, string?];
+        if (sub === 'batch')
+          return send(405, {
+            error: 'ERROR_BATCH_METHOD_NOT_ALLOWED',
+            error_description: 'Method is not allowed for batch usage',
+          });
+        try {
+          result[key] = method(sub, parseQuery(query));
+        } catch (error) {
+          if (!(error instanceof MethodError)) throw error;
+          errors[key] = { error: error.code, error_description: error.message };
+          if (params.halt === 1 || params.halt === '1' || params.halt === true) break;
+        }
+      }
+      const empty = (value: Record<string, unknown>) => (Object.keys(value).length === 0 ? [] : value);
+      return send(200, {
+        result: {
+          result: empty(result),
+          result_error: empty(errors),
+          result_total: [],
+          result_next: [],
+          result_time: [],
+        },
+        time: time(),
+      });
+    }
+    try {
+      return send(200, { result: method(name, params), time: time() });
+    } catch (error) {
+      if (!(error instanceof MethodError)) throw error;
+      return send(error.status, { error: error.code, error_description: error.message });
+    }
+  }
+
+  const server: Server = createServer((request, response) => {
+    handle(request, response).catch((error: unknown) => {
+      response.writeHead(500, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ error: 'INTERNAL_SERVER_ERROR', error_description: String(error) }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  fake.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  fake.webhookUrl = `${fake.url}/rest/${userId}/${options.code}/`;
+  fake.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return fake;
+}

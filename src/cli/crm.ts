@@ -1,0 +1,204 @@
+import { parseArgs } from 'node:util';
+import type { LoadedConfig } from '../config/load.js';
+import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
+import { CrmError, scrub } from '../crm/errors.js';
+import { createRateLimiter } from '../crm/limiter.js';
+import { createTransport } from '../crm/transport.js';
+import { createLogger } from '../logger.js';
+import { createHttpClient } from '../net/http.js';
+import { defaultRegistry } from '../registry.js';
+import type { CrmCheckReport, CrmUser } from '../spec/connector.js';
+import { createStore } from '../store/index.js';
+
+/**
+ * `chatbridge crm check --destination ID [--config FILE]` (DESIGN §10): one call round to the
+ * CRM (account, pipelines, users), then what the destination's mapping will use there — each
+ * channel's pipeline and stage, the default responsible user, each agent's CRM user — or
+ * exactly why it cannot (exit 1). Credentials are never printed.
+ */
+
+const USAGE = `Usage: chatbridge crm check --destination ID [--config FILE]
+Calls the CRM of a kind: amocrm / bitrix24 destination once (account, pipelines, users) and prints
+what the mapping will use there, or why it cannot (exit 1).`;
+
+interface Io {
+  stdout(line: string): void;
+  stderr(line: string): void;
+}
+
+export class CrmUsageError extends Error {}
+
+export async function crmCommand(
+  args: string[],
+  io: Io,
+  load: (configPath: string | undefined) => LoadedConfig,
+): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h') {
+    io.stdout(USAGE);
+    return sub ? 0 : 2;
+  }
+  if (sub !== 'check') throw new CrmUsageError(`unknown command 'crm ${sub}'`);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      destination: { type: 'string' },
+      config: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    io.stdout(USAGE);
+    return 0;
+  }
+  if (!values.destination) throw new CrmUsageError("'crm check' needs --destination ID");
+  const { config } = load(values.config);
+  const destination = config.destinations.find((item) => item.id === values.destination);
+  if (!destination) {
+    io.stderr(
+      `chatbridge: no destination '${values.destination}' (have: ${config.destinations.map((item) => item.id).join(', ') || 'none'})`,
+    );
+    return 1;
+  }
+  if (!isCrmDestination(destination)) {
+    io.stderr(
+      `chatbridge: destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24)`,
+    );
+    return 1;
+  }
+  const connector = defaultRegistry().connector(destination.kind);
+  if (!connector) {
+    io.stderr(`chatbridge: no connector for kind '${destination.kind}'`);
+    return 1;
+  }
+  const logger = createLogger('silent');
+  // The same store as the running service: the check counts against the shared request rate.
+  const store = await createStore(config.store, logger);
+  const secrets = connector.secretsOf(destination);
+  try {
+    const api = connector.create(
+      destination,
+      createTransport({
+        http: createHttpClient(),
+        limiter: createRateLimiter(
+          store,
+          destination.id,
+          destination.crm.rateLimit ?? connector.requestsPerSecond,
+        ),
+        timeoutMs: destination.timeoutMs,
+        displayName: connector.displayName,
+      }),
+    );
+    let report: CrmCheckReport;
+    try {
+      report = await api.check();
+    } catch (error) {
+      const message = error instanceof CrmError ? error.message : (error as Error).message;
+      io.stderr(`chatbridge: ${destination.id}: ${scrub(message, secrets)}`);
+      return 1;
+    }
+    const problems = describe(destination, report, config.agents, io, connector.displayName);
+    for (const problem of problems) io.stderr(`problem: ${problem}`);
+    if (problems.length > 0) {
+      io.stderr(
+        `${destination.id}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: the mapping cannot be used as configured`,
+      );
+      return 1;
+    }
+    io.stdout(`${destination.id}: OK`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+function describe(
+  destination: CrmDestinationConfig,
+  report: CrmCheckReport,
+  agents: readonly { email: string; crmUserId?: string | undefined }[],
+  io: Io,
+  crmName: string,
+): string[] {
+  const problems: string[] = [];
+  const { crm } = destination;
+  const userLabel = (user: CrmUser) => `user ${user.id} "${user.name}"`;
+  io.stdout(`destination ${destination.id} (${crmName}): ${report.account}`);
+  io.stdout(`  ${report.pipelines.length} pipeline(s), ${report.users.length} user(s)`);
+
+  const channels = [
+    ...new Set([...Object.keys(crm.pipeline.byChannel), ...Object.keys(crm.stage.byChannel)]),
+  ];
+  const rows: [string, string | null, string | null][] = [
+    ...channels.map(
+      (channel) =>
+        [
+          `channel ${channel}`,
+          crm.pipeline.byChannel[channel] ?? crm.pipeline.default ?? null,
+          crm.stage.byChannel[channel] !== undefined
+            ? crm.stage.byChannel[channel]!
+            : (crm.stage.default ?? null),
+        ] as [string, string | null, string | null],
+    ),
+    ['other channels', crm.pipeline.default ?? null, crm.stage.default ?? null],
+  ];
+  io.stdout('  deals:');
+  if (crm.deals === 'none') io.stdout('    none (deals: none): contacts only');
+  for (const [label, pipelineId, stageId] of crm.deals === 'none' ? [] : rows) {
+    const pipeline =
+      pipelineId === null ? undefined : report.pipelines.find((item) => item.id === pipelineId);
+    if (pipelineId !== null && !pipeline) {
+      problems.push(
+        `${label}: pipeline ${pipelineId} does not exist (have: ${report.pipelines.map((item) => `${item.id} "${item.name}"`).join(', ')})`,
+      );
+      continue;
+    }
+    const pipelineText = pipeline
+      ? `pipeline ${pipeline.id} "${pipeline.name}"`
+      : "the CRM's default pipeline";
+    let stageText = "the pipeline's first stage";
+    if (stageId !== null) {
+      const stage = (pipeline ?? report.pipelines[0])?.stages.find((item) => item.id === stageId);
+      if (!stage) {
+        problems.push(
+          `${label}: stage ${stageId} is not a stage of ${pipelineText} (have: ${(pipeline ?? report.pipelines[0])?.stages.map((item) => `${item.id} "${item.name}"`).join(', ') ?? 'none'})`,
+        );
+        continue;
+      }
+      stageText = `stage ${stage.id} "${stage.name}"`;
+    }
+    io.stdout(`    ${label} -> ${pipelineText}, ${stageText} (${crm.deals})`);
+  }
+
+  io.stdout('  responsible:');
+  const byId = new Map(report.users.map((user) => [user.id, user]));
+  if (crm.responsible.default === undefined) {
+    io.stdout("    default -> none set: the CRM makes the credential's own user responsible");
+  } else {
+    const user = byId.get(crm.responsible.default);
+    if (!user) problems.push(`crm.responsible.default: no CRM user ${crm.responsible.default}`);
+    else io.stdout(`    default -> ${userLabel(user)}`);
+  }
+  for (const agent of agents) {
+    const byEmail = report.users.find((user) => user.active && user.email?.toLowerCase() === agent.email);
+    if (byEmail) {
+      io.stdout(`    agent ${agent.email} -> ${userLabel(byEmail)} (same e-mail)`);
+      continue;
+    }
+    if (agent.crmUserId !== undefined) {
+      const user = byId.get(agent.crmUserId);
+      if (!user)
+        problems.push(
+          `agent ${agent.email}: crmUserId ${agent.crmUserId} is not a CRM user, and no CRM user has this e-mail`,
+        );
+      else io.stdout(`    agent ${agent.email} -> ${userLabel(user)} (agents[].crmUserId)`);
+      continue;
+    }
+    io.stdout(`    agent ${agent.email} -> the default (no CRM user with this e-mail, no crmUserId)`);
+  }
+  io.stdout(
+    `  source: "${crm.source}"; deal name: "${crm.dealName}"; offline task: "${crm.offlineTask.text}"; transcript note: ${crm.transcriptNote ? 'yes' : 'no'}`,
+  );
+  return problems;
+}

@@ -1,0 +1,41 @@
+import { AppError } from '../errors.js';
+
+/**
+ * What a CRM call came to when it did not succeed. `retry`: 429, 503 QUERY_LIMIT_EXCEEDED, 5xx,
+ * network errors and timeouts (retried on the destination's schedule, Retry-After honoured);
+ * `permanent`: 401/403 and validation errors, with the CRM's own reason. Messages never carry a
+ * URL or a credential: they end up in delivery records, logs and the admin API.
+ */
+export class CrmError extends AppError {
+  readonly kind: 'retry' | 'permanent';
+  readonly httpStatus: number | null;
+  readonly retryAfterMs: number | undefined;
+  /** 401/403: the credential was refused (counted apart in metrics). */
+  readonly auth: boolean;
+
+  constructor(
+    kind: 'retry' | 'permanent',
+    httpStatus: number | null,
+    message: string,
+    options: { retryAfterMs?: number | undefined; auth?: boolean } = {},
+  ) {
+    super('crm_error', 502, message);
+    this.kind = kind;
+    this.httpStatus = httpStatus;
+    this.retryAfterMs = options.retryAfterMs;
+    this.auth = options.auth ?? false;
+  }
+}
+
+/** Keep an operator-facing excerpt of a CRM's answer short and on one line. */
+export function excerpt(text: string, max = 300): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+}
+
+/** Remove every secret from a text (belt and braces: CRMs may echo what they were sent). */
+export function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join('***');
+  return out;
+}

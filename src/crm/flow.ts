@@ -1,0 +1,350 @@
+import { z } from 'zod';
+import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
+import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
+import type { ContactService } from '../contacts/service.js';
+import type { Contact, Identifier } from '../contacts/types.js';
+import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
+import type { CrmApi, CrmEntityRef } from '../spec/connector.js';
+import type { Store } from '../store/types.js';
+
+/**
+ * What one event does in a CRM (DESIGN §10), the same for every connector:
+ * 1. contact: the one already linked to this bridge contact, else the one with any of its
+ *    phones / e-mails, else a new one; missing phones and e-mails are added, nothing removed;
+ * 2. link back: the CRM id becomes a `crm` identity of the bridge contact scoped to this
+ *    destination, and the record's URL its crmLink ("Open in CRM");
+ * 3. deal per `crm.deals`; 4. offline message -> task; 5. finished chat -> transcript note.
+ *
+ * Exactly once: every object created is written to the delivery's progress (`checkpoint`)
+ * before the next step, and a retry or replay starts from that progress instead of creating
+ * it again. The find-or-create of step 1 runs under a store lock on the contact's keys, and
+ * the link is kept in the store, so the next event of the same person finds it at once.
+ */
+
+export const progressSchema = z.record(z.string(), z.string());
+export type CrmProgress = z.infer<typeof progressSchema>;
+
+/** Events that concern a conversation (and so a deal); contact.* events only upsert the contact. */
+const DEAL_EVENTS = new Set([
+  'conversation.started',
+  'conversation.assigned',
+  'conversation.finished',
+  'conversation.rated',
+  'message.received',
+  'offline_message.received',
+  'call.updated',
+]);
+
+const LOCK = { ttlMs: 60_000, waitMs: 30_000 };
+const LINK_TTL_MS = 365 * 86_400_000;
+
+export const crmKeys = {
+  link: (destinationId: string, contactId: string) =>
+    `crm:link:${encodeURIComponent(destinationId)}:${contactId}`,
+  conversationDeal: (destinationId: string, channelId: string, conversationId: string) =>
+    `crm:deal:${encodeURIComponent(destinationId)}:${channelId}:${conversationId}`,
+  upsert: (destinationId: string, key: string) => `crm:upsert:${encodeURIComponent(destinationId)}:${key}`,
+};
+
+export interface CrmFlowDeps {
+  destination: CrmDestinationConfig;
+  displayName: string;
+  store: Store;
+  contacts: ContactService;
+  channels: readonly ChannelConfig[];
+  vendorNames: ReadonlyMap<string, string>;
+  defaultCountry: string;
+  responsibleByEmail(email: string): Promise<string | null>;
+  now(): Date;
+}
+
+const dataSchema = z.object({
+  conversationId: z.union([z.string(), z.number()]).transform(String).nullish(),
+  utm: z.union([z.string(), z.record(z.string(), z.unknown())]).nullish(),
+});
+
+/** JivoChat reports UTM as an attribute `utm` = "source=google, medium=cpc" (or utm_source=...). */
+export function utmOf(contact: Contact, data: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  const put = (key: string, value: unknown) => {
+    const name = key.trim().toLowerCase().replace(/^utm_/, '');
+    if (
+      ['source', 'medium', 'campaign', 'content', 'term'].includes(name) &&
+      typeof value === 'string' &&
+      value.trim()
+    )
+      out[`utm_${name}`] = value.trim();
+  };
+  const fromString = (text: string) => {
+    for (const part of text.split(/[,|&]/)) {
+      const [key, ...rest] = part.split('=');
+      if (key && rest.length > 0) put(key, rest.join('='));
+    }
+  };
+  const attribute = contact.attributes.utm?.value;
+  if (typeof attribute === 'string') fromString(attribute);
+  const parsed = dataSchema.safeParse(data);
+  const utm = parsed.success ? parsed.data.utm : undefined;
+  if (typeof utm === 'string') fromString(utm);
+  else if (utm) for (const [key, value] of Object.entries(utm)) put(key, value);
+  return out;
+}
+
+function render(template: string, values: Record<string, string>): string {
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
+}
+
+export function createCrmFlow(deps: CrmFlowDeps) {
+  const { destination, store } = deps;
+  const destinationId = destination.id;
+
+  function displayValues(body: DeliveredBody) {
+    const channel = body.channel;
+    const channelName = channel
+      ? (deps.channels.find((item) => item.id === channel.id)?.name ?? channel.id)
+      : '';
+    const vendorName = channel ? (deps.vendorNames.get(channel.vendor) ?? channel.vendor) : '';
+    const contact = body.contact;
+    const contactName = contact?.name ?? contact?.emails[0] ?? contact?.phones[0] ?? 'Visitor';
+    const data = dataSchema.safeParse(body.data);
+    const chatId = (data.success ? data.data.conversationId : null) ?? body.id.slice(-8);
+    return {
+      vendorName,
+      channelName,
+      vendor: channel?.vendor ?? '',
+      channel: channel?.id ?? '',
+      contactName,
+      chatId,
+    };
+  }
+
+  async function responsible(body: DeliveredBody): Promise<string | null> {
+    const email = agentEmailOf(body);
+    if (email) {
+      const byEmail = await deps.responsibleByEmail(email);
+      if (byEmail) return byEmail;
+    }
+    // routing.responsibleCrmUserId is agents[].crmUserId of that agent, else crm.responsible.default.
+    return body.routing.responsibleCrmUserId;
+  }
+
+  function phonesOf(contact: Contact) {
+    return contact.phones
+      .map((phone) => normalizePhone(phone, deps.defaultCountry))
+      .filter((v): v is string => !!v);
+  }
+  function emailsOf(contact: Contact) {
+    return contact.emails.map(normalizeEmail).filter((v): v is string => !!v);
+  }
+
+  async function linkedId(contact: Contact): Promise<string | null> {
+    const own = contact.identities.find((item) => item.kind === 'crm' && item.channelId === destinationId);
+    if (own) return own.value;
+    const ids = [...new Set([contact.id, ...contact.records])];
+    const found = await store.mget(ids.map((id) => crmKeys.link(destinationId, id)));
+    return found.find((value) => value !== null) ?? null;
+  }
+
+  /** Step 1. Returns the CRM contact id and whether this delivery created it. */
+  async function upsertContact(
+    contact: Contact,
+    body: DeliveredBody,
+    responsibleUserId: string | null,
+    api: CrmApi,
+  ): Promise<{ id: string; created: boolean }> {
+    const phones = phonesOf(contact);
+    const emails = emailsOf(contact);
+    const keys = [contact.id, ...phones, ...emails].map((key) => crmKeys.upsert(destinationId, key));
+    const lock = await store.lock([...new Set(keys)], LOCK);
+    try {
+      let id = await linkedId(contact);
+      let created = false;
+      if (id === null && (phones.length > 0 || emails.length > 0)) {
+        const matches = await api.findContacts({ phones, emails });
+        // Several CRM contacts may match (duplicates made by hand): the oldest (lowest id) wins.
+        matches.sort((a, b) => Number(a.id) - Number(b.id) || a.id.localeCompare(b.id));
+        id = matches[0]?.id ?? null;
+      }
+      if (id === null) {
+        const values = displayValues(body);
+        id = await api.createContact({
+          name: contact.name ?? values.contactName,
+          phones,
+          emails,
+          responsibleUserId,
+          source: render(destination.crm.source, values),
+          externalId: contact.id,
+        });
+        created = true;
+      }
+      // Remembered before the lock goes: the next event of this person finds it without a search.
+      await store.set(crmKeys.link(destinationId, contact.id), id, { ttlMs: LINK_TTL_MS });
+      return { id, created };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  async function addMissingValues(contact: Contact, crmId: string, api: CrmApi) {
+    const existing = await api.getContact(crmId);
+    if (!existing) return;
+    const have = new Set([
+      ...existing.phones.map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
+      ...existing.emails.map((email) => normalizeEmail(email) ?? email),
+    ]);
+    const phones = phonesOf(contact).filter((phone) => !have.has(phone));
+    const emails = emailsOf(contact).filter((email) => !have.has(email));
+    if (phones.length > 0 || emails.length > 0) await api.addContactValues(existing, { phones, emails });
+  }
+
+  async function linkBack(contact: Contact, crmId: string, url: string, body: DeliveredBody) {
+    // The observation must land on this bridge contact: it carries the identifiers that resolve
+    // to it, plus the new `crm` identity (scoped to this destination, so it never merges across).
+    const identifiers: Identifier[] = contact.identities.filter(
+      (item) => item.channelId !== undefined || GLOBAL_KINDS.has(item.kind),
+    );
+    await deps.contacts.observe({
+      channelId: destinationId,
+      vendor: destination.kind,
+      at: deps.now().toISOString(),
+      idempotencyKey: `crm-link:${destinationId}:${crmId}:${contact.id}`,
+      identifiers: [...identifiers, { kind: 'crm', value: crmId, channelId: destinationId }],
+      crmLink: url,
+      timeline: [
+        {
+          at: deps.now().toISOString(),
+          type: 'crm.linked',
+          summary: `Linked to ${deps.displayName} contact ${crmId}`,
+          data: { destination: destinationId, crmId, url, event: body.id },
+        },
+      ],
+    });
+  }
+
+  function pipelineFor(body: DeliveredBody): { pipelineId: string | null; stageId: string | null } {
+    const channelId = body.channel?.id;
+    const { pipeline, stage } = destination.crm;
+    const pipelineId = (channelId ? pipeline.byChannel[channelId] : undefined) ?? pipeline.default ?? null;
+    const byChannel = channelId ? stage.byChannel[channelId] : undefined;
+    const stageId = byChannel !== undefined ? byChannel : (stage.default ?? null);
+    return { pipelineId, stageId };
+  }
+
+  async function deal(
+    body: DeliveredBody,
+    crmContactId: string,
+    responsibleUserId: string | null,
+    api: CrmApi,
+  ): Promise<string> {
+    const { pipelineId, stageId } = pipelineFor(body);
+    const values = displayValues(body);
+    const conversation = dataSchema.safeParse(body.data);
+    const conversationId = conversation.success ? conversation.data.conversationId : null;
+    const conversationKey =
+      destination.crm.deals === 'per-conversation' && conversationId && body.channel
+        ? crmKeys.conversationDeal(destinationId, body.channel.id, conversationId)
+        : null;
+    // Events of one person in different lanes (e.g. two bridge contacts merged meanwhile) must
+    // not both miss the open deal and both create one: find-or-create under a lock.
+    const lock = await store.lock(
+      [crmKeys.upsert(destinationId, `deal:${crmContactId}:${conversationKey ?? pipelineId ?? '-'}`)],
+      LOCK,
+    );
+    try {
+      if (conversationKey) {
+        const known = await store.get(conversationKey);
+        if (known) return known;
+      } else if (destination.crm.deals === 'one-open') {
+        const open = await api.findOpenDeal(crmContactId, pipelineId);
+        if (open) return open;
+      }
+      return await createDeal();
+    } finally {
+      await lock.release();
+    }
+
+    async function createDeal() {
+      const id = await api.createDeal({
+        name: render(destination.crm.dealName, values),
+        pipelineId,
+        stageId,
+        responsibleUserId,
+        contactId: crmContactId,
+        source: render(destination.crm.source, values),
+        utm: body.contact ? utmOf(body.contact, body.data) : {},
+        externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+      });
+      if (conversationKey) await store.set(conversationKey, id, { ttlMs: LINK_TTL_MS });
+      return id;
+    }
+  }
+
+  return {
+    /**
+     * Run the event's steps from `progress` on. `checkpoint` must have stored a step's result
+     * before it resolves; the next step starts only then.
+     */
+    async run(
+      body: DeliveredBody,
+      api: CrmApi,
+      start: CrmProgress,
+      checkpoint: (patch: CrmProgress) => Promise<void>,
+    ): Promise<CrmProgress> {
+      const progress: CrmProgress = { ...start };
+      const save = async (patch: CrmProgress) => {
+        Object.assign(progress, patch);
+        await checkpoint(patch);
+      };
+      const contact = body.contact;
+      // Events about no one (agents.synced) have nothing to write in a CRM.
+      if (!contact) return progress;
+      const responsibleUserId = await responsible(body);
+
+      if (progress.contact === undefined) {
+        const { id, created } = await upsertContact(contact, body, responsibleUserId, api);
+        await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
+      }
+      const crmContactId = progress.contact!;
+      if (progress.contactCreated !== 'true' && progress.valuesSynced === undefined) {
+        await addMissingValues(contact, crmContactId, api);
+        await save({ valuesSynced: 'true' });
+      }
+      if (progress.linked === undefined) {
+        await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
+        await save({ linked: 'true' });
+      }
+
+      let on: CrmEntityRef = { type: 'contact', id: crmContactId };
+      if (destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type)) {
+        if (progress.deal === undefined) {
+          await save({ deal: await deal(body, crmContactId, responsibleUserId, api) });
+        }
+        on = { type: 'deal', id: progress.deal! };
+      }
+
+      const task = body.routing.task;
+      if (body.type === 'offline_message.received' && task && progress.task === undefined) {
+        const values = { ...displayValues(body), text: task.text };
+        const id = await api.createTask({
+          on,
+          text: render(destination.crm.offlineTask.text, values),
+          dueAt: new Date(task.dueAt),
+          responsibleUserId,
+          externalId: body.id,
+        });
+        await save({ task: id });
+      }
+
+      const note = body.routing.note;
+      if (
+        body.type === 'conversation.finished' &&
+        note &&
+        destination.crm.transcriptNote &&
+        progress.note === undefined
+      ) {
+        await save({ note: await api.createNote({ on, text: note.text, externalId: body.id }) });
+      }
+      return progress;
+    },
+  };
+}

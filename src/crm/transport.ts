@@ -1,0 +1,44 @@
+import { type HttpClient, HttpNetworkError } from '../net/http.js';
+import type { CrmTransport } from '../spec/connector.js';
+import { CrmError } from './errors.js';
+import type { RateLimiter } from './limiter.js';
+
+/**
+ * The HTTP transport a connector gets: the shared rate limit before every call, the
+ * destination's timeout, and network failures turned into retryable CrmErrors that name the
+ * CRM but neither the URL (a Bitrix24 webhook URL *is* its credential) nor a token.
+ */
+export function createTransport(options: {
+  http: HttpClient;
+  limiter: RateLimiter;
+  timeoutMs: number;
+  displayName: string;
+  signal?: AbortSignal;
+  onRequest?(): void;
+}): CrmTransport {
+  return {
+    async send(request) {
+      await options.limiter.acquire(options.signal);
+      options.onRequest?.();
+      try {
+        return await options.http.send({
+          method: request.method,
+          url: request.url,
+          headers: { accept: 'application/json', ...request.headers },
+          ...(request.body !== undefined ? { body: request.body } : {}),
+          timeoutMs: options.timeoutMs,
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+      } catch (error) {
+        if (error instanceof HttpNetworkError) {
+          const code = (error.cause as { code?: string; cause?: { code?: string } } | undefined)?.code;
+          const reason = error.timedOut
+            ? `timed out after ${options.timeoutMs} ms`
+            : `network error${code ? ` (${code})` : ''}`;
+          throw new CrmError('retry', null, `${options.displayName} unreachable: ${reason}`);
+        }
+        throw error;
+      }
+    },
+  };
+}

@@ -1,0 +1,118 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { runCli } from '../src/cli/main.js';
+import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
+
+/** `chatbridge crm check --destination ID` against the fake CRMs (DESIGN §10). */
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
+    out,
+    err,
+  };
+}
+
+function configFile(world: CrmWorld, crm: Record<string, unknown> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+  const file = join(dir, 'bridge.yaml');
+  const destination = world.destination();
+  writeFileSync(
+    file,
+    stringify({
+      admin: { token: 'admin-token-0123456789' },
+      log: { level: 'silent' },
+      agents: [
+        { email: 'dmitry@store.example', name: 'Dmitry', crmUserId: 999 },
+        { email: 'anna@store.example', name: 'Anna', crmUserId: world.name === 'amocrm' ? 501 : 1 },
+      ],
+      channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+      destinations: [{ ...destination, crm: { ...(destination.crm as object), ...crm } }],
+    }),
+  );
+  return file;
+}
+
+describe.each([
+  ['amoCRM', amoWorld],
+  ['Bitrix24', bitrixWorld],
+] as const)('chatbridge crm check: %s', (_name, makeWorld) => {
+  async function world() {
+    const made = await makeWorld();
+    cleanups.push(() => made.close());
+    return made;
+  }
+
+  it('prints what the mapping will use, after one call round', async () => {
+    const crm = await world();
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', configFile(crm)], run.io)).toBe(
+      0,
+    );
+    const out = run.out.join('\n');
+    if (crm.name === 'amocrm') {
+      expect(out).toContain(
+        'channel shop-site -> pipeline 7001 "Shop chats", stage 112 "Talking" (one-open)',
+      );
+      expect(out).toContain('agent dmitry@store.example -> user 502 "Dmitry Volkov" (same e-mail)');
+      expect(out).toContain('default -> user 501 "Default Manager"');
+      // account, pipelines, users (one page).
+      expect(crm.requestCount()).toBe(3);
+    } else {
+      expect(out).toContain('channel shop-site -> pipeline 9 "Chats", stage C9:TALK "TALK" (one-open)');
+      expect(out).toContain('agent dmitry@store.example -> user 7 "Dmitry" (same e-mail)');
+      expect(out).toContain('agent anna@store.example -> user 1 "Portal Admin" (agents[].crmUserId)');
+      // One batch request.
+      expect(crm.requestCount()).toBe(1);
+    }
+    expect(out).toContain('crm: OK');
+    for (const secret of crm.secrets) expect([...run.out, ...run.err].join('\n')).not.toContain(secret);
+  });
+
+  it('says exactly why the mapping cannot be used (exit 1)', async () => {
+    const crm = await world();
+    const run = capture();
+    const file = configFile(crm, {
+      pipeline: { byChannel: { 'shop-site': 4242 }, default: crm.name === 'amocrm' ? 7000 : 0 },
+      responsible: { default: 31337 },
+    });
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(1);
+    const err = run.err.join('\n');
+    expect(err).toContain('channel shop-site: pipeline 4242 does not exist');
+    expect(err).toContain('crm.responsible.default: no CRM user 31337');
+  });
+
+  it('a refused credential: the CRM reason, exit 1, no secret printed', async () => {
+    const crm = await world();
+    crm.rejectCredential(true);
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', configFile(crm)], run.io)).toBe(
+      1,
+    );
+    const err = run.err.join('\n');
+    expect(err).toMatch(crm.name === 'amocrm' ? /token rejected by amoCRM/ : /webhook rejected by Bitrix24/);
+    for (const secret of crm.secrets) expect([...run.out, ...run.err].join('\n')).not.toContain(secret);
+  });
+
+  it('refuses bad usage (exit 2) and unknown destinations (exit 1)', async () => {
+    const crm = await world();
+    const usage = capture();
+    expect(await runCli(['crm', 'check'], usage.io)).toBe(2);
+    expect(usage.err[0]).toContain('needs --destination ID');
+    const unknown = capture();
+    expect(
+      await runCli(['crm', 'check', '--destination', 'nope', '--config', configFile(crm)], unknown.io),
+    ).toBe(1);
+    expect(unknown.err[0]).toContain("no destination 'nope'");
+  });
+});

@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.js';
+import { isCrmDestination } from '../src/config/schema.js';
+import { ConfigError } from '../src/errors.js';
+import { defaultRegistry } from '../src/registry.js';
+
+/** Destinations of kind amocrm / bitrix24 (DESIGN §10): checked with every problem's path. */
+const base = {
+  admin: { token: 'admin-token-0123456789' },
+  channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+};
+
+function problems(destinations: unknown[]): string[] {
+  try {
+    parseConfig({ ...base, destinations }, defaultRegistry(), {});
+    return [];
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+  }
+}
+
+describe('CRM destinations in the config', () => {
+  it('takes DESIGN §10 as written, with webhook the default kind', () => {
+    const config = parseConfig(
+      {
+        ...base,
+        destinations: [
+          { id: 'hook', url: 'https://crm.example/hook', secret: 'whsec_AAAA' },
+          {
+            id: 'amo',
+            kind: 'amocrm',
+            baseUrl: 'https://example.amocrm.ru',
+            token: 'a-long-lived-token-0123456789',
+            events: ['conversation.started', 'offline_message.received'],
+            filter: { channels: ['shop-site'] },
+            crm: {
+              pipeline: { byChannel: { 'shop-site': 7001 }, default: 7000 },
+              stage: { byChannel: { 'shop-site': 142 }, default: null },
+              responsible: { default: 501 },
+              deals: 'per-conversation',
+              offlineTask: { text: 'Offline: {text}', dueIn: '2h' },
+            },
+          },
+          {
+            id: 'b24',
+            kind: 'bitrix24',
+            webhookUrl: 'https://portal.bitrix24.ru/rest/1/abcdef123/',
+            crm: { pipeline: { default: 0 } },
+          },
+        ],
+      },
+      defaultRegistry(),
+      {},
+    );
+    const [hook, amo, b24] = config.destinations;
+    expect(hook!.kind).toBe('webhook');
+    expect(isCrmDestination(amo!) && amo.crm).toMatchObject({
+      pipeline: { byChannel: { 'shop-site': '7001' }, default: '7000' },
+      stage: { byChannel: { 'shop-site': '142' }, default: null },
+      responsible: { default: '501' },
+      deals: 'per-conversation',
+      offlineTask: { text: 'Offline: {text}', dueIn: 7_200_000 },
+      transcriptNote: true,
+    });
+    expect(isCrmDestination(b24!) && b24.crm.deals).toBe('one-open');
+    expect((b24 as unknown as { sourceId: string }).sourceId).toBe('WEB');
+  });
+
+  it('names every problem with its path: unknown kind, missing token, bad webhook URL, bad crm keys', () => {
+    // Like channel settings, the connector's own keys are checked once the core schema passes.
+    expect(
+      problems([
+        {
+          id: 'd',
+          kind: 'amocrm',
+          baseUrl: 'https://x.amocrm.ru',
+          token: 'a-long-lived-token-0123456789',
+          crm: { deals: 'all', colour: 1 },
+        },
+      ]),
+    ).toEqual([
+      expect.stringMatching(/^destinations\[0\]\.crm\.deals: /),
+      expect.stringMatching(/^destinations\[0\]\.crm: .*colour/),
+    ]);
+    expect(
+      problems([
+        { id: 'a', kind: 'salesforce' },
+        { id: 'b', kind: 'amocrm', baseUrl: 'https://x.amocrm.ru' },
+        { id: 'c', kind: 'bitrix24', webhookUrl: 'https://portal.bitrix24.ru/rest/abc/' },
+        { id: 'e', kind: 'bitrix24', webhookUrl: 'https://portal.bitrix24.ru/rest/1/abc/', url: 'https://x' },
+      ]),
+    ).toEqual([
+      expect.stringMatching(
+        /^destinations\[0\]\.kind: unknown kind "salesforce" \(known: webhook, amocrm, bitrix24\)/,
+      ),
+      expect.stringMatching(/^destinations\[1\]\.token: /),
+      expect.stringMatching(/^destinations\[2\]\.webhookUrl: an incoming webhook URL/),
+      expect.stringMatching(/^destinations\[3\]: .*url/),
+    ]);
+  });
+});

@@ -1,0 +1,274 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { amoWorld, bitrixWorld, type CrmWorld, jivoPayloads } from './support/crm-worlds.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+
+/**
+ * DESIGN §10 end to end: JivoChat webhooks into a real bridge, CRM destinations writing into
+ * stateful fake amoCRM and Bitrix24 servers on loopback. Outcomes only, no timing assertions.
+ */
+
+const JIVO_TOKEN = 'jivo-token-0123456789abcdef';
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+async function eventually<T>(
+  check: () => Promise<T | false> | T | false,
+  what: string,
+  timeoutMs = 8000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await check();
+    if (result !== false) return result;
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(25);
+  }
+}
+
+async function setup(
+  world: CrmWorld,
+  destination: Record<string, unknown> = {},
+  store: 'memory' | 'redis' = 'memory',
+) {
+  const bridge = await startTestBridge({
+    store,
+    config: {
+      agents: [{ email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '999' }],
+      channels: [{ id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: JIVO_TOKEN }],
+      destinations: [
+        world.destination({ retrySchedule: ['0s', '50ms', '50ms', '50ms', '50ms', '50ms'], ...destination }),
+      ],
+    },
+  });
+  cleanups.push(() => bridge.close());
+  return bridge;
+}
+
+const jivo = (bridge: TestBridge, payload: unknown) =>
+  bridge.post(`/webhooks/jivochat/shop-site/${JIVO_TOKEN}`, payload);
+
+async function settled(bridge: TestBridge, expectedAtLeast: number) {
+  return eventually(async () => {
+    const pending = await bridge.admin('GET', '/api/v1/deliveries?state=pending&limit=200');
+    const all = await bridge.admin('GET', '/api/v1/deliveries?limit=200');
+    return pending.body.deliveries.length === 0 && all.body.deliveries.length >= expectedAtLeast
+      ? (all.body.deliveries as any[])
+      : false;
+  }, 'every delivery settled');
+}
+
+describe.each([
+  ['amoCRM', amoWorld],
+  ['Bitrix24', bitrixWorld],
+] as const)('CRM connector: %s', (_name, makeWorld) => {
+  async function world() {
+    const made = await makeWorld();
+    cleanups.push(() => made.close());
+    return made;
+  }
+
+  it('a new visitor, a finished chat and an offline message make one contact, one deal, one note, one task; the next answer links the record', async () => {
+    const crm = await world();
+    const bridge = await setup(crm);
+    const { accepted, finished, offline } = jivoPayloads();
+    const first = await jivo(bridge, accepted);
+    expect(first.status).toBe(200);
+    expect(first.body.crm_link).toBeUndefined();
+    expect((await jivo(bridge, finished)).status).toBe(200);
+    expect((await jivo(bridge, offline)).status).toBe(200);
+    const deliveries = await settled(bridge, 3);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    const contact = state.contacts[0]!;
+    expect(contact.emails).toEqual(['s.orlova@example.org']);
+    expect(contact.phones).toEqual(['+79057770123']);
+    expect(state.deals).toHaveLength(1);
+    const deal = state.deals[0]!;
+    expect(deal.contacts).toEqual([contact.id]);
+    // The channel's pipeline and stage; the CRM user with the agent's e-mail (not agents[].crmUserId 999).
+    if (crm.name === 'amocrm') {
+      expect(deal).toMatchObject({
+        pipeline: '7001',
+        stage: '112',
+        responsible: '502',
+        source: 'JivoChat: Shop site',
+        utmSource: 'google',
+      });
+    } else {
+      expect(deal).toMatchObject({
+        pipeline: '9',
+        stage: 'C9:TALK',
+        responsible: '7',
+        source: 'WEB/JivoChat: Shop site',
+        utmSource: 'google',
+      });
+    }
+    expect(state.notes).toHaveLength(1);
+    expect(state.notes[0]!.on).toBe(`deal:${deal.id}`);
+    expect(state.notes[0]!.text).toContain('Chat transcript (JivoChat: Shop site)');
+    expect(state.notes[0]!.text).toMatch(/\[2024-06-17 07:40\] Svetlana Orlova: Добрый день!/);
+    expect(state.tasks).toHaveLength(1);
+    expect(state.tasks[0]!.on).toBe(`deal:${deal.id}`);
+    expect(state.tasks[0]!.text).toContain('Offline message: Перезвоните');
+
+    // Linked back: a `crm` identity scoped to the destination, and the record's URL.
+    const contacts = await bridge.admin('GET', '/api/v1/contacts?email=s.orlova@example.org');
+    const bridgeContact = (contacts.body.contacts ?? contacts.body)[0];
+    expect(bridgeContact.identities).toContainEqual({ kind: 'crm', value: contact.id, channelId: 'crm' });
+    expect(bridgeContact.crmLink).toBe(crm.contactUrl(contact.id));
+    // The agent's next JivoChat answer carries the CRM record's URL.
+    const next = await jivo(bridge, { ...accepted, chat_id: 90400 });
+    expect(next.body.crm_link).toBe(crm.contactUrl(contact.id));
+    // The link-back is not shown to the agent as activity in another channel.
+    expect(JSON.stringify(next.body.custom_data ?? [])).not.toMatch(/amocrm|bitrix24/i);
+    await settled(bridge, 4);
+
+    // Replaying every delivery changes nothing in the CRM.
+    const before = JSON.stringify(crm.state());
+    for (const item of await settled(bridge, 4)) {
+      expect((await bridge.admin('POST', `/api/v1/deliveries/${item.id}/replay`)).status).toBe(202);
+    }
+    const replayed = await eventually(async () => {
+      const all = (await settled(bridge, 4)) as any[];
+      return all.every((item) => item.replays === 1) ? all : false;
+    }, 'replays done');
+    expect(replayed.every((item) => item.state === 'delivered')).toBe(true);
+    const after = crm.state();
+    expect(after.contacts).toHaveLength(1);
+    expect(after.deals).toHaveLength(1);
+    expect(after.notes).toHaveLength(1);
+    expect(after.tasks).toHaveLength(1);
+    expect(JSON.stringify(after)).toBe(before);
+  });
+
+  it('a retry resumes after the last recorded step: the deal made before a failed task is not made again', async () => {
+    const crm = await world();
+    const bridge = await setup(crm);
+    crm.failCreate('task', 2);
+    crm.rateLimit(1);
+    const { offline } = jivoPayloads(
+      { name: 'Pavel', email: 'pavel.n@example.com', phone: '+79260001122' },
+      5000,
+    );
+    await jivo(bridge, offline);
+    const deliveries = await settled(bridge, 1);
+    expect(deliveries.every((item) => item.state === 'delivered')).toBe(true);
+    expect(deliveries.some((item) => item.attempts >= 3)).toBe(true);
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    expect(state.deals).toHaveLength(1);
+    expect(state.tasks).toHaveLength(1);
+    // Offline messages have no agent: agents[].crmUserId does not apply, the default does.
+    expect(state.tasks[0]!.responsible).toBe(crm.name === 'amocrm' ? '501' : '1');
+  });
+
+  it('events of one new person sent back to back make one CRM contact, and an existing CRM contact gets only what it lacks', async () => {
+    const crm = await world();
+    const bridge = await setup(crm, {
+      crm: { ...(crm.destination().crm as object), deals: 'per-conversation' },
+    });
+    const { accepted, finished, offline } = jivoPayloads(
+      { name: 'Irina', email: 'irina@example.org', phone: '+79161234567' },
+      7000,
+    );
+    await Promise.all([jivo(bridge, accepted), jivo(bridge, offline)]);
+    await jivo(bridge, finished);
+    await settled(bridge, 3);
+    let state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    // per-conversation: the chat's deal (started + finished) and the offline message's own.
+    expect(state.deals).toHaveLength(2);
+    expect(state.notes).toHaveLength(1);
+
+    // A second e-mail for the same person: added to the CRM contact, nothing removed.
+    const more = jivoPayloads(
+      { name: 'Irina', email: 'irina.work@example.org', phone: '+79161234567' },
+      7100,
+    );
+    await jivo(bridge, more.accepted);
+    await settled(bridge, 4);
+    state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    expect(state.contacts[0]!.emails.sort()).toEqual(['irina.work@example.org', 'irina@example.org']);
+    expect(state.contacts[0]!.phones).toEqual(['+79161234567']);
+  });
+
+  it('finds a contact made by hand with a local phone format, adds the e-mail it lacks, keeps the rest', async () => {
+    const crm = await world();
+    const id = crm.seedContact('8 (916) 123-45-67', 'old@example.org');
+    const bridge = await setup(crm);
+    const { accepted } = jivoPayloads(
+      { name: 'Irina', email: 'irina@example.org', phone: '+79161234567' },
+      7300,
+    );
+    await jivo(bridge, accepted);
+    await settled(bridge, 2);
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    expect(state.contacts[0]!.id).toBe(id);
+    expect(state.contacts[0]!.phones).toEqual(['8 (916) 123-45-67']);
+    expect(state.contacts[0]!.emails.sort()).toEqual(['irina@example.org', 'old@example.org']);
+    expect(state.deals[0]!.contacts).toEqual([id]);
+  });
+
+  it("a validation error fails the delivery at once with the CRM's own message", async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, {
+      crm: { ...base, stage: { byChannel: { 'shop-site': crm.name === 'amocrm' ? 999 : 'C9:NOPE' } } },
+    });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Vera', email: 'vera@example.org', phone: '+79035556677' }, 7400).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    const failed = deliveries.filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0].attempts).toBe(1);
+    expect(failed[0].lastError.message).toMatch(
+      crm.name === 'amocrm'
+        ? /amoCRM rejected lead create \(HTTP 400: Request validation failed; status_id: NotSupportedChoice/
+        : /Bitrix24 rejected crm\.deal\.add \(HTTP 400 Stage C9:NOPE does not belong to category 9\)/,
+    );
+    // The contact was made (and recorded) before the deal failed: a replay after fixing the
+    // config would resume at the deal.
+    expect(crm.state().contacts).toHaveLength(1);
+  });
+
+  it('a refused credential fails the delivery with the CRM reason, and no secret shows anywhere', async () => {
+    const crm = await world();
+    const bridge = await setup(crm);
+    crm.rejectCredential(true);
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Oleg', email: 'oleg@example.org', phone: '+79031112233' }, 8000).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    const failed = deliveries.filter((item) => item.state === 'failed');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed[0].lastError.message).toMatch(
+      crm.name === 'amocrm' ? /token rejected by amoCRM/ : /webhook rejected by Bitrix24.*NO_AUTH_FOUND/,
+    );
+    expect(failed[0].attempts).toBe(1);
+    const metrics = await fetch(`${bridge.url}/metrics`).then((response) => response.text());
+    expect(metrics).toMatch(/chatbridge_crm_failures_total\{destination="crm",reason="auth"\} [1-9]/);
+    const seen = [
+      JSON.stringify(deliveries),
+      JSON.stringify((await bridge.admin('GET', `/api/v1/deliveries/${failed[0].id}`)).body),
+      metrics,
+    ].join('\n');
+    for (const secret of crm.secrets) expect(seen).not.toContain(secret);
+
+    // Fixed credential + replay: delivered, one contact.
+    crm.rejectCredential(false);
+    expect((await bridge.admin('POST', '/api/v1/deliveries/replay?destination=crm')).status).toBe(202);
+    const replayed = await settled(bridge, 1);
+    expect(replayed.every((item) => item.state === 'delivered')).toBe(true);
+    expect(crm.state().contacts).toHaveLength(1);
+  });
+});
