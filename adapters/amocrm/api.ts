@@ -10,8 +10,8 @@ import { z } from 'zod';
 export const API_PREFIX = '/api/v4';
 
 /**
- * "Not more than 7 requests per second" [OFF]. Our limiter counts per aligned one-second
- * window, so two full windows back to back could exceed 7 within a second: 6 keeps under. [INF]
+ * "Not more than 7 requests per second" [OFF]. Our limiter spaces requests one per
+ * 1000/6 ms, so any one-second interval holds at most 7 (src/crm/limiter.ts). [INF]
  */
 export const REQUESTS_PER_SECOND = 6;
 

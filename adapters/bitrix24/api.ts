@@ -9,7 +9,10 @@ import { z } from 'zod';
 /** Incoming webhook: https://<portal>/rest/<userId>/<code>/<method>.json, POST JSON [OFF]. */
 export const WEBHOOK_URL = /^https?:\/\/[^/]+(?::\d+)?\/rest\/(\d+)\/([A-Za-z0-9_-]+)\/?$/;
 
-/** Non-enterprise plans drain the request counter at 2/s (burst 50) [OFF]: we keep to 2/s. */
+/**
+ * Non-enterprise plans drain the request counter at 2/s (burst 50) [OFF]: we keep to 2/s,
+ * one request per 500 ms (src/crm/limiter.ts), which the bucket never overflows on.
+ */
 export const REQUESTS_PER_SECOND = 2;
 
 /** Record pages [OFF] (bx24-open-path). */

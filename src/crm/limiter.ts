@@ -2,10 +2,14 @@ import type { Store } from '../store/types.js';
 
 /**
  * Per-destination request rate, shared by every instance through the store (DESIGN §10: under
- * the CRM's published limit, amoCRM 7/s, Bitrix24 2/s). A counter per one-second window: a
- * caller over the budget waits for the next window. Windows are aligned to wall-clock seconds,
- * so the budget is `perSecond` per window; connectors set it one under the published figure
- * where bursts across a window boundary matter.
+ * the CRM's published limit, amoCRM 7/s, Bitrix24 2/s).
+ *
+ * Requests are spaced, not counted per second: time is cut into slots of 1000/perSecond ms and
+ * each slot admits one request (a counter per slot in the store, so instances share it). A
+ * counter per aligned one-second window would let two full windows meet at a boundary — up to
+ * 2 × perSecond requests within one second; with one request per slot, any one-second interval
+ * holds at most perSecond + 1 requests, and the sustained rate is perSecond. Connectors set
+ * perSecond one under the CRM's published figure.
  */
 export interface RateLimiter {
   acquire(signal?: AbortSignal): Promise<void>;
@@ -17,18 +21,25 @@ export function createRateLimiter(
   perSecond: number,
   now: () => number = Date.now,
 ): RateLimiter {
+  const slotMs = Math.ceil(1000 / perSecond);
+  const prefix = `crm:rate:${encodeURIComponent(destinationId)}:${slotMs}`;
   return {
     async acquire(signal) {
       for (;;) {
         signal?.throwIfAborted();
         const at = now();
-        const window = Math.floor(at / 1000);
-        const key = `crm:rate:${encodeURIComponent(destinationId)}:${window}`;
+        const slot = Math.floor(at / slotMs);
+        const key = `${prefix}:${slot}`;
         const used = await store.incr(key);
-        if (used === 1) await store.batch().expire(key, 5000).exec();
-        if (used <= perSecond) return;
-        // Spread the waiters over the next window instead of waking them all at its start.
-        const wait = (window + 1) * 1000 - at + Math.floor(Math.random() * 50);
+        if (used === 1) {
+          await store
+            .batch()
+            .expire(key, slotMs + 5000)
+            .exec();
+          return;
+        }
+        // Spread the waiters over the next slot instead of waking them all at its start.
+        const wait = (slot + 1) * slotMs - at + Math.floor(Math.random() * Math.min(50, slotMs / 4));
         await new Promise<void>((resolve, reject) => {
           const timer = setTimeout(resolve, wait);
           signal?.addEventListener(
