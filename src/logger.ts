@@ -3,7 +3,7 @@ import { type Logger, type LoggerOptions, pino } from 'pino';
 /**
  * pino with secrets redacted wherever they might be logged: authorization headers, tokens,
  * keys and secrets in objects (config fragments, errors). Webhook URL tokens are redacted by
- * the HTTP layer before paths are logged (src/http/app.ts redactPath).
+ * the HTTP layer before paths are logged (src/http/guard.ts redactPath).
  */
 export const REDACT_PATHS = [
   'req.headers.authorization',

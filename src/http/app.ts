@@ -1,4 +1,4 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
@@ -21,6 +21,7 @@ import type { ChannelRoute, ChannelRuntime, InboundRequest, RouteResult } from '
 import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
+import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { buildOpenApi } from './openapi.js';
 import { parseQuery } from './validate.js';
 
@@ -45,15 +46,10 @@ export interface AppDeps {
 const NO_CHANNEL = errorBody('not_found', 'no such channel');
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
-function safeEqual(a: string, b: string): boolean {
-  const left = Buffer.from(a);
-  const right = Buffer.from(b);
-  return left.length === right.length && timingSafeEqual(left, right);
-}
-
-/** The token in a webhook URL is a credential: never log it. */
-export function redactPath(path: string): string {
-  return path.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***');
+/** Every admin route of an app, as `{method, path}` (the security tests walk all of them). */
+const adminRouteLists = new WeakMap<Koa, Array<{ method: string; path: string }>>();
+export function listAdminRoutes(app: Koa): Array<{ method: string; path: string }> {
+  return adminRouteLists.get(app) ?? [];
 }
 
 function matchPath(pattern: string, path: string): Record<string, string> | null {
@@ -189,7 +185,21 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(errorMiddleware());
 
-  const router = new Router();
+  // The admin gate runs before any router and judges the *normalised* path, so no spelling of
+  // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
+  // themselves match exactly (case-sensitive, strict), so odd spellings end in a 404 anyway.
+  app.use(async (ctx: Context, next: Next) => {
+    if (isAdminPath(ctx.path)) {
+      const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
+      if (!open) {
+        const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+        if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) throw new UnauthorizedError();
+      }
+    }
+    return next();
+  });
+
+  const router = new Router({ sensitive: true, strict: true });
 
   // --- operations -------------------------------------------------------------------------
   router.get('/healthz', (ctx) => {
@@ -227,7 +237,7 @@ export function createApp(deps: AppDeps): Koa {
     if (
       !entry ||
       entry.config.vendor !== vendor ||
-      !safeEqual(token, entry.config.token) ||
+      !tokenEquals(token, entry.config.token) ||
       !entry.runtime.handleWebhook
     ) {
       ctx.status = 404;
@@ -318,18 +328,11 @@ export function createApp(deps: AppDeps): Koa {
   }
 
   // --- admin API --------------------------------------------------------------------------
-  const admin = new Router({ prefix: '/api/v1' });
+  const admin = new Router({ prefix: '/api/v1', sensitive: true, strict: true });
   admin.get('/openapi.json', (ctx) => {
     ctx.body = buildOpenApi({
       routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []),
     });
-  });
-  admin.use(async (ctx, next) => {
-    if (ctx.path === '/api/v1/openapi.json') return next();
-    const header = ctx.get('authorization');
-    const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match || !safeEqual(match[1]!.trim(), config.admin.token)) throw new UnauthorizedError();
-    return next();
   });
 
   admin.get('/contacts', async (ctx) => {
@@ -418,5 +421,17 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(router.routes()).use(router.allowedMethods({ throw: false }));
   app.use(admin.routes()).use(admin.allowedMethods({ throw: false }));
+  adminRouteLists.set(app, [
+    ...admin.stack.flatMap((layer) =>
+      layer.methods
+        .filter((method) => method !== 'HEAD')
+        .map((method) => ({ method, path: String(layer.path) })),
+    ),
+    ...[...deps.channels.values()].flatMap(({ config: channel, runtime }) =>
+      (runtime.routes ?? [])
+        .filter((route) => route.scope === 'admin')
+        .map((route) => ({ method: route.method, path: `/api/v1/channels/${channel.id}/${route.path}` })),
+    ),
+  ]);
   return app;
 }
