@@ -22,6 +22,7 @@ import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
+import { parseJson } from './json.js';
 import { buildOpenApi } from './openapi.js';
 import { parseQuery } from './validate.js';
 
@@ -43,7 +44,13 @@ export interface AppDeps {
   isAccepting(): boolean;
 }
 
-const NO_CHANNEL = errorBody('not_found', 'no such channel');
+/**
+ * Every public 404 is this one body (also the router's own 404, src/http/errors.ts): an unknown
+ * channel, a wrong token, a wrong vendor and an unknown sub-path of a known channel look the
+ * same, so the URL space cannot be probed for channel ids.
+ */
+export const NOT_FOUND = errorBody('not_found', 'no such route');
+const NO_CHANNEL = NOT_FOUND;
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** Every admin route of an app, as `{method, path}` (the security tests walk all of them). */
@@ -89,16 +96,9 @@ function inbound(
     logger: ctx.state.logger as Logger,
     receivedAt: ctx.state.receivedAt as number,
     json() {
-      if (!parsed) {
-        try {
-          parsed = { value: JSON.parse(rawBody.toString('utf8')) };
-        } catch (error) {
-          throw new BadRequestError(
-            'invalid_json',
-            `the body is not valid JSON: ${(error as Error).message}`,
-          );
-        }
-      }
+      // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
+      // body is refused here, before any adapter has written anything.
+      parsed ??= { value: parseJson(rawBody.toString('utf8')) };
       return parsed.value;
     },
   };
@@ -218,10 +218,9 @@ export function createApp(deps: AppDeps): Koa {
     } catch (error) {
       metrics.storeUp.set(0);
       ctx.status = 503;
-      ctx.body = errorBody(
-        'store_unavailable',
-        error instanceof AppError ? error.message : 'the store is unavailable',
-      );
+      // No internal message here: /readyz is unauthenticated (issue 10 item 15).
+      (ctx.state.logger as Logger).warn({ err: error }, 'readiness check failed');
+      ctx.body = errorBody('store_unavailable', 'the store is unavailable');
     }
   });
   router.get('/metrics', async (ctx) => {
@@ -292,7 +291,11 @@ export function createApp(deps: AppDeps): Koa {
       ctx.body = NO_CHANNEL;
       return;
     }
-    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), next);
+    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), async () => {
+      // A known channel's unknown sub-path answers like an unknown channel.
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+    });
   });
 
   async function dispatchChannelRoute(
@@ -317,6 +320,12 @@ export function createApp(deps: AppDeps): Koa {
         ctx,
         await route.handle(inbound(ctx, entry.config, rawBody, { ...params, channelId: entry.config.id })),
       );
+      return;
+    }
+    if (methodMismatch && scope === 'public') {
+      // A 405 would confirm that the channel exists: public routes answer the one 404.
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
       return;
     }
     if (methodMismatch) {
@@ -366,13 +375,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   admin.post('/contacts/:id/unmerge', async (ctx) => {
     const raw = await readRawBody(ctx, bodyLimit);
-    let json: unknown;
-    try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch {
-      throw new BadRequestError('invalid_json', 'the body is not valid JSON');
-    }
-    const body = unmergeBodySchema.safeParse(json);
+    const body = unmergeBodySchema.safeParse(parseJson(raw.toString('utf8')));
     if (!body.success) {
       throw new ValidationError(
         'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',

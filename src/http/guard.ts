@@ -10,9 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 
 /** Decode %XX escapes one at a time; an invalid escape is kept as written (never throws). */
 function decodeLoose(segment: string): string {
-  return segment.replace(/%[0-9A-Fa-f]{2}/g, (hex) =>
-    String.fromCharCode(Number.parseInt(hex.slice(1), 16)),
-  );
+  return segment.replace(/%[0-9A-Fa-f]{2}/g, (hex) => String.fromCharCode(Number.parseInt(hex.slice(1), 16)));
 }
 
 /**
