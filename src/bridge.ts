@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
+import { assertSafeToListen } from './config/published.js';
 import type { ChannelConfig, Config } from './config/schema.js';
 import { createContactEngine } from './contacts/engine.js';
 import { createFactService } from './contacts/facts.js';
@@ -177,6 +178,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       await delivery.start();
     },
     listen(port = config.server.port, host = config.server.host) {
+      try {
+        assertSafeToListen(config, host);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       return new Promise((resolve, reject) => {
         const server = app.listen(port, host);
         // Slow or idle vendor connections must not hold sockets forever.

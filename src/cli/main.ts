@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
+import { assertSafeToListen } from '../config/published.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
@@ -115,6 +116,7 @@ async function start(args: string[], io: CliStreams): Promise<number> {
       'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
     );
   }
+  assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
   const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
   await bridge.listen();
   await bridge.start();

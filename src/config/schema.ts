@@ -25,6 +25,15 @@ const intLike = (schema: z.ZodNumber) =>
 
 const emptyToUndefined = (value: unknown) => (value === '' || value === null ? undefined : value);
 
+/**
+ * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
+ * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
+ */
+export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+
+/** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
+export const MIN_SECRET_BYTES = 24;
+
 export const identifierKinds = ['person', 'email', 'phone'] as const;
 export const identifierKindSchema = z.enum(identifierKinds);
 
@@ -69,7 +78,7 @@ export type AgentConfig = z.infer<typeof agentSchema>;
 
 export const attributeSourceSchema = z.strictObject({
   id: z.string().min(1),
-  url: z.url(),
+  url: httpUrlSchema,
   timeoutMs: intLike(z.number().int().positive().max(10_000)).default(800),
   cacheTtlSeconds: intLike(z.number().int().nonnegative()).default(60),
   headers: z.record(z.string(), z.string()).default({}),
@@ -78,10 +87,14 @@ export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
 export const destinationSchema = z.strictObject({
   id: z.string().min(1),
-  url: z.url(),
+  url: httpUrlSchema,
   secret: z
     .string()
-    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64'),
+    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+    .refine(
+      (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
+      `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
+    ),
   events: z
     .array(outboundEventTypeSchema)
     .min(1)
@@ -134,7 +147,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       port: intLike(z.number().int().min(0).max(65_535)).default(3000),
       host: z.string().default('0.0.0.0'),
-      publicUrl: z.preprocess(emptyToUndefined, z.url().optional()),
+      publicUrl: z.preprocess(emptyToUndefined, httpUrlSchema.optional()),
       bodyLimitBytes: intLike(z.number().int().positive()).default(1024 * 1024),
       shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
     })
