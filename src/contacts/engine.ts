@@ -174,7 +174,9 @@ function decodeRecord(id: string, text: string): StoredRecord {
     phones,
     ids,
     labels: parsed.l ?? [],
-    attrs: parsed.a ?? {},
+    // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
+    // kept like any other name (issue 10 item 14).
+    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
     channels: {},
     merges: parsed.m ?? [],
   };
@@ -326,7 +328,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
       }
     }
-    const attributes: Contact['attributes'] = {};
+    const attributes: Contact['attributes'] = Object.create(null);
     const labels = new Set<string>();
     let agent: (AgentRef & { at: string }) | undefined;
     let crmLink: Valued | undefined;
@@ -402,7 +404,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       phones: [],
       ids: [],
       labels: [],
-      attrs: {},
+      attrs: Object.create(null),
       channels: {},
       merges: [],
     };

@@ -28,6 +28,28 @@ export const attributeValueSchema = z.object({
 });
 export type AttributeValue = z.infer<typeof attributeValueSchema>;
 
+/**
+ * Attributes keyed by vendor-chosen names, kept in a null-prototype object: zod's record would
+ * drop `__proto__`, and a plain object confuses `constructor` or `toString` with inherited
+ * members (issue 10 item 14).
+ */
+export const attributeMapSchema = z
+  .custom<Record<string, z.input<typeof attributeValueSchema>>>(
+    (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
+    'an object of attributes',
+  )
+  .transform((input, ctx) => {
+    const out: Record<string, AttributeValue> = Object.create(null);
+    for (const [name, value] of Object.entries(input)) {
+      const parsed = attributeValueSchema.safeParse(value);
+      if (parsed.success) out[name] = parsed.data;
+      else
+        for (const issue of parsed.error.issues)
+          ctx.addIssue({ ...issue, path: [name, ...issue.path] } as never);
+    }
+    return out;
+  });
+
 export const timelineEntryInputSchema = z.object({
   /** Stable within the observation; with the idempotency key it makes the entry id deterministic. */
   key: z.string().min(1).default('0'),
@@ -78,7 +100,7 @@ export const observationSchema = z.object({
   /** Every identifier the payload carries: person, email, phone and vendor-local ids. */
   identifiers: z.array(identifierSchema).default([]),
   names: z.array(z.string()).default([]),
-  attributes: z.record(z.string(), attributeValueSchema).default({}),
+  attributes: attributeMapSchema.default({}),
   labels: z.array(z.string()).default([]),
   responsibleAgent: agentRefSchema.optional(),
   crmLink: z.string().optional(),
