@@ -81,6 +81,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     channels: config.channels,
     vendorNames: registry.displayNames(),
     logger,
+    metrics,
   });
   for (const source of createAttributeSources({ config, http, logger, metrics })) facts.addSource(source);
 

@@ -5,6 +5,7 @@ import { BadRequestError, ConflictError, issuesFromZod, NotFoundError, Validatio
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
+import { isHttpLink } from './links.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
 import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import {
@@ -196,6 +197,8 @@ function decodeRecord(id: string, text: string): StoredRecord {
   return record;
 }
 
+const UNSAFE_LINKS_HELP =
+  'Links for agents dropped because they were not http(s) (javascript:, data: ...), by where they came from';
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
@@ -553,6 +556,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       throw new ValidationError('invalid observation', issuesFromZod(parsed.error), 'invalid_observation');
     }
     const observation = parsed.data;
+    if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
+      // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
+      delete observation.crmLink;
+      metrics
+        .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
+        .inc({ where: 'crm_link' });
+    }
     const at = isoOf(observation.at);
     const identifiers: Identifier[] = [];
     const seen = new Set<string>();
