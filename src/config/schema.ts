@@ -201,6 +201,24 @@ export const configSchema = z.strictObject({
       maxMergeSize: 10,
       dedupeTtlSeconds: 7 * 24 * 3600,
     }),
+  /** Abuse limits (issue 10 items 4, 16); every default is in README "Security". */
+  limits: z
+    .strictObject({
+      rate: z
+        .strictObject({
+          /** Failed admin authentications per client address per window; then 429 until it ends. */
+          adminAuthFailuresPerAddress: intLike(z.number().int().positive()).default(10),
+          /** Failed admin authentications per instance per window, whatever the address. */
+          adminAuthFailuresPerInstance: intLike(z.number().int().positive()).default(100),
+          /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
+          lookupsPerAddress: intLike(z.number().int().positive()).default(600),
+          /** Requests to public channel routes per channel, all addresses together. */
+          lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
+          window: durationSchema.default(60_000),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

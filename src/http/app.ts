@@ -12,6 +12,7 @@ import {
   BadRequestError,
   issuesFromZod,
   NotFoundError,
+  TooManyRequestsError,
   UnauthorizedError,
   ValidationError,
 } from '../errors.js';
@@ -24,6 +25,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { parseJson } from './json.js';
 import { buildOpenApi } from './openapi.js';
+import { WindowLimiter } from './rate-limit.js';
 import { parseQuery } from './validate.js';
 
 /**
@@ -188,12 +190,31 @@ export function createApp(deps: AppDeps): Koa {
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
   // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
   // themselves match exactly (case-sensitive, strict), so odd spellings end in a 404 anyway.
+  // Failed authentications are limited per address and per instance (issue 10 item 16): once
+  // over, every admin request from that address gets 429 until the window ends.
+  const rate = config.limits.rate;
+  const authFailuresByAddress = new WindowLimiter(rate.adminAuthFailuresPerAddress, rate.window);
+  const authFailures = new WindowLimiter(rate.adminAuthFailuresPerInstance, rate.window);
+  const rateLimited = metrics.counter(
+    'chatbridge_rate_limited_total',
+    'Requests refused with 429, by scope (admin_auth, lookup_address, lookup_channel)',
+    ['scope'],
+  );
   app.use(async (ctx: Context, next: Next) => {
     if (isAdminPath(ctx.path)) {
       const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
       if (!open) {
+        const wait = Math.max(authFailuresByAddress.blockedFor(ctx.ip), authFailures.blockedFor('all'));
+        if (wait > 0) {
+          rateLimited.inc({ scope: 'admin_auth' });
+          throw new TooManyRequestsError(wait);
+        }
         const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-        if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) throw new UnauthorizedError();
+        if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
+          authFailuresByAddress.hit(ctx.ip);
+          authFailures.hit('all');
+          throw new UnauthorizedError();
+        }
       }
     }
     return next();
@@ -282,6 +303,8 @@ export function createApp(deps: AppDeps): Koa {
 
   // --- channel routes (public: /<vendor>/:channelId/<path>) --------------------------------
   const publicPrefixes = deps.vendors.map((vendor) => `/${vendor}/`);
+  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
   app.use(async (ctx: Context, next: Next) => {
     if (!publicPrefixes.some((prefix) => ctx.path.startsWith(prefix))) return next();
     const [, vendor, channelId, ...rest] = ctx.path.split('/');
@@ -290,6 +313,13 @@ export function createApp(deps: AppDeps): Koa {
       ctx.status = 404;
       ctx.body = NO_CHANNEL;
       return;
+    }
+    // Public channel routes (the LiveTex lookup) are limited per address and per channel.
+    const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
+    const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId!);
+    if (waitAddress > 0 || waitChannel > 0) {
+      rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
+      throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
     }
     await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), async () => {
       // A known channel's unknown sub-path answers like an unknown channel.
