@@ -11,7 +11,7 @@ import { createFactService } from './contacts/facts.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import { createOutboxPublisher } from './events/outbox.js';
-import { createApp } from './http/app.js';
+import { createApp, createMetricsApp } from './http/app.js';
 import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -61,6 +61,8 @@ export interface Bridge {
   /** Start background work for the role: scheduled jobs and delivery (worker, all). */
   start(): Promise<void>;
   listen(port?: number, host?: string): Promise<Server>;
+  /** The metrics-only listener (metrics.port on metrics.host); null when metrics.port is not set. */
+  listenMetrics(port?: number, host?: string): Promise<Server | null>;
   /** Graceful: stop accepting, finish in-flight requests and jobs, close the store. */
   close(): Promise<void>;
 }
@@ -194,6 +196,18 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
           servers.push(server);
           const address = server.address() as AddressInfo;
           logger.info({ port: address.port, host, role }, 'chatbridge listening');
+          resolve(server);
+        });
+        server.once('error', reject);
+      });
+    },
+    listenMetrics(port = config.metrics.port, host = config.metrics.host) {
+      if (port === undefined) return Promise.resolve(null);
+      return new Promise((resolve, reject) => {
+        const server = createMetricsApp(metrics).listen(port, host);
+        server.once('listening', () => {
+          servers.push(server);
+          logger.info({ port: (server.address() as AddressInfo).port, host }, 'metrics listening');
           resolve(server);
         });
         server.once('error', reject);

@@ -119,6 +119,7 @@ async function start(args: string[], io: CliStreams): Promise<number> {
   assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
   const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
   await bridge.listen();
+  await bridge.listenMetrics();
   await bridge.start();
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -201,6 +201,19 @@ export const configSchema = z.strictObject({
       maxMergeSize: 10,
       dedupeTtlSeconds: 7 * 24 * 3600,
     }),
+  /**
+   * Prometheus metrics are not on the public port (issue 10 item 2: counters by outcome tell an
+   * outsider whether a lookup found someone). `port` starts a metrics-only listener on `host`
+   * (loopback unless you say otherwise); `token` also serves /metrics on the main port, behind
+   * `Authorization: Bearer <token>`. With neither, /metrics is not served.
+   */
+  metrics: z
+    .strictObject({
+      port: z.preprocess(emptyToUndefined, intLike(z.number().int().min(0).max(65_535)).optional()),
+      host: z.string().default('127.0.0.1'),
+      token: z.preprocess(emptyToUndefined, z.string().min(16, 'at least 16 characters').optional()),
+    })
+    .prefault({}),
   /** Abuse limits (issue 10 items 4, 16); every default is in README "Security". */
   limits: z
     .strictObject({

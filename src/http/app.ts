@@ -157,6 +157,22 @@ function parseIdentity(text: string) {
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
 }
 
+/** The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics, nothing else. */
+export function createMetricsApp(metrics: Metrics): Koa {
+  const app = new Koa();
+  app.silent = true;
+  app.use(async (ctx) => {
+    if (ctx.method !== 'GET' || ctx.path !== '/metrics') {
+      ctx.status = 404;
+      ctx.body = NOT_FOUND;
+      return;
+    }
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.registry.metrics();
+  });
+  return app;
+}
+
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, metrics, store, contacts } = deps;
   const app = new Koa({ proxy: true });
@@ -244,10 +260,16 @@ export function createApp(deps: AppDeps): Koa {
       ctx.body = errorBody('store_unavailable', 'the store is unavailable');
     }
   });
-  router.get('/metrics', async (ctx) => {
-    ctx.type = metrics.registry.contentType;
-    ctx.body = await metrics.registry.metrics();
-  });
+  // On the public port only behind metrics.token; otherwise on the metrics listener (createMetricsApp).
+  const metricsToken = config.metrics.token;
+  if (metricsToken) {
+    router.get('/metrics', async (ctx) => {
+      const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+      if (!match || !tokenEquals(match[1]!.trim(), metricsToken)) throw new UnauthorizedError();
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    });
+  }
 
   // --- vendor intake ----------------------------------------------------------------------
   router.post('/webhooks/:vendor/:channelId/:token', async (ctx) => {
