@@ -77,8 +77,16 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const store = options.store ?? (await createStore(config.store, logger));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
-  const journal = createPayloadJournal(store, now);
-  const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
+  const journal = createPayloadJournal(store, now, config.limits);
+  const contacts = createContactEngine({
+    store,
+    identity: config.identity,
+    events,
+    metrics,
+    logger,
+    now,
+    limits: config.limits,
+  });
   const facts = createFactService({
     channels: config.channels,
     vendorNames: registry.displayNames(),

@@ -230,6 +230,27 @@ export const configSchema = z.strictObject({
           window: durationSchema.default(60_000),
         })
         .prefault({}),
+      /** Longest name, label or other text field kept from a vendor (longer ones are cut, marked with …). */
+      fieldLength: intLike(z.number().int().min(16)).default(2000),
+      /** Most attributes one contact record keeps; further new names are dropped and counted. */
+      attributesPerContact: intLike(z.number().int().positive()).default(200),
+      /** Longest attribute value (characters); longer ones are cut and marked with …. */
+      attributeValueLength: intLike(z.number().int().min(16)).default(4000),
+      /** Largest timeline entry (bytes of JSON); a larger one keeps its summary, its data is replaced by a truncation marker. */
+      timelineEntryBytes: intLike(z.number().int().min(1024)).default(64 * 1024),
+      /** Largest stored contact record (bytes); an observation that would exceed it is refused with 413 contact_too_large. */
+      contactRecordBytes: intLike(z.number().int().min(4096)).default(256 * 1024),
+      /** A record's timeline is dropped after this long without a new entry; 0 keeps it forever. */
+      timelineRetention: durationSchema.default(0),
+      /** Upper bound on the payload journal's size in bytes (oldest entries go first). */
+      journalBytes: intLike(
+        z
+          .number()
+          .int()
+          .min(1024 * 1024),
+      ).default(64 * 1024 * 1024),
+      /** Largest payload body kept per journal entry (bytes); longer bodies are cut and marked truncated. */
+      journalEntryBytes: intLike(z.number().int().min(1024)).default(64 * 1024),
     })
     .prefault({}),
   log: z

@@ -1,7 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { BadRequestError, ConflictError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  BadRequestError,
+  ConflictError,
+  issuesFromZod,
+  NotFoundError,
+  ValidationError,
+} from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
@@ -229,11 +236,44 @@ export interface ContactEngineOptions {
   metrics: Metrics;
   logger: Logger;
   now?: () => Date;
+  /** Size caps (config `limits`); the schema's defaults when not given. */
+  limits?: Partial<Config['limits']>;
+}
+
+const DEFAULT_LIMITS = {
+  fieldLength: 2000,
+  attributesPerContact: 200,
+  attributeValueLength: 4000,
+  timelineEntryBytes: 64 * 1024,
+  contactRecordBytes: 256 * 1024,
+  timelineRetention: 0,
+};
+
+/** Cut a vendor string to `limit` characters, marking the cut with …. */
+function clipText(value: string, limit: number): string {
+  return value.length > limit ? `${value.slice(0, limit - 1)}…` : value;
+}
+
+export class ContactTooLargeError extends AppError {
+  constructor(bytes: number, limit: number) {
+    super(
+      'contact_too_large',
+      413,
+      `the contact record would be ${bytes} bytes, more than limits.contactRecordBytes (${limit}); nothing was written`,
+    );
+  }
 }
 
 export function createContactEngine(options: ContactEngineOptions): ContactService {
   const { store, identity, events, metrics, logger } = options;
   const now = options.now ?? (() => new Date());
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const truncated = () =>
+    metrics.counter(
+      'chatbridge_truncated_total',
+      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, timeline_entry)',
+      ['what'],
+    );
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = {
     blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
@@ -449,8 +489,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         changed = true;
       }
     }
+    let attributeCount = Object.keys(record.attrs).length;
     for (const [name, attribute] of Object.entries(observation.attributes)) {
       const current = record.attrs[name];
+      if (!current && attributeCount >= limits.attributesPerContact) {
+        truncated().inc({ what: 'attribute_count' });
+        continue;
+      }
+      if (!current) attributeCount++;
       if (current && current.at > at) continue;
       if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
       record.attrs[name] = { ...attribute, channelId: observation.channelId, at };
@@ -550,6 +596,51 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       .ltrim(key.conflicts, -10_000, -1);
   }
 
+  /**
+   * Size caps (issue 10 item 4): one payload must not fill the store. Text fields and attribute
+   * values are cut with a visible …, a timeline entry too large keeps its summary and says it was
+   * truncated; every cut is counted in chatbridge_truncated_total.
+   */
+  function capObservation(observation: ParsedObservation): void {
+    const cut = (what: string) => truncated().inc({ what });
+    const clip = (value: string, limit: number, what: string) => {
+      if (value.length <= limit) return value;
+      cut(what);
+      return clipText(value, limit);
+    };
+    observation.names = observation.names.slice(0, 20).map((name) => clip(name, limits.fieldLength, 'field'));
+    observation.labels = observation.labels
+      .slice(0, 100)
+      .map((label) => clip(label, limits.fieldLength, 'field'));
+    const names = Object.keys(observation.attributes);
+    if (names.length > limits.attributesPerContact) {
+      cut('attribute_count');
+      for (const name of names.slice(limits.attributesPerContact)) delete observation.attributes[name];
+    }
+    for (const [name, attribute] of Object.entries(observation.attributes)) {
+      if (name.length > 200) {
+        delete observation.attributes[name];
+        cut('attribute');
+        continue;
+      }
+      if (typeof attribute.value === 'string')
+        attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
+      if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
+    }
+    for (const entry of observation.timeline) {
+      let bytes: number;
+      try {
+        bytes = Buffer.byteLength(JSON.stringify(entry.data ?? null), 'utf8');
+      } catch {
+        bytes = Number.POSITIVE_INFINITY; // too deep to serialise: treat as too large
+      }
+      if (bytes > limits.timelineEntryBytes) {
+        cut('timeline_entry');
+        entry.data = { truncated: true, originalBytes: Number.isFinite(bytes) ? bytes : null };
+      }
+    }
+  }
+
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
     const parsed = observationSchema.safeParse(input);
     if (!parsed.success) {
@@ -563,6 +654,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
         .inc({ where: 'crm_link' });
     }
+    capObservation(observation);
     const at = isoOf(observation.at);
     const identifiers: Identifier[] = [];
     const seen = new Set<string>();
@@ -711,7 +803,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
-      batch.set(key.record(target.id), encodeRecord(target));
+      const encoded = encodeRecord(target);
+      if (encoded.length > limits.contactRecordBytes) {
+        // Thrown before the batch runs: nothing of this observation is written.
+        throw new ContactTooLargeError(encoded.length, limits.contactRecordBytes);
+      }
+      batch.set(key.record(target.id), encoded);
 
       // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
       const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
@@ -724,6 +821,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         data: entry.data,
       }));
       for (const entry of entries) batch.zadd(key.timeline(target.id), 0, timelineMember(entry));
+      if (limits.timelineRetention > 0 && entries.length > 0) {
+        batch.expire(key.timeline(target.id), limits.timelineRetention);
+      }
       if (absorbed.length > 0 && mergedVia) {
         const mergeEntry: TimelineEntry = {
           id: entryId(observation.channelId, observation.idempotencyKey, 'merge'),
