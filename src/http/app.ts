@@ -9,7 +9,6 @@ import { identifierSchema } from '../contacts/types.js';
 import type { Delivery } from '../delivery/index.js';
 import {
   AppError,
-  BadRequestError,
   issuesFromZod,
   NotFoundError,
   TooManyRequestsError,

@@ -113,6 +113,6 @@ describe('size caps', () => {
     const newest = await journal.list({ limit: 300 });
     expect(newest[0]!.reason).toBe('bad 599');
     expect(newest[0]!.truncated).toBe(true);
-    expect(newest.length).toBe(stored.length < 300 ? stored.length : 300);
+    expect(newest.length).toBe(Math.min(stored.length, 300));
   });
 });
