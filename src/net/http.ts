@@ -93,13 +93,13 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       } catch (error) {
         if (input.signal?.aborted) throw error;
         const timedOut = timeout.aborted;
-        // No `cause`: the library's error may carry the URL with its credentials, and errors
-        // are logged and shown in the deliveries API. Its message is kept, scrubbed.
+        // The library's error may carry the URL with its credentials, and errors are logged and
+        // shown in the deliveries API: the message and the cause chain are kept, scrubbed.
         throw new HttpNetworkError(
           timedOut
             ? `${input.method} ${redactUrl(input.url)} timed out after ${input.timeoutMs} ms`
             : `${input.method} ${redactUrl(input.url)} failed: ${scrubUrlSecrets((error as Error).message, input.url)}`,
-          { timedOut },
+          { cause: scrubbedCause(error, input.url), timedOut },
         );
       }
     },
@@ -163,6 +163,18 @@ export function urlSecrets(url: string): string[] {
     }
   }
   return [...all].sort((a, b) => b.length - a.length);
+}
+
+/** A copy of an error's cause chain (name, code, message) with the URL's secrets scrubbed. */
+function scrubbedCause(error: unknown, url: string, depth = 0): Error | undefined {
+  if (!(error instanceof Error) || depth > 5) return undefined;
+  const copy = new Error(scrubUrlSecrets(error.message, url), {
+    cause: scrubbedCause((error as { cause?: unknown }).cause, url, depth + 1),
+  });
+  copy.name = error.name;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined) (copy as NodeJS.ErrnoException).code = code;
+  return copy;
 }
 
 /** Replace every secret part of `url` found in `text` (an error message, a receiver's answer). */
