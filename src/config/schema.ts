@@ -184,6 +184,12 @@ export const configSchema = z.strictObject({
   identity: z
     .strictObject({
       mergeOn: z.array(identifierKindSchema).default(['person', 'email', 'phone']),
+      /**
+       * Kinds that may merge contacts on a visitor-typed value (issue 10 item 5). The default keeps
+       * the vendors' documented behaviour (a typed e-mail merges); `[person]` makes typed e-mails
+       * and phones search-only, so a visitor who types someone else's e-mail is not merged with her.
+       */
+      mergeOnVisitorTyped: z.array(identifierKindSchema).default(['person', 'email', 'phone']),
       blocklist: z.array(z.string()).default(['', 'null', 'undefined', '0', '-1', 'anonymous']),
       defaultCountry: z
         .string()
@@ -196,6 +202,7 @@ export const configSchema = z.strictObject({
     })
     .default({
       mergeOn: ['person', 'email', 'phone'],
+      mergeOnVisitorTyped: ['person', 'email', 'phone'],
       blocklist: ['', 'null', 'undefined', '0', '-1', 'anonymous'],
       defaultCountry: 'RU',
       maxMergeSize: 10,

@@ -282,8 +282,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
+  const mergeOnVisitorTyped = new Set<string>(identity.mergeOnVisitorTyped ?? identity.mergeOn);
+  /** Identifiers of the observation at hand that are visitor-typed and may not merge (search only). */
+  const searchOnly = new WeakSet<Identifier>();
   const resolves = (identifier: Identifier) =>
-    identifier.channelId !== undefined || mergeOn.has(identifier.kind);
+    identifier.channelId !== undefined || (mergeOn.has(identifier.kind) && !searchOnly.has(identifier));
   /** Earlier kinds win when choosing which record an observation writes to. */
   const priority = (identifier: Identifier) => {
     const order = ['person', 'email', 'phone'].indexOf(identifier.kind);
@@ -657,13 +660,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     capObservation(observation);
     const at = isoOf(observation.at);
     const identifiers: Identifier[] = [];
-    const seen = new Set<string>();
+    const seen = new Map<string, Identifier>();
     for (const raw of observation.identifiers) {
       const identifier = normalizeIdentifier(raw, normalizeOptions, observation.channelId);
       if (!identifier) continue;
       const label = identifierLabel(identifier);
-      if (seen.has(label)) continue;
-      seen.add(label);
+      const provenance = raw.provenance ?? (raw.kind === 'person' ? 'verified' : 'visitor');
+      const earlier = seen.get(label);
+      if (earlier) {
+        if (provenance === 'verified') searchOnly.delete(earlier); // verified once is verified
+        continue;
+      }
+      if (provenance === 'visitor' && !mergeOnVisitorTyped.has(identifier.kind)) searchOnly.add(identifier);
+      seen.set(label, identifier);
       identifiers.push(identifier);
     }
     const resolving = identifiers.filter(resolves).sort((a, b) => priority(a) - priority(b));
@@ -898,7 +907,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function findRecordIds(identifier: Identifier): Promise<string[]> {
     if (resolves(identifier)) {
       const recordId = await store.get(key.index(identifier));
-      return recordId ? [recordId] : [];
+      // Visitor-typed values that were not allowed to merge (identity.mergeOnVisitorTyped) are
+      // kept search-only under the same kind: a lookup finds those contacts too.
+      const others = mergeOnVisitorTyped.has(identifier.kind)
+        ? []
+        : await store.smembers(key.search(identifier));
+      return [...new Set([...(recordId ? [recordId] : []), ...others])];
     }
     return store.smembers(key.search(identifier));
   }

@@ -15,6 +15,12 @@ export const identifierSchema = z.object({
   kind: z.string().regex(/^[a-z][a-z0-9_]*$/),
   value: z.string().min(1).max(512),
   channelId: z.string().optional(),
+  /**
+   * Where the value comes from (issue 10 item 5): `verified` (the company's own id from an
+   * authorised widget or app, a CRM id) or `visitor` (typed by the visitor). When absent: person
+   * ids are verified, e-mails and phones visitor-typed. Only observations carry it.
+   */
+  provenance: z.enum(['verified', 'visitor']).optional(),
 });
 export type Identifier = z.infer<typeof identifierSchema>;
 
