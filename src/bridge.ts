@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
+import { assertSafeToListen } from './config/published.js';
 import type { ChannelConfig, Config } from './config/schema.js';
 import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
@@ -11,7 +12,7 @@ import { createFactService } from './contacts/facts.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import { createOutboxPublisher } from './events/outbox.js';
-import { createApp } from './http/app.js';
+import { createApp, createMetricsApp } from './http/app.js';
 import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -61,6 +62,8 @@ export interface Bridge {
   /** Start background work for the role: scheduled jobs and delivery (worker, all). */
   start(): Promise<void>;
   listen(port?: number, host?: string): Promise<Server>;
+  /** The metrics-only listener (metrics.port on metrics.host); null when metrics.port is not set. */
+  listenMetrics(port?: number, host?: string): Promise<Server | null>;
   /** Graceful: stop accepting, finish in-flight requests and jobs, close the store. */
   close(): Promise<void>;
 }
@@ -75,12 +78,21 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const store = options.store ?? (await createStore(config.store, logger));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
-  const journal = createPayloadJournal(store, now);
-  const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
+  const journal = createPayloadJournal(store, now, config.limits);
+  const contacts = createContactEngine({
+    store,
+    identity: config.identity,
+    events,
+    metrics,
+    logger,
+    now,
+    limits: config.limits,
+  });
   const facts = createFactService({
     channels: config.channels,
     vendorNames: registry.displayNames(),
     logger,
+    metrics,
   });
   for (const source of createAttributeSources({ config, http, logger, metrics })) facts.addSource(source);
 
@@ -191,6 +203,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       await delivery.start();
     },
     listen(port = config.server.port, host = config.server.host) {
+      try {
+        assertSafeToListen(config, host);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       return new Promise((resolve, reject) => {
         const server = app.listen(port, host);
         // Slow or idle vendor connections must not hold sockets forever.
@@ -201,6 +218,18 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
           servers.push(server);
           const address = server.address() as AddressInfo;
           logger.info({ port: address.port, host, role }, 'chatbridge listening');
+          resolve(server);
+        });
+        server.once('error', reject);
+      });
+    },
+    listenMetrics(port = config.metrics.port, host = config.metrics.host) {
+      if (port === undefined) return Promise.resolve(null);
+      return new Promise((resolve, reject) => {
+        const server = createMetricsApp(metrics).listen(port, host);
+        server.once('listening', () => {
+          servers.push(server);
+          logger.info({ port: (server.address() as AddressInfo).port, host }, 'metrics listening');
           resolve(server);
         });
         server.once('error', reject);

@@ -75,6 +75,15 @@ export class UnsupportedMediaTypeError extends AppError {
   }
 }
 
+/** Too many attempts from one address or on one channel; retry after the window ends. */
+export class TooManyRequestsError extends AppError {
+  constructor(retryAfterSeconds: number) {
+    super('rate_limited', 429, 'too many requests; retry later', {
+      headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+    });
+  }
+}
+
 /** The store (Redis) cannot be reached: the caller should retry later, nothing was written. */
 export class StoreUnavailableError extends AppError {
   constructor(cause?: unknown) {

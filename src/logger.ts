@@ -3,7 +3,7 @@ import { type Logger, type LoggerOptions, pino } from 'pino';
 /**
  * pino with secrets redacted wherever they might be logged: authorization headers, tokens,
  * keys and secrets in objects (config fragments, errors). Webhook URL tokens are redacted by
- * the HTTP layer before paths are logged (src/http/app.ts redactPath).
+ * the HTTP layer before paths are logged (src/http/guard.ts redactPath).
  */
 export const REDACT_PATHS = [
   'req.headers.authorization',
@@ -22,6 +22,42 @@ export const REDACT_PATHS = [
   'masterKey',
 ];
 
+/**
+ * Vendor-controlled strings (event names, reasons, ids) reach log fields; a hostile payload must
+ * not turn one log line into megabytes. Every string field is cut to MAX_LOG_STRING characters
+ * (stacks to MAX_LOG_STACK), in one linear pass over the logged object (issue 10 item 9).
+ */
+export const MAX_LOG_STRING = 500;
+const MAX_LOG_STACK = 4000;
+const MAX_LOG_DEPTH = 6;
+
+function clip(value: string, limit: number): string {
+  return value.length > limit ? `${value.slice(0, limit)}…(+${value.length - limit} chars)` : value;
+}
+
+export function clipLogFields(value: unknown, depth = 0, key = ''): unknown {
+  if (typeof value === 'string') return clip(value, key === 'stack' ? MAX_LOG_STACK : MAX_LOG_STRING);
+  if (value === null || typeof value !== 'object' || depth >= MAX_LOG_DEPTH) return value;
+  if (Array.isArray(value)) {
+    const items = value.slice(0, 50).map((item) => clipLogFields(item, depth + 1));
+    return value.length > 50 ? [...items, `…(+${value.length - 50} items)`] : items;
+  }
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Error) {
+    // pino's err serializer has not run yet here: serialise the same way, cut.
+    const code = (value as NodeJS.ErrnoException).code;
+    return {
+      type: value.name,
+      message: clip(value.message, MAX_LOG_STRING),
+      stack: clip(value.stack ?? '', MAX_LOG_STACK),
+      ...(code ? { code } : {}),
+    };
+  }
+  const out: Record<string, unknown> = {};
+  for (const [name, item] of Object.entries(value)) out[name] = clipLogFields(item, depth + 1, name);
+  return out;
+}
+
 export function createLogger(
   level: LoggerOptions['level'] = 'info',
   destination?: pino.DestinationStream,
@@ -31,6 +67,17 @@ export function createLogger(
     base: { service: 'chatbridge' },
     redact: { paths: REDACT_PATHS, censor: '***' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { log: (object) => clipLogFields(object) as Record<string, unknown> },
+    hooks: {
+      // The message itself may quote a vendor string too.
+      logMethod(args, method) {
+        const [first, ...rest] = args as unknown[];
+        if (typeof first === 'string')
+          return method.apply(this, [clip(first, MAX_LOG_STRING), ...rest] as never);
+        if (typeof rest[0] === 'string') rest[0] = clip(rest[0], MAX_LOG_STRING);
+        return method.apply(this, [first, ...rest] as never);
+      },
+    },
   };
   return destination ? pino(options, destination) : pino(options);
 }

@@ -67,7 +67,7 @@ describe('config', () => {
         {
           id: 'crm',
           url: 'https://crm.example/hook',
-          secret: 'whsec_c2VjcmV0',
+          secret: `whsec_${Buffer.from('config-test-secret-0123456789').toString('base64')}`,
           filter: { channels: ['zzz'] },
         },
       ],
@@ -94,7 +94,7 @@ describe('config', () => {
           {
             id: 'crm',
             url: 'https://crm.example/hook',
-            secret: 'whsec_c2VjcmV0',
+            secret: `whsec_${Buffer.from('config-test-secret-0123456789').toString('base64')}`,
             retrySchedule: ['0s', '5s', '2m'],
           },
         ],

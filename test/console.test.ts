@@ -165,8 +165,9 @@ describe('web console', () => {
   });
 
   it('keeps agent link tokens out of the request log', async () => {
-    const { redactPath } = await import('../src/http/app.js');
+    const { redactPath } = await import('../src/http/guard.js');
     expect(redactPath('/console/c/c_0123.1790000000.abcDEF_-')).toBe('/console/c/***');
+    expect(redactPath('/Console//C/c_0123.1790000000.abcDEF_-')).toBe('/Console//C/***');
     expect(redactPath('/console/contacts/c_0123')).toBe('/console/contacts/c_0123');
   });
 

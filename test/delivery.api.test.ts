@@ -111,7 +111,7 @@ describe('deliveries through the bridge and the admin API', () => {
     );
     expect(delivered.body.deliveries[0]).toMatchObject({ id: item.id, attempts: 2, lastStatus: 200 });
 
-    const metrics = await fetch(`${bridge.url}/metrics`).then((response) => response.text());
+    const metrics = await bridge.bridge.metrics.registry.metrics();
     expect(metrics).toContain('chatbridge_deliveries_total{destination="crm",outcome="failed"} 1');
     expect(metrics).toContain('chatbridge_deliveries_total{destination="crm",outcome="delivered"} 1');
   });

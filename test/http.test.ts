@@ -11,6 +11,7 @@ const TOKEN = 'echo-channel-token-000001';
 const config = {
   channels: [{ id: 'site', vendor: 'echo', token: TOKEN, name: 'website' }],
   server: { bodyLimitBytes: 4096 },
+  metrics: { token: 'metrics-token-0123456789' },
 };
 
 describe('core HTTP surface', () => {
@@ -26,7 +27,10 @@ describe('core HTTP surface', () => {
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({ ok: true, store: 'memory' });
     await bridge.post(`/webhooks/echo/site/${TOKEN}`, { event: 'hello', visitor: 1 });
-    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    expect((await fetch(`${bridge.url}/metrics`)).status).toBe(401);
+    const metrics = await (
+      await fetch(`${bridge.url}/metrics`, { headers: { authorization: 'Bearer metrics-token-0123456789' } })
+    ).text();
     expect(metrics).toContain('chatbridge_intake_total{vendor="echo",event="hello",outcome="ok"} 1');
     expect(metrics).toContain('chatbridge_reply_latency_seconds_bucket');
   });

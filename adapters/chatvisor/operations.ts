@@ -1,3 +1,4 @@
+import { BadRequestError } from '../../src/errors.js';
 /**
  * Every Chatvisor path and wire field name the adapter uses, in one place (DESIGN §4). Most of
  * Chatvisor's REST API is not public (vendors/chatvisor.md §5, §9.2): when the real OpenAPI
@@ -196,11 +197,18 @@ export const CONVERSATION_STATUS = { unread: 'UNREAD', done: 'DONE', unresolved:
 /** Message.sender value for a customer's message (assumed). */
 export const CUSTOMER_SENDER = 'CUSTOMER';
 
-/** Fill `{name}` path segments, URL-encoding each value. */
+/**
+ * Fill `{name}` path segments, URL-encoding each value. Ids come from webhooks and API callers:
+ * `.` and `..` survive encoding and would move the request (with our API token) to another REST
+ * path, so they, empty values and over-long ones are refused (issue 10 item 7).
+ */
 export function buildPath(template: string, params: Record<string, string> = {}): string {
   return template.replace(/\{(\w+)\}/g, (_match, name: string) => {
     const value = params[name];
     if (value === undefined) throw new Error(`path parameter ${name} is missing for ${template}`);
+    if (value === '' || value === '.' || value === '..' || value.length > 256) {
+      throw new BadRequestError('invalid_path_parameter', `${name} is not a usable id`);
+    }
     return encodeURIComponent(value);
   });
 }

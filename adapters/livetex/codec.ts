@@ -110,6 +110,8 @@ export const lookupAnswerSchema = z.object({
   contact: lookupContactSchema.optional(),
   attributes: z.array(lookupAttributeSchema),
   crmLink: z.string().optional(),
+  /** Set when the card did not fit the one answer size and was cut (issue 10 item 2). */
+  truncated: z.boolean().optional(),
 });
 export type LookupAnswer = z.infer<typeof lookupAnswerSchema>;
 
@@ -256,6 +258,32 @@ export function padToBucket(json: string): string {
   return json + ' '.repeat(bucket - length);
 }
 
+/**
+ * Every answer is sent in one size class (issue 10 item 2): a contact with a large card must not
+ * land in a larger class than `found: false`. What does not fit is cut (attributes from the end,
+ * then long lists) and the answer says so with `truncated: true`.
+ */
+export const ANSWER_BYTES = 2 * MIN_ANSWER_BUCKET_BYTES;
+
+export function fitAnswer(answer: LookupAnswer, limit = ANSWER_BYTES): LookupAnswer {
+  const size = (value: LookupAnswer) => Buffer.byteLength(JSON.stringify(value), 'utf8');
+  if (size(answer) <= limit) return answer;
+  const fitted: LookupAnswer = { ...answer, attributes: [...answer.attributes], truncated: true };
+  while (fitted.attributes.length > 0 && size(fitted) > limit) fitted.attributes.pop();
+  if (fitted.contact && size(fitted) > limit) {
+    const contact = fitted.contact;
+    fitted.contact = {
+      ...contact,
+      name: contact.name === null ? null : contact.name.slice(0, 200),
+      emails: contact.emails.slice(0, 3).map((value) => value.slice(0, 254)),
+      phones: contact.phones.slice(0, 3).map((value) => value.slice(0, 32)),
+      labels: contact.labels.slice(0, 10).map((value) => value.slice(0, 100)),
+    };
+  }
+  if (size(fitted) > limit) delete fitted.crmLink;
+  return fitted;
+}
+
 async function seal(plaintext: string, kid: string, key: Uint8Array, typ?: string): Promise<string> {
   return new CompactEncrypt(new TextEncoder().encode(plaintext))
     .setProtectedHeader({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid, ...(typ ? { typ } : {}) })
@@ -267,7 +295,10 @@ async function sealAnswer(
   kid: string,
   key: Uint8Array,
 ): Promise<{ body: string; contentType: string }> {
-  return { body: await seal(padToBucket(JSON.stringify(answer)), kid, key), contentType: JOSE_CONTENT_TYPE };
+  const json = JSON.stringify(fitAnswer(answer));
+  // One class for every answer: the fitted JSON padded to exactly ANSWER_BYTES.
+  const padded = json + ' '.repeat(Math.max(0, ANSWER_BYTES - Buffer.byteLength(json, 'utf8')));
+  return { body: await seal(padded, kid, key), contentType: JOSE_CONTENT_TYPE };
 }
 
 /**

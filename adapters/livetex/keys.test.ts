@@ -72,6 +72,16 @@ describe('livetex key store (in-memory store)', () => {
     );
   });
 
+  it('cannot read a record copied under another kid of the same channel (issue 10 item 11)', async () => {
+    const store = createMemoryStore();
+    const keys = keyStore(store);
+    const generated = await keys.generate();
+    const raw = (await store.hget('livetex:app:keys', generated.kid))!;
+    await store.hset('livetex:app:keys', 'k_copied', raw);
+    await expect(keys.resolve('k_copied')).rejects.toBeInstanceOf(KeyStoreUnreadableError);
+    expect((await keys.resolve(generated.kid)).state).toBe('active');
+  });
+
   it('keeps channels apart', async () => {
     const store = createMemoryStore();
     const generated = await keyStore(store, 'web').generate();

@@ -94,10 +94,15 @@ export function createLivetexKeyStore(options: {
     };
   }
 
-  function openMaterial(record: StoredKey, sealed: NonNullable<StoredKey['sealed']>): Uint8Array {
+  /**
+   * `kid` is where the record was read from (the hash field), not the kid written inside it: the
+   * additional data binds the material to its storage location, so a record copied under
+   * another kid does not decrypt.
+   */
+  function openMaterial(kid: string, sealed: NonNullable<StoredKey['sealed']>): Uint8Array {
     try {
       const decipher = createDecipheriv('aes-256-gcm', masterKey, Buffer.from(sealed.iv, 'base64url'));
-      decipher.setAAD(additionalData(record.kid));
+      decipher.setAAD(additionalData(kid));
       decipher.setAuthTag(Buffer.from(sealed.tag, 'base64url'));
       const material = Buffer.concat([
         decipher.update(Buffer.from(sealed.data, 'base64url')),
@@ -106,7 +111,7 @@ export function createLivetexKeyStore(options: {
       if (material.length !== KEY_BYTES) throw new Error(`decrypted key has ${material.length} bytes`);
       return new Uint8Array(material);
     } catch (error) {
-      throw new KeyStoreUnreadableError(record.kid, error);
+      throw new KeyStoreUnreadableError(kid, error);
     }
   }
 
@@ -159,7 +164,7 @@ export function createLivetexKeyStore(options: {
       const record = await read(kid);
       if (!record) return { state: 'unknown' };
       if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
-      return { state: 'active', key: openMaterial(record, record.sealed) };
+      return { state: 'active', key: openMaterial(kid, record.sealed) };
     },
   };
 }

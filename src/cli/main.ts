@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
+import { assertSafeToListen } from '../config/published.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
@@ -135,8 +136,10 @@ const start: Command = {
         'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
       );
     }
+    assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
     const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
     await bridge.listen();
+    await bridge.listenMetrics();
     await bridge.start();
     return new Promise<number>((resolve) => {
       let stopping = false;

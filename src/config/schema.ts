@@ -25,6 +25,15 @@ const intLike = (schema: z.ZodNumber) =>
 
 const emptyToUndefined = (value: unknown) => (value === '' || value === null ? undefined : value);
 
+/**
+ * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
+ * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
+ */
+export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+
+/** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
+export const MIN_SECRET_BYTES = 24;
+
 export const identifierKinds = ['person', 'email', 'phone'] as const;
 export const identifierKindSchema = z.enum(identifierKinds);
 
@@ -69,7 +78,7 @@ export type AgentConfig = z.infer<typeof agentSchema>;
 
 export const attributeSourceSchema = z.strictObject({
   id: z.string().min(1),
-  url: z.url(),
+  url: httpUrlSchema,
   timeoutMs: intLike(z.number().int().positive().max(10_000)).default(800),
   cacheTtlSeconds: intLike(z.number().int().nonnegative()).default(60),
   headers: z.record(z.string(), z.string()).default({}),
@@ -80,10 +89,14 @@ export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
   /** `webhook` (the default): the signed JSON event of DESIGN §8. CRM kinds: see crmDestinationSchema. */
   kind: z.literal('webhook').default('webhook'),
-  url: z.url(),
+  url: httpUrlSchema,
   secret: z
     .string()
-    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64'),
+    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+    .refine(
+      (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
+      `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
+    ),
   events: z
     .array(outboundEventTypeSchema)
     .min(1)
@@ -319,7 +332,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       port: intLike(z.number().int().min(0).max(65_535)).default(3000),
       host: z.string().default('0.0.0.0'),
-      publicUrl: z.preprocess(emptyToUndefined, z.url().optional()),
+      publicUrl: z.preprocess(emptyToUndefined, httpUrlSchema.optional()),
       bodyLimitBytes: intLike(z.number().int().positive()).default(1024 * 1024),
       shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
     })
@@ -342,6 +355,12 @@ export const configSchema = z.strictObject({
   identity: z
     .strictObject({
       mergeOn: z.array(identifierKindSchema).default(['person', 'email', 'phone']),
+      /**
+       * Kinds that may merge contacts on a visitor-typed value (issue 10 item 5). The default keeps
+       * the vendors' documented behaviour (a typed e-mail merges); `[person]` makes typed e-mails
+       * and phones search-only, so a visitor who types someone else's e-mail is not merged with her.
+       */
+      mergeOnVisitorTyped: z.array(identifierKindSchema).default(['person', 'email', 'phone']),
       blocklist: z.array(z.string()).default(['', 'null', 'undefined', '0', '-1', 'anonymous']),
       defaultCountry: z
         .string()
@@ -354,11 +373,64 @@ export const configSchema = z.strictObject({
     })
     .default({
       mergeOn: ['person', 'email', 'phone'],
+      mergeOnVisitorTyped: ['person', 'email', 'phone'],
       blocklist: ['', 'null', 'undefined', '0', '-1', 'anonymous'],
       defaultCountry: 'RU',
       maxMergeSize: 10,
       dedupeTtlSeconds: 7 * 24 * 3600,
     }),
+  /**
+   * Prometheus metrics are not on the public port (issue 10 item 2: counters by outcome tell an
+   * outsider whether a lookup found someone). `port` starts a metrics-only listener on `host`
+   * (loopback unless you say otherwise); `token` also serves /metrics on the main port, behind
+   * `Authorization: Bearer <token>`. With neither, /metrics is not served.
+   */
+  metrics: z
+    .strictObject({
+      port: z.preprocess(emptyToUndefined, intLike(z.number().int().min(0).max(65_535)).optional()),
+      host: z.string().default('127.0.0.1'),
+      token: z.preprocess(emptyToUndefined, z.string().min(16, 'at least 16 characters').optional()),
+    })
+    .prefault({}),
+  /** Abuse limits (issue 10 items 4, 16); every default is in README "Security". */
+  limits: z
+    .strictObject({
+      rate: z
+        .strictObject({
+          /** Failed admin authentications per client address per window; then 429 until it ends. */
+          adminAuthFailuresPerAddress: intLike(z.number().int().positive()).default(10),
+          /** Failed admin authentications per instance per window, whatever the address. */
+          adminAuthFailuresPerInstance: intLike(z.number().int().positive()).default(100),
+          /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
+          lookupsPerAddress: intLike(z.number().int().positive()).default(600),
+          /** Requests to public channel routes per channel, all addresses together. */
+          lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
+          window: durationSchema.default(60_000),
+        })
+        .prefault({}),
+      /** Longest name, label or other text field kept from a vendor (longer ones are cut, marked with …). */
+      fieldLength: intLike(z.number().int().min(16)).default(2000),
+      /** Most attributes one contact record keeps; further new names are dropped and counted. */
+      attributesPerContact: intLike(z.number().int().positive()).default(200),
+      /** Longest attribute value (characters); longer ones are cut and marked with …. */
+      attributeValueLength: intLike(z.number().int().min(16)).default(4000),
+      /** Largest timeline entry (bytes of JSON); a larger one keeps its summary, its data is replaced by a truncation marker. */
+      timelineEntryBytes: intLike(z.number().int().min(1024)).default(64 * 1024),
+      /** Largest stored contact record (bytes); an observation that would exceed it is refused with 413 contact_too_large. */
+      contactRecordBytes: intLike(z.number().int().min(4096)).default(256 * 1024),
+      /** A record's timeline is dropped after this long without a new entry; 0 keeps it forever. */
+      timelineRetention: durationSchema.default(0),
+      /** Upper bound on the payload journal's size in bytes (oldest entries go first). */
+      journalBytes: intLike(
+        z
+          .number()
+          .int()
+          .min(1024 * 1024),
+      ).default(64 * 1024 * 1024),
+      /** Largest payload body kept per journal entry (bytes); longer bodies are cut and marked truncated. */
+      journalEntryBytes: intLike(z.number().int().min(1024)).default(64 * 1024),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

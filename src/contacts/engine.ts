@@ -1,10 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { BadRequestError, ConflictError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  BadRequestError,
+  ConflictError,
+  issuesFromZod,
+  NotFoundError,
+  ValidationError,
+} from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
+import { isHttpLink } from './links.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
 import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import {
@@ -174,7 +182,9 @@ function decodeRecord(id: string, text: string): StoredRecord {
     phones,
     ids,
     labels: parsed.l ?? [],
-    attrs: parsed.a ?? {},
+    // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
+    // kept like any other name (issue 10 item 14).
+    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
     channels: {},
     merges: parsed.m ?? [],
   };
@@ -209,6 +219,8 @@ export function nameWords(name: string): string[] {
   return [...new Set(words)].slice(0, 16);
 }
 
+const UNSAFE_LINKS_HELP =
+  'Links for agents dropped because they were not http(s) (javascript:, data: ...), by where they came from';
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
@@ -242,11 +254,44 @@ export interface ContactEngineOptions {
   metrics: Metrics;
   logger: Logger;
   now?: () => Date;
+  /** Size caps (config `limits`); the schema's defaults when not given. */
+  limits?: Partial<Config['limits']>;
+}
+
+const DEFAULT_LIMITS = {
+  fieldLength: 2000,
+  attributesPerContact: 200,
+  attributeValueLength: 4000,
+  timelineEntryBytes: 64 * 1024,
+  contactRecordBytes: 256 * 1024,
+  timelineRetention: 0,
+};
+
+/** Cut a vendor string to `limit` characters, marking the cut with …. */
+function clipText(value: string, limit: number): string {
+  return value.length > limit ? `${value.slice(0, limit - 1)}…` : value;
+}
+
+export class ContactTooLargeError extends AppError {
+  constructor(bytes: number, limit: number) {
+    super(
+      'contact_too_large',
+      413,
+      `the contact record would be ${bytes} bytes, more than limits.contactRecordBytes (${limit}); nothing was written`,
+    );
+  }
 }
 
 export function createContactEngine(options: ContactEngineOptions): ContactService {
   const { store, identity, events, metrics, logger } = options;
   const now = options.now ?? (() => new Date());
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const truncated = () =>
+    metrics.counter(
+      'chatbridge_truncated_total',
+      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, timeline_entry)',
+      ['what'],
+    );
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = {
     blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
@@ -255,8 +300,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
+  const mergeOnVisitorTyped = new Set<string>(identity.mergeOnVisitorTyped ?? identity.mergeOn);
+  /** Identifiers of the observation at hand that are visitor-typed and may not merge (search only). */
+  const searchOnly = new WeakSet<Identifier>();
   const resolves = (identifier: Identifier) =>
-    identifier.channelId !== undefined || mergeOn.has(identifier.kind);
+    identifier.channelId !== undefined || (mergeOn.has(identifier.kind) && !searchOnly.has(identifier));
   /** Earlier kinds win when choosing which record an observation writes to. */
   const priority = (identifier: Identifier) => {
     const order = ['person', 'email', 'phone'].indexOf(identifier.kind);
@@ -344,7 +392,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
       }
     }
-    const attributes: Contact['attributes'] = {};
+    const attributes: Contact['attributes'] = Object.create(null);
     const labels = new Set<string>();
     let agent: (AgentRef & { at: string }) | undefined;
     let crmLink: Valued | undefined;
@@ -420,7 +468,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       phones: [],
       ids: [],
       labels: [],
-      attrs: {},
+      attrs: Object.create(null),
       channels: {},
       merges: [],
     };
@@ -462,8 +510,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         changed = true;
       }
     }
+    let attributeCount = Object.keys(record.attrs).length;
     for (const [name, attribute] of Object.entries(observation.attributes)) {
       const current = record.attrs[name];
+      if (!current && attributeCount >= limits.attributesPerContact) {
+        truncated().inc({ what: 'attribute_count' });
+        continue;
+      }
+      if (!current) attributeCount++;
       if (current && current.at > at) continue;
       if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
       record.attrs[name] = { ...attribute, channelId: observation.channelId, at };
@@ -594,22 +648,81 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       .ltrim(key.conflicts, -10_000, -1);
   }
 
+  /**
+   * Size caps (issue 10 item 4): one payload must not fill the store. Text fields and attribute
+   * values are cut with a visible …, a timeline entry too large keeps its summary and says it was
+   * truncated; every cut is counted in chatbridge_truncated_total.
+   */
+  function capObservation(observation: ParsedObservation): void {
+    const cut = (what: string) => truncated().inc({ what });
+    const clip = (value: string, limit: number, what: string) => {
+      if (value.length <= limit) return value;
+      cut(what);
+      return clipText(value, limit);
+    };
+    observation.names = observation.names.slice(0, 20).map((name) => clip(name, limits.fieldLength, 'field'));
+    observation.labels = observation.labels
+      .slice(0, 100)
+      .map((label) => clip(label, limits.fieldLength, 'field'));
+    const names = Object.keys(observation.attributes);
+    if (names.length > limits.attributesPerContact) {
+      cut('attribute_count');
+      for (const name of names.slice(limits.attributesPerContact)) delete observation.attributes[name];
+    }
+    for (const [name, attribute] of Object.entries(observation.attributes)) {
+      if (name.length > 200) {
+        delete observation.attributes[name];
+        cut('attribute');
+        continue;
+      }
+      if (typeof attribute.value === 'string')
+        attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
+      if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
+    }
+    for (const entry of observation.timeline) {
+      let bytes: number;
+      try {
+        bytes = Buffer.byteLength(JSON.stringify(entry.data ?? null), 'utf8');
+      } catch {
+        bytes = Number.POSITIVE_INFINITY; // too deep to serialise: treat as too large
+      }
+      if (bytes > limits.timelineEntryBytes) {
+        cut('timeline_entry');
+        entry.data = { truncated: true, originalBytes: Number.isFinite(bytes) ? bytes : null };
+      }
+    }
+  }
+
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
     const parsed = observationSchema.safeParse(input);
     if (!parsed.success) {
       throw new ValidationError('invalid observation', issuesFromZod(parsed.error), 'invalid_observation');
     }
     const observation = parsed.data;
+    if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
+      // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
+      delete observation.crmLink;
+      metrics
+        .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
+        .inc({ where: 'crm_link' });
+    }
+    capObservation(observation);
     const at = isoOf(observation.at);
     const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
-    const seen = new Set<string>();
+    const seen = new Map<string, Identifier>();
     for (const raw of observation.identifiers) {
       const identifier = normalizeIdentifier(raw, normalizeOptions, observation.channelId);
       if (!identifier) continue;
       const label = identifierLabel(identifier);
-      if (seen.has(label)) continue;
-      seen.add(label);
+      const provenance = raw.provenance ?? (raw.kind === 'person' ? 'verified' : 'visitor');
+      const earlier = seen.get(label);
+      if (earlier) {
+        if (provenance === 'verified') searchOnly.delete(earlier); // verified once is verified
+        continue;
+      }
+      if (provenance === 'visitor' && !mergeOnVisitorTyped.has(identifier.kind)) searchOnly.add(identifier);
+      seen.set(label, identifier);
       identifiers.push(identifier);
     }
     const resolving = identifiers.filter(resolves).sort((a, b) => priority(a) - priority(b));
@@ -758,7 +871,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
-      batch.set(key.record(target.id), encodeRecord(target));
+      const encoded = encodeRecord(target);
+      if (encoded.length > limits.contactRecordBytes) {
+        // Thrown before the batch runs: nothing of this observation is written.
+        throw new ContactTooLargeError(encoded.length, limits.contactRecordBytes);
+      }
+      batch.set(key.record(target.id), encoded);
 
       // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
       const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
@@ -771,6 +889,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         data: entry.data,
       }));
       for (const entry of entries) batch.zadd(key.timeline(target.id), 0, timelineMember(entry));
+      if (limits.timelineRetention > 0 && entries.length > 0) {
+        batch.expire(key.timeline(target.id), limits.timelineRetention);
+      }
       if (absorbed.length > 0 && mergedVia) {
         const mergeEntry: TimelineEntry = {
           id: entryId(observation.channelId, observation.idempotencyKey, 'merge'),
@@ -845,7 +966,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function findRecordIds(identifier: Identifier): Promise<string[]> {
     if (resolves(identifier)) {
       const recordId = await store.get(key.index(identifier));
-      return recordId ? [recordId] : [];
+      // Visitor-typed values that were not allowed to merge (identity.mergeOnVisitorTyped) are
+      // kept search-only under the same kind: a lookup finds those contacts too.
+      const others = mergeOnVisitorTyped.has(identifier.kind)
+        ? []
+        : await store.smembers(key.search(identifier));
+      return [...new Set([...(recordId ? [recordId] : []), ...others])];
     }
     return store.smembers(key.search(identifier));
   }

@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import type { ChannelConfig } from '../config/schema.js';
+import type { Metrics } from '../metrics.js';
+import { isHttpLink } from './links.js';
 import type { Contact, Fact } from './types.js';
 
 /**
@@ -47,7 +49,27 @@ export function createFactService(options: {
   channels: readonly ChannelConfig[];
   vendorNames: ReadonlyMap<string, string>;
   logger: Logger;
+  /** Counts links dropped for not being http(s). */
+  metrics?: Metrics;
 }): FactService {
+  const droppedLinks = options.metrics?.counter(
+    'chatbridge_unsafe_links_dropped_total',
+    'Links for agents dropped because they were not http(s) (javascript:, data: ...), by where they came from',
+    ['where'],
+  );
+  /** A url-type fact must be an http(s) URL, and so must any fact's link; otherwise it is left out. */
+  function safeFact(fact: Fact): Fact | undefined {
+    if (fact.type === 'url' && !isHttpLink(fact.value)) {
+      droppedLinks?.inc({ where: 'fact' });
+      return undefined;
+    }
+    if (fact.link !== undefined && !isHttpLink(fact.link)) {
+      droppedLinks?.inc({ where: 'fact_link' });
+      const { link: _dropped, ...rest } = fact;
+      return rest;
+    }
+    return fact;
+  }
   const sources: FactSource[] = [];
   const channelById = new Map(options.channels.map((channel) => [channel.id, channel]));
 
@@ -138,8 +160,9 @@ export function createFactService(options: {
       // attribute sources, then what vendors reported. A key appears once (first wins).
       const facts: Fact[] = [];
       const seen = new Set<string>();
-      const add = (fact: Fact) => {
-        if (seen.has(fact.key)) return;
+      const add = (given: Fact) => {
+        const fact = safeFact(given);
+        if (!fact || seen.has(fact.key)) return;
         seen.add(fact.key);
         facts.push(fact);
       };
@@ -149,7 +172,9 @@ export function createFactService(options: {
         const result = results.get(source.id);
         if (!result) continue;
         result.facts.forEach(add);
-        crmLink ??= result.crmLink;
+        if (result.crmLink !== undefined && !isHttpLink(result.crmLink))
+          droppedLinks?.inc({ where: 'crm_link' });
+        else crmLink ??= result.crmLink;
       }
       trailingFacts(contact, request.channelId).forEach(add);
       return { facts: facts.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };

@@ -28,12 +28,28 @@ export function normalizePhone(value: string, defaultCountry: string): string | 
   return parsed.number;
 }
 
+/**
+ * Characters that make two different-looking ids one key, or one id two keys: control characters
+ * (NUL among them), bidi controls and invisible joiners, lone surrogates. A value that holds any
+ * of them identifies nobody (refused, not stripped: stripping could make two ids one key).
+ */
+const UNSAFE_IN_IDS =
+  /[\p{Cc}\u200B-\u200F\u202A-\u202E\u2060-\u2069\u061C\uFEFF\uFFF9-\uFFFB]|[\uD800-\uDFFF]/u;
+
+/** NFC, so that the same visible id typed on two systems (é as one or two code points) is one key. */
+export function cleanIdentifierValue(value: string): string | null {
+  const trimmed = value.trim(); // surrounding whitespace (a trailing newline) is not part of an id
+  if (UNSAFE_IN_IDS.test(trimmed)) return null;
+  return trimmed.normalize('NFC');
+}
+
 export function normalizeIdentifier(
   identifier: Identifier,
   options: NormalizeOptions,
   channelId?: string,
 ): Identifier | null {
-  const raw = identifier.value.trim();
+  const raw = cleanIdentifierValue(identifier.value);
+  if (raw === null) return null;
   if (raw === '' || options.blocklist.has(raw.toLowerCase())) return null;
   switch (identifier.kind) {
     case 'email': {

@@ -15,6 +15,12 @@ export const identifierSchema = z.object({
   kind: z.string().regex(/^[a-z][a-z0-9_]*$/),
   value: z.string().min(1).max(512),
   channelId: z.string().optional(),
+  /**
+   * Where the value comes from (issue 10 item 5): `verified` (the company's own id from an
+   * authorised widget or app, a CRM id) or `visitor` (typed by the visitor). When absent: person
+   * ids are verified, e-mails and phones visitor-typed. Only observations carry it.
+   */
+  provenance: z.enum(['verified', 'visitor']).optional(),
 });
 export type Identifier = z.infer<typeof identifierSchema>;
 
@@ -27,6 +33,28 @@ export const attributeValueSchema = z.object({
   type: attributeTypeSchema.optional(),
 });
 export type AttributeValue = z.infer<typeof attributeValueSchema>;
+
+/**
+ * Attributes keyed by vendor-chosen names, kept in a null-prototype object: zod's record would
+ * drop `__proto__`, and a plain object confuses `constructor` or `toString` with inherited
+ * members (issue 10 item 14).
+ */
+export const attributeMapSchema = z
+  .custom<Record<string, z.input<typeof attributeValueSchema>>>(
+    (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
+    'an object of attributes',
+  )
+  .transform((input, ctx) => {
+    const out: Record<string, AttributeValue> = Object.create(null);
+    for (const [name, value] of Object.entries(input)) {
+      const parsed = attributeValueSchema.safeParse(value);
+      if (parsed.success) out[name] = parsed.data;
+      else
+        for (const issue of parsed.error.issues)
+          ctx.addIssue({ ...issue, path: [name, ...issue.path] } as never);
+    }
+    return out;
+  });
 
 export const timelineEntryInputSchema = z.object({
   /** Stable within the observation; with the idempotency key it makes the entry id deterministic. */
@@ -78,7 +106,7 @@ export const observationSchema = z.object({
   /** Every identifier the payload carries: person, email, phone and vendor-local ids. */
   identifiers: z.array(identifierSchema).default([]),
   names: z.array(z.string()).default([]),
-  attributes: z.record(z.string(), attributeValueSchema).default({}),
+  attributes: attributeMapSchema.default({}),
   labels: z.array(z.string()).default([]),
   responsibleAgent: agentRefSchema.optional(),
   crmLink: z.string().optional(),

@@ -1,4 +1,4 @@
-import { type HttpClient, HttpNetworkError } from '../net/http.js';
+import { type HttpClient, HttpNetworkError, scrubUrlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
 /** What one HTTP attempt came to. */
@@ -42,7 +42,8 @@ export async function attemptDelivery(
   }
   const { status } = response;
   if (status >= 200 && status < 300) return { kind: 'delivered', status };
-  const detail = excerpt(response.text);
+  // A receiver may echo the URL it was called on: its credentials must not reach the record.
+  const detail = excerpt(scrubUrlSecrets(response.text, request.url));
   const message = `HTTP ${status}${detail ? `: ${detail}` : ''}`;
   if (isRetryableStatus(status)) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now);

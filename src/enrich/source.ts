@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { AttributeSourceConfig } from '../config/schema.js';
 import type { FactSource, FactSourceResult } from '../contacts/facts.js';
+import { isHttpLink } from '../contacts/links.js';
 import { attributeTypeSchema, type Fact } from '../contacts/types.js';
 import type { Metrics } from '../metrics.js';
 import { type HttpClient, HttpNetworkError } from '../net/http.js';
@@ -107,8 +108,8 @@ export function createHttpAttributeSource(
         'attribute source answer had entries without key or value; they were left out',
       );
     const link = answer.data.crmLink;
-    const crmLink = link && z.url().safeParse(link).success ? link : undefined;
-    if (link && !crmLink) logger.warn('attribute source crmLink is not a URL; left out');
+    const crmLink = link && isHttpLink(link) ? link : undefined;
+    if (link && !crmLink) logger.warn('attribute source crmLink is not an http(s) URL; left out');
     return { facts, ...(crmLink ? { crmLink } : {}) };
   }
 

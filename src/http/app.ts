@@ -1,4 +1,4 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
@@ -11,9 +11,9 @@ import { identifierSchema } from '../contacts/types.js';
 import type { Delivery } from '../delivery/index.js';
 import {
   AppError,
-  BadRequestError,
   issuesFromZod,
   NotFoundError,
+  TooManyRequestsError,
   UnauthorizedError,
   ValidationError,
 } from '../errors.js';
@@ -23,7 +23,10 @@ import type { ChannelRoute, ChannelRuntime, InboundRequest, RouteResult } from '
 import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
+import { isAdminPath, redactPath, tokenEquals } from './guard.js';
+import { parseJson } from './json.js';
 import { buildOpenApi } from './openapi.js';
+import { WindowLimiter } from './rate-limit.js';
 import { parseQuery } from './validate.js';
 
 /**
@@ -50,21 +53,19 @@ export interface AppDeps {
   now?: () => Date;
 }
 
-const NO_CHANNEL = errorBody('not_found', 'no such channel');
+/**
+ * Every public 404 is this one body (also the router's own 404, src/http/errors.ts): an unknown
+ * channel, a wrong token, a wrong vendor and an unknown sub-path of a known channel look the
+ * same, so the URL space cannot be probed for channel ids.
+ */
+export const NOT_FOUND = errorBody('not_found', 'no such route');
+const NO_CHANNEL = NOT_FOUND;
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
-function safeEqual(a: string, b: string): boolean {
-  const left = Buffer.from(a);
-  const right = Buffer.from(b);
-  return left.length === right.length && timingSafeEqual(left, right);
-}
-
-/** The token in a webhook URL is a credential: never log it. */
-export function redactPath(path: string): string {
-  // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
-  return path
-    .replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?]+/, '$1***')
-    .replace(/^(\/console\/c\/)[^/?]+/, '$1***');
+/** Every admin route of an app, as `{method, path}` (the security tests walk all of them). */
+const adminRouteLists = new WeakMap<Koa, Array<{ method: string; path: string }>>();
+export function listAdminRoutes(app: Koa): Array<{ method: string; path: string }> {
+  return adminRouteLists.get(app) ?? [];
 }
 
 function matchPath(pattern: string, path: string): Record<string, string> | null {
@@ -104,16 +105,9 @@ function inbound(
     logger: ctx.state.logger as Logger,
     receivedAt: ctx.state.receivedAt as number,
     json() {
-      if (!parsed) {
-        try {
-          parsed = { value: JSON.parse(rawBody.toString('utf8')) };
-        } catch (error) {
-          throw new BadRequestError(
-            'invalid_json',
-            `the body is not valid JSON: ${(error as Error).message}`,
-          );
-        }
-      }
+      // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
+      // body is refused here, before any adapter has written anything.
+      parsed ??= { value: parseJson(rawBody.toString('utf8')) };
       return parsed.value;
     },
   };
@@ -170,6 +164,22 @@ function parseIdentity(text: string) {
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
 }
 
+/** The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics, nothing else. */
+export function createMetricsApp(metrics: Metrics): Koa {
+  const app = new Koa();
+  app.silent = true;
+  app.use(async (ctx) => {
+    if (ctx.method !== 'GET' || ctx.path !== '/metrics') {
+      ctx.status = 404;
+      ctx.body = NOT_FOUND;
+      return;
+    }
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.registry.metrics();
+  });
+  return app;
+}
+
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, metrics, store, contacts } = deps;
   const app = new Koa({ proxy: true });
@@ -200,6 +210,39 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(errorMiddleware());
 
+  // The admin gate runs before any router and judges the *normalised* path, so no spelling of
+  // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
+  // themselves match exactly (case-sensitive, strict), so odd spellings end in a 404 anyway.
+  // Failed authentications are limited per address and per instance (issue 10 item 16): once
+  // over, every admin request from that address gets 429 until the window ends.
+  const rate = config.limits.rate;
+  const authFailuresByAddress = new WindowLimiter(rate.adminAuthFailuresPerAddress, rate.window);
+  const authFailures = new WindowLimiter(rate.adminAuthFailuresPerInstance, rate.window);
+  const rateLimited = metrics.counter(
+    'chatbridge_rate_limited_total',
+    'Requests refused with 429, by scope (admin_auth, lookup_address, lookup_channel)',
+    ['scope'],
+  );
+  app.use(async (ctx: Context, next: Next) => {
+    if (isAdminPath(ctx.path)) {
+      const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
+      if (!open) {
+        const wait = Math.max(authFailuresByAddress.blockedFor(ctx.ip), authFailures.blockedFor('all'));
+        if (wait > 0) {
+          rateLimited.inc({ scope: 'admin_auth' });
+          throw new TooManyRequestsError(wait);
+        }
+        const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+        if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
+          authFailuresByAddress.hit(ctx.ip);
+          authFailures.hit('all');
+          throw new UnauthorizedError();
+        }
+      }
+    }
+    return next();
+  });
+
   const webConsole = createConsole({
     config,
     logger,
@@ -216,7 +259,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(webConsole.middleware);
 
-  const router = new Router();
+  const router = new Router({ sensitive: true, strict: true });
 
   // --- operations -------------------------------------------------------------------------
   router.get('/healthz', (ctx) => {
@@ -237,16 +280,21 @@ export function createApp(deps: AppDeps): Koa {
     } catch (error) {
       metrics.storeUp.set(0);
       ctx.status = 503;
-      ctx.body = errorBody(
-        'store_unavailable',
-        error instanceof AppError ? error.message : 'the store is unavailable',
-      );
+      // No internal message here: /readyz is unauthenticated (issue 10 item 15).
+      (ctx.state.logger as Logger).warn({ err: error }, 'readiness check failed');
+      ctx.body = errorBody('store_unavailable', 'the store is unavailable');
     }
   });
-  router.get('/metrics', async (ctx) => {
-    ctx.type = metrics.registry.contentType;
-    ctx.body = await metrics.registry.metrics();
-  });
+  // On the public port only behind metrics.token; otherwise on the metrics listener (createMetricsApp).
+  const metricsToken = config.metrics.token;
+  if (metricsToken) {
+    router.get('/metrics', async (ctx) => {
+      const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+      if (!match || !tokenEquals(match[1]!.trim(), metricsToken)) throw new UnauthorizedError();
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    });
+  }
 
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
@@ -269,7 +317,7 @@ export function createApp(deps: AppDeps): Koa {
     if (
       !entry ||
       entry.config.vendor !== vendor ||
-      !safeEqual(token, entry.config.token) ||
+      !tokenEquals(token, entry.config.token) ||
       !entry.runtime.handleWebhook
     ) {
       ctx.status = 404;
@@ -319,6 +367,8 @@ export function createApp(deps: AppDeps): Koa {
 
   // --- channel routes (public: /<vendor>/:channelId/<path>) --------------------------------
   const publicPrefixes = deps.vendors.map((vendor) => `/${vendor}/`);
+  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
   app.use(async (ctx: Context, next: Next) => {
     if (!publicPrefixes.some((prefix) => ctx.path.startsWith(prefix))) return next();
     const [, vendor, channelId, ...rest] = ctx.path.split('/');
@@ -328,7 +378,18 @@ export function createApp(deps: AppDeps): Koa {
       ctx.body = NO_CHANNEL;
       return;
     }
-    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), next);
+    // Public channel routes (the LiveTex lookup) are limited per address and per channel.
+    const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
+    const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId!);
+    if (waitAddress > 0 || waitChannel > 0) {
+      rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
+      throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
+    }
+    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), async () => {
+      // A known channel's unknown sub-path answers like an unknown channel.
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+    });
   });
 
   async function dispatchChannelRoute(
@@ -355,6 +416,12 @@ export function createApp(deps: AppDeps): Koa {
       );
       return;
     }
+    if (methodMismatch && scope === 'public') {
+      // A 405 would confirm that the channel exists: public routes answer the one 404.
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+      return;
+    }
     if (methodMismatch) {
       ctx.status = 405;
       ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed here`);
@@ -364,18 +431,11 @@ export function createApp(deps: AppDeps): Koa {
   }
 
   // --- admin API --------------------------------------------------------------------------
-  const admin = new Router({ prefix: '/api/v1' });
+  const admin = new Router({ prefix: '/api/v1', sensitive: true, strict: true });
   admin.get('/openapi.json', (ctx) => {
     ctx.body = buildOpenApi({
       routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []),
     });
-  });
-  admin.use(async (ctx, next) => {
-    if (ctx.path === '/api/v1/openapi.json') return next();
-    const header = ctx.get('authorization');
-    const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match || !safeEqual(match[1]!.trim(), config.admin.token)) throw new UnauthorizedError();
-    return next();
   });
 
   admin.get('/contacts', async (ctx) => {
@@ -409,13 +469,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   admin.post('/contacts/:id/unmerge', async (ctx) => {
     const raw = await readRawBody(ctx, bodyLimit);
-    let json: unknown;
-    try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch {
-      throw new BadRequestError('invalid_json', 'the body is not valid JSON');
-    }
-    const body = unmergeBodySchema.safeParse(json);
+    const body = unmergeBodySchema.safeParse(parseJson(raw.toString('utf8')));
     if (!body.success) {
       throw new ValidationError(
         'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',
@@ -464,5 +518,17 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(router.routes()).use(router.allowedMethods({ throw: false }));
   app.use(admin.routes()).use(admin.allowedMethods({ throw: false }));
+  adminRouteLists.set(app, [
+    ...admin.stack.flatMap((layer) =>
+      layer.methods
+        .filter((method) => method !== 'HEAD')
+        .map((method) => ({ method, path: String(layer.path) })),
+    ),
+    ...[...deps.channels.values()].flatMap(({ config: channel, runtime }) =>
+      (runtime.routes ?? [])
+        .filter((route) => route.scope === 'admin')
+        .map((route) => ({ method: route.method, path: `/api/v1/channels/${channel.id}/${route.path}` })),
+    ),
+  ]);
   return app;
 }

@@ -11,6 +11,24 @@ export function errorBody(code: string, message: string, issues?: unknown[]) {
   return { error: { code, message, ...(issues && issues.length > 0 ? { issues } : {}) } };
 }
 
+/**
+ * What a caller sees of a 5xx: the stable code, a fixed sentence for the status and the request
+ * id to quote to an operator. Internal messages (which can name contacts, channels, keys or
+ * upstream answers) go to the log only.
+ */
+const GENERIC_5XX: Record<number, string> = {
+  502: 'an upstream service failed; see the bridge log with this request id',
+  503: 'temporarily unavailable; retry later',
+  504: 'an upstream service timed out; see the bridge log with this request id',
+};
+
+function serverErrorBody(status: number, code: string, requestId: unknown) {
+  const message = GENERIC_5XX[status] ?? 'internal error; see the bridge log with this request id';
+  return {
+    error: { code, message, ...(typeof requestId === 'string' ? { requestId } : {}) },
+  };
+}
+
 export function errorMiddleware() {
   return async (ctx: Context, next: Next) => {
     try {
@@ -23,7 +41,10 @@ export function errorMiddleware() {
       const logger = ctx.state.logger as Logger | undefined;
       if (caught instanceof AppError) {
         ctx.status = caught.status;
-        ctx.body = errorBody(caught.code, caught.message, caught.issues);
+        ctx.body =
+          caught.status >= 500
+            ? serverErrorBody(caught.status, caught.code, ctx.state.requestId)
+            : errorBody(caught.code, caught.message, caught.issues);
         for (const [name, value] of Object.entries(caught.headers ?? {})) ctx.set(name, value);
         if (caught.status >= 500) logger?.warn({ err: caught }, caught.message);
         return;
@@ -42,7 +63,7 @@ export function errorMiddleware() {
       }
       logger?.error({ err: caught }, 'unhandled error');
       ctx.status = 500;
-      ctx.body = errorBody('internal_error', 'internal error; see the bridge log with this request id');
+      ctx.body = serverErrorBody(500, 'internal_error', ctx.state.requestId);
     }
   };
 }

@@ -39,16 +39,31 @@ export interface PayloadJournal {
 }
 
 const JOURNAL_KEY = 'journal';
-/** The journal is a bounded ring: a flood of garbage must not fill the store. */
-const MAX_ENTRIES = 10_000;
-const MAX_BODY_BYTES = 256 * 1024;
+/** Room for an entry's fields besides its body (ids, reason up to 1000 characters, JSON, base64). */
+const ENTRY_OVERHEAD_BYTES = 2048;
+/** Entries read per round trip when listing: a read never loads the whole journal. */
+const PAGE = 200;
 
-export function createPayloadJournal(store: Store, now: () => Date = () => new Date()): PayloadJournal {
+/**
+ * The journal is a bounded ring, bounded by bytes (issue 10 item 4): each entry's body is cut to
+ * `journalEntryBytes`, so `journalBytes / (journalEntryBytes + overhead)` entries can never hold
+ * more than `journalBytes` (base64 bodies are kept under the same cap).
+ */
+export function createPayloadJournal(
+  store: Store,
+  now: () => Date = () => new Date(),
+  limits: { journalBytes?: number; journalEntryBytes?: number } = {},
+): PayloadJournal {
+  const journalBytes = limits.journalBytes ?? 64 * 1024 * 1024;
+  const MAX_BODY_BYTES = limits.journalEntryBytes ?? 64 * 1024;
+  // base64 grows a body by 4/3: the raw slice is cut so the stored text stays under the cap.
+  const rawCap = Math.floor((MAX_BODY_BYTES * 3) / 4);
+  const MAX_ENTRIES = Math.max(1, Math.floor(journalBytes / (MAX_BODY_BYTES + ENTRY_OVERHEAD_BYTES)));
   return {
     async record(input) {
       const raw = typeof input.rawBody === 'string' ? Buffer.from(input.rawBody, 'utf8') : input.rawBody;
-      const truncated = raw.length > MAX_BODY_BYTES;
-      const slice = truncated ? raw.subarray(0, MAX_BODY_BYTES) : raw;
+      const truncated = raw.length > rawCap;
+      const slice = truncated ? raw.subarray(0, rawCap) : raw;
       const text = slice.toString('utf8');
       const clean = Buffer.from(text, 'utf8').equals(slice);
       const entry: JournalEntry = {
@@ -70,14 +85,17 @@ export function createPayloadJournal(store: Store, now: () => Date = () => new D
         .exec();
     },
     async list(options) {
-      // Newest first; filtering happens after reading a bounded window of the ring.
-      const raw = await store.lrange(JOURNAL_KEY, -MAX_ENTRIES, -1);
+      // Newest first, read PAGE entries at a time from the end until `limit` match.
       const out: JournalEntry[] = [];
-      for (let index = raw.length - 1; index >= 0 && out.length < options.limit; index--) {
-        const entry = JSON.parse(raw[index]!) as JournalEntry;
-        if (options.channelId && entry.channelId !== options.channelId) continue;
-        if (options.kind && entry.kind !== options.kind) continue;
-        out.push(entry);
+      for (let end = -1; out.length < options.limit && -end <= MAX_ENTRIES; end -= PAGE) {
+        const raw = await store.lrange(JOURNAL_KEY, Math.max(end - PAGE + 1, -MAX_ENTRIES), end);
+        for (let index = raw.length - 1; index >= 0 && out.length < options.limit; index--) {
+          const entry = JSON.parse(raw[index]!) as JournalEntry;
+          if (options.channelId && entry.channelId !== options.channelId) continue;
+          if (options.kind && entry.kind !== options.kind) continue;
+          out.push(entry);
+        }
+        if (raw.length < PAGE) break;
       }
       return out;
     },

@@ -93,27 +93,93 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       } catch (error) {
         if (input.signal?.aborted) throw error;
         const timedOut = timeout.aborted;
+        // The library's error may carry the URL with its credentials, and errors are logged and
+        // shown in the deliveries API: the message and the cause chain are kept, scrubbed.
         throw new HttpNetworkError(
           timedOut
             ? `${input.method} ${redactUrl(input.url)} timed out after ${input.timeoutMs} ms`
-            : `${input.method} ${redactUrl(input.url)} failed: ${(error as Error).message}`,
-          { cause: error, timedOut },
+            : `${input.method} ${redactUrl(input.url)} failed: ${scrubUrlSecrets((error as Error).message, input.url)}`,
+          { cause: scrubbedCause(error, input.url), timedOut },
         );
       }
     },
   };
 }
 
-/** Hide credentials that may sit in a URL (query tokens, user:password) before it is logged. */
+/**
+ * A path segment that is probably a credential (a token in a webhook URL): long, or a mix of
+ * letters and digits. Words like `hooks` or `v1` stay readable.
+ */
+function secretSegment(segment: string): boolean {
+  return segment.length >= 16 || (segment.length >= 8 && /\d/.test(segment) && /[a-z]/i.test(segment));
+}
+
+/**
+ * Hide credentials that may sit in a URL before it is shown anywhere (logs, errors, API, CLI):
+ * user and password, every query value whatever its name (`sig`, `auth`, `code`, ...), the
+ * fragment, and path segments that look like tokens. Scheme, host, port and plain path words stay.
+ */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
+    if (parsed.username) parsed.username = '***';
     if (parsed.password) parsed.password = '***';
-    for (const key of [...parsed.searchParams.keys()]) {
-      if (/token|key|secret|password|signature/i.test(key)) parsed.searchParams.set(key, '***');
-    }
+    parsed.pathname = parsed.pathname
+      .split('/')
+      .map((segment) => (secretSegment(segment) ? '***' : segment))
+      .join('/');
+    const names = [...new Set(parsed.searchParams.keys())];
+    parsed.search = names.map((name) => `${encodeURIComponent(name)}=***`).join('&');
+    parsed.hash = '';
     return parsed.toString();
   } catch {
     return '(unparsable url)';
   }
+}
+
+/** The parts of a URL that `redactUrl` hides, as written and decoded. */
+export function urlSecrets(url: string): string[] {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return [url];
+  }
+  const found = [parsed.username, parsed.password, parsed.hash.slice(1)];
+  for (const segment of parsed.pathname.split('/')) if (secretSegment(segment)) found.push(segment);
+  for (const pair of parsed.search.slice(1).split('&')) {
+    const value = pair.slice(pair.indexOf('=') + 1);
+    if (pair.includes('=')) found.push(value);
+  }
+  for (const value of parsed.searchParams.values()) found.push(value);
+  const all = new Set<string>();
+  for (const value of found) {
+    if (value.length < 3) continue; // too short to hide without mangling ordinary text
+    all.add(value);
+    try {
+      all.add(decodeURIComponent(value));
+    } catch {
+      // keep the raw form only
+    }
+  }
+  return [...all].sort((a, b) => b.length - a.length);
+}
+
+/** A copy of an error's cause chain (name, code, message) with the URL's secrets scrubbed. */
+function scrubbedCause(error: unknown, url: string, depth = 0): Error | undefined {
+  if (!(error instanceof Error) || depth > 5) return undefined;
+  const copy = new Error(scrubUrlSecrets(error.message, url), {
+    cause: scrubbedCause((error as { cause?: unknown }).cause, url, depth + 1),
+  });
+  copy.name = error.name;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined) (copy as NodeJS.ErrnoException).code = code;
+  return copy;
+}
+
+/** Replace every secret part of `url` found in `text` (an error message, a receiver's answer). */
+export function scrubUrlSecrets(text: string, url: string): string {
+  let out = text;
+  for (const secret of urlSecrets(url)) out = out.split(secret).join('***');
+  return out;
 }

@@ -1,0 +1,52 @@
+import { AppError } from '../errors.js';
+import type { Config } from './schema.js';
+
+/**
+ * Credentials printed in config/bridge.example.yaml and the README. Anyone can read them, so a
+ * bridge that uses one of them must not be reachable from other machines (issue 10 item 6).
+ * test/security/config.test.ts checks this list against the example file.
+ */
+export const PUBLISHED_TOKENS: readonly string[] = [
+  'example-admin-token-change-me',
+  'example-jivo-token-0001',
+  'example-livetex-token-01',
+  'example-chatvisor-token-1',
+  'example-api-token',
+];
+
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return bare === 'localhost' || bare === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** Where the config still holds a published credential, by config path. */
+export function publishedCredentials(config: Config): string[] {
+  const found: string[] = [];
+  if (PUBLISHED_TOKENS.includes(config.admin.token)) found.push('admin.token');
+  config.channels.forEach((channel, index) => {
+    for (const [key, value] of Object.entries(channel)) {
+      if (typeof value === 'string' && PUBLISHED_TOKENS.includes(value))
+        found.push(`channels[${index}].${key}`);
+    }
+  });
+  return found;
+}
+
+export class PublishedCredentialsError extends AppError {
+  constructor(host: string, paths: string[]) {
+    super(
+      'published_credentials',
+      500,
+      `refusing to listen on ${host}: ${paths.join(', ')} still hold the example's published credentials; set your own (README "Running for real") or bind to 127.0.0.1`,
+      { issues: paths.map((path) => ({ path, message: 'a published example credential' })) },
+    );
+  }
+}
+
+/** Refuse to listen beyond loopback while a published credential is configured. */
+export function assertSafeToListen(config: Config, host: string): void {
+  if (isLoopbackHost(host)) return;
+  const found = publishedCredentials(config);
+  if (found.length === 0) return;
+  throw new PublishedCredentialsError(host, found);
+}

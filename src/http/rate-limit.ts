@@ -1,0 +1,47 @@
+import { TtlLru } from '../enrich/cache.js';
+
+/**
+ * Fixed-window counters per key (a client address, a channel), in process. Kept in the
+ * project's own bounded LRU (src/enrich/cache.ts) rather than a new dependency: it already caps
+ * memory however many addresses an attacker rotates through, which is the one property needed
+ * here. Per instance: N instances allow N times the limit, which is documented.
+ */
+export class WindowLimiter {
+  private readonly windows: TtlLru<{ count: number; resetAt: number }>;
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+    maxKeys = 50_000,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.windows = new TtlLru(maxKeys, windowMs, now);
+  }
+
+  /** Seconds until `key` may try again, or 0 when it is under its limit. */
+  blockedFor(key: string): number {
+    const window = this.windows.get(key);
+    if (!window || window.resetAt <= this.now() || window.count < this.limit) return 0;
+    return (window.resetAt - this.now()) / 1000;
+  }
+
+  /** Count one event for `key`. */
+  hit(key: string): void {
+    const at = this.now();
+    const window = this.windows.get(key);
+    if (!window || window.resetAt <= at) this.windows.set(key, { count: 1, resetAt: at + this.windowMs });
+    else {
+      window.count++;
+      // Re-set keeps it most recently used; TtlLru's own expiry is only for eviction.
+      this.windows.set(key, window);
+    }
+  }
+
+  /** Count one event and say whether it went over the limit (seconds to wait, or 0). */
+  take(key: string): number {
+    const blocked = this.blockedFor(key);
+    if (blocked > 0) return blocked;
+    this.hit(key);
+    return 0;
+  }
+}

@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listAdminRoutes } from '../../src/http/app.js';
+import { startTestBridge, type TestBridge } from '../support/harness.js';
+import { allVendorChannels, rawRequest } from './support.js';
+
+/**
+ * Issue 10 item 1: the routers matched paths case-insensitively while the admin check matched
+ * them exactly, so `GET /API/V1/contacts` answered without the token. Every admin route, with
+ * every method, in every odd spelling, must answer something other than 2xx without the token.
+ */
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'];
+
+function fill(path: string): string {
+  return path
+    .replace(/:id(?=\/|$)/g, (_match, offset: number) =>
+      path.slice(0, offset).endsWith('/deliveries/') ? 'dlv_x' : path.includes('/channels/') ? 'app' : 'c_x',
+    )
+    .replace(/:kid/g, 'k1')
+    .replace(/\*rest|:rest/g, 'keys');
+}
+
+function upperFirst(segment: string) {
+  return segment.charAt(0).toUpperCase() + segment.slice(1);
+}
+
+/** Spellings of one path that a lenient router would treat as the same route. */
+function variants(path: string): string[] {
+  const segments = path.split('/').filter(Boolean);
+  const encodeFirst = (segment: string) =>
+    /^[a-z]/i.test(segment)
+      ? `%${segment.charCodeAt(0).toString(16).toUpperCase()}${segment.slice(1)}`
+      : segment;
+  return [
+    path,
+    path.toUpperCase(),
+    `/${segments.map(upperFirst).join('/')}`,
+    `/API/V1/${segments.slice(2).join('/')}`,
+    `/api/v1/${segments
+      .slice(2)
+      .map((s) => s.toUpperCase())
+      .join('/')}`,
+    `${path}/`,
+    `${path}//`,
+    `/${segments.join('//')}`,
+    `//${segments.join('/')}`,
+    `/${segments.map(encodeFirst).join('/')}`,
+    `/${segments.slice(0, 2).join('/')}/${segments.slice(2).map(encodeFirst).join('/')}`,
+    `/%2561pi/v1/${segments.slice(2).join('/')}`,
+    `/x/../${segments.join('/')}`,
+    `/./${segments.join('/')}`,
+    `/${segments.map((s) => upperFirst(encodeFirst(s))).join('//')}/`,
+  ];
+}
+
+describe('the admin API holds against path spellings (issue 10 item 1)', () => {
+  let bridge: TestBridge;
+  beforeAll(async () => {
+    // Rate limits out of the way: this walk is about routing, not about the 429 (rate-limit.test.ts).
+    bridge = await startTestBridge({
+      config: {
+        channels: allVendorChannels,
+        limits: { rate: { adminAuthFailuresPerAddress: 1_000_000, adminAuthFailuresPerInstance: 1_000_000 } },
+      },
+    });
+  });
+  afterAll(() => bridge.close());
+
+  it('lists every admin route, including the channels’ own', () => {
+    const routes = listAdminRoutes(bridge.bridge.app).map((route) => `${route.method} ${route.path}`);
+    expect(routes).toEqual(
+      expect.arrayContaining([
+        'GET /api/v1/contacts',
+        'GET /api/v1/contacts/:id',
+        'POST /api/v1/contacts/:id/unmerge',
+        'GET /api/v1/journal',
+        'GET /api/v1/deliveries',
+        'POST /api/v1/deliveries/:id/replay',
+        'POST /api/v1/channels/app/keys',
+        'DELETE /api/v1/channels/app/keys/:kid',
+        'POST /api/v1/channels/cobrowse/agent-sync',
+      ]),
+    );
+  });
+
+  it('answers no 2xx to any method on any spelling of any admin route without the token', async () => {
+    const routes = listAdminRoutes(bridge.bridge.app);
+    const paths = new Set(routes.map((route) => fill(route.path)));
+    paths.add('/api/v1/contacts?email=maria@example.org');
+    const leaks: string[] = [];
+    let tried = 0;
+    for (const path of paths) {
+      const [pathname, query] = path.split('?');
+      for (const spelling of variants(pathname!)) {
+        if (spelling === '/api/v1/openapi.json') continue; // public by design
+        for (const method of METHODS) {
+          for (const headers of [{}, { authorization: 'Bearer wrong-token-000000000' }] as Record<
+            string,
+            string
+          >[]) {
+            const response = await rawRequest(bridge.url, method, query ? `${spelling}?${query}` : spelling, {
+              headers,
+              ...(method === 'POST' || method === 'PUT' || method === 'PATCH' ? { body: '{}' } : {}),
+            });
+            tried++;
+            if (response.status >= 200 && response.status < 300)
+              leaks.push(`${method} ${spelling} -> ${response.status}`);
+          }
+        }
+      }
+    }
+    expect(tried).toBeGreaterThan(1000);
+    expect(leaks).toEqual([]);
+  });
+
+  it('creates no LiveTex key through an odd spelling', async () => {
+    const response = await rawRequest(bridge.url, 'POST', '/API/V1/channels/app/keys', { body: '{}' });
+    expect(response.status).toBe(401);
+    const keys = await bridge.admin('GET', '/api/v1/channels/app/keys');
+    expect(keys.status).toBe(200);
+    expect(JSON.stringify(keys.body)).not.toContain('"kid"');
+  });
+
+  it('still serves the exact paths with the token, and the OpenAPI document without it', async () => {
+    expect((await bridge.admin('GET', '/api/v1/contacts?email=a@b.c')).status).toBe(200);
+    expect((await rawRequest(bridge.url, 'GET', '/api/v1/openapi.json')).status).toBe(200);
+    // With the token an odd spelling is simply not a route.
+    const odd = await rawRequest(bridge.url, 'GET', '/API/V1/contacts?email=a@b.c', {
+      headers: { authorization: `Bearer ${bridge.adminToken}` },
+    });
+    expect(odd.status).toBe(404);
+  });
+});

@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { configSchema } from '../../src/config/schema.js';
+import { ContactTooLargeError, createContactEngine } from '../../src/contacts/engine.js';
+import { createOutboxPublisher } from '../../src/events/outbox.js';
+import { createPayloadJournal } from '../../src/intake/journal.js';
+import { createLogger } from '../../src/logger.js';
+import { Metrics } from '../../src/metrics.js';
+import { createMemoryStore } from '../../src/store/memory.js';
+
+/** Issue 10 item 4: one request must not fill the store. */
+function setup(limits: Record<string, unknown> = {}) {
+  const config = configSchema.parse({ admin: { token: 'x'.repeat(16) }, limits });
+  const store = createMemoryStore();
+  const metrics = new Metrics();
+  const contacts = createContactEngine({
+    store,
+    identity: config.identity,
+    events: createOutboxPublisher(store, { enabled: false }),
+    metrics,
+    logger: createLogger('silent'),
+    now: () => new Date('2026-11-01T12:00:00Z'),
+    limits: config.limits,
+  });
+  return { store, metrics, contacts, config };
+}
+
+let sequence = 0;
+const base = (person: string) => ({
+  channelId: 'site',
+  vendor: 'jivochat',
+  at: '2026-11-01T12:00:00Z',
+  idempotencyKey: `k-${++sequence}`,
+  identifiers: [{ kind: 'person', value: person }],
+});
+
+describe('size caps', () => {
+  it('a chat with 100k messages keeps its summary, not 19 MB of transcript', async () => {
+    const { contacts, metrics } = setup();
+    const messages = Array.from({ length: 100_000 }, (_, index) => ({ text: `message ${index}`, at: index }));
+    const result = await contacts.observe({
+      ...base('p-chat'),
+      timeline: [
+        {
+          at: '2026-11-01T12:00:00Z',
+          type: 'conversation.finished',
+          summary: 'Chat finished',
+          data: { messages },
+        },
+      ],
+    });
+    const page = await contacts.timeline(result.contact.id, { limit: 10 });
+    const entry = page.entries[0]!;
+    expect(entry.summary).toBe('Chat finished');
+    expect(entry.data).toMatchObject({ truncated: true });
+    expect(JSON.stringify(page).length).toBeLessThan(64 * 1024);
+    expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="timeline_entry"\} 1/);
+  });
+
+  it('12k attributes make no 2.7 MB contact: count and value length are capped and counted', async () => {
+    const { contacts, metrics } = setup();
+    const attributes: Record<string, { value: string }> = {};
+    for (let index = 0; index < 12_000; index++) attributes[`attr_${index}`] = { value: 'v'.repeat(200) };
+    attributes.attr_0 = { value: 'w'.repeat(100_000) };
+    const result = await contacts.observe({ ...base('p-attrs'), attributes });
+    const kept = Object.keys(result.contact.attributes);
+    expect(kept.length).toBe(200);
+    expect(String(result.contact.attributes.attr_0!.value).length).toBe(4000);
+    expect(String(result.contact.attributes.attr_0!.value).endsWith('…')).toBe(true);
+    // A later observation cannot add more names either.
+    const again = await contacts.observe({ ...base('p-attrs'), attributes: { extra: { value: 'x' } } });
+    expect(Object.keys(again.contact.attributes)).not.toContain('extra');
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/chatbridge_truncated_total\{what="attribute_count"\} [1-9]/);
+    expect(text).toMatch(/chatbridge_truncated_total\{what="attribute"\} [1-9]/);
+  });
+
+  it('refuses an observation that would make the record larger than contactRecordBytes, writing nothing', async () => {
+    const { contacts } = setup({ contactRecordBytes: 4096 });
+    const names = Array.from({ length: 20 }, (_, index) => `${index}${'n'.repeat(1999)}`);
+    await expect(contacts.observe({ ...base('p-huge'), names })).rejects.toBeInstanceOf(ContactTooLargeError);
+    expect(await contacts.findByIdentifier({ kind: 'person', value: 'p-huge' })).toBeNull();
+  });
+
+  it('keeps a timeline only as long as limits.timelineRetention says', async () => {
+    const { contacts, store } = setup({ timelineRetention: '1h' });
+    const result = await contacts.observe({
+      ...base('p-ret'),
+      timeline: [{ at: '2026-11-01T12:00:00Z', type: 'message.received', summary: 'hi' }],
+    });
+    const ttl = await store.pttl(`tl:${result.contact.records[0]}`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(3_600_000);
+  });
+
+  it('caps the journal by bytes and reads it in pages', async () => {
+    const store = createMemoryStore();
+    const journal = createPayloadJournal(store, () => new Date(), {
+      journalBytes: 1024 * 1024,
+      journalEntryBytes: 4096,
+    });
+    for (let index = 0; index < 600; index++) {
+      await journal.record({
+        channelId: 'site',
+        vendor: 'jivochat',
+        kind: 'rejected',
+        reason: `bad ${index}`,
+        rawBody: `${index}:${'b'.repeat(50_000)}`,
+      });
+    }
+    const stored = await store.lrange('journal', 0, -1);
+    const bytes = stored.reduce((sum, entry) => sum + Buffer.byteLength(entry), 0);
+    expect(bytes).toBeLessThanOrEqual(1024 * 1024);
+    const newest = await journal.list({ limit: 300 });
+    expect(newest[0]!.reason).toBe('bad 599');
+    expect(newest[0]!.truncated).toBe(true);
+    expect(newest.length).toBe(Math.min(stored.length, 300));
+  });
+});

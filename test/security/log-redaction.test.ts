@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { normalisePath, redactPath } from '../../src/http/guard.js';
+import { allVendorChannels, rawRequest, startLoggedBridge } from './support.js';
+
+/** Issue 10 item 1 (second half): odd spellings of a webhook path must not log its token. */
+describe('webhook URL tokens stay out of the log whatever the spelling', () => {
+  it('redacts every spelling of /webhooks/<vendor>/<channel>/<token>', () => {
+    for (const path of [
+      '/webhooks/jivochat/site/SECRET',
+      '/WEBHOOKS/jivochat/site/SECRET',
+      '/Webhooks/JivoChat/site/SECRET/',
+      '//webhooks//jivochat//site//SECRET',
+      '/%77ebhooks/jivochat/site/SECRET',
+      '/x/../webhooks/jivochat/site/SECRET/more',
+    ]) {
+      expect(redactPath(path)).not.toContain('SECRET');
+      expect(redactPath(path)).toContain('***');
+    }
+    expect(redactPath('/api/v1/contacts')).toBe('/api/v1/contacts');
+    expect(normalisePath('//API/%56%31/./Contacts/')).toBe('/api/v1/contacts');
+  });
+
+  it('keeps the token out of the request log over HTTP', async () => {
+    const token = allVendorChannels[0]!.token;
+    const running = await startLoggedBridge({ channels: allVendorChannels });
+    try {
+      for (const path of [
+        `/WEBHOOKS/jivochat/site/${token}`,
+        `/Webhooks/jivochat/site/${token}`,
+        `//webhooks/jivochat/site/${token}`,
+        `/%77ebhooks/jivochat/site/${token}`,
+        `/webhooks/jivochat/site/${token}/`,
+      ]) {
+        await rawRequest(running.url, 'POST', path, { body: '{}' });
+      }
+    } finally {
+      await running.close();
+    }
+    const text = running.lines.join('');
+    expect(text).toContain('***');
+    expect(text).not.toContain(token);
+  });
+});
