@@ -26,7 +26,7 @@ describe('CRM destinations in the config', () => {
       {
         ...base,
         destinations: [
-          { id: 'hook', url: 'https://crm.example/hook', secret: 'whsec_AAAA' },
+          { id: 'hook', url: 'https://crm.example/hook', secret: 'whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3' },
           {
             id: 'amo',
             kind: 'amocrm',

@@ -255,7 +255,7 @@ describe.each([
       crm.name === 'amocrm' ? /token rejected by amoCRM/ : /webhook rejected by Bitrix24.*NO_AUTH_FOUND/,
     );
     expect(failed[0].attempts).toBe(1);
-    const metrics = await fetch(`${bridge.url}/metrics`).then((response) => response.text());
+    const metrics = await bridge.bridge.metrics.registry.metrics();
     expect(metrics).toMatch(/chatbridge_crm_failures_total\{destination="crm",reason="auth"\} [1-9]/);
     const seen = [
       JSON.stringify(deliveries),

@@ -44,11 +44,16 @@ describe('--role worker', () => {
     const worker = await bridgeWith({
       adapters: [scheduledEcho],
       role: 'worker',
-      config: { channels: [{ id: 'site', vendor: 'echo', token: TOKEN }] },
+      config: {
+        channels: [{ id: 'site', vendor: 'echo', token: TOKEN }],
+        metrics: { token: 'metrics-token-0123456789' },
+      },
     });
     expect((await fetch(`${worker.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${worker.url}/readyz`)).status).toBe(200);
-    const metrics = await fetch(`${worker.url}/metrics`);
+    const metrics = await fetch(`${worker.url}/metrics`, {
+      headers: { authorization: 'Bearer metrics-token-0123456789' },
+    });
     expect(metrics.status).toBe(200);
     expect(await metrics.text()).toContain('# TYPE');
 
