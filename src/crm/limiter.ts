@@ -1,3 +1,4 @@
+import { sleep } from '../net/retry.js';
 import type { Store } from '../store/types.js';
 
 /**
@@ -40,17 +41,7 @@ export function createRateLimiter(
         }
         // Spread the waiters over the next slot instead of waking them all at its start.
         const wait = (slot + 1) * slotMs - at + Math.floor(Math.random() * Math.min(50, slotMs / 4));
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, wait);
-          signal?.addEventListener(
-            'abort',
-            () => {
-              clearTimeout(timer);
-              reject(signal.reason);
-            },
-            { once: true },
-          );
-        });
+        await sleep(wait, signal);
       }
     },
   };
