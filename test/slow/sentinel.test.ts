@@ -139,7 +139,9 @@ describe('a Sentinel failover during a webhook stream', () => {
 
     // The bridge recovered by itself: the vendor's retries of what was refused all land.
     const refused = outcomes.flatMap((status, index) => (status === 200 ? [] : [index]));
-    const deadline = Date.now() + 60_000;
+    // Liveness bounds, not speed: generous, so a loaded machine (lock TTLs, Sentinel timeouts and
+    // the retry schedule all run on wall time) does not fail a test that asserts outcomes.
+    const deadline = Date.now() + 180_000;
     await inPool(refused.length, 8, async (position) => {
       for (;;) {
         const status = await post(refused[position]!);
@@ -172,10 +174,10 @@ describe('a Sentinel failover during a webhook stream', () => {
           .filter((event) => event.payload.type === 'conversation.started')
           .map((event) => event.payload.contact?.id),
       ).size;
-    await receiver.waitFor(() => delivered() >= STREAM, 90_000, 'every conversation delivered');
+    await receiver.waitFor(() => delivered() >= STREAM, 240_000, 'every conversation delivered');
     expect(delivered()).toBe(STREAM);
 
     const ready = await fetch(`${bridge.url}/readyz`);
     expect(ready.status).toBe(200);
-  }, 240_000);
+  }, 600_000);
 });
