@@ -872,9 +872,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
-      if (encoded.length > limits.contactRecordBytes) {
+      // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
+      // and comparing .length let such a record reach two or three times the cap.
+      const recordBytes = Buffer.byteLength(encoded, 'utf8');
+      if (recordBytes > limits.contactRecordBytes) {
         // Thrown before the batch runs: nothing of this observation is written.
-        throw new ContactTooLargeError(encoded.length, limits.contactRecordBytes);
+        throw new ContactTooLargeError(recordBytes, limits.contactRecordBytes);
       }
       batch.set(key.record(target.id), encoded);
 
