@@ -81,6 +81,8 @@ export function createLookupRoute(options: {
             channelId: channel.id,
             deadlineMs: Math.max(0, Math.floor(remaining)),
             max: MAX_ATTRIBUTES,
+            // Found by the person id the company's site or app signed in: a verified value.
+            anchored: true,
           });
           if (facts.missing.length > 0) {
             request.logger.info(

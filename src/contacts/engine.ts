@@ -51,6 +51,12 @@ import {
 interface Valued {
   v: string;
   at: string;
+  /**
+   * E-mails and phones only: set when some observation gave this value as verified (issue 10
+   * item 5). Absent means visitor-typed, the default, which is also what records written before
+   * provenance existed read as.
+   */
+  ok?: true;
 }
 
 interface StoredAttribute extends AttributeValue {
@@ -99,7 +105,8 @@ interface StoredRecord {
  * second copy of the value.
  */
 type StoredTime = string | 0;
-type EncodedValued = [string, StoredTime];
+/** A third element 1 marks a verified e-mail or phone: the default (visitor-typed) costs nothing. */
+type EncodedValued = [string, StoredTime] | [string, StoredTime, 1];
 type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
 interface EncodedRecord {
   c: string;
@@ -122,7 +129,8 @@ interface EncodedRecord {
 function encodeRecord(record: StoredRecord): string {
   const created = record.createdAt;
   const time = (at: string): StoredTime => (at === created ? 0 : at);
-  const valued = (list: Valued[]) => list.map((item): EncodedValued => [item.v, time(item.at)]);
+  const valued = (list: Valued[]) =>
+    list.map((item): EncodedValued => (item.ok ? [item.v, time(item.at), 1] : [item.v, time(item.at)]));
   const encoded: EncodedRecord = { c: created };
   if (record.updatedAt !== created) encoded.u = record.updatedAt;
   if (record.names.length > 0) encoded.n = valued(record.names);
@@ -161,7 +169,7 @@ function decodeRecord(id: string, text: string): StoredRecord {
   const created = parsed.c;
   const time = (at: StoredTime) => (at === 0 ? created : at);
   const valued = (list: EncodedValued[] | undefined) =>
-    (list ?? []).map(([v, at]): Valued => ({ v, at: time(at) }));
+    (list ?? []).map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
   const names = valued(parsed.n);
   const emails = valued(parsed.e);
   const phones = valued(parsed.p);
@@ -381,6 +389,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .map(([v]) => v);
     };
     const names = newestFirst(ordered.map((record) => record.names));
+    // Verified once (in any record of the group) is verified.
+    const verifiedValues = new Set<string>();
+    for (const record of ordered) {
+      for (const item of record.emails) if (item.ok) verifiedValues.add(`email:${item.v}`);
+      for (const item of record.phones) if (item.ok) verifiedValues.add(`phone:${item.v}`);
+    }
     const identities: Identifier[] = [];
     const seenIds = new Set<string>();
     for (const record of ordered) {
@@ -388,7 +402,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const label = identifierLabel(identifier);
         if (!seenIds.has(label)) {
           seenIds.add(label);
-          identities.push(identifier);
+          const { provenance: _given, ...plain } = identifier;
+          // Global kinds say where their value came from; person ids are the company's own.
+          if (identifier.kind === 'person') identities.push({ ...plain, provenance: 'verified' });
+          else if (identifier.kind === 'email' || identifier.kind === 'phone')
+            identities.push({ ...plain, provenance: verifiedValues.has(label) ? 'verified' : 'visitor' });
+          else identities.push(plain);
         }
       }
     }
@@ -474,13 +493,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     };
   }
 
-  function upsertValued(list: Valued[], value: string, at: string): boolean {
+  function upsertValued(list: Valued[], value: string, at: string, verified = false): boolean {
     const existing = list.find((item) => item.v === value);
     if (!existing) {
-      list.push({ v: value, at });
+      list.push(verified ? { v: value, at, ok: true } : { v: value, at });
       return true;
     }
     if (existing.at < at) existing.at = at;
+    if (verified && !existing.ok) {
+      existing.ok = true; // verified once is verified
+      return true;
+    }
     return false;
   }
 
@@ -501,8 +524,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         record.ids.push(identifier);
         changed = true;
       }
-      if (identifier.kind === 'email' && upsertValued(record.emails, identifier.value, at)) changed = true;
-      if (identifier.kind === 'phone' && upsertValued(record.phones, identifier.value, at)) changed = true;
+      const verified = identifier.provenance === 'verified';
+      if (identifier.kind === 'email' && upsertValued(record.emails, identifier.value, at, verified))
+        changed = true;
+      if (identifier.kind === 'phone' && upsertValued(record.phones, identifier.value, at, verified))
+        changed = true;
     }
     for (const label of observation.labels) {
       if (label && !record.labels.includes(label)) {
@@ -718,9 +744,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const provenance = raw.provenance ?? (raw.kind === 'person' ? 'verified' : 'visitor');
       const earlier = seen.get(label);
       if (earlier) {
-        if (provenance === 'verified') searchOnly.delete(earlier); // verified once is verified
+        if (provenance === 'verified') {
+          searchOnly.delete(earlier); // verified once is verified
+          if (earlier.channelId === undefined) earlier.provenance = 'verified';
+        }
         continue;
       }
+      // Global kinds carry their provenance on: the record keeps it per value (e-mails, phones)
+      // and a merge log names it, so answers can mark what rests on visitor-typed values.
+      if (identifier.channelId === undefined) identifier.provenance = provenance;
       if (provenance === 'visitor' && !mergeOnVisitorTyped.has(identifier.kind)) searchOnly.add(identifier);
       seen.set(label, identifier);
       identifiers.push(identifier);

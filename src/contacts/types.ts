@@ -169,5 +169,10 @@ export const factSchema = z.object({
   value: z.string(),
   type: attributeTypeSchema.default('string'),
   link: z.string().optional(),
+  /**
+   * `false` when the fact rests only on visitor-typed values (issue 10 item 5): the chat reached
+   * this contact through an e-mail or phone the visitor typed, not a verified id. Absent: verified.
+   */
+  verified: z.literal(false).optional(),
 });
 export type Fact = z.infer<typeof factSchema>;
