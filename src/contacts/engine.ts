@@ -77,6 +77,11 @@ interface MergeLogEntry {
   /** The records that joined with this merge (the absorbed root first). */
   records: string[];
   via: Identifier;
+  /**
+   * Set when some group joined only through visitor-typed (or vendor-local) values of the
+   * observation, not a verified one (issue 10 item 5): what the merge brought rests on them.
+   */
+  typed?: true;
 }
 
 interface StoredRecord {
@@ -458,7 +463,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       crmLink: crmLink?.v ?? null,
       channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
       records: ordered.map((record) => record.id),
-      merges: root.merges.map((merge) => ({ at: merge.at, recordId: merge.records[0]!, via: merge.via })),
+      merges: root.merges.map((merge) => ({
+        at: merge.at,
+        recordId: merge.records[0]!,
+        via: merge.via,
+        ...(merge.typed ? { verified: false as const } : {}),
+      })),
       createdAt,
       updatedAt,
     };
@@ -863,6 +873,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
           survivor = candidates[0]!.id;
           mergedVia = via;
+          // Proven only if every joining group was reached by a verified value of this observation.
+          const typed = !planned.roots.every((root) =>
+            resolving.some((identifier, index) => {
+              const holder = indexValues[index];
+              return identifier.provenance === 'verified' && holder != null && current.get(holder) === root;
+            }),
+          );
           const survivorRecord = records.get(survivor)!;
           for (const root of planned.roots) {
             if (root === survivor) continue;
@@ -870,7 +887,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             for (const id of joined) batch.set(key.root(id), survivor);
             batch.sadd(key.members(survivor), ...joined).del(key.members(root));
             const rootRecord = records.get(root)!;
-            survivorRecord.merges.push(...rootRecord.merges, { at, records: joined, via });
+            survivorRecord.merges.push(...rootRecord.merges, {
+              at,
+              records: joined,
+              via,
+              ...(typed ? { typed: true as const } : {}),
+            });
             rootRecord.merges = [];
             batch.set(key.record(root), encodeRecord(rootRecord));
             absorbed.push(root);

@@ -92,7 +92,12 @@ export function unverifiedValues(contact: Contact): Set<string> {
  */
 export function restsOnVisitorTyped(contact: Contact, anchored?: boolean): boolean {
   const mergedOnTyped = contact.merges.some(
-    (merge) => merge.via.channelId === undefined && !isVerifiedIdentifier(merge.via),
+    (merge) =>
+      merge.verified === false ||
+      // Logged before merges said so: judged by the identifier that found the other group.
+      (merge.via.provenance === undefined &&
+        merge.via.channelId === undefined &&
+        !isVerifiedIdentifier(merge.via)),
   );
   if (mergedOnTyped) return true;
   return !(anchored ?? contact.identities.some(isVerifiedIdentifier));

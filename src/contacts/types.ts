@@ -132,6 +132,8 @@ export const mergeRecordSchema = z.object({
   recordId: z.string(),
   /** The identifier that caused it. */
   via: identifierSchema,
+  /** `false`: a group joined only through visitor-typed values (issue 10 item 5). Absent: proven. */
+  verified: z.literal(false).optional(),
 });
 
 /** The unified contact as the API, the vendor answers and outbound events see it. */
