@@ -1033,7 +1033,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return store.smembers(key.search(identifier));
   }
 
-  async function find(query: ContactQuery): Promise<Contact[]> {
+  /** No record has this id (ids are c_ + 20 hex digits): the decoy a miss reads with evenWork. */
+  const DECOY_RECORD_ID = 'c_decoy_never_written';
+
+  async function find(query: ContactQuery, options: { evenWork?: boolean } = {}): Promise<Contact[]> {
     const wanted: Identifier[] = [];
     if (query.email) wanted.push({ kind: 'email', value: query.email });
     if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
@@ -1052,6 +1055,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
       for (const id of matched.slice(0, 100)) recordIds.add(id);
     }
+    // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
+    if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
     for (const root of new Set(roots.values())) {
@@ -1061,8 +1066,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contacts;
   }
 
-  async function findByIdentifier(identifier: Identifier): Promise<Contact | null> {
-    const [contact] = await find({ identity: identifier });
+  async function findByIdentifier(
+    identifier: Identifier,
+    options: { evenWork?: boolean } = {},
+  ): Promise<Contact | null> {
+    const [contact] = await find({ identity: identifier }, options);
     return contact ?? null;
   }
 

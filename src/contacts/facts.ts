@@ -106,6 +106,8 @@ export function restsOnVisitorTyped(contact: Contact, anchored?: boolean): boole
 export interface FactService {
   forContact(contact: Contact, request: FactRequest): Promise<FactAnswer>;
   addSource(source: FactSource): void;
+  /** How many attribute sources answers wait for (the LiveTex lookup's even wait, issue 10 item 2). */
+  sourceCount(): number;
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
@@ -193,6 +195,9 @@ export function createFactService(options: {
   return {
     addSource(source) {
       sources.push(source);
+    },
+    sourceCount() {
+      return sources.length;
     },
     async forContact(contact, request) {
       const max = request.max ?? 50;
