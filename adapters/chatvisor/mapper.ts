@@ -60,9 +60,13 @@ export function customerIdentifiers(
   profile?: CustomerIdentity | null,
 ): Identifier[] {
   const identifiers: Identifier[] = [{ kind: CUSTOMER_KIND, value: customerId, channelId }];
-  if (profile?.email) identifiers.push({ kind: 'email', value: profile.email });
+  // The profile is the customer as the company created or tagged it through the REST API
+  // (tagUser), read back over REST with the API token: its e-mail and id are verified (issue 10
+  // item 5), not something a visitor typed into the chat.
+  if (profile?.email) identifiers.push({ kind: 'email', value: profile.email, provenance: 'verified' });
   // The company's own id for the customer (tagUser's `id`) is the global `person` kind (DESIGN §7).
-  if (profile?.externalId) identifiers.push({ kind: 'person', value: profile.externalId });
+  if (profile?.externalId)
+    identifiers.push({ kind: 'person', value: profile.externalId, provenance: 'verified' });
   return identifiers;
 }
 

@@ -1,4 +1,4 @@
-import type { FactAnswer } from '../../src/contacts/facts.js';
+import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../src/http/json.js';
@@ -120,8 +120,15 @@ export function safeLink(value: string | null | undefined): string | undefined {
   return httpUrlSchema.safeParse(trimmed).success ? trimmed : undefined;
 }
 
+/** Appended to the title of a fact that rests only on visitor-typed values (issue 10 item 5). */
+export const NOT_VERIFIED = ' (not verified)';
+
 export function factToCustomData(fact: Fact): CustomDataItem | undefined {
-  const title = truncate(fact.label.trim(), ANSWER_LIMITS.title);
+  // custom_data items are {title, content, link}: the mark goes into the title, kept whole.
+  const title =
+    fact.verified === false
+      ? `${truncate(fact.label.trim(), ANSWER_LIMITS.title - NOT_VERIFIED.length)}${NOT_VERIFIED}`
+      : truncate(fact.label.trim(), ANSWER_LIMITS.title);
   const content = truncate(fact.value.trim(), ANSWER_LIMITS.content);
   if (content === '') return undefined;
   const link = safeLink(fact.link) ?? (fact.type === 'url' ? safeLink(fact.value) : undefined);
@@ -187,6 +194,24 @@ function contactInfo(contact: Contact): JivoAnswer['contact_info'] {
 }
 
 /**
+ * contact_info's e-mail and phone must stay plain values (Jivo writes them into the client's
+ * card), so when they rest only on what a visitor typed, a custom_data item says so, first, where
+ * the 10-item cut cannot drop it (issue 10 item 5).
+ */
+function unverifiedContactItem(
+  contact: Contact,
+  info: JivoAnswer['contact_info'] | undefined,
+): CustomDataItem | undefined {
+  const unverified = unverifiedValues(contact);
+  const which = [
+    info?.email !== undefined && unverified.has(info.email) ? 'e-mail' : undefined,
+    info?.phone !== undefined && unverified.has(info.phone) ? 'phone' : undefined,
+  ].filter((part) => part !== undefined);
+  if (which.length === 0) return undefined;
+  return { title: 'Not verified', content: `${which.join(', ')} (typed by a visitor)` };
+}
+
+/**
  * The chat_accepted / chat_updated answer (§6.1) from the unified contact and the shared facts.
  * `facts` is null when the facts were not ready in time: the answer goes out without them.
  */
@@ -201,8 +226,7 @@ export function buildRichAnswer(input: {
   const answer: JivoAnswer = { result: 'ok' };
   const info = contactInfo(contact);
   if (info) answer.contact_info = info;
-  const items = (facts?.facts ?? [])
-    .map(factToCustomData)
+  const items = [unverifiedContactItem(contact, info), ...(facts?.facts ?? []).map(factToCustomData)]
     .filter((item): item is CustomDataItem => item !== undefined)
     .slice(0, ANSWER_LIMITS.customDataItems);
   if (items.length > 0) answer.custom_data = items;

@@ -38,9 +38,10 @@ describe('jivochat mapper', () => {
   it('maps chat_accepted: identifiers, names, compact attributes, responsible agent, conversation.started', () => {
     const observation = observe('chat_accepted.json');
     expect(observation.identifiers).toEqual([
-      { kind: 'person', value: 'cust_7d41e9b2c0' },
-      { kind: 'email', value: 'S.Orlova@Example.org' },
-      { kind: 'phone', value: '8 (905) 777-01-23' },
+      // Provenance (issue 10 item 5): the site's user_token is verified, the form's values are not.
+      { kind: 'person', value: 'cust_7d41e9b2c0', provenance: 'verified' },
+      { kind: 'email', value: 'S.Orlova@Example.org', provenance: 'visitor' },
+      { kind: 'phone', value: '8 (905) 777-01-23', provenance: 'visitor' },
       { kind: 'visitor', value: '31507', channelId: 'shop-site' },
     ]);
     expect(observation.names).toEqual(['Svetlana Orlova']);
@@ -91,7 +92,7 @@ describe('jivochat mapper', () => {
   it('takes the person id from the field personIdFrom names, including dotted paths and numbers', () => {
     const custom = jivochatSettingsSchema.parse({ personIdFrom: 'visitor.number' });
     const observation = observe('chat_accepted.json', { settings: custom });
-    expect(observation.identifiers[0]).toEqual({ kind: 'person', value: '31507' });
+    expect(observation.identifiers[0]).toEqual({ kind: 'person', provenance: 'verified', value: '31507' });
     expect(readPath({ a: { b: 12 } }, 'a.b')).toBe('12');
     expect(readPath({ a: { b: '  ' } }, 'a.b')).toBeUndefined();
     expect(readPath({ a: null }, 'a.b')).toBeUndefined();

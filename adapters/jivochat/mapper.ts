@@ -108,24 +108,30 @@ function identifiersOf(input: MapInput): Identifier[] {
   const { envelope, channelId } = input;
   const out: Identifier[] = [];
   const seen = new Set<string>();
-  const add = (kind: string, value: string | undefined, scoped: boolean) => {
+  /** `scoped`: vendor-local, or the provenance of a global kind (issue 10 item 5). */
+  const add = (kind: string, value: string | undefined, scope: 'local' | 'verified' | 'visitor') => {
     // Over-long values are not ids anyone types; the engine would refuse them.
     if (!value || value.length > IDENTIFIER_MAX) return;
     const key = `${kind}\u0000${value}`;
     if (seen.has(key)) return;
     seen.add(key);
-    out.push(scoped ? { kind, value, channelId } : { kind, value });
+    out.push(scope === 'local' ? { kind, value, channelId } : { kind, value, provenance: scope });
   };
   // Jivo sends null when the site never called setUserToken; the engine's blocklist drops the
-  // junk values ("null", "0", ...) that sites put there anyway.
-  add('person', readPath(input.raw, input.settings.personIdFrom), false);
-  add('email', text(envelope.visitor?.email), false);
-  add('phone', text(envelope.visitor?.phone), false);
-  // A call's `phone` is the client's number (§4.5), so it identifies them as well.
-  add('phone', text(envelope.call?.phone), false);
+  // junk values ("null", "0", ...) that sites put there anyway. The field personIdFrom names
+  // (user_token by default) is set by the company's own site code (jivo_api.setUserToken), not
+  // typed by the visitor: verified.
+  add('person', readPath(input.raw, input.settings.personIdFrom), 'verified');
+  // Name, e-mail and phone come from the chat's contact form or setContactInfo, which the visitor
+  // fills in (or the site copies from what the visitor typed): visitor-typed.
+  add('email', text(envelope.visitor?.email), 'visitor');
+  add('phone', text(envelope.visitor?.phone), 'visitor');
+  // A call's `phone` is the client's number (§4.5), so it identifies them as well. Caller ids
+  // can be set by the caller: visitor-typed.
+  add('phone', text(envelope.call?.phone), 'visitor');
   // Vendor-local: a visitor number or client id means nothing outside this channel (DESIGN §7).
-  add('visitor', envelope.visitor?.number ?? undefined, true);
-  add('client', envelope.client_id ?? undefined, true);
+  add('visitor', envelope.visitor?.number ?? undefined, 'local');
+  add('client', envelope.client_id ?? undefined, 'local');
   return out;
 }
 

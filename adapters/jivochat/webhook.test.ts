@@ -112,7 +112,7 @@ describe.each(['memory', 'redis'] as const)('jivochat webhook over HTTP (%s stor
     expect(contact.phones).toEqual(['+79057770123']);
     expect(contact.identities).toEqual(
       expect.arrayContaining([
-        { kind: 'person', value: 'cust_7d41e9b2c0' },
+        { kind: 'person', value: 'cust_7d41e9b2c0', provenance: 'verified' },
         { kind: 'visitor', value: '31507', channelId: 'shop-site' },
         { kind: 'client', value: '31507', channelId: 'shop-site' },
       ]),
@@ -406,8 +406,14 @@ describe('jivochat rich answer across channels and under a deadline', () => {
         crm_link: `http://localhost:3000/contacts/${first.contact.id}`,
         enable_assign: false,
       });
-      // Most useful first: what the other channel knows leads.
+      // The e-mail and phone in contact_info were typed by a visitor: said first (issue 10 item 5).
       expect(response.body.custom_data[0]).toEqual({
+        title: 'Not verified',
+        content: 'e-mail, phone (typed by a visitor)',
+      });
+      // Then most useful first: what the other channel knows leads. The chat names the contact
+      // by the site's user_token (verified), so the facts carry no mark.
+      expect(response.body.custom_data[1]).toEqual({
         title: 'LiveTex app',
         content: '1 conversation, last 10 Jun',
       });
@@ -456,13 +462,18 @@ describe('jivochat rich answer across channels and under a deadline', () => {
     // Warm the client and the server path first: the first fetch of a process spends tens of
     // milliseconds setting itself up, which is the test's cost, not the bridge's.
     expect((await send(bridge, fixture('chat_finished.json'))).status).toBe(200);
-    for (const body of [fixture('chat_accepted.json'), fixture('chat_updated.json')]) {
+    for (const [body, title] of [
+      [fixture('chat_accepted.json'), 'Orders'],
+      // chat_updated carries no user_token: the chat names the contact only by what the visitor
+      // typed and its visitor number, so the CRM's facts are marked (issue 10 item 5).
+      [fixture('chat_updated.json'), 'Orders (not verified)'],
+    ] as const) {
       // The outcome, not a stopwatch (a loaded machine stretches any duration): without the
       // deadline this request would never be answered, as the stuck source never answers.
       const response = await send(bridge, body);
       expect(response.status).toBe(200);
       expect(response.body.custom_data).toContainEqual({
-        title: 'Orders',
+        title,
         content: '3 orders, last on 2024-05-30',
       });
       // The attribute source's link wins over the channel's template.

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { FactAnswer } from '../../src/contacts/facts.js';
+import { anchoredBy, type FactAnswer } from '../../src/contacts/facts.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
 import type { AdapterContext, InboundRequest, RouteResult } from '../../src/spec/adapter.js';
 import { buildRichAnswer, decodePayload, OK_ANSWER, truncate } from './codec.js';
@@ -94,6 +94,9 @@ export function createWebhookHandler(context: AdapterContext, channelId: string,
         channelId,
         deadlineMs: Math.max(0, Math.floor(remaining)),
         max: 10,
+        // Facts are proven only when this chat names the contact by a verified value (issue 10
+        // item 5): the site's user_token, not an e-mail the visitor typed.
+        anchored: anchoredBy(observed.contact, mapped.observation.identifiers ?? []),
       });
       if (facts.missing.length > 0) {
         request.logger.info(

@@ -92,6 +92,8 @@ export const lookupAttributeSchema = z.object({
   value: z.string(),
   /** string | number | boolean | date | url | email | phone; a string so that new types do not break old clients. */
   type: z.string(),
+  /** `false`: the fact rests only on visitor-typed values (issue 10 item 5). Absent: verified. */
+  verified: z.literal(false).optional(),
 });
 export type LookupAttribute = z.infer<typeof lookupAttributeSchema>;
 
@@ -101,6 +103,8 @@ export const lookupContactSchema = z.object({
   emails: z.array(z.string()),
   phones: z.array(z.string()),
   labels: z.array(z.string()),
+  /** The e-mails and phones above that were only ever typed by a visitor, never verified (issue 10 item 5). */
+  notVerified: z.array(z.string()).optional(),
 });
 
 /** Not strict: a client built against this version keeps working when the bridge adds a field. */

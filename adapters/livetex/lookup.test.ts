@@ -129,7 +129,9 @@ describe('livetex lookup over HTTP (in-memory store)', () => {
       ]),
     );
     const contact = await bridge.admin<Contact>('GET', `/api/v1/contacts/${answer.contact!.id}`);
-    expect(contact.body.identities).toEqual(expect.arrayContaining([{ kind: 'person', value: PERSON }]));
+    expect(contact.body.identities).toEqual(
+      expect.arrayContaining([{ kind: 'person', value: PERSON, provenance: 'verified' }]),
+    );
   });
 
   it('answers customVisitorToken with the same contact: one identifier kind', async () => {

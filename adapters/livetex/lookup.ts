@@ -71,7 +71,20 @@ export function createLookupRoute(options: {
         await claimJti(claims);
 
         const value = claims.personId ?? claims.customVisitorToken ?? '';
-        const contact = await context.contacts.findByIdentifier({ kind: 'person', value });
+        // Found and not found do the same work as far as practical (issue 10 item 2):
+        // - the same store reads (a miss reads a decoy group: evenWork);
+        // - the same codec work (every answer is fitted and padded to one size, then sealed);
+        // - the same wait: with attribute sources configured, every answer is held until the
+        //   lookup deadline (evenTiming). A miss never asks the sources about a made-up customer:
+        //   the company's CRM sees only real lookups, and the hold hides how long they took.
+        const holdUntil =
+          settings.evenTiming && context.facts.sourceCount() > 0
+            ? request.receivedAt + settings.lookupDeadlineMs
+            : null;
+        const contact = await context.contacts.findByIdentifier(
+          { kind: 'person', value },
+          { evenWork: true },
+        );
         let answer = notFoundAnswer(claims.requestId);
         if (contact) {
           // The budget counts from the request's arrival: what is left after reading the body,
@@ -81,6 +94,8 @@ export function createLookupRoute(options: {
             channelId: channel.id,
             deadlineMs: Math.max(0, Math.floor(remaining)),
             max: MAX_ATTRIBUTES,
+            // Found by the person id the company's site or app signed in: a verified value.
+            anchored: true,
           });
           if (facts.missing.length > 0) {
             request.logger.info(
@@ -97,10 +112,15 @@ export function createLookupRoute(options: {
             requestId: claims.requestId,
             subject: createHash('sha256').update(value).digest('hex').slice(0, 16),
             found: answer.found,
+            held: holdUntil !== null,
           },
           'livetex attribute lookup',
         );
         const sealedAnswer = await codec.sealAnswer(answer, sealed.kid, resolved.key);
+        if (holdUntil !== null) {
+          const wait = holdUntil - performance.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        }
         return {
           status: 200,
           body: sealedAnswer.body,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { AgentConfig } from '../../src/config/schema.js';
-import type { FactAnswer } from '../../src/contacts/facts.js';
+import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import type {
   AgentRef,
   Contact,
@@ -348,9 +348,11 @@ export function parseWebhook(body: unknown, directory: readonly AgentConfig[]): 
 /** The client's identifiers; channel-scoped kinds carry the channel (DESIGN §7). */
 export function identifiersOf(client: ClientInfo, channelId: string): Identifier[] {
   return [
-    ...client.personIds.map((value) => ({ kind: 'person', value })),
-    ...client.emails.map((value) => ({ kind: 'email', value })),
-    ...client.phones.map((value) => ({ kind: 'phone', value })),
+    // personId / customVisitorToken are set by the company's site or app (issue 10 item 5):
+    // verified. E-mails and phones come from the visitor's chat form: visitor-typed.
+    ...client.personIds.map((value) => ({ kind: 'person', value, provenance: 'verified' as const })),
+    ...client.emails.map((value) => ({ kind: 'email', value, provenance: 'visitor' as const })),
+    ...client.phones.map((value) => ({ kind: 'phone', value, provenance: 'visitor' as const })),
     ...(client.visitorToken ? [{ kind: 'visitor', value: client.visitorToken, channelId }] : []),
     ...(client.clientId ? [{ kind: 'client', value: client.clientId, channelId }] : []),
   ];
@@ -505,11 +507,14 @@ export function attributesOf(answer: FactAnswer): LookupAttribute[] {
     label: fact.label.slice(0, LABEL_MAX),
     value: fact.value.slice(0, VALUE_MAX),
     type: fact.type,
+    ...(fact.verified === false ? { verified: false as const } : {}),
   }));
 }
 
 export function foundAnswer(requestId: string, contact: Contact, facts: FactAnswer): LookupAnswer {
   const crmLink = facts.crmLink ?? contact.crmLink ?? undefined;
+  const unverified = unverifiedValues(contact);
+  const notVerified = [...contact.emails, ...contact.phones].filter((value) => unverified.has(value));
   return {
     requestId,
     found: true,
@@ -519,6 +524,7 @@ export function foundAnswer(requestId: string, contact: Contact, facts: FactAnsw
       emails: contact.emails,
       phones: contact.phones,
       labels: contact.labels,
+      ...(notVerified.length > 0 ? { notVerified } : {}),
     },
     attributes: attributesOf(facts),
     ...(crmLink ? { crmLink } : {}),

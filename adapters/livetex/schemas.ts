@@ -16,6 +16,13 @@ export const livetexSettingsSchema = z.object({
    * by then are left out of the answer (LiveTex's own timeout is unknown, vendors/livetex.md §1.2).
    */
   lookupDeadlineMs: intLike(z.number().int().min(50).max(10_000)).default(1500),
+  /**
+   * With attribute sources configured, hold every lookup answer (found or not) until
+   * lookupDeadlineMs after arrival, so the time to answer does not tell a known customer from an
+   * unknown one (issue 10 item 2). `false` answers a found lookup as soon as its sources are in
+   * (faster for agents; the timing then says "found").
+   */
+  evenTiming: z.boolean().default(true),
   /** Tolerance for the caller's clock on `iat`/`exp`. Kept small: it widens the replay window. */
   maxClockSkewSeconds: intLike(z.number().int().min(0).max(120)).default(30),
 });

@@ -69,7 +69,7 @@ describe('livetex dialog webhook', () => {
     });
     expect(contact.identities).toEqual(
       expect.arrayContaining([
-        { kind: 'person', value: PERSON },
+        { kind: 'person', value: PERSON, provenance: 'verified' },
         { kind: 'visitor', value: 'vt-a81e5c0f', channelId: 'web' },
       ]),
     );

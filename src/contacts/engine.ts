@@ -51,6 +51,12 @@ import {
 interface Valued {
   v: string;
   at: string;
+  /**
+   * E-mails and phones only: set when some observation gave this value as verified (issue 10
+   * item 5). Absent means visitor-typed, the default, which is also what records written before
+   * provenance existed read as.
+   */
+  ok?: true;
 }
 
 interface StoredAttribute extends AttributeValue {
@@ -71,6 +77,11 @@ interface MergeLogEntry {
   /** The records that joined with this merge (the absorbed root first). */
   records: string[];
   via: Identifier;
+  /**
+   * Set when some group joined only through visitor-typed (or vendor-local) values of the
+   * observation, not a verified one (issue 10 item 5): what the merge brought rests on them.
+   */
+  typed?: true;
 }
 
 interface StoredRecord {
@@ -99,7 +110,8 @@ interface StoredRecord {
  * second copy of the value.
  */
 type StoredTime = string | 0;
-type EncodedValued = [string, StoredTime];
+/** A third element 1 marks a verified e-mail or phone: the default (visitor-typed) costs nothing. */
+type EncodedValued = [string, StoredTime] | [string, StoredTime, 1];
 type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
 interface EncodedRecord {
   c: string;
@@ -122,7 +134,8 @@ interface EncodedRecord {
 function encodeRecord(record: StoredRecord): string {
   const created = record.createdAt;
   const time = (at: string): StoredTime => (at === created ? 0 : at);
-  const valued = (list: Valued[]) => list.map((item): EncodedValued => [item.v, time(item.at)]);
+  const valued = (list: Valued[]) =>
+    list.map((item): EncodedValued => (item.ok ? [item.v, time(item.at), 1] : [item.v, time(item.at)]));
   const encoded: EncodedRecord = { c: created };
   if (record.updatedAt !== created) encoded.u = record.updatedAt;
   if (record.names.length > 0) encoded.n = valued(record.names);
@@ -161,7 +174,7 @@ function decodeRecord(id: string, text: string): StoredRecord {
   const created = parsed.c;
   const time = (at: StoredTime) => (at === 0 ? created : at);
   const valued = (list: EncodedValued[] | undefined) =>
-    (list ?? []).map(([v, at]): Valued => ({ v, at: time(at) }));
+    (list ?? []).map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
   const names = valued(parsed.n);
   const emails = valued(parsed.e);
   const phones = valued(parsed.p);
@@ -381,6 +394,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .map(([v]) => v);
     };
     const names = newestFirst(ordered.map((record) => record.names));
+    // Verified once (in any record of the group) is verified.
+    const verifiedValues = new Set<string>();
+    for (const record of ordered) {
+      for (const item of record.emails) if (item.ok) verifiedValues.add(`email:${item.v}`);
+      for (const item of record.phones) if (item.ok) verifiedValues.add(`phone:${item.v}`);
+    }
     const identities: Identifier[] = [];
     const seenIds = new Set<string>();
     for (const record of ordered) {
@@ -388,7 +407,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const label = identifierLabel(identifier);
         if (!seenIds.has(label)) {
           seenIds.add(label);
-          identities.push(identifier);
+          const { provenance: _given, ...plain } = identifier;
+          // Global kinds say where their value came from; person ids are the company's own.
+          if (identifier.kind === 'person') identities.push({ ...plain, provenance: 'verified' });
+          else if (identifier.kind === 'email' || identifier.kind === 'phone')
+            identities.push({ ...plain, provenance: verifiedValues.has(label) ? 'verified' : 'visitor' });
+          else identities.push(plain);
         }
       }
     }
@@ -439,7 +463,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       crmLink: crmLink?.v ?? null,
       channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
       records: ordered.map((record) => record.id),
-      merges: root.merges.map((merge) => ({ at: merge.at, recordId: merge.records[0]!, via: merge.via })),
+      merges: root.merges.map((merge) => ({
+        at: merge.at,
+        recordId: merge.records[0]!,
+        via: merge.via,
+        ...(merge.typed ? { verified: false as const } : {}),
+      })),
       createdAt,
       updatedAt,
     };
@@ -474,13 +503,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     };
   }
 
-  function upsertValued(list: Valued[], value: string, at: string): boolean {
+  function upsertValued(list: Valued[], value: string, at: string, verified = false): boolean {
     const existing = list.find((item) => item.v === value);
     if (!existing) {
-      list.push({ v: value, at });
+      list.push(verified ? { v: value, at, ok: true } : { v: value, at });
       return true;
     }
     if (existing.at < at) existing.at = at;
+    if (verified && !existing.ok) {
+      existing.ok = true; // verified once is verified
+      return true;
+    }
     return false;
   }
 
@@ -501,8 +534,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         record.ids.push(identifier);
         changed = true;
       }
-      if (identifier.kind === 'email' && upsertValued(record.emails, identifier.value, at)) changed = true;
-      if (identifier.kind === 'phone' && upsertValued(record.phones, identifier.value, at)) changed = true;
+      const verified = identifier.provenance === 'verified';
+      if (identifier.kind === 'email' && upsertValued(record.emails, identifier.value, at, verified))
+        changed = true;
+      if (identifier.kind === 'phone' && upsertValued(record.phones, identifier.value, at, verified))
+        changed = true;
     }
     for (const label of observation.labels) {
       if (label && !record.labels.includes(label)) {
@@ -718,9 +754,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const provenance = raw.provenance ?? (raw.kind === 'person' ? 'verified' : 'visitor');
       const earlier = seen.get(label);
       if (earlier) {
-        if (provenance === 'verified') searchOnly.delete(earlier); // verified once is verified
+        if (provenance === 'verified') {
+          searchOnly.delete(earlier); // verified once is verified
+          if (earlier.channelId === undefined) earlier.provenance = 'verified';
+        }
         continue;
       }
+      // Global kinds carry their provenance on: the record keeps it per value (e-mails, phones)
+      // and a merge log names it, so answers can mark what rests on visitor-typed values.
+      if (identifier.channelId === undefined) identifier.provenance = provenance;
       if (provenance === 'visitor' && !mergeOnVisitorTyped.has(identifier.kind)) searchOnly.add(identifier);
       seen.set(label, identifier);
       identifiers.push(identifier);
@@ -831,6 +873,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
           survivor = candidates[0]!.id;
           mergedVia = via;
+          // Proven only if every joining group was reached by a verified value of this observation.
+          const typed = !planned.roots.every((root) =>
+            resolving.some((identifier, index) => {
+              const holder = indexValues[index];
+              return identifier.provenance === 'verified' && holder != null && current.get(holder) === root;
+            }),
+          );
           const survivorRecord = records.get(survivor)!;
           for (const root of planned.roots) {
             if (root === survivor) continue;
@@ -838,7 +887,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             for (const id of joined) batch.set(key.root(id), survivor);
             batch.sadd(key.members(survivor), ...joined).del(key.members(root));
             const rootRecord = records.get(root)!;
-            survivorRecord.merges.push(...rootRecord.merges, { at, records: joined, via });
+            survivorRecord.merges.push(...rootRecord.merges, {
+              at,
+              records: joined,
+              via,
+              ...(typed ? { typed: true as const } : {}),
+            });
             rootRecord.merges = [];
             batch.set(key.record(root), encodeRecord(rootRecord));
             absorbed.push(root);
@@ -872,9 +926,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
-      if (encoded.length > limits.contactRecordBytes) {
+      // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
+      // and comparing .length let such a record reach two or three times the cap.
+      const recordBytes = Buffer.byteLength(encoded, 'utf8');
+      if (recordBytes > limits.contactRecordBytes) {
         // Thrown before the batch runs: nothing of this observation is written.
-        throw new ContactTooLargeError(encoded.length, limits.contactRecordBytes);
+        throw new ContactTooLargeError(recordBytes, limits.contactRecordBytes);
       }
       batch.set(key.record(target.id), encoded);
 
@@ -976,7 +1033,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return store.smembers(key.search(identifier));
   }
 
-  async function find(query: ContactQuery): Promise<Contact[]> {
+  /** No record has this id (ids are c_ + 20 hex digits): the decoy a miss reads with evenWork. */
+  const DECOY_RECORD_ID = 'c_decoy_never_written';
+
+  async function find(query: ContactQuery, options: { evenWork?: boolean } = {}): Promise<Contact[]> {
     const wanted: Identifier[] = [];
     if (query.email) wanted.push({ kind: 'email', value: query.email });
     if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
@@ -995,6 +1055,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
       for (const id of matched.slice(0, 100)) recordIds.add(id);
     }
+    // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
+    if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
     for (const root of new Set(roots.values())) {
@@ -1004,8 +1066,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contacts;
   }
 
-  async function findByIdentifier(identifier: Identifier): Promise<Contact | null> {
-    const [contact] = await find({ identity: identifier });
+  async function findByIdentifier(
+    identifier: Identifier,
+    options: { evenWork?: boolean } = {},
+  ): Promise<Contact | null> {
+    const [contact] = await find({ identity: identifier }, options);
     return contact ?? null;
   }
 

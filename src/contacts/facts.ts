@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ChannelConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics.js';
 import { isHttpLink } from './links.js';
-import type { Contact, Fact } from './types.js';
+import type { Contact, Fact, Identifier } from './types.js';
 
 /**
  * "What we know about this person", for agents: JivoChat's custom_data and LiveTex's attributes
@@ -28,6 +28,13 @@ export interface FactRequest {
   deadlineMs: number;
   /** At most this many facts (JivoChat shows 10). */
   max?: number;
+  /**
+   * Whether the asking chat names this contact by a verified value (a person id, a verified
+   * e-mail or phone) — issue 10 item 5. When it does not (the chat only typed an e-mail), every
+   * fact about the contact rests on that visitor-typed value and is marked `verified: false`.
+   * Absent: decided from the contact (it has a person id or a verified e-mail/phone).
+   */
+  anchored?: boolean;
 }
 
 export interface FactAnswer {
@@ -38,9 +45,69 @@ export interface FactAnswer {
   missing: string[];
 }
 
+/** Global identifiers of an observation or contact that count as verified (issue 10 item 5). */
+export function isVerifiedIdentifier(identifier: Identifier): boolean {
+  if (identifier.channelId !== undefined) return false;
+  const provenance = identifier.provenance ?? (identifier.kind === 'person' ? 'verified' : 'visitor');
+  return provenance === 'verified' && ['person', 'email', 'phone'].includes(identifier.kind);
+}
+
+/**
+ * Whether an observation's identifiers name this contact by a verified value (the `anchored` of
+ * a FactRequest). Compared loosely (trimmed, case-folded); a value the engine normalised
+ * differently (a phone's spelling) just counts as not anchoring — the safe side.
+ */
+export function anchoredBy(contact: Contact, identifiers: readonly Identifier[]): boolean {
+  return identifiers.some(
+    (given) =>
+      isVerifiedIdentifier(given) &&
+      contact.identities.some(
+        (known) =>
+          known.kind === given.kind &&
+          isVerifiedIdentifier(known) &&
+          known.value.toLowerCase() === given.value.trim().normalize('NFC').toLowerCase(),
+      ),
+  );
+}
+
+/**
+ * The contact's e-mails and phones that rest only on visitor-typed values (never given as
+ * verified), for answers that show them ("e-mail (not verified)").
+ */
+export function unverifiedValues(contact: Contact): Set<string> {
+  const out = new Set<string>();
+  for (const identity of contact.identities) {
+    if ((identity.kind === 'email' || identity.kind === 'phone') && !isVerifiedIdentifier(identity))
+      out.add(identity.value);
+  }
+  return out;
+}
+
+/**
+ * Whether the facts of this contact rest only on visitor-typed values for the asking chat: the
+ * chat does not name it by a verified value, or the group was built by a merge on a
+ * visitor-typed value (then the records it joined came with that value, not with proof).
+ * Merges logged before provenance existed read with the old defaults (person verified,
+ * e-mail and phone visitor-typed).
+ */
+export function restsOnVisitorTyped(contact: Contact, anchored?: boolean): boolean {
+  const mergedOnTyped = contact.merges.some(
+    (merge) =>
+      merge.verified === false ||
+      // Logged before merges said so: judged by the identifier that found the other group.
+      (merge.via.provenance === undefined &&
+        merge.via.channelId === undefined &&
+        !isVerifiedIdentifier(merge.via)),
+  );
+  if (mergedOnTyped) return true;
+  return !(anchored ?? contact.identities.some(isVerifiedIdentifier));
+}
+
 export interface FactService {
   forContact(contact: Contact, request: FactRequest): Promise<FactAnswer>;
   addSource(source: FactSource): void;
+  /** How many attribute sources answers wait for (the LiveTex lookup's even wait, issue 10 item 2). */
+  sourceCount(): number;
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
@@ -129,6 +196,9 @@ export function createFactService(options: {
     addSource(source) {
       sources.push(source);
     },
+    sourceCount() {
+      return sources.length;
+    },
     async forContact(contact, request) {
       const max = request.max ?? 50;
       const controller = new AbortController();
@@ -177,7 +247,12 @@ export function createFactService(options: {
         else crmLink ??= result.crmLink;
       }
       trailingFacts(contact, request.channelId).forEach(add);
-      return { facts: facts.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };
+      // Every fact here is about the contact beyond what the asking chat itself said: when the
+      // contact is known to this chat only through visitor-typed values, none of it is proven.
+      const marked = restsOnVisitorTyped(contact, request.anchored)
+        ? facts.map((fact): Fact => ({ ...fact, verified: false }))
+        : facts;
+      return { facts: marked.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };
     },
   };
 }

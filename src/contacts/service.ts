@@ -35,7 +35,12 @@ export interface ContactService {
   get(id: string): Promise<{ contact: Contact; mergedFrom?: string } | null>;
   find(query: ContactQuery): Promise<Contact[]>;
   /** The contact an identifier belongs to (normalised first: e-mail case, phone E.164). */
-  findByIdentifier(identifier: Identifier): Promise<Contact | null>;
+  /**
+   * `evenWork`: a miss reads the same keys a hit on a one-record contact reads (a decoy group
+   * that does not exist), so a lookup answered to strangers does not tell found from not found
+   * by the work done (issue 10 item 2, the LiveTex lookup).
+   */
+  findByIdentifier(identifier: Identifier, options?: { evenWork?: boolean }): Promise<Contact | null>;
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;

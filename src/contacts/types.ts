@@ -132,6 +132,8 @@ export const mergeRecordSchema = z.object({
   recordId: z.string(),
   /** The identifier that caused it. */
   via: identifierSchema,
+  /** `false`: a group joined only through visitor-typed values (issue 10 item 5). Absent: proven. */
+  verified: z.literal(false).optional(),
 });
 
 /** The unified contact as the API, the vendor answers and outbound events see it. */
@@ -169,5 +171,10 @@ export const factSchema = z.object({
   value: z.string(),
   type: attributeTypeSchema.default('string'),
   link: z.string().optional(),
+  /**
+   * `false` when the fact rests only on visitor-typed values (issue 10 item 5): the chat reached
+   * this contact through an e-mail or phone the visitor typed, not a verified id. Absent: verified.
+   */
+  verified: z.literal(false).optional(),
 });
 export type Fact = z.infer<typeof factSchema>;

@@ -208,7 +208,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       vendor: destination.kind,
       at: deps.now().toISOString(),
       idempotencyKey: `crm-link:${destinationId}:${crmId}:${contact.id}`,
-      identifiers: [...identifiers, { kind: 'crm', value: crmId, channelId: destinationId }],
+      // The CRM's own id is verified (issue 10 item 5); the contact's identities keep the
+      // provenance the contact shows (a visitor-typed e-mail stays visitor-typed).
+      identifiers: [
+        ...identifiers,
+        { kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' },
+      ],
       crmLink: url,
       timeline: [
         {

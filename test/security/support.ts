@@ -59,13 +59,14 @@ import { type Bridge, createBridge } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/logger.js';
 import { defaultRegistry } from '../../src/registry.js';
+import type { Store } from '../../src/store/types.js';
 
 export const ADMIN = 'security-admin-token-0123456789';
 
 /** A bridge on loopback whose log lines are kept for the test to read. */
 export async function startLoggedBridge(
   document: Record<string, unknown>,
-  options: { dispatcher?: Dispatcher } = {},
+  options: { dispatcher?: Dispatcher; store?: Store } = {},
 ): Promise<{ bridge: Bridge; url: string; lines: string[]; close(): Promise<void> }> {
   const lines: string[] = [];
   const sink = new Writable({
@@ -90,6 +91,7 @@ export async function startLoggedBridge(
     registry,
     logger: createLogger('debug', sink),
     ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+    ...(options.store ? { store: options.store } : {}),
   });
   const server = await bridge.listen(0, '127.0.0.1');
   await bridge.start();
