@@ -174,6 +174,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     delivery,
     channels,
     vendors: registry.vendors,
+    webhookDocs: registry.webhookDocs(),
     isAccepting: () => accepting,
     agentLinks,
     vendorNames: registry.displayNames(),

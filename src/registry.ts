@@ -1,5 +1,5 @@
 import { adapters as builtInAdapters, connectors as builtInConnectors } from '../adapters/index.js';
-import type { AdapterDefinition } from './spec/adapter.js';
+import type { AdapterDefinition, WebhookDoc } from './spec/adapter.js';
 import type { ConnectorDefinition } from './spec/connector.js';
 
 /**
@@ -37,6 +37,11 @@ export class AdapterRegistry {
 
   get vendors(): string[] {
     return [...this.byVendor.keys()];
+  }
+
+  /** What each vendor's webhook takes and answers, for the OpenAPI document. */
+  webhookDocs(): Map<string, WebhookDoc | undefined> {
+    return new Map(this.list.map((adapter) => [adapter.vendor, adapter.webhook]));
   }
 
   displayNames(): Map<string, string> {

@@ -56,6 +56,12 @@ export function createLookupRoute(options: {
     path: 'attributes',
     scope: 'public',
     summary: 'LiveTex-style encrypted attribute lookup (compact JWE in, compact JWE out; DESIGN §6)',
+    requestContentType: 'application/jose',
+    responseContentType: 'application/jose',
+    errors: {
+      400: 'Not a compact JWE (or {"payload": JWE} as JSON)',
+      401: 'Unknown or revoked key, a token that does not open, is out of time or was used before',
+    },
     async handle(request) {
       const started = performance.now();
       let outcome = 'error';

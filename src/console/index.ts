@@ -64,6 +64,8 @@ export interface WebConsole {
   middleware: Middleware;
   /** Note that a channel received a webhook (shown as "last traffic"); cheap, never throws. */
   noteTraffic(channelId: string): void;
+  /** `METHOD /console/...` of every page and form post (for the OpenAPI document). */
+  routes: Array<{ method: string; path: string }>;
 }
 
 const COOKIE = 'chatbridge_console';
@@ -683,6 +685,14 @@ ${timelineSection({
         });
       }
     },
+    routes: [
+      { method: 'GET', path: '/console' }, // the redirect in `middleware` above
+      ...router.stack.flatMap((layer) =>
+        layer.methods
+          .filter((method) => method !== 'HEAD')
+          .map((method) => ({ method, path: String(layer.path) })),
+      ),
+    ],
     noteTraffic(channelId) {
       const now = deps.now().getTime();
       if (now - (trafficWritten.get(channelId) ?? 0) < TRAFFIC_WRITE_EVERY_MS) return;

@@ -1,0 +1,129 @@
+import { writeFileSync } from 'node:fs';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { routesOf } from '../src/http/app.js';
+import { openApiPath } from '../src/http/openapi.js';
+import { allVendorChannels } from './security/support.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+
+/**
+ * Issue 12 item 3: one route model. The OpenAPI document is generated from the same
+ * declarations the routers mount, so every served route is described and every described route
+ * is served; and the document is a valid OpenAPI 3.1 document.
+ */
+const SECRET_CHANNEL = 'zz-secret-channel-id';
+
+describe('the route model and its OpenAPI document', () => {
+  let bridge: TestBridge;
+  let document: any;
+  beforeAll(async () => {
+    bridge = await startTestBridge({
+      config: {
+        channels: [
+          ...allVendorChannels,
+          { id: SECRET_CHANNEL, vendor: 'jivochat', token: 'jivo-token-000000000002' },
+        ],
+      },
+    });
+    const response = await fetch(`${bridge.url}/api/v1/openapi.json`);
+    expect(response.status).toBe(200);
+    document = await response.json();
+    // For the Redocly lint in the README: OPENAPI_OUT=file npx vitest run test/routes.test.ts
+    if (process.env.OPENAPI_OUT) writeFileSync(process.env.OPENAPI_OUT, JSON.stringify(document, null, 2));
+  });
+  afterAll(() => bridge.close());
+
+  it('describes exactly the routes the app serves (both directions)', () => {
+    const routes = routesOf(bridge.bridge.app)!;
+    const mounted = new Set(
+      routes.mounted().map((route) => `${route.method.toLowerCase()} ${openApiPath(route.path)}`),
+    );
+    const described = new Set(
+      Object.entries(document.paths as Record<string, Record<string, unknown>>).flatMap(([path, item]) =>
+        Object.keys(item).map((method) => `${method} ${path}`),
+      ),
+    );
+    expect([...mounted].filter((route) => !described.has(route))).toEqual([]);
+    expect([...described].filter((route) => !mounted.has(route))).toEqual([]);
+    // Sanity: the walk covered every family of routes.
+    expect([...described]).toEqual(
+      expect.arrayContaining([
+        'get /healthz',
+        'get /readyz',
+        'get /metrics',
+        'get /api/v1/openapi.json',
+        'get /api/v1/contacts',
+        'post /api/v1/deliveries/{id}/replay',
+        'post /api/v1/channels/{id}/keys',
+        'post /api/v1/channels/{id}/agent-sync',
+        'post /webhooks/jivochat/{channelId}/{token}',
+        'post /webhooks/livetex/{channelId}/{token}',
+        'post /webhooks/chatvisor/{channelId}/{token}',
+        'post /livetex/{channelId}/attributes',
+        'get /console/contacts',
+        'post /console/sign-in',
+      ]),
+    );
+  });
+
+  it('is a valid OpenAPI 3.1 document', async () => {
+    const result = await new Validator().validate(structuredClone(document));
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(document.openapi).toBe('3.1.0');
+    const ids = Object.values(document.paths as Record<string, Record<string, any>>).flatMap((item) =>
+      Object.values(item).map((operation) => operation.operationId),
+    );
+    expect(new Set(ids).size).toBe(ids.length);
+    // Every $ref points at something in the document.
+    for (const [, name] of JSON.stringify(document).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)) {
+      expect(document.components.schemas[name!], name).toBeDefined();
+    }
+  });
+
+  it('documents inputs, answers and credentials from the declarations', () => {
+    const contacts = document.paths['/api/v1/contacts'].get;
+    expect(contacts.security).toEqual([{ adminToken: [] }]);
+    expect(contacts.parameters.map((parameter: any) => parameter.name)).toEqual([
+      'email',
+      'phone',
+      'identity',
+    ]);
+    expect(Object.keys(contacts.responses)).toEqual(['200', '400', '401', '429']);
+    const replay = document.paths['/api/v1/deliveries/{id}/replay'].post;
+    expect(Object.keys(replay.responses)).toEqual(expect.arrayContaining(['202', '404', '409']));
+    expect(replay.parameters[0].schema.pattern).toBeDefined();
+    const jivo = document.paths['/webhooks/jivochat/{channelId}/{token}'].post;
+    expect(jivo.requestBody.content['application/json'].schema.properties.event_name).toBeDefined();
+    expect(jivo.responses['404']).toBeDefined();
+    const lookup = document.paths['/livetex/{channelId}/attributes'].post;
+    expect(Object.keys(lookup.requestBody.content)).toEqual(['application/jose']);
+    expect(Object.keys(lookup.responses['200'].content)).toEqual(['application/jose']);
+    expect(document.paths['/healthz'].get.security).toEqual([]);
+    expect(document.paths['/console/contacts'].get.responses['200'].content['text/html']).toBeDefined();
+  });
+
+  it('names no channel id and no secret (it is served without the token)', () => {
+    const text = JSON.stringify(document);
+    expect(text).not.toContain(SECRET_CHANNEL);
+    expect(text).not.toContain('jivo-token-');
+    expect(text).not.toContain(bridge.adminToken);
+  });
+
+  it('validates at the boundary once: a bad query is a 400 naming the parameter', async () => {
+    const response = await bridge.admin('GET', '/api/v1/journal?limit=0');
+    expect(response.status).toBe(400);
+    expect(response.body.error.code).toBe('invalid_query');
+    expect(response.body.error.issues[0].path).toBe('limit');
+    const params = await bridge.admin('GET', '/api/v1/deliveries/not-a-delivery');
+    expect(params.status).toBe(400);
+    expect(params.body.error.issues[0].path).toBe('id');
+  });
+
+  it('answers a known public path with a wrong method like an unknown one (no 405)', async () => {
+    const wrong = await fetch(`${bridge.url}/livetex/app/attributes`);
+    const unknown = await fetch(`${bridge.url}/livetex/nope/attributes`);
+    expect(wrong.status).toBe(404);
+    expect(await wrong.text()).toBe(await unknown.text());
+  });
+});
