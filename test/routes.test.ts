@@ -1,9 +1,15 @@
 import { writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBridge } from '../src/bridge.js';
+import { parseConfig } from '../src/config/load.js';
 import { routesOf } from '../src/http/app.js';
 import { openApiPath } from '../src/http/openapi.js';
-import { allVendorChannels } from './security/support.js';
+import { createLogger } from '../src/logger.js';
+import { defaultRegistry } from '../src/registry.js';
+import { ADMIN, allVendorChannels } from './security/support.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
 /**
@@ -125,5 +131,55 @@ describe('the route model and its OpenAPI document', () => {
     const unknown = await fetch(`${bridge.url}/livetex/nope/attributes`);
     expect(wrong.status).toBe(404);
     expect(await wrong.text()).toBe(await unknown.text());
+  });
+});
+
+describe('the per-request logger (issue 12 item 4)', () => {
+  it('builds no child logger for a request that logs only its access line, and still logs the request id', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const logger = createLogger('info', sink);
+    let children = 0;
+    const child = logger.child.bind(logger);
+    logger.child = ((...args: Parameters<typeof child>) => {
+      children++;
+      return child(...args);
+    }) as typeof logger.child;
+    const registry = defaultRegistry();
+    const config = parseConfig(
+      {
+        admin: { token: ADMIN },
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 1000 },
+        channels: [allVendorChannels[0]],
+      },
+      registry,
+      {},
+    );
+    const bridge = await createBridge({ config, registry, logger });
+    const server = await bridge.listen(0, '127.0.0.1');
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const before = children;
+      for (let index = 0; index < 5; index++) {
+        const response = await fetch(`${url}/healthz`, { headers: { 'x-request-id': `probe-${index}` } });
+        expect(response.status).toBe(200);
+      }
+      const answer = await fetch(`${url}/api/v1/contacts?email=a@b.c`, {
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
+      expect(answer.status).toBe(200);
+      expect(children - before).toBe(0);
+      const access = lines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === 'request');
+      expect(access.map((entry) => entry.requestId).slice(0, 5)).toEqual(
+        [0, 1, 2, 3, 4].map((i) => `probe-${i}`),
+      );
+    } finally {
+      await bridge.close();
+    }
   });
 });

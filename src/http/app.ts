@@ -77,7 +77,7 @@ export function listAdminRoutes(app: Koa): Array<{ method: string; path: string 
 
 function send(ctx: Context, result: RouteResult) {
   ctx.status = result.status ?? 200;
-  for (const [name, value] of Object.entries(result.headers ?? {})) ctx.set(name, value);
+  if (result.headers) for (const name in result.headers) ctx.set(name, result.headers[name]!);
   if (result.contentType) ctx.type = result.contentType;
   ctx.body = result.body ?? null;
 }
@@ -155,7 +155,10 @@ function inbound(
     params,
     contentType: ctx.get('content-type') || undefined,
     requestId: ctx.state.requestId as string,
-    logger: ctx.state.logger as Logger,
+    // A getter, so the per-request child logger is built only if the adapter logs.
+    get logger() {
+      return ctx.state.logger as Logger;
+    },
     receivedAt: ctx.state.receivedAt as number,
     json() {
       // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
