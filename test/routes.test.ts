@@ -2,10 +2,12 @@ import { writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { Validator } from '@seriousme/openapi-schema-validator';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBridge } from '../src/bridge.js';
 import { parseConfig } from '../src/config/load.js';
 import { routesOf } from '../src/http/app.js';
+import { isAdminPath, normalisedSegments, redactPath } from '../src/http/guard.js';
 import { openApiPath } from '../src/http/openapi.js';
 import { createLogger } from '../src/logger.js';
 import { defaultRegistry } from '../src/registry.js';
@@ -181,5 +183,22 @@ describe('the per-request logger (issue 12 item 4)', () => {
     } finally {
       await bridge.close();
     }
+  });
+});
+
+describe('the admin-path and redaction fast paths (issue 12 item 4)', () => {
+  it('agree with the normalised reading on every spelling', () => {
+    const pieces = ['/', '//', 'api', 'API', 'Api', 'v1', 'V1', 'webhooks', 'WebHooks', 'console', 'c', 'C'];
+    const more = ['x', '.', '..', '%61', '%2561', '%2F', '\\', 'tok', 'openapi.json', 'v1x', '%'];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces, ...more), { maxLength: 8 }), (parts) => {
+        const path = `/${parts.join('')}`;
+        const [first, second] = normalisedSegments(path);
+        expect(isAdminPath(path)).toBe(first === 'api' && second === 'v1');
+        const secret = first === 'webhooks' || (first === 'console' && second === 'c');
+        if (!secret) expect(redactPath(path)).toBe(path);
+      }),
+      { numRuns: 5000 },
+    );
   });
 });
