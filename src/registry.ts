@@ -1,6 +1,6 @@
 import { adapters as builtInAdapters, connectors as builtInConnectors } from '../adapters/index.js';
-import type { AdapterDefinition, WebhookDoc } from './spec/adapter.js';
-import type { ConnectorDefinition } from './spec/connector.js';
+import type { AdapterDefinition, WebhookDoc } from './contracts/adapter.js';
+import type { ConnectorDefinition } from './contracts/connector.js';
 
 /**
  * The one place the core learns which vendors exist. Everything else in src/ reaches an adapter

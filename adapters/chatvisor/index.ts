@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import type { ChannelConfig } from '../../src/config/schema.js';
-import { parseBody, parseQuery } from '../../src/http/validate.js';
 import type {
   AdapterContext,
   AdapterDefinition,
@@ -9,7 +8,8 @@ import type {
   CliCommand,
   CliCommandInfo,
   ScheduledJob,
-} from '../../src/spec/adapter.js';
+} from '../../src/contracts/adapter.js';
+import { parseBody, parseQuery } from '../../src/http/validate.js';
 import { ChatvisorClient } from './client.js';
 import { ConversationTracker } from './conversations.js';
 import { AgentSyncIncompleteError } from './errors.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { VENDOR } from './mapper.js';
 import { jivoAnswerSchema, jivochatSettingsSchema, jivoEnvelopeSchema } from './schemas.js';
 import { createWebhookHandler } from './webhook.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { ConfigError } from '../../src/errors.js';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
 import { bridgeJweCodec } from './codec.js';
 import { createLivetexKeyStore, KEY_COMMANDS, keyCommands, keyRoutes } from './keys.js';
 import { createLookupRoute } from './lookup.js';

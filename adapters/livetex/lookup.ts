@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { ChannelConfig } from '../../src/config/schema.js';
+import type { AdapterContext, ChannelRoute } from '../../src/contracts/adapter.js';
 import { AppError } from '../../src/errors.js';
-import type { AdapterContext, ChannelRoute } from '../../src/spec/adapter.js';
 import { type LookupClaims, type LookupCodec, LookupRefusedError } from './codec.js';
 import type { LivetexKeyStore } from './keys.js';
 import { foundAnswer, notFoundAnswer } from './mapper.js';

@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
+import type { ConnectorDefinition } from '../contracts/connector.js';
 import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Route } from '../http/routes.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
-import type { ConnectorDefinition } from '../spec/connector.js';
 import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {

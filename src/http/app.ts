@@ -8,6 +8,13 @@ import { createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import type { ContactService } from '../contacts/service.js';
 import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
+import type {
+  ChannelRoute,
+  ChannelRuntime,
+  InboundRequest,
+  RouteResult,
+  WebhookDoc,
+} from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
 import {
   AppError,
@@ -18,13 +25,6 @@ import {
 } from '../errors.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
-import type {
-  ChannelRoute,
-  ChannelRuntime,
-  InboundRequest,
-  RouteResult,
-  WebhookDoc,
-} from '../spec/adapter.js';
 import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
