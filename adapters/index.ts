@@ -1,5 +1,5 @@
-import type { AdapterDefinition } from '../src/spec/adapter.js';
-import type { ConnectorDefinition } from '../src/spec/connector.js';
+import type { AdapterDefinition } from '../src/contracts/adapter.js';
+import type { ConnectorDefinition } from '../src/contracts/connector.js';
 import { amocrmConnector } from './amocrm/index.js';
 import { bitrix24Connector } from './bitrix24/index.js';
 import { chatvisorAdapter } from './chatvisor/index.js';

@@ -9,6 +9,7 @@ import type { ChannelConfig, Config } from './config/schema.js';
 import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
 import { createFactService } from './contacts/facts.js';
+import type { AdapterContext, ChannelRuntime } from './contracts/adapter.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import { createOutboxPublisher } from './events/outbox.js';
@@ -19,7 +20,6 @@ import { Metrics } from './metrics.js';
 import { createHttpClient } from './net/http.js';
 import { type AdapterRegistry, defaultRegistry } from './registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
-import type { AdapterContext, ChannelRuntime } from './spec/adapter.js';
 import { createStore, effectiveKeyPrefix, redisTargetOf } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -174,6 +174,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     delivery,
     channels,
     vendors: registry.vendors,
+    webhookDocs: registry.webhookDocs(),
     isAccepting: () => accepting,
     agentLinks,
     vendorNames: registry.displayNames(),

@@ -12,7 +12,7 @@ export {
   resolveConfigPath,
 } from './config/load.js';
 export { type Config, configSchema } from './config/schema.js';
+export type { AdapterDefinition, ChannelRuntime, CliCommand, CliCommandInfo } from './contracts/adapter.js';
 export { AppError, ConfigError, type ErrorIssue } from './errors.js';
 export { createLogger } from './logger.js';
 export { AdapterRegistry, defaultRegistry } from './registry.js';
-export type { AdapterDefinition, ChannelRuntime, CliCommand, CliCommandInfo } from './spec/adapter.js';

@@ -1,6 +1,6 @@
 import { adapters as builtInAdapters, connectors as builtInConnectors } from '../adapters/index.js';
-import type { AdapterDefinition } from './spec/adapter.js';
-import type { ConnectorDefinition } from './spec/connector.js';
+import type { AdapterDefinition, WebhookDoc } from './contracts/adapter.js';
+import type { ConnectorDefinition } from './contracts/connector.js';
 
 /**
  * The one place the core learns which vendors exist. Everything else in src/ reaches an adapter
@@ -37,6 +37,11 @@ export class AdapterRegistry {
 
   get vendors(): string[] {
     return [...this.byVendor.keys()];
+  }
+
+  /** What each vendor's webhook takes and answers, for the OpenAPI document. */
+  webhookDocs(): Map<string, WebhookDoc | undefined> {
+    return new Map(this.list.map((adapter) => [adapter.vendor, adapter.webhook]));
   }
 
   displayNames(): Map<string, string> {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
+import type { ScheduledJob } from './contracts/adapter.js';
 import type { Metrics } from './metrics.js';
-import type { ScheduledJob } from './spec/adapter.js';
 import { LOCK_KEY_PREFIX } from './store/memory.js';
 import type { Lock, Store } from './store/types.js';
 

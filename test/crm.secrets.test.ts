@@ -2,10 +2,10 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBridge } from '../src/bridge.js';
 import { parseConfig } from '../src/config/load.js';
+import type { CrmApi } from '../src/contracts/connector.js';
 import { createUserDirectory } from '../src/crm/users.js';
 import { createLogger } from '../src/logger.js';
 import { defaultRegistry } from '../src/registry.js';
-import type { CrmApi } from '../src/spec/connector.js';
 import { amoWorld, bitrixWorld, type CrmWorld, jivoPayloads } from './support/crm-worlds.js';
 
 /**

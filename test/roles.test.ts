@@ -1,7 +1,7 @@
 import cron from 'node-cron';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { AdapterDefinition } from '../src/contracts/adapter.js';
 import { OUTBOX_KEY } from '../src/events/outbox.js';
-import type { AdapterDefinition } from '../src/spec/adapter.js';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';

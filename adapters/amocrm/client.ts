@@ -1,7 +1,7 @@
 import type { z } from 'zod';
+import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
-import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/spec/connector.js';
 import {
   type AmoContact,
   API_PREFIX,

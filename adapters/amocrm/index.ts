@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ConnectorDefinition } from '../../src/spec/connector.js';
+import type { ConnectorDefinition } from '../../src/contracts/connector.js';
 import { REQUESTS_PER_SECOND } from './api.js';
 import { createAmoClient } from './client.js';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ConnectorDefinition } from '../../src/spec/connector.js';
+import type { ConnectorDefinition } from '../../src/contracts/connector.js';
 import { REQUESTS_PER_SECOND, WEBHOOK_URL } from './api.js';
 import { createBitrix24Client } from './client.js';
 

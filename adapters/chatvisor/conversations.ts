@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Contact } from '../../src/contacts/types.js';
-import type { AdapterContext } from '../../src/spec/adapter.js';
+import type { AdapterContext } from '../../src/contracts/adapter.js';
 import type { LabelPusher } from './labels.js';
 import {
   type ConversationKind,

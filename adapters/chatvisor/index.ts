@@ -1,5 +1,5 @@
+import { z } from 'zod';
 import type { ChannelConfig } from '../../src/config/schema.js';
-import { parseBody, parseQuery } from '../../src/http/validate.js';
 import type {
   AdapterContext,
   AdapterDefinition,
@@ -8,7 +8,8 @@ import type {
   CliCommand,
   CliCommandInfo,
   ScheduledJob,
-} from '../../src/spec/adapter.js';
+} from '../../src/contracts/adapter.js';
+import { parseBody, parseQuery } from '../../src/http/validate.js';
 import { ChatvisorClient } from './client.js';
 import { ConversationTracker } from './conversations.js';
 import { AgentSyncIncompleteError } from './errors.js';
@@ -22,6 +23,8 @@ import {
   agentSyncQuerySchema,
   type ChatvisorSettings,
   channelSettingsSchema,
+  conversationSchema,
+  messageSchema,
   visibilityResponseSchema,
 } from './schemas.js';
 import { AgentSync, type AgentSyncReport } from './sync.js';
@@ -251,6 +254,11 @@ export const chatvisorAdapter: AdapterDefinition = {
   vendor: VENDOR,
   displayName: 'Chatvisor',
   channelSettings: channelSettingsSchema,
+  webhook: {
+    summary: 'Chatvisor webhook: a Conversation or a Message, told apart by its shape',
+    body: z.union([conversationSchema, messageSchema]),
+    answer: z.object({ ok: z.literal(true) }),
+  },
   create: createChatvisorRuntime,
   commands: [SYNC_AGENTS_COMMAND],
 };

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { ConflictError } from '../../src/errors.js';
-import type { AdapterContext } from '../../src/spec/adapter.js';
 import type { ChatvisorClient } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
 import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Contact } from '../../src/contacts/types.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/spec/adapter.js';
+import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
 import type { ConversationTracker } from './conversations.js';
 import { VENDOR } from './mapper.js';
 import type { CachedProfile } from './profiles.js';

@@ -1,6 +1,7 @@
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
+import { z } from 'zod';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { VENDOR } from './mapper.js';
-import { jivochatSettingsSchema } from './schemas.js';
+import { jivoAnswerSchema, jivochatSettingsSchema, jivoEnvelopeSchema } from './schemas.js';
 import { createWebhookHandler } from './webhook.js';
 
 /**
@@ -12,6 +13,11 @@ export const jivochatAdapter: AdapterDefinition = {
   vendor: VENDOR,
   displayName: 'JivoChat',
   channelSettings: jivochatSettingsSchema,
+  webhook: {
+    summary: 'JivoChat webhook: one event per request, named by event_name',
+    body: jivoEnvelopeSchema,
+    answer: z.union([jivoAnswerSchema, z.strictObject({ result: z.literal('ok') })]),
+  },
   create(context, channel) {
     // The loader validated the settings already; parsing again gives them their types and defaults.
     const settings = jivochatSettingsSchema.parse(channel);

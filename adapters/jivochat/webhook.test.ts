@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { Contact, TimelineEntry } from '../../src/contacts/types.js';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
 import { jivochatAdapter } from './index.js';
 import { knownEvents } from './schemas.js';

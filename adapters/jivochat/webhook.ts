@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { anchoredBy, type FactAnswer } from '../../src/contacts/facts.js';
+import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/spec/adapter.js';
 import { buildRichAnswer, decodePayload, OK_ANSWER, truncate } from './codec.js';
 import { toObservation, VENDOR } from './mapper.js';
 import { isKnownEvent, type JivochatSettings, jivoEnvelopeSchema } from './schemas.js';

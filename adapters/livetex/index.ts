@@ -1,9 +1,10 @@
+import { z } from 'zod';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { ConfigError } from '../../src/errors.js';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
 import { bridgeJweCodec } from './codec.js';
 import { createLivetexKeyStore, KEY_COMMANDS, keyCommands, keyRoutes } from './keys.js';
 import { createLookupRoute } from './lookup.js';
-import { livetexSettingsSchema } from './schemas.js';
+import { livetexSettingsSchema, webhookEnvelopeSchema } from './schemas.js';
 import { createWebhookHandler } from './webhook.js';
 
 /**
@@ -18,6 +19,11 @@ export const livetexAdapter: AdapterDefinition = {
   vendor: 'livetex',
   displayName: 'LiveTex',
   channelSettings: livetexSettingsSchema,
+  webhook: {
+    summary: 'LiveTex dialog webhook (closed, assigned, rated)',
+    body: webhookEnvelopeSchema,
+    answer: z.object({ ok: z.literal(true) }),
+  },
 
   checkConfig(_channel, config) {
     // Keys in Redis outlive the process: they must be sealed under a key that does too. The

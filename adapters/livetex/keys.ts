@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/contracts/adapter.js';
 import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
-import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/spec/adapter.js';
 import type { Store } from '../../src/store/types.js';
 import { KEY_BYTES } from './codec.js';
 

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { ChannelConfig } from '../../src/config/schema.js';
+import type { AdapterContext, ChannelRoute } from '../../src/contracts/adapter.js';
 import { AppError } from '../../src/errors.js';
-import type { AdapterContext, ChannelRoute } from '../../src/spec/adapter.js';
 import { type LookupClaims, type LookupCodec, LookupRefusedError } from './codec.js';
 import type { LivetexKeyStore } from './keys.js';
 import { foundAnswer, notFoundAnswer } from './mapper.js';
@@ -56,6 +56,12 @@ export function createLookupRoute(options: {
     path: 'attributes',
     scope: 'public',
     summary: 'LiveTex-style encrypted attribute lookup (compact JWE in, compact JWE out; DESIGN §6)',
+    requestContentType: 'application/jose',
+    responseContentType: 'application/jose',
+    errors: {
+      400: 'Not a compact JWE (or {"payload": JWE} as JSON)',
+      401: 'Unknown or revoked key, a token that does not open, is out of time or was used before',
+    },
     async handle(request) {
       const started = performance.now();
       let outcome = 'error';

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { ChannelConfig } from '../../src/config/schema.js';
 import type { Identifier } from '../../src/contacts/types.js';
 import { identifierSchema } from '../../src/contacts/types.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/spec/adapter.js';
+import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
 import {
   dialogIdentifier,
   dialogKeyOf,

@@ -1,13 +1,13 @@
 import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/load.js';
 import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
+import type { CrmCheckReport, CrmUser } from '../contracts/connector.js';
 import { CrmError, scrub } from '../crm/errors.js';
 import { createRateLimiter } from '../crm/limiter.js';
 import { createTransport } from '../crm/transport.js';
 import { createLogger } from '../logger.js';
 import { createHttpClient } from '../net/http.js';
 import { defaultRegistry } from '../registry.js';
-import type { CrmCheckReport, CrmUser } from '../spec/connector.js';
 import { createStore } from '../store/index.js';
 
 /**

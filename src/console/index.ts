@@ -7,13 +7,13 @@ import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact } from '../contacts/types.js';
+import type { ChannelRoute, ChannelRuntime, InboundRequest } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
 import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
 import { readRawBody } from '../http/body.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
-import type { ChannelRoute, ChannelRuntime, InboundRequest } from '../spec/adapter.js';
 import type { Store } from '../store/types.js';
 import { html, query } from './html.js';
 import type { AgentLinks } from './links.js';
@@ -64,6 +64,8 @@ export interface WebConsole {
   middleware: Middleware;
   /** Note that a channel received a webhook (shown as "last traffic"); cheap, never throws. */
   noteTraffic(channelId: string): void;
+  /** `METHOD /console/...` of every page and form post (for the OpenAPI document). */
+  routes: Array<{ method: string; path: string }>;
 }
 
 const COOKIE = 'chatbridge_console';
@@ -683,6 +685,14 @@ ${timelineSection({
         });
       }
     },
+    routes: [
+      { method: 'GET', path: '/console' }, // the redirect in `middleware` above
+      ...router.stack.flatMap((layer) =>
+        layer.methods
+          .filter((method) => method !== 'HEAD')
+          .map((method) => ({ method, path: String(layer.path) })),
+      ),
+    ],
     noteTraffic(channelId) {
       const now = deps.now().getTime();
       if (now - (trafficWritten.get(channelId) ?? 0) < TRAFFIC_WRITE_EVERY_MS) return;

@@ -3,8 +3,8 @@ import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
+import type { CrmApi, CrmEntityRef } from '../contracts/connector.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
-import type { CrmApi, CrmEntityRef } from '../spec/connector.js';
 import type { Store } from '../store/types.js';
 
 /**

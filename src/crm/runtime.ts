@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
+import type { ConnectorDefinition, CrmApi } from '../contracts/connector.js';
 import type { AttemptResult } from '../delivery/attempt.js';
 import type { DeliveredBody } from '../delivery/routing.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
-import type { ConnectorDefinition, CrmApi } from '../spec/connector.js';
 import type { Store } from '../store/types.js';
 import { CrmError, scrub } from './errors.js';
 import { type CrmProgress, createCrmFlow } from './flow.js';

@@ -1,5 +1,5 @@
+import type { CrmTransport } from '../contracts/connector.js';
 import { type HttpClient, HttpNetworkError } from '../net/http.js';
-import type { CrmTransport } from '../spec/connector.js';
 import { CrmError } from './errors.js';
 import type { RateLimiter } from './limiter.js';
 

@@ -1,4 +1,4 @@
-import type { CrmApi, CrmUser } from '../spec/connector.js';
+import type { CrmApi, CrmUser } from '../contracts/connector.js';
 import { CrmError } from './errors.js';
 
 /**

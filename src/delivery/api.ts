@@ -1,6 +1,6 @@
-import type Router from '@koa/router';
 import { z } from 'zod';
-import { issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
+import { NotFoundError } from '../errors.js';
+import { type Route, route } from '../http/routes.js';
 import {
   type DeliveryAttempt,
   type DeliveryRecord,
@@ -86,64 +86,79 @@ export interface DeliveryAdmin {
   replayFailed(destinationId: string): Promise<{ replayed: string[] }>;
 }
 
-function parse<T extends z.ZodType>(schema: T, value: unknown, what: 'query' | 'params'): z.output<T> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  throw new ValidationError(`invalid ${what}`, issuesFromZod(parsed.error), `invalid_${what}`);
-}
+const idParamsSchema = z.strictObject({ id: deliveryIdSchema });
 
-const idParamsSchema = z.object({ id: deliveryIdSchema });
+export const deliveryDetailSchema = deliverySummarySchema.extend({
+  body: z.unknown(),
+  history: z.array(deliveryAttemptSchema),
+});
 
-/** For the OpenAPI document: the routes with their zod schemas. */
-export const deliveryRoutes = [
-  {
-    method: 'GET',
-    path: '/deliveries',
-    summary: 'List outbound deliveries',
-    query: listQuerySchema,
-    response: deliveryListSchema,
-  },
-  {
-    method: 'GET',
-    path: '/deliveries/{id}',
-    summary: 'One delivery with its body',
-    response: deliverySummarySchema.extend({ body: z.unknown(), history: z.array(deliveryAttemptSchema) }),
-  },
-  {
-    method: 'POST',
-    path: '/deliveries/{id}/replay',
-    summary: 'Deliver again',
-    response: deliverySummarySchema,
-  },
-  {
-    method: 'POST',
-    path: '/deliveries/replay',
-    summary: 'Replay every failed delivery of a destination',
-    query: replayAllQuerySchema,
-    response: replayAllResultSchema,
-  },
-] as const;
-
-export function registerDeliveryRoutes(router: Router, admin: DeliveryAdmin): void {
-  router.get('/deliveries', async (ctx) => {
-    const query = parse(listQuerySchema, ctx.query, 'query');
-    ctx.body = { deliveries: await admin.list(query) };
-  });
-  router.post('/deliveries/replay', async (ctx) => {
-    const query = parse(replayAllQuerySchema, ctx.query, 'query');
-    const { replayed } = await admin.replayFailed(query.destination);
-    ctx.status = 202;
-    ctx.body = { replayed: replayed.length, ids: replayed };
-  });
-  router.get('/deliveries/:id', async (ctx) => {
-    const { id } = parse(idParamsSchema, ctx.params, 'params');
-    const found = await admin.get(id);
-    if (!found) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
-    ctx.body = found;
-  });
-  router.post('/deliveries/:id/replay', async (ctx) => {
-    const { id } = parse(idParamsSchema, ctx.params, 'params');
-    ctx.status = 202;
-    ctx.body = await admin.replay(id);
-  });
+/** The delivery routes (mounted by the core under /api/v1, behind the admin token). */
+export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
+  const tag = 'deliveries';
+  return [
+    route({
+      method: 'GET',
+      path: '/api/v1/deliveries',
+      summary: 'List outbound deliveries (oldest first within a state)',
+      tag,
+      auth: 'admin',
+      query: listQuerySchema,
+      answers: { 200: { description: 'The deliveries', schema: deliveryListSchema } },
+      async handle(ctx, { query }) {
+        ctx.body = { deliveries: await admin.list(query) };
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/api/v1/deliveries/replay',
+      summary: 'Replay every failed delivery of a destination',
+      tag,
+      auth: 'admin',
+      query: replayAllQuerySchema,
+      answers: {
+        202: { description: 'Queued again', schema: replayAllResultSchema },
+        404: { description: 'No such destination' },
+      },
+      async handle(ctx, { query }) {
+        const { replayed } = await admin.replayFailed(query.destination);
+        ctx.status = 202;
+        ctx.body = { replayed: replayed.length, ids: replayed };
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/deliveries/:id',
+      summary: 'One delivery, with the body that is sent and its attempts',
+      tag,
+      auth: 'admin',
+      params: idParamsSchema,
+      answers: {
+        200: { description: 'The delivery', schema: deliveryDetailSchema },
+        404: { description: 'No such delivery' },
+      },
+      async handle(ctx, { params }) {
+        const found = await admin.get(params.id);
+        if (!found) throw new NotFoundError('delivery_not_found', `no delivery ${params.id}`);
+        ctx.body = found;
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/api/v1/deliveries/:id/replay',
+      summary: 'Deliver again',
+      tag,
+      auth: 'admin',
+      params: idParamsSchema,
+      answers: {
+        202: { description: 'Queued again', schema: deliverySummarySchema },
+        404: { description: 'No such delivery' },
+        409: { description: 'Pending already, or its destination is gone' },
+      },
+      async handle(ctx, { params }) {
+        ctx.status = 202;
+        ctx.body = await admin.replay(params.id);
+      },
+    }),
+  ];
 }

@@ -1,13 +1,13 @@
-import type Router from '@koa/router';
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
+import type { ConnectorDefinition } from '../contracts/connector.js';
 import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
+import type { Route } from '../http/routes.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
-import type { ConnectorDefinition } from '../spec/connector.js';
 import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {
@@ -15,8 +15,7 @@ import {
   type DeliveryDetail,
   type DeliveryListQuery,
   type DeliverySummary,
-  listQuerySchema,
-  registerDeliveryRoutes,
+  deliveryRoutes,
   summarize,
 } from './api.js';
 import { CircuitBreaker } from './breaker.js';
@@ -68,8 +67,8 @@ export interface DeliveryDeps {
 export interface Delivery extends DeliveryAdmin {
   /** Start draining and delivering (worker role). */
   start(): Promise<void>;
-  /** Admin API routes under /api/v1 (deliveries list and replay); the router already checks the admin token. */
-  registerRoutes(router: Router): void;
+  /** Admin API route declarations under /api/v1 (deliveries list and replay); the admin gate checks the token. */
+  routes(): Route[];
   /** Route what is in the outbox now (the worker does this by itself); returns entries drained. */
   drain(): Promise<number>;
   close(): Promise<void>;
@@ -316,14 +315,16 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       drainInBackground();
     },
 
-    registerRoutes(router) {
-      registerDeliveryRoutes(router, delivery);
+    routes() {
+      return deliveryRoutes(delivery);
     },
 
     drain,
 
     async list(query: DeliveryListQuery): Promise<DeliverySummary[]> {
-      const { state, destination, limit } = listQuerySchema.parse(query);
+      // Parsed at the boundary (the route, the CLI); in-process callers are typed.
+      const { state, destination } = query;
+      const limit = Number(query.limit ?? 50);
       const states = state ? [state] : deliveryStates;
       const out: DeliverySummary[] = [];
       for (const each of states) {

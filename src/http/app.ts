@@ -7,11 +7,17 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import { createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import type { ContactService } from '../contacts/service.js';
-import { identifierSchema } from '../contacts/types.js';
+import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
+import type {
+  ChannelRoute,
+  ChannelRuntime,
+  InboundRequest,
+  RouteResult,
+  WebhookDoc,
+} from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
 import {
   AppError,
-  issuesFromZod,
   NotFoundError,
   TooManyRequestsError,
   UnauthorizedError,
@@ -19,15 +25,14 @@ import {
 } from '../errors.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
-import type { ChannelRoute, ChannelRuntime, InboundRequest, RouteResult } from '../spec/adapter.js';
 import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { parseJson } from './json.js';
-import { buildOpenApi } from './openapi.js';
+import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { WindowLimiter } from './rate-limit.js';
-import { parseQuery } from './validate.js';
+import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
 
 /**
  * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
@@ -43,6 +48,8 @@ export interface AppDeps {
   delivery: Delivery;
   channels: ReadonlyMap<string, { config: ChannelConfig; runtime: ChannelRuntime }>;
   vendors: readonly string[];
+  /** What each vendor's webhook takes and answers (registry.webhookDocs()), for the OpenAPI document. */
+  webhookDocs?: ReadonlyMap<string, WebhookDoc | undefined>;
   /** While false, /readyz answers 503 (set during shutdown). */
   isAccepting(): boolean;
   /** `worker` serves only /healthz, /readyz and /metrics (DESIGN §5); default `all`. */
@@ -68,54 +75,9 @@ export function listAdminRoutes(app: Koa): Array<{ method: string; path: string 
   return adminRouteLists.get(app) ?? [];
 }
 
-function matchPath(pattern: string, path: string): Record<string, string> | null {
-  const want = pattern.split('/').filter(Boolean);
-  const have = path.split('/').filter(Boolean);
-  if (want.length !== have.length) return null;
-  const params: Record<string, string> = {};
-  for (let index = 0; index < want.length; index++) {
-    const segment = want[index]!;
-    const actual = have[index]!;
-    if (segment.startsWith(':')) {
-      try {
-        params[segment.slice(1)] = decodeURIComponent(actual);
-      } catch {
-        return null;
-      }
-    } else if (segment !== actual) return null;
-  }
-  return params;
-}
-
-function inbound(
-  ctx: Context,
-  channel: ChannelConfig,
-  rawBody: Buffer,
-  params: Record<string, string>,
-): InboundRequest {
-  let parsed: { value: unknown } | undefined;
-  return {
-    channel,
-    rawBody,
-    headers: ctx.headers,
-    query: ctx.query,
-    params,
-    contentType: ctx.get('content-type') || undefined,
-    requestId: ctx.state.requestId as string,
-    logger: ctx.state.logger as Logger,
-    receivedAt: ctx.state.receivedAt as number,
-    json() {
-      // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
-      // body is refused here, before any adapter has written anything.
-      parsed ??= { value: parseJson(rawBody.toString('utf8')) };
-      return parsed.value;
-    },
-  };
-}
-
 function send(ctx: Context, result: RouteResult) {
   ctx.status = result.status ?? 200;
-  for (const [name, value] of Object.entries(result.headers ?? {})) ctx.set(name, value);
+  if (result.headers) for (const name in result.headers) ctx.set(name, result.headers[name]!);
   if (result.contentType) ctx.type = result.contentType;
   ctx.body = result.body ?? null;
 }
@@ -145,6 +107,20 @@ const journalQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
 });
 
+const conflictsQuerySchema = z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) });
+
+const channelListSchema = z.object({
+  channels: z.array(
+    z.object({
+      id: z.string(),
+      vendor: z.string(),
+      name: z.string(),
+      jobs: z.array(z.object({ name: z.string(), schedule: z.string() })),
+      routes: z.array(z.string()).describe('METHOD path, below /api/v1/channels/{id}/'),
+    }),
+  ),
+});
+
 const GLOBAL = new Set(['person', 'email', 'phone']);
 
 function parseIdentity(text: string) {
@@ -164,20 +140,116 @@ function parseIdentity(text: string) {
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
 }
 
+function inbound(
+  ctx: Context,
+  channel: ChannelConfig,
+  rawBody: Buffer,
+  params: Record<string, string>,
+): InboundRequest {
+  let parsed: { value: unknown } | undefined;
+  return {
+    channel,
+    rawBody,
+    headers: ctx.headers,
+    query: ctx.query,
+    params,
+    contentType: ctx.get('content-type') || undefined,
+    requestId: ctx.state.requestId as string,
+    // A getter, so the per-request child logger is built only if the adapter logs.
+    get logger() {
+      return ctx.state.logger as Logger;
+    },
+    receivedAt: ctx.state.receivedAt as number,
+    json() {
+      // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
+      // body is refused here, before any adapter has written anything.
+      parsed ??= { value: parseJson(rawBody.toString('utf8')) };
+      return parsed.value;
+    },
+  };
+}
+
+const EMPTY = Buffer.alloc(0);
+const okSchema = z.object({ ok: z.literal(true) });
+const PROMETHEUS = 'text/plain; version=0.0.4; charset=utf-8';
+
+/** GET /metrics: on the metrics listener (open, loopback by default) or on the main port behind metrics.token. */
+function metricsRoute(metrics: Metrics, token: string | undefined): Route {
+  return route({
+    method: 'GET',
+    path: '/metrics',
+    summary: 'Prometheus metrics',
+    description:
+      'Served on the metrics listener (metrics.port, loopback by default), and on the main port only ' +
+      'when metrics.token is set (then with that bearer token).',
+    tag: 'operations',
+    auth: token ? 'metrics' : 'none',
+    answers: { 200: { description: 'Prometheus text exposition', contentType: PROMETHEUS } },
+    async handle(ctx) {
+      if (token) {
+        const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+        if (!match || !tokenEquals(match[1]!.trim(), token)) throw new UnauthorizedError();
+      }
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    },
+  });
+}
+
 /** The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics, nothing else. */
 export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
-  app.use(async (ctx) => {
-    if (ctx.method !== 'GET' || ctx.path !== '/metrics') {
-      ctx.status = 404;
-      ctx.body = NOT_FOUND;
-      return;
-    }
-    ctx.type = metrics.registry.contentType;
-    ctx.body = await metrics.registry.metrics();
+  const router = new Router({ sensitive: true, strict: true });
+  mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
+  app.use(router.routes());
+  app.use((ctx) => {
+    ctx.status = 404;
+    ctx.body = NOT_FOUND;
   });
   return app;
+}
+
+/** The routes an app mounts and documents (exposed for the tests that compare the two). */
+export interface AppRoutes {
+  /** On the strict router with allowedMethods (405 with Allow for a known path, wrong method). */
+  routes: Route[];
+  /** Public channel routes: a wrong method answers the one 404 (a 405 would confirm the channel). */
+  publicRoutes: Route[];
+  /** Described in the document, served by the console's own router. */
+  consoleRoutes: DocumentedRoute[];
+  /** `METHOD path` of everything the app's routers actually serve (read from their stacks). */
+  mounted(): Array<{ method: string; path: string }>;
+  /** What GET /api/v1/openapi.json answers (null on a worker, which does not serve it). */
+  document(): Record<string, unknown> | null;
+}
+const appRoutes = new WeakMap<Koa, AppRoutes>();
+export function routesOf(app: Koa): AppRoutes | undefined {
+  return appRoutes.get(app);
+}
+
+/** Console pages are HTML for a browser; the document lists them so that every path is described. */
+function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>): DocumentedRoute[] {
+  const open = new Set(['/console/sign-in', '/console/assets/:name', '/console/c/:token']);
+  return list.map(({ method, path }) => ({
+    method: method as Route['method'],
+    path,
+    summary: method === 'GET' ? `Console page ${path}` : `Console form post ${path} (CSRF token in the form)`,
+    tag: 'console',
+    auth: open.has(path) ? 'none' : 'console',
+    answers: (method === 'GET' && path !== '/console' && path !== '/console/c/:token'
+      ? {
+          200: {
+            description: path.startsWith('/console/assets/') ? 'A stylesheet or script' : 'An HTML page',
+            contentType: path.startsWith('/console/assets/') ? 'text/plain' : 'text/html',
+          },
+          404: { description: 'No such page (an HTML page)', contentType: 'text/html' },
+        }
+      : {
+          302: { description: 'Redirect to the next page (Location)', contentType: 'text/html' },
+          403: { description: 'Expired form or session (an HTML page)', contentType: 'text/html' },
+        }) as Record<number, RouteAnswer>,
+  }));
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -190,15 +262,26 @@ export function createApp(deps: AppDeps): Koa {
     const given = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(given) ? given : randomUUID();
     ctx.state.requestId = requestId;
-    ctx.state.logger = logger.child({ requestId });
+    // The per-request child logger is built only if something logs through it (most requests
+    // log one line, the access line below, which does not need it).
+    let child: Logger | undefined;
+    Object.defineProperty(ctx.state, 'logger', {
+      get: () => {
+        child ??= logger.child({ requestId });
+        return child;
+      },
+      enumerable: true,
+      configurable: true,
+    });
     ctx.set('x-request-id', requestId);
     const started = performance.now();
     ctx.state.receivedAt = started;
     try {
       await next();
     } finally {
-      (ctx.state.logger as Logger).info(
+      logger.info(
         {
+          requestId,
           method: ctx.method,
           path: redactPath(ctx.path),
           status: ctx.status,
@@ -259,45 +342,61 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(webConsole.middleware);
 
-  const router = new Router({ sensitive: true, strict: true });
-
   // --- operations -------------------------------------------------------------------------
-  router.get('/healthz', (ctx) => {
-    ctx.body = { ok: true };
-  });
-  router.get('/readyz', async (ctx) => {
-    if (!deps.isAccepting()) {
-      ctx.status = 503;
-      ctx.body = errorBody('shutting_down', 'the bridge is shutting down');
-      return;
-    }
-    try {
-      // Ready means "accepts writes" (DESIGN §12): a reachable replica after a failover, or a
-      // primary without its required replicas, would only answer 503 to vendors.
-      await (store.probeWrite ? store.probeWrite() : store.ping());
-      metrics.storeUp.set(1);
-      ctx.body = { ok: true, store: store.kind };
-    } catch (error) {
-      metrics.storeUp.set(0);
-      ctx.status = 503;
-      // No internal message here: /readyz is unauthenticated (issue 10 item 15).
-      (ctx.state.logger as Logger).warn({ err: error }, 'readiness check failed');
-      ctx.body = errorBody('store_unavailable', 'the store is unavailable');
-    }
-  });
+  const operations: Route[] = [
+    route({
+      method: 'GET',
+      path: '/healthz',
+      summary: 'Liveness: the process answers',
+      tag: 'operations',
+      auth: 'none',
+      answers: { 200: { description: 'Alive', schema: okSchema } },
+      handle(ctx) {
+        ctx.body = { ok: true };
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/readyz',
+      summary: 'Readiness: the store accepts writes and the bridge is not shutting down',
+      tag: 'operations',
+      auth: 'none',
+      answers: {
+        200: { description: 'Ready', schema: z.object({ ok: z.literal(true), store: z.string() }) },
+        503: { description: 'Shutting down (shutting_down) or the store is unavailable (store_unavailable)' },
+      },
+      async handle(ctx) {
+        if (!deps.isAccepting()) {
+          ctx.status = 503;
+          ctx.body = errorBody('shutting_down', 'the bridge is shutting down');
+          return;
+        }
+        try {
+          // Ready means "accepts writes" (DESIGN §12): a reachable replica after a failover, or a
+          // primary without its required replicas, would only answer 503 to vendors.
+          await (store.probeWrite ? store.probeWrite() : store.ping());
+          metrics.storeUp.set(1);
+          ctx.body = { ok: true, store: store.kind };
+        } catch (error) {
+          metrics.storeUp.set(0);
+          ctx.status = 503;
+          // No internal message here: /readyz is unauthenticated (issue 10 item 15).
+          (ctx.state.logger as Logger).warn({ err: error }, 'readiness check failed');
+          ctx.body = errorBody('store_unavailable', 'the store is unavailable');
+        }
+      },
+    }),
+  ];
   // On the public port only behind metrics.token; otherwise on the metrics listener (createMetricsApp).
   const metricsToken = config.metrics.token;
-  if (metricsToken) {
-    router.get('/metrics', async (ctx) => {
-      const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-      if (!match || !tokenEquals(match[1]!.trim(), metricsToken)) throw new UnauthorizedError();
-      ctx.type = metrics.registry.contentType;
-      ctx.body = await metrics.registry.metrics();
-    });
-  }
+  if (metricsToken) operations.push(metricsRoute(metrics, metricsToken));
+
+  const router = new Router({ sensitive: true, strict: true });
+  const publicRouter = new Router({ sensitive: true, strict: true });
 
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
+    mount(router, operations, { bodyLimitBytes: bodyLimit });
     app.use(router.routes()).use(router.allowedMethods({ throw: false }));
     app.use((ctx) => {
       ctx.status = 404;
@@ -306,229 +405,415 @@ export function createApp(deps: AppDeps): Koa {
         'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
       );
     });
+    appRoutes.set(app, {
+      routes: operations,
+      publicRoutes: [],
+      consoleRoutes: [],
+      mounted: () => mountedRoutes(router),
+      document: () => null,
+    });
     return app;
   }
 
   // --- vendor intake ----------------------------------------------------------------------
-  router.post('/webhooks/:vendor/:channelId/:token', async (ctx) => {
-    const { vendor, channelId, token } = ctx.params as { vendor: string; channelId: string; token: string };
-    const entry = deps.channels.get(channelId);
-    // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
-    if (
-      !entry ||
-      entry.config.vendor !== vendor ||
-      !tokenEquals(token, entry.config.token) ||
-      !entry.runtime.handleWebhook
-    ) {
-      ctx.status = 404;
-      ctx.body = NO_CHANNEL;
-      return;
-    }
-    const started = performance.now();
-    let event = 'unknown';
-    let rawBody: Buffer | undefined;
-    try {
-      rawBody = await readRawBody(ctx, bodyLimit);
-      const result = await entry.runtime.handleWebhook(inbound(ctx, entry.config, rawBody, { channelId }));
-      // store.durability: answer only once the writes reached the replicas (else 503, the vendor
-      // retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
-      await store.confirmWrites?.();
-      event = result.event ?? event;
-      webConsole.noteTraffic(channelId);
-      metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
-      send(ctx, result);
-    } catch (error) {
-      const status = error instanceof AppError ? error.status : 500;
-      metrics.intake.inc({
-        vendor,
-        event,
-        outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error',
-      });
-      if (status < 500 && rawBody) {
-        // Nothing is lost: a payload we refuse is kept for an operator to read back.
-        await deps.journal
-          .record({
-            channelId,
-            vendor,
-            kind: 'rejected',
-            reason: (error as Error).message,
-            rawBody,
-            contentType: ctx.get('content-type'),
-          })
-          .catch((journalError: unknown) =>
-            (ctx.state.logger as Logger).warn({ err: journalError }, 'could not journal a rejected payload'),
+  // One route per registered vendor, so each is documented with its vendor's own body.
+  const intake: Route[] = deps.vendors.map((vendor) => {
+    const doc = deps.webhookDocs?.get(vendor);
+    return route({
+      method: 'POST',
+      path: `/webhooks/${vendor}/:channelId/:token`,
+      summary: doc?.summary ?? `${deps.vendorNames?.get(vendor) ?? vendor} webhook`,
+      description:
+        'The URL carries the channel token. An unknown channel and a wrong token answer the same 404, ' +
+        'so the URL space cannot be probed. A payload refused with 4xx is kept in the journal.',
+      tag: 'intake',
+      auth: 'url-token',
+      rawBody: {
+        contentType: doc?.contentType ?? 'application/json',
+        description: 'As the vendor sends it (read leniently by the adapter)',
+        ...(doc?.body ? { schema: doc.body } : {}),
+      },
+      answers: {
+        200: {
+          description: 'Recorded (durable before this answer)',
+          ...(doc?.answer ? { schema: doc.answer } : {}),
+        },
+        400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
+        404: { description: 'No such channel, or a wrong token (the one 404 body)' },
+        413: { description: 'Body over server.bodyLimitBytes' },
+        503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
+      },
+      async handle(ctx) {
+        const { channelId, token } = ctx.params as { channelId: string; token: string };
+        const entry = deps.channels.get(channelId);
+        // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
+        if (
+          !entry ||
+          entry.config.vendor !== vendor ||
+          !tokenEquals(token, entry.config.token) ||
+          !entry.runtime.handleWebhook
+        ) {
+          ctx.status = 404;
+          ctx.body = NO_CHANNEL;
+          return;
+        }
+        const started = performance.now();
+        let event = 'unknown';
+        let rawBody: Buffer | undefined;
+        try {
+          rawBody = await readRawBody(ctx, bodyLimit);
+          const result = await entry.runtime.handleWebhook(
+            inbound(ctx, entry.config, rawBody, { channelId }),
           );
-      }
-      throw error;
-    } finally {
-      metrics.replyLatency.observe({ vendor, event }, (performance.now() - started) / 1000);
-    }
-  });
-
-  // --- channel routes (public: /<vendor>/:channelId/<path>) --------------------------------
-  const publicPrefixes = deps.vendors.map((vendor) => `/${vendor}/`);
-  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
-  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
-  app.use(async (ctx: Context, next: Next) => {
-    if (!publicPrefixes.some((prefix) => ctx.path.startsWith(prefix))) return next();
-    const [, vendor, channelId, ...rest] = ctx.path.split('/');
-    const entry = channelId ? deps.channels.get(channelId) : undefined;
-    if (!entry || entry.config.vendor !== vendor) {
-      ctx.status = 404;
-      ctx.body = NO_CHANNEL;
-      return;
-    }
-    // Public channel routes (the LiveTex lookup) are limited per address and per channel.
-    const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
-    const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId!);
-    if (waitAddress > 0 || waitChannel > 0) {
-      rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
-      throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
-    }
-    await dispatchChannelRoute(ctx, entry, 'public', rest.join('/'), async () => {
-      // A known channel's unknown sub-path answers like an unknown channel.
-      ctx.status = 404;
-      ctx.body = NO_CHANNEL;
+          // store.durability: answer only once the writes reached the replicas (else 503, the vendor
+          // retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
+          await store.confirmWrites?.();
+          event = result.event ?? event;
+          webConsole.noteTraffic(channelId);
+          metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
+          send(ctx, result);
+        } catch (error) {
+          const status = error instanceof AppError ? error.status : 500;
+          metrics.intake.inc({
+            vendor,
+            event,
+            outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error',
+          });
+          if (status < 500 && rawBody) {
+            // Nothing is lost: a payload we refuse is kept for an operator to read back.
+            await deps.journal
+              .record({
+                channelId,
+                vendor,
+                kind: 'rejected',
+                reason: (error as Error).message,
+                rawBody,
+                contentType: ctx.get('content-type'),
+              })
+              .catch((journalError: unknown) =>
+                (ctx.state.logger as Logger).warn(
+                  { err: journalError },
+                  'could not journal a rejected payload',
+                ),
+              );
+          }
+          throw error;
+        } finally {
+          metrics.replyLatency.observe({ vendor, event }, (performance.now() - started) / 1000);
+        }
+      },
     });
   });
 
-  async function dispatchChannelRoute(
-    ctx: Context,
-    entry: { config: ChannelConfig; runtime: ChannelRuntime },
-    scope: ChannelRoute['scope'],
-    subPath: string,
-    next: Next,
-  ) {
-    const routes = (entry.runtime.routes ?? []).filter((route) => route.scope === scope);
-    let methodMismatch = false;
-    for (const route of routes) {
-      const params = matchPath(route.path, subPath);
-      if (!params) continue;
-      if (route.method !== ctx.method) {
-        methodMismatch = true;
-        continue;
+  // --- channel routes ---------------------------------------------------------------------
+  // Declared by each channel's runtime; mounted once per (vendor, method, path) with the channel
+  // as a path parameter, so the document describes each once. The adapter validates what it
+  // reads (its own schemas, documented here): the core does not parse it a second time.
+  interface ChannelRouteGroup {
+    spec: ChannelRoute;
+    vendor: string;
+    byChannel: Map<string, { config: ChannelConfig; route: ChannelRoute }>;
+  }
+  const groups = new Map<string, ChannelRouteGroup>();
+  for (const { config: channel, runtime } of deps.channels.values()) {
+    for (const each of runtime.routes ?? []) {
+      const key = `${each.scope} ${channel.vendor} ${each.method} ${each.path}`;
+      let group = groups.get(key);
+      if (!group) {
+        group = { spec: each, vendor: channel.vendor, byChannel: new Map() };
+        groups.set(key, group);
       }
-      const rawBody =
-        ctx.method === 'GET' || ctx.method === 'DELETE' ? Buffer.alloc(0) : await readRawBody(ctx, bodyLimit);
-      send(
-        ctx,
-        await route.handle(inbound(ctx, entry.config, rawBody, { ...params, channelId: entry.config.id })),
-      );
-      return;
+      group.byChannel.set(channel.id, { config: channel, route: each });
     }
-    if (methodMismatch && scope === 'public') {
-      // A 405 would confirm that the channel exists: public routes answer the one 404.
-      ctx.status = 404;
-      ctx.body = NO_CHANNEL;
-      return;
+  }
+
+  function channelRoute(group: ChannelRouteGroup, path: string, param: 'id' | 'channelId'): Route {
+    const { spec, vendor } = group;
+    const name = deps.vendorNames?.get(vendor) ?? vendor;
+    const admin = spec.scope === 'admin';
+    return route({
+      method: spec.method,
+      path,
+      summary: spec.summary,
+      description: `Exists on ${name} channels only.`,
+      tag: admin ? 'channels' : 'intake',
+      auth: admin ? 'admin' : 'sealed',
+      paramNotes: { [param]: { description: `the id of a ${name} channel` } },
+      ...(spec.query ? { rawQuery: spec.query } : {}),
+      ...(spec.requestBody || spec.requestContentType
+        ? {
+            rawBody: {
+              contentType: spec.requestContentType ?? 'application/json',
+              description: 'Validated by the channel',
+              ...(spec.requestBody ? { schema: spec.requestBody } : {}),
+            },
+          }
+        : {}),
+      answers: <Record<number, RouteAnswer>>{
+        200: {
+          description: 'OK',
+          ...(spec.response ? { schema: spec.response } : {}),
+          ...(spec.responseContentType ? { contentType: spec.responseContentType } : {}),
+        },
+        ...(spec.query || spec.requestBody ? { 400: { description: 'Invalid input' } } : {}),
+        404: {
+          description: admin ? 'No such channel (channel_not_found)' : 'No such channel (the one 404 body)',
+        },
+        ...(admin ? {} : { 429: { description: 'Too many lookups from this address or for this channel' } }),
+        ...Object.fromEntries(
+          Object.entries(spec.errors ?? {}).map(([status, text]) => [status, { description: text }]),
+        ),
+      },
+      async handle(ctx) {
+        const { [param]: channelId, ...params } = ctx.params as Record<string, string>;
+        const found = group.byChannel.get(channelId!);
+        if (!found) {
+          if (admin) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
+          ctx.status = 404;
+          ctx.body = NO_CHANNEL;
+          return;
+        }
+        if (!admin) {
+          // Public channel routes (the LiveTex lookup) are limited per address and per channel.
+          const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
+          const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId!);
+          if (waitAddress > 0 || waitChannel > 0) {
+            rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
+            throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
+          }
+        }
+        const rawBody =
+          ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readRawBody(ctx, bodyLimit);
+        params.channelId = channelId!;
+        send(ctx, await found.route.handle(inbound(ctx, found.config, rawBody, params)));
+      },
+    });
+  }
+
+  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
+  const channelAdmin: Route[] = [];
+  const publicRoutes: Route[] = [];
+  for (const group of groups.values()) {
+    if (group.spec.scope === 'admin') {
+      channelAdmin.push(channelRoute(group, `/api/v1/channels/:id/${group.spec.path}`, 'id'));
+    } else {
+      publicRoutes.push(channelRoute(group, `/${group.vendor}/:channelId/${group.spec.path}`, 'channelId'));
     }
-    if (methodMismatch) {
-      ctx.status = 405;
-      ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed here`);
-      return;
-    }
-    return next();
   }
 
   // --- admin API --------------------------------------------------------------------------
-  const admin = new Router({ prefix: '/api/v1', sensitive: true, strict: true });
-  admin.get('/openapi.json', (ctx) => {
-    ctx.body = buildOpenApi({
-      routes: [...deps.channels.values()].flatMap((entry) => entry.runtime.routes ?? []),
-    });
-  });
+  let document: Record<string, unknown> | undefined;
+  const admin: Route[] = [
+    route({
+      method: 'GET',
+      path: '/api/v1/openapi.json',
+      summary: 'This document (open: it names no channel and no secret)',
+      tag: 'operations',
+      auth: 'none',
+      answers: { 200: { description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) } },
+      handle(ctx) {
+        ctx.body = describe();
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/contacts',
+      summary:
+        'Find contacts by e-mail, phone or identity (kind:value, or kind:channelId:value for vendor-local ids)',
+      tag: 'admin',
+      auth: 'admin',
+      query: contactQuerySchema,
+      answers: {
+        200: { description: 'Matching contacts', schema: z.object({ contacts: z.array(contactSchema) }) },
+      },
+      async handle(ctx, { query }) {
+        if (!query.email && !query.phone && !query.identity) {
+          throw new ValidationError(
+            'give email, phone or identity',
+            [{ path: 'query', message: 'at least one of email, phone, identity' }],
+            'invalid_query',
+          );
+        }
+        ctx.body = {
+          contacts: await contacts.find({
+            ...(query.email ? { email: query.email } : {}),
+            ...(query.phone ? { phone: query.phone } : {}),
+            ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
+          }),
+        };
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/contacts/:id',
+      summary: 'One contact; an id merged away answers with the surviving contact and mergedFrom',
+      tag: 'admin',
+      auth: 'admin',
+      answers: {
+        200: {
+          description: 'The contact',
+          schema: contactSchema.extend({ mergedFrom: z.string().optional() }),
+        },
+        404: { description: 'No such contact (contact_not_found)' },
+      },
+      async handle(ctx) {
+        const id = ctx.params.id!;
+        const found = await contacts.get(id);
+        if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+        ctx.body = found.mergedFrom ? { ...found.contact, mergedFrom: found.mergedFrom } : found.contact;
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/contacts/:id/timeline',
+      summary: 'Unified cross-channel timeline, newest first, cursor-paged',
+      tag: 'admin',
+      auth: 'admin',
+      query: timelineQuerySchema,
+      answers: {
+        200: {
+          description: 'One page',
+          schema: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
+        },
+      },
+      async handle(ctx, { query }) {
+        ctx.body = await contacts.timeline(ctx.params.id!, {
+          limit: query.limit,
+          ...(query.before ? { before: query.before } : {}),
+        });
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/api/v1/contacts/:id/unmerge',
+      summary: 'Undo a merge: split off a merged record, or one identifier into a contact of its own',
+      description: 'Body: {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}.',
+      tag: 'admin',
+      auth: 'admin',
+      body: unmergeBodySchema,
+      bodyHint: 'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',
+      answers: {
+        200: {
+          description: 'The contact and the part split off',
+          schema: z.object({ contact: contactSchema, split: contactSchema }),
+        },
+        404: { description: 'No such contact or record' },
+        409: { description: 'Nothing to split off' },
+        413: { description: 'Body over server.bodyLimitBytes' },
+      },
+      async handle(ctx, { body }) {
+        ctx.body = await contacts.unmerge(ctx.params.id!, body);
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/identity/conflicts',
+      summary: 'Merges the guard rails refused (size cap, earlier unmerge), newest first',
+      tag: 'admin',
+      auth: 'admin',
+      query: conflictsQuerySchema,
+      answers: {
+        200: { description: 'The conflicts', schema: z.object({ conflicts: z.array(z.unknown()) }) },
+      },
+      async handle(ctx, { query }) {
+        ctx.body = { conflicts: await contacts.conflicts(query.limit) };
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/journal',
+      summary: 'Vendor payloads that were rejected or could not be used, newest first',
+      tag: 'admin',
+      auth: 'admin',
+      query: journalQuerySchema,
+      answers: {
+        200: { description: 'Journal entries', schema: z.object({ entries: z.array(z.unknown()) }) },
+      },
+      async handle(ctx, { query }) {
+        ctx.body = {
+          entries: await deps.journal.list({
+            limit: query.limit,
+            ...(query.channel ? { channelId: query.channel } : {}),
+            ...(query.kind ? { kind: query.kind } : {}),
+          }),
+        };
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/api/v1/channels',
+      summary: 'Configured channels, their jobs and admin routes',
+      tag: 'admin',
+      auth: 'admin',
+      answers: { 200: { description: 'The channels', schema: channelListSchema } },
+      handle(ctx) {
+        ctx.body = {
+          channels: [...deps.channels.values()].map(({ config: channel, runtime }) => ({
+            id: channel.id,
+            vendor: channel.vendor,
+            name: channel.name ?? channel.id,
+            jobs: (runtime.jobs ?? []).map((job) => ({ name: job.name, schedule: job.schedule })),
+            routes: (runtime.routes ?? [])
+              .filter((each) => each.scope === 'admin')
+              .map((each) => `${each.method} ${each.path}`),
+          })),
+        };
+      },
+    }),
+    ...deps.delivery.routes(),
+  ];
 
-  admin.get('/contacts', async (ctx) => {
-    const query = parseQuery(contactQuerySchema, ctx.query);
-    if (!query.email && !query.phone && !query.identity) {
-      throw new ValidationError(
-        'give email, phone or identity',
-        [{ path: 'query', message: 'at least one of email, phone, identity' }],
-        'invalid_query',
-      );
-    }
-    ctx.body = {
-      contacts: await contacts.find({
-        ...(query.email ? { email: query.email } : {}),
-        ...(query.phone ? { phone: query.phone } : {}),
-        ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
-      }),
-    };
-  });
-  admin.get('/contacts/:id', async (ctx) => {
-    const found = await contacts.get(ctx.params.id!);
-    if (!found) throw new NotFoundError('contact_not_found', `no contact ${ctx.params.id}`);
-    ctx.body = found.mergedFrom ? { ...found.contact, mergedFrom: found.mergedFrom } : found.contact;
-  });
-  admin.get('/contacts/:id/timeline', async (ctx) => {
-    const query = parseQuery(timelineQuerySchema, ctx.query);
-    ctx.body = await contacts.timeline(ctx.params.id!, {
-      limit: query.limit,
-      ...(query.before ? { before: query.before } : {}),
-    });
-  });
-  admin.post('/contacts/:id/unmerge', async (ctx) => {
-    const raw = await readRawBody(ctx, bodyLimit);
-    const body = unmergeBodySchema.safeParse(parseJson(raw.toString('utf8')));
-    if (!body.success) {
-      throw new ValidationError(
-        'give {"recordId": "..."} or {"identifier": {"kind", "value", "channelId"?}}',
-        issuesFromZod(body.error),
-      );
-    }
-    ctx.body = await contacts.unmerge(ctx.params.id!, body.data);
-  });
-  admin.get('/identity/conflicts', async (ctx) => {
-    const { limit } = parseQuery(
-      z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }),
-      ctx.query,
-    );
-    ctx.body = { conflicts: await contacts.conflicts(limit) };
-  });
-  admin.get('/journal', async (ctx) => {
-    const query = parseQuery(journalQuerySchema, ctx.query);
-    ctx.body = {
-      entries: await deps.journal.list({
-        limit: query.limit,
-        ...(query.channel ? { channelId: query.channel } : {}),
-        ...(query.kind ? { kind: query.kind } : {}),
-      }),
-    };
-  });
-  admin.get('/channels', (ctx) => {
-    ctx.body = {
-      channels: [...deps.channels.values()].map(({ config: channel, runtime }) => ({
-        id: channel.id,
-        vendor: channel.vendor,
-        name: channel.name ?? channel.id,
-        jobs: (runtime.jobs ?? []).map((job) => ({ name: job.name, schedule: job.schedule })),
-        routes: (runtime.routes ?? [])
-          .filter((route) => route.scope === 'admin')
-          .map((route) => `${route.method} ${route.path}`),
-      })),
-    };
-  });
-  admin.all('/channels/:id/*rest', async (ctx, next) => {
-    const entry = deps.channels.get(ctx.params.id!);
-    if (!entry) throw new NotFoundError('channel_not_found', `no channel ${ctx.params.id}`);
-    const subPath = ctx.path.slice(`/api/v1/channels/${ctx.params.id}/`.length);
-    await dispatchChannelRoute(ctx, entry, 'admin', subPath, next);
-  });
-  deps.delivery.registerRoutes(admin);
+  const routes = [...operations, ...intake, ...admin, ...channelAdmin];
+  const consoleRoutes = consoleDocRoutes(webConsole.routes);
+  function describe() {
+    // Built on first request, then kept: the routes do not change while the app runs.
+    document ??= openApiDocument([
+      ...routes,
+      ...(metricsToken ? [] : [metricsRoute(metrics, undefined)]),
+      ...publicRoutes,
+      ...consoleRoutes,
+    ]);
+    return document;
+  }
 
+  mount(publicRouter, publicRoutes, {
+    bodyLimitBytes: bodyLimit,
+    wrongMethod(ctx) {
+      ctx.status = 404;
+      ctx.body = NO_CHANNEL;
+    },
+  });
+  mount(router, routes, { bodyLimitBytes: bodyLimit });
+  // Public channel routes: a wrong method gets the one 404, not a 405 that would confirm the channel.
+  app.use(publicRouter.routes());
   app.use(router.routes()).use(router.allowedMethods({ throw: false }));
-  app.use(admin.routes()).use(admin.allowedMethods({ throw: false }));
+  appRoutes.set(app, {
+    routes,
+    publicRoutes,
+    consoleRoutes,
+    mounted: () => [
+      ...mountedRoutes(router),
+      ...mountedRoutes(publicRouter),
+      ...webConsole.routes,
+      // Served by the metrics listener (createMetricsApp) when not on this port.
+      ...(metricsToken ? [] : [{ method: 'GET', path: '/metrics' }]),
+    ],
+    document: describe,
+  });
   adminRouteLists.set(app, [
-    ...admin.stack.flatMap((layer) =>
-      layer.methods
-        .filter((method) => method !== 'HEAD')
-        .map((method) => ({ method, path: String(layer.path) })),
+    ...mountedRoutes(router).filter(
+      (each) => isAdminPath(each.path) && !each.path.includes('/channels/:id/'),
     ),
-    ...[...deps.channels.values()].flatMap(({ config: channel, runtime }) =>
-      (runtime.routes ?? [])
-        .filter((route) => route.scope === 'admin')
-        .map((route) => ({ method: route.method, path: `/api/v1/channels/${channel.id}/${route.path}` })),
-    ),
+    // Each channel's own routes, spelt out per channel (the security walk tries each one).
+    ...[...groups.values()]
+      .filter((group) => group.spec.scope === 'admin')
+      .flatMap((group) =>
+        [...group.byChannel.keys()].map((id) => ({
+          method: group.spec.method,
+          path: `/api/v1/channels/${id}/${group.spec.path}`,
+        })),
+      ),
   ]);
   return app;
 }

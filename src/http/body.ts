@@ -21,5 +21,6 @@ export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> 
     }
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks, size);
+  // One chunk (the usual small webhook) is returned as is: no copy.
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
 }

@@ -33,8 +33,17 @@ export function normalisePath(path: string): string {
   return `/${normalisedSegments(path).join('/')}`;
 }
 
+/**
+ * A path with nothing to fold but letter case: no escape, no backslash, no empty segment, no
+ * segment starting with a dot. Most requests look like this; for them the first segments can be
+ * read off the path as written (case-insensitively) without building the segment list.
+ */
+const PLAIN = /^(?:\/[^/\\%.][^/\\%]*)*\/?$/;
+const ADMIN_PREFIX = /^\/api\/v1(?:\/|$)/i;
+
 /** Whether a path, however it is spelt, is under the admin API (`/api/v1`). */
 export function isAdminPath(path: string): boolean {
+  if (PLAIN.test(path)) return ADMIN_PREFIX.test(path);
   const [first, second] = normalisedSegments(path);
   return first === 'api' && second === 'v1';
 }
@@ -45,7 +54,10 @@ export function isAdminPath(path: string): boolean {
  * still sees them): everything after the channel segment is masked. Likewise everything after
  * `/console/c/` (a signed agent link).
  */
+const SECRET_PREFIX = /^\/(?:webhooks|console\/c)(?:\/|$)/i;
+
 export function redactPath(path: string): string {
+  if (PLAIN.test(path) && !SECRET_PREFIX.test(path)) return path;
   const [first, second] = normalisedSegments(path);
   // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
   const secretAt = first === 'webhooks' ? 4 : first === 'console' && second === 'c' ? 3 : 0;

@@ -1,164 +1,261 @@
 import { z } from 'zod';
-import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
-import { deliveryRoutes } from '../delivery/index.js';
-import type { ChannelRoute } from '../spec/adapter.js';
+import type { Route, RouteAuth } from './routes.js';
 
 /**
- * The admin API's OpenAPI document, generated from the same zod schemas that validate requests
- * and shape answers, so the document cannot drift from the code.
+ * The OpenAPI 3.1 document, generated from the route declarations the routers mount
+ * (src/http/routes.ts), with zod 4's own JSON Schema output (`z.toJSONSchema`, draft 2020-12,
+ * which OpenAPI 3.1 uses as is). Nothing here is written by hand per route, so the document
+ * cannot drift from what is served.
  */
-const errorSchema = z.object({
-  error: z.object({
-    code: z.string(),
-    message: z.string(),
-    issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
-  }),
-});
 
-function schema(type: z.ZodType | undefined): unknown {
-  if (!type) return { type: 'object' };
-  try {
-    return z.toJSONSchema(type, { io: 'output', unrepresentable: 'any' });
-  } catch {
-    return { type: 'object' };
-  }
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().describe('stable, machine-readable, e.g. invalid_query, not_found'),
+      message: z.string(),
+      issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+      requestId: z.string().optional().describe('5xx only: quote it to an operator'),
+    }),
+  })
+  .describe('Every error answer of the bridge');
+
+const SECURITY: Record<RouteAuth, Array<Record<string, string[]>>> = {
+  none: [],
+  admin: [{ adminToken: [] }],
+  metrics: [{ metricsToken: [] }],
+  'url-token': [],
+  sealed: [],
+  console: [{ consoleSession: [] }],
+};
+
+const SCHEMES: Record<string, unknown> = {
+  adminToken: { type: 'http', scheme: 'bearer', description: 'admin.token' },
+  metricsToken: { type: 'http', scheme: 'bearer', description: 'metrics.token' },
+  consoleSession: {
+    type: 'apiKey',
+    in: 'cookie',
+    name: 'chatbridge_console',
+    description: 'The console session, after sign-in with the admin token or an agent link',
+  },
+};
+
+const TAGS: Record<string, string> = {
+  admin: 'Admin API: contacts, journal, identity (Authorization: Bearer <admin.token>)',
+  deliveries: 'Admin API: outbound deliveries',
+  channels: "Admin API: each channel's own routes (below /api/v1/channels/{id}/)",
+  intake: 'Vendor intake: webhooks and public channel routes (the LiveTex lookup)',
+  operations: 'Health, readiness, metrics and this document',
+  console: 'The web console (HTML pages and form posts; session cookie)',
+};
+
+type Json = Record<string, unknown>;
+
+/**
+ * A zod schema as a JSON Schema for the document. Shared or recursive parts that zod puts in
+ * `$defs` are moved to components.schemas (a `#/$defs/…` reference would point at the root of
+ * the OpenAPI document, where there is none).
+ */
+function converter(components: Record<string, unknown>) {
+  let counter = 0;
+  return (schema: z.ZodType, io: 'input' | 'output'): Json => {
+    let json: Json;
+    try {
+      json = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Json;
+    } catch {
+      // A schema JSON Schema cannot say (a refinement on a function, …) is documented as "any".
+      return {};
+    }
+    delete json.$schema;
+    const defs = json.$defs as Record<string, unknown> | undefined;
+    if (!defs) return matchAnything(json) as Json;
+    delete json.$defs;
+    const renamed = new Map<string, string>();
+    for (const name of Object.keys(defs)) renamed.set(name, `Schema${++counter}`);
+    const rewrite = (value: unknown): unknown => {
+      if (Array.isArray(value)) return value.map(rewrite);
+      if (value && typeof value === 'object') {
+        const out: Json = {};
+        for (const [key, inner] of Object.entries(value)) {
+          out[key] =
+            key === '$ref' && typeof inner === 'string' && inner.startsWith('#/$defs/')
+              ? `#/components/schemas/${renamed.get(inner.slice('#/$defs/'.length))}`
+              : rewrite(inner);
+        }
+        return out;
+      }
+      return value;
+    };
+    for (const [name, def] of Object.entries(defs))
+      components[renamed.get(name)!] = matchAnything(rewrite(def));
+    return matchAnything(rewrite(json)) as Json;
+  };
 }
 
-interface Operation {
-  method: string;
-  path: string;
-  summary: string;
-  /** Parameter descriptions, or the zod object that validates the query. */
-  query?: Record<string, string> | z.ZodObject;
-  body?: z.ZodType;
-  response?: z.ZodType;
+/**
+ * `anyOf` with an empty member matches anything (zod writes that for a lenient field such as
+ * `soft(z.unknown().transform(…))`): say so plainly with `{}` instead of an illogical anyOf.
+ */
+function matchAnything(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(matchAnything);
+  if (!value || typeof value !== 'object') return value;
+  const node = value as Json;
+  const anyOf = node.anyOf as unknown[] | undefined;
+  if (Array.isArray(anyOf) && anyOf.some((member) => isEmptyObject(member))) {
+    const { anyOf: _dropped, ...rest } = node;
+    return matchAnything(rest);
+  }
+  const out: Json = {};
+  for (const [key, inner] of Object.entries(node)) out[key] = matchAnything(inner);
+  return out;
 }
 
-const core: Operation[] = [
-  {
-    method: 'get',
-    path: '/api/v1/contacts',
-    summary:
-      'Find contacts by e-mail, phone or identity (kind:value, or kind:channelId:value for vendor-local ids)',
-    query: {
-      email: 'e-mail address',
-      phone: 'phone number (any format; normalised to E.164)',
-      identity: 'kind:value',
-    },
-    response: z.object({ contacts: z.array(contactSchema) }),
-  },
-  {
-    method: 'get',
-    path: '/api/v1/contacts/{id}',
-    summary: 'One contact; an id merged away answers with the surviving contact and mergedFrom',
-    response: contactSchema.extend({ mergedFrom: z.string().optional() }),
-  },
-  {
-    method: 'get',
-    path: '/api/v1/contacts/{id}/timeline',
-    summary: 'Unified cross-channel timeline, newest first, cursor-paged',
-    query: { limit: '1..200, default 50', before: 'nextCursor from the previous page' },
-    response: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
-  },
-  {
-    method: 'post',
-    path: '/api/v1/contacts/{id}/unmerge',
-    summary: 'Undo a merge: split off a merged record, or one identifier into a contact of its own',
-    body: z.union([z.object({ recordId: z.string() }), z.object({ identifier: identifierSchema })]),
-    response: z.object({ contact: contactSchema, split: contactSchema }),
-  },
-  {
-    method: 'get',
-    path: '/api/v1/identity/conflicts',
-    summary: 'Merges the guard rails refused (size cap, earlier unmerge), newest first',
-    query: { limit: '1..500, default 50' },
-  },
-  {
-    method: 'get',
-    path: '/api/v1/journal',
-    summary: 'Vendor payloads that were rejected or could not be used, newest first',
-    query: { channel: 'channel id', kind: 'rejected | unhandled', limit: '1..500, default 50' },
-  },
-  { method: 'get', path: '/api/v1/channels', summary: 'Configured channels, their jobs and admin routes' },
-  ...deliveryRoutes.map((route) => ({
-    method: route.method.toLowerCase(),
-    path: `/api/v1${route.path}`,
-    summary: route.summary,
-    ...('query' in route ? { query: route.query } : {}),
-    response: route.response,
-  })),
-];
-
-function queryParameters(query: Operation['query']) {
-  if (!query) return [];
-  if (query instanceof z.ZodObject) {
-    return Object.entries(query.shape as Record<string, z.ZodType>).map(([name, field]) => ({
-      name,
-      in: 'query',
-      required: false,
-      schema: schema(field),
-    }));
-  }
-  return Object.entries(query).map(([name, description]) => ({
-    name,
-    in: 'query',
-    required: false,
-    description,
-    schema: { type: 'string' },
-  }));
+function isEmptyObject(value: unknown): boolean {
+  return !!value && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0;
 }
 
-export function buildOpenApi(options: { routes: readonly ChannelRoute[] }) {
-  const operations: Operation[] = [...core];
-  const seen = new Set<string>();
-  for (const route of options.routes) {
-    if (route.scope !== 'admin') continue;
-    const path = `/api/v1/channels/{id}/${route.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')}`;
-    const id = `${route.method} ${path}`;
-    if (seen.has(id)) continue;
-    seen.add(id);
-    operations.push({
-      method: route.method.toLowerCase(),
-      path,
-      summary: route.summary,
-      ...(route.requestBody ? { body: route.requestBody } : {}),
-      ...(route.response ? { response: route.response } : {}),
-    });
-  }
+/** `/a/:b/c` → `/a/{b}/c` */
+export function openApiPath(path: string): string {
+  return path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+}
+
+function operationId(method: string, path: string): string {
+  const words = path
+    .split('/')
+    .filter(Boolean)
+    .map((segment) => segment.replace(/^:/, 'by-').replace(/[^A-Za-z0-9]+/g, '-'));
+  return [method.toLowerCase(), ...words]
+    .join('-')
+    .replace(/-+(.)/g, (_match, letter: string) => letter.toUpperCase())
+    .replace(/-$/, '');
+}
+
+function answerDescription(status: number): string {
+  if (status === 400) return 'Invalid input: the answer names each problem (path and message)';
+  if (status === 401) return 'Missing or wrong credentials';
+  if (status === 429) return 'Too many requests (failed authentications or lookups); see Retry-After';
+  return 'Error';
+}
+
+/** A route as the document sees it (console pages are described without their handlers). */
+export type DocumentedRoute = Omit<Route, 'handle'>;
+
+export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
+  const schemas: Record<string, unknown> = {};
+  const convert = converter(schemas);
+  schemas.Error = convert(errorSchema, 'output');
+  const errorRef = { $ref: '#/components/schemas/Error' };
   const paths: Record<string, Record<string, unknown>> = {};
-  for (const operation of operations) {
-    const parameters = [
-      ...[...operation.path.matchAll(/\{([^}]+)\}/g)].map((match) => ({
-        name: match[1],
+  const usedTags = new Set<string>();
+  const usedSchemes = new Set<string>();
+
+  for (const each of routes) {
+    const path = openApiPath(each.path);
+    const method = each.method.toLowerCase();
+    usedTags.add(each.tag);
+    for (const requirement of SECURITY[each.auth])
+      for (const name of Object.keys(requirement)) usedSchemes.add(name);
+    const paramShape = (each.params instanceof z.ZodObject ? each.params.shape : {}) as Record<
+      string,
+      z.ZodType
+    >;
+    const parameters: Json[] = [...each.path.matchAll(/:([A-Za-z0-9_]+)/g)].map((match) => {
+      const name = match[1]!;
+      const note = each.paramNotes?.[name];
+      const shape = paramShape[name] ? convert(paramShape[name], 'input') : { type: 'string' };
+      return {
+        name,
         in: 'path',
         required: true,
-        schema: { type: 'string' },
-      })),
-      ...queryParameters(operation.query),
-    ];
-    paths[operation.path] ??= {};
-    paths[operation.path]![operation.method] = {
-      summary: operation.summary,
-      security: [{ bearer: [] }],
-      ...(parameters.length > 0 ? { parameters } : {}),
-      ...(operation.body
+        ...(note ? { description: note.description } : {}),
+        schema: note?.enum ? { ...shape, enum: note.enum } : shape,
+      };
+    });
+    const querySchema = each.query ?? each.rawQuery;
+    if (querySchema) {
+      const query = convert(querySchema, 'input');
+      const properties = (query.properties ?? {}) as Record<string, Json>;
+      const required = new Set((query.required as string[] | undefined) ?? []);
+      for (const [name, schema] of Object.entries(properties)) {
+        const { description, ...rest } = schema;
+        parameters.push({
+          name,
+          in: 'query',
+          required: required.has(name),
+          ...(typeof description === 'string' ? { description } : {}),
+          schema: rest,
+        });
+      }
+    }
+
+    const responses: Record<string, unknown> = {};
+    const statuses = new Map(Object.entries(each.answers));
+    if (querySchema || each.body || each.params) {
+      statuses.set('400', statuses.get('400') ?? { description: answerDescription(400) });
+    }
+    if (each.auth === 'admin' || each.auth === 'metrics') {
+      statuses.set('401', statuses.get('401') ?? { description: answerDescription(401) });
+    }
+    if (each.auth === 'admin') {
+      statuses.set('429', statuses.get('429') ?? { description: answerDescription(429) });
+    }
+    for (const [status, answer] of [...statuses].sort(([a], [b]) => Number(a) - Number(b))) {
+      const code = Number(status);
+      const contentType = answer.contentType ?? 'application/json';
+      const schema = answer.schema
+        ? convert(answer.schema, 'output')
+        : code >= 400 && contentType === 'application/json'
+          ? errorRef
+          : contentType === 'application/json'
+            ? {}
+            : { type: 'string' };
+      responses[status] = { description: answer.description, content: { [contentType]: { schema } } };
+    }
+
+    const requestBody = each.body
+      ? { required: true, content: { 'application/json': { schema: convert(each.body, 'input') } } }
+      : each.rawBody
         ? {
-            requestBody: {
-              required: true,
-              content: { 'application/json': { schema: schema(operation.body) } },
+            required: true,
+            description: each.rawBody.description,
+            content: {
+              [each.rawBody.contentType]: {
+                schema: each.rawBody.schema ? convert(each.rawBody.schema, 'input') : { type: 'string' },
+              },
             },
           }
-        : {}),
-      responses: {
-        '200': { description: 'OK', content: { 'application/json': { schema: schema(operation.response) } } },
-        '4XX': { description: 'Error', content: { 'application/json': { schema: schema(errorSchema) } } },
-      },
+        : undefined;
+
+    paths[path] ??= {};
+    paths[path]![method] = {
+      operationId: operationId(each.method, each.path),
+      summary: each.summary,
+      ...(each.description ? { description: each.description } : {}),
+      tags: [each.tag],
+      security: SECURITY[each.auth],
+      ...(parameters.length > 0 ? { parameters } : {}),
+      ...(requestBody ? { requestBody } : {}),
+      responses,
     };
   }
+
   return {
     openapi: '3.1.0',
-    info: { title: 'chatbridge admin API', version: '1' },
-    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    info: {
+      title: 'chatbridge HTTP API',
+      version: '1',
+      description:
+        'Generated from the route declarations the bridge mounts (src/http/routes.ts): admin API, ' +
+        "each configured channel's routes, vendor intake, operations and the web console.",
+      license: { name: 'MIT', identifier: 'MIT' },
+    },
+    servers: [{ url: '/', description: 'this bridge' }],
+    tags: Object.entries(TAGS)
+      .filter(([name]) => usedTags.has(name))
+      .map(([name, description]) => ({ name, description })),
+    components: {
+      securitySchemes: Object.fromEntries(Object.entries(SCHEMES).filter(([name]) => usedSchemes.has(name))),
+      schemas,
+    },
     paths,
   };
 }

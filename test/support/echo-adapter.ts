@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { issuesFromZod, ValidationError } from '../../src/errors.js';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
 
 /**
  * A minimal adapter for testing the core on its own: its webhook turns `{event, email?, phone?,

@@ -2,9 +2,9 @@ import type { AddressInfo } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { type Bridge, createBridge, type Role } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config/load.js';
+import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { createLogger } from '../../src/logger.js';
 import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
-import type { AdapterDefinition } from '../../src/spec/adapter.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './redis.js';
 
 /**

@@ -84,6 +84,11 @@ export interface ChannelRoute {
   requestBody?: z.ZodType;
   query?: z.ZodType;
   response?: z.ZodType;
+  /** For the OpenAPI document, when not JSON (e.g. application/jose for the LiveTex lookup). */
+  requestContentType?: string;
+  responseContentType?: string;
+  /** For the OpenAPI document: the error statuses the route answers with, and when. */
+  errors?: Record<number, string>;
   handle(request: InboundRequest): Promise<RouteResult>;
 }
 
@@ -123,6 +128,14 @@ export interface ChannelRuntime {
   close?(): Promise<void>;
 }
 
+export interface WebhookDoc {
+  summary: string;
+  body?: z.ZodType;
+  /** Defaults to application/json. */
+  contentType?: string;
+  answer?: z.ZodType;
+}
+
 export interface AdapterDefinition {
   /** The `vendor` value in channel config and the URL segment, e.g. `jivochat`. */
   vendor: string;
@@ -135,6 +148,11 @@ export interface AdapterDefinition {
   /** Cross-field checks against the whole config (e.g. livetex needs secrets.masterKey). */
   checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
   create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime;
+  /**
+   * For the OpenAPI document: what the vendor POSTs to `/webhooks/<vendor>/:channelId/:token`
+   * (as the vendor documents it; the adapter reads it leniently) and what it gets back.
+   */
+  webhook?: WebhookDoc;
   /**
    * The CLI commands this vendor's channels offer (their runtimes carry the same names), declared
    * here so `chatbridge <command> --help` answers without reading the config or building anything.

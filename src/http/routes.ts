@@ -1,0 +1,150 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import type { z } from 'zod';
+import { readRawBody } from './body.js';
+import { parseJson } from './json.js';
+import { parseWith } from './validate.js';
+
+/**
+ * The one route model for all HTTP (issue 12 item 3). A route is declared once, as data: method,
+ * path, the zod schemas of what it takes and answers, its status codes and who may call it.
+ * `mount()` puts the declarations on a @koa/router and `openApiDocument()` (src/http/openapi.ts)
+ * describes the very same list, so a route cannot be served without being documented or the
+ * other way round (test/routes.test.ts checks both directions).
+ *
+ * Inputs are validated here, once, at the boundary: a handler gets parsed values and does not
+ * parse them again.
+ */
+
+/** Who may call a route; each maps to one OpenAPI security scheme. */
+export type RouteAuth =
+  /** Open (operations, the public OpenAPI document). */
+  | 'none'
+  /** `Authorization: Bearer <admin.token>`, checked by the admin gate before any router. */
+  | 'admin'
+  /** `Authorization: Bearer <metrics.token>` (only when /metrics is served on the main port). */
+  | 'metrics'
+  /** The channel's token in the URL (vendor webhooks): a wrong one answers the one 404. */
+  | 'url-token'
+  /** Encrypted and signed by a channel key (LiveTex lookup): the body is the credential. */
+  | 'sealed'
+  /** The web console's session cookie (or a signed agent link). */
+  | 'console';
+
+export interface RouteAnswer {
+  description: string;
+  /** The body's shape; without one the body is described by `contentType` only. */
+  schema?: z.ZodType;
+  /** Defaults to application/json. */
+  contentType?: string;
+}
+
+/** A body the handler reads itself (vendor intake: the raw bytes are journaled when refused). */
+export interface RawBody {
+  contentType: string;
+  description: string;
+  /** What the vendor documents it sends; the adapter reads it leniently, so it is not enforced here. */
+  schema?: z.ZodType;
+}
+
+type Parsed<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface RouteInput<P, Q, B> {
+  params: Parsed<P>;
+  query: Parsed<Q>;
+  body: Parsed<B>;
+}
+
+export interface RouteSpec<
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+> {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** @koa/router syntax (`:param`), matched case-sensitively and strictly. */
+  path: string;
+  summary: string;
+  description?: string;
+  /** One OpenAPI tag (admin, channels, intake, operations, console, …). */
+  tag: string;
+  auth: RouteAuth;
+  /** Path parameters; without a schema each `:param` is a plain string. */
+  params?: P;
+  query?: Q;
+  /** A JSON body, read (size limit), parsed (depth guard) and validated before the handler. */
+  body?: B;
+  /** The message of a 400 for a body that does not fit (defaults to "invalid body"). */
+  bodyHint?: string;
+  rawBody?: RawBody;
+  /** A query the handler validates itself (a channel route's own schema): documented, not parsed here. */
+  rawQuery?: z.ZodType;
+  /** Every status the route answers with itself (successes and the errors it throws). */
+  answers: Record<number, RouteAnswer>;
+  /** Extra text for path parameters in the document (e.g. which channels a route exists on). */
+  paramNotes?: Record<string, { description: string; enum?: string[] }>;
+  handle(ctx: Context, input: RouteInput<P, Q, B>): unknown;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a list of routes holds each route's own input types
+export type Route = RouteSpec<any, any, any>;
+
+/** Declare a route; the identity function that gives the handler its typed input. */
+export function route<
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(spec: RouteSpec<P, Q, B>): Route {
+  return spec as Route;
+}
+
+export interface MountOptions {
+  bodyLimitBytes: number;
+  /**
+   * Answer a known path with a method it does not take like this instead of letting
+   * allowedMethods answer 405 (public channel routes: a 405 would confirm the channel exists).
+   */
+  wrongMethod?: (ctx: Context) => void;
+}
+
+const WRONG_METHOD = 'wrong-method';
+
+/** Mount routes on a router; the router's own prefix is not part of `route.path`. */
+export function mount(router: Router, routes: readonly Route[], options: MountOptions): void {
+  for (const each of routes) {
+    const { params, query, body } = each;
+    router.register(each.path, [each.method], async (ctx) => {
+      // undefined, not {}, when a route takes nothing: no allocation on the hot path.
+      const input = {
+        params: params ? parseWith(params, ctx.params, 'invalid params', 'invalid_params') : ctx.params,
+        query: query ? parseWith(query, ctx.query, 'invalid query', 'invalid_query') : undefined,
+        body: body
+          ? parseWith(
+              body,
+              parseJson((await readRawBody(ctx, options.bodyLimitBytes)).toString('utf8')),
+              each.bodyHint ?? 'invalid body',
+              'invalid_body',
+            )
+          : undefined,
+      };
+      await each.handle(ctx as unknown as Context, input);
+    });
+  }
+  const { wrongMethod } = options;
+  if (wrongMethod) {
+    // After the routes: reached only when no route of the path took the method.
+    for (const path of new Set(routes.map((each) => each.path))) {
+      router.register(path, router.methods, (ctx) => wrongMethod(ctx as unknown as Context), {
+        name: WRONG_METHOD,
+      });
+    }
+  }
+}
+
+/** `METHOD /path` of every route a router serves (its prefix included), for tests and the gate's walk. */
+export function mountedRoutes(router: Router): Array<{ method: string; path: string }> {
+  return router.stack.flatMap((layer) =>
+    (layer.name === WRONG_METHOD ? [] : layer.methods)
+      .filter((method) => method !== 'HEAD')
+      .map((method) => ({ method, path: String(layer.path) })),
+  );
+}

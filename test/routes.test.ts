@@ -1,0 +1,204 @@
+import { writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBridge } from '../src/bridge.js';
+import { parseConfig } from '../src/config/load.js';
+import { routesOf } from '../src/http/app.js';
+import { isAdminPath, normalisedSegments, redactPath } from '../src/http/guard.js';
+import { openApiPath } from '../src/http/openapi.js';
+import { createLogger } from '../src/logger.js';
+import { defaultRegistry } from '../src/registry.js';
+import { ADMIN, allVendorChannels } from './security/support.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+
+/**
+ * Issue 12 item 3: one route model. The OpenAPI document is generated from the same
+ * declarations the routers mount, so every served route is described and every described route
+ * is served; and the document is a valid OpenAPI 3.1 document.
+ */
+const SECRET_CHANNEL = 'zz-secret-channel-id';
+
+describe('the route model and its OpenAPI document', () => {
+  let bridge: TestBridge;
+  let document: any;
+  beforeAll(async () => {
+    bridge = await startTestBridge({
+      config: {
+        channels: [
+          ...allVendorChannels,
+          { id: SECRET_CHANNEL, vendor: 'jivochat', token: 'jivo-token-000000000002' },
+        ],
+      },
+    });
+    const response = await fetch(`${bridge.url}/api/v1/openapi.json`);
+    expect(response.status).toBe(200);
+    document = await response.json();
+    // For the Redocly lint in the README: OPENAPI_OUT=file npx vitest run test/routes.test.ts
+    if (process.env.OPENAPI_OUT) writeFileSync(process.env.OPENAPI_OUT, JSON.stringify(document, null, 2));
+  });
+  afterAll(() => bridge.close());
+
+  it('describes exactly the routes the app serves (both directions)', () => {
+    const routes = routesOf(bridge.bridge.app)!;
+    const mounted = new Set(
+      routes.mounted().map((route) => `${route.method.toLowerCase()} ${openApiPath(route.path)}`),
+    );
+    const described = new Set(
+      Object.entries(document.paths as Record<string, Record<string, unknown>>).flatMap(([path, item]) =>
+        Object.keys(item).map((method) => `${method} ${path}`),
+      ),
+    );
+    expect([...mounted].filter((route) => !described.has(route))).toEqual([]);
+    expect([...described].filter((route) => !mounted.has(route))).toEqual([]);
+    // Sanity: the walk covered every family of routes.
+    expect([...described]).toEqual(
+      expect.arrayContaining([
+        'get /healthz',
+        'get /readyz',
+        'get /metrics',
+        'get /api/v1/openapi.json',
+        'get /api/v1/contacts',
+        'post /api/v1/deliveries/{id}/replay',
+        'post /api/v1/channels/{id}/keys',
+        'post /api/v1/channels/{id}/agent-sync',
+        'post /webhooks/jivochat/{channelId}/{token}',
+        'post /webhooks/livetex/{channelId}/{token}',
+        'post /webhooks/chatvisor/{channelId}/{token}',
+        'post /livetex/{channelId}/attributes',
+        'get /console/contacts',
+        'post /console/sign-in',
+      ]),
+    );
+  });
+
+  it('is a valid OpenAPI 3.1 document', async () => {
+    const result = await new Validator().validate(structuredClone(document));
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(document.openapi).toBe('3.1.0');
+    const ids = Object.values(document.paths as Record<string, Record<string, any>>).flatMap((item) =>
+      Object.values(item).map((operation) => operation.operationId),
+    );
+    expect(new Set(ids).size).toBe(ids.length);
+    // Every $ref points at something in the document.
+    for (const [, name] of JSON.stringify(document).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)) {
+      expect(document.components.schemas[name!], name).toBeDefined();
+    }
+  });
+
+  it('documents inputs, answers and credentials from the declarations', () => {
+    const contacts = document.paths['/api/v1/contacts'].get;
+    expect(contacts.security).toEqual([{ adminToken: [] }]);
+    expect(contacts.parameters.map((parameter: any) => parameter.name)).toEqual([
+      'email',
+      'phone',
+      'identity',
+    ]);
+    expect(Object.keys(contacts.responses)).toEqual(['200', '400', '401', '429']);
+    const replay = document.paths['/api/v1/deliveries/{id}/replay'].post;
+    expect(Object.keys(replay.responses)).toEqual(expect.arrayContaining(['202', '404', '409']));
+    expect(replay.parameters[0].schema.pattern).toBeDefined();
+    const jivo = document.paths['/webhooks/jivochat/{channelId}/{token}'].post;
+    expect(jivo.requestBody.content['application/json'].schema.properties.event_name).toBeDefined();
+    expect(jivo.responses['404']).toBeDefined();
+    const lookup = document.paths['/livetex/{channelId}/attributes'].post;
+    expect(Object.keys(lookup.requestBody.content)).toEqual(['application/jose']);
+    expect(Object.keys(lookup.responses['200'].content)).toEqual(['application/jose']);
+    expect(document.paths['/healthz'].get.security).toEqual([]);
+    expect(document.paths['/console/contacts'].get.responses['200'].content['text/html']).toBeDefined();
+  });
+
+  it('names no channel id and no secret (it is served without the token)', () => {
+    const text = JSON.stringify(document);
+    expect(text).not.toContain(SECRET_CHANNEL);
+    expect(text).not.toContain('jivo-token-');
+    expect(text).not.toContain(bridge.adminToken);
+  });
+
+  it('validates at the boundary once: a bad query is a 400 naming the parameter', async () => {
+    const response = await bridge.admin('GET', '/api/v1/journal?limit=0');
+    expect(response.status).toBe(400);
+    expect(response.body.error.code).toBe('invalid_query');
+    expect(response.body.error.issues[0].path).toBe('limit');
+    const params = await bridge.admin('GET', '/api/v1/deliveries/not-a-delivery');
+    expect(params.status).toBe(400);
+    expect(params.body.error.issues[0].path).toBe('id');
+  });
+
+  it('answers a known public path with a wrong method like an unknown one (no 405)', async () => {
+    const wrong = await fetch(`${bridge.url}/livetex/app/attributes`);
+    const unknown = await fetch(`${bridge.url}/livetex/nope/attributes`);
+    expect(wrong.status).toBe(404);
+    expect(await wrong.text()).toBe(await unknown.text());
+  });
+});
+
+describe('the per-request logger (issue 12 item 4)', () => {
+  it('builds no child logger for a request that logs only its access line, and still logs the request id', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const logger = createLogger('info', sink);
+    let children = 0;
+    const child = logger.child.bind(logger);
+    logger.child = ((...args: Parameters<typeof child>) => {
+      children++;
+      return child(...args);
+    }) as typeof logger.child;
+    const registry = defaultRegistry();
+    const config = parseConfig(
+      {
+        admin: { token: ADMIN },
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 1000 },
+        channels: [allVendorChannels[0]],
+      },
+      registry,
+      {},
+    );
+    const bridge = await createBridge({ config, registry, logger });
+    const server = await bridge.listen(0, '127.0.0.1');
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const before = children;
+      for (let index = 0; index < 5; index++) {
+        const response = await fetch(`${url}/healthz`, { headers: { 'x-request-id': `probe-${index}` } });
+        expect(response.status).toBe(200);
+      }
+      const answer = await fetch(`${url}/api/v1/contacts?email=a@b.c`, {
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
+      expect(answer.status).toBe(200);
+      expect(children - before).toBe(0);
+      const access = lines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === 'request');
+      expect(access.map((entry) => entry.requestId).slice(0, 5)).toEqual(
+        [0, 1, 2, 3, 4].map((i) => `probe-${i}`),
+      );
+    } finally {
+      await bridge.close();
+    }
+  });
+});
+
+describe('the admin-path and redaction fast paths (issue 12 item 4)', () => {
+  it('agree with the normalised reading on every spelling', () => {
+    const pieces = ['/', '//', 'api', 'API', 'Api', 'v1', 'V1', 'webhooks', 'WebHooks', 'console', 'c', 'C'];
+    const more = ['x', '.', '..', '%61', '%2561', '%2F', '\\', 'tok', 'openapi.json', 'v1x', '%'];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces, ...more), { maxLength: 8 }), (parts) => {
+        const path = `/${parts.join('')}`;
+        const [first, second] = normalisedSegments(path);
+        expect(isAdminPath(path)).toBe(first === 'api' && second === 'v1');
+        const secret = first === 'webhooks' || (first === 'console' && second === 'c');
+        if (!secret) expect(redactPath(path)).toBe(path);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+});
