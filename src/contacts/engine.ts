@@ -311,13 +311,20 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return order === -1 ? 3 : order;
   };
 
+  /** The stored text each record was read from: an observation writes only if it is unchanged. */
+  const readAs = new WeakMap<StoredRecord, string>();
+
   async function readRecords(ids: readonly string[]): Promise<Map<string, StoredRecord>> {
     const out = new Map<string, StoredRecord>();
     if (ids.length === 0) return out;
     const values = await store.mget(ids.map(key.record));
     ids.forEach((id, index) => {
       const value = values[index];
-      if (value) out.set(id, decodeRecord(id, value));
+      if (value) {
+        const record = decodeRecord(id, value);
+        readAs.set(record, value);
+        out.set(id, record);
+      }
     });
     return out;
   }
@@ -452,10 +459,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function loadContact(id: string): Promise<{ contact: Contact; rootId: string } | null> {
-    const rootId = (await store.get(key.root(id))) ?? id;
-    const records = await loadGroup(rootId);
-    if (records.length === 0) return null;
-    return { contact: view(rootId, records), rootId };
+    // Read as if `id` were a root (it usually is): pointer, members and record in one trip; a
+    // merged-away id or a group with members costs one more.
+    const [pointer, members, own] = await Promise.all([
+      store.get(key.root(id)),
+      store.smembers(key.members(id)),
+      readRecords([id]),
+    ]);
+    if (pointer !== null) {
+      const records = await loadGroup(pointer);
+      return records.length === 0 ? null : { contact: view(pointer, records), rootId: pointer };
+    }
+    const record = own.get(id);
+    if (!record) return null;
+    const others = members.length > 0 ? await readRecords(members.sort()) : new Map<string, StoredRecord>();
+    return { contact: view(id, [record, ...others.values()]), rootId: id };
   }
 
   function newRecord(at: string): StoredRecord {
@@ -611,11 +629,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     targetId: string | null;
     roots: string[];
     recordRoots: Map<string, string>;
+    /** Records and member lists read with the roots (of the holders, which are usually roots). */
+    records: Map<string, StoredRecord>;
+    members: Map<string, string[]>;
   }
 
   async function plan(indexValues: (string | null)[], identifiers: Identifier[]): Promise<Plan> {
     const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
-    const recordRoots = await rootsOf(recordIds);
+    // One trip: the holders' root pointers, records and member lists, read together.
+    const [recordRoots, records, members] =
+      recordIds.length === 0
+        ? [new Map<string, string>(), new Map<string, StoredRecord>(), new Map<string, string[]>()]
+        : await Promise.all([rootsOf(recordIds), readRecords(recordIds), membersOf(recordIds)]);
     // The record to write to: the one holding the strongest identifier (person > email > phone > local).
     let targetId: string | null = null;
     let best = Number.POSITIVE_INFINITY;
@@ -627,7 +652,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
     });
     const roots = [...new Set(recordRoots.values())];
-    return { targetId, roots, recordRoots };
+    return { targetId, roots, recordRoots, records, members };
   }
 
   function refuseMerge(
@@ -735,24 +760,26 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const dedupeKey = key.dedupe(observation.channelId, observation.idempotencyKey);
     const indexKeys = resolving.map(key.index);
 
-    return withLock([...indexKeys, dedupeKey], 'identifiers', async () => {
+    // No locks on the common paths (new contact, known contact, repeated delivery): read, then
+    // write in one atomic step that holds only if nothing read has changed (StoreBatch.expect),
+    // else read again. Observations of one person in this process queue behind each other
+    // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
+    // other instances are kept apart by the expectations. Only a merge of two existing contacts
+    // takes the identity and record locks, so that merges of one group do not interleave.
+    return inLane(indexKeys[0]!, async () => {
       for (let attempt = 0; attempt < MAX_PLAN_ATTEMPTS; attempt++) {
         const [duplicateOf, ...indexValues] = await store.mget([dedupeKey, ...indexKeys]);
         if (duplicateOf) {
           const existing = await loadContact(duplicateOf);
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
-        const first = await plan(indexValues, resolving);
-        const result = await writeObservation(
-          observation,
-          at,
-          resolving,
-          identifiers,
-          indexValues,
-          first,
-          dedupeKey,
-          saltValue,
-        );
+        const planned = await plan(indexValues, resolving);
+        const write = () =>
+          writeObservation(observation, at, resolving, identifiers, indexValues, planned, dedupeKey, saltValue);
+        const result =
+          planned.roots.length > 1
+            ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
+            : await write();
         if (result) return result;
       }
       throw new ConflictError(
@@ -760,6 +787,22 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         'the contact changed too often while being written; retry',
       );
     });
+  }
+
+  /** Per-process queues by name: a task starts when the previous one of its lane has settled. */
+  const lanes = new Map<string, Promise<unknown>>();
+  function inLane<T>(name: string, run: () => Promise<T>): Promise<T> {
+    const previous = lanes.get(name);
+    const result = previous ? previous.then(run, run) : run();
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    lanes.set(name, settled);
+    void settled.then(() => {
+      if (lanes.get(name) === settled) lanes.delete(name);
+    });
+    return result;
   }
 
   /** Returns null when the groups changed between planning and locking (the caller re-plans). */
@@ -779,17 +822,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
 
     const write = async (): Promise<ObserveResult | null> => {
-      // Re-check under the record locks: a concurrent merge may have moved a record to another root.
-      // The re-check, the member lists and the records we already know of are read together
-      // (one round trip); only members of merged contacts need a second read.
-      const recordIds = [...planned.recordRoots.keys()];
-      const known = fresh ? [] : [...new Set([...planned.roots, targetId])];
-      const [current, members, records] = await Promise.all([
-        rootsOf(recordIds),
-        membersOf(planned.roots),
-        readRecords(known),
-      ]);
-      for (const [recordId, root] of current) if (planned.recordRoots.get(recordId) !== root) return null;
+      // What the plan read is checked when the write runs (expectations below), so nothing is
+      // read twice: only roots that are not holders (merged contacts) and their members' records
+      // are read here.
+      const current = planned.recordRoots;
+      const members = new Map(planned.members);
+      const records = new Map(planned.records);
+      const rootsUnread = planned.roots.filter((root) => !members.has(root));
+      if (rootsUnread.length > 0) for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
       const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
       const unread = groupIds.filter((id) => !records.has(id));
       if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
@@ -798,6 +838,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (fresh) records.set(fresh.id, fresh);
 
       const batch = store.batch();
+      // The write holds only if what it was planned on still holds: no earlier delivery of this
+      // observation, the identifiers' holders, the holders' roots and every record of the groups.
+      batch.expect(dedupeKey, null);
+      resolving.forEach((identifier, index) => batch.expect(key.index(identifier), indexValues[index] ?? null));
+      for (const [recordId, root] of current) batch.expect(key.root(recordId), root === recordId ? null : root);
+      for (const id of groupIds) {
+        const record = records.get(id);
+        const text = record && readAs.get(record);
+        if (text !== undefined) batch.expect(key.record(id), text);
+      }
       const outbox: OutboxEntry[] = [];
       // A fresh record joined nothing (no identifier was known), so it is its own root.
       const targetRoot = fresh ? fresh.id : current.get(targetId)!;
@@ -845,7 +895,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           }
           batch.set(key.record(survivor), encodeRecord(survivorRecord));
           groupIdsAfter = groupIds;
-          metrics.merges.inc({ outcome: 'merged' });
         }
       }
 
@@ -931,7 +980,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       });
       if (created) {
         outbox.push(event('contact.created', CONTACT_EVENTS_KEY, {}));
-        metrics.contactsCreated.inc();
       } else if (changed) {
         outbox.push(event('contact.updated', CONTACT_EVENTS_KEY, {}));
       }
@@ -942,15 +990,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
       }
       events.stage(batch, outbox);
-      await batch.exec();
+      // Something read has changed since: nothing was written; the caller reads and plans again.
+      if (!(await batch.exec())) return null;
       if (outbox.length > 0) events.committed();
+      if (created) metrics.contactsCreated.inc();
+      if (absorbed.length > 0) metrics.merges.inc({ outcome: 'merged' });
       return { contact, created, duplicate: false };
     };
 
-    // A fresh record joins no group (no identifier was known) and its id is random and unknown to
-    // everyone until this batch commits, so nobody can contend for it: its lock would be a round
-    // trip to take and one to release for nothing. The identifier locks still serialise creation.
-    return fresh ? write() : withLock(lockNames, 'records', write, { awaitRelease: false });
+    // Only a merge takes the record locks (see observe); every other write is kept correct by
+    // its expectations alone.
+    return planned.roots.length > 1 ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
   }
 
   async function get(id: string) {
@@ -1072,6 +1122,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const newRoot = leaving[0]!;
       const at = now().toISOString();
       const batch = store.batch();
+      // Observations write without locks: this holds only if the root record is as read.
+      batch.expect(key.record(rootId), readAs.get(root) ?? null);
       batch.srem(key.members(rootId), ...leaving).del(key.root(newRoot));
       for (const member of leaving.slice(1)) batch.set(key.root(member), newRoot);
       if (leaving.length > 1) batch.sadd(key.members(newRoot), ...leaving.slice(1));
@@ -1125,7 +1177,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           stagedAt: Date.now(),
         },
       ]);
-      await batch.exec();
+      if (!(await batch.exec())) throw contention();
       events.committed();
       return { contact, split };
     });
@@ -1165,6 +1217,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
         const groupIds = [rootId, ...members];
         const batch = store.batch();
+        // Observations write without locks: this holds only if the index and record are as read.
+        batch.expect(key.index(identifier), holder).expect(key.record(holder), readAs.get(source) ?? null);
         batch
           .set(key.record(holder), encodeRecord(source))
           .set(key.record(split.id), encodeRecord(split))
@@ -1199,11 +1253,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             stagedAt: Date.now(),
           },
         ]);
-        await batch.exec();
+        if (!(await batch.exec())) throw contention();
         events.committed();
         return { contact, split: splitView };
       });
     });
+  }
+
+  function contention(): ConflictError {
+    return new ConflictError('identity_contention', 'the contact changed while being split; retry');
   }
 
   async function conflicts(limit: number): Promise<unknown[]> {
