@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import {
@@ -12,12 +12,20 @@ import {
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
+import { key } from './keys.js';
 import { isHttpLink } from './links.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
-import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import {
-  type AgentRef,
-  type AttributeValue,
+  decodeRecord,
+  encodeRecord,
+  mergedView,
+  newRecord,
+  type StoredRecord,
+  upsertValued,
+} from './record.js';
+import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
+import {
   type Contact,
   type Identifier,
   type ObserveResult,
@@ -25,6 +33,8 @@ import {
   type ParsedObservation,
   type TimelineEntry,
 } from './types.js';
+
+export { nameWords } from './timeline.js';
 
 /**
  * The identity engine (DESIGN §7).
@@ -41,183 +51,19 @@ import {
  * - Each record has its own timeline (`tl:<id>`, a sorted set whose members sort by time, read
  *   newest first across the group's records).
  *
- * Concurrency: an observation first locks its identifiers (so two instances seeing the same new
- * person serialise and the second finds the first's record), then the record it writes and the
- * roots it touches (so two merges of one group cannot interleave). Locks are taken in one
- * atomic step each, identifiers before records, so there is no lock-order cycle. All writes of
- * one observation go in one atomic batch together with its idempotency key and outbound events.
+ * Concurrency (optimistic): an observation reads (idempotency key and identifier index in one
+ * trip, then the holders' roots, records and member lists in one more when anyone is known),
+ * plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
+ * idempotency key, outbound events) that *expects* every value it was planned on — no earlier
+ * delivery, the same holders, roots and record texts (StoreBatch.expect, one Lua script on
+ * Redis). If anything changed, nothing is written and it reads again: two instances seeing the
+ * same new person both try to claim the identifiers as absent, one wins, the other re-reads and
+ * updates the winner's record. No locks on these paths. A merge of two existing contacts also
+ * takes the identifier and record locks (one atomic step each, identifiers first), so two
+ * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
+ * they read, since observations no longer lock. The pure parts live next to this file:
+ * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids).
  */
-
-interface Valued {
-  v: string;
-  at: string;
-}
-
-interface StoredAttribute extends AttributeValue {
-  channelId: string;
-  at: string;
-}
-
-interface ChannelStat {
-  vendor: string;
-  firstSeen: string;
-  lastSeen: string;
-  observations: number;
-  conversations: number;
-}
-
-interface MergeLogEntry {
-  at: string;
-  /** The records that joined with this merge (the absorbed root first). */
-  records: string[];
-  via: Identifier;
-}
-
-interface StoredRecord {
-  id: string;
-  createdAt: string;
-  updatedAt: string;
-  names: Valued[];
-  emails: Valued[];
-  phones: Valued[];
-  ids: Identifier[];
-  labels: string[];
-  attrs: Record<string, StoredAttribute>;
-  agent?: AgentRef & { at: string };
-  crmLink?: Valued;
-  channels: Record<string, ChannelStat>;
-  /** Only meaningful on a root: the merges that built this group, oldest first. */
-  merges: MergeLogEntry[];
-}
-
-/**
- * How a record is stored: the same data as StoredRecord, written compactly, because records are
- * most of what a contact costs in Redis (bench/run.js, identity scale). Positional pairs instead
- * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
- * observation made the record), empty fields left out, the id not repeated (it is in the key),
- * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
- * second copy of the value.
- */
-type StoredTime = string | 0;
-type EncodedValued = [string, StoredTime];
-type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
-interface EncodedRecord {
-  c: string;
-  u?: string;
-  n?: EncodedValued[];
-  e?: EncodedValued[];
-  p?: EncodedValued[];
-  i?: EncodedIdentifier[];
-  l?: string[];
-  a?: Record<string, StoredAttribute>;
-  g?: AgentRef & { at: string };
-  k?: Valued;
-  ch?: Record<
-    string,
-    [vendor: string, firstSeen: StoredTime, lastSeen: StoredTime, observations: number, conversations: number]
-  >;
-  m?: MergeLogEntry[];
-}
-
-function encodeRecord(record: StoredRecord): string {
-  const created = record.createdAt;
-  const time = (at: string): StoredTime => (at === created ? 0 : at);
-  const valued = (list: Valued[]) => list.map((item): EncodedValued => [item.v, time(item.at)]);
-  const encoded: EncodedRecord = { c: created };
-  if (record.updatedAt !== created) encoded.u = record.updatedAt;
-  if (record.names.length > 0) encoded.n = valued(record.names);
-  if (record.emails.length > 0) encoded.e = valued(record.emails);
-  if (record.phones.length > 0) encoded.p = valued(record.phones);
-  if (record.ids.length > 0) {
-    encoded.i = record.ids.map((identifier): EncodedIdentifier => {
-      if (identifier.channelId !== undefined)
-        return [identifier.kind, identifier.value, identifier.channelId];
-      const list =
-        identifier.kind === 'email' ? record.emails : identifier.kind === 'phone' ? record.phones : null;
-      const at = list ? list.findIndex((item) => item.v === identifier.value) : -1;
-      if (at >= 0) return [identifier.kind === 'email' ? '@e' : '@p', at];
-      return [identifier.kind, identifier.value];
-    });
-  }
-  if (record.labels.length > 0) encoded.l = record.labels;
-  if (Object.keys(record.attrs).length > 0) encoded.a = record.attrs;
-  if (record.agent) encoded.g = record.agent;
-  if (record.crmLink) encoded.k = record.crmLink;
-  const channels = Object.entries(record.channels);
-  if (channels.length > 0) {
-    encoded.ch = Object.fromEntries(
-      channels.map(([channelId, stat]) => [
-        channelId,
-        [stat.vendor, time(stat.firstSeen), time(stat.lastSeen), stat.observations, stat.conversations],
-      ]),
-    );
-  }
-  if (record.merges.length > 0) encoded.m = record.merges;
-  return JSON.stringify(encoded);
-}
-
-function decodeRecord(id: string, text: string): StoredRecord {
-  const parsed = JSON.parse(text) as EncodedRecord;
-  const created = parsed.c;
-  const time = (at: StoredTime) => (at === 0 ? created : at);
-  const valued = (list: EncodedValued[] | undefined) =>
-    (list ?? []).map(([v, at]): Valued => ({ v, at: time(at) }));
-  const names = valued(parsed.n);
-  const emails = valued(parsed.e);
-  const phones = valued(parsed.p);
-  const ids = (parsed.i ?? []).map((item): Identifier => {
-    if (item[0] === '@e' || item[0] === '@p') {
-      const list = item[0] === '@e' ? emails : phones;
-      return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
-    }
-    const [kind, value, channelId] = item as [string, string, string?];
-    return channelId === undefined ? { kind, value } : { kind, value, channelId };
-  });
-  const record: StoredRecord = {
-    id,
-    createdAt: created,
-    updatedAt: parsed.u ?? created,
-    names,
-    emails,
-    phones,
-    ids,
-    labels: parsed.l ?? [],
-    // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
-    // kept like any other name (issue 10 item 14).
-    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
-    channels: {},
-    merges: parsed.m ?? [],
-  };
-  if (parsed.g) record.agent = parsed.g;
-  if (parsed.k) record.crmLink = parsed.k;
-  for (const [channelId, [vendor, firstSeen, lastSeen, observations, conversations]] of Object.entries(
-    parsed.ch ?? {},
-  )) {
-    record.channels[channelId] = {
-      vendor,
-      firstSeen: time(firstSeen),
-      lastSeen: time(lastSeen),
-      observations,
-      conversations,
-    };
-  }
-  return record;
-}
-
-/**
- * Words of a name for the name search (the console's contact search): case- and accent-folded,
- * split on anything that is not a letter or digit. "Анна-Мария O'Neil" → анна, мария, o, neil.
- */
-export function nameWords(name: string): string[] {
-  const words = name
-    .normalize('NFKD')
-    .replace(/\p{M}+/gu, '')
-    .toLowerCase()
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter((word) => word.length > 0)
-    .map((word) => word.slice(0, 40));
-  return [...new Set(words)].slice(0, 16);
-}
 
 const UNSAFE_LINKS_HELP =
   'Links for agents dropped because they were not http(s) (javascript:, data: ...), by where they came from';
@@ -227,25 +73,6 @@ const MAX_PLAN_ATTEMPTS = 8;
 const CONTACT_EVENTS_KEY = 'contact';
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
-
-// ISO-8601 UTC timestamps of one format compare correctly as strings.
-const minIso = (a: string, b: string) => (a < b ? a : b);
-const maxIso = (a: string, b: string) => (a > b ? a : b);
-
-const key = {
-  record: (id: string) => `rec:${id}`,
-  root: (id: string) => `root:${id}`,
-  members: (id: string) => `members:${id}`,
-  apart: (id: string) => `apart:${id}`,
-  timeline: (id: string) => `tl:${id}`,
-  index: (identifier: Identifier) =>
-    `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
-  search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
-  name: (word: string) => `sidx:name:${word}`,
-  dedupe: (channelId: string, idempotencyKey: string) =>
-    `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
-  conflicts: 'identity:conflicts',
-};
 
 export interface ContactEngineOptions {
   store: Store;
@@ -371,87 +198,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
   }
 
-  /** The unified view of a group: the root record plus its members, newest values first. */
-  function view(rootId: string, records: StoredRecord[]): Contact {
-    const root = records.find((record) => record.id === rootId) ?? records[0]!;
-    const ordered = [root, ...records.filter((record) => record !== root)];
-    const newestFirst = (lists: Valued[][]) => {
-      const best = new Map<string, string>();
-      for (const list of lists) {
-        for (const item of list) {
-          const seen = best.get(item.v);
-          if (!seen || seen < item.at) best.set(item.v, item.at);
-        }
-      }
-      return [...best.entries()]
-        .sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0]))
-        .map(([v]) => v);
-    };
-    const names = newestFirst(ordered.map((record) => record.names));
-    const identities: Identifier[] = [];
-    const seenIds = new Set<string>();
-    for (const record of ordered) {
-      for (const identifier of record.ids) {
-        const label = identifierLabel(identifier);
-        if (!seenIds.has(label)) {
-          seenIds.add(label);
-          identities.push(identifier);
-        }
-      }
-    }
-    const attributes: Contact['attributes'] = Object.create(null);
-    const labels = new Set<string>();
-    let agent: (AgentRef & { at: string }) | undefined;
-    let crmLink: Valued | undefined;
-    const channels = new Map<string, ChannelStat>();
-    let createdAt = root.createdAt;
-    let updatedAt = root.updatedAt;
-    for (const record of ordered) {
-      for (const [name, attribute] of Object.entries(record.attrs)) {
-        const current = attributes[name];
-        if (!current || current.at < attribute.at) attributes[name] = attribute;
-      }
-      for (const label of record.labels) labels.add(label);
-      if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
-      if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
-      for (const [channelId, stat] of Object.entries(record.channels)) {
-        const current = channels.get(channelId);
-        channels.set(
-          channelId,
-          current
-            ? {
-                vendor: stat.vendor,
-                firstSeen: minIso(current.firstSeen, stat.firstSeen),
-                lastSeen: maxIso(current.lastSeen, stat.lastSeen),
-                observations: current.observations + stat.observations,
-                conversations: current.conversations + stat.conversations,
-              }
-            : { ...stat },
-        );
-      }
-      if (record.createdAt < createdAt) createdAt = record.createdAt;
-      if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
-    }
-    const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
-    return {
-      id: rootId,
-      name: names[0] ?? null,
-      names,
-      emails: newestFirst(ordered.map((record) => record.emails)),
-      phones: newestFirst(ordered.map((record) => record.phones)),
-      identities,
-      labels: [...labels].sort(),
-      attributes,
-      responsibleAgent: agent ? responsibleAgent : null,
-      crmLink: crmLink?.v ?? null,
-      channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
-      records: ordered.map((record) => record.id),
-      merges: root.merges.map((merge) => ({ at: merge.at, recordId: merge.records[0]!, via: merge.via })),
-      createdAt,
-      updatedAt,
-    };
-  }
-
   async function loadGroup(rootId: string): Promise<StoredRecord[]> {
     const members = await store.smembers(key.members(rootId));
     const records = await readRecords([rootId, ...members.sort()]);
@@ -468,38 +214,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     ]);
     if (pointer !== null) {
       const records = await loadGroup(pointer);
-      return records.length === 0 ? null : { contact: view(pointer, records), rootId: pointer };
+      return records.length === 0 ? null : { contact: mergedView(pointer, records), rootId: pointer };
     }
     const record = own.get(id);
     if (!record) return null;
     const others = members.length > 0 ? await readRecords(members.sort()) : new Map<string, StoredRecord>();
-    return { contact: view(id, [record, ...others.values()]), rootId: id };
-  }
-
-  function newRecord(at: string): StoredRecord {
-    return {
-      id: `c_${randomBytes(10).toString('hex')}`,
-      createdAt: at,
-      updatedAt: at,
-      names: [],
-      emails: [],
-      phones: [],
-      ids: [],
-      labels: [],
-      attrs: Object.create(null),
-      channels: {},
-      merges: [],
-    };
-  }
-
-  function upsertValued(list: Valued[], value: string, at: string): boolean {
-    const existing = list.find((item) => item.v === value);
-    if (!existing) {
-      list.push({ v: value, at });
-      return true;
-    }
-    if (existing.at < at) existing.at = at;
-    return false;
+    return { contact: mergedView(id, [record, ...others.values()]), rootId: id };
   }
 
   /** Apply what the observation says to one record; returns whether contact-visible data changed. */
@@ -567,19 +287,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return changed;
   }
 
-  function timelineMember(entry: TimelineEntry): string {
-    let json: string;
-    try {
-      json = JSON.stringify(entry);
-    } catch (error) {
-      // Data nested past what JSON.stringify can walk (a vendor API answer, say): refuse, not 500.
-      throw new ValidationError('timeline entry cannot be stored', [
-        { path: 'timeline', message: (error as Error).message },
-      ]);
-    }
-    return `${entry.at}|${entry.id}|${json}`;
-  }
-
   /**
    * Event ids (DESIGN §8) must be unique across installations: two bridges that see the same
    * vendor chat id must not send the same `webhook-id` for different contacts, or a receiver that
@@ -602,27 +309,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       salt = undefined;
     });
     return salt;
-  }
-
-  function eventId(saltValue: string, channelId: string, idempotencyKey: string, eventKey: string): string {
-    return `evt_${createHash('sha256')
-      .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
-      .digest('base64url')
-      .slice(0, 22)}`;
-  }
-
-  function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
-    return createHash('sha256')
-      .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
-      .digest('base64url')
-      .slice(0, 22);
-  }
-
-  function isoOf(value: string): string {
-    const date = new Date(value);
-    if (Number.isNaN(date.getTime()))
-      throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
-    return date.toISOString();
   }
 
   interface Plan {
@@ -775,7 +461,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
         const planned = await plan(indexValues, resolving);
         const write = () =>
-          writeObservation(observation, at, resolving, identifiers, indexValues, planned, dedupeKey, saltValue);
+          writeObservation(
+            observation,
+            at,
+            resolving,
+            identifiers,
+            indexValues,
+            planned,
+            dedupeKey,
+            saltValue,
+          );
         const result =
           planned.roots.length > 1
             ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
@@ -829,7 +524,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const members = new Map(planned.members);
       const records = new Map(planned.records);
       const rootsUnread = planned.roots.filter((root) => !members.has(root));
-      if (rootsUnread.length > 0) for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
+      if (rootsUnread.length > 0)
+        for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
       const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
       const unread = groupIds.filter((id) => !records.has(id));
       if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
@@ -841,8 +537,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
       batch.expect(dedupeKey, null);
-      resolving.forEach((identifier, index) => batch.expect(key.index(identifier), indexValues[index] ?? null));
-      for (const [recordId, root] of current) batch.expect(key.root(recordId), root === recordId ? null : root);
+      resolving.forEach((identifier, index) => {
+        batch.expect(key.index(identifier), indexValues[index] ?? null);
+      });
+      for (const [recordId, root] of current)
+        batch.expect(key.root(recordId), root === recordId ? null : root);
       for (const id of groupIds) {
         const record = records.get(id);
         const text = record && readAs.get(record);
@@ -956,7 +655,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(dedupeKey, target.id, dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
-      const contact = view(
+      const contact = mergedView(
         survivor,
         groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined),
       );
@@ -1000,7 +699,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
     // Only a merge takes the record locks (see observe); every other write is kept correct by
     // its expectations alone.
-    return planned.roots.length > 1 ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
+    return planned.roots.length > 1
+      ? withLock(lockNames, 'records', write, { awaitRelease: false })
+      : write();
   }
 
   async function get(id: string) {
@@ -1136,8 +837,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const newRootRecord = records.get(newRoot)!;
       const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
       const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
-      const contact = view(rootId, stayingRecords);
-      const split = view(newRoot, [
+      const contact = mergedView(rootId, stayingRecords);
+      const split = mergedView(newRoot, [
         newRootRecord,
         ...leavingRecords.filter((record) => record !== newRootRecord),
       ]);
@@ -1225,8 +926,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           .set(key.index(identifier), split.id)
           .sadd(key.apart(split.id), ...groupIds);
         for (const id of groupIds) batch.sadd(key.apart(id), split.id);
-        const contact = view(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
-        const splitView = view(split.id, [split]);
+        const contact = mergedView(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
+        const splitView = mergedView(split.id, [split]);
         events.stage(batch, [
           {
             event: {
