@@ -131,6 +131,7 @@ describe('timeline helpers', () => {
       vendor: 'jivochat',
       type: 'conversation.started',
       summary: 'hi',
+      data: {},
     };
     const member = timelineMember(entry);
     expect(member.startsWith('2026-11-01T12:00:00.000Z|e1|')).toBe(true);
