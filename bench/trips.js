@@ -64,7 +64,9 @@ const observation = (n, extra = {}) => ({
     { kind: 'visitor', value: `v${extra.person ?? n}`, channelId: 'site' },
   ],
   names: ['Anna Petrova'],
-  timeline: [{ key: 'accepted', at: new Date().toISOString(), type: 'conversation.started', summary: 'chat' }],
+  timeline: [
+    { key: 'accepted', at: new Date().toISOString(), type: 'conversation.started', summary: 'chat' },
+  ],
 });
 
 async function count(label, run) {

@@ -356,7 +356,7 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
             .set(record, 'v2')
             .set(index, 'r', 60_000)
             .sadd(set, 'a', 'b')
-            .zadd(set + 'z', 0, 'm')
+            .zadd(`${set}z`, 0, 'm')
             .rpush(list, 'x', 'y')
             .ltrim(list, -1, -1)
             .set(ttl, 'short', 60_000)
@@ -370,7 +370,7 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await attempt('v1')).toBe(true);
         expect(await store.mget([record, index, ttl])).toEqual(['v2', 'r', 'short']);
         expect((await store.smembers(set)).sort()).toEqual(['a', 'b']);
-        expect(await store.zcard(set + 'z')).toBe(1);
+        expect(await store.zcard(`${set}z`)).toBe(1);
         expect(await store.lrange(list, 0, -1)).toEqual(['y']);
         expect(await store.pttl(index)).toBeGreaterThan(0);
         // An expected-absent key that now exists fails the batch.
