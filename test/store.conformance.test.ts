@@ -381,6 +381,23 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.get(record)).toBe('v3');
       });
 
+      it('with expectations: long values (compared by digest on Redis) must match exactly', async () => {
+        const k = key('guard');
+        const long = `${'Запись '.repeat(40)}😀`;
+        await store.set(k, long);
+        expect(
+          await store
+            .batch()
+            .expect(k, `${long.slice(0, -2)}x`)
+            .set(k, 'no')
+            .exec(),
+        ).toBe(false);
+        expect(await store.batch().expect(k, long.slice(0, -1)).set(k, 'no').exec()).toBe(false);
+        expect(await store.get(k)).toBe(long);
+        expect(await store.batch().expect(k, long).set(k, 'yes').exec()).toBe(true);
+        expect(await store.get(k)).toBe('yes');
+      });
+
       it('with expectations: of two writers that read the same value, exactly one commits', async () => {
         const k = key('guard');
         await store.set(k, '0');

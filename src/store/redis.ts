@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
@@ -59,7 +59,9 @@ return released
  * A batch with expectations (StoreBatch.expect), in one atomic step: check every expected string
  * value, then run the queued writes, or write nothing and answer 0. Every key is a KEYS entry (all
  * carry the bridge's `{prefix}` hash tag, so on a Cluster the script stays in one slot).
- * ARGV[1] = number of expectations; then per expectation: key index, 1 + value (or 0 = absent);
+ * ARGV[1] = number of expectations; then per expectation: key index, and `=` + the value, or
+ * `#` + its SHA-1 (long values, such as records: 40 bytes on the wire instead of the record), or
+ * 0 for absent;
  * then per write: command, key index, argument count, arguments.
  */
 const GUARDED_BATCH_SCRIPT = `
@@ -67,9 +69,12 @@ local n = tonumber(ARGV[1])
 local at = 2
 for _ = 1, n do
   local current = redis.call('get', KEYS[tonumber(ARGV[at])])
-  if ARGV[at + 1] == '0' then
+  local want = ARGV[at + 1]
+  if want == '0' then
     if current then return 0 end
-  elseif current ~= string.sub(ARGV[at + 1], 2) then
+  elseif string.sub(want, 1, 1) == '#' then
+    if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
+  elseif current ~= string.sub(want, 2) then
     return 0
   end
   at = at + 2
@@ -312,7 +317,16 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return index;
       };
       const args: Array<string | number> = [expectations.length];
-      for (const [key, value] of expectations) args.push(indexOf(key), value === null ? '0' : `=${value}`);
+      for (const [key, value] of expectations) {
+        args.push(
+          indexOf(key),
+          value === null
+            ? '0'
+            : value.length > 64
+              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
+              : `=${value}`,
+        );
+      }
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
       return applied === 1;
