@@ -338,6 +338,76 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
     });
 
     describe('batch', () => {
+      it('with expectations: writes everything only when every expected value holds', async () => {
+        const [record, index, absent, set, list, ttl] = [
+          key('guard'),
+          key('guard'),
+          key('guard'),
+          key('guard'),
+          key('guard'),
+          key('guard'),
+        ];
+        await store.set(record, 'v1');
+        const attempt = (expected: string) =>
+          store
+            .batch()
+            .expect(record, expected)
+            .expect(absent, null)
+            .set(record, 'v2')
+            .set(index, 'r', 60_000)
+            .sadd(set, 'a', 'b')
+            .zadd(`${set}z`, 0, 'm')
+            .rpush(list, 'x', 'y')
+            .ltrim(list, -1, -1)
+            .set(ttl, 'short', 60_000)
+            .exec();
+        // A stale expectation: nothing is written.
+        expect(await attempt('v0')).toBe(false);
+        expect(await store.mget([record, index, ttl])).toEqual(['v1', null, null]);
+        expect(await store.smembers(set)).toEqual([]);
+        expect(await store.llen(list)).toBe(0);
+        // The current value: everything is written, in one step.
+        expect(await attempt('v1')).toBe(true);
+        expect(await store.mget([record, index, ttl])).toEqual(['v2', 'r', 'short']);
+        expect((await store.smembers(set)).sort()).toEqual(['a', 'b']);
+        expect(await store.zcard(`${set}z`)).toBe(1);
+        expect(await store.lrange(list, 0, -1)).toEqual(['y']);
+        expect(await store.pttl(index)).toBeGreaterThan(0);
+        // An expected-absent key that now exists fails the batch.
+        await store.set(absent, 'here');
+        expect(await store.batch().expect(absent, null).set(record, 'v3').exec()).toBe(false);
+        expect(await store.get(record)).toBe('v2');
+        expect(await store.batch().expect(absent, 'here').set(record, 'v3').exec()).toBe(true);
+        expect(await store.get(record)).toBe('v3');
+      });
+
+      it('with expectations: long values (compared by digest on Redis) must match exactly', async () => {
+        const k = key('guard');
+        const long = `${'Запись '.repeat(40)}😀`;
+        await store.set(k, long);
+        expect(
+          await store
+            .batch()
+            .expect(k, `${long.slice(0, -2)}x`)
+            .set(k, 'no')
+            .exec(),
+        ).toBe(false);
+        expect(await store.batch().expect(k, long.slice(0, -1)).set(k, 'no').exec()).toBe(false);
+        expect(await store.get(k)).toBe(long);
+        expect(await store.batch().expect(k, long).set(k, 'yes').exec()).toBe(true);
+        expect(await store.get(k)).toBe('yes');
+      });
+
+      it('with expectations: of two writers that read the same value, exactly one commits', async () => {
+        const k = key('guard');
+        await store.set(k, '0');
+        const results = await Promise.all(
+          ['a', 'b', 'c'].map((writer) => store.batch().expect(k, '0').set(k, writer).exec()),
+        );
+        expect(results.filter(Boolean)).toHaveLength(1);
+        expect(['a', 'b', 'c']).toContain(await store.get(k));
+      });
+
       it('applies every queued operation, and counts them', async () => {
         const [s, gone, counter, hash] = [key('batch'), key('batch'), key('batch'), key('batch')];
         const [set, zset, list, ttl] = [key('batch'), key('batch'), key('batch'), key('batch')];

@@ -31,9 +31,10 @@ function once({ url, method, path, pathOf, headers, next, connections, duration 
 }
 
 export async function measure(options) {
-  if (options.warmup > 0) await once({ ...options, duration: options.warmup });
+  const warm = options.warmup > 0 ? await once({ ...options, duration: options.warmup }) : null;
   const result = await once(options);
   return {
+    requestsIncludingWarmup: result.requests.total + (warm?.requests.total ?? 0),
     rps: result.requests.average,
     requests: result.requests.total,
     p50: result.latency.p50,

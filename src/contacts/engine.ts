@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import {
@@ -12,12 +12,20 @@ import {
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { Lock, Store, StoreBatch } from '../store/types.js';
+import { key } from './keys.js';
 import { isHttpLink } from './links.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
-import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import {
-  type AgentRef,
-  type AttributeValue,
+  decodeRecord,
+  encodeRecord,
+  mergedView,
+  newRecord,
+  type StoredRecord,
+  upsertValued,
+} from './record.js';
+import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
+import {
   type Contact,
   type Identifier,
   type ObserveResult,
@@ -25,6 +33,8 @@ import {
   type ParsedObservation,
   type TimelineEntry,
 } from './types.js';
+
+export { nameWords } from './timeline.js';
 
 /**
  * The identity engine (DESIGN §7).
@@ -41,224 +51,30 @@ import {
  * - Each record has its own timeline (`tl:<id>`, a sorted set whose members sort by time, read
  *   newest first across the group's records).
  *
- * Concurrency: an observation first locks its identifiers (so two instances seeing the same new
- * person serialise and the second finds the first's record), then the record it writes and the
- * roots it touches (so two merges of one group cannot interleave). Locks are taken in one
- * atomic step each, identifiers before records, so there is no lock-order cycle. All writes of
- * one observation go in one atomic batch together with its idempotency key and outbound events.
+ * Concurrency (optimistic): an observation reads (idempotency key and identifier index in one
+ * trip, then the holders' roots, records and member lists in one more when anyone is known),
+ * plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
+ * idempotency key, outbound events) that *expects* every value it was planned on — no earlier
+ * delivery, the same holders, roots and record texts (StoreBatch.expect, one Lua script on
+ * Redis). If anything changed, nothing is written and it reads again: two instances seeing the
+ * same new person both try to claim the identifiers as absent, one wins, the other re-reads and
+ * updates the winner's record. No locks on these paths. A merge of two existing contacts also
+ * takes the identifier and record locks (one atomic step each, identifiers first), so two
+ * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
+ * they read, since observations no longer lock. The pure parts live next to this file:
+ * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids).
  */
-
-interface Valued {
-  v: string;
-  at: string;
-  /**
-   * E-mails and phones only: set when some observation gave this value as verified (issue 10
-   * item 5). Absent means visitor-typed, the default, which is also what records written before
-   * provenance existed read as.
-   */
-  ok?: true;
-}
-
-interface StoredAttribute extends AttributeValue {
-  channelId: string;
-  at: string;
-}
-
-interface ChannelStat {
-  vendor: string;
-  firstSeen: string;
-  lastSeen: string;
-  observations: number;
-  conversations: number;
-}
-
-interface MergeLogEntry {
-  at: string;
-  /** The records that joined with this merge (the absorbed root first). */
-  records: string[];
-  via: Identifier;
-  /**
-   * Set when some group joined only through visitor-typed (or vendor-local) values of the
-   * observation, not a verified one (issue 10 item 5): what the merge brought rests on them.
-   */
-  typed?: true;
-}
-
-interface StoredRecord {
-  id: string;
-  createdAt: string;
-  updatedAt: string;
-  names: Valued[];
-  emails: Valued[];
-  phones: Valued[];
-  ids: Identifier[];
-  labels: string[];
-  attrs: Record<string, StoredAttribute>;
-  agent?: AgentRef & { at: string };
-  crmLink?: Valued;
-  channels: Record<string, ChannelStat>;
-  /** Only meaningful on a root: the merges that built this group, oldest first. */
-  merges: MergeLogEntry[];
-}
-
-/**
- * How a record is stored: the same data as StoredRecord, written compactly, because records are
- * most of what a contact costs in Redis (bench/run.js, identity scale). Positional pairs instead
- * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
- * observation made the record), empty fields left out, the id not repeated (it is in the key),
- * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
- * second copy of the value.
- */
-type StoredTime = string | 0;
-/** A third element 1 marks a verified e-mail or phone: the default (visitor-typed) costs nothing. */
-type EncodedValued = [string, StoredTime] | [string, StoredTime, 1];
-type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
-interface EncodedRecord {
-  c: string;
-  u?: string;
-  n?: EncodedValued[];
-  e?: EncodedValued[];
-  p?: EncodedValued[];
-  i?: EncodedIdentifier[];
-  l?: string[];
-  a?: Record<string, StoredAttribute>;
-  g?: AgentRef & { at: string };
-  k?: Valued;
-  ch?: Record<
-    string,
-    [vendor: string, firstSeen: StoredTime, lastSeen: StoredTime, observations: number, conversations: number]
-  >;
-  m?: MergeLogEntry[];
-}
-
-function encodeRecord(record: StoredRecord): string {
-  const created = record.createdAt;
-  const time = (at: string): StoredTime => (at === created ? 0 : at);
-  const valued = (list: Valued[]) =>
-    list.map((item): EncodedValued => (item.ok ? [item.v, time(item.at), 1] : [item.v, time(item.at)]));
-  const encoded: EncodedRecord = { c: created };
-  if (record.updatedAt !== created) encoded.u = record.updatedAt;
-  if (record.names.length > 0) encoded.n = valued(record.names);
-  if (record.emails.length > 0) encoded.e = valued(record.emails);
-  if (record.phones.length > 0) encoded.p = valued(record.phones);
-  if (record.ids.length > 0) {
-    encoded.i = record.ids.map((identifier): EncodedIdentifier => {
-      if (identifier.channelId !== undefined)
-        return [identifier.kind, identifier.value, identifier.channelId];
-      const list =
-        identifier.kind === 'email' ? record.emails : identifier.kind === 'phone' ? record.phones : null;
-      const at = list ? list.findIndex((item) => item.v === identifier.value) : -1;
-      if (at >= 0) return [identifier.kind === 'email' ? '@e' : '@p', at];
-      return [identifier.kind, identifier.value];
-    });
-  }
-  if (record.labels.length > 0) encoded.l = record.labels;
-  if (Object.keys(record.attrs).length > 0) encoded.a = record.attrs;
-  if (record.agent) encoded.g = record.agent;
-  if (record.crmLink) encoded.k = record.crmLink;
-  const channels = Object.entries(record.channels);
-  if (channels.length > 0) {
-    encoded.ch = Object.fromEntries(
-      channels.map(([channelId, stat]) => [
-        channelId,
-        [stat.vendor, time(stat.firstSeen), time(stat.lastSeen), stat.observations, stat.conversations],
-      ]),
-    );
-  }
-  if (record.merges.length > 0) encoded.m = record.merges;
-  return JSON.stringify(encoded);
-}
-
-function decodeRecord(id: string, text: string): StoredRecord {
-  const parsed = JSON.parse(text) as EncodedRecord;
-  const created = parsed.c;
-  const time = (at: StoredTime) => (at === 0 ? created : at);
-  const valued = (list: EncodedValued[] | undefined) =>
-    (list ?? []).map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
-  const names = valued(parsed.n);
-  const emails = valued(parsed.e);
-  const phones = valued(parsed.p);
-  const ids = (parsed.i ?? []).map((item): Identifier => {
-    if (item[0] === '@e' || item[0] === '@p') {
-      const list = item[0] === '@e' ? emails : phones;
-      return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
-    }
-    const [kind, value, channelId] = item as [string, string, string?];
-    return channelId === undefined ? { kind, value } : { kind, value, channelId };
-  });
-  const record: StoredRecord = {
-    id,
-    createdAt: created,
-    updatedAt: parsed.u ?? created,
-    names,
-    emails,
-    phones,
-    ids,
-    labels: parsed.l ?? [],
-    // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
-    // kept like any other name (issue 10 item 14).
-    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
-    channels: {},
-    merges: parsed.m ?? [],
-  };
-  if (parsed.g) record.agent = parsed.g;
-  if (parsed.k) record.crmLink = parsed.k;
-  for (const [channelId, [vendor, firstSeen, lastSeen, observations, conversations]] of Object.entries(
-    parsed.ch ?? {},
-  )) {
-    record.channels[channelId] = {
-      vendor,
-      firstSeen: time(firstSeen),
-      lastSeen: time(lastSeen),
-      observations,
-      conversations,
-    };
-  }
-  return record;
-}
-
-/**
- * Words of a name for the name search (the console's contact search): case- and accent-folded,
- * split on anything that is not a letter or digit. "Анна-Мария O'Neil" → анна, мария, o, neil.
- */
-export function nameWords(name: string): string[] {
-  const words = name
-    .normalize('NFKD')
-    .replace(/\p{M}+/gu, '')
-    .toLowerCase()
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter((word) => word.length > 0)
-    .map((word) => word.slice(0, 40));
-  return [...new Set(words)].slice(0, 16);
-}
 
 const UNSAFE_LINKS_HELP =
   'Links for agents dropped because they were not http(s) (javascript:, data: ...), by where they came from';
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
+/** Lock-free tries before a contended observation queues on the identity lock. */
+const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
-
-// ISO-8601 UTC timestamps of one format compare correctly as strings.
-const minIso = (a: string, b: string) => (a < b ? a : b);
-const maxIso = (a: string, b: string) => (a > b ? a : b);
-
-const key = {
-  record: (id: string) => `rec:${id}`,
-  root: (id: string) => `root:${id}`,
-  members: (id: string) => `members:${id}`,
-  apart: (id: string) => `apart:${id}`,
-  timeline: (id: string) => `tl:${id}`,
-  index: (identifier: Identifier) =>
-    `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
-  search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
-  name: (word: string) => `sidx:name:${word}`,
-  dedupe: (channelId: string, idempotencyKey: string) =>
-    `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
-  conflicts: 'identity:conflicts',
-};
 
 export interface ContactEngineOptions {
   store: Store;
@@ -324,13 +140,20 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return order === -1 ? 3 : order;
   };
 
+  /** The stored text each record was read from: an observation writes only if it is unchanged. */
+  const readAs = new WeakMap<StoredRecord, string>();
+
   async function readRecords(ids: readonly string[]): Promise<Map<string, StoredRecord>> {
     const out = new Map<string, StoredRecord>();
     if (ids.length === 0) return out;
     const values = await store.mget(ids.map(key.record));
     ids.forEach((id, index) => {
       const value = values[index];
-      if (value) out.set(id, decodeRecord(id, value));
+      if (value) {
+        const record = decodeRecord(id, value);
+        readAs.set(record, value);
+        out.set(id, record);
+      }
     });
     return out;
   }
@@ -377,103 +200,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
   }
 
-  /** The unified view of a group: the root record plus its members, newest values first. */
-  function view(rootId: string, records: StoredRecord[]): Contact {
-    const root = records.find((record) => record.id === rootId) ?? records[0]!;
-    const ordered = [root, ...records.filter((record) => record !== root)];
-    const newestFirst = (lists: Valued[][]) => {
-      const best = new Map<string, string>();
-      for (const list of lists) {
-        for (const item of list) {
-          const seen = best.get(item.v);
-          if (!seen || seen < item.at) best.set(item.v, item.at);
-        }
-      }
-      return [...best.entries()]
-        .sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0]))
-        .map(([v]) => v);
-    };
-    const names = newestFirst(ordered.map((record) => record.names));
-    // Verified once (in any record of the group) is verified.
-    const verifiedValues = new Set<string>();
-    for (const record of ordered) {
-      for (const item of record.emails) if (item.ok) verifiedValues.add(`email:${item.v}`);
-      for (const item of record.phones) if (item.ok) verifiedValues.add(`phone:${item.v}`);
-    }
-    const identities: Identifier[] = [];
-    const seenIds = new Set<string>();
-    for (const record of ordered) {
-      for (const identifier of record.ids) {
-        const label = identifierLabel(identifier);
-        if (!seenIds.has(label)) {
-          seenIds.add(label);
-          const { provenance: _given, ...plain } = identifier;
-          // Global kinds say where their value came from; person ids are the company's own.
-          if (identifier.kind === 'person') identities.push({ ...plain, provenance: 'verified' });
-          else if (identifier.kind === 'email' || identifier.kind === 'phone')
-            identities.push({ ...plain, provenance: verifiedValues.has(label) ? 'verified' : 'visitor' });
-          else identities.push(plain);
-        }
-      }
-    }
-    const attributes: Contact['attributes'] = Object.create(null);
-    const labels = new Set<string>();
-    let agent: (AgentRef & { at: string }) | undefined;
-    let crmLink: Valued | undefined;
-    const channels = new Map<string, ChannelStat>();
-    let createdAt = root.createdAt;
-    let updatedAt = root.updatedAt;
-    for (const record of ordered) {
-      for (const [name, attribute] of Object.entries(record.attrs)) {
-        const current = attributes[name];
-        if (!current || current.at < attribute.at) attributes[name] = attribute;
-      }
-      for (const label of record.labels) labels.add(label);
-      if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
-      if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
-      for (const [channelId, stat] of Object.entries(record.channels)) {
-        const current = channels.get(channelId);
-        channels.set(
-          channelId,
-          current
-            ? {
-                vendor: stat.vendor,
-                firstSeen: minIso(current.firstSeen, stat.firstSeen),
-                lastSeen: maxIso(current.lastSeen, stat.lastSeen),
-                observations: current.observations + stat.observations,
-                conversations: current.conversations + stat.conversations,
-              }
-            : { ...stat },
-        );
-      }
-      if (record.createdAt < createdAt) createdAt = record.createdAt;
-      if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
-    }
-    const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
-    return {
-      id: rootId,
-      name: names[0] ?? null,
-      names,
-      emails: newestFirst(ordered.map((record) => record.emails)),
-      phones: newestFirst(ordered.map((record) => record.phones)),
-      identities,
-      labels: [...labels].sort(),
-      attributes,
-      responsibleAgent: agent ? responsibleAgent : null,
-      crmLink: crmLink?.v ?? null,
-      channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
-      records: ordered.map((record) => record.id),
-      merges: root.merges.map((merge) => ({
-        at: merge.at,
-        recordId: merge.records[0]!,
-        via: merge.via,
-        ...(merge.typed ? { verified: false as const } : {}),
-      })),
-      createdAt,
-      updatedAt,
-    };
-  }
-
   async function loadGroup(rootId: string): Promise<StoredRecord[]> {
     const members = await store.smembers(key.members(rootId));
     const records = await readRecords([rootId, ...members.sort()]);
@@ -481,40 +207,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function loadContact(id: string): Promise<{ contact: Contact; rootId: string } | null> {
-    const rootId = (await store.get(key.root(id))) ?? id;
-    const records = await loadGroup(rootId);
-    if (records.length === 0) return null;
-    return { contact: view(rootId, records), rootId };
-  }
-
-  function newRecord(at: string): StoredRecord {
-    return {
-      id: `c_${randomBytes(10).toString('hex')}`,
-      createdAt: at,
-      updatedAt: at,
-      names: [],
-      emails: [],
-      phones: [],
-      ids: [],
-      labels: [],
-      attrs: Object.create(null),
-      channels: {},
-      merges: [],
-    };
-  }
-
-  function upsertValued(list: Valued[], value: string, at: string, verified = false): boolean {
-    const existing = list.find((item) => item.v === value);
-    if (!existing) {
-      list.push(verified ? { v: value, at, ok: true } : { v: value, at });
-      return true;
+    // Read as if `id` were a root (it usually is): pointer, members and record in one trip; a
+    // merged-away id or a group with members costs one more.
+    const [pointer, members, own] = await Promise.all([
+      store.get(key.root(id)),
+      store.smembers(key.members(id)),
+      readRecords([id]),
+    ]);
+    if (pointer !== null) {
+      const records = await loadGroup(pointer);
+      return records.length === 0 ? null : { contact: mergedView(pointer, records), rootId: pointer };
     }
-    if (existing.at < at) existing.at = at;
-    if (verified && !existing.ok) {
-      existing.ok = true; // verified once is verified
-      return true;
-    }
-    return false;
+    const record = own.get(id);
+    if (!record) return null;
+    const others = members.length > 0 ? await readRecords(members.sort()) : new Map<string, StoredRecord>();
+    return { contact: mergedView(id, [record, ...others.values()]), rootId: id };
   }
 
   /** Apply what the observation says to one record; returns whether contact-visible data changed. */
@@ -585,19 +292,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return changed;
   }
 
-  function timelineMember(entry: TimelineEntry): string {
-    let json: string;
-    try {
-      json = JSON.stringify(entry);
-    } catch (error) {
-      // Data nested past what JSON.stringify can walk (a vendor API answer, say): refuse, not 500.
-      throw new ValidationError('timeline entry cannot be stored', [
-        { path: 'timeline', message: (error as Error).message },
-      ]);
-    }
-    return `${entry.at}|${entry.id}|${json}`;
-  }
-
   /**
    * Event ids (DESIGN §8) must be unique across installations: two bridges that see the same
    * vendor chat id must not send the same `webhook-id` for different contacts, or a receiver that
@@ -622,36 +316,22 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return salt;
   }
 
-  function eventId(saltValue: string, channelId: string, idempotencyKey: string, eventKey: string): string {
-    return `evt_${createHash('sha256')
-      .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
-      .digest('base64url')
-      .slice(0, 22)}`;
-  }
-
-  function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
-    return createHash('sha256')
-      .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
-      .digest('base64url')
-      .slice(0, 22);
-  }
-
-  function isoOf(value: string): string {
-    const date = new Date(value);
-    if (Number.isNaN(date.getTime()))
-      throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
-    return date.toISOString();
-  }
-
   interface Plan {
     targetId: string | null;
     roots: string[];
     recordRoots: Map<string, string>;
+    /** Records and member lists read with the roots (of the holders, which are usually roots). */
+    records: Map<string, StoredRecord>;
+    members: Map<string, string[]>;
   }
 
   async function plan(indexValues: (string | null)[], identifiers: Identifier[]): Promise<Plan> {
     const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
-    const recordRoots = await rootsOf(recordIds);
+    // One trip: the holders' root pointers, records and member lists, read together.
+    const [recordRoots, records, members] =
+      recordIds.length === 0
+        ? [new Map<string, string>(), new Map<string, StoredRecord>(), new Map<string, string[]>()]
+        : await Promise.all([rootsOf(recordIds), readRecords(recordIds), membersOf(recordIds)]);
     // The record to write to: the one holding the strongest identifier (person > email > phone > local).
     let targetId: string | null = null;
     let best = Number.POSITIVE_INFINITY;
@@ -663,7 +343,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
     });
     const roots = [...new Set(recordRoots.values())];
-    return { targetId, roots, recordRoots };
+    return { targetId, roots, recordRoots, records, members };
   }
 
   function refuseMerge(
@@ -777,31 +457,76 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const dedupeKey = key.dedupe(observation.channelId, observation.idempotencyKey);
     const indexKeys = resolving.map(key.index);
 
-    return withLock([...indexKeys, dedupeKey], 'identifiers', async () => {
-      for (let attempt = 0; attempt < MAX_PLAN_ATTEMPTS; attempt++) {
+    // No locks on the common paths (new contact, known contact, repeated delivery): read, then
+    // write in one atomic step that holds only if nothing read has changed (StoreBatch.expect),
+    // else read again. Observations of one person in this process queue behind each other
+    // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
+    // other instances are kept apart by the expectations. Only a merge of two existing contacts
+    // takes the identity and record locks, so that merges of one group do not interleave.
+    return inLane(indexKeys[0]!, async () => {
+      const attempt = async (locked: boolean): Promise<ObserveResult | null> => {
         const [duplicateOf, ...indexValues] = await store.mget([dedupeKey, ...indexKeys]);
         if (duplicateOf) {
           const existing = await loadContact(duplicateOf);
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
-        const first = await plan(indexValues, resolving);
-        const result = await writeObservation(
-          observation,
-          at,
-          resolving,
-          identifiers,
-          indexValues,
-          first,
-          dedupeKey,
-          saltValue,
-        );
+        const planned = await plan(indexValues, resolving);
+        const write = () =>
+          writeObservation(
+            observation,
+            at,
+            resolving,
+            identifiers,
+            indexValues,
+            planned,
+            dedupeKey,
+            saltValue,
+          );
+        return planned.roots.length > 1 && !locked
+          ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
+          : await write();
+      };
+      for (let round = 0; round < OPTIMISTIC_ATTEMPTS; round++) {
+        const result = await attempt(false);
         if (result) return result;
       }
+      // Contended (several instances writing one person at once, a loaded machine): queue on the
+      // identity lock with the other contenders, so one at a time reads and writes, instead of
+      // failing a busy visitor. The expectations still guard against writers not yet escalated.
+      const result = await withLock(
+        [...indexKeys, dedupeKey],
+        'identifiers',
+        async () => {
+          for (let round = 0; round < MAX_PLAN_ATTEMPTS; round++) {
+            const written = await attempt(true);
+            if (written) return written;
+          }
+          return null;
+        },
+        { awaitRelease: false },
+      );
+      if (result) return result;
       throw new ConflictError(
         'identity_contention',
         'the contact changed too often while being written; retry',
       );
     });
+  }
+
+  /** Per-process queues by name: a task starts when the previous one of its lane has settled. */
+  const lanes = new Map<string, Promise<unknown>>();
+  function inLane<T>(name: string, run: () => Promise<T>): Promise<T> {
+    const previous = lanes.get(name);
+    const result = previous ? previous.then(run, run) : run();
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    lanes.set(name, settled);
+    void settled.then(() => {
+      if (lanes.get(name) === settled) lanes.delete(name);
+    });
+    return result;
   }
 
   /** Returns null when the groups changed between planning and locking (the caller re-plans). */
@@ -821,17 +546,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
 
     const write = async (): Promise<ObserveResult | null> => {
-      // Re-check under the record locks: a concurrent merge may have moved a record to another root.
-      // The re-check, the member lists and the records we already know of are read together
-      // (one round trip); only members of merged contacts need a second read.
-      const recordIds = [...planned.recordRoots.keys()];
-      const known = fresh ? [] : [...new Set([...planned.roots, targetId])];
-      const [current, members, records] = await Promise.all([
-        rootsOf(recordIds),
-        membersOf(planned.roots),
-        readRecords(known),
-      ]);
-      for (const [recordId, root] of current) if (planned.recordRoots.get(recordId) !== root) return null;
+      // What the plan read is checked when the write runs (expectations below), so nothing is
+      // read twice: only roots that are not holders (merged contacts) and their members' records
+      // are read here.
+      const current = planned.recordRoots;
+      const members = new Map(planned.members);
+      const records = new Map(planned.records);
+      const rootsUnread = planned.roots.filter((root) => !members.has(root));
+      if (rootsUnread.length > 0)
+        for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
       const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
       const unread = groupIds.filter((id) => !records.has(id));
       if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
@@ -840,6 +563,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (fresh) records.set(fresh.id, fresh);
 
       const batch = store.batch();
+      // The write holds only if what it was planned on still holds: no earlier delivery of this
+      // observation, the identifiers' holders, the holders' roots and every record of the groups.
+      batch.expect(dedupeKey, null);
+      resolving.forEach((identifier, index) => {
+        batch.expect(key.index(identifier), indexValues[index] ?? null);
+      });
+      for (const [recordId, root] of current)
+        batch.expect(key.root(recordId), root === recordId ? null : root);
+      for (const id of groupIds) {
+        const record = records.get(id);
+        const text = record && readAs.get(record);
+        if (text !== undefined) batch.expect(key.record(id), text);
+      }
       const outbox: OutboxEntry[] = [];
       // A fresh record joined nothing (no identifier was known), so it is its own root.
       const targetRoot = fresh ? fresh.id : current.get(targetId)!;
@@ -899,7 +635,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           }
           batch.set(key.record(survivor), encodeRecord(survivorRecord));
           groupIdsAfter = groupIds;
-          metrics.merges.inc({ outcome: 'merged' });
         }
       }
 
@@ -964,7 +699,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(dedupeKey, target.id, dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
-      const contact = view(
+      const contact = mergedView(
         survivor,
         groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined),
       );
@@ -988,7 +723,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       });
       if (created) {
         outbox.push(event('contact.created', CONTACT_EVENTS_KEY, {}));
-        metrics.contactsCreated.inc();
       } else if (changed) {
         outbox.push(event('contact.updated', CONTACT_EVENTS_KEY, {}));
       }
@@ -999,15 +733,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
       }
       events.stage(batch, outbox);
-      await batch.exec();
+      // Something read has changed since: nothing was written; the caller reads and plans again.
+      if (!(await batch.exec())) return null;
       if (outbox.length > 0) events.committed();
+      if (created) metrics.contactsCreated.inc();
+      if (absorbed.length > 0) metrics.merges.inc({ outcome: 'merged' });
       return { contact, created, duplicate: false };
     };
 
-    // A fresh record joins no group (no identifier was known) and its id is random and unknown to
-    // everyone until this batch commits, so nobody can contend for it: its lock would be a round
-    // trip to take and one to release for nothing. The identifier locks still serialise creation.
-    return fresh ? write() : withLock(lockNames, 'records', write, { awaitRelease: false });
+    // Only a merge takes the record locks (see observe); every other write is kept correct by
+    // its expectations alone.
+    return planned.roots.length > 1
+      ? withLock(lockNames, 'records', write, { awaitRelease: false })
+      : write();
   }
 
   async function get(id: string) {
@@ -1137,6 +875,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const newRoot = leaving[0]!;
       const at = now().toISOString();
       const batch = store.batch();
+      // Observations write without locks: this holds only if the root record is as read.
+      batch.expect(key.record(rootId), readAs.get(root) ?? null);
       batch.srem(key.members(rootId), ...leaving).del(key.root(newRoot));
       for (const member of leaving.slice(1)) batch.set(key.root(member), newRoot);
       if (leaving.length > 1) batch.sadd(key.members(newRoot), ...leaving.slice(1));
@@ -1149,8 +889,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const newRootRecord = records.get(newRoot)!;
       const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
       const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
-      const contact = view(rootId, stayingRecords);
-      const split = view(newRoot, [
+      const contact = mergedView(rootId, stayingRecords);
+      const split = mergedView(newRoot, [
         newRootRecord,
         ...leavingRecords.filter((record) => record !== newRootRecord),
       ]);
@@ -1190,7 +930,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           stagedAt: Date.now(),
         },
       ]);
-      await batch.exec();
+      if (!(await batch.exec())) throw contention();
       events.committed();
       return { contact, split };
     });
@@ -1230,14 +970,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
         const groupIds = [rootId, ...members];
         const batch = store.batch();
+        // Observations write without locks: this holds only if the index and record are as read.
+        batch.expect(key.index(identifier), holder).expect(key.record(holder), readAs.get(source) ?? null);
         batch
           .set(key.record(holder), encodeRecord(source))
           .set(key.record(split.id), encodeRecord(split))
           .set(key.index(identifier), split.id)
           .sadd(key.apart(split.id), ...groupIds);
         for (const id of groupIds) batch.sadd(key.apart(id), split.id);
-        const contact = view(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
-        const splitView = view(split.id, [split]);
+        const contact = mergedView(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
+        const splitView = mergedView(split.id, [split]);
         events.stage(batch, [
           {
             event: {
@@ -1264,11 +1006,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             stagedAt: Date.now(),
           },
         ]);
-        await batch.exec();
+        if (!(await batch.exec())) throw contention();
         events.committed();
         return { contact, split: splitView };
       });
     });
+  }
+
+  function contention(): ConflictError {
+    return new ConflictError('identity_contention', 'the contact changed while being split; retry');
   }
 
   async function conflicts(limit: number): Promise<unknown[]> {

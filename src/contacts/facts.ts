@@ -201,30 +201,35 @@ export function createFactService(options: {
     },
     async forContact(contact, request) {
       const max = request.max ?? 50;
-      const controller = new AbortController();
-      const missing = new Set(sources.map((source) => source.id));
+      const missing = new Set<string>();
       const results = new Map<string, FactSourceResult>();
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, Math.max(0, request.deadlineMs));
-      });
-      const lookups = sources.map(async (source) => {
-        try {
-          const result = await source.lookup(contact, controller.signal);
-          if (!controller.signal.aborted) {
-            results.set(source.id, result);
-            missing.delete(source.id);
+      // The deadline, its timer and the abort signal exist only when there is something to wait
+      // for: without attribute sources (the common install) a request allocates none of them.
+      if (sources.length > 0) {
+        for (const source of sources) missing.add(source.id);
+        const controller = new AbortController();
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, Math.max(0, request.deadlineMs));
+        });
+        const lookups = sources.map(async (source) => {
+          try {
+            const result = await source.lookup(contact, controller.signal);
+            if (!controller.signal.aborted) {
+              results.set(source.id, result);
+              missing.delete(source.id);
+            }
+          } catch (error) {
+            options.logger.warn(
+              { source: source.id, err: error },
+              'attribute source failed; left out of the answer',
+            );
           }
-        } catch (error) {
-          options.logger.warn(
-            { source: source.id, err: error },
-            'attribute source failed; left out of the answer',
-          );
-        }
-      });
-      if (lookups.length > 0) await Promise.race([Promise.all(lookups), deadline]);
-      clearTimeout(timer);
-      controller.abort();
+        });
+        await Promise.race([Promise.all(lookups), deadline]);
+        clearTimeout(timer);
+        controller.abort();
+      }
 
       // Order (most useful first): other channels, labels, responsible agent, the company's
       // attribute sources, then what vendors reported. A key appears once (first wins).

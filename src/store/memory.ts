@@ -275,7 +275,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
   function createBatch(): StoreBatch {
     const queue: Array<() => unknown> = [];
+    const expectations: Array<[string, string | null]> = [];
     const batch: StoreBatch = {
+      expect(key, value) {
+        expectations.push([key, value]);
+        return batch;
+      },
       set(key, value, ttlMs) {
         queue.push(() => op.set(key, value, ttlMs === undefined ? {} : { ttlMs }));
         return batch;
@@ -329,6 +334,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       },
       async exec() {
         guard();
+        for (const [key, value] of expectations) {
+          const entry = lookup(key);
+          const current =
+            entry === undefined ? null : entry.data.type === 'string' ? entry.data.value : undefined;
+          if (current !== value) {
+            queue.length = 0;
+            return false;
+          }
+        }
         // All in one synchronous pass, so no other caller can observe half of the batch. Like
         // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the
         // first failure is reported after every command has run.
@@ -341,6 +355,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
           }
         }
         if (firstError !== undefined) throw firstError;
+        return true;
       },
     };
     return batch;

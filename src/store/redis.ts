@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
@@ -55,7 +55,40 @@ end
 return released
 `;
 
+/**
+ * A batch with expectations (StoreBatch.expect), in one atomic step: check every expected string
+ * value, then run the queued writes, or write nothing and answer 0. Every key is a KEYS entry (all
+ * carry the bridge's `{prefix}` hash tag, so on a Cluster the script stays in one slot).
+ * ARGV[1] = number of expectations; then per expectation: key index, and `=` + the value, or
+ * `#` + its SHA-1 (long values, such as records: 40 bytes on the wire instead of the record), or
+ * 0 for absent;
+ * then per write: command, key index, argument count, arguments.
+ */
+const GUARDED_BATCH_SCRIPT = `
+local n = tonumber(ARGV[1])
+local at = 2
+for _ = 1, n do
+  local current = redis.call('get', KEYS[tonumber(ARGV[at])])
+  local want = ARGV[at + 1]
+  if want == '0' then
+    if current then return 0 end
+  elseif string.sub(want, 1, 1) == '#' then
+    if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
+  elseif current ~= string.sub(want, 2) then
+    return 0
+  end
+  at = at + 2
+end
+while at <= #ARGV do
+  local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
+  redis.call(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  at = at + 3 + count
+end
+return 1
+`;
+
 interface LockCommands {
+  chatbridgeGuardedBatch(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
 }
@@ -134,6 +167,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
+  commands.defineCommand('chatbridgeGuardedBatch', { lua: GUARDED_BATCH_SCRIPT });
 
   // Connection state, so that an outage is logged once when it starts and once when it ends,
   // not once per reconnect attempt.
@@ -188,78 +222,115 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   function createBatch(): StoreBatch {
     const multi = client.multi();
     let length = 0;
-    const queued = (): StoreBatch => {
+    // The same writes as [command, key, ...arguments], for the guarded script (used only when
+    // an expectation was given; a plain batch stays MULTI/EXEC).
+    const writes: Array<[string, string, ...Array<string | number>]> = [];
+    const expectations: Array<[string, string | null]> = [];
+    const queued = (command: string, key: string, ...args: Array<string | number>): StoreBatch => {
+      writes.push([command, key, ...args]);
       length++;
       return batch;
     };
     const batch: StoreBatch = {
+      expect(key, value) {
+        expectations.push([key, value]);
+        return batch;
+      },
       set(key, value, ttlMs) {
         if (ttlMs === undefined) multi.set(key, value);
         else multi.set(key, value, 'PX', ttlMs);
-        return queued();
+        return ttlMs === undefined ? queued('set', key, value) : queued('set', key, value, 'PX', ttlMs);
       },
       del(key) {
         multi.del(key);
-        return queued();
+        return queued('del', key);
       },
       expire(key, ttlMs) {
         multi.pexpire(key, ttlMs);
-        return queued();
+        return queued('pexpire', key, ttlMs);
       },
       incrBy(key, amount) {
         multi.incrby(key, amount);
-        return queued();
+        return queued('incrby', key, amount);
       },
       hset(key, field, value) {
         multi.hset(key, field, value);
-        return queued();
+        return queued('hset', key, field, value);
       },
       hdel(key, field) {
         multi.hdel(key, field);
-        return queued();
+        return queued('hdel', key, field);
       },
       // Empty SADD/SREM/RPUSH are syntax errors in Redis that would abort the whole MULTI; the
       // in-memory store treats them as no-ops, and so do we.
       sadd(key, ...members) {
         if (members.length === 0) return batch;
         multi.sadd(key, ...members);
-        return queued();
+        return queued('sadd', key, ...members);
       },
       srem(key, ...members) {
         if (members.length === 0) return batch;
         multi.srem(key, ...members);
-        return queued();
+        return queued('srem', key, ...members);
       },
       zadd(key, score, member) {
         multi.zadd(key, scoreArg(score), member);
-        return queued();
+        return queued('zadd', key, scoreArg(score), member);
       },
       zrem(key, member) {
         multi.zrem(key, member);
-        return queued();
+        return queued('zrem', key, member);
       },
       rpush(key, ...values) {
         if (values.length === 0) return batch;
         multi.rpush(key, ...values);
-        return queued();
+        return queued('rpush', key, ...values);
       },
       ltrim(key, start, stop) {
         multi.ltrim(key, start, stop);
-        return queued();
+        return queued('ltrim', key, start, stop);
       },
       get length() {
         return length;
       },
       async exec() {
-        if (length === 0) return;
+        if (expectations.length > 0) return execGuarded();
+        if (length === 0) return true;
         const results = await run(() => multi.exec());
         // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
         if (results === null) throw new Error('Redis discarded the transaction');
         // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
         // others applied. Report the first failure.
         for (const [error] of results) if (error) throw toStoreError(error);
+        return true;
       },
     };
+    async function execGuarded(): Promise<boolean> {
+      const keys: string[] = [];
+      const keyIndex = new Map<string, number>();
+      const indexOf = (key: string) => {
+        let index = keyIndex.get(key);
+        if (index === undefined) {
+          index = keys.push(key);
+          keyIndex.set(key, index);
+        }
+        return index;
+      };
+      const args: Array<string | number> = [expectations.length];
+      for (const [key, value] of expectations) {
+        args.push(
+          indexOf(key),
+          value === null
+            ? '0'
+            : value.length > 64
+              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
+              : `=${value}`,
+        );
+      }
+      for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
+      const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
+      return applied === 1;
+    }
     return batch;
   }
 

@@ -43,9 +43,16 @@ export interface StoreBatch {
   rpush(key: string, ...values: string[]): StoreBatch;
   /** Keep only list elements start..stop (inclusive; negative counts from the end), as LTRIM. */
   ltrim(key: string, start: number, stop: number): StoreBatch;
+  /**
+   * Apply the batch only if `key` (a string key) holds `value` when it runs (null: the key does
+   * not exist). Checked and written in one atomic step (one Lua script on Redis), so a writer can
+   * read without locks and commit only if nothing it read has changed (optimistic concurrency).
+   */
+  expect(key: string, value: string | null): StoreBatch;
   /** Number of queued operations. */
   readonly length: number;
-  exec(): Promise<void>;
+  /** True when applied; false when an expectation did not hold (then nothing was written). */
+  exec(): Promise<boolean>;
 }
 
 export interface Lock {

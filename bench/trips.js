@@ -1,0 +1,94 @@
+// `node bench/trips.js` (after `npm run build`): Redis commands and round trips per observation
+// of the contact engine, on a private redis-server (or REDIS_URL), one observation at a time.
+// Commands are counted where the client sends them (ioredis sendCommand, so MULTI and EXEC count
+// as commands); a round trip is the commands sent before any answer came back. A script counts
+// as one command (what it runs inside Redis is neither a command sent nor a trip).
+
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const DIST = join(ROOT, 'dist');
+const { benchRedis } = await import('./lib/redis.js');
+const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
+const { createContactEngine } = await import(`${DIST}/src/contacts/engine.js`);
+const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
+const { Metrics } = await import(`${DIST}/src/metrics.js`);
+const { createLogger } = await import(`${DIST}/src/logger.js`);
+const { configSchema } = await import(`${DIST}/src/config/schema.js`);
+
+const redis = await benchRedis();
+const logger = createLogger('silent');
+const store = await createRedisStore({
+  url: redis.url,
+  keyPrefix: `trips${randomBytes(3).toString('hex')}`,
+  logger,
+});
+const engine = createContactEngine({
+  store,
+  identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
+  events: createOutboxPublisher(store),
+  metrics: new Metrics({ defaultMetrics: false }),
+  logger,
+});
+
+let commands = [];
+let trips = 0;
+// A new trip starts with the first command sent after an answer came back; commands sent
+// before any answer (a pipeline, Promise.all, MULTI ... EXEC) share one.
+let answered = true;
+const send = store.client.sendCommand.bind(store.client);
+store.client.sendCommand = (command, ...rest) => {
+  commands.push(command.name);
+  if (answered) {
+    answered = false;
+    trips++;
+  }
+  const done = () => {
+    answered = true;
+  };
+  command.promise.then(done, done);
+  return send(command, ...rest);
+};
+
+const observation = (n, extra = {}) => ({
+  channelId: 'site',
+  vendor: 'jivochat',
+  at: new Date(Date.UTC(2026, 10, 1, 12, 0, n)).toISOString(),
+  idempotencyKey: `chat-${n}`,
+  identifiers: [
+    { kind: 'person', value: `person-${extra.person ?? n}` },
+    { kind: 'email', value: `p${extra.person ?? n}@example.com` },
+    { kind: 'phone', value: `+7916${String(extra.person ?? n).padStart(7, '0')}` },
+    { kind: 'visitor', value: `v${extra.person ?? n}`, channelId: 'site' },
+  ],
+  names: ['Anna Petrova'],
+  timeline: [
+    { key: 'accepted', at: new Date().toISOString(), type: 'conversation.started', summary: 'chat' },
+  ],
+});
+
+async function count(label, run) {
+  const samples = [];
+  for (let i = 0; i < 20; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    commands = [];
+    trips = 0;
+    await run(i);
+    await new Promise((resolve) => setImmediate(resolve));
+    samples.push({ commands: commands.length, trips, names: commands.join(' ') });
+  }
+  const last = samples[samples.length - 1];
+  const avg = (field) => samples.reduce((sum, s) => sum + s[field], 0) / samples.length;
+  process.stdout.write(
+    `${label.padEnd(40)} ${avg('commands').toFixed(1).padStart(5)} commands ${avg('trips').toFixed(1).padStart(4)} trips   (${last.names})\n`,
+  );
+}
+
+await engine.observe(observation(0)); // the installation salt is read once per process
+await count('new contact', (i) => engine.observe(observation(1000 + i)));
+await count('known contact (new chat)', (i) => engine.observe(observation(2000 + i, { person: 1000 })));
+await count('repeated delivery', () => engine.observe(observation(2000, { person: 1000 })));
+await store.close();
+await redis.stop();

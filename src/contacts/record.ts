@@ -1,0 +1,309 @@
+import { randomBytes } from 'node:crypto';
+import { identifierLabel } from './normalize.js';
+import type { AgentRef, AttributeValue, Contact, Identifier } from './types.js';
+
+/**
+ * The contact record and its stored form (pure: no store, no clock). Every contact the bridge
+ * ever created is a record (`rec:<id>`); a contact the API shows is the merged view of a root
+ * record and its members (mergedView).
+ */
+
+export interface Valued {
+  v: string;
+  at: string;
+  /**
+   * E-mails and phones only: set when some observation gave this value as verified (issue 10
+   * item 5). Absent means visitor-typed, the default, which is also what records written before
+   * provenance existed read as.
+   */
+  ok?: true;
+}
+
+export interface StoredAttribute extends AttributeValue {
+  channelId: string;
+  at: string;
+}
+
+export interface ChannelStat {
+  vendor: string;
+  firstSeen: string;
+  lastSeen: string;
+  observations: number;
+  conversations: number;
+}
+
+export interface MergeLogEntry {
+  at: string;
+  /** The records that joined with this merge (the absorbed root first). */
+  records: string[];
+  via: Identifier;
+  /**
+   * Set when some group joined only through visitor-typed (or vendor-local) values of the
+   * observation, not a verified one (issue 10 item 5): what the merge brought rests on them.
+   */
+  typed?: true;
+}
+
+export interface StoredRecord {
+  id: string;
+  createdAt: string;
+  updatedAt: string;
+  names: Valued[];
+  emails: Valued[];
+  phones: Valued[];
+  ids: Identifier[];
+  labels: string[];
+  attrs: Record<string, StoredAttribute>;
+  agent?: AgentRef & { at: string };
+  crmLink?: Valued;
+  channels: Record<string, ChannelStat>;
+  /** Only meaningful on a root: the merges that built this group, oldest first. */
+  merges: MergeLogEntry[];
+}
+
+/**
+ * How a record is stored: the same data as StoredRecord, written compactly, because records are
+ * most of what a contact costs in Redis (bench/run.js, identity scale). Positional pairs instead
+ * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
+ * observation made the record), empty fields left out, the id not repeated (it is in the key),
+ * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
+ * second copy of the value.
+ */
+type StoredTime = string | 0;
+/** A third element 1 marks a verified e-mail or phone: the default (visitor-typed) costs nothing. */
+type EncodedValued = [string, StoredTime] | [string, StoredTime, 1];
+type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
+interface EncodedRecord {
+  c: string;
+  u?: string;
+  n?: EncodedValued[];
+  e?: EncodedValued[];
+  p?: EncodedValued[];
+  i?: EncodedIdentifier[];
+  l?: string[];
+  a?: Record<string, StoredAttribute>;
+  g?: AgentRef & { at: string };
+  k?: Valued;
+  ch?: Record<
+    string,
+    [vendor: string, firstSeen: StoredTime, lastSeen: StoredTime, observations: number, conversations: number]
+  >;
+  m?: MergeLogEntry[];
+}
+
+export function encodeRecord(record: StoredRecord): string {
+  const created = record.createdAt;
+  const time = (at: string): StoredTime => (at === created ? 0 : at);
+  const valued = (list: Valued[]) =>
+    list.map((item): EncodedValued => (item.ok ? [item.v, time(item.at), 1] : [item.v, time(item.at)]));
+  const encoded: EncodedRecord = { c: created };
+  if (record.updatedAt !== created) encoded.u = record.updatedAt;
+  if (record.names.length > 0) encoded.n = valued(record.names);
+  if (record.emails.length > 0) encoded.e = valued(record.emails);
+  if (record.phones.length > 0) encoded.p = valued(record.phones);
+  if (record.ids.length > 0) {
+    encoded.i = record.ids.map((identifier): EncodedIdentifier => {
+      if (identifier.channelId !== undefined)
+        return [identifier.kind, identifier.value, identifier.channelId];
+      const list =
+        identifier.kind === 'email' ? record.emails : identifier.kind === 'phone' ? record.phones : null;
+      const at = list ? list.findIndex((item) => item.v === identifier.value) : -1;
+      if (at >= 0) return [identifier.kind === 'email' ? '@e' : '@p', at];
+      return [identifier.kind, identifier.value];
+    });
+  }
+  if (record.labels.length > 0) encoded.l = record.labels;
+  if (Object.keys(record.attrs).length > 0) encoded.a = record.attrs;
+  if (record.agent) encoded.g = record.agent;
+  if (record.crmLink) encoded.k = record.crmLink;
+  const channels = Object.entries(record.channels);
+  if (channels.length > 0) {
+    encoded.ch = Object.fromEntries(
+      channels.map(([channelId, stat]) => [
+        channelId,
+        [stat.vendor, time(stat.firstSeen), time(stat.lastSeen), stat.observations, stat.conversations],
+      ]),
+    );
+  }
+  if (record.merges.length > 0) encoded.m = record.merges;
+  return JSON.stringify(encoded);
+}
+
+export function decodeRecord(id: string, text: string): StoredRecord {
+  const parsed = JSON.parse(text) as EncodedRecord;
+  const created = parsed.c;
+  const time = (at: StoredTime) => (at === 0 ? created : at);
+  const valued = (list: EncodedValued[] | undefined) =>
+    (list ?? []).map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
+  const names = valued(parsed.n);
+  const emails = valued(parsed.e);
+  const phones = valued(parsed.p);
+  const ids = (parsed.i ?? []).map((item): Identifier => {
+    if (item[0] === '@e' || item[0] === '@p') {
+      const list = item[0] === '@e' ? emails : phones;
+      return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
+    }
+    const [kind, value, channelId] = item as [string, string, string?];
+    return channelId === undefined ? { kind, value } : { kind, value, channelId };
+  });
+  const record: StoredRecord = {
+    id,
+    createdAt: created,
+    updatedAt: parsed.u ?? created,
+    names,
+    emails,
+    phones,
+    ids,
+    labels: parsed.l ?? [],
+    // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
+    // kept like any other name (issue 10 item 14).
+    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
+    channels: {},
+    merges: parsed.m ?? [],
+  };
+  if (parsed.g) record.agent = parsed.g;
+  if (parsed.k) record.crmLink = parsed.k;
+  for (const [channelId, [vendor, firstSeen, lastSeen, observations, conversations]] of Object.entries(
+    parsed.ch ?? {},
+  )) {
+    record.channels[channelId] = {
+      vendor,
+      firstSeen: time(firstSeen),
+      lastSeen: time(lastSeen),
+      observations,
+      conversations,
+    };
+  }
+  return record;
+}
+
+// ISO-8601 UTC timestamps of one format compare correctly as strings.
+const minIso = (a: string, b: string) => (a < b ? a : b);
+const maxIso = (a: string, b: string) => (a > b ? a : b);
+
+/** The unified view of a group: the root record plus its members, newest values first. */
+export function mergedView(rootId: string, records: StoredRecord[]): Contact {
+  const root = records.find((record) => record.id === rootId) ?? records[0]!;
+  const ordered = [root, ...records.filter((record) => record !== root)];
+  const newestFirst = (lists: Valued[][]) => {
+    const best = new Map<string, string>();
+    for (const list of lists) {
+      for (const item of list) {
+        const seen = best.get(item.v);
+        if (!seen || seen < item.at) best.set(item.v, item.at);
+      }
+    }
+    return [...best.entries()]
+      .sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0]))
+      .map(([v]) => v);
+  };
+  const names = newestFirst(ordered.map((record) => record.names));
+  // Verified once (in any record of the group) is verified.
+  const verifiedValues = new Set<string>();
+  for (const record of ordered) {
+    for (const item of record.emails) if (item.ok) verifiedValues.add(`email:${item.v}`);
+    for (const item of record.phones) if (item.ok) verifiedValues.add(`phone:${item.v}`);
+  }
+  const identities: Identifier[] = [];
+  const seenIds = new Set<string>();
+  for (const record of ordered) {
+    for (const identifier of record.ids) {
+      const label = identifierLabel(identifier);
+      if (!seenIds.has(label)) {
+        seenIds.add(label);
+        const { provenance: _given, ...plain } = identifier;
+        // Global kinds say where their value came from; person ids are the company's own.
+        if (identifier.kind === 'person') identities.push({ ...plain, provenance: 'verified' });
+        else if (identifier.kind === 'email' || identifier.kind === 'phone')
+          identities.push({ ...plain, provenance: verifiedValues.has(label) ? 'verified' : 'visitor' });
+        else identities.push(plain);
+      }
+    }
+  }
+  const attributes: Contact['attributes'] = Object.create(null);
+  const labels = new Set<string>();
+  let agent: (AgentRef & { at: string }) | undefined;
+  let crmLink: Valued | undefined;
+  const channels = new Map<string, ChannelStat>();
+  let createdAt = root.createdAt;
+  let updatedAt = root.updatedAt;
+  for (const record of ordered) {
+    for (const [name, attribute] of Object.entries(record.attrs)) {
+      const current = attributes[name];
+      if (!current || current.at < attribute.at) attributes[name] = attribute;
+    }
+    for (const label of record.labels) labels.add(label);
+    if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
+    if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
+    for (const [channelId, stat] of Object.entries(record.channels)) {
+      const current = channels.get(channelId);
+      channels.set(
+        channelId,
+        current
+          ? {
+              vendor: stat.vendor,
+              firstSeen: minIso(current.firstSeen, stat.firstSeen),
+              lastSeen: maxIso(current.lastSeen, stat.lastSeen),
+              observations: current.observations + stat.observations,
+              conversations: current.conversations + stat.conversations,
+            }
+          : { ...stat },
+      );
+    }
+    if (record.createdAt < createdAt) createdAt = record.createdAt;
+    if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
+  }
+  const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
+  return {
+    id: rootId,
+    name: names[0] ?? null,
+    names,
+    emails: newestFirst(ordered.map((record) => record.emails)),
+    phones: newestFirst(ordered.map((record) => record.phones)),
+    identities,
+    labels: [...labels].sort(),
+    attributes,
+    responsibleAgent: agent ? responsibleAgent : null,
+    crmLink: crmLink?.v ?? null,
+    channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
+    records: ordered.map((record) => record.id),
+    merges: root.merges.map((merge) => ({
+      at: merge.at,
+      recordId: merge.records[0]!,
+      via: merge.via,
+      ...(merge.typed ? { verified: false as const } : {}),
+    })),
+    createdAt,
+    updatedAt,
+  };
+}
+
+export function newRecord(at: string): StoredRecord {
+  return {
+    id: `c_${randomBytes(10).toString('hex')}`,
+    createdAt: at,
+    updatedAt: at,
+    names: [],
+    emails: [],
+    phones: [],
+    ids: [],
+    labels: [],
+    attrs: Object.create(null),
+    channels: {},
+    merges: [],
+  };
+}
+
+export function upsertValued(list: Valued[], value: string, at: string, verified = false): boolean {
+  const existing = list.find((item) => item.v === value);
+  if (!existing) {
+    list.push(verified ? { v: value, at, ok: true } : { v: value, at });
+    return true;
+  }
+  if (existing.at < at) existing.at = at;
+  if (verified && !existing.ok) {
+    existing.ok = true; // verified once is verified
+    return true;
+  }
+  return false;
+}

@@ -1,0 +1,64 @@
+import { createHash } from 'node:crypto';
+import { ValidationError } from '../errors.js';
+import type { TimelineEntry } from './types.js';
+
+/** Pure helpers for timeline entries, event ids and the name index (no store). */
+
+/**
+ * Words of a name for the name search (the console's contact search): case- and accent-folded,
+ * split on anything that is not a letter or digit. "Анна-Мария O'Neil" → анна, мария, o, neil.
+ */
+export function nameWords(name: string): string[] {
+  const words = name
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter((word) => word.length > 0)
+    .map((word) => word.slice(0, 40));
+  return [...new Set(words)].slice(0, 16);
+}
+
+export function timelineMember(entry: TimelineEntry): string {
+  let json: string;
+  try {
+    json = JSON.stringify(entry);
+  } catch (error) {
+    // Data nested past what JSON.stringify can walk (a vendor API answer, say): refuse, not 500.
+    throw new ValidationError('timeline entry cannot be stored', [
+      { path: 'timeline', message: (error as Error).message },
+    ]);
+  }
+  return `${entry.at}|${entry.id}|${json}`;
+}
+
+/**
+ * Event ids (DESIGN §8) are salted per installation (see the engine's installationSalt), so two
+ * bridges that see the same vendor chat id never send the same `webhook-id`; stable across
+ * retries and replays.
+ */
+export function eventId(
+  saltValue: string,
+  channelId: string,
+  idempotencyKey: string,
+  eventKey: string,
+): string {
+  return `evt_${createHash('sha256')
+    .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
+    .digest('base64url')
+    .slice(0, 22)}`;
+}
+
+export function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
+  return createHash('sha256')
+    .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
+    .digest('base64url')
+    .slice(0, 22);
+}
+
+export function isoOf(value: string): string {
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime()))
+    throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
+  return date.toISOString();
+}

@@ -1,0 +1,214 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { configSchema } from '../src/config/schema.js';
+import { createContactEngine } from '../src/contacts/engine.js';
+import { key } from '../src/contacts/keys.js';
+import { decodeRecord, encodeRecord, mergedView, newRecord } from '../src/contacts/record.js';
+import { entryId, eventId, isoOf, nameWords, timelineMember } from '../src/contacts/timeline.js';
+import { ValidationError } from '../src/errors.js';
+import { createOutboxPublisher } from '../src/events/outbox.js';
+import { createLogger } from '../src/logger.js';
+import { Metrics } from '../src/metrics.js';
+import { createMemoryStore } from '../src/store/memory.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * The engine's pure parts (issue 12 item 2), without a store: the record's stored form, the
+ * merged view, the key layout and the timeline helpers. Then the lock-free write path's
+ * guarantees with a store: concurrent writers of one contact lose nothing.
+ */
+
+// A record as the engine stored it before this change (compact form: times equal to createdAt
+// as 0, e-mail and phone identifiers as references into e/p). It must still read, and re-encode
+// to the same text.
+const STORED =
+  '{"c":"2026-11-01T12:00:00.000Z","u":"2026-11-02T08:00:00.000Z","n":[["Anna Petrova",0]],' +
+  '"e":[["anna@example.com",0]],"p":[["+79161234567","2026-11-02T08:00:00.000Z"]],' +
+  '"i":[["person","p-1"],["@e",0],["@p",0],["visitor","v9","web"]],"l":["VIP"],' +
+  '"a":{"city":{"value":"Kazan","channelId":"web","at":"2026-11-01T12:00:00.000Z"}},' +
+  '"ch":{"web":["jivochat",0,"2026-11-02T08:00:00.000Z",2,1]}}';
+
+describe('record codec', () => {
+  it('reads a record stored in the compact form and writes it back byte for byte', () => {
+    const record = decodeRecord('c_1', STORED);
+    expect(record.id).toBe('c_1');
+    expect(record.names).toEqual([{ v: 'Anna Petrova', at: '2026-11-01T12:00:00.000Z' }]);
+    expect(record.ids).toEqual([
+      { kind: 'person', value: 'p-1' },
+      { kind: 'email', value: 'anna@example.com' },
+      { kind: 'phone', value: '+79161234567' },
+      { kind: 'visitor', value: 'v9', channelId: 'web' },
+    ]);
+    expect(record.channels.web).toEqual({
+      vendor: 'jivochat',
+      firstSeen: '2026-11-01T12:00:00.000Z',
+      lastSeen: '2026-11-02T08:00:00.000Z',
+      observations: 2,
+      conversations: 1,
+    });
+    expect(encodeRecord(record)).toBe(STORED);
+  });
+
+  it('keeps vendor attribute names such as __proto__ as data', () => {
+    const record = decodeRecord(
+      'c_2',
+      '{"c":"2026-11-01T12:00:00.000Z","a":{"__proto__":{"value":"x","channelId":"web","at":"2026-11-01T12:00:00.000Z"}}}',
+    );
+    expect(Object.keys(record.attrs)).toEqual(['__proto__']);
+  });
+
+  it('a new record has a random id and no data', () => {
+    const a = newRecord('2026-11-01T12:00:00.000Z');
+    const b = newRecord('2026-11-01T12:00:00.000Z');
+    expect(a.id).toMatch(/^c_[0-9a-f]{20}$/);
+    expect(a.id).not.toBe(b.id);
+    expect(encodeRecord(a)).toBe('{"c":"2026-11-01T12:00:00.000Z"}');
+  });
+});
+
+describe('merged view', () => {
+  it('unites a root and its members: newest values first, channel counts summed, root first', () => {
+    const root = decodeRecord('c_root', STORED);
+    const member = newRecord('2026-11-03T00:00:00.000Z');
+    member.names.push({ v: 'Anya', at: '2026-11-03T00:00:00.000Z' });
+    member.channels.web = {
+      vendor: 'jivochat',
+      firstSeen: '2026-10-01T00:00:00.000Z',
+      lastSeen: '2026-11-03T00:00:00.000Z',
+      observations: 1,
+      conversations: 0,
+    };
+    const contact = mergedView('c_root', [member, root]);
+    expect(contact.id).toBe('c_root');
+    expect(contact.records).toEqual(['c_root', member.id]);
+    expect(contact.names).toEqual(['Anya', 'Anna Petrova']);
+    expect(contact.name).toBe('Anya');
+    expect(contact.channels).toEqual([
+      {
+        channelId: 'web',
+        vendor: 'jivochat',
+        firstSeen: '2026-10-01T00:00:00.000Z',
+        lastSeen: '2026-11-03T00:00:00.000Z',
+        observations: 3,
+        conversations: 1,
+      },
+    ]);
+    expect(contact.createdAt).toBe('2026-11-01T12:00:00.000Z');
+  });
+});
+
+describe('key layout', () => {
+  it('names every key as stored data expects', () => {
+    expect(key.record('c_1')).toBe('rec:c_1');
+    expect(key.root('c_1')).toBe('root:c_1');
+    expect(key.members('c_1')).toBe('members:c_1');
+    expect(key.index({ kind: 'email', value: 'a@b.c' })).toBe('idx:email:*:a@b.c');
+    expect(key.index({ kind: 'visitor', value: 'v1', channelId: 'web' })).toBe('idx:visitor:web:v1');
+    expect(key.search({ kind: 'email', value: 'a@b.c' })).toBe('sidx:email:a@b.c');
+    expect(key.name('anna')).toBe('sidx:name:anna');
+    expect(key.dedupe('web', 'chat-1')).toMatch(/^dedupe:[A-Za-z0-9_-]{43}$/);
+    expect(key.dedupe('web', 'chat-1')).not.toBe(key.dedupe('web2', 'chat-1'));
+  });
+});
+
+describe('timeline helpers', () => {
+  it('name words are folded and split; entry and event ids are stable, event ids salted', () => {
+    expect(nameWords("Анна-Мария O'Néil")).toEqual(['анна', 'мария', 'o', 'neil']);
+    expect(entryId('web', 'k', 'e1')).toBe(entryId('web', 'k', 'e1'));
+    expect(entryId('web', 'k', 'e1')).not.toBe(entryId('web', 'k', 'e2'));
+    expect(eventId('salt-a', 'web', 'k', 'contact')).toMatch(/^evt_[A-Za-z0-9_-]{22}$/);
+    expect(eventId('salt-a', 'web', 'k', 'contact')).not.toBe(eventId('salt-b', 'web', 'k', 'contact'));
+    expect(isoOf('2026-11-01T15:00:00+03:00')).toBe('2026-11-01T12:00:00.000Z');
+    expect(() => isoOf('yesterday')).toThrow(ValidationError);
+  });
+
+  it('a timeline member sorts by time, then id, and carries the entry', () => {
+    const entry = {
+      id: 'e1',
+      at: '2026-11-01T12:00:00.000Z',
+      channelId: 'web',
+      vendor: 'jivochat',
+      type: 'conversation.started',
+      summary: 'hi',
+      data: {},
+    };
+    const member = timelineMember(entry);
+    expect(member.startsWith('2026-11-01T12:00:00.000Z|e1|')).toBe(true);
+    expect(JSON.parse(member.slice(member.indexOf('|', 25) + 1))).toEqual(entry);
+  });
+});
+
+const logger = createLogger('silent');
+const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
+const prefixes: string[] = [];
+let redisUrl: string | undefined;
+afterAll(async () => {
+  if (redisUrl) for (const prefix of prefixes) await cleanupPrefix(redisUrl, prefix);
+});
+
+for (const kind of ['memory', 'redis'] as const) {
+  describe(`lock-free writes (${kind} store)`, () => {
+    async function stores(): Promise<[Store, Store]> {
+      if (kind === 'memory') {
+        const store = createMemoryStore();
+        return [store, store];
+      }
+      redisUrl ??= await getTestRedisUrl();
+      const keyPrefix = uniquePrefix('parts');
+      prefixes.push(keyPrefix);
+      return [
+        await createRedisStore({ url: redisUrl, keyPrefix, logger }),
+        await createRedisStore({ url: redisUrl, keyPrefix, logger }),
+      ];
+    }
+    const engineOn = (store: Store) =>
+      createContactEngine({
+        store,
+        identity,
+        events: createOutboxPublisher(store),
+        metrics: new Metrics(),
+        logger,
+      });
+
+    it('two instances writing one known contact at once lose none of the updates', async () => {
+      const [storeA, storeB] = await stores();
+      const engines = [engineOn(storeA), engineOn(storeB)];
+      const base = {
+        channelId: 'web',
+        vendor: 'jivochat',
+        identifiers: [{ kind: 'person', value: 'busy-1' }],
+      };
+      const first = await engines[0]!.observe({
+        ...base,
+        at: '2026-11-01T12:00:00.000Z',
+        idempotencyKey: 'first',
+      });
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, index) =>
+          engines[index % 2]!.observe({
+            ...base,
+            at: '2026-11-01T12:00:01.000Z',
+            idempotencyKey: `update-${index}`,
+            labels: [`label-${index}`],
+          }),
+        ),
+      );
+      expect(new Set(results.map((result) => result.contact.id))).toEqual(new Set([first.contact.id]));
+      const contact = await engines[1]!.get(first.contact.id);
+      expect(contact?.contact.labels).toHaveLength(30);
+      expect(contact?.contact.channels[0]?.observations).toBe(31);
+      // Repeated deliveries change nothing and answer the same contact.
+      const again = await engines[1]!.observe({
+        ...base,
+        at: '2026-11-01T12:00:01.000Z',
+        idempotencyKey: 'update-3',
+        labels: ['label-new'],
+      });
+      expect(again.duplicate).toBe(true);
+      expect((await engines[0]!.get(first.contact.id))?.contact.channels[0]?.observations).toBe(31);
+      if (storeA !== storeB) await storeB.close();
+      await storeA.close();
+    });
+  });
+}
