@@ -13,10 +13,5 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests share one Redis server, each under its own key prefix; two workers fit the 2-core machines.
     maxWorkers: 2,
-    // Files in one worker share loaded modules instead of importing the whole bridge again per
-    // file: the tier went from ~80 s to ~30 s here. Tests keep no module-level state (every
-    // bridge, store and metrics registry is built per test), so sharing is safe; the slow tier
-    // keeps full isolation.
-    isolate: false,
   },
 });
