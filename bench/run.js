@@ -9,7 +9,7 @@
 // list of scenario ids), BENCH_LOG_LEVEL (warn), BENCH_CPU_PROF=1 (profile the bridge process:
 // bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), REDIS_URL.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -105,6 +105,13 @@ async function main() {
     targets: [],
   };
 
+  /** CPU seconds Redis has used (INFO cpu: user + sys, main thread and background). */
+  async function redisCpuSeconds() {
+    const text = await redisClient.info('cpu');
+    const field = (name) => Number(text.match(new RegExp(`^${name}:([0-9.]+)`, 'm'))?.[1] ?? 0);
+    return field('used_cpu_user') + field('used_cpu_sys');
+  }
+
   async function redisCalls() {
     const text = await redisClient.info('commandstats');
     const out = {};
@@ -142,11 +149,21 @@ async function main() {
     await setBareReply(sampleText.length, contentType);
     const run = (url) => measure({ url, method, path, headers, next, connections: conns, duration, warmup });
     log(`${id}: bare Koa (${conns} connections, ${warmup}+${duration} s)`);
+    const bareCpuBefore = processCpuSeconds(bare.pid);
     const bareResult = await run(bareUrl);
+    bareResult.cpuMsPerRequest =
+      ((processCpuSeconds(bare.pid) - bareCpuBefore) * 1000) / Math.max(1, bareResult.requestsIncludingWarmup);
     log(`${id}: chatbridge`);
     beforeBridge();
     const callsBefore = await redisCalls();
+    const redisCpuBefore = await redisCpuSeconds();
+    const bridgeCpuBefore = processCpuSeconds(bridge.pid);
     const bridgeResult = await run(bridge.url);
+    // CPU per answered request (warm-up included on both sides of the division), so the next
+    // bottleneck is visible: the bridge's one JavaScript thread, or Redis.
+    const answered = Math.max(1, bridgeResult.requestsIncludingWarmup);
+    bridgeResult.cpuMsPerRequest = ((processCpuSeconds(bridge.pid) - bridgeCpuBefore) * 1000) / answered;
+    bridgeResult.redisCpuMsPerRequest = (((await redisCpuSeconds()) - redisCpuBefore) * 1000) / answered;
     // Redis commands per answered request (INFO commandstats delta over warm-up + run; commands
     // a Lua script runs count too, so a script is 1 + what it does). Only this run's bridge
     // talks to the private Redis meanwhile.
@@ -621,11 +638,11 @@ function printTable(result) {
   );
   out();
   out(
-    `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}${pad('redis/req', 9)}`,
+    `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}${pad('redis/req', 10)}${pad('cpu ms/req: bridge', 19)}${pad('redis', 7)}${pad('bare', 7)}`,
   );
   for (const s of result.scenarios) {
     out(
-      `${s.title.padEnd(54)}${pad(s.bridge.rps.toFixed(0), 13)}${pad(s.bridge.p50, 6)}${pad(s.bridge.p99, 6)}${pad(s.bare.rps.toFixed(0), 12)}${pad(s.bare.p50, 6)}${pad(s.bare.p99, 6)}${pad(`${(s.ratio * 100).toFixed(1)} %`, 8)}${pad(s.bridge.redisCommandsPerRequest?.toFixed(1) ?? '', 9)}`,
+      `${s.title.padEnd(54)}${pad(s.bridge.rps.toFixed(0), 13)}${pad(s.bridge.p50, 6)}${pad(s.bridge.p99, 6)}${pad(s.bare.rps.toFixed(0), 12)}${pad(s.bare.p50, 6)}${pad(s.bare.p99, 6)}${pad(`${(s.ratio * 100).toFixed(1)} %`, 8)}${pad(s.bridge.redisCommandsPerRequest?.toFixed(1) ?? '', 10)}${pad(s.bridge.cpuMsPerRequest?.toFixed(3) ?? '', 19)}${pad(s.bridge.redisCpuMsPerRequest?.toFixed(3) ?? '', 7)}${pad(s.bare.cpuMsPerRequest?.toFixed(3) ?? '', 7)}`,
     );
     if (s.single)
       out(
@@ -661,4 +678,16 @@ function printTable(result) {
   for (const t of result.targets) out(`${t.pass ? 'PASS' : 'FAIL'}  ${t.target.padEnd(56)} ${t.measured}`);
   out();
   out(`run took ${result.seconds.toFixed(0)} s`);
+}
+
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux; the
+ * kernel counts in clock ticks of 1/100 s, so a 12 s measurement is read to about 1 %).
+ */
+function processCpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const CLOCK_TICKS_PER_SECOND = 100;
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }

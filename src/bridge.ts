@@ -14,6 +14,7 @@ import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import { createOutboxPublisher } from './events/outbox.js';
 import { createApp, createMetricsApp } from './http/app.js';
+import { createDeferredIntake } from './intake/deferred.js';
 import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -88,6 +89,16 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     now,
     limits: config.limits,
   });
+  const deferred = config.intake.ackAfterAppend
+    ? createDeferredIntake({
+        store,
+        contacts,
+        journal,
+        logger: logger.child({ component: 'intake' }),
+        metrics,
+        maxBacklog: config.intake.maxBacklog,
+      })
+    : null;
   const facts = createFactService({
     channels: config.channels,
     vendorNames: registry.displayNames(),
@@ -126,6 +137,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     now,
     masterKey,
     journal,
+    deferred,
     consoleLink: (contactId) => agentLinks?.url(contactId),
   };
   const channels = new Map<string, ChannelEntry>();
@@ -201,6 +213,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       if (started || role === 'web') return;
       started = true;
       scheduler.start();
+      deferred?.start();
       await delivery.start();
     },
     listen(port = config.server.port, host = config.server.host) {
@@ -253,6 +266,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
               }),
           ),
         );
+        // In-flight recording of acknowledged events finishes; what is left waits in the store.
+        await deferred?.stop();
         await scheduler.stop(grace);
         await delivery.close();
         for (const { runtime } of channels.values()) await runtime.close?.();

@@ -72,6 +72,23 @@ export function createWebhookHandler(context: AdapterContext, channelId: string,
     });
     if (mapped.kind === 'unattached') return journalled(eventName, mapped.reason);
 
+    const rich = eventName === 'chat_accepted' || eventName === 'chat_updated';
+    // intake.ackAfterAppend: the answer is {"result":"ok"} whatever the contact holds, so one
+    // durable append is enough before answering; the worker records it (src/intake/deferred.ts).
+    if (!rich && context.deferred) {
+      const appended = await context.deferred.append({
+        v: 1,
+        channelId,
+        vendor: VENDOR,
+        event: eventName,
+        observation: mapped.observation,
+        raw: request.rawBody.toString('utf8'),
+        contentType: request.contentType ?? null,
+        acceptedAt: context.now().getTime(),
+      });
+      if (appended) return ok(eventName, 'ok');
+    }
+
     let observed: Awaited<ReturnType<typeof context.contacts.observe>>;
     try {
       observed = await context.contacts.observe(mapped.observation);
@@ -84,7 +101,7 @@ export function createWebhookHandler(context: AdapterContext, channelId: string,
     }
     const outcome = observed.duplicate ? 'duplicate' : 'ok';
 
-    if (eventName !== 'chat_accepted' && eventName !== 'chat_updated') return ok(eventName, outcome);
+    if (!rich) return ok(eventName, outcome);
 
     const deadlineMs = settings.reply.deadlineMs;
     const remaining = deadlineMs - sendReserveMs(deadlineMs) - (performance.now() - arrived);

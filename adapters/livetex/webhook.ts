@@ -108,6 +108,29 @@ export function createWebhookHandler(context: AdapterContext, channel: ChannelCo
       });
       return { body: { ok: true }, event, outcome: 'unhandled' };
     }
+    // intake.ackAfterAppend: the answer carries no contact data, so one durable append per
+    // observation is enough before answering; the worker records them (src/intake/deferred.ts).
+    if (context.deferred) {
+      const raw = request.rawBody.toString('utf8');
+      let appended = 0;
+      for (const observation of observations) {
+        const item = {
+          v: 1 as const,
+          channelId,
+          vendor: VENDOR,
+          event,
+          observation,
+          raw,
+          contentType: request.contentType ?? null,
+          acceptedAt: context.now().getTime(),
+        };
+        if (!(await context.deferred.append(item))) break;
+        appended++;
+      }
+      if (appended === observations.length) return { body: { ok: true }, event, outcome: 'ok' };
+      // The backlog filled up midway: the rest is recorded inline (the appended ones are idempotent).
+      observations.splice(0, appended);
+    }
     let duplicates = 0;
     for (const observation of observations) {
       const result = await contacts.observe(observation);

@@ -392,6 +392,19 @@ export const configSchema = z.strictObject({
       token: z.preprocess(emptyToUndefined, z.string().min(16, 'at least 16 characters').optional()),
     })
     .prefault({}),
+  /**
+   * Vendor intake (issue 12). `ackAfterAppend`: events whose vendor answer carries no contact
+   * data (JivoChat's {"result":"ok"} events, LiveTex dialog webhooks) are answered after one
+   * durable append and recorded by a worker a moment later (README "How it works"); off, every
+   * event is recorded before its answer. `maxBacklog`: past this many waiting items, events are
+   * recorded inline again (vendors are slowed down rather than the store filled).
+   */
+  intake: z
+    .strictObject({
+      ackAfterAppend: z.boolean().default(false),
+      maxBacklog: intLike(z.number().int().positive()).default(10_000),
+    })
+    .prefault({}),
   /** Abuse limits (issue 10 items 4, 16); every default is in README "Security". */
   limits: z
     .strictObject({

@@ -4,6 +4,7 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import type { FactService } from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
 import type { EventPublisher } from '../events/outbox.js';
+import type { DeferredIntake } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
@@ -36,6 +37,11 @@ export interface AdapterContext {
   masterKey: Buffer | null;
   /** Keep payloads that were rejected or could not be used, so nothing a vendor sent is lost. */
   journal: PayloadJournal;
+  /**
+   * With `intake.ackAfterAppend`: observations of events whose answer carries no contact data go
+   * here (one durable append) instead of to `contacts.observe`; null when the option is off.
+   */
+  deferred: DeferredIntake | null;
   /**
    * A signed, expiring, read-only console link to one contact (`{consoleUrl}` in reply.crmLink);
    * undefined without server.publicUrl or a master key.

@@ -122,6 +122,8 @@ export function writeFaultConfig(options: {
   adminToken: string;
   jivoToken: string;
   livetexToken: string;
+  /** More top-level YAML (e.g. `intake: { ackAfterAppend: true }`). */
+  extra?: string;
 }): string {
   const dir = mkdtempSync(join(tmpdir(), 'chatbridge-fault-'));
   const file = join(dir, 'bridge.yaml');
@@ -135,6 +137,7 @@ log: { level: warn }
 channels:
   - { id: site, vendor: jivochat, token: "${options.jivoToken}", personIdFrom: user_token }
   - { id: app, vendor: livetex, token: "${options.livetexToken}" }
+${options.extra ?? ''}
 `,
   );
   return file;

@@ -76,6 +76,7 @@ export function buildRuntime(options: {
     config,
     logger,
     metrics,
+    deferred: null,
     store,
     contacts: createContactEngine({ store, identity: config.identity, events, metrics, logger, now }),
     facts: createFactService({ channels: config.channels, vendorNames: registry.displayNames(), logger }),

@@ -1,0 +1,258 @@
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ContactService } from '../contacts/service.js';
+import { observationSchema } from '../contacts/types.js';
+import { AppError, ConflictError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../store/types.js';
+import type { PayloadJournal } from './journal.js';
+
+/**
+ * Acknowledge after one durable append (issue 12 item 2, `intake.ackAfterAppend`).
+ *
+ * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events,
+ * LiveTex and Chatvisor webhooks) need not wait for the contact to be written: the web path
+ * decodes and validates the payload (so a malformed one still gets its 400), appends the
+ * observation to one list in the store — one command, made durable like every other write
+ * (`durability.replicas` is honoured by the caller) — and answers. A worker records the
+ * observations through the same engine afterwards.
+ *
+ * Why a list drained under a lock, as the outbox is (src/delivery/drain.ts), and not a stream
+ * with consumer groups: it needs nothing the Store interface lacks (the in-memory store behaves
+ * the same), the engine is idempotent per observation, so "read a chunk, record it, trim exactly
+ * that chunk" is safe against a crash anywhere (a crash before the trim re-records the chunk and
+ * changes nothing), and one drainer at a time still records a chunk concurrently.
+ *
+ * Trade-off (README "How it works"): between the answer and the worker, a contact does not yet
+ * show the event (usually milliseconds; longer under a backlog or while no worker runs). Nothing
+ * acknowledged is lost: the item is in the store before the answer (kill -9 tested).
+ */
+
+export const DEFERRED_KEY = 'intake:deferred';
+/** Items that cannot be read back (never expected): kept for an operator, not dropped. */
+export const DEFERRED_INVALID_KEY = 'intake:deferred:invalid';
+const DRAIN_LOCK = 'intake:deferred:drain';
+const LOCK_TTL_MS = 30_000;
+/** Items read and recorded per drain round. */
+export const DEFERRED_CHUNK = 100;
+/** A bug (not a refusal, not the store being away) may fail one item; after this many tries it is journalled. */
+const MAX_ATTEMPTS = 5;
+const RETRY_MS = 1000;
+
+export const deferredItemSchema = z.object({
+  v: z.literal(1),
+  channelId: z.string(),
+  vendor: z.string(),
+  event: z.string(),
+  /** What the adapter decoded; recorded by the worker exactly as it would have been inline. */
+  observation: observationSchema,
+  /** The payload as received (JSON text), journalled if the engine refuses the observation. */
+  raw: z.string(),
+  contentType: z.string().nullable(),
+  acceptedAt: z.number(),
+});
+export type DeferredItem = z.input<typeof deferredItemSchema>;
+
+export interface DeferredIntake {
+  /**
+   * Append one item (durable once the store acknowledged it). False when the backlog is at
+   * `maxBacklog`: the caller then records the observation inline, so a stalled worker slows
+   * vendors down instead of filling the store.
+   */
+  append(item: DeferredItem): Promise<boolean>;
+  /** Record every item appended so far (this instance drains; another holding the lock: returns). */
+  drain(): Promise<{ recorded: number; busy: boolean }>;
+  /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
+  start(): void;
+  stop(): Promise<void>;
+  /** Items waiting, as last seen by this instance (from append replies and drains). */
+  backlog(): number;
+}
+
+export interface DeferredIntakeOptions {
+  store: Store;
+  contacts: ContactService;
+  journal: PayloadJournal;
+  logger: Logger;
+  metrics: Metrics;
+  maxBacklog: number;
+  pollMs?: number;
+}
+
+export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIntake {
+  const { store, contacts, journal, logger, metrics } = options;
+  const pollMs = options.pollMs ?? 1000;
+  const recorded = metrics.counter(
+    'chatbridge_intake_deferred_total',
+    'Observations acknowledged after a durable append and recorded by the worker, by outcome (recorded, journalled, retried)',
+    ['outcome'],
+  );
+  const backlogGauge = metrics.gauge(
+    'chatbridge_intake_deferred_backlog',
+    'Observations acknowledged and not yet recorded, as last seen by this instance',
+  );
+  let known = 0;
+  const setKnown = (value: number) => {
+    known = value;
+    backlogGauge.set(value);
+  };
+  /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
+  const attempts = new Map<string, number>();
+
+  async function append(item: DeferredItem): Promise<boolean> {
+    if (known >= options.maxBacklog) return false;
+    setKnown(await store.rpush(DEFERRED_KEY, JSON.stringify(item)));
+    wake();
+    return true;
+  }
+
+  /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
+  async function record(text: string): Promise<'done' | 'retry'> {
+    let item: z.output<typeof deferredItemSchema>;
+    try {
+      item = deferredItemSchema.parse(JSON.parse(text));
+    } catch (error) {
+      logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
+      await store.rpush(DEFERRED_INVALID_KEY, text);
+      return 'done';
+    }
+    try {
+      await contacts.observe(item.observation);
+      attempts.delete(text);
+      recorded.inc({ outcome: 'recorded' });
+      return 'done';
+    } catch (error) {
+      // A conflict (one person written too often at once) is passing, like the store being away.
+      const passing =
+        error instanceof StoreUnavailableError ||
+        error instanceof StoreBusyError ||
+        error instanceof ConflictError;
+      const refused = error instanceof AppError && error.status < 500 && !passing;
+      const storeAway = passing;
+      const tries = storeAway ? 0 : (attempts.get(text) ?? 0) + 1;
+      if (!refused && tries < MAX_ATTEMPTS) {
+        if (!storeAway) attempts.set(text, tries);
+        recorded.inc({ outcome: 'retried' });
+        logger.warn(
+          { err: error, event: item.event, tries },
+          'deferred observation not recorded yet; will retry',
+        );
+        return 'retry';
+      }
+      // Refused as it would have been inline (no usable identifier, too large ...), or failing
+      // again and again: kept in the journal with the payload, as the inline path keeps it.
+      attempts.delete(text);
+      await journal.record({
+        channelId: item.channelId,
+        vendor: item.vendor,
+        kind: error instanceof AppError && error.code === 'no_identifier' ? 'unhandled' : 'rejected',
+        reason: refused
+          ? (error as Error).message
+          : `not recorded after ${tries} tries: ${(error as Error).message}`,
+        rawBody: item.raw,
+        contentType: item.contentType ?? undefined,
+      });
+      recorded.inc({ outcome: 'journalled' });
+      if (!refused)
+        logger.error(
+          { err: error, event: item.event },
+          'deferred observation journalled after repeated failures',
+        );
+      return 'done';
+    }
+  }
+
+  /** One chunk under the drain lock: read, record all (concurrently), trim exactly what was read. */
+  async function drainChunk(): Promise<{ recorded: number; busy: boolean; more: boolean }> {
+    let lock: Awaited<ReturnType<Store['lock']>>;
+    try {
+      lock = await store.lock([DRAIN_LOCK], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
+    } catch (error) {
+      if (error instanceof StoreBusyError) return { recorded: 0, busy: true, more: false };
+      throw error;
+    }
+    const acquired = performance.now();
+    try {
+      const texts = await store.lrange(DEFERRED_KEY, 0, DEFERRED_CHUNK - 1);
+      if (texts.length === 0) {
+        setKnown(0);
+        return { recorded: 0, busy: false, more: false };
+      }
+      const outcomes = await Promise.all(texts.map(record));
+      // A chunk is trimmed only when all of it is recorded: the engine is idempotent, so the
+      // items recorded this time change nothing when the chunk is read again.
+      if (outcomes.includes('retry')) return { recorded: 0, busy: true, more: false };
+      // Past half the lock's lifetime another instance may be draining the same items: leave
+      // the trim to the next round rather than cut items nobody has read (as the outbox drain).
+      if (performance.now() - acquired > LOCK_TTL_MS / 2) return { recorded: 0, busy: true, more: false };
+      const batch = store.batch();
+      batch.ltrim(DEFERRED_KEY, texts.length, -1);
+      await batch.exec();
+      setKnown(Math.max(0, known - texts.length));
+      return { recorded: texts.length, busy: false, more: texts.length === DEFERRED_CHUNK };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  async function drain(): Promise<{ recorded: number; busy: boolean }> {
+    let total = 0;
+    for (;;) {
+      const round = await drainChunk();
+      total += round.recorded;
+      if (round.busy || !round.more) return { recorded: total, busy: round.busy };
+    }
+  }
+
+  let running = false;
+  let draining: Promise<void> | null = null;
+  let again = false;
+  let timer: NodeJS.Timeout | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  function wake() {
+    if (!running) return;
+    if (draining) {
+      again = true;
+      return;
+    }
+    draining = (async () => {
+      do {
+        again = false;
+        try {
+          const result = await drain();
+          if (result.busy && running) {
+            // Another instance drains, or an item waits for a retry: look again shortly.
+            clearTimeout(retryTimer);
+            retryTimer = setTimeout(wake, RETRY_MS);
+          }
+        } catch (error) {
+          logger.warn({ err: error }, 'deferred intake drain failed; retrying');
+          clearTimeout(retryTimer);
+          retryTimer = setTimeout(wake, RETRY_MS);
+        }
+      } while (again && running);
+      draining = null;
+    })();
+  }
+
+  return {
+    append,
+    drain,
+    start() {
+      if (running) return;
+      running = true;
+      // Items appended by other instances (role web) or left by a crash are found by polling.
+      timer = setInterval(wake, pollMs);
+      timer.unref();
+      wake();
+    },
+    async stop() {
+      running = false;
+      clearInterval(timer);
+      clearTimeout(retryTimer);
+      await draining;
+    },
+    backlog: () => known,
+  };
+}

@@ -1,0 +1,205 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+
+/**
+ * intake.ackAfterAppend (issue 12 item 2): events whose answer carries no contact data are
+ * answered after one durable append and recorded by the worker. Through real HTTP, on both
+ * stores; what is answered must end up recorded, and what must be refused still is.
+ */
+const ROOT = join(import.meta.dirname, '..');
+const JIVO_TOKEN = 'site-token-0123456789abcdef';
+const LIVETEX_TOKEN = 'app-token-0123456789abcdef';
+
+const fixture = (vendor: string, name: string, patch: Record<string, unknown> = {}) => ({
+  ...JSON.parse(readFileSync(join(ROOT, 'adapters', vendor, '__fixtures__', name), 'utf8')),
+  ...patch,
+});
+const finished = (n: number) =>
+  fixture('jivochat', 'chat_finished.json', {
+    chat_id: 9_100_000 + n,
+    visitor: { name: `Visitor ${n}`, email: `deferred-${n}@example.org`, number: String(n) },
+  });
+
+const bridges: TestBridge[] = [];
+afterEach(async () => {
+  for (const bridge of bridges.splice(0)) await bridge.close();
+});
+
+async function start(
+  store: 'memory' | 'redis',
+  options: { start?: boolean; intake?: object; keyPrefix?: string } = {},
+) {
+  const bridge = await startTestBridge({
+    store,
+    start: options.start ?? true,
+    ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}),
+    config: {
+      secrets: { masterKey: Buffer.alloc(32, 9).toString('base64') },
+      intake: { ackAfterAppend: true, ...options.intake },
+      channels: [
+        { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, widgetId: 'Qw7eR9tY2u' },
+        { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
+      ],
+    },
+  });
+  bridges.push(bridge);
+  return bridge;
+}
+
+async function contactsByEmail(bridge: TestBridge, email: string) {
+  const found = await bridge.admin('GET', `/api/v1/contacts?email=${encodeURIComponent(email)}`);
+  expect(found.status).toBe(200);
+  return found.body.contacts as Array<{ id: string }>;
+}
+
+/** Waits for the worker's outcome (bounded by tries, not asserted as a duration). */
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+  let value = await read();
+  for (let tries = 0; tries < 200 && !done(value); tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+    value = await read();
+  }
+  return value;
+}
+
+async function timelineTypes(bridge: TestBridge, contactId: string) {
+  const page = await bridge.admin('GET', `/api/v1/contacts/${contactId}/timeline?limit=50`);
+  return (page.body.entries as Array<{ type: string }>).map((entry) => entry.type);
+}
+
+describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)', (store) => {
+  it('answers {"result":"ok"} and records the event once the worker ran', async () => {
+    const bridge = await start(store);
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(1));
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ result: 'ok' });
+    const contacts = await eventually(
+      () => contactsByEmail(bridge, 'deferred-1@example.org'),
+      (list) => list.length === 1,
+    );
+    expect(contacts).toHaveLength(1);
+    expect(await timelineTypes(bridge, contacts[0]!.id)).toContain('conversation.finished');
+  });
+
+  it('keeps acknowledged events in the store while no worker runs, and records them when one starts', async () => {
+    const bridge = await start(store, { start: false });
+    for (let n = 10; n < 15; n++) {
+      const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n));
+      expect(answer.status).toBe(200);
+    }
+    // Not recorded yet: the answer did not wait for the contact.
+    expect(await contactsByEmail(bridge, 'deferred-10@example.org')).toHaveLength(0);
+    if (bridge.redisUrl) {
+      const redis = new Redis(bridge.redisUrl);
+      try {
+        expect(await redis.llen(`${bridge.keyPrefix}:intake:deferred`)).toBe(5);
+      } finally {
+        redis.disconnect();
+      }
+    }
+    await bridge.bridge.start();
+    for (let n = 10; n < 15; n++) {
+      const contacts = await eventually(
+        () => contactsByEmail(bridge, `deferred-${n}@example.org`),
+        (list) => list.length === 1,
+      );
+      expect(contacts, `deferred-${n}`).toHaveLength(1);
+    }
+  });
+
+  it('still records rich events before answering, and still refuses a payload for another widget', async () => {
+    const bridge = await start(store, { start: false });
+    const accepted = await bridge.post(
+      `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+      fixture('jivochat', 'chat_accepted.json', {
+        chat_id: 9_200_001,
+        visitor: { name: 'Rich', email: 'rich@example.org', number: '7' },
+      }),
+    );
+    expect(accepted.status).toBe(200);
+    expect(accepted.body.contact_info).toBeDefined();
+    expect(await contactsByEmail(bridge, 'rich@example.org')).toHaveLength(1);
+
+    const other = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+      ...finished(20),
+      widget_id: 'another-widget',
+    });
+    expect(other.status).toBe(400);
+  });
+
+  it('records inline once the backlog is full, so a stalled worker slows vendors instead of filling the store', async () => {
+    const bridge = await start(store, { start: false, intake: { maxBacklog: 1 } });
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(30))).status).toBe(200);
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(31))).status).toBe(200);
+    expect(await contactsByEmail(bridge, 'deferred-30@example.org')).toHaveLength(0);
+    expect(await contactsByEmail(bridge, 'deferred-31@example.org')).toHaveLength(1);
+  });
+
+  it('defers LiveTex dialog webhooks too', async () => {
+    const bridge = await start(store);
+    const answer = await bridge.post(
+      `/webhooks/livetex/app/${LIVETEX_TOKEN}`,
+      fixture('livetex', 'dialog_closed.mobile.json'),
+    );
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ ok: true });
+    const found = await eventually(
+      () =>
+        bridge.admin(
+          'GET',
+          `/api/v1/contacts?identity=${encodeURIComponent('person:p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10')}`,
+        ),
+      (response) => response.body.contacts?.length === 1,
+    );
+    expect(found.body.contacts).toHaveLength(1);
+  });
+});
+
+describe('acknowledge after append (two instances on one Redis)', () => {
+  it('a web instance appends, a worker instance records, each event once', async () => {
+    const keyPrefix = `deferred-two-${process.pid}-${Date.now()}`;
+    const web = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      role: 'web',
+      config: {
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+      },
+    });
+    bridges.push(web);
+    for (let n = 40; n < 60; n++) {
+      expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+    }
+    expect(await contactsByEmail(web, 'deferred-40@example.org')).toHaveLength(0);
+    const worker = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      config: {
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+      },
+    });
+    bridges.push(worker);
+    for (let n = 40; n < 60; n++) {
+      const contacts = await eventually(
+        () => contactsByEmail(web, `deferred-${n}@example.org`),
+        (list) => list.length === 1,
+      );
+      expect(contacts, `deferred-${n}`).toHaveLength(1);
+      const types = await timelineTypes(web, contacts[0]!.id);
+      expect(types.filter((type) => type === 'conversation.finished')).toHaveLength(1);
+    }
+    const redis = new Redis(web.redisUrl!);
+    try {
+      expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(0);
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+    } finally {
+      redis.disconnect();
+    }
+  });
+});
