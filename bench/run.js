@@ -152,7 +152,8 @@ async function main() {
     const bareCpuBefore = processCpuSeconds(bare.pid);
     const bareResult = await run(bareUrl);
     bareResult.cpuMsPerRequest =
-      ((processCpuSeconds(bare.pid) - bareCpuBefore) * 1000) / Math.max(1, bareResult.requestsIncludingWarmup);
+      ((processCpuSeconds(bare.pid) - bareCpuBefore) * 1000) /
+      Math.max(1, bareResult.requestsIncludingWarmup);
     log(`${id}: chatbridge`);
     beforeBridge();
     const callsBefore = await redisCalls();
