@@ -14,7 +14,7 @@ export const JIVO_TOKEN = `jivo-${randomBytes(12).toString('hex')}`;
 export const LIVETEX_TOKEN = `livetex-${randomBytes(12).toString('hex')}`;
 
 /** `store` (YAML flow mapping) replaces the one-server store, e.g. for a Cluster (bench/cluster.js). */
-export function writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store }) {
+export function writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store, extra }) {
   const file = join(dir, `bridge-${port}.yaml`);
   const masterKey = randomBytes(32).toString('base64');
   writeFileSync(
@@ -39,14 +39,15 @@ channels:
     name: app
     vendor: livetex
     token: "${LIVETEX_TOKEN}"
+${extra ?? ''}
 `,
   );
   return file;
 }
 
-export async function startBridge({ root, dir, redisUrl, keyPrefix, logLevel, cpuProfDir, store }) {
+export async function startBridge({ root, dir, redisUrl, keyPrefix, logLevel, cpuProfDir, store, extra }) {
   const port = await freePort();
-  const configFile = writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store });
+  const configFile = writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store, extra });
   const process_ = spawnLogged([join(root, 'bin', 'chatbridge.js'), 'start', '--config', configFile], {
     logFile: join(dir, `bridge-${port}.log`),
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
 /**
  * Request-path and credential helpers shared by the admin gate, the webhook token check and the
@@ -79,7 +79,24 @@ export function redactPath(path: string): string {
  * that would tell an attacker the token's length).
  */
 export function tokenEquals(presented: string, expected: string): boolean {
-  const left = createHash('sha256').update(presented, 'utf8').digest();
-  const right = createHash('sha256').update(expected, 'utf8').digest();
-  return timingSafeEqual(left, right);
+  return timingSafeEqual(digestOf(presented), expectedDigest(expected));
+}
+
+function digestOf(text: string): Buffer {
+  return hash('sha256', text, 'buffer') as unknown as Buffer;
+}
+
+/**
+ * The expected side is one of a handful of configured tokens: its digest is computed once, not
+ * on every webhook (bounded, so a caller passing ever-new "expected" values cannot grow it).
+ */
+const expectedDigests = new Map<string, Buffer>();
+function expectedDigest(expected: string): Buffer {
+  let digest = expectedDigests.get(expected);
+  if (digest === undefined) {
+    digest = digestOf(expected);
+    if (expectedDigests.size >= 256) expectedDigests.clear();
+    expectedDigests.set(expected, digest);
+  }
+  return digest;
 }
