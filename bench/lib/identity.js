@@ -42,7 +42,7 @@ const dedupeKeyOf = (channelId, idempotencyKey) =>
 
 /**
  * The keys the engine writes for `identityObservation(index)` creating record `recordId`, as
- * [key (without prefix), value, ttlMs | undefined]. verifyLoader checks it against the engine's
+ * [key (without prefix), value, ttlMs | undefined]; after the sixth, name-index set members. verifyLoader checks it against the engine's
  * own output, byte for byte.
  */
 export function contactKeys(index, recordId, dedupeTtlMs) {
@@ -64,6 +64,15 @@ export function contactKeys(index, recordId, dedupeTtlMs) {
     ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR, 0, 0, 1, 0] },
   };
 
+  // The name search index (src/contacts/timeline.ts nameWords, ASCII names): one set per word.
+  const nameWords = [
+    ...new Set(
+      observation.names[0]
+        .toLowerCase()
+        .split(/[^a-z0-9]+/)
+        .filter(Boolean),
+    ),
+  ];
   return [
     [`idx:person:*:${person.value}`, recordId],
     [`idx:email:*:${email.value}`, recordId],
@@ -71,6 +80,7 @@ export function contactKeys(index, recordId, dedupeTtlMs) {
     [`idx:visitor:${IDENTITY_CHANNEL}:${visitor.value}`, recordId],
     [`rec:${recordId}`, JSON.stringify(record)],
     [dedupeKeyOf(IDENTITY_CHANNEL, observation.idempotencyKey), recordId, dedupeTtlMs],
+    ...nameWords.map((word) => [`sidx:name:${word}`, recordId, 'set']),
   ];
 }
 
@@ -134,6 +144,8 @@ export async function verifyLoader({ redisUrl, dist, sample = 200 }) {
     const fromLoader = await dump(client, loaderPrefix);
     // The outbox is transient (drained by the delivery worker), see above.
     fromEngine.delete('outbox');
+    // One key per installation (the event-id salt), not per contact.
+    fromEngine.delete('installation:salt');
     const problems = [];
     for (const [key, written] of fromEngine) {
       const loaded = fromLoader.get(key);
@@ -187,6 +199,7 @@ export async function loadContacts({
   const withDedupe = parts.includes('dedupe');
   const bulk = (text) => `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
   const set = (key, value) => `*3\r\n$3\r\nSET\r\n${bulk(`${prefix}:${key}`)}${bulk(value)}`;
+  const sadd = (key, member) => `*3\r\n$4\r\nSADD\r\n${bulk(`${prefix}:${key}`)}${bulk(member)}`;
   const setPx = (key, value, ttl) =>
     `*5\r\n$3\r\nSET\r\n${bulk(`${prefix}:${key}`)}${bulk(value)}$2\r\nPX\r\n${bulk(String(ttl))}`;
 
@@ -197,7 +210,7 @@ export async function loadContacts({
   let tail = '';
   socket.setEncoding('latin1');
   socket.on('data', (text) => {
-    // Every reply to SET is one line: +OK or -ERR ...
+    // Every reply to SET and SADD is one line: +OK, :1 or -ERR ...
     const lines = (tail + text).split('\r\n');
     tail = lines.pop();
     for (const line of lines) {
@@ -238,6 +251,8 @@ export async function loadContacts({
         if (withContact) {
           for (let k = 0; k < 5; k++) text += set(keys[k][0], keys[k][1]);
           sent += 5;
+          for (let k = 6; k < keys.length; k++) text += sadd(keys[k][0], keys[k][1]);
+          sent += keys.length - 6;
         }
         if (withDedupe) {
           text += setPx(keys[5][0], keys[5][1], keys[5][2]);

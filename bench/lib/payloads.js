@@ -149,13 +149,60 @@ export function livetexDialogClosed({ person, email, phone, name, dialog }) {
   };
 }
 
+// Names as people have them: first and last names shared by many contacts (the name search
+// index keeps one set per word, so a made-up unique word per person would overstate its cost).
+const FIRST_NAMES = [
+  'Anna',
+  'Ivan',
+  'Maria',
+  'Oleg',
+  'Elena',
+  'Sergey',
+  'Olga',
+  'Dmitry',
+  'Irina',
+  'Pavel',
+  'Svetlana',
+  'Alexey',
+  'Natalia',
+  'Andrey',
+  'Tatiana',
+  'Mikhail',
+  'Yulia',
+  'Nikolay',
+  'Ekaterina',
+  'Roman',
+];
+const LAST_NAMES = [
+  'Petrov',
+  'Ivanova',
+  'Smirnov',
+  'Kuznetsova',
+  'Popov',
+  'Volkova',
+  'Sokolov',
+  'Morozova',
+  'Novikov',
+  'Orlova',
+  'Lebedev',
+  'Kozlova',
+  'Egorov',
+  'Pavlova',
+  'Stepanov',
+  'Nikolaeva',
+  'Fedorov',
+  'Makarova',
+  'Zaitsev',
+  'Belova',
+];
+
 /** The people of a pool: stable per index, so a pool member is the same person in every vendor. */
 export function personOf(pool, index) {
   return {
     person: `${pool}-${index}`,
     email: `${pool}.${index}@bench.example`,
     phone: phoneOf(index, OPERATORS[pool] ?? '999'),
-    name: `Bench Person ${index}`,
+    name: `${FIRST_NAMES[index % FIRST_NAMES.length]} ${LAST_NAMES[Math.floor(index / FIRST_NAMES.length) % LAST_NAMES.length]}`,
     visitor: (VISITORS[pool] ?? 90) * 10_000_000 + index,
   };
 }
