@@ -381,6 +381,7 @@ async function main() {
         redisUrl: redis.url,
         keyPrefix: deferredPrefix,
         logLevel,
+        cpuProfDir,
         extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
       });
       try {
