@@ -1,14 +1,12 @@
 import { z } from 'zod';
+import { intLike } from '../../src/config/schema.js';
+import { soft, wireId, wireTime } from '../../src/intake/wire.js';
 
 /**
  * Schemas for what LiveTex channels are configured with and what LiveTex's dialog webhook sends.
  * The lookup's wire format (claims, answer) lives in codec.ts, on purpose: it is ours, and the
  * one module to replace when LiveTex's real format is known.
  */
-
-/** Numbers may arrive from `${VAR}` substitution as strings. */
-const intLike = (schema: z.ZodNumber) =>
-  z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
 
 export const livetexSettingsSchema = z.object({
   /**
@@ -36,12 +34,12 @@ export type LivetexSettings = z.infer<typeof livetexSettingsSchema>;
  * unexpected type is dropped (`.catch(undefined)`) instead of failing the whole payload — the raw
  * payload is kept with every record, so a later remapping loses nothing.
  */
-const tolerant = <T extends z.ZodType>(schema: T) => schema.nullish().catch(undefined);
+const tolerant = soft;
 
-/** Ids arrive as strings or numbers depending on the vendor's serializer. */
-export const idLikeSchema = z.union([z.string().min(1).max(512), z.number().finite()]).transform(String);
+/** Ids arrive as strings or numbers depending on the vendor's serializer; longer than 512 is no id. */
+export const idLikeSchema = wireId.pipe(z.string().max(512));
 /** ISO 8601 text, or a Unix time in seconds or milliseconds (as a number or numeric text). */
-export const timeLikeSchema = z.union([z.string().min(1).max(64), z.number().finite()]);
+export const timeLikeSchema = wireTime;
 
 /** Visitor API vocabulary (sdk-android DialogRatingData): `{type, value: "0".."5", comment?}`. */
 export const ratingSchema = z.union([
