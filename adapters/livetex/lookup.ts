@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { IntakeRoute } from '../../src/contracts/adapter.js';
+import { digest } from '../../src/intake/wire.js';
 import type { Store } from '../../src/store/types.js';
 import type { LivetexChannel } from './channel.js';
 import { JOSE_CONTENT_TYPE, type LookupAnswer, type LookupClaims, LookupRefusedError } from './codec.js';
@@ -37,7 +37,8 @@ export function createReplayGuard(options: {
     async claim(claims) {
       const validUntilMs = (claims.exp + maxClockSkewSeconds) * 1000;
       const ttlMs = Math.max(1000, Math.ceil(validUntilMs - now().getTime()) + 1000);
-      const jtiKey = `livetex:${channelId}:jti:${createHash('sha256').update(claims.jti).digest('base64url')}`;
+      // The whole SHA-256 (43 base64url characters): these keys exist, so their form stays.
+      const jtiKey = `livetex:${channelId}:jti:${digest(claims.jti, 43)}`;
       const fresh = await store.set(jtiKey, '1', { nx: true, ttlMs });
       if (!fresh) throw new LookupRefusedError('replayed_token', 'this token (jti) was already used');
     },
