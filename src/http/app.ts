@@ -396,7 +396,6 @@ export function createApp(deps: AppDeps): Koa {
       store,
       now: deps.now ?? (() => new Date()),
       consoleLink: (contactId) => deps.agentLinks?.url(contactId),
-      vendorNames: deps.vendorNames ?? new Map(),
       onAccepted: (channelId) => webConsole.noteTraffic(channelId),
     },
     lookupMetricsFor(metrics, deps.adapters),

@@ -14,8 +14,8 @@ import type {
   IntakeResult,
   IntakeRoute,
 } from '../contracts/adapter.js';
-import { AppError, BadRequestError, NoIdentifierError } from '../errors.js';
-import { parseJson } from '../http/json.js';
+import { AppError, NoIdentifierError } from '../errors.js';
+import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
@@ -64,8 +64,6 @@ export interface IntakeDeps {
   store: Pick<Store, 'confirmWrites'>;
   now(): Date;
   consoleLink(contactId: string): string | undefined;
-  /** Vendor display names, for the help text of lookup metrics. */
-  vendorNames: ReadonlyMap<string, string>;
   /** Called for every webhook answered 200 (the console's "last traffic"). */
   onAccepted?(channelId: string): void;
 }
@@ -132,10 +130,8 @@ export function parseIntakeRequest(
     request.body = parseJson(text);
     return request;
   } catch (error) {
-    const mended =
-      error instanceof BadRequestError && error.code === 'invalid_json'
-        ? route.repairJson?.(text)
-        : undefined;
+    // Only a body that is not JSON is mended; one nested too deeply stays refused.
+    const mended = route.repairJson && !jsonDepthExceeds(text) ? route.repairJson(text) : undefined;
     if (mended === undefined) throw error;
     try {
       request.body = parseJson(mended);

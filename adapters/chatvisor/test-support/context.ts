@@ -117,7 +117,6 @@ export function buildRuntime(options: {
       store,
       now,
       consoleLink: () => undefined,
-      vendorNames: registry.displayNames(),
     },
     lookupMetricsFor(metrics, registry.list),
   );
