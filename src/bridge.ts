@@ -8,16 +8,21 @@ import { assertSafeToListen } from './config/published.js';
 import type { ChannelConfig, Config } from './config/schema.js';
 import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
+import type { FactService } from './contacts/facts.js';
 import { createFactService } from './contacts/facts.js';
-import type { AdapterContext, ChannelRuntime } from './contracts/adapter.js';
+import type { ContactService } from './contacts/service.js';
+import type { AdapterContext, AdapterDefinition, ChannelRuntime } from './contracts/adapter.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
+import type { EventPublisher } from './events/outbox.js';
 import { createOutboxPublisher } from './events/outbox.js';
 import { createApp, createMetricsApp } from './http/app.js';
 import { createDeferredIntake } from './intake/deferred.js';
+import type { PayloadJournal } from './intake/journal.js';
 import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
+import type { HttpClient } from './net/http.js';
 import { createHttpClient } from './net/http.js';
 import { type AdapterRegistry, defaultRegistry } from './registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
@@ -46,7 +51,27 @@ export interface BridgeOptions {
 
 export interface ChannelEntry {
   config: ChannelConfig;
-  runtime: ChannelRuntime;
+  runtime: ChannelRuntime<unknown>;
+  adapter: AdapterDefinition;
+}
+
+/**
+ * The core services one bridge is built from. Adapters never get this: they get a narrow
+ * AdapterContext (src/contracts/adapter.ts); the intake pipeline and the admin API use these.
+ * Exposed for embedders and tests (seed a contact, add a fact source, read the journal).
+ */
+export interface BridgeServices {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  store: Store;
+  contacts: ContactService;
+  facts: FactService;
+  events: EventPublisher;
+  http: HttpClient;
+  now(): Date;
+  masterKey: Buffer | null;
+  journal: PayloadJournal;
 }
 
 export interface Bridge {
@@ -55,7 +80,7 @@ export interface Bridge {
   readonly logger: Logger;
   readonly store: Store;
   readonly metrics: Metrics;
-  readonly context: AdapterContext;
+  readonly context: BridgeServices;
   readonly channels: ReadonlyMap<string, ChannelEntry>;
   readonly app: Koa;
   readonly delivery: Delivery;
@@ -125,7 +150,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     ? createAgentLinks({ masterKey, ttlMs: config.console.linkTtl, publicUrl: config.server.publicUrl, now })
     : null;
 
-  const context: AdapterContext = {
+  const context: BridgeServices = {
     config,
     logger,
     metrics,
@@ -137,18 +162,26 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     now,
     masterKey,
     journal,
-    deferred,
-    consoleLink: (contactId) => agentLinks?.url(contactId),
   };
   const channels = new Map<string, ChannelEntry>();
   for (const channel of config.channels) {
     const adapter = registry.get(channel.vendor);
     if (!adapter) throw new Error(`no adapter for vendor ${channel.vendor}`); // config validation prevents this
-    const runtime = adapter.create(
-      { ...context, logger: logger.child({ channel: channel.id, vendor: channel.vendor }) },
-      channel,
-    );
-    channels.set(channel.id, { config: channel, runtime });
+    // Only what vendor REST work needs: the request path (decode, facts, journal) is the pipeline's.
+    const adapterContext: AdapterContext = {
+      config,
+      logger: logger.child({ channel: channel.id, vendor: channel.vendor }),
+      now,
+      store,
+      http,
+      metrics,
+      masterKey,
+      contacts,
+      events,
+    };
+    const runtime = adapter.create(adapterContext, channel);
+    for (const source of runtime.factSources ?? []) facts.addSource(source);
+    channels.set(channel.id, { config: channel, runtime, adapter });
   }
 
   const delivery = createDelivery({
@@ -182,11 +215,12 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     metrics,
     store,
     contacts,
+    facts,
+    deferred,
     journal,
     delivery,
     channels,
-    vendors: registry.vendors,
-    webhookDocs: registry.webhookDocs(),
+    adapters: registry.list,
     isAccepting: () => accepting,
     agentLinks,
     vendorNames: registry.displayNames(),

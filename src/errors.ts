@@ -45,6 +45,20 @@ export class ValidationError extends AppError {
   }
 }
 
+/**
+ * An observation whose identifiers are all junk (blocklisted, unparseable phones): it identifies
+ * nobody. The intake pipeline accepts such a payload and keeps it in the journal; elsewhere it is
+ * a 400.
+ */
+export class NoIdentifierError extends BadRequestError {
+  constructor() {
+    super(
+      'no_identifier',
+      'the payload carries no usable identifier (person id, e-mail, phone or vendor id)',
+    );
+  }
+}
+
 export class UnauthorizedError extends AppError {
   constructor(code = 'unauthorized', message = 'a valid credential is required') {
     super(code, 401, message, { headers: { 'www-authenticate': 'Bearer' } });

@@ -1,5 +1,5 @@
 import { adapters as builtInAdapters, connectors as builtInConnectors } from '../adapters/index.js';
-import type { AdapterDefinition, WebhookDoc } from './contracts/adapter.js';
+import type { AdapterDefinition } from './contracts/adapter.js';
 import type { ConnectorDefinition } from './contracts/connector.js';
 
 /**
@@ -18,6 +18,17 @@ export class AdapterRegistry {
   ) {
     this.byVendor = new Map(list.map((adapter) => [adapter.vendor, adapter]));
     if (this.byVendor.size !== list.length) throw new Error('two adapters declare the same vendor');
+    for (const adapter of list) {
+      // One webhook URL per vendor (/webhooks/<vendor>/:channelId/:token); lookups by their path.
+      const paths = adapter.intake.map((each) => (each.kind === 'webhook' ? '' : (each.path ?? '')));
+      if (
+        new Set(paths).size !== paths.length ||
+        paths.some((path, index) => path === '' && adapter.intake[index]!.kind === 'lookup')
+      )
+        throw new Error(
+          `adapter ${adapter.vendor}: one webhook at most, and each lookup on a path of its own`,
+        );
+    }
     this.byKind = new Map(connectors.map((connector) => [connector.kind, connector]));
     if (this.byKind.size !== connectors.length || this.byKind.has('webhook'))
       throw new Error('two connectors declare the same kind (or the reserved kind webhook)');
@@ -37,11 +48,6 @@ export class AdapterRegistry {
 
   get vendors(): string[] {
     return [...this.byVendor.keys()];
-  }
-
-  /** What each vendor's webhook takes and answers, for the OpenAPI document. */
-  webhookDocs(): Map<string, WebhookDoc | undefined> {
-    return new Map(this.list.map((adapter) => [adapter.vendor, adapter.webhook]));
   }
 
   displayNames(): Map<string, string> {

@@ -152,9 +152,12 @@ describe('core HTTP surface', () => {
   });
 
   it('dispatches channel routes (public and admin) and refuses wrong methods', async () => {
-    const greeting = await fetch(`${bridge.url}/echo/site/greeting/Ann`);
-    expect(await greeting.json()).toEqual({ greeting: 'hello Ann' });
-    expect((await fetch(`${bridge.url}/echo/other/greeting/Ann`)).status).toBe(404);
+    // A public route is an adapter's lookup-kind intake route (POST, through the intake pipeline).
+    const greeting = await bridge.post('/echo/site/greeting', { person: 'Ann' });
+    expect(greeting.body).toEqual({ greeting: 'hello Ann', known: false });
+    expect((await bridge.post('/echo/other/greeting', { person: 'Ann' })).status).toBe(404);
+    const wrongPublicMethod = await fetch(`${bridge.url}/echo/site/greeting`);
+    expect(wrongPublicMethod.status).toBe(404);
     const created = await bridge.admin('POST', '/api/v1/channels/site/things', { a: 1 });
     expect(created.status).toBe(201);
     expect(created.body).toEqual({ got: { a: 1 } });

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Contact } from '../../src/contacts/types.js';
+import type { Contact, TranscriptMessage } from '../../src/contacts/types.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import type { LabelPusher } from './labels.js';
 import {
@@ -9,17 +9,17 @@ import {
   isCustomerMessage,
   messageObservation,
   profileObservation,
-  type TranscriptMessage,
 } from './mapper.js';
 import type { CachedProfile, CustomerProfiles, Identification } from './profiles.js';
 import type { Conversation, CustomerIdentity, Message } from './schemas.js';
 import { readStatus, writeStatus } from './state.js';
 
 /**
- * The one place that turns a Chatvisor conversation or message into timeline entries, used by
- * both the webhook and the poller. Both derive the same idempotency key for the same vendor event
- * (mapper.ts), and both compare against the same stored status, so an event seen by both paths is
- * written once — by whichever saw it first.
+ * Conversations and messages the poller finds, and customer identification for both paths. The
+ * webhook goes through the core's intake pipeline (webhook.ts) with the same pure mapping
+ * (mapper.ts): both derive the same idempotency key for the same vendor event and compare against
+ * the same stored status (state.ts), so an event seen by both paths is written once — by
+ * whichever saw it first.
  */
 export interface TrackerOptions {
   channelId: string;
@@ -98,11 +98,6 @@ export class ConversationTracker {
       messageObservation({ channelId, message, at: context.now().toISOString(), profile: profile ?? null }),
     );
     return { observed: true, duplicate: result.duplicate, contact: result.contact };
-  }
-
-  /** The customer's cached identity, if any (a store read, no vendor call). */
-  async cachedProfile(customerId: string): Promise<CachedProfile | null> {
-    return this.options.profiles.cached(customerId);
   }
 
   /**

@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import type { ChannelConfig } from '../../src/config/schema.js';
+import type { FactSource } from '../../src/contacts/facts.js';
 import type {
   AdapterContext,
   AdapterDefinition,
@@ -9,7 +9,7 @@ import type {
   CliCommandInfo,
   ScheduledJob,
 } from '../../src/contracts/adapter.js';
-import { parseBody, parseQuery } from '../../src/http/validate.js';
+import { channelRoute } from '../../src/contracts/channel.js';
 import { ChatvisorClient } from './client.js';
 import { ConversationTracker } from './conversations.js';
 import { AgentSyncIncompleteError } from './errors.js';
@@ -23,18 +23,16 @@ import {
   agentSyncQuerySchema,
   type ChatvisorSettings,
   channelSettingsSchema,
-  conversationSchema,
-  messageSchema,
   visibilityResponseSchema,
 } from './schemas.js';
 import { AgentSync, type AgentSyncReport } from './sync.js';
-import { Background, createWebhookHandler } from './webhook.js';
+import { Background, type ChatvisorChannel, chatvisorWebhook } from './webhook.js';
 
 /**
  * Chatvisor (TeamViewer Engage), driven over REST: agent sync, customer labels, public agent chat
  * URLs, conversation polling, chat visibility, and its webhooks. See README.md in this folder.
  */
-export interface ChatvisorRuntime extends ChannelRuntime {
+export interface ChatvisorRuntime extends ChannelRuntime<ChatvisorChannel> {
   readonly settings: ChatvisorSettings;
   readonly client: ChatvisorClient;
   readonly agentSync: AgentSync;
@@ -122,8 +120,9 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   });
   const background = new Background(logger);
 
+  const factSources: FactSource[] = [];
   if (settings.offerAgentChatUrl) {
-    context.facts.addSource({
+    factSources.push({
       id: `chatvisor:${channel.id}:agent-chat-url`,
       async lookup(contact, signal) {
         const customer = contact.identities.find(
@@ -147,62 +146,52 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   }
 
   const routes: ChannelRoute[] = [
-    {
+    channelRoute({
       method: 'POST',
       path: 'agent-sync',
-      scope: 'admin',
       summary: 'Run a Chatvisor agent sync now (?dryRun=true plans only); returns the report',
       query: agentSyncQuerySchema,
-      async handle(request) {
-        const { dryRun } = parseQuery(agentSyncQuerySchema, request.query);
-        return { body: await agentSync.run({ dryRun }) };
+      async handle({ query }) {
+        return { body: await agentSync.run({ dryRun: query.dryRun }) };
       },
-    },
-    {
+    }),
+    channelRoute({
       method: 'GET',
       path: 'agent-sync',
-      scope: 'admin',
       summary: 'The last Chatvisor agent sync reports, newest first',
       async handle() {
         return { body: { reports: await agentSync.reports(settings.keepReports) } };
       },
-    },
-    {
+    }),
+    channelRoute({
       method: 'GET',
       path: 'conversation-poll',
-      scope: 'admin',
       summary:
         'Conversation poll reports: the first run (what it backfilled) and the last runs, newest first',
       async handle() {
         return { body: await poller.reports(settings.keepReports) };
       },
-    },
-    {
+    }),
+    channelRoute({
       method: 'POST',
       path: 'agent-chat-url',
-      scope: 'admin',
       summary: 'A public agent chat URL for a Chatvisor customer: {customerId, agentEmail?} -> {url}',
-      requestBody: agentChatUrlBodySchema,
+      body: agentChatUrlBodySchema,
       response: agentChatUrlResponseSchema,
-      async handle(request) {
-        const body = parseBody(
-          agentChatUrlBodySchema,
-          request.rawBody.length === 0 ? undefined : request.json(),
-        );
+      async handle({ body }) {
         return { body: { url: await client.publicAgentChatUrl(body.customerId, body.agentEmail) } };
       },
-    },
-    {
+    }),
+    channelRoute({
       method: 'GET',
       path: 'visibility',
-      scope: 'admin',
       summary: 'Whether the Chatvisor chat is visible now (the isVisible operation)',
       response: visibilityResponseSchema,
       async handle() {
         const visible = await client.isVisible();
         return { body: { visible, checkedAt: context.now().toISOString() } };
       },
-    },
+    }),
   ];
 
   const jobs: ScheduledJob[] = [];
@@ -234,15 +223,16 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   ];
 
   return {
+    state: { id: channel.id, store: context.store, profiles, tracker, background },
     settings,
     client,
     agentSync,
     poller,
     profiles,
-    handleWebhook: createWebhookHandler({ channelId: channel.id, context, tracker, background, logger }),
     routes,
     jobs,
     commands,
+    factSources,
     idle: () => background.idle(),
     async close() {
       await background.idle();
@@ -250,15 +240,11 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   };
 }
 
-export const chatvisorAdapter: AdapterDefinition = {
+export const chatvisorAdapter: AdapterDefinition<ChatvisorChannel> = {
   vendor: VENDOR,
   displayName: 'Chatvisor',
   channelSettings: channelSettingsSchema,
-  webhook: {
-    summary: 'Chatvisor webhook: a Conversation or a Message, told apart by its shape',
-    body: z.union([conversationSchema, messageSchema]),
-    answer: z.object({ ok: z.literal(true) }),
-  },
+  intake: [chatvisorWebhook],
   create: createChatvisorRuntime,
   commands: [SYNC_AGENTS_COMMAND],
 };

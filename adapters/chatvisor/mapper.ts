@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
-import type { Identifier, Observation } from '../../src/contacts/types.js';
+import type { Identifier, Observation, TranscriptMessage } from '../../src/contacts/types.js';
+import { digest as sha256Digest } from '../../src/intake/wire.js';
 import { CONVERSATION_STATUS, CUSTOMER_SENDER } from './operations.js';
 import type { Conversation, CustomerIdentity, Message } from './schemas.js';
 
@@ -19,16 +19,9 @@ export const CUSTOMER_KIND = 'customer';
 
 export type ConversationKind = 'started' | 'finished' | 'updated';
 
-export interface TranscriptMessage {
-  at: string | null;
-  author: 'customer' | 'agent' | 'system';
-  agentEmail?: string;
-  text: string;
-}
-
-/** Short stable digest for keys: message texts can be long and contain anything. */
+/** Short stable digest for keys (22 base64url characters, as stored keys have): texts can be long. */
 export function digest(value: string): string {
-  return createHash('sha256').update(value).digest('base64url').slice(0, 22);
+  return sha256Digest(value, 22);
 }
 
 export function conversationKey(conversation: Conversation): string {
@@ -87,13 +80,16 @@ const TITLES: Record<ConversationKind, string> = {
   updated: 'Chatvisor conversation updated',
 };
 
+/** The conversation's messages in the one transcript shape (src/contacts/types.ts). */
 export function toTranscript(messages: readonly Message[]): TranscriptMessage[] {
   return messages
     .filter((message) => message.text)
     .map((message) => ({
       at: message.createdAt,
-      author: message.sender === 'AGENT' ? 'agent' : message.sender === 'SYSTEM' ? 'system' : 'customer',
-      ...(message.agentEmail ? { agentEmail: message.agentEmail } : {}),
+      author: {
+        type: message.sender === 'AGENT' ? 'agent' : message.sender === 'SYSTEM' ? 'system' : 'visitor',
+        ...(message.agentEmail ? { email: message.agentEmail } : {}),
+      },
       text: message.text ?? '',
     }));
 }
@@ -150,12 +146,13 @@ export function messageObservation(input: {
 }): Observation {
   const { message } = input;
   const at = message.createdAt ?? input.at;
+  // A message event's data is the message in the one shape (at, author, text) plus its ids.
   const data = {
     customerId: message.customerId,
     messageId: message.id,
-    text: message.text,
-    author: 'customer',
     at,
+    author: { type: 'visitor' },
+    text: message.text ?? '',
   };
   return {
     channelId: input.channelId,

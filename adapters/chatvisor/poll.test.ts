@@ -119,15 +119,15 @@ describe('conversation polling', () => {
       'conversation.started',
       'conversation.finished',
     ]);
+    // The one transcript shape every vendor writes (src/contacts/types.ts).
     expect(finished.data.messages).toEqual([
-      { at: expect.any(String), author: 'customer', text: 'Hi, where is my parcel?' },
+      { at: expect.any(String), author: { type: 'visitor' }, text: 'Hi, where is my parcel?' },
       {
         at: expect.any(String),
-        author: 'agent',
-        agentEmail: 'agent@example.test',
+        author: { type: 'agent', email: 'agent@example.test' },
         text: 'It left the warehouse today',
       },
-      { at: expect.any(String), author: 'customer', text: 'Thanks!' },
+      { at: expect.any(String), author: { type: 'visitor' }, text: 'Thanks!' },
     ]);
     const events = (await test.outbox()).map((entry) => entry.event.type);
     expect(events.filter((type) => type === 'conversation.started')).toHaveLength(1);

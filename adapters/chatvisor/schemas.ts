@@ -1,6 +1,7 @@
 import { validate as isValidCron } from 'node-cron';
 import { z } from 'zod';
-import { durationSchema } from '../../src/config/schema.js';
+import { boolLike, durationSchema, intLike } from '../../src/config/schema.js';
+import { isoTime, wireId } from '../../src/intake/wire.js';
 import { WIRE } from './operations.js';
 
 /**
@@ -10,14 +11,6 @@ import { WIRE } from './operations.js';
  */
 
 export const DEFAULT_API_URL = 'https://api.chatvisor.com/rest/v1';
-
-/** `${VAR}` substitution gives strings: accept "10" where a number is expected, but not "". */
-const intLike = (schema: z.ZodNumber) =>
-  z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
-const boolLike = z.preprocess(
-  (value) => (value === 'true' ? true : value === 'false' ? false : value),
-  z.boolean(),
-);
 
 /** A node-cron expression (5 fields, or 6 with seconds); "" (or absent) turns the job off. */
 const cronSchema = z
@@ -84,7 +77,7 @@ export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
 // ---- What Chatvisor sends ------------------------------------------------------------------
 
 /** Ids are strings in webhooks but numbers in some examples (§3): normalise to a string. */
-const idLike = z.union([z.string().min(1), z.number()]).transform(String);
+const idLike = wireId;
 const optionalText = z
   .union([z.string(), z.number()])
   .nullish()
@@ -97,8 +90,7 @@ export const pageSchema = z.looseObject({
   [P.results]: z.array(z.unknown()),
 });
 
-const isoOrNull = (value: string | null | undefined) =>
-  value && !Number.isNaN(Date.parse(value)) ? new Date(value).toISOString() : null;
+const isoOrNull = (value: string | null | undefined) => isoTime(value) ?? null;
 
 /** When a listed conversation or customer last changed (assumed field, see operations.ts). */
 const UPDATED_AT = WIRE.updatedAt.fields.updatedAt;

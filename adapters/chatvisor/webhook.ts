@@ -1,86 +1,146 @@
 import type { Logger } from 'pino';
-import type { Contact } from '../../src/contacts/types.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
+import { z } from 'zod';
+import type { Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
+import type { Store } from '../../src/store/types.js';
 import type { ConversationTracker } from './conversations.js';
-import { VENDOR } from './mapper.js';
-import type { CachedProfile } from './profiles.js';
-import { conversationSchema, messageSchema } from './schemas.js';
+import {
+  classifyTransition,
+  conversationObservation,
+  isCustomerMessage,
+  messageObservation,
+} from './mapper.js';
+import type { CachedProfile, CustomerProfiles } from './profiles.js';
+import { type Conversation, conversationSchema, type Message, messageSchema } from './schemas.js';
+import { readStatus, writeStatus } from './state.js';
 
 /**
- * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4; the core checked channel and token).
- * Chatvisor posts all events to one URL with no event name, so the body's shape decides (§6):
+ * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4). Chatvisor posts all events to one URL
+ * with no event name, so the body's shape decides (§6):
  * - `customerId` + `status`: a Conversation (new conversation, or status change — same shape);
  * - `customerId` + `text` or `sender`: a Message (a new message from the customer);
  * - anything else (e.g. the old "new subscriber" Customer body): kept in the journal, answered ok.
  *
  * The answer is `{"ok":true}` as soon as the event is stored: the timeline entry is written
  * before answering (so a crash after the answer loses nothing), on the person's contact when the
- * customer's profile is already cached. What needs Chatvisor's API — reading the profile (always
- * for a new conversation, otherwise when not cached or stale), label pushes — runs in the
- * background afterwards; if the profile cannot be read, the event stays on the vendor-local
- * contact and the customer is identified later (profiles.ts).
+ * customer's profile is already cached (`open` reads it, with the last known status). What needs
+ * Chatvisor's API — reading the profile (always for a new conversation, otherwise when not cached
+ * or stale), label pushes — is started by `settle` and runs after the answer; if the profile
+ * cannot be read, the event stays on the vendor-local contact and the customer is identified
+ * later (profiles.ts). The poller (poll.ts) derives the same keys, so an event seen by both is
+ * written once.
  */
-const OK = { ok: true } as const;
 
-export interface WebhookDeps {
-  channelId: string;
-  context: AdapterContext;
+/** What a Chatvisor channel's intake reads. */
+export interface ChatvisorChannel {
+  id: string;
+  store: Store;
+  profiles: CustomerProfiles;
   tracker: ConversationTracker;
   background: Background;
-  logger: Logger;
 }
 
-export function createWebhookHandler(deps: WebhookDeps): (request: InboundRequest) => Promise<RouteResult> {
-  const { channelId, context, tracker, background } = deps;
+/** The body as read, with what the store knows about its customer. */
+export type OpenedEvent =
+  | {
+      kind: 'conversation';
+      conversation: Conversation;
+      cached: CachedProfile | null;
+      previousStatus: string | null;
+    }
+  | { kind: 'message'; message: Message; cached: CachedProfile | null }
+  | { kind: 'other' };
 
-  function followUp(
-    customerId: string,
-    contact: Contact | undefined,
-    cached: CachedProfile | null,
-    refresh: boolean,
-  ): void {
-    background.run(async () => {
-      await tracker.identify(customerId, contact, { refresh, cached });
+export function decodeEvent(
+  request: { receivedAt: Date; opened: OpenedEvent },
+  channel: Pick<ChatvisorChannel, 'id'>,
+): Decoded {
+  const { opened } = request;
+  const at = request.receivedAt.toISOString();
+  if (opened.kind === 'conversation') {
+    const { conversation, previousStatus, cached } = opened;
+    // The status we already know was observed before (a repeated webhook, or the poller was first).
+    if (previousStatus === conversation.status)
+      return { kind: 'nothing', event: 'conversation', outcome: 'duplicate' };
+    const observation = conversationObservation({
+      channelId: channel.id,
+      conversation,
+      previousStatus,
+      at,
+      profile: cached?.identity ?? null,
     });
+    return { kind: 'observe', event: 'conversation', observations: [observation] };
   }
-
-  return async (request) => {
-    // Throws BadRequestError for a body that is not JSON; the core answers 400 and journals it.
-    const body = request.json();
-
-    const conversation = conversationSchema.safeParse(body);
-    if (conversation.success) {
-      const cached = await tracker.cachedProfile(conversation.data.customerId);
-      const result = await tracker.conversation(conversation.data, { profile: cached?.identity });
-      if (result.observed) {
-        followUp(conversation.data.customerId, result.contact, cached, result.kind === 'started');
-      }
-      return {
-        body: OK,
-        event: 'conversation',
-        outcome: result.observed && !result.duplicate ? 'ok' : 'duplicate',
-      };
-    }
-
-    const message = messageSchema.safeParse(body);
-    if (message.success) {
-      const cached = await tracker.cachedProfile(message.data.customerId);
-      const result = await tracker.message(message.data, cached?.identity);
-      if (result.observed) followUp(message.data.customerId, result.contact, cached, false);
-      return { body: OK, event: 'message', outcome: result.duplicate ? 'duplicate' : 'ok' };
-    }
-
-    await context.journal.record({
-      channelId,
-      vendor: VENDOR,
-      kind: 'unhandled',
-      reason: 'neither a Conversation (customerId + status) nor a Message (customerId + text)',
-      rawBody: request.rawBody,
-      contentType: request.contentType,
+  if (opened.kind === 'message') {
+    // Agents' messages are not "received": they are in transcripts.
+    if (!isCustomerMessage(opened.message)) return { kind: 'nothing', event: 'message', outcome: 'ok' };
+    const observation = messageObservation({
+      channelId: channel.id,
+      message: opened.message,
+      at,
+      profile: opened.cached?.identity ?? null,
     });
-    return { body: OK, event: 'unknown', outcome: 'unhandled' };
+    return { kind: 'observe', event: 'message', observations: [observation] };
+  }
+  return {
+    kind: 'nothing',
+    event: 'unknown',
+    reason: 'neither a Conversation (customerId + status) nor a Message (customerId + text)',
   };
 }
+
+export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
+  kind: 'webhook',
+  body: 'json',
+  doc: {
+    summary: 'Chatvisor webhook: a Conversation or a Message, told apart by its shape',
+    body: z.union([conversationSchema, messageSchema]),
+    answer: z.object({ ok: z.literal(true) }),
+  },
+  async open(request, channel) {
+    const conversation = conversationSchema.safeParse(request.body);
+    if (conversation.success) {
+      const { customerId } = conversation.data;
+      const [cached, previousStatus] = await Promise.all([
+        channel.profiles.cached(customerId),
+        readStatus(channel.store, channel.id, customerId),
+      ]);
+      return { kind: 'conversation', conversation: conversation.data, cached, previousStatus };
+    }
+    const message = messageSchema.safeParse(request.body);
+    if (message.success) {
+      return {
+        kind: 'message',
+        message: message.data,
+        cached: await channel.profiles.cached(message.data.customerId),
+      };
+    }
+    return { kind: 'other' };
+  },
+  decode: decodeEvent,
+  render: () => ({ body: { ok: true } }),
+  async settle(answer, result, channel) {
+    const { opened, decoded, contact } = result;
+    if (decoded.kind !== 'observe' || !contact || opened.kind === 'other') return answer;
+    const customerId =
+      opened.kind === 'conversation' ? opened.conversation.customerId : opened.message.customerId;
+    let refresh = false;
+    if (opened.kind === 'conversation') {
+      // Only after the observation is stored: if that failed, the status is still "unseen" and
+      // the next webhook or poll tries again. A late or repeated delivery of an older event (the
+      // contact model had its key) leaves the stored status alone: it is newer than the event.
+      if (!result.duplicate) {
+        await writeStatus(channel.store, channel.id, customerId, opened.conversation.status);
+      }
+      // A new conversation is when a customer most likely logged in or changed details.
+      refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
+    }
+    const { cached } = opened;
+    channel.background.run(async () => {
+      await channel.tracker.identify(customerId, contact, { refresh, cached });
+    });
+    return answer;
+  },
+};
 
 /** Work started after answering a request; tracked so shutdown and tests can wait for it. */
 export class Background {

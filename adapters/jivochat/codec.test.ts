@@ -1,8 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import type { Contact } from '../../src/contacts/types.js';
 import { AppError } from '../../src/errors.js';
-import { ANSWER_LIMITS, buildRichAnswer, decodePayload, fillCrmLink, safeLink, truncate } from './codec.js';
+import { parseIntakeRequest } from '../../src/intake/pipeline.js';
+import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, safeLink, truncate } from './codec.js';
 import { jivoAnswerSchema, jivochatSettingsSchema } from './schemas.js';
+import { decodeWebhook, jivochatWebhook } from './webhook.js';
+
+/** The core's parse step, then the route's pure decode: what a raw body becomes, or its 400. */
+function decodePayload(rawBody: Buffer) {
+  const request = parseIntakeRequest(jivochatWebhook, rawBody, undefined, new Date());
+  decodeWebhook(request, { id: 'shop-site', settings: jivochatSettingsSchema.parse({}) });
+  return { payload: request.body, repaired: request.repaired };
+}
 
 function contact(overrides: Partial<Contact> = {}): Contact {
   return {

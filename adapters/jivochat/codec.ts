@@ -1,7 +1,5 @@
 import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
-import { BadRequestError, ValidationError } from '../../src/errors.js';
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../src/http/json.js';
 import {
   type CustomDataItem,
   type crmLinkPlaceholders,
@@ -12,72 +10,20 @@ import {
 } from './schemas.js';
 
 /**
- * The wire format both ways: the request body Jivo sends (JSON, with one documented sample that
- * is not JSON) and the answer Jivo shows to the agent (§6), kept within Jivo's limits.
+ * The wire format both ways: the documented malformed request body Jivo may send, and the answer
+ * Jivo shows to the agent (§6), kept within Jivo's limits.
  */
-
-export interface DecodedPayload {
-  payload: Record<string, unknown> & { event_name: string };
-  /** The body was the docs' invalid `attributes: [ "k": v ]` form and was read as an object. */
-  repaired: boolean;
-}
 
 /**
  * The official client_attribute_updated sample writes `"attributes": [ "key": value, ... ]`
  * (§5.8). If Jivo really sends that, reading the brackets as an object (what the reference
- * advises) keeps the event instead of refusing it. Only that one field of that one event is
- * rewritten, and only when the body is otherwise unparseable.
+ * advises) keeps the event instead of refusing it. The core tries this only when its one parse
+ * of the body failed; decode then accepts the mended body for client_attribute_updated only.
  */
 const BRACKETED_ATTRIBUTES = /("attributes"\s*:\s*)\[((?:[^[\]"]|"(?:[^"\\]|\\.)*")*)\]/;
 
-function repairAttributeList(text: string): Record<string, unknown> | undefined {
-  if (!BRACKETED_ATTRIBUTES.test(text)) return undefined;
-  try {
-    const value: unknown = JSON.parse(text.replace(BRACKETED_ATTRIBUTES, '$1{$2}'));
-    if (isRecord(value) && value.event_name === 'client_attribute_updated') return value;
-  } catch {
-    // Not the documented shape either: the caller refuses the body.
-  }
-  return undefined;
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Raw body -> the event object, or a 400 (the core answers it and journals the body as rejected). */
-export function decodePayload(rawBody: Buffer): DecodedPayload {
-  // Content-Type is undocumented for Jivo's webhooks (§2): read the body as UTF-8 JSON whatever it says.
-  const text = rawBody.toString('utf8').replace(/^\uFEFF/, '');
-  let value: unknown;
-  let repaired = false;
-  if (jsonDepthExceeds(text)) {
-    throw new BadRequestError('json_too_deep', `the body nests deeper than ${MAX_JSON_DEPTH} levels`);
-  }
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    const fixed = repairAttributeList(text);
-    if (!fixed) {
-      throw new BadRequestError('invalid_json', 'the body is not valid JSON', { cause: error });
-    }
-    value = fixed;
-    repaired = true;
-  }
-  if (!isRecord(value)) {
-    throw new ValidationError('the body must be a JSON object', [
-      {
-        path: '(root)',
-        message: `expected an object, got ${Array.isArray(value) ? 'an array' : typeof value}`,
-      },
-    ]);
-  }
-  if (typeof value.event_name !== 'string' || value.event_name.trim() === '') {
-    throw new ValidationError('the body has no event_name', [
-      { path: 'event_name', message: 'a non-empty string is required' },
-    ]);
-  }
-  return { payload: value as DecodedPayload['payload'], repaired };
+export function repairAttributeList(text: string): string | undefined {
+  return BRACKETED_ATTRIBUTES.test(text) ? text.replace(BRACKETED_ATTRIBUTES, '$1{$2}') : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { observationSchema } from '../../src/contacts/types.js';
-import { decodePayload } from './codec.js';
-import { hashOf, idempotencyKeyOf, isoFromUnix, type MapInput, readPath, toObservation } from './mapper.js';
+import { parseIntakeRequest } from '../../src/intake/pipeline.js';
+import { isRecord } from '../../src/intake/wire.js';
+import { hashOf, idempotencyKeyOf, type MapInput, readPath, toObservation } from './mapper.js';
 import { isKnownEvent, jivochatSettingsSchema, jivoEnvelopeSchema } from './schemas.js';
+import { jivochatWebhook } from './webhook.js';
+
+/** The body as the core's parse step hands it to the adapter. */
+function decodePayload(rawBody: Buffer) {
+  const request = parseIntakeRequest(jivochatWebhook, rawBody, undefined, RECEIVED);
+  if (!isRecord(request.body) || typeof request.body.event_name !== 'string') throw new Error('not an event');
+  return {
+    payload: request.body as Record<string, unknown> & { event_name: string },
+    repaired: request.repaired,
+  };
+}
 
 const RECEIVED = new Date('2024-06-17T08:00:00.000Z');
 const settings = jivochatSettingsSchema.parse({});
@@ -285,16 +297,5 @@ describe('jivochat idempotency keys', () => {
   it('hashes objects independently of key order', () => {
     expect(hashOf({ a: 1, b: [1, { c: 2, d: 3 }] })).toBe(hashOf({ b: [1, { d: 3, c: 2 }], a: 1 }));
     expect(hashOf({ a: 1 })).not.toBe(hashOf({ a: '1' }));
-  });
-});
-
-describe('isoFromUnix', () => {
-  it('reads seconds, milliseconds and refuses nonsense', () => {
-    expect(isoFromUnix(1718610000)).toBe('2024-06-17T07:40:00.000Z');
-    expect(isoFromUnix(1718610000123)).toBe('2024-06-17T07:40:00.123Z');
-    expect(isoFromUnix(-1)).toBeUndefined();
-    expect(isoFromUnix(1e300)).toBeUndefined();
-    expect(isoFromUnix(Number.NaN)).toBeUndefined();
-    expect(isoFromUnix(undefined)).toBeUndefined();
   });
 });

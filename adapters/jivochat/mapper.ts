@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type {
   AgentRef,
   AttributeValue,
@@ -6,8 +5,11 @@ import type {
   Identifier,
   Observation,
   TimelineEntryInput,
+  TranscriptAuthor,
+  TranscriptMessage,
 } from '../../src/contacts/types.js';
-import { isRecord, safeLink, truncate } from './codec.js';
+import { canonicalJson, digest, isoTime, isRecord, text } from '../../src/intake/wire.js';
+import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
 
 /**
@@ -42,36 +44,9 @@ export type MapResult =
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-function text(value: string | null | undefined): string | undefined {
-  const trimmed = value?.trim();
-  return trimmed ? trimmed : undefined;
-}
-
-/** Canonical JSON (sorted keys) so that the same data always hashes the same. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (isRecord(value)) {
-    const keys = Object.keys(value)
-      .filter((key) => value[key] !== undefined)
-      .sort();
-    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
+/** The same data (keys in any order) always hashes the same: 32 hex digits, as stored keys have. */
 export function hashOf(value: unknown): string {
-  return createHash('sha256').update(canonical(value)).digest('hex').slice(0, 32);
-}
-
-/**
- * Unix seconds -> ISO. Jivo documents seconds; a 13-digit value can only be milliseconds (a
- * date in the year 50000 otherwise), so it is read as such. Nonsense gives undefined.
- */
-export function isoFromUnix(value: number | null | undefined): string | undefined {
-  if (value === null || value === undefined || !Number.isFinite(value) || value < 0) return undefined;
-  const ms = value >= 1e11 ? value : value * 1000;
-  const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+  return digest(canonicalJson(value), 32, 'hex');
 }
 
 /** The person id lives in whichever field `personIdFrom` names, possibly a dotted path. */
@@ -249,12 +224,12 @@ export function idempotencyKeyOf(input: MapInput): string {
 // ---------------------------------------------------------------------------------------------
 // Timeline and outbound events
 
-export interface TranscriptMessage {
-  at: string | null;
-  author: { type: string; id?: string; name?: string; email?: string };
-  text: string;
+/** "visitor" and "agent" per the docs; bots and system notes when they come; anything else unknown. */
+function authorType(type: string | undefined): TranscriptAuthor['type'] {
+  return type === 'visitor' || type === 'agent' || type === 'bot' || type === 'system' ? type : 'unknown';
 }
 
+/** The chat's messages in the one transcript shape (src/contacts/types.ts). */
 function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
   const agents = new Map<string, AgentRef>();
   for (const agent of envelope.agents ?? []) {
@@ -263,8 +238,8 @@ function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
   }
   const visitorName = text(envelope.visitor?.name);
   return (envelope.chat?.messages ?? []).map((message) => {
-    const type = text(message.type) ?? 'unknown';
-    let author: TranscriptMessage['author'] = { type };
+    const type = authorType(text(message.type));
+    let author: TranscriptAuthor = { type };
     if (type === 'agent') {
       // agent_id is a number while agents[].id is a string (§9.1): both are strings by now.
       const known = message.agent_id ? agents.get(message.agent_id) : undefined;
@@ -272,7 +247,7 @@ function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
     } else if (type === 'visitor' && visitorName) {
       author = { type, name: visitorName };
     }
-    return { at: isoFromUnix(message.timestamp) ?? null, author, text: message.message ?? '' };
+    return { at: isoTime(message.timestamp) ?? null, author, text: message.message ?? '' };
   });
 }
 

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { boolLike, intLike } from '../../src/config/schema.js';
+import { soft, softArray, wireId, wireText, wireTime } from '../../src/intake/wire.js';
 
 /**
  * JivoChat Webhooks API: what Jivo POSTs (tolerant) and what we answer (strict), plus the
@@ -11,40 +13,14 @@ import { z } from 'zod';
  * (looseObject) and the raw payload is kept on the timeline entry.
  */
 
-/** A field that may be missing, null or of the wrong shape: anything unusable becomes undefined. */
-function soft<T extends z.ZodType>(schema: T) {
-  return schema.nullish().catch(undefined);
-}
-
-/** An array whose unusable items are dropped one by one instead of failing the array. */
-function softArray<T extends z.ZodType>(item: T) {
-  return soft(
-    z.array(z.unknown()).transform((items) =>
-      items.flatMap((value) => {
-        const parsed = item.safeParse(value);
-        return parsed.success ? [parsed.data as z.output<T>] : [];
-      }),
-    ),
-  );
-}
-
 /** Ids arrive as "2016" or 2016 in the same payload (§9.1): always compare and store strings. */
-export const jivoIdSchema = z
-  .union([z.string(), z.number().finite()])
-  .transform((value) => String(value).trim())
-  .pipe(z.string().min(1));
+export const jivoIdSchema = wireId;
 
 /** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
-const textSchema = z.union([z.string(), z.number().finite()]).transform((value) => String(value));
+const textSchema = wireText;
 
-/** Unix seconds as a number or numeric string. */
-const timestampSchema = z.union([
-  z.number().finite(),
-  z
-    .string()
-    .regex(/^\d+(\.\d+)?$/)
-    .transform(Number),
-]);
+/** Unix seconds as a number or numeric string (read with isoTime, which also takes ISO text). */
+const timestampSchema = wireTime;
 
 export const jivoVisitorSchema = z.looseObject({
   name: soft(textSchema),
@@ -242,15 +218,6 @@ export type JivoAnswer = z.infer<typeof jivoAnswerSchema>;
 
 export const crmLinkPlaceholders = ['contactId', 'person', 'crmId', 'consoleUrl', 'crmUrl'] as const;
 
-/** Values from `${VAR}` substitution arrive as strings. */
-const fromEnvString = (value: unknown) => {
-  if (value === '' || value === null) return undefined;
-  if (typeof value !== 'string') return value;
-  if (/^\d+$/.test(value)) return Number(value);
-  if (value === 'true' || value === 'false') return value === 'true';
-  return value;
-};
-
 const crmLinkTemplateSchema = z.string().superRefine((template, ctx) => {
   const unknown = [...template.matchAll(/\{([^{}]*)\}/g)]
     .map((match) => match[1] ?? '')
@@ -303,9 +270,9 @@ export const jivochatSettingsSchema = z.object({
         (value) => (value === '' || value === null ? undefined : value),
         crmLinkTemplateSchema.optional(),
       ),
-      enableAssign: z.preprocess(fromEnvString, z.boolean()).default(false),
+      enableAssign: boolLike.default(false),
       /** Budget for the chat_accepted / chat_updated answer, from when the request arrived. */
-      deadlineMs: z.preprocess(fromEnvString, z.number().int().min(100).max(30_000)).default(2000),
+      deadlineMs: intLike(z.number().int().min(100).max(30_000)).default(2000),
     })
     .default(replyDefaults),
 });

@@ -21,7 +21,8 @@ const otherVendor: AdapterDefinition = {
   vendor: 'livetex',
   displayName: 'LiveTex',
   channelSettings: z.object({}),
-  create: () => ({}),
+  intake: [],
+  create: () => ({ state: {} }),
 };
 
 function channels(reply: Record<string, unknown> = {}) {

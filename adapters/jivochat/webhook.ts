@@ -1,140 +1,120 @@
-import { performance } from 'node:perf_hooks';
-import { anchoredBy, type FactAnswer } from '../../src/contacts/facts.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
+import { z } from 'zod';
+import type { Answer, Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
-import { buildRichAnswer, decodePayload, OK_ANSWER, truncate } from './codec.js';
-import { toObservation, VENDOR } from './mapper.js';
-import { isKnownEvent, type JivochatSettings, jivoEnvelopeSchema } from './schemas.js';
+import { isRecord } from '../../src/intake/wire.js';
+import { buildRichAnswer, OK_ANSWER, repairAttributeList, truncate } from './codec.js';
+import { toObservation } from './mapper.js';
+import {
+  isKnownEvent,
+  type JivoAnswer,
+  type JivochatSettings,
+  jivoAnswerSchema,
+  jivoEnvelopeSchema,
+} from './schemas.js';
 
 /**
- * `POST /webhooks/jivochat/:channelId/:token` (the core checked channel and token). One event per
- * request, routed on `event_name` (§2–§3): record it on the contact, then answer — richly for
- * chat_accepted / chat_updated, `{"result":"ok"}` for everything else.
+ * `POST /webhooks/jivochat/:channelId/:token`: one event per request, named by `event_name`
+ * (§2–§3). Pure: decode turns the parsed body into one observation (or says why there is
+ * none), render turns the stored contact and its facts into the answer — richly for
+ * chat_accepted / chat_updated, `{"result":"ok"}` for everything else. The core does the rest
+ * (src/intake/pipeline.ts).
  */
 
-const JSON_UTF8 = 'application/json; charset=utf-8';
-
-/**
- * Serialising and sending the answer takes a moment after the facts are in; this much of the
- * budget is kept for it, so that "answered within deadlineMs" holds as the vendor measures it.
- */
-function sendReserveMs(deadlineMs: number): number {
-  return Math.min(100, Math.round(deadlineMs * 0.1));
+/** What a JivoChat channel's intake reads. */
+export interface JivoChannel {
+  id: string;
+  settings: JivochatSettings;
 }
 
-export function createWebhookHandler(context: AdapterContext, channelId: string, settings: JivochatSettings) {
-  return async function handleWebhook(request: InboundRequest): Promise<RouteResult> {
-    // Counted from arrival (before the body was read), as the vendor's clock counts.
-    const arrived = request.receivedAt;
+const JSON_UTF8 = 'application/json; charset=utf-8';
+/** The events Jivo shows our answer for (§6.1): only these wait for facts. */
+const RICH_EVENTS = new Set(['chat_accepted', 'chat_updated']);
 
-    /** Accepted and answered "ok", but kept in the journal: nothing a vendor sent is lost. */
-    const journalled = async (event: string, reason: string): Promise<RouteResult> => {
-      await context.journal.record({
-        channelId,
-        vendor: VENDOR,
-        kind: 'unhandled',
-        reason,
-        rawBody: request.rawBody,
-        contentType: request.contentType,
-      });
-      request.logger.info({ event, reason }, 'jivochat: payload journalled as unhandled');
-      return ok(event, 'unhandled');
-    };
+export function decodeWebhook(
+  request: { body: unknown; repaired: boolean; receivedAt: Date },
+  channel: JivoChannel,
+): Decoded {
+  const payload = request.body;
+  if (!isRecord(payload)) {
+    throw new ValidationError('the body must be a JSON object', [
+      {
+        path: '(root)',
+        message: `expected an object, got ${Array.isArray(payload) ? 'an array' : payload === null ? 'null' : typeof payload}`,
+      },
+    ]);
+  }
+  const eventName = payload.event_name;
+  if (typeof eventName !== 'string' || eventName.trim() === '') {
+    throw new ValidationError('the body has no event_name', [
+      { path: 'event_name', message: 'a non-empty string is required' },
+    ]);
+  }
+  // The bracketed-attributes mend (codec.ts) is the docs' sample of this one event only.
+  if (request.repaired && eventName !== 'client_attribute_updated') {
+    throw new BadRequestError('invalid_json', 'the body is not valid JSON');
+  }
+  if (!isKnownEvent(eventName)) {
+    // New event names appear over time (§9.9): keep the payload, never fail the vendor. The
+    // metric label stays "unknown" so that junk names cannot blow up its cardinality.
+    return { kind: 'nothing', event: 'unknown', reason: `unknown event_name "${truncate(eventName, 100)}"` };
+  }
 
-    const { payload, repaired } = decodePayload(request.rawBody);
-    const eventName = payload.event_name;
-
-    if (!isKnownEvent(eventName)) {
-      // New event names appear over time (§9.9): keep the payload, never fail the vendor. The
-      // metric label stays "unknown" so that junk names cannot blow up its cardinality.
-      return journalled('unknown', `unknown event_name "${truncate(eventName, 100)}"`);
-    }
-
-    const envelope = jivoEnvelopeSchema.parse(payload);
-    if (
-      settings.widgetId !== undefined &&
-      envelope.widget_id !== undefined &&
-      envelope.widget_id !== settings.widgetId
-    ) {
-      throw new ValidationError('the payload is for another JivoChat channel', [
-        { path: 'widget_id', message: `expected ${settings.widgetId}` },
-      ]);
-    }
-
-    const mapped = toObservation({
-      eventName,
-      envelope,
-      raw: payload,
-      channelId,
-      settings,
-      receivedAt: context.now(),
-      repaired,
-    });
-    if (mapped.kind === 'unattached') return journalled(eventName, mapped.reason);
-
-    const rich = eventName === 'chat_accepted' || eventName === 'chat_updated';
-    // intake.ackAfterAppend: the answer is {"result":"ok"} whatever the contact holds, so one
-    // durable append is enough before answering; the worker records it (src/intake/deferred.ts).
-    if (!rich && context.deferred) {
-      const appended = await context.deferred.append({
-        v: 1,
-        channelId,
-        vendor: VENDOR,
-        event: eventName,
-        observation: mapped.observation,
-        raw: request.rawBody.toString('utf8'),
-        contentType: request.contentType ?? null,
-        acceptedAt: context.now().getTime(),
-      });
-      if (appended) return ok(eventName, 'ok');
-    }
-
-    let observed: Awaited<ReturnType<typeof context.contacts.observe>>;
-    try {
-      observed = await context.contacts.observe(mapped.observation);
-    } catch (error) {
-      // Every identifier was junk (blocklisted, unparseable phone): accepted, kept, not attached.
-      if (error instanceof BadRequestError && error.code === 'no_identifier') {
-        return journalled(eventName, error.message);
-      }
-      throw error;
-    }
-    const outcome = observed.duplicate ? 'duplicate' : 'ok';
-
-    if (!rich) return ok(eventName, outcome);
-
-    const deadlineMs = settings.reply.deadlineMs;
-    const remaining = deadlineMs - sendReserveMs(deadlineMs) - (performance.now() - arrived);
-    let facts: FactAnswer | null = null;
-    try {
-      facts = await context.facts.forContact(observed.contact, {
-        channelId,
-        deadlineMs: Math.max(0, Math.floor(remaining)),
-        max: 10,
-        // Facts are proven only when this chat names the contact by a verified value (issue 10
-        // item 5): the site's user_token, not an e-mail the visitor typed.
-        anchored: anchoredBy(observed.contact, mapped.observation.identifiers ?? []),
-      });
-      if (facts.missing.length > 0) {
-        request.logger.info(
-          { missing: facts.missing },
-          'jivochat: attribute sources left out of the answer (late or failed)',
-        );
-      }
-    } catch (error) {
-      // The answer must not fail because enrichment did: the agent still gets contact_info.
-      request.logger.warn({ err: error }, 'jivochat: facts failed; answering without custom_data');
-    }
-    const body = buildRichAnswer({
-      contact: observed.contact,
-      facts,
-      reply: settings.reply,
-      consoleLink: context.consoleLink,
-    });
-    return { status: 200, body, contentType: JSON_UTF8, event: eventName, outcome };
+  const envelope = jivoEnvelopeSchema.parse(payload);
+  const { settings } = channel;
+  if (
+    settings.widgetId !== undefined &&
+    envelope.widget_id !== undefined &&
+    envelope.widget_id !== settings.widgetId
+  ) {
+    throw new ValidationError('the payload is for another JivoChat channel', [
+      { path: 'widget_id', message: `expected ${settings.widgetId}` },
+    ]);
+  }
+  const mapped = toObservation({
+    eventName,
+    envelope,
+    raw: payload,
+    channelId: channel.id,
+    settings,
+    receivedAt: request.receivedAt,
+    repaired: request.repaired,
+  });
+  if (mapped.kind === 'unattached') return { kind: 'nothing', event: eventName, reason: mapped.reason };
+  return {
+    kind: 'observe',
+    event: eventName,
+    observations: [mapped.observation],
+    // Jivo shows custom_data items (at most 10) only in the answer to these, within the deadline.
+    ...(RICH_EVENTS.has(eventName)
+      ? { facts: { deadlineMs: settings.reply.deadlineMs, max: 10, reserve: true } }
+      : {}),
   };
 }
 
-function ok(event: string, outcome: NonNullable<RouteResult['outcome']>): RouteResult {
-  return { status: 200, body: OK_ANSWER, contentType: JSON_UTF8, event, outcome };
-}
+export const jivochatWebhook: IntakeRoute<JivoChannel> = {
+  kind: 'webhook',
+  // The answer without facts is a constant: it may follow one durable append (intake.ackAfterAppend).
+  ackAfterAppend: true,
+  // Content-Type is undocumented for Jivo's webhooks (§2): the core reads the body as JSON whatever it says.
+  body: 'json',
+  repairJson: repairAttributeList,
+  doc: {
+    summary: 'JivoChat webhook: one event per request, named by event_name',
+    body: jivoEnvelopeSchema,
+    answer: z.union([jivoAnswerSchema, z.strictObject({ result: z.literal('ok') })]),
+  },
+  decode: decodeWebhook,
+  render(result, channel): Answer {
+    const { decoded, contact } = result;
+    let body: JivoAnswer = OK_ANSWER;
+    if (decoded.kind === 'observe' && decoded.facts && contact) {
+      body = buildRichAnswer({
+        contact,
+        facts: result.facts,
+        reply: channel.settings.reply,
+        consoleLink: result.consoleLink,
+      });
+    }
+    return { body, contentType: JSON_UTF8 };
+  },
+};

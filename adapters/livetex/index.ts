@@ -1,29 +1,26 @@
-import { z } from 'zod';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { ConfigError } from '../../src/errors.js';
+import type { LivetexChannel } from './channel.js';
 import { bridgeJweCodec } from './codec.js';
 import { createLivetexKeyStore, KEY_COMMANDS, keyCommands, keyRoutes } from './keys.js';
-import { createLookupRoute } from './lookup.js';
-import { livetexSettingsSchema, webhookEnvelopeSchema } from './schemas.js';
-import { createWebhookHandler } from './webhook.js';
+import { createReplayGuard, livetexLookup } from './lookup.js';
+import { livetexSettingsSchema } from './schemas.js';
+import { createDialogMemory, livetexWebhook } from './webhook.js';
 
 /**
- * LiveTex (vendors/livetex.md): the encrypted attribute lookup LiveTex pulls (DESIGN §6, our
- * design behind codec.ts), the channel's keys, and the dialog webhook (closed/assigned/rated).
+ * LiveTex (vendors/livetex.md): the dialog webhook (closed/assigned/rated), the encrypted
+ * attribute lookup LiveTex pulls (DESIGN §6, our design behind codec.ts), and the channel's keys
+ * (admin API and CLI).
  */
 
 export const MASTER_KEY_MESSAGE =
   'livetex channels need secrets.masterKey (32 bytes, base64); run `chatbridge keys master` to make one';
 
-export const livetexAdapter: AdapterDefinition = {
+export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
   vendor: 'livetex',
   displayName: 'LiveTex',
   channelSettings: livetexSettingsSchema,
-  webhook: {
-    summary: 'LiveTex dialog webhook (closed, assigned, rated)',
-    body: webhookEnvelopeSchema,
-    answer: z.object({ ok: z.literal(true) }),
-  },
+  intake: [livetexWebhook, livetexLookup],
 
   checkConfig(_channel, config) {
     // Keys in Redis outlive the process: they must be sealed under a key that does too. The
@@ -35,18 +32,31 @@ export const livetexAdapter: AdapterDefinition = {
   create(context, channel) {
     const settings = livetexSettingsSchema.parse(channel);
     if (!context.masterKey) throw new ConfigError(`channel ${channel.id}: ${MASTER_KEY_MESSAGE}`);
+    const now = () => context.now();
     const keys = createLivetexKeyStore({
       store: context.store,
       channelId: channel.id,
       masterKey: context.masterKey,
-      now: () => context.now(),
+      now,
     });
     return {
-      handleWebhook: createWebhookHandler(context, channel),
-      routes: [
-        ...keyRoutes(keys),
-        createLookupRoute({ context, channel, settings, keys, codec: bridgeJweCodec }),
-      ],
+      state: {
+        id: channel.id,
+        settings,
+        agents: context.config.agents,
+        normalizeIdentifier: (identifier) => context.contacts.normalizeIdentifier(identifier),
+        dialogs: createDialogMemory(context.store, channel.id),
+        keys,
+        codec: bridgeJweCodec,
+        replays: createReplayGuard({
+          store: context.store,
+          channelId: channel.id,
+          maxClockSkewSeconds: settings.maxClockSkewSeconds,
+          now,
+        }),
+        now,
+      },
+      routes: keyRoutes(keys),
       commands: keyCommands(keys, context.store),
     };
   },

@@ -188,7 +188,6 @@ export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
     {
       method: 'POST',
       path: 'keys',
-      scope: 'admin',
       summary: 'Generate a LiveTex attribute key; the key material is shown only in this answer',
       response: generatedKeySchema,
       async handle() {
@@ -198,7 +197,6 @@ export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
     {
       method: 'GET',
       path: 'keys',
-      scope: 'admin',
       summary: "List the channel's attribute keys (never the key material)",
       response: z.object({ keys: z.array(keySummarySchema) }),
       async handle() {
@@ -208,7 +206,6 @@ export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
     {
       method: 'DELETE',
       path: 'keys/:kid',
-      scope: 'admin',
       summary: 'Revoke an attribute key: lookups under it are refused at once, on every instance',
       response: keySummarySchema,
       async handle(request) {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { AgentConfig } from '../../src/config/schema.js';
 import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import type {
@@ -7,7 +6,9 @@ import type {
   Identifier,
   Observation,
   TimelineEntryInput,
+  TranscriptMessage,
 } from '../../src/contacts/types.js';
+import { digest, first, isoTime, text } from '../../src/intake/wire.js';
 import type { LookupAnswer, LookupAttribute } from './codec.js';
 import {
   type ConversationInput,
@@ -34,12 +35,6 @@ export interface Rating {
   scale: 'doublePoint' | 'fivePoint';
   value: number;
   comment?: string;
-}
-
-export interface TranscriptMessage {
-  at: string | null;
-  author: { type: 'visitor' | 'agent' | 'bot' | 'system' | 'unknown'; name?: string };
-  text: string;
 }
 
 export interface ClientInfo {
@@ -74,27 +69,8 @@ export type ParsedWebhook = { kind: 'dialog'; record: DialogRecord } | { kind: '
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
-const text = (value: string | null | undefined): string | undefined => {
-  const trimmed = value?.trim();
-  return trimmed ? trimmed : undefined;
-};
-
-function first<T>(...values: (T | null | undefined)[]): T | undefined {
-  for (const value of values) if (value !== null && value !== undefined) return value;
-  return undefined;
-}
-
 /** ISO 8601 text, or Unix seconds / milliseconds (numbers or numeric text). */
-export function isoOf(value: string | number | null | undefined): string | undefined {
-  if (value === null || value === undefined) return undefined;
-  const numeric =
-    typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
-  const date =
-    numeric !== undefined
-      ? new Date(numeric > 1e12 ? numeric : numeric * 1000)
-      : new Date(Date.parse(value as string));
-  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
-}
+export const isoOf = isoTime;
 
 const EVENT_WORDS: Record<string, DialogEvent> = {
   close: 'closed',
@@ -367,7 +343,7 @@ export function dialogIdentifier(dialogKey: string, channelId: string): Identifi
 }
 
 export function hashOf(value: string): string {
-  return createHash('sha256').update(value).digest('base64url').slice(0, 32);
+  return digest(value, 32);
 }
 
 /** The dialog's key: its id, or (with no id at all) a hash of the exact payload. */

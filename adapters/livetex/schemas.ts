@@ -1,14 +1,12 @@
 import { z } from 'zod';
+import { intLike } from '../../src/config/schema.js';
+import { soft, wireId, wireTime } from '../../src/intake/wire.js';
 
 /**
  * Schemas for what LiveTex channels are configured with and what LiveTex's dialog webhook sends.
  * The lookup's wire format (claims, answer) lives in codec.ts, on purpose: it is ours, and the
  * one module to replace when LiveTex's real format is known.
  */
-
-/** Numbers may arrive from `${VAR}` substitution as strings. */
-const intLike = (schema: z.ZodNumber) =>
-  z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
 
 export const livetexSettingsSchema = z.object({
   /**
@@ -36,19 +34,18 @@ export type LivetexSettings = z.infer<typeof livetexSettingsSchema>;
  * unexpected type is dropped (`.catch(undefined)`) instead of failing the whole payload — the raw
  * payload is kept with every record, so a later remapping loses nothing.
  */
-const tolerant = <T extends z.ZodType>(schema: T) => schema.nullish().catch(undefined);
 
-/** Ids arrive as strings or numbers depending on the vendor's serializer. */
-export const idLikeSchema = z.union([z.string().min(1).max(512), z.number().finite()]).transform(String);
+/** Ids arrive as strings or numbers depending on the vendor's serializer; longer than 512 is no id. */
+export const idLikeSchema = wireId.pipe(z.string().max(512));
 /** ISO 8601 text, or a Unix time in seconds or milliseconds (as a number or numeric text). */
-export const timeLikeSchema = z.union([z.string().min(1).max(64), z.number().finite()]);
+export const timeLikeSchema = wireTime;
 
 /** Visitor API vocabulary (sdk-android DialogRatingData): `{type, value: "0".."5", comment?}`. */
 export const ratingSchema = z.union([
   z.looseObject({
-    type: tolerant(z.string()),
-    value: tolerant(z.union([z.string(), z.number()])),
-    comment: tolerant(z.string()),
+    type: soft(z.string()),
+    value: soft(z.union([z.string(), z.number()])),
+    comment: soft(z.string()),
   }),
   z.number(),
   z.string(),
@@ -56,99 +53,95 @@ export const ratingSchema = z.union([
 export type RatingInput = z.infer<typeof ratingSchema>;
 
 export const messageSchema = z.looseObject({
-  id: tolerant(idLikeSchema),
-  text: tolerant(z.string()),
-  message: tolerant(z.string()),
-  content: tolerant(z.string()),
-  createdAt: tolerant(timeLikeSchema),
-  created_at: tolerant(timeLikeSchema),
-  time: tolerant(timeLikeSchema),
-  timestamp: tolerant(timeLikeSchema),
-  author: tolerant(
-    z.union([z.string(), z.looseObject({ type: tolerant(z.string()), name: tolerant(z.string()) })]),
-  ),
-  creator: tolerant(
-    z.union([z.string(), z.looseObject({ type: tolerant(z.string()), name: tolerant(z.string()) })]),
-  ),
-  from: tolerant(z.string()),
+  id: soft(idLikeSchema),
+  text: soft(z.string()),
+  message: soft(z.string()),
+  content: soft(z.string()),
+  createdAt: soft(timeLikeSchema),
+  created_at: soft(timeLikeSchema),
+  time: soft(timeLikeSchema),
+  timestamp: soft(timeLikeSchema),
+  author: soft(z.union([z.string(), z.looseObject({ type: soft(z.string()), name: soft(z.string()) })])),
+  creator: soft(z.union([z.string(), z.looseObject({ type: soft(z.string()), name: soft(z.string()) })])),
+  from: soft(z.string()),
 });
 export type MessageInput = z.infer<typeof messageSchema>;
 
 export const conversationSchema = z.looseObject({
-  id: tolerant(idLikeSchema),
-  conversationId: tolerant(idLikeSchema),
-  conversation_id: tolerant(idLikeSchema),
+  id: soft(idLikeSchema),
+  conversationId: soft(idLikeSchema),
+  conversation_id: soft(idLikeSchema),
   /** good.bi's `chat_id` = conversation id + the dialog's ordinal: one conversation holds several dialogs. */
-  dialogId: tolerant(idLikeSchema),
-  dialog_id: tolerant(idLikeSchema),
-  chatId: tolerant(idLikeSchema),
-  chat_id: tolerant(idLikeSchema),
-  dialogNumber: tolerant(idLikeSchema),
-  dialog_number: tolerant(idLikeSchema),
-  createdAt: tolerant(timeLikeSchema),
-  created_at: tolerant(timeLikeSchema),
-  startedAt: tolerant(timeLikeSchema),
-  started_at: tolerant(timeLikeSchema),
-  closedAt: tolerant(timeLikeSchema),
-  closed_at: tolerant(timeLikeSchema),
-  endedAt: tolerant(timeLikeSchema),
-  ended_at: tolerant(timeLikeSchema),
-  finishedAt: tolerant(timeLikeSchema),
-  topic: tolerant(z.string()),
-  subject: tolerant(z.string()),
-  rate: tolerant(ratingSchema),
-  rating: tolerant(ratingSchema),
-  comment: tolerant(z.string()),
-  messages: tolerant(z.array(messageSchema.catch({}))),
+  dialogId: soft(idLikeSchema),
+  dialog_id: soft(idLikeSchema),
+  chatId: soft(idLikeSchema),
+  chat_id: soft(idLikeSchema),
+  dialogNumber: soft(idLikeSchema),
+  dialog_number: soft(idLikeSchema),
+  createdAt: soft(timeLikeSchema),
+  created_at: soft(timeLikeSchema),
+  startedAt: soft(timeLikeSchema),
+  started_at: soft(timeLikeSchema),
+  closedAt: soft(timeLikeSchema),
+  closed_at: soft(timeLikeSchema),
+  endedAt: soft(timeLikeSchema),
+  ended_at: soft(timeLikeSchema),
+  finishedAt: soft(timeLikeSchema),
+  topic: soft(z.string()),
+  subject: soft(z.string()),
+  rate: soft(ratingSchema),
+  rating: soft(ratingSchema),
+  comment: soft(z.string()),
+  messages: soft(z.array(messageSchema.catch({}))),
 });
 export type ConversationInput = z.infer<typeof conversationSchema>;
 
-const contactEntrySchema = z.looseObject({ type: tolerant(z.string()), value: tolerant(z.string()) });
+const contactEntrySchema = z.looseObject({ type: soft(z.string()), value: soft(z.string()) });
 
 export const discourserSchema = z.looseObject({
-  id: tolerant(idLikeSchema),
-  name: tolerant(z.string()),
-  personId: tolerant(idLikeSchema),
-  person_id: tolerant(idLikeSchema),
-  customVisitorToken: tolerant(idLikeSchema),
-  custom_visitor_token: tolerant(idLikeSchema),
-  visitorToken: tolerant(idLikeSchema),
-  visitor_token: tolerant(idLikeSchema),
-  email: tolerant(z.string()),
-  phone: tolerant(z.string()),
-  contacts: tolerant(z.array(contactEntrySchema.catch({}))),
+  id: soft(idLikeSchema),
+  name: soft(z.string()),
+  personId: soft(idLikeSchema),
+  person_id: soft(idLikeSchema),
+  customVisitorToken: soft(idLikeSchema),
+  custom_visitor_token: soft(idLikeSchema),
+  visitorToken: soft(idLikeSchema),
+  visitor_token: soft(idLikeSchema),
+  email: soft(z.string()),
+  phone: soft(z.string()),
+  contacts: soft(z.array(contactEntrySchema.catch({}))),
   /** The widget's attribute maps (`setConversationAttributes`) may carry the person id. */
-  attributes: tolerant(z.record(z.string(), z.unknown())),
+  attributes: soft(z.record(z.string(), z.unknown())),
 });
 export type DiscourserInput = z.infer<typeof discourserSchema>;
 
 export const employeeSchema = z.looseObject({
-  id: tolerant(idLikeSchema),
-  name: tolerant(z.string()),
-  email: tolerant(z.string()),
-  login: tolerant(z.string()),
-  position: tolerant(z.string()),
+  id: soft(idLikeSchema),
+  name: soft(z.string()),
+  email: soft(z.string()),
+  login: soft(z.string()),
+  position: soft(z.string()),
 });
 export type EmployeeInput = z.infer<typeof employeeSchema>;
 
 export const webhookEnvelopeSchema = z.looseObject({
   /** Not documented: the article lists only the three objects. Accepted under common names. */
-  event: tolerant(z.string()),
-  eventType: tolerant(z.string()),
-  event_type: tolerant(z.string()),
-  type: tolerant(z.string()),
-  Conversation: tolerant(conversationSchema),
-  conversation: tolerant(conversationSchema),
-  discourser: tolerant(discourserSchema),
-  employee: tolerant(z.union([z.array(employeeSchema.catch({})), employeeSchema])),
+  event: soft(z.string()),
+  eventType: soft(z.string()),
+  event_type: soft(z.string()),
+  type: soft(z.string()),
+  Conversation: soft(conversationSchema),
+  conversation: soft(conversationSchema),
+  discourser: soft(discourserSchema),
+  employee: soft(z.union([z.array(employeeSchema.catch({})), employeeSchema])),
   /** A rating delivered on its own may name its dialog at the top level. */
-  dialogId: tolerant(idLikeSchema),
-  conversationId: tolerant(idLikeSchema),
-  rate: tolerant(ratingSchema),
-  rating: tolerant(ratingSchema),
-  comment: tolerant(z.string()),
-  messages: tolerant(z.array(messageSchema.catch({}))),
-  time: tolerant(timeLikeSchema),
-  timestamp: tolerant(timeLikeSchema),
+  dialogId: soft(idLikeSchema),
+  conversationId: soft(idLikeSchema),
+  rate: soft(ratingSchema),
+  rating: soft(ratingSchema),
+  comment: soft(z.string()),
+  messages: soft(z.array(messageSchema.catch({}))),
+  time: soft(timeLikeSchema),
+  timestamp: soft(timeLikeSchema),
 });
 export type WebhookEnvelope = z.infer<typeof webhookEnvelopeSchema>;

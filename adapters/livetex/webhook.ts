@@ -1,31 +1,58 @@
 import { z } from 'zod';
-import type { ChannelConfig } from '../../src/config/schema.js';
 import type { Identifier } from '../../src/contacts/types.js';
 import { identifierSchema } from '../../src/contacts/types.js';
-import type { AdapterContext, InboundRequest, RouteResult } from '../../src/contracts/adapter.js';
+import type { Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
+import type { Store } from '../../src/store/types.js';
+import type { LivetexChannel } from './channel.js';
 import {
+  type DialogRecord,
   dialogIdentifier,
   dialogKeyOf,
   hashOf,
   identifiersOf,
   observationsOf,
   parseWebhook,
-  VENDOR,
 } from './mapper.js';
+import { webhookEnvelopeSchema } from './schemas.js';
 
 /**
  * `POST /webhooks/livetex/:channelId/:token` (DESIGN §4): LiveTex's dialog webhook — closed,
- * assigned, rated. The core has checked the channel and token; bad JSON is a 400 (the core keeps
- * the payload as rejected); a JSON payload we cannot use is kept as "unhandled" and answered ok,
- * because LiveTex cannot fix it by retrying.
+ * assigned, rated. Bad JSON is the core's 400 (kept as rejected); a JSON payload we cannot use is
+ * kept as "unhandled" and answered ok, because LiveTex cannot fix it by retrying.
+ *
+ * The one step that reads the store is `open`: which client a dialog belongs to is remembered,
+ * so that a rating delivered alone after the close (it may carry only the dialog) lands on the
+ * same contact. Everything else is pure.
  */
 
-/**
- * Which client a dialog belongs to, remembered so that a rating delivered alone after the close
- * (it may carry only the dialog) lands on the same contact. Long enough for a late rating.
- */
+/** Long enough for a late rating. */
 const DIALOG_MEMORY_TTL_MS = 30 * 24 * 3600 * 1000;
 const rememberedSchema = z.array(identifierSchema);
+
+/** What earlier events of a dialog said about its client, per channel. */
+export interface DialogMemory {
+  recall(dialogKey: string): Promise<Identifier[]>;
+  remember(dialogKey: string, identifiers: Identifier[]): Promise<void>;
+}
+
+export function createDialogMemory(store: Store, channelId: string): DialogMemory {
+  const keyOf = (dialogKey: string) => `livetex:${channelId}:dialog:${hashOf(dialogKey)}`;
+  return {
+    async recall(dialogKey) {
+      const raw = await store.get(keyOf(dialogKey));
+      if (raw === null) return [];
+      try {
+        const parsed = rememberedSchema.safeParse(JSON.parse(raw));
+        return parsed.success ? parsed.data : [];
+      } catch {
+        return [];
+      }
+    },
+    async remember(dialogKey, identifiers) {
+      await store.set(keyOf(dialogKey), JSON.stringify(identifiers), { ttlMs: DIALOG_MEMORY_TTL_MS });
+    },
+  };
+}
 
 function unionOf(...lists: Identifier[][]): Identifier[] {
   const out: Identifier[] = [];
@@ -39,107 +66,64 @@ function unionOf(...lists: Identifier[][]): Identifier[] {
   return out;
 }
 
-export function createWebhookHandler(context: AdapterContext, channel: ChannelConfig) {
-  const { store, contacts, journal } = context;
-  const channelId = channel.id;
+/** The dialog as read, and who it is about (this event and earlier events of the dialog together). */
+export type OpenedDialog =
+  | { kind: 'unhandled'; reason: string }
+  | { kind: 'dialog'; record: DialogRecord; dialogKey: string; identifiers: Identifier[] };
 
-  async function rememberedIdentifiers(memoryKey: string): Promise<Identifier[]> {
-    const raw = await store.get(memoryKey);
-    if (raw === null) return [];
-    try {
-      const parsed = rememberedSchema.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : [];
-    } catch {
-      return [];
-    }
+export function decodeDialog(
+  request: { body: unknown; receivedAt: Date; opened: OpenedDialog },
+  channel: Pick<LivetexChannel, 'id'>,
+): Decoded {
+  const { opened } = request;
+  if (opened.kind === 'unhandled') return { kind: 'nothing', event: 'unknown', reason: opened.reason };
+  const { record, dialogKey, identifiers } = opened;
+  const event = `dialog_${record.event}`;
+  const observations = observationsOf({
+    channelId: channel.id,
+    record,
+    dialogKey,
+    identifiers,
+    raw: request.body,
+    receivedAt: request.receivedAt,
+  });
+  // e.g. a "rated" event whose rating we could not read: nothing to record but the payload.
+  if (observations.length === 0) {
+    return { kind: 'nothing', event, reason: `${record.event} event without a readable rating` };
   }
+  return { kind: 'observe', event, observations };
+}
 
-  return async function handleWebhook(request: InboundRequest): Promise<RouteResult> {
-    const body = request.json();
-    const parsed = parseWebhook(body, context.config.agents);
-    if (parsed.kind === 'unhandled') {
-      request.logger.info({ reason: parsed.reason }, 'livetex webhook not usable; kept in the journal');
-      await journal.record({
-        channelId,
-        vendor: VENDOR,
-        kind: 'unhandled',
-        reason: parsed.reason,
-        rawBody: request.rawBody,
-        contentType: request.contentType,
-      });
-      return { body: { ok: true }, event: 'unknown', outcome: 'unhandled' };
-    }
-
-    const record = parsed.record;
-    const event = `dialog_${record.event}`;
+export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
+  kind: 'webhook',
+  // The answer without facts is a constant: it may follow one durable append (intake.ackAfterAppend).
+  ackAfterAppend: true,
+  body: 'json',
+  doc: {
+    summary: 'LiveTex dialog webhook (closed, assigned, rated)',
+    body: webhookEnvelopeSchema,
+    answer: z.object({ ok: z.literal(true) }),
+  },
+  async open(request, channel) {
+    // Reading the dialog is pure (mapper.ts); it tells which dialog's memory to read.
+    const parsed = parseWebhook(request.body, channel.agents);
+    if (parsed.kind === 'unhandled') return parsed;
+    const { record } = parsed;
     const dialogKey = dialogKeyOf(record, request.rawBody);
-    const memoryKey = `livetex:${channelId}:dialog:${hashOf(dialogKey)}`;
     // Blocklisted values ("0", "anonymous", ...) identify nobody: leave them out before deciding
     // whether the payload names its client at all.
-    const current = identifiersOf(record.client, channelId).filter(
-      (identifier) => contacts.normalizeIdentifier(identifier) !== null,
+    const current = identifiersOf(record.client, channel.id).filter(
+      (identifier) => channel.normalizeIdentifier(identifier) !== null,
     );
-    // Every event of a dialog carries what earlier events of it said about the client: a rating
-    // delivered alone after the close lands on the same contact.
-    const remembered = record.dialogId ? await rememberedIdentifiers(memoryKey) : [];
+    // Every event of a dialog carries what earlier events of it said about the client.
+    const remembered = record.dialogId ? await channel.dialogs.recall(dialogKey) : [];
     const identifiers = unionOf(remembered, current);
-    if (identifiers.length === 0) identifiers.push(dialogIdentifier(dialogKey, channelId));
+    if (identifiers.length === 0) identifiers.push(dialogIdentifier(dialogKey, channel.id));
     if (record.dialogId && identifiers.length > remembered.length) {
-      await store.set(memoryKey, JSON.stringify(identifiers), { ttlMs: DIALOG_MEMORY_TTL_MS });
+      await channel.dialogs.remember(dialogKey, identifiers);
     }
-
-    const observations = observationsOf({
-      channelId,
-      record,
-      dialogKey,
-      identifiers,
-      raw: body,
-      receivedAt: context.now(),
-    });
-    if (observations.length === 0) {
-      // e.g. a "rated" event whose rating we could not read: nothing to record but the payload.
-      await journal.record({
-        channelId,
-        vendor: VENDOR,
-        kind: 'unhandled',
-        reason: `${record.event} event without a readable rating`,
-        rawBody: request.rawBody,
-        contentType: request.contentType,
-      });
-      return { body: { ok: true }, event, outcome: 'unhandled' };
-    }
-    // intake.ackAfterAppend: the answer carries no contact data, so one durable append per
-    // observation is enough before answering; the worker records them (src/intake/deferred.ts).
-    if (context.deferred) {
-      const raw = request.rawBody.toString('utf8');
-      let appended = 0;
-      for (const observation of observations) {
-        const item = {
-          v: 1 as const,
-          channelId,
-          vendor: VENDOR,
-          event,
-          observation,
-          raw,
-          contentType: request.contentType ?? null,
-          acceptedAt: context.now().getTime(),
-        };
-        if (!(await context.deferred.append(item))) break;
-        appended++;
-      }
-      if (appended === observations.length) return { body: { ok: true }, event, outcome: 'ok' };
-      // The backlog filled up midway: the rest is recorded inline (the appended ones are idempotent).
-      observations.splice(0, appended);
-    }
-    let duplicates = 0;
-    for (const observation of observations) {
-      const result = await contacts.observe(observation);
-      if (result.duplicate) duplicates++;
-      request.logger.debug(
-        { event, dialog: dialogKey, contact: result.contact.id, duplicate: result.duplicate },
-        'livetex dialog recorded',
-      );
-    }
-    return { body: { ok: true }, event, outcome: duplicates === observations.length ? 'duplicate' : 'ok' };
-  };
-}
+    return { kind: 'dialog', record, dialogKey, identifiers };
+  },
+  decode: decodeDialog,
+  render: () => ({ body: { ok: true } }),
+};

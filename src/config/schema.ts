@@ -19,9 +19,16 @@ export const durationSchema = z.union([
     }),
 ]);
 
-/** Numbers may come from `${VAR}` substitution as strings; accept "3000" as 3000 but not "". */
-const intLike = (schema: z.ZodNumber) =>
+/**
+ * Numbers and booleans may come from `${VAR}` substitution as strings: accept "3000" as 3000 and
+ * "true" as true, but not "". Core keys and every vendor's channel settings use these two.
+ */
+export const intLike = (schema: z.ZodNumber) =>
   z.preprocess((value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value), schema);
+export const boolLike = z.preprocess(
+  (value) => (value === 'true' ? true : value === 'false' ? false : value),
+  z.boolean(),
+);
 
 const emptyToUndefined = (value: unknown) => (value === '' || value === null ? undefined : value);
 

@@ -7,11 +7,12 @@ import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact } from '../contacts/types.js';
-import type { ChannelRoute, ChannelRuntime, InboundRequest } from '../contracts/adapter.js';
+import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
 import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
 import { readRawBody } from '../http/body.js';
+import { runChannelRoute } from '../http/validate.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -44,6 +45,13 @@ import { createSessions, newToken, type Session, sameToken } from './sessions.js
  * admin, the journal and the channels' own admin routes — so there is one implementation of
  * each operation.
  */
+/** A configured channel as the console sees it. */
+export interface ConsoleChannel {
+  config: ChannelConfig;
+  runtime: ChannelRuntime<unknown>;
+  adapter: AdapterDefinition;
+}
+
 export interface ConsoleDeps {
   config: Config;
   logger: Logger;
@@ -52,7 +60,7 @@ export interface ConsoleDeps {
   contacts: ContactService;
   journal: PayloadJournal;
   delivery: Delivery;
-  channels: ReadonlyMap<string, { config: ChannelConfig; runtime: ChannelRuntime }>;
+  channels: ReadonlyMap<string, ConsoleChannel>;
   /** null when there is no master key to sign with: agent links are then refused. */
   agentLinks: AgentLinks | null;
   vendorNames?: ReadonlyMap<string, string>;
@@ -197,36 +205,25 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
 
   /** Call one of a channel's admin routes exactly as the admin API would. */
   async function callChannel(
-    ctx: Context,
-    entry: { config: ChannelConfig; runtime: ChannelRuntime },
+    entry: ConsoleChannel,
     method: ChannelRoute['method'],
     path: string,
     options: { query?: Record<string, string>; params?: Record<string, string> } = {},
   ) {
     const route = (entry.runtime.routes ?? []).find(
-      (candidate) => candidate.scope === 'admin' && candidate.method === method && candidate.path === path,
+      (candidate) => candidate.method === method && candidate.path === path,
     );
     if (!route)
       throw new NotFoundError('route_not_found', `channel ${entry.config.id} has no ${method} ${path}`);
-    const request: InboundRequest = {
-      channel: entry.config,
-      rawBody: Buffer.alloc(0),
-      headers: {},
-      query: options.query ?? {},
+    return runChannelRoute(route, {
       params: { ...options.params, channelId: entry.config.id },
-      contentType: undefined,
-      requestId: ctx.state.requestId as string,
-      logger: ctx.state.logger as Logger,
-      receivedAt: performance.now(),
-      json: () => undefined,
-    };
-    return route.handle(request);
+      query: options.query ?? {},
+      rawBody: Buffer.alloc(0),
+    });
   }
 
-  const hasRoute = (runtime: ChannelRuntime, method: string, path: string) =>
-    (runtime.routes ?? []).some(
-      (route) => route.scope === 'admin' && route.method === method && route.path === path,
-    );
+  const hasRoute = (runtime: ChannelRuntime<unknown>, method: string, path: string) =>
+    (runtime.routes ?? []).some((route) => route.method === method && route.path === path);
 
   async function jobRuns(): Promise<Map<string, Record<string, number>>> {
     const out = new Map<string, Record<string, number>>();
@@ -248,14 +245,15 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     const runs = await jobRuns();
     const origin = (config.server.publicUrl ?? ctx.origin).replace(/\/+$/, '');
     const views: ChannelView[] = [];
-    for (const { config: channel, runtime } of deps.channels.values()) {
+    for (const entry of deps.channels.values()) {
+      const { config: channel, runtime } = entry;
       const view: ChannelView = {
         id: channel.id,
         name: channel.name ?? channel.id,
         vendor: channel.vendor,
         vendorName: vendorName(channel.vendor),
         // The token is a credential: never shown, not even partly.
-        intakeUrl: runtime.handleWebhook
+        intakeUrl: entry.adapter.intake.some((route) => route.kind === 'webhook')
           ? `${origin}/webhooks/${channel.vendor}/${channel.id}/••••••••  (token: see the config)`
           : null,
         lastTraffic: traffic[channel.id] ?? null,
@@ -267,7 +265,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       };
       if (hasRoute(runtime, 'GET', 'keys')) {
         try {
-          const result = await callChannel(ctx, { config: channel, runtime }, 'GET', 'keys');
+          const result = await callChannel(entry, 'GET', 'keys');
           view.keys = (result.body as { keys: NonNullable<ChannelView['keys']> }).keys;
         } catch (error) {
           view.keysError = `The keys could not be read: ${(error as Error).message}`;
@@ -279,7 +277,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       }
       if (hasRoute(runtime, 'GET', 'agent-sync')) {
         try {
-          const result = await callChannel(ctx, { config: channel, runtime }, 'GET', 'agent-sync');
+          const result = await callChannel(entry, 'GET', 'agent-sync');
           view.agentSync = { reports: (result.body as { reports: AgentSyncReportView[] }).reports };
         } catch (error) {
           view.agentSync = {
@@ -604,7 +602,7 @@ ${timelineSection({
   });
   router.post('/channels/:id/keys', async (ctx) => {
     const entry = channelEntry(ctx.params.id!);
-    const result = await callChannel(ctx, entry, 'POST', 'keys');
+    const result = await callChannel(entry, 'POST', 'keys');
     const generated = result.body as { kid: string; key: string; createdAt: string };
     // Shown in this answer only (no redirect, not cached): the key material is never stored readable.
     ctx.type = 'text/html; charset=utf-8';
@@ -616,13 +614,13 @@ ${timelineSection({
   });
   router.post('/channels/:id/keys/:kid/revoke', async (ctx) => {
     const entry = channelEntry(ctx.params.id!);
-    await callChannel(ctx, entry, 'DELETE', 'keys/:kid', { params: { kid: ctx.params.kid! } });
+    await callChannel(entry, 'DELETE', 'keys/:kid', { params: { kid: ctx.params.kid! } });
     ctx.redirect(`/console/channels?notice=revoked#channel-${encodeURIComponent(entry.config.id)}`);
   });
   router.post('/channels/:id/agent-sync', async (ctx) => {
     const entry = channelEntry(ctx.params.id!);
     const dryRun = formOf(ctx).get('dryRun') === 'true' ? 'true' : 'false';
-    await callChannel(ctx, entry, 'POST', 'agent-sync', { query: { dryRun } });
+    await callChannel(entry, 'POST', 'agent-sync', { query: { dryRun } });
     ctx.redirect(`/console/channels?notice=synced#channel-${encodeURIComponent(entry.config.id)}`);
   });
 

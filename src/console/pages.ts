@@ -1,4 +1,4 @@
-import type { Contact, TimelineEntry } from '../contacts/types.js';
+import { type Contact, type TimelineEntry, transcriptOf } from '../contacts/types.js';
 import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
 import type { JournalEntry } from '../intake/journal.js';
 import { html, linkOrText, query, type SafeHtml, time } from './html.js';
@@ -145,23 +145,17 @@ function list(values: string[], empty: string): SafeHtml {
   )}</ol>`;
 }
 
+/** A finished conversation's transcript, in the one shape every adapter writes (src/contacts/types.ts). */
 function transcript(data: Record<string, unknown>): SafeHtml {
-  const messages = Array.isArray(data.messages) ? (data.messages as unknown[]) : [];
+  const messages = transcriptOf(data);
   if (messages.length === 0) return html``;
   return html`<details><summary>Transcript (${messages.length} message${messages.length === 1 ? '' : 's'})</summary>
-<ol class="transcript">${messages.map((raw) => {
-    const message = (raw && typeof raw === 'object' ? raw : {}) as {
-      at?: unknown;
-      author?: { type?: unknown; name?: unknown };
-      text?: unknown;
-    };
-    const author = message.author ?? {};
-    const who =
-      typeof author.name === 'string' && author.name ? author.name : String(author.type ?? 'unknown');
-    return html`<li class="msg msg-${String(author.type ?? 'unknown').replace(/[^a-z]/g, '')}"><span class="who">${who}</span> ${
-      typeof message.at === 'string' ? time(message.at) : ''
-    }<p>${typeof message.text === 'string' ? message.text : ''}</p></li>`;
-  })}</ol></details>`;
+<ol class="transcript">${messages.map(
+    ({ at, author, text }) =>
+      html`<li class="msg msg-${author.type}"><span class="who">${author.name || author.email || author.type}</span> ${
+        at ? time(at) : ''
+      }<p>${text}</p></li>`,
+  )}</ol></details>`;
 }
 
 export function timelineSection(options: {
@@ -179,7 +173,7 @@ export function timelineSection(options: {
     (entry) => html`<li class="entry">
   <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${options.channelName(entry.channelId)} · <span class="type">${entry.type}</span></div>
   <div class="summary">${entry.summary}</div>
-  ${entry.type === 'conversation.finished' || Array.isArray(entry.data.messages) ? transcript(entry.data) : ''}
+  ${transcript(entry.data)}
 </li>`,
   )}</ol>
 ${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}`;

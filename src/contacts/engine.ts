@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import {
   AppError,
-  BadRequestError,
   ConflictError,
   issuesFromZod,
+  NoIdentifierError,
   NotFoundError,
   ValidationError,
 } from '../errors.js';
@@ -449,10 +449,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
     const resolving = identifiers.filter(resolves).sort((a, b) => priority(a) - priority(b));
     if (resolving.length === 0) {
-      throw new BadRequestError(
-        'no_identifier',
-        'the payload carries no usable identifier (person id, e-mail, phone or vendor id)',
-      );
+      throw new NoIdentifierError();
     }
     const dedupeKey = key.dedupe(observation.channelId, observation.idempotencyKey);
     const indexKeys = resolving.map(key.index);

@@ -84,6 +84,67 @@ export const agentRefSchema = z.object({
 });
 export type AgentRef = z.infer<typeof agentRefSchema>;
 
+/**
+ * The one shape of a chat message, wherever it travels (issue 12 item 1): a finished
+ * conversation's transcript (`data.messages` of `conversation.finished` timeline entries and
+ * outbound events) and a single message (`message.received`: the message's fields are the event
+ * data's). Every adapter produces it; delivery (the CRM note) and the console read only it.
+ */
+export const transcriptAuthorTypes = ['visitor', 'agent', 'bot', 'system', 'unknown'] as const;
+
+export const transcriptAuthorSchema = z.object({
+  /** Who wrote it; a vendor's own word for it that is none of these is `unknown`. */
+  type: z.enum(transcriptAuthorTypes),
+  /** The vendor's id of the agent, when it gives one. */
+  id: z.string().optional(),
+  name: z.string().optional(),
+  email: z.string().optional(),
+});
+export type TranscriptAuthor = z.infer<typeof transcriptAuthorSchema>;
+
+/**
+ * Entries stored before issue 12 may hold Chatvisor's old form, `author: "customer" | "agent" |
+ * "system"` with `agentEmail` beside it; it is read as the one shape, so history stays readable.
+ */
+function fromStoredForm(value: unknown): unknown {
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    typeof (value as { author?: unknown }).author !== 'string'
+  )
+    return value;
+  const { author, agentEmail, ...rest } = value as { author: string; agentEmail?: unknown };
+  const type =
+    author === 'customer' ? 'visitor' : author === 'agent' || author === 'system' ? author : 'unknown';
+  return { ...rest, author: { type, ...(typeof agentEmail === 'string' ? { email: agentEmail } : {}) } };
+}
+
+export const transcriptMessageSchema = z.preprocess(
+  fromStoredForm,
+  z.object({
+    /** ISO 8601; null when the vendor gave no time. */
+    at: z.string().nullable(),
+    author: transcriptAuthorSchema,
+    text: z.string(),
+  }),
+);
+export type TranscriptMessage = z.infer<typeof transcriptMessageSchema>;
+
+/**
+ * The transcript in a conversation's data (`data.messages`), each message in the one shape; what
+ * does not fit it is left out. Empty when there is none.
+ */
+export function transcriptOf(data: Record<string, unknown> | null | undefined): TranscriptMessage[] {
+  const messages = data?.messages;
+  if (!Array.isArray(messages)) return [];
+  const out: TranscriptMessage[] = [];
+  for (const raw of messages) {
+    const parsed = transcriptMessageSchema.safeParse(raw);
+    if (parsed.success) out.push(parsed.data);
+  }
+  return out;
+}
+
 /** An outbound event an adapter wants delivered (conversation.*, message.received, ...). */
 export const eventInputSchema = z.object({
   type: z.string(),

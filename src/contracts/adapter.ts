@@ -1,167 +1,152 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
-import type { FactService } from '../contacts/facts.js';
+import type { FactAnswer, FactSource } from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
+import type { Contact, Identifier, Observation } from '../contacts/types.js';
 import type { EventPublisher } from '../events/outbox.js';
-import type { DeferredIntake } from '../intake/deferred.js';
-import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
 import type { Store } from '../store/types.js';
+import type { ChannelRoute, CliCommand, CliCommandInfo, ScheduledJob } from './channel.js';
+
+export type * from './channel.js';
 
 /**
- * The contract between the core and a vendor adapter. The core never imports a vendor folder:
- * it sees adapters only as `AdapterDefinition`s listed in adapters/index.ts (via src/registry.ts).
+ * The contract between the core and a vendor adapter: adapters translate, the core orchestrates.
+ * Every vendor request runs through one pipeline (src/intake/pipeline.ts):
+ *
+ *   parse → open? → decode → observe | look up → facts → render → settle? → journal, metrics
+ *
+ * `decode` and `render` are pure; `open` and `settle` are the only I/O an adapter does on a
+ * request. The core reaches adapters only through adapters/index.ts (src/registry.ts).
  */
+export interface AdapterDefinition<C = unknown> {
+  /** The `vendor` of channel config and the URL segment, e.g. `jivochat`. */
+  vendor: string;
+  displayName: string;
+  /** Checked when the config loads, every problem with its path. */
+  channelSettings: z.ZodObject;
+  checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
+  intake: IntakeRoute<C, unknown>[];
+  /** One channel: the state its intake reads (`C`), and its vendor REST work. */
+  create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime<C>;
+  /** For `chatbridge <command> --help` before any channel is built. */
+  commands?: CliCommandInfo[];
+}
 
-/** What the core hands every channel runtime. */
+export interface IntakeRoute<C, O = undefined> {
+  /** webhook: POST /webhooks/<vendor>/:channelId/:token — the URL token is the credential.
+   *  lookup: POST /<vendor>/:channelId/<path> — the sealed body is; rate-limited, never journalled. */
+  kind: 'webhook' | 'lookup';
+  path?: string;
+  /** json: parsed once by the core (size and depth guards); raw: the bytes, for `open`. */
+  body: 'json' | 'raw';
+  /**
+   * The answer to an observation that wants no facts does not depend on the contact, so with
+   * `intake.ackAfterAppend` it may be given after one durable append (src/intake/deferred.ts).
+   */
+  ackAfterAppend?: boolean;
+  /** A documented vendor quirk: mend malformed JSON as text before the one parse gives up. */
+  repairJson?(text: string): string | undefined;
+  doc: IntakeDoc;
+  /** I/O before decode: decrypt with a stored key, recall what the store remembers. */
+  open?(request: IntakeRequest, channel: C): Promise<O>;
+  decode(request: IntakeRequest & { opened: O }, channel: C): Decoded;
+  render(result: IntakeResult<O>, channel: C): Answer;
+  /** I/O after render, before the answer leaves: remember state, start background work, seal. */
+  settle?(answer: Answer, result: IntakeResult<O>, channel: C): Promise<Answer>;
+}
+
+export interface IntakeRequest {
+  /** The parsed JSON (json routes); undefined for raw ones. */
+  body: unknown;
+  rawBody: Buffer;
+  /** `repairJson` mended the body. */
+  repaired: boolean;
+  contentType: string | undefined;
+  receivedAt: Date;
+}
+
+/** What the request asks of the core. A `nothing` with a reason is journalled as unhandled. */
+export type Decoded =
+  | { kind: 'observe'; event: string; observations: Observation[]; facts?: FactsWanted }
+  | { kind: 'lookup'; event: string; identifier: Identifier; facts: FactsWanted; options?: LookupOptions }
+  | { kind: 'nothing'; event: string; reason?: string; outcome?: 'ok' | 'duplicate' };
+
+/** Facts for the answer, within `deadlineMs` of arrival (less a reserve for sending, if asked). */
+export interface FactsWanted {
+  deadlineMs: number;
+  max: number;
+  /** The vendor times the whole answer: keep min(100 ms, 10 %) of the budget for sending it. */
+  reserve?: boolean;
+}
+
+export interface LookupOptions {
+  /** A miss reads what a hit reads (no oracle by work). */
+  evenWork?: boolean;
+  /** With attribute sources, hold every answer until the deadline (no oracle by time). */
+  holdToDeadline?: boolean;
+  /** The vendor's id of the request, for the log. */
+  requestId?: string;
+}
+
+export interface IntakeResult<O = unknown> {
+  decoded: Decoded;
+  opened: O;
+  /** The contact observed (the last, for several observations) or found; null for nothing. */
+  contact: Contact | null;
+  /** Every observation had been seen before. */
+  duplicate: boolean;
+  /** Null when none were wanted, or they failed. */
+  facts: FactAnswer | null;
+  /** A signed read-only console link (`{consoleUrl}`); undefined without publicUrl or key. */
+  consoleLink(contactId: string): string | undefined;
+}
+
+export interface Answer {
+  body: unknown;
+  status?: number;
+  /** Defaults to application/json. */
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+/** For the OpenAPI document: what the vendor sends (read leniently, not enforced) and gets back. */
+export interface IntakeDoc {
+  summary: string;
+  body?: z.ZodType;
+  contentType?: string;
+  answer?: z.ZodType;
+  answerContentType?: string;
+  /** Statuses the route answers with itself besides 200, 404 and the core's own. */
+  errors?: Record<number, string>;
+}
+
+/** What a channel's vendor REST work may use: no engine internals, no journal, no facts. */
 export interface AdapterContext {
   config: Config;
   logger: Logger;
-  metrics: Metrics;
-  store: Store;
-  contacts: ContactService;
-  /** Builds the "what we know about this contact" facts shown to agents (shared by all vendors). */
-  facts: FactService;
-  /** Outbound events that are not tied to one observation (e.g. agents.synced). */
-  events: EventPublisher;
-  /** The one outbound HTTP client (injectable undici dispatcher). */
-  http: HttpClient;
-  /** Current time; injectable for tests. */
   now(): Date;
-  /**
-   * Key-encryption key for secrets at rest (secrets.masterKey). On the in-memory store without a
-   * configured key it is an ephemeral random key (the core warns); null only when neither applies.
-   */
+  /** The adapter's own keys: vendor state, caches, secrets at rest. */
+  store: Store;
+  http: HttpClient;
+  metrics: Metrics;
+  /** Seals secrets kept at rest (secrets.masterKey, or an ephemeral key on the memory store). */
   masterKey: Buffer | null;
-  /** Keep payloads that were rejected or could not be used, so nothing a vendor sent is lost. */
-  journal: PayloadJournal;
-  /**
-   * With `intake.ackAfterAppend`: observations of events whose answer carries no contact data go
-   * here (one durable append) instead of to `contacts.observe`; null when the option is off.
-   */
-  deferred: DeferredIntake | null;
-  /**
-   * A signed, expiring, read-only console link to one contact (`{consoleUrl}` in reply.crmLink);
-   * undefined without server.publicUrl or a master key.
-   */
-  consoleLink?(contactId: string): string | undefined;
+  /** Work outside a vendor request (polling, profile links), and identifier checks in `open`. */
+  contacts: Pick<ContactService, 'observe' | 'findByIdentifier' | 'normalizeIdentifier'>;
+  /** Outbound events tied to no observation (agents.synced). */
+  events: EventPublisher;
 }
 
-export interface InboundRequest {
-  channel: ChannelConfig;
-  rawBody: Buffer;
-  /** Lower-cased header names. */
-  headers: Record<string, string | string[] | undefined>;
-  query: Record<string, string | string[] | undefined>;
-  params: Record<string, string>;
-  contentType: string | undefined;
-  requestId: string;
-  logger: Logger;
-  /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
-  receivedAt: number;
-  /** Parses rawBody as JSON; throws BadRequestError (400) when it is not JSON. */
-  json(): unknown;
-}
-
-export interface RouteResult {
-  status?: number;
-  body: unknown;
-  /** Defaults to application/json; a Buffer or string body with another type is sent as is. */
-  contentType?: string;
-  headers?: Record<string, string>;
-  /** For metrics and logs: the vendor's event name (e.g. chat_accepted) and how it went. */
-  event?: string;
-  outcome?: 'ok' | 'duplicate' | 'unhandled';
-}
-
-export interface ChannelRoute {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  /**
-   * Path below the channel, with `:param` segments. `admin` routes are mounted at
-   * `/api/v1/channels/:id/<path>` behind the admin token; `public` routes at
-   * `/<vendor>/:channelId/<path>` (e.g. `/livetex/:channelId/attributes`).
-   */
-  path: string;
-  scope: 'admin' | 'public';
-  summary: string;
-  /** For the OpenAPI document. */
-  requestBody?: z.ZodType;
-  query?: z.ZodType;
-  response?: z.ZodType;
-  /** For the OpenAPI document, when not JSON (e.g. application/jose for the LiveTex lookup). */
-  requestContentType?: string;
-  responseContentType?: string;
-  /** For the OpenAPI document: the error statuses the route answers with, and when. */
-  errors?: Record<number, string>;
-  handle(request: InboundRequest): Promise<RouteResult>;
-}
-
-export interface ScheduledJob {
-  /** Unique within the channel, e.g. `agent-sync`. */
-  name: string;
-  /** node-cron expression; 6 fields = with seconds. */
-  schedule: string;
-  /** Runs under a store lock, so one instance runs it at a time. */
-  run(signal: AbortSignal): Promise<unknown>;
-}
-
-export interface CliIo {
-  stdout(line: string): void;
-  /** Progress and diagnostics. */
-  stderr(line: string): void;
-}
-
-export interface CliCommand {
-  /** e.g. `keys generate`, `sync agents`. Invoked as `chatbridge <name> --channel ID [options]`. */
-  name: string;
-  summary: string;
-  /** Options besides --channel, for --help and parsing: name -> description. Boolean unless `takesValue`. */
-  options?: Record<string, { description: string; takesValue?: boolean }>;
-  run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
-}
-
-/** What the CLI shows for a vendor command before any channel is built (`--help`). */
-export type CliCommandInfo = Omit<CliCommand, 'run'>;
-
-export interface ChannelRuntime {
-  /** `POST /webhooks/<vendor>/:channelId/:token`, after the token was checked. */
-  handleWebhook?(request: InboundRequest): Promise<RouteResult>;
+export interface ChannelRuntime<C = unknown> {
+  /** What this channel's intake steps read: its settings, and the services its hooks use. */
+  state: C;
   routes?: ChannelRoute[];
   jobs?: ScheduledJob[];
   commands?: CliCommand[];
+  /** Facts this channel offers other channels' answers. */
+  factSources?: FactSource[];
   close?(): Promise<void>;
-}
-
-export interface WebhookDoc {
-  summary: string;
-  body?: z.ZodType;
-  /** Defaults to application/json. */
-  contentType?: string;
-  answer?: z.ZodType;
-}
-
-export interface AdapterDefinition {
-  /** The `vendor` value in channel config and the URL segment, e.g. `jivochat`. */
-  vendor: string;
-  displayName: string;
-  /**
-   * Settings this vendor's channels take besides id/vendor/token; checked when the config is
-   * loaded so that every mistake is reported with its path.
-   */
-  channelSettings: z.ZodObject;
-  /** Cross-field checks against the whole config (e.g. livetex needs secrets.masterKey). */
-  checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
-  create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime;
-  /**
-   * For the OpenAPI document: what the vendor POSTs to `/webhooks/<vendor>/:channelId/:token`
-   * (as the vendor documents it; the adapter reads it leniently) and what it gets back.
-   */
-  webhook?: WebhookDoc;
-  /**
-   * The CLI commands this vendor's channels offer (their runtimes carry the same names), declared
-   * here so `chatbridge <command> --help` answers without reading the config or building anything.
-   */
-  commands?: CliCommandInfo[];
 }

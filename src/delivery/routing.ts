@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AgentConfig, ChannelConfig, DestinationConfig } from '../config/schema.js';
+import { transcriptOf } from '../contacts/types.js';
 import type { OutboundEvent } from '../events/outbox.js';
 
 /**
@@ -175,56 +176,19 @@ function taskOf(event: OutboundEvent, dueInMs: number, responsibleCrmUserId: str
   return { title: `Offline message from ${who}`, text, dueAt, responsibleCrmUserId };
 }
 
-/** One transcript line as adapters write it; every vendor names the fields a little differently. */
-const transcriptMessageSchema = z.object({
-  at: z.string().nullish(),
-  time: z.string().nullish(),
-  author: z
-    .union([
-      z.string(),
-      z.object({
-        name: z.string().nullish(),
-        email: z.string().nullish(),
-        kind: z.string().nullish(),
-        type: z.string().nullish(),
-      }),
-    ])
-    .nullish(),
-  from: z.string().nullish(),
-  text: z.string().nullish(),
-  message: z.string().nullish(),
-});
-
-const transcriptDataSchema = z.object({
-  transcript: z
-    .union([z.array(z.unknown()), z.object({ messages: z.array(z.unknown()).nullish() })])
-    .nullish(),
-  messages: z.array(z.unknown()).nullish(),
-});
-
 /**
- * The transcript (data.transcript, data.transcript.messages or data.messages) as plain text,
- * one line per message: `[2024-05-01 10:03] Oleg Petrov: Hello`. Null when there is none.
+ * The transcript of a finished conversation (`data.messages`, the one shape every adapter writes:
+ * src/contacts/types.ts) as plain text, one line per message: `[2024-05-01 10:03] Oleg Petrov:
+ * Hello`. Null when there is none.
  */
 export function transcriptText(event: OutboundEvent, source: string | null): string | null {
-  const data = transcriptDataSchema.safeParse(event.data);
-  if (!data.success) return null;
-  const transcript = data.data.transcript;
-  const raw = Array.isArray(transcript) ? transcript : (transcript?.messages ?? data.data.messages ?? null);
-  if (!raw || raw.length === 0) return null;
+  const messages = transcriptOf(event.data);
+  if (messages.length === 0) return null;
   const lines: string[] = [source ? `Chat transcript (${source})` : 'Chat transcript'];
-  for (const item of raw) {
-    const message = transcriptMessageSchema.safeParse(item);
-    if (!message.success) continue;
-    const { at, time, author, from, text, message: body } = message.data;
-    const when = formatTime(at ?? time ?? null);
-    const who =
-      typeof author === 'string'
-        ? author
-        : (author?.name ?? author?.email ?? author?.kind ?? author?.type ?? from ?? 'unknown');
-    lines.push(`${when ? `[${when}] ` : ''}${who}: ${text ?? body ?? ''}`);
+  for (const { at, author, text } of messages) {
+    const when = formatTime(at);
+    lines.push(`${when ? `[${when}] ` : ''}${author.name ?? author.email ?? author.type}: ${text}`);
   }
-  if (lines.length === 1) return null;
   const full = lines.join('\n');
   if (full.length <= NOTE_MAX_CHARS) return full;
   const marker = '\n… (transcript cut)';

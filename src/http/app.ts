@@ -4,35 +4,26 @@ import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
-import { createConsole } from '../console/index.js';
+import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
+import type { FactService } from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
 import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
-import type {
-  ChannelRoute,
-  ChannelRuntime,
-  InboundRequest,
-  RouteResult,
-  WebhookDoc,
-} from '../contracts/adapter.js';
+import type { AdapterDefinition, Answer, ChannelRoute, IntakeRoute } from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
-import {
-  AppError,
-  NotFoundError,
-  TooManyRequestsError,
-  UnauthorizedError,
-  ValidationError,
-} from '../errors.js';
+import { NotFoundError, TooManyRequestsError, UnauthorizedError, ValidationError } from '../errors.js';
+import type { DeferredIntake } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
+import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
 import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
-import { parseJson } from './json.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { WindowLimiter } from './rate-limit.js';
 import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
+import { runChannelRoute } from './validate.js';
 
 /**
  * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
@@ -44,12 +35,15 @@ export interface AppDeps {
   metrics: Metrics;
   store: Store;
   contacts: ContactService;
+  /** The facts shown to agents in vendor answers (the intake pipeline's facts step). */
+  facts: FactService;
+  /** intake.ackAfterAppend: the deferred intake (null when off). */
+  deferred?: DeferredIntake | null;
   journal: PayloadJournal;
   delivery: Delivery;
-  channels: ReadonlyMap<string, { config: ChannelConfig; runtime: ChannelRuntime }>;
-  vendors: readonly string[];
-  /** What each vendor's webhook takes and answers (registry.webhookDocs()), for the OpenAPI document. */
-  webhookDocs?: ReadonlyMap<string, WebhookDoc | undefined>;
+  channels: ReadonlyMap<string, ConsoleChannel>;
+  /** Every registered adapter: its intake routes are mounted whether or not a channel uses it. */
+  adapters: readonly AdapterDefinition[];
   /** While false, /readyz answers 503 (set during shutdown). */
   isAccepting(): boolean;
   /** `worker` serves only /healthz, /readyz and /metrics (DESIGN §5); default `all`. */
@@ -75,7 +69,7 @@ export function listAdminRoutes(app: Koa): Array<{ method: string; path: string 
   return adminRouteLists.get(app) ?? [];
 }
 
-function send(ctx: Context, result: RouteResult) {
+function send(ctx: Context, result: Answer) {
   ctx.status = result.status ?? 200;
   if (result.headers) for (const name in result.headers) ctx.set(name, result.headers[name]!);
   if (result.contentType) ctx.type = result.contentType;
@@ -140,36 +134,14 @@ function parseIdentity(text: string) {
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
 }
 
-function inbound(
-  ctx: Context,
-  channel: ChannelConfig,
-  rawBody: Buffer,
-  params: Record<string, string>,
-): InboundRequest {
-  let parsed: { value: unknown } | undefined;
-  return {
-    channel,
-    rawBody,
-    headers: ctx.headers,
-    query: ctx.query,
-    params,
-    contentType: ctx.get('content-type') || undefined,
-    requestId: ctx.state.requestId as string,
-    // A getter, so the per-request child logger is built only if the adapter logs.
-    get logger() {
-      return ctx.state.logger as Logger;
-    },
-    receivedAt: ctx.state.receivedAt as number,
-    json() {
-      // One JSON guard for every route (depth and validity; size is readRawBody's): a hostile
-      // body is refused here, before any adapter has written anything.
-      parsed ??= { value: parseJson(rawBody.toString('utf8')) };
-      return parsed.value;
-    },
-  };
-}
-
 const EMPTY = Buffer.alloc(0);
+
+/** A route's own error statuses (`{401: 'why'}`) as documented answers. */
+function describeErrors(errors: Record<number, string> | undefined): Record<number, RouteAnswer> {
+  return Object.fromEntries(
+    Object.entries(errors ?? {}).map(([status, text]) => [status, { description: text }]),
+  );
+}
 const okSchema = z.object({ ok: z.literal(true) });
 const PROMETHEUS = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -416,99 +388,152 @@ export function createApp(deps: AppDeps): Koa {
   }
 
   // --- vendor intake ----------------------------------------------------------------------
-  // One route per registered vendor, so each is documented with its vendor's own body.
-  const intake: Route[] = deps.vendors.map((vendor) => {
-    const doc = deps.webhookDocs?.get(vendor);
+  // Every registered adapter's intake routes, mounted once per vendor (documented with the
+  // vendor's own bodies), each request run through the one intake pipeline (src/intake/).
+  const pipeline = createIntakePipeline(
+    {
+      contacts,
+      facts: deps.facts,
+      journal: deps.journal,
+      metrics,
+      store,
+      now: deps.now ?? (() => new Date()),
+      consoleLink: (contactId) => deps.agentLinks?.url(contactId),
+      deferred: deps.deferred ?? null,
+      onAccepted: (channelId) => webConsole.noteTraffic(channelId),
+    },
+    lookupMetricsFor(metrics, deps.adapters),
+  );
+  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
+
+  /** The channel a vendor request is for, or null (the one 404): unknown, another vendor's. */
+  function channelFor(vendor: string, channelId: string): IntakeChannel | null {
+    const entry = deps.channels.get(channelId);
+    return entry && entry.config.vendor === vendor ? entry : null;
+  }
+
+  async function runIntake(
+    ctx: Context,
+    vendor: string,
+    each: IntakeRoute<unknown, unknown>,
+    channel: IntakeChannel,
+  ): Promise<void> {
+    const reply = await pipeline.run(vendor, each, {
+      channel,
+      readBody: () => readRawBody(ctx, bodyLimit),
+      contentType: ctx.get('content-type') || undefined,
+      arrivedAt: ctx.state.receivedAt as number,
+      // A getter: the per-request child logger is built only if the pipeline logs.
+      get logger() {
+        return ctx.state.logger as Logger;
+      },
+    });
+    send(ctx, reply.answer);
+  }
+
+  function webhookRoute(adapter: AdapterDefinition, each: IntakeRoute<unknown, unknown>): Route {
+    const { vendor } = adapter;
+    const { doc } = each;
     return route({
       method: 'POST',
       path: `/webhooks/${vendor}/:channelId/:token`,
-      summary: doc?.summary ?? `${deps.vendorNames?.get(vendor) ?? vendor} webhook`,
+      summary: doc.summary,
       description:
         'The URL carries the channel token. An unknown channel and a wrong token answer the same 404, ' +
         'so the URL space cannot be probed. A payload refused with 4xx is kept in the journal.',
       tag: 'intake',
       auth: 'url-token',
       rawBody: {
-        contentType: doc?.contentType ?? 'application/json',
+        contentType: doc.contentType ?? 'application/json',
         description: 'As the vendor sends it (read leniently by the adapter)',
-        ...(doc?.body ? { schema: doc.body } : {}),
+        ...(doc.body ? { schema: doc.body } : {}),
       },
       answers: {
         200: {
           description: 'Recorded (durable before this answer)',
-          ...(doc?.answer ? { schema: doc.answer } : {}),
+          ...(doc.answer ? { schema: doc.answer } : {}),
+          ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
         400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
         404: { description: 'No such channel, or a wrong token (the one 404 body)' },
         413: { description: 'Body over server.bodyLimitBytes' },
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
+        ...describeErrors(doc.errors),
       },
       async handle(ctx) {
         const { channelId, token } = ctx.params as { channelId: string; token: string };
-        const entry = deps.channels.get(channelId);
+        const channel = channelFor(vendor, channelId);
         // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
-        if (
-          !entry ||
-          entry.config.vendor !== vendor ||
-          !tokenEquals(token, entry.config.token) ||
-          !entry.runtime.handleWebhook
-        ) {
+        if (!channel || !tokenEquals(token, channel.config.token)) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;
         }
-        const started = performance.now();
-        let event = 'unknown';
-        let rawBody: Buffer | undefined;
-        try {
-          rawBody = await readRawBody(ctx, bodyLimit);
-          const result = await entry.runtime.handleWebhook(
-            inbound(ctx, entry.config, rawBody, { channelId }),
-          );
-          // store.durability: answer only once the writes reached the replicas (else 503, the vendor
-          // retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
-          await store.confirmWrites?.();
-          event = result.event ?? event;
-          webConsole.noteTraffic(channelId);
-          metrics.intake.inc({ vendor, event, outcome: result.outcome ?? 'ok' });
-          send(ctx, result);
-        } catch (error) {
-          const status = error instanceof AppError ? error.status : 500;
-          metrics.intake.inc({
-            vendor,
-            event,
-            outcome: status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error',
-          });
-          if (status < 500 && rawBody) {
-            // Nothing is lost: a payload we refuse is kept for an operator to read back.
-            await deps.journal
-              .record({
-                channelId,
-                vendor,
-                kind: 'rejected',
-                reason: (error as Error).message,
-                rawBody,
-                contentType: ctx.get('content-type'),
-              })
-              .catch((journalError: unknown) =>
-                (ctx.state.logger as Logger).warn(
-                  { err: journalError },
-                  'could not journal a rejected payload',
-                ),
-              );
-          }
-          throw error;
-        } finally {
-          metrics.replyLatency.observe({ vendor, event }, (performance.now() - started) / 1000);
-        }
+        await runIntake(ctx, vendor, each, channel);
       },
     });
-  });
+  }
 
-  // --- channel routes ---------------------------------------------------------------------
+  function lookupRoute(adapter: AdapterDefinition, each: IntakeRoute<unknown, unknown>): Route {
+    const { vendor, displayName } = adapter;
+    const { doc } = each;
+    return route({
+      method: 'POST',
+      path: `/${vendor}/:channelId/${each.path}`,
+      summary: doc.summary,
+      description: `Exists on ${displayName} channels only.`,
+      tag: 'intake',
+      auth: 'sealed',
+      paramNotes: { channelId: { description: `the id of a ${displayName} channel` } },
+      rawBody: {
+        contentType: doc.contentType ?? 'application/json',
+        description: 'Read by the channel',
+        ...(doc.body ? { schema: doc.body } : {}),
+      },
+      answers: <Record<number, RouteAnswer>>{
+        200: {
+          description: 'OK',
+          ...(doc.answer ? { schema: doc.answer } : {}),
+          ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
+        },
+        404: { description: 'No such channel (the one 404 body)' },
+        429: { description: 'Too many lookups from this address or for this channel' },
+        ...describeErrors(doc.errors),
+      },
+      async handle(ctx) {
+        const { channelId } = ctx.params as { channelId: string };
+        const channel = channelFor(vendor, channelId);
+        if (!channel) {
+          ctx.status = 404;
+          ctx.body = NO_CHANNEL;
+          return;
+        }
+        // Public routes (the LiveTex lookup) are limited per address and per channel.
+        const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
+        const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId);
+        if (waitAddress > 0 || waitChannel > 0) {
+          rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
+          throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
+        }
+        await runIntake(ctx, vendor, each, channel);
+      },
+    });
+  }
+
+  const intake: Route[] = [];
+  const publicRoutes: Route[] = [];
+  for (const adapter of deps.adapters) {
+    for (const each of adapter.intake) {
+      if (each.kind === 'webhook') intake.push(webhookRoute(adapter, each));
+      else publicRoutes.push(lookupRoute(adapter, each));
+    }
+  }
+
+  // --- channel admin routes ---------------------------------------------------------------
   // Declared by each channel's runtime; mounted once per (vendor, method, path) with the channel
-  // as a path parameter, so the document describes each once. The adapter validates what it
-  // reads (its own schemas, documented here): the core does not parse it a second time.
+  // as a path parameter, so the document describes each once. Their query and body are validated
+  // here with the route's own schemas, once.
   interface ChannelRouteGroup {
     spec: ChannelRoute;
     vendor: string;
@@ -517,7 +542,7 @@ export function createApp(deps: AppDeps): Koa {
   const groups = new Map<string, ChannelRouteGroup>();
   for (const { config: channel, runtime } of deps.channels.values()) {
     for (const each of runtime.routes ?? []) {
-      const key = `${each.scope} ${channel.vendor} ${each.method} ${each.path}`;
+      const key = `${channel.vendor} ${each.method} ${each.path}`;
       let group = groups.get(key);
       if (!group) {
         group = { spec: each, vendor: channel.vendor, byChannel: new Map() };
@@ -527,80 +552,40 @@ export function createApp(deps: AppDeps): Koa {
     }
   }
 
-  function channelRoute(group: ChannelRouteGroup, path: string, param: 'id' | 'channelId'): Route {
+  function channelRoute(group: ChannelRouteGroup): Route {
     const { spec, vendor } = group;
     const name = deps.vendorNames?.get(vendor) ?? vendor;
-    const admin = spec.scope === 'admin';
     return route({
       method: spec.method,
-      path,
+      path: `/api/v1/channels/:id/${spec.path}`,
       summary: spec.summary,
       description: `Exists on ${name} channels only.`,
-      tag: admin ? 'channels' : 'intake',
-      auth: admin ? 'admin' : 'sealed',
-      paramNotes: { [param]: { description: `the id of a ${name} channel` } },
+      tag: 'channels',
+      auth: 'admin',
+      paramNotes: { id: { description: `the id of a ${name} channel` } },
       ...(spec.query ? { rawQuery: spec.query } : {}),
-      ...(spec.requestBody || spec.requestContentType
-        ? {
-            rawBody: {
-              contentType: spec.requestContentType ?? 'application/json',
-              description: 'Validated by the channel',
-              ...(spec.requestBody ? { schema: spec.requestBody } : {}),
-            },
-          }
+      ...(spec.body
+        ? { rawBody: { contentType: 'application/json', description: 'Validated', schema: spec.body } }
         : {}),
       answers: <Record<number, RouteAnswer>>{
-        200: {
-          description: 'OK',
-          ...(spec.response ? { schema: spec.response } : {}),
-          ...(spec.responseContentType ? { contentType: spec.responseContentType } : {}),
-        },
-        ...(spec.query || spec.requestBody ? { 400: { description: 'Invalid input' } } : {}),
-        404: {
-          description: admin ? 'No such channel (channel_not_found)' : 'No such channel (the one 404 body)',
-        },
-        ...(admin ? {} : { 429: { description: 'Too many lookups from this address or for this channel' } }),
-        ...Object.fromEntries(
-          Object.entries(spec.errors ?? {}).map(([status, text]) => [status, { description: text }]),
-        ),
+        200: { description: 'OK', ...(spec.response ? { schema: spec.response } : {}) },
+        ...(spec.query || spec.body ? { 400: { description: 'Invalid input' } } : {}),
+        404: { description: 'No such channel (channel_not_found)' },
+        ...describeErrors(spec.errors),
       },
       async handle(ctx) {
-        const { [param]: channelId, ...params } = ctx.params as Record<string, string>;
+        const { id: channelId, ...params } = ctx.params as Record<string, string>;
         const found = group.byChannel.get(channelId!);
-        if (!found) {
-          if (admin) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
-          ctx.status = 404;
-          ctx.body = NO_CHANNEL;
-          return;
-        }
-        if (!admin) {
-          // Public channel routes (the LiveTex lookup) are limited per address and per channel.
-          const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
-          const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId!);
-          if (waitAddress > 0 || waitChannel > 0) {
-            rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
-            throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
-          }
-        }
+        if (!found) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
         const rawBody =
           ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readRawBody(ctx, bodyLimit);
         params.channelId = channelId!;
-        send(ctx, await found.route.handle(inbound(ctx, found.config, rawBody, params)));
+        send(ctx, await runChannelRoute(found.route, { params, query: ctx.query, rawBody }));
       },
     });
   }
 
-  const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
-  const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
-  const channelAdmin: Route[] = [];
-  const publicRoutes: Route[] = [];
-  for (const group of groups.values()) {
-    if (group.spec.scope === 'admin') {
-      channelAdmin.push(channelRoute(group, `/api/v1/channels/:id/${group.spec.path}`, 'id'));
-    } else {
-      publicRoutes.push(channelRoute(group, `/${group.vendor}/:channelId/${group.spec.path}`, 'channelId'));
-    }
-  }
+  const channelAdmin: Route[] = [...groups.values()].map(channelRoute);
 
   // --- admin API --------------------------------------------------------------------------
   let document: Record<string, unknown> | undefined;
@@ -754,9 +739,7 @@ export function createApp(deps: AppDeps): Koa {
             vendor: channel.vendor,
             name: channel.name ?? channel.id,
             jobs: (runtime.jobs ?? []).map((job) => ({ name: job.name, schedule: job.schedule })),
-            routes: (runtime.routes ?? [])
-              .filter((each) => each.scope === 'admin')
-              .map((each) => `${each.method} ${each.path}`),
+            routes: (runtime.routes ?? []).map((each) => `${each.method} ${each.path}`),
           })),
         };
       },
@@ -806,14 +789,12 @@ export function createApp(deps: AppDeps): Koa {
       (each) => isAdminPath(each.path) && !each.path.includes('/channels/:id/'),
     ),
     // Each channel's own routes, spelt out per channel (the security walk tries each one).
-    ...[...groups.values()]
-      .filter((group) => group.spec.scope === 'admin')
-      .flatMap((group) =>
-        [...group.byChannel.keys()].map((id) => ({
-          method: group.spec.method,
-          path: `/api/v1/channels/${id}/${group.spec.path}`,
-        })),
-      ),
+    ...[...groups.values()].flatMap((group) =>
+      [...group.byChannel.keys()].map((id) => ({
+        method: group.spec.method,
+        path: `/api/v1/channels/${id}/${group.spec.path}`,
+      })),
+    ),
   ]);
   return app;
 }

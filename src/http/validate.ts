@@ -1,5 +1,7 @@
 import type { z } from 'zod';
+import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
 import { issuesFromZod, ValidationError } from '../errors.js';
+import { parseJson } from './json.js';
 
 /**
  * Parse what a caller sent with a strict schema; every problem comes back as a 400 naming its
@@ -22,4 +24,23 @@ export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.ou
 
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
   return parseWith(schema, body, 'invalid body', 'invalid_body');
+}
+
+/**
+ * Call a channel's admin route the one way (the admin API and the console both do): its query
+ * and JSON body validated with the route's own schemas, once, before the adapter sees them. An
+ * empty body is `undefined` (a route whose schema needs a body answers 400 invalid_body).
+ */
+export async function runChannelRoute(
+  route: ChannelRoute,
+  input: { params: Record<string, string>; query: unknown; rawBody: Buffer },
+): Promise<ChannelRouteResult> {
+  const query = route.query ? parseQuery(route.query, input.query) : input.query;
+  const body = route.body
+    ? parseBody(
+        route.body,
+        input.rawBody.length === 0 ? undefined : parseJson(input.rawBody.toString('utf8')),
+      )
+    : undefined;
+  return route.handle({ params: input.params, query, body });
 }

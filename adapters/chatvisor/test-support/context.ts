@@ -1,38 +1,42 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import type { BridgeServices } from '../../../src/bridge.js';
 import { parseConfig } from '../../../src/config/load.js';
 import type { ChannelConfig, Config } from '../../../src/config/schema.js';
 import { createContactEngine } from '../../../src/contacts/engine.js';
 import { createFactService } from '../../../src/contacts/facts.js';
-import type { AdapterContext, InboundRequest } from '../../../src/contracts/adapter.js';
-import { BadRequestError } from '../../../src/errors.js';
+import type { AdapterContext } from '../../../src/contracts/adapter.js';
 import { createOutboxPublisher, OUTBOX_KEY, type OutboxEntry } from '../../../src/events/outbox.js';
 import { createPayloadJournal } from '../../../src/intake/journal.js';
+import { createIntakePipeline, lookupMetricsFor } from '../../../src/intake/pipeline.js';
 import { Metrics } from '../../../src/metrics.js';
 import { createHttpClient } from '../../../src/net/http.js';
 import { AdapterRegistry } from '../../../src/registry.js';
 import { createMemoryStore } from '../../../src/store/memory.js';
 import type { Store } from '../../../src/store/types.js';
 import { type ChatvisorRuntime, chatvisorAdapter } from '../index.js';
+import { chatvisorWebhook } from '../webhook.js';
 import { memoryLogger } from './logs.js';
 
 /**
- * The real core pieces an adapter gets from the bridge (contact engine, outbox, journal, facts,
- * metrics, HTTP client) on a given store, without the HTTP server: for tests that drive the
- * runtime directly. The config goes through the real loader, so settings are validated as in
- * production.
+ * The real core pieces a channel works with (contact engine, outbox, journal, facts, metrics,
+ * HTTP client, and the intake pipeline its webhook runs through) on a given store, without the
+ * HTTP server: for tests that drive the runtime directly. The config goes through the real
+ * loader, so settings are validated as in production.
  */
 export const TEST_CHANNEL_TOKEN = 'chatvisor-hook-token-0123456789';
 
 export interface TestRuntime {
-  context: AdapterContext;
+  /** The core services (the engine, journal, metrics the pipeline and the runtime use). */
+  context: BridgeServices;
   config: Config;
   channel: ChannelConfig;
   runtime: ChatvisorRuntime;
   store: Store;
   logLines: string[];
   outbox(): Promise<OutboxEntry[]>;
-  webhook(body: unknown): ReturnType<NonNullable<ChatvisorRuntime['handleWebhook']>>;
+  /** A webhook through the core's intake pipeline, as the HTTP route runs it. */
+  webhook(body: unknown): Promise<{ body: unknown; event: string; outcome: string }>;
 }
 
 export function buildRuntime(options: {
@@ -72,22 +76,53 @@ export function buildRuntime(options: {
   const now = options.now ?? (() => new Date());
   const metrics = new Metrics();
   const events = createOutboxPublisher(store);
-  const context: AdapterContext = {
+  const contacts = createContactEngine({ store, identity: config.identity, events, metrics, logger, now });
+  const facts = createFactService({
+    channels: config.channels,
+    vendorNames: registry.displayNames(),
+    logger,
+  });
+  const journal = createPayloadJournal(store, now);
+  const http = createHttpClient();
+  const context: BridgeServices = {
     config,
     logger,
     metrics,
-    deferred: null,
     store,
-    contacts: createContactEngine({ store, identity: config.identity, events, metrics, logger, now }),
-    facts: createFactService({ channels: config.channels, vendorNames: registry.displayNames(), logger }),
+    contacts,
+    facts,
     events,
-    http: createHttpClient(),
+    http,
     now,
     masterKey: null,
-    journal: createPayloadJournal(store, now),
+    journal,
   };
+  const adapterContext: AdapterContext = {
+    config,
+    logger,
+    now,
+    store,
+    http,
+    metrics,
+    masterKey: null,
+    contacts,
+    events,
+  };
+  const pipeline = createIntakePipeline(
+    {
+      contacts,
+      facts,
+      journal,
+      metrics,
+      store,
+      now,
+      consoleLink: () => undefined,
+    },
+    lookupMetricsFor(metrics, registry.list),
+  );
   const channel = config.channels[0]!;
-  const runtime = chatvisorAdapter.create(context, channel) as ChatvisorRuntime;
+  const runtime = chatvisorAdapter.create(adapterContext, channel) as ChatvisorRuntime;
+  for (const source of runtime.factSources ?? []) facts.addSource(source);
   return {
     context,
     config,
@@ -98,38 +133,18 @@ export function buildRuntime(options: {
     async outbox() {
       return (await store.lrange(OUTBOX_KEY, 0, -1)).map((entry) => JSON.parse(entry) as OutboxEntry);
     },
-    webhook(body) {
-      return runtime.handleWebhook!(inboundRequest(channel, body, logger));
-    },
-  };
-}
-
-/** An InboundRequest like the core builds one (json() throws BadRequestError on bad JSON). */
-export function inboundRequest(
-  channel: ChannelConfig,
-  body: unknown,
-  logger: Logger,
-  extra: { query?: Record<string, string> } = {},
-): InboundRequest {
-  const rawBody = Buffer.isBuffer(body)
-    ? body
-    : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
-  return {
-    channel,
-    rawBody,
-    headers: { 'content-type': 'application/json' },
-    query: extra.query ?? {},
-    params: { channelId: channel.id },
-    contentType: 'application/json',
-    requestId: 'test',
-    logger,
-    receivedAt: performance.now(),
-    json() {
-      try {
-        return JSON.parse(rawBody.toString('utf8'));
-      } catch (error) {
-        throw new BadRequestError('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
-      }
+    async webhook(body) {
+      const rawBody = Buffer.isBuffer(body)
+        ? body
+        : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+      const reply = await pipeline.run('chatvisor', chatvisorWebhook, {
+        channel: { config: channel, runtime },
+        readBody: async () => rawBody,
+        contentType: 'application/json',
+        arrivedAt: performance.now(),
+        logger,
+      });
+      return { body: reply.answer.body, event: reply.event, outcome: reply.outcome };
     },
   };
 }

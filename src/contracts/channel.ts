@@ -1,0 +1,85 @@
+import type { z } from 'zod';
+
+/**
+ * A channel's vendor REST side, besides its intake (src/contracts/adapter.ts): its admin routes,
+ * scheduled jobs and CLI commands. The core mounts, schedules and offers them; the adapter does
+ * the work (Chatvisor agent sync and polling, LiveTex key management).
+ */
+
+/** `/api/v1/channels/:id/<path>`, behind the admin token. */
+export interface ChannelRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Below the channel, with `:param` segments, e.g. `keys/:kid`. */
+  path: string;
+  summary: string;
+  /** Validated by the core before `handle` (400 naming each problem); also documented. */
+  query?: z.ZodType;
+  /** A JSON body, read, parsed and validated by the core before `handle`; an empty body is `undefined`. */
+  body?: z.ZodType;
+  /** For the OpenAPI document. */
+  response?: z.ZodType;
+  /** For the OpenAPI document: the error statuses the route answers with itself, and when. */
+  errors?: Record<number, string>;
+  handle(input: ChannelRouteInput): Promise<ChannelRouteResult>;
+}
+
+export interface ChannelRouteInput {
+  params: Record<string, string>;
+  /** Parsed with `query` when given, else the query as sent. */
+  query: unknown;
+  /** Parsed with `body` when given, else undefined. */
+  body: unknown;
+}
+
+export interface ChannelRouteResult {
+  status?: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface ScheduledJob {
+  /** Unique within the channel, e.g. `agent-sync`. */
+  name: string;
+  /** node-cron expression; 6 fields = with seconds. */
+  schedule: string;
+  /** Runs under a store lock, so one instance runs it at a time. */
+  run(signal: AbortSignal): Promise<unknown>;
+}
+
+export interface CliIo {
+  stdout(line: string): void;
+  /** Progress and diagnostics. */
+  stderr(line: string): void;
+}
+
+export interface CliCommand {
+  /** e.g. `keys generate`, `sync agents`. Invoked as `chatbridge <name> --channel ID [options]`. */
+  name: string;
+  summary: string;
+  /** Options besides --channel, for --help and parsing: name -> description. Boolean unless `takesValue`. */
+  options?: Record<string, { description: string; takesValue?: boolean }>;
+  run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
+}
+
+/** What the CLI shows for a vendor command before any channel is built (`--help`). */
+export type CliCommandInfo = Omit<CliCommand, 'run'>;
+
+type Parsed<S> = S extends z.ZodType ? z.output<S> : unknown;
+
+/** Declare a channel route with its handler's input typed by its own schemas (the core validates). */
+export function channelRoute<
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(
+  spec: Omit<ChannelRoute, 'handle' | 'query' | 'body'> & {
+    query?: Q;
+    body?: B;
+    handle(input: {
+      params: Record<string, string>;
+      query: Parsed<Q>;
+      body: Parsed<B>;
+    }): Promise<ChannelRouteResult>;
+  },
+): ChannelRoute {
+  return spec as ChannelRoute;
+}

@@ -1,0 +1,361 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { Counter, Histogram } from 'prom-client';
+import type { ChannelConfig } from '../config/schema.js';
+import { anchoredBy, type FactAnswer, type FactService, isVerifiedIdentifier } from '../contacts/facts.js';
+import type { ContactService } from '../contacts/service.js';
+import type { Contact } from '../contacts/types.js';
+import type {
+  AdapterDefinition,
+  Answer,
+  ChannelRuntime,
+  Decoded,
+  IntakeRequest,
+  IntakeResult,
+  IntakeRoute,
+} from '../contracts/adapter.js';
+import { AppError, NoIdentifierError } from '../errors.js';
+import { jsonDepthExceeds, parseJson } from '../http/json.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../store/types.js';
+import type { DeferredIntake } from './deferred.js';
+import type { PayloadJournal } from './journal.js';
+import { digest } from './wire.js';
+
+/**
+ * The intake pipeline (issue 12 item 1): every vendor request, whatever the vendor, runs
+ *
+ *   parse → open? → decode → observe | look up → facts → render → settle? → journal → metrics
+ *
+ * here, once. Adapters translate (decode and render are pure functions of the request and the
+ * channel's state); the core orchestrates: it parses the body once (size guard in the HTTP layer,
+ * depth guard here), writes through the contact engine, builds the facts for the answer within
+ * the deadline, keeps what it could not use in the journal and counts everything in one place.
+ * Errors stay typed (src/errors.ts) and become HTTP answers in src/http/errors.ts.
+ */
+
+export interface IntakeChannel<C = unknown> {
+  config: ChannelConfig;
+  runtime: ChannelRuntime<C>;
+}
+
+export interface IntakeCall<C = unknown> {
+  channel: IntakeChannel<C>;
+  /** Reads the body (the HTTP layer's size limit applies: 413 is counted like any refusal). */
+  readBody(): Promise<Buffer>;
+  contentType: string | undefined;
+  /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
+  arrivedAt: number;
+  logger: Logger;
+}
+
+export interface IntakeReply {
+  answer: Answer;
+  /** The vendor's event (metrics label, logs). */
+  event: string;
+  outcome: string;
+}
+
+export interface IntakeDeps {
+  contacts: ContactService;
+  facts: FactService;
+  journal: PayloadJournal;
+  metrics: Metrics;
+  /** `confirmWrites` (store.durability): a webhook is answered only once its writes reached the replicas. */
+  store: Pick<Store, 'confirmWrites'>;
+  now(): Date;
+  consoleLink(contactId: string): string | undefined;
+  /** With `intake.ackAfterAppend`: where observations of `ackAfterAppend` routes go instead. */
+  deferred?: DeferredIntake | null;
+  /** Called for every webhook answered 200 (the console's "last traffic"). */
+  onAccepted?(channelId: string): void;
+}
+
+export interface IntakePipeline {
+  run<C, O>(vendor: string, route: IntakeRoute<C, O>, call: IntakeCall<C>): Promise<IntakeReply>;
+}
+
+/**
+ * Serialising and sending the answer takes a moment after the facts are in; this much of the
+ * budget is kept for it, so that "answered within deadlineMs" holds as the vendor measures it.
+ */
+export function sendReserveMs(deadlineMs: number): number {
+  return Math.min(100, Math.round(deadlineMs * 0.1));
+}
+
+/** Lookup metrics: per vendor, by channel (the webhook metrics are the core's, by vendor and event). */
+interface LookupMetrics {
+  outcomes: Counter<'channel' | 'outcome'>;
+  latency: Histogram<'channel'>;
+}
+
+/** Routes of every vendor that has them, so their metrics exist before the first request. */
+export function lookupMetricsFor(
+  metrics: Metrics,
+  adapters: readonly AdapterDefinition[],
+): Map<string, LookupMetrics> {
+  const out = new Map<string, LookupMetrics>();
+  for (const adapter of adapters) {
+    if (!adapter.intake.some((route) => route.kind === 'lookup')) continue;
+    const name = adapter.displayName;
+    out.set(adapter.vendor, {
+      outcomes: metrics.counter(
+        `chatbridge_${adapter.vendor}_lookups_total`,
+        `${name} attribute lookups, by channel and outcome (found, not_found, or the refusal code)`,
+        ['channel', 'outcome'],
+      ),
+      latency: metrics.histogram(
+        `chatbridge_${adapter.vendor}_lookup_seconds`,
+        `Time to answer a ${name} attribute lookup, by channel`,
+        ['channel'],
+        [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3],
+      ),
+    });
+  }
+  return out;
+}
+
+/**
+ * The parse step, pure: the body as JSON, parsed once — depth-guarded, a BOM ignored, a vendor's
+ * documented quirk mended. Exported for the adapters' pure decode tests.
+ */
+export function parseIntakeRequest(
+  route: Pick<IntakeRoute<unknown, unknown>, 'body' | 'repairJson'>,
+  rawBody: Buffer,
+  contentType: string | undefined,
+  receivedAt: Date,
+): IntakeRequest {
+  const request: IntakeRequest = { body: undefined, rawBody, repaired: false, contentType, receivedAt };
+  if (route.body === 'raw') return request;
+  // Content types are not to be trusted (JivoChat documents none): the body is read as UTF-8 JSON.
+  const text = rawBody.toString('utf8').replace(/^\uFEFF/, '');
+  try {
+    request.body = parseJson(text);
+    return request;
+  } catch (error) {
+    // Only a body that is not JSON is mended; one nested too deeply stays refused.
+    const mended = route.repairJson && !jsonDepthExceeds(text) ? route.repairJson(text) : undefined;
+    if (mended === undefined) throw error;
+    try {
+      request.body = parseJson(mended);
+    } catch {
+      throw error;
+    }
+    request.repaired = true;
+    return request;
+  }
+}
+
+export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
+  /** Observe or look up what the request names. A payload that identifies nobody becomes `nothing`. */
+  async function act(
+    decoded: Decoded,
+    later?: { channelId: string; vendor: string; rawBody: Buffer; contentType: string | undefined },
+  ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean }> {
+    if (decoded.kind === 'lookup') {
+      const contact = await deps.contacts.findByIdentifier(
+        decoded.identifier,
+        decoded.options?.evenWork ? { evenWork: true } : undefined,
+      );
+      return { decoded, contact, duplicate: false };
+    }
+    if (decoded.kind !== 'observe') return { decoded, contact: null, duplicate: false };
+    let contact: Contact | null = null;
+    let duplicates = 0;
+    let pending = decoded.observations;
+    if (later && deps.deferred && !decoded.facts) {
+      // Acknowledged after one durable append each; the worker records them (src/intake/deferred.ts).
+      const raw = later.rawBody.toString('utf8');
+      let appended = 0;
+      for (const observation of pending) {
+        const queued = await deps.deferred.append({
+          v: 1,
+          channelId: later.channelId,
+          vendor: later.vendor,
+          event: decoded.event,
+          observation,
+          raw,
+          contentType: later.contentType ?? null,
+          acceptedAt: deps.now().getTime(),
+        });
+        if (!queued) break;
+        appended++;
+      }
+      if (appended === pending.length) return { decoded, contact: null, duplicate: false };
+      // The backlog filled up midway: the rest is recorded now (the appended ones are idempotent).
+      pending = pending.slice(appended);
+    }
+    try {
+      for (const observation of pending) {
+        const result = await deps.contacts.observe(observation);
+        contact = result.contact;
+        if (result.duplicate) duplicates++;
+      }
+    } catch (error) {
+      // Every identifier was junk (blocklisted, an unparseable phone): accepted, kept, not attached.
+      if (!(error instanceof NoIdentifierError)) throw error;
+      return {
+        decoded: { kind: 'nothing', event: decoded.event, reason: error.message },
+        contact: null,
+        duplicate: false,
+      };
+    }
+    const count = pending.length;
+    return { decoded, contact, duplicate: count > 0 && duplicates === count };
+  }
+
+  /** Facts for the answer, within what is left of the deadline; never fails the answer. */
+  async function factsFor(
+    decoded: Decoded,
+    contact: Contact | null,
+    call: IntakeCall<unknown>,
+  ): Promise<FactAnswer | null> {
+    if (decoded.kind === 'nothing' || !decoded.facts || !contact) return null;
+    const wanted = decoded.facts;
+    const reserve = wanted.reserve ? sendReserveMs(wanted.deadlineMs) : 0;
+    const remaining = wanted.deadlineMs - reserve - (performance.now() - call.arrivedAt);
+    try {
+      const answer = await deps.facts.forContact(contact, {
+        channelId: call.channel.config.id,
+        deadlineMs: Math.max(0, Math.floor(remaining)),
+        max: wanted.max,
+        // Facts are proven only when the request names the contact by a verified value (issue 10
+        // item 5): a person id the company's site or app set, not an e-mail the visitor typed.
+        anchored:
+          decoded.kind === 'lookup'
+            ? isVerifiedIdentifier(decoded.identifier)
+            : anchoredBy(
+                contact,
+                decoded.observations.flatMap((observation) => observation.identifiers ?? []),
+              ),
+      });
+      if (answer.missing.length > 0) {
+        call.logger.info(
+          { missing: answer.missing },
+          'attribute sources left out of the answer (late or failed)',
+        );
+      }
+      return answer;
+    } catch (error) {
+      // The answer must not fail because enrichment did: the vendor still gets the contact.
+      call.logger.warn({ err: error }, 'facts failed; answering without them');
+      return null;
+    }
+  }
+
+  function outcomeOf(decoded: Decoded, contact: Contact | null, duplicate: boolean): string {
+    if (decoded.kind === 'lookup') return contact ? 'found' : 'not_found';
+    if (decoded.kind === 'nothing')
+      return decoded.reason !== undefined ? 'unhandled' : (decoded.outcome ?? 'ok');
+    return duplicate ? 'duplicate' : 'ok';
+  }
+
+  return {
+    async run<C, O>(vendor: string, route: IntakeRoute<C, O>, call: IntakeCall<C>): Promise<IntakeReply> {
+      const started = performance.now();
+      const channel = call.channel.config;
+      const state = call.channel.runtime.state;
+      let event = 'unknown';
+      let outcome = 'error';
+      let rawBody: Buffer | undefined;
+      try {
+        rawBody = await call.readBody();
+        const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
+        // A route without `open` reads nothing before decode: its `opened` is undefined.
+        const opened = (route.open ? await route.open(request, state) : undefined) as O;
+        const first = route.decode({ ...request, opened }, state);
+        event = first.event;
+        const holdUntil =
+          first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
+            ? call.arrivedAt + first.facts.deadlineMs
+            : null;
+
+        const { decoded, contact, duplicate } = await act(
+          first,
+          route.ackAfterAppend
+            ? { channelId: channel.id, vendor, rawBody, contentType: call.contentType }
+            : undefined,
+        );
+        const facts = await factsFor(decoded, contact, call as IntakeCall<unknown>);
+        if (decoded.kind === 'nothing' && decoded.reason !== undefined) {
+          // Accepted, but nothing a vendor sent is lost: an operator can read it back and replay it.
+          await deps.journal.record({
+            channelId: channel.id,
+            vendor,
+            kind: 'unhandled',
+            reason: decoded.reason,
+            rawBody,
+            contentType: call.contentType,
+          });
+          call.logger.info({ vendor, event, reason: decoded.reason }, 'payload journalled as unhandled');
+        }
+        if (decoded.kind === 'lookup') {
+          // The subject is the company's customer id: log a hash, never the value.
+          call.logger.info(
+            {
+              requestId: decoded.options?.requestId,
+              subject: digest(decoded.identifier.value, 16, 'hex'),
+              found: contact !== null,
+              held: holdUntil !== null,
+            },
+            `${vendor} attribute lookup`,
+          );
+        }
+
+        const result: IntakeResult<O> = {
+          decoded,
+          opened,
+          contact,
+          duplicate,
+          facts,
+          consoleLink: deps.consoleLink,
+        };
+        let answer = route.render(result, state);
+        if (route.settle) answer = await route.settle(answer, result, state);
+        // store.durability: answer only once the writes reached the replicas (else 503, the
+        // vendor retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
+        if (route.kind === 'webhook') await deps.store.confirmWrites?.();
+        if (holdUntil !== null) {
+          const wait = holdUntil - performance.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+        outcome = outcomeOf(decoded, contact, duplicate);
+        if (route.kind === 'webhook') deps.onAccepted?.(channel.id);
+        return { answer, event, outcome };
+      } catch (error) {
+        const status = error instanceof AppError ? error.status : 500;
+        if (route.kind === 'lookup') {
+          outcome = error instanceof AppError && status < 500 ? error.code : 'error';
+        } else {
+          outcome = status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error';
+          if (status < 500 && rawBody) {
+            // Nothing is lost: a payload we refuse is kept for an operator to read back.
+            await deps.journal
+              .record({
+                channelId: channel.id,
+                vendor,
+                kind: 'rejected',
+                reason: (error as Error).message,
+                rawBody,
+                contentType: call.contentType,
+              })
+              .catch((journalError: unknown) =>
+                call.logger.warn({ err: journalError }, 'could not journal a rejected payload'),
+              );
+          }
+        }
+        throw error;
+      } finally {
+        const seconds = (performance.now() - started) / 1000;
+        const lookup = route.kind === 'lookup' ? lookups.get(vendor) : undefined;
+        if (lookup) {
+          lookup.outcomes.inc({ channel: channel.id, outcome });
+          lookup.latency.observe({ channel: channel.id }, seconds);
+        } else {
+          deps.metrics.intake.inc({ vendor, event, outcome });
+          deps.metrics.replyLatency.observe({ vendor, event }, seconds);
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * The adapter kit for lenient wire parsing (issue 12 item 1): what every vendor adapter needs to
+ * read payloads whose documentation disagrees with its samples. One copy here; adapters import it.
+ *
+ * The rule behind it: a vendor field of an unexpected shape is dropped, not fatal. The raw
+ * payload is kept on the timeline entry, so a later remapping loses nothing, while one odd field
+ * never costs the whole event.
+ */
+
+/** A field that may be missing, null or of the wrong shape: anything unusable becomes undefined. */
+export function soft<T extends z.ZodType>(schema: T) {
+  return schema.nullish().catch(undefined);
+}
+
+/** An array whose unusable items are dropped one by one instead of failing the array. */
+export function softArray<T extends z.ZodType>(item: T) {
+  return soft(
+    z.array(z.unknown()).transform((items) =>
+      items.flatMap((value) => {
+        const parsed = item.safeParse(value);
+        return parsed.success ? [parsed.data as z.output<T>] : [];
+      }),
+    ),
+  );
+}
+
+/**
+ * Ids arrive as `"2016"` or `2016` depending on the vendor's serialiser, sometimes both in one
+ * payload: always compare and store the trimmed string. Empty is no id.
+ */
+export const wireId = z
+  .union([z.string(), z.number().finite()])
+  .transform((value) => String(value).trim())
+  .pipe(z.string().min(1));
+
+/** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
+export const wireText = z.union([z.string(), z.number().finite()]).transform((value) => String(value));
+
+/** ISO 8601 text, or a Unix time in seconds or milliseconds (a number or numeric text). */
+export const wireTime = z.union([z.string().min(1).max(64), z.number().finite()]);
+
+/** Trimmed text, or undefined when there is none. */
+export function text(value: string | null | undefined): string | undefined {
+  const trimmed = value?.trim();
+  return trimmed ? trimmed : undefined;
+}
+
+/** The first value that is neither null nor undefined (vendors spell one field several ways). */
+export function first<T>(...values: (T | null | undefined)[]): T | undefined {
+  for (const value of values) if (value !== null && value !== undefined) return value;
+  return undefined;
+}
+
+/**
+ * A vendor time as ISO 8601: ISO text as is (any offset), numbers and numeric text as Unix time.
+ * Seconds are documented everywhere, but a value of 1e11 or more can only be milliseconds (as
+ * seconds it would be a date after the year 5000). Negative, non-finite or unreadable: undefined.
+ */
+export function isoTime(value: string | number | null | undefined): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  const numeric =
+    typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
+  if (numeric !== undefined) {
+    if (!Number.isFinite(numeric) || numeric < 0) return undefined;
+    const date = new Date(numeric >= 1e11 ? numeric : numeric * 1000);
+    return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+  }
+  const parsed = Date.parse(value as string);
+  return Number.isNaN(parsed) ? undefined : new Date(parsed).toISOString();
+}
+
+/**
+ * A short stable digest for keys (idempotency keys, store keys, logged subjects). Each adapter
+ * keeps the length and encoding its stored keys were made with: changing them would make every
+ * redelivery after an upgrade look new.
+ */
+export function digest(value: string, length = 32, encoding: 'hex' | 'base64url' = 'base64url'): string {
+  return createHash('sha256').update(value).digest(encoding).slice(0, length);
+}
+
+/** JSON with sorted keys (undefined members left out), so the same data always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const record = value as Record<string, unknown>;
+    const keys = Object.keys(record)
+      .filter((key) => record[key] !== undefined)
+      .sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** A JSON object (not null, not an array). */
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

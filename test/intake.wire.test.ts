@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { transcriptOf } from '../src/contacts/types.js';
+import {
+  canonicalJson,
+  digest,
+  first,
+  isoTime,
+  soft,
+  softArray,
+  text,
+  wireId,
+  wireText,
+} from '../src/intake/wire.js';
+
+/** The shared adapter kit for lenient wire parsing (src/intake/wire.ts), and the one transcript shape. */
+
+describe('lenient wire parsing', () => {
+  it('drops an unusable field instead of failing the payload', () => {
+    const schema = z.object({ id: soft(wireId), name: soft(wireText), tags: softArray(z.string()) });
+    expect(schema.parse({ id: 2016, name: 79161234567, tags: ['a', 5, 'b', null] })).toEqual({
+      id: '2016',
+      name: '79161234567',
+      tags: ['a', 'b'],
+    });
+    expect(schema.parse({ id: { nested: true }, name: null, tags: 'nope' })).toEqual({
+      id: undefined,
+      name: null,
+      tags: undefined,
+    });
+    expect(schema.parse({})).toEqual({});
+  });
+
+  it('reads ids as trimmed strings; empty is no id', () => {
+    expect(wireId.parse(' 42 ')).toBe('42');
+    expect(wireId.safeParse('  ').success).toBe(false);
+    expect(wireId.safeParse(Number.NaN).success).toBe(false);
+  });
+
+  it('reads times as ISO text, Unix seconds or milliseconds (numbers or numeric text), else nothing', () => {
+    expect(isoTime(1718610000)).toBe('2024-06-17T07:40:00.000Z');
+    expect(isoTime(1718610000123)).toBe('2024-06-17T07:40:00.123Z');
+    expect(isoTime('1741950000000')).toBe('2025-03-14T11:00:00.000Z');
+    expect(isoTime(1741950000)).toBe('2025-03-14T11:00:00.000Z');
+    expect(isoTime('2025-03-14T09:12:05+03:00')).toBe('2025-03-14T06:12:05.000Z');
+    for (const nonsense of [-1, 1e300, Number.NaN, undefined, null, 'yesterday']) {
+      expect(isoTime(nonsense), String(nonsense)).toBeUndefined();
+    }
+  });
+
+  it('keeps the digests stored keys were made with', () => {
+    const sha = (value: string, encoding: 'hex' | 'base64url') =>
+      createHash('sha256').update(value).digest(encoding);
+    expect(digest('dialog-1')).toBe(sha('dialog-1', 'base64url').slice(0, 32));
+    expect(digest('text', 22)).toBe(sha('text', 'base64url').slice(0, 22));
+    expect(digest('p-1', 16, 'hex')).toBe(sha('p-1', 'hex').slice(0, 16));
+    expect(canonicalJson({ b: [1, { d: 3, c: 2 }], a: 1, x: undefined })).toBe(
+      '{"a":1,"b":[1,{"c":2,"d":3}]}',
+    );
+  });
+
+  it('has small readers for text vendors spell several ways', () => {
+    expect(text('  a ')).toBe('a');
+    expect(text('   ')).toBeUndefined();
+    expect(first(undefined, null, 0, 1)).toBe(0);
+  });
+});
+
+describe('the one transcript shape', () => {
+  it('reads messages in the shape, and leaves out what does not fit it', () => {
+    expect(
+      transcriptOf({
+        messages: [
+          { at: '2024-05-01T10:00:00Z', author: { type: 'visitor', name: 'Maria' }, text: 'Hi' },
+          { at: null, author: { type: 'robot' }, text: 'x' },
+          'junk',
+        ],
+      }),
+    ).toEqual([{ at: '2024-05-01T10:00:00Z', author: { type: 'visitor', name: 'Maria' }, text: 'Hi' }]);
+    expect(transcriptOf({})).toEqual([]);
+    expect(transcriptOf(undefined)).toEqual([]);
+  });
+
+  it('reads what Chatvisor stored before it (author as a word, agentEmail beside it)', () => {
+    expect(
+      transcriptOf({
+        messages: [
+          { at: null, author: 'customer', text: 'Hello' },
+          { at: null, author: 'agent', agentEmail: 'oleg@shop.example', text: 'Hi' },
+        ],
+      }),
+    ).toEqual([
+      { at: null, author: { type: 'visitor' }, text: 'Hello' },
+      { at: null, author: { type: 'agent', email: 'oleg@shop.example' }, text: 'Hi' },
+    ]);
+  });
+});
