@@ -13,5 +13,12 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests share one Redis server, each under its own key prefix; two workers fit the 2-core machines.
     maxWorkers: 2,
+    // Files in one worker share loaded modules instead of importing the whole bridge again per
+    // file (most of the tier's time). Safe because nothing in src/ or adapters/ keeps state at
+    // module level (every bridge, store and metrics registry is built per test; test/support
+    // shares only the Redis URL). The poll/webhook property that failed in shared workers was a
+    // timing defect in the Chatvisor poller (same-millisecond messages, fixed in poll.ts), not a
+    // leak. The slow tier keeps full isolation.
+    isolate: false,
   },
 });

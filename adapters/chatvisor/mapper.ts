@@ -28,9 +28,13 @@ export function conversationKey(conversation: Conversation): string {
   return `conversation:${conversation.customerId}:${conversation.status}:${digest(conversation.lastMessageText ?? '')}`;
 }
 
+/** What tells one of a customer's messages from another: its id, or its text and time without one. */
+export function messageIdentity(message: Message): string {
+  return message.id ?? `t:${digest(`${message.text ?? ''}\n${message.createdAt ?? ''}`)}`;
+}
+
 export function messageKey(message: Message): string {
-  const identity = message.id ?? `t:${digest(`${message.text ?? ''}\n${message.createdAt ?? ''}`)}`;
-  return `message:${message.customerId}:${identity}`;
+  return `message:${message.customerId}:${messageIdentity(message)}`;
 }
 
 /**

@@ -17,6 +17,7 @@ beforeEach(() => {
   fake.agents.clear();
   fake.clearFailures();
   fake.resetLog();
+  fake.now = () => new Date();
 });
 
 /** A clock that moves 1 ms per reading, so timeline entries have a strict order. */
@@ -201,6 +202,43 @@ describe('conversation polling', () => {
     expect(messageEntries(await timelineOf(test, 'c1'))).toHaveLength(1);
   });
 
+  // Chatvisor's times have millisecond resolution: two messages, or a message and the change the
+  // first run recorded, can share one. A message in that millisecond is still new.
+  it('finds a message created in the same millisecond as the first run recorded, its webhook lost', async () => {
+    const at = new Date('2024-05-14T08:00:00.000Z');
+    fake.now = () => at;
+    fake.addCustomer({ customerId: 'c1', status: 'UNRESOLVED' });
+    fake.addMessage('c1', 'existed before polling', 'CUSTOMER', at);
+    const test = runtimeWith();
+    expect(await test.runtime.poller.run()).toMatchObject({ baseline: true, seeded: 1 });
+    const lost = fake.addMessage('c1', 'sent in the same millisecond', 'CUSTOMER', at);
+
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, backfills: 1 });
+    expect(messageEntries(await timelineOf(test, 'c1')).map((entry) => entry.data.messageId)).toEqual([
+      lost.id,
+    ]);
+  });
+
+  it('finds a message created in the same millisecond as the newest one the last run fetched', async () => {
+    const at = new Date('2024-05-14T08:00:00.000Z');
+    fake.now = () => new Date(at.getTime() - 60_000);
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1' });
+    await test.runtime.poller.run();
+    const first = fake.addMessage('c1', 'first', 'CUSTOMER', at);
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1 });
+    const second = fake.addMessage('c1', 'second', 'CUSTOMER', at);
+    fake.addMessage('c1', 'an agent answers, same millisecond', 'AGENT', at);
+
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, backfills: 1 });
+    fake.addMessage('c1', 'third', 'CUSTOMER', new Date(at.getTime() + 1));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1 });
+    // Each once (the two in one millisecond in either order).
+    const seen = messageEntries(await timelineOf(test, 'c1')).map((entry) => entry.data.text as string);
+    expect(seen.sort()).toEqual(['first', 'second', 'third']);
+    expect(first.createdAt).toBe(second.createdAt);
+  });
+
   it('fails the run on a revoked token', async () => {
     const test = buildRuntime({ apiUrl: fake.apiUrl, apiToken: 'revoked' });
     await expect(test.runtime.poller.run()).rejects.toMatchObject({ code: 'chatvisor_auth_failed' });
@@ -212,7 +250,8 @@ type Step =
   | { kind: 'status'; customer: number; status: 'UNREAD' | 'DONE' | 'UNRESOLVED'; delivery: Delivery }
   | { kind: 'message'; customer: number; delivery: Delivery }
   | { kind: 'poll' }
-  | { kind: 'flush' };
+  | { kind: 'flush' }
+  | { kind: 'tick' };
 
 const delivery = fc.constantFrom<Delivery>('now', 'lost', 'late', 'twice');
 const step: fc.Arbitrary<Step> = fc.oneof(
@@ -225,6 +264,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ kind: fc.constant('message' as const), customer: fc.integer({ min: 0, max: 1 }), delivery }),
   fc.record({ kind: fc.constant('poll' as const) }),
   fc.record({ kind: fc.constant('flush' as const) }),
+  fc.record({ kind: fc.constant('tick' as const) }),
 );
 
 describe('polling and webhooks together', () => {
@@ -234,6 +274,11 @@ describe('polling and webhooks together', () => {
         fake.customers.clear();
         fake.messages.clear();
         fake.resetLog();
+        // Chatvisor's clock, moved only by 'tick' steps: changes between two ticks share a
+        // millisecond, as they can for real, and the seed alone decides the case (not how fast
+        // the machine happens to be).
+        let clock = Date.parse('2024-05-14T08:00:00.000Z');
+        fake.now = () => new Date(clock);
         const test = runtimeWith();
         const ids = ['k1', 'k2'];
         for (const id of ids) fake.addCustomer({ customerId: id, status: 'UNREAD' });
@@ -261,6 +306,8 @@ describe('polling and webhooks together', () => {
               );
               if (statuses.length > 0) expect(statuses).toContain(fake.customers.get(id)!.status);
             }
+          } else if (action.kind === 'tick') {
+            clock++;
           } else if (action.kind === 'flush') {
             for (const payload of late) await test.webhook(payload);
             late = [];
@@ -269,13 +316,13 @@ describe('polling and webhooks together', () => {
             if (fake.customers.get(id)!.status === action.status) continue;
             // An agent's reply first, so each state's (status, last message) is unique: identical
             // states are indistinguishable by design (the key is customer + status + last message).
-            fake.addMessage(id, `agent reply ${++text}`, 'AGENT');
+            fake.addMessage(id, `agent reply ${++text}`, 'AGENT', fake.now());
             fake.setStatus(id, action.status);
             await deliver(fake.conversationPayload(id), action.delivery);
           } else {
             const id = ids[action.customer]!;
             const reopened = fake.customers.get(id)!.status === 'DONE';
-            const message = fake.addMessage(id, `customer says ${++text}`);
+            const message = fake.addMessage(id, `customer says ${++text}`, 'CUSTOMER', fake.now());
             await deliver({ ...message }, action.delivery);
             if (reopened) await deliver(fake.conversationPayload(id), action.delivery);
           }

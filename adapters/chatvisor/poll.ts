@@ -4,12 +4,13 @@ import type { AdapterContext } from '../../src/contracts/adapter.js';
 import type { ChatvisorClient, ParsedPage } from './client.js';
 import type { ConversationTracker } from './conversations.js';
 import { ChatvisorAuthError, ChatvisorNotFoundError } from './errors.js';
-import { CUSTOMER_KIND, isCustomerMessage, toTranscript } from './mapper.js';
+import { CUSTOMER_KIND, isCustomerMessage, messageIdentity, toTranscript } from './mapper.js';
 import { CONVERSATION_STATUS } from './operations.js';
 import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import type { ChatvisorSettings, Conversation, Customer, CustomerIdentity, Message } from './schemas.js';
 import {
   type ConversationState,
+  type MessageCursor,
   readConversationState,
   storeKeys,
   writeCursor,
@@ -378,18 +379,20 @@ export class ConversationPoller {
     contact = identified.contact;
 
     if (messageChanged && messages) {
-      const since = cursor?.at ?? null;
-      let newest = since;
+      const covered = coveredByCursor(cursor, messages);
       for (const message of messages) {
-        if (message.createdAt && (newest === null || message.createdAt > newest)) newest = message.createdAt;
-        if (!isCustomerMessage(message)) continue;
-        if (since && message.createdAt && message.createdAt <= since) continue;
+        if (!isCustomerMessage(message) || covered.has(message)) continue;
         const result = await tracker.message(message, identified.identity);
         report.messageEvents++;
         if (!result.duplicate) this.backfill(report, 'message');
         contact = result.contact ?? contact;
       }
-      await writeCursor(context.store, channelId, customerId, { text: lastText, at: newest });
+      await writeCursor(
+        context.store,
+        channelId,
+        customerId,
+        cursorAfter(lastText, cursor?.at ?? null, messages),
+      );
     }
 
     if (contact) await tracker.pushLabels(customerId, contact, signal);
@@ -520,9 +523,7 @@ export class ConversationPoller {
       signal,
     );
     contact = identified.contact;
-    let newest: string | null = null;
     for (const message of messages) {
-      if (message.createdAt && (newest === null || message.createdAt > newest)) newest = message.createdAt;
       if (!isCustomerMessage(message)) continue;
       // Messages without a time belong to a conversation inside the window: kept.
       if (message.createdAt && run.since !== null && message.createdAt < run.since) continue;
@@ -534,10 +535,12 @@ export class ConversationPoller {
       }
       contact = observed.contact ?? contact;
     }
-    await writeCursor(context.store, channelId, customerId, {
-      text: conversation.lastMessageText ?? null,
-      at: newest,
-    });
+    await writeCursor(
+      context.store,
+      channelId,
+      customerId,
+      cursorAfter(conversation.lastMessageText ?? null, null, messages),
+    );
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
@@ -561,4 +564,46 @@ export class ConversationPoller {
     }
     return messages;
   }
+}
+
+/**
+ * The fetched messages (oldest first, as Chatvisor lists them) that the cursor already covers.
+ * Times have millisecond resolution, and a message can be created in the same millisecond as the
+ * newest one the cursor was taken at — "at or before the cursor" would drop it, and with its
+ * webhook lost nothing else would find it. So of the messages created at exactly the cursor's
+ * time, the cursor covers the ones it names (`seen`); a cursor recorded without fetching (the
+ * first run's baseline, or one stored before `seen` existed) names none, and covers those up to
+ * the last one with its text: the conversation's last message when the cursor was taken.
+ */
+function coveredByCursor(cursor: MessageCursor | undefined, messages: readonly Message[]): Set<Message> {
+  const covered = new Set<Message>();
+  const at = cursor?.at ?? null;
+  if (!cursor || at === null) return covered;
+  const sameTime: Message[] = [];
+  for (const message of messages) {
+    if (!message.createdAt) continue;
+    if (message.createdAt < at) covered.add(message);
+    else if (message.createdAt === at) sameTime.push(message);
+  }
+  if (cursor.seen) {
+    const seen = new Set(cursor.seen);
+    for (const message of sameTime) if (seen.has(messageIdentity(message))) covered.add(message);
+    return covered;
+  }
+  let last = -1;
+  sameTime.forEach((message, index) => {
+    if (message.text === cursor.text) last = index;
+  });
+  for (const message of sameTime.slice(0, last + 1)) covered.add(message);
+  return covered;
+}
+
+/** The cursor once `messages` are handled: the newest time among them (or `since`) and the messages at it. */
+function cursorAfter(text: string | null, since: string | null, messages: readonly Message[]): MessageCursor {
+  let newest = since;
+  for (const message of messages) {
+    if (message.createdAt && (newest === null || message.createdAt > newest)) newest = message.createdAt;
+  }
+  const seen = messages.filter((message) => message.createdAt !== null && message.createdAt === newest);
+  return { text, at: newest, seen: seen.map(messageIdentity) };
 }

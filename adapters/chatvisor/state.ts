@@ -44,6 +44,13 @@ export const messageCursorSchema = z.object({
   text: z.string().nullable(),
   /** createdAt of the newest message fetched (ISO), if any. */
   at: z.string().nullable(),
+  /**
+   * The messages created at exactly `at` that the poller has fetched (messageIdentity). Times
+   * have millisecond resolution and two messages can share one, so "created at or before the
+   * cursor" does not say a message was seen. Absent on a cursor recorded without fetching the
+   * messages (the first run's baseline) or stored before this field existed.
+   */
+  seen: z.array(z.string()).optional(),
 });
 export type MessageCursor = z.infer<typeof messageCursorSchema>;
 
