@@ -2,8 +2,17 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
-import { decodeRecord, encodeRecord, mergedView, newRecord } from '../src/contacts/record.js';
+import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  mergedView,
+  newRecord,
+  type StoredRecord,
+} from '../src/contacts/record.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember } from '../src/contacts/timeline.js';
+import type { Identifier } from '../src/contacts/types.js';
+import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
 import { ValidationError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import { createLogger } from '../src/logger.js';
@@ -15,7 +24,7 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
 
 /**
  * The engine's pure parts (issue 12 item 2), without a store: the record's stored form, the
- * merged view, the key layout and the timeline helpers. Then the lock-free write path's
+ * merged view, the key layout, the timeline helpers, the merge policy and unmerge planning. Then the lock-free write path's
  * guarantees with a store: concurrent writers of one contact lose nothing.
  */
 
@@ -136,6 +145,215 @@ describe('timeline helpers', () => {
     const member = timelineMember(entry);
     expect(member.startsWith('2026-11-01T12:00:00.000Z|e1|')).toBe(true);
     expect(JSON.parse(member.slice(member.indexOf('|', 25) + 1))).toEqual(entry);
+  });
+});
+
+/** A record with a given id and creation time (ids and times decide survivors). */
+function record(id: string, createdAt: string, extra: Partial<StoredRecord> = {}): StoredRecord {
+  return { ...newRecord(createdAt), id, ...extra };
+}
+
+describe('merge policy', () => {
+  const person: Identifier = { kind: 'person', value: 'p-1', provenance: 'verified' };
+  const typedEmail: Identifier = { kind: 'email', value: 'a@b.c', provenance: 'visitor' };
+  const verifiedEmail: Identifier = { ...typedEmail, provenance: 'verified' };
+  /** Two groups: c_new (holds the person id, the target) and c_old + its member c_m (holds the e-mail). */
+  function situation(email: Identifier): MergeSituation {
+    const records = new Map([
+      ['c_new', record('c_new', '2026-11-02T00:00:00.000Z')],
+      [
+        'c_old',
+        record('c_old', '2026-11-01T00:00:00.000Z', {
+          merges: [{ at: '2026-11-01T01:00:00.000Z', records: ['c_m'], via: person }],
+        }),
+      ],
+      ['c_m', record('c_m', '2026-10-01T00:00:00.000Z')],
+    ]);
+    return {
+      roots: ['c_new', 'c_old'],
+      members: new Map([
+        ['c_new', []],
+        ['c_old', ['c_m']],
+      ]),
+      records,
+      recordRoots: new Map([
+        ['c_new', 'c_new'],
+        ['c_m', 'c_old'],
+      ]),
+      resolving: [person, email],
+      holders: ['c_new', 'c_m'],
+      targetRoot: 'c_new',
+    };
+  }
+  const rules = { maxMergeSize: 10, apart: new Map<string, string[]>() };
+
+  it('the oldest root survives; the merge is via the identifier that reached the other group', () => {
+    const decision = decideMerge(situation(verifiedEmail), rules);
+    expect(decision).toEqual({
+      outcome: 'merged',
+      survivor: 'c_old',
+      via: verifiedEmail,
+      typed: false,
+      absorbed: ['c_new'],
+    });
+  });
+
+  it('a group reached only through a visitor-typed value makes the merge typed', () => {
+    expect(decideMerge(situation(typedEmail), rules)).toMatchObject({ outcome: 'merged', typed: true });
+  });
+
+  it('refuses groups larger than maxMergeSize together, and records kept apart by an unmerge', () => {
+    expect(decideMerge(situation(typedEmail), { ...rules, maxMergeSize: 2 })).toEqual({
+      outcome: 'refused',
+      reason: 'too_large',
+      via: typedEmail,
+    });
+    const apart = new Map([['c_m', ['c_new']]]);
+    expect(decideMerge(situation(typedEmail), { ...rules, apart })).toMatchObject({
+      outcome: 'refused',
+      reason: 'unmerged_before',
+    });
+    // Kept apart from a record of its own group (or of no group here) is no reason to refuse.
+    const within = new Map([['c_m', ['c_old', 'c_elsewhere']]]);
+    expect(decideMerge(situation(typedEmail), { ...rules, apart: within }).outcome).toBe('merged');
+  });
+
+  it('writes: records point at the survivor, member sets move, merge logs move with a new entry', () => {
+    const given = situation(typedEmail);
+    const decision = decideMerge(given, rules);
+    if (decision.outcome !== 'merged') throw new Error('expected a merge');
+    const newcomer = given.records.get('c_new')!;
+    newcomer.merges.push({ at: '2026-11-02T01:00:00.000Z', records: ['c_x'], via: person });
+    const writes = mergeWrites(decision, given, '2026-11-03T00:00:00.000Z');
+    const survivor = given.records.get('c_old')!;
+    expect(survivor.merges).toEqual([
+      { at: '2026-11-01T01:00:00.000Z', records: ['c_m'], via: person },
+      { at: '2026-11-02T01:00:00.000Z', records: ['c_x'], via: person },
+      { at: '2026-11-03T00:00:00.000Z', records: ['c_new'], via: typedEmail, typed: true },
+    ]);
+    expect(newcomer.merges).toEqual([]);
+    expect(writes).toEqual([
+      { op: 'set', key: 'root:c_new', value: 'c_old' },
+      { op: 'sadd', key: 'members:c_old', members: ['c_new'] },
+      { op: 'del', key: 'members:c_new' },
+      { op: 'set', key: 'rec:c_new', value: encodeRecord(newcomer) },
+      { op: 'set', key: 'rec:c_old', value: encodeRecord(survivor) },
+    ]);
+    expect(refusalWrites('too_large', ['c_new', 'c_old'], typedEmail, 'T', 'web')).toEqual([
+      {
+        op: 'rpush',
+        key: 'identity:conflicts',
+        values: [
+          JSON.stringify({
+            at: 'T',
+            reason: 'too_large',
+            roots: ['c_new', 'c_old'],
+            via: typedEmail,
+            channelId: 'web',
+          }),
+        ],
+      },
+      { op: 'ltrim', key: 'identity:conflicts', start: -10_000, stop: -1 },
+    ]);
+  });
+});
+
+describe('unmerge planning', () => {
+  const via: Identifier = { kind: 'email', value: 'a@b.c' };
+  /** c_r absorbed c_a with its member c_b in one merge, then c_c in another. */
+  function group() {
+    const root = record('c_r', '2026-11-01T00:00:00.000Z', {
+      merges: [
+        { at: '2026-11-02T00:00:00.000Z', records: ['c_a', 'c_b'], via },
+        { at: '2026-11-03T00:00:00.000Z', records: ['c_c'], via },
+      ],
+    });
+    const records = new Map(
+      [root, ...['c_a', 'c_b', 'c_c'].map((id) => record(id, '2026-11-01T00:00:00.000Z'))].map((r) => [
+        r.id,
+        r,
+      ]),
+    );
+    return { members: ['c_c', 'c_b', 'c_a'], records };
+  }
+
+  it('a merged record leaves with the group it joined with, kept apart from the rest', () => {
+    const { members, records } = group();
+    const plan = planRecordUnmerge({
+      rootId: 'c_r',
+      recordId: 'c_b',
+      members,
+      records,
+      at: '2026-11-04T00:00:00.000Z',
+      entryId: 'unmerge_1',
+    });
+    expect(plan.expectRecords).toEqual(['c_r']);
+    expect(plan.contact.records).toEqual(['c_r', 'c_c']);
+    expect(plan.split.id).toBe('c_a');
+    expect(plan.split.records).toEqual(['c_a', 'c_b']);
+    expect(records.get('c_r')!.merges.map((merge) => merge.records)).toEqual([['c_c']]);
+    const writes = plan.writes.filter((write) => write.op !== 'zadd');
+    expect(writes).toEqual([
+      { op: 'srem', key: 'members:c_r', members: ['c_a', 'c_b'] },
+      { op: 'del', key: 'root:c_a' },
+      { op: 'set', key: 'root:c_b', value: 'c_a' },
+      { op: 'sadd', key: 'members:c_a', members: ['c_b'] },
+      { op: 'sadd', key: 'apart:c_a', members: ['c_r', 'c_c'] },
+      { op: 'sadd', key: 'apart:c_b', members: ['c_r', 'c_c'] },
+      { op: 'sadd', key: 'apart:c_r', members: ['c_a', 'c_b'] },
+      { op: 'sadd', key: 'apart:c_c', members: ['c_a', 'c_b'] },
+      { op: 'set', key: 'rec:c_r', value: encodeRecord(records.get('c_r')!) },
+    ]);
+    const entry = plan.writes.find((write) => write.op === 'zadd');
+    expect(entry).toMatchObject({ key: 'tl:c_r' });
+    expect(plan.events.map((event) => [event.event.id, event.event.type, event.orderingKey])).toEqual([
+      ['evt_unmerge_1', 'contact.updated', 'c_r'],
+      ['evt_unmerge_1_split', 'contact.created', 'c_a'],
+    ]);
+  });
+
+  it('refuses the root itself and records that are not members', () => {
+    const { members, records } = group();
+    const base = { members, records, at: '2026-11-04T00:00:00.000Z', entryId: 'u' };
+    expect(() => planRecordUnmerge({ ...base, rootId: 'c_r', recordId: 'c_r' })).toThrow(ValidationError);
+    expect(() => planRecordUnmerge({ ...base, rootId: 'c_r', recordId: 'c_zz' })).toThrow(
+      /not a merged record/,
+    );
+  });
+
+  it('an identifier splits off into a new record that takes its value and index', () => {
+    const email: Identifier = { kind: 'email', value: 'a@b.c' };
+    const source = record('c_r', '2026-11-01T00:00:00.000Z', {
+      ids: [email, { kind: 'person', value: 'p-1' }],
+      emails: [{ v: 'a@b.c', at: '2026-11-01T00:00:00.000Z' }],
+    });
+    const fresh = record('c_new', '2026-11-04T00:00:00.000Z');
+    const plan = planIdentifierSplit({
+      rootId: 'c_r',
+      holder: 'c_r',
+      identifier: email,
+      members: ['c_m'],
+      records: new Map([
+        ['c_r', source],
+        ['c_m', record('c_m', '2026-11-01T00:00:00.000Z')],
+      ]),
+      fresh,
+      at: '2026-11-04T00:00:00.000Z',
+    });
+    expect(source.ids).toEqual([{ kind: 'person', value: 'p-1' }]);
+    expect(source.emails).toEqual([]);
+    expect(plan.split.emails).toEqual(['a@b.c']);
+    expect(plan.contact.records).toEqual(['c_r', 'c_m']);
+    expect(plan.expectIndex).toEqual({ key: 'idx:email:*:a@b.c', holder: 'c_r' });
+    expect(plan.expectRecords).toEqual(['c_r']);
+    expect(plan.writes).toEqual([
+      { op: 'set', key: 'rec:c_r', value: encodeRecord(source) },
+      { op: 'set', key: 'rec:c_new', value: encodeRecord(fresh) },
+      { op: 'set', key: 'idx:email:*:a@b.c', value: 'c_new' },
+      { op: 'sadd', key: 'apart:c_new', members: ['c_r', 'c_m'] },
+      { op: 'sadd', key: 'apart:c_r', members: ['c_new'] },
+      { op: 'sadd', key: 'apart:c_m', members: ['c_new'] },
+    ]);
   });
 });
 

@@ -11,9 +11,17 @@ import {
 } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
-import type { Lock, Store, StoreBatch } from '../store/types.js';
-import { key } from './keys.js';
+import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import { groupLayout, key } from './keys.js';
 import { isHttpLink } from './links.js';
+import {
+  decideMerge,
+  groupIdsOf,
+  type MergeRefusal,
+  type MergeSituation,
+  mergeWrites,
+  refusalWrites,
+} from './merge.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
 import {
   decodeRecord,
@@ -33,6 +41,8 @@ import {
   type ParsedObservation,
   type TimelineEntry,
 } from './types.js';
+import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
+import { queueWrites } from './writes.js';
 
 export { nameWords } from './timeline.js';
 
@@ -51,9 +61,9 @@ export { nameWords } from './timeline.js';
  * - Each record has its own timeline (`tl:<id>`, a sorted set whose members sort by time, read
  *   newest first across the group's records).
  *
- * Concurrency (optimistic): an observation reads (idempotency key and identifier index in one
- * trip, then the holders' roots, records and member lists in one more when anyone is known),
- * plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
+ * Concurrency (optimistic): an observation reads in one trip (Store.readGroups: the idempotency
+ * key, the identifier index, and the holders' roots, member lists and every record of their
+ * groups, up to identity.maxMergeSize records), plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
  * idempotency key, outbound events) that *expects* every value it was planned on — no earlier
  * delivery, the same holders, roots and record texts (StoreBatch.expect, one Lua script on
  * Redis). If anything changed, nothing is written and it reads again: two instances seeing the
@@ -62,7 +72,9 @@ export { nameWords } from './timeline.js';
  * takes the identifier and record locks (one atomic step each, identifiers first), so two
  * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
  * they read, since observations no longer lock. The pure parts live next to this file:
- * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids).
+ * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids),
+ * merge.ts (merge policy: survivor, refusals, merge log), unmerge.ts (what an unmerge or split
+ * writes), writes.ts (planned writes as data); this file reads, plans with them and writes.
  */
 
 const UNSAFE_LINKS_HELP =
@@ -166,11 +178,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       out.set(id, values[index] ?? id);
     });
     return out;
-  }
-
-  async function membersOf(roots: readonly string[]): Promise<Map<string, string[]>> {
-    const lists = await Promise.all(roots.map((root) => store.smembers(key.members(root))));
-    return new Map(roots.map((root, index) => [root, lists[index]!.sort()]));
   }
 
   /**
@@ -320,18 +327,60 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     targetId: string | null;
     roots: string[];
     recordRoots: Map<string, string>;
-    /** Records and member lists read with the roots (of the holders, which are usually roots). */
+    /** The groups' records and the roots' member lists, as read (readGroups). */
     records: Map<string, StoredRecord>;
     members: Map<string, string[]>;
+    /** Ids whose record was read (present or not); others of the groups are read before writing. */
+    read: ReadonlySet<string>;
   }
 
-  async function plan(indexValues: (string | null)[], identifiers: Identifier[]): Promise<Plan> {
+  /** Decode a record as read, remembering its text for the write's expectations. */
+  function decodeRead(id: string, text: string): StoredRecord {
+    const record = decodeRecord(id, text);
+    readAs.set(record, text);
+    return record;
+  }
+
+  /** One read (dedupe key and identifier index, with every group they lead to) for observe. */
+  function readState(dedupeKey: string, indexKeys: string[]): Promise<GroupReadResult> {
+    return store.readGroups({
+      keys: [dedupeKey, ...indexKeys],
+      layout: groupLayout,
+      maxRecords: identity.maxMergeSize,
+    });
+  }
+
+  /**
+   * The contact a record belongs to, from a readGroups answer, as loadContact would read it
+   * (root first, then its members in id order); undefined when the read left part of the group
+   * unread (the caller loads it then), null when there is no such contact.
+   */
+  function viewFromRead(
+    read: GroupReadResult,
+    id: string,
+  ): { contact: Contact; rootId: string } | null | undefined {
+    const rootId = read.roots.get(id);
+    if (rootId === undefined) return undefined;
+    const ids = [rootId, ...[...(read.members.get(rootId) ?? [])].sort()];
+    const records: StoredRecord[] = [];
+    for (const member of ids) {
+      if (!read.records.has(member)) return undefined;
+      const text = read.records.get(member);
+      if (text) records.push(decodeRead(member, text));
+    }
+    // A root that is not merged away must have its own record; a merged-away id needs any.
+    if (rootId === id ? records[0]?.id !== rootId : records.length === 0) return null;
+    return { contact: mergedView(rootId, records), rootId };
+  }
+
+  function plan(read: GroupReadResult, indexValues: (string | null)[], identifiers: Identifier[]): Plan {
     const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
-    // One trip: the holders' root pointers, records and member lists, read together.
-    const [recordRoots, records, members] =
-      recordIds.length === 0
-        ? [new Map<string, string>(), new Map<string, StoredRecord>(), new Map<string, string[]>()]
-        : await Promise.all([rootsOf(recordIds), readRecords(recordIds), membersOf(recordIds)]);
+    const recordRoots = new Map(recordIds.map((id) => [id, read.roots.get(id) ?? id]));
+    const roots = [...new Set(recordRoots.values())];
+    const members = new Map<string, string[]>();
+    for (const root of roots) members.set(root, [...(read.members.get(root) ?? [])].sort());
+    const records = new Map<string, StoredRecord>();
+    for (const [id, text] of read.records) if (text !== null) records.set(id, decodeRead(id, text));
     // The record to write to: the one holding the strongest identifier (person > email > phone > local).
     let targetId: string | null = null;
     let best = Number.POSITIVE_INFINITY;
@@ -342,13 +391,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         targetId = value;
       }
     });
-    const roots = [...new Set(recordRoots.values())];
-    return { targetId, roots, recordRoots, records, members };
+    return { targetId, roots, recordRoots, records, members, read: new Set(read.records.keys()) };
   }
 
   function refuseMerge(
     batch: StoreBatch,
-    reason: 'too_large' | 'unmerged_before',
+    reason: MergeRefusal,
     roots: string[],
     via: Identifier,
     at: string,
@@ -359,9 +407,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       { roots, via: identifierLabel(via), reason, channelId: observation.channelId },
       'merge refused',
     );
-    batch
-      .rpush(key.conflicts, JSON.stringify({ at, reason, roots, via, channelId: observation.channelId }))
-      .ltrim(key.conflicts, -10_000, -1);
+    queueWrites(batch, refusalWrites(reason, roots, via, at, observation.channelId));
   }
 
   /**
@@ -465,12 +511,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // takes the identity and record locks, so that merges of one group do not interleave.
     return inLane(indexKeys[0]!, async () => {
       const attempt = async (locked: boolean): Promise<ObserveResult | null> => {
-        const [duplicateOf, ...indexValues] = await store.mget([dedupeKey, ...indexKeys]);
+        // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
+        // roots' members and the groups' records (a repeated delivery finds its contact there).
+        const read = await readState(dedupeKey, indexKeys);
+        const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
-          const existing = await loadContact(duplicateOf);
+          const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
-        const planned = await plan(indexValues, resolving);
+        const planned = plan(read, indexValues, resolving);
         const write = () =>
           writeObservation(
             observation,
@@ -547,16 +596,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
     const write = async (): Promise<ObserveResult | null> => {
       // What the plan read is checked when the write runs (expectations below), so nothing is
-      // read twice: only roots that are not holders (merged contacts) and their members' records
-      // are read here.
+      // read twice: only records of groups larger than one read may hold are read here.
       const current = planned.recordRoots;
-      const members = new Map(planned.members);
+      const members = planned.members;
       const records = new Map(planned.records);
-      const rootsUnread = planned.roots.filter((root) => !members.has(root));
-      if (rootsUnread.length > 0)
-        for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
-      const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
-      const unread = groupIds.filter((id) => !records.has(id));
+      const groupIds = groupIdsOf(planned.roots, members);
+      const unread = groupIds.filter((id) => !planned.read.has(id));
       if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
       const target = fresh ?? records.get(targetId);
       if (!target) return null;
@@ -586,54 +631,25 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const absorbed: string[] = [];
       let mergedVia: Identifier | undefined;
       if (planned.roots.length > 1) {
-        const via = resolving.find((_, index) => {
-          const holder = indexValues[index];
-          return holder != null && current.get(holder) !== targetRoot;
-        })!;
-        const apart = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
-        const groupOf = new Map<string, string>();
-        for (const root of planned.roots)
-          for (const id of [root, ...(members.get(root) ?? [])]) groupOf.set(id, root);
-        const keptApart = groupIds.some((id, index) =>
-          apart[index]!.some((other) => groupOf.has(other) && groupOf.get(other) !== groupOf.get(id)),
-        );
-        if (groupIds.length > identity.maxMergeSize) {
-          refuseMerge(batch, 'too_large', planned.roots, via, at, observation);
-        } else if (keptApart) {
-          refuseMerge(batch, 'unmerged_before', planned.roots, via, at, observation);
+        const apartLists = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
+        const apart = new Map(groupIds.map((id, index) => [id, apartLists[index]!]));
+        const situation: MergeSituation = {
+          roots: planned.roots,
+          members,
+          records,
+          recordRoots: current,
+          resolving,
+          holders: indexValues,
+          targetRoot,
+        };
+        const decision = decideMerge(situation, { maxMergeSize: identity.maxMergeSize, apart });
+        if (decision.outcome === 'refused') {
+          refuseMerge(batch, decision.reason, planned.roots, decision.via, at, observation);
         } else {
-          // The oldest contact survives, so ids already handed to CRMs stay stable.
-          const candidates = planned.roots
-            .map((root) => records.get(root))
-            .filter((record) => record !== undefined);
-          candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
-          survivor = candidates[0]!.id;
-          mergedVia = via;
-          // Proven only if every joining group was reached by a verified value of this observation.
-          const typed = !planned.roots.every((root) =>
-            resolving.some((identifier, index) => {
-              const holder = indexValues[index];
-              return identifier.provenance === 'verified' && holder != null && current.get(holder) === root;
-            }),
-          );
-          const survivorRecord = records.get(survivor)!;
-          for (const root of planned.roots) {
-            if (root === survivor) continue;
-            const joined = [root, ...(members.get(root) ?? [])];
-            for (const id of joined) batch.set(key.root(id), survivor);
-            batch.sadd(key.members(survivor), ...joined).del(key.members(root));
-            const rootRecord = records.get(root)!;
-            survivorRecord.merges.push(...rootRecord.merges, {
-              at,
-              records: joined,
-              via,
-              ...(typed ? { typed: true as const } : {}),
-            });
-            rootRecord.merges = [];
-            batch.set(key.record(root), encodeRecord(rootRecord));
-            absorbed.push(root);
-          }
-          batch.set(key.record(survivor), encodeRecord(survivorRecord));
+          survivor = decision.survivor;
+          mergedVia = decision.via;
+          queueWrites(batch, mergeWrites(decision, situation, at));
+          absorbed.push(...decision.absorbed);
           groupIdsAfter = groupIds;
         }
       }
@@ -858,81 +874,43 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     ]);
   }
 
+  /** Commit an unmerge plan as one checked batch (the caller holds the locks). */
+  async function commitPlan(
+    plan: UnmergePlan,
+    records: ReadonlyMap<string, StoredRecord>,
+    expectIndex?: { key: string; holder: string },
+  ): Promise<{ contact: Contact; split: Contact }> {
+    const batch = store.batch();
+    if (expectIndex) batch.expect(expectIndex.key, expectIndex.holder);
+    for (const id of plan.expectRecords) {
+      const record = records.get(id);
+      batch.expect(key.record(id), (record && readAs.get(record)) ?? null);
+    }
+    queueWrites(batch, plan.writes);
+    const stagedAt = Date.now();
+    events.stage(
+      batch,
+      plan.events.map((entry) => ({ ...entry, stagedAt })),
+    );
+    if (!(await batch.exec())) throw contention();
+    events.committed();
+    return { contact: plan.contact, split: plan.split };
+  }
+
   async function unmergeRecord(rootId: string, recordId: string) {
     return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
       const members = await store.smembers(key.members(rootId));
-      if (recordId === rootId || !members.includes(recordId)) {
-        throw new ValidationError('not a merged record of this contact', [
-          { path: 'recordId', message: `merged records: ${members.sort().join(', ') || 'none'}` },
-        ]);
-      }
+      assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
-      const root = records.get(rootId)!;
-      // Undo the merge that brought this record in: its whole group at the time leaves together.
-      const mergeIndex = root.merges.findLastIndex((merge) => merge.records.includes(recordId));
-      const leaving =
-        mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
-      const newRoot = leaving[0]!;
-      const at = now().toISOString();
-      const batch = store.batch();
-      // Observations write without locks: this holds only if the root record is as read.
-      batch.expect(key.record(rootId), readAs.get(root) ?? null);
-      batch.srem(key.members(rootId), ...leaving).del(key.root(newRoot));
-      for (const member of leaving.slice(1)) batch.set(key.root(member), newRoot);
-      if (leaving.length > 1) batch.sadd(key.members(newRoot), ...leaving.slice(1));
-      // Remember the split, so the identifier that joined them does not merge them again.
-      const staying = [rootId, ...members.filter((member) => !leaving.includes(member))];
-      for (const id of leaving) batch.sadd(key.apart(id), ...staying);
-      for (const id of staying) batch.sadd(key.apart(id), ...leaving);
-      if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
-      batch.set(key.record(rootId), encodeRecord(root));
-      const newRootRecord = records.get(newRoot)!;
-      const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
-      const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
-      const contact = mergedView(rootId, stayingRecords);
-      const split = mergedView(newRoot, [
-        newRootRecord,
-        ...leavingRecords.filter((record) => record !== newRootRecord),
-      ]);
-      const entry: TimelineEntry = {
-        id: `unmerge_${randomBytes(8).toString('hex')}`,
-        at,
-        channelId: '',
-        vendor: 'chatbridge',
-        type: 'contact.unmerged',
-        summary: `Split off ${leaving.length} record${leaving.length === 1 ? '' : 's'} into ${newRoot}`,
-        data: { from: rootId, split: newRoot, records: leaving },
-      };
-      batch.zadd(key.timeline(rootId), 0, timelineMember(entry));
-      events.stage(batch, [
-        {
-          event: {
-            id: `evt_${entry.id}`,
-            type: 'contact.updated',
-            occurredAt: at,
-            channel: null,
-            contact,
-            data: { unmerged: leaving },
-          },
-          orderingKey: rootId,
-          stagedAt: Date.now(),
-        },
-        {
-          event: {
-            id: `evt_${entry.id}_split`,
-            type: 'contact.created',
-            occurredAt: at,
-            channel: null,
-            contact: split,
-            data: { unmergedFrom: rootId },
-          },
-          orderingKey: newRoot,
-          stagedAt: Date.now(),
-        },
-      ]);
-      if (!(await batch.exec())) throw contention();
-      events.committed();
-      return { contact, split };
+      const plan = planRecordUnmerge({
+        rootId,
+        recordId,
+        members,
+        records,
+        at: now().toISOString(),
+        entryId: `unmerge_${randomBytes(8).toString('hex')}`,
+      });
+      return commitPlan(plan, records);
     });
   }
 
@@ -954,61 +932,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
         const members = await store.smembers(key.members(rootId));
         const records = await readRecords([rootId, ...members]);
-        const source = records.get(holder)!;
         const at = now().toISOString();
-        const split = newRecord(at);
-        const label = identifierLabel(identifier);
-        source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
-        split.ids.push(identifier);
-        if (identifier.kind === 'email') {
-          source.emails = source.emails.filter((item) => item.v !== identifier.value);
-          split.emails.push({ v: identifier.value, at });
-        }
-        if (identifier.kind === 'phone') {
-          source.phones = source.phones.filter((item) => item.v !== identifier.value);
-          split.phones.push({ v: identifier.value, at });
-        }
-        const groupIds = [rootId, ...members];
-        const batch = store.batch();
-        // Observations write without locks: this holds only if the index and record are as read.
-        batch.expect(key.index(identifier), holder).expect(key.record(holder), readAs.get(source) ?? null);
-        batch
-          .set(key.record(holder), encodeRecord(source))
-          .set(key.record(split.id), encodeRecord(split))
-          .set(key.index(identifier), split.id)
-          .sadd(key.apart(split.id), ...groupIds);
-        for (const id of groupIds) batch.sadd(key.apart(id), split.id);
-        const contact = mergedView(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
-        const splitView = mergedView(split.id, [split]);
-        events.stage(batch, [
-          {
-            event: {
-              id: `evt_split_${split.id}`,
-              type: 'contact.created',
-              occurredAt: at,
-              channel: null,
-              contact: splitView,
-              data: { unmergedFrom: rootId, identifier },
-            },
-            orderingKey: split.id,
-            stagedAt: Date.now(),
-          },
-          {
-            event: {
-              id: `evt_split_${split.id}_from`,
-              type: 'contact.updated',
-              occurredAt: at,
-              channel: null,
-              contact,
-              data: { removedIdentifier: identifier },
-            },
-            orderingKey: rootId,
-            stagedAt: Date.now(),
-          },
-        ]);
-        if (!(await batch.exec())) throw contention();
-        events.committed();
-        return { contact, split: splitView };
+        const plan = planIdentifierSplit({
+          rootId,
+          holder,
+          identifier,
+          members,
+          records,
+          fresh: newRecord(at),
+          at,
+        });
+        return commitPlan(plan, records, plan.expectIndex);
       });
     });
   }

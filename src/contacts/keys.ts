@@ -24,3 +24,6 @@ export const key = {
     `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
   conflicts: 'identity:conflicts',
 };
+
+/** The group layout as Store.readGroups takes it (each prefix is followed by a record id). */
+export const groupLayout = { root: key.root(''), members: key.members(''), record: key.record('') };
