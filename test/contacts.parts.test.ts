@@ -428,5 +428,52 @@ for (const kind of ['memory', 'redis'] as const) {
       if (storeA !== storeB) await storeB.close();
       await storeA.close();
     });
+
+    it('a group larger than one read holds (maxMergeSize lowered since) is still read whole', async () => {
+      const [store] = await stores();
+      const roomy = createContactEngine({
+        store,
+        identity: { ...identity, maxMergeSize: 3 },
+        events: createOutboxPublisher(store),
+        metrics: new Metrics(),
+        logger,
+      });
+      const at = '2026-11-01T12:00:00.000Z';
+      const observe = (
+        engine: typeof roomy,
+        idempotencyKey: string,
+        people: string[],
+        labels: string[] = [],
+      ) =>
+        engine.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at,
+          idempotencyKey,
+          identifiers: people.map((value) => ({ kind: 'person', value })),
+          labels,
+        });
+      for (const person of ['big-a', 'big-b', 'big-c']) await observe(roomy, person, [person]);
+      await observe(roomy, 'join-ab', ['big-a', 'big-b']);
+      const joined = await observe(roomy, 'join-ac', ['big-a', 'big-c']);
+      expect(joined.contact.records).toHaveLength(3);
+      // The read holds at most maxMergeSize (now 2) records: the third is read before writing.
+      const tight = createContactEngine({
+        store,
+        identity: { ...identity, maxMergeSize: 2 },
+        events: createOutboxPublisher(store),
+        metrics: new Metrics(),
+        logger,
+      });
+      const known = await observe(tight, 'later', ['big-c'], ['vip']);
+      expect(known.created).toBe(false);
+      expect(known.contact.id).toBe(joined.contact.id);
+      expect(known.contact.records).toEqual(joined.contact.records);
+      expect(known.contact.labels).toEqual(['vip']);
+      const again = await observe(tight, 'later', ['big-c'], ['other']);
+      expect(again.duplicate).toBe(true);
+      expect(again.contact).toEqual(known.contact);
+      await store.close();
+    });
   });
 }
