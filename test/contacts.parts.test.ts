@@ -429,6 +429,57 @@ for (const kind of ['memory', 'redis'] as const) {
       await storeA.close();
     });
 
+    it('claimAndFind: claims once, finds as findByIdentifier does (merged groups, misses, both read paths)', async () => {
+      const [store] = await stores();
+      for (const mergeOnVisitorTyped of [
+        identity.mergeOnVisitorTyped,
+        ['email', 'phone'] as typeof identity.mergeOnVisitorTyped,
+      ]) {
+        const engine = createContactEngine({
+          store,
+          identity: { ...identity, mergeOnVisitorTyped },
+          events: createOutboxPublisher(store),
+          metrics: new Metrics(),
+          logger,
+        });
+        const tag = mergeOnVisitorTyped.length;
+        const observe = (idempotencyKey: string, identifiers: { kind: string; value: string }[]) =>
+          engine.observe({
+            channelId: 'web',
+            vendor: 'jivochat',
+            at: '2026-11-01T12:00:00.000Z',
+            idempotencyKey: `${tag}-${idempotencyKey}`,
+            identifiers: identifiers.map((item) => ({ ...item, provenance: 'verified' as const })),
+          });
+        await observe('a', [{ kind: 'person', value: `claim-a-${tag}` }]);
+        await observe('b', [
+          { kind: 'person', value: `claim-b-${tag}` },
+          { kind: 'email', value: `claim-${tag}@example.com` },
+        ]);
+        // Joins a and b (the e-mail reaches b's group).
+        await observe('ab', [
+          { kind: 'person', value: `claim-a-${tag}` },
+          { kind: 'email', value: `claim-${tag}@example.com` },
+        ]);
+        const claim = (name: string) => ({ key: `claim-test:${tag}:${name}`, ttlMs: 60_000 });
+        for (const person of [`claim-a-${tag}`, `claim-b-${tag}`, `nobody-${tag}`, 'null']) {
+          const identifier = { kind: 'person', value: person };
+          const expected = await engine.findByIdentifier(identifier, { evenWork: true });
+          const found = await engine.claimAndFind(identifier, { claim: claim(person), evenWork: true });
+          expect(found).toEqual({ claimed: true, contact: expected });
+          expect(await engine.claimAndFind(identifier, { claim: claim(person), evenWork: true })).toEqual({
+            claimed: false,
+          });
+        }
+        const merged = await engine.claimAndFind(
+          { kind: 'person', value: `claim-b-${tag}` },
+          { claim: claim('merged') },
+        );
+        expect(merged.claimed && merged.contact?.records).toHaveLength(2);
+      }
+      await store.close();
+    });
+
     it('a group larger than one read holds (maxMergeSize lowered since) is still read whole', async () => {
       const [store] = await stores();
       const roomy = createContactEngine({

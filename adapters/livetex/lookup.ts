@@ -3,8 +3,8 @@ import { performance } from 'node:perf_hooks';
 import type { ChannelConfig } from '../../src/config/schema.js';
 import type { AdapterContext, ChannelRoute } from '../../src/contracts/adapter.js';
 import { AppError } from '../../src/errors.js';
-import { type LookupClaims, type LookupCodec, LookupRefusedError } from './codec.js';
-import type { LivetexKeyStore } from './keys.js';
+import { type LookupCodec, LookupRefusedError } from './codec.js';
+import { jtiClaim, type LivetexKeyStore } from './keys.js';
 import { foundAnswer, notFoundAnswer } from './mapper.js';
 import type { LivetexSettings } from './schemas.js';
 
@@ -12,7 +12,8 @@ import type { LivetexSettings } from './schemas.js';
  * `POST /livetex/:channelId/attributes` (DESIGN §6): the encrypted attribute lookup. The order of
  * checks is the order of trust: form (400), key (401), decryption and time (401), replay (401) —
  * the replay cache is written only for a token that passed everything else, so garbage cannot
- * fill it. The answer's facts come from the shared FactService, the same code as JivoChat's
+ * fill it. Two store trips: the key's record (revocation holds at once), then one step that claims
+ * the jti and, only if fresh, reads the contact (ContactService.claimAndFind). The answer's facts come from the shared FactService, the same code as JivoChat's
  * custom_data.
  */
 
@@ -39,18 +40,6 @@ export function createLookupRoute(options: {
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3],
   );
 
-  /**
-   * Shared by every instance: SET NX on the jti, kept until the token could no longer pass the
-   * time check anyway (exp + skew), so a replay is refused for exactly as long as it matters.
-   */
-  async function claimJti(claims: LookupClaims): Promise<void> {
-    const validUntilMs = (claims.exp + settings.maxClockSkewSeconds) * 1000;
-    const ttlMs = Math.max(1000, Math.ceil(validUntilMs - context.now().getTime()) + 1000);
-    const jtiKey = `livetex:${channel.id}:jti:${createHash('sha256').update(claims.jti).digest('base64url')}`;
-    const fresh = await context.store.set(jtiKey, '1', { nx: true, ttlMs });
-    if (!fresh) throw new LookupRefusedError('replayed_token', 'this token (jti) was already used');
-  }
-
   return {
     method: 'POST',
     path: 'attributes',
@@ -70,11 +59,10 @@ export function createLookupRoute(options: {
         const resolved = await keys.resolve(sealed.kid);
         if (resolved.state === 'unknown') throw new LookupRefusedError('unknown_key', 'no key with this kid');
         if (resolved.state === 'revoked') throw new LookupRefusedError('revoked_key', 'this key was revoked');
-        const claims = await codec.openRequest(sealed, resolved.key, {
+        const claims = await codec.openRequest(sealed, resolved.imported, {
           now: context.now(),
           maxSkewSeconds: settings.maxClockSkewSeconds,
         });
-        await claimJti(claims);
 
         const value = claims.personId ?? claims.customVisitorToken ?? '';
         // Found and not found do the same work as far as practical (issue 10 item 2):
@@ -87,10 +75,17 @@ export function createLookupRoute(options: {
           settings.evenTiming && context.facts.sourceCount() > 0
             ? request.receivedAt + settings.lookupDeadlineMs
             : null;
-        const contact = await context.contacts.findByIdentifier(
+        // One store step: claim the jti (a replay reads nothing) and find the contact.
+        const found = await context.contacts.claimAndFind(
           { kind: 'person', value },
-          { evenWork: true },
+          {
+            claim: jtiClaim(channel.id, claims, settings.maxClockSkewSeconds, context.now()),
+            evenWork: true,
+          },
         );
+        if (!found.claimed)
+          throw new LookupRefusedError('replayed_token', 'this token (jti) was already used');
+        const contact = found.contact;
         let answer = notFoundAnswer(claims.requestId);
         if (contact) {
           // The budget counts from the request's arrival: what is left after reading the body,
@@ -122,7 +117,7 @@ export function createLookupRoute(options: {
           },
           'livetex attribute lookup',
         );
-        const sealedAnswer = await codec.sealAnswer(answer, sealed.kid, resolved.key);
+        const sealedAnswer = await codec.sealAnswer(answer, sealed.kid, resolved.imported);
         if (holdUntil !== null) {
           const wait = holdUntil - performance.now();
           if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

@@ -31,7 +31,7 @@ import {
   type StoredRecord,
   upsertValued,
 } from './record.js';
-import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
 import {
   type Contact,
@@ -828,6 +828,38 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contact ?? null;
   }
 
+  async function claimAndFind(
+    identifier: Identifier,
+    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
+  ): Promise<ClaimedFind> {
+    const normalized = normalizePublic(identifier);
+    // A kind that may also be search-only (identity.mergeOnVisitorTyped) is found through a set
+    // as well: claim, then the ordinary find (more trips; not the default configuration).
+    if (normalized && !(resolves(normalized) && mergeOnVisitorTyped.has(normalized.kind))) {
+      if (!(await store.set(options.claim.key, '1', { nx: true, ttlMs: options.claim.ttlMs })))
+        return { claimed: false };
+      return { claimed: true, contact: await findByIdentifier(identifier, options) };
+    }
+    // One step: claim, then the identifier's holder, its root, members and records (a miss with
+    // evenWork reads the decoy group the same way; an unusable identifier reads it too).
+    const read = await store.readGroups({
+      keys: normalized ? [key.index(normalized)] : [],
+      layout: groupLayout,
+      maxRecords: identity.maxMergeSize,
+      claim: options.claim,
+      ...(options.evenWork ? { decoy: DECOY_RECORD_ID } : {}),
+    });
+    if (!read.claimed) return { claimed: false };
+    const holder = read.values[0];
+    if (!holder) return { claimed: true, contact: null };
+    // As find: the holder's root, loaded as a contact (which needs the root's own record).
+    const rootId = read.roots.get(holder) ?? holder;
+    if (read.records.has(rootId) && read.records.get(rootId) === null)
+      return { claimed: true, contact: null };
+    const loaded = viewFromRead(read, holder) ?? (await loadContact(rootId));
+    return { claimed: true, contact: loaded?.contact ?? null };
+  }
+
   function decodeCursor(cursor: string): string {
     const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
     if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\|[A-Za-z0-9_-]{1,64}$/.test(decoded)) {
@@ -962,6 +994,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     get,
     find,
     findByIdentifier,
+    claimAndFind,
     timeline,
     unmerge,
     normalizeIdentifier: normalizePublic,
