@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
@@ -118,6 +119,9 @@ describe('key layout', () => {
     expect(key.name('anna')).toBe('sidx:name:anna');
     expect(key.dedupe('web', 'chat-1')).toMatch(/^dedupe:[A-Za-z0-9_-]{43}$/);
     expect(key.dedupe('web', 'chat-1')).not.toBe(key.dedupe('web2', 'chat-1'));
+    // The same names as before the one-shot digest: repeated deliveries of stored keys still match.
+    const before = createHash('sha256').update('web').update('\n').update('chat-1').digest('base64url');
+    expect(key.dedupe('web', 'chat-1')).toBe(`dedupe:${before}`);
   });
 });
 

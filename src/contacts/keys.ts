@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { digest } from '../digest.js';
 import type { Identifier } from './types.js';
 
 /**
@@ -21,7 +21,7 @@ export const key = {
   search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
   name: (word: string) => `sidx:name:${word}`,
   dedupe: (channelId: string, idempotencyKey: string) =>
-    `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
+    `dedupe:${digest('sha256', `${channelId}\n${idempotencyKey}`, 'base64url')}`,
   conflicts: 'identity:conflicts',
 };
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { digest } from '../digest.js';
 import { ValidationError } from '../errors.js';
 import type { TimelineEntry } from './types.js';
 
@@ -43,17 +43,11 @@ export function eventId(
   idempotencyKey: string,
   eventKey: string,
 ): string {
-  return `evt_${createHash('sha256')
-    .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
-    .digest('base64url')
-    .slice(0, 22)}`;
+  return `evt_${digest('sha256', `${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`, 'base64url').slice(0, 22)}`;
 }
 
 export function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
-  return createHash('sha256')
-    .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
-    .digest('base64url')
-    .slice(0, 22);
+  return digest('sha256', `${channelId}\n${idempotencyKey}\n${entryKey}`, 'base64url').slice(0, 22);
 }
 
 export function isoOf(value: string): string {

@@ -1,6 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { digest } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { createRedisClient, type RedisClient, type RedisTarget, redactRedisUrl } from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
@@ -412,11 +413,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (const [key, value] of expectations) {
         args.push(
           indexOf(key),
-          value === null
-            ? '0'
-            : value.length > 64
-              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
-              : `=${value}`,
+          value === null ? '0' : value.length > 64 ? `#${digest('sha1', value, 'hex')}` : `=${value}`,
         );
       }
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
