@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
 import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
+import { checkObservation } from '../src/contacts/observation.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -12,7 +14,7 @@ import {
   type StoredRecord,
 } from '../src/contacts/record.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember } from '../src/contacts/timeline.js';
-import type { Identifier } from '../src/contacts/types.js';
+import { type Identifier, type Observation, observationSchema } from '../src/contacts/types.js';
 import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
 import { ValidationError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
@@ -361,6 +363,172 @@ describe('unmerge planning', () => {
   });
 });
 
+describe('observation check', () => {
+  /** Mostly the valid value, sometimes something else: most generated observations stay valid. */
+  const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>) =>
+    fc.oneof({ arbitrary: good, weight: 30 }, { arbitrary: bad, weight: 1 });
+  const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
+  const junk = fc.oneof(
+    fc.constant(null),
+    fc.integer(),
+    fc.double(),
+    fc.boolean(),
+    fc.string({ maxLength: 3 }),
+    fc.constant([]),
+    fc.constant({}),
+  );
+  const text = mostly(
+    fc.string({ minLength: 1, maxLength: 6 }),
+    fc.constantFrom('', 'x'.repeat(512), 'x'.repeat(513), 'Анна 😀'),
+  );
+  const at = mostly(
+    fc.oneof(
+      fc
+        .date({ min: new Date('2000-01-01'), max: new Date('2100-01-01'), noInvalidDate: true })
+        .map((date) => date.toISOString()),
+      fc.constantFrom('2026-11-01T12:00:00+03:00', '2024-02-29T10:00:00.5-01:30'),
+    ),
+    fc.oneof(
+      fc.constantFrom('2026-02-29T00:00:00Z', '2026-11-01T12:00Z', '2026-11-01T12:00:00+0300', 'yesterday'),
+      junk,
+    ),
+  );
+  const kind = mostly(
+    fc.constantFrom('person', 'email', 'phone', 'visitor', 'a_1'),
+    fc.oneof(fc.constantFrom('Bad', '1x', ''), text),
+  );
+  const identifier = mostly(
+    fc.record(
+      {
+        kind,
+        value: text,
+        channelId: maybe(mostly(text, junk)),
+        provenance: maybe(mostly(fc.constantFrom('verified', 'visitor'), fc.constant('other'))),
+        extra: maybe(text),
+      },
+      { requiredKeys: ['kind', 'value'] },
+    ),
+    junk,
+  );
+  const attribute = mostly(
+    fc.record(
+      {
+        value: mostly(
+          fc.oneof(text, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean()),
+          fc.oneof(fc.constant(null), fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY)),
+        ),
+        label: maybe(mostly(text, fc.integer())),
+        type: maybe(mostly(fc.constantFrom('string', 'url', 'phone'), fc.constant('bogus'))),
+      },
+      { requiredKeys: ['value'] },
+    ),
+    junk,
+  );
+  const data = mostly(
+    fc.oneof(
+      fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }),
+      fc.constant(Object.create(null)),
+    ),
+    fc.oneof(
+      fc.constant(JSON.parse('{"__proto__": {"x": 1}, "y": 2}')),
+      fc.constant({ [Symbol('s')]: 1 }),
+      fc.constant(new Date(0)),
+      junk,
+    ),
+  );
+  const entry = mostly(
+    fc.record(
+      { key: maybe(text), at, type: text, summary: mostly(text, fc.constant(undefined)), data: maybe(data) },
+      { requiredKeys: ['at', 'type', 'summary'] },
+    ),
+    junk,
+  );
+  const event = mostly(
+    fc.record({ type: mostly(text, junk), key: maybe(text), data: maybe(data) }, { requiredKeys: ['type'] }),
+    junk,
+  );
+  const arrayOf = <T>(item: fc.Arbitrary<T>) => maybe(mostly(fc.array(item, { maxLength: 3 }), junk));
+  const observation = fc.record(
+    {
+      channelId: mostly(text, junk),
+      vendor: text,
+      at,
+      idempotencyKey: text,
+      identifiers: arrayOf(identifier),
+      names: arrayOf(mostly(text, junk)),
+      attributes: maybe(mostly(fc.dictionary(fc.string({ maxLength: 6 }), attribute, { maxKeys: 3 }), junk)),
+      labels: arrayOf(text),
+      responsibleAgent: maybe(
+        mostly(
+          fc.record(
+            { email: maybe(text), name: maybe(mostly(text, junk)), id: maybe(text) },
+            { requiredKeys: [] },
+          ),
+          junk,
+        ),
+      ),
+      crmLink: maybe(mostly(text, junk)),
+      timeline: arrayOf(entry),
+      events: arrayOf(event),
+      unknown: maybe(text),
+    },
+    { requiredKeys: ['channelId', 'vendor', 'at', 'idempotencyKey'] },
+  );
+
+  it('accepts, fills in and refuses exactly what observationSchema does', () => {
+    let accepted = 0;
+    fc.assert(
+      fc.property(observation, (input) => {
+        const parsed = observationSchema.safeParse(input);
+        if (parsed.success) {
+          accepted++;
+          const checked = checkObservation(input as Observation);
+          expect(checked).toEqual(parsed.data);
+          // Vendor-named attributes never meet Object.prototype (`__proto__`, `constructor` are data).
+          if (input.attributes !== undefined) expect(Object.getPrototypeOf(checked.attributes)).toBeNull();
+          expect(checked).not.toBe(input);
+          for (const entry of checked.timeline)
+            expect(JSON.stringify(entry.data)).toBe(
+              JSON.stringify(parsed.data.timeline[checked.timeline.indexOf(entry)]!.data),
+            );
+        } else {
+          let error: unknown;
+          try {
+            checkObservation(input as Observation);
+          } catch (caught) {
+            error = caught;
+          }
+          expect(error).toBeInstanceOf(ValidationError);
+          expect((error as ValidationError).code).toBe('invalid_observation');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    // Not a vacuous property: a good share of the inputs are valid observations.
+    expect(accepted).toBeGreaterThan(200);
+  });
+
+  it('copies what the engine rewrites: the observation given is left as it was', () => {
+    const input: Observation = {
+      channelId: 'web',
+      vendor: 'jivochat',
+      at: '2026-11-01T12:00:00.000Z',
+      idempotencyKey: 'k',
+      identifiers: [{ kind: 'person', value: 'p' }],
+      names: ['Anna'],
+      attributes: { city: { value: 'Kazan' } },
+      timeline: [{ at: '2026-11-01T12:00:00.000Z', type: 't', summary: 's', data: { a: 1 } }],
+    };
+    const before = structuredClone(input);
+    const checked = checkObservation(input);
+    checked.names.push('x');
+    checked.identifiers[0]!.provenance = 'verified';
+    checked.attributes.city!.value = 'Moscow';
+    checked.timeline[0]!.data = { truncated: true };
+    expect(input).toEqual(before);
+  });
+});
+
 const logger = createLogger('silent');
 const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
 const prefixes: string[] = [];
@@ -523,7 +691,7 @@ for (const kind of ['memory', 'redis'] as const) {
       const known = await observe(tight, 'later', ['big-c'], ['vip']);
       expect(known.created).toBe(false);
       expect(known.contact.id).toBe(joined.contact.id);
-      expect(known.contact.records).toEqual(joined.contact.records);
+      expect([...known.contact.records].sort()).toEqual([...joined.contact.records].sort());
       expect(known.contact.labels).toEqual(['vip']);
       const again = await observe(tight, 'later', ['big-c'], ['other']);
       expect(again.duplicate).toBe(true);

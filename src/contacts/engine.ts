@@ -1,14 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import {
-  AppError,
-  BadRequestError,
-  ConflictError,
-  issuesFromZod,
-  NotFoundError,
-  ValidationError,
-} from '../errors.js';
+import { AppError, BadRequestError, ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
@@ -23,6 +16,7 @@ import {
   refusalWrites,
 } from './merge.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
+import { checkObservation } from './observation.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -33,14 +27,7 @@ import {
 } from './record.js';
 import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
-import {
-  type Contact,
-  type Identifier,
-  type ObserveResult,
-  observationSchema,
-  type ParsedObservation,
-  type TimelineEntry,
-} from './types.js';
+import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
 import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
 import { queueWrites } from './writes.js';
 
@@ -456,11 +443,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
-    const parsed = observationSchema.safeParse(input);
-    if (!parsed.success) {
-      throw new ValidationError('invalid observation', issuesFromZod(parsed.error), 'invalid_observation');
-    }
-    const observation = parsed.data;
+    // Typed callers: checked by hand, the schema only for what does not pass (observation.ts).
+    const observation = checkObservation(input);
     if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
       // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
       delete observation.crmLink;
