@@ -13,7 +13,14 @@ import {
   newRecord,
   type StoredRecord,
 } from '../src/contacts/record.js';
-import { entryId, eventId, isoOf, nameWords, timelineMember } from '../src/contacts/timeline.js';
+import {
+  entryId,
+  eventId,
+  isoOf,
+  nameWords,
+  timelineMember,
+  timelineMemberWithData,
+} from '../src/contacts/timeline.js';
 import { type Identifier, type Observation, observationSchema } from '../src/contacts/types.js';
 import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
 import { ValidationError } from '../src/errors.js';
@@ -151,6 +158,26 @@ describe('timeline helpers', () => {
     const member = timelineMember(entry);
     expect(member.startsWith('2026-11-01T12:00:00.000Z|e1|')).toBe(true);
     expect(JSON.parse(member.slice(member.indexOf('|', 25) + 1))).toEqual(entry);
+  });
+
+  it('a member made from data already serialised is the same text', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          id: fc.string(),
+          at: fc.string(),
+          channelId: fc.string(),
+          vendor: fc.string(),
+          type: fc.string({ unit: 'binary' }),
+          summary: fc.string({ unit: 'grapheme' }),
+          data: fc.dictionary(fc.string(), fc.jsonValue()),
+        }),
+        (entry) => {
+          const { data, ...rest } = entry;
+          expect(timelineMemberWithData(rest, JSON.stringify(data))).toBe(timelineMember(entry));
+        },
+      ),
+    );
   });
 });
 

@@ -26,7 +26,7 @@ import {
   upsertValued,
 } from './record.js';
 import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
-import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
+import { entryId, eventId, isoOf, nameWords, timelineMember, timelineMemberWithData } from './timeline.js';
 import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
 import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
 import { queueWrites } from './writes.js';
@@ -400,9 +400,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   /**
    * Size caps (issue 10 item 4): one payload must not fill the store. Text fields and attribute
    * values are cut with a visible …, a timeline entry too large keeps its summary and says it was
-   * truncated; every cut is counted in chatbridge_truncated_total.
+   * truncated; every cut is counted in chatbridge_truncated_total. Returns each timeline entry's
+   * data as JSON: measured here, and written as is (serialised once).
    */
-  function capObservation(observation: ParsedObservation): void {
+  function capObservation(observation: ParsedObservation): string[] {
     const cut = (what: string) => truncated().inc({ what });
     const clip = (value: string, limit: number, what: string) => {
       if (value.length <= limit) return value;
@@ -428,18 +429,22 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
       if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
     }
-    for (const entry of observation.timeline) {
+    return observation.timeline.map((entry) => {
+      let json: string | undefined;
       let bytes: number;
       try {
-        bytes = Buffer.byteLength(JSON.stringify(entry.data ?? null), 'utf8');
+        json = JSON.stringify(entry.data ?? null);
+        bytes = Buffer.byteLength(json, 'utf8'); // throws when there was nothing to serialise
       } catch {
         bytes = Number.POSITIVE_INFINITY; // too deep to serialise: treat as too large
       }
-      if (bytes > limits.timelineEntryBytes) {
+      if (bytes > limits.timelineEntryBytes || json === undefined) {
         cut('timeline_entry');
         entry.data = { truncated: true, originalBytes: Number.isFinite(bytes) ? bytes : null };
+        json = JSON.stringify(entry.data);
       }
-    }
+      return json;
+    });
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
@@ -452,8 +457,23 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
         .inc({ where: 'crm_link' });
     }
-    capObservation(observation);
+    const dataJson = capObservation(observation);
     const at = isoOf(observation.at);
+    // Timeline entries go to the record the observation writes (so an unmerge takes them along);
+    // their text does not depend on which record that is, so it is made once, not per attempt.
+    const timelineMembers = observation.timeline.map((entry, index) =>
+      timelineMemberWithData(
+        {
+          id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
+          at: isoOf(entry.at),
+          channelId: observation.channelId,
+          vendor: observation.vendor,
+          type: entry.type,
+          summary: entry.summary.slice(0, 500),
+        },
+        dataJson[index]!,
+      ),
+    );
     const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
     const seen = new Map<string, Identifier>();
@@ -514,6 +534,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             planned,
             dedupeKey,
             saltValue,
+            timelineMembers,
           );
         return planned.roots.length > 1 && !locked
           ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
@@ -572,6 +593,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     planned: Plan,
     dedupeKey: string,
     saltValue: string,
+    timelineMembers: readonly string[],
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -670,18 +692,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       batch.set(key.record(target.id), encoded);
 
-      // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
-      const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
-        id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
-        at: isoOf(entry.at),
-        channelId: observation.channelId,
-        vendor: observation.vendor,
-        type: entry.type,
-        summary: entry.summary.slice(0, 500),
-        data: entry.data,
-      }));
-      for (const entry of entries) batch.zadd(key.timeline(target.id), 0, timelineMember(entry));
-      if (limits.timelineRetention > 0 && entries.length > 0) {
+      for (const member of timelineMembers) batch.zadd(key.timeline(target.id), 0, member);
+      if (limits.timelineRetention > 0 && timelineMembers.length > 0) {
         batch.expire(key.timeline(target.id), limits.timelineRetention);
       }
       if (absorbed.length > 0 && mergedVia) {

@@ -33,6 +33,19 @@ export function timelineMember(entry: TimelineEntry): string {
 }
 
 /**
+ * timelineMember for an entry whose data is already JSON (`JSON.stringify(entry.data)`): the same
+ * text, byte for byte, without serialising the data a second time.
+ */
+export function timelineMemberWithData(entry: Omit<TimelineEntry, 'data'>, dataJson: string): string {
+  const { id, at } = entry;
+  return (
+    `${at}|${id}|{"id":${JSON.stringify(id)},"at":${JSON.stringify(at)},` +
+    `"channelId":${JSON.stringify(entry.channelId)},"vendor":${JSON.stringify(entry.vendor)},` +
+    `"type":${JSON.stringify(entry.type)},"summary":${JSON.stringify(entry.summary)},"data":${dataJson}}`
+  );
+}
+
+/**
  * Event ids (DESIGN §8) are salted per installation (see the engine's installationSalt), so two
  * bridges that see the same vendor chat id never send the same `webhook-id`; stable across
  * retries and replays.
