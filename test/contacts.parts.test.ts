@@ -5,6 +5,7 @@ import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
 import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
+import { normalizePhone } from '../src/contacts/normalize.js';
 import { checkObservation } from '../src/contacts/observation.js';
 import {
   decodeRecord,
@@ -131,6 +132,22 @@ describe('key layout', () => {
     // The same names as before the one-shot digest: repeated deliveries of stored keys still match.
     const before = createHash('sha256').update('web').update('\n').update('chat-1').digest('base64url');
     expect(key.dedupe('web', 'chat-1')).toBe(`dedupe:${before}`);
+  });
+});
+
+describe('phone normalisation (cached)', () => {
+  it('answers the same the second time, per default country, for phones and non-phones alike', () => {
+    const cases: Array<[string, string, string | null]> = [
+      ['8 916 123-45-67', 'RU', '+79161234567'],
+      ['8 916 123-45-67', 'US', null],
+      ['(201) 555-0123', 'US', '+12015550123'],
+      ['(201) 555-0123', 'RU', '+72015550123'],
+      ['12', 'RU', null],
+      [`+7 916 123 45 67${' '.repeat(80)}0`, 'RU', null],
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const [value, country, expected] of cases) expect(normalizePhone(value, country)).toBe(expected);
+    }
   });
 });
 
