@@ -230,8 +230,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const trimmed = name.trim();
       if (trimmed && upsertValued(record.names, trimmed.slice(0, 200), at)) changed = true;
     }
+    const knownIds = new Set(record.ids.map(identifierLabel));
     for (const identifier of identifiers) {
-      if (!record.ids.some((known) => identifierLabel(known) === identifierLabel(identifier))) {
+      const label = identifierLabel(identifier);
+      if (!knownIds.has(label)) {
+        knownIds.add(label);
         record.ids.push(identifier);
         changed = true;
       }
@@ -278,9 +281,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     stat.observations += 1;
     if (at > stat.lastSeen) stat.lastSeen = at;
     if (at < stat.firstSeen) stat.firstSeen = at;
-    stat.conversations += observation.timeline.filter(
-      (entry) => entry.type === 'conversation.finished',
-    ).length;
+    for (const entry of observation.timeline)
+      if (entry.type === 'conversation.finished') stat.conversations++;
     record.channels[observation.channelId] = stat;
     if (record.updatedAt < at) record.updatedAt = at;
     return changed;
