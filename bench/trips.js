@@ -1,5 +1,6 @@
 // `node bench/trips.js` (after `npm run build`): Redis commands and round trips per observation
-// of the contact engine, on a private redis-server (or REDIS_URL), one observation at a time.
+// of the contact engine, and per LiveTex attribute lookup (over HTTP, through the whole bridge),
+// on a private redis-server (or REDIS_URL), one request at a time.
 // Commands are counted where the client sends them (ioredis sendCommand, so MULTI and EXEC count
 // as commands); a round trip is the commands sent before any answer came back. A script counts
 // as one command (what it runs inside Redis is neither a command sent nor a trip).
@@ -17,6 +18,10 @@ const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
 const { Metrics } = await import(`${DIST}/src/metrics.js`);
 const { createLogger } = await import(`${DIST}/src/logger.js`);
 const { configSchema } = await import(`${DIST}/src/config/schema.js`);
+const { parseConfig } = await import(`${DIST}/src/config/load.js`);
+const { defaultRegistry } = await import(`${DIST}/src/registry.js`);
+const { createBridge } = await import(`${DIST}/src/bridge.js`);
+const { buildClaims, sealRequest } = await import(`${DIST}/adapters/livetex/codec.js`);
 
 const redis = await benchRedis();
 const logger = createLogger('silent');
@@ -38,19 +43,22 @@ let trips = 0;
 // A new trip starts with the first command sent after an answer came back; commands sent
 // before any answer (a pipeline, Promise.all, MULTI ... EXEC) share one.
 let answered = true;
-const send = store.client.sendCommand.bind(store.client);
-store.client.sendCommand = (command, ...rest) => {
-  commands.push(command.name);
-  if (answered) {
-    answered = false;
-    trips++;
-  }
-  const done = () => {
-    answered = true;
+function countCommands(client) {
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command, ...rest) => {
+    commands.push(command.name);
+    if (answered) {
+      answered = false;
+      trips++;
+    }
+    const done = () => {
+      answered = true;
+    };
+    command.promise.then(done, done);
+    return send(command, ...rest);
   };
-  command.promise.then(done, done);
-  return send(command, ...rest);
-};
+}
+countCommands(store.client);
 
 const observation = (n, extra = {}) => ({
   channelId: 'site',
@@ -90,5 +98,59 @@ await engine.observe(observation(0)); // the installation salt is read once per 
 await count('new contact', (i) => engine.observe(observation(1000 + i)));
 await count('known contact (new chat)', (i) => engine.observe(observation(2000 + i, { person: 1000 })));
 await count('repeated delivery', () => engine.observe(observation(2000, { person: 1000 })));
+
+// The LiveTex attribute lookup, over HTTP through a bridge on its own store (nothing started in
+// the background, so every command counted is the request's).
+const lookupStore = await createRedisStore({
+  url: redis.url,
+  keyPrefix: `tripslt${randomBytes(3).toString('hex')}`,
+  logger,
+});
+countCommands(lookupStore.client);
+const registry = defaultRegistry();
+const config = parseConfig(
+  {
+    admin: { token: 'x'.repeat(16) },
+    server: { port: 0, host: '127.0.0.1' },
+    log: { level: 'silent' },
+    secrets: { masterKey: randomBytes(32).toString('base64') },
+    channels: [{ id: 'app', vendor: 'livetex', token: 'app-webhook-token-0123456789' }],
+  },
+  registry,
+  {},
+);
+const bridge = await createBridge({ config, registry, logger, store: lookupStore });
+const server = await bridge.listen(0, '127.0.0.1');
+const base = `http://127.0.0.1:${server.address().port}`;
+const generated = await (
+  await fetch(`${base}/api/v1/channels/app/keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${'x'.repeat(16)}` },
+  })
+).json();
+const kid = generated.kid;
+const material = new Uint8Array(Buffer.from(generated.key, 'base64url'));
+await bridge.context.contacts.observe({ ...observation(1), channelId: 'app', vendor: 'livetex' });
+let jti = 0;
+async function lookup(personId) {
+  const claims = buildClaims({
+    subject: { personId },
+    requestId: `r-${jti}`,
+    jti: `jti-${jti++}`,
+    iat: Date.now() / 1000,
+  });
+  const body = await sealRequest(claims, kid, material);
+  const response = await fetch(`${base}/livetex/app/attributes`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/jose' },
+    body,
+  });
+  await response.text();
+  if (response.status !== 200) throw new Error(`lookup answered ${response.status}`);
+}
+await lookup('person-1'); // warm: first request of a kid
+await count('LiveTex lookup, found', () => lookup('person-1'));
+await count('LiveTex lookup, not found', () => lookup('person-nobody'));
+await bridge.close();
 await store.close();
 await redis.stop();

@@ -50,6 +50,14 @@ export class ValidationError extends AppError {
  * nobody. The intake pipeline accepts such a payload and keeps it in the journal; elsewhere it is
  * a 400.
  */
+/** A one-time token (the LiveTex lookup's jti) presented again: refused, nothing read. */
+export class ReplayedTokenError extends AppError {
+  constructor() {
+    // No WWW-Authenticate header: DESIGN §6 says the refusal is the JSON error "and nothing else".
+    super('replayed_token', 401, 'this token (jti) was already used');
+  }
+}
+
 export class NoIdentifierError extends BadRequestError {
   constructor() {
     super(

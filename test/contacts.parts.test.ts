@@ -1,9 +1,29 @@
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
-import { decodeRecord, encodeRecord, mergedView, newRecord } from '../src/contacts/record.js';
-import { entryId, eventId, isoOf, nameWords, timelineMember } from '../src/contacts/timeline.js';
+import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
+import { normalizePhone } from '../src/contacts/normalize.js';
+import { checkObservation } from '../src/contacts/observation.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  mergedView,
+  newRecord,
+  type StoredRecord,
+} from '../src/contacts/record.js';
+import {
+  entryId,
+  eventId,
+  isoOf,
+  nameWords,
+  timelineMember,
+  timelineMemberWithData,
+} from '../src/contacts/timeline.js';
+import { type Identifier, type Observation, observationSchema } from '../src/contacts/types.js';
+import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
 import { ValidationError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import { createLogger } from '../src/logger.js';
@@ -15,7 +35,7 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
 
 /**
  * The engine's pure parts (issue 12 item 2), without a store: the record's stored form, the
- * merged view, the key layout and the timeline helpers. Then the lock-free write path's
+ * merged view, the key layout, the timeline helpers, the merge policy and unmerge planning. Then the lock-free write path's
  * guarantees with a store: concurrent writers of one contact lose nothing.
  */
 
@@ -109,6 +129,25 @@ describe('key layout', () => {
     expect(key.name('anna')).toBe('sidx:name:anna');
     expect(key.dedupe('web', 'chat-1')).toMatch(/^dedupe:[A-Za-z0-9_-]{43}$/);
     expect(key.dedupe('web', 'chat-1')).not.toBe(key.dedupe('web2', 'chat-1'));
+    // The same names as before the one-shot digest: repeated deliveries of stored keys still match.
+    const before = createHash('sha256').update('web').update('\n').update('chat-1').digest('base64url');
+    expect(key.dedupe('web', 'chat-1')).toBe(`dedupe:${before}`);
+  });
+});
+
+describe('phone normalisation (cached)', () => {
+  it('answers the same the second time, per default country, for phones and non-phones alike', () => {
+    const cases: Array<[string, string, string | null]> = [
+      ['8 916 123-45-67', 'RU', '+79161234567'],
+      ['8 916 123-45-67', 'US', null],
+      ['(201) 555-0123', 'US', '+12015550123'],
+      ['(201) 555-0123', 'RU', '+72015550123'],
+      ['12', 'RU', null],
+      [`+7 916 123 45 67${' '.repeat(80)}0`, 'RU', null],
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const [value, country, expected] of cases) expect(normalizePhone(value, country)).toBe(expected);
+    }
   });
 });
 
@@ -136,6 +175,401 @@ describe('timeline helpers', () => {
     const member = timelineMember(entry);
     expect(member.startsWith('2026-11-01T12:00:00.000Z|e1|')).toBe(true);
     expect(JSON.parse(member.slice(member.indexOf('|', 25) + 1))).toEqual(entry);
+  });
+
+  it('a member made from data already serialised is the same text', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          id: fc.string(),
+          at: fc.string(),
+          channelId: fc.string(),
+          vendor: fc.string(),
+          type: fc.string({ unit: 'binary' }),
+          summary: fc.string({ unit: 'grapheme' }),
+          data: fc.dictionary(fc.string(), fc.jsonValue()),
+        }),
+        (entry) => {
+          const { data, ...rest } = entry;
+          expect(timelineMemberWithData(rest, JSON.stringify(data))).toBe(timelineMember(entry));
+        },
+      ),
+    );
+  });
+});
+
+/** A record with a given id and creation time (ids and times decide survivors). */
+function record(id: string, createdAt: string, extra: Partial<StoredRecord> = {}): StoredRecord {
+  return { ...newRecord(createdAt), id, ...extra };
+}
+
+describe('merge policy', () => {
+  const person: Identifier = { kind: 'person', value: 'p-1', provenance: 'verified' };
+  const typedEmail: Identifier = { kind: 'email', value: 'a@b.c', provenance: 'visitor' };
+  const verifiedEmail: Identifier = { ...typedEmail, provenance: 'verified' };
+  /** Two groups: c_new (holds the person id, the target) and c_old + its member c_m (holds the e-mail). */
+  function situation(email: Identifier): MergeSituation {
+    const records = new Map([
+      ['c_new', record('c_new', '2026-11-02T00:00:00.000Z')],
+      [
+        'c_old',
+        record('c_old', '2026-11-01T00:00:00.000Z', {
+          merges: [{ at: '2026-11-01T01:00:00.000Z', records: ['c_m'], via: person }],
+        }),
+      ],
+      ['c_m', record('c_m', '2026-10-01T00:00:00.000Z')],
+    ]);
+    return {
+      roots: ['c_new', 'c_old'],
+      members: new Map([
+        ['c_new', []],
+        ['c_old', ['c_m']],
+      ]),
+      records,
+      recordRoots: new Map([
+        ['c_new', 'c_new'],
+        ['c_m', 'c_old'],
+      ]),
+      resolving: [person, email],
+      holders: ['c_new', 'c_m'],
+      targetRoot: 'c_new',
+    };
+  }
+  const rules = { maxMergeSize: 10, apart: new Map<string, string[]>() };
+
+  it('the oldest root survives; the merge is via the identifier that reached the other group', () => {
+    const decision = decideMerge(situation(verifiedEmail), rules);
+    expect(decision).toEqual({
+      outcome: 'merged',
+      survivor: 'c_old',
+      via: verifiedEmail,
+      typed: false,
+      absorbed: ['c_new'],
+    });
+  });
+
+  it('a group reached only through a visitor-typed value makes the merge typed', () => {
+    expect(decideMerge(situation(typedEmail), rules)).toMatchObject({ outcome: 'merged', typed: true });
+  });
+
+  it('refuses groups larger than maxMergeSize together, and records kept apart by an unmerge', () => {
+    expect(decideMerge(situation(typedEmail), { ...rules, maxMergeSize: 2 })).toEqual({
+      outcome: 'refused',
+      reason: 'too_large',
+      via: typedEmail,
+    });
+    const apart = new Map([['c_m', ['c_new']]]);
+    expect(decideMerge(situation(typedEmail), { ...rules, apart })).toMatchObject({
+      outcome: 'refused',
+      reason: 'unmerged_before',
+    });
+    // Kept apart from a record of its own group (or of no group here) is no reason to refuse.
+    const within = new Map([['c_m', ['c_old', 'c_elsewhere']]]);
+    expect(decideMerge(situation(typedEmail), { ...rules, apart: within }).outcome).toBe('merged');
+  });
+
+  it('writes: records point at the survivor, member sets move, merge logs move with a new entry', () => {
+    const given = situation(typedEmail);
+    const decision = decideMerge(given, rules);
+    if (decision.outcome !== 'merged') throw new Error('expected a merge');
+    const newcomer = given.records.get('c_new')!;
+    newcomer.merges.push({ at: '2026-11-02T01:00:00.000Z', records: ['c_x'], via: person });
+    const writes = mergeWrites(decision, given, '2026-11-03T00:00:00.000Z');
+    const survivor = given.records.get('c_old')!;
+    expect(survivor.merges).toEqual([
+      { at: '2026-11-01T01:00:00.000Z', records: ['c_m'], via: person },
+      { at: '2026-11-02T01:00:00.000Z', records: ['c_x'], via: person },
+      { at: '2026-11-03T00:00:00.000Z', records: ['c_new'], via: typedEmail, typed: true },
+    ]);
+    expect(newcomer.merges).toEqual([]);
+    expect(writes).toEqual([
+      { op: 'set', key: 'root:c_new', value: 'c_old' },
+      { op: 'sadd', key: 'members:c_old', members: ['c_new'] },
+      { op: 'del', key: 'members:c_new' },
+      { op: 'set', key: 'rec:c_new', value: encodeRecord(newcomer) },
+      { op: 'set', key: 'rec:c_old', value: encodeRecord(survivor) },
+    ]);
+    expect(refusalWrites('too_large', ['c_new', 'c_old'], typedEmail, 'T', 'web')).toEqual([
+      {
+        op: 'rpush',
+        key: 'identity:conflicts',
+        values: [
+          JSON.stringify({
+            at: 'T',
+            reason: 'too_large',
+            roots: ['c_new', 'c_old'],
+            via: typedEmail,
+            channelId: 'web',
+          }),
+        ],
+      },
+      { op: 'ltrim', key: 'identity:conflicts', start: -10_000, stop: -1 },
+    ]);
+  });
+});
+
+describe('unmerge planning', () => {
+  const via: Identifier = { kind: 'email', value: 'a@b.c' };
+  /** c_r absorbed c_a with its member c_b in one merge, then c_c in another. */
+  function group() {
+    const root = record('c_r', '2026-11-01T00:00:00.000Z', {
+      merges: [
+        { at: '2026-11-02T00:00:00.000Z', records: ['c_a', 'c_b'], via },
+        { at: '2026-11-03T00:00:00.000Z', records: ['c_c'], via },
+      ],
+    });
+    const records = new Map(
+      [root, ...['c_a', 'c_b', 'c_c'].map((id) => record(id, '2026-11-01T00:00:00.000Z'))].map((r) => [
+        r.id,
+        r,
+      ]),
+    );
+    return { members: ['c_c', 'c_b', 'c_a'], records };
+  }
+
+  it('a merged record leaves with the group it joined with, kept apart from the rest', () => {
+    const { members, records } = group();
+    const plan = planRecordUnmerge({
+      rootId: 'c_r',
+      recordId: 'c_b',
+      members,
+      records,
+      at: '2026-11-04T00:00:00.000Z',
+      entryId: 'unmerge_1',
+    });
+    expect(plan.expectRecords).toEqual(['c_r']);
+    expect(plan.contact.records).toEqual(['c_r', 'c_c']);
+    expect(plan.split.id).toBe('c_a');
+    expect(plan.split.records).toEqual(['c_a', 'c_b']);
+    expect(records.get('c_r')!.merges.map((merge) => merge.records)).toEqual([['c_c']]);
+    const writes = plan.writes.filter((write) => write.op !== 'zadd');
+    expect(writes).toEqual([
+      { op: 'srem', key: 'members:c_r', members: ['c_a', 'c_b'] },
+      { op: 'del', key: 'root:c_a' },
+      { op: 'set', key: 'root:c_b', value: 'c_a' },
+      { op: 'sadd', key: 'members:c_a', members: ['c_b'] },
+      { op: 'sadd', key: 'apart:c_a', members: ['c_r', 'c_c'] },
+      { op: 'sadd', key: 'apart:c_b', members: ['c_r', 'c_c'] },
+      { op: 'sadd', key: 'apart:c_r', members: ['c_a', 'c_b'] },
+      { op: 'sadd', key: 'apart:c_c', members: ['c_a', 'c_b'] },
+      { op: 'set', key: 'rec:c_r', value: encodeRecord(records.get('c_r')!) },
+    ]);
+    const entry = plan.writes.find((write) => write.op === 'zadd');
+    expect(entry).toMatchObject({ key: 'tl:c_r' });
+    expect(plan.events.map((event) => [event.event.id, event.event.type, event.orderingKey])).toEqual([
+      ['evt_unmerge_1', 'contact.updated', 'c_r'],
+      ['evt_unmerge_1_split', 'contact.created', 'c_a'],
+    ]);
+  });
+
+  it('refuses the root itself and records that are not members', () => {
+    const { members, records } = group();
+    const base = { members, records, at: '2026-11-04T00:00:00.000Z', entryId: 'u' };
+    expect(() => planRecordUnmerge({ ...base, rootId: 'c_r', recordId: 'c_r' })).toThrow(ValidationError);
+    expect(() => planRecordUnmerge({ ...base, rootId: 'c_r', recordId: 'c_zz' })).toThrow(
+      /not a merged record/,
+    );
+  });
+
+  it('an identifier splits off into a new record that takes its value and index', () => {
+    const email: Identifier = { kind: 'email', value: 'a@b.c' };
+    const source = record('c_r', '2026-11-01T00:00:00.000Z', {
+      ids: [email, { kind: 'person', value: 'p-1' }],
+      emails: [{ v: 'a@b.c', at: '2026-11-01T00:00:00.000Z' }],
+    });
+    const fresh = record('c_new', '2026-11-04T00:00:00.000Z');
+    const plan = planIdentifierSplit({
+      rootId: 'c_r',
+      holder: 'c_r',
+      identifier: email,
+      members: ['c_m'],
+      records: new Map([
+        ['c_r', source],
+        ['c_m', record('c_m', '2026-11-01T00:00:00.000Z')],
+      ]),
+      fresh,
+      at: '2026-11-04T00:00:00.000Z',
+    });
+    expect(source.ids).toEqual([{ kind: 'person', value: 'p-1' }]);
+    expect(source.emails).toEqual([]);
+    expect(plan.split.emails).toEqual(['a@b.c']);
+    expect(plan.contact.records).toEqual(['c_r', 'c_m']);
+    expect(plan.expectIndex).toEqual({ key: 'idx:email:*:a@b.c', holder: 'c_r' });
+    expect(plan.expectRecords).toEqual(['c_r']);
+    expect(plan.writes).toEqual([
+      { op: 'set', key: 'rec:c_r', value: encodeRecord(source) },
+      { op: 'set', key: 'rec:c_new', value: encodeRecord(fresh) },
+      { op: 'set', key: 'idx:email:*:a@b.c', value: 'c_new' },
+      { op: 'sadd', key: 'apart:c_new', members: ['c_r', 'c_m'] },
+      { op: 'sadd', key: 'apart:c_r', members: ['c_new'] },
+      { op: 'sadd', key: 'apart:c_m', members: ['c_new'] },
+    ]);
+  });
+});
+
+describe('observation check', () => {
+  /** Mostly the valid value, sometimes something else: most generated observations stay valid. */
+  const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>) =>
+    fc.oneof({ arbitrary: good, weight: 30 }, { arbitrary: bad, weight: 1 });
+  const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
+  const junk = fc.oneof(
+    fc.constant(null),
+    fc.integer(),
+    fc.double(),
+    fc.boolean(),
+    fc.string({ maxLength: 3 }),
+    fc.constant([]),
+    fc.constant({}),
+  );
+  const text = mostly(
+    fc.string({ minLength: 1, maxLength: 6 }),
+    fc.constantFrom('', 'x'.repeat(512), 'x'.repeat(513), 'Анна 😀'),
+  );
+  const at = mostly(
+    fc.oneof(
+      fc
+        .date({ min: new Date('2000-01-01'), max: new Date('2100-01-01'), noInvalidDate: true })
+        .map((date) => date.toISOString()),
+      fc.constantFrom('2026-11-01T12:00:00+03:00', '2024-02-29T10:00:00.5-01:30'),
+    ),
+    fc.oneof(
+      fc.constantFrom('2026-02-29T00:00:00Z', '2026-11-01T12:00Z', '2026-11-01T12:00:00+0300', 'yesterday'),
+      junk,
+    ),
+  );
+  const kind = mostly(
+    fc.constantFrom('person', 'email', 'phone', 'visitor', 'a_1'),
+    fc.oneof(fc.constantFrom('Bad', '1x', ''), text),
+  );
+  const identifier = mostly(
+    fc.record(
+      {
+        kind,
+        value: text,
+        channelId: maybe(mostly(text, junk)),
+        provenance: maybe(mostly(fc.constantFrom('verified', 'visitor'), fc.constant('other'))),
+        extra: maybe(text),
+      },
+      { requiredKeys: ['kind', 'value'] },
+    ),
+    junk,
+  );
+  const attribute = mostly(
+    fc.record(
+      {
+        value: mostly(
+          fc.oneof(text, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean()),
+          fc.oneof(fc.constant(null), fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY)),
+        ),
+        label: maybe(mostly(text, fc.integer())),
+        type: maybe(mostly(fc.constantFrom('string', 'url', 'phone'), fc.constant('bogus'))),
+      },
+      { requiredKeys: ['value'] },
+    ),
+    junk,
+  );
+  const data = mostly(
+    fc.oneof(
+      fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }),
+      fc.constant(Object.create(null)),
+    ),
+    fc.oneof(
+      fc.constant(JSON.parse('{"__proto__": {"x": 1}, "y": 2}')),
+      fc.constant({ [Symbol('s')]: 1 }),
+      fc.constant(new Date(0)),
+      junk,
+    ),
+  );
+  const entry = mostly(
+    fc.record(
+      { key: maybe(text), at, type: text, summary: mostly(text, fc.constant(undefined)), data: maybe(data) },
+      { requiredKeys: ['at', 'type', 'summary'] },
+    ),
+    junk,
+  );
+  const event = mostly(
+    fc.record({ type: mostly(text, junk), key: maybe(text), data: maybe(data) }, { requiredKeys: ['type'] }),
+    junk,
+  );
+  const arrayOf = <T>(item: fc.Arbitrary<T>) => maybe(mostly(fc.array(item, { maxLength: 3 }), junk));
+  const observation = fc.record(
+    {
+      channelId: mostly(text, junk),
+      vendor: text,
+      at,
+      idempotencyKey: text,
+      identifiers: arrayOf(identifier),
+      names: arrayOf(mostly(text, junk)),
+      attributes: maybe(mostly(fc.dictionary(fc.string({ maxLength: 6 }), attribute, { maxKeys: 3 }), junk)),
+      labels: arrayOf(text),
+      responsibleAgent: maybe(
+        mostly(
+          fc.record(
+            { email: maybe(text), name: maybe(mostly(text, junk)), id: maybe(text) },
+            { requiredKeys: [] },
+          ),
+          junk,
+        ),
+      ),
+      crmLink: maybe(mostly(text, junk)),
+      timeline: arrayOf(entry),
+      events: arrayOf(event),
+      unknown: maybe(text),
+    },
+    { requiredKeys: ['channelId', 'vendor', 'at', 'idempotencyKey'] },
+  );
+
+  it('accepts, fills in and refuses exactly what observationSchema does', () => {
+    let accepted = 0;
+    fc.assert(
+      fc.property(observation, (input) => {
+        const parsed = observationSchema.safeParse(input);
+        if (parsed.success) {
+          accepted++;
+          const checked = checkObservation(input as Observation);
+          expect(checked).toEqual(parsed.data);
+          // Vendor-named attributes never meet Object.prototype (`__proto__`, `constructor` are data).
+          if (input.attributes !== undefined) expect(Object.getPrototypeOf(checked.attributes)).toBeNull();
+          expect(checked).not.toBe(input);
+          for (const entry of checked.timeline)
+            expect(JSON.stringify(entry.data)).toBe(
+              JSON.stringify(parsed.data.timeline[checked.timeline.indexOf(entry)]!.data),
+            );
+        } else {
+          let error: unknown;
+          try {
+            checkObservation(input as Observation);
+          } catch (caught) {
+            error = caught;
+          }
+          expect(error).toBeInstanceOf(ValidationError);
+          expect((error as ValidationError).code).toBe('invalid_observation');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    // Not a vacuous property: a good share of the inputs are valid observations.
+    expect(accepted).toBeGreaterThan(200);
+  });
+
+  it('copies what the engine rewrites: the observation given is left as it was', () => {
+    const input: Observation = {
+      channelId: 'web',
+      vendor: 'jivochat',
+      at: '2026-11-01T12:00:00.000Z',
+      idempotencyKey: 'k',
+      identifiers: [{ kind: 'person', value: 'p' }],
+      names: ['Anna'],
+      attributes: { city: { value: 'Kazan' } },
+      timeline: [{ at: '2026-11-01T12:00:00.000Z', type: 't', summary: 's', data: { a: 1 } }],
+    };
+    const before = structuredClone(input);
+    const checked = checkObservation(input);
+    checked.names.push('x');
+    checked.identifiers[0]!.provenance = 'verified';
+    checked.attributes.city!.value = 'Moscow';
+    checked.timeline[0]!.data = { truncated: true };
+    expect(input).toEqual(before);
   });
 });
 
@@ -209,6 +643,104 @@ for (const kind of ['memory', 'redis'] as const) {
       expect((await engines[0]!.get(first.contact.id))?.contact.channels[0]?.observations).toBe(31);
       if (storeA !== storeB) await storeB.close();
       await storeA.close();
+    });
+
+    it('claimAndFind: claims once, finds as findByIdentifier does (merged groups, misses, both read paths)', async () => {
+      const [store] = await stores();
+      for (const mergeOnVisitorTyped of [
+        identity.mergeOnVisitorTyped,
+        ['email', 'phone'] as typeof identity.mergeOnVisitorTyped,
+      ]) {
+        const engine = createContactEngine({
+          store,
+          identity: { ...identity, mergeOnVisitorTyped },
+          events: createOutboxPublisher(store),
+          metrics: new Metrics(),
+          logger,
+        });
+        const tag = mergeOnVisitorTyped.length;
+        const observe = (idempotencyKey: string, identifiers: { kind: string; value: string }[]) =>
+          engine.observe({
+            channelId: 'web',
+            vendor: 'jivochat',
+            at: '2026-11-01T12:00:00.000Z',
+            idempotencyKey: `${tag}-${idempotencyKey}`,
+            identifiers: identifiers.map((item) => ({ ...item, provenance: 'verified' as const })),
+          });
+        await observe('a', [{ kind: 'person', value: `claim-a-${tag}` }]);
+        await observe('b', [
+          { kind: 'person', value: `claim-b-${tag}` },
+          { kind: 'email', value: `claim-${tag}@example.com` },
+        ]);
+        // Joins a and b (the e-mail reaches b's group).
+        await observe('ab', [
+          { kind: 'person', value: `claim-a-${tag}` },
+          { kind: 'email', value: `claim-${tag}@example.com` },
+        ]);
+        const claim = (name: string) => ({ key: `claim-test:${tag}:${name}`, ttlMs: 60_000 });
+        for (const person of [`claim-a-${tag}`, `claim-b-${tag}`, `nobody-${tag}`, 'null']) {
+          const identifier = { kind: 'person', value: person };
+          const expected = await engine.findByIdentifier(identifier, { evenWork: true });
+          const found = await engine.claimAndFind(identifier, { claim: claim(person), evenWork: true });
+          expect(found).toEqual({ claimed: true, contact: expected });
+          expect(await engine.claimAndFind(identifier, { claim: claim(person), evenWork: true })).toEqual({
+            claimed: false,
+          });
+        }
+        const merged = await engine.claimAndFind(
+          { kind: 'person', value: `claim-b-${tag}` },
+          { claim: claim('merged') },
+        );
+        expect(merged.claimed && merged.contact?.records).toHaveLength(2);
+      }
+      await store.close();
+    });
+
+    it('a group larger than one read holds (maxMergeSize lowered since) is still read whole', async () => {
+      const [store] = await stores();
+      const roomy = createContactEngine({
+        store,
+        identity: { ...identity, maxMergeSize: 3 },
+        events: createOutboxPublisher(store),
+        metrics: new Metrics(),
+        logger,
+      });
+      const at = '2026-11-01T12:00:00.000Z';
+      const observe = (
+        engine: typeof roomy,
+        idempotencyKey: string,
+        people: string[],
+        labels: string[] = [],
+      ) =>
+        engine.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at,
+          idempotencyKey,
+          identifiers: people.map((value) => ({ kind: 'person', value })),
+          labels,
+        });
+      for (const person of ['big-a', 'big-b', 'big-c']) await observe(roomy, person, [person]);
+      await observe(roomy, 'join-ab', ['big-a', 'big-b']);
+      const joined = await observe(roomy, 'join-ac', ['big-a', 'big-c']);
+      expect(joined.contact.records).toHaveLength(3);
+      // The read holds at most maxMergeSize (now 2) records: the third is read before writing.
+      const tight = createContactEngine({
+        store,
+        identity: { ...identity, maxMergeSize: 2 },
+        events: createOutboxPublisher(store),
+        metrics: new Metrics(),
+        logger,
+      });
+      const known = await observe(tight, 'later', ['big-c'], ['vip']);
+      expect(known.created).toBe(false);
+      expect(known.contact.id).toBe(joined.contact.id);
+      expect([...known.contact.records].sort()).toEqual([...joined.contact.records].sort());
+      expect(known.contact.labels).toEqual(['vip']);
+      const again = await observe(tight, 'later', ['big-c'], ['other']);
+      expect(again.duplicate).toBe(true);
+      expect(again.contact).toEqual(known.contact);
+      await store.close();
     });
   });
 }

@@ -337,6 +337,137 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
       });
     });
 
+    describe('readGroups', () => {
+      /** A group layout of its own for each test: `<base>:root:<id>`, `<base>:members:<id>`, `<base>:rec:<id>`. */
+      const layoutFor = (base: string) => ({
+        root: `${base}:root:`,
+        members: `${base}:members:`,
+        record: `${base}:rec:`,
+      });
+
+      it('reads the keys, the roots of the records they name, the roots’ members and the group records', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        const [dedupe, byEmail, byPhone, missing, wrongType] = [
+          `${base}:dedupe`,
+          `${base}:idx:email`,
+          `${base}:idx:phone`,
+          `${base}:idx:none`,
+          `${base}:idx:set`,
+        ];
+        // Group r1 = {r1, m1, m2}; m1 points at r1. Group r2 = {r2} (no members). m2's record is gone.
+        await store
+          .batch()
+          .set(byEmail, 'm1')
+          .set(byPhone, 'r2')
+          .set(`${layout.root}m1`, 'r1')
+          .set(`${layout.root}m2`, 'r1')
+          .sadd(`${layout.members}r1`, 'm1', 'm2')
+          .set(`${layout.record}r1`, 'R1')
+          .set(`${layout.record}m1`, 'M1')
+          .set(`${layout.record}r2`, 'R2')
+          .sadd(wrongType, 'x')
+          .exec();
+        const read = await store.readGroups({
+          keys: [dedupe, byEmail, byPhone, missing, wrongType],
+          layout,
+          maxRecords: 10,
+        });
+        expect(read.claimed).toBe(true);
+        expect(read.values).toEqual([null, 'm1', 'r2', null, null]);
+        expect([...read.roots]).toEqual([
+          ['m1', 'r1'],
+          ['r2', 'r2'],
+        ]);
+        expect([...read.members.keys()]).toEqual(['r1', 'r2']);
+        expect(read.members.get('r1')?.sort()).toEqual(['m1', 'm2']);
+        expect(read.members.get('r2')).toEqual([]);
+        expect(Object.fromEntries(read.records)).toEqual({ r1: 'R1', m1: 'M1', m2: null, r2: 'R2' });
+        expect([...read.records.keys()][0]).toBe('r1'); // a root before its members
+        expect(read.complete).toBe(true);
+      });
+
+      it('a value named twice is one holder; no keys, no holders: nothing else is read', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        await store
+          .batch()
+          .set(`${base}:a`, 'r1')
+          .set(`${base}:b`, 'r1')
+          .set(`${layout.record}r1`, 'R1')
+          .exec();
+        const read = await store.readGroups({ keys: [`${base}:a`, `${base}:b`], layout, maxRecords: 10 });
+        expect([...read.roots]).toEqual([['r1', 'r1']]);
+        expect(Object.fromEntries(read.records)).toEqual({ r1: 'R1' });
+        const none = await store.readGroups({ keys: [`${base}:c`], layout, maxRecords: 10 });
+        expect(none.values).toEqual([null]);
+        expect(none.roots.size + none.members.size + none.records.size).toBe(0);
+        expect(none.complete).toBe(true);
+        const empty = await store.readGroups({ keys: [], layout, maxRecords: 10 });
+        expect(empty.values).toEqual([]);
+      });
+
+      it('reads at most maxRecords records and says when a group was left incomplete', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        const members = ['m1', 'm2', 'm3', 'm4'];
+        const batch = store
+          .batch()
+          .set(`${base}:idx`, 'r1')
+          .sadd(`${layout.members}r1`, ...members);
+        for (const id of ['r1', ...members]) batch.set(`${layout.record}${id}`, id.toUpperCase());
+        await batch.exec();
+        const partial = await store.readGroups({ keys: [`${base}:idx`], layout, maxRecords: 3 });
+        expect(partial.complete).toBe(false);
+        expect(partial.records.size).toBe(3);
+        expect(partial.records.get('r1')).toBe('R1');
+        expect(partial.members.get('r1')?.sort()).toEqual(members);
+        const whole = await store.readGroups({ keys: [`${base}:idx`], layout, maxRecords: 5 });
+        expect(whole.complete).toBe(true);
+        expect(whole.records.size).toBe(5);
+      });
+
+      it('a miss with a decoy reads the decoy group as a hit would (and a hit never reads it)', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        await store.batch().set(`${base}:hit`, 'r1').set(`${layout.record}r1`, 'R1').exec();
+        const miss = await store.readGroups({
+          keys: [`${base}:miss`],
+          layout,
+          maxRecords: 10,
+          decoy: 'decoy',
+        });
+        expect([...miss.roots]).toEqual([['decoy', 'decoy']]);
+        expect([...miss.members]).toEqual([['decoy', []]]);
+        expect([...miss.records]).toEqual([['decoy', null]]);
+        const hit = await store.readGroups({ keys: [`${base}:hit`], layout, maxRecords: 10, decoy: 'decoy' });
+        expect([...hit.roots]).toEqual([['r1', 'r1']]);
+        expect([...hit.records]).toEqual([['r1', 'R1']]);
+      });
+
+      it('with a claim: the first caller claims (with a ttl) and reads, a later one reads nothing', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        const claim = { key: `${base}:jti`, ttlMs: 60_000 };
+        await store.batch().set(`${base}:idx`, 'r1').set(`${layout.record}r1`, 'R1').exec();
+        const first = await store.readGroups({ keys: [`${base}:idx`], layout, maxRecords: 10, claim });
+        expect(first.claimed).toBe(true);
+        expect(first.values).toEqual(['r1']);
+        expect(first.records.get('r1')).toBe('R1');
+        expect(await store.get(claim.key)).toBe('1');
+        expect(await store.pttl(claim.key)).toBeGreaterThan(50_000);
+        const again = await store.readGroups({ keys: [`${base}:idx`], layout, maxRecords: 10, claim });
+        expect(again).toMatchObject({ claimed: false, values: [] });
+        expect(again.records.size).toBe(0);
+        // Concurrent claims of one key: exactly one wins.
+        const racing = { key: `${base}:jti2`, ttlMs: 60_000 };
+        const results = await Promise.all(
+          [1, 2, 3].map(() => store.readGroups({ keys: [], layout, maxRecords: 10, claim: racing })),
+        );
+        expect(results.filter((result) => result.claimed)).toHaveLength(1);
+      });
+    });
+
     describe('batch', () => {
       it('with expectations: writes everything only when every expected value holds', async () => {
         const [record, index, absent, set, list, ttl] = [
@@ -650,8 +781,20 @@ describe('redis', () => {
         await store.set('plain', 'v');
         await store.batch().hset('hash', 'f', 'v').zadd('zset', 0, 'm').exec();
         const lock = await store.lock(['job'], { ttlMs: 5000, waitMs: 0 });
+        // readGroups computes the group keys inside Lua: they must carry the prefix too.
+        await raw.set(`${own}:root:v`, 'r');
+        await raw.set(`${own}:rec:r`, 'R');
+        const read = await store.readGroups({
+          keys: ['plain'],
+          layout: { root: 'root:', members: 'members:', record: 'rec:' },
+          maxRecords: 2,
+          claim: { key: 'claim', ttlMs: 60_000 },
+        });
+        expect([...read.roots]).toEqual([['v', 'r']]);
+        expect([...read.records]).toEqual([['r', 'R']]);
+        await raw.del(`${own}:root:v`, `${own}:rec:r`);
         expect((await raw.keys(`${own}:*`)).sort()).toEqual(
-          [`${own}:hash`, `${own}:lock:job`, `${own}:plain`, `${own}:zset`].sort(),
+          [`${own}:claim`, `${own}:hash`, `${own}:lock:job`, `${own}:plain`, `${own}:zset`].sort(),
         );
         expect(await raw.get(`${own}:plain`)).toBe('v');
         expect(await raw.exists('plain')).toBe(0);

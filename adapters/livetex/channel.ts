@@ -2,14 +2,13 @@ import type { AgentConfig } from '../../src/config/schema.js';
 import type { Identifier } from '../../src/contacts/types.js';
 import type { LookupCodec } from './codec.js';
 import type { LivetexKeyStore } from './keys.js';
-import type { ReplayGuard } from './lookup.js';
 import type { LivetexSettings } from './schemas.js';
 import type { DialogMemory } from './webhook.js';
 
 /**
  * What a LiveTex channel's intake reads: its settings and the agent directory (pure decode), and
- * the store-backed pieces its `open` / `settle` steps use — the channel's keys, the replay guard
- * and the dialog memory.
+ * the store-backed pieces its `open` / `settle` steps use — the channel's keys and the dialog
+ * memory.
  */
 export interface LivetexChannel {
   id: string;
@@ -20,6 +19,5 @@ export interface LivetexChannel {
   dialogs: DialogMemory;
   keys: LivetexKeyStore;
   codec: LookupCodec;
-  replays: ReplayGuard;
   now(): Date;
 }

@@ -1,3 +1,4 @@
+import type { webcrypto } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { z } from 'zod';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
@@ -34,6 +35,12 @@ export type RefusalCode =
   | 'token_expired'
   | 'token_not_yet_valid'
   | 'replayed_token';
+
+/**
+ * A channel key as the codec takes it: the raw 256 bits, or the same key imported once for
+ * AES-GCM (encrypt and decrypt) so that jose does not import it again on every request.
+ */
+export type LookupKey = Uint8Array | webcrypto.CryptoKey;
 
 export class LookupRefusedError extends AppError {
   constructor(code: RefusalCode, message: string) {
@@ -208,7 +215,7 @@ export interface ClaimClock {
   maxSkewSeconds: number;
 }
 
-async function decrypt(token: string, key: Uint8Array): Promise<{ plaintext: Uint8Array; kid: unknown }> {
+async function decrypt(token: string, key: LookupKey): Promise<{ plaintext: Uint8Array; kid: unknown }> {
   try {
     const { plaintext, protectedHeader } = await compactDecrypt(token, key, {
       keyManagementAlgorithms: [KEY_ALGORITHM],
@@ -227,7 +234,7 @@ async function decrypt(token: string, key: Uint8Array): Promise<{ plaintext: Uin
 }
 
 /** Decrypts and checks the claim set: form problems are 400, stale or early tokens 401. */
-async function openRequest(sealed: SealedRequest, key: Uint8Array, clock: ClaimClock): Promise<LookupClaims> {
+async function openRequest(sealed: SealedRequest, key: LookupKey, clock: ClaimClock): Promise<LookupClaims> {
   const { plaintext } = await decrypt(sealed.token, key);
   let document: unknown;
   try {
@@ -288,7 +295,7 @@ export function fitAnswer(answer: LookupAnswer, limit = ANSWER_BYTES): LookupAns
   return fitted;
 }
 
-async function seal(plaintext: string, kid: string, key: Uint8Array, typ?: string): Promise<string> {
+async function seal(plaintext: string, kid: string, key: LookupKey, typ?: string): Promise<string> {
   return new CompactEncrypt(new TextEncoder().encode(plaintext))
     .setProtectedHeader({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid, ...(typ ? { typ } : {}) })
     .encrypt(key);
@@ -297,7 +304,7 @@ async function seal(plaintext: string, kid: string, key: Uint8Array, typ?: strin
 async function sealAnswer(
   answer: LookupAnswer,
   kid: string,
-  key: Uint8Array,
+  key: LookupKey,
 ): Promise<{ body: string; contentType: string }> {
   const json = JSON.stringify(fitAnswer(answer));
   // One class for every answer: the fitted JSON padded to exactly ANSWER_BYTES.
@@ -312,12 +319,12 @@ export interface LookupCodec {
   /** Form only (400s): which key the request names, and the still-sealed token. */
   readRequest(rawBody: Buffer, contentType: string | undefined): SealedRequest;
   /** Decrypts with the named key and validates the claims (401 for crypto/time, 400 for form). */
-  openRequest(sealed: SealedRequest, key: Uint8Array, clock: ClaimClock): Promise<LookupClaims>;
+  openRequest(sealed: SealedRequest, key: LookupKey, clock: ClaimClock): Promise<LookupClaims>;
   /** Encrypts the answer under the same key. */
   sealAnswer(
     answer: LookupAnswer,
     kid: string,
-    key: Uint8Array,
+    key: LookupKey,
   ): Promise<{ body: string; contentType: string }>;
 }
 

@@ -3,7 +3,7 @@ import { ConfigError } from '../../src/errors.js';
 import type { LivetexChannel } from './channel.js';
 import { bridgeJweCodec } from './codec.js';
 import { createLivetexKeyStore, KEY_COMMANDS, keyCommands, keyRoutes } from './keys.js';
-import { createReplayGuard, livetexLookup } from './lookup.js';
+import { livetexLookup } from './lookup.js';
 import { livetexSettingsSchema } from './schemas.js';
 import { createDialogMemory, livetexWebhook } from './webhook.js';
 
@@ -48,12 +48,6 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
         dialogs: createDialogMemory(context.store, channel.id),
         keys,
         codec: bridgeJweCodec,
-        replays: createReplayGuard({
-          store: context.store,
-          channelId: channel.id,
-          maxClockSkewSeconds: settings.maxClockSkewSeconds,
-          now,
-        }),
         now,
       },
       routes: keyRoutes(keys),

@@ -43,6 +43,28 @@ describe('livetex key store (in-memory store)', () => {
     expect(await keys.resolve('not a kid at all / ..')).toEqual({ state: 'unknown' });
   });
 
+  it('opens and imports a key once while its stored record is unchanged, and never serves it once revoked', async () => {
+    const store = createMemoryStore();
+    const keys = keyStore(store);
+    const generated = await keys.generate();
+    const first = await keys.resolve(generated.kid);
+    const second = await keys.resolve(generated.kid);
+    if (first.state !== 'active' || second.state !== 'active') throw new Error('expected an active key');
+    expect(second.imported).toBe(first.imported);
+    expect(first.imported.algorithm).toMatchObject({ name: 'AES-GCM', length: 256 });
+    // Revoked behind this key store's back (as another instance would): refused at once.
+    const record = JSON.parse((await store.hget('livetex:app:keys', generated.kid))!);
+    await store.hset(
+      'livetex:app:keys',
+      generated.kid,
+      JSON.stringify({ kid: record.kid, createdAt: record.createdAt, revokedAt: new Date().toISOString() }),
+    );
+    expect(await keys.resolve(generated.kid)).toEqual({ state: 'revoked' });
+    // Gone from the store: unknown, not served from memory.
+    await store.hdel('livetex:app:keys', generated.kid);
+    expect(await keys.resolve(generated.kid)).toEqual({ state: 'unknown' });
+  });
+
   it('never stores key material in clear, and erases it on revocation', async () => {
     const store = createMemoryStore();
     const keys = keyStore(store);
@@ -141,6 +163,8 @@ describe('livetex key store (two instances on one Redis)', () => {
     const a = await one.generate();
     const b = await one.generate();
     expect((await two.resolve(a.kid)).state).toBe('active');
+    // Instance one has opened (and cached the import of) the key when the other revokes it.
+    expect((await one.resolve(a.kid)).state).toBe('active');
     await two.revoke(a.kid);
     expect(await one.resolve(a.kid)).toEqual({ state: 'revoked' });
     expect((await one.resolve(b.kid)).state).toBe('active');

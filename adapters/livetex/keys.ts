@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, type webcrypto } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/contracts/adapter.js';
 import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
@@ -9,8 +10,11 @@ import { KEY_BYTES } from './codec.js';
  * The channel's attribute keys (DESIGN §6): random 256-bit keys named by a `kid`, several valid at
  * once for rotation, each revocable. Key material is kept encrypted at rest with the master key
  * (AES-256-GCM, the channel and kid as additional data so a record cannot be moved to another
- * channel or kid). Every lookup reads the key's record from the store — one HGET — instead of a
- * per-process cache, so a revocation on one instance is in force on every instance at once.
+ * channel or kid). Every lookup reads the key's record from the store — one HGET — so a
+ * revocation on one instance is in force on every instance at once. What is cached in process is
+ * only the work after that read: the opened material and its WebCrypto import, per kid, used
+ * only while the record just read is byte for byte the one they were made from (a revoked
+ * record has no material and differs, so a revoked key is never served).
  */
 
 export interface KeySummary {
@@ -26,7 +30,38 @@ export interface GeneratedKey {
   createdAt: string;
 }
 
-export type ResolvedKey = { state: 'active'; key: Uint8Array } | { state: 'revoked' } | { state: 'unknown' };
+export type ResolvedKey =
+  | {
+      state: 'active';
+      key: Uint8Array;
+      /** The same key imported once for AES-GCM (what the codec uses). */
+      imported: webcrypto.CryptoKey;
+    }
+  | { state: 'revoked' }
+  | { state: 'unknown' };
+
+/** Opened keys kept per channel: far more than a channel rotates through. */
+const OPENED_KEYS_MAX = 256;
+
+/**
+ * The replay guard of a lookup token (DESIGN §6): its jti, claimed (SET NX) by the first request
+ * that carries it and kept until the token could no longer pass the time check anyway
+ * (exp + skew), so a replay is refused for exactly as long as it matters. Shared by every
+ * instance; the key holds a hash of the jti, never the jti.
+ */
+export function jtiClaim(
+  channelId: string,
+  claims: { jti: string; exp: number },
+  maxClockSkewSeconds: number,
+  now: Date,
+): { key: string; ttlMs: number } {
+  const validUntilMs = (claims.exp + maxClockSkewSeconds) * 1000;
+  const ttlMs = Math.max(1000, Math.ceil(validUntilMs - now.getTime()) + 1000);
+  return {
+    key: `livetex:${channelId}:jti:${createHash('sha256').update(claims.jti).digest('base64url')}`,
+    ttlMs,
+  };
+}
 
 const storedKeySchema = z.object({
   kid: z.string(),
@@ -115,6 +150,11 @@ export function createLivetexKeyStore(options: {
     }
   }
 
+  /** kid -> the record text it was opened from, the material and its import. */
+  const opened = new LRUCache<string, { raw: string; key: Uint8Array; imported: webcrypto.CryptoKey }>({
+    max: OPENED_KEYS_MAX,
+  });
+
   async function read(kid: string): Promise<StoredKey | null> {
     if (!KID_PATTERN.test(kid)) return null;
     const raw = await store.hget(hashKey, kid);
@@ -161,10 +201,21 @@ export function createLivetexKeyStore(options: {
     },
 
     async resolve(kid) {
-      const record = await read(kid);
-      if (!record) return { state: 'unknown' };
+      if (!KID_PATTERN.test(kid)) return { state: 'unknown' };
+      // Read on every request: the stored record decides, so a revocation holds at once.
+      const raw = await store.hget(hashKey, kid);
+      const cached = opened.get(kid);
+      if (raw !== null && cached?.raw === raw) {
+        return { state: 'active', key: cached.key, imported: cached.imported };
+      }
+      opened.delete(kid);
+      if (raw === null) return { state: 'unknown' };
+      const record = parseRecord(kid, raw);
       if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
-      return { state: 'active', key: openMaterial(kid, record.sealed) };
+      const key = openMaterial(kid, record.sealed);
+      const imported = await crypto.subtle.importKey('raw', key, 'AES-GCM', false, ['encrypt', 'decrypt']);
+      opened.set(kid, { raw, key, imported });
+      return { state: 'active', key, imported };
     },
   };
 }

@@ -1,54 +1,34 @@
 import type { IntakeRoute } from '../../src/contracts/adapter.js';
-import { digest } from '../../src/intake/wire.js';
-import type { Store } from '../../src/store/types.js';
 import type { LivetexChannel } from './channel.js';
-import { JOSE_CONTENT_TYPE, type LookupAnswer, type LookupClaims, LookupRefusedError } from './codec.js';
+import {
+  JOSE_CONTENT_TYPE,
+  type LookupAnswer,
+  type LookupClaims,
+  type LookupKey,
+  LookupRefusedError,
+} from './codec.js';
+import { jtiClaim } from './keys.js';
 import { foundAnswer, notFoundAnswer } from './mapper.js';
 
 /**
  * `POST /livetex/:channelId/attributes` (DESIGN §6): the encrypted attribute lookup. The order of
- * checks is the order of trust, all in `open`: form (400), key (401), decryption and time (401),
- * replay (401) — the replay cache is written only for a token that passed everything else, so
- * garbage cannot fill it. The core then finds the person (a miss does the same reads: evenWork)
- * and builds the facts (the same FactService as JivoChat's custom_data); render is pure, settle
- * seals the answer under the request's key.
+ * checks is the order of trust: form (400), key (401), decryption and time (401) in `open`, then
+ * replay (401) — the jti is claimed only for a token that passed everything else, so garbage
+ * cannot fill the replay cache. Two store trips: `open` reads the key's record (every request, so
+ * a revocation holds at once; the imported key is cached while the record is unchanged), then the
+ * core claims the jti and, only if it is fresh, finds the person in one step (claimAndFind; a miss
+ * does the same reads: evenWork) and builds the facts (the same FactService as JivoChat's
+ * custom_data); render is pure, settle seals the answer under the request's key.
  */
 
 /** Facts in one answer (vendors/livetex.md §5.2 proposes at most 50 attributes). */
 const MAX_ATTRIBUTES = 50;
 
-/** A token's jti, claimed once across every instance. */
-export interface ReplayGuard {
-  claim(claims: LookupClaims): Promise<void>;
-}
-
-/**
- * SET NX on the jti, kept until the token could no longer pass the time check anyway
- * (exp + skew), so a replay is refused for exactly as long as it matters.
- */
-export function createReplayGuard(options: {
-  store: Store;
-  channelId: string;
-  maxClockSkewSeconds: number;
-  now(): Date;
-}): ReplayGuard {
-  const { store, channelId, maxClockSkewSeconds, now } = options;
-  return {
-    async claim(claims) {
-      const validUntilMs = (claims.exp + maxClockSkewSeconds) * 1000;
-      const ttlMs = Math.max(1000, Math.ceil(validUntilMs - now().getTime()) + 1000);
-      // The whole SHA-256 (43 base64url characters): these keys exist, so their form stays.
-      const jtiKey = `livetex:${channelId}:jti:${digest(claims.jti, 43)}`;
-      const fresh = await store.set(jtiKey, '1', { nx: true, ttlMs });
-      if (!fresh) throw new LookupRefusedError('replayed_token', 'this token (jti) was already used');
-    },
-  };
-}
-
 /** The request, opened: the key it is under, and its checked claims. */
 export interface OpenedLookup {
   kid: string;
-  key: Uint8Array;
+  /** Imported once per key (keys.ts), for both opening the request and sealing the answer. */
+  key: LookupKey;
   claims: LookupClaims;
 }
 
@@ -70,12 +50,11 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
     const resolved = await channel.keys.resolve(sealed.kid);
     if (resolved.state === 'unknown') throw new LookupRefusedError('unknown_key', 'no key with this kid');
     if (resolved.state === 'revoked') throw new LookupRefusedError('revoked_key', 'this key was revoked');
-    const claims = await channel.codec.openRequest(sealed, resolved.key, {
+    const claims = await channel.codec.openRequest(sealed, resolved.imported, {
       now: channel.now(),
       maxSkewSeconds: channel.settings.maxClockSkewSeconds,
     });
-    await channel.replays.claim(claims);
-    return { kid: sealed.kid, key: resolved.key, claims };
+    return { kid: sealed.kid, key: resolved.imported, claims };
   },
   decode(request, channel) {
     const { claims } = request.opened;
@@ -91,7 +70,14 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
       // Found and not found do the same work as far as practical (issue 10 item 2): the same
       // store reads, one answer size (codec.ts), and with attribute sources every answer is held
       // until the deadline. A miss never asks the sources about a made-up customer.
-      options: { evenWork: true, holdToDeadline: settings.evenTiming, requestId: claims.requestId },
+      options: {
+        evenWork: true,
+        holdToDeadline: settings.evenTiming,
+        requestId: claims.requestId,
+        // SET NX on the jti, kept until the token could no longer pass the time check anyway
+        // (exp + skew), so a replay is refused for exactly as long as it matters.
+        claim: jtiClaim(channel.id, claims, settings.maxClockSkewSeconds, request.receivedAt),
+      },
     };
   },
   render(result) {

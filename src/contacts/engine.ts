@@ -1,20 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import {
-  AppError,
-  ConflictError,
-  issuesFromZod,
-  NoIdentifierError,
-  NotFoundError,
-  ValidationError,
-} from '../errors.js';
+import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
-import type { Lock, Store, StoreBatch } from '../store/types.js';
-import { key } from './keys.js';
+import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import { groupLayout, key } from './keys.js';
 import { isHttpLink } from './links.js';
+import {
+  decideMerge,
+  groupIdsOf,
+  type MergeRefusal,
+  type MergeSituation,
+  mergeWrites,
+  refusalWrites,
+} from './merge.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
+import { checkObservation } from './observation.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -23,16 +25,11 @@ import {
   type StoredRecord,
   upsertValued,
 } from './record.js';
-import type { ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
-import { entryId, eventId, isoOf, nameWords, timelineMember } from './timeline.js';
-import {
-  type Contact,
-  type Identifier,
-  type ObserveResult,
-  observationSchema,
-  type ParsedObservation,
-  type TimelineEntry,
-} from './types.js';
+import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import { entryId, eventId, isoOf, nameWords, timelineMember, timelineMemberWithData } from './timeline.js';
+import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
+import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
+import { queueWrites } from './writes.js';
 
 export { nameWords } from './timeline.js';
 
@@ -51,9 +48,9 @@ export { nameWords } from './timeline.js';
  * - Each record has its own timeline (`tl:<id>`, a sorted set whose members sort by time, read
  *   newest first across the group's records).
  *
- * Concurrency (optimistic): an observation reads (idempotency key and identifier index in one
- * trip, then the holders' roots, records and member lists in one more when anyone is known),
- * plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
+ * Concurrency (optimistic): an observation reads in one trip (Store.readGroups: the idempotency
+ * key, the identifier index, and the holders' roots, member lists and every record of their
+ * groups, up to identity.maxMergeSize records), plans its write, and commits it as ONE atomic batch (record, index claims, timeline entries,
  * idempotency key, outbound events) that *expects* every value it was planned on — no earlier
  * delivery, the same holders, roots and record texts (StoreBatch.expect, one Lua script on
  * Redis). If anything changed, nothing is written and it reads again: two instances seeing the
@@ -62,7 +59,9 @@ export { nameWords } from './timeline.js';
  * takes the identifier and record locks (one atomic step each, identifiers first), so two
  * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
  * they read, since observations no longer lock. The pure parts live next to this file:
- * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids).
+ * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids),
+ * merge.ts (merge policy: survivor, refusals, merge log), unmerge.ts (what an unmerge or split
+ * writes), writes.ts (planned writes as data); this file reads, plans with them and writes.
  */
 
 const UNSAFE_LINKS_HELP =
@@ -168,11 +167,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return out;
   }
 
-  async function membersOf(roots: readonly string[]): Promise<Map<string, string[]>> {
-    const lists = await Promise.all(roots.map((root) => store.smembers(key.members(root))));
-    return new Map(roots.map((root, index) => [root, lists[index]!.sort()]));
-  }
-
   /**
    * `awaitRelease: false` is for a lock taken inside another one: its release is sent without
    * waiting, and the outer lock's release, sent after it on the same connection, is only answered
@@ -236,8 +230,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const trimmed = name.trim();
       if (trimmed && upsertValued(record.names, trimmed.slice(0, 200), at)) changed = true;
     }
+    const knownIds = new Set(record.ids.map(identifierLabel));
     for (const identifier of identifiers) {
-      if (!record.ids.some((known) => identifierLabel(known) === identifierLabel(identifier))) {
+      const label = identifierLabel(identifier);
+      if (!knownIds.has(label)) {
+        knownIds.add(label);
         record.ids.push(identifier);
         changed = true;
       }
@@ -284,9 +281,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     stat.observations += 1;
     if (at > stat.lastSeen) stat.lastSeen = at;
     if (at < stat.firstSeen) stat.firstSeen = at;
-    stat.conversations += observation.timeline.filter(
-      (entry) => entry.type === 'conversation.finished',
-    ).length;
+    for (const entry of observation.timeline)
+      if (entry.type === 'conversation.finished') stat.conversations++;
     record.channels[observation.channelId] = stat;
     if (record.updatedAt < at) record.updatedAt = at;
     return changed;
@@ -320,18 +316,60 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     targetId: string | null;
     roots: string[];
     recordRoots: Map<string, string>;
-    /** Records and member lists read with the roots (of the holders, which are usually roots). */
+    /** The groups' records and the roots' member lists, as read (readGroups). */
     records: Map<string, StoredRecord>;
     members: Map<string, string[]>;
+    /** Ids whose record was read (present or not); others of the groups are read before writing. */
+    read: ReadonlySet<string>;
   }
 
-  async function plan(indexValues: (string | null)[], identifiers: Identifier[]): Promise<Plan> {
+  /** Decode a record as read, remembering its text for the write's expectations. */
+  function decodeRead(id: string, text: string): StoredRecord {
+    const record = decodeRecord(id, text);
+    readAs.set(record, text);
+    return record;
+  }
+
+  /** One read (dedupe key and identifier index, with every group they lead to) for observe. */
+  function readState(dedupeKey: string, indexKeys: string[]): Promise<GroupReadResult> {
+    return store.readGroups({
+      keys: [dedupeKey, ...indexKeys],
+      layout: groupLayout,
+      maxRecords: identity.maxMergeSize,
+    });
+  }
+
+  /**
+   * The contact a record belongs to, from a readGroups answer, as loadContact would read it
+   * (root first, then its members in id order); undefined when the read left part of the group
+   * unread (the caller loads it then), null when there is no such contact.
+   */
+  function viewFromRead(
+    read: GroupReadResult,
+    id: string,
+  ): { contact: Contact; rootId: string } | null | undefined {
+    const rootId = read.roots.get(id);
+    if (rootId === undefined) return undefined;
+    const ids = [rootId, ...[...(read.members.get(rootId) ?? [])].sort()];
+    const records: StoredRecord[] = [];
+    for (const member of ids) {
+      if (!read.records.has(member)) return undefined;
+      const text = read.records.get(member);
+      if (text) records.push(decodeRead(member, text));
+    }
+    // A root that is not merged away must have its own record; a merged-away id needs any.
+    if (rootId === id ? records[0]?.id !== rootId : records.length === 0) return null;
+    return { contact: mergedView(rootId, records), rootId };
+  }
+
+  function plan(read: GroupReadResult, indexValues: (string | null)[], identifiers: Identifier[]): Plan {
     const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
-    // One trip: the holders' root pointers, records and member lists, read together.
-    const [recordRoots, records, members] =
-      recordIds.length === 0
-        ? [new Map<string, string>(), new Map<string, StoredRecord>(), new Map<string, string[]>()]
-        : await Promise.all([rootsOf(recordIds), readRecords(recordIds), membersOf(recordIds)]);
+    const recordRoots = new Map(recordIds.map((id) => [id, read.roots.get(id) ?? id]));
+    const roots = [...new Set(recordRoots.values())];
+    const members = new Map<string, string[]>();
+    for (const root of roots) members.set(root, [...(read.members.get(root) ?? [])].sort());
+    const records = new Map<string, StoredRecord>();
+    for (const [id, text] of read.records) if (text !== null) records.set(id, decodeRead(id, text));
     // The record to write to: the one holding the strongest identifier (person > email > phone > local).
     let targetId: string | null = null;
     let best = Number.POSITIVE_INFINITY;
@@ -342,13 +380,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         targetId = value;
       }
     });
-    const roots = [...new Set(recordRoots.values())];
-    return { targetId, roots, recordRoots, records, members };
+    return { targetId, roots, recordRoots, records, members, read: new Set(read.records.keys()) };
   }
 
   function refuseMerge(
     batch: StoreBatch,
-    reason: 'too_large' | 'unmerged_before',
+    reason: MergeRefusal,
     roots: string[],
     via: Identifier,
     at: string,
@@ -359,17 +396,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       { roots, via: identifierLabel(via), reason, channelId: observation.channelId },
       'merge refused',
     );
-    batch
-      .rpush(key.conflicts, JSON.stringify({ at, reason, roots, via, channelId: observation.channelId }))
-      .ltrim(key.conflicts, -10_000, -1);
+    queueWrites(batch, refusalWrites(reason, roots, via, at, observation.channelId));
   }
 
   /**
    * Size caps (issue 10 item 4): one payload must not fill the store. Text fields and attribute
    * values are cut with a visible …, a timeline entry too large keeps its summary and says it was
-   * truncated; every cut is counted in chatbridge_truncated_total.
+   * truncated; every cut is counted in chatbridge_truncated_total. Returns each timeline entry's
+   * data as JSON: measured here, and written as is (serialised once).
    */
-  function capObservation(observation: ParsedObservation): void {
+  function capObservation(observation: ParsedObservation): string[] {
     const cut = (what: string) => truncated().inc({ what });
     const clip = (value: string, limit: number, what: string) => {
       if (value.length <= limit) return value;
@@ -395,26 +431,27 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
       if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
     }
-    for (const entry of observation.timeline) {
+    return observation.timeline.map((entry) => {
+      let json: string | undefined;
       let bytes: number;
       try {
-        bytes = Buffer.byteLength(JSON.stringify(entry.data ?? null), 'utf8');
+        json = JSON.stringify(entry.data ?? null);
+        bytes = Buffer.byteLength(json, 'utf8'); // throws when there was nothing to serialise
       } catch {
         bytes = Number.POSITIVE_INFINITY; // too deep to serialise: treat as too large
       }
-      if (bytes > limits.timelineEntryBytes) {
+      if (bytes > limits.timelineEntryBytes || json === undefined) {
         cut('timeline_entry');
         entry.data = { truncated: true, originalBytes: Number.isFinite(bytes) ? bytes : null };
+        json = JSON.stringify(entry.data);
       }
-    }
+      return json;
+    });
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
-    const parsed = observationSchema.safeParse(input);
-    if (!parsed.success) {
-      throw new ValidationError('invalid observation', issuesFromZod(parsed.error), 'invalid_observation');
-    }
-    const observation = parsed.data;
+    // Typed callers: checked by hand, the schema only for what does not pass (observation.ts).
+    const observation = checkObservation(input);
     if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
       // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
       delete observation.crmLink;
@@ -422,8 +459,23 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
         .inc({ where: 'crm_link' });
     }
-    capObservation(observation);
+    const dataJson = capObservation(observation);
     const at = isoOf(observation.at);
+    // Timeline entries go to the record the observation writes (so an unmerge takes them along);
+    // their text does not depend on which record that is, so it is made once, not per attempt.
+    const timelineMembers = observation.timeline.map((entry, index) =>
+      timelineMemberWithData(
+        {
+          id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
+          at: isoOf(entry.at),
+          channelId: observation.channelId,
+          vendor: observation.vendor,
+          type: entry.type,
+          summary: entry.summary.slice(0, 500),
+        },
+        dataJson[index]!,
+      ),
+    );
     const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
     const seen = new Map<string, Identifier>();
@@ -462,12 +514,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // takes the identity and record locks, so that merges of one group do not interleave.
     return inLane(indexKeys[0]!, async () => {
       const attempt = async (locked: boolean): Promise<ObserveResult | null> => {
-        const [duplicateOf, ...indexValues] = await store.mget([dedupeKey, ...indexKeys]);
+        // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
+        // roots' members and the groups' records (a repeated delivery finds its contact there).
+        const read = await readState(dedupeKey, indexKeys);
+        const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
-          const existing = await loadContact(duplicateOf);
+          const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
-        const planned = await plan(indexValues, resolving);
+        const planned = plan(read, indexValues, resolving);
         const write = () =>
           writeObservation(
             observation,
@@ -478,6 +533,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             planned,
             dedupeKey,
             saltValue,
+            timelineMembers,
           );
         return planned.roots.length > 1 && !locked
           ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
@@ -536,6 +592,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     planned: Plan,
     dedupeKey: string,
     saltValue: string,
+    timelineMembers: readonly string[],
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -544,16 +601,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
     const write = async (): Promise<ObserveResult | null> => {
       // What the plan read is checked when the write runs (expectations below), so nothing is
-      // read twice: only roots that are not holders (merged contacts) and their members' records
-      // are read here.
+      // read twice: only records of groups larger than one read may hold are read here.
       const current = planned.recordRoots;
-      const members = new Map(planned.members);
+      const members = planned.members;
       const records = new Map(planned.records);
-      const rootsUnread = planned.roots.filter((root) => !members.has(root));
-      if (rootsUnread.length > 0)
-        for (const [root, list] of await membersOf(rootsUnread)) members.set(root, list);
-      const groupIds = planned.roots.flatMap((root) => [root, ...(members.get(root) ?? [])]);
-      const unread = groupIds.filter((id) => !records.has(id));
+      const groupIds = groupIdsOf(planned.roots, members);
+      const unread = groupIds.filter((id) => !planned.read.has(id));
       if (unread.length > 0) for (const [id, record] of await readRecords(unread)) records.set(id, record);
       const target = fresh ?? records.get(targetId);
       if (!target) return null;
@@ -583,54 +636,25 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const absorbed: string[] = [];
       let mergedVia: Identifier | undefined;
       if (planned.roots.length > 1) {
-        const via = resolving.find((_, index) => {
-          const holder = indexValues[index];
-          return holder != null && current.get(holder) !== targetRoot;
-        })!;
-        const apart = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
-        const groupOf = new Map<string, string>();
-        for (const root of planned.roots)
-          for (const id of [root, ...(members.get(root) ?? [])]) groupOf.set(id, root);
-        const keptApart = groupIds.some((id, index) =>
-          apart[index]!.some((other) => groupOf.has(other) && groupOf.get(other) !== groupOf.get(id)),
-        );
-        if (groupIds.length > identity.maxMergeSize) {
-          refuseMerge(batch, 'too_large', planned.roots, via, at, observation);
-        } else if (keptApart) {
-          refuseMerge(batch, 'unmerged_before', planned.roots, via, at, observation);
+        const apartLists = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
+        const apart = new Map(groupIds.map((id, index) => [id, apartLists[index]!]));
+        const situation: MergeSituation = {
+          roots: planned.roots,
+          members,
+          records,
+          recordRoots: current,
+          resolving,
+          holders: indexValues,
+          targetRoot,
+        };
+        const decision = decideMerge(situation, { maxMergeSize: identity.maxMergeSize, apart });
+        if (decision.outcome === 'refused') {
+          refuseMerge(batch, decision.reason, planned.roots, decision.via, at, observation);
         } else {
-          // The oldest contact survives, so ids already handed to CRMs stay stable.
-          const candidates = planned.roots
-            .map((root) => records.get(root))
-            .filter((record) => record !== undefined);
-          candidates.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
-          survivor = candidates[0]!.id;
-          mergedVia = via;
-          // Proven only if every joining group was reached by a verified value of this observation.
-          const typed = !planned.roots.every((root) =>
-            resolving.some((identifier, index) => {
-              const holder = indexValues[index];
-              return identifier.provenance === 'verified' && holder != null && current.get(holder) === root;
-            }),
-          );
-          const survivorRecord = records.get(survivor)!;
-          for (const root of planned.roots) {
-            if (root === survivor) continue;
-            const joined = [root, ...(members.get(root) ?? [])];
-            for (const id of joined) batch.set(key.root(id), survivor);
-            batch.sadd(key.members(survivor), ...joined).del(key.members(root));
-            const rootRecord = records.get(root)!;
-            survivorRecord.merges.push(...rootRecord.merges, {
-              at,
-              records: joined,
-              via,
-              ...(typed ? { typed: true as const } : {}),
-            });
-            rootRecord.merges = [];
-            batch.set(key.record(root), encodeRecord(rootRecord));
-            absorbed.push(root);
-          }
-          batch.set(key.record(survivor), encodeRecord(survivorRecord));
+          survivor = decision.survivor;
+          mergedVia = decision.via;
+          queueWrites(batch, mergeWrites(decision, situation, at));
+          absorbed.push(...decision.absorbed);
           groupIdsAfter = groupIds;
         }
       }
@@ -667,18 +691,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       batch.set(key.record(target.id), encoded);
 
-      // Timeline entries go to the record the observation wrote (so an unmerge takes them along).
-      const entries: TimelineEntry[] = observation.timeline.map((entry) => ({
-        id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
-        at: isoOf(entry.at),
-        channelId: observation.channelId,
-        vendor: observation.vendor,
-        type: entry.type,
-        summary: entry.summary.slice(0, 500),
-        data: entry.data,
-      }));
-      for (const entry of entries) batch.zadd(key.timeline(target.id), 0, timelineMember(entry));
-      if (limits.timelineRetention > 0 && entries.length > 0) {
+      for (const member of timelineMembers) batch.zadd(key.timeline(target.id), 0, member);
+      if (limits.timelineRetention > 0 && timelineMembers.length > 0) {
         batch.expire(key.timeline(target.id), limits.timelineRetention);
       }
       if (absorbed.length > 0 && mergedVia) {
@@ -809,6 +823,38 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contact ?? null;
   }
 
+  async function claimAndFind(
+    identifier: Identifier,
+    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
+  ): Promise<ClaimedFind> {
+    const normalized = normalizePublic(identifier);
+    // A kind that may also be search-only (identity.mergeOnVisitorTyped) is found through a set
+    // as well: claim, then the ordinary find (more trips; not the default configuration).
+    if (normalized && !(resolves(normalized) && mergeOnVisitorTyped.has(normalized.kind))) {
+      if (!(await store.set(options.claim.key, '1', { nx: true, ttlMs: options.claim.ttlMs })))
+        return { claimed: false };
+      return { claimed: true, contact: await findByIdentifier(identifier, options) };
+    }
+    // One step: claim, then the identifier's holder, its root, members and records (a miss with
+    // evenWork reads the decoy group the same way; an unusable identifier reads it too).
+    const read = await store.readGroups({
+      keys: normalized ? [key.index(normalized)] : [],
+      layout: groupLayout,
+      maxRecords: identity.maxMergeSize,
+      claim: options.claim,
+      ...(options.evenWork ? { decoy: DECOY_RECORD_ID } : {}),
+    });
+    if (!read.claimed) return { claimed: false };
+    const holder = read.values[0];
+    if (!holder) return { claimed: true, contact: null };
+    // As find: the holder's root, loaded as a contact (which needs the root's own record).
+    const rootId = read.roots.get(holder) ?? holder;
+    if (read.records.has(rootId) && read.records.get(rootId) === null)
+      return { claimed: true, contact: null };
+    const loaded = viewFromRead(read, holder) ?? (await loadContact(rootId));
+    return { claimed: true, contact: loaded?.contact ?? null };
+  }
+
   function decodeCursor(cursor: string): string {
     const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
     if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\|[A-Za-z0-9_-]{1,64}$/.test(decoded)) {
@@ -855,81 +901,43 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     ]);
   }
 
+  /** Commit an unmerge plan as one checked batch (the caller holds the locks). */
+  async function commitPlan(
+    plan: UnmergePlan,
+    records: ReadonlyMap<string, StoredRecord>,
+    expectIndex?: { key: string; holder: string },
+  ): Promise<{ contact: Contact; split: Contact }> {
+    const batch = store.batch();
+    if (expectIndex) batch.expect(expectIndex.key, expectIndex.holder);
+    for (const id of plan.expectRecords) {
+      const record = records.get(id);
+      batch.expect(key.record(id), (record && readAs.get(record)) ?? null);
+    }
+    queueWrites(batch, plan.writes);
+    const stagedAt = Date.now();
+    events.stage(
+      batch,
+      plan.events.map((entry) => ({ ...entry, stagedAt })),
+    );
+    if (!(await batch.exec())) throw contention();
+    events.committed();
+    return { contact: plan.contact, split: plan.split };
+  }
+
   async function unmergeRecord(rootId: string, recordId: string) {
     return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
       const members = await store.smembers(key.members(rootId));
-      if (recordId === rootId || !members.includes(recordId)) {
-        throw new ValidationError('not a merged record of this contact', [
-          { path: 'recordId', message: `merged records: ${members.sort().join(', ') || 'none'}` },
-        ]);
-      }
+      assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
-      const root = records.get(rootId)!;
-      // Undo the merge that brought this record in: its whole group at the time leaves together.
-      const mergeIndex = root.merges.findLastIndex((merge) => merge.records.includes(recordId));
-      const leaving =
-        mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
-      const newRoot = leaving[0]!;
-      const at = now().toISOString();
-      const batch = store.batch();
-      // Observations write without locks: this holds only if the root record is as read.
-      batch.expect(key.record(rootId), readAs.get(root) ?? null);
-      batch.srem(key.members(rootId), ...leaving).del(key.root(newRoot));
-      for (const member of leaving.slice(1)) batch.set(key.root(member), newRoot);
-      if (leaving.length > 1) batch.sadd(key.members(newRoot), ...leaving.slice(1));
-      // Remember the split, so the identifier that joined them does not merge them again.
-      const staying = [rootId, ...members.filter((member) => !leaving.includes(member))];
-      for (const id of leaving) batch.sadd(key.apart(id), ...staying);
-      for (const id of staying) batch.sadd(key.apart(id), ...leaving);
-      if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
-      batch.set(key.record(rootId), encodeRecord(root));
-      const newRootRecord = records.get(newRoot)!;
-      const stayingRecords = staying.map((member) => records.get(member)!).filter(Boolean);
-      const leavingRecords = leaving.map((member) => records.get(member)!).filter(Boolean);
-      const contact = mergedView(rootId, stayingRecords);
-      const split = mergedView(newRoot, [
-        newRootRecord,
-        ...leavingRecords.filter((record) => record !== newRootRecord),
-      ]);
-      const entry: TimelineEntry = {
-        id: `unmerge_${randomBytes(8).toString('hex')}`,
-        at,
-        channelId: '',
-        vendor: 'chatbridge',
-        type: 'contact.unmerged',
-        summary: `Split off ${leaving.length} record${leaving.length === 1 ? '' : 's'} into ${newRoot}`,
-        data: { from: rootId, split: newRoot, records: leaving },
-      };
-      batch.zadd(key.timeline(rootId), 0, timelineMember(entry));
-      events.stage(batch, [
-        {
-          event: {
-            id: `evt_${entry.id}`,
-            type: 'contact.updated',
-            occurredAt: at,
-            channel: null,
-            contact,
-            data: { unmerged: leaving },
-          },
-          orderingKey: rootId,
-          stagedAt: Date.now(),
-        },
-        {
-          event: {
-            id: `evt_${entry.id}_split`,
-            type: 'contact.created',
-            occurredAt: at,
-            channel: null,
-            contact: split,
-            data: { unmergedFrom: rootId },
-          },
-          orderingKey: newRoot,
-          stagedAt: Date.now(),
-        },
-      ]);
-      if (!(await batch.exec())) throw contention();
-      events.committed();
-      return { contact, split };
+      const plan = planRecordUnmerge({
+        rootId,
+        recordId,
+        members,
+        records,
+        at: now().toISOString(),
+        entryId: `unmerge_${randomBytes(8).toString('hex')}`,
+      });
+      return commitPlan(plan, records);
     });
   }
 
@@ -951,61 +959,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
         const members = await store.smembers(key.members(rootId));
         const records = await readRecords([rootId, ...members]);
-        const source = records.get(holder)!;
         const at = now().toISOString();
-        const split = newRecord(at);
-        const label = identifierLabel(identifier);
-        source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
-        split.ids.push(identifier);
-        if (identifier.kind === 'email') {
-          source.emails = source.emails.filter((item) => item.v !== identifier.value);
-          split.emails.push({ v: identifier.value, at });
-        }
-        if (identifier.kind === 'phone') {
-          source.phones = source.phones.filter((item) => item.v !== identifier.value);
-          split.phones.push({ v: identifier.value, at });
-        }
-        const groupIds = [rootId, ...members];
-        const batch = store.batch();
-        // Observations write without locks: this holds only if the index and record are as read.
-        batch.expect(key.index(identifier), holder).expect(key.record(holder), readAs.get(source) ?? null);
-        batch
-          .set(key.record(holder), encodeRecord(source))
-          .set(key.record(split.id), encodeRecord(split))
-          .set(key.index(identifier), split.id)
-          .sadd(key.apart(split.id), ...groupIds);
-        for (const id of groupIds) batch.sadd(key.apart(id), split.id);
-        const contact = mergedView(rootId, groupIds.map((id) => records.get(id)!).filter(Boolean));
-        const splitView = mergedView(split.id, [split]);
-        events.stage(batch, [
-          {
-            event: {
-              id: `evt_split_${split.id}`,
-              type: 'contact.created',
-              occurredAt: at,
-              channel: null,
-              contact: splitView,
-              data: { unmergedFrom: rootId, identifier },
-            },
-            orderingKey: split.id,
-            stagedAt: Date.now(),
-          },
-          {
-            event: {
-              id: `evt_split_${split.id}_from`,
-              type: 'contact.updated',
-              occurredAt: at,
-              channel: null,
-              contact,
-              data: { removedIdentifier: identifier },
-            },
-            orderingKey: rootId,
-            stagedAt: Date.now(),
-          },
-        ]);
-        if (!(await batch.exec())) throw contention();
-        events.committed();
-        return { contact, split: splitView };
+        const plan = planIdentifierSplit({
+          rootId,
+          holder,
+          identifier,
+          members,
+          records,
+          fresh: newRecord(at),
+          at,
+        });
+        return commitPlan(plan, records, plan.expectIndex);
       });
     });
   }
@@ -1025,6 +989,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     get,
     find,
     findByIdentifier,
+    claimAndFind,
     timeline,
     unmerge,
     normalizeIdentifier: normalizePublic,

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { digest } from '../digest.js';
 import type { Identifier } from './types.js';
 
 /**
@@ -21,6 +21,9 @@ export const key = {
   search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
   name: (word: string) => `sidx:name:${word}`,
   dedupe: (channelId: string, idempotencyKey: string) =>
-    `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`,
+    `dedupe:${digest('sha256', `${channelId}\n${idempotencyKey}`, 'base64url')}`,
   conflicts: 'identity:conflicts',
 };
+
+/** The group layout as Store.readGroups takes it (each prefix is followed by a record id). */
+export const groupLayout = { root: key.root(''), members: key.members(''), record: key.record('') };

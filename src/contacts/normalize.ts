@@ -1,4 +1,5 @@
 import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js';
+import { LRUCache } from 'lru-cache';
 import type { Identifier } from './types.js';
 
 /**
@@ -20,12 +21,27 @@ export function normalizeEmail(value: string): string | null {
   return /^[^\s@]+@[^\s@]+$/.test(email) && email.length <= 254 ? email : null;
 }
 
+/**
+ * Parsed phones, by default country and text: libphonenumber's parse is the costliest step of
+ * normalising an observation, and the same visitors' phones come back chat after chat. Bounded
+ * (entries and key length), so a flood of distinct numbers only evicts; '' stands for "not a
+ * phone" (the cache holds no null).
+ */
+const PHONE_CACHE_MAX = 10_000;
+const PHONE_CACHE_KEY_LENGTH = 64;
+const phoneCache = new LRUCache<string, string>({ max: PHONE_CACHE_MAX });
+
 export function normalizePhone(value: string, defaultCountry: string): string | null {
   const trimmed = value.trim();
   if (!/\d/.test(trimmed)) return null;
+  const cacheable = trimmed.length <= PHONE_CACHE_KEY_LENGTH;
+  const cacheKey = `${defaultCountry}|${trimmed}`;
+  const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
+  if (cached !== undefined) return cached === '' ? null : cached;
   const parsed = parsePhoneNumberFromString(trimmed, defaultCountry as CountryCode);
-  if (!parsed?.isPossible()) return null;
-  return parsed.number;
+  const normalized = parsed?.isPossible() ? parsed.number : null;
+  if (cacheable) phoneCache.set(cacheKey, normalized ?? '');
+  return normalized;
 }
 
 /**

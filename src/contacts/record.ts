@@ -91,6 +91,12 @@ interface EncodedRecord {
   m?: MergeLogEntry[];
 }
 
+/** Whether an object has an own enumerable key, without listing them all. */
+function hasKeys(object: object): boolean {
+  for (const _ in object) return true;
+  return false;
+}
+
 export function encodeRecord(record: StoredRecord): string {
   const created = record.createdAt;
   const time = (at: string): StoredTime => (at === created ? 0 : at);
@@ -113,17 +119,22 @@ export function encodeRecord(record: StoredRecord): string {
     });
   }
   if (record.labels.length > 0) encoded.l = record.labels;
-  if (Object.keys(record.attrs).length > 0) encoded.a = record.attrs;
+  if (hasKeys(record.attrs)) encoded.a = record.attrs;
   if (record.agent) encoded.g = record.agent;
   if (record.crmLink) encoded.k = record.crmLink;
-  const channels = Object.entries(record.channels);
-  if (channels.length > 0) {
-    encoded.ch = Object.fromEntries(
-      channels.map(([channelId, stat]) => [
-        channelId,
-        [stat.vendor, time(stat.firstSeen), time(stat.lastSeen), stat.observations, stat.conversations],
-      ]),
-    );
+  if (hasKeys(record.channels)) {
+    const channels: NonNullable<EncodedRecord['ch']> = {};
+    for (const channelId in record.channels) {
+      const stat = record.channels[channelId]!;
+      channels[channelId] = [
+        stat.vendor,
+        time(stat.firstSeen),
+        time(stat.lastSeen),
+        stat.observations,
+        stat.conversations,
+      ];
+    }
+    encoded.ch = channels;
   }
   if (record.merges.length > 0) encoded.m = record.merges;
   return JSON.stringify(encoded);
@@ -133,12 +144,14 @@ export function decodeRecord(id: string, text: string): StoredRecord {
   const parsed = JSON.parse(text) as EncodedRecord;
   const created = parsed.c;
   const time = (at: StoredTime) => (at === 0 ? created : at);
-  const valued = (list: EncodedValued[] | undefined) =>
-    (list ?? []).map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
+  const valued = (list: EncodedValued[] | undefined): Valued[] =>
+    list === undefined
+      ? []
+      : list.map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
   const names = valued(parsed.n);
   const emails = valued(parsed.e);
   const phones = valued(parsed.p);
-  const ids = (parsed.i ?? []).map((item): Identifier => {
+  const ids = (parsed.i === undefined ? [] : parsed.i).map((item): Identifier => {
     if (item[0] === '@e' || item[0] === '@p') {
       const list = item[0] === '@e' ? emails : phones;
       return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
@@ -157,22 +170,24 @@ export function decodeRecord(id: string, text: string): StoredRecord {
     labels: parsed.l ?? [],
     // Null prototype: attributes are named by vendors, and `constructor` or `__proto__` must be
     // kept like any other name (issue 10 item 14).
-    attrs: Object.assign(Object.create(null), parsed.a ?? {}),
+    attrs: parsed.a === undefined ? Object.create(null) : Object.assign(Object.create(null), parsed.a),
     channels: {},
     merges: parsed.m ?? [],
   };
   if (parsed.g) record.agent = parsed.g;
   if (parsed.k) record.crmLink = parsed.k;
-  for (const [channelId, [vendor, firstSeen, lastSeen, observations, conversations]] of Object.entries(
-    parsed.ch ?? {},
-  )) {
-    record.channels[channelId] = {
-      vendor,
-      firstSeen: time(firstSeen),
-      lastSeen: time(lastSeen),
-      observations,
-      conversations,
-    };
+  const channels = parsed.ch;
+  if (channels !== undefined) {
+    for (const channelId in channels) {
+      const [vendor, firstSeen, lastSeen, observations, conversations] = channels[channelId]!;
+      record.channels[channelId] = {
+        vendor,
+        firstSeen: time(firstSeen),
+        lastSeen: time(lastSeen),
+        observations,
+        conversations,
+      };
+    }
   }
   return record;
 }
@@ -185,10 +200,10 @@ const maxIso = (a: string, b: string) => (a > b ? a : b);
 export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   const root = records.find((record) => record.id === rootId) ?? records[0]!;
   const ordered = [root, ...records.filter((record) => record !== root)];
-  const newestFirst = (lists: Valued[][]) => {
+  const newestFirst = (field: 'names' | 'emails' | 'phones') => {
     const best = new Map<string, string>();
-    for (const list of lists) {
-      for (const item of list) {
+    for (const record of ordered) {
+      for (const item of record[field]) {
         const seen = best.get(item.v);
         if (!seen || seen < item.at) best.set(item.v, item.at);
       }
@@ -197,7 +212,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
       .sort((a, b) => b[1].localeCompare(a[1]) || a[0].localeCompare(b[0]))
       .map(([v]) => v);
   };
-  const names = newestFirst(ordered.map((record) => record.names));
+  const names = newestFirst('names');
   // Verified once (in any record of the group) is verified.
   const verifiedValues = new Set<string>();
   for (const record of ordered) {
@@ -211,12 +226,16 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
       const label = identifierLabel(identifier);
       if (!seenIds.has(label)) {
         seenIds.add(label);
-        const { provenance: _given, ...plain } = identifier;
+        // The stored identifier without its provenance (what the view says instead, below).
+        const plain: Identifier =
+          identifier.channelId === undefined
+            ? { kind: identifier.kind, value: identifier.value }
+            : { kind: identifier.kind, value: identifier.value, channelId: identifier.channelId };
         // Global kinds say where their value came from; person ids are the company's own.
-        if (identifier.kind === 'person') identities.push({ ...plain, provenance: 'verified' });
+        if (identifier.kind === 'person') plain.provenance = 'verified';
         else if (identifier.kind === 'email' || identifier.kind === 'phone')
-          identities.push({ ...plain, provenance: verifiedValues.has(label) ? 'verified' : 'visitor' });
-        else identities.push(plain);
+          plain.provenance = verifiedValues.has(label) ? 'verified' : 'visitor';
+        identities.push(plain);
       }
     }
   }
@@ -224,7 +243,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   const labels = new Set<string>();
   let agent: (AgentRef & { at: string }) | undefined;
   let crmLink: Valued | undefined;
-  const channels = new Map<string, ChannelStat>();
+  const channels = new Map<string, Contact['channels'][number]>();
   let createdAt = root.createdAt;
   let updatedAt = root.updatedAt;
   for (const record of ordered) {
@@ -235,20 +254,25 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     for (const label of record.labels) labels.add(label);
     if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
     if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
-    for (const [channelId, stat] of Object.entries(record.channels)) {
+    for (const channelId in record.channels) {
+      const stat = record.channels[channelId]!;
       const current = channels.get(channelId);
-      channels.set(
-        channelId,
-        current
-          ? {
-              vendor: stat.vendor,
-              firstSeen: minIso(current.firstSeen, stat.firstSeen),
-              lastSeen: maxIso(current.lastSeen, stat.lastSeen),
-              observations: current.observations + stat.observations,
-              conversations: current.conversations + stat.conversations,
-            }
-          : { ...stat },
-      );
+      if (current) {
+        current.vendor = stat.vendor;
+        current.firstSeen = minIso(current.firstSeen, stat.firstSeen);
+        current.lastSeen = maxIso(current.lastSeen, stat.lastSeen);
+        current.observations += stat.observations;
+        current.conversations += stat.conversations;
+      } else {
+        channels.set(channelId, {
+          channelId,
+          vendor: stat.vendor,
+          firstSeen: stat.firstSeen,
+          lastSeen: stat.lastSeen,
+          observations: stat.observations,
+          conversations: stat.conversations,
+        });
+      }
     }
     if (record.createdAt < createdAt) createdAt = record.createdAt;
     if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
@@ -258,14 +282,14 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     id: rootId,
     name: names[0] ?? null,
     names,
-    emails: newestFirst(ordered.map((record) => record.emails)),
-    phones: newestFirst(ordered.map((record) => record.phones)),
+    emails: newestFirst('emails'),
+    phones: newestFirst('phones'),
     identities,
     labels: [...labels].sort(),
     attributes,
     responsibleAgent: agent ? responsibleAgent : null,
     crmLink: crmLink?.v ?? null,
-    channels: [...channels.entries()].map(([channelId, stat]) => ({ channelId, ...stat })),
+    channels: [...channels.values()],
     records: ordered.map((record) => record.id),
     merges: root.merges.map((merge) => ({
       at: merge.at,

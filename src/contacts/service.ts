@@ -24,6 +24,9 @@ export interface UnmergeRequest {
   identifier?: Identifier;
 }
 
+/** claimAndFind: nothing is read when the claim was taken before (`claimed: false`). */
+export type ClaimedFind = { claimed: false } | { claimed: true; contact: Contact | null };
+
 export interface ContactService {
   /**
    * Resolve the observation's identifiers to one contact (creating or merging as needed),
@@ -41,6 +44,16 @@ export interface ContactService {
    * by the work done (issue 10 item 2, the LiveTex lookup).
    */
   findByIdentifier(identifier: Identifier, options?: { evenWork?: boolean }): Promise<Contact | null>;
+  /**
+   * Claim `claim.key` (SET NX with a time to live) and, only when the claim is fresh, find the
+   * contact an identifier belongs to, as findByIdentifier does — in one store operation
+   * (Store.readGroups) for kinds found through the identifier index alone, which person ids are
+   * by default. For one-time tokens such as the LiveTex lookup's jti: a replay reads nothing.
+   */
+  claimAndFind(
+    identifier: Identifier,
+    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
+  ): Promise<ClaimedFind>;
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;

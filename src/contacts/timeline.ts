@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { digest } from '../digest.js';
 import { ValidationError } from '../errors.js';
 import type { TimelineEntry } from './types.js';
 
@@ -33,6 +33,19 @@ export function timelineMember(entry: TimelineEntry): string {
 }
 
 /**
+ * timelineMember for an entry whose data is already JSON (`JSON.stringify(entry.data)`): the same
+ * text, byte for byte, without serialising the data a second time.
+ */
+export function timelineMemberWithData(entry: Omit<TimelineEntry, 'data'>, dataJson: string): string {
+  const { id, at } = entry;
+  return (
+    `${at}|${id}|{"id":${JSON.stringify(id)},"at":${JSON.stringify(at)},` +
+    `"channelId":${JSON.stringify(entry.channelId)},"vendor":${JSON.stringify(entry.vendor)},` +
+    `"type":${JSON.stringify(entry.type)},"summary":${JSON.stringify(entry.summary)},"data":${dataJson}}`
+  );
+}
+
+/**
  * Event ids (DESIGN §8) are salted per installation (see the engine's installationSalt), so two
  * bridges that see the same vendor chat id never send the same `webhook-id`; stable across
  * retries and replays.
@@ -43,17 +56,11 @@ export function eventId(
   idempotencyKey: string,
   eventKey: string,
 ): string {
-  return `evt_${createHash('sha256')
-    .update(`${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`)
-    .digest('base64url')
-    .slice(0, 22)}`;
+  return `evt_${digest('sha256', `${saltValue}\n${channelId}\n${idempotencyKey}\nevent:${eventKey}`, 'base64url').slice(0, 22)}`;
 }
 
 export function entryId(channelId: string, idempotencyKey: string, entryKey: string): string {
-  return createHash('sha256')
-    .update(`${channelId}\n${idempotencyKey}\n${entryKey}`)
-    .digest('base64url')
-    .slice(0, 22);
+  return digest('sha256', `${channelId}\n${idempotencyKey}\n${entryKey}`, 'base64url').slice(0, 22);
 }
 
 export function isoOf(value: string): string {

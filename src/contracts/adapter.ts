@@ -89,6 +89,11 @@ export interface LookupOptions {
   holdToDeadline?: boolean;
   /** The vendor's id of the request, for the log. */
   requestId?: string;
+  /**
+   * A one-time token (the LiveTex jti): claimed (SET NX with this time to live) in the same store
+   * step that finds the contact; a replay is refused (401 replayed_token) and reads nothing.
+   */
+  claim?: { key: string; ttlMs: number };
 }
 
 export interface IntakeResult<O = unknown> {

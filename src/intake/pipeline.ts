@@ -14,7 +14,7 @@ import type {
   IntakeResult,
   IntakeRoute,
 } from '../contracts/adapter.js';
-import { AppError, NoIdentifierError } from '../errors.js';
+import { AppError, NoIdentifierError, ReplayedTokenError } from '../errors.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -152,6 +152,14 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
     decoded: Decoded,
     later?: { channelId: string; vendor: string; rawBody: Buffer; contentType: string | undefined },
   ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean }> {
+    if (decoded.kind === 'lookup' && decoded.options?.claim) {
+      const found = await deps.contacts.claimAndFind(decoded.identifier, {
+        claim: decoded.options.claim,
+        ...(decoded.options.evenWork ? { evenWork: true } : {}),
+      });
+      if (!found.claimed) throw new ReplayedTokenError();
+      return { decoded, contact: found.contact, duplicate: false };
+    }
     if (decoded.kind === 'lookup') {
       const contact = await deps.contacts.findByIdentifier(
         decoded.identifier,

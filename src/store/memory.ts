@@ -1,6 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { StoreBusyError, StoreUnavailableError } from '../errors.js';
-import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
+import type {
+  GroupRead,
+  GroupReadResult,
+  LexRangeOptions,
+  Lock,
+  LockOptions,
+  SetOptions,
+  Store,
+  StoreBatch,
+} from './types.js';
 
 /**
  * The in-memory store: the embedded default when no Redis is configured, and the fast store for
@@ -273,6 +282,51 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
   };
 
+  /** A string key's value; null when missing or of another type (as MGET and the Lua script). */
+  function stringAt(key: string): string | null {
+    const entry = lookup(key);
+    return entry?.data.type === 'string' ? entry.data.value : null;
+  }
+
+  /** Store.readGroups, in one synchronous pass (what the Lua script does on Redis). */
+  function readGroups({ keys, layout, maxRecords, decoy, claim }: GroupRead): GroupReadResult {
+    const result: GroupReadResult = {
+      claimed: true,
+      values: [],
+      roots: new Map(),
+      members: new Map(),
+      records: new Map(),
+      complete: true,
+    };
+    if (claim && !op.set(claim.key, '1', { nx: true, ttlMs: claim.ttlMs })) {
+      result.claimed = false;
+      return result;
+    }
+    const holders: string[] = [];
+    for (const key of keys) {
+      const value = stringAt(key);
+      result.values.push(value);
+      if (value !== null && !holders.includes(value)) holders.push(value);
+    }
+    if (holders.length === 0 && decoy !== undefined) holders.push(decoy);
+    for (const holder of holders) result.roots.set(holder, stringAt(layout.root + holder) ?? holder);
+    for (const root of result.roots.values()) {
+      if (!result.members.has(root))
+        result.members.set(root, [...(read(layout.members + root, 'set') ?? [])]);
+    }
+    groups: for (const [root, members] of result.members) {
+      for (const id of [root, ...members]) {
+        if (result.records.has(id)) continue;
+        if (result.records.size >= maxRecords) {
+          result.complete = false;
+          break groups;
+        }
+        result.records.set(id, stringAt(layout.record + id));
+      }
+    }
+    return result;
+  }
+
   function createBatch(): StoreBatch {
     const queue: Array<() => unknown> = [];
     const expectations: Array<[string, string | null]> = [];
@@ -499,6 +553,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async llen(key) {
       guard();
       return read(key, 'list')?.length ?? 0;
+    },
+
+    async readGroups(request) {
+      guard();
+      return readGroups(request);
     },
 
     batch() {

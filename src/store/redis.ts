@@ -1,10 +1,19 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { digest } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { createRedisClient, type RedisClient, type RedisTarget, redactRedisUrl } from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
-import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
+import type {
+  GroupReadResult,
+  LexRangeOptions,
+  Lock,
+  LockOptions,
+  SetOptions,
+  Store,
+  StoreBatch,
+} from './types.js';
 
 /**
  * The production store: Redis through ioredis. Tuned to fail fast rather than to wait: while
@@ -87,7 +96,88 @@ end
 return 1
 `;
 
+/**
+ * Store.readGroups: the keys' values, then for every record they name its root pointer, the
+ * root's member set and the group's records (at most ARGV[5] records), in one atomic read.
+ * KEYS = the keys to read. ARGV[1] = the client's key prefix; ARGV[2..4] = the root, members and
+ * record key prefixes of the layout; ARGV[5] = most records to read; ARGV[6] = the decoy id, or ''.
+ *
+ * The root, member and record keys are computed here from the values read, so they cannot be
+ * declared in KEYS beforehand (the keys we know are). On a Cluster that is still correct because
+ * every key of one bridge carries its `{prefix}` hash tag (src/store/connection.ts): the computed
+ * keys live in the same slot, on the same node, as KEYS[1]. The prefix is added by hand (ARGV[1])
+ * because ioredis prefixes only KEYS.
+ * GET runs through pcall so that a key of another type reads as nil, as MGET would.
+ * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
+ */
+const READ_GROUPS_BODY = `
+local prefix = ARGV[1]
+local function str(name)
+  local value = redis.pcall('get', name)
+  if type(value) == 'string' then return value end
+  return false
+end
+local values, holders, seen = {}, {}, {}
+for i = 1, nkeys do
+  local value = str(KEYS[i])
+  values[i] = value
+  if value and not seen[value] then
+    seen[value] = true
+    holders[#holders + 1] = value
+  end
+end
+if #holders == 0 and ARGV[6] ~= '' then holders[1] = ARGV[6] end
+local rootOf, groups, rootSeen = {}, {}, {}
+for _, holder in ipairs(holders) do
+  local root = str(prefix .. ARGV[2] .. holder) or holder
+  rootOf[#rootOf + 1] = holder
+  rootOf[#rootOf + 1] = root
+  if not rootSeen[root] then
+    rootSeen[root] = true
+    groups[#groups + 1] = root
+    groups[#groups + 1] = redis.call('smembers', prefix .. ARGV[3] .. root)
+  end
+end
+local records, read, budget, complete = {}, {}, tonumber(ARGV[5]), 1
+for i = 1, #groups, 2 do
+  local ids = { groups[i] }
+  for _, member in ipairs(groups[i + 1]) do ids[#ids + 1] = member end
+  for _, id in ipairs(ids) do
+    if not read[id] then
+      if budget == 0 then
+        complete = 0
+        break
+      end
+      read[id] = true
+      budget = budget - 1
+      records[#records + 1] = id
+      records[#records + 1] = str(prefix .. ARGV[4] .. id)
+    end
+  end
+  if complete == 0 then break end
+end
+return { 1, values, rootOf, groups, records, complete }
+`;
+
+/** Read-only: what an observation reads before its checked write. */
+const READ_GROUPS_SCRIPT = `local nkeys = #KEYS
+${READ_GROUPS_BODY}`;
+
+/**
+ * The same read after a claim (the LiveTex lookup's jti): the last KEYS entry is SET NX PX
+ * ARGV[7]; when it already existed nothing is read and the reply is {0}.
+ */
+const CLAIM_READ_GROUPS_SCRIPT = `local nkeys = #KEYS - 1
+if not redis.call('set', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[7]) then return { 0 } end
+${READ_GROUPS_BODY}`;
+
+type ReadGroupsReply =
+  | [0]
+  | [1, (string | null)[], string[], Array<string | string[]>, Array<string | null>, 0 | 1];
+
 interface LockCommands {
+  chatbridgeReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
+  chatbridgeClaimReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
   chatbridgeGuardedBatch(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
@@ -168,6 +258,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
   commands.defineCommand('chatbridgeGuardedBatch', { lua: GUARDED_BATCH_SCRIPT });
+  commands.defineCommand('chatbridgeReadGroups', { lua: READ_GROUPS_SCRIPT });
+  commands.defineCommand('chatbridgeClaimReadGroups', { lua: CLAIM_READ_GROUPS_SCRIPT });
+  const clientPrefix = `${options.keyPrefix}:`;
 
   // Connection state, so that an outage is logged once when it starts and once when it ends,
   // not once per reconnect attempt.
@@ -320,11 +413,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (const [key, value] of expectations) {
         args.push(
           indexOf(key),
-          value === null
-            ? '0'
-            : value.length > 64
-              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
-              : `=${value}`,
+          value === null ? '0' : value.length > 64 ? `#${digest('sha1', value, 'hex')}` : `=${value}`,
         );
       }
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
@@ -431,6 +520,32 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       values.length === 0 ? store.llen(key) : run(() => client.rpush(key, ...values)),
     lrange: (key, start, stop) => run(() => client.lrange(key, start, stop)),
     llen: (key) => run(() => client.llen(key)),
+
+    async readGroups({ keys, layout, maxRecords, decoy, claim }) {
+      const args = [clientPrefix, layout.root, layout.members, layout.record, maxRecords, decoy ?? ''];
+      const reply = await run(() =>
+        claim
+          ? commands.chatbridgeClaimReadGroups(keys.length + 1, ...keys, claim.key, ...args, claim.ttlMs)
+          : commands.chatbridgeReadGroups(keys.length, ...keys, ...args),
+      );
+      const result: GroupReadResult = {
+        claimed: reply[0] === 1,
+        values: [],
+        roots: new Map(),
+        members: new Map(),
+        records: new Map(),
+        complete: true,
+      };
+      if (reply[0] === 0) return result;
+      const [, values, rootOf, groups, records, complete] = reply;
+      result.values = values;
+      for (let i = 0; i < rootOf.length; i += 2) result.roots.set(rootOf[i]!, rootOf[i + 1]!);
+      for (let i = 0; i < groups.length; i += 2)
+        result.members.set(groups[i] as string, groups[i + 1] as string[]);
+      for (let i = 0; i < records.length; i += 2) result.records.set(records[i]!, records[i + 1] ?? null);
+      result.complete = complete === 1;
+      return result;
+    },
 
     batch: createBatch,
 

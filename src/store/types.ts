@@ -55,6 +55,50 @@ export interface StoreBatch {
   exec(): Promise<boolean>;
 }
 
+/**
+ * A read of string keys whose values name records, and of those records' groups, in one step
+ * (Store.readGroups). Records live in groups: a record may point at its group's root
+ * (`<root prefix><id>` holds the root's id), a root lists its members (`<members prefix><root>`, a
+ * set), and each record is a string (`<record prefix><id>`). The contact engine reads its
+ * idempotency key and identifier index this way, with every group they lead to.
+ */
+export interface GroupRead {
+  /** String keys read first; each value found names a record (a holder) whose group is read too. */
+  keys: readonly string[];
+  /** Key prefixes of the group layout (without the store's prefix), each followed by a record id. */
+  layout: { root: string; members: string; record: string };
+  /**
+   * At most this many records are read in all (root first, then its members, group by group);
+   * the caller reads the rest of a larger group itself (`complete` is false then).
+   */
+  maxRecords: number;
+  /**
+   * When no key names a record, read the group of this id anyway (an id that is never written),
+   * so that a miss does the same work as a hit on a one-record group.
+   */
+  decoy?: string;
+  /**
+   * Claim first (SET key NX PX ttlMs, in the same atomic step): when the key already existed,
+   * nothing is read and `claimed` is false.
+   */
+  claim?: { key: string; ttlMs: number };
+}
+
+export interface GroupReadResult {
+  /** False only when a claim was asked and the key existed already (then nothing else is read). */
+  claimed: boolean;
+  /** The keys' values in order; null for a missing key or a key of another type (as MGET). */
+  values: (string | null)[];
+  /** For every record named by a value (or the decoy): its root, itself when it points nowhere. */
+  roots: Map<string, string>;
+  /** For every root in `roots`: its members, in no particular order (empty when it has none). */
+  members: Map<string, string[]>;
+  /** Every record read, by id: its text, or null when the key does not exist. */
+  records: Map<string, string | null>;
+  /** False when some group record was left unread (maxRecords): the caller reads the rest. */
+  complete: boolean;
+}
+
 export interface Lock {
   readonly keys: readonly string[];
   /** Release the lock if we still own it. Never throws. */
@@ -104,6 +148,13 @@ export interface Store {
   rpush(key: string, ...values: string[]): Promise<number>;
   lrange(key: string, start: number, stop: number): Promise<string[]>;
   llen(key: string): Promise<number>;
+
+  /**
+   * Read keys, the records their values name and those records' groups, in one atomic step (one
+   * round trip; a read-only Lua script on Redis, or a claim-then-read script when `claim` is
+   * given). See GroupRead.
+   */
+  readGroups(request: GroupRead): Promise<GroupReadResult>;
 
   batch(): StoreBatch;
 

@@ -1,0 +1,201 @@
+import { ValidationError } from '../errors.js';
+import type { OutboxEntry } from '../events/outbox.js';
+import { key } from './keys.js';
+import { identifierLabel } from './normalize.js';
+import { encodeRecord, mergedView, type StoredRecord } from './record.js';
+import { timelineMember } from './timeline.js';
+import type { Contact, Identifier, TimelineEntry } from './types.js';
+import type { PlannedWrite } from './writes.js';
+
+/**
+ * Unmerge planning (pure: no store, no clock, no randomness — the caller passes the time, the
+ * entry id and the new record). Given a group as read (its root, members and records), a plan
+ * says what splits off, which records must still be as read when the write runs, the writes,
+ * the two contacts after it and the events to stage. The engine takes the locks, reads, and
+ * commits the plan as one checked batch.
+ */
+
+/** An outbound event of a plan; the engine adds when it was staged. */
+export type PlannedEvent = Omit<OutboxEntry, 'stagedAt'>;
+
+export interface UnmergePlan {
+  /** Records whose stored text must be unchanged since they were read (the write's expectations). */
+  expectRecords: string[];
+  writes: PlannedWrite[];
+  /** The contact that stays, and the one split off. */
+  contact: Contact;
+  split: Contact;
+  events: PlannedEvent[];
+}
+
+/** Only a record merged into the group (not its root) can be split off. */
+export function assertMergedRecord(rootId: string, recordId: string, members: readonly string[]): void {
+  if (recordId === rootId || !members.includes(recordId)) {
+    throw new ValidationError('not a merged record of this contact', [
+      { path: 'recordId', message: `merged records: ${[...members].sort().join(', ') || 'none'}` },
+    ]);
+  }
+}
+
+/**
+ * Split a merged record off its group: the whole group it joined with (the merge that brought
+ * it in) leaves together, under the first record of that merge as the new root, and the two
+ * groups are kept apart from then on so that the identifier that joined them does not merge them
+ * again. The root's merge log loses that merge (the root record is updated in place).
+ */
+export function planRecordUnmerge(input: {
+  rootId: string;
+  recordId: string;
+  /** The root's members as read (their order is kept). */
+  members: readonly string[];
+  records: ReadonlyMap<string, StoredRecord>;
+  at: string;
+  /** A fresh id for the `contact.unmerged` timeline entry. */
+  entryId: string;
+}): UnmergePlan {
+  const { rootId, recordId, members, records, at } = input;
+  assertMergedRecord(rootId, recordId, members);
+  const root = records.get(rootId)!;
+  // Undo the merge that brought this record in: its whole group at the time leaves together.
+  const mergeIndex = root.merges.findLastIndex((merge) => merge.records.includes(recordId));
+  const leaving =
+    mergeIndex >= 0 ? root.merges[mergeIndex]!.records.filter((id) => members.includes(id)) : [recordId];
+  const newRoot = leaving[0]!;
+  const staying = [rootId, ...members.filter((member) => !leaving.includes(member))];
+  const writes: PlannedWrite[] = [
+    { op: 'srem', key: key.members(rootId), members: leaving },
+    { op: 'del', key: key.root(newRoot) },
+  ];
+  for (const member of leaving.slice(1)) writes.push({ op: 'set', key: key.root(member), value: newRoot });
+  if (leaving.length > 1) writes.push({ op: 'sadd', key: key.members(newRoot), members: leaving.slice(1) });
+  // Remember the split, so the identifier that joined them does not merge them again.
+  for (const id of leaving) writes.push({ op: 'sadd', key: key.apart(id), members: staying });
+  for (const id of staying) writes.push({ op: 'sadd', key: key.apart(id), members: leaving });
+  if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
+  writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
+  const newRootRecord = records.get(newRoot)!;
+  const present = (ids: readonly string[]) =>
+    ids.map((member) => records.get(member)).filter((record) => record !== undefined);
+  const contact = mergedView(rootId, present(staying));
+  const split = mergedView(newRoot, [
+    newRootRecord,
+    ...present(leaving).filter((record) => record !== newRootRecord),
+  ]);
+  const entry: TimelineEntry = {
+    id: input.entryId,
+    at,
+    channelId: '',
+    vendor: 'chatbridge',
+    type: 'contact.unmerged',
+    summary: `Split off ${leaving.length} record${leaving.length === 1 ? '' : 's'} into ${newRoot}`,
+    data: { from: rootId, split: newRoot, records: leaving },
+  };
+  writes.push({ op: 'zadd', key: key.timeline(rootId), member: timelineMember(entry) });
+  return {
+    // Observations write without locks: this holds only if the root record is as read.
+    expectRecords: [rootId],
+    writes,
+    contact,
+    split,
+    events: [
+      {
+        event: {
+          id: `evt_${entry.id}`,
+          type: 'contact.updated',
+          occurredAt: at,
+          channel: null,
+          contact,
+          data: { unmerged: leaving },
+        },
+        orderingKey: rootId,
+      },
+      {
+        event: {
+          id: `evt_${entry.id}_split`,
+          type: 'contact.created',
+          occurredAt: at,
+          channel: null,
+          contact: split,
+          data: { unmergedFrom: rootId },
+        },
+        orderingKey: newRoot,
+      },
+    ],
+  };
+}
+
+/**
+ * Split one identifier off into a contact of its own: the record holding it gives it up (and
+ * the e-mail or phone value with it), a new record takes it and the identifier's index points
+ * there, kept apart from every record of the group. `source` is updated in place; `fresh` is the
+ * new, empty record.
+ */
+export function planIdentifierSplit(input: {
+  rootId: string;
+  /** The record the identifier's index points at (a record of this group). */
+  holder: string;
+  identifier: Identifier;
+  members: readonly string[];
+  records: ReadonlyMap<string, StoredRecord>;
+  fresh: StoredRecord;
+  at: string;
+}): UnmergePlan & { expectIndex: { key: string; holder: string } } {
+  const { rootId, holder, identifier, members, records, fresh: split, at } = input;
+  const source = records.get(holder)!;
+  const label = identifierLabel(identifier);
+  source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
+  split.ids.push(identifier);
+  if (identifier.kind === 'email') {
+    source.emails = source.emails.filter((item) => item.v !== identifier.value);
+    split.emails.push({ v: identifier.value, at });
+  }
+  if (identifier.kind === 'phone') {
+    source.phones = source.phones.filter((item) => item.v !== identifier.value);
+    split.phones.push({ v: identifier.value, at });
+  }
+  const groupIds = [rootId, ...members];
+  const writes: PlannedWrite[] = [
+    { op: 'set', key: key.record(holder), value: encodeRecord(source) },
+    { op: 'set', key: key.record(split.id), value: encodeRecord(split) },
+    { op: 'set', key: key.index(identifier), value: split.id },
+    { op: 'sadd', key: key.apart(split.id), members: groupIds },
+  ];
+  for (const id of groupIds) writes.push({ op: 'sadd', key: key.apart(id), members: [split.id] });
+  const contact = mergedView(
+    rootId,
+    groupIds.map((id) => records.get(id)).filter((record) => record !== undefined),
+  );
+  const splitView = mergedView(split.id, [split]);
+  return {
+    // Observations write without locks: this holds only if the index and record are as read.
+    expectIndex: { key: key.index(identifier), holder },
+    expectRecords: [holder],
+    writes,
+    contact,
+    split: splitView,
+    events: [
+      {
+        event: {
+          id: `evt_split_${split.id}`,
+          type: 'contact.created',
+          occurredAt: at,
+          channel: null,
+          contact: splitView,
+          data: { unmergedFrom: rootId, identifier },
+        },
+        orderingKey: split.id,
+      },
+      {
+        event: {
+          id: `evt_split_${split.id}_from`,
+          type: 'contact.updated',
+          occurredAt: at,
+          channel: null,
+          contact,
+          data: { removedIdentifier: identifier },
+        },
+        orderingKey: rootId,
+      },
+    ],
+  };
+}
