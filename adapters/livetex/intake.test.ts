@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { FactAnswer } from '../../src/contacts/facts.js';
@@ -103,7 +103,16 @@ describe('livetex lookup decode, render and seal', () => {
       event: 'lookup',
       identifier: { kind: 'person', value: 'p-1' },
       facts: { deadlineMs: 1500, max: 50 },
-      options: { evenWork: true, holdToDeadline: true, requestId: 'r-1' },
+      options: {
+        evenWork: true,
+        holdToDeadline: true,
+        requestId: 'r-1',
+        // The jti is claimed in the core's lookup step, kept until exp + skew (at least 1 s).
+        claim: {
+          key: `livetex:app:jti:${createHash('sha256').update('j-1').digest('base64url')}`,
+          ttlMs: 1000,
+        },
+      },
     });
     const mobile = livetexLookup.decode(
       request({ customVisitorToken: 'p-1' }),
