@@ -1,6 +1,11 @@
 import { DelayedError, Job, Queue, Worker } from 'bullmq';
 import type { Logger } from 'pino';
-import { createRedisClient, type RedisClient, type RedisTarget } from '../store/connection.js';
+import {
+  closeRedisClient,
+  createRedisClient,
+  type RedisClient,
+  type RedisTarget,
+} from '../store/connection.js';
 import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
 
 /**
@@ -42,7 +47,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   const connect = (worker: boolean) => {
     // Workers block on Redis and must wait for it forever (BullMQ requires null); the producer
     // side fails a command after a few seconds so a drain never hangs on a Redis outage.
-    const connection = createRedisClient(target, { role: worker ? 'worker' : 'queue' });
+    const connection = createRedisClient(target, { role: worker ? 'worker' : 'queue', logger });
     connection.on('error', (error) => logger.debug({ err: error }, 'delivery queue connection error'));
     connections.push(connection);
     return connection;
@@ -158,15 +163,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     async close() {
       await Promise.allSettled(workers.map((worker) => worker.close()));
       await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
-      await Promise.allSettled(
-        connections.map(async (connection) => {
-          try {
-            await connection.quit();
-          } catch {
-            connection.disconnect();
-          }
-        }),
-      );
+      await Promise.allSettled(connections.map((connection) => closeRedisClient(connection)));
     },
   };
 }

@@ -2,7 +2,13 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
-import { createRedisClient, type RedisClient, type RedisTarget, redactRedisUrl } from './connection.js';
+import {
+  closeRedisClient,
+  createRedisClient,
+  type RedisClient,
+  type RedisTarget,
+  redactRedisUrl,
+} from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
 import type { LexRangeOptions, Lock, LockOptions, SetOptions, Store, StoreBatch } from './types.js';
 
@@ -161,6 +167,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const client = createRedisClient(target, {
     role: 'store',
     keyPrefix: options.keyPrefix,
+    logger: log,
     connectTimeoutMs,
     ...(options.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: options.commandTimeoutMs }),
   });
@@ -195,7 +202,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     const timer = setTimeout(() => {
       client.off('ready', onReady);
       // Stop the background reconnection: nobody will use this client.
-      client.disconnect();
+      void closeRedisClient(client);
       const reason = lastError === undefined ? '' : ` (last error: ${lastError.message})`;
       const error = new StoreUnavailableError(lastError);
       error.message = `could not connect to Redis at ${safeUrl} within ${connectTimeoutMs} ms${reason}`;
@@ -470,12 +477,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     async close() {
       if (closing) return;
       closing = true;
-      try {
-        await client.quit();
-      } catch {
-        // Redis is down (or the quit timed out): drop the socket and stop reconnecting.
-        client.disconnect();
-      }
+      // QUIT, or (Redis down, or the quit timed out) drop the socket and stop reconnecting.
+      await closeRedisClient(client);
     },
   };
   return store;
