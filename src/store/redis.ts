@@ -62,26 +62,47 @@ return released
 `;
 
 /**
- * A batch with expectations (StoreBatch.expect), in one atomic step: check every expected string
- * value, then run the queued writes, or write nothing and answer 0. Every key is a KEYS entry (all
- * carry the bridge's `{prefix}` hash tag, so on a Cluster the script stays in one slot).
- * ARGV[1] = number of expectations; then per expectation: key index, and `=` + the value, or
- * `#` + its SHA-1 (long values, such as records: 40 bytes on the wire instead of the record), or
- * 0 for absent;
+ * A batch with expectations (StoreBatch.expect, expectExists, expectListHead), in one atomic
+ * step: check every expectation, then run the queued writes, or write nothing and answer 0.
+ * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
+ * script stays in one slot).
+ * ARGV[1] = number of expectations; then per expectation: key index, and what to expect:
+ * - `=` + the string value, or `#` + its SHA-1 (long values, such as records: 40 bytes on the
+ *   wire instead of the record), or `0` for absent;
+ * - `*`: the key exists, of any type;
+ * - `L<count>:<SHA-1>`: a list whose first <count> elements, each written as
+ *   `<byte length>:<bytes>` and concatenated, have this SHA-1;
  * then per write: command, key index, argument count, arguments.
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
 local at = 2
 for _ = 1, n do
-  local current = redis.call('get', KEYS[tonumber(ARGV[at])])
+  local key = KEYS[tonumber(ARGV[at])]
   local want = ARGV[at + 1]
-  if want == '0' then
-    if current then return 0 end
-  elseif string.sub(want, 1, 1) == '#' then
-    if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
-  elseif current ~= string.sub(want, 2) then
-    return 0
+  local kind = string.sub(want, 1, 1)
+  if want == '*' then
+    if redis.call('exists', key) == 0 then return 0 end
+  elseif kind == 'L' then
+    local colon = string.find(want, ':', 2, true)
+    local count = tonumber(string.sub(want, 2, colon - 1))
+    if count > 0 then
+      if redis.call('type', key).ok ~= 'list' then return 0 end
+      local items = redis.call('lrange', key, 0, count - 1)
+      if #items ~= count then return 0 end
+      local parts = {}
+      for i, item in ipairs(items) do parts[i] = #item .. ':' .. item end
+      if redis.sha1hex(table.concat(parts)) ~= string.sub(want, colon + 1) then return 0 end
+    end
+  else
+    local current = redis.call('get', key)
+    if want == '0' then
+      if current then return 0 end
+    elseif kind == '#' then
+      if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
+    elseif current ~= string.sub(want, 2) then
+      return 0
+    end
   end
   at = at + 2
 end
@@ -92,6 +113,13 @@ while at <= #ARGV do
 end
 return 1
 `;
+
+/** What expectListHead sends: the SHA-1 of the elements, each as `<UTF-8 byte length>:<value>`. */
+function listHeadDigest(values: readonly string[]): string {
+  const hash = createHash('sha1');
+  for (const value of values) hash.update(`${Buffer.byteLength(value, 'utf8')}:`).update(value, 'utf8');
+  return hash.digest('hex');
+}
 
 interface LockCommands {
   chatbridgeGuardedBatch(numKeys: number, ...args: Array<string | number>): Promise<number>;
@@ -232,7 +260,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     // The same writes as [command, key, ...arguments], for the guarded script (used only when
     // an expectation was given; a plain batch stays MULTI/EXEC).
     const writes: Array<[string, string, ...Array<string | number>]> = [];
-    const expectations: Array<[string, string | null]> = [];
+    /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
+    const expectations: Array<[string, string]> = [];
     const queued = (command: string, key: string, ...args: Array<string | number>): StoreBatch => {
       writes.push([command, key, ...args]);
       length++;
@@ -240,7 +269,22 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     };
     const batch: StoreBatch = {
       expect(key, value) {
-        expectations.push([key, value]);
+        expectations.push([
+          key,
+          value === null
+            ? '0'
+            : value.length > 64
+              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
+              : `=${value}`,
+        ]);
+        return batch;
+      },
+      expectExists(key) {
+        expectations.push([key, '*']);
+        return batch;
+      },
+      expectListHead(key, values) {
+        expectations.push([key, `L${values.length}:${listHeadDigest(values)}`]);
         return batch;
       },
       set(key, value, ttlMs) {
@@ -324,16 +368,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return index;
       };
       const args: Array<string | number> = [expectations.length];
-      for (const [key, value] of expectations) {
-        args.push(
-          indexOf(key),
-          value === null
-            ? '0'
-            : value.length > 64
-              ? `#${createHash('sha1').update(value, 'utf8').digest('hex')}`
-              : `=${value}`,
-        );
-      }
+      for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
       return applied === 1;
