@@ -37,6 +37,9 @@ export function queueNameOf(destinationId: string): string {
   return `delivery-${destinationId.replace(/[^A-Za-z0-9_-]/g, (char) => `~${char.codePointAt(0)!.toString(16)}`)}`;
 }
 
+/** Job states in which BullMQ will run the job by itself (restore leaves these alone). */
+const LIVE_STATES = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
+
 /** Infrastructure failures only (the handler threw): delivery retries are decided by the handler. */
 const JOB_ATTEMPTS = 1000;
 
@@ -96,6 +99,40 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
           opts: jobOptions(item.jobId, item.delayMs),
         })),
       );
+    },
+
+    async restore(destinationId, items) {
+      const queue = queueOf(destinationId);
+      // Look all of them up at once (one pipeline on the connection), then fix the few lost ones.
+      const found = await Promise.all(
+        items.map(async (item) => {
+          const job = await Job.fromId<DeliveryJob>(queue, item.jobId);
+          return { item, job, state: job ? await job.getState() : 'missing' };
+        }),
+      );
+      let restored = 0;
+      for (const { item, job, state } of found) {
+        if (LIVE_STATES.has(state)) continue;
+        try {
+          if (job && state === 'failed') {
+            // Failed for BullMQ (attempts or stalls used up) while the record is still pending.
+            await job.retry('failed');
+          } else {
+            // Completed, or in no state at all (its hash survived a failover, its list entry
+            // did not): out of the way first, or the add would be a no-op.
+            if (job) await job.remove();
+            await queue.add('deliver', item.job, jobOptions(item.jobId, item.delayMs));
+          }
+          restored++;
+        } catch (error) {
+          // It changed state meanwhile (a worker or another instance got to it): leave it.
+          logger.debug(
+            { err: error, destination: destinationId, job: item.jobId },
+            'delivery job not restored',
+          );
+        }
+      }
+      return restored;
     },
 
     async wake(destinationId, jobId) {
