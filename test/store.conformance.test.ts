@@ -529,6 +529,50 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.get(k)).toBe('yes');
       });
 
+      it('expectExists: writes only while the key exists, whatever its type', async () => {
+        const [present, list, gone, target] = [key('exists'), key('exists'), key('exists'), key('exists')];
+        await store.set(present, 'x');
+        await store.rpush(list, 'a');
+        expect(await store.batch().expectExists(present).expectExists(list).set(target, '1').exec()).toBe(
+          true,
+        );
+        expect(await store.get(target)).toBe('1');
+        expect(await store.batch().expectExists(present).expectExists(gone).set(target, '2').exec()).toBe(
+          false,
+        );
+        expect(await store.get(target)).toBe('1');
+      });
+
+      it('expectListHead: trims only while the list still starts with what was read', async () => {
+        const list = key('head');
+        const long = `${'Очередь '.repeat(30)}😀`;
+        await store.rpush(list, 'a', long, 'c', 'd');
+        const read = await store.lrange(list, 0, 1);
+        // Another element, more elements than the list has, another order, or bytes moved from
+        // one element to the next: nothing is written.
+        for (const wrong of [
+          ['a', `${long}x`],
+          ['a', long, 'c', 'd', 'e'],
+          [long, 'a'],
+          [`a${long.slice(0, 1)}`, long.slice(1)],
+        ]) {
+          expect(await store.batch().expectListHead(list, wrong).ltrim(list, 2, -1).exec()).toBe(false);
+        }
+        expect(await store.lrange(list, 0, -1)).toEqual(['a', long, 'c', 'd']);
+        // A shorter head is a head too.
+        expect(await store.batch().expectListHead(list, ['a']).exec()).toBe(true);
+        expect(await store.batch().expectListHead(list, read).ltrim(list, read.length, -1).exec()).toBe(true);
+        expect(await store.lrange(list, 0, -1)).toEqual(['c', 'd']);
+        // The same read again (its elements are gone): nothing more is trimmed.
+        expect(await store.batch().expectListHead(list, read).ltrim(list, read.length, -1).exec()).toBe(
+          false,
+        );
+        expect(await store.lrange(list, 0, -1)).toEqual(['c', 'd']);
+        // A missing list holds no head; an empty expectation always holds.
+        expect(await store.batch().expectListHead(key('head'), ['a']).set(list, 'no').exec()).toBe(false);
+        expect(await store.batch().expectListHead(key('head'), []).exec()).toBe(true);
+      });
+
       it('with expectations: of two writers that read the same value, exactly one commits', async () => {
         const k = key('guard');
         await store.set(k, '0');

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,6 +206,33 @@ describe('redis store: outage and recovery', () => {
     expect(JSON.stringify(lines)).not.toContain('s3cret');
     // Nothing keeps reconnecting in the background after the refusal.
     await sleep(200);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('a client that ioredis ends by itself is connected again; one closed on purpose stays closed', async () => {
+    // ioredis can end a client for good in the middle of a Sentinel failover (see
+    // keepConnecting in src/store/connection.ts); ending it here from outside is the same state.
+    const own = await createRedisStore({ url: redis.url, keyPrefix: uniquePrefix('ended'), logger });
+    await own.set('k', 'v');
+    const ended = once(own.client, 'end');
+    own.client.disconnect();
+    await ended;
+    const deadline = performance.now() + 10_000;
+    while (
+      !(await own.get('k').then(
+        (value) => value === 'v',
+        () => false,
+      ))
+    ) {
+      expect(performance.now(), 'the ended client did not come back within 10 s').toBeLessThan(deadline);
+      await sleep(50);
+    }
+    expect(lines.some((line) => line.level === 40 && /gave up reconnecting/.test(line.msg))).toBe(true);
+
+    await own.close();
+    await sleep(500);
+    expect(own.client.status).toBe('end');
+    await expect(own.get('k')).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(unhandled).toEqual([]);
   });
 });

@@ -6,7 +6,13 @@ import { jittered } from '../net/retry.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
 import type { DeliveryQueue } from './queue.js';
-import { type DeliveryPlan, type DeliveryRecord, type DeliveryRecords, jobIdOf } from './records.js';
+import {
+  type DeliveryPlan,
+  type DeliveryRecord,
+  type DeliveryRecords,
+  deliveryKeys,
+  jobIdOf,
+} from './records.js';
 import { type RoutingContext, routeEvent } from './routing.js';
 
 /**
@@ -22,6 +28,18 @@ import { type RoutingContext, routeEvent } from './routing.js';
  * took longer than half the lock's lifetime): another instance may be draining the same entries,
  * and two trims would cut entries nobody has read. Entries that do not parse are moved, not
  * dropped, to `outbox:invalid`.
+ *
+ * The trim is also guarded, in the same atomic step, by what it relies on: the outbox still
+ * starts with exactly the entries read, and the delivery record of every one of them exists.
+ * During a Sentinel failover the steps of one drain can land on two servers: the slow test saw
+ * a chunk read and its records written on the old primary (which was then demoted and lost
+ * them) and its trim run on the new one, which had the entries but not the records — those
+ * events were never delivered. With the guard, such a trim writes nothing, and the next drain
+ * (on the new primary) creates the records there and trims. Once the trim has run on a server,
+ * the records are on that server before it, so a replica that has the trim has them too.
+ * Queue jobs are not part of the guard (they live in BullMQ's keys, written by another
+ * connection); a job lost the same way is queued again from its pending record
+ * (index.ts, restoreLostJobs).
  */
 
 export const DRAIN_LOCK = 'delivery:drain';
@@ -45,6 +63,7 @@ export interface DrainDeps {
   random(): number;
 }
 
+/** `busy`: nothing trimmed now (another instance holds the lock, or the trim was refused); look again soon. */
 export type DrainResult = { kind: 'drained'; entries: number } | { kind: 'busy' };
 
 export function planDeliveries(
@@ -70,18 +89,16 @@ export function planDeliveries(
   return plans;
 }
 
-/** Queue pending records: new ones after the schedule's first delay, others when they are due. */
-export async function queueRecords(
-  queue: DeliveryQueue,
+export type JobItem = { jobId: string; job: { deliveryId: string; cycle: number }; delayMs: number };
+
+/** The queue jobs of pending records, by destination: new ones after the schedule's first delay, others when they are due. */
+export function jobsOf(
   records: readonly DeliveryRecord[],
   destinations: ReadonlyMap<string, DestinationRuntime>,
   now: number,
   random: () => number,
-): Promise<void> {
-  const byDestination = new Map<
-    string,
-    Array<{ jobId: string; job: { deliveryId: string; cycle: number }; delayMs: number }>
-  >();
+): Map<string, JobItem[]> {
+  const byDestination = new Map<string, JobItem[]>();
   for (const record of records) {
     const destination = destinations.get(record.destinationId);
     if (!destination) continue;
@@ -94,6 +111,18 @@ export async function queueRecords(
     list.push({ jobId: jobIdOf(record), job: { deliveryId: record.id, cycle: record.cycle }, delayMs });
     byDestination.set(record.destinationId, list);
   }
+  return byDestination;
+}
+
+/** Queue pending records (see jobsOf); a job that exists already is left as it is. */
+export async function queueRecords(
+  queue: DeliveryQueue,
+  records: readonly DeliveryRecord[],
+  destinations: ReadonlyMap<string, DestinationRuntime>,
+  now: number,
+  random: () => number,
+): Promise<void> {
+  const byDestination = jobsOf(records, destinations, now, random);
   await Promise.all(
     [...byDestination].map(([destinationId, items]) => queue.enqueueMany(destinationId, items)),
   );
@@ -142,16 +171,24 @@ export function createDrainer(deps: DrainDeps) {
         );
         return { kind: 'busy' };
       }
-      const batch = store.batch();
+      const batch = store.batch().expectListHead(OUTBOX_KEY, raw);
+      for (const id of new Set(plans.map((plan) => plan.id))) batch.expectExists(deliveryKeys.record(id));
+      if (invalid.length > 0) batch.rpush(INVALID_OUTBOX_KEY, ...invalid);
+      batch.ltrim(OUTBOX_KEY, raw.length, -1);
+      if (!(await batch.exec())) {
+        logger.warn(
+          { entries: raw.length },
+          'outbox drain: the server that would trim the outbox does not hold what this drain read and wrote ' +
+            '(a Redis failover in between?); leaving the entries for the next drain',
+        );
+        return { kind: 'busy' };
+      }
       if (invalid.length > 0) {
         logger.error(
           { count: invalid.length },
           `outbox entries that do not parse were moved to ${INVALID_OUTBOX_KEY}`,
         );
-        batch.rpush(INVALID_OUTBOX_KEY, ...invalid);
       }
-      batch.ltrim(OUTBOX_KEY, raw.length, -1);
-      await batch.exec();
       return { kind: 'drained', entries: raw.length };
     } finally {
       await lock.release();

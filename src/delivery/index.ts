@@ -19,7 +19,7 @@ import {
   summarize,
 } from './api.js';
 import { CircuitBreaker } from './breaker.js';
-import { createDrainer, queueRecords } from './drain.js';
+import { createDrainer, jobsOf } from './drain.js';
 import { deliveryMetrics } from './metrics.js';
 import { createProcessor, type DestinationRuntime } from './processor.js';
 import { createMemoryQueue, type DeliveryQueue } from './queue.js';
@@ -56,6 +56,11 @@ export interface DeliveryDeps {
   pollIntervalMs?: number;
   /** How often gauges (queue depth, oldest pending) are refreshed (default 5000 ms). */
   metricsIntervalMs?: number;
+  /**
+   * How often the queue is checked for pending deliveries that lost their job (default 30 s;
+   * see restoreLostJobs). A delivery untouched for this long is the one that is queued again.
+   */
+  restoreIntervalMs?: number;
   /** How long delivered records are kept for listing and replay (default 7 days). */
   deliveredRetentionMs?: number;
   /** CRM destinations (DESIGN §10): the connectors by kind, and the contacts to link back to. */
@@ -238,25 +243,61 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     await records.prune(deps.now(), [...byId.keys()]);
   }
 
-  /** Re-queue every pending delivery (the in-process queue after a restart; lost BullMQ jobs). */
-  async function recover() {
-    for (const runtime of runtimes) {
-      const seen = new Set<string>();
-      let from: number | undefined;
-      for (;;) {
-        const page = await records.list({
-          state: 'pending',
-          destinationId: runtime.config.id,
-          limit: 500,
-          ...(from !== undefined ? { from } : {}),
-        });
-        const fresh = page.filter((record) => !seen.has(record.id));
-        if (fresh.length === 0) break;
-        for (const record of fresh) seen.add(record.id);
-        await queueRecords(queueNow(), fresh, byId, deps.now().getTime(), random);
-        if (page.length < 500) break;
-        from = page[page.length - 1]!.pendingSince;
+  /**
+   * Every pending delivery must have a live job in the queue; this queues again the ones that
+   * do not. At start: all of them (the in-process queue after a restart). Then every
+   * restoreIntervalMs, because BullMQ's writes are not confirmed on replicas (only vendor
+   * webhooks wait for `durability.replicas`): a Redis failover can lose a job — seen in the
+   * Sentinel slow test, 100 pending deliveries without a job after SENTINEL FAILOVER and a
+   * kill -9 — while the record, the source of truth, survives; nothing else would ever attempt
+   * those deliveries again. The periodic pass first compares counts (pending records vs jobs
+   * waiting, delayed or running) and reads records only when jobs are missing; it skips records
+   * changed within the last interval, which a drain or a replay may be queueing right now.
+   */
+  let restoring = false;
+  async function restoreLostJobs(periodic: boolean): Promise<void> {
+    if (restoring || closed) return;
+    restoring = true;
+    try {
+      const graceMs = periodic ? (deps.restoreIntervalMs ?? 30_000) : 0;
+      for (const runtime of runtimes) {
+        const destinationId = runtime.config.id;
+        if (periodic) {
+          const pending = await records.count('pending', destinationId);
+          if (pending === 0) continue;
+          const counts = await queueNow().counts(destinationId);
+          if (counts.waiting + counts.delayed + counts.active >= pending) continue;
+        }
+        let restored = 0;
+        const seen = new Set<string>();
+        let from: number | undefined;
+        for (;;) {
+          const page = await records.list({
+            state: 'pending',
+            destinationId,
+            limit: 500,
+            ...(from !== undefined ? { from } : {}),
+          });
+          const fresh = page.filter((record) => !seen.has(record.id));
+          if (fresh.length === 0) break;
+          for (const record of fresh) seen.add(record.id);
+          const now = deps.now().getTime();
+          const settled = fresh.filter((record) => now - Date.parse(record.updatedAt) >= graceMs);
+          const items = jobsOf(settled, byId, now, random).get(destinationId) ?? [];
+          if (items.length > 0) restored += await queueNow().restore(destinationId, items);
+          if (page.length < 500) break;
+          from = page[page.length - 1]!.pendingSince;
+        }
+        if (restored > 0 && periodic) {
+          metrics.jobsRestored.inc({ destination: destinationId }, restored);
+          logger.warn(
+            { destination: destinationId, restored },
+            'pending deliveries had no queue job (lost in a Redis failover?); queued them again',
+          );
+        }
       }
+    } finally {
+      restoring = false;
     }
   }
 
@@ -299,7 +340,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         signal: shutdown.signal,
       });
       await queueNow().start(processor);
-      await recover();
+      await restoreLostJobs(false);
       deps.events.onCommitted(drainInBackground);
       const pollMs = deps.pollIntervalMs ?? 1000;
       const metricsMs = deps.metricsIntervalMs ?? 5000;
@@ -310,6 +351,16 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
             logger.debug({ err: error }, 'delivery gauges not refreshed'),
           );
         }, metricsMs),
+      );
+      timers.push(
+        setInterval(() => {
+          restoreLostJobs(true).catch((error: unknown) =>
+            logger.warn(
+              { err: error },
+              'could not check the delivery queue for lost jobs; trying again later',
+            ),
+          );
+        }, deps.restoreIntervalMs ?? 30_000),
       );
       for (const timer of timers) timer.unref();
       drainInBackground();

@@ -15,6 +15,8 @@ export interface DeliveryMetrics {
   outboxDepth: Gauge;
   outboxOldestSeconds: Gauge;
   replays: Counter<'destination'>;
+  /** Pending deliveries whose queue job was missing (lost in a Redis failover) and was queued again. */
+  jobsRestored: Counter<'destination'>;
 }
 
 export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
@@ -66,5 +68,10 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     replays: metrics.counter('chatbridge_delivery_replays_total', 'Deliveries replayed, by destination', [
       'destination',
     ]),
+    jobsRestored: metrics.counter(
+      'chatbridge_delivery_jobs_restored_total',
+      'Pending deliveries found without a queue job (lost in a Redis failover) and queued again, by destination',
+      ['destination'],
+    ),
   };
 }

@@ -1,6 +1,11 @@
 import { DelayedError, Job, Queue, Worker } from 'bullmq';
 import type { Logger } from 'pino';
-import { createRedisClient, type RedisClient, type RedisTarget } from '../store/connection.js';
+import {
+  closeRedisClient,
+  createRedisClient,
+  type RedisClient,
+  type RedisTarget,
+} from '../store/connection.js';
 import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
 
 /**
@@ -32,6 +37,9 @@ export function queueNameOf(destinationId: string): string {
   return `delivery-${destinationId.replace(/[^A-Za-z0-9_-]/g, (char) => `~${char.codePointAt(0)!.toString(16)}`)}`;
 }
 
+/** Job states in which BullMQ will run the job by itself (restore leaves these alone). */
+const LIVE_STATES = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
+
 /** Infrastructure failures only (the handler threw): delivery retries are decided by the handler. */
 const JOB_ATTEMPTS = 1000;
 
@@ -42,7 +50,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   const connect = (worker: boolean) => {
     // Workers block on Redis and must wait for it forever (BullMQ requires null); the producer
     // side fails a command after a few seconds so a drain never hangs on a Redis outage.
-    const connection = createRedisClient(target, { role: worker ? 'worker' : 'queue' });
+    const connection = createRedisClient(target, { role: worker ? 'worker' : 'queue', logger });
     connection.on('error', (error) => logger.debug({ err: error }, 'delivery queue connection error'));
     connections.push(connection);
     return connection;
@@ -91,6 +99,40 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
           opts: jobOptions(item.jobId, item.delayMs),
         })),
       );
+    },
+
+    async restore(destinationId, items) {
+      const queue = queueOf(destinationId);
+      // Look all of them up at once (one pipeline on the connection), then fix the few lost ones.
+      const found = await Promise.all(
+        items.map(async (item) => {
+          const job = await Job.fromId<DeliveryJob>(queue, item.jobId);
+          return { item, job, state: job ? await job.getState() : 'missing' };
+        }),
+      );
+      let restored = 0;
+      for (const { item, job, state } of found) {
+        if (LIVE_STATES.has(state)) continue;
+        try {
+          if (job && state === 'failed') {
+            // Failed for BullMQ (attempts or stalls used up) while the record is still pending.
+            await job.retry('failed');
+          } else {
+            // Completed, or in no state at all (its hash survived a failover, its list entry
+            // did not): out of the way first, or the add would be a no-op.
+            if (job) await job.remove();
+            await queue.add('deliver', item.job, jobOptions(item.jobId, item.delayMs));
+          }
+          restored++;
+        } catch (error) {
+          // It changed state meanwhile (a worker or another instance got to it): leave it.
+          logger.debug(
+            { err: error, destination: destinationId, job: item.jobId },
+            'delivery job not restored',
+          );
+        }
+      }
+      return restored;
     },
 
     async wake(destinationId, jobId) {
@@ -158,15 +200,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     async close() {
       await Promise.allSettled(workers.map((worker) => worker.close()));
       await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
-      await Promise.allSettled(
-        connections.map(async (connection) => {
-          try {
-            await connection.quit();
-          } catch {
-            connection.disconnect();
-          }
-        }),
-      );
+      await Promise.allSettled(connections.map((connection) => closeRedisClient(connection)));
     },
   };
 }

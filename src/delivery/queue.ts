@@ -36,6 +36,16 @@ export interface DeliveryQueue {
     destinationId: string,
     items: ReadonlyArray<{ jobId: string; job: DeliveryJob; delayMs: number }>,
   ): Promise<void>;
+  /**
+   * Queue these jobs again unless they are live (waiting, delayed or running): a job that is
+   * missing, or that BullMQ failed or lost track of, is queued anew. Returns how many were.
+   * For pending deliveries whose job was lost: BullMQ's writes are not confirmed on replicas,
+   * so a Redis failover can lose a job while its record (in the store) survives.
+   */
+  restore(
+    destinationId: string,
+    items: ReadonlyArray<{ jobId: string; job: DeliveryJob; delayMs: number }>,
+  ): Promise<number>;
   /** Run a delayed job now (its predecessor in the lane finished); no-op otherwise. */
   wake(destinationId: string, jobId: string): Promise<void>;
   /** Send nothing to this destination for `delayMs` (breaker open, Retry-After), on every instance. */
@@ -163,6 +173,12 @@ export function createMemoryQueue(options: {
     },
     async enqueueMany(destinationId, items) {
       for (const item of items) await queue.enqueue(destinationId, item.jobId, item.job, item.delayMs);
+    },
+    async restore(destinationId, items) {
+      const lane = laneOf(destinationId);
+      const lost = items.filter((item) => !lane.jobs.has(item.jobId));
+      await queue.enqueueMany(destinationId, lost);
+      return closed ? 0 : lost.length;
     },
     async wake(destinationId, jobId) {
       const lane = lanes.get(destinationId);

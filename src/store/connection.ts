@@ -1,4 +1,5 @@
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
 import type { StoreConfig } from '../config/schema.js';
 
 /**
@@ -29,6 +30,8 @@ export interface ClientOptions {
   keyPrefix?: string;
   connectTimeoutMs?: number;
   commandTimeoutMs?: number;
+  /** Where to say that a client ioredis gave up on was started again (see keepConnecting). */
+  logger?: Logger;
 }
 
 /** The configured Redis, or undefined for the in-memory store. */
@@ -125,11 +128,65 @@ function roleOptions(options: ClientOptions): RedisOptions {
   }
 }
 
+/** Clients closed on purpose (closeRedisClient): the only ones allowed to stay ended. */
+const closedOnPurpose = new WeakSet<RedisClient>();
+
+/**
+ * Close a client from createRedisClient for good: QUIT, or drop the socket when Redis does not
+ * answer. Every client must be closed through here — any other end is treated as ioredis giving
+ * up, and the client is started again (keepConnecting).
+ */
+export async function closeRedisClient(client: RedisClient): Promise<void> {
+  closedOnPurpose.add(client);
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
+}
+
+/**
+ * The retry strategies above never give up, but ioredis can still end a client for good
+ * (status `end`, every command then fails with "Connection is closed."). Seen in the Sentinel
+ * failover test: after a kill -9 of the primary the client is reconnecting, asking the Sentinels,
+ * when the `failoverDetector` of its *previous* connection receives `+switch-master` and calls
+ * the connector's disconnect(); the reconnection in progress then rejects and ioredis sets the
+ * status to `end` instead of retrying. The store answered 503 for good (and the BullMQ producer
+ * and worker connections stopped delivery for good) until the process was restarted. So a client
+ * that ends without closeRedisClient is connected again, with the same backoff as a reconnect.
+ */
+function keepConnecting(client: RedisClient, options: ClientOptions): RedisClient {
+  let attempts = 0;
+  client.on('ready', () => {
+    attempts = 0;
+  });
+  client.on('end', () => {
+    if (closedOnPurpose.has(client)) return;
+    attempts += 1;
+    options.logger?.warn(
+      { role: options.role, attempt: attempts },
+      'the Redis client gave up reconnecting (ioredis ended it); connecting it again',
+    );
+    const timer = setTimeout(() => {
+      if (closedOnPurpose.has(client) || client.status !== 'end') return;
+      // A failure here ends in 'end' again (this handler) or in ioredis's own reconnect loop.
+      client.connect().catch(() => {});
+    }, reconnectDelay(attempts));
+    timer.unref();
+  });
+  return client;
+}
+
 /**
  * A new ioredis client for the configured Redis. Each call opens its own connection(s): the
- * store keeps one, BullMQ needs one for its producer and one per worker.
+ * store keeps one, BullMQ needs one for its producer and one per worker. Close it with
+ * closeRedisClient; until then it keeps (re)connecting, whatever happens to Redis.
  */
 export function createRedisClient(target: RedisTarget, options: ClientOptions): RedisClient {
+  return keepConnecting(buildClient(target, options), options);
+}
+
+function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
   const common = roleOptions(options);
   const prefix = options.keyPrefix === undefined ? {} : { keyPrefix: `${options.keyPrefix}:` };
   switch (target.kind) {

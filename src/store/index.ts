@@ -7,6 +7,7 @@ import type { Store } from './types.js';
 
 export {
   type ClientRole,
+  closeRedisClient,
   createRedisClient,
   describeStore,
   effectiveKeyPrefix,

@@ -329,10 +329,31 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
   function createBatch(): StoreBatch {
     const queue: Array<() => unknown> = [];
-    const expectations: Array<[string, string | null]> = [];
+    /** Each expectation, as a check that holds or not when the batch runs. */
+    const expectations: Array<() => boolean> = [];
     const batch: StoreBatch = {
       expect(key, value) {
-        expectations.push([key, value]);
+        expectations.push(() => {
+          const entry = lookup(key);
+          const current =
+            entry === undefined ? null : entry.data.type === 'string' ? entry.data.value : undefined;
+          return current === value;
+        });
+        return batch;
+      },
+      expectExists(key) {
+        expectations.push(() => lookup(key) !== undefined);
+        return batch;
+      },
+      expectListHead(key, values) {
+        const wanted = [...values];
+        expectations.push(() => {
+          if (wanted.length === 0) return true;
+          const entry = lookup(key);
+          if (entry?.data.type !== 'list' || entry.data.value.length < wanted.length) return false;
+          const list = entry.data.value;
+          return wanted.every((value, index) => list[index] === value);
+        });
         return batch;
       },
       set(key, value, ttlMs) {
@@ -388,14 +409,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       },
       async exec() {
         guard();
-        for (const [key, value] of expectations) {
-          const entry = lookup(key);
-          const current =
-            entry === undefined ? null : entry.data.type === 'string' ? entry.data.value : undefined;
-          if (current !== value) {
-            queue.length = 0;
-            return false;
-          }
+        if (!expectations.every((holds) => holds())) {
+          queue.length = 0;
+          return false;
         }
         // All in one synchronous pass, so no other caller can observe half of the batch. Like
         // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the

@@ -1,9 +1,15 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { digest } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
-import { createRedisClient, type RedisClient, type RedisTarget, redactRedisUrl } from './connection.js';
+import {
+  closeRedisClient,
+  createRedisClient,
+  type RedisClient,
+  type RedisTarget,
+  redactRedisUrl,
+} from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
 import type {
   GroupReadResult,
@@ -65,26 +71,47 @@ return released
 `;
 
 /**
- * A batch with expectations (StoreBatch.expect), in one atomic step: check every expected string
- * value, then run the queued writes, or write nothing and answer 0. Every key is a KEYS entry (all
- * carry the bridge's `{prefix}` hash tag, so on a Cluster the script stays in one slot).
- * ARGV[1] = number of expectations; then per expectation: key index, and `=` + the value, or
- * `#` + its SHA-1 (long values, such as records: 40 bytes on the wire instead of the record), or
- * 0 for absent;
+ * A batch with expectations (StoreBatch.expect, expectExists, expectListHead), in one atomic
+ * step: check every expectation, then run the queued writes, or write nothing and answer 0.
+ * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
+ * script stays in one slot).
+ * ARGV[1] = number of expectations; then per expectation: key index, and what to expect:
+ * - `=` + the string value, or `#` + its SHA-1 (long values, such as records: 40 bytes on the
+ *   wire instead of the record), or `0` for absent;
+ * - `*`: the key exists, of any type;
+ * - `L<count>:<SHA-1>`: a list whose first <count> elements, each written as
+ *   `<byte length>:<bytes>` and concatenated, have this SHA-1;
  * then per write: command, key index, argument count, arguments.
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
 local at = 2
 for _ = 1, n do
-  local current = redis.call('get', KEYS[tonumber(ARGV[at])])
+  local key = KEYS[tonumber(ARGV[at])]
   local want = ARGV[at + 1]
-  if want == '0' then
-    if current then return 0 end
-  elseif string.sub(want, 1, 1) == '#' then
-    if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
-  elseif current ~= string.sub(want, 2) then
-    return 0
+  local kind = string.sub(want, 1, 1)
+  if want == '*' then
+    if redis.call('exists', key) == 0 then return 0 end
+  elseif kind == 'L' then
+    local colon = string.find(want, ':', 2, true)
+    local count = tonumber(string.sub(want, 2, colon - 1))
+    if count > 0 then
+      if redis.call('type', key).ok ~= 'list' then return 0 end
+      local items = redis.call('lrange', key, 0, count - 1)
+      if #items ~= count then return 0 end
+      local parts = {}
+      for i, item in ipairs(items) do parts[i] = #item .. ':' .. item end
+      if redis.sha1hex(table.concat(parts)) ~= string.sub(want, colon + 1) then return 0 end
+    end
+  else
+    local current = redis.call('get', key)
+    if want == '0' then
+      if current then return 0 end
+    elseif kind == '#' then
+      if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
+    elseif current ~= string.sub(want, 2) then
+      return 0
+    end
   end
   at = at + 2
 end
@@ -175,6 +202,13 @@ type ReadGroupsReply =
   | [0]
   | [1, (string | null)[], string[], Array<string | string[]>, Array<string | null>, 0 | 1];
 
+/** What expectListHead sends: the SHA-1 of the elements, each as `<UTF-8 byte length>:<value>`. */
+function listHeadDigest(values: readonly string[]): string {
+  const hash = createHash('sha1');
+  for (const value of values) hash.update(`${Buffer.byteLength(value, 'utf8')}:`).update(value, 'utf8');
+  return hash.digest('hex');
+}
+
 interface LockCommands {
   chatbridgeReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
   chatbridgeClaimReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
@@ -251,6 +285,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const client = createRedisClient(target, {
     role: 'store',
     keyPrefix: options.keyPrefix,
+    logger: log,
     connectTimeoutMs,
     ...(options.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: options.commandTimeoutMs }),
   });
@@ -288,7 +323,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     const timer = setTimeout(() => {
       client.off('ready', onReady);
       // Stop the background reconnection: nobody will use this client.
-      client.disconnect();
+      void closeRedisClient(client);
       const reason = lastError === undefined ? '' : ` (last error: ${lastError.message})`;
       const error = new StoreUnavailableError(lastError);
       error.message = `could not connect to Redis at ${safeUrl} within ${connectTimeoutMs} ms${reason}`;
@@ -318,7 +353,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     // The same writes as [command, key, ...arguments], for the guarded script (used only when
     // an expectation was given; a plain batch stays MULTI/EXEC).
     const writes: Array<[string, string, ...Array<string | number>]> = [];
-    const expectations: Array<[string, string | null]> = [];
+    /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
+    const expectations: Array<[string, string]> = [];
     const queued = (command: string, key: string, ...args: Array<string | number>): StoreBatch => {
       writes.push([command, key, ...args]);
       length++;
@@ -326,7 +362,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     };
     const batch: StoreBatch = {
       expect(key, value) {
-        expectations.push([key, value]);
+        expectations.push([
+          key,
+          value === null ? '0' : value.length > 64 ? `#${digest('sha1', value, 'hex')}` : `=${value}`,
+        ]);
+        return batch;
+      },
+      expectExists(key) {
+        expectations.push([key, '*']);
+        return batch;
+      },
+      expectListHead(key, values) {
+        expectations.push([key, `L${values.length}:${listHeadDigest(values)}`]);
         return batch;
       },
       set(key, value, ttlMs) {
@@ -410,12 +457,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return index;
       };
       const args: Array<string | number> = [expectations.length];
-      for (const [key, value] of expectations) {
-        args.push(
-          indexOf(key),
-          value === null ? '0' : value.length > 64 ? `#${digest('sha1', value, 'hex')}` : `=${value}`,
-        );
-      }
+      for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
       return applied === 1;
@@ -585,12 +627,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     async close() {
       if (closing) return;
       closing = true;
-      try {
-        await client.quit();
-      } catch {
-        // Redis is down (or the quit timed out): drop the socket and stop reconnecting.
-        client.disconnect();
-      }
+      // QUIT, or (Redis down, or the quit timed out) drop the socket and stop reconnecting.
+      await closeRedisClient(client);
     },
   };
   return store;

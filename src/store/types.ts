@@ -49,6 +49,14 @@ export interface StoreBatch {
    * read without locks and commit only if nothing it read has changed (optimistic concurrency).
    */
   expect(key: string, value: string | null): StoreBatch;
+  /** Apply the batch only if `key` exists (of any type) when it runs; checked like expect(). */
+  expectExists(key: string): StoreBatch;
+  /**
+   * Apply the batch only if the list at `key` starts with exactly `values`, in this order, when
+   * it runs; checked like expect(). (To remove what was read from the head of a list — and
+   * nothing else — when it may have changed meanwhile.)
+   */
+  expectListHead(key: string, values: readonly string[]): StoreBatch;
   /** Number of queued operations. */
   readonly length: number;
   /** True when applied; false when an expectation did not hold (then nothing was written). */
