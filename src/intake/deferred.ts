@@ -185,9 +185,20 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // Past half the lock's lifetime another instance may be draining the same items: leave
       // the trim to the next round rather than cut items nobody has read (as the outbox drain).
       if (performance.now() - acquired > LOCK_TTL_MS / 2) return { recorded: 0, busy: true, more: false };
-      const batch = store.batch();
+      // Trimmed only where what was recorded is safe: the recording writes reached the replicas
+      // (store.durability, as a webhook's answer waits for them), and the server that trims still
+      // starts the list with exactly these items — after a failover, a new primary that lacks them
+      // keeps the list as it is and the next round records the chunk again (idempotent).
+      await store.confirmWrites?.();
+      const batch = store.batch().expectListHead(DEFERRED_KEY, texts);
       batch.ltrim(DEFERRED_KEY, texts.length, -1);
-      await batch.exec();
+      if (!(await batch.exec())) {
+        logger.warn(
+          { items: texts.length },
+          'deferred intake: the list changed under this drain (a Redis failover in between?); recording the chunk again',
+        );
+        return { recorded: 0, busy: true, more: false };
+      }
       setKnown(Math.max(0, known - texts.length));
       return { recorded: texts.length, busy: false, more: texts.length === DEFERRED_CHUNK };
     } finally {
