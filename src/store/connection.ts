@@ -120,6 +120,8 @@ function roleOptions(options: ClientOptions): RedisOptions {
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
         commandTimeout: options.commandTimeoutMs ?? 2000,
+        // Commands issued in the same tick (many webhooks at once) leave in one socket write.
+        enableAutoPipelining: true,
       };
     case 'queue':
       return { ...base, maxRetriesPerRequest: 2, commandTimeout: options.commandTimeoutMs ?? 5000 };
