@@ -550,7 +550,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       // Contended (several instances writing one person at once, a loaded machine): queue on the
       // identity lock with the other contenders, so one at a time reads and writes, instead of
-      // failing a busy visitor. The expectations still guard against writers not yet escalated.
+      // failing a busy visitor. The expectations still guard against writers not yet escalated,
+      // and those writers' own checks fail while the lock is held (see writeObservation).
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
