@@ -13,8 +13,8 @@ import type { LivetexSettings } from './schemas.js';
  * checks is the order of trust: form (400), key (401), decryption and time (401), replay (401) —
  * the replay cache is written only for a token that passed everything else, so garbage cannot
  * fill it. Two store trips: the key's record (revocation holds at once), then one step that claims
- * the jti and, only if fresh, reads the contact (ContactService.claimAndFind). The answer's facts come from the shared FactService, the same code as JivoChat's
- * custom_data.
+ * the jti and, only if fresh, reads the contact (ContactService.claimAndFind). The answer's facts
+ * come from the shared FactService, the same code as JivoChat's custom_data.
  */
 
 /** Facts in one answer (vendors/livetex.md §5.2 proposes at most 50 attributes). */
