@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
+import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
 import { groupLayout, key } from './keys.js';
 import { isHttpLink } from './links.js';
@@ -534,6 +535,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             dedupeKey,
             saltValue,
             timelineMembers,
+            locked || planned.roots.length > 1,
           );
         return planned.roots.length > 1 && !locked
           ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
@@ -545,7 +547,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       // Contended (several instances writing one person at once, a loaded machine): queue on the
       // identity lock with the other contenders, so one at a time reads and writes, instead of
-      // failing a busy visitor. The expectations still guard against writers not yet escalated.
+      // failing a busy visitor. The expectations still guard against writers not yet escalated,
+      // and those writers' own checks fail while the lock is held (see writeObservation).
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
@@ -593,6 +596,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     dedupeKey: string,
     saltValue: string,
     timelineMembers: readonly string[],
+    /** Whether this write runs under the identity lock of its identifiers (see below). */
+    holdsIdentityLock: boolean,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -618,6 +623,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.expect(dedupeKey, null);
       resolving.forEach((identifier, index) => {
         batch.expect(key.index(identifier), indexValues[index] ?? null);
+        // A writer that queued on the identity lock (it lost three checked writes in a row) must
+        // get through: while anyone holds the lock, lock-free writers of these identifiers stand
+        // back (their write expects no lock, fails, and they queue too). Without this, two
+        // instances in step could keep invalidating the lock holder's reads until it gave up.
+        if (!holdsIdentityLock) batch.expect(LOCK_KEY_PREFIX + key.index(identifier), null);
       });
       for (const [recordId, root] of current)
         batch.expect(key.root(recordId), root === recordId ? null : root);
