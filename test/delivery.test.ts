@@ -328,8 +328,9 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     const throttled = crm.requests.filter((request) => request.webhookId === 'evt_c1_1');
     // The schedule says 100 ms; only Retry-After explains a wait of a second.
     expect(throttled[1]!.at - throttled[0]!.at).toBeGreaterThanOrEqual(950);
-    const slow = crm.requests.filter((request) => request.webhookId === 'evt_c2_1');
-    expect(slow[1]!.at - slow[0]!.at).toBeGreaterThanOrEqual(300);
+    // The timed-out attempt is judged by its outcome below (a second attempt, the timeout as its
+    // error), not by the gap between arrivals at the server: the client's 300 ms start before the
+    // request reaches the server, so on a loaded machine that gap can be shorter.
     await eventually(async () => (await delivery.list({ state: 'delivered' })).length === 2, 'both recorded');
     const [timedOut] = (await delivery.list({ state: 'delivered' })).filter(
       (item) => item.eventId === 'evt_c2_1',

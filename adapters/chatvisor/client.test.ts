@@ -10,6 +10,7 @@ import {
   ChatvisorRejectedError,
   ChatvisorUnavailableError,
 } from './errors.js';
+import { RateLimiter } from './rate-limit.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 import { memoryLogger } from './test-support/logs.js';
 
@@ -270,23 +271,39 @@ describe('ChatvisorClient errors and retries', () => {
 });
 
 describe('ChatvisorClient rate limit', () => {
-  it('keeps to perSecond starts per second and the concurrency cap, measured at the server', async () => {
+  it('keeps to the concurrency cap at the server, and every request gets through', async () => {
     fake.fail({ path: '/webchat/visible', delayMs: 80, times: 100 });
     const api = client({ rateLimit: { perSecond: 5, concurrency: 2 } });
-    const started = performance.now();
     await Promise.all(Array.from({ length: 12 }, () => api.isVisible()));
-    const elapsed = performance.now() - started;
-    const times = fake.requests.map((request) => request.at).sort((a, b) => a - b);
-    expect(times).toHaveLength(12);
-    // 12 requests at 5/s: starts at ~0 s, ~1 s and ~2 s.
-    expect(elapsed).toBeGreaterThanOrEqual(1_900);
-    expect(elapsed).toBeLessThan(6_000);
-    // In any 900 ms window the server saw at most 5 (a little slack for socket jitter).
-    for (const start of times) {
-      expect(times.filter((time) => time >= start && time < start + 900).length).toBeLessThanOrEqual(5);
-    }
-    expect(fake.maxInFlight).toBeLessThanOrEqual(2);
+    expect(fake.requests).toHaveLength(12);
     expect(fake.maxInFlight).toBe(2);
+  });
+
+  // The per-second limit, judged on the limiter's own clock (what it promises), not on arrival
+  // times at a server: on a loaded machine requests delayed in the network stack arrive bunched,
+  // which says nothing about when they were started.
+  it('starts at most perSecond requests in any one-second window of its clock', async () => {
+    const starts: number[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const limiter = new RateLimiter({ perSecond: 5, concurrency: 2, now: () => Date.now() });
+    await Promise.all(
+      Array.from({ length: 12 }, async () => {
+        const release = await limiter.acquire();
+        starts.push(Date.now());
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        inFlight--;
+        release();
+      }),
+    );
+    expect(starts).toHaveLength(12);
+    expect(maxInFlight).toBe(2);
+    const sorted = [...starts].sort((a, b) => a - b);
+    for (const start of sorted) {
+      expect(sorted.filter((time) => time >= start && time < start + 1000).length).toBeLessThanOrEqual(5);
+    }
   });
 });
 
