@@ -309,6 +309,18 @@ async function main() {
 
     // Known people: seen first in the LiveTex app (dialog webhook), then on the website.
     const KNOWN = 1000;
+    /** chat_finished with a 50-message transcript, known people in turn, chat ids from `firstChat`. */
+    const finishedChats = (firstChat) => {
+      let n = 0;
+      return () => {
+        const index = n++;
+        return {
+          body: JSON.stringify(
+            jivoChatFinished({ ...personOf('known', index % KNOWN), chat: firstChat + index, messages: 50 }),
+          ),
+        };
+      };
+    };
     const needKnown = ['jivo_known', 'jivo_finished', 'livetex_lookup'].some(wanted);
     if (needKnown) {
       log(`seeding ${KNOWN} contacts through the LiveTex dialog webhook`);
@@ -347,25 +359,13 @@ async function main() {
         ) ?? false;
     }
     if (wanted('jivo_finished')) {
-      let n = 0;
       await compare({
         id: 'jivo_finished',
         title: 'JivoChat chat_finished, 50-message transcript',
         method: 'POST',
         path: jivoPath,
         headers: json,
-        next: () => {
-          const index = n++;
-          return {
-            body: JSON.stringify(
-              jivoChatFinished({
-                ...personOf('known', index % KNOWN),
-                chat: 30_000_000 + index,
-                messages: 50,
-              }),
-            ),
-          };
-        },
+        next: finishedChats(30_000_000),
       });
     }
 
@@ -385,7 +385,6 @@ async function main() {
         extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
       });
       try {
-        let n = 0;
         const backlogKey = `${deferredPrefix}:intake:deferred`;
         await compare({
           id: 'jivo_finished_deferred',
@@ -394,18 +393,7 @@ async function main() {
           path: jivoPath,
           headers: json,
           target: deferredBridge,
-          next: () => {
-            const index = n++;
-            return {
-              body: JSON.stringify(
-                jivoChatFinished({
-                  ...personOf('known', index % KNOWN),
-                  chat: 35_000_000 + index,
-                  messages: 50,
-                }),
-              ),
-            };
-          },
+          next: finishedChats(35_000_000),
           afterBridge: async (run) => {
             const backlogAtEnd = await redisClient.llen(backlogKey);
             const waitStarted = performance.now();

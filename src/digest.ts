@@ -10,3 +10,9 @@ export const digest: (algorithm: 'sha1' | 'sha256', data: string, encoding: 'hex
   typeof crypto.hash === 'function'
     ? (algorithm, data, encoding) => crypto.hash(algorithm, data, encoding)
     : (algorithm, data, encoding) => crypto.createHash(algorithm).update(data, 'utf8').digest(encoding);
+
+/** The same one-shot digest as raw bytes (for constant-time comparison). */
+export const digestBytes: (algorithm: 'sha1' | 'sha256', data: string) => Buffer =
+  typeof crypto.hash === 'function'
+    ? (algorithm, data) => crypto.hash(algorithm, data, 'buffer') as unknown as Buffer
+    : (algorithm, data) => crypto.createHash(algorithm).update(data, 'utf8').digest();

@@ -1,4 +1,5 @@
-import { hash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { digestBytes } from '../digest.js';
 
 /**
  * Request-path and credential helpers shared by the admin gate, the webhook token check and the
@@ -83,7 +84,7 @@ export function tokenEquals(presented: string, expected: string): boolean {
 }
 
 function digestOf(text: string): Buffer {
-  return hash('sha256', text, 'buffer') as unknown as Buffer;
+  return digestBytes('sha256', text);
 }
 
 /**

@@ -5,8 +5,10 @@ import {
   inPool,
   jivo,
   personFor,
+  postWebhook,
   type SpawnedBridge,
   spawnBridge,
+  timelineOfPerson,
   writeFaultConfig,
 } from '../support/fault.js';
 import { freePort, type PrivateRedis, startPrivateRedis } from '../support/redis.js';
@@ -48,47 +50,13 @@ describe('kill -9 during a burst of webhooks', () => {
 
   const webhook = (index: number) => jivo.chatAccepted(personFor('crash', index), 800_000 + index);
 
-  async function post(pool: Pool, index: number): Promise<number | string> {
-    try {
-      const response = await pool.request({
-        method: 'POST',
-        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(webhook(index)),
-        headersTimeout: 10_000,
-        bodyTimeout: 10_000,
-      });
-      await response.body.text();
-      return response.statusCode;
-    } catch (error) {
-      return (error as { code?: string }).code ?? String(error);
-    }
-  }
+  const post = (pool: Pool, index: number) =>
+    postWebhook(pool, `/webhooks/jivochat/site/${JIVO_TOKEN}`, webhook(index));
 
   /** The person's contact and how many conversation.started entries its timeline holds. */
   async function stored(pool: Pool, index: number): Promise<{ contacts: number; started: number }> {
-    const admin = async (path: string) => {
-      const response = await pool.request({
-        method: 'GET',
-        path,
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-      });
-      const body = (await response.body.json()) as Record<string, unknown>;
-      expect(response.statusCode, path).toBe(200);
-      return body;
-    };
-    const person = personFor('crash', index).person;
-    const found = (await admin(`/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`)) as {
-      contacts: Array<{ id: string }>;
-    };
-    if (found.contacts.length !== 1) return { contacts: found.contacts.length, started: 0 };
-    const page = (await admin(`/api/v1/contacts/${found.contacts[0]!.id}/timeline?limit=200`)) as {
-      entries: Array<{ type: string }>;
-    };
-    return {
-      contacts: 1,
-      started: page.entries.filter((entry) => entry.type === 'conversation.started').length,
-    };
+    const { contacts, types } = await timelineOfPerson(pool, ADMIN_TOKEN, personFor('crash', index).person);
+    return { contacts, started: types.filter((type) => type === 'conversation.started').length };
   }
 
   it('every webhook answered 200 before the crash is stored; retries of the rest land exactly once', async () => {

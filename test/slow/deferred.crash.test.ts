@@ -6,8 +6,10 @@ import {
   inPool,
   jivo,
   personFor,
+  postWebhook,
   type SpawnedBridge,
   spawnBridge,
+  timelineOfPerson,
   writeFaultConfig,
 } from '../support/fault.js';
 import { freePort, type PrivateRedis, startPrivateRedis } from '../support/redis.js';
@@ -50,44 +52,17 @@ describe('kill -9 with acknowledge-after-append', () => {
 
   const webhook = (index: number) => jivo.chatFinished(personFor('deferred', index), 850_000 + index);
 
-  async function post(pool: Pool, index: number): Promise<number | string> {
-    try {
-      const response = await pool.request({
-        method: 'POST',
-        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(webhook(index)),
-        headersTimeout: 10_000,
-        bodyTimeout: 10_000,
-      });
-      await response.body.text();
-      return response.statusCode;
-    } catch (error) {
-      return (error as { code?: string }).code ?? String(error);
-    }
-  }
+  const post = (pool: Pool, index: number) =>
+    postWebhook(pool, `/webhooks/jivochat/site/${JIVO_TOKEN}`, webhook(index));
 
   /** How many conversation.finished entries the person's contact holds (-1: not exactly one contact). */
   async function finishedCount(pool: Pool, index: number): Promise<number> {
-    const admin = async (path: string) => {
-      const response = await pool.request({
-        method: 'GET',
-        path,
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-      });
-      const body = (await response.body.json()) as Record<string, unknown>;
-      expect(response.statusCode, path).toBe(200);
-      return body;
-    };
-    const person = personFor('deferred', index).person;
-    const found = (await admin(`/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`)) as {
-      contacts: Array<{ id: string }>;
-    };
-    if (found.contacts.length !== 1) return -1;
-    const page = (await admin(`/api/v1/contacts/${found.contacts[0]!.id}/timeline?limit=200`)) as {
-      entries: Array<{ type: string }>;
-    };
-    return page.entries.filter((entry) => entry.type === 'conversation.finished').length;
+    const { contacts, types } = await timelineOfPerson(
+      pool,
+      ADMIN_TOKEN,
+      personFor('deferred', index).person,
+    );
+    return contacts === 1 ? types.filter((type) => type === 'conversation.finished').length : -1;
   }
 
   /** Every index recorded exactly once; waits for the worker (bounded by rounds, not timed). */

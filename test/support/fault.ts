@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent } from 'undici';
+import { Agent, type Pool } from 'undici';
 import { freePort } from './redis.js';
 
 /**
@@ -189,4 +189,52 @@ export async function spawnBridge(configFile: string, port?: number): Promise<Sp
       await exited;
     },
   };
+}
+
+/** POST a JSON webhook: its status, or the network error's code when the connection failed (a crash). */
+export async function postWebhook(pool: Pool, path: string, body: unknown): Promise<number | string> {
+  try {
+    const response = await pool.request({
+      method: 'POST',
+      path,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
+    await response.body.text();
+    return response.statusCode;
+  } catch (error) {
+    return (error as { code?: string }).code ?? String(error);
+  }
+}
+
+/**
+ * How many contacts the admin API finds for a person id and, when exactly one, the types of its
+ * timeline entries (up to 200). Any admin answer but 200 throws, failing the test.
+ */
+export async function timelineOfPerson(
+  pool: Pool,
+  adminToken: string,
+  person: string,
+): Promise<{ contacts: number; types: string[] }> {
+  const admin = async (path: string) => {
+    const response = await pool.request({
+      method: 'GET',
+      path,
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    const body = (await response.body.json()) as Record<string, unknown>;
+    if (response.statusCode !== 200)
+      throw new Error(`${path}: ${response.statusCode} ${JSON.stringify(body)}`);
+    return body;
+  };
+  const found = (await admin(`/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`)) as {
+    contacts: Array<{ id: string }>;
+  };
+  if (found.contacts.length !== 1) return { contacts: found.contacts.length, types: [] };
+  const page = (await admin(`/api/v1/contacts/${found.contacts[0]!.id}/timeline?limit=200`)) as {
+    entries: Array<{ type: string }>;
+  };
+  return { contacts: 1, types: page.entries.map((entry) => entry.type) };
 }
