@@ -348,10 +348,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   }
 
   function createBatch(): StoreBatch {
-    const multi = client.multi();
     let length = 0;
-    // The same writes as [command, key, ...arguments], for the guarded script (used only when
-    // an expectation was given; a plain batch stays MULTI/EXEC).
+    // The writes as [command, key, ...arguments]: sent as one MULTI/EXEC when the batch has no
+    // expectation, else through the guarded script. Built once here and turned into ioredis
+    // commands only at exec, for the one form that is sent (building both cost every engine
+    // write a MULTI's worth of command objects that were thrown away).
     const writes: Array<[string, string, ...Array<string | number>]> = [];
     /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
     const expectations: Array<[string, string]> = [];
@@ -377,65 +378,28 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return batch;
       },
       set(key, value, ttlMs) {
-        if (ttlMs === undefined) multi.set(key, value);
-        else multi.set(key, value, 'PX', ttlMs);
         return ttlMs === undefined ? queued('set', key, value) : queued('set', key, value, 'PX', ttlMs);
       },
-      del(key) {
-        multi.del(key);
-        return queued('del', key);
-      },
-      expire(key, ttlMs) {
-        multi.pexpire(key, ttlMs);
-        return queued('pexpire', key, ttlMs);
-      },
-      incrBy(key, amount) {
-        multi.incrby(key, amount);
-        return queued('incrby', key, amount);
-      },
-      hset(key, field, value) {
-        multi.hset(key, field, value);
-        return queued('hset', key, field, value);
-      },
-      hdel(key, field) {
-        multi.hdel(key, field);
-        return queued('hdel', key, field);
-      },
+      del: (key) => queued('del', key),
+      expire: (key, ttlMs) => queued('pexpire', key, ttlMs),
+      incrBy: (key, amount) => queued('incrby', key, amount),
+      hset: (key, field, value) => queued('hset', key, field, value),
+      hdel: (key, field) => queued('hdel', key, field),
       // Empty SADD/SREM/RPUSH are syntax errors in Redis that would abort the whole MULTI; the
       // in-memory store treats them as no-ops, and so do we.
-      sadd(key, ...members) {
-        if (members.length === 0) return batch;
-        multi.sadd(key, ...members);
-        return queued('sadd', key, ...members);
-      },
-      srem(key, ...members) {
-        if (members.length === 0) return batch;
-        multi.srem(key, ...members);
-        return queued('srem', key, ...members);
-      },
-      zadd(key, score, member) {
-        multi.zadd(key, scoreArg(score), member);
-        return queued('zadd', key, scoreArg(score), member);
-      },
-      zrem(key, member) {
-        multi.zrem(key, member);
-        return queued('zrem', key, member);
-      },
-      rpush(key, ...values) {
-        if (values.length === 0) return batch;
-        multi.rpush(key, ...values);
-        return queued('rpush', key, ...values);
-      },
-      ltrim(key, start, stop) {
-        multi.ltrim(key, start, stop);
-        return queued('ltrim', key, start, stop);
-      },
+      sadd: (key, ...members) => (members.length === 0 ? batch : queued('sadd', key, ...members)),
+      srem: (key, ...members) => (members.length === 0 ? batch : queued('srem', key, ...members)),
+      zadd: (key, score, member) => queued('zadd', key, scoreArg(score), member),
+      zrem: (key, member) => queued('zrem', key, member),
+      rpush: (key, ...values) => (values.length === 0 ? batch : queued('rpush', key, ...values)),
+      ltrim: (key, start, stop) => queued('ltrim', key, start, stop),
       get length() {
         return length;
       },
       async exec() {
         if (expectations.length > 0) return execGuarded();
         if (length === 0) return true;
+        const multi = client.multi(writes);
         const results = await run(() => multi.exec());
         // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
         if (results === null) throw new Error('Redis discarded the transaction');
