@@ -1,5 +1,5 @@
 import { createServer } from 'node:net';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createHttpClient, type HttpClient } from '../../src/net/http.js';
 import { ChatvisorClient, type ChatvisorClientOptions } from './client.js';
 import {
@@ -280,29 +280,39 @@ describe('ChatvisorClient rate limit', () => {
   });
 
   // The per-second limit, judged on the limiter's own clock (what it promises), not on arrival
-  // times at a server: on a loaded machine requests delayed in the network stack arrive bunched,
-  // which says nothing about when they were started.
+  // times at a server. The clock is vitest's fake one: the limiter's waits and the requests'
+  // 20 ms run on it, so a loaded machine cannot shift one start against another (with the real
+  // clock, a continuation that ran a few ms late made two windows look like one).
   it('starts at most perSecond requests in any one-second window of its clock', async () => {
-    const starts: number[] = [];
-    let inFlight = 0;
-    let maxInFlight = 0;
-    const limiter = new RateLimiter({ perSecond: 5, concurrency: 2, now: () => Date.now() });
-    await Promise.all(
-      Array.from({ length: 12 }, async () => {
-        const release = await limiter.acquire();
-        starts.push(Date.now());
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        inFlight--;
-        release();
-      }),
-    );
-    expect(starts).toHaveLength(12);
-    expect(maxInFlight).toBe(2);
-    const sorted = [...starts].sort((a, b) => a - b);
-    for (const start of sorted) {
-      expect(sorted.filter((time) => time >= start && time < start + 1000).length).toBeLessThanOrEqual(5);
+    vi.useFakeTimers();
+    try {
+      const starts: number[] = [];
+      let inFlight = 0;
+      let maxInFlight = 0;
+      const limiter = new RateLimiter({ perSecond: 5, concurrency: 2, now: () => Date.now() });
+      const all = Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const release = await limiter.acquire();
+          starts.push(Date.now());
+          inFlight++;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          inFlight--;
+          release();
+        }),
+      );
+      await vi.runAllTimersAsync();
+      await all;
+      expect(starts).toHaveLength(12);
+      expect(maxInFlight).toBe(2);
+      const sorted = [...starts].sort((a, b) => a - b);
+      for (const start of sorted) {
+        expect(sorted.filter((time) => time >= start && time < start + 1000).length).toBeLessThanOrEqual(5);
+      }
+      // 12 starts at 5 a second need at least two full windows after the first.
+      expect(sorted.at(-1)! - sorted[0]!).toBeGreaterThanOrEqual(2000);
+    } finally {
+      vi.useRealTimers();
     }
   });
 });
