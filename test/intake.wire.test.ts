@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { transcriptOf } from '../src/contacts/types.js';
@@ -9,14 +10,54 @@ import {
   isoTime,
   soft,
   softArray,
+  softId,
+  softString,
+  softText,
+  softTime,
   text,
   wireId,
   wireText,
+  wireTime,
 } from '../src/intake/wire.js';
 
 /** The shared adapter kit for lenient wire parsing (src/intake/wire.ts), and the one transcript shape. */
 
 describe('lenient wire parsing', () => {
+  it('the one-step fields give exactly what the composed ones give, present, absent or null', () => {
+    const pairs: Array<[string, z.ZodType, z.ZodType]> = [
+      ['text', soft(wireText), softText],
+      ['string', soft(z.string()), softString],
+      ['id', soft(wireId), softId()],
+      ['id max 8', soft(wireId.pipe(z.string().max(8))), softId(8)],
+      ['time', soft(wireTime), softTime],
+    ];
+    const value = fc.oneof(
+      fc.anything(),
+      fc.string(),
+      fc.constantFrom('', ' ', ' 12 ', '123456789', 'x'.repeat(64), 'x'.repeat(65), '\t'),
+      fc.double(),
+      fc.integer(),
+      fc.constantFrom(null, undefined, Number.NaN, Number.POSITIVE_INFINITY, -0, 0),
+    );
+    for (const [name, composed, oneStep] of pairs) {
+      const before = z.looseObject({ f: composed });
+      const after = z.looseObject({ f: oneStep });
+      fc.assert(
+        fc.property(value, fc.boolean(), (input, present) => {
+          const payload = present ? { f: input, g: 1 } : { g: 1 };
+          const a = before.parse(payload);
+          const b = after.parse(payload);
+          expect({ name, keys: Object.keys(b), value: b.f }).toEqual({
+            name,
+            keys: Object.keys(a),
+            value: a.f,
+          });
+        }),
+        { numRuns: 400 },
+      );
+    }
+  });
+
   it('drops an unusable field instead of failing the payload', () => {
     const schema = z.object({ id: soft(wireId), name: soft(wireText), tags: softArray(z.string()) });
     expect(schema.parse({ id: 2016, name: 79161234567, tags: ['a', 5, 'b', null] })).toEqual({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { boolLike, intLike } from '../../src/config/schema.js';
-import { soft, softArray, wireId, wireText, wireTime } from '../../src/intake/wire.js';
+import { soft, softArray, softId, softText, softTime, wireId } from '../../src/intake/wire.js';
 
 /**
  * JivoChat Webhooks API: what Jivo POSTs (tolerant) and what we answer (strict), plus the
@@ -16,50 +16,50 @@ import { soft, softArray, wireId, wireText, wireTime } from '../../src/intake/wi
 /** Ids arrive as "2016" or 2016 in the same payload (§9.1): always compare and store strings. */
 export const jivoIdSchema = wireId;
 
-/** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
-const textSchema = wireText;
-
-/** Unix seconds as a number or numeric string (read with isoTime, which also takes ISO text). */
-const timestampSchema = wireTime;
+/*
+ * Fields below: softText (free text; a number where text is expected, a phone sent as
+ * 79161234567, is kept as text), softId (ids as strings), softTime (Unix seconds as a number or
+ * numeric string, read with isoTime, which also takes ISO text): src/intake/wire.ts.
+ */
 
 export const jivoVisitorSchema = z.looseObject({
-  name: soft(textSchema),
-  email: soft(textSchema),
-  phone: soft(textSchema),
-  description: soft(textSchema),
-  number: soft(jivoIdSchema),
+  name: softText,
+  email: softText,
+  phone: softText,
+  description: softText,
+  number: softId(),
   social: soft(z.record(z.string(), z.unknown())),
   chats_count: soft(z.number()),
 });
 export type JivoVisitor = z.infer<typeof jivoVisitorSchema>;
 
 export const jivoAgentSchema = z.looseObject({
-  id: soft(jivoIdSchema),
-  name: soft(textSchema),
-  email: soft(textSchema),
-  phone: soft(textSchema),
+  id: softId(),
+  name: softText,
+  email: softText,
+  phone: softText,
 });
 export type JivoAgent = z.infer<typeof jivoAgentSchema>;
 
-const namedSchema = z.looseObject({ id: soft(jivoIdSchema), name: soft(textSchema) });
-const titledSchema = z.looseObject({ id: soft(jivoIdSchema), title: soft(textSchema) });
+const namedSchema = z.looseObject({ id: softId(), name: softText });
+const titledSchema = z.looseObject({ id: softId(), title: softText });
 
 export const jivoTopicSchema = z.looseObject({
-  topic_id: soft(jivoIdSchema),
-  title: soft(textSchema),
-  parent_id: soft(jivoIdSchema),
+  topic_id: softId(),
+  title: softText,
+  parent_id: softId(),
 });
 
 export const jivoGeoIpSchema = z.looseObject({
-  region_code: soft(textSchema),
-  country_code: soft(textSchema),
-  country: soft(textSchema),
-  region: soft(textSchema),
-  city: soft(textSchema),
-  latitude: soft(textSchema),
-  longitude: soft(textSchema),
-  organization: soft(textSchema),
-  isp: soft(textSchema),
+  region_code: softText,
+  country_code: softText,
+  country: softText,
+  region: softText,
+  city: softText,
+  latitude: softText,
+  longitude: softText,
+  organization: softText,
+  isp: softText,
 });
 
 const utmKeys = ['source', 'medium', 'campaign', 'content', 'term'] as const;
@@ -67,20 +67,20 @@ const utmKeys = ['source', 'medium', 'campaign', 'content', 'term'] as const;
 export const jivoSessionSchema = z.looseObject({
   geoip: soft(jivoGeoIpSchema),
   /** `source=google|medium=cpc`: prefer utm_json when both are there (§9.7). */
-  utm: soft(textSchema),
-  utm_json: soft(z.looseObject(Object.fromEntries(utmKeys.map((key) => [key, soft(textSchema)])))),
-  ip_addr: soft(textSchema),
-  user_agent: soft(textSchema),
+  utm: softText,
+  utm_json: soft(z.looseObject(Object.fromEntries(utmKeys.map((key) => [key, softText])))),
+  ip_addr: softText,
+  user_agent: softText,
 });
 
-export const jivoPageSchema = z.looseObject({ url: soft(textSchema), title: soft(textSchema) });
+export const jivoPageSchema = z.looseObject({ url: softText, title: softText });
 
 export const jivoMessageSchema = z.looseObject({
-  message: soft(textSchema),
-  timestamp: soft(timestampSchema),
+  message: softText,
+  timestamp: softTime,
   /** "visitor" or "agent" per the docs; other values (bots, system notes) are kept as they come. */
-  type: soft(textSchema),
-  agent_id: soft(jivoIdSchema),
+  type: softText,
+  agent_id: softId(),
 });
 export type JivoMessage = z.infer<typeof jivoMessageSchema>;
 
@@ -89,16 +89,16 @@ export const jivoChatSchema = z.looseObject({
   messages: softArray(jivoMessageSchema),
   blacklisted: soft(z.boolean()),
   /** "positive" / "negative" / null per third-party libraries; anything else is kept as text. */
-  rate: soft(textSchema),
-  invitation: soft(textSchema),
+  rate: softText,
+  invitation: softText,
 });
 
 export const jivoCallSchema = z.looseObject({
-  type: soft(textSchema),
-  phone: soft(textSchema),
-  status: soft(textSchema),
-  reason: soft(textSchema),
-  record_url: soft(textSchema),
+  type: softText,
+  phone: softText,
+  status: softText,
+  reason: softText,
+  record_url: softText,
 });
 
 /**
@@ -154,9 +154,9 @@ export function isKnownEvent(name: string): name is JivoEventName {
 /** One envelope for every event: which fields appear depends on `event_name` (§4.1). */
 export const jivoEnvelopeSchema = z.looseObject({
   event_name: z.string(),
-  widget_id: soft(jivoIdSchema),
-  user_token: soft(textSchema),
-  chat_id: soft(jivoIdSchema),
+  widget_id: softId(),
+  user_token: softText,
+  chat_id: softId(),
   visitor: soft(jivoVisitorSchema),
   organization: soft(namedSchema),
   status: soft(titledSchema),
@@ -172,15 +172,15 @@ export const jivoEnvelopeSchema = z.looseObject({
   agents: softArray(jivoAgentSchema),
   call: soft(jivoCallSchema),
   chat: soft(jivoChatSchema),
-  plain_messages: soft(textSchema),
-  html_messages: soft(textSchema),
-  message: soft(textSchema),
+  plain_messages: softText,
+  html_messages: softText,
+  message: softText,
   /** 13 digits (beyond int32, §9.2): kept as a string. */
-  offline_message_id: soft(jivoIdSchema),
-  client_id: soft(jivoIdSchema),
+  offline_message_id: softId(),
+  client_id: softId(),
   attributes: soft(jivoAttributesSchema),
   /** chat_assigned: the crm_link the agent linked the chat to. */
-  assign_to: soft(textSchema),
+  assign_to: softText,
 });
 export type JivoEnvelope = z.infer<typeof jivoEnvelopeSchema>;
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { intLike } from '../../src/config/schema.js';
-import { soft, wireId, wireTime } from '../../src/intake/wire.js';
+import { soft, softId, softString, softTime, wireId, wireTime } from '../../src/intake/wire.js';
 
 /**
  * Schemas for what LiveTex channels are configured with and what LiveTex's dialog webhook sends.
@@ -43,9 +43,9 @@ export const timeLikeSchema = wireTime;
 /** Visitor API vocabulary (sdk-android DialogRatingData): `{type, value: "0".."5", comment?}`. */
 export const ratingSchema = z.union([
   z.looseObject({
-    type: soft(z.string()),
+    type: softString,
     value: soft(z.union([z.string(), z.number()])),
-    comment: soft(z.string()),
+    comment: softString,
   }),
   z.number(),
   z.string(),
@@ -53,62 +53,62 @@ export const ratingSchema = z.union([
 export type RatingInput = z.infer<typeof ratingSchema>;
 
 export const messageSchema = z.looseObject({
-  id: soft(idLikeSchema),
-  text: soft(z.string()),
-  message: soft(z.string()),
-  content: soft(z.string()),
-  createdAt: soft(timeLikeSchema),
-  created_at: soft(timeLikeSchema),
-  time: soft(timeLikeSchema),
-  timestamp: soft(timeLikeSchema),
-  author: soft(z.union([z.string(), z.looseObject({ type: soft(z.string()), name: soft(z.string()) })])),
-  creator: soft(z.union([z.string(), z.looseObject({ type: soft(z.string()), name: soft(z.string()) })])),
-  from: soft(z.string()),
+  id: softId(512),
+  text: softString,
+  message: softString,
+  content: softString,
+  createdAt: softTime,
+  created_at: softTime,
+  time: softTime,
+  timestamp: softTime,
+  author: soft(z.union([z.string(), z.looseObject({ type: softString, name: softString })])),
+  creator: soft(z.union([z.string(), z.looseObject({ type: softString, name: softString })])),
+  from: softString,
 });
 export type MessageInput = z.infer<typeof messageSchema>;
 
 export const conversationSchema = z.looseObject({
-  id: soft(idLikeSchema),
-  conversationId: soft(idLikeSchema),
-  conversation_id: soft(idLikeSchema),
+  id: softId(512),
+  conversationId: softId(512),
+  conversation_id: softId(512),
   /** good.bi's `chat_id` = conversation id + the dialog's ordinal: one conversation holds several dialogs. */
-  dialogId: soft(idLikeSchema),
-  dialog_id: soft(idLikeSchema),
-  chatId: soft(idLikeSchema),
-  chat_id: soft(idLikeSchema),
-  dialogNumber: soft(idLikeSchema),
-  dialog_number: soft(idLikeSchema),
-  createdAt: soft(timeLikeSchema),
-  created_at: soft(timeLikeSchema),
-  startedAt: soft(timeLikeSchema),
-  started_at: soft(timeLikeSchema),
-  closedAt: soft(timeLikeSchema),
-  closed_at: soft(timeLikeSchema),
-  endedAt: soft(timeLikeSchema),
-  ended_at: soft(timeLikeSchema),
-  finishedAt: soft(timeLikeSchema),
-  topic: soft(z.string()),
-  subject: soft(z.string()),
+  dialogId: softId(512),
+  dialog_id: softId(512),
+  chatId: softId(512),
+  chat_id: softId(512),
+  dialogNumber: softId(512),
+  dialog_number: softId(512),
+  createdAt: softTime,
+  created_at: softTime,
+  startedAt: softTime,
+  started_at: softTime,
+  closedAt: softTime,
+  closed_at: softTime,
+  endedAt: softTime,
+  ended_at: softTime,
+  finishedAt: softTime,
+  topic: softString,
+  subject: softString,
   rate: soft(ratingSchema),
   rating: soft(ratingSchema),
-  comment: soft(z.string()),
+  comment: softString,
   messages: soft(z.array(messageSchema.catch({}))),
 });
 export type ConversationInput = z.infer<typeof conversationSchema>;
 
-const contactEntrySchema = z.looseObject({ type: soft(z.string()), value: soft(z.string()) });
+const contactEntrySchema = z.looseObject({ type: softString, value: softString });
 
 export const discourserSchema = z.looseObject({
-  id: soft(idLikeSchema),
-  name: soft(z.string()),
-  personId: soft(idLikeSchema),
-  person_id: soft(idLikeSchema),
-  customVisitorToken: soft(idLikeSchema),
-  custom_visitor_token: soft(idLikeSchema),
-  visitorToken: soft(idLikeSchema),
-  visitor_token: soft(idLikeSchema),
-  email: soft(z.string()),
-  phone: soft(z.string()),
+  id: softId(512),
+  name: softString,
+  personId: softId(512),
+  person_id: softId(512),
+  customVisitorToken: softId(512),
+  custom_visitor_token: softId(512),
+  visitorToken: softId(512),
+  visitor_token: softId(512),
+  email: softString,
+  phone: softString,
   contacts: soft(z.array(contactEntrySchema.catch({}))),
   /** The widget's attribute maps (`setConversationAttributes`) may carry the person id. */
   attributes: soft(z.record(z.string(), z.unknown())),
@@ -116,32 +116,32 @@ export const discourserSchema = z.looseObject({
 export type DiscourserInput = z.infer<typeof discourserSchema>;
 
 export const employeeSchema = z.looseObject({
-  id: soft(idLikeSchema),
-  name: soft(z.string()),
-  email: soft(z.string()),
-  login: soft(z.string()),
-  position: soft(z.string()),
+  id: softId(512),
+  name: softString,
+  email: softString,
+  login: softString,
+  position: softString,
 });
 export type EmployeeInput = z.infer<typeof employeeSchema>;
 
 export const webhookEnvelopeSchema = z.looseObject({
   /** Not documented: the article lists only the three objects. Accepted under common names. */
-  event: soft(z.string()),
-  eventType: soft(z.string()),
-  event_type: soft(z.string()),
-  type: soft(z.string()),
+  event: softString,
+  eventType: softString,
+  event_type: softString,
+  type: softString,
   Conversation: soft(conversationSchema),
   conversation: soft(conversationSchema),
   discourser: soft(discourserSchema),
   employee: soft(z.union([z.array(employeeSchema.catch({})), employeeSchema])),
   /** A rating delivered on its own may name its dialog at the top level. */
-  dialogId: soft(idLikeSchema),
-  conversationId: soft(idLikeSchema),
+  dialogId: softId(512),
+  conversationId: softId(512),
   rate: soft(ratingSchema),
   rating: soft(ratingSchema),
-  comment: soft(z.string()),
+  comment: softString,
   messages: soft(z.array(messageSchema.catch({}))),
-  time: soft(timeLikeSchema),
-  timestamp: soft(timeLikeSchema),
+  time: softTime,
+  timestamp: softTime,
 });
 export type WebhookEnvelope = z.infer<typeof webhookEnvelopeSchema>;
