@@ -251,16 +251,19 @@ export function createApp(deps: AppDeps): Koa {
     try {
       await next();
     } finally {
-      logger.info(
-        {
-          requestId,
-          method: ctx.method,
-          path: redactPath(ctx.path),
-          status: ctx.status,
-          ms: Math.round(performance.now() - started),
-        },
-        'request',
-      );
+      // Checked first: with log.level warn or above the access line is off, and building it (the
+      // path redaction above all) was a cost every request paid for nothing.
+      if (logger.isLevelEnabled('info'))
+        logger.info(
+          {
+            requestId,
+            method: ctx.method,
+            path: redactPath(ctx.path),
+            status: ctx.status,
+            ms: Math.round(performance.now() - started),
+          },
+          'request',
+        );
     }
   });
   app.use(errorMiddleware());

@@ -5,22 +5,54 @@ import { PayloadTooLargeError } from '../errors.js';
  * Read the raw request body up to `limit` bytes. Vendors' bodies are kept raw (JivoChat sends
  * JSON with no documented content type; LiveTex sends application/jose), and each route decides
  * how to parse. Beyond the limit: 413, and the connection is not read further.
+ *
+ * Plain 'data'/'end' listeners rather than `for await`: the async iterator costs every webhook
+ * an iterator, a promise per chunk and their garbage, for bodies that are one chunk.
  */
-export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
+export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length'));
-  if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLargeError(limit);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      // Stop reading; Koa closes the connection after the 413 because the body was not consumed.
-      ctx.req.unpipe();
-      ctx.set('connection', 'close');
-      throw new PayloadTooLargeError(limit);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  // One chunk (the usual small webhook) is returned as is: no copy.
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new PayloadTooLargeError(limit));
+  const req = ctx.req;
+  // Read before (a second reader): nothing is left, as `for await` over an ended stream gave.
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Stop reading; Koa closes the connection after the 413 because the body was not consumed.
+        cleanup();
+        req.pause();
+        ctx.set('connection', 'close');
+        reject(new PayloadTooLargeError(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      // One chunk (the usual small webhook) is returned as is: no copy.
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    const onError = (error: Error) => {
+      cleanup();
+      reject(error);
+    };
+    // The client went away before the end: nothing more will come.
+    const onClose = () => {
+      cleanup();
+      reject(new Error('the request was closed before its body was complete'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
