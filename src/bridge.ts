@@ -122,6 +122,15 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         logger: logger.child({ component: 'intake' }),
         metrics,
         maxBacklog: config.intake.maxBacklog,
+        // The channels are built below; the worker only asks once it runs.
+        routeFor(channelId, vendor, path) {
+          const entry = channels.get(channelId);
+          if (!entry || entry.config.vendor !== vendor) return null;
+          const route = entry.adapter.intake.find(
+            (each) => each.kind === 'webhook' && each.path === path && each.ackAfterAppend === true,
+          );
+          return route ? { route, state: entry.runtime.state } : null;
+        },
       })
     : null;
   const facts = createFactService({

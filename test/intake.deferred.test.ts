@@ -203,3 +203,114 @@ describe('acknowledge after append (two instances on one Redis)', () => {
     }
   });
 });
+
+describe('acknowledge after append: what the worker finds in the list', () => {
+  const prefixes: string[] = [];
+  afterEach(async () => {
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    try {
+      for (const prefix of prefixes.splice(0)) {
+        const keys = await redis.keys(`${prefix}:*`);
+        if (keys.length > 0) await redis.del(...keys);
+      }
+    } finally {
+      redis.disconnect();
+    }
+  });
+  const jivoOnly = {
+    intake: { ackAfterAppend: true },
+    channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+  };
+
+  it('stores the request as received (a header line and the body), not the decoded observation', async () => {
+    const keyPrefix = `deferred-item-${process.pid}-${Date.now()}`;
+    prefixes.push(keyPrefix);
+    const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config: jivoOnly });
+    bridges.push(web);
+    const body = JSON.stringify(finished(80));
+    const answer = await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body);
+    expect(answer.status).toBe(200);
+    const redis = new Redis(web.redisUrl!);
+    try {
+      const [item] = await redis.lrange(`${keyPrefix}:intake:deferred`, 0, -1);
+      const newline = item!.indexOf('\n');
+      expect(JSON.parse(item!.slice(0, newline))).toMatchObject({
+        v: 2,
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+      });
+      expect(item!.slice(newline + 1)).toBe(body);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('records an item the release before appended (one decoded observation)', async () => {
+    const keyPrefix = `deferred-v1-${process.pid}-${Date.now()}`;
+    prefixes.push(keyPrefix);
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    try {
+      await redis.rpush(
+        `${keyPrefix}:intake:deferred`,
+        JSON.stringify({
+          v: 1,
+          channelId: 'site',
+          vendor: 'jivochat',
+          event: 'chat_finished',
+          observation: {
+            channelId: 'site',
+            vendor: 'jivochat',
+            at: '2026-11-30T10:00:00.000Z',
+            idempotencyKey: 'legacy-item-1',
+            identifiers: [{ kind: 'email', value: 'legacy-item@example.org' }],
+            names: ['Legacy Item'],
+          },
+          raw: '{"event_name":"chat_finished"}',
+          contentType: null,
+          acceptedAt: Date.parse('2026-11-30T10:00:00.000Z'),
+        }),
+      );
+    } finally {
+      redis.disconnect();
+    }
+    const worker = await startTestBridge({ store: 'redis', keyPrefix, config: jivoOnly });
+    bridges.push(worker);
+    const contacts = await eventually(
+      () => contactsByEmail(worker, 'legacy-item@example.org'),
+      (list) => list.length === 1,
+    );
+    expect(contacts).toHaveLength(1);
+  });
+
+  it('journals, with its payload, an item whose channel is no longer configured', async () => {
+    const keyPrefix = `deferred-gone-${process.pid}-${Date.now()}`;
+    prefixes.push(keyPrefix);
+    const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config: jivoOnly });
+    bridges.push(web);
+    expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(81))).status).toBe(200);
+    const worker = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      config: {
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'other', vendor: 'jivochat', token: JIVO_TOKEN }],
+      },
+    });
+    bridges.push(worker);
+    const journal = await eventually(
+      () => worker.admin('GET', '/api/v1/journal?channel=site'),
+      (response) => (response.body.entries ?? []).length === 1,
+    );
+    const [entry] = journal.body.entries as Array<{
+      kind: string;
+      reason: string;
+      body?: string;
+      rawBody?: string;
+    }>;
+    expect(entry!.kind).toBe('rejected');
+    expect(entry!.reason).toContain('no longer configured');
+    expect(JSON.stringify(entry)).toContain('deferred-81@example.org');
+    expect(await contactsByEmail(worker, 'deferred-81@example.org')).toHaveLength(0);
+  });
+});

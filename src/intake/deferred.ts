@@ -1,21 +1,31 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ContactService } from '../contacts/service.js';
+import type { Observation } from '../contacts/types.js';
 import { observationSchema } from '../contacts/types.js';
+import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, ConflictError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
+import { parseIntakeRequest } from './pipeline.js';
 
 /**
  * Acknowledge after one durable append (issue 12 item 2, `intake.ackAfterAppend`).
  *
  * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events,
- * LiveTex and Chatvisor webhooks) need not wait for the contact to be written: the web path
- * decodes and validates the payload (so a malformed one still gets its 400), appends the
- * observation to one list in the store — one command, made durable like every other write
- * (`durability.replicas` is honoured by the caller) — and answers. A worker records the
- * observations through the same engine afterwards.
+ * LiveTex dialog webhooks) need not wait for the contact to be written: the web path decodes and
+ * validates the payload (so a malformed one still gets its 400), appends the request as it was
+ * received to one list in the store — one command, made durable like every other write
+ * (`durability.replicas` is honoured by the caller) — and answers. A worker decodes it again with
+ * the same adapter and the same arrival time (decode is pure, so it gets the same observations
+ * and idempotency keys) and records them through the same engine.
+ *
+ * Why the payload and not the decoded observations: the payload is the record of what the vendor
+ * said, and it is small — a 50-message chat_finished is 7 KB as sent and 27 KB as an observation
+ * (its timeline entry keeps the payload, the transcript and the context); appending, reading back
+ * and checking 35 KB items made the deferred path dearer than recording inline. An item is one
+ * line of JSON (who sent it, when, which route) and the body after it.
  *
  * Why a list drained under a lock, as the outbox is (src/delivery/drain.ts), and not a stream
  * with consumer groups: it needs nothing the Store interface lacks (the in-memory store behaves
@@ -39,27 +49,56 @@ export const DEFERRED_CHUNK = 100;
 const MAX_ATTEMPTS = 5;
 const RETRY_MS = 1000;
 
-export const deferredItemSchema = z.object({
+/** The first line of an item; the request body follows the newline as it was received (UTF-8). */
+const itemHeaderSchema = z.object({
+  v: z.literal(2),
+  channelId: z.string(),
+  vendor: z.string(),
+  event: z.string(),
+  /** The intake route's `path` (undefined: the vendor's webhook). */
+  path: z.string().optional(),
+  contentType: z.string().nullable(),
+  /** The arrival time the web path decoded with (ms since the epoch): decode sees the same. */
+  receivedAt: z.number(),
+});
+
+/** Items appended by the release before (one decoded observation each); still read. */
+const itemV1Schema = z.object({
   v: z.literal(1),
   channelId: z.string(),
   vendor: z.string(),
   event: z.string(),
-  /** What the adapter decoded; recorded by the worker exactly as it would have been inline. */
   observation: observationSchema,
-  /** The payload as received (JSON text), journalled if the engine refuses the observation. */
   raw: z.string(),
   contentType: z.string().nullable(),
   acceptedAt: z.number(),
 });
-export type DeferredItem = z.input<typeof deferredItemSchema>;
+
+/** A request acknowledged after the append. */
+export interface DeferredRequest {
+  channelId: string;
+  vendor: string;
+  event: string;
+  path?: string;
+  rawBody: Buffer;
+  contentType: string | undefined;
+  receivedAt: Date;
+}
+
+/** What the worker needs to decode an item again: the channel's webhook route and state. */
+export type DeferredRouteLookup = (
+  channelId: string,
+  vendor: string,
+  path: string | undefined,
+) => { route: IntakeRoute<unknown, unknown>; state: unknown } | null;
 
 export interface DeferredIntake {
   /**
-   * Append one item (durable once the store acknowledged it). False when the backlog is at
-   * `maxBacklog`: the caller then records the observation inline, so a stalled worker slows
+   * Append one request (durable once the store acknowledged it). False when the backlog is at
+   * `maxBacklog`: the caller then records the observations inline, so a stalled worker slows
    * vendors down instead of filling the store.
    */
-  append(item: DeferredItem): Promise<boolean>;
+  append(request: DeferredRequest): Promise<boolean>;
   /** Record every item appended so far (this instance drains; another holding the lock: returns). */
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
@@ -71,6 +110,8 @@ export interface DeferredIntake {
 
 export interface DeferredIntakeOptions {
   store: Store;
+  /** The channels as configured now (an item whose channel is gone is journalled). */
+  routeFor: DeferredRouteLookup;
   contacts: ContactService;
   journal: PayloadJournal;
   logger: Logger;
@@ -99,25 +140,108 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
   const attempts = new Map<string, number>();
 
-  async function append(item: DeferredItem): Promise<boolean> {
+  async function append(request: DeferredRequest): Promise<boolean> {
     if (known >= options.maxBacklog) return false;
-    setKnown(await store.rpush(DEFERRED_KEY, JSON.stringify(item)));
+    const header: z.input<typeof itemHeaderSchema> = {
+      v: 2,
+      channelId: request.channelId,
+      vendor: request.vendor,
+      event: request.event,
+      ...(request.path === undefined ? {} : { path: request.path }),
+      contentType: request.contentType ?? null,
+      receivedAt: request.receivedAt.getTime(),
+    };
+    setKnown(
+      await store.rpush(DEFERRED_KEY, `${JSON.stringify(header)}\n${request.rawBody.toString('utf8')}`),
+    );
     wake();
     return true;
   }
 
+  /** An item as what to record: its observations, or why there are none (journalled). */
+  type Unpacked = {
+    channelId: string;
+    vendor: string;
+    event: string;
+    raw: string;
+    contentType: string | null;
+    observations: Observation[];
+    /** Set when the item cannot be recorded as it is: journalled with this kind and reason. */
+    journal?: { kind: 'unhandled' | 'rejected'; reason: string };
+  };
+
+  function unpack(text: string): Unpacked {
+    const newline = text.indexOf('\n');
+    if (text.startsWith('{"v":1')) {
+      const item = itemV1Schema.parse(JSON.parse(text));
+      return { ...item, observations: [item.observation as Observation] };
+    }
+    if (newline < 0) throw new Error('no header line');
+    const header = itemHeaderSchema.parse(JSON.parse(text.slice(0, newline)));
+    const raw = text.slice(newline + 1);
+    const base = { ...header, raw, observations: [] as Observation[] };
+    const found = options.routeFor(header.channelId, header.vendor, header.path);
+    if (!found) {
+      return {
+        ...base,
+        journal: {
+          kind: 'rejected',
+          reason: `channel ${header.channelId} (${header.vendor}) is no longer configured`,
+        },
+      };
+    }
+    let decoded: Decoded;
+    try {
+      const request = parseIntakeRequest(
+        found.route,
+        Buffer.from(raw, 'utf8'),
+        header.contentType ?? undefined,
+        new Date(header.receivedAt),
+      );
+      decoded = found.route.decode({ ...request, opened: undefined }, found.state);
+    } catch (error) {
+      // Accepted by the web path, refused now: the channel's settings changed in between.
+      if (error instanceof AppError && error.status < 500)
+        return { ...base, journal: { kind: 'rejected', reason: error.message } };
+      throw error;
+    }
+    if (decoded.kind === 'observe') return { ...base, observations: decoded.observations };
+    return {
+      ...base,
+      journal: {
+        kind: 'unhandled',
+        reason: decoded.kind === 'nothing' ? (decoded.reason ?? 'nothing to record') : 'not an observation',
+      },
+    };
+  }
+
   /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
   async function record(text: string): Promise<'done' | 'retry'> {
-    let item: z.output<typeof deferredItemSchema>;
+    let item: Unpacked;
     try {
-      item = deferredItemSchema.parse(JSON.parse(text));
+      item = unpack(text);
     } catch (error) {
       logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
       await store.rpush(DEFERRED_INVALID_KEY, text);
       return 'done';
     }
+    const keep = (kind: 'unhandled' | 'rejected', reason: string) =>
+      journal.record({
+        channelId: item.channelId,
+        vendor: item.vendor,
+        kind,
+        reason,
+        rawBody: item.raw,
+        contentType: item.contentType ?? undefined,
+      });
+    if (item.journal) {
+      await keep(item.journal.kind, item.journal.reason);
+      recorded.inc({ outcome: 'journalled' });
+      return 'done';
+    }
     try {
-      await contacts.observe(item.observation);
+      // In order, as inline: the engine is idempotent, so a retry re-records only what is missing.
+      for (const observation of item.observations) await contacts.observe(observation);
       attempts.delete(text);
       recorded.inc({ outcome: 'recorded' });
       return 'done';
@@ -142,16 +266,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // Refused as it would have been inline (no usable identifier, too large ...), or failing
       // again and again: kept in the journal with the payload, as the inline path keeps it.
       attempts.delete(text);
-      await journal.record({
-        channelId: item.channelId,
-        vendor: item.vendor,
-        kind: error instanceof AppError && error.code === 'no_identifier' ? 'unhandled' : 'rejected',
-        reason: refused
-          ? (error as Error).message
-          : `not recorded after ${tries} tries: ${(error as Error).message}`,
-        rawBody: item.raw,
-        contentType: item.contentType ?? undefined,
-      });
+      await keep(
+        error instanceof AppError && error.code === 'no_identifier' ? 'unhandled' : 'rejected',
+        refused ? (error as Error).message : `not recorded after ${tries} tries: ${(error as Error).message}`,
+      );
       recorded.inc({ outcome: 'journalled' });
       if (!refused)
         logger.error(

@@ -18,7 +18,7 @@ import { AppError, NoIdentifierError, ReplayedTokenError } from '../errors.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
-import type { DeferredIntake } from './deferred.js';
+import type { DeferredIntake, DeferredRequest } from './deferred.js';
 import type { PayloadJournal } from './journal.js';
 import { digest } from './wire.js';
 
@@ -150,7 +150,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
   /** Observe or look up what the request names. A payload that identifies nobody becomes `nothing`. */
   async function act(
     decoded: Decoded,
-    later?: { channelId: string; vendor: string; rawBody: Buffer; contentType: string | undefined },
+    later?: Omit<DeferredRequest, 'event'>,
   ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean }> {
     if (decoded.kind === 'lookup' && decoded.options?.claim) {
       const found = await deps.contacts.claimAndFind(decoded.identifier, {
@@ -168,31 +168,18 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       return { decoded, contact, duplicate: false };
     }
     if (decoded.kind !== 'observe') return { decoded, contact: null, duplicate: false };
+    // Acknowledged after one durable append of the request; the worker decodes it again and
+    // records it (src/intake/deferred.ts). A full backlog: recorded now, as without the option.
+    if (
+      later &&
+      deps.deferred &&
+      !decoded.facts &&
+      (await deps.deferred.append({ ...later, event: decoded.event }))
+    )
+      return { decoded, contact: null, duplicate: false };
     let contact: Contact | null = null;
     let duplicates = 0;
-    let pending = decoded.observations;
-    if (later && deps.deferred && !decoded.facts) {
-      // Acknowledged after one durable append each; the worker records them (src/intake/deferred.ts).
-      const raw = later.rawBody.toString('utf8');
-      let appended = 0;
-      for (const observation of pending) {
-        const queued = await deps.deferred.append({
-          v: 1,
-          channelId: later.channelId,
-          vendor: later.vendor,
-          event: decoded.event,
-          observation,
-          raw,
-          contentType: later.contentType ?? null,
-          acceptedAt: deps.now().getTime(),
-        });
-        if (!queued) break;
-        appended++;
-      }
-      if (appended === pending.length) return { decoded, contact: null, duplicate: false };
-      // The backlog filled up midway: the rest is recorded now (the appended ones are idempotent).
-      pending = pending.slice(appended);
-    }
+    const pending = decoded.observations;
     try {
       for (const observation of pending) {
         const result = await deps.contacts.observe(observation);
@@ -278,10 +265,18 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
             ? call.arrivedAt + first.facts.deadlineMs
             : null;
 
+        // Only a route that reads nothing before decode can be decoded again by the worker.
         const { decoded, contact, duplicate } = await act(
           first,
-          route.ackAfterAppend
-            ? { channelId: channel.id, vendor, rawBody, contentType: call.contentType }
+          route.ackAfterAppend && !route.open
+            ? {
+                channelId: channel.id,
+                vendor,
+                ...(route.path === undefined ? {} : { path: route.path }),
+                rawBody,
+                contentType: call.contentType,
+                receivedAt: request.receivedAt,
+              }
             : undefined,
         );
         const facts = await factsFor(decoded, contact, call as IntakeCall<unknown>);
