@@ -51,7 +51,10 @@ export async function startBridge({ root, dir, redisUrl, keyPrefix, logLevel, cp
   const process_ = spawnLogged([join(root, 'bin', 'chatbridge.js'), 'start', '--config', configFile], {
     logFile: join(dir, `bridge-${port}.log`),
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },
-    nodeOptions: [...(process.env.BRIDGE_NODE_OPTIONS ? process.env.BRIDGE_NODE_OPTIONS.split(' ') : []), ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [])],
+    nodeOptions: [
+      ...(process.env.BRIDGE_NODE_OPTIONS ? process.env.BRIDGE_NODE_OPTIONS.split(' ') : []),
+      ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
+    ],
   });
   const url = `http://127.0.0.1:${port}`;
   await waitReady(`${url}/readyz`, 30_000, process_.child, 'chatbridge');
