@@ -7,7 +7,8 @@
 // Knobs (environment): BENCH_DURATION seconds per measurement (10), BENCH_WARMUP (2),
 // BENCH_CONNECTIONS (50), BENCH_CONTACTS (1000000; 0 skips identity scale), BENCH_ONLY (comma
 // list of scenario ids), BENCH_LOG_LEVEL (warn), BENCH_CPU_PROF=1 (profile the bridge process:
-// bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), REDIS_URL.
+// bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), BENCH_BRIDGE_NODE_OPTIONS
+// (extra node options for the bridge process, space-separated, e.g. --max-semi-space-size=32), REDIS_URL.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';

@@ -52,7 +52,7 @@ export async function startBridge({ root, dir, redisUrl, keyPrefix, logLevel, cp
     logFile: join(dir, `bridge-${port}.log`),
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },
     nodeOptions: [
-      ...(process.env.BRIDGE_NODE_OPTIONS ? process.env.BRIDGE_NODE_OPTIONS.split(' ') : []),
+      ...(process.env.BENCH_BRIDGE_NODE_OPTIONS ? process.env.BENCH_BRIDGE_NODE_OPTIONS.split(' ') : []),
       ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     ],
   });
