@@ -39,18 +39,24 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
  * guarantees with a store: concurrent writers of one contact lose nothing.
  */
 
-// A record as the engine stored it before this change (compact form: times equal to createdAt
-// as 0, e-mail and phone identifiers as references into e/p). It must still read, and re-encode
-// to the same text.
+// A record as the engine stored it before the shorter forms (times equal to createdAt as 0,
+// e-mail and phone identifiers as references into e/p, every pair and stat written out in full).
+// It must still read; re-encoded, it takes the shorter forms (STORED_NOW).
 const STORED =
   '{"c":"2026-11-01T12:00:00.000Z","u":"2026-11-02T08:00:00.000Z","n":[["Anna Petrova",0]],' +
   '"e":[["anna@example.com",0]],"p":[["+79161234567","2026-11-02T08:00:00.000Z"]],' +
   '"i":[["person","p-1"],["@e",0],["@p",0],["visitor","v9","web"]],"l":["VIP"],' +
   '"a":{"city":{"value":"Kazan","channelId":"web","at":"2026-11-01T12:00:00.000Z"}},' +
   '"ch":{"web":["jivochat",0,"2026-11-02T08:00:00.000Z",2,1]}}';
+const STORED_NOW =
+  '{"c":"2026-11-01T12:00:00.000Z","u":"2026-11-02T08:00:00.000Z","n":["Anna Petrova"],' +
+  '"e":["anna@example.com"],"p":[["+79161234567","2026-11-02T08:00:00.000Z"]],' +
+  '"i":[["person","p-1"],"@e","@p",["visitor","v9","web"]],"l":["VIP"],' +
+  '"a":{"city":{"value":"Kazan","channelId":"web","at":"2026-11-01T12:00:00.000Z"}},' +
+  '"ch":{"web":["jivochat",0,"2026-11-02T08:00:00.000Z",2,1]}}';
 
 describe('record codec', () => {
-  it('reads a record stored in the compact form and writes it back byte for byte', () => {
+  it('reads a record stored in the older compact form and writes it in the shorter one', () => {
     const record = decodeRecord('c_1', STORED);
     expect(record.id).toBe('c_1');
     expect(record.names).toEqual([{ v: 'Anna Petrova', at: '2026-11-01T12:00:00.000Z' }]);
@@ -67,7 +73,62 @@ describe('record codec', () => {
       observations: 2,
       conversations: 1,
     });
-    expect(encodeRecord(record)).toBe(STORED);
+    expect(encodeRecord(record)).toBe(STORED_NOW);
+    expect(decodeRecord('c_1', STORED_NOW)).toEqual(record);
+    expect(encodeRecord(decodeRecord('c_1', STORED_NOW))).toBe(STORED_NOW);
+  });
+
+  it('writes the common case shortest and every other case in full, and reads both', () => {
+    const at = '2026-11-01T12:00:00.000Z';
+    const later = '2026-11-02T08:00:00.000Z';
+    const record = newRecord(at);
+    record.names.push({ v: 'Anna', at }, { v: 'Anya', at: later });
+    record.emails.push({ v: 'a@x.org', at, ok: true }, { v: 'b@x.org', at });
+    record.phones.push({ v: '+79160000001', at });
+    record.ids.push(
+      { kind: 'email', value: 'b@x.org' },
+      { kind: 'email', value: 'a@x.org' },
+      { kind: 'phone', value: '+79160000001' },
+      { kind: 'email', value: 'c@x.org' },
+    );
+    record.channels.web = {
+      vendor: 'jivochat',
+      firstSeen: at,
+      lastSeen: at,
+      observations: 1,
+      conversations: 0,
+    };
+    record.channels.tg = {
+      vendor: 'livetex',
+      firstSeen: at,
+      lastSeen: at,
+      observations: 3,
+      conversations: 0,
+    };
+    record.channels.site = {
+      vendor: 'chatvisor',
+      firstSeen: at,
+      lastSeen: later,
+      observations: 1,
+      conversations: 0,
+    };
+    const text = encodeRecord(record);
+    expect(JSON.parse(text)).toEqual({
+      c: at,
+      n: ['Anna', ['Anya', later]],
+      e: [['a@x.org', 0, 1], 'b@x.org'],
+      p: ['+79160000001'],
+      i: [['@e', 1], '@e', '@p', ['email', 'c@x.org']],
+      ch: { web: ['jivochat'], tg: ['livetex', 0, 0, 3], site: ['chatvisor', 0, later] },
+    });
+    expect(decodeRecord(record.id, text)).toEqual(record);
+    // Each shorter form against the older, full one: both read the same.
+    const full =
+      '{"c":"2026-11-01T12:00:00.000Z","n":[["Anna",0],["Anya","2026-11-02T08:00:00.000Z"]],' +
+      '"e":[["a@x.org",0,1],["b@x.org",0]],"p":[["+79160000001",0]],' +
+      '"i":[["@e",1],["@e",0],["@p",0],["email","c@x.org"]],' +
+      '"ch":{"web":["jivochat",0,0,1,0],"tg":["livetex",0,0,3,0],"site":["chatvisor",0,"2026-11-02T08:00:00.000Z",1,0]}}';
+    expect(decodeRecord(record.id, full)).toEqual(record);
   });
 
   it('keeps vendor attribute names such as __proto__ as data', () => {

@@ -48,20 +48,17 @@ const dedupeKeyOf = (channelId, idempotencyKey) =>
 export function contactKeys(index, recordId, dedupeTtlMs) {
   const observation = identityObservation(index);
   const [person, email, phone, visitor] = observation.identifiers;
-  // The engine's stored form (encodeRecord in src/contacts/engine.ts): times equal to createdAt
-  // are 0, e-mail and phone identifiers point into `e`/`p`, the id is only in the key.
+  // The engine's stored form (encodeRecord in src/contacts/record.ts): a value seen only when the
+  // record was made (and not verified) is its bare string, e-mail and phone identifiers point at
+  // the first entry of `e`/`p` ("@e", "@p"), a channel seen once has only its vendor, the id is
+  // only in the key.
   const record = {
     c: AT,
-    n: [[observation.names[0], 0]],
-    e: [[email.value, 0]],
-    p: [[phone.value, 0]],
-    i: [
-      [person.kind, person.value],
-      ['@e', 0],
-      ['@p', 0],
-      [visitor.kind, visitor.value, visitor.channelId],
-    ],
-    ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR, 0, 0, 1, 0] },
+    n: [observation.names[0]],
+    e: [email.value],
+    p: [phone.value],
+    i: [[person.kind, person.value], '@e', '@p', [visitor.kind, visitor.value, visitor.channelId]],
+    ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR] },
   };
 
   // The name search index (src/contacts/timeline.ts nameWords, ASCII names): one set per word.
