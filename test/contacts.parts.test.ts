@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
-import { key } from '../src/contacts/keys.js';
+import { isRecordId, key, publicId, storedId } from '../src/contacts/keys.js';
 import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
 import { normalizePhone } from '../src/contacts/normalize.js';
 import { checkObservation } from '../src/contacts/observation.js';
@@ -12,6 +12,7 @@ import {
   encodeRecord,
   mergedView,
   newRecord,
+  newRecordId,
   type StoredRecord,
 } from '../src/contacts/record.js';
 import {
@@ -142,7 +143,7 @@ describe('record codec', () => {
   it('a new record has a random id and no data', () => {
     const a = newRecord('2026-11-01T12:00:00.000Z');
     const b = newRecord('2026-11-01T12:00:00.000Z');
-    expect(a.id).toMatch(/^c_[0-9a-f]{20}$/);
+    expect(a.id).toMatch(/^c_[1-9][0-9]{17,18}$/);
     expect(a.id).not.toBe(b.id);
     expect(encodeRecord(a)).toBe('{"c":"2026-11-01T12:00:00.000Z"}');
   });
@@ -181,9 +182,20 @@ describe('merged view', () => {
 
 describe('key layout', () => {
   it('names every key as stored data expects', () => {
-    expect(key.record('c_1')).toBe('rec:c_1');
-    expect(key.root('c_1')).toBe('root:c_1');
-    expect(key.members('c_1')).toBe('members:c_1');
+    // An id made before record ids were digits (c_ + 20 hex): its keys are what they were.
+    const old = 'c_8cd87099e81c222c22b3';
+    expect(key.record(old)).toBe(`rec:${old}`);
+    expect(key.root(old)).toBe(`root:${old}`);
+    expect(key.members(old)).toBe(`members:${old}`);
+    expect(key.apart(old)).toBe(`apart:${old}`);
+    expect(key.timeline(old)).toBe(`tl:${old}`);
+    // A c_<digits> id is stored as its digits, in keys as in values.
+    const id = 'c_4611686018427387904';
+    expect(key.record(id)).toBe('rec:4611686018427387904');
+    expect(key.root(id)).toBe('root:4611686018427387904');
+    expect(key.members(id)).toBe('members:4611686018427387904');
+    expect(key.apart(id)).toBe('apart:4611686018427387904');
+    expect(key.timeline(id)).toBe('tl:4611686018427387904');
     expect(key.index({ kind: 'email', value: 'a@b.c' })).toBe('idx:email:*:a@b.c');
     expect(key.index({ kind: 'visitor', value: 'v1', channelId: 'web' })).toBe('idx:visitor:web:v1');
     expect(key.search({ kind: 'email', value: 'a@b.c' })).toBe('sidx:email:a@b.c');
@@ -193,6 +205,48 @@ describe('key layout', () => {
     // The same names as before the one-shot digest: repeated deliveries of stored keys still match.
     const before = createHash('sha256').update('web').update('\n').update('chat-1').digest('base64url');
     expect(key.dedupe('web', 'chat-1')).toBe(`dedupe:${before}`);
+  });
+
+  it('stores new ids as their digits and every other id as it is, and reads each back', () => {
+    const cases: Array<[id: string, stored: string]> = [
+      ['c_100000000000000000', '100000000000000000'],
+      ['c_9223372036854775807', '9223372036854775807'],
+      ['c_1', '1'],
+      // Old ids: 20 hex characters, which may all be digits, or start with 0.
+      ['c_8cd87099e81c222c22b3', 'c_8cd87099e81c222c22b3'],
+      ['c_27182818284590452353', 'c_27182818284590452353'],
+      ['c_00000000000000000042', 'c_00000000000000000042'],
+      // Anything else a caller may name, and the decoy.
+      ['c_0', 'c_0'],
+      ['c_0123', 'c_0123'],
+      ['c_12a', 'c_12a'],
+      ['c_decoy_never_written', 'c_decoy_never_written'],
+    ];
+    for (const [id, stored] of cases) {
+      expect(storedId(id)).toBe(stored);
+      expect(publicId(stored)).toBe(id);
+    }
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.stringMatching(/^(c_)?[0-9]{1,21}$/)), (text) => {
+        if (isRecordId(text)) {
+          // Any id a caller may name is stored as a value that reads back as that id, and no
+          // other id is stored as the same value.
+          expect(publicId(storedId(text))).toBe(text);
+        } else {
+          // Only digits alone are no id: they are how c_<digits> is stored.
+          expect(text).toMatch(/^[0-9]+$/);
+        }
+      }),
+    );
+  });
+
+  it('makes ids whose digits Redis keeps as a 64-bit integer', () => {
+    for (let i = 0; i < 2000; i++) {
+      const id = newRecordId();
+      expect(id).toMatch(/^c_[1-9][0-9]{17,18}$/);
+      const digits = BigInt(storedId(id));
+      expect(digits >= 10n ** 17n && digits < 2n ** 63n).toBe(true);
+    }
   });
 });
 
@@ -456,7 +510,8 @@ describe('unmerge planning', () => {
     expect(plan.split.emails).toEqual(['a@b.c']);
     expect(plan.contact.records).toEqual(['c_r', 'c_m']);
     expect(plan.expectIndex).toEqual({ key: 'idx:email:*:a@b.c', holder: 'c_r' });
-    expect(plan.expectRecords).toEqual(['c_r']);
+    // The new record's key too: a random id already in use must not overwrite that record.
+    expect(plan.expectRecords).toEqual(['c_r', 'c_new']);
     expect(plan.writes).toEqual([
       { op: 'set', key: 'rec:c_r', value: encodeRecord(source) },
       { op: 'set', key: 'rec:c_new', value: encodeRecord(fresh) },

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { identifierLabel } from './normalize.js';
 import type { AgentRef, AttributeValue, Contact, Identifier } from './types.js';
 
@@ -327,9 +327,34 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   };
 }
 
+/**
+ * Record ids are `c_` and a random integer in [10^17, 2^63): 18 or 19 digits, no leading zero,
+ * so that the store can keep the digits as a 64-bit integer (src/contacts/keys.ts, storedId).
+ * About 63 random bits (values below 10^17, 1 %, are drawn again): among 10 million ids, two are
+ * equal with a chance of about 1 in 200,000, and a new record is written only if its key does not
+ * exist yet (the engine expects it absent), so a collision costs a retry, not a contact. The random
+ * bytes come from a pool refilled every 256 ids, not from a crypto call per id. (Ids made before
+ * were `c_` + 20 hex characters; they stay valid, see keys.ts.)
+ */
+const ID_POOL = Buffer.alloc(8 * 256);
+let idPoolAt = ID_POOL.length;
+const MIN_ID = 10n ** 17n;
+
+export function newRecordId(): string {
+  for (;;) {
+    if (idPoolAt === ID_POOL.length) {
+      randomFillSync(ID_POOL);
+      idPoolAt = 0;
+    }
+    const value = ID_POOL.readBigUInt64LE(idPoolAt) >> 1n;
+    idPoolAt += 8;
+    if (value >= MIN_ID) return `c_${value}`;
+  }
+}
+
 export function newRecord(at: string): StoredRecord {
   return {
-    id: `c_${randomBytes(10).toString('hex')}`,
+    id: newRecordId(),
     createdAt: at,
     updatedAt: at,
     names: [],
