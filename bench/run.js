@@ -569,12 +569,18 @@ async function main() {
   }
 }
 
-/** A stored record's identifiers, in the engine's compact form (`i`, see encodeRecord) or the plain one (`ids`). */
+/**
+ * A stored record's identifiers, in the engine's compact form (`i`, see encodeRecord: `"@e"` or
+ * `["@e", n]` point into `e`, whose entries are a bare value or `[value, time, ...]`) or the plain
+ * one (`ids`).
+ */
 function identifiersOf(record) {
   if (Array.isArray(record.ids)) return record.ids;
+  const textOf = (entry) => (typeof entry === 'string' ? entry : entry[0]);
   return (record.i ?? []).map((item) => {
-    if (item[0] === '@e') return { kind: 'email', value: record.e[item[1]][0] };
-    if (item[0] === '@p') return { kind: 'phone', value: record.p[item[1]][0] };
+    const [kind, at] = typeof item === 'string' ? [item, 0] : item;
+    if (kind === '@e') return { kind: 'email', value: textOf(record.e[at]) };
+    if (kind === '@p') return { kind: 'phone', value: textOf(record.p[at]) };
     return { kind: item[0], value: item[1], channelId: item[2] };
   });
 }

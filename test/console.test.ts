@@ -195,13 +195,35 @@ describe('web console', () => {
       expect(page.text, q).toContain('Svetlana Orlova');
       expect(page.text, q).toMatch(/<h2>1 contact<\/h2>/);
     }
-    const id = /href="\/console\/contacts\/(c_[0-9a-f]+)"/.exec(
+    // A contact made now has a c_<digits> id; the search by id finds it.
+    const id = /href="\/console\/contacts\/(c_[0-9]+)"/.exec(
       (await consoleRequest(bridge.url, '/console/contacts?q=orlova', { cookie })).text,
     )![1]!;
     const byId = await consoleRequest(bridge.url, `/console/contacts?q=${id}`, { cookie });
     expect(byId.text).toContain('Svetlana Orlova');
     const none = await consoleRequest(bridge.url, '/console/contacts?q=nobody%20here', { cookie });
     expect(none.text).toContain('No contact matches');
+  });
+
+  it('finds a contact by an id made before ids were digits (c_ + 20 hex, which may all be digits)', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    // Records as the engine wrote them then, under their ids as they were.
+    const store = bridge.bridge.store;
+    await store.set('rec:c_8cd87099e81c222c22b3', '{"c":"2025-06-01T10:00:00.000Z","n":[["Hexa Before",0]]}');
+    await store.set(
+      'rec:c_27182818284590452353',
+      '{"c":"2025-06-01T10:00:00.000Z","n":[["Digit Before",0]]}',
+    );
+    for (const [id, name] of [
+      ['c_8cd87099e81c222c22b3', 'Hexa Before'],
+      ['c_27182818284590452353', 'Digit Before'],
+    ]) {
+      const byId = await consoleRequest(bridge.url, `/console/contacts?q=${id}`, { cookie });
+      expect(byId.text, id).toContain(name);
+      const page = await consoleRequest(bridge.url, `/console/contacts/${id}`, { cookie });
+      expect(page.status, id).toBe(200);
+      expect(page.text, id).toContain(name);
+    }
   });
 
   it('unmerges a merged record from the contact page', async () => {

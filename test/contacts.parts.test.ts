@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
-import { key } from '../src/contacts/keys.js';
+import { isRecordId, key, publicId, storedId } from '../src/contacts/keys.js';
 import { decideMerge, type MergeSituation, mergeWrites, refusalWrites } from '../src/contacts/merge.js';
 import { normalizePhone } from '../src/contacts/normalize.js';
 import { checkObservation } from '../src/contacts/observation.js';
@@ -12,6 +12,7 @@ import {
   encodeRecord,
   mergedView,
   newRecord,
+  newRecordId,
   type StoredRecord,
 } from '../src/contacts/record.js';
 import {
@@ -39,18 +40,24 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
  * guarantees with a store: concurrent writers of one contact lose nothing.
  */
 
-// A record as the engine stored it before this change (compact form: times equal to createdAt
-// as 0, e-mail and phone identifiers as references into e/p). It must still read, and re-encode
-// to the same text.
+// A record as the engine stored it before the shorter forms (times equal to createdAt as 0,
+// e-mail and phone identifiers as references into e/p, every pair and stat written out in full).
+// It must still read; re-encoded, it takes the shorter forms (STORED_NOW).
 const STORED =
   '{"c":"2026-11-01T12:00:00.000Z","u":"2026-11-02T08:00:00.000Z","n":[["Anna Petrova",0]],' +
   '"e":[["anna@example.com",0]],"p":[["+79161234567","2026-11-02T08:00:00.000Z"]],' +
   '"i":[["person","p-1"],["@e",0],["@p",0],["visitor","v9","web"]],"l":["VIP"],' +
   '"a":{"city":{"value":"Kazan","channelId":"web","at":"2026-11-01T12:00:00.000Z"}},' +
   '"ch":{"web":["jivochat",0,"2026-11-02T08:00:00.000Z",2,1]}}';
+const STORED_NOW =
+  '{"c":"2026-11-01T12:00:00.000Z","u":"2026-11-02T08:00:00.000Z","n":["Anna Petrova"],' +
+  '"e":["anna@example.com"],"p":[["+79161234567","2026-11-02T08:00:00.000Z"]],' +
+  '"i":[["person","p-1"],"@e","@p",["visitor","v9","web"]],"l":["VIP"],' +
+  '"a":{"city":{"value":"Kazan","channelId":"web","at":"2026-11-01T12:00:00.000Z"}},' +
+  '"ch":{"web":["jivochat",0,"2026-11-02T08:00:00.000Z",2,1]}}';
 
 describe('record codec', () => {
-  it('reads a record stored in the compact form and writes it back byte for byte', () => {
+  it('reads a record stored in the older compact form and writes it in the shorter one', () => {
     const record = decodeRecord('c_1', STORED);
     expect(record.id).toBe('c_1');
     expect(record.names).toEqual([{ v: 'Anna Petrova', at: '2026-11-01T12:00:00.000Z' }]);
@@ -67,7 +74,62 @@ describe('record codec', () => {
       observations: 2,
       conversations: 1,
     });
-    expect(encodeRecord(record)).toBe(STORED);
+    expect(encodeRecord(record)).toBe(STORED_NOW);
+    expect(decodeRecord('c_1', STORED_NOW)).toEqual(record);
+    expect(encodeRecord(decodeRecord('c_1', STORED_NOW))).toBe(STORED_NOW);
+  });
+
+  it('writes the common case shortest and every other case in full, and reads both', () => {
+    const at = '2026-11-01T12:00:00.000Z';
+    const later = '2026-11-02T08:00:00.000Z';
+    const record = newRecord(at);
+    record.names.push({ v: 'Anna', at }, { v: 'Anya', at: later });
+    record.emails.push({ v: 'a@x.org', at, ok: true }, { v: 'b@x.org', at });
+    record.phones.push({ v: '+79160000001', at });
+    record.ids.push(
+      { kind: 'email', value: 'b@x.org' },
+      { kind: 'email', value: 'a@x.org' },
+      { kind: 'phone', value: '+79160000001' },
+      { kind: 'email', value: 'c@x.org' },
+    );
+    record.channels.web = {
+      vendor: 'jivochat',
+      firstSeen: at,
+      lastSeen: at,
+      observations: 1,
+      conversations: 0,
+    };
+    record.channels.tg = {
+      vendor: 'livetex',
+      firstSeen: at,
+      lastSeen: at,
+      observations: 3,
+      conversations: 0,
+    };
+    record.channels.site = {
+      vendor: 'chatvisor',
+      firstSeen: at,
+      lastSeen: later,
+      observations: 1,
+      conversations: 0,
+    };
+    const text = encodeRecord(record);
+    expect(JSON.parse(text)).toEqual({
+      c: at,
+      n: ['Anna', ['Anya', later]],
+      e: [['a@x.org', 0, 1], 'b@x.org'],
+      p: ['+79160000001'],
+      i: [['@e', 1], '@e', '@p', ['email', 'c@x.org']],
+      ch: { web: ['jivochat'], tg: ['livetex', 0, 0, 3], site: ['chatvisor', 0, later] },
+    });
+    expect(decodeRecord(record.id, text)).toEqual(record);
+    // Each shorter form against the older, full one: both read the same.
+    const full =
+      '{"c":"2026-11-01T12:00:00.000Z","n":[["Anna",0],["Anya","2026-11-02T08:00:00.000Z"]],' +
+      '"e":[["a@x.org",0,1],["b@x.org",0]],"p":[["+79160000001",0]],' +
+      '"i":[["@e",1],["@e",0],["@p",0],["email","c@x.org"]],' +
+      '"ch":{"web":["jivochat",0,0,1,0],"tg":["livetex",0,0,3,0],"site":["chatvisor",0,"2026-11-02T08:00:00.000Z",1,0]}}';
+    expect(decodeRecord(record.id, full)).toEqual(record);
   });
 
   it('keeps vendor attribute names such as __proto__ as data', () => {
@@ -81,7 +143,7 @@ describe('record codec', () => {
   it('a new record has a random id and no data', () => {
     const a = newRecord('2026-11-01T12:00:00.000Z');
     const b = newRecord('2026-11-01T12:00:00.000Z');
-    expect(a.id).toMatch(/^c_[0-9a-f]{20}$/);
+    expect(a.id).toMatch(/^c_[1-9][0-9]{17,18}$/);
     expect(a.id).not.toBe(b.id);
     expect(encodeRecord(a)).toBe('{"c":"2026-11-01T12:00:00.000Z"}');
   });
@@ -120,9 +182,20 @@ describe('merged view', () => {
 
 describe('key layout', () => {
   it('names every key as stored data expects', () => {
-    expect(key.record('c_1')).toBe('rec:c_1');
-    expect(key.root('c_1')).toBe('root:c_1');
-    expect(key.members('c_1')).toBe('members:c_1');
+    // An id made before record ids were digits (c_ + 20 hex): its keys are what they were.
+    const old = 'c_8cd87099e81c222c22b3';
+    expect(key.record(old)).toBe(`rec:${old}`);
+    expect(key.root(old)).toBe(`root:${old}`);
+    expect(key.members(old)).toBe(`members:${old}`);
+    expect(key.apart(old)).toBe(`apart:${old}`);
+    expect(key.timeline(old)).toBe(`tl:${old}`);
+    // A c_<digits> id is stored as its digits, in keys as in values.
+    const id = 'c_4611686018427387904';
+    expect(key.record(id)).toBe('rec:4611686018427387904');
+    expect(key.root(id)).toBe('root:4611686018427387904');
+    expect(key.members(id)).toBe('members:4611686018427387904');
+    expect(key.apart(id)).toBe('apart:4611686018427387904');
+    expect(key.timeline(id)).toBe('tl:4611686018427387904');
     expect(key.index({ kind: 'email', value: 'a@b.c' })).toBe('idx:email:*:a@b.c');
     expect(key.index({ kind: 'visitor', value: 'v1', channelId: 'web' })).toBe('idx:visitor:web:v1');
     expect(key.search({ kind: 'email', value: 'a@b.c' })).toBe('sidx:email:a@b.c');
@@ -132,6 +205,48 @@ describe('key layout', () => {
     // The same names as before the one-shot digest: repeated deliveries of stored keys still match.
     const before = createHash('sha256').update('web').update('\n').update('chat-1').digest('base64url');
     expect(key.dedupe('web', 'chat-1')).toBe(`dedupe:${before}`);
+  });
+
+  it('stores new ids as their digits and every other id as it is, and reads each back', () => {
+    const cases: Array<[id: string, stored: string]> = [
+      ['c_100000000000000000', '100000000000000000'],
+      ['c_9223372036854775807', '9223372036854775807'],
+      ['c_1', '1'],
+      // Old ids: 20 hex characters, which may all be digits, or start with 0.
+      ['c_8cd87099e81c222c22b3', 'c_8cd87099e81c222c22b3'],
+      ['c_27182818284590452353', 'c_27182818284590452353'],
+      ['c_00000000000000000042', 'c_00000000000000000042'],
+      // Anything else a caller may name, and the decoy.
+      ['c_0', 'c_0'],
+      ['c_0123', 'c_0123'],
+      ['c_12a', 'c_12a'],
+      ['c_decoy_never_written', 'c_decoy_never_written'],
+    ];
+    for (const [id, stored] of cases) {
+      expect(storedId(id)).toBe(stored);
+      expect(publicId(stored)).toBe(id);
+    }
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.stringMatching(/^(c_)?[0-9]{1,21}$/)), (text) => {
+        if (isRecordId(text)) {
+          // Any id a caller may name is stored as a value that reads back as that id, and no
+          // other id is stored as the same value.
+          expect(publicId(storedId(text))).toBe(text);
+        } else {
+          // Only digits alone are no id: they are how c_<digits> is stored.
+          expect(text).toMatch(/^[0-9]+$/);
+        }
+      }),
+    );
+  });
+
+  it('makes ids whose digits Redis keeps as a 64-bit integer', () => {
+    for (let i = 0; i < 2000; i++) {
+      const id = newRecordId();
+      expect(id).toMatch(/^c_[1-9][0-9]{17,18}$/);
+      const digits = BigInt(storedId(id));
+      expect(digits >= 10n ** 17n && digits < 2n ** 63n).toBe(true);
+    }
   });
 });
 
@@ -395,7 +510,8 @@ describe('unmerge planning', () => {
     expect(plan.split.emails).toEqual(['a@b.c']);
     expect(plan.contact.records).toEqual(['c_r', 'c_m']);
     expect(plan.expectIndex).toEqual({ key: 'idx:email:*:a@b.c', holder: 'c_r' });
-    expect(plan.expectRecords).toEqual(['c_r']);
+    // The new record's key too: a random id already in use must not overwrite that record.
+    expect(plan.expectRecords).toEqual(['c_r', 'c_new']);
     expect(plan.writes).toEqual([
       { op: 'set', key: 'rec:c_r', value: encodeRecord(source) },
       { op: 'set', key: 'rec:c_new', value: encodeRecord(fresh) },

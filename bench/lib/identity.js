@@ -37,32 +37,43 @@ export function identityObservation(index) {
   };
 }
 
+/**
+ * How the engine writes a record id in keys and values (src/contacts/keys.ts, storedId): a
+ * `c_<digits>` id as its digits (Redis keeps them as an integer), any other id as it is.
+ */
+const storedId = (id) => (/^c_[1-9][0-9]{0,18}$/.test(id) ? id.slice(2) : id);
+
+/** A random record id like the engine's (src/contacts/record.ts, newRecordId), from 8 random bytes. */
+function recordIdOf(bytes, offset) {
+  const value = bytes.readBigUInt64LE(offset) >> 1n;
+  return `c_${value < 10n ** 17n ? value + 10n ** 17n : value}`;
+}
+
 const dedupeKeyOf = (channelId, idempotencyKey) =>
   `dedupe:${createHash('sha256').update(channelId).update('\n').update(idempotencyKey).digest('base64url')}`;
 
 /**
  * The keys the engine writes for `identityObservation(index)` creating record `recordId`, as
- * [key (without prefix), value, ttlMs | undefined]; after the sixth, name-index set members. verifyLoader checks it against the engine's
- * own output, byte for byte.
+ * [key (without prefix), value, ttlMs | undefined]; after the sixth, name-index set members.
+ * Record ids are in their stored form (storedId above) in keys and values alike. verifyLoader
+ * checks it against the engine's own output, byte for byte.
  */
 export function contactKeys(index, recordId, dedupeTtlMs) {
   const observation = identityObservation(index);
   const [person, email, phone, visitor] = observation.identifiers;
-  // The engine's stored form (encodeRecord in src/contacts/engine.ts): times equal to createdAt
-  // are 0, e-mail and phone identifiers point into `e`/`p`, the id is only in the key.
+  // The engine's stored form (encodeRecord in src/contacts/record.ts): a value seen only when the
+  // record was made (and not verified) is its bare string, e-mail and phone identifiers point at
+  // the first entry of `e`/`p` ("@e", "@p"), a channel seen once has only its vendor, the id is
+  // only in the key.
   const record = {
     c: AT,
-    n: [[observation.names[0], 0]],
-    e: [[email.value, 0]],
-    p: [[phone.value, 0]],
-    i: [
-      [person.kind, person.value],
-      ['@e', 0],
-      ['@p', 0],
-      [visitor.kind, visitor.value, visitor.channelId],
-    ],
-    ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR, 0, 0, 1, 0] },
+    n: [observation.names[0]],
+    e: [email.value],
+    p: [phone.value],
+    i: [[person.kind, person.value], '@e', '@p', [visitor.kind, visitor.value, visitor.channelId]],
+    ch: { [IDENTITY_CHANNEL]: [IDENTITY_VENDOR] },
   };
+  const id = storedId(recordId);
 
   // The name search index (src/contacts/timeline.ts nameWords, ASCII names): one set per word.
   const nameWords = [
@@ -74,13 +85,13 @@ export function contactKeys(index, recordId, dedupeTtlMs) {
     ),
   ];
   return [
-    [`idx:person:*:${person.value}`, recordId],
-    [`idx:email:*:${email.value}`, recordId],
-    [`idx:phone:*:${phone.value}`, recordId],
-    [`idx:visitor:${IDENTITY_CHANNEL}:${visitor.value}`, recordId],
-    [`rec:${recordId}`, JSON.stringify(record)],
-    [dedupeKeyOf(IDENTITY_CHANNEL, observation.idempotencyKey), recordId, dedupeTtlMs],
-    ...nameWords.map((word) => [`sidx:name:${word}`, recordId, 'set']),
+    [`idx:person:*:${person.value}`, id],
+    [`idx:email:*:${email.value}`, id],
+    [`idx:phone:*:${phone.value}`, id],
+    [`idx:visitor:${IDENTITY_CHANNEL}:${visitor.value}`, id],
+    [`rec:${id}`, JSON.stringify(record)],
+    [dedupeKeyOf(IDENTITY_CHANNEL, observation.idempotencyKey), id, dedupeTtlMs],
+    ...nameWords.map((word) => [`sidx:name:${word}`, id, 'set']),
   ];
 }
 
@@ -93,7 +104,13 @@ async function dump(client, prefix) {
     for (const key of keys) {
       const type = await client.type(key);
       const ttl = await client.pttl(key);
-      const value = type === 'string' ? await client.get(key) : `<${type}>`;
+      // Set members too (the name index holds record ids, written in their stored form).
+      const value =
+        type === 'string'
+          ? await client.get(key)
+          : type === 'set'
+            ? `<set> ${(await client.smembers(key)).sort().join(' ')}`
+            : `<${type}>`;
       out.set(key.slice(prefix.length + 1), { value, ttl: ttl > 0 });
     }
   } while (cursor !== '0');
@@ -239,13 +256,12 @@ export async function loadContacts({
   try {
     for (let start = 0; start < count; start += chunk) {
       const end = Math.min(count, start + chunk);
-      const ids = randomBytes(10 * (end - start)).toString('hex');
+      const random = randomBytes(8 * (end - start));
       let text = '';
       for (let index = start; index < end; index++) {
-        const offset = (index - start) * 20;
         const keys = contactKeys(
           index,
-          idOf ? idOf(index) : `c_${ids.slice(offset, offset + 20)}`,
+          idOf ? idOf(index) : recordIdOf(random, (index - start) * 8),
           dedupeTtlMs,
         );
         if (withContact) {

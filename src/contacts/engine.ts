@@ -6,7 +6,7 @@ import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
-import { groupLayout, key } from './keys.js';
+import { groupLayout, isRecordId, key, publicId, storedId } from './keys.js';
 import { isHttpLink } from './links.js';
 import {
   decideMerge,
@@ -163,7 +163,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (recordIds.length === 0) return out;
     const values = await store.mget(recordIds.map(key.root));
     recordIds.forEach((id, index) => {
-      out.set(id, values[index] ?? id);
+      const value = values[index];
+      out.set(id, value ? publicId(value) : id);
     });
     return out;
   }
@@ -195,20 +196,37 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
   }
 
+  /** A set of record ids (members, apart, search), as ids: the store holds their stored form. */
+  async function idSet(setKey: string): Promise<string[]> {
+    return (await store.smembers(setKey)).map(publicId);
+  }
+
+  function membersOf(rootId: string): Promise<string[]> {
+    return idSet(key.members(rootId));
+  }
+
+  /** A string key that names a record (index, root pointer), as the record's id. */
+  async function idAt(stringKey: string): Promise<string | null> {
+    const value = await store.get(stringKey);
+    return value === null ? null : publicId(value);
+  }
+
   async function loadGroup(rootId: string): Promise<StoredRecord[]> {
-    const members = await store.smembers(key.members(rootId));
+    const members = await membersOf(rootId);
     const records = await readRecords([rootId, ...members.sort()]);
     return [...records.values()];
   }
 
   async function loadContact(id: string): Promise<{ contact: Contact; rootId: string } | null> {
+    if (!isRecordId(id)) return null;
     // Read as if `id` were a root (it usually is): pointer, members and record in one trip; a
     // merged-away id or a group with members costs one more.
-    const [pointer, members, own] = await Promise.all([
+    const [stored, members, own] = await Promise.all([
       store.get(key.root(id)),
-      store.smembers(key.members(id)),
+      membersOf(id),
       readRecords([id]),
     ]);
+    const pointer = stored === null ? null : publicId(stored);
     if (pointer !== null) {
       const records = await loadGroup(pointer);
       return records.length === 0 ? null : { contact: mergedView(pointer, records), rootId: pointer };
@@ -332,12 +350,32 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   /** One read (dedupe key and identifier index, with every group they lead to) for observe. */
-  function readState(dedupeKey: string, indexKeys: string[]): Promise<GroupReadResult> {
-    return store.readGroups({
-      keys: [dedupeKey, ...indexKeys],
-      layout: groupLayout,
-      maxRecords: identity.maxMergeSize,
-    });
+  async function readState(dedupeKey: string, indexKeys: string[]): Promise<GroupReadResult> {
+    return withPublicIds(
+      await store.readGroups({
+        keys: [dedupeKey, ...indexKeys],
+        layout: groupLayout,
+        maxRecords: identity.maxMergeSize,
+      }),
+    );
+  }
+
+  /**
+   * A readGroups answer with record ids instead of their stored form (keys.ts, storedId): the
+   * store reads the layout as written, values and keys alike, and knows nothing of ids. Every
+   * value read names a record, so all of them are ids.
+   */
+  function withPublicIds(read: GroupReadResult): GroupReadResult {
+    const ids = <T>(map: Map<string, T>, value: (item: T) => T) =>
+      new Map([...map].map(([id, item]) => [publicId(id), value(item)] as const));
+    return {
+      claimed: read.claimed,
+      values: read.values.map((value) => (value === null ? null : publicId(value))),
+      roots: ids(read.roots, publicId),
+      members: ids(read.members, (members) => members.map(publicId)),
+      records: ids(read.records, (text) => text),
+      complete: read.complete,
+    };
   }
 
   /**
@@ -618,11 +656,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (fresh) records.set(fresh.id, fresh);
 
       const batch = store.batch();
+      // A new id is random (newRecordId): should it equal one in use, this write does not happen
+      // and the next attempt makes another.
+      if (fresh) batch.expect(key.record(fresh.id), null);
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
       batch.expect(dedupeKey, null);
       resolving.forEach((identifier, index) => {
-        batch.expect(key.index(identifier), indexValues[index] ?? null);
+        const holder = indexValues[index];
+        batch.expect(key.index(identifier), holder ? storedId(holder) : null);
         // A writer that queued on the identity lock (it lost three checked writes in a row) must
         // get through: while anyone holds the lock, lock-free writers of these identifiers stand
         // back (their write expects no lock, fails, and they queue too). Without this, two
@@ -630,7 +672,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (!holdsIdentityLock) batch.expect(LOCK_KEY_PREFIX + key.index(identifier), null);
       });
       for (const [recordId, root] of current)
-        batch.expect(key.root(recordId), root === recordId ? null : root);
+        batch.expect(key.root(recordId), root === recordId ? null : storedId(root));
       for (const id of groupIds) {
         const record = records.get(id);
         const text = record && readAs.get(record);
@@ -646,7 +688,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const absorbed: string[] = [];
       let mergedVia: Identifier | undefined;
       if (planned.roots.length > 1) {
-        const apartLists = await Promise.all(groupIds.map((id) => store.smembers(key.apart(id))));
+        const apartLists = await Promise.all(groupIds.map((id) => idSet(key.apart(id))));
         const apart = new Map(groupIds.map((id, index) => [id, apartLists[index]!]));
         const situation: MergeSituation = {
           roots: planned.roots,
@@ -672,7 +714,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // Claim the identifiers nobody holds yet. Those held by a group we could not merge stay
       // with that group; those held by another record of this group stay on that record.
       for (const identifier of resolving) {
-        if (indexValues[resolving.indexOf(identifier)] === null) batch.set(key.index(identifier), target.id);
+        if (indexValues[resolving.indexOf(identifier)] === null)
+          batch.set(key.index(identifier), storedId(target.id));
       }
       const kept = identifiers.filter((identifier) => {
         if (!resolves(identifier)) return true;
@@ -680,14 +723,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         return holder === null || holder === target.id;
       });
       for (const identifier of identifiers) {
-        if (!resolves(identifier)) batch.sadd(key.search(identifier), target.id);
+        if (!resolves(identifier)) batch.sadd(key.search(identifier), storedId(target.id));
       }
       // Name search: each word of a name new to this record points at it (a set per word, like
       // sidx). Names the record already has were indexed when first seen: no write per repeat.
       for (const name of observation.names) {
         const trimmed = name.trim().slice(0, 200);
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
-        for (const word of nameWords(trimmed)) batch.sadd(key.name(word), target.id);
+        for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
       const changed = apply(target, observation, kept, at);
       // Written last so it carries both the merge log changes above and what the observation said.
@@ -717,7 +760,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         };
         batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
       }
-      batch.set(dedupeKey, target.id, dedupeTtlMs);
+      batch.set(dedupeKey, storedId(target.id), dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
       const contact = mergedView(
@@ -781,18 +824,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   async function findRecordIds(identifier: Identifier): Promise<string[]> {
     if (resolves(identifier)) {
-      const recordId = await store.get(key.index(identifier));
+      const recordId = await idAt(key.index(identifier));
       // Visitor-typed values that were not allowed to merge (identity.mergeOnVisitorTyped) are
       // kept search-only under the same kind: a lookup finds those contacts too.
-      const others = mergeOnVisitorTyped.has(identifier.kind)
-        ? []
-        : await store.smembers(key.search(identifier));
+      const others = mergeOnVisitorTyped.has(identifier.kind) ? [] : await idSet(key.search(identifier));
       return [...new Set([...(recordId ? [recordId] : []), ...others])];
     }
-    return store.smembers(key.search(identifier));
+    return idSet(key.search(identifier));
   }
 
-  /** No record has this id (ids are c_ + 20 hex digits): the decoy a miss reads with evenWork. */
+  /** No record has this id (ids are c_ and digits, or c_ + 20 hex): the decoy a miss reads with evenWork. */
   const DECOY_RECORD_ID = 'c_decoy_never_written';
 
   async function find(query: ContactQuery, options: { evenWork?: boolean } = {}): Promise<Contact[]> {
@@ -809,7 +850,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (query.name) {
       // Every word must match (records whose names hold all the words), capped for the page.
       const words = nameWords(query.name);
-      const sets = await Promise.all(words.map((word) => store.smembers(key.name(word))));
+      const sets = await Promise.all(words.map((word) => idSet(key.name(word))));
       const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
       for (const id of matched.slice(0, 100)) recordIds.add(id);
@@ -847,13 +888,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
     // One step: claim, then the identifier's holder, its root, members and records (a miss with
     // evenWork reads the decoy group the same way; an unusable identifier reads it too).
-    const read = await store.readGroups({
-      keys: normalized ? [key.index(normalized)] : [],
-      layout: groupLayout,
-      maxRecords: identity.maxMergeSize,
-      claim: options.claim,
-      ...(options.evenWork ? { decoy: DECOY_RECORD_ID } : {}),
-    });
+    const read = withPublicIds(
+      await store.readGroups({
+        keys: normalized ? [key.index(normalized)] : [],
+        layout: groupLayout,
+        maxRecords: identity.maxMergeSize,
+        claim: options.claim,
+        ...(options.evenWork ? { decoy: storedId(DECOY_RECORD_ID) } : {}),
+      }),
+    );
     if (!read.claimed) return { claimed: false };
     const holder = read.values[0];
     if (!holder) return { claimed: true, contact: null };
@@ -918,7 +961,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     expectIndex?: { key: string; holder: string },
   ): Promise<{ contact: Contact; split: Contact }> {
     const batch = store.batch();
-    if (expectIndex) batch.expect(expectIndex.key, expectIndex.holder);
+    if (expectIndex) batch.expect(expectIndex.key, storedId(expectIndex.holder));
     for (const id of plan.expectRecords) {
       const record = records.get(id);
       batch.expect(key.record(id), (record && readAs.get(record)) ?? null);
@@ -936,7 +979,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   async function unmergeRecord(rootId: string, recordId: string) {
     return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
-      const members = await store.smembers(key.members(rootId));
+      const members = await membersOf(rootId);
       assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
       const plan = planRecordUnmerge({
@@ -959,15 +1002,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       ]);
     }
     return withLock([key.index(identifier)], 'identifiers', async () => {
-      const holder = await store.get(key.index(identifier));
-      const holderRoot = holder ? ((await store.get(key.root(holder))) ?? holder) : null;
+      const holder = await idAt(key.index(identifier));
+      const holderRoot = holder ? ((await idAt(key.root(holder))) ?? holder) : null;
       if (!holder || holderRoot !== rootId) {
         throw new ValidationError('identifier is not part of this contact', [
           { path: 'identifier', message: identifierLabel(identifier) },
         ]);
       }
       return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
-        const members = await store.smembers(key.members(rootId));
+        const members = await membersOf(rootId);
         const records = await readRecords([rootId, ...members]);
         const at = now().toISOString();
         const plan = planIdentifierSplit({

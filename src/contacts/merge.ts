@@ -1,4 +1,4 @@
-import { key } from './keys.js';
+import { key, storedId } from './keys.js';
 import { encodeRecord, type MergeLogEntry, type StoredRecord } from './record.js';
 import type { Identifier } from './types.js';
 import type { PlannedWrite } from './writes.js';
@@ -124,7 +124,8 @@ export function mergeLogEntry(at: string, records: string[], via: Identifier, ty
  * The writes of a merge, in order: per absorbed root, its records point at the survivor, join
  * the survivor's member set (the absorbed member set goes) and the absorbed root's merge log
  * moves into the survivor's, followed by the join itself; then the survivor's record. The merge
- * logs of the given records are updated in place (they are the caller's working copies).
+ * logs of the given records are updated in place (they are the caller's working copies). Ids
+ * written as values are stored ids (keys.ts), as in every key of the layout.
  */
 export function mergeWrites(
   decision: Extract<MergeDecision, { outcome: 'merged' }>,
@@ -137,8 +138,8 @@ export function mergeWrites(
   const survivorRecord = records.get(survivor)!;
   for (const root of decision.absorbed) {
     const joined = [root, ...(members.get(root) ?? [])];
-    for (const id of joined) writes.push({ op: 'set', key: key.root(id), value: survivor });
-    writes.push({ op: 'sadd', key: key.members(survivor), members: joined });
+    for (const id of joined) writes.push({ op: 'set', key: key.root(id), value: storedId(survivor) });
+    writes.push({ op: 'sadd', key: key.members(survivor), members: joined.map(storedId) });
     writes.push({ op: 'del', key: key.members(root) });
     const rootRecord = records.get(root)!;
     survivorRecord.merges.push(...rootRecord.merges, mergeLogEntry(at, joined, via, typed));

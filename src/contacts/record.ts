@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { identifierLabel } from './normalize.js';
 import type { AgentRef, AttributeValue, Contact, Identifier } from './types.js';
 
@@ -67,12 +67,25 @@ export interface StoredRecord {
  * of {v, at} objects, a time equal to the record's createdAt written as 0 (most are: one
  * observation made the record), empty fields left out, the id not repeated (it is in the key),
  * and an e-mail or phone identifier written as a reference to its entry in `e`/`p` instead of a
- * second copy of the value.
+ * second copy of the value. What is most common is shortest: a value seen only when the record
+ * was made, and not verified, is its bare string (`"Anna"` for `["Anna",0]`); a reference to the
+ * first e-mail or phone is `"@e"`/`"@p"` (for `["@e",0]`); a channel's stat leaves out trailing
+ * fields at their usual values (first and last seen 0, one observation, no conversation). The
+ * longer forms are still read (records written before), and still written when needed.
  */
 type StoredTime = string | 0;
 /** A third element 1 marks a verified e-mail or phone: the default (visitor-typed) costs nothing. */
-type EncodedValued = [string, StoredTime] | [string, StoredTime, 1];
-type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number];
+type EncodedValued = string | [string, StoredTime] | [string, StoredTime, 1];
+type EncodedIdentifier = [string, string] | [string, string, string] | ['@e' | '@p', number] | '@e' | '@p';
+type EncodedChannel = [
+  vendor: string,
+  firstSeen?: StoredTime,
+  lastSeen?: StoredTime,
+  observations?: number,
+  conversations?: number,
+];
+/** What a channel stat's fields after the vendor are when left out (trailing ones only). */
+const CHANNEL_DEFAULTS: readonly unknown[] = [undefined, 0, 0, 1, 0];
 interface EncodedRecord {
   c: string;
   u?: string;
@@ -84,10 +97,7 @@ interface EncodedRecord {
   a?: Record<string, StoredAttribute>;
   g?: AgentRef & { at: string };
   k?: Valued;
-  ch?: Record<
-    string,
-    [vendor: string, firstSeen: StoredTime, lastSeen: StoredTime, observations: number, conversations: number]
-  >;
+  ch?: Record<string, EncodedChannel>;
   m?: MergeLogEntry[];
 }
 
@@ -101,7 +111,11 @@ export function encodeRecord(record: StoredRecord): string {
   const created = record.createdAt;
   const time = (at: string): StoredTime => (at === created ? 0 : at);
   const valued = (list: Valued[]) =>
-    list.map((item): EncodedValued => (item.ok ? [item.v, time(item.at), 1] : [item.v, time(item.at)]));
+    list.map((item): EncodedValued => {
+      const at = time(item.at);
+      if (item.ok) return [item.v, at, 1];
+      return at === 0 ? item.v : [item.v, at];
+    });
   const encoded: EncodedRecord = { c: created };
   if (record.updatedAt !== created) encoded.u = record.updatedAt;
   if (record.names.length > 0) encoded.n = valued(record.names);
@@ -114,7 +128,9 @@ export function encodeRecord(record: StoredRecord): string {
       const list =
         identifier.kind === 'email' ? record.emails : identifier.kind === 'phone' ? record.phones : null;
       const at = list ? list.findIndex((item) => item.v === identifier.value) : -1;
-      if (at >= 0) return [identifier.kind === 'email' ? '@e' : '@p', at];
+      const pointer = identifier.kind === 'email' ? '@e' : '@p';
+      if (at === 0) return pointer;
+      if (at > 0) return [pointer, at];
       return [identifier.kind, identifier.value];
     });
   }
@@ -126,13 +142,16 @@ export function encodeRecord(record: StoredRecord): string {
     const channels: NonNullable<EncodedRecord['ch']> = {};
     for (const channelId in record.channels) {
       const stat = record.channels[channelId]!;
-      channels[channelId] = [
+      const channel: EncodedChannel = [
         stat.vendor,
         time(stat.firstSeen),
         time(stat.lastSeen),
         stat.observations,
         stat.conversations,
       ];
+      while (channel.length > 1 && channel[channel.length - 1] === CHANNEL_DEFAULTS[channel.length - 1])
+        channel.pop();
+      channels[channelId] = channel;
     }
     encoded.ch = channels;
   }
@@ -147,11 +166,17 @@ export function decodeRecord(id: string, text: string): StoredRecord {
   const valued = (list: EncodedValued[] | undefined): Valued[] =>
     list === undefined
       ? []
-      : list.map(([v, at, ok]): Valued => (ok ? { v, at: time(at), ok: true } : { v, at: time(at) }));
+      : list.map((item): Valued => {
+          if (typeof item === 'string') return { v: item, at: created };
+          const [v, at, ok] = item;
+          return ok ? { v, at: time(at), ok: true } : { v, at: time(at) };
+        });
   const names = valued(parsed.n);
   const emails = valued(parsed.e);
   const phones = valued(parsed.p);
   const ids = (parsed.i === undefined ? [] : parsed.i).map((item): Identifier => {
+    if (item === '@e') return { kind: 'email', value: emails[0]!.v };
+    if (item === '@p') return { kind: 'phone', value: phones[0]!.v };
     if (item[0] === '@e' || item[0] === '@p') {
       const list = item[0] === '@e' ? emails : phones;
       return { kind: item[0] === '@e' ? 'email' : 'phone', value: list[item[1] as number]!.v };
@@ -179,7 +204,7 @@ export function decodeRecord(id: string, text: string): StoredRecord {
   const channels = parsed.ch;
   if (channels !== undefined) {
     for (const channelId in channels) {
-      const [vendor, firstSeen, lastSeen, observations, conversations] = channels[channelId]!;
+      const [vendor, firstSeen = 0, lastSeen = 0, observations = 1, conversations = 0] = channels[channelId]!;
       record.channels[channelId] = {
         vendor,
         firstSeen: time(firstSeen),
@@ -302,9 +327,34 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   };
 }
 
+/**
+ * Record ids are `c_` and a random integer in [10^17, 2^63): 18 or 19 digits, no leading zero,
+ * so that the store can keep the digits as a 64-bit integer (src/contacts/keys.ts, storedId).
+ * About 63 random bits (values below 10^17, 1 %, are drawn again): among 10 million ids, two are
+ * equal with a chance of about 1 in 200,000, and a new record is written only if its key does not
+ * exist yet (the engine expects it absent), so a collision costs a retry, not a contact. The random
+ * bytes come from a pool refilled every 256 ids, not from a crypto call per id. (Ids made before
+ * were `c_` + 20 hex characters; they stay valid, see keys.ts.)
+ */
+const ID_POOL = Buffer.alloc(8 * 256);
+let idPoolAt = ID_POOL.length;
+const MIN_ID = 10n ** 17n;
+
+export function newRecordId(): string {
+  for (;;) {
+    if (idPoolAt === ID_POOL.length) {
+      randomFillSync(ID_POOL);
+      idPoolAt = 0;
+    }
+    const value = ID_POOL.readBigUInt64LE(idPoolAt) >> 1n;
+    idPoolAt += 8;
+    if (value >= MIN_ID) return `c_${value}`;
+  }
+}
+
 export function newRecord(at: string): StoredRecord {
   return {
-    id: `c_${randomBytes(10).toString('hex')}`,
+    id: newRecordId(),
     createdAt: at,
     updatedAt: at,
     names: [],

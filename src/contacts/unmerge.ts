@@ -1,6 +1,6 @@
 import { ValidationError } from '../errors.js';
 import type { OutboxEntry } from '../events/outbox.js';
-import { key } from './keys.js';
+import { key, storedId } from './keys.js';
 import { identifierLabel } from './normalize.js';
 import { encodeRecord, mergedView, type StoredRecord } from './record.js';
 import { timelineMember } from './timeline.js';
@@ -12,7 +12,8 @@ import type { PlannedWrite } from './writes.js';
  * entry id and the new record). Given a group as read (its root, members and records), a plan
  * says what splits off, which records must still be as read when the write runs, the writes,
  * the two contacts after it and the events to stage. The engine takes the locks, reads, and
- * commits the plan as one checked batch.
+ * commits the plan as one checked batch. Ids written as values are stored ids (keys.ts), as in
+ * every key of the layout.
  */
 
 /** An outbound event of a plan; the engine adds when it was staged. */
@@ -63,14 +64,16 @@ export function planRecordUnmerge(input: {
   const newRoot = leaving[0]!;
   const staying = [rootId, ...members.filter((member) => !leaving.includes(member))];
   const writes: PlannedWrite[] = [
-    { op: 'srem', key: key.members(rootId), members: leaving },
+    { op: 'srem', key: key.members(rootId), members: leaving.map(storedId) },
     { op: 'del', key: key.root(newRoot) },
   ];
-  for (const member of leaving.slice(1)) writes.push({ op: 'set', key: key.root(member), value: newRoot });
-  if (leaving.length > 1) writes.push({ op: 'sadd', key: key.members(newRoot), members: leaving.slice(1) });
+  for (const member of leaving.slice(1))
+    writes.push({ op: 'set', key: key.root(member), value: storedId(newRoot) });
+  if (leaving.length > 1)
+    writes.push({ op: 'sadd', key: key.members(newRoot), members: leaving.slice(1).map(storedId) });
   // Remember the split, so the identifier that joined them does not merge them again.
-  for (const id of leaving) writes.push({ op: 'sadd', key: key.apart(id), members: staying });
-  for (const id of staying) writes.push({ op: 'sadd', key: key.apart(id), members: leaving });
+  for (const id of leaving) writes.push({ op: 'sadd', key: key.apart(id), members: staying.map(storedId) });
+  for (const id of staying) writes.push({ op: 'sadd', key: key.apart(id), members: leaving.map(storedId) });
   if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
   writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
   const newRootRecord = records.get(newRoot)!;
@@ -157,19 +160,20 @@ export function planIdentifierSplit(input: {
   const writes: PlannedWrite[] = [
     { op: 'set', key: key.record(holder), value: encodeRecord(source) },
     { op: 'set', key: key.record(split.id), value: encodeRecord(split) },
-    { op: 'set', key: key.index(identifier), value: split.id },
-    { op: 'sadd', key: key.apart(split.id), members: groupIds },
+    { op: 'set', key: key.index(identifier), value: storedId(split.id) },
+    { op: 'sadd', key: key.apart(split.id), members: groupIds.map(storedId) },
   ];
-  for (const id of groupIds) writes.push({ op: 'sadd', key: key.apart(id), members: [split.id] });
+  for (const id of groupIds) writes.push({ op: 'sadd', key: key.apart(id), members: [storedId(split.id)] });
   const contact = mergedView(
     rootId,
     groupIds.map((id) => records.get(id)).filter((record) => record !== undefined),
   );
   const splitView = mergedView(split.id, [split]);
   return {
-    // Observations write without locks: this holds only if the index and record are as read.
+    // Observations write without locks: this holds only if the index and record are as read
+    // (and the new record's random id is not taken: then it is not written).
     expectIndex: { key: key.index(identifier), holder },
-    expectRecords: [holder],
+    expectRecords: [holder, split.id],
     writes,
     contact,
     split: splitView,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.js';
 import { ContactTooLargeError, createContactEngine } from '../../src/contacts/engine.js';
+import { key } from '../../src/contacts/keys.js';
 import { createOutboxPublisher } from '../../src/events/outbox.js';
 import { createPayloadJournal } from '../../src/intake/journal.js';
 import { createLogger } from '../../src/logger.js';
@@ -87,7 +88,7 @@ describe('size caps', () => {
       ...base('p-ret'),
       timeline: [{ at: '2026-11-01T12:00:00Z', type: 'message.received', summary: 'hi' }],
     });
-    const ttl = await store.pttl(`tl:${result.contact.records[0]}`);
+    const ttl = await store.pttl(key.timeline(result.contact.records[0]!));
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(3_600_000);
   });
