@@ -198,3 +198,38 @@ describe('durability.replicas on a Redis without replicas', () => {
     expect(found.body.contacts).toHaveLength(1);
   });
 });
+
+describe('durability.replicas across a reconnect', () => {
+  // WAIT counts the replicas that have this connection's writes: on a connection made after the
+  // writes it would pass at once. confirmWrites(since) refuses instead (the vendor retries).
+  it('refuses to vouch for writes made before the connection was made again', async () => {
+    const { createRedisStore } = await import('../src/store/redis.js');
+    const { createLogger } = await import('../src/logger.js');
+    const keyPrefix = `forms-epoch-${process.pid}-${Date.now()}`;
+    const store = await createRedisStore({
+      url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      keyPrefix,
+      logger: createLogger('silent'),
+      durability: { replicas: 1, timeoutMs: 20 },
+    });
+    try {
+      // Same connection: WAIT runs and, with no replica here, says so.
+      const mark = store.writeMark();
+      await store.set('x', '1');
+      await expect(store.confirmWrites(mark)).rejects.toThrow(/reached 0 of 1 replicas/);
+
+      const before = store.writeMark();
+      await store.set('x', '2');
+      const ready = new Promise((resolve) => store.client.once('ready', resolve));
+      store.client.disconnect(true);
+      await ready;
+      expect(store.writeMark()).not.toBe(before);
+      const refused = store.confirmWrites(before);
+      await expect(refused).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(refused).rejects.toThrow(/connection to Redis was made again/);
+    } finally {
+      await store.del('x');
+      await store.close();
+    }
+  });
+});

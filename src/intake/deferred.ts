@@ -291,6 +291,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     }
     const acquired = performance.now();
     try {
+      const writeMark = store.writeMark?.();
       const texts = await store.lrange(DEFERRED_KEY, 0, DEFERRED_CHUNK - 1);
       if (texts.length === 0) {
         setKnown(0);
@@ -307,7 +308,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // (store.durability, as a webhook's answer waits for them), and the server that trims still
       // starts the list with exactly these items — after a failover, a new primary that lacks them
       // keeps the list as it is and the next round records the chunk again (idempotent).
-      await store.confirmWrites?.();
+      await store.confirmWrites?.(writeMark);
       const batch = store.batch().expectListHead(DEFERRED_KEY, texts);
       batch.ltrim(DEFERRED_KEY, texts.length, -1);
       if (!(await batch.exec())) {

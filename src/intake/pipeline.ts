@@ -62,7 +62,7 @@ export interface IntakeDeps {
   journal: PayloadJournal;
   metrics: Metrics;
   /** `confirmWrites` (store.durability): a webhook is answered only once its writes reached the replicas. */
-  store: Pick<Store, 'confirmWrites'>;
+  store: Pick<Store, 'confirmWrites' | 'writeMark'>;
   now(): Date;
   consoleLink(contactId: string): string | undefined;
   /** With `intake.ackAfterAppend`: where observations of `ackAfterAppend` routes go instead. */
@@ -255,6 +255,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       let rawBody: Buffer | undefined;
       try {
         rawBody = await call.readBody();
+        const writeMark = deps.store.writeMark?.();
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         const opened = (route.open ? await route.open(request, state) : undefined) as O;
@@ -317,7 +318,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         if (route.settle) answer = await route.settle(answer, result, state);
         // store.durability: answer only once the writes reached the replicas (else 503, the
         // vendor retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
-        if (route.kind === 'webhook') await deps.store.confirmWrites?.();
+        if (route.kind === 'webhook') await deps.store.confirmWrites?.(writeMark);
         if (holdUntil !== null) {
           const wait = holdUntil - performance.now();
           if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

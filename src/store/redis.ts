@@ -42,7 +42,11 @@ export interface RedisStoreOptions {
   durability?: { replicas: number; timeoutMs: number };
 }
 
-export type RedisStore = Store & { readonly client: RedisClient; readonly target: RedisTarget };
+export type RedisStore = Store &
+  Required<Pick<Store, 'confirmWrites' | 'writeMark'>> & {
+    readonly client: RedisClient;
+    readonly target: RedisTarget;
+  };
 
 /**
  * All-or-none: set every lock key or none of them, in one atomic script, so two callers asking
@@ -313,7 +317,17 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     else log.debug({ err: error }, 'Redis connection attempt failed');
   });
   client.on('close', () => markDown());
+  /** Counts connections made (see confirmWrites(since)); a Cluster counts its nodes' too. */
+  let connectionEpoch = 0;
+  const bumpEpoch = () => {
+    connectionEpoch++;
+  };
+  if (target.kind === 'cluster') {
+    (client as Cluster).on('+node', (node: Redis) => node.on('ready', bumpEpoch));
+    (client as Cluster).on('-node', bumpEpoch);
+  }
   client.on('ready', () => {
+    bumpEpoch();
     if (state === 'down') log.info('Redis connection is back up');
     state = 'up';
     lastError = undefined;
@@ -446,9 +460,19 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return node;
   }
 
-  async function confirmWrites(): Promise<void> {
+  async function confirmWrites(since?: number): Promise<void> {
     if (replicas === 0) return;
+    const changed = () => {
+      if (since === undefined || since === connectionEpoch) return;
+      const error = new StoreUnavailableError();
+      error.message =
+        'the connection to Redis was made again since these writes, so WAIT cannot vouch for them; retry later';
+      throw error;
+    };
+    changed();
     const acknowledged = await run(async () => (await primaryConnection()).wait(replicas, waitTimeoutMs));
+    // Checked again after the reply: a WAIT queued while reconnecting runs on the new connection.
+    changed();
     if (acknowledged < replicas) {
       const error = new StoreUnavailableError();
       error.message = `the write reached ${acknowledged} of ${replicas} replicas within ${waitTimeoutMs} ms; retry later`;
@@ -461,6 +485,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     client,
     target,
     confirmWrites,
+    writeMark: () => connectionEpoch,
     async probeWrite() {
       await run(() => client.set('ready-probe', String(Date.now()), 'PX', 60_000));
       await confirmWrites();

@@ -178,8 +178,15 @@ export interface Store {
    * Resolves once everything written so far reached the configured number of replicas (Redis
    * WAIT, `store.durability`); rejects with StoreUnavailableError otherwise. Absent or a no-op
    * when there is nothing to wait for.
+   *
+   * `since` (a `writeMark()` taken before the writes): also rejects when the connection to Redis
+   * was made again in between. WAIT counts the replicas that have *this connection's* writes, so
+   * on a new connection (a failover, a reconnect) it would pass at once for writes the old
+   * primary may never have passed on.
    */
-  confirmWrites?(): Promise<void>;
+  confirmWrites?(since?: number): Promise<void>;
+  /** Which connection the store writes through now, for confirmWrites(since). */
+  writeMark?(): number;
   /** Rejects unless the store accepts a write now (and confirms it, see confirmWrites); for /readyz. */
   probeWrite?(): Promise<void>;
   close(): Promise<void>;
