@@ -4,7 +4,8 @@
 // PASS/FAIL per target and writes bench/results/<timestamp>.json. Every figure is measured in
 // this run; nothing is hard-coded. `npm run bench -- --soak` runs bench/soak.js instead.
 //
-// Knobs (environment): BENCH_DURATION seconds per measurement (10), BENCH_WARMUP (2),
+// Knobs (environment): BENCH_DURATION seconds measured per side (10), BENCH_ROUNDS alternating
+// bare/bridge rounds it is split into (3), BENCH_WARMUP (2),
 // BENCH_CONNECTIONS (50), BENCH_CONTACTS (1000000; 0 skips identity scale), BENCH_ONLY (comma
 // list of scenario ids), BENCH_LOG_LEVEL (warn), BENCH_CPU_PROF=1 (profile the bridge process:
 // bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), BENCH_BRIDGE_NODE_OPTIONS
@@ -45,6 +46,34 @@ async function main() {
   const contactCount = Number(env.BENCH_CONTACTS ?? 1_000_000);
   const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
   const logLevel = env.BENCH_LOG_LEVEL ?? 'warn';
+  const defaultRounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
+  const median = (values) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const middle = Math.floor(sorted.length / 2);
+    return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  };
+  /** One side's rounds as one result: totals and mean rate over all, latencies as the rounds' medians. */
+  const combineRounds = (list, roundSeconds) => {
+    const statusCodes = {};
+    for (const item of list)
+      for (const [code, stat] of Object.entries(item.statusCodes ?? {}))
+        statusCodes[code] = { count: (statusCodes[code]?.count ?? 0) + stat.count };
+    const sum = (field) => list.reduce((total, item) => total + (item[field] ?? 0), 0);
+    return {
+      requestsIncludingWarmup: sum('requestsIncludingWarmup'),
+      requests: sum('requests'),
+      rps: sum('requests') / (roundSeconds * list.length),
+      p50: median(list.map((item) => item.p50)),
+      p90: median(list.map((item) => item.p90)),
+      p99: median(list.map((item) => item.p99)),
+      max: Math.max(...list.map((item) => item.max)),
+      non2xx: sum('non2xx'),
+      errors: sum('errors'),
+      timeouts: sum('timeouts'),
+      statusCodes,
+      rounds: list.map(({ rps, p50, p99 }) => ({ rps, p50, p99 })),
+    };
+  };
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const resultsDir = join(ROOT, 'bench', 'results');
   mkdirSync(resultsDir, { recursive: true });
@@ -97,6 +126,7 @@ async function main() {
       duration,
       warmup,
       connections,
+      rounds: defaultRounds,
       logLevel,
       contacts: contactCount,
       loadGenerator: 'autocannon 8 (in the bench process)',
@@ -124,8 +154,15 @@ async function main() {
     fetch(`${bareUrl}/__bench/reply`, { method: 'PUT', body: JSON.stringify({ bytes, contentType }) });
 
   /**
-   * Measure one scenario on bare Koa and on chatbridge with the same request stream. `next()`
-   * returns {body?} for the n-th request; the sample answer of the bridge sets the bare reply size.
+   * Measure one scenario on bare Koa and on chatbridge with the same request stream. `next(side)`
+   * returns {body?} for the n-th request ('bare' or 'bridge'; most streams ignore it); the sample
+   * answer of the bridge sets the bare reply size.
+   *
+   * In `rounds` alternating rounds (bare, bridge, bare, bridge, ...; BENCH_ROUNDS, 3 by default),
+   * each measuring duration/rounds seconds: a shared machine's speed drifts by more than 2× from
+   * one minute to the next, which a single bare run followed by a single bridge run reads as a
+   * change of the bridge. The ratio and both p99s reported are the medians of the rounds' (each
+   * round's pair measured back to back); req/s and CPU per request are over all rounds.
    */
   async function compare({
     id,
@@ -134,41 +171,64 @@ async function main() {
     path,
     headers,
     next,
-    beforeBridge = () => {},
     bridgeOnly = {},
     conns = connections,
     target = bridge,
     afterBridge = async () => {},
+    rounds = defaultRounds,
   }) {
     const sample = await fetch(target.url + path, {
       method,
       headers,
-      ...(method === 'POST' ? { body: next().body } : {}),
+      ...(method === 'POST' ? { body: next('bridge').body } : {}),
     });
     const sampleText = Buffer.from(await sample.arrayBuffer());
     if (sample.status !== 200)
       throw new Error(`${id}: sample request answered ${sample.status}: ${sampleText}`);
     const contentType = sample.headers.get('content-type') ?? 'application/json; charset=utf-8';
     await setBareReply(sampleText.length, contentType);
-    const run = (url) => measure({ url, method, path, headers, next, connections: conns, duration, warmup });
-    log(`${id}: bare Koa (${conns} connections, ${warmup}+${duration} s)`);
-    const bareCpuBefore = processCpuSeconds(bare.pid);
-    const bareResult = await run(bareUrl);
-    bareResult.cpuMsPerRequest =
-      ((processCpuSeconds(bare.pid) - bareCpuBefore) * 1000) /
-      Math.max(1, bareResult.requestsIncludingWarmup);
-    log(`${id}: chatbridge`);
-    beforeBridge();
+    const roundSeconds = Math.max(1, Math.round(duration / rounds));
+    const run = (url, side, round) =>
+      measure({
+        url,
+        method,
+        path,
+        headers,
+        next: () => next(side),
+        connections: conns,
+        duration: roundSeconds,
+        // The first round warms up (JIT, connections); later ones only reconnect.
+        warmup: round === 0 ? warmup : Math.min(1, warmup),
+      });
+    log(
+      `${id}: ${rounds} round(s) of bare Koa then chatbridge (${conns} connections, ${warmup}+${roundSeconds} s each)`,
+    );
+    const bareRounds = [];
+    const bridgeRounds = [];
+    let bareCpu = 0;
+    let bridgeCpu = 0;
     const callsBefore = await redisCalls();
     const redisCpuBefore = await redisCpuSeconds();
-    const bridgeCpuBefore = processCpuSeconds(target.pid);
-    const bridgeResult = await run(target.url);
+    for (let round = 0; round < rounds; round++) {
+      const bareCpuBefore = processCpuSeconds(bare.pid);
+      bareRounds.push(await run(bareUrl, 'bare', round));
+      bareCpu += processCpuSeconds(bare.pid) - bareCpuBefore;
+      const bridgeCpuBefore = processCpuSeconds(target.pid);
+      bridgeRounds.push(await run(target.url, 'bridge', round));
+      bridgeCpu += processCpuSeconds(target.pid) - bridgeCpuBefore;
+    }
+    const bareResult = combineRounds(bareRounds, roundSeconds);
+    const bridgeResult = combineRounds(bridgeRounds, roundSeconds);
+    bareResult.cpuMsPerRequest = (bareCpu * 1000) / Math.max(1, bareResult.requestsIncludingWarmup);
     // Work the bridge still owes for this run (the deferred scenario's backlog) counts as its CPU.
+    const bridgeCpuBefore = processCpuSeconds(target.pid);
     Object.assign(bridgeResult, await afterBridge(bridgeResult));
+    bridgeCpu += processCpuSeconds(target.pid) - bridgeCpuBefore;
     // CPU per answered request (warm-up included on both sides of the division), so the next
-    // bottleneck is visible: the bridge's one JavaScript thread, or Redis.
+    // bottleneck is visible: the bridge's one JavaScript thread, or Redis. Only the bridge talks
+    // to the private Redis during these rounds (bare Koa does not use it).
     const answered = Math.max(1, bridgeResult.requestsIncludingWarmup);
-    bridgeResult.cpuMsPerRequest = ((processCpuSeconds(target.pid) - bridgeCpuBefore) * 1000) / answered;
+    bridgeResult.cpuMsPerRequest = (bridgeCpu * 1000) / answered;
     bridgeResult.redisCpuMsPerRequest = (((await redisCpuSeconds()) - redisCpuBefore) * 1000) / answered;
     // Redis commands per answered request (INFO commandstats delta over warm-up + run; commands
     // a Lua script runs count too, so a script is 1 + what it does). Only this run's bridge
@@ -185,14 +245,17 @@ async function main() {
     }
     bridgeResult.redisCommandsPerRequest = totalCalls / Math.max(1, bridgeResult.requestsIncludingWarmup);
     bridgeResult.redisCommands = byCommand;
+    const roundRatios = bridgeRounds.map((round, index) => round.rps / Math.max(1, bareRounds[index].rps));
     const entry = {
       id,
       title,
       connections: conns,
       replyBytes: sampleText.length,
+      rounds,
+      roundRatios,
       bare: bareResult,
       bridge: bridgeResult,
-      ratio: bridgeResult.rps / bareResult.rps,
+      ratio: median(roundRatios),
       ...bridgeOnly,
     };
     result.scenarios.push(entry);
@@ -395,6 +458,8 @@ async function main() {
           headers: json,
           target: deferredBridge,
           next: finishedChats(35_000_000),
+          // One round: the sustained rate counts the backlog left at the end of one burst.
+          rounds: 1,
           afterBridge: async (run) => {
             const backlogAtEnd = await redisClient.llen(backlogKey);
             const waitStarted = performance.now();
@@ -438,21 +503,24 @@ async function main() {
         });
         tokens[index] = await sealRequest(claims, kid, keyBytes);
       });
-      let n = 0;
+      let bareNext = 0;
+      let bridgeNext = 0;
       const entry = await compare({
         id: 'livetex_lookup',
         title: 'LiveTex encrypted attribute lookup (found)',
         method: 'POST',
         path: '/livetex/app/attributes',
         headers: { 'content-type': 'application/jose', accept: 'application/jose' },
-        // The bare run does not care about replays: it cycles through the pool. The bridge's run
-        // starts after the token its sample request used, and must not run out (a reuse is a 401).
-        next: () => ({ body: tokens[n++ % poolSize] }),
-        beforeBridge: () => {
-          n = 1;
+        // Bare Koa does not care about replays: it cycles through the pool. The bridge (its sample
+        // request included) takes each token once and must not run out: a reuse is a 401.
+        next: (side) => {
+          if (side === 'bare') return { body: tokens[bareNext++ % poolSize] };
+          if (bridgeNext >= poolSize)
+            throw new Error('livetex_lookup: token pool exhausted; raise BENCH_LOOKUP_TOKENS');
+          return { body: tokens[bridgeNext++] };
         },
       });
-      entry.tokensUsed = n;
+      entry.tokensUsed = bridgeNext;
       entry.tokenPool = poolSize;
     }
 
@@ -710,7 +778,7 @@ function printTable(result) {
     `chatbridge bench — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, Redis ${m.redis}, load average at start ${m.loadavgAtStart.map((v) => v.toFixed(2)).join(' ')}`,
   );
   out(
-    `${result.settings.connections} connections, ${result.settings.warmup} s warm-up + ${result.settings.duration} s per measurement, log level ${result.settings.logLevel}`,
+    `${result.settings.connections} connections, ${result.settings.duration} s per side in ${result.settings.rounds} alternating round(s) (${result.settings.warmup} s warm-up first, 1 s before each later round); ratio and p99 = medians of the rounds; log level ${result.settings.logLevel}`,
   );
   out();
   out(
