@@ -217,14 +217,14 @@ describe('redis store: outage and recovery', () => {
     const ended = once(own.client, 'end');
     own.client.disconnect();
     await ended;
-    const deadline = performance.now() + 10_000;
-    while (
-      !(await own.get('k').then(
+    // Bounded by tries, not the clock: a loaded machine only makes it take more of them.
+    for (let tries = 0; ; tries++) {
+      const back = await own.get('k').then(
         (value) => value === 'v',
         () => false,
-      ))
-    ) {
-      expect(performance.now(), 'the ended client did not come back within 10 s').toBeLessThan(deadline);
+      );
+      if (back) break;
+      expect(tries, 'the ended client did not come back').toBeLessThan(400);
       await sleep(50);
     }
     expect(lines.some((line) => line.level === 40 && /gave up reconnecting/.test(line.msg))).toBe(true);

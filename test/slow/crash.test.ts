@@ -2,10 +2,12 @@ import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildDist,
+  burstAndKill,
   inPool,
   jivo,
   personFor,
   postWebhook,
+  retryUntilAccepted,
   type SpawnedBridge,
   spawnBridge,
   timelineOfPerson,
@@ -61,21 +63,8 @@ describe('kill -9 during a burst of webhooks', () => {
 
   it('every webhook answered 200 before the crash is stored; retries of the rest land exactly once', async () => {
     bridge = await spawnBridge(configFile, port);
-    const outcomes = new Array<number | string>(BURST);
-    let ok = 0;
-    let killed: Promise<void> | undefined;
-    const burstPool = new Pool(bridge.url, { connections: 50 });
-    await inPool(BURST, 50, async (index) => {
-      outcomes[index] = await post(burstPool, index);
-      if (outcomes[index] === 200 && ++ok === KILL_AFTER_OK) killed = bridge!.kill();
-    });
-    await killed;
-    await burstPool.destroy();
-    const answered = outcomes.flatMap((outcome, index) => (outcome === 200 ? [index] : []));
-    // The kill landed mid-burst: some answered, some refused or cut off.
-    expect(answered.length).toBeGreaterThanOrEqual(KILL_AFTER_OK);
-    expect(answered.length).toBeLessThan(BURST);
-    expect(outcomes.filter((outcome) => typeof outcome === 'number' && outcome !== 200)).toEqual([]);
+    // The kill lands mid-burst: some answered, some refused or cut off.
+    const { answered, unanswered } = await burstAndKill(bridge, BURST, KILL_AFTER_OK, post);
 
     bridge = await spawnBridge(configFile, port);
     const pool = new Pool(bridge.url, { connections: 20 });
@@ -90,17 +79,7 @@ describe('kill -9 during a burst of webhooks', () => {
 
       // The vendor retries what was not answered. A lock the killed process held expires by itself
       // (10 s); meanwhile its webhook is answered 503, which a vendor retries too.
-      const retry = outcomes.flatMap((outcome, index) => (outcome === 200 ? [] : [index]));
-      const deadline = Date.now() + 20_000;
-      await inPool(retry.length, 20, async (position) => {
-        for (;;) {
-          const status = await post(pool, retry[position]!);
-          if (status === 200) return;
-          expect(status, `retry of webhook ${retry[position]}`).toBe(503);
-          expect(Date.now()).toBeLessThan(deadline);
-          await new Promise((resolve) => setTimeout(resolve, 250));
-        }
-      });
+      await retryUntilAccepted(pool, unanswered, post);
       const wrong: number[] = [];
       await inPool(BURST, 20, async (index) => {
         const found = await stored(pool, index);

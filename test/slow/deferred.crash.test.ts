@@ -3,10 +3,12 @@ import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildDist,
+  burstAndKill,
   inPool,
   jivo,
   personFor,
   postWebhook,
+  retryUntilAccepted,
   type SpawnedBridge,
   spawnBridge,
   timelineOfPerson,
@@ -84,20 +86,7 @@ describe('kill -9 with acknowledge-after-append', () => {
 
   it('every chat_finished answered 200 before the crash is recorded after a restart; retries land once', async () => {
     bridge = await spawnBridge(configFile, port);
-    const outcomes = new Array<number | string>(BURST);
-    let ok = 0;
-    let killed: Promise<void> | undefined;
-    const burstPool = new Pool(bridge.url, { connections: 50 });
-    await inPool(BURST, 50, async (index) => {
-      outcomes[index] = await post(burstPool, index);
-      if (outcomes[index] === 200 && ++ok === KILL_AFTER_OK) killed = bridge!.kill();
-    });
-    await killed;
-    await burstPool.destroy();
-    const answered = outcomes.flatMap((outcome, index) => (outcome === 200 ? [index] : []));
-    expect(answered.length).toBeGreaterThanOrEqual(KILL_AFTER_OK);
-    expect(answered.length).toBeLessThan(BURST);
-    expect(outcomes.filter((outcome) => typeof outcome === 'number' && outcome !== 200)).toEqual([]);
+    const { answered, unanswered } = await burstAndKill(bridge, BURST, KILL_AFTER_OK, post);
 
     // The crash left acknowledged items unrecorded in the store (the point of this test).
     const client = new Redis(redis.url);
@@ -108,16 +97,7 @@ describe('kill -9 with acknowledge-after-append', () => {
     const pool = new Pool(bridge.url, { connections: 20 });
     try {
       expect(await unrecorded(pool, answered), 'answered 200 but not recorded exactly once').toEqual([]);
-      const retry = outcomes.flatMap((outcome, index) => (outcome === 200 ? [] : [index]));
-      await inPool(retry.length, 20, async (position) => {
-        for (let tries = 0; ; tries++) {
-          const status = await post(pool, retry[position]!);
-          if (status === 200) return;
-          expect(status, `retry of webhook ${retry[position]}`).toBe(503);
-          expect(tries).toBeLessThan(80);
-          await new Promise((resolve) => setTimeout(resolve, 250));
-        }
-      });
+      await retryUntilAccepted(pool, unanswered, post);
       const all = Array.from({ length: BURST }, (_, index) => index);
       expect(await unrecorded(pool, all), 'after the retries every webhook is recorded exactly once').toEqual(
         [],

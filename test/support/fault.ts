@@ -3,7 +3,8 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, type Pool } from 'undici';
+import { Agent, Pool } from 'undici';
+import { expect } from 'vitest';
 import { freePort } from './redis.js';
 
 /**
@@ -237,4 +238,55 @@ export async function timelineOfPerson(
     entries: Array<{ type: string }>;
   };
   return { contacts: 1, types: page.entries.map((entry) => entry.type) };
+}
+
+/**
+ * A burst of `total` webhooks, 50 at a time, with kill -9 of the bridge once `killAfterOk` were
+ * answered 200. Checks the kill landed mid-burst (some answered, not all) and that nothing was
+ * refused with another status; returns which indexes were answered 200 and which were not.
+ */
+export async function burstAndKill(
+  bridge: SpawnedBridge,
+  total: number,
+  killAfterOk: number,
+  post: (pool: Pool, index: number) => Promise<number | string>,
+): Promise<{ answered: number[]; unanswered: number[] }> {
+  const outcomes = new Array<number | string>(total);
+  let ok = 0;
+  let killed: Promise<void> | undefined;
+  const burstPool = new Pool(bridge.url, { connections: 50 });
+  await inPool(total, 50, async (index) => {
+    outcomes[index] = await post(burstPool, index);
+    if (outcomes[index] === 200 && ++ok === killAfterOk) killed = bridge.kill();
+  });
+  await killed;
+  await burstPool.destroy();
+  const answered = outcomes.flatMap((outcome, index) => (outcome === 200 ? [index] : []));
+  expect(answered.length).toBeGreaterThanOrEqual(killAfterOk);
+  expect(answered.length).toBeLessThan(total);
+  expect(outcomes.filter((outcome) => typeof outcome === 'number' && outcome !== 200)).toEqual([]);
+  return { answered, unanswered: outcomes.flatMap((outcome, index) => (outcome === 200 ? [] : [index])) };
+}
+
+/**
+ * The vendor's retries: each index posted until answered 200, 503 meanwhile (a lock the killed
+ * process held expires by itself). Bounded by tries, not by the clock.
+ */
+export async function retryUntilAccepted(
+  pool: Pool,
+  indexes: number[],
+  post: (pool: Pool, index: number) => Promise<number | string>,
+  maxTries = 80,
+): Promise<void> {
+  await inPool(indexes.length, 20, async (position) => {
+    for (let tries = 0; ; tries++) {
+      const status = await post(pool, indexes[position]!);
+      if (status === 200) return;
+      expect(status, `retry of webhook ${indexes[position]}`).toBe(503);
+      expect(tries, `webhook ${indexes[position]} still refused after ${maxTries} tries`).toBeLessThan(
+        maxTries,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  });
 }
