@@ -1,5 +1,5 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { CompactEncrypt } from 'jose';
+import { createCipheriv, createSecretKey, randomBytes, randomUUID } from 'node:crypto';
+import { CompactEncrypt, compactDecrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import {
@@ -116,6 +116,50 @@ describe('bridgeJweCodec: requests', () => {
     expect(await refusal(open(other))).toEqual({ status: 401, code: 'decryption_failed' });
   });
 
+  it('authenticates the protected header, and refuses an IV or tag of the wrong length or an encrypted key part', async () => {
+    // The bridge opens with node:crypto, the caller seals with jose: these are the places where a
+    // hand-written opener could be laxer than the RFC.
+    const token = await sealRequest(claims(), kid, key);
+    const [header, , iv, ciphertext, tag] = token.split('.') as [string, string, string, string, string];
+    const failed = { status: 401, code: 'decryption_failed' };
+    // Same alg/enc/kid, different header bytes (the AAD): must not open.
+    const reordered = Buffer.from(JSON.stringify({ kid, enc: 'A256GCM', alg: 'dir', typ: 'JWT' })).toString(
+      'base64url',
+    );
+    expect(await refusal(open([reordered, '', iv, ciphertext, tag].join('.')))).toEqual(failed);
+    // AES-GCM itself takes an IV of any length; RFC 7518 §5.3 requires 96 bits. Sealed properly
+    // under an 8-byte IV, the token must still be refused.
+    const shortIv = randomBytes(8);
+    const cipher = createCipheriv('aes-256-gcm', key, shortIv);
+    cipher.setAAD(Buffer.from(header, 'latin1'));
+    const body = Buffer.concat([cipher.update(JSON.stringify(claims()), 'utf8'), cipher.final()]);
+    const withShortIv = [header, '', shortIv.toString('base64url'), body.toString('base64url')];
+    expect(
+      await refusal(open([...withShortIv, cipher.getAuthTag().toString('base64url')].join('.'))),
+    ).toEqual(failed);
+    const shortTag = Buffer.from(tag, 'base64url').subarray(0, 12).toString('base64url');
+    expect(await refusal(open([header, '', iv, ciphertext, shortTag].join('.')))).toEqual(failed);
+    expect(await refusal(open([header, 'AAAA', iv, ciphertext, tag].join('.')))).toEqual(failed);
+    // The untouched token still opens, with the raw key and with the KeyObject keys.ts caches.
+    await expect(open(token)).resolves.toMatchObject({ personId: 'p-1' });
+    const sealed = bridgeJweCodec.readRequest(Buffer.from(token), JOSE_CONTENT_TYPE);
+    await expect(bridgeJweCodec.openRequest(sealed, createSecretKey(key), clock)).resolves.toMatchObject({
+      personId: 'p-1',
+    });
+  });
+
+  it('refuses critical header extensions (crit) with 400', async () => {
+    // jose will not seal a crit it does not know, so the header is made by hand.
+    const header = Buffer.from(
+      JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid, crit: ['x-ext'], 'x-ext': 1 }),
+    );
+    const rest = (await sealRequest(claims(), kid, key)).split('.').slice(1).join('.');
+    expect(await refusal(open(`${header.toString('base64url')}.${rest}`))).toEqual({
+      status: 400,
+      code: 'unsupported_algorithm',
+    });
+  });
+
   it('requires exactly one identifier and every claim (400 invalid_claims)', async () => {
     const both = await sealRequest(claims({ customVisitorToken: 'p-1' }), kid, key);
     expect(await refusal(open(both))).toEqual({ status: 400, code: 'invalid_claims' });
@@ -170,6 +214,21 @@ describe('bridgeJweCodec: answers', () => {
     expect(sealed.contentType).toBe('application/jose');
     await expect(openAnswer(sealed.body, kid, key)).resolves.toEqual(answer);
     await expect(openAnswer(sealed.body, 'k_other', key)).rejects.toBeInstanceOf(LookupAnswerError);
+  });
+
+  it('seals answers that jose opens: dir + A256GCM under the request kid, a fresh IV each time', async () => {
+    const answer = { requestId: 'r-2', found: false, attributes: [] };
+    const first = await bridgeJweCodec.sealAnswer(answer, kid, createSecretKey(key));
+    const second = await bridgeJweCodec.sealAnswer(answer, kid, key);
+    const opened = await compactDecrypt(first.body, key, {
+      keyManagementAlgorithms: ['dir'],
+      contentEncryptionAlgorithms: ['A256GCM'],
+    });
+    expect(opened.protectedHeader).toEqual({ alg: 'dir', enc: 'A256GCM', kid });
+    expect(JSON.parse(new TextDecoder().decode(opened.plaintext))).toEqual(answer);
+    expect(first.body.split('.')[1]).toBe('');
+    expect(first.body.split('.')[2]).not.toBe(second.body.split('.')[2]);
+    await expect(compactDecrypt(first.body, new Uint8Array(randomBytes(32)))).rejects.toThrow();
   });
 
   it('pads found and not-found answers to the same ciphertext length', async () => {

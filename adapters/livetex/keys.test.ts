@@ -51,7 +51,9 @@ describe('livetex key store (in-memory store)', () => {
     const second = await keys.resolve(generated.kid);
     if (first.state !== 'active' || second.state !== 'active') throw new Error('expected an active key');
     expect(second.imported).toBe(first.imported);
-    expect(first.imported.algorithm).toMatchObject({ name: 'AES-GCM', length: 256 });
+    expect(first.imported.type).toBe('secret');
+    expect(first.imported.symmetricKeySize).toBe(32);
+    expect(first.imported.export()).toEqual(Buffer.from(first.key));
     // Revoked behind this key store's back (as another instance would): refused at once.
     const record = JSON.parse((await store.hget('livetex:app:keys', generated.kid))!);
     await store.hset(

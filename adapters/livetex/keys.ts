@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, type webcrypto } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createSecretKey,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/contracts/adapter.js';
@@ -34,8 +41,8 @@ export type ResolvedKey =
   | {
       state: 'active';
       key: Uint8Array;
-      /** The same key imported once for AES-GCM (what the codec uses). */
-      imported: webcrypto.CryptoKey;
+      /** The same key as a KeyObject, made once (what the codec uses). */
+      imported: KeyObject;
     }
   | { state: 'revoked' }
   | { state: 'unknown' };
@@ -151,7 +158,7 @@ export function createLivetexKeyStore(options: {
   }
 
   /** kid -> the record text it was opened from, the material and its import. */
-  const opened = new LRUCache<string, { raw: string; key: Uint8Array; imported: webcrypto.CryptoKey }>({
+  const opened = new LRUCache<string, { raw: string; key: Uint8Array; imported: KeyObject }>({
     max: OPENED_KEYS_MAX,
   });
 
@@ -213,7 +220,7 @@ export function createLivetexKeyStore(options: {
       const record = parseRecord(kid, raw);
       if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
       const key = openMaterial(kid, record.sealed);
-      const imported = await crypto.subtle.importKey('raw', key, 'AES-GCM', false, ['encrypt', 'decrypt']);
+      const imported = createSecretKey(key);
       opened.set(kid, { raw, key, imported });
       return { state: 'active', key, imported };
     },
