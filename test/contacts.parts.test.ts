@@ -761,6 +761,44 @@ for (const kind of ['memory', 'redis'] as const) {
       await storeA.close();
     });
 
+    it('one instance, one person, 40 observations at once (two of them one delivery): every update kept, one duplicate', async () => {
+      // The lane starts each observation's read right behind the previous one's write
+      // (engine.ts, inLane): no update may be lost and a repeated delivery must still be seen.
+      const [store, other] = await stores();
+      const engine = engineOn(store);
+      const base = {
+        channelId: 'web',
+        vendor: 'jivochat',
+        identifiers: [{ kind: 'person', value: 'lane-1' }],
+      };
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, index) =>
+          engine.observe({
+            ...base,
+            at: `2026-11-01T12:00:${String(index).padStart(2, '0')}.000Z`,
+            idempotencyKey: index === 39 ? 'update-7' : `update-${index}`,
+            labels: [`label-${index}`],
+            timeline: [
+              { key: 'msg', type: 'message.received', at: '2026-11-01T12:00:00.000Z', summary: `m${index}` },
+            ],
+          }),
+        ),
+      );
+      const ids = new Set(results.map((result) => result.contact.id));
+      expect(ids.size).toBe(1);
+      expect(results.filter((result) => result.created)).toHaveLength(1);
+      expect(results.filter((result) => result.duplicate)).toHaveLength(1);
+      const id = [...ids][0]!;
+      const contact = (await engine.get(id))?.contact;
+      expect(contact?.labels).toHaveLength(39);
+      expect(contact?.labels).not.toContain('label-39');
+      expect(contact?.channels[0]?.observations).toBe(39);
+      const page = await engine.timeline(id, { limit: 100 });
+      expect(page.entries).toHaveLength(39);
+      if (other !== store) await other.close();
+      await store.close();
+    });
+
     it('claimAndFind: claims once, finds as findByIdentifier does (merged groups, misses, both read paths)', async () => {
       const [store] = await stores();
       for (const mergeOnVisitorTyped of [

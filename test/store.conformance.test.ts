@@ -615,6 +615,31 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.lrange(list, 0, -1)).toEqual(['x', 'y']);
       });
 
+      it('a read issued right after exec() (not awaited) is answered with the batch applied', async () => {
+        // The engine's lanes start the next observation's read as soon as a write is handed over
+        // (contacts/engine.ts, inLane); it must see that write, guarded or plain.
+        const base = key('order');
+        const layout = { root: `${base}:root:`, members: `${base}:members:`, record: `${base}:rec:` };
+        for (let round = 0; round < 20; round++) {
+          const index = `${base}:idx`;
+          const guarded = store
+            .batch()
+            .expect(index, round === 0 ? null : String(round - 1))
+            .set(index, String(round))
+            .set(`${layout.record}${round}`, `record ${round}`)
+            .exec();
+          const read = store.readGroups({ keys: [index], layout, maxRecords: 10 });
+          const plain = store.batch().set(`${base}:plain`, String(round)).exec();
+          const after = store.get(`${base}:plain`);
+          expect(await guarded).toBe(true);
+          const groups = await read;
+          expect(groups.values).toEqual([String(round)]);
+          expect(groups.records.get(String(round))).toBe(`record ${round}`);
+          await plain;
+          expect(await after).toBe(String(round));
+        }
+      });
+
       it('an empty batch resolves', async () => {
         const batch = store.batch();
         expect(batch.length).toBe(0);

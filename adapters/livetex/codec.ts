@@ -294,7 +294,7 @@ function openCompact(token: string, key: LookupKey): Buffer {
   }
 }
 
-function sealCompact(plaintext: string, kid: string, key: LookupKey): string {
+function sealCompact(plaintext: Buffer, kid: string, key: LookupKey): string {
   const header = Buffer.from(
     JSON.stringify({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid }),
     'utf8',
@@ -302,7 +302,7 @@ function sealCompact(plaintext: string, kid: string, key: LookupKey): string {
   const iv = nextIv();
   const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
   cipher.setAAD(Buffer.from(header, 'latin1'));
-  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
   return `${header}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher
     .getAuthTag()
     .toString('base64url')}`;
@@ -382,9 +382,17 @@ async function sealAnswer(
   kid: string,
   key: LookupKey,
 ): Promise<{ body: string; contentType: string }> {
-  const json = JSON.stringify(fitAnswer(answer));
-  // One class for every answer: the fitted JSON padded to exactly ANSWER_BYTES.
-  const padded = json + ' '.repeat(Math.max(0, ANSWER_BYTES - Buffer.byteLength(json, 'utf8')));
+  // Serialised once when it fits (fitAnswer would measure it and return it unchanged).
+  let json = JSON.stringify(answer);
+  let bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > ANSWER_BYTES) {
+    json = JSON.stringify(fitAnswer(answer));
+    bytes = Buffer.byteLength(json, 'utf8');
+  }
+  // One class for every answer: the fitted JSON padded with spaces to exactly ANSWER_BYTES.
+  const padded = Buffer.allocUnsafe(Math.max(bytes, ANSWER_BYTES));
+  padded.write(json, 'utf8');
+  padded.fill(0x20, bytes);
   return { body: sealCompact(padded, kid, key), contentType: JOSE_CONTENT_TYPE };
 }
 

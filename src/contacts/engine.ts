@@ -551,7 +551,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
     // other instances are kept apart by the expectations. Only a merge of two existing contacts
     // takes the identity and record locks, so that merges of one group do not interleave.
-    return inLane(indexKeys[0]!, async () => {
+    return inLane(indexKeys[0]!, async (writeSent) => {
       const attempt = async (locked: boolean): Promise<ObserveResult | null> => {
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
@@ -574,6 +574,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             saltValue,
             timelineMembers,
             locked || planned.roots.length > 1,
+            writeSent,
           );
         return planned.roots.length > 1 && !locked
           ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
@@ -607,18 +608,27 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     });
   }
 
-  /** Per-process queues by name: a task starts when the previous one of its lane has settled. */
-  const lanes = new Map<string, Promise<unknown>>();
-  function inLane<T>(name: string, run: () => Promise<T>): Promise<T> {
+  /**
+   * Per-process queues by name. A task starts when the previous one of its lane has settled, or
+   * as soon as it has handed its write to the store (`writeSent`), whichever comes first: the
+   * next task's read then goes out right behind that write on the same connection, so Redis
+   * answers it with the write applied, and one person's observations cost one round trip each
+   * instead of two (a write's answer no longer has to come back before the next read is sent).
+   * Should the write fail its expectations, the two go on as two optimistic writers would.
+   */
+  const lanes = new Map<string, Promise<void>>();
+  function inLane<T>(name: string, run: (writeSent: () => void) => Promise<T>): Promise<T> {
     const previous = lanes.get(name);
-    const result = previous ? previous.then(run, run) : run();
-    const settled = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    lanes.set(name, settled);
-    void settled.then(() => {
-      if (lanes.get(name) === settled) lanes.delete(name);
+    let open!: () => void;
+    const turn = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    lanes.set(name, turn);
+    const start = () => run(open);
+    const result = previous ? previous.then(start) : start();
+    result.then(open, open);
+    void turn.then(() => {
+      if (lanes.get(name) === turn) lanes.delete(name);
     });
     return result;
   }
@@ -636,6 +646,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     timelineMembers: readonly string[],
     /** Whether this write runs under the identity lock of its identifiers (see below). */
     holdsIdentityLock: boolean,
+    /** Called once the lock-free write is queued on the store's connection (see inLane). */
+    writeSent: () => void,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -798,7 +810,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       events.stage(batch, outbox);
       // Something read has changed since: nothing was written; the caller reads and plans again.
-      if (!(await batch.exec())) return null;
+      const executing = batch.exec(); // queued on the connection before exec() returns
+      // Under a lock the next task would only fail its lock expectation: it waits for the end.
+      if (!holdsIdentityLock) writeSent();
+      if (!(await executing)) return null;
       if (outbox.length > 0) events.committed();
       if (created) metrics.contactsCreated.inc();
       if (absorbed.length > 0) metrics.merges.inc({ outcome: 'merged' });

@@ -59,7 +59,11 @@ export interface StoreBatch {
   expectListHead(key: string, values: readonly string[]): StoreBatch;
   /** Number of queued operations. */
   readonly length: number;
-  /** True when applied; false when an expectation did not hold (then nothing was written). */
+  /**
+   * True when applied; false when an expectation did not hold (then nothing was written). The
+   * batch is handed to the connection before exec() returns, so a command issued after the call
+   * (a read) is answered after the batch has run: the engine's lanes rely on it.
+   */
   exec(): Promise<boolean>;
 }
 
