@@ -98,6 +98,18 @@ await engine.observe(observation(0)); // the installation salt is read once per 
 await count('new contact', (i) => engine.observe(observation(1000 + i)));
 await count('known contact (new chat)', (i) => engine.observe(observation(2000 + i, { person: 1000 })));
 await count('repeated delivery', () => engine.observe(observation(2000, { person: 1000 })));
+// One person, 20 new chats at once (the bench's one-person scenario in small): per observation.
+{
+  commands = [];
+  trips = 0;
+  await Promise.all(
+    Array.from({ length: 20 }, (_, i) => engine.observe(observation(3000 + i, { person: 1000 }))),
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  process.stdout.write(
+    `${'one person, 20 at once (per observation)'.padEnd(40)} ${(commands.length / 20).toFixed(1).padStart(5)} commands ${(trips / 20).toFixed(1).padStart(4)} trips\n`,
+  );
+}
 
 // The LiveTex attribute lookup, over HTTP through a bridge on its own store (nothing started in
 // the background, so every command counted is the request's).

@@ -551,11 +551,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
     // other instances are kept apart by the expectations. Only a merge of two existing contacts
     // takes the identity and record locks, so that merges of one group do not interleave.
-    return inLane(indexKeys[0]!, async (writeSent) => {
-      const attempt = async (locked: boolean): Promise<ObserveResult | null> => {
+    return inLane(indexKeys[0]!, async (writeSent, handed) => {
+      const attempt = async (locked: boolean, after?: LaneState): Promise<ObserveResult | null> => {
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
-        const read = await readState(dedupeKey, indexKeys);
+        // Or none: planned on what the lane's previous write leaves behind (see LaneState).
+        const read = (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
         const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
           const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
@@ -580,6 +581,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
           : await write();
       };
+      // A write planned on the previous write's outcome fails (and costs a read) only when that
+      // write failed or something else changed meanwhile: it is not one of the attempts below.
+      if (handed) {
+        const result = await attempt(false, handed);
+        if (result) return result;
+      }
       for (let round = 0; round < OPTIMISTIC_ATTEMPTS; round++) {
         const result = await attempt(false);
         if (result) return result;
@@ -609,24 +616,59 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   /**
-   * Per-process queues by name. A task starts when the previous one of its lane has settled, or
-   * as soon as it has handed its write to the store (`writeSent`), whichever comes first: the
-   * next task's read then goes out right behind that write on the same connection, so Redis
-   * answers it with the write applied, and one person's observations cost one round trip each
-   * instead of two (a write's answer no longer has to come back before the next read is sent).
-   * Should the write fail its expectations, the two go on as two optimistic writers would.
+   * What a lock-free write leaves behind for its identifiers, as a read would find it right after
+   * (if the write holds): the holders of its index keys, their roots and members, and the text of
+   * every record of the group. The next observation of the lane plans on it instead of reading,
+   * with the same expectations a read would give it — so if the write did not hold, or anything
+   * else changed, that plan's write fails as a stale read's would, and the observation reads.
    */
-  const lanes = new Map<string, Promise<void>>();
-  function inLane<T>(name: string, run: (writeSent: () => void) => Promise<T>): Promise<T> {
+  interface LaneState {
+    holders: Map<string, string>;
+    roots: Map<string, string>;
+    members: Map<string, string[]>;
+    records: Map<string, string>;
+  }
+
+  /** A read made of a LaneState, when it covers every index key (else the caller reads). */
+  function readAfter(after: LaneState, indexKeys: readonly string[]): GroupReadResult | null {
+    const values: (string | null)[] = [null]; // the delivery itself: expected absent, checked
+    for (const indexKey of indexKeys) {
+      const holder = after.holders.get(indexKey);
+      if (holder === undefined) return null;
+      values.push(holder);
+    }
+    return {
+      claimed: true,
+      values,
+      roots: after.roots,
+      members: after.members,
+      records: after.records,
+      complete: true,
+    };
+  }
+
+  /**
+   * Per-process queues by name. A task starts when the previous one of its lane has settled, or
+   * as soon as that one has handed its write to the store (`writeSent`), whichever comes first.
+   * Handed over with the write's LaneState, the next task plans without reading, and its write
+   * goes out right behind the previous one on the same connection (StoreBatch.exec): a burst of
+   * one person's observations costs one round trip, not two per observation. Without it (a
+   * merge, a lock), the next task's read goes out behind the write and is answered after it.
+   */
+  const lanes = new Map<string, Promise<LaneState | undefined>>();
+  function inLane<T>(
+    name: string,
+    run: (writeSent: (after?: LaneState) => void, handed: LaneState | undefined) => Promise<T>,
+  ): Promise<T> {
     const previous = lanes.get(name);
-    let open!: () => void;
-    const turn = new Promise<void>((resolve) => {
+    let open!: (after?: LaneState) => void;
+    const turn = new Promise<LaneState | undefined>((resolve) => {
       open = resolve;
     });
     lanes.set(name, turn);
-    const start = () => run(open);
-    const result = previous ? previous.then(start) : start();
-    result.then(open, open);
+    const result = previous ? previous.then((handed) => run(open, handed)) : run(open, undefined);
+    const settle = () => open(undefined);
+    result.then(settle, settle);
     void turn.then(() => {
       if (lanes.get(name) === turn) lanes.delete(name);
     });
@@ -647,7 +689,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     /** Whether this write runs under the identity lock of its identifiers (see below). */
     holdsIdentityLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
-    writeSent: () => void,
+    writeSent: (after?: LaneState) => void,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -809,10 +851,30 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
       }
       events.stage(batch, outbox);
+
+      /** This write's outcome for the next observation of the lane (LaneState), if all is known. */
+      const laneStateAfter = (): LaneState | undefined => {
+        const texts = new Map<string, string>();
+        for (const id of groupIdsAfter) {
+          const record = records.get(id);
+          const text = id === target.id ? encoded : record && readAs.get(record);
+          if (text === undefined) return undefined;
+          texts.set(id, text);
+        }
+        const roots = new Map(current);
+        roots.set(target.id, targetRoot);
+        const membersAfter = new Map(members);
+        if (!membersAfter.has(targetRoot)) membersAfter.set(targetRoot, []);
+        const holders = new Map<string, string>();
+        resolving.forEach((identifier, index) => {
+          holders.set(key.index(identifier), indexValues[index] ?? target.id);
+        });
+        return { holders, roots, members: membersAfter, records: texts };
+      };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns
       // Under a lock the next task would only fail its lock expectation: it waits for the end.
-      if (!holdsIdentityLock) writeSent();
+      if (!holdsIdentityLock) writeSent(laneStateAfter());
       if (!(await executing)) return null;
       if (outbox.length > 0) events.committed();
       if (created) metrics.contactsCreated.inc();
