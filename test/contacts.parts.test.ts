@@ -761,61 +761,73 @@ for (const kind of ['memory', 'redis'] as const) {
       await storeA.close();
     });
 
-    it('one instance, one person, 40 observations at once (two of them one delivery): every update kept, one duplicate', async () => {
-      // The lane starts each observation's read right behind the previous one's write
-      // (engine.ts, inLane): no update may be lost and a repeated delivery must still be seen.
-      const [store, other] = await stores();
-      // Counts the identity reads: each observation planned on the previous write's outcome
-      // saves one (engine.ts, LaneState).
-      let reads = 0;
-      const counting = new Proxy(store, {
-        get(target, property, receiver) {
-          if (property === 'readGroups') {
-            return (...args: Parameters<Store['readGroups']>) => {
-              reads++;
-              return target.readGroups(...args);
-            };
-          }
-          return Reflect.get(target, property, receiver);
-        },
-      });
-      const engine = engineOn(counting);
-      const base = {
-        channelId: 'web',
-        vendor: 'jivochat',
-        identifiers: [{ kind: 'person', value: 'lane-1' }],
-      };
-      const results = await Promise.all(
-        Array.from({ length: 40 }, (_, index) =>
-          engine.observe({
-            ...base,
-            at: `2026-11-01T12:00:${String(index).padStart(2, '0')}.000Z`,
-            idempotencyKey: index === 39 ? 'update-7' : `update-${index}`,
-            labels: [`label-${index}`],
-            timeline: [
-              { key: 'msg', type: 'message.received', at: '2026-11-01T12:00:00.000Z', summary: `m${index}` },
-            ],
-          }),
-        ),
-      );
-      const ids = new Set(results.map((result) => result.contact.id));
-      expect(ids.size).toBe(1);
-      expect(results.filter((result) => result.created)).toHaveLength(1);
-      expect(results.filter((result) => result.duplicate)).toHaveLength(1);
-      const id = [...ids][0]!;
-      const contact = (await engine.get(id))?.contact;
-      expect(contact?.labels).toHaveLength(39);
-      expect(contact?.labels).not.toContain('label-39');
-      expect(contact?.channels[0]?.observations).toBe(39);
-      const page = await engine.timeline(id, { limit: 100 });
-      expect(page.entries).toHaveLength(39);
+    for (const [repeatAt, expectedReads, why] of [
       // The first reads; the 38 after it plan on the write before them; the repeated delivery's
-      // planned write fails (its key exists), so it reads and finds itself. The installation
-      // salt is read apart from these.
-      expect(reads).toBe(2);
-      if (other !== store) await other.close();
-      await store.close();
-    });
+      // planned write fails (its key exists), so it reads and finds itself.
+      [39, 2, 'the last'],
+      // The same, but the 19 queued behind the repeated delivery planned on its write, which did
+      // not happen: each reads once, after the one before it has finished (not all at once).
+      [20, 21, 'the 21st'],
+    ] as const) {
+      it(`one instance, one person, 40 observations at once, ${why} a repeated delivery: every update kept, ${expectedReads} reads`, async () => {
+        // The lane plans each observation on the write before it (engine.ts, LaneState): no
+        // update may be lost, a repeated delivery must still be seen, and the reads saved are
+        // counted here. The installation salt is read apart from these.
+        const [store, other] = await stores();
+        let reads = 0;
+        const counting = new Proxy(store, {
+          get(target, property, receiver) {
+            if (property === 'readGroups') {
+              return (...args: Parameters<Store['readGroups']>) => {
+                reads++;
+                return target.readGroups(...args);
+              };
+            }
+            return Reflect.get(target, property, receiver);
+          },
+        });
+        const engine = engineOn(counting);
+        const base = {
+          channelId: 'web',
+          vendor: 'jivochat',
+          identifiers: [{ kind: 'person', value: 'lane-1' }],
+        };
+        const results = await Promise.all(
+          Array.from({ length: 40 }, (_, index) =>
+            engine.observe({
+              ...base,
+              at: `2026-11-01T12:00:${String(index).padStart(2, '0')}.000Z`,
+              idempotencyKey: index === repeatAt ? 'update-7' : `update-${index}`,
+              labels: [`label-${index}`],
+              timeline: [
+                {
+                  key: 'msg',
+                  type: 'message.received',
+                  at: '2026-11-01T12:00:00.000Z',
+                  summary: `m${index}`,
+                },
+              ],
+            }),
+          ),
+        );
+        const ids = new Set(results.map((result) => result.contact.id));
+        expect(ids.size).toBe(1);
+        expect(results.filter((result) => result.created)).toHaveLength(1);
+        expect(results.map((result, index) => (result.duplicate ? index : -1)).filter((i) => i >= 0)).toEqual(
+          [repeatAt],
+        );
+        const id = [...ids][0]!;
+        const contact = (await engine.get(id))?.contact;
+        expect(contact?.labels).toHaveLength(39);
+        expect(contact?.labels).not.toContain(`label-${repeatAt}`);
+        expect(contact?.channels[0]?.observations).toBe(39);
+        const page = await engine.timeline(id, { limit: 100 });
+        expect(page.entries).toHaveLength(39);
+        expect(reads).toBe(expectedReads);
+        if (other !== store) await other.close();
+        await store.close();
+      });
+    }
 
     it('claimAndFind: claims once, finds as findByIdentifier does (merged groups, misses, both read paths)', async () => {
       const [store] = await stores();

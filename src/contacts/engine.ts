@@ -551,7 +551,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
     // other instances are kept apart by the expectations. Only a merge of two existing contacts
     // takes the identity and record locks, so that merges of one group do not interleave.
-    return inLane(indexKeys[0]!, async (writeSent, handed) => {
+    return inLane(indexKeys[0]!, async (writeSent, handed, previousSettled) => {
       const attempt = async (locked: boolean, after?: LaneState): Promise<ObserveResult | null> => {
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
@@ -586,6 +586,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (handed) {
         const result = await attempt(false, handed);
         if (result) return result;
+        // The write it was planned on did not hold, or this delivery was applied before. The
+        // observations queued behind this one planned on it and fail too: each goes back in line
+        // behind the one before it (read after it has finished), or they would all read and
+        // write at once and keep invalidating each other.
+        await previousSettled;
       }
       for (let round = 0; round < OPTIMISTIC_ATTEMPTS; round++) {
         const result = await attempt(false);
@@ -654,22 +659,42 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    * goes out right behind the previous one on the same connection (StoreBatch.exec): a burst of
    * one person's observations costs one round trip, not two per observation. Without it (a
    * merge, a lock), the next task's read goes out behind the write and is answered after it.
+   * `previousSettled` lets a task whose plan did not hold wait for the previous one to finish.
    */
-  const lanes = new Map<string, Promise<LaneState | undefined>>();
+  interface LaneTurn {
+    handed: Promise<LaneState | undefined>;
+    settled: Promise<void>;
+  }
+  const lanes = new Map<string, LaneTurn>();
   function inLane<T>(
     name: string,
-    run: (writeSent: (after?: LaneState) => void, handed: LaneState | undefined) => Promise<T>,
+    run: (
+      writeSent: (after?: LaneState) => void,
+      handed: LaneState | undefined,
+      previousSettled: Promise<void>,
+    ) => Promise<T>,
   ): Promise<T> {
     const previous = lanes.get(name);
     let open!: (after?: LaneState) => void;
-    const turn = new Promise<LaneState | undefined>((resolve) => {
-      open = resolve;
-    });
+    let finish!: () => void;
+    const turn: LaneTurn = {
+      handed: new Promise((resolve) => {
+        open = resolve;
+      }),
+      settled: new Promise((resolve) => {
+        finish = resolve;
+      }),
+    };
     lanes.set(name, turn);
-    const result = previous ? previous.then((handed) => run(open, handed)) : run(open, undefined);
-    const settle = () => open(undefined);
+    const result = previous
+      ? previous.handed.then((handed) => run(open, handed, previous.settled))
+      : run(open, undefined, Promise.resolve());
+    const settle = () => {
+      open(undefined);
+      finish();
+    };
     result.then(settle, settle);
-    void turn.then(() => {
+    void turn.settled.then(() => {
       if (lanes.get(name) === turn) lanes.delete(name);
     });
     return result;
