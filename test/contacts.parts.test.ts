@@ -829,6 +829,90 @@ for (const kind of ['memory', 'redis'] as const) {
       });
     }
 
+    it('observations at once over a few shared identifiers end as if applied one by one (property)', async () => {
+      // Bursts mix lanes (one per strongest identifier), plans made on the write before
+      // (LaneState), merges under locks and repeated deliveries. Whatever the interleaving, the
+      // contacts must be the connected identifier groups, each with every label and observation
+      // of its group once.
+      const universe: Identifier[] = [
+        { kind: 'person', value: 'p-1' },
+        { kind: 'person', value: 'p-2' },
+        { kind: 'email', value: 'a@example.org' },
+        { kind: 'email', value: 'b@example.org' },
+        { kind: 'phone', value: '+79161234567' },
+        { kind: 'phone', value: '+79161234568' },
+      ].map((identifier) => ({ ...identifier, provenance: 'verified' as const }));
+      const specs = fc.array(
+        fc.record({
+          ids: fc.uniqueArray(fc.integer({ min: 0, max: universe.length - 1 }), {
+            minLength: 1,
+            maxLength: 3,
+          }),
+          repeatOf: fc.option(fc.nat(), { nil: undefined }),
+        }),
+        { minLength: 1, maxLength: 24 },
+      );
+      let run = 0;
+      await fc.assert(
+        fc.asyncProperty(specs, async (list) => {
+          run++;
+          const [store, other] = await stores();
+          const engine = engineOn(store);
+          // A repeat is the same delivery again (same key, same content) of an earlier one.
+          const deliveries = list.map((spec, index) => {
+            const source = spec.repeatOf !== undefined && index > 0 ? spec.repeatOf % index : index;
+            const original = list[source]!;
+            return { source, ids: original.ids };
+          });
+          const observations = deliveries.map(({ source, ids }) => ({
+            channelId: 'web',
+            vendor: 'jivochat',
+            at: `2026-11-01T12:00:${String(source).padStart(2, '0')}.000Z`,
+            idempotencyKey: `run-${run}-obs-${source}`,
+            identifiers: ids.map((id) => universe[id]!),
+            labels: [`label-${source}`],
+            timeline: [
+              { key: 'msg', type: 'message.received', at: '2026-11-01T12:00:00.000Z', summary: 'm' },
+            ],
+          }));
+          await Promise.all(observations.map((observation) => engine.observe(observation)));
+
+          // Expected: identifiers joined by the deliveries applied (each source once).
+          const parent = universe.map((_, index) => index);
+          const find = (index: number): number => (parent[index] === index ? index : find(parent[index]!));
+          const sources = [...new Set(deliveries.map((delivery) => delivery.source))];
+          for (const source of sources) {
+            const [first, ...rest] = list[source]!.ids;
+            for (const id of rest) parent[find(id)] = find(first!);
+          }
+          const used = [...new Set(sources.flatMap((source) => list[source]!.ids))];
+          const contactOf = new Map<number, string>();
+          for (const id of used) {
+            const contact = await engine.findByIdentifier(universe[id]!);
+            expect(contact, `identifier ${id} has a contact`).not.toBeNull();
+            contactOf.set(id, contact!.id);
+          }
+          for (const a of used)
+            for (const b of used) expect(contactOf.get(a) === contactOf.get(b)).toBe(find(a) === find(b));
+          for (const root of new Set(used.map(find))) {
+            const members = sources.filter((source) => find(list[source]!.ids[0]!) === root);
+            const id = contactOf.get(used.find((candidate) => find(candidate) === root)!)!;
+            const contact = (await engine.get(id))!.contact;
+            expect([...contact.labels].sort()).toEqual(members.map((source) => `label-${source}`).sort());
+            const observed = contact.channels.reduce((sum, channel) => sum + channel.observations, 0);
+            expect(observed).toBe(members.length);
+            const page = await engine.timeline(id, { limit: 200 });
+            expect(page.entries.filter((entry) => entry.type === 'message.received')).toHaveLength(
+              members.length,
+            );
+          }
+          if (other !== store) await other.close();
+          await store.close();
+        }),
+        { numRuns: kind === 'memory' ? 40 : 15 },
+      );
+    });
+
     it('claimAndFind: claims once, finds as findByIdentifier does (merged groups, misses, both read paths)', async () => {
       const [store] = await stores();
       for (const mergeOnVisitorTyped of [
