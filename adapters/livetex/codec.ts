@@ -287,7 +287,9 @@ function openCompact(token: string, key: LookupKey): Buffer {
     // The additional authenticated data is the protected header exactly as sent (ASCII).
     decipher.setAAD(Buffer.from(header, 'latin1'));
     decipher.setAuthTag(tagBytes);
-    return Buffer.concat([decipher.update(Buffer.from(ciphertext, 'base64url')), decipher.final()]);
+    const plaintext = decipher.update(Buffer.from(ciphertext, 'base64url'));
+    decipher.final(); // GCM is a stream mode: final() only checks the tag (and adds nothing)
+    return plaintext;
   } catch {
     // final() throws when the tag does not match: wrong key, or any part altered.
     return refuseDecryption();
@@ -302,7 +304,9 @@ function sealCompact(plaintext: Buffer, kid: string, key: LookupKey): string {
   const iv = nextIv();
   const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
   cipher.setAAD(Buffer.from(header, 'latin1'));
-  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  const ciphertext = cipher.update(plaintext);
+  cipher.final(); // adds nothing under GCM; makes the tag
+
   return `${header}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher
     .getAuthTag()
     .toString('base64url')}`;
