@@ -224,3 +224,44 @@ describe('logs', () => {
     expect(text).not.toContain('admin-secret-token-123456');
   });
 });
+
+describe('readRawBody', () => {
+  it('rejects (does not wait forever) when the client closed the request before the body was read', async () => {
+    // An earlier step of a request may await something (a store read, a queue) while the client
+    // gives up; its 'close' has fired by the time the body is read.
+    const { default: Koa } = await import('koa');
+    const { request } = await import('node:http');
+    const { readRawBody, RequestClosedError } = await import('../src/http/body.js');
+    let arrived!: () => void;
+    const arrival = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
+    let outcome!: (value: unknown) => void;
+    const result = new Promise<unknown>((resolve) => {
+      outcome = resolve;
+    });
+    const app = new Koa();
+    app.use(async (ctx) => {
+      const closed = new Promise((resolve) => ctx.req.once('close', resolve));
+      arrived();
+      await closed;
+      await readRawBody(ctx, 4096).then(outcome, outcome);
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const { port } = server.address() as { port: number };
+    const client = request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/',
+      headers: { 'content-length': 9 },
+    });
+    client.on('error', () => {}); // we hang up ourselves
+    client.write('{"a":"b"}');
+    await arrival;
+    client.destroy();
+    expect(await result).toBeInstanceOf(RequestClosedError);
+    server.close();
+  });
+});

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { PayloadTooLargeError } from '../errors.js';
+import { AppError, PayloadTooLargeError } from '../errors.js';
 
 /**
  * Read the raw request body up to `limit` bytes. Vendors' bodies are kept raw (JivoChat sends
@@ -9,12 +9,27 @@ import { PayloadTooLargeError } from '../errors.js';
  * Plain 'data'/'end' listeners rather than `for await`: the async iterator costs every webhook
  * an iterator, a promise per chunk and their garbage, for bodies that are one chunk.
  */
+/**
+ * The client closed the request before its body was read: nobody is left to answer (the status
+ * is for the logs and metrics only), and nothing was received that could be kept. A vendor that
+ * gave up retries the delivery.
+ */
+export class RequestClosedError extends AppError {
+  constructor() {
+    super('request_closed', 400, 'the request was closed before its body was complete');
+  }
+}
+
 export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length'));
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new PayloadTooLargeError(limit));
   const req = ctx.req;
   // Read before (a second reader): nothing is left, as `for await` over an ended stream gave.
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  // The client went away before anyone read the body (while an earlier step awaited something):
+  // its 'close' has already fired, so listeners added now would wait forever, and so would the
+  // request (its memory, and a graceful shutdown waiting for it).
+  if (req.destroyed) return Promise.reject(new RequestClosedError());
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -48,7 +63,7 @@ export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
     // The client went away before the end: nothing more will come.
     const onClose = () => {
       cleanup();
-      reject(new Error('the request was closed before its body was complete'));
+      reject(new RequestClosedError());
     };
     req.on('data', onData);
     req.on('end', onEnd);
