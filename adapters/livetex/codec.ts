@@ -1,8 +1,9 @@
-import { createCipheriv, createDecipheriv, type KeyObject, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { z } from 'zod';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
 import { parseJson } from '../../src/http/json.js';
+import { randomPool } from '../../src/random.js';
 
 /**
  * The attribute lookup's wire format — and only here (DESIGN §6, our design: LiveTex's real
@@ -251,23 +252,10 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /**
- * IVs are drawn from a pool refilled every 341 answers: one randomBytes(12) per answer measured
- * ~30 µs of CPU under load (a crypto job per call), the pool a copy. An IV is public (it travels
- * in the token) and only has to be unique per key; 96 CSPRNG bits are, pooled or not.
+ * IVs from a pool (src/random.ts; one randomBytes(12) per answer measured ~30 µs under load). An
+ * IV is public and only has to be unique per key: 96 CSPRNG bits are, pooled or not.
  */
-const IV_POOL = Buffer.alloc(IV_BYTES * 341);
-let ivPoolAt = IV_POOL.length;
-
-function nextIv(): Buffer {
-  if (ivPoolAt === IV_POOL.length) {
-    randomFillSync(IV_POOL);
-    ivPoolAt = 0;
-  }
-  // A copy: the pool is overwritten when it is refilled.
-  const iv = Buffer.from(IV_POOL.subarray(ivPoolAt, ivPoolAt + IV_BYTES));
-  ivPoolAt += IV_BYTES;
-  return iv;
-}
+const nextIv = randomPool(IV_BYTES, 341);
 
 function refuseDecryption(): never {
   throw new LookupRefusedError('decryption_failed', 'the JWE could not be decrypted with the key it names');
@@ -306,7 +294,6 @@ function sealCompact(plaintext: Buffer, kid: string, key: LookupKey): string {
   cipher.setAAD(Buffer.from(header, 'latin1'));
   const ciphertext = cipher.update(plaintext);
   cipher.final(); // adds nothing under GCM; makes the tag
-
   return `${header}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher
     .getAuthTag()
     .toString('base64url')}`;

@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { randomPool } from '../random.js';
 import { identifierLabel } from './normalize.js';
 import type { AgentRef, AttributeValue, Contact, Identifier } from './types.js';
 
@@ -336,18 +336,12 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
  * bytes come from a pool refilled every 256 ids, not from a crypto call per id. (Ids made before
  * were `c_` + 20 hex characters; they stay valid, see keys.ts.)
  */
-const ID_POOL = Buffer.alloc(8 * 256);
-let idPoolAt = ID_POOL.length;
+const idBytes = randomPool(8, 256);
 const MIN_ID = 10n ** 17n;
 
 export function newRecordId(): string {
   for (;;) {
-    if (idPoolAt === ID_POOL.length) {
-      randomFillSync(ID_POOL);
-      idPoolAt = 0;
-    }
-    const value = ID_POOL.readBigUInt64LE(idPoolAt) >> 1n;
-    idPoolAt += 8;
+    const value = idBytes().readBigUInt64LE(0) >> 1n;
     if (value >= MIN_ID) return `c_${value}`;
   }
 }
