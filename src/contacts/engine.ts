@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
@@ -56,7 +57,10 @@ export { nameWords } from './timeline.js';
  * delivery, the same holders, roots and record texts (StoreBatch.expect, one Lua script on
  * Redis). If anything changed, nothing is written and it reads again: two instances seeing the
  * same new person both try to claim the identifiers as absent, one wins, the other re-reads and
- * updates the winner's record. No locks on these paths. A merge of two existing contacts also
+ * updates the winner's record. An observation may also plan without reading, on a state it
+ * is handed (a lane's previous write, or what this process last wrote for the person: LaneState,
+ * `remembered`) — with the same expectations, so a stale one fails the same way and reads.
+ * No locks on these paths. A merge of two existing contacts also
  * takes the identifier and record locks (one atomic step each, identifiers first), so two
  * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
  * they read, since observations no longer lock. The pure parts live next to this file:
@@ -73,6 +77,10 @@ const MAX_PLAN_ATTEMPTS = 8;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
+/** The record text kept for planning without a read (see `remembered`): 16 MiB. */
+const REMEMBERED_BYTES = 16 * 1024 * 1024;
+/** After a remembered state did not hold, that person is read first for this long. */
+const REMEMBER_BACKOFF_MS = 60_000;
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
 
@@ -551,8 +559,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // (a lane per strongest identifier), so they do not keep invalidating each other's reads;
     // other instances are kept apart by the expectations. Only a merge of two existing contacts
     // takes the identity and record locks, so that merges of one group do not interleave.
-    return inLane(indexKeys[0]!, async (writeSent, handed, previousSettled) => {
+    const laneName = indexKeys[0]!;
+    return inLane(laneName, async (writeSent, handed, previousSettled) => {
       const attempt = async (locked: boolean, after?: LaneState): Promise<ObserveResult | null> => {
+        // The state this attempt's lock-free write leaves behind, remembered once it has held.
+        let sent: LaneState | undefined;
+        const sentNow = (state?: LaneState) => {
+          sent = state;
+          writeSent(state);
+        };
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
@@ -575,14 +590,38 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             saltValue,
             timelineMembers,
             locked || planned.roots.length > 1,
-            writeSent,
+            sentNow,
           );
-        return planned.roots.length > 1 && !locked
-          ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
-          : await write();
+        const result =
+          planned.roots.length > 1 && !locked
+            ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
+            : await write();
+        if (result && sent) remember(laneName, sent);
+        return result;
       };
       // A write planned on the previous write's outcome fails (and costs a read) only when that
       // write failed or something else changed meanwhile: it is not one of the attempts below.
+      // Planned on what this process last wrote for this person (see `remembered`): one trip if
+      // nothing else wrote since; else its write fails like a stale read's and we read.
+      const recalled = handed ? undefined : remembered.get(laneName);
+      let recalledFailed = false;
+      if (recalled) {
+        const result = await attempt(false, recalled);
+        if (result) return result;
+        remembered.delete(laneName);
+        recalledFailed = true;
+      }
+      // It failed because something else wrote this person: plan on a read for a while. Or
+      // because this delivery was a repeat: what was remembered may still hold; keep it.
+      const afterRecall = (result: ObserveResult) => {
+        if (!recalledFailed) return result;
+        if (result.duplicate) remember(laneName, recalled!);
+        else {
+          missed.set(laneName, true);
+          remembered.delete(laneName);
+        }
+        return result;
+      };
       if (handed) {
         const result = await attempt(false, handed);
         if (result) return result;
@@ -594,7 +633,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       for (let round = 0; round < OPTIMISTIC_ATTEMPTS; round++) {
         const result = await attempt(false);
-        if (result) return result;
+        if (result) return afterRecall(result);
       }
       // Contended (several instances writing one person at once, a loaded machine): queue on the
       // identity lock with the other contenders, so one at a time reads and writes, instead of
@@ -612,7 +651,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         },
         { awaitRelease: false },
       );
-      if (result) return result;
+      if (result) return afterRecall(result);
       throw new ConflictError(
         'identity_contention',
         'the contact changed too often while being written; retry',
@@ -666,6 +705,31 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     settled: Promise<void>;
   }
   const lanes = new Map<string, LaneTurn>();
+
+  /**
+   * What this process's last lock-free write for a person left behind (a LaneState, by lane
+   * name), kept once the write has held: that person's next observation plans on it and writes
+   * in one trip instead of reading first (a returning visitor, a chat's accepted → finished).
+   * Safe for the same reason as a lane's hand-over: the write carries the expectations a read
+   * would have given it, so if anything changed since (another instance, an edit through the
+   * API, an unmerge, an expired key) it fails, costs that one trip, and the observation reads.
+   * A person whose remembered state failed is not remembered again for REMEMBER_BACKOFF_MS, so
+   * two instances taking turns on one person (a round-robin balancer) pay the wasted trip about
+   * once a minute, not on every observation. Bounded by the record text it keeps (LRU).
+   */
+  const remembered = new LRUCache<string, LaneState>({
+    maxSize: REMEMBERED_BYTES,
+    sizeCalculation: (state) => {
+      let bytes = 256;
+      for (const text of state.records.values()) bytes += text.length;
+      return bytes;
+    },
+  });
+  /** Lanes whose remembered state lost to another writer lately: not remembered for now. */
+  const missed = new LRUCache<string, true>({ max: 10_000, ttl: REMEMBER_BACKOFF_MS });
+  function remember(lane: string, state: LaneState) {
+    if (!missed.has(lane)) remembered.set(lane, state);
+  }
   function inLane<T>(
     name: string,
     run: (
