@@ -50,6 +50,9 @@ export const OK_ANSWER = { result: 'ok' } as const satisfies JivoAnswer;
 
 /** Cut to `max` code points, so an emoji or a Cyrillic letter is never split in half. */
 export function truncate(text: string, max: number): string {
+  // A string has at least as many UTF-16 units as code points: short enough as it is, it is
+  // returned without splitting it (nearly every value, and the split allocated per character).
+  if (text.length <= max) return text;
   const points = Array.from(text);
   if (points.length <= max) return text;
   return `${points.slice(0, max - 1).join('')}…`;

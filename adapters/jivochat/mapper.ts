@@ -251,15 +251,27 @@ function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
   });
 }
 
-function conversationContext(e: JivoEnvelope) {
+interface ConversationContext {
+  conversationId?: string;
+  agent?: AgentRef;
+  department?: string;
+  topic?: string;
+  page?: { url: string; title: string | undefined };
+}
+
+/** Built field by field (conditional spreads cost an object each, on every webhook). */
+function conversationContext(e: JivoEnvelope): ConversationContext {
+  const context: ConversationContext = {};
+  if (e.chat_id) context.conversationId = e.chat_id;
   const agent = agentRef(e.agent);
-  return {
-    ...(e.chat_id ? { conversationId: e.chat_id } : {}),
-    ...(agent ? { agent } : {}),
-    ...(text(e.department?.name) ? { department: text(e.department?.name) } : {}),
-    ...(text(e.topic?.title) ? { topic: text(e.topic?.title) } : {}),
-    ...(text(e.page?.url) ? { page: { url: text(e.page?.url), title: text(e.page?.title) } } : {}),
-  };
+  if (agent) context.agent = agent;
+  const department = text(e.department?.name);
+  if (department) context.department = department;
+  const topic = text(e.topic?.title);
+  if (topic) context.topic = topic;
+  const url = text(e.page?.url);
+  if (url) context.page = { url, title: text(e.page?.title) };
+  return context;
 }
 
 interface Built {
