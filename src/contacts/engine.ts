@@ -928,18 +928,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         orderingKey: survivor,
         stagedAt: now().getTime(),
       });
-      if (created) {
-        outbox.push(event('contact.created', CONTACT_EVENTS_KEY, {}));
-      } else if (changed) {
-        outbox.push(event('contact.updated', CONTACT_EVENTS_KEY, {}));
+      // Without a destination nothing would deliver them: not built (ids are digests) nor staged.
+      if (events.enabled) {
+        if (created) {
+          outbox.push(event('contact.created', CONTACT_EVENTS_KEY, {}));
+        } else if (changed) {
+          outbox.push(event('contact.updated', CONTACT_EVENTS_KEY, {}));
+        }
+        if (absorbed.length > 0) {
+          outbox.push(event('contact.merged', 'merge', { survivor, absorbed, via: mergedVia }));
+        }
+        for (const item of observation.events) {
+          outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
+        }
+        events.stage(batch, outbox);
       }
-      if (absorbed.length > 0) {
-        outbox.push(event('contact.merged', 'merge', { survivor, absorbed, via: mergedVia }));
-      }
-      for (const item of observation.events) {
-        outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
-      }
-      events.stage(batch, outbox);
 
       /** This write's outcome for the next observation of the lane (LaneState), if all is known. */
       const laneStateAfter = (): LaneState | undefined => {

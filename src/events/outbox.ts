@@ -41,6 +41,8 @@ export const storedOutboxEntrySchema = outboxEntrySchema.extend({
 });
 
 export interface EventPublisher {
+  /** False when no destination is configured (OutboxOptions.enabled): staging does nothing. */
+  readonly enabled: boolean;
   /** Queue the events into `batch`: they are committed together with the change. */
   stage(batch: StoreBatch, entries: OutboxEntry[]): void;
   /** Commit events that belong to no other change (e.g. agents.synced). */
@@ -63,6 +65,7 @@ export function createOutboxPublisher(store: Store, options: OutboxOptions = {})
   const enabled = options.enabled ?? true;
   const listeners: Array<() => void> = [];
   const publisher: EventPublisher = {
+    enabled,
     stage(batch, entries) {
       if (enabled && entries.length > 0)
         batch.rpush(OUTBOX_KEY, ...entries.map((entry) => JSON.stringify(entry)));
