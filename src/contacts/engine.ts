@@ -77,7 +77,7 @@ const MAX_PLAN_ATTEMPTS = 8;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
-/** The record text kept for planning without a read (see `remembered`): 16 MiB. */
+/** What is kept for planning without a read (see `remembered`): about 16 MiB. */
 const REMEMBERED_BYTES = 16 * 1024 * 1024;
 /** After a remembered state did not hold, that person is read first for this long. */
 const REMEMBER_BACKOFF_MS = 60_000;
@@ -715,12 +715,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    * API, an unmerge, an expired key) it fails, costs that one trip, and the observation reads.
    * A person whose remembered state failed is not remembered again for REMEMBER_BACKOFF_MS, so
    * two instances taking turns on one person (a round-robin balancer) pay the wasted trip about
-   * once a minute, not on every observation. Bounded by the record text it keeps (LRU).
+   * once a minute, not on every observation. Bounded by size (LRU, REMEMBERED_BYTES).
    */
   const remembered = new LRUCache<string, LaneState>({
     maxSize: REMEMBERED_BYTES,
+    // A person's state is ~1 KiB of maps and keys (measured: 1.4 KB with a 300-byte record) plus
+    // the record text; two-byte text (Cyrillic) is counted once, so the bound is approximate.
     sizeCalculation: (state) => {
-      let bytes = 256;
+      let bytes = 1024;
       for (const text of state.records.values()) bytes += text.length;
       return bytes;
     },
