@@ -88,6 +88,20 @@ describe('lenient wire parsing', () => {
     for (const nonsense of [-1, 1e300, Number.NaN, undefined, null, 'yesterday']) {
       expect(isoTime(nonsense), String(nonsense)).toBeUndefined();
     }
+    // Numbers are formatted without a Date now (src/isotime.ts): the same as through one.
+    const throughDate = (value: number) => {
+      const date = new Date(value >= 1e11 ? value : value * 1000);
+      return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+    };
+    expect(isoTime(1718610000.5)).toBe('2024-06-17T07:40:00.500Z');
+    expect(isoTime(8.64e12)).toBe(throughDate(8.64e12));
+    expect(isoTime(8.64e15 + 1)).toBeUndefined();
+    fc.assert(
+      fc.property(fc.double({ min: 0, max: 1e16, noNaN: true }), (value) => {
+        expect(isoTime(value)).toBe(throughDate(value));
+      }),
+      { numRuns: 5000 },
+    );
   });
 
   it('keeps the digests stored keys were made with', () => {

@@ -1,5 +1,6 @@
 import { digest } from '../digest.js';
 import { ValidationError } from '../errors.js';
+import { isoFromMs } from '../isotime.js';
 import type { TimelineEntry } from './types.js';
 
 /** Pure helpers for timeline entries, event ids and the name index (no store). */
@@ -64,8 +65,7 @@ export function entryId(channelId: string, idempotencyKey: string, entryKey: str
 }
 
 export function isoOf(value: string): string {
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime()))
-    throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
-  return date.toISOString();
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
+  return isoFromMs(ms);
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { isoFromMs } from '../isotime.js';
 
 /**
  * The adapter kit for lenient wire parsing (issue 12 item 1): what every vendor adapter needs to
@@ -107,11 +108,12 @@ export function isoTime(value: string | number | null | undefined): string | und
     typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
   if (numeric !== undefined) {
     if (!Number.isFinite(numeric) || numeric < 0) return undefined;
-    const date = new Date(numeric >= 1e11 ? numeric : numeric * 1000);
-    return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+    const ms = numeric >= 1e11 ? numeric : numeric * 1000;
+    // What `new Date(ms)` would hold (TimeClip): nothing past ±8.64e15, else the integer part.
+    return ms > 8.64e15 ? undefined : isoFromMs(Math.trunc(ms));
   }
   const parsed = Date.parse(value as string);
-  return Number.isNaN(parsed) ? undefined : new Date(parsed).toISOString();
+  return Number.isNaN(parsed) ? undefined : isoFromMs(parsed);
 }
 
 /**

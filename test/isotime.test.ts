@@ -1,0 +1,40 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { isoFromMs } from '../src/isotime.js';
+
+describe('isoFromMs', () => {
+  it('writes what Date#toISOString writes, for every time a Date can hold', () => {
+    const edges = [
+      0, // 1970-01-01
+      951_782_400_000, // 2000-02-29 (a leap day of a century divisible by 400)
+      951_868_799_999, // its last millisecond
+      4_107_542_400_000, // 2100-03-01 (2100 has no 29 February)
+      4_107_542_399_999,
+      1_718_610_000_000,
+      253_402_300_799_999, // 9999-12-31T23:59:59.999Z, the last 4-digit year
+      253_402_300_800_000, // 10000: +010000-… through Date
+      -1, // before 1970: through Date
+      8.64e15,
+      -8.64e15,
+      1.5, // not an integer: through Date (it truncates)
+    ];
+    for (const ms of edges) expect(isoFromMs(ms), String(ms)).toBe(new Date(ms).toISOString());
+    fc.assert(
+      fc.property(fc.integer({ min: -8.64e15, max: 8.64e15 }), (ms) => {
+        expect(isoFromMs(ms)).toBe(new Date(ms).toISOString());
+      }),
+      { numRuns: 20_000 },
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 253_402_300_799_999 }), (ms) => {
+        expect(isoFromMs(ms)).toBe(new Date(ms).toISOString());
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('throws for a time a Date cannot hold, as toISOString does', () => {
+    expect(() => isoFromMs(Number.NaN)).toThrow(RangeError);
+    expect(() => isoFromMs(8.64e15 + 1)).toThrow(RangeError);
+  });
+});
