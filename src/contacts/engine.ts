@@ -599,8 +599,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (result && sent) remember(laneName, sent);
         return result;
       };
-      // A write planned on the previous write's outcome fails (and costs a read) only when that
-      // write failed or something else changed meanwhile: it is not one of the attempts below.
       // Planned on what this process last wrote for this person (see `remembered`): one trip if
       // nothing else wrote since; else its write fails like a stale read's and we read.
       const recalled = handed ? undefined : remembered.get(laneName);
@@ -622,6 +620,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         }
         return result;
       };
+      // A write planned on the previous write's outcome fails (and costs a read) only when that
+      // write failed or something else changed meanwhile: it is not one of the attempts below.
       if (handed) {
         const result = await attempt(false, handed);
         if (result) return result;
