@@ -721,6 +721,23 @@ for (const kind of ['memory', 'redis'] as const) {
         logger,
       });
 
+    /** The store, counting the engine's reads (readGroups) through it. */
+    function countingReads(store: Store) {
+      const counted = { reads: 0, store };
+      counted.store = new Proxy(store, {
+        get(target, property, receiver) {
+          if (property === 'readGroups') {
+            return (...args: Parameters<Store['readGroups']>) => {
+              counted.reads++;
+              return target.readGroups(...args);
+            };
+          }
+          return Reflect.get(target, property, receiver);
+        },
+      });
+      return counted;
+    }
+
     it('two instances writing one known contact at once lose none of the updates', async () => {
       const [storeA, storeB] = await stores();
       const engines = [engineOn(storeA), engineOn(storeB)];
@@ -774,19 +791,8 @@ for (const kind of ['memory', 'redis'] as const) {
         // update may be lost, a repeated delivery must still be seen, and the reads saved are
         // counted here. The installation salt is read apart from these.
         const [store, other] = await stores();
-        let reads = 0;
-        const counting = new Proxy(store, {
-          get(target, property, receiver) {
-            if (property === 'readGroups') {
-              return (...args: Parameters<Store['readGroups']>) => {
-                reads++;
-                return target.readGroups(...args);
-              };
-            }
-            return Reflect.get(target, property, receiver);
-          },
-        });
-        const engine = engineOn(counting);
+        const counting = countingReads(store);
+        const engine = engineOn(counting.store);
         const base = {
           channelId: 'web',
           vendor: 'jivochat',
@@ -823,7 +829,7 @@ for (const kind of ['memory', 'redis'] as const) {
         expect(contact?.channels[0]?.observations).toBe(39);
         const page = await engine.timeline(id, { limit: 100 });
         expect(page.entries).toHaveLength(39);
-        expect(reads).toBe(expectedReads);
+        expect(counting.reads).toBe(expectedReads);
         if (other !== store) await other.close();
         await store.close();
       });
@@ -832,19 +838,8 @@ for (const kind of ['memory', 'redis'] as const) {
     it('a returning person is written without a read while nothing else wrote them; a write by another instance in between is caught, and that person is read first for a while', async () => {
       // engine.ts, `remembered`: the plan is made on what this instance last wrote for the person.
       const [storeA, storeB] = await stores();
-      let reads = 0;
-      const counting = new Proxy(storeA, {
-        get(target, property, receiver) {
-          if (property === 'readGroups') {
-            return (...args: Parameters<Store['readGroups']>) => {
-              reads++;
-              return target.readGroups(...args);
-            };
-          }
-          return Reflect.get(target, property, receiver);
-        },
-      });
-      const a = engineOn(counting);
+      const counting = countingReads(storeA);
+      const a = engineOn(counting.store);
       const b = engineOn(storeB);
       const observation = (n: number) => ({
         channelId: 'web',
@@ -855,19 +850,19 @@ for (const kind of ['memory', 'redis'] as const) {
         labels: [`label-${n}`],
       });
       const first = await a.observe(observation(1));
-      expect(reads).toBe(1);
+      expect(counting.reads).toBe(1);
       await a.observe(observation(2));
-      expect(reads).toBe(1); // planned on the write before: no read
+      expect(counting.reads).toBe(1); // planned on the write before: no read
       // A repeated delivery is found (its planned write fails on the delivery key, then it reads)
       // and does not make the next observation read.
       expect((await a.observe(observation(2))).duplicate).toBe(true);
-      expect(reads).toBe(2);
+      expect(counting.reads).toBe(2);
       await a.observe(observation(3));
-      expect(reads).toBe(2);
+      expect(counting.reads).toBe(2);
       // The other instance writes the person: A's remembered state no longer holds.
       await b.observe(observation(4));
       const fifth = await a.observe(observation(5));
-      expect(reads).toBe(3);
+      expect(counting.reads).toBe(3);
       expect(fifth.duplicate).toBe(false);
       expect([...fifth.contact.labels].sort()).toEqual([
         'label-1',
@@ -878,7 +873,7 @@ for (const kind of ['memory', 'redis'] as const) {
       ]);
       // Lost to another writer lately: A reads first for a while.
       await a.observe(observation(6));
-      expect(reads).toBe(4);
+      expect(counting.reads).toBe(4);
       const contact = (await b.get(first.contact.id))!.contact;
       expect(contact.labels).toHaveLength(6);
       expect(contact.channels[0]?.observations).toBe(6);
