@@ -2,6 +2,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
+import { jivochatAdapter } from '../adapters/jivochat/index.js';
+import { configSchema } from '../src/config/schema.js';
+import { createContactEngine } from '../src/contacts/engine.js';
+import { createOutboxPublisher } from '../src/events/outbox.js';
+import { createDeferredIntake, DEFERRED_CHUNK } from '../src/intake/deferred.js';
+import { createPayloadJournal } from '../src/intake/journal.js';
+import { createLogger } from '../src/logger.js';
+import { Metrics } from '../src/metrics.js';
+import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
 /**
@@ -312,5 +321,75 @@ describe('acknowledge after append: what the worker finds in the list', () => {
     expect(entry!.reason).toContain('no longer configured');
     expect(JSON.stringify(entry)).toContain('deferred-81@example.org');
     expect(await contactsByEmail(worker, 'deferred-81@example.org')).toHaveLength(0);
+  });
+});
+
+describe('the deferred worker', () => {
+  it('records a chunk a few items at a time, not all of its decodes at once, and each item once', async () => {
+    // All at once, a chunk's 100 decodes ran back to back before the first write and held the
+    // event loop while vendors waited for their answers (src/intake/deferred.ts, recordAll).
+    const store = createMemoryStore();
+    const logger = createLogger('silent');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const engine = createContactEngine({
+      store,
+      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
+      events: createOutboxPublisher(store, { enabled: false }),
+      metrics,
+      logger,
+    });
+    let inFlight = 0;
+    let most = 0;
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          most = Math.max(most, ++inFlight);
+          try {
+            return await target.observe(...args);
+          } finally {
+            inFlight--;
+          }
+        };
+      },
+    });
+    const state = jivochatAdapter.create(
+      {} as never,
+      {
+        id: 'site',
+        vendor: 'jivochat',
+        token: JIVO_TOKEN,
+      } as never,
+    ).state;
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    for (let n = 0; n < DEFERRED_CHUNK; n++) {
+      expect(
+        await deferred.append({
+          channelId: 'site',
+          vendor: 'jivochat',
+          event: 'chat_finished',
+          rawBody: Buffer.from(JSON.stringify(finished(500 + n))),
+          contentType: 'application/json',
+          receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+        }),
+      ).toBe(true);
+    }
+    expect(await deferred.drain()).toEqual({ recorded: DEFERRED_CHUNK, busy: false });
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(8);
+    for (let n = 0; n < DEFERRED_CHUNK; n++) {
+      const found = await engine.find({ email: `deferred-${500 + n}@example.org` });
+      expect(found, `deferred-${500 + n}`).toHaveLength(1);
+      expect(found[0]!.channels[0]?.observations).toBe(1);
+    }
+    expect(await deferred.drain()).toEqual({ recorded: 0, busy: false });
   });
 });
