@@ -91,6 +91,17 @@ export class PayloadTooLargeError extends AppError {
   }
 }
 
+/**
+ * The client closed the request before its body was read: nobody is left to answer (the status
+ * is for the logs and metrics only), and nothing was received that could be kept. A vendor that
+ * gave up retries the delivery.
+ */
+export class RequestClosedError extends AppError {
+  constructor() {
+    super('request_closed', 400, 'the request was closed before its body was complete');
+  }
+}
+
 export class UnsupportedMediaTypeError extends AppError {
   constructor(message: string) {
     super('unsupported_media_type', 415, message);

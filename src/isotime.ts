@@ -9,7 +9,7 @@ export function isoFromMs(ms: number): string {
   if (!Number.isInteger(ms) || ms < 0 || ms >= MAX_FOUR_DIGIT_YEAR_MS) return new Date(ms).toISOString();
   const days = Math.floor(ms / DAY_MS);
   let rest = ms - days * DAY_MS;
-  // Civil date from a day count (Howard Hinnant's days_from_civil inverse), in 400-year eras
+  // Civil date from a day count (Howard Hinnant's civil_from_days), in 400-year eras
   // of 146097 days, the year starting on 1 March so that a leap day is the year's last.
   const z = days + 719_468;
   const era = Math.floor(z / 146_097);

@@ -231,7 +231,8 @@ describe('readRawBody', () => {
     // gives up; its 'close' has fired by the time the body is read.
     const { default: Koa } = await import('koa');
     const { request } = await import('node:http');
-    const { readRawBody, RequestClosedError } = await import('../src/http/body.js');
+    const { readRawBody } = await import('../src/http/body.js');
+    const { RequestClosedError } = await import('../src/errors.js');
     let arrived!: () => void;
     const arrival = new Promise<void>((resolve) => {
       arrived = resolve;

@@ -601,22 +601,22 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       };
       // Planned on what this process last wrote for this person (see `remembered`): one trip if
       // nothing else wrote since; else its write fails like a stale read's and we read.
+      // If it failed, something else wrote this person: plan on a read for a while (`missed`,
+      // which also stops the attempts below from remembering). Unless this delivery was a repeat
+      // (its own key failed the check): then what was remembered may still hold, and is kept.
       const recalled = handed ? undefined : remembered.get(laneName);
       let recalledFailed = false;
       if (recalled) {
         const result = await attempt(false, recalled);
         if (result) return result;
         remembered.delete(laneName);
+        missed.set(laneName, true);
         recalledFailed = true;
       }
-      // It failed because something else wrote this person: plan on a read for a while. Or
-      // because this delivery was a repeat: what was remembered may still hold; keep it.
       const afterRecall = (result: ObserveResult) => {
-        if (!recalledFailed) return result;
-        if (result.duplicate) remember(laneName, recalled!);
-        else {
-          missed.set(laneName, true);
-          remembered.delete(laneName);
+        if (recalledFailed && result.duplicate) {
+          missed.delete(laneName);
+          remember(laneName, recalled!);
         }
         return result;
       };

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { AppError, PayloadTooLargeError } from '../errors.js';
+import { PayloadTooLargeError, RequestClosedError } from '../errors.js';
 
 /**
  * Read the raw request body up to `limit` bytes. Vendors' bodies are kept raw (JivoChat sends
@@ -9,17 +9,6 @@ import { AppError, PayloadTooLargeError } from '../errors.js';
  * Plain 'data'/'end' listeners rather than `for await`: the async iterator costs every webhook
  * an iterator, a promise per chunk and their garbage, for bodies that are one chunk.
  */
-/**
- * The client closed the request before its body was read: nobody is left to answer (the status
- * is for the logs and metrics only), and nothing was received that could be kept. A vendor that
- * gave up retries the delivery.
- */
-export class RequestClosedError extends AppError {
-  constructor() {
-    super('request_closed', 400, 'the request was closed before its body was complete');
-  }
-}
-
 export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length'));
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new PayloadTooLargeError(limit));
