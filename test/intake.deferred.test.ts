@@ -93,6 +93,30 @@ describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)
     expect(await timelineTypes(bridge, contacts[0]!.id)).toContain('conversation.finished');
   });
 
+  it('a body that is not valid UTF-8 is kept as its bytes and recorded as the web path read it', async () => {
+    const bridge = await start(store);
+    // A visitor name in Windows-1251 (not UTF-8): the web path reads it with U+FFFD in place of
+    // each bad byte; the worker must read the very same text from the stored bytes.
+    const body = JSON.stringify(finished(30)).replace('Visitor 30', '@@NAME@@');
+    const [before, after] = body.split('@@NAME@@') as [string, string];
+    const bytes = Buffer.concat([
+      Buffer.from(before, 'utf8'),
+      Buffer.from([0xc8, 0xe2, 0xe0, 0xed]), // "Иван" in Windows-1251
+      Buffer.from(after, 'utf8'),
+    ]);
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, bytes, {
+      'content-type': 'application/json',
+    });
+    expect(answer.status).toBe(200);
+    const [found] = await eventually(
+      () => contactsByEmail(bridge, 'deferred-30@example.org'),
+      (list) => list.length === 1,
+    );
+    expect(found).toBeDefined();
+    const contact = await bridge.admin('GET', `/api/v1/contacts/${found!.id}`);
+    expect(contact.body.names).toEqual(['\ufffd\ufffd\ufffd\ufffd']);
+  });
+
   it('keeps acknowledged events in the store while no worker runs, and records them when one starts', async () => {
     const bridge = await start(store, { start: false });
     for (let n = 10; n < 15; n++) {
@@ -236,20 +260,28 @@ describe('acknowledge after append: what the worker finds in the list', () => {
     prefixes.push(keyPrefix);
     const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config: jivoOnly });
     bridges.push(web);
-    const body = JSON.stringify(finished(80));
-    const answer = await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body);
+    // Byte for byte, even where the body is not valid UTF-8 (a Windows-1251 name here).
+    const [before, after] = JSON.stringify(finished(80)).split('Visitor 80') as [string, string];
+    const body = Buffer.concat([
+      Buffer.from(before, 'utf8'),
+      Buffer.from([0xc8, 0xe2, 0xe0, 0xed]),
+      Buffer.from(after, 'utf8'),
+    ]);
+    const answer = await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body, {
+      'content-type': 'application/json',
+    });
     expect(answer.status).toBe(200);
     const redis = new Redis(web.redisUrl!);
     try {
-      const [item] = await redis.lrange(`${keyPrefix}:intake:deferred`, 0, -1);
-      const newline = item!.indexOf('\n');
-      expect(JSON.parse(item!.slice(0, newline))).toMatchObject({
+      const [item] = await redis.lrangeBuffer(`${keyPrefix}:intake:deferred`, 0, -1);
+      const newline = item!.indexOf(0x0a);
+      expect(JSON.parse(item!.toString('utf8', 0, newline))).toMatchObject({
         v: 2,
         channelId: 'site',
         vendor: 'jivochat',
         event: 'chat_finished',
       });
-      expect(item!.slice(newline + 1)).toBe(body);
+      expect(item!.subarray(newline + 1).equals(body)).toBe(true);
     } finally {
       redis.disconnect();
     }

@@ -330,6 +330,28 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.pttl(k)).toBe(-2);
       });
 
+      it('Buffers are stored as their bytes: lrangeBuffer gives them back exactly, lrange as UTF-8', async () => {
+        const k = key('list');
+        // Not valid UTF-8 (a lone continuation byte, 0xff): a text round trip would change it.
+        const bytes = Buffer.from([0x7b, 0x22, 0xd0, 0x9e, 0x80, 0xff, 0x0a, 0x00, 0x7d]);
+        const text = 'Очередь 😀';
+        expect(await store.rpush(k, bytes, text)).toBe(2);
+        bytes.fill(0); // the store keeps what was pushed, not the caller's memory
+        const [first, second] = await store.lrangeBuffer(k, 0, -1);
+        expect(first!.equals(Buffer.from([0x7b, 0x22, 0xd0, 0x9e, 0x80, 0xff, 0x0a, 0x00, 0x7d]))).toBe(true);
+        expect(second!.toString('utf8')).toBe(text);
+        expect(await store.lrange(k, 1, 1)).toEqual([text]);
+        expect((await store.lrange(k, 0, 0))[0]).toBe(first!.toString('utf8'));
+        expect(await store.lrangeBuffer(key('list'), 0, -1)).toEqual([]);
+        // expectListHead compares bytes, whichever way the elements were pushed or read
+        const read = await store.lrangeBuffer(k, 0, -1);
+        const changed = Buffer.from(read[0]!);
+        changed[5] = 0xfe;
+        expect(await store.batch().expectListHead(k, [changed]).ltrim(k, 1, -1).exec()).toBe(false);
+        expect(await store.batch().expectListHead(k, [read[0]!, text]).ltrim(k, 1, -1).exec()).toBe(true);
+        expect(await store.lrange(k, 0, -1)).toEqual([text]);
+      });
+
       it('a capped list: rpush + ltrim in one batch', async () => {
         const k = key('list');
         for (let i = 1; i <= 5; i++) await store.batch().rpush(k, String(i)).ltrim(k, -3, -1).exec();

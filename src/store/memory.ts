@@ -28,14 +28,21 @@ type Value =
   | { type: 'hash'; value: Map<string, string> }
   | { type: 'set'; value: Set<string> }
   | { type: 'zset'; value: Map<string, number> }
-  | { type: 'list'; value: string[] };
+  | { type: 'list'; value: ListItem[] };
 interface ValueTypes {
   string: string;
   hash: Map<string, string>;
   set: Set<string>;
   zset: Map<string, number>;
-  list: string[];
+  list: ListItem[];
 }
+/** A list element: text, or bytes pushed as a Buffer (kept as bytes, as Redis keeps everything). */
+type ListItem = string | Buffer;
+const itemText = (item: ListItem): string => (typeof item === 'string' ? item : item.toString('utf8'));
+const itemBytes = (item: ListItem): Buffer =>
+  typeof item === 'string' ? Buffer.from(item, 'utf8') : Buffer.from(item);
+const sameItem = (a: ListItem, b: ListItem): boolean =>
+  typeof a === 'string' && typeof b === 'string' ? a === b : itemBytes(a).equals(itemBytes(b));
 type ValueType = keyof ValueTypes;
 type ValueOf<T extends ValueType> = ValueTypes[T];
 
@@ -263,10 +270,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       dropIfEmpty(key, zset);
       return 1;
     },
-    rpush(key: string, values: readonly string[]): number {
+    rpush(key: string, values: readonly ListItem[]): number {
       if (values.length === 0) return read(key, 'list')?.length ?? 0;
       const list = write(key, 'list');
-      list.push(...values);
+      // A Buffer is copied: the caller may reuse its memory, Redis would have sent the bytes.
+      for (const value of values) list.push(typeof value === 'string' ? value : Buffer.from(value));
       return list.length;
     },
     ltrim(key: string, start: number, stop: number): void {
@@ -352,7 +360,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
           const entry = lookup(key);
           if (entry?.data.type !== 'list' || entry.data.value.length < wanted.length) return false;
           const list = entry.data.value;
-          return wanted.every((value, index) => list[index] === value);
+          return wanted.every((value, index) => sameItem(list[index]!, value));
         });
         return batch;
       },
@@ -564,7 +572,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       const list = read(key, 'list');
       if (list === undefined) return [];
       const range = listRange(list.length, start, stop);
-      return range === null ? [] : list.slice(range[0], range[1] + 1);
+      return range === null ? [] : list.slice(range[0], range[1] + 1).map(itemText);
+    },
+    async lrangeBuffer(key, start, stop) {
+      guard();
+      const list = read(key, 'list');
+      if (list === undefined) return [];
+      const range = listRange(list.length, start, stop);
+      return range === null ? [] : list.slice(range[0], range[1] + 1).map(itemBytes);
     },
     async llen(key) {
       guard();

@@ -206,10 +206,13 @@ type ReadGroupsReply =
   | [0]
   | [1, (string | null)[], string[], Array<string | string[]>, Array<string | null>, 0 | 1];
 
-/** What expectListHead sends: the SHA-1 of the elements, each as `<UTF-8 byte length>:<value>`. */
-function listHeadDigest(values: readonly string[]): string {
+/** What expectListHead sends: the SHA-1 of the elements, each as `<byte length>:<bytes>` (strings as UTF-8). */
+function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
   const hash = createHash('sha1');
-  for (const value of values) hash.update(`${Buffer.byteLength(value, 'utf8')}:`).update(value, 'utf8');
+  for (const value of values) {
+    if (typeof value === 'string') hash.update(`${Buffer.byteLength(value, 'utf8')}:`).update(value, 'utf8');
+    else hash.update(`${value.length}:`).update(value);
+  }
   return hash.digest('hex');
 }
 
@@ -550,6 +553,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     rpush: (key, ...values) =>
       values.length === 0 ? store.llen(key) : run(() => client.rpush(key, ...values)),
     lrange: (key, start, stop) => run(() => client.lrange(key, start, stop)),
+    lrangeBuffer: (key, start, stop) => run(() => client.lrangeBuffer(key, start, stop)),
     llen: (key) => run(() => client.llen(key)),
 
     async readGroups({ keys, layout, maxRecords, decoy, claim }) {

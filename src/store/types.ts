@@ -56,7 +56,7 @@ export interface StoreBatch {
    * it runs; checked like expect(). (To remove what was read from the head of a list — and
    * nothing else — when it may have changed meanwhile.)
    */
-  expectListHead(key: string, values: readonly string[]): StoreBatch;
+  expectListHead(key: string, values: ReadonlyArray<string | Buffer>): StoreBatch;
   /** Number of queued operations. */
   readonly length: number;
   /**
@@ -157,8 +157,11 @@ export interface Store {
    */
   zrevrangeByLex(key: string, options: LexRangeOptions): Promise<string[]>;
 
-  rpush(key: string, ...values: string[]): Promise<number>;
+  /** Buffers are stored as their bytes (no UTF-8 round trip for a payload that arrived as bytes). */
+  rpush(key: string, ...values: Array<string | Buffer>): Promise<number>;
   lrange(key: string, start: number, stop: number): Promise<string[]>;
+  /** LRANGE as the stored bytes (what rpush stored from a Buffer comes back byte for byte). */
+  lrangeBuffer(key: string, start: number, stop: number): Promise<Buffer[]>;
   llen(key: string): Promise<number>;
 
   /**
