@@ -3,30 +3,38 @@
 //
 // `npm run bench` loads the bridge to saturation and compares it with bare Koa; on a shared
 // 2-core machine its req/s moves by ±20 % from one minute to the next, which hides a change
-// worth 10 %. Here every checkout's bridge runs at the same time on one private Redis, each is
-// sent the same requests at the same fixed rate (well below saturation, so neither competes
-// for the CPU with itself), in alternating rounds, and the figure is process CPU
-// (/proc/<pid>/stat, all threads) ÷ requests answered. Compare checkouts within one run only.
+// worth 10 %. Here every checkout's bridge runs on one private Redis and, in each round, all of
+// them are sent the same requests at the same fixed rate *at the same time* (well below
+// saturation together), so they share whatever the machine does in those seconds; the figure is
+// process CPU (/proc/<pid>/stat, all threads) ÷ requests answered, and the comparison is the
+// median of the rounds' paired ratios. Compare checkouts within one run only.
 //
-// Knobs (environment): BENCH_RATE requests per second (by scenario: known and new 800, finished
-// 400, lookup 1600; the lower the rate, the more each request pays for waking the process up
-// alone: a lookup costs ~0.8 ms at 600 req/s and ~0.4 ms at saturation), BENCH_DURATION seconds per round
-// (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma list
-// of known, new, finished, lookup).
+// Knobs (environment): BENCH_RATE requests per second per checkout (by scenario: known and new
+// 400, finished 200, deferred 150, lookup 800; the lower the rate, the more each request pays for
+// waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
+// round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
+// list of known, new, finished, deferred, lookup).
+//
+// `deferred` is chat_finished with `intake.ackAfterAppend`, deployed as two more processes per
+// checkout on the same Redis: `--role web` answers, `--role worker` records (it finds the backlog
+// by polling, once a second). The round waits until the worker has recorded everything and
+// reports each process's CPU per event, and their sum: the whole cost of an acknowledged event.
 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import { admin, inParallel, JIVO_TOKEN, LIVETEX_TOKEN, postJson, startBridge } from './lib/bridge.js';
 import { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
 const env = process.env;
 const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map((path) => resolve(path));
-/** Requests per second: about half what the bridge answers at saturation here, per scenario. */
-const rateOf = (id) => Number(env.BENCH_RATE ?? { known: 800, new: 800, finished: 400, lookup: 1600 }[id]);
+/** Requests per second per checkout: together, about half what one bridge answers at saturation here. */
+const rateOf = (id) =>
+  Number(env.BENCH_RATE ?? { known: 400, new: 400, finished: 200, deferred: 150, lookup: 800 }[id]);
 const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
@@ -39,6 +47,7 @@ function cpuMs(pid) {
 }
 
 const redis = await benchRedis();
+const redisClient = new Redis(redis.url);
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cpu-'));
 const bridges = [];
 try {
@@ -59,7 +68,30 @@ try {
         livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
       ),
     );
-    bridges.push({ root, bridge, sent: 0, lookup: null });
+    // The deferred scenario's bridge (acknowledge after append; its worker records in-process).
+    const deferredPrefix = `cpu${index}d${randomUUID().slice(0, 6)}`;
+    const deferredRole = (role) =>
+      startBridge({
+        root,
+        dir: runDir,
+        redisUrl: redis.url,
+        keyPrefix: deferredPrefix,
+        logLevel: 'warn',
+        extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
+        role,
+      });
+    const deferred =
+      only === null || only.has('deferred')
+        ? { web: await deferredRole('web'), worker: await deferredRole('worker') }
+        : null;
+    bridges.push({
+      root,
+      bridge,
+      deferred,
+      backlogKey: `${deferredPrefix}:intake:deferred`,
+      sent: 0,
+      lookup: null,
+    });
   }
 
   const jivo = { method: 'POST', path: `/webhooks/jivochat/site/${JIVO_TOKEN}`, type: 'application/json' };
@@ -75,6 +107,11 @@ try {
     finished: {
       ...jivo,
       body: (n) => jivoChatFinished({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n, messages: 50 }),
+    },
+    deferred: {
+      ...jivo,
+      body: (n) =>
+        jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 40_000_000 + n, messages: 50 }),
     },
     lookup: { method: 'POST', path: '/livetex/app/attributes', type: 'application/jose', body: null },
   };
@@ -104,62 +141,93 @@ try {
   }
 
   const results = new Map();
+  const record = (name, side, value) => {
+    const key = `${name}\u0000${side}`;
+    if (!results.has(key)) results.set(key, []);
+    results.get(key).push(value);
+  };
+  /** One checkout's share of a round: its requests at the fixed rate, then its CPU per request. */
+  async function runSide(id, side, entry, round) {
+    const scenario = scenarios[id];
+    const next = () => {
+      if (id === 'lookup') return entry.lookup[entry.lookupNext++];
+      return JSON.stringify(scenario.body(entry.sent++, side));
+    };
+    const target = id === 'deferred' ? entry.deferred.web : entry.bridge;
+    const before = cpuMs(target.pid);
+    const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
+    const run = await autocannon({
+      url: target.url,
+      connections: 20,
+      overallRate: rateOf(id),
+      duration,
+      requests: [
+        {
+          method: scenario.method,
+          path: scenario.path,
+          headers: { 'content-type': scenario.type, accept: scenario.type },
+          setupRequest: (request) => ({ ...request, body: next() }),
+        },
+      ],
+    });
+    const answered = run.requests.total - run.non2xx;
+    if (run.non2xx > 0 || run.errors > 0)
+      throw new Error(
+        `${id} on ${entry.root}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
+      );
+    // Deferred: the event's cost includes its recording, so wait until the worker is done.
+    if (id === 'deferred')
+      while ((await redisClient.llen(entry.backlogKey)) > 0)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    const perRequest = (cpuMs(target.pid) - before) / Math.max(1, answered);
+    let total = perRequest;
+    let split = '';
+    if (id === 'deferred') {
+      const worker = (cpuMs(entry.deferred.worker.pid) - workerBefore) / Math.max(1, answered);
+      total = perRequest + worker;
+      record('deferred:web', side, perRequest);
+      record('deferred:worker', side, worker);
+      split = ` (web ${perRequest.toFixed(3)} + worker ${worker.toFixed(3)})`;
+    }
+    record(id, side, total);
+    process.stderr.write(
+      `round ${round + 1} ${id.padEnd(8)} ${entry.root}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
+    );
+  }
+
   for (let round = 0; round < rounds; round++) {
     for (const id of wanted) {
-      const scenario = scenarios[id];
-      for (const [side, entry] of bridges.entries()) {
-        if (id === 'lookup') await sealLookups(entry);
-        const next = () => {
-          if (id === 'lookup') return entry.lookup[entry.lookupNext++];
-          return JSON.stringify(scenario.body(entry.sent++, side));
-        };
-        const before = cpuMs(entry.bridge.pid);
-        const run = await autocannon({
-          url: entry.bridge.url,
-          connections: 20,
-          overallRate: rateOf(id),
-          duration,
-          requests: [
-            {
-              method: scenario.method,
-              path: scenario.path,
-              headers: { 'content-type': scenario.type, accept: scenario.type },
-              setupRequest: (request) => ({ ...request, body: next() }),
-            },
-          ],
-        });
-        const answered = run.requests.total - run.non2xx;
-        if (run.non2xx > 0 || run.errors > 0)
-          throw new Error(
-            `${id} on ${entry.root}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
-          );
-        const perRequest = (cpuMs(entry.bridge.pid) - before) / Math.max(1, answered);
-        const key = `${id}\u0000${side}`;
-        if (!results.has(key)) results.set(key, []);
-        results.get(key).push(perRequest);
-        process.stderr.write(
-          `round ${round + 1} ${id.padEnd(8)} ${entry.root}: ${answered} answered, ${perRequest.toFixed(3)} ms CPU/request, p99 ${run.latency.p99} ms\n`,
-        );
-      }
+      if (id === 'lookup') for (const entry of bridges) await sealLookups(entry);
+      // Every checkout at once: both see the same machine (other tenants, CPU frequency) during
+      // the same seconds, so their ratio holds where each one's own figure moves by ±30 %.
+      await Promise.all(bridges.map((entry, side) => runSide(id, side, entry, round)));
     }
   }
 
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   process.stdout.write(
-    `\nbridge CPU per request (ms; median of ${rounds} rounds, each round's value in brackets)\n`,
+    `\nbridge CPU per request (ms; median of ${rounds} rounds, each round's value in brackets; checkouts loaded at the same time)\n`,
   );
-  for (const id of wanted) {
-    const first = median(results.get(`${id}\u00000`));
+  for (const id of wanted.flatMap((id) => (id === 'deferred' ? [id, `${id}:web`, `${id}:worker`] : [id]))) {
+    const firsts = results.get(`${id}\u00000`);
     for (const [side, entry] of bridges.entries()) {
       const values = results.get(`${id}\u0000${side}`);
       const value = median(values);
-      const versus = side === 0 ? '' : `  ${((value / first) * 100).toFixed(0)} % of the first`;
+      // Paired: each round's ratio to the first checkout in the same seconds, then the median.
+      const ratio = median(values.map((v, round) => v / firsts[round]));
+      const versus =
+        side === 0 ? '' : `  ${(ratio * 100).toFixed(0)} % of the first (median of the rounds' ratios)`;
       process.stdout.write(
-        `${id.padEnd(9)} at ${String(rateOf(id)).padStart(4)} req/s ${value.toFixed(3)} [${values.map((v) => v.toFixed(3)).join(' ')}]${versus}  ${entry.root}\n`,
+        `${id.padEnd(15)} at ${String(rateOf(id.split(':')[0])).padStart(4)} req/s ${value.toFixed(3)} [${values.map((v) => v.toFixed(3)).join(' ')}]${versus}  ${entry.root}\n`,
       );
     }
   }
 } finally {
-  for (const { bridge } of bridges) await bridge.stop();
+  for (const { bridge, deferred } of bridges) {
+    await bridge.stop();
+    await deferred?.web.stop();
+    await deferred?.worker.stop();
+  }
+  redisClient.disconnect();
   await redis.stop();
 }

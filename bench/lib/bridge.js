@@ -45,10 +45,22 @@ ${extra ?? ''}
   return file;
 }
 
-export async function startBridge({ root, dir, redisUrl, keyPrefix, logLevel, cpuProfDir, store, extra }) {
+/** `role`: `chatbridge start --role` (all when not given). */
+export async function startBridge({
+  root,
+  dir,
+  redisUrl,
+  keyPrefix,
+  logLevel,
+  cpuProfDir,
+  store,
+  extra,
+  role,
+}) {
   const port = await freePort();
   const configFile = writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store, extra });
-  const process_ = spawnLogged([join(root, 'bin', 'chatbridge.js'), 'start', '--config', configFile], {
+  const args = ['start', '--config', configFile, ...(role ? ['--role', role] : [])];
+  const process_ = spawnLogged([join(root, 'bin', 'chatbridge.js'), ...args], {
     logFile: join(dir, `bridge-${port}.log`),
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },
     nodeOptions: [
