@@ -290,6 +290,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
   };
 
+  /** Elements start..stop of a list (LRANGE's indexes). */
+  function listSlice(key: string, start: number, stop: number): ListItem[] {
+    const list = read(key, 'list');
+    if (list === undefined) return [];
+    const range = listRange(list.length, start, stop);
+    return range === null ? [] : list.slice(range[0], range[1] + 1);
+  }
+
   /** A string key's value; null when missing or of another type (as MGET and the Lua script). */
   function stringAt(key: string): string | null {
     const entry = lookup(key);
@@ -569,17 +577,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
     async lrange(key, start, stop) {
       guard();
-      const list = read(key, 'list');
-      if (list === undefined) return [];
-      const range = listRange(list.length, start, stop);
-      return range === null ? [] : list.slice(range[0], range[1] + 1).map(itemText);
+      return listSlice(key, start, stop).map(itemText);
     },
     async lrangeBuffer(key, start, stop) {
       guard();
-      const list = read(key, 'list');
-      if (list === undefined) return [];
-      const range = listRange(list.length, start, stop);
-      return range === null ? [] : list.slice(range[0], range[1] + 1).map(itemBytes);
+      return listSlice(key, start, stop).map(itemBytes);
     },
     async llen(key) {
       guard();
