@@ -556,7 +556,16 @@ async function main() {
         duration,
         warmup,
       });
-      const memory = await redisClient.memory('USAGE', `${keyPrefix}:tl:${contactId}`, 'SAMPLES', '0');
+      // The engine's own key name (a `c_<digits>` id is stored as its digits): a hand-built name
+      // missed the key and reported 0 B per entry.
+      const { key } = await import(`${DIST}/src/contacts/keys.js`);
+      const memory = await redisClient.memory(
+        'USAGE',
+        `${keyPrefix}:${key.timeline(contactId)}`,
+        'SAMPLES',
+        '0',
+      );
+      if (memory === null) throw new Error(`timeline: no key ${keyPrefix}:${key.timeline(contactId)}`);
       entry.bytesPerEntry = Number(memory) / ENTRIES;
     }
 
