@@ -157,6 +157,11 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(types).toContain('contact.merged');
       const timeline = await contacts.timeline(web.contact.id, { limit: 10 });
       expect(timeline.entries.map((entry) => entry.type)).toContain('contact.merged');
+      // The merged-away id pages the same group (read from its root pointer, not its own record).
+      expect(await contacts.timeline(app.contact.id, { limit: 10 })).toEqual(timeline);
+      await expect(contacts.timeline('c_123456789', { limit: 10 })).rejects.toMatchObject({
+        code: 'contact_not_found',
+      });
     });
 
     it('merges transitively: A~B by e-mail, B~C by phone gives one contact', async () => {
