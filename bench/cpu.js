@@ -68,7 +68,8 @@ try {
         livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
       ),
     );
-    // The deferred scenario's bridge (acknowledge after append; its worker records in-process).
+    // The deferred scenario's processes: one `--role web` that acknowledges after the append, one
+    // `--role worker` that records, both on their own key prefix.
     const deferredPrefix = `cpu${index}d${randomUUID().slice(0, 6)}`;
     const deferredRole = (role) =>
       startBridge({

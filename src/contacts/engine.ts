@@ -255,14 +255,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (!isRecordId(id)) return null;
     // Whether a record exists, without reading it (PTTL: -2 for a missing key).
     const exists = async (recordId: string) => (await store.pttl(key.record(recordId))) !== -2;
-    const [stored, members, own] = await Promise.all([store.get(key.root(id)), membersOf(id), exists(id)]);
-    const pointer = stored === null ? null : publicId(stored);
-    if (pointer === null && !own) return null;
-    const ids = pointer !== null ? [pointer, ...(await membersOf(pointer))] : [id, ...members];
-    if (ids.length === 1 && pointer === null) return ids;
     // Only the records that exist, as the merged view lists them.
-    const present = await Promise.all(ids.map(exists));
-    const found = ids.filter((_, index) => present[index]);
+    const existing = async (ids: string[]) => {
+      const present = await Promise.all(ids.map(exists));
+      return ids.filter((_, index) => present[index]);
+    };
+    const [stored, members, own] = await Promise.all([store.get(key.root(id)), membersOf(id), exists(id)]);
+    if (stored === null) return own ? [id, ...(await existing(members))] : null;
+    const pointer = publicId(stored);
+    const found = await existing([pointer, ...(await membersOf(pointer))]);
     return found.length === 0 ? null : found;
   }
 

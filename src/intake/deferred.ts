@@ -64,8 +64,9 @@ const itemHeaderSchema = z.object({
   receivedAt: z.number(),
 });
 
-/** Items appended by the release before (one decoded observation each); still read. */
+/** How an item of the release before starts (see itemV1Schema). */
 const V1_START = Buffer.from('{"v":1', 'utf8');
+/** Items appended by the release before (one decoded observation each); still read. */
 const itemV1Schema = z.object({
   v: z.literal(1),
   channelId: z.string(),
@@ -233,7 +234,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       await store.rpush(DEFERRED_INVALID_KEY, bytes);
       return 'done';
     }
-    // Failures are counted per item text; the text is built only once something has failed.
+    // Failures are counted per item; its key text is built only once something has failed.
     const attemptKey = () => bytes.toString('latin1');
     const keep = (kind: 'unhandled' | 'rejected', reason: string) =>
       journal.record({
@@ -263,9 +264,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         error instanceof ConflictError;
       const refused = error instanceof AppError && error.status < 500 && !passing;
       const storeAway = passing;
-      const tries = storeAway ? 0 : (attempts.get(attemptKey()) ?? 0) + 1;
+      const itemKey = attemptKey();
+      const tries = storeAway ? 0 : (attempts.get(itemKey) ?? 0) + 1;
       if (!refused && tries < MAX_ATTEMPTS) {
-        if (!storeAway) attempts.set(attemptKey(), tries);
+        if (!storeAway) attempts.set(itemKey, tries);
         recorded.inc({ outcome: 'retried' });
         logger.warn(
           { err: error, event: item.event, tries },
@@ -275,7 +277,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       }
       // Refused as it would have been inline (no usable identifier, too large ...), or failing
       // again and again: kept in the journal with the payload, as the inline path keeps it.
-      attempts.delete(attemptKey());
+      attempts.delete(itemKey);
       await keep(
         error instanceof AppError && error.code === 'no_identifier' ? 'unhandled' : 'rejected',
         refused ? (error as Error).message : `not recorded after ${tries} tries: ${(error as Error).message}`,
