@@ -31,7 +31,12 @@ import { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } fro
 import { benchRedis } from './lib/redis.js';
 
 const env = process.env;
-const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map((path) => resolve(path));
+// `<checkout>#<node options>` runs that checkout's bridge with extra node options (space-separated),
+// e.g. `node bench/cpu.js . '.#--max-semi-space-size=64'` compares a V8 setting on one build.
+const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map((arg) => {
+  const [path, options] = arg.split('#');
+  return { root: resolve(path), nodeOptions: options ? options.split(' ').filter(Boolean) : [], label: arg };
+});
 /** Requests per second per checkout: together, about half what one bridge answers at saturation here. */
 const rateOf = (id) =>
   Number(env.BENCH_RATE ?? { known: 400, new: 400, finished: 200, deferred: 150, lookup: 800 }[id]);
@@ -51,7 +56,7 @@ const redisClient = new Redis(redis.url);
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cpu-'));
 const bridges = [];
 try {
-  for (const [index, root] of checkouts.entries()) {
+  for (const [index, { root, nodeOptions, label }] of checkouts.entries()) {
     const runDir = join(dir, String(index));
     mkdirSync(runDir);
     const bridge = await startBridge({
@@ -60,8 +65,9 @@ try {
       redisUrl: redis.url,
       keyPrefix: `cpu${index}x${randomUUID().slice(0, 6)}`,
       logLevel: 'warn',
+      nodeOptions,
     });
-    process.stderr.write(`${root}: bridge pid ${bridge.pid}, seeding ${KNOWN} contacts\n`);
+    process.stderr.write(`${label}: bridge pid ${bridge.pid}, seeding ${KNOWN} contacts\n`);
     await inParallel(KNOWN, 16, (person) =>
       postJson(
         `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
@@ -80,6 +86,7 @@ try {
         logLevel: 'warn',
         extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
         role,
+        nodeOptions,
       });
     const deferred =
       only === null || only.has('deferred')
@@ -87,6 +94,7 @@ try {
         : null;
     bridges.push({
       root,
+      label,
       bridge,
       deferred,
       backlogKey: `${deferredPrefix}:intake:deferred`,
@@ -174,7 +182,7 @@ try {
     const answered = run.requests.total - run.non2xx;
     if (run.non2xx > 0 || run.errors > 0)
       throw new Error(
-        `${id} on ${entry.root}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
+        `${id} on ${entry.label}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
       );
     // Deferred: the event's cost includes its recording, so wait until the worker is done.
     if (id === 'deferred')
@@ -192,7 +200,7 @@ try {
     }
     record(id, side, total);
     process.stderr.write(
-      `round ${round + 1} ${id.padEnd(8)} ${entry.root}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
+      `round ${round + 1} ${id.padEnd(8)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
     );
   }
 
@@ -219,7 +227,7 @@ try {
       const versus =
         side === 0 ? '' : `  ${(ratio * 100).toFixed(0)} % of the first (median of the rounds' ratios)`;
       process.stdout.write(
-        `${id.padEnd(15)} at ${String(rateOf(id.split(':')[0])).padStart(4)} req/s ${value.toFixed(3)} [${values.map((v) => v.toFixed(3)).join(' ')}]${versus}  ${entry.root}\n`,
+        `${id.padEnd(15)} at ${String(rateOf(id.split(':')[0])).padStart(4)} req/s ${value.toFixed(3)} [${values.map((v) => v.toFixed(3)).join(' ')}]${versus}  ${entry.label}\n`,
       );
     }
   }

@@ -9,7 +9,10 @@
 // BENCH_CONNECTIONS (50), BENCH_CONTACTS (1000000; 0 skips identity scale), BENCH_ONLY (comma
 // list of scenario ids), BENCH_LOG_LEVEL (warn), BENCH_CPU_PROF=1 (profile the bridge process:
 // bench/results/prof-<timestamp>/, summarise with `node bench/profile.js <file>`), BENCH_BRIDGE_NODE_OPTIONS
-// (extra node options for the bridge process, space-separated, e.g. --max-semi-space-size=32), REDIS_URL.
+// (extra node options for the bridge process, space-separated, e.g. --max-semi-space-size=32),
+// BENCH_FLOOR=0 (skip the floor: bench/floor.js, bare Koa + one Redis script per request, measured
+// in the same alternating rounds for the intake scenarios, so that the table shows what one trip
+// to Redis costs here and how far the bridge is above that), REDIS_URL.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -100,6 +103,16 @@ async function main() {
   });
   const bareUrl = `http://127.0.0.1:${barePort}`;
   await waitReady(`${bareUrl}/ready`, 10_000, bare.child, 'bare koa');
+  // The floor (bench/floor.js): bare Koa + one Redis script per request, on the same Redis.
+  const withFloor = env.BENCH_FLOOR !== '0';
+  const floorPort = await freePort();
+  const floor = withFloor
+    ? spawnLogged([join(ROOT, 'bench', 'floor.js'), String(floorPort), redis.url, `${keyPrefix}f`], {
+        logFile: join(runDir, 'floor.log'),
+      })
+    : null;
+  const floorUrl = `http://127.0.0.1:${floorPort}`;
+  if (floor) await waitReady(`${floorUrl}/ready`, 10_000, floor.child, 'floor (koa + redis)');
   const bridge = await startBridge({
     root: ROOT,
     dir: runDir,
@@ -150,8 +163,10 @@ async function main() {
     return out;
   }
 
-  const setBareReply = (bytes, contentType) =>
-    fetch(`${bareUrl}/__bench/reply`, { method: 'PUT', body: JSON.stringify({ bytes, contentType }) });
+  const setBareReply = async (bytes, contentType) => {
+    for (const url of floor ? [bareUrl, floorUrl] : [bareUrl])
+      await fetch(`${url}/__bench/reply`, { method: 'PUT', body: JSON.stringify({ bytes, contentType }) });
+  };
 
   /**
    * Measure one scenario on bare Koa and on chatbridge with the same request stream. `next(side)`
@@ -176,7 +191,9 @@ async function main() {
     target = bridge,
     afterBridge = async () => {},
     rounds = defaultRounds,
+    withFloorSide = false,
   }) {
+    const floorSide = withFloorSide && floor !== null;
     const sample = await fetch(target.url + path, {
       method,
       headers,
@@ -201,43 +218,72 @@ async function main() {
         warmup: round === 0 ? warmup : Math.min(1, warmup),
       });
     log(
-      `${id}: ${rounds} round(s) of bare Koa then chatbridge (${conns} connections, ${warmup}+${roundSeconds} s each)`,
+      `${id}: ${rounds} round(s) of bare Koa${floorSide ? ', the floor' : ''} then chatbridge (${conns} connections, ${warmup}+${roundSeconds} s each)`,
     );
     const bareRounds = [];
+    const floorRounds = [];
     const bridgeRounds = [];
     let bareCpu = 0;
+    let floorCpu = 0;
+    let floorRedisCpu = 0;
     let bridgeCpu = 0;
-    const callsBefore = await redisCalls();
-    const redisCpuBefore = await redisCpuSeconds();
+    let bridgeMainCpu = 0;
+    // Redis CPU and commands count the bridge's rounds only (the floor shares this Redis).
+    let redisCpuOfBridge = 0;
+    const callsOfBridge = {};
     for (let round = 0; round < rounds; round++) {
       const bareCpuBefore = processCpuSeconds(bare.pid);
       bareRounds.push(await run(bareUrl, 'bare', round));
       bareCpu += processCpuSeconds(bare.pid) - bareCpuBefore;
+      if (floorSide) {
+        const floorCpuBefore = processCpuSeconds(floor.pid);
+        const redisBefore = await redisCpuSeconds();
+        floorRounds.push(await run(floorUrl, 'floor', round));
+        floorCpu += processCpuSeconds(floor.pid) - floorCpuBefore;
+        floorRedisCpu += (await redisCpuSeconds()) - redisBefore;
+      }
+      const callsBefore = await redisCalls();
+      const redisBefore = await redisCpuSeconds();
       const bridgeCpuBefore = processCpuSeconds(target.pid);
+      const bridgeMainBefore = processCpuSeconds(target.pid, { mainThread: true });
       bridgeRounds.push(await run(target.url, 'bridge', round));
       bridgeCpu += processCpuSeconds(target.pid) - bridgeCpuBefore;
+      bridgeMainCpu += processCpuSeconds(target.pid, { mainThread: true }) - bridgeMainBefore;
+      redisCpuOfBridge += (await redisCpuSeconds()) - redisBefore;
+      for (const [name, count] of Object.entries(await redisCalls()))
+        callsOfBridge[name] = (callsOfBridge[name] ?? 0) + count - (callsBefore[name] ?? 0);
     }
     const bareResult = combineRounds(bareRounds, roundSeconds);
     const bridgeResult = combineRounds(bridgeRounds, roundSeconds);
     bareResult.cpuMsPerRequest = (bareCpu * 1000) / Math.max(1, bareResult.requestsIncludingWarmup);
     // Work the bridge still owes for this run (the deferred scenario's backlog) counts as its CPU.
     const bridgeCpuBefore = processCpuSeconds(target.pid);
+    const redisBeforeAfter = await redisCpuSeconds();
+    const callsBeforeAfter = await redisCalls();
     Object.assign(bridgeResult, await afterBridge(bridgeResult));
     bridgeCpu += processCpuSeconds(target.pid) - bridgeCpuBefore;
+    redisCpuOfBridge += (await redisCpuSeconds()) - redisBeforeAfter;
+    for (const [name, count] of Object.entries(await redisCalls()))
+      callsOfBridge[name] = (callsOfBridge[name] ?? 0) + count - (callsBeforeAfter[name] ?? 0);
     // CPU per answered request (warm-up included on both sides of the division), so the next
     // bottleneck is visible: the bridge's one JavaScript thread, or Redis. Only the bridge talks
     // to the private Redis during these rounds (bare Koa does not use it).
     const answered = Math.max(1, bridgeResult.requestsIncludingWarmup);
     bridgeResult.cpuMsPerRequest = (bridgeCpu * 1000) / answered;
-    bridgeResult.redisCpuMsPerRequest = (((await redisCpuSeconds()) - redisCpuBefore) * 1000) / answered;
+    // Of which the JavaScript thread, during the rounds (the rest is mostly V8's GC helper threads).
+    bridgeResult.mainThreadCpuMsPerRequest =
+      (bridgeMainCpu * 1000) /
+      Math.max(
+        1,
+        bridgeRounds.reduce((sum, r) => sum + r.requestsIncludingWarmup, 0),
+      );
+    bridgeResult.redisCpuMsPerRequest = (redisCpuOfBridge * 1000) / answered;
     // Redis commands per answered request (INFO commandstats delta over warm-up + run; commands
     // a Lua script runs count too, so a script is 1 + what it does). Only this run's bridge
     // talks to the private Redis meanwhile.
-    const calls = await redisCalls();
     const byCommand = {};
     let totalCalls = 0;
-    for (const [name, count] of Object.entries(calls)) {
-      const delta = count - (callsBefore[name] ?? 0);
+    for (const [name, delta] of Object.entries(callsOfBridge)) {
       if (delta > 0 && name !== 'info') {
         byCommand[name] = delta;
         totalCalls += delta;
@@ -258,9 +304,23 @@ async function main() {
       ratio: median(roundRatios),
       ...bridgeOnly,
     };
+    if (floorSide) {
+      const floorResult = combineRounds(floorRounds, roundSeconds);
+      const floorAnswered = Math.max(1, floorResult.requestsIncludingWarmup);
+      floorResult.cpuMsPerRequest = (floorCpu * 1000) / floorAnswered;
+      floorResult.redisCpuMsPerRequest = (floorRedisCpu * 1000) / floorAnswered;
+      entry.floor = floorResult;
+      // Per round, like the ratio: floor / bare, and the bridge / the floor.
+      entry.floorRatio = median(
+        floorRounds.map((round, index) => round.rps / Math.max(1, bareRounds[index].rps)),
+      );
+      entry.ratioToFloor = median(
+        bridgeRounds.map((round, index) => round.rps / Math.max(1, floorRounds[index].rps)),
+      );
+    }
     result.scenarios.push(entry);
     log(
-      `${id}: chatbridge ${bridgeResult.rps.toFixed(0)} req/s p99 ${bridgeResult.p99} ms; bare ${bareResult.rps.toFixed(0)} req/s; ratio ${(entry.ratio * 100).toFixed(1)} %`,
+      `${id}: chatbridge ${bridgeResult.rps.toFixed(0)} req/s p99 ${bridgeResult.p99} ms; bare ${bareResult.rps.toFixed(0)} req/s; ratio ${(entry.ratio * 100).toFixed(1)} %${entry.floor ? `; floor ${entry.floor.rps.toFixed(0)} req/s (${(entry.floorRatio * 100).toFixed(1)} % of bare; bridge ${(entry.ratioToFloor * 100).toFixed(1)} % of floor)` : ''}`,
     );
     return entry;
   }
@@ -341,6 +401,7 @@ async function main() {
       let n = 0;
       await compare({
         id: 'jivo_new',
+        withFloorSide: true,
         title: 'JivoChat chat_accepted, new contact',
         method: 'POST',
         path: jivoPath,
@@ -361,6 +422,7 @@ async function main() {
       const who = personOf('finished', 424_242);
       await compare({
         id: 'jivo_one_person',
+        withFloorSide: true,
         title: 'chat_accepted, one person on all connections',
         method: 'POST',
         path: jivoPath,
@@ -399,6 +461,7 @@ async function main() {
       let n = 0;
       const entry = await compare({
         id: 'jivo_known',
+        withFloorSide: true,
         title: 'JivoChat chat_accepted, known contact (cross-channel)',
         method: 'POST',
         path: jivoPath,
@@ -425,6 +488,7 @@ async function main() {
     if (wanted('jivo_finished')) {
       await compare({
         id: 'jivo_finished',
+        withFloorSide: true,
         title: 'JivoChat chat_finished, 50-message transcript',
         method: 'POST',
         path: jivoPath,
@@ -489,6 +553,8 @@ async function main() {
       const { kid, key } = await admin(bridge.url, 'POST', '/api/v1/channels/app/keys');
       const { buildClaims, sealRequest, decodeKey } = await import(`${DIST}/adapters/livetex/codec.js`);
       const keyBytes = decodeKey(key);
+      if (floor)
+        await fetch(`${floorUrl}/__bench/lookup-key`, { method: 'PUT', body: JSON.stringify({ kid, key }) });
       const poolSize = Number(env.BENCH_LOOKUP_TOKENS ?? 60_000);
       log(`livetex_lookup: sealing ${poolSize.toLocaleString('en')} lookup requests (unique jti each)`);
       const tokens = new Array(poolSize);
@@ -507,6 +573,7 @@ async function main() {
       let bridgeNext = 0;
       const entry = await compare({
         id: 'livetex_lookup',
+        withFloorSide: true,
         title: 'LiveTex encrypted attribute lookup (found)',
         method: 'POST',
         path: '/livetex/app/attributes',
@@ -514,7 +581,7 @@ async function main() {
         // Bare Koa does not care about replays: it cycles through the pool. The bridge (its sample
         // request included) takes each token once and must not run out: a reuse is a 401.
         next: (side) => {
-          if (side === 'bare') return { body: tokens[bareNext++ % poolSize] };
+          if (side !== 'bridge') return { body: tokens[bareNext++ % poolSize] };
           if (bridgeNext >= poolSize)
             throw new Error('livetex_lookup: token pool exhausted; raise BENCH_LOOKUP_TOKENS');
           return { body: tokens[bridgeNext++] };
@@ -580,6 +647,7 @@ async function main() {
     redisClient.disconnect();
     const bridgeExit = await bridge.stop();
     await bare.stop();
+    await floor?.stop();
     await redis.stop();
     result.bridgeExitCode = bridgeExit;
   }
@@ -764,8 +832,9 @@ function evaluate(result, connections) {
   }
   // Any non-2xx or socket error invalidates a measurement.
   for (const scenario of result.scenarios) {
-    for (const side of ['bare', 'bridge']) {
+    for (const side of ['bare', 'floor', 'bridge']) {
       const run = scenario[side];
+      if (!run) continue;
       if (run.non2xx > 0 || run.errors > 0) {
         targets.push({
           target: `${scenario.id} (${side}): every answer 2xx`,
@@ -791,11 +860,11 @@ function printTable(result) {
   );
   out();
   out(
-    `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}${pad('redis/req', 10)}${pad('cpu ms/req: bridge', 19)}${pad('redis', 7)}${pad('bare', 7)}`,
+    `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}${pad('redis/req', 10)}${pad('cpu ms/req: bridge', 19)}${pad('(JS)', 7)}${pad('redis', 7)}${pad('bare', 7)}`,
   );
   for (const s of result.scenarios) {
     out(
-      `${s.title.padEnd(54)}${pad(s.bridge.rps.toFixed(0), 13)}${pad(s.bridge.p50, 6)}${pad(s.bridge.p99, 6)}${pad(s.bare.rps.toFixed(0), 12)}${pad(s.bare.p50, 6)}${pad(s.bare.p99, 6)}${pad(`${(s.ratio * 100).toFixed(1)} %`, 8)}${pad(s.bridge.redisCommandsPerRequest?.toFixed(1) ?? '', 10)}${pad(s.bridge.cpuMsPerRequest?.toFixed(3) ?? '', 19)}${pad(s.bridge.redisCpuMsPerRequest?.toFixed(3) ?? '', 7)}${pad(s.bare.cpuMsPerRequest?.toFixed(3) ?? '', 7)}`,
+      `${s.title.padEnd(54)}${pad(s.bridge.rps.toFixed(0), 13)}${pad(s.bridge.p50, 6)}${pad(s.bridge.p99, 6)}${pad(s.bare.rps.toFixed(0), 12)}${pad(s.bare.p50, 6)}${pad(s.bare.p99, 6)}${pad(`${(s.ratio * 100).toFixed(1)} %`, 8)}${pad(s.bridge.redisCommandsPerRequest?.toFixed(1) ?? '', 10)}${pad(s.bridge.cpuMsPerRequest?.toFixed(3) ?? '', 19)}${pad(s.bridge.mainThreadCpuMsPerRequest?.toFixed(3) ?? '', 7)}${pad(s.bridge.redisCpuMsPerRequest?.toFixed(3) ?? '', 7)}${pad(s.bare.cpuMsPerRequest?.toFixed(3) ?? '', 7)}`,
     );
     if (s.single)
       out(
@@ -803,6 +872,21 @@ function printTable(result) {
       );
   }
   out('(latencies in ms as autocannon records them: whole milliseconds)');
+  const floored = result.scenarios.filter((s) => s.floor);
+  if (floored.length > 0) {
+    out();
+    out(
+      'the floor (bench/floor.js): bare Koa + one Redis script per request (durable before it answers), same rounds',
+    );
+    out(
+      `${'scenario'.padEnd(54)}${pad('floor req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('floor/bare', 12)}${pad('bridge/floor', 14)}${pad('cpu ms/req: floor', 19)}${pad('redis', 7)}`,
+    );
+    for (const s of floored) {
+      out(
+        `${s.title.padEnd(54)}${pad(s.floor.rps.toFixed(0), 13)}${pad(s.floor.p50, 6)}${pad(s.floor.p99, 6)}${pad(`${(s.floorRatio * 100).toFixed(1)} %`, 12)}${pad(`${(s.ratioToFloor * 100).toFixed(1)} %`, 14)}${pad(s.floor.cpuMsPerRequest.toFixed(3), 19)}${pad(s.floor.redisCpuMsPerRequest.toFixed(3), 7)}`,
+      );
+    }
+  }
   if (result.identity) {
     const i = result.identity;
     out();
@@ -837,8 +921,10 @@ function printTable(result) {
  * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux; the
  * kernel counts in clock ticks of 1/100 s, so a 12 s measurement is read to about 1 %).
  */
-function processCpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+function processCpuSeconds(pid, { mainThread = false } = {}) {
+  // The main thread (the JavaScript thread: its task id is the pid) alone, or all threads (V8's
+  // GC helpers and libuv's pool too).
+  const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
   // The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const CLOCK_TICKS_PER_SECOND = 100;

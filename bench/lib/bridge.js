@@ -45,7 +45,7 @@ ${extra ?? ''}
   return file;
 }
 
-/** `role`: `chatbridge start --role` (all when not given). */
+/** `role`: `chatbridge start --role` (all when not given); `nodeOptions`: for this bridge's node. */
 export async function startBridge({
   root,
   dir,
@@ -56,6 +56,7 @@ export async function startBridge({
   store,
   extra,
   role,
+  nodeOptions = [],
 }) {
   const port = await freePort();
   const configFile = writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store, extra });
@@ -65,6 +66,7 @@ export async function startBridge({
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },
     nodeOptions: [
       ...(process.env.BENCH_BRIDGE_NODE_OPTIONS ? process.env.BENCH_BRIDGE_NODE_OPTIONS.split(' ') : []),
+      ...nodeOptions,
       ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     ],
   });
