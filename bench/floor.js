@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import Koa from 'koa';
+import { readBody, sizedReply } from './lib/baseline.js';
 
 /**
  * The second baseline of `npm run bench`, "the floor": bare Koa (as bench/bare.js) plus the least
@@ -47,27 +48,14 @@ const TTL_MS = 120_000;
 const RECORD_SLOTS = 10_000;
 let counter = 0;
 
-let reply = { bytes: 16, contentType: 'application/json; charset=utf-8' };
-const bodyOfSize = (bytes) => ({ result: 'ok', pad: 'x'.repeat(Math.max(0, bytes - 25)) });
-let template = bodyOfSize(reply.bytes);
+const reply = sizedReply();
 let lookupKey = null;
-
-async function readBody(req) {
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, size);
-}
 
 const app = new Koa();
 app.use(async (ctx) => {
   const raw = await readBody(ctx.req);
   if (ctx.path === '/__bench/reply') {
-    reply = JSON.parse(raw.toString('utf8'));
-    template = bodyOfSize(reply.bytes);
+    reply.set(raw);
     ctx.body = { ok: true };
     return;
   }
@@ -88,8 +76,7 @@ app.use(async (ctx) => {
     const text = raw.toString('utf8');
     JSON.parse(text);
     await redis.floorStore(`seen:${n}`, `rec:${n % RECORD_SLOTS}`, text, TTL_MS);
-    ctx.type = reply.contentType;
-    ctx.body = { ...template };
+    reply.send(ctx);
     return;
   }
   if (lookupKey === null) throw new Error('floor: PUT /__bench/lookup-key first');
