@@ -8,6 +8,7 @@ import type {
   TranscriptAuthor,
   TranscriptMessage,
 } from '../../src/contacts/types.js';
+import { extend } from '../../src/extend.js';
 import { canonicalJson, digest, isoTime, isRecord, text } from '../../src/intake/wire.js';
 import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
@@ -243,7 +244,10 @@ function transcriptOf(envelope: JivoEnvelope): TranscriptMessage[] {
     if (type === 'agent') {
       // agent_id is a number while agents[].id is a string (§9.1): both are strings by now.
       const known = message.agent_id ? agents.get(message.agent_id) : undefined;
-      author = { type, ...(message.agent_id ? { id: message.agent_id } : {}), ...known };
+      // Built field by field: this runs for every message (src/extend.ts on why).
+      author = { type };
+      if (message.agent_id) author.id = message.agent_id;
+      if (known) Object.assign(author, known);
     } else if (type === 'visitor' && visitorName) {
       author = { type, name: visitorName };
     }
@@ -282,7 +286,7 @@ interface Built {
 function build(input: MapInput, at: string): Built {
   const { envelope: e, eventName } = input;
   const chatRef = e.chat_id ? `Chat ${e.chat_id}` : 'Chat';
-  const raw = input.repaired ? { ...input.raw, _repairedFromInvalidJson: true } : input.raw;
+  const raw = input.repaired ? extend(input.raw, { _repairedFromInvalidJson: true }) : input.raw;
   const context = conversationContext(e);
   const agentName = agentLabel(context.agent);
 
@@ -296,7 +300,7 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'conversation.started',
             summary: `${chatRef} accepted${agentName ? ` by ${agentName}` : ''}`,
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [{ type: 'conversation.started', key: 'accepted', data }],
@@ -310,14 +314,15 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'conversation.updated',
             summary: `${chatRef}: visitor details updated`,
-            data: { ...context, visitor: visitorData(e), raw },
+            data: extend(context, { visitor: visitorData(e), raw }),
           },
         ],
         events: [],
       };
     case 'chat_assigned': {
       const crmLink = safeLink(e.assign_to);
-      const data = { ...context, ...(text(e.assign_to) ? { assignTo: text(e.assign_to) } : {}) };
+      const assignTo = text(e.assign_to);
+      const data = assignTo ? extend(context, { assignTo }) : { ...context };
       return {
         timeline: [
           {
@@ -325,14 +330,14 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'conversation.assigned',
             summary: `${chatRef} linked to a CRM card${agentName ? ` by ${agentName}` : ''}`,
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [
           {
             type: 'conversation.assigned',
             key: 'assigned',
-            data: { ...data, ...(crmLink ? { crmLink } : {}) },
+            data: crmLink ? extend(data, { crmLink }) : data,
           },
         ],
       };
@@ -341,15 +346,14 @@ function build(input: MapInput, at: string): Built {
       const messages = transcriptOf(e);
       const agents = (e.agents ?? []).map(agentRef).filter((agent) => agent !== undefined);
       const rating = text(e.chat?.rate);
-      const data = {
-        ...context,
+      const data = extend(context, {
         agents,
         messages,
         ...(rating ? { rating } : {}),
         ...(typeof e.chat?.blacklisted === 'boolean' ? { blacklisted: e.chat.blacklisted } : {}),
         ...(text(e.chat?.invitation) ? { invitation: text(e.chat?.invitation) } : {}),
         ...(text(e.plain_messages) ? { plainText: e.plain_messages } : {}),
-      };
+      });
       const names = agents.map(agentLabel).filter((name) => name !== undefined);
       const built: Built = {
         timeline: [
@@ -360,13 +364,13 @@ function build(input: MapInput, at: string): Built {
             summary: `${chatRef} finished: ${messages.length} message${messages.length === 1 ? '' : 's'}${
               names.length > 0 ? ` with ${names.join(', ')}` : ''
             }`,
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [{ type: 'conversation.finished', key: 'finished', data }],
       };
       if (rating) {
-        const rated = { ...(e.chat_id ? { conversationId: e.chat_id } : {}), rating };
+        const rated = e.chat_id ? { conversationId: e.chat_id, rating } : { rating };
         built.timeline.push({
           key: 'rated',
           at,
@@ -395,7 +399,7 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'offline_message.received',
             summary: `Offline message: ${truncate(message.trim() || '(empty)', SUMMARY_TEXT_MAX)}`,
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [{ type: 'offline_message.received', key: 'offline', data }],
@@ -422,7 +426,7 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'call.updated',
             summary: `Call${detail ? ` (${detail})` : ''}: ${data.call.status}${data.call.reason ? ` (${data.call.reason})` : ''}`,
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [{ type: 'call.updated', key: 'call', data }],
@@ -444,7 +448,7 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'contact.updated',
             summary: 'Client card updated in JivoChat',
-            data: { ...data, raw },
+            data: extend(data, { raw }),
           },
         ],
         events: [],

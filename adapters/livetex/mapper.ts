@@ -8,6 +8,7 @@ import type {
   TimelineEntryInput,
   TranscriptMessage,
 } from '../../src/contacts/types.js';
+import { extend } from '../../src/extend.js';
 import { digest, first, isoTime, text } from '../../src/intake/wire.js';
 import type { LookupAnswer, LookupAttribute } from './codec.js';
 import {
@@ -392,14 +393,13 @@ export function observationsOf(input: ObservationInput): Observation[] {
 
   if (record.event === 'closed') {
     const at = record.endedAt ?? record.eventAt ?? receivedAt;
-    const data = {
-      ...context,
+    const data = extend(context, {
       ...(record.startedAt ? { startedAt: record.startedAt } : {}),
       endedAt: at,
       agents: record.agents,
       messages: record.messages,
       ...(record.rating ? { rating: record.rating } : {}),
-    };
+    });
     const entry: TimelineEntryInput = {
       key: 'finished',
       at,
@@ -407,7 +407,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
       summary: `${dialogRef} closed${agentNames.length > 0 ? ` by ${agentNames.join(', ')}` : ''}${
         record.topic ? `: ${record.topic}` : ''
       }${record.messages.length > 0 ? ` (${record.messages.length} message${record.messages.length === 1 ? '' : 's'})` : ''}`,
-      data: { ...data, raw: input.raw },
+      data: extend(data, { raw: input.raw }),
     };
     observations.push({
       ...base,
@@ -422,7 +422,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
 
   if (record.event === 'assigned') {
     const at = record.eventAt ?? receivedAt;
-    const data = { ...context, agents: record.agents };
+    const data = extend(context, { agents: record.agents });
     // A reassignment to someone else is news; the same assignment delivered twice is not.
     const who = record.agents
       .map((agent) => agent.id ?? agent.email ?? agent.name ?? '')
@@ -439,7 +439,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
           at,
           type: 'conversation.assigned',
           summary: `${dialogRef} assigned to ${agentNames.join(', ') || 'an operator'}`,
-          data: { ...data, raw: input.raw },
+          data: extend(data, { raw: input.raw }),
         },
       ],
       events: [{ type: 'conversation.assigned', key: 'assigned', data }],
@@ -451,7 +451,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
       record.event === 'rated'
         ? (record.eventAt ?? receivedAt)
         : (record.endedAt ?? record.eventAt ?? receivedAt);
-    const data = { ...context, rating: record.rating };
+    const data = extend(context, { rating: record.rating });
     observations.push({
       ...base,
       at,
@@ -462,7 +462,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
           at,
           type: 'conversation.rated',
           summary: `${dialogRef} rated ${ratingLabel(record.rating)}`,
-          data: { ...data, raw: input.raw },
+          data: extend(data, { raw: input.raw }),
         },
       ],
       events: [{ type: 'conversation.rated', key: 'rated', data }],

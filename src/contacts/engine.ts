@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
+import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
@@ -309,12 +310,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (!current) attributeCount++;
       if (current && current.at > at) continue;
       if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
-      record.attrs[name] = { ...attribute, channelId: observation.channelId, at };
+      record.attrs[name] = extend(attribute, { channelId: observation.channelId, at });
     }
     const agent = observation.responsibleAgent;
     if (agent && (agent.email || agent.name || agent.id) && (!record.agent || record.agent.at <= at)) {
       if (record.agent?.email !== agent.email || record.agent?.name !== agent.name) changed = true;
-      record.agent = { ...agent, ...(agent.email ? { email: agent.email.toLowerCase() } : {}), at };
+      record.agent = extend(agent, agent.email ? { email: agent.email.toLowerCase(), at } : { at });
     }
     if (observation.crmLink && (!record.crmLink || record.crmLink.at <= at)) {
       if (record.crmLink?.v !== observation.crmLink) changed = true;
@@ -1163,7 +1164,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const stagedAt = Date.now();
     events.stage(
       batch,
-      plan.events.map((entry) => ({ ...entry, stagedAt })),
+      plan.events.map((entry) => extend(entry, { stagedAt })),
     );
     if (!(await batch.exec())) throw contention();
     events.committed();

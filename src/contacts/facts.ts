@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ChannelConfig } from '../config/schema.js';
+import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
 import { isHttpLink } from './links.js';
 import type { Contact, Fact, Identifier } from './types.js';
@@ -255,7 +256,7 @@ export function createFactService(options: {
       // Every fact here is about the contact beyond what the asking chat itself said: when the
       // contact is known to this chat only through visitor-typed values, none of it is proven.
       const marked = restsOnVisitorTyped(contact, request.anchored)
-        ? facts.map((fact): Fact => ({ ...fact, verified: false }))
+        ? facts.map((fact): Fact => extend(fact, { verified: false as const }))
         : facts;
       return { facts: marked.slice(0, max), ...(crmLink ? { crmLink } : {}), missing: [...missing] };
     },

@@ -15,6 +15,7 @@ import type {
   IntakeRoute,
 } from '../contracts/adapter.js';
 import { AppError, NoIdentifierError, ReplayedTokenError } from '../errors.js';
+import { extend } from '../extend.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -174,7 +175,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       later &&
       deps.deferred &&
       !decoded.facts &&
-      (await deps.deferred.append({ ...later, event: decoded.event }))
+      (await deps.deferred.append(extend(later, { event: decoded.event })))
     )
       return { decoded, contact: null, duplicate: false };
     let contact: Contact | null = null;
@@ -259,7 +260,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         const opened = (route.open ? await route.open(request, state) : undefined) as O;
-        const first = route.decode({ ...request, opened }, state);
+        const first = route.decode(extend(request, { opened }), state);
         event = first.event;
         const holdUntil =
           first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
