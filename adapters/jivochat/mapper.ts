@@ -475,13 +475,18 @@ function build(input: MapInput, at: string): Built {
 
 function visitorData(e: JivoEnvelope) {
   const v = e.visitor;
-  return {
-    ...(text(v?.name) ? { name: text(v?.name) } : {}),
-    ...(text(v?.email) ? { email: text(v?.email) } : {}),
-    ...(text(v?.phone) ? { phone: text(v?.phone) } : {}),
-    ...(text(v?.description) ? { description: text(v?.description) } : {}),
-    ...(v?.number ? { number: v.number } : {}),
-  };
+  // Built field by field (src/extend.ts on why).
+  const out: { name?: string; email?: string; phone?: string; description?: string; number?: string } = {};
+  const name = text(v?.name);
+  if (name) out.name = name;
+  const email = text(v?.email);
+  if (email) out.email = email;
+  const phone = text(v?.phone);
+  if (phone) out.phone = phone;
+  const description = text(v?.description);
+  if (description) out.description = description;
+  if (v?.number) out.number = v.number;
+  return out;
 }
 
 export function toObservation(input: MapInput): MapResult {

@@ -154,11 +154,13 @@ function agentOf(employee: EmployeeInput, directory: readonly AgentConfig[]): Ag
   const known =
     (email ? directory.find((agent) => agent.email === email) : undefined) ??
     (name ? directory.find((agent) => agent.name.toLowerCase() === name.toLowerCase()) : undefined);
-  const ref: AgentRef = {
-    ...(id ? { id } : {}),
-    ...((name ?? known?.name) ? { name: name ?? known?.name } : {}),
-    ...((email ?? known?.email) ? { email: email ?? known?.email } : {}),
-  };
+  // Built field by field (src/extend.ts on why): this runs for every operator of every dialog.
+  const ref: AgentRef = {};
+  if (id) ref.id = id;
+  const refName = name ?? known?.name;
+  if (refName) ref.name = refName;
+  const refEmail = email ?? known?.email;
+  if (refEmail) ref.email = refEmail;
   return Object.keys(ref).length > 0 ? ref : undefined;
 }
 

@@ -12,6 +12,7 @@ import { contactSchema, identifierSchema, timelineEntrySchema } from '../contact
 import type { AdapterDefinition, Answer, ChannelRoute, IntakeRoute } from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
 import { NotFoundError, TooManyRequestsError, UnauthorizedError, ValidationError } from '../errors.js';
+import { extend } from '../extend.js';
 import type { DeferredIntake } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
@@ -649,7 +650,7 @@ export function createApp(deps: AppDeps): Koa {
         const id = ctx.params.id!;
         const found = await contacts.get(id);
         if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
-        ctx.body = found.mergedFrom ? { ...found.contact, mergedFrom: found.mergedFrom } : found.contact;
+        ctx.body = found.mergedFrom ? extend(found.contact, { mergedFrom: found.mergedFrom }) : found.contact;
       },
     }),
     route({

@@ -5,6 +5,7 @@ import type { Observation } from '../contacts/types.js';
 import { observationSchema } from '../contacts/types.js';
 import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, ConflictError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
@@ -182,22 +183,21 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   function unpack(item: Buffer): Unpacked {
     if (item.subarray(0, V1_START.length).equals(V1_START)) {
       const v1 = itemV1Schema.parse(JSON.parse(item.toString('utf8')));
-      return { ...v1, observations: [v1.observation as Observation] };
+      return extend(v1, { observations: [v1.observation as Observation] });
     }
     const newline = item.indexOf(0x0a);
     if (newline < 0) throw new Error('no header line');
     const header = itemHeaderSchema.parse(JSON.parse(item.toString('utf8', 0, newline)));
     const raw = item.subarray(newline + 1);
-    const base = { ...header, raw, observations: [] as Observation[] };
+    const base = extend(header, { raw, observations: [] as Observation[] });
     const found = options.routeFor(header.channelId, header.vendor, header.path);
     if (!found) {
-      return {
-        ...base,
+      return extend(base, {
         journal: {
-          kind: 'rejected',
+          kind: 'rejected' as const,
           reason: `channel ${header.channelId} (${header.vendor}) is no longer configured`,
         },
-      };
+      });
     }
     let decoded: Decoded;
     try {
@@ -207,14 +207,14 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         header.contentType ?? undefined,
         new Date(header.receivedAt),
       );
-      decoded = found.route.decode({ ...request, opened: undefined }, found.state);
+      decoded = found.route.decode(extend(request, { opened: undefined }), found.state);
     } catch (error) {
       // Accepted by the web path, refused now: the channel's settings changed in between.
       if (error instanceof AppError && error.status < 500)
-        return { ...base, journal: { kind: 'rejected', reason: error.message } };
+        return extend(base, { journal: { kind: 'rejected' as const, reason: error.message } });
       throw error;
     }
-    if (decoded.kind === 'observe') return { ...base, observations: decoded.observations };
+    if (decoded.kind === 'observe') return extend(base, { observations: decoded.observations });
     return {
       ...base,
       journal: {
