@@ -1,5 +1,4 @@
-import Koa from 'koa';
-import { readBody, sizedReply } from './lib/baseline.js';
+import { serveBaseline } from './lib/baseline.js';
 
 /**
  * The baseline for `npm run bench`: a bare Koa app in its own process that does only what any
@@ -10,21 +9,12 @@ import { readBody, sizedReply } from './lib/baseline.js';
  * Usage: node bench/bare.js <port>. The reply size is set per scenario by the bench through
  * `PUT /__bench/reply {"bytes": N, "contentType": "..."}`.
  */
-const port = Number(process.argv[2]);
-const reply = sizedReply();
-
-const app = new Koa();
-app.use(async (ctx) => {
-  const raw = await readBody(ctx.req);
-  if (ctx.path === '/__bench/reply') {
-    reply.set(raw);
-    ctx.body = { ok: true };
-    return;
-  }
-  // Parse what a JSON endpoint would parse (the JOSE lookup body is a compact string: read only).
-  if (raw.length > 0 && raw[0] === 0x7b) JSON.parse(raw.toString('utf8'));
-  reply.send(ctx);
-});
-app.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`bare koa listening on ${port}\n`);
+serveBaseline({
+  port: Number(process.argv[2]),
+  name: 'bare koa',
+  handle(ctx, raw, reply) {
+    // Parse what a JSON endpoint would parse (the JOSE lookup body is a compact string: read only).
+    if (raw.length > 0 && raw[0] === 0x7b) JSON.parse(raw.toString('utf8'));
+    reply.send(ctx);
+  },
 });

@@ -2,8 +2,7 @@ import { createSecretKey } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import Koa from 'koa';
-import { readBody, sizedReply } from './lib/baseline.js';
+import { serveBaseline } from './lib/baseline.js';
 
 /**
  * The second baseline of `npm run bench`, "the floor": bare Koa (as bench/bare.js) plus the least
@@ -48,17 +47,9 @@ const TTL_MS = 120_000;
 const RECORD_SLOTS = 10_000;
 let counter = 0;
 
-const reply = sizedReply();
 let lookupKey = null;
 
-const app = new Koa();
-app.use(async (ctx) => {
-  const raw = await readBody(ctx.req);
-  if (ctx.path === '/__bench/reply') {
-    reply.set(raw);
-    ctx.body = { ok: true };
-    return;
-  }
+async function handle(ctx, raw, reply) {
   if (ctx.path === '/__bench/lookup-key') {
     const { kid, key } = JSON.parse(raw.toString('utf8'));
     lookupKey = { kid, key: createSecretKey(decodeKey(key)) };
@@ -104,7 +95,6 @@ app.use(async (ctx) => {
   );
   ctx.type = sealedAnswer.contentType;
   ctx.body = sealedAnswer.body;
-});
-app.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`floor (koa + redis) listening on ${port}\n`);
-});
+}
+
+serveBaseline({ port, name: 'floor (koa + redis)', handle });

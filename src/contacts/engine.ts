@@ -1119,10 +1119,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${id}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
     const limit = options.limit;
+    // One page of each record's timeline, merged below; the same bounds for every record.
+    const bounds = below ? { below, limit: limit + 1 } : { limit: limit + 1 };
     const pages = await Promise.all(
-      recordIds.map((recordId) =>
-        store.zrevrangeByLex(key.timeline(recordId), { ...(below ? { below } : {}), limit: limit + 1 }),
-      ),
+      recordIds.map((recordId) => store.zrevrangeByLex(key.timeline(recordId), bounds)),
     );
     const members = pages.flat().sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
     const page = members.slice(0, limit);

@@ -215,13 +215,12 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       throw error;
     }
     if (decoded.kind === 'observe') return extend(base, { observations: decoded.observations });
-    return {
-      ...base,
+    return extend(base, {
       journal: {
-        kind: 'unhandled',
+        kind: 'unhandled' as const,
         reason: decoded.kind === 'nothing' ? (decoded.reason ?? 'nothing to record') : 'not an observation',
       },
-    };
+    });
   }
 
   /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
