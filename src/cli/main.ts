@@ -13,6 +13,7 @@ import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
 import { describeStore } from '../store/connection.js';
 import { createStore } from '../store/index.js';
+import { tuneV8ForServing } from '../v8-tuning.js';
 import { CrmUsageError, crmCommand } from './crm.js';
 
 /**
@@ -128,6 +129,8 @@ const start: Command = {
     const role = (values.role as string | undefined) ?? 'all';
     if (!['all', 'web', 'worker'].includes(role))
       throw new UsageError(`--role must be all, web or worker (got '${role}')`);
+    // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
+    const v8Flags = tuneV8ForServing();
     const { config, source } = loadOrExplain(values.config as string | undefined, io);
     const logger = cliLogger(config.log.level);
     if (source.isExample) {
@@ -136,6 +139,7 @@ const start: Command = {
         'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
       );
     }
+    if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
     assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
     const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
     await bridge.listen();

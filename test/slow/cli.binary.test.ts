@@ -24,8 +24,8 @@ describe('chatbridge start (the real binary)', () => {
     buildDist();
   }, 120_000);
 
-  async function startBinary(args: string[], env: NodeJS.ProcessEnv, port: number) {
-    const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', ...args], {
+  async function startBinary(args: string[], env: NodeJS.ProcessEnv, port: number, nodeArgs: string[] = []) {
+    const child = spawn(process.execPath, [...nodeArgs, 'bin/chatbridge.js', 'start', ...args], {
       env: { ...process.env, REDIS_URL: '', CHATBRIDGE_CONFIG: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -63,6 +63,8 @@ describe('chatbridge start (the real binary)', () => {
     expect(ready, output.stderr).toBe(true);
     expect(output.stderr).toContain('running the EXAMPLE config');
     expect(output.stderr).toContain('NOTHING survives a restart');
+    // src/v8-tuning.ts: set in the serving process itself, so `npm start` gets it.
+    expect(output.stderr).toContain('--no-allocation-site-pretenuring');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(output.stderr).toContain('chatbridge stopped');
@@ -78,6 +80,21 @@ describe('chatbridge start (the real binary)', () => {
       port,
     );
     expect(ready, output.stderr).toBe(true);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  }, 60_000);
+
+  it("an operator who chose allocation-site pretenuring on node's command line keeps it", async () => {
+    const port = await freePort();
+    const { child, output, ready, exited } = await startBinary(
+      ['--config', 'config/bridge.example.yaml'],
+      { PORT: String(port) },
+      port,
+      ['--allocation-site-pretenuring'],
+    );
+    expect(ready, output.stderr).toBe(true);
+    expect(output.stderr).toContain('running the EXAMPLE config');
+    expect(output.stderr).not.toContain('V8 settings for serving');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
   }, 60_000);
