@@ -364,6 +364,31 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     }
   }
 
+  /**
+   * The contact engine's two commands per observation (readGroups, the guarded batch) are held in
+   * the socket until the end of the event-loop iteration (cork, uncork in setImmediate), so the
+   * observations of every request that became ready in one iteration reach Redis in one write
+   * instead of one write each. On this VM a write to a Redis that went idle costs the bridge
+   * ~30–60 µs of system time waking it (bench/trip-cost.js), more than building the command; at
+   * saturation several requests are handled per iteration. Order on the connection is kept (one
+   * socket, written in call order), so a lane's hand-over still finds its predecessor's write
+   * ahead of its own. Measured: README "Benchmarks", seventh round. A Cluster client has a socket
+   * per node, found per command: it is left alone.
+   */
+  let corked: { uncork(): void } | null = null;
+  const coalesceWrites = () => {
+    if (corked !== null || target.kind === 'cluster') return;
+    const stream = (client as Redis).stream as { cork(): void; uncork(): void } | undefined;
+    if (!stream) return;
+    corked = stream;
+    stream.cork();
+    setImmediate(() => {
+      const held = corked;
+      corked = null;
+      held?.uncork();
+    });
+  };
+
   function createBatch(): StoreBatch {
     let length = 0;
     // The writes as [command, key, ...arguments]: sent as one MULTI/EXEC when the batch has no
@@ -440,6 +465,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const args: Array<string | number> = [expectations.length];
       for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
+      coalesceWrites();
       const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
       return applied === 1;
     }
@@ -558,6 +584,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     async readGroups({ keys, layout, maxRecords, decoy, claim }) {
       const args = [clientPrefix, layout.root, layout.members, layout.record, maxRecords, decoy ?? ''];
+      coalesceWrites();
       const reply = await run(() =>
         claim
           ? commands.chatbridgeClaimReadGroups(keys.length + 1, ...keys, claim.key, ...args, claim.ttlMs)

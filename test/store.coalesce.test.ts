@@ -1,0 +1,74 @@
+import type { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore } from '../src/store/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * src/store/redis.ts `coalesceWrites`: the engine's commands of one event-loop iteration leave in
+ * one socket write, in the order they were issued, and each still gets its own answer.
+ */
+describe('Redis store: the engine writes of one event-loop iteration go out together', () => {
+  const silent = pino({ level: 'silent' });
+  const prefix = uniquePrefix('coalesce');
+  let url: string;
+
+  beforeAll(async () => {
+    url = await getTestRedisUrl();
+  });
+  afterAll(async () => {
+    await cleanupPrefix(url, prefix);
+  });
+
+  it('sends five guarded batches issued in one tick as one write, applied in call order', async () => {
+    const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    try {
+      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
+      const stream = (store.client as Redis).stream as unknown as Chunked & { writableCorked: number };
+      const calls = { write: 0, writev: 0 };
+      const write = stream._write.bind(stream);
+      const writev = stream._writev.bind(stream);
+      stream._write = (...args) => {
+        calls.write++;
+        write(...args);
+      };
+      stream._writev = (...args) => {
+        calls.writev++;
+        writev(...args);
+      };
+
+      // Each batch expects what the one before it writes: they hold only if Redis runs them in
+      // the order they were issued.
+      const results = ['a', 'b', 'c', 'd', 'e'].map((value, index, all) =>
+        store
+          .batch()
+          .expect('chain', index === 0 ? null : all[index - 1]!)
+          .set('chain', value)
+          .exec(),
+      );
+      expect(stream.writableCorked).toBe(1); // held until the end of this iteration
+      expect(await Promise.all(results)).toEqual([true, true, true, true, true]);
+      expect(await store.get('chain')).toBe('e');
+      expect(calls).toEqual({ write: 1, writev: 1 }); // the five batches, then the get
+      expect(stream.writableCorked).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a batch whose expectation fails still answers false while others in its write hold', async () => {
+    const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    try {
+      await store.set('taken', 'x');
+      const [stale, fresh] = await Promise.all([
+        store.batch().expect('taken', null).set('taken', 'y').exec(),
+        store.batch().expect('free', null).set('free', 'z').exec(),
+      ]);
+      expect([stale, fresh]).toEqual([false, true]);
+      expect(await store.get('taken')).toBe('x');
+      expect(await store.get('free')).toBe('z');
+    } finally {
+      await store.close();
+    }
+  });
+});
