@@ -18,4 +18,41 @@ describe('parseJson', () => {
     const hostile = `{"a":${'{"b":'.repeat(20_000)}1${'}'.repeat(20_000)}}`;
     expect(() => parseJson(hostile)).toThrow(expect.objectContaining({ code: 'json_too_deep' }));
   });
+
+  it('jumps over strings exactly as a character-by-character scan would (escaped quotes, backslash runs)', () => {
+    // The plain scan the fast one replaced, kept here as the reference.
+    const reference = (text: string, limit: number): boolean => {
+      let depth = 0;
+      let inString = false;
+      for (let index = 0; index < text.length; index++) {
+        const code = text.charCodeAt(index);
+        if (inString) {
+          if (code === 92) index++;
+          else if (code === 34) inString = false;
+        } else if (code === 34) inString = true;
+        else if (code === 123 || code === 91) {
+          if (++depth > limit) return true;
+        } else if (code === 125 || code === 93) depth--;
+      }
+      return false;
+    };
+    const alphabet = ['"', '\\', '[', ']', '{', '}', 'a', ',', ':', 'ж'];
+    let seed = 12345;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    let deepOnes = 0;
+    for (let round = 0; round < 5000; round++) {
+      const length = 1 + Math.floor(random() * 40);
+      let text = '';
+      for (let index = 0; index < length; index++) text += alphabet[Math.floor(random() * alphabet.length)];
+      const want = reference(text, 3);
+      if (want) deepOnes++;
+      expect([text, jsonDepthExceeds(text, 3)]).toEqual([text, want]);
+    }
+    expect(deepOnes).toBeGreaterThan(100); // the inputs did reach both answers
+    expect(jsonDepthExceeds('["\\\\", [[[["x"]]]]]', 3)).toBe(true); // "\\\\" ends after an even run
+    expect(jsonDepthExceeds('["\\\\\\"[[[[", "x"]', 3)).toBe(false); // an odd run: the quote is text
+  });
 });

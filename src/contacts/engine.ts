@@ -503,14 +503,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
     return observation.timeline.map((entry) => {
       let json: string | undefined;
-      let bytes: number;
       try {
         json = JSON.stringify(entry.data ?? null);
-        bytes = Buffer.byteLength(json, 'utf8'); // throws when there was nothing to serialise
       } catch {
-        bytes = Number.POSITIVE_INFINITY; // too deep to serialise: treat as too large
+        json = undefined; // too deep (or not data) to serialise: treated as too large
       }
-      if (bytes > limits.timelineEntryBytes || json === undefined) {
+      // UTF-8 takes at most 3 bytes per UTF-16 unit, so only a text that might be over the limit
+      // is measured: byteLength walks the whole string, which for a chat_finished transcript in
+      // Cyrillic (~14,000 two-byte units) cost about as much as the JSON.stringify above.
+      const bytes =
+        json === undefined
+          ? Number.POSITIVE_INFINITY
+          : json.length * 3 <= limits.timelineEntryBytes
+            ? 0
+            : Buffer.byteLength(json, 'utf8');
+      if (json === undefined || bytes > limits.timelineEntryBytes) {
         cut('timeline_entry');
         entry.data = { truncated: true, originalBytes: Number.isFinite(bytes) ? bytes : null };
         json = JSON.stringify(entry.data);

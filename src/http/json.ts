@@ -4,20 +4,29 @@ import { BadRequestError } from '../errors.js';
  * JSON from vendors and callers. JSON.parse accepts nesting far deeper than anything we later
  * serialise (timeline entries keep raw payloads; JSON.stringify then overflows the stack), so a
  * hostile body could turn into a 500 long after it was accepted. Bodies nested deeper than
- * MAX_JSON_DEPTH are refused up front with a 400. The scan is linear and allocation-free.
+ * MAX_JSON_DEPTH are refused up front with a 400. The scan is linear and allocation-free, and refuses
+ * `[[[[…` of any length after MAX_JSON_DEPTH + 1 characters (JSON.parse would build it all: ~0.3 s
+ * for a megabyte of brackets), which is why it runs before the parse rather than as a walk after it.
  */
 export const MAX_JSON_DEPTH = 64;
 
 export function jsonDepthExceeds(text: string, limit = MAX_JSON_DEPTH): boolean {
   let depth = 0;
-  let inString = false;
   for (let index = 0; index < text.length; index++) {
     const code = text.charCodeAt(index);
-    if (inString) {
-      if (code === 92 /* \ */) index++;
-      else if (code === 34 /* " */) inString = false;
-    } else if (code === 34) inString = true;
-    else if (code === 123 /* { */ || code === 91 /* [ */) {
+    if (code === 34 /* " */) {
+      // Most of a payload is inside strings (a chat transcript's text): jump to the closing quote
+      // with indexOf, which is native and several times faster than looking at every character.
+      // A quote after an odd run of backslashes is escaped and does not close the string.
+      for (;;) {
+        const close = text.indexOf('"', index + 1);
+        if (close === -1) return false; // never closed: JSON.parse refuses the text anyway
+        let backslashes = 0;
+        while (text.charCodeAt(close - 1 - backslashes) === 92 /* \ */) backslashes++;
+        index = close;
+        if (backslashes % 2 === 0) break;
+      }
+    } else if (code === 123 /* { */ || code === 91 /* [ */) {
       if (++depth > limit) return true;
     } else if (code === 125 /* } */ || code === 93 /* ] */) depth--;
   }

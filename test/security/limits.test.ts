@@ -57,6 +57,27 @@ describe('size caps', () => {
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="timeline_entry"\} 1/);
   });
 
+  it('timelineEntryBytes counts UTF-8 bytes, not characters: Cyrillic over it is cut, under it kept', async () => {
+    const { contacts, metrics } = setup({ timelineEntryBytes: 4096 });
+    // `{"text":"…"}` is 11 bytes of JSON around the text; "ж" is 1 character and 2 bytes.
+    const entry = (text: string) => ({
+      at: '2026-11-01T12:00:00Z',
+      type: 'conversation.finished',
+      summary: 'Chat finished',
+      data: { text },
+    });
+    const over = 'ж'.repeat(2043); // 2,054 characters (under 4096), 4,097 bytes (over)
+    const under = 'ж'.repeat(2042); // 4,095 bytes
+    const cut = await contacts.observe({ ...base('p-bytes'), timeline: [entry(over)] });
+    const kept = await contacts.observe({ ...base('p-bytes'), timeline: [entry(under)] });
+    const page = await contacts.timeline(cut.contact.id, { limit: 10 });
+    const byText = page.entries.map((e) => e.data);
+    expect(byText).toContainEqual({ truncated: true, originalBytes: 4097 });
+    expect(byText).toContainEqual({ text: under });
+    expect(kept.contact.id).toBe(cut.contact.id);
+    expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="timeline_entry"\} 1/);
+  });
+
   it('12k attributes make no 2.7 MB contact: count and value length are capped and counted', async () => {
     const { contacts, metrics } = setup();
     const attributes: Record<string, { value: string }> = {};
