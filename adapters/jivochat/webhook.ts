@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Answer, Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
 import { isRecord } from '../../src/intake/wire.js';
+import { parseWire } from '../../src/intake/wire-parse.js';
 import { buildRichAnswer, OK_ANSWER, repairAttributeList, truncate } from './codec.js';
 import { toObservation } from './mapper.js';
 import {
@@ -59,7 +60,7 @@ export function decodeWebhook(
     return { kind: 'nothing', event: 'unknown', reason: `unknown event_name "${truncate(eventName, 100)}"` };
   }
 
-  const envelope = jivoEnvelopeSchema.parse(payload);
+  const envelope = parseWire(jivoEnvelopeSchema, payload);
   const { settings } = channel;
   if (
     settings.widgetId !== undefined &&

@@ -11,14 +11,26 @@ import { isoFromMs } from '../isotime.js';
  * never costs the whole event.
  */
 
+/**
+ * What each schema made by this kit is, for parseWire (wire-parse.ts), which reads the kit's
+ * combinators with plain functions instead of running their zod nodes one by one.
+ */
+export type KitSchema =
+  | { kind: 'soft'; inner: z.ZodType }
+  | { kind: 'softArray'; item: z.ZodType }
+  | { kind: 'lenient'; read: (value: unknown) => unknown };
+export const kitSchemas = new WeakMap<z.ZodType, KitSchema>();
+
 /** A field that may be missing, null or of the wrong shape: anything unusable becomes undefined. */
 export function soft<T extends z.ZodType>(schema: T) {
-  return schema.nullish().catch(undefined);
+  const made = schema.nullish().catch(undefined);
+  kitSchemas.set(made, { kind: 'soft', inner: schema });
+  return made;
 }
 
 /** An array whose unusable items are dropped one by one instead of failing the array. */
 export function softArray<T extends z.ZodType>(item: T) {
-  return soft(
+  const made = soft(
     z.array(z.unknown()).transform((items) =>
       items.flatMap((value) => {
         const parsed = item.safeParse(value);
@@ -26,6 +38,8 @@ export function softArray<T extends z.ZodType>(item: T) {
       }),
     ),
   );
+  kitSchemas.set(made, { kind: 'softArray', item });
+  return made;
 }
 
 /**
@@ -50,11 +64,14 @@ export const wireTime = z.union([z.string().min(1).max(64), z.number().finite()]
  * and allocation. These give the same outputs (held equal by test/intake.wire.test.ts) with one
  * check by hand. Missing stays missing, null stays null, an unusable value becomes undefined.
  */
-const lenient = <T>(read: (value: unknown) => T | undefined) =>
-  z
+const lenient = <T>(read: (value: unknown) => T | undefined) => {
+  const made = z
     .unknown()
     .transform((value): T | null | undefined => (value === null ? null : read(value)))
     .optional();
+  kitSchemas.set(made, { kind: 'lenient', read });
+  return made;
+};
 
 const finite = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
 
