@@ -301,7 +301,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
     }
     let attributeCount = Object.keys(record.attrs).length;
-    for (const [name, attribute] of Object.entries(observation.attributes)) {
+    // for-in, not Object.entries: no [name, value] array per attribute (tens per webhook).
+    for (const name in observation.attributes) {
+      const attribute = observation.attributes[name]!;
       const current = record.attrs[name];
       if (!current && attributeCount >= limits.attributesPerContact) {
         truncated().inc({ what: 'attribute_count' });
@@ -491,7 +493,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       cut('attribute_count');
       for (const name of names.slice(limits.attributesPerContact)) delete observation.attributes[name];
     }
-    for (const [name, attribute] of Object.entries(observation.attributes)) {
+    for (const name in observation.attributes) {
+      const attribute = observation.attributes[name]!;
       if (name.length > 200) {
         delete observation.attributes[name];
         cut('attribute');

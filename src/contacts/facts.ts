@@ -181,7 +181,8 @@ export function createFactService(options: {
     const facts: Fact[] = [];
     const person = contact.identities.find((identity) => identity.kind === 'person');
     if (person) facts.push({ key: 'personId', label: 'Customer id', value: person.value, type: 'string' });
-    for (const [key, attribute] of Object.entries(contact.attributes)) {
+    for (const key in contact.attributes) {
+      const attribute = contact.attributes[key]!;
       if (attribute.channelId === channelId) continue;
       facts.push({
         key: `attr.${key}`,

@@ -272,7 +272,8 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   let createdAt = root.createdAt;
   let updatedAt = root.updatedAt;
   for (const record of ordered) {
-    for (const [name, attribute] of Object.entries(record.attrs)) {
+    for (const name in record.attrs) {
+      const attribute = record.attrs[name]!;
       const current = attributes[name];
       if (!current || current.at < attribute.at) attributes[name] = attribute;
     }
