@@ -76,7 +76,7 @@ function compile(schema: z.ZodType): Reader {
       return out;
     };
   }
-  const def = (schema as unknown as { _zod: { def: Def } })._zod.def;
+  const def = defOf(schema);
   const unchecked = def.checks === undefined || def.checks.length === 0;
   if (def.type === 'unknown') return (value) => value;
   if (def.type === 'string' && unchecked) return (value) => (typeof value === 'string' ? value : FAIL);
@@ -87,15 +87,24 @@ function compile(schema: z.ZodType): Reader {
     const catchall = def.catchall === undefined ? 'strip' : loose(def.catchall) ? 'keep' : null;
     if (catchall !== null) return objectReader(schema, def.shape, catchall);
   }
+  return viaZod(schema);
+}
+
+/** Any node this module does not read itself: zod's own safeParse, FAIL for a failure. */
+function viaZod(schema: z.ZodType): Reader {
   return (value) => {
     const parsed = schema.safeParse(value);
     return parsed.success ? parsed.data : FAIL;
   };
 }
 
+function defOf(schema: z.ZodType): Def {
+  return (schema as unknown as { _zod: { def: Def } })._zod.def;
+}
+
 /** A catchall of z.unknown() (z.looseObject): unknown keys are kept as they are. */
 function loose(catchall: z.ZodType): boolean {
-  return (catchall as unknown as { _zod: { def: Def } })._zod.def.type === 'unknown';
+  return defOf(catchall).type === 'unknown';
 }
 
 /** Nested schemas compile on first use (a schema may contain itself through a getter). */
@@ -122,22 +131,20 @@ function objectReader(
     const internals = (field as unknown as { _zod: { optin?: string; optout?: string } })._zod;
     const optional = internals.optin === 'optional' && internals.optout === 'optional';
     const required = internals.optin === undefined && internals.optout === undefined;
-    return { key, read: lazy(field), optional, required };
+    return { key, schema: field, optional, required };
   });
   const declared = new Set(Object.keys(shape));
   // Any other kind of field (defaulted, half-optional) is zod's to read.
   if (fields.some((field) => !field.optional && !field.required) || declared.has('__proto__')) {
-    return (value) => {
-      const parsed = schema.safeParse(value);
-      return parsed.success ? parsed.data : FAIL;
-    };
+    return viaZod(schema);
   }
   const keys = fields.map((field) => field.key);
   const required = fields.map((field) => field.required);
+  // Compiled on first use: a schema may contain itself through a getter.
   let reads: Reader[] | undefined;
   return (value) => {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return FAIL;
-    reads ??= fields.map((field) => field.read());
+    reads ??= fields.map((field) => readerOf(field.schema));
     const input = value as Record<string, unknown>;
     const out: Record<string, unknown> = {};
     let present = 0;
