@@ -285,10 +285,15 @@ describe('polling and webhooks together', () => {
         await test.runtime.poller.run(); // baseline
 
         let late: unknown[] = [];
+        // Conversation states (status and last message) whose webhook came late: their entry is
+        // placed by when it arrived (the payload has no time), after newer states.
+        const lateStates = new Set<string>();
         const deliver = async (payload: Record<string, unknown>, mode: Delivery) => {
           if (mode === 'lost') return;
           if (mode === 'late') {
             late.push(payload);
+            const last = payload.lastMessage as { text?: string } | undefined;
+            if (typeof payload.status === 'string') lateStates.add(`${payload.status} ${last?.text}`);
             return;
           }
           await test.webhook(payload);
@@ -340,10 +345,18 @@ describe('polling and webhooks together', () => {
           );
           const seen = messageEntries(entries).map((entry) => entry.data.messageId);
           expect(seen.sort()).toEqual(customerMessages.map((message) => message.id).sort());
-          // No transition twice: consecutive conversation entries differ in status.
-          const statuses = conversationEntries(entries).map((entry) => entry.data.status as string);
+          // No state twice: a state is its status and last message (the event's key; each state
+          // here has its own agent reply or customer message, so none repeats at the vendor).
+          const conversations = conversationEntries(entries);
+          const states = conversations.map((entry) => `${entry.data.status} ${entry.data.lastMessage}`);
+          expect(new Set(states).size).toBe(states.length);
+          // No transition twice: consecutive conversation entries differ in status — except next
+          // to a late webhook's entry, which is out of order by design (seed 1618275117 found a
+          // late UNRESOLVED landing after DONE and before the next, newer UNRESOLVED).
+          const statuses = conversations.map((entry) => entry.data.status as string);
           for (let index = 1; index < statuses.length; index++)
-            expect(statuses[index]).not.toBe(statuses[index - 1]);
+            if (!lateStates.has(states[index]!) && !lateStates.has(states[index - 1]!))
+              expect(statuses[index]).not.toBe(statuses[index - 1]);
           // Nothing lost: the vendor's status now is on the timeline, unless it is still the
           // baseline's. (Late webhooks are older events arriving last, so the newest entry is not
           // necessarily the current status.)
