@@ -11,6 +11,7 @@ import {
   redactRedisUrl,
 } from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
+import { scriptCall } from './script-command.js';
 import type {
   GroupReadResult,
   LexRangeOptions,
@@ -303,6 +304,17 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   commands.defineCommand('chatbridgeReadGroups', { lua: READ_GROUPS_SCRIPT });
   commands.defineCommand('chatbridgeClaimReadGroups', { lua: CLAIM_READ_GROUPS_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
+  // The calls every observation makes, written without ioredis's per-argument work
+  // (script-command.ts). A Cluster client routes a command by its keys, which only ioredis's own
+  // commands show it: it keeps the defined commands above.
+  const hot =
+    target.kind === 'cluster'
+      ? null
+      : {
+          guardedBatch: scriptCall(client as Redis, GUARDED_BATCH_SCRIPT, clientPrefix),
+          readGroups: scriptCall(client as Redis, READ_GROUPS_SCRIPT, clientPrefix),
+          claimReadGroups: scriptCall(client as Redis, CLAIM_READ_GROUPS_SCRIPT, clientPrefix),
+        };
 
   // Connection state, so that an outage is logged once when it starts and once when it ends,
   // not once per reconnect attempt.
@@ -466,7 +478,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       coalesceWrites();
-      const applied = await run(() => commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args));
+      const applied = await run(() =>
+        hot
+          ? (hot.guardedBatch(keys, args) as Promise<number>)
+          : commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args),
+      );
       return applied === 1;
     }
     return batch;
@@ -585,11 +601,17 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     async readGroups({ keys, layout, maxRecords, decoy, claim }) {
       const args = [clientPrefix, layout.root, layout.members, layout.record, maxRecords, decoy ?? ''];
       coalesceWrites();
-      const reply = await run(() =>
-        claim
+      const reply = await run(() => {
+        if (hot)
+          return (
+            claim
+              ? hot.claimReadGroups([...keys, claim.key], [...args, claim.ttlMs])
+              : hot.readGroups(keys, args)
+          ) as Promise<ReadGroupsReply>;
+        return claim
           ? commands.chatbridgeClaimReadGroups(keys.length + 1, ...keys, claim.key, ...args, claim.ttlMs)
-          : commands.chatbridgeReadGroups(keys.length, ...keys, ...args),
-      );
+          : commands.chatbridgeReadGroups(keys.length, ...keys, ...args);
+      });
       const result: GroupReadResult = {
         claimed: reply[0] === 1,
         values: [],
