@@ -11,7 +11,7 @@ import {
   redactRedisUrl,
 } from './connection.js';
 import { LOCK_KEY_PREFIX } from './memory.js';
-import { scriptCall } from './script-command.js';
+import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   GroupReadResult,
   LexRangeOptions,
@@ -218,9 +218,6 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
 }
 
 interface LockCommands {
-  chatbridgeReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
-  chatbridgeClaimReadGroups(numKeys: number, ...args: Array<string | number>): Promise<ReadGroupsReply>;
-  chatbridgeGuardedBatch(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
 }
@@ -300,21 +297,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
-  commands.defineCommand('chatbridgeGuardedBatch', { lua: GUARDED_BATCH_SCRIPT });
-  commands.defineCommand('chatbridgeReadGroups', { lua: READ_GROUPS_SCRIPT });
-  commands.defineCommand('chatbridgeClaimReadGroups', { lua: CLAIM_READ_GROUPS_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
-  // The calls every observation makes, written without ioredis's per-argument work
-  // (script-command.ts). A Cluster client routes a command by its keys, which only ioredis's own
-  // commands show it: it keeps the defined commands above.
-  const hot =
-    target.kind === 'cluster'
-      ? null
-      : {
-          guardedBatch: scriptCall(client as Redis, GUARDED_BATCH_SCRIPT, clientPrefix),
-          readGroups: scriptCall(client as Redis, READ_GROUPS_SCRIPT, clientPrefix),
-          claimReadGroups: scriptCall(client as Redis, CLAIM_READ_GROUPS_SCRIPT, clientPrefix),
-        };
+  /**
+   * The calls every observation makes, written without ioredis's per-argument work
+   * (script-command.ts). A Cluster client routes a command by its keys, which only ioredis's own
+   * commands show it: there they are ioredis's defined commands.
+   */
+  const hotScript = (name: string, lua: string): ScriptCall => {
+    if (target.kind !== 'cluster') return scriptCall(client as Redis, lua, clientPrefix);
+    commands.defineCommand(name, { lua });
+    const defined = (commands as unknown as Record<string, (...args: ScriptArgument[]) => Promise<unknown>>)[
+      name
+    ]!;
+    return (keys, args) => defined.call(commands, keys.length, ...keys, ...args);
+  };
+  const guardedBatchScript = hotScript('chatbridgeGuardedBatch', GUARDED_BATCH_SCRIPT);
+  const readGroupsScript = hotScript('chatbridgeReadGroups', READ_GROUPS_SCRIPT);
+  const claimReadGroupsScript = hotScript('chatbridgeClaimReadGroups', CLAIM_READ_GROUPS_SCRIPT);
 
   // Connection state, so that an outage is logged once when it starts and once when it ends,
   // not once per reconnect attempt.
@@ -478,11 +477,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       coalesceWrites();
-      const applied = await run(() =>
-        hot
-          ? (hot.guardedBatch(keys, args) as Promise<number>)
-          : commands.chatbridgeGuardedBatch(keys.length, ...keys, ...args),
-      );
+      const applied = await run(() => guardedBatchScript(keys, args));
       return applied === 1;
     }
     return batch;
@@ -601,17 +596,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     async readGroups({ keys, layout, maxRecords, decoy, claim }) {
       const args = [clientPrefix, layout.root, layout.members, layout.record, maxRecords, decoy ?? ''];
       coalesceWrites();
-      const reply = await run(() => {
-        if (hot)
-          return (
-            claim
-              ? hot.claimReadGroups([...keys, claim.key], [...args, claim.ttlMs])
-              : hot.readGroups(keys, args)
-          ) as Promise<ReadGroupsReply>;
-        return claim
-          ? commands.chatbridgeClaimReadGroups(keys.length + 1, ...keys, claim.key, ...args, claim.ttlMs)
-          : commands.chatbridgeReadGroups(keys.length, ...keys, ...args);
-      });
+      const reply = (await run(() =>
+        claim
+          ? claimReadGroupsScript([...keys, claim.key], [...args, claim.ttlMs])
+          : readGroupsScript(keys, args),
+      )) as ReadGroupsReply;
       const result: GroupReadResult = {
         claimed: reply[0] === 1,
         values: [],

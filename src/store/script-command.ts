@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { Command, type Redis } from 'ioredis';
+import { digest } from '../digest.js';
 
 /**
  * Calls of the store's two hot Lua scripts (the guarded batch and readGroups: one each per
@@ -27,14 +27,11 @@ const LONG_ARGUMENT = 1024;
 
 export type ScriptArgument = string | number;
 
-export interface ScriptCall {
-  (keys: readonly string[], args: readonly ScriptArgument[]): Promise<unknown>;
-  readonly sha: string;
-}
+export type ScriptCall = (keys: readonly string[], args: readonly ScriptArgument[]) => Promise<unknown>;
 
 /** A caller of `lua` on `client`, whose keys get `keyPrefix` (ioredis's keyPrefix is not applied). */
 export function scriptCall(client: Redis, lua: string, keyPrefix: string): ScriptCall {
-  const sha = createHash('sha1').update(lua).digest('hex');
+  const sha = digest('sha1', lua, 'hex');
   /** Sockets this script was sent to with EVAL (so EVALSHA finds it), as ioredis's Script keeps them. */
   const loaded = new WeakSet<object>();
 
@@ -61,7 +58,7 @@ export function scriptCall(client: Redis, lua: string, keyPrefix: string): Scrip
     }
   }
 
-  const call = (async (keys, args) => {
+  return async (keys, args) => {
     try {
       return await client.sendCommand(new ScriptCommand(keys, args));
     } catch (error) {
@@ -69,9 +66,7 @@ export function scriptCall(client: Redis, lua: string, keyPrefix: string): Scrip
       // The connection lost the script: this one goes as EVAL (see toWritable).
       return client.sendCommand(new ScriptCommand(keys, args));
     }
-  }) as ScriptCall;
-  Object.defineProperty(call, 'sha', { value: sha });
-  return call;
+  };
 }
 
 /**
@@ -93,8 +88,8 @@ export function encodeCall(
   keyPrefix: string,
   args: readonly ScriptArgument[],
 ): Buffer {
-  /** Text runs and, between them, long items as [start, end) in `arena` (or a Buffer of their own). */
-  const chunks: Array<string | Buffer | number> = [];
+  /** Text runs and, between them, long items' bytes (a view of `arena`, or a Buffer of their own). */
+  const chunks: Array<string | Buffer> = [];
   let parts: string[] = [`*${3 + keys.length + args.length}\r\n$${name.length}\r\n${name}\r\n`];
   let used = 0;
   const put = (item: string) => {
@@ -102,17 +97,14 @@ export function encodeCall(
       parts.push(`$${Buffer.byteLength(item, 'utf8')}\r\n`, item, '\r\n');
       return;
     }
-    const room = item.length * 3;
-    let length: number;
-    if (used + room <= arena.length) {
-      length = arena.write(item, used, 'utf8');
-      chunks.push(`${parts.join('')}$${length}\r\n`, used, used + length);
-      used += length;
+    let bytes: Buffer;
+    if (used + item.length * 3 <= arena.length) {
+      bytes = arena.subarray(used, used + arena.write(item, used, 'utf8'));
+      used += bytes.length;
     } else {
-      const own = Buffer.from(item, 'utf8');
-      length = own.length;
-      chunks.push(`${parts.join('')}$${length}\r\n`, own);
+      bytes = Buffer.from(item, 'utf8');
     }
+    chunks.push(`${parts.join('')}$${bytes.length}\r\n`, bytes);
     parts = ['\r\n'];
   };
   put(script);
@@ -123,19 +115,11 @@ export function encodeCall(
   if (chunks.length === 0) return Buffer.from(tail, 'utf8');
   chunks.push(tail);
   let total = 0;
-  for (let index = 0; index < chunks.length; index++) {
-    const chunk = chunks[index]!;
-    if (typeof chunk === 'string') total += Buffer.byteLength(chunk, 'utf8');
-    else if (typeof chunk === 'number') total += (chunks[++index] as number) - chunk;
-    else total += chunk.length;
-  }
+  for (const chunk of chunks)
+    total += typeof chunk === 'string' ? Buffer.byteLength(chunk, 'utf8') : chunk.length;
   const out = Buffer.allocUnsafe(total);
   let offset = 0;
-  for (let index = 0; index < chunks.length; index++) {
-    const chunk = chunks[index]!;
-    if (typeof chunk === 'string') offset += out.write(chunk, offset, 'utf8');
-    else if (typeof chunk === 'number') offset += arena.copy(out, offset, chunk, chunks[++index] as number);
-    else offset += chunk.copy(out, offset);
-  }
+  for (const chunk of chunks)
+    offset += typeof chunk === 'string' ? out.write(chunk, offset, 'utf8') : chunk.copy(out, offset);
   return out;
 }
