@@ -35,7 +35,16 @@ const env = process.env;
 // e.g. `node bench/cpu.js . '.#--max-semi-space-size=64'` compares a V8 setting on one build.
 const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map((arg) => {
   const [path, options] = arg.split('#');
-  return { root: resolve(path), nodeOptions: options ? options.split(' ').filter(Boolean) : [], label: arg };
+  const words = options ? options.split(' ').filter(Boolean) : [];
+  // `engine=off` among them is not a node option: that bridge runs without its contact engine
+  // (bench/lib/engine-free.js), e.g. `node bench/cpu.js . '.#engine=off'`.
+  const engine = words.includes('engine=off') ? 'off' : 'on';
+  return {
+    root: resolve(path),
+    nodeOptions: words.filter((word) => word !== 'engine=off'),
+    engine,
+    label: arg,
+  };
 });
 /** Requests per second per checkout: together, about half what one bridge answers at saturation here. */
 const rateOf = (id) =>
@@ -56,7 +65,7 @@ const redisClient = new Redis(redis.url);
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cpu-'));
 const bridges = [];
 try {
-  for (const [index, { root, nodeOptions, label }] of checkouts.entries()) {
+  for (const [index, { root, nodeOptions, engine, label }] of checkouts.entries()) {
     const runDir = join(dir, String(index));
     mkdirSync(runDir);
     const bridge = await startBridge({
@@ -66,6 +75,7 @@ try {
       keyPrefix: `cpu${index}x${randomUUID().slice(0, 6)}`,
       logLevel: 'warn',
       nodeOptions,
+      engine,
     });
     process.stderr.write(`${label}: bridge pid ${bridge.pid}, seeding ${KNOWN} contacts\n`);
     await inParallel(KNOWN, 16, (person) =>

@@ -12,7 +12,9 @@
 // (extra node options for the bridge process, space-separated, e.g. --max-semi-space-size=32),
 // BENCH_FLOOR=0 (skip the floor: bench/floor.js, bare Koa + one Redis script per request, measured
 // in the same alternating rounds for the intake scenarios, so that the table shows what one trip
-// to Redis costs here and how far the bridge is above that), REDIS_URL.
+// to Redis costs here and how far the bridge is above that), BENCH_ENGINE=off (the bridge without
+// its contact engine: bench/lib/engine-free.js — what the rest of the intake path costs; not a
+// product configuration, and the table says so), REDIS_URL.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -143,6 +145,7 @@ async function main() {
       logLevel,
       contacts: contactCount,
       loadGenerator: 'autocannon 8 (in the bench process)',
+      ...(env.BENCH_ENGINE === 'off' ? { engine: 'off (bench/lib/engine-free.js)' } : {}),
     },
     scenarios: [],
     identity: null,
@@ -857,6 +860,10 @@ function printTable(result) {
   out(
     `${result.settings.connections} connections, ${result.settings.duration} s per side in ${result.settings.rounds} alternating round(s) (${result.settings.warmup} s warm-up first, 1 s before each later round); ratio and p99 = medians of the rounds; log level ${result.settings.logLevel}`,
   );
+  if (result.settings.engine)
+    out(
+      'BENCH_ENGINE=off: the contact engine answers each person once, then the same contact without the engine or Redis (bench/lib/engine-free.js); NOT the product: what the rest of the path costs',
+    );
   out();
   out(
     `${'scenario'.padEnd(54)}${pad('bridge req/s', 13)}${pad('p50', 6)}${pad('p99', 6)}${pad('bare req/s', 12)}${pad('p50', 6)}${pad('p99', 6)}${pad('ratio', 8)}${pad('redis/req', 10)}${pad('cpu ms/req: bridge', 19)}${pad('(JS)', 7)}${pad('redis', 7)}${pad('bare', 7)}`,

@@ -57,11 +57,17 @@ export async function startBridge({
   extra,
   role,
   nodeOptions = [],
+  engine = process.env.BENCH_ENGINE === 'off' ? 'off' : 'on',
 }) {
   const port = await freePort();
   const configFile = writeBridgeConfig({ dir, port, redisUrl, keyPrefix, logLevel, store, extra });
   const args = ['start', '--config', configFile, ...(role ? ['--role', role] : [])];
-  const process_ = spawnLogged([join(root, 'bin', 'chatbridge.js'), ...args], {
+  // BENCH_ENGINE=off (bench/lib/engine-free.js): the same bridge without its contact engine.
+  const engineFree = engine === 'off' && !role;
+  const entry = engineFree
+    ? [join(root, 'bench', 'lib', 'engine-free.js'), configFile, root]
+    : [join(root, 'bin', 'chatbridge.js'), ...args];
+  const process_ = spawnLogged(entry, {
     logFile: join(dir, `bridge-${port}.log`),
     env: { CHATBRIDGE_CONFIG: '', PORT: '', REDIS_URL: '' },
     nodeOptions: [
