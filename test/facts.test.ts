@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createFactService } from '../src/contacts/facts.js';
+import { createFactService, dayLabel } from '../src/contacts/facts.js';
 import type { Contact } from '../src/contacts/types.js';
 import { createLogger } from '../src/logger.js';
 
@@ -107,5 +107,23 @@ describe('facts shown to agents', () => {
     expect(answer.missing.sort()).toEqual(['broken', 'slow']);
     expect(answer.facts).toHaveLength(3);
     expect(answer.facts[0]).toMatchObject({ key: 'channel.site', value: '1 conversation, last 2 Nov' });
+  });
+});
+
+describe('dayLabel (the "last 14 Mar" of a channel fact)', () => {
+  const intl = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
+  it('says what Intl says for every day of a year, asked twice (remembered the second time)', () => {
+    for (let day = 0; day < 366; day++) {
+      const iso = new Date(Date.UTC(2028, 0, 1 + day, 23, 59, 59, 999)).toISOString();
+      const expected = intl.format(new Date(iso));
+      expect(dayLabel(iso)).toBe(expected);
+      expect(dayLabel(iso)).toBe(expected);
+    }
+  });
+  it('does not take the day from a time with an offset: its UTC day can differ', () => {
+    expect(dayLabel('2026-03-14T23:30:00.000Z')).toBe('14 Mar');
+    expect(dayLabel('2026-03-14T23:30:00+05:00')).toBe('14 Mar');
+    expect(dayLabel('2026-03-14T01:30:00+05:00')).toBe('13 Mar');
+    expect(dayLabel('2026-03-14T23:30:00-05:00')).toBe('15 Mar');
   });
 });

@@ -112,6 +112,25 @@ export interface FactService {
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
+/**
+ * "14 Mar" for an ISO time (UTC), remembered by day: formatting through ICU cost ~6 µs per fact in
+ * the serving bridge (profiled; ~1 µs in a loop), and the days shown repeat. Bounded: cleared when
+ * full. Anything else (an offset, not a time) is formatted as before, unremembered.
+ */
+const DAY_CACHE_MAX = 4096;
+const dayLabels = new Map<string, string>();
+export function dayLabel(iso: string): string {
+  // Only a UTC time (…Z, what the engine writes) names its day in its first ten characters.
+  const day = /^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(iso) ? iso.slice(0, 10) : undefined;
+  const known = day === undefined ? undefined : dayLabels.get(day);
+  if (known !== undefined) return known;
+  const label = dateFormat.format(new Date(iso));
+  if (day !== undefined) {
+    if (dayLabels.size >= DAY_CACHE_MAX) dayLabels.clear();
+    dayLabels.set(day, label);
+  }
+  return label;
+}
 
 export function createFactService(options: {
   channels: readonly ChannelConfig[];
@@ -158,7 +177,7 @@ export function createFactService(options: {
       facts.push({
         key: `channel.${entry.channelId}`,
         label: `${vendor} ${name}`,
-        value: `${count} ${noun}${count === 1 ? '' : 's'}, last ${dateFormat.format(new Date(entry.lastSeen))}`,
+        value: `${count} ${noun}${count === 1 ? '' : 's'}, last ${dayLabel(entry.lastSeen)}`,
         type: 'string',
       });
     }
