@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Contact } from '../../src/contacts/types.js';
 import { AppError } from '../../src/errors.js';
@@ -218,5 +219,109 @@ describe('buildRichAnswer', () => {
       reply,
     });
     expect(answer).toEqual({ result: 'ok', enable_assign: false });
+  });
+});
+
+describe('buildRichAnswer, for any contact and facts', () => {
+  // The answer is not validated again at run time (issue 12: validate once, at the boundary where
+  // data comes in): this property is what holds it to Jivo's shape instead.
+  const text = fc.oneof(
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: 'grapheme', maxLength: 700 }),
+    fc.constantFrom(
+      '',
+      '   ',
+      '<b onclick="x()">Анна</b>',
+      'javascript:alert(1)',
+      ' https://crm.example/c/1 ',
+      'http://a b',
+    ),
+  );
+  const link = fc.oneof(fc.webUrl({ withQueryParameters: true, withFragments: true }), text);
+  const template = fc.constantFrom(
+    '',
+    'https://crm.example/contacts/{contactId}',
+    '{crmUrl}',
+    '{consoleUrl}',
+    'https://crm.example/p/{person}?crm={crmId}',
+    'javascript:{person}',
+  );
+  const fact = fc.record(
+    {
+      key: text,
+      label: text,
+      value: text,
+      type: fc.constantFrom(
+        'string' as const,
+        'url' as const,
+        'number' as const,
+        'boolean' as const,
+        'date' as const,
+      ),
+      link,
+      verified: fc.constant(false as const),
+    },
+    { requiredKeys: ['key', 'label', 'value', 'type'] },
+  );
+  it('is an answer Jivo accepts (jivoAnswerSchema)', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          name: fc.option(text, { nil: null }),
+          names: fc.array(text, { maxLength: 3 }),
+          emails: fc.array(text, { maxLength: 3 }),
+          phones: fc.array(text, { maxLength: 3 }),
+          crmLink: fc.option(link, { nil: null }),
+          description: fc.option(text, { nil: undefined }),
+          person: fc.option(text, { nil: undefined }),
+        }),
+        fc.option(
+          fc.record({
+            facts: fc.array(fact, { maxLength: 14, size: 'max' }),
+            crmLink: fc.option(link, { nil: undefined }),
+          }),
+          { nil: null },
+        ),
+        template,
+        fc.boolean(),
+        (shape, given, crmLink, enableAssign) => {
+          const answer = buildRichAnswer({
+            contact: contact({
+              name: shape.name,
+              names: shape.names,
+              emails: shape.emails,
+              phones: shape.phones,
+              crmLink: shape.crmLink,
+              identities: shape.person === undefined ? [] : [{ kind: 'person', value: shape.person }],
+              attributes:
+                shape.description === undefined
+                  ? {}
+                  : {
+                      description: {
+                        value: shape.description,
+                        label: 'D',
+                        channelId: 's',
+                        at: '2024-06-17T08:00:00Z',
+                      },
+                    },
+            }),
+            facts:
+              given === null
+                ? null
+                : {
+                    facts: given.facts,
+                    missing: [],
+                    ...(given.crmLink === undefined ? {} : { crmLink: given.crmLink }),
+                  },
+            reply: { ...reply, crmLink, enableAssign },
+            consoleLink: (id) => `https://bridge.example/console/contacts/${encodeURIComponent(id)}?sig=abc`,
+          });
+          const checked = jivoAnswerSchema.safeParse(answer);
+          expect(checked.success, JSON.stringify(checked.error?.issues)).toBe(true);
+          expect(checked.data).toEqual(answer);
+        },
+      ),
+      { numRuns: 400 },
+    );
   });
 });
