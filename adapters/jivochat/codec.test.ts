@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { Contact } from '../../src/contacts/types.js';
 import { AppError } from '../../src/errors.js';
 import { parseIntakeRequest } from '../../src/intake/pipeline.js';
-import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, safeLink, truncate } from './codec.js';
-import { jivoAnswerSchema, jivochatSettingsSchema } from './schemas.js';
+import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, isHttpUrl, safeLink, truncate } from './codec.js';
+import { httpUrlSchema, jivoAnswerSchema, jivochatSettingsSchema } from './schemas.js';
 import { decodeWebhook, jivochatWebhook } from './webhook.js';
 
 /** The core's parse step, then the route's pure decode: what a raw body becomes, or its 400. */
@@ -322,6 +322,47 @@ describe('buildRichAnswer, for any contact and facts', () => {
         },
       ),
       { numRuns: 400 },
+    );
+  });
+});
+
+describe('isHttpUrl', () => {
+  it('accepts exactly what httpUrlSchema (zod) accepts', () => {
+    const nearUrl = fc
+      .tuple(
+        fc.constantFrom('http', 'https', 'HTTPS', 'HtTp', 'ftp', 'javascript', 'data', 'http ', ''),
+        fc.constantFrom('://', ':', ':/', ':\\\\', '://\t', ':///', '//'),
+        fc.oneof(
+          fc.domain(),
+          fc.constantFrom(
+            '',
+            '[::1]',
+            '127.0.0.1:8080',
+            'exa\nmple.com',
+            'a b',
+            'xn--80ak6aa92e.com',
+            'пример.рф',
+            '%zz',
+            'h:99999',
+          ),
+        ),
+        fc.oneof(
+          fc.constant(''),
+          fc.webPath(),
+          fc.string({ maxLength: 12 }),
+          fc.constantFrom('/?q=1#x', '/%', '/\u0000'),
+        ),
+      )
+      .map(([scheme, separator, host, path]) => `${scheme}${separator}${host}${path}`);
+    fc.assert(
+      fc.property(
+        fc.oneof(nearUrl, fc.webUrl({ withQueryParameters: true, withFragments: true }), fc.string()),
+        (raw) => {
+          const trimmed = raw.trim();
+          expect(isHttpUrl(trimmed)).toBe(httpUrlSchema.safeParse(trimmed).success);
+        },
+      ),
+      { numRuns: 3000 },
     );
   });
 });
