@@ -125,5 +125,8 @@ describe('dayLabel (the "last 14 Mar" of a channel fact)', () => {
     expect(dayLabel('2026-03-14T23:30:00+05:00')).toBe('14 Mar');
     expect(dayLabel('2026-03-14T01:30:00+05:00')).toBe('13 Mar');
     expect(dayLabel('2026-03-14T23:30:00-05:00')).toBe('15 Mar');
+    // Date reads 24:00 as the next day's midnight: that must not become the 14th's label.
+    expect(dayLabel('2026-03-14T24:00:00Z')).toBe(intl.format(new Date('2026-03-14T24:00:00Z')));
+    expect(dayLabel('2026-03-14T10:00:00Z')).toBe('14 Mar');
   });
 });

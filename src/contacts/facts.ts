@@ -119,9 +119,11 @@ const dateFormat = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'sh
  */
 const DAY_CACHE_MAX = 4096;
 const dayLabels = new Map<string, string>();
+const UTC_TIME = /^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,3})?Z$/;
 export function dayLabel(iso: string): string {
-  // Only a UTC time (…Z, what the engine writes) names its day in its first ten characters.
-  const day = /^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(iso) ? iso.slice(0, 10) : undefined;
+  // Only a UTC time as toISOString writes it (what the engine stores) names its day in its first
+  // ten characters: not an offset, and not 24:00, which Date reads as the next day.
+  const day = UTC_TIME.test(iso) ? iso.slice(0, 10) : undefined;
   const known = day === undefined ? undefined : dayLabels.get(day);
   if (known !== undefined) return known;
   const label = dateFormat.format(new Date(iso));
