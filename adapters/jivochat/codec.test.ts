@@ -319,6 +319,8 @@ describe('buildRichAnswer, for any contact and facts', () => {
           const checked = jivoAnswerSchema.safeParse(answer);
           expect(checked.success, JSON.stringify(checked.error?.issues)).toBe(true);
           expect(checked.data).toEqual(answer);
+          // The same bytes as when the answer was parsed by the schema (which writes its key order).
+          expect(JSON.stringify(answer)).toBe(JSON.stringify(checked.data));
         },
       ),
       { numRuns: 400 },

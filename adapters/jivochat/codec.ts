@@ -180,11 +180,12 @@ export function buildRichAnswer(input: {
   const { contact, facts, reply } = input;
   const answer: JivoAnswer = { result: 'ok' };
   const info = contactInfo(contact);
-  if (info) answer.contact_info = info;
   const items = [unverifiedContactItem(contact, info), ...(facts?.facts ?? []).map(factToCustomData)]
     .filter((item): item is CustomDataItem => item !== undefined)
     .slice(0, ANSWER_LIMITS.customDataItems);
+  // Fields in jivoAnswerSchema's order, the order the answer had when it was parsed by it.
   if (items.length > 0) answer.custom_data = items;
+  if (info) answer.contact_info = info;
   // An attribute source's link is the CRM's own word on where the card is: it wins.
   const crmLink =
     safeLink(facts?.crmLink) ??
@@ -194,8 +195,8 @@ export function buildRichAnswer(input: {
         })
       : undefined) ??
     safeLink(contact.crmLink);
-  if (crmLink) answer.crm_link = crmLink;
   answer.enable_assign = reply.enableAssign;
+  if (crmLink) answer.crm_link = crmLink;
   // Not parsed again here (~10 µs per answer in the serving bridge): every part above is built
   // from checked values, and a property test (codec.test.ts) holds any contact's and facts' answer
   // to jivoAnswerSchema, so a bug shows in tests rather than as an answer Jivo silently ignores.
