@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { isHttpUrl } from '../../src/contacts/links.js';
 import type { Contact } from '../../src/contacts/types.js';
 import { AppError } from '../../src/errors.js';
 import { parseIntakeRequest } from '../../src/intake/pipeline.js';
-import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, isHttpUrl, safeLink, truncate } from './codec.js';
+import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, safeLink, truncate } from './codec.js';
 import { httpUrlSchema, jivoAnswerSchema, jivochatSettingsSchema } from './schemas.js';
 import { decodeWebhook, jivochatWebhook } from './webhook.js';
 

@@ -1,4 +1,5 @@
 import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
+import { isHttpUrl } from '../../src/contacts/links.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
 import type { CustomDataItem, crmLinkPlaceholders, JivoAnswer, JivochatSettings } from './schemas.js';
 
@@ -60,19 +61,6 @@ export function safeLink(value: string | null | undefined): string | undefined {
   const trimmed = value.trim();
   if (trimmed.length === 0 || trimmed.length > ANSWER_LIMITS.url) return undefined;
   return isHttpUrl(trimmed) ? trimmed : undefined;
-}
-
-const HTTP_URL_START = /^https?:\/\//i;
-
-/**
- * What httpUrlSchema (zod's z.url with an http(s) protocol) accepts, without zod's per-call
- * payload and result objects or a URL object: zod first requires "http://" or "https://" (any
- * case), then that WHATWG URL parses the text — whose scheme is then http or https. Called two or
- * three times per answer; through zod it cost ~9 µs a call in the serving bridge (profiled).
- * codec.test.ts holds the two equal on generated URLs and near-URLs.
- */
-export function isHttpUrl(trimmed: string): boolean {
-  return HTTP_URL_START.test(trimmed) && URL.canParse(trimmed);
 }
 
 /** Appended to the title of a fact that rests only on visitor-typed values (issue 10 item 5). */
