@@ -1,0 +1,158 @@
+// `npm run build && node bench/alloc.js`: how many bytes the bridge allocates per JivoChat
+// chat_accepted of a known contact, and where. The bridge runs in this process, built as
+// `chatbridge start` builds it (V8 tuning included); a child process sends the webhooks over
+// loopback (20 connections, 500 people, a new chat each time). After a warm-up, V8's sampling
+// heap profiler runs through `node:inspector` with objects already collected by minor and major
+// GCs counted, so the figure is everything allocated, not what happened to be alive at the end.
+// Prints bytes per request in all, by file and by function (self). Sampling: every 512 bytes on
+// average, so each line is an estimate; the total moves by a few per cent between runs.
+// Knobs: ALLOC_N (webhooks measured, 4000), REDIS_URL (else a private redis-server),
+// ALLOC_ENGINE=off (the engine-free bridge of bench/lib/engine-free.js), ALLOC_OUT=<file> (also
+// writes the profile, which Chrome DevTools' Memory panel opens as a .heapprofile).
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const PEOPLE = 500;
+const CONNECTIONS = 20;
+
+if (process.argv[2] === '--client') {
+  // The load: `node bench/alloc.js --client <port> <token> <count>`.
+  const [port, token, count] = process.argv.slice(3);
+  const { Pool } = await import('undici');
+  const { jivoChatAccepted, personOf } = await import('./lib/payloads.js');
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
+  const people = Array.from({ length: PEOPLE }, (_, index) => personOf('alloc', index));
+  const firstChat = Date.now();
+  let next = 0;
+  let failed = 0;
+  async function connection() {
+    while (next < Number(count)) {
+      const index = next++;
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${token}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(jivoChatAccepted({ ...people[index % PEOPLE], chat: firstChat + index })),
+      });
+      await response.body.text();
+      if (response.statusCode !== 200) failed++;
+    }
+  }
+  await Promise.all(Array.from({ length: CONNECTIONS }, connection));
+  await pool.close();
+  if (failed > 0) {
+    process.stderr.write(`${failed} webhooks were not answered 200\n`);
+    process.exit(1);
+  }
+  process.exit(0);
+}
+
+const count = Number(process.env.ALLOC_N ?? 4000);
+const dist = (path) => import(join(ROOT, 'dist', 'src', path));
+const { tuneV8ForServing } = await dist('v8-tuning.js');
+tuneV8ForServing();
+const { benchRedis, freePort } = await import('./lib/redis.js');
+const { JIVO_TOKEN, writeBridgeConfig } = await import('./lib/bridge.js');
+const { loadConfig } = await dist('config/load.js');
+const { defaultRegistry } = await dist('registry.js');
+const { createLogger } = await dist('logger.js');
+const { createBridge } = await dist('bridge.js');
+
+const redis = await benchRedis();
+const dir = mkdtempSync(join(tmpdir(), 'chatbridge-alloc-'));
+const port = await freePort();
+const file = writeBridgeConfig({
+  dir,
+  port,
+  redisUrl: redis.url,
+  keyPrefix: `alloc${Date.now().toString(36)}`,
+  logLevel: 'warn',
+});
+const { config } = loadConfig(file, defaultRegistry(), {});
+const bridge = await createBridge({
+  config,
+  role: 'all',
+  logger: createLogger(config.log.level),
+  defaultMetrics: true,
+});
+if (process.env.ALLOC_ENGINE === 'off') {
+  // As bench/lib/engine-free.js: each person through the engine once, then that contact again.
+  const contacts = bridge.context.contacts;
+  const observe = contacts.observe.bind(contacts);
+  const answered = new Map();
+  contacts.observe = async (observation) => {
+    const first = observation.identifiers?.[0];
+    const key = `${observation.channelId}\u0000${first?.kind}\u0000${first?.value}`;
+    const known = answered.get(key);
+    if (known) return { contact: known, created: false, duplicate: false };
+    const result = await observe(observation);
+    answered.set(key, result.contact);
+    return result;
+  };
+}
+await bridge.listen();
+await bridge.start();
+
+const send = (n) =>
+  new Promise((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [fileURLToPath(import.meta.url), '--client', String(port), JIVO_TOKEN, String(n)],
+      (error, _stdout, stderr) => (error ? reject(new Error(`load failed: ${stderr}`)) : resolve()),
+    ),
+  );
+
+await send(PEOPLE); // every person known from here on
+await send(count); // warm-up: the same number of webhooks
+const session = new Session();
+session.connect();
+await session.post('HeapProfiler.enable');
+await session.post('HeapProfiler.startSampling', {
+  samplingInterval: 512,
+  includeObjectsCollectedByMajorGC: true,
+  includeObjectsCollectedByMinorGC: true,
+});
+await send(count);
+const { profile } = await session.post('HeapProfiler.stopSampling');
+session.disconnect();
+if (process.env.ALLOC_OUT) writeFileSync(process.env.ALLOC_OUT, JSON.stringify(profile));
+await bridge.close();
+await redis.stop();
+rmSync(dir, { recursive: true, force: true });
+
+const byFile = new Map();
+const byFunction = new Map();
+let total = 0;
+const add = (map, key, bytes) => map.set(key, (map.get(key) ?? 0) + bytes);
+(function walk(node) {
+  const { url, functionName, lineNumber } = node.callFrame;
+  // A package by its name, our code by its path under dist/.
+  const where = url.includes('/node_modules/')
+    ? url.slice(url.lastIndexOf('/node_modules/') + 14)
+    : url.replace(`file://${ROOT}/dist/`, '').replace(/^file:\/\//, '');
+  total += node.selfSize;
+  add(byFile, where || `(native ${functionName})`, node.selfSize);
+  add(
+    byFunction,
+    `${functionName || '(anonymous)'} ${where ? `${where}:${lineNumber + 1}` : '(native)'}`,
+    node.selfSize,
+  );
+  for (const child of node.children) walk(child);
+})(profile.head);
+
+const perRequest = (bytes) => `${(bytes / count / 1024).toFixed(1).padStart(6)} KB`;
+const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
+console.log(
+  `chatbridge allocation per known-contact chat_accepted${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
+    `${perRequest(total).trim()} (${count} webhooks, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
+);
+console.log('\nby file (self)');
+for (const [where, bytes] of top(byFile, 20)) console.log(`${perRequest(bytes)}  ${where}`);
+console.log('\nby function (self)');
+for (const [where, bytes] of top(byFunction, 25)) console.log(`${perRequest(bytes)}  ${where}`);
+process.exit(0);
