@@ -21,12 +21,14 @@ const PEOPLE = 500;
 const CONNECTIONS = 20;
 
 if (process.argv[2] === '--client') {
-  // The load: `node bench/alloc.js --client <port> <token> <count>`.
-  const [port, token, count] = process.argv.slice(3);
+  // The load: `node bench/alloc.js --client <port> <token> <count> [<pool> <people>]` (also used
+  // by bench/heap.js: a pool of as many people as webhooks is a new visitor each time).
+  const [port, token, count, poolName = 'alloc', peopleArg = String(PEOPLE)] = process.argv.slice(3);
+  const peopleCount = Number(peopleArg);
   const { Pool } = await import('undici');
   const { jivoChatAccepted, personOf } = await import('./lib/payloads.js');
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
-  const people = Array.from({ length: PEOPLE }, (_, index) => personOf('alloc', index));
+  const people = Array.from({ length: peopleCount }, (_, index) => personOf(poolName, index));
   const firstChat = Date.now();
   let next = 0;
   let failed = 0;
@@ -37,7 +39,7 @@ if (process.argv[2] === '--client') {
         method: 'POST',
         path: `/webhooks/jivochat/site/${token}`,
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(jivoChatAccepted({ ...people[index % PEOPLE], chat: firstChat + index })),
+        body: JSON.stringify(jivoChatAccepted({ ...people[index % peopleCount], chat: firstChat + index })),
       });
       await response.body.text();
       if (response.statusCode !== 200) failed++;
