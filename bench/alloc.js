@@ -10,10 +10,9 @@
 // ALLOC_ENGINE=off (the engine-free bridge of bench/lib/engine-free.js), ALLOC_OUT=<file> (also
 // writes the profile, which Chrome DevTools' Memory panel opens as a .heapprofile).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -55,50 +54,14 @@ if (process.argv[2] === '--client') {
 }
 
 const count = Number(process.env.ALLOC_N ?? 4000);
-const dist = (path) => import(join(ROOT, 'dist', 'src', path));
-const { tuneV8ForServing } = await dist('v8-tuning.js');
-tuneV8ForServing();
-const { benchRedis, freePort } = await import('./lib/redis.js');
-const { JIVO_TOKEN, writeBridgeConfig } = await import('./lib/bridge.js');
-const { loadConfig } = await dist('config/load.js');
-const { defaultRegistry } = await dist('registry.js');
-const { createLogger } = await dist('logger.js');
-const { createBridge } = await dist('bridge.js');
-
-const redis = await benchRedis();
-const dir = mkdtempSync(join(tmpdir(), 'chatbridge-alloc-'));
-const port = await freePort();
-const file = writeBridgeConfig({
-  dir,
-  port,
-  redisUrl: redis.url,
-  keyPrefix: `alloc${Date.now().toString(36)}`,
-  logLevel: 'warn',
+const { JIVO_TOKEN } = await import('./lib/bridge.js');
+const { startInProcessBridge } = await import('./lib/in-process.js');
+const bridge = await startInProcessBridge({
+  root: ROOT,
+  name: 'alloc',
+  engine: process.env.ALLOC_ENGINE === 'off' ? 'off' : 'on',
 });
-const { config } = loadConfig(file, defaultRegistry(), {});
-const bridge = await createBridge({
-  config,
-  role: 'all',
-  logger: createLogger(config.log.level),
-  defaultMetrics: true,
-});
-if (process.env.ALLOC_ENGINE === 'off') {
-  // As bench/lib/engine-free.js: each person through the engine once, then that contact again.
-  const contacts = bridge.context.contacts;
-  const observe = contacts.observe.bind(contacts);
-  const answered = new Map();
-  contacts.observe = async (observation) => {
-    const first = observation.identifiers?.[0];
-    const key = `${observation.channelId}\u0000${first?.kind}\u0000${first?.value}`;
-    const known = answered.get(key);
-    if (known) return { contact: known, created: false, duplicate: false };
-    const result = await observe(observation);
-    answered.set(key, result.contact);
-    return result;
-  };
-}
-await bridge.listen();
-await bridge.start();
+const { port } = bridge;
 
 const send = (n) =>
   new Promise((resolve, reject) =>
@@ -123,9 +86,7 @@ await send(count);
 const { profile } = await session.post('HeapProfiler.stopSampling');
 session.disconnect();
 if (process.env.ALLOC_OUT) writeFileSync(process.env.ALLOC_OUT, JSON.stringify(profile));
-await bridge.close();
-await redis.stop();
-rmSync(dir, { recursive: true, force: true });
+await bridge.stop();
 
 const byFile = new Map();
 const byFunction = new Map();

@@ -8,8 +8,6 @@
 // it is full. Knobs: HEAP_ROUNDS (6), HEAP_N (webhooks per round, 10000), REDIS_URL (else a
 // private redis-server).
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,35 +22,10 @@ if (typeof globalThis.gc !== 'function') {
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const rounds = Number(process.env.HEAP_ROUNDS ?? 6);
 const perRound = Number(process.env.HEAP_N ?? 10_000);
-const dist = (path) => import(join(ROOT, 'dist', 'src', path));
-const { tuneV8ForServing } = await dist('v8-tuning.js');
-tuneV8ForServing();
-const { benchRedis, freePort } = await import('./lib/redis.js');
-const { JIVO_TOKEN, writeBridgeConfig } = await import('./lib/bridge.js');
-const { loadConfig } = await dist('config/load.js');
-const { defaultRegistry } = await dist('registry.js');
-const { createLogger } = await dist('logger.js');
-const { createBridge } = await dist('bridge.js');
-
-const redis = await benchRedis();
-const dir = mkdtempSync(join(tmpdir(), 'chatbridge-heap-'));
-const port = await freePort();
-const file = writeBridgeConfig({
-  dir,
-  port,
-  redisUrl: redis.url,
-  keyPrefix: `heap${Date.now().toString(36)}`,
-  logLevel: 'warn',
-});
-const { config } = loadConfig(file, defaultRegistry(), {});
-const bridge = await createBridge({
-  config,
-  role: 'all',
-  logger: createLogger(config.log.level),
-  defaultMetrics: true,
-});
-await bridge.listen();
-await bridge.start();
+const { JIVO_TOKEN } = await import('./lib/bridge.js');
+const { startInProcessBridge } = await import('./lib/in-process.js');
+const bridge = await startInProcessBridge({ root: ROOT, name: 'heap' });
+const { port } = bridge;
 
 /** One round: `perRound` webhooks, a new person each (bench/alloc.js's load, a pool per round). */
 const send = (round) =>
@@ -89,9 +62,7 @@ for (let round = 1; round <= rounds; round++) {
     `after ${(round * perRound).toLocaleString('en')} new visitors: heap used after GC ${mib(memory.heapUsed)}, RSS ${mib(memory.rss)}`,
   );
 }
-await bridge.close();
-await redis.stop();
-rmSync(dir, { recursive: true, force: true });
+await bridge.stop();
 const half = Math.floor(rounds / 2);
 console.log(
   `heap used after GC, round ${half} → round ${rounds}: ${mib(used[half - 1])} → ${mib(used[rounds - 1])} ` +

@@ -11,6 +11,7 @@
 
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { takeEngineOut } from './in-process.js';
 
 const [configFile, rootArg] = process.argv.slice(2);
 if (!configFile) {
@@ -30,18 +31,7 @@ const { config } = loadConfig(configFile, defaultRegistry(), {});
 const logger = createLogger(config.log.level);
 const bridge = await createBridge({ config, role: 'all', logger, defaultMetrics: true });
 
-const contacts = bridge.context.contacts;
-const observe = contacts.observe.bind(contacts);
-const answered = new Map();
-contacts.observe = async (observation) => {
-  const first = observation.identifiers?.[0];
-  const key = `${observation.channelId}\u0000${first?.kind}\u0000${first?.value}`;
-  const known = answered.get(key);
-  if (known) return { contact: known, created: false, duplicate: false };
-  const result = await observe(observation);
-  answered.set(key, result.contact);
-  return result;
-};
+takeEngineOut(bridge.context.contacts);
 logger.warn('BENCH_ENGINE=off: the contact engine answers each person once, then a remembered contact');
 
 await bridge.listen();
