@@ -611,6 +611,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
         const planned = plan(read, indexValues, resolving);
+        // Keys this process applied for the person stay applied, whatever state this plan is on.
+        const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
           writeObservation(
             observation,
@@ -620,6 +622,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             indexValues,
             planned,
             dedupeKey,
+            appliedBefore,
             saltValue,
             timelineMembers,
             locked || planned.roots.length > 1,
@@ -638,8 +641,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // which also stops the attempts below from remembering). Unless this delivery was a repeat
       // (its own key failed the check): then what was remembered may still hold, and is kept.
       const recalled = handed ? undefined : remembered.get(laneName);
+      // A repeat of one of the lane's latest deliveries: a write planned on that state would fail
+      // on the delivery's key (and send the whole batch for nothing), so it reads at once.
+      const repeats = (state: LaneState) => state.applied.includes(dedupeKey);
       let recalledFailed = false;
-      if (recalled) {
+      if (recalled && !repeats(recalled)) {
         const result = await attempt(false, recalled);
         if (result) return result;
         remembered.delete(laneName);
@@ -656,8 +662,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // A write planned on the previous write's outcome fails (and costs a read) only when that
       // write failed or something else changed meanwhile: it is not one of the attempts below.
       if (handed) {
-        const result = await attempt(false, handed);
-        if (result) return result;
+        if (!repeats(handed)) {
+          const result = await attempt(false, handed);
+          if (result) return result;
+        }
         // The write it was planned on did not hold, or this delivery was applied before. The
         // observations queued behind this one planned on it and fail too: each goes back in line
         // behind the one before it (read after it has finished), or they would all read and
@@ -704,7 +712,16 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     roots: Map<string, string>;
     members: Map<string, string[]>;
     records: Map<string, string>;
+    /**
+     * The idempotency (dedupe) keys of the lane's last few writes, newest first. A delivery whose
+     * key is here is a repeat of one of them: a write planned on this state would only fail on
+     * that key, so it is not tried and the delivery reads (which finds it) straight away. Vendor
+     * retries are of a person's latest events, hence a few.
+     */
+    applied: readonly string[];
   }
+  /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
+  const APPLIED_KEYS = 4;
 
   /** A read made of a LaneState, when it covers every index key (else the caller reads). */
   function readAfter(after: LaneState, indexKeys: readonly string[]): GroupReadResult | null {
@@ -757,6 +774,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     sizeCalculation: (state) => {
       let bytes = 1024;
       for (const text of state.records.values()) bytes += text.length;
+      for (const applied of state.applied) bytes += applied.length;
       return bytes;
     },
   });
@@ -808,6 +826,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     indexValues: (string | null)[],
     planned: Plan,
     dedupeKey: string,
+    /** LaneState.applied of the state this write was planned on (or the lane's last). */
+    appliedBefore: readonly string[],
     saltValue: string,
     timelineMembers: readonly string[],
     /** Whether this write runs under the identity lock of its identifiers (see below). */
@@ -996,7 +1016,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         resolving.forEach((identifier, index) => {
           holders.set(key.index(identifier), indexValues[index] ?? target.id);
         });
-        return { holders, roots, members: membersAfter, records: texts };
+        const applied = [dedupeKey];
+        for (const earlier of appliedBefore) {
+          if (applied.length === APPLIED_KEYS) break;
+          if (earlier !== dedupeKey) applied.push(earlier);
+        }
+        return { holders, roots, members: membersAfter, records: texts, applied };
       };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns
