@@ -63,7 +63,7 @@ for (let round = 1; round <= rounds; round++) {
   );
 }
 await bridge.stop();
-const half = Math.floor(rounds / 2);
+const half = Math.max(1, Math.floor(rounds / 2));
 console.log(
   `heap used after GC, round ${half} → round ${rounds}: ${mib(used[half - 1])} → ${mib(used[rounds - 1])} ` +
     `(${used[rounds - 1] >= used[half - 1] ? '+' : '−'}${mib(Math.abs(used[rounds - 1] - used[half - 1]))})`,

@@ -3,15 +3,11 @@
 // bench`, which measures how far the rest of the path (HTTP stack, parse, decode, facts, render,
 // journal, metrics) is from bare Koa when the engine and its Redis trip cost nothing.
 //
-// The first observation of a person (by channel and first identifier) goes through the real
-// engine, so the contact is real; every later one answers that same contact object without the
-// engine or Redis. An engine has to produce a contact per request (the real one decodes at least
-// one record, ~20 µs here), so these figures are an upper bound for the bridge, not a product
-// configuration. Lookups (LiveTex) keep the real engine.
+// How the engine is taken out, and why the figures are an upper bound for the bridge:
+// takeEngineOut in bench/lib/in-process.js.
 
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { takeEngineOut } from './in-process.js';
+import { startBridgeFrom } from './in-process.js';
 
 const [configFile, rootArg] = process.argv.slice(2);
 if (!configFile) {
@@ -19,23 +15,7 @@ if (!configFile) {
   process.exit(2);
 }
 const root = resolve(rootArg ?? join(import.meta.dirname, '..', '..'));
-const dist = (path) => import(pathToFileURL(join(root, 'dist', 'src', path)).href);
-const { tuneV8ForServing } = await dist('v8-tuning.js');
-tuneV8ForServing(); // as `chatbridge start` does, before anything is allocated per request
-const { loadConfig } = await dist('config/load.js');
-const { defaultRegistry } = await dist('registry.js');
-const { createLogger } = await dist('logger.js');
-const { createBridge } = await dist('bridge.js');
-
-const { config } = loadConfig(configFile, defaultRegistry(), {});
-const logger = createLogger(config.log.level);
-const bridge = await createBridge({ config, role: 'all', logger, defaultMetrics: true });
-
-takeEngineOut(bridge.context.contacts);
-logger.warn('BENCH_ENGINE=off: the contact engine answers each person once, then a remembered contact');
-
-await bridge.listen();
-await bridge.start();
+const bridge = await startBridgeFrom({ root, configFile, engine: 'off' });
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {

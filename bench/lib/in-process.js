@@ -28,40 +28,50 @@ export function takeEngineOut(contacts) {
 }
 
 /**
- * The bridge in this process, built from `root`'s dist/ as `chatbridge start` builds it (V8
- * tuning first), on the bench's generated config and a private Redis (or REDIS_URL): for tools
- * that look inside the process (bench/alloc.js's heap profile, bench/heap.js's GC). Call before
- * anything else allocates per request. `engine: 'off'` takes the contact engine out (above).
+ * The bridge in this process from `root`'s dist/ and a config file, built, listening and started
+ * as `chatbridge start` does it (V8 tuning first, before anything is allocated per request).
+ * `engine: 'off'` takes the contact engine out (above) and says so in the log. Used by
+ * bench/lib/engine-free.js (the bench's BENCH_ENGINE=off process) and startInProcessBridge.
  */
-export async function startInProcessBridge({ root, name, engine = 'on' }) {
+export async function startBridgeFrom({ root, configFile, engine = 'on' }) {
   const dist = (path) => import(pathToFileURL(join(root, 'dist', 'src', path)).href);
   const { tuneV8ForServing } = await dist('v8-tuning.js');
   tuneV8ForServing();
   const { loadConfig } = await dist('config/load.js');
   const { defaultRegistry } = await dist('registry.js');
-  const { createLogger } = await dist('logger.js');
+  // The CLI's logger: logs on stderr, as `chatbridge start` writes them (stdout is the tools' results).
+  const { cliLogger } = await dist('cli/main.js');
   const { createBridge } = await dist('bridge.js');
 
+  const { config } = loadConfig(configFile, defaultRegistry(), {});
+  const logger = cliLogger(config.log.level);
+  const bridge = await createBridge({ config, role: 'all', logger, defaultMetrics: true });
+  if (engine === 'off') {
+    takeEngineOut(bridge.context.contacts);
+    logger.warn('BENCH_ENGINE=off: the contact engine answers each person once, then a remembered contact');
+  }
+  await bridge.listen();
+  await bridge.start();
+  return bridge;
+}
+
+/**
+ * The bridge in this process on the bench's generated config and a private Redis (or REDIS_URL),
+ * for tools that look inside the process (bench/alloc.js's heap profile, bench/heap.js's GC). Call
+ * before anything else allocates per request.
+ */
+export async function startInProcessBridge({ root, name, engine = 'on' }) {
   const redis = await benchRedis();
   const dir = mkdtempSync(join(tmpdir(), `chatbridge-${name}-`));
   const port = await freePort();
-  const file = writeBridgeConfig({
+  const configFile = writeBridgeConfig({
     dir,
     port,
     redisUrl: redis.url,
     keyPrefix: `${name}${Date.now().toString(36)}`,
     logLevel: 'warn',
   });
-  const { config } = loadConfig(file, defaultRegistry(), {});
-  const bridge = await createBridge({
-    config,
-    role: 'all',
-    logger: createLogger(config.log.level),
-    defaultMetrics: true,
-  });
-  if (engine === 'off') takeEngineOut(bridge.context.contacts);
-  await bridge.listen();
-  await bridge.start();
+  const bridge = await startBridgeFrom({ root, configFile, engine });
   return {
     port,
     async stop() {
