@@ -13,12 +13,14 @@
 // 400, finished 200, deferred 150, lookup 800; the lower the rate, the more each request pays for
 // waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
 // round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
-// list of known, new, finished, deferred, lookup).
+// list of known, new, finished, deferred, deferred-all, lookup).
 //
 // `deferred` is chat_finished with `intake.ackAfterAppend`, deployed as two more processes per
 // checkout on the same Redis: `--role web` answers, `--role worker` records (it finds the backlog
 // by polling, once a second). The round waits until the worker has recorded everything and
 // reports each process's CPU per event, and their sum: the whole cost of an acknowledged event.
+// `deferred-all` is the same in one process of the default role (`all`: it answers and records),
+// as `npm start` runs it.
 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -48,7 +50,10 @@ const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map(
 });
 /** Requests per second per checkout: together, about half what one bridge answers at saturation here. */
 const rateOf = (id) =>
-  Number(env.BENCH_RATE ?? { known: 400, new: 400, finished: 200, deferred: 150, lookup: 800 }[id]);
+  Number(
+    env.BENCH_RATE ??
+      { known: 400, new: 400, finished: 200, deferred: 150, 'deferred-all': 150, lookup: 800 }[id],
+  );
 const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
@@ -87,12 +92,12 @@ try {
     // The deferred scenario's processes: one `--role web` that acknowledges after the append, one
     // `--role worker` that records, both on their own key prefix.
     const deferredPrefix = `cpu${index}d${randomUUID().slice(0, 6)}`;
-    const deferredRole = (role) =>
+    const deferredRole = (role, keyPrefix = deferredPrefix) =>
       startBridge({
         root,
         dir: runDir,
         redisUrl: redis.url,
-        keyPrefix: deferredPrefix,
+        keyPrefix,
         logLevel: 'warn',
         extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
         role,
@@ -102,12 +107,17 @@ try {
       only === null || only.has('deferred')
         ? { web: await deferredRole('web'), worker: await deferredRole('worker') }
         : null;
+    const allPrefix = `${deferredPrefix}a`;
+    const deferredAll =
+      only === null || only.has('deferred-all') ? await deferredRole(undefined, allPrefix) : null;
     bridges.push({
       root,
       label,
       bridge,
       deferred,
+      deferredAll,
       backlogKey: `${deferredPrefix}:intake:deferred`,
+      allBacklogKey: `${allPrefix}:intake:deferred`,
       sent: 0,
       lookup: null,
     });
@@ -131,6 +141,11 @@ try {
       ...jivo,
       body: (n) =>
         jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 40_000_000 + n, messages: 50 }),
+    },
+    'deferred-all': {
+      ...jivo,
+      body: (n) =>
+        jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 50_000_000 + n, messages: 50 }),
     },
     lookup: { method: 'POST', path: '/livetex/app/attributes', type: 'application/jose', body: null },
   };
@@ -172,7 +187,8 @@ try {
       if (id === 'lookup') return entry.lookup[entry.lookupNext++];
       return JSON.stringify(scenario.body(entry.sent++, side));
     };
-    const target = id === 'deferred' ? entry.deferred.web : entry.bridge;
+    const target =
+      id === 'deferred' ? entry.deferred.web : id === 'deferred-all' ? entry.deferredAll : entry.bridge;
     const before = cpuMs(target.pid);
     const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
     const run = await autocannon({
@@ -195,8 +211,10 @@ try {
         `${id} on ${entry.label}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
       );
     // Deferred: the event's cost includes its recording, so wait until the worker is done.
-    if (id === 'deferred')
-      while ((await redisClient.llen(entry.backlogKey)) > 0)
+    const backlogKey =
+      id === 'deferred' ? entry.backlogKey : id === 'deferred-all' ? entry.allBacklogKey : null;
+    if (backlogKey)
+      while ((await redisClient.llen(backlogKey)) > 0)
         await new Promise((resolve) => setTimeout(resolve, 50));
     const perRequest = (cpuMs(target.pid) - before) / Math.max(1, answered);
     let total = perRequest;
@@ -210,7 +228,7 @@ try {
     }
     record(id, side, total);
     process.stderr.write(
-      `round ${round + 1} ${id.padEnd(8)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
+      `round ${round + 1} ${id.padEnd(12)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
     );
   }
 
@@ -242,8 +260,9 @@ try {
     }
   }
 } finally {
-  for (const { bridge, deferred } of bridges) {
+  for (const { bridge, deferred, deferredAll } of bridges) {
     await bridge.stop();
+    await deferredAll?.stop();
     await deferred?.web.stop();
     await deferred?.worker.stop();
   }

@@ -8,6 +8,7 @@ import { createContactEngine } from '../src/contacts/engine.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import { createDeferredIntake, DEFERRED_CHUNK } from '../src/intake/deferred.js';
 import { createPayloadJournal } from '../src/intake/journal.js';
+import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
 import { createMemoryStore } from '../src/store/memory.js';
@@ -357,6 +358,108 @@ describe('acknowledge after append: what the worker finds in the list', () => {
 });
 
 describe('the deferred worker', () => {
+  it('records the observations its own process decoded, without decoding again; an item from elsewhere, or retried, is decoded from its bytes', async () => {
+    // Decoding a 50-message chat_finished twice (web path, then worker) made an acknowledged
+    // event dearer than an inline one; in one process the web path hands its decode over.
+    const store = createMemoryStore();
+    const logger = createLogger('silent');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const engine = createContactEngine({
+      store,
+      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
+      events: createOutboxPublisher(store, { enabled: false }),
+      metrics,
+      logger,
+    });
+    const flaky = new Set(['deferred-720@example.org']);
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
+          // Not a refusal: the worker keeps the chunk and tries again (RETRY_MS later).
+          if (email && flaky.delete(email)) throw new Error('flaky once');
+          return target.observe(...args);
+        };
+      },
+    });
+    const route = jivochatAdapter.intake[0]!;
+    const state = jivochatAdapter.create(
+      {} as never,
+      {
+        id: 'site',
+        vendor: 'jivochat',
+        token: JIVO_TOKEN,
+      } as never,
+    ).state;
+    const decoded: string[] = [];
+    const counting = {
+      ...route,
+      decode(request: Parameters<typeof route.decode>[0], channel: Parameters<typeof route.decode>[1]) {
+        const out = route.decode(request, channel);
+        if (out.kind === 'observe') decoded.push(String(out.observations[0]!.idempotencyKey));
+        return out;
+      },
+    };
+    const intake = (name: string) =>
+      createDeferredIntake({
+        store,
+        routeFor: () => ({ route: counting as never, state }),
+        contacts,
+        journal: createPayloadJournal(store),
+        logger: logger.child({ name }),
+        metrics: name === 'here' ? metrics : new Metrics({ defaultMetrics: false }),
+        maxBacklog: 1000,
+        pollMs: 20,
+      });
+    const here = intake('here');
+    const elsewhere = intake('elsewhere'); // never started: it only appends, as a `web` instance
+    const receivedAt = new Date('2026-11-01T12:00:00.000Z');
+    const request = (n: number) => {
+      const rawBody = Buffer.from(JSON.stringify(finished(n)));
+      const parsed = parseIntakeRequest(route, rawBody, 'application/json', receivedAt);
+      const out = route.decode({ ...parsed, opened: undefined }, state as never);
+      if (out.kind !== 'observe') throw new Error('expected an observation');
+      return {
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody,
+        contentType: 'application/json',
+        receivedAt,
+        observations: out.observations,
+      };
+    };
+    const recorded = async (n: number) => {
+      const found = await eventually(
+        () => engine.find({ email: `deferred-${n}@example.org` }),
+        (list) => list.length === 1,
+      );
+      expect(found, `deferred-${n}`).toHaveLength(1);
+      expect(found[0]!.channels[0]?.observations).toBe(1);
+    };
+    here.start();
+    try {
+      for (let n = 700; n < 710; n++) expect(await here.append(request(n))).toBe(true);
+      for (let n = 700; n < 710; n++) await recorded(n);
+      expect(decoded).toEqual([]);
+
+      // Appended by another instance: the bytes are all there is.
+      expect(await elsewhere.append(request(711))).toBe(true);
+      await recorded(711);
+      expect(decoded).toHaveLength(1);
+
+      // Handed over, but its first recording failed: the retry decodes the bytes.
+      expect(await here.append(request(720))).toBe(true);
+      await recorded(720);
+      expect(flaky.size).toBe(0);
+      expect(decoded).toHaveLength(2);
+      expect(decoded[1]).toContain(String(9_100_000 + 720));
+    } finally {
+      await here.stop();
+    }
+  });
+
   it('records a chunk a few items at a time, not all of its decodes at once, and each item once', async () => {
     // All at once, a chunk's 100 decodes ran back to back before the first write and held the
     // event loop while vendors waited for their answers (src/intake/deferred.ts, recordAll).

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ContactService } from '../contacts/service.js';
@@ -20,13 +21,25 @@ import { parseIntakeRequest } from './pipeline.js';
  * received to one list in the store — one command, made durable like every other write
  * (`durability.replicas` is honoured by the caller) — and answers. A worker decodes it again with
  * the same adapter and the same arrival time (decode is pure, so it gets the same observations
- * and idempotency keys) and records them through the same engine.
+ * and idempotency keys), or takes those the web path decoded when it runs in the same process
+ * (the hand-off, below), and records them through the same engine.
  *
  * Why the payload and not the decoded observations: the payload is the record of what the vendor
  * said, and it is small — a 50-message chat_finished is 7 KB as sent and 27 KB as an observation
  * (its timeline entry keeps the payload, the transcript and the context); appending, reading back
  * and checking 35 KB items made the deferred path dearer than recording inline. An item is one
  * line of JSON (who sent it, when, which route) and the body after it.
+ *
+ * The hand-off: decoding twice (to validate, then to record) was most of what made an
+ * acknowledged event dearer than an inline one — for a 50-message chat_finished the worker's
+ * decode (UTF-8, JSON, the transcript) cost more than its write. So the web path hands the
+ * observations it decoded to this process's worker, in memory, tagged with an id that the item's
+ * header carries (`h`): when the same process drains the item, it records those observations
+ * instead of decoding the bytes again — the same ones, since decode is pure and had the same
+ * input. The list stays the only durable record: an item drained by another instance, after a
+ * restart, on a retry (the engine may have changed the observations it was given) or appended
+ * while the hand-off was full is decoded from its bytes as before. Bounded (HANDOFF_MAX items; a
+ * burst beyond it is decoded again) and aged out (HANDOFF_TTL_MS: items another instance drained).
  *
  * Why a list drained under a lock, as the outbox is (src/delivery/drain.ts), and not a stream
  * with consumer groups: it needs nothing the Store interface lacks (the in-memory store behaves
@@ -44,6 +57,8 @@ export const DEFERRED_KEY = 'intake:deferred';
 export const DEFERRED_INVALID_KEY = 'intake:deferred:invalid';
 const DRAIN_LOCK = 'intake:deferred:drain';
 const LOCK_TTL_MS = 30_000;
+/** How long after an append the worker of this process drains (see wakeSoon). */
+const WAKE_DELAY_MS = 20;
 /** Items read and recorded per drain round. */
 export const DEFERRED_CHUNK = 100;
 /** Items of a chunk being recorded at once (see recordAll). */
@@ -51,6 +66,14 @@ const RECORD_CONCURRENCY = 8;
 /** A bug (not a refusal, not the store being away) may fail one item; after this many tries it is journalled. */
 const MAX_ATTEMPTS = 5;
 const RETRY_MS = 1000;
+/**
+ * Decoded observations kept for this process's worker (see "The hand-off" above): enough for a
+ * worker that keeps up (it drains right after each append) and for a chunk or two of a burst,
+ * a few MB of objects at most; past it, items are decoded from their bytes.
+ */
+const HANDOFF_MAX = 256;
+/** A handed-off item not drained by this process within this long was drained elsewhere (or lost its turn). */
+const HANDOFF_TTL_MS = 60_000;
 
 /** The first line of an item; the request body follows the newline as it was received (UTF-8). */
 const itemHeaderSchema = z.object({
@@ -63,6 +86,8 @@ const itemHeaderSchema = z.object({
   contentType: z.string().nullable(),
   /** The arrival time the web path decoded with (ms since the epoch): decode sees the same. */
   receivedAt: z.number(),
+  /** The hand-off id: the appending process may still hold this item's decoded observations. */
+  h: z.string().optional(),
 });
 
 /** How an item of the release before starts (see itemV1Schema). */
@@ -88,6 +113,8 @@ export interface DeferredRequest {
   rawBody: Buffer;
   contentType: string | undefined;
   receivedAt: Date;
+  /** What the web path decoded from rawBody (received at receivedAt): the worker of this process may record these instead of decoding again. */
+  observations?: Observation[];
 }
 
 /** What the worker needs to decode an item again: the channel's webhook route and state. */
@@ -145,8 +172,27 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
   const attempts = new Map<string, number>();
 
+  /** The hand-off (see above): decoded observations by id, oldest first (a Map keeps insertion order). */
+  const handoff = new Map<string, { observations: Observation[]; at: number }>();
+  /** Hand-off ids: this process's random tag and a counter, so no other instance's item matches. */
+  const handoffTag = randomBytes(6).toString('base64url');
+  let handoffCount = 0;
+  /** Room for one more, after dropping what has aged out; false when full of live items. */
+  function handoffRoom(now: number): boolean {
+    for (const [id, entry] of handoff) {
+      if (now - entry.at < HANDOFF_TTL_MS) break;
+      handoff.delete(id);
+    }
+    return handoff.size < HANDOFF_MAX;
+  }
+
   async function append(request: DeferredRequest): Promise<boolean> {
     if (known >= options.maxBacklog) return false;
+    // Kept before the push: this process's worker may read the item before the push's reply.
+    const now = Date.now();
+    const handoffId =
+      running && request.observations && handoffRoom(now) ? `${handoffTag}.${++handoffCount}` : undefined;
+    if (handoffId) handoff.set(handoffId, { observations: request.observations!, at: now });
     const header: z.input<typeof itemHeaderSchema> = {
       v: 2,
       channelId: request.channelId,
@@ -155,16 +201,22 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       ...(request.path === undefined ? {} : { path: request.path }),
       contentType: request.contentType ?? null,
       receivedAt: request.receivedAt.getTime(),
+      ...(handoffId ? { h: handoffId } : {}),
     };
-    // Bytes, not text: the body goes to Redis as it arrived, without decoding 7–10 KB of UTF-8
-    // here and encoding it again on the socket (measured: ~15 % of this path's CPU).
-    setKnown(
-      await store.rpush(
-        DEFERRED_KEY,
-        Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'), request.rawBody]),
-      ),
-    );
-    wake();
+    try {
+      // Bytes, not text: the body goes to Redis as it arrived, without decoding 7–10 KB of UTF-8
+      // here and encoding it again on the socket (measured: ~15 % of this path's CPU).
+      setKnown(
+        await store.rpush(
+          DEFERRED_KEY,
+          Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'), request.rawBody]),
+        ),
+      );
+    } catch (error) {
+      if (handoffId) handoff.delete(handoffId);
+      throw error;
+    }
+    wakeSoon();
     return true;
   }
 
@@ -190,6 +242,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     const header = itemHeaderSchema.parse(JSON.parse(item.toString('utf8', 0, newline)));
     const raw = item.subarray(newline + 1);
     const base = extend(header, { raw, observations: [] as Observation[] });
+    // Taken once: a retry decodes the bytes (the engine may have changed what it was given).
+    const handed = header.h === undefined ? undefined : handoff.get(header.h);
+    if (handed) handoff.delete(header.h!);
     const found = options.routeFor(header.channelId, header.vendor, header.path);
     if (!found) {
       return extend(base, {
@@ -199,6 +254,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         },
       });
     }
+    if (handed) return extend(base, { observations: handed.observations });
     let decoded: Decoded;
     try {
       const request = parseIntakeRequest(
@@ -369,6 +425,21 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   let again = false;
   let timer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
+  let soonTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * After an append: a drain WAKE_DELAY_MS later, not at once. A drain round costs the same few
+   * trips (lock, read, trim, unlock) for one item as for a hundred, and at a steady moderate rate
+   * waking per append drained items one at a time; waiting a moment lets a round take what
+   * arrived meanwhile. (Under a burst the drain never sleeps, so this changes nothing there.)
+   */
+  function wakeSoon() {
+    if (!running || soonTimer !== undefined) return;
+    soonTimer = setTimeout(() => {
+      soonTimer = undefined;
+      wake();
+    }, WAKE_DELAY_MS);
+  }
 
   function wake() {
     if (!running) return;
@@ -409,7 +480,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     },
     async stop() {
       running = false;
+      handoff.clear();
       clearInterval(timer);
+      clearTimeout(soonTimer);
+      soonTimer = undefined;
       clearTimeout(retryTimer);
       await draining;
     },

@@ -169,13 +169,16 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       return { decoded, contact, duplicate: false };
     }
     if (decoded.kind !== 'observe') return { decoded, contact: null, duplicate: false };
-    // Acknowledged after one durable append of the request; the worker decodes it again and
-    // records it (src/intake/deferred.ts). A full backlog: recorded now, as without the option.
+    // Acknowledged after one durable append of the request; the worker records it, with these
+    // observations when it runs in this process, else decoding it again (src/intake/deferred.ts).
+    // A full backlog: recorded now, as without the option.
     if (
       later &&
       deps.deferred &&
       !decoded.facts &&
-      (await deps.deferred.append(extend(later, { event: decoded.event })))
+      (await deps.deferred.append(
+        extend(later, { event: decoded.event, observations: decoded.observations }),
+      ))
     )
       return { decoded, contact: null, duplicate: false };
     let contact: Contact | null = null;
