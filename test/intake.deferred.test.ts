@@ -6,7 +6,7 @@ import { jivochatAdapter } from '../adapters/jivochat/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
-import { createDeferredIntake, DEFERRED_CHUNK } from '../src/intake/deferred.js';
+import { createDeferredIntake, DEFERRED_CHUNK, DEFERRED_KEY } from '../src/intake/deferred.js';
 import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
@@ -455,6 +455,20 @@ describe('the deferred worker', () => {
       expect(flaky.size).toBe(0);
       expect(decoded).toHaveLength(2);
       expect(decoded[1]).toContain(String(9_100_000 + 720));
+
+      // Bounded by the bodies' bytes too (4 MB): four 1 MB bodies are handed over, the fifth is not.
+      const big = (n: number) => {
+        const item = request(n);
+        const padded = { ...finished(n), padding: 'p'.repeat(1_000_000) };
+        return { ...item, rawBody: Buffer.from(JSON.stringify(padded)) };
+      };
+      for (let n = 730; n < 735; n++) expect(await here.append(big(n))).toBe(true);
+      await eventually(
+        () => store.lrangeBuffer(DEFERRED_KEY, 0, -1),
+        (items) => items.length === 0,
+      );
+      expect(decoded).toHaveLength(3);
+      expect(decoded[2]).toContain(String(9_100_000 + 734));
     } finally {
       await here.stop();
     }

@@ -38,8 +38,9 @@ import { parseIntakeRequest } from './pipeline.js';
  * instead of decoding the bytes again — the same ones, since decode is pure and had the same
  * input. The list stays the only durable record: an item drained by another instance, after a
  * restart, on a retry (the engine may have changed the observations it was given) or appended
- * while the hand-off was full is decoded from its bytes as before. Bounded (HANDOFF_MAX items; a
- * burst beyond it is decoded again) and aged out (HANDOFF_TTL_MS: items another instance drained).
+ * while the hand-off was full is decoded from its bytes as before. Bounded (HANDOFF_MAX items and
+ * HANDOFF_BODY_BYTES: a burst beyond them is decoded again) and aged out (HANDOFF_TTL_MS: items
+ * another instance drained).
  *
  * Why a list drained under a lock, as the outbox is (src/delivery/drain.ts), and not a stream
  * with consumer groups: it needs nothing the Store interface lacks (the in-memory store behaves
@@ -68,10 +69,12 @@ const MAX_ATTEMPTS = 5;
 const RETRY_MS = 1000;
 /**
  * Decoded observations kept for this process's worker (see "The hand-off" above): enough for a
- * worker that keeps up (it drains right after each append) and for a chunk or two of a burst,
- * a few MB of objects at most; past it, items are decoded from their bytes.
+ * worker that keeps up (it drains right after each append) and for a chunk or two of a burst;
+ * past either bound, items are decoded from their bytes. The byte bound counts the bodies as
+ * received (their decoded observations take a few times that): 1 MB bodies must not hold 256 MB.
  */
 const HANDOFF_MAX = 256;
+const HANDOFF_BODY_BYTES = 4 * 1024 * 1024;
 /** A handed-off item not drained by this process within this long was drained elsewhere (or lost its turn). */
 const HANDOFF_TTL_MS = 60_000;
 
@@ -173,26 +176,40 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   const attempts = new Map<string, number>();
 
   /** The hand-off (see above): decoded observations by id, oldest first (a Map keeps insertion order). */
-  const handoff = new Map<string, { observations: Observation[]; at: number }>();
+  const handoff = new Map<string, { observations: Observation[]; at: number; bytes: number }>();
+  let handoffBytes = 0;
+  const forget = (id: string) => {
+    const entry = handoff.get(id);
+    if (!entry) return undefined;
+    handoff.delete(id);
+    handoffBytes -= entry.bytes;
+    return entry;
+  };
   /** Hand-off ids: this process's random tag and a counter, so no other instance's item matches. */
   const handoffTag = randomBytes(6).toString('base64url');
   let handoffCount = 0;
-  /** Room for one more, after dropping what has aged out; false when full of live items. */
-  function handoffRoom(now: number): boolean {
+  /** Room for one more body of `bytes`, after dropping what has aged out. */
+  function handoffRoom(now: number, bytes: number): boolean {
     for (const [id, entry] of handoff) {
       if (now - entry.at < HANDOFF_TTL_MS) break;
-      handoff.delete(id);
+      forget(id);
     }
-    return handoff.size < HANDOFF_MAX;
+    return handoff.size < HANDOFF_MAX && handoffBytes + bytes <= HANDOFF_BODY_BYTES;
   }
 
   async function append(request: DeferredRequest): Promise<boolean> {
     if (known >= options.maxBacklog) return false;
     // Kept before the push: this process's worker may read the item before the push's reply.
     const now = Date.now();
+    const bytes = request.rawBody.length;
     const handoffId =
-      running && request.observations && handoffRoom(now) ? `${handoffTag}.${++handoffCount}` : undefined;
-    if (handoffId) handoff.set(handoffId, { observations: request.observations!, at: now });
+      running && request.observations && handoffRoom(now, bytes)
+        ? `${handoffTag}.${++handoffCount}`
+        : undefined;
+    if (handoffId) {
+      handoff.set(handoffId, { observations: request.observations!, at: now, bytes });
+      handoffBytes += bytes;
+    }
     const header: z.input<typeof itemHeaderSchema> = {
       v: 2,
       channelId: request.channelId,
@@ -213,7 +230,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         ),
       );
     } catch (error) {
-      if (handoffId) handoff.delete(handoffId);
+      if (handoffId) forget(handoffId);
       throw error;
     }
     wakeSoon();
@@ -243,8 +260,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     const raw = item.subarray(newline + 1);
     const base = extend(header, { raw, observations: [] as Observation[] });
     // Taken once: a retry decodes the bytes (the engine may have changed what it was given).
-    const handed = header.h === undefined ? undefined : handoff.get(header.h);
-    if (handed) handoff.delete(header.h!);
+    const handed = header.h === undefined ? undefined : forget(header.h);
     const found = options.routeFor(header.channelId, header.vendor, header.path);
     if (!found) {
       return extend(base, {
@@ -481,6 +497,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     async stop() {
       running = false;
       handoff.clear();
+      handoffBytes = 0;
       clearInterval(timer);
       clearTimeout(soonTimer);
       soonTimer = undefined;
