@@ -357,20 +357,30 @@ describe('acknowledge after append: what the worker finds in the list', () => {
   });
 });
 
+/** A worker's parts on a memory store: the engine it records through and a JivoChat channel's state. */
+function workerParts() {
+  const store = createMemoryStore();
+  const logger = createLogger('silent');
+  const metrics = new Metrics({ defaultMetrics: false });
+  const engine = createContactEngine({
+    store,
+    identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
+    events: createOutboxPublisher(store, { enabled: false }),
+    metrics,
+    logger,
+  });
+  const state = jivochatAdapter.create(
+    {} as never,
+    { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN } as never,
+  ).state;
+  return { store, logger, metrics, engine, state };
+}
+
 describe('the deferred worker', () => {
   it('records the observations its own process decoded, without decoding again; an item from elsewhere, or retried, is decoded from its bytes', async () => {
     // Decoding a 50-message chat_finished twice (web path, then worker) made an acknowledged
     // event dearer than an inline one; in one process the web path hands its decode over.
-    const store = createMemoryStore();
-    const logger = createLogger('silent');
-    const metrics = new Metrics({ defaultMetrics: false });
-    const engine = createContactEngine({
-      store,
-      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
-      events: createOutboxPublisher(store, { enabled: false }),
-      metrics,
-      logger,
-    });
+    const { store, logger, metrics, engine, state } = workerParts();
     const flaky = new Set(['deferred-720@example.org']);
     const contacts = new Proxy(engine, {
       get(target, property, receiver) {
@@ -384,14 +394,6 @@ describe('the deferred worker', () => {
       },
     });
     const route = jivochatAdapter.intake[0]!;
-    const state = jivochatAdapter.create(
-      {} as never,
-      {
-        id: 'site',
-        vendor: 'jivochat',
-        token: JIVO_TOKEN,
-      } as never,
-    ).state;
     const decoded: string[] = [];
     const counting = {
       ...route,
@@ -477,16 +479,7 @@ describe('the deferred worker', () => {
   it('records a chunk a few items at a time, not all of its decodes at once, and each item once', async () => {
     // All at once, a chunk's 100 decodes ran back to back before the first write and held the
     // event loop while vendors waited for their answers (src/intake/deferred.ts, recordAll).
-    const store = createMemoryStore();
-    const logger = createLogger('silent');
-    const metrics = new Metrics({ defaultMetrics: false });
-    const engine = createContactEngine({
-      store,
-      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
-      events: createOutboxPublisher(store, { enabled: false }),
-      metrics,
-      logger,
-    });
+    const { store, logger, metrics, engine, state } = workerParts();
     let inFlight = 0;
     let most = 0;
     const contacts = new Proxy(engine, {
@@ -502,14 +495,6 @@ describe('the deferred worker', () => {
         };
       },
     });
-    const state = jivochatAdapter.create(
-      {} as never,
-      {
-        id: 'site',
-        vendor: 'jivochat',
-        token: JIVO_TOKEN,
-      } as never,
-    ).state;
     const deferred = createDeferredIntake({
       store,
       routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
