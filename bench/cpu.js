@@ -13,14 +13,17 @@
 // 400, finished 200, deferred 150, lookup 800; the lower the rate, the more each request pays for
 // waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
 // round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
-// list of known, new, finished, deferred, deferred-all, lookup).
+// list of known, new, finished, deferred, deferred-all, known-delivering, lookup).
 //
 // `deferred` is chat_finished with `intake.ackAfterAppend`, deployed as two more processes per
 // checkout on the same Redis: `--role web` answers, `--role worker` records (it finds the backlog
 // by polling, once a second). The round waits until the worker has recorded everything and
 // reports each process's CPU per event, and their sum: the whole cost of an acknowledged event.
 // `deferred-all` is the same in one process of the default role (`all`: it answers and records),
-// as `npm start` runs it.
+// as `npm start` runs it. `known-delivering` is `known` on a bridge with one webhook destination
+// (a receiver in its own process that answers 204): the CPU per webhook then includes building
+// its events, staging them in the outbox and delivering them; the round waits until the
+// receiver has stopped receiving (nothing new for a second).
 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -30,7 +33,8 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { admin, inParallel, JIVO_TOKEN, LIVETEX_TOKEN, postJson, startBridge } from './lib/bridge.js';
 import { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } from './lib/payloads.js';
-import { benchRedis } from './lib/redis.js';
+import { spawnLogged, waitReady } from './lib/procs.js';
+import { benchRedis, freePort } from './lib/redis.js';
 
 const env = process.env;
 // `<checkout>#<node options>` runs that checkout's bridge with extra node options (space-separated),
@@ -52,7 +56,15 @@ const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map(
 const rateOf = (id) =>
   Number(
     env.BENCH_RATE ??
-      { known: 400, new: 400, finished: 200, deferred: 150, 'deferred-all': 150, lookup: 800 }[id],
+      {
+        known: 400,
+        new: 400,
+        finished: 200,
+        deferred: 150,
+        'deferred-all': 150,
+        'known-delivering': 400,
+        lookup: 800,
+      }[id],
   );
 const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
@@ -67,6 +79,37 @@ function cpuMs(pid) {
 
 const redis = await benchRedis();
 const redisClient = new Redis(redis.url);
+
+/**
+ * `known-delivering`'s bridge: the same contacts seeded, and one webhook destination, a receiver
+ * in its own process. Returns the bridge, the receiver and how to read the receiver's count.
+ */
+async function startDelivering(root, dir, nodeOptions) {
+  const port = await freePort();
+  const receiver = spawnLogged([join(root, 'bench', 'lib', 'receiver.js'), String(port)], {
+    logFile: join(dir, `receiver-${port}.log`),
+    env: {},
+  });
+  const receiverUrl = `http://127.0.0.1:${port}`;
+  await waitReady(`${receiverUrl}/count`, 10_000, receiver.child, 'receiver');
+  const bridge = await startBridge({
+    root,
+    dir,
+    redisUrl: redis.url,
+    keyPrefix: `cpuw${randomUUID().slice(0, 6)}`,
+    logLevel: 'warn',
+    nodeOptions,
+    extra: `destinations:\n  - id: bench-crm\n    url: ${receiverUrl}/events\n    secret: whsec_YmVuY2gtZGVzdGluYXRpb24tc2VjcmV0LTAxMjM0NQ==\n`,
+  });
+  await inParallel(KNOWN, 16, (person) =>
+    postJson(
+      `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
+      livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
+    ),
+  );
+  const received = async () => (await (await fetch(`${receiverUrl}/count`)).json()).received;
+  return { bridge, receiver, received };
+}
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cpu-'));
 const bridges = [];
 try {
@@ -110,12 +153,15 @@ try {
     const allPrefix = `${deferredPrefix}a`;
     const deferredAll =
       only === null || only.has('deferred-all') ? await deferredRole(undefined, allPrefix) : null;
+    const delivering =
+      only === null || only.has('known-delivering') ? await startDelivering(root, runDir, nodeOptions) : null;
     bridges.push({
       root,
       label,
       bridge,
       deferred,
       deferredAll,
+      delivering,
       backlogKey: `${deferredPrefix}:intake:deferred`,
       allBacklogKey: `${allPrefix}:intake:deferred`,
       sent: 0,
@@ -141,6 +187,10 @@ try {
       ...jivo,
       body: (n) =>
         jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 40_000_000 + n, messages: 50 }),
+    },
+    'known-delivering': {
+      ...jivo,
+      body: (n) => jivoChatAccepted({ ...personOf('known', n % KNOWN), chat: 70_000_000 + n }),
     },
     'deferred-all': {
       ...jivo,
@@ -188,7 +238,13 @@ try {
       return JSON.stringify(scenario.body(entry.sent++, side));
     };
     const target =
-      id === 'deferred' ? entry.deferred.web : id === 'deferred-all' ? entry.deferredAll : entry.bridge;
+      id === 'deferred'
+        ? entry.deferred.web
+        : id === 'deferred-all'
+          ? entry.deferredAll
+          : id === 'known-delivering'
+            ? entry.delivering.bridge
+            : entry.bridge;
     const before = cpuMs(target.pid);
     const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
     const run = await autocannon({
@@ -216,6 +272,18 @@ try {
     if (backlogKey)
       while ((await redisClient.llen(backlogKey)) > 0)
         await new Promise((resolve) => setTimeout(resolve, 50));
+    // Delivering: its events count as the webhook's cost; done once the receiver has had nothing new for 1 s.
+    let deliveredNote = '';
+    if (id === 'known-delivering') {
+      let last = -1;
+      for (let count = await entry.delivering.received(); count !== last; ) {
+        last = count;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        count = await entry.delivering.received();
+      }
+      deliveredNote = `, ${last - (entry.deliveredBefore ?? 0)} events delivered`;
+      entry.deliveredBefore = last;
+    }
     const perRequest = (cpuMs(target.pid) - before) / Math.max(1, answered);
     let total = perRequest;
     let split = '';
@@ -228,7 +296,7 @@ try {
     }
     record(id, side, total);
     process.stderr.write(
-      `round ${round + 1} ${id.padEnd(12)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}, p99 ${run.latency.p99} ms\n`,
+      `round ${round + 1} ${id.padEnd(12)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}${deliveredNote}, p99 ${run.latency.p99} ms\n`,
     );
   }
 
@@ -260,9 +328,11 @@ try {
     }
   }
 } finally {
-  for (const { bridge, deferred, deferredAll } of bridges) {
+  for (const { bridge, deferred, deferredAll, delivering } of bridges) {
     await bridge.stop();
     await deferredAll?.stop();
+    await delivering?.bridge.stop();
+    await delivering?.receiver.stop();
     await deferred?.web.stop();
     await deferred?.worker.stop();
   }
