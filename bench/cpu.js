@@ -31,8 +31,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import { admin, inParallel, JIVO_TOKEN, LIVETEX_TOKEN, postJson, startBridge } from './lib/bridge.js';
-import { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } from './lib/payloads.js';
+import { admin, inParallel, JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
+import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
 import { spawnLogged, waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
 
@@ -101,12 +101,7 @@ async function startDelivering(root, dir, nodeOptions) {
     nodeOptions,
     extra: `destinations:\n  - id: bench-crm\n    url: ${receiverUrl}/events\n    secret: whsec_YmVuY2gtZGVzdGluYXRpb24tc2VjcmV0LTAxMjM0NQ==\n`,
   });
-  await inParallel(KNOWN, 16, (person) =>
-    postJson(
-      `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
-      livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
-    ),
-  );
+  await seedKnown(bridge.url, KNOWN);
   const received = async () => (await (await fetch(`${receiverUrl}/count`)).json()).received;
   return { bridge, receiver, received };
 }
@@ -126,12 +121,7 @@ try {
       engine,
     });
     process.stderr.write(`${label}: bridge pid ${bridge.pid}, seeding ${KNOWN} contacts\n`);
-    await inParallel(KNOWN, 16, (person) =>
-      postJson(
-        `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
-        livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
-      ),
-    );
+    await seedKnown(bridge.url, KNOWN);
     // The deferred scenario's processes: one `--role web` that acknowledges after the append, one
     // `--role worker` that records, both on their own key prefix.
     const deferredPrefix = `cpu${index}d${randomUUID().slice(0, 6)}`;
@@ -162,14 +152,25 @@ try {
       deferred,
       deferredAll,
       delivering,
-      backlogKey: `${deferredPrefix}:intake:deferred`,
-      allBacklogKey: `${allPrefix}:intake:deferred`,
+      // The process a scenario sends to (else `bridge`), and the backlog its round waits for.
+      targets: {
+        deferred: deferred?.web,
+        'deferred-all': deferredAll,
+        'known-delivering': delivering?.bridge,
+      },
+      backlogKeys: {
+        deferred: `${deferredPrefix}:intake:deferred`,
+        'deferred-all': `${allPrefix}:intake:deferred`,
+      },
       sent: 0,
       lookup: null,
     });
   }
 
   const jivo = { method: 'POST', path: `/webhooks/jivochat/site/${JIVO_TOKEN}`, type: 'application/json' };
+  /** chat_finished (50 messages) of the `deferred` people, chat ids from `firstChat`. */
+  const deferredFinished = (firstChat) => (n) =>
+    jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: firstChat + n, messages: 50 });
   const scenarios = {
     known: {
       ...jivo,
@@ -183,20 +184,12 @@ try {
       ...jivo,
       body: (n) => jivoChatFinished({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n, messages: 50 }),
     },
-    deferred: {
-      ...jivo,
-      body: (n) =>
-        jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 40_000_000 + n, messages: 50 }),
-    },
+    deferred: { ...jivo, body: deferredFinished(40_000_000) },
     'known-delivering': {
       ...jivo,
       body: (n) => jivoChatAccepted({ ...personOf('known', n % KNOWN), chat: 70_000_000 + n }),
     },
-    'deferred-all': {
-      ...jivo,
-      body: (n) =>
-        jivoChatFinished({ ...personOf('deferred', n % KNOWN), chat: 50_000_000 + n, messages: 50 }),
-    },
+    'deferred-all': { ...jivo, body: deferredFinished(50_000_000) },
     lookup: { method: 'POST', path: '/livetex/app/attributes', type: 'application/jose', body: null },
   };
   const wanted = Object.keys(scenarios).filter((id) => only === null || only.has(id));
@@ -237,14 +230,7 @@ try {
       if (id === 'lookup') return entry.lookup[entry.lookupNext++];
       return JSON.stringify(scenario.body(entry.sent++, side));
     };
-    const target =
-      id === 'deferred'
-        ? entry.deferred.web
-        : id === 'deferred-all'
-          ? entry.deferredAll
-          : id === 'known-delivering'
-            ? entry.delivering.bridge
-            : entry.bridge;
+    const target = entry.targets[id] ?? entry.bridge;
     const before = cpuMs(target.pid);
     const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
     const run = await autocannon({
@@ -267,8 +253,7 @@ try {
         `${id} on ${entry.label}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
       );
     // Deferred: the event's cost includes its recording, so wait until the worker is done.
-    const backlogKey =
-      id === 'deferred' ? entry.backlogKey : id === 'deferred-all' ? entry.allBacklogKey : null;
+    const backlogKey = entry.backlogKeys[id];
     if (backlogKey)
       while ((await redisClient.llen(backlogKey)) > 0)
         await new Promise((resolve) => setTimeout(resolve, 50));

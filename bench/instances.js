@@ -9,9 +9,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { inParallel, JIVO_TOKEN, LIVETEX_TOKEN, postJson, startBridge } from './lib/bridge.js';
+import { JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
 import { measure } from './lib/load.js';
-import { jivoChatAccepted, livetexDialogClosed, personOf } from './lib/payloads.js';
+import { jivoChatAccepted, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -26,12 +26,7 @@ const start = () => startBridge({ root: ROOT, dir, redisUrl: redis.url, keyPrefi
 const first = await start();
 const second = await start();
 try {
-  await inParallel(KNOWN, 16, (person) =>
-    postJson(
-      `${first.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
-      livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
-    ),
-  );
+  await seedKnown(first.url, KNOWN);
   let chat = 0;
   const next = () => ({
     body: JSON.stringify(jivoChatAccepted({ ...personOf('known', chat % KNOWN), chat: 80_000_000 + chat++ })),
@@ -66,5 +61,5 @@ try {
 } finally {
   await first.stop();
   await second.stop();
-  await redis.stop?.();
+  await redis.stop();
 }

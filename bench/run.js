@@ -34,12 +34,10 @@ async function main() {
   const { Redis } = await import('ioredis');
   const { benchRedis, freePort } = await import('./lib/redis.js');
   const { spawnLogged, waitReady } = await import('./lib/procs.js');
-  const { startBridge, admin, postJson, inParallel, JIVO_TOKEN, LIVETEX_TOKEN, ADMIN_TOKEN } = await import(
+  const { startBridge, admin, postJson, inParallel, seedKnown, JIVO_TOKEN, ADMIN_TOKEN } = await import(
     './lib/bridge.js'
   );
-  const { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } = await import(
-    './lib/payloads.js'
-  );
+  const { jivoChatAccepted, jivoChatFinished, personOf } = await import('./lib/payloads.js');
   const { measure } = await import('./lib/load.js');
   const identity = await import('./lib/identity.js');
   const DIST = join(ROOT, 'dist');
@@ -451,12 +449,7 @@ async function main() {
     const needKnown = ['jivo_known', 'jivo_finished', 'livetex_lookup'].some(wanted);
     if (needKnown) {
       log(`seeding ${KNOWN} contacts through the LiveTex dialog webhook`);
-      await inParallel(KNOWN, 16, (index) =>
-        postJson(
-          `${bridge.url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
-          livetexDialogClosed({ ...personOf('known', index), dialog: 500_000 + index }),
-        ),
-      );
+      await seedKnown(bridge.url, KNOWN);
     }
     if (wanted('jivo_known')) {
       let n = 0;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { livetexDialogClosed, personOf } from './payloads.js';
 import { spawnLogged, waitReady } from './procs.js';
 import { freePort } from './redis.js';
 
@@ -110,6 +111,19 @@ export async function postJson(url, body, headers = {}) {
     contentType: response.headers.get('content-type'),
     text,
   };
+}
+
+/**
+ * The bench's known contacts: `count` people of the `known` pool, each made through the LiveTex
+ * dialog webhook (so a JivoChat event about them is a cross-channel known contact).
+ */
+export function seedKnown(url, count) {
+  return inParallel(count, 16, (person) =>
+    postJson(
+      `${url}/webhooks/livetex/app/${LIVETEX_TOKEN}`,
+      livetexDialogClosed({ ...personOf('known', person), dialog: 500_000 + person }),
+    ),
+  );
 }
 
 /** Run `task(i)` for i in [0, count) with `concurrency` in flight. */
