@@ -1,9 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { safeLink } from '../../adapters/jivochat/codec.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createContactEngine } from '../../src/contacts/engine.js';
 import { createFactService } from '../../src/contacts/facts.js';
+import { isHttpLink } from '../../src/contacts/links.js';
 import { createAttributeSources } from '../../src/enrich/index.js';
 import { createOutboxPublisher } from '../../src/events/outbox.js';
 import { createLogger } from '../../src/logger.js';
@@ -74,5 +76,26 @@ describe('links for agents', () => {
     const text = await metrics.registry.metrics();
     expect(text).toMatch(/chatbridge_unsafe_links_dropped_total\{where="crm_link"\} [1-9]/);
     expect(text).toMatch(/chatbridge_unsafe_links_dropped_total\{where="fact"\} [1-9]/);
+  });
+});
+
+describe('isHttpLink', () => {
+  it('keeps only what the JivoChat answer keeps: an absolute http(s) URL with "//"', () => {
+    for (const kept of ['https://crm.example/c/1', 'HTTP://crm.example', '  https://crm.example/x  ']) {
+      expect(isHttpLink(kept), kept).toBe(true);
+      expect(safeLink(kept), kept).toBeDefined();
+    }
+    // `new URL` parses the first two as http(s)://example.com/; JivoChat's answer drops them.
+    for (const dropped of [
+      'http:example.com',
+      'https:/example.com',
+      'ftp://x',
+      ' ',
+      'javascript:alert(1)',
+      7,
+    ]) {
+      expect(isHttpLink(dropped), String(dropped)).toBe(false);
+    }
+    expect(isHttpLink(`https://crm.example/${'a'.repeat(2048)}`)).toBe(false);
   });
 });
