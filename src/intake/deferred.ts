@@ -69,7 +69,7 @@ const MAX_ATTEMPTS = 5;
 const RETRY_MS = 1000;
 /**
  * Decoded observations kept for this process's worker (see "The hand-off" above): enough for a
- * worker that keeps up (it drains right after each append) and for a chunk or two of a burst;
+ * worker that keeps up (it drains within WAKE_DELAY_MS of an append) and a chunk or two of a burst;
  * past either bound, items are decoded from their bytes. The byte bound counts the bodies as
  * received (their decoded observations take a few times that): 1 MB bodies must not hold 256 MB.
  */
