@@ -384,6 +384,33 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await crm.waitFor(() => crm.application.length === 3, 5000, 'everything once the receiver is well');
   });
 
+  it('counts a 429 to the half-open trial as an answer: the destination is not left blocked', async () => {
+    const crm = await receiver();
+    // Down twice (the breaker opens), then the trial after the cooldown is throttled, then well.
+    let seen = 0;
+    crm.respond(() => {
+      seen++;
+      if (seen <= 2) return { kind: 'status', status: 503 };
+      if (seen === 3) return { kind: 'status', status: 429, retryAfter: '0' };
+      return { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [
+      {
+        url: crm.url,
+        concurrency: 1,
+        retrySchedule: Array.from({ length: 10 }, () => '50ms'),
+        circuitBreaker: { failureThreshold: 2, cooldown: '200ms' },
+      },
+    ]);
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    await crm.waitFor(() => crm.requests.length >= 3, 5000, 'the throttled trial');
+    // Before the fix the trial slot stayed taken after the 429: nothing was attempted again.
+    await events.publish([entry('c2', 1)]);
+    await crm.waitFor(() => crm.application.length === 2, 10_000, 'both events once the receiver is well');
+    await eventually(async () => (await delivery.list({ state: 'delivered' })).length === 2, 'both recorded');
+  });
+
   it('lets several instances drain and deliver at once without losing or repeating events', async () => {
     const crm = await receiver();
     const one = await setup(kind, [{ url: crm.url, concurrency: 2 }]);

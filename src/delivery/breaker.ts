@@ -3,7 +3,8 @@
  * in a row (network error, timeout, 408, 5xx) it opens: nothing is sent for `cooldownMs` (the
  * queue is paused for every instance). Then it is half-open: one trial attempt goes; its success
  * closes the breaker, its failure opens it again. A 4xx answer counts as "reachable" (the CRM is
- * up, it just refused this one event) and a 429 is handled by Retry-After, not here.
+ * up, it just refused this one event); so does a 429, whose pause comes from Retry-After, not
+ * from here.
  */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 

@@ -166,8 +166,12 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     }
 
     metrics.attempts.inc({ ...labels, outcome: 'retry' });
-    // A 429 says "slow down", not "I am down": it pauses by Retry-After but does not trip the breaker.
-    const opened = result.status === 429 ? null : breaker.failed(Date.now());
+    // A 429 says "slow down", not "I am down": the destination answered, so it counts as reachable
+    // (which also frees a half-open trial slot: left taken, it would block every later attempt
+    // for good) and the pause comes from Retry-After, not from the breaker.
+    let opened: number | null = null;
+    if (result.status === 429) breaker.reachable();
+    else opened = breaker.failed(Date.now());
     const schedule = config.retrySchedule;
     const attemptsSoFar = record.cycleAttempts + 1;
     if (attemptsSoFar >= schedule.length) {
