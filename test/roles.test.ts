@@ -64,6 +64,16 @@ describe('--role worker', () => {
     expect((await worker.admin('GET', '/api/v1/channels')).status).toBe(404);
     expect((await fetch(`${worker.url}/api/v1/openapi.json`)).status).toBe(404);
     expect((await fetch(`${worker.url}/echo/site/greeting/ann`)).status).toBe(404);
+    // No console either (it was mounted before the role's check): its sign-in and pages are 404 JSON.
+    for (const path of ['/console', '/console/sign-in', '/console/contacts']) {
+      const page = await fetch(`${worker.url}${path}`, { redirect: 'manual' });
+      expect(page.status, path).toBe(404);
+      expect(((await page.json()) as { error: { message: string } }).error.message).toContain(
+        '--role worker',
+      );
+    }
+    // Nor the admin gate: a call without a token is the worker's 404, not a 401 counted as a failure.
+    expect((await fetch(`${worker.url}/api/v1/contacts`)).status).toBe(404);
     // The worker does run the schedules.
     expect(cronTaskNames()).toContain('site:tick');
   });

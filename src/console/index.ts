@@ -12,6 +12,7 @@ import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
 import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
 import { readRawBody } from '../http/body.js';
+import type { AdminAuthLimit } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
@@ -65,6 +66,8 @@ export interface ConsoleDeps {
   agentLinks: AgentLinks | null;
   vendorNames?: ReadonlyMap<string, string>;
   role?: string;
+  /** The admin API's limit on failed authentications: sign-in counts against it too. */
+  adminAuth: AdminAuthLimit;
   now: () => Date;
 }
 
@@ -338,8 +341,12 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
             : status === 503
               ? 'The store (Redis) is not reachable: check it, then reload this page.'
-              : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+              : status === 429
+                ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
+      if (error instanceof AppError)
+        for (const [name, value] of Object.entries(error.headers ?? {})) ctx.set(name, value);
       ctx.type = 'text/html; charset=utf-8';
       ctx.body = errorPage({
         status,
@@ -374,6 +381,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
   });
   router.post('/sign-in', async (ctx) => {
+    deps.adminAuth.assertAllowed(ctx.ip);
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
     if (!sameToken(form.get('_pre') ?? undefined, ctx.cookies.get(PRE_COOKIE))) {
@@ -386,6 +394,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       return;
     }
     if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
+      deps.adminAuth.failed(ctx.ip);
       ctx.status = 401;
       logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
       renderSignIn(

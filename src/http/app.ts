@@ -22,7 +22,7 @@ import { readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { WindowLimiter } from './rate-limit.js';
+import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
 import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
 import { runChannelRoute } from './validate.js';
 
@@ -282,25 +282,38 @@ export function createApp(deps: AppDeps): Koa {
     'Requests refused with 429, by scope (admin_auth, lookup_address, lookup_channel)',
     ['scope'],
   );
-  app.use(async (ctx: Context, next: Next) => {
-    if (isAdminPath(ctx.path)) {
-      const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
-      if (!open) {
-        const wait = Math.max(authFailuresByAddress.blockedFor(ctx.ip), authFailures.blockedFor('all'));
-        if (wait > 0) {
-          rateLimited.inc({ scope: 'admin_auth' });
-          throw new TooManyRequestsError(wait);
-        }
-        const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-        if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
-          authFailuresByAddress.hit(ctx.ip);
-          authFailures.hit('all');
-          throw new UnauthorizedError();
+  // The console's sign-in checks the same admin token, so it counts against the same limits:
+  // an address locked out of the API cannot keep guessing through the sign-in form.
+  const adminAuth: AdminAuthLimit = {
+    assertAllowed(address) {
+      const wait = Math.max(authFailuresByAddress.blockedFor(address), authFailures.blockedFor('all'));
+      if (wait > 0) {
+        rateLimited.inc({ scope: 'admin_auth' });
+        throw new TooManyRequestsError(wait);
+      }
+    },
+    failed(address) {
+      authFailuresByAddress.hit(address);
+      authFailures.hit('all');
+    },
+  };
+  // A worker serves neither the admin API nor the console (DESIGN §5): its 404 below answers.
+  if (deps.role !== 'worker') {
+    app.use(async (ctx: Context, next: Next) => {
+      if (isAdminPath(ctx.path)) {
+        const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
+        if (!open) {
+          adminAuth.assertAllowed(ctx.ip);
+          const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+          if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
+            adminAuth.failed(ctx.ip);
+            throw new UnauthorizedError();
+          }
         }
       }
-    }
-    return next();
-  });
+      return next();
+    });
+  }
 
   const webConsole = createConsole({
     config,
@@ -314,9 +327,10 @@ export function createApp(deps: AppDeps): Koa {
     agentLinks: deps.agentLinks ?? null,
     ...(deps.vendorNames ? { vendorNames: deps.vendorNames } : {}),
     ...(deps.role ? { role: deps.role } : {}),
+    adminAuth,
     now: deps.now ?? (() => new Date()),
   });
-  app.use(webConsole.middleware);
+  if (deps.role !== 'worker') app.use(webConsole.middleware);
 
   // --- operations -------------------------------------------------------------------------
   const operations: Route[] = [

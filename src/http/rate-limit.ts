@@ -45,3 +45,14 @@ export class WindowLimiter {
     return 0;
   }
 }
+
+/**
+ * The limit on failed admin authentications (issue 10 item 16), shared by everything that checks
+ * the admin token: the API's bearer gate and the console's sign-in form.
+ */
+export interface AdminAuthLimit {
+  /** Throws TooManyRequestsError (429 with Retry-After) while `address` or the instance is over. */
+  assertAllowed(address: string): void;
+  /** Count one failed authentication from `address`. */
+  failed(address: string): void;
+}

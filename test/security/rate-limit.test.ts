@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleRequest, cookieOf, fieldOf } from '../support/console.js';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
 import { allVendorChannels, rawRequest } from './support.js';
 
@@ -48,6 +49,41 @@ describe('rate limits', () => {
     });
     expect(other.status).toBe(200);
     expect(await refusals('admin_auth')).toBe(2);
+  });
+
+  it('counts console sign-ins against the same limit as the API, both ways', async () => {
+    const signInFrom = async (address: string, token: string) => {
+      const headers = { 'x-forwarded-for': address };
+      const form = await consoleRequest(bridge.url, '/console/sign-in', { headers });
+      return consoleRequest(bridge.url, '/console/sign-in', {
+        headers,
+        cookie: cookieOf(form.headers, 'chatbridge_console_pre') ?? '',
+        form: { _pre: fieldOf(form.text, '_pre') ?? '', next: '/console/contacts', token },
+      });
+    };
+    const before = await refusals('admin_auth');
+    // Wrong tokens at the sign-in form, then the API from that address is refused, right token or not.
+    for (let attempt = 0; attempt < 3; attempt++)
+      expect((await signInFrom('203.0.113.20', `guess-${attempt}-000000000000`)).status).toBe(401);
+    const locked = await signInFrom('203.0.113.20', bridge.adminToken);
+    expect(locked.status).toBe(429);
+    expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(locked.text).toContain('Too many wrong admin tokens');
+    expect(cookieOf(locked.headers, 'chatbridge_console')).toBeUndefined();
+    const api = await rawRequest(bridge.url, 'GET', '/api/v1/channels', {
+      headers: { 'x-forwarded-for': '203.0.113.20', authorization: `Bearer ${bridge.adminToken}` },
+    });
+    expect(api.status).toBe(429);
+    // Wrong tokens at the API, then the sign-in form from that address is refused.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const answer = await rawRequest(bridge.url, 'GET', '/api/v1/channels', {
+        headers: { 'x-forwarded-for': '203.0.113.21', authorization: `Bearer guess-${attempt}-000000000000` },
+      });
+      expect(answer.status).toBe(401);
+    }
+    expect((await signInFrom('203.0.113.21', bridge.adminToken)).status).toBe(429);
+    expect((await signInFrom('198.51.100.2', bridge.adminToken)).status).toBe(302);
+    expect((await refusals('admin_auth')) - before).toBe(3);
   });
 
   it('limits LiveTex lookups per address and per channel', async () => {

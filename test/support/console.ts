@@ -12,9 +12,14 @@ export interface ConsolePage {
 export async function consoleRequest(
   base: string,
   path: string,
-  options: { method?: string; cookie?: string; form?: Record<string, string> } = {},
+  options: {
+    method?: string;
+    cookie?: string;
+    form?: Record<string, string>;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<ConsolePage> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (options.cookie) headers.cookie = options.cookie;
   let body: string | undefined;
   if (options.form) {
