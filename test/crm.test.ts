@@ -216,6 +216,25 @@ describe.each([
     expect(state.deals[0]!.contacts).toEqual([id]);
   });
 
+  it('does not take a contact whose phone has the same last digits in another country', async () => {
+    const crm = await world();
+    // +1 905 777-01-23 (Canada) and +7 905 777-01-23 (Russia) share their last 10 digits.
+    const canadian = crm.seedContact('+1 905 777 0123', 'canada@example.ca');
+    const bridge = await setup(crm);
+    const { offline } = jivoPayloads(
+      { name: 'Svetlana', email: 'svetlana@example.ru', phone: '+79057770123' },
+      7400,
+    );
+    await jivo(bridge, offline);
+    await settled(bridge, 1);
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(2);
+    expect(state.contacts.find((contact) => contact.id === canadian)).toMatchObject({
+      phones: ['+1 905 777 0123'],
+      emails: ['canada@example.ca'],
+    });
+  });
+
   it("a validation error fails the delivery at once with the CRM's own message", async () => {
     const crm = await world();
     const base = crm.destination().crm as Record<string, unknown>;

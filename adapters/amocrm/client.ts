@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
+import { samePhone } from '../../src/contacts/normalize.js';
 import { CrmError, excerpt } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
@@ -142,12 +143,11 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async findContacts({ phones, emails }) {
       const out = new Map<number, AmoContact>();
       for (const phone of phones) {
+        // Searched by the last 10 digits (phones are stored in any format), then each stored value
+        // compared as a number: the tail alone would match the same digits in another country.
+        if (tail(phone).length === 0) continue;
         for (const contact of await search(tail(phone))) {
-          if (
-            valuesOf(contact, PHONE_FIELD).some(
-              (item) => tail(item.value) === tail(phone) && tail(phone).length > 0,
-            )
-          )
+          if (valuesOf(contact, PHONE_FIELD).some((item) => samePhone(item.value, phone)))
             out.set(contact.id, contact);
         }
       }

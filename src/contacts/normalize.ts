@@ -45,6 +45,18 @@ export function normalizePhone(value: string, defaultCountry: string): string | 
 }
 
 /**
+ * Whether a phone as someone else stores it (any format: "8 905 777-01-23", "9057770123",
+ * "+1 905 777 0123") is the number `e164`. A value without a country code is read in `e164`'s own
+ * country, which is what it would have to mean to be that number; comparing only the last digits
+ * (the CRMs' usual search) would take +1 905 777-01-23 for +7 905 777-01-23.
+ */
+export function samePhone(stored: string, e164: string): boolean {
+  const country = parsePhoneNumberFromString(e164)?.country;
+  if (country) return normalizePhone(stored, country) === e164;
+  return stored.replace(/\D/g, '') === e164.replace(/\D/g, '');
+}
+
+/**
  * Characters that make two different-looking ids one key, or one id two keys: control characters
  * (NUL among them), bidi controls and invisible joiners, lone surrogates. A value that holds any
  * of them identifies nobody (refused, not stripped: stripping could make two ids one key).
