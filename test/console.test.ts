@@ -352,6 +352,28 @@ describe('web console', () => {
     }
   });
 
+  it('shows intake URLs on the address asked for when there is no public URL', async () => {
+    const plain = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: { channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }] },
+    });
+    try {
+      const { cookie } = await signIn(plain.url, TEST_ADMIN_TOKEN);
+      const page = await consoleRequest(plain.url, '/console/channels', {
+        cookie,
+        headers: { origin: 'http://evil.example' },
+      });
+      expect(page.status).toBe(200);
+      expect(page.text).toContain(`${plain.url}/webhooks/jivochat/site/`);
+      expect(page.text).not.toContain('evil.example');
+      // A plain GET carries no Origin header at all: this was a 500.
+      expect((await consoleRequest(plain.url, '/console/channels', { cookie })).status).toBe(200);
+    } finally {
+      await plain.close();
+    }
+  });
+
   it('keeps sessions in the store, so another instance on the same Redis knows them', async () => {
     const first = await startTestBridge({ store: 'redis', start: false });
     const second = await startTestBridge({ store: 'redis', start: false, keyPrefix: first.keyPrefix });

@@ -246,7 +246,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   ): Promise<ChannelView[]> {
     const traffic = await store.hgetall(TRAFFIC_KEY);
     const runs = await jobRuns();
-    const origin = (config.server.publicUrl ?? ctx.origin).replace(/\/+$/, '');
+    // Without a public URL, the address this page was asked for. Not `ctx.origin`: since Koa 3
+    // that is the request's Origin header (absent on a plain GET: it threw), which a client sets.
+    const origin = (config.server.publicUrl ?? `${ctx.protocol}://${ctx.host}`).replace(/\/+$/, '');
     const views: ChannelView[] = [];
     for (const entry of deps.channels.values()) {
       const { config: channel, runtime } = entry;
