@@ -133,6 +133,29 @@ describe('the route model and its OpenAPI document', () => {
     const unknown = await fetch(`${bridge.url}/livetex/nope/attributes`);
     expect(wrong.status).toBe(404);
     expect(await wrong.text()).toBe(await unknown.text());
+    // Webhooks too: a 405 for a vendor's path would tell which vendors exist.
+    const unknownVendor = await fetch(`${bridge.url}/webhooks/zzz/a/b`, { method: 'PUT' });
+    expect(unknownVendor.status).toBe(404);
+    const unknownText = await unknownVendor.text();
+    for (const vendor of ['jivochat', 'livetex', 'chatvisor']) {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const answer = await fetch(`${bridge.url}/webhooks/${vendor}/any/any`, { method });
+        expect(answer.status, `${method} ${vendor}`).toBe(404);
+        expect(await answer.text()).toBe(unknownText);
+      }
+    }
+  });
+
+  it('answers a wrong method on an admin route with a JSON 405 naming the allowed ones', async () => {
+    const wrong = await fetch(`${bridge.url}/api/v1/contacts/c_1/unmerge`, {
+      headers: { authorization: `Bearer ${bridge.adminToken}` },
+    });
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toContain('POST');
+    expect(wrong.headers.get('content-type')).toMatch(/application\/json/);
+    expect(await wrong.json()).toMatchObject({
+      error: { code: 'method_not_allowed', message: expect.stringContaining('POST') },
+    });
   });
 });
 

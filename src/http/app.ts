@@ -187,7 +187,7 @@ export function createMetricsApp(metrics: Metrics): Koa {
 export interface AppRoutes {
   /** On the strict router with allowedMethods (405 with Allow for a known path, wrong method). */
   routes: Route[];
-  /** Public channel routes: a wrong method answers the one 404 (a 405 would confirm the channel). */
+  /** Public routes (vendor webhooks, lookups): a wrong method answers the one 404 (a 405 would confirm the path). */
   publicRoutes: Route[];
   /** Described in the document, served by the console's own router. */
   consoleRoutes: DocumentedRoute[];
@@ -539,12 +539,12 @@ export function createApp(deps: AppDeps): Koa {
     });
   }
 
-  const intake: Route[] = [];
   const publicRoutes: Route[] = [];
   for (const adapter of deps.adapters) {
     for (const each of adapter.intake) {
-      if (each.kind === 'webhook') intake.push(webhookRoute(adapter, each));
-      else publicRoutes.push(lookupRoute(adapter, each));
+      // Both are public (no admin token): a wrong method gets the one 404 of an unknown path,
+      // never a 405 that would tell which vendors and paths exist.
+      publicRoutes.push(each.kind === 'webhook' ? webhookRoute(adapter, each) : lookupRoute(adapter, each));
     }
   }
 
@@ -765,7 +765,7 @@ export function createApp(deps: AppDeps): Koa {
     ...deps.delivery.routes(),
   ];
 
-  const routes = [...operations, ...intake, ...admin, ...channelAdmin];
+  const routes = [...operations, ...admin, ...channelAdmin];
   const consoleRoutes = consoleDocRoutes(webConsole.routes);
   function describe() {
     // Built on first request, then kept: the routes do not change while the app runs.
@@ -786,7 +786,7 @@ export function createApp(deps: AppDeps): Koa {
     },
   });
   mount(router, routes, { bodyLimitBytes: bodyLimit });
-  // Public channel routes: a wrong method gets the one 404, not a 405 that would confirm the channel.
+  // Public routes (webhooks, lookups): a wrong method gets the one 404, not a 405 that would confirm the path.
   app.use(publicRouter.routes());
   app.use(router.routes()).use(router.allowedMethods({ throw: false }));
   appRoutes.set(app, {

@@ -36,6 +36,15 @@ export function errorMiddleware() {
       if (ctx.status === 404 && ctx.body === undefined) {
         ctx.status = 404;
         ctx.body = errorBody('not_found', 'no such route');
+      } else if (ctx.status === 405 && ctx.body == null) {
+        // The router's answer for a known path and a wrong method carries only an Allow header;
+        // the body would be Koa's plain text. Every error here is JSON.
+        ctx.body = errorBody(
+          'method_not_allowed',
+          `${ctx.method} is not allowed here; allowed: ${ctx.response.get('allow') || 'none'}`,
+        );
+      } else if (ctx.status === 501 && ctx.body == null) {
+        ctx.body = errorBody('not_implemented', `the method ${ctx.method} is not supported`);
       }
     } catch (caught) {
       const logger = ctx.state.logger as Logger | undefined;
