@@ -1,6 +1,6 @@
 import type { z } from 'zod';
-import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { samePhone } from '../../src/contacts/normalize.js';
+import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
