@@ -146,6 +146,24 @@ describe('the route model and its OpenAPI document', () => {
     }
   });
 
+  it('refuses what a route does not take: a body on a body-less route, a malformed identity query', async () => {
+    const livetex = allVendorChannels.find((channel) => channel.vendor === 'livetex')!;
+    for (const body of ['garbage', '{"ttl":60}', '[1]']) {
+      const answer = await fetch(`${bridge.url}/api/v1/channels/${livetex.id}/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bridge.adminToken}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(answer.status, body).toBe(400);
+    }
+    // Nothing, or an empty object, is no option at all: the key is made.
+    const made = await bridge.admin('POST', `/api/v1/channels/${livetex.id}/keys`, {});
+    expect(made.status).toBe(201);
+    const identity = await bridge.admin('GET', '/api/v1/contacts?identity=visitor:nochannel');
+    expect(identity.status).toBe(400);
+    expect(identity.body.error).toMatchObject({ code: 'invalid_query', issues: [{ path: 'identity' }] });
+  });
+
   it('answers a wrong method on an admin route with a JSON 405 naming the allowed ones', async () => {
     const wrong = await fetch(`${bridge.url}/api/v1/contacts/c_1/unmerge`, {
       headers: { authorization: `Bearer ${bridge.adminToken}` },

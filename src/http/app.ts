@@ -125,12 +125,16 @@ function parseIdentity(text: string) {
   if (GLOBAL.has(kind)) return { kind, value: rest };
   const second = rest.indexOf(':');
   if (second <= 0) {
-    throw new ValidationError('invalid query', [
-      {
-        path: 'identity',
-        message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>`,
-      },
-    ]);
+    throw new ValidationError(
+      'invalid query',
+      [
+        {
+          path: 'identity',
+          message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>`,
+        },
+      ],
+      'invalid_query',
+    );
   }
   return { kind, channelId: rest.slice(0, second), value: rest.slice(second + 1) };
 }

@@ -36,6 +36,17 @@ export async function runChannelRoute(
   input: { params: Record<string, string>; query: unknown; rawBody: Buffer },
 ): Promise<ChannelRouteResult> {
   const query = route.query ? parseQuery(route.query, input.query) : input.query;
+  // A route that declares no body takes none: anything but nothing or `{}` is refused, not
+  // ignored (a POST with `{"ttl": ...}` must not look as if the option had been applied).
+  if (!route.body) {
+    const text = input.rawBody.toString('utf8').trim();
+    const sent: unknown = text === '' ? undefined : parseJson(text);
+    const empty =
+      sent === undefined ||
+      (typeof sent === 'object' && sent !== null && !Array.isArray(sent) && Object.keys(sent).length === 0);
+    if (!empty)
+      throw new ValidationError('invalid body', [{ path: '', message: 'this route takes no body' }]);
+  }
   const body = route.body
     ? parseBody(
         route.body,
