@@ -140,6 +140,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         prefix: `${deps.keyPrefix}:bull`,
         destinations,
         logger,
+        closeWaitMs: deps.config.server.shutdownTimeoutMs,
       });
     } else {
       if (store.kind === 'redis') {

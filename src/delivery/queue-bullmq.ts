@@ -5,6 +5,7 @@ import {
   createRedisClient,
   type RedisClient,
   type RedisTarget,
+  settlesWithin,
 } from '../store/connection.js';
 import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
 
@@ -30,6 +31,8 @@ export interface BullQueueOptions {
   prefix: string;
   destinations: ReadonlyArray<{ id: string; concurrency: number }>;
   logger: Logger;
+  /** How long close() waits for BullMQ before dropping the connections (server.shutdownTimeoutMs). */
+  closeWaitMs?: number;
 }
 
 /** BullMQ queue names may not contain ':'; destination ids are free text. */
@@ -198,9 +201,21 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     },
 
     async close() {
-      await Promise.allSettled(workers.map((worker) => worker.close()));
-      await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
-      await Promise.allSettled(connections.map((connection) => closeRedisClient(connection)));
+      // BullMQ's close waits for Redis (its workers' blocking connection, the queues' last
+      // commands); with Redis unreachable that is for ever. So it gets `closeWaitMs`, then the
+      // connections are dropped: nothing is lost, jobs and records stay in Redis for the next start.
+      const graceful = (async () => {
+        await Promise.allSettled(workers.map((worker) => worker.close()));
+        await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
+      })();
+      const closed = await settlesWithin(graceful, options.closeWaitMs ?? 10_000);
+      if (!closed)
+        logger.warn(
+          'delivery queues did not close in time (is Redis reachable?): dropping their connections',
+        );
+      await Promise.allSettled(
+        connections.map((connection) => closeRedisClient(connection, closed ? 2000 : 0)),
+      );
     },
   };
 }

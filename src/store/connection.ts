@@ -139,15 +139,36 @@ const closedOnPurpose = new WeakSet<RedisClient>();
 
 /**
  * Close a client from createRedisClient for good: QUIT, or drop the socket when Redis does not
- * answer. Every client must be closed through here — any other end is treated as ioredis giving
- * up, and the client is started again (keepConnecting).
+ * answer within `waitMs` (a client with an offline queue would otherwise wait for a Redis that may
+ * never come back, and hold up a shutdown). Every client must be closed through here — any other
+ * end is treated as ioredis giving up, and the client is started again (keepConnecting).
  */
-export async function closeRedisClient(client: RedisClient): Promise<void> {
+export async function closeRedisClient(client: RedisClient, waitMs = 2000): Promise<void> {
   closedOnPurpose.add(client);
+  const quit = client.quit().then(
+    () => true,
+    () => false,
+  );
+  if (!(await settlesWithin(quit, waitMs))) client.disconnect();
+  else if (!(await quit)) client.disconnect();
+}
+
+/** Whether `work` settles within `ms` (it is not cancelled either way). */
+export async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms));
+  });
   try {
-    await client.quit();
-  } catch {
-    client.disconnect();
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
