@@ -118,6 +118,16 @@ describe('web console', () => {
     });
     expect(allowed.status).toBe(302);
     expect(allowed.location).toBe('/console/deliveries?destination=crm&replayed=0');
+    const notice = await consoleRequest(bridge.url, allowed.location!, { cookie });
+    expect(notice.text).toContain('0 failed deliveries replayed.');
+    // A link carrying other text there shows no notice at all (it was put in the page, escaped).
+    const crafted = await consoleRequest(
+      bridge.url,
+      `/console/deliveries?replayed=${encodeURIComponent('Your session expired, call +1 555 0100 to')}`,
+      { cookie },
+    );
+    expect(crafted.status).toBe(200);
+    expect(crafted.text).not.toContain('call +1 555 0100');
   });
 
   it('escapes hostile names, messages and links, with a CSP that allows no inline script', async () => {

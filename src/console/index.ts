@@ -540,7 +540,9 @@ ${timelineSection({
     const destination = filters.destination || undefined;
     const notice =
       noticeOf(filters.notice) ??
-      (typeof ctx.query.replayed === 'string'
+      // Only a count, as the replay's own redirect writes it: a link with other text in
+      // `replayed` must not put that text in the page's notice.
+      (typeof ctx.query.replayed === 'string' && /^\d{1,9}$/.test(ctx.query.replayed)
         ? `${ctx.query.replayed} failed deliver${ctx.query.replayed === '1' ? 'y' : 'ies'} replayed.`
         : undefined);
     ctx.type = 'text/html; charset=utf-8';
