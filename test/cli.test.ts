@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, runCli } from '../src/cli/main.js';
+import { ConfigError } from '../src/errors.js';
 
 function capture() {
   const out: string[] = [];
@@ -153,5 +154,41 @@ channels:
     const run = capture();
     expect(await runCli(['config', 'check', '--config', '/nonexistent/bridge.yaml'], run.io)).toBe(1);
     expect(run.err[0]).toMatch(/cannot read config file \/nonexistent\/bridge.yaml/);
+  });
+
+  it('config check reports a LiveTex channel on a Sentinel or Cluster store without secrets.masterKey (exit 1)', async () => {
+    for (const store of [
+      'sentinel: { name: mymaster, nodes: ["127.0.0.1:26379"] }',
+      'cluster: { nodes: ["127.0.0.1:7000"] }',
+    ]) {
+      const file = writeConfig(`
+admin: { token: a-long-enough-admin-token }
+store: { ${store} }
+channels:
+  - { id: app, vendor: livetex, token: livetex-token-0123456789 }
+`);
+      const run = capture();
+      expect(await runCli(['config', 'check', '--config', file], run.io), store).toBe(1);
+      expect(run.out).toEqual([]);
+      expect(run.err.join('\n')).toContain('channels[0]: livetex channels need secrets.masterKey');
+    }
+  });
+
+  it('a config error raised after the config loaded is printed, not swallowed (exit 1)', async () => {
+    COMMANDS.push({
+      name: 'raise-config-error',
+      summary: 'test only',
+      config: false,
+      async run() {
+        throw new ConfigError('channel app: livetex channels need secrets.masterKey');
+      },
+    });
+    try {
+      const run = capture();
+      expect(await runCli(['raise-config-error'], run.io)).toBe(1);
+      expect(run.err).toEqual(['chatbridge: channel app: livetex channels need secrets.masterKey']);
+    } finally {
+      COMMANDS.pop();
+    }
   });
 });

@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MASTER_KEY_MESSAGE } from '../adapters/livetex/index.js';
 import { loadConfig, parseConfig, resolveConfigPath } from '../src/config/load.js';
 import { ConfigError } from '../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../src/registry.js';
@@ -9,9 +10,9 @@ import { echoAdapter } from './support/echo-adapter.js';
 
 const registry = new AdapterRegistry([echoAdapter]);
 
-function problems(document: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+function problems(document: unknown, env: NodeJS.ProcessEnv = {}, using = registry): string[] {
   try {
-    parseConfig(document, registry, env);
+    parseConfig(document, using, env);
   } catch (error) {
     if (error instanceof ConfigError)
       return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
@@ -208,5 +209,23 @@ describe('config', () => {
       'livetex',
     ]);
     expect(config.store.redis).toBeUndefined();
+  });
+
+  it('a LiveTex channel on any shared store (redis, sentinel or cluster) needs secrets.masterKey', () => {
+    const channels = [{ id: 'app', vendor: 'livetex', token: 'livetex-token-0123456789' }];
+    const admin = { token: 'a'.repeat(20) };
+    for (const store of [
+      { redis: 'redis://10.0.0.1:6379' },
+      { sentinel: { name: 'mymaster', nodes: ['10.0.0.1:26379'] } },
+      { cluster: { nodes: ['10.0.0.1:6379'] } },
+    ]) {
+      expect(problems({ admin, store, channels }, {}, defaultRegistry()), Object.keys(store)[0]).toEqual([
+        `channels[0]: ${MASTER_KEY_MESSAGE}`,
+      ]);
+      const masterKey = Buffer.alloc(32, 7).toString('base64');
+      expect(problems({ admin, store, channels, secrets: { masterKey } }, {}, defaultRegistry())).toEqual([]);
+    }
+    // The in-memory store forgets its keys with the process: an ephemeral master key is enough.
+    expect(problems({ admin, channels }, {}, defaultRegistry())).toEqual([]);
   });
 });

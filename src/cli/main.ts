@@ -71,14 +71,20 @@ export function cliLogger(level: Parameters<typeof createLogger>[0]) {
   return createLogger(level, pino.destination({ dest: 2, sync: true }));
 }
 
+/** Config errors already printed line by line: runCli only sets the exit code for these. */
+const explained = new WeakSet<ConfigError>();
+
+function explain(error: ConfigError, io: CliStreams, prefix = ''): void {
+  io.stderr(`${prefix}${error.message}`);
+  for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
+  explained.add(error);
+}
+
 export function loadOrExplain(configPath: string | undefined, io: CliStreams): LoadedConfig {
   try {
     return loadConfig(configPath, defaultRegistry());
   } catch (error) {
-    if (error instanceof ConfigError) {
-      io.stderr(error.message);
-      for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
-    }
+    if (error instanceof ConfigError) explain(error, io);
     throw error;
   }
 }
@@ -379,7 +385,11 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
       io.stderr(`Run 'chatbridge --help' for usage.`);
       return 2;
     }
-    if (error instanceof ConfigError) return 1; // already explained line by line
+    if (error instanceof ConfigError) {
+      // One raised after the config loaded (building the bridge) has not been said yet.
+      if (!explained.has(error)) explain(error, io, 'chatbridge: ');
+      return 1;
+    }
     const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
     io.stderr(`chatbridge: ${message}`);
     return 1;
