@@ -191,4 +191,40 @@ channels:
       COMMANDS.pop();
     }
   });
+
+  it('config check reports what start refuses: published example credentials on a non-loopback host', async () => {
+    const file = writeConfig(`
+server: { host: 0.0.0.0 }
+admin: { token: example-admin-token-change-me }
+`);
+    const run = capture();
+    expect(await runCli(['config', 'check', '--config', file], run.io)).toBe(1);
+    expect(run.out).toEqual([]);
+    const text = run.err.join('\n');
+    expect(text).toContain('refusing to listen on 0.0.0.0');
+    expect(text).toContain('admin.token: a published example credential');
+
+    const host = process.env.HOST;
+    process.env.HOST = '0.0.0.0';
+    try {
+      const example = capture();
+      expect(await runCli(['config', 'check', '--config', 'config/bridge.example.yaml'], example.io)).toBe(1);
+      expect(example.err.join('\n')).toContain('channels[0].token: a published example credential');
+    } finally {
+      if (host === undefined) delete process.env.HOST;
+      else process.env.HOST = host;
+    }
+    const loopback = capture();
+    expect(
+      await runCli(
+        [
+          'config',
+          'check',
+          '--config',
+          writeConfig('admin: { token: example-admin-token-change-me }\nserver: { host: 127.0.0.1 }\n'),
+        ],
+        loopback.io,
+      ),
+    ).toBe(0);
+  });
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MASTER_KEY_MESSAGE } from '../adapters/livetex/index.js';
 import { loadConfig, parseConfig, resolveConfigPath } from '../src/config/load.js';
+import { assertSafeToListen } from '../src/config/published.js';
 import { ConfigError } from '../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../src/registry.js';
 import { echoAdapter } from './support/echo-adapter.js';
@@ -227,5 +228,16 @@ describe('config', () => {
     }
     // The in-memory store forgets its keys with the process: an ephemeral master key is enough.
     expect(problems({ admin, channels }, {}, defaultRegistry())).toEqual([]);
+  });
+
+  it('both example configs pass the published-credentials rule of `start` with their own defaults', () => {
+    const env = {
+      AMOCRM_TOKEN: 'a-long-lived-amocrm-token-0123456789',
+      BITRIX24_WEBHOOK_URL: 'https://portal.example/rest/1/abcdefghijklmnop/',
+    };
+    for (const file of ['config/bridge.example.yaml', 'config/crm.example.yaml']) {
+      const { config } = loadConfig(file, defaultRegistry(), env);
+      expect(() => assertSafeToListen(config, config.server.host), file).not.toThrow();
+    }
   });
 });

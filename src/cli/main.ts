@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
-import { assertSafeToListen } from '../config/published.js';
+import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
 import type { CliCommand, CliIo } from '../contracts/adapter.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -180,6 +180,15 @@ const configCheck: Command = {
   summary: 'Validate the config and print every problem with its path (all at once)',
   async run(values, io) {
     const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    try {
+      // What `start` would refuse is a problem of the config too (issue 10 item 6).
+      assertSafeToListen(config, config.server.host);
+    } catch (error) {
+      if (!(error instanceof PublishedCredentialsError)) throw error;
+      io.stderr(`${source.path}: ${error.message}`);
+      for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
+      return 1;
+    }
     io.stdout(
       `${source.path}: OK (${config.channels.length} channel${config.channels.length === 1 ? '' : 's'}, ` +
         `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
