@@ -227,4 +227,33 @@ admin: { token: example-admin-token-change-me }
       ),
     ).toBe(0);
   });
+
+  it('bad usage exits 2 before the in-memory store refusal', async () => {
+    const file = writeConfig(`
+admin: { token: a-long-enough-admin-token }
+channels:
+  - { id: app, vendor: livetex, token: livetex-token-0123456789 }
+`);
+    for (const argv of [
+      ['deliveries', 'list', '--limit', 'abc'],
+      ['deliveries', 'list', '--state', 'lost'],
+      ['deliveries', 'replay'],
+      ['deliveries', 'replay', '--id', 'd1', '--all-failed'],
+      ['keys', 'revoke', '--channel', 'app'],
+      ['keys', 'generate', '--channel', 'nosuch'],
+      ['sync', 'agents', '--channel', 'app'],
+    ]) {
+      const run = capture();
+      expect(await runCli([...argv, '--config', file], run.io), argv.join(' ')).toBe(2);
+      expect(run.err.join('\n'), argv.join(' ')).not.toContain('in-memory store');
+    }
+  });
+
+  it('keys revoke --help shows --kid as required', async () => {
+    const run = capture();
+    expect(await runCli(['keys', 'revoke', '--help'], run.io)).toBe(0);
+    const text = run.out.join('\n');
+    expect(text.split('\n')[0]).toBe('Usage: chatbridge keys revoke --channel ID --kid KID [--config FILE]');
+    expect(text).toContain('--kid KID  the key id to revoke (required)');
+  });
 });

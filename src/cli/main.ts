@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
+import type { Config } from '../config/schema.js';
 import type { CliCommand, CliIo } from '../contracts/adapter.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -91,15 +92,18 @@ export function loadOrExplain(configPath: string | undefined, io: CliStreams): L
 
 /**
  * Builds the bridge (web role: no background work) on the config's store, runs `run`, closes.
- * With `sharedState`, refuses the in-memory store before anything runs.
+ * `command.check` sees the loaded config first, so bad usage (an unknown channel) is said
+ * before the store: exit 2 whatever the store. With `sharedState`, then refuses the in-memory
+ * store before anything runs.
  */
 export async function withBridge<T>(
   configPath: string | undefined,
   io: CliStreams,
-  command: Pick<Command, 'name' | 'sharedState'>,
+  command: Pick<Command, 'name' | 'sharedState'> & { check?: (config: Config) => void },
   run: (bridge: Bridge) => Promise<T>,
 ): Promise<T> {
   const { config, source } = loadOrExplain(configPath, io);
+  command.check?.(config);
   // Commands talk to the same store as the running service; they log only problems.
   const logger = cliLogger(config.log.level === 'silent' ? 'silent' : 'warn');
   // The store first, quietly: on the in-memory store the one-line refusal is all there is to say.
@@ -221,9 +225,19 @@ function deliveryCommand(
     options,
     sharedState: true,
     async run(values, io, args) {
-      const { runDeliveriesCommand } = await import('./deliveries.js');
+      const { isDeliveriesUsageError, parseDeliveriesArgs, runDeliveriesRequest } = await import(
+        './deliveries.js'
+      );
+      // Options first: bad usage is exit 2 whatever the store (the in-memory refusal is exit 1).
+      let request: ReturnType<typeof parseDeliveriesArgs>;
+      try {
+        request = parseDeliveriesArgs([name, ...args]);
+      } catch (error) {
+        if (isDeliveriesUsageError(error)) throw new UsageError((error as Error).message);
+        throw error;
+      }
       return withBridge(values.config as string | undefined, io, command, (bridge) =>
-        runDeliveriesCommand([name, ...args], bridge.delivery, io),
+        runDeliveriesRequest(request, bridge.delivery, io),
       );
     },
   };
@@ -243,6 +257,7 @@ function vendorCommands(): Command[] {
         options[option] = {
           description: spec.description,
           ...(spec.takesValue ? { value: option.toUpperCase() } : {}),
+          ...(spec.required ? { required: true } : {}),
         };
       }
       byName.set(info.name, {
@@ -257,9 +272,20 @@ function vendorCommands(): Command[] {
   return [...byName.values()];
 }
 
+/** An unknown channel, or one whose vendor has no such command, is bad usage: said before the store. */
+function checkChannelCommand(name: string, channelId: string, config: Config): void {
+  const channel = config.channels.find((candidate) => candidate.id === channelId);
+  if (!channel) throw new UsageError(`no channel '${channelId}' in the config`);
+  const declared = defaultRegistry().get(channel.vendor)?.commands ?? [];
+  if (!declared.some((command) => command.name === name))
+    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}'`);
+}
+
 async function runChannelCommand(name: string, values: OptionValues, io: CliStreams): Promise<number> {
   const channelId = values.channel as string;
-  return withBridge(values.config as string | undefined, io, { name, sharedState: true }, async (bridge) => {
+  const configPath = values.config as string | undefined;
+  const check = (config: Config) => checkChannelCommand(name, channelId, config);
+  return withBridge(configPath, io, { name, sharedState: true, check }, async (bridge) => {
     const entry = bridge.channels.get(channelId);
     if (!entry) throw new UsageError(`no channel '${channelId}' in the config`);
     const command: CliCommand | undefined = (entry.runtime.commands ?? []).find(
