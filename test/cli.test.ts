@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, runCli } from '../src/cli/main.js';
+import { ConfigError } from '../src/errors.js';
 
 function capture() {
   const out: string[] = [];
@@ -153,5 +154,106 @@ channels:
     const run = capture();
     expect(await runCli(['config', 'check', '--config', '/nonexistent/bridge.yaml'], run.io)).toBe(1);
     expect(run.err[0]).toMatch(/cannot read config file \/nonexistent\/bridge.yaml/);
+  });
+
+  it('config check reports a LiveTex channel on a Sentinel or Cluster store without secrets.masterKey (exit 1)', async () => {
+    for (const store of [
+      'sentinel: { name: mymaster, nodes: ["127.0.0.1:26379"] }',
+      'cluster: { nodes: ["127.0.0.1:7000"] }',
+    ]) {
+      const file = writeConfig(`
+admin: { token: a-long-enough-admin-token }
+store: { ${store} }
+channels:
+  - { id: app, vendor: livetex, token: livetex-token-0123456789 }
+`);
+      const run = capture();
+      expect(await runCli(['config', 'check', '--config', file], run.io), store).toBe(1);
+      expect(run.out).toEqual([]);
+      expect(run.err.join('\n')).toContain('channels[0]: livetex channels need secrets.masterKey');
+    }
+  });
+
+  it('a config error raised after the config loaded is printed, not swallowed (exit 1)', async () => {
+    COMMANDS.push({
+      name: 'raise-config-error',
+      summary: 'test only',
+      config: false,
+      async run() {
+        throw new ConfigError('channel app: livetex channels need secrets.masterKey');
+      },
+    });
+    try {
+      const run = capture();
+      expect(await runCli(['raise-config-error'], run.io)).toBe(1);
+      expect(run.err).toEqual(['chatbridge: channel app: livetex channels need secrets.masterKey']);
+    } finally {
+      COMMANDS.pop();
+    }
+  });
+
+  it('config check reports what start refuses: published example credentials on a non-loopback host', async () => {
+    const file = writeConfig(`
+server: { host: 0.0.0.0 }
+admin: { token: example-admin-token-change-me }
+`);
+    const run = capture();
+    expect(await runCli(['config', 'check', '--config', file], run.io)).toBe(1);
+    expect(run.out).toEqual([]);
+    const text = run.err.join('\n');
+    expect(text).toContain('refusing to listen on 0.0.0.0');
+    expect(text).toContain('admin.token: a published example credential');
+
+    const host = process.env.HOST;
+    process.env.HOST = '0.0.0.0';
+    try {
+      const example = capture();
+      expect(await runCli(['config', 'check', '--config', 'config/bridge.example.yaml'], example.io)).toBe(1);
+      expect(example.err.join('\n')).toContain('channels[0].token: a published example credential');
+    } finally {
+      if (host === undefined) delete process.env.HOST;
+      else process.env.HOST = host;
+    }
+    const loopback = capture();
+    expect(
+      await runCli(
+        [
+          'config',
+          'check',
+          '--config',
+          writeConfig('admin: { token: example-admin-token-change-me }\nserver: { host: 127.0.0.1 }\n'),
+        ],
+        loopback.io,
+      ),
+    ).toBe(0);
+  });
+
+  it('bad usage exits 2 before the in-memory store refusal', async () => {
+    const file = writeConfig(`
+admin: { token: a-long-enough-admin-token }
+channels:
+  - { id: app, vendor: livetex, token: livetex-token-0123456789 }
+`);
+    for (const argv of [
+      ['deliveries', 'list', '--limit', 'abc'],
+      ['deliveries', 'list', '--state', 'lost'],
+      ['deliveries', 'replay'],
+      ['deliveries', 'replay', '--id', 'd1', '--all-failed'],
+      ['keys', 'revoke', '--channel', 'app'],
+      ['keys', 'generate', '--channel', 'nosuch'],
+      ['sync', 'agents', '--channel', 'app'],
+    ]) {
+      const run = capture();
+      expect(await runCli([...argv, '--config', file], run.io), argv.join(' ')).toBe(2);
+      expect(run.err.join('\n'), argv.join(' ')).not.toContain('in-memory store');
+    }
+  });
+
+  it('keys revoke --help shows --kid as required', async () => {
+    const run = capture();
+    expect(await runCli(['keys', 'revoke', '--help'], run.io)).toBe(0);
+    const text = run.out.join('\n');
+    expect(text.split('\n')[0]).toBe('Usage: chatbridge keys revoke --channel ID --kid KID [--config FILE]');
+    expect(text).toContain('--kid KID  the key id to revoke (required)');
   });
 });

@@ -2,16 +2,19 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MASTER_KEY_MESSAGE } from '../adapters/livetex/index.js';
 import { loadConfig, parseConfig, resolveConfigPath } from '../src/config/load.js';
+import { assertSafeToListen } from '../src/config/published.js';
+import { crmSettingsSchema, storeSchema } from '../src/config/schema.js';
 import { ConfigError } from '../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../src/registry.js';
 import { echoAdapter } from './support/echo-adapter.js';
 
 const registry = new AdapterRegistry([echoAdapter]);
 
-function problems(document: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+function problems(document: unknown, env: NodeJS.ProcessEnv = {}, using = registry): string[] {
   try {
-    parseConfig(document, registry, env);
+    parseConfig(document, using, env);
   } catch (error) {
     if (error instanceof ConfigError)
       return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
@@ -208,5 +211,86 @@ describe('config', () => {
       'livetex',
     ]);
     expect(config.store.redis).toBeUndefined();
+  });
+
+  it('a LiveTex channel on any shared store (redis, sentinel or cluster) needs secrets.masterKey', () => {
+    const channels = [{ id: 'app', vendor: 'livetex', token: 'livetex-token-0123456789' }];
+    const admin = { token: 'a'.repeat(20) };
+    for (const store of [
+      { redis: 'redis://10.0.0.1:6379' },
+      { sentinel: { name: 'mymaster', nodes: ['10.0.0.1:26379'] } },
+      { cluster: { nodes: ['10.0.0.1:6379'] } },
+    ]) {
+      expect(problems({ admin, store, channels }, {}, defaultRegistry()), Object.keys(store)[0]).toEqual([
+        `channels[0]: ${MASTER_KEY_MESSAGE}`,
+      ]);
+      const masterKey = Buffer.alloc(32, 7).toString('base64');
+      expect(problems({ admin, store, channels, secrets: { masterKey } }, {}, defaultRegistry())).toEqual([]);
+    }
+    // The in-memory store forgets its keys with the process: an ephemeral master key is enough.
+    expect(problems({ admin, channels }, {}, defaultRegistry())).toEqual([]);
+  });
+
+  it('both example configs pass the published-credentials rule of `start` with their own defaults', () => {
+    const env = {
+      AMOCRM_TOKEN: 'a-long-lived-amocrm-token-0123456789',
+      BITRIX24_WEBHOOK_URL: 'https://portal.example/rest/1/abcdefghijklmnop/',
+    };
+    for (const file of ['config/bridge.example.yaml', 'config/crm.example.yaml']) {
+      const { config } = loadConfig(file, defaultRegistry(), env);
+      expect(() => assertSafeToListen(config, config.server.host), file).not.toThrow();
+    }
+  });
+
+  it('booleans, numbers and durations may come from ${VAR} substitution as strings', () => {
+    const config = parseConfig(
+      {
+        admin: { token: 'a'.repeat(20) },
+        intake: { ackAfterAppend: '${ACK:-false}', maxBacklog: '${BACKLOG:-500}' },
+        console: { linkTtl: '${TTL:-3600000}' },
+        limits: { rate: { window: '${WINDOW:-2m}' } },
+        destinations: [
+          {
+            id: 'crm',
+            url: 'https://crm.example/hook',
+            secret: `whsec_${Buffer.from('config-test-secret-0123456789').toString('base64')}`,
+            retrySchedule: ['${FIRST:-5000}', '5s', '${LAST}'],
+            circuitBreaker: { cooldown: '${COOLDOWN:-60000}' },
+          },
+        ],
+      },
+      registry,
+      { ACK: 'true', LAST: '250' },
+    );
+    expect(config.intake).toEqual({ ackAfterAppend: true, maxBacklog: 500 });
+    expect(config.console.linkTtl).toBe(3_600_000);
+    expect(config.limits.rate.window).toBe(120_000);
+    expect(config.destinations[0]!.retrySchedule).toEqual([5000, 5000, 250]);
+    expect(config.destinations[0]!.circuitBreaker.cooldown).toBe(60_000);
+    expect(
+      parseConfig({ admin: { token: 'a'.repeat(20) }, intake: { ackAfterAppend: 'false' } }, registry, {})
+        .intake.ackAfterAppend,
+    ).toBe(false);
+    const sentinel = storeSchema.parse({
+      sentinel: { name: 'mymaster', nodes: ['10.0.0.1:26379'], tls: 'true' },
+    });
+    expect(sentinel.sentinel?.tls).toBe(true);
+    expect(storeSchema.parse({ cluster: { nodes: ['10.0.0.1:6379'], tls: 'true' } }).cluster?.tls).toBe(true);
+    expect(crmSettingsSchema.parse({ transcriptNote: 'false' }).transcriptNote).toBe(false);
+  });
+
+  it('a value that is no duration is named as such, not "Invalid input"', () => {
+    const admin = { token: 'a'.repeat(20) };
+    const message = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';
+    expect(problems({ admin, console: { linkTtl: '${TTL:-five minutes}' } })).toEqual([
+      `console.linkTtl: ${message}`,
+    ]);
+    expect(problems({ admin, console: { linkTtl: -5 } })).toEqual([`console.linkTtl: ${message}`]);
+    expect(problems({ admin, limits: { timelineRetention: '1.5h' } })).toEqual([
+      `limits.timelineRetention: ${message}`,
+    ]);
+    expect(problems({ admin, intake: { ackAfterAppend: 'yes' } })).toEqual([
+      'intake.ackAfterAppend: Invalid input: expected boolean, received string',
+    ]);
   });
 });

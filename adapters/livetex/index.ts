@@ -23,9 +23,12 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
   intake: [livetexWebhook, livetexLookup],
 
   checkConfig(_channel, config) {
-    // Keys in Redis outlive the process: they must be sealed under a key that does too. The
-    // in-memory store forgets its keys with the process, so the core's ephemeral key is enough.
-    if (config.store.redis && !config.secrets.masterKey) return [{ path: [], message: MASTER_KEY_MESSAGE }];
+    // Keys in a shared store (one Redis, Sentinel or Cluster) outlive the process: they must be
+    // sealed under a key that does too. The in-memory store forgets its keys with the process, so
+    // the core's ephemeral key is enough.
+    const { redis, sentinel, cluster } = config.store;
+    const sharedStore = redis !== undefined || sentinel !== undefined || cluster !== undefined;
+    if (sharedStore && !config.secrets.masterKey) return [{ path: [], message: MASTER_KEY_MESSAGE }];
     return [];
   },
 

@@ -286,7 +286,7 @@ export const KEY_COMMANDS = {
   revoke: {
     name: 'keys revoke',
     summary: 'Revoke an attribute key (takes effect at once on every instance)',
-    options: { kid: { description: 'the key id to revoke', takesValue: true } },
+    options: { kid: { description: 'the key id to revoke', takesValue: true, required: true } },
   },
 } satisfies Record<string, CliCommandInfo>;
 

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import type { z } from 'zod';
 import { listQuerySchema } from '../delivery/api.js';
 import type { Delivery, DeliverySummary } from '../delivery/index.js';
 
@@ -21,7 +22,7 @@ interface Io {
   stderr(line: string): void;
 }
 
-class UsageError extends Error {}
+export class DeliveriesUsageError extends Error {}
 
 function line(item: DeliverySummary): string {
   const error = item.lastError
@@ -30,63 +31,106 @@ function line(item: DeliverySummary): string {
   return `${item.id}  ${item.state}  ${item.destination}  ${item.eventType}  ${item.eventId}  attempts=${item.attempts}${error}`;
 }
 
-async function list(args: string[], delivery: Delivery, io: Io): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      state: { type: 'string' },
-      destination: { type: 'string' },
-      limit: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  const query = listQuerySchema.safeParse({
-    ...(values.state !== undefined ? { state: values.state } : {}),
-    ...(values.destination !== undefined ? { destination: values.destination } : {}),
-    ...(values.limit !== undefined ? { limit: values.limit } : {}),
-  });
-  if (!query.success) {
-    const issue = query.error.issues[0];
-    throw new UsageError(`--${String(issue?.path[0] ?? 'option')}: ${issue?.message ?? 'invalid'}`);
+/** What a deliveries command asks for, checked before any store is opened (bad usage: exit 2). */
+export type DeliveriesRequest =
+  | { command: 'list'; query: z.output<typeof listQuerySchema>; json: boolean }
+  | { command: 'replay'; id: string }
+  | { command: 'replay failed'; destination: string };
+
+/**
+ * Parses `list ...` or `replay ...`. Throws DeliveriesUsageError (or parseArgs' ERR_PARSE_ARGS_*
+ * TypeError) on bad usage, so the CLI can say so before it connects anywhere.
+ */
+export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
+  const [sub, ...rest] = args;
+  if (sub === 'list') {
+    const { values } = parseArgs({
+      args: rest,
+      options: {
+        state: { type: 'string' },
+        destination: { type: 'string' },
+        limit: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+    const query = listQuerySchema.safeParse({
+      ...(values.state !== undefined ? { state: values.state } : {}),
+      ...(values.destination !== undefined ? { destination: values.destination } : {}),
+      ...(values.limit !== undefined ? { limit: values.limit } : {}),
+    });
+    if (!query.success) {
+      const issue = query.error.issues[0];
+      throw new DeliveriesUsageError(
+        `--${String(issue?.path[0] ?? 'option')}: ${issue?.message ?? 'invalid'}`,
+      );
+    }
+    return { command: 'list', query: query.data, json: values.json === true };
   }
-  const found = await delivery.list(query.data);
-  for (const item of found) io.stdout(values.json ? JSON.stringify(item) : line(item));
-  io.stderr(`${found.length} deliver${found.length === 1 ? 'y' : 'ies'}`);
-  return 0;
+  if (sub === 'replay') {
+    const { values } = parseArgs({
+      args: rest,
+      options: {
+        id: { type: 'string' },
+        destination: { type: 'string' },
+        'all-failed': { type: 'boolean' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+    if (values.id !== undefined) {
+      if (values.destination !== undefined || values['all-failed']) {
+        throw new DeliveriesUsageError('give either --id ID or --destination ID --all-failed, not both');
+      }
+      return { command: 'replay', id: values.id };
+    }
+    if (values.destination !== undefined && values['all-failed'])
+      return { command: 'replay failed', destination: values.destination };
+    throw new DeliveriesUsageError('replay needs --id ID, or --destination ID --all-failed');
+  }
+  throw new DeliveriesUsageError(`unknown command 'deliveries ${sub ?? ''}'`.trimEnd());
 }
 
-async function replay(args: string[], delivery: Delivery, io: Io): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      id: { type: 'string' },
-      destination: { type: 'string' },
-      'all-failed': { type: 'boolean' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.id !== undefined) {
-    if (values.destination !== undefined || values['all-failed']) {
-      throw new UsageError('give either --id ID or --destination ID --all-failed, not both');
+/** Is this what parseDeliveriesArgs throws on bad usage? */
+export function isDeliveriesUsageError(error: unknown): boolean {
+  // parseArgs throws TypeErrors with a code for unknown or malformed options.
+  const code = (error as { code?: unknown }).code;
+  return (
+    error instanceof DeliveriesUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
+  );
+}
+
+/** Runs a parsed request. Not found, pending already, store unavailable ...: one line, exit 1. */
+export async function runDeliveriesRequest(
+  request: DeliveriesRequest,
+  delivery: Delivery,
+  io: Io,
+): Promise<number> {
+  try {
+    if (request.command === 'list') {
+      const found = await delivery.list(request.query);
+      for (const item of found) io.stdout(request.json ? JSON.stringify(item) : line(item));
+      io.stderr(`${found.length} deliver${found.length === 1 ? 'y' : 'ies'}`);
+      return 0;
     }
-    const replayed = await delivery.replay(values.id);
-    io.stdout(
-      `replayed ${replayed.id} (${replayed.eventType} ${replayed.eventId} to ${replayed.destination})`,
-    );
-    return 0;
-  }
-  if (values.destination !== undefined && values['all-failed']) {
-    const { replayed } = await delivery.replayFailed(values.destination);
+    if (request.command === 'replay') {
+      const replayed = await delivery.replay(request.id);
+      io.stdout(
+        `replayed ${replayed.id} (${replayed.eventType} ${replayed.eventId} to ${replayed.destination})`,
+      );
+      return 0;
+    }
+    const { replayed } = await delivery.replayFailed(request.destination);
     for (const id of replayed) io.stdout(id);
     io.stderr(
-      `replayed ${replayed.length} failed deliver${replayed.length === 1 ? 'y' : 'ies'} to ${values.destination}`,
+      `replayed ${replayed.length} failed deliver${replayed.length === 1 ? 'y' : 'ies'} to ${request.destination}`,
     );
     return 0;
+  } catch (error) {
+    io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
+    return 1;
   }
-  throw new UsageError('replay needs --id ID, or --destination ID --all-failed');
 }
 
 export async function runDeliveriesCommand(args: string[], delivery: Delivery, io: Io): Promise<number> {
@@ -99,20 +143,14 @@ export async function runDeliveriesCommand(args: string[], delivery: Delivery, i
     io.stdout(USAGE);
     return 0;
   }
+  let request: DeliveriesRequest;
   try {
-    if (sub === 'list') return await list(rest, delivery, io);
-    if (sub === 'replay') return await replay(rest, delivery, io);
-    throw new UsageError(`unknown command 'deliveries ${sub}'`);
+    request = parseDeliveriesArgs(args);
   } catch (error) {
-    // parseArgs throws TypeErrors with a code for unknown or malformed options.
-    const code = (error as { code?: unknown }).code;
-    if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
-      io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
-      io.stderr(USAGE);
-      return 2;
-    }
-    // Not found, pending already, store unavailable ...: one line, exit 1.
+    if (!isDeliveriesUsageError(error)) throw error;
     io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
-    return 1;
+    io.stderr(USAGE);
+    return 2;
   }
+  return runDeliveriesRequest(request, delivery, io);
 }

@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
-import { assertSafeToListen } from '../config/published.js';
+import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
+import type { Config } from '../config/schema.js';
 import type { CliCommand, CliIo } from '../contracts/adapter.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -71,29 +72,38 @@ export function cliLogger(level: Parameters<typeof createLogger>[0]) {
   return createLogger(level, pino.destination({ dest: 2, sync: true }));
 }
 
+/** Config errors already printed line by line: runCli only sets the exit code for these. */
+const explained = new WeakSet<ConfigError>();
+
+function explain(error: ConfigError, io: CliStreams, prefix = ''): void {
+  io.stderr(`${prefix}${error.message}`);
+  for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
+  explained.add(error);
+}
+
 export function loadOrExplain(configPath: string | undefined, io: CliStreams): LoadedConfig {
   try {
     return loadConfig(configPath, defaultRegistry());
   } catch (error) {
-    if (error instanceof ConfigError) {
-      io.stderr(error.message);
-      for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
-    }
+    if (error instanceof ConfigError) explain(error, io);
     throw error;
   }
 }
 
 /**
  * Builds the bridge (web role: no background work) on the config's store, runs `run`, closes.
- * With `sharedState`, refuses the in-memory store before anything runs.
+ * `command.check` sees the loaded config first, so bad usage (an unknown channel) is said
+ * before the store: exit 2 whatever the store. With `sharedState`, then refuses the in-memory
+ * store before anything runs.
  */
 export async function withBridge<T>(
   configPath: string | undefined,
   io: CliStreams,
-  command: Pick<Command, 'name' | 'sharedState'>,
+  command: Pick<Command, 'name' | 'sharedState'> & { check?: (config: Config) => void },
   run: (bridge: Bridge) => Promise<T>,
 ): Promise<T> {
   const { config, source } = loadOrExplain(configPath, io);
+  command.check?.(config);
   // Commands talk to the same store as the running service; they log only problems.
   const logger = cliLogger(config.log.level === 'silent' ? 'silent' : 'warn');
   // The store first, quietly: on the in-memory store the one-line refusal is all there is to say.
@@ -174,6 +184,15 @@ const configCheck: Command = {
   summary: 'Validate the config and print every problem with its path (all at once)',
   async run(values, io) {
     const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    try {
+      // What `start` would refuse is a problem of the config too (issue 10 item 6).
+      assertSafeToListen(config, config.server.host);
+    } catch (error) {
+      if (!(error instanceof PublishedCredentialsError)) throw error;
+      io.stderr(`${source.path}: ${error.message}`);
+      for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
+      return 1;
+    }
     io.stdout(
       `${source.path}: OK (${config.channels.length} channel${config.channels.length === 1 ? '' : 's'}, ` +
         `${config.destinations.length} destination${config.destinations.length === 1 ? '' : 's'}, ` +
@@ -206,9 +225,19 @@ function deliveryCommand(
     options,
     sharedState: true,
     async run(values, io, args) {
-      const { runDeliveriesCommand } = await import('./deliveries.js');
+      const { isDeliveriesUsageError, parseDeliveriesArgs, runDeliveriesRequest } = await import(
+        './deliveries.js'
+      );
+      // Options first: bad usage is exit 2 whatever the store (the in-memory refusal is exit 1).
+      let request: ReturnType<typeof parseDeliveriesArgs>;
+      try {
+        request = parseDeliveriesArgs([name, ...args]);
+      } catch (error) {
+        if (isDeliveriesUsageError(error)) throw new UsageError((error as Error).message);
+        throw error;
+      }
       return withBridge(values.config as string | undefined, io, command, (bridge) =>
-        runDeliveriesCommand([name, ...args], bridge.delivery, io),
+        runDeliveriesRequest(request, bridge.delivery, io),
       );
     },
   };
@@ -228,6 +257,7 @@ function vendorCommands(): Command[] {
         options[option] = {
           description: spec.description,
           ...(spec.takesValue ? { value: option.toUpperCase() } : {}),
+          ...(spec.required ? { required: true } : {}),
         };
       }
       byName.set(info.name, {
@@ -242,9 +272,20 @@ function vendorCommands(): Command[] {
   return [...byName.values()];
 }
 
+/** An unknown channel, or one whose vendor has no such command, is bad usage: said before the store. */
+function checkChannelCommand(name: string, channelId: string, config: Config): void {
+  const channel = config.channels.find((candidate) => candidate.id === channelId);
+  if (!channel) throw new UsageError(`no channel '${channelId}' in the config`);
+  const declared = defaultRegistry().get(channel.vendor)?.commands ?? [];
+  if (!declared.some((command) => command.name === name))
+    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}'`);
+}
+
 async function runChannelCommand(name: string, values: OptionValues, io: CliStreams): Promise<number> {
   const channelId = values.channel as string;
-  return withBridge(values.config as string | undefined, io, { name, sharedState: true }, async (bridge) => {
+  const configPath = values.config as string | undefined;
+  const check = (config: Config) => checkChannelCommand(name, channelId, config);
+  return withBridge(configPath, io, { name, sharedState: true, check }, async (bridge) => {
     const entry = bridge.channels.get(channelId);
     if (!entry) throw new UsageError(`no channel '${channelId}' in the config`);
     const command: CliCommand | undefined = (entry.runtime.commands ?? []).find(
@@ -379,7 +420,11 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
       io.stderr(`Run 'chatbridge --help' for usage.`);
       return 2;
     }
-    if (error instanceof ConfigError) return 1; // already explained line by line
+    if (error instanceof ConfigError) {
+      // One raised after the config loaded (building the bridge) has not been said yet.
+      if (!explained.has(error)) explain(error, io, 'chatbridge: ');
+      return 1;
+    }
     const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
     io.stderr(`chatbridge: ${message}`);
     return 1;

@@ -6,18 +6,29 @@ import { z } from 'zod';
  * and `loadConfig` checks every channel against its adapter's schema (see src/registry.ts).
  */
 
-/** "5s", "5m", "2h", "1d", "250ms" or a plain number of milliseconds. */
-export const durationSchema = z.union([
-  z.number().int().nonnegative(),
-  z
-    .string()
-    .regex(/^\d+(ms|s|m|h|d)$/, 'a duration like 0s, 5s, 5m, 2h or 1d')
-    .transform((value) => {
-      const match = /^(\d+)(ms|s|m|h|d)$/.exec(value)!;
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms'];
-      return Number(match[1]) * unit;
-    }),
-]);
+const DURATION_UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION_MESSAGE = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';
+
+/**
+ * "5s", "5m", "2h", "1d", "250ms" or a plain number of milliseconds, as a number or (from
+ * `${VAR}` substitution) a string: "5000". Anything else is named as what it should be.
+ */
+export const durationSchema = z
+  .union([z.number(), z.string()], { error: DURATION_MESSAGE })
+  .transform((value, ctx) => {
+    const match = typeof value === 'string' ? /^(\d+)(ms|s|m|h|d)?$/.exec(value) : null;
+    const milliseconds =
+      typeof value === 'number'
+        ? value
+        : match
+          ? Number(match[1]) * DURATION_UNITS[(match[2] ?? 'ms') as keyof typeof DURATION_UNITS]
+          : Number.NaN;
+    if (!Number.isSafeInteger(milliseconds) || milliseconds < 0) {
+      ctx.addIssue({ code: 'custom', message: DURATION_MESSAGE });
+      return z.NEVER;
+    }
+    return milliseconds;
+  });
 
 /**
  * Numbers and booleans may come from `${VAR}` substitution as strings: accept "3000" as 3000 and
@@ -186,7 +197,7 @@ export const crmSettingsSchema = z.strictObject({
       dueIn: durationSchema.default(3_600_000),
     })
     .prefault({}),
-  transcriptNote: z.boolean().default(true),
+  transcriptNote: boolLike.default(true),
   /** Requests per second to the CRM, shared by every instance; defaults to the connector's limit. */
   rateLimit: intLike(z.number().int().positive().max(100)).optional(),
 });
@@ -279,7 +290,7 @@ export const storeSchema = z
         sentinelUsername: optionalSecret,
         sentinelPassword: optionalSecret,
         db: intLike(z.number().int().min(0).max(15)).default(0),
-        tls: z.boolean().default(false),
+        tls: boolLike.default(false),
       })
       .optional(),
     cluster: z
@@ -287,7 +298,7 @@ export const storeSchema = z
         nodes: z.array(redisNodeSchema).min(1, 'at least one Cluster node, like 10.0.0.1:6379'),
         username: optionalSecret,
         password: optionalSecret,
-        tls: z.boolean().default(false),
+        tls: boolLike.default(false),
       })
       .optional(),
     /**
@@ -408,7 +419,7 @@ export const configSchema = z.strictObject({
    */
   intake: z
     .strictObject({
-      ackAfterAppend: z.boolean().default(false),
+      ackAfterAppend: boolLike.default(false),
       maxBacklog: intLike(z.number().int().positive()).default(10_000),
     })
     .prefault({}),

@@ -56,8 +56,11 @@ export interface CliCommand {
   /** e.g. `keys generate`, `sync agents`. Invoked as `chatbridge <name> --channel ID [options]`. */
   name: string;
   summary: string;
-  /** Options besides --channel, for --help and parsing: name -> description. Boolean unless `takesValue`. */
-  options?: Record<string, { description: string; takesValue?: boolean }>;
+  /**
+   * Options besides --channel, for --help and parsing: name -> description. Boolean unless
+   * `takesValue`; a `required` one missing is bad usage (exit 2) before anything connects.
+   */
+  options?: Record<string, { description: string; takesValue?: boolean; required?: boolean }>;
   run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
 }
 
