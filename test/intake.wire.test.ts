@@ -79,6 +79,21 @@ describe('lenient wire parsing', () => {
     expect(wireId.safeParse(Number.NaN).success).toBe(false);
   });
 
+  it('reads an id holding a lone surrogate as no id (it cannot be keyed or stored losslessly)', () => {
+    for (const value of ['77\ud800', '\udc00x', 'a\ud800\ud800']) {
+      expect(wireId.safeParse(value).success, value).toBe(false);
+      expect(z.object({ id: softId() }).parse({ id: value }), value).toEqual({ id: undefined });
+    }
+    // A pair is one code point: a well-formed id.
+    expect(wireId.parse('p-\ud83d\ude00')).toBe('p-\ud83d\ude00');
+    expect(z.object({ id: softId() }).parse({ id: 'p-\ud83d\ude00' })).toEqual({ id: 'p-\ud83d\ude00' });
+  });
+
+  it('digests text with lone surrogates losslessly (UTF-8 would make them all U+FFFD)', () => {
+    const digests = ['k\ud800', 'k\ud801', 'k\udc00', 'k\ufffd'].map((value) => digest(value));
+    expect(new Set(digests).size).toBe(4);
+  });
+
   it('reads times as ISO text, Unix seconds or milliseconds (numbers or numeric text), else nothing', () => {
     expect(isoTime(1718610000)).toBe('2024-06-17T07:40:00.000Z');
     expect(isoTime(1718610000123)).toBe('2024-06-17T07:40:00.123Z');

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { digest as losslessDigest, wellFormed } from '../digest.js';
 import { isoFromMs } from '../isotime.js';
 
 /**
@@ -44,12 +44,14 @@ export function softArray<T extends z.ZodType>(item: T) {
 
 /**
  * Ids arrive as `"2016"` or `2016` depending on the vendor's serialiser, sometimes both in one
- * payload: always compare and store the trimmed string. Empty is no id.
+ * payload: always compare and store the trimmed string. Empty is no id, and so is one with a
+ * lone surrogate (JSON's `"\ud800"`): Redis keys and values are UTF-8, which writes every lone
+ * surrogate as U+FFFD, so `77\ud800` and `77\ud801` would be one id there.
  */
 export const wireId = z
   .union([z.string(), z.number().finite()])
   .transform((value) => String(value).trim())
-  .pipe(z.string().min(1));
+  .pipe(z.string().min(1).refine(wellFormed, 'an id without lone surrogates'));
 
 /** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
 export const wireText = z.union([z.string(), z.number().finite()]).transform((value) => String(value));
@@ -83,11 +85,14 @@ export const softText = lenient((value) =>
 /** soft(z.string()). */
 export const softString = lenient((value) => (typeof value === 'string' ? value : undefined));
 
-/** soft(wireId) (and soft(wireId.pipe(z.string().max(max)))): trimmed, non-empty, at most `max`. */
+/**
+ * soft(wireId) (and soft(wireId.pipe(z.string().max(max)))): trimmed, non-empty, well-formed (no
+ * lone surrogate), at most `max`.
+ */
 export function softId(max = Number.POSITIVE_INFINITY) {
   return lenient((value) => {
     const id = typeof value === 'string' ? value.trim() : finite(value) ? String(value).trim() : undefined;
-    return id && id.length <= max ? id : undefined;
+    return id && id.length <= max && wellFormed(id) ? id : undefined;
   });
 }
 
@@ -136,10 +141,11 @@ export function isoTime(value: string | number | null | undefined): string | und
 /**
  * A short stable digest for keys (idempotency keys, store keys, logged subjects). Each adapter
  * keeps the length and encoding its stored keys were made with: changing them would make every
- * redelivery after an upgrade look new.
+ * redelivery after an upgrade look new. SHA-256 of the UTF-8 text; a text with a lone surrogate
+ * is hashed losslessly instead (src/digest.ts), so two that differ only there never share one.
  */
 export function digest(value: string, length = 32, encoding: 'hex' | 'base64url' = 'base64url'): string {
-  return createHash('sha256').update(value).digest(encoding).slice(0, length);
+  return losslessDigest('sha256', value, encoding).slice(0, length);
 }
 
 /** JSON with sorted keys (undefined members left out), so the same data always hashes the same. */
