@@ -9,7 +9,7 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { digest, first, isoTime, text } from '../../src/intake/wire.js';
+import { digest, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
 import type { LookupAnswer, LookupAttribute } from './codec.js';
 import {
   type ConversationInput,
@@ -342,7 +342,8 @@ export function identifiersOf(client: ClientInfo, channelId: string): Identifier
  * contact within the channel, so the record is kept rather than dropped.
  */
 export function dialogIdentifier(dialogKey: string, channelId: string): Identifier {
-  return { kind: 'dialog', value: dialogKey, channelId };
+  // An identifier holds at most 512 characters; a dialog id with its ordinal may be longer.
+  return { kind: 'dialog', value: dialogKey.length <= 512 ? dialogKey : keyPart(dialogKey), channelId };
 }
 
 export function hashOf(value: string): string {
@@ -390,7 +391,9 @@ export function observationsOf(input: ObservationInput): Observation[] {
     ),
   };
   const agentNames = record.agents.map(agentLabel).filter((name) => name !== undefined);
-  const keyOf = (event: string, extra = '') => `${VENDOR}:${channelId}:${dialogKey}:${event}${extra}`;
+  // A long dialog id (up to 512 characters, and its ordinal) is digested in the key (keyPart).
+  const keyOf = (event: string, extra = '') =>
+    `${VENDOR}:${channelId}:${keyPart(dialogKey)}:${event}${extra}`;
   const observations: Observation[] = [];
 
   if (record.event === 'closed') {

@@ -123,6 +123,8 @@ export function first<T>(...values: (T | null | undefined)[]): T | undefined {
  * A vendor time as ISO 8601: ISO text as is (any offset), numbers and numeric text as Unix time.
  * Seconds are documented everywhere, but a value of 1e11 or more can only be milliseconds (as
  * seconds it would be a date after the year 5000). Negative, non-finite or unreadable: undefined.
+ * So is a time outside the years 0000–9999: ISO 8601 writes those with a sign and six digits
+ * (`+010000-01-01…`), which an observation refuses, so one odd time would cost the whole event.
  */
 export function isoTime(value: string | number | null | undefined): string | undefined {
   if (value === null || value === undefined) return undefined;
@@ -130,13 +132,19 @@ export function isoTime(value: string | number | null | undefined): string | und
     typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
   if (numeric !== undefined) {
     if (!Number.isFinite(numeric) || numeric < 0) return undefined;
-    const ms = numeric >= 1e11 ? numeric : numeric * 1000;
-    // What `new Date(ms)` would hold (TimeClip): nothing past ±8.64e15, else the integer part.
-    return ms > 8.64e15 ? undefined : isoFromMs(Math.trunc(ms));
+    // The integer part, as `new Date(ms)` would hold it (TimeClip).
+    const ms = Math.trunc(numeric >= 1e11 ? numeric : numeric * 1000);
+    return ms > LAST_FOUR_DIGIT_MS ? undefined : isoFromMs(ms);
   }
   const parsed = Date.parse(value as string);
-  return Number.isNaN(parsed) ? undefined : isoFromMs(parsed);
+  return Number.isNaN(parsed) || parsed < FIRST_FOUR_DIGIT_MS || parsed > LAST_FOUR_DIGIT_MS
+    ? undefined
+    : isoFromMs(parsed);
 }
+
+/** 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the times ISO 8601 writes with four digits. */
+const FIRST_FOUR_DIGIT_MS = -62_167_219_200_000;
+const LAST_FOUR_DIGIT_MS = 253_402_300_799_999;
 
 /**
  * A short stable digest for keys (idempotency keys, store keys, logged subjects). Each adapter
@@ -146,6 +154,26 @@ export function isoTime(value: string | number | null | undefined): string | und
  */
 export function digest(value: string, length = 32, encoding: 'hex' | 'base64url' = 'base64url'): string {
   return losslessDigest('sha256', value, encoding).slice(0, length);
+}
+
+/**
+ * The longest part of an idempotency key kept as it is (keyPart): three such parts and a vendor's
+ * prefix stay well within the 512 characters an observation's key may have.
+ */
+export const KEY_PART_MAX = 200;
+
+/**
+ * One part of an idempotency key that comes from the vendor (a chat, dialog, customer or message
+ * id, a status): as it is when it has at most KEY_PART_MAX characters, else `~` and its digest,
+ * so that a long vendor id never fails the event on the key's length. A part with a lone
+ * surrogate, or one that itself starts with `~`, is digested too: the key is then safe for the
+ * store (UTF-8) and a digest never equals a part kept as it is. Every adapter builds its keys'
+ * vendor parts with this; the parts kept as they are are what stored keys were made with.
+ */
+export function keyPart(value: string): string {
+  return value.length <= KEY_PART_MAX && !value.startsWith('~') && wellFormed(value)
+    ? value
+    : `~${digest(value)}`;
 }
 
 /** JSON with sorted keys (undefined members left out), so the same data always hashes the same. */
