@@ -192,11 +192,12 @@ function messageOf(message: MessageInput): TranscriptMessage | undefined {
 const PERSON_KEYS = ['personId', 'person_id', 'customVisitorToken', 'custom_visitor_token'];
 
 function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
-  const client: ClientInfo = { personIds: [], emails: [], phones: [], attributes: {} };
+  // Null-prototype attributes: `__proto__`, `constructor` and the like are ordinary names.
+  const client: ClientInfo = { personIds: [], emails: [], phones: [], attributes: Object.create(null) };
   if (!discourser) return client;
   const name = text(discourser.name);
   if (name) client.name = name;
-  const attributes = discourser.attributes ?? {};
+  const attributes: Record<string, unknown> = discourser.attributes ?? Object.create(null);
   const personValues = [
     discourser.personId,
     discourser.person_id,

@@ -196,6 +196,21 @@ describe('livetex dialog webhook', () => {
     });
   });
 
+  it('keeps attributes named __proto__, constructor or toString as ordinary attributes', async () => {
+    // JSON text: `__proto__` is an own key of the parsed body, as a vendor's JSON makes it.
+    const body =
+      '{"Conversation":{"id":"proto-attrs"},"discourser":{"personId":"p-proto-attrs","attributes":' +
+      '{"__proto__":"x","constructor":"c","toString":"t","plan":"gold"}}}';
+    expect(await deliver(bridge, 'web', body)).toMatchObject({ status: 200, body: { ok: true } });
+    const contact = await contactOf(bridge, 'person:p-proto-attrs');
+    expect(Object.keys(contact.attributes).sort()).toEqual(['__proto__', 'constructor', 'plan', 'toString']);
+    expect(Object.getOwnPropertyDescriptor(contact.attributes, '__proto__')?.value).toMatchObject({
+      value: 'x',
+      channelId: 'web',
+    });
+    expect(contact.attributes.constructor).toMatchObject({ value: 'c' });
+  });
+
   it('answers bad JSON with 400 and keeps it as rejected; unknown events are kept as unhandled and answered ok', async () => {
     const bad = await deliver(bridge, 'web', '{"Conversation": ');
     expect(bad.status).toBe(400);
