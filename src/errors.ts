@@ -97,8 +97,8 @@ export class PayloadTooLargeError extends AppError {
  * gave up retries the delivery.
  */
 export class RequestClosedError extends AppError {
-  constructor() {
-    super('request_closed', 400, 'the request was closed before its body was complete');
+  constructor(options?: Pick<AppErrorOptions, 'cause'>) {
+    super('request_closed', 400, 'the request was closed before its body was complete', options);
   }
 }
 

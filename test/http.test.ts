@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBridge } from '../src/bridge.js';
@@ -222,6 +223,77 @@ describe('logs', () => {
     expect(text).toContain('/webhooks/echo/site/***');
     expect(text).not.toContain(TOKEN);
     expect(text).not.toContain('admin-secret-token-123456');
+  });
+});
+
+describe('a client that goes away mid-body', () => {
+  it('is counted as request_closed, not as a 500 "unhandled error"', async () => {
+    // A raw socket: headers promising 100 bytes, 18 of them, then the connection is destroyed.
+    // Node emits the request's 'error' ("aborted", ECONNRESET) before its 'close'.
+    const { connect } = await import('node:net');
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const registry = new AdapterRegistry([echoAdapter]);
+    const parsed = parseConfig(
+      {
+        admin: { token: 'admin-secret-token-123456' },
+        server: { port: 0, host: '127.0.0.1' },
+        channels: config.channels,
+        metrics: { token: 'metrics-token-0123456789' },
+        log: { level: 'info' },
+      },
+      registry,
+      {},
+    );
+    const bridge = await createBridge({ config: parsed, registry, logger: createLogger('info', sink) });
+    const server = await bridge.listen(0, '127.0.0.1');
+    const port = (server.address() as { port: number }).port;
+    let arrived: IncomingMessage | undefined;
+    server.once('request', (request: IncomingMessage) => {
+      arrived = request;
+    });
+    try {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {}); // we hang up ourselves
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(
+        `POST /webhooks/echo/site/${TOKEN} HTTP/1.1\r\nhost: 127.0.0.1\r\n` +
+          'content-type: application/json\r\ncontent-length: 100\r\n\r\n{"event":"x","vis',
+      );
+      // Destroyed once the bridge is reading the body (its listeners are on the request): a
+      // request closed before that was already refused as request_closed.
+      for (let attempt = 0; attempt < 200 && !(arrived && arrived.listenerCount('data') > 0); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(arrived?.listenerCount('data')).toBeGreaterThan(0);
+      socket.destroy();
+      const accessLine = () =>
+        lines
+          .map((line) => JSON.parse(line) as { msg: string; path?: string; status?: number })
+          .find((line) => line.msg === 'request' && line.path?.startsWith('/webhooks/echo/'));
+      for (let attempt = 0; attempt < 200 && accessLine() === undefined; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(accessLine()).toBeDefined();
+      expect(accessLine()?.status).toBe(400);
+      expect(lines.filter((line) => line.includes('"level":50'))).toEqual([]);
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${port}/metrics`, {
+          headers: { authorization: 'Bearer metrics-token-0123456789' },
+        })
+      ).text();
+      expect(metrics).toContain(
+        'chatbridge_intake_total{vendor="echo",event="unknown",outcome="request_closed"} 1',
+      );
+      expect(metrics).not.toContain('outcome="error"');
+    } finally {
+      await bridge.close();
+    }
   });
 });
 

@@ -8,6 +8,8 @@ import {
   digest,
   first,
   isoTime,
+  KEY_PART_MAX,
+  keyPart,
   soft,
   softArray,
   softId,
@@ -79,6 +81,21 @@ describe('lenient wire parsing', () => {
     expect(wireId.safeParse(Number.NaN).success).toBe(false);
   });
 
+  it('reads an id holding a lone surrogate as no id (it cannot be keyed or stored losslessly)', () => {
+    for (const value of ['77\ud800', '\udc00x', 'a\ud800\ud800']) {
+      expect(wireId.safeParse(value).success, value).toBe(false);
+      expect(z.object({ id: softId() }).parse({ id: value }), value).toEqual({ id: undefined });
+    }
+    // A pair is one code point: a well-formed id.
+    expect(wireId.parse('p-\ud83d\ude00')).toBe('p-\ud83d\ude00');
+    expect(z.object({ id: softId() }).parse({ id: 'p-\ud83d\ude00' })).toEqual({ id: 'p-\ud83d\ude00' });
+  });
+
+  it('digests text with lone surrogates losslessly (UTF-8 would make them all U+FFFD)', () => {
+    const digests = ['k\ud800', 'k\ud801', 'k\udc00', 'k\ufffd'].map((value) => digest(value));
+    expect(new Set(digests).size).toBe(4);
+  });
+
   it('reads times as ISO text, Unix seconds or milliseconds (numbers or numeric text), else nothing', () => {
     expect(isoTime(1718610000)).toBe('2024-06-17T07:40:00.000Z');
     expect(isoTime(1718610000123)).toBe('2024-06-17T07:40:00.123Z');
@@ -96,12 +113,46 @@ describe('lenient wire parsing', () => {
     expect(isoTime(1718610000.5)).toBe('2024-06-17T07:40:00.500Z');
     expect(isoTime(8.64e12)).toBe(throughDate(8.64e12));
     expect(isoTime(8.64e15 + 1)).toBeUndefined();
+    // Only years 0000–9999: observations refuse toISOString's six-digit years (+010000-…).
+    const lastMs = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+    const fourDigits = (value: number) => {
+      const ms = Math.trunc(value >= 1e11 ? value : value * 1000);
+      return ms > lastMs ? undefined : throughDate(value);
+    };
     fc.assert(
       fc.property(fc.double({ min: 0, max: 1e16, noNaN: true }), (value) => {
-        expect(isoTime(value)).toBe(throughDate(value));
+        expect(isoTime(value)).toBe(fourDigits(value));
       }),
       { numRuns: 5000 },
     );
+  });
+
+  it('reads a time outside the years 0000–9999 as no time', () => {
+    for (const outside of [
+      '10000-01-01',
+      '+010000-01-01T00:00:00Z',
+      '-000001-12-31T00:00:00Z',
+      '+275760-09-13T00:00:00Z',
+      253_402_300_800_000,
+      '253402300800000',
+    ]) {
+      expect(isoTime(outside), String(outside)).toBeUndefined();
+    }
+    expect(isoTime('9999-12-31T23:59:59.999Z')).toBe('9999-12-31T23:59:59.999Z');
+    expect(isoTime(253_402_300_799_999)).toBe('9999-12-31T23:59:59.999Z');
+    expect(isoTime('0000-01-01T00:00:00Z')).toBe('0000-01-01T00:00:00.000Z');
+    expect(isoTime('1969-07-20T20:17:40Z')).toBe('1969-07-20T20:17:40.000Z');
+  });
+
+  it('keyPart keeps short parts and replaces long or ill-formed ones by a digest', () => {
+    expect(keyPart('884213-2')).toBe('884213-2');
+    expect(keyPart('d'.repeat(KEY_PART_MAX))).toBe('d'.repeat(KEY_PART_MAX));
+    const long = keyPart('d'.repeat(494));
+    expect(long).toBe(`~${digest('d'.repeat(494))}`);
+    expect(keyPart('d'.repeat(495))).not.toBe(long);
+    // Never one a short part could be: those that look like a digest are digested too.
+    expect(keyPart(long)).not.toBe(long);
+    expect(keyPart('a\ud800')).not.toBe(keyPart('a\ud801'));
   });
 
   it('keeps the digests stored keys were made with', () => {

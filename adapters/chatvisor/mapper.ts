@@ -1,5 +1,5 @@
 import type { Identifier, Observation, TranscriptMessage } from '../../src/contacts/types.js';
-import { digest as sha256Digest } from '../../src/intake/wire.js';
+import { keyPart, digest as sha256Digest } from '../../src/intake/wire.js';
 import { CONVERSATION_STATUS, CUSTOMER_SENDER } from './operations.js';
 import type { Conversation, CustomerIdentity, Message } from './schemas.js';
 
@@ -24,8 +24,9 @@ export function digest(value: string): string {
   return sha256Digest(value, 22);
 }
 
+/** Long vendor values (ids, a status) are digested in keys (keyPart), so no key outgrows 512. */
 export function conversationKey(conversation: Conversation): string {
-  return `conversation:${conversation.customerId}:${conversation.status}:${digest(conversation.lastMessageText ?? '')}`;
+  return `conversation:${keyPart(conversation.customerId)}:${keyPart(conversation.status)}:${digest(conversation.lastMessageText ?? '')}`;
 }
 
 /** What tells one of a customer's messages from another: its id, or its text and time without one. */
@@ -34,7 +35,7 @@ export function messageIdentity(message: Message): string {
 }
 
 export function messageKey(message: Message): string {
-  return `message:${message.customerId}:${messageIdentity(message)}`;
+  return `message:${keyPart(message.customerId)}:${keyPart(messageIdentity(message))}`;
 }
 
 /**
@@ -193,7 +194,7 @@ export function profileObservation(input: {
     channelId: input.channelId,
     vendor: VENDOR,
     at: input.at,
-    idempotencyKey: `profile:${customer.customerId}:${profileDigest(customer)}`,
+    idempotencyKey: `profile:${keyPart(customer.customerId)}:${profileDigest(customer)}`,
     identifiers: customerIdentifiers(input.channelId, customer.customerId, customer),
     names: profileNames(customer),
   };

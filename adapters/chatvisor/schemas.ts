@@ -76,8 +76,11 @@ export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
 
 // ---- What Chatvisor sends ------------------------------------------------------------------
 
-/** Ids are strings in webhooks but numbers in some examples (§3): normalise to a string. */
-const idLike = wireId;
+/**
+ * Ids are strings in webhooks but numbers in some examples (§3): normalise to a string. Longer
+ * than 512 is no id (an identifier holds at most that; the body is kept as unhandled).
+ */
+const idLike = wireId.pipe(z.string().max(512));
 const optionalText = z
   .union([z.string(), z.number()])
   .nullish()

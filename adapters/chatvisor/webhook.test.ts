@@ -102,6 +102,34 @@ describe('Chatvisor webhooks', () => {
     expect(entries[0]!.at).toBe('2024-05-14T09:31:12.418Z');
   });
 
+  it('records events with long customer, status and message ids, or a time past the year 9999, instead of a 400', async () => {
+    const test = runtimeWith();
+    const customerId = `c${'x'.repeat(479)}`;
+    const conversation = { customerId, status: `UNREAD${'Y'.repeat(474)}`, lastMessage: 'hi' };
+    expect(await test.webhook(conversation)).toMatchObject({ event: 'conversation', outcome: 'ok' });
+    const message = {
+      id: `m${'z'.repeat(479)}`,
+      customerId,
+      text: 'Can I change the delivery address?',
+      sender: 'CUSTOMER',
+      createdAt: '10000-01-01',
+    };
+    expect(await test.webhook(message)).toMatchObject({ event: 'message', outcome: 'ok' });
+    // The same delivery again is a repeat.
+    expect(await test.webhook(message)).toMatchObject({ event: 'message', outcome: 'duplicate' });
+    await test.runtime.idle();
+    const entries = await timeline(test, customerId);
+    expect(entries.map((entry) => entry.type).sort()).toEqual(['conversation.started', 'message.received']);
+    const received = entries.find((entry) => entry.type === 'message.received');
+    // The unreadable time is dropped: the message is dated by its arrival.
+    expect(received?.at).toMatch(/^\d{4}-\d\d-\d\dT/);
+    // A customer id longer than 512 is no id: the body is kept as unhandled, answered ok.
+    expect(await test.webhook({ ...conversation, customerId: 'c'.repeat(513) })).toMatchObject({
+      body: { ok: true },
+      outcome: 'unhandled',
+    });
+  });
+
   it('refuses a body that is not JSON with a 400 error', async () => {
     const test = runtimeWith();
     await expect(test.webhook('{"customerId": ')).rejects.toBeInstanceOf(BadRequestError);

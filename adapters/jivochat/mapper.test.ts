@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { observationSchema } from '../../src/contacts/types.js';
 import { parseIntakeRequest } from '../../src/intake/pipeline.js';
-import { isRecord } from '../../src/intake/wire.js';
+import { digest, isRecord } from '../../src/intake/wire.js';
 import { hashOf, idempotencyKeyOf, type MapInput, readPath, toObservation } from './mapper.js';
 import { isKnownEvent, jivochatSettingsSchema, jivoEnvelopeSchema } from './schemas.js';
 import { jivochatWebhook } from './webhook.js';
@@ -291,6 +291,26 @@ describe('jivochat idempotency keys', () => {
     const attributes = input('client_attribute_updated.json');
     expect(idempotencyKeyOf(attributes)).toBe(
       `jivochat:shop-site:client_attribute_updated:31507:${hashOf(attributes.envelope.attributes)}`,
+    );
+  });
+
+  it('digests a chat id longer than the kit keeps (keyPart); shorter ones and long keys as before', () => {
+    const withChat = (chat: string) => {
+      const finished = input('chat_finished.json');
+      finished.envelope = { ...finished.envelope, chat_id: chat };
+      return idempotencyKeyOf(finished);
+    };
+    expect(withChat('c'.repeat(200))).toBe(`jivochat:shop-site:chat_finished:${'c'.repeat(200)}`);
+    expect(withChat('c'.repeat(201))).toBe(`jivochat:shop-site:chat_finished:~${digest('c'.repeat(201))}`);
+    // Two parts of 200 make a key over 400: hashed whole, as keys were made before.
+    const transfer = input('chat_accepted.json');
+    transfer.envelope = {
+      ...transfer.envelope,
+      chat_id: 'c'.repeat(200),
+      agent: { ...transfer.envelope.agent, id: 'a'.repeat(200) },
+    };
+    expect(idempotencyKeyOf(transfer)).toBe(
+      `jivochat:shop-site:chat_accepted:${hashOf(['c'.repeat(200), 'a'.repeat(200)])}`,
     );
   });
 

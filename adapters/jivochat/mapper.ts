@@ -9,7 +9,7 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { canonicalJson, digest, isoTime, isRecord, text } from '../../src/intake/wire.js';
+import { canonicalJson, digest, isoTime, isRecord, keyPart, text } from '../../src/intake/wire.js';
 import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
 
@@ -218,6 +218,9 @@ export function idempotencyKeyOf(input: MapInput): string {
   }
   // Without a chat or client id there is nothing stable to key on but the payload itself.
   if (parts.every((part) => part === '-')) parts = [hashOf(raw)];
+  // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
+  // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
+  parts = parts.map(keyPart);
   const key = `${VENDOR}:${input.channelId}:${eventName}:${parts.join(':')}`;
   return key.length <= 400 ? key : `${VENDOR}:${input.channelId}:${eventName}:${hashOf(parts)}`;
 }

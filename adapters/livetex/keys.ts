@@ -1,14 +1,8 @@
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHash,
-  createSecretKey,
-  type KeyObject,
-  randomBytes,
-} from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/contracts/adapter.js';
+import { digest } from '../../src/digest.js';
 import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
 import type { Store } from '../../src/store/types.js';
 import { KEY_BYTES } from './codec.js';
@@ -65,7 +59,8 @@ export function jtiClaim(
   const validUntilMs = (claims.exp + maxClockSkewSeconds) * 1000;
   const ttlMs = Math.max(1000, Math.ceil(validUntilMs - now.getTime()) + 1000);
   return {
-    key: `livetex:${channelId}:jti:${createHash('sha256').update(claims.jti).digest('base64url')}`,
+    // Lossless (src/digest.ts): two jti that differ only in a lone surrogate are two tokens.
+    key: `livetex:${channelId}:jti:${digest('sha256', claims.jti, 'base64url')}`,
     ttlMs,
   };
 }

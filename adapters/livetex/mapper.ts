@@ -9,7 +9,7 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { digest, first, isoTime, text } from '../../src/intake/wire.js';
+import { digest, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
 import type { LookupAnswer, LookupAttribute } from './codec.js';
 import {
   type ConversationInput,
@@ -192,11 +192,12 @@ function messageOf(message: MessageInput): TranscriptMessage | undefined {
 const PERSON_KEYS = ['personId', 'person_id', 'customVisitorToken', 'custom_visitor_token'];
 
 function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
-  const client: ClientInfo = { personIds: [], emails: [], phones: [], attributes: {} };
+  // Null-prototype attributes: `__proto__`, `constructor` and the like are ordinary names.
+  const client: ClientInfo = { personIds: [], emails: [], phones: [], attributes: Object.create(null) };
   if (!discourser) return client;
   const name = text(discourser.name);
   if (name) client.name = name;
-  const attributes = discourser.attributes ?? {};
+  const attributes: Record<string, unknown> = discourser.attributes ?? Object.create(null);
   const personValues = [
     discourser.personId,
     discourser.person_id,
@@ -342,7 +343,8 @@ export function identifiersOf(client: ClientInfo, channelId: string): Identifier
  * contact within the channel, so the record is kept rather than dropped.
  */
 export function dialogIdentifier(dialogKey: string, channelId: string): Identifier {
-  return { kind: 'dialog', value: dialogKey, channelId };
+  // An identifier holds at most 512 characters; a dialog id with its ordinal may be longer.
+  return { kind: 'dialog', value: dialogKey.length <= 512 ? dialogKey : keyPart(dialogKey), channelId };
 }
 
 export function hashOf(value: string): string {
@@ -390,7 +392,9 @@ export function observationsOf(input: ObservationInput): Observation[] {
     ),
   };
   const agentNames = record.agents.map(agentLabel).filter((name) => name !== undefined);
-  const keyOf = (event: string, extra = '') => `${VENDOR}:${channelId}:${dialogKey}:${event}${extra}`;
+  // A long dialog id (up to 512 characters, and its ordinal) is digested in the key (keyPart).
+  const keyOf = (event: string, extra = '') =>
+    `${VENDOR}:${channelId}:${keyPart(dialogKey)}:${event}${extra}`;
   const observations: Observation[] = [];
 
   if (record.event === 'closed') {

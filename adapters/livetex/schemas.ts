@@ -98,6 +98,21 @@ export type ConversationInput = z.infer<typeof conversationSchema>;
 
 const contactEntrySchema = z.looseObject({ type: softString, value: softString });
 
+/**
+ * The widget's attribute map, read by hand: z.record would silently drop a key named
+ * "__proto__", which is an ordinary attribute name (README, Security). Values are kept as they
+ * are (the mapper keeps strings, numbers and booleans) in a null-prototype object.
+ */
+export const attributeMapSchema = z.unknown().transform((input, ctx) => {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    ctx.addIssue({ code: 'custom', message: 'an object' });
+    return z.NEVER;
+  }
+  const out: Record<string, unknown> = Object.create(null);
+  for (const [key, value] of Object.entries(input as Record<string, unknown>)) out[key] = value;
+  return out;
+});
+
 export const discourserSchema = z.looseObject({
   id: softId(512),
   name: softString,
@@ -111,7 +126,7 @@ export const discourserSchema = z.looseObject({
   phone: softString,
   contacts: soft(z.array(contactEntrySchema.catch({}))),
   /** The widget's attribute maps (`setConversationAttributes`) may carry the person id. */
-  attributes: soft(z.record(z.string(), z.unknown())),
+  attributes: soft(attributeMapSchema),
 });
 export type DiscourserInput = z.infer<typeof discourserSchema>;
 

@@ -196,6 +196,21 @@ describe('livetex dialog webhook', () => {
     });
   });
 
+  it('keeps attributes named __proto__, constructor or toString as ordinary attributes', async () => {
+    // JSON text: `__proto__` is an own key of the parsed body, as a vendor's JSON makes it.
+    const body =
+      '{"Conversation":{"id":"proto-attrs"},"discourser":{"personId":"p-proto-attrs","attributes":' +
+      '{"__proto__":"x","constructor":"c","toString":"t","plan":"gold"}}}';
+    expect(await deliver(bridge, 'web', body)).toMatchObject({ status: 200, body: { ok: true } });
+    const contact = await contactOf(bridge, 'person:p-proto-attrs');
+    expect(Object.keys(contact.attributes).sort()).toEqual(['__proto__', 'constructor', 'plan', 'toString']);
+    expect(Object.getOwnPropertyDescriptor(contact.attributes, '__proto__')?.value).toMatchObject({
+      value: 'x',
+      channelId: 'web',
+    });
+    expect(contact.attributes.constructor).toMatchObject({ value: 'c' });
+  });
+
   it('answers bad JSON with 400 and keeps it as rejected; unknown events are kept as unhandled and answered ok', async () => {
     const bad = await deliver(bridge, 'web', '{"Conversation": ');
     expect(bad.status).toBe(400);
@@ -244,6 +259,46 @@ describe('livetex dialog webhook', () => {
       (entry) => entry.data.conversationId === 'c-early',
     );
     expect(early.map((entry) => entry.type).sort()).toEqual(['conversation.finished', 'conversation.rated']);
+  });
+
+  it('records a dialog whose id is long or whose times are past the year 9999, instead of a 400', async () => {
+    // The kit reads ids of up to 512 characters; the idempotency key holds at most 512 in all.
+    for (const length of [493, 494, 512]) {
+      const id = 'd'.repeat(length);
+      const body = { Conversation: { id }, discourser: { personId: `p-long-${length}` } };
+      const answer = await deliver(bridge, 'web', JSON.stringify(body));
+      expect(answer, String(length)).toMatchObject({ status: 200, body: { ok: true } });
+      const contact = await contactOf(bridge, `person:p-long-${length}`);
+      const entries = await timelineOf(bridge, contact.id);
+      expect(entries.map((entry) => entry.type)).toEqual(['conversation.finished']);
+      expect(entries[0]!.data.conversationId).toBe(id);
+      // A repeat is the same delivery: nothing new.
+      expect((await deliver(bridge, 'web', JSON.stringify(body))).status).toBe(200);
+      expect(await timelineOf(bridge, contact.id)).toHaveLength(1);
+    }
+    // A dialog id and its ordinal (512 characters each) name no client: the dialog does.
+    const rating = {
+      event: 'rated',
+      Conversation: { id: 'e'.repeat(512), dialogNumber: 'n'.repeat(512) },
+      rate: { type: 'fivePoint', value: '5' },
+    };
+    expect(await deliver(bridge, 'web', JSON.stringify(rating))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
+    const odd = {
+      Conversation: { id: 'odd-times', closedAt: '10000-01-01' },
+      discourser: { personId: 'p-odd-times' },
+      time: '10000-01-01',
+    };
+    expect(await deliver(bridge, 'web', JSON.stringify(odd))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
+    const [entry] = await timelineOf(bridge, (await contactOf(bridge, 'person:p-odd-times')).id);
+    // The time is dropped as unreadable: the event is dated by its arrival.
+    expect(entry?.at).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(entry?.data.endedAt).toBe(entry?.at);
   });
 
   it('404s a wrong token', async () => {

@@ -45,9 +45,15 @@ export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
       // One chunk (the usual small webhook) is returned as is: no copy.
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
+    // A client that goes away mid-body makes Node emit 'error' ("aborted", ECONNRESET) before
+    // 'close': that is the same closed request, not a failure of the bridge (no 500).
     const onError = (error: Error) => {
       cleanup();
-      reject(error);
+      reject(
+        (error as NodeJS.ErrnoException).code === 'ECONNRESET'
+          ? new RequestClosedError({ cause: error })
+          : error,
+      );
     };
     // The client went away before the end: nothing more will come.
     const onClose = () => {

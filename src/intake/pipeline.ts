@@ -14,7 +14,7 @@ import type {
   IntakeResult,
   IntakeRoute,
 } from '../contracts/adapter.js';
-import { AppError, NoIdentifierError, ReplayedTokenError } from '../errors.js';
+import { AppError, NoIdentifierError, ReplayedTokenError, RequestClosedError } from '../errors.js';
 import { extend } from '../extend.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
@@ -335,7 +335,15 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         if (route.kind === 'lookup') {
           outcome = error instanceof AppError && status < 500 ? error.code : 'error';
         } else {
-          outcome = status === 503 ? 'unavailable' : status < 500 ? 'rejected' : 'error';
+          // A client that went away is no refusal of a payload: nothing was received to refuse.
+          outcome =
+            error instanceof RequestClosedError
+              ? error.code
+              : status === 503
+                ? 'unavailable'
+                : status < 500
+                  ? 'rejected'
+                  : 'error';
           if (status < 500 && rawBody) {
             // Nothing is lost: a payload we refuse is kept for an operator to read back.
             await deps.journal

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { digest as losslessDigest, wellFormed } from '../digest.js';
 import { isoFromMs } from '../isotime.js';
 
 /**
@@ -44,12 +44,14 @@ export function softArray<T extends z.ZodType>(item: T) {
 
 /**
  * Ids arrive as `"2016"` or `2016` depending on the vendor's serialiser, sometimes both in one
- * payload: always compare and store the trimmed string. Empty is no id.
+ * payload: always compare and store the trimmed string. Empty is no id, and so is one with a
+ * lone surrogate (JSON's `"\ud800"`): Redis keys and values are UTF-8, which writes every lone
+ * surrogate as U+FFFD, so `77\ud800` and `77\ud801` would be one id there.
  */
 export const wireId = z
   .union([z.string(), z.number().finite()])
   .transform((value) => String(value).trim())
-  .pipe(z.string().min(1));
+  .pipe(z.string().min(1).refine(wellFormed, 'an id without lone surrogates'));
 
 /** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
 export const wireText = z.union([z.string(), z.number().finite()]).transform((value) => String(value));
@@ -83,11 +85,14 @@ export const softText = lenient((value) =>
 /** soft(z.string()). */
 export const softString = lenient((value) => (typeof value === 'string' ? value : undefined));
 
-/** soft(wireId) (and soft(wireId.pipe(z.string().max(max)))): trimmed, non-empty, at most `max`. */
+/**
+ * soft(wireId) (and soft(wireId.pipe(z.string().max(max)))): trimmed, non-empty, well-formed (no
+ * lone surrogate), at most `max`.
+ */
 export function softId(max = Number.POSITIVE_INFINITY) {
   return lenient((value) => {
     const id = typeof value === 'string' ? value.trim() : finite(value) ? String(value).trim() : undefined;
-    return id && id.length <= max ? id : undefined;
+    return id && id.length <= max && wellFormed(id) ? id : undefined;
   });
 }
 
@@ -118,6 +123,8 @@ export function first<T>(...values: (T | null | undefined)[]): T | undefined {
  * A vendor time as ISO 8601: ISO text as is (any offset), numbers and numeric text as Unix time.
  * Seconds are documented everywhere, but a value of 1e11 or more can only be milliseconds (as
  * seconds it would be a date after the year 5000). Negative, non-finite or unreadable: undefined.
+ * So is a time outside the years 0000–9999: ISO 8601 writes those with a sign and six digits
+ * (`+010000-01-01…`), which an observation refuses, so one odd time would cost the whole event.
  */
 export function isoTime(value: string | number | null | undefined): string | undefined {
   if (value === null || value === undefined) return undefined;
@@ -125,21 +132,48 @@ export function isoTime(value: string | number | null | undefined): string | und
     typeof value === 'number' ? value : /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : undefined;
   if (numeric !== undefined) {
     if (!Number.isFinite(numeric) || numeric < 0) return undefined;
-    const ms = numeric >= 1e11 ? numeric : numeric * 1000;
-    // What `new Date(ms)` would hold (TimeClip): nothing past ±8.64e15, else the integer part.
-    return ms > 8.64e15 ? undefined : isoFromMs(Math.trunc(ms));
+    // The integer part, as `new Date(ms)` would hold it (TimeClip).
+    const ms = Math.trunc(numeric >= 1e11 ? numeric : numeric * 1000);
+    return ms > LAST_FOUR_DIGIT_MS ? undefined : isoFromMs(ms);
   }
   const parsed = Date.parse(value as string);
-  return Number.isNaN(parsed) ? undefined : isoFromMs(parsed);
+  return Number.isNaN(parsed) || parsed < FIRST_FOUR_DIGIT_MS || parsed > LAST_FOUR_DIGIT_MS
+    ? undefined
+    : isoFromMs(parsed);
 }
+
+/** 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the times ISO 8601 writes with four digits. */
+const FIRST_FOUR_DIGIT_MS = -62_167_219_200_000;
+const LAST_FOUR_DIGIT_MS = 253_402_300_799_999;
 
 /**
  * A short stable digest for keys (idempotency keys, store keys, logged subjects). Each adapter
  * keeps the length and encoding its stored keys were made with: changing them would make every
- * redelivery after an upgrade look new.
+ * redelivery after an upgrade look new. SHA-256 of the UTF-8 text; a text with a lone surrogate
+ * is hashed losslessly instead (src/digest.ts), so two that differ only there never share one.
  */
 export function digest(value: string, length = 32, encoding: 'hex' | 'base64url' = 'base64url'): string {
-  return createHash('sha256').update(value).digest(encoding).slice(0, length);
+  return losslessDigest('sha256', value, encoding).slice(0, length);
+}
+
+/**
+ * The longest part of an idempotency key kept as it is (keyPart): three such parts and a vendor's
+ * prefix stay well within the 512 characters an observation's key may have.
+ */
+export const KEY_PART_MAX = 200;
+
+/**
+ * One part of an idempotency key that comes from the vendor (a chat, dialog, customer or message
+ * id, a status): as it is when it has at most KEY_PART_MAX characters, else `~` and its digest,
+ * so that a long vendor id never fails the event on the key's length. A part with a lone
+ * surrogate, or one that itself starts with `~`, is digested too: the key is then safe for the
+ * store (UTF-8) and a digest never equals a part kept as it is. Every adapter builds its keys'
+ * vendor parts with this; the parts kept as they are are what stored keys were made with.
+ */
+export function keyPart(value: string): string {
+  return value.length <= KEY_PART_MAX && !value.startsWith('~') && wellFormed(value)
+    ? value
+    : `~${digest(value)}`;
 }
 
 /** JSON with sorted keys (undefined members left out), so the same data always hashes the same. */

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { digest } from '../digest.js';
+import { digestUtf8 } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import {
   closeRedisClient,
@@ -418,7 +418,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       expect(key, value) {
         expectations.push([
           key,
-          value === null ? '0' : value.length > 64 ? `#${digest('sha1', value, 'hex')}` : `=${value}`,
+          value === null ? '0' : value.length > 64 ? `#${digestUtf8('sha1', value, 'hex')}` : `=${value}`,
         ]);
         return batch;
       },

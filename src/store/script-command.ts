@@ -1,5 +1,5 @@
 import { Command, type Redis } from 'ioredis';
-import { digest } from '../digest.js';
+import { digestUtf8 } from '../digest.js';
 
 /**
  * Calls of the store's two hot Lua scripts (the guarded batch and readGroups: one each per
@@ -31,7 +31,7 @@ export type ScriptCall = (keys: readonly string[], args: readonly ScriptArgument
 
 /** A caller of `lua` on `client`, whose keys get `keyPrefix` (ioredis's keyPrefix is not applied). */
 export function scriptCall(client: Redis, lua: string, keyPrefix: string): ScriptCall {
-  const sha = digest('sha1', lua, 'hex');
+  const sha = digestUtf8('sha1', lua, 'hex');
   /** Sockets this script was sent to with EVAL (so EVALSHA finds it), as ioredis's Script keeps them. */
   const loaded = new WeakSet<object>();
 

@@ -1,11 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.js';
 import { createContactEngine } from '../../src/contacts/engine.js';
+import { key } from '../../src/contacts/keys.js';
 import { identifierLabel, normalizeIdentifier } from '../../src/contacts/normalize.js';
+import { entryId, eventId } from '../../src/contacts/timeline.js';
+import { digest as storeDigest } from '../../src/digest.js';
 import { createOutboxPublisher } from '../../src/events/outbox.js';
 import { createLogger } from '../../src/logger.js';
 import { Metrics } from '../../src/metrics.js';
 import { createMemoryStore } from '../../src/store/memory.js';
+import { startTestBridge } from '../support/harness.js';
+import { allVendorChannels } from './support.js';
 
 const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
 const options = { blocklist: new Set(identity.blocklist), defaultCountry: identity.defaultCountry };
@@ -95,5 +100,51 @@ describe('identifiers and attribute names from vendors (issue 10 items 13, 14)',
       'valueOf',
     ]);
     expect(shown.constructor.value).toBe('c');
+  });
+});
+
+describe('ids that differ only in lone surrogates (UTF-8 would make both U+FFFD)', () => {
+  it('never share a dedupe key, an event id or an entry id', () => {
+    const [a, b] = ['77\ud800', '77\ud801'];
+    expect(key.dedupe('site', a)).not.toBe(key.dedupe('site', b));
+    expect(eventId('salt', 'site', a, 'finished')).not.toBe(eventId('salt', 'site', b, 'finished'));
+    expect(entryId('site', a, 'finished')).not.toBe(entryId('site', b, 'finished'));
+    expect(storeDigest('sha256', a, 'hex')).not.toBe(storeDigest('sha256', b, 'hex'));
+    // Nor with the text a lossy encoding would make of them.
+    expect(storeDigest('sha256', a, 'hex')).not.toBe(storeDigest('sha256', '77\ufffd', 'hex'));
+  });
+
+  it('JivoChat and LiveTex: the second event is recorded on its own contact, not dropped as a duplicate', async () => {
+    const bridge = await startTestBridge({ config: { channels: allVendorChannels } });
+    try {
+      const jivo = (chat: string, person: string) =>
+        bridge.post(
+          '/webhooks/jivochat/site/jivo-token-000000000001',
+          `{"event_name":"chat_finished","chat_id":"${chat}","user_token":"${person}","visitor":{"name":"V"}}`,
+          { 'content-type': 'application/json' },
+        );
+      const livetex = (dialog: string, person: string) =>
+        bridge.post(
+          '/webhooks/livetex/app/livetex-token-00000000001',
+          `{"Conversation":{"id":"${dialog}"},"discourser":{"personId":"${person}"}}`,
+          { 'content-type': 'application/json' },
+        );
+      // JSON escapes: the bodies are ASCII, the ids hold lone surrogates once parsed.
+      expect((await jivo('77\\ud800', 'sur-userA')).status).toBe(200);
+      expect((await jivo('77\\ud801', 'sur-userB')).status).toBe(200);
+      expect((await livetex('sur-\\ud800', 'sur-lt-A')).status).toBe(200);
+      expect((await livetex('sur-\\ud801', 'sur-lt-B')).status).toBe(200);
+      for (const person of ['sur-userA', 'sur-userB', 'sur-lt-A', 'sur-lt-B']) {
+        const found = await bridge.admin('GET', `/api/v1/contacts?identity=person:${person}`);
+        expect(found.body.contacts, person).toHaveLength(1);
+        const timeline = await bridge.admin('GET', `/api/v1/contacts/${found.body.contacts[0].id}/timeline`);
+        expect(
+          timeline.body.entries.map((entry: { type: string }) => entry.type),
+          person,
+        ).toContain('conversation.finished');
+      }
+    } finally {
+      await bridge.close();
+    }
   });
 });
