@@ -153,6 +153,9 @@ describe('lenient wire parsing', () => {
     // Never one a short part could be: those that look like a digest are digested too.
     expect(keyPart(long)).not.toBe(long);
     expect(keyPart('a\ud800')).not.toBe(keyPart('a\ud801'));
+    // The parts' separator: two splits of one text must not make one key.
+    expect(keyPart('a:b')).toBe(`~${digest('a:b')}`);
+    expect([keyPart('a:b'), keyPart('c')].join(':')).not.toBe([keyPart('a'), keyPart('b:c')].join(':'));
   });
 
   it('keeps the digests stored keys were made with', () => {

@@ -314,6 +314,16 @@ describe('jivochat idempotency keys', () => {
     );
   });
 
+  it('keys a chat and agent id holding the separator apart (77:1 + 2 is not 77 + 1:2)', () => {
+    const accepted = (chat: string, agent: string) => {
+      const event = input('chat_accepted.json');
+      event.envelope = { ...event.envelope, chat_id: chat, agent: { ...event.envelope.agent, id: agent } };
+      return idempotencyKeyOf(event);
+    };
+    expect(accepted('77:1', '2')).not.toBe(accepted('77', '1:2'));
+    expect(accepted('77', '2')).toBe('jivochat:shop-site:chat_accepted:77:2');
+  });
+
   it('hashes objects independently of key order', () => {
     expect(hashOf({ a: 1, b: [1, { c: 2, d: 3 }] })).toBe(hashOf({ b: [1, { d: 3, c: 2 }], a: 1 }));
     expect(hashOf({ a: 1 })).not.toBe(hashOf({ a: '1' }));

@@ -167,11 +167,14 @@ export const KEY_PART_MAX = 200;
  * id, a status): as it is when it has at most KEY_PART_MAX characters, else `~` and its digest,
  * so that a long vendor id never fails the event on the key's length. A part with a lone
  * surrogate, or one that itself starts with `~`, is digested too: the key is then safe for the
- * store (UTF-8) and a digest never equals a part kept as it is. Every adapter builds its keys'
- * vendor parts with this; the parts kept as they are are what stored keys were made with.
+ * store (UTF-8) and a digest never equals a part kept as it is. So is a part with a `:`, the
+ * separator of the parts: kept, customer `a:b` with status `c` and customer `a` with status `b:c`
+ * would make one key, and the second event would be taken for a repeat of the first. Every
+ * adapter builds its keys' vendor parts with this; the parts kept as they are are what stored
+ * keys were made with.
  */
 export function keyPart(value: string): string {
-  return value.length <= KEY_PART_MAX && !value.startsWith('~') && wellFormed(value)
+  return value.length <= KEY_PART_MAX && !value.startsWith('~') && !value.includes(':') && wellFormed(value)
     ? value
     : `~${digest(value)}`;
 }
