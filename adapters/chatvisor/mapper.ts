@@ -35,7 +35,10 @@ export function messageIdentity(message: Message): string {
 }
 
 export function messageKey(message: Message): string {
-  return `message:${keyPart(message.customerId)}:${keyPart(messageIdentity(message))}`;
+  // A message without an id keeps its `t:<digest>` identity as it is (keys stored before were
+  // made so; it holds the separator, which keyPart would digest, but no vendor text).
+  const identity = message.id == null ? messageIdentity(message) : keyPart(message.id);
+  return `message:${keyPart(message.customerId)}:${identity}`;
 }
 
 /**

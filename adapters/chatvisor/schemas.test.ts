@@ -4,7 +4,13 @@ import { loadConfig, parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
 import { channelSettings, chatvisorAdapter } from './index.js';
-import { classifyTransition, conversationKey, conversationObservation, messageKey } from './mapper.js';
+import {
+  classifyTransition,
+  conversationKey,
+  conversationObservation,
+  messageIdentity,
+  messageKey,
+} from './mapper.js';
 import { OPERATIONS } from './operations.js';
 import { agentSchema, conversationSchema, customerSchema, messageSchema, pageSchema } from './schemas.js';
 
@@ -182,6 +188,13 @@ describe('idempotency keys', () => {
     const message = messageSchema.parse(fixture('webhook-message.json'));
     expect(messageKey(message)).toBe('message:cv-cust-5521:msg-90412');
     const anonymous = { ...message, id: null };
+    // Without an id: its text-and-time identity as it is, as keys stored before were made.
+    expect(messageKey(anonymous)).toBe(`message:cv-cust-5521:${messageIdentity(anonymous)}`);
+    expect(messageIdentity(anonymous)).toMatch(/^t:/);
+    // An id holding the separator is digested, so it cannot pass for another split.
+    expect(messageKey({ ...message, customerId: 'a:b', id: 'c' })).not.toBe(
+      messageKey({ ...message, customerId: 'a', id: 'b:c' }),
+    );
     expect(messageKey(anonymous)).not.toBe(
       messageKey({ ...anonymous, createdAt: '2024-05-14T09:40:00.000Z' }),
     );
