@@ -290,4 +290,35 @@ describe.each([
     expect(replayed.every((item) => item.state === 'delivered')).toBe(true);
     expect(crm.state().contacts).toHaveLength(1);
   });
+  it('a linked CRM contact removed in the CRM (merged away) is replaced: later events find or make the contact again, link it and put their tasks on its deal', async () => {
+    const crm = await world();
+    const bridge = await setup(crm);
+    const visitor = { name: 'Pavel', email: 'pavel.n@example.com', phone: '+79260001122' };
+    await jivo(bridge, jivoPayloads(visitor, 5000).offline);
+    await settled(bridge, 1);
+    const old = crm.state().contacts[0]!;
+    crm.removeContact(old.id);
+
+    await jivo(bridge, jivoPayloads(visitor, 6000).offline);
+    await settled(bridge, 2);
+    await jivo(bridge, jivoPayloads(visitor, 7000).offline);
+    const deliveries = await settled(bridge, 3);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    const renewed = state.contacts[0]!;
+    expect(renewed.id).not.toBe(old.id);
+    expect(renewed).toMatchObject({ phones: ['+79260001122'], emails: ['pavel.n@example.com'] });
+    const deals = state.deals.filter((deal) => deal.contacts.includes(renewed.id));
+    expect(deals).toHaveLength(1);
+    expect(state.tasks).toHaveLength(3);
+    expect(state.tasks.slice(1).map((task) => task.on)).toEqual([
+      `deal:${deals[0]!.id}`,
+      `deal:${deals[0]!.id}`,
+    ]);
+    const contacts = await bridge.admin('GET', '/api/v1/contacts?email=pavel.n@example.com');
+    const bridgeContact = (contacts.body.contacts ?? contacts.body)[0];
+    expect(bridgeContact.crmLink).toBe(crm.contactUrl(renewed.id));
+  });
 });

@@ -3,9 +3,10 @@ import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
-import type { CrmApi, CrmEntityRef } from '../contracts/connector.js';
+import type { CrmApi, CrmContact, CrmEntityRef } from '../contracts/connector.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
 import type { Store } from '../store/types.js';
+import { CrmError } from './errors.js';
 
 /**
  * What one event does in a CRM (DESIGN §10), the same for every connector:
@@ -44,6 +45,13 @@ export const crmKeys = {
   conversationDeal: (destinationId: string, channelId: string, conversationId: string) =>
     `crm:deal:${encodeURIComponent(destinationId)}:${channelId}:${conversationId}`,
   upsert: (destinationId: string, key: string) => `crm:upsert:${encodeURIComponent(destinationId)}:${key}`,
+  /**
+   * A CRM contact id the CRM no longer has (deleted, or merged away by a manager). The bridge
+   * contact keeps its `crm` identity with that id (identities are never removed), so the link
+   * is skipped by this marker instead.
+   */
+  gone: (destinationId: string, crmId: string) =>
+    `crm:gone:${encodeURIComponent(destinationId)}:${encodeURIComponent(crmId)}`,
 };
 
 export interface CrmFlowDeps {
@@ -137,12 +145,26 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     return contact.emails.map(normalizeEmail).filter((v): v is string => !!v);
   }
 
-  async function linkedId(contact: Contact): Promise<string | null> {
-    const own = contact.identities.find((item) => item.kind === 'crm' && item.channelId === destinationId);
-    if (own) return own.value;
+  /**
+   * The CRM ids this bridge contact is linked to, best first, without those known to be gone:
+   * its own `crm` identities for this destination, then the links kept in the store (the one
+   * of its own id is rewritten on every upsert, so it is the newest).
+   */
+  async function linkedIds(contact: Contact): Promise<string[]> {
+    const own = contact.identities
+      .filter((item) => item.kind === 'crm' && item.channelId === destinationId)
+      .map((item) => item.value);
     const ids = [...new Set([contact.id, ...contact.records])];
-    const found = await store.mget(ids.map((id) => crmKeys.link(destinationId, id)));
-    return found.find((value) => value !== null) ?? null;
+    const stored = await store.mget(ids.map((id) => crmKeys.link(destinationId, id)));
+    const candidates = [...new Set([...own, ...stored.filter((value): value is string => value !== null)])];
+    if (candidates.length === 0) return [];
+    const gone = await store.mget(candidates.map((id) => crmKeys.gone(destinationId, id)));
+    return candidates.filter((_, index) => gone[index] === null);
+  }
+
+  /** The CRM said it has no contact `crmId`: never take that link again. */
+  async function forget(crmId: string) {
+    await store.set(crmKeys.gone(destinationId, crmId), '1', { ttlMs: LINK_TTL_MS });
   }
 
   /** Step 1. Returns the CRM contact id and whether this delivery created it. */
@@ -151,13 +173,25 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     body: DeliveredBody,
     responsibleUserId: string | null,
     api: CrmApi,
-  ): Promise<{ id: string; created: boolean }> {
+  ): Promise<{ id: string; created: boolean; existing: CrmContact | null }> {
     const phones = phonesOf(contact);
     const emails = emailsOf(contact);
     const keys = [contact.id, ...phones, ...emails].map((key) => crmKeys.upsert(destinationId, key));
     const lock = await store.lock([...new Set(keys)], LOCK);
     try {
-      let id = await linkedId(contact);
+      let id: string | null = null;
+      // The linked contact is read anyway (to add what it lacks): reading it here costs no extra
+      // call, and a contact a manager deleted or merged away is found out before anything is
+      // put on it.
+      let existing: CrmContact | null = null;
+      for (const candidate of await linkedIds(contact)) {
+        existing = await api.getContact(candidate);
+        if (existing) {
+          id = candidate;
+          break;
+        }
+        await forget(candidate);
+      }
       let created = false;
       if (id === null && (phones.length > 0 || emails.length > 0)) {
         const matches = await api.findContacts({ phones, emails });
@@ -179,15 +213,21 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       // Remembered before the lock goes: the next event of this person finds it without a search.
       await store.set(crmKeys.link(destinationId, contact.id), id, { ttlMs: LINK_TTL_MS });
-      return { id, created };
+      return { id, created, existing };
     } finally {
       await lock.release();
     }
   }
 
-  async function addMissingValues(contact: Contact, crmId: string, api: CrmApi) {
-    const existing = await api.getContact(crmId);
-    if (!existing) return;
+  /** False when the CRM no longer has the contact (the caller finds or makes it again). */
+  async function addMissingValues(
+    contact: Contact,
+    crmId: string,
+    known: CrmContact | null,
+    api: CrmApi,
+  ): Promise<boolean> {
+    const existing = known?.id === crmId ? known : await api.getContact(crmId);
+    if (!existing) return false;
     const have = new Set([
       ...existing.phones.map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
       ...existing.emails.map((email) => normalizeEmail(email) ?? email),
@@ -195,6 +235,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const phones = phonesOf(contact).filter((phone) => !have.has(phone));
     const emails = emailsOf(contact).filter((email) => !have.has(email));
     if (phones.length > 0 || emails.length > 0) await api.addContactValues(existing, { phones, emails });
+    return true;
   }
 
   async function linkBack(contact: Contact, crmId: string, url: string, body: DeliveredBody) {
@@ -305,15 +346,31 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       if (!contact) return progress;
       const responsibleUserId = await responsible(body);
 
-      if (progress.contact === undefined) {
-        const { id, created } = await upsertContact(contact, body, responsibleUserId, api);
-        await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
+      // A contact found but gone by the time its values are synced (a retry after a manager
+      // merged it away) is forgotten and the step runs again: at most once more.
+      for (let round = 0; ; round++) {
+        let known: CrmContact | null = null;
+        if (!progress.contact) {
+          const { id, created, existing } = await upsertContact(contact, body, responsibleUserId, api);
+          known = existing;
+          await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
+        }
+        if (progress.contactCreated === 'true' || progress.valuesSynced !== undefined) break;
+        if (await addMissingValues(contact, progress.contact!, known, api)) {
+          await save({ valuesSynced: 'true' });
+          break;
+        }
+        await forget(progress.contact!);
+        if (round > 0) {
+          throw new CrmError(
+            'retry',
+            null,
+            `${deps.displayName} contact ${progress.contact} vanished while it was being linked`,
+          );
+        }
+        await save({ contact: '' });
       }
       const crmContactId = progress.contact!;
-      if (progress.contactCreated !== 'true' && progress.valuesSynced === undefined) {
-        await addMissingValues(contact, crmContactId, api);
-        await save({ valuesSynced: 'true' });
-      }
       if (progress.linked === undefined) {
         await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
         await save({ linked: 'true' });
