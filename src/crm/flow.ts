@@ -3,7 +3,13 @@ import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
-import type { CrmApi, CrmContact, CrmEntityRef } from '../contracts/connector.js';
+import type {
+  CrmApi,
+  CrmContact,
+  CrmContactInput,
+  CrmCreation,
+  CrmEntityRef,
+} from '../contracts/connector.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
 import type { Store } from '../store/types.js';
 import { CrmError } from './errors.js';
@@ -18,8 +24,12 @@ import { CrmError } from './errors.js';
  *
  * Exactly once: every object created is written to the delivery's progress (`checkpoint`)
  * before the next step, and a retry or replay starts from that progress instead of creating
- * it again. The find-or-create of step 1 runs under a store lock on the contact's keys, and
- * the link is kept in the store, so the next event of the same person finds it at once.
+ * it again. A create whose answer was lost (a timeout, a 504: the CRM may have made it) is
+ * covered by an in-flight mark (`<kind>Pending`) recorded before it is sent: the retry asks
+ * the CRM for that object first (`CrmApi.findCreated`), and where the CRM cannot say, it
+ * stops rather than risk a duplicate. The find-or-create of step 1 runs under a store lock on
+ * the contact's keys, and the link is kept in the store, so the next event of the same person
+ * finds it at once.
  */
 
 export const progressSchema = z.record(z.string(), z.string());
@@ -173,6 +183,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     body: DeliveredBody,
     responsibleUserId: string | null,
     api: CrmApi,
+    create: (input: CrmContactInput) => Promise<string>,
   ): Promise<{ id: string; created: boolean; existing: CrmContact | null }> {
     const phones = phonesOf(contact);
     const emails = emailsOf(contact);
@@ -201,7 +212,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       if (id === null) {
         const values = displayValues(body);
-        id = await api.createContact({
+        id = await create({
           name: contact.name ?? values.contactName,
           phones,
           emails,
@@ -281,6 +292,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     crmContactId: string,
     responsibleUserId: string | null,
     api: CrmApi,
+    create: (creation: CrmCreation) => Promise<string>,
   ): Promise<string> {
     const { pipelineId, stageId } = pipelineFor(body);
     const values = displayValues(body);
@@ -310,15 +322,18 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     }
 
     async function createDeal() {
-      const id = await api.createDeal({
-        name: render(destination.crm.dealName, values),
-        pipelineId,
-        stageId,
-        responsibleUserId,
-        contactId: crmContactId,
-        source: render(destination.crm.source, values),
-        utm: body.contact ? utmOf(body.contact, body.data) : {},
-        externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+      const id = await create({
+        kind: 'deal',
+        input: {
+          name: render(destination.crm.dealName, values),
+          pipelineId,
+          stageId,
+          responsibleUserId,
+          contactId: crmContactId,
+          source: render(destination.crm.source, values),
+          utm: body.contact ? utmOf(body.contact, body.data) : {},
+          externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+        },
       });
       if (conversationKey) await store.set(conversationKey, id, { ttlMs: LINK_TTL_MS });
       return id;
@@ -341,6 +356,50 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         Object.assign(progress, patch);
         await checkpoint(patch);
       };
+      const send = (creation: CrmCreation): Promise<string> => {
+        switch (creation.kind) {
+          case 'contact':
+            return api.createContact(creation.input);
+          case 'deal':
+            return api.createDeal(creation.input);
+          case 'task':
+            return api.createTask(creation.input);
+          case 'note':
+            return api.createNote(creation.input);
+        }
+      };
+      /**
+       * Create once: the in-flight mark is recorded first, and cleared when the CRM answered
+       * that it did not create (an error answer other than a 504); it stays when the answer was
+       * lost (CrmError.maybeApplied) or the process died meanwhile, so the retry looks the
+       * object up before sending the same create again.
+       */
+      const createOnce = async (creation: CrmCreation): Promise<string> => {
+        const key = `${creation.kind}Pending`;
+        const since = progress[key];
+        if (since) {
+          const found = await api.findCreated({ ...creation, since: new Date(since) });
+          if (found.state === 'found') return found.id;
+          if (found.state === 'unknown') {
+            // Cleared, so a replay (asked for by someone who checked the CRM) creates it.
+            await save({ [key]: '' });
+            const where =
+              'on' in creation.input ? ` on ${creation.input.on.type} ${creation.input.on.id}` : '';
+            throw new CrmError(
+              'permanent',
+              null,
+              `${deps.displayName}: the ${creation.kind} sent by an earlier attempt got no answer (timeout or 504), and ${found.reason}; it is not sent again, so as not to make a duplicate: look for it${where} in the CRM, and replay this delivery if it is missing`,
+            );
+          }
+        }
+        await save({ [key]: deps.now().toISOString() });
+        try {
+          return await send(creation);
+        } catch (error) {
+          if (!(error instanceof CrmError && error.maybeApplied)) await save({ [key]: '' });
+          throw error;
+        }
+      };
       const contact = body.contact;
       // Events about no one (agents.synced) have nothing to write in a CRM.
       if (!contact) return progress;
@@ -351,7 +410,13 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       for (let round = 0; ; round++) {
         let known: CrmContact | null = null;
         if (!progress.contact) {
-          const { id, created, existing } = await upsertContact(contact, body, responsibleUserId, api);
+          const { id, created, existing } = await upsertContact(
+            contact,
+            body,
+            responsibleUserId,
+            api,
+            (input) => createOnce({ kind: 'contact', input }),
+          );
           known = existing;
           await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
         }
@@ -379,7 +444,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       let on: CrmEntityRef = { type: 'contact', id: crmContactId };
       if (destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type)) {
         if (progress.deal === undefined) {
-          await save({ deal: await deal(body, crmContactId, responsibleUserId, api) });
+          await save({ deal: await deal(body, crmContactId, responsibleUserId, api, createOnce) });
         }
         on = { type: 'deal', id: progress.deal! };
       }
@@ -387,12 +452,15 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       const task = body.routing.task;
       if (body.type === 'offline_message.received' && task && progress.task === undefined) {
         const values = { ...displayValues(body), text: task.text };
-        const id = await api.createTask({
-          on,
-          text: render(destination.crm.offlineTask.text, values),
-          dueAt: new Date(task.dueAt),
-          responsibleUserId,
-          externalId: body.id,
+        const id = await createOnce({
+          kind: 'task',
+          input: {
+            on,
+            text: render(destination.crm.offlineTask.text, values),
+            dueAt: new Date(task.dueAt),
+            responsibleUserId,
+            externalId: body.id,
+          },
         });
         await save({ task: id });
       }
@@ -404,7 +472,9 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         destination.crm.transcriptNote &&
         progress.note === undefined
       ) {
-        await save({ note: await api.createNote({ on, text: note.text, externalId: body.id }) });
+        await save({
+          note: await createOnce({ kind: 'note', input: { on, text: note.text, externalId: body.id } }),
+        });
       }
       return progress;
     },
