@@ -73,8 +73,15 @@ const multitextSchema = z.object({
 export const contactSchema = z.object({
   id: z.number(),
   name: z.string().nullish(),
+  /** Unix seconds [OFF]. */
+  created_at: z.number().nullish(),
   custom_fields_values: z.array(multitextSchema).nullish(),
-  _embedded: z.object({ leads: z.array(z.object({ id: z.number() })).nullish() }).nullish(),
+  _embedded: z
+    .object({
+      leads: z.array(z.object({ id: z.number() })).nullish(),
+      tags: z.array(z.object({ name: z.string().nullish() })).nullish(),
+    })
+    .nullish(),
 });
 export type AmoContact = z.infer<typeof contactSchema>;
 
@@ -93,9 +100,57 @@ export const leadListSchema = z.object({
     leads: z.array(
       z.object({
         id: z.number(),
+        name: z.string().nullish(),
         status_id: z.number(),
         pipeline_id: z.number(),
+        created_at: z.number().nullish(),
         is_deleted: z.boolean().nullish(),
+      }),
+    ),
+  }),
+});
+
+/**
+ * Finding what a create whose answer was lost made (a timeout or a 504). amoCRM has no
+ * idempotency key (`request_id` is only echoed [INF]) and no external-id field, so the object is
+ * recognised by what was sent, among objects made since the create was first sent:
+ * - contact: `GET /contacts?query=<name>` ([OFF]: a search over filled fields; that it covers
+ *   the name is [INF]), same name, the same PHONE/EMAIL values and the source tag; more than one
+ *   such contact is ambiguous (two visitors of one name without phone or e-mail);
+ * - deal: among the contact's leads (as for the open deal, §2.9 [INF]), same name and pipeline;
+ * - task: `GET /tasks` filtered by entity ([OFF]: lists take `filter` and `order`; the keys
+ *   `filter[entity_type]`, `filter[entity_id][]`, `order[id]` are [INF]), re-checked here with the
+ *   task model's fields [OFF] (so an ignored filter costs pages, not a wrong match), same text;
+ * - note: `GET /{leads|contacts}/{id}/notes` (the POST path is [3P]; listing on it is [INF]),
+ *   `common` note with the same `params.text`.
+ * Only the newest page (250, newest first) is read. `created_at` is the CRM's clock, ours may
+ * differ: objects from CREATED_SKEW_S before the first send on count [INF].
+ */
+export const CREATED_SKEW_S = 300;
+
+export const taskListSchema = z.object({
+  _embedded: z.object({
+    tasks: z.array(
+      z.object({
+        id: z.number(),
+        text: z.string().nullish(),
+        entity_id: z.number().nullish(),
+        entity_type: z.string().nullish(),
+        created_at: z.number().nullish(),
+      }),
+    ),
+  }),
+});
+
+export const noteListSchema = z.object({
+  _embedded: z.object({
+    notes: z.array(
+      z.object({
+        id: z.number(),
+        entity_id: z.number().nullish(),
+        note_type: z.string().nullish(),
+        params: z.object({ text: z.string().nullish() }).nullish(),
+        created_at: z.number().nullish(),
       }),
     ),
   }),

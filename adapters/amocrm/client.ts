@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { samePhone } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
-import { CrmError, excerpt } from '../../src/crm/errors.js';
+import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
   type AmoContact,
@@ -9,6 +9,7 @@ import {
   accountSchema,
   addedSchema,
   CLOSED_STATUSES,
+  CREATED_SKEW_S,
   contactListSchema,
   contactPage,
   contactSchema,
@@ -18,12 +19,14 @@ import {
   EMPTY_SEARCH_STATUS,
   FOLLOW_UP_TASK_TYPE,
   leadListSchema,
+  noteListSchema,
   PAGE_LIMIT,
   PHONE_ENUM,
   PHONE_FIELD,
   PHONE_QUERY_DIGITS,
   pipelinesSchema,
   problemSchema,
+  taskListSchema,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -93,6 +96,8 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           'retry',
           status,
           `${NAME} answered ${what} with an unexpected body: ${excerpt(response.text, 120)}`,
+          // A success status: a create was done even though we cannot read its id.
+          { maybeApplied: true },
         );
       }
       return parsed.data;
@@ -114,7 +119,8 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         'retry',
         status,
         `${NAME} ${status === 429 ? 'rate limit' : 'server error'} on ${what} (HTTP ${status}${status === 429 ? '' : `: ${reason}`})`,
-        { retryAfterMs },
+        // 504 on heavy requests [INF]: a gateway gave up waiting, the account may have done it.
+        { retryAfterMs, maybeApplied: status === GATEWAY_TIMEOUT },
       );
     }
     if (status === 402)
@@ -137,6 +143,21 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     const contact = await call('contact read', 'GET', `/contacts/${encodeURIComponent(id)}`, contactSchema);
     if (contact) raw.set(id, contact);
     return contact;
+  }
+
+  /** The contact's leads: ids via `?with=leads`, then the leads by id (§2.9 [INF]). */
+  async function leadsOf(contactId: string) {
+    const contact = await call(
+      'contact read',
+      'GET',
+      `/contacts/${encodeURIComponent(contactId)}?with=leads`,
+      contactSchema,
+    );
+    const ids = (contact?._embedded?.leads ?? []).map((lead) => lead.id);
+    if (ids.length === 0) return [];
+    const query = ids.map((id) => `filter[id][]=${id}`).join('&');
+    const leads = await call('lead search', 'GET', `/leads?${query}&limit=${PAGE_LIMIT}`, leadListSchema);
+    return leads?._embedded.leads ?? [];
   }
 
   const api: CrmApi = {
@@ -226,17 +247,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     },
 
     async findOpenDeal(contactId, pipelineId) {
-      const contact = await call(
-        'contact read',
-        'GET',
-        `/contacts/${encodeURIComponent(contactId)}?with=leads`,
-        contactSchema,
-      );
-      const ids = (contact?._embedded?.leads ?? []).map((lead) => lead.id);
-      if (ids.length === 0) return null;
-      const query = ids.map((id) => `filter[id][]=${id}`).join('&');
-      const leads = await call('lead search', 'GET', `/leads?${query}&limit=${PAGE_LIMIT}`, leadListSchema);
-      const open = (leads?._embedded.leads ?? [])
+      const open = (await leadsOf(contactId))
         .filter((lead) => !lead.is_deleted && !CLOSED_STATUSES.has(lead.status_id))
         .filter((lead) => pipelineId === null || String(lead.pipeline_id) === pipelineId)
         .sort((a, b) => a.id - b.id);
@@ -302,6 +313,96 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         },
       ]);
       return String((added as { _embedded: Record<string, { id: number }[]> })._embedded.notes![0]!.id);
+    },
+
+    async findCreated(query) {
+      // Recognised by what was sent, among objects made since the first send (api.ts,
+      // CREATED_SKEW_S): amoCRM keeps no idempotency key or external id.
+      const since = Math.floor(query.since.getTime() / 1000) - CREATED_SKEW_S;
+      const recent = (createdAt: number | null | undefined) =>
+        createdAt === null || createdAt === undefined || createdAt >= since;
+      const newest = <T extends { id: number }>(items: T[]) => [...items].sort((a, b) => b.id - a.id)[0];
+      const answer = (item: { id: number } | undefined) =>
+        item ? ({ state: 'found', id: String(item.id) } as const) : ({ state: 'absent' } as const);
+      switch (query.kind) {
+        case 'contact': {
+          const { input } = query;
+          const sameSet = (stored: string[], sent: string[], same: (a: string, b: string) => boolean) =>
+            stored.length === sent.length && sent.every((value) => stored.some((item) => same(item, value)));
+          const candidates = (await search(input.name)).filter(
+            (contact) =>
+              (contact.name ?? '').trim() === input.name.trim() &&
+              recent(contact.created_at) &&
+              (contact._embedded?.tags ?? []).some((tag) => tag.name === input.source) &&
+              sameSet(
+                valuesOf(contact, PHONE_FIELD).map((item) => item.value),
+                input.phones,
+                samePhone,
+              ) &&
+              sameSet(
+                valuesOf(contact, EMAIL_FIELD).map((item) => item.value),
+                input.emails,
+                (stored, sent) => stored.trim().toLowerCase() === sent,
+              ),
+          );
+          if (candidates.length > 1) {
+            return {
+              state: 'unknown',
+              reason: `${candidates.length} ${NAME} contacts made since then have its name, phones and e-mails, and amoCRM keeps no id of ours to tell them apart`,
+            };
+          }
+          return answer(candidates[0]);
+        }
+        case 'deal': {
+          const { input } = query;
+          const leads = (await leadsOf(input.contactId)).filter(
+            (lead) =>
+              !lead.is_deleted &&
+              (lead.name ?? '') === input.name &&
+              (input.pipelineId === null || String(lead.pipeline_id) === input.pipelineId) &&
+              recent(lead.created_at),
+          );
+          return answer(newest(leads));
+        }
+        case 'task': {
+          const { input } = query;
+          const entity = input.on.type === 'deal' ? 'leads' : 'contacts';
+          const found = await call(
+            'task search',
+            'GET',
+            `/tasks?filter[entity_type]=${entity}&filter[entity_id][]=${encodeURIComponent(input.on.id)}&order[id]=desc&limit=${PAGE_LIMIT}`,
+            taskListSchema,
+          );
+          const tasks = (found?._embedded.tasks ?? []).filter(
+            (task) =>
+              task.entity_type === entity &&
+              String(task.entity_id) === input.on.id &&
+              task.text === input.text &&
+              recent(task.created_at),
+          );
+          return answer(newest(tasks));
+        }
+        case 'note': {
+          const { input } = query;
+          const entity = input.on.type === 'deal' ? 'leads' : 'contacts';
+          const found = await call(
+            'note search',
+            'GET',
+            `/${entity}/${encodeURIComponent(input.on.id)}/notes?order[id]=desc&limit=${PAGE_LIMIT}`,
+            noteListSchema,
+          );
+          const notes = (found?._embedded.notes ?? []).filter(
+            (note) =>
+              (note.entity_id === null ||
+                note.entity_id === undefined ||
+                String(note.entity_id) === input.on.id) &&
+              note.note_type === 'common' &&
+              note.params?.text === input.text &&
+              recent(note.created_at),
+          );
+          return answer(newest(notes));
+        }
+      }
     },
 
     async listUsers() {

@@ -67,4 +67,43 @@ describe('fake amoCRM', () => {
     expect(limited.status).toBe(429);
     expect(await limited.text()).toBe('Too Many Requests');
   });
+
+  it("lists a lead's tasks and notes (filter by entity, newest first), with created_at on what it made", async () => {
+    const fake = await startFakeAmo({ token: TOKEN });
+    close = fake.close;
+    const call = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(`${fake.url}/api/v4${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+      return {
+        status: response.status,
+        json: response.status === 204 ? null : ((await response.json()) as any),
+      };
+    };
+    const task = (entity_id: number, text: string) => ({
+      text,
+      complete_till: 1767254400,
+      entity_id,
+      entity_type: 'leads',
+    });
+    await call('POST', '/tasks', [task(1, 'first'), task(2, 'other lead'), task(1, 'second')]);
+    const tasks = await call(
+      'GET',
+      '/tasks?filter[entity_type]=leads&filter[entity_id][]=1&order[id]=desc&limit=250',
+    );
+    expect(tasks.json._embedded.tasks.map((item: any) => item.text)).toEqual(['second', 'first']);
+    expect(typeof tasks.json._embedded.tasks[0].created_at).toBe('number');
+    expect((await call('GET', '/tasks?filter[entity_type]=contacts&filter[entity_id][]=1')).status).toBe(204);
+
+    await call('POST', '/leads/notes', [
+      { entity_id: 1, note_type: 'common', params: { text: 'transcript' } },
+    ]);
+    const notes = await call('GET', '/leads/1/notes?order[id]=desc&limit=250');
+    expect(notes.json._embedded.notes).toMatchObject([
+      { entity_id: 1, note_type: 'common', params: { text: 'transcript' } },
+    ]);
+    expect((await call('GET', '/leads/2/notes')).status).toBe(204);
+  });
 });

@@ -56,6 +56,29 @@ export const openDealFilter = (contactId: string, categoryId: string | null) => 
   ...(categoryId !== null ? { CATEGORY_ID: Number(categoryId) } : {}),
 });
 
+/**
+ * What we made, by the external id we wrote on it (ORIGINATOR_ID + ORIGIN_ID [OFF] as fields):
+ * a retry whose create got no answer asks crm.contact.list / crm.deal.list with this filter
+ * before creating again. The note gives this as the idempotency check for deals [INF] (§2.8);
+ * that crm.contact.list takes the same filter is our inference from the same legacy list
+ * filters [INF]. Newest first: the lost create is the latest with that id.
+ */
+export const createdFilter = (externalId: string) => ({
+  filter: { ORIGINATOR_ID, ORIGIN_ID: externalId },
+  select: ['ID'],
+  order: { ID: 'DESC' },
+});
+
+/**
+ * Tasks (tasks.task.add) and timeline comments (crm.timeline.comment.add) carry no external id,
+ * and the note documents no method to list them [OFF: add methods only]: a lost create of one
+ * cannot be checked, so it is not sent again (src/crm/flow.ts stops the delivery instead).
+ */
+export const UNCHECKABLE = {
+  task: 'Bitrix24 offers no documented way to find the task it may have made (vendors/bitrix24.md §2.9 lists tasks.task.add only)',
+  note: 'Bitrix24 offers no documented way to find the timeline comment it may have made (vendors/bitrix24.md §2.10 lists crm.timeline.comment.add only)',
+} as const;
+
 /** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
 export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
 /** Credential / permission answers [OFF]. */
@@ -89,6 +112,8 @@ export const findByCommSchema = z.union([
 ]);
 
 export const dealListSchema = z.array(z.object({ ID: idSchema }));
+/** crm.contact.list / crm.deal.list with select ["ID"]: legacy string ids [OFF]. */
+export const idListSchema = dealListSchema;
 export const taskAddSchema = z.object({ task: z.object({ id: idSchema }) });
 export const userSchema = z.object({
   ID: idSchema,

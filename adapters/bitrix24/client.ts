@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { CrmApi, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
-import { CrmError, excerpt } from '../../src/crm/errors.js';
+import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
   AUTH_ERRORS,
@@ -8,11 +8,13 @@ import {
   categoryListSchema,
   contactPage,
   contactSchema,
+  createdFilter,
   dealListSchema,
   envelopeSchema,
   errorSchema,
   FINDBYCOMM_MAX_VALUES,
   findByCommSchema,
+  idListSchema,
   idSchema,
   ORIGINATOR_ID,
   openDealFilter,
@@ -21,6 +23,7 @@ import {
   stageEntityOf,
   statusSchema,
   taskAddSchema,
+  UNCHECKABLE,
   UTM_FIELDS,
   userSchema,
   VALUE_TYPE,
@@ -72,6 +75,8 @@ function failure(
   if (status >= 500) {
     return new CrmError('retry', status, `${NAME} server error on ${method} (HTTP ${status} ${reason})`, {
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+      // A proxy in front of the portal gave up waiting: the portal may have done it.
+      maybeApplied: status === GATEWAY_TIMEOUT,
     });
   }
   return new CrmError('permanent', status, `${NAME} rejected ${method} (HTTP ${status} ${reason})`);
@@ -105,6 +110,8 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         'retry',
         status,
         `${NAME} answered ${method} with an unexpected body: ${excerpt(response.text, 120)}`,
+        // A success status: a create was done even though we cannot read its id.
+        { maybeApplied: true },
       );
     }
     return { result: parsed.data, next: envelope.data.next ?? null };
@@ -272,6 +279,23 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         idSchema,
       );
       return result;
+    },
+
+    async findCreated(query) {
+      switch (query.kind) {
+        case 'contact':
+        case 'deal': {
+          const { result } = await call(
+            query.kind === 'contact' ? 'crm.contact.list' : 'crm.deal.list',
+            createdFilter(query.input.externalId),
+            idListSchema,
+          );
+          return result[0] ? { state: 'found', id: result[0].ID } : { state: 'absent' };
+        }
+        case 'task':
+        case 'note':
+          return { state: 'unknown', reason: UNCHECKABLE[query.kind] };
+      }
     },
 
     async listUsers() {

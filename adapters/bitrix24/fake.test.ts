@@ -55,4 +55,33 @@ describe('fake Bitrix24', () => {
     expect(limited.status).toBe(503);
     expect(((await limited.json()) as any).error).toBe('QUERY_LIMIT_EXCEEDED');
   });
+
+  it('crm.contact.list and crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (newest first on order ID DESC) and refuse unknown filter keys', async () => {
+    const fake = await startFakeBitrix24({ code: 'code0123456789' });
+    close = fake.close;
+    const call = async (method: string, body: unknown) =>
+      (await (
+        await fetch(`${fake.webhookUrl}${method}.json`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json()) as any;
+    const fields = (origin: string) => ({ NAME: 'Ivan', ORIGINATOR_ID: 'chatbridge', ORIGIN_ID: origin });
+    const first = (await call('crm.contact.add', { fields: fields('c-1') })).result;
+    await call('crm.contact.add', { fields: fields('c-2') });
+    const again = (await call('crm.contact.add', { fields: fields('c-1') })).result;
+    const list = (filter: unknown, method = 'crm.contact.list') =>
+      call(method, { filter, select: ['ID'], order: { ID: 'DESC' } });
+    expect((await list({ ORIGINATOR_ID: 'chatbridge', ORIGIN_ID: 'c-1' })).result).toEqual([
+      { ID: String(again) },
+      { ID: String(first) },
+    ]);
+    expect((await list({ ORIGIN_ID: 'nobody' })).result).toEqual([]);
+    const deal = (await call('crm.deal.add', { fields: { TITLE: 'Chat', ORIGIN_ID: 'd-1' } })).result;
+    expect((await list({ ORIGIN_ID: 'd-1' }, 'crm.deal.list')).result).toEqual([
+      { ID: String(deal), CATEGORY_ID: '0', STAGE_ID: 'NEW' },
+    ]);
+    expect((await list({ TITLE: 'Chat' }, 'crm.deal.list')).error_description).toMatch(/not supported/);
+  });
 });

@@ -44,6 +44,42 @@ export interface CrmDealInput {
 
 export type CrmEntityRef = { type: 'deal' | 'contact'; id: string };
 
+export interface CrmTaskInput {
+  on: CrmEntityRef;
+  text: string;
+  dueAt: Date;
+  responsibleUserId: string | null;
+  externalId: string;
+}
+
+export interface CrmNoteInput {
+  on: CrmEntityRef;
+  text: string;
+  externalId: string;
+}
+
+/**
+ * A create whose outcome is unknown (a timeout, a 504: the CRM may have made the object), asked
+ * again on the retry with exactly what was sent. `since`: when it was first sent (our clock).
+ */
+export type CrmCreatedQuery = CrmCreation & { since: Date };
+
+/** One object the flow creates, with what the create is sent. */
+export type CrmCreation =
+  | { kind: 'contact'; input: CrmContactInput }
+  | { kind: 'deal'; input: CrmDealInput }
+  | { kind: 'task'; input: CrmTaskInput }
+  | { kind: 'note'; input: CrmNoteInput };
+
+/**
+ * `found`: that create's object; `absent`: the CRM has none (safe to create); `unknown`: the
+ * CRM offers no way to tell (the reason says why), so creating again could make a duplicate.
+ */
+export type CrmLookup =
+  | { state: 'found'; id: string }
+  | { state: 'absent' }
+  | { state: 'unknown'; reason: string };
+
 export interface CrmUser {
   id: string;
   email: string | null;
@@ -83,14 +119,10 @@ export interface CrmApi {
   /** An open deal of this contact in this pipeline (null pipeline: any), or null. */
   findOpenDeal(contactId: string, pipelineId: string | null): Promise<string | null>;
   createDeal(input: CrmDealInput): Promise<string>;
-  createTask(input: {
-    on: CrmEntityRef;
-    text: string;
-    dueAt: Date;
-    responsibleUserId: string | null;
-    externalId: string;
-  }): Promise<string>;
-  createNote(input: { on: CrmEntityRef; text: string; externalId: string }): Promise<string>;
+  createTask(input: CrmTaskInput): Promise<string>;
+  createNote(input: CrmNoteInput): Promise<string>;
+  /** The object an earlier create of exactly this input made, if the CRM can say. */
+  findCreated(query: CrmCreatedQuery): Promise<CrmLookup>;
   listUsers(): Promise<CrmUser[]>;
   /** One call round: account, pipelines with stages, users. */
   check(): Promise<CrmCheckReport>;

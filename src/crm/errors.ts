@@ -12,20 +12,30 @@ export class CrmError extends AppError {
   readonly retryAfterMs: number | undefined;
   /** 401/403: the credential was refused (counted apart in metrics). */
   readonly auth: boolean;
+  /**
+   * The request reached the CRM but its answer did not reach us (a timeout, a connection cut
+   * after sending, a gateway's 504): a create may have been done. The flow then looks the
+   * object up before creating it again.
+   */
+  readonly maybeApplied: boolean;
 
   constructor(
     kind: 'retry' | 'permanent',
     httpStatus: number | null,
     message: string,
-    options: { retryAfterMs?: number | undefined; auth?: boolean } = {},
+    options: { retryAfterMs?: number | undefined; auth?: boolean; maybeApplied?: boolean } = {},
   ) {
     super('crm_error', 502, message);
     this.kind = kind;
     this.httpStatus = httpStatus;
     this.retryAfterMs = options.retryAfterMs;
     this.auth = options.auth ?? false;
+    this.maybeApplied = options.maybeApplied ?? false;
   }
 }
+
+/** A gateway that gave up waiting for the CRM: the CRM may still have done the request. */
+export const GATEWAY_TIMEOUT = 504;
 
 /** Keep an operator-facing excerpt of a CRM's answer short and on one line. */
 export function excerpt(text: string, max = 300): string {

@@ -3,9 +3,16 @@ import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
-import type { CrmApi, CrmEntityRef } from '../contracts/connector.js';
+import type {
+  CrmApi,
+  CrmContact,
+  CrmContactInput,
+  CrmCreation,
+  CrmEntityRef,
+} from '../contracts/connector.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
 import type { Store } from '../store/types.js';
+import { CrmError } from './errors.js';
 
 /**
  * What one event does in a CRM (DESIGN §10), the same for every connector:
@@ -17,8 +24,12 @@ import type { Store } from '../store/types.js';
  *
  * Exactly once: every object created is written to the delivery's progress (`checkpoint`)
  * before the next step, and a retry or replay starts from that progress instead of creating
- * it again. The find-or-create of step 1 runs under a store lock on the contact's keys, and
- * the link is kept in the store, so the next event of the same person finds it at once.
+ * it again. A create whose answer was lost (a timeout, a 504: the CRM may have made it) is
+ * covered by an in-flight mark (`<kind>Pending`) recorded before it is sent: the retry asks
+ * the CRM for that object first (`CrmApi.findCreated`), and where the CRM cannot say, it
+ * stops rather than risk a duplicate. The find-or-create of step 1 runs under a store lock on
+ * the contact's keys, and the link is kept in the store, so the next event of the same person
+ * finds it at once.
  */
 
 export const progressSchema = z.record(z.string(), z.string());
@@ -44,6 +55,13 @@ export const crmKeys = {
   conversationDeal: (destinationId: string, channelId: string, conversationId: string) =>
     `crm:deal:${encodeURIComponent(destinationId)}:${channelId}:${conversationId}`,
   upsert: (destinationId: string, key: string) => `crm:upsert:${encodeURIComponent(destinationId)}:${key}`,
+  /**
+   * A CRM contact id the CRM no longer has (deleted, or merged away by a manager). The bridge
+   * contact keeps its `crm` identity with that id (identities are never removed), so the link
+   * is skipped by this marker instead.
+   */
+  gone: (destinationId: string, crmId: string) =>
+    `crm:gone:${encodeURIComponent(destinationId)}:${encodeURIComponent(crmId)}`,
 };
 
 export interface CrmFlowDeps {
@@ -137,12 +155,26 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     return contact.emails.map(normalizeEmail).filter((v): v is string => !!v);
   }
 
-  async function linkedId(contact: Contact): Promise<string | null> {
-    const own = contact.identities.find((item) => item.kind === 'crm' && item.channelId === destinationId);
-    if (own) return own.value;
+  /**
+   * The CRM ids this bridge contact is linked to, best first, without those known to be gone:
+   * its own `crm` identities for this destination, then the links kept in the store (the one
+   * of its own id is rewritten on every upsert, so it is the newest).
+   */
+  async function linkedIds(contact: Contact): Promise<string[]> {
+    const own = contact.identities
+      .filter((item) => item.kind === 'crm' && item.channelId === destinationId)
+      .map((item) => item.value);
     const ids = [...new Set([contact.id, ...contact.records])];
-    const found = await store.mget(ids.map((id) => crmKeys.link(destinationId, id)));
-    return found.find((value) => value !== null) ?? null;
+    const stored = await store.mget(ids.map((id) => crmKeys.link(destinationId, id)));
+    const candidates = [...new Set([...own, ...stored.filter((value): value is string => value !== null)])];
+    if (candidates.length === 0) return [];
+    const gone = await store.mget(candidates.map((id) => crmKeys.gone(destinationId, id)));
+    return candidates.filter((_, index) => gone[index] === null);
+  }
+
+  /** The CRM said it has no contact `crmId`: never take that link again. */
+  async function forget(crmId: string) {
+    await store.set(crmKeys.gone(destinationId, crmId), '1', { ttlMs: LINK_TTL_MS });
   }
 
   /** Step 1. Returns the CRM contact id and whether this delivery created it. */
@@ -151,13 +183,26 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     body: DeliveredBody,
     responsibleUserId: string | null,
     api: CrmApi,
-  ): Promise<{ id: string; created: boolean }> {
+    create: (input: CrmContactInput) => Promise<string>,
+  ): Promise<{ id: string; created: boolean; existing: CrmContact | null }> {
     const phones = phonesOf(contact);
     const emails = emailsOf(contact);
     const keys = [contact.id, ...phones, ...emails].map((key) => crmKeys.upsert(destinationId, key));
     const lock = await store.lock([...new Set(keys)], LOCK);
     try {
-      let id = await linkedId(contact);
+      let id: string | null = null;
+      // The linked contact is read anyway (to add what it lacks): reading it here costs no extra
+      // call, and a contact a manager deleted or merged away is found out before anything is
+      // put on it.
+      let existing: CrmContact | null = null;
+      for (const candidate of await linkedIds(contact)) {
+        existing = await api.getContact(candidate);
+        if (existing) {
+          id = candidate;
+          break;
+        }
+        await forget(candidate);
+      }
       let created = false;
       if (id === null && (phones.length > 0 || emails.length > 0)) {
         const matches = await api.findContacts({ phones, emails });
@@ -167,7 +212,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       if (id === null) {
         const values = displayValues(body);
-        id = await api.createContact({
+        id = await create({
           name: contact.name ?? values.contactName,
           phones,
           emails,
@@ -179,15 +224,21 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       // Remembered before the lock goes: the next event of this person finds it without a search.
       await store.set(crmKeys.link(destinationId, contact.id), id, { ttlMs: LINK_TTL_MS });
-      return { id, created };
+      return { id, created, existing };
     } finally {
       await lock.release();
     }
   }
 
-  async function addMissingValues(contact: Contact, crmId: string, api: CrmApi) {
-    const existing = await api.getContact(crmId);
-    if (!existing) return;
+  /** False when the CRM no longer has the contact (the caller finds or makes it again). */
+  async function addMissingValues(
+    contact: Contact,
+    crmId: string,
+    known: CrmContact | null,
+    api: CrmApi,
+  ): Promise<boolean> {
+    const existing = known?.id === crmId ? known : await api.getContact(crmId);
+    if (!existing) return false;
     const have = new Set([
       ...existing.phones.map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
       ...existing.emails.map((email) => normalizeEmail(email) ?? email),
@@ -195,6 +246,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const phones = phonesOf(contact).filter((phone) => !have.has(phone));
     const emails = emailsOf(contact).filter((email) => !have.has(email));
     if (phones.length > 0 || emails.length > 0) await api.addContactValues(existing, { phones, emails });
+    return true;
   }
 
   async function linkBack(contact: Contact, crmId: string, url: string, body: DeliveredBody) {
@@ -240,6 +292,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     crmContactId: string,
     responsibleUserId: string | null,
     api: CrmApi,
+    create: (creation: CrmCreation) => Promise<string>,
   ): Promise<string> {
     const { pipelineId, stageId } = pipelineFor(body);
     const values = displayValues(body);
@@ -269,15 +322,18 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     }
 
     async function createDeal() {
-      const id = await api.createDeal({
-        name: render(destination.crm.dealName, values),
-        pipelineId,
-        stageId,
-        responsibleUserId,
-        contactId: crmContactId,
-        source: render(destination.crm.source, values),
-        utm: body.contact ? utmOf(body.contact, body.data) : {},
-        externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+      const id = await create({
+        kind: 'deal',
+        input: {
+          name: render(destination.crm.dealName, values),
+          pipelineId,
+          stageId,
+          responsibleUserId,
+          contactId: crmContactId,
+          source: render(destination.crm.source, values),
+          utm: body.contact ? utmOf(body.contact, body.data) : {},
+          externalId: conversationId ? `${body.channel?.id ?? ''}:${conversationId}` : body.id,
+        },
       });
       if (conversationKey) await store.set(conversationKey, id, { ttlMs: LINK_TTL_MS });
       return id;
@@ -300,20 +356,86 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         Object.assign(progress, patch);
         await checkpoint(patch);
       };
+      const send = (creation: CrmCreation): Promise<string> => {
+        switch (creation.kind) {
+          case 'contact':
+            return api.createContact(creation.input);
+          case 'deal':
+            return api.createDeal(creation.input);
+          case 'task':
+            return api.createTask(creation.input);
+          case 'note':
+            return api.createNote(creation.input);
+        }
+      };
+      /**
+       * Create once: the in-flight mark is recorded first, and cleared when the CRM answered
+       * that it did not create (an error answer other than a 504); it stays when the answer was
+       * lost (CrmError.maybeApplied) or the process died meanwhile, so the retry looks the
+       * object up before sending the same create again.
+       */
+      const createOnce = async (creation: CrmCreation): Promise<string> => {
+        const key = `${creation.kind}Pending`;
+        const since = progress[key];
+        if (since) {
+          const found = await api.findCreated({ ...creation, since: new Date(since) });
+          if (found.state === 'found') return found.id;
+          if (found.state === 'unknown') {
+            // Cleared, so a replay (asked for by someone who checked the CRM) creates it.
+            await save({ [key]: '' });
+            const where =
+              'on' in creation.input ? ` on ${creation.input.on.type} ${creation.input.on.id}` : '';
+            throw new CrmError(
+              'permanent',
+              null,
+              `${deps.displayName}: the ${creation.kind} sent by an earlier attempt got no answer (timeout or 504), and ${found.reason}; it is not sent again, so as not to make a duplicate: look for it${where} in the CRM, and replay this delivery if it is missing`,
+            );
+          }
+        }
+        await save({ [key]: deps.now().toISOString() });
+        try {
+          return await send(creation);
+        } catch (error) {
+          if (!(error instanceof CrmError && error.maybeApplied)) await save({ [key]: '' });
+          throw error;
+        }
+      };
       const contact = body.contact;
       // Events about no one (agents.synced) have nothing to write in a CRM.
       if (!contact) return progress;
       const responsibleUserId = await responsible(body);
 
-      if (progress.contact === undefined) {
-        const { id, created } = await upsertContact(contact, body, responsibleUserId, api);
-        await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
+      // A contact found but gone by the time its values are synced (a retry after a manager
+      // merged it away) is forgotten and the step runs again: at most once more.
+      for (let round = 0; ; round++) {
+        let known: CrmContact | null = null;
+        if (!progress.contact) {
+          const { id, created, existing } = await upsertContact(
+            contact,
+            body,
+            responsibleUserId,
+            api,
+            (input) => createOnce({ kind: 'contact', input }),
+          );
+          known = existing;
+          await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
+        }
+        if (progress.contactCreated === 'true' || progress.valuesSynced !== undefined) break;
+        if (await addMissingValues(contact, progress.contact!, known, api)) {
+          await save({ valuesSynced: 'true' });
+          break;
+        }
+        await forget(progress.contact!);
+        if (round > 0) {
+          throw new CrmError(
+            'retry',
+            null,
+            `${deps.displayName} contact ${progress.contact} vanished while it was being linked`,
+          );
+        }
+        await save({ contact: '' });
       }
       const crmContactId = progress.contact!;
-      if (progress.contactCreated !== 'true' && progress.valuesSynced === undefined) {
-        await addMissingValues(contact, crmContactId, api);
-        await save({ valuesSynced: 'true' });
-      }
       if (progress.linked === undefined) {
         await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
         await save({ linked: 'true' });
@@ -322,7 +444,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       let on: CrmEntityRef = { type: 'contact', id: crmContactId };
       if (destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type)) {
         if (progress.deal === undefined) {
-          await save({ deal: await deal(body, crmContactId, responsibleUserId, api) });
+          await save({ deal: await deal(body, crmContactId, responsibleUserId, api, createOnce) });
         }
         on = { type: 'deal', id: progress.deal! };
       }
@@ -330,12 +452,15 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       const task = body.routing.task;
       if (body.type === 'offline_message.received' && task && progress.task === undefined) {
         const values = { ...displayValues(body), text: task.text };
-        const id = await api.createTask({
-          on,
-          text: render(destination.crm.offlineTask.text, values),
-          dueAt: new Date(task.dueAt),
-          responsibleUserId,
-          externalId: body.id,
+        const id = await createOnce({
+          kind: 'task',
+          input: {
+            on,
+            text: render(destination.crm.offlineTask.text, values),
+            dueAt: new Date(task.dueAt),
+            responsibleUserId,
+            externalId: body.id,
+          },
         });
         await save({ task: id });
       }
@@ -347,7 +472,9 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         destination.crm.transcriptNote &&
         progress.note === undefined
       ) {
-        await save({ note: await api.createNote({ on, text: note.text, externalId: body.id }) });
+        await save({
+          note: await createOnce({ kind: 'note', input: { on, text: note.text, externalId: body.id } }),
+        });
       }
       return progress;
     },

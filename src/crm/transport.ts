@@ -3,6 +3,9 @@ import { type HttpClient, HttpNetworkError } from '../net/http.js';
 import { CrmError } from './errors.js';
 import type { RateLimiter } from './limiter.js';
 
+/** Network error codes that mean the request never reached the CRM. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 /**
  * The HTTP transport a connector gets: the shared rate limit before every call, the
  * destination's timeout, and network failures turned into retryable CrmErrors that name the
@@ -35,7 +38,12 @@ export function createTransport(options: {
           const reason = error.timedOut
             ? `timed out after ${options.timeoutMs} ms`
             : `network error${code ? ` (${code})` : ''}`;
-          throw new CrmError('retry', null, `${options.displayName} unreachable: ${reason}`);
+          // Refused or unresolved: nothing was sent. Anything else (a timeout, a reset) may have
+          // been cut after the CRM got the request.
+          const notSent = code !== undefined && NOT_SENT.has(code);
+          throw new CrmError('retry', null, `${options.displayName} unreachable: ${reason}`, {
+            maybeApplied: !notSent,
+          });
         }
         throw error;
       }

@@ -11,6 +11,8 @@ export const B24_CODE = 'b24secretcode0123456789';
 
 export interface CrmWorld {
   name: 'amocrm' | 'bitrix24';
+  /** Where the fake listens (http://127.0.0.1:port). */
+  url: string;
   destination(overrides?: Record<string, unknown>): Record<string, unknown>;
   /** What the CRM holds, in neutral terms. */
   state(): {
@@ -38,6 +40,12 @@ export interface CrmWorld {
   requestCount(): number;
   /** A contact made by hand in the CRM, with a phone in a local format; returns its id. */
   seedContact(phone: string, email: string): string;
+  /** The contact disappears from the CRM, as a manager's "merge duplicates" or delete does. */
+  removeContact(id: string): void;
+  /** Matches the HTTP request that creates one `what` (for a proxy in front of the fake). */
+  isCreate(what: 'deal' | 'task' | 'note' | 'contact'): (method: string, path: string) => boolean;
+  /** Destination overrides that send the connector's requests to `url` instead of the fake. */
+  via(url: string): Record<string, unknown>;
   close(): Promise<void>;
 }
 
@@ -82,6 +90,7 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
   return {
     name: 'amocrm',
     fake,
+    url: fake.url,
     destination: (overrides = {}) => ({
       id: 'crm',
       kind: 'amocrm',
@@ -148,6 +157,14 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
       });
       return '900';
     },
+    removeContact(id) {
+      fake.contacts.splice(
+        fake.contacts.findIndex((contact) => String(contact.id) === id),
+        1,
+      );
+    },
+    isCreate: (what) => (method, path) => method === 'POST' && path === creates[what],
+    via: (url) => ({ baseUrl: url }),
     close: () => fake.close(),
   };
 }
@@ -173,6 +190,7 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
   return {
     name: 'bitrix24',
     fake,
+    url: fake.url,
     destination: (overrides = {}) => ({
       id: 'crm',
       kind: 'bitrix24',
@@ -242,6 +260,14 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
       });
       return '90';
     },
+    removeContact(id) {
+      fake.contacts.splice(
+        fake.contacts.findIndex((contact) => contact.ID === id),
+        1,
+      );
+    },
+    isCreate: (what) => (_method, path) => path.endsWith(`/${creates[what]}.json`),
+    via: (url) => ({ webhookUrl: fake.webhookUrl.replace(fake.url, url) }),
     close: () => fake.close(),
   };
 }

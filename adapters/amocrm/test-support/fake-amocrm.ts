@@ -6,6 +6,8 @@ import type { AddressInfo } from 'node:net';
  * (../shared/vendors/amocrm.md §7): Bearer token, HAL `_embedded` wrappers, 204 on an empty
  * search, replace semantics for multitext PATCH, `/leads/complex` as a bare array, 400
  * `validation-errors` with dot paths, 403 users for a non-admin token, non-JSON 429.
+ * Lists of a lead's or contact's tasks and notes (newest first on `order[id]=desc`), and
+ * `created_at` on what it makes, let a retry find what a create whose answer was lost made.
  * Fault switches: `failNext(n, answer, match?)`, `rejectToken`, `nonAdminToken`.
  */
 
@@ -20,6 +22,8 @@ export interface FakeAmoContact {
   fields: Record<string, FakeValue[]>;
   tags: string[];
   leads: number[];
+  /** Unix seconds; contacts seeded by tests may leave it out. */
+  created_at?: number;
 }
 export interface FakeAmoLead {
   id: number;
@@ -30,6 +34,7 @@ export interface FakeAmoLead {
   contacts: number[];
   tags: string[];
   fields: Record<string, string>;
+  created_at: number;
 }
 export interface FakeAmoTask {
   id: number;
@@ -38,6 +43,7 @@ export interface FakeAmoTask {
   entity_id: number;
   entity_type: string;
   responsible_user_id: number;
+  created_at: number;
 }
 export interface FakeAmoNote {
   id: number;
@@ -45,6 +51,7 @@ export interface FakeAmoNote {
   entity_id: number;
   note_type: string;
   text: string;
+  created_at: number;
 }
 export interface FakeAnswer {
   status: number;
@@ -130,10 +137,12 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
     close: async () => {},
   };
 
+  const now = () => Math.floor(Date.now() / 1000);
   const contactView = (contact: FakeAmoContact, withLeads: boolean) => ({
     id: contact.id,
     name: contact.name,
     responsible_user_id: contact.responsible_user_id,
+    ...(contact.created_at !== undefined ? { created_at: contact.created_at } : {}),
     custom_fields_values: Object.entries(contact.fields)
       .filter(([, values]) => values.length > 0)
       .map(([code, values]) => ({
@@ -234,6 +243,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       contacts: (embedded.contacts ?? []).map((contact) => Number(contact.id)),
       tags: (embedded.tags ?? []).map((tag) => tag.name),
       fields,
+      created_at: now(),
     };
     for (const contactId of lead.contacts) {
       const contact = fake.contacts.find((entry) => entry.id === contactId);
@@ -263,6 +273,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       fields: fields as Record<string, FakeValue[]>,
       tags: (embedded.tags ?? []).map((tag) => tag.name),
       leads: [],
+      created_at: now(),
     };
     fake.contacts.push(contact);
     return contact;
@@ -393,7 +404,53 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
             pipeline_id: lead.pipeline_id,
             status_id: lead.status_id,
             responsible_user_id: lead.responsible_user_id,
+            created_at: lead.created_at,
             is_deleted: false,
+          })),
+        }),
+      };
+    }
+    if (method === 'GET' && path === '/api/v4/tasks') {
+      // filter[entity_type], filter[entity_id][] and order[id] (asc|desc), as the connector asks [INF].
+      const type = url.searchParams.get('filter[entity_type]');
+      const ids = url.searchParams.getAll('filter[entity_id][]').map(Number);
+      const found = fake.tasks
+        .filter(
+          (task) =>
+            (type === null || task.entity_type === type) &&
+            (ids.length === 0 || ids.includes(task.entity_id)),
+        )
+        .sort((a, b) => (url.searchParams.get('order[id]') === 'desc' ? b.id - a.id : a.id - b.id));
+      const limit = Math.min(250, Number(url.searchParams.get('limit') ?? 50));
+      if (found.length === 0) return { status: 204 };
+      return {
+        status: 200,
+        json: hal({
+          tasks: found.slice(0, limit).map((task) => ({
+            ...task,
+            task_type_id: 1,
+            is_completed: false,
+            account_id: 31361463,
+          })),
+        }),
+      };
+    }
+    const entityNotes = /^\/api\/v4\/(leads|contacts)\/(\d+)\/notes$/.exec(path);
+    if (method === 'GET' && entityNotes) {
+      const found = fake.notes
+        .filter((note) => note.entity_type === entityNotes[1] && note.entity_id === Number(entityNotes[2]))
+        .sort((a, b) => (url.searchParams.get('order[id]') === 'desc' ? b.id - a.id : a.id - b.id));
+      const limit = Math.min(250, Number(url.searchParams.get('limit') ?? 50));
+      if (found.length === 0) return { status: 204 };
+      return {
+        status: 200,
+        json: hal({
+          notes: found.slice(0, limit).map((note) => ({
+            id: note.id,
+            entity_id: note.entity_id,
+            note_type: note.note_type,
+            params: { text: note.text },
+            created_at: note.created_at,
           })),
         }),
       };
@@ -469,6 +526,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
           entity_type: String(item.entity_type),
           responsible_user_id:
             item.responsible_user_id === undefined ? users[0]!.id : Number(item.responsible_user_id),
+          created_at: now(),
         };
         fake.tasks.push(task);
         created.push({ id: task.id, request_id: String(item.request_id ?? index) });
@@ -485,6 +543,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
           entity_id: Number(item.entity_id),
           note_type: String(item.note_type),
           text: String((item.params as { text?: string } | undefined)?.text ?? ''),
+          created_at: now(),
         };
         fake.notes.push(note);
         created.push({

@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
  * semantics, findbycomm over the multifield index (`[]` when nothing matched), category/stage
  * consistency, `batch` (always HTTP 200, result_error), 401 NO_AUTH_FOUND for a wrong code,
  * 503 QUERY_LIMIT_EXCEEDED from a leaky bucket when `bucket` is set.
+ * crm.contact.list / crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (what a retry whose
+ * create got no answer asks) and refuse filter keys the fake does not know.
  * Fault switches: `failNext(n, answer, match?)`, `rejectCode`, `bucket`.
  */
 
@@ -24,6 +26,8 @@ export interface FakeB24Contact {
   EMAIL: FakeMultifield[];
   SOURCE_ID: string;
   SOURCE_DESCRIPTION: string;
+  ORIGINATOR_ID?: string;
+  ORIGIN_ID?: string;
 }
 export interface FakeB24Deal {
   ID: string;
@@ -36,6 +40,8 @@ export interface FakeB24Deal {
   SOURCE_DESCRIPTION: string;
   CLOSED: 'Y' | 'N';
   UTM: Record<string, string>;
+  ORIGINATOR_ID?: string;
+  ORIGIN_ID?: string;
 }
 export interface FakeB24Task {
   id: string;
@@ -174,6 +180,32 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
     EMAIL: contact.EMAIL.map((item) => ({ ...item, TYPE_ID: 'EMAIL' })),
   });
   const userKnown = (id: unknown) => users.some((user) => user.ID === String(id));
+  const origin = (fields: Record<string, unknown>) => ({
+    ...(fields.ORIGINATOR_ID !== undefined ? { ORIGINATOR_ID: String(fields.ORIGINATOR_ID) } : {}),
+    ...(fields.ORIGIN_ID !== undefined ? { ORIGIN_ID: String(fields.ORIGIN_ID) } : {}),
+  });
+  /**
+   * Legacy list filters on the keys the connector uses; any other key is refused, so a test
+   * cannot pass on a filter the fake silently ignores. Exact matches only [OFF: multifield
+   * filters are exact]; ORIGIN_ID / ORIGINATOR_ID per the note's idempotency check [INF].
+   */
+  function filtered<T extends { ID: string }>(
+    items: T[],
+    params: Record<string, unknown>,
+    keys: Record<string, (item: T, value: string) => boolean>,
+  ): T[] {
+    const filter = (params.filter ?? {}) as Record<string, unknown>;
+    for (const key of Object.keys(filter))
+      if (!keys[key]) throw new MethodError(400, '', `Filter field ${key} is not supported by the fake`);
+    const order = ((params.order ?? {}) as Record<string, unknown>).ID;
+    return items
+      .filter((item) => Object.entries(filter).every(([key, value]) => keys[key]!(item, String(value))))
+      .sort((a, b) => (String(order).toUpperCase() === 'DESC' ? -1 : 1) * (Number(a.ID) - Number(b.ID)));
+  }
+  const byOrigin = {
+    ORIGIN_ID: (item: { ORIGIN_ID?: string }, value: string) => item.ORIGIN_ID === value,
+    ORIGINATOR_ID: (item: { ORIGINATOR_ID?: string }, value: string) => item.ORIGINATOR_ID === value,
+  };
 
   function method(name: string, params: Record<string, unknown>): unknown {
     const fields = (params.fields ?? {}) as Record<string, unknown>;
@@ -214,6 +246,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
           EMAIL: multifield(fields.EMAIL),
           SOURCE_ID: String(fields.SOURCE_ID ?? 'CALL'),
           SOURCE_DESCRIPTION: String(fields.SOURCE_DESCRIPTION ?? ''),
+          ...origin(fields),
         };
         fake.contacts.push(contact);
         return Number(contact.ID);
@@ -241,14 +274,18 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
         }
         return true;
       }
+      case 'crm.contact.list':
+        return filtered(fake.contacts, params, byOrigin)
+          .slice(0, 50)
+          .map((contact) => ({ ID: contact.ID }));
       case 'crm.deal.list': {
-        const filter = (params.filter ?? {}) as Record<string, unknown>;
-        const found = fake.deals.filter(
-          (deal) =>
-            (filter.CONTACT_ID === undefined || deal.CONTACT_IDS[0] === String(filter.CONTACT_ID)) &&
-            (filter.CATEGORY_ID === undefined || deal.CATEGORY_ID === String(filter.CATEGORY_ID)) &&
-            (filter.CLOSED === undefined || deal.CLOSED === filter.CLOSED),
-        );
+        const found = filtered(fake.deals, params, {
+          ...byOrigin,
+          // The primary contact only [INF].
+          CONTACT_ID: (deal, value) => deal.CONTACT_IDS[0] === value,
+          CATEGORY_ID: (deal, value) => deal.CATEGORY_ID === value,
+          CLOSED: (deal, value) => deal.CLOSED === value,
+        });
         return found
           .slice(0, 50)
           .map((deal) => ({ ID: deal.ID, CATEGORY_ID: deal.CATEGORY_ID, STAGE_ID: deal.STAGE_ID }));
@@ -281,6 +318,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
               .filter(([key]) => key.startsWith('UTM_'))
               .map(([key, value]) => [key, String(value)]),
           ),
+          ...origin(fields),
         };
         fake.deals.push(deal);
         return Number(deal.ID);
