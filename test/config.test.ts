@@ -277,6 +277,16 @@ describe('config', () => {
     expect(sentinel.sentinel?.tls).toBe(true);
     expect(storeSchema.parse({ cluster: { nodes: ['10.0.0.1:6379'], tls: 'true' } }).cluster?.tls).toBe(true);
     expect(crmSettingsSchema.parse({ transcriptNote: 'false' }).transcriptNote).toBe(false);
+    // A vendor's settings too (LiveTex's evenTiming was a plain boolean).
+    const livetex = parseConfig(
+      {
+        admin: { token: 'a'.repeat(20) },
+        channels: [{ id: 'app', vendor: 'livetex', token: 'l'.repeat(24), evenTiming: '${EVEN:-false}' }],
+      },
+      defaultRegistry(),
+      {},
+    );
+    expect(livetex.channels[0]).toMatchObject({ evenTiming: false });
   });
 
   it('a value that is no duration is named as such, not "Invalid input"', () => {

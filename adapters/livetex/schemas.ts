@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { intLike } from '../../src/config/schema.js';
+import { boolLike, intLike } from '../../src/config/schema.js';
 import { soft, softId, softString, softTime, wireId, wireTime } from '../../src/intake/wire.js';
 
 /**
@@ -20,7 +20,7 @@ export const livetexSettingsSchema = z.object({
    * unknown one (issue 10 item 2). `false` answers a found lookup as soon as its sources are in
    * (faster for agents; the timing then says "found").
    */
-  evenTiming: z.boolean().default(true),
+  evenTiming: boolLike.default(true),
   /** Tolerance for the caller's clock on `iat`/`exp`. Kept small: it widens the replay window. */
   maxClockSkewSeconds: intLike(z.number().int().min(0).max(120)).default(30),
 });
