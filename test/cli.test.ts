@@ -205,6 +205,10 @@ admin: { token: example-admin-token-change-me }
     expect(text).toContain('admin.token: a published example credential');
 
     const host = process.env.HOST;
+    // The example as a newcomer runs it: no REDIS_URL (CI exports one; with it the example's
+    // LiveTex channel needs a master key, a different problem reported first).
+    const redisUrl = process.env.REDIS_URL;
+    delete process.env.REDIS_URL;
     process.env.HOST = '0.0.0.0';
     try {
       const example = capture();
@@ -213,6 +217,7 @@ admin: { token: example-admin-token-change-me }
     } finally {
       if (host === undefined) delete process.env.HOST;
       else process.env.HOST = host;
+      if (redisUrl !== undefined) process.env.REDIS_URL = redisUrl;
     }
     const loopback = capture();
     expect(

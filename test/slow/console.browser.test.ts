@@ -330,7 +330,11 @@ describe('web console in a browser', () => {
       '/console/contacts',
     );
     await page.keyboard.press('Enter');
-    await page.getByLabel('Find a contact').waitFor();
+    const search = page.getByLabel('Find a contact');
+    await search.waitFor();
+    // The field takes the focus by `autofocus` once the page has loaded; keys typed before that
+    // went to the page (a loaded CI run lost "anna.smir"). Wait for the focus, still no mouse.
+    await page.waitForFunction("document.activeElement?.id === 'q'");
     await page.keyboard.type('anna.smirnova@mail.example');
     await page.keyboard.press('Enter');
     await page.getByRole('link', { name: 'Anna Smirnova' }).waitFor();
