@@ -353,8 +353,22 @@ export const configSchema = z.strictObject({
       publicUrl: z.preprocess(emptyToUndefined, httpUrlSchema.optional()),
       bodyLimitBytes: intLike(z.number().int().positive()).default(1024 * 1024),
       shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
+      /**
+       * Reverse proxies in front of the bridge that append the client's address to
+       * X-Forwarded-For. The client address (per-address rate limits, logs) is the entry that
+       * many from the right: what the outermost trusted proxy saw. Entries further left are
+       * whatever the client sent, never trusted. 0: the header is ignored (clients connect
+       * directly); 1 (default): one proxy (nginx, an ingress, a load balancer).
+       */
+      proxyHops: intLike(z.number().int().min(0).max(10)).default(1),
     })
-    .default({ port: 3000, host: '0.0.0.0', bodyLimitBytes: 1024 * 1024, shutdownTimeoutMs: 10_000 }),
+    .default({
+      port: 3000,
+      host: '0.0.0.0',
+      bodyLimitBytes: 1024 * 1024,
+      shutdownTimeoutMs: 10_000,
+      proxyHops: 1,
+    }),
   store: storeSchema,
   admin: z.strictObject({
     token: z.string().min(16, 'at least 16 characters'),

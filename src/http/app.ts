@@ -231,7 +231,11 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
 
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, metrics, store, contacts } = deps;
-  const app = new Koa({ proxy: true });
+  // X-Forwarded-For is read only as far as `server.proxyHops` trusted proxies wrote it: Koa's
+  // ctx.ip is otherwise its left-most entry, which the client sets (a per-address limit that
+  // anyone could step around, or aim at someone else's address).
+  const hops = config.server.proxyHops;
+  const app = new Koa({ proxy: hops > 0, maxIpsCount: hops });
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id

@@ -104,3 +104,42 @@ describe('rate limits', () => {
     expect(await refusals('lookup_channel')).toBe(1);
   });
 });
+
+describe('the client address behind proxies (server.proxyHops)', () => {
+  async function failuresUntilRefused(bridge: TestBridge, forwardedFor: (attempt: number) => string) {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const answer = await rawRequest(bridge.url, 'GET', '/api/v1/channels', {
+        headers: {
+          'x-forwarded-for': forwardedFor(attempt),
+          authorization: `Bearer guess-${attempt}-0000000000`,
+        },
+      });
+      if (answer.status === 429) return attempt;
+      expect(answer.status).toBe(401);
+    }
+    return null;
+  }
+  const limits = { rate: { adminAuthFailuresPerAddress: 2, window: '1h' } };
+
+  it('takes the entry the trusted proxy appended, not what the client wrote before it', async () => {
+    const bridge = await startTestBridge({ config: { limits } });
+    try {
+      // One proxy (the default) appends the real address 198.51.100.9 after the client's own.
+      const refusedAt = await failuresUntilRefused(bridge, (attempt) => `10.9.0.${attempt}, 198.51.100.9`);
+      expect(refusedAt).toBe(2);
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  it('ignores the header with proxyHops 0: the address of the connection counts', async () => {
+    const bridge = await startTestBridge({
+      config: { limits, server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, proxyHops: 0 } },
+    });
+    try {
+      expect(await failuresUntilRefused(bridge, (attempt) => `10.9.0.${attempt}`)).toBe(2);
+    } finally {
+      await bridge.close();
+    }
+  });
+});
