@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
+import { consoleRequest, signIn } from '../../test/support/console.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../../test/support/harness.js';
 import type { ChatvisorRuntime } from './index.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 
@@ -331,5 +332,13 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
       backfill: { windowMs: 86_400_000, conversations: 1, messages: 1, olderThanWindow: 0 },
     });
     expect(reports.body.recent).toHaveLength(1);
+
+    // And in the console's Channels page (DESIGN §11: "polling state").
+    const { cookie } = await signIn(identityBridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(identityBridge.url, '/console/channels', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<h3>Conversation polling</h3>');
+    expect(page.text).toContain('replayed 1 conversation and 1 message changed in the backfill window');
+    expect(page.text).toContain('2 conversations seen on 1 page');
   });
 });

@@ -23,6 +23,7 @@ import {
   type AgentSyncReportView,
   type ChannelView,
   channelsPage,
+  type PollReportView,
   type StatusView,
   statusPage,
 } from './ops.js';
@@ -288,6 +289,19 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
           view.agentSync = {
             reports: [],
             error: `The reports could not be read: ${(error as Error).message}`,
+          };
+        }
+      }
+      if (hasRoute(runtime, 'GET', 'conversation-poll')) {
+        try {
+          const result = await callChannel(entry, 'GET', 'conversation-poll');
+          const body = result.body as { first?: PollReportView | null; recent?: PollReportView[] };
+          view.polling = { first: body.first ?? null, recent: body.recent ?? [] };
+        } catch (error) {
+          view.polling = {
+            first: null,
+            recent: [],
+            error: `The poll reports could not be read: ${(error as Error).message}`,
           };
         }
       }

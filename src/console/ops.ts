@@ -16,6 +16,36 @@ export interface ChannelView {
   /** Shown exactly once, right after generation. */
   newKey?: { kid: string; key: string; createdAt: string };
   agentSync?: { reports: AgentSyncReportView[]; error?: string };
+  /** A polled channel (Chatvisor's conversation poll): its first run and its last runs. */
+  polling?: { first: PollReportView | null; recent: PollReportView[]; error?: string };
+}
+
+/**
+ * A poll report as the channel's `GET conversation-poll` route answers it. Read loosely: the
+ * console shows what it finds and does not import the vendor's types (core → adapter only
+ * through the registry).
+ */
+export interface PollReportView {
+  baseline?: boolean;
+  source?: string;
+  startedAt?: string;
+  finishedAt?: string;
+  pages?: number;
+  conversationsSeen?: number;
+  seeded?: number;
+  conversationEvents?: number;
+  messageEvents?: number;
+  backfills?: number;
+  backfill?: {
+    windowMs?: number;
+    since?: string;
+    conversations?: number;
+    messages?: number;
+    olderThanWindow?: number;
+    unknownAge?: number;
+  } | null;
+  identified?: number;
+  failed?: { customerId: string; reason: string }[];
 }
 
 export interface AgentSyncReportView {
@@ -53,6 +83,32 @@ function report(item: AgentSyncReportView): SafeHtml {
     'failed',
     (item.failed ?? []).map((step) => `${step.email} ${step.action}: ${step.reason}`),
   )}</ul></li>`;
+}
+
+/** "1 conversation", "3 conversations". */
+const count = (n: number | undefined, word: string) => `${n ?? 0} ${word}${n === 1 ? '' : 's'}`;
+
+function pollRun(item: PollReportView): SafeHtml {
+  const failed = item.failed ?? [];
+  return html`<li class="entry"><div class="meta"><span class="tag">${item.baseline ? 'first run' : 'run'}</span> ${time(item.startedAt)} → ${time(item.finishedAt)}${item.source ? ` · by ${item.source}` : ''}</div>
+<div class="summary">${count(item.conversationsSeen, 'conversation')} seen on ${count(item.pages, 'page')}; events: ${item.conversationEvents ?? 0} conversation, ${item.messageEvents ?? 0} message (${item.backfills ?? 0} found only by polling); ${count(item.identified, 'customer')} identified; failed ${failed.length}</div>
+${failed.length > 0 ? html`<ul class="small">${failed.map((entry) => html`<li>${entry.customerId}: ${entry.reason}</li>`)}</ul>` : ''}</li>`;
+}
+
+function pollingSection(polling: NonNullable<ChannelView['polling']>): SafeHtml {
+  const backfill = polling.first?.backfill;
+  return html`<h3>Conversation polling</h3>
+${polling.error ? html`<p class="error">${polling.error}</p>` : ''}
+${
+  polling.first
+    ? html`<p>First run ${time(polling.first.startedAt)}: ${
+        backfill
+          ? `replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ?? '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
+          : `recorded ${count(polling.first.seeded, 'conversation')} as they stand, without events.`
+      }</p>`
+    : html`<p class="empty">No poll has run yet. Polling runs on the channel's schedule (the job above); it stays off while the channel's API token is the example's.</p>`
+}
+${polling.recent.length > 0 ? html`<ol class="timeline">${polling.recent.map(pollRun)}</ol>` : ''}`;
 }
 
 function channelCard(channel: ChannelView, csrf: string): SafeHtml {
@@ -109,6 +165,7 @@ ${
 }`
     : ''
 }
+${channel.polling ? pollingSection(channel.polling) : ''}
 </section>`;
 }
 
