@@ -11,6 +11,7 @@ import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
+import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
@@ -172,23 +173,40 @@ describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)
     expect(await contactsByEmail(bridge, 'deferred-31@example.org')).toHaveLength(1);
   });
 
-  it('defers LiveTex dialog webhooks too', async () => {
-    const bridge = await start(store);
+  it('records LiveTex dialog webhooks before answering: their open step reads and writes the dialog memory', async () => {
+    // No worker runs: an event that was only appended would not be on a contact yet.
+    const bridge = await start(store, { start: false });
     const answer = await bridge.post(
       `/webhooks/livetex/app/${LIVETEX_TOKEN}`,
       fixture('livetex', 'dialog_closed.mobile.json'),
     );
     expect(answer.status).toBe(200);
     expect(answer.body).toEqual({ ok: true });
-    const found = await eventually(
-      () =>
-        bridge.admin(
-          'GET',
-          `/api/v1/contacts?identity=${encodeURIComponent('person:p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10')}`,
-        ),
-      (response) => response.body.contacts?.length === 1,
+    const found = await bridge.admin(
+      'GET',
+      `/api/v1/contacts?identity=${encodeURIComponent('person:p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10')}`,
     );
     expect(found.body.contacts).toHaveLength(1);
+  });
+});
+
+describe('which routes acknowledge after append', () => {
+  it('defers only routes that read nothing before decode: no built-in route asks for both', () => {
+    // The worker decodes an appended item again without `open`: a route with an `open` step
+    // marked ackAfterAppend would be recorded inline anyway, and its promise would be wrong.
+    const marked = defaultRegistry().list.flatMap((adapter) =>
+      adapter.intake
+        .filter((route) => route.ackAfterAppend === true)
+        .map((route) => ({
+          vendor: adapter.vendor,
+          kind: route.kind,
+          path: route.path,
+          open: route.open !== undefined,
+        })),
+    );
+    expect(marked.length).toBeGreaterThan(0);
+    expect(marked.filter((route) => route.open)).toEqual([]);
+    expect(marked.map((route) => route.vendor)).not.toContain('livetex');
   });
 });
 

@@ -15,14 +15,16 @@ import { parseIntakeRequest } from './pipeline.js';
 /**
  * Acknowledge after one durable append (issue 12 item 2, `intake.ackAfterAppend`).
  *
- * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events,
- * LiveTex dialog webhooks) need not wait for the contact to be written: the web path decodes and
+ * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events) need
+ * not wait for the contact to be written: the web path decodes and
  * validates the payload (so a malformed one still gets its 400), appends the request as it was
  * received to one list in the store — one command, made durable like every other write
  * (`durability.replicas` is honoured by the caller) — and answers. A worker decodes it again with
  * the same adapter and the same arrival time (decode is pure, so it gets the same observations
  * and idempotency keys), or takes those the web path decoded when it runs in the same process
- * (the hand-off, below), and records them through the same engine.
+ * (the hand-off, below), and records them through the same engine. A route with an `open` step
+ * (LiveTex's dialog webhook reads and writes the dialog memory there) is never deferred: the
+ * worker decodes without it (src/intake/pipeline.ts records such a route inline).
  *
  * Why the payload and not the decoded observations: the payload is the record of what the vendor
  * said, and it is small — a 50-message chat_finished is 7 KB as sent and 27 KB as an observation
