@@ -11,6 +11,7 @@ import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
+import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
@@ -172,23 +173,40 @@ describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)
     expect(await contactsByEmail(bridge, 'deferred-31@example.org')).toHaveLength(1);
   });
 
-  it('defers LiveTex dialog webhooks too', async () => {
-    const bridge = await start(store);
+  it('records LiveTex dialog webhooks before answering: their open step reads and writes the dialog memory', async () => {
+    // No worker runs: an event that was only appended would not be on a contact yet.
+    const bridge = await start(store, { start: false });
     const answer = await bridge.post(
       `/webhooks/livetex/app/${LIVETEX_TOKEN}`,
       fixture('livetex', 'dialog_closed.mobile.json'),
     );
     expect(answer.status).toBe(200);
     expect(answer.body).toEqual({ ok: true });
-    const found = await eventually(
-      () =>
-        bridge.admin(
-          'GET',
-          `/api/v1/contacts?identity=${encodeURIComponent('person:p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10')}`,
-        ),
-      (response) => response.body.contacts?.length === 1,
+    const found = await bridge.admin(
+      'GET',
+      `/api/v1/contacts?identity=${encodeURIComponent('person:p-3f9c2a71-5d1e-4c8e-9a0b-6e2f1d7c4b10')}`,
     );
     expect(found.body.contacts).toHaveLength(1);
+  });
+});
+
+describe('which routes acknowledge after append', () => {
+  it('defers only routes that read nothing before decode: no built-in route asks for both', () => {
+    // The worker decodes an appended item again without `open`: a route with an `open` step
+    // marked ackAfterAppend would be recorded inline anyway, and its promise would be wrong.
+    const marked = defaultRegistry().list.flatMap((adapter) =>
+      adapter.intake
+        .filter((route) => route.ackAfterAppend === true)
+        .map((route) => ({
+          vendor: adapter.vendor,
+          kind: route.kind,
+          path: route.path,
+          open: route.open !== undefined,
+        })),
+    );
+    expect(marked.length).toBeGreaterThan(0);
+    expect(marked.filter((route) => route.open)).toEqual([]);
+    expect(marked.map((route) => route.vendor)).not.toContain('livetex');
   });
 });
 
@@ -233,6 +251,46 @@ describe('acknowledge after append (two instances on one Redis)', () => {
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
     } finally {
+      redis.disconnect();
+    }
+  });
+});
+
+describe('acknowledge after append: a full backlog on a web instance', () => {
+  it('defers again once a worker instance drained the backlog', async () => {
+    const keyPrefix = `deferred-refill-${process.pid}-${Date.now()}`;
+    const config = {
+      intake: { ackAfterAppend: true, maxBacklog: 2 },
+      channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+    };
+    const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config });
+    bridges.push(web);
+    const redis = new Redis(web.redisUrl!);
+    const waiting = () => redis.llen(`${keyPrefix}:intake:deferred`);
+    const post = async (n: number) =>
+      expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+    try {
+      for (let n = 600; n < 603; n++) await post(n);
+      expect(await waiting()).toBe(2); // the third was recorded inline
+      const worker = await startTestBridge({ store: 'redis', keyPrefix, role: 'worker', config });
+      bridges.push(worker);
+      expect(await eventually(waiting, (length) => length === 0)).toBe(0);
+      bridges.splice(bridges.indexOf(worker), 1);
+      await worker.close();
+      // Recorded inline until the web instance reads the length again; then deferred again.
+      let n = 610;
+      await eventually(
+        async () => {
+          await post(n++);
+          return waiting();
+        },
+        (length) => length > 0,
+      );
+      expect(await waiting()).toBe(1);
+      expect(await contactsByEmail(web, `deferred-${n - 1}@example.org`)).toHaveLength(0);
+    } finally {
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
     }
   });
@@ -525,5 +583,57 @@ describe('the deferred worker', () => {
       expect(found[0]!.channels[0]?.observations).toBe(1);
     }
     expect(await deferred.drain()).toEqual({ recorded: 0, busy: false });
+  });
+
+  it('a web instance defers again once another instance drained a full backlog', async () => {
+    // A `web` instance neither drains nor appends while the backlog is full, so it only learns
+    // of a drain by reading the list's length again (at most once per second of its clock).
+    const { store, logger, metrics, engine, state } = workerParts();
+    let lengthReads = 0;
+    const counted = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property !== 'llen') return Reflect.get(target, property, receiver);
+        return (key: string) => {
+          lengthReads++;
+          return target.llen(key);
+        };
+      },
+    });
+    let clock = Date.parse('2026-11-01T12:00:00.000Z');
+    const intake = (name: string) =>
+      createDeferredIntake({
+        store: counted,
+        routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+        contacts: engine,
+        journal: createPayloadJournal(store),
+        logger: logger.child({ name }),
+        metrics: name === 'web' ? metrics : new Metrics({ defaultMetrics: false }),
+        maxBacklog: 2,
+        now: () => clock,
+      });
+    const web = intake('web'); // never started: it only appends
+    const worker = intake('worker');
+    const append = (n: number) =>
+      web.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(900 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date(clock),
+      });
+    expect([await append(0), await append(1), await append(2)]).toEqual([true, true, false]);
+    expect(await worker.drain()).toEqual({ recorded: 2, busy: false });
+    expect(await store.llen(DEFERRED_KEY)).toBe(0);
+    // Refused appends read the length at most once per second, not once per event.
+    const before = lengthReads;
+    for (let n = 3; n < 50; n++) await append(n);
+    expect(lengthReads - before).toBeLessThanOrEqual(1);
+    clock += 1000;
+    const later = [];
+    for (let n = 50; n < 55; n++) later.push(await append(n));
+    expect(later).toEqual([true, true, false, false, false]);
+    expect(await store.llen(DEFERRED_KEY)).toBe(2);
+    expect(web.backlog()).toBe(2);
   });
 });

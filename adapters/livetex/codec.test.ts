@@ -3,9 +3,12 @@ import { CompactEncrypt, compactDecrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import {
+  ANSWER_BYTES,
   bridgeJweCodec,
   buildClaims,
+  fitAnswer,
   JOSE_CONTENT_TYPE,
+  type LookupAnswer,
   LookupAnswerError,
   type LookupClaims,
   MIN_ANSWER_BUCKET_BYTES,
@@ -260,6 +263,64 @@ describe('bridgeJweCodec: answers', () => {
       key,
     );
     expect(found.body.length).toBe(notFound.body.length);
+  });
+
+  it('fits any card within the answer size, listing as not verified only values still on the card', async () => {
+    const typed = Array.from(
+      { length: 100 },
+      (_, index) => `visitor.typed.${index}.${'p'.repeat(90)}@mail.example`,
+    );
+    // Characters JSON escapes to six bytes each: the worst case for every length cut.
+    const escaped = (length: number) => '\u0001'.repeat(length);
+    const cards: LookupAnswer[] = [
+      {
+        requestId: 'r-1',
+        found: true,
+        contact: { id: 'c_1', name: 'Many', emails: typed, phones: [], labels: [], notVerified: typed },
+        attributes: [],
+      },
+      {
+        requestId: 'r'.repeat(128),
+        found: true,
+        contact: {
+          id: 'c_2',
+          name: escaped(5000),
+          emails: Array.from({ length: 50 }, (_, index) => `${escaped(300)}${index}`),
+          phones: Array.from({ length: 50 }, (_, index) => `+7${escaped(60)}${index}`),
+          labels: Array.from({ length: 500 }, (_, index) => `${escaped(200)}${index}`),
+          notVerified: Array.from({ length: 50 }, (_, index) => `${escaped(300)}${index}`),
+        },
+        attributes: Array.from({ length: 50 }, (_, index) => ({
+          key: `k${index}`,
+          label: 'L',
+          value: 'v'.repeat(2000),
+          type: 'string',
+        })),
+        crmLink: `https://crm.example/${'x'.repeat(20_000)}`,
+      },
+    ];
+    const notFound = await bridgeJweCodec.sealAnswer(
+      { requestId: 'r-1', found: false, attributes: [] },
+      kid,
+      key,
+    );
+    for (const card of cards) {
+      const fitted = fitAnswer(card);
+      expect(Buffer.byteLength(JSON.stringify(fitted), 'utf8')).toBeLessThanOrEqual(ANSWER_BYTES);
+      expect(fitted.truncated).toBe(true);
+      expect(fitted.found).toBe(true);
+      expect(fitted.contact?.id).toBe(card.contact?.id);
+      const shown = new Set([...(fitted.contact?.emails ?? []), ...(fitted.contact?.phones ?? [])]);
+      for (const value of fitted.contact?.notVerified ?? []) expect(shown.has(value)).toBe(true);
+      // Every value cut from a visitor-typed original is still listed as not verified.
+      const typedOriginals = new Set(card.contact?.notVerified);
+      for (const [index, value] of (fitted.contact?.emails ?? []).entries()) {
+        if (typedOriginals.has(card.contact!.emails[index]!))
+          expect(fitted.contact?.notVerified).toContain(value);
+      }
+      const sealed = await bridgeJweCodec.sealAnswer(card, kid, key);
+      expect(sealed.body.length).toBe(notFound.body.length);
+    }
   });
 
   it('pads to powers of two from the minimum bucket', () => {

@@ -22,9 +22,8 @@ export const KEY_BYTES = 32;
 /** DESIGN §6: `exp` at most 5 minutes after `iat`. */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300;
 /**
- * Answers are padded to a power of two of at least this many bytes, so that `found: false` and a
- * typical contact card encrypt to the same length (no oracle by size). 4 KiB holds a card of a
- * few dozen attributes; larger cards move to 8, 16, ... KiB.
+ * The smallest bucket of `padToBucket`. Answers themselves are all ANSWER_BYTES (twice this),
+ * found or not: a larger card is cut to fit (`fitAnswer`), so no size tells the two apart.
  */
 export const MIN_ANSWER_BUCKET_BYTES = 4096;
 
@@ -338,26 +337,86 @@ export function padToBucket(json: string): string {
 /**
  * Every answer is sent in one size class (issue 10 item 2): a contact with a large card must not
  * land in a larger class than `found: false`. What does not fit is cut (attributes from the end,
- * then long lists) and the answer says so with `truncated: true`.
+ * then long lists, then the crmLink, then list entries from the end) and the answer says so with
+ * `truncated: true`.
  */
 export const ANSWER_BYTES = 2 * MIN_ANSWER_BUCKET_BYTES;
 
+type LookupContact = NonNullable<LookupAnswer['contact']>;
+
+/** `notVerified` names values shown on the card: after a cut, only those still on it (cut as they are). */
+function withNotVerified(contact: LookupContact, emails: string[], phones: string[], typed: Set<string>) {
+  const { notVerified: _old, ...rest } = contact;
+  const notVerified = [...emails, ...phones].filter((value) => typed.has(value));
+  return { ...rest, emails, phones, ...(notVerified.length > 0 ? { notVerified } : {}) };
+}
+
+/** The card's lists cut to a few short entries; a value typed by a visitor stays marked so. */
+function cutContact(contact: LookupContact): LookupContact {
+  const typedOriginals = new Set(contact.notVerified ?? []);
+  const typed = new Set<string>();
+  const cut = (values: string[], count: number, length: number) =>
+    values.slice(0, count).map((value) => {
+      const shown = value.slice(0, length);
+      if (typedOriginals.has(value)) typed.add(shown);
+      return shown;
+    });
+  const emails = cut(contact.emails, 3, 254);
+  const phones = cut(contact.phones, 3, 32);
+  return withNotVerified(
+    {
+      ...contact,
+      name: contact.name === null ? null : contact.name.slice(0, 200),
+      labels: contact.labels.slice(0, 10).map((value) => value.slice(0, 100)),
+    },
+    emails,
+    phones,
+    typed,
+  );
+}
+
+/**
+ * The answer cut to at most `limit` bytes of JSON, whatever the card holds (the caller's
+ * `requestId` is at most 128 characters, lookupClaimsSchema): `sealAnswer` pads every answer to
+ * exactly ANSWER_BYTES, so a card that did not fit would make a found answer longer than a
+ * not-found one — an oracle by size.
+ */
 export function fitAnswer(answer: LookupAnswer, limit = ANSWER_BYTES): LookupAnswer {
   const size = (value: LookupAnswer) => Buffer.byteLength(JSON.stringify(value), 'utf8');
   if (size(answer) <= limit) return answer;
   const fitted: LookupAnswer = { ...answer, attributes: [...answer.attributes], truncated: true };
-  while (fitted.attributes.length > 0 && size(fitted) > limit) fitted.attributes.pop();
-  if (fitted.contact && size(fitted) > limit) {
+  const over = () => size(fitted) > limit;
+  while (fitted.attributes.length > 0 && over()) fitted.attributes.pop();
+  if (fitted.contact && over()) fitted.contact = cutContact(fitted.contact);
+  if (over()) delete fitted.crmLink;
+  // The last resorts: entries from the end of the (already cut) lists, then the name.
+  if (fitted.contact && over()) {
     const contact = fitted.contact;
-    fitted.contact = {
-      ...contact,
-      name: contact.name === null ? null : contact.name.slice(0, 200),
-      emails: contact.emails.slice(0, 3).map((value) => value.slice(0, 254)),
-      phones: contact.phones.slice(0, 3).map((value) => value.slice(0, 32)),
-      labels: contact.labels.slice(0, 10).map((value) => value.slice(0, 100)),
+    const typed = new Set(contact.notVerified ?? []);
+    const labels = [...contact.labels];
+    const emails = [...contact.emails];
+    const phones = [...contact.phones];
+    const rebuild = () => {
+      fitted.contact = withNotVerified({ ...contact, labels: [...labels] }, [...emails], [...phones], typed);
     };
+    while (labels.length > 0 && over()) {
+      labels.pop();
+      rebuild();
+    }
+    while (phones.length > 0 && over()) {
+      phones.pop();
+      rebuild();
+    }
+    while (emails.length > 0 && over()) {
+      emails.pop();
+      rebuild();
+    }
+    if (over() && fitted.contact.name !== null) fitted.contact = { ...fitted.contact, name: null };
   }
-  if (size(fitted) > limit) delete fitted.crmLink;
+  if (over()) {
+    const { contact: _contact, crmLink: _crmLink, ...bare } = fitted;
+    return { ...bare, attributes: [] };
+  }
   return fitted;
 }
 
@@ -380,8 +439,11 @@ async function sealAnswer(
     json = JSON.stringify(fitAnswer(answer));
     bytes = Buffer.byteLength(json, 'utf8');
   }
-  // One class for every answer: the fitted JSON padded with spaces to exactly ANSWER_BYTES.
-  const padded = Buffer.allocUnsafe(Math.max(bytes, ANSWER_BYTES));
+  // One class for every answer: the fitted JSON padded with spaces to exactly ANSWER_BYTES. Only
+  // a requestId of thousands of bytes could still be over, which the claim set refuses: never
+  // send a larger answer rather than an answer of another size.
+  if (bytes > ANSWER_BYTES) throw new Error(`the lookup answer does not fit ${ANSWER_BYTES} bytes`);
+  const padded = Buffer.allocUnsafe(ANSWER_BYTES);
   padded.write(json, 'utf8');
   padded.fill(0x20, bytes);
   return { body: sealCompact(padded, kid, key), contentType: JOSE_CONTENT_TYPE };

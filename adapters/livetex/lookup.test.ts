@@ -256,6 +256,49 @@ describe('livetex lookup over HTTP (in-memory store)', () => {
   });
 });
 
+describe('livetex lookup: one answer size whatever the card holds', () => {
+  const MANY = 'p-many-typed-emails';
+  let bridge: TestBridge;
+  let key: GeneratedKey;
+
+  beforeAll(async () => {
+    bridge = await startTestBridge({ config: { channels: [livetexChannel('app')] } });
+    key = await generateKey(bridge, 'app');
+    // 100 visitor-typed e-mails of ~120 characters: a card far over the answer size.
+    const contacts = Array.from({ length: 100 }, (_, index) => ({
+      type: 'email',
+      value: `visitor.typed.${index}.${'p'.repeat(90)}@mail.example`,
+    }));
+    const webhook = await bridge.post('/webhooks/livetex/app/app-webhook-token-0123456789', {
+      event: 'dialog_closed',
+      conversation: { conversationId: 'c-many-1', startedAt: 1741950000, endedAt: 1741950600 },
+      discourser: { name: 'Many', personId: MANY, contacts },
+      employee: [],
+    });
+    expect(webhook.status).toBe(200);
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('seals a found answer with a huge card to the length of a not-found one', async () => {
+    const known = await postLookup(bridge, 'app', await token(key, claimsFor({ personId: MANY })));
+    const unknown = await postLookup(bridge, 'app', await token(key, claimsFor({ personId: 'p-nobody' })));
+    expect(known.status).toBe(200);
+    expect(unknown.status).toBe(200);
+    expect(known.text.length).toBe(unknown.text.length);
+
+    const client = createLivetexLookupClient({ url: lookupUrl(bridge, 'app'), kid: key.kid, key: key.key });
+    const answer = await client.lookup({ personId: MANY });
+    expect(answer.found).toBe(true);
+    expect(answer.truncated).toBe(true);
+    const emails = answer.contact?.emails ?? [];
+    expect(emails.length).toBeGreaterThan(0);
+    // Only values still on the card are listed as not verified, and these all are.
+    expect(answer.contact?.notVerified).toEqual(emails);
+  });
+});
+
 describe('livetex keys through the admin API', () => {
   let bridge: TestBridge;
 

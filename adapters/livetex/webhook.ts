@@ -96,8 +96,9 @@ export function decodeDialog(
 
 export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
   kind: 'webhook',
-  // The answer without facts is a constant: it may follow one durable append (intake.ackAfterAppend).
-  ackAfterAppend: true,
+  // Not `ackAfterAppend`, although the answer is a constant: `open` reads and writes the dialog
+  // memory before decode, and the deferred worker decodes an appended item again without it
+  // (src/intake/deferred.ts), so every dialog webhook is recorded before its answer.
   body: 'json',
   doc: {
     summary: 'LiveTex dialog webhook (closed, assigned, rated)',

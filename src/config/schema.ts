@@ -426,9 +426,10 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /**
    * Vendor intake (issue 12). `ackAfterAppend`: events whose vendor answer carries no contact
-   * data (JivoChat's {"result":"ok"} events, LiveTex dialog webhooks) are answered after one
-   * durable append and recorded by a worker a moment later (README "How it works"); off, every
-   * event is recorded before its answer. `maxBacklog`: past this many waiting items, events are
+   * data and whose route reads nothing before decode (JivoChat's {"result":"ok"} events) are
+   * answered after one durable append and recorded by a worker a moment later (README "How it
+   * works"); off, every event is recorded before its answer. LiveTex dialog webhooks always are:
+   * they read and write the dialog memory before decoding. `maxBacklog`: past this many waiting items, events are
    * recorded inline again (vendors are slowed down rather than the store filled).
    */
   intake: z

@@ -15,14 +15,16 @@ import { parseIntakeRequest } from './pipeline.js';
 /**
  * Acknowledge after one durable append (issue 12 item 2, `intake.ackAfterAppend`).
  *
- * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events,
- * LiveTex dialog webhooks) need not wait for the contact to be written: the web path decodes and
+ * Vendor events whose answer carries no contact data (JivoChat's `{"result":"ok"}` events) need
+ * not wait for the contact to be written: the web path decodes and
  * validates the payload (so a malformed one still gets its 400), appends the request as it was
  * received to one list in the store — one command, made durable like every other write
  * (`durability.replicas` is honoured by the caller) — and answers. A worker decodes it again with
  * the same adapter and the same arrival time (decode is pure, so it gets the same observations
  * and idempotency keys), or takes those the web path decoded when it runs in the same process
- * (the hand-off, below), and records them through the same engine.
+ * (the hand-off, below), and records them through the same engine. A route with an `open` step
+ * (LiveTex's dialog webhook reads and writes the dialog memory there) is never deferred: the
+ * worker decodes without it (src/intake/pipeline.ts records such a route inline).
  *
  * Why the payload and not the decoded observations: the payload is the record of what the vendor
  * said, and it is small — a 50-message chat_finished is 7 KB as sent and 27 KB as an observation
@@ -60,6 +62,13 @@ const DRAIN_LOCK = 'intake:deferred:drain';
 const LOCK_TTL_MS = 30_000;
 /** How long after an append the worker of this process drains (see wakeSoon). */
 const WAKE_DELAY_MS = 20;
+/**
+ * How stale this instance's count of waiting items may be before a full backlog is read again.
+ * The count comes from this instance's own appends and drains; a `web` instance does neither
+ * while the backlog is full, so without a fresh read it would record inline for good after
+ * another instance drained the list. Checked against the clock on an append, not by a timer.
+ */
+const BACKLOG_RECHECK_MS = 1000;
 /** Items read and recorded per drain round. */
 export const DEFERRED_CHUNK = 100;
 /** Items of a chunk being recorded at once (see recordAll). */
@@ -139,7 +148,7 @@ export interface DeferredIntake {
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
   start(): void;
   stop(): Promise<void>;
-  /** Items waiting, as last seen by this instance (from append replies and drains). */
+  /** Items waiting, as last seen by this instance (from append replies, drains and rechecks of a full backlog). */
   backlog(): number;
 }
 
@@ -153,11 +162,14 @@ export interface DeferredIntakeOptions {
   metrics: Metrics;
   maxBacklog: number;
   pollMs?: number;
+  /** The clock the backlog recheck reads (ms since the epoch); tests move it. */
+  now?: () => number;
 }
 
 export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIntake {
   const { store, contacts, journal, logger, metrics } = options;
   const pollMs = options.pollMs ?? 1000;
+  const now = options.now ?? Date.now;
   const recorded = metrics.counter(
     'chatbridge_intake_deferred_total',
     'Observations acknowledged after a durable append and recorded by the worker, by outcome (recorded, journalled, retried)',
@@ -168,10 +180,31 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     'Observations acknowledged and not yet recorded, as last seen by this instance',
   );
   let known = 0;
+  /** When `known` was last read from the store (an append's reply, a drain, a recheck). */
+  let knownAt = Number.NEGATIVE_INFINITY;
   const setKnown = (value: number) => {
     known = value;
+    knownAt = now();
     backlogGauge.set(value);
   };
+  /**
+   * Whether the backlog is full, reading its length again when the count is older than
+   * BACKLOG_RECHECK_MS (another instance may have drained it). Concurrent appends share one read:
+   * `knownAt` moves before it is awaited. A failed read leaves the count as it was (inline).
+   */
+  async function backlogFull(): Promise<boolean> {
+    if (known < options.maxBacklog) return false;
+    const at = now();
+    if (at - knownAt < BACKLOG_RECHECK_MS) return true;
+    knownAt = at;
+    try {
+      setKnown(await store.llen(DEFERRED_KEY));
+    } catch (error) {
+      logger.warn({ err: error }, 'deferred intake: could not read the backlog again; recording inline');
+      return true;
+    }
+    return known >= options.maxBacklog;
+  }
   /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
   const attempts = new Map<string, number>();
 
@@ -198,16 +231,17 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   async function append(request: DeferredRequest): Promise<boolean> {
-    if (known >= options.maxBacklog) return false;
+    // Awaited only when the count says full: the usual append takes no extra turn.
+    if (known >= options.maxBacklog && (await backlogFull())) return false;
     // Kept before the push: this process's worker may read the item before the push's reply.
-    const now = Date.now();
+    const at = Date.now();
     const bytes = request.rawBody.length;
     const handoffId =
-      running && request.observations && handoffRoom(now, bytes)
+      running && request.observations && handoffRoom(at, bytes)
         ? `${handoffTag}.${++handoffCount}`
         : undefined;
     if (handoffId) {
-      handoff.set(handoffId, { observations: request.observations!, at: now, bytes });
+      handoff.set(handoffId, { observations: request.observations!, at, bytes });
       handoffBytes += bytes;
     }
     const header: z.input<typeof itemHeaderSchema> = {
