@@ -276,9 +276,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     at: string,
   ): boolean {
     let changed = false;
+    // Names arrive cut to limits.fieldLength with … (capObservation, counted there): kept whole.
     for (const name of observation.names) {
       const trimmed = name.trim();
-      if (trimmed && upsertValued(record.names, trimmed.slice(0, 200), at)) changed = true;
+      if (trimmed && upsertValued(record.names, trimmed, at)) changed = true;
     }
     const knownIds = new Set(record.ids.map(identifierLabel));
     for (const identifier of identifiers) {
@@ -925,8 +926,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       // Name search: each word of a name new to this record points at it (a set per word, like
       // sidx). Names the record already has were indexed when first seen: no write per repeat.
+      // The name is compared as apply() stores it (whole); the index needs no cut of its own:
+      // nameWords keeps at most 16 words of at most 40 characters.
       for (const name of observation.names) {
-        const trimmed = name.trim().slice(0, 200);
+        const trimmed = name.trim();
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
         for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
