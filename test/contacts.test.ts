@@ -337,6 +337,88 @@ for (const kind of ['memory', 'redis'] as const) {
         status: 400,
       });
     });
+
+    it('an e-mail given again, verified, becomes primary and verified though another record of the group holds it', async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
+      await contacts.observe(
+        observation({
+          at: at(1),
+          identifiers: [
+            { kind: 'email', value: 'e1@example.org' },
+            { kind: 'phone', value: '+79160000077' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          at: at(2),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'email', value: 'e2@example.org' },
+          ],
+        }),
+      );
+      const merged = await contacts.observe(
+        observation({
+          at: at(3),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'phone', value: '+79160000077' },
+          ],
+        }),
+      );
+      expect(merged.contact.records).toHaveLength(2);
+      const result = await contacts.observe(
+        observation({
+          at: at(4),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'email', value: 'e1@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      const expected = {
+        emails: ['e1@example.org', 'e2@example.org'],
+        identity: { kind: 'email', value: 'e1@example.org', provenance: 'verified' },
+      };
+      expect(result.contact.emails).toEqual(expected.emails);
+      expect(result.contact.identities).toContainEqual(expected.identity);
+      const stored = (await contacts.get(result.contact.id))!.contact;
+      expect(stored.emails).toEqual(expected.emails);
+      expect(stored.identities).toContainEqual(expected.identity);
+    });
+
+    it('a merge on a verified e-mail marks that e-mail verified on the record that typed it', async () => {
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'email', value: 'typed@example.org', provenance: 'visitor' },
+            { kind: 'visitor', value: '1' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          channelId: 'app',
+          vendor: 'livetex',
+          identifiers: [{ kind: 'person', value: 'P-typed', provenance: 'verified' }],
+        }),
+      );
+      const result = await contacts.observe(
+        observation({
+          channelId: 'cv',
+          vendor: 'chatvisor',
+          identifiers: [
+            { kind: 'person', value: 'P-typed', provenance: 'verified' },
+            { kind: 'email', value: 'typed@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      expect(result.contact.records).toHaveLength(2);
+      const verified = { kind: 'email', value: 'typed@example.org', provenance: 'verified' };
+      expect(result.contact.identities).toContainEqual(verified);
+      expect((await contacts.get(result.contact.id))!.contact.identities).toContainEqual(verified);
+    });
   });
 }
 

@@ -924,6 +924,33 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const identifier of identifiers) {
         if (!resolves(identifier)) batch.sadd(key.search(identifier), storedId(target.id));
       }
+      // An e-mail or phone held by another record of the group (as merged now) stays there, but
+      // what this observation says of it counts there: its time (the newest value is primary) and
+      // its verified mark (verified once is verified). That record was read and is expected as
+      // read like every record of the group, so this adds a SET to the same batch, not a trip,
+      // and only when the value's time or mark moved. Values of a group not merged are left alone.
+      const rewritten = new Map<string, string>();
+      let heldChanged = false;
+      const touched = new Set<StoredRecord>();
+      resolving.forEach((identifier, index) => {
+        const holder = indexValues[index];
+        if (identifier.kind !== 'email' && identifier.kind !== 'phone') return;
+        if (holder == null || holder === target.id || !groupIdsAfter.includes(holder)) return;
+        const record = records.get(holder);
+        if (!record) return;
+        const list = identifier.kind === 'email' ? record.emails : record.phones;
+        const before = list.find((item) => item.v === identifier.value);
+        const [wasAt, wasOk] = [before?.at, before?.ok];
+        if (upsertValued(list, identifier.value, at, identifier.provenance === 'verified'))
+          heldChanged = true;
+        if (!before || before.at !== wasAt || before.ok !== wasOk) touched.add(record);
+      });
+      for (const record of touched) {
+        if (record.updatedAt < at) record.updatedAt = at;
+        const text = encodeRecord(record);
+        batch.set(key.record(record.id), text);
+        rewritten.set(record.id, text);
+      }
       // Name search: each word of a name new to this record points at it (a set per word, like
       // sidx). Names the record already has were indexed when first seen: no write per repeat.
       // The name is compared as apply() stores it (whole); the index needs no cut of its own:
@@ -933,7 +960,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
         for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
-      const changed = apply(target, observation, kept, at);
+      const changed = apply(target, observation, kept, at) || heldChanged;
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
       // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
@@ -1007,7 +1034,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const texts = new Map<string, string>();
         for (const id of groupIdsAfter) {
           const record = records.get(id);
-          const text = id === target.id ? encoded : record && readAs.get(record);
+          const text = id === target.id ? encoded : (rewritten.get(id) ?? (record && readAs.get(record)));
           if (text === undefined) return undefined;
           texts.set(id, text);
         }
