@@ -477,6 +477,42 @@ describe('unmerge planning', () => {
     ]);
   });
 
+  it('the merges the leaving group had made leave with it, onto its new root', () => {
+    // c_a had absorbed c_b before c_r absorbed c_a's group: c_r's log holds both merges.
+    const root = record('c_r', '2026-11-01T00:00:00.000Z', {
+      merges: [
+        { at: '2026-11-02T00:00:00.000Z', records: ['c_b'], via },
+        { at: '2026-11-03T00:00:00.000Z', records: ['c_c'], via },
+        { at: '2026-11-04T00:00:00.000Z', records: ['c_a', 'c_b'], via },
+      ],
+    });
+    const records = new Map(
+      [root, ...['c_a', 'c_b', 'c_c'].map((id) => record(id, '2026-11-01T00:00:00.000Z'))].map((r) => [
+        r.id,
+        r,
+      ]),
+    );
+    const plan = planRecordUnmerge({
+      rootId: 'c_r',
+      recordId: 'c_a',
+      members: ['c_a', 'c_b', 'c_c'],
+      records,
+      at: '2026-11-05T00:00:00.000Z',
+      entryId: 'unmerge_2',
+    });
+    expect(plan.contact.merges.map((merge) => merge.recordId)).toEqual(['c_c']);
+    expect(plan.split.records).toEqual(['c_a', 'c_b']);
+    expect(plan.split.merges.map((merge) => merge.recordId)).toEqual(['c_b']);
+    // The new root's record is written, so it must be as read.
+    expect(plan.expectRecords).toEqual(['c_r', 'c_a']);
+    expect(plan.writes).toContainEqual({
+      op: 'set',
+      key: 'rec:c_a',
+      value: encodeRecord(records.get('c_a')!),
+    });
+    expect(records.get('c_a')!.merges.map((merge) => merge.records)).toEqual([['c_b']]);
+  });
+
   it('refuses the root itself and records that are not members', () => {
     const { members, records } = group();
     const base = { members, records, at: '2026-11-04T00:00:00.000Z', entryId: 'u' };

@@ -419,6 +419,53 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(result.contact.identities).toContainEqual(verified);
       expect((await contacts.get(result.contact.id))!.contact.identities).toContainEqual(verified);
     });
+
+    it('splitting a record off takes the merges its group had made along', async () => {
+      const a = await contacts.observe(observation({ identifiers: [{ kind: 'person', value: 'P-ra' }] }));
+      const b = await contacts.observe(observation({ identifiers: [{ kind: 'person', value: 'P-rb' }] }));
+      const c = await contacts.observe(
+        observation({ identifiers: [{ kind: 'phone', value: '+79160000041' }] }),
+      );
+      // B absorbs C, then A absorbs B's group.
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-rb' },
+            { kind: 'phone', value: '+79160000041' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-ra' },
+            { kind: 'email', value: 'rb@example.org' },
+          ],
+        }),
+      );
+      const all = await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'email', value: 'rb@example.org' },
+            { kind: 'person', value: 'P-rb' },
+          ],
+        }),
+      );
+      expect(all.contact.id).toBe(a.contact.id);
+      expect(all.contact.merges.map((merge) => merge.recordId)).toEqual([c.contact.id, b.contact.id]);
+      const undone = await contacts.unmerge(a.contact.id, { recordId: b.contact.id });
+      expect(undone.contact.records).toEqual([a.contact.id]);
+      expect(undone.contact.merges).toEqual([]);
+      expect(undone.split.records).toEqual([b.contact.id, c.contact.id]);
+      expect(undone.split.merges.map((merge) => merge.recordId)).toEqual([c.contact.id]);
+      expect((await contacts.get(a.contact.id))!.contact.merges).toEqual([]);
+      const split = (await contacts.get(b.contact.id))!.contact;
+      expect(split.merges.map((merge) => merge.recordId)).toEqual([c.contact.id]);
+      // And that merge can itself be undone from the split-off contact.
+      const again = await contacts.unmerge(b.contact.id, { recordId: c.contact.id });
+      expect(again.contact.records).toEqual([b.contact.id]);
+      expect(again.split.records).toEqual([c.contact.id]);
+    });
   });
 }
 

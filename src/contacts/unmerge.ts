@@ -42,7 +42,8 @@ export function assertMergedRecord(rootId: string, recordId: string, members: re
  * Split a merged record off its group: the whole group it joined with (the merge that brought
  * it in) leaves together, under the first record of that merge as the new root, and the two
  * groups are kept apart from then on so that the identifier that joined them does not merge them
- * again. The root's merge log loses that merge (the root record is updated in place).
+ * again. The root's merge log loses that merge, and the merges the leaving group had made
+ * before go back to its new root (both records are updated in place).
  */
 export function planRecordUnmerge(input: {
   rootId: string;
@@ -75,8 +76,16 @@ export function planRecordUnmerge(input: {
   for (const id of leaving) writes.push({ op: 'sadd', key: key.apart(id), members: staying.map(storedId) });
   for (const id of staying) writes.push({ op: 'sadd', key: key.apart(id), members: leaving.map(storedId) });
   if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
-  writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
+  // The merges the leaving group had made before it joined moved into the root's log with it
+  // (mergeWrites): every entry whose records all leave goes back onto the new root, in order.
   const newRootRecord = records.get(newRoot)!;
+  const goesBack = root.merges.filter((merge) => merge.records.every((id) => leaving.includes(id)));
+  if (goesBack.length > 0) {
+    root.merges = root.merges.filter((merge) => !goesBack.includes(merge));
+    newRootRecord.merges.push(...goesBack);
+    writes.push({ op: 'set', key: key.record(newRoot), value: encodeRecord(newRootRecord) });
+  }
+  writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
   const present = (ids: readonly string[]) =>
     ids.map((member) => records.get(member)).filter((record) => record !== undefined);
   const contact = mergedView(rootId, present(staying));
@@ -95,8 +104,8 @@ export function planRecordUnmerge(input: {
   };
   writes.push({ op: 'zadd', key: key.timeline(rootId), member: timelineMember(entry) });
   return {
-    // Observations write without locks: this holds only if the root record is as read.
-    expectRecords: [rootId],
+    // Observations write without locks: this holds only if the records it writes are as read.
+    expectRecords: goesBack.length > 0 ? [rootId, newRoot] : [rootId],
     writes,
     contact,
     split,
