@@ -557,6 +557,26 @@ describe('unmerge planning', () => {
       { op: 'sadd', key: 'apart:c_m', members: ['c_new'] },
     ]);
   });
+
+  it('an identifier split off keeps its value as it was, verified mark included', () => {
+    const phone: Identifier = { kind: 'phone', value: '+79160000001' };
+    const source = record('c_r', '2026-11-01T00:00:00.000Z', {
+      ids: [phone],
+      phones: [{ v: '+79160000001', at: '2026-11-02T00:00:00.000Z', ok: true }],
+    });
+    const fresh = record('c_new', '2026-11-04T00:00:00.000Z');
+    const plan = planIdentifierSplit({
+      rootId: 'c_r',
+      holder: 'c_r',
+      identifier: phone,
+      members: [],
+      records: new Map([['c_r', source]]),
+      fresh,
+      at: '2026-11-04T00:00:00.000Z',
+    });
+    expect(fresh.phones).toEqual([{ v: '+79160000001', at: '2026-11-02T00:00:00.000Z', ok: true }]);
+    expect(plan.split.identities).toEqual([{ ...phone, provenance: 'verified' }]);
+  });
 });
 
 describe('observation check', () => {

@@ -466,6 +466,24 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(again.contact.records).toEqual([b.contact.id]);
       expect(again.split.records).toEqual([c.contact.id]);
     });
+
+    it('splitting a verified e-mail off keeps it verified', async () => {
+      const result = await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-split-ok' },
+            { kind: 'email', value: 'split-ok@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      const verified = { kind: 'email', value: 'split-ok@example.org', provenance: 'verified' };
+      expect(result.contact.identities).toContainEqual(verified);
+      const split = await contacts.unmerge(result.contact.id, {
+        identifier: { kind: 'email', value: 'split-ok@example.org' },
+      });
+      expect(split.split.identities).toContainEqual(verified);
+      expect((await contacts.get(split.split.id))!.contact.identities).toContainEqual(verified);
+    });
   });
 }
 

@@ -2,7 +2,7 @@ import { ValidationError } from '../errors.js';
 import type { OutboxEntry } from '../events/outbox.js';
 import { key, storedId } from './keys.js';
 import { identifierLabel } from './normalize.js';
-import { encodeRecord, mergedView, type StoredRecord } from './record.js';
+import { encodeRecord, mergedView, type StoredRecord, type Valued } from './record.js';
 import { timelineMember } from './timeline.js';
 import type { Contact, Identifier, TimelineEntry } from './types.js';
 import type { PlannedWrite } from './writes.js';
@@ -157,13 +157,18 @@ export function planIdentifierSplit(input: {
   const label = identifierLabel(identifier);
   source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
   split.ids.push(identifier);
+  // The value leaves as it was held: its time and its verified mark (verified once is verified).
+  const move = (list: Valued[]): Valued[] => {
+    const held = list.find((item) => item.v === identifier.value);
+    return held ? [{ ...held }] : [{ v: identifier.value, at }];
+  };
   if (identifier.kind === 'email') {
+    split.emails.push(...move(source.emails));
     source.emails = source.emails.filter((item) => item.v !== identifier.value);
-    split.emails.push({ v: identifier.value, at });
   }
   if (identifier.kind === 'phone') {
+    split.phones.push(...move(source.phones));
     source.phones = source.phones.filter((item) => item.v !== identifier.value);
-    split.phones.push({ v: identifier.value, at });
   }
   const groupIds = [rootId, ...members];
   const writes: PlannedWrite[] = [
