@@ -1,6 +1,7 @@
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
-import { createContactEngine } from '../src/contacts/engine.js';
+import { type ContactEngineOptions, createContactEngine } from '../src/contacts/engine.js';
+import { key } from '../src/contacts/keys.js';
 import type { ContactService } from '../src/contacts/service.js';
 import type { Observation } from '../src/contacts/types.js';
 import { createOutboxPublisher, OUTBOX_KEY, type OutboxEntry } from '../src/events/outbox.js';
@@ -43,13 +44,18 @@ afterAll(async () => {
   if (redisUrl) for (const prefix of prefixes) await cleanupPrefix(redisUrl, prefix);
 });
 
-function engine(store: Store, overrides: Partial<typeof identity> = {}): ContactService {
+function engine(
+  store: Store,
+  overrides: Partial<typeof identity> = {},
+  limits: ContactEngineOptions['limits'] = {},
+): ContactService {
   return createContactEngine({
     store,
     identity: { ...identity, ...overrides },
     events: createOutboxPublisher(store),
     metrics: new Metrics(),
     logger,
+    limits,
   });
 }
 
@@ -483,6 +489,35 @@ for (const kind of ['memory', 'redis'] as const) {
       });
       expect(split.split.identities).toContainEqual(verified);
       expect((await contacts.get(split.split.id))!.contact.identities).toContainEqual(verified);
+    });
+
+    it('limits.timelineRetention also covers timelines written by merges and unmerges', async () => {
+      const hour = 3_600_000;
+      const retained = engine(store, {}, { timelineRetention: hour });
+      const a = await retained.observe(observation({ identifiers: [{ kind: 'person', value: 'P-ret' }] }));
+      const b = await retained.observe(
+        observation({ identifiers: [{ kind: 'email', value: 'ret@example.org' }] }),
+      );
+      await retained.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-ret' },
+            { kind: 'email', value: 'ret@example.org' },
+          ],
+        }),
+      );
+      const types = (await retained.timeline(a.contact.id, { limit: 10 })).entries.map((entry) => entry.type);
+      expect(types).toEqual(['contact.merged']);
+      const ttl = () => store.pttl(key.timeline(a.contact.id));
+      expect(await ttl()).toBeGreaterThan(0);
+      expect(await ttl()).toBeLessThanOrEqual(hour);
+      // An unmerge's entry starts it again too (here: on a timeline that had gone).
+      await store.del(key.timeline(a.contact.id));
+      await retained.unmerge(a.contact.id, { recordId: b.contact.id });
+      const after = (await retained.timeline(a.contact.id, { limit: 10 })).entries.map((entry) => entry.type);
+      expect(after).toEqual(['contact.unmerged']);
+      expect(await ttl()).toBeGreaterThan(0);
+      expect(await ttl()).toBeLessThanOrEqual(hour);
     });
   });
 }

@@ -167,6 +167,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return out;
   }
 
+  /**
+   * limits.timelineRetention: a timeline is dropped after that long without a new entry, so every
+   * write that adds one (an observation's entries, a merge's, an unmerge's) starts the clock again.
+   */
+  function retainTimeline(batch: StoreBatch, timelineKey: string): void {
+    if (limits.timelineRetention > 0) batch.expire(timelineKey, limits.timelineRetention);
+  }
+
   async function rootsOf(recordIds: readonly string[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     if (recordIds.length === 0) return out;
@@ -973,9 +981,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(key.record(target.id), encoded);
 
       for (const member of timelineMembers) batch.zadd(key.timeline(target.id), 0, member);
-      if (limits.timelineRetention > 0 && timelineMembers.length > 0) {
-        batch.expire(key.timeline(target.id), limits.timelineRetention);
-      }
+      if (timelineMembers.length > 0) retainTimeline(batch, key.timeline(target.id));
       if (absorbed.length > 0 && mergedVia) {
         const mergeEntry: TimelineEntry = {
           id: entryId(observation.channelId, observation.idempotencyKey, 'merge'),
@@ -987,6 +993,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           data: { survivor, absorbed, via: mergedVia },
         };
         batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
+        retainTimeline(batch, key.timeline(survivor));
       }
       batch.set(dedupeKey, storedId(target.id), dedupeTtlMs);
 
@@ -1226,6 +1233,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.expect(key.record(id), (record && readAs.get(record)) ?? null);
     }
     queueWrites(batch, plan.writes);
+    for (const write of plan.writes) if (write.op === 'zadd') retainTimeline(batch, write.key);
     const stagedAt = Date.now();
     events.stage(
       batch,
