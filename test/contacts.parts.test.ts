@@ -477,6 +477,42 @@ describe('unmerge planning', () => {
     ]);
   });
 
+  it('the merges the leaving group had made leave with it, onto its new root', () => {
+    // c_a had absorbed c_b before c_r absorbed c_a's group: c_r's log holds both merges.
+    const root = record('c_r', '2026-11-01T00:00:00.000Z', {
+      merges: [
+        { at: '2026-11-02T00:00:00.000Z', records: ['c_b'], via },
+        { at: '2026-11-03T00:00:00.000Z', records: ['c_c'], via },
+        { at: '2026-11-04T00:00:00.000Z', records: ['c_a', 'c_b'], via },
+      ],
+    });
+    const records = new Map(
+      [root, ...['c_a', 'c_b', 'c_c'].map((id) => record(id, '2026-11-01T00:00:00.000Z'))].map((r) => [
+        r.id,
+        r,
+      ]),
+    );
+    const plan = planRecordUnmerge({
+      rootId: 'c_r',
+      recordId: 'c_a',
+      members: ['c_a', 'c_b', 'c_c'],
+      records,
+      at: '2026-11-05T00:00:00.000Z',
+      entryId: 'unmerge_2',
+    });
+    expect(plan.contact.merges.map((merge) => merge.recordId)).toEqual(['c_c']);
+    expect(plan.split.records).toEqual(['c_a', 'c_b']);
+    expect(plan.split.merges.map((merge) => merge.recordId)).toEqual(['c_b']);
+    // The new root's record is written, so it must be as read.
+    expect(plan.expectRecords).toEqual(['c_r', 'c_a']);
+    expect(plan.writes).toContainEqual({
+      op: 'set',
+      key: 'rec:c_a',
+      value: encodeRecord(records.get('c_a')!),
+    });
+    expect(records.get('c_a')!.merges.map((merge) => merge.records)).toEqual([['c_b']]);
+  });
+
   it('refuses the root itself and records that are not members', () => {
     const { members, records } = group();
     const base = { members, records, at: '2026-11-04T00:00:00.000Z', entryId: 'u' };
@@ -520,6 +556,26 @@ describe('unmerge planning', () => {
       { op: 'sadd', key: 'apart:c_r', members: ['c_new'] },
       { op: 'sadd', key: 'apart:c_m', members: ['c_new'] },
     ]);
+  });
+
+  it('an identifier split off keeps its value as it was, verified mark included', () => {
+    const phone: Identifier = { kind: 'phone', value: '+79160000001' };
+    const source = record('c_r', '2026-11-01T00:00:00.000Z', {
+      ids: [phone],
+      phones: [{ v: '+79160000001', at: '2026-11-02T00:00:00.000Z', ok: true }],
+    });
+    const fresh = record('c_new', '2026-11-04T00:00:00.000Z');
+    const plan = planIdentifierSplit({
+      rootId: 'c_r',
+      holder: 'c_r',
+      identifier: phone,
+      members: [],
+      records: new Map([['c_r', source]]),
+      fresh,
+      at: '2026-11-04T00:00:00.000Z',
+    });
+    expect(fresh.phones).toEqual([{ v: '+79160000001', at: '2026-11-02T00:00:00.000Z', ok: true }]);
+    expect(plan.split.identities).toEqual([{ ...phone, provenance: 'verified' }]);
   });
 });
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
-import { createContactEngine } from '../src/contacts/engine.js';
+import { type ContactEngineOptions, createContactEngine } from '../src/contacts/engine.js';
+import { key } from '../src/contacts/keys.js';
 import type { ContactService } from '../src/contacts/service.js';
 import type { Observation } from '../src/contacts/types.js';
 import { createOutboxPublisher, OUTBOX_KEY, type OutboxEntry } from '../src/events/outbox.js';
@@ -43,13 +44,18 @@ afterAll(async () => {
   if (redisUrl) for (const prefix of prefixes) await cleanupPrefix(redisUrl, prefix);
 });
 
-function engine(store: Store, overrides: Partial<typeof identity> = {}): ContactService {
+function engine(
+  store: Store,
+  overrides: Partial<typeof identity> = {},
+  limits: ContactEngineOptions['limits'] = {},
+): ContactService {
   return createContactEngine({
     store,
     identity: { ...identity, ...overrides },
     events: createOutboxPublisher(store),
     metrics: new Metrics(),
     logger,
+    limits,
   });
 }
 
@@ -336,6 +342,182 @@ for (const kind of ['memory', 'redis'] as const) {
       await expect(contacts.timeline(a.contact.id, { limit: 3, before: 'garbage' })).rejects.toMatchObject({
         status: 400,
       });
+    });
+
+    it('an e-mail given again, verified, becomes primary and verified though another record of the group holds it', async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
+      await contacts.observe(
+        observation({
+          at: at(1),
+          identifiers: [
+            { kind: 'email', value: 'e1@example.org' },
+            { kind: 'phone', value: '+79160000077' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          at: at(2),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'email', value: 'e2@example.org' },
+          ],
+        }),
+      );
+      const merged = await contacts.observe(
+        observation({
+          at: at(3),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'phone', value: '+79160000077' },
+          ],
+        }),
+      );
+      expect(merged.contact.records).toHaveLength(2);
+      const result = await contacts.observe(
+        observation({
+          at: at(4),
+          identifiers: [
+            { kind: 'person', value: 'P-newest' },
+            { kind: 'email', value: 'e1@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      const expected = {
+        emails: ['e1@example.org', 'e2@example.org'],
+        identity: { kind: 'email', value: 'e1@example.org', provenance: 'verified' },
+      };
+      expect(result.contact.emails).toEqual(expected.emails);
+      expect(result.contact.identities).toContainEqual(expected.identity);
+      const stored = (await contacts.get(result.contact.id))!.contact;
+      expect(stored.emails).toEqual(expected.emails);
+      expect(stored.identities).toContainEqual(expected.identity);
+    });
+
+    it('a merge on a verified e-mail marks that e-mail verified on the record that typed it', async () => {
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'email', value: 'typed@example.org', provenance: 'visitor' },
+            { kind: 'visitor', value: '1' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          channelId: 'app',
+          vendor: 'livetex',
+          identifiers: [{ kind: 'person', value: 'P-typed', provenance: 'verified' }],
+        }),
+      );
+      const result = await contacts.observe(
+        observation({
+          channelId: 'cv',
+          vendor: 'chatvisor',
+          identifiers: [
+            { kind: 'person', value: 'P-typed', provenance: 'verified' },
+            { kind: 'email', value: 'typed@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      expect(result.contact.records).toHaveLength(2);
+      const verified = { kind: 'email', value: 'typed@example.org', provenance: 'verified' };
+      expect(result.contact.identities).toContainEqual(verified);
+      expect((await contacts.get(result.contact.id))!.contact.identities).toContainEqual(verified);
+    });
+
+    it('splitting a record off takes the merges its group had made along', async () => {
+      const a = await contacts.observe(observation({ identifiers: [{ kind: 'person', value: 'P-ra' }] }));
+      const b = await contacts.observe(observation({ identifiers: [{ kind: 'person', value: 'P-rb' }] }));
+      const c = await contacts.observe(
+        observation({ identifiers: [{ kind: 'phone', value: '+79160000041' }] }),
+      );
+      // B absorbs C, then A absorbs B's group.
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-rb' },
+            { kind: 'phone', value: '+79160000041' },
+          ],
+        }),
+      );
+      await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-ra' },
+            { kind: 'email', value: 'rb@example.org' },
+          ],
+        }),
+      );
+      const all = await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'email', value: 'rb@example.org' },
+            { kind: 'person', value: 'P-rb' },
+          ],
+        }),
+      );
+      expect(all.contact.id).toBe(a.contact.id);
+      expect(all.contact.merges.map((merge) => merge.recordId)).toEqual([c.contact.id, b.contact.id]);
+      const undone = await contacts.unmerge(a.contact.id, { recordId: b.contact.id });
+      expect(undone.contact.records).toEqual([a.contact.id]);
+      expect(undone.contact.merges).toEqual([]);
+      expect(undone.split.records).toEqual([b.contact.id, c.contact.id]);
+      expect(undone.split.merges.map((merge) => merge.recordId)).toEqual([c.contact.id]);
+      expect((await contacts.get(a.contact.id))!.contact.merges).toEqual([]);
+      const split = (await contacts.get(b.contact.id))!.contact;
+      expect(split.merges.map((merge) => merge.recordId)).toEqual([c.contact.id]);
+      // And that merge can itself be undone from the split-off contact.
+      const again = await contacts.unmerge(b.contact.id, { recordId: c.contact.id });
+      expect(again.contact.records).toEqual([b.contact.id]);
+      expect(again.split.records).toEqual([c.contact.id]);
+    });
+
+    it('splitting a verified e-mail off keeps it verified', async () => {
+      const result = await contacts.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-split-ok' },
+            { kind: 'email', value: 'split-ok@example.org', provenance: 'verified' },
+          ],
+        }),
+      );
+      const verified = { kind: 'email', value: 'split-ok@example.org', provenance: 'verified' };
+      expect(result.contact.identities).toContainEqual(verified);
+      const split = await contacts.unmerge(result.contact.id, {
+        identifier: { kind: 'email', value: 'split-ok@example.org' },
+      });
+      expect(split.split.identities).toContainEqual(verified);
+      expect((await contacts.get(split.split.id))!.contact.identities).toContainEqual(verified);
+    });
+
+    it('limits.timelineRetention also covers timelines written by merges and unmerges', async () => {
+      const hour = 3_600_000;
+      const retained = engine(store, {}, { timelineRetention: hour });
+      const a = await retained.observe(observation({ identifiers: [{ kind: 'person', value: 'P-ret' }] }));
+      const b = await retained.observe(
+        observation({ identifiers: [{ kind: 'email', value: 'ret@example.org' }] }),
+      );
+      await retained.observe(
+        observation({
+          identifiers: [
+            { kind: 'person', value: 'P-ret' },
+            { kind: 'email', value: 'ret@example.org' },
+          ],
+        }),
+      );
+      const types = (await retained.timeline(a.contact.id, { limit: 10 })).entries.map((entry) => entry.type);
+      expect(types).toEqual(['contact.merged']);
+      const ttl = () => store.pttl(key.timeline(a.contact.id));
+      expect(await ttl()).toBeGreaterThan(0);
+      expect(await ttl()).toBeLessThanOrEqual(hour);
+      // An unmerge's entry starts it again too (here: on a timeline that had gone).
+      await store.del(key.timeline(a.contact.id));
+      await retained.unmerge(a.contact.id, { recordId: b.contact.id });
+      const after = (await retained.timeline(a.contact.id, { limit: 10 })).entries.map((entry) => entry.type);
+      expect(after).toEqual(['contact.unmerged']);
+      expect(await ttl()).toBeGreaterThan(0);
+      expect(await ttl()).toBeLessThanOrEqual(hour);
     });
   });
 }

@@ -167,6 +167,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return out;
   }
 
+  /**
+   * limits.timelineRetention: a timeline is dropped after that long without a new entry, so every
+   * write that adds one (an observation's entries, a merge's, an unmerge's) starts the clock again.
+   */
+  function retainTimeline(batch: StoreBatch, timelineKey: string): void {
+    if (limits.timelineRetention > 0) batch.expire(timelineKey, limits.timelineRetention);
+  }
+
   async function rootsOf(recordIds: readonly string[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     if (recordIds.length === 0) return out;
@@ -276,9 +284,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     at: string,
   ): boolean {
     let changed = false;
+    // Names arrive cut to limits.fieldLength with … (capObservation, counted there): kept whole.
     for (const name of observation.names) {
       const trimmed = name.trim();
-      if (trimmed && upsertValued(record.names, trimmed.slice(0, 200), at)) changed = true;
+      if (trimmed && upsertValued(record.names, trimmed, at)) changed = true;
     }
     const knownIds = new Set(record.ids.map(identifierLabel));
     for (const identifier of identifiers) {
@@ -923,14 +932,43 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const identifier of identifiers) {
         if (!resolves(identifier)) batch.sadd(key.search(identifier), storedId(target.id));
       }
+      // An e-mail or phone held by another record of the group (as merged now) stays there, but
+      // what this observation says of it counts there: its time (the newest value is primary) and
+      // its verified mark (verified once is verified). That record was read and is expected as
+      // read like every record of the group, so this adds a SET to the same batch, not a trip,
+      // and only when the value's time or mark moved. Values of a group not merged are left alone.
+      const rewritten = new Map<string, string>();
+      let heldChanged = false;
+      const touched = new Set<StoredRecord>();
+      resolving.forEach((identifier, index) => {
+        const holder = indexValues[index];
+        if (identifier.kind !== 'email' && identifier.kind !== 'phone') return;
+        if (holder == null || holder === target.id || !groupIdsAfter.includes(holder)) return;
+        const record = records.get(holder);
+        if (!record) return;
+        const list = identifier.kind === 'email' ? record.emails : record.phones;
+        const before = list.find((item) => item.v === identifier.value);
+        const [wasAt, wasOk] = [before?.at, before?.ok];
+        if (upsertValued(list, identifier.value, at, identifier.provenance === 'verified'))
+          heldChanged = true;
+        if (!before || before.at !== wasAt || before.ok !== wasOk) touched.add(record);
+      });
+      for (const record of touched) {
+        if (record.updatedAt < at) record.updatedAt = at;
+        const text = encodeRecord(record);
+        batch.set(key.record(record.id), text);
+        rewritten.set(record.id, text);
+      }
       // Name search: each word of a name new to this record points at it (a set per word, like
       // sidx). Names the record already has were indexed when first seen: no write per repeat.
+      // The name is compared as apply() stores it (whole); the index needs no cut of its own:
+      // nameWords keeps at most 16 words of at most 40 characters.
       for (const name of observation.names) {
-        const trimmed = name.trim().slice(0, 200);
+        const trimmed = name.trim();
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
         for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
-      const changed = apply(target, observation, kept, at);
+      const changed = apply(target, observation, kept, at) || heldChanged;
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
       // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
@@ -943,9 +981,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(key.record(target.id), encoded);
 
       for (const member of timelineMembers) batch.zadd(key.timeline(target.id), 0, member);
-      if (limits.timelineRetention > 0 && timelineMembers.length > 0) {
-        batch.expire(key.timeline(target.id), limits.timelineRetention);
-      }
+      if (timelineMembers.length > 0) retainTimeline(batch, key.timeline(target.id));
       if (absorbed.length > 0 && mergedVia) {
         const mergeEntry: TimelineEntry = {
           id: entryId(observation.channelId, observation.idempotencyKey, 'merge'),
@@ -957,6 +993,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           data: { survivor, absorbed, via: mergedVia },
         };
         batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
+        retainTimeline(batch, key.timeline(survivor));
       }
       batch.set(dedupeKey, storedId(target.id), dedupeTtlMs);
 
@@ -1004,7 +1041,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const texts = new Map<string, string>();
         for (const id of groupIdsAfter) {
           const record = records.get(id);
-          const text = id === target.id ? encoded : record && readAs.get(record);
+          const text = id === target.id ? encoded : (rewritten.get(id) ?? (record && readAs.get(record)));
           if (text === undefined) return undefined;
           texts.set(id, text);
         }
@@ -1196,6 +1233,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.expect(key.record(id), (record && readAs.get(record)) ?? null);
     }
     queueWrites(batch, plan.writes);
+    for (const write of plan.writes) if (write.op === 'zadd') retainTimeline(batch, write.key);
     const stagedAt = Date.now();
     events.stage(
       batch,

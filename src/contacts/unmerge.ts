@@ -2,7 +2,7 @@ import { ValidationError } from '../errors.js';
 import type { OutboxEntry } from '../events/outbox.js';
 import { key, storedId } from './keys.js';
 import { identifierLabel } from './normalize.js';
-import { encodeRecord, mergedView, type StoredRecord } from './record.js';
+import { encodeRecord, mergedView, type StoredRecord, type Valued } from './record.js';
 import { timelineMember } from './timeline.js';
 import type { Contact, Identifier, TimelineEntry } from './types.js';
 import type { PlannedWrite } from './writes.js';
@@ -42,7 +42,8 @@ export function assertMergedRecord(rootId: string, recordId: string, members: re
  * Split a merged record off its group: the whole group it joined with (the merge that brought
  * it in) leaves together, under the first record of that merge as the new root, and the two
  * groups are kept apart from then on so that the identifier that joined them does not merge them
- * again. The root's merge log loses that merge (the root record is updated in place).
+ * again. The root's merge log loses that merge, and the merges the leaving group had made
+ * before go back to its new root (both records are updated in place).
  */
 export function planRecordUnmerge(input: {
   rootId: string;
@@ -75,8 +76,16 @@ export function planRecordUnmerge(input: {
   for (const id of leaving) writes.push({ op: 'sadd', key: key.apart(id), members: staying.map(storedId) });
   for (const id of staying) writes.push({ op: 'sadd', key: key.apart(id), members: leaving.map(storedId) });
   if (mergeIndex >= 0) root.merges.splice(mergeIndex, 1);
-  writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
+  // The merges the leaving group had made before it joined moved into the root's log with it
+  // (mergeWrites): every entry whose records all leave goes back onto the new root, in order.
   const newRootRecord = records.get(newRoot)!;
+  const goesBack = root.merges.filter((merge) => merge.records.every((id) => leaving.includes(id)));
+  if (goesBack.length > 0) {
+    root.merges = root.merges.filter((merge) => !goesBack.includes(merge));
+    newRootRecord.merges.push(...goesBack);
+    writes.push({ op: 'set', key: key.record(newRoot), value: encodeRecord(newRootRecord) });
+  }
+  writes.push({ op: 'set', key: key.record(rootId), value: encodeRecord(root) });
   const present = (ids: readonly string[]) =>
     ids.map((member) => records.get(member)).filter((record) => record !== undefined);
   const contact = mergedView(rootId, present(staying));
@@ -95,8 +104,8 @@ export function planRecordUnmerge(input: {
   };
   writes.push({ op: 'zadd', key: key.timeline(rootId), member: timelineMember(entry) });
   return {
-    // Observations write without locks: this holds only if the root record is as read.
-    expectRecords: [rootId],
+    // Observations write without locks: this holds only if the records it writes are as read.
+    expectRecords: goesBack.length > 0 ? [rootId, newRoot] : [rootId],
     writes,
     contact,
     split,
@@ -148,13 +157,18 @@ export function planIdentifierSplit(input: {
   const label = identifierLabel(identifier);
   source.ids = source.ids.filter((known) => identifierLabel(known) !== label);
   split.ids.push(identifier);
+  // The value leaves as it was held: its time and its verified mark (verified once is verified).
+  const move = (list: Valued[]): Valued[] => {
+    const held = list.find((item) => item.v === identifier.value);
+    return held ? [{ ...held }] : [{ v: identifier.value, at }];
+  };
   if (identifier.kind === 'email') {
+    split.emails.push(...move(source.emails));
     source.emails = source.emails.filter((item) => item.v !== identifier.value);
-    split.emails.push({ v: identifier.value, at });
   }
   if (identifier.kind === 'phone') {
+    split.phones.push(...move(source.phones));
     source.phones = source.phones.filter((item) => item.v !== identifier.value);
-    split.phones.push({ v: identifier.value, at });
   }
   const groupIds = [rootId, ...members];
   const writes: PlannedWrite[] = [

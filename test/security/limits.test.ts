@@ -103,6 +103,20 @@ describe('size caps', () => {
     expect(await contacts.findByIdentifier({ kind: 'person', value: 'p-huge' })).toBeNull();
   });
 
+  it('keeps a name whole up to limits.fieldLength, and cuts a longer one with … (counted)', async () => {
+    const { contacts, metrics } = setup();
+    const long = `Anna ${'N'.repeat(495)}`;
+    const kept = await contacts.observe({ ...base('p-long-name'), names: [long] });
+    expect(kept.contact.names).toEqual([long]);
+    expect((await contacts.get(kept.contact.id))!.contact.names).toEqual([long]);
+    expect((await contacts.find({ name: 'anna' })).map((contact) => contact.id)).toContain(kept.contact.id);
+    expect(await metrics.registry.metrics()).not.toMatch(/chatbridge_truncated_total\{what="field"\}/);
+
+    const over = await contacts.observe({ ...base('p-longer-name'), names: ['M'.repeat(2500)] });
+    expect(over.contact.names).toEqual([`${'M'.repeat(1999)}…`]);
+    expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="field"\} 1/);
+  });
+
   it('keeps a timeline only as long as limits.timelineRetention says', async () => {
     const { contacts, store } = setup({ timelineRetention: '1h' });
     const result = await contacts.observe({
