@@ -9,7 +9,7 @@ export class Metrics {
 
   readonly intake = new Counter({
     name: 'chatbridge_intake_total',
-    help: 'Vendor requests received, by vendor, event and outcome (ok, duplicate, rejected, unavailable, error)',
+    help: 'Vendor requests received, by vendor, event and outcome (ok, duplicate, unhandled, rejected, request_closed, unavailable, error)',
     labelNames: ['vendor', 'event', 'outcome'] as const,
     registers: [this.registry],
   });

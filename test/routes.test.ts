@@ -20,6 +20,7 @@ import { startTestBridge, type TestBridge } from './support/harness.js';
  * is served; and the document is a valid OpenAPI 3.1 document.
  */
 const SECRET_CHANNEL = 'zz-secret-channel-id';
+const FAST_FAIL = 'chatvisor-down';
 
 describe('the route model and its OpenAPI document', () => {
   let bridge: TestBridge;
@@ -30,6 +31,8 @@ describe('the route model and its OpenAPI document', () => {
         channels: [
           ...allVendorChannels,
           { id: SECRET_CHANNEL, vendor: 'jivochat', token: 'jivo-token-000000000002' },
+          // Chatvisor at a closed port without retries: its routes answer 502 at once.
+          { ...allVendorChannels.find((each) => each.vendor === 'chatvisor')!, id: FAST_FAIL, maxRetries: 0 },
         ],
       },
     });
@@ -116,6 +119,93 @@ describe('the route model and its OpenAPI document', () => {
     expect(text).not.toContain(SECRET_CHANNEL);
     expect(text).not.toContain('jivo-token-');
     expect(text).not.toContain(bridge.adminToken);
+  });
+
+  it("documents every status the routes answer (success statuses, the core's and the adapters' errors)", async () => {
+    const livetex = allVendorChannels.find((channel) => channel.vendor === 'livetex')!.id;
+    const chatvisor = allVendorChannels.find((channel) => channel.vendor === 'chatvisor')!.id;
+    // [method, path as sent, the route's path, body (a string is sent as is), the expected status]
+    const cases: Array<[string, string, string, unknown, number]> = [
+      ['POST', `/api/v1/channels/${livetex}/keys`, '/api/v1/channels/{id}/keys', {}, 201],
+      ['POST', `/api/v1/channels/${livetex}/keys`, '/api/v1/channels/{id}/keys', '{"ttl":60}', 400],
+      [
+        'POST',
+        `/api/v1/channels/${livetex}/keys`,
+        '/api/v1/channels/{id}/keys',
+        'x'.repeat(1024 * 1024 + 1),
+        413,
+      ],
+      ['GET', `/api/v1/channels/${livetex}/keys`, '/api/v1/channels/{id}/keys', undefined, 200],
+      ['DELETE', `/api/v1/channels/${livetex}/keys/nope`, '/api/v1/channels/{id}/keys/{kid}', undefined, 404],
+      ['GET', '/api/v1/channels/nope/keys', '/api/v1/channels/{id}/keys', undefined, 404],
+      [
+        'POST',
+        `/api/v1/channels/${chatvisor}/agent-sync`,
+        '/api/v1/channels/{id}/agent-sync',
+        '{"x":1}',
+        400,
+      ],
+      [
+        'POST',
+        `/api/v1/channels/${chatvisor}/agent-sync?dryRun=no`,
+        '/api/v1/channels/{id}/agent-sync',
+        undefined,
+        400,
+      ],
+      ['GET', `/api/v1/channels/${chatvisor}/agent-sync`, '/api/v1/channels/{id}/agent-sync', undefined, 200],
+      [
+        'POST',
+        `/api/v1/channels/${FAST_FAIL}/agent-sync`,
+        '/api/v1/channels/{id}/agent-sync',
+        undefined,
+        502,
+      ],
+      ['GET', `/api/v1/channels/${FAST_FAIL}/visibility`, '/api/v1/channels/{id}/visibility', undefined, 502],
+      [
+        'POST',
+        `/api/v1/channels/${FAST_FAIL}/agent-chat-url`,
+        '/api/v1/channels/{id}/agent-chat-url',
+        { customerId: 'c1' },
+        502,
+      ],
+      [
+        'POST',
+        `/api/v1/channels/${chatvisor}/agent-chat-url`,
+        '/api/v1/channels/{id}/agent-chat-url',
+        {},
+        400,
+      ],
+      ['GET', '/api/v1/contacts/c_nope', '/api/v1/contacts/{id}', undefined, 404],
+      ['GET', '/api/v1/contacts/c_nope/timeline', '/api/v1/contacts/{id}/timeline', undefined, 404],
+      ['GET', '/api/v1/contacts/c_nope/timeline?limit=0', '/api/v1/contacts/{id}/timeline', undefined, 400],
+      ['POST', '/api/v1/contacts/c_nope/unmerge', '/api/v1/contacts/{id}/unmerge', { recordId: 'r' }, 404],
+    ];
+    for (const [method, sent, path, body, expected] of cases) {
+      const answer = await fetch(`${bridge.url}${sent}`, {
+        method,
+        headers: { authorization: `Bearer ${bridge.adminToken}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+      });
+      await answer.arrayBuffer();
+      expect(answer.status, `${method} ${sent}`).toBe(expected);
+      const responses = document.paths[path][method.toLowerCase()].responses;
+      expect(Object.keys(responses), `${method} ${path} documents ${expected}`).toContain(String(expected));
+    }
+    // A created key is 201, not 200; and what cannot be provoked here is declared all the same.
+    expect(Object.keys(document.paths['/api/v1/channels/{id}/keys'].post.responses)).not.toContain('200');
+    const sync = document.paths['/api/v1/channels/{id}/agent-sync'].post.responses;
+    expect(sync['409'].description).toContain('agent_sync_running');
+    expect(sync['429'].description).toContain('chatvisor_rate_limited');
+    // Every POST or PUT channel route reads a body, so each can answer 400 and 413.
+    for (const [path, item] of Object.entries(document.paths as Record<string, Record<string, any>>)) {
+      if (!path.startsWith('/api/v1/channels/{id}/')) continue;
+      for (const method of ['post', 'put']) {
+        if (item[method])
+          expect(Object.keys(item[method].responses), `${method} ${path}`).toEqual(
+            expect.arrayContaining(['400', '404', '413']),
+          );
+      }
+    }
   });
 
   it('validates at the boundary once: a bad query is a 400 naming the parameter', async () => {

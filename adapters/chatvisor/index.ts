@@ -151,6 +151,10 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       path: 'agent-sync',
       summary: 'Run a Chatvisor agent sync now (?dryRun=true plans only); returns the report',
       query: agentSyncQuerySchema,
+      errors: {
+        ...VENDOR_ERRORS,
+        409: 'An agent sync is already running for this channel (agent_sync_running)',
+      },
       async handle({ query }) {
         return { body: await agentSync.run({ dryRun: query.dryRun }) };
       },
@@ -178,6 +182,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       summary: 'A public agent chat URL for a Chatvisor customer: {customerId, agentEmail?} -> {url}',
       body: agentChatUrlBodySchema,
       response: agentChatUrlResponseSchema,
+      errors: VENDOR_ERRORS,
       async handle({ body }) {
         return { body: { url: await client.publicAgentChatUrl(body.customerId, body.agentEmail) } };
       },
@@ -187,6 +192,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       path: 'visibility',
       summary: 'Whether the Chatvisor chat is visible now (the isVisible operation)',
       response: visibilityResponseSchema,
+      errors: VENDOR_ERRORS,
       async handle() {
         const visible = await client.isVisible();
         return { body: { visible, checkedAt: context.now().toISOString() } };
@@ -239,6 +245,13 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     },
   };
 }
+
+/** What a route that calls Chatvisor answers when the call fails (errors.ts; README "Client behaviour"). */
+const VENDOR_ERRORS: Record<number, string> = {
+  404: 'Chatvisor does not know the customer, or an assumed API path is wrong (chatvisor_not_found)',
+  429: 'Chatvisor is rate-limiting the bridge (chatvisor_rate_limited); see Retry-After',
+  502: 'Chatvisor failed: it refused the API token (chatvisor_auth_failed), was unavailable or timed out (chatvisor_unavailable), rejected the call (chatvisor_rejected) or answered an unexpected body (chatvisor_bad_response)',
+};
 
 export const chatvisorAdapter: AdapterDefinition<ChatvisorChannel> = {
   vendor: VENDOR,

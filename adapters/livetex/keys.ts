@@ -243,8 +243,9 @@ export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {
       path: 'keys',
       summary: 'Generate a LiveTex attribute key; the key material is shown only in this answer',
       response: generatedKeySchema,
+      status: 201,
       async handle() {
-        return { status: 201, body: await keys.generate(), headers: { 'cache-control': 'no-store' } };
+        return { body: await keys.generate(), headers: { 'cache-control': 'no-store' } };
       },
     },
     {

@@ -16,9 +16,18 @@ export interface ChannelRoute {
   query?: z.ZodType;
   /** A JSON body, read, parsed and validated by the core before `handle`; an empty body is `undefined`. */
   body?: z.ZodType;
-  /** For the OpenAPI document. */
+  /** For the OpenAPI document: the body of the success answer. */
   response?: z.ZodType;
-  /** For the OpenAPI document: the error statuses the route answers with itself, and when. */
+  /**
+   * The success status (default 200): documented, and the status of an answer whose `status` is
+   * unset (e.g. 201 for a route that creates something).
+   */
+  status?: number;
+  /**
+   * For the OpenAPI document: the error statuses the route answers with itself, and when. The
+   * core adds what it answers for every channel route (404 channel_not_found; 400 for a bad
+   * query or body, and for any body on a route that takes none; 413 for a body over the limit).
+   */
   errors?: Record<number, string>;
   handle(input: ChannelRouteInput): Promise<ChannelRouteResult>;
 }

@@ -593,12 +593,7 @@ export function createApp(deps: AppDeps): Koa {
       ...(spec.body
         ? { rawBody: { contentType: 'application/json', description: 'Validated', schema: spec.body } }
         : {}),
-      answers: <Record<number, RouteAnswer>>{
-        200: { description: 'OK', ...(spec.response ? { schema: spec.response } : {}) },
-        ...(spec.query || spec.body ? { 400: { description: 'Invalid input' } } : {}),
-        404: { description: 'No such channel (channel_not_found)' },
-        ...describeErrors(spec.errors),
-      },
+      answers: channelAnswers(spec),
       async handle(ctx) {
         const { id: channelId, ...params } = ctx.params as Record<string, string>;
         const found = group.byChannel.get(channelId!);
@@ -609,6 +604,33 @@ export function createApp(deps: AppDeps): Koa {
         send(ctx, await runChannelRoute(found.route, { params, query: ctx.query, rawBody }));
       },
     });
+  }
+
+  /**
+   * What a channel route answers: its success status, what the core answers for every channel
+   * route (runChannelRoute reads and checks the body of every POST and PUT, so even a route that
+   * takes none can answer 400 and 413), and the route's own errors; a status both name gets both
+   * descriptions.
+   */
+  function channelAnswers(spec: ChannelRoute): Record<number, RouteAnswer> {
+    const readsBody = spec.method === 'POST' || spec.method === 'PUT';
+    const core: Record<number, string> = { 404: 'No such channel (channel_not_found)' };
+    if (spec.body) core[400] = 'Invalid query or body (invalid_query, invalid_json, invalid_body)';
+    else if (readsBody) {
+      core[400] =
+        `${spec.query ? 'Invalid query (invalid_query), or a' : 'A'} body, which this route does not take ` +
+        '(invalid_body; nothing or {} is fine), or one that is not JSON (invalid_json)';
+    } else if (spec.query) core[400] = 'Invalid query (invalid_query)';
+    if (readsBody) core[413] = 'Body over server.bodyLimitBytes (payload_too_large)';
+    const answers: Record<number, RouteAnswer> = {
+      [spec.status ?? 200]: { description: 'OK', ...(spec.response ? { schema: spec.response } : {}) },
+      ...describeErrors(core),
+    };
+    for (const [status, text] of Object.entries(spec.errors ?? {})) {
+      const code = Number(status);
+      answers[code] = { description: answers[code] ? `${answers[code].description}; ${text}` : text };
+    }
+    return answers;
   }
 
   const channelAdmin: Route[] = [...groups.values()].map(channelRoute);
@@ -687,6 +709,7 @@ export function createApp(deps: AppDeps): Koa {
           description: 'One page',
           schema: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
         },
+        404: { description: 'No such contact (contact_not_found)' },
       },
       async handle(ctx, { query }) {
         ctx.body = await contacts.timeline(ctx.params.id!, {
@@ -709,8 +732,8 @@ export function createApp(deps: AppDeps): Koa {
           description: 'The contact and the part split off',
           schema: z.object({ contact: contactSchema, split: contactSchema }),
         },
-        404: { description: 'No such contact or record' },
-        409: { description: 'Nothing to split off' },
+        404: { description: 'No such contact (contact_not_found)' },
+        409: { description: 'The contact changed while being split (identity_contention); retry' },
         413: { description: 'Body over server.bodyLimitBytes' },
       },
       async handle(ctx, { body }) {

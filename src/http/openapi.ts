@@ -196,7 +196,14 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
       statuses.set('401', statuses.get('401') ?? { description: answerDescription(401) });
     }
     if (each.auth === 'admin') {
-      statuses.set('429', statuses.get('429') ?? { description: answerDescription(429) });
+      // The admin gate's limit applies to every admin route; a route's own 429 comes on top.
+      const own = statuses.get('429');
+      statuses.set(
+        '429',
+        own
+          ? { ...own, description: `${answerDescription(429)}; ${own.description}` }
+          : { description: answerDescription(429) },
+      );
     }
     for (const [status, answer] of [...statuses].sort(([a], [b]) => Number(a) - Number(b))) {
       const code = Number(status);

@@ -53,5 +53,9 @@ export async function runChannelRoute(
         input.rawBody.length === 0 ? undefined : parseJson(input.rawBody.toString('utf8')),
       )
     : undefined;
-  return route.handle({ params: input.params, query, body });
+  const result = await route.handle({ params: input.params, query, body });
+  // The route's declared success status, unless the answer sets its own.
+  return result.status === undefined && route.status !== undefined
+    ? { ...result, status: route.status }
+    : result;
 }
