@@ -11,9 +11,7 @@ import {
   type LookupAnswer,
   LookupAnswerError,
   type LookupClaims,
-  MIN_ANSWER_BUCKET_BYTES,
   openAnswer,
-  padToBucket,
   sealRequest,
 } from './codec.js';
 
@@ -321,12 +319,5 @@ describe('bridgeJweCodec: answers', () => {
       const sealed = await bridgeJweCodec.sealAnswer(card, kid, key);
       expect(sealed.body.length).toBe(notFound.body.length);
     }
-  });
-
-  it('pads to powers of two from the minimum bucket', () => {
-    expect(Buffer.byteLength(padToBucket('{}'))).toBe(MIN_ANSWER_BUCKET_BYTES);
-    const big = JSON.stringify({ value: 'x'.repeat(MIN_ANSWER_BUCKET_BYTES) });
-    expect(Buffer.byteLength(padToBucket(big))).toBe(MIN_ANSWER_BUCKET_BYTES * 2);
-    expect(JSON.parse(padToBucket(big))).toEqual(JSON.parse(big));
   });
 });

@@ -21,11 +21,6 @@ export const CONTENT_ENCRYPTION = 'A256GCM';
 export const KEY_BYTES = 32;
 /** DESIGN §6: `exp` at most 5 minutes after `iat`. */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300;
-/**
- * The smallest bucket of `padToBucket`. Answers themselves are all ANSWER_BYTES (twice this),
- * found or not: a larger card is cut to fit (`fitAnswer`), so no size tells the two apart.
- */
-export const MIN_ANSWER_BUCKET_BYTES = 4096;
 
 /** The 401 refusals of DESIGN §6; the core writes `{"error":{"code":...}}`. */
 export type RefusalCode =
@@ -326,21 +321,13 @@ async function openRequest(sealed: SealedRequest, key: LookupKey, clock: ClaimCl
   return claims;
 }
 
-/** Pads the JSON text with trailing spaces (valid JSON whitespace) up to its size bucket. */
-export function padToBucket(json: string): string {
-  const length = Buffer.byteLength(json, 'utf8');
-  let bucket = MIN_ANSWER_BUCKET_BYTES;
-  while (bucket < length) bucket *= 2;
-  return json + ' '.repeat(bucket - length);
-}
-
 /**
  * Every answer is sent in one size class (issue 10 item 2): a contact with a large card must not
  * land in a larger class than `found: false`. What does not fit is cut (attributes from the end,
  * then long lists, then the crmLink, then list entries from the end) and the answer says so with
  * `truncated: true`.
  */
-export const ANSWER_BYTES = 2 * MIN_ANSWER_BUCKET_BYTES;
+export const ANSWER_BYTES = 8192;
 
 type LookupContact = NonNullable<LookupAnswer['contact']>;
 
