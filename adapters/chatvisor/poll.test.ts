@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
-import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 
 let fake: FakeChatvisor;
 beforeAll(async () => {
@@ -18,6 +18,7 @@ beforeEach(() => {
   fake.clearFailures();
   fake.resetLog();
   fake.now = () => new Date();
+  fake.reportUpdatedAt = true;
 });
 
 /** A clock that moves 1 ms per reading, so timeline entries have a strict order. */
@@ -242,6 +243,30 @@ describe('conversation polling', () => {
   it('fails the run on a revoked token', async () => {
     const test = buildRuntime({ apiUrl: fake.apiUrl, apiToken: 'revoked' });
     await expect(test.runtime.poller.run()).rejects.toMatchObject({ code: 'chatvisor_auth_failed' });
+  });
+});
+
+/** The ticking clock's start: the vendor's times in these tests are dated against it. */
+const T0 = Date.parse('2024-05-14T09:00:00.000Z');
+const DAY = 86_400_000;
+const messageTexts = (entries: TimelineEntry[]) => messageEntries(entries).map((entry) => entry.data.text);
+
+describe('paging', () => {
+  it('polling by customers pages on past pages that hold no conversation', async () => {
+    fake.fail({ method: 'GET', path: '/conversation', status: 404, times: 1000 });
+    for (let index = 0; index < 4; index++) {
+      // A customer who never chatted has no status.
+      delete (fake.addCustomer({ customerId: `s${index}` }) as Partial<FakeCustomer>).status;
+    }
+    const test = runtimeWith({ pageSize: 2 });
+    expect(await test.runtime.poller.run()).toMatchObject({ source: 'customer', pages: 3 });
+    fake.addCustomer({ customerId: 'z9', status: 'UNREAD' });
+    fake.addMessage('z9', 'hello');
+    expect(await test.runtime.poller.run()).toMatchObject({
+      source: 'customer',
+      conversationEvents: 1,
+      messageEvents: 1,
+    });
   });
 });
 

@@ -177,10 +177,10 @@ export class ConversationPoller {
         const page = await this.fetchPage({ pageNumber, pageSize: settings.pageSize }, signal);
         report.pages++;
         report.source = this.source;
-        // A vendor that ignores pageNumber would hand us page 0 forever.
-        const fingerprint = JSON.stringify(page.items.map((item) => item.conversation));
-        if (page.rawCount > 0 && fingerprint === previous) break;
-        previous = fingerprint;
+        // A vendor that ignores pageNumber would hand us page 0 forever. The page as listed, not
+        // what is left of it: two pages of customers without a conversation both leave nothing.
+        if (page.rawCount > 0 && page.fingerprint === previous) break;
+        previous = page.fingerprint;
         for (const item of page.items) {
           report.conversationsSeen++;
           try {
@@ -261,12 +261,16 @@ export class ConversationPoller {
   private async fetchPage(
     page: { pageNumber: number; pageSize: number },
     signal?: AbortSignal,
-  ): Promise<ParsedPage<PolledItem>> {
+  ): Promise<ParsedPage<PolledItem> & { fingerprint: string }> {
     const { client, logger } = this.options;
     if (this.source === 'conversation') {
       try {
         const result = await client.listConversations(page, { signal });
-        return { ...result, items: result.items.map((conversation) => ({ conversation, profile: null })) };
+        return {
+          ...result,
+          items: result.items.map((conversation) => ({ conversation, profile: null })),
+          fingerprint: JSON.stringify(result.items),
+        };
       } catch (error) {
         if (!(error instanceof ChatvisorNotFoundError) || page.pageNumber !== 0) throw error;
         logger.warn(
@@ -291,7 +295,7 @@ export class ConversationPoller {
         profile: customer,
       });
     }
-    return { ...result, items };
+    return { ...result, items, fingerprint: JSON.stringify(result.items) };
   }
 
   private async handle(
