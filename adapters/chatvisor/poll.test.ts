@@ -252,6 +252,18 @@ const DAY = 86_400_000;
 const messageTexts = (entries: TimelineEntry[]) => messageEntries(entries).map((entry) => entry.data.text);
 
 describe('paging', () => {
+  it('reads every page of a long conversation: the message after 45 others is found', async () => {
+    fake.addCustomer({ customerId: 'b1', status: 'UNRESOLVED' });
+    for (let index = 0; index < 45; index++) {
+      fake.addMessage('b1', `m${index}`, 'CUSTOMER', new Date(T0 - 3_600_000 + index * 1000));
+    }
+    const test = runtimeWith({ pageSize: 2 });
+    await test.runtime.poller.run();
+    fake.addMessage('b1', 'the new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'b1'))).toEqual(['the new one']);
+  });
+
   it('polling by customers pages on past pages that hold no conversation', async () => {
     fake.fail({ method: 'GET', path: '/conversation', status: 404, times: 1000 });
     for (let index = 0; index < 4; index++) {

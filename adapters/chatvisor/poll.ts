@@ -40,7 +40,12 @@ import {
  * e.g. after another channel updated the contact).
  */
 const MAX_PAGES = 10_000;
-const MAX_MESSAGE_PAGES = 20;
+/**
+ * A safety bound on one customer's message pages (messages are listed oldest first, so the new
+ * ones are on the last pages). A read that reaches it fails that customer, reported, and its
+ * cursor stays where it was.
+ */
+const MAX_MESSAGE_PAGES = 10_000;
 
 export interface BackfillReport {
   /** The window (ms) and its start: conversations changed since then were replayed. */
@@ -553,20 +558,35 @@ export class ConversationPoller {
     this.backfills.inc({ channel: this.options.channelId, kind });
   }
 
-  /** The customer's messages, oldest page first, as far as MAX_MESSAGE_PAGES. */
+  /**
+   * All the customer's messages, oldest page first, read up to the first short page. A read cut
+   * off at MAX_MESSAGE_PAGES throws: the newest messages are the ones missing, and a cursor moved
+   * past them would lose them for good.
+   */
   private async fetchMessages(customerId: string, signal?: AbortSignal): Promise<Message[]> {
-    const { client, settings } = this.options;
+    const { client, settings, logger } = this.options;
     const messages: Message[] = [];
+    let previous: string | undefined;
     for (let pageNumber = 0; pageNumber < MAX_MESSAGE_PAGES; pageNumber++) {
       const page = await client.listMessages(
         customerId,
         { pageNumber, pageSize: settings.pageSize },
         { signal },
       );
+      // A vendor that ignores pageNumber hands us page 0 again: that is all it will give.
+      const fingerprint = JSON.stringify(page.items);
+      if (page.rawCount > 0 && fingerprint === previous) return messages;
+      previous = fingerprint;
       messages.push(...page.items);
-      if (page.rawCount < settings.pageSize) break;
+      if (page.rawCount < settings.pageSize) return messages;
     }
-    return messages;
+    logger.warn(
+      { customerId, pages: MAX_MESSAGE_PAGES, pageSize: settings.pageSize },
+      'chatvisor poll: message read cut off; the cursor stays',
+    );
+    throw new Error(
+      `messages cut off after ${MAX_MESSAGE_PAGES} pages of ${settings.pageSize}; the cursor was not moved`,
+    );
   }
 }
 
