@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
+import { storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 
@@ -250,6 +251,54 @@ describe('conversation polling', () => {
 const T0 = Date.parse('2024-05-14T09:00:00.000Z');
 const DAY = 86_400_000;
 const messageTexts = (entries: TimelineEntry[]) => messageEntries(entries).map((entry) => entry.data.text);
+
+describe('what the first run recorded stays recorded', () => {
+  it('with backfillWindow 0s and no updatedAt on the listing, a new message does not replay the history', async () => {
+    fake.reportUpdatedAt = false;
+    fake.now = () => new Date(T0 - 30 * DAY);
+    fake.addCustomer({ customerId: 'a1', status: 'UNRESOLVED' });
+    fake.addMessage('a1', 'old 1', 'CUSTOMER', new Date(T0 - 30 * DAY));
+    fake.addMessage('a1', 'old 2', 'CUSTOMER', new Date(T0 - 30 * DAY + 1000));
+    const test = runtimeWith();
+    expect(await test.runtime.poller.run()).toMatchObject({ baseline: true, seeded: 1, messageEvents: 0 });
+
+    fake.addMessage('a1', 'new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a1'))).toEqual(['new one']);
+  });
+
+  it('reads a cursor an earlier version stored without a time: the messages it had seen are not replayed', async () => {
+    fake.reportUpdatedAt = false;
+    fake.addCustomer({ customerId: 'a3', status: 'UNRESOLVED' });
+    fake.addMessage('a3', 'old 1', 'CUSTOMER', new Date(T0 - 30 * DAY));
+    fake.addMessage('a3', 'old 2', 'CUSTOMER', new Date(T0 - 30 * DAY + 1000));
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    // What the first run stored before the fix when nothing dated the conversation.
+    await test.store.hset(storeKeys('cobrowse').cursor, 'a3', JSON.stringify({ text: 'old 2', at: null }));
+
+    fake.addMessage('a3', 'new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a3'))).toEqual(['new one']);
+  });
+
+  it('a customer whose webhook came before the first poll is seeded like the others: its history is not replayed later', async () => {
+    const old = new Date(T0 - 30 * DAY);
+    fake.now = () => old;
+    fake.addCustomer({ customerId: 'a2', status: 'UNRESOLVED' });
+    fake.addMessage('a2', 'ancient', 'CUSTOMER', old);
+    const test = runtimeWith({ backfillWindow: '24h' });
+    expect(await test.webhook(fake.conversationPayload('a2'))).toMatchObject({ outcome: 'ok' });
+    await test.runtime.idle();
+    const first = await test.runtime.poller.run();
+    expect(first).toMatchObject({ baseline: true, messageEvents: 0, failed: [] });
+    expect(first.backfill).toMatchObject({ conversations: 0, messages: 0, olderThanWindow: 1 });
+
+    fake.addMessage('a2', 'fresh', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a2'))).toEqual(['fresh']);
+  });
+});
 
 describe('paging', () => {
   it('reads every page of a long conversation: the message after 45 others is found', async () => {

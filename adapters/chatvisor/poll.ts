@@ -87,7 +87,7 @@ interface PolledItem {
 
 type BackfillDecision =
   | { replay: true; updatedAt: string; messages?: Message[] | undefined }
-  | { replay: false; updatedAt: string | null };
+  | { replay: false; updatedAt: string | null; messages?: Message[] | undefined };
 
 /** What one run reads once and shares between customers. */
 interface RunState {
@@ -327,20 +327,22 @@ export class ConversationPoller {
     }
 
     if (run.baseline && cursor === undefined) {
+      // Also when a webhook recorded the status before this first run: its messages are as old
+      // as the conversation says, whoever saw the status first.
+      const decision = await this.backfillDecision(item, run, report, signal);
+      if (decision.replay) {
+        await this.replay(item, decision, previousStatus, cached, run, report, signal);
+        return;
+      }
+      // Messages up to when the conversation last changed exist already: a later message
+      // makes the next run fetch the messages, and only the newer ones are new.
+      await writeCursor(context.store, channelId, customerId, await this.seedCursor(item, decision, signal));
       if (previousStatus === null) {
-        const decision = await this.backfillDecision(item, run, report, signal);
-        if (decision.replay) {
-          await this.replay(item, decision, cached, run, report, signal);
-          return;
-        }
-        // Messages up to when the conversation last changed exist already: a later message
-        // makes the next run fetch the messages, and only the newer ones are new.
-        await writeCursor(context.store, channelId, customerId, { text: lastText, at: decision.updatedAt });
         await writeStatus(context.store, channelId, customerId, conversation.status);
         report.seeded++;
         return;
       }
-      await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
+      // A status the webhook recorded: a change since is recorded below, as in any run.
     }
 
     const statusChanged = previousStatus !== conversation.status;
@@ -483,20 +485,38 @@ export class ConversationPoller {
     if (!updatedAt) {
       backfill.unknownAge++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'unknown_age' });
-      return { replay: false, updatedAt: null };
+      return { replay: false, updatedAt: null, messages };
     }
     if (updatedAt < run.since) {
       backfill.olderThanWindow++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'older' });
-      return { replay: false, updatedAt };
+      return { replay: false, updatedAt, messages };
     }
     return { replay: true, updatedAt, messages };
+  }
+
+  /**
+   * The cursor of a conversation recorded as it stands, dated when it last changed: by the
+   * listing's updatedAt, else by its newest message (one read). Only a conversation that nothing
+   * dates (no updatedAt, no dated message) gets a cursor without a time; coveredByCursor reads
+   * that as "up to the last message with the cursor's text".
+   */
+  private async seedCursor(
+    item: PolledItem,
+    decision: { updatedAt: string | null; messages?: Message[] | undefined },
+    signal: AbortSignal | undefined,
+  ): Promise<MessageCursor> {
+    const text = item.conversation.lastMessageText ?? null;
+    if (decision.messages) return cursorAfter(text, decision.updatedAt, decision.messages);
+    if (decision.updatedAt !== null) return { text, at: decision.updatedAt };
+    return cursorAfter(text, null, await this.fetchMessages(item.conversation.customerId, signal));
   }
 
   /** Replay a conversation from the backfill window: its event, then its messages from the window. */
   private async replay(
     item: PolledItem,
     decision: { updatedAt: string; messages?: Message[] | undefined },
+    previousStatus: string | null,
     cached: CachedProfile | null,
     run: RunState,
     report: PollReport,
@@ -507,8 +527,9 @@ export class ConversationPoller {
     const customerId = conversation.customerId;
     const backfill = report.backfill!;
     const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    // A status a webhook recorded before is not replayed (the tracker sees no change).
     const result = await tracker.conversation(conversation, {
-      previousStatus: null,
+      previousStatus,
       current: true,
       profile: cached?.identity,
       at: decision.updatedAt,
@@ -597,19 +618,28 @@ export class ConversationPoller {
  * webhook lost nothing else would find it. So of the messages created at exactly the cursor's
  * time, the cursor covers the ones it names (`seen`); a cursor recorded without fetching (the
  * first run's baseline, or one stored before `seen` existed) names none, and covers those up to
- * the last one with its text: the conversation's last message when the cursor was taken.
+ * the last one with its text: the conversation's last message when the cursor was taken. A
+ * cursor without a time (nothing dated the conversation, or the first run of an older version
+ * stored it so) covers, the same way, the messages up to the last one with its text.
  */
 function coveredByCursor(cursor: MessageCursor | undefined, messages: readonly Message[]): Set<Message> {
   const covered = new Set<Message>();
-  const at = cursor?.at ?? null;
-  if (!cursor || at === null) return covered;
+  if (!cursor) return covered;
+  const at = cursor.at;
   const sameTime: Message[] = [];
-  for (const message of messages) {
-    if (!message.createdAt) continue;
-    if (message.createdAt < at) covered.add(message);
-    else if (message.createdAt === at) sameTime.push(message);
+  if (at === null) {
+    // Nothing dated the messages when the cursor was taken (or an older version stored it
+    // without a time): it names only the last message then, so all of them count as taken at
+    // its time.
+    sameTime.push(...messages);
+  } else {
+    for (const message of messages) {
+      if (!message.createdAt) continue;
+      if (message.createdAt < at) covered.add(message);
+      else if (message.createdAt === at) sameTime.push(message);
+    }
   }
-  if (cursor.seen) {
+  if (cursor.seen && at !== null) {
     const seen = new Set(cursor.seen);
     for (const message of sameTime) if (seen.has(messageIdentity(message))) covered.add(message);
     return covered;

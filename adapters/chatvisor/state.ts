@@ -42,7 +42,11 @@ export function storeKeys(channelId: string) {
 export const messageCursorSchema = z.object({
   /** The conversation's last message text the poller has caught up to. */
   text: z.string().nullable(),
-  /** createdAt of the newest message fetched (ISO), if any. */
+  /**
+   * createdAt of the newest message fetched, or when the conversation last changed (ISO). Null
+   * only when nothing dated it (see coveredByCursor in poll.ts); older versions also stored null
+   * for conversations the first run recorded without reading their messages.
+   */
   at: z.string().nullable(),
   /**
    * The messages created at exactly `at` that the poller has fetched (messageIdentity). Times
