@@ -298,6 +298,53 @@ describe('what the first run recorded stays recorded', () => {
     expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
     expect(messageTexts(await timelineOf(test, 'a2'))).toEqual(['fresh']);
   });
+
+  it('a customer that failed during the first run is recorded, not replayed, by the next run', async () => {
+    fake.reportUpdatedAt = false;
+    const old = new Date(T0 - 60 * DAY);
+    fake.now = () => old;
+    fake.addCustomer({ customerId: 'd1' });
+    fake.addMessage('d1', 'two months ago', 'CUSTOMER', old);
+    fake.setStatus('d1', 'DONE');
+    const test = runtimeWith({ backfillWindow: '24h' });
+    fake.fail({ method: 'GET', path: '/customer/d1/message', status: 503 });
+    const first = await test.runtime.poller.run();
+    expect(first.failed).toEqual([{ customerId: 'd1', reason: expect.stringContaining('503') }]);
+
+    expect(await test.runtime.poller.run()).toMatchObject({
+      baseline: false,
+      seeded: 1,
+      conversationEvents: 0,
+      messageEvents: 0,
+      failed: [],
+    });
+    expect(await timelineOf(test, 'd1')).toEqual([]);
+    expect(await test.outbox()).toEqual([]);
+
+    // From then on it is polled incrementally.
+    fake.addMessage('d1', 'back again', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 1, messageEvents: 1 });
+    expect(messageTexts(await timelineOf(test, 'd1'))).toEqual(['back again']);
+  });
+
+  it('a customer that failed during the first run is replayed by the next run when it changed within the window', async () => {
+    fake.reportUpdatedAt = false;
+    fake.now = () => new Date(T0 - 3_600_000);
+    fake.addCustomer({ customerId: 'd2', status: 'UNRESOLVED' });
+    fake.addMessage('d2', 'two days ago', 'CUSTOMER', new Date(T0 - 2 * DAY));
+    fake.addMessage('d2', 'an hour ago', 'CUSTOMER', new Date(T0 - 3_600_000));
+    const test = runtimeWith({ backfillWindow: '24h' });
+    fake.fail({ method: 'GET', path: '/customer/d2/message', status: 503 });
+    expect((await test.runtime.poller.run()).failed).toHaveLength(1);
+
+    expect(await test.runtime.poller.run()).toMatchObject({
+      conversationEvents: 1,
+      messageEvents: 1,
+      failed: [],
+    });
+    expect(messageTexts(await timelineOf(test, 'd2'))).toEqual(['an hour ago']);
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 0, messageEvents: 0 });
+  });
 });
 
 describe('paging', () => {

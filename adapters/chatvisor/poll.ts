@@ -12,6 +12,7 @@ import {
   type ConversationState,
   type MessageCursor,
   readConversationState,
+  readFirstRunLeft,
   storeKeys,
   writeCursor,
   writeStatus,
@@ -67,7 +68,10 @@ export interface PollReport {
   finishedAt: string;
   pages: number;
   conversationsSeen: number;
-  /** Customers recorded without events by the first run (outside the backfill window). */
+  /**
+   * Customers recorded without events by the first run (outside the backfill window), or by a
+   * later one for a customer the first run failed on.
+   */
   seeded: number;
   conversationEvents: number;
   messageEvents: number;
@@ -97,6 +101,17 @@ interface RunState {
   pending: Set<string>;
   /** Start of the backfill window (ISO), first run only. */
   since: string | null;
+  /**
+   * Customers the first run failed on, with that run's window: a later run records (or replays)
+   * them as the first run would have, instead of taking their history for new events.
+   */
+  firstRunLeft: Map<string, FirstRunWindow>;
+}
+
+/** The first run's backfill window, kept for the customers it failed on (state.ts). */
+interface FirstRunWindow {
+  windowMs: number;
+  since: string;
 }
 
 export interface PollerOptions {
@@ -148,6 +163,7 @@ export class ConversationPoller {
       profiles: await profiles.all(),
       pending: await profiles.pending(),
       since,
+      firstRunLeft: await readFirstRunLeft(context.store, channelId),
     };
     const report: PollReport = {
       channelId,
@@ -188,15 +204,26 @@ export class ConversationPoller {
         previous = page.fingerprint;
         for (const item of page.items) {
           report.conversationsSeen++;
+          const customerId = item.conversation.customerId;
+          const window = this.firstRunWindow(customerId, run, report);
           try {
             await this.handle(item, run, report, signal);
+            if (run.firstRunLeft.delete(customerId)) {
+              await context.store.hdel(keys.pollFirstRunLeft, customerId);
+            }
           } catch (error) {
             // A revoked token or shutdown fails the whole run; anything else is this customer's
             // problem and the next run tries it again (its state was not advanced).
             if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
             if ((error as { code?: string }).code === 'store_unavailable') throw error;
+            // Failed before the first run recorded it: the next run must still treat it as the
+            // first run would (record or replay), not as a customer that is new since.
+            if (window && !run.firstRunLeft.has(customerId)) {
+              run.firstRunLeft.set(customerId, window);
+              await context.store.hset(keys.pollFirstRunLeft, customerId, JSON.stringify(window));
+            }
             report.failed.push({
-              customerId: item.conversation.customerId,
+              customerId,
               reason: (error as Error).message,
             });
             logger.warn(
@@ -315,6 +342,8 @@ export class ConversationPoller {
     const previousStatus = run.state.status.get(customerId) ?? null;
     const cursor = run.state.cursor.get(customerId);
     const lastText = conversation.lastMessageText ?? null;
+    // Not recorded yet by the first run (this one, or one that failed on the customer).
+    const firstRun = cursor === undefined ? this.firstRunScope(customerId, run, report) : null;
     let cached = run.profiles.get(customerId) ?? null;
     // A profile that came with the listing (polling by customers) is cached without a call.
     let offeredChange = false;
@@ -326,12 +355,12 @@ export class ConversationPoller {
       }
     }
 
-    if (run.baseline && cursor === undefined) {
+    if (firstRun) {
       // Also when a webhook recorded the status before this first run: its messages are as old
       // as the conversation says, whoever saw the status first.
-      const decision = await this.backfillDecision(item, run, report, signal);
+      const decision = await this.backfillDecision(item, firstRun, signal);
       if (decision.replay) {
-        await this.replay(item, decision, previousStatus, cached, run, report, signal);
+        await this.replay(item, decision, firstRun, previousStatus, cached, run, report, signal);
         return;
       }
       // Messages up to when the conversation last changed exist already: a later message
@@ -346,7 +375,7 @@ export class ConversationPoller {
     }
 
     const statusChanged = previousStatus !== conversation.status;
-    const messageChanged = !(run.baseline && cursor === undefined) && lastText !== (cursor?.text ?? null);
+    const messageChanged = firstRun === null && lastText !== (cursor?.text ?? null);
     if (!statusChanged && !messageChanged) {
       await this.maintain(customerId, cached, offeredChange, run, report, signal);
       return;
@@ -459,19 +488,36 @@ export class ConversationPoller {
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
+  /** The first run's window when the customer is still to be recorded as the first run would. */
+  private firstRunWindow(customerId: string, run: RunState, report: PollReport): FirstRunWindow | null {
+    if (run.state.cursor.has(customerId)) return null;
+    if (report.backfill) return { windowMs: report.backfill.windowMs, since: report.backfill.since };
+    return run.firstRunLeft.get(customerId) ?? null;
+  }
+
   /**
-   * First run, a conversation never seen before: replay it if it changed within the backfill
-   * window. When the listing does not say when it changed, its newest message does.
+   * Where a customer the first run has not recorded yet is counted: this run's backfill report on
+   * the first run; on a later one (the first failed on it), counts of its own — the report's
+   * `backfill` stays the first run's — and the first-poll metrics.
+   */
+  private firstRunScope(customerId: string, run: RunState, report: PollReport): BackfillReport | null {
+    if (report.backfill) return report.backfill;
+    const window = run.firstRunLeft.get(customerId);
+    if (!window) return null;
+    return { ...window, conversations: 0, messages: 0, olderThanWindow: 0, unknownAge: 0 };
+  }
+
+  /**
+   * A conversation the first run records: replay it if it changed within the backfill window.
+   * When the listing does not say when it changed, its newest message does.
    */
   private async backfillDecision(
     item: PolledItem,
-    run: RunState,
-    report: PollReport,
+    backfill: BackfillReport,
     signal: AbortSignal | undefined,
   ): Promise<BackfillDecision> {
-    const backfill = report.backfill;
     let updatedAt = item.conversation.updatedAt ?? null;
-    if (!backfill || run.since === null || backfill.windowMs <= 0) return { replay: false, updatedAt };
+    if (backfill.windowMs <= 0) return { replay: false, updatedAt };
     const customerId = item.conversation.customerId;
     let messages: Message[] | undefined;
     if (!updatedAt) {
@@ -487,7 +533,7 @@ export class ConversationPoller {
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'unknown_age' });
       return { replay: false, updatedAt: null, messages };
     }
-    if (updatedAt < run.since) {
+    if (updatedAt < backfill.since) {
       backfill.olderThanWindow++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'older' });
       return { replay: false, updatedAt, messages };
@@ -516,6 +562,7 @@ export class ConversationPoller {
   private async replay(
     item: PolledItem,
     decision: { updatedAt: string; messages?: Message[] | undefined },
+    backfill: BackfillReport,
     previousStatus: string | null,
     cached: CachedProfile | null,
     run: RunState,
@@ -525,7 +572,6 @@ export class ConversationPoller {
     const { context, channelId, tracker } = this.options;
     const { conversation } = item;
     const customerId = conversation.customerId;
-    const backfill = report.backfill!;
     const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
     // A status a webhook recorded before is not replayed (the tracker sees no change).
     const result = await tracker.conversation(conversation, {
@@ -556,7 +602,7 @@ export class ConversationPoller {
     for (const message of messages) {
       if (!isCustomerMessage(message)) continue;
       // Messages without a time belong to a conversation inside the window: kept.
-      if (message.createdAt && run.since !== null && message.createdAt < run.since) continue;
+      if (message.createdAt && message.createdAt < backfill.since) continue;
       const observed = await tracker.message(message, identified.identity);
       report.messageEvents++;
       if (!observed.duplicate) {

@@ -36,6 +36,11 @@ export function storeKeys(channelId: string) {
     pollFirstReport: `${base}:poll:first`,
     /** set once the first conversation poll has recorded its baseline. */
     pollBaseline: `${base}:poll:baseline`,
+    /**
+     * hash customerId -> the first poll's window ({windowMs, since}, JSON): customers the first
+     * poll failed on, recorded (or replayed) by a later run as the first would have.
+     */
+    pollFirstRunLeft: `${base}:poll:baseline:left`,
   };
 }
 
@@ -108,4 +113,25 @@ export async function readConversationState(store: Store, channelId: string): Pr
     if (parsed) cursor.set(customerId, parsed);
   }
   return { status: new Map(Object.entries(status)), cursor };
+}
+
+const firstRunWindowSchema = z.object({ windowMs: z.number(), since: z.string() });
+
+/** Customers the first poll failed on, with its window (see storeKeys().pollFirstRunLeft). */
+export async function readFirstRunLeft(
+  store: Store,
+  channelId: string,
+): Promise<Map<string, z.infer<typeof firstRunWindowSchema>>> {
+  const left = new Map<string, z.infer<typeof firstRunWindowSchema>>();
+  for (const [customerId, raw] of Object.entries(
+    await store.hgetall(storeKeys(channelId).pollFirstRunLeft),
+  )) {
+    try {
+      const parsed = firstRunWindowSchema.safeParse(JSON.parse(raw));
+      if (parsed.success) left.set(customerId, parsed.data);
+    } catch {
+      // Unreadable: the customer is polled as any other.
+    }
+  }
+  return left;
 }
