@@ -328,8 +328,10 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
     expect(reports.body.first).toMatchObject({
       baseline: true,
       conversationsSeen: 2,
-      // cv-77's conversation came by webhook already: only cv-88 was backfilled.
-      backfill: { windowMs: 86_400_000, conversations: 1, messages: 1, olderThanWindow: 0 },
+      // cv-77's conversation came by webhook already: only cv-88's was backfilled. Its first
+      // message (sent before the conversation's webhook, never delivered) is within the window
+      // and backfilled with cv-88's one.
+      backfill: { windowMs: 86_400_000, conversations: 1, messages: 2, olderThanWindow: 0 },
     });
     expect(reports.body.recent).toHaveLength(1);
 

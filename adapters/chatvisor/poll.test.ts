@@ -1,8 +1,9 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
+import { storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
-import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
+import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 
 let fake: FakeChatvisor;
 beforeAll(async () => {
@@ -18,6 +19,7 @@ beforeEach(() => {
   fake.clearFailures();
   fake.resetLog();
   fake.now = () => new Date();
+  fake.reportUpdatedAt = true;
 });
 
 /** A clock that moves 1 ms per reading, so timeline entries have a strict order. */
@@ -242,6 +244,137 @@ describe('conversation polling', () => {
   it('fails the run on a revoked token', async () => {
     const test = buildRuntime({ apiUrl: fake.apiUrl, apiToken: 'revoked' });
     await expect(test.runtime.poller.run()).rejects.toMatchObject({ code: 'chatvisor_auth_failed' });
+  });
+});
+
+/** The ticking clock's start: the vendor's times in these tests are dated against it. */
+const T0 = Date.parse('2024-05-14T09:00:00.000Z');
+const DAY = 86_400_000;
+const messageTexts = (entries: TimelineEntry[]) => messageEntries(entries).map((entry) => entry.data.text);
+
+describe('what the first run recorded stays recorded', () => {
+  it('with backfillWindow 0s and no updatedAt on the listing, a new message does not replay the history', async () => {
+    fake.reportUpdatedAt = false;
+    fake.now = () => new Date(T0 - 30 * DAY);
+    fake.addCustomer({ customerId: 'a1', status: 'UNRESOLVED' });
+    fake.addMessage('a1', 'old 1', 'CUSTOMER', new Date(T0 - 30 * DAY));
+    fake.addMessage('a1', 'old 2', 'CUSTOMER', new Date(T0 - 30 * DAY + 1000));
+    const test = runtimeWith();
+    expect(await test.runtime.poller.run()).toMatchObject({ baseline: true, seeded: 1, messageEvents: 0 });
+
+    fake.addMessage('a1', 'new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a1'))).toEqual(['new one']);
+  });
+
+  it('reads a cursor an earlier version stored without a time: the messages it had seen are not replayed', async () => {
+    fake.reportUpdatedAt = false;
+    fake.addCustomer({ customerId: 'a3', status: 'UNRESOLVED' });
+    fake.addMessage('a3', 'old 1', 'CUSTOMER', new Date(T0 - 30 * DAY));
+    fake.addMessage('a3', 'old 2', 'CUSTOMER', new Date(T0 - 30 * DAY + 1000));
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    // What the first run stored before the fix when nothing dated the conversation.
+    await test.store.hset(storeKeys('cobrowse').cursor, 'a3', JSON.stringify({ text: 'old 2', at: null }));
+
+    fake.addMessage('a3', 'new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a3'))).toEqual(['new one']);
+  });
+
+  it('a customer whose webhook came before the first poll is seeded like the others: its history is not replayed later', async () => {
+    const old = new Date(T0 - 30 * DAY);
+    fake.now = () => old;
+    fake.addCustomer({ customerId: 'a2', status: 'UNRESOLVED' });
+    fake.addMessage('a2', 'ancient', 'CUSTOMER', old);
+    const test = runtimeWith({ backfillWindow: '24h' });
+    expect(await test.webhook(fake.conversationPayload('a2'))).toMatchObject({ outcome: 'ok' });
+    await test.runtime.idle();
+    const first = await test.runtime.poller.run();
+    expect(first).toMatchObject({ baseline: true, messageEvents: 0, failed: [] });
+    expect(first.backfill).toMatchObject({ conversations: 0, messages: 0, olderThanWindow: 1 });
+
+    fake.addMessage('a2', 'fresh', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'a2'))).toEqual(['fresh']);
+  });
+
+  it('a customer that failed during the first run is recorded, not replayed, by the next run', async () => {
+    fake.reportUpdatedAt = false;
+    const old = new Date(T0 - 60 * DAY);
+    fake.now = () => old;
+    fake.addCustomer({ customerId: 'd1' });
+    fake.addMessage('d1', 'two months ago', 'CUSTOMER', old);
+    fake.setStatus('d1', 'DONE');
+    const test = runtimeWith({ backfillWindow: '24h' });
+    fake.fail({ method: 'GET', path: '/customer/d1/message', status: 503 });
+    const first = await test.runtime.poller.run();
+    expect(first.failed).toEqual([{ customerId: 'd1', reason: expect.stringContaining('503') }]);
+
+    expect(await test.runtime.poller.run()).toMatchObject({
+      baseline: false,
+      seeded: 1,
+      conversationEvents: 0,
+      messageEvents: 0,
+      failed: [],
+    });
+    expect(await timelineOf(test, 'd1')).toEqual([]);
+    expect(await test.outbox()).toEqual([]);
+
+    // From then on it is polled incrementally.
+    fake.addMessage('d1', 'back again', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 1, messageEvents: 1 });
+    expect(messageTexts(await timelineOf(test, 'd1'))).toEqual(['back again']);
+  });
+
+  it('a customer that failed during the first run is replayed by the next run when it changed within the window', async () => {
+    fake.reportUpdatedAt = false;
+    fake.now = () => new Date(T0 - 3_600_000);
+    fake.addCustomer({ customerId: 'd2', status: 'UNRESOLVED' });
+    fake.addMessage('d2', 'two days ago', 'CUSTOMER', new Date(T0 - 2 * DAY));
+    fake.addMessage('d2', 'an hour ago', 'CUSTOMER', new Date(T0 - 3_600_000));
+    const test = runtimeWith({ backfillWindow: '24h' });
+    fake.fail({ method: 'GET', path: '/customer/d2/message', status: 503 });
+    expect((await test.runtime.poller.run()).failed).toHaveLength(1);
+
+    expect(await test.runtime.poller.run()).toMatchObject({
+      conversationEvents: 1,
+      messageEvents: 1,
+      failed: [],
+    });
+    expect(messageTexts(await timelineOf(test, 'd2'))).toEqual(['an hour ago']);
+    expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 0, messageEvents: 0 });
+  });
+});
+
+describe('paging', () => {
+  it('reads every page of a long conversation: the message after 45 others is found', async () => {
+    fake.addCustomer({ customerId: 'b1', status: 'UNRESOLVED' });
+    for (let index = 0; index < 45; index++) {
+      fake.addMessage('b1', `m${index}`, 'CUSTOMER', new Date(T0 - 3_600_000 + index * 1000));
+    }
+    const test = runtimeWith({ pageSize: 2 });
+    await test.runtime.poller.run();
+    fake.addMessage('b1', 'the new one', 'CUSTOMER', new Date(T0));
+    expect(await test.runtime.poller.run()).toMatchObject({ messageEvents: 1, failed: [] });
+    expect(messageTexts(await timelineOf(test, 'b1'))).toEqual(['the new one']);
+  });
+
+  it('polling by customers pages on past pages that hold no conversation', async () => {
+    fake.fail({ method: 'GET', path: '/conversation', status: 404, times: 1000 });
+    for (let index = 0; index < 4; index++) {
+      // A customer who never chatted has no status.
+      delete (fake.addCustomer({ customerId: `s${index}` }) as Partial<FakeCustomer>).status;
+    }
+    const test = runtimeWith({ pageSize: 2 });
+    expect(await test.runtime.poller.run()).toMatchObject({ source: 'customer', pages: 3 });
+    fake.addCustomer({ customerId: 'z9', status: 'UNREAD' });
+    fake.addMessage('z9', 'hello');
+    expect(await test.runtime.poller.run()).toMatchObject({
+      source: 'customer',
+      conversationEvents: 1,
+      messageEvents: 1,
+    });
   });
 });
 

@@ -12,6 +12,7 @@ import {
   type ConversationState,
   type MessageCursor,
   readConversationState,
+  readFirstRunLeft,
   storeKeys,
   writeCursor,
   writeStatus,
@@ -40,7 +41,12 @@ import {
  * e.g. after another channel updated the contact).
  */
 const MAX_PAGES = 10_000;
-const MAX_MESSAGE_PAGES = 20;
+/**
+ * A safety bound on one customer's message pages (messages are listed oldest first, so the new
+ * ones are on the last pages). A read that reaches it fails that customer, reported, and its
+ * cursor stays where it was.
+ */
+const MAX_MESSAGE_PAGES = 10_000;
 
 export interface BackfillReport {
   /** The window (ms) and its start: conversations changed since then were replayed. */
@@ -62,7 +68,10 @@ export interface PollReport {
   finishedAt: string;
   pages: number;
   conversationsSeen: number;
-  /** Customers recorded without events by the first run (outside the backfill window). */
+  /**
+   * Customers recorded without events by the first run (outside the backfill window), or by a
+   * later one for a customer the first run failed on.
+   */
   seeded: number;
   conversationEvents: number;
   messageEvents: number;
@@ -82,7 +91,7 @@ interface PolledItem {
 
 type BackfillDecision =
   | { replay: true; updatedAt: string; messages?: Message[] | undefined }
-  | { replay: false; updatedAt: string | null };
+  | { replay: false; updatedAt: string | null; messages?: Message[] | undefined };
 
 /** What one run reads once and shares between customers. */
 interface RunState {
@@ -92,6 +101,17 @@ interface RunState {
   pending: Set<string>;
   /** Start of the backfill window (ISO), first run only. */
   since: string | null;
+  /**
+   * Customers the first run failed on, with that run's window: a later run records (or replays)
+   * them as the first run would have, instead of taking their history for new events.
+   */
+  firstRunLeft: Map<string, FirstRunWindow>;
+}
+
+/** The first run's backfill window, kept for the customers it failed on (state.ts). */
+interface FirstRunWindow {
+  windowMs: number;
+  since: string;
 }
 
 export interface PollerOptions {
@@ -143,6 +163,7 @@ export class ConversationPoller {
       profiles: await profiles.all(),
       pending: await profiles.pending(),
       since,
+      firstRunLeft: await readFirstRunLeft(context.store, channelId),
     };
     const report: PollReport = {
       channelId,
@@ -177,21 +198,32 @@ export class ConversationPoller {
         const page = await this.fetchPage({ pageNumber, pageSize: settings.pageSize }, signal);
         report.pages++;
         report.source = this.source;
-        // A vendor that ignores pageNumber would hand us page 0 forever.
-        const fingerprint = JSON.stringify(page.items.map((item) => item.conversation));
-        if (page.rawCount > 0 && fingerprint === previous) break;
-        previous = fingerprint;
+        // A vendor that ignores pageNumber would hand us page 0 forever. The page as listed, not
+        // what is left of it: two pages of customers without a conversation both leave nothing.
+        if (page.rawCount > 0 && page.fingerprint === previous) break;
+        previous = page.fingerprint;
         for (const item of page.items) {
           report.conversationsSeen++;
+          const customerId = item.conversation.customerId;
+          const window = this.firstRunWindow(customerId, run, report);
           try {
             await this.handle(item, run, report, signal);
+            if (run.firstRunLeft.delete(customerId)) {
+              await context.store.hdel(keys.pollFirstRunLeft, customerId);
+            }
           } catch (error) {
             // A revoked token or shutdown fails the whole run; anything else is this customer's
             // problem and the next run tries it again (its state was not advanced).
             if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
             if ((error as { code?: string }).code === 'store_unavailable') throw error;
+            // Failed before the first run recorded it: the next run must still treat it as the
+            // first run would (record or replay), not as a customer that is new since.
+            if (window && !run.firstRunLeft.has(customerId)) {
+              run.firstRunLeft.set(customerId, window);
+              await context.store.hset(keys.pollFirstRunLeft, customerId, JSON.stringify(window));
+            }
             report.failed.push({
-              customerId: item.conversation.customerId,
+              customerId,
               reason: (error as Error).message,
             });
             logger.warn(
@@ -261,12 +293,16 @@ export class ConversationPoller {
   private async fetchPage(
     page: { pageNumber: number; pageSize: number },
     signal?: AbortSignal,
-  ): Promise<ParsedPage<PolledItem>> {
+  ): Promise<ParsedPage<PolledItem> & { fingerprint: string }> {
     const { client, logger } = this.options;
     if (this.source === 'conversation') {
       try {
         const result = await client.listConversations(page, { signal });
-        return { ...result, items: result.items.map((conversation) => ({ conversation, profile: null })) };
+        return {
+          ...result,
+          items: result.items.map((conversation) => ({ conversation, profile: null })),
+          fingerprint: JSON.stringify(result.items),
+        };
       } catch (error) {
         if (!(error instanceof ChatvisorNotFoundError) || page.pageNumber !== 0) throw error;
         logger.warn(
@@ -291,7 +327,7 @@ export class ConversationPoller {
         profile: customer,
       });
     }
-    return { ...result, items };
+    return { ...result, items, fingerprint: JSON.stringify(result.items) };
   }
 
   private async handle(
@@ -306,6 +342,8 @@ export class ConversationPoller {
     const previousStatus = run.state.status.get(customerId) ?? null;
     const cursor = run.state.cursor.get(customerId);
     const lastText = conversation.lastMessageText ?? null;
+    // Not recorded yet by the first run (this one, or one that failed on the customer).
+    const firstRun = cursor === undefined ? this.firstRunScope(customerId, run, report) : null;
     let cached = run.profiles.get(customerId) ?? null;
     // A profile that came with the listing (polling by customers) is cached without a call.
     let offeredChange = false;
@@ -317,25 +355,27 @@ export class ConversationPoller {
       }
     }
 
-    if (run.baseline && cursor === undefined) {
+    if (firstRun) {
+      // Also when a webhook recorded the status before this first run: its messages are as old
+      // as the conversation says, whoever saw the status first.
+      const decision = await this.backfillDecision(item, firstRun, signal);
+      if (decision.replay) {
+        await this.replay(item, decision, firstRun, previousStatus, cached, run, report, signal);
+        return;
+      }
+      // Messages up to when the conversation last changed exist already: a later message
+      // makes the next run fetch the messages, and only the newer ones are new.
+      await writeCursor(context.store, channelId, customerId, await this.seedCursor(item, decision, signal));
       if (previousStatus === null) {
-        const decision = await this.backfillDecision(item, run, report, signal);
-        if (decision.replay) {
-          await this.replay(item, decision, cached, run, report, signal);
-          return;
-        }
-        // Messages up to when the conversation last changed exist already: a later message
-        // makes the next run fetch the messages, and only the newer ones are new.
-        await writeCursor(context.store, channelId, customerId, { text: lastText, at: decision.updatedAt });
         await writeStatus(context.store, channelId, customerId, conversation.status);
         report.seeded++;
         return;
       }
-      await writeCursor(context.store, channelId, customerId, { text: lastText, at: null });
+      // A status the webhook recorded: a change since is recorded below, as in any run.
     }
 
     const statusChanged = previousStatus !== conversation.status;
-    const messageChanged = !(run.baseline && cursor === undefined) && lastText !== (cursor?.text ?? null);
+    const messageChanged = firstRun === null && lastText !== (cursor?.text ?? null);
     if (!statusChanged && !messageChanged) {
       await this.maintain(customerId, cached, offeredChange, run, report, signal);
       return;
@@ -448,19 +488,36 @@ export class ConversationPoller {
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
+  /** The first run's window when the customer is still to be recorded as the first run would. */
+  private firstRunWindow(customerId: string, run: RunState, report: PollReport): FirstRunWindow | null {
+    if (run.state.cursor.has(customerId)) return null;
+    if (report.backfill) return { windowMs: report.backfill.windowMs, since: report.backfill.since };
+    return run.firstRunLeft.get(customerId) ?? null;
+  }
+
   /**
-   * First run, a conversation never seen before: replay it if it changed within the backfill
-   * window. When the listing does not say when it changed, its newest message does.
+   * Where a customer the first run has not recorded yet is counted: this run's backfill report on
+   * the first run; on a later one (the first failed on it), counts of its own — the report's
+   * `backfill` stays the first run's — and the first-poll metrics.
+   */
+  private firstRunScope(customerId: string, run: RunState, report: PollReport): BackfillReport | null {
+    if (report.backfill) return report.backfill;
+    const window = run.firstRunLeft.get(customerId);
+    if (!window) return null;
+    return { ...window, conversations: 0, messages: 0, olderThanWindow: 0, unknownAge: 0 };
+  }
+
+  /**
+   * A conversation the first run records: replay it if it changed within the backfill window.
+   * When the listing does not say when it changed, its newest message does.
    */
   private async backfillDecision(
     item: PolledItem,
-    run: RunState,
-    report: PollReport,
+    backfill: BackfillReport,
     signal: AbortSignal | undefined,
   ): Promise<BackfillDecision> {
-    const backfill = report.backfill;
     let updatedAt = item.conversation.updatedAt ?? null;
-    if (!backfill || run.since === null || backfill.windowMs <= 0) return { replay: false, updatedAt };
+    if (backfill.windowMs <= 0) return { replay: false, updatedAt };
     const customerId = item.conversation.customerId;
     let messages: Message[] | undefined;
     if (!updatedAt) {
@@ -474,20 +531,39 @@ export class ConversationPoller {
     if (!updatedAt) {
       backfill.unknownAge++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'unknown_age' });
-      return { replay: false, updatedAt: null };
+      return { replay: false, updatedAt: null, messages };
     }
-    if (updatedAt < run.since) {
+    if (updatedAt < backfill.since) {
       backfill.olderThanWindow++;
       this.firstPoll.inc({ channel: this.options.channelId, kind: 'older' });
-      return { replay: false, updatedAt };
+      return { replay: false, updatedAt, messages };
     }
     return { replay: true, updatedAt, messages };
+  }
+
+  /**
+   * The cursor of a conversation recorded as it stands, dated when it last changed: by the
+   * listing's updatedAt, else by its newest message (one read). Only a conversation that nothing
+   * dates (no updatedAt, no dated message) gets a cursor without a time; coveredByCursor reads
+   * that as "up to the last message with the cursor's text".
+   */
+  private async seedCursor(
+    item: PolledItem,
+    decision: { updatedAt: string | null; messages?: Message[] | undefined },
+    signal: AbortSignal | undefined,
+  ): Promise<MessageCursor> {
+    const text = item.conversation.lastMessageText ?? null;
+    if (decision.messages) return cursorAfter(text, decision.updatedAt, decision.messages);
+    if (decision.updatedAt !== null) return { text, at: decision.updatedAt };
+    return cursorAfter(text, null, await this.fetchMessages(item.conversation.customerId, signal));
   }
 
   /** Replay a conversation from the backfill window: its event, then its messages from the window. */
   private async replay(
     item: PolledItem,
     decision: { updatedAt: string; messages?: Message[] | undefined },
+    backfill: BackfillReport,
+    previousStatus: string | null,
     cached: CachedProfile | null,
     run: RunState,
     report: PollReport,
@@ -496,10 +572,10 @@ export class ConversationPoller {
     const { context, channelId, tracker } = this.options;
     const { conversation } = item;
     const customerId = conversation.customerId;
-    const backfill = report.backfill!;
     const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    // A status a webhook recorded before is not replayed (the tracker sees no change).
     const result = await tracker.conversation(conversation, {
-      previousStatus: null,
+      previousStatus,
       current: true,
       profile: cached?.identity,
       at: decision.updatedAt,
@@ -526,7 +602,7 @@ export class ConversationPoller {
     for (const message of messages) {
       if (!isCustomerMessage(message)) continue;
       // Messages without a time belong to a conversation inside the window: kept.
-      if (message.createdAt && run.since !== null && message.createdAt < run.since) continue;
+      if (message.createdAt && message.createdAt < backfill.since) continue;
       const observed = await tracker.message(message, identified.identity);
       report.messageEvents++;
       if (!observed.duplicate) {
@@ -549,20 +625,35 @@ export class ConversationPoller {
     this.backfills.inc({ channel: this.options.channelId, kind });
   }
 
-  /** The customer's messages, oldest page first, as far as MAX_MESSAGE_PAGES. */
+  /**
+   * All the customer's messages, oldest page first, read up to the first short page. A read cut
+   * off at MAX_MESSAGE_PAGES throws: the newest messages are the ones missing, and a cursor moved
+   * past them would lose them for good.
+   */
   private async fetchMessages(customerId: string, signal?: AbortSignal): Promise<Message[]> {
-    const { client, settings } = this.options;
+    const { client, settings, logger } = this.options;
     const messages: Message[] = [];
+    let previous: string | undefined;
     for (let pageNumber = 0; pageNumber < MAX_MESSAGE_PAGES; pageNumber++) {
       const page = await client.listMessages(
         customerId,
         { pageNumber, pageSize: settings.pageSize },
         { signal },
       );
+      // A vendor that ignores pageNumber hands us page 0 again: that is all it will give.
+      const fingerprint = JSON.stringify(page.items);
+      if (page.rawCount > 0 && fingerprint === previous) return messages;
+      previous = fingerprint;
       messages.push(...page.items);
-      if (page.rawCount < settings.pageSize) break;
+      if (page.rawCount < settings.pageSize) return messages;
     }
-    return messages;
+    logger.warn(
+      { customerId, pages: MAX_MESSAGE_PAGES, pageSize: settings.pageSize },
+      'chatvisor poll: message read cut off; the cursor stays',
+    );
+    throw new Error(
+      `messages cut off after ${MAX_MESSAGE_PAGES} pages of ${settings.pageSize}; the cursor was not moved`,
+    );
   }
 }
 
@@ -573,19 +664,28 @@ export class ConversationPoller {
  * webhook lost nothing else would find it. So of the messages created at exactly the cursor's
  * time, the cursor covers the ones it names (`seen`); a cursor recorded without fetching (the
  * first run's baseline, or one stored before `seen` existed) names none, and covers those up to
- * the last one with its text: the conversation's last message when the cursor was taken.
+ * the last one with its text: the conversation's last message when the cursor was taken. A
+ * cursor without a time (nothing dated the conversation, or the first run of an older version
+ * stored it so) covers, the same way, the messages up to the last one with its text.
  */
 function coveredByCursor(cursor: MessageCursor | undefined, messages: readonly Message[]): Set<Message> {
   const covered = new Set<Message>();
-  const at = cursor?.at ?? null;
-  if (!cursor || at === null) return covered;
+  if (!cursor) return covered;
+  const at = cursor.at;
   const sameTime: Message[] = [];
-  for (const message of messages) {
-    if (!message.createdAt) continue;
-    if (message.createdAt < at) covered.add(message);
-    else if (message.createdAt === at) sameTime.push(message);
+  if (at === null) {
+    // Nothing dated the messages when the cursor was taken (or an older version stored it
+    // without a time): it names only the last message then, so all of them count as taken at
+    // its time.
+    sameTime.push(...messages);
+  } else {
+    for (const message of messages) {
+      if (!message.createdAt) continue;
+      if (message.createdAt < at) covered.add(message);
+      else if (message.createdAt === at) sameTime.push(message);
+    }
   }
-  if (cursor.seen) {
+  if (cursor.seen && at !== null) {
     const seen = new Set(cursor.seen);
     for (const message of sameTime) if (seen.has(messageIdentity(message))) covered.add(message);
     return covered;

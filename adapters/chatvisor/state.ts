@@ -36,13 +36,22 @@ export function storeKeys(channelId: string) {
     pollFirstReport: `${base}:poll:first`,
     /** set once the first conversation poll has recorded its baseline. */
     pollBaseline: `${base}:poll:baseline`,
+    /**
+     * hash customerId -> the first poll's window ({windowMs, since}, JSON): customers the first
+     * poll failed on, recorded (or replayed) by a later run as the first would have.
+     */
+    pollFirstRunLeft: `${base}:poll:baseline:left`,
   };
 }
 
 export const messageCursorSchema = z.object({
   /** The conversation's last message text the poller has caught up to. */
   text: z.string().nullable(),
-  /** createdAt of the newest message fetched (ISO), if any. */
+  /**
+   * createdAt of the newest message fetched, or when the conversation last changed (ISO). Null
+   * only when nothing dated it (see coveredByCursor in poll.ts); older versions also stored null
+   * for conversations the first run recorded without reading their messages.
+   */
   at: z.string().nullable(),
   /**
    * The messages created at exactly `at` that the poller has fetched (messageIdentity). Times
@@ -104,4 +113,25 @@ export async function readConversationState(store: Store, channelId: string): Pr
     if (parsed) cursor.set(customerId, parsed);
   }
   return { status: new Map(Object.entries(status)), cursor };
+}
+
+const firstRunWindowSchema = z.object({ windowMs: z.number(), since: z.string() });
+
+/** Customers the first poll failed on, with its window (see storeKeys().pollFirstRunLeft). */
+export async function readFirstRunLeft(
+  store: Store,
+  channelId: string,
+): Promise<Map<string, z.infer<typeof firstRunWindowSchema>>> {
+  const left = new Map<string, z.infer<typeof firstRunWindowSchema>>();
+  for (const [customerId, raw] of Object.entries(
+    await store.hgetall(storeKeys(channelId).pollFirstRunLeft),
+  )) {
+    try {
+      const parsed = firstRunWindowSchema.safeParse(JSON.parse(raw));
+      if (parsed.success) left.set(customerId, parsed.data);
+    } catch {
+      // Unreadable: the customer is polled as any other.
+    }
+  }
+  return left;
 }
