@@ -340,7 +340,7 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
     const page = await consoleRequest(identityBridge.url, '/console/channels', { cookie });
     expect(page.status).toBe(200);
     expect(page.text).toContain('<h3>Conversation polling</h3>');
-    expect(page.text).toContain('replayed 1 conversation and 1 message changed in the backfill window');
+    expect(page.text).toContain('replayed 1 conversation and 2 messages changed in the backfill window');
     expect(page.text).toContain('2 conversations seen on 1 page');
   });
 });
