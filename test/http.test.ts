@@ -187,29 +187,35 @@ describe('core HTTP surface', () => {
   });
 });
 
+/** A bridge on the echo adapter whose log lines are kept in `lines`, listening on loopback. */
+async function bridgeWithLog(level: 'debug' | 'info', extra: Record<string, unknown> = {}) {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      lines.push(chunk.toString());
+      callback();
+    },
+  });
+  const registry = new AdapterRegistry([echoAdapter]);
+  const parsed = parseConfig(
+    {
+      admin: { token: 'admin-secret-token-123456' },
+      server: { port: 0, host: '127.0.0.1' },
+      channels: config.channels,
+      log: { level },
+      ...extra,
+    },
+    registry,
+    {},
+  );
+  const bridge = await createBridge({ config: parsed, registry, logger: createLogger(level, sink) });
+  const server = await bridge.listen(0, '127.0.0.1');
+  return { lines, bridge, server, port: (server.address() as { port: number }).port };
+}
+
 describe('logs', () => {
   it('never contain the webhook token or the admin token', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, callback) {
-        lines.push(chunk.toString());
-        callback();
-      },
-    });
-    const registry = new AdapterRegistry([echoAdapter]);
-    const parsed = parseConfig(
-      {
-        admin: { token: 'admin-secret-token-123456' },
-        server: { port: 0, host: '127.0.0.1' },
-        channels: config.channels,
-        log: { level: 'debug' },
-      },
-      registry,
-      {},
-    );
-    const bridge = await createBridge({ config: parsed, registry, logger: createLogger('debug', sink) });
-    const server = await bridge.listen(0, '127.0.0.1');
-    const port = (server.address() as { port: number }).port;
+    const { lines, bridge, port } = await bridgeWithLog('debug');
     await fetch(`http://127.0.0.1:${port}/webhooks/echo/site/${TOKEN}`, {
       method: 'POST',
       body: '{"event":"x","visitor":1}',
@@ -231,28 +237,9 @@ describe('a client that goes away mid-body', () => {
     // A raw socket: headers promising 100 bytes, 18 of them, then the connection is destroyed.
     // Node emits the request's 'error' ("aborted", ECONNRESET) before its 'close'.
     const { connect } = await import('node:net');
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, callback) {
-        lines.push(chunk.toString());
-        callback();
-      },
+    const { lines, bridge, server, port } = await bridgeWithLog('info', {
+      metrics: { token: 'metrics-token-0123456789' },
     });
-    const registry = new AdapterRegistry([echoAdapter]);
-    const parsed = parseConfig(
-      {
-        admin: { token: 'admin-secret-token-123456' },
-        server: { port: 0, host: '127.0.0.1' },
-        channels: config.channels,
-        metrics: { token: 'metrics-token-0123456789' },
-        log: { level: 'info' },
-      },
-      registry,
-      {},
-    );
-    const bridge = await createBridge({ config: parsed, registry, logger: createLogger('info', sink) });
-    const server = await bridge.listen(0, '127.0.0.1');
-    const port = (server.address() as { port: number }).port;
     let arrived: IncomingMessage | undefined;
     server.once('request', (request: IncomingMessage) => {
       arrived = request;

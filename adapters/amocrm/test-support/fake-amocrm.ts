@@ -96,6 +96,23 @@ const hal = (embedded: Record<string, unknown>, extra: Record<string, unknown> =
   _embedded: embedded,
 });
 
+/**
+ * A list answer as amoCRM gives it: ordered by id (`order[id]=desc` newest first), at most
+ * `limit` (≤ 250), and 204 with no body when nothing matches [SDK].
+ */
+function listed<T extends { id: number }>(
+  url: URL,
+  name: string,
+  found: T[],
+  shape: (item: T) => Record<string, unknown>,
+): { status: number; json?: unknown } {
+  if (found.length === 0) return { status: 204 };
+  const desc = url.searchParams.get('order[id]') === 'desc';
+  const sorted = [...found].sort((a, b) => (desc ? b.id - a.id : a.id - b.id));
+  const limit = Math.min(250, Number(url.searchParams.get('limit') ?? 50));
+  return { status: 200, json: hal({ [name]: sorted.slice(0, limit).map(shape) }) };
+}
+
 export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
   const users = options.users ?? [{ id: 501, name: 'Default Manager', email: 'manager@shop.example' }];
   const pipelines = options.pipelines ?? [
@@ -414,46 +431,29 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       // filter[entity_type], filter[entity_id][] and order[id] (asc|desc), as the connector asks [INF].
       const type = url.searchParams.get('filter[entity_type]');
       const ids = url.searchParams.getAll('filter[entity_id][]').map(Number);
-      const found = fake.tasks
-        .filter(
-          (task) =>
-            (type === null || task.entity_type === type) &&
-            (ids.length === 0 || ids.includes(task.entity_id)),
-        )
-        .sort((a, b) => (url.searchParams.get('order[id]') === 'desc' ? b.id - a.id : a.id - b.id));
-      const limit = Math.min(250, Number(url.searchParams.get('limit') ?? 50));
-      if (found.length === 0) return { status: 204 };
-      return {
-        status: 200,
-        json: hal({
-          tasks: found.slice(0, limit).map((task) => ({
-            ...task,
-            task_type_id: 1,
-            is_completed: false,
-            account_id: 31361463,
-          })),
-        }),
-      };
+      const found = fake.tasks.filter(
+        (task) =>
+          (type === null || task.entity_type === type) && (ids.length === 0 || ids.includes(task.entity_id)),
+      );
+      return listed(url, 'tasks', found, (task) => ({
+        ...task,
+        task_type_id: 1,
+        is_completed: false,
+        account_id: 31361463,
+      }));
     }
     const entityNotes = /^\/api\/v4\/(leads|contacts)\/(\d+)\/notes$/.exec(path);
     if (method === 'GET' && entityNotes) {
-      const found = fake.notes
-        .filter((note) => note.entity_type === entityNotes[1] && note.entity_id === Number(entityNotes[2]))
-        .sort((a, b) => (url.searchParams.get('order[id]') === 'desc' ? b.id - a.id : a.id - b.id));
-      const limit = Math.min(250, Number(url.searchParams.get('limit') ?? 50));
-      if (found.length === 0) return { status: 204 };
-      return {
-        status: 200,
-        json: hal({
-          notes: found.slice(0, limit).map((note) => ({
-            id: note.id,
-            entity_id: note.entity_id,
-            note_type: note.note_type,
-            params: { text: note.text },
-            created_at: note.created_at,
-          })),
-        }),
-      };
+      const found = fake.notes.filter(
+        (note) => note.entity_type === entityNotes[1] && note.entity_id === Number(entityNotes[2]),
+      );
+      return listed(url, 'notes', found, (note) => ({
+        id: note.id,
+        entity_id: note.entity_id,
+        note_type: note.note_type,
+        params: { text: note.text },
+        created_at: note.created_at,
+      }));
     }
     if (method === 'POST' && path === '/api/v4/contacts') {
       const created = [];
