@@ -426,3 +426,33 @@ describe.each([
     expect(state.deals[0]!.contacts).toEqual([state.contacts[0]!.id]);
   });
 });
+
+describe('CRM connector: amoCRM answers', () => {
+  it('a contact create answered 204 or 404 (the CRM refusing, or baseUrl not the account) fails the delivery at once with a clear reason', async () => {
+    for (const status of [204, 404]) {
+      const crm = await amoWorld();
+      cleanups.push(() => crm.close());
+      crm.fake.failNext(1000, { status }, crm.isCreate('contact'));
+      const bridge = await setup(crm);
+      await jivo(
+        bridge,
+        jivoPayloads({ name: 'Lev', email: `lev${status}@example.org`, phone: '+79031114455' }, 8100)
+          .accepted,
+      );
+      const deliveries = await settled(bridge, 1);
+      for (const delivery of deliveries) {
+        // Failed for good at the first attempt (not retried as an unexpected error, which the
+        // circuit breaker would count).
+        expect(delivery.state).toBe('failed');
+        expect(delivery.attempts).toBe(1);
+        expect(delivery.lastError.message).toMatch(
+          status === 204
+            ? /amoCRM answered contact create with HTTP 204 \(no content\)/
+            : /amoCRM answered contact create with HTTP 404 \(not found\)/,
+        );
+        expect(delivery.lastError.message).toMatch(/baseUrl/);
+      }
+      expect(crm.state().contacts).toHaveLength(0);
+    }
+  });
+});

@@ -53,6 +53,16 @@ export const UTM_FIELD_CODES: Record<string, string> = {
 export const PHONE_QUERY_DIGITS = 10;
 /** Nothing found is 204 with an empty body, not an empty list [SDK]/[3P]. */
 export const EMPTY_SEARCH_STATUS = 204;
+/**
+ * Every add (POST) answers 200 with `_embedded.<entity>[{id}]` [OFF]/[SDK]; 204 is documented
+ * only for lists and searches that found nothing [SDK]/[3P]. A create answered 204 or 404 is
+ * therefore not a result: the account refused it without a reason, or `baseUrl` is not the
+ * account's own address (a 404 from another site, or the common domain) [INF]. It fails the
+ * delivery for good instead of being retried; a 204 is treated as "may have been made", so a
+ * replay looks the object up before creating it again.
+ */
+export const CREATE_REFUSED_HINT =
+  "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user may create it";
 /** Lists are paged by page/limit, at most 250 [OFF]. */
 export const PAGE_LIMIT = 250;
 

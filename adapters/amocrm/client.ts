@@ -9,6 +9,7 @@ import {
   accountSchema,
   addedSchema,
   CLOSED_STATUSES,
+  CREATE_REFUSED_HINT,
   CREATED_SKEW_S,
   contactListSchema,
   contactPage,
@@ -87,6 +88,17 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       ...(body !== undefined ? { body } : {}),
     });
     const { status } = response;
+    if (method === 'POST' && (status === EMPTY_SEARCH_STATUS || status === 404)) {
+      // A create always answers 200 with the new ids [OFF]: no content, or no such route, is the
+      // account refusing it or a baseUrl that is not the account (CREATE_REFUSED_STATUSES).
+      throw new CrmError(
+        'permanent',
+        status,
+        `${NAME} answered ${what} with HTTP ${status} (${status === 404 ? 'not found' : 'no content'}) instead of the new id: ${CREATE_REFUSED_HINT}`,
+        // A success status: the CRM may have made it; a replay looks it up before creating again.
+        { maybeApplied: status === EMPTY_SEARCH_STATUS },
+      );
+    }
     if (status === EMPTY_SEARCH_STATUS) return null;
     if (status >= 200 && status < 300) {
       if (!schema) return null;
