@@ -18,12 +18,17 @@ export const REQUESTS_PER_SECOND = 2;
 /** Record pages [OFF] (bx24-open-path). */
 export const contactPage = (origin: string, id: string) => `${origin}/crm/contact/details/${id}/`;
 
-/** findbycomm takes at most 20 values per call [OFF]. */
+/**
+ * findbycomm takes at most 20 values per call [OFF]: a contact's phone variants and e-mails are
+ * searched in chunks of 20, every chunk a command of one batch.
+ */
 export const FINDBYCOMM_MAX_VALUES = 20;
+/** A batch takes at most 50 commands and counts as one request for the rate limit [OFF]. */
+export const BATCH_MAX_COMMANDS = 50;
 
 /**
  * Phones are matched as stored; we ask for the E.164 form, the bare digits and, for Russian
- * numbers, the 8-trunk form, in one findbycomm call [INF] (pitfall 1 of the note).
+ * numbers, the 8-trunk form, in the same findbycomm values [INF] (pitfall 1 of the note).
  */
 export function phoneVariants(e164: string): string[] {
   const digits = e164.replace(/\D/g, '');

@@ -4,6 +4,7 @@ import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
   AUTH_ERRORS,
+  BATCH_MAX_COMMANDS,
   batchSchema,
   categoryListSchema,
   contactPage,
@@ -133,25 +134,31 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
 
   const api: CrmApi = {
     async findContacts({ phones, emails }) {
-      const phoneValues = phones.flatMap(phoneVariants).slice(0, FINDBYCOMM_MAX_VALUES);
-      const emailValues = emails.slice(0, FINDBYCOMM_MAX_VALUES);
-      const cmd: Record<string, [string, Record<string, unknown>]> = {};
-      if (phoneValues.length > 0)
-        cmd.phone = [
-          'crm.duplicate.findbycomm',
-          { entity_type: 'CONTACT', type: 'PHONE', values: phoneValues },
-        ];
-      if (emailValues.length > 0)
-        cmd.email = [
-          'crm.duplicate.findbycomm',
-          { entity_type: 'CONTACT', type: 'EMAIL', values: emailValues },
-        ];
-      if (Object.keys(cmd).length === 0) return [];
-      const results = await batch(cmd);
+      // Every value is searched: findbycomm takes FINDBYCOMM_MAX_VALUES values per call, so the
+      // values go in chunks, as commands of as few batches as BATCH_MAX_COMMANDS allows (one
+      // request each for the rate limit [OFF]).
+      const commands: [string, Record<string, unknown>][] = [];
+      const search = (type: 'PHONE' | 'EMAIL', values: string[]) => {
+        const unique = [...new Set(values)];
+        for (let at = 0; at < unique.length; at += FINDBYCOMM_MAX_VALUES) {
+          commands.push([
+            'crm.duplicate.findbycomm',
+            { entity_type: 'CONTACT', type, values: unique.slice(at, at + FINDBYCOMM_MAX_VALUES) },
+          ]);
+        }
+      };
+      search('PHONE', phones.flatMap(phoneVariants));
+      search('EMAIL', emails);
       const ids = new Set<string>();
-      for (const key of Object.keys(cmd)) {
-        const found = findByCommSchema.safeParse(results[key] ?? []);
-        for (const id of found.success ? found.data : []) ids.add(id);
+      for (let at = 0; at < commands.length; at += BATCH_MAX_COMMANDS) {
+        const cmd = Object.fromEntries(
+          commands.slice(at, at + BATCH_MAX_COMMANDS).map((command, index) => [`c${at + index}`, command]),
+        );
+        const results = await batch(cmd);
+        for (const key of Object.keys(cmd)) {
+          const found = findByCommSchema.safeParse(results[key] ?? []);
+          for (const id of found.success ? found.data : []) ids.add(id);
+        }
       }
       return [...ids].map((id) => ({ id, phones: [], emails: [] }));
     },

@@ -1,0 +1,63 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createTransport } from '../../src/crm/transport.js';
+import { createHttpClient } from '../../src/net/http.js';
+import { createBitrix24Client } from './client.js';
+import { type FakeBitrix24, startFakeBitrix24 } from './test-support/fake-bitrix24.js';
+
+/** The Bitrix24 client against the fake portal, below the flow (vendors/bitrix24.md §2.2, §2.11). */
+let fake: FakeBitrix24 | undefined;
+afterEach(async () => {
+  await fake?.close();
+  fake = undefined;
+});
+
+async function client() {
+  fake = await startFakeBitrix24({ code: 'code0123456789abcdef' });
+  const transport = createTransport({
+    http: createHttpClient(),
+    limiter: { acquire: async () => {} },
+    timeoutMs: 5000,
+    displayName: 'Bitrix24',
+  });
+  return { fake, api: createBitrix24Client({ webhookUrl: fake.webhookUrl, sourceId: 'WEB' }, transport) };
+}
+
+const seed = (fake: FakeBitrix24, id: string, field: 'PHONE' | 'EMAIL', value: string) =>
+  fake.contacts.push({
+    ID: id,
+    NAME: 'Made by hand',
+    ASSIGNED_BY_ID: '1',
+    PHONE: field === 'PHONE' ? [{ ID: `${id}1`, VALUE: value, VALUE_TYPE: 'MOBILE' }] : [],
+    EMAIL: field === 'EMAIL' ? [{ ID: `${id}1`, VALUE: value, VALUE_TYPE: 'WORK' }] : [],
+    SOURCE_ID: 'CALL',
+    SOURCE_DESCRIPTION: '',
+  });
+
+describe('Bitrix24 client', () => {
+  it('findContacts searches every phone variant and every e-mail, beyond findbycomm’s 20 values per call', async () => {
+    const { fake, api } = await client();
+    // Eight Russian mobiles: three variants each (E.164, digits, 8-trunk) = 24 values.
+    const phones = Array.from({ length: 8 }, (_, index) => `+7916000000${index}`);
+    const emails = Array.from({ length: 25 }, (_, index) => `person${index}@example.org`);
+    seed(fake, '50', 'PHONE', '8 916 000-00-07');
+    seed(fake, '60', 'EMAIL', 'Person24@example.org');
+    const found = await api.findContacts({ phones, emails });
+    expect(found.map((contact) => contact.id).sort()).toEqual(['50', '60']);
+    // Within the note's limits: ≤ 20 values per findbycomm, ≤ 50 commands per batch.
+    for (const request of fake.requests) {
+      const body = JSON.parse(request.body) as { cmd: Record<string, string> };
+      expect(Object.keys(body.cmd).length).toBeLessThanOrEqual(50);
+      for (const line of Object.values(body.cmd))
+        expect(new URLSearchParams(line.split('?')[1]).size - 2).toBeLessThanOrEqual(20);
+    }
+  });
+
+  it('findContacts makes one request for a contact with many values', async () => {
+    const { fake, api } = await client();
+    const phones = Array.from({ length: 30 }, (_, index) => `+7916000${String(index).padStart(4, '0')}`);
+    await api.findContacts({ phones, emails: ['a@example.org'] });
+    expect(fake.requests.map((request) => request.path)).toEqual([
+      new URL(`${fake.webhookUrl}batch.json`).pathname,
+    ]);
+  });
+});
