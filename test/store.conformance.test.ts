@@ -801,6 +801,25 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         await third.release();
       });
 
+      it('a holder renews its lock (it outlives its first ttl); a lost lock cannot be renewed', async () => {
+        const [a, b] = [key('lk'), key('lk')];
+        const held = await store.lock([a, b], { ttlMs: 100, waitMs: 0 });
+        expect(await held.extend(60_000)).toBe(true);
+        for (const k of [a, b]) expect(await store.pttl(`lock:${k}`)).toBeGreaterThan(30_000);
+        await expect(store.lock([b], { ttlMs: 5000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+        await held.release();
+
+        const stale = await store.lock([a, b], { ttlMs: 80, waitMs: 0 });
+        const fresh = await store.lock([b], { ttlMs: 5000, waitMs: 1000 });
+        // One key of the lock is someone else's now: nothing is renewed, not even the other key.
+        expect(await stale.extend(60_000)).toBe(false);
+        expect(await store.pttl(`lock:${a}`)).toBe(-2);
+        expect(await store.pttl(`lock:${b}`)).toBeLessThanOrEqual(5000);
+        await expect(store.lock([b], { ttlMs: 5000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+        await fresh.release();
+        await stale.release();
+      });
+
       it('repeated keys count once', async () => {
         const k = key('lk');
         const lock = await store.lock([k, k], { ttlMs: 5000, waitMs: 0 });

@@ -46,6 +46,14 @@ const DEAL_EVENTS = new Set([
   'call.updated',
 ]);
 
+/**
+ * The find-or-create locks. A search may take many CRM requests (amoCRM: one per phone and
+ * e-mail, each up to the destination's timeoutMs, after the shared rate limit), so the lock is
+ * not trusted to outlast it: it is renewed every ttlMs / 3 while held, and checked (renewed once
+ * more) right before the create. A lock found lost (expired — the store was unreachable for a
+ * while — and perhaps taken by another instance) stops the step with a retry instead of creating
+ * what the other holder may be creating.
+ */
 const LOCK = { ttlMs: 60_000, waitMs: 30_000 };
 const LINK_TTL_MS = 365 * 86_400_000;
 
@@ -74,6 +82,8 @@ export interface CrmFlowDeps {
   defaultCountry: string;
   responsibleByEmail(email: string): Promise<string | null>;
   now(): Date;
+  /** The find-or-create locks' ttl and wait (tests shorten them); default LOCK. */
+  lock?: { ttlMs: number; waitMs: number };
 }
 
 const dataSchema = z.object({
@@ -146,6 +156,40 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     return body.routing.responsibleCrmUserId;
   }
 
+  /**
+   * Run `work` under a store lock on `keys`, renewed while it runs (LOCK). `stillHeld` renews it
+   * once more and throws a retryable CrmError when it was lost: call it right before a create.
+   */
+  async function locked<T>(keys: string[], work: (stillHeld: () => Promise<void>) => Promise<T>): Promise<T> {
+    const options = deps.lock ?? LOCK;
+    const lock = await store.lock(keys, options);
+    let lost = false;
+    const renew = async () => {
+      try {
+        if (!(await lock.extend(options.ttlMs))) lost = true;
+      } catch {
+        // The store is unreachable: the next renewal, or the check before the create, tries again.
+      }
+    };
+    const timer = setInterval(() => void renew(), Math.max(1, Math.floor(options.ttlMs / 3)));
+    timer.unref();
+    const stillHeld = async () => {
+      if (!lost && (await lock.extend(options.ttlMs))) return;
+      lost = true;
+      throw new CrmError(
+        'retry',
+        null,
+        `${deps.displayName}: the store lock of a find-or-create expired before the create (the store was unreachable, or the search took too long); nothing was created, the step is retried`,
+      );
+    };
+    try {
+      return await work(stillHeld);
+    } finally {
+      clearInterval(timer);
+      await lock.release();
+    }
+  }
+
   function phonesOf(contact: Contact) {
     return contact.phones
       .map((phone) => normalizePhone(phone, deps.defaultCountry))
@@ -188,8 +232,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const phones = phonesOf(contact);
     const emails = emailsOf(contact);
     const keys = [contact.id, ...phones, ...emails].map((key) => crmKeys.upsert(destinationId, key));
-    const lock = await store.lock([...new Set(keys)], LOCK);
-    try {
+    return locked([...new Set(keys)], async (stillHeld) => {
       let id: string | null = null;
       // The linked contact is read anyway (to add what it lacks): reading it here costs no extra
       // call, and a contact a manager deleted or merged away is found out before anything is
@@ -212,6 +255,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       if (id === null) {
         const values = displayValues(body);
+        await stillHeld();
         id = await create({
           name: contact.name ?? values.contactName,
           phones,
@@ -225,9 +269,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       // Remembered before the lock goes: the next event of this person finds it without a search.
       await store.set(crmKeys.link(destinationId, contact.id), id, { ttlMs: LINK_TTL_MS });
       return { id, created, existing };
-    } finally {
-      await lock.release();
-    }
+    });
   }
 
   /** False when the CRM no longer has the contact (the caller finds or makes it again). */
@@ -304,22 +346,20 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         : null;
     // Events of one person in different lanes (e.g. two bridge contacts merged meanwhile) must
     // not both miss the open deal and both create one: find-or-create under a lock.
-    const lock = await store.lock(
+    return locked(
       [crmKeys.upsert(destinationId, `deal:${crmContactId}:${conversationKey ?? pipelineId ?? '-'}`)],
-      LOCK,
+      async (stillHeld) => {
+        if (conversationKey) {
+          const known = await store.get(conversationKey);
+          if (known) return known;
+        } else if (destination.crm.deals === 'one-open') {
+          const open = await api.findOpenDeal(crmContactId, pipelineId);
+          if (open) return open;
+        }
+        await stillHeld();
+        return await createDeal();
+      },
     );
-    try {
-      if (conversationKey) {
-        const known = await store.get(conversationKey);
-        if (known) return known;
-      } else if (destination.crm.deals === 'one-open') {
-        const open = await api.findOpenDeal(crmContactId, pipelineId);
-        if (open) return open;
-      }
-      return await createDeal();
-    } finally {
-      await lock.release();
-    }
 
     async function createDeal() {
       const id = await create({

@@ -625,6 +625,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
               }
               if (released) wakeLockWaiters();
             },
+            async extend(ttl) {
+              guard();
+              assertInteger(ttl);
+              if (ttl <= 0) throw replyError("ERR invalid expire time in 'pexpire' command");
+              const owned = lockKeys.every((key) => {
+                const entry = lookup(key);
+                return entry?.data.type === 'string' && entry.data.value === token;
+              });
+              if (owned) for (const key of lockKeys) op.set(key, token, { ttlMs: ttl });
+              return owned;
+            },
           };
         }
         const remaining = deadline - performance.now();

@@ -75,6 +75,17 @@ end
 return released
 `;
 
+/** Renew only when every key still carries our token. ARGV[1] = owner token; ARGV[2] = ttl in ms. */
+const EXTEND_SCRIPT = `
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('pexpire', KEYS[i], ARGV[2])
+end
+return 1
+`;
+
 /**
  * A batch with expectations (StoreBatch.expect, expectExists, expectListHead), in one atomic
  * step: check every expectation, then run the queued writes, or write nothing and answer 0.
@@ -220,6 +231,7 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
 interface LockCommands {
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
+  chatbridgeExtendLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
 }
 
 /**
@@ -297,6 +309,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
+  commands.defineCommand('chatbridgeExtendLock', { lua: EXTEND_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -640,6 +653,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
               } catch (error) {
                 log.warn({ err: error, keys }, 'could not release a lock; it will expire by itself');
               }
+            },
+            async extend(ttl) {
+              if (!Number.isSafeInteger(ttl) || ttl <= 0)
+                throw new Error("ERR invalid expire time in 'pexpire' command");
+              return (
+                (await run(() => commands.chatbridgeExtendLock(lockKeys.length, ...lockKeys, token, ttl))) ===
+                1
+              );
             },
           };
         }

@@ -115,6 +115,13 @@ export interface Lock {
   readonly keys: readonly string[];
   /** Release the lock if we still own it. Never throws. */
   release(): Promise<void>;
+  /**
+   * Renew the lock: every key expires `ttlMs` from now, if we still own all of them (checked and
+   * set in one atomic step). False when the lock was lost (it expired, and may have been taken by
+   * someone else): the holder must then not act on what it decided under it. Rejects with
+   * StoreUnavailableError when the store cannot be reached.
+   */
+  extend(ttlMs: number): Promise<boolean>;
 }
 
 export interface LockOptions {
