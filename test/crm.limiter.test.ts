@@ -1,38 +1,83 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRateLimiter } from '../src/crm/limiter.js';
 import { createMemoryStore } from '../src/store/memory.js';
 
 /**
- * The CRM request limiter admits one request per slot of 1000/perSecond ms, so any one-second
- * interval holds at most perSecond + 1 requests (amoCRM's published 7/s with perSecond 6). The
- * test reads what the limiter claimed in the store — one winner per slot — not the clock.
+ * The CRM request limiter admits one request per 1000/perSecond ms, shared by every instance
+ * through the store, and measured by the store's clock (key expiry), not by the instances'
+ * clocks, which may be apart. The tests read the store's clock, not the wall clock.
  */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+async function until(check: () => boolean, what: string, timeoutMs = 5000) {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(5);
+  }
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
 describe('CRM rate limiter', () => {
-  it('admits one request per slot, across limiters sharing the store', async () => {
-    const store = createMemoryStore();
-    const admitted: string[] = [];
-    const incr = store.incr.bind(store);
-    store.incr = async (key: string) => {
-      const value = await incr(key);
-      if (value === 1) admitted.push(key);
-      return value;
-    };
-    // Two "instances" of one destination share the store.
+  it('admits requests at least 1000/perSecond ms apart on the store clock, across limiters sharing the store', async () => {
+    let clock = 1_000_000;
+    const store = createMemoryStore({ now: () => clock });
     const a = createRateLimiter(store, 'amo', 50);
     const b = createRateLimiter(store, 'amo', 50);
-    await Promise.all(Array.from({ length: 12 }, (_, index) => (index % 2 ? a : b).acquire()));
-    expect(admitted).toHaveLength(12);
-    expect(new Set(admitted).size).toBe(12);
-    const slots = admitted.map((key) => Number(key.split(':').at(-1))).sort((x, y) => x - y);
-    // Every admission in its own 20 ms slot: at most 51 in any one-second interval.
-    for (let index = 1; index < slots.length; index++)
-      expect(slots[index]).toBeGreaterThan(slots[index - 1]!);
+    const admitted: number[] = [];
+    const waiting = Array.from({ length: 8 }, (_, index) =>
+      (index % 2 ? a : b).acquire().then(() => admitted.push(clock)),
+    );
+    // The store's clock moves only when the test moves it.
+    const deadline = performance.now() + 5000;
+    while (admitted.length < 8 && performance.now() < deadline) {
+      clock += 7;
+      await sleep(2);
+    }
+    await Promise.all(waiting);
+    for (let index = 1; index < admitted.length; index++)
+      expect(admitted[index]! - admitted[index - 1]!).toBeGreaterThanOrEqual(20);
+    await store.close();
+  });
+
+  it('instances whose clocks are apart still share one pace: while the store clock stands still, only one request is admitted', async () => {
+    const store = createMemoryStore({ now: () => 5_000_000 });
+    const refused: string[] = [];
+    const set = store.set.bind(store);
+    store.set = async (key, value, options) => {
+      const done = await set(key, value, options);
+      if (!done) refused.push(key);
+      return done;
+    };
+    const incr = store.incr.bind(store);
+    store.incr = async (key) => {
+      const value = await incr(key);
+      if (value > 1) refused.push(key);
+      return value;
+    };
+    // Two instances of one destination, their clocks ten seconds apart.
+    const behind = createRateLimiter(store, 'amo', 6);
+    const ahead = createRateLimiter(store, 'amo', 6);
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(5_000_000);
+    await behind.acquire();
+    clock.mockReturnValue(5_010_000);
+    const controller = new AbortController();
+    let admitted = false;
+    const second = ahead.acquire(controller.signal).then(() => {
+      admitted = true;
+    });
+    await until(() => admitted || refused.length >= 2, 'the second request admitted or refused twice');
+    expect(admitted).toBe(false);
+    controller.abort(new Error('gave up'));
+    await expect(second).rejects.toThrow('gave up');
     await store.close();
   });
 
   it('stops waiting when its signal aborts', async () => {
-    const store = createMemoryStore();
-    const limiter = createRateLimiter(store, 'b24', 1, () => 5_000);
+    const store = createMemoryStore({ now: () => 5_000 });
+    const limiter = createRateLimiter(store, 'b24', 1);
     await limiter.acquire();
     const controller = new AbortController();
     const waiting = limiter.acquire(controller.signal);
