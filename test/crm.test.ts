@@ -456,3 +456,55 @@ describe('CRM connector: amoCRM answers', () => {
     }
   });
 });
+
+describe('CRM connector: Bitrix24 answers', () => {
+  async function b24() {
+    const crm = await bitrixWorld();
+    cleanups.push(() => crm.close());
+    return crm;
+  }
+
+  it('a "method not found" answer to reading the linked contact is not taken for a deleted contact (no second contact)', async () => {
+    const crm = await b24();
+    const bridge = await setup(crm);
+    const { accepted } = jivoPayloads(
+      { name: 'Anon', email: 'anon@example.com', phone: '+79260001166' },
+      9100,
+    );
+    delete accepted.visitor.email;
+    delete accepted.visitor.phone;
+    await jivo(bridge, accepted);
+    await settled(bridge, 1);
+    expect(crm.state().contacts).toHaveLength(1);
+    // A proxy or a portal that lost the method: not an answer about the contact.
+    crm.fake.failNext(
+      1000,
+      { status: 404, body: '{"error":"ERROR_METHOD_NOT_FOUND","error_description":"Method not found!"}' },
+      (method) => method === 'crm.contact.get',
+    );
+    await jivo(bridge, { ...accepted, chat_id: 9101 });
+    const deliveries = await settled(bridge, 2);
+    expect(crm.state().contacts).toHaveLength(1);
+    const failed = deliveries.filter((item) => item.state === 'failed');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed[0].lastError.message).toMatch(/crm\.contact\.get \(HTTP 404 ERROR_METHOD_NOT_FOUND/);
+  });
+
+  it('a 403 without a known error code (a proxy or firewall page) fails at once and counts as a refused credential', async () => {
+    const crm = await b24();
+    crm.fake.failNext(1000, { status: 403, body: '<html><body>403 Forbidden</body></html>' });
+    const bridge = await setup(crm);
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Olga', email: 'olga403@example.org', phone: '+79031117788' }, 9200).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    for (const delivery of deliveries) {
+      expect(delivery.state).toBe('failed');
+      expect(delivery.attempts).toBe(1);
+      expect(delivery.lastError.message).toMatch(/webhook rejected by Bitrix24 .*HTTP 403/);
+    }
+    const metrics = await bridge.bridge.metrics.registry.metrics();
+    expect(metrics).toMatch(/chatbridge_crm_failures_total\{destination="crm",reason="auth"\} [1-9]/);
+  });
+});

@@ -86,6 +86,20 @@ export const UNCHECKABLE = {
 
 /** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
 export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
+/**
+ * HTTP statuses that mean the webhook or its user was refused [OFF] (system errors: every 401 and
+ * 403 listed is a credential, scope or permission answer), whatever the body — a 403 may also be
+ * a proxy's or firewall's HTML page with no code [INF].
+ */
+export const AUTH_STATUSES = new Set([401, 403]);
+/**
+ * "No such contact": HTTP 400 with an empty code and "… not found" [OFF] (crm.contact.update's
+ * "Contact is not found"; crm.contact.get alike [INF]). Only that: a 404 ERROR_METHOD_NOT_FOUND
+ * (a wrong URL, a proxy) says nothing about the contact, and taking it for one drops the link
+ * and makes the contact again.
+ */
+export const isContactNotFound = (status: number | null, message: string) =>
+  status === 400 && /not found/i.test(message);
 /** Credential / permission answers [OFF]. */
 export const AUTH_ERRORS = new Set([
   'NO_AUTH_FOUND',

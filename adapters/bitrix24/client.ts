@@ -4,6 +4,7 @@ import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
 import {
   AUTH_ERRORS,
+  AUTH_STATUSES,
   BATCH_MAX_COMMANDS,
   batchSchema,
   categoryListSchema,
@@ -17,6 +18,7 @@ import {
   findByCommSchema,
   idListSchema,
   idSchema,
+  isContactNotFound,
   ORIGINATOR_ID,
   openDealFilter,
   phoneVariants,
@@ -65,7 +67,7 @@ function failure(
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
     });
   }
-  if (status === 401 || AUTH_ERRORS.has(error)) {
+  if (AUTH_STATUSES.has(status) || AUTH_ERRORS.has(error)) {
     return new CrmError(
       'permanent',
       status,
@@ -172,8 +174,11 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
           emails: (result.EMAIL ?? []).map((item) => item.VALUE ?? '').filter(Boolean),
         };
       } catch (error) {
-        // "Contact is not found" is a 400 with an empty error code [OFF].
-        if (error instanceof CrmError && error.kind === 'permanent' && /not found/i.test(error.message))
+        if (
+          error instanceof CrmError &&
+          error.kind === 'permanent' &&
+          isContactNotFound(error.httpStatus, error.message)
+        )
           return null;
         throw error;
       }
