@@ -116,3 +116,17 @@ describe.each([
     expect(unknown.err[0]).toContain("no destination 'nope'");
   });
 });
+
+describe('chatbridge crm check: amoCRM at a wrong address', () => {
+  it('an account read answered 404 (baseUrl not the account) is an error, not an empty account (exit 1)', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    crm.fake.failNext(1000, { status: 404, body: 'Not Found' });
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', configFile(crm)], run.io)).toBe(
+      1,
+    );
+    expect(run.err.join('\n')).toMatch(/amoCRM answered account read with HTTP 404.*baseUrl/);
+    expect(run.out.join('\n')).not.toContain('crm: OK');
+  });
+});

@@ -59,10 +59,11 @@ export const EMPTY_SEARCH_STATUS = 204;
  * therefore not a result: the account refused it without a reason, or `baseUrl` is not the
  * account's own address (a 404 from another site, or the common domain) [INF]. It fails the
  * delivery for good instead of being retried; a 204 is treated as "may have been made", so a
- * replay looks the object up before creating it again.
+ * replay looks the object up before creating it again. The same for `GET /account` (it returns
+ * the account to every user [OFF]): `crm check` reports it instead of an empty account.
  */
-export const CREATE_REFUSED_HINT =
-  "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user may create it";
+export const NO_ANSWER_HINT =
+  "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user has the right to it";
 /** Lists are paged by page/limit, at most 250 [OFF]. */
 export const PAGE_LIMIT = 250;
 

@@ -9,7 +9,6 @@ import {
   accountSchema,
   addedSchema,
   CLOSED_STATUSES,
-  CREATE_REFUSED_HINT,
   CREATED_SKEW_S,
   contactListSchema,
   contactPage,
@@ -20,6 +19,7 @@ import {
   EMPTY_SEARCH_STATUS,
   FOLLOW_UP_TASK_TYPE,
   leadListSchema,
+  NO_ANSWER_HINT,
   noteListSchema,
   PAGE_LIMIT,
   PHONE_ENUM,
@@ -80,6 +80,8 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     path: string,
     schema: z.ZodType<T> | null,
     body?: unknown,
+    /** An answer is required (every create; the account read): 204/404 is then an error. */
+    required = method === 'POST',
   ): Promise<T | null> {
     const response = await transport.send({
       method,
@@ -88,15 +90,16 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       ...(body !== undefined ? { body } : {}),
     });
     const { status } = response;
-    if (method === 'POST' && (status === EMPTY_SEARCH_STATUS || status === 404)) {
-      // A create always answers 200 with the new ids [OFF]: no content, or no such route, is the
-      // account refusing it or a baseUrl that is not the account (CREATE_REFUSED_STATUSES).
+    if (required && (status === EMPTY_SEARCH_STATUS || status === 404)) {
+      // A create always answers 200 with the new ids, the account read with the account [OFF]:
+      // no content, or no such route, is the account refusing it or a baseUrl that is not the
+      // account (NO_ANSWER_HINT).
       throw new CrmError(
         'permanent',
         status,
-        `${NAME} answered ${what} with HTTP ${status} (${status === 404 ? 'not found' : 'no content'}) instead of the new id: ${CREATE_REFUSED_HINT}`,
-        // A success status: the CRM may have made it; a replay looks it up before creating again.
-        { maybeApplied: status === EMPTY_SEARCH_STATUS },
+        `${NAME} answered ${what} with HTTP ${status} (${status === 404 ? 'not found' : 'no content'})${method === 'POST' ? ' instead of the new id' : ''}: ${NO_ANSWER_HINT}`,
+        // A create answered with a success status may have been made: a replay looks it up first.
+        { maybeApplied: method === 'POST' && status === EMPTY_SEARCH_STATUS },
       );
     }
     if (status === EMPTY_SEARCH_STATUS) return null;
@@ -441,7 +444,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     },
 
     async check() {
-      const account = await call('account read', 'GET', '/account', accountSchema);
+      const account = await call('account read', 'GET', '/account', accountSchema, undefined, true);
       const pipelines = await call('pipelines list', 'GET', '/leads/pipelines', pipelinesSchema);
       const users = await api.listUsers();
       return {
