@@ -696,6 +696,37 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.get(str)).toBe('a string');
         expect(await store.lrange(after, 0, -1)).toEqual(['x']);
       });
+
+      it('with expectations too, a command failing at run time (WRONGTYPE) is reported but does not undo the others', async () => {
+        // The guarded form (a Lua script on Redis) must keep the same promise as the plain one.
+        const [guard, before, str, after] = [key('wrong'), key('wrong'), key('wrong'), key('wrong')];
+        await store.set(str, 'a string');
+        const error = await store
+          .batch()
+          .expect(guard, null)
+          .set(before, '1')
+          .hset(str, 'f', 'v')
+          .rpush(after, 'x')
+          .exec()
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(Error);
+        expect((error as Error).message).toMatch(/^WRONGTYPE/);
+        expect(error).not.toBeInstanceOf(StoreUnavailableError);
+        expect(await store.get(before)).toBe('1');
+        expect(await store.get(str)).toBe('a string');
+        expect(await store.lrange(after, 0, -1)).toEqual(['x']);
+      });
+
+      it('expect() on a key of another type does not hold (whatever value is expected), and writes nothing', async () => {
+        const [hash, target] = [key('guard'), key('guard')];
+        await store.hset(hash, 'f', 'v');
+        const long = 'x'.repeat(100); // compared by digest on Redis
+        for (const value of [null, 'v', long]) {
+          expect(await store.batch().expect(hash, value).set(target, 'written').exec()).toBe(false);
+        }
+        expect(await store.get(target)).toBeNull();
+        expect(await store.hgetall(hash)).toEqual({ f: 'v' });
+      });
     });
 
     describe('locks', () => {

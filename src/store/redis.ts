@@ -87,6 +87,9 @@ return released
  * - `L<count>:<SHA-1>`: a list whose first <count> elements, each written as
  *   `<byte length>:<bytes>` and concatenated, have this SHA-1;
  * then per write: command, key index, argument count, arguments.
+ * A key of another type never holds an expected string value (the check answers 0, as the
+ * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
+ * not stop the others: every write runs (pcall), then the first failure is the reply.
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -109,7 +112,10 @@ for _ = 1, n do
       if redis.sha1hex(table.concat(parts)) ~= string.sub(want, colon + 1) then return 0 end
     end
   else
-    local current = redis.call('get', key)
+    -- pcall: a key of another type holds no string value, so the expectation does not hold
+    -- (as on the in-memory store), rather than failing the whole batch with WRONGTYPE.
+    local current = redis.pcall('get', key)
+    if type(current) == 'table' then return 0 end
     if want == '0' then
       if current then return 0 end
     elseif kind == '#' then
@@ -120,11 +126,14 @@ for _ = 1, n do
   end
   at = at + 2
 end
+local failed
 while at <= #ARGV do
   local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
-  redis.call(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  local reply = redis.pcall(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  if type(reply) == 'table' and reply.err and not failed then failed = reply end
   at = at + 3 + count
 end
+if failed then return failed end
 return 1
 `;
 
