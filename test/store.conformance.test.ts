@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreBusyError, StoreUnavailableError } from '../src/errors.js';
-import { createMemoryStore } from '../src/store/memory.js';
+import { createMemoryStore, LOCK_KEY_PREFIX } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Lock, Store } from '../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
@@ -830,6 +830,42 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         await third.release();
         // Releasing twice is harmless.
         await third.release();
+      });
+
+      it('renew extends a lock only while we hold it: never one another holder took after ours expired', async () => {
+        const [a, b] = [key('lk'), key('lk')];
+        const ttl = (k: string) => store.pttl(LOCK_KEY_PREFIX + k);
+        // The holder renews: every key gets the new ttl (or the one it was taken with).
+        const held = await store.lock([a, b], { ttlMs: 5000, waitMs: 0 });
+        expect(await held.renew(60_000)).toBe(true);
+        expect(await ttl(a)).toBeGreaterThan(50_000);
+        expect(await ttl(b)).toBeGreaterThan(50_000);
+        expect(await held.renew()).toBe(true);
+        expect(await ttl(a)).toBeLessThanOrEqual(5000);
+        await held.release();
+        // Released: a renew brings nothing back.
+        expect(await held.renew(60_000)).toBe(false);
+        expect(await ttl(a)).toBe(-2);
+
+        // Ours expires (a long pause), another instance takes one of its keys; our late renew
+        // must leave that lock as it is (and not resurrect the key nobody holds).
+        const stale = await store.lock([a, b], { ttlMs: 80, waitMs: 0 });
+        const other = await store.lock([b], { ttlMs: 5000, waitMs: 2000 });
+        expect(await stale.renew(60_000)).toBe(false);
+        expect(await ttl(b)).toBeLessThanOrEqual(5000);
+        expect(await ttl(a)).toBe(-2);
+        await expect(store.lock([b], { ttlMs: 5000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+        expect(await other.renew(60_000)).toBe(true);
+        expect(await ttl(b)).toBeGreaterThan(50_000);
+        await other.release();
+      });
+
+      it('renew refuses a non-positive or fractional ttl', async () => {
+        const lock = await store.lock([key('lk')], { ttlMs: 5000, waitMs: 0 });
+        await expect(lock.renew(0)).rejects.toThrow(/invalid expire time/);
+        await expect(lock.renew(1.5)).rejects.toThrow();
+        expect(await lock.renew()).toBe(true);
+        await lock.release();
       });
 
       it('repeated keys count once', async () => {

@@ -625,6 +625,21 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
               }
               if (released) wakeLockWaiters();
             },
+            async renew(renewTtlMs = ttlMs) {
+              guard();
+              assertInteger(renewTtlMs);
+              if (renewTtlMs <= 0) throw replyError("ERR invalid expire time in 'pexpire' command");
+              let renewed = 0;
+              for (const key of lockKeys) {
+                const entry = lookup(key);
+                // Only our own token, as release(): after expiry someone else may hold this key.
+                if (entry?.data.type === 'string' && entry.data.value === token) {
+                  setExpiry(key, entry, renewTtlMs);
+                  renewed++;
+                }
+              }
+              return renewed === lockKeys.length;
+            },
           };
         }
         const remaining = deadline - performance.now();

@@ -76,6 +76,21 @@ return released
 `;
 
 /**
+ * Extend only the keys that still carry our token (a lock renewal that cannot extend a lock
+ * someone else took after ours expired). KEYS = lock keys; ARGV[1] = token; ARGV[2] = ttl in ms.
+ * Answers how many keys were extended.
+ */
+const RENEW_SCRIPT = `
+local renewed = 0
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[1] then
+    renewed = renewed + redis.call('pexpire', KEYS[i], ARGV[2])
+  end
+end
+return renewed
+`;
+
+/**
  * A batch with expectations (StoreBatch.expect, expectExists, expectListHead), in one atomic
  * step: check every expectation, then run the queued writes, or write nothing and answer 0.
  * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
@@ -229,6 +244,7 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
 interface LockCommands {
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
+  chatbridgeRenew(numKeys: number, ...args: Array<string | number>): Promise<number>;
 }
 
 /**
@@ -306,6 +322,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
+  commands.defineCommand('chatbridgeRenew', { lua: RENEW_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -649,6 +666,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
               } catch (error) {
                 log.warn({ err: error, keys }, 'could not release a lock; it will expire by itself');
               }
+            },
+            async renew(renewTtlMs = ttlMs) {
+              if (!Number.isSafeInteger(renewTtlMs) || renewTtlMs <= 0)
+                throw new Error("ERR invalid expire time in 'pexpire' command");
+              const renewed = await run(() =>
+                commands.chatbridgeRenew(lockKeys.length, ...lockKeys, token, renewTtlMs),
+              );
+              return renewed === lockKeys.length;
             },
           };
         }

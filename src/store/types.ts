@@ -115,6 +115,14 @@ export interface Lock {
   readonly keys: readonly string[];
   /** Release the lock if we still own it. Never throws. */
   release(): Promise<void>;
+  /**
+   * Push the expiry of the lock's keys `ttlMs` from now (the ttl it was taken with when omitted),
+   * but only of the keys that still carry this lock's token, checked and extended in one atomic
+   * step: after a pause longer than the ttl a key may have expired and be held by someone else,
+   * whose lock must not be extended. True only when every key was still ours (then all were
+   * extended). Rejects like any store call (StoreUnavailableError).
+   */
+  renew(ttlMs?: number): Promise<boolean>;
 }
 
 export interface LockOptions {
