@@ -352,6 +352,23 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.lrange(k, 0, -1)).toEqual([text]);
       });
 
+      it('a batch pushes Buffers as their bytes too, with or without expectations', async () => {
+        const [plain, guarded] = [key('list'), key('list')];
+        const bytes = Buffer.from([0x7b, 0x80, 0xff, 0x00, 0x7d]);
+        const long = Buffer.alloc(3000, 0xfe); // beyond the hot scripts' short-argument framing
+        await store.batch().rpush(plain, bytes, 'text', long).exec();
+        expect(await store.batch().expect(key('list'), null).rpush(guarded, bytes, 'text', long).exec()).toBe(
+          true,
+        );
+        bytes.fill(0);
+        for (const list of [plain, guarded]) {
+          const [first, second, third] = await store.lrangeBuffer(list, 0, -1);
+          expect(first!.equals(Buffer.from([0x7b, 0x80, 0xff, 0x00, 0x7d]))).toBe(true);
+          expect(second!.toString('utf8')).toBe('text');
+          expect(third!.equals(Buffer.alloc(3000, 0xfe))).toBe(true);
+        }
+      });
+
       it('a capped list: rpush + ltrim in one batch', async () => {
         const k = key('list');
         for (let i = 1; i <= 5; i++) await store.batch().rpush(k, String(i)).ltrim(k, -3, -1).exec();

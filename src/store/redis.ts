@@ -432,10 +432,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     // expectation, else through the guarded script. Built once here and turned into ioredis
     // commands only at exec, for the one form that is sent (building both cost every engine
     // write a MULTI's worth of command objects that were thrown away).
-    const writes: Array<[string, string, ...Array<string | number>]> = [];
+    const writes: Array<[string, string, ...ScriptArgument[]]> = [];
     /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
     const expectations: Array<[string, string]> = [];
-    const queued = (command: string, key: string, ...args: Array<string | number>): StoreBatch => {
+    const queued = (command: string, key: string, ...args: ScriptArgument[]): StoreBatch => {
       writes.push([command, key, ...args]);
       length++;
       return batch;
@@ -499,7 +499,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         }
         return index;
       };
-      const args: Array<string | number> = [expectations.length];
+      const args: ScriptArgument[] = [expectations.length];
       for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       coalesceWrites();

@@ -40,7 +40,8 @@ export interface StoreBatch {
   /** Add to a sorted set; members with equal scores order by their bytes (used for lex ranges). */
   zadd(key: string, score: number, member: string): StoreBatch;
   zrem(key: string, member: string): StoreBatch;
-  rpush(key: string, ...values: string[]): StoreBatch;
+  /** Buffers are stored as their bytes, as Store.rpush. */
+  rpush(key: string, ...values: Array<string | Buffer>): StoreBatch;
   /** Keep only list elements start..stop (inclusive; negative counts from the end), as LTRIM. */
   ltrim(key: string, start: number, stop: number): StoreBatch;
   /**
