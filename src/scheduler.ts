@@ -3,7 +3,6 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { ScheduledJob } from './contracts/adapter.js';
 import type { Metrics } from './metrics.js';
-import { LOCK_KEY_PREFIX } from './store/memory.js';
 import type { Lock, Store } from './store/types.js';
 
 /**
@@ -57,16 +56,45 @@ export function createScheduler(options: {
   const instance = randomUUID();
   const runLockTtlMs = options.runLockTtlMs ?? RUN_LOCK_TTL_MS;
 
-  /** Push the expiry of keys we hold forward while a run works (a TTL, so a crash frees them). */
-  function keepAlive(keys: Array<{ key: string; ttlMs: number }>): () => void {
-    const every = Math.min(...keys.map(({ ttlMs }) => ttlMs)) / 3;
-    const timer = setInterval(() => {
-      const batch = store.batch();
-      for (const { key, ttlMs } of keys) batch.expire(key, ttlMs);
-      batch.exec().catch((error: unknown) => logger.warn({ err: error }, 'could not renew a job lock'));
-    }, every);
+  /**
+   * Push the expiry of what a run holds forward while it works (a TTL, so a crash frees them):
+   * the run lock through its owner-checked renew, the tick claim only while it still names this
+   * instance. After a pause longer than the lock's TTL (a stalled event loop, a frozen VM) the
+   * lock may have expired and been taken by another instance: a blind PEXPIRE would then extend
+   * (or cut short) that instance's lock. Ours is not renewed again once it is lost.
+   */
+  function keepAlive(
+    lock: Lock,
+    tickKey: string | undefined,
+    labels: { channel: string; job: string },
+  ): () => void {
+    let stopped = false;
+    const renew = async () => {
+      try {
+        const [held] = await Promise.all([
+          lock.renew(runLockTtlMs),
+          tickKey === undefined
+            ? true
+            : store.batch().expect(tickKey, instance).expire(tickKey, TICK_HOLD_MS).exec(),
+        ]);
+        if (!held && !stopped) {
+          stop();
+          logger.warn(
+            labels,
+            'scheduled job lost its run lock (it expired before it was renewed); another run may start beside this one',
+          );
+        }
+      } catch (error) {
+        if (!stopped) logger.warn({ ...labels, err: error }, 'could not renew a job lock');
+      }
+    };
+    const timer = setInterval(() => void renew(), runLockTtlMs / 3);
     timer.unref();
-    return () => clearInterval(timer);
+    const stop = () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+    return stop;
   }
 
   async function run(entry: SchedulerJob, slot: Date | undefined): Promise<JobOutcome> {
@@ -89,10 +117,7 @@ export function createScheduler(options: {
       if (!busy) logger.warn({ ...labels, err: error }, 'scheduled job could not take its lock');
       return busy ? 'skipped_locked' : 'failed';
     }
-    const stopRenewing = keepAlive([
-      { key: LOCK_KEY_PREFIX + base, ttlMs: runLockTtlMs },
-      ...(tickKey === undefined ? [] : [{ key: tickKey, ttlMs: TICK_HOLD_MS }]),
-    ]);
+    const stopRenewing = keepAlive(lock, tickKey, labels);
     const started = Date.now();
     const tick = slot?.toISOString();
     try {

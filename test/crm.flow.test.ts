@@ -66,8 +66,8 @@ function watchedStore() {
     return {
       keys: held.keys,
       release: () => held.release(),
-      async extend(ttlMs) {
-        const ok = await held.extend(ttlMs);
+      async renew(ttlMs) {
+        const ok = await held.renew(ttlMs);
         if (ok) entry.renewed += 1;
         return ok;
       },

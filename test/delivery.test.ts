@@ -464,6 +464,20 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(await store.llen(OUTBOX_KEY)).toBe(0);
     expect(crm.requests).toHaveLength(1);
   });
+
+  it('sets aside, byte for byte, an outbox entry that is not even UTF-8, and delivers what is behind it', async () => {
+    const crm = await receiver();
+    const { delivery, store } = await setup(kind, [{ url: crm.url }]);
+    // A corrupted entry: a lone continuation byte and an 0xff, which no UTF-8 text round trip keeps.
+    const corrupt = Buffer.from([0x7b, 0x80, 0xff, 0x7d]);
+    await store.rpush(OUTBOX_KEY, corrupt, JSON.stringify(entry('c1', 1)));
+    await delivery.start();
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the entry behind the corrupt one');
+    expect(await store.llen(OUTBOX_KEY)).toBe(0);
+    const [setAside, ...rest] = await store.lrangeBuffer(INVALID_OUTBOX_KEY, 0, -1);
+    expect(rest).toEqual([]);
+    expect(setAside?.equals(corrupt)).toBe(true);
+  });
 });
 
 /**

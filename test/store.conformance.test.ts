@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreBusyError, StoreUnavailableError } from '../src/errors.js';
-import { createMemoryStore } from '../src/store/memory.js';
+import { createMemoryStore, LOCK_KEY_PREFIX } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Lock, Store } from '../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
@@ -352,6 +352,23 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.lrange(k, 0, -1)).toEqual([text]);
       });
 
+      it('a batch pushes Buffers as their bytes too, with or without expectations', async () => {
+        const [plain, guarded] = [key('list'), key('list')];
+        const bytes = Buffer.from([0x7b, 0x80, 0xff, 0x00, 0x7d]);
+        const long = Buffer.alloc(3000, 0xfe); // beyond the hot scripts' short-argument framing
+        await store.batch().rpush(plain, bytes, 'text', long).exec();
+        expect(await store.batch().expect(key('list'), null).rpush(guarded, bytes, 'text', long).exec()).toBe(
+          true,
+        );
+        bytes.fill(0);
+        for (const list of [plain, guarded]) {
+          const [first, second, third] = await store.lrangeBuffer(list, 0, -1);
+          expect(first!.equals(Buffer.from([0x7b, 0x80, 0xff, 0x00, 0x7d]))).toBe(true);
+          expect(second!.toString('utf8')).toBe('text');
+          expect(third!.equals(Buffer.alloc(3000, 0xfe))).toBe(true);
+        }
+      });
+
       it('a capped list: rpush + ltrim in one batch', async () => {
         const k = key('list');
         for (let i = 1; i <= 5; i++) await store.batch().rpush(k, String(i)).ltrim(k, -3, -1).exec();
@@ -696,6 +713,37 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.get(str)).toBe('a string');
         expect(await store.lrange(after, 0, -1)).toEqual(['x']);
       });
+
+      it('with expectations too, a command failing at run time (WRONGTYPE) is reported but does not undo the others', async () => {
+        // The guarded form (a Lua script on Redis) must keep the same promise as the plain one.
+        const [guard, before, str, after] = [key('wrong'), key('wrong'), key('wrong'), key('wrong')];
+        await store.set(str, 'a string');
+        const error = await store
+          .batch()
+          .expect(guard, null)
+          .set(before, '1')
+          .hset(str, 'f', 'v')
+          .rpush(after, 'x')
+          .exec()
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(Error);
+        expect((error as Error).message).toMatch(/^WRONGTYPE/);
+        expect(error).not.toBeInstanceOf(StoreUnavailableError);
+        expect(await store.get(before)).toBe('1');
+        expect(await store.get(str)).toBe('a string');
+        expect(await store.lrange(after, 0, -1)).toEqual(['x']);
+      });
+
+      it('expect() on a key of another type does not hold (whatever value is expected), and writes nothing', async () => {
+        const [hash, target] = [key('guard'), key('guard')];
+        await store.hset(hash, 'f', 'v');
+        const long = 'x'.repeat(100); // compared by digest on Redis
+        for (const value of [null, 'v', long]) {
+          expect(await store.batch().expect(hash, value).set(target, 'written').exec()).toBe(false);
+        }
+        expect(await store.get(target)).toBeNull();
+        expect(await store.hgetall(hash)).toEqual({ f: 'v' });
+      });
     });
 
     describe('locks', () => {
@@ -801,23 +849,40 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         await third.release();
       });
 
-      it('a holder renews its lock (it outlives its first ttl); a lost lock cannot be renewed', async () => {
+      it('renew extends a lock only while we hold it: never one another holder took after ours expired', async () => {
         const [a, b] = [key('lk'), key('lk')];
-        const held = await store.lock([a, b], { ttlMs: 100, waitMs: 0 });
-        expect(await held.extend(60_000)).toBe(true);
-        for (const k of [a, b]) expect(await store.pttl(`lock:${k}`)).toBeGreaterThan(30_000);
-        await expect(store.lock([b], { ttlMs: 5000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
+        const ttl = (k: string) => store.pttl(LOCK_KEY_PREFIX + k);
+        // The holder renews: every key gets the new ttl (or the one it was taken with).
+        const held = await store.lock([a, b], { ttlMs: 5000, waitMs: 0 });
+        expect(await held.renew(60_000)).toBe(true);
+        expect(await ttl(a)).toBeGreaterThan(50_000);
+        expect(await ttl(b)).toBeGreaterThan(50_000);
+        expect(await held.renew()).toBe(true);
+        expect(await ttl(a)).toBeLessThanOrEqual(5000);
         await held.release();
+        // Released: a renew brings nothing back.
+        expect(await held.renew(60_000)).toBe(false);
+        expect(await ttl(a)).toBe(-2);
 
+        // Ours expires (a long pause), another instance takes one of its keys; our late renew
+        // must leave that lock as it is (and not resurrect the key nobody holds).
         const stale = await store.lock([a, b], { ttlMs: 80, waitMs: 0 });
-        const fresh = await store.lock([b], { ttlMs: 5000, waitMs: 1000 });
-        // One key of the lock is someone else's now: nothing is renewed, not even the other key.
-        expect(await stale.extend(60_000)).toBe(false);
-        expect(await store.pttl(`lock:${a}`)).toBe(-2);
-        expect(await store.pttl(`lock:${b}`)).toBeLessThanOrEqual(5000);
+        const other = await store.lock([b], { ttlMs: 5000, waitMs: 2000 });
+        expect(await stale.renew(60_000)).toBe(false);
+        expect(await ttl(b)).toBeLessThanOrEqual(5000);
+        expect(await ttl(a)).toBe(-2);
         await expect(store.lock([b], { ttlMs: 5000, waitMs: 0 })).rejects.toBeInstanceOf(StoreBusyError);
-        await fresh.release();
-        await stale.release();
+        expect(await other.renew(60_000)).toBe(true);
+        expect(await ttl(b)).toBeGreaterThan(50_000);
+        await other.release();
+      });
+
+      it('renew refuses a non-positive or fractional ttl', async () => {
+        const lock = await store.lock([key('lk')], { ttlMs: 5000, waitMs: 0 });
+        await expect(lock.renew(0)).rejects.toThrow(/invalid expire time/);
+        await expect(lock.renew(1.5)).rejects.toThrow();
+        expect(await lock.renew()).toBe(true);
+        await lock.release();
       });
 
       it('repeated keys count once', async () => {

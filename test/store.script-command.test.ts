@@ -27,7 +27,13 @@ const text = fc.oneof(
   fc.string({ unit: 'grapheme', minLength: 900, maxLength: 3000 }),
   fc.constantFrom('', 'Добрый день! '.repeat(300), '😀'.repeat(700), `x${'\ud800'.repeat(1100)}`),
 );
-const argument = fc.oneof(text, fc.integer(), fc.double({ noNaN: true }));
+const argument = fc.oneof(
+  text,
+  fc.integer(),
+  fc.double({ noNaN: true }),
+  // Bytes, short and long (an outbox entry that is not UTF-8, set aside as it was read).
+  fc.uint8Array({ maxLength: 2000 }).map((bytes) => Buffer.from(bytes)),
+);
 
 describe('the hot scripts’ command encoding', () => {
   it('writes the bytes ioredis writes, whatever the keys and arguments', () => {

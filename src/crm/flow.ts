@@ -166,7 +166,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     let lost = false;
     const renew = async () => {
       try {
-        if (!(await lock.extend(options.ttlMs))) lost = true;
+        if (!(await lock.renew(options.ttlMs))) lost = true;
       } catch {
         // The store is unreachable: the next renewal, or the check before the create, tries again.
       }
@@ -174,7 +174,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const timer = setInterval(() => void renew(), Math.max(1, Math.floor(options.ttlMs / 3)));
     timer.unref();
     const stillHeld = async () => {
-      if (!lost && (await lock.extend(options.ttlMs))) return;
+      if (!lost && (await lock.renew(options.ttlMs))) return;
       lost = true;
       throw new CrmError(
         'retry',

@@ -153,14 +153,17 @@ export function createDrainer(deps: DrainDeps) {
     }
     const acquired = performance.now();
     try {
-      const raw = await store.lrange(OUTBOX_KEY, 0, DRAIN_CHUNK - 1);
+      // As bytes: the trim below expects the list to start with exactly what was read, and an
+      // entry that is not valid UTF-8 (corrupted) would never match its text decoding, leaving
+      // the outbox untrimmable for good; it is set aside as the bytes it is.
+      const raw = await store.lrangeBuffer(OUTBOX_KEY, 0, DRAIN_CHUNK - 1);
       if (raw.length === 0) return { kind: 'drained', entries: 0 };
-      const invalid: string[] = [];
+      const invalid: Buffer[] = [];
       const plans: DeliveryPlan[] = [];
-      for (const text of raw) {
-        const entry = parse(text);
+      for (const bytes of raw) {
+        const entry = parse(bytes.toString('utf8'));
         if (entry) plans.push(...planDeliveries(entry, deps.destinations, deps.routing));
-        else invalid.push(text);
+        else invalid.push(bytes);
       }
       const now = deps.now();
       const pending = await records.ensure(plans, now);

@@ -625,15 +625,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
               }
               if (released) wakeLockWaiters();
             },
-            async extend(ttl) {
+            async renew(renewTtlMs = ttlMs) {
               guard();
-              assertInteger(ttl);
-              if (ttl <= 0) throw replyError("ERR invalid expire time in 'pexpire' command");
+              assertInteger(renewTtlMs);
+              if (renewTtlMs <= 0) throw replyError("ERR invalid expire time in 'pexpire' command");
+              // Only our own token, as release(): after expiry someone else may hold a key.
               const owned = lockKeys.every((key) => {
                 const entry = lookup(key);
                 return entry?.data.type === 'string' && entry.data.value === token;
               });
-              if (owned) for (const key of lockKeys) op.set(key, token, { ttlMs: ttl });
+              if (owned) for (const key of lockKeys) op.set(key, token, { ttlMs: renewTtlMs });
               return owned;
             },
           };

@@ -75,8 +75,12 @@ end
 return released
 `;
 
-/** Renew only when every key still carries our token. ARGV[1] = owner token; ARGV[2] = ttl in ms. */
-const EXTEND_SCRIPT = `
+/**
+ * Renew a lock: only when every key still carries our token (a renewal must never extend a lock
+ * someone else took after ours expired), then all of them. KEYS = lock keys; ARGV[1] = token;
+ * ARGV[2] = ttl in ms. Answers 1 when renewed, 0 when the lock was lost.
+ */
+const RENEW_SCRIPT = `
 for i = 1, #KEYS do
   if redis.call('get', KEYS[i]) ~= ARGV[1] then return 0 end
 end
@@ -98,6 +102,9 @@ return 1
  * - `L<count>:<SHA-1>`: a list whose first <count> elements, each written as
  *   `<byte length>:<bytes>` and concatenated, have this SHA-1;
  * then per write: command, key index, argument count, arguments.
+ * A key of another type never holds an expected string value (the check answers 0, as the
+ * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
+ * not stop the others: every write runs (pcall), then the first failure is the reply.
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -120,7 +127,10 @@ for _ = 1, n do
       if redis.sha1hex(table.concat(parts)) ~= string.sub(want, colon + 1) then return 0 end
     end
   else
-    local current = redis.call('get', key)
+    -- pcall: a key of another type holds no string value, so the expectation does not hold
+    -- (as on the in-memory store), rather than failing the whole batch with WRONGTYPE.
+    local current = redis.pcall('get', key)
+    if type(current) == 'table' then return 0 end
     if want == '0' then
       if current then return 0 end
     elseif kind == '#' then
@@ -131,11 +141,14 @@ for _ = 1, n do
   end
   at = at + 2
 end
+local failed
 while at <= #ARGV do
   local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
-  redis.call(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  local reply = redis.pcall(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  if type(reply) == 'table' and reply.err and not failed then failed = reply end
   at = at + 3 + count
 end
+if failed then return failed end
 return 1
 `;
 
@@ -231,7 +244,7 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
 interface LockCommands {
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
-  chatbridgeExtendLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
+  chatbridgeRenew(numKeys: number, ...args: Array<string | number>): Promise<number>;
 }
 
 /**
@@ -309,7 +322,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const commands = client as unknown as Redis & LockCommands;
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
-  commands.defineCommand('chatbridgeExtendLock', { lua: EXTEND_SCRIPT });
+  commands.defineCommand('chatbridgeRenew', { lua: RENEW_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -419,10 +432,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     // expectation, else through the guarded script. Built once here and turned into ioredis
     // commands only at exec, for the one form that is sent (building both cost every engine
     // write a MULTI's worth of command objects that were thrown away).
-    const writes: Array<[string, string, ...Array<string | number>]> = [];
+    const writes: Array<[string, string, ...ScriptArgument[]]> = [];
     /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
     const expectations: Array<[string, string]> = [];
-    const queued = (command: string, key: string, ...args: Array<string | number>): StoreBatch => {
+    const queued = (command: string, key: string, ...args: ScriptArgument[]): StoreBatch => {
       writes.push([command, key, ...args]);
       length++;
       return batch;
@@ -486,7 +499,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         }
         return index;
       };
-      const args: Array<string | number> = [expectations.length];
+      const args: ScriptArgument[] = [expectations.length];
       for (const [key, want] of expectations) args.push(indexOf(key), want);
       for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
       coalesceWrites();
@@ -654,13 +667,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
                 log.warn({ err: error, keys }, 'could not release a lock; it will expire by itself');
               }
             },
-            async extend(ttl) {
-              if (!Number.isSafeInteger(ttl) || ttl <= 0)
+            async renew(renewTtlMs = ttlMs) {
+              if (!Number.isSafeInteger(renewTtlMs) || renewTtlMs <= 0)
                 throw new Error("ERR invalid expire time in 'pexpire' command");
-              return (
-                (await run(() => commands.chatbridgeExtendLock(lockKeys.length, ...lockKeys, token, ttl))) ===
-                1
+              const renewed = await run(() =>
+                commands.chatbridgeRenew(lockKeys.length, ...lockKeys, token, renewTtlMs),
               );
+              return renewed === 1;
             },
           };
         }

@@ -25,7 +25,8 @@ import { digestUtf8 } from '../digest.js';
 /** Arguments up to this many UTF-16 units are framed as text; longer ones are encoded on their own. */
 const LONG_ARGUMENT = 1024;
 
-export type ScriptArgument = string | number;
+/** A Buffer is sent as its bytes (an outbox entry set aside as it was read). */
+export type ScriptArgument = string | number | Buffer;
 
 export type ScriptCall = (keys: readonly string[], args: readonly ScriptArgument[]) => Promise<unknown>;
 
@@ -107,10 +108,18 @@ export function encodeCall(
     chunks.push(`${parts.join('')}$${bytes.length}\r\n`, bytes);
     parts = ['\r\n'];
   };
+  const putBytes = (bytes: Buffer) => {
+    chunks.push(`${parts.join('')}$${bytes.length}\r\n`, bytes);
+    parts = ['\r\n'];
+  };
   put(script);
   put(String(keys.length));
   for (const key of keys) put(keyPrefix + key);
-  for (const arg of args) put(typeof arg === 'string' ? arg : String(arg));
+  for (const arg of args) {
+    if (typeof arg === 'string') put(arg);
+    else if (typeof arg === 'number') put(String(arg));
+    else putBytes(arg);
+  }
   const tail = parts.join('');
   if (chunks.length === 0) return Buffer.from(tail, 'utf8');
   chunks.push(tail);

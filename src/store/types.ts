@@ -40,7 +40,8 @@ export interface StoreBatch {
   /** Add to a sorted set; members with equal scores order by their bytes (used for lex ranges). */
   zadd(key: string, score: number, member: string): StoreBatch;
   zrem(key: string, member: string): StoreBatch;
-  rpush(key: string, ...values: string[]): StoreBatch;
+  /** Buffers are stored as their bytes, as Store.rpush. */
+  rpush(key: string, ...values: Array<string | Buffer>): StoreBatch;
   /** Keep only list elements start..stop (inclusive; negative counts from the end), as LTRIM. */
   ltrim(key: string, start: number, stop: number): StoreBatch;
   /**
@@ -116,12 +117,13 @@ export interface Lock {
   /** Release the lock if we still own it. Never throws. */
   release(): Promise<void>;
   /**
-   * Renew the lock: every key expires `ttlMs` from now, if we still own all of them (checked and
-   * set in one atomic step). False when the lock was lost (it expired, and may have been taken by
-   * someone else): the holder must then not act on what it decided under it. Rejects with
-   * StoreUnavailableError when the store cannot be reached.
+   * Renew the lock: every key expires `ttlMs` from now (the ttl it was taken with when omitted),
+   * only if every key still carries this lock's token — checked and set in one atomic step. After
+   * a pause longer than the ttl a key may have expired and be held by someone else, whose lock must
+   * not be extended. False when the lock was lost: the holder must then not act on what it decided
+   * under it. Rejects with StoreUnavailableError when the store cannot be reached.
    */
-  extend(ttlMs: number): Promise<boolean>;
+  renew(ttlMs?: number): Promise<boolean>;
 }
 
 export interface LockOptions {

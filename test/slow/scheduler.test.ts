@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
 import { createScheduler, type Scheduler } from '../../src/scheduler.js';
 import { createRedisStore, type RedisStore } from '../../src/store/redis.js';
+import type { Store } from '../../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
 
 /**
@@ -116,6 +117,80 @@ describe('scheduled jobs across three instances', () => {
     // No tick was skipped by all three either: consecutive seconds from the first to the last.
     const seconds = ticks.map((tick) => Date.parse(tick) / 1000).sort((a, b) => a - b);
     expect(seconds.at(-1)! - seconds[0]!).toBe(seconds.length - 1);
+  });
+
+  it('never renews a run lock it lost: after its lock expired and another instance took it, that lock keeps its own TTL', async () => {
+    const prefix = uniquePrefix('scheduler');
+    prefixes.push(prefix);
+    const mine = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    const theirs = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    stores.push(mine, theirs);
+    // Count the renewal rounds the scheduler completes (whatever form they take) that started
+    // after the takeover, so the test waits for renewals rather than for a length of time.
+    let takenOver = false;
+    let renewedAfter = 0;
+    const counting = <T>(work: Promise<T>): Promise<T> => {
+      const after = takenOver;
+      return work.finally(() => {
+        if (after) renewedAfter++;
+      });
+    };
+    const counted: Store = {
+      ...mine,
+      batch() {
+        const batch = mine.batch();
+        const exec = batch.exec.bind(batch);
+        return Object.assign(batch, { exec: () => counting(exec()) });
+      },
+      async lock(keys, options) {
+        const lock = await mine.lock(keys, options);
+        return {
+          keys: lock.keys,
+          release: () => lock.release(),
+          renew: (ttlMs) => counting(lock.renew(ttlMs)),
+        };
+      },
+    };
+    let started = false;
+    let finish!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const scheduler = createScheduler({
+      jobs: [
+        {
+          channelId: 'site',
+          job: {
+            name: 'poll',
+            // Never started (start() is not called): the run comes from runNow.
+            schedule: '0 0 1 1 *',
+            async run() {
+              started = true;
+              await finished;
+            },
+          },
+        },
+      ],
+      store: counted,
+      logger: silent,
+      metrics: new Metrics(),
+      runLockTtlMs: 300,
+    });
+    schedulers.push(scheduler);
+    const running = scheduler.runNow('site', 'poll');
+    await until(() => started, 'the run to start');
+    // The run's lock is lost as after a long pause (it expired), and another instance takes it.
+    await theirs.del('lock:job:site:poll');
+    const other = await theirs.lock(['job:site:poll'], { ttlMs: 60_000, waitMs: 0 });
+    takenOver = true;
+    await until(() => renewedAfter >= 1, 'a renewal round of the first run after the takeover');
+    expect(await theirs.pttl('lock:job:site:poll')).toBeGreaterThan(30_000);
+    finish();
+    expect(await running).toBe('ok');
+    // Its end did not release the other instance's lock either.
+    expect(await theirs.pttl('lock:job:site:poll')).toBeGreaterThan(30_000);
+    await expect(mine.lock(['job:site:poll'], { ttlMs: 1000, waitMs: 0 })).rejects.toThrow();
+    await other.release();
   });
 
   it('keeps a long run to itself: its lock is renewed past its TTL, so no instance starts another run beside it', async () => {
