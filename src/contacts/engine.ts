@@ -99,11 +99,18 @@ export interface ContactEngineOptions {
 const DEFAULT_LIMITS = {
   fieldLength: 2000,
   attributesPerContact: 200,
+  identifiersPerKind: 20,
+  labelsPerObservation: 100,
   attributeValueLength: 4000,
   timelineEntryBytes: 64 * 1024,
   contactRecordBytes: 256 * 1024,
   timelineRetention: 0,
 };
+
+/** Names one observation gives a contact; further ones are dropped and counted. */
+const NAMES_PER_OBSERVATION = 20;
+/** Identifier kinds one observation may carry (the adapters use five); further kinds are dropped. */
+const IDENTIFIER_KINDS_PER_OBSERVATION = 16;
 
 /** Cut a vendor string to `limit` characters, marking the cut with …. */
 function clipText(value: string, limit: number): string {
@@ -127,7 +134,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const truncated = () =>
     metrics.counter(
       'chatbridge_truncated_total',
-      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, timeline_entry)',
+      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, identifier_count, name_count, label_count, timeline_entry)',
       ['what'],
     );
   const mergeOn = new Set<string>(identity.mergeOn);
@@ -493,10 +500,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       cut(what);
       return clipText(value, limit);
     };
-    observation.names = observation.names.slice(0, 20).map((name) => clip(name, limits.fieldLength, 'field'));
-    observation.labels = observation.labels
-      .slice(0, 100)
-      .map((label) => clip(label, limits.fieldLength, 'field'));
+    // Counts first (a length check): only a list over its cap is walked to cut it.
+    if (observation.identifiers.length > limits.identifiersPerKind)
+      observation.identifiers = capIdentifiers(observation.identifiers, cut);
+    if (observation.names.length > NAMES_PER_OBSERVATION) {
+      cut('name_count');
+      observation.names = observation.names.slice(0, NAMES_PER_OBSERVATION);
+    }
+    if (observation.labels.length > limits.labelsPerObservation) {
+      cut('label_count');
+      observation.labels = observation.labels.slice(0, limits.labelsPerObservation);
+    }
+    observation.names = observation.names.map((name) => clip(name, limits.fieldLength, 'field'));
+    observation.labels = observation.labels.map((label) => clip(label, limits.fieldLength, 'field'));
     const names = Object.keys(observation.attributes);
     if (names.length > limits.attributesPerContact) {
       cut('attribute_count');
@@ -536,6 +552,24 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       return json;
     });
+  }
+
+  /**
+   * At most limits.identifiersPerKind identifiers of each kind, the first ones given, and at most
+   * IDENTIFIER_KINDS_PER_OBSERVATION kinds: per kind rather than in total, so that 3,000 e-mails
+   * listed before a visitor token do not cost the token. One cut counted per observation.
+   */
+  function capIdentifiers(identifiers: Identifier[], cut: (what: string) => void): Identifier[] {
+    const perKind = new Map<string, number>();
+    const kept = identifiers.filter((identifier) => {
+      const count = perKind.get(identifier.kind) ?? 0;
+      if (count === 0 && perKind.size >= IDENTIFIER_KINDS_PER_OBSERVATION) return false;
+      if (count >= limits.identifiersPerKind) return false;
+      perKind.set(identifier.kind, count + 1);
+      return true;
+    });
+    if (kept.length < identifiers.length) cut('identifier_count');
+    return kept;
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {

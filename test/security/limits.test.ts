@@ -117,6 +117,63 @@ describe('size caps', () => {
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="field"\} 1/);
   });
 
+  it('one observation with 3,000 e-mails attaches limits.identifiersPerKind of them, keeps its other ids, and counts the cut', async () => {
+    const { contacts, metrics } = setup();
+    const emails = Array.from({ length: 3000 }, (_, index) => ({
+      kind: 'email',
+      value: `visitor${index}@example.com`,
+      provenance: 'visitor' as const,
+    }));
+    const phones = Array.from({ length: 500 }, (_, index) => ({
+      kind: 'phone',
+      value: `+7900${1_000_000 + index}`,
+    }));
+    const result = await contacts.observe({
+      ...base('p-many-ids'),
+      identifiers: [
+        { kind: 'person', value: 'p-many-ids' },
+        ...emails,
+        ...phones,
+        // Channel-scoped ids come last in the adapters' lists: a cut must not cost them.
+        { kind: 'visitor', value: 'v-many-ids', channelId: 'site' },
+      ],
+    });
+    expect(result.contact.emails.length).toBe(20);
+    expect(result.contact.phones.length).toBe(20);
+    expect(result.contact.emails).toContain('visitor0@example.com');
+    expect(await contacts.findByIdentifier({ kind: 'email', value: 'visitor20@example.com' })).toBeNull();
+    const byVisitor = await contacts.findByIdentifier({
+      kind: 'visitor',
+      value: 'v-many-ids',
+      channelId: 'site',
+    });
+    expect(byVisitor?.id).toBe(result.contact.id);
+    expect(await metrics.registry.metrics()).toMatch(
+      /chatbridge_truncated_total\{what="identifier_count"\} 1/,
+    );
+  });
+
+  it('limits.identifiersPerKind is configurable; names and labels past their caps are counted', async () => {
+    const { contacts, metrics } = setup({ identifiersPerKind: 2, labelsPerObservation: 3 });
+    const result = await contacts.observe({
+      ...base('p-few-ids'),
+      identifiers: [
+        { kind: 'person', value: 'p-few-ids' },
+        ...['a', 'b', 'c'].map((name) => ({ kind: 'email', value: `${name}@example.com` })),
+      ],
+      names: Array.from({ length: 25 }, (_, index) => `Name ${index}`),
+      labels: ['l1', 'l2', 'l3', 'l4'],
+    });
+    expect(result.contact.emails).toEqual(expect.arrayContaining(['a@example.com', 'b@example.com']));
+    expect(result.contact.emails.length).toBe(2);
+    expect(result.contact.labels).toEqual(['l1', 'l2', 'l3']);
+    expect(result.contact.names.length).toBe(20);
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/chatbridge_truncated_total\{what="identifier_count"\} 1/);
+    expect(text).toMatch(/chatbridge_truncated_total\{what="label_count"\} 1/);
+    expect(text).toMatch(/chatbridge_truncated_total\{what="name_count"\} 1/);
+  });
+
   it('keeps a timeline only as long as limits.timelineRetention says', async () => {
     const { contacts, store } = setup({ timelineRetention: '1h' });
     const result = await contacts.observe({
