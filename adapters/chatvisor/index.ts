@@ -118,7 +118,11 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     settings,
     logger,
   });
-  const background = new Background(logger);
+  const background = new Background(logger, {
+    channelId: channel.id,
+    limit: settings.backgroundTasks,
+    metrics: context.metrics,
+  });
 
   const factSources: FactSource[] = [];
   if (settings.offerAgentChatUrl) {

@@ -51,6 +51,12 @@ export const channelSettingsSchema = z.object({
       concurrency: intLike(z.number().int().positive().max(100)).default(5),
     })
     .default({ perSecond: 10, concurrency: 5 }),
+  /**
+   * Profile reads and label pushes started after answering webhooks, at most this many at once
+   * per channel. A webhook beyond it marks its customer pending (identified on the customer's
+   * next event or poll) instead of queueing: a flood of new customers holds bounded memory.
+   */
+  backgroundTasks: intLike(z.number().int().positive().max(10_000)).default(200),
   timeoutMs: intLike(z.number().int().positive().max(120_000)).default(10_000),
   /** Retries after the first attempt, for retryable failures. */
   maxRetries: intLike(z.number().int().min(0).max(10)).default(3),
