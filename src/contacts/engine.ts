@@ -131,12 +131,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const { store, identity, events, metrics, logger } = options;
   const now = options.now ?? (() => new Date());
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  const truncated = () =>
-    metrics.counter(
-      'chatbridge_truncated_total',
-      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, identifier_count, name_count, label_count, timeline_entry)',
-      ['what'],
-    );
+  const truncated = () => metrics.truncated();
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = {
     blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
