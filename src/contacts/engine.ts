@@ -101,6 +101,7 @@ const DEFAULT_LIMITS = {
   attributesPerContact: 200,
   identifiersPerKind: 20,
   labelsPerObservation: 100,
+  messagesPerTranscript: 500,
   attributeValueLength: 4000,
   timelineEntryBytes: 64 * 1024,
   contactRecordBytes: 256 * 1024,
@@ -524,7 +525,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
       if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
     }
+    // Transcripts (`data.messages`): a length check each; the outbound events carry them to CRMs.
+    for (const event of observation.events) event.data = capTranscript(event.data, cut);
     return observation.timeline.map((entry) => {
+      entry.data = capTranscript(entry.data, cut);
       let json: string | undefined;
       try {
         json = JSON.stringify(entry.data ?? null);
@@ -547,6 +551,28 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       return json;
     });
+  }
+
+  /**
+   * A transcript longer than limits.messagesPerTranscript keeps its first and last messages, with
+   * a system line between them saying how many were left out (the one transcript shape, so the
+   * console and CRM notes show it as they show any message). A new data object: the timeline
+   * entry and the event of one chat may share their messages.
+   */
+  function capTranscript<T extends Record<string, unknown> | undefined>(
+    data: T,
+    cut: (what: string) => void,
+  ): T {
+    const messages = data?.messages;
+    const keep = limits.messagesPerTranscript;
+    if (!Array.isArray(messages) || messages.length <= keep) return data;
+    cut('transcript');
+    const head = Math.ceil(keep / 2);
+    const omitted = messages.length - keep;
+    const line = { at: null, author: { type: 'system' }, text: `… ${omitted} messages left out …` };
+    return extend(data as Record<string, unknown>, {
+      messages: [...messages.slice(0, head), line, ...messages.slice(messages.length - (keep - head))],
+    }) as T;
   }
 
   /**

@@ -9,14 +9,14 @@ import { Metrics } from '../../src/metrics.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 
 /** Issue 10 item 4: one request must not fill the store. */
-function setup(limits: Record<string, unknown> = {}) {
+function setup(limits: Record<string, unknown> = {}, options: { events?: boolean } = {}) {
   const config = configSchema.parse({ admin: { token: 'x'.repeat(16) }, limits });
   const store = createMemoryStore();
   const metrics = new Metrics();
   const contacts = createContactEngine({
     store,
     identity: config.identity,
-    events: createOutboxPublisher(store, { enabled: false }),
+    events: createOutboxPublisher(store, { enabled: options.events ?? false }),
     metrics,
     logger: createLogger('silent'),
     now: () => new Date('2026-11-01T12:00:00Z'),
@@ -35,8 +35,8 @@ const base = (person: string) => ({
 });
 
 describe('size caps', () => {
-  it('a chat with 100k messages keeps its summary, not 19 MB of transcript', async () => {
-    const { contacts, metrics } = setup();
+  it('a chat with 100k messages keeps its summary and the first and last messages, not 19 MB of transcript', async () => {
+    const { contacts, metrics, store } = setup({}, { events: true });
     const messages = Array.from({ length: 100_000 }, (_, index) => ({ text: `message ${index}`, at: index }));
     const result = await contacts.observe({
       ...base('p-chat'),
@@ -48,12 +48,42 @@ describe('size caps', () => {
           data: { messages },
         },
       ],
+      events: [{ type: 'conversation.finished', key: 'finished', data: { messages } }],
     });
     const page = await contacts.timeline(result.contact.id, { limit: 10 });
     const entry = page.entries[0]!;
     expect(entry.summary).toBe('Chat finished');
-    expect(entry.data).toMatchObject({ truncated: true });
+    // limits.messagesPerTranscript (500): the first 250 and the last 250, and a line saying how many are left out.
+    const kept = (entry.data as { messages: { text: string }[] }).messages;
+    expect(kept).toHaveLength(501);
+    expect(kept[0]!.text).toBe('message 0');
+    expect(kept[250]).toEqual({ at: null, author: { type: 'system' }, text: '… 99500 messages left out …' });
+    expect(kept[500]!.text).toBe('message 99999');
     expect(JSON.stringify(page).length).toBeLessThan(64 * 1024);
+    // The outbound event (the CRM's transcript note) carries the same cut transcript, not 2 MB.
+    const outbox = (await store.lrange('outbox', 0, -1)).map((text) => ({ text, entry: JSON.parse(text) }));
+    const finished = outbox.find(({ entry }) => entry.event.type === 'conversation.finished')!;
+    expect(Buffer.byteLength(finished.text)).toBeLessThan(64 * 1024);
+    expect(finished.entry.event.data.messages).toHaveLength(501);
+    expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="transcript"\} 2/);
+  });
+
+  it('a transcript over limits.timelineEntryBytes still keeps its summary only', async () => {
+    const { contacts, metrics } = setup();
+    const messages = Array.from({ length: 400 }, (_, index) => ({ text: `${index} ${'x'.repeat(1000)}` }));
+    const result = await contacts.observe({
+      ...base('p-long-chat'),
+      timeline: [
+        {
+          at: '2026-11-01T12:00:00Z',
+          type: 'conversation.finished',
+          summary: 'Chat finished',
+          data: { messages },
+        },
+      ],
+    });
+    const entry = (await contacts.timeline(result.contact.id, { limit: 10 })).entries[0]!;
+    expect(entry.data).toMatchObject({ truncated: true });
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="timeline_entry"\} 1/);
   });
 
