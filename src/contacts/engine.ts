@@ -19,7 +19,7 @@ import {
   refusalWrites,
 } from './merge.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
-import { checkObservation } from './observation.js';
+import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -110,8 +110,6 @@ const DEFAULT_LIMITS = {
 
 /** Names one observation gives a contact; further ones are dropped and counted. */
 const NAMES_PER_OBSERVATION = 20;
-/** Identifier kinds one observation may carry (the adapters use five); further kinds are dropped. */
-const IDENTIFIER_KINDS_PER_OBSERVATION = 16;
 
 /** Cut a vendor string to `limit` characters, marking the cut with …. */
 function clipText(value: string, limit: number): string {
@@ -497,8 +495,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       return clipText(value, limit);
     };
     // Counts first (a length check): only a list over its cap is walked to cut it.
-    if (observation.identifiers.length > limits.identifiersPerKind)
-      observation.identifiers = capIdentifiers(observation.identifiers, cut);
+    if (observation.identifiers.length > limits.identifiersPerKind) {
+      const kept = capIdentifiersPerKind(observation.identifiers, limits.identifiersPerKind);
+      if (kept !== observation.identifiers) cut('identifier_count');
+      observation.identifiers = kept;
+    }
     if (observation.names.length > NAMES_PER_OBSERVATION) {
       cut('name_count');
       observation.names = observation.names.slice(0, NAMES_PER_OBSERVATION);
@@ -573,24 +574,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return extend(data as Record<string, unknown>, {
       messages: [...messages.slice(0, head), line, ...messages.slice(messages.length - (keep - head))],
     }) as T;
-  }
-
-  /**
-   * At most limits.identifiersPerKind identifiers of each kind, the first ones given, and at most
-   * IDENTIFIER_KINDS_PER_OBSERVATION kinds: per kind rather than in total, so that 3,000 e-mails
-   * listed before a visitor token do not cost the token. One cut counted per observation.
-   */
-  function capIdentifiers(identifiers: Identifier[], cut: (what: string) => void): Identifier[] {
-    const perKind = new Map<string, number>();
-    const kept = identifiers.filter((identifier) => {
-      const count = perKind.get(identifier.kind) ?? 0;
-      if (count === 0 && perKind.size >= IDENTIFIER_KINDS_PER_OBSERVATION) return false;
-      if (count >= limits.identifiersPerKind) return false;
-      perKind.set(identifier.kind, count + 1);
-      return true;
-    });
-    if (kept.length < identifiers.length) cut('identifier_count');
-    return kept;
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
