@@ -58,7 +58,7 @@ export class Metrics {
   truncated(): Counter<'what'> {
     return this.counter(
       'chatbridge_truncated_total',
-      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, identifier_count, name_count, label_count, transcript, timeline_entry, attribute_source)',
+      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, identifier_count, name_count, label_count, agent_count, transcript, timeline_entry, attribute_source)',
       ['what'],
     );
   }

@@ -18,6 +18,8 @@ export interface LivetexChannel {
   normalizeIdentifier(identifier: Identifier): Identifier | null;
   /** limits.identifiersPerKind, counted when it cuts (what one dialog event or memory holds). */
   capIdentifiers(identifiers: Identifier[]): Identifier[];
+  /** Count a cut in chatbridge_truncated_total{what}. */
+  truncated(what: string): void;
   dialogs: DialogMemory;
   keys: LivetexKeyStore;
   codec: LookupCodec;

@@ -54,6 +54,7 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
           if (kept !== identifiers) context.metrics.truncated().inc({ what: 'identifier_count' });
           return kept;
         },
+        truncated: (what) => context.metrics.truncated().inc({ what }),
         dialogs: createDialogMemory(context.store, channel.id),
         keys,
         codec: bridgeJweCodec,

@@ -325,6 +325,18 @@ describe('livetex dialog webhook', () => {
     expect(contact.emails).toHaveLength(20);
   });
 
+  it('reads at most 20 operators of one payload, and counts the cut', async () => {
+    const answer = await bridge.post(`/webhooks/livetex/web/${tokenOf('web')}`, {
+      event: 'dialog_assigned',
+      conversation: { dialogId: 'd-many-operators' },
+      discourser: { personId: 'p-many-operators' },
+      employee: Array.from({ length: 3000 }, (_, index) => ({ id: `${index}`, name: `Operator ${index}` })),
+    });
+    expect(answer).toMatchObject({ status: 200, body: { ok: true } });
+    const metrics = await bridge.bridge.metrics.registry.metrics();
+    expect(metrics).toMatch(/chatbridge_truncated_total\{what="agent_count"\} 1/);
+  });
+
   it('404s a wrong token', async () => {
     const response = await bridge.post(
       '/webhooks/livetex/web/wrong-token-0123456789',

@@ -110,6 +110,7 @@ export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
     const parsed = parseWebhook(request.body, channel.agents);
     if (parsed.kind === 'unhandled') return parsed;
     const { record } = parsed;
+    if (record.agentsLeftOut) channel.truncated('agent_count');
     const dialogKey = dialogKeyOf(record, request.rawBody);
     // Blocklisted values ("0", "anonymous", ...) identify nobody: leave them out before deciding
     // whether the payload names its client at all.
