@@ -54,6 +54,15 @@ export class Metrics {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
+  /** Vendor (or attribute-source) data cut or dropped by the size limits, by what was cut. */
+  truncated(): Counter<'what'> {
+    return this.counter(
+      'chatbridge_truncated_total',
+      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, identifier_count, name_count, label_count, agent_count, transcript, timeline_entry, attribute_source)',
+      ['what'],
+    );
+  }
+
   /** Adapter- or feature-owned metrics, created once by name. */
   counter<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
     return this.memo(

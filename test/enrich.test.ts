@@ -15,7 +15,7 @@ import { createHttpClient } from '../src/net/http.js';
  * and answers per contact: valid, invalid, 404, 500, or never (to test timeouts and cancelling).
  */
 
-type Behaviour = 'ok' | 'invalid' | 'partly-invalid' | 'not-found' | 'error' | 'hang';
+type Behaviour = 'ok' | 'invalid' | 'partly-invalid' | 'huge' | 'not-found' | 'error' | 'hang';
 
 interface FakeCrm {
   url: string;
@@ -64,6 +64,15 @@ async function startFakeCrm(): Promise<FakeCrm> {
             { key: 'nothing' },
           ],
           crmLink: 'not a url',
+        });
+      case 'huge':
+        // Under the 4 MiB answer limit, but far more than an answer to an agent can show.
+        return send(200, {
+          attributes: Array.from({ length: 20_000 }, (_, index) => ({
+            key: `k${index}`,
+            label: index === 0 ? 'L'.repeat(100_000) : `Label ${index}`,
+            value: index === 0 ? 'v'.repeat(1_000_000) : index,
+          })),
         });
       case 'not-found':
         return send(404, { error: 'unknown contact' });
@@ -189,6 +198,19 @@ describe('attribute sources', () => {
     const text = await metrics.registry.metrics();
     expect(text).toContain('chatbridge_attribute_source_lookups_total{source="crm",outcome="hit"} 1');
     expect(text).toContain('chatbridge_attribute_source_lookups_total{source="crm",outcome="ok"} 3');
+  });
+
+  it('keeps at most 100 facts from one answer, with labels and values cut, counted in chatbridge_truncated_total', async () => {
+    const [source] = sources();
+    crm.behaviour.set('ct_huge', 'huge');
+    const result = await source!.lookup(contact('ct_huge'), new AbortController().signal);
+    expect(result.facts).toHaveLength(100);
+    expect(result.facts[0]!.label).toHaveLength(2000);
+    expect(result.facts[0]!.value).toHaveLength(4000);
+    expect(result.facts[0]!.value.endsWith('…')).toBe(true);
+    expect(result.facts[99]).toMatchObject({ key: 'k99', label: 'Label 99', value: '99' });
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/chatbridge_truncated_total\{what="attribute_source"\} 1/);
   });
 
   it('keeps the cache bounded, forgetting the least recently used contact', async () => {

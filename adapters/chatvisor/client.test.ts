@@ -315,6 +315,61 @@ describe('ChatvisorClient rate limit', () => {
       vi.useRealTimers();
     }
   });
+
+  it('lets at most maxWaiting callers wait; the next ones are refused at once, and the waiters still run', () => {
+    const limiter = new RateLimiter({ perSecond: 1000, concurrency: 1, maxWaiting: 3 });
+    const outcomes: string[] = [];
+    const releases: (() => void)[] = [];
+    const calls = Array.from({ length: 6 }, () =>
+      limiter.acquire().then(
+        (release) => {
+          outcomes.push('started');
+          releases.push(release);
+        },
+        (error: Error) => outcomes.push(error.name),
+      ),
+    );
+    return (async () => {
+      // The first starts, three wait, two are refused without waiting: all of that settles in
+      // microtasks, so one turn of the event loop is enough to see it (not a timed wait).
+      await calls[0];
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(outcomes.sort()).toEqual(['RateLimiterFullError', 'RateLimiterFullError', 'started']);
+      expect(limiter.waiting).toBe(3);
+      // The waiters get their turns as requests finish.
+      for (let turn = 0; turn < 3; turn++) {
+        releases[turn]!();
+        await calls[turn + 1];
+      }
+      releases[3]!();
+      expect(outcomes.filter((outcome) => outcome === 'started')).toHaveLength(4);
+      expect(limiter.waiting).toBe(0);
+    })();
+  });
+
+  it('a request refused by a full queue is a ChatvisorRateLimitedError (429), logged, counted', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    fake.fail({ method: 'GET', path: /^\/customer\//, until: gate, times: 10 });
+    fake.addCustomer({ customerId: 'c1' });
+    let refused = 0;
+    const limited = client({
+      maxRetries: 0,
+      rateLimit: { perSecond: 1000, concurrency: 1, maxWaiting: 1 },
+      onQueueFull: () => refused++,
+    });
+    const first = limited.getCustomer('c1');
+    const second = limited.getCustomer('c1');
+    const third = limited.getCustomer('c1');
+    await expect(third).rejects.toMatchObject({ code: 'chatvisor_rate_limited', status: 429 });
+    expect(refused).toBe(1);
+    expect(logs.lines.join('\n')).toContain('too many requests waiting');
+    release();
+    await expect(first).resolves.toMatchObject({ customerId: 'c1' });
+    await expect(second).resolves.toMatchObject({ customerId: 'c1' });
+  });
 });
 
 function optionsFor(): ChatvisorClientOptions {

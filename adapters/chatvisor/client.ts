@@ -12,7 +12,7 @@ import {
   ChatvisorUnavailableError,
 } from './errors.js';
 import { buildPath, OPERATIONS, type OperationName, QUERY, WIRE } from './operations.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter, RateLimiterFullError } from './rate-limit.js';
 import {
   type Agent,
   type AgentWrite,
@@ -48,8 +48,10 @@ export interface ChatvisorClientOptions {
   timeoutMs: number;
   maxRetries: number;
   maxRetryAfterMs: number;
-  rateLimit: { perSecond: number; concurrency: number };
+  rateLimit: { perSecond: number; concurrency: number; maxWaiting?: number | undefined };
   logger: Logger;
+  /** Called when a request is refused because `rateLimit.maxWaiting` requests already wait (a metric). */
+  onQueueFull?: () => void;
   /** Backoff base and cap (ms); tests make them small. */
   backoff?: { baseMs: number; capMs: number };
   random?: () => number;
@@ -249,7 +251,18 @@ export class ChatvisorClient {
 
     for (let attempt = 0; ; attempt++) {
       const canRetry = attempt < this.options.maxRetries;
-      const release = await this.limiter.acquire(input.signal);
+      let release: () => void;
+      try {
+        release = await this.limiter.acquire(input.signal);
+      } catch (error) {
+        if (!(error instanceof RateLimiterFullError)) throw error;
+        this.options.onQueueFull?.();
+        logger.warn(
+          { operation, method: spec.method, path, waiting: error.waiting },
+          'chatvisor request refused: too many requests waiting for the client-side rate limit',
+        );
+        throw new ChatvisorRateLimitedError({ operation, cause: error });
+      }
       const started = Date.now();
       let response: HttpResponse;
       try {

@@ -74,6 +74,11 @@ const SYNC_AGENTS_COMMAND: CliCommandInfo = {
 export function createChatvisorRuntime(context: AdapterContext, channel: ChannelConfig): ChatvisorRuntime {
   const settings = channelSettings(channel);
   const logger = context.logger;
+  const queueFull = context.metrics.counter(
+    'chatbridge_chatvisor_requests_refused_total',
+    'Chatvisor requests refused before sending because rateLimit.maxWaiting requests were already waiting, by channel',
+    ['channel'] as const,
+  );
   const client = new ChatvisorClient({
     http: context.http,
     apiUrl: settings.apiUrl,
@@ -83,6 +88,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     maxRetryAfterMs: settings.maxRetryAfterMs,
     rateLimit: settings.rateLimit,
     logger,
+    onQueueFull: () => queueFull.inc({ channel: channel.id }),
   });
   const labels = new LabelPusher({
     channelId: channel.id,
@@ -118,7 +124,11 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     settings,
     logger,
   });
-  const background = new Background(logger);
+  const background = new Background(logger, {
+    channelId: channel.id,
+    limit: settings.backgroundTasks,
+    metrics: context.metrics,
+  });
 
   const factSources: FactSource[] = [];
   if (settings.offerAgentChatUrl) {

@@ -108,6 +108,15 @@ export class CustomerProfiles {
     return new Set(Object.keys(await this.options.store.hgetall(this.keys.profilePending)));
   }
 
+  /** Mark a customer to be identified later (its next event or poll reads the profile). */
+  async markPending(customerId: string, reason: string): Promise<void> {
+    await this.options.store.hset(
+      this.keys.profilePending,
+      customerId,
+      JSON.stringify({ at: this.options.now().toISOString(), reason }),
+    );
+  }
+
   async isPending(customerId: string): Promise<boolean> {
     return (await this.options.store.hget(this.keys.profilePending, customerId)) !== null;
   }
@@ -137,11 +146,7 @@ export class CustomerProfiles {
       customer = await this.options.client.getCustomer(customerId, { signal: input.signal });
     } catch (error) {
       this.reads.inc({ channel: this.options.channelId, outcome: 'failed' });
-      await this.options.store.hset(
-        this.keys.profilePending,
-        customerId,
-        JSON.stringify({ at: this.options.now().toISOString(), reason: (error as Error).message }),
-      );
+      await this.markPending(customerId, (error as Error).message);
       this.options.logger.warn(
         { customerId, err: error },
         'could not read the Chatvisor customer profile; the customer is identified later',

@@ -3,11 +3,15 @@
  * request starts in any sliding 1-second window and at most `concurrency` requests in flight.
  * A sliding window rather than a token bucket, so that no 1-second window ever sees more than
  * `perSecond` requests (a bucket allows a burst plus its refill in the same second).
- * Waiters are served first come, first served.
+ * Waiters are served first come, first served; at most `maxWaiting` of them wait (a flood of
+ * callers must not grow the queue without bound): a caller beyond that is refused at once with
+ * RateLimiterFullError.
  */
 export interface RateLimitOptions {
   perSecond: number;
   concurrency: number;
+  /** Callers that may wait for a turn; unbounded when not given. */
+  maxWaiting?: number | undefined;
   now?: () => number;
 }
 
@@ -20,9 +24,18 @@ interface Waiter {
 
 const WINDOW_MS = 1000;
 
+/** Thrown by acquire when `maxWaiting` callers are already waiting. */
+export class RateLimiterFullError extends Error {
+  constructor(readonly waiting: number) {
+    super(`${waiting} requests are already waiting for the client-side rate limit`);
+    this.name = 'RateLimiterFullError';
+  }
+}
+
 export class RateLimiter {
   private readonly perSecond: number;
   private readonly concurrency: number;
+  private readonly maxWaiting: number;
   private readonly now: () => number;
   private readonly starts: number[] = [];
   private readonly queue: Waiter[] = [];
@@ -32,12 +45,15 @@ export class RateLimiter {
   constructor(options: RateLimitOptions) {
     this.perSecond = options.perSecond;
     this.concurrency = options.concurrency;
+    this.maxWaiting = options.maxWaiting ?? Number.POSITIVE_INFINITY;
     this.now = options.now ?? Date.now;
   }
 
   /** Resolves with a release function once the request may start. */
   acquire(signal?: AbortSignal): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.queue.length >= this.maxWaiting)
+      return Promise.reject(new RateLimiterFullError(this.queue.length));
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal, onAbort: undefined };
       if (signal) {
@@ -51,6 +67,11 @@ export class RateLimiter {
       this.queue.push(waiter);
       this.pump();
     });
+  }
+
+  /** Callers waiting for a turn (for tests and metrics). */
+  get waiting(): number {
+    return this.queue.length;
   }
 
   /** Requests in flight (for tests and metrics). */

@@ -49,8 +49,16 @@ export const channelSettingsSchema = z.object({
     .strictObject({
       perSecond: intLike(z.number().int().positive().max(1000)).default(10),
       concurrency: intLike(z.number().int().positive().max(100)).default(5),
+      /** Requests that may wait for a turn; more are refused at once (as rate limited), not queued. */
+      maxWaiting: intLike(z.number().int().positive().max(100_000)).default(1000),
     })
-    .default({ perSecond: 10, concurrency: 5 }),
+    .default({ perSecond: 10, concurrency: 5, maxWaiting: 1000 }),
+  /**
+   * Profile reads and label pushes started after answering webhooks, at most this many at once
+   * per channel. A webhook beyond it marks its customer pending (identified on the customer's
+   * next event or poll) instead of queueing: a flood of new customers holds bounded memory.
+   */
+  backgroundTasks: intLike(z.number().int().positive().max(10_000)).default(200),
   timeoutMs: intLike(z.number().int().positive().max(120_000)).default(10_000),
   /** Retries after the first attempt, for retryable failures. */
   maxRetries: intLike(z.number().int().min(0).max(10)).default(3),

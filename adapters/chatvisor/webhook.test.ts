@@ -164,6 +164,59 @@ describe('Chatvisor webhooks', () => {
       await test.context.contacts.findByIdentifier({ kind: 'email', value: 'anna@example.org' }),
     ).not.toBeNull();
   });
+
+  it('a flood of new customers runs at most backgroundTasks profile reads; the rest are read on their next event', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // Every profile read hangs until the test lets go: background work piles up.
+    fake.fail({ method: 'GET', path: /^\/customer\//, until: gate, times: 1000 });
+    for (let index = 0; index < 12; index++)
+      fake.addCustomer({
+        customerId: `cv-flood-${index}`,
+        id: `P-flood-${index}`,
+        email: `flood${index}@example.org`,
+      });
+    const test = runtimeWith({ backgroundTasks: 3 });
+    for (let index = 0; index < 12; index++) {
+      const answer = await test.webhook({
+        customerId: `cv-flood-${index}`,
+        status: 'UNREAD',
+        lastMessage: 'hi',
+      });
+      expect(answer).toMatchObject({ body: { ok: true }, outcome: 'ok' });
+    }
+    expect((await test.runtime.profiles.pending()).size).toBe(9);
+    expect(test.runtime.state.background.running).toBe(3);
+    const metrics = await test.context.metrics.registry.metrics();
+    expect(metrics).toMatch(/chatbridge_chatvisor_background_dropped_total\{channel="cobrowse"\} 9/);
+    // Nothing is lost: every event is on its customer's vendor-local contact already.
+    expect((await timeline(test, 'cv-flood-11')).map((entry) => entry.type)).toEqual([
+      'conversation.started',
+    ]);
+
+    release();
+    await test.runtime.idle();
+    expect(
+      await test.context.contacts.findByIdentifier({ kind: 'person', value: 'P-flood-0' }),
+    ).not.toBeNull();
+    expect(await test.context.contacts.findByIdentifier({ kind: 'person', value: 'P-flood-11' })).toBeNull();
+    // The next event of a customer left pending reads its profile.
+    await test.webhook({
+      id: 'msg-flood-11',
+      customerId: 'cv-flood-11',
+      text: 'still there?',
+      sender: 'CUSTOMER',
+    });
+    await test.runtime.idle();
+    expect(
+      await test.context.contacts.findByIdentifier({ kind: 'person', value: 'P-flood-11' }),
+    ).toMatchObject({
+      emails: ['flood11@example.org'],
+    });
+    expect(await test.runtime.profiles.isPending('cv-flood-11')).toBe(false);
+  });
 });
 
 describe('customer labels', () => {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
+import type { Metrics } from '../../src/metrics.js';
 import type { Store } from '../../src/store/types.js';
 import type { ConversationTracker } from './conversations.js';
 import {
@@ -135,24 +136,55 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
       refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
     }
     const { cached } = opened;
-    channel.background.run(async () => {
+    const started = channel.background.run(async () => {
       await channel.tracker.identify(customerId, contact, { refresh, cached });
     });
+    // Too much already running: nothing queues in memory; the customer is read later instead.
+    if (!started) await channel.profiles.markPending(customerId, 'too many background tasks');
     return answer;
   },
 };
 
-/** Work started after answering a request; tracked so shutdown and tests can wait for it. */
+/**
+ * Work started after answering a request; tracked so shutdown and tests can wait for it. At most
+ * `limit` tasks run at once: `run` refuses more (logged and counted in
+ * chatbridge_chatvisor_background_dropped_total) and the caller keeps the work for later.
+ */
 export class Background {
   private readonly pending = new Set<Promise<void>>();
+  private readonly dropped;
 
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly options: { channelId: string; limit: number; metrics: Metrics },
+  ) {
+    this.dropped = options.metrics.counter(
+      'chatbridge_chatvisor_background_dropped_total',
+      'Chatvisor work after a webhook (profile read, label push) not started because the channel had backgroundTasks running; the customer is identified on its next event or poll',
+      ['channel'] as const,
+    );
+  }
 
-  run(task: () => Promise<void>): void {
+  /** Starts the task; false (nothing started) when `limit` tasks are already running. */
+  run(task: () => Promise<void>): boolean {
+    if (this.pending.size >= this.options.limit) {
+      this.dropped.inc({ channel: this.options.channelId });
+      this.logger.warn(
+        { channelId: this.options.channelId, running: this.pending.size },
+        'chatvisor background work not started: too many tasks running; the customer is identified later',
+      );
+      return false;
+    }
     const promise = task()
       .catch((error: unknown) => this.logger.warn({ err: error }, 'chatvisor background task failed'))
       .finally(() => this.pending.delete(promise));
     this.pending.add(promise);
+    return true;
+  }
+
+  /** Tasks running now. */
+  get running(): number {
+    return this.pending.size;
   }
 
   /** Resolves when every task started so far (and any they started) has finished. */

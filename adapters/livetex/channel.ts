@@ -16,6 +16,10 @@ export interface LivetexChannel {
   agents: readonly AgentConfig[];
   /** As the engine would normalise it; null when blocklisted or invalid. */
   normalizeIdentifier(identifier: Identifier): Identifier | null;
+  /** limits.identifiersPerKind, counted when it cuts (what one dialog event or memory holds). */
+  capIdentifiers(identifiers: Identifier[]): Identifier[];
+  /** Count a cut in chatbridge_truncated_total{what}. */
+  truncated(what: string): void;
   dialogs: DialogMemory;
   keys: LivetexKeyStore;
   codec: LookupCodec;

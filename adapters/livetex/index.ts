@@ -1,3 +1,4 @@
+import { capIdentifiersPerKind } from '../../src/contacts/observation.js';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { ConfigError } from '../../src/errors.js';
 import type { LivetexChannel } from './channel.js';
@@ -48,6 +49,12 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
         settings,
         agents: context.config.agents,
         normalizeIdentifier: (identifier) => context.contacts.normalizeIdentifier(identifier),
+        capIdentifiers: (identifiers) => {
+          const kept = capIdentifiersPerKind(identifiers, context.config.limits.identifiersPerKind);
+          if (kept !== identifiers) context.metrics.truncated().inc({ what: 'identifier_count' });
+          return kept;
+        },
+        truncated: (what) => context.metrics.truncated().inc({ what }),
         dialogs: createDialogMemory(context.store, channel.id),
         keys,
         codec: bridgeJweCodec,

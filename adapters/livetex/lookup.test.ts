@@ -264,18 +264,21 @@ describe('livetex lookup: one answer size whatever the card holds', () => {
   beforeAll(async () => {
     bridge = await startTestBridge({ config: { channels: [livetexChannel('app')] } });
     key = await generateKey(bridge, 'app');
-    // 100 visitor-typed e-mails of ~120 characters: a card far over the answer size.
-    const contacts = Array.from({ length: 100 }, (_, index) => ({
-      type: 'email',
-      value: `visitor.typed.${index}.${'p'.repeat(90)}@mail.example`,
-    }));
-    const webhook = await bridge.post('/webhooks/livetex/app/app-webhook-token-0123456789', {
-      event: 'dialog_closed',
-      conversation: { conversationId: 'c-many-1', startedAt: 1741950000, endedAt: 1741950600 },
-      discourser: { name: 'Many', personId: MANY, contacts },
-      employee: [],
-    });
-    expect(webhook.status).toBe(200);
+    // 100 visitor-typed e-mails of ~120 characters: a card far over the answer size. One
+    // observation attaches at most limits.identifiersPerKind (20) e-mails, so five dialogs.
+    for (let dialog = 0; dialog < 5; dialog++) {
+      const contacts = Array.from({ length: 20 }, (_, index) => ({
+        type: 'email',
+        value: `visitor.typed.${dialog * 20 + index}.${'p'.repeat(90)}@mail.example`,
+      }));
+      const webhook = await bridge.post('/webhooks/livetex/app/app-webhook-token-0123456789', {
+        event: 'dialog_closed',
+        conversation: { conversationId: `c-many-${dialog}`, startedAt: 1741950000, endedAt: 1741950600 },
+        discourser: { name: 'Many', personId: MANY, contacts },
+        employee: [],
+      });
+      expect(webhook.status).toBe(200);
+    }
   });
   afterAll(async () => {
     await bridge?.close();

@@ -115,6 +115,16 @@ describe('livetex webhook parsing', () => {
     expect(isoOf('1741950000000')).toBe('2025-03-14T11:00:00.000Z');
     expect(isoOf('yesterday')).toBeUndefined();
   });
+
+  it('reads at most 20 operators of one payload (each is looked up in the agent directory)', () => {
+    const record = dialog({
+      event: 'dialog_closed',
+      conversation: { dialogId: 'd-crowd' },
+      employee: Array.from({ length: 5000 }, (_, index) => ({ id: `${index}`, name: `Operator ${index}` })),
+    });
+    expect(record.agents).toHaveLength(20);
+    expect(record.agents[19]).toEqual({ id: '19', name: 'Operator 19' });
+  });
 });
 
 describe('livetex dialog → observations', () => {

@@ -60,10 +60,18 @@ export interface DialogRecord {
   /** When the payload says the event happened, if it does. */
   eventAt?: string;
   agents: AgentRef[];
+  /** Operators of the payload beyond AGENTS_PER_PAYLOAD, left out (counted by the intake). */
+  agentsLeftOut?: number;
   client: ClientInfo;
   rating?: Rating;
   messages: TranscriptMessage[];
 }
+
+/**
+ * Operators read from one payload: each is looked up in the agent directory, so a payload listing
+ * thousands must not cost thousands of directory scans. A dialog has one operator, a few at most.
+ */
+export const AGENTS_PER_PAYLOAD = 20;
 
 export type ParsedWebhook = { kind: 'dialog'; record: DialogRecord } | { kind: 'unhandled'; reason: string };
 
@@ -278,6 +286,7 @@ export function parseWebhook(body: unknown, directory: readonly AgentConfig[]): 
       : [envelope.employee]
     : [];
   const agents = employees
+    .slice(0, AGENTS_PER_PAYLOAD)
     .map((employee) => agentOf(employee, directory))
     .filter((agent) => agent !== undefined);
   const rating = normalizeRating(
@@ -315,6 +324,9 @@ export function parseWebhook(body: unknown, directory: readonly AgentConfig[]): 
     ...(endedAt ? { endedAt } : {}),
     ...(eventAt ? { eventAt } : {}),
     agents,
+    ...(employees.length > AGENTS_PER_PAYLOAD
+      ? { agentsLeftOut: employees.length - AGENTS_PER_PAYLOAD }
+      : {}),
     client: clientOf(envelope.discourser),
     ...(rating ? { rating } : {}),
     messages,

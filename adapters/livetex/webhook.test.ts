@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Contact, TimelineEntry } from '../../src/contacts/types.js';
 import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
 import { createLivetexLookupClient } from './client.js';
+import { createDialogMemory } from './webhook.js';
 
 /**
  * The dialog webhook over real HTTP, and what it does to the contact model: closed / assigned /
@@ -299,6 +300,41 @@ describe('livetex dialog webhook', () => {
     // The time is dropped as unreadable: the event is dated by its arrival.
     expect(entry?.at).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect(entry?.data.endedAt).toBe(entry?.at);
+  });
+
+  it('remembers at most limits.identifiersPerKind values of a kind per dialog, however many events add more', async () => {
+    for (let event = 0; event < 4; event++) {
+      const answer = await bridge.post(`/webhooks/livetex/web/${tokenOf('web')}`, {
+        event: 'dialog_assigned',
+        conversation: { dialogId: 'd-many-ids' },
+        discourser: {
+          personId: 'p-many-ids',
+          contacts: Array.from({ length: 300 }, (_, index) => ({
+            type: 'email',
+            value: `e${event}-${index}@mail.example`,
+          })),
+        },
+      });
+      expect(answer).toMatchObject({ status: 200, body: { ok: true } });
+    }
+    const remembered = await createDialogMemory(bridge.bridge.store, 'web').recall('d-many-ids');
+    const count = (kind: string) => remembered.filter((identifier) => identifier.kind === kind).length;
+    expect(count('person')).toBe(1);
+    expect(count('email')).toBe(20);
+    const contact = await contactOf(bridge, 'person:p-many-ids');
+    expect(contact.emails).toHaveLength(20);
+  });
+
+  it('reads at most 20 operators of one payload, and counts the cut', async () => {
+    const answer = await bridge.post(`/webhooks/livetex/web/${tokenOf('web')}`, {
+      event: 'dialog_assigned',
+      conversation: { dialogId: 'd-many-operators' },
+      discourser: { personId: 'p-many-operators' },
+      employee: Array.from({ length: 3000 }, (_, index) => ({ id: `${index}`, name: `Operator ${index}` })),
+    });
+    expect(answer).toMatchObject({ status: 200, body: { ok: true } });
+    const metrics = await bridge.bridge.metrics.registry.metrics();
+    expect(metrics).toMatch(/chatbridge_truncated_total\{what="agent_count"\} 1/);
   });
 
   it('404s a wrong token', async () => {

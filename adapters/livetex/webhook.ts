@@ -110,15 +110,18 @@ export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
     const parsed = parseWebhook(request.body, channel.agents);
     if (parsed.kind === 'unhandled') return parsed;
     const { record } = parsed;
+    if (record.agentsLeftOut) channel.truncated('agent_count');
     const dialogKey = dialogKeyOf(record, request.rawBody);
     // Blocklisted values ("0", "anonymous", ...) identify nobody: leave them out before deciding
     // whether the payload names its client at all.
-    const current = identifiersOf(record.client, channel.id).filter(
-      (identifier) => channel.normalizeIdentifier(identifier) !== null,
-    );
+    // limits.identifiersPerKind before the per-value checks, and again on the dialog's memory:
+    // 300 e-mails per event must not cost 300 normalisations, nor grow the memory event by event.
+    const current = channel
+      .capIdentifiers(identifiersOf(record.client, channel.id))
+      .filter((identifier) => channel.normalizeIdentifier(identifier) !== null);
     // Every event of a dialog carries what earlier events of it said about the client.
     const remembered = record.dialogId ? await channel.dialogs.recall(dialogKey) : [];
-    const identifiers = unionOf(remembered, current);
+    const identifiers = channel.capIdentifiers(unionOf(remembered, current));
     if (identifiers.length === 0) identifiers.push(dialogIdentifier(dialogKey, channel.id));
     if (record.dialogId && identifiers.length > remembered.length) {
       await channel.dialogs.remember(dialogKey, identifiers);

@@ -456,6 +456,18 @@ export const configSchema = z.strictObject({
         .prefault({}),
       /** Longest name, label or other text field kept from a vendor (longer ones are cut, marked with …). */
       fieldLength: intLike(z.number().int().min(16)).default(2000),
+      /**
+       * Most identifiers of one kind (e-mails, phones, person ids, …) one observation attaches to a
+       * contact; further ones are dropped and counted (a payload listing 3,000 e-mails names nobody).
+       */
+      identifiersPerKind: intLike(z.number().int().positive()).default(20),
+      /** Most labels one observation adds; further ones are dropped and counted. */
+      labelsPerObservation: intLike(z.number().int().positive()).default(100),
+      /**
+       * Most messages one transcript keeps (`data.messages` of a timeline entry or an outbound
+       * event): the first half and the last half, with a line saying how many were left out.
+       */
+      messagesPerTranscript: intLike(z.number().int().min(2)).default(500),
       /** Most attributes one contact record keeps; further new names are dropped and counted. */
       attributesPerContact: intLike(z.number().int().positive()).default(200),
       /** Longest attribute value (characters); longer ones are cut and marked with …. */

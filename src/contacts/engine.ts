@@ -19,7 +19,7 @@ import {
   refusalWrites,
 } from './merge.js';
 import { identifierLabel, normalizeIdentifier } from './normalize.js';
-import { checkObservation } from './observation.js';
+import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -99,11 +99,17 @@ export interface ContactEngineOptions {
 const DEFAULT_LIMITS = {
   fieldLength: 2000,
   attributesPerContact: 200,
+  identifiersPerKind: 20,
+  labelsPerObservation: 100,
+  messagesPerTranscript: 500,
   attributeValueLength: 4000,
   timelineEntryBytes: 64 * 1024,
   contactRecordBytes: 256 * 1024,
   timelineRetention: 0,
 };
+
+/** Names one observation gives a contact; further ones are dropped and counted. */
+const NAMES_PER_OBSERVATION = 20;
 
 /** Cut a vendor string to `limit` characters, marking the cut with …. */
 function clipText(value: string, limit: number): string {
@@ -124,12 +130,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const { store, identity, events, metrics, logger } = options;
   const now = options.now ?? (() => new Date());
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  const truncated = () =>
-    metrics.counter(
-      'chatbridge_truncated_total',
-      'Vendor data cut or dropped by the size limits, by what (field, attribute, attribute_count, timeline_entry)',
-      ['what'],
-    );
+  const truncated = () => metrics.truncated();
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = {
     blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
@@ -493,10 +494,22 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       cut(what);
       return clipText(value, limit);
     };
-    observation.names = observation.names.slice(0, 20).map((name) => clip(name, limits.fieldLength, 'field'));
-    observation.labels = observation.labels
-      .slice(0, 100)
-      .map((label) => clip(label, limits.fieldLength, 'field'));
+    // Counts first (a length check): only a list over its cap is walked to cut it.
+    if (observation.identifiers.length > limits.identifiersPerKind) {
+      const kept = capIdentifiersPerKind(observation.identifiers, limits.identifiersPerKind);
+      if (kept !== observation.identifiers) cut('identifier_count');
+      observation.identifiers = kept;
+    }
+    if (observation.names.length > NAMES_PER_OBSERVATION) {
+      cut('name_count');
+      observation.names = observation.names.slice(0, NAMES_PER_OBSERVATION);
+    }
+    if (observation.labels.length > limits.labelsPerObservation) {
+      cut('label_count');
+      observation.labels = observation.labels.slice(0, limits.labelsPerObservation);
+    }
+    observation.names = observation.names.map((name) => clip(name, limits.fieldLength, 'field'));
+    observation.labels = observation.labels.map((label) => clip(label, limits.fieldLength, 'field'));
     const names = Object.keys(observation.attributes);
     if (names.length > limits.attributesPerContact) {
       cut('attribute_count');
@@ -513,7 +526,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         attribute.value = clip(attribute.value, limits.attributeValueLength, 'attribute');
       if (attribute.label) attribute.label = clip(attribute.label, limits.fieldLength, 'field');
     }
+    // Transcripts (`data.messages`): a length check each; the outbound events carry them to CRMs.
+    for (const event of observation.events) event.data = capTranscript(event.data, cut);
     return observation.timeline.map((entry) => {
+      entry.data = capTranscript(entry.data, cut);
       let json: string | undefined;
       try {
         json = JSON.stringify(entry.data ?? null);
@@ -536,6 +552,28 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       return json;
     });
+  }
+
+  /**
+   * A transcript longer than limits.messagesPerTranscript keeps its first and last messages, with
+   * a system line between them saying how many were left out (the one transcript shape, so the
+   * console and CRM notes show it as they show any message). A new data object: the timeline
+   * entry and the event of one chat may share their messages.
+   */
+  function capTranscript<T extends Record<string, unknown> | undefined>(
+    data: T,
+    cut: (what: string) => void,
+  ): T {
+    const messages = data?.messages;
+    const keep = limits.messagesPerTranscript;
+    if (!Array.isArray(messages) || messages.length <= keep) return data;
+    cut('transcript');
+    const head = Math.ceil(keep / 2);
+    const omitted = messages.length - keep;
+    const line = { at: null, author: { type: 'system' }, text: `… ${omitted} messages left out …` };
+    return extend(data as Record<string, unknown>, {
+      messages: [...messages.slice(0, head), line, ...messages.slice(messages.length - (keep - head))],
+    }) as T;
   }
 
   async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {

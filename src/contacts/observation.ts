@@ -174,3 +174,25 @@ export function checkObservation(input: Observation): ParsedObservation {
   }
   return parsed.data;
 }
+
+/** Identifier kinds one observation may carry (the adapters use five); further kinds are dropped. */
+export const IDENTIFIER_KINDS_PER_OBSERVATION = 16;
+
+/**
+ * At most `perKind` identifiers of each kind, the first ones given, and at most
+ * IDENTIFIER_KINDS_PER_OBSERVATION kinds (limits.identifiersPerKind): per kind rather than in
+ * total, so that 3,000 e-mails listed before a visitor token do not cost the token. The same
+ * array when nothing is cut; a list no longer than `perKind` is not walked.
+ */
+export function capIdentifiersPerKind<T extends { kind: string }>(identifiers: T[], perKind: number): T[] {
+  if (identifiers.length <= perKind) return identifiers;
+  const counts = new Map<string, number>();
+  const kept = identifiers.filter((identifier) => {
+    const count = counts.get(identifier.kind) ?? 0;
+    if (count === 0 && counts.size >= IDENTIFIER_KINDS_PER_OBSERVATION) return false;
+    if (count >= perKind) return false;
+    counts.set(identifier.kind, count + 1);
+    return true;
+  });
+  return kept.length < identifiers.length ? kept : identifiers;
+}

@@ -43,6 +43,18 @@ const attributeSchema = z.object({
   type: z.string().nullish(),
 });
 
+/**
+ * What one answer may hold: an agent is shown at most 50 facts (the fact service's default), so
+ * more are never used; labels and values as limits.fieldLength and limits.attributeValueLength
+ * default to. The cut keeps the cache (cacheMaxEntries answers) small whatever a source sends.
+ */
+const FACTS_PER_ANSWER = 100;
+const FACT_LABEL_LENGTH = 2000;
+const FACT_VALUE_LENGTH = 4000;
+
+const clip = (value: string, limit: number) =>
+  value.length > limit ? `${value.slice(0, limit - 1)}…` : value;
+
 export interface AttributeSourceOptions {
   http: HttpClient;
   logger: Logger;
@@ -88,19 +100,34 @@ export function createHttpAttributeSource(
     }
     const facts: Fact[] = [];
     let dropped = 0;
+    let cut = false;
     for (const item of answer.data.attributes) {
+      if (facts.length >= FACTS_PER_ANSWER) {
+        cut = true;
+        break;
+      }
       const attribute = attributeSchema.safeParse(item);
       if (!attribute.success) {
         dropped += 1;
         continue;
       }
       const type = attributeTypeSchema.safeParse(attribute.data.type);
+      const label = attribute.data.label || attribute.data.key;
+      const value = String(attribute.data.value);
+      if (label.length > FACT_LABEL_LENGTH || value.length > FACT_VALUE_LENGTH) cut = true;
       facts.push({
         key: attribute.data.key,
-        label: attribute.data.label || attribute.data.key,
-        value: String(attribute.data.value),
+        label: clip(label, FACT_LABEL_LENGTH),
+        value: clip(value, FACT_VALUE_LENGTH),
         type: type.success ? type.data : 'string',
       });
+    }
+    if (cut) {
+      options.metrics.truncated().inc({ what: 'attribute_source' });
+      logger.warn(
+        { attributes: answer.data.attributes.length },
+        `attribute source answer cut to ${FACTS_PER_ANSWER} entries, labels and values to ${FACT_LABEL_LENGTH} and ${FACT_VALUE_LENGTH} characters`,
+      );
     }
     if (dropped > 0)
       logger.warn(

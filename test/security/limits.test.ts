@@ -9,14 +9,14 @@ import { Metrics } from '../../src/metrics.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 
 /** Issue 10 item 4: one request must not fill the store. */
-function setup(limits: Record<string, unknown> = {}) {
+function setup(limits: Record<string, unknown> = {}, options: { events?: boolean } = {}) {
   const config = configSchema.parse({ admin: { token: 'x'.repeat(16) }, limits });
   const store = createMemoryStore();
   const metrics = new Metrics();
   const contacts = createContactEngine({
     store,
     identity: config.identity,
-    events: createOutboxPublisher(store, { enabled: false }),
+    events: createOutboxPublisher(store, { enabled: options.events ?? false }),
     metrics,
     logger: createLogger('silent'),
     now: () => new Date('2026-11-01T12:00:00Z'),
@@ -35,8 +35,8 @@ const base = (person: string) => ({
 });
 
 describe('size caps', () => {
-  it('a chat with 100k messages keeps its summary, not 19 MB of transcript', async () => {
-    const { contacts, metrics } = setup();
+  it('a chat with 100k messages keeps its summary and the first and last messages, not 19 MB of transcript', async () => {
+    const { contacts, metrics, store } = setup({}, { events: true });
     const messages = Array.from({ length: 100_000 }, (_, index) => ({ text: `message ${index}`, at: index }));
     const result = await contacts.observe({
       ...base('p-chat'),
@@ -48,12 +48,42 @@ describe('size caps', () => {
           data: { messages },
         },
       ],
+      events: [{ type: 'conversation.finished', key: 'finished', data: { messages } }],
     });
     const page = await contacts.timeline(result.contact.id, { limit: 10 });
     const entry = page.entries[0]!;
     expect(entry.summary).toBe('Chat finished');
-    expect(entry.data).toMatchObject({ truncated: true });
+    // limits.messagesPerTranscript (500): the first 250 and the last 250, and a line saying how many are left out.
+    const kept = (entry.data as { messages: { text: string }[] }).messages;
+    expect(kept).toHaveLength(501);
+    expect(kept[0]!.text).toBe('message 0');
+    expect(kept[250]).toEqual({ at: null, author: { type: 'system' }, text: '… 99500 messages left out …' });
+    expect(kept[500]!.text).toBe('message 99999');
     expect(JSON.stringify(page).length).toBeLessThan(64 * 1024);
+    // The outbound event (the CRM's transcript note) carries the same cut transcript, not 2 MB.
+    const outbox = (await store.lrange('outbox', 0, -1)).map((text) => ({ text, entry: JSON.parse(text) }));
+    const finished = outbox.find(({ entry }) => entry.event.type === 'conversation.finished')!;
+    expect(Buffer.byteLength(finished.text)).toBeLessThan(64 * 1024);
+    expect(finished.entry.event.data.messages).toHaveLength(501);
+    expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="transcript"\} 2/);
+  });
+
+  it('a transcript over limits.timelineEntryBytes still keeps its summary only', async () => {
+    const { contacts, metrics } = setup();
+    const messages = Array.from({ length: 400 }, (_, index) => ({ text: `${index} ${'x'.repeat(1000)}` }));
+    const result = await contacts.observe({
+      ...base('p-long-chat'),
+      timeline: [
+        {
+          at: '2026-11-01T12:00:00Z',
+          type: 'conversation.finished',
+          summary: 'Chat finished',
+          data: { messages },
+        },
+      ],
+    });
+    const entry = (await contacts.timeline(result.contact.id, { limit: 10 })).entries[0]!;
+    expect(entry.data).toMatchObject({ truncated: true });
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="timeline_entry"\} 1/);
   });
 
@@ -115,6 +145,63 @@ describe('size caps', () => {
     const over = await contacts.observe({ ...base('p-longer-name'), names: ['M'.repeat(2500)] });
     expect(over.contact.names).toEqual([`${'M'.repeat(1999)}…`]);
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="field"\} 1/);
+  });
+
+  it('one observation with 3,000 e-mails attaches limits.identifiersPerKind of them, keeps its other ids, and counts the cut', async () => {
+    const { contacts, metrics } = setup();
+    const emails = Array.from({ length: 3000 }, (_, index) => ({
+      kind: 'email',
+      value: `visitor${index}@example.com`,
+      provenance: 'visitor' as const,
+    }));
+    const phones = Array.from({ length: 500 }, (_, index) => ({
+      kind: 'phone',
+      value: `+7900${1_000_000 + index}`,
+    }));
+    const result = await contacts.observe({
+      ...base('p-many-ids'),
+      identifiers: [
+        { kind: 'person', value: 'p-many-ids' },
+        ...emails,
+        ...phones,
+        // Channel-scoped ids come last in the adapters' lists: a cut must not cost them.
+        { kind: 'visitor', value: 'v-many-ids', channelId: 'site' },
+      ],
+    });
+    expect(result.contact.emails.length).toBe(20);
+    expect(result.contact.phones.length).toBe(20);
+    expect(result.contact.emails).toContain('visitor0@example.com');
+    expect(await contacts.findByIdentifier({ kind: 'email', value: 'visitor20@example.com' })).toBeNull();
+    const byVisitor = await contacts.findByIdentifier({
+      kind: 'visitor',
+      value: 'v-many-ids',
+      channelId: 'site',
+    });
+    expect(byVisitor?.id).toBe(result.contact.id);
+    expect(await metrics.registry.metrics()).toMatch(
+      /chatbridge_truncated_total\{what="identifier_count"\} 1/,
+    );
+  });
+
+  it('limits.identifiersPerKind is configurable; names and labels past their caps are counted', async () => {
+    const { contacts, metrics } = setup({ identifiersPerKind: 2, labelsPerObservation: 3 });
+    const result = await contacts.observe({
+      ...base('p-few-ids'),
+      identifiers: [
+        { kind: 'person', value: 'p-few-ids' },
+        ...['a', 'b', 'c'].map((name) => ({ kind: 'email', value: `${name}@example.com` })),
+      ],
+      names: Array.from({ length: 25 }, (_, index) => `Name ${index}`),
+      labels: ['l1', 'l2', 'l3', 'l4'],
+    });
+    expect(result.contact.emails).toEqual(expect.arrayContaining(['a@example.com', 'b@example.com']));
+    expect(result.contact.emails.length).toBe(2);
+    expect(result.contact.labels).toEqual(['l1', 'l2', 'l3']);
+    expect(result.contact.names.length).toBe(20);
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/chatbridge_truncated_total\{what="identifier_count"\} 1/);
+    expect(text).toMatch(/chatbridge_truncated_total\{what="label_count"\} 1/);
+    expect(text).toMatch(/chatbridge_truncated_total\{what="name_count"\} 1/);
   });
 
   it('keeps a timeline only as long as limits.timelineRetention says', async () => {
