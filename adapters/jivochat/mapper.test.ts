@@ -324,6 +324,36 @@ describe('jivochat idempotency keys', () => {
     expect(accepted('77', '2')).toBe('jivochat:shop-site:chat_accepted:77:2');
   });
 
+  it('keys an event without its chat or client id on the whole payload, so two people never share a key', () => {
+    const withoutChat = (name: string, change: (raw: Record<string, unknown>) => void) => {
+      const { payload } = decodePayload(Buffer.from(fixtureText(name)));
+      delete payload.chat_id;
+      delete payload.client_id;
+      change(payload);
+      if (!isKnownEvent(payload.event_name)) throw new Error('not a known event');
+      return idempotencyKeyOf({
+        eventName: payload.event_name,
+        envelope: jivoEnvelopeSchema.parse(payload),
+        raw: payload,
+        channelId: 'shop-site',
+        settings,
+        receivedAt: RECEIVED,
+      });
+    };
+    const other = (raw: Record<string, unknown>) => {
+      raw.user_token = 'cust_other_1';
+      raw.visitor = { name: 'Other Person', email: 'other@example.net', number: '99999' };
+    };
+    // The same agent accepting two visitors' chats (no chat_id): two acceptances, not one repeat.
+    expect(withoutChat('chat_accepted.json', other)).not.toBe(withoutChat('chat_accepted.json', () => {}));
+    // Two clients given the same attributes (no client_id): two events.
+    expect(withoutChat('client_attribute_updated.json', other)).not.toBe(
+      withoutChat('client_attribute_updated.json', () => {}),
+    );
+    // A redelivery still has the same key.
+    expect(withoutChat('chat_accepted.json', other)).toBe(withoutChat('chat_accepted.json', other));
+  });
+
   it('hashes objects independently of key order', () => {
     expect(hashOf({ a: 1, b: [1, { c: 2, d: 3 }] })).toBe(hashOf({ b: [1, { d: 3, c: 2 }], a: 1 }));
     expect(hashOf({ a: 1 })).not.toBe(hashOf({ a: '1' }));

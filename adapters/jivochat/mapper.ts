@@ -216,8 +216,11 @@ export function idempotencyKeyOf(input: MapInput): string {
       parts = [e.client_id ?? '-', hashOf(e.attributes ?? {})];
       break;
   }
-  // Without a chat or client id there is nothing stable to key on but the payload itself.
-  if (parts.every((part) => part === '-')) parts = [hashOf(raw)];
+  // Without a chat or client id (the first part) there is nothing stable to key on but the payload
+  // itself: the other parts (an agent id, the attributes) are shared by different people's events,
+  // so keying on them made a second visitor's chat_accepted a "repeat" answered with the first's
+  // contact. A redelivery is the same payload, so it still has the same key.
+  if (parts[0] === '-') parts = [hashOf(raw)];
   // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
   // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
   parts = parts.map(keyPart);

@@ -232,6 +232,30 @@ describe.each(['memory', 'redis'] as const)('jivochat webhook over HTTP (%s stor
     expect(jivo.conversations).toBe(1);
   });
 
+  it('answers each visitor with their own contact when chat_accepted carries no chat_id', async () => {
+    const first = JSON.parse(fixture('chat_accepted.json'));
+    delete first.chat_id;
+    first.user_token = 'cust_nochat_a';
+    first.visitor = {
+      ...first.visitor,
+      email: 'nochat.a@example.org',
+      phone: '+79990000101',
+      number: '70101',
+    };
+    // Another visitor, the same agent, no chat_id either.
+    const second = {
+      ...first,
+      user_token: 'cust_nochat_b',
+      visitor: { name: 'Boris Nochat', email: 'nochat.b@example.org', number: '70102' },
+    };
+    expect((await send(bridge, first)).body.contact_info.email).toBe('nochat.a@example.org');
+    const answer = await send(bridge, second);
+    expect(answer.status).toBe(200);
+    expect(answer.body.contact_info).toEqual({ name: 'Boris Nochat', email: 'nochat.b@example.org' });
+    const contact = await contactBy(bridge, 'email=nochat.b%40example.org');
+    expect(countBy(await timelineOf(bridge, contact.id))).toEqual({ 'conversation.started': 1 });
+  });
+
   it('reads the docs’ invalid-JSON client_attribute_updated as an object', async () => {
     const response = await send(bridge, fixture('client_attribute_updated.docs-invalid.txt'));
     expect(response.status).toBe(200);
