@@ -1,3 +1,4 @@
+import { isAgentLinkUrl } from '../../src/console/links.js';
 import type {
   AgentRef,
   AttributeValue,
@@ -12,6 +13,16 @@ import { extend } from '../../src/extend.js';
 import { canonicalJson, digest, isoTime, isRecord, keyPart, text } from '../../src/intake/wire.js';
 import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
+
+/**
+ * chat_assigned's `assign_to` is the crm_link we answered to chat_accepted (§5.4). With
+ * `reply.crmLink: "{consoleUrl}"` that is the bridge's own signed, expiring console link: it is no
+ * CRM card, so it must not become (and replace) the contact's CRM link.
+ */
+function assignedCrmLink(e: JivoEnvelope): string | undefined {
+  const link = safeLink(e.assign_to);
+  return link && !isAgentLinkUrl(link) ? link : undefined;
+}
 
 /**
  * A Jivo event -> one Observation for ContactService.observe (DESIGN §7). Pure: no I/O, the
@@ -326,8 +337,9 @@ function build(input: MapInput, at: string): Built {
         events: [],
       };
     case 'chat_assigned': {
-      const crmLink = safeLink(e.assign_to);
-      const assignTo = text(e.assign_to);
+      const crmLink = assignedCrmLink(e);
+      // Our own agent link is a bearer link: it is kept in `raw` only, not sent to destinations.
+      const assignTo = safeLink(e.assign_to) && !crmLink ? undefined : text(e.assign_to);
       const data = assignTo ? extend(context, { assignTo }) : { ...context };
       return {
         timeline: [
@@ -507,7 +519,7 @@ export function toObservation(input: MapInput): MapResult {
   const { timeline, events } = build(input, at);
   const name = text(input.envelope.visitor?.name);
   const responsibleAgent = agentRef(input.envelope.assigned_agent);
-  const crmLink = input.eventName === 'chat_assigned' ? safeLink(input.envelope.assign_to) : undefined;
+  const crmLink = input.eventName === 'chat_assigned' ? assignedCrmLink(input.envelope) : undefined;
   const observation: Observation = {
     channelId: input.channelId,
     vendor: VENDOR,

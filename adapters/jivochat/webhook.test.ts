@@ -513,3 +513,47 @@ describe('jivochat rich answer across channels and under a deadline', () => {
     expect(response.body).not.toHaveProperty('crm_link');
   });
 });
+
+describe('jivochat chat_assigned echoing the bridge’s own agent link', () => {
+  let bridge: TestBridge | undefined;
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('does not take a {consoleUrl} crm_link Jivo sends back as assign_to for the contact’s CRM link', async () => {
+    bridge = await startTestBridge({
+      store: 'memory',
+      adapters: [jivochatAdapter, otherVendor],
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
+        secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+        channels: channels({ crmLink: '{consoleUrl}', enableAssign: true }),
+      },
+    });
+    // A CRM destination linked the contact to its record (DESIGN §10).
+    await bridge.bridge.context.contacts.observe({
+      channelId: 'app',
+      vendor: 'livetex',
+      at: '2024-06-10T09:00:00.000Z',
+      idempotencyKey: 'livetex:app:dialog-crm-link',
+      identifiers: [{ kind: 'person', value: 'cust_7d41e9b2c0' }],
+      crmLink: 'https://crm.store.example/clients/7731',
+    });
+    const accepted = await send(bridge, fixture('chat_accepted.json'));
+    expect(accepted.body.crm_link).toMatch(/^https:\/\/bridge\.example\/console\/c\//);
+
+    // The agent pressed Jivo's "link to CRM card" button: assign_to is the crm_link we answered.
+    const assigned = JSON.parse(fixture('chat_assigned.json'));
+    assigned.assign_to = accepted.body.crm_link;
+    expect((await send(bridge, assigned)).status).toBe(200);
+
+    const contact = await contactBy(bridge, 'email=s.orlova%40example.org');
+    // The signed console link expires (console.linkTtl); the CRM record's page stays the link.
+    expect(contact.crmLink).toBe('https://crm.store.example/clients/7731');
+    const entries = await timelineOf(bridge, contact.id);
+    const assignedEntries = entries.filter((entry) => entry.type === 'conversation.assigned');
+    expect(assignedEntries).toHaveLength(1);
+    // The bearer link stays in the raw payload only; it is not handed on as data.
+    expect(assignedEntries[0]!.data.assignTo).toBeUndefined();
+  });
+});

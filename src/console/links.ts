@@ -19,6 +19,19 @@ export interface AgentLinks {
 
 const CONTACT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** The path of an agent link as url() makes it: `…/console/c/<contactId>.<expiry>.<mac>`. */
+const AGENT_LINK_PATH = /\/console\/c\/[A-Za-z0-9_-]{1,64}\.\d{1,12}\.[A-Za-z0-9_-]+$/;
+
+/**
+ * Whether a URL has the shape of one of our agent links (no key needed: the MAC is not checked).
+ * A vendor that echoes the link we answered (JivoChat's chat_assigned `assign_to`) must not make
+ * an expiring console link the contact's CRM link.
+ */
+export function isAgentLinkUrl(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  return AGENT_LINK_PATH.test(new URL(url).pathname);
+}
+
 export function createAgentLinks(options: {
   masterKey: Buffer;
   ttlMs: number;
