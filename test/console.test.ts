@@ -270,10 +270,57 @@ describe('web console', () => {
       form: { _csrf: csrf, recordId },
     });
     expect(done.status).toBe(302);
-    expect(done.location).toBe(`/console/contacts/${contact.id}?notice=unmerged`);
+    expect(done.location).toMatch(
+      new RegExp(`^/console/contacts/${contact.id}\\?notice=unmerged&split=c_\\w+$`),
+    );
     const after = (await bridge.admin('GET', `/api/v1/contacts/${contact.id}`)).body;
     expect(after.merges).toEqual([]);
     expect(after.records).toEqual([contact.id]);
+  });
+
+  it('asks before an unmerge and, after it, links the contact it split off', async () => {
+    const visitors = [
+      { name: 'Olga Split', email: 'olga.split@example.org', number: '9101' },
+      { name: 'Olga S.', phone: '+7 999 000 33 44', number: '9102' },
+      { name: 'Olga Split', email: 'olga.split@example.org', phone: '8 999 000-33-44', number: '9103' },
+    ];
+    for (const [index, visitor] of visitors.entries()) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777110 + index, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=olga.split@example.org')).body
+      .contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    // The unmerge form asks first (console.js reads data-confirm), like every other lasting action.
+    expect(page.text).toMatch(
+      /<form method="post" action="[^"]*\/unmerge" class="inline" data-confirm="[^"]+"/,
+    );
+    const recordId = fieldOf(page.text, 'recordId')!;
+    const done = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { _csrf: csrf, recordId },
+    });
+    expect(done.status).toBe(302);
+    // The record it split off is a contact of its own now.
+    const split = (await bridge.admin('GET', `/api/v1/contacts/${recordId}`)).body;
+    expect(split.id).not.toBe(contact.id);
+    const after = await consoleRequest(bridge.url, done.location!, { cookie });
+    expect(after.text).toContain('Unmerged');
+    expect(after.text).toContain(`href="/console/contacts/${split.id}"`);
+    // It was merged once: the page must not claim it never was.
+    expect(after.text).not.toContain('never merged');
+    // A crafted split id in the address is not turned into a link.
+    const crafted = await consoleRequest(
+      bridge.url,
+      `/console/contacts/${contact.id}?notice=unmerged&split=c_00000000000000000000`,
+      { cookie },
+    );
+    expect(crafted.status).toBe(200);
+    expect(crafted.text).not.toContain('href="/console/contacts/c_00000000000000000000"');
   });
 
   it('never shows channel tokens or destination secrets', async () => {

@@ -123,7 +123,12 @@ const NOTICES: Record<string, string> = {
 };
 
 const contactsQuerySchema = z.object({ q: z.string().max(200).optional() });
-const pageQuerySchema = z.object({ before: z.string().max(300).optional(), notice: z.string().optional() });
+const pageQuerySchema = z.object({
+  before: z.string().max(300).optional(),
+  notice: z.string().optional(),
+  /** After an unmerge: the contact it split off (linked in the notice when it exists). */
+  split: z.string().max(100).optional(),
+});
 const deliveriesQuerySchema = z.object({
   state: z.enum(['pending', 'delivered', 'failed', '']).optional(),
   destination: z.string().max(200).optional(),
@@ -502,7 +507,7 @@ ${timelineSection({
   });
 
   router.get('/contacts/:id', async (ctx) => {
-    const { before, notice } = parseWith(pageQuerySchema, ctx.query);
+    const { before, notice, split } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(ctx.params.id!);
     if (!found)
       throw new NotFoundError(
@@ -512,12 +517,18 @@ ${timelineSection({
     const contact = found.contact;
     const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
     const csrf = sessionOf(ctx).csrf;
-    const notices = [
-      noticeOf(notice),
-      found.mergedFrom ? `${found.mergedFrom} was merged into this contact.` : undefined,
-    ]
-      .filter(Boolean)
-      .join(' ');
+    // The contact an unmerge split off, linked only when it is one of its own now: a crafted
+    // address cannot put a link to just any contact in the notice.
+    const splitOff =
+      notice === 'unmerged' && split && split !== contact.id && /^c_[A-Za-z0-9]{4,64}$/.test(split)
+        ? await contacts.get(split)
+        : null;
+    const notices = html`${[
+      splitOff && splitOff.contact.id === split
+        ? html`Unmerged: <a href="/console/contacts/${encodeURIComponent(split)}">${splitOff.contact.name ?? split}</a> (<span class="mono">${split}</span>) is its own contact again and will not be merged back automatically.`
+        : noticeOf(notice),
+      found.mergedFrom ? ` ${found.mergedFrom} was merged into this contact.` : undefined,
+    ]}`;
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       {
@@ -525,7 +536,7 @@ ${timelineSection({
         nav: true,
         csrf,
         current: '/console/contacts',
-        ...(notices ? { notice: notices } : {}),
+        ...(notices.value.trim() ? { notice: notices } : {}),
       },
       html`<p><a href="/console/contacts">← Search</a></p>
 ${contactSection({ contact, csrf, channelName, vendorName })}
@@ -544,7 +555,9 @@ ${timelineSection({
     if (!recordId)
       throw new ValidationError('name the record to unmerge', [{ path: 'recordId', message: 'required' }]);
     const result = await contacts.unmerge(ctx.params.id!, { recordId });
-    ctx.redirect(`/console/contacts/${encodeURIComponent(result.contact.id)}?notice=unmerged`);
+    ctx.redirect(
+      `/console/contacts/${encodeURIComponent(result.contact.id)}${query({ notice: 'unmerged', split: result.split.id })}`,
+    );
   });
 
   // --- deliveries ----------------------------------------------------------------------------

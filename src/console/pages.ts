@@ -14,7 +14,8 @@ export interface PageOptions {
   /** Show the main navigation (not on agent links or the sign-in page). */
   nav?: boolean;
   current?: string;
-  notice?: string;
+  /** Text, or markup built with `html` (escaped) when the notice carries a link. */
+  notice?: string | SafeHtml;
   error?: string;
 }
 
@@ -252,12 +253,12 @@ export function contactSection(options: {
   }</section>
 <section class="card"><h2>Merges</h2>${
     contact.merges.length === 0
-      ? html`<p class="muted">This contact was never merged with another.</p>`
+      ? html`<p class="muted">No other record is merged into this contact (past merges and unmerges are on the timeline).</p>`
       : html`<ul>${contact.merges.map(
           (merge) =>
             html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <span class="mono">${merge.via.value}</span>${
               options.csrf
-                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
+                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
                 : ''
             }</li>`,
         )}</ul>`
