@@ -323,6 +323,14 @@ describe('web console', () => {
     expect(crafted.text).not.toContain('href="/console/contacts/c_00000000000000000000"');
   });
 
+  it('asks before replaying every failed delivery of a destination', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    expect(page.text).toMatch(
+      /<form method="post" action="\/console\/deliveries\/replay" class="row" data-confirm="[^"]+">/,
+    );
+  });
+
   it('never shows channel tokens or destination secrets', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {

@@ -291,7 +291,7 @@ export function deliveriesPage(options: {
     options.destinations.length === 0
       ? html``
       : html`<details class="card"><summary>Replay all failed deliveries of a destination</summary>
-<form method="post" action="/console/deliveries/replay" class="row">${csrfField(options.csrf)}
+<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of this destination? Each one is sent to it again.">${csrfField(options.csrf)}
   <label for="replay-destination">Destination</label>
   <select id="replay-destination" name="destination">${options.destinations.map(
     (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
