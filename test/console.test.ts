@@ -311,6 +311,14 @@ describe('web console', () => {
     const after = await consoleRequest(bridge.url, done.location!, { cookie });
     expect(after.text).toContain('Unmerged');
     expect(after.text).toContain(`href="/console/contacts/${split.id}"`);
+    // Every timeline entry shows time, vendor, channel, type and summary: the unmerge's entry has
+    // no channel of its own, and says so instead of leaving a gap.
+    const meta = /<div class="meta">(.*?)<span class="type">contact\.unmerged<\/span><\/div>/.exec(
+      after.text,
+    )![1]!;
+    expect(meta).toMatch(
+      /<time datetime="[^"]+">.*<\/time> · <span class="tag">[^<]+<\/span> [^<\s][^<]* · $/,
+    );
     // It was merged once: the page must not claim it never was.
     expect(after.text).not.toContain('never merged');
     // A crafted split id in the address is not turned into a link.

@@ -172,7 +172,10 @@ export function timelineSection(options: {
   return html`<h2 id="timeline">Timeline <span class="muted small">(newest first, all channels)</span></h2>
 <ol class="timeline">${options.entries.map(
     (entry) => html`<li class="entry">
-  <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${options.channelName(entry.channelId)} · <span class="type">${entry.type}</span></div>
+  <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${
+    // Entries the bridge itself writes (an unmerge) belong to no one channel: say so, no gap.
+    entry.channelId ? options.channelName(entry.channelId) : 'all channels'
+  } · <span class="type">${entry.type}</span></div>
   <div class="summary">${entry.summary}</div>
   ${transcript(entry.data)}
 </li>`,
