@@ -383,6 +383,9 @@ describe('web console', () => {
       const refused = await consoleRequest(bridge.url, `/console/c/${bad}`);
       expect(refused.status, bad).toBe(403);
       expect(refused.text).not.toContain('Svetlana');
+      // An agent has no admin sign-in: the page must not send them to one.
+      expect(refused.text).not.toMatch(/sign in/i);
+      expect(refused.text).not.toContain('/console/sign-in');
     }
     // A link signed with another key is refused too.
     const forged = createAgentLinks({

@@ -355,16 +355,20 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             ? `${error.message}. Try again in a moment.`
             : error.message
           : 'An unexpected error happened; the bridge log has the details under this request id.';
+      const code = error instanceof AppError ? error.code : undefined;
       const nextStep =
-        status === 404
-          ? 'Go back and check the address, or search again.'
-          : status === 403
-            ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
-            : status === 503
-              ? 'The store (Redis) is not reachable: check it, then reload this page.'
-              : status === 429
-                ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
-                : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+        code === 'invalid_link'
+          ? // An agent on a read-only link has no admin sign-in to go to.
+            'Click the CRM link in the chat again: it opens this contact with a fresh link.'
+          : status === 404
+            ? 'Go back and check the address, or search again.'
+            : status === 403
+              ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
+              : status === 503
+                ? 'The store (Redis) is not reachable: check it, then reload this page.'
+                : status === 429
+                  ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                  : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)
         for (const [name, value] of Object.entries(error.headers ?? {})) ctx.set(name, value);
