@@ -339,6 +339,39 @@ describe('web console', () => {
     );
   });
 
+  it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
+    const { contactSection } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const section = contactSection({
+      contact: {
+        id: 'c_1234567890',
+        name: 'Two CRMs',
+        names: ['Two CRMs'],
+        emails: [],
+        phones: [],
+        identities: [
+          { kind: 'crm', value: '111', channelId: 'amo-main' },
+          { kind: 'crm', value: '222', channelId: 'bitrix-sales' },
+        ],
+        labels: [],
+        attributes: {},
+        responsibleAgent: null,
+        crmLink: null,
+        channels: [],
+        records: ['c_1234567890'],
+        merges: [],
+        createdAt: at,
+        updatedAt: at,
+      },
+      channelName: (id) => id,
+      vendorName: (vendor) => vendor,
+    }).value;
+    const group = (id: string) =>
+      new RegExp(`<h3>[^<]*${id}[^<]*</h3><ul class="mono small"><li>crm: ([0-9]+)</li></ul>`);
+    expect(group('amo-main').exec(section)?.[1]).toBe('111');
+    expect(group('bitrix-sales').exec(section)?.[1]).toBe('222');
+  });
+
   it('never shows channel tokens or destination secrets', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {

@@ -193,8 +193,12 @@ export function contactSection(options: {
   const { contact } = options;
   const groups = new Map<string, string[]>();
   for (const identity of contact.identities) {
+    // A CRM identity is scoped to its destination (crm/flow.ts): one group per CRM, so ids from
+    // two CRMs are not mixed up.
     const group = identity.kind.startsWith('crm')
-      ? 'CRM'
+      ? identity.channelId
+        ? `CRM ${identity.channelId}`
+        : 'CRM'
       : identity.channelId
         ? options.channelName(identity.channelId)
         : 'Everywhere (person, e-mail, phone)';
