@@ -372,6 +372,37 @@ describe('web console', () => {
     expect(group('bitrix-sales').exec(section)?.[1]).toBe('222');
   });
 
+  it('says when the deliveries list is cut at its limit, and how to see the rest', async () => {
+    const { deliveriesPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const item = (n: number) => ({
+      id: `dlv_${String(n).padStart(22, '0')}`,
+      destination: 'crm',
+      eventId: `evt_${n}`,
+      eventType: 'conversation.finished',
+      contactId: null,
+      state: 'pending' as const,
+      attempts: 0,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      deliveredAt: null,
+      failedAt: null,
+      lastStatus: null,
+      lastError: null,
+    });
+    const page = (count: number) =>
+      deliveriesPage({
+        csrf: 'x'.repeat(43),
+        destinations: ['crm'],
+        deliveries: Array.from({ length: count }, (_, n) => item(n)),
+        limit: 100,
+      });
+    expect(page(100)).toMatch(/only the first 100 are listed/i);
+    expect(page(99)).not.toMatch(/only the first/i);
+  });
+
   it('never shows channel tokens or destination secrets', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {

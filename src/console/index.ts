@@ -83,6 +83,8 @@ export interface WebConsole {
 const COOKIE = 'chatbridge_console';
 const PRE_COOKIE = 'chatbridge_console_pre';
 const TRAFFIC_KEY = 'console:traffic';
+/** Deliveries listed on one page of the console (the list says when it was cut there). */
+const DELIVERIES_LISTED = 100;
 /** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
 const TRAFFIC_WRITE_EVERY_MS = 30_000;
 
@@ -582,8 +584,9 @@ ${timelineSection({
       ...(state ? { state } : {}),
       ...(destination ? { destination } : {}),
       destinations: config.destinations.map((item) => item.id),
+      limit: DELIVERIES_LISTED,
       deliveries: await delivery.list({
-        limit: 100,
+        limit: DELIVERIES_LISTED,
         ...(state ? { state } : {}),
         ...(destination ? { destination } : {}),
       }),

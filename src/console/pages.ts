@@ -280,6 +280,8 @@ export function deliveriesPage(options: {
   destination?: string;
   destinations: string[];
   deliveries: DeliverySummary[];
+  /** How many the list was asked for: a full list may have been cut, and says so. */
+  limit?: number;
   notice?: string;
 }): string {
   const filters = html`<form method="get" action="/console/deliveries" class="filters">
@@ -320,7 +322,15 @@ export function deliveriesPage(options: {
   <td data-label="Attempts">${item.attempts}</td>
   <td data-label="Last error">${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
   <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
-          )}</tbody></table></div>`;
+          )}</tbody></table></div>${
+            options.limit !== undefined && options.deliveries.length >= options.limit
+              ? html`<p class="muted">Only the first ${options.limit} are listed (oldest first${options.state ? '' : '; pending, then delivered, then failed'}). ${
+                  options.state && options.destination
+                    ? html`The admin API lists up to 500: <code>GET /api/v1/deliveries?state=${options.state}&amp;destination=${options.destination}&amp;limit=500</code>.`
+                    : 'Choose a state and a destination above to see the others.'
+                }</p>`
+              : ''
+          }`;
   return layout(
     {
       title: 'Deliveries',
