@@ -403,6 +403,27 @@ describe('web console', () => {
     expect(page(99)).not.toMatch(/only the first/i);
   });
 
+  it('pages the timeline both ways: older entries, and back to the newest from an older page', async () => {
+    const visitor = { name: 'Pavel Pages', email: 'pavel.pages@example.org', number: '9201' };
+    for (let n = 0; n < 14; n += 1) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777200 + n, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=pavel.pages@example.org')).body
+      .contacts[0];
+    const first = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const older = /<a class="button" href="([^"]+)">Older entries<\/a>/.exec(first.text)?.[1];
+    expect(older).toMatch(new RegExp(`^/console/contacts/${contact.id}\\?before=`));
+    expect(first.text).not.toContain('Newest entries');
+    const second = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
+    expect(second.status).toBe(200);
+    expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
+  });
+
   it('never shows channel tokens or destination secrets', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {

@@ -459,6 +459,7 @@ ${timelineSection({
   ...page,
   olderHref: (cursor) =>
     `/console/c/${encodeURIComponent(ctx.params.token!)}${query({ before: cursor })}#timeline`,
+  ...(before ? { newestHref: `/console/c/${encodeURIComponent(ctx.params.token!)}#timeline` } : {}),
   channelName,
   vendorName,
 })}`,
@@ -550,6 +551,7 @@ ${timelineSection({
   ...page,
   olderHref: (cursor) =>
     `/console/contacts/${encodeURIComponent(contact.id)}${query({ before: cursor })}#timeline`,
+  ...(before ? { newestHref: `/console/contacts/${encodeURIComponent(contact.id)}#timeline` } : {}),
   channelName,
   vendorName,
 })}`,

@@ -163,11 +163,15 @@ export function timelineSection(options: {
   entries: TimelineEntry[];
   nextCursor: string | null;
   olderHref: (cursor: string) => string;
+  /** On an older page: the way back to the newest entries. */
+  newestHref?: string;
   channelName: (channelId: string) => string;
   vendorName: (vendor: string) => string;
 }): SafeHtml {
   if (options.entries.length === 0) {
-    return html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
+    return options.newestHref
+      ? html`<h2 id="timeline">Timeline</h2><p class="empty">No older entries. <a href="${options.newestHref}">Newest entries</a></p>`
+      : html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
   }
   return html`<h2 id="timeline">Timeline <span class="muted small">(newest first, all channels)</span></h2>
 <ol class="timeline">${options.entries.map(
@@ -180,7 +184,8 @@ export function timelineSection(options: {
   ${transcript(entry.data)}
 </li>`,
   )}</ol>
-${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}`;
+${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}
+${options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : ''}`;
 }
 
 export function contactSection(options: {
