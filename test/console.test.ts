@@ -424,6 +424,37 @@ describe('web console', () => {
     expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
   });
 
+  it('labels each attempt cell (shown on a phone) as its column header says', async () => {
+    const { deliveryPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const page = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: {
+        id: `dlv_${'0'.repeat(22)}`,
+        destination: 'crm',
+        eventId: 'evt_1',
+        eventType: 'conversation.finished',
+        contactId: null,
+        state: 'failed',
+        attempts: 1,
+        replays: 0,
+        createdAt: at,
+        updatedAt: at,
+        nextAttemptAt: null,
+        deliveredAt: null,
+        failedAt: at,
+        lastStatus: 500,
+        lastError: { status: 500, message: 'down', at },
+        body: {},
+        history: [{ at, status: 500, error: 'down', cycle: 0 }],
+      },
+    });
+    const table = /<table class="attempts">.*?<\/table>/s.exec(page)![0];
+    const headers = [...table.matchAll(/<th scope="col">([^<]+)<\/th>/g)].map((match) => match[1]);
+    const labels = [...table.matchAll(/<td data-label="([^"]+)">/g)].map((match) => match[1]);
+    expect(labels).toEqual(headers);
+  });
+
   it('never shows channel tokens or destination secrets', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     for (const path of ['/console/channels', '/console/status', '/console/deliveries', '/console/journal']) {

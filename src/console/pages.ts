@@ -376,7 +376,7 @@ export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; 
 ${
   item.history.length === 0
     ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
-    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Replay</th></tr></thead><tbody>${[
+    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Cycle</th></tr></thead><tbody>${[
         ...item.history,
       ]
         .reverse()
