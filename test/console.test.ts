@@ -270,10 +270,189 @@ describe('web console', () => {
       form: { _csrf: csrf, recordId },
     });
     expect(done.status).toBe(302);
-    expect(done.location).toBe(`/console/contacts/${contact.id}?notice=unmerged`);
+    expect(done.location).toMatch(
+      new RegExp(`^/console/contacts/${contact.id}\\?notice=unmerged&split=c_\\w+$`),
+    );
     const after = (await bridge.admin('GET', `/api/v1/contacts/${contact.id}`)).body;
     expect(after.merges).toEqual([]);
     expect(after.records).toEqual([contact.id]);
+  });
+
+  it('asks before an unmerge and, after it, links the contact it split off', async () => {
+    const visitors = [
+      { name: 'Olga Split', email: 'olga.split@example.org', number: '9101' },
+      { name: 'Olga S.', phone: '+7 999 000 33 44', number: '9102' },
+      { name: 'Olga Split', email: 'olga.split@example.org', phone: '8 999 000-33-44', number: '9103' },
+    ];
+    for (const [index, visitor] of visitors.entries()) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777110 + index, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=olga.split@example.org')).body
+      .contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    // The unmerge form asks first (console.js reads data-confirm), like every other lasting action.
+    expect(page.text).toMatch(
+      /<form method="post" action="[^"]*\/unmerge" class="inline" data-confirm="[^"]+"/,
+    );
+    const recordId = fieldOf(page.text, 'recordId')!;
+    const done = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
+      cookie,
+      form: { _csrf: csrf, recordId },
+    });
+    expect(done.status).toBe(302);
+    // The record it split off is a contact of its own now.
+    const split = (await bridge.admin('GET', `/api/v1/contacts/${recordId}`)).body;
+    expect(split.id).not.toBe(contact.id);
+    const after = await consoleRequest(bridge.url, done.location!, { cookie });
+    expect(after.text).toContain('Unmerged');
+    expect(after.text).toContain(`href="/console/contacts/${split.id}"`);
+    // Every timeline entry shows time, vendor, channel, type and summary: the unmerge's entry has
+    // no channel of its own, and says so instead of leaving a gap.
+    const meta = /<div class="meta">(.*?)<span class="type">contact\.unmerged<\/span><\/div>/.exec(
+      after.text,
+    )![1]!;
+    expect(meta).toMatch(
+      /<time datetime="[^"]+">.*<\/time> · <span class="tag">[^<]+<\/span> [^<\s][^<]* · $/,
+    );
+    // It was merged once: the page must not claim it never was.
+    expect(after.text).not.toContain('never merged');
+    // A crafted split id in the address is not turned into a link.
+    const crafted = await consoleRequest(
+      bridge.url,
+      `/console/contacts/${contact.id}?notice=unmerged&split=c_00000000000000000000`,
+      { cookie },
+    );
+    expect(crafted.status).toBe(200);
+    expect(crafted.text).not.toContain('href="/console/contacts/c_00000000000000000000"');
+  });
+
+  it('asks before replaying every failed delivery of a destination', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    expect(page.text).toMatch(
+      /<form method="post" action="\/console\/deliveries\/replay" class="row" data-confirm="[^"]+">/,
+    );
+  });
+
+  it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
+    const { contactSection } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const section = contactSection({
+      contact: {
+        id: 'c_1234567890',
+        name: 'Two CRMs',
+        names: ['Two CRMs'],
+        emails: [],
+        phones: [],
+        identities: [
+          { kind: 'crm', value: '111', channelId: 'amo-main' },
+          { kind: 'crm', value: '222', channelId: 'bitrix-sales' },
+        ],
+        labels: [],
+        attributes: {},
+        responsibleAgent: null,
+        crmLink: null,
+        channels: [],
+        records: ['c_1234567890'],
+        merges: [],
+        createdAt: at,
+        updatedAt: at,
+      },
+      channelName: (id) => id,
+      vendorName: (vendor) => vendor,
+    }).value;
+    const group = (id: string) =>
+      new RegExp(`<h3>[^<]*${id}[^<]*</h3><ul class="mono small"><li>crm: ([0-9]+)</li></ul>`);
+    expect(group('amo-main').exec(section)?.[1]).toBe('111');
+    expect(group('bitrix-sales').exec(section)?.[1]).toBe('222');
+  });
+
+  it('says when the deliveries list is cut at its limit, and how to see the rest', async () => {
+    const { deliveriesPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const item = (n: number) => ({
+      id: `dlv_${String(n).padStart(22, '0')}`,
+      destination: 'crm',
+      eventId: `evt_${n}`,
+      eventType: 'conversation.finished',
+      contactId: null,
+      state: 'pending' as const,
+      attempts: 0,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      deliveredAt: null,
+      failedAt: null,
+      lastStatus: null,
+      lastError: null,
+    });
+    const page = (count: number) =>
+      deliveriesPage({
+        csrf: 'x'.repeat(43),
+        destinations: ['crm'],
+        deliveries: Array.from({ length: count }, (_, n) => item(n)),
+        limit: 100,
+      });
+    expect(page(100)).toMatch(/only the first 100 are listed/i);
+    expect(page(99)).not.toMatch(/only the first/i);
+  });
+
+  it('pages the timeline both ways: older entries, and back to the newest from an older page', async () => {
+    const visitor = { name: 'Pavel Pages', email: 'pavel.pages@example.org', number: '9201' };
+    for (let n = 0; n < 14; n += 1) {
+      const sent = await bridge.post(
+        `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        jivo('chat_finished.json', { chat_id: 777200 + n, visitor }),
+      );
+      expect(sent.status).toBe(200);
+    }
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=pavel.pages@example.org')).body
+      .contacts[0];
+    const first = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const older = /<a class="button" href="([^"]+)">Older entries<\/a>/.exec(first.text)?.[1];
+    expect(older).toMatch(new RegExp(`^/console/contacts/${contact.id}\\?before=`));
+    expect(first.text).not.toContain('Newest entries');
+    const second = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
+    expect(second.status).toBe(200);
+    expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
+  });
+
+  it('labels each attempt cell (shown on a phone) as its column header says', async () => {
+    const { deliveryPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const page = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: {
+        id: `dlv_${'0'.repeat(22)}`,
+        destination: 'crm',
+        eventId: 'evt_1',
+        eventType: 'conversation.finished',
+        contactId: null,
+        state: 'failed',
+        attempts: 1,
+        replays: 0,
+        createdAt: at,
+        updatedAt: at,
+        nextAttemptAt: null,
+        deliveredAt: null,
+        failedAt: at,
+        lastStatus: 500,
+        lastError: { status: 500, message: 'down', at },
+        body: {},
+        history: [{ at, status: 500, error: 'down', cycle: 0 }],
+      },
+    });
+    const table = /<table class="attempts">.*?<\/table>/s.exec(page)![0];
+    const headers = [...table.matchAll(/<th scope="col">([^<]+)<\/th>/g)].map((match) => match[1]);
+    const labels = [...table.matchAll(/<td data-label="([^"]+)">/g)].map((match) => match[1]);
+    expect(labels).toEqual(headers);
   });
 
   it('never shows channel tokens or destination secrets', async () => {
@@ -320,6 +499,9 @@ describe('web console', () => {
       const refused = await consoleRequest(bridge.url, `/console/c/${bad}`);
       expect(refused.status, bad).toBe(403);
       expect(refused.text).not.toContain('Svetlana');
+      // An agent has no admin sign-in: the page must not send them to one.
+      expect(refused.text).not.toMatch(/sign in/i);
+      expect(refused.text).not.toContain('/console/sign-in');
     }
     // A link signed with another key is refused too.
     const forged = createAgentLinks({

@@ -83,6 +83,8 @@ export interface WebConsole {
 const COOKIE = 'chatbridge_console';
 const PRE_COOKIE = 'chatbridge_console_pre';
 const TRAFFIC_KEY = 'console:traffic';
+/** Deliveries listed on one page of the console (the list says when it was cut there). */
+const DELIVERIES_LISTED = 100;
 /** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
 const TRAFFIC_WRITE_EVERY_MS = 30_000;
 
@@ -123,7 +125,12 @@ const NOTICES: Record<string, string> = {
 };
 
 const contactsQuerySchema = z.object({ q: z.string().max(200).optional() });
-const pageQuerySchema = z.object({ before: z.string().max(300).optional(), notice: z.string().optional() });
+const pageQuerySchema = z.object({
+  before: z.string().max(300).optional(),
+  notice: z.string().optional(),
+  /** After an unmerge: the contact it split off (linked in the notice when it exists). */
+  split: z.string().max(100).optional(),
+});
 const deliveriesQuerySchema = z.object({
   state: z.enum(['pending', 'delivered', 'failed', '']).optional(),
   destination: z.string().max(200).optional(),
@@ -350,16 +357,20 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             ? `${error.message}. Try again in a moment.`
             : error.message
           : 'An unexpected error happened; the bridge log has the details under this request id.';
+      const code = error instanceof AppError ? error.code : undefined;
       const nextStep =
-        status === 404
-          ? 'Go back and check the address, or search again.'
-          : status === 403
-            ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
-            : status === 503
-              ? 'The store (Redis) is not reachable: check it, then reload this page.'
-              : status === 429
-                ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
-                : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+        code === 'invalid_link'
+          ? // An agent on a read-only link has no admin sign-in to go to.
+            'Click the CRM link in the chat again: it opens this contact with a fresh link.'
+          : status === 404
+            ? 'Go back and check the address, or search again.'
+            : status === 403
+              ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
+              : status === 503
+                ? 'The store (Redis) is not reachable: check it, then reload this page.'
+                : status === 429
+                  ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                  : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)
         for (const [name, value] of Object.entries(error.headers ?? {})) ctx.set(name, value);
@@ -448,6 +459,7 @@ ${timelineSection({
   ...page,
   olderHref: (cursor) =>
     `/console/c/${encodeURIComponent(ctx.params.token!)}${query({ before: cursor })}#timeline`,
+  ...(before ? { newestHref: `/console/c/${encodeURIComponent(ctx.params.token!)}#timeline` } : {}),
   channelName,
   vendorName,
 })}`,
@@ -502,7 +514,7 @@ ${timelineSection({
   });
 
   router.get('/contacts/:id', async (ctx) => {
-    const { before, notice } = parseWith(pageQuerySchema, ctx.query);
+    const { before, notice, split } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(ctx.params.id!);
     if (!found)
       throw new NotFoundError(
@@ -512,12 +524,18 @@ ${timelineSection({
     const contact = found.contact;
     const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
     const csrf = sessionOf(ctx).csrf;
-    const notices = [
-      noticeOf(notice),
-      found.mergedFrom ? `${found.mergedFrom} was merged into this contact.` : undefined,
-    ]
-      .filter(Boolean)
-      .join(' ');
+    // The contact an unmerge split off, linked only when it is one of its own now: a crafted
+    // address cannot put a link to just any contact in the notice.
+    const splitOff =
+      notice === 'unmerged' && split && split !== contact.id && /^c_[A-Za-z0-9]{4,64}$/.test(split)
+        ? await contacts.get(split)
+        : null;
+    const notices = html`${[
+      splitOff && splitOff.contact.id === split
+        ? html`Unmerged: <a href="/console/contacts/${encodeURIComponent(split)}">${splitOff.contact.name ?? split}</a> (<span class="mono">${split}</span>) is its own contact again and will not be merged back automatically.`
+        : noticeOf(notice),
+      found.mergedFrom ? ` ${found.mergedFrom} was merged into this contact.` : undefined,
+    ]}`;
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       {
@@ -525,7 +543,7 @@ ${timelineSection({
         nav: true,
         csrf,
         current: '/console/contacts',
-        ...(notices ? { notice: notices } : {}),
+        ...(notices.value.trim() ? { notice: notices } : {}),
       },
       html`<p><a href="/console/contacts">← Search</a></p>
 ${contactSection({ contact, csrf, channelName, vendorName })}
@@ -533,6 +551,7 @@ ${timelineSection({
   ...page,
   olderHref: (cursor) =>
     `/console/contacts/${encodeURIComponent(contact.id)}${query({ before: cursor })}#timeline`,
+  ...(before ? { newestHref: `/console/contacts/${encodeURIComponent(contact.id)}#timeline` } : {}),
   channelName,
   vendorName,
 })}`,
@@ -544,7 +563,9 @@ ${timelineSection({
     if (!recordId)
       throw new ValidationError('name the record to unmerge', [{ path: 'recordId', message: 'required' }]);
     const result = await contacts.unmerge(ctx.params.id!, { recordId });
-    ctx.redirect(`/console/contacts/${encodeURIComponent(result.contact.id)}?notice=unmerged`);
+    ctx.redirect(
+      `/console/contacts/${encodeURIComponent(result.contact.id)}${query({ notice: 'unmerged', split: result.split.id })}`,
+    );
   });
 
   // --- deliveries ----------------------------------------------------------------------------
@@ -565,8 +586,9 @@ ${timelineSection({
       ...(state ? { state } : {}),
       ...(destination ? { destination } : {}),
       destinations: config.destinations.map((item) => item.id),
+      limit: DELIVERIES_LISTED,
       deliveries: await delivery.list({
-        limit: 100,
+        limit: DELIVERIES_LISTED,
         ...(state ? { state } : {}),
         ...(destination ? { destination } : {}),
       }),

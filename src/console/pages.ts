@@ -14,7 +14,8 @@ export interface PageOptions {
   /** Show the main navigation (not on agent links or the sign-in page). */
   nav?: boolean;
   current?: string;
-  notice?: string;
+  /** Text, or markup built with `html` (escaped) when the notice carries a link. */
+  notice?: string | SafeHtml;
   error?: string;
 }
 
@@ -162,21 +163,29 @@ export function timelineSection(options: {
   entries: TimelineEntry[];
   nextCursor: string | null;
   olderHref: (cursor: string) => string;
+  /** On an older page: the way back to the newest entries. */
+  newestHref?: string;
   channelName: (channelId: string) => string;
   vendorName: (vendor: string) => string;
 }): SafeHtml {
   if (options.entries.length === 0) {
-    return html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
+    return options.newestHref
+      ? html`<h2 id="timeline">Timeline</h2><p class="empty">No older entries. <a href="${options.newestHref}">Newest entries</a></p>`
+      : html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
   }
   return html`<h2 id="timeline">Timeline <span class="muted small">(newest first, all channels)</span></h2>
 <ol class="timeline">${options.entries.map(
     (entry) => html`<li class="entry">
-  <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${options.channelName(entry.channelId)} · <span class="type">${entry.type}</span></div>
+  <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${
+    // Entries the bridge itself writes (an unmerge) belong to no one channel: say so, no gap.
+    entry.channelId ? options.channelName(entry.channelId) : 'all channels'
+  } · <span class="type">${entry.type}</span></div>
   <div class="summary">${entry.summary}</div>
   ${transcript(entry.data)}
 </li>`,
   )}</ol>
-${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}`;
+${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}
+${options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : ''}`;
 }
 
 export function contactSection(options: {
@@ -189,8 +198,12 @@ export function contactSection(options: {
   const { contact } = options;
   const groups = new Map<string, string[]>();
   for (const identity of contact.identities) {
+    // A CRM identity is scoped to its destination (crm/flow.ts): one group per CRM, so ids from
+    // two CRMs are not mixed up.
     const group = identity.kind.startsWith('crm')
-      ? 'CRM'
+      ? identity.channelId
+        ? `CRM ${identity.channelId}`
+        : 'CRM'
       : identity.channelId
         ? options.channelName(identity.channelId)
         : 'Everywhere (person, e-mail, phone)';
@@ -252,12 +265,12 @@ export function contactSection(options: {
   }</section>
 <section class="card"><h2>Merges</h2>${
     contact.merges.length === 0
-      ? html`<p class="muted">This contact was never merged with another.</p>`
+      ? html`<p class="muted">No other record is merged into this contact (past merges and unmerges are on the timeline).</p>`
       : html`<ul>${contact.merges.map(
           (merge) =>
             html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <span class="mono">${merge.via.value}</span>${
               options.csrf
-                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
+                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
                 : ''
             }</li>`,
         )}</ul>`
@@ -272,6 +285,8 @@ export function deliveriesPage(options: {
   destination?: string;
   destinations: string[];
   deliveries: DeliverySummary[];
+  /** How many the list was asked for: a full list may have been cut, and says so. */
+  limit?: number;
   notice?: string;
 }): string {
   const filters = html`<form method="get" action="/console/deliveries" class="filters">
@@ -290,7 +305,7 @@ export function deliveriesPage(options: {
     options.destinations.length === 0
       ? html``
       : html`<details class="card"><summary>Replay all failed deliveries of a destination</summary>
-<form method="post" action="/console/deliveries/replay" class="row">${csrfField(options.csrf)}
+<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of this destination? Each one is sent to it again.">${csrfField(options.csrf)}
   <label for="replay-destination">Destination</label>
   <select id="replay-destination" name="destination">${options.destinations.map(
     (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
@@ -312,7 +327,15 @@ export function deliveriesPage(options: {
   <td data-label="Attempts">${item.attempts}</td>
   <td data-label="Last error">${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
   <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
-          )}</tbody></table></div>`;
+          )}</tbody></table></div>${
+            options.limit !== undefined && options.deliveries.length >= options.limit
+              ? html`<p class="muted">Only the first ${options.limit} are listed (oldest first${options.state ? '' : '; pending, then delivered, then failed'}). ${
+                  options.state && options.destination
+                    ? html`The admin API lists up to 500: <code>GET /api/v1/deliveries?state=${options.state}&amp;destination=${options.destination}&amp;limit=500</code>.`
+                    : 'Choose a state and a destination above to see the others.'
+                }</p>`
+              : ''
+          }`;
   return layout(
     {
       title: 'Deliveries',
@@ -353,7 +376,7 @@ export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; 
 ${
   item.history.length === 0
     ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
-    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Replay</th></tr></thead><tbody>${[
+    : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Cycle</th></tr></thead><tbody>${[
         ...item.history,
       ]
         .reverse()
