@@ -24,8 +24,13 @@ function fixtureText(name: string): string {
   return readFileSync(new URL(`./__fixtures__/${name}`, import.meta.url), 'utf8');
 }
 
-function input(name: string, overrides: Partial<MapInput> = {}): MapInput {
+function input(
+  name: string,
+  overrides: Partial<MapInput> = {},
+  change?: (raw: Record<string, unknown>) => void,
+): MapInput {
   const { payload, repaired } = decodePayload(Buffer.from(fixtureText(name)));
+  change?.(payload);
   if (!isKnownEvent(payload.event_name)) throw new Error(`fixture ${name} is not a known event`);
   return {
     eventName: payload.event_name,
@@ -325,21 +330,14 @@ describe('jivochat idempotency keys', () => {
   });
 
   it('keys an event without its chat or client id on the whole payload, so two people never share a key', () => {
-    const withoutChat = (name: string, change: (raw: Record<string, unknown>) => void) => {
-      const { payload } = decodePayload(Buffer.from(fixtureText(name)));
-      delete payload.chat_id;
-      delete payload.client_id;
-      change(payload);
-      if (!isKnownEvent(payload.event_name)) throw new Error('not a known event');
-      return idempotencyKeyOf({
-        eventName: payload.event_name,
-        envelope: jivoEnvelopeSchema.parse(payload),
-        raw: payload,
-        channelId: 'shop-site',
-        settings,
-        receivedAt: RECEIVED,
-      });
-    };
+    const withoutChat = (name: string, change: (raw: Record<string, unknown>) => void) =>
+      idempotencyKeyOf(
+        input(name, {}, (raw) => {
+          delete raw.chat_id;
+          delete raw.client_id;
+          change(raw);
+        }),
+      );
     const other = (raw: Record<string, unknown>) => {
       raw.user_token = 'cust_other_1';
       raw.visitor = { name: 'Other Person', email: 'other@example.net', number: '99999' };
