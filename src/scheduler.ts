@@ -3,6 +3,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { ScheduledJob } from './contracts/adapter.js';
 import type { Metrics } from './metrics.js';
+import { renewWhileHeld } from './store/renewal.js';
 import type { Lock, Store } from './store/types.js';
 
 /**
@@ -68,33 +69,24 @@ export function createScheduler(options: {
     tickKey: string | undefined,
     labels: { channel: string; job: string },
   ): () => void {
-    let stopped = false;
-    const renew = async () => {
-      try {
+    return renewWhileHeld({
+      ttlMs: runLockTtlMs,
+      async renew() {
         const [held] = await Promise.all([
           lock.renew(runLockTtlMs),
           tickKey === undefined
             ? true
             : store.batch().expect(tickKey, instance).expire(tickKey, TICK_HOLD_MS).exec(),
         ]);
-        if (!held && !stopped) {
-          stop();
-          logger.warn(
-            labels,
-            'scheduled job lost its run lock (it expired before it was renewed); another run may start beside this one',
-          );
-        }
-      } catch (error) {
-        if (!stopped) logger.warn({ ...labels, err: error }, 'could not renew a job lock');
-      }
-    };
-    const timer = setInterval(() => void renew(), runLockTtlMs / 3);
-    timer.unref();
-    const stop = () => {
-      stopped = true;
-      clearInterval(timer);
-    };
-    return stop;
+        return held;
+      },
+      onLost: () =>
+        logger.warn(
+          labels,
+          'scheduled job lost its run lock (it expired before it was renewed); another run may start beside this one',
+        ),
+      onError: (error) => logger.warn({ ...labels, err: error }, 'could not renew a job lock'),
+    });
   }
 
   async function run(entry: SchedulerJob, slot: Date | undefined): Promise<JobOutcome> {

@@ -11,6 +11,7 @@ import type {
   CrmEntityRef,
 } from '../contracts/connector.js';
 import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
+import { renewWhileHeld } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import { CrmError } from './errors.js';
 
@@ -164,15 +165,14 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const options = deps.lock ?? LOCK;
     const lock = await store.lock(keys, options);
     let lost = false;
-    const renew = async () => {
-      try {
-        if (!(await lock.renew(options.ttlMs))) lost = true;
-      } catch {
-        // The store is unreachable: the next renewal, or the check before the create, tries again.
-      }
-    };
-    const timer = setInterval(() => void renew(), Math.max(1, Math.floor(options.ttlMs / 3)));
-    timer.unref();
+    // A renewal that fails (the store unreachable) is tried again, and so is the check before the create.
+    const stopRenewing = renewWhileHeld({
+      ttlMs: options.ttlMs,
+      renew: () => lock.renew(options.ttlMs),
+      onLost: () => {
+        lost = true;
+      },
+    });
     const stillHeld = async () => {
       if (!lost && (await lock.renew(options.ttlMs))) return;
       lost = true;
@@ -185,7 +185,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     try {
       return await work(stillHeld);
     } finally {
-      clearInterval(timer);
+      stopRenewing();
       await lock.release();
     }
   }
