@@ -107,7 +107,7 @@ describe('livetex lookup decode, render and seal', () => {
         evenWork: true,
         holdToDeadline: true,
         requestId: 'r-1',
-        // The jti is claimed in the core's lookup step, kept until exp + skew (at least 1 s).
+        // The jti is claimed in the core's lookup step, kept until exp + 2 × skew (at least 1 s).
         claim: {
           key: `livetex:app:jti:${createHash('sha256').update('j-1').digest('base64url')}`,
           ttlMs: 1000,

@@ -5,7 +5,7 @@ import { createMemoryStore } from '../../src/store/memory.js';
 import { createRedisStore, type RedisStore } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
-import { createLivetexKeyStore, KeyStoreUnreadableError, keyCommands } from './keys.js';
+import { createLivetexKeyStore, jtiClaim, KeyStoreUnreadableError, keyCommands } from './keys.js';
 
 const masterKey = randomBytes(32);
 const now = () => new Date();
@@ -176,5 +176,30 @@ describe('livetex key store (two instances on one Redis)', () => {
         [b.kid, false],
       ]),
     );
+  });
+});
+
+describe('the lookup token replay guard (jtiClaim)', () => {
+  // The time check a token must pass on an instance reading `now` (codec.ts): exp > now - skew.
+  const passesTimeCheck = (exp: number, skew: number, now: Date) => exp > now.getTime() / 1000 - skew;
+
+  it('outlives the time check of an instance whose clock runs up to maxClockSkew behind the claiming one', () => {
+    const skew = 30;
+    const claimedAt = new Date('2026-12-03T12:00:00Z');
+    const exp = claimedAt.getTime() / 1000 + 60;
+    // The claiming instance's clock is 20 s ahead of the other instance's.
+    const other = (at: Date) => new Date(at.getTime() - 20_000);
+    const { ttlMs } = jtiClaim('app', { jti: 'j-1', exp }, skew, claimedAt);
+    const keyGoneAt = new Date(claimedAt.getTime() + ttlMs);
+    // When the key is gone, the slower instance must refuse the token on time alone.
+    expect(passesTimeCheck(exp, skew, other(keyGoneAt))).toBe(false);
+    // And the bound is not loose for nothing: at most another skew plus a second.
+    expect(ttlMs).toBeLessThanOrEqual((exp + 2 * skew - claimedAt.getTime() / 1000 + 1) * 1000);
+  });
+
+  it('keys a jti by a hash, never the jti itself', () => {
+    const { key } = jtiClaim('app', { jti: 'secret-jti', exp: 0 }, 30, new Date(0));
+    expect(key).toMatch(/^livetex:app:jti:[A-Za-z0-9_-]+$/);
+    expect(key).not.toContain('secret-jti');
   });
 });

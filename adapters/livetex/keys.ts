@@ -46,9 +46,14 @@ const OPENED_KEYS_MAX = 256;
 
 /**
  * The replay guard of a lookup token (DESIGN §6): its jti, claimed (SET NX) by the first request
- * that carries it and kept until the token could no longer pass the time check anyway
- * (exp + skew), so a replay is refused for exactly as long as it matters. Shared by every
- * instance; the key holds a hash of the jti, never the jti.
+ * that carries it and kept until the token could no longer pass the time check anyway, on any
+ * instance. Shared by every instance; the key holds a hash of the jti, never the jti.
+ *
+ * The time to live is counted on the claiming instance's clock, but the time check runs on
+ * whichever instance the replay reaches: had the key lived only until exp + skew by the claiming
+ * instance's clock, an instance whose clock is a few seconds behind would still pass the token
+ * after the key expired, and accept the replay. So the key lives another maxClockSkewSeconds:
+ * instances may disagree by as much as the caller may disagree with us.
  */
 export function jtiClaim(
   channelId: string,
@@ -56,7 +61,7 @@ export function jtiClaim(
   maxClockSkewSeconds: number,
   now: Date,
 ): { key: string; ttlMs: number } {
-  const validUntilMs = (claims.exp + maxClockSkewSeconds) * 1000;
+  const validUntilMs = (claims.exp + 2 * maxClockSkewSeconds) * 1000;
   const ttlMs = Math.max(1000, Math.ceil(validUntilMs - now.getTime()) + 1000);
   return {
     // Lossless (src/digest.ts): two jti that differ only in a lone surrogate are two tokens.

@@ -74,8 +74,8 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
         evenWork: true,
         holdToDeadline: settings.evenTiming,
         requestId: claims.requestId,
-        // SET NX on the jti, kept until the token could no longer pass the time check anyway
-        // (exp + skew), so a replay is refused for exactly as long as it matters.
+        // SET NX on the jti, kept until the token could no longer pass the time check on any instance
+        // (exp + 2 × skew: see jtiClaim), so a replay is refused for as long as it matters.
         claim: jtiClaim(channel.id, claims, settings.maxClockSkewSeconds, request.receivedAt),
       },
     };
