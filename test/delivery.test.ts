@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
@@ -20,6 +20,7 @@ import { createHttpClient } from '../src/net/http.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { capturingLogger } from './support/logs.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -107,7 +108,7 @@ async function receiver(): Promise<Receiver> {
 async function setup(
   kind: Kind,
   destinations: DestinationOverrides[],
-  options: { restoreIntervalMs?: number } = {},
+  options: { restoreIntervalMs?: number; logger?: Logger } = {},
 ): Promise<Setup> {
   const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
   const keyPrefix = uniquePrefix('delivery');
@@ -173,6 +174,14 @@ function byContact(receiver: Receiver): Map<string, number[]> {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(condition: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
 
 async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -321,13 +330,19 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
       if (request.webhookId === 'evt_c2_1' && attempts === 1) return { kind: 'hang' };
       return { kind: 'ok' };
     });
-    const { delivery, events } = await setup(kind, [{ url: crm.url, timeoutMs: 300 }]);
+    const { logger: logged, lines } = capturingLogger('info');
+    const { delivery, events } = await setup(kind, [{ url: crm.url, timeoutMs: 300 }], { logger: logged });
     await delivery.start();
     await events.publish([entry('c1', 1), entry('c2', 1)]);
     await crm.waitFor(() => crm.application.length === 2, 5000, 'both events');
     const throttled = crm.requests.filter((request) => request.webhookId === 'evt_c1_1');
-    // The schedule says 100 ms; only Retry-After explains a wait of a second.
-    expect(throttled[1]!.at - throttled[0]!.at).toBeGreaterThanOrEqual(950);
+    expect(throttled).toHaveLength(2);
+    // The schedule says 100 ms; the bridge chose the second Retry-After asked for (what it
+    // decided, read from its log, not a gap measured on a shared machine).
+    const waits = lines.filter((line) => line.event === 'evt_c1_1' && /next in/.test(line.msg));
+    expect(waits.map((line) => line.msg)).toEqual([
+      expect.stringMatching(/\(HTTP 429\b.*\); next in 1000 ms$/),
+    ]);
     // The timed-out attempt is judged by its outcome below (a second attempt, the timeout as its
     // error), not by the gap between arrivals at the server: the client's 300 ms start before the
     // request reaches the server, so on a loaded machine that gap can be shorter.
@@ -364,7 +379,7 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
   it('opens the circuit breaker after repeated failures, then lets one trial through', async () => {
     const crm = await receiver();
     crm.respond({ kind: 'status', status: 500 });
-    const { delivery, events } = await setup(kind, [
+    const { delivery, events, metrics } = await setup(kind, [
       {
         url: crm.url,
         concurrency: 1,
@@ -372,16 +387,20 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
         circuitBreaker: { failureThreshold: 2, cooldown: '700ms' },
       },
     ]);
+    const open = async () =>
+      (await metrics.registry.metrics()).includes('chatbridge_delivery_circuit_open{destination="crm"} 1');
     await delivery.start();
     await events.publish([entry('c1', 1), entry('c2', 1), entry('c3', 1)]);
-    await crm.waitFor(() => crm.requests.length >= 4, 5000, 'four attempts');
-    const [a, b, c, d] = crm.requests.map((request) => request.at);
-    expect(b! - a!).toBeLessThan(500);
-    expect(c! - b!).toBeGreaterThanOrEqual(650);
-    // The half-open trial failed: open again.
-    expect(d! - c!).toBeGreaterThanOrEqual(650);
+    // Outcomes, not gaps between requests (the state machine's timing is pinned on a fake clock
+    // in the CircuitBreaker test below): two failures open it, and it is still open while the
+    // half-open trial after the cooldown fails and opens it again.
+    await crm.waitFor(() => crm.requests.length >= 2, 5000, 'two attempts');
+    await waitFor(open, 'the breaker open after two failures');
+    await crm.waitFor(() => crm.requests.length >= 4, 5000, 'the trials after the cooldown');
+    expect(await open()).toBe(true);
     crm.respond({ kind: 'ok' });
     await crm.waitFor(() => crm.application.length === 3, 5000, 'everything once the receiver is well');
+    await waitFor(async () => !(await open()), 'the breaker closed again');
   });
 
   it('counts a 429 to the half-open trial as an answer: the destination is not left blocked', async () => {
@@ -594,3 +613,36 @@ describe.each<Kind>(['memory', 'redis'])(
     });
   },
 );
+
+describe('CircuitBreaker, on a clock the test moves', () => {
+  it('opens after the threshold, holds for the cooldown, lets one trial through, and reopens or closes on it', () => {
+    const changes: string[] = [];
+    const breaker = new CircuitBreaker(2, 700, (state) => changes.push(state));
+    let now = 1_000;
+    expect(breaker.begin(now)).toBe(true);
+    expect(breaker.failed(now)).toBeNull();
+    expect(breaker.begin(now)).toBe(true);
+    // The second failure in a row opens it for the cooldown.
+    expect(breaker.failed(now)).toBe(700);
+    expect(breaker.current).toBe('open');
+    expect(breaker.begin(now + 699)).toBe(false);
+    expect(breaker.blockedFor(now + 500)).toBe(200);
+    // Cooldown over: one trial, the others wait while it is in flight.
+    now += 700;
+    expect(breaker.begin(now)).toBe(true);
+    expect(breaker.current).toBe('half-open');
+    expect(breaker.begin(now)).toBe(false);
+    // The trial failed: open again for a whole cooldown.
+    expect(breaker.failed(now)).toBe(700);
+    expect(breaker.begin(now + 699)).toBe(false);
+    now += 700;
+    expect(breaker.begin(now)).toBe(true);
+    breaker.reachable();
+    expect(breaker.current).toBe('closed');
+    expect(breaker.begin(now)).toBe(true);
+    expect(breaker.begin(now)).toBe(true);
+    // Closed again: one failure is not enough to open it.
+    expect(breaker.failed(now)).toBeNull();
+    expect(changes).toEqual(['open', 'half-open', 'open', 'half-open', 'closed']);
+  });
+});

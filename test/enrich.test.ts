@@ -118,9 +118,9 @@ function contact(id: string): Contact {
 }
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-const waitUntil = async (check: () => boolean, timeoutMs = 2000) => {
+const waitUntil = async (check: () => boolean | Promise<boolean>, timeoutMs = 5000) => {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -152,7 +152,9 @@ describe('attribute sources', () => {
         {
           id: 'crm',
           url: crm.url,
-          timeoutMs: 500,
+          // The longest allowed: a loaded machine must not turn an answer into a timeout. The
+          // tests about timeouts set their own.
+          timeoutMs: 10_000,
           cacheTtlSeconds: 60,
           headers: { 'x-api-key': 'k1' },
           ...overrides,
@@ -250,11 +252,10 @@ describe('attribute sources', () => {
   it('gives up at its own timeout and closes the connection', async () => {
     const [source] = sources({ timeoutMs: 150 });
     crm.behaviour.set('slow', 'hang');
-    const started = Date.now();
+    // The fake CRM never answers 'slow': only the source's own timeout can end the lookup.
     await expect(source!.lookup(contact('slow'), new AbortController().signal)).rejects.toThrow(
       /timed out after 150 ms/,
     );
-    expect(Date.now() - started).toBeLessThan(1000);
     await waitUntil(() => crm.abandoned.includes('slow'));
     expect(await metrics.registry.metrics()).toContain(
       'chatbridge_attribute_source_lookups_total{source="crm",outcome="timeout"} 1',
@@ -265,10 +266,9 @@ describe('attribute sources', () => {
     const [source] = sources({ timeoutMs: 5000 });
     crm.behaviour.set('slow', 'hang');
     const controller = new AbortController();
-    const started = Date.now();
     setTimeout(() => controller.abort(), 50);
+    // 'cancelled', not the 5 s timeout's message: the caller's abort ended it.
     await expect(source!.lookup(contact('slow'), controller.signal)).rejects.toThrow(/cancelled/);
-    expect(Date.now() - started).toBeLessThan(1000);
     await waitUntil(() => crm.abandoned.includes('slow'));
     await expect(source!.lookup(contact('other'), controller.signal)).rejects.toThrow();
     expect(crm.requests.map((request) => request.contactId)).toEqual(['slow']);
@@ -288,12 +288,16 @@ describe('attribute sources', () => {
     // Same fake server: the slow source asks for a contact the server never answers.
     facts.addSource({ id: 'slow', lookup: (_contact, signal) => slow!.lookup(contact('never'), signal) });
     crm.behaviour.set('never', 'hang');
-    const started = Date.now();
     const answer = await facts.forContact(contact('ct_9'), { channelId: 'site', deadlineMs: 200 });
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(190);
-    expect(elapsed).toBeLessThan(700);
     expect(answer.missing).toEqual(['slow']);
+    // Left out because the deadline cancelled it, not because its own 5 s timeout fired (the
+    // outcome says which); the fake clock test in facts.test.ts pins the deadline itself.
+    await waitUntil(async () =>
+      (await metrics.registry.metrics()).includes(
+        'chatbridge_attribute_source_lookups_total{source="slow",outcome="aborted"} 1',
+      ),
+    );
+    expect(await metrics.registry.metrics()).not.toContain('outcome="timeout"');
     expect(answer.facts.map((fact) => fact.key)).toEqual(['segment', 'orders', 'since']);
     expect(answer.crmLink).toBe('https://crm.example/contacts/ct_9');
     await waitUntil(() => crm.abandoned.includes('never'));

@@ -55,6 +55,8 @@ export interface ChatvisorClientOptions {
   /** Backoff base and cap (ms); tests make them small. */
   backoff?: { baseMs: number; capMs: number };
   random?: () => number;
+  /** How the client waits before a retry (Retry-After or backoff); tests record the waits. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 export interface PageRequest {
@@ -290,7 +292,7 @@ export class ChatvisorClient {
           'chatvisor call failed',
         );
         if (canRetry && (spec.idempotent || !sent)) {
-          await sleep(this.backoffMs(attempt), input.signal);
+          await this.wait(this.backoffMs(attempt), input.signal);
           continue;
         }
         throw new ChatvisorUnavailableError({ operation, reason, cause: error });
@@ -320,7 +322,7 @@ export class ChatvisorClient {
             { operation, method: spec.method, path, status, attempt, retryAfterMs },
             'chatvisor rate limit',
           );
-          await sleep(retryAfterMs ?? this.backoffMs(attempt), input.signal);
+          await this.wait(retryAfterMs ?? this.backoffMs(attempt), input.signal);
           continue;
         }
         throw new ChatvisorRateLimitedError({ operation, vendorStatus: status, retryAfterMs });
@@ -332,13 +334,17 @@ export class ChatvisorClient {
             { operation, method: spec.method, path, status, attempt },
             'chatvisor server error; retrying',
           );
-          await sleep(retryAfterMs ?? this.backoffMs(attempt), input.signal);
+          await this.wait(retryAfterMs ?? this.backoffMs(attempt), input.signal);
           continue;
         }
         throw new ChatvisorUnavailableError({ operation, vendorStatus: status, reason: `HTTP ${status}` });
       }
       throw new ChatvisorRejectedError({ operation, vendorStatus: status, detail: vendorDetail(response) });
     }
+  }
+
+  private wait(ms: number, signal?: AbortSignal): Promise<void> {
+    return (this.options.sleep ?? sleep)(ms, signal);
   }
 
   private backoffMs(attempt: number): number {
