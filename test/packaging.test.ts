@@ -10,16 +10,17 @@ import { describe, expect, it } from 'vitest';
 const ROOT = resolve(import.meta.dirname, '..');
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { license: string };
 
-function readmes(directory: string): string[] {
+function filesEndingIn(directory: string, suffix: string): string[] {
   const found: string[] = [];
   for (const name of readdirSync(directory)) {
     if (name === 'node_modules' || name === 'dist' || name.startsWith('.')) continue;
     const path = join(directory, name);
-    if (statSync(path).isDirectory()) found.push(...readmes(path));
-    else if (name.endsWith('.md')) found.push(path);
+    if (statSync(path).isDirectory()) found.push(...filesEndingIn(path, suffix));
+    else if (name.endsWith(suffix)) found.push(path);
   }
   return found;
 }
+const readmes = (directory: string) => filesEndingIn(directory, '.md');
 
 describe('packaging', () => {
   it('has a LICENSE file for the license package.json declares', () => {
@@ -54,4 +55,18 @@ describe('packaging', () => {
     }
     expect(problems).toEqual([]);
   });
+
+  it('no test measures a duration: tests assert outcomes, which a loaded machine cannot stretch', () => {
+    // Test code (tests, test/support, adapters' test-support) subtracting a clock reading is a
+    // duration about to be compared; pin time with a fake clock or assert what happened instead.
+    const testCode = filesEndingIn(ROOT, '.ts').filter((file) =>
+      /\.test\.ts$|[/\\](support|test-support)[/\\]/.test(relative(ROOT, file)),
+    );
+    expect(testCode.length).toBeGreaterThan(50);
+    const measuring = testCode.filter((file) =>
+      /(performance\.now|Date\.now)\(\)\s*-\s*[A-Za-z_]/.test(readFileSync(file, 'utf8')),
+    );
+    expect(measuring.map((file) => relative(ROOT, file))).toEqual([]);
+  });
 });
+
