@@ -69,4 +69,3 @@ describe('packaging', () => {
     expect(measuring.map((file) => relative(ROOT, file))).toEqual([]);
   });
 });
-
