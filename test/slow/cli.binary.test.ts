@@ -69,7 +69,7 @@ describe('chatbridge start (the real binary)', () => {
     expect(await exited).toBe(0);
     expect(output.stderr).toContain('chatbridge stopped');
     expect(output.stdout).toBe('');
-  }, 60_000);
+  }, 120_000);
 
   it('PORT wins over a literal server.port in the file', async () => {
     const port = await freePort();
@@ -82,7 +82,7 @@ describe('chatbridge start (the real binary)', () => {
     expect(ready, output.stderr).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-  }, 60_000);
+  }, 120_000);
 
   it("an operator who chose allocation-site pretenuring on node's command line keeps it", async () => {
     const port = await freePort();
@@ -97,7 +97,7 @@ describe('chatbridge start (the real binary)', () => {
     expect(output.stderr).not.toContain('V8 settings for serving');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-  }, 60_000);
+  }, 120_000);
 
   it('main, types and exports point at files that exist after the build, and load', async () => {
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as {
@@ -140,5 +140,5 @@ describe('chatbridge start (the real binary)', () => {
     } finally {
       await cleanupPrefix(redisUrl, keyPrefix);
     }
-  }, 60_000);
+  }, 120_000);
 });

@@ -105,5 +105,5 @@ describe('every webhook delivered three times gives one timeline entry', () => {
       expect(entries.map((entry) => entry.type).sort(), `timeline of person ${index}`).toEqual(expected);
       expect(new Set(entries.map((entry) => entry.id)).size).toBe(entries.length);
     }
-  }, 30_000);
+  }, 120_000);
 });
