@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import type { AttributeSourceConfig } from '../config/schema.js';
 import type { FactSource, FactSourceResult } from '../contacts/facts.js';
@@ -6,7 +7,6 @@ import { isHttpLink } from '../contacts/links.js';
 import { attributeTypeSchema, type Fact } from '../contacts/types.js';
 import type { Metrics } from '../metrics.js';
 import { type HttpClient, HttpNetworkError } from '../net/http.js';
-import { TtlLru } from './cache.js';
 
 /**
  * One attribute source (DESIGN §3 attributeSources): `POST {contact}` to the company's URL,
@@ -82,11 +82,21 @@ export function createHttpAttributeSource(
     ['source'],
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   );
-  const cache = new TtlLru<FactSourceResult>(
-    options.cacheMaxEntries ?? 10_000,
-    config.cacheTtlSeconds * 1000,
-    options.now ?? Date.now,
-  );
+  // In process on purpose: the cache takes a CRM round trip out of a vendor answer with a
+  // deadline of a second or two, so it must cost nothing to read (a Redis trip would eat into the
+  // same budget); a per-instance copy at most cacheTtlSeconds stale is what the config promises.
+  // cacheTtlSeconds 0 turns it off (lru-cache reads ttl 0 as "never expires").
+  const maxEntries = options.cacheMaxEntries ?? 10_000;
+  const ttl = config.cacheTtlSeconds * 1000;
+  const cache =
+    ttl > 0 && maxEntries > 0
+      ? new LRUCache<string, FactSourceResult>({
+          max: maxEntries,
+          ttl,
+          ttlResolution: 0,
+          perf: { now: options.now ?? Date.now },
+        })
+      : undefined;
   const count = (outcome: string) => lookups.inc({ source: config.id, outcome });
 
   function toResult(body: unknown): FactSourceResult {
@@ -144,7 +154,7 @@ export function createHttpAttributeSource(
     id: config.id,
     async lookup(contact, signal) {
       signal.throwIfAborted();
-      const cached = cache.get(contact.id);
+      const cached = cache?.get(contact.id);
       if (cached) {
         count('hit');
         return cached;
@@ -176,7 +186,7 @@ export function createHttpAttributeSource(
       if (response.status === 404) {
         count('not_found');
         const nothing: FactSourceResult = { facts: [] };
-        cache.set(contact.id, nothing);
+        cache?.set(contact.id, nothing);
         return nothing;
       }
       if (response.status < 200 || response.status >= 300) {
@@ -191,7 +201,7 @@ export function createHttpAttributeSource(
         throw error;
       }
       count('ok');
-      cache.set(contact.id, result);
+      cache?.set(contact.id, result);
       return result;
     },
   };

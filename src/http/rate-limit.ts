@@ -1,13 +1,13 @@
-import { TtlLru } from '../enrich/cache.js';
+import { LRUCache } from 'lru-cache';
 
 /**
- * Fixed-window counters per key (a client address, a channel), in process. Kept in the
- * project's own bounded LRU (src/enrich/cache.ts) rather than a new dependency: it already caps
- * memory however many addresses an attacker rotates through, which is the one property needed
- * here. Per instance: N instances allow N times the limit, which is documented.
+ * Fixed-window counters per key (a client address, a channel), in process, in a bounded LRU
+ * (lru-cache, as the engine's and LiveTex's caches): memory stays capped however many addresses
+ * an attacker rotates through, and a window is forgotten once it is over. Per instance: N
+ * instances allow N times the limit, which is documented.
  */
 export class WindowLimiter {
-  private readonly windows: TtlLru<{ count: number; resetAt: number }>;
+  private readonly windows: LRUCache<string, { count: number; resetAt: number }>;
 
   constructor(
     private readonly limit: number,
@@ -15,7 +15,9 @@ export class WindowLimiter {
     maxKeys = 50_000,
     private readonly now: () => number = Date.now,
   ) {
-    this.windows = new TtlLru(maxKeys, windowMs, now);
+    // ttlResolution 0: read the clock on every call (the default caches it for a millisecond,
+    // which a test's pinned clock would not see move).
+    this.windows = new LRUCache({ max: maxKeys, ttl: windowMs, ttlResolution: 0, perf: { now } });
   }
 
   /** Seconds until `key` may try again, or 0 when it is under its limit. */
@@ -32,7 +34,7 @@ export class WindowLimiter {
     if (!window || window.resetAt <= at) this.windows.set(key, { count: 1, resetAt: at + this.windowMs });
     else {
       window.count++;
-      // Re-set keeps it most recently used; TtlLru's own expiry is only for eviction.
+      // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
       this.windows.set(key, window);
     }
   }
