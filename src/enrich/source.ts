@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { AttributeSourceConfig } from '../config/schema.js';
 import type { FactSource, FactSourceResult } from '../contacts/facts.js';
