@@ -24,12 +24,20 @@ describe('CRM rate limiter', () => {
   it('admits requests at least 1000/perSecond ms apart on the store clock, across limiters sharing the store', async () => {
     let clock = 1_000_000;
     const store = createMemoryStore({ now: () => clock });
+    // Each admission at the store clock's reading when the pace key was set: read inside the
+    // store call (the memory store applies it at once), not when the caller's promise settles,
+    // by which time the loop below may have moved the clock.
+    const admitted: number[] = [];
+    const set = store.set.bind(store);
+    store.set = async (key, value, options) => {
+      const at = clock;
+      const done = await set(key, value, options);
+      if (done) admitted.push(at);
+      return done;
+    };
     const a = createRateLimiter(store, 'amo', 50);
     const b = createRateLimiter(store, 'amo', 50);
-    const admitted: number[] = [];
-    const waiting = Array.from({ length: 8 }, (_, index) =>
-      (index % 2 ? a : b).acquire().then(() => admitted.push(clock)),
-    );
+    const waiting = Array.from({ length: 8 }, (_, index) => (index % 2 ? a : b).acquire());
     // The store's clock moves only when the test moves it.
     const deadline = performance.now() + 5000;
     while (admitted.length < 8 && performance.now() < deadline) {
