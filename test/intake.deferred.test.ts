@@ -256,6 +256,48 @@ describe('acknowledge after append (two instances on one Redis)', () => {
   });
 });
 
+describe('acknowledge after append, then turned off', () => {
+  it('a worker whose config has the option off still records what was acknowledged while it was on', async () => {
+    // Turning the option off (or a rolling deploy where only the web instances have it) left the
+    // acknowledged events in the list for good: only a worker with the option on drained it.
+    const keyPrefix = `deferred-off-${process.pid}-${Date.now()}`;
+    const channels = [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }];
+    const web = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      role: 'web',
+      config: { intake: { ackAfterAppend: true }, channels },
+    });
+    bridges.push(web);
+    const redis = new Redis(web.redisUrl!);
+    try {
+      for (let n = 620; n < 623; n++) {
+        expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+      }
+      expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(3);
+      const worker = await startTestBridge({
+        store: 'redis',
+        keyPrefix,
+        role: 'worker',
+        config: { intake: { ackAfterAppend: false }, channels },
+      });
+      bridges.push(worker);
+      for (let n = 620; n < 623; n++) {
+        const contacts = await eventually(
+          () => contactsByEmail(web, `deferred-${n}@example.org`),
+          (list) => list.length === 1,
+        );
+        expect(contacts, `deferred-${n}`).toHaveLength(1);
+      }
+      expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(0);
+    } finally {
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    }
+  });
+});
+
 describe('acknowledge after append: a full backlog on a web instance', () => {
   it('defers again once a worker instance drained the backlog', async () => {
     const keyPrefix = `deferred-refill-${process.pid}-${Date.now()}`;

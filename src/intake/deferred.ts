@@ -517,6 +517,22 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     })();
   }
 
+  /**
+   * The poll: one LLEN while the list is empty as far as this instance knows, rather than a drain
+   * round's lock, read and unlock. Every worker polls, with `ackAfterAppend` off too (items
+   * appended while it was on are drained whatever the option says now), so an idle poll is kept
+   * to one trip. A failed read wakes the drain anyway: it retries and logs as it always has.
+   */
+  function poll() {
+    if (!running || draining || known > 0) return wake();
+    store.llen(DEFERRED_KEY).then(
+      (length) => {
+        if (length > 0) wake();
+      },
+      () => wake(),
+    );
+  }
+
   return {
     append,
     drain,
@@ -524,7 +540,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       if (running) return;
       running = true;
       // Items appended by other instances (role web) or left by a crash are found by polling.
-      timer = setInterval(wake, pollMs);
+      timer = setInterval(poll, pollMs);
       timer.unref();
       wake();
     },
