@@ -5,8 +5,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jivochatAdapter } from '../adapters/jivochat/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
+import { ConflictError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
-import { createDeferredIntake, DEFERRED_CHUNK, DEFERRED_KEY } from '../src/intake/deferred.js';
+import {
+  createDeferredIntake,
+  DEFERRED_CHUNK,
+  DEFERRED_INVALID_KEY,
+  DEFERRED_KEY,
+} from '../src/intake/deferred.js';
 import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
@@ -625,6 +631,76 @@ describe('the deferred worker', () => {
       expect(found[0]!.channels[0]?.observations).toBe(1);
     }
     expect(await deferred.drain()).toEqual({ recorded: 0, busy: false });
+  });
+
+  it('an item done in a chunk kept for the retry of another is not done again: journalled, set aside and counted once', async () => {
+    // The chunk stays in the list until all of it is recorded, and each round recorded all of it
+    // again: a refused item went to the journal once per round (a ring: copies pushed real
+    // entries out), an unreadable one to the invalid list once per round, and the outcome
+    // counter counted every item of the chunk again.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let failures = 2;
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
+          // Passing (one person written too often at once): the chunk is kept and tried again.
+          if (email === 'deferred-1@example.org' && failures-- > 0)
+            throw new ConflictError('identity_contention', 'the contact changed too often; retry');
+          return target.observe(...args);
+        };
+      },
+    });
+    const journal = createPayloadJournal(store);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    const append = (body: unknown) =>
+      deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(body)),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    // Identifiers that are all junk (blocklisted): refused by the engine, kept in the journal.
+    const { user_token: _token, ...junk } = finished(0) as Record<string, unknown>;
+    expect(await append({ ...junk, visitor: { name: 'Nobody', email: 'null', number: '0' } })).toBe(true);
+    expect(await append(finished(1))).toBe(true);
+    expect(await append(finished(2))).toBe(true);
+    await store.rpush(DEFERRED_KEY, Buffer.from('not an item'));
+
+    expect(await deferred.drain()).toEqual({ recorded: 0, busy: true });
+    expect(await deferred.drain()).toEqual({ recorded: 0, busy: true });
+    expect(await deferred.drain()).toEqual({ recorded: 4, busy: false });
+
+    expect(await journal.list({ limit: 10 })).toHaveLength(1);
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+    for (const n of [1, 2]) {
+      const found = await engine.find({ email: `deferred-${n}@example.org` });
+      expect(found, `deferred-${n}`).toHaveLength(1);
+      expect(found[0]!.channels[0]?.observations).toBe(1);
+    }
+    const counted = (await metrics.registry.getSingleMetric('chatbridge_intake_deferred_total')!.get())
+      .values;
+    const count = (outcome: string) => counted.find((value) => value.labels.outcome === outcome)?.value ?? 0;
+    expect({
+      recorded: count('recorded'),
+      journalled: count('journalled'),
+      retried: count('retried'),
+    }).toEqual({
+      recorded: 2,
+      journalled: 1,
+      retried: 2,
+    });
   });
 
   it('a web instance defers again once another instance drained a full backlog', async () => {

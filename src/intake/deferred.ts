@@ -403,17 +403,39 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
    * transcripts) while the vendors' own requests waited for their answers.
    */
-  async function recordAll(items: Buffer[]): Promise<Array<'done' | 'retry'>> {
+  async function recordAll(items: Buffer[], done: readonly boolean[]): Promise<Array<'done' | 'retry'>> {
     const outcomes = new Array<'done' | 'retry'>(items.length);
     let next = 0;
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = await record(items[index]!);
+        outcomes[index] = done[index] ? 'done' : await record(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
     return outcomes;
+  }
+
+  /**
+   * The chunk a round left in the list (an item waits for a retry, the lock ran long, WAIT did not
+   * answer) and which of its items that round finished, under which write mark. The next round
+   * skips those: recording them again changed nothing in the engine, but a refused item went to
+   * the journal once per round (a bounded ring, whose copies pushed other entries out), an
+   * unreadable one to the invalid list, and every item was counted again. Only while the list
+   * still starts with exactly those items and the connection is the one they were written on
+   * (after a reconnection WAIT no longer vouches for those writes, so they are made again).
+   */
+  let carried: { items: Buffer[]; done: boolean[]; mark: number | undefined } | undefined;
+  function doneBefore(items: Buffer[], mark: number | undefined): boolean[] {
+    const before = carried;
+    carried = undefined;
+    if (!before || before.mark !== mark) return [];
+    const done: boolean[] = [];
+    for (let index = 0; index < before.items.length && index < items.length; index++) {
+      if (!before.items[index]!.equals(items[index]!)) return [];
+      done.push(before.done[index]!);
+    }
+    return done;
   }
 
   /** One chunk under the drain lock: read, record all (concurrently), trim exactly what was read. */
@@ -433,9 +455,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         setKnown(0);
         return { recorded: 0, busy: false, more: false };
       }
-      const outcomes = await recordAll(items);
-      // A chunk is trimmed only when all of it is recorded: the engine is idempotent, so the
-      // items recorded this time change nothing when the chunk is read again.
+      const outcomes = await recordAll(items, doneBefore(items, writeMark));
+      // Kept until the trim below holds (see `carried`); any return before it leaves the chunk.
+      carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
+      // A chunk is trimmed only when all of it is recorded: the next round records what is left.
       if (outcomes.includes('retry')) return { recorded: 0, busy: true, more: false };
       // Past half the lock's lifetime another instance may be draining the same items: leave
       // the trim to the next round rather than cut items nobody has read (as the outbox drain).
@@ -447,7 +470,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       await store.confirmWrites?.(writeMark);
       const batch = store.batch().expectListHead(DEFERRED_KEY, items);
       batch.ltrim(DEFERRED_KEY, items.length, -1);
-      if (!(await batch.exec())) {
+      const trimmed = await batch.exec();
+      carried = undefined;
+      if (!trimmed) {
         logger.warn(
           { items: items.length },
           'deferred intake: the list changed under this drain (a Redis failover in between?); recording the chunk again',
