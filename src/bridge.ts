@@ -102,6 +102,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const now = options.now ?? (() => new Date());
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
   const store = options.store ?? (await createStore(config.store, logger));
+  // chatbridge_store_up: the same check as /readyz (DESIGN §12: the store accepts writes).
+  metrics.watchStore(() => (store.probeWrite ? store.probeWrite() : store.ping()));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
   const journal = createPayloadJournal(store, now, config.limits);
