@@ -703,6 +703,59 @@ describe('the deferred worker', () => {
     });
   });
 
+  it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {
+    // stop() awaited a drain that went on chunk after chunk until the list was empty: a SIGTERM
+    // with a backlog waited for all of it (10,000 items by default), far past the grace period.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          started();
+          await released;
+          return target.observe(...args);
+        };
+      },
+    });
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 10_000,
+    });
+    const items = 3 * DEFERRED_CHUNK;
+    for (let n = 0; n < items; n++) {
+      await deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1000 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    }
+    deferred.start();
+    await first;
+    const stopped = deferred.stop();
+    release();
+    await stopped;
+    // The chunk in hand was recorded and trimmed; the other two wait for the next worker.
+    expect(await store.llen(DEFERRED_KEY)).toBe(items - DEFERRED_CHUNK);
+    expect(await engine.find({ email: 'deferred-1000@example.org' })).toHaveLength(1);
+    expect(await engine.find({ email: `deferred-${1000 + items - 1}@example.org` })).toHaveLength(0);
+  });
+
   it('a web instance defers again once another instance drained a full backlog', async () => {
     // A `web` instance neither drains nor appends while the backlog is full, so it only learns
     // of a drain by reading the list's length again (at most once per second of its clock).

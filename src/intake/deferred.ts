@@ -147,6 +147,7 @@ export interface DeferredIntake {
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
   start(): void;
+  /** Stops the background draining once the chunk in hand is recorded; what is left stays in the store. */
   stop(): Promise<void>;
   /** Items waiting, as last seen by this instance (from append replies, drains and rechecks of a full backlog). */
   backlog(): number;
@@ -486,12 +487,17 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     }
   }
 
-  async function drain(): Promise<{ recorded: number; busy: boolean }> {
+  /** Chunk after chunk until the list is empty, or (the background drain) until `stop()`. */
+  async function drain(whileRunning = false): Promise<{ recorded: number; busy: boolean }> {
     let total = 0;
     for (;;) {
       const round = await drainChunk();
       total += round.recorded;
       if (round.busy || !round.more) return { recorded: total, busy: round.busy };
+      // Stopping: the chunk in hand is finished, the rest waits in the store for the next worker.
+      // Draining on would keep a shutdown waiting for the whole backlog (10,000 items by
+      // default), far past server.shutdownTimeoutMs and a platform's grace before SIGKILL.
+      if (whileRunning && !running) return { recorded: total, busy: false };
     }
   }
 
@@ -526,7 +532,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       do {
         again = false;
         try {
-          const result = await drain();
+          const result = await drain(true);
           if (result.busy && running) {
             // Another instance drains, or an item waits for a retry: look again shortly.
             clearTimeout(retryTimer);
@@ -535,7 +541,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         } catch (error) {
           logger.warn({ err: error }, 'deferred intake drain failed; retrying');
           clearTimeout(retryTimer);
-          retryTimer = setTimeout(wake, RETRY_MS);
+          if (running) retryTimer = setTimeout(wake, RETRY_MS);
         }
       } while (again && running);
       draining = null;
