@@ -94,10 +94,29 @@ export class Metrics {
     ) as Counter<L>;
   }
 
-  gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+  /** `collect`, when given, runs at every scrape (to read a value that lives in the store). */
+  gauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[] = [],
+    collect?: (gauge: Gauge<L>) => Promise<void>,
+  ): Gauge<L> {
     return this.memo(
       name,
-      () => new Gauge({ name, help, labelNames, registers: [this.registry] }),
+      () =>
+        new Gauge<L>({
+          name,
+          help,
+          labelNames,
+          registers: [this.registry],
+          ...(collect
+            ? {
+                async collect(this: Gauge<L>) {
+                  await collect(this);
+                },
+              }
+            : {}),
+        }) as Gauge,
     ) as Gauge<L>;
   }
 

@@ -20,6 +20,7 @@ import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
+import { getTestRedisUrl } from './support/redis.js';
 
 /**
  * intake.ackAfterAppend (issue 12 item 2): events whose answer carries no contact data are
@@ -296,6 +297,53 @@ describe('acknowledge after append, then turned off', () => {
         expect(contacts, `deferred-${n}`).toHaveLength(1);
       }
       expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(0);
+    } finally {
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    }
+  });
+});
+
+describe('acknowledge after append: the backlog metric', () => {
+  it('shows the waiting events on every instance: a worker that never appended, a web instance after the drain', async () => {
+    // It was each instance's own count: the worker showed 0 with events waiting, and the web
+    // instance kept its last append's count after the worker had drained the list.
+    const keyPrefix = `deferred-gauge-${process.pid}-${Date.now()}`;
+    const config = {
+      intake: { ackAfterAppend: true },
+      channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+    };
+    const backlog = async (bridge: TestBridge) => {
+      const gauge = bridge.bridge.metrics.registry.getSingleMetric('chatbridge_intake_deferred_backlog');
+      return (await gauge!.get()).values[0]?.value;
+    };
+    const redis = new Redis(await getTestRedisUrl());
+    try {
+      const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config });
+      bridges.push(web);
+      for (let n = 640; n < 643; n++) {
+        expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+      }
+      const worker = await startTestBridge({
+        store: 'redis',
+        keyPrefix,
+        role: 'worker',
+        start: false,
+        config,
+      });
+      bridges.push(worker);
+      expect(await backlog(web)).toBe(3);
+      expect(await backlog(worker)).toBe(3);
+      await worker.bridge.start();
+      expect(
+        await eventually(
+          () => redis.llen(`${keyPrefix}:intake:deferred`),
+          (length) => length === 0,
+        ),
+      ).toBe(0);
+      expect(await backlog(web)).toBe(0);
+      expect(await backlog(worker)).toBe(0);
     } finally {
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);

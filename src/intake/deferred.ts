@@ -176,9 +176,18 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     'Observations acknowledged after a durable append and recorded by the worker, by outcome (recorded, journalled, retried)',
     ['outcome'],
   );
-  const backlogGauge = metrics.gauge(
+  // Read from the store at each scrape. It was this instance's own count (`known` below): a `web`
+  // instance kept showing its last append's count after a worker had drained the list, and a
+  // `worker` instance, which never appends, showed 0 with the list full. A failed read keeps the
+  // value the scrape before read.
+  metrics.gauge(
     'chatbridge_intake_deferred_backlog',
-    'Observations acknowledged and not yet recorded, as last seen by this instance',
+    'Events acknowledged after an append and not yet recorded: the length of the list at the scrape',
+    [],
+    async (gauge) => {
+      const length = await store.llen(DEFERRED_KEY).catch(() => undefined);
+      if (length !== undefined) gauge.set(length);
+    },
   );
   let known = 0;
   /** When `known` was last read from the store (an append's reply, a drain, a recheck). */
@@ -186,7 +195,6 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   const setKnown = (value: number) => {
     known = value;
     knownAt = now();
-    backlogGauge.set(value);
   };
   /**
    * Whether the backlog is full, reading its length again when the count is older than
