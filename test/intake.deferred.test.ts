@@ -12,6 +12,7 @@ import {
   DEFERRED_CHUNK,
   DEFERRED_INVALID_KEY,
   DEFERRED_KEY,
+  DEFERRED_MAX_BODY_BYTES,
 } from '../src/intake/deferred.js';
 import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
@@ -178,6 +179,21 @@ describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)
     expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(31))).status).toBe(200);
     expect(await contactsByEmail(bridge, 'deferred-30@example.org')).toHaveLength(0);
     expect(await contactsByEmail(bridge, 'deferred-31@example.org')).toHaveLength(1);
+  });
+
+  it('records an event larger than 64 KB before answering: the backlog is bounded in bytes too', async () => {
+    // maxBacklog counts items: with 1 MB bodies a stalled worker let the list reach 10 GB
+    // (10,000 of them) before it counted as full. No worker runs here.
+    const bridge = await start(store, { start: false });
+    const body = { ...finished(40), padding: 'p'.repeat(DEFERRED_MAX_BODY_BYTES) };
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ result: 'ok' });
+    expect(await contactsByEmail(bridge, 'deferred-40@example.org')).toHaveLength(1);
+    // One just under the bound is still deferred.
+    const small = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(41));
+    expect(small.status).toBe(200);
+    expect(await contactsByEmail(bridge, 'deferred-41@example.org')).toHaveLength(0);
   });
 
   it('records LiveTex dialog webhooks before answering: their open step reads and writes the dialog memory', async () => {
@@ -612,19 +628,24 @@ describe('the deferred worker', () => {
       expect(decoded).toHaveLength(2);
       expect(decoded[1]).toContain(String(9_100_000 + 720));
 
-      // Bounded by the bodies' bytes too (4 MB): four 1 MB bodies are handed over, the fifth is not.
+      // Bounded by the bodies' bytes too (4 MB): as many ~60 KB bodies as fit are handed over,
+      // the next is not. Appended at once, so that no drain frees room in between.
       const big = (n: number) => {
         const item = request(n);
-        const padded = { ...finished(n), padding: 'p'.repeat(1_000_000) };
+        const padded = { ...finished(n), padding: 'p'.repeat(60_000) };
         return { ...item, rawBody: Buffer.from(JSON.stringify(padded)) };
       };
-      for (let n = 730; n < 735; n++) expect(await here.append(big(n))).toBe(true);
+      const bodyBytes = big(730).rawBody.length;
+      expect(bodyBytes).toBeLessThanOrEqual(DEFERRED_MAX_BODY_BYTES);
+      const last = 730 + Math.floor((4 * 1024 * 1024) / bodyBytes);
+      const bigOnes = Array.from({ length: last - 730 + 1 }, (_, index) => big(730 + index));
+      expect(await Promise.all(bigOnes.map((item) => here.append(item)))).not.toContain(false);
       await eventually(
         () => store.lrangeBuffer(DEFERRED_KEY, 0, -1),
         (items) => items.length === 0,
       );
       expect(decoded).toHaveLength(3);
-      expect(decoded[2]).toContain(String(9_100_000 + 734));
+      expect(decoded[2]).toContain(String(9_100_000 + last));
     } finally {
       await here.stop();
     }

@@ -86,6 +86,14 @@ const HANDOFF_MAX = 256;
 const HANDOFF_BODY_BYTES = 4 * 1024 * 1024;
 /** A handed-off item not drained by this process within this long was drained elsewhere (or lost its turn). */
 const HANDOFF_TTL_MS = 60_000;
+/**
+ * Larger bodies are recorded before their answer, not appended: `maxBacklog` counts items, and with
+ * bodies up to server.bodyLimitBytes (1 MB) a stalled worker let the list grow to 10 GB before the
+ * backlog counted as full; the engine keeps far less of such an event (a timeline entry is capped
+ * at limits.timelineEntryBytes). This bounds the list at maxBacklog × 64 KiB (about 655 MB by default);
+ * a 50-message chat_finished is 7 KB.
+ */
+export const DEFERRED_MAX_BODY_BYTES = 64 * 1024;
 
 /** The first line of an item; the request body follows the newline as it was received (UTF-8). */
 const itemHeaderSchema = z.object({
@@ -139,8 +147,8 @@ export type DeferredRouteLookup = (
 export interface DeferredIntake {
   /**
    * Append one request (durable once the store acknowledged it). False when the backlog is at
-   * `maxBacklog`: the caller then records the observations inline, so a stalled worker slows
-   * vendors down instead of filling the store.
+   * `maxBacklog` or the body is larger than DEFERRED_MAX_BODY_BYTES: the caller then records the
+   * observations inline, so a stalled worker slows vendors down instead of filling the store.
    */
   append(request: DeferredRequest): Promise<boolean>;
   /** Record every item appended so far (this instance drains; another holding the lock: returns). */
@@ -240,6 +248,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   async function append(request: DeferredRequest): Promise<boolean> {
+    if (request.rawBody.length > DEFERRED_MAX_BODY_BYTES) return false;
     // Awaited only when the count says full: the usual append takes no extra turn.
     if (known >= options.maxBacklog && (await backlogFull())) return false;
     // Kept before the push: this process's worker may read the item before the push's reply.
