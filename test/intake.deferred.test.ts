@@ -751,7 +751,8 @@ describe('the deferred worker', () => {
     expect(await deferred.drain()).toEqual({ recorded: 0, busy: true });
     expect(await deferred.drain()).toEqual({ recorded: 4, busy: false });
 
-    expect(await journal.list({ limit: 10 })).toHaveLength(1);
+    // The refused item and the unreadable one, each once.
+    expect(await journal.list({ limit: 10 })).toHaveLength(2);
     expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
     for (const n of [1, 2]) {
       const found = await engine.find({ email: `deferred-${n}@example.org` });
@@ -767,9 +768,34 @@ describe('the deferred worker', () => {
       retried: count('retried'),
     }).toEqual({
       recorded: 2,
-      journalled: 1,
+      journalled: 2,
       retried: 2,
     });
+  });
+
+  it('journals an item it cannot read (one of a newer release, after a rollback), besides setting it aside', async () => {
+    // It went to the invalid list only, which no API, console page or metric shows: an event
+    // answered 200 that nobody could find without reading Redis.
+    const { store, logger, metrics, engine, state } = workerParts();
+    const journal = createPayloadJournal(store);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    const body = JSON.stringify(finished(60));
+    const header = { v: 3, channelId: 'site', vendor: 'jivochat', event: 'chat_finished', contentType: null };
+    await store.rpush(DEFERRED_KEY, Buffer.from(`${JSON.stringify(header)}\n${body}`));
+    expect(await deferred.drain()).toEqual({ recorded: 1, busy: false });
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+    const entries = await journal.list({ limit: 10, channelId: 'site' });
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ kind: 'rejected', vendor: 'jivochat', body });
+    expect(entries[0]!.reason).toContain('not readable');
   });
 
   it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {

@@ -347,6 +347,30 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     });
   }
 
+  /** What can be read of an item that does not unpack: its header's names, and the body after it. */
+  function headerOf(item: Buffer): {
+    channelId?: string;
+    vendor?: string;
+    contentType?: string;
+    body: Buffer;
+  } {
+    const newline = item.indexOf(0x0a);
+    if (newline < 0) return { body: item };
+    try {
+      const header = JSON.parse(item.toString('utf8', 0, newline)) as Record<string, unknown>;
+      const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+      const contentType = text(header.contentType);
+      return {
+        ...(text(header.channelId) === undefined ? {} : { channelId: text(header.channelId)! }),
+        ...(text(header.vendor) === undefined ? {} : { vendor: text(header.vendor)! }),
+        ...(contentType === undefined ? {} : { contentType }),
+        body: item.subarray(newline + 1),
+      };
+    } catch {
+      return { body: item };
+    }
+  }
+
   /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
   async function record(bytes: Buffer): Promise<'done' | 'retry'> {
     let item: Unpacked;
@@ -355,6 +379,19 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     } catch (error) {
       logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
       await store.rpush(DEFERRED_INVALID_KEY, bytes);
+      // Also in the payload journal (the API's and the console's view of what was not recorded):
+      // the invalid list alone is seen by no one who does not read Redis, and these events were
+      // answered 200. An item of a newer release after a rollback, or a decode that fails now.
+      const seen = headerOf(bytes);
+      await journal.record({
+        channelId: seen.channelId ?? 'unknown',
+        vendor: seen.vendor ?? 'unknown',
+        kind: 'rejected',
+        reason: `acknowledged, then not readable by the worker (kept in ${DEFERRED_INVALID_KEY}): ${(error as Error).message}`,
+        rawBody: seen.body,
+        contentType: seen.contentType,
+      });
+      recorded.inc({ outcome: 'journalled' });
       return 'done';
     }
     // Failures are counted per item; its key text is built only once something has failed.
