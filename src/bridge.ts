@@ -102,6 +102,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const now = options.now ?? (() => new Date());
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
   const store = options.store ?? (await createStore(config.store, logger));
+  // chatbridge_store_up: the same check as /readyz (DESIGN §12: the store accepts writes).
+  metrics.watchStore(() => (store.probeWrite ? store.probeWrite() : store.ping()));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
   const journal = createPayloadJournal(store, now, config.limits);
@@ -114,25 +116,27 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     now,
     limits: config.limits,
   });
-  const deferred = config.intake.ackAfterAppend
-    ? createDeferredIntake({
-        store,
-        contacts,
-        journal,
-        logger: logger.child({ component: 'intake' }),
-        metrics,
-        maxBacklog: config.intake.maxBacklog,
-        // The channels are built below; the worker only asks once it runs.
-        routeFor(channelId, vendor, path) {
-          const entry = channels.get(channelId);
-          if (!entry || entry.config.vendor !== vendor) return null;
-          const route = entry.adapter.intake.find(
-            (each) => each.kind === 'webhook' && each.path === path && each.ackAfterAppend === true,
-          );
-          return route ? { route, state: entry.runtime.state } : null;
-        },
-      })
-    : null;
+  // Created whatever `intake.ackAfterAppend` says: the worker drains the list either way, so events
+  // acknowledged while the option was on (before a restart that turned it off, or by a `web`
+  // instance whose config has it while this one's does not) are recorded, not left in the store
+  // for good. Only the intake path's use of it (appending) follows the option.
+  const deferred = createDeferredIntake({
+    store,
+    contacts,
+    journal,
+    logger: logger.child({ component: 'intake' }),
+    metrics,
+    maxBacklog: config.intake.maxBacklog,
+    // The channels are built below; the worker only asks once it runs.
+    routeFor(channelId, vendor, path) {
+      const entry = channels.get(channelId);
+      if (!entry || entry.config.vendor !== vendor) return null;
+      const route = entry.adapter.intake.find(
+        (each) => each.kind === 'webhook' && each.path === path && each.ackAfterAppend === true,
+      );
+      return route ? { route, state: entry.runtime.state } : null;
+    },
+  });
   const facts = createFactService({
     channels: config.channels,
     vendorNames: registry.displayNames(),
@@ -225,7 +229,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     store,
     contacts,
     facts,
-    deferred,
+    deferred: config.intake.ackAfterAppend ? deferred : null,
     journal,
     delivery,
     channels,
@@ -256,7 +260,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       if (started || role === 'web') return;
       started = true;
       scheduler.start();
-      deferred?.start();
+      deferred.start();
       await delivery.start();
     },
     listen(port = config.server.port, host = config.server.host) {
@@ -310,7 +314,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
           ),
         );
         // In-flight recording of acknowledged events finishes; what is left waits in the store.
-        await deferred?.stop();
+        await deferred.stop();
         await scheduler.stop(grace);
         await delivery.close();
         for (const { runtime } of channels.values()) await runtime.close?.();

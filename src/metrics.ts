@@ -42,16 +42,39 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** How a scrape checks the store (set by the bridge, see watchStore). */
+  private storeProbe: (() => Promise<void>) | undefined;
+
+  /**
+   * Checked at every scrape, not only set by /readyz: a worker, or any instance nobody probes for
+   * readiness, showed 0 from its start (and kept whatever the last /readyz saw), so an alert on it
+   * fired for a healthy store and missed a lost one.
+   */
   readonly storeUp = new Gauge({
     name: 'chatbridge_store_up',
-    help: '1 when the store answered the last health check, else 0',
+    help: '1 when the store accepted a write at the last check (each scrape of /metrics, each /readyz), else 0',
     registers: [this.registry],
+    collect: async () => {
+      const probe = this.storeProbe;
+      if (!probe) return;
+      this.storeUp.set(
+        await probe().then(
+          () => 1,
+          () => 0,
+        ),
+      );
+    },
   });
 
   private readonly extra = new Map<string, Counter | Gauge | Histogram>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** What chatbridge_store_up checks at each scrape: the same as /readyz (the store accepts a write). */
+  watchStore(probe: () => Promise<void>): void {
+    this.storeProbe = probe;
   }
 
   /** Vendor (or attribute-source) data cut or dropped by the size limits, by what was cut. */
@@ -71,10 +94,29 @@ export class Metrics {
     ) as Counter<L>;
   }
 
-  gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+  /** `collect`, when given, runs at every scrape (to read a value that lives in the store). */
+  gauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[] = [],
+    collect?: (gauge: Gauge<L>) => Promise<void>,
+  ): Gauge<L> {
     return this.memo(
       name,
-      () => new Gauge({ name, help, labelNames, registers: [this.registry] }),
+      () =>
+        new Gauge<L>({
+          name,
+          help,
+          labelNames,
+          registers: [this.registry],
+          ...(collect
+            ? {
+                async collect(this: Gauge<L>) {
+                  await collect(this);
+                },
+              }
+            : {}),
+        }) as Gauge,
     ) as Gauge<L>;
   }
 

@@ -5,8 +5,15 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jivochatAdapter } from '../adapters/jivochat/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
+import { ConflictError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
-import { createDeferredIntake, DEFERRED_CHUNK, DEFERRED_KEY } from '../src/intake/deferred.js';
+import {
+  createDeferredIntake,
+  DEFERRED_CHUNK,
+  DEFERRED_INVALID_KEY,
+  DEFERRED_KEY,
+  DEFERRED_MAX_BODY_BYTES,
+} from '../src/intake/deferred.js';
 import { createPayloadJournal } from '../src/intake/journal.js';
 import { parseIntakeRequest } from '../src/intake/pipeline.js';
 import { createLogger } from '../src/logger.js';
@@ -14,6 +21,7 @@ import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
+import { getTestRedisUrl } from './support/redis.js';
 
 /**
  * intake.ackAfterAppend (issue 12 item 2): events whose answer carries no contact data are
@@ -173,6 +181,21 @@ describe.each(['memory', 'redis'] as const)('acknowledge after append (%s store)
     expect(await contactsByEmail(bridge, 'deferred-31@example.org')).toHaveLength(1);
   });
 
+  it('records an event larger than 64 KB before answering: the backlog is bounded in bytes too', async () => {
+    // maxBacklog counts items: with 1 MB bodies a stalled worker let the list reach 10 GB
+    // (10,000 of them) before it counted as full. No worker runs here.
+    const bridge = await start(store, { start: false });
+    const body = { ...finished(40), padding: 'p'.repeat(DEFERRED_MAX_BODY_BYTES) };
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ result: 'ok' });
+    expect(await contactsByEmail(bridge, 'deferred-40@example.org')).toHaveLength(1);
+    // One just under the bound is still deferred.
+    const small = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(41));
+    expect(small.status).toBe(200);
+    expect(await contactsByEmail(bridge, 'deferred-41@example.org')).toHaveLength(0);
+  });
+
   it('records LiveTex dialog webhooks before answering: their open step reads and writes the dialog memory', async () => {
     // No worker runs: an event that was only appended would not be on a contact yet.
     const bridge = await start(store, { start: false });
@@ -251,6 +274,95 @@ describe('acknowledge after append (two instances on one Redis)', () => {
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
     } finally {
+      redis.disconnect();
+    }
+  });
+});
+
+describe('acknowledge after append, then turned off', () => {
+  it('a worker whose config has the option off still records what was acknowledged while it was on', async () => {
+    // Turning the option off (or a rolling deploy where only the web instances have it) left the
+    // acknowledged events in the list for good: only a worker with the option on drained it.
+    const keyPrefix = `deferred-off-${process.pid}-${Date.now()}`;
+    const channels = [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }];
+    const web = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      role: 'web',
+      config: { intake: { ackAfterAppend: true }, channels },
+    });
+    bridges.push(web);
+    const redis = new Redis(web.redisUrl!);
+    try {
+      for (let n = 620; n < 623; n++) {
+        expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+      }
+      expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(3);
+      const worker = await startTestBridge({
+        store: 'redis',
+        keyPrefix,
+        role: 'worker',
+        config: { intake: { ackAfterAppend: false }, channels },
+      });
+      bridges.push(worker);
+      for (let n = 620; n < 623; n++) {
+        const contacts = await eventually(
+          () => contactsByEmail(web, `deferred-${n}@example.org`),
+          (list) => list.length === 1,
+        );
+        expect(contacts, `deferred-${n}`).toHaveLength(1);
+      }
+      expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(0);
+    } finally {
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    }
+  });
+});
+
+describe('acknowledge after append: the backlog metric', () => {
+  it('shows the waiting events on every instance: a worker that never appended, a web instance after the drain', async () => {
+    // It was each instance's own count: the worker showed 0 with events waiting, and the web
+    // instance kept its last append's count after the worker had drained the list.
+    const keyPrefix = `deferred-gauge-${process.pid}-${Date.now()}`;
+    const config = {
+      intake: { ackAfterAppend: true },
+      channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+    };
+    const backlog = async (bridge: TestBridge) => {
+      const gauge = bridge.bridge.metrics.registry.getSingleMetric('chatbridge_intake_deferred_backlog');
+      return (await gauge!.get()).values[0]?.value;
+    };
+    const redis = new Redis(await getTestRedisUrl());
+    try {
+      const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config });
+      bridges.push(web);
+      for (let n = 640; n < 643; n++) {
+        expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n))).status).toBe(200);
+      }
+      const worker = await startTestBridge({
+        store: 'redis',
+        keyPrefix,
+        role: 'worker',
+        start: false,
+        config,
+      });
+      bridges.push(worker);
+      expect(await backlog(web)).toBe(3);
+      expect(await backlog(worker)).toBe(3);
+      await worker.bridge.start();
+      expect(
+        await eventually(
+          () => redis.llen(`${keyPrefix}:intake:deferred`),
+          (length) => length === 0,
+        ),
+      ).toBe(0);
+      expect(await backlog(web)).toBe(0);
+      expect(await backlog(worker)).toBe(0);
+    } finally {
+      const keys = await redis.keys(`${keyPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
     }
   });
@@ -516,19 +628,24 @@ describe('the deferred worker', () => {
       expect(decoded).toHaveLength(2);
       expect(decoded[1]).toContain(String(9_100_000 + 720));
 
-      // Bounded by the bodies' bytes too (4 MB): four 1 MB bodies are handed over, the fifth is not.
+      // Bounded by the bodies' bytes too (4 MB): as many ~60 KB bodies as fit are handed over,
+      // the next is not. Appended at once, so that no drain frees room in between.
       const big = (n: number) => {
         const item = request(n);
-        const padded = { ...finished(n), padding: 'p'.repeat(1_000_000) };
+        const padded = { ...finished(n), padding: 'p'.repeat(60_000) };
         return { ...item, rawBody: Buffer.from(JSON.stringify(padded)) };
       };
-      for (let n = 730; n < 735; n++) expect(await here.append(big(n))).toBe(true);
+      const bodyBytes = big(730).rawBody.length;
+      expect(bodyBytes).toBeLessThanOrEqual(DEFERRED_MAX_BODY_BYTES);
+      const last = 730 + Math.floor((4 * 1024 * 1024) / bodyBytes);
+      const bigOnes = Array.from({ length: last - 730 + 1 }, (_, index) => big(730 + index));
+      expect(await Promise.all(bigOnes.map((item) => here.append(item)))).not.toContain(false);
       await eventually(
         () => store.lrangeBuffer(DEFERRED_KEY, 0, -1),
         (items) => items.length === 0,
       );
       expect(decoded).toHaveLength(3);
-      expect(decoded[2]).toContain(String(9_100_000 + 734));
+      expect(decoded[2]).toContain(String(9_100_000 + last));
     } finally {
       await here.stop();
     }
@@ -583,6 +700,155 @@ describe('the deferred worker', () => {
       expect(found[0]!.channels[0]?.observations).toBe(1);
     }
     expect(await deferred.drain()).toEqual({ recorded: 0, busy: false });
+  });
+
+  it('an item done in a chunk kept for the retry of another is not done again: journalled, set aside and counted once', async () => {
+    // The chunk stays in the list until all of it is recorded, and each round recorded all of it
+    // again: a refused item went to the journal once per round (a ring: copies pushed real
+    // entries out), an unreadable one to the invalid list once per round, and the outcome
+    // counter counted every item of the chunk again.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let failures = 2;
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
+          // Passing (one person written too often at once): the chunk is kept and tried again.
+          if (email === 'deferred-1@example.org' && failures-- > 0)
+            throw new ConflictError('identity_contention', 'the contact changed too often; retry');
+          return target.observe(...args);
+        };
+      },
+    });
+    const journal = createPayloadJournal(store);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    const append = (body: unknown) =>
+      deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(body)),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    // Identifiers that are all junk (blocklisted): refused by the engine, kept in the journal.
+    const { user_token: _token, ...junk } = finished(0) as Record<string, unknown>;
+    expect(await append({ ...junk, visitor: { name: 'Nobody', email: 'null', number: '0' } })).toBe(true);
+    expect(await append(finished(1))).toBe(true);
+    expect(await append(finished(2))).toBe(true);
+    await store.rpush(DEFERRED_KEY, Buffer.from('not an item'));
+
+    expect(await deferred.drain()).toEqual({ recorded: 0, busy: true });
+    expect(await deferred.drain()).toEqual({ recorded: 0, busy: true });
+    expect(await deferred.drain()).toEqual({ recorded: 4, busy: false });
+
+    // The refused item and the unreadable one, each once.
+    expect(await journal.list({ limit: 10 })).toHaveLength(2);
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+    for (const n of [1, 2]) {
+      const found = await engine.find({ email: `deferred-${n}@example.org` });
+      expect(found, `deferred-${n}`).toHaveLength(1);
+      expect(found[0]!.channels[0]?.observations).toBe(1);
+    }
+    const counted = (await metrics.registry.getSingleMetric('chatbridge_intake_deferred_total')!.get())
+      .values;
+    const count = (outcome: string) => counted.find((value) => value.labels.outcome === outcome)?.value ?? 0;
+    expect({
+      recorded: count('recorded'),
+      journalled: count('journalled'),
+      retried: count('retried'),
+    }).toEqual({
+      recorded: 2,
+      journalled: 2,
+      retried: 2,
+    });
+  });
+
+  it('journals an item it cannot read (one of a newer release, after a rollback), besides setting it aside', async () => {
+    // It went to the invalid list only, which no API, console page or metric shows: an event
+    // answered 200 that nobody could find without reading Redis.
+    const { store, logger, metrics, engine, state } = workerParts();
+    const journal = createPayloadJournal(store);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    const body = JSON.stringify(finished(60));
+    const header = { v: 3, channelId: 'site', vendor: 'jivochat', event: 'chat_finished', contentType: null };
+    await store.rpush(DEFERRED_KEY, Buffer.from(`${JSON.stringify(header)}\n${body}`));
+    expect(await deferred.drain()).toEqual({ recorded: 1, busy: false });
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+    const entries = await journal.list({ limit: 10, channelId: 'site' });
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ kind: 'rejected', vendor: 'jivochat', body });
+    expect(entries[0]!.reason).toContain('not readable');
+  });
+
+  it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {
+    // stop() awaited a drain that went on chunk after chunk until the list was empty: a SIGTERM
+    // with a backlog waited for all of it (10,000 items by default), far past the grace period.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          started();
+          await released;
+          return target.observe(...args);
+        };
+      },
+    });
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 10_000,
+    });
+    const items = 3 * DEFERRED_CHUNK;
+    for (let n = 0; n < items; n++) {
+      await deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1000 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    }
+    deferred.start();
+    await first;
+    const stopped = deferred.stop();
+    release();
+    await stopped;
+    // The chunk in hand was recorded and trimmed; the other two wait for the next worker.
+    expect(await store.llen(DEFERRED_KEY)).toBe(items - DEFERRED_CHUNK);
+    expect(await engine.find({ email: 'deferred-1000@example.org' })).toHaveLength(1);
+    expect(await engine.find({ email: `deferred-${1000 + items - 1}@example.org` })).toHaveLength(0);
   });
 
   it('a web instance defers again once another instance drained a full backlog', async () => {

@@ -77,6 +77,30 @@ describe('--role worker', () => {
     // The worker does run the schedules.
     expect(cronTaskNames()).toContain('site:tick');
   });
+
+  it('reports chatbridge_store_up as the store is at each scrape, whether or not /readyz was asked', async () => {
+    // Set only by /readyz, it read 0 on a healthy worker nobody probed, and 1 after its store went.
+    const worker = await bridgeWith({
+      adapters: [scheduledEcho],
+      role: 'worker',
+      config: {
+        channels: [{ id: 'site', vendor: 'echo', token: TOKEN }],
+        metrics: { token: 'metrics-token-0123456789' },
+      },
+    });
+    const storeUp = async () => {
+      const metrics = await fetch(`${worker.url}/metrics`, {
+        headers: { authorization: 'Bearer metrics-token-0123456789' },
+      });
+      expect(metrics.status).toBe(200);
+      return /^chatbridge_store_up (\d+)$/m.exec(await metrics.text())?.[1];
+    };
+    expect(await storeUp()).toBe('1');
+    expect((await fetch(`${worker.url}/readyz`)).status).toBe(200);
+    await worker.bridge.store.close();
+    expect(await storeUp()).toBe('0');
+    expect((await fetch(`${worker.url}/readyz`)).status).toBe(503);
+  });
 });
 
 describe('--role web', () => {

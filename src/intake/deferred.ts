@@ -86,6 +86,14 @@ const HANDOFF_MAX = 256;
 const HANDOFF_BODY_BYTES = 4 * 1024 * 1024;
 /** A handed-off item not drained by this process within this long was drained elsewhere (or lost its turn). */
 const HANDOFF_TTL_MS = 60_000;
+/**
+ * Larger bodies are recorded before their answer, not appended: `maxBacklog` counts items, and with
+ * bodies up to server.bodyLimitBytes (1 MB) a stalled worker let the list grow to 10 GB before the
+ * backlog counted as full; the engine keeps far less of such an event (a timeline entry is capped
+ * at limits.timelineEntryBytes). This bounds the list at maxBacklog × 64 KiB (about 655 MB by default);
+ * a 50-message chat_finished is 7 KB.
+ */
+export const DEFERRED_MAX_BODY_BYTES = 64 * 1024;
 
 /** The first line of an item; the request body follows the newline as it was received (UTF-8). */
 const itemHeaderSchema = z.object({
@@ -139,14 +147,15 @@ export type DeferredRouteLookup = (
 export interface DeferredIntake {
   /**
    * Append one request (durable once the store acknowledged it). False when the backlog is at
-   * `maxBacklog`: the caller then records the observations inline, so a stalled worker slows
-   * vendors down instead of filling the store.
+   * `maxBacklog` or the body is larger than DEFERRED_MAX_BODY_BYTES: the caller then records the
+   * observations inline, so a stalled worker slows vendors down instead of filling the store.
    */
   append(request: DeferredRequest): Promise<boolean>;
   /** Record every item appended so far (this instance drains; another holding the lock: returns). */
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
   start(): void;
+  /** Stops the background draining once the chunk in hand is recorded; what is left stays in the store. */
   stop(): Promise<void>;
   /** Items waiting, as last seen by this instance (from append replies, drains and rechecks of a full backlog). */
   backlog(): number;
@@ -175,9 +184,18 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     'Observations acknowledged after a durable append and recorded by the worker, by outcome (recorded, journalled, retried)',
     ['outcome'],
   );
-  const backlogGauge = metrics.gauge(
+  // Read from the store at each scrape. It was this instance's own count (`known` below): a `web`
+  // instance kept showing its last append's count after a worker had drained the list, and a
+  // `worker` instance, which never appends, showed 0 with the list full. A failed read keeps the
+  // value the scrape before read.
+  metrics.gauge(
     'chatbridge_intake_deferred_backlog',
-    'Observations acknowledged and not yet recorded, as last seen by this instance',
+    'Events acknowledged after an append and not yet recorded: the length of the list at the scrape',
+    [],
+    async (gauge) => {
+      const length = await store.llen(DEFERRED_KEY).catch(() => undefined);
+      if (length !== undefined) gauge.set(length);
+    },
   );
   let known = 0;
   /** When `known` was last read from the store (an append's reply, a drain, a recheck). */
@@ -185,7 +203,6 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   const setKnown = (value: number) => {
     known = value;
     knownAt = now();
-    backlogGauge.set(value);
   };
   /**
    * Whether the backlog is full, reading its length again when the count is older than
@@ -231,6 +248,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   async function append(request: DeferredRequest): Promise<boolean> {
+    if (request.rawBody.length > DEFERRED_MAX_BODY_BYTES) return false;
     // Awaited only when the count says full: the usual append takes no extra turn.
     if (known >= options.maxBacklog && (await backlogFull())) return false;
     // Kept before the push: this process's worker may read the item before the push's reply.
@@ -329,6 +347,30 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     });
   }
 
+  /** What can be read of an item that does not unpack: its header's names, and the body after it. */
+  function headerOf(item: Buffer): {
+    channelId?: string;
+    vendor?: string;
+    contentType?: string;
+    body: Buffer;
+  } {
+    const newline = item.indexOf(0x0a);
+    if (newline < 0) return { body: item };
+    try {
+      const header = JSON.parse(item.toString('utf8', 0, newline)) as Record<string, unknown>;
+      const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+      const contentType = text(header.contentType);
+      return {
+        ...(text(header.channelId) === undefined ? {} : { channelId: text(header.channelId)! }),
+        ...(text(header.vendor) === undefined ? {} : { vendor: text(header.vendor)! }),
+        ...(contentType === undefined ? {} : { contentType }),
+        body: item.subarray(newline + 1),
+      };
+    } catch {
+      return { body: item };
+    }
+  }
+
   /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
   async function record(bytes: Buffer): Promise<'done' | 'retry'> {
     let item: Unpacked;
@@ -337,6 +379,19 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     } catch (error) {
       logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
       await store.rpush(DEFERRED_INVALID_KEY, bytes);
+      // Also in the payload journal (the API's and the console's view of what was not recorded):
+      // the invalid list alone is seen by no one who does not read Redis, and these events were
+      // answered 200. An item of a newer release after a rollback, or a decode that fails now.
+      const seen = headerOf(bytes);
+      await journal.record({
+        channelId: seen.channelId ?? 'unknown',
+        vendor: seen.vendor ?? 'unknown',
+        kind: 'rejected',
+        reason: `acknowledged, then not readable by the worker (kept in ${DEFERRED_INVALID_KEY}): ${(error as Error).message}`,
+        rawBody: seen.body,
+        contentType: seen.contentType,
+      });
+      recorded.inc({ outcome: 'journalled' });
       return 'done';
     }
     // Failures are counted per item; its key text is built only once something has failed.
@@ -403,17 +458,39 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
    * transcripts) while the vendors' own requests waited for their answers.
    */
-  async function recordAll(items: Buffer[]): Promise<Array<'done' | 'retry'>> {
+  async function recordAll(items: Buffer[], done: readonly boolean[]): Promise<Array<'done' | 'retry'>> {
     const outcomes = new Array<'done' | 'retry'>(items.length);
     let next = 0;
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = await record(items[index]!);
+        outcomes[index] = done[index] ? 'done' : await record(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
     return outcomes;
+  }
+
+  /**
+   * The chunk a round left in the list (an item waits for a retry, the lock ran long, WAIT did not
+   * answer) and which of its items that round finished, under which write mark. The next round
+   * skips those: recording them again changed nothing in the engine, but a refused item went to
+   * the journal once per round (a bounded ring, whose copies pushed other entries out), an
+   * unreadable one to the invalid list, and every item was counted again. Only while the list
+   * still starts with exactly those items and the connection is the one they were written on
+   * (after a reconnection WAIT no longer vouches for those writes, so they are made again).
+   */
+  let carried: { items: Buffer[]; done: boolean[]; mark: number | undefined } | undefined;
+  function doneBefore(items: Buffer[], mark: number | undefined): boolean[] {
+    const before = carried;
+    carried = undefined;
+    if (!before || before.mark !== mark) return [];
+    const done: boolean[] = [];
+    for (let index = 0; index < before.items.length && index < items.length; index++) {
+      if (!before.items[index]!.equals(items[index]!)) return [];
+      done.push(before.done[index]!);
+    }
+    return done;
   }
 
   /** One chunk under the drain lock: read, record all (concurrently), trim exactly what was read. */
@@ -433,9 +510,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         setKnown(0);
         return { recorded: 0, busy: false, more: false };
       }
-      const outcomes = await recordAll(items);
-      // A chunk is trimmed only when all of it is recorded: the engine is idempotent, so the
-      // items recorded this time change nothing when the chunk is read again.
+      const outcomes = await recordAll(items, doneBefore(items, writeMark));
+      // Kept until the trim below holds (see `carried`); any return before it leaves the chunk.
+      carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
+      // A chunk is trimmed only when all of it is recorded: the next round records what is left.
       if (outcomes.includes('retry')) return { recorded: 0, busy: true, more: false };
       // Past half the lock's lifetime another instance may be draining the same items: leave
       // the trim to the next round rather than cut items nobody has read (as the outbox drain).
@@ -447,7 +525,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       await store.confirmWrites?.(writeMark);
       const batch = store.batch().expectListHead(DEFERRED_KEY, items);
       batch.ltrim(DEFERRED_KEY, items.length, -1);
-      if (!(await batch.exec())) {
+      const trimmed = await batch.exec();
+      carried = undefined;
+      if (!trimmed) {
         logger.warn(
           { items: items.length },
           'deferred intake: the list changed under this drain (a Redis failover in between?); recording the chunk again',
@@ -461,12 +541,17 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     }
   }
 
-  async function drain(): Promise<{ recorded: number; busy: boolean }> {
+  /** Chunk after chunk until the list is empty, or (the background drain) until `stop()`. */
+  async function drain(whileRunning = false): Promise<{ recorded: number; busy: boolean }> {
     let total = 0;
     for (;;) {
       const round = await drainChunk();
       total += round.recorded;
       if (round.busy || !round.more) return { recorded: total, busy: round.busy };
+      // Stopping: the chunk in hand is finished, the rest waits in the store for the next worker.
+      // Draining on would keep a shutdown waiting for the whole backlog (10,000 items by
+      // default), far past server.shutdownTimeoutMs and a platform's grace before SIGKILL.
+      if (whileRunning && !running) return { recorded: total, busy: false };
     }
   }
 
@@ -501,7 +586,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       do {
         again = false;
         try {
-          const result = await drain();
+          const result = await drain(true);
           if (result.busy && running) {
             // Another instance drains, or an item waits for a retry: look again shortly.
             clearTimeout(retryTimer);
@@ -510,11 +595,27 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         } catch (error) {
           logger.warn({ err: error }, 'deferred intake drain failed; retrying');
           clearTimeout(retryTimer);
-          retryTimer = setTimeout(wake, RETRY_MS);
+          if (running) retryTimer = setTimeout(wake, RETRY_MS);
         }
       } while (again && running);
       draining = null;
     })();
+  }
+
+  /**
+   * The poll: one LLEN while the list is empty as far as this instance knows, rather than a drain
+   * round's lock, read and unlock. Every worker polls, with `ackAfterAppend` off too (items
+   * appended while it was on are drained whatever the option says now), so an idle poll is kept
+   * to one trip. A failed read wakes the drain anyway: it retries and logs as it always has.
+   */
+  function poll() {
+    if (!running || draining || known > 0) return wake();
+    store.llen(DEFERRED_KEY).then(
+      (length) => {
+        if (length > 0) wake();
+      },
+      () => wake(),
+    );
   }
 
   return {
@@ -524,7 +625,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       if (running) return;
       running = true;
       // Items appended by other instances (role web) or left by a crash are found by polling.
-      timer = setInterval(wake, pollMs);
+      timer = setInterval(poll, pollMs);
       timer.unref();
       wake();
     },
