@@ -339,6 +339,38 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(timedOut?.lastError?.message).toMatch(/timed out after 300 ms/);
   });
 
+  it('judges an answer by its status, even when its body never ends', async () => {
+    const crm = await receiver();
+    crm.respond((request) => {
+      if (request.webhookId === 'evt_c1_1') return { kind: 'trickle', status: 200 };
+      if (request.webhookId === 'evt_c2_1') return { kind: 'trickle', status: 410 };
+      return { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, timeoutMs: 300 }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1), entry('c1', 2)]);
+    await eventually(
+      async () =>
+        (await delivery.list({ state: 'delivered' })).length === 2 &&
+        (await delivery.list({ state: 'failed' })).length === 1,
+      'both accepted ones delivered, the refused one failed',
+    );
+    // Accepted once, not retried as a timeout (the receiver had it every time, under one id).
+    const delivered = await delivery.list({ state: 'delivered' });
+    expect(delivered.find((item) => item.eventId === 'evt_c1_1')).toMatchObject({
+      attempts: 1,
+      lastStatus: 200,
+      lastError: null,
+    });
+    // A refusal is a refusal whatever follows it: failed at once, kept for replay.
+    const [refused] = await delivery.list({ state: 'failed' });
+    expect(refused).toMatchObject({ eventId: 'evt_c2_1', attempts: 1, lastStatus: 410 });
+    expect(refused?.lastError?.message).toMatch(/^HTTP 410/);
+    expect(crm.requests.filter((request) => request.webhookId === 'evt_c1_1')).toHaveLength(1);
+    expect(crm.requests.filter((request) => request.webhookId === 'evt_c2_1')).toHaveLength(1);
+    expect(byContact(crm).get('c1')).toEqual([1, 2]);
+  });
+
   it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {
     const fast = await receiver();
     fast.respond({ kind: 'slow', ms: 100 });

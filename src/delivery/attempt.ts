@@ -9,6 +9,9 @@ export type AttemptResult =
   /** Any other answer (4xx, and 3xx: we do not follow redirects with a signed body): retrying will not help. */
   | { kind: 'permanent'; status: number; message: string };
 
+/** How much of a receiver's answer is read: more would only be cut from the error excerpt. */
+const RESPONSE_BYTES = 64 * 1024;
+
 /** Enough of the receiver's answer to tell an operator why, without keeping a whole error page. */
 function excerpt(text: string): string {
   const flat = text.replace(/\s+/g, ' ').trim();
@@ -34,6 +37,9 @@ export async function attemptDelivery(
       headers: request.headers,
       body: request.body,
       timeoutMs: request.timeoutMs,
+      // Only the status decides; the body is kept for an error excerpt of 200 characters.
+      statusIsAnswer: true,
+      maxResponseBytes: RESPONSE_BYTES,
       ...(request.signal ? { signal: request.signal } : {}),
     });
   } catch (error) {
