@@ -107,7 +107,7 @@ async function receiver(): Promise<Receiver> {
 async function setup(
   kind: Kind,
   destinations: DestinationOverrides[],
-  options: { restoreIntervalMs?: number } = {},
+  options: { restoreIntervalMs?: number; now?: () => Date } = {},
 ): Promise<Setup> {
   const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
   const keyPrefix = uniquePrefix('delivery');
@@ -369,6 +369,25 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(crm.requests.filter((request) => request.webhookId === 'evt_c1_1')).toHaveLength(1);
     expect(crm.requests.filter((request) => request.webhookId === 'evt_c2_1')).toHaveLength(1);
     expect(byContact(crm).get('c1')).toEqual([1, 2]);
+  });
+
+  it('replays all failed of a destination in their order, also when they failed in the same millisecond', async () => {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
+    // One clock reading for everything: both refusals get the same failure time, so the failed
+    // index (by failure time) orders them by delivery id, which for c2 and c5 is not their order.
+    const at = new Date();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
+    await delivery.start();
+    await events.publish([entry('c2', 1), entry('c2', 2), entry('c5', 1), entry('c5', 2)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 4, 'all four refused');
+
+    refuse = false;
+    expect((await delivery.replayFailed('crm')).replayed).toHaveLength(4);
+    await crm.waitFor(() => crm.application.length === 4, 5000, 'all four replayed');
+    expect(byContact(crm).get('c2')).toEqual([1, 2]);
+    expect(byContact(crm).get('c5')).toEqual([1, 2]);
   });
 
   it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {

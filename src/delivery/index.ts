@@ -410,7 +410,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       const replayed: string[] = [];
       for (;;) {
         const page = await records.list({ state: 'failed', destinationId, limit: 200 });
-        const fresh = page.filter((record) => !seen.has(record.id));
+        // In lane order: the failed index is by failure time, and deliveries that failed in the
+        // same millisecond come out of it by id; a contact's events must be replayed (and so
+        // delivered) in their own order.
+        const fresh = page.filter((record) => !seen.has(record.id)).sort((a, b) => a.seq - b.seq);
         if (fresh.length === 0) break;
         for (const record of fresh) {
           seen.add(record.id);
