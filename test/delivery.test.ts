@@ -89,6 +89,8 @@ interface Setup {
   metrics: Metrics;
   /** Another instance on the same store (and Redis queues). */
   instance(): Promise<{ delivery: Delivery; events: EventPublisher }>;
+  /** Another instance on the same store whose config has these destinations instead. */
+  reconfigured(destinations: DestinationOverrides[]): Promise<{ delivery: Delivery; events: EventPublisher }>;
 }
 
 type Kind = 'memory' | 'redis';
@@ -111,19 +113,32 @@ async function setup(
 ): Promise<Setup> {
   const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
   const keyPrefix = uniquePrefix('delivery');
-  const config = configSchema.parse({
-    admin: { token: 'admin-token-0123456789' },
-    agents: [{ email: 'oleg@shop.example', name: 'Oleg', crmUserId: '1001' }],
-    channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
-    destinations: destinations.map((destination) => ({
-      id: 'crm',
-      secret: SECRET,
-      retrySchedule: ['0s', '100ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms'],
-      timeoutMs: 1000,
-      circuitBreaker: { failureThreshold: 100, cooldown: '1s' },
-      ...destination,
-    })),
-  });
+  const configOf = (list: DestinationOverrides[]) =>
+    configSchema.parse({
+      admin: { token: 'admin-token-0123456789' },
+      agents: [{ email: 'oleg@shop.example', name: 'Oleg', crmUserId: '1001' }],
+      channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
+      destinations: list.map((destination) => ({
+        id: 'crm',
+        secret: SECRET,
+        retrySchedule: [
+          '0s',
+          '100ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+        ],
+        timeoutMs: 1000,
+        circuitBreaker: { failureThreshold: 100, cooldown: '1s' },
+        ...destination,
+      })),
+    });
+  const config = configOf(destinations);
   const stores: Store[] = [];
   const makeStore = async (): Promise<Store> => {
     const store = redisUrl
@@ -133,11 +148,11 @@ async function setup(
     return store;
   };
   const metrics = new Metrics();
-  const make = async () => {
+  const make = async (chosen = config) => {
     const store = await makeStore();
     const events = createOutboxPublisher(store);
     const delivery = createDelivery({
-      config,
+      config: chosen,
       store,
       redisUrl,
       keyPrefix,
@@ -159,7 +174,12 @@ async function setup(
     if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
   });
   const first = await make();
-  return { ...first, metrics, instance: make };
+  return {
+    ...first,
+    metrics,
+    instance: () => make(),
+    reconfigured: (list) => make(configOf(list)),
+  };
 }
 
 function byContact(receiver: Receiver): Map<string, number[]> {
@@ -483,6 +503,44 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await sleep(200);
     expect(crm.acceptedCount).toBe(30);
     expect(await one.store.llen(OUTBOX_KEY)).toBe(0);
+  });
+
+  it('fails, for replay, the pending deliveries of a destination removed from the config', async () => {
+    const crm = await receiver();
+    const other = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: other.url }]);
+    await first.delivery.start();
+    await first.events.publish([entry('c1', 1), entry('c1', 2)]);
+    await eventually(
+      async () => (await first.delivery.list({ state: 'delivered', destination: 'other' })).length === 2,
+      'both events delivered to the other one',
+    );
+    await first.delivery.close();
+    expect(await first.delivery.list({ state: 'pending', destination: 'crm' })).toHaveLength(2);
+
+    // Restarted with `crm` gone from the config: nothing will ever attempt its deliveries.
+    const without = await first.reconfigured([{ id: 'other', url: other.url }]);
+    await without.delivery.start();
+    expect(await without.delivery.list({ state: 'pending', destination: 'crm' })).toHaveLength(0);
+    const failed = await without.delivery.list({ state: 'failed', destination: 'crm' });
+    expect(failed.map((item) => item.eventId)).toEqual(['evt_c1_1', 'evt_c1_2']);
+    for (const item of failed) {
+      expect(item.lastError?.status).toBeNull();
+      expect(item.lastError?.message).toMatch(/destination crm is not in the config any more/);
+    }
+    await expect(without.delivery.replay(failed[0]!.id)).rejects.toMatchObject({ status: 409 });
+    // The other destination's deliveries are untouched.
+    expect(await without.delivery.list({ state: 'delivered', destination: 'other' })).toHaveLength(2);
+    await without.delivery.close();
+
+    // Back in the config: replayed under the same event ids, in order.
+    await crm.up();
+    const back = await first.reconfigured([{ url: crm.url }, { id: 'other', url: other.url }]);
+    await back.delivery.start();
+    expect((await back.delivery.replayFailed('crm')).replayed).toHaveLength(2);
+    await crm.waitFor(() => crm.application.length === 2, 5000, 'both replayed');
+    expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
   });
 
   it('keeps pending deliveries across a restart of the delivery', async () => {
