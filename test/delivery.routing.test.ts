@@ -93,6 +93,34 @@ describe('destination config', () => {
     expect(() => destination({ circuitBreaker: { failures: 3 } })).toThrow();
     expect(() => destination({ map: { pipline: {} } })).toThrow();
   });
+
+  it('refuses waits longer than Node timers hold, which would fire at once', () => {
+    const paths = (overrides: Record<string, unknown>) => {
+      const parsed = destinationSchema.safeParse({
+        id: 'crm',
+        url: 'https://crm.example/events',
+        secret: SECRET,
+        ...overrides,
+      });
+      return parsed.success ? [] : parsed.error.issues.map((issue) => issue.path.join('.'));
+    };
+    expect(paths({ retrySchedule: ['0s', '5m', '30d'] })).toEqual(['retrySchedule.2']);
+    expect(paths({ circuitBreaker: { cooldown: '25d' } })).toEqual(['circuitBreaker.cooldown']);
+    expect(paths({ timeoutMs: 3_000_000_000 })).toEqual(['timeoutMs']);
+    // The longest that fits still goes.
+    expect(paths({ retrySchedule: ['0s', '24d'], circuitBreaker: { cooldown: '24d' } })).toEqual([]);
+    // CRM destinations share these keys.
+    const crm = destinationSchema.safeParse({
+      id: 'amo',
+      kind: 'amocrm',
+      baseUrl: 'https://example.amocrm.ru',
+      token: 'amo-token',
+      retrySchedule: ['0s', '30d'],
+    });
+    expect(crm.success ? [] : crm.error.issues.map((issue) => issue.path.join('.'))).toEqual([
+      'retrySchedule.1',
+    ]);
+  });
 });
 
 describe('routing', () => {

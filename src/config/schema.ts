@@ -49,6 +49,17 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  */
 export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
 
+/**
+ * Delivery waits (retry delays, breaker cooldown, attempt timeout) run on Node timers, which hold
+ * at most 2^31-1 ms (24.8 days): a longer one fires after 1 ms. A 30d retry delay made every
+ * retry of the schedule go at once, and a timeout that long aborted every attempt before it was
+ * sent. 24 days is the longest whole-day wait that fits.
+ */
+export const MAX_DELIVERY_WAIT_MS = 24 * 86_400_000;
+const deliveryWaitSchema = durationSchema.pipe(
+  z.number().max(MAX_DELIVERY_WAIT_MS, 'at most 24d (Node timers hold no longer a wait)'),
+);
+
 /** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
 export const MIN_SECRET_BYTES = 24;
 
@@ -121,12 +132,14 @@ export const webhookDestinationSchema = z.strictObject({
     .default([...outboundEventTypes]),
   /** Delay before each attempt: the first entry before the first attempt, and so on (jittered ±10%). */
   retrySchedule: z
-    .array(durationSchema)
+    .array(deliveryWaitSchema)
     .min(1)
     .default(
       ['0s', '5s', '5m', '30m', '2h', '5h', '10h', '14h', '20h', '24h'].map((d) => durationSchema.parse(d)),
     ),
-  timeoutMs: intLike(z.number().int().positive()).default(10_000),
+  timeoutMs: intLike(
+    z.number().int().positive().max(MAX_DELIVERY_WAIT_MS, 'at most 24d (Node timers hold no longer a wait)'),
+  ).default(10_000),
   concurrency: intLike(z.number().int().positive().max(100)).default(4),
   /** Extra request headers (e.g. an Authorization header the CRM wants besides the signature). */
   headers: z.record(z.string(), z.string()).default({}),
@@ -134,7 +147,7 @@ export const webhookDestinationSchema = z.strictObject({
   circuitBreaker: z
     .strictObject({
       failureThreshold: intLike(z.number().int().positive()).default(5),
-      cooldown: durationSchema.default(30_000),
+      cooldown: deliveryWaitSchema.default(30_000),
     })
     .prefault({}),
   filter: z
