@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
@@ -90,6 +91,11 @@ describe('destination config', () => {
 
   it('refuses a secret that is not whsec_ and unknown keys', () => {
     expect(() => destination({ secret: 'plain' })).toThrow(/whsec_/);
+    // '=' inside: we would sign with the bytes before it, the receiver's library refuses it.
+    const inside = `whsec_${Buffer.alloc(32, 7).toString('base64')}AAAA`;
+    expect(() => new Webhook(inside)).toThrow();
+    expect(() => destination({ secret: inside })).toThrow(/whsec_ followed by base64/);
+    expect(destination({ secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}` }).id).toBe('crm');
     expect(() => destination({ circuitBreaker: { failures: 3 } })).toThrow();
     expect(() => destination({ map: { pipline: {} } })).toThrow();
   });
@@ -300,6 +306,41 @@ describe('Standard Webhooks signing', () => {
     const official = new Webhook(SECRET);
     expect(official.verify(body, headers)).toEqual(JSON.parse(body));
     expect(headers['webhook-signature']).toBe(official.sign('evt_1', at, body));
+  });
+
+  it('matches the Standard Webhooks test vector, byte for byte', () => {
+    // From the spec's reference libraries (standard-webhooks, libraries/*/ "sign function works").
+    const key = secretKey('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+    const headers = webhookHeaders(
+      key,
+      'msg_p5jXN8AQM9LWM0D4loKWxJek',
+      new Date(1614265330 * 1000),
+      '{"test": 2432232314}',
+    );
+    expect(headers).toEqual({
+      'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek',
+      'webhook-timestamp': '1614265330',
+      'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
+    });
+  });
+
+  it('signs the UTF-8 bytes of id.timestamp.body with the decoded secret (an independent check)', () => {
+    // Written from the spec, not from signing.ts: strip whsec_, base64-decode, HMAC-SHA256 over
+    // the bytes, standard base64 with padding. A body with Cyrillic, an emoji and an escaped
+    // lone surrogate: what is signed is what is sent, UTF-8.
+    const raw = Buffer.from('independent-check-secret-0123456789');
+    const secret = `whsec_${raw.toString('base64')}`;
+    const text = JSON.stringify({ id: 'evt_ü', text: 'Привет 👋', odd: '\ud800' });
+    const at = new Date(1_700_000_000_123);
+    const expected = createHmac('sha256', raw)
+      .update(Buffer.concat([Buffer.from('evt_ü.1700000000.', 'utf8'), Buffer.from(text, 'utf8')]))
+      .digest();
+    const headers = webhookHeaders(secretKey(secret), 'evt_ü', at, text);
+    expect(headers['webhook-timestamp']).toBe('1700000000');
+    const [version, signature] = headers['webhook-signature']!.split(',');
+    expect(version).toBe('v1');
+    expect(Buffer.from(signature!, 'base64').equals(expected)).toBe(true);
+    expect(signature).toBe(expected.toString('base64'));
   });
 
   it('fails verification when the body, id or secret differ', () => {

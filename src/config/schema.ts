@@ -121,7 +121,9 @@ export const webhookDestinationSchema = z.strictObject({
   url: httpUrlSchema,
   secret: z
     .string()
-    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+    // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
+    // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
+    .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
     .refine(
       (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
       `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
