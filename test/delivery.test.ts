@@ -410,6 +410,29 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(byContact(crm).get('c5')).toEqual([1, 2]);
   });
 
+  it('does not follow a redirect, and says where it pointed', async () => {
+    const crm = await receiver();
+    crm.respond((request) =>
+      request.webhookId === 'evt_c1_1'
+        ? { kind: 'status', status: 301, body: '', headers: { location: 'https://crm.example/hooks/v2' } }
+        : { kind: 'status', status: 307, body: '', headers: { location: '/elsewhere' } },
+    );
+    const { delivery, events } = await setup(kind, [{ url: crm.url }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 2, 'both failed');
+    const failed = await delivery.list({ state: 'failed' });
+    const message = (eventId: string) => failed.find((item) => item.eventId === eventId)?.lastError?.message;
+    expect(message('evt_c1_1')).toBe(
+      "HTTP 301 (redirect to https://crm.example/hooks/v2, not followed: set the destination's url to where it points)",
+    );
+    expect(message('evt_c2_1')).toBe(
+      `HTTP 307 (redirect to http://127.0.0.1:${crm.port}/elsewhere, not followed: set the destination's url to where it points)`,
+    );
+    // Failed at once: one request each, nothing sent to where the redirects pointed.
+    expect(crm.requests.map((request) => request.webhookId).sort()).toEqual(['evt_c1_1', 'evt_c2_1']);
+  });
+
   it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {
     const fast = await receiver();
     fast.respond({ kind: 'slow', ms: 100 });

@@ -13,7 +13,7 @@ import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 
 export type ReceiverAnswer =
   | { kind: 'ok'; status?: number }
-  | { kind: 'status'; status: number; retryAfter?: string; body?: string }
+  | { kind: 'status'; status: number; retryAfter?: string; body?: string; headers?: Record<string, string> }
   /** Never answer (the sender's timeout fires). */
   | { kind: 'hang' }
   /** Answer 200 after a while (for concurrency measurements). */
@@ -160,6 +160,7 @@ export async function startReceiver(options: { secret: string }): Promise<Receiv
       res.writeHead(chosen.status, {
         'content-type': 'text/plain',
         ...(chosen.retryAfter !== undefined ? { 'retry-after': chosen.retryAfter } : {}),
+        ...chosen.headers,
       });
       res.end(chosen.body ?? `answered ${chosen.status} on purpose`);
       return;
