@@ -100,6 +100,14 @@ describe('destination config', () => {
     expect(() => destination({ map: { pipline: {} } })).toThrow();
   });
 
+  it('lower-cases extra header names and refuses one given twice in two cases', () => {
+    expect(destination({ headers: { Authorization: 'Bearer x', 'X-Key': 'k' } }).headers).toEqual({
+      authorization: 'Bearer x',
+      'x-key': 'k',
+    });
+    expect(() => destination({ headers: { 'X-Key': 'a', 'x-key': 'b' } })).toThrow(/given twice/);
+  });
+
   it('refuses waits longer than Node timers hold, which would fire at once', () => {
     const paths = (overrides: Record<string, unknown>) => {
       const parsed = destinationSchema.safeParse({

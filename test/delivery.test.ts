@@ -75,6 +75,7 @@ function entry(
 
 interface DestinationOverrides {
   id?: string;
+  headers?: Record<string, string>;
   url?: string;
   retrySchedule?: string[];
   timeoutMs?: number;
@@ -408,6 +409,32 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await crm.waitFor(() => crm.application.length === 4, 5000, 'all four replayed');
     expect(byContact(crm).get('c2')).toEqual([1, 2]);
     expect(byContact(crm).get('c5')).toEqual([1, 2]);
+  });
+
+  it("sends a destination's extra headers once, and its own content-type and signature headers", async () => {
+    const crm = await receiver();
+    const { delivery, events } = await setup(kind, [
+      {
+        url: crm.url,
+        headers: {
+          'Content-Type': 'text/plain',
+          'Webhook-Id': 'spoofed',
+          'X-Api-Key': 'key-1',
+          'User-Agent': 'shop',
+        },
+      },
+    ]);
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the event');
+    const [request] = crm.requests;
+    expect(request).toMatchObject({ verified: true, webhookId: 'evt_c1_1' });
+    expect(request!.headers).toMatchObject({
+      'content-type': 'application/json',
+      'webhook-id': 'evt_c1_1',
+      'x-api-key': 'key-1',
+      'user-agent': 'shop',
+    });
   });
 
   it('does not follow a redirect, and says where it pointed', async () => {

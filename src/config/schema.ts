@@ -114,6 +114,28 @@ export const attributeSourceSchema = z.strictObject({
 });
 export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
+/**
+ * A webhook destination's extra headers, names lower-cased. On the wire names are
+ * case-insensitive, in an object they are not: `Content-Type` here went out next to the bridge's
+ * own `content-type` (two of them; the receiver read the first, ours lost), and `Webhook-Id`
+ * next to the signed `webhook-id` made the signature unverifiable. Lower-cased, the headers the
+ * bridge sets itself (content-type and the three Standard Webhooks ones) are the ones sent.
+ */
+const destinationHeadersSchema = z
+  .record(z.string(), z.string())
+  .default({})
+  .superRefine((headers, ctx) => {
+    const seen = new Set<string>();
+    for (const name of Object.keys(headers)) {
+      if (seen.has(name.toLowerCase()))
+        ctx.addIssue({ code: 'custom', path: [name], message: 'given twice (header names ignore case)' });
+      seen.add(name.toLowerCase());
+    }
+  })
+  .transform((headers) =>
+    Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])),
+  );
+
 export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
   /** `webhook` (the default): the signed JSON event of DESIGN §8. CRM kinds: see crmDestinationSchema. */
@@ -144,7 +166,7 @@ export const webhookDestinationSchema = z.strictObject({
   ).default(10_000),
   concurrency: intLike(z.number().int().positive().max(100)).default(4),
   /** Extra request headers (e.g. an Authorization header the CRM wants besides the signature). */
-  headers: z.record(z.string(), z.string()).default({}),
+  headers: destinationHeadersSchema,
   /** After `failureThreshold` failed attempts in a row, stop sending to this destination for `cooldown`. */
   circuitBreaker: z
     .strictObject({
