@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
 import { CircuitBreaker } from '../src/delivery/breaker.js';
@@ -580,6 +581,14 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
       expect(item.lastError?.message).toMatch(/destination crm is not in the config any more/);
     }
     await expect(without.delivery.replay(failed[0]!.id)).rejects.toMatchObject({ status: 409 });
+    // The CLI shows the reason as it is (no status: not a network error either).
+    const lines: string[] = [];
+    const listed = await runDeliveriesCommand(['list', '--state', 'failed'], without.delivery, {
+      stdout: (line) => lines.push(line),
+      stderr: () => {},
+    });
+    expect(listed).toBe(0);
+    expect(lines[0]).toMatch(/ {2}last error: destination crm is not in the config any more; /);
     // The other destination's deliveries are untouched.
     expect(await without.delivery.list({ state: 'delivered', destination: 'other' })).toHaveLength(2);
     await without.delivery.close();
