@@ -8,6 +8,7 @@ import { deliveryIdOf } from '../src/delivery/drain.js';
 import { type RoutingContext, routeEvent, transcriptText } from '../src/delivery/routing.js';
 import { secretKey, webhookHeaders } from '../src/delivery/signing.js';
 import type { OutboundEvent } from '../src/events/outbox.js';
+import { parseRetryAfter } from '../src/net/retry.js';
 
 /** Routing and mapping are pure: the same config and event give the same body on every instance. */
 
@@ -358,5 +359,27 @@ describe('Standard Webhooks signing', () => {
     expect(() => official.verify(body, { ...headers, 'webhook-id': 'evt_2' })).toThrow();
     const other = `whsec_${Buffer.from('another-secret-0123456789abcdefgh').toString('base64')}`;
     expect(() => new Webhook(other).verify(body, headers)).toThrow();
+  });
+});
+
+describe('Retry-After as a receiver may send it', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z');
+
+  it('reads seconds and HTTP dates', () => {
+    expect(parseRetryAfter('120', now)).toBe(120_000);
+    expect(parseRetryAfter(' 1.5 ', now)).toBe(1500);
+    expect(parseRetryAfter('Thu, 01 Jan 2026 00:02:00 GMT', now)).toBe(120_000);
+  });
+
+  it('makes nothing of a date in the past, a negative number or junk', () => {
+    expect(parseRetryAfter('Wed, 21 Oct 2015 07:28:00 GMT', now)).toBe(0);
+    expect(parseRetryAfter('-5', now) ?? 0).toBe(0);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('', now)).toBeUndefined();
+    expect(parseRetryAfter(undefined, now)).toBeUndefined();
+  });
+
+  it('gives a huge value as a huge number (the delivery caps the wait at 24 h), never NaN', () => {
+    expect(parseRetryAfter('9'.repeat(400), now)).toBeGreaterThan(24 * 3_600_000);
   });
 });
