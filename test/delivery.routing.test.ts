@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
@@ -7,6 +8,7 @@ import { deliveryIdOf } from '../src/delivery/drain.js';
 import { type RoutingContext, routeEvent, transcriptText } from '../src/delivery/routing.js';
 import { secretKey, webhookHeaders } from '../src/delivery/signing.js';
 import type { OutboundEvent } from '../src/events/outbox.js';
+import { parseRetryAfter } from '../src/net/retry.js';
 
 /** Routing and mapping are pure: the same config and event give the same body on every instance. */
 
@@ -90,8 +92,49 @@ describe('destination config', () => {
 
   it('refuses a secret that is not whsec_ and unknown keys', () => {
     expect(() => destination({ secret: 'plain' })).toThrow(/whsec_/);
+    // '=' inside: we would sign with the bytes before it, the receiver's library refuses it.
+    const inside = `whsec_${Buffer.alloc(32, 7).toString('base64')}AAAA`;
+    expect(() => new Webhook(inside)).toThrow();
+    expect(() => destination({ secret: inside })).toThrow(/whsec_ followed by base64/);
+    expect(destination({ secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}` }).id).toBe('crm');
     expect(() => destination({ circuitBreaker: { failures: 3 } })).toThrow();
     expect(() => destination({ map: { pipline: {} } })).toThrow();
+  });
+
+  it('lower-cases extra header names and refuses one given twice in two cases', () => {
+    expect(destination({ headers: { Authorization: 'Bearer x', 'X-Key': 'k' } }).headers).toEqual({
+      authorization: 'Bearer x',
+      'x-key': 'k',
+    });
+    expect(() => destination({ headers: { 'X-Key': 'a', 'x-key': 'b' } })).toThrow(/given twice/);
+  });
+
+  it('refuses waits longer than Node timers hold, which would fire at once', () => {
+    const paths = (overrides: Record<string, unknown>) => {
+      const parsed = destinationSchema.safeParse({
+        id: 'crm',
+        url: 'https://crm.example/events',
+        secret: SECRET,
+        ...overrides,
+      });
+      return parsed.success ? [] : parsed.error.issues.map((issue) => issue.path.join('.'));
+    };
+    expect(paths({ retrySchedule: ['0s', '5m', '30d'] })).toEqual(['retrySchedule.2']);
+    expect(paths({ circuitBreaker: { cooldown: '25d' } })).toEqual(['circuitBreaker.cooldown']);
+    expect(paths({ timeoutMs: 3_000_000_000 })).toEqual(['timeoutMs']);
+    // The longest that fits still goes.
+    expect(paths({ retrySchedule: ['0s', '24d'], circuitBreaker: { cooldown: '24d' } })).toEqual([]);
+    // CRM destinations share these keys.
+    const crm = destinationSchema.safeParse({
+      id: 'amo',
+      kind: 'amocrm',
+      baseUrl: 'https://example.amocrm.ru',
+      token: 'amo-token',
+      retrySchedule: ['0s', '30d'],
+    });
+    expect(crm.success ? [] : crm.error.issues.map((issue) => issue.path.join('.'))).toEqual([
+      'retrySchedule.1',
+    ]);
   });
 });
 
@@ -274,6 +317,41 @@ describe('Standard Webhooks signing', () => {
     expect(headers['webhook-signature']).toBe(official.sign('evt_1', at, body));
   });
 
+  it('matches the Standard Webhooks test vector, byte for byte', () => {
+    // From the spec's reference libraries (standard-webhooks, libraries/*/ "sign function works").
+    const key = secretKey('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+    const headers = webhookHeaders(
+      key,
+      'msg_p5jXN8AQM9LWM0D4loKWxJek',
+      new Date(1614265330 * 1000),
+      '{"test": 2432232314}',
+    );
+    expect(headers).toEqual({
+      'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek',
+      'webhook-timestamp': '1614265330',
+      'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
+    });
+  });
+
+  it('signs the UTF-8 bytes of id.timestamp.body with the decoded secret (an independent check)', () => {
+    // Written from the spec, not from signing.ts: strip whsec_, base64-decode, HMAC-SHA256 over
+    // the bytes, standard base64 with padding. A body with Cyrillic, an emoji and an escaped
+    // lone surrogate: what is signed is what is sent, UTF-8.
+    const raw = Buffer.from('independent-check-secret-0123456789');
+    const secret = `whsec_${raw.toString('base64')}`;
+    const text = JSON.stringify({ id: 'evt_ü', text: 'Привет 👋', odd: '\ud800' });
+    const at = new Date(1_700_000_000_123);
+    const expected = createHmac('sha256', raw)
+      .update(Buffer.concat([Buffer.from('evt_ü.1700000000.', 'utf8'), Buffer.from(text, 'utf8')]))
+      .digest();
+    const headers = webhookHeaders(secretKey(secret), 'evt_ü', at, text);
+    expect(headers['webhook-timestamp']).toBe('1700000000');
+    const [version, signature] = headers['webhook-signature']!.split(',');
+    expect(version).toBe('v1');
+    expect(Buffer.from(signature!, 'base64').equals(expected)).toBe(true);
+    expect(signature).toBe(expected.toString('base64'));
+  });
+
   it('fails verification when the body, id or secret differ', () => {
     const headers = webhookHeaders(secretKey(SECRET), 'evt_1', new Date(), body);
     const official = new Webhook(SECRET);
@@ -281,5 +359,27 @@ describe('Standard Webhooks signing', () => {
     expect(() => official.verify(body, { ...headers, 'webhook-id': 'evt_2' })).toThrow();
     const other = `whsec_${Buffer.from('another-secret-0123456789abcdefgh').toString('base64')}`;
     expect(() => new Webhook(other).verify(body, headers)).toThrow();
+  });
+});
+
+describe('Retry-After as a receiver may send it', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z');
+
+  it('reads seconds and HTTP dates', () => {
+    expect(parseRetryAfter('120', now)).toBe(120_000);
+    expect(parseRetryAfter(' 1.5 ', now)).toBe(1500);
+    expect(parseRetryAfter('Thu, 01 Jan 2026 00:02:00 GMT', now)).toBe(120_000);
+  });
+
+  it('makes nothing of a date in the past, a negative number or junk', () => {
+    expect(parseRetryAfter('Wed, 21 Oct 2015 07:28:00 GMT', now)).toBe(0);
+    expect(parseRetryAfter('-5', now) ?? 0).toBe(0);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('', now)).toBeUndefined();
+    expect(parseRetryAfter(undefined, now)).toBeUndefined();
+  });
+
+  it('gives a huge value as a huge number (the delivery caps the wait at 24 h), never NaN', () => {
+    expect(parseRetryAfter('9'.repeat(400), now)).toBeGreaterThan(24 * 3_600_000);
   });
 });

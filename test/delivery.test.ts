@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
 import { CircuitBreaker } from '../src/delivery/breaker.js';
@@ -76,6 +77,7 @@ function entry(
 
 interface DestinationOverrides {
   id?: string;
+  headers?: Record<string, string>;
   url?: string;
   retrySchedule?: string[];
   timeoutMs?: number;
@@ -90,6 +92,8 @@ interface Setup {
   metrics: Metrics;
   /** Another instance on the same store (and Redis queues). */
   instance(): Promise<{ delivery: Delivery; events: EventPublisher }>;
+  /** Another instance on the same store whose config has these destinations instead. */
+  reconfigured(destinations: DestinationOverrides[]): Promise<{ delivery: Delivery; events: EventPublisher }>;
 }
 
 type Kind = 'memory' | 'redis';
@@ -108,23 +112,36 @@ async function receiver(): Promise<Receiver> {
 async function setup(
   kind: Kind,
   destinations: DestinationOverrides[],
-  options: { restoreIntervalMs?: number; logger?: Logger } = {},
+  options: { restoreIntervalMs?: number; logger?: Logger; now?: () => Date } = {},
 ): Promise<Setup> {
   const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
   const keyPrefix = uniquePrefix('delivery');
-  const config = configSchema.parse({
-    admin: { token: 'admin-token-0123456789' },
-    agents: [{ email: 'oleg@shop.example', name: 'Oleg', crmUserId: '1001' }],
-    channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
-    destinations: destinations.map((destination) => ({
-      id: 'crm',
-      secret: SECRET,
-      retrySchedule: ['0s', '100ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms', '200ms'],
-      timeoutMs: 1000,
-      circuitBreaker: { failureThreshold: 100, cooldown: '1s' },
-      ...destination,
-    })),
-  });
+  const configOf = (list: DestinationOverrides[]) =>
+    configSchema.parse({
+      admin: { token: 'admin-token-0123456789' },
+      agents: [{ email: 'oleg@shop.example', name: 'Oleg', crmUserId: '1001' }],
+      channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
+      destinations: list.map((destination) => ({
+        id: 'crm',
+        secret: SECRET,
+        retrySchedule: [
+          '0s',
+          '100ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+          '200ms',
+        ],
+        timeoutMs: 1000,
+        circuitBreaker: { failureThreshold: 100, cooldown: '1s' },
+        ...destination,
+      })),
+    });
+  const config = configOf(destinations);
   const stores: Store[] = [];
   const makeStore = async (): Promise<Store> => {
     const store = redisUrl
@@ -134,11 +151,11 @@ async function setup(
     return store;
   };
   const metrics = new Metrics();
-  const make = async () => {
+  const make = async (chosen = config) => {
     const store = await makeStore();
     const events = createOutboxPublisher(store);
     const delivery = createDelivery({
-      config,
+      config: chosen,
       store,
       redisUrl,
       keyPrefix,
@@ -160,7 +177,12 @@ async function setup(
     if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
   });
   const first = await make();
-  return { ...first, metrics, instance: make };
+  return {
+    ...first,
+    metrics,
+    instance: () => make(),
+    reconfigured: (list) => make(configOf(list)),
+  };
 }
 
 function byContact(receiver: Receiver): Map<string, number[]> {
@@ -354,6 +376,106 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(timedOut?.lastError?.message).toMatch(/timed out after 300 ms/);
   });
 
+  it('judges an answer by its status, even when its body never ends', async () => {
+    const crm = await receiver();
+    crm.respond((request) => {
+      if (request.webhookId === 'evt_c1_1') return { kind: 'trickle', status: 200 };
+      if (request.webhookId === 'evt_c2_1') return { kind: 'trickle', status: 410 };
+      return { kind: 'ok' };
+    });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, timeoutMs: 300 }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1), entry('c1', 2)]);
+    await eventually(
+      async () =>
+        (await delivery.list({ state: 'delivered' })).length === 2 &&
+        (await delivery.list({ state: 'failed' })).length === 1,
+      'both accepted ones delivered, the refused one failed',
+    );
+    // Accepted once, not retried as a timeout (the receiver had it every time, under one id).
+    const delivered = await delivery.list({ state: 'delivered' });
+    expect(delivered.find((item) => item.eventId === 'evt_c1_1')).toMatchObject({
+      attempts: 1,
+      lastStatus: 200,
+      lastError: null,
+    });
+    // A refusal is a refusal whatever follows it: failed at once, kept for replay.
+    const [refused] = await delivery.list({ state: 'failed' });
+    expect(refused).toMatchObject({ eventId: 'evt_c2_1', attempts: 1, lastStatus: 410 });
+    expect(refused?.lastError?.message).toMatch(/^HTTP 410/);
+    expect(crm.requests.filter((request) => request.webhookId === 'evt_c1_1')).toHaveLength(1);
+    expect(crm.requests.filter((request) => request.webhookId === 'evt_c2_1')).toHaveLength(1);
+    expect(byContact(crm).get('c1')).toEqual([1, 2]);
+  });
+
+  it('replays all failed of a destination in their order, also when they failed in the same millisecond', async () => {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
+    // One clock reading for everything: both refusals get the same failure time, so the failed
+    // index (by failure time) orders them by delivery id, which for c2 and c5 is not their order.
+    const at = new Date();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
+    await delivery.start();
+    await events.publish([entry('c2', 1), entry('c2', 2), entry('c5', 1), entry('c5', 2)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 4, 'all four refused');
+
+    refuse = false;
+    expect((await delivery.replayFailed('crm')).replayed).toHaveLength(4);
+    await crm.waitFor(() => crm.application.length === 4, 5000, 'all four replayed');
+    expect(byContact(crm).get('c2')).toEqual([1, 2]);
+    expect(byContact(crm).get('c5')).toEqual([1, 2]);
+  });
+
+  it("sends a destination's extra headers once, and its own content-type and signature headers", async () => {
+    const crm = await receiver();
+    const { delivery, events } = await setup(kind, [
+      {
+        url: crm.url,
+        headers: {
+          'Content-Type': 'text/plain',
+          'Webhook-Id': 'spoofed',
+          'X-Api-Key': 'key-1',
+          'User-Agent': 'shop',
+        },
+      },
+    ]);
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the event');
+    const [request] = crm.requests;
+    expect(request).toMatchObject({ verified: true, webhookId: 'evt_c1_1' });
+    expect(request!.headers).toMatchObject({
+      'content-type': 'application/json',
+      'webhook-id': 'evt_c1_1',
+      'x-api-key': 'key-1',
+      'user-agent': 'shop',
+    });
+  });
+
+  it('does not follow a redirect, and says where it pointed', async () => {
+    const crm = await receiver();
+    crm.respond((request) =>
+      request.webhookId === 'evt_c1_1'
+        ? { kind: 'status', status: 301, body: '', headers: { location: 'https://crm.example/hooks/v2' } }
+        : { kind: 'status', status: 307, body: '', headers: { location: '/elsewhere' } },
+    );
+    const { delivery, events } = await setup(kind, [{ url: crm.url }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1), entry('c2', 1)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 2, 'both failed');
+    const failed = await delivery.list({ state: 'failed' });
+    const message = (eventId: string) => failed.find((item) => item.eventId === eventId)?.lastError?.message;
+    expect(message('evt_c1_1')).toBe(
+      "HTTP 301 (redirect to https://crm.example/hooks/v2, not followed: set the destination's url to where it points)",
+    );
+    expect(message('evt_c2_1')).toBe(
+      `HTTP 307 (redirect to http://127.0.0.1:${crm.port}/elsewhere, not followed: set the destination's url to where it points)`,
+    );
+    // Failed at once: one request each, nothing sent to where the redirects pointed.
+    expect(crm.requests.map((request) => request.webhookId).sort()).toEqual(['evt_c1_1', 'evt_c2_1']);
+  });
+
   it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {
     const fast = await receiver();
     fast.respond({ kind: 'slow', ms: 100 });
@@ -451,6 +573,52 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await sleep(200);
     expect(crm.acceptedCount).toBe(30);
     expect(await one.store.llen(OUTBOX_KEY)).toBe(0);
+  });
+
+  it('fails, for replay, the pending deliveries of a destination removed from the config', async () => {
+    const crm = await receiver();
+    const other = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: other.url }]);
+    await first.delivery.start();
+    await first.events.publish([entry('c1', 1), entry('c1', 2)]);
+    await eventually(
+      async () => (await first.delivery.list({ state: 'delivered', destination: 'other' })).length === 2,
+      'both events delivered to the other one',
+    );
+    await first.delivery.close();
+    expect(await first.delivery.list({ state: 'pending', destination: 'crm' })).toHaveLength(2);
+
+    // Restarted with `crm` gone from the config: nothing will ever attempt its deliveries.
+    const without = await first.reconfigured([{ id: 'other', url: other.url }]);
+    await without.delivery.start();
+    expect(await without.delivery.list({ state: 'pending', destination: 'crm' })).toHaveLength(0);
+    const failed = await without.delivery.list({ state: 'failed', destination: 'crm' });
+    expect(failed.map((item) => item.eventId)).toEqual(['evt_c1_1', 'evt_c1_2']);
+    for (const item of failed) {
+      expect(item.lastError?.status).toBeNull();
+      expect(item.lastError?.message).toMatch(/destination crm is not in the config any more/);
+    }
+    await expect(without.delivery.replay(failed[0]!.id)).rejects.toMatchObject({ status: 409 });
+    // The CLI shows the reason as it is (no status: not a network error either).
+    const lines: string[] = [];
+    const listed = await runDeliveriesCommand(['list', '--state', 'failed'], without.delivery, {
+      stdout: (line) => lines.push(line),
+      stderr: () => {},
+    });
+    expect(listed).toBe(0);
+    expect(lines[0]).toMatch(/ {2}last error: destination crm is not in the config any more; /);
+    // The other destination's deliveries are untouched.
+    expect(await without.delivery.list({ state: 'delivered', destination: 'other' })).toHaveLength(2);
+    await without.delivery.close();
+
+    // Back in the config: replayed under the same event ids, in order.
+    await crm.up();
+    const back = await first.reconfigured([{ url: crm.url }, { id: 'other', url: other.url }]);
+    await back.delivery.start();
+    expect((await back.delivery.replayFailed('crm')).replayed).toHaveLength(2);
+    await crm.waitFor(() => crm.application.length === 2, 5000, 'both replayed');
+    expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
   });
 
   it('keeps pending deliveries across a restart of the delivery', async () => {

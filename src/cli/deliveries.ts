@@ -26,7 +26,8 @@ export class DeliveriesUsageError extends Error {}
 
 function line(item: DeliverySummary): string {
   const error = item.lastError
-    ? `  last error: ${item.lastError.status ?? 'network'} ${item.lastError.message} (${item.lastError.at})`
+    ? // No status: a network error or timeout (the message says which), or never attempted.
+      `  last error: ${item.lastError.status !== null ? `${item.lastError.status} ` : ''}${item.lastError.message} (${item.lastError.at})`
     : '';
   return `${item.id}  ${item.state}  ${item.destination}  ${item.eventType}  ${item.eventId}  attempts=${item.attempts}${error}`;
 }

@@ -49,6 +49,17 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  */
 export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
 
+/**
+ * Delivery waits (retry delays, breaker cooldown, attempt timeout) run on Node timers, which hold
+ * at most 2^31-1 ms (24.8 days): a longer one fires after 1 ms. A 30d retry delay made every
+ * retry of the schedule go at once, and a timeout that long aborted every attempt before it was
+ * sent. 24 days is the longest whole-day wait that fits.
+ */
+export const MAX_DELIVERY_WAIT_MS = 24 * 86_400_000;
+const deliveryWaitSchema = durationSchema.pipe(
+  z.number().max(MAX_DELIVERY_WAIT_MS, 'at most 24d (Node timers hold no longer a wait)'),
+);
+
 /** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
 export const MIN_SECRET_BYTES = 24;
 
@@ -103,6 +114,28 @@ export const attributeSourceSchema = z.strictObject({
 });
 export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
+/**
+ * A webhook destination's extra headers, names lower-cased. On the wire names are
+ * case-insensitive, in an object they are not: `Content-Type` here went out next to the bridge's
+ * own `content-type` (two of them; the receiver read the first, ours lost), and `Webhook-Id`
+ * next to the signed `webhook-id` made the signature unverifiable. Lower-cased, the headers the
+ * bridge sets itself (content-type and the three Standard Webhooks ones) are the ones sent.
+ */
+const destinationHeadersSchema = z
+  .record(z.string(), z.string())
+  .default({})
+  .superRefine((headers, ctx) => {
+    const seen = new Set<string>();
+    for (const name of Object.keys(headers)) {
+      if (seen.has(name.toLowerCase()))
+        ctx.addIssue({ code: 'custom', path: [name], message: 'given twice (header names ignore case)' });
+      seen.add(name.toLowerCase());
+    }
+  })
+  .transform((headers) =>
+    Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])),
+  );
+
 export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
   /** `webhook` (the default): the signed JSON event of DESIGN §8. CRM kinds: see crmDestinationSchema. */
@@ -110,7 +143,9 @@ export const webhookDestinationSchema = z.strictObject({
   url: httpUrlSchema,
   secret: z
     .string()
-    .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+    // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
+    // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
+    .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
     .refine(
       (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
       `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
@@ -121,20 +156,22 @@ export const webhookDestinationSchema = z.strictObject({
     .default([...outboundEventTypes]),
   /** Delay before each attempt: the first entry before the first attempt, and so on (jittered ±10%). */
   retrySchedule: z
-    .array(durationSchema)
+    .array(deliveryWaitSchema)
     .min(1)
     .default(
       ['0s', '5s', '5m', '30m', '2h', '5h', '10h', '14h', '20h', '24h'].map((d) => durationSchema.parse(d)),
     ),
-  timeoutMs: intLike(z.number().int().positive()).default(10_000),
+  timeoutMs: intLike(
+    z.number().int().positive().max(MAX_DELIVERY_WAIT_MS, 'at most 24d (Node timers hold no longer a wait)'),
+  ).default(10_000),
   concurrency: intLike(z.number().int().positive().max(100)).default(4),
   /** Extra request headers (e.g. an Authorization header the CRM wants besides the signature). */
-  headers: z.record(z.string(), z.string()).default({}),
+  headers: destinationHeadersSchema,
   /** After `failureThreshold` failed attempts in a row, stop sending to this destination for `cooldown`. */
   circuitBreaker: z
     .strictObject({
       failureThreshold: intLike(z.number().int().positive()).default(5),
-      cooldown: durationSchema.default(30_000),
+      cooldown: deliveryWaitSchema.default(30_000),
     })
     .prefault({}),
   filter: z

@@ -325,7 +325,7 @@ export function deliveriesPage(options: {
   <td data-label="Event">${item.eventType}</td><td data-label="Destination">${item.destination}</td>
   <td data-label="State"><span class="state state-${item.state}">${item.state}</span></td>
   <td data-label="Attempts">${item.attempts}</td>
-  <td data-label="Last error">${item.lastError ? `${item.lastError.status ?? 'network'}: ${item.lastError.message}` : ''}</td>
+  <td data-label="Last error">${item.lastError ? `${item.lastError.status !== null ? `${item.lastError.status}: ` : ''}${item.lastError.message}` : ''}</td>
   <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
           )}</tbody></table></div>${
             options.limit !== undefined && options.deliveries.length >= options.limit

@@ -1,4 +1,4 @@
-import { type HttpClient, HttpNetworkError, scrubUrlSecrets } from '../net/http.js';
+import { type HttpClient, HttpNetworkError, redactUrl, scrubUrlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
 /** What one HTTP attempt came to. */
@@ -9,10 +9,30 @@ export type AttemptResult =
   /** Any other answer (4xx, and 3xx: we do not follow redirects with a signed body): retrying will not help. */
   | { kind: 'permanent'; status: number; message: string };
 
+/** How much of a receiver's answer is read: more would only be cut from the error excerpt. */
+const RESPONSE_BYTES = 64 * 1024;
+
 /** Enough of the receiver's answer to tell an operator why, without keeping a whole error page. */
 function excerpt(text: string): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
+}
+
+/**
+ * A redirect is not followed (the signed body would go to a URL nobody configured, and a 303
+ * would turn the POST into a GET): the error says where it pointed, credentials hidden, so the
+ * operator can put that URL in the config. Receivers often answer an http:// URL with a 301 to
+ * https:// and an empty body, which left only "HTTP 301" to go on.
+ */
+function redirectNote(status: number, location: string | undefined, url: string): string {
+  if (status < 300 || status >= 400 || !location) return '';
+  let target: string;
+  try {
+    target = redactUrl(new URL(location, url).toString());
+  } catch {
+    return ' (a redirect, not followed)';
+  }
+  return ` (redirect to ${target}, not followed: set the destination's url to where it points)`;
 }
 
 export async function attemptDelivery(
@@ -34,6 +54,9 @@ export async function attemptDelivery(
       headers: request.headers,
       body: request.body,
       timeoutMs: request.timeoutMs,
+      // Only the status decides; the body is kept for an error excerpt of 200 characters.
+      statusIsAnswer: true,
+      maxResponseBytes: RESPONSE_BYTES,
       ...(request.signal ? { signal: request.signal } : {}),
     });
   } catch (error) {
@@ -44,7 +67,7 @@ export async function attemptDelivery(
   if (status >= 200 && status < 300) return { kind: 'delivered', status };
   // A receiver may echo the URL it was called on: its credentials must not reach the record.
   const detail = excerpt(scrubUrlSecrets(response.text, request.url));
-  const message = `HTTP ${status}${detail ? `: ${detail}` : ''}`;
+  const message = `HTTP ${status}${redirectNote(status, response.headers.location, request.url)}${detail ? `: ${detail}` : ''}`;
   if (isRetryableStatus(status)) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now);
     return { kind: 'retry', status, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };

@@ -302,6 +302,52 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
   }
 
+  /**
+   * Pending deliveries to a destination that is no longer in the config: nothing would ever
+   * attempt them (each destination has its own queue and workers), so they sat in `pending` for
+   * good, in the API, the CLI and the console. At start they fail, without an attempt, with a
+   * reason that says why; kept like every failed delivery, so with the destination back in the
+   * config `replay` (one, or all failed of the destination) sends them under their own ids.
+   */
+  async function failOrphans(): Promise<void> {
+    // The common case, every pending delivery is to a configured destination, reads no record.
+    let configured = 0;
+    for (const id of byId.keys()) configured += await records.count('pending', id);
+    if ((await records.count('pending')) <= configured) return;
+    const seen = new Set<string>();
+    const failed = new Map<string, number>();
+    let from: number | undefined;
+    for (;;) {
+      const page = await records.list({
+        state: 'pending',
+        limit: 500,
+        ...(from !== undefined ? { from } : {}),
+      });
+      const fresh = page.filter((record) => !seen.has(record.id));
+      if (fresh.length === 0) break;
+      for (const record of fresh) {
+        seen.add(record.id);
+        if (byId.has(record.destinationId)) continue;
+        const now = deps.now();
+        const reason = {
+          status: null,
+          message: `destination ${record.destinationId} is not in the config any more; not attempted (replay it once the destination is back)`,
+          at: now.toISOString(),
+        };
+        if (await records.abandon(record.id, reason, now))
+          failed.set(record.destinationId, (failed.get(record.destinationId) ?? 0) + 1);
+      }
+      if (page.length < 500) break;
+      from = page[page.length - 1]!.pendingSince;
+    }
+    for (const [destination, count] of failed) {
+      logger.warn(
+        { destination, count },
+        'pending deliveries to a destination that is not in the config any more were marked failed (kept for replay)',
+      );
+    }
+  }
+
   async function replayRecord(id: string): Promise<DeliveryRecord> {
     const existing = await records.get(id);
     if (!existing) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
@@ -341,6 +387,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         signal: shutdown.signal,
       });
       await queueNow().start(processor);
+      await failOrphans();
       await restoreLostJobs(false);
       deps.events.onCommitted(drainInBackground);
       const pollMs = deps.pollIntervalMs ?? 1000;
@@ -410,7 +457,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       const replayed: string[] = [];
       for (;;) {
         const page = await records.list({ state: 'failed', destinationId, limit: 200 });
-        const fresh = page.filter((record) => !seen.has(record.id));
+        // In lane order: the failed index is by failure time, and deliveries that failed in the
+        // same millisecond come out of it by id; a contact's events must be replayed (and so
+        // delivered) in their own order.
+        const fresh = page.filter((record) => !seen.has(record.id)).sort((a, b) => a.seq - b.seq);
         if (fresh.length === 0) break;
         for (const record of fresh) {
           seen.add(record.id);

@@ -135,6 +135,11 @@ export interface DeliveryRecords {
     now: Date,
     countsAsAttempt: boolean,
   ): Promise<DeliveryRecord>;
+  /**
+   * Fail a pending delivery without an attempt (its destination left the config), unless the
+   * record changed since it was read (another instance attempted it meanwhile): false then.
+   */
+  abandon(id: string, error: DeliveryError, now: Date): Promise<boolean>;
   /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
   saveProgress(id: string, patch: Record<string, string>): Promise<void>;
   /** Back to pending at the end of its lane; ConflictError when it is pending already. */
@@ -316,6 +321,26 @@ export function createDeliveryRecords(
       moveIndex(batch, next, 'pending', 'failed', now.getTime());
       await batch.exec();
       return next;
+    },
+
+    async abandon(id, error, now) {
+      const raw = await store.get(deliveryKeys.record(id));
+      const record = parse(raw);
+      if (raw === null || record?.state !== 'pending') return false;
+      const at = now.toISOString();
+      const next: DeliveryRecord = {
+        ...record,
+        state: 'failed',
+        updatedAt: at,
+        nextAttemptAt: null,
+        failedAt: at,
+        lastError: error,
+      };
+      const batch = store.batch().expect(deliveryKeys.record(id), raw);
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
+      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), id);
+      moveIndex(batch, next, 'pending', 'failed', now.getTime());
+      return batch.exec();
     },
 
     async saveProgress(id, patch) {

@@ -14,6 +14,16 @@ export interface HttpRequest {
   body?: unknown;
   timeoutMs: number;
   signal?: AbortSignal;
+  /** Read at most this many bytes of the answer (default: the client's maxResponseBytes). */
+  maxResponseBytes?: number;
+  /**
+   * The status is the answer (a webhook delivery): once it has arrived, a body that is still
+   * coming when the timeout fires, or that breaks off, leaves `text` as what arrived instead of
+   * turning the answer into a network error. Without it a receiver that said 200 and then kept
+   * the body open was retried as a timeout, and failed in the end, although it had accepted
+   * every attempt.
+   */
+  statusIsAnswer?: boolean;
 }
 
 export interface HttpResponse {
@@ -69,14 +79,21 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
           ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
         });
         const chunks: Buffer[] = [];
+        const limit = input.maxResponseBytes ?? maxBytes;
         let size = 0;
-        for await (const chunk of response.body) {
-          size += (chunk as Buffer).length;
-          if (size > maxBytes) {
-            response.body.destroy();
-            break;
+        try {
+          for await (const chunk of response.body) {
+            size += (chunk as Buffer).length;
+            if (size > limit) {
+              response.body.destroy();
+              break;
+            }
+            chunks.push(chunk as Buffer);
           }
-          chunks.push(chunk as Buffer);
+        } catch (error) {
+          // Our own shutdown still ends the request as aborted (the caller does not count it).
+          if (!input.statusIsAnswer || input.signal?.aborted) throw error;
+          response.body.destroy();
         }
         const text = Buffer.concat(chunks).toString('utf8');
         let json: unknown;

@@ -13,11 +13,16 @@ import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 
 export type ReceiverAnswer =
   | { kind: 'ok'; status?: number }
-  | { kind: 'status'; status: number; retryAfter?: string; body?: string }
+  | { kind: 'status'; status: number; retryAfter?: string; body?: string; headers?: Record<string, string> }
   /** Never answer (the sender's timeout fires). */
   | { kind: 'hang' }
   /** Answer 200 after a while (for concurrency measurements). */
-  | { kind: 'slow'; ms: number };
+  | { kind: 'slow'; ms: number }
+  /**
+   * Send the status line and headers at once, then a body that never ends: one byte every 50 ms
+   * until the sender hangs up. A 2xx counts as accepted, as with `ok`.
+   */
+  | { kind: 'trickle'; status: number };
 
 export interface ReceivedRequest {
   webhookId: string;
@@ -86,6 +91,18 @@ export async function startReceiver(options: { secret: string }): Promise<Receiv
     return Array.isArray(value) ? (value[0] ?? '') : (value ?? '');
   };
 
+  /** A 2xx answer: the event enters the application once per webhook-id. */
+  function accept(request: ReceivedRequest) {
+    acceptedCount += 1;
+    if (seen.has(request.webhookId)) return;
+    seen.add(request.webhookId);
+    application.push({
+      webhookId: request.webhookId,
+      payload: request.payload as ApplicationEvent['payload'],
+      at: request.at,
+    });
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse) {
     inFlight += 1;
     maxInFlight = Math.max(maxInFlight, inFlight);
@@ -128,26 +145,29 @@ export async function startReceiver(options: { secret: string }): Promise<Receiv
       return;
     }
     if (chosen.kind === 'slow') await new Promise((resolve) => setTimeout(resolve, chosen.ms));
+    if (chosen.kind === 'trickle') {
+      request.answered = chosen.status;
+      if (chosen.status >= 200 && chosen.status < 300) accept(request);
+      res.writeHead(chosen.status, { 'content-type': 'text/plain' });
+      res.write('.');
+      const drip = setInterval(() => res.write('.'), 50);
+      res.on('close', () => clearInterval(drip));
+      hanging.add(res);
+      return;
+    }
     if (chosen.kind === 'status') {
       request.answered = chosen.status;
       res.writeHead(chosen.status, {
         'content-type': 'text/plain',
         ...(chosen.retryAfter !== undefined ? { 'retry-after': chosen.retryAfter } : {}),
+        ...chosen.headers,
       });
       res.end(chosen.body ?? `answered ${chosen.status} on purpose`);
       return;
     }
     const status = chosen.kind === 'ok' ? (chosen.status ?? 200) : 200;
     request.answered = status;
-    acceptedCount += 1;
-    if (!seen.has(request.webhookId)) {
-      seen.add(request.webhookId);
-      application.push({
-        webhookId: request.webhookId,
-        payload: request.payload as ApplicationEvent['payload'],
-        at: request.at,
-      });
-    }
+    accept(request);
     res.writeHead(status, { 'content-type': 'application/json' }).end('{"ok":true}');
   }
 
