@@ -846,6 +846,87 @@ for (const kind of ['memory', 'redis'] as const) {
       await storeA.close();
     });
 
+    it('a busy contact written through other identifiers at every turn still takes an observation: the contact is locked, not only its identifiers', async () => {
+      // One contact (person + a visitor id). Instance A observes it by the person id; each time A
+      // has read, instance B writes the same contact by the visitor id (another lane, another
+      // identity lock) before A's write goes out, so every write A planned on that read fails its
+      // check. A must still get through once it queues on the lock (README: "a busy visitor is
+      // never refused"), instead of giving up after its attempts (identity_contention).
+      const [storeA, storeB] = await stores();
+      let onExec: (() => void) | undefined;
+      const countedB = new Proxy(storeB, {
+        get(target, property, receiver) {
+          if (property !== 'batch') return Reflect.get(target, property, receiver);
+          return () => {
+            const batch = target.batch();
+            const exec = batch.exec.bind(batch);
+            batch.exec = async () => {
+              try {
+                return await exec();
+              } finally {
+                const settled = onExec;
+                onExec = undefined;
+                settled?.();
+              }
+            };
+            return batch;
+          };
+        },
+      });
+      const b = engineOn(countedB);
+      const base = { channelId: 'web', vendor: 'jivochat', at: '2026-11-01T12:00:00.000Z' };
+      const first = await b.observe({
+        ...base,
+        idempotencyKey: 'busy-first',
+        identifiers: [
+          { kind: 'person', value: 'busy-lanes' },
+          { kind: 'visitor', value: 'v-busy' },
+        ],
+      });
+      const interfering: Promise<unknown>[] = [];
+      let interferences = 0;
+      const interferingA = new Proxy(storeA, {
+        get(target, property, receiver) {
+          if (property !== 'readGroups') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<Store['readGroups']>) => {
+            const read = await target.readGroups(...args);
+            if (interferences < 30) {
+              const n = interferences++;
+              // B's next checked write, held or not, has been answered before A goes on.
+              const bWrote = new Promise<void>((resolve) => {
+                onExec = resolve;
+              });
+              interfering.push(
+                b.observe({
+                  ...base,
+                  idempotencyKey: `busy-b-${n}`,
+                  identifiers: [{ kind: 'visitor', value: 'v-busy' }],
+                  labels: [`b-${n}`],
+                }),
+              );
+              await bWrote;
+            }
+            return read;
+          };
+        },
+      });
+      const a = engineOn(interferingA);
+      const result = await a.observe({
+        ...base,
+        idempotencyKey: 'busy-a',
+        identifiers: [{ kind: 'person', value: 'busy-lanes' }],
+        labels: ['a'],
+      });
+      expect(result.contact.id).toBe(first.contact.id);
+      await Promise.all(interfering);
+      const contact = (await b.get(first.contact.id))!.contact;
+      expect([...contact.labels].sort()).toEqual(
+        ['a', ...Array.from({ length: interferences }, (_, n) => `b-${n}`)].sort(),
+      );
+      if (storeA !== storeB) await storeB.close();
+      await storeA.close();
+    });
+
     for (const [repeatAt, repeatOf, expectedReads, expectedWrites, why] of [
       // The first reads; the 38 after it plan on the write before them; the repeated delivery's
       // planned write fails (its key exists), so it reads and finds itself.

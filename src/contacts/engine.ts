@@ -61,10 +61,12 @@ export { nameWords } from './timeline.js';
  * updates the winner's record. An observation may also plan without reading, on a state it
  * is handed (a lane's previous write, or what this process last wrote for the person: LaneState,
  * `remembered`) — with the same expectations, so a stale one fails the same way and reads.
- * No locks on these paths. A merge of two existing contacts also
- * takes the identifier and record locks (one atomic step each, identifiers first), so two
- * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
- * they read, since observations no longer lock. The pure parts live next to this file:
+ * No locks on these paths, but those writes expect the contact's lock (its root's) to be free.
+ * A merge of two existing contacts takes the identifier and record locks (one atomic step
+ * each, identifiers first), so two merges of one group do not interleave; unmerge and split
+ * keep theirs, and also expect what they read, since observations no longer lock. An
+ * observation that keeps losing its check takes its identifiers' lock, then its contact's, and
+ * reads and writes under both (observe, lockedAttempt). The pure parts live next to this file:
  * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids),
  * merge.ts (merge policy: survivor, refusals, merge log), unmerge.ts (what an unmerge or split
  * writes), writes.ts (planned writes as data); this file reads, plans with them and writes.
@@ -82,6 +84,11 @@ const CONTACT_EVENTS_KEY = 'contact';
 const REMEMBERED_BYTES = 16 * 1024 * 1024;
 /** After a remembered state did not hold, that person is read first for this long. */
 const REMEMBER_BACKOFF_MS = 60_000;
+/**
+ * The lock of a contact: its root's. Merges, unmerges and contended observations take it; every
+ * other write of the contact expects it free (engine's writeObservation).
+ */
+const contactLockName = (root: string) => `root:${root}`;
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
 
@@ -641,7 +648,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // takes the identity and record locks, so that merges of one group do not interleave.
     const laneName = indexKeys[0]!;
     return inLane(laneName, async (writeSent, handed, previousSettled) => {
-      const attempt = async (locked: boolean, after?: LaneState): Promise<ObserveResult | null> => {
+      const attempt = async (
+        locked: boolean,
+        after?: LaneState,
+        options: { read?: GroupReadResult; contactLocked?: readonly string[] } = {},
+      ): Promise<ObserveResult | null> => {
         // The state this attempt's lock-free write leaves behind, remembered once it has held.
         let sent: LaneState | undefined;
         const sentNow = (state?: LaneState) => {
@@ -651,13 +662,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
-        const read = (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
+        const read =
+          options.read ?? (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
         const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
           const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
         const planned = plan(read, indexValues, resolving);
+        // Under the contacts' locks (lockedAttempt): a group that is not one of those locked
+        // joined since (a merge, a claim); let go and plan again.
+        const { contactLocked } = options;
+        if (contactLocked && !planned.roots.every((root) => contactLocked.includes(root))) return null;
         // Keys this process applied for the person stay applied, whatever state this plan is on.
         const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
@@ -673,6 +689,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             saltValue,
             timelineMembers,
             locked || planned.roots.length > 1,
+            contactLocked !== undefined,
             sentNow,
           );
         const result =
@@ -724,15 +741,31 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (result) return afterRecall(result);
       }
       // Contended (several instances writing one person at once, a loaded machine): queue on the
-      // identity lock with the other contenders, so one at a time reads and writes, instead of
-      // failing a busy visitor. The expectations still guard against writers not yet escalated,
-      // and those writers' own checks fail while the lock is held (see writeObservation).
+      // identity lock with the other contenders, then on the lock of the contact itself (its
+      // groups' roots, the lock merges and unmerges take), and read and write holding both. Every
+      // other write of that contact fails its check while the contact's lock is held (see
+      // writeObservation), whichever identifiers it came by — an observation of the same person
+      // by an e-mail, a phone or a vendor-local id is another lane and another identity lock, and
+      // such writers used to invalidate the lock holder's read again and again until it gave up.
+      const lockedAttempt = async (): Promise<ObserveResult | null> => {
+        const read = await readState(dedupeKey, indexKeys);
+        const [duplicateOf, ...indexValues] = read.values;
+        const roots = duplicateOf ? [] : plan(read, indexValues, resolving).roots;
+        // A new contact (nothing to lock yet) or a repeated delivery: on this read, as before.
+        if (roots.length === 0) return attempt(true, undefined, { read });
+        return withLock(
+          roots.map(contactLockName),
+          'contact',
+          () => attempt(true, undefined, { contactLocked: roots }),
+          { awaitRelease: false },
+        );
+      };
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
         async () => {
           for (let round = 0; round < MAX_PLAN_ATTEMPTS; round++) {
-            const written = await attempt(true);
+            const written = await lockedAttempt();
             if (written) return written;
           }
           return null;
@@ -879,13 +912,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     timelineMembers: readonly string[],
     /** Whether this write runs under the identity lock of its identifiers (see below). */
     holdsIdentityLock: boolean,
+    /** Whether this write runs under the lock of every contact (root) it was planned on. */
+    holdsContactLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
     writeSent: (after?: LaneState) => void,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
     const targetId = planned.targetId ?? fresh!.id;
-    const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
+    const lockNames = [`rec:${targetId}`, ...planned.roots.map(contactLockName)];
+    // A merge takes its contacts' locks below; a contended observation holds them already.
+    const locksContacts = planned.roots.length > 1 && !holdsContactLock;
 
     const write = async (): Promise<ObserveResult | null> => {
       // What the plan read is checked when the write runs (expectations below), so nothing is
@@ -916,6 +953,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // instances in step could keep invalidating the lock holder's reads until it gave up.
         if (!holdsIdentityLock) batch.expect(LOCK_KEY_PREFIX + key.index(identifier), null);
       });
+      // Likewise for the contact: while a contended observation, a merge or an unmerge holds its
+      // lock, other writes of it stand back, whatever identifiers they came by (see observe).
+      if (!holdsContactLock && !locksContacts)
+        for (const root of planned.roots) batch.expect(LOCK_KEY_PREFIX + contactLockName(root), null);
       for (const [recordId, root] of current)
         batch.expect(key.root(recordId), root === recordId ? null : storedId(root));
       for (const id of groupIds) {
@@ -1109,11 +1150,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       return { contact, created, duplicate: false };
     };
 
-    // Only a merge takes the record locks (see observe); every other write is kept correct by
-    // its expectations alone.
-    return planned.roots.length > 1
-      ? withLock(lockNames, 'records', write, { awaitRelease: false })
-      : write();
+    // Only a merge takes the record locks here (a contended observation took them before it
+    // read, see observe); every other write is kept correct by its expectations alone.
+    return locksContacts ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
   }
 
   async function get(id: string) {
@@ -1283,7 +1322,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function unmergeRecord(rootId: string, recordId: string) {
-    return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
+    return withLock([contactLockName(rootId), `rec:${recordId}`], 'unmerge', async () => {
       const members = await membersOf(rootId);
       assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
@@ -1314,7 +1353,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           { path: 'identifier', message: identifierLabel(identifier) },
         ]);
       }
-      return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
+      return withLock([contactLockName(rootId), `rec:${holder}`], 'unmerge', async () => {
         const members = await membersOf(rootId);
         const records = await readRecords([rootId, ...members]);
         const at = now().toISOString();
