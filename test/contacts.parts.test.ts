@@ -25,7 +25,7 @@ import {
 } from '../src/contacts/timeline.js';
 import { type Identifier, type Observation, observationSchema } from '../src/contacts/types.js';
 import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
-import { ValidationError } from '../src/errors.js';
+import { AppError, ValidationError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
@@ -925,6 +925,42 @@ for (const kind of ['memory', 'redis'] as const) {
       );
       if (storeA !== storeB) await storeB.close();
       await storeA.close();
+    });
+
+    it('an observation whose contact keeps changing under it is refused as passing (503, retry later), not as a conflict: vendors drop a 4xx', async () => {
+      // Every checked write fails, as if other writers changed the contact each time: the
+      // observation gives up after its attempts. JivoChat treats 4xx as rejected and does not
+      // resend (vendors/jivochat.md), so the answer must say "retry".
+      const [store, other] = await stores();
+      const engine = engineOn(store);
+      const base = {
+        channelId: 'web',
+        vendor: 'jivochat',
+        at: '2026-11-01T12:00:00.000Z',
+        identifiers: [{ kind: 'person', value: 'always-changing' }],
+      };
+      await engine.observe({ ...base, idempotencyKey: 'first' });
+      const failing = new Proxy(store, {
+        get(target, property, receiver) {
+          if (property !== 'batch') return Reflect.get(target, property, receiver);
+          return () => {
+            const batch = target.batch();
+            batch.exec = async () => false;
+            return batch;
+          };
+        },
+      });
+      const refused = await engineOn(failing)
+        .observe({ ...base, idempotencyKey: 'second' })
+        .then(
+          () => null,
+          (error: unknown) => error,
+        );
+      expect(refused).toBeInstanceOf(AppError);
+      expect(refused).toMatchObject({ status: 503, code: 'identity_contention' });
+      expect((refused as AppError).headers).toMatchObject({ 'retry-after': expect.any(String) });
+      if (other !== store) await other.close();
+      await store.close();
     });
 
     for (const [repeatAt, repeatOf, expectedReads, expectedWrites, why] of [

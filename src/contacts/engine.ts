@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  ConflictError,
+  IdentityContentionError,
+  NoIdentifierError,
+  NotFoundError,
+  ValidationError,
+} from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
@@ -773,10 +780,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         { awaitRelease: false },
       );
       if (result) return afterRecall(result);
-      throw new ConflictError(
-        'identity_contention',
-        'the contact changed too often while being written; retry',
-      );
+      throw new IdentityContentionError();
     });
   }
 
