@@ -963,6 +963,71 @@ for (const kind of ['memory', 'redis'] as const) {
       await store.close();
     });
 
+    for (const what of ['an identifier', 'a merged record'] as const) {
+      it(`splitting ${what} off a contact that is merged into another meanwhile splits it off the contact it is part of now`, async () => {
+        // R (root) and M (holds the e-mail) are one contact; S is older. The admin asks R to
+        // split off the e-mail (or the record M); between the request's first read and its lock,
+        // another instance merges R's contact into S's. The request must act on the contact as it
+        // is now (S's), not fail on R's emptied member list (a TypeError: 500) or answer that the
+        // identifier or record is not part of the contact it asked about.
+        const [storeA, storeB] = await stores();
+        const other = engineOn(storeB);
+        const at = (second: number) => `2026-11-01T12:00:${String(second).padStart(2, '0')}.000Z`;
+        const observe = (engine: typeof other, second: number, identifiers: Identifier[]) =>
+          engine.observe({
+            channelId: 'web',
+            vendor: 'jivochat',
+            at: at(second),
+            idempotencyKey: `moved-${what}-${second}`,
+            identifiers: identifiers.map((identifier) => ({
+              ...identifier,
+              provenance: 'verified' as const,
+            })),
+          });
+        const person = (value: string): Identifier => ({ kind: 'person', value: `${what}-${value}` });
+        const email: Identifier = { kind: 'email', value: `moved-${what.length}@example.org` };
+        const s = await observe(other, 1, [person('s')]);
+        const r = await observe(other, 2, [person('r')]);
+        const m = await observe(other, 3, [person('m'), email]);
+        await observe(other, 4, [person('r'), email]);
+        let merged = false;
+        const mergingMeanwhile = new Proxy(storeA, {
+          get(target, property, receiver) {
+            if (property !== 'lock') return Reflect.get(target, property, receiver);
+            return async (...args: Parameters<Store['lock']>) => {
+              if (!merged && args[0].some((name) => name.startsWith('root:'))) {
+                merged = true;
+                await observe(other, 5, [person('s'), person('r')]);
+              }
+              return target.lock(...args);
+            };
+          },
+        });
+        const engine = engineOn(mergingMeanwhile);
+        const result = await engine.unmerge(
+          r.contact.id,
+          what === 'an identifier' ? { identifier: email } : { recordId: m.contact.id },
+        );
+        expect(merged).toBe(true);
+        expect(result.contact.id).toBe(s.contact.id);
+        if (what === 'an identifier') {
+          expect(result.split.emails).toEqual([email.value]);
+          expect([...result.contact.records].sort()).toEqual(
+            [s.contact.id, r.contact.id, m.contact.id].sort(),
+          );
+          expect((await engine.findByIdentifier(email))?.id).toBe(result.split.id);
+        } else {
+          // The merge that brought M into S's contact now is the one that joined R's group.
+          expect([...result.split.records].sort()).toEqual([r.contact.id, m.contact.id].sort());
+          expect(result.contact.records).toEqual([s.contact.id]);
+        }
+        expect(result.contact.emails).not.toContain(email.value);
+        expect((await engine.findByIdentifier(person('s')))?.id).toBe(s.contact.id);
+        if (storeA !== storeB) await storeB.close();
+        await storeA.close();
+      });
+    }
+
     for (const [repeatAt, repeatOf, expectedReads, expectedWrites, why] of [
       // The first reads; the 38 after it plan on the write before them; the repeated delivery's
       // planned write fails (its key exists), so it reads and finds itself.

@@ -96,6 +96,10 @@ const REMEMBER_BACKOFF_MS = 60_000;
  * other write of the contact expects it free (engine's writeObservation).
  */
 const contactLockName = (root: string) => `root:${root}`;
+/** An unmerge finds its contact again this often if it keeps being merged away meanwhile. */
+const UNMERGE_ATTEMPTS = 3;
+/** The contact an unmerge was about became part of another one before its lock was taken. */
+class RootMoved extends Error {}
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
 
@@ -1291,14 +1295,30 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function unmerge(id: string, request: UnmergeRequest) {
-    const loaded = await loadContact(id);
-    if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
-    const rootId = loaded.rootId;
-    if (request.recordId) return unmergeRecord(rootId, request.recordId);
-    if (request.identifier) return splitIdentifier(rootId, request.identifier);
-    throw new ValidationError('name what to split off', [
-      { path: '', message: 'give recordId or identifier' },
-    ]);
+    // The contact is found before its lock is taken; should it be merged into another one in
+    // between, the split acts on the contact it is part of then (found again), not on the old
+    // root's emptied member list.
+    for (let attempt = 0; attempt < UNMERGE_ATTEMPTS; attempt++) {
+      const loaded = await loadContact(id);
+      if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+      const rootId = loaded.rootId;
+      try {
+        if (request.recordId) return await unmergeRecord(rootId, request.recordId);
+        if (request.identifier) return await splitIdentifier(rootId, request.identifier);
+      } catch (error) {
+        if (error instanceof RootMoved) continue;
+        throw error;
+      }
+      throw new ValidationError('name what to split off', [
+        { path: '', message: 'give recordId or identifier' },
+      ]);
+    }
+    throw contention();
+  }
+
+  /** Under the contact's lock: throws RootMoved when `rootId` was merged into another contact. */
+  async function stillRoot(rootId: string): Promise<void> {
+    if ((await store.get(key.root(rootId))) !== null) throw new RootMoved();
   }
 
   /** Commit an unmerge plan as one checked batch (the caller holds the locks). */
@@ -1327,7 +1347,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   async function unmergeRecord(rootId: string, recordId: string) {
     return withLock([contactLockName(rootId), `rec:${recordId}`], 'unmerge', async () => {
-      const members = await membersOf(rootId);
+      const [members] = await Promise.all([membersOf(rootId), stillRoot(rootId)]);
       assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
       const plan = planRecordUnmerge({
@@ -1349,16 +1369,27 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
       ]);
     }
+    const notPart = () =>
+      new ValidationError('identifier is not part of this contact', [
+        { path: 'identifier', message: identifierLabel(identifier) },
+      ]);
+    const rootOf = async (id: string) => (await idAt(key.root(id))) ?? id;
     return withLock([key.index(identifier)], 'identifiers', async () => {
       const holder = await idAt(key.index(identifier));
-      const holderRoot = holder ? ((await idAt(key.root(holder))) ?? holder) : null;
-      if (!holder || holderRoot !== rootId) {
-        throw new ValidationError('identifier is not part of this contact', [
-          { path: 'identifier', message: identifierLabel(identifier) },
-        ]);
+      if (!holder) throw notPart();
+      if ((await rootOf(holder)) !== rootId) {
+        await stillRoot(rootId); // or the contact was merged into the holder's meanwhile
+        throw notPart();
       }
       return withLock([contactLockName(rootId), `rec:${holder}`], 'unmerge', async () => {
-        const members = await membersOf(rootId);
+        // Read again under the contact's lock: it may have been merged into another one, or the
+        // holder split off it, since the check above.
+        const [members, , holderRoot] = await Promise.all([
+          membersOf(rootId),
+          stillRoot(rootId),
+          rootOf(holder),
+        ]);
+        if (holderRoot !== rootId) throw notPart();
         const records = await readRecords([rootId, ...members]);
         const at = now().toISOString();
         const plan = planIdentifierSplit({
