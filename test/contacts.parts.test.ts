@@ -963,6 +963,43 @@ for (const kind of ['memory', 'redis'] as const) {
       await store.close();
     });
 
+    it('a search naming two contacts that merge while it runs lists the merged contact once', async () => {
+      const [storeA, storeB] = await stores();
+      const other = engineOn(storeB);
+      const observe = (second: number, identifiers: Identifier[]) =>
+        other.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at: `2026-11-01T12:00:0${second}.000Z`,
+          idempotencyKey: `search-merge-${second}`,
+          identifiers: identifiers.map((identifier) => ({ ...identifier, provenance: 'verified' as const })),
+        });
+      const email: Identifier = { kind: 'email', value: 'search-merge@example.org' };
+      const phone: Identifier = { kind: 'phone', value: '+79161230099' };
+      const s = await observe(1, [{ kind: 'person', value: 'search-s' }, phone]);
+      await observe(2, [{ kind: 'person', value: 'search-r' }, email]);
+      let merged = false;
+      const mergingMeanwhile = new Proxy(storeA, {
+        get(target, property, receiver) {
+          if (property !== 'mget') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<Store['mget']>) => {
+            const values = await target.mget(...args);
+            // Right after the search has read its records' roots: they merge.
+            if (!merged && args[0].some((name) => name.startsWith('root:'))) {
+              merged = true;
+              await observe(3, [email, phone]);
+            }
+            return values;
+          };
+        },
+      });
+      const found = await engineOn(mergingMeanwhile).find({ email: email.value, phone: phone.value });
+      expect(merged).toBe(true);
+      expect(found.map((contact) => contact.id)).toEqual([s.contact.id]);
+      if (storeA !== storeB) await storeB.close();
+      await storeA.close();
+    });
+
     for (const what of ['an identifier', 'a merged record'] as const) {
       it(`splitting ${what} off a contact that is merged into another meanwhile splits it off the contact it is part of now`, async () => {
         // R (root) and M (holds the e-mail) are one contact; S is older. The admin asks R to

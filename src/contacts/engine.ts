@@ -1210,9 +1210,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
+    const listed = new Set<string>();
     for (const root of new Set(roots.values())) {
       const loaded = await loadContact(root);
-      if (loaded) contacts.push(loaded.contact);
+      // Two roots read may be one contact by now (merged since): listed once.
+      if (loaded && !listed.has(loaded.rootId)) {
+        listed.add(loaded.rootId);
+        contacts.push(loaded.contact);
+      }
     }
     return contacts;
   }
