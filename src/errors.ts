@@ -136,6 +136,18 @@ export class StoreBusyError extends AppError {
   }
 }
 
+/**
+ * An observation's contact kept changing under it until it gave up (heavy contention on one
+ * person): passing, like a busy lock, so 503 — a vendor resends after a 5xx but drops a 4xx.
+ */
+export class IdentityContentionError extends AppError {
+  constructor() {
+    super('identity_contention', 503, 'the contact changed too often while being written; retry later', {
+      headers: { 'retry-after': '1' },
+    });
+  }
+}
+
 /** The config file is wrong; carries every problem with its path. */
 export class ConfigError extends AppError {
   constructor(message: string, issues: ErrorIssue[] = []) {

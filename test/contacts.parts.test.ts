@@ -25,7 +25,7 @@ import {
 } from '../src/contacts/timeline.js';
 import { type Identifier, type Observation, observationSchema } from '../src/contacts/types.js';
 import { planIdentifierSplit, planRecordUnmerge } from '../src/contacts/unmerge.js';
-import { ValidationError } from '../src/errors.js';
+import { AppError, ValidationError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
@@ -845,6 +845,225 @@ for (const kind of ['memory', 'redis'] as const) {
       if (storeA !== storeB) await storeB.close();
       await storeA.close();
     });
+
+    it('a busy contact written through other identifiers at every turn still takes an observation: the contact is locked, not only its identifiers', async () => {
+      // One contact (person + a visitor id). Instance A observes it by the person id; each time A
+      // has read, instance B writes the same contact by the visitor id (another lane, another
+      // identity lock) before A's write goes out, so every write A planned on that read fails its
+      // check. A must still get through once it queues on the lock (README: "a busy visitor is
+      // never refused"), instead of giving up after its attempts (identity_contention).
+      const [storeA, storeB] = await stores();
+      let onExec: (() => void) | undefined;
+      const countedB = new Proxy(storeB, {
+        get(target, property, receiver) {
+          if (property !== 'batch') return Reflect.get(target, property, receiver);
+          return () => {
+            const batch = target.batch();
+            const exec = batch.exec.bind(batch);
+            batch.exec = async () => {
+              try {
+                return await exec();
+              } finally {
+                const settled = onExec;
+                onExec = undefined;
+                settled?.();
+              }
+            };
+            return batch;
+          };
+        },
+      });
+      const b = engineOn(countedB);
+      const base = { channelId: 'web', vendor: 'jivochat', at: '2026-11-01T12:00:00.000Z' };
+      const first = await b.observe({
+        ...base,
+        idempotencyKey: 'busy-first',
+        identifiers: [
+          { kind: 'person', value: 'busy-lanes' },
+          { kind: 'visitor', value: 'v-busy' },
+        ],
+      });
+      const interfering: Promise<unknown>[] = [];
+      let interferences = 0;
+      const interferingA = new Proxy(storeA, {
+        get(target, property, receiver) {
+          if (property !== 'readGroups') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<Store['readGroups']>) => {
+            const read = await target.readGroups(...args);
+            if (interferences < 30) {
+              const n = interferences++;
+              // B's next checked write, held or not, has been answered before A goes on.
+              const bWrote = new Promise<void>((resolve) => {
+                onExec = resolve;
+              });
+              interfering.push(
+                b.observe({
+                  ...base,
+                  idempotencyKey: `busy-b-${n}`,
+                  identifiers: [{ kind: 'visitor', value: 'v-busy' }],
+                  labels: [`b-${n}`],
+                }),
+              );
+              await bWrote;
+            }
+            return read;
+          };
+        },
+      });
+      const a = engineOn(interferingA);
+      const result = await a.observe({
+        ...base,
+        idempotencyKey: 'busy-a',
+        identifiers: [{ kind: 'person', value: 'busy-lanes' }],
+        labels: ['a'],
+      });
+      expect(result.contact.id).toBe(first.contact.id);
+      await Promise.all(interfering);
+      const contact = (await b.get(first.contact.id))!.contact;
+      expect([...contact.labels].sort()).toEqual(
+        ['a', ...Array.from({ length: interferences }, (_, n) => `b-${n}`)].sort(),
+      );
+      if (storeA !== storeB) await storeB.close();
+      await storeA.close();
+    });
+
+    it('an observation whose contact keeps changing under it is refused as passing (503, retry later), not as a conflict: vendors drop a 4xx', async () => {
+      // Every checked write fails, as if other writers changed the contact each time: the
+      // observation gives up after its attempts. JivoChat treats 4xx as rejected and does not
+      // resend (vendors/jivochat.md), so the answer must say "retry".
+      const [store, other] = await stores();
+      const engine = engineOn(store);
+      const base = {
+        channelId: 'web',
+        vendor: 'jivochat',
+        at: '2026-11-01T12:00:00.000Z',
+        identifiers: [{ kind: 'person', value: 'always-changing' }],
+      };
+      await engine.observe({ ...base, idempotencyKey: 'first' });
+      const failing = new Proxy(store, {
+        get(target, property, receiver) {
+          if (property !== 'batch') return Reflect.get(target, property, receiver);
+          return () => {
+            const batch = target.batch();
+            batch.exec = async () => false;
+            return batch;
+          };
+        },
+      });
+      const refused = await engineOn(failing)
+        .observe({ ...base, idempotencyKey: 'second' })
+        .then(
+          () => null,
+          (error: unknown) => error,
+        );
+      expect(refused).toBeInstanceOf(AppError);
+      expect(refused).toMatchObject({ status: 503, code: 'identity_contention' });
+      expect((refused as AppError).headers).toMatchObject({ 'retry-after': expect.any(String) });
+      if (other !== store) await other.close();
+      await store.close();
+    });
+
+    it('a search naming two contacts that merge while it runs lists the merged contact once', async () => {
+      const [storeA, storeB] = await stores();
+      const other = engineOn(storeB);
+      const observe = (second: number, identifiers: Identifier[]) =>
+        other.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at: `2026-11-01T12:00:0${second}.000Z`,
+          idempotencyKey: `search-merge-${second}`,
+          identifiers: identifiers.map((identifier) => ({ ...identifier, provenance: 'verified' as const })),
+        });
+      const email: Identifier = { kind: 'email', value: 'search-merge@example.org' };
+      const phone: Identifier = { kind: 'phone', value: '+79161230099' };
+      const s = await observe(1, [{ kind: 'person', value: 'search-s' }, phone]);
+      await observe(2, [{ kind: 'person', value: 'search-r' }, email]);
+      let merged = false;
+      const mergingMeanwhile = new Proxy(storeA, {
+        get(target, property, receiver) {
+          if (property !== 'mget') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<Store['mget']>) => {
+            const values = await target.mget(...args);
+            // Right after the search has read its records' roots: they merge.
+            if (!merged && args[0].some((name) => name.startsWith('root:'))) {
+              merged = true;
+              await observe(3, [email, phone]);
+            }
+            return values;
+          };
+        },
+      });
+      const found = await engineOn(mergingMeanwhile).find({ email: email.value, phone: phone.value });
+      expect(merged).toBe(true);
+      expect(found.map((contact) => contact.id)).toEqual([s.contact.id]);
+      if (storeA !== storeB) await storeB.close();
+      await storeA.close();
+    });
+
+    for (const what of ['an identifier', 'a merged record'] as const) {
+      it(`splitting ${what} off a contact that is merged into another meanwhile splits it off the contact it is part of now`, async () => {
+        // R (root) and M (holds the e-mail) are one contact; S is older. The admin asks R to
+        // split off the e-mail (or the record M); between the request's first read and its lock,
+        // another instance merges R's contact into S's. The request must act on the contact as it
+        // is now (S's), not fail on R's emptied member list (a TypeError: 500) or answer that the
+        // identifier or record is not part of the contact it asked about.
+        const [storeA, storeB] = await stores();
+        const other = engineOn(storeB);
+        const at = (second: number) => `2026-11-01T12:00:${String(second).padStart(2, '0')}.000Z`;
+        const observe = (engine: typeof other, second: number, identifiers: Identifier[]) =>
+          engine.observe({
+            channelId: 'web',
+            vendor: 'jivochat',
+            at: at(second),
+            idempotencyKey: `moved-${what}-${second}`,
+            identifiers: identifiers.map((identifier) => ({
+              ...identifier,
+              provenance: 'verified' as const,
+            })),
+          });
+        const person = (value: string): Identifier => ({ kind: 'person', value: `${what}-${value}` });
+        const email: Identifier = { kind: 'email', value: `moved-${what.length}@example.org` };
+        const s = await observe(other, 1, [person('s')]);
+        const r = await observe(other, 2, [person('r')]);
+        const m = await observe(other, 3, [person('m'), email]);
+        await observe(other, 4, [person('r'), email]);
+        let merged = false;
+        const mergingMeanwhile = new Proxy(storeA, {
+          get(target, property, receiver) {
+            if (property !== 'lock') return Reflect.get(target, property, receiver);
+            return async (...args: Parameters<Store['lock']>) => {
+              if (!merged && args[0].some((name) => name.startsWith('root:'))) {
+                merged = true;
+                await observe(other, 5, [person('s'), person('r')]);
+              }
+              return target.lock(...args);
+            };
+          },
+        });
+        const engine = engineOn(mergingMeanwhile);
+        const result = await engine.unmerge(
+          r.contact.id,
+          what === 'an identifier' ? { identifier: email } : { recordId: m.contact.id },
+        );
+        expect(merged).toBe(true);
+        expect(result.contact.id).toBe(s.contact.id);
+        if (what === 'an identifier') {
+          expect(result.split.emails).toEqual([email.value]);
+          expect([...result.contact.records].sort()).toEqual(
+            [s.contact.id, r.contact.id, m.contact.id].sort(),
+          );
+          expect((await engine.findByIdentifier(email))?.id).toBe(result.split.id);
+        } else {
+          // The merge that brought M into S's contact now is the one that joined R's group.
+          expect([...result.split.records].sort()).toEqual([r.contact.id, m.contact.id].sort());
+          expect(result.contact.records).toEqual([s.contact.id]);
+        }
+        expect(result.contact.emails).not.toContain(email.value);
+        expect((await engine.findByIdentifier(person('s')))?.id).toBe(s.contact.id);
+        if (storeA !== storeB) await storeB.close();
+        await storeA.close();
+      });
+    }
 
     for (const [repeatAt, repeatOf, expectedReads, expectedWrites, why] of [
       // The first reads; the 38 after it plan on the write before them; the repeated delivery's

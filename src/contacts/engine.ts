@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { AppError, ConflictError, NoIdentifierError, NotFoundError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  ConflictError,
+  IdentityContentionError,
+  NoIdentifierError,
+  NotFoundError,
+  ValidationError,
+} from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
@@ -61,10 +68,12 @@ export { nameWords } from './timeline.js';
  * updates the winner's record. An observation may also plan without reading, on a state it
  * is handed (a lane's previous write, or what this process last wrote for the person: LaneState,
  * `remembered`) — with the same expectations, so a stale one fails the same way and reads.
- * No locks on these paths. A merge of two existing contacts also
- * takes the identifier and record locks (one atomic step each, identifiers first), so two
- * merges of one group do not interleave; unmerge and split keep theirs, and also expect what
- * they read, since observations no longer lock. The pure parts live next to this file:
+ * No locks on these paths, but those writes expect the contact's lock (its root's) to be free.
+ * A merge of two existing contacts takes the identifier and record locks (one atomic step
+ * each, identifiers first), so two merges of one group do not interleave; unmerge and split
+ * keep theirs, and also expect what they read, since observations no longer lock. An
+ * observation that keeps losing its check takes its identifiers' lock, then its contact's, and
+ * reads and writes under both (observe, lockedAttempt). The pure parts live next to this file:
  * record.ts (stored form, merged view), keys.ts (key layout), timeline.ts (entries, event ids),
  * merge.ts (merge policy: survivor, refusals, merge log), unmerge.ts (what an unmerge or split
  * writes), writes.ts (planned writes as data); this file reads, plans with them and writes.
@@ -82,6 +91,15 @@ const CONTACT_EVENTS_KEY = 'contact';
 const REMEMBERED_BYTES = 16 * 1024 * 1024;
 /** After a remembered state did not hold, that person is read first for this long. */
 const REMEMBER_BACKOFF_MS = 60_000;
+/**
+ * The lock of a contact: its root's. Merges, unmerges and contended observations take it; every
+ * other write of the contact expects it free (engine's writeObservation).
+ */
+const contactLockName = (root: string) => `root:${root}`;
+/** An unmerge finds its contact again this often if it keeps being merged away meanwhile. */
+const UNMERGE_ATTEMPTS = 3;
+/** The contact an unmerge was about became part of another one before its lock was taken. */
+class RootMoved extends Error {}
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
 
@@ -641,7 +659,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // takes the identity and record locks, so that merges of one group do not interleave.
     const laneName = indexKeys[0]!;
     return inLane(laneName, async (writeSent, handed, previousSettled) => {
-      const attempt = async (locked: boolean, after?: LaneState): Promise<ObserveResult | null> => {
+      const attempt = async (
+        locked: boolean,
+        after?: LaneState,
+        options: { read?: GroupReadResult; contactLocked?: readonly string[] } = {},
+      ): Promise<ObserveResult | null> => {
         // The state this attempt's lock-free write leaves behind, remembered once it has held.
         let sent: LaneState | undefined;
         const sentNow = (state?: LaneState) => {
@@ -651,13 +673,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
-        const read = (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
+        const read =
+          options.read ?? (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
         const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
           const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
         const planned = plan(read, indexValues, resolving);
+        // Under the contacts' locks (lockedAttempt): a group that is not one of those locked
+        // joined since (a merge, a claim); let go and plan again.
+        const { contactLocked } = options;
+        if (contactLocked && !planned.roots.every((root) => contactLocked.includes(root))) return null;
         // Keys this process applied for the person stay applied, whatever state this plan is on.
         const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
@@ -673,6 +700,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             saltValue,
             timelineMembers,
             locked || planned.roots.length > 1,
+            contactLocked !== undefined,
             sentNow,
           );
         const result =
@@ -724,15 +752,31 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (result) return afterRecall(result);
       }
       // Contended (several instances writing one person at once, a loaded machine): queue on the
-      // identity lock with the other contenders, so one at a time reads and writes, instead of
-      // failing a busy visitor. The expectations still guard against writers not yet escalated,
-      // and those writers' own checks fail while the lock is held (see writeObservation).
+      // identity lock with the other contenders, then on the lock of the contact itself (its
+      // groups' roots, the lock merges and unmerges take), and read and write holding both. Every
+      // other write of that contact fails its check while the contact's lock is held (see
+      // writeObservation), whichever identifiers it came by — an observation of the same person
+      // by an e-mail, a phone or a vendor-local id is another lane and another identity lock, and
+      // such writers used to invalidate the lock holder's read again and again until it gave up.
+      const lockedAttempt = async (): Promise<ObserveResult | null> => {
+        const read = await readState(dedupeKey, indexKeys);
+        const [duplicateOf, ...indexValues] = read.values;
+        const roots = duplicateOf ? [] : plan(read, indexValues, resolving).roots;
+        // A new contact (nothing to lock yet) or a repeated delivery: on this read, as before.
+        if (roots.length === 0) return attempt(true, undefined, { read });
+        return withLock(
+          roots.map(contactLockName),
+          'contact',
+          () => attempt(true, undefined, { contactLocked: roots }),
+          { awaitRelease: false },
+        );
+      };
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
         async () => {
           for (let round = 0; round < MAX_PLAN_ATTEMPTS; round++) {
-            const written = await attempt(true);
+            const written = await lockedAttempt();
             if (written) return written;
           }
           return null;
@@ -740,10 +784,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         { awaitRelease: false },
       );
       if (result) return afterRecall(result);
-      throw new ConflictError(
-        'identity_contention',
-        'the contact changed too often while being written; retry',
-      );
+      throw new IdentityContentionError();
     });
   }
 
@@ -879,13 +920,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     timelineMembers: readonly string[],
     /** Whether this write runs under the identity lock of its identifiers (see below). */
     holdsIdentityLock: boolean,
+    /** Whether this write runs under the lock of every contact (root) it was planned on. */
+    holdsContactLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
     writeSent: (after?: LaneState) => void,
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
     const targetId = planned.targetId ?? fresh!.id;
-    const lockNames = [`rec:${targetId}`, ...planned.roots.map((root) => `root:${root}`)];
+    const lockNames = [`rec:${targetId}`, ...planned.roots.map(contactLockName)];
+    // A merge takes its contacts' locks below; a contended observation holds them already.
+    const locksContacts = planned.roots.length > 1 && !holdsContactLock;
 
     const write = async (): Promise<ObserveResult | null> => {
       // What the plan read is checked when the write runs (expectations below), so nothing is
@@ -916,6 +961,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // instances in step could keep invalidating the lock holder's reads until it gave up.
         if (!holdsIdentityLock) batch.expect(LOCK_KEY_PREFIX + key.index(identifier), null);
       });
+      // Likewise for the contact: while a contended observation, a merge or an unmerge holds its
+      // lock, other writes of it stand back, whatever identifiers they came by (see observe).
+      if (!holdsContactLock && !locksContacts)
+        for (const root of planned.roots) batch.expect(LOCK_KEY_PREFIX + contactLockName(root), null);
       for (const [recordId, root] of current)
         batch.expect(key.root(recordId), root === recordId ? null : storedId(root));
       for (const id of groupIds) {
@@ -1109,11 +1158,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       return { contact, created, duplicate: false };
     };
 
-    // Only a merge takes the record locks (see observe); every other write is kept correct by
-    // its expectations alone.
-    return planned.roots.length > 1
-      ? withLock(lockNames, 'records', write, { awaitRelease: false })
-      : write();
+    // Only a merge takes the record locks here (a contended observation took them before it
+    // read, see observe); every other write is kept correct by its expectations alone.
+    return locksContacts ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
   }
 
   async function get(id: string) {
@@ -1163,9 +1210,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
+    const listed = new Set<string>();
     for (const root of new Set(roots.values())) {
       const loaded = await loadContact(root);
-      if (loaded) contacts.push(loaded.contact);
+      // Two roots read may be one contact by now (merged since): listed once.
+      if (loaded && !listed.has(loaded.rootId)) {
+        listed.add(loaded.rootId);
+        contacts.push(loaded.contact);
+      }
     }
     return contacts;
   }
@@ -1248,14 +1300,30 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function unmerge(id: string, request: UnmergeRequest) {
-    const loaded = await loadContact(id);
-    if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
-    const rootId = loaded.rootId;
-    if (request.recordId) return unmergeRecord(rootId, request.recordId);
-    if (request.identifier) return splitIdentifier(rootId, request.identifier);
-    throw new ValidationError('name what to split off', [
-      { path: '', message: 'give recordId or identifier' },
-    ]);
+    // The contact is found before its lock is taken; should it be merged into another one in
+    // between, the split acts on the contact it is part of then (found again), not on the old
+    // root's emptied member list.
+    for (let attempt = 0; attempt < UNMERGE_ATTEMPTS; attempt++) {
+      const loaded = await loadContact(id);
+      if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+      const rootId = loaded.rootId;
+      try {
+        if (request.recordId) return await unmergeRecord(rootId, request.recordId);
+        if (request.identifier) return await splitIdentifier(rootId, request.identifier);
+      } catch (error) {
+        if (error instanceof RootMoved) continue;
+        throw error;
+      }
+      throw new ValidationError('name what to split off', [
+        { path: '', message: 'give recordId or identifier' },
+      ]);
+    }
+    throw contention();
+  }
+
+  /** Under the contact's lock: throws RootMoved when `rootId` was merged into another contact. */
+  async function stillRoot(rootId: string): Promise<void> {
+    if ((await store.get(key.root(rootId))) !== null) throw new RootMoved();
   }
 
   /** Commit an unmerge plan as one checked batch (the caller holds the locks). */
@@ -1283,8 +1351,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function unmergeRecord(rootId: string, recordId: string) {
-    return withLock([`root:${rootId}`, `rec:${recordId}`], 'unmerge', async () => {
-      const members = await membersOf(rootId);
+    return withLock([contactLockName(rootId), `rec:${recordId}`], 'unmerge', async () => {
+      const [members] = await Promise.all([membersOf(rootId), stillRoot(rootId)]);
       assertMergedRecord(rootId, recordId, members); // before reading the records
       const records = await readRecords([rootId, ...members]);
       const plan = planRecordUnmerge({
@@ -1306,16 +1374,27 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
       ]);
     }
+    const notPart = () =>
+      new ValidationError('identifier is not part of this contact', [
+        { path: 'identifier', message: identifierLabel(identifier) },
+      ]);
+    const rootOf = async (id: string) => (await idAt(key.root(id))) ?? id;
     return withLock([key.index(identifier)], 'identifiers', async () => {
       const holder = await idAt(key.index(identifier));
-      const holderRoot = holder ? ((await idAt(key.root(holder))) ?? holder) : null;
-      if (!holder || holderRoot !== rootId) {
-        throw new ValidationError('identifier is not part of this contact', [
-          { path: 'identifier', message: identifierLabel(identifier) },
-        ]);
+      if (!holder) throw notPart();
+      if ((await rootOf(holder)) !== rootId) {
+        await stillRoot(rootId); // or the contact was merged into the holder's meanwhile
+        throw notPart();
       }
-      return withLock([`root:${rootId}`, `rec:${holder}`], 'unmerge', async () => {
-        const members = await membersOf(rootId);
+      return withLock([contactLockName(rootId), `rec:${holder}`], 'unmerge', async () => {
+        // Read again under the contact's lock: it may have been merged into another one, or the
+        // holder split off it, since the check above.
+        const [members, , holderRoot] = await Promise.all([
+          membersOf(rootId),
+          stillRoot(rootId),
+          rootOf(holder),
+        ]);
+        if (holderRoot !== rootId) throw notPart();
         const records = await readRecords([rootId, ...members]);
         const at = now().toISOString();
         const plan = planIdentifierSplit({

@@ -5,7 +5,7 @@ import type { ContactService } from '../contacts/service.js';
 import type { Observation } from '../contacts/types.js';
 import { observationSchema } from '../contacts/types.js';
 import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
-import { AppError, ConflictError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import { AppError, IdentityContentionError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -421,7 +421,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       const passing =
         error instanceof StoreUnavailableError ||
         error instanceof StoreBusyError ||
-        error instanceof ConflictError;
+        error instanceof IdentityContentionError;
       const refused = error instanceof AppError && error.status < 500 && !passing;
       const storeAway = passing;
       const itemKey = attemptKey();
