@@ -1,5 +1,6 @@
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConflictError } from '../../src/errors.js';
+import { createMemoryStore } from '../../src/store/memory.js';
 import { createRedisStore } from '../../src/store/redis.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
 import { ChatvisorAuthError } from './errors.js';
@@ -296,6 +297,77 @@ describe('agent sync lock', () => {
     expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(3);
     // Released afterwards: the next run goes ahead.
     await expect(runtime.agentSync.run()).resolves.toMatchObject({ writes: 0 });
+  });
+
+  it('keeps its lock while a long run works: a run started 16 minutes in is still refused', async () => {
+    // The lock's time to live is 15 minutes; a sync held up by a slow Chatvisor outlives it. Only
+    // the renewal timer and the store's clock are fake: the vendor calls stay real.
+    let clock = Date.now();
+    const store = createMemoryStore({ now: () => clock });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const { runtime } = buildRuntime({
+        apiUrl: fake.apiUrl,
+        apiToken: fake.token,
+        agents: [directory[0]!],
+        store,
+        settings: { maxRetries: 1 },
+      });
+      let answer!: () => void;
+      const held = new Promise<void>((resolve) => {
+        answer = resolve;
+      });
+      fake.fail({ method: 'POST', path: '/user', until: held });
+      const long = runtime.agentSync.run();
+      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
+      for (let minute = 0; minute < 16; minute++) {
+        clock += 60_000;
+        await vi.advanceTimersByTimeAsync(60_000);
+      }
+      await expect(runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
+      answer();
+      await expect(long).resolves.toMatchObject({ created: ['oleg@shop.example'], failed: [] });
+      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+      await store.close();
+    }
+  });
+
+  it('stops writing once its lock is lost, and says so', async () => {
+    let clock = Date.now();
+    const store = createMemoryStore({ now: () => clock });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const { runtime } = buildRuntime({
+        apiUrl: fake.apiUrl,
+        apiToken: fake.token,
+        agents: directory,
+        store,
+        settings: { maxRetries: 1 },
+      });
+      let answer!: () => void;
+      const held = new Promise<void>((resolve) => {
+        answer = resolve;
+      });
+      fake.fail({ method: 'POST', path: '/user', until: held });
+      const long = runtime.agentSync.run();
+      const outcome = long.catch((error: unknown) => error);
+      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
+      // The store's clock jumps past the lock's time to live before any renewal (a stalled
+      // process): the lock is gone when the renewal runs.
+      clock += 16 * 60_000;
+      await vi.advanceTimersByTimeAsync(5 * 60_000);
+      answer();
+      expect(await outcome).toMatchObject({ code: 'agent_sync_lock_lost', status: 409 });
+      // The first create was on its way; the other two agents were not written.
+      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
+      const [report] = await runtime.agentSync.reports(1);
+      expect(report).toMatchObject({ error: expect.stringContaining('lost its lock') });
+    } finally {
+      vi.useRealTimers();
+      await store.close();
+    }
   });
 
   describe('on Redis, across instances', () => {
