@@ -194,7 +194,19 @@ export class ChatvisorClient {
 
   /** Every agent; follows pages when Chatvisor answers `{page, results}` instead of an array. */
   async listAgents(pageSize: number, options: CallOptions = {}): Promise<Agent[]> {
+    return (await this.listAgentsCounted(pageSize, options)).items;
+  }
+
+  /**
+   * listAgents, also saying how many listed agents could not be read (`skipped`): agent sync must
+   * not take an agent it could not read for one that is gone.
+   */
+  async listAgentsCounted(
+    pageSize: number,
+    options: CallOptions = {},
+  ): Promise<{ items: Agent[]; skipped: number }> {
     const agents: Agent[] = [];
+    let skipped = 0;
     let previous: string | undefined;
     for (let pageNumber = 0; pageNumber < 10_000; pageNumber++) {
       const response = await this.call('listAgents', {
@@ -203,7 +215,8 @@ export class ChatvisorClient {
       });
       if (Array.isArray(response.json)) {
         // A bare array is the whole list: there is nothing to page.
-        return this.parseItems('listAgents', response.json, agentSchema).items;
+        const all = this.parseItems('listAgents', response.json, agentSchema);
+        return { items: all.items, skipped: all.skipped };
       }
       const page = this.parsePage('listAgents', response, agentSchema);
       // A vendor that ignores pageNumber would repeat page 0 forever.
@@ -211,9 +224,10 @@ export class ChatvisorClient {
       if (page.rawCount > 0 && fingerprint === previous) break;
       previous = fingerprint;
       agents.push(...page.items);
+      skipped += page.skipped;
       if (page.rawCount < pageSize) break;
     }
-    return agents;
+    return { items: agents, skipped };
   }
 
   async createAgent(agent: AgentWrite, options: CallOptions = {}): Promise<void> {

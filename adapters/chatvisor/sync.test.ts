@@ -202,6 +202,24 @@ describe('agent sync', () => {
     expect(fake.agents.size).toBe(1);
   });
 
+  it('does not forget an agent it manages when the listing skipped items it could not read', async () => {
+    const { runtime, store } = runtimeWith({}, [directory[0]!]);
+    // Max was managed and has left the directory; Chatvisor lists him in a shape we cannot read.
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg Petrov', teams: ['support'] });
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max', active: 'yes' as unknown as boolean });
+    await store.sadd(storeKeys('cobrowse').managedAgents, 'oleg@shop.example', 'max@shop.example');
+
+    const first = await runtime.agentSync.run();
+    expect(first).toMatchObject({ removed: [], failed: [], writes: 0 });
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toContain('max@shop.example');
+
+    // Once Chatvisor lists him readably, he is deactivated as any managed agent that left.
+    fake.agents.get('max@shop.example')!.active = true;
+    const second = await runtime.agentSync.run();
+    expect(second.removed).toEqual([{ email: 'max@shop.example', action: 'deactivated' }]);
+    expect(fake.agents.get('max@shop.example')).toMatchObject({ active: false });
+  });
+
   it('plans without writing on a dry run, and publishes nothing', async () => {
     fake.addAgent({ email: 'oleg@shop.example', displayName: 'Old name', teams: ['support'] });
     const { runtime, store, outbox } = runtimeWith();

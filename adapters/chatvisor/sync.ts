@@ -171,12 +171,8 @@ export class AgentSync {
         context.config.agents.map((agent) => [agent.email.toLowerCase(), desiredAgent(agent)]),
       );
       progress(`listing Chatvisor agents (${desired.size} in the directory)`);
-      const actual = new Map(
-        (await client.listAgents(settings.pageSize, { signal: options.signal })).map((agent) => [
-          agent.email,
-          agent,
-        ]),
-      );
+      const listed = await client.listAgentsCounted(settings.pageSize, { signal: options.signal });
+      const actual = new Map(listed.items.map((agent) => [agent.email, agent]));
       const managed = new Set(await context.store.smembers(keys.managedAgents));
       const steps = this.plan(desired, actual, managed, report);
       progress(
@@ -186,9 +182,13 @@ export class AgentSync {
       if (!dryRun) {
         // Everything in the directory is ours, recorded before any write for it (see above).
         if (desired.size > 0) await context.store.sadd(keys.managedAgents, ...desired.keys());
-        // Forget agents that are gone from both sides: nothing is left to manage.
+        // Forget agents that are gone from both sides: nothing is left to manage. Not when the
+        // listing had agents we could not read: one of them may be ours, and forgetting it would
+        // leave it active in Chatvisor for good once it reads again.
         const stale = [...managed].filter((email) => !desired.has(email) && !actual.has(email));
-        if (stale.length > 0) await context.store.srem(keys.managedAgents, ...stale);
+        if (stale.length > 0 && listed.skipped === 0) {
+          await context.store.srem(keys.managedAgents, ...stale);
+        }
       }
 
       for (const step of steps) {
