@@ -198,13 +198,15 @@ export class ChatvisorClient {
   }
 
   /**
-   * listAgents, also saying how many listed agents could not be read (`skipped`): agent sync must
-   * not take an agent it could not read for one that is gone.
+   * listAgents, also saying how many listed agents could not be read (`skipped`) and whether the
+   * listing reached its end (`complete`: false when a vendor repeated a full page, i.e. ignores
+   * pageNumber, or the page bound was hit): agent sync must not take an agent it could not read,
+   * or never got to, for one that is gone.
    */
   async listAgentsCounted(
     pageSize: number,
     options: CallOptions = {},
-  ): Promise<{ items: Agent[]; skipped: number }> {
+  ): Promise<{ items: Agent[]; skipped: number; complete: boolean }> {
     const agents: Agent[] = [];
     let skipped = 0;
     let previous: string | undefined;
@@ -216,7 +218,7 @@ export class ChatvisorClient {
       if (Array.isArray(response.json)) {
         // A bare array is the whole list: there is nothing to page.
         const all = this.parseItems('listAgents', response.json, agentSchema);
-        return { items: all.items, skipped: all.skipped };
+        return { items: all.items, skipped: all.skipped, complete: true };
       }
       const page = this.parsePage('listAgents', response, agentSchema);
       // A vendor that ignores pageNumber would repeat page 0 forever.
@@ -225,9 +227,9 @@ export class ChatvisorClient {
       previous = fingerprint;
       agents.push(...page.items);
       skipped += page.skipped;
-      if (page.rawCount < pageSize) break;
+      if (page.rawCount < pageSize) return { items: agents, skipped, complete: true };
     }
-    return { items: agents, skipped };
+    return { items: agents, skipped, complete: false };
   }
 
   async createAgent(agent: AgentWrite, options: CallOptions = {}): Promise<void> {

@@ -220,6 +220,25 @@ describe('agent sync', () => {
     expect(fake.agents.get('max@shop.example')).toMatchObject({ active: false });
   });
 
+  it('does not forget an agent it manages when the listing stopped early (a vendor repeating page 0)', async () => {
+    const { runtime, store } = runtimeWith({ pageSize: 2 }, directory.slice(0, 2));
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg Petrov', teams: ['support'] });
+    fake.addAgent({
+      email: 'irina@shop.example',
+      displayName: 'Irina Sokolova',
+      role: 'ADMIN',
+      teams: ['sales', 'support'],
+    });
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max' });
+    await store.sadd(storeKeys('cobrowse').managedAgents, 'max@shop.example');
+    // Chatvisor ignores pageNumber: every page is the first one, and Max (third) is never listed.
+    const firstPage = { page: 0, results: [...fake.agents.values()].slice(0, 2) };
+    fake.fail({ method: 'GET', path: '/user', status: 200, body: firstPage, times: 2 });
+
+    expect(await runtime.agentSync.run()).toMatchObject({ removed: [], failed: [], writes: 0 });
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toContain('max@shop.example');
+  });
+
   it('plans without writing on a dry run, and publishes nothing', async () => {
     fake.addAgent({ email: 'oleg@shop.example', displayName: 'Old name', teams: ['support'] });
     const { runtime, store, outbox } = runtimeWith();

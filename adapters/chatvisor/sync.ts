@@ -183,10 +183,10 @@ export class AgentSync {
         // Everything in the directory is ours, recorded before any write for it (see above).
         if (desired.size > 0) await context.store.sadd(keys.managedAgents, ...desired.keys());
         // Forget agents that are gone from both sides: nothing is left to manage. Not when the
-        // listing had agents we could not read: one of them may be ours, and forgetting it would
-        // leave it active in Chatvisor for good once it reads again.
+        // listing had agents we could not read or stopped before its end: one of them may be
+        // ours, and forgetting it would leave it active in Chatvisor for good.
         const stale = [...managed].filter((email) => !desired.has(email) && !actual.has(email));
-        if (stale.length > 0 && listed.skipped === 0) {
+        if (stale.length > 0 && listed.skipped === 0 && listed.complete) {
           await context.store.srem(keys.managedAgents, ...stale);
         }
       }
