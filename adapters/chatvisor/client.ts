@@ -277,7 +277,8 @@ export class ChatvisorClient {
           { operation, method: spec.method, path, waiting: error.waiting },
           'chatvisor request refused: too many requests waiting for the client-side rate limit',
         );
-        throw new ChatvisorRateLimitedError({ operation, cause: error });
+        // Nothing was sent: the caller may try again once the limit's 1-second window moved on.
+        throw new ChatvisorRateLimitedError({ operation, cause: error, retryAfterMs: 1_000 });
       }
       const started = Date.now();
       let response: HttpResponse;
