@@ -367,7 +367,12 @@ describe('ChatvisorClient rate limit', () => {
     const first = limited.getCustomer('c1');
     const second = limited.getCustomer('c1');
     const third = limited.getCustomer('c1');
-    await expect(third).rejects.toMatchObject({ code: 'chatvisor_rate_limited', status: 429 });
+    // The admin API answers it 429 with Retry-After, as the README says: the limit's window is 1 s.
+    await expect(third).rejects.toMatchObject({
+      code: 'chatvisor_rate_limited',
+      status: 429,
+      headers: { 'retry-after': '1' },
+    });
     expect(refused).toBe(1);
     expect(logs.lines.join('\n')).toContain('too many requests waiting');
     release();

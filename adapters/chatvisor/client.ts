@@ -196,7 +196,21 @@ export class ChatvisorClient {
 
   /** Every agent; follows pages when Chatvisor answers `{page, results}` instead of an array. */
   async listAgents(pageSize: number, options: CallOptions = {}): Promise<Agent[]> {
+    return (await this.listAgentsCounted(pageSize, options)).items;
+  }
+
+  /**
+   * listAgents, also saying how many listed agents could not be read (`skipped`) and whether the
+   * listing reached its end (`complete`: false when a vendor repeated a full page, i.e. ignores
+   * pageNumber, or the page bound was hit): agent sync must not take an agent it could not read,
+   * or never got to, for one that is gone.
+   */
+  async listAgentsCounted(
+    pageSize: number,
+    options: CallOptions = {},
+  ): Promise<{ items: Agent[]; skipped: number; complete: boolean }> {
     const agents: Agent[] = [];
+    let skipped = 0;
     let previous: string | undefined;
     for (let pageNumber = 0; pageNumber < 10_000; pageNumber++) {
       const response = await this.call('listAgents', {
@@ -205,7 +219,8 @@ export class ChatvisorClient {
       });
       if (Array.isArray(response.json)) {
         // A bare array is the whole list: there is nothing to page.
-        return this.parseItems('listAgents', response.json, agentSchema).items;
+        const all = this.parseItems('listAgents', response.json, agentSchema);
+        return { items: all.items, skipped: all.skipped, complete: true };
       }
       const page = this.parsePage('listAgents', response, agentSchema);
       // A vendor that ignores pageNumber would repeat page 0 forever.
@@ -213,9 +228,10 @@ export class ChatvisorClient {
       if (page.rawCount > 0 && fingerprint === previous) break;
       previous = fingerprint;
       agents.push(...page.items);
-      if (page.rawCount < pageSize) break;
+      skipped += page.skipped;
+      if (page.rawCount < pageSize) return { items: agents, skipped, complete: true };
     }
-    return agents;
+    return { items: agents, skipped, complete: false };
   }
 
   async createAgent(agent: AgentWrite, options: CallOptions = {}): Promise<void> {
@@ -263,7 +279,8 @@ export class ChatvisorClient {
           { operation, method: spec.method, path, waiting: error.waiting },
           'chatvisor request refused: too many requests waiting for the client-side rate limit',
         );
-        throw new ChatvisorRateLimitedError({ operation, cause: error });
+        // Nothing was sent: the caller may try again once the limit's 1-second window moved on.
+        throw new ChatvisorRateLimitedError({ operation, cause: error, retryAfterMs: 1_000 });
       }
       const started = Date.now();
       let response: HttpResponse;

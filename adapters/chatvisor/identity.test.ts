@@ -244,6 +244,46 @@ describe('labels', () => {
   });
 });
 
+describe('the id sent with labels', () => {
+  it('is the customer’s own id in Chatvisor, not another person id its merged contact holds', async () => {
+    // The website knows P-1001 with anna@example.org; in Chatvisor, P-2002 has the same e-mail.
+    // The contact merges on the e-mail and holds both person ids.
+    fake.addCustomer({ customerId: 'cv-7', id: 'P-2002', email: 'anna@example.org' });
+    const test = runtimeWith({ labels: ['chatvisor'] });
+    await seedFromWebsite(test, 'vip');
+    await test.webhook(fake.conversationPayload('cv-7'));
+    await test.runtime.idle();
+    const contact = await byEmail(test, 'anna@example.org');
+    expect(
+      contact.identities.filter((identity) => identity.kind === 'person').map((identity) => identity.value),
+    ).toEqual(expect.arrayContaining(['P-1001', 'P-2002']));
+    expect(fake.tagRequests('cv-7').map((request) => request.body)).toEqual([
+      { id: 'P-2002', labels: ['chatvisor'] },
+    ]);
+    expect(fake.customers.get('cv-7')!.id).toBe('P-2002');
+  });
+
+  it('is left out when the customer has none of its own and its contact holds several', async () => {
+    fake.addCustomer({ customerId: 'cv-8', email: 'anna@example.org' });
+    const test = runtimeWith({ labels: ['chatvisor'] });
+    await seedFromWebsite(test, 'vip');
+    await test.context.contacts.observe({
+      channelId: 'shop-site',
+      vendor: 'jivochat',
+      at: '2024-05-14T08:40:00.000Z',
+      idempotencyKey: 'seed-second-person',
+      identifiers: [
+        { kind: 'person', value: 'P-3003' },
+        { kind: 'email', value: 'anna@example.org' },
+      ],
+    });
+    await test.webhook(fake.conversationPayload('cv-8'));
+    await test.runtime.idle();
+    expect(fake.tagRequests('cv-8').map((request) => request.body)).toEqual([{ labels: ['chatvisor'] }]);
+    expect(fake.customers.get('cv-8')!.id).toBeUndefined();
+  });
+});
+
 describe('profile read failures', () => {
   it('keep the conversation on the vendor-local contact, answer the webhook, and identify later', async () => {
     fake.addCustomer({ customerId: 'cv-1', id: 'P-1001', email: 'anna@example.org' });

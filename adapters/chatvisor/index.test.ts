@@ -178,6 +178,24 @@ describe('Chatvisor in the bridge', () => {
     expect(anonymous.status).toBe(401);
   });
 
+  it('refuses an agent chat URL that is not http(s), and ids no Chatvisor path can name', async () => {
+    fake.addCustomer({ customerId: 'u2' });
+    for (const url of ['javascript:alert(document.cookie)', 'data:text/html,<script>1</script>']) {
+      fake.fail({ path: '/customer/u2/publicUrl', status: 200, body: { url } });
+      const answer = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', {
+        customerId: 'u2',
+      });
+      expect(answer).toMatchObject({ status: 502, body: { error: { code: 'chatvisor_bad_response' } } });
+      expect(JSON.stringify(answer.body)).not.toContain('script');
+    }
+    fake.resetLog();
+    for (const customerId of ['..', '.']) {
+      const answer = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', { customerId });
+      expect(answer).toMatchObject({ status: 400, body: { error: { code: 'invalid_path_parameter' } } });
+    }
+    expect(fake.requests).toEqual([]);
+  });
+
   it('shows chat visibility in the admin API', async () => {
     fake.visible = false;
     const answer = await bridge.admin('GET', '/api/v1/channels/cobrowse/visibility');

@@ -163,7 +163,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       query: agentSyncQuerySchema,
       errors: {
         ...VENDOR_ERRORS,
-        409: 'An agent sync is already running for this channel (agent_sync_running)',
+        409: 'An agent sync is already running for this channel (agent_sync_running), or this run lost its lock and stopped (agent_sync_lock_lost)',
       },
       async handle({ query }) {
         return { body: await agentSync.run({ dryRun: query.dryRun }) };

@@ -3,6 +3,7 @@ import type { Contact } from '../../src/contacts/types.js';
 import type { Metrics } from '../../src/metrics.js';
 import type { Store } from '../../src/store/types.js';
 import type { ChatvisorClient } from './client.js';
+import { cachedProfileSchema } from './profiles.js';
 import { LABEL_PLACEHOLDER } from './schemas.js';
 import { storeKeys } from './state.js';
 
@@ -14,8 +15,23 @@ import { storeKeys } from './state.js';
  * vendor call.
  */
 
-function placeholderValue(name: string, contact: Contact): string | undefined {
-  if (name === 'person') return contact.identities.find((identity) => identity.kind === 'person')?.value;
+/**
+ * The company's id for this Chatvisor customer: the id its own profile carries (the one Chatvisor
+ * matches it by), else the contact's person id when it has exactly one. A merged contact can hold
+ * several person ids (two accounts sharing an e-mail); taking the first of them would write
+ * another person's id onto the customer in Chatvisor, so with several and none of its own there is
+ * none to send.
+ */
+export function customerPerson(contact: Contact, ownId?: string | null): string | undefined {
+  if (ownId) return ownId;
+  const persons = new Set(
+    contact.identities.filter((identity) => identity.kind === 'person').map((identity) => identity.value),
+  );
+  return persons.size === 1 ? [...persons][0] : undefined;
+}
+
+function placeholderValue(name: string, contact: Contact, person: string | undefined): string | undefined {
+  if (name === 'person') return person;
   if (name === 'email') return contact.emails[0];
   if (name === 'phone') return contact.phones[0];
   if (name === 'name') return contact.name ?? undefined;
@@ -32,12 +48,16 @@ function placeholderValue(name: string, contact: Contact): string | undefined {
  * left out rather than pushed half-filled ("segment:" would be a wrong label). Sorted and deduped,
  * so the same contact always renders the same set.
  */
-export function renderLabels(templates: readonly string[], contact: Contact): string[] {
+export function renderLabels(
+  templates: readonly string[],
+  contact: Contact,
+  person: string | undefined = customerPerson(contact),
+): string[] {
   const out = new Set<string>();
   for (const template of templates) {
     let missing = false;
     const label = template.replace(LABEL_PLACEHOLDER, (_match, name: string) => {
-      const value = placeholderValue(name, contact);
+      const value = placeholderValue(name, contact, person);
       if (value === undefined || value.trim() === '') missing = true;
       return value ?? '';
     });
@@ -88,7 +108,8 @@ export class LabelPusher {
     const { templates, store, client, channelId } = this.options;
     if (templates.length === 0) return 'no_templates';
     if (!isLinked(contact)) return 'not_linked';
-    const labels = renderLabels(templates, contact);
+    const person = customerPerson(contact, await this.ownId(customerId));
+    const labels = renderLabels(templates, contact, person);
     const key = storeKeys(channelId).pushedLabels;
     const previous = await store.hget(key, customerId);
     const serialized = JSON.stringify(labels);
@@ -97,7 +118,6 @@ export class LabelPusher {
       this.pushes.inc({ channel: channelId, outcome: 'unchanged' });
       return 'unchanged';
     }
-    const person = contact.identities.find((identity) => identity.kind === 'person')?.value;
     try {
       await client.tagUser(customerId, { externalId: person, labels }, { signal });
     } catch (error) {
@@ -109,5 +129,18 @@ export class LabelPusher {
     this.pushes.inc({ channel: channelId, outcome: 'pushed' });
     this.options.logger.debug({ customerId, labels: labels.length }, 'chatvisor labels pushed');
     return 'pushed';
+  }
+
+  /** The company's id the customer's cached profile carries (profiles.ts), if any. */
+  private async ownId(customerId: string): Promise<string | null> {
+    const { store, channelId } = this.options;
+    const raw = await store.hget(storeKeys(channelId).profiles, customerId);
+    if (!raw) return null;
+    try {
+      const parsed = cachedProfileSchema.safeParse(JSON.parse(raw));
+      return parsed.success ? parsed.data.identity.externalId : null;
+    } catch {
+      return null;
+    }
   }
 }

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
+import { FORGET_UNLISTED_AFTER_MS } from './poll.js';
 import { storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
@@ -344,6 +345,107 @@ describe('what the first run recorded stays recorded', () => {
     });
     expect(messageTexts(await timelineOf(test, 'd2'))).toEqual(['an hour ago']);
     expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 0, messageEvents: 0 });
+  });
+});
+
+describe('customers Chatvisor no longer knows', () => {
+  /** A clock the test moves (1 ms per reading besides, as tickingClock). */
+  function movableClock() {
+    let at = T0;
+    return {
+      now: () => new Date(at++),
+      pass(ms: number) {
+        at += ms;
+      },
+    };
+  }
+  function runtimeOn(clock: { now: () => Date }, settings: Record<string, unknown> = {}): TestRuntime {
+    return buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '0s', ...settings },
+      now: clock.now,
+    });
+  }
+  async function stateOf(test: TestRuntime, customerId: string): Promise<string[]> {
+    const keys = storeKeys('cobrowse');
+    const held: string[] = [];
+    for (const [name, key] of Object.entries({
+      status: keys.status,
+      cursor: keys.cursor,
+      labels: keys.pushedLabels,
+      profiles: keys.profiles,
+      pending: keys.profilePending,
+      left: keys.pollFirstRunLeft,
+      unlisted: keys.pollUnlisted,
+    })) {
+      if ((await test.store.hget(key, customerId)) !== null) held.push(name);
+    }
+    return held;
+  }
+
+  it('forgets the state a webhook left for a made-up customer id, and keeps real customers', async () => {
+    const clock = movableClock();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD', email: 'c1@example.test' });
+    const test = runtimeOn(clock);
+    await test.webhook({ customerId: 'ghost-1', status: 'UNREAD', lastMessage: { text: 'hi' } });
+    await test.webhook(fake.conversationPayload('c1'));
+    await test.runtime.idle();
+    // The profile read found no such customer: marked pending, status kept.
+    expect(await stateOf(test, 'ghost-1')).toEqual(['status', 'pending']);
+
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 0 });
+    clock.pass(FORGET_UNLISTED_AFTER_MS + 60_000);
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 1, failed: [] });
+    expect(await stateOf(test, 'ghost-1')).toEqual([]);
+    expect(await stateOf(test, 'c1')).toEqual(expect.arrayContaining(['status', 'cursor', 'profiles']));
+    expect(await stateOf(test, 'c1')).not.toContain('unlisted');
+    // The conversation the webhook recorded is still in the timeline: only the adapter's state goes.
+    expect(conversationEntries(await timelineOf(test, 'ghost-1'))).toHaveLength(1);
+  });
+
+  it('forgets a customer the first run failed on and that was never listed again', async () => {
+    const clock = movableClock();
+    fake.addCustomer({ customerId: 'd1', status: 'UNREAD' });
+    fake.addMessage('d1', 'hello', 'CUSTOMER', new Date(T0 - 3_600_000));
+    fake.addCustomer({ customerId: 'd2', status: 'UNREAD' });
+    const test = runtimeOn(clock, { backfillWindow: '24h' });
+    fake.fail({ method: 'GET', path: '/customer/d1/message', status: 503 });
+    expect((await test.runtime.poller.run()).failed).toHaveLength(1);
+    expect(await stateOf(test, 'd1')).toEqual(['left']);
+
+    // Deleted in Chatvisor before the next run.
+    fake.customers.delete('d1');
+    await test.runtime.poller.run();
+    clock.pass(FORGET_UNLISTED_AFTER_MS + 60_000);
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 1 });
+    expect(await stateOf(test, 'd1')).toEqual([]);
+    expect(await test.store.hgetall(storeKeys('cobrowse').pollFirstRunLeft)).toEqual({});
+  });
+
+  it('keeps a customer the listing leaves out while Chatvisor still knows it, and forgets nothing after an incomplete listing', async () => {
+    const clock = movableClock();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });
+    fake.addCustomer({ customerId: 'c2', status: 'UNREAD' });
+    const test = runtimeOn(clock);
+    await test.runtime.poller.run();
+    const onlyC1 = { page: 0, results: [fake.conversationPayload('c1')] };
+    fake.fail({ method: 'GET', path: '/conversation', status: 200, body: onlyC1, times: 2 });
+    await test.runtime.poller.run();
+    clock.pass(FORGET_UNLISTED_AFTER_MS + 60_000);
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 0 });
+    expect(fake.profileReads('c2')).toBe(1);
+    expect(await stateOf(test, 'c2')).toEqual(['status', 'cursor', 'unlisted']);
+
+    // c2 is gone from Chatvisor, but the listing has an item it cannot read: not complete.
+    fake.customers.delete('c2');
+    clock.pass(FORGET_UNLISTED_AFTER_MS + 60_000);
+    const odd = { page: 0, results: [fake.conversationPayload('c1'), { customerId: 42.5e300 }] };
+    fake.fail({ method: 'GET', path: '/conversation', status: 200, body: odd });
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: null });
+    expect(await stateOf(test, 'c2')).toEqual(['status', 'cursor', 'unlisted']);
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 1 });
+    expect(await stateOf(test, 'c2')).toEqual([]);
   });
 });
 

@@ -10,6 +10,7 @@ import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import type { ChatvisorSettings, Conversation, Customer, CustomerIdentity, Message } from './schemas.js';
 import {
   type ConversationState,
+  customerHashes,
   type MessageCursor,
   readConversationState,
   readFirstRunLeft,
@@ -47,6 +48,16 @@ const MAX_PAGES = 10_000;
  * cursor stays where it was.
  */
 const MAX_MESSAGE_PAGES = 10_000;
+/**
+ * A customer the store holds state for (status, cursor, labels, profile, pending read, first-run
+ * leftover) that complete listings have not listed for this long is asked for once more
+ * (getCustomer); when Chatvisor does not know it (404) — a customer deleted there, or an id a
+ * webhook made up —, its state is forgotten. Well inside the contact model's dedupe time (7 days
+ * by default), so a customer a listing missed by chance and that comes back is still written once.
+ */
+export const FORGET_UNLISTED_AFTER_MS = 24 * 3_600_000;
+/** At most this many such customers are asked for per run (each is a vendor call); the rest wait. */
+export const FORGET_CHECKS_PER_RUN = 200;
 
 export interface BackfillReport {
   /** The window (ms) and its start: conversations changed since then were replayed. */
@@ -82,6 +93,12 @@ export interface PollReport {
   /** Customers identified (profile read and linked) in this run. */
   identified: number;
   failed: { customerId: string; reason: string }[];
+  /**
+   * Customers whose stored state was forgotten: not listed by complete listings for
+   * FORGET_UNLISTED_AFTER_MS and unknown to Chatvisor. Null when this run's listing was not
+   * complete (cut off, or with items it could not read), so nothing was forgotten.
+   */
+  forgotten: number | null;
 }
 
 interface PolledItem {
@@ -190,9 +207,15 @@ export class ConversationPoller {
             },
       identified: 0,
       failed: [],
+      forgotten: null,
     };
     try {
       let previous: string | undefined;
+      // Whether the listing was read to its end with every item readable: only then does "not
+      // listed" say anything about a customer (forgetUnlisted).
+      let complete = false;
+      let skipped = 0;
+      const listed = new Set<string>();
       for (let pageNumber = 0; pageNumber < MAX_PAGES; pageNumber++) {
         signal?.throwIfAborted();
         const page = await this.fetchPage({ pageNumber, pageSize: settings.pageSize }, signal);
@@ -202,6 +225,8 @@ export class ConversationPoller {
         // what is left of it: two pages of customers without a conversation both leave nothing.
         if (page.rawCount > 0 && page.fingerprint === previous) break;
         previous = page.fingerprint;
+        skipped += page.skipped;
+        for (const customerId of page.listed) listed.add(customerId);
         for (const item of page.items) {
           report.conversationsSeen++;
           const customerId = item.conversation.customerId;
@@ -232,8 +257,12 @@ export class ConversationPoller {
             );
           }
         }
-        if (page.rawCount < settings.pageSize) break;
+        if (page.rawCount < settings.pageSize) {
+          complete = true;
+          break;
+        }
       }
+      if (complete && skipped === 0) report.forgotten = await this.forgetUnlisted(listed, signal);
       report.finishedAt = context.now().toISOString();
       if (baseline) {
         await context.store.set(keys.pollFirstReport, JSON.stringify(report));
@@ -290,10 +319,71 @@ export class ConversationPoller {
     }
   }
 
+  /**
+   * Forget the state of customers Chatvisor no longer knows (FORGET_UNLISTED_AFTER_MS): without
+   * this, every customer id ever seen — deleted customers, ids a webhook made up, customers the
+   * first run failed on and never listed again — would stay in the per-customer hashes for good,
+   * each read by every run. Called after a complete listing; `listed` is every customer in it.
+   * Returns how many customers were forgotten.
+   */
+  private async forgetUnlisted(
+    listed: ReadonlySet<string>,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    const { context, channelId, client, logger } = this.options;
+    const { store } = context;
+    const hashes = customerHashes(channelId);
+    const unlistedKey = storeKeys(channelId).pollUnlisted;
+    const known = new Set<string>();
+    for (const key of hashes)
+      for (const customerId of Object.keys(await store.hgetall(key))) known.add(customerId);
+    const unlisted = await store.hgetall(unlistedKey);
+    // Listed again, or nothing left to forget: no longer counted as missing.
+    for (const customerId of Object.keys(unlisted)) {
+      if (listed.has(customerId) || !known.has(customerId)) await store.hdel(unlistedKey, customerId);
+    }
+    const now = context.now();
+    let checks = 0;
+    let forgotten = 0;
+    for (const customerId of known) {
+      if (listed.has(customerId)) continue;
+      const since = Date.parse(unlisted[customerId] ?? '');
+      if (Number.isNaN(since)) {
+        await store.hset(unlistedKey, customerId, now.toISOString());
+        continue;
+      }
+      if (now.getTime() - since < FORGET_UNLISTED_AFTER_MS || checks >= FORGET_CHECKS_PER_RUN) continue;
+      checks++;
+      signal?.throwIfAborted();
+      try {
+        await client.getCustomer(customerId, { signal });
+        // Chatvisor knows it, the listing just does not show it: kept, asked again a period later.
+        await store.hset(unlistedKey, customerId, now.toISOString());
+        continue;
+      } catch (error) {
+        if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
+        // A 404, or an id no Chatvisor path can name (buildPath refuses it): nothing to keep.
+        const code = (error as { code?: string }).code;
+        if (!(error instanceof ChatvisorNotFoundError) && code !== 'invalid_path_parameter') {
+          logger.warn({ customerId, err: error }, 'chatvisor poll: could not check an unlisted customer');
+          continue;
+        }
+      }
+      const batch = store.batch();
+      for (const key of [...hashes, unlistedKey]) batch.hdel(key, customerId);
+      await batch.exec();
+      forgotten++;
+    }
+    if (forgotten > 0) {
+      logger.info({ forgotten }, 'chatvisor poll: forgot customers Chatvisor no longer knows');
+    }
+    return forgotten;
+  }
+
   private async fetchPage(
     page: { pageNumber: number; pageSize: number },
     signal?: AbortSignal,
-  ): Promise<ParsedPage<PolledItem> & { fingerprint: string }> {
+  ): Promise<ParsedPage<PolledItem> & { fingerprint: string; listed: string[] }> {
     const { client, logger } = this.options;
     if (this.source === 'conversation') {
       try {
@@ -302,6 +392,7 @@ export class ConversationPoller {
           ...result,
           items: result.items.map((conversation) => ({ conversation, profile: null })),
           fingerprint: JSON.stringify(result.items),
+          listed: result.items.map((conversation) => conversation.customerId),
         };
       } catch (error) {
         if (!(error instanceof ChatvisorNotFoundError) || page.pageNumber !== 0) throw error;
@@ -327,7 +418,13 @@ export class ConversationPoller {
         profile: customer,
       });
     }
-    return { ...result, items, fingerprint: JSON.stringify(result.items) };
+    // Every listed customer counts as known to Chatvisor, with a conversation or not.
+    return {
+      ...result,
+      items,
+      fingerprint: JSON.stringify(result.items),
+      listed: result.items.map((customer) => customer.customerId),
+    };
   }
 
   private async handle(

@@ -27,7 +27,7 @@ import { storeKeys } from './state.js';
  * A read that fails never loses anything: the event is already on the vendor-local contact. The
  * customer is marked pending (`…:profiles:pending`) and identified on its next event or poll.
  */
-const cachedProfileSchema = z.object({
+export const cachedProfileSchema = z.object({
   identity: customerIdentitySchema,
   digest: z.string(),
   fetchedAt: z.string(),

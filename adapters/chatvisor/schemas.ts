@@ -238,9 +238,14 @@ export const visibilitySchema = z
   .transform((value) => (typeof value === 'boolean' ? value : value[V.visible]));
 
 const U = WIRE.publicUrl.fields;
+/**
+ * A link handed to admins and agents: http(s) only (DESIGN §11). z.url() alone takes any scheme,
+ * so a `javascript:` or `data:` answer would have been passed on as the agent's chat link.
+ */
+const chatLinkSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
 /** The public agent chat URL may come as `{url}` or a plain (JSON) string (§9.2). */
 export const publicUrlSchema = z
-  .union([z.url(), z.looseObject({ [U.url]: z.url() })])
+  .union([chatLinkSchema, z.looseObject({ [U.url]: chatLinkSchema })])
   .transform((value) => (typeof value === 'string' ? value : value[U.url]));
 
 // ---- What our admin callers send -----------------------------------------------------------
@@ -249,7 +254,7 @@ export const agentChatUrlBodySchema = z.strictObject({
   customerId: z.union([z.string().trim().min(1).max(256), z.number().int().nonnegative()]).transform(String),
   agentEmail: z.email().optional(),
 });
-export const agentChatUrlResponseSchema = z.object({ url: z.url() });
+export const agentChatUrlResponseSchema = z.object({ url: chatLinkSchema });
 
 export const agentSyncQuerySchema = z.strictObject({
   dryRun: z

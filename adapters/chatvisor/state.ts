@@ -41,7 +41,25 @@ export function storeKeys(channelId: string) {
      * poll failed on, recorded (or replayed) by a later run as the first would have.
      */
     pollFirstRunLeft: `${base}:poll:baseline:left`,
+    /**
+     * hash customerId -> when a complete poll listing first did not list it (ISO): a customer the
+     * store holds state for but Chatvisor no longer lists is forgotten after a while (poll.ts).
+     */
+    pollUnlisted: `${base}:poll:unlisted`,
   };
+}
+
+/** The per-customer hashes: what is forgotten of a customer Chatvisor no longer knows (poll.ts). */
+export function customerHashes(channelId: string): string[] {
+  const keys = storeKeys(channelId);
+  return [
+    keys.status,
+    keys.cursor,
+    keys.pushedLabels,
+    keys.profiles,
+    keys.profilePending,
+    keys.pollFirstRunLeft,
+  ];
 }
 
 export const messageCursorSchema = z.object({

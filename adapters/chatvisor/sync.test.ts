@@ -1,5 +1,6 @@
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConflictError } from '../../src/errors.js';
+import { createMemoryStore } from '../../src/store/memory.js';
 import { createRedisStore } from '../../src/store/redis.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
 import { ChatvisorAuthError } from './errors.js';
@@ -201,6 +202,43 @@ describe('agent sync', () => {
     expect(fake.agents.size).toBe(1);
   });
 
+  it('does not forget an agent it manages when the listing skipped items it could not read', async () => {
+    const { runtime, store } = runtimeWith({}, [directory[0]!]);
+    // Max was managed and has left the directory; Chatvisor lists him in a shape we cannot read.
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg Petrov', teams: ['support'] });
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max', active: 'yes' as unknown as boolean });
+    await store.sadd(storeKeys('cobrowse').managedAgents, 'oleg@shop.example', 'max@shop.example');
+
+    const first = await runtime.agentSync.run();
+    expect(first).toMatchObject({ removed: [], failed: [], writes: 0 });
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toContain('max@shop.example');
+
+    // Once Chatvisor lists him readably, he is deactivated as any managed agent that left.
+    fake.agents.get('max@shop.example')!.active = true;
+    const second = await runtime.agentSync.run();
+    expect(second.removed).toEqual([{ email: 'max@shop.example', action: 'deactivated' }]);
+    expect(fake.agents.get('max@shop.example')).toMatchObject({ active: false });
+  });
+
+  it('does not forget an agent it manages when the listing stopped early (a vendor repeating page 0)', async () => {
+    const { runtime, store } = runtimeWith({ pageSize: 2 }, directory.slice(0, 2));
+    fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg Petrov', teams: ['support'] });
+    fake.addAgent({
+      email: 'irina@shop.example',
+      displayName: 'Irina Sokolova',
+      role: 'ADMIN',
+      teams: ['sales', 'support'],
+    });
+    fake.addAgent({ email: 'max@shop.example', displayName: 'Max' });
+    await store.sadd(storeKeys('cobrowse').managedAgents, 'max@shop.example');
+    // Chatvisor ignores pageNumber: every page is the first one, and Max (third) is never listed.
+    const firstPage = { page: 0, results: [...fake.agents.values()].slice(0, 2) };
+    fake.fail({ method: 'GET', path: '/user', status: 200, body: firstPage, times: 2 });
+
+    expect(await runtime.agentSync.run()).toMatchObject({ removed: [], failed: [], writes: 0 });
+    expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toContain('max@shop.example');
+  });
+
   it('plans without writing on a dry run, and publishes nothing', async () => {
     fake.addAgent({ email: 'oleg@shop.example', displayName: 'Old name', teams: ['support'] });
     const { runtime, store, outbox } = runtimeWith();
@@ -296,6 +334,77 @@ describe('agent sync lock', () => {
     expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(3);
     // Released afterwards: the next run goes ahead.
     await expect(runtime.agentSync.run()).resolves.toMatchObject({ writes: 0 });
+  });
+
+  it('keeps its lock while a long run works: a run started 16 minutes in is still refused', async () => {
+    // The lock's time to live is 15 minutes; a sync held up by a slow Chatvisor outlives it. Only
+    // the renewal timer and the store's clock are fake: the vendor calls stay real.
+    let clock = Date.now();
+    const store = createMemoryStore({ now: () => clock });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const { runtime } = buildRuntime({
+        apiUrl: fake.apiUrl,
+        apiToken: fake.token,
+        agents: [directory[0]!],
+        store,
+        settings: { maxRetries: 1 },
+      });
+      let answer!: () => void;
+      const held = new Promise<void>((resolve) => {
+        answer = resolve;
+      });
+      fake.fail({ method: 'POST', path: '/user', until: held });
+      const long = runtime.agentSync.run();
+      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
+      for (let minute = 0; minute < 16; minute++) {
+        clock += 60_000;
+        await vi.advanceTimersByTimeAsync(60_000);
+      }
+      await expect(runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
+      answer();
+      await expect(long).resolves.toMatchObject({ created: ['oleg@shop.example'], failed: [] });
+      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+      await store.close();
+    }
+  });
+
+  it('stops writing once its lock is lost, and says so', async () => {
+    let clock = Date.now();
+    const store = createMemoryStore({ now: () => clock });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const { runtime } = buildRuntime({
+        apiUrl: fake.apiUrl,
+        apiToken: fake.token,
+        agents: directory,
+        store,
+        settings: { maxRetries: 1 },
+      });
+      let answer!: () => void;
+      const held = new Promise<void>((resolve) => {
+        answer = resolve;
+      });
+      fake.fail({ method: 'POST', path: '/user', until: held });
+      const long = runtime.agentSync.run();
+      const outcome = long.catch((error: unknown) => error);
+      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
+      // The store's clock jumps past the lock's time to live before any renewal (a stalled
+      // process): the lock is gone when the renewal runs.
+      clock += 16 * 60_000;
+      await vi.advanceTimersByTimeAsync(5 * 60_000);
+      answer();
+      expect(await outcome).toMatchObject({ code: 'agent_sync_lock_lost', status: 409 });
+      // The first create was on its way; the other two agents were not written.
+      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
+      const [report] = await runtime.agentSync.reports(1);
+      expect(report).toMatchObject({ error: expect.stringContaining('lost its lock') });
+    } finally {
+      vi.useRealTimers();
+      await store.close();
+    }
   });
 
   describe('on Redis, across instances', () => {

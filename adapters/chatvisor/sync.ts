@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { ConflictError } from '../../src/errors.js';
+import { renewWhileHeld } from '../../src/store/renewal.js';
 import type { ChatvisorClient } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
 import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';
@@ -22,7 +23,10 @@ import { storeKeys } from './state.js';
  * fresh listing. A failure midway is listed in the report and the run continues; the next run
  * lists again and finishes the job. A run that finds nothing to change makes no write call.
  * Runs never overlap: the run holds the store lock `chatvisor:<channel>:agent-sync` (on-demand
- * runs and scheduled ones, across instances).
+ * runs and scheduled ones, across instances), renewed while it works — a sync held up by a slow
+ * or rate-limiting Chatvisor can outlast the lock's time to live. A run whose lock is lost anyway
+ * (the store unreachable for longer than that) stops before its next write: another run may have
+ * started beside it.
  */
 export interface AgentSyncReport {
   id: string;
@@ -65,6 +69,7 @@ export interface RunOptions {
   onProgress?: (line: string) => void;
 }
 
+/** The sync lock's time to live; renewed every third of it while the run works (renewal.ts). */
 const LOCK_TTL_MS = 15 * 60_000;
 
 export class AgentSync {
@@ -100,9 +105,31 @@ export class AgentSync {
       }
       throw error;
     }
+    // Lost lock -> the run's signal aborts, so no write starts after it (as on shutdown).
+    const lost = new AbortController();
+    const stopRenewing = renewWhileHeld({
+      ttlMs: LOCK_TTL_MS,
+      renew: () => lock.renew(LOCK_TTL_MS),
+      onLost: () => {
+        this.options.logger.warn(
+          { channelId },
+          'chatvisor agent sync lost its lock (it expired before it was renewed); stopping the run',
+        );
+        lost.abort(
+          new ConflictError(
+            'agent_sync_lock_lost',
+            `the agent sync of channel ${channelId} lost its lock (the store could not renew it in time) and stopped, so as not to run beside another sync; the next run finishes the job`,
+          ),
+        );
+      },
+      onError: (error) =>
+        this.options.logger.warn({ channelId, err: error }, 'could not renew the agent sync lock'),
+    });
+    const signal = options.signal ? AbortSignal.any([options.signal, lost.signal]) : lost.signal;
     try {
-      return await this.runLocked(options);
+      return await this.runLocked({ ...options, signal });
     } finally {
+      stopRenewing();
       await lock.release();
     }
   }
@@ -144,12 +171,8 @@ export class AgentSync {
         context.config.agents.map((agent) => [agent.email.toLowerCase(), desiredAgent(agent)]),
       );
       progress(`listing Chatvisor agents (${desired.size} in the directory)`);
-      const actual = new Map(
-        (await client.listAgents(settings.pageSize, { signal: options.signal })).map((agent) => [
-          agent.email,
-          agent,
-        ]),
-      );
+      const listed = await client.listAgentsCounted(settings.pageSize, { signal: options.signal });
+      const actual = new Map(listed.items.map((agent) => [agent.email, agent]));
       const managed = new Set(await context.store.smembers(keys.managedAgents));
       const steps = this.plan(desired, actual, managed, report);
       progress(
@@ -159,9 +182,13 @@ export class AgentSync {
       if (!dryRun) {
         // Everything in the directory is ours, recorded before any write for it (see above).
         if (desired.size > 0) await context.store.sadd(keys.managedAgents, ...desired.keys());
-        // Forget agents that are gone from both sides: nothing is left to manage.
+        // Forget agents that are gone from both sides: nothing is left to manage. Not when the
+        // listing had agents we could not read or stopped before its end: one of them may be
+        // ours, and forgetting it would leave it active in Chatvisor for good.
         const stale = [...managed].filter((email) => !desired.has(email) && !actual.has(email));
-        if (stale.length > 0) await context.store.srem(keys.managedAgents, ...stale);
+        if (stale.length > 0 && listed.skipped === 0 && listed.complete) {
+          await context.store.srem(keys.managedAgents, ...stale);
+        }
       }
 
       for (const step of steps) {
