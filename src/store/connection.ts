@@ -246,10 +246,9 @@ function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
         ...(target.sentinelUsername === undefined ? {} : { sentinelUsername: target.sentinelUsername }),
         ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
         // ioredis has two switches: `tls` + `enableTLSForSentinelMode` for the data servers the
-        // Sentinels name, and `sentinelTLS` for the Sentinels themselves. With only the first, a
-        // Sentinel group that serves TLS (tls-port, the usual set-up next to TLS data servers)
-        // never answered, and the store stayed 503; and the AUTH sent to the Sentinels went in
-        // plain text.
+        // Sentinels name, and `sentinelTLS` for the Sentinels themselves. With only the first, the
+        // bridge spoke plain text to a Sentinel group that serves TLS (tls-port, the usual set-up
+        // next to TLS data servers), never got an answer and did not start.
         ...(target.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
         ...(sentinelTlsOf(target) ? { sentinelTLS: {} } : {}),
         // Subscribe to the Sentinels' +switch-master and reconnect at once, instead of writing to
