@@ -140,6 +140,24 @@ describe('store forms in the config', () => {
   });
 });
 
+describe('TLS to Sentinel', () => {
+  // test/slow/sentinel.tls.test.ts runs these against real TLS servers.
+  it('tls: true covers the Sentinels too unless sentinelTls says otherwise, and config check says which', () => {
+    const of = (sentinel: Record<string, unknown>) =>
+      describeStore(storeOf({ sentinel: { name: 'm', nodes: ['10.0.0.1:26379'], ...sentinel } }));
+    expect(of({ tls: true })).toContain('TLS to the Sentinels and the data servers');
+    expect(of({ tls: true, sentinelTls: false })).toContain(
+      'TLS to the data servers (Sentinels in plain text)',
+    );
+    expect(of({ sentinelTls: 'true' })).toContain('TLS to the Sentinels (data servers in plain text)');
+    expect(of({})).not.toContain('TLS');
+    expect(describeStore(storeOf({ cluster: { nodes: ['10.0.0.1:6379'], tls: true } }))).toContain(', TLS');
+    expect(problems({ cluster: { nodes: ['10.0.0.1:6379'], sentinelTls: true } })[0]).toMatch(
+      /^store\.cluster: /,
+    );
+  });
+});
+
 describe('failover replies', () => {
   it('become StoreUnavailableError (503); genuine command errors stay what they are', () => {
     for (const message of [

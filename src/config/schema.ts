@@ -327,7 +327,13 @@ export const storeSchema = z
         sentinelUsername: optionalSecret,
         sentinelPassword: optionalSecret,
         db: intLike(z.number().int().min(0).max(15)).default(0),
+        /** TLS to the data servers and, unless `sentinelTls` says otherwise, to the Sentinels. */
         tls: boolLike.default(false),
+        /**
+         * TLS to the Sentinels; absent: the same as `tls`. A Sentinel group in front of TLS data
+         * servers usually serves TLS itself (`tls-port`); `false` is for one that listens in plain text.
+         */
+        sentinelTls: boolLike.optional(),
       })
       .optional(),
     cluster: z

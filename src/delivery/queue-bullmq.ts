@@ -7,6 +7,7 @@ import {
   type RedisTarget,
   settlesWithin,
 } from '../store/connection.js';
+import { toStoreError } from '../store/redis.js';
 import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
 
 /**
@@ -88,19 +89,35 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     removeOnFail: { age: 7 * 24 * 3600 },
   });
 
+  /**
+   * BullMQ rejects with ioredis's own errors. Redis's "not now" (READONLY from a primary that was
+   * just demoted, NOREPLICAS, a connection that gave up its retries) becomes StoreUnavailableError
+   * here, as in the store, so a replay from the admin API or the console during a failover is a
+   * 503 to retry rather than a 500.
+   */
+  const asStoreError = async <T>(work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  };
+
   return {
     async enqueue(destinationId, jobId, job, delayMs) {
-      await queueOf(destinationId).add('deliver', job, jobOptions(jobId, delayMs));
+      await asStoreError(() => queueOf(destinationId).add('deliver', job, jobOptions(jobId, delayMs)));
     },
 
     async enqueueMany(destinationId, items) {
       if (items.length === 0) return;
-      await queueOf(destinationId).addBulk(
-        items.map((item) => ({
-          name: 'deliver',
-          data: item.job,
-          opts: jobOptions(item.jobId, item.delayMs),
-        })),
+      await asStoreError(() =>
+        queueOf(destinationId).addBulk(
+          items.map((item) => ({
+            name: 'deliver',
+            data: item.job,
+            opts: jobOptions(item.jobId, item.delayMs),
+          })),
+        ),
       );
     },
 

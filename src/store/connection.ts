@@ -79,21 +79,35 @@ export function describeStore(store: StoreConfig): string {
     case 'sentinel':
       return (
         `sentinel master '${target.name}' via ${target.nodes.length} sentinel${target.nodes.length === 1 ? '' : 's'} ` +
-        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}, keyPrefix ${prefix}, ${durability}`
+        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}${sentinelTlsDescription(target)}, ` +
+        `keyPrefix ${prefix}, ${durability}`
       );
     case 'cluster':
       return (
         `cluster seeded from ${target.nodes.length} node${target.nodes.length === 1 ? '' : 's'} ` +
-        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}, keyPrefix ${prefix} ` +
+        `(${target.nodes.join(', ')})${target.password ? ', with password' : ''}${target.tls ? ', TLS' : ''}, keyPrefix ${prefix} ` +
         `(one hash slot: this bridge lives on one primary), ${durability}`
       );
   }
+}
+
+function sentinelTlsDescription(sentinel: { tls: boolean; sentinelTls?: boolean | undefined }): string {
+  const toSentinels = sentinelTlsOf(sentinel);
+  if (sentinel.tls && toSentinels) return ', TLS to the Sentinels and the data servers';
+  if (sentinel.tls) return ', TLS to the data servers (Sentinels in plain text)';
+  if (toSentinels) return ', TLS to the Sentinels (data servers in plain text)';
+  return '';
 }
 
 /** Reconnect delay: exponential from 50 ms, capped at 2 s, with jitter so instances do not stampede. */
 export function reconnectDelay(attempt: number): number {
   const base = Math.min(50 * 2 ** Math.min(attempt - 1, 10), 2000);
   return Math.round(base / 2 + (Math.random() * base) / 2);
+}
+
+/** Whether the Sentinels themselves are spoken to over TLS: `sentinelTls`, else the same as `tls`. */
+export function sentinelTlsOf(sentinel: { tls: boolean; sentinelTls?: boolean | undefined }): boolean {
+  return sentinel.sentinelTls ?? sentinel.tls;
 }
 
 function parseNode(node: string): { host: string; port: number } {
@@ -231,7 +245,12 @@ function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
         ...(target.password === undefined ? {} : { password: target.password }),
         ...(target.sentinelUsername === undefined ? {} : { sentinelUsername: target.sentinelUsername }),
         ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+        // ioredis has two switches: `tls` + `enableTLSForSentinelMode` for the data servers the
+        // Sentinels name, and `sentinelTLS` for the Sentinels themselves. With only the first, the
+        // bridge spoke plain text to a Sentinel group that serves TLS (tls-port, the usual set-up
+        // next to TLS data servers), never got an answer and did not start.
         ...(target.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+        ...(sentinelTlsOf(target) ? { sentinelTLS: {} } : {}),
         // Subscribe to the Sentinels' +switch-master and reconnect at once, instead of writing to
         // the old primary until it notices (writes there after a failover would be lost).
         failoverDetector: true,

@@ -311,6 +311,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const log = logger.child({ component: 'store', redis: safeUrl });
   const replicas = options.durability?.replicas ?? 0;
   const waitTimeoutMs = options.durability?.timeoutMs ?? 500;
+  /** The longest single WAIT: well inside the command timeout, so the client never gives up on one. */
+  const waitSliceMs = Math.max(1, Math.floor((options.commandTimeoutMs ?? 2000) / 2));
 
   const client = createRedisClient(target, {
     role: 'store',
@@ -536,9 +538,21 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       throw error;
     };
     changed();
-    const acknowledged = await run(async () => (await primaryConnection()).wait(replicas, waitTimeoutMs));
-    // Checked again after the reply: a WAIT queued while reconnecting runs on the new connection.
-    changed();
+    // WAIT in slices shorter than the client's command timeout: one WAIT of timeoutMs would be
+    // given up on by the client at the command timeout (2 s), cutting any longer timeoutMs short
+    // (503 at 2 s while the replicas were catching up). A WAIT after another waits for at least
+    // as much (this connection's offset only grows), so the slices never vouch for less.
+    const deadline = performance.now() + waitTimeoutMs;
+    let acknowledged = 0;
+    for (;;) {
+      const remaining = Math.ceil(deadline - performance.now());
+      // At least 1 ms: WAIT with timeout 0 blocks for ever.
+      const slice = Math.max(1, Math.min(remaining, waitSliceMs));
+      acknowledged = await run(async () => (await primaryConnection()).wait(replicas, slice));
+      // Checked again after the reply: a WAIT queued while reconnecting runs on the new connection.
+      changed();
+      if (acknowledged >= replicas || remaining <= slice) break;
+    }
     if (acknowledged < replicas) {
       const error = new StoreUnavailableError();
       error.message = `the write reached ${acknowledged} of ${replicas} replicas within ${waitTimeoutMs} ms; retry later`;

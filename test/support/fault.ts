@@ -145,11 +145,15 @@ ${options.extra ?? ''}
 }
 
 /** `node bin/chatbridge.js start --config FILE`, resolved once /readyz answers 200. */
-export async function spawnBridge(configFile: string, port?: number): Promise<SpawnedBridge> {
+export async function spawnBridge(
+  configFile: string,
+  port?: number,
+  env: NodeJS.ProcessEnv = {},
+): Promise<SpawnedBridge> {
   const listenPort = port ?? (await freePort());
   const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', '--config', configFile], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(listenPort), CHATBRIDGE_CONFIG: '', REDIS_URL: '' },
+    env: { ...process.env, PORT: String(listenPort), CHATBRIDGE_CONFIG: '', REDIS_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { type PrivateRedis, startPrivateRedis } from './redis.js';
+import { freePort, type PrivateRedis, startPrivateRedis } from './redis.js';
 
 /**
  * Real Redis topologies for the slow tier, on free loopback ports in private directories, built
@@ -255,5 +255,141 @@ export async function startClusterTopology(): Promise<ClusterTopology> {
     await Promise.all(servers.map((server) => server.stop()));
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     throw new Error(`could not start a Redis Cluster: ${(error as Error).message}. ${HOW_TO_GET_TOOLS}`);
+  }
+}
+
+export interface TlsSentinelTopology {
+  name: string;
+  /** The CA that signed every server's certificate (for NODE_EXTRA_CA_CERTS). */
+  caFile: string;
+  /** `127.0.0.1:port` of each Sentinel's TLS port (plain text is not served there). */
+  tlsSentinelNodes: string[];
+  /** `127.0.0.1:port` of each Sentinel's plain-text port. */
+  plainSentinelNodes: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A primary that serves its data over TLS only to the Sentinels' clients (the Sentinels monitor
+ * its TLS port, so that is the address they name), watched by two Sentinels that each listen on a
+ * TLS port and on a plain-text one. Certificates come from a private CA made with openssl, for
+ * 127.0.0.1. The plain-text ports exist for the helpers' PING and for the `sentinelTls: false` case.
+ */
+export async function startTlsSentinelTopology(name = 'chatbridge-tls'): Promise<TlsSentinelTopology> {
+  const certs = privateDir('tls-certs');
+  const dirs = [certs];
+  const file = (leaf: string) => join(certs, leaf);
+  const processes: PrivateRedis[] = [];
+  const stop = async () => {
+    await Promise.all(processes.map((process) => process.stop()));
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=chatbridge-test-ca',
+      '-keyout',
+      file('ca.key'),
+      '-out',
+      file('ca.crt'),
+    ]);
+    await run('openssl', [
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-keyout',
+      file('server.key'),
+      '-out',
+      file('server.csr'),
+    ]);
+    writeFileSync(file('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    await run('openssl', [
+      'x509',
+      '-req',
+      '-days',
+      '2',
+      '-in',
+      file('server.csr'),
+      '-CA',
+      file('ca.crt'),
+      '-CAkey',
+      file('ca.key'),
+      '-CAcreateserial',
+      '-extfile',
+      file('ext.cnf'),
+      '-out',
+      file('server.crt'),
+    ]);
+    const tlsArgs = async () => {
+      const port = await freePort();
+      return {
+        port,
+        args: [
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          file('server.crt'),
+          '--tls-key-file',
+          file('server.key'),
+          '--tls-ca-cert-file',
+          file('ca.crt'),
+          '--tls-auth-clients',
+          'no',
+          '--tls-replication',
+          'yes',
+        ],
+      };
+    };
+    const data = await tlsArgs();
+    const dataDir = privateDir('tls-data');
+    dirs.push(dataDir);
+    processes.push(await startPrivateRedis({ args: ['--dir', dataDir, ...data.args] }));
+
+    const tlsSentinelNodes: string[] = [];
+    const plainSentinelNodes: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const dir = privateDir('tls-sentinel');
+      dirs.push(dir);
+      const configFile = join(dir, 'sentinel.conf');
+      writeFileSync(configFile, `sentinel monitor ${name} 127.0.0.1 ${data.port} 1\n`);
+      const tls = await tlsArgs();
+      const sentinel = await startPrivateRedis({
+        configFile,
+        sentinel: true,
+        args: ['--dir', dir, ...tls.args],
+      });
+      processes.push(sentinel);
+      tlsSentinelNodes.push(`127.0.0.1:${tls.port}`);
+      plainSentinelNodes.push(`127.0.0.1:${sentinel.port}`);
+    }
+    // The Sentinels reach the primary over TLS (tls-replication) before anyone asks them for it.
+    await poll('the Sentinels to see the TLS primary', 30_000, async () => {
+      for (const node of plainSentinelNodes) {
+        const port = Number(node.split(':')[1]);
+        const up = await withClient(port, async (client) => {
+          const master = (await client.call('SENTINEL', 'MASTER', name)) as string[];
+          const flags = master[master.indexOf('flags') + 1] ?? '';
+          return flags === 'master';
+        });
+        if (!up) return false;
+      }
+      return true;
+    });
+    return { name, caFile: file('ca.crt'), tlsSentinelNodes, plainSentinelNodes, stop };
+  } catch (error) {
+    await stop();
+    throw new Error(
+      `could not start a TLS Sentinel group: ${(error as Error).message}. ${HOW_TO_GET_TOOLS} It also needs openssl.`,
+    );
   }
 }

@@ -1,0 +1,65 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore } from '../src/store/redis.js';
+import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
+
+/**
+ * store.durability.timeoutMs is how long a webhook's answer waits for WAIT (DESIGN §12). It used
+ * to be cut at the store's command timeout (2 s): any timeoutMs above that answered 503 at 2 s,
+ * whatever the replicas did, because the client gave up on the WAIT command itself.
+ */
+describe('durability.timeoutMs above the command timeout', () => {
+  let dir: string;
+  let primary: PrivateRedis;
+  let replica: PrivateRedis;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'chatbridge-durability-'));
+    primary = await startPrivateRedis({ args: ['--dir', dir] });
+    replica = await startPrivateRedis({
+      args: ['--dir', dir, '--replicaof', '127.0.0.1', String(primary.port)],
+    });
+    const probe = new Redis(primary.url);
+    try {
+      while (!(await probe.info('replication')).includes('state=online'))
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      probe.disconnect();
+    }
+  });
+  afterAll(async () => {
+    replica?.resume();
+    await replica?.stop();
+    await primary?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('waits the configured time for a replica that catches up within it', async () => {
+    const store = await createRedisStore({
+      url: primary.url,
+      keyPrefix: 'durability',
+      logger: pino({ level: 'silent' }),
+      durability: { replicas: 1, timeoutMs: 15_000 },
+    });
+    try {
+      await store.set('before', '1');
+      await store.confirmWrites();
+      replica.pause();
+      await store.set('k', 'v');
+      // The replica comes back well within timeoutMs (but after the 2 s command timeout).
+      const resume = setTimeout(() => replica.resume(), 3000);
+      try {
+        await expect(store.confirmWrites(store.writeMark())).resolves.toBeUndefined();
+      } finally {
+        clearTimeout(resume);
+        replica.resume();
+      }
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+});
