@@ -10,7 +10,13 @@ import type { Contact } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
-import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  issuesFromZod,
+  NotFoundError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+} from '../errors.js';
 import { readRawBody } from '../http/body.js';
 import type { AdminAuthLimit } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
@@ -145,8 +151,9 @@ function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> 
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new ValidationError(
-      'invalid query',
-      parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+      // The page names each field below (the error page lists the issues).
+      'This address has a value the page does not take',
+      issuesFromZod(parsed.error),
       'invalid_query',
     );
   }
@@ -366,11 +373,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             ? 'Go back and check the address, or search again.'
             : status === 403
               ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
-              : status === 503
-                ? 'The store (Redis) is not reachable: check it, then reload this page.'
-                : status === 429
-                  ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
-                  : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+              : status === 400 && error instanceof AppError && error.issues?.length
+                ? 'Change the value named above (or leave it out) and try again.'
+                : status === 503
+                  ? 'The store (Redis) is not reachable: check it, then reload this page.'
+                  : status === 429
+                    ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                    : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)
         for (const [name, value] of Object.entries(error.headers ?? {})) ctx.set(name, value);
@@ -379,6 +388,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         status,
         message,
         next: nextStep,
+        ...(error instanceof AppError && error.issues?.length ? { issues: error.issues } : {}),
         nav: session !== undefined,
         ...(session ? { csrf: session.csrf } : {}),
       });

@@ -89,11 +89,21 @@ export function errorPage(options: {
   next: string;
   csrf?: string;
   nav: boolean;
+  /** What was wrong with which input (a 400): named, so the user knows what to change. */
+  issues?: ReadonlyArray<{ path: string; message: string }>;
 }): string {
+  const issues = options.issues ?? [];
   return layout(
     { title: `Error ${options.status}`, nav: options.nav, ...(options.csrf ? { csrf: options.csrf } : {}) },
     html`<h1>Something went wrong (${options.status})</h1>
 <p class="error" role="alert">${options.message}</p>
+${
+  issues.length === 0
+    ? ''
+    : html`<ul class="issues">${issues.map(
+        (issue) => html`<li><code>${issue.path}</code>: ${issue.message}</li>`,
+      )}</ul>`
+}
 <p>${options.next}</p>`,
   );
 }
