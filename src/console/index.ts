@@ -91,6 +91,8 @@ const PRE_COOKIE = 'chatbridge_console_pre';
 const TRAFFIC_KEY = 'console:traffic';
 /** Deliveries listed on one page of the console (the list says when it was cut there). */
 const DELIVERIES_LISTED = 100;
+/** Journal entries on one page of the console (an "Older entries" link reads on). */
+const JOURNAL_LISTED = 50;
 /** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
 const TRAFFIC_WRITE_EVERY_MS = 30_000;
 
@@ -145,6 +147,7 @@ const deliveriesQuerySchema = z.object({
 const journalQuerySchema = z.object({
   channel: z.string().max(64).optional(),
   kind: z.enum(['rejected', 'unhandled', '']).optional(),
+  before: z.string().max(40).optional(),
 });
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
@@ -630,17 +633,25 @@ ${timelineSection({
     const filters = parseWith(journalQuerySchema, ctx.query);
     const channel = filters.channel || undefined;
     const kind = filters.kind || undefined;
+    const before = filters.before || undefined;
+    const page = await deps.journal.list({
+      limit: JOURNAL_LISTED,
+      ...(channel ? { channelId: channel } : {}),
+      ...(kind ? { kind } : {}),
+      ...(before ? { before } : {}),
+    });
+    const here = { ...(channel ? { channel } : {}), ...(kind ? { kind } : {}) };
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = journalPage({
       csrf: sessionOf(ctx).csrf,
       ...(channel ? { channel } : {}),
       ...(kind ? { kind } : {}),
       channels: [...deps.channels.keys()],
-      entries: await deps.journal.list({
-        limit: 100,
-        ...(channel ? { channelId: channel } : {}),
-        ...(kind ? { kind } : {}),
-      }),
+      entries: page.entries,
+      ...(page.nextCursor
+        ? { olderHref: `/console/journal${query({ ...here, before: page.nextCursor })}` }
+        : {}),
+      ...(before ? { newestHref: `/console/journal${query(here)}` } : {}),
     });
   });
 

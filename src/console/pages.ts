@@ -413,6 +413,10 @@ export function journalPage(options: {
   kind?: string;
   channels: string[];
   entries: JournalEntry[];
+  /** The next (older) page, when there is one: this page was cut there. */
+  olderHref?: string;
+  /** On an older page: the way back to the newest entries. */
+  newestHref?: string;
 }): string {
   return layout(
     { title: 'Journal', nav: true, csrf: options.csrf, current: '/console/journal' },
@@ -432,14 +436,21 @@ export function journalPage(options: {
 </form>
 ${
   options.entries.length === 0
-    ? html`<p class="empty">Nothing in the journal${options.channel || options.kind ? ' for these filters' : ''}: every payload was understood.</p>`
-    : html`<ol class="timeline">${options.entries.map(
+    ? options.newestHref
+      ? html`<p class="empty">No older entries. <a href="${options.newestHref}">Newest entries</a></p>`
+      : html`<p class="empty">Nothing in the journal${options.channel || options.kind ? ' for these filters' : ''}: every payload was understood.</p>`
+    : html`<p class="muted">${options.entries.length} entr${options.entries.length === 1 ? 'y' : 'ies'}${options.newestHref ? ' (older page)' : ''}, newest first${
+        options.olderHref ? ': there are older ones on the next page.' : ': that is all of them.'
+      }</p>
+<ol class="timeline">${options.entries.map(
         (
           entry,
         ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${entry.vendor} / ${entry.channelId}</div>
 <div class="summary">${entry.reason}</div>
-<details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
-      )}</ol>`
+<details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.encoding === 'base64' ? ', base64' : ''}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
+      )}</ol>
+${options.olderHref ? html`<p><a class="button" href="${options.olderHref}">Older entries</a></p>` : ''}
+${options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : ''}`
 }`,
   );
 }

@@ -14,7 +14,7 @@ import type { Delivery } from '../delivery/index.js';
 import { NotFoundError, TooManyRequestsError, UnauthorizedError, ValidationError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { DeferredIntake } from '../intake/deferred.js';
-import type { PayloadJournal } from '../intake/journal.js';
+import { JOURNAL_PAGE_BYTES, type PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -97,9 +97,10 @@ const unmergeBodySchema = z.union([
 ]);
 
 const journalQuerySchema = z.strictObject({
-  channel: z.string().optional(),
+  channel: z.string().max(64).optional(),
   kind: z.enum(['rejected', 'unhandled']).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
+  before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
 const conflictsQuerySchema = z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) });
@@ -762,16 +763,18 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: journalQuerySchema,
       answers: {
-        200: { description: 'Journal entries', schema: z.object({ entries: z.array(z.unknown()) }) },
+        200: {
+          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on`,
+          schema: z.object({ entries: z.array(z.unknown()), nextCursor: z.string().nullable() }),
+        },
       },
       async handle(ctx, { query }) {
-        ctx.body = {
-          entries: await deps.journal.list({
-            limit: query.limit,
-            ...(query.channel ? { channelId: query.channel } : {}),
-            ...(query.kind ? { kind: query.kind } : {}),
-          }),
-        };
+        ctx.body = await deps.journal.list({
+          limit: query.limit,
+          ...(query.channel ? { channelId: query.channel } : {}),
+          ...(query.kind ? { kind: query.kind } : {}),
+          ...(query.before ? { before: query.before } : {}),
+        });
       },
     }),
     route({
