@@ -32,7 +32,7 @@ describe('console journal and error pages', () => {
     const page = await consoleRequest(bridge.url, '/console/journal?kind=bogus', { cookie });
     expect(page.status).toBe(400);
     expect(page.text).toMatch(/<code>kind<\/code>: Invalid option/);
-    expect(page.text).toContain('Change the value named above');
+    expect(page.text).toContain('Correct the value named above');
 
     const deliveries = await consoleRequest(bridge.url, '/console/deliveries?state=lost', { cookie });
     expect(deliveries.status).toBe(400);

@@ -377,7 +377,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             : status === 403
               ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
               : status === 400 && error instanceof AppError && error.issues?.length
-                ? 'Change the value named above (or leave it out) and try again.'
+                ? 'Correct the value named above and try again.'
                 : status === 503
                   ? 'The store (Redis) is not reachable: check it, then reload this page.'
                   : status === 429
