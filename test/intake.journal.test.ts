@@ -232,4 +232,28 @@ describe.each(['memory', 'redis'] as const)('payload journal on the %s store', (
       'old 1',
     ]);
   });
+
+  it('still lists the entries of a channel removed from the config', async () => {
+    const store = await createStore();
+    const before = createPayloadJournal(store, () => new Date(), {}, ['a', 'b']);
+    const entry = (channelId: string, reason: string) => ({
+      channelId,
+      vendor: 'jivochat',
+      kind: 'rejected' as const,
+      reason,
+      rawBody: '{}',
+    });
+    await before.record(entry('b', 'b while configured'));
+    await before.record(entry('a', 'a'));
+    // Restarted without channel b: its entries stay readable, later ones go to the other ring.
+    const after = createPayloadJournal(store, () => new Date(), {}, ['a']);
+    await after.record(entry('b', 'b after removal'));
+    const reasons = async (channelId?: string) =>
+      (await after.list({ limit: 10, ...(channelId ? { channelId } : {}) })).entries.map(
+        (each) => each.reason,
+      );
+    expect(await reasons()).toEqual(['b after removal', 'a', 'b while configured']);
+    expect(await reasons('b')).toEqual(['b after removal', 'b while configured']);
+    expect(await reasons('a')).toEqual(['a']);
+  });
 });

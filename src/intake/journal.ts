@@ -55,6 +55,8 @@ const LEGACY_KEY = 'journal';
 /** One sequence for all rings: orders entries across channels and is the page cursor. */
 const SEQ_KEY = 'journal:seq';
 const ringKey = (ring: string) => `journal:ring:${ring}`;
+/** Every ring ever written, so a ring whose channel was since removed from the config is still read. */
+const RINGS_KEY = 'journal:rings';
 /**
  * The ring of every channel that is not configured (now): a deferred item whose channel was
  * removed. Channel ids are `[a-z0-9-]`, so this name is never a channel's.
@@ -86,6 +88,9 @@ interface Read {
  * `journalEntryBytes + overhead` bytes (a body whose JSON would be larger is kept as base64, which
  * is under the cap by construction), so the whole journal never holds more than `journalBytes`.
  *
+ * A channel removed from the config keeps its ring as it was: still read (listed with the others
+ * and by its channel id), no longer written (its later entries go to the other ring).
+ *
  * Rings are sorted sets whose members start with a sequence number taken from one counter, so a
  * page is merged across rings newest first and its cursor (the last entry's sequence) stays
  * valid while entries are added: a new entry is always above it. A page is bounded by `limit`
@@ -107,6 +112,16 @@ export function createPayloadJournal(
   const RING_ENTRIES = Math.max(1, Math.floor(journalBytes / rings.length / MAX_ENTRY_BYTES));
   const pageBytes = Math.max(JOURNAL_PAGE_BYTES, MAX_ENTRY_BYTES);
   const ringOf = (channelId: string) => (channels.has(channelId) ? channelId : OTHER_RING);
+  /** Rings this process has noted in RINGS_KEY (once each: the set only grows). */
+  const noted = new Set<string>();
+
+  /** The rings a listing reads: for a channel, its own ring and, once it is gone, the other one. */
+  async function ringsFor(channelId: string | undefined): Promise<string[]> {
+    if (channelId !== undefined && channels.has(channelId)) return [channelId];
+    const known = new Set(await store.smembers(RINGS_KEY));
+    if (channelId !== undefined) return known.has(channelId) ? [channelId, OTHER_RING] : [OTHER_RING];
+    return [...new Set([...rings, ...known])];
+  }
 
   function serialize(input: JournalEntryInput): string {
     const raw = typeof input.rawBody === 'string' ? Buffer.from(input.rawBody, 'utf8') : input.rawBody;
@@ -206,7 +221,12 @@ export function createPayloadJournal(
   return {
     async record(input) {
       const json = serialize(input);
-      const key = ringKey(ringOf(input.channelId));
+      const ring = ringOf(input.channelId);
+      const key = ringKey(ring);
+      if (!noted.has(ring)) {
+        await store.sadd(RINGS_KEY, ring);
+        noted.add(ring);
+      }
       const seq = await store.incr(SEQ_KEY);
       await store.zadd(key, 0, `${pad(seq)}|${json}`);
       const excess = (await store.zcard(key)) - RING_ENTRIES;
@@ -236,7 +256,7 @@ export function createPayloadJournal(
         });
       }
       const below = cursor === undefined ? undefined : pad(Number(cursor));
-      const asked = options.channelId ? [ringOf(options.channelId)] : rings;
+      const asked = await ringsFor(options.channelId);
       const cursors: RingCursor[] = asked.map((ring) => ({ ring, below, buffer: [], done: false }));
       await Promise.all(cursors.map((each) => fill(each, options)));
       // Merge the rings newest first, reading each on only as far as the page takes from it: a
