@@ -91,6 +91,8 @@ const PRE_COOKIE = 'chatbridge_console_pre';
 const TRAFFIC_KEY = 'console:traffic';
 /** Deliveries listed on one page of the console (the list says when it was cut there). */
 const DELIVERIES_LISTED = 100;
+/** Contacts listed for one search (the page says when more matched). */
+const CONTACTS_LISTED = 50;
 /** Journal entries on one page of the console (an "Older entries" link reads on). */
 const JOURNAL_LISTED = 50;
 /** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
@@ -327,9 +329,11 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return views;
   }
 
+  /** Up to CONTACTS_LISTED + 1 contacts: one more than the page lists, so it can say it was cut. */
   async function searchContacts(q: string): Promise<Contact[]> {
     const text = q.trim();
     const found = new Map<string, Contact>();
+    const limit = CONTACTS_LISTED + 1;
     const add = (list: Contact[]) => {
       for (const contact of list) found.set(contact.id, contact);
     };
@@ -337,13 +341,14 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       const direct = await contacts.get(text);
       if (direct) add([direct.contact]);
     }
-    if (text.includes('@')) add(await contacts.find({ email: text }));
-    if (looksLikePhone(text)) add(await contacts.find({ phone: text }));
+    if (text.includes('@')) add(await contacts.find({ email: text, limit }));
+    if (looksLikePhone(text)) add(await contacts.find({ phone: text, limit }));
     const colon = /^([a-z][a-z0-9_]*):(.+)$/.exec(text);
-    if (colon?.[1] === 'person') add(await contacts.find({ identity: { kind: 'person', value: colon[2]! } }));
-    add(await contacts.find({ identity: { kind: 'person', value: text } }));
-    if (!text.includes('@')) add(await contacts.find({ name: text }));
-    return [...found.values()].slice(0, 50);
+    if (colon?.[1] === 'person')
+      add(await contacts.find({ identity: { kind: 'person', value: colon[2]! }, limit }));
+    add(await contacts.find({ identity: { kind: 'person', value: text }, limit }));
+    if (!text.includes('@')) add(await contacts.find({ name: text, limit }));
+    return [...found.values()].slice(0, limit);
   }
 
   const router = new Router({ prefix: '/console' });
@@ -522,6 +527,7 @@ ${timelineSection({
       csrf: sessionOf(ctx).csrf,
       q: text,
       contacts: text ? await searchContacts(text) : null,
+      limit: CONTACTS_LISTED,
       vendorName,
     });
   });

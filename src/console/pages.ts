@@ -124,15 +124,22 @@ export function searchForm(q: string): SafeHtml {
 export function contactsPage(options: {
   csrf: string;
   q: string;
+  /** Given more than this many, the first `limit` are listed and the page says more matched. */
   contacts: Contact[] | null;
+  limit: number;
   vendorName: (vendor: string) => string;
 }): string {
-  const { contacts } = options;
+  const cut = options.contacts !== null && options.contacts.length > options.limit;
+  const contacts = options.contacts?.slice(0, options.limit) ?? null;
   let results: SafeHtml = html``;
   if (contacts && contacts.length === 0) {
     results = html`<p class="empty">No contact matches “${options.q}”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
   } else if (contacts) {
-    results = html`<h2>${contacts.length} contact${contacts.length === 1 ? '' : 's'}</h2>
+    results = html`<h2>${cut ? `More than ${contacts.length} contacts` : `${contacts.length} contact${contacts.length === 1 ? '' : 's'}`}</h2>${
+      cut
+        ? html`<p class="notice" role="status">Only the first ${contacts.length} are listed. Search for something only one contact has (a full e-mail, a phone, a person id or a contact id) to find the one you want.</p>`
+        : ''
+    }
 <ul class="cards">${contacts.map(
       (
         contact,

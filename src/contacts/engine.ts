@@ -28,7 +28,14 @@ import {
   type StoredRecord,
   upsertValued,
 } from './record.js';
-import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import {
+  type ClaimedFind,
+  type ContactQuery,
+  type ContactService,
+  FIND_LIMIT,
+  type TimelinePage,
+  type UnmergeRequest,
+} from './service.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember, timelineMemberWithData } from './timeline.js';
 import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
 import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
@@ -1145,6 +1152,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (query.email) wanted.push({ kind: 'email', value: query.email });
     if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
     if (query.identity) wanted.push(query.identity);
+    const limit = query.limit ?? FIND_LIMIT;
     const recordIds = new Set<string>();
     for (const raw of wanted) {
       const identifier = normalizePublic(raw);
@@ -1157,13 +1165,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const sets = await Promise.all(words.map((word) => idSet(key.name(word))));
       const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
-      for (const id of matched.slice(0, 100)) recordIds.add(id);
+      for (const id of matched.slice(0, Math.max(limit, FIND_LIMIT))) recordIds.add(id);
     }
     // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
     if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
     for (const root of new Set(roots.values())) {
+      // A search-only value may be shared by any number of contacts: the answer is bounded.
+      if (contacts.length >= limit) break;
       const loaded = await loadContact(root);
       if (loaded) contacts.push(loaded.contact);
     }

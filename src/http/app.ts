@@ -7,7 +7,7 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import type { FactService } from '../contacts/facts.js';
-import type { ContactService } from '../contacts/service.js';
+import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
 import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
 import type { AdapterDefinition, Answer, ChannelRoute, IntakeRoute } from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
@@ -659,7 +659,10 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: contactQuerySchema,
       answers: {
-        200: { description: 'Matching contacts', schema: z.object({ contacts: z.array(contactSchema) }) },
+        200: {
+          description: `Matching contacts, at most ${FIND_LIMIT}; \`truncated\` when more matched (a search-only e-mail or phone typed by many visitors)`,
+          schema: z.object({ contacts: z.array(contactSchema), truncated: z.boolean() }),
+        },
       },
       async handle(ctx, { query }) {
         if (!query.email && !query.phone && !query.identity) {
@@ -669,13 +672,13 @@ export function createApp(deps: AppDeps): Koa {
             'invalid_query',
           );
         }
-        ctx.body = {
-          contacts: await contacts.find({
-            ...(query.email ? { email: query.email } : {}),
-            ...(query.phone ? { phone: query.phone } : {}),
-            ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
-          }),
-        };
+        const found = await contacts.find({
+          ...(query.email ? { email: query.email } : {}),
+          ...(query.phone ? { phone: query.phone } : {}),
+          ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
+          limit: FIND_LIMIT + 1,
+        });
+        ctx.body = { contacts: found.slice(0, FIND_LIMIT), truncated: found.length > FIND_LIMIT };
       },
     }),
     route({
