@@ -188,6 +188,22 @@ describe.each(['memory', 'redis'] as const)('payload journal on the %s store', (
     expect(Buffer.from(entries[0]!.body, entries[0]!.encoding)).toEqual(Buffer.alloc(768));
   });
 
+  it('cuts a reason made of escapes before it gives up the body as text', async () => {
+    const store = await createStore();
+    const journal = createPayloadJournal(store, () => new Date(), { journalEntryBytes: 1024 }, ['a']);
+    await journal.record({
+      channelId: 'a',
+      vendor: 'jivochat',
+      kind: 'rejected',
+      reason: `bad${'\u0001'.repeat(999)}`,
+      rawBody: '{"visitor":"readable"}',
+    });
+    const [entry] = (await journal.list({ limit: 1 })).entries;
+    expect(entry).toMatchObject({ body: '{"visitor":"readable"}', encoding: 'utf8' });
+    expect(entry!.reason.startsWith('bad')).toBe(true);
+    expect(Buffer.byteLength(JSON.stringify(entry))).toBeLessThanOrEqual(1024 + 2048);
+  });
+
   it('still lists, after the new entries, what the single list held before the upgrade', async () => {
     const store = await createStore();
     const old = (index: number) =>

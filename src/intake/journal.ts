@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../errors.js';
+import { extend } from '../extend.js';
 import type { Store } from '../store/types.js';
 
 /**
@@ -86,7 +87,8 @@ interface Read {
  * configured, so a vendor flooding one channel with bad payloads pushes out only that channel's
  * entries. Each ring holds at most `journalBytes / (channels + 1)`: every stored entry is at most
  * `journalEntryBytes + overhead` bytes (a body whose JSON would be larger is kept as base64, which
- * is under the cap by construction), so the whole journal never holds more than `journalBytes`.
+ * is under the cap by construction), so the journal never holds more than `journalBytes` (plus,
+ * after a channel is removed from the config, its ring as it was).
  *
  * A channel removed from the config keeps its ring as it was: still read (listed with the others
  * and by its channel id), no longer written (its later entries go to the other ring).
@@ -141,21 +143,22 @@ export function createPayloadJournal(
       encoding: clean ? 'utf8' : 'base64',
       truncated,
     };
-    let json = JSON.stringify(entry);
-    // JSON escapes a control character as six bytes (\u0000): a clean UTF-8 body can grow that
-    // much. Then it is kept as base64 (4/3 of the slice, under the cap), and a reason that is
-    // itself mostly escapes is cut shorter, so no entry is over MAX_ENTRY_BYTES.
-    if (Buffer.byteLength(json) > MAX_ENTRY_BYTES) {
-      entry.body = slice.toString('base64');
-      entry.encoding = 'base64';
-      json = JSON.stringify(entry);
+    const json = JSON.stringify(entry);
+    if (Buffer.byteLength(json) <= MAX_ENTRY_BYTES) return json;
+    // JSON escapes a control character as six bytes (\u0000), so a clean UTF-8 body, or a reason
+    // made of them, can grow that much. First the reason and content type are cut short (the
+    // body stays readable); if the body itself is the problem, it is kept as base64 (4/3 of the
+    // slice: under the cap by construction). No entry is over MAX_ENTRY_BYTES.
+    const short = extend(entry, {
+      reason: entry.reason.slice(0, 100),
+      contentType: entry.contentType?.slice(0, 20) ?? null,
+    });
+    const base64 = { body: slice.toString('base64'), encoding: 'base64' as const };
+    for (const candidate of [short, extend(entry, base64)]) {
+      const text = JSON.stringify(candidate);
+      if (Buffer.byteLength(text) <= MAX_ENTRY_BYTES) return text;
     }
-    if (Buffer.byteLength(json) > MAX_ENTRY_BYTES) {
-      entry.reason = entry.reason.slice(0, 100);
-      entry.contentType = entry.contentType?.slice(0, 20) ?? null;
-      json = JSON.stringify(entry);
-    }
-    return json;
+    return JSON.stringify(extend(short, base64));
   }
 
   /** Where a listing is in one ring: what it read and has not placed yet, and where to read on. */
