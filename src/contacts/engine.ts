@@ -1312,8 +1312,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function splitIdentifier(rootId: string, raw: Identifier) {
     const identifier = normalizePublic(raw);
     if (!identifier || !resolves(identifier)) {
+      // A vendor-local id without its channel is the likely mistake: name it.
+      const local = !['person', 'email', 'phone'].includes(raw.kind) && raw.channelId === undefined;
       throw new ValidationError('identifier cannot be split off', [
-        { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
+        local
+          ? {
+              path: 'identifier.channelId',
+              message: `vendor-local kind "${raw.kind}" needs the channel it belongs to`,
+            }
+          : { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
       ]);
     }
     return withLock([key.index(identifier)], 'identifiers', async () => {
