@@ -82,6 +82,10 @@ const UNSAFE_LINKS_HELP =
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
+/** A timeline page stops once its entries reach this many bytes of JSON (always one entry at least). */
+export const TIMELINE_PAGE_BYTES = 1024 * 1024;
+/** Timeline members read per round trip, per record, when a page is merged. */
+const TIMELINE_CHUNK = 26;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
@@ -1239,22 +1243,47 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${id}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
     const limit = options.limit;
-    // One page of each record's timeline, merged below; the same bounds for every record.
-    const bounds = below ? { below, limit: limit + 1 } : { limit: limit + 1 };
-    const pages = await Promise.all(
-      recordIds.map((recordId) => store.zrevrangeByLex(key.timeline(recordId), bounds)),
-    );
-    const members = pages.flat().sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
-    const page = members.slice(0, limit);
-    const entries = page.map(
-      (member) => JSON.parse(member.slice(member.indexOf('|', 25) + 1)) as TimelineEntry,
-    );
-    const last = entries[entries.length - 1];
-    const nextCursor =
-      members.length > limit && last
-        ? Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url')
-        : null;
-    return { entries, nextCursor };
+    // Each record's timeline is read on in chunks and merged newest first, only as far as the
+    // page takes from it: a page of finished chats (each up to limits.timelineEntryBytes) stops
+    // at TIMELINE_PAGE_BYTES, and no more than about that is read, however many records merged.
+    const chunk = Math.min(limit + 1, TIMELINE_CHUNK);
+    const cursors = recordIds.map((recordId) => ({
+      key: key.timeline(recordId),
+      below,
+      buffer: [] as string[],
+      done: false,
+    }));
+    const fill = async (cursor: (typeof cursors)[number]) => {
+      if (cursor.buffer.length > 0 || cursor.done) return;
+      const members = await store.zrevrangeByLex(cursor.key, {
+        ...(cursor.below === undefined ? {} : { below: cursor.below }),
+        limit: chunk,
+      });
+      cursor.buffer = members;
+      if (members.length > 0) cursor.below = members[members.length - 1];
+      if (members.length < chunk) cursor.done = true;
+    };
+    await Promise.all(cursors.map(fill));
+    const entries: TimelineEntry[] = [];
+    let bytes = 0;
+    for (;;) {
+      let next: (typeof cursors)[number] | undefined;
+      for (const cursor of cursors) {
+        if (cursor.buffer.length > 0 && (!next || cursor.buffer[0]! > next.buffer[0]!)) next = cursor;
+      }
+      if (!next) return { entries, nextCursor: null };
+      const member = next.buffer[0]!;
+      const json = member.slice(member.indexOf('|', 25) + 1);
+      const size = Buffer.byteLength(json);
+      if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
+        const last = entries[entries.length - 1]!;
+        return { entries, nextCursor: Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url') };
+      }
+      entries.push(JSON.parse(json) as TimelineEntry);
+      bytes += size;
+      next.buffer.shift();
+      await fill(next);
+    }
   }
 
   async function unmerge(id: string, request: UnmergeRequest) {

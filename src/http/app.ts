@@ -710,7 +710,8 @@ export function createApp(deps: AppDeps): Koa {
       query: timelineQuerySchema,
       answers: {
         200: {
-          description: 'One page',
+          description:
+            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on',
           schema: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
         },
         404: { description: 'No such contact (contact_not_found)' },
