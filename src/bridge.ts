@@ -106,7 +106,13 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   metrics.watchStore(() => (store.probeWrite ? store.probeWrite() : store.ping()));
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
-  const journal = createPayloadJournal(store, now, config.limits);
+  // One ring per configured channel (and one for channels no longer configured): see journal.ts.
+  const journal = createPayloadJournal(
+    store,
+    now,
+    config.limits,
+    config.channels.map((channel) => channel.id),
+  );
   const contacts = createContactEngine({
     store,
     identity: config.identity,

@@ -139,7 +139,7 @@ describe('Chatvisor webhooks', () => {
     const test = runtimeWith();
     const answer = await test.webhook(fixture('webhook-new-subscriber.json'));
     expect(answer).toEqual({ body: { ok: true }, event: 'unknown', outcome: 'unhandled' });
-    const [entry] = await test.context.journal.list({ limit: 5 });
+    const [entry] = (await test.context.journal.list({ limit: 5 })).entries;
     expect(entry).toMatchObject({ kind: 'unhandled', channelId: 'cobrowse', vendor: 'chatvisor' });
     expect(JSON.parse(entry!.body)).toEqual(fixture('webhook-new-subscriber.json'));
     expect(await test.outbox()).toEqual([]);

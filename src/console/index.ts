@@ -10,7 +10,13 @@ import type { Contact } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
-import { AppError, NotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  issuesFromZod,
+  NotFoundError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+} from '../errors.js';
 import { readRawBody } from '../http/body.js';
 import type { AdminAuthLimit } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
@@ -85,6 +91,10 @@ const PRE_COOKIE = 'chatbridge_console_pre';
 const TRAFFIC_KEY = 'console:traffic';
 /** Deliveries listed on one page of the console (the list says when it was cut there). */
 const DELIVERIES_LISTED = 100;
+/** Contacts listed for one search (the page says when more matched). */
+const CONTACTS_LISTED = 50;
+/** Journal entries on one page of the console (an "Older entries" link reads on). */
+const JOURNAL_LISTED = 50;
 /** Last-traffic writes per channel are spaced out: the console needs minutes, not every webhook. */
 const TRAFFIC_WRITE_EVERY_MS = 30_000;
 
@@ -139,14 +149,16 @@ const deliveriesQuerySchema = z.object({
 const journalQuerySchema = z.object({
   channel: z.string().max(64).optional(),
   kind: z.enum(['rejected', 'unhandled', '']).optional(),
+  before: z.string().max(40).optional(),
 });
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new ValidationError(
-      'invalid query',
-      parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+      // The page names each field below (the error page lists the issues).
+      'This address has a value the page does not take',
+      issuesFromZod(parsed.error),
       'invalid_query',
     );
   }
@@ -317,9 +329,11 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return views;
   }
 
+  /** Up to CONTACTS_LISTED + 1 contacts: one more than the page lists, so it can say it was cut. */
   async function searchContacts(q: string): Promise<Contact[]> {
     const text = q.trim();
     const found = new Map<string, Contact>();
+    const limit = CONTACTS_LISTED + 1;
     const add = (list: Contact[]) => {
       for (const contact of list) found.set(contact.id, contact);
     };
@@ -327,13 +341,14 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       const direct = await contacts.get(text);
       if (direct) add([direct.contact]);
     }
-    if (text.includes('@')) add(await contacts.find({ email: text }));
-    if (looksLikePhone(text)) add(await contacts.find({ phone: text }));
+    if (text.includes('@')) add(await contacts.find({ email: text, limit }));
+    if (looksLikePhone(text)) add(await contacts.find({ phone: text, limit }));
     const colon = /^([a-z][a-z0-9_]*):(.+)$/.exec(text);
-    if (colon?.[1] === 'person') add(await contacts.find({ identity: { kind: 'person', value: colon[2]! } }));
-    add(await contacts.find({ identity: { kind: 'person', value: text } }));
-    if (!text.includes('@')) add(await contacts.find({ name: text }));
-    return [...found.values()].slice(0, 50);
+    if (colon?.[1] === 'person')
+      add(await contacts.find({ identity: { kind: 'person', value: colon[2]! }, limit }));
+    add(await contacts.find({ identity: { kind: 'person', value: text }, limit }));
+    if (!text.includes('@')) add(await contacts.find({ name: text, limit }));
+    return [...found.values()].slice(0, limit);
   }
 
   const router = new Router({ prefix: '/console' });
@@ -366,11 +381,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
             ? 'Go back and check the address, or search again.'
             : status === 403
               ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
-              : status === 503
-                ? 'The store (Redis) is not reachable: check it, then reload this page.'
-                : status === 429
-                  ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
-                  : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
+              : status === 400 && error instanceof AppError && error.issues?.length
+                ? 'Correct the value named above and try again.'
+                : status === 503
+                  ? 'The store (Redis) is not reachable: check it, then reload this page.'
+                  : status === 429
+                    ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                    : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)
         for (const [name, value] of Object.entries(error.headers ?? {})) ctx.set(name, value);
@@ -379,6 +396,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         status,
         message,
         next: nextStep,
+        ...(error instanceof AppError && error.issues?.length ? { issues: error.issues } : {}),
         nav: session !== undefined,
         ...(session ? { csrf: session.csrf } : {}),
       });
@@ -509,6 +527,7 @@ ${timelineSection({
       csrf: sessionOf(ctx).csrf,
       q: text,
       contacts: text ? await searchContacts(text) : null,
+      limit: CONTACTS_LISTED,
       vendorName,
     });
   });
@@ -620,17 +639,25 @@ ${timelineSection({
     const filters = parseWith(journalQuerySchema, ctx.query);
     const channel = filters.channel || undefined;
     const kind = filters.kind || undefined;
+    const before = filters.before || undefined;
+    const page = await deps.journal.list({
+      limit: JOURNAL_LISTED,
+      ...(channel ? { channelId: channel } : {}),
+      ...(kind ? { kind } : {}),
+      ...(before ? { before } : {}),
+    });
+    const here = { ...(channel ? { channel } : {}), ...(kind ? { kind } : {}) };
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = journalPage({
       csrf: sessionOf(ctx).csrf,
       ...(channel ? { channel } : {}),
       ...(kind ? { kind } : {}),
       channels: [...deps.channels.keys()],
-      entries: await deps.journal.list({
-        limit: 100,
-        ...(channel ? { channelId: channel } : {}),
-        ...(kind ? { kind } : {}),
-      }),
+      entries: page.entries,
+      ...(page.nextCursor
+        ? { olderHref: `/console/journal${query({ ...here, before: page.nextCursor })}` }
+        : {}),
+      ...(before ? { newestHref: `/console/journal${query(here)}` } : {}),
     });
   });
 

@@ -89,11 +89,21 @@ export function errorPage(options: {
   next: string;
   csrf?: string;
   nav: boolean;
+  /** What was wrong with which input (a 400): named, so the user knows what to change. */
+  issues?: ReadonlyArray<{ path: string; message: string }>;
 }): string {
+  const issues = options.issues ?? [];
   return layout(
     { title: `Error ${options.status}`, nav: options.nav, ...(options.csrf ? { csrf: options.csrf } : {}) },
     html`<h1>Something went wrong (${options.status})</h1>
 <p class="error" role="alert">${options.message}</p>
+${
+  issues.length === 0
+    ? ''
+    : html`<ul class="issues">${issues.map(
+        (issue) => html`<li><code>${issue.path}</code>: ${issue.message}</li>`,
+      )}</ul>`
+}
 <p>${options.next}</p>`,
   );
 }
@@ -114,15 +124,22 @@ export function searchForm(q: string): SafeHtml {
 export function contactsPage(options: {
   csrf: string;
   q: string;
+  /** Given more than this many, the first `limit` are listed and the page says more matched. */
   contacts: Contact[] | null;
+  limit: number;
   vendorName: (vendor: string) => string;
 }): string {
-  const { contacts } = options;
+  const cut = options.contacts !== null && options.contacts.length > options.limit;
+  const contacts = options.contacts?.slice(0, options.limit) ?? null;
   let results: SafeHtml = html``;
   if (contacts && contacts.length === 0) {
     results = html`<p class="empty">No contact matches “${options.q}”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
   } else if (contacts) {
-    results = html`<h2>${contacts.length} contact${contacts.length === 1 ? '' : 's'}</h2>
+    results = html`<h2>${cut ? `More than ${contacts.length} contacts` : `${contacts.length} contact${contacts.length === 1 ? '' : 's'}`}</h2>${
+      cut
+        ? html`<p class="notice" role="status">Only the first ${contacts.length} are listed. Search for something only one contact has (a full e-mail, a phone, a person id or a contact id) to find the one you want.</p>`
+        : ''
+    }
 <ul class="cards">${contacts.map(
       (
         contact,
@@ -403,6 +420,10 @@ export function journalPage(options: {
   kind?: string;
   channels: string[];
   entries: JournalEntry[];
+  /** The next (older) page, when there is one: this page was cut there. */
+  olderHref?: string;
+  /** On an older page: the way back to the newest entries. */
+  newestHref?: string;
 }): string {
   return layout(
     { title: 'Journal', nav: true, csrf: options.csrf, current: '/console/journal' },
@@ -422,14 +443,21 @@ export function journalPage(options: {
 </form>
 ${
   options.entries.length === 0
-    ? html`<p class="empty">Nothing in the journal${options.channel || options.kind ? ' for these filters' : ''}: every payload was understood.</p>`
-    : html`<ol class="timeline">${options.entries.map(
+    ? options.newestHref
+      ? html`<p class="empty">No older entries. <a href="${options.newestHref}">Newest entries</a></p>`
+      : html`<p class="empty">Nothing in the journal${options.channel || options.kind ? ' for these filters' : ''}: every payload was understood.</p>`
+    : html`<p class="muted">${options.entries.length} entr${options.entries.length === 1 ? 'y' : 'ies'}${options.newestHref ? ' (older page)' : ''}, newest first${
+        options.olderHref ? ': there are older ones on the next page.' : ': that is all of them.'
+      }</p>
+<ol class="timeline">${options.entries.map(
         (
           entry,
         ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${entry.vendor} / ${entry.channelId}</div>
 <div class="summary">${entry.reason}</div>
-<details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
-      )}</ol>`
+<details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.encoding === 'base64' ? ', base64' : ''}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
+      )}</ol>
+${options.olderHref ? html`<p><a class="button" href="${options.olderHref}">Older entries</a></p>` : ''}
+${options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : ''}`
 }`,
   );
 }

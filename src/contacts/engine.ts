@@ -35,7 +35,14 @@ import {
   type StoredRecord,
   upsertValued,
 } from './record.js';
-import type { ClaimedFind, ContactQuery, ContactService, TimelinePage, UnmergeRequest } from './service.js';
+import {
+  type ClaimedFind,
+  type ContactQuery,
+  type ContactService,
+  FIND_LIMIT,
+  type TimelinePage,
+  type UnmergeRequest,
+} from './service.js';
 import { entryId, eventId, isoOf, nameWords, timelineMember, timelineMemberWithData } from './timeline.js';
 import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
 import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
@@ -84,6 +91,10 @@ const UNSAFE_LINKS_HELP =
 const LOCK_TTL_MS = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_PLAN_ATTEMPTS = 8;
+/** A timeline page stops once its entries reach this many bytes of JSON (always one entry at least). */
+export const TIMELINE_PAGE_BYTES = 1024 * 1024;
+/** Timeline members read per round trip, per record, when a page is merged. */
+const TIMELINE_CHUNK = 26;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
@@ -1192,6 +1203,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (query.email) wanted.push({ kind: 'email', value: query.email });
     if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
     if (query.identity) wanted.push(query.identity);
+    const limit = query.limit ?? FIND_LIMIT;
     const recordIds = new Set<string>();
     for (const raw of wanted) {
       const identifier = normalizePublic(raw);
@@ -1204,7 +1216,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const sets = await Promise.all(words.map((word) => idSet(key.name(word))));
       const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
-      for (const id of matched.slice(0, 100)) recordIds.add(id);
+      for (const id of matched.slice(0, Math.max(limit, FIND_LIMIT))) recordIds.add(id);
     }
     // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
     if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
@@ -1212,6 +1224,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const contacts: Contact[] = [];
     const listed = new Set<string>();
     for (const root of new Set(roots.values())) {
+      // A search-only value may be shared by any number of contacts: the answer is bounded.
+      if (contacts.length >= limit) break;
       const loaded = await loadContact(root);
       // Two roots read may be one contact by now (merged since): listed once.
       if (loaded && !listed.has(loaded.rootId)) {
@@ -1281,22 +1295,47 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${id}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
     const limit = options.limit;
-    // One page of each record's timeline, merged below; the same bounds for every record.
-    const bounds = below ? { below, limit: limit + 1 } : { limit: limit + 1 };
-    const pages = await Promise.all(
-      recordIds.map((recordId) => store.zrevrangeByLex(key.timeline(recordId), bounds)),
-    );
-    const members = pages.flat().sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
-    const page = members.slice(0, limit);
-    const entries = page.map(
-      (member) => JSON.parse(member.slice(member.indexOf('|', 25) + 1)) as TimelineEntry,
-    );
-    const last = entries[entries.length - 1];
-    const nextCursor =
-      members.length > limit && last
-        ? Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url')
-        : null;
-    return { entries, nextCursor };
+    // Each record's timeline is read on in chunks and merged newest first, only as far as the
+    // page takes from it: a page of finished chats (each up to limits.timelineEntryBytes) stops
+    // at TIMELINE_PAGE_BYTES, and no more than about that is read, however many records merged.
+    const chunk = Math.min(limit + 1, TIMELINE_CHUNK);
+    const cursors = recordIds.map((recordId) => ({
+      key: key.timeline(recordId),
+      below,
+      buffer: [] as string[],
+      done: false,
+    }));
+    const fill = async (cursor: (typeof cursors)[number]) => {
+      if (cursor.buffer.length > 0 || cursor.done) return;
+      const members = await store.zrevrangeByLex(cursor.key, {
+        ...(cursor.below === undefined ? {} : { below: cursor.below }),
+        limit: chunk,
+      });
+      cursor.buffer = members;
+      if (members.length > 0) cursor.below = members[members.length - 1];
+      if (members.length < chunk) cursor.done = true;
+    };
+    await Promise.all(cursors.map(fill));
+    const entries: TimelineEntry[] = [];
+    let bytes = 0;
+    for (;;) {
+      let next: (typeof cursors)[number] | undefined;
+      for (const cursor of cursors) {
+        if (cursor.buffer.length > 0 && (!next || cursor.buffer[0]! > next.buffer[0]!)) next = cursor;
+      }
+      if (!next) return { entries, nextCursor: null };
+      const member = next.buffer[0]!;
+      const json = member.slice(member.indexOf('|', 25) + 1);
+      const size = Buffer.byteLength(json);
+      if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
+        const last = entries[entries.length - 1]!;
+        return { entries, nextCursor: Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url') };
+      }
+      entries.push(JSON.parse(json) as TimelineEntry);
+      bytes += size;
+      next.buffer.shift();
+      await fill(next);
+    }
   }
 
   async function unmerge(id: string, request: UnmergeRequest) {
@@ -1370,8 +1409,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function splitIdentifier(rootId: string, raw: Identifier) {
     const identifier = normalizePublic(raw);
     if (!identifier || !resolves(identifier)) {
+      // A vendor-local id without its channel is the likely mistake: name it.
+      const local = !['person', 'email', 'phone'].includes(raw.kind) && raw.channelId === undefined;
       throw new ValidationError('identifier cannot be split off', [
-        { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
+        local
+          ? {
+              path: 'identifier.channelId',
+              message: `vendor-local kind "${raw.kind}" needs the channel it belongs to`,
+            }
+          : { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
       ]);
     }
     const notPart = () =>

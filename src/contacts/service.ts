@@ -16,7 +16,16 @@ export interface ContactQuery {
   identity?: Identifier;
   /** Every word of it in one of the contact's names (case and accents ignored). */
   name?: string;
+  /**
+   * Load at most this many contacts (default FIND_LIMIT). A search-only e-mail or phone
+   * (identity.mergeOnVisitorTyped) can be typed by any number of visitors: ask one more than you
+   * show to know whether the list was cut.
+   */
+  limit?: number;
 }
+
+/** Contacts one find loads when the query does not say. */
+export const FIND_LIMIT = 100;
 
 /** Name either a record merged into the contact, or one identifier to split off into its own contact. */
 export interface UnmergeRequest {

@@ -7,14 +7,14 @@ import type { ChannelConfig, Config } from '../config/schema.js';
 import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import type { FactService } from '../contacts/facts.js';
-import type { ContactService } from '../contacts/service.js';
+import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
 import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
 import type { AdapterDefinition, Answer, ChannelRoute, IntakeRoute } from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
 import { NotFoundError, TooManyRequestsError, UnauthorizedError, ValidationError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { DeferredIntake } from '../intake/deferred.js';
-import type { PayloadJournal } from '../intake/journal.js';
+import { JOURNAL_PAGE_BYTES, type PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -97,9 +97,10 @@ const unmergeBodySchema = z.union([
 ]);
 
 const journalQuerySchema = z.strictObject({
-  channel: z.string().optional(),
+  channel: z.string().max(64).optional(),
   kind: z.enum(['rejected', 'unhandled']).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
+  before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
 const conflictsQuerySchema = z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) });
@@ -658,7 +659,10 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: contactQuerySchema,
       answers: {
-        200: { description: 'Matching contacts', schema: z.object({ contacts: z.array(contactSchema) }) },
+        200: {
+          description: `Matching contacts, at most ${FIND_LIMIT}; \`truncated\` when more matched (a search-only e-mail or phone typed by many visitors)`,
+          schema: z.object({ contacts: z.array(contactSchema), truncated: z.boolean() }),
+        },
       },
       async handle(ctx, { query }) {
         if (!query.email && !query.phone && !query.identity) {
@@ -668,13 +672,13 @@ export function createApp(deps: AppDeps): Koa {
             'invalid_query',
           );
         }
-        ctx.body = {
-          contacts: await contacts.find({
-            ...(query.email ? { email: query.email } : {}),
-            ...(query.phone ? { phone: query.phone } : {}),
-            ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
-          }),
-        };
+        const found = await contacts.find({
+          ...(query.email ? { email: query.email } : {}),
+          ...(query.phone ? { phone: query.phone } : {}),
+          ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
+          limit: FIND_LIMIT + 1,
+        });
+        ctx.body = { contacts: found.slice(0, FIND_LIMIT), truncated: found.length > FIND_LIMIT };
       },
     }),
     route({
@@ -706,7 +710,8 @@ export function createApp(deps: AppDeps): Koa {
       query: timelineQuerySchema,
       answers: {
         200: {
-          description: 'One page',
+          description:
+            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on',
           schema: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
         },
         404: { description: 'No such contact (contact_not_found)' },
@@ -762,16 +767,18 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: journalQuerySchema,
       answers: {
-        200: { description: 'Journal entries', schema: z.object({ entries: z.array(z.unknown()) }) },
+        200: {
+          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on`,
+          schema: z.object({ entries: z.array(z.unknown()), nextCursor: z.string().nullable() }),
+        },
       },
       async handle(ctx, { query }) {
-        ctx.body = {
-          entries: await deps.journal.list({
-            limit: query.limit,
-            ...(query.channel ? { channelId: query.channel } : {}),
-            ...(query.kind ? { kind: query.kind } : {}),
-          }),
-        };
+        ctx.body = await deps.journal.list({
+          limit: query.limit,
+          ...(query.channel ? { channelId: query.channel } : {}),
+          ...(query.kind ? { kind: query.kind } : {}),
+          ...(query.before ? { before: query.before } : {}),
+        });
       },
     }),
     route({

@@ -230,10 +230,10 @@ describe('size caps', () => {
         rawBody: `${index}:${'b'.repeat(50_000)}`,
       });
     }
-    const stored = await store.lrange('journal', 0, -1);
+    const stored = await store.zrangeByScore('journal:ring:_other', 0, 0);
     const bytes = stored.reduce((sum, entry) => sum + Buffer.byteLength(entry), 0);
     expect(bytes).toBeLessThanOrEqual(1024 * 1024);
-    const newest = await journal.list({ limit: 300 });
+    const newest = (await journal.list({ limit: 300 })).entries;
     expect(newest[0]!.reason).toBe('bad 599');
     expect(newest[0]!.truncated).toBe(true);
     expect(newest.length).toBe(Math.min(stored.length, 300));

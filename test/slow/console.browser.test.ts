@@ -232,6 +232,28 @@ describe('web console in a browser', () => {
     expect(await page.locator('a[href^="javascript:"]').count()).toBe(0);
   });
 
+  it('pages the journal, and shows a hostile rejected payload as text', async () => {
+    const hostile = '<script>window.__xss=4</script><img src=x onerror="window.__xss=5">{"broken":';
+    const post = (body: string) =>
+      bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, body, { 'content-type': 'application/json' });
+    expect((await post(hostile)).status).toBe(400);
+    for (let index = 0; index < 55; index++) expect((await post(`{"flood":${index},`)).status).toBe(400);
+    await page.goto(`${bridge.url}/console/journal?channel=site&kind=rejected`);
+    await page.getByText('there are older ones on the next page').waitFor();
+    await page.getByRole('link', { name: 'Older entries' }).click();
+    await page.getByRole('link', { name: 'Newest entries' }).waitFor();
+    expect(new URL(page.url()).searchParams.get('channel')).toBe('site');
+    const entry = page.locator('li.entry', { hasText: '<script>window.__xss=4</script>' });
+    await entry.locator('details summary').click();
+    await entry
+      .locator('pre.body')
+      .getByText('<img src=x onerror="window.__xss=5">', { exact: false })
+      .waitFor();
+    expect(await page.evaluate<unknown>('window.__xss')).toBeUndefined();
+    expect(await page.locator('main img, main script').count()).toBe(0);
+    expect(dialogs).toEqual([]);
+  });
+
   it('refuses a form whose CSRF token is missing', async () => {
     await page.goto(`${bridge.url}/console/channels`);
     const section = page.locator('#channel-app');
