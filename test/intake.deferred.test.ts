@@ -752,7 +752,7 @@ describe('the deferred worker', () => {
     expect(await deferred.drain()).toEqual({ recorded: 4, busy: false });
 
     // The refused item and the unreadable one, each once.
-    expect(await journal.list({ limit: 10 })).toHaveLength(2);
+    expect((await journal.list({ limit: 10 })).entries).toHaveLength(2);
     expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
     for (const n of [1, 2]) {
       const found = await engine.find({ email: `deferred-${n}@example.org` });
@@ -792,7 +792,7 @@ describe('the deferred worker', () => {
     await store.rpush(DEFERRED_KEY, Buffer.from(`${JSON.stringify(header)}\n${body}`));
     expect(await deferred.drain()).toEqual({ recorded: 1, busy: false });
     expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
-    const entries = await journal.list({ limit: 10, channelId: 'site' });
+    const { entries } = await journal.list({ limit: 10, channelId: 'site' });
     expect(entries).toHaveLength(1);
     expect(entries[0]).toMatchObject({ kind: 'rejected', vendor: 'jivochat', body });
     expect(entries[0]!.reason).toContain('not readable');
