@@ -213,6 +213,16 @@ describe('config', () => {
     expect(config.store.redis).toBeUndefined();
   });
 
+  it('the shipped example stays on the in-memory store when REDIS_URL is set (npm start works either way)', () => {
+    // A shell with REDIS_URL exported (the tests read it) used to turn the example onto that
+    // Redis, where its LiveTex channel needs a master key: `npm start` exited 1.
+    const env = { REDIS_URL: 'redis://127.0.0.1:6379/0' };
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), env);
+    expect(config.store.redis).toBeUndefined();
+    expect(config.store.sentinel).toBeUndefined();
+    expect(config.store.cluster).toBeUndefined();
+  });
+
   it('a LiveTex channel on any shared store (redis, sentinel or cluster) needs secrets.masterKey', () => {
     const channels = [{ id: 'app', vendor: 'livetex', token: 'livetex-token-0123456789' }];
     const admin = { token: 'a'.repeat(20) };

@@ -112,7 +112,7 @@ export async function withBridge<T>(
     await store.close();
     throw new CliFailure(
       `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge sees ` +
-        "(the change would vanish when this command exits); set store.redis (e.g. REDIS_URL) to the bridge's Redis",
+        "(the change would vanish when this command exits); set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})",
     );
   }
   const bridge = await createBridge({ config, role: 'web', logger, store });
