@@ -152,9 +152,15 @@ const start: Command = {
     if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
     assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
     const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
-    await bridge.listen();
-    await bridge.listenMetrics();
-    await bridge.start();
+    try {
+      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
+      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+      await bridge.start();
+    } catch (error) {
+      // Close what is open (a listener, Redis) so the process exits now, with the reason.
+      await bridge.close().catch(() => undefined);
+      throw error;
+    }
     return new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (signal: NodeJS.Signals) => {
@@ -178,6 +184,33 @@ const start: Command = {
     });
   },
 };
+
+/**
+ * A listener that cannot bind is an ordinary mistake (a second instance, a busy port): say which
+ * listener and which setting, in one line, instead of Node's bare `listen EADDRINUSE ...`.
+ */
+async function explainListen<T>(
+  listening: Promise<T>,
+  setting: string,
+  host: string,
+  port: number | undefined,
+): Promise<T> {
+  try {
+    return await listening;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const where = `${host}:${port} (${setting})`;
+    if (code === 'EADDRINUSE')
+      throw new CliFailure(
+        `cannot listen on ${where}: the port is in use by another process; choose another`,
+      );
+    if (code === 'EACCES')
+      throw new CliFailure(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+      throw new CliFailure(`cannot listen on ${where}: no such address on this machine`);
+    throw error;
+  }
+}
 
 const configCheck: Command = {
   name: 'config check',
