@@ -146,6 +146,21 @@ describe('config', () => {
     expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(/cannot read config file/);
   });
 
+  it('a missing config says so in words, and with nothing found at all, where it looked and what to pass', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(
+      `cannot read config file ${join(dir, 'missing.yaml')}: no such file`,
+    );
+    expect(() => loadConfig(undefined, registry, { CHATBRIDGE_CONFIG: join(dir, 'gone.yaml') }, dir)).toThrow(
+      `cannot read config file ${join(dir, 'gone.yaml')}: no such file`,
+    );
+    expect(() => loadConfig(dir, registry, {})).toThrow(`cannot read config file ${dir}: it is a directory`);
+    // `chatbridge start` outside a checkout: neither config/bridge.yaml nor the example is there.
+    expect(() => loadConfig(undefined, registry, {}, dir)).toThrow(
+      `no config file: none given (--config FILE or CHATBRIDGE_CONFIG) and neither config/bridge.yaml nor config/bridge.example.yaml under ${dir}; pass --config FILE`,
+    );
+  });
+
   it('PORT overrides server.port whatever the file says; a PORT that is no port is named', () => {
     const document = { admin: { token: 'a'.repeat(20) }, server: { port: 3000 } };
     expect(parseConfig(document, registry, { PORT: '4111' }).server.port).toBe(4111);

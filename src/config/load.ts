@@ -218,6 +218,14 @@ function arrayAt(object: Record<string, unknown>, key: string): unknown[] {
   return Array.isArray(value) ? value : [];
 }
 
+/** Why a config file could not be read, in words (the code itself for anything else). */
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory',
+  ENOTDIR: 'a part of the path is not a directory',
+};
+
 export interface LoadedConfig {
   config: Config;
   source: ConfigSource;
@@ -234,9 +242,14 @@ export function loadConfig(
   try {
     text = readFileSync(source.path, 'utf8');
   } catch (error) {
-    throw new ConfigError(
-      `cannot read config file ${source.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-    );
+    const code = (error as NodeJS.ErrnoException).code;
+    // Nothing given and no file found: say where it looked and what to do, not a bare ENOENT.
+    if (source.origin === 'example' && code === 'ENOENT')
+      throw new ConfigError(
+        `no config file: none given (--config FILE or CHATBRIDGE_CONFIG) and neither ${DEFAULT_CONFIG} nor ${EXAMPLE_CONFIG} under ${cwd}; pass --config FILE`,
+      );
+    const reason = code ? (READ_ERRORS[code] ?? code) : (error as Error).message;
+    throw new ConfigError(`cannot read config file ${source.path}: ${reason}`);
   }
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
