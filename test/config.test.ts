@@ -146,6 +146,21 @@ describe('config', () => {
     expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(/cannot read config file/);
   });
 
+  it('a YAML mistake names its line and column once, without a dangling colon', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    const file = join(dir, 'typo.yaml');
+    writeFileSync(file, 'admin:\n  token: a-long-enough-admin-token\nadmin: again\n');
+    try {
+      loadConfig(file, registry, {});
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ConfigError).message).toBe(`${file} is not valid YAML`);
+      expect((error as ConfigError).issues).toEqual([
+        { path: 'line 3, column 1', message: 'Map keys must be unique' },
+      ]);
+    }
+  });
+
   it('a missing config says so in words, and with nothing found at all, where it looked and what to pass', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
     expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(

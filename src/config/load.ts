@@ -255,10 +255,13 @@ export function loadConfig(
   if (document.errors.length > 0) {
     throw new ConfigError(
       `${source.path} is not valid YAML`,
-      document.errors.map((error) => ({
-        path: `line ${error.linePos?.[0]?.line ?? '?'}`,
-        message: error.message.split('\n')[0] ?? '',
-      })),
+      document.errors.map((error) => {
+        const at = error.linePos?.[0];
+        // yaml's first line ends with "at line L, column C:" (its code frame follows): the
+        // position is the issue's path, said once.
+        const message = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        return { path: at ? `line ${at.line}, column ${at.col}` : 'line ?', message };
+      }),
     );
   }
   try {
