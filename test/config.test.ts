@@ -86,6 +86,19 @@ describe('config', () => {
     );
   });
 
+  it('a variable that is not set is one problem, not also the empty value it leaves', () => {
+    expect(
+      problems({ admin: { token: '${ADMIN_TOKEN_NOT_SET}' }, server: { port: '${PORT_NOT_SET}' } }),
+    ).toEqual([
+      'admin.token: environment variable ADMIN_TOKEN_NOT_SET is not set (write ${ADMIN_TOKEN_NOT_SET:-} to allow empty)',
+      'server.port: environment variable PORT_NOT_SET is not set (write ${PORT_NOT_SET:-} to allow empty)',
+    ]);
+    // Other problems are still all there.
+    expect(problems({ admin: { token: '${ADMIN_TOKEN_NOT_SET}' }, server: { port: 'eighty' } })).toHaveLength(
+      2,
+    );
+  });
+
   it('substitutes ${VAR} and ${VAR:-default}, applies defaults and freezes the result', () => {
     const config = parseConfig(
       {

@@ -84,6 +84,10 @@ export function parseConfig(
 ): Config {
   const issues: ErrorIssue[] = [];
   const substituted = applyPortOverride(substituteEnv(document ?? {}, env, issues), env, issues);
+  // A value whose variable is not set is reported as that; what the schema then says about the
+  // empty value at the same path ("at least 16 characters") is its echo, not a second problem.
+  const early = issues.length;
+  const unset = new Set(issues.map((issue) => issue.path));
   // Every check below runs whether or not the others passed, so one `config check` lists every
   // problem: the core schema, then what it cannot see (vendor settings, duplicate ids, unknown
   // vendors, cross-references), read from the document itself.
@@ -186,12 +190,14 @@ export function parseConfig(
     if (issues.length === 0) return deepFreeze(config);
   }
   // A missing key reads "required" (DESIGN §3: `channels[2].apiToken: required`), not zod's wording.
-  const worded = issues.map((issue) =>
-    /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
-      ? { ...issue, message: 'required' }
-      : issue,
-  );
-  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, worded);
+  const worded = issues
+    .filter((issue, index) => index < early || !unset.has(issue.path))
+    .map((issue) =>
+      /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
+        ? { ...issue, message: 'required' }
+        : issue,
+    );
+  throw new ConfigError(`the config has ${worded.length} problem${worded.length === 1 ? '' : 's'}`, worded);
 }
 
 /**
