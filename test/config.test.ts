@@ -256,6 +256,18 @@ describe('config', () => {
     expect(config.store.redis).toBeUndefined();
   });
 
+  it('the shipped example names no public address that PORT would make wrong', () => {
+    // publicUrl defaulted to http://localhost:3000: with `PORT=4111 npm start` the console's
+    // Channels page showed every intake URL on port 3000.
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), { PORT: '4111' });
+    expect(config.server.port).toBe(4111);
+    expect(config.server.publicUrl).toBeUndefined();
+    const chosen = loadConfig('config/bridge.example.yaml', defaultRegistry(), {
+      CHATBRIDGE_PUBLIC_URL: 'https://bridge.example.com',
+    });
+    expect(chosen.config.server.publicUrl).toBe('https://bridge.example.com');
+  });
+
   it('the shipped example stays on the in-memory store when REDIS_URL is set (npm start works either way)', () => {
     // A shell with REDIS_URL exported (the tests read it) used to turn the example onto that
     // Redis, where its LiveTex channel needs a master key: `npm start` exited 1.
