@@ -255,6 +255,21 @@ channels:
     }
   });
 
+  it('start --role web|worker refuses the in-memory store (no other instance shares it), exit 1', async () => {
+    const file = writeConfig(
+      'admin: { token: a-long-enough-admin-token }\nserver: { port: 0, host: 127.0.0.1 }\n',
+    );
+    for (const role of ['web', 'worker']) {
+      const run = capture();
+      expect(await runCli(['start', '--role', role, '--config', file], run.io), role).toBe(1);
+      expect(run.err).toHaveLength(1);
+      expect(run.err[0]).toMatch(
+        new RegExp(`^chatbridge: --role ${role} refused: .* uses the in-memory store`),
+      );
+      expect(run.err[0]).toContain(role === 'web' ? 'never be delivered' : 'nothing to do');
+    }
+  });
+
   it('start on a busy port names the listener and its setting in one line and exits 1', async () => {
     const busy: Server = createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));

@@ -142,6 +142,15 @@ const start: Command = {
     // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
     const v8Flags = tuneV8ForServing();
     const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    // A split role only works through a store the other instances share: on the in-memory one a
+    // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
+    // drops them), and a worker has nothing to work on. Typically REDIS_URL was not set.
+    if (role !== 'all' && !config.store.redis && !config.store.sentinel && !config.store.cluster)
+      throw new CliFailure(
+        `--role ${role} refused: ${source.path} uses the in-memory store, which no ${role === 'web' ? 'worker' : 'web instance'} shares ` +
+          `(${role === 'web' ? 'its events would never be delivered' : 'it would have nothing to do'}); ` +
+          'set store.redis (or sentinel / cluster) to the Redis of the other instances, or run --role all',
+      );
     const logger = cliLogger(config.log.level);
     if (source.isExample) {
       logger.warn(
