@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -251,6 +252,52 @@ channels:
       const run = capture();
       expect(await runCli([...argv, '--config', file], run.io), argv.join(' ')).toBe(2);
       expect(run.err.join('\n'), argv.join(' ')).not.toContain('in-memory store');
+    }
+  });
+
+  it('start --role web|worker refuses the in-memory store (no other instance shares it), exit 1', async () => {
+    const file = writeConfig(
+      'admin: { token: a-long-enough-admin-token }\nserver: { port: 0, host: 127.0.0.1 }\n',
+    );
+    for (const role of ['web', 'worker']) {
+      const run = capture();
+      expect(await runCli(['start', '--role', role, '--config', file], run.io), role).toBe(1);
+      expect(run.err).toHaveLength(1);
+      expect(run.err[0]).toMatch(
+        new RegExp(`^chatbridge: --role ${role} refused: .* uses the in-memory store`),
+      );
+      expect(run.err[0]).toContain(role === 'web' ? 'never be delivered' : 'nothing to do');
+    }
+  });
+
+  it('start on a busy port names the listener and its setting in one line and exits 1', async () => {
+    const busy: Server = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    const savedPort = process.env.PORT;
+    delete process.env.PORT;
+    try {
+      const cases = [
+        {
+          yaml: `server: { port: ${port}, host: 127.0.0.1 }`,
+          says: `127.0.0.1:${port} (server.port or PORT)`,
+        },
+        {
+          yaml: `server: { port: 0, host: 127.0.0.1 }\nmetrics: { port: ${port} }`,
+          says: `127.0.0.1:${port} (metrics.port)`,
+        },
+      ];
+      for (const { yaml, says } of cases) {
+        const file = writeConfig(`admin: { token: a-long-enough-admin-token }\n${yaml}\n`);
+        const run = capture();
+        expect(await runCli(['start', '--config', file], run.io), yaml).toBe(1);
+        expect(run.err).toEqual([
+          `chatbridge: cannot listen on ${says}: the port is in use by another process; choose another`,
+        ]);
+      }
+    } finally {
+      if (savedPort !== undefined) process.env.PORT = savedPort;
+      await new Promise((resolve) => busy.close(resolve));
     }
   });
 

@@ -86,6 +86,19 @@ describe('config', () => {
     );
   });
 
+  it('a variable that is not set is one problem, not also the empty value it leaves', () => {
+    expect(
+      problems({ admin: { token: '${ADMIN_TOKEN_NOT_SET}' }, server: { port: '${PORT_NOT_SET}' } }),
+    ).toEqual([
+      'admin.token: environment variable ADMIN_TOKEN_NOT_SET is not set (write ${ADMIN_TOKEN_NOT_SET:-} to allow empty)',
+      'server.port: environment variable PORT_NOT_SET is not set (write ${PORT_NOT_SET:-} to allow empty)',
+    ]);
+    // Other problems are still all there.
+    expect(problems({ admin: { token: '${ADMIN_TOKEN_NOT_SET}' }, server: { port: 'eighty' } })).toHaveLength(
+      2,
+    );
+  });
+
   it('substitutes ${VAR} and ${VAR:-default}, applies defaults and freezes the result', () => {
     const config = parseConfig(
       {
@@ -144,6 +157,36 @@ describe('config', () => {
     writeFileSync(file, 'admin:\n  token: [unclosed\n');
     expect(() => loadConfig(file, registry, {})).toThrow(ConfigError);
     expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(/cannot read config file/);
+  });
+
+  it('a YAML mistake names its line and column once, without a dangling colon', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    const file = join(dir, 'typo.yaml');
+    writeFileSync(file, 'admin:\n  token: a-long-enough-admin-token\nadmin: again\n');
+    try {
+      loadConfig(file, registry, {});
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ConfigError).message).toBe(`${file} is not valid YAML`);
+      expect((error as ConfigError).issues).toEqual([
+        { path: 'line 3, column 1', message: 'Map keys must be unique' },
+      ]);
+    }
+  });
+
+  it('a missing config says so in words, and with nothing found at all, where it looked and what to pass', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
+    expect(() => loadConfig(join(dir, 'missing.yaml'), registry, {})).toThrow(
+      `cannot read config file ${join(dir, 'missing.yaml')}: no such file`,
+    );
+    expect(() => loadConfig(undefined, registry, { CHATBRIDGE_CONFIG: join(dir, 'gone.yaml') }, dir)).toThrow(
+      `cannot read config file ${join(dir, 'gone.yaml')}: no such file`,
+    );
+    expect(() => loadConfig(dir, registry, {})).toThrow(`cannot read config file ${dir}: it is a directory`);
+    // `chatbridge start` outside a checkout: neither config/bridge.yaml nor the example is there.
+    expect(() => loadConfig(undefined, registry, {}, dir)).toThrow(
+      `no config file: none given (--config FILE or CHATBRIDGE_CONFIG) and neither config/bridge.yaml nor config/bridge.example.yaml under ${dir}; pass --config FILE`,
+    );
   });
 
   it('PORT overrides server.port whatever the file says; a PORT that is no port is named', () => {
@@ -211,6 +254,28 @@ describe('config', () => {
       'livetex',
     ]);
     expect(config.store.redis).toBeUndefined();
+  });
+
+  it('the shipped example names no public address that PORT would make wrong', () => {
+    // publicUrl defaulted to http://localhost:3000: with `PORT=4111 npm start` the console's
+    // Channels page showed every intake URL on port 3000.
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), { PORT: '4111' });
+    expect(config.server.port).toBe(4111);
+    expect(config.server.publicUrl).toBeUndefined();
+    const chosen = loadConfig('config/bridge.example.yaml', defaultRegistry(), {
+      CHATBRIDGE_PUBLIC_URL: 'https://bridge.example.com',
+    });
+    expect(chosen.config.server.publicUrl).toBe('https://bridge.example.com');
+  });
+
+  it('the shipped example stays on the in-memory store when REDIS_URL is set (npm start works either way)', () => {
+    // A shell with REDIS_URL exported (the tests read it) used to turn the example onto that
+    // Redis, where its LiveTex channel needs a master key: `npm start` exited 1.
+    const env = { REDIS_URL: 'redis://127.0.0.1:6379/0' };
+    const { config } = loadConfig('config/bridge.example.yaml', defaultRegistry(), env);
+    expect(config.store.redis).toBeUndefined();
+    expect(config.store.sentinel).toBeUndefined();
+    expect(config.store.cluster).toBeUndefined();
   });
 
   it('a LiveTex channel on any shared store (redis, sentinel or cluster) needs secrets.masterKey', () => {

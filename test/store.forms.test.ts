@@ -78,6 +78,16 @@ describe('store forms in the config', () => {
     expect(problems({ redis: 'redis://a:6379,b:6379' })[0]).toMatch(
       /^store\.redis: one server only; for several nodes use store\.cluster/,
     );
+    // ioredis selects the database in the URL and, when SELECT fails, goes on in database 0 (/99)
+    // or crashes the process once it listens (/abc): refused here instead.
+    for (const url of ['redis://a:6379/99', 'redis://a:6379/abc', 'redis://a:6379/0/', 'redis://a:6379?db=x'])
+      expect(problems({ redis: url }), url).toEqual([
+        expect.stringMatching(
+          /^store\.redis: the database must be a number 0-15, like redis:\/\/host:6379\/0/,
+        ),
+      ]);
+    for (const url of ['redis://a:6379', 'redis://a:6379/', 'redis://:p%23w@a:6379/15', 'rediss://a?db=3'])
+      expect(problems({ redis: url }), url).toEqual([]);
     expect(problems({ sentinel: { nodes: ['a'] } })).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^store\.sentinel\.name: /),

@@ -112,7 +112,7 @@ export async function withBridge<T>(
     await store.close();
     throw new CliFailure(
       `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge sees ` +
-        "(the change would vanish when this command exits); set store.redis (e.g. REDIS_URL) to the bridge's Redis",
+        "(the change would vanish when this command exits); set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})",
     );
   }
   const bridge = await createBridge({ config, role: 'web', logger, store });
@@ -142,6 +142,15 @@ const start: Command = {
     // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
     const v8Flags = tuneV8ForServing();
     const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    // A split role only works through a store the other instances share: on the in-memory one a
+    // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
+    // drops them), and a worker has nothing to work on. Typically REDIS_URL was not set.
+    if (role !== 'all' && !config.store.redis && !config.store.sentinel && !config.store.cluster)
+      throw new CliFailure(
+        `--role ${role} refused: ${source.path} uses the in-memory store, which no ${role === 'web' ? 'worker' : 'web instance'} shares ` +
+          `(${role === 'web' ? 'its events would never be delivered' : 'it would have nothing to do'}); ` +
+          'set store.redis (or sentinel / cluster) to the Redis of the other instances, or run --role all',
+      );
     const logger = cliLogger(config.log.level);
     if (source.isExample) {
       logger.warn(
@@ -152,9 +161,15 @@ const start: Command = {
     if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
     assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
     const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
-    await bridge.listen();
-    await bridge.listenMetrics();
-    await bridge.start();
+    try {
+      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
+      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+      await bridge.start();
+    } catch (error) {
+      // Close what is open (a listener, Redis) so the process exits now, with the reason.
+      await bridge.close().catch(() => undefined);
+      throw error;
+    }
     return new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (signal: NodeJS.Signals) => {
@@ -178,6 +193,33 @@ const start: Command = {
     });
   },
 };
+
+/**
+ * A listener that cannot bind is an ordinary mistake (a second instance, a busy port): say which
+ * listener and which setting, in one line, instead of Node's bare `listen EADDRINUSE ...`.
+ */
+async function explainListen<T>(
+  listening: Promise<T>,
+  setting: string,
+  host: string,
+  port: number | undefined,
+): Promise<T> {
+  try {
+    return await listening;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const where = `${host}:${port} (${setting})`;
+    if (code === 'EADDRINUSE')
+      throw new CliFailure(
+        `cannot listen on ${where}: the port is in use by another process; choose another`,
+      );
+    if (code === 'EACCES')
+      throw new CliFailure(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+      throw new CliFailure(`cannot listen on ${where}: no such address on this machine`);
+    throw error;
+  }
+}
 
 const configCheck: Command = {
   name: 'config check',

@@ -84,6 +84,10 @@ export function parseConfig(
 ): Config {
   const issues: ErrorIssue[] = [];
   const substituted = applyPortOverride(substituteEnv(document ?? {}, env, issues), env, issues);
+  // A value whose variable is not set is reported as that; what the schema then says about the
+  // empty value at the same path ("at least 16 characters") is its echo, not a second problem.
+  const early = issues.length;
+  const unset = new Set(issues.map((issue) => issue.path));
   // Every check below runs whether or not the others passed, so one `config check` lists every
   // problem: the core schema, then what it cannot see (vendor settings, duplicate ids, unknown
   // vendors, cross-references), read from the document itself.
@@ -186,12 +190,14 @@ export function parseConfig(
     if (issues.length === 0) return deepFreeze(config);
   }
   // A missing key reads "required" (DESIGN §3: `channels[2].apiToken: required`), not zod's wording.
-  const worded = issues.map((issue) =>
-    /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
-      ? { ...issue, message: 'required' }
-      : issue,
-  );
-  throw new ConfigError(`the config has ${issues.length} problem${issues.length === 1 ? '' : 's'}`, worded);
+  const worded = issues
+    .filter((issue, index) => index < early || !unset.has(issue.path))
+    .map((issue) =>
+      /^Invalid input: expected [\w ]+, received undefined$/.test(issue.message)
+        ? { ...issue, message: 'required' }
+        : issue,
+    );
+  throw new ConfigError(`the config has ${worded.length} problem${worded.length === 1 ? '' : 's'}`, worded);
 }
 
 /**
@@ -218,6 +224,14 @@ function arrayAt(object: Record<string, unknown>, key: string): unknown[] {
   return Array.isArray(value) ? value : [];
 }
 
+/** Why a config file could not be read, in words (the code itself for anything else). */
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory',
+  ENOTDIR: 'a part of the path is not a directory',
+};
+
 export interface LoadedConfig {
   config: Config;
   source: ConfigSource;
@@ -234,18 +248,26 @@ export function loadConfig(
   try {
     text = readFileSync(source.path, 'utf8');
   } catch (error) {
-    throw new ConfigError(
-      `cannot read config file ${source.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-    );
+    const code = (error as NodeJS.ErrnoException).code;
+    // Nothing given and no file found: say where it looked and what to do, not a bare ENOENT.
+    if (source.origin === 'example' && code === 'ENOENT')
+      throw new ConfigError(
+        `no config file: none given (--config FILE or CHATBRIDGE_CONFIG) and neither ${DEFAULT_CONFIG} nor ${EXAMPLE_CONFIG} under ${cwd}; pass --config FILE`,
+      );
+    const reason = code ? (READ_ERRORS[code] ?? code) : (error as Error).message;
+    throw new ConfigError(`cannot read config file ${source.path}: ${reason}`);
   }
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new ConfigError(
       `${source.path} is not valid YAML`,
-      document.errors.map((error) => ({
-        path: `line ${error.linePos?.[0]?.line ?? '?'}`,
-        message: error.message.split('\n')[0] ?? '',
-      })),
+      document.errors.map((error) => {
+        const at = error.linePos?.[0];
+        // yaml's first line ends with "at line L, column C:" (its code frame follows): the
+        // position is the issue's path, said once.
+        const message = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        return { path: at ? `line ${at.line}, column ${at.col}` : 'line ?', message };
+      }),
     );
   }
   try {

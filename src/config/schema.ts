@@ -299,6 +299,26 @@ const redisNodeSchema = z
 const optionalSecret = z.preprocess(emptyToUndefined, z.string().optional());
 
 /**
+ * What ioredis would do wrong with this URL, if anything. It reads the database from the path
+ * (else `?db=`) and, when SELECT fails, says so only in an error event and goes on in database 0:
+ * `/99` silently wrote into database 0 and `/abc` (SELECT NaN) crashed the process with a stack
+ * trace once it was listening. A URL it cannot parse throws from its constructor.
+ */
+function redisUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'not a valid URL (percent-encode special characters in the password, e.g. %23 for #)';
+  }
+  const fromPath = parsed.pathname.replace(/^\//, '');
+  const db = fromPath !== '' ? fromPath : (parsed.searchParams.get('db') ?? '');
+  if (db !== '' && !(/^\d{1,2}$/.test(db) && Number(db) <= 15))
+    return `the database must be a number 0-15, like redis://host:6379/0 (got "${db}")`;
+  return undefined;
+}
+
+/**
  * Where the store lives (DESIGN §3, §12): exactly one of `redis` (one server, a URL), `sentinel`
  * (a primary watched by Redis Sentinel, failed over automatically) or `cluster` (Redis Cluster);
  * none of them means the in-memory store.
@@ -314,6 +334,10 @@ export const storeSchema = z
         // host. Say where a list of nodes belongs instead.
         .refine((url) => !/^rediss?:\/\/[^/]*,/.test(url), {
           message: 'one server only; for several nodes use store.cluster.nodes or store.sentinel.nodes',
+        })
+        .superRefine((url, ctx) => {
+          const problem = redisUrlProblem(url);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
         })
         .optional(),
     ),
