@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jivochatAdapter } from '../adapters/jivochat/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
-import { ConflictError } from '../src/errors.js';
+import { IdentityContentionError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import {
   createDeferredIntake,
@@ -715,8 +715,7 @@ describe('the deferred worker', () => {
         return async (...args: Parameters<typeof engine.observe>) => {
           const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
           // Passing (one person written too often at once): the chunk is kept and tried again.
-          if (email === 'deferred-1@example.org' && failures-- > 0)
-            throw new ConflictError('identity_contention', 'the contact changed too often; retry');
+          if (email === 'deferred-1@example.org' && failures-- > 0) throw new IdentityContentionError();
           return target.observe(...args);
         };
       },
