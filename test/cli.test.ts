@@ -3,8 +3,9 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { COMMANDS, runCli } from '../src/cli/main.js';
+import { COMMANDS, runCli, stopOnSignals } from '../src/cli/main.js';
 import { ConfigError } from '../src/errors.js';
+import { createLogger } from '../src/logger.js';
 
 function capture() {
   const out: string[] = [];
@@ -307,5 +308,30 @@ channels:
     const text = run.out.join('\n');
     expect(text.split('\n')[0]).toBe('Usage: chatbridge keys revoke --channel ID --kid KID [--config FILE]');
     expect(text).toContain('--kid KID  the key id to revoke (required)');
+  });
+});
+
+describe('stopping on signals', () => {
+  const logger = createLogger('silent');
+
+  it('the first signal stops gracefully (0); a second exits at once with 1, without waiting for the first', async () => {
+    const exits: number[] = [];
+    // A shutdown that never finishes: what a hung request or a vanished Redis looks like.
+    const { done, stop } = stopOnSignals({ close: () => new Promise<void>(() => {}) }, logger, (code) =>
+      exits.push(code),
+    );
+    stop('SIGTERM');
+    expect(exits).toEqual([]);
+    stop('SIGINT');
+    expect(exits).toEqual([1]);
+    expect(await done).toBe(1);
+  });
+
+  it('one signal and a shutdown that finishes: 0, and no forced exit', async () => {
+    const exits: number[] = [];
+    const { done, stop } = stopOnSignals({ close: async () => {} }, logger, (code) => exits.push(code));
+    stop('SIGTERM');
+    expect(await done).toBe(0);
+    expect(exits).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
@@ -170,29 +170,48 @@ const start: Command = {
       await bridge.close().catch(() => undefined);
       throw error;
     }
-    return new Promise<number>((resolve) => {
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          logger.warn({ signal }, 'second signal: exiting now');
-          resolve(1);
-          return;
-        }
-        stopping = true;
-        logger.info({ signal }, 'stopping: finishing in-flight requests and jobs');
-        bridge.close().then(
-          () => resolve(0),
-          (error: unknown) => {
-            logger.error({ err: error }, 'shutdown failed');
-            resolve(1);
-          },
-        );
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    const { done, stop } = stopOnSignals(bridge, logger);
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    return done;
   },
 };
+
+/**
+ * SIGTERM/SIGINT: the first stops gracefully (exit 0, or 1 when the shutdown failed); a second
+ * exits at once with 1, as the README says. At once means process.exit: whatever the first
+ * shutdown still waits for (a request in flight, Redis gone away) keeps the event loop alive,
+ * so merely answering 1 left the exit to bin/chatbridge.js's 3-second fallback.
+ */
+export function stopOnSignals(
+  bridge: { close(): Promise<void> },
+  logger: Pick<Logger, 'info' | 'warn' | 'error'>,
+  exit: (code: number) => void = (code) => process.exit(code),
+): { done: Promise<number>; stop: (signal: NodeJS.Signals) => void } {
+  let stopping = false;
+  let resolve!: (code: number) => void;
+  const done = new Promise<number>((settle) => {
+    resolve = settle;
+  });
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      exit(1);
+      resolve(1);
+      return;
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping: finishing in-flight requests and jobs');
+    bridge.close().then(
+      () => resolve(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        resolve(1);
+      },
+    );
+  };
+  return { done, stop };
+}
 
 /**
  * A listener that cannot bind is an ordinary mistake (a second instance, a busy port): say which
