@@ -303,3 +303,19 @@ describe('attribute sources', () => {
     await waitUntil(() => crm.abandoned.includes('never'));
   });
 });
+
+describe('attribute source config', () => {
+  const parse = (headers: Record<string, string>) =>
+    configSchema.parse({
+      admin: { token: 'admin-token-0123456789' },
+      attributeSources: [{ id: 'crm', url: 'https://crm.example/lookup', headers }],
+    }).attributeSources[0]!.headers;
+
+  it('lower-cases extra header names (one of each goes out) and refuses one given twice in two cases', () => {
+    expect(parse({ 'Content-Type': 'application/json; charset=utf-8', 'X-Api-Key': 'k' })).toEqual({
+      'content-type': 'application/json; charset=utf-8',
+      'x-api-key': 'k',
+    });
+    expect(() => parse({ Accept: 'application/json', accept: 'text/plain' })).toThrow(/given twice/);
+  });
+});

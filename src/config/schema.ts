@@ -105,23 +105,15 @@ export const agentSchema = z.strictObject({
 });
 export type AgentConfig = z.infer<typeof agentSchema>;
 
-export const attributeSourceSchema = z.strictObject({
-  id: z.string().min(1),
-  url: httpUrlSchema,
-  timeoutMs: intLike(z.number().int().positive().max(10_000)).default(800),
-  cacheTtlSeconds: intLike(z.number().int().nonnegative()).default(60),
-  headers: z.record(z.string(), z.string()).default({}),
-});
-export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
-
 /**
- * A webhook destination's extra headers, names lower-cased. On the wire names are
- * case-insensitive, in an object they are not: `Content-Type` here went out next to the bridge's
- * own `content-type` (two of them; the receiver read the first, ours lost), and `Webhook-Id`
- * next to the signed `webhook-id` made the signature unverifiable. Lower-cased, the headers the
- * bridge sets itself (content-type and the three Standard Webhooks ones) are the ones sent.
+ * Extra request headers (webhook destinations, attribute sources), names lower-cased. On the
+ * wire names are case-insensitive, in an object they are not: `Content-Type` here went out next
+ * to the bridge's own `content-type` (two of them; the receiver read the first), and
+ * `Webhook-Id` next to the signed `webhook-id` made the signature unverifiable. Lower-cased, one
+ * of each name is sent: for a destination the bridge's own (content-type and the three Standard
+ * Webhooks ones) win; for an attribute source the configured one replaces the default.
  */
-const destinationHeadersSchema = z
+const extraHeadersSchema = z
   .record(z.string(), z.string())
   .default({})
   .superRefine((headers, ctx) => {
@@ -135,6 +127,15 @@ const destinationHeadersSchema = z
   .transform((headers) =>
     Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])),
   );
+
+export const attributeSourceSchema = z.strictObject({
+  id: z.string().min(1),
+  url: httpUrlSchema,
+  timeoutMs: intLike(z.number().int().positive().max(10_000)).default(800),
+  cacheTtlSeconds: intLike(z.number().int().nonnegative()).default(60),
+  headers: extraHeadersSchema,
+});
+export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
 export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
@@ -166,7 +167,7 @@ export const webhookDestinationSchema = z.strictObject({
   ).default(10_000),
   concurrency: intLike(z.number().int().positive().max(100)).default(4),
   /** Extra request headers (e.g. an Authorization header the CRM wants besides the signature). */
-  headers: destinationHeadersSchema,
+  headers: extraHeadersSchema,
   /** After `failureThreshold` failed attempts in a row, stop sending to this destination for `cooldown`. */
   circuitBreaker: z
     .strictObject({
