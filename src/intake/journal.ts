@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { ValidationError } from '../errors.js';
+import { StoreBusyError, ValidationError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Store } from '../store/types.js';
 
@@ -69,6 +69,8 @@ const REASON_CHARS = 1000;
 const CONTENT_TYPE_CHARS = 100;
 /** Entries read per round trip when listing: a read never loads a whole ring. */
 const CHUNK = 10;
+/** Tries to take a sequence number against other writers before answering 503 (store_busy). */
+const MAX_RECORD_ATTEMPTS = 1000;
 /** A page stops once its entries reach this many bytes (it always holds at least one entry). */
 export const JOURNAL_PAGE_BYTES = 1024 * 1024;
 /** Ring members are `<seq, zero-padded>|<entry JSON>`: byte order is sequence order. */
@@ -230,8 +232,17 @@ export function createPayloadJournal(
         await store.sadd(RINGS_KEY, ring);
         noted.add(ring);
       }
-      const seq = await store.incr(SEQ_KEY);
-      await store.zadd(key, 0, `${pad(seq)}|${json}`);
+      // The sequence is taken and the entry added in one atomic step (a checked batch): taken
+      // first and added after, an entry still on its way when a reader's page went past its
+      // number was below that page's cursor once it landed, and paging on never listed it.
+      // A writer that loses the check to another one takes the next number; one always wins.
+      for (let attempt = 0; ; attempt++) {
+        if (attempt === MAX_RECORD_ATTEMPTS) throw new StoreBusyError('the payload journal');
+        const current = await store.get(SEQ_KEY);
+        const seq = Number(current ?? 0) + 1;
+        const batch = store.batch().expect(SEQ_KEY, current).incrBy(SEQ_KEY, 1);
+        if (await batch.zadd(key, 0, `${pad(seq)}|${json}`).exec()) break;
+      }
       const excess = (await store.zcard(key)) - RING_ENTRIES;
       if (excess > 0) {
         // Oldest first (lowest sequence). Two writers trimming at once remove the same members.
