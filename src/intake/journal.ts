@@ -63,6 +63,11 @@ const RINGS_KEY = 'journal:rings';
  * removed. Channel ids are `[a-z0-9-]`, so this name is never a channel's.
  */
 const OTHER_RING = '_other';
+/**
+ * Every channel id with entries in the other ring, so a listing of a channel that is configured
+ * again reads the entries journalled for it while it was not.
+ */
+const OTHER_CHANNELS_KEY = 'journal:other-channels';
 /** Room for an entry's fields besides its body (ids, reason, content type, JSON). */
 const ENTRY_OVERHEAD_BYTES = 2048;
 const REASON_CHARS = 1000;
@@ -93,7 +98,8 @@ interface Read {
  * after a channel is removed from the config, its ring as it was).
  *
  * A channel removed from the config keeps its ring as it was: still read (listed with the others
- * and by its channel id), no longer written (its later entries go to the other ring).
+ * and by its channel id), no longer written (its later entries go to the other ring, and are
+ * listed under its id, also once it is configured again).
  *
  * Rings are sorted sets whose members start with a sequence number taken from one counter, so a
  * page is merged across rings newest first and its cursor (the last entry's sequence) stays
@@ -118,10 +124,15 @@ export function createPayloadJournal(
   const ringOf = (channelId: string) => (channels.has(channelId) ? channelId : OTHER_RING);
   /** Rings this process has noted in RINGS_KEY (once each: the set only grows). */
   const noted = new Set<string>();
+  /** Channel ids this process has noted in OTHER_CHANNELS_KEY. */
+  const notedOutside = new Set<string>();
 
   /** The rings a listing reads: for a channel, its own ring and, once it is gone, the other one. */
   async function ringsFor(channelId: string | undefined): Promise<string[]> {
-    if (channelId !== undefined && channels.has(channelId)) return [channelId];
+    if (channelId !== undefined && channels.has(channelId)) {
+      const outside = await store.smembers(OTHER_CHANNELS_KEY);
+      return outside.includes(channelId) ? [channelId, OTHER_RING] : [channelId];
+    }
     const known = new Set(await store.smembers(RINGS_KEY));
     if (channelId !== undefined) return known.has(channelId) ? [channelId, OTHER_RING] : [OTHER_RING];
     return [...new Set([...rings, ...known])];
@@ -231,6 +242,11 @@ export function createPayloadJournal(
       if (!noted.has(ring)) {
         await store.sadd(RINGS_KEY, ring);
         noted.add(ring);
+      }
+      // The channels in the other ring, likewise (a channel may be configured again later).
+      if (ring === OTHER_RING && !notedOutside.has(input.channelId)) {
+        await store.sadd(OTHER_CHANNELS_KEY, input.channelId);
+        notedOutside.add(input.channelId);
       }
       // The sequence is taken and the entry added in one atomic step (a checked batch): taken
       // first and added after, an entry still on its way when a reader's page went past its
