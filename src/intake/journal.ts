@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { channelIdSchema } from '../config/schema.js';
 import { StoreBusyError, ValidationError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Store } from '../store/types.js';
@@ -244,7 +245,9 @@ export function createPayloadJournal(
         noted.add(ring);
       }
       // The channels in the other ring, likewise (a channel may be configured again later).
-      if (ring === OTHER_RING && !notedOutside.has(input.channelId)) {
+      // Only a name a channel can have (an unreadable deferred item may carry anything there).
+      const channelName = channelIdSchema.safeParse(input.channelId).success;
+      if (ring === OTHER_RING && channelName && !notedOutside.has(input.channelId)) {
         await store.sadd(OTHER_CHANNELS_KEY, input.channelId);
         notedOutside.add(input.channelId);
       }
