@@ -96,7 +96,8 @@ interface Read {
  * entries. Each ring holds at most `journalBytes / (channels + 1)`: every stored entry is at most
  * `journalEntryBytes + overhead` bytes (a body whose JSON would be larger is kept as base64, which
  * is under the cap by construction), so the journal never holds more than `journalBytes` (plus,
- * after a channel is removed from the config, its ring as it was).
+ * after a channel is removed from the config, its ring as it was), unless a ring's share is under
+ * one entry: every ring keeps at least one (RING_ENTRIES), as the README says.
  *
  * A channel removed from the config keeps its ring as it was: still read (listed with the others
  * and by its channel id), no longer written (its later entries go to the other ring, and are
