@@ -272,4 +272,29 @@ describe.each(['memory', 'redis'] as const)('payload journal on the %s store', (
     expect(await reasons('b')).toEqual(['b after removal', 'b while configured']);
     expect(await reasons('a')).toEqual(['a']);
   });
+
+  it('lists under a channel put back in the config what was journalled for it while it was out', async () => {
+    const store = await createStore();
+    const entry = (channelId: string, reason: string) => ({
+      channelId,
+      vendor: 'jivochat',
+      kind: 'rejected' as const,
+      reason,
+      rawBody: '{}',
+    });
+    await createPayloadJournal(store, () => new Date(), {}, ['a', 'b']).record(entry('b', 'b before'));
+    // Without channel b for a while (its deferred items are journalled in the other ring)…
+    await createPayloadJournal(store, () => new Date(), {}, ['a']).record(entry('b', 'b while out'));
+    // …then b is configured again.
+    const back = createPayloadJournal(store, () => new Date(), {}, ['a', 'b']);
+    await back.record(entry('b', 'b back'));
+    await back.record(entry('a', 'a'));
+    const reasons = async (channelId?: string) =>
+      (await back.list({ limit: 10, ...(channelId ? { channelId } : {}) })).entries.map(
+        (each) => each.reason,
+      );
+    expect(await reasons()).toEqual(['a', 'b back', 'b while out', 'b before']);
+    expect(await reasons('b')).toEqual(['b back', 'b while out', 'b before']);
+    expect(await reasons('a')).toEqual(['a']);
+  });
 });

@@ -1211,26 +1211,35 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const id of await findRecordIds(identifier)) recordIds.add(id);
     }
     if (query.name) {
-      // Every word must match (records whose names hold all the words), capped for the page.
+      // Every word must match (records whose names hold all the words).
       const words = nameWords(query.name);
       const sets = await Promise.all(words.map((word) => idSet(key.name(word))));
       const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
       const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
-      for (const id of matched.slice(0, Math.max(limit, FIND_LIMIT))) recordIds.add(id);
+      for (const id of matched) recordIds.add(id);
     }
     // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
     if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
-    const roots = await rootsOf([...recordIds]);
     const contacts: Contact[] = [];
     const listed = new Set<string>();
-    for (const root of new Set(roots.values())) {
-      // A search-only value may be shared by any number of contacts: the answer is bounded.
-      if (contacts.length >= limit) break;
-      const loaded = await loadContact(root);
-      // Two roots read may be one contact by now (merged since): listed once.
-      if (loaded && !listed.has(loaded.rootId)) {
-        listed.add(loaded.rootId);
-        contacts.push(loaded.contact);
+    const rootsSeen = new Set<string>();
+    // The bound is on contacts, not records: a contact is often several merged records that all
+    // match (each holds the name), so cutting the records first listed fewer contacts than
+    // matched, and the caller (asking one more than it shows) could not tell the list was cut.
+    const ids = [...recordIds];
+    for (let start = 0; start < ids.length && contacts.length < limit; start += FIND_LIMIT) {
+      const roots = await rootsOf(ids.slice(start, start + FIND_LIMIT));
+      for (const root of new Set(roots.values())) {
+        // A search-only value may be shared by any number of contacts: the answer is bounded.
+        if (contacts.length >= limit) break;
+        if (rootsSeen.has(root)) continue;
+        rootsSeen.add(root);
+        const loaded = await loadContact(root);
+        // Two roots read may be one contact by now (merged since): listed once.
+        if (loaded && !listed.has(loaded.rootId)) {
+          listed.add(loaded.rootId);
+          contacts.push(loaded.contact);
+        }
       }
     }
     return contacts;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { ValidationError } from '../errors.js';
+import { channelIdSchema } from '../config/schema.js';
+import { StoreBusyError, ValidationError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Store } from '../store/types.js';
 
@@ -63,12 +64,19 @@ const RINGS_KEY = 'journal:rings';
  * removed. Channel ids are `[a-z0-9-]`, so this name is never a channel's.
  */
 const OTHER_RING = '_other';
+/**
+ * Every channel id with entries in the other ring, so a listing of a channel that is configured
+ * again reads the entries journalled for it while it was not.
+ */
+const OTHER_CHANNELS_KEY = 'journal:other-channels';
 /** Room for an entry's fields besides its body (ids, reason, content type, JSON). */
 const ENTRY_OVERHEAD_BYTES = 2048;
 const REASON_CHARS = 1000;
 const CONTENT_TYPE_CHARS = 100;
 /** Entries read per round trip when listing: a read never loads a whole ring. */
 const CHUNK = 10;
+/** Tries to take a sequence number against other writers before answering 503 (store_busy). */
+const MAX_RECORD_ATTEMPTS = 1000;
 /** A page stops once its entries reach this many bytes (it always holds at least one entry). */
 export const JOURNAL_PAGE_BYTES = 1024 * 1024;
 /** Ring members are `<seq, zero-padded>|<entry JSON>`: byte order is sequence order. */
@@ -88,10 +96,12 @@ interface Read {
  * entries. Each ring holds at most `journalBytes / (channels + 1)`: every stored entry is at most
  * `journalEntryBytes + overhead` bytes (a body whose JSON would be larger is kept as base64, which
  * is under the cap by construction), so the journal never holds more than `journalBytes` (plus,
- * after a channel is removed from the config, its ring as it was).
+ * after a channel is removed from the config, its ring as it was), unless a ring's share is under
+ * one entry: every ring keeps at least one (RING_ENTRIES), as the README says.
  *
  * A channel removed from the config keeps its ring as it was: still read (listed with the others
- * and by its channel id), no longer written (its later entries go to the other ring).
+ * and by its channel id), no longer written (its later entries go to the other ring, and are
+ * listed under its id, also once it is configured again).
  *
  * Rings are sorted sets whose members start with a sequence number taken from one counter, so a
  * page is merged across rings newest first and its cursor (the last entry's sequence) stays
@@ -116,10 +126,15 @@ export function createPayloadJournal(
   const ringOf = (channelId: string) => (channels.has(channelId) ? channelId : OTHER_RING);
   /** Rings this process has noted in RINGS_KEY (once each: the set only grows). */
   const noted = new Set<string>();
+  /** Channel ids this process has noted in OTHER_CHANNELS_KEY. */
+  const notedOutside = new Set<string>();
 
   /** The rings a listing reads: for a channel, its own ring and, once it is gone, the other one. */
   async function ringsFor(channelId: string | undefined): Promise<string[]> {
-    if (channelId !== undefined && channels.has(channelId)) return [channelId];
+    if (channelId !== undefined && channels.has(channelId)) {
+      const outside = await store.smembers(OTHER_CHANNELS_KEY);
+      return outside.includes(channelId) ? [channelId, OTHER_RING] : [channelId];
+    }
     const known = new Set(await store.smembers(RINGS_KEY));
     if (channelId !== undefined) return known.has(channelId) ? [channelId, OTHER_RING] : [OTHER_RING];
     return [...new Set([...rings, ...known])];
@@ -230,8 +245,24 @@ export function createPayloadJournal(
         await store.sadd(RINGS_KEY, ring);
         noted.add(ring);
       }
-      const seq = await store.incr(SEQ_KEY);
-      await store.zadd(key, 0, `${pad(seq)}|${json}`);
+      // The channels in the other ring, likewise (a channel may be configured again later).
+      // Only a name a channel can have (an unreadable deferred item may carry anything there).
+      const channelName = channelIdSchema.safeParse(input.channelId).success;
+      if (ring === OTHER_RING && channelName && !notedOutside.has(input.channelId)) {
+        await store.sadd(OTHER_CHANNELS_KEY, input.channelId);
+        notedOutside.add(input.channelId);
+      }
+      // The sequence is taken and the entry added in one atomic step (a checked batch): taken
+      // first and added after, an entry still on its way when a reader's page went past its
+      // number was below that page's cursor once it landed, and paging on never listed it.
+      // A writer that loses the check to another one takes the next number; one always wins.
+      for (let attempt = 0; ; attempt++) {
+        if (attempt === MAX_RECORD_ATTEMPTS) throw new StoreBusyError('the payload journal');
+        const current = await store.get(SEQ_KEY);
+        const seq = Number(current ?? 0) + 1;
+        const batch = store.batch().expect(SEQ_KEY, current).incrBy(SEQ_KEY, 1);
+        if (await batch.zadd(key, 0, `${pad(seq)}|${json}`).exec()) break;
+      }
       const excess = (await store.zcard(key)) - RING_ENTRIES;
       if (excess > 0) {
         // Oldest first (lowest sequence). Two writers trimming at once remove the same members.
