@@ -621,6 +621,29 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
   });
 
+  it('leaves pending the deliveries of a destination another running instance still has', async () => {
+    // A rolling deploy that adds a destination, or a worker started with an older config: the
+    // instance that lacks it must not fail deliveries the others are sending.
+    const crm = await receiver();
+    const other = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: other.url }]);
+    await first.delivery.start();
+    await first.events.publish([entry('c1', 1), entry('c1', 2)]);
+    await eventually(
+      async () => (await first.delivery.list({ state: 'delivered', destination: 'other' })).length === 2,
+      'both events delivered to the other one',
+    );
+    const older = await first.reconfigured([{ id: 'other', url: other.url }]);
+    await older.delivery.start();
+    expect(await older.delivery.list({ state: 'failed', destination: 'crm' })).toHaveLength(0);
+    await crm.up();
+    await crm.waitFor(() => crm.application.length === 2, 10_000, 'both sent by the instance that has crm');
+    expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
+    await older.delivery.close();
+    await first.delivery.close();
+  });
+
   it('keeps pending deliveries across a restart of the delivery', async () => {
     const crm = await receiver();
     await crm.down();

@@ -104,6 +104,8 @@ export const deliveryKeys = {
   record: (id: string) => `delivery:rec:${id}`,
   seq: 'delivery:seq',
   lane: (destinationId: string, orderingKey: string) => `delivery:lane:${enc(destinationId)}:${orderingKey}`,
+  /** Sorted set: instances running with this destination in their config, scored by when that lapses. */
+  served: (destinationId: string) => `delivery:served:${enc(destinationId)}`,
   index: (state: DeliveryState, destinationId?: string) =>
     destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
 };
