@@ -427,6 +427,29 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(byContact(crm).get('c5')).toEqual([1, 2]);
   });
 
+  it('replays in their order more failed deliveries than one page, failed in the same millisecond', async () => {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
+    const at = new Date();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
+    await delivery.start();
+    // More than replayFailed's page of 200, all with one failure time: the index orders them by
+    // delivery id, so each page held a mix of early and late events of the contact.
+    const count = 230;
+    await events.publish(Array.from({ length: count }, (_, index) => entry('c1', index + 1)));
+    await eventually(
+      async () => (await delivery.list({ state: 'failed', limit: 500 })).length === count,
+      'all refused',
+      30_000,
+    );
+
+    refuse = false;
+    expect((await delivery.replayFailed('crm')).replayed).toHaveLength(count);
+    await crm.waitFor(() => crm.application.length === count, 30_000, 'all replayed');
+    expect(byContact(crm).get('c1')).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+  });
+
   it("sends a destination's extra headers once, and its own content-type and signature headers", async () => {
     const crm = await receiver();
     const { delivery, events } = await setup(kind, [

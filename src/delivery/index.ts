@@ -511,26 +511,19 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     async replayFailed(destinationId) {
       if (!byId.has(destinationId))
         throw new NotFoundError('destination_not_found', `no destination ${destinationId}`);
-      // Replayed deliveries that fail again at once go to the end of the failed index: a page
-      // with nothing new means everything that was failed when we started has been replayed.
-      const seen = new Set<string>();
+      // Every delivery failed when the replay starts, in lane order (by sequence, across the
+      // whole index): it was read a page of 200 at a time by failure time, which orders the
+      // deliveries of one millisecond by id, so a contact's events that failed together (a
+      // destination removed from the config, a refusal of each) went out of order when the
+      // group crossed a page. Deliveries that fail again during the replay are not read again.
       const replayed: string[] = [];
-      for (;;) {
-        const page = await records.list({ state: 'failed', destinationId, limit: 200 });
-        // In lane order: the failed index is by failure time, and deliveries that failed in the
-        // same millisecond come out of it by id; a contact's events must be replayed (and so
-        // delivered) in their own order.
-        const fresh = page.filter((record) => !seen.has(record.id)).sort((a, b) => a.seq - b.seq);
-        if (fresh.length === 0) break;
-        for (const record of fresh) {
-          seen.add(record.id);
-          try {
-            await replayRecord(record.id);
-            replayed.push(record.id);
-          } catch (error) {
-            // Replayed meanwhile by someone else: nothing to do for this one.
-            if (!(error instanceof ConflictError)) throw error;
-          }
+      for (const { id } of await records.inSeqOrder('failed', destinationId)) {
+        try {
+          await replayRecord(id);
+          replayed.push(id);
+        } catch (error) {
+          // Replayed meanwhile by someone else: nothing to do for this one.
+          if (!(error instanceof ConflictError)) throw error;
         }
       }
       return { replayed };
