@@ -667,6 +667,31 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await first.delivery.close();
   });
 
+  it('fails every pending delivery of a removed destination, also more than a page staged in one millisecond', async () => {
+    const crm = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: crm.url }]);
+    await first.delivery.start();
+    // One staging time for all: the pending index orders them by id within it.
+    const stagedAt = Date.now();
+    const count = 520;
+    await first.events.publish(
+      Array.from({ length: count }, (_, index) => ({ ...entry(`c${index % 7}`, index), stagedAt })),
+    );
+    await eventually(
+      async () =>
+        (await first.delivery.list({ state: 'pending', destination: 'crm', limit: 500 })).length === 500,
+      'the deliveries recorded',
+      30_000,
+    );
+    await first.delivery.close();
+
+    const without = await first.reconfigured([{ id: 'other', url: crm.url }]);
+    await without.delivery.start();
+    expect(await without.delivery.list({ state: 'pending', destination: 'crm', limit: 500 })).toHaveLength(0);
+    await without.delivery.close();
+  });
+
   it('keeps pending deliveries across a restart of the delivery', async () => {
     const crm = await receiver();
     await crm.down();

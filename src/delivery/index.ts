@@ -351,43 +351,32 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     let configured = 0;
     for (const id of byId.keys()) configured += await records.count('pending', id);
     if ((await records.count('pending')) <= configured) return;
-    const seen = new Set<string>();
+    // The whole pending index, not pages of it by time: paging on from = the last page's
+    // pendingSince never got past more than a page of deliveries staged in one millisecond
+    // (a drain's batch), which stayed pending for good.
     const failed = new Map<string, number>();
     const servedByOthers = new Map<string, boolean>();
-    let from: number | undefined;
-    for (;;) {
-      const page = await records.list({
-        state: 'pending',
-        limit: 500,
-        ...(from !== undefined ? { from } : {}),
-      });
-      const fresh = page.filter((record) => !seen.has(record.id));
-      if (fresh.length === 0) break;
-      for (const record of fresh) {
-        seen.add(record.id);
-        if (byId.has(record.destinationId)) continue;
-        let served = servedByOthers.get(record.destinationId);
-        if (served === undefined) {
-          served = await servedElsewhere(record.destinationId);
-          servedByOthers.set(record.destinationId, served);
-          if (served)
-            logger.warn(
-              { destination: record.destinationId },
-              'pending deliveries to a destination not in this config are left to the running instances that have it (configs differ)',
-            );
-        }
-        if (served) continue;
-        const now = deps.now();
-        const reason = {
-          status: null,
-          message: `destination ${record.destinationId} is not in the config any more; not attempted (replay it once the destination is back)`,
-          at: now.toISOString(),
-        };
-        if (await records.abandon(record.id, reason, now))
-          failed.set(record.destinationId, (failed.get(record.destinationId) ?? 0) + 1);
+    for (const record of await records.inSeqOrder('pending')) {
+      if (byId.has(record.destinationId)) continue;
+      let served = servedByOthers.get(record.destinationId);
+      if (served === undefined) {
+        served = await servedElsewhere(record.destinationId);
+        servedByOthers.set(record.destinationId, served);
+        if (served)
+          logger.warn(
+            { destination: record.destinationId },
+            'pending deliveries to a destination not in this config are left to the running instances that have it (configs differ)',
+          );
       }
-      if (page.length < 500) break;
-      from = page[page.length - 1]!.pendingSince;
+      if (served) continue;
+      const now = deps.now();
+      const reason = {
+        status: null,
+        message: `destination ${record.destinationId} is not in the config any more; not attempted (replay it once the destination is back)`,
+        at: now.toISOString(),
+      };
+      if (await records.abandon(record.id, reason, now))
+        failed.set(record.destinationId, (failed.get(record.destinationId) ?? 0) + 1);
     }
     for (const [destination, count] of failed) {
       logger.warn(

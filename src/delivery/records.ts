@@ -147,7 +147,10 @@ export interface DeliveryRecords {
    * order of their lanes). Read whole, in slices: the index is by time and orders deliveries of
    * one millisecond by id, which a page boundary would cut through.
    */
-  inSeqOrder(state: DeliveryState, destinationId: string): Promise<Array<{ id: string; seq: number }>>;
+  inSeqOrder(
+    state: DeliveryState,
+    destinationId?: string,
+  ): Promise<Array<{ id: string; seq: number; destinationId: string }>>;
   /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
   saveProgress(id: string, patch: Record<string, string>): Promise<void>;
   /** Back to pending at the end of its lane; ConflictError when it is pending already. */
@@ -410,11 +413,12 @@ export function createDeliveryRecords(
         Number.NEGATIVE_INFINITY,
         Number.POSITIVE_INFINITY,
       );
-      const found: Array<{ id: string; seq: number }> = [];
+      const found: Array<{ id: string; seq: number; destinationId: string }> = [];
       for (let start = 0; start < ids.length; start += 500) {
         const raws = await store.mget(ids.slice(start, start + 500).map((id) => deliveryKeys.record(id)));
         for (const record of raws.map(parse))
-          if (record !== null && record.state === state) found.push({ id: record.id, seq: record.seq });
+          if (record !== null && record.state === state)
+            found.push({ id: record.id, seq: record.seq, destinationId: record.destinationId });
       }
       return found.sort((a, b) => a.seq - b.seq);
     },
