@@ -427,6 +427,29 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(byContact(crm).get('c5')).toEqual([1, 2]);
   });
 
+  it('replays in their order more failed deliveries than one page, failed in the same millisecond', async () => {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
+    const at = new Date();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
+    await delivery.start();
+    // More than replayFailed's page of 200, all with one failure time: the index orders them by
+    // delivery id, so each page held a mix of early and late events of the contact.
+    const count = 230;
+    await events.publish(Array.from({ length: count }, (_, index) => entry('c1', index + 1)));
+    await eventually(
+      async () => (await delivery.list({ state: 'failed', limit: 500 })).length === count,
+      'all refused',
+      30_000,
+    );
+
+    refuse = false;
+    expect((await delivery.replayFailed('crm')).replayed).toHaveLength(count);
+    await crm.waitFor(() => crm.application.length === count, 30_000, 'all replayed');
+    expect(byContact(crm).get('c1')).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+  });
+
   it("sends a destination's extra headers once, and its own content-type and signature headers", async () => {
     const crm = await receiver();
     const { delivery, events } = await setup(kind, [
@@ -619,6 +642,54 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect((await back.delivery.replayFailed('crm')).replayed).toHaveLength(2);
     await crm.waitFor(() => crm.application.length === 2, 5000, 'both replayed');
     expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
+  });
+
+  it('leaves pending the deliveries of a destination another running instance still has', async () => {
+    // A rolling deploy that adds a destination, or a worker started with an older config: the
+    // instance that lacks it must not fail deliveries the others are sending.
+    const crm = await receiver();
+    const other = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: other.url }]);
+    await first.delivery.start();
+    await first.events.publish([entry('c1', 1), entry('c1', 2)]);
+    await eventually(
+      async () => (await first.delivery.list({ state: 'delivered', destination: 'other' })).length === 2,
+      'both events delivered to the other one',
+    );
+    const older = await first.reconfigured([{ id: 'other', url: other.url }]);
+    await older.delivery.start();
+    expect(await older.delivery.list({ state: 'failed', destination: 'crm' })).toHaveLength(0);
+    await crm.up();
+    await crm.waitFor(() => crm.application.length === 2, 10_000, 'both sent by the instance that has crm');
+    expect(crm.application.map((event) => event.webhookId)).toEqual(['evt_c1_1', 'evt_c1_2']);
+    await older.delivery.close();
+    await first.delivery.close();
+  });
+
+  it('fails every pending delivery of a removed destination, also more than a page staged in one millisecond', async () => {
+    const crm = await receiver();
+    await crm.down();
+    const first = await setup(kind, [{ url: crm.url }, { id: 'other', url: crm.url }]);
+    await first.delivery.start();
+    // One staging time for all: the pending index orders them by id within it.
+    const stagedAt = Date.now();
+    const count = 520;
+    await first.events.publish(
+      Array.from({ length: count }, (_, index) => ({ ...entry(`c${index % 7}`, index), stagedAt })),
+    );
+    await eventually(
+      async () =>
+        (await first.delivery.list({ state: 'pending', destination: 'crm', limit: 500 })).length === 500,
+      'the deliveries recorded',
+      30_000,
+    );
+    await first.delivery.close();
+
+    const without = await first.reconfigured([{ id: 'other', url: crm.url }]);
+    await without.delivery.start();
+    expect(await without.delivery.list({ state: 'pending', destination: 'crm', limit: 500 })).toHaveLength(0);
+    await without.delivery.close();
   });
 
   it('keeps pending deliveries across a restart of the delivery', async () => {

@@ -215,6 +215,21 @@ describe('attribute sources', () => {
     expect(text).toMatch(/chatbridge_truncated_total\{what="attribute_source"\} 1/);
   });
 
+  it('keeps an answer for exactly cacheTtlSeconds, also on a clock that reads 0 when it is stored', async () => {
+    const [source] = sources();
+    const signal = new AbortController().signal;
+    clock = 0;
+    await source!.lookup(contact('ct_1'), signal);
+    clock = 59_999;
+    await source!.lookup(contact('ct_1'), signal);
+    expect(crm.requests).toHaveLength(1);
+    // Expired at its ttl, as the hand-written cache had it (lru-cache: only after it, and never
+    // for an entry stored at time 0).
+    clock = 60_000;
+    await source!.lookup(contact('ct_1'), signal);
+    expect(crm.requests).toHaveLength(2);
+  });
+
   it('keeps the cache bounded, forgetting the least recently used contact', async () => {
     const [source] = sources({}, { cacheMaxEntries: 2 });
     const signal = new AbortController().signal;

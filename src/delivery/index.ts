@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
@@ -24,7 +25,13 @@ import { deliveryMetrics } from './metrics.js';
 import { createProcessor, type DestinationRuntime } from './processor.js';
 import { createMemoryQueue, type DeliveryQueue } from './queue.js';
 import { createBullQueue } from './queue-bullmq.js';
-import { createDeliveryRecords, type DeliveryRecord, deliveryStates, jobIdOf } from './records.js';
+import {
+  createDeliveryRecords,
+  type DeliveryRecord,
+  deliveryKeys,
+  deliveryStates,
+  jobIdOf,
+} from './records.js';
 import { secretKey } from './signing.js';
 
 export type { DeliveryDetail, DeliveryListQuery, DeliverySummary } from './api.js';
@@ -81,6 +88,8 @@ export interface Delivery extends DeliveryAdmin {
 
 const DAY_MS = 86_400_000;
 const BUSY_RETRY_MS = 50;
+/** How long an instance's note that it serves a destination holds without renewal (advertise). */
+const SERVED_TTL_MS = 90_000;
 
 export function createDelivery(deps: DeliveryDeps): Delivery {
   const { config, store, logger } = deps;
@@ -303,6 +312,34 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   }
 
   /**
+   * Each running instance notes, per destination in its config, that it serves it (renewed well
+   * inside SERVED_TTL_MS, removed on close). failOrphans leaves alone the deliveries of a
+   * destination some live instance serves: an instance started with an older config (a rolling
+   * deploy that adds a destination, a worker not yet updated, a scale-up of the old version)
+   * failed every pending delivery of a destination the others were sending.
+   */
+  const instanceId = randomUUID();
+  async function advertise(): Promise<void> {
+    const now = deps.now().getTime();
+    for (const id of byId.keys()) {
+      const key = deliveryKeys.served(id);
+      await deps.store.zadd(key, now + SERVED_TTL_MS, instanceId);
+      // Instances that ended without closing (a crash, SIGKILL) are dropped once they lapse.
+      for (const gone of await deps.store.zrangeByScore(key, Number.NEGATIVE_INFINITY, now, 100))
+        await deps.store.zrem(key, gone);
+    }
+  }
+  async function servedElsewhere(destinationId: string): Promise<boolean> {
+    const live = await deps.store.zrangeByScore(
+      deliveryKeys.served(destinationId),
+      deps.now().getTime(),
+      Number.POSITIVE_INFINITY,
+      1,
+    );
+    return live.length > 0;
+  }
+
+  /**
    * Pending deliveries to a destination that is no longer in the config: nothing would ever
    * attempt them (each destination has its own queue and workers), so they sat in `pending` for
    * good, in the API, the CLI and the console. At start they fail, without an attempt, with a
@@ -314,31 +351,32 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     let configured = 0;
     for (const id of byId.keys()) configured += await records.count('pending', id);
     if ((await records.count('pending')) <= configured) return;
-    const seen = new Set<string>();
+    // The whole pending index, not pages of it by time: paging on from = the last page's
+    // pendingSince never got past more than a page of deliveries staged in one millisecond
+    // (a drain's batch), which stayed pending for good.
     const failed = new Map<string, number>();
-    let from: number | undefined;
-    for (;;) {
-      const page = await records.list({
-        state: 'pending',
-        limit: 500,
-        ...(from !== undefined ? { from } : {}),
-      });
-      const fresh = page.filter((record) => !seen.has(record.id));
-      if (fresh.length === 0) break;
-      for (const record of fresh) {
-        seen.add(record.id);
-        if (byId.has(record.destinationId)) continue;
-        const now = deps.now();
-        const reason = {
-          status: null,
-          message: `destination ${record.destinationId} is not in the config any more; not attempted (replay it once the destination is back)`,
-          at: now.toISOString(),
-        };
-        if (await records.abandon(record.id, reason, now))
-          failed.set(record.destinationId, (failed.get(record.destinationId) ?? 0) + 1);
+    const servedByOthers = new Map<string, boolean>();
+    for (const record of await records.inSeqOrder('pending')) {
+      if (byId.has(record.destinationId)) continue;
+      let served = servedByOthers.get(record.destinationId);
+      if (served === undefined) {
+        served = await servedElsewhere(record.destinationId);
+        servedByOthers.set(record.destinationId, served);
+        if (served)
+          logger.warn(
+            { destination: record.destinationId },
+            'pending deliveries to a destination not in this config are left to the running instances that have it (configs differ)',
+          );
       }
-      if (page.length < 500) break;
-      from = page[page.length - 1]!.pendingSince;
+      if (served) continue;
+      const now = deps.now();
+      const reason = {
+        status: null,
+        message: `destination ${record.destinationId} is not in the config any more; not attempted (replay it once the destination is back)`,
+        at: now.toISOString(),
+      };
+      if (await records.abandon(record.id, reason, now))
+        failed.set(record.destinationId, (failed.get(record.destinationId) ?? 0) + 1);
     }
     for (const [destination, count] of failed) {
       logger.warn(
@@ -387,6 +425,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         signal: shutdown.signal,
       });
       await queueNow().start(processor);
+      await advertise();
       await failOrphans();
       await restoreLostJobs(false);
       deps.events.onCommitted(drainInBackground);
@@ -399,6 +438,16 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
             logger.debug({ err: error }, 'delivery gauges not refreshed'),
           );
         }, metricsMs),
+      );
+      timers.push(
+        setInterval(() => {
+          advertise().catch((error: unknown) =>
+            logger.warn(
+              { err: error },
+              'could not renew the destinations this instance serves; trying again',
+            ),
+          );
+        }, SERVED_TTL_MS / 3),
       );
       timers.push(
         setInterval(() => {
@@ -451,26 +500,19 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     async replayFailed(destinationId) {
       if (!byId.has(destinationId))
         throw new NotFoundError('destination_not_found', `no destination ${destinationId}`);
-      // Replayed deliveries that fail again at once go to the end of the failed index: a page
-      // with nothing new means everything that was failed when we started has been replayed.
-      const seen = new Set<string>();
+      // Every delivery failed when the replay starts, in lane order (by sequence, across the
+      // whole index): it was read a page of 200 at a time by failure time, which orders the
+      // deliveries of one millisecond by id, so a contact's events that failed together (a
+      // destination removed from the config, a refusal of each) went out of order when the
+      // group crossed a page. Deliveries that fail again during the replay are not read again.
       const replayed: string[] = [];
-      for (;;) {
-        const page = await records.list({ state: 'failed', destinationId, limit: 200 });
-        // In lane order: the failed index is by failure time, and deliveries that failed in the
-        // same millisecond come out of it by id; a contact's events must be replayed (and so
-        // delivered) in their own order.
-        const fresh = page.filter((record) => !seen.has(record.id)).sort((a, b) => a.seq - b.seq);
-        if (fresh.length === 0) break;
-        for (const record of fresh) {
-          seen.add(record.id);
-          try {
-            await replayRecord(record.id);
-            replayed.push(record.id);
-          } catch (error) {
-            // Replayed meanwhile by someone else: nothing to do for this one.
-            if (!(error instanceof ConflictError)) throw error;
-          }
+      for (const { id } of await records.inSeqOrder('failed', destinationId)) {
+        try {
+          await replayRecord(id);
+          replayed.push(id);
+        } catch (error) {
+          // Replayed meanwhile by someone else: nothing to do for this one.
+          if (!(error instanceof ConflictError)) throw error;
         }
       }
       return { replayed };
@@ -483,6 +525,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       shutdown.abort();
       await draining?.catch(() => 0);
       await queue?.close();
+      if (started) {
+        for (const id of byId.keys())
+          await deps.store.zrem(deliveryKeys.served(id), instanceId).catch(() => 0);
+      }
     },
   };
   return delivery;

@@ -61,6 +61,9 @@ export function infrastructureBackoff(failures: number): number {
   return Math.min(60_000, 500 * 2 ** Math.min(failures, 10));
 }
 
+/** The longest wait a Node timer holds (2^31-1 ms, 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 interface MemoryJob {
   id: string;
   job: DeliveryJob;
@@ -106,7 +109,11 @@ export function createMemoryQueue(options: {
   };
 
   function delay(destinationId: string, lane: Lane, item: MemoryJob, ms: number) {
+    // In steps a Node timer holds: a longer one fires after 1 ms. A 24d retry (the longest the
+    // config takes) jittered up by 10% is past it, and went at once.
+    const step = Math.min(ms, MAX_TIMER_MS);
     item.timer = setTimeout(() => {
+      if (ms > step) return delay(destinationId, lane, item, ms - step);
       item.timer = undefined;
       lane.ready.push(item);
       pump(destinationId, lane);
@@ -119,10 +126,14 @@ export function createMemoryQueue(options: {
     const wait = lane.pausedUntil - Date.now();
     if (wait > 0) {
       if (!lane.pauseTimer) {
-        lane.pauseTimer = setTimeout(() => {
-          lane.pauseTimer = undefined;
-          pump(destinationId, lane);
-        }, wait);
+        // pump() measures the pause again, so a step that ends early only sets the next one.
+        lane.pauseTimer = setTimeout(
+          () => {
+            lane.pauseTimer = undefined;
+            pump(destinationId, lane);
+          },
+          Math.min(wait, MAX_TIMER_MS),
+        );
         lane.pauseTimer.unref();
       }
       return;

@@ -104,6 +104,8 @@ export const deliveryKeys = {
   record: (id: string) => `delivery:rec:${id}`,
   seq: 'delivery:seq',
   lane: (destinationId: string, orderingKey: string) => `delivery:lane:${enc(destinationId)}:${orderingKey}`,
+  /** Sorted set: instances running with this destination in their config, scored by when that lapses. */
+  served: (destinationId: string) => `delivery:served:${enc(destinationId)}`,
   index: (state: DeliveryState, destinationId?: string) =>
     destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
 };
@@ -140,6 +142,15 @@ export interface DeliveryRecords {
    * record changed since it was read (another instance attempted it meanwhile): false then.
    */
   abandon(id: string, error: DeliveryError, now: Date): Promise<boolean>;
+  /**
+   * Every delivery in `state` for a destination, as id and lane sequence, in sequence order (the
+   * order of their lanes). Read whole, in slices: the index is by time and orders deliveries of
+   * one millisecond by id, which a page boundary would cut through.
+   */
+  inSeqOrder(
+    state: DeliveryState,
+    destinationId?: string,
+  ): Promise<Array<{ id: string; seq: number; destinationId: string }>>;
   /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
   saveProgress(id: string, patch: Record<string, string>): Promise<void>;
   /** Back to pending at the end of its lane; ConflictError when it is pending already. */
@@ -394,6 +405,22 @@ export function createDeliveryRecords(
       return raws
         .map(parse)
         .filter((record): record is DeliveryRecord => record !== null && record.state === state);
+    },
+
+    async inSeqOrder(state, destinationId) {
+      const ids = await store.zrangeByScore(
+        deliveryKeys.index(state, destinationId),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
+      );
+      const found: Array<{ id: string; seq: number; destinationId: string }> = [];
+      for (let start = 0; start < ids.length; start += 500) {
+        const raws = await store.mget(ids.slice(start, start + 500).map((id) => deliveryKeys.record(id)));
+        for (const record of raws.map(parse))
+          if (record !== null && record.state === state)
+            found.push({ id: record.id, seq: record.seq, destinationId: record.destinationId });
+      }
+      return found.sort((a, b) => a.seq - b.seq);
     },
 
     count(state, destinationId) {

@@ -85,18 +85,29 @@ export function createHttpAttributeSource(
   // In process on purpose: the cache takes a CRM round trip out of a vendor answer with a
   // deadline of a second or two, so it must cost nothing to read (a Redis trip would eat into the
   // same budget); a per-instance copy at most cacheTtlSeconds stale is what the config promises.
-  // cacheTtlSeconds 0 turns it off (lru-cache reads ttl 0 as "never expires").
+  // cacheTtlSeconds 0 turns it off (lru-cache reads ttl 0 as "never expires"). The expiry is
+  // kept with each answer and checked here, not left to lru-cache's ttl: that one serves an entry
+  // until strictly past its ttl, and never expires an entry stored when the clock read 0 (it
+  // takes a start of 0 for "no ttl"), which a test's pinned clock does.
   const maxEntries = options.cacheMaxEntries ?? 10_000;
   const ttl = config.cacheTtlSeconds * 1000;
-  const cache =
+  const now = options.now ?? Date.now;
+  const entries =
     ttl > 0 && maxEntries > 0
-      ? new LRUCache<string, FactSourceResult>({
-          max: maxEntries,
-          ttl,
-          ttlResolution: 0,
-          perf: { now: options.now ?? Date.now },
-        })
+      ? new LRUCache<string, { value: FactSourceResult; expiresAt: number }>({ max: maxEntries })
       : undefined;
+  const cache = entries && {
+    get(key: string): FactSourceResult | undefined {
+      const entry = entries.get(key);
+      if (!entry) return undefined;
+      if (entry.expiresAt > now()) return entry.value;
+      entries.delete(key);
+      return undefined;
+    },
+    set(key: string, value: FactSourceResult): void {
+      entries.set(key, { value, expiresAt: now() + ttl });
+    },
+  };
   const count = (outcome: string) => lookups.inc({ source: config.id, outcome });
 
   function toResult(body: unknown): FactSourceResult {

@@ -2,7 +2,8 @@
  * Keep a store lock alive while work runs under it: `renew` every third of `ttlMs` (so two
  * renewals can fail or be late before the lock expires). When a renewal answers false the lock is
  * gone (it expired and may be someone else's now): `onLost` is called once and renewing stops.
- * A renewal that throws (the store unreachable) goes to `onError` and is tried again next time.
+ * A renewal that throws (the store unreachable) goes to `onError` and is tried again next time;
+ * when none has held for `ttlMs`, the lock has expired: `onLost`.
  * Returns stop(). The timer does not keep the process alive.
  */
 export function renewWhileHeld(options: {
@@ -16,15 +17,26 @@ export function renewWhileHeld(options: {
     stopped = true;
     clearInterval(timer);
   };
+  // When the last renewal that held was sent: the lock lives at most ttlMs past it.
+  let heldSince = performance.now();
   const tick = async () => {
+    const sentAt = performance.now();
     try {
       const held = await options.renew();
-      if (!held && !stopped) {
+      if (held) heldSince = sentAt;
+      else if (!stopped) {
         stop();
         options.onLost();
       }
     } catch (error) {
-      if (!stopped) options.onError?.(error);
+      if (stopped) return;
+      // Renewals that fail (the store unreachable) for a whole ttl: the lock has expired, and
+      // once the store is back another holder may take it before a renewal could answer false.
+      // Lost now, so the work stops while it is still alone, not after it ran beside another.
+      if (performance.now() - heldSince >= options.ttlMs) {
+        stop();
+        options.onLost();
+      } else options.onError?.(error);
     }
   };
   const timer = setInterval(() => void tick(), Math.max(1, Math.floor(options.ttlMs / 3)));
