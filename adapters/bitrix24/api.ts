@@ -155,6 +155,11 @@ export const statusSchema = z.object({
 export const batchSchema = z.object({
   result: z.record(z.string(), z.unknown()).or(z.array(z.unknown()).transform(() => ({}))),
   result_error: z.record(z.string(), errorSchema).or(z.array(z.unknown()).transform(() => ({}))),
+  /** A list command with more pages: its `next` start [OFF] (`[]` when none has more). */
+  result_next: z
+    .record(z.string(), z.number())
+    .or(z.array(z.unknown()).transform(() => ({})))
+    .nullish(),
 });
 
 /** Stage ENTITY_ID of a deal category: DEAL_STAGE for 0, DEAL_STAGE_<id> otherwise [OFF]. */
