@@ -99,4 +99,25 @@ describe('CRM destinations in the config', () => {
       expect.stringMatching(/^destinations\[3\]: .*url/),
     ]);
   });
+
+  it('a crm.pipeline / crm.stage byChannel key that is not a channel is a problem, as for filter.channels', () => {
+    // A typo there would silently put every deal of the channel in the default pipeline / stage.
+    expect(
+      problems([
+        {
+          id: 'amo',
+          kind: 'amocrm',
+          baseUrl: 'https://x.amocrm.ru',
+          token: 'a-long-lived-token-0123456789',
+          crm: {
+            pipeline: { byChannel: { 'shop-site': 7001, shopsite: 7002 }, default: 7000 },
+            stage: { byChannel: { 'shop-sit': 142 } },
+          },
+        },
+      ]),
+    ).toEqual([
+      'destinations[0].crm.pipeline.byChannel.shopsite: no channel "shopsite"',
+      'destinations[0].crm.stage.byChannel.shop-sit: no channel "shop-sit"',
+    ]);
+  });
 });

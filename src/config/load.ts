@@ -162,14 +162,23 @@ export function parseConfig(
       if (typeof channelId === 'string' && !channelIds.has(channelId))
         issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
     }
-    const map = isObject(destination.map) ? destination.map : {};
-    const pipeline = isObject(map.pipeline) ? map.pipeline : {};
-    for (const channelId of Object.keys(isObject(pipeline.byChannel) ? pipeline.byChannel : {})) {
-      if (!channelIds.has(channelId))
-        issues.push({
-          path: `destinations[${index}].map.pipeline.byChannel.${channelId}`,
-          message: `no channel "${channelId}"`,
-        });
+    // Per-channel maps: a key that is no channel (a typo) would silently send that channel's
+    // events to the default pipeline / stage, so it is a problem like filter.channels.
+    const crm = isObject(destination.crm) ? destination.crm : {};
+    const byChannel: [string, unknown][] = [
+      ['map.pipeline', isObject(destination.map) ? destination.map.pipeline : undefined],
+      ['crm.pipeline', crm.pipeline],
+      ['crm.stage', crm.stage],
+    ];
+    for (const [where, value] of byChannel) {
+      const keys = isObject(value) && isObject(value.byChannel) ? Object.keys(value.byChannel) : [];
+      for (const channelId of keys) {
+        if (!channelIds.has(channelId))
+          issues.push({
+            path: `destinations[${index}].${where}.byChannel.${channelId}`,
+            message: `no channel "${channelId}"`,
+          });
+      }
     }
   });
   if (result.success) {
