@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import type { ConnectorDefinition } from '../contracts/connector.js';
 import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
 import { type Config, configSchema, isCrmDestination } from './schema.js';
@@ -155,6 +156,7 @@ export function parseConfig(
         const parsed = connector.settings.strict().safeParse(settings);
         if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
         else connectorSettings.set(index, parsed.data);
+        issues.push(...crmIdIssues(destination.crm, connector.idFormats ?? {}, `destinations[${index}].crm`));
       }
     }
     const filter = isObject(destination.filter) ? destination.filter : {};
@@ -295,4 +297,34 @@ function deepFreeze<T>(value: T): T {
     for (const item of Object.values(value)) deepFreeze(item);
   }
   return value;
+}
+
+/**
+ * The `crm` block's ids in the shape the CRM takes them (ConnectorDefinition.idFormats): a
+ * pipeline `web-leads` where the CRM wants an integer would go out as null and put the deal in
+ * the CRM's default pipeline without a word.
+ */
+function crmIdIssues(
+  crm: unknown,
+  formats: NonNullable<ConnectorDefinition['idFormats']>,
+  path: string,
+): { path: string; message: string }[] {
+  if (!isObject(crm)) return [];
+  const out: { path: string; message: string }[] = [];
+  const check = (what: 'pipeline' | 'stage' | 'user', value: unknown, at: string) => {
+    const format = formats[what];
+    // Numbers and strings only; null (stage: the pipeline's first) and wrong types are the schema's.
+    if (!format || (typeof value !== 'string' && typeof value !== 'number')) return;
+    if (!format.pattern.test(String(value))) out.push({ path: at, message: format.message });
+  };
+  for (const what of ['pipeline', 'stage'] as const) {
+    const map = crm[what];
+    if (!isObject(map)) continue;
+    if (isObject(map.byChannel))
+      for (const [channel, value] of Object.entries(map.byChannel))
+        check(what, value, `${path}.${what}.byChannel.${channel}`);
+    check(what, map.default, `${path}.${what}.default`);
+  }
+  if (isObject(crm.responsible)) check('user', crm.responsible.default, `${path}.responsible.default`);
+  return out;
 }
