@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { startFakeBitrix24 } from '../adapters/bitrix24/test-support/fake-bitrix24.js';
 import { runCli } from '../src/cli/main.js';
 import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
 
@@ -128,5 +129,48 @@ describe('chatbridge crm check: amoCRM at a wrong address', () => {
     );
     expect(run.err.join('\n')).toMatch(/amoCRM answered account read with HTTP 404.*baseUrl/);
     expect(run.out.join('\n')).not.toContain('crm: OK');
+  });
+});
+
+describe('chatbridge crm check: a Bitrix24 portal with more than one page of users', () => {
+  it('reads every page of user.get (50 a page): users past the first page are found, not reported missing', async () => {
+    const users = Array.from({ length: 60 }, (_, index) => ({
+      ID: String(index + 1),
+      NAME: `User${index + 1}`,
+      EMAIL: `user${index + 1}@shop.example`,
+    }));
+    const fake = await startFakeBitrix24({ code: 'code0123456789', users });
+    cleanups.push(() => fake.close());
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        admin: { token: 'admin-token-0123456789' },
+        log: { level: 'silent' },
+        agents: [
+          { email: 'user55@shop.example', name: 'Fifty-five' },
+          { email: 'nobody@store.example', name: 'Nobody', crmUserId: 58 },
+        ],
+        channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+        destinations: [
+          {
+            id: 'crm',
+            kind: 'bitrix24',
+            webhookUrl: fake.webhookUrl,
+            crm: { pipeline: { default: 0 }, responsible: { default: 60 }, rateLimit: 50 },
+          },
+        ],
+      }),
+    );
+    const run = capture();
+    const code = await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io);
+    expect(run.err).toEqual([]);
+    expect(code).toBe(0);
+    const out = run.out.join('\n');
+    expect(out).toContain('60 user(s)');
+    expect(out).toContain('default -> user 60 "User60"');
+    expect(out).toContain('agent user55@shop.example -> user 55 "User55" (same e-mail)');
+    expect(out).toContain('agent nobody@store.example -> user 58 "User58" (agents[].crmUserId)');
   });
 });

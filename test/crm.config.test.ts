@@ -99,4 +99,59 @@ describe('CRM destinations in the config', () => {
       expect.stringMatching(/^destinations\[3\]: .*url/),
     ]);
   });
+
+  it('a crm.pipeline / crm.stage byChannel key that is not a channel is a problem, as for filter.channels', () => {
+    // A typo there would silently put every deal of the channel in the default pipeline / stage.
+    expect(
+      problems([
+        {
+          id: 'amo',
+          kind: 'amocrm',
+          baseUrl: 'https://x.amocrm.ru',
+          token: 'a-long-lived-token-0123456789',
+          crm: {
+            pipeline: { byChannel: { 'shop-site': 7001, shopsite: 7002 }, default: 7000 },
+            stage: { byChannel: { 'shop-sit': 142 } },
+          },
+        },
+      ]),
+    ).toEqual([
+      'destinations[0].crm.pipeline.byChannel.shopsite: no channel "shopsite"',
+      'destinations[0].crm.stage.byChannel.shop-sit: no channel "shop-sit"',
+    ]);
+  });
+
+  it('ids the CRM takes as integers are checked as such: a pipeline name would go out as null (the default pipeline)', () => {
+    expect(
+      problems([
+        {
+          id: 'amo',
+          kind: 'amocrm',
+          baseUrl: 'https://x.amocrm.ru',
+          token: 'a-long-lived-token-0123456789',
+          crm: {
+            pipeline: { byChannel: { 'shop-site': 'web-leads' }, default: 7000 },
+            stage: { byChannel: { 'shop-site': 'C9:NEW' }, default: null },
+            responsible: { default: 'oleg' },
+          },
+        },
+        {
+          id: 'b24',
+          kind: 'bitrix24',
+          webhookUrl: 'https://portal.bitrix24.ru/rest/1/abcdef123/',
+          // Bitrix24 stages are strings: C9:NEW is right there.
+          crm: {
+            pipeline: { default: 'chats' },
+            stage: { default: 'C9:NEW' },
+            responsible: { default: '1' },
+          },
+        },
+      ]),
+    ).toEqual([
+      'destinations[0].crm.pipeline.byChannel.shop-site: an amoCRM pipeline_id: a whole number, e.g. 7001',
+      'destinations[0].crm.stage.byChannel.shop-site: an amoCRM status_id: a whole number, e.g. 142',
+      'destinations[0].crm.responsible.default: an amoCRM user id: a whole number, e.g. 501',
+      'destinations[1].crm.pipeline.default: a Bitrix24 CATEGORY_ID: a whole number (0 = the general pipeline)',
+    ]);
+  });
 });

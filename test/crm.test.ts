@@ -37,7 +37,10 @@ async function setup(
   const bridge = await startTestBridge({
     store,
     config: {
-      agents: [{ email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '999' }],
+      agents: [
+        { email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '999' },
+        { email: 'nina@store.example', name: 'Nina', crmUserId: '1001' },
+      ],
       channels: [{ id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: JIVO_TOKEN }],
       destinations: [
         world.destination({ retrySchedule: ['0s', '50ms', '50ms', '50ms', '50ms', '50ms'], ...destination }),
@@ -166,6 +169,33 @@ describe.each([
     expect(state.tasks).toHaveLength(1);
     // Offline messages have no agent: agents[].crmUserId does not apply, the default does.
     expect(state.tasks[0]!.responsible).toBe(crm.name === 'amocrm' ? '501' : '1');
+  });
+
+  it("a finished chat alone (JivoChat names its agents in agents[], not agent): the deal is the agent's, by e-mail, then by crmUserId", async () => {
+    // DESIGN §10's Bitrix24 example takes conversation.finished and offline messages only: the
+    // deal is then made by the finished chat, whose agent must still be the responsible user.
+    const crm = await world();
+    const bridge = await setup(crm, { events: ['conversation.finished'] });
+    const byEmail = jivoPayloads(
+      { name: 'Irina', email: 'irina.k@example.com', phone: '+79261112233' },
+      6100,
+    );
+    await jivo(bridge, byEmail.finished);
+    // An agent the CRM does not know by e-mail, but `agents` gives a crmUserId for.
+    const byId = jivoPayloads({ name: 'Oleg', email: 'oleg.m@example.com', phone: '+79263334455' }, 6200);
+    byId.finished.agents = [{ id: '55121', name: 'Nina', email: 'nina@store.example' }];
+    await jivo(bridge, byId.finished);
+    const deliveries = await settled(bridge, 2);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+    const state = crm.state();
+    expect(state.deals).toHaveLength(2);
+    const dealOf = (email: string) => {
+      const contact = state.contacts.find((item) => item.emails.includes(email))!;
+      return state.deals.find((deal) => deal.contacts.includes(contact.id))!;
+    };
+    // dmitry@store.example is CRM user 502 (amoCRM) / 7 (Bitrix24), not the default.
+    expect(dealOf('irina.k@example.com').responsible).toBe(crm.name === 'amocrm' ? '502' : '7');
+    expect(dealOf('oleg.m@example.com').responsible).toBe('1001');
   });
 
   it('events of one new person sent back to back make one CRM contact, and an existing CRM contact gets only what it lacks', async () => {

@@ -64,6 +64,15 @@ export const EMPTY_SEARCH_STATUS = 204;
  */
 export const NO_ANSWER_HINT =
   "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user has the right to it";
+/**
+ * All ids — pipelines (`pipeline_id`), statuses (`status_id`), users — are integers [OFF]
+ * (vendors/amocrm.md §4): the `crm` block's ids are checked so with the config.
+ */
+export const ID_FORMATS = {
+  pipeline: { pattern: /^\d+$/, message: 'an amoCRM pipeline_id: a whole number, e.g. 7001' },
+  stage: { pattern: /^\d+$/, message: 'an amoCRM status_id: a whole number, e.g. 142' },
+  user: { pattern: /^\d+$/, message: 'an amoCRM user id: a whole number, e.g. 501' },
+};
 /** Lists are paged by page/limit, at most 250 [OFF]. */
 export const PAGE_LIMIT = 250;
 

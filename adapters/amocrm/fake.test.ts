@@ -58,6 +58,22 @@ describe('fake amoCRM', () => {
       request_id: 'q',
       errors: [{ code: 'NotSupportedChoice', path: 'custom_fields_values.0.field_code' }],
     });
+    // Phone types are WORK, WORKDD, MOB, FAX, HOME, OTHER; e-mail types WORK, PRIV, OTHER.
+    const badType = await call('POST', '/contacts', [
+      {
+        name: 'X',
+        custom_fields_values: [
+          { field_code: 'EMAIL', values: [{ value: 'x@example.org', enum_code: 'PRIV' }] },
+          { field_code: 'PHONE', values: [{ value: '+79161234568', enum_code: 'MOBILE' }] },
+        ],
+        request_id: 't',
+      },
+    ]);
+    expect(badType.status).toBe(400);
+    expect(((await badType.json()) as any)['validation-errors'][0]).toMatchObject({
+      request_id: 't',
+      errors: [{ code: 'NotSupportedChoice', path: 'custom_fields_values.1.values.0.enum_code' }],
+    });
 
     expect((await call('GET', '/account', undefined, 'wrong')).status).toBe(401);
     fake.nonAdminToken = true;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ConnectorDefinition } from '../../src/contracts/connector.js';
-import { REQUESTS_PER_SECOND } from './api.js';
+import { ID_FORMATS, REQUESTS_PER_SECOND } from './api.js';
 import { createAmoClient } from './client.js';
 
 /** amoCRM (Kommo) connector: a destination `kind: amocrm` (DESIGN §10, README "Connect your CRM"). */
@@ -19,6 +19,7 @@ export const amocrmConnector: ConnectorDefinition = {
   displayName: 'amoCRM',
   settings: amocrmSettingsSchema,
   requestsPerSecond: REQUESTS_PER_SECOND,
+  idFormats: ID_FORMATS,
   secretsOf: (destination) => [String((destination as { token?: unknown }).token ?? '')],
   create(destination, transport) {
     return createAmoClient(amocrmSettingsSchema.parse(destination), transport);

@@ -37,6 +37,19 @@ export function phoneVariants(e164: string): string[] {
   return [...out];
 }
 
+/**
+ * Deal categories (`CATEGORY_ID`, 0 = general) and users are integers; stages (`STAGE_ID`) are
+ * strings such as NEW or C9:NEW [OFF] (vendors/bitrix24.md §2.5, §4: "always send integers"):
+ * checked with the config.
+ */
+export const ID_FORMATS = {
+  pipeline: {
+    pattern: /^\d+$/,
+    message: 'a Bitrix24 CATEGORY_ID: a whole number (0 = the general pipeline)',
+  },
+  user: { pattern: /^\d+$/, message: 'a Bitrix24 user id: a whole number, e.g. 1' },
+};
+
 /** Multifield VALUE_TYPE for what we add [OFF: WORK is valid for PHONE and EMAIL]. */
 export const VALUE_TYPE = 'WORK';
 /** ORIGINATOR_ID on what we create: the external system [OFF]. */
@@ -155,6 +168,11 @@ export const statusSchema = z.object({
 export const batchSchema = z.object({
   result: z.record(z.string(), z.unknown()).or(z.array(z.unknown()).transform(() => ({}))),
   result_error: z.record(z.string(), errorSchema).or(z.array(z.unknown()).transform(() => ({}))),
+  /** A list command with more pages: its `next` start [OFF] (`[]` when none has more). */
+  result_next: z
+    .record(z.string(), z.number())
+    .or(z.array(z.unknown()).transform(() => ({})))
+    .nullish(),
 });
 
 /** Stage ENTITY_ID of a deal category: DEAL_STAGE for 0, DEAL_STAGE_<id> otherwise [OFF]. */

@@ -121,9 +121,9 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
   }
 
   /** Several calls in one request (counts once for the rate limit [OFF]); a failed one fails all. */
-  async function batch(
+  async function batchPaged(
     cmd: Record<string, [string, Record<string, unknown>]>,
-  ): Promise<Record<string, unknown>> {
+  ): Promise<{ results: Record<string, unknown>; next: Record<string, number> }> {
     const commands = Object.fromEntries(
       Object.entries(cmd).map(([key, [method, params]]) => [key, `${method}?${toQuery(params).join('&')}`]),
     );
@@ -131,7 +131,24 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     for (const [key, problem] of Object.entries(result.result_error)) {
       throw failure(cmd[key]?.[0] ?? key, 400, problem.error ?? '', problem.error_description ?? '', {});
     }
-    return result.result;
+    return { results: result.result, next: result.result_next ?? {} };
+  }
+  const batch = async (cmd: Record<string, [string, Record<string, unknown>]>) =>
+    (await batchPaged(cmd)).results;
+
+  /** Active users from `start` on, page by page (50 a page, `next` while more remain [OFF]). */
+  async function usersFrom(start: number | null): Promise<CrmUser[]> {
+    const users: CrmUser[] = [];
+    for (let page = 0; page < 100 && start !== null; page++) {
+      const answer: { result: z.infer<typeof userSchema>[]; next: number | null } = await call(
+        'user.get',
+        { FILTER: { ACTIVE: true }, start },
+        userSchema.array(),
+      );
+      for (const user of answer.result) users.push(toUser(user));
+      start = answer.next;
+    }
+    return users;
   }
 
   const api: CrmApi = {
@@ -310,24 +327,13 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
       }
     },
 
-    async listUsers() {
-      const users: CrmUser[] = [];
-      let start: number | null = 0;
-      for (let page = 0; page < 100 && start !== null; page++) {
-        const answer: { result: z.infer<typeof userSchema>[]; next: number | null } = await call(
-          'user.get',
-          { FILTER: { ACTIVE: true }, start },
-          userSchema.array(),
-        );
-        for (const user of answer.result) users.push(toUser(user));
-        start = answer.next;
-      }
-      return users;
-    },
+    listUsers: () => usersFrom(0),
 
     async check() {
-      // One request: categories, every status list, users (first page) [OFF: batch].
-      const results = await batch({
+      // One request: categories, every status list, users' first page [OFF: batch]; then the
+      // users' further pages (50 a page): a user past the first page is a user all the same, and
+      // the mapping's default or an agent's crmUserId may be one.
+      const { results, next } = await batchPaged({
         categories: ['crm.category.list', { entityTypeId: 2 }],
         stages: ['crm.status.list', {}],
         users: ['user.get', { FILTER: { ACTIVE: true } }],
@@ -347,7 +353,7 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
             .sort((a, b) => Number(a.SORT ?? 0) - Number(b.SORT ?? 0))
             .map((stage) => ({ id: stage.STATUS_ID, name: stage.NAME })),
         })),
-        users: users.data.map(toUser),
+        users: [...users.data.map(toUser), ...(next.users !== undefined ? await usersFrom(next.users) : [])],
       };
     },
 

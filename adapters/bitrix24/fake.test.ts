@@ -84,4 +84,36 @@ describe('fake Bitrix24', () => {
     ]);
     expect((await list({ TITLE: 'Chat' }, 'crm.deal.list')).error_description).toMatch(/not supported/);
   });
+
+  it('user.get pages like a portal: 50 a page sorted by ID, total, next while more remain, FILTER.ACTIVE honoured', async () => {
+    const users = Array.from({ length: 61 }, (_, index) => ({
+      ID: String(61 - index),
+      NAME: `User${61 - index}`,
+      EMAIL: `user${61 - index}@shop.example`,
+      ...(61 - index === 3 ? { ACTIVE: false } : {}),
+    }));
+    const fake = await startFakeBitrix24({ code: 'code0123456789', users });
+    close = fake.close;
+    const call = async (method: string, body: unknown) =>
+      (await (
+        await fetch(`${fake.webhookUrl}${method}.json`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json()) as any;
+    const first = await call('user.get', { FILTER: { ACTIVE: true } });
+    expect(first.result).toHaveLength(50);
+    expect(first.result[0].ID).toBe('1');
+    expect(first.result.map((user: any) => user.ID)).not.toContain('3');
+    expect(first.total).toBe(60);
+    expect(first.next).toBe(50);
+    const last = await call('user.get', { FILTER: { ACTIVE: true }, start: 50 });
+    expect(last.result).toHaveLength(10);
+    expect(last.next).toBeUndefined();
+    const batched = await call('batch', { halt: 1, cmd: { users: 'user.get?FILTER[ACTIVE]=true' } });
+    expect(batched.result.result.users).toHaveLength(50);
+    expect(batched.result.result_next).toEqual({ users: 50 });
+    expect(batched.result.result_total).toEqual({ users: 60 });
+  });
 });

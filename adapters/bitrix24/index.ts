@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ConnectorDefinition } from '../../src/contracts/connector.js';
-import { REQUESTS_PER_SECOND, WEBHOOK_URL } from './api.js';
+import { ID_FORMATS, REQUESTS_PER_SECOND, WEBHOOK_URL } from './api.js';
 import { createBitrix24Client } from './client.js';
 
 /** Bitrix24 connector: a destination `kind: bitrix24` (DESIGN §10, README "Connect your CRM"). */
@@ -22,6 +22,7 @@ export const bitrix24Connector: ConnectorDefinition = {
   displayName: 'Bitrix24',
   settings: bitrix24SettingsSchema,
   requestsPerSecond: REQUESTS_PER_SECOND,
+  idFormats: ID_FORMATS,
   secretsOf(destination) {
     const url = String((destination as { webhookUrl?: unknown }).webhookUrl ?? '');
     const code = WEBHOOK_URL.exec(url)?.[2];

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import type { ConnectorDefinition } from '../contracts/connector.js';
 import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
 import { type Config, configSchema, isCrmDestination } from './schema.js';
@@ -155,6 +156,7 @@ export function parseConfig(
         const parsed = connector.settings.strict().safeParse(settings);
         if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
         else connectorSettings.set(index, parsed.data);
+        issues.push(...crmIdIssues(destination.crm, connector.idFormats ?? {}, `destinations[${index}].crm`));
       }
     }
     const filter = isObject(destination.filter) ? destination.filter : {};
@@ -162,14 +164,23 @@ export function parseConfig(
       if (typeof channelId === 'string' && !channelIds.has(channelId))
         issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
     }
-    const map = isObject(destination.map) ? destination.map : {};
-    const pipeline = isObject(map.pipeline) ? map.pipeline : {};
-    for (const channelId of Object.keys(isObject(pipeline.byChannel) ? pipeline.byChannel : {})) {
-      if (!channelIds.has(channelId))
-        issues.push({
-          path: `destinations[${index}].map.pipeline.byChannel.${channelId}`,
-          message: `no channel "${channelId}"`,
-        });
+    // Per-channel maps: a key that is no channel (a typo) would silently send that channel's
+    // events to the default pipeline / stage, so it is a problem like filter.channels.
+    const crm = isObject(destination.crm) ? destination.crm : {};
+    const byChannel: [string, unknown][] = [
+      ['map.pipeline', isObject(destination.map) ? destination.map.pipeline : undefined],
+      ['crm.pipeline', crm.pipeline],
+      ['crm.stage', crm.stage],
+    ];
+    for (const [where, value] of byChannel) {
+      const keys = isObject(value) && isObject(value.byChannel) ? Object.keys(value.byChannel) : [];
+      for (const channelId of keys) {
+        if (!channelIds.has(channelId))
+          issues.push({
+            path: `destinations[${index}].${where}.byChannel.${channelId}`,
+            message: `no channel "${channelId}"`,
+          });
+      }
     }
   });
   if (result.success) {
@@ -286,4 +297,34 @@ function deepFreeze<T>(value: T): T {
     for (const item of Object.values(value)) deepFreeze(item);
   }
   return value;
+}
+
+/**
+ * The `crm` block's ids in the shape the CRM takes them (ConnectorDefinition.idFormats): a
+ * pipeline `web-leads` where the CRM wants an integer would go out as null and put the deal in
+ * the CRM's default pipeline without a word.
+ */
+function crmIdIssues(
+  crm: unknown,
+  formats: NonNullable<ConnectorDefinition['idFormats']>,
+  path: string,
+): { path: string; message: string }[] {
+  if (!isObject(crm)) return [];
+  const out: { path: string; message: string }[] = [];
+  const check = (what: 'pipeline' | 'stage' | 'user', value: unknown, at: string) => {
+    const format = formats[what];
+    // Numbers and strings only; null (stage: the pipeline's first) and wrong types are the schema's.
+    if (!format || (typeof value !== 'string' && typeof value !== 'number')) return;
+    if (!format.pattern.test(String(value))) out.push({ path: at, message: format.message });
+  };
+  for (const what of ['pipeline', 'stage'] as const) {
+    const map = crm[what];
+    if (!isObject(map)) continue;
+    if (isObject(map.byChannel))
+      for (const [channel, value] of Object.entries(map.byChannel))
+        check(what, value, `${path}.${what}.byChannel.${channel}`);
+    check(what, map.default, `${path}.${what}.default`);
+  }
+  if (isObject(crm.responsible)) check('user', crm.responsible.default, `${path}.responsible.default`);
+  return out;
 }

@@ -139,6 +139,12 @@ export interface ConnectorDefinition {
   settings: z.ZodObject;
   /** The CRM's published request rate per second, kept under by default. */
   requestsPerSecond: number;
+  /**
+   * The shape of the CRM's ids the `crm` block names (pipeline, stage, user), checked with the
+   * config: an id the CRM cannot take (`web-leads` for an integer pipeline id) would otherwise
+   * be sent as null and land the deal in the CRM's default pipeline. Absent = any id.
+   */
+  idFormats?: Partial<Record<'pipeline' | 'stage' | 'user', { pattern: RegExp; message: string }>>;
   /** Setting values that are secrets: never logged, shown, or put in an error. */
   secretsOf(destination: CrmDestinationConfig): string[];
   create(destination: CrmDestinationConfig, transport: CrmTransport): CrmApi;

@@ -109,46 +109,57 @@ function sourceOf(event: OutboundEvent, template: string, context: RoutingContex
   return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
 }
 
-/** What adapters put in event data about the agent (tolerant: only the e-mail matters here). */
+/** What adapters put in event data about the agent (tolerant: only the e-mails matter here). */
 const agentDataSchema = z.object({
   agent: z.object({ email: z.string().nullish() }).nullish(),
   agentEmail: z.string().nullish(),
+  // JivoChat's chat_finished (and LiveTex's closed / assigned dialogs) name the conversation's
+  // agents in `agents[]`, with no `agent`. Items read one by one: an odd one costs only itself.
+  agents: z.array(z.unknown()).nullish(),
 });
+const agentItemSchema = z.object({ email: z.string().nullish() });
 
-/** The agent's e-mail the event names (data.agent.email, data.agentEmail, the contact's responsible agent). */
-export function agentEmailOf(event: OutboundEvent): string | null {
+/**
+ * The agents' e-mails the event names, best first, trimmed and lower-cased: data.agent.email,
+ * data.agentEmail, data.agents[].email (the chat's agents, in their order), then the contact's
+ * responsible agent.
+ */
+function agentEmailsOf(event: OutboundEvent): string[] {
   const data = agentDataSchema.safeParse(event.data);
   const candidates = [
     data.success ? data.data.agent?.email : undefined,
     data.success ? data.data.agentEmail : undefined,
+    ...(data.success
+      ? (data.data.agents ?? []).map((agent) => {
+          const item = agentItemSchema.safeParse(agent);
+          return item.success ? item.data.email : undefined;
+        })
+      : []),
     event.contact?.responsibleAgent?.email,
   ];
-  return (
-    candidates
-      .find((email) => !!email?.trim())
-      ?.trim()
-      .toLowerCase() ?? null
-  );
+  const emails = candidates
+    .map((email) => email?.trim().toLowerCase())
+    .filter((email): email is string => !!email);
+  return [...new Set(emails)];
+}
+
+/** The agent's e-mail the event names (the first of agentEmailsOf), or null. */
+export function agentEmailOf(event: OutboundEvent): string | null {
+  return agentEmailsOf(event)[0] ?? null;
 }
 
 /**
- * The CRM user responsible: the agent named by the event (data.agent.email or data.agentEmail),
- * else the contact's responsible agent, looked up by e-mail in `agents`; else the fallback.
+ * The CRM user responsible: the agent named by the event (data.agent.email, data.agentEmail or
+ * data.agents[].email), else the contact's responsible agent, looked up by e-mail in `agents`;
+ * else the fallback.
  */
 export function responsibleFor(
   event: OutboundEvent,
   agents: readonly AgentConfig[],
   fallback: string | undefined,
 ): string | null {
-  const data = agentDataSchema.safeParse(event.data);
-  const candidates = [
-    data.success ? data.data.agent?.email : undefined,
-    data.success ? data.data.agentEmail : undefined,
-    event.contact?.responsibleAgent?.email,
-  ];
-  for (const email of candidates) {
-    if (!email) continue;
-    const agent = agents.find((entry) => entry.email === email.trim().toLowerCase());
+  for (const email of agentEmailsOf(event)) {
+    const agent = agents.find((entry) => entry.email === email);
     if (agent?.crmUserId) return agent.crmUserId;
   }
   if (fallback === undefined || fallback === '') return null;

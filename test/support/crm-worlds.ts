@@ -56,6 +56,8 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
     users: [
       { id: 501, name: 'Default Manager', email: 'manager@shop.example' },
       { id: 502, name: 'Dmitry Volkov', email: 'Dmitry@Store.example' },
+      // In the CRM under another e-mail than in `agents`: found by agents[].crmUserId only.
+      { id: 1001, name: 'Nina Sokolova', email: 'n.sokolova@shop.example' },
     ],
     pipelines: [
       {
@@ -175,6 +177,8 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
     users: [
       { ID: '1', NAME: 'Portal Admin', EMAIL: 'admin@shop.example' },
       { ID: '7', NAME: 'Dmitry', EMAIL: 'DMITRY@store.example' },
+      // In the CRM under another e-mail than in `agents`: found by agents[].crmUserId only.
+      { ID: '1001', NAME: 'Nina', EMAIL: 'n.sokolova@shop.example' },
     ],
     categories: [
       { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },

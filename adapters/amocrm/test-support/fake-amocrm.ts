@@ -113,6 +113,12 @@ function listed<T extends { id: number }>(
   return { status: 200, json: hal({ [name]: sorted.slice(0, limit).map(shape) }) };
 }
 
+/** Multitext enum codes of the built-in fields [SDK]/[3P] (vendors/amocrm.md §2.3). */
+const MULTITEXT_ENUMS: Record<'PHONE' | 'EMAIL', readonly string[]> = {
+  PHONE: ['WORK', 'WORKDD', 'MOB', 'FAX', 'HOME', 'OTHER'],
+  EMAIL: ['WORK', 'PRIV', 'OTHER'],
+};
+
 export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
   const users = options.users ?? [{ id: 501, name: 'Default Manager', email: 'manager@shop.example' }];
   const pipelines = options.pipelines ?? [
@@ -201,6 +207,18 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
           'NotSupportedChoice',
           'The value you selected is not a valid choice.',
         );
+      // A multitext value's type must be one of the field's enums (vendors/amocrm.md §2.3, §7):
+      // the real API refuses an unknown enum_code, so the fake does too.
+      const enums = MULTITEXT_ENUMS[field.field_code];
+      for (const [at, value] of (field.values ?? []).entries()) {
+        if (value.enum_code !== undefined && !enums.includes(value.enum_code))
+          return validation(
+            String(item.request_id ?? index),
+            `custom_fields_values.${position}.values.${at}.enum_code`,
+            'NotSupportedChoice',
+            'The value you selected is not a valid choice.',
+          );
+      }
       out[field.field_code] = (field.values ?? []).map((value) => ({
         value: String(value.value),
         ...(value.enum_code ? { enum_code: value.enum_code } : {}),

@@ -123,6 +123,16 @@ export function parseQuery(query: string): Record<string, unknown> {
   return arrays(out) as Record<string, unknown>;
 }
 
+/** List methods return at most 50 items, with `total` and, while more remain, `next` [OFF]. */
+const PAGE_SIZE = 50;
+class Paged {
+  constructor(
+    readonly items: unknown[],
+    readonly total: number,
+    readonly next: number | null,
+  ) {}
+}
+
 class MethodError extends Error {
   constructor(
     readonly status: number,
@@ -350,15 +360,28 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
         fake.comments.push(comment);
         return Number(comment.ID);
       }
-      case 'user.get':
-        return users.map((user) => ({
-          ID: user.ID,
-          ACTIVE: user.ACTIVE ?? true,
-          NAME: user.NAME,
-          LAST_NAME: '',
-          EMAIL: user.EMAIL,
-          USER_TYPE: 'employee',
-        }));
+      case 'user.get': {
+        // Sorted by ID, 50 a page from `start`, `next` while more remain [OFF]; FILTER.ACTIVE
+        // honoured (the only filter key the connector sends).
+        const filter = (params.FILTER ?? {}) as Record<string, unknown>;
+        const activeOnly = [true, 'true', 'Y', '1', 1].includes(filter.ACTIVE as never);
+        const matching = users
+          .filter((user) => !activeOnly || (user.ACTIVE ?? true))
+          .sort((a, b) => Number(a.ID) - Number(b.ID));
+        const start = Number(params.start ?? 0) || 0;
+        return new Paged(
+          matching.slice(start, start + PAGE_SIZE).map((user) => ({
+            ID: user.ID,
+            ACTIVE: user.ACTIVE ?? true,
+            NAME: user.NAME,
+            LAST_NAME: '',
+            EMAIL: user.EMAIL,
+            USER_TYPE: 'employee',
+          })),
+          matching.length,
+          start + PAGE_SIZE < matching.length ? start + PAGE_SIZE : null,
+        );
+      }
       case 'crm.category.list':
         return {
           categories: categories.map((category) => ({
@@ -437,6 +460,8 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
         });
       const result: Record<string, unknown> = {};
       const errors: Record<string, unknown> = {};
+      const totals: Record<string, unknown> = {};
+      const nexts: Record<string, unknown> = {};
       for (const [key, line] of Object.entries(cmd)) {
         const [sub, query = ''] = line.split('?', 2) as [string, string?];
         if (sub === 'batch')
@@ -445,7 +470,12 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
             error_description: 'Method is not allowed for batch usage',
           });
         try {
-          result[key] = method(sub, parseQuery(query));
+          const answer = method(sub, parseQuery(query));
+          if (answer instanceof Paged) {
+            result[key] = answer.items;
+            totals[key] = answer.total;
+            if (answer.next !== null) nexts[key] = answer.next;
+          } else result[key] = answer;
         } catch (error) {
           if (!(error instanceof MethodError)) throw error;
           errors[key] = { error: error.code, error_description: error.message };
@@ -457,15 +487,24 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
         result: {
           result: empty(result),
           result_error: empty(errors),
-          result_total: [],
-          result_next: [],
+          result_total: empty(totals),
+          result_next: empty(nexts),
           result_time: [],
         },
         time: time(),
       });
     }
     try {
-      return send(200, { result: method(name, params), time: time() });
+      const answer = method(name, params);
+      if (answer instanceof Paged) {
+        return send(200, {
+          result: answer.items,
+          total: answer.total,
+          ...(answer.next !== null ? { next: answer.next } : {}),
+          time: time(),
+        });
+      }
+      return send(200, { result: answer, time: time() });
     } catch (error) {
       if (!(error instanceof MethodError)) throw error;
       return send(error.status, { error: error.code, error_description: error.message });
