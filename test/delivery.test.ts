@@ -214,6 +214,27 @@ async function eventually(check: () => Promise<boolean>, what: string, timeoutMs
 }
 
 describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
+  /**
+   * A receiver that refuses (400) until told to stop, and a delivery whose clock stands at one
+   * instant: every refusal gets the same failure time.
+   */
+  async function refusedAtOneInstant() {
+    const crm = await receiver();
+    let refuse = true;
+    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
+    const at = new Date();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
+    await delivery.start();
+    return {
+      crm,
+      delivery,
+      events,
+      stopRefusing: () => {
+        refuse = false;
+      },
+    };
+  }
+
   it('delivers every event exactly once, in order per contact, after the receiver was down', async () => {
     const crm = await receiver();
     await crm.down();
@@ -409,18 +430,13 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
   });
 
   it('replays all failed of a destination in their order, also when they failed in the same millisecond', async () => {
-    const crm = await receiver();
-    let refuse = true;
-    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
     // One clock reading for everything: both refusals get the same failure time, so the failed
     // index (by failure time) orders them by delivery id, which for c2 and c5 is not their order.
-    const at = new Date();
-    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
-    await delivery.start();
+    const { crm, delivery, events, stopRefusing } = await refusedAtOneInstant();
     await events.publish([entry('c2', 1), entry('c2', 2), entry('c5', 1), entry('c5', 2)]);
     await eventually(async () => (await delivery.list({ state: 'failed' })).length === 4, 'all four refused');
 
-    refuse = false;
+    stopRefusing();
     expect((await delivery.replayFailed('crm')).replayed).toHaveLength(4);
     await crm.waitFor(() => crm.application.length === 4, 5000, 'all four replayed');
     expect(byContact(crm).get('c2')).toEqual([1, 2]);
@@ -428,12 +444,7 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
   });
 
   it('replays in their order more failed deliveries than one page, failed in the same millisecond', async () => {
-    const crm = await receiver();
-    let refuse = true;
-    crm.respond(() => (refuse ? { kind: 'status', status: 400 } : { kind: 'ok' }));
-    const at = new Date();
-    const { delivery, events } = await setup(kind, [{ url: crm.url }], { now: () => at });
-    await delivery.start();
+    const { crm, delivery, events, stopRefusing } = await refusedAtOneInstant();
     // More than replayFailed's page of 200, all with one failure time: the index orders them by
     // delivery id, so each page held a mix of early and late events of the contact.
     const count = 230;
@@ -444,7 +455,7 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
       30_000,
     );
 
-    refuse = false;
+    stopRefusing();
     expect((await delivery.replayFailed('crm')).replayed).toHaveLength(count);
     await crm.waitFor(() => crm.application.length === count, 30_000, 'all replayed');
     expect(byContact(crm).get('c1')).toEqual(Array.from({ length: count }, (_, index) => index + 1));

@@ -85,7 +85,7 @@ export function createHttpAttributeSource(
   // In process on purpose: the cache takes a CRM round trip out of a vendor answer with a
   // deadline of a second or two, so it must cost nothing to read (a Redis trip would eat into the
   // same budget); a per-instance copy at most cacheTtlSeconds stale is what the config promises.
-  // cacheTtlSeconds 0 turns it off (lru-cache reads ttl 0 as "never expires"). The expiry is
+  // cacheTtlSeconds 0 turns it off. lru-cache only bounds the entries; the expiry is
   // kept with each answer and checked here, not left to lru-cache's ttl: that one serves an entry
   // until strictly past its ttl, and never expires an entry stored when the clock read 0 (it
   // takes a start of 0 for "no ttl"), which a test's pinned clock does.
