@@ -156,12 +156,12 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     : null;
   if (!masterKey && store.kind === 'memory') {
     // Keys generated now die with the process anyway, so an ephemeral key-encryption key is honest.
+    // Said whatever the channels: console agent links are signed with it too, and stop working at
+    // the next restart (a vendor check here would be a vendor name in the core).
     masterKey = randomBytes(32);
-    if (config.channels.some((channel) => channel.vendor === 'livetex')) {
-      logger.warn(
-        'secrets.masterKey is not set: using an ephemeral master key (fine for the in-memory store only)',
-      );
-    }
+    logger.warn(
+      'secrets.masterKey is not set: using an ephemeral master key (fine for the in-memory store only; agent links and stored keys end with the process)',
+    );
   }
 
   // Agent links into the console (`{consoleUrl}` in reply.crmLink), signed under the master key.
