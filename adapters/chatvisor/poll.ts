@@ -11,6 +11,7 @@ import type { ChatvisorSettings, Conversation, Customer, CustomerIdentity, Messa
 import {
   type ConversationState,
   customerHashes,
+  keepReport,
   type MessageCursor,
   readConversationState,
   readFirstRunLeft,
@@ -306,17 +307,9 @@ export class ConversationPoller {
 
   private async keep(report: PollReport): Promise<void> {
     const { context, channelId, settings, logger } = this.options;
-    const key = storeKeys(channelId).pollReports;
-    try {
-      await context.store
-        .batch()
-        .rpush(key, JSON.stringify(report))
-        .ltrim(key, -settings.keepReports, -1)
-        .exec();
-    } catch (error) {
-      // The report is still returned and logged.
-      logger.warn({ err: error }, 'could not keep the conversation poll report');
-    }
+    await keepReport(context.store, storeKeys(channelId).pollReports, settings.keepReports, report, (error) =>
+      logger.warn({ err: error }, 'could not keep the conversation poll report'),
+    );
   }
 
   /**

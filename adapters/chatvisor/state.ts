@@ -153,3 +153,22 @@ export async function readFirstRunLeft(
   }
   return left;
 }
+
+/**
+ * Keep a run's report (agent sync, conversation poll): newest last, at most `keep`. Never throws:
+ * the report is still returned and logged by the run, so a store that cannot keep it costs only
+ * the history an operator reads back.
+ */
+export async function keepReport(
+  store: Store,
+  key: string,
+  keep: number,
+  report: unknown,
+  onError: (error: unknown) => void,
+): Promise<void> {
+  try {
+    await store.batch().rpush(key, JSON.stringify(report)).ltrim(key, -keep, -1).exec();
+  } catch (error) {
+    onError(error);
+  }
+}

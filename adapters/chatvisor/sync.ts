@@ -6,7 +6,7 @@ import { renewWhileHeld } from '../../src/store/renewal.js';
 import type { ChatvisorClient } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
 import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';
-import { storeKeys } from './state.js';
+import { keepReport, storeKeys } from './state.js';
 
 /**
  * Agent sync: make Chatvisor's agents ("users") match the company's agent directory
@@ -302,17 +302,9 @@ export class AgentSync {
 
   private async keep(report: AgentSyncReport): Promise<void> {
     const { context, channelId, settings, logger } = this.options;
-    const key = storeKeys(channelId).syncReports;
-    try {
-      await context.store
-        .batch()
-        .rpush(key, JSON.stringify(report))
-        .ltrim(key, -settings.keepReports, -1)
-        .exec();
-    } catch (error) {
-      // The report is still returned (and the run's error, if any, still thrown).
-      logger.warn({ err: error }, 'could not keep the agent sync report');
-    }
+    await keepReport(context.store, storeKeys(channelId).syncReports, settings.keepReports, report, (error) =>
+      logger.warn({ err: error }, 'could not keep the agent sync report'),
+    );
   }
 
   private count(report: AgentSyncReport): void {
