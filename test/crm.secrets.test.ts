@@ -120,6 +120,39 @@ describe.each([
   });
 });
 
+describe.each([
+  ['amoCRM', amoWorld],
+  ['Bitrix24', bitrixWorld],
+] as const)('%s answer quoting a secret where the excerpt is cut', (_name, makeWorld) => {
+  it('shows no part of the secret', async () => {
+    const world = await makeWorld();
+    cleanups.push(() => world.close());
+    const secret = world.secrets.at(-1)!; // the amoCRM token, the Bitrix24 webhook code
+    // An error page (not the CRM's JSON error shape) is cut to an excerpt: put the secret across
+    // the cut, so a scrub after the cut would no longer find it whole.
+    const page = `${'x'.repeat(290)} ${secret} ${'y'.repeat(100)}`;
+    const fake = (world as unknown as { fake: { failNext(times: number, answer: object): void } }).fake;
+    fake.failNext(100, { status: 400, body: page, headers: { 'content-type': 'text/html' } });
+    const { url, lines, admin } = await bridgeWithLogs(world);
+    await fetch(`${url}/webhooks/jivochat/shop-site/${JIVO_TOKEN}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(jivoPayloads().accepted),
+    });
+    let failed: any[] = [];
+    const deadline = Date.now() + 8000;
+    while (failed.length === 0 && Date.now() < deadline) {
+      failed = JSON.parse(await admin('/api/v1/deliveries?state=failed&limit=100')).deliveries;
+      if (failed.length === 0) await sleep(25);
+    }
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed[0].lastError.message).toContain('xxxxxxxx');
+    const everything = [lines.join(''), await admin('/api/v1/deliveries?limit=100')].join('\n');
+    // Not even its first characters.
+    expect(everything).not.toContain(secret.slice(0, 8));
+  });
+});
+
 describe('CRM users directory', () => {
   it('lists users once, and again on a miss at most once a minute', async () => {
     let calls = 0;

@@ -112,6 +112,8 @@ describe('store forms in the config', () => {
   it('describes each form without its passwords, and config check prints it', async () => {
     const described = [
       describeStore(storeOf({ redis: 'redis://user:hunter2@10.0.0.1:6379' })),
+      // ioredis also takes the password (and the Sentinel's) from the URL's query.
+      describeStore(storeOf({ redis: 'redis://10.0.0.1:6379/0?password=hunter2&sentinelPassword=hunter2' })),
       describeStore(
         storeOf({
           sentinel: {
@@ -127,9 +129,10 @@ describe('store forms in the config', () => {
       ),
     ];
     for (const line of described) expect(line).not.toContain('hunter2');
-    expect(described[1]).toContain("sentinel master 'mymaster' via 1 sentinel");
-    expect(described[2]).toContain('keyPrefix {chatbridge}');
-    expect(described[2]).toContain('WAIT 1');
+    expect(described[1]).toContain('redis://10.0.0.1:6379/0?password=***&sentinelPassword=***');
+    expect(described[2]).toContain("sentinel master 'mymaster' via 1 sentinel");
+    expect(described[3]).toContain('keyPrefix {chatbridge}');
+    expect(described[3]).toContain('WAIT 1');
 
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-forms-'));
     const file = join(dir, 'bridge.yaml');

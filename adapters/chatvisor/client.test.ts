@@ -272,6 +272,23 @@ describe('ChatvisorClient errors and retries', () => {
     expect(everything).not.toContain(fake.token);
     expect(logs.lines.some((line) => line.includes('"path":"/webchat/visible"'))).toBe(true);
   });
+
+  it('keeps the token out of a refusal whose body echoes it', async () => {
+    // An API that refuses a request often quotes what it got; the detail is shown by the admin
+    // API, the CLI and the console (agent sync's failures), so the token is hidden in it.
+    fake.fail({
+      method: 'POST',
+      path: '/user',
+      status: 400,
+      body: { message: `header Authorization: Bearer ${fake.token} may not create agents` },
+    });
+    const error = await client()
+      .createAgent(agent)
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorRejectedError);
+    expect(String((error as Error).message)).toContain('may not create agents');
+    expect(`${JSON.stringify(error)} ${(error as Error).message}`).not.toContain(fake.token);
+  });
 });
 
 describe('ChatvisorClient rate limit', () => {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { type HttpClient, HttpNetworkError, type HttpResponse } from '../../src/net/http.js';
+import { type HttpClient, HttpNetworkError, type HttpResponse, scrubSecrets } from '../../src/net/http.js';
 import { backoffDelay, parseRetryAfter, sleep } from '../../src/net/retry.js';
 import {
   ChatvisorApiError,
@@ -356,7 +356,10 @@ export class ChatvisorClient {
         }
         throw new ChatvisorUnavailableError({ operation, vendorStatus: status, reason: `HTTP ${status}` });
       }
-      throw new ChatvisorRejectedError({ operation, vendorStatus: status, detail: vendorDetail(response) });
+      // The detail is shown (admin API, CLI, console): an answer that quotes the request's
+      // Authorization header must not carry the token along.
+      const detail = vendorDetail(response, [this.options.apiToken]);
+      throw new ChatvisorRejectedError({ operation, vendorStatus: status, detail });
     }
   }
 
@@ -419,11 +422,14 @@ function agentBody(agent: AgentWrite): Record<string, unknown> {
 }
 
 /** A short, single-line hint from a vendor error body (never echoed whole: it may be large). */
-function vendorDetail(response: HttpResponse): string {
+function vendorDetail(response: HttpResponse, secrets: readonly string[]): string {
   const json = response.json as { message?: unknown; error?: unknown } | undefined;
   const message =
     typeof json?.message === 'string' ? json.message : typeof json?.error === 'string' ? json.error : '';
-  return (message || response.text || 'no detail').replace(/\s+/g, ' ').slice(0, 200);
+  // Scrubbed before the cut, so a token the cut runs through is not left half shown.
+  return scrubSecrets(message || response.text || 'no detail', secrets)
+    .replace(/\s+/g, ' ')
+    .slice(0, 200);
 }
 
 export function isChatvisorError(error: unknown): error is ChatvisorApiError {

@@ -89,6 +89,7 @@ export async function crmCommand(
         ),
         timeoutMs: destination.timeoutMs,
         displayName: connector.displayName,
+        secrets,
       }),
     );
     let report: CrmCheckReport;

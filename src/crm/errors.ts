@@ -1,4 +1,5 @@
 import { AppError } from '../errors.js';
+import { scrubSecrets } from '../net/http.js';
 
 /**
  * What a CRM call came to when it did not succeed. `retry`: 429, 503 QUERY_LIMIT_EXCEEDED, 5xx,
@@ -45,7 +46,8 @@ export function excerpt(text: string, max = 300): string {
 
 /** Remove every secret from a text (belt and braces: CRMs may echo what they were sent). */
 export function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join('***');
-  return out;
+  return scrubSecrets(
+    text,
+    secrets.filter((secret) => secret.length >= 4),
+  );
 }

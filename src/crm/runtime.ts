@@ -74,6 +74,7 @@ export function createCrmRuntime(deps: CrmRuntimeDeps): CrmRuntime {
         limiter,
         timeoutMs: destination.timeoutMs,
         displayName: connector.displayName,
+        secrets,
         ...(signal ? { signal } : {}),
         onRequest: () => counters.requests.inc(labels),
       }),

@@ -1,5 +1,5 @@
 import type { CrmTransport } from '../contracts/connector.js';
-import { type HttpClient, HttpNetworkError } from '../net/http.js';
+import { type HttpClient, HttpNetworkError, scrubSecrets } from '../net/http.js';
 import { CrmError } from './errors.js';
 import type { RateLimiter } from './limiter.js';
 
@@ -18,13 +18,19 @@ export function createTransport(options: {
   displayName: string;
   signal?: AbortSignal;
   onRequest?(): void;
+  /**
+   * The destination's credentials (connector.secretsOf): hidden in the answer's text before a
+   * connector quotes it. Connectors cut a CRM's error page to an excerpt; scrubbed only after the
+   * cut, a token the cut ran through was no longer found whole and its first characters showed.
+   */
+  secrets?: readonly string[];
 }): CrmTransport {
   return {
     async send(request) {
       await options.limiter.acquire(options.signal);
       options.onRequest?.();
       try {
-        return await options.http.send({
+        const response = await options.http.send({
           method: request.method,
           url: request.url,
           headers: { accept: 'application/json', ...request.headers },
@@ -32,6 +38,9 @@ export function createTransport(options: {
           timeoutMs: options.timeoutMs,
           ...(options.signal ? { signal: options.signal } : {}),
         });
+        // Only the text (what connectors quote); the parsed JSON they read ids from is left as is.
+        const secrets = options.secrets ?? [];
+        return secrets.length === 0 ? response : { ...response, text: scrubSecrets(response.text, secrets) };
       } catch (error) {
         if (error instanceof HttpNetworkError) {
           const code = (error.cause as { code?: string; cause?: { code?: string } } | undefined)?.code;

@@ -1,4 +1,4 @@
-import { type HttpClient, HttpNetworkError, redactUrl, scrubUrlSecrets } from '../net/http.js';
+import { type HttpClient, HttpNetworkError, redactUrl, scrubSecrets, urlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
 /** What one HTTP attempt came to. */
@@ -43,6 +43,11 @@ export async function attemptDelivery(
     body: string;
     timeoutMs: number;
     signal?: AbortSignal;
+    /**
+     * Values that must not reach the record (the destination's configured header values, see
+     * headerSecrets), besides the URL's credentials, which are always hidden.
+     */
+    secrets?: readonly string[];
   },
   now: number,
 ): Promise<AttemptResult> {
@@ -65,8 +70,10 @@ export async function attemptDelivery(
   }
   const { status } = response;
   if (status >= 200 && status < 300) return { kind: 'delivered', status };
-  // A receiver may echo the URL it was called on: its credentials must not reach the record.
-  const detail = excerpt(scrubUrlSecrets(response.text, request.url));
+  // A receiver may echo the URL it was called on, or the headers it got: their credentials must
+  // not reach the record (shown by the API, the CLI and the console) or the log.
+  const secrets = [...urlSecrets(request.url), ...(request.secrets ?? [])];
+  const detail = excerpt(scrubSecrets(response.text, secrets));
   const message = `HTTP ${status}${redirectNote(status, response.headers.location, request.url)}${detail ? `: ${detail}` : ''}`;
   if (isRetryableStatus(status)) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now);

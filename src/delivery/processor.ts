@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { CrmRuntime } from '../crm/runtime.js';
-import type { HttpClient } from '../net/http.js';
+import { type HttpClient, headerSecrets } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
@@ -124,6 +124,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
                 body: record.body,
                 timeoutMs: config.timeoutMs,
                 signal: deps.signal,
+                secrets: headerSecrets(config.headers),
               },
               attemptAt.getTime(),
             )

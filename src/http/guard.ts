@@ -56,22 +56,37 @@ export function isAdminPath(path: string): boolean {
  * `/console/c/` (a signed agent link).
  */
 const SECRET_PREFIX = /^\/(?:webhooks|console\/c)(?:\/|$)/i;
+/** Runs of path separators, as written or percent-escaped (up to the three decoding rounds). */
+const SEPARATORS = /((?:[/\\]|%(?:25){0,3}(?:2[fF]|5[cC]))+)/;
+const SEPARATOR_RUN = /^(?:[/\\]|%(?:25){0,3}(?:2[fF]|5[cC]))+$/;
 
 export function redactPath(path: string): string {
   if (PLAIN.test(path) && !SECRET_PREFIX.test(path)) return path;
-  const [first, second] = normalisedSegments(path);
+  const segments = normalisedSegments(path);
+  const [first, second] = segments;
   // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
   const secretAt = first === 'webhooks' ? 4 : first === 'console' && second === 'c' ? 3 : 0;
-  if (secretAt === 0) return path;
-  const raw = path.split(/([/\\]+)/); // keep the separators so the logged path looks as sent
-  let seen = 0;
+  if (secretAt === 0 || segments.length < secretAt) return path;
+  // Logged as sent up to the part where the normalised path reaches the secret segment, masked
+  // from there. Parts are split at separators as written or escaped (%2F, %5C, %252F); each is
+  // decoded as normalisedSegments does, so a separator escaped any other way (%25%32%46) is
+  // counted too: counting literal slashes only left `/webhooks/jivochat/site%2F<token>` whole.
+  const raw = path.split(SEPARATORS);
+  const stack: string[] = [];
   for (let index = 0; index < raw.length; index++) {
     const part = raw[index]!;
-    if (part === '' || /^[/\\]+$/.test(part)) continue;
-    seen++;
-    if (seen === secretAt) return `${raw.slice(0, index).join('')}***`;
+    if (part === '' || SEPARATOR_RUN.test(part)) continue;
+    let text = part;
+    for (let round = 0; round < 3 && /%[0-9A-Fa-f]{2}/.test(text); round++) text = decodeLoose(text);
+    for (const piece of text.split(/[/\\]+/)) {
+      if (piece === '' || piece === '.') continue;
+      if (piece === '..') stack.pop();
+      else stack.push(piece);
+    }
+    if (stack.length >= secretAt) return `${raw.slice(0, index).join('')}***`;
   }
-  return path;
+  // Not reached part by part (cannot happen as parts decode like the whole): the normalised form.
+  return `/${segments.slice(0, secretAt - 1).join('/')}/***`;
 }
 
 /**

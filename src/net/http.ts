@@ -196,7 +196,35 @@ function scrubbedCause(error: unknown, url: string, depth = 0): Error | undefine
 
 /** Replace every secret part of `url` found in `text` (an error message, a receiver's answer). */
 export function scrubUrlSecrets(text: string, url: string): string {
+  return scrubSecrets(text, urlSecrets(url));
+}
+
+/**
+ * The values of configured request headers (a destination's or an attribute source's `headers`),
+ * as sent and, for `<scheme> <credential>` (Bearer, Basic, Token ...), the credential alone:
+ * receivers that refuse often echo the request's headers, or just the token, in their answer.
+ * Every configured value counts as a credential (the config does not say which ones are); values
+ * under 4 characters are left, as they would mangle ordinary text and guard nothing.
+ */
+export function headerSecrets(headers: Readonly<Record<string, string>> | undefined): string[] {
+  const found: string[] = [];
+  for (const raw of Object.values(headers ?? {})) {
+    const value = raw.trim();
+    found.push(value);
+    const credential = /^[A-Za-z][\w.-]*\s+(\S.*)$/.exec(value)?.[1];
+    if (credential !== undefined) found.push(credential.trim());
+  }
+  return found.filter((value) => value.length >= 4);
+}
+
+/**
+ * Replace every secret found in `text` with `***`, longest first (so a secret that contains
+ * another is hidden whole). The one place a text shown to people (an error kept in a delivery
+ * record, a log line, an API answer) is scrubbed of the credentials the request carried.
+ */
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
-  for (const secret of urlSecrets(url)) out = out.split(secret).join('***');
+  const ordered = [...new Set(secrets)].filter((secret) => secret !== '').sort((a, b) => b.length - a.length);
+  for (const secret of ordered) out = out.split(secret).join('***');
   return out;
 }

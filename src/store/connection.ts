@@ -53,11 +53,17 @@ export function effectiveKeyPrefix(store: StoreConfig): string {
   return `{${store.keyPrefix}}`;
 }
 
-/** The URL for logs and error messages: never the password. */
+/**
+ * The URL for logs and error messages: never the password. ioredis also reads options from the
+ * query (`?password=…`, `?sentinelPassword=…`), so every query value is masked, as in redactUrl.
+ */
 export function redactRedisUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password !== '') parsed.password = '***';
+    const names = [...new Set(parsed.searchParams.keys())];
+    parsed.search = names.map((name) => `${encodeURIComponent(name)}=***`).join('&');
+    parsed.hash = '';
     return parsed.toString();
   } catch {
     return '(unparseable Redis URL)';

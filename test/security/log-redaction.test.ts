@@ -12,6 +12,13 @@ describe('webhook URL tokens stay out of the log whatever the spelling', () => {
       '//webhooks//jivochat//site//SECRET',
       '/%77ebhooks/jivochat/site/SECRET',
       '/x/../webhooks/jivochat/site/SECRET/more',
+      // Separators written as escapes (a client or proxy that encodes the whole path).
+      '/webhooks/jivochat/site%2FSECRET',
+      '/webhooks%2Fjivochat%2Fsite%2FSECRET',
+      '/webhooks/jivochat/site%5cSECRET',
+      '/webhooks/jivochat/site%252FSECRET',
+      '/webhooks/jivochat/site%25%32%46SECRET/more',
+      '/console/c%2FSECRET.1.mac',
     ]) {
       expect(redactPath(path)).not.toContain('SECRET');
       expect(redactPath(path)).toContain('***');
@@ -30,6 +37,8 @@ describe('webhook URL tokens stay out of the log whatever the spelling', () => {
         `//webhooks/jivochat/site/${token}`,
         `/%77ebhooks/jivochat/site/${token}`,
         `/webhooks/jivochat/site/${token}/`,
+        `/webhooks/jivochat/site%2F${token}`,
+        `/webhooks%2Fjivochat%2Fsite%2F${token}`,
       ]) {
         await rawRequest(running.url, 'POST', path, { body: '{}' });
       }

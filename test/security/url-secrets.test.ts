@@ -110,4 +110,65 @@ describe('destination URL secrets', () => {
       }
     });
   });
+
+  it("keeps a destination's configured header values out of the deliveries API, the CLI and the log when the receiver echoes them", async () => {
+    // Receivers that refuse often echo the request (its headers) in their error page; the values
+    // of `headers` are credentials (an API key, a Bearer token the CRM wants besides the signature).
+    const echoing = createServer((req, res) => {
+      res.statusCode = 401;
+      res.end(
+        `refused: ${JSON.stringify({ authorization: req.headers.authorization, key: req.headers['x-api-key'] })}; token ${String(req.headers.authorization).split(' ')[1]}`,
+      );
+    });
+    await new Promise<void>((resolve) => echoing.listen(0, '127.0.0.1', resolve));
+    const port = (echoing.address() as AddressInfo).port;
+    const headerSecrets = ['HDRBEARER0123456789', 'APIKEYVALUE98765'];
+    const running = await startLoggedBridge({
+      channels: [allVendorChannels[0]],
+      destinations: [
+        {
+          id: 'echoing-headers',
+          url: `http://127.0.0.1:${port}/in`,
+          secret: `whsec_${Buffer.alloc(32, 2).toString('base64')}`,
+          headers: { Authorization: `Bearer ${headerSecrets[0]}`, 'X-Api-Key': headerSecrets[1] },
+          retrySchedule: ['0s'],
+        },
+      ],
+    });
+    try {
+      const fixture = readFileSync(
+        new URL('../../adapters/jivochat/__fixtures__/chat_accepted.json', import.meta.url),
+        'utf8',
+      );
+      const hook = await fetch(`${running.url}/webhooks/jivochat/site/${allVendorChannels[0]!.token}`, {
+        method: 'POST',
+        body: fixture,
+      });
+      expect(hook.status).toBe(200);
+      const headers = { authorization: `Bearer ${ADMIN}` };
+      let failed: Array<{ id: string; lastError: { message: string } | null }> = [];
+      for (let round = 0; round < 200 && failed.length === 0; round++) {
+        const list = (await (
+          await fetch(`${running.url}/api/v1/deliveries?state=failed`, { headers })
+        ).json()) as { deliveries: typeof failed };
+        failed = list.deliveries;
+        if (failed.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(failed.length).toBeGreaterThan(0);
+      const shown: string[] = [JSON.stringify(failed)];
+      shown.push(
+        await (await fetch(`${running.url}/api/v1/deliveries/${failed[0]!.id}`, { headers })).text(),
+      );
+      await runDeliveriesCommand(['list', '--state', 'failed'], running.bridge.delivery, {
+        stdout: (line) => shown.push(line),
+        stderr: (line) => shown.push(line),
+      });
+      const text = shown.join('\n') + running.lines.join('');
+      expect(failed[0]!.lastError?.message).toContain('HTTP 401: refused:'); // the answer is kept, scrubbed
+      for (const value of headerSecrets) expect(text).not.toContain(value);
+    } finally {
+      await running.close();
+      await new Promise<void>((resolve) => echoing.close(() => resolve()));
+    }
+  });
 });
