@@ -298,10 +298,12 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
           call.logger.info({ vendor, event, reason: decoded.reason }, 'payload journalled as unhandled');
         }
         if (decoded.kind === 'lookup') {
-          // The subject is the company's customer id: log a hash, never the value.
+          // The subject is the company's customer id: log a hash, never the value. The vendor's
+          // request id has a name of its own: `requestId` is already the HTTP request's (the
+          // logger's child binding), and a second one in the line hid it from JSON readers.
           call.logger.info(
             {
-              requestId: decoded.options?.requestId,
+              vendorRequestId: decoded.options?.requestId,
               subject: digest(decoded.identifier.value, 16, 'hex'),
               found: contact !== null,
               held: holdUntil !== null,

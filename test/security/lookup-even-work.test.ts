@@ -138,5 +138,13 @@ describe('LiveTex lookup: found and not found do the same work', () => {
       [true, true],
       [false, true],
     ]);
+    // Each line names the HTTP request once (the x-request-id answered) and LiveTex's request id
+    // under a name of its own: a key written twice in one line is read as its last value.
+    const raw = running.lines.filter((line) => line.includes('livetex attribute lookup'));
+    for (const line of raw) expect(line.match(/"requestId":/g)).toHaveLength(1);
+    expect(logged.map((line) => (line as { vendorRequestId?: string }).vendorRequestId)).toEqual([
+      expect.any(String),
+      expect.any(String),
+    ]);
   });
 });
