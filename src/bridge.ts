@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
@@ -242,6 +242,10 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     adapters: registry.list,
     isAccepting: () => accepting,
     agentLinks,
+    // One key for every instance that shares the master key, so one customer's lookups log alike.
+    ...(masterKey
+      ? { logKey: Buffer.from(hkdfSync('sha256', masterKey, '', 'chatbridge log subject', 32)) }
+      : {}),
     vendorNames: registry.displayNames(),
     role,
     now,

@@ -52,6 +52,8 @@ export interface AppDeps {
   /** Web console (DESIGN §11): agent links signer (null without a master key), vendor names. */
   agentLinks?: AgentLinks | null;
   vendorNames?: ReadonlyMap<string, string>;
+  /** The key of the hash a lookup's subject is logged as (src/intake/pipeline.ts). */
+  logKey?: Buffer;
   now?: () => Date;
 }
 
@@ -419,6 +421,7 @@ export function createApp(deps: AppDeps): Koa {
   // vendor's own bodies), each request run through the one intake pipeline (src/intake/).
   const pipeline = createIntakePipeline(
     {
+      ...(deps.logKey ? { logKey: deps.logKey } : {}),
       contacts,
       facts: deps.facts,
       journal: deps.journal,

@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Counter, Histogram } from 'prom-client';
@@ -21,7 +22,6 @@ import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
 import type { DeferredIntake, DeferredRequest } from './deferred.js';
 import type { PayloadJournal } from './journal.js';
-import { digest } from './wire.js';
 
 /**
  * The intake pipeline (issue 12 item 1): every vendor request, whatever the vendor, runs
@@ -70,6 +70,13 @@ export interface IntakeDeps {
   deferred?: DeferredIntake | null;
   /** Called for every webhook answered 200 (the console's "last traffic"). */
   onAccepted?(channelId: string): void;
+  /**
+   * The key a lookup's subject is logged under: a keyed hash (HMAC), so a log reader cannot confirm
+   * a guess at a customer id (sequential ids, e-mails) by hashing it, as an unkeyed digest allowed.
+   * Default: a key of this pipeline's own (the bridge passes one derived from secrets.masterKey, so
+   * every instance logs one customer alike).
+   */
+  logKey?: Buffer;
 }
 
 export interface IntakePipeline {
@@ -148,6 +155,10 @@ export function parseIntakeRequest(
 }
 
 export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
+  const logKey = deps.logKey ?? randomBytes(32);
+  const subjectDigest = (value: string) =>
+    createHmac('sha256', logKey).update(value, 'utf8').digest('hex').slice(0, 16);
+
   /** Observe or look up what the request names. A payload that identifies nobody becomes `nothing`. */
   async function act(
     decoded: Decoded,
@@ -304,7 +315,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
           call.logger.info(
             {
               vendorRequestId: decoded.options?.requestId,
-              subject: digest(decoded.identifier.value, 16, 'hex'),
+              subject: subjectDigest(decoded.identifier.value),
               found: contact !== null,
               held: holdUntil !== null,
             },
