@@ -213,6 +213,13 @@ export function headerSecrets(headers: Readonly<Record<string, string>> | undefi
     found.push(value);
     const credential = /^[A-Za-z][\w.-]*\s+(\S.*)$/.exec(value)?.[1];
     if (credential !== undefined) found.push(credential.trim());
+    // Basic: a receiver may quote the decoded `user:password`, or the password alone.
+    const basic = /^basic\s+([A-Za-z0-9+/=_-]+)$/i.exec(value)?.[1];
+    if (basic !== undefined) {
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon >= 0) found.push(decoded, decoded.slice(colon + 1));
+    }
   }
   return found.filter((value) => value.length >= 4);
 }

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDeliveriesCommand } from '../../src/cli/deliveries.js';
-import { redactUrl, scrubUrlSecrets } from '../../src/net/http.js';
+import { headerSecrets, redactUrl, scrubSecrets, scrubUrlSecrets } from '../../src/net/http.js';
 import { ADMIN, allVendorChannels, startLoggedBridge } from './support.js';
 
 /** Issue 10 item 3: credentials in destination URLs stay out of logs, errors, the API and the CLI. */
@@ -170,5 +170,17 @@ describe('destination URL secrets', () => {
       await running.close();
       await new Promise<void>((resolve) => echoing.close(() => resolve()));
     }
+  });
+});
+
+describe('headerSecrets: Basic credentials', () => {
+  it('hides a Basic header, its user:password and the password alone when a receiver quotes them decoded', () => {
+    const encoded = Buffer.from('shop:Sup3rSecretPw').toString('base64');
+    const secrets = headerSecrets({ Authorization: `Basic ${encoded}` });
+    const page = `401: bad credentials Basic ${encoded} (user shop:Sup3rSecretPw; password Sup3rSecretPw)`;
+    const scrubbed = scrubSecrets(page, secrets);
+    expect(scrubbed).not.toContain(encoded);
+    expect(scrubbed).not.toContain('Sup3rSecretPw');
+    expect(scrubbed).toBe('401: bad credentials *** (user ***; password ***)');
   });
 });
