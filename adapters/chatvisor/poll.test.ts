@@ -144,6 +144,69 @@ describe('conversation polling', () => {
     expect(metrics).toContain('chatbridge_chatvisor_backfills_total{channel="cobrowse",kind="message"} 2');
   });
 
+  it("a customer's second conversation is finished with its own messages, not the first one's again", async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run(); // baseline: nothing yet
+    fake.addCustomer({ customerId: 'c4' });
+    fake.addMessage('c4', 'Where is my parcel?');
+    fake.addMessage('c4', 'It arrives tomorrow', 'AGENT');
+    await test.runtime.poller.run();
+    fake.setStatus('c4', 'DONE');
+    await test.runtime.poller.run();
+    // A week later, the same customer (one Chatvisor thread) asks again.
+    fake.addMessage('c4', 'Can I change the address?');
+    fake.setStatus('c4', 'UNREAD');
+    await test.runtime.poller.run();
+    fake.addMessage('c4', 'Done, it is changed', 'AGENT');
+    fake.setStatus('c4', 'DONE');
+    await test.runtime.poller.run();
+
+    const finished = (await timelineOf(test, 'c4')).filter((entry) => entry.type === 'conversation.finished');
+    expect(finished.map((entry) => (entry.data.messages as { text: string }[]).map((m) => m.text))).toEqual([
+      ['Where is my parcel?', 'It arrives tomorrow'],
+      ['Can I change the address?', 'Done, it is changed'],
+    ]);
+    // The CRM reads the outbound event: the same two transcripts.
+    const events = (await test.outbox()).filter((entry) => entry.event.type === 'conversation.finished');
+    expect(
+      events.map((entry) => (entry.event.data.messages as { text: string }[]).map((m) => m.text)),
+    ).toEqual([
+      ['Where is my parcel?', 'It arrives tomorrow'],
+      ['Can I change the address?', 'Done, it is changed'],
+    ]);
+  });
+
+  it("a conversation whose finish a webhook delivered first is not in the customer's next transcript", async () => {
+    // The webhook's arrival dates the finish (its body has no time): a clock Chatvisor shares.
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '0s' },
+      now: () => new Date(),
+    });
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c5' });
+    const earlier = new Date('2024-05-01T09:00:00.000Z');
+    fake.addMessage('c5', 'Is it in stock?', 'CUSTOMER', earlier);
+    fake.addMessage('c5', 'Yes', 'AGENT', earlier);
+    await test.runtime.poller.run();
+    fake.setStatus('c5', 'DONE');
+    await test.webhook(fake.conversationPayload('c5'));
+    await test.runtime.idle();
+    await test.runtime.poller.run();
+    fake.addMessage('c5', 'And in blue?');
+    fake.setStatus('c5', 'UNREAD');
+    await test.runtime.poller.run();
+    fake.addMessage('c5', 'Blue too', 'AGENT');
+    fake.setStatus('c5', 'DONE');
+    await test.runtime.poller.run();
+
+    const finished = (await timelineOf(test, 'c5')).filter((entry) => entry.type === 'conversation.finished');
+    expect(
+      finished.map((entry) => (entry.data.messages as { text: string }[] | undefined)?.map((m) => m.text)),
+    ).toEqual([undefined, ['And in blue?', 'Blue too']]);
+  });
+
   it('writes an event the webhook already delivered once, and does not count it as a backfill', async () => {
     const test = runtimeWith();
     fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });

@@ -13,9 +13,11 @@ import {
   customerHashes,
   type MessageCursor,
   readConversationState,
+  readEnded,
   readFirstRunLeft,
   storeKeys,
   writeCursor,
+  writeEnded,
   writeStatus,
 } from './state.js';
 
@@ -491,6 +493,7 @@ export class ConversationPoller {
       }
     }
 
+    const done = conversation.status === CONVERSATION_STATUS.done;
     let contact: Contact | undefined;
     let started = false;
     if (statusChanged) {
@@ -498,8 +501,7 @@ export class ConversationPoller {
         previousStatus,
         current: true,
         profile: cached?.identity,
-        transcript:
-          conversation.status === CONVERSATION_STATUS.done && messages ? toTranscript(messages) : undefined,
+        transcript: done && messages ? await this.transcriptSinceEnded(customerId, messages) : undefined,
       });
       if (result.observed) {
         report.conversationEvents++;
@@ -514,6 +516,11 @@ export class ConversationPoller {
     const refresh = started && item.profile === null;
     const identified = await this.identify(customerId, contact, cached, refresh, run, report, signal);
     contact = identified.contact;
+
+    // Every message fetched while the conversation is finished belongs to a finished one, also
+    // when a webhook recorded the finish (the next conversation's transcript starts after them).
+    if (done && messages)
+      await writeEnded(context.store, channelId, customerId, cursorAfter(lastText, null, messages));
 
     if (messageChanged && messages) {
       const covered = coveredByCursor(cursor, messages);
@@ -708,13 +715,24 @@ export class ConversationPoller {
       }
       contact = observed.contact ?? contact;
     }
-    await writeCursor(
-      context.store,
-      channelId,
-      customerId,
-      cursorAfter(conversation.lastMessageText ?? null, null, messages),
-    );
+    const seen = cursorAfter(conversation.lastMessageText ?? null, null, messages);
+    if (conversation.status === CONVERSATION_STATUS.done)
+      await writeEnded(context.store, channelId, customerId, seen);
+    await writeCursor(context.store, channelId, customerId, seen);
     if (contact) await tracker.pushLabels(customerId, contact, signal);
+  }
+
+  /**
+   * A finished conversation's transcript: the customer's messages after those of the
+   * conversations finished before it (storeKeys().ended). Chatvisor keeps one message thread per
+   * customer, so all of its messages would repeat every earlier conversation.
+   */
+  private async transcriptSinceEnded(customerId: string, messages: readonly Message[]) {
+    const { context, channelId } = this.options;
+    const ended = await readEnded(context.store, channelId, customerId);
+    if (!ended) return toTranscript(messages);
+    const covered = coveredByCursor(ended, messages);
+    return toTranscript(messages.filter((message) => !covered.has(message)));
   }
 
   private backfill(report: PollReport, kind: 'conversation' | 'message'): void {

@@ -10,9 +10,10 @@ import {
   isCustomerMessage,
   messageObservation,
 } from './mapper.js';
+import { CONVERSATION_STATUS } from './operations.js';
 import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import { type Conversation, conversationSchema, type Message, messageSchema } from './schemas.js';
-import { readStatus, writeStatus } from './state.js';
+import { readStatus, writeEnded, writeStatus } from './state.js';
 
 /**
  * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4). Chatvisor posts all events to one URL
@@ -131,6 +132,16 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
       // contact model had its key) leaves the stored status alone: it is newer than the event.
       if (!result.duplicate) {
         await writeStatus(channel.store, channel.id, customerId, opened.conversation.status);
+        // A finish: the customer's messages until now were in this conversation, so the next
+        // conversation's transcript (poll.ts) starts after them. Chatvisor's webhook carries no
+        // message times; the finish's arrival dates it.
+        const at = decoded.observations[0]?.at;
+        if (opened.conversation.status === CONVERSATION_STATUS.done && at)
+          await writeEnded(channel.store, channel.id, customerId, {
+            text: opened.conversation.lastMessageText ?? null,
+            at,
+            seen: [],
+          });
       }
       // A new conversation is when a customer most likely logged in or changed details.
       refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
