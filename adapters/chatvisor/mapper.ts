@@ -88,6 +88,19 @@ const TITLES: Record<ConversationKind, string> = {
   updated: 'Chatvisor conversation updated',
 };
 
+/**
+ * Who wrote a message, in the one shape's words. The customer is CUSTOMER or no sender (as
+ * isCustomerMessage reads it); a word Chatvisor's spec leaves open is `unknown`, not the customer:
+ * a CRM note would otherwise show a bot's or autoresponder's line as the customer's.
+ */
+function authorType(sender: string | null): TranscriptMessage['author']['type'] {
+  if (sender === null || sender === CUSTOMER_SENDER) return 'visitor';
+  if (sender === 'AGENT') return 'agent';
+  if (sender === 'SYSTEM') return 'system';
+  if (sender === 'BOT') return 'bot';
+  return 'unknown';
+}
+
 /** The conversation's messages in the one transcript shape (src/contacts/types.ts). */
 export function toTranscript(messages: readonly Message[]): TranscriptMessage[] {
   return messages
@@ -95,7 +108,7 @@ export function toTranscript(messages: readonly Message[]): TranscriptMessage[] 
     .map((message) => ({
       at: message.createdAt,
       author: {
-        type: message.sender === 'AGENT' ? 'agent' : message.sender === 'SYSTEM' ? 'system' : 'visitor',
+        type: authorType(message.sender),
         ...(message.agentEmail ? { email: message.agentEmail } : {}),
       },
       text: message.text ?? '',

@@ -207,6 +207,28 @@ describe('conversation polling', () => {
     ).toEqual([undefined, ['And in blue?', 'Blue too']]);
   });
 
+  it('a transcript names a sender it does not know as such, not as the customer', async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c6' });
+    fake.addMessage('c6', 'Hello');
+    fake.addMessage('c6', 'Our bot can help: pick a topic', 'BOT');
+    fake.addMessage('c6', 'Away until Monday', 'AUTORESPONDER');
+    fake.addMessage('c6', 'Closed by the system', 'SYSTEM');
+    await test.runtime.poller.run();
+    fake.setStatus('c6', 'DONE');
+    await test.runtime.poller.run();
+    const finished = (await timelineOf(test, 'c6')).find((entry) => entry.type === 'conversation.finished')!;
+    expect((finished.data.messages as { author: { type: string } }[]).map((m) => m.author.type)).toEqual([
+      'visitor',
+      'bot',
+      'unknown',
+      'system',
+    ]);
+    // Only the customer's own message was "received".
+    expect(messageEntries(await timelineOf(test, 'c6')).map((entry) => entry.data.text)).toEqual(['Hello']);
+  });
+
   it('writes an event the webhook already delivered once, and does not count it as a backfill', async () => {
     const test = runtimeWith();
     fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });
