@@ -115,9 +115,26 @@ export function toTranscript(messages: readonly Message[]): TranscriptMessage[] 
     }));
 }
 
+/**
+ * The id of a customer's current conversation (`data.conversationId`, as JivoChat and LiveTex
+ * give theirs): Chatvisor names none and keeps one thread per customer, so it is the customer id
+ * and where the customer's finished conversations end (state.ts `ended`), the same for the
+ * conversation's start, updates and finish, and another for the next conversation. A CRM keys
+ * `deals: per-conversation` on it; without it every event made a deal of its own.
+ */
+export function conversationIdOf(
+  customerId: string,
+  ended: { text: string | null; at: string | null } | null | undefined,
+): string {
+  if (!ended) return customerId;
+  return `${customerId}:${ended.at ?? digest(ended.text ?? '')}`;
+}
+
 export interface ConversationObservationInput {
   channelId: string;
   conversation: Conversation;
+  /** conversationIdOf the customer's current conversation. */
+  conversationId: string;
   previousStatus: string | null;
   at: string;
   profile?: CustomerIdentity | null;
@@ -128,6 +145,7 @@ export function conversationObservation(input: ConversationObservationInput): Ob
   const { conversation } = input;
   const kind = classifyTransition(input.previousStatus, conversation.status);
   const data: Record<string, unknown> = {
+    conversationId: input.conversationId,
     customerId: conversation.customerId,
     status: conversation.status,
     previousStatus: input.previousStatus,

@@ -229,6 +229,42 @@ describe('conversation polling', () => {
     expect(messageEntries(await timelineOf(test, 'c6')).map((entry) => entry.data.text)).toEqual(['Hello']);
   });
 
+  it('the events of one conversation share its conversationId, which a CRM keys per-conversation deals on', async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c7' });
+    fake.addMessage('c7', 'Hello');
+    await test.runtime.poller.run(); // started (poll)
+    fake.setStatus('c7', 'UNRESOLVED');
+    await test.webhook(fake.conversationPayload('c7')); // updated (webhook)
+    await test.runtime.idle();
+    fake.addMessage('c7', 'Bye', 'AGENT');
+    fake.setStatus('c7', 'DONE');
+    await test.runtime.poller.run(); // finished (poll)
+    fake.addMessage('c7', 'Me again');
+    await test.webhook(fake.conversationPayload('c7')); // the next one started (webhook)
+    await test.runtime.idle();
+    fake.setStatus('c7', 'DONE');
+    await test.webhook(fake.conversationPayload('c7')); // and finished (webhook)
+    await test.runtime.idle();
+
+    const events = (await test.outbox())
+      .filter((entry) => entry.event.type.startsWith('conversation.'))
+      .map((entry) => [entry.event.type, entry.event.data.conversationId]);
+    const [first, second] = [events[0]![1], events[2]![1]];
+    expect(events).toEqual([
+      ['conversation.started', first],
+      ['conversation.finished', first],
+      ['conversation.started', second],
+      ['conversation.finished', second],
+    ]);
+    expect(first).toEqual(expect.stringMatching(/^c7/));
+    expect(second).not.toBe(first);
+    // The timeline entries carry it too.
+    const entries = conversationEntries(await timelineOf(test, 'c7'));
+    expect(entries.map((entry) => entry.data.conversationId)).toEqual([first, first, first, second, second]);
+  });
+
   it('writes an event the webhook already delivered once, and does not count it as a backfill', async () => {
     const test = runtimeWith();
     fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });

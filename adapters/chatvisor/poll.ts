@@ -497,11 +497,13 @@ export class ConversationPoller {
     let contact: Contact | undefined;
     let started = false;
     if (statusChanged) {
+      const ended = await readEnded(context.store, channelId, customerId);
       const result = await tracker.conversation(conversation, {
         previousStatus,
         current: true,
         profile: cached?.identity,
-        transcript: done && messages ? await this.transcriptSinceEnded(customerId, messages) : undefined,
+        ended,
+        transcript: done && messages ? transcriptSince(ended, messages) : undefined,
       });
       if (result.observed) {
         report.conversationEvents++;
@@ -722,19 +724,6 @@ export class ConversationPoller {
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
-  /**
-   * A finished conversation's transcript: the customer's messages after those of the
-   * conversations finished before it (storeKeys().ended). Chatvisor keeps one message thread per
-   * customer, so all of its messages would repeat every earlier conversation.
-   */
-  private async transcriptSinceEnded(customerId: string, messages: readonly Message[]) {
-    const { context, channelId } = this.options;
-    const ended = await readEnded(context.store, channelId, customerId);
-    if (!ended) return toTranscript(messages);
-    const covered = coveredByCursor(ended, messages);
-    return toTranscript(messages.filter((message) => !covered.has(message)));
-  }
-
   private backfill(report: PollReport, kind: 'conversation' | 'message'): void {
     report.backfills++;
     this.backfills.inc({ channel: this.options.channelId, kind });
@@ -811,6 +800,17 @@ function coveredByCursor(cursor: MessageCursor | undefined, messages: readonly M
   });
   for (const message of sameTime.slice(0, last + 1)) covered.add(message);
   return covered;
+}
+
+/**
+ * A finished conversation's transcript: the customer's messages after those of the conversations
+ * finished before it (`ended`, storeKeys().ended). Chatvisor keeps one message thread per
+ * customer, so all of its messages would repeat every earlier conversation.
+ */
+function transcriptSince(ended: MessageCursor | null, messages: readonly Message[]) {
+  if (!ended) return toTranscript(messages);
+  const covered = coveredByCursor(ended, messages);
+  return toTranscript(messages.filter((message) => !covered.has(message)));
 }
 
 /** The cursor once `messages` are handled: the newest time among them (or `since`) and the messages at it. */

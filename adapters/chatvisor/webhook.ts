@@ -6,6 +6,7 @@ import type { Store } from '../../src/store/types.js';
 import type { ConversationTracker } from './conversations.js';
 import {
   classifyTransition,
+  conversationIdOf,
   conversationObservation,
   isCustomerMessage,
   messageObservation,
@@ -13,7 +14,7 @@ import {
 import { CONVERSATION_STATUS } from './operations.js';
 import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import { type Conversation, conversationSchema, type Message, messageSchema } from './schemas.js';
-import { readStatus, writeEnded, writeStatus } from './state.js';
+import { type MessageCursor, readEnded, readStatus, writeEnded, writeStatus } from './state.js';
 
 /**
  * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4). Chatvisor posts all events to one URL
@@ -48,6 +49,8 @@ export type OpenedEvent =
       conversation: Conversation;
       cached: CachedProfile | null;
       previousStatus: string | null;
+      /** Where the customer's finished conversations end (state.ts), for the conversation id. */
+      ended?: MessageCursor | null;
     }
   | { kind: 'message'; message: Message; cached: CachedProfile | null }
   | { kind: 'other' };
@@ -66,6 +69,7 @@ export function decodeEvent(
     const observation = conversationObservation({
       channelId: channel.id,
       conversation,
+      conversationId: conversationIdOf(conversation.customerId, opened.ended),
       previousStatus,
       at,
       profile: cached?.identity ?? null,
@@ -102,11 +106,12 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
     const conversation = conversationSchema.safeParse(request.body);
     if (conversation.success) {
       const { customerId } = conversation.data;
-      const [cached, previousStatus] = await Promise.all([
+      const [cached, previousStatus, ended] = await Promise.all([
         channel.profiles.cached(customerId),
         readStatus(channel.store, channel.id, customerId),
+        readEnded(channel.store, channel.id, customerId),
       ]);
-      return { kind: 'conversation', conversation: conversation.data, cached, previousStatus };
+      return { kind: 'conversation', conversation: conversation.data, cached, previousStatus, ended };
     }
     const message = messageSchema.safeParse(request.body);
     if (message.success) {
