@@ -99,11 +99,24 @@ export class ConversationTracker {
   }
 
   /** A message from the customer (agents' messages are not "received"; they are in transcripts). */
-  async message(message: Message, profile?: CustomerIdentity | null): Promise<TrackResult> {
+  async message(
+    message: Message,
+    profile?: CustomerIdentity | null,
+    /** Where the customer's finished conversations end, when the caller read it (else read here). */
+    ended?: MessageCursor | null,
+  ): Promise<TrackResult> {
     if (!isCustomerMessage(message)) return { observed: false, duplicate: false };
     const { context, channelId } = this.options;
+    const endedNow =
+      ended !== undefined ? ended : await readEnded(context.store, channelId, message.customerId);
     const result = await context.contacts.observe(
-      messageObservation({ channelId, message, at: context.now().toISOString(), profile: profile ?? null }),
+      messageObservation({
+        channelId,
+        message,
+        at: context.now().toISOString(),
+        profile: profile ?? null,
+        conversationId: conversationIdOf(message.customerId, endedNow),
+      }),
     );
     return { observed: true, duplicate: result.duplicate, contact: result.contact };
   }

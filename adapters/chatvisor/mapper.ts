@@ -182,11 +182,14 @@ export function messageObservation(input: {
   at: string;
   /** The customer's cached profile: the message lands on the person's contact at once. */
   profile?: CustomerIdentity | null;
+  /** conversationIdOf the conversation it was written in (the customer's current one). */
+  conversationId: string;
 }): Observation {
   const { message } = input;
   const at = message.createdAt ?? input.at;
   // A message event's data is the message in the one shape (at, author, text) plus its ids.
   const data = {
+    conversationId: input.conversationId,
     customerId: message.customerId,
     messageId: message.id,
     at,

@@ -241,7 +241,7 @@ describe('conversation polling', () => {
     fake.addMessage('c7', 'Bye', 'AGENT');
     fake.setStatus('c7', 'DONE');
     await test.runtime.poller.run(); // finished (poll)
-    fake.addMessage('c7', 'Me again');
+    await test.webhook(fake.addMessage('c7', 'Me again')); // its message (webhook)
     await test.webhook(fake.conversationPayload('c7')); // the next one started (webhook)
     await test.runtime.idle();
     fake.setStatus('c7', 'DONE');
@@ -260,6 +260,15 @@ describe('conversation polling', () => {
     ]);
     expect(first).toEqual(expect.stringMatching(/^c7/));
     expect(second).not.toBe(first);
+    // Customer messages are deal events too: each names the conversation it was written in,
+    // whether the poller (Hello) or a webhook (Me again) recorded it.
+    const messages = (await test.outbox())
+      .filter((entry) => entry.event.type === 'message.received')
+      .map((entry) => [entry.event.data.text, entry.event.data.conversationId]);
+    expect(messages).toEqual([
+      ['Hello', first],
+      ['Me again', second],
+    ]);
     // The timeline entries carry it too.
     const entries = conversationEntries(await timelineOf(test, 'c7'));
     expect(entries.map((entry) => entry.data.conversationId)).toEqual([first, first, first, second, second]);

@@ -496,8 +496,10 @@ export class ConversationPoller {
     const done = conversation.status === CONVERSATION_STATUS.done;
     let contact: Contact | undefined;
     let started = false;
+    // Where the conversations before this run's change end: names the conversation of its
+    // events (messages too) and starts a finish's transcript. Written anew below once finished.
+    const ended = await readEnded(context.store, channelId, customerId);
     if (statusChanged) {
-      const ended = await readEnded(context.store, channelId, customerId);
       const result = await tracker.conversation(conversation, {
         previousStatus,
         current: true,
@@ -528,7 +530,7 @@ export class ConversationPoller {
       const covered = coveredByCursor(cursor, messages);
       for (const message of messages) {
         if (!isCustomerMessage(message) || covered.has(message)) continue;
-        const result = await tracker.message(message, identified.identity);
+        const result = await tracker.message(message, identified.identity, ended);
         report.messageEvents++;
         if (!result.duplicate) this.backfill(report, 'message');
         contact = result.contact ?? contact;

@@ -52,7 +52,7 @@ export type OpenedEvent =
       /** Where the customer's finished conversations end (state.ts), for the conversation id. */
       ended?: MessageCursor | null;
     }
-  | { kind: 'message'; message: Message; cached: CachedProfile | null }
+  | { kind: 'message'; message: Message; cached: CachedProfile | null; ended?: MessageCursor | null }
   | { kind: 'other' };
 
 export function decodeEvent(
@@ -82,6 +82,7 @@ export function decodeEvent(
     const observation = messageObservation({
       channelId: channel.id,
       message: opened.message,
+      conversationId: conversationIdOf(opened.message.customerId, opened.ended),
       at,
       profile: opened.cached?.identity ?? null,
     });
@@ -115,11 +116,11 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
     }
     const message = messageSchema.safeParse(request.body);
     if (message.success) {
-      return {
-        kind: 'message',
-        message: message.data,
-        cached: await channel.profiles.cached(message.data.customerId),
-      };
+      const [cached, ended] = await Promise.all([
+        channel.profiles.cached(message.data.customerId),
+        readEnded(channel.store, channel.id, message.data.customerId),
+      ]);
+      return { kind: 'message', message: message.data, cached, ended };
     }
     return { kind: 'other' };
   },
