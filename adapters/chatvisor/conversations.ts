@@ -5,6 +5,7 @@ import type { LabelPusher } from './labels.js';
 import {
   type ConversationKind,
   classifyTransition,
+  conversationIdOf,
   conversationObservation,
   isCustomerMessage,
   messageObservation,
@@ -12,7 +13,7 @@ import {
 } from './mapper.js';
 import type { CachedProfile, CustomerProfiles, Identification } from './profiles.js';
 import type { Conversation, CustomerIdentity, Message } from './schemas.js';
-import { readStatus, writeStatus } from './state.js';
+import { type MessageCursor, readEnded, readStatus, writeStatus } from './state.js';
 
 /**
  * Conversations and messages the poller finds, and customer identification for both paths. The
@@ -59,6 +60,8 @@ export class ConversationTracker {
       transcript?: TranscriptMessage[] | undefined;
       /** When it happened, if known better than "now" (a backfilled conversation's updatedAt). */
       at?: string | undefined;
+      /** Where the customer's finished conversations end, when the caller read it (else read here). */
+      ended?: MessageCursor | null;
     } = {},
   ): Promise<TrackResult> {
     const { context, channelId } = this.options;
@@ -67,10 +70,15 @@ export class ConversationTracker {
         ? input.previousStatus
         : await readStatus(context.store, channelId, conversation.customerId);
     if (previousStatus === conversation.status) return { observed: false, duplicate: true };
+    const ended =
+      input.ended !== undefined
+        ? input.ended
+        : await readEnded(context.store, channelId, conversation.customerId);
     const result = await context.contacts.observe(
       conversationObservation({
         channelId,
         conversation,
+        conversationId: conversationIdOf(conversation.customerId, ended),
         previousStatus,
         at: input.at ?? context.now().toISOString(),
         profile: input.profile ?? null,
@@ -91,11 +99,24 @@ export class ConversationTracker {
   }
 
   /** A message from the customer (agents' messages are not "received"; they are in transcripts). */
-  async message(message: Message, profile?: CustomerIdentity | null): Promise<TrackResult> {
+  async message(
+    message: Message,
+    profile?: CustomerIdentity | null,
+    /** Where the customer's finished conversations end, when the caller read it (else read here). */
+    ended?: MessageCursor | null,
+  ): Promise<TrackResult> {
     if (!isCustomerMessage(message)) return { observed: false, duplicate: false };
     const { context, channelId } = this.options;
+    const endedNow =
+      ended !== undefined ? ended : await readEnded(context.store, channelId, message.customerId);
     const result = await context.contacts.observe(
-      messageObservation({ channelId, message, at: context.now().toISOString(), profile: profile ?? null }),
+      messageObservation({
+        channelId,
+        message,
+        at: context.now().toISOString(),
+        profile: profile ?? null,
+        conversationId: conversationIdOf(message.customerId, endedNow),
+      }),
     );
     return { observed: true, duplicate: result.duplicate, contact: result.contact };
   }

@@ -88,6 +88,19 @@ const TITLES: Record<ConversationKind, string> = {
   updated: 'Chatvisor conversation updated',
 };
 
+/**
+ * Who wrote a message, in the one shape's words. The customer is CUSTOMER or no sender (as
+ * isCustomerMessage reads it); a word Chatvisor's spec leaves open is `unknown`, not the customer:
+ * a CRM note would otherwise show a bot's or autoresponder's line as the customer's.
+ */
+function authorType(sender: string | null): TranscriptMessage['author']['type'] {
+  if (sender === null || sender === CUSTOMER_SENDER) return 'visitor';
+  if (sender === 'AGENT') return 'agent';
+  if (sender === 'SYSTEM') return 'system';
+  if (sender === 'BOT') return 'bot';
+  return 'unknown';
+}
+
 /** The conversation's messages in the one transcript shape (src/contacts/types.ts). */
 export function toTranscript(messages: readonly Message[]): TranscriptMessage[] {
   return messages
@@ -95,16 +108,33 @@ export function toTranscript(messages: readonly Message[]): TranscriptMessage[] 
     .map((message) => ({
       at: message.createdAt,
       author: {
-        type: message.sender === 'AGENT' ? 'agent' : message.sender === 'SYSTEM' ? 'system' : 'visitor',
+        type: authorType(message.sender),
         ...(message.agentEmail ? { email: message.agentEmail } : {}),
       },
       text: message.text ?? '',
     }));
 }
 
+/**
+ * The id of a customer's current conversation (`data.conversationId`, as JivoChat and LiveTex
+ * give theirs): Chatvisor names none and keeps one thread per customer, so it is the customer id
+ * and where the customer's finished conversations end (state.ts `ended`), the same for the
+ * conversation's start, updates and finish, and another for the next conversation. A CRM keys
+ * `deals: per-conversation` on it; without it every event made a deal of its own.
+ */
+export function conversationIdOf(
+  customerId: string,
+  ended: { text: string | null; at: string | null } | null | undefined,
+): string {
+  if (!ended) return customerId;
+  return `${customerId}:${ended.at ?? digest(ended.text ?? '')}`;
+}
+
 export interface ConversationObservationInput {
   channelId: string;
   conversation: Conversation;
+  /** conversationIdOf the customer's current conversation. */
+  conversationId: string;
   previousStatus: string | null;
   at: string;
   profile?: CustomerIdentity | null;
@@ -115,6 +145,7 @@ export function conversationObservation(input: ConversationObservationInput): Ob
   const { conversation } = input;
   const kind = classifyTransition(input.previousStatus, conversation.status);
   const data: Record<string, unknown> = {
+    conversationId: input.conversationId,
     customerId: conversation.customerId,
     status: conversation.status,
     previousStatus: input.previousStatus,
@@ -151,11 +182,14 @@ export function messageObservation(input: {
   at: string;
   /** The customer's cached profile: the message lands on the person's contact at once. */
   profile?: CustomerIdentity | null;
+  /** conversationIdOf the conversation it was written in (the customer's current one). */
+  conversationId: string;
 }): Observation {
   const { message } = input;
   const at = message.createdAt ?? input.at;
   // A message event's data is the message in the one shape (at, author, text) plus its ids.
   const data = {
+    conversationId: input.conversationId,
     customerId: message.customerId,
     messageId: message.id,
     at,

@@ -144,6 +144,136 @@ describe('conversation polling', () => {
     expect(metrics).toContain('chatbridge_chatvisor_backfills_total{channel="cobrowse",kind="message"} 2');
   });
 
+  it("a customer's second conversation is finished with its own messages, not the first one's again", async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run(); // baseline: nothing yet
+    fake.addCustomer({ customerId: 'c4' });
+    fake.addMessage('c4', 'Where is my parcel?');
+    fake.addMessage('c4', 'It arrives tomorrow', 'AGENT');
+    await test.runtime.poller.run();
+    fake.setStatus('c4', 'DONE');
+    await test.runtime.poller.run();
+    // A week later, the same customer (one Chatvisor thread) asks again.
+    fake.addMessage('c4', 'Can I change the address?');
+    fake.setStatus('c4', 'UNREAD');
+    await test.runtime.poller.run();
+    fake.addMessage('c4', 'Done, it is changed', 'AGENT');
+    fake.setStatus('c4', 'DONE');
+    await test.runtime.poller.run();
+
+    const finished = (await timelineOf(test, 'c4')).filter((entry) => entry.type === 'conversation.finished');
+    expect(finished.map((entry) => (entry.data.messages as { text: string }[]).map((m) => m.text))).toEqual([
+      ['Where is my parcel?', 'It arrives tomorrow'],
+      ['Can I change the address?', 'Done, it is changed'],
+    ]);
+    // The CRM reads the outbound event: the same two transcripts.
+    const events = (await test.outbox()).filter((entry) => entry.event.type === 'conversation.finished');
+    expect(
+      events.map((entry) => (entry.event.data.messages as { text: string }[]).map((m) => m.text)),
+    ).toEqual([
+      ['Where is my parcel?', 'It arrives tomorrow'],
+      ['Can I change the address?', 'Done, it is changed'],
+    ]);
+  });
+
+  it("a conversation whose finish a webhook delivered first is not in the customer's next transcript", async () => {
+    // The webhook's arrival dates the finish (its body has no time): a clock Chatvisor shares.
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '0s' },
+      now: () => new Date(),
+    });
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c5' });
+    const earlier = new Date('2024-05-01T09:00:00.000Z');
+    fake.addMessage('c5', 'Is it in stock?', 'CUSTOMER', earlier);
+    fake.addMessage('c5', 'Yes', 'AGENT', earlier);
+    await test.runtime.poller.run();
+    fake.setStatus('c5', 'DONE');
+    await test.webhook(fake.conversationPayload('c5'));
+    await test.runtime.idle();
+    await test.runtime.poller.run();
+    fake.addMessage('c5', 'And in blue?');
+    fake.setStatus('c5', 'UNREAD');
+    await test.runtime.poller.run();
+    fake.addMessage('c5', 'Blue too', 'AGENT');
+    fake.setStatus('c5', 'DONE');
+    await test.runtime.poller.run();
+
+    const finished = (await timelineOf(test, 'c5')).filter((entry) => entry.type === 'conversation.finished');
+    expect(
+      finished.map((entry) => (entry.data.messages as { text: string }[] | undefined)?.map((m) => m.text)),
+    ).toEqual([undefined, ['And in blue?', 'Blue too']]);
+  });
+
+  it('a transcript names a sender it does not know as such, not as the customer', async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c6' });
+    fake.addMessage('c6', 'Hello');
+    fake.addMessage('c6', 'Our bot can help: pick a topic', 'BOT');
+    fake.addMessage('c6', 'Away until Monday', 'AUTORESPONDER');
+    fake.addMessage('c6', 'Closed by the system', 'SYSTEM');
+    await test.runtime.poller.run();
+    fake.setStatus('c6', 'DONE');
+    await test.runtime.poller.run();
+    const finished = (await timelineOf(test, 'c6')).find((entry) => entry.type === 'conversation.finished')!;
+    expect((finished.data.messages as { author: { type: string } }[]).map((m) => m.author.type)).toEqual([
+      'visitor',
+      'bot',
+      'unknown',
+      'system',
+    ]);
+    // Only the customer's own message was "received".
+    expect(messageEntries(await timelineOf(test, 'c6')).map((entry) => entry.data.text)).toEqual(['Hello']);
+  });
+
+  it('the events of one conversation share its conversationId, which a CRM keys per-conversation deals on', async () => {
+    const test = runtimeWith();
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c7' });
+    fake.addMessage('c7', 'Hello');
+    await test.runtime.poller.run(); // started (poll)
+    fake.setStatus('c7', 'UNRESOLVED');
+    await test.webhook(fake.conversationPayload('c7')); // updated (webhook)
+    await test.runtime.idle();
+    fake.addMessage('c7', 'Bye', 'AGENT');
+    fake.setStatus('c7', 'DONE');
+    await test.runtime.poller.run(); // finished (poll)
+    await test.webhook(fake.addMessage('c7', 'Me again')); // its message (webhook)
+    await test.webhook(fake.conversationPayload('c7')); // the next one started (webhook)
+    await test.runtime.idle();
+    fake.setStatus('c7', 'DONE');
+    await test.webhook(fake.conversationPayload('c7')); // and finished (webhook)
+    await test.runtime.idle();
+
+    const events = (await test.outbox())
+      .filter((entry) => entry.event.type.startsWith('conversation.'))
+      .map((entry) => [entry.event.type, entry.event.data.conversationId]);
+    const [first, second] = [events[0]![1], events[2]![1]];
+    expect(events).toEqual([
+      ['conversation.started', first],
+      ['conversation.finished', first],
+      ['conversation.started', second],
+      ['conversation.finished', second],
+    ]);
+    expect(first).toEqual(expect.stringMatching(/^c7/));
+    expect(second).not.toBe(first);
+    // Customer messages are deal events too: each names the conversation it was written in,
+    // whether the poller (Hello) or a webhook (Me again) recorded it.
+    const messages = (await test.outbox())
+      .filter((entry) => entry.event.type === 'message.received')
+      .map((entry) => [entry.event.data.text, entry.event.data.conversationId]);
+    expect(messages).toEqual([
+      ['Hello', first],
+      ['Me again', second],
+    ]);
+    // The timeline entries carry it too.
+    const entries = conversationEntries(await timelineOf(test, 'c7'));
+    expect(entries.map((entry) => entry.data.conversationId)).toEqual([first, first, first, second, second]);
+  });
+
   it('writes an event the webhook already delivered once, and does not count it as a backfill', async () => {
     const test = runtimeWith();
     fake.addCustomer({ customerId: 'c1', status: 'UNREAD' });

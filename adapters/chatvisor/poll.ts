@@ -14,9 +14,11 @@ import {
   keepReport,
   type MessageCursor,
   readConversationState,
+  readEnded,
   readFirstRunLeft,
   storeKeys,
   writeCursor,
+  writeEnded,
   writeStatus,
 } from './state.js';
 
@@ -484,15 +486,19 @@ export class ConversationPoller {
       }
     }
 
+    const done = conversation.status === CONVERSATION_STATUS.done;
     let contact: Contact | undefined;
     let started = false;
+    // Where the conversations before this run's change end: names the conversation of its
+    // events (messages too) and starts a finish's transcript. Written anew below once finished.
+    const ended = await readEnded(context.store, channelId, customerId);
     if (statusChanged) {
       const result = await tracker.conversation(conversation, {
         previousStatus,
         current: true,
         profile: cached?.identity,
-        transcript:
-          conversation.status === CONVERSATION_STATUS.done && messages ? toTranscript(messages) : undefined,
+        ended,
+        transcript: done && messages ? transcriptSince(ended, messages) : undefined,
       });
       if (result.observed) {
         report.conversationEvents++;
@@ -508,11 +514,16 @@ export class ConversationPoller {
     const identified = await this.identify(customerId, contact, cached, refresh, run, report, signal);
     contact = identified.contact;
 
+    // Every message fetched while the conversation is finished belongs to a finished one, also
+    // when a webhook recorded the finish (the next conversation's transcript starts after them).
+    if (done && messages)
+      await writeEnded(context.store, channelId, customerId, cursorAfter(lastText, null, messages));
+
     if (messageChanged && messages) {
       const covered = coveredByCursor(cursor, messages);
       for (const message of messages) {
         if (!isCustomerMessage(message) || covered.has(message)) continue;
-        const result = await tracker.message(message, identified.identity);
+        const result = await tracker.message(message, identified.identity, ended);
         report.messageEvents++;
         if (!result.duplicate) this.backfill(report, 'message');
         contact = result.contact ?? contact;
@@ -701,12 +712,10 @@ export class ConversationPoller {
       }
       contact = observed.contact ?? contact;
     }
-    await writeCursor(
-      context.store,
-      channelId,
-      customerId,
-      cursorAfter(conversation.lastMessageText ?? null, null, messages),
-    );
+    const seen = cursorAfter(conversation.lastMessageText ?? null, null, messages);
+    if (conversation.status === CONVERSATION_STATUS.done)
+      await writeEnded(context.store, channelId, customerId, seen);
+    await writeCursor(context.store, channelId, customerId, seen);
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }
 
@@ -786,6 +795,17 @@ function coveredByCursor(cursor: MessageCursor | undefined, messages: readonly M
   });
   for (const message of sameTime.slice(0, last + 1)) covered.add(message);
   return covered;
+}
+
+/**
+ * A finished conversation's transcript: the customer's messages after those of the conversations
+ * finished before it (`ended`, storeKeys().ended). Chatvisor keeps one message thread per
+ * customer, so all of its messages would repeat every earlier conversation.
+ */
+function transcriptSince(ended: MessageCursor | null, messages: readonly Message[]) {
+  if (!ended) return toTranscript(messages);
+  const covered = coveredByCursor(ended, messages);
+  return toTranscript(messages.filter((message) => !covered.has(message)));
 }
 
 /** The cursor once `messages` are handled: the newest time among them (or `since`) and the messages at it. */

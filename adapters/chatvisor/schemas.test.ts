@@ -208,6 +208,7 @@ describe('idempotency keys', () => {
     const observation = conversationObservation({
       channelId: 'cobrowse',
       conversation: conversationSchema.parse(fixture('webhook-conversation-status-misspelt.json')),
+      conversationId: 'cv-cust-5521',
       previousStatus: 'UNRESOLVED',
       at: '2024-05-14T10:00:00.000Z',
     });

@@ -18,6 +18,13 @@ export function storeKeys(channelId: string) {
     status: `${base}:status`,
     /** hash customerId -> MessageCursor (JSON). */
     cursor: `${base}:cursor`,
+    /**
+     * hash customerId -> where the customer's finished conversations end (MessageCursor JSON):
+     * the messages up to it were in a conversation already finished, so the next one's
+     * transcript is the messages after it. Chatvisor keeps one message thread per customer and
+     * names no conversation. Written by whichever path (webhook or poll) recorded a finish.
+     */
+    ended: `${base}:ended`,
     /** hash customerId -> the label set last pushed with tagUser (sorted JSON array). */
     pushedLabels: `${base}:labels`,
     /** set of agent e-mails the bridge manages (see sync.ts). */
@@ -55,6 +62,7 @@ export function customerHashes(channelId: string): string[] {
   return [
     keys.status,
     keys.cursor,
+    keys.ended,
     keys.pushedLabels,
     keys.profiles,
     keys.profilePending,
@@ -120,6 +128,24 @@ export async function writeCursor(
   cursor: MessageCursor,
 ): Promise<void> {
   await store.hset(storeKeys(channelId).cursor, customerId, JSON.stringify(cursor));
+}
+
+/** Where the customer's finished conversations end (storeKeys().ended); null before the first. */
+export async function readEnded(
+  store: Store,
+  channelId: string,
+  customerId: string,
+): Promise<MessageCursor | null> {
+  return parseCursor(await store.hget(storeKeys(channelId).ended, customerId));
+}
+
+export async function writeEnded(
+  store: Store,
+  channelId: string,
+  customerId: string,
+  mark: MessageCursor,
+): Promise<void> {
+  await store.hset(storeKeys(channelId).ended, customerId, JSON.stringify(mark));
 }
 
 export async function readConversationState(store: Store, channelId: string): Promise<ConversationState> {

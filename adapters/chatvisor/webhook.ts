@@ -6,13 +6,15 @@ import type { Store } from '../../src/store/types.js';
 import type { ConversationTracker } from './conversations.js';
 import {
   classifyTransition,
+  conversationIdOf,
   conversationObservation,
   isCustomerMessage,
   messageObservation,
 } from './mapper.js';
+import { CONVERSATION_STATUS } from './operations.js';
 import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import { type Conversation, conversationSchema, type Message, messageSchema } from './schemas.js';
-import { readStatus, writeStatus } from './state.js';
+import { type MessageCursor, readEnded, readStatus, writeEnded, writeStatus } from './state.js';
 
 /**
  * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4). Chatvisor posts all events to one URL
@@ -47,8 +49,10 @@ export type OpenedEvent =
       conversation: Conversation;
       cached: CachedProfile | null;
       previousStatus: string | null;
+      /** Where the customer's finished conversations end (state.ts), for the conversation id. */
+      ended?: MessageCursor | null;
     }
-  | { kind: 'message'; message: Message; cached: CachedProfile | null }
+  | { kind: 'message'; message: Message; cached: CachedProfile | null; ended?: MessageCursor | null }
   | { kind: 'other' };
 
 export function decodeEvent(
@@ -65,6 +69,7 @@ export function decodeEvent(
     const observation = conversationObservation({
       channelId: channel.id,
       conversation,
+      conversationId: conversationIdOf(conversation.customerId, opened.ended),
       previousStatus,
       at,
       profile: cached?.identity ?? null,
@@ -77,6 +82,7 @@ export function decodeEvent(
     const observation = messageObservation({
       channelId: channel.id,
       message: opened.message,
+      conversationId: conversationIdOf(opened.message.customerId, opened.ended),
       at,
       profile: opened.cached?.identity ?? null,
     });
@@ -101,19 +107,20 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
     const conversation = conversationSchema.safeParse(request.body);
     if (conversation.success) {
       const { customerId } = conversation.data;
-      const [cached, previousStatus] = await Promise.all([
+      const [cached, previousStatus, ended] = await Promise.all([
         channel.profiles.cached(customerId),
         readStatus(channel.store, channel.id, customerId),
+        readEnded(channel.store, channel.id, customerId),
       ]);
-      return { kind: 'conversation', conversation: conversation.data, cached, previousStatus };
+      return { kind: 'conversation', conversation: conversation.data, cached, previousStatus, ended };
     }
     const message = messageSchema.safeParse(request.body);
     if (message.success) {
-      return {
-        kind: 'message',
-        message: message.data,
-        cached: await channel.profiles.cached(message.data.customerId),
-      };
+      const [cached, ended] = await Promise.all([
+        channel.profiles.cached(message.data.customerId),
+        readEnded(channel.store, channel.id, message.data.customerId),
+      ]);
+      return { kind: 'message', message: message.data, cached, ended };
     }
     return { kind: 'other' };
   },
@@ -131,6 +138,16 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
       // contact model had its key) leaves the stored status alone: it is newer than the event.
       if (!result.duplicate) {
         await writeStatus(channel.store, channel.id, customerId, opened.conversation.status);
+        // A finish: the customer's messages until now were in this conversation, so the next
+        // conversation's transcript (poll.ts) starts after them. Chatvisor's webhook carries no
+        // message times; the finish's arrival dates it.
+        const at = decoded.observations[0]?.at;
+        if (opened.conversation.status === CONVERSATION_STATUS.done && at)
+          await writeEnded(channel.store, channel.id, customerId, {
+            text: opened.conversation.lastMessageText ?? null,
+            at,
+            seen: [],
+          });
       }
       // A new conversation is when a customer most likely logged in or changed details.
       refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';

@@ -12,6 +12,7 @@ import {
 } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import { extend } from '../extend.js';
+import { isoFromMs } from '../isotime.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
@@ -43,7 +44,15 @@ import {
   type TimelinePage,
   type UnmergeRequest,
 } from './service.js';
-import { entryId, eventId, isoOf, nameWords, timelineMember, timelineMemberWithData } from './timeline.js';
+import {
+  entryId,
+  eventId,
+  isoOf,
+  nameWords,
+  notAfter,
+  timelineMember,
+  timelineMemberWithData,
+} from './timeline.js';
 import type { Contact, Identifier, ObserveResult, ParsedObservation, TimelineEntry } from './types.js';
 import { assertMergedRecord, planIdentifierSplit, planRecordUnmerge, type UnmergePlan } from './unmerge.js';
 import { queueWrites } from './writes.js';
@@ -616,14 +625,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         .inc({ where: 'crm_link' });
     }
     const dataJson = capObservation(observation);
-    const at = isoOf(observation.at);
+    // A vendor time later than now (a vendor clock ahead, a wrong field) is dated now: nothing
+    // reaches the bridge before it happened, and a future time would otherwise keep its entry on
+    // top of the timeline and let its values (attributes, responsible agent, CRM link) outrank
+    // those of every later event until that time came. The vendor's own time stays in the data.
+    const recordedAt = isoFromMs(now().getTime());
+    const at = notAfter(isoOf(observation.at), recordedAt);
     // Timeline entries go to the record the observation writes (so an unmerge takes them along);
     // their text does not depend on which record that is, so it is made once, not per attempt.
     const timelineMembers = observation.timeline.map((entry, index) =>
       timelineMemberWithData(
         {
           id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
-          at: isoOf(entry.at),
+          at: notAfter(isoOf(entry.at), recordedAt),
           channelId: observation.channelId,
           vendor: observation.vendor,
           type: entry.type,

@@ -69,3 +69,11 @@ export function isoOf(value: string): string {
   if (Number.isNaN(ms)) throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
   return isoFromMs(ms);
 }
+
+/**
+ * The earlier of two times as isoOf writes them (fixed width, so text order is time order): a
+ * vendor time is taken up to the time the bridge records the event, never later.
+ */
+export function notAfter(at: string, limit: string): string {
+  return at > limit ? limit : at;
+}

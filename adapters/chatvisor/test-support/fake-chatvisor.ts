@@ -51,7 +51,7 @@ export interface FakeMessage {
   id: string;
   customerId: string;
   text: string;
-  sender: 'CUSTOMER' | 'AGENT';
+  sender: string;
   userId?: string;
   createdAt: string;
 }
@@ -173,7 +173,8 @@ export class FakeChatvisor {
   addMessage(
     customerId: string,
     text: string,
-    sender: 'CUSTOMER' | 'AGENT' = 'CUSTOMER',
+    /** CUSTOMER, AGENT, SYSTEM, or another word Chatvisor may use (its spec leaves it open). */
+    sender: string = 'CUSTOMER',
     at = new Date(),
   ): FakeMessage {
     const customer = this.customers.get(customerId) ?? this.addCustomer({ customerId });
