@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { isoOf, notAfter } from '../src/contacts/timeline.js';
 import type { Contact, TimelineEntry } from '../src/contacts/types.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
@@ -149,3 +150,15 @@ for (const store of ['memory', 'redis'] as const) {
     });
   });
 }
+
+describe('notAfter', () => {
+  it('takes the limit for a time past year 9999, which isoOf writes with a signed six-digit year', () => {
+    const limit = '2026-03-01T10:00:00.000Z';
+    // Valid ISO input (a four-digit year) that is in year 10000 in UTC.
+    const far = isoOf('9999-12-31T23:00:00-14:00');
+    expect(far.startsWith('+010000-')).toBe(true);
+    expect(notAfter(far, limit)).toBe(limit);
+    expect(notAfter('2031-01-01T00:00:00.000Z', limit)).toBe(limit);
+    expect(notAfter('2020-01-01T00:00:00.000Z', limit)).toBe('2020-01-01T00:00:00.000Z');
+  });
+});

@@ -75,5 +75,7 @@ export function isoOf(value: string): string {
  * vendor time is taken up to the time the bridge records the event, never later.
  */
 export function notAfter(at: string, limit: string): string {
-  return at > limit ? limit : at;
+  // Past year 9999 isoOf writes a signed six-digit year (`+010000-…`, from e.g.
+  // 9999-12-31T23:00:00-14:00), which sorts before every four-digit one: later than any limit.
+  return at > limit || at.startsWith('+') ? limit : at;
 }
