@@ -182,11 +182,19 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
   const stop = async () => {
     const current = child;
     if (current === undefined) return;
+    if (current.exitCode !== null || current.signalCode !== null) return;
     const exited = once(current, 'exit');
     current.kill('SIGTERM');
     // A paused server would never see the SIGTERM.
     current.kill('SIGCONT');
-    await exited;
+    // A server that does not go within 10 s (a loaded machine, a shutdown stuck on a client) is
+    // killed, so a test's stop() cannot hang the run.
+    const force = setTimeout(() => current.kill('SIGKILL'), 10_000);
+    try {
+      await exited;
+    } finally {
+      clearTimeout(force);
+    }
   };
 
   await start();
