@@ -87,10 +87,21 @@ describe('DESIGN §4: empty query filters of the admin API are filters not given
     expect(none.body.error.code).toBe('invalid_query');
   });
 
+  it('GET /api/v1/journal?channel=&kind= (as README writes its filters) lists as without them', async () => {
+    const plain = await bridge.admin('GET', '/api/v1/journal');
+    expect(plain.status).toBe(200);
+    const empty = await bridge.admin('GET', '/api/v1/journal?channel=&kind=');
+    expect(empty.status).toBe(200);
+    expect(empty.body).toEqual(plain.body);
+  });
+
   it('a bad non-empty filter is still refused', async () => {
     const state = await bridge.admin('GET', '/api/v1/deliveries?state=lost');
     expect(state.status).toBe(400);
     expect(state.body.error.issues[0].path).toBe('state');
+    const kind = await bridge.admin('GET', '/api/v1/journal?kind=lost');
+    expect(kind.status).toBe(400);
+    expect(kind.body.error.issues[0].path).toBe('kind');
     const identity = await bridge.admin('GET', '/api/v1/contacts?identity=nokind');
     expect(identity.status).toBe(400);
     expect(identity.body.error.issues[0].path).toBe('identity');

@@ -97,8 +97,8 @@ const unmergeBodySchema = z.union([
 ]);
 
 const journalQuerySchema = z.strictObject({
-  channel: z.string().max(64).optional(),
-  kind: z.enum(['rejected', 'unhandled']).optional(),
+  channel: emptyIsAbsent(z.string().max(64)),
+  kind: emptyIsAbsent(z.enum(['rejected', 'unhandled'])),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
