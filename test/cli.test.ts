@@ -82,6 +82,49 @@ describe('chatbridge CLI (in process)', () => {
     expect(run.out).toEqual([pkg.version]);
   });
 
+  it('DESIGN §5: what the top help says works on every command and group does (--help there; --version is chatbridge --version)', async () => {
+    const help = capture();
+    expect(await runCli(['--help'], help.io)).toBe(0);
+    const text = help.out.join('\n');
+    const everywhere = /Options everywhere: ([^\n]*)/.exec(text)?.[1];
+    expect(everywhere).toBeDefined();
+    const flags = everywhere!.match(/--[a-z]+/g) ?? [];
+    expect(flags).toContain('--help');
+    for (const flag of flags) {
+      for (const argv of [
+        ['keys', flag],
+        ['keys', 'list', flag],
+      ]) {
+        const run = capture();
+        expect(await runCli(argv, run.io), argv.join(' ')).toBe(0);
+      }
+    }
+    expect(text).toContain('chatbridge --version');
+  });
+
+  it('DESIGN §5: the in-memory refusal of a command that only reads (keys list, deliveries list) says why without speaking of a change', async () => {
+    const file = writeConfig(`
+admin: { token: a-long-enough-admin-token }
+store: { redis: "" }
+channels:
+  - { id: app, vendor: livetex, token: livetex-token-0123456789 }
+`);
+    for (const argv of [
+      ['keys', 'list', '--channel', 'app'],
+      ['deliveries', 'list'],
+    ]) {
+      const run = capture();
+      expect(await runCli([...argv, '--config', file], run.io), argv.join(' ')).toBe(1);
+      expect(run.err, argv.join(' ')).toHaveLength(1);
+      expect(run.err[0]).toContain('in-memory store');
+      expect(run.err[0]).not.toMatch(/\bchange\b/);
+      const help = capture();
+      expect(await runCli([...argv.slice(0, 2), '--help'], help.io)).toBe(0);
+      expect(help.out.join('\n')).not.toMatch(/Changes state/);
+      expect(help.out.join('\n')).toContain('refused on an in-memory store config');
+    }
+  });
+
   it('commands that change shared state refuse an in-memory store config, with a one-line reason', async () => {
     const file = writeConfig(`
 admin: { token: a-long-enough-admin-token }

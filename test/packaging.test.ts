@@ -22,12 +22,66 @@ function filesEndingIn(directory: string, suffix: string): string[] {
 }
 const readmes = (directory: string) => filesEndingIn(directory, '.md');
 
+/** The lowest version a `engines.node` range admits, per `||` alternative: [major, minor, patch]. */
+function lowestNode(range: string): number[] {
+  const floors = range.split('||').map((alternative) => {
+    const match = /(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(alternative);
+    return match ? [Number(match[1]), Number(match[2] ?? 0), Number(match[3] ?? 0)] : [0, 0, 0];
+  });
+  return floors.reduce((low, floor) => (compareVersions(floor, low) < 0 ? floor : low));
+}
+function compareVersions(a: number[], b: number[]): number {
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return 0;
+}
+
+/** Every production dependency, direct or not, as installed: name -> its package.json. */
+function productionPackages(): Map<
+  string,
+  { engines?: { node?: string }; dependencies?: Record<string, string> }
+> {
+  const seen = new Map<string, { engines?: { node?: string }; dependencies?: Record<string, string> }>();
+  const visit = (name: string, from: string) => {
+    // Node's resolution: the nearest node_modules up from the requiring package.
+    for (let dir = from; ; dir = dirname(dir)) {
+      const file = join(dir, 'node_modules', name, 'package.json');
+      if (existsSync(file)) {
+        if (seen.has(file)) return;
+        const manifest = JSON.parse(readFileSync(file, 'utf8'));
+        seen.set(file, manifest);
+        for (const child of Object.keys(manifest.dependencies ?? {})) visit(child, dirname(file));
+        return;
+      }
+      if (dir === ROOT || dir === dirname(dir)) return; // an optional dependency not installed here
+    }
+  };
+  for (const name of Object.keys(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies))
+    visit(name, ROOT);
+  return seen;
+}
+
 describe('packaging', () => {
   it('has a LICENSE file for the license package.json declares', () => {
     expect(pkg.license).toBe('MIT');
     const text = readFileSync(join(ROOT, 'LICENSE'), 'utf8');
     expect(text).toMatch(/^MIT License/);
     expect(text).toContain('Permission is hereby granted, free of charge');
+  });
+
+  it('DESIGN §2: engines.node is honest: no production dependency needs a newer Node than it admits', () => {
+    const ours = (
+      JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }
+    ).engines.node;
+    const floor = lowestNode(ours);
+    const needsMore: string[] = [];
+    for (const [file, manifest] of productionPackages()) {
+      const theirs = manifest.engines?.node;
+      if (theirs && compareVersions(lowestNode(theirs), floor) > 0)
+        needsMore.push(`${relative(ROOT, dirname(file))}: node ${theirs}`);
+    }
+    expect(needsMore, `package.json engines.node is ${ours}`).toEqual([]);
+    // And the machines' Node (20.20) is admitted.
+    expect(compareVersions(floor, [20, 20, 0])).toBeLessThanOrEqual(0);
   });
 
   it('READMEs link only to files inside the repository', () => {

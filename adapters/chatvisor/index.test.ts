@@ -224,6 +224,18 @@ describe('Chatvisor in the bridge', () => {
     });
   });
 
+  it('DESIGN §11: the console says polling is off, and how to turn it on, for a channel without a poll schedule', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/channels', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<h3>Conversation polling</h3>');
+    // No conversation-poll job is listed above, so the page must not point at one.
+    expect(page.text).not.toContain('Job conversation-poll');
+    expect(page.text).not.toContain('the job above');
+    expect(page.text).toContain('Polling is off');
+    expect(page.text).toContain('schedules.conversationPoll');
+  });
+
   it('lists its routes, jobs and the CLI command', () => {
     const cobrowse = runtime();
     expect(cobrowse.routes!.map((route) => `${route.method} ${route.path}`)).toEqual([

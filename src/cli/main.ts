@@ -51,8 +51,8 @@ export interface Command {
   /** Takes --config FILE (default true). */
   config?: boolean;
   /**
-   * Changes state the running bridge shares (keys, sync, deliveries): refused when the config's
-   * store is the in-memory one, which no running bridge would see.
+   * Works on state the running bridge shares (keys, sync, deliveries; listing them too): refused
+   * when the config's store is the in-memory one, which no running bridge would see.
    */
   sharedState?: boolean;
   /** `values` are the parsed options; `args` the raw ones (without --config). Returns the exit code. */
@@ -111,8 +111,9 @@ export async function withBridge<T>(
   if (command.sharedState && store.kind === 'memory') {
     await store.close();
     throw new CliFailure(
-      `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge sees ` +
-        "(the change would vanish when this command exits); set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})",
+      // Said for listing commands too (keys list, deliveries list): they would read an empty store.
+      `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge shares ` +
+        "(this command would work on an empty store of its own, gone when it exits); set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})",
     );
   }
   const bridge = await createBridge({ config, role: 'web', logger, store });
@@ -446,7 +447,8 @@ function topUsage(): string {
 Commands:
 ${usage(COMMANDS)}
 
-Options everywhere: --help (this text for a command or group), --version.
+Options everywhere: --help or -h (the text of a command or group).
+chatbridge --version prints the version.
 --config FILE defaults to $CHATBRIDGE_CONFIG, then config/bridge.yaml, then config/bridge.example.yaml.
 Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad usage.`;
 }
@@ -465,7 +467,7 @@ function commandHelp(command: Command): string {
       lines.push('  --config FILE  the config (else $CHATBRIDGE_CONFIG, config/bridge.yaml, the example)');
   }
   if (command.sharedState)
-    lines.push('', 'Changes state the running bridge shares: refused on an in-memory store config.');
+    lines.push('', 'Works on state the running bridge shares: refused on an in-memory store config.');
   return lines.join('\n');
 }
 

@@ -95,7 +95,8 @@ function pollRun(item: PollReportView): SafeHtml {
 ${failed.length > 0 ? html`<ul class="small">${failed.map((entry) => html`<li>${entry.customerId}: ${entry.reason}</li>`)}</ul>` : ''}</li>`;
 }
 
-function pollingSection(polling: NonNullable<ChannelView['polling']>): SafeHtml {
+/** `scheduled`: the channel has a conversation-poll job (listed above the section). */
+function pollingSection(polling: NonNullable<ChannelView['polling']>, scheduled: boolean): SafeHtml {
   const backfill = polling.first?.backfill;
   return html`<h3>Conversation polling</h3>
 ${polling.error ? html`<p class="error">${polling.error}</p>` : ''}
@@ -106,7 +107,9 @@ ${
           ? `replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ?? '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
           : `recorded ${count(polling.first.seeded, 'conversation')} as they stand, without events.`
       }</p>`
-    : html`<p class="empty">No poll has run yet. Polling runs on the channel's schedule (the job above); it stays off while the channel's API token is the example's.</p>`
+    : scheduled
+      ? html`<p class="empty">No poll has run yet: the first runs at the next tick of the conversation-poll job above.</p>`
+      : html`<p class="empty">Polling is off: this channel has no conversation poll schedule. Set <code>schedules.conversationPoll</code> in its config (e.g. <code>"* * * * *"</code>) to poll conversations; its webhooks are taken either way.</p>`
 }
 ${polling.recent.length > 0 ? html`<ol class="timeline">${polling.recent.map(pollRun)}</ol>` : ''}`;
 }
@@ -165,7 +168,14 @@ ${
 }`
     : ''
 }
-${channel.polling ? pollingSection(channel.polling) : ''}
+${
+  channel.polling
+    ? pollingSection(
+        channel.polling,
+        channel.jobs.some((job) => job.name === 'conversation-poll'),
+      )
+    : ''
+}
 </section>`;
 }
 

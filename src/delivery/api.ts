@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../errors.js';
 import { type Route, route } from '../http/routes.js';
+import { emptyIsAbsent } from '../http/validate.js';
 import {
   type DeliveryAttempt,
   type DeliveryRecord,
@@ -20,9 +21,10 @@ import {
 
 export const deliveryIdSchema = z.string().regex(/^dlv_[A-Za-z0-9_-]{1,64}$/, 'a delivery id like dlv_...');
 
+// Empty filters are filters not given (DESIGN §4 writes `?state=failed&destination=`).
 export const listQuerySchema = z.strictObject({
-  state: deliveryStateSchema.optional(),
-  destination: z.string().min(1).max(200).optional(),
+  state: emptyIsAbsent(deliveryStateSchema),
+  destination: emptyIsAbsent(z.string().max(200)),
   limit: z.coerce.number().int().min(1).max(500).default(50),
 });
 export type DeliveryListQuery = z.input<typeof listQuerySchema>;

@@ -24,7 +24,7 @@ import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
 import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
-import { runChannelRoute } from './validate.js';
+import { emptyIsAbsent, runChannelRoute } from './validate.js';
 
 /**
  * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
@@ -79,13 +79,13 @@ function send(ctx: Context, result: Answer) {
   ctx.body = result.body ?? null;
 }
 
+// Empty filters are filters not given (DESIGN §4 writes `?email=&phone=&identity=kind:value`).
 const contactQuerySchema = z.strictObject({
-  email: z.string().min(1).optional(),
-  phone: z.string().min(1).optional(),
-  identity: z
-    .string()
-    .regex(/^[a-z][a-z0-9_]*:.+$/, 'kind:value (or kind:channelId:value for vendor-local ids)')
-    .optional(),
+  email: emptyIsAbsent(z.string()),
+  phone: emptyIsAbsent(z.string()),
+  identity: emptyIsAbsent(
+    z.string().regex(/^[a-z][a-z0-9_]*:.+$/, 'kind:value (or kind:channelId:value for vendor-local ids)'),
+  ),
 });
 
 const timelineQuerySchema = z.strictObject({
@@ -99,8 +99,8 @@ const unmergeBodySchema = z.union([
 ]);
 
 const journalQuerySchema = z.strictObject({
-  channel: z.string().max(64).optional(),
-  kind: z.enum(['rejected', 'unhandled']).optional(),
+  channel: emptyIsAbsent(z.string().max(64)),
+  kind: emptyIsAbsent(z.enum(['rejected', 'unhandled'])),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
 import { issuesFromZod, ValidationError } from '../errors.js';
 import { parseJson } from './json.js';
@@ -16,6 +16,20 @@ export function parseWith<S extends z.ZodType>(
   const result = schema.safeParse(value);
   if (!result.success) throw new ValidationError(message, issuesFromZod(result.error), code);
   return result.data;
+}
+
+/**
+ * An optional query filter that is not given when it is empty: DESIGN §4 writes the filters as
+ * templates with empty values (`?email=&phone=&identity=kind:value`, `?state=failed&destination=`),
+ * which is also what a form or a script with an unset variable sends. A non-empty value is checked
+ * by `schema` as before. (Only for filters: an empty `dryRun=` or cursor stays an error.)
+ */
+export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
+  return z
+    .union([z.literal(''), schema])
+    .describe('empty: the filter is not given')
+    .optional()
+    .transform((value) => (value === '' ? undefined : (value as z.output<S> | undefined)));
 }
 
 export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.output<S> {
