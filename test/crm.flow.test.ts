@@ -86,7 +86,7 @@ function flowOn(store: Store, ttlMs: number) {
     destination,
     displayName: 'amoCRM',
     store,
-    contacts: { observe: async () => ({}) } as unknown as ContactService,
+    contacts: { observe: async () => ({}), get: async () => null } as unknown as ContactService,
     channels: [],
     vendorNames: new Map(),
     defaultCountry: 'RU',

@@ -353,6 +353,58 @@ describe.each([
     expect(bridgeContact.crmLink).toBe(crm.contactUrl(renewed.id));
   });
 
+  it('an event of a bridge contact merged since into one linked to a CRM contact goes on that CRM contact, not on a new one', async () => {
+    const crm = await world();
+    // Only offline messages reach the CRM: the chat that merges the two visitors does not (so
+    // it cannot add the phone to the CRM contact first).
+    const bridge = await setup(crm, { events: ['offline_message.received'] });
+    const anna = { name: 'Anna Merge', email: 'anna.merge@example.org', phone: '+79261110001' };
+    await jivo(bridge, jivoPayloads(anna, 11000).offline);
+    await settled(bridge, 1);
+    expect(crm.state().contacts).toHaveLength(1);
+    const linked = crm.state().contacts[0]!;
+
+    // A second visitor (another Jivo visitor number, a phone only) while the CRM refuses: the
+    // delivery fails before anything is made.
+    crm.rejectCredential(true);
+    const other = jivoPayloads(
+      { ...anna, email: 'second.visitor@example.org', phone: '+79261110002' },
+      12000,
+    );
+    delete other.offline.visitor.email;
+    await jivo(bridge, other.offline);
+    const failed = (await settled(bridge, 2)).filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    crm.rejectCredential(false);
+
+    // The same person, now with both her e-mail and the second phone, in a chat of the second
+    // visitor number: the bridge merges the two contacts.
+    const merging = jivoPayloads(
+      { ...anna, email: 'second.visitor@example.org', phone: '+79261110002' },
+      13000,
+    );
+    merging.accepted.visitor.email = anna.email;
+    await jivo(bridge, merging.accepted);
+    const found = await bridge.admin('GET', `/api/v1/contacts?email=${encodeURIComponent(anna.email)}`);
+    const merged = (found.body.contacts as any[])[0];
+    expect(merged.phones).toEqual(expect.arrayContaining(['+79261110001', '+79261110002']));
+
+    // The failed delivery, replayed: the merged contact is linked to the CRM contact already.
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 2)) as any[];
+      return all.every((item) => item.state === 'delivered') ? all : false;
+    }, 'replay delivered');
+    expect(done).toHaveLength(2);
+    const state = crm.state();
+    expect(state.contacts.map((contact) => contact.id)).toEqual([linked.id]);
+    expect(state.contacts[0]!.phones).toEqual(['+79261110001', '+79261110002']);
+    const after = await bridge.admin('GET', `/api/v1/contacts/${merged.id}`);
+    expect((after.body.contact ?? after.body).identities.filter((item: any) => item.kind === 'crm')).toEqual([
+      { kind: 'crm', value: linked.id, channelId: 'crm' },
+    ]);
+  });
+
   /** The destination talks to the fake through a proxy that can lose or replace answers. */
   async function behindProxy(crm: CrmWorld, crmOverrides: Record<string, unknown> = {}) {
     const proxy = await startLateProxy(crm.url);

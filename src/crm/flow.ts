@@ -440,9 +440,13 @@ export function createCrmFlow(deps: CrmFlowDeps) {
           throw error;
         }
       };
-      const contact = body.contact;
       // Events about no one (agents.synced) have nothing to write in a CRM.
-      if (!contact) return progress;
+      if (!body.contact) return progress;
+      // The contact as it is now, not as the event saw it: merged since (the event waited for a
+      // retry or a replay meanwhile), it is the surviving contact, whose CRM link, records and
+      // phones/e-mails find the CRM contact it already has; the event's own copy would find
+      // none of them and make a second CRM contact for the same person.
+      const contact = (await deps.contacts.get(body.contact.id))?.contact ?? body.contact;
       const responsibleUserId = await responsible(body);
 
       // A contact found but gone by the time its values are synced (a retry after a manager
