@@ -405,6 +405,38 @@ describe.each([
     ]);
   });
 
+  it('a contact made by an earlier attempt and removed in the CRM before the deal was made: the retry finds or makes the contact again instead of failing for good', async () => {
+    const crm = await world();
+    const bridge = await setup(crm, { retrySchedule: ['0s', '50ms'] });
+    // The deal create fails on every attempt of the schedule: the contact is made and recorded.
+    crm.failCreate('deal', 2);
+    const visitor = { name: 'Gleb', email: 'gleb.gone@example.org', phone: '+79261113344' };
+    await jivo(bridge, jivoPayloads(visitor, 14000).offline);
+    const failed = (await settled(bridge, 1)).filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(crm.state().deals).toHaveLength(0);
+    const gone = crm.state().contacts[0]!;
+    // Meanwhile a manager deletes the new contact (or merges it into another).
+    crm.removeContact(gone.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === failed[0].id);
+      return replayed.replays === 1 && replayed.state !== 'pending' ? replayed : false;
+    }, 'replay settled');
+    expect(done.state).toBe('delivered');
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    const renewed = state.contacts[0]!;
+    expect(renewed.id).not.toBe(gone.id);
+    expect(state.deals).toHaveLength(1);
+    expect(state.deals[0]!.contacts).toEqual([renewed.id]);
+    expect(state.tasks.map((task) => task.on)).toEqual([`deal:${state.deals[0]!.id}`]);
+    const contacts = await bridge.admin('GET', `/api/v1/contacts?email=${encodeURIComponent(visitor.email)}`);
+    expect((contacts.body.contacts as any[])[0].crmLink).toBe(crm.contactUrl(renewed.id));
+  });
+
   /** The destination talks to the fake through a proxy that can lose or replace answers. */
   async function behindProxy(crm: CrmWorld, crmOverrides: Record<string, unknown> = {}) {
     const proxy = await startLateProxy(crm.url);

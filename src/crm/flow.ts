@@ -449,8 +449,13 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       const contact = (await deps.contacts.get(body.contact.id))?.contact ?? body.contact;
       const responsibleUserId = await responsible(body);
 
+      const dealStep = destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type);
       // A contact found but gone by the time its values are synced (a retry after a manager
-      // merged it away) is forgotten and the step runs again: at most once more.
+      // merged it away) is forgotten and the step runs again: at most once more. So is one an
+      // earlier attempt recorded, when the deal (or what goes on the contact) is still to be
+      // made: the retry may come hours later, after a manager deleted or merged the new contact,
+      // and a deal on it would be refused for good, replay or not.
+      const resumed = !!start.contact;
       for (let round = 0; ; round++) {
         let known: CrmContact | null = null;
         if (!progress.contact) {
@@ -464,8 +469,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
           known = existing;
           await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
         }
-        if (progress.contactCreated === 'true' || progress.valuesSynced !== undefined) break;
-        if (await addMissingValues(contact, progress.contact!, known, api)) {
+        if (progress.contactCreated === 'true' || progress.valuesSynced) {
+          const recheck = resumed && round === 0 && (!dealStep || progress.deal === undefined);
+          if (!recheck || (await api.getContact(progress.contact!))) break;
+        } else if (await addMissingValues(contact, progress.contact!, known, api)) {
           await save({ valuesSynced: 'true' });
           break;
         }
@@ -477,16 +484,17 @@ export function createCrmFlow(deps: CrmFlowDeps) {
             `${deps.displayName} contact ${progress.contact} vanished while it was being linked`,
           );
         }
-        await save({ contact: '' });
+        // Nothing of the gone contact's is kept: the next one is linked back in its place.
+        await save({ contact: '', contactCreated: '', valuesSynced: '', linked: '' });
       }
       const crmContactId = progress.contact!;
-      if (progress.linked === undefined) {
+      if (!progress.linked) {
         await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
         await save({ linked: 'true' });
       }
 
       let on: CrmEntityRef = { type: 'contact', id: crmContactId };
-      if (destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type)) {
+      if (dealStep) {
         if (progress.deal === undefined) {
           await save({ deal: await deal(body, crmContactId, responsibleUserId, api, createOnce) });
         }
