@@ -174,3 +174,21 @@ describe('chatbridge crm check: a Bitrix24 portal with more than one page of use
     expect(out).toContain('agent nobody@store.example -> user 58 "User58" (agents[].crmUserId)');
   });
 });
+
+describe('chatbridge crm check: amoCRM with a token that may not list users', () => {
+  it('a non-admin token (users are listed to admins only) is usable: the check says responsible by e-mail is off and passes (exit 0), as deliveries go on with the fallbacks', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    crm.fake.nonAdminToken = true;
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', configFile(crm)], run.io)).toBe(
+      0,
+    );
+    const out = run.out.join('\n');
+    expect(out).toMatch(/deals:\n {4}channel shop-site -> pipeline 7001 "Shop chats", stage 112 "Talking"/);
+    expect(out).toMatch(/users not readable: access refused by amoCRM for users list \(HTTP 403/);
+    expect(out).toContain('so no responsible by e-mail; agents[].crmUserId, then user 501 (not checked)');
+    expect(out).toContain('crm: OK');
+    expect(run.err).toEqual([]);
+  });
+});

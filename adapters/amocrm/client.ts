@@ -446,8 +446,18 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async check() {
       const account = await call('account read', 'GET', '/account', accountSchema, undefined, true);
       const pipelines = await call('pipelines list', 'GET', '/leads/pipelines', pipelinesSchema);
-      const users = await api.listUsers();
+      // Users are listed to admins only [OFF]: a token without the right still delivers (the
+      // crmUserId / default fallbacks, src/crm/users.ts), so the check says so instead of failing.
+      let users: CrmUser[] = [];
+      let usersUnavailable: string | undefined;
+      try {
+        users = await api.listUsers();
+      } catch (error) {
+        if (!(error instanceof CrmError && error.httpStatus === 403)) throw error;
+        usersUnavailable = error.message;
+      }
       return {
+        ...(usersUnavailable !== undefined ? { usersUnavailable } : {}),
         account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}`,
         pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
           id: String(pipeline.id),

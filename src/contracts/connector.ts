@@ -92,6 +92,11 @@ export interface CrmCheckReport {
   account: string;
   pipelines: { id: string; name: string; stages: { id: string; name: string }[] }[];
   users: CrmUser[];
+  /**
+   * Why the users could not be listed, when the credential may not (amoCRM lists users to
+   * admins only): deliveries then use agents[].crmUserId and the default, unchecked.
+   */
+  usersUnavailable?: string;
 }
 
 /** What the core lends a connector to reach its CRM. */
