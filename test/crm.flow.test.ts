@@ -43,6 +43,7 @@ function world() {
     },
     addContactValues: async () => {},
     findOpenDeal: async () => null,
+    dealExists: async () => true,
     createDeal: () => Promise.reject(new Error('no deals here')),
     createTask: () => Promise.reject(new Error('no tasks here')),
     createNote: () => Promise.reject(new Error('no notes here')),

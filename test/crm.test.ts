@@ -437,6 +437,30 @@ describe.each([
     expect((contacts.body.contacts as any[])[0].crmLink).toBe(crm.contactUrl(renewed.id));
   });
 
+  it('a per-conversation deal deleted in the CRM during the chat: the transcript goes on a new deal of the chat, not on the deleted one', async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, { crm: { ...base, deals: 'per-conversation' } });
+    const visitor = { name: 'Dina', email: 'dina.deal@example.org', phone: '+79261115566' };
+    const { accepted, finished } = jivoPayloads(visitor, 15000);
+    await jivo(bridge, accepted);
+    await settled(bridge, 1);
+    expect(crm.state().deals).toHaveLength(1);
+    const deleted = crm.state().deals[0]!;
+    // A manager deletes the chat's deal while the chat goes on.
+    crm.removeDeal(deleted.id);
+
+    await jivo(bridge, finished);
+    const deliveries = await settled(bridge, 3);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+    const state = crm.state();
+    expect(state.deals).toHaveLength(1);
+    const renewed = state.deals[0]!;
+    expect(renewed.id).not.toBe(deleted.id);
+    expect(renewed.contacts).toEqual([state.contacts[0]!.id]);
+    expect(state.notes.map((note) => note.on)).toEqual([`deal:${renewed.id}`]);
+  });
+
   /** The destination talks to the fake through a proxy that can lose or replace answers. */
   async function behindProxy(crm: CrmWorld, crmOverrides: Record<string, unknown> = {}) {
     const proxy = await startLateProxy(crm.url);

@@ -269,6 +269,18 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       return open[0] ? String(open[0].id) : null;
     },
 
+    async dealExists(id) {
+      // By id among the leads, as leadsOf reads them (§2.9 [INF]): a deleted lead is not listed
+      // (204), or is listed with is_deleted.
+      const found = await call(
+        'lead read',
+        'GET',
+        `/leads?filter[id][]=${encodeURIComponent(id)}&limit=${PAGE_LIMIT}`,
+        leadListSchema,
+      );
+      return (found?._embedded.leads ?? []).some((lead) => String(lead.id) === id && !lead.is_deleted);
+    },
+
     async createDeal(input) {
       let custom: { field_code: string; values: { value: string }[] }[] = [];
       const utm = Object.entries(input.utm).filter(([key]) => UTM_FIELD_CODES[key]);

@@ -350,8 +350,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       [crmKeys.upsert(destinationId, `deal:${crmContactId}:${conversationKey ?? pipelineId ?? '-'}`)],
       async (stillHeld) => {
         if (conversationKey) {
+          // The chat's deal, unless someone deleted it in the CRM since: a note or task on it
+          // would be refused for good, so the chat gets a new one (and the key points at it).
           const known = await store.get(conversationKey);
-          if (known) return known;
+          if (known && (await api.dealExists(known))) return known;
         } else if (destination.crm.deals === 'one-open') {
           const open = await api.findOpenDeal(crmContactId, pipelineId);
           if (open) return open;
