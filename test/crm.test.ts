@@ -593,6 +593,29 @@ describe('CRM connector: amoCRM answers', () => {
       expect(crm.state().contacts).toHaveLength(0);
     }
   });
+
+  it('a long-lived token past its expiry: the delivery fails at once saying the token expired and when, without showing it', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    // A long-lived token is a JWT; this one ran out on 2021-01-01 and amoCRM refuses it.
+    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 1609459200, jti: 'x' })}.c2lnbmF0dXJlLWJ5dGVz`;
+    crm.fake.token = token;
+    const bridge = await setup(crm, { token });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Yan', email: 'yan.expired@example.org', phone: '+79031110099' }, 8300).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    for (const delivery of deliveries) {
+      expect(delivery.state).toBe('failed');
+      expect(delivery.attempts).toBe(1);
+      expect(delivery.lastError.message).toMatch(
+        /token rejected by amoCRM \(HTTP 401: .*\): the long-lived token expired at 2021-01-01T00:00:00\.000Z; generate a new one/,
+      );
+      expect(JSON.stringify(delivery)).not.toContain(token);
+    }
+  });
 });
 
 describe('CRM connector: Bitrix24 answers', () => {

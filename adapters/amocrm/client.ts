@@ -28,6 +28,7 @@ import {
   pipelinesSchema,
   problemSchema,
   taskListSchema,
+  tokenExpiry,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -72,6 +73,7 @@ function reasonOf(json: unknown, text: string): string {
 export function createAmoClient(settings: AmoSettings, transport: CrmTransport): CrmApi {
   const origin = new URL(settings.baseUrl).origin;
   const headers = { authorization: `Bearer ${settings.token}` };
+  const expiry = tokenExpiry(settings.token);
   const raw = new Map<string, AmoContact>();
 
   async function call<T>(
@@ -118,8 +120,17 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       return parsed.data;
     }
     const reason = reasonOf(response.json, response.text);
-    if (status === 401)
-      throw new CrmError('permanent', 401, `token rejected by ${NAME} (HTTP 401: ${reason})`, { auth: true });
+    if (status === 401) {
+      // A long-lived token that has run out says so (its exp claim): the operator's next step
+      // is a new token, not a look at the account.
+      const expired = expiry !== null && expiry.getTime() <= Date.now();
+      throw new CrmError(
+        'permanent',
+        401,
+        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : ''}`,
+        { auth: true },
+      );
+    }
     if (status === 403) {
       throw new CrmError(
         'permanent',
@@ -470,7 +481,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       }
       return {
         ...(usersUnavailable !== undefined ? { usersUnavailable } : {}),
-        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}`,
+        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}${expiry ? `; the long-lived token expires at ${expiry.toISOString()}` : ''}`,
         pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
           id: String(pipeline.id),
           name: pipeline.name,
