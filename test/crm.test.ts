@@ -437,6 +437,31 @@ describe.each([
     expect((contacts.body.contacts as any[])[0].crmLink).toBe(crm.contactUrl(renewed.id));
   });
 
+  it('a replay of a finished delivery makes nothing, even when its contact was deleted in the CRM since', async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, { crm: { ...base, deals: 'none' } });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Rita', email: 'rita.replay@example.org', phone: '+79261117788' }, 16000).offline,
+    );
+    const delivered = (await settled(bridge, 1)).filter(
+      (item) => item.eventType === 'offline_message.received',
+    );
+    expect(delivered.map((item) => item.state)).toEqual(['delivered']);
+    expect(crm.state().tasks).toHaveLength(1);
+    crm.removeContact(crm.state().contacts[0]!.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${delivered[0].id}/replay`)).status).toBe(202);
+    await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === delivered[0].id);
+      return replayed.replays === 1 && replayed.state === 'delivered' ? replayed : false;
+    }, 'replay delivered');
+    expect(crm.state().contacts).toHaveLength(0);
+    expect(crm.state().tasks).toHaveLength(1);
+  });
+
   it('a per-conversation deal deleted in the CRM during the chat: the transcript goes on a new deal of the chat, not on the deleted one', async () => {
     const crm = await world();
     const base = crm.destination().crm as Record<string, unknown>;

@@ -452,6 +452,16 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       const responsibleUserId = await responsible(body);
 
       const dealStep = destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type);
+      const task = body.routing.task;
+      const taskDue = body.type === 'offline_message.received' && !!task && progress.task === undefined;
+      const note = body.routing.note;
+      const noteDue =
+        body.type === 'conversation.finished' &&
+        !!note &&
+        destination.crm.transcriptNote &&
+        progress.note === undefined;
+      // Something still to be put on the contact itself (a replay of a finished delivery has not).
+      const contactDue = dealStep ? progress.deal === undefined : taskDue || noteDue;
       // A contact found but gone by the time its values are synced (a retry after a manager
       // merged it away) is forgotten and the step runs again: at most once more. So is one an
       // earlier attempt recorded, when the deal (or what goes on the contact) is still to be
@@ -472,7 +482,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
           await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
         }
         if (progress.contactCreated === 'true' || progress.valuesSynced) {
-          const recheck = resumed && round === 0 && (!dealStep || progress.deal === undefined);
+          const recheck = resumed && round === 0 && contactDue;
           if (!recheck || (await api.getContact(progress.contact!))) break;
         } else if (await addMissingValues(contact, progress.contact!, known, api)) {
           await save({ valuesSynced: 'true' });
@@ -503,8 +513,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         on = { type: 'deal', id: progress.deal! };
       }
 
-      const task = body.routing.task;
-      if (body.type === 'offline_message.received' && task && progress.task === undefined) {
+      if (taskDue && task) {
         const values = { ...displayValues(body), text: task.text };
         const id = await createOnce({
           kind: 'task',
@@ -519,13 +528,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         await save({ task: id });
       }
 
-      const note = body.routing.note;
-      if (
-        body.type === 'conversation.finished' &&
-        note &&
-        destination.crm.transcriptNote &&
-        progress.note === undefined
-      ) {
+      if (noteDue && note) {
         await save({
           note: await createOnce({ kind: 'note', input: { on, text: note.text, externalId: body.id } }),
         });
