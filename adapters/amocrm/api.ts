@@ -23,6 +23,15 @@ export function tokenExpiry(token: string): Date | null {
   }
 }
 
+/**
+ * How long the destination waits after a 429 that names no Retry-After (amoCRM's 429 is often a
+ * bare non-JSON page [3P]). The limit is per second [OFF], and a 429 is the warning before the
+ * account's API is blocked for repeated violations, every request then answered 403 until support
+ * lifts it [OFF quoted]/[3P]: so not only the refused delivery waits, but every request of the
+ * destination (the delivery queue pauses it on a retry delay, across instances).
+ */
+export const RATE_LIMIT_PAUSE_MS = 1000;
+
 /** Requests go to the account's own domain under /api/v4 [OFF]. */
 export const API_PREFIX = '/api/v4';
 

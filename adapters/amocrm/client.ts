@@ -27,6 +27,7 @@ import {
   PHONE_QUERY_DIGITS,
   pipelinesSchema,
   problemSchema,
+  RATE_LIMIT_PAUSE_MS,
   taskListSchema,
   tokenExpiry,
   UTM_FIELD_CODES,
@@ -140,7 +141,9 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       );
     }
     if (status === 429 || status >= 500) {
-      const retryAfterMs = parseRetryAfter(response.headers['retry-after'], Date.now());
+      const retryAfterMs =
+        parseRetryAfter(response.headers['retry-after'], Date.now()) ??
+        (status === 429 ? RATE_LIMIT_PAUSE_MS : undefined);
       throw new CrmError(
         'retry',
         status,
