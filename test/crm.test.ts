@@ -462,6 +462,35 @@ describe.each([
     expect(crm.state().tasks).toHaveLength(1);
   });
 
+  it('a deal made by an earlier attempt and deleted in the CRM before the transcript went on it: the retry puts it on a deal the CRM has', async () => {
+    const crm = await world();
+    const bridge = await setup(crm, { retrySchedule: ['0s', '50ms'] });
+    // The note create fails on every attempt of the schedule: the deal is made and recorded.
+    crm.failCreate('note', 2);
+    const { finished } = jivoPayloads(
+      { name: 'Ilya', email: 'ilya.deal@example.org', phone: '+79261119900' },
+      17000,
+    );
+    await jivo(bridge, finished);
+    const failed = (await settled(bridge, 1)).filter((item) => item.state === 'failed');
+    expect(failed.map((item) => item.eventType)).toEqual(['conversation.finished']);
+    expect(crm.state().deals).toHaveLength(1);
+    const deleted = crm.state().deals[0]!;
+    crm.removeDeal(deleted.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === failed[0].id);
+      return replayed.replays === 1 && replayed.state !== 'pending' ? replayed : false;
+    }, 'replay settled');
+    expect(done.state).toBe('delivered');
+    const state = crm.state();
+    expect(state.deals).toHaveLength(1);
+    expect(state.deals[0]!.id).not.toBe(deleted.id);
+    expect(state.notes.map((note) => note.on)).toEqual([`deal:${state.deals[0]!.id}`]);
+  });
+
   it('a per-conversation deal deleted in the CRM during the chat: the transcript goes on a new deal of the chat, not on the deleted one', async () => {
     const crm = await world();
     const base = crm.destination().crm as Record<string, unknown>;
