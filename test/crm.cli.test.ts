@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -172,5 +172,39 @@ describe('chatbridge crm check: a Bitrix24 portal with more than one page of use
     expect(out).toContain('default -> user 60 "User60"');
     expect(out).toContain('agent user55@shop.example -> user 55 "User55" (same e-mail)');
     expect(out).toContain('agent nobody@store.example -> user 58 "User58" (agents[].crmUserId)');
+  });
+});
+
+describe('chatbridge crm check: amoCRM with a token that may not list users', () => {
+  it('a non-admin token (users are listed to admins only) is usable: the check says responsible by e-mail is off and passes (exit 0), as deliveries go on with the fallbacks', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    crm.fake.nonAdminToken = true;
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', configFile(crm)], run.io)).toBe(
+      0,
+    );
+    const out = run.out.join('\n');
+    expect(out).toMatch(/deals:\n {4}channel shop-site -> pipeline 7001 "Shop chats", stage 112 "Talking"/);
+    expect(out).toMatch(/users not readable: access refused by amoCRM for users list \(HTTP 403/);
+    expect(out).toContain('so no responsible by e-mail; agents[].crmUserId, then user 501 (not checked)');
+    expect(out).toContain('crm: OK');
+    expect(run.err).toEqual([]);
+  });
+});
+
+describe('chatbridge crm check: amoCRM long-lived token', () => {
+  it('says until when the long-lived token (a JWT) is valid', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 4102444800 })}.c2lnbmF0dXJlLWJ5dGVz`;
+    crm.fake.token = token;
+    const file = configFile(crm);
+    writeFileSync(file, readFileSync(file, 'utf8').replace(crm.secrets[0]!, token));
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
+    expect(run.out[0]).toMatch(/; the long-lived token expires at 2100-01-01T00:00:00\.000Z$/);
+    expect([...run.out, ...run.err].join('\n')).not.toContain(token);
   });
 });

@@ -353,6 +353,168 @@ describe.each([
     expect(bridgeContact.crmLink).toBe(crm.contactUrl(renewed.id));
   });
 
+  it('an event of a bridge contact merged since into one linked to a CRM contact goes on that CRM contact, not on a new one', async () => {
+    const crm = await world();
+    // Only offline messages reach the CRM: the chat that merges the two visitors does not (so
+    // it cannot add the phone to the CRM contact first).
+    const bridge = await setup(crm, { events: ['offline_message.received'] });
+    const anna = { name: 'Anna Merge', email: 'anna.merge@example.org', phone: '+79261110001' };
+    await jivo(bridge, jivoPayloads(anna, 11000).offline);
+    await settled(bridge, 1);
+    expect(crm.state().contacts).toHaveLength(1);
+    const linked = crm.state().contacts[0]!;
+
+    // A second visitor (another Jivo visitor number, a phone only) while the CRM refuses: the
+    // delivery fails before anything is made.
+    crm.rejectCredential(true);
+    const other = jivoPayloads(
+      { ...anna, email: 'second.visitor@example.org', phone: '+79261110002' },
+      12000,
+    );
+    delete other.offline.visitor.email;
+    await jivo(bridge, other.offline);
+    const failed = (await settled(bridge, 2)).filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    crm.rejectCredential(false);
+
+    // The same person, now with both her e-mail and the second phone, in a chat of the second
+    // visitor number: the bridge merges the two contacts.
+    const merging = jivoPayloads(
+      { ...anna, email: 'second.visitor@example.org', phone: '+79261110002' },
+      13000,
+    );
+    merging.accepted.visitor.email = anna.email;
+    await jivo(bridge, merging.accepted);
+    const found = await bridge.admin('GET', `/api/v1/contacts?email=${encodeURIComponent(anna.email)}`);
+    const merged = (found.body.contacts as any[])[0];
+    expect(merged.phones).toEqual(expect.arrayContaining(['+79261110001', '+79261110002']));
+
+    // The failed delivery, replayed: the merged contact is linked to the CRM contact already.
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 2)) as any[];
+      return all.every((item) => item.state === 'delivered') ? all : false;
+    }, 'replay delivered');
+    expect(done).toHaveLength(2);
+    const state = crm.state();
+    expect(state.contacts.map((contact) => contact.id)).toEqual([linked.id]);
+    expect(state.contacts[0]!.phones).toEqual(['+79261110001', '+79261110002']);
+    const after = await bridge.admin('GET', `/api/v1/contacts/${merged.id}`);
+    expect((after.body.contact ?? after.body).identities.filter((item: any) => item.kind === 'crm')).toEqual([
+      { kind: 'crm', value: linked.id, channelId: 'crm' },
+    ]);
+  });
+
+  it('a contact made by an earlier attempt and removed in the CRM before the deal was made: the retry finds or makes the contact again instead of failing for good', async () => {
+    const crm = await world();
+    const bridge = await setup(crm, { retrySchedule: ['0s', '50ms'] });
+    // The deal create fails on every attempt of the schedule: the contact is made and recorded.
+    crm.failCreate('deal', 2);
+    const visitor = { name: 'Gleb', email: 'gleb.gone@example.org', phone: '+79261113344' };
+    await jivo(bridge, jivoPayloads(visitor, 14000).offline);
+    const failed = (await settled(bridge, 1)).filter((item) => item.state === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(crm.state().deals).toHaveLength(0);
+    const gone = crm.state().contacts[0]!;
+    // Meanwhile a manager deletes the new contact (or merges it into another).
+    crm.removeContact(gone.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === failed[0].id);
+      return replayed.replays === 1 && replayed.state !== 'pending' ? replayed : false;
+    }, 'replay settled');
+    expect(done.state).toBe('delivered');
+    const state = crm.state();
+    expect(state.contacts).toHaveLength(1);
+    const renewed = state.contacts[0]!;
+    expect(renewed.id).not.toBe(gone.id);
+    expect(state.deals).toHaveLength(1);
+    expect(state.deals[0]!.contacts).toEqual([renewed.id]);
+    expect(state.tasks.map((task) => task.on)).toEqual([`deal:${state.deals[0]!.id}`]);
+    const contacts = await bridge.admin('GET', `/api/v1/contacts?email=${encodeURIComponent(visitor.email)}`);
+    expect((contacts.body.contacts as any[])[0].crmLink).toBe(crm.contactUrl(renewed.id));
+  });
+
+  it('a replay of a finished delivery makes nothing, even when its contact was deleted in the CRM since', async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, { crm: { ...base, deals: 'none' } });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Rita', email: 'rita.replay@example.org', phone: '+79261117788' }, 16000).offline,
+    );
+    const delivered = (await settled(bridge, 1)).filter(
+      (item) => item.eventType === 'offline_message.received',
+    );
+    expect(delivered.map((item) => item.state)).toEqual(['delivered']);
+    expect(crm.state().tasks).toHaveLength(1);
+    crm.removeContact(crm.state().contacts[0]!.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${delivered[0].id}/replay`)).status).toBe(202);
+    await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === delivered[0].id);
+      return replayed.replays === 1 && replayed.state === 'delivered' ? replayed : false;
+    }, 'replay delivered');
+    expect(crm.state().contacts).toHaveLength(0);
+    expect(crm.state().tasks).toHaveLength(1);
+  });
+
+  it('a deal made by an earlier attempt and deleted in the CRM before the transcript went on it: the retry puts it on a deal the CRM has', async () => {
+    const crm = await world();
+    const bridge = await setup(crm, { retrySchedule: ['0s', '50ms'] });
+    // The note create fails on every attempt of the schedule: the deal is made and recorded.
+    crm.failCreate('note', 2);
+    const { finished } = jivoPayloads(
+      { name: 'Ilya', email: 'ilya.deal@example.org', phone: '+79261119900' },
+      17000,
+    );
+    await jivo(bridge, finished);
+    const failed = (await settled(bridge, 1)).filter((item) => item.state === 'failed');
+    expect(failed.map((item) => item.eventType)).toEqual(['conversation.finished']);
+    expect(crm.state().deals).toHaveLength(1);
+    const deleted = crm.state().deals[0]!;
+    crm.removeDeal(deleted.id);
+
+    expect((await bridge.admin('POST', `/api/v1/deliveries/${failed[0].id}/replay`)).status).toBe(202);
+    const done = await eventually(async () => {
+      const all = (await settled(bridge, 1)) as any[];
+      const replayed = all.find((item) => item.id === failed[0].id);
+      return replayed.replays === 1 && replayed.state !== 'pending' ? replayed : false;
+    }, 'replay settled');
+    expect(done.state).toBe('delivered');
+    const state = crm.state();
+    expect(state.deals).toHaveLength(1);
+    expect(state.deals[0]!.id).not.toBe(deleted.id);
+    expect(state.notes.map((note) => note.on)).toEqual([`deal:${state.deals[0]!.id}`]);
+  });
+
+  it('a per-conversation deal deleted in the CRM during the chat: the transcript goes on a new deal of the chat, not on the deleted one', async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, { crm: { ...base, deals: 'per-conversation' } });
+    const visitor = { name: 'Dina', email: 'dina.deal@example.org', phone: '+79261115566' };
+    const { accepted, finished } = jivoPayloads(visitor, 15000);
+    await jivo(bridge, accepted);
+    await settled(bridge, 1);
+    expect(crm.state().deals).toHaveLength(1);
+    const deleted = crm.state().deals[0]!;
+    // A manager deletes the chat's deal while the chat goes on.
+    crm.removeDeal(deleted.id);
+
+    await jivo(bridge, finished);
+    const deliveries = await settled(bridge, 3);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+    const state = crm.state();
+    expect(state.deals).toHaveLength(1);
+    const renewed = state.deals[0]!;
+    expect(renewed.id).not.toBe(deleted.id);
+    expect(renewed.contacts).toEqual([state.contacts[0]!.id]);
+    expect(state.notes.map((note) => note.on)).toEqual([`deal:${renewed.id}`]);
+  });
+
   /** The destination talks to the fake through a proxy that can lose or replace answers. */
   async function behindProxy(crm: CrmWorld, crmOverrides: Record<string, unknown> = {}) {
     const proxy = await startLateProxy(crm.url);
@@ -483,6 +645,29 @@ describe('CRM connector: amoCRM answers', () => {
         expect(delivery.lastError.message).toMatch(/baseUrl/);
       }
       expect(crm.state().contacts).toHaveLength(0);
+    }
+  });
+
+  it('a long-lived token past its expiry: the delivery fails at once saying the token expired and when, without showing it', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    // A long-lived token is a JWT; this one ran out on 2021-01-01 and amoCRM refuses it.
+    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 1609459200, jti: 'x' })}.c2lnbmF0dXJlLWJ5dGVz`;
+    crm.fake.token = token;
+    const bridge = await setup(crm, { token });
+    await jivo(
+      bridge,
+      jivoPayloads({ name: 'Yan', email: 'yan.expired@example.org', phone: '+79031110099' }, 8300).accepted,
+    );
+    const deliveries = await settled(bridge, 1);
+    for (const delivery of deliveries) {
+      expect(delivery.state).toBe('failed');
+      expect(delivery.attempts).toBe(1);
+      expect(delivery.lastError.message).toMatch(
+        /token rejected by amoCRM \(HTTP 401: .*\): the long-lived token expired at 2021-01-01T00:00:00\.000Z; generate a new one/,
+      );
+      expect(JSON.stringify(delivery)).not.toContain(token);
     }
   });
 });

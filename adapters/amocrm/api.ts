@@ -6,6 +6,32 @@ import { z } from 'zod';
  * [3P] third-party code/issues, [INF] inferred — verify against a real account).
  */
 
+/**
+ * When a long-lived token expires: it is a JWT whose `exp` claim (Unix seconds) is its expiry
+ * [SDK: LongLivedAccessToken.php reads it], chosen between 1 day and 5 years when it was made
+ * [OFF]. Read without verifying (only to tell the operator why a 401 came); null when the token
+ * is not such a JWT.
+ */
+export function tokenExpiry(token: string): Date | null {
+  const payload = token.split('.')[1];
+  if (token.split('.').length !== 3 || !payload) return null;
+  try {
+    const exp = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { exp?: unknown }).exp;
+    return typeof exp === 'number' && Number.isFinite(exp) ? new Date(exp * 1000) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How long the destination waits after a 429 that names no Retry-After (amoCRM's 429 is often a
+ * bare non-JSON page [3P]). The limit is per second [OFF], and a 429 is the warning before the
+ * account's API is blocked for repeated violations, every request then answered 403 until support
+ * lifts it [OFF quoted]/[3P]: so not only the refused delivery waits, but every request of the
+ * destination (the delivery queue pauses it on a retry delay, across instances).
+ */
+export const RATE_LIMIT_PAUSE_MS = 1000;
+
 /** Requests go to the account's own domain under /api/v4 [OFF]. */
 export const API_PREFIX = '/api/v4';
 

@@ -27,7 +27,9 @@ import {
   PHONE_QUERY_DIGITS,
   pipelinesSchema,
   problemSchema,
+  RATE_LIMIT_PAUSE_MS,
   taskListSchema,
+  tokenExpiry,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -72,6 +74,7 @@ function reasonOf(json: unknown, text: string): string {
 export function createAmoClient(settings: AmoSettings, transport: CrmTransport): CrmApi {
   const origin = new URL(settings.baseUrl).origin;
   const headers = { authorization: `Bearer ${settings.token}` };
+  const expiry = tokenExpiry(settings.token);
   const raw = new Map<string, AmoContact>();
 
   async function call<T>(
@@ -118,8 +121,17 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       return parsed.data;
     }
     const reason = reasonOf(response.json, response.text);
-    if (status === 401)
-      throw new CrmError('permanent', 401, `token rejected by ${NAME} (HTTP 401: ${reason})`, { auth: true });
+    if (status === 401) {
+      // A long-lived token that has run out says so (its exp claim): the operator's next step
+      // is a new token, not a look at the account.
+      const expired = expiry !== null && expiry.getTime() <= Date.now();
+      throw new CrmError(
+        'permanent',
+        401,
+        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : ''}`,
+        { auth: true },
+      );
+    }
     if (status === 403) {
       throw new CrmError(
         'permanent',
@@ -129,7 +141,9 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       );
     }
     if (status === 429 || status >= 500) {
-      const retryAfterMs = parseRetryAfter(response.headers['retry-after'], Date.now());
+      const retryAfterMs =
+        parseRetryAfter(response.headers['retry-after'], Date.now()) ??
+        (status === 429 ? RATE_LIMIT_PAUSE_MS : undefined);
       throw new CrmError(
         'retry',
         status,
@@ -267,6 +281,18 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         .filter((lead) => pipelineId === null || String(lead.pipeline_id) === pipelineId)
         .sort((a, b) => a.id - b.id);
       return open[0] ? String(open[0].id) : null;
+    },
+
+    async dealExists(id) {
+      // By id among the leads, as leadsOf reads them (§2.9 [INF]): a deleted lead is not listed
+      // (204), or is listed with is_deleted.
+      const found = await call(
+        'lead read',
+        'GET',
+        `/leads?filter[id][]=${encodeURIComponent(id)}&limit=${PAGE_LIMIT}`,
+        leadListSchema,
+      );
+      return (found?._embedded.leads ?? []).some((lead) => String(lead.id) === id && !lead.is_deleted);
     },
 
     async createDeal(input) {
@@ -446,9 +472,19 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     async check() {
       const account = await call('account read', 'GET', '/account', accountSchema, undefined, true);
       const pipelines = await call('pipelines list', 'GET', '/leads/pipelines', pipelinesSchema);
-      const users = await api.listUsers();
+      // Users are listed to admins only [OFF]: a token without the right still delivers (the
+      // crmUserId / default fallbacks, src/crm/users.ts), so the check says so instead of failing.
+      let users: CrmUser[] = [];
+      let usersUnavailable: string | undefined;
+      try {
+        users = await api.listUsers();
+      } catch (error) {
+        if (!(error instanceof CrmError && error.httpStatus === 403)) throw error;
+        usersUnavailable = error.message;
+      }
       return {
-        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}`,
+        ...(usersUnavailable !== undefined ? { usersUnavailable } : {}),
+        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}${expiry ? `; the long-lived token expires at ${expiry.toISOString()}` : ''}`,
         pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
           id: String(pipeline.id),
           name: pipeline.name,

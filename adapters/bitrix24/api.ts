@@ -75,6 +75,13 @@ export const openDealFilter = (contactId: string, categoryId: string | null) => 
 });
 
 /**
+ * Whether the portal still has a deal: crm.deal.list filtered by its ID [INF: the legacy list
+ * filters take the entity's fields, as the ORIGIN_ID and CONTACT_ID filters above]; a deleted
+ * deal is not listed.
+ */
+export const dealByIdFilter = (id: string) => ({ filter: { ID: Number(id) }, select: ['ID'] });
+
+/**
  * What we made, by the external id we wrote on it (ORIGINATOR_ID + ORIGIN_ID [OFF] as fields):
  * a retry whose create got no answer asks crm.contact.list / crm.deal.list with this filter
  * before creating again. The note gives this as the idempotency check for deals [INF] (§2.8);

@@ -11,6 +11,7 @@ import {
   contactPage,
   contactSchema,
   createdFilter,
+  dealByIdFilter,
   dealListSchema,
   envelopeSchema,
   errorSchema,
@@ -251,6 +252,11 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         dealListSchema,
       );
       return result[0]?.ID ?? null;
+    },
+
+    async dealExists(id) {
+      const { result } = await call('crm.deal.list', dealByIdFilter(id), dealListSchema);
+      return result.some((deal) => String(deal.ID) === id);
     },
 
     async createDeal(input) {

@@ -56,6 +56,31 @@ describe('fake Bitrix24', () => {
     expect(((await limited.json()) as any).error).toBe('QUERY_LIMIT_EXCEEDED');
   });
 
+  it('crm.timeline.comment.add on a deal or contact the portal does not have: 400 OWNER_NOT_FOUND; crm.deal.list filters by ID', async () => {
+    const fake = await startFakeBitrix24({ code: 'code0123456789' });
+    close = fake.close;
+    const call = async (method: string, body: unknown) => {
+      const response = await fetch(`${fake.webhookUrl}${method}.json`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, json: (await response.json()) as any };
+    };
+    const deal = (await call('crm.deal.add', { fields: { TITLE: 'Chat' } })).json.result;
+    const comment = (id: number) =>
+      call('crm.timeline.comment.add', { fields: { ENTITY_ID: id, ENTITY_TYPE: 'deal', COMMENT: 'hi' } });
+    expect((await comment(deal)).status).toBe(200);
+    expect(await comment(deal + 1000)).toEqual({
+      status: 400,
+      json: { error: 'OWNER_NOT_FOUND', error_description: 'Owner entity not found' },
+    });
+    expect((await call('crm.deal.list', { filter: { ID: deal }, select: ['ID'] })).json.result).toEqual([
+      { ID: String(deal), CATEGORY_ID: '0', STAGE_ID: 'NEW' },
+    ]);
+    expect((await call('crm.deal.list', { filter: { ID: deal + 1000 } })).json.result).toEqual([]);
+  });
+
   it('crm.contact.list and crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (newest first on order ID DESC) and refuse unknown filter keys', async () => {
     const fake = await startFakeBitrix24({ code: 'code0123456789' });
     close = fake.close;

@@ -174,14 +174,21 @@ function describe(
 
   io.stdout('  responsible:');
   const byId = new Map(report.users.map((user) => [user.id, user]));
-  if (crm.responsible.default === undefined) {
+  if (report.usersUnavailable !== undefined) {
+    // Deliveries go on without the list (src/crm/users.ts): not a problem, but nothing to check
+    // the user ids against, and no responsible by e-mail.
+    io.stdout(`    users not readable: ${report.usersUnavailable}`);
+    io.stdout(
+      `    so no responsible by e-mail; agents[].crmUserId, then ${crm.responsible.default === undefined ? "the credential's own user" : `user ${crm.responsible.default}`} (not checked)`,
+    );
+  } else if (crm.responsible.default === undefined) {
     io.stdout("    default -> none set: the CRM makes the credential's own user responsible");
   } else {
     const user = byId.get(crm.responsible.default);
     if (!user) problems.push(`crm.responsible.default: no CRM user ${crm.responsible.default}`);
     else io.stdout(`    default -> ${userLabel(user)}`);
   }
-  for (const agent of agents) {
+  for (const agent of report.usersUnavailable !== undefined ? [] : agents) {
     const byEmail = report.users.find((user) => user.active && user.email?.toLowerCase() === agent.email);
     if (byEmail) {
       io.stdout(`    agent ${agent.email} -> ${userLabel(byEmail)} (same e-mail)`);

@@ -92,6 +92,11 @@ export interface CrmCheckReport {
   account: string;
   pipelines: { id: string; name: string; stages: { id: string; name: string }[] }[];
   users: CrmUser[];
+  /**
+   * Why the users could not be listed, when the credential may not (amoCRM lists users to
+   * admins only): deliveries then use agents[].crmUserId and the default, unchecked.
+   */
+  usersUnavailable?: string;
 }
 
 /** What the core lends a connector to reach its CRM. */
@@ -118,6 +123,8 @@ export interface CrmApi {
   addContactValues(contact: CrmContact, add: { phones: string[]; emails: string[] }): Promise<void>;
   /** An open deal of this contact in this pipeline (null pipeline: any), or null. */
   findOpenDeal(contactId: string, pipelineId: string | null): Promise<string | null>;
+  /** False when the CRM no longer has the deal (deleted by someone in the CRM). */
+  dealExists(id: string): Promise<boolean>;
   createDeal(input: CrmDealInput): Promise<string>;
   createTask(input: CrmTaskInput): Promise<string>;
   createNote(input: CrmNoteInput): Promise<string>;

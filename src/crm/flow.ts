@@ -350,8 +350,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       [crmKeys.upsert(destinationId, `deal:${crmContactId}:${conversationKey ?? pipelineId ?? '-'}`)],
       async (stillHeld) => {
         if (conversationKey) {
+          // The chat's deal, unless someone deleted it in the CRM since: a note or task on it
+          // would be refused for good, so the chat gets a new one (and the key points at it).
           const known = await store.get(conversationKey);
-          if (known) return known;
+          if (known && (await api.dealExists(known))) return known;
         } else if (destination.crm.deals === 'one-open') {
           const open = await api.findOpenDeal(crmContactId, pipelineId);
           if (open) return open;
@@ -440,13 +442,32 @@ export function createCrmFlow(deps: CrmFlowDeps) {
           throw error;
         }
       };
-      const contact = body.contact;
       // Events about no one (agents.synced) have nothing to write in a CRM.
-      if (!contact) return progress;
+      if (!body.contact) return progress;
+      // The contact as it is now, not as the event saw it: merged since (the event waited for a
+      // retry or a replay meanwhile), it is the surviving contact, whose CRM link, records and
+      // phones/e-mails find the CRM contact it already has; the event's own copy would find
+      // none of them and make a second CRM contact for the same person.
+      const contact = (await deps.contacts.get(body.contact.id))?.contact ?? body.contact;
       const responsibleUserId = await responsible(body);
 
+      const dealStep = destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type);
+      const task = body.routing.task;
+      const taskDue = body.type === 'offline_message.received' && !!task && progress.task === undefined;
+      const note = body.routing.note;
+      const noteDue =
+        body.type === 'conversation.finished' &&
+        !!note &&
+        destination.crm.transcriptNote &&
+        progress.note === undefined;
+      // Something still to be put on the contact itself (a replay of a finished delivery has not).
+      const contactDue = dealStep ? !progress.deal : taskDue || noteDue;
       // A contact found but gone by the time its values are synced (a retry after a manager
-      // merged it away) is forgotten and the step runs again: at most once more.
+      // merged it away) is forgotten and the step runs again: at most once more. So is one an
+      // earlier attempt recorded, when the deal (or what goes on the contact) is still to be
+      // made: the retry may come hours later, after a manager deleted or merged the new contact,
+      // and a deal on it would be refused for good, replay or not.
+      const resumed = !!start.contact;
       for (let round = 0; ; round++) {
         let known: CrmContact | null = null;
         if (!progress.contact) {
@@ -460,8 +481,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
           known = existing;
           await save({ contact: id, ...(created ? { contactCreated: 'true' } : {}) });
         }
-        if (progress.contactCreated === 'true' || progress.valuesSynced !== undefined) break;
-        if (await addMissingValues(contact, progress.contact!, known, api)) {
+        if (progress.contactCreated === 'true' || progress.valuesSynced) {
+          const recheck = resumed && round === 0 && contactDue;
+          if (!recheck || (await api.getContact(progress.contact!))) break;
+        } else if (await addMissingValues(contact, progress.contact!, known, api)) {
           await save({ valuesSynced: 'true' });
           break;
         }
@@ -473,24 +496,29 @@ export function createCrmFlow(deps: CrmFlowDeps) {
             `${deps.displayName} contact ${progress.contact} vanished while it was being linked`,
           );
         }
-        await save({ contact: '' });
+        // Nothing of the gone contact's is kept: the next one is linked back in its place.
+        await save({ contact: '', contactCreated: '', valuesSynced: '', linked: '' });
       }
       const crmContactId = progress.contact!;
-      if (progress.linked === undefined) {
+      if (!progress.linked) {
         await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
         await save({ linked: 'true' });
       }
 
       let on: CrmEntityRef = { type: 'contact', id: crmContactId };
-      if (destination.crm.deals !== 'none' && DEAL_EVENTS.has(body.type)) {
-        if (progress.deal === undefined) {
+      if (dealStep) {
+        // A deal an earlier attempt recorded, with the task or note still to go on it: someone
+        // may have deleted it in the CRM since (Bitrix24 refuses a comment on it for good,
+        // OWNER_NOT_FOUND), and then the event's deal is found or made again.
+        if (start.deal && progress.deal && (taskDue || noteDue) && !(await api.dealExists(progress.deal)))
+          await save({ deal: '' });
+        if (!progress.deal) {
           await save({ deal: await deal(body, crmContactId, responsibleUserId, api, createOnce) });
         }
         on = { type: 'deal', id: progress.deal! };
       }
 
-      const task = body.routing.task;
-      if (body.type === 'offline_message.received' && task && progress.task === undefined) {
+      if (taskDue && task) {
         const values = { ...displayValues(body), text: task.text };
         const id = await createOnce({
           kind: 'task',
@@ -505,13 +533,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         await save({ task: id });
       }
 
-      const note = body.routing.note;
-      if (
-        body.type === 'conversation.finished' &&
-        note &&
-        destination.crm.transcriptNote &&
-        progress.note === undefined
-      ) {
+      if (noteDue && note) {
         await save({
           note: await createOnce({ kind: 'note', input: { on, text: note.text, externalId: body.id } }),
         });

@@ -42,6 +42,8 @@ export interface CrmWorld {
   seedContact(phone: string, email: string): string;
   /** The contact disappears from the CRM, as a manager's "merge duplicates" or delete does. */
   removeContact(id: string): void;
+  /** The deal disappears from the CRM, as a manager's delete does. */
+  removeDeal(id: string): void;
   /** Matches the HTTP request that creates one `what` (for a proxy in front of the fake). */
   isCreate(what: 'deal' | 'task' | 'note' | 'contact'): (method: string, path: string) => boolean;
   /** Destination overrides that send the connector's requests to `url` instead of the fake. */
@@ -165,6 +167,14 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
         1,
       );
     },
+    removeDeal(id) {
+      fake.leads.splice(
+        fake.leads.findIndex((lead) => String(lead.id) === id),
+        1,
+      );
+      for (const contact of fake.contacts)
+        contact.leads = contact.leads.filter((lead) => String(lead) !== id);
+    },
     isCreate: (what) => (method, path) => method === 'POST' && path === creates[what],
     via: (url) => ({ baseUrl: url }),
     close: () => fake.close(),
@@ -267,6 +277,12 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
     removeContact(id) {
       fake.contacts.splice(
         fake.contacts.findIndex((contact) => contact.ID === id),
+        1,
+      );
+    },
+    removeDeal(id) {
+      fake.deals.splice(
+        fake.deals.findIndex((deal) => deal.ID === id),
         1,
       );
     },

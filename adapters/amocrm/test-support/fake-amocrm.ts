@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tokenExpiry } from '../api.js';
 
 /**
  * A stateful fake amoCRM account on loopback, following the documented shapes
@@ -602,7 +603,10 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       send(fault.answer.status, fault.answer.body, fault.answer.headers, 'text/plain');
       return;
     }
-    if (fake.rejectToken || request.headers.authorization !== `Bearer ${fake.token}`) {
+    // A long-lived token is a JWT that stops working at its exp [OFF]/[SDK] (api.ts tokenExpiry).
+    const expiry = tokenExpiry(fake.token);
+    const expired = expiry !== null && expiry.getTime() <= Date.now();
+    if (fake.rejectToken || expired || request.headers.authorization !== `Bearer ${fake.token}`) {
       send(
         401,
         JSON.stringify({

@@ -291,6 +291,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
       case 'crm.deal.list': {
         const found = filtered(fake.deals, params, {
           ...byOrigin,
+          ID: (deal, value) => deal.ID === value,
           // The primary contact only [INF].
           CONTACT_ID: (deal, value) => deal.CONTACT_IDS[0] === value,
           CATEGORY_ID: (deal, value) => deal.CATEGORY_ID === value,
@@ -351,6 +352,11 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
       case 'crm.timeline.comment.add': {
         if (!params.fields) throw new MethodError(400, '', "Parameter 'fields' must be array");
         if (!fields.COMMENT) throw new MethodError(400, 'INVALID_ARG_VALUE', 'Comment is empty');
+        // A comment on a deal or contact the portal does not have: OWNER_NOT_FOUND [OFF].
+        const owners: Record<string, { ID: string }[]> = { deal: fake.deals, contact: fake.contacts };
+        const owner = owners[String(fields.ENTITY_TYPE)];
+        if (owner && !owner.some((item) => item.ID === String(fields.ENTITY_ID)))
+          throw new MethodError(400, 'OWNER_NOT_FOUND', 'Owner entity not found');
         const comment: FakeB24Comment = {
           ID: String(nextId++),
           ENTITY_TYPE: String(fields.ENTITY_TYPE),
