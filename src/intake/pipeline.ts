@@ -16,6 +16,7 @@ import type {
 } from '../contracts/adapter.js';
 import { AppError, NoIdentifierError, ReplayedTokenError, RequestClosedError } from '../errors.js';
 import { extend } from '../extend.js';
+import { refuseEncodedBody } from '../http/body.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -45,6 +46,8 @@ export interface IntakeCall<C = unknown> {
   /** Reads the body (the HTTP layer's size limit applies: 413 is counted like any refusal). */
   readBody(): Promise<Buffer>;
   contentType: string | undefined;
+  /** The request's Content-Encoding: a compressed body is refused (415) and journalled as sent. */
+  contentEncoding?: string | undefined;
   /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
   arrivedAt: number;
   logger: Logger;
@@ -259,6 +262,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       let rawBody: Buffer | undefined;
       try {
         rawBody = await call.readBody();
+        refuseEncodedBody(call.contentEncoding);
         const writeMark = deps.store.writeMark?.();
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
