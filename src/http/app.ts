@@ -485,7 +485,7 @@ export function createApp(deps: AppDeps): Koa {
         },
         400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
         404: { description: 'No such channel, or a wrong token (the one 404 body)' },
-        413: { description: 'Body over server.bodyLimitBytes' },
+        413: { description: 'Body over server.bodyLimitBytes (its first bytes kept in the journal)' },
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
         ...describeErrors(doc.errors),
       },

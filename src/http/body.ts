@@ -35,7 +35,7 @@ export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
         cleanup();
         req.pause();
         ctx.set('connection', 'close');
-        reject(new PayloadTooLargeError(limit));
+        reject(new PayloadTooLargeError(limit, Buffer.concat(chunks)));
         return;
       }
       chunks.push(chunk);

@@ -14,7 +14,13 @@ import type {
   IntakeResult,
   IntakeRoute,
 } from '../contracts/adapter.js';
-import { AppError, NoIdentifierError, ReplayedTokenError, RequestClosedError } from '../errors.js';
+import {
+  AppError,
+  NoIdentifierError,
+  PayloadTooLargeError,
+  ReplayedTokenError,
+  RequestClosedError,
+} from '../errors.js';
 import { extend } from '../extend.js';
 import { refuseEncodedBody } from '../http/body.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
@@ -348,7 +354,10 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 : status < 500
                   ? 'rejected'
                   : 'error';
-          if (status < 500 && rawBody) {
+          // A body over the size limit was never read whole: its first bytes are kept, marked cut.
+          const tooLarge = error instanceof PayloadTooLargeError && !rawBody ? error.partial : undefined;
+          const kept = rawBody ?? tooLarge;
+          if (status < 500 && kept) {
             // Nothing is lost: a payload we refuse is kept for an operator to read back.
             await deps.journal
               .record({
@@ -356,8 +365,9 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 vendor,
                 kind: 'rejected',
                 reason: (error as Error).message,
-                rawBody,
+                rawBody: kept,
                 contentType: call.contentType,
+                ...(tooLarge ? { truncated: true } : {}),
               })
               .catch((journalError: unknown) =>
                 call.logger.warn({ err: journalError }, 'could not journal a rejected payload'),
