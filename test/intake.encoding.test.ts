@@ -99,4 +99,35 @@ describe('compressed request bodies', () => {
     expect(keys.status).toBe(415);
     expect(((await keys.json()) as any).error.code).toBe('unsupported_content_encoding');
   });
+
+  it('an empty body, or one in UTF-16, is refused with a reason that says so (and journalled)', async () => {
+    const hook = `/webhooks/livetex/app/${TOKENS.livetex}`;
+    const empty = await bridge.post(hook, '', { 'content-type': 'application/json' });
+    expect(empty.status).toBe(400);
+    expect(empty.body.error).toEqual({
+      code: 'invalid_json',
+      message: 'the body is empty: JSON is expected',
+    });
+
+    const text = fixture('livetex/__fixtures__/dialog_closed.web.json').toString('utf8');
+    for (const [body, contentType] of [
+      [Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]), 'application/json'],
+      [Buffer.from(text, 'utf16le'), 'application/json; charset=utf-16le'],
+    ] as const) {
+      const answer = await bridge.post(hook, body, { 'content-type': contentType });
+      expect(answer.status).toBe(400);
+      expect(answer.body.error.code).toBe('invalid_json');
+      expect(answer.body.error.message).toContain('the body is read as UTF-8; it looks like UTF-16');
+    }
+    const journal = await bridge.admin('GET', '/api/v1/journal?channel=app&kind=rejected&limit=1');
+    expect(journal.body.entries[0].reason).toContain('it looks like UTF-16');
+  });
+
+  it('a declared charset other than UTF-8 is named when the body does not parse', async () => {
+    const answer = await bridge.post(`/webhooks/jivochat/site/${TOKENS.jivochat}`, '{"event_name":\xe8}', {
+      'content-type': 'application/json; charset="windows-1251"',
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.message).toContain('the request declared charset=windows-1251');
+  });
 });

@@ -16,6 +16,7 @@ import type {
 } from '../contracts/adapter.js';
 import {
   AppError,
+  BadRequestError,
   NoIdentifierError,
   PayloadTooLargeError,
   ReplayedTokenError,
@@ -145,15 +146,37 @@ export function parseIntakeRequest(
   } catch (error) {
     // Only a body that is not JSON is mended; one nested too deeply stays refused.
     const mended = route.repairJson && !jsonDepthExceeds(text) ? route.repairJson(text) : undefined;
-    if (mended === undefined) throw error;
+    if (mended === undefined) throw explained(error, rawBody, contentType);
     try {
       request.body = parseJson(mended);
     } catch {
-      throw error;
+      throw explained(error, rawBody, contentType);
     }
     request.repaired = true;
     return request;
   }
+}
+
+/**
+ * A body that is not JSON because it is not UTF-8 says so: the parser's own message ("Expected
+ * property name or '}' in JSON at position 1") names no reason for a UTF-16 body or one sent in
+ * a declared charset such as windows-1251. The code stays `invalid_json`.
+ */
+function explained(error: unknown, rawBody: Buffer, contentType: string | undefined): unknown {
+  if (!(error instanceof BadRequestError) || error.code !== 'invalid_json') return error;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1]?.toLowerCase();
+  const utf16 =
+    (rawBody[0] === 0xff && rawBody[1] === 0xfe) ||
+    (rawBody[0] === 0xfe && rawBody[1] === 0xff) ||
+    (rawBody.length >= 2 && (rawBody[0] === 0 || rawBody[1] === 0));
+  const why = utf16
+    ? 'it looks like UTF-16'
+    : charset && !['utf-8', 'utf8', 'us-ascii', 'ascii'].includes(charset)
+      ? `the request declared charset=${charset.slice(0, 40)}`
+      : undefined;
+  return why === undefined
+    ? error
+    : new BadRequestError('invalid_json', `${error.message} (the body is read as UTF-8; ${why})`);
 }
 
 export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
