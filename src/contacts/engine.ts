@@ -540,7 +540,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // Names and labels are shown to people: nothing in them may reorder or break what is around
     // them (cleanDisplayText); one left empty is no name.
     observation.names = showable(observation.names).map((name) => clip(name, limits.fieldLength, 'field'));
-    observation.labels = showable(observation.labels).map((label) => clip(label, limits.fieldLength, 'field'));
+    observation.labels = showable(observation.labels).map((label) =>
+      clip(label, limits.fieldLength, 'field'),
+    );
     const names = Object.keys(observation.attributes);
     if (names.length > limits.attributesPerContact) {
       cut('attribute_count');
