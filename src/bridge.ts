@@ -17,6 +17,7 @@ import { createAttributeSources } from './enrich/index.js';
 import type { EventPublisher } from './events/outbox.js';
 import { createOutboxPublisher } from './events/outbox.js';
 import { createApp, createMetricsApp } from './http/app.js';
+import { answerClientError } from './http/client-error.js';
 import { createDeferredIntake } from './intake/deferred.js';
 import type { PayloadJournal } from './intake/journal.js';
 import { createPayloadJournal } from './intake/journal.js';
@@ -285,6 +286,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         server.requestTimeout = 30_000;
         server.headersTimeout = 15_000;
         server.keepAliveTimeout = 5_000;
+        // A request Node's parser refuses gets the bridge's JSON error, naming the problem.
+        server.on('clientError', answerClientError);
         server.once('listening', () => {
           servers.push(server);
           const address = server.address() as AddressInfo;

@@ -86,8 +86,16 @@ export class ConflictError extends AppError {
 }
 
 export class PayloadTooLargeError extends AppError {
-  constructor(limit: number) {
+  /**
+   * The body's first bytes, as far as they were read before the limit (empty when the declared
+   * Content-Length was already over it): the intake journals them, marked cut, so that a
+   * vendor's oversized payload is not lost without a trace.
+   */
+  readonly partial: Buffer;
+
+  constructor(limit: number, partial: Buffer = Buffer.alloc(0)) {
     super('payload_too_large', 413, `request body is larger than ${limit} bytes`);
+    this.partial = partial;
   }
 }
 

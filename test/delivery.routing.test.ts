@@ -271,6 +271,39 @@ describe('routing', () => {
     expect(long.endsWith('… (transcript cut)')).toBe(true);
   });
 
+  it('a transcript line is one message: text a visitor typed cannot begin a line that reads as another message', () => {
+    const forged = transcriptText(
+      event({
+        data: {
+          messages: [
+            {
+              at: '2024-05-01T10:01:00Z',
+              author: { type: 'visitor', name: 'Maria\n[2024-05-01 10:01] Oleg Petrov' },
+              text: 'Is it refunded?\r\n[2024-05-01 10:02] Oleg Petrov: Yes, 5000 refunded.\u2028[x] y: z',
+            },
+            {
+              at: '2024-05-01T10:03:00Z',
+              author: { type: 'agent', name: 'Oleg Petrov' },
+              text: 'Line one\nline two',
+            },
+          ],
+        },
+      }),
+      null,
+    )!;
+    const lines = forged.split('\n');
+    // Every line but the heading is a message's first line or an indented continuation of it.
+    expect(lines.filter((line) => line.startsWith('[')).length).toBe(2);
+    expect(lines).toEqual([
+      'Chat transcript',
+      '[2024-05-01 10:01] Maria [2024-05-01 10:01] Oleg Petrov: Is it refunded?',
+      '    [2024-05-01 10:02] Oleg Petrov: Yes, 5000 refunded.',
+      '    [x] y: z',
+      '[2024-05-01 10:03] Oleg Petrov: Line one',
+      '    line two',
+    ]);
+  });
+
   it('is a pure function: same input, same body, input untouched', () => {
     const crm = destination({ map: { pipeline: { byChannel: { app: 'app-leads' }, default: 'inbox' } } });
     fc.assert(

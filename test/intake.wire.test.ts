@@ -40,6 +40,7 @@ describe('lenient wire parsing', () => {
       fc.double(),
       fc.integer(),
       fc.constantFrom(null, undefined, Number.NaN, Number.POSITIVE_INFINITY, -0, 0),
+      fc.constantFrom(2 ** 53 - 1, 2 ** 53, -(2 ** 53), 2 ** 63, 1e21),
     );
     for (const [name, composed, oneStep] of pairs) {
       const before = z.looseObject({ f: composed });
@@ -79,6 +80,17 @@ describe('lenient wire parsing', () => {
     expect(wireId.parse(' 42 ')).toBe('42');
     expect(wireId.safeParse('  ').success).toBe(false);
     expect(wireId.safeParse(Number.NaN).success).toBe(false);
+  });
+
+  it('reads a number JSON.parse could not read exactly (past 2^53, Infinity) as no id and no text', () => {
+    // 9007199254740993 and 9007199254740992 both parse to 2^53: as text they would be one id.
+    const parsed = JSON.parse('{"a":9007199254740993,"b":1e400,"c":9007199254740991,"d":-9007199254740993}');
+    const schema = z.object({ a: softId(), b: softId(), c: softId(), d: softId() });
+    expect(schema.parse(parsed)).toEqual({ a: undefined, b: undefined, c: '9007199254740991', d: undefined });
+    const texts = z.object({ a: softText, b: softText, c: softText, d: softText });
+    expect(texts.parse(parsed)).toEqual({ a: undefined, b: undefined, c: '9007199254740991', d: undefined });
+    expect(wireId.safeParse(parsed.a).success).toBe(false);
+    expect(wireText.safeParse(parsed.a).success).toBe(false);
   });
 
   it('reads an id holding a lone surrogate as no id (it cannot be keyed or stored losslessly)', () => {

@@ -1,7 +1,7 @@
 import { validate as isValidCron } from 'node-cron';
 import { z } from 'zod';
 import { boolLike, durationSchema, intLike } from '../../src/config/schema.js';
-import { isoTime, wireId } from '../../src/intake/wire.js';
+import { exactNumber, isoTime, wireId } from '../../src/intake/wire.js';
 import { WIRE } from './operations.js';
 
 /**
@@ -89,10 +89,16 @@ export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
  * than 512 is no id (an identifier holds at most that; the body is kept as unhandled).
  */
 const idLike = wireId.pipe(z.string().max(512));
+/**
+ * Text, or a number as text when JSON.parse read it exactly (exactNumber): an externalId is a
+ * person id, a message id dedupes messages, and a rounded 64-bit number would be another one's.
+ * Anything else is null, not a failure of the whole customer or message.
+ */
 const optionalText = z
   .union([z.string(), z.number()])
   .nullish()
-  .transform((value) => (value === null || value === undefined ? null : String(value)));
+  .catch(null)
+  .transform((value) => (typeof value === 'string' ? value : exactNumber(value) ? String(value) : null));
 
 const P = WIRE.page.fields;
 /** `{page, results}` [S1]; items are parsed one by one so one odd item does not lose the page. */

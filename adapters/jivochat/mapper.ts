@@ -10,7 +10,15 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { canonicalJson, digest, isoTime, isRecord, keyPart, text } from '../../src/intake/wire.js';
+import {
+  canonicalJson,
+  digest,
+  exactNumber,
+  isoTime,
+  isRecord,
+  keyPart,
+  text,
+} from '../../src/intake/wire.js';
 import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
 
@@ -68,7 +76,8 @@ export function readPath(payload: Record<string, unknown>, path: string): string
     if (!isRecord(current)) return undefined;
     current = current[part];
   }
-  if (typeof current === 'number' && Number.isFinite(current)) return String(current);
+  // A number JSON.parse rounded (past 2^53) would be another customer's id: none (exactNumber).
+  if (exactNumber(current)) return String(current);
   if (typeof current === 'string') return text(current);
   return undefined;
 }
@@ -166,6 +175,8 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
   for (const [key, value] of Object.entries(envelope.attributes ?? {})) {
     if (value === null || value === '') continue;
     if (typeof value === 'number' || typeof value === 'boolean') {
+      // 1e400 (Infinity) is no value to keep; the other attributes and the event are.
+      if (typeof value === 'number' && !Number.isFinite(value)) continue;
       out[`client.${key}`] = { value, label: key, type: typeof value === 'number' ? 'number' : 'boolean' };
     } else {
       put(`client.${key}`, key, text(value), safeLink(value) ? 'url' : undefined);

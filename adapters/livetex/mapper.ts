@@ -9,7 +9,7 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { digest, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
+import { digest, exactNumber, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
 import type { LookupAnswer, LookupAttribute } from './codec.js';
 import {
   type ConversationInput,
@@ -213,7 +213,8 @@ function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
     discourser.custom_visitor_token,
     ...PERSON_KEYS.map((key) => {
       const value = attributes[key];
-      return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
+      // A number JSON.parse rounded (past 2^53) or 1e400 would be another customer's id: none.
+      return typeof value === 'string' || exactNumber(value) ? String(value) : undefined;
     }),
   ];
   for (const value of personValues) {
@@ -236,7 +237,12 @@ function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
   }
   for (const [key, value] of Object.entries(attributes)) {
     if (PERSON_KEYS.includes(key) || Object.keys(client.attributes).length >= 50) continue;
-    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
+    // A number of 1e400 (Infinity) is left out, not the whole event (an observation refuses it).
+    if (
+      typeof value === 'string' ||
+      (typeof value === 'number' && Number.isFinite(value)) ||
+      typeof value === 'boolean'
+    ) {
       client.attributes[key] = typeof value === 'string' ? value.slice(0, 1024) : value;
     }
   }

@@ -17,7 +17,7 @@ import {
   UnsupportedMediaTypeError,
   ValidationError,
 } from '../errors.js';
-import { readRawBody } from '../http/body.js';
+import { readPlainBody } from '../http/body.js';
 import type { AdminAuthLimit } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
 import type { PayloadJournal } from '../intake/journal.js';
@@ -207,7 +207,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     if (type && !/^application\/x-www-form-urlencoded\b/i.test(type)) {
       throw new UnsupportedMediaTypeError('the console takes forms (application/x-www-form-urlencoded)');
     }
-    const raw = await readRawBody(ctx, 64 * 1024);
+    const raw = await readPlainBody(ctx, 64 * 1024);
     return new URLSearchParams(raw.toString('utf8'));
   }
 

@@ -26,7 +26,7 @@ import {
   mergeWrites,
   refusalWrites,
 } from './merge.js';
-import { identifierLabel, normalizeIdentifier } from './normalize.js';
+import { cleanDisplayText, identifierLabel, normalizeIdentifier } from './normalize.js';
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
@@ -546,8 +546,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       cut('label_count');
       observation.labels = observation.labels.slice(0, limits.labelsPerObservation);
     }
-    observation.names = observation.names.map((name) => clip(name, limits.fieldLength, 'field'));
-    observation.labels = observation.labels.map((label) => clip(label, limits.fieldLength, 'field'));
+    // Names and labels are shown to people: nothing in them may reorder or break what is around
+    // them (cleanDisplayText); one left empty is no name.
+    observation.names = showable(observation.names).map((name) => clip(name, limits.fieldLength, 'field'));
+    observation.labels = showable(observation.labels).map((label) =>
+      clip(label, limits.fieldLength, 'field'),
+    );
     const names = Object.keys(observation.attributes);
     if (names.length > limits.attributesPerContact) {
       cut('attribute_count');
@@ -1500,4 +1504,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     unmerge,
     normalizeIdentifier: normalizePublic,
   };
+}
+
+/** The names or labels as they can be shown (cleanDisplayText), those left empty dropped. */
+function showable(values: string[]): string[] {
+  const out: string[] = [];
+  for (const value of values) {
+    const cleaned = cleanDisplayText(value);
+    if (cleaned !== null) out.push(cleaned);
+  }
+  return out;
 }

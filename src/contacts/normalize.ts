@@ -64,6 +64,32 @@ export function samePhone(stored: string, e164: string): boolean {
 const UNSAFE_IN_IDS =
   /[\p{Cc}\u200B-\u200F\u202A-\u202E\u2060-\u2069\u061C\uFEFF\uFFF9-\uFFFB]|[\uD800-\uDFFF]/u;
 
+/**
+ * What a name or label may not hold, as it is shown to people (the console, agents' apps, CRMs):
+ * control characters (NUL, BEL, escape, line breaks) and the bidi embeddings, overrides and
+ * isolates (U+202A–U+202E, U+2066–U+2069), which reorder the text after them: a visitor named
+ * "\u202Egnp.exe" reads backwards, and so does what a page shows next to the name on its line.
+ * Lone surrogates cannot be stored as UTF-8 and are refused by JSON readers such as PHP's.
+ */
+const UNSHOWABLE = /[\p{Cc}\u202A-\u202E\u2066-\u2069]|[\uD800-\uDFFF]/u;
+const UNSHOWABLE_ALL = /([\t\n\v\f\r\u0085])|[\p{Cc}\u202A-\u202E\u2066-\u2069]|([\uD800-\uDFFF])/gu;
+
+/**
+ * A name or label as it can be shown: whitespace controls (tab, line breaks) become spaces, other
+ * controls and bidi embeddings, overrides and isolates are dropped, a lone surrogate becomes
+ * U+FFFD; trimmed. Null when nothing is left. The marks (LRM, RLM) and joiners (ZWJ in emoji)
+ * stay: they reorder nothing beyond themselves.
+ */
+export function cleanDisplayText(value: string): string | null {
+  const cleaned = UNSHOWABLE.test(value)
+    ? value.replace(UNSHOWABLE_ALL, (_all, space: string | undefined, lone: string | undefined) =>
+        space ? ' ' : lone ? '\uFFFD' : '',
+      )
+    : value;
+  const trimmed = cleaned.trim();
+  return trimmed === '' ? null : trimmed;
+}
+
 /** NFC, so that the same visible id typed on two systems (é as one or two code points) is one key. */
 export function cleanIdentifierValue(value: string): string | null {
   const trimmed = value.trim(); // surrounding whitespace (a trailing newline) is not part of an id

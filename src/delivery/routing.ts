@@ -184,21 +184,35 @@ function taskOf(event: OutboundEvent, dueInMs: number, responsibleCrmUserId: str
   const who = contact?.name ?? contact?.emails[0] ?? contact?.phones[0] ?? 'a visitor';
   const occurred = Date.parse(event.occurredAt);
   const dueAt = new Date((Number.isNaN(occurred) ? 0 : occurred) + dueInMs).toISOString();
-  return { title: `Offline message from ${who}`, text, dueAt, responsibleCrmUserId };
+  // The title is one line, whatever the visitor's name holds.
+  return {
+    title: `Offline message from ${who.replace(LINE_BREAKS, ' ')}`,
+    text,
+    dueAt,
+    responsibleCrmUserId,
+  };
 }
+
+/** Every way text can break a line (a CRM shows \u2028 and NEL as one too). */
+const LINE_BREAKS = /\r\n|[\n\v\f\r\u0085\u2028\u2029]/g;
 
 /**
  * The transcript of a finished conversation (`data.messages`, the one shape every adapter writes:
  * src/contacts/types.ts) as plain text, one line per message: `[2024-05-01 10:03] Oleg Petrov:
- * Hello`. Null when there is none.
+ * Hello`. Null when there is none. A message of several lines goes on in lines indented by four
+ * spaces, and an author's name or a time is kept on its line: what a visitor typed (a message
+ * holding "\n[2024-05-01 10:04] Oleg Petrov: Refund approved") can never begin a line, so it
+ * never reads in the CRM as a message of someone else.
  */
 export function transcriptText(event: OutboundEvent, source: string | null): string | null {
   const messages = transcriptOf(event.data);
   if (messages.length === 0) return null;
+  const oneLine = (value: string) => value.replace(LINE_BREAKS, ' ');
   const lines: string[] = [source ? `Chat transcript (${source})` : 'Chat transcript'];
   for (const { at, author, text } of messages) {
     const when = formatTime(at);
-    lines.push(`${when ? `[${when}] ` : ''}${author.name ?? author.email ?? author.type}: ${text}`);
+    const who = oneLine(author.name ?? author.email ?? author.type);
+    lines.push(`${when ? `[${oneLine(when)}] ` : ''}${who}: ${text.replace(LINE_BREAKS, '\n    ')}`);
   }
   const full = lines.join('\n');
   if (full.length <= NOTE_MAX_CHARS) return full;

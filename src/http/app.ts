@@ -18,7 +18,7 @@ import { JOURNAL_PAGE_BYTES, type PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
-import { readRawBody } from './body.js';
+import { readPlainBody, readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
@@ -453,6 +453,7 @@ export function createApp(deps: AppDeps): Koa {
       channel,
       readBody: () => readRawBody(ctx, bodyLimit),
       contentType: ctx.get('content-type') || undefined,
+      contentEncoding: ctx.get('content-encoding') || undefined,
       arrivedAt: ctx.state.receivedAt as number,
       // A getter: the per-request child logger is built only if the pipeline logs.
       get logger() {
@@ -487,7 +488,7 @@ export function createApp(deps: AppDeps): Koa {
         },
         400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
         404: { description: 'No such channel, or a wrong token (the one 404 body)' },
-        413: { description: 'Body over server.bodyLimitBytes' },
+        413: { description: 'Body over server.bodyLimitBytes (its first bytes kept in the journal)' },
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
         ...describeErrors(doc.errors),
       },
@@ -603,7 +604,7 @@ export function createApp(deps: AppDeps): Koa {
         const found = group.byChannel.get(channelId!);
         if (!found) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
         const rawBody =
-          ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readRawBody(ctx, bodyLimit);
+          ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readPlainBody(ctx, bodyLimit);
         params.channelId = channelId!;
         send(ctx, await runChannelRoute(found.route, { params, query: ctx.query, rawBody }));
       },
@@ -626,6 +627,7 @@ export function createApp(deps: AppDeps): Koa {
         '(invalid_body; nothing or {} is fine), or one that is not JSON (invalid_json)';
     } else if (spec.query) core[400] = 'Invalid query (invalid_query)';
     if (readsBody) core[413] = 'Body over server.bodyLimitBytes (payload_too_large)';
+    if (readsBody) core[415] = 'A compressed body (unsupported_content_encoding)';
     const answers: Record<number, RouteAnswer> = {
       [spec.status ?? 200]: { description: 'OK', ...(spec.response ? { schema: spec.response } : {}) },
       ...describeErrors(core),

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { PayloadTooLargeError, RequestClosedError } from '../errors.js';
+import { AppError, PayloadTooLargeError, RequestClosedError } from '../errors.js';
 
 /**
  * Read the raw request body up to `limit` bytes. Vendors' bodies are kept raw (JivoChat sends
@@ -35,7 +35,7 @@ export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
         cleanup();
         req.pause();
         ctx.set('connection', 'close');
-        reject(new PayloadTooLargeError(limit));
+        reject(new PayloadTooLargeError(limit, Buffer.concat(chunks)));
         return;
       }
       chunks.push(chunk);
@@ -65,4 +65,27 @@ export function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
     req.on('error', onError);
     req.on('close', onClose);
   });
+}
+
+/**
+ * Bodies are read as they come: nothing here inflates them (a gzip bomb of a few kilobytes would
+ * otherwise be the bridge's to unpack). A body sent with a Content-Encoding other than identity
+ * is refused with 415 naming the encoding; before, a gzipped body was parsed as JSON and refused
+ * as `invalid_json` with the compressed bytes quoted as the reason, which said nothing of why.
+ */
+export function refuseEncodedBody(contentEncoding: string | undefined): void {
+  const encoding = contentEncoding?.trim().toLowerCase();
+  if (!encoding || encoding === 'identity') return;
+  throw new AppError(
+    'unsupported_content_encoding',
+    415,
+    `Content-Encoding ${JSON.stringify(contentEncoding!.trim().slice(0, 100))} is not supported: send the body uncompressed`,
+  );
+}
+
+/** readRawBody, then refused (415) when it came compressed: for every route but vendor intake. */
+export async function readPlainBody(ctx: Context, limit: number): Promise<Buffer> {
+  const body = await readRawBody(ctx, limit);
+  refuseEncodedBody(ctx.get('content-encoding') || undefined);
+  return body;
 }

@@ -41,6 +41,8 @@ export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
+    // "Unexpected end of JSON input" for nothing at all says less than this.
+    if (text.trim() === '') throw new BadRequestError('invalid_json', 'the body is empty: JSON is expected');
     throw new BadRequestError('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
   }
 }

@@ -133,6 +133,8 @@ function answerDescription(status: number): string {
   if (status === 400) return 'Invalid input: the answer names each problem (path and message)';
   if (status === 401) return 'Missing or wrong credentials';
   if (status === 429) return 'Too many requests (failed authentications or lookups); see Retry-After';
+  if (status === 415)
+    return 'A compressed body (Content-Encoding other than identity): unsupported_content_encoding';
   return 'Error';
 }
 
@@ -191,6 +193,10 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
     const statuses = new Map(Object.entries(each.answers));
     if (querySchema || each.body || each.params) {
       statuses.set('400', statuses.get('400') ?? { description: answerDescription(400) });
+    }
+    // Every body is read uncompressed (src/http/body.ts): a Content-Encoding is refused.
+    if (each.body || each.rawBody) {
+      statuses.set('415', statuses.get('415') ?? { description: answerDescription(415) });
     }
     if (each.auth === 'admin' || each.auth === 'metrics') {
       statuses.set('401', statuses.get('401') ?? { description: answerDescription(401) });

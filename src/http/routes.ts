@@ -1,7 +1,7 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { z } from 'zod';
-import { readRawBody } from './body.js';
+import { readPlainBody } from './body.js';
 import { parseJson } from './json.js';
 import { parseWith } from './validate.js';
 
@@ -120,7 +120,7 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
         body: body
           ? parseWith(
               body,
-              parseJson((await readRawBody(ctx, options.bodyLimitBytes)).toString('utf8')),
+              parseJson((await readPlainBody(ctx, options.bodyLimitBytes)).toString('utf8')),
               each.bodyHint ?? 'invalid body',
               'invalid_body',
             )

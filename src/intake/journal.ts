@@ -16,6 +16,8 @@ export interface JournalEntryInput {
   reason: string;
   rawBody: Buffer | string;
   contentType?: string | undefined;
+  /** `rawBody` is only the first part of what was sent (a body over the size limit). */
+  truncated?: boolean;
 }
 
 export interface JournalEntry {
@@ -142,7 +144,7 @@ export function createPayloadJournal(
 
   function serialize(input: JournalEntryInput): string {
     const raw = typeof input.rawBody === 'string' ? Buffer.from(input.rawBody, 'utf8') : input.rawBody;
-    const truncated = raw.length > rawCap;
+    const truncated = raw.length > rawCap || input.truncated === true;
     const slice = truncated ? raw.subarray(0, rawCap) : raw;
     const text = slice.toString('utf8');
     const clean = Buffer.from(text, 'utf8').equals(slice);

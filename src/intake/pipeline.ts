@@ -15,8 +15,16 @@ import type {
   IntakeResult,
   IntakeRoute,
 } from '../contracts/adapter.js';
-import { AppError, NoIdentifierError, ReplayedTokenError, RequestClosedError } from '../errors.js';
+import {
+  AppError,
+  BadRequestError,
+  NoIdentifierError,
+  PayloadTooLargeError,
+  ReplayedTokenError,
+  RequestClosedError,
+} from '../errors.js';
 import { extend } from '../extend.js';
+import { refuseEncodedBody } from '../http/body.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -45,6 +53,8 @@ export interface IntakeCall<C = unknown> {
   /** Reads the body (the HTTP layer's size limit applies: 413 is counted like any refusal). */
   readBody(): Promise<Buffer>;
   contentType: string | undefined;
+  /** The request's Content-Encoding: a compressed body is refused (415) and journalled as sent. */
+  contentEncoding?: string | undefined;
   /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
   arrivedAt: number;
   logger: Logger;
@@ -143,15 +153,37 @@ export function parseIntakeRequest(
   } catch (error) {
     // Only a body that is not JSON is mended; one nested too deeply stays refused.
     const mended = route.repairJson && !jsonDepthExceeds(text) ? route.repairJson(text) : undefined;
-    if (mended === undefined) throw error;
+    if (mended === undefined) throw explained(error, rawBody, contentType);
     try {
       request.body = parseJson(mended);
     } catch {
-      throw error;
+      throw explained(error, rawBody, contentType);
     }
     request.repaired = true;
     return request;
   }
+}
+
+/**
+ * A body that is not JSON because it is not UTF-8 says so: the parser's own message ("Expected
+ * property name or '}' in JSON at position 1") names no reason for a UTF-16 body or one sent in
+ * a declared charset such as windows-1251. The code stays `invalid_json`.
+ */
+function explained(error: unknown, rawBody: Buffer, contentType: string | undefined): unknown {
+  if (!(error instanceof BadRequestError) || error.code !== 'invalid_json') return error;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1]?.toLowerCase();
+  const utf16 =
+    (rawBody[0] === 0xff && rawBody[1] === 0xfe) ||
+    (rawBody[0] === 0xfe && rawBody[1] === 0xff) ||
+    (rawBody.length >= 2 && (rawBody[0] === 0 || rawBody[1] === 0));
+  const why = utf16
+    ? 'it looks like UTF-16'
+    : charset && !['utf-8', 'utf8', 'us-ascii', 'ascii'].includes(charset)
+      ? `the request declared charset=${charset.slice(0, 40)}`
+      : undefined;
+  return why === undefined
+    ? error
+    : new BadRequestError('invalid_json', `${error.message} (the body is read as UTF-8; ${why})`);
 }
 
 export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
@@ -270,6 +302,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       let rawBody: Buffer | undefined;
       try {
         rawBody = await call.readBody();
+        refuseEncodedBody(call.contentEncoding);
         const writeMark = deps.store.writeMark?.();
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
@@ -357,7 +390,10 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 : status < 500
                   ? 'rejected'
                   : 'error';
-          if (status < 500 && rawBody) {
+          // A body over the size limit was never read whole: its first bytes are kept, marked cut.
+          const tooLarge = error instanceof PayloadTooLargeError && !rawBody ? error.partial : undefined;
+          const kept = rawBody ?? tooLarge;
+          if (status < 500 && kept) {
             // Nothing is lost: a payload we refuse is kept for an operator to read back.
             await deps.journal
               .record({
@@ -365,8 +401,9 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 vendor,
                 kind: 'rejected',
                 reason: (error as Error).message,
-                rawBody,
+                rawBody: kept,
                 contentType: call.contentType,
+                ...(tooLarge ? { truncated: true } : {}),
               })
               .catch((journalError: unknown) =>
                 call.logger.warn({ err: journalError }, 'could not journal a rejected payload'),

@@ -43,18 +43,36 @@ export function softArray<T extends z.ZodType>(item: T) {
 }
 
 /**
+ * A number JSON.parse read exactly: finite, and at most 2^53 - 1 either way. Past that JSON.parse
+ * rounds (a 64-bit id 9007199254740993 reads as 9007199254740992), and 1e400 reads as Infinity;
+ * as text either would be another value than the vendor sent, so two customers' ids would become
+ * one identifier (their contacts merged), or every such payload the id "Infinity". Such a
+ * number is no id and no text.
+ */
+export function exactNumber(value: unknown): value is number {
+  return typeof value === 'number' && value >= -Number.MAX_SAFE_INTEGER && value <= Number.MAX_SAFE_INTEGER;
+}
+
+/** zod's form of exactNumber. */
+const exactNumberSchema = z.number().gte(-Number.MAX_SAFE_INTEGER).lte(Number.MAX_SAFE_INTEGER);
+
+/**
  * Ids arrive as `"2016"` or `2016` depending on the vendor's serialiser, sometimes both in one
  * payload: always compare and store the trimmed string. Empty is no id, and so is one with a
  * lone surrogate (JSON's `"\ud800"`): Redis keys and values are UTF-8, which writes every lone
- * surrogate as U+FFFD, so `77\ud800` and `77\ud801` would be one id there.
+ * surrogate as U+FFFD, so `77\ud800` and `77\ud801` would be one id there. So is a number
+ * JSON.parse could not read exactly (exactNumber).
  */
 export const wireId = z
-  .union([z.string(), z.number().finite()])
+  .union([z.string(), exactNumberSchema])
   .transform((value) => String(value).trim())
   .pipe(z.string().min(1).refine(wellFormed, 'an id without lone surrogates'));
 
-/** Free text; a number where text is expected (a phone sent as 79161234567) is kept as text. */
-export const wireText = z.union([z.string(), z.number().finite()]).transform((value) => String(value));
+/**
+ * Free text; a number where text is expected (a phone sent as 79161234567) is kept as text, when
+ * it was read exactly (a user_token may be a person id: exactNumber).
+ */
+export const wireText = z.union([z.string(), exactNumberSchema]).transform((value) => String(value));
 
 /** ISO 8601 text, or a Unix time in seconds or milliseconds (a number or numeric text). */
 export const wireTime = z.union([z.string().min(1).max(64), z.number().finite()]);
@@ -77,9 +95,9 @@ const lenient = <T>(read: (value: unknown) => T | undefined) => {
 
 const finite = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
 
-/** soft(wireText): text, or a finite number as text. */
+/** soft(wireText): text, or an exactly read number as text. */
 export const softText = lenient((value) =>
-  typeof value === 'string' ? value : finite(value) ? String(value) : undefined,
+  typeof value === 'string' ? value : exactNumber(value) ? String(value) : undefined,
 );
 
 /** soft(z.string()). */
@@ -91,7 +109,8 @@ export const softString = lenient((value) => (typeof value === 'string' ? value 
  */
 export function softId(max = Number.POSITIVE_INFINITY) {
   return lenient((value) => {
-    const id = typeof value === 'string' ? value.trim() : finite(value) ? String(value).trim() : undefined;
+    const id =
+      typeof value === 'string' ? value.trim() : exactNumber(value) ? String(value).trim() : undefined;
     return id && id.length <= max && wellFormed(id) ? id : undefined;
   });
 }
