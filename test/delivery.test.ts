@@ -246,9 +246,13 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     for (let n = 1; n <= 4; n++) {
       for (const id of contacts) await events.publish([entry(id, n)]);
     }
-    await sleep(800);
+    // Every event staged as a delivery (however long a loaded machine takes), none through.
+    await eventually(
+      async () => (await delivery.list({ state: 'pending' })).length === 16,
+      '16 pending deliveries',
+      15_000,
+    );
     expect(crm.application).toHaveLength(0);
-    expect(await delivery.list({ state: 'pending' })).toHaveLength(16);
 
     await crm.up();
     await crm.waitFor(() => crm.application.length === 16, 10_000, 'all 16 events');
@@ -270,10 +274,15 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
       'no pending deliveries',
     );
     expect(await delivery.list({ state: 'delivered', limit: 500 })).toHaveLength(16);
-    await sleep(250); // one gauge refresh
+    // The queue-depth gauge is refreshed on a timer: wait for the refresh, not a fixed time.
+    await eventually(
+      async () =>
+        (await metrics.registry.metrics()).includes('chatbridge_delivery_queue_depth{destination="crm"} 0'),
+      'the queue depth gauge at 0',
+      15_000,
+    );
     const text = await metrics.registry.metrics();
     expect(text).toContain('chatbridge_deliveries_total{destination="crm",outcome="delivered"} 16');
-    expect(text).toContain('chatbridge_delivery_queue_depth{destination="crm"} 0');
     expect(text).toMatch(/chatbridge_delivery_attempts_total\{destination="crm",outcome="retry"\} [1-9]/);
     expect(text).toContain('chatbridge_delivery_attempt_seconds_count{destination="crm"}');
   });
@@ -731,8 +740,13 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     // As if a drain crashed after creating deliveries but before trimming the outbox.
     await store.rpush(OUTBOX_KEY, JSON.stringify(entry('c1', 1)));
     events.committed();
-    await sleep(400);
-    expect(await store.llen(OUTBOX_KEY)).toBe(0);
+    await eventually(async () => (await store.llen(OUTBOX_KEY)) === 0, 'the outbox drained', 15_000);
+    // Whatever the drain staged has been sent by the time nothing is pending: still the one request.
+    await eventually(
+      async () => (await delivery.list({ state: 'pending' })).length === 0,
+      'no pending deliveries',
+      15_000,
+    );
     expect(crm.requests).toHaveLength(1);
   });
 
