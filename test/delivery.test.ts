@@ -472,6 +472,22 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     // out on a loaded machine (load 12 on 2 vCPUs) with 230 deliveries still going through.
   }, 120_000);
 
+  it('sends a lone surrogate in event text as U+FFFD, in the signed bytes', async () => {
+    const crm = await receiver();
+    const { delivery, events } = await setup(kind, [{ url: crm.url }]);
+    await delivery.start();
+    const event = entry('c1', 1);
+    // Half an emoji, as a vendor's length limit cuts one: JSON.stringify writes it as \ud83d,
+    // which PHP's json_decode refuses for the whole body.
+    event.event.data = { n: 1, text: 'see you \ud83d' };
+    await events.publish([event]);
+    await crm.waitFor(() => crm.application.length === 1, 5000, 'the event');
+    const [request] = crm.requests;
+    expect(request!.verified).toBe(true);
+    expect(request!.body).not.toMatch(/\\ud[89a-f][0-9a-f]{2}/);
+    expect(crm.application[0]!.payload.data).toEqual({ n: 1, text: 'see you \ufffd' });
+  });
+
   it("sends a destination's extra headers once, and its own content-type and signature headers", async () => {
     const crm = await receiver();
     const { delivery, events } = await setup(kind, [

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { StoreBusyError } from '../errors.js';
 import { OUTBOX_KEY, type OutboxEntry, storedOutboxEntrySchema } from '../events/outbox.js';
+import { wireJson } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
@@ -83,7 +84,7 @@ export function planDeliveries(
       orderingKey: entry.orderingKey,
       contactId: entry.event.contact?.id ?? null,
       stagedAt: entry.stagedAt,
-      body: JSON.stringify(body),
+      body: wireJson(body),
     });
   }
   return plans;

@@ -55,6 +55,26 @@ export interface HttpClient {
   send(request: HttpRequest): Promise<HttpResponse>;
 }
 
+/**
+ * An escape of one UTF-16 surrogate (`\ud800`–`\udfff`) after an even run of backslashes (so it
+ * is an escape, not an escaped backslash followed by text). JSON.stringify writes a surrogate pair
+ * as its character and escapes only a lone surrogate, so every such escape it writes is a lone one.
+ */
+const LONE_SURROGATE_ESCAPE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g;
+
+/**
+ * JSON for another system: JSON.stringify with every lone surrogate written as U+FFFD. A vendor's
+ * text can hold one (an emoji cut in half by a length limit, or hostile input), and JSON.stringify
+ * keeps it as `\ud83d`, which strict parsers refuse for the whole body — PHP's json_decode
+ * (JSON_ERROR_UTF16; amoCRM and Bitrix24 are PHP), Go's and Rust's decoders replace or refuse it —
+ * so one half emoji would fail a delivery for good. Used for every body chatbridge sends: webhook
+ * deliveries (signed over these bytes) and CRM calls.
+ */
+export function wireJson(value: unknown): string {
+  const text = JSON.stringify(value);
+  return text.includes('\\ud') ? text.replace(LONE_SURROGATE_ESCAPE, '$1\\ufffd') : text;
+}
+
 export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
   const userAgent = options.userAgent ?? 'chatbridge/0.1';
   const maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
@@ -65,7 +85,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       if (input.body === undefined) body = undefined;
       else if (typeof input.body === 'string' || Buffer.isBuffer(input.body)) body = input.body;
       else {
-        body = JSON.stringify(input.body);
+        body = wireJson(input.body);
         headers['content-type'] ??= 'application/json';
       }
       const timeout = AbortSignal.timeout(input.timeoutMs);
