@@ -46,16 +46,33 @@ export function clipLogFields(value: unknown, depth = 0, key = ''): unknown {
   if (value instanceof Error) {
     // pino's err serializer has not run yet here: serialise the same way, cut.
     const code = (value as NodeJS.ErrnoException).code;
+    // The cause's type, message and code only (never its other fields: ioredis puts the command
+    // and its arguments, contact data, on a reply error). Without it every store failure logged
+    // as the same "the store is unavailable" whatever Redis said: an OOM, a timeout, READONLY.
+    const cause = value.cause instanceof Error && depth < MAX_LOG_DEPTH ? value.cause : undefined;
     return {
       type: value.name,
       message: clip(value.message, MAX_LOG_STRING),
       stack: clip(value.stack ?? '', MAX_LOG_STACK),
       ...(code ? { code } : {}),
+      ...(cause ? { cause: causeFields(cause, depth + 1) } : {}),
     };
   }
   const out: Record<string, unknown> = {};
   for (const [name, item] of Object.entries(value)) out[name] = clipLogFields(item, depth + 1, name);
   return out;
+}
+
+/** A cause as the log shows it: type, message (cut), code, and its own cause. */
+function causeFields(error: Error, depth: number): Record<string, unknown> {
+  const code = (error as NodeJS.ErrnoException).code;
+  const cause = error.cause instanceof Error && depth < MAX_LOG_DEPTH ? error.cause : undefined;
+  return {
+    type: error.name,
+    message: clip(error.message, MAX_LOG_STRING),
+    ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    ...(cause ? { cause: causeFields(cause, depth + 1) } : {}),
+  };
 }
 
 export function createLogger(

@@ -526,8 +526,13 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       await draining?.catch(() => 0);
       await queue?.close();
       if (started) {
-        for (const id of byId.keys())
-          await deps.store.zrem(deliveryKeys.served(id), instanceId).catch(() => 0);
+        // All at once: with Redis hung each removal waits for the command timeout (2 s), and one
+        // after the other a SIGTERM took that long per destination on top of the queues' grace
+        // (12 destinations: half a minute, past a platform's grace before SIGKILL). A removal
+        // that fails is harmless: the note lapses by itself after SERVED_TTL_MS.
+        await Promise.all(
+          [...byId.keys()].map((id) => store.zrem(deliveryKeys.served(id), instanceId).catch(() => 0)),
+        );
       }
     },
   };

@@ -169,8 +169,29 @@ export async function closeRedisClient(client: RedisClient, waitMs = 2000): Prom
     () => true,
     () => false,
   );
+  refuseLaterCommands(client);
   if (!(await settlesWithin(quit, waitMs))) client.disconnect();
   else if (!(await quit)) client.disconnect();
+}
+
+/** What a command on a client closed with closeRedisClient fails with. */
+export const CLIENT_CLOSED_MESSAGE = 'the Redis client was closed (the bridge is stopping)';
+
+/**
+ * Every command after the QUIT fails at once with CLIENT_CLOSED_MESSAGE, not ioredis's
+ * "Connection is closed.". BullMQ retries a connection error without any pause while its worker
+ * is closing (Worker.retryIfFailed), and a closed client refuses synchronously: a delivery job
+ * that ended after its connections were dropped (a SIGTERM while Redis hung) was reported again
+ * and again in one microtask loop, so no timer or signal ran any more and the process spun at
+ * full CPU until SIGKILL. Any other error ends BullMQ's retries; the store's callers get a 503 as
+ * before (toStoreError).
+ */
+function refuseLaterCommands(client: RedisClient): void {
+  const refuse = (command: { reject(error: Error): void; promise: Promise<unknown> }) => {
+    command.reject(new Error(CLIENT_CLOSED_MESSAGE));
+    return command.promise;
+  };
+  (client as unknown as { sendCommand: typeof refuse }).sendCommand = refuse;
 }
 
 /** Whether `work` settles within `ms` (it is not cancelled either way). */
