@@ -270,6 +270,47 @@ describe('conversation polling', () => {
     ).toEqual([undefined, ['And in blue?', 'Blue too']]);
   });
 
+  it("the first run's backfill finishes a conversation with its own messages, after those of one a webhook finished before", async () => {
+    // Webhooks first; polling turned on later, its first run replaying the last week.
+    let clock = new Date('2024-05-03T10:00:00.000Z');
+    fake.now = () => clock;
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '7d' },
+      now: () => clock,
+    });
+    fake.addCustomer({ customerId: 'c10' });
+    fake.addMessage('c10', 'Is it in stock?', 'CUSTOMER', new Date('2024-05-03T10:01:00.000Z'));
+    clock = new Date('2024-05-03T10:01:30.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // started (webhook)
+    fake.addMessage('c10', 'Yes', 'AGENT', new Date('2024-05-03T10:02:00.000Z'));
+    fake.setStatus('c10', 'DONE');
+    clock = new Date('2024-05-03T10:03:00.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // finished (webhook)
+    fake.addMessage('c10', 'And in blue?', 'CUSTOMER', new Date('2024-05-03T10:10:00.000Z'));
+    fake.setStatus('c10', 'UNREAD');
+    clock = new Date('2024-05-03T10:10:01.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // started (webhook)
+    await test.runtime.idle();
+    fake.addMessage('c10', 'Blue too', 'AGENT', new Date('2024-05-03T10:11:00.000Z'));
+    fake.setStatus('c10', 'DONE'); // its finish webhook is lost
+    clock = new Date('2024-05-03T10:12:00.000Z');
+    await test.runtime.poller.run(); // the first run: finished (replayed)
+
+    const finished = (await timelineOf(test, 'c10')).filter(
+      (entry) => entry.type === 'conversation.finished',
+    );
+    expect(
+      finished.map((entry) => (entry.data.messages as { text: string }[] | undefined)?.map((m) => m.text)),
+    ).toEqual([undefined, ['And in blue?', 'Blue too']]);
+    const ids = (await test.outbox())
+      .filter((entry) => entry.event.type.startsWith('conversation.'))
+      .map((entry) => entry.event.data.conversationId);
+    expect(ids).toEqual([ids[0], ids[0], ids[2], ids[2]]);
+    expect(ids[2]).not.toBe(ids[0]);
+  });
+
   it('a transcript names a sender it does not know as such, not as the customer', async () => {
     const test = runtimeWith();
     await test.runtime.poller.run();

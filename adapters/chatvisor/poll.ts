@@ -689,13 +689,18 @@ export class ConversationPoller {
     const { conversation } = item;
     const customerId = conversation.customerId;
     const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    // Webhooks may have recorded finished conversations before polling was turned on: a replayed
+    // finish's transcript starts after them, as in any run.
+    const ended = await readEnded(context.store, channelId, customerId);
     // A status a webhook recorded before is not replayed (the tracker sees no change).
     const result = await tracker.conversation(conversation, {
       previousStatus,
       current: true,
       profile: cached?.identity,
       at: decision.updatedAt,
-      transcript: conversation.status === CONVERSATION_STATUS.done ? toTranscript(messages) : undefined,
+      ended,
+      transcript:
+        conversation.status === CONVERSATION_STATUS.done ? transcriptSince(ended, messages) : undefined,
     });
     let contact = result.contact;
     if (result.observed) {
