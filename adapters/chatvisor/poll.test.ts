@@ -231,7 +231,11 @@ describe('conversation polling', () => {
     // the webhooks of the message and the new conversation arrive.
     let release!: () => void;
     fake.resetLog();
-    fake.fail({ method: 'GET', path: /^\/customer\/c9\/message/, until: new Promise((r) => (release = r)) });
+    fake.fail({
+      method: 'GET',
+      path: /^\/customer\/c9\/message/,
+      until: new Promise<void>((r) => (release = r)),
+    });
     const running = test.runtime.poller.run();
     await expect.poll(() => fake.calls().some((call) => call.includes('/customer/c9/message'))).toBe(true);
     const again = fake.addMessage('c9', 'And in blue?', 'CUSTOMER', new Date('2024-05-02T10:10:00.000Z'));
