@@ -67,5 +67,31 @@ describe('names and labels as they can be shown', () => {
       );
       expect(unshowable).toEqual([]);
     });
+
+    it("a finished chat's transcript shows the visitor's name (as JivoChat sends it in it) without them too", async () => {
+      const answer = await bridge.post(`/webhooks/jivochat/site/${TOKEN}`, {
+        event_name: 'chat_finished',
+        chat_id: 7401,
+        user_token: 'display-text-2',
+        visitor: { name: 'Boris \u202Egnp.exe\u0007', email: 'boris@display.example' },
+        chat: { messages: [{ message: 'Hello', timestamp: 1718610000, type: 'visitor' }] },
+      });
+      expect(answer.status).toBe(200);
+      const found = await bridge.admin<{ contacts: Contact[] }>(
+        'GET',
+        '/api/v1/contacts?identity=person:display-text-2',
+      );
+      const [contact] = found.body.contacts;
+      const { cookie } = await signIn(bridge.url, bridge.adminToken);
+      const page = await consoleRequest(bridge.url, `/console/contacts/${encodeURIComponent(contact!.id)}`, {
+        cookie,
+      });
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('<span class="who">Boris gnp.exe</span>');
+      const unshowable = [...page.text].filter(
+        (char) => char === '\u0007' || /[\u202A-\u202E\u2066-\u2069]/.test(char),
+      );
+      expect(unshowable).toEqual([]);
+    });
   });
 });

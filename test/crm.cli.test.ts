@@ -207,4 +207,18 @@ describe('chatbridge crm check: amoCRM long-lived token', () => {
     expect(run.out[0]).toMatch(/; the long-lived token expires at 2100-01-01T00:00:00\.000Z$/);
     expect([...run.out, ...run.err].join('\n')).not.toContain(token);
   });
+
+  it('a token whose exp no date can hold (microseconds, not seconds) is checked without an expiry, not a crash', async () => {
+    const crm = await amoWorld();
+    cleanups.push(() => crm.close());
+    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 4102444800000000 })}.c2lnbmF0dXJlLWJ5dGVz`;
+    crm.fake.token = token;
+    const file = configFile(crm);
+    writeFileSync(file, readFileSync(file, 'utf8').replace(crm.secrets[0]!, token));
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
+    expect(run.out[0]).not.toContain('expires');
+    expect(run.out.join('\n')).toContain('crm: OK');
+  });
 });

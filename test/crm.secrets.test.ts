@@ -140,8 +140,8 @@ describe.each([
       body: JSON.stringify(jivoPayloads().accepted),
     });
     let failed: any[] = [];
-    const deadline = Date.now() + 8000;
-    while (failed.length === 0 && Date.now() < deadline) {
+    // Until it failed, however long a loaded machine takes (the test's timeout is the guard).
+    while (failed.length === 0) {
       failed = JSON.parse(await admin('/api/v1/deliveries?state=failed&limit=100')).deliveries;
       if (failed.length === 0) await sleep(25);
     }

@@ -304,6 +304,30 @@ describe('routing', () => {
     ]);
   });
 
+  it("a transcript shows an author's name without the controls and bidi overrides a contact's name is cleaned of", () => {
+    const text = transcriptText(
+      event({
+        data: {
+          messages: [
+            {
+              at: '2024-05-01T10:01:00Z',
+              author: { type: 'visitor', name: 'Anna \u202Egnp.exe\u0007\u2066' },
+              text: 'Hello',
+            },
+            { at: '2024-05-01T10:02:00Z', author: { type: 'visitor', name: '\u202E\u0000' }, text: 'Hi' },
+          ],
+        },
+      }),
+      null,
+    )!;
+    // An override in the name turned the rest of its line (": Hello") around in the CRM's note.
+    expect(text.split('\n')).toEqual([
+      'Chat transcript',
+      '[2024-05-01 10:01] Anna gnp.exe: Hello',
+      '[2024-05-01 10:02] visitor: Hi',
+    ]);
+  });
+
   it('is a pure function: same input, same body, input untouched', () => {
     const crm = destination({ map: { pipeline: { byChannel: { app: 'app-leads' }, default: 'inbox' } } });
     fc.assert(

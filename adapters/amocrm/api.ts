@@ -17,7 +17,11 @@ export function tokenExpiry(token: string): Date | null {
   if (token.split('.').length !== 3 || !payload) return null;
   try {
     const exp = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { exp?: unknown }).exp;
-    return typeof exp === 'number' && Number.isFinite(exp) ? new Date(exp * 1000) : null;
+    if (typeof exp !== 'number' || !Number.isFinite(exp)) return null;
+    // An exp no Date can hold (one in microseconds) is no expiry to tell: an Invalid Date threw
+    // in toISOString (crm check exited 1 for a token deliveries use).
+    const at = new Date(exp * 1000);
+    return Number.isNaN(at.getTime()) ? null : at;
   } catch {
     return null;
   }

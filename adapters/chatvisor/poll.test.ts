@@ -207,6 +207,114 @@ describe('conversation polling', () => {
     ).toEqual([undefined, ['And in blue?', 'Blue too']]);
   });
 
+  it('a poll run that listed a finished conversation does not move where it ends past the next one a webhook started meanwhile', async () => {
+    // The bridge's clock: the webhook finish is dated by its arrival.
+    let clock = new Date('2024-05-02T10:00:00.000Z');
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '0s' },
+      now: () => clock,
+    });
+    await test.runtime.poller.run();
+    fake.addCustomer({ customerId: 'c9' });
+    fake.addMessage('c9', 'Is it in stock?', 'CUSTOMER', new Date('2024-05-02T10:01:00.000Z'));
+    clock = new Date('2024-05-02T10:01:30.000Z');
+    await test.runtime.poller.run(); // started (poll)
+    fake.addMessage('c9', 'Yes', 'AGENT', new Date('2024-05-02T10:02:00.000Z'));
+    fake.setStatus('c9', 'DONE');
+    clock = new Date('2024-05-02T10:03:00.000Z');
+    await test.webhook(fake.conversationPayload('c9')); // finished (webhook)
+    await test.runtime.idle();
+
+    // A poll run lists c9 as DONE; while it reads c9's messages, the customer writes again and
+    // the webhooks of the message and the new conversation arrive.
+    let release!: () => void;
+    fake.resetLog();
+    fake.fail({
+      method: 'GET',
+      path: /^\/customer\/c9\/message/,
+      until: new Promise<void>((r) => (release = r)),
+    });
+    const running = test.runtime.poller.run();
+    await expect.poll(() => fake.calls().some((call) => call.includes('/customer/c9/message'))).toBe(true);
+    const again = fake.addMessage('c9', 'And in blue?', 'CUSTOMER', new Date('2024-05-02T10:10:00.000Z'));
+    fake.setStatus('c9', 'UNREAD');
+    clock = new Date('2024-05-02T10:10:01.000Z');
+    await test.webhook(again);
+    await test.webhook(fake.conversationPayload('c9')); // started (webhook)
+    await test.runtime.idle();
+    release();
+    await running;
+
+    fake.addMessage('c9', 'Blue too', 'AGENT', new Date('2024-05-02T10:11:00.000Z'));
+    fake.setStatus('c9', 'DONE');
+    clock = new Date('2024-05-02T10:12:00.000Z');
+    await test.runtime.poller.run(); // finished (poll)
+
+    const events = (await test.outbox())
+      .filter(
+        (entry) => entry.event.type.startsWith('conversation.') || entry.event.type === 'message.received',
+      )
+      .map((entry) => [entry.event.type, entry.event.data.conversationId]);
+    const [first, second] = [events[0]![1], events.at(-1)![1]];
+    expect(second).not.toBe(first);
+    // Started, "Is it in stock?", finished; "And in blue?", started (webhooks), finished (poll).
+    expect(events).toEqual([
+      ['conversation.started', first],
+      ['message.received', first],
+      ['conversation.finished', first],
+      ['message.received', second],
+      ['conversation.started', second],
+      ['conversation.finished', second],
+    ]);
+    const finished = (await timelineOf(test, 'c9')).filter((entry) => entry.type === 'conversation.finished');
+    expect(
+      finished.map((entry) => (entry.data.messages as { text: string }[] | undefined)?.map((m) => m.text)),
+    ).toEqual([undefined, ['And in blue?', 'Blue too']]);
+  });
+
+  it("the first run's backfill finishes a conversation with its own messages, after those of one a webhook finished before", async () => {
+    // Webhooks first; polling turned on later, its first run replaying the last week.
+    let clock = new Date('2024-05-03T10:00:00.000Z');
+    fake.now = () => clock;
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '7d' },
+      now: () => clock,
+    });
+    fake.addCustomer({ customerId: 'c10' });
+    fake.addMessage('c10', 'Is it in stock?', 'CUSTOMER', new Date('2024-05-03T10:01:00.000Z'));
+    clock = new Date('2024-05-03T10:01:30.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // started (webhook)
+    fake.addMessage('c10', 'Yes', 'AGENT', new Date('2024-05-03T10:02:00.000Z'));
+    fake.setStatus('c10', 'DONE');
+    clock = new Date('2024-05-03T10:03:00.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // finished (webhook)
+    fake.addMessage('c10', 'And in blue?', 'CUSTOMER', new Date('2024-05-03T10:10:00.000Z'));
+    fake.setStatus('c10', 'UNREAD');
+    clock = new Date('2024-05-03T10:10:01.000Z');
+    await test.webhook(fake.conversationPayload('c10')); // started (webhook)
+    await test.runtime.idle();
+    fake.addMessage('c10', 'Blue too', 'AGENT', new Date('2024-05-03T10:11:00.000Z'));
+    fake.setStatus('c10', 'DONE'); // its finish webhook is lost
+    clock = new Date('2024-05-03T10:12:00.000Z');
+    await test.runtime.poller.run(); // the first run: finished (replayed)
+
+    const finished = (await timelineOf(test, 'c10')).filter(
+      (entry) => entry.type === 'conversation.finished',
+    );
+    expect(
+      finished.map((entry) => (entry.data.messages as { text: string }[] | undefined)?.map((m) => m.text)),
+    ).toEqual([undefined, ['And in blue?', 'Blue too']]);
+    const ids = (await test.outbox())
+      .filter((entry) => entry.event.type.startsWith('conversation.'))
+      .map((entry) => entry.event.data.conversationId);
+    expect(ids).toEqual([ids[0], ids[0], ids[2], ids[2]]);
+    expect(ids[2]).not.toBe(ids[0]);
+  });
+
   it('a transcript names a sender it does not know as such, not as the customer', async () => {
     const test = runtimeWith();
     await test.runtime.poller.run();

@@ -16,6 +16,7 @@ import {
   readConversationState,
   readEnded,
   readFirstRunLeft,
+  readStatus,
   storeKeys,
   writeCursor,
   writeEnded,
@@ -516,8 +517,7 @@ export class ConversationPoller {
 
     // Every message fetched while the conversation is finished belongs to a finished one, also
     // when a webhook recorded the finish (the next conversation's transcript starts after them).
-    if (done && messages)
-      await writeEnded(context.store, channelId, customerId, cursorAfter(lastText, null, messages));
+    if (done && messages) await this.markEnded(customerId, cursorAfter(lastText, null, messages));
 
     if (messageChanged && messages) {
       const covered = coveredByCursor(cursor, messages);
@@ -537,6 +537,21 @@ export class ConversationPoller {
     }
 
     if (contact) await tracker.pushLabels(customerId, contact, signal);
+  }
+
+  /**
+   * Where the customer's finished conversations end, from a run that found the conversation DONE,
+   * unless the stored status says otherwise by now: the listing is as old as the run, and a webhook
+   * may meanwhile have recorded the customer's next conversation (its start and messages named by
+   * the `ended` before this). The messages fetched then include that conversation's first ones;
+   * moving the mark past them would give its finish another conversationId (a second CRM deal
+   * with deals: per-conversation) and leave them out of its transcript.
+   */
+  private async markEnded(customerId: string, mark: MessageCursor): Promise<void> {
+    const { context, channelId } = this.options;
+    const status = await readStatus(context.store, channelId, customerId);
+    if (status !== null && status !== CONVERSATION_STATUS.done) return;
+    await writeEnded(context.store, channelId, customerId, mark);
   }
 
   /** Identify the customer (without pushing labels: the caller does, once, at the end). */
@@ -674,13 +689,18 @@ export class ConversationPoller {
     const { conversation } = item;
     const customerId = conversation.customerId;
     const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    // Webhooks may have recorded finished conversations before polling was turned on: a replayed
+    // finish's transcript starts after them, as in any run.
+    const ended = await readEnded(context.store, channelId, customerId);
     // A status a webhook recorded before is not replayed (the tracker sees no change).
     const result = await tracker.conversation(conversation, {
       previousStatus,
       current: true,
       profile: cached?.identity,
       at: decision.updatedAt,
-      transcript: conversation.status === CONVERSATION_STATUS.done ? toTranscript(messages) : undefined,
+      ended,
+      transcript:
+        conversation.status === CONVERSATION_STATUS.done ? transcriptSince(ended, messages) : undefined,
     });
     let contact = result.contact;
     if (result.observed) {
@@ -713,8 +733,7 @@ export class ConversationPoller {
       contact = observed.contact ?? contact;
     }
     const seen = cursorAfter(conversation.lastMessageText ?? null, null, messages);
-    if (conversation.status === CONVERSATION_STATUS.done)
-      await writeEnded(context.store, channelId, customerId, seen);
+    if (conversation.status === CONVERSATION_STATUS.done) await this.markEnded(customerId, seen);
     await writeCursor(context.store, channelId, customerId, seen);
     if (contact) await tracker.pushLabels(customerId, contact, signal);
   }

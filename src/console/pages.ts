@@ -1,3 +1,4 @@
+import { cleanDisplayText } from '../contacts/normalize.js';
 import { type Contact, type TimelineEntry, transcriptOf } from '../contacts/types.js';
 import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
 import type { JournalEntry } from '../intake/journal.js';
@@ -170,9 +171,10 @@ function transcript(data: Record<string, unknown>): SafeHtml {
   return html`<details><summary>Transcript (${messages.length} message${messages.length === 1 ? '' : 's'})</summary>
 <ol class="transcript">${messages.map(
     ({ at, author, text }) =>
-      html`<li class="msg msg-${author.type}"><span class="who">${author.name || author.email || author.type}</span> ${
-        at ? time(at) : ''
-      }<p>${text}</p></li>`,
+      html`<li class="msg msg-${author.type}"><span class="who">${
+        // As a contact's name is shown: a bidi override would turn the rest of the line around.
+        cleanDisplayText(author.name || author.email || author.type) ?? author.type
+      }</span> ${at ? time(at) : ''}<p>${text}</p></li>`,
   )}</ol></details>`;
 }
 

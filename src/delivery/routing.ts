@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AgentConfig, ChannelConfig, DestinationConfig } from '../config/schema.js';
+import { cleanDisplayText } from '../contacts/normalize.js';
 import { transcriptOf } from '../contacts/types.js';
 import type { OutboundEvent } from '../events/outbox.js';
 
@@ -211,7 +212,9 @@ export function transcriptText(event: OutboundEvent, source: string | null): str
   const lines: string[] = [source ? `Chat transcript (${source})` : 'Chat transcript'];
   for (const { at, author, text } of messages) {
     const when = formatTime(at);
-    const who = oneLine(author.name ?? author.email ?? author.type);
+    // A name as a contact's is shown (cleanDisplayText): a bidi override in it turned the rest of
+    // its line around, and a control broke it. Vendors' transcripts carry names as typed.
+    const who = oneLine(cleanDisplayText(author.name ?? author.email ?? author.type) ?? author.type);
     lines.push(`${when ? `[${oneLine(when)}] ` : ''}${who}: ${text.replace(LINE_BREAKS, '\n    ')}`);
   }
   const full = lines.join('\n');
