@@ -515,6 +515,25 @@ describe.each([
     expect(state.notes.map((note) => note.on)).toEqual([`deal:${renewed.id}`]);
   });
 
+  it('a per-conversation deal is checked in the CRM only by an event that puts something on it', async () => {
+    const crm = await world();
+    const base = crm.destination().crm as Record<string, unknown>;
+    const bridge = await setup(crm, { crm: { ...base, deals: 'per-conversation' } });
+    const visitor = { name: 'Lev', email: 'lev.deal@example.org', phone: '+79261117788' };
+    const { accepted, finished } = jivoPayloads(visitor, 15010);
+    await jivo(bridge, accepted);
+    await settled(bridge, 1);
+    await jivo(bridge, finished);
+    const deliveries = await settled(bridge, 3);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+    const state = crm.state();
+    expect(state.deals).toHaveLength(1);
+    expect(state.notes.map((note) => note.on)).toEqual([`deal:${state.deals[0]!.id}`]);
+    // Every event after the first is a deal event of the chat; only the finish (the transcript
+    // note) asks the CRM whether the kept deal is still there: one read, not one per event.
+    expect(crm.dealChecks()).toBe(1);
+  });
+
   /** The destination talks to the fake through a proxy that can lose or replace answers. */
   async function behindProxy(crm: CrmWorld, crmOverrides: Record<string, unknown> = {}) {
     const proxy = await startLateProxy(crm.url);

@@ -335,6 +335,8 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     responsibleUserId: string | null,
     api: CrmApi,
     create: (creation: CrmCreation) => Promise<string>,
+    /** Something (a task, the transcript note) goes on the deal: a kept id must still exist. */
+    writesOnDeal: boolean,
   ): Promise<string> {
     const { pipelineId, stageId } = pipelineFor(body);
     const values = displayValues(body);
@@ -352,8 +354,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         if (conversationKey) {
           // The chat's deal, unless someone deleted it in the CRM since: a note or task on it
           // would be refused for good, so the chat gets a new one (and the key points at it).
+          // Asked of the CRM only when something goes on the deal: every customer message is a
+          // deal event, and one more read each would spend amoCRM's ~7 requests/s on nothing.
           const known = await store.get(conversationKey);
-          if (known && (await api.dealExists(known))) return known;
+          if (known && (!writesOnDeal || (await api.dealExists(known)))) return known;
         } else if (destination.crm.deals === 'one-open') {
           const open = await api.findOpenDeal(crmContactId, pipelineId);
           if (open) return open;
@@ -513,7 +517,9 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         if (start.deal && progress.deal && (taskDue || noteDue) && !(await api.dealExists(progress.deal)))
           await save({ deal: '' });
         if (!progress.deal) {
-          await save({ deal: await deal(body, crmContactId, responsibleUserId, api, createOnce) });
+          await save({
+            deal: await deal(body, crmContactId, responsibleUserId, api, createOnce, taskDue || noteDue),
+          });
         }
         on = { type: 'deal', id: progress.deal! };
       }

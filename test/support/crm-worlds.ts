@@ -38,6 +38,8 @@ export interface CrmWorld {
   rateLimit(times: number): void;
   rejectCredential(on: boolean): void;
   requestCount(): number;
+  /** How many times the connector asked whether a deal still exists (dealExists). */
+  dealChecks(): number;
   /** A contact made by hand in the CRM, with a phone in a local format; returns its id. */
   seedContact(phone: string, email: string): string;
   /** The contact disappears from the CRM, as a manager's "merge duplicates" or delete does. */
@@ -150,6 +152,9 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
       fake.rejectToken = on;
     },
     requestCount: () => fake.requests.length,
+    dealChecks: () =>
+      fake.requests.filter((seen) => seen.method === 'GET' && seen.path.includes('/leads?filter[id][]='))
+        .length,
     seedContact(phone, email) {
       fake.contacts.push({
         id: 900,
@@ -262,6 +267,9 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
       fake.rejectCode = on;
     },
     requestCount: () => fake.requests.length,
+    dealChecks: () =>
+      fake.requests.filter((seen) => seen.path.endsWith('/crm.deal.list.json') && seen.body.includes('"ID"'))
+        .length,
     seedContact(phone, email) {
       fake.contacts.push({
         ID: '90',
