@@ -30,7 +30,8 @@ import { CrmError } from './errors.js';
  * the CRM for that object first (`CrmApi.findCreated`), and where the CRM cannot say, it
  * stops rather than risk a duplicate. The find-or-create of step 1 runs under a store lock on
  * the contact's keys, and the link is kept in the store, so the next event of the same person
- * finds it at once.
+ * finds it at once. Two runs of one delivery never go at once: the attempt holds the delivery's
+ * lease (src/delivery/processor.ts), and `checkpoint` refuses once it was lost.
  */
 
 export const progressSchema = z.record(z.string(), z.string());

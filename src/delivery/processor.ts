@@ -3,6 +3,7 @@ import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { CrmRuntime } from '../crm/runtime.js';
 import { type HttpClient, headerSecrets } from '../net/http.js';
 import { jittered } from '../net/retry.js';
+import { renewWhileHeld } from '../store/renewal.js';
 import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
 import type { DeliveryMetrics } from './metrics.js';
@@ -15,9 +16,20 @@ import { webhookHeaders } from './signing.js';
  * 1. stale job (record gone, no longer pending, or an older replay cycle)   -> done
  * 2. breaker open                                                            -> pause the destination
  * 3. not the head of its lane (an earlier event for this contact is pending) -> wait behind it
- * 4. attempt: 2xx -> delivered; 408/429/5xx/network -> retry on the schedule (Retry-After
+ * 4. CRM destinations: the delivery's lease is held by another run           -> look again later
+ * 5. attempt: 2xx -> delivered; 408/429/5xx/network -> retry on the schedule (Retry-After
  *    honoured) until the schedule is used up -> failed; other statuses -> failed at once.
  * Whenever a delivery leaves its lane, the next one of the lane is woken.
+ *
+ * A queue may run one delivery twice at once: BullMQ gives a job whose lock lapsed (the event
+ * loop stalled past its lock duration, the worker lost Redis for a while) to another worker as
+ * stalled while the first run still goes on. For a signed webhook that is one more POST, which
+ * receivers dedupe by webhook-id. A CRM attempt creates step by step from the progress it read
+ * when it began, so two runs would both make the task or note (or deal): a CRM attempt runs under
+ * the delivery's lease (a store lock, renewed while it runs). A run that finds it taken attempts
+ * nothing and looks again later, which is no attempt; a run whose process died leaves the lease
+ * to expire, and the delivery is attempted then. A run that loses its lease (renewals failed for
+ * a whole ttl: the store unreachable) writes no further step and marks nothing.
  */
 
 export interface DestinationRuntime {
@@ -36,6 +48,20 @@ export const MAX_DESTINATION_PAUSE_MS = 10 * 60_000;
 export const PARK_MARGIN_MS = 1000;
 /** A lane head whose attempt is this overdue has lost its job (crash): it is queued again. */
 export const STUCK_GRACE_MS = 60_000;
+/** A CRM attempt's lease on its delivery: renewed every third of this while the attempt runs. */
+export const LEASE_TTL_MS = 60_000;
+/** A run that found the lease taken looks again after at most this long (at least LEASE_MIN_WAIT_MS). */
+export const LEASE_RECHECK_MS = 5_000;
+const LEASE_MIN_WAIT_MS = 100;
+
+/** The run's lease on its delivery was lost: it must write nothing more. */
+class LeaseLostError extends Error {
+  constructor(id: string) {
+    super(
+      `the lease on delivery ${id} was lost (the store was unreachable for its whole ttl); stopped before the next step`,
+    );
+  }
+}
 
 export interface ProcessorDeps {
   records: DeliveryRecords;
@@ -48,6 +74,8 @@ export interface ProcessorDeps {
   random(): number;
   /** Aborted when the delivery shuts down: attempts in flight stop and are not counted. */
   signal: AbortSignal;
+  /** A CRM attempt's lease ttl (default LEASE_TTL_MS; tests shorten it). */
+  leaseTtlMs?: number;
 }
 
 export function createProcessor(deps: ProcessorDeps): JobHandler {
@@ -86,18 +114,68 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     return null;
   }
 
+  /** The run's hold on its delivery's lease: `check` renews it and throws once it is lost. */
+  interface Held {
+    lost: boolean;
+    check(): Promise<void>;
+  }
+
   return async (destinationId, job): Promise<JobOutcome> => {
     const destination = deps.destinations.get(destinationId);
-    let record = await records.get(job.deliveryId);
+    const record = await records.get(job.deliveryId);
     if (!destination || !record || record.state !== 'pending' || record.cycle !== job.cycle)
       return { kind: 'done' };
-    const { config, breaker } = destination;
-    const labels = { destination: destinationId };
 
-    const blocked = breaker.blockedFor(Date.now());
+    const blocked = destination.breaker.blockedFor(Date.now());
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
     const wait = await waitBehind(record, destination, deps.now().getTime());
     if (wait !== null) return { kind: 'later', delayMs: wait };
+    if (!destination.crm) return attempt(destinationId, destination, record, null);
+
+    const ttlMs = deps.leaseTtlMs ?? LEASE_TTL_MS;
+    const lease = await records.lease(record.id, ttlMs);
+    if (!lease) {
+      // Another run is at work on it (or died and its lease has yet to expire): not an attempt.
+      const left = await records.leaseLeft(record.id);
+      return { kind: 'later', delayMs: Math.min(Math.max(left, LEASE_MIN_WAIT_MS), LEASE_RECHECK_MS) };
+    }
+    const held: Held = {
+      lost: false,
+      async check() {
+        if (!held.lost && (await lease.renew(ttlMs))) return;
+        held.lost = true;
+        throw new LeaseLostError(record.id);
+      },
+    };
+    const stopRenewing = renewWhileHeld({
+      ttlMs,
+      renew: () => lease.renew(ttlMs),
+      onLost: () => {
+        held.lost = true;
+      },
+      onError: (error) => logger.debug({ err: error, delivery: record.id }, 'delivery lease not renewed'),
+    });
+    try {
+      // As it is now: the run that held the lease before may have finished it, or made steps.
+      const current = await records.get(job.deliveryId);
+      if (current?.state !== 'pending' || current.cycle !== job.cycle) return { kind: 'done' };
+      return await attempt(destinationId, destination, current, held);
+    } finally {
+      stopRenewing();
+      await lease.release();
+    }
+  };
+
+  async function attempt(
+    destinationId: string,
+    destination: DestinationRuntime,
+    start: DeliveryRecord,
+    held: Held | null,
+  ): Promise<JobOutcome> {
+    let record = start;
+    const job = { deliveryId: record.id };
+    const { config, breaker } = destination;
+    const labels = { destination: destinationId };
     if (!breaker.begin(Date.now())) return { kind: 'pause', delayMs: breaker.blockedFor(Date.now()) };
 
     const attemptAt = deps.now();
@@ -108,7 +186,11 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
         ? await destination.crm.attempt({
             body: record.body,
             progress: record.crm ?? {},
-            checkpoint: (patch) => records.saveProgress(job.deliveryId, patch),
+            // Each step is recorded (and each create marked) only while the lease still holds.
+            checkpoint: async (patch) => {
+              await held?.check();
+              await records.saveProgress(job.deliveryId, patch);
+            },
             signal: deps.signal,
           })
         : !isCrmDestination(config)
@@ -137,6 +219,15 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       throw error;
     } finally {
       metrics.attemptSeconds.observe(labels, (performance.now() - started) / 1000);
+    }
+    if (held?.lost) {
+      // Another run may own the delivery now: it is the one to record the outcome.
+      breaker.abandon();
+      logger.warn(
+        { destination: destinationId, delivery: record.id },
+        'delivery lease lost during a CRM attempt (the store was unreachable?); its outcome is left to the next run',
+      );
+      return { kind: 'later', delayMs: LEASE_RECHECK_MS };
     }
     const now = deps.now();
     const log = logger.child({ destination: destinationId, delivery: record.id, event: record.eventId });
@@ -198,5 +289,5 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     }
     if (opened !== null) await queue.pause(destinationId, opened);
     return { kind: 'done' };
-  };
+  }
 }

@@ -18,7 +18,10 @@ import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHa
  * died (stalled jobs).
  *
  * A job only says "attempt delivery X, cycle N": the delivery record in the store is the source
- * of truth, so a job that runs twice or late does no harm.
+ * of truth, so a job that runs late does no harm. One that runs twice at once (a stalled job
+ * taken by another worker while its first run goes on) is one more signed POST for a webhook,
+ * which receivers dedupe by webhook-id; a CRM attempt holds the delivery's lease (processor.ts),
+ * so the second run attempts nothing.
  */
 
 export interface BullQueueOptions {
@@ -190,7 +193,8 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             connection: connect(true),
             prefix: options.prefix,
             concurrency: limit,
-            // A worker that died mid-attempt: its job comes back; the record makes a rerun harmless.
+            // A worker that died mid-attempt: its job comes back; the record (and for a CRM
+            // attempt the delivery's lease) makes a rerun harmless.
             maxStalledCount: 10,
             settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
           },

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { ConflictError } from '../errors.js';
-import type { Store } from '../store/types.js';
+import { ConflictError, StoreBusyError } from '../errors.js';
+import { LOCK_KEY_PREFIX } from '../store/memory.js';
+import type { Lock, Store } from '../store/types.js';
 
 /**
  * Delivery records: one per (destination, event), in the store, whatever the queue behind them.
@@ -106,6 +107,8 @@ export const deliveryKeys = {
   lane: (destinationId: string, orderingKey: string) => `delivery:lane:${enc(destinationId)}:${orderingKey}`,
   /** Sorted set: instances running with this destination in their config, scored by when that lapses. */
   served: (destinationId: string) => `delivery:served:${enc(destinationId)}`,
+  /** The lease a CRM attempt holds while it runs (a store lock on this key): one run at a time. */
+  lease: (id: string) => `delivery:lease:${id}`,
   index: (state: DeliveryState, destinationId?: string) =>
     destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
 };
@@ -153,6 +156,13 @@ export interface DeliveryRecords {
   ): Promise<Array<{ id: string; seq: number; destinationId: string }>>;
   /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
   saveProgress(id: string, patch: Record<string, string>): Promise<void>;
+  /**
+   * Take the delivery's lease for `ttlMs` (renew it while the run goes on); null when another
+   * run holds it. A run that dies leaves it to expire, so the delivery is not lost with it.
+   */
+  lease(id: string, ttlMs: number): Promise<Lock | null>;
+  /** How long the lease another run holds lasts at most (ms, by the store's clock); 0 when none. */
+  leaseLeft(id: string): Promise<number>;
   /** Back to pending at the end of its lane; ConflictError when it is pending already. */
   replay(id: string, now: Date): Promise<DeliveryRecord | null>;
   /** Oldest first (by the time they entered the state); `from` is an inclusive minimum score. */
@@ -355,11 +365,24 @@ export function createDeliveryRecords(
     },
 
     async saveProgress(id, patch) {
-      // Only the delivery's own attempt writes here (one attempt per delivery at a time: lanes).
+      // Only the delivery's own attempt writes here: it holds the delivery's lease (processor.ts).
       const record = await records.get(id);
       if (!record) return;
       const next: DeliveryRecord = { ...record, crm: { ...record.crm, ...patch } };
       await store.set(deliveryKeys.record(id), JSON.stringify(next));
+    },
+
+    async lease(id, ttlMs) {
+      try {
+        return await store.lock([deliveryKeys.lease(id)], { ttlMs, waitMs: 0 });
+      } catch (error) {
+        if (error instanceof StoreBusyError) return null;
+        throw error;
+      }
+    },
+
+    async leaseLeft(id) {
+      return Math.max(0, await store.pttl(LOCK_KEY_PREFIX + deliveryKeys.lease(id)));
     },
 
     async replay(id, now) {

@@ -1,0 +1,260 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { connectors } from '../adapters/index.js';
+import { parseConfig } from '../src/config/load.js';
+import { type CrmDestinationConfig, isCrmDestination } from '../src/config/schema.js';
+import type { ContactService } from '../src/contacts/service.js';
+import type { Contact } from '../src/contacts/types.js';
+import { createCrmRuntime } from '../src/crm/runtime.js';
+import { CircuitBreaker } from '../src/delivery/breaker.js';
+import { planDeliveries } from '../src/delivery/drain.js';
+import { deliveryMetrics } from '../src/delivery/metrics.js';
+import { createProcessor, type DestinationRuntime } from '../src/delivery/processor.js';
+import type { DeliveryQueue, JobOutcome } from '../src/delivery/queue.js';
+import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
+import type { OutboxEntry } from '../src/events/outbox.js';
+import { Metrics } from '../src/metrics.js';
+import { createHttpClient } from '../src/net/http.js';
+import { defaultRegistry } from '../src/registry.js';
+import { createMemoryStore, LOCK_KEY_PREFIX } from '../src/store/memory.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
+import { startLateProxy } from './support/late-proxy.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * One run of a CRM delivery at a time. A queue may run the same delivery twice at once: BullMQ
+ * hands a job whose lock lapsed (the event loop stalled past lockDuration, the worker lost Redis
+ * for a while) to another worker as stalled while the first run still goes on. For a signed
+ * webhook that is one more POST the receiver dedupes by webhook-id; a CRM attempt creates things
+ * (contact, deal, task, note) step by step, each run from the progress it read when it began, so
+ * two runs at once made the task or note twice. Here the processor is run twice for one delivery
+ * the way such a queue would, against the fake CRMs behind a proxy that holds an answer open so
+ * that the first run is slow, on both stores. Outcomes only.
+ */
+
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+function visitor(): Contact {
+  const at = '2024-06-17T07:00:00.000Z';
+  return {
+    id: 'c_pavel',
+    name: 'Pavel',
+    names: ['Pavel'],
+    emails: ['pavel.n@example.com'],
+    phones: ['+79260001122'],
+    identities: [{ kind: 'email', value: 'pavel.n@example.com' }],
+    labels: [],
+    attributes: {},
+    responsibleAgent: null,
+    crmLink: null,
+    channels: [],
+    records: ['c_pavel'],
+    merges: [],
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
+const queueStub: DeliveryQueue = {
+  enqueue: async () => {},
+  enqueueMany: async () => {},
+  restore: async () => 0,
+  wake: async () => {},
+  pause: async () => {},
+  start: async () => {},
+  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
+  close: async () => {},
+};
+
+/** Links back to nobody: the bridge contact is the event's own (what the flow falls back to). */
+const contactsStub = {
+  get: async () => null,
+  observe: async () => ({}),
+} as unknown as ContactService;
+
+describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time (%s store)', (kind) => {
+  async function storeOf(): Promise<Store> {
+    if (kind === 'memory') {
+      const store = createMemoryStore();
+      cleanups.push(() => store.close());
+      return store;
+    }
+    const url = await getTestRedisUrl();
+    const keyPrefix = uniquePrefix('crm-once');
+    const store = await createRedisStore({ url, keyPrefix, logger });
+    cleanups.push(async () => {
+      await store.close();
+      await cleanupPrefix(url, keyPrefix);
+    });
+    return store;
+  }
+
+  describe.each([
+    ['amoCRM', amoWorld],
+    ['Bitrix24', bitrixWorld],
+  ] as const)('%s', (_name, makeWorld) => {
+    /** An offline message for a new visitor, queued as one delivery; the CRM behind a proxy. */
+    async function setup() {
+      const crm = await makeWorld();
+      cleanups.push(() => crm.close());
+      const proxy = await startLateProxy(crm.url);
+      cleanups.push(() => proxy.close());
+      const config = parseConfig(
+        {
+          admin: { token: 'admin-token-0123456789' },
+          log: { level: 'silent' },
+          channels: [
+            { id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: 'jivo-token-0123456789' },
+          ],
+          destinations: [
+            crm.destination({
+              ...crm.via(proxy.url),
+              timeoutMs: 20_000,
+              retrySchedule: ['0s', '50ms', '50ms'],
+              events: ['offline_message.received'],
+            }),
+          ],
+        },
+        defaultRegistry(),
+        {},
+      );
+      const destination = config.destinations[0]!;
+      if (!isCrmDestination(destination)) throw new Error('not a CRM destination');
+      const store = await storeOf();
+      const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
+      const metrics = new Metrics();
+      const now = () => new Date();
+      const runtime: DestinationRuntime = {
+        config: destination,
+        key: Buffer.alloc(0),
+        breaker: new CircuitBreaker(100, 1000, () => {}),
+        crm: createCrmRuntime({
+          destination: destination as CrmDestinationConfig,
+          connector: connectors.find((item) => item.kind === destination.kind)!,
+          store,
+          http: createHttpClient(),
+          contacts: contactsStub,
+          channels: config.channels,
+          vendorNames: new Map([['jivochat', 'JivoChat']]),
+          defaultCountry: 'RU',
+          logger,
+          metrics,
+          now,
+        }),
+      };
+      const entry: OutboxEntry = {
+        event: {
+          id: 'evt_offline_1',
+          type: 'offline_message.received',
+          occurredAt: new Date().toISOString(),
+          channel: { id: 'shop-site', vendor: 'jivochat' },
+          contact: visitor(),
+          data: { text: 'Call me back, please' },
+        },
+        orderingKey: 'c_pavel',
+        stagedAt: Date.now(),
+      };
+      const plans = planDeliveries(entry, [runtime], {
+        agents: config.agents,
+        channels: config.channels,
+        vendorNames: new Map([['jivochat', 'JivoChat']]),
+      });
+      const [record] = await records.ensure(plans, now());
+      if (!record) throw new Error('no delivery planned');
+      /** A worker (of this or another instance) running this delivery's job. */
+      const worker = (leaseTtlMs?: number) =>
+        createProcessor({
+          records,
+          queue: queueStub,
+          destinations: new Map([[destination.id, runtime]]),
+          http: createHttpClient(),
+          logger,
+          metrics: deliveryMetrics(metrics),
+          now,
+          random: () => 0.5,
+          signal: new AbortController().signal,
+          ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}),
+        });
+      const job = { deliveryId: record.id, cycle: record.cycle };
+      return { crm, proxy, store, records, worker, job, id: record.id };
+    }
+
+    /** A processor whose runs hold their lease for `leaseTtlMs`. */
+    function withLease(made: Awaited<ReturnType<typeof setup>>, leaseTtlMs: number) {
+      return made.worker(leaseTtlMs);
+    }
+
+    it('a second run while the first is still at work makes nothing again and is no failed attempt', async () => {
+      const { crm, proxy, records, worker, job, id } = await setup();
+      // The CRM makes the contact at once but its answer is slow: the first run is held there.
+      proxy.hold(crm.isCreate('contact'), 1500);
+      const first = worker()('crm', job);
+      await until(() => crm.state().contacts.length === 1, 'the first run made the contact');
+      // The queue runs the same job again meanwhile (BullMQ: a job it took for stalled).
+      const second = await worker()('crm', job);
+      const outcome = await first;
+
+      expect(outcome).toEqual<JobOutcome>({ kind: 'done' });
+      const state = crm.state();
+      expect(state.contacts).toHaveLength(1);
+      expect(state.deals).toHaveLength(1);
+      expect(state.tasks).toHaveLength(1);
+      // The second run stood back: tried again later, when it finds the delivery done.
+      expect(second.kind).toBe('later');
+      const record = await records.get(id);
+      expect(record).toMatchObject({ state: 'delivered', attempts: 1 });
+      expect(await worker()('crm', job)).toEqual<JobOutcome>({ kind: 'done' });
+      expect(crm.state().tasks).toHaveLength(1);
+    });
+
+    it('a run whose process died holds the delivery only until its lease expires', async () => {
+      const { crm, store, records, worker, job, id } = await setup();
+      // What a run that died mid-attempt leaves behind: its lease, no longer renewed.
+      await store.lock([deliveryKeys.lease(id)], { ttlMs: 400, waitMs: 0 });
+      const before = crm.requestCount();
+      const held = await worker()('crm', job);
+      expect(held.kind).toBe('later');
+      expect(crm.requestCount()).toBe(before);
+      expect(await records.get(id)).toMatchObject({ state: 'pending', attempts: 0 });
+
+      await until(async () => (await worker()('crm', job)).kind === 'done', 'the delivery was attempted');
+      expect(await records.get(id)).toMatchObject({ state: 'delivered', attempts: 1 });
+      expect(crm.state().tasks).toHaveLength(1);
+    });
+    it('a run that lost its lease writes no further step and marks nothing; the next run finishes it once', async () => {
+      const made = await setup();
+      const { crm, proxy, store, records, worker, job, id } = made;
+      proxy.hold(crm.isCreate('contact'), 1000);
+      const first = withLease(made, 30_000)('crm', job);
+      await until(() => crm.state().contacts.length === 1, 'the first run made the contact');
+      // Its lease expires meanwhile (the store was unreachable for its whole ttl, say).
+      await store.del(LOCK_KEY_PREFIX + deliveryKeys.lease(id));
+      expect((await first).kind).toBe('later');
+      expect(crm.state().tasks).toHaveLength(0);
+      expect(crm.state().deals).toHaveLength(0);
+      expect(await records.get(id)).toMatchObject({ state: 'pending', attempts: 0 });
+
+      expect(await worker()('crm', job)).toEqual<JobOutcome>({ kind: 'done' });
+      const state = crm.state();
+      expect(state.contacts).toHaveLength(1);
+      expect(state.deals).toHaveLength(1);
+      expect(state.tasks).toHaveLength(1);
+      expect(await records.get(id)).toMatchObject({ state: 'delivered', attempts: 1 });
+    });
+  });
+});
