@@ -109,7 +109,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
     ['Bitrix24', bitrixWorld],
   ] as const)('%s', (_name, makeWorld) => {
     /** An offline message for a new visitor, queued as one delivery; the CRM behind a proxy. */
-    async function setup() {
+    async function setup(retrySchedule: string[] = ['0s', '50ms', '50ms']) {
       const crm = await makeWorld();
       cleanups.push(() => crm.close());
       const proxy = await startLateProxy(crm.url);
@@ -125,7 +125,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
             crm.destination({
               ...crm.via(proxy.url),
               timeoutMs: 20_000,
-              retrySchedule: ['0s', '50ms', '50ms'],
+              retrySchedule,
               events: ['offline_message.received'],
             }),
           ],
@@ -220,6 +220,28 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
       expect(record).toMatchObject({ state: 'delivered', attempts: 1 });
       expect(await worker()('crm', job)).toEqual<JobOutcome>({ kind: 'done' });
       expect(crm.state().tasks).toHaveLength(1);
+    });
+
+    it('a retry the first run scheduled while a second run stood back keeps its time', async () => {
+      // BullMQ: the second run moved the job to look again in a few seconds, and the first run's
+      // own move (to its retry time) fails, its lock being gone. The look a few seconds later
+      // attempted at once: the retry schedule (here an hour) was cut short, an attempt counted.
+      const { crm, proxy, records, worker, job, id } = await setup(['0s', '1h', '1h']);
+      proxy.hold(crm.isCreate('contact'), 1500);
+      crm.failCreate('task', 1);
+      const first = worker()('crm', job);
+      await until(() => crm.state().contacts.length === 1, 'the first run made the contact');
+      expect((await worker()('crm', job)).kind).toBe('later');
+      const outcome = await first;
+      expect(outcome.kind).toBe('later');
+      expect(await records.get(id)).toMatchObject({ state: 'pending', attempts: 1 });
+
+      // The queue's look again, a few seconds later: the retry is an hour away.
+      const again = await worker()('crm', job);
+      expect(again.kind).toBe('later');
+      expect(again.kind === 'later' && again.delayMs).toBeGreaterThan(30 * 60_000);
+      expect(crm.state().tasks).toHaveLength(0);
+      expect(await records.get(id)).toMatchObject({ state: 'pending', attempts: 1 });
     });
 
     it('a run whose process died holds the delivery only until its lease expires', async () => {

@@ -114,6 +114,12 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     return null;
   }
 
+  /** How long until the retry an earlier attempt scheduled is due (ms; 0 or less: due now). */
+  function retryDueIn(record: DeliveryRecord): number {
+    const at = record.nextAttemptAt ? Date.parse(record.nextAttemptAt) : Number.NaN;
+    return Number.isFinite(at) ? at - deps.now().getTime() : 0;
+  }
+
   /** The run's hold on its delivery's lease: `check` renews it and throws once it is lost. */
   interface Held {
     lost: boolean;
@@ -159,6 +165,12 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       // As it is now: the run that held the lease before may have finished it, or made steps.
       const current = await records.get(job.deliveryId);
       if (current?.state !== 'pending' || current.cycle !== job.cycle) return { kind: 'done' };
+      // A run that stood back (the lease taken) is looked at again within LEASE_RECHECK_MS, and
+      // with BullMQ its move is the one that counts: the first run's own move to its retry time
+      // fails, its job lock being gone. So a retry that run scheduled would be attempted seconds
+      // later instead of on the schedule (or past Retry-After), and counted: its time stands.
+      const due = current.cycleAttempts > 0 ? retryDueIn(current) : 0;
+      if (due > PARK_MARGIN_MS) return { kind: 'later', delayMs: due };
       return await attempt(destinationId, destination, current, held);
     } finally {
       stopRenewing();
