@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { AdapterDefinition, ChannelRuntime } from '../src/contracts/adapter.js';
-import { AppError, ValidationError } from '../src/errors.js';
+import { AppError, StoreUnavailableError, ValidationError } from '../src/errors.js';
 import { isRecord } from '../src/intake/wire.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 
@@ -101,6 +101,8 @@ const probeAdapter: AdapterDefinition<ProbeChannel> = {
       async open(request) {
         const person = request.rawBody.toString('utf8');
         if (person === 'bad-key') throw new ProbeRefusal();
+        // What a key read answers while Redis is away (src/store/redis.ts).
+        if (person === 'store-down') throw new StoreUnavailableError();
         return person;
       },
       decode: (request) => ({
@@ -242,8 +244,12 @@ describe.each(['memory', 'redis'] as const)('the intake pipeline over HTTP (%s s
     const refused = await bridge.post('/probe/probe-1/who', 'bad-key', { 'content-type': 'text/plain' });
     expect(refused).toMatchObject({ status: 401, body: { error: { code: 'unknown_key' } } });
     expect((await bridge.post('/probe/nope/who', 'p-a')).status).toBe(404);
+    // A store outage is counted as webhooks count it (unavailable), not as a defect (error).
+    const down = await bridge.post('/probe/probe-1/who', 'store-down', { 'content-type': 'text/plain' });
+    expect(down).toMatchObject({ status: 503, body: { error: { code: 'store_unavailable' } } });
     const lines = await metrics();
-    for (const outcome of ['found', 'not_found', 'unknown_key']) {
+    expect(lines).not.toContain('chatbridge_probe_lookups_total{channel="probe-1",outcome="error"} 1');
+    for (const outcome of ['found', 'not_found', 'unknown_key', 'unavailable']) {
       expect(lines).toContain(`chatbridge_probe_lookups_total{channel="probe-1",outcome="${outcome}"} 1`);
     }
     const kept = [...(await journal('rejected')), ...(await journal('unhandled'))].map((entry) => entry.body);

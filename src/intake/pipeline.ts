@@ -119,7 +119,7 @@ export function lookupMetricsFor(
     out.set(adapter.vendor, {
       outcomes: metrics.counter(
         `chatbridge_${adapter.vendor}_lookups_total`,
-        `${name} attribute lookups, by channel and outcome (found, not_found, or the refusal code)`,
+        `${name} attribute lookups, by channel and outcome (found, not_found, the refusal code, unavailable, error)`,
         ['channel', 'outcome'],
       ),
       latency: metrics.histogram(
@@ -379,7 +379,9 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       } catch (error) {
         const status = error instanceof AppError ? error.status : 500;
         if (route.kind === 'lookup') {
-          outcome = error instanceof AppError && status < 500 ? error.code : 'error';
+          // A store outage is `unavailable`, as for webhooks: `error` is left for defects.
+          outcome =
+            error instanceof AppError && status < 500 ? error.code : status === 503 ? 'unavailable' : 'error';
         } else {
           // A client that went away is no refusal of a payload: nothing was received to refuse.
           outcome =
