@@ -142,6 +142,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
       const runtime: DestinationRuntime = {
         config: destination,
         key: Buffer.alloc(0),
+        secrets: [],
         breaker: new CircuitBreaker(100, 1000, () => {}),
         crm: createCrmRuntime({
           destination: destination as CrmDestinationConfig,

@@ -838,6 +838,7 @@ describe.each<Kind>(['memory', 'redis'])(
       const runtimes = config.destinations.map((destination) => ({
         config: destination,
         key: secretKey(SECRET),
+        secrets: [],
         breaker: new CircuitBreaker(5, 30_000),
       }));
       const records = createDeliveryRecords(store, { deliveredRetentionMs: 60_000 });

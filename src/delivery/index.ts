@@ -8,7 +8,7 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Route } from '../http/routes.js';
 import type { Metrics } from '../metrics.js';
-import type { HttpClient } from '../net/http.js';
+import { type HttpClient, headerSecrets } from '../net/http.js';
 import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {
@@ -103,6 +103,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     config: destination,
     // CRM destinations sign nothing: they call the CRM's API with its own credential.
     key: isCrmDestination(destination) ? Buffer.alloc(0) : secretKey(destination.secret),
+    secrets: isCrmDestination(destination) ? [] : headerSecrets(destination.headers),
     ...crmRuntimeOf(destination),
     breaker: new CircuitBreaker(
       destination.circuitBreaker?.failureThreshold ?? 5,

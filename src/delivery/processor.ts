@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { CrmRuntime } from '../crm/runtime.js';
-import { type HttpClient, headerSecrets } from '../net/http.js';
+import type { HttpClient } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import { renewWhileHeld } from '../store/renewal.js';
 import { attemptDelivery } from './attempt.js';
@@ -35,6 +35,8 @@ import { webhookHeaders } from './signing.js';
 export interface DestinationRuntime {
   config: DestinationConfig;
   key: Buffer;
+  /** The configured header values (headerSecrets), hidden in what is kept of an answer: made once. */
+  secrets: readonly string[];
   breaker: CircuitBreaker;
   /** CRM destinations (DESIGN §10): the attempt writes into the CRM instead of POSTing. */
   crm?: CrmRuntime;
@@ -218,7 +220,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
                 body: record.body,
                 timeoutMs: config.timeoutMs,
                 signal: deps.signal,
-                secrets: headerSecrets(config.headers),
+                secrets: destination.secrets,
               },
               attemptAt.getTime(),
             )
