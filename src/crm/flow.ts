@@ -465,8 +465,10 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         !!note &&
         destination.crm.transcriptNote &&
         progress.note === undefined;
+      // Something still to be put on the deal, or on the contact without one.
+      const writesOn = taskDue || noteDue;
       // Something still to be put on the contact itself (a replay of a finished delivery has not).
-      const contactDue = dealStep ? !progress.deal : taskDue || noteDue;
+      const contactDue = dealStep ? !progress.deal : writesOn;
       // A contact found but gone by the time its values are synced (a retry after a manager
       // merged it away) is forgotten and the step runs again: at most once more. So is one an
       // earlier attempt recorded, when the deal (or what goes on the contact) is still to be
@@ -515,11 +517,11 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         // A deal an earlier attempt recorded, with the task or note still to go on it: someone
         // may have deleted it in the CRM since (Bitrix24 refuses a comment on it for good,
         // OWNER_NOT_FOUND), and then the event's deal is found or made again.
-        if (start.deal && progress.deal && (taskDue || noteDue) && !(await api.dealExists(progress.deal)))
+        if (start.deal && progress.deal && writesOn && !(await api.dealExists(progress.deal)))
           await save({ deal: '' });
         if (!progress.deal) {
           await save({
-            deal: await deal(body, crmContactId, responsibleUserId, api, createOnce, taskDue || noteDue),
+            deal: await deal(body, crmContactId, responsibleUserId, api, createOnce, writesOn),
           });
         }
         on = { type: 'deal', id: progress.deal! };
