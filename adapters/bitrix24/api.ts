@@ -107,6 +107,14 @@ export const UNCHECKABLE = {
 /** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
 export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
 /**
+ * How long the destination waits after a rate-limit answer that names no Retry-After (the
+ * documented 503 QUERY_LIMIT_EXCEEDED carries none [3P]). The bucket drains 2 requests a second on
+ * most plans [OFF]: a second frees room for two, and the pause holds every delivery of the
+ * destination (the delivery queue pauses it, across instances), not only the refused one, which
+ * the docs ask for ("no parallel series from one IP") [OFF].
+ */
+export const RATE_LIMIT_PAUSE_MS = 1000;
+/**
  * HTTP statuses that mean the webhook or its user was refused [OFF] (system errors: every 401 and
  * 403 listed is a credential, scope or permission answer), whatever the body — a 403 may also be
  * a proxy's or firewall's HTML page with no code [INF].

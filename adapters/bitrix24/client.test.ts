@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { CrmError } from '../../src/crm/errors.js';
 import { createTransport } from '../../src/crm/transport.js';
 import { createHttpClient } from '../../src/net/http.js';
+import { RATE_LIMIT_PAUSE_MS } from './api.js';
 import { createBitrix24Client } from './client.js';
 import { type FakeBitrix24, startFakeBitrix24 } from './test-support/fake-bitrix24.js';
 
@@ -59,5 +61,47 @@ describe('Bitrix24 client', () => {
     expect(fake.requests.map((request) => request.path)).toEqual([
       new URL(`${fake.webhookUrl}batch.json`).pathname,
     ]);
+  });
+
+  it("a 503 QUERY_LIMIT_EXCEEDED without Retry-After (the portal's usual answer) still asks the destination to wait, so its other deliveries do not go on into the limit", async () => {
+    const { fake, api } = await client();
+    const refusal = async (promise: Promise<unknown>) => {
+      const error = await promise.then(
+        () => null,
+        (caught: unknown) => caught,
+      );
+      expect(error).toBeInstanceOf(CrmError);
+      return error as CrmError;
+    };
+    expect(RATE_LIMIT_PAUSE_MS).toBeGreaterThan(0);
+    const find = () => api.findContacts({ phones: ['+79161234567'], emails: [] });
+    fake.failNext(1, {
+      status: 503,
+      body: JSON.stringify({ error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' }),
+    });
+    expect(await refusal(find())).toMatchObject({
+      kind: 'retry',
+      httpStatus: 429,
+      retryAfterMs: RATE_LIMIT_PAUSE_MS,
+    });
+    fake.failNext(1, {
+      status: 429,
+      body: JSON.stringify({ error: 'OPERATION_TIME_LIMIT', error_description: 'Method is blocked' }),
+    });
+    expect(await refusal(find())).toMatchObject({
+      kind: 'retry',
+      httpStatus: 429,
+      retryAfterMs: RATE_LIMIT_PAUSE_MS,
+    });
+
+    // One the portal gives is taken as it is; a 5xx without one sets no pause (the breaker's case).
+    fake.failNext(1, {
+      status: 503,
+      body: JSON.stringify({ error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' }),
+      headers: { 'retry-after': '7' },
+    });
+    expect((await refusal(find())).retryAfterMs).toBe(7000);
+    fake.failNext(1, { status: 502, body: '<html>Bad gateway</html>' });
+    expect((await refusal(find())).retryAfterMs).toBeUndefined();
   });
 });

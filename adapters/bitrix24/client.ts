@@ -24,6 +24,7 @@ import {
   openDealFilter,
   phoneVariants,
   RATE_LIMIT_ERRORS,
+  RATE_LIMIT_PAUSE_MS,
   stageEntityOf,
   statusSchema,
   taskAddSchema,
@@ -65,7 +66,7 @@ function failure(
   if (RATE_LIMIT_ERRORS.has(error) || status === 429) {
     // 503 QUERY_LIMIT_EXCEEDED means "slow down", not "down": reported as 429 so the breaker stays shut.
     return new CrmError('retry', 429, `${NAME} rate limit on ${method} (HTTP ${status} ${reason})`, {
-      retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+      retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()) ?? RATE_LIMIT_PAUSE_MS,
     });
   }
   if (AUTH_STATUSES.has(status) || AUTH_ERRORS.has(error)) {
