@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { COMMANDS, runCli, stopOnSignals } from '../src/cli/main.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
@@ -370,11 +370,41 @@ describe('stopping on signals', () => {
     expect(await done).toBe(1);
   });
 
+  it('a shutdown that outlasts its deadline exits with 1 and says so, before a platform has to SIGKILL it', async () => {
+    const exits: number[] = [];
+    const errors: string[] = [];
+    const { done, stop } = stopOnSignals(
+      { close: () => new Promise<void>(() => {}) },
+      { ...logger, error: (_fields: unknown, message?: string) => void errors.push(String(message)) },
+      (code) => exits.push(code),
+      50,
+    );
+    vi.useFakeTimers();
+    try {
+      stop('SIGTERM');
+      vi.advanceTimersByTime(49);
+      expect(exits).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(exits).toEqual([1]);
+      expect(await done).toBe(1);
+      expect(errors.join('\n')).toMatch(/did not finish within 50 ms/);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('one signal and a shutdown that finishes: 0, and no forced exit', async () => {
     const exits: number[] = [];
-    const { done, stop } = stopOnSignals({ close: async () => {} }, logger, (code) => exits.push(code));
-    stop('SIGTERM');
-    expect(await done).toBe(0);
-    expect(exits).toEqual([]);
+    const { done, stop } = stopOnSignals({ close: async () => {} }, logger, (code) => exits.push(code), 50);
+    vi.useFakeTimers();
+    try {
+      stop('SIGTERM');
+      expect(await done).toBe(0);
+      // The deadline's timer went with the shutdown: nothing forces an exit after it.
+      vi.advanceTimersByTime(1000);
+      expect(exits).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

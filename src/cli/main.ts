@@ -171,23 +171,39 @@ const start: Command = {
       await bridge.close().catch(() => undefined);
       throw error;
     }
-    const { done, stop } = stopOnSignals(bridge, logger);
+    const { done, stop } = stopOnSignals(
+      bridge,
+      logger,
+      undefined,
+      config.server.shutdownTimeoutMs + SHUTDOWN_CLOSE_MS,
+    );
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
     return done;
   },
 };
 
+/** What a shutdown gets beyond server.shutdownTimeoutMs to close the queues and the store (see below). */
+export const SHUTDOWN_CLOSE_MS = 10_000;
+
 /**
  * SIGTERM/SIGINT: the first stops gracefully (exit 0, or 1 when the shutdown failed); a second
  * exits at once with 1, as the README says. At once means process.exit: whatever the first
  * shutdown still waits for (a request in flight, Redis gone away) keeps the event loop alive,
  * so merely answering 1 left the exit to bin/chatbridge.js's 3-second fallback.
+ *
+ * The whole shutdown has a deadline (`deadlineMs`: server.shutdownTimeoutMs plus
+ * SHUTDOWN_CLOSE_MS when started). Each stage has its own grace (in-flight requests, a running
+ * scheduled job, the delivery queues) and with Redis hung they add up: 17 s with the default 10 s
+ * and nothing running (measured), another grace with a scheduled job in flight, past a
+ * platform's usual 30 s before SIGKILL, which leaves no line saying why. Past the deadline the process says so and
+ * exits 1; what was not finished stays in Redis for the next start.
  */
 export function stopOnSignals(
   bridge: { close(): Promise<void> },
   logger: Pick<Logger, 'info' | 'warn' | 'error'>,
   exit: (code: number) => void = (code) => process.exit(code),
+  deadlineMs?: number,
 ): { done: Promise<number>; stop: (signal: NodeJS.Signals) => void } {
   let stopping = false;
   let resolve!: (code: number) => void;
@@ -203,9 +219,26 @@ export function stopOnSignals(
     }
     stopping = true;
     logger.info({ signal }, 'stopping: finishing in-flight requests and jobs');
+    const deadline =
+      deadlineMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            logger.error(
+              { deadlineMs },
+              `shutdown did not finish within ${deadlineMs} ms (server.shutdownTimeoutMs + ${SHUTDOWN_CLOSE_MS / 1000} s): exiting now; unfinished jobs stay in the store for the next start`,
+            );
+            exit(1);
+            resolve(1);
+          }, deadlineMs);
+    // The deadline must not keep a finished process alive on its own.
+    deadline?.unref?.();
     bridge.close().then(
-      () => resolve(0),
+      () => {
+        clearTimeout(deadline);
+        resolve(0);
+      },
       (error: unknown) => {
+        clearTimeout(deadline);
         logger.error({ err: error }, 'shutdown failed');
         resolve(1);
       },
