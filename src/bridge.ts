@@ -330,7 +330,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         await deferred.stop();
         await scheduler.stop(grace);
         await delivery.close();
-        for (const { runtime } of channels.values()) await runtime.close?.();
+        await Promise.all([...channels.values()].map(({ runtime }) => runtime.close?.(grace)));
         await store.close();
         logger.info('chatbridge stopped');
       })();

@@ -250,9 +250,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     commands,
     factSources,
     idle: () => background.idle(),
-    async close() {
-      await background.idle();
-    },
+    close: (graceMs) => background.close(graceMs),
   };
 }
 

@@ -217,6 +217,34 @@ describe('Chatvisor webhooks', () => {
     });
     expect(await test.runtime.profiles.isPending('cv-flood-11')).toBe(false);
   });
+
+  it('shutdown waits for background work only for its grace, and keeps the unfinished work as pending', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // Chatvisor never answers the profile reads while the channel closes.
+    fake.fail({ method: 'GET', path: /^\/customer\//, until: gate, times: 1000 });
+    const test = runtimeWith();
+    for (const customerId of ['cv-close-1', 'cv-close-2']) {
+      fake.addCustomer({ customerId, id: `P-${customerId}`, email: `${customerId}@example.org` });
+      await test.webhook({ customerId, status: 'UNREAD', lastMessage: 'hi' });
+    }
+    expect(test.runtime.state.background.running).toBe(2);
+    try {
+      // Before the fix close() waited for the reads, which here never end.
+      await test.runtime.close?.(50);
+      expect([...(await test.runtime.profiles.pending())].sort()).toEqual(['cv-close-1', 'cv-close-2']);
+      expect(test.logLines.join('\n')).toContain('chatvisor background work still running at shutdown');
+      // A webhook after close starts no new work: its customer is kept for later too.
+      await test.webhook({ customerId: 'cv-close-3', status: 'UNREAD', lastMessage: 'hi' });
+      expect(test.runtime.state.background.running).toBe(2);
+      expect(await test.runtime.profiles.isPending('cv-close-3')).toBe(true);
+    } finally {
+      release();
+      await test.runtime.idle();
+    }
+  });
 });
 
 describe('customer labels', () => {

@@ -153,11 +153,13 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
       refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
     }
     const { cached } = opened;
-    const started = channel.background.run(async () => {
-      await channel.tracker.identify(customerId, contact, { refresh, cached });
-    });
-    // Too much already running: nothing queues in memory; the customer is read later instead.
-    if (!started) await channel.profiles.markPending(customerId, 'too many background tasks');
+    const started = channel.background.run(
+      () => channel.tracker.identify(customerId, contact, { refresh, cached }),
+      (reason) => channel.profiles.markPending(customerId, reason),
+    );
+    // Too much already running, or shutting down: nothing queues in memory; the customer is read
+    // later instead.
+    if (!started) await channel.profiles.markPending(customerId, channel.background.refusal);
     return answer;
   },
 };
@@ -166,10 +168,16 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
  * Work started after answering a request; tracked so shutdown and tests can wait for it. At most
  * `limit` tasks run at once: `run` refuses more (logged and counted in
  * chatbridge_chatvisor_background_dropped_total) and the caller keeps the work for later.
+ *
+ * Shutdown waits for running tasks only for its grace: each is a Chatvisor call with retries
+ * (up to timeoutMs × (maxRetries + 1) plus backoff), and with a slow Chatvisor and a full set of
+ * tasks waiting for all of them took over a minute. Tasks still running at the end hand their
+ * work back (`leftOver`: the customer is marked pending and read on its next event or poll).
  */
 export class Background {
-  private readonly pending = new Set<Promise<void>>();
+  private readonly pending = new Map<Promise<void>, (reason: string) => Promise<void>>();
   private readonly dropped;
+  private closing = false;
 
   constructor(
     private readonly logger: Logger,
@@ -182,8 +190,17 @@ export class Background {
     );
   }
 
-  /** Starts the task; false (nothing started) when `limit` tasks are already running. */
-  run(task: () => Promise<void>): boolean {
+  /** Why `run` refused the last task: the reason the caller records with the work it keeps. */
+  get refusal(): string {
+    return this.closing ? 'shutting down' : 'too many background tasks';
+  }
+
+  /**
+   * Starts the task; false (nothing started) when `limit` tasks are already running or the
+   * channel is closing. `leftOver` keeps the task's work if shutdown ends before the task does.
+   */
+  run(task: () => Promise<unknown>, leftOver: (reason: string) => Promise<void>): boolean {
+    if (this.closing) return false;
     if (this.pending.size >= this.options.limit) {
       this.dropped.inc({ channel: this.options.channelId });
       this.logger.warn(
@@ -192,10 +209,13 @@ export class Background {
       );
       return false;
     }
-    const promise = task()
-      .catch((error: unknown) => this.logger.warn({ err: error }, 'chatvisor background task failed'))
+    const promise: Promise<void> = task()
+      .then(
+        () => undefined,
+        (error: unknown) => this.logger.warn({ err: error }, 'chatvisor background task failed'),
+      )
       .finally(() => this.pending.delete(promise));
-    this.pending.add(promise);
+    this.pending.set(promise, leftOver);
     return true;
   }
 
@@ -206,6 +226,43 @@ export class Background {
 
   /** Resolves when every task started so far (and any they started) has finished. */
   async idle(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending.keys()]);
+  }
+
+  /**
+   * Refuses new tasks, waits up to `graceMs` for the running ones, then hands the work of those
+   * still running back to their `leftOver` (bounded by the same grace: the store may be the
+   * thing that hangs). Their Chatvisor calls are not cancelled; the process is about to end.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.closing = true;
+    if (await within(this.idle(), graceMs)) return;
+    const left = [...this.pending.values()];
+    this.logger.warn(
+      { channelId: this.options.channelId, running: left.length, graceMs },
+      'chatvisor background work still running at shutdown; its customers are identified on their next event or poll',
+    );
+    const kept = await within(
+      Promise.allSettled(left.map((leftOver) => leftOver('shutdown before it finished'))),
+      graceMs,
+    );
+    if (!kept)
+      this.logger.warn(
+        { channelId: this.options.channelId, running: left.length },
+        'chatvisor background work could not be marked pending at shutdown',
+      );
+  }
+}
+
+/** True when `promise` settles within `ms`; false when the time runs out first. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -153,5 +153,6 @@ export interface ChannelRuntime<C = unknown> {
   commands?: CliCommand[];
   /** Facts this channel offers other channels' answers. */
   factSources?: FactSource[];
-  close?(): Promise<void>;
+  /** Ends the channel's own work; may take up to `graceMs` (server.shutdownTimeoutMs). */
+  close?(graceMs: number): Promise<void>;
 }
