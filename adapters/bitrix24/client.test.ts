@@ -63,6 +63,32 @@ describe('Bitrix24 client', () => {
     ]);
   });
 
+  it('a command that fails inside a batch (HTTP 200) is a permanent refusal whose message does not claim an HTTP 400', async () => {
+    const { fake, api } = await client();
+    fake.failNext(1, {
+      status: 200,
+      body: JSON.stringify({
+        result: {
+          result: [],
+          result_error: { c0: { error: '', error_description: 'Communication values is not defined.' } },
+          result_total: [],
+          result_next: [],
+          result_time: [],
+        },
+        time: {},
+      }),
+    });
+    const error = await api.findContacts({ phones: [], emails: ['a@example.org'] }).then(
+      () => null,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(CrmError);
+    expect(error).toMatchObject({ kind: 'permanent' });
+    expect((error as CrmError).message).toBe(
+      'Bitrix24 rejected crm.duplicate.findbycomm (batch command failed, Communication values is not defined.)',
+    );
+  });
+
   it("a 503 QUERY_LIMIT_EXCEEDED without Retry-After (the portal's usual answer) still asks the destination to wait, so its other deliveries do not go on into the limit", async () => {
     const { fake, api } = await client();
     const refusal = async (promise: Promise<unknown>) => {

@@ -61,11 +61,14 @@ function failure(
   error: string,
   description: string,
   headers: Record<string, string>,
+  inBatch = false,
 ): CrmError {
-  const reason = `${error ? `${error}: ` : ''}${description || 'no details'}`;
+  // A batch answers HTTP 200 and puts each command's error in result_error; it is classified as
+  // the 400 the command alone would have answered, but the message must not claim an HTTP 400.
+  const reason = `${inBatch ? 'batch command failed, ' : `HTTP ${status} `}${error ? `${error}: ` : ''}${description || 'no details'}`;
   if (RATE_LIMIT_ERRORS.has(error) || status === 429) {
     // 503 QUERY_LIMIT_EXCEEDED means "slow down", not "down": reported as 429 so the breaker stays shut.
-    return new CrmError('retry', 429, `${NAME} rate limit on ${method} (HTTP ${status} ${reason})`, {
+    return new CrmError('retry', 429, `${NAME} rate limit on ${method} (${reason})`, {
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()) ?? RATE_LIMIT_PAUSE_MS,
     });
   }
@@ -73,18 +76,18 @@ function failure(
     return new CrmError(
       'permanent',
       status,
-      `webhook rejected by ${NAME} on ${method} (HTTP ${status} ${reason})`,
+      `webhook rejected by ${NAME} on ${method} (${reason})`,
       { auth: true },
     );
   }
   if (status >= 500) {
-    return new CrmError('retry', status, `${NAME} server error on ${method} (HTTP ${status} ${reason})`, {
+    return new CrmError('retry', status, `${NAME} server error on ${method} (${reason})`, {
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
       // A proxy in front of the portal gave up waiting: the portal may have done it.
       maybeApplied: status === GATEWAY_TIMEOUT,
     });
   }
-  return new CrmError('permanent', status, `${NAME} rejected ${method} (HTTP ${status} ${reason})`);
+  return new CrmError('permanent', status, `${NAME} rejected ${method} (${reason})`);
 }
 
 export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmTransport): CrmApi {
@@ -131,7 +134,7 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     );
     const { result } = await call('batch', { halt: 1, cmd: commands }, batchSchema);
     for (const [key, problem] of Object.entries(result.result_error)) {
-      throw failure(cmd[key]?.[0] ?? key, 400, problem.error ?? '', problem.error_description ?? '', {});
+      throw failure(cmd[key]?.[0] ?? key, 400, problem.error ?? '', problem.error_description ?? '', {}, true);
     }
     return { results: result.result, next: result.result_next ?? {} };
   }
