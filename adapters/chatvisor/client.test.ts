@@ -228,17 +228,19 @@ describe('ChatvisorClient errors and retries', () => {
   });
 
   it('times out slow answers and retries idempotent calls', async () => {
-    fake.fail({ path: '/webchat/visible', delayMs: 600 });
-    expect(await client({ timeoutMs: 200 }).isVisible()).toBe(true);
+    // 1 s attempts against 5 s delays: a loaded machine's prompt answer still comes within the
+    // timeout (with 200 ms the retry itself could time out), and a delayed one never does.
+    fake.fail({ path: '/webchat/visible', delayMs: 5000 });
+    expect(await client({ timeoutMs: 1000 }).isVisible()).toBe(true);
     expect(fake.requests).toHaveLength(2);
 
     fake.resetLog();
-    fake.fail({ path: '/webchat/visible', delayMs: 600, times: 3 });
-    const error = await client({ timeoutMs: 200, maxRetries: 2 })
+    fake.fail({ path: '/webchat/visible', delayMs: 5000, times: 3 });
+    const error = await client({ timeoutMs: 1000, maxRetries: 2 })
       .isVisible()
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ChatvisorUnavailableError);
-    expect((error as Error).message).toContain('timed out after 200 ms');
+    expect((error as Error).message).toContain('timed out after 1000 ms');
   });
 
   it('maps a 404 on an assumed path to a not-found error that names the table', async () => {

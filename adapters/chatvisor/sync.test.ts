@@ -187,8 +187,9 @@ describe('agent sync', () => {
   });
 
   it('does not repeat a create whose answer was lost, and the next run finds it done', async () => {
-    const { runtime } = runtimeWith({ timeoutMs: 300 }, [directory[0]!]);
-    fake.fail({ method: 'POST', path: '/user', lateAnswerMs: 800 });
+    // 1.5 s attempts: the calls before the create must not time out on a loaded machine.
+    const { runtime } = runtimeWith({ timeoutMs: 1500 }, [directory[0]!]);
+    fake.fail({ method: 'POST', path: '/user', lateAnswerMs: 4000 });
     const first = await runtime.agentSync.run();
     expect(first.failed).toEqual([
       { email: 'oleg@shop.example', action: 'create', reason: expect.stringContaining('timed out') },
