@@ -73,12 +73,9 @@ function failure(
     });
   }
   if (AUTH_STATUSES.has(status) || AUTH_ERRORS.has(error)) {
-    return new CrmError(
-      'permanent',
-      status,
-      `webhook rejected by ${NAME} on ${method} (${reason})`,
-      { auth: true },
-    );
+    return new CrmError('permanent', status, `webhook rejected by ${NAME} on ${method} (${reason})`, {
+      auth: true,
+    });
   }
   if (status >= 500) {
     return new CrmError('retry', status, `${NAME} server error on ${method} (${reason})`, {
@@ -134,7 +131,14 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     );
     const { result } = await call('batch', { halt: 1, cmd: commands }, batchSchema);
     for (const [key, problem] of Object.entries(result.result_error)) {
-      throw failure(cmd[key]?.[0] ?? key, 400, problem.error ?? '', problem.error_description ?? '', {}, true);
+      throw failure(
+        cmd[key]?.[0] ?? key,
+        400,
+        problem.error ?? '',
+        problem.error_description ?? '',
+        {},
+        true,
+      );
     }
     return { results: result.result, next: result.result_next ?? {} };
   }
