@@ -24,7 +24,7 @@ import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
 import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
-import { emptyIsAbsent, runChannelRoute } from './validate.js';
+import { emptyIsAbsent, queryInt, runChannelRoute } from './validate.js';
 
 /**
  * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
@@ -89,7 +89,7 @@ const contactQuerySchema = z.strictObject({
 });
 
 const timelineQuerySchema = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  limit: queryInt({ min: 1, max: 200, default: 50 }),
   before: z.string().min(1).max(200).optional(),
 });
 
@@ -101,11 +101,11 @@ const unmergeBodySchema = z.union([
 const journalQuerySchema = z.strictObject({
   channel: emptyIsAbsent(z.string().max(64)),
   kind: emptyIsAbsent(z.enum(['rejected', 'unhandled'])),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
+  limit: queryInt({ min: 1, max: 500, default: 50 }),
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
-const conflictsQuerySchema = z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) });
+const conflictsQuerySchema = z.strictObject({ limit: queryInt({ min: 1, max: 500, default: 50 }) });
 
 const channelListSchema = z.object({
   channels: z.array(
