@@ -168,7 +168,7 @@ async function setup(
       metrics,
       now: () => new Date(),
       pollIntervalMs: 100,
-      metricsIntervalMs: 100,
+      pruneIntervalMs: 100,
       ...options,
     });
     cleanups.push(() => delivery.close());

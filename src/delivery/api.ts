@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../errors.js';
 import { type Route, route } from '../http/routes.js';
-import { emptyIsAbsent } from '../http/validate.js';
+import { emptyIsAbsent, queryInt } from '../http/validate.js';
 import {
   type DeliveryAttempt,
   type DeliveryRecord,
@@ -25,9 +25,10 @@ export const deliveryIdSchema = z.string().regex(/^dlv_[A-Za-z0-9_-]{1,64}$/, 'a
 export const listQuerySchema = z.strictObject({
   state: emptyIsAbsent(deliveryStateSchema),
   destination: emptyIsAbsent(z.string().max(200)),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
+  limit: queryInt({ min: 1, max: 500, default: 50 }),
 });
-export type DeliveryListQuery = z.input<typeof listQuerySchema>;
+/** What list() takes: the parsed query (the route, the CLI), or in-process callers' own values. */
+export type DeliveryListQuery = Partial<z.output<typeof listQuerySchema>>;
 
 export const replayAllQuerySchema = z.strictObject({
   destination: z.string().min(1).max(200),

@@ -21,7 +21,7 @@ import {
 } from './api.js';
 import { CircuitBreaker } from './breaker.js';
 import { createDrainer, jobsOf } from './drain.js';
-import { deliveryMetrics } from './metrics.js';
+import { type Backlog, deliveryMetrics, watchBacklog } from './metrics.js';
 import { createProcessor, type DestinationRuntime } from './processor.js';
 import { createMemoryQueue, type DeliveryQueue } from './queue.js';
 import { createBullQueue } from './queue-bullmq.js';
@@ -61,8 +61,11 @@ export interface DeliveryDeps {
   vendorNames?: ReadonlyMap<string, string>;
   /** How often a worker looks for events committed by other instances (default 1000 ms). */
   pollIntervalMs?: number;
-  /** How often gauges (queue depth, oldest pending) are refreshed (default 5000 ms). */
-  metricsIntervalMs?: number;
+  /**
+   * How often a worker forgets delivered records past the retention from the indexes (default
+   * 5000 ms). The backlog gauges are not on a timer: every role reads them at each scrape.
+   */
+  pruneIntervalMs?: number;
   /**
    * How often the queue is checked for pending deliveries that lost their job (default 30 s;
    * see restoreLostJobs). A delivery untouched for this long is the one that is queued again.
@@ -230,29 +233,40 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
   }
 
-  async function refreshGauges() {
+  /** The backlog gauges' values, read at each scrape on every role (watchBacklog). */
+  async function readBacklog(): Promise<Backlog> {
     const now = deps.now().getTime();
-    for (const runtime of runtimes) {
-      const labels = { destination: runtime.config.id };
-      metrics.queueDepth.set(labels, await records.count('pending', runtime.config.id));
-      metrics.failedKept.set(labels, await records.count('failed', runtime.config.id));
-      const oldest = await records.oldestPending(runtime.config.id);
-      metrics.oldestPendingSeconds.set(labels, oldest === null ? 0 : Math.max(0, (now - oldest) / 1000));
-    }
-    metrics.outboxDepth.set(await store.llen(OUTBOX_KEY));
-    const [first] = await store.lrange(OUTBOX_KEY, 0, 0);
-    let oldest = 0;
+    const [destinations, outboxDepth, [first]] = await Promise.all([
+      Promise.all(
+        runtimes.map(async ({ config: { id } }) => {
+          const [pending, failed, oldest] = await Promise.all([
+            records.count('pending', id),
+            records.count('failed', id),
+            records.oldestPending(id),
+          ]);
+          return {
+            id,
+            pending,
+            failed,
+            oldestPendingSeconds: oldest === null ? 0 : Math.max(0, (now - oldest) / 1000),
+          };
+        }),
+      ),
+      store.llen(OUTBOX_KEY),
+      store.lrange(OUTBOX_KEY, 0, 0),
+    ]);
+    let outboxOldestSeconds = 0;
     if (first !== undefined) {
       try {
         const entry = outboxEntrySchema.safeParse(JSON.parse(first));
-        if (entry.success) oldest = Math.max(0, (now - entry.data.stagedAt) / 1000);
+        if (entry.success) outboxOldestSeconds = Math.max(0, (now - entry.data.stagedAt) / 1000);
       } catch {
         // An unparsable entry is moved away by the next drain.
       }
     }
-    metrics.outboxOldestSeconds.set(oldest);
-    await records.prune(deps.now(), [...byId.keys()]);
+    return { destinations, outboxDepth, outboxOldestSeconds };
   }
+  watchBacklog(deps.metrics, { destinationIds: [...byId.keys()], read: readBacklog });
 
   /**
    * Every pending delivery must have a live job in the queue; this queues again the ones that
@@ -431,14 +445,14 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       await restoreLostJobs(false);
       deps.events.onCommitted(drainInBackground);
       const pollMs = deps.pollIntervalMs ?? 1000;
-      const metricsMs = deps.metricsIntervalMs ?? 5000;
+      const pruneMs = deps.pruneIntervalMs ?? 5000;
       timers.push(setInterval(() => void poll(), pollMs));
       timers.push(
         setInterval(() => {
-          refreshGauges().catch((error: unknown) =>
-            logger.debug({ err: error }, 'delivery gauges not refreshed'),
-          );
-        }, metricsMs),
+          records
+            .prune(deps.now(), [...byId.keys()])
+            .catch((error: unknown) => logger.debug({ err: error }, 'delivered records not pruned'));
+        }, pruneMs),
       );
       timers.push(
         setInterval(() => {

@@ -19,6 +19,91 @@ export interface DeliveryMetrics {
   jobsRestored: Counter<'destination'>;
 }
 
+/** The delivery backlog as the store holds it, read at a scrape (see watchBacklog). */
+export interface Backlog {
+  destinations: Array<{ id: string; pending: number; failed: number; oldestPendingSeconds: number }>;
+  outboxDepth: number;
+  outboxOldestSeconds: number;
+}
+
+/**
+ * How long a scrape waits for the store's answer. ioredis gives up on each command after its own
+ * timeout (2 s), but a scrape makes several reads; with a hung Redis the scrape must still answer
+ * (chatbridge_store_up 0 says why), well inside Prometheus's default 10 s scrape timeout.
+ */
+export const BACKLOG_READ_TIMEOUT_MS = 1500;
+
+interface BacklogReader {
+  /** The destinations the gauges have a series for, read or not. */
+  destinationIds: readonly string[];
+  read(): Promise<Backlog>;
+}
+
+const backlogReaders = new WeakMap<Metrics, BacklogReader>();
+/** The read a scrape has under way: its five gauges are collected together and share it. */
+const backlogReads = new WeakMap<Metrics, Promise<Backlog | undefined>>();
+
+/**
+ * Where the backlog gauges read from. Set by every delivery, whatever its role: the gauges were
+ * set by the worker's own timer only, so a web instance showed an outbox of 0 with events piling
+ * up and no failed deliveries at all, and a worker kept the values of its last read (up to 5 s
+ * old, or from before its store stopped answering).
+ */
+export function watchBacklog(metrics: Metrics, reader: BacklogReader): void {
+  backlogReaders.set(metrics, reader);
+}
+
+/**
+ * The backlog now; when the store did not answer in time, NaN for every value: not the last one
+ * read, which would look current, nor 0, which would look healthy (chatbridge_store_up says why).
+ */
+function readBacklog(metrics: Metrics): Promise<Backlog | undefined> {
+  const under = backlogReads.get(metrics);
+  if (under) return under;
+  const reader = backlogReaders.get(metrics);
+  if (!reader) return Promise.resolve(undefined);
+  const unknown: Backlog = {
+    destinations: reader.destinationIds.map((id) => ({
+      id,
+      pending: Number.NaN,
+      failed: Number.NaN,
+      oldestPendingSeconds: Number.NaN,
+    })),
+    outboxDepth: Number.NaN,
+    outboxOldestSeconds: Number.NaN,
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const read = Promise.race([
+    reader.read(),
+    new Promise<Backlog>((resolve) => {
+      timer = setTimeout(resolve, BACKLOG_READ_TIMEOUT_MS, unknown);
+      timer.unref();
+    }),
+  ])
+    .catch(() => unknown)
+    .finally(() => {
+      clearTimeout(timer);
+      backlogReads.delete(metrics);
+    });
+  backlogReads.set(metrics, read);
+  return read;
+}
+
+/** A gauge whose values come from the store at each scrape (readBacklog). */
+function backlogGauge<L extends string>(
+  metrics: Metrics,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  fill: (gauge: Gauge<L>, backlog: Backlog) => void,
+): Gauge<L> {
+  return metrics.gauge(name, help, labelNames, async (gauge) => {
+    const backlog = await readBacklog(metrics);
+    gauge.reset();
+    if (backlog) fill(gauge, backlog);
+  });
+}
+
 export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
   return {
     deliveries: metrics.counter(
@@ -37,33 +122,52 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
       ['destination'],
       [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     ),
-    queueDepth: metrics.gauge(
+    queueDepth: backlogGauge(
+      metrics,
       'chatbridge_delivery_queue_depth',
-      'Deliveries pending (queued, retrying or waiting behind an earlier one), by destination',
+      'Deliveries pending (queued, retrying or waiting behind an earlier one), by destination; read from the store at each scrape',
       ['destination'],
+      (gauge, backlog) => {
+        for (const each of backlog.destinations) gauge.set({ destination: each.id }, each.pending);
+      },
     ),
-    failedKept: metrics.gauge(
+    failedKept: backlogGauge(
+      metrics,
       'chatbridge_delivery_failed',
-      'Deliveries that failed for good and are kept for replay, by destination',
+      'Deliveries that failed for good and are kept for replay, by destination; read from the store at each scrape',
       ['destination'],
+      (gauge, backlog) => {
+        for (const each of backlog.destinations) gauge.set({ destination: each.id }, each.failed);
+      },
     ),
-    oldestPendingSeconds: metrics.gauge(
+    oldestPendingSeconds: backlogGauge(
+      metrics,
       'chatbridge_delivery_oldest_pending_seconds',
-      'Age of the oldest pending delivery (since its event was recorded), by destination',
+      'Age of the oldest pending delivery (since its event was recorded), by destination; read from the store at each scrape',
       ['destination'],
+      (gauge, backlog) => {
+        for (const each of backlog.destinations)
+          gauge.set({ destination: each.id }, each.oldestPendingSeconds);
+      },
     ),
     breakerOpen: metrics.gauge(
       'chatbridge_delivery_circuit_open',
       '1 while the circuit breaker of a destination is open or half-open in this process',
       ['destination'],
     ),
-    outboxDepth: metrics.gauge(
+    outboxDepth: backlogGauge(
+      metrics,
       'chatbridge_outbox_depth',
-      'Events recorded but not yet routed to destinations',
+      'Events recorded but not yet routed to destinations; read from the store at each scrape',
+      [],
+      (gauge, backlog) => gauge.set(backlog.outboxDepth),
     ),
-    outboxOldestSeconds: metrics.gauge(
+    outboxOldestSeconds: backlogGauge(
+      metrics,
       'chatbridge_outbox_oldest_seconds',
-      'Age of the oldest event waiting in the outbox',
+      'Age of the oldest event waiting in the outbox; read from the store at each scrape',
+      [],
+      (gauge, backlog) => gauge.set(backlog.outboxOldestSeconds),
     ),
     replays: metrics.counter('chatbridge_delivery_replays_total', 'Deliveries replayed, by destination', [
       'destination',

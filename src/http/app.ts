@@ -24,7 +24,7 @@ import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
 import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
-import { emptyIsAbsent, runChannelRoute } from './validate.js';
+import { emptyIsAbsent, queryInt, runChannelRoute } from './validate.js';
 
 /**
  * The Koa app (no listening, no I/O at construction): middleware order, vendor intake, channel
@@ -89,7 +89,7 @@ const contactQuerySchema = z.strictObject({
 });
 
 const timelineQuerySchema = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  limit: queryInt({ min: 1, max: 200, default: 50 }),
   before: z.string().min(1).max(200).optional(),
 });
 
@@ -101,11 +101,11 @@ const unmergeBodySchema = z.union([
 const journalQuerySchema = z.strictObject({
   channel: emptyIsAbsent(z.string().max(64)),
   kind: emptyIsAbsent(z.enum(['rejected', 'unhandled'])),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
+  limit: queryInt({ min: 1, max: 500, default: 50 }),
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
-const conflictsQuerySchema = z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) });
+const conflictsQuerySchema = z.strictObject({ limit: queryInt({ min: 1, max: 500, default: 50 }) });
 
 const channelListSchema = z.object({
   channels: z.array(
@@ -154,7 +154,7 @@ const okSchema = z.object({ ok: z.literal(true) });
 const PROMETHEUS = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** GET /metrics: on the metrics listener (open, loopback by default) or on the main port behind metrics.token. */
-function metricsRoute(metrics: Metrics, token: string | undefined): Route {
+function metricsRoute(metrics: Metrics, token: string | undefined, limit?: AdminAuthLimit): Route {
   return route({
     method: 'GET',
     path: '/metrics',
@@ -164,11 +164,22 @@ function metricsRoute(metrics: Metrics, token: string | undefined): Route {
       'when metrics.token is set (then with that bearer token).',
     tag: 'operations',
     auth: token ? 'metrics' : 'none',
-    answers: { 200: { description: 'Prometheus text exposition', contentType: PROMETHEUS } },
+    answers: token
+      ? {
+          200: { description: 'Prometheus text exposition', contentType: PROMETHEUS },
+          429: { description: 'Too many wrong metrics tokens from this address; see Retry-After' },
+        }
+      : { 200: { description: 'Prometheus text exposition', contentType: PROMETHEUS } },
     async handle(ctx) {
       if (token) {
+        // Failures are limited like the admin token's (scope metrics_auth): unlimited, a wrong
+        // token could be guessed at full speed.
+        limit?.assertAllowed(ctx.ip);
         const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-        if (!match || !tokenEquals(match[1]!.trim(), token)) throw new UnauthorizedError();
+        if (!match || !tokenEquals(match[1]!.trim(), token)) {
+          limit?.failed(ctx.ip);
+          throw new UnauthorizedError();
+        }
       }
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();
@@ -286,28 +297,35 @@ export function createApp(deps: AppDeps): Koa {
   // Failed authentications are limited per address and per instance (issue 10 item 16): once
   // over, every admin request from that address gets 429 until the window ends.
   const rate = config.limits.rate;
-  const authFailuresByAddress = new WindowLimiter(rate.adminAuthFailuresPerAddress, rate.window);
-  const authFailures = new WindowLimiter(rate.adminAuthFailuresPerInstance, rate.window);
   const rateLimited = metrics.counter(
     'chatbridge_rate_limited_total',
-    'Requests refused with 429, by scope (admin_auth, lookup_address, lookup_channel)',
+    'Requests refused with 429, by scope (admin_auth, metrics_auth, lookup_address, lookup_channel)',
     ['scope'],
   );
+  /** Failed authentications with one token, limited per address and per instance. */
+  function authFailureLimit(scope: 'admin_auth' | 'metrics_auth'): AdminAuthLimit {
+    const byAddress = new WindowLimiter(rate.adminAuthFailuresPerAddress, rate.window);
+    const all = new WindowLimiter(rate.adminAuthFailuresPerInstance, rate.window);
+    return {
+      assertAllowed(address) {
+        const wait = Math.max(byAddress.blockedFor(address), all.blockedFor('all'));
+        if (wait > 0) {
+          rateLimited.inc({ scope });
+          throw new TooManyRequestsError(wait);
+        }
+      },
+      failed(address) {
+        byAddress.hit(address);
+        all.hit('all');
+      },
+    };
+  }
   // The console's sign-in checks the same admin token, so it counts against the same limits:
   // an address locked out of the API cannot keep guessing through the sign-in form.
-  const adminAuth: AdminAuthLimit = {
-    assertAllowed(address) {
-      const wait = Math.max(authFailuresByAddress.blockedFor(address), authFailures.blockedFor('all'));
-      if (wait > 0) {
-        rateLimited.inc({ scope: 'admin_auth' });
-        throw new TooManyRequestsError(wait);
-      }
-    },
-    failed(address) {
-      authFailuresByAddress.hit(address);
-      authFailures.hit('all');
-    },
-  };
+  const adminAuth = authFailureLimit('admin_auth');
+  // metrics.token has counters of its own (same limits): a scraper left with an old token does
+  // not lock the admins of its address out, and a locked-out admin address still gets scraped.
+  const metricsAuth = authFailureLimit('metrics_auth');
   // A worker serves neither the admin API nor the console (DESIGN §5): its 404 below answers.
   if (deps.role !== 'worker') {
     app.use(async (ctx: Context, next: Next) => {
@@ -390,7 +408,7 @@ export function createApp(deps: AppDeps): Koa {
   ];
   // On the public port only behind metrics.token; otherwise on the metrics listener (createMetricsApp).
   const metricsToken = config.metrics.token;
-  if (metricsToken) operations.push(metricsRoute(metrics, metricsToken));
+  if (metricsToken) operations.push(metricsRoute(metrics, metricsToken, metricsAuth));
 
   const router = new Router({ sensitive: true, strict: true });
   const publicRouter = new Router({ sensitive: true, strict: true });

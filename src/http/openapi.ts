@@ -191,7 +191,8 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
 
     const responses: Record<string, unknown> = {};
     const statuses = new Map(Object.entries(each.answers));
-    if (querySchema || each.body || each.params) {
+    // An admin route without a query refuses any parameter (checkQueryKeys), so it too can answer 400.
+    if (querySchema || each.body || each.params || each.auth === 'admin') {
       statuses.set('400', statuses.get('400') ?? { description: answerDescription(400) });
     }
     // Every body is read uncompressed (src/http/body.ts): a Content-Encoding is refused.

@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import type { z } from 'zod';
 import { readPlainBody } from './body.js';
 import { parseJson } from './json.js';
-import { parseWith } from './validate.js';
+import { checkQueryKeys, parseQuery, parseWith } from './validate.js';
 
 /**
  * The one route model for all HTTP (issue 12 item 3). A route is declared once, as data: method,
@@ -113,10 +113,14 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
   for (const each of routes) {
     const { params, query, body } = each;
     router.register(each.path, [each.method], async (ctx) => {
+      // The admin API reads its query strictly (a route without one refuses any parameter); a
+      // channel route's query (rawQuery) is checked the same way by runChannelRoute. Vendor
+      // webhooks, probes and scrapes stay lenient: a vendor or a scraper may add parameters.
+      if (each.auth === 'admin' && !query && !each.rawQuery) checkQueryKeys(undefined, ctx.query);
       // undefined, not {}, when a route takes nothing: no allocation on the hot path.
       const input = {
         params: params ? parseWith(params, ctx.params, 'invalid params', 'invalid_params') : ctx.params,
-        query: query ? parseWith(query, ctx.query, 'invalid query', 'invalid_query') : undefined,
+        query: query ? parseQuery(query, ctx.query) : undefined,
         body: body
           ? parseWith(
               body,

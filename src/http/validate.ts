@@ -32,7 +32,47 @@ export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
     .transform((value) => (value === '' ? undefined : (value as z.output<S> | undefined)));
 }
 
-export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.output<S> {
+/**
+ * A whole number in a query string, written as plain digits (`limit=50`). z.coerce.number() read
+ * `1e2` as 100, `0x10` as 16 and ` 5` as 5, and a repeated parameter as "expected number, received
+ * NaN"; here anything but digits is a 400 that says which form is expected.
+ */
+export function queryInt(options: { min: number; max: number; default: number }) {
+  const { min, max } = options;
+  return z
+    .string()
+    .regex(
+      /^[0-9]{1,9}$/,
+      `a whole number from ${min} to ${max}, in plain digits (such as ${options.default})`,
+    )
+    .transform(Number)
+    .pipe(z.number().min(min, `at least ${min}`).max(max, `at most ${max}`))
+    .optional()
+    .default(options.default)
+    .describe(`a whole number from ${min} to ${max} (default ${options.default})`);
+}
+
+/**
+ * What the query string holds, checked before its schema: a parameter the route does not take
+ * (any, on a route without a query) and a parameter given more than once are refused, each
+ * named. Koa reads `?limit=1&limit=2` as an array, which the schemas reported as a confusing type
+ * error or, on a route without a query, nobody looked at. No admin parameter takes several values.
+ */
+export function checkQueryKeys(schema: z.ZodType | undefined, query: Record<string, unknown>): void {
+  const names = schema instanceof z.ZodObject ? Object.keys(schema.shape as object) : undefined;
+  const issues: Array<{ path: string; message: string }> = [];
+  for (const [name, value] of Object.entries(query)) {
+    if (!schema) issues.push({ path: name, message: 'unknown parameter: this route takes no query' });
+    else if (names && !names.includes(name))
+      issues.push({ path: name, message: `unknown parameter: this route takes ${names.join(', ')}` });
+    else if (Array.isArray(value)) issues.push({ path: name, message: 'given more than once: give it once' });
+  }
+  if (issues.length > 0) throw new ValidationError('invalid query', issues, 'invalid_query');
+}
+
+/** Check the query's keys (checkQueryKeys), then parse it with `schema`. */
+export function parseQuery<S extends z.ZodType>(schema: S, query: Record<string, unknown>): z.output<S> {
+  checkQueryKeys(schema, query);
   return parseWith(schema, query, 'invalid query', 'invalid_query');
 }
 
@@ -47,8 +87,10 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
  */
 export async function runChannelRoute(
   route: ChannelRoute,
-  input: { params: Record<string, string>; query: unknown; rawBody: Buffer },
+  input: { params: Record<string, string>; query: Record<string, unknown>; rawBody: Buffer },
 ): Promise<ChannelRouteResult> {
+  // A route without a query schema takes no query: a parameter is refused, not ignored.
+  checkQueryKeys(route.query, input.query);
   const query = route.query ? parseQuery(route.query, input.query) : input.query;
   // A route that declares no body takes none: anything but nothing or `{}` is refused, not
   // ignored (a POST with `{"ttl": ...}` must not look as if the option had been applied).

@@ -143,3 +143,50 @@ describe('the client address behind proxies (server.proxyHops)', () => {
     }
   });
 });
+
+/**
+ * A wrong metrics.token (the bearer for /metrics on the main port) was answered 401 as often as
+ * anyone asked: a guess at full speed. Failures are limited like the admin token's, with the same
+ * limits but counters of their own (scope metrics_auth): a scraper with a stale token does not
+ * lock the admins out, nor the other way round.
+ */
+describe('failed /metrics authentications are rate limited (metrics_auth)', () => {
+  const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
+  for (const role of ['all', 'worker'] as const) {
+    it(`answers 429 with Retry-After after too many wrong metrics tokens from one address (role ${role})`, async () => {
+      const bridge = await startTestBridge({
+        role,
+        config: {
+          metrics: { token: METRICS_TOKEN },
+          limits: { rate: { adminAuthFailuresPerAddress: 3, window: '1h' } },
+        },
+      });
+      try {
+        const scrape = (address: string, token: string) =>
+          rawRequest(bridge.url, 'GET', '/metrics', {
+            headers: { 'x-forwarded-for': address, authorization: `Bearer ${token}` },
+          });
+        for (let attempt = 0; attempt < 3; attempt++)
+          expect((await scrape('203.0.113.30', `guess-${attempt}-000000000000`)).status).toBe(401);
+        const limited = await scrape('203.0.113.30', 'guess-4-000000000000');
+        expect(limited.status).toBe(429);
+        expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+        expect(JSON.parse(limited.text).error.code).toBe('rate_limited');
+        // Not even the right token from there until the window ends; another address scrapes.
+        expect((await scrape('203.0.113.30', METRICS_TOKEN)).status).toBe(429);
+        const other = await scrape('198.51.100.30', METRICS_TOKEN);
+        expect(other.status).toBe(200);
+        expect(other.text).toMatch(/^chatbridge_rate_limited_total\{scope="metrics_auth"\} 2$/m);
+        if (role === 'all') {
+          // Counters of its own: the admin API from the locked-out address still answers.
+          const admin = await rawRequest(bridge.url, 'GET', '/api/v1/channels', {
+            headers: { 'x-forwarded-for': '203.0.113.30', authorization: `Bearer ${bridge.adminToken}` },
+          });
+          expect(admin.status).toBe(200);
+        }
+      } finally {
+        await bridge.close();
+      }
+    });
+  }
+});
