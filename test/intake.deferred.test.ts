@@ -797,6 +797,97 @@ describe('the deferred worker', () => {
     expect(entries[0]!.reason).toContain('not readable');
   });
 
+  /** Drain rounds until one finishes (a round that throws counts as busy); bounded by rounds. */
+  async function drainUntilDone(deferred: { drain(): Promise<{ busy: boolean }> }) {
+    for (let round = 0; round < 20; round++) {
+      const result = await deferred.drain().catch(() => ({ busy: true }));
+      if (!result.busy) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error('the drain never finished');
+  }
+
+  it('a journal write that fails is retried for its item alone: every item is journalled exactly once', async () => {
+    // The failure rejected the whole chunk: the outcomes of the items beside it were dropped, so
+    // the next round journalled (and set aside) those again.
+    const { store, logger, metrics, engine } = workerParts();
+    const real = createPayloadJournal(store);
+    let failures = 1;
+    const journal = {
+      list: real.list,
+      async record(entry: Parameters<typeof real.record>[0]) {
+        if (failures-- > 0) throw new Error('journal write failed');
+        return real.record(entry);
+      },
+    };
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => null, // the channel is no longer configured: each item is journalled
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    for (const n of [0, 1, 2]) {
+      await deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1300 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    }
+    await store.rpush(DEFERRED_KEY, Buffer.from('not an item'));
+    await drainUntilDone(deferred);
+    // Anything still running from a round that threw has finished (it would journal again).
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await store.llen(DEFERRED_KEY)).toBe(0);
+    const { entries } = await real.list({ limit: 20 });
+    expect(entries.map((entry) => entry.body).sort()).toEqual(
+      [...[0, 1, 2].map((n) => JSON.stringify(finished(1300 + n))), 'not an item'].sort(),
+    );
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+  });
+
+  it('an entry is journalled once when the store fails right after writing it (the ring trim)', async () => {
+    // The journal's write held, its trim failed: record() threw, the worker retried, and the
+    // entry was in the journal twice.
+    const { store, logger, metrics, engine } = workerParts();
+    let failures = 1;
+    const flaky = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property !== 'zcard') return Reflect.get(target, property, receiver);
+        return async (key: string) => {
+          if (failures-- > 0) throw new Error('connection lost');
+          return target.zcard(key);
+        };
+      },
+    });
+    const journal = createPayloadJournal(flaky);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => null,
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    await deferred.append({
+      channelId: 'site',
+      vendor: 'jivochat',
+      event: 'chat_finished',
+      rawBody: Buffer.from(JSON.stringify(finished(1400))),
+      contentType: 'application/json',
+      receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+    });
+    await drainUntilDone(deferred);
+    expect(failures).toBeLessThan(1);
+    expect((await journal.list({ limit: 10 })).entries).toHaveLength(1);
+  });
+
   it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {
     // stop() awaited a drain that went on chunk after chunk until the list was empty: a SIGTERM
     // with a backlog waited for all of it (10,000 items by default), far past the grace period.

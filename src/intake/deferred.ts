@@ -224,6 +224,8 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
   /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
   const attempts = new Map<string, number>();
+  /** Unreadable items already pushed to the invalid list whose journal write has not held yet. */
+  const setAside = new Set<string>();
 
   /** The hand-off (see above): decoded observations by id, oldest first (a Map keeps insertion order). */
   const handoff = new Map<string, { observations: Observation[]; at: number; bytes: number }>();
@@ -377,8 +379,16 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     try {
       item = unpack(bytes);
     } catch (error) {
-      logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
-      await store.rpush(DEFERRED_INVALID_KEY, bytes);
+      // Set aside once: when the journal write below fails, the retry must not push it again.
+      const key = bytes.toString('latin1');
+      if (!setAside.has(key)) {
+        logger.error(
+          { err: error },
+          `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`,
+        );
+        await store.rpush(DEFERRED_INVALID_KEY, bytes);
+        setAside.add(key);
+      }
       // Also in the payload journal (the API's and the console's view of what was not recorded):
       // the invalid list alone is seen by no one who does not read Redis, and these events were
       // answered 200. An item of a newer release after a rollback, or a decode that fails now.
@@ -391,6 +401,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         rawBody: seen.body,
         contentType: seen.contentType,
       });
+      setAside.delete(key);
       recorded.inc({ outcome: 'journalled' });
       return 'done';
     }
@@ -453,6 +464,22 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   /**
+   * An item whose recording throws (the journal write failed: the store away, the journal busy)
+   * is retried like one the store refused for a moment. It used to reject the whole chunk: the
+   * outcomes of the items beside it were dropped (not `carried`), so the next round journalled
+   * those again, and the lock was released while they were still being recorded.
+   */
+  async function recordOrRetry(bytes: Buffer): Promise<'done' | 'retry'> {
+    try {
+      return await record(bytes);
+    } catch (error) {
+      recorded.inc({ outcome: 'retried' });
+      logger.warn({ err: error }, 'deferred item not finished (journal write failed?); will retry');
+      return 'retry';
+    }
+  }
+
+  /**
    * Every item of a chunk, RECORD_CONCURRENCY at a time, outcomes in item order. Not all at once:
    * decoding an item runs without a pause before its first write, so starting a chunk's 100 at
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
@@ -464,7 +491,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = done[index] ? 'done' : await record(items[index]!);
+        outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
