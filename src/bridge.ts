@@ -327,7 +327,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
           ),
         );
         // In-flight recording of acknowledged events finishes; what is left waits in the store.
-        await deferred.stop();
+        await deferred.stop(grace);
         await scheduler.stop(grace);
         await delivery.close();
         await Promise.all([...channels.values()].map(({ runtime }) => runtime.close?.(grace)));

@@ -941,6 +941,50 @@ describe('the deferred worker', () => {
     expect(await engine.find({ email: `deferred-${1000 + items - 1}@example.org` })).toHaveLength(0);
   });
 
+  it('stop(grace) returns once the grace is over when the chunk in hand never finishes; the chunk stays', async () => {
+    // stop() awaited the drain however long it took: with Redis hung (or a recording that never
+    // answers) a shutdown waited for good, past the platform's grace and with no line saying why.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return () => {
+          started();
+          return new Promise<never>(() => {}); // hung
+        };
+      },
+    });
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 100,
+    });
+    await deferred.append({
+      channelId: 'site',
+      vendor: 'jivochat',
+      event: 'chat_finished',
+      rawBody: Buffer.from(JSON.stringify(finished(1500))),
+      contentType: 'application/json',
+      receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+    });
+    deferred.start();
+    await first;
+    const outcome = await Promise.race([
+      deferred.stop(50).then(() => 'stopped'),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000)),
+    ]);
+    expect(outcome).toBe('stopped');
+    expect(await store.llen(DEFERRED_KEY)).toBe(1);
+  });
+
   it('a web instance defers again once another instance drained a full backlog', async () => {
     // A `web` instance neither drains nor appends while the backlog is full, so it only learns
     // of a drain by reading the list's length again (at most once per second of its clock).

@@ -155,8 +155,11 @@ export interface DeferredIntake {
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
   start(): void;
-  /** Stops the background draining once the chunk in hand is recorded; what is left stays in the store. */
-  stop(): Promise<void>;
+  /**
+   * Stops the background draining once the chunk in hand is recorded, waiting at most `graceMs`
+   * for it (default: no bound); what is left stays in the store.
+   */
+  stop(graceMs?: number): Promise<void>;
   /** Items waiting, as last seen by this instance (from append replies, drains and rechecks of a full backlog). */
   backlog(): number;
 }
@@ -656,7 +659,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       timer.unref();
       wake();
     },
-    async stop() {
+    async stop(graceMs) {
       running = false;
       handoff.clear();
       handoffBytes = 0;
@@ -664,7 +667,25 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       clearTimeout(soonTimer);
       soonTimer = undefined;
       clearTimeout(retryTimer);
-      await draining;
+      const inHand = draining;
+      if (!inHand) return;
+      if (graceMs === undefined) return inHand;
+      // Bounded: with Redis hung (or a chunk whose recording hangs) the drain never settles, and
+      // the shutdown waited on it for good. Past the grace the chunk is left as it is: it was not
+      // trimmed, so the next worker records it again (idempotent).
+      let graceTimer: NodeJS.Timeout | undefined;
+      const late = await Promise.race([
+        inHand.then(() => false),
+        new Promise<boolean>((resolve) => {
+          graceTimer = setTimeout(() => resolve(true), graceMs);
+        }),
+      ]);
+      clearTimeout(graceTimer);
+      if (late)
+        logger.warn(
+          { graceMs },
+          'deferred intake: the chunk in hand did not finish within the grace period; it stays in the store for the next worker',
+        );
     },
     backlog: () => known,
   };
