@@ -21,6 +21,7 @@ import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
+import { capturingLogger } from './support/logs.js';
 import { getTestRedisUrl } from './support/redis.js';
 
 /**
@@ -983,6 +984,42 @@ describe('the deferred worker', () => {
     ]);
     expect(outcome).toBe('stopped');
     expect(await store.llen(DEFERRED_KEY)).toBe(1);
+  });
+
+  it('a full backlog is logged: one warning with its size and cap, not one per event', async () => {
+    // Events past intake.maxBacklog were recorded inline with nothing logged: vendors waited
+    // longer and the only trace was a gauge nobody might watch.
+    const { store, metrics, engine, state } = workerParts();
+    const { logger, lines } = capturingLogger('info');
+    let clock = Date.parse('2026-11-01T12:00:00.000Z');
+    const web = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts: engine,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 2,
+      now: () => clock,
+    });
+    const append = (n: number) =>
+      web.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1600 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date(clock),
+      });
+    const full = () => lines.filter((line) => /backlog is full/.test(line.msg));
+    expect([await append(0), await append(1)]).toEqual([true, true]);
+    expect(full()).toHaveLength(0);
+    for (let n = 2; n < 30; n++) expect(await append(n)).toBe(false);
+    expect(full()).toHaveLength(1);
+    expect(full()[0]).toMatchObject({ backlog: 2, maxBacklog: 2 });
+    clock += 10 * 60_000;
+    expect(await append(30)).toBe(false);
+    expect(full()).toHaveLength(2);
   });
 
   it('a web instance defers again once another instance drained a full backlog', async () => {

@@ -69,6 +69,11 @@ const WAKE_DELAY_MS = 20;
  * another instance drained the list. Checked against the clock on an append, not by a timer.
  */
 const BACKLOG_RECHECK_MS = 1000;
+/**
+ * At most one "backlog full" warning this often (the clock of `now`): while it is full every
+ * deferrable event hits it, and a line per event would flood the log.
+ */
+const FULL_WARNING_MS = 60_000;
 /** Items read and recorded per drain round. */
 export const DEFERRED_CHUNK = 100;
 /** Items of a chunk being recorded at once (see recordAll). */
@@ -252,10 +257,32 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     return handoff.size < HANDOFF_MAX && handoffBytes + bytes <= HANDOFF_BODY_BYTES;
   }
 
+  /** When the last "backlog full" warning was logged, and events recorded inline since. */
+  let warnedFullAt = Number.NEGATIVE_INFINITY;
+  let fullSinceWarning = 0;
+  /**
+   * A full backlog makes vendors wait for inline recording, and usually means no worker drains:
+   * said once a minute (with how many events it turned away since), not per event and not never.
+   */
+  function warnFull() {
+    fullSinceWarning++;
+    const at = now();
+    if (at - warnedFullAt < FULL_WARNING_MS) return;
+    warnedFullAt = at;
+    logger.warn(
+      { backlog: known, maxBacklog: options.maxBacklog, recordedInline: fullSinceWarning },
+      'deferred intake backlog is full (intake.maxBacklog): events are recorded before their answer until a worker drains it',
+    );
+    fullSinceWarning = 0;
+  }
+
   async function append(request: DeferredRequest): Promise<boolean> {
     if (request.rawBody.length > DEFERRED_MAX_BODY_BYTES) return false;
     // Awaited only when the count says full: the usual append takes no extra turn.
-    if (known >= options.maxBacklog && (await backlogFull())) return false;
+    if (known >= options.maxBacklog && (await backlogFull())) {
+      warnFull();
+      return false;
+    }
     // Kept before the push: this process's worker may read the item before the push's reply.
     const at = Date.now();
     const bytes = request.rawBody.length;
