@@ -8,6 +8,7 @@ import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, IdentityContentionError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
+import { renewWhileHeld } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
 import { parseIntakeRequest } from './pipeline.js';
@@ -59,7 +60,13 @@ export const DEFERRED_KEY = 'intake:deferred';
 /** Items that cannot be read back (never expected): kept for an operator, not dropped. */
 export const DEFERRED_INVALID_KEY = 'intake:deferred:invalid';
 const DRAIN_LOCK = 'intake:deferred:drain';
-const LOCK_TTL_MS = 30_000;
+/**
+ * The drain lock's lifetime, renewed every third of it while a chunk is recorded (as the CRM
+ * flow's locks, src/store/renewal.ts). It was 30 s and never renewed: a chunk recorded more
+ * slowly than that (a loaded machine, a slow store) let a second worker take the lock and record
+ * the same items beside the first. Short, so a crashed drainer's items wait at most this long.
+ */
+const LOCK_TTL_MS = 10_000;
 /** How long after an append the worker of this process drains (see wakeSoon). */
 const WAKE_DELAY_MS = 20;
 /**
@@ -559,7 +566,16 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       if (error instanceof StoreBusyError) return { recorded: 0, busy: true, more: false };
       throw error;
     }
-    const acquired = performance.now();
+    let lost = false;
+    const stopRenewing = renewWhileHeld({
+      ttlMs: LOCK_TTL_MS,
+      renew: () => lock.renew(LOCK_TTL_MS),
+      onLost: () => {
+        lost = true;
+      },
+      onError: (error) =>
+        logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
+    });
     try {
       const writeMark = store.writeMark?.();
       const items = await store.lrangeBuffer(DEFERRED_KEY, 0, DEFERRED_CHUNK - 1);
@@ -572,9 +588,17 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
       // A chunk is trimmed only when all of it is recorded: the next round records what is left.
       if (outcomes.includes('retry')) return { recorded: 0, busy: true, more: false };
-      // Past half the lock's lifetime another instance may be draining the same items: leave
-      // the trim to the next round rather than cut items nobody has read (as the outbox drain).
-      if (performance.now() - acquired > LOCK_TTL_MS / 2) return { recorded: 0, busy: true, more: false };
+      // The lock lost (renewals failed for a whole ttl, or the event loop stalled past it):
+      // another instance may be draining the same items, so the trim is left to the next round
+      // rather than cutting items nobody has read. Renewed once more here for that reason: the
+      // timer's renewals may not have run.
+      if (lost || !(await lock.renew(LOCK_TTL_MS))) {
+        logger.warn(
+          { items: items.length },
+          'deferred intake: the drain lock was lost while recording a chunk; not trimming it (the next round records it again)',
+        );
+        return { recorded: 0, busy: true, more: false };
+      }
       // Trimmed only where what was recorded is safe: the recording writes reached the replicas
       // (store.durability, as a webhook's answer waits for them), and the server that trims still
       // starts the list with exactly these items — after a failover, a new primary that lacks them
@@ -594,6 +618,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       setKnown(Math.max(0, known - items.length));
       return { recorded: items.length, busy: false, more: items.length === DEFERRED_CHUNK };
     } finally {
+      stopRenewing();
       await lock.release();
     }
   }
