@@ -136,6 +136,30 @@ const itemV1Schema = z.object({
   acceptedAt: z.number(),
 });
 
+/**
+ * The backlog as an operator sees it (the console's status page): how many items wait and when
+ * the oldest arrived (ms since the epoch; null when none waits or its header does not say). Read
+ * from the store, so every instance shows the same.
+ */
+export async function readDeferredBacklog(store: Store): Promise<{ size: number; oldestAt: number | null }> {
+  const size = await store.llen(DEFERRED_KEY);
+  if (size === 0) return { size, oldestAt: null };
+  const [oldest] = await store.lrangeBuffer(DEFERRED_KEY, 0, 0);
+  if (!oldest) return { size, oldestAt: null };
+  // Only the header line: the body may be 64 KB. An item of the release before is one JSON line.
+  const newline = oldest.indexOf(0x0a);
+  try {
+    const header = JSON.parse(oldest.toString('utf8', 0, newline < 0 ? oldest.length : newline)) as {
+      receivedAt?: unknown;
+      acceptedAt?: unknown;
+    };
+    const at = header.receivedAt ?? header.acceptedAt;
+    return { size, oldestAt: typeof at === 'number' && Number.isFinite(at) ? at : null };
+  } catch {
+    return { size, oldestAt: null };
+  }
+}
+
 /** A request acknowledged after the append. */
 export interface DeferredRequest {
   channelId: string;
