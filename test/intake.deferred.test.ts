@@ -526,6 +526,36 @@ describe('acknowledge after append: what the worker finds in the list', () => {
     expect(JSON.stringify(entry)).toContain('deferred-81@example.org');
     expect(await contactsByEmail(worker, 'deferred-81@example.org')).toHaveLength(0);
   });
+
+  it('journals an item whose channel is configured again under another vendor, saying so', async () => {
+    // The worker finds the route by channel id and the item's route path; when the id now names
+    // a channel of another vendor, the journal said "no longer configured" of a configured channel.
+    const keyPrefix = `deferred-vendor-${process.pid}-${Date.now()}`;
+    prefixes.push(keyPrefix);
+    const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config: jivoOnly });
+    bridges.push(web);
+    expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(82))).status).toBe(200);
+    const worker = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      config: {
+        secrets: { masterKey: Buffer.alloc(32, 9).toString('base64') },
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'site', vendor: 'livetex', token: LIVETEX_TOKEN }],
+      },
+    });
+    bridges.push(worker);
+    const journal = await eventually(
+      () => worker.admin('GET', '/api/v1/journal?channel=site'),
+      (response) => (response.body.entries ?? []).length === 1,
+    );
+    const [entry] = journal.body.entries as Array<{ kind: string; reason: string }>;
+    expect(entry).toMatchObject({
+      kind: 'rejected',
+      reason: 'channel site was jivochat when the event was acknowledged and is livetex now',
+    });
+    expect(JSON.stringify(entry)).toContain('deferred-82@example.org');
+  });
 });
 
 /** A worker's parts on a memory store: the engine it records through and a JivoChat channel's state. */

@@ -173,12 +173,16 @@ export interface DeferredRequest {
   observations?: Observation[];
 }
 
-/** What the worker needs to decode an item again: the channel's webhook route and state. */
+/**
+ * What the worker needs to decode an item again: the channel's webhook route (by the item's
+ * channel id and route path) and state; or, when there is none now, why (the journal's reason).
+ * Null: the channel is no longer configured.
+ */
 export type DeferredRouteLookup = (
   channelId: string,
   vendor: string,
   path: string | undefined,
-) => { route: IntakeRoute<unknown, unknown>; state: unknown } | null;
+) => { route: IntakeRoute<unknown, unknown>; state: unknown } | { missing: string } | null;
 
 export interface DeferredIntake {
   /**
@@ -377,11 +381,11 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     // Taken once: a retry decodes the bytes (the engine may have changed what it was given).
     const handed = header.h === undefined ? undefined : forget(header.h);
     const found = options.routeFor(header.channelId, header.vendor, header.path);
-    if (!found) {
+    if (!found || 'missing' in found) {
       return extend(base, {
         journal: {
           kind: 'rejected' as const,
-          reason: `channel ${header.channelId} (${header.vendor}) is no longer configured`,
+          reason: found?.missing ?? `channel ${header.channelId} (${header.vendor}) is no longer configured`,
         },
       });
     }
