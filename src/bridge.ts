@@ -135,13 +135,23 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     metrics,
     maxBacklog: config.intake.maxBacklog,
     // The channels are built below; the worker only asks once it runs.
+    // By channel id and the route path the item carries; the journal's reason says which is gone
+    // (it said "no longer configured" also of a configured channel whose vendor or route changed).
     routeFor(channelId, vendor, path) {
       const entry = channels.get(channelId);
-      if (!entry || entry.config.vendor !== vendor) return null;
+      if (!entry) return null;
+      if (entry.config.vendor !== vendor)
+        return {
+          missing: `channel ${channelId} was ${vendor} when the event was acknowledged and is ${entry.config.vendor} now`,
+        };
       const route = entry.adapter.intake.find(
         (each) => each.kind === 'webhook' && each.path === path && each.ackAfterAppend === true,
       );
-      return route ? { route, state: entry.runtime.state } : null;
+      return route
+        ? { route, state: entry.runtime.state }
+        : {
+            missing: `channel ${channelId} (${vendor}) has no ${path === undefined ? 'webhook' : `route ${path}`} that acknowledges after an append any more`,
+          };
     },
   });
   const facts = createFactService({
@@ -327,7 +337,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
           ),
         );
         // In-flight recording of acknowledged events finishes; what is left waits in the store.
-        await deferred.stop();
+        await deferred.stop(grace);
         await scheduler.stop(grace);
         await delivery.close();
         await Promise.all([...channels.values()].map(({ runtime }) => runtime.close?.(grace)));

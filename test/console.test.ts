@@ -580,3 +580,47 @@ describe('web console', () => {
     }
   });
 });
+
+describe('web console status: the deferred intake', () => {
+  let bridge: TestBridge;
+  let clock = Date.parse('2026-06-01T10:00:00Z');
+  beforeAll(async () => {
+    // Not started: no worker drains, so what is appended waits, as behind a stopped worker.
+    bridge = await startTestBridge({
+      store: 'memory',
+      now: () => new Date(clock),
+      start: false,
+      config: {
+        secrets: { masterKey: MASTER_KEY.toString('base64') },
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN }],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('shows how many events wait for the worker and how long the oldest has waited', async () => {
+    // The status page showed the outbox but not this list: a stopped worker (every acknowledged
+    // event waiting, contacts not updated) looked healthy there.
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const empty = await consoleRequest(bridge.url, '/console/status', { cookie });
+    expect(empty.text).toContain('Deferred intake (events answered, not yet recorded): 0</p>');
+    for (const n of [1, 2]) {
+      const finished = jivo('chat_finished.json', {
+        chat_id: 7_300_000 + n,
+        visitor: { name: `Waiting ${n}`, email: `waiting-${n}@example.org` },
+      });
+      const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished);
+      expect(answer.status).toBe(200);
+      clock += 60_000;
+    }
+    clock += 10 * 60_000;
+    const page = await consoleRequest(bridge.url, '/console/status', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain(
+      'Deferred intake (events answered, not yet recorded): 2 · oldest waiting 12 min',
+    );
+  });
+});

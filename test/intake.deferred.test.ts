@@ -21,6 +21,7 @@ import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
+import { capturingLogger } from './support/logs.js';
 import { getTestRedisUrl } from './support/redis.js';
 
 /**
@@ -525,6 +526,36 @@ describe('acknowledge after append: what the worker finds in the list', () => {
     expect(JSON.stringify(entry)).toContain('deferred-81@example.org');
     expect(await contactsByEmail(worker, 'deferred-81@example.org')).toHaveLength(0);
   });
+
+  it('journals an item whose channel is configured again under another vendor, saying so', async () => {
+    // The worker finds the route by channel id and the item's route path; when the id now names
+    // a channel of another vendor, the journal said "no longer configured" of a configured channel.
+    const keyPrefix = `deferred-vendor-${process.pid}-${Date.now()}`;
+    prefixes.push(keyPrefix);
+    const web = await startTestBridge({ store: 'redis', keyPrefix, role: 'web', config: jivoOnly });
+    bridges.push(web);
+    expect((await web.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(82))).status).toBe(200);
+    const worker = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      config: {
+        secrets: { masterKey: Buffer.alloc(32, 9).toString('base64') },
+        intake: { ackAfterAppend: true },
+        channels: [{ id: 'site', vendor: 'livetex', token: LIVETEX_TOKEN }],
+      },
+    });
+    bridges.push(worker);
+    const journal = await eventually(
+      () => worker.admin('GET', '/api/v1/journal?channel=site'),
+      (response) => (response.body.entries ?? []).length === 1,
+    );
+    const [entry] = journal.body.entries as Array<{ kind: string; reason: string }>;
+    expect(entry).toMatchObject({
+      kind: 'rejected',
+      reason: 'channel site was jivochat when the event was acknowledged and is livetex now',
+    });
+    expect(JSON.stringify(entry)).toContain('deferred-82@example.org');
+  });
 });
 
 /** A worker's parts on a memory store: the engine it records through and a JivoChat channel's state. */
@@ -797,6 +828,97 @@ describe('the deferred worker', () => {
     expect(entries[0]!.reason).toContain('not readable');
   });
 
+  /** Drain rounds until one finishes (a round that throws counts as busy); bounded by rounds. */
+  async function drainUntilDone(deferred: { drain(): Promise<{ busy: boolean }> }) {
+    for (let round = 0; round < 20; round++) {
+      const result = await deferred.drain().catch(() => ({ busy: true }));
+      if (!result.busy) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error('the drain never finished');
+  }
+
+  it('a journal write that fails is retried for its item alone: every item is journalled exactly once', async () => {
+    // The failure rejected the whole chunk: the outcomes of the items beside it were dropped, so
+    // the next round journalled (and set aside) those again.
+    const { store, logger, metrics, engine } = workerParts();
+    const real = createPayloadJournal(store);
+    let failures = 1;
+    const journal = {
+      list: real.list,
+      async record(entry: Parameters<typeof real.record>[0]) {
+        if (failures-- > 0) throw new Error('journal write failed');
+        return real.record(entry);
+      },
+    };
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => null, // the channel is no longer configured: each item is journalled
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    for (const n of [0, 1, 2]) {
+      await deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1300 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    }
+    await store.rpush(DEFERRED_KEY, Buffer.from('not an item'));
+    await drainUntilDone(deferred);
+    // Anything still running from a round that threw has finished (it would journal again).
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await store.llen(DEFERRED_KEY)).toBe(0);
+    const { entries } = await real.list({ limit: 20 });
+    expect(entries.map((entry) => entry.body).sort()).toEqual(
+      [...[0, 1, 2].map((n) => JSON.stringify(finished(1300 + n))), 'not an item'].sort(),
+    );
+    expect(await store.llen(DEFERRED_INVALID_KEY)).toBe(1);
+  });
+
+  it('an entry is journalled once when the store fails right after writing it (the ring trim)', async () => {
+    // The journal's write held, its trim failed: record() threw, the worker retried, and the
+    // entry was in the journal twice.
+    const { store, logger, metrics, engine } = workerParts();
+    let failures = 1;
+    const flaky = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property !== 'zcard') return Reflect.get(target, property, receiver);
+        return async (key: string) => {
+          if (failures-- > 0) throw new Error('connection lost');
+          return target.zcard(key);
+        };
+      },
+    });
+    const journal = createPayloadJournal(flaky);
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => null,
+      contacts: engine,
+      journal,
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    await deferred.append({
+      channelId: 'site',
+      vendor: 'jivochat',
+      event: 'chat_finished',
+      rawBody: Buffer.from(JSON.stringify(finished(1400))),
+      contentType: 'application/json',
+      receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+    });
+    await drainUntilDone(deferred);
+    expect(failures).toBeLessThan(1);
+    expect((await journal.list({ limit: 10 })).entries).toHaveLength(1);
+  });
+
   it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {
     // stop() awaited a drain that went on chunk after chunk until the list was empty: a SIGTERM
     // with a backlog waited for all of it (10,000 items by default), far past the grace period.
@@ -848,6 +970,86 @@ describe('the deferred worker', () => {
     expect(await store.llen(DEFERRED_KEY)).toBe(items - DEFERRED_CHUNK);
     expect(await engine.find({ email: 'deferred-1000@example.org' })).toHaveLength(1);
     expect(await engine.find({ email: `deferred-${1000 + items - 1}@example.org` })).toHaveLength(0);
+  });
+
+  it('stop(grace) returns once the grace is over when the chunk in hand never finishes; the chunk stays', async () => {
+    // stop() awaited the drain however long it took: with Redis hung (or a recording that never
+    // answers) a shutdown waited for good, past the platform's grace and with no line saying why.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return () => {
+          started();
+          return new Promise<never>(() => {}); // hung
+        };
+      },
+    });
+    const deferred = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 100,
+    });
+    await deferred.append({
+      channelId: 'site',
+      vendor: 'jivochat',
+      event: 'chat_finished',
+      rawBody: Buffer.from(JSON.stringify(finished(1500))),
+      contentType: 'application/json',
+      receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+    });
+    deferred.start();
+    await first;
+    const outcome = await Promise.race([
+      deferred.stop(50).then(() => 'stopped'),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000)),
+    ]);
+    expect(outcome).toBe('stopped');
+    expect(await store.llen(DEFERRED_KEY)).toBe(1);
+  });
+
+  it('a full backlog is logged: one warning with its size and cap, not one per event', async () => {
+    // Events past intake.maxBacklog were recorded inline with nothing logged: vendors waited
+    // longer and the only trace was a gauge nobody might watch.
+    const { store, metrics, engine, state } = workerParts();
+    const { logger, lines } = capturingLogger('info');
+    let clock = Date.parse('2026-11-01T12:00:00.000Z');
+    const web = createDeferredIntake({
+      store,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts: engine,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 2,
+      now: () => clock,
+    });
+    const append = (n: number) =>
+      web.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(1600 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date(clock),
+      });
+    const full = () => lines.filter((line) => /backlog is full/.test(line.msg));
+    expect([await append(0), await append(1)]).toEqual([true, true]);
+    expect(full()).toHaveLength(0);
+    for (let n = 2; n < 30; n++) expect(await append(n)).toBe(false);
+    expect(full()).toHaveLength(1);
+    expect(full()[0]).toMatchObject({ backlog: 2, maxBacklog: 2 });
+    clock += 10 * 60_000;
+    expect(await append(30)).toBe(false);
+    expect(full()).toHaveLength(2);
   });
 
   it('a web instance defers again once another instance drained a full backlog', async () => {

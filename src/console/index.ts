@@ -20,6 +20,7 @@ import {
 import { readPlainBody } from '../http/body.js';
 import type { AdminAuthLimit } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
+import { readDeferredBacklog } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
@@ -706,12 +707,18 @@ ${timelineSection({
       role: deps.role ?? 'all',
       store: { kind: store.kind, ok: true },
       outbox: null,
+      deferred: null,
       destinations: [],
       schedules: [],
     };
     try {
       await store.ping();
       status.outbox = await store.llen('outbox');
+      const backlog = await readDeferredBacklog(store);
+      status.deferred = {
+        size: backlog.size,
+        oldestAgeMs: backlog.oldestAt === null ? null : Math.max(0, deps.now().getTime() - backlog.oldestAt),
+      };
       for (const destination of config.destinations) {
         const count = async (state: 'pending' | 'failed') => {
           const found = await delivery.list({ state, destination: destination.id, limit: 500 });

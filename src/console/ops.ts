@@ -200,8 +200,20 @@ export interface StatusView {
   role: string;
   store: { kind: string; ok: boolean; message?: string };
   outbox: number | null;
+  /** The deferred intake's list (intake.ackAfterAppend): events answered and not yet recorded. */
+  deferred: { size: number; oldestAgeMs: number | null } | null;
   destinations: { id: string; pending: string; failed: string }[];
   schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
+}
+
+/** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
+function age(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 120) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 120) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours} h` : `${Math.floor(hours / 24)} d`;
 }
 
 export function statusPage(options: { csrf: string; status: StatusView }): string {
@@ -215,7 +227,11 @@ export function statusPage(options: { csrf: string; status: StatusView }): strin
         ? html`<span class="state state-delivered">reachable</span>`
         : html`<span class="state state-failed">unreachable</span> ${status.store.message ?? ''} — check that Redis is running and store.redis points at it`
     }</p><p class="muted">This instance runs the role <strong>${status.role}</strong>.</p></section>
-<section class="card"><h2>Queues</h2><p>Outbox (events not yet routed): ${status.outbox ?? 'unknown'}</p>${
+<section class="card"><h2>Queues</h2><p>Outbox (events not yet routed): ${status.outbox ?? 'unknown'}</p><p>Deferred intake (events answered, not yet recorded): ${
+      status.deferred === null
+        ? 'unknown'
+        : html`${status.deferred.size}${status.deferred.oldestAgeMs === null ? '' : html` · oldest waiting ${age(status.deferred.oldestAgeMs)}`}`
+    }</p>${
       status.destinations.length === 0
         ? html`<p class="muted">No destination configured.</p>`
         : html`<div class="table"><table><thead><tr><th scope="col">Destination</th><th scope="col">Pending</th><th scope="col">Failed</th></tr></thead><tbody>${status.destinations.map(

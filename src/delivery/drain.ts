@@ -4,6 +4,7 @@ import { StoreBusyError } from '../errors.js';
 import { OUTBOX_KEY, type OutboxEntry, storedOutboxEntrySchema } from '../events/outbox.js';
 import { wireJson } from '../net/http.js';
 import { jittered } from '../net/retry.js';
+import { renewWhileHeld } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
 import type { DeliveryQueue } from './queue.js';
@@ -25,9 +26,12 @@ import { type RoutingContext, routeEvent } from './routing.js';
  *
  * Appends go to the tail and the trim cuts the head, so nothing committed meanwhile is touched.
  * A crash before the trim only means the next drain reads the same entries again, finds their
- * records and adds nothing new. The trim is skipped when the lock may have expired (the drain
- * took longer than half the lock's lifetime): another instance may be draining the same entries,
- * and two trims would cut entries nobody has read. Entries that do not parse are moved, not
+ * records and adds nothing new. The lock is renewed every third of its lifetime while a chunk is
+ * drained (src/store/renewal.ts) and once more before the trim; the trim is skipped when the lock
+ * was lost: another instance may be draining the same entries, and two trims would cut entries
+ * nobody has read. (It was not renewed and the trim was skipped past half its lifetime: on a
+ * store slow enough that every chunk took 15 s, no chunk was ever trimmed, and past 30 s a second
+ * instance drained the same chunk beside the first.) Entries that do not parse are moved, not
  * dropped, to `outbox:invalid`.
  *
  * The trim is also guarded, in the same atomic step, by what it relies on: the outbox still
@@ -152,7 +156,16 @@ export function createDrainer(deps: DrainDeps) {
       if (error instanceof StoreBusyError) return { kind: 'busy' };
       throw error;
     }
-    const acquired = performance.now();
+    let lost = false;
+    const stopRenewing = renewWhileHeld({
+      ttlMs: LOCK_TTL_MS,
+      renew: () => lock.renew(LOCK_TTL_MS),
+      onLost: () => {
+        lost = true;
+      },
+      onError: (error) =>
+        logger.warn({ err: error }, 'outbox drain: could not renew the drain lock; trying again'),
+    });
     try {
       // As bytes: the trim below expects the list to start with exactly what was read, and an
       // entry that is not valid UTF-8 (corrupted) would never match its text decoding, leaving
@@ -169,9 +182,10 @@ export function createDrainer(deps: DrainDeps) {
       const now = deps.now();
       const pending = await records.ensure(plans, now);
       await queueRecords(deps.queue, pending, byId, now.getTime(), deps.random);
-      if (performance.now() - acquired > LOCK_TTL_MS / 2) {
+      // Renewed once more here: the timer's renewals may not have run (an event loop held up).
+      if (lost || !(await lock.renew(LOCK_TTL_MS))) {
         logger.warn(
-          'outbox drain was slow; leaving the entries for the next drain (their deliveries exist already)',
+          'outbox drain lost its lock; leaving the entries for the next drain (their deliveries exist already)',
         );
         return { kind: 'busy' };
       }
@@ -195,6 +209,7 @@ export function createDrainer(deps: DrainDeps) {
       }
       return { kind: 'drained', entries: raw.length };
     } finally {
+      stopRenewing();
       await lock.release();
     }
   }

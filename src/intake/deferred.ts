@@ -8,6 +8,7 @@ import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, IdentityContentionError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
+import { renewWhileHeld } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
 import { parseIntakeRequest } from './pipeline.js';
@@ -59,7 +60,13 @@ export const DEFERRED_KEY = 'intake:deferred';
 /** Items that cannot be read back (never expected): kept for an operator, not dropped. */
 export const DEFERRED_INVALID_KEY = 'intake:deferred:invalid';
 const DRAIN_LOCK = 'intake:deferred:drain';
-const LOCK_TTL_MS = 30_000;
+/**
+ * The drain lock's lifetime, renewed every third of it while a chunk is recorded (as the CRM
+ * flow's locks, src/store/renewal.ts). It was 30 s and never renewed: a chunk recorded more
+ * slowly than that (a loaded machine, a slow store) let a second worker take the lock and record
+ * the same items beside the first. Short, so a crashed drainer's items wait at most this long.
+ */
+const LOCK_TTL_MS = 10_000;
 /** How long after an append the worker of this process drains (see wakeSoon). */
 const WAKE_DELAY_MS = 20;
 /**
@@ -69,6 +76,11 @@ const WAKE_DELAY_MS = 20;
  * another instance drained the list. Checked against the clock on an append, not by a timer.
  */
 const BACKLOG_RECHECK_MS = 1000;
+/**
+ * At most one "backlog full" warning this often (the clock of `now`): while it is full every
+ * deferrable event hits it, and a line per event would flood the log.
+ */
+const FULL_WARNING_MS = 60_000;
 /** Items read and recorded per drain round. */
 export const DEFERRED_CHUNK = 100;
 /** Items of a chunk being recorded at once (see recordAll). */
@@ -124,6 +136,30 @@ const itemV1Schema = z.object({
   acceptedAt: z.number(),
 });
 
+/**
+ * The backlog as an operator sees it (the console's status page): how many items wait and when
+ * the oldest arrived (ms since the epoch; null when none waits or its header does not say). Read
+ * from the store, so every instance shows the same.
+ */
+export async function readDeferredBacklog(store: Store): Promise<{ size: number; oldestAt: number | null }> {
+  const size = await store.llen(DEFERRED_KEY);
+  if (size === 0) return { size, oldestAt: null };
+  const [oldest] = await store.lrangeBuffer(DEFERRED_KEY, 0, 0);
+  if (!oldest) return { size, oldestAt: null };
+  // Only the header line: the body may be 64 KB. An item of the release before is one JSON line.
+  const newline = oldest.indexOf(0x0a);
+  try {
+    const header = JSON.parse(oldest.toString('utf8', 0, newline < 0 ? oldest.length : newline)) as {
+      receivedAt?: unknown;
+      acceptedAt?: unknown;
+    };
+    const at = header.receivedAt ?? header.acceptedAt;
+    return { size, oldestAt: typeof at === 'number' && Number.isFinite(at) ? at : null };
+  } catch {
+    return { size, oldestAt: null };
+  }
+}
+
 /** A request acknowledged after the append. */
 export interface DeferredRequest {
   channelId: string;
@@ -137,12 +173,16 @@ export interface DeferredRequest {
   observations?: Observation[];
 }
 
-/** What the worker needs to decode an item again: the channel's webhook route and state. */
+/**
+ * What the worker needs to decode an item again: the channel's webhook route (by the item's
+ * channel id and route path) and state; or, when there is none now, why (the journal's reason).
+ * Null: the channel is no longer configured.
+ */
 export type DeferredRouteLookup = (
   channelId: string,
   vendor: string,
   path: string | undefined,
-) => { route: IntakeRoute<unknown, unknown>; state: unknown } | null;
+) => { route: IntakeRoute<unknown, unknown>; state: unknown } | { missing: string } | null;
 
 export interface DeferredIntake {
   /**
@@ -155,8 +195,11 @@ export interface DeferredIntake {
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
   start(): void;
-  /** Stops the background draining once the chunk in hand is recorded; what is left stays in the store. */
-  stop(): Promise<void>;
+  /**
+   * Stops the background draining once the chunk in hand is recorded, waiting at most `graceMs`
+   * for it (default: no bound); what is left stays in the store.
+   */
+  stop(graceMs?: number): Promise<void>;
   /** Items waiting, as last seen by this instance (from append replies, drains and rechecks of a full backlog). */
   backlog(): number;
 }
@@ -224,6 +267,8 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
   /** Failures of an item that is neither refused nor blocked by the store, by its position text. */
   const attempts = new Map<string, number>();
+  /** Unreadable items already pushed to the invalid list whose journal write has not held yet. */
+  const setAside = new Set<string>();
 
   /** The hand-off (see above): decoded observations by id, oldest first (a Map keeps insertion order). */
   const handoff = new Map<string, { observations: Observation[]; at: number; bytes: number }>();
@@ -247,10 +292,32 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     return handoff.size < HANDOFF_MAX && handoffBytes + bytes <= HANDOFF_BODY_BYTES;
   }
 
+  /** When the last "backlog full" warning was logged, and events recorded inline since. */
+  let warnedFullAt = Number.NEGATIVE_INFINITY;
+  let fullSinceWarning = 0;
+  /**
+   * A full backlog makes vendors wait for inline recording, and usually means no worker drains:
+   * said once a minute (with how many events it turned away since), not per event and not never.
+   */
+  function warnFull() {
+    fullSinceWarning++;
+    const at = now();
+    if (at - warnedFullAt < FULL_WARNING_MS) return;
+    warnedFullAt = at;
+    logger.warn(
+      { backlog: known, maxBacklog: options.maxBacklog, recordedInline: fullSinceWarning },
+      'deferred intake backlog is full (intake.maxBacklog): events are recorded before their answer until a worker drains it',
+    );
+    fullSinceWarning = 0;
+  }
+
   async function append(request: DeferredRequest): Promise<boolean> {
     if (request.rawBody.length > DEFERRED_MAX_BODY_BYTES) return false;
     // Awaited only when the count says full: the usual append takes no extra turn.
-    if (known >= options.maxBacklog && (await backlogFull())) return false;
+    if (known >= options.maxBacklog && (await backlogFull())) {
+      warnFull();
+      return false;
+    }
     // Kept before the push: this process's worker may read the item before the push's reply.
     const at = Date.now();
     const bytes = request.rawBody.length;
@@ -314,11 +381,11 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     // Taken once: a retry decodes the bytes (the engine may have changed what it was given).
     const handed = header.h === undefined ? undefined : forget(header.h);
     const found = options.routeFor(header.channelId, header.vendor, header.path);
-    if (!found) {
+    if (!found || 'missing' in found) {
       return extend(base, {
         journal: {
           kind: 'rejected' as const,
-          reason: `channel ${header.channelId} (${header.vendor}) is no longer configured`,
+          reason: found?.missing ?? `channel ${header.channelId} (${header.vendor}) is no longer configured`,
         },
       });
     }
@@ -377,8 +444,16 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     try {
       item = unpack(bytes);
     } catch (error) {
-      logger.error({ err: error }, `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`);
-      await store.rpush(DEFERRED_INVALID_KEY, bytes);
+      // Set aside once: when the journal write below fails, the retry must not push it again.
+      const key = bytes.toString('latin1');
+      if (!setAside.has(key)) {
+        logger.error(
+          { err: error },
+          `a deferred intake item does not parse; moved to ${DEFERRED_INVALID_KEY}`,
+        );
+        await store.rpush(DEFERRED_INVALID_KEY, bytes);
+        setAside.add(key);
+      }
       // Also in the payload journal (the API's and the console's view of what was not recorded):
       // the invalid list alone is seen by no one who does not read Redis, and these events were
       // answered 200. An item of a newer release after a rollback, or a decode that fails now.
@@ -391,6 +466,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         rawBody: seen.body,
         contentType: seen.contentType,
       });
+      setAside.delete(key);
       recorded.inc({ outcome: 'journalled' });
       return 'done';
     }
@@ -453,6 +529,22 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   /**
+   * An item whose recording throws (the journal write failed: the store away, the journal busy)
+   * is retried like one the store refused for a moment. It used to reject the whole chunk: the
+   * outcomes of the items beside it were dropped (not `carried`), so the next round journalled
+   * those again, and the lock was released while they were still being recorded.
+   */
+  async function recordOrRetry(bytes: Buffer): Promise<'done' | 'retry'> {
+    try {
+      return await record(bytes);
+    } catch (error) {
+      recorded.inc({ outcome: 'retried' });
+      logger.warn({ err: error }, 'deferred item not finished (journal write failed?); will retry');
+      return 'retry';
+    }
+  }
+
+  /**
    * Every item of a chunk, RECORD_CONCURRENCY at a time, outcomes in item order. Not all at once:
    * decoding an item runs without a pause before its first write, so starting a chunk's 100 at
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
@@ -464,7 +556,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = done[index] ? 'done' : await record(items[index]!);
+        outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
@@ -502,7 +594,16 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       if (error instanceof StoreBusyError) return { recorded: 0, busy: true, more: false };
       throw error;
     }
-    const acquired = performance.now();
+    let lost = false;
+    const stopRenewing = renewWhileHeld({
+      ttlMs: LOCK_TTL_MS,
+      renew: () => lock.renew(LOCK_TTL_MS),
+      onLost: () => {
+        lost = true;
+      },
+      onError: (error) =>
+        logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
+    });
     try {
       const writeMark = store.writeMark?.();
       const items = await store.lrangeBuffer(DEFERRED_KEY, 0, DEFERRED_CHUNK - 1);
@@ -515,9 +616,17 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
       // A chunk is trimmed only when all of it is recorded: the next round records what is left.
       if (outcomes.includes('retry')) return { recorded: 0, busy: true, more: false };
-      // Past half the lock's lifetime another instance may be draining the same items: leave
-      // the trim to the next round rather than cut items nobody has read (as the outbox drain).
-      if (performance.now() - acquired > LOCK_TTL_MS / 2) return { recorded: 0, busy: true, more: false };
+      // The lock lost (renewals failed for a whole ttl, or the event loop stalled past it):
+      // another instance may be draining the same items, so the trim is left to the next round
+      // rather than cutting items nobody has read. Renewed once more here for that reason: the
+      // timer's renewals may not have run.
+      if (lost || !(await lock.renew(LOCK_TTL_MS))) {
+        logger.warn(
+          { items: items.length },
+          'deferred intake: the drain lock was lost while recording a chunk; not trimming it (the next round records it again)',
+        );
+        return { recorded: 0, busy: true, more: false };
+      }
       // Trimmed only where what was recorded is safe: the recording writes reached the replicas
       // (store.durability, as a webhook's answer waits for them), and the server that trims still
       // starts the list with exactly these items — after a failover, a new primary that lacks them
@@ -537,6 +646,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       setKnown(Math.max(0, known - items.length));
       return { recorded: items.length, busy: false, more: items.length === DEFERRED_CHUNK };
     } finally {
+      stopRenewing();
       await lock.release();
     }
   }
@@ -629,7 +739,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       timer.unref();
       wake();
     },
-    async stop() {
+    async stop(graceMs) {
       running = false;
       handoff.clear();
       handoffBytes = 0;
@@ -637,7 +747,25 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       clearTimeout(soonTimer);
       soonTimer = undefined;
       clearTimeout(retryTimer);
-      await draining;
+      const inHand = draining;
+      if (!inHand) return;
+      if (graceMs === undefined) return inHand;
+      // Bounded: with Redis hung (or a chunk whose recording hangs) the drain never settles, and
+      // the shutdown waited on it for good. Past the grace the chunk is left as it is: it was not
+      // trimmed, so the next worker records it again (idempotent).
+      let graceTimer: NodeJS.Timeout | undefined;
+      const late = await Promise.race([
+        inHand.then(() => false),
+        new Promise<boolean>((resolve) => {
+          graceTimer = setTimeout(() => resolve(true), graceMs);
+        }),
+      ]);
+      clearTimeout(graceTimer);
+      if (late)
+        logger.warn(
+          { graceMs },
+          'deferred intake: the chunk in hand did not finish within the grace period; it stays in the store for the next worker',
+        );
     },
     backlog: () => known,
   };

@@ -265,13 +265,20 @@ export function createPayloadJournal(
         const batch = store.batch().expect(SEQ_KEY, current).incrBy(SEQ_KEY, 1);
         if (await batch.zadd(key, 0, `${pad(seq)}|${json}`).exec()) break;
       }
-      const excess = (await store.zcard(key)) - RING_ENTRIES;
-      if (excess > 0) {
-        // Oldest first (lowest sequence). Two writers trimming at once remove the same members.
-        const oldest = await store.zrangeByScore(key, 0, 0, excess);
-        const batch = store.batch();
-        for (const member of oldest) batch.zrem(key, member);
-        await batch.exec();
+      // The entry is in. A trim that fails (the store went away just now) is not the record
+      // failing: thrown, the caller retried and the entry was journalled twice (the deferred
+      // worker does retry). The next record trims the ring back to its bound.
+      try {
+        const excess = (await store.zcard(key)) - RING_ENTRIES;
+        if (excess > 0) {
+          // Oldest first (lowest sequence). Two writers trimming at once remove the same members.
+          const oldest = await store.zrangeByScore(key, 0, 0, excess);
+          const batch = store.batch();
+          for (const member of oldest) batch.zrem(key, member);
+          await batch.exec();
+        }
+      } catch {
+        // Left to the next record (above).
       }
     },
 

@@ -144,14 +144,16 @@ ${options.extra ?? ''}
   return file;
 }
 
-/** `node bin/chatbridge.js start --config FILE`, resolved once /readyz answers 200. */
+/** `node bin/chatbridge.js start --config FILE [--role ROLE]`, resolved once /readyz answers 200. */
 export async function spawnBridge(
   configFile: string,
   port?: number,
   env: NodeJS.ProcessEnv = {},
+  role?: 'all' | 'web' | 'worker',
 ): Promise<SpawnedBridge> {
   const listenPort = port ?? (await freePort());
-  const child = spawn(process.execPath, ['bin/chatbridge.js', 'start', '--config', configFile], {
+  const args = ['bin/chatbridge.js', 'start', '--config', configFile, ...(role ? ['--role', role] : [])];
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, PORT: String(listenPort), CHATBRIDGE_CONFIG: '', REDIS_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
