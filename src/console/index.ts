@@ -449,10 +449,36 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       );
       return;
     }
+    // A browser signing in again ends the session it had: one browser, one session (the old
+    // one would otherwise stay valid, unreachable, until its TTL).
+    const previous = ctx.cookies.get(COOKIE);
+    if (previous) await sessions.destroy(previous);
     const session = await sessions.create();
     ctx.cookies.set(PRE_COOKIE, null, { path: '/console' });
     ctx.cookies.set(COOKIE, session.id, cookieOptions(ctx, 12 * 3_600_000));
     ctx.redirect(next);
+  });
+
+  /**
+   * Sign-out ends the session and lands on the sign-in page. A session that has already ended
+   * (expired, revoked, signed out in another tab, a changed admin token) has nothing to end: the
+   * same landing, not an error. A live session needs its CSRF token, like every other form.
+   */
+  router.post('/sign-out', async (ctx) => {
+    const session = await sessions.get(ctx.cookies.get(COOKIE));
+    if (session) {
+      const form = await readForm(ctx);
+      if (!sameToken(form.get('_csrf') ?? undefined, session.csrf)) {
+        ctx.state.consoleSession = session;
+        throw new ForbiddenError(
+          'csrf_refused',
+          'This request did not carry the page’s security token, so it was refused.',
+        );
+      }
+      await sessions.destroy(session.id);
+    }
+    ctx.cookies.set(COOKIE, null, { path: '/console' });
+    ctx.redirect('/console/sign-in?notice=signed-out');
   });
 
   // --- agent links: one contact, read-only, no session ---------------------------------------
@@ -510,12 +536,6 @@ ${timelineSection({
   const sessionOf = (ctx: Context) => ctx.state.consoleSession as Session;
   const formOf = (ctx: Context) => ctx.state.form as URLSearchParams;
   const noticeOf = (value: unknown) => (typeof value === 'string' ? NOTICES[value] : undefined);
-
-  router.post('/sign-out', async (ctx) => {
-    await sessions.destroy(sessionOf(ctx).id);
-    ctx.cookies.set(COOKIE, null, { path: '/console' });
-    ctx.redirect('/console/sign-in?notice=signed-out');
-  });
 
   router.get('/', (ctx) => ctx.redirect('/console/contacts'));
 

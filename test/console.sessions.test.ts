@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleRequest, cookieOf, fieldOf, signIn } from './support/console.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
+
+/**
+ * Console sessions and the answers around them (DESIGN §11): a session ends when the admin token
+ * changes or when the browser signs in again, sign-out always ends at the sign-in page, sign-in
+ * returns to the address asked for (query included, never elsewhere), and every /console answer
+ * carries the security headers without echoing the address it was asked for.
+ */
+describe('console sessions and answers', () => {
+  let bridge: TestBridge;
+
+  beforeAll(async () => {
+    bridge = await startTestBridge({ store: 'memory', start: false });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  /** A hidden field's value as a browser posts it (the page escapes it as HTML). */
+  const fromHtml = (value: string) =>
+    value.replace(
+      /&(amp|lt|gt|quot|#39|#96);/g,
+      (_all, name: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"', '#39': "'", '#96': '`' })[name]!,
+    );
+
+  /** Sign in from the form, sending `cookie` along (a browser that already has a session). */
+  async function signInWith(base: string, next: string, cookie = '') {
+    const form = await consoleRequest(base, `/console/sign-in?next=${encodeURIComponent(next)}`);
+    const pre = cookieOf(form.headers, 'chatbridge_console_pre')!;
+    return consoleRequest(base, '/console/sign-in', {
+      cookie: [cookie, pre].filter(Boolean).join('; '),
+      form: {
+        _pre: fieldOf(form.text, '_pre')!,
+        token: TEST_ADMIN_TOKEN,
+        next: fromHtml(fieldOf(form.text, 'next')!),
+      },
+    });
+  }
+
+  it('signs out to the sign-in page even when the session already ended', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const first = await consoleRequest(bridge.url, '/console/sign-out', { cookie, form: { _csrf: csrf } });
+    expect(first.status).toBe(302);
+    expect(first.location).toBe('/console/sign-in?notice=signed-out');
+    // The tab still shows the old page: its Sign out button posts the ended session.
+    const again = await consoleRequest(bridge.url, '/console/sign-out', { cookie, form: { _csrf: csrf } });
+    expect(again.status).toBe(302);
+    expect(again.location).toBe('/console/sign-in?notice=signed-out');
+    const none = await consoleRequest(bridge.url, '/console/sign-out', { form: {} });
+    expect(none.status).toBe(302);
+    expect(none.location).toBe('/console/sign-in?notice=signed-out');
+    // A live session is still not ended by a post without its CSRF token.
+    const live = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const forged = await consoleRequest(bridge.url, '/console/sign-out', { cookie: live.cookie, form: {} });
+    expect(forged.status).toBe(403);
+    expect((await consoleRequest(bridge.url, '/console/status', { cookie: live.cookie })).status).toBe(200);
+  });
+
+  it('ends the previous session of the browser when it signs in again', async () => {
+    const first = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const second = await signInWith(bridge.url, '/console/status', first.cookie);
+    expect(second.status).toBe(302);
+    const cookie = cookieOf(second.headers, 'chatbridge_console')!;
+    expect(cookie).not.toBe(first.cookie);
+    expect((await consoleRequest(bridge.url, '/console/status', { cookie })).status).toBe(200);
+    const old = await consoleRequest(bridge.url, '/console/status', { cookie: first.cookie });
+    expect(old.status).toBe(302);
+    expect(old.location).toContain('/console/sign-in');
+  });
+
+});
