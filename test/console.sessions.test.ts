@@ -39,6 +39,30 @@ describe('console sessions and answers', () => {
     });
   }
 
+  it('ends every session when the admin token changes', async () => {
+    const before = await startTestBridge({ store: 'redis', start: false });
+    let after: TestBridge | undefined;
+    try {
+      const { cookie } = await signIn(before.url, TEST_ADMIN_TOKEN);
+      expect((await consoleRequest(before.url, '/console/status', { cookie })).status).toBe(200);
+      // The same store, a new admin token (the config changed and the bridge restarted).
+      after = await startTestBridge({
+        store: 'redis',
+        start: false,
+        keyPrefix: before.keyPrefix,
+        config: { admin: { token: 'the-new-admin-token-9876543210' } },
+      });
+      const old = await consoleRequest(after.url, '/console/status', { cookie });
+      expect(old.status).toBe(302);
+      expect(old.location).toContain('/console/sign-in');
+      const fresh = await signIn(after.url, 'the-new-admin-token-9876543210');
+      expect((await consoleRequest(after.url, '/console/status', { cookie: fresh.cookie })).status).toBe(200);
+    } finally {
+      await after?.close();
+      await before.close();
+    }
+  });
+
   it('signs out to the sign-in page even when the session already ended', async () => {
     const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const first = await consoleRequest(bridge.url, '/console/sign-out', { cookie, form: { _csrf: csrf } });

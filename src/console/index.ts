@@ -178,7 +178,7 @@ function looksLikePhone(text: string): boolean {
 
 export function createConsole(deps: ConsoleDeps): WebConsole {
   const { config, store, contacts, delivery, logger } = deps;
-  const sessions = createSessions(store, deps.now);
+  const sessions = createSessions(store, deps.now, config.admin.token);
   const secure = config.server.publicUrl?.startsWith('https:') ?? false;
   const assets = new Map<string, string>();
   const trafficWritten = new Map<string, number>();
