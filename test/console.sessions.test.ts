@@ -82,6 +82,38 @@ describe('console sessions and answers', () => {
     expect((await consoleRequest(bridge.url, '/console/status', { cookie: live.cookie })).status).toBe(200);
   });
 
+  it('returns to the address asked for after sign-in, query included, and never elsewhere', async () => {
+    for (const path of [
+      '/console/contacts?q=Anna+Smith',
+      '/console/contacts?q=%2B7+912+345',
+      '/console/contacts?q=person:42',
+      '/console/contacts?q=anna@example.org',
+      '/console/journal?channel=site&kind=rejected',
+    ]) {
+      const anonymous = await consoleRequest(bridge.url, path);
+      expect(anonymous.status).toBe(302);
+      const next = new URL(anonymous.location!, bridge.url).searchParams.get('next')!;
+      expect(next).toBe(path);
+      const answer = await signInWith(bridge.url, next);
+      expect(answer.status, path).toBe(302);
+      expect(answer.location, path).toBe(path);
+    }
+    for (const hostile of [
+      'https://evil.example/console/contacts',
+      '//evil.example/console/contacts',
+      '/\\evil.example/console',
+      '/console/../api/v1/contacts',
+      '/console/%2e%2e/api',
+      '/console//evil.example',
+      'javascript:alert(1)',
+      '/console/contacts?q=x\r\nSet-Cookie: a=b',
+    ]) {
+      const answer = await signInWith(bridge.url, hostile);
+      expect(answer.status, hostile).toBe(302);
+      expect(answer.location, hostile).toBe('/console/contacts');
+    }
+  });
+
   it('ends the previous session of the browser when it signs in again', async () => {
     const first = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const second = await signInWith(bridge.url, '/console/status', first.cookie);

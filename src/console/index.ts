@@ -165,11 +165,24 @@ function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> 
   return parsed.data;
 }
 
-/** Where to go back to after sign-in: only a console path of ours (no open redirect). */
+/**
+ * Where to go back to after sign-in: a console path of ours with its query (a search's `?q=`),
+ * nothing else. Resolved against a placeholder origin, so `..`, `%2e%2e`, `//host` and absolute
+ * URLs show up as another path or origin and are refused (no open redirect); backslashes and
+ * control characters are refused before that, since browsers read `/\\host` as `//host`.
+ */
+const NEXT_BASE = 'http://console.invalid';
 function safeNext(value: string | undefined): string {
-  return value && /^\/console(\/[A-Za-z0-9._~%/?=&-]*)?$/.test(value) && !value.includes('//')
-    ? value
-    : '/console/contacts';
+  const fallback = '/console/contacts';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (!value || value.length > 2000 || !value.startsWith('/') || /[\\\u0000-\u001f\u007f]/.test(value))
+    return fallback;
+  if (!URL.canParse(value, NEXT_BASE)) return fallback;
+  const url = new URL(value, NEXT_BASE);
+  if (url.origin !== NEXT_BASE) return fallback;
+  if (url.pathname !== '/console' && !url.pathname.startsWith('/console/')) return fallback;
+  if (url.pathname.includes('//')) return fallback;
+  return url.pathname + url.search;
 }
 
 function looksLikePhone(text: string): boolean {
