@@ -126,4 +126,40 @@ describe('console sessions and answers', () => {
     expect(old.location).toContain('/console/sign-in');
   });
 
+  it('puts the security headers on every /console answer', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const answers = {
+      redirect: await consoleRequest(bridge.url, '/console'),
+      'to sign-in': await consoleRequest(bridge.url, '/console/status'),
+      'sign-in': await consoleRequest(bridge.url, '/console/sign-in'),
+      page: await consoleRequest(bridge.url, '/console/status', { cookie }),
+      'unknown page': await consoleRequest(bridge.url, '/console/no-such-page', { cookie }),
+      'unknown page, no session': await consoleRequest(bridge.url, '/console/no/such/page'),
+      'no contact': await consoleRequest(bridge.url, '/console/contacts/c_0000000000', { cookie }),
+      'bad query': await consoleRequest(bridge.url, '/console/deliveries?state=nope', { cookie }),
+      'csrf refused': await consoleRequest(bridge.url, '/console/deliveries/replay', { cookie, form: {} }),
+      'form redirect': await consoleRequest(bridge.url, '/console/deliveries/replay', {
+        cookie,
+        form: { _csrf: csrf, destination: 'none' },
+      }),
+      'wrong method': await consoleRequest(bridge.url, '/console/contacts', { cookie, method: 'PUT' }),
+      asset: await consoleRequest(bridge.url, '/console/assets/console.css'),
+      'no asset': await consoleRequest(bridge.url, '/console/assets/nope.js'),
+    };
+    for (const [name, answer] of Object.entries(answers)) {
+      const { headers } = answer;
+      expect(headers.get('content-security-policy'), name).toContain("frame-ancestors 'none'");
+      expect(headers.get('content-security-policy'), name).toContain("default-src 'none'");
+      expect(headers.get('x-content-type-options'), name).toBe('nosniff');
+      expect(headers.get('x-frame-options'), name).toBe('DENY');
+      expect(headers.get('referrer-policy'), name).toBe('no-referrer');
+      // The stylesheet and script are the same for everyone (revalidated); nothing else is kept.
+      expect(headers.get('cache-control'), name).toBe(name === 'asset' ? 'no-cache' : 'no-store');
+    }
+    expect(answers.page.status).toBe(200);
+    expect(answers['unknown page'].status).toBe(404);
+    expect(answers['no contact'].status).toBe(404);
+    expect(answers['no asset'].status).toBe(404);
+  });
+
 });

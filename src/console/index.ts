@@ -364,10 +364,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return [...found.values()].slice(0, limit);
   }
 
-  const router = new Router({ prefix: '/console' });
-
-  // --- security headers and errors for everything under /console --------------------------
-  router.use(async (ctx: Context, next: Next) => {
+  /**
+   * Every /console answer goes through here, matched by the router or not (an unknown page, the
+   * /console redirect, a refused form, an error): the security headers are set in this one place
+   * and every error becomes the console's error page. Pages are never stored by a cache (they
+   * show contacts, and forms carry CSRF tokens); the assets route allows revalidated caching.
+   */
+  async function answer(ctx: Context, next: () => Promise<unknown>) {
     ctx.set('content-security-policy', CSP);
     ctx.set('x-content-type-options', 'nosniff');
     ctx.set('x-frame-options', 'DENY');
@@ -375,6 +378,10 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     ctx.set('cache-control', 'no-store');
     try {
       await next();
+      if (ctx.body === undefined && ctx.status === 404) {
+        // No console route took it. The address is not repeated (it is the asker's text).
+        throw new NotFoundError('page_not_found', 'There is no such console page.');
+      }
     } catch (error) {
       const session = ctx.state.consoleSession as Session | undefined;
       const status = error instanceof AppError ? error.status : 500;
@@ -414,7 +421,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         ...(session ? { csrf: session.csrf } : {}),
       });
     }
-  });
+  }
+
+  const router = new Router({ prefix: '/console' });
 
   router.get('/assets/:name', async (ctx) => {
     const name = ctx.params.name!;
@@ -778,19 +787,10 @@ ${timelineSection({
   return {
     middleware: async (ctx, next) => {
       if (ctx.path !== '/console' && !ctx.path.startsWith('/console/')) return next();
-      if (ctx.path === '/console') return ctx.redirect('/console/contacts');
-      await routes(ctx as Parameters<typeof routes>[0], async () => {});
-      if (ctx.body === undefined && ctx.status === 404) {
-        ctx.set('content-security-policy', CSP);
-        ctx.status = 404;
-        ctx.type = 'text/html; charset=utf-8';
-        ctx.body = errorPage({
-          status: 404,
-          message: 'There is no such console page.',
-          next: 'Start again from /console.',
-          nav: false,
-        });
-      }
+      await answer(ctx, async () => {
+        if (ctx.path === '/console') return ctx.redirect('/console/contacts');
+        await routes(ctx as Parameters<typeof routes>[0], async () => {});
+      });
     },
     routes: [
       { method: 'GET', path: '/console' }, // the redirect in `middleware` above
