@@ -162,4 +162,22 @@ describe('console sessions and answers', () => {
     expect(answers['no asset'].status).toBe(404);
   });
 
+  it('does not echo the address asked for on its not-found pages', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const planted = 'Your-session-expired-call-555-0100';
+    for (const [path, form] of [
+      [`/console/contacts/c_${planted}`, undefined],
+      [`/console/deliveries/${planted}`, undefined],
+      [`/console/deliveries/${planted}/replay`, { _csrf: csrf }],
+      [`/console/channels/${planted}/keys`, { _csrf: csrf }],
+      [`/console/channels/${planted}/agent-sync`, { _csrf: csrf }],
+      [`/console/assets/${planted}.js`, undefined],
+      [`/console/${planted}`, undefined],
+    ] as const) {
+      const answer = await consoleRequest(bridge.url, path, { cookie, ...(form ? { form } : {}) });
+      expect(answer.status, path).toBe(404);
+      expect(answer.text, path).not.toContain('555-0100');
+    }
+  });
+
 });

@@ -428,7 +428,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   router.get('/assets/:name', async (ctx) => {
     const name = ctx.params.name!;
     const type = ASSETS[name];
-    if (!type) throw new NotFoundError('asset_not_found', `no console asset ${name}`);
+    if (!type) throw new NotFoundError('asset_not_found', 'There is no such console asset.');
     ctx.type = type;
     ctx.set('cache-control', 'no-cache');
     ctx.body = await loadAsset(name);
@@ -580,7 +580,7 @@ ${timelineSection({
     if (!found)
       throw new NotFoundError(
         'contact_not_found',
-        `There is no contact ${ctx.params.id}. Search for it by e-mail, phone or name.`,
+        'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
     const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
@@ -664,14 +664,14 @@ ${timelineSection({
   router.get('/deliveries/:id', async (ctx) => {
     const id = deliveryIdSchema.safeParse(ctx.params.id);
     const found = id.success ? await delivery.get(id.data) : null;
-    if (!found) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    if (!found) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
     const notice = noticeOf(ctx.query.notice);
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = deliveryPage({ csrf: sessionOf(ctx).csrf, delivery: found, ...(notice ? { notice } : {}) });
   });
   router.post('/deliveries/:id/replay', async (ctx) => {
     const id = deliveryIdSchema.safeParse(ctx.params.id);
-    if (!id.success) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    if (!id.success) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
     await delivery.replay(id.data);
     ctx.redirect(`/console/deliveries/${encodeURIComponent(id.data)}?notice=replayed`);
   });
@@ -706,7 +706,7 @@ ${timelineSection({
   // --- channels ------------------------------------------------------------------------------
   const channelEntry = (id: string) => {
     const entry = deps.channels.get(id);
-    if (!entry) throw new NotFoundError('channel_not_found', `There is no channel ${id}.`);
+    if (!entry) throw new NotFoundError('channel_not_found', 'There is no such channel.');
     return entry;
   };
   router.get('/channels', async (ctx) => {
