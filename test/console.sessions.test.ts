@@ -180,4 +180,17 @@ describe('console sessions and answers', () => {
     }
   });
 
+  it('links the sign-in from a refused form and the search from a not-found page', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const refused = await consoleRequest(bridge.url, '/console/deliveries/replay', { cookie, form: {} });
+    expect(refused.status).toBe(403);
+    expect(refused.text).toMatch(/<a href="\/console\/sign-in">[^<]+<\/a>/);
+    const missing = await consoleRequest(bridge.url, '/console/contacts/c_0000000000', { cookie });
+    expect(missing.status).toBe(404);
+    expect(missing.text).toMatch(/<a href="\/console\/contacts">[^<]+<\/a>/);
+    const unknown = await consoleRequest(bridge.url, '/console/nothing-here');
+    expect(unknown.status).toBe(404);
+    expect(unknown.text).toMatch(/<a href="\/console\/contacts">[^<]+<\/a>/);
+  });
+
 });

@@ -394,13 +394,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
           : 'An unexpected error happened; the bridge log has the details under this request id.';
       const code = error instanceof AppError ? error.code : undefined;
       const nextStep =
-        code === 'invalid_link'
-          ? // An agent on a read-only link has no admin sign-in to go to.
+        code === 'invalid_link' || ctx.path.startsWith('/console/c/')
+          ? // An agent on a read-only link has no admin sign-in (nor search) to go to.
             'Click the CRM link in the chat again: it opens this contact with a fresh link.'
           : status === 404
-            ? 'Go back and check the address, or search again.'
+            ? html`Go back and check the address, or <a href="/console/contacts">search for a contact</a>.`
             : status === 403
-              ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
+              ? html`Reload the page (your form may be older than your session) or <a href="/console/sign-in">sign in again</a>, then retry.`
               : status === 400 && error instanceof AppError && error.issues?.length
                 ? 'Correct the value named above and try again.'
                 : status === 503

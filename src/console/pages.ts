@@ -87,7 +87,8 @@ export function signInPage(options: { pre: string; next: string; error?: string;
 export function errorPage(options: {
   status: number;
   message: string;
-  next: string;
+  /** What to do now: text, or markup built with `html` (a link to the sign-in or the search). */
+  next: string | SafeHtml;
   csrf?: string;
   nav: boolean;
   /** What was wrong with which input (a 400): named, so the user knows what to change. */
