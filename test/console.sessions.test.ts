@@ -193,4 +193,44 @@ describe('console sessions and answers', () => {
     expect(unknown.text).toMatch(/<a href="\/console\/contacts">[^<]+<\/a>/);
   });
 
+  it('says why sign-in cannot work when a Secure cookie comes over plain http', async () => {
+    const secure = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
+      },
+    });
+    try {
+      // Over plain http (no TLS in front, or a proxy without it): the form warns at once.
+      const form = await consoleRequest(secure.url, '/console/sign-in', {
+        headers: { 'x-forwarded-host': 'bridge.internal:3000' },
+      });
+      expect(form.text).toContain('server.publicUrl');
+      expect(form.text).toContain('https://bridge.example/console');
+      // Not on a loopback address: browsers keep Secure cookies from http://localhost.
+      for (const host of ['127.0.0.1:3000', 'localhost:3000', '[::1]:3000']) {
+        const local = await consoleRequest(secure.url, '/console/sign-in', {
+          headers: { 'x-forwarded-host': host },
+        });
+        expect(local.status).toBe(200);
+        expect(local.text, host).not.toContain('server.publicUrl');
+      }
+      // Behind a TLS proxy (X-Forwarded-Proto: https) there is nothing to warn about.
+      const proxied = await consoleRequest(secure.url, '/console/sign-in', {
+        headers: { 'x-forwarded-host': 'bridge.internal:3000', 'x-forwarded-proto': 'https' },
+      });
+      expect(proxied.status).toBe(200);
+      expect(proxied.text).not.toContain('server.publicUrl');
+      // A browser that dropped the Secure cookie posts the form without it: the answer says why.
+      const posted = await consoleRequest(secure.url, '/console/sign-in', {
+        form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
+      });
+      expect(posted.status).toBe(403);
+      expect(posted.text).toContain('Secure');
+      expect(posted.text).toContain('https://bridge.example/console');
+    } finally {
+      await secure.close();
+    }
+  });
 });

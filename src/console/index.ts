@@ -435,12 +435,33 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   });
 
   // --- sign-in / sign-out --------------------------------------------------------------------
+  /**
+   * With an https publicUrl the cookies are Secure, and a browser keeps a Secure cookie only
+   * from an https page: opened over plain http (no TLS in front), the sign-in could never work
+   * and nothing would say why. The form warns when the request says it came over http (Koa reads
+   * X-Forwarded-Proto from a trusted proxy), and a post without the form's cookie says why. Not
+   * on a loopback address: Chromium keeps Secure cookies from http://localhost and 127.0.0.1 (a
+   * browser that does not still gets the post's explanation).
+   */
+  const secureOverHttp = (ctx: Context) =>
+    secure &&
+    ctx.protocol !== 'https' &&
+    !/^(localhost|.+\.localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i.test(ctx.hostname);
+  const secureCookieHelp = () =>
+    `This bridge's server.publicUrl is https, so its sign-in cookies are Secure, and a browser keeps them only over https: open the console at ${(config.server.publicUrl ?? '').replace(/\/+$/, '')}/console. If TLS ends at a proxy in front of the bridge, the proxy must send X-Forwarded-Proto: https (and server.proxyHops count it). To run without TLS, on your own machine only, set server.publicUrl to an http:// address or leave it out.`;
+
   const renderSignIn = (ctx: Context, next: string, error?: string, notice?: string) => {
     // Login CSRF: the form carries a value that must match a cookie only our page can set.
     const pre = newToken();
     ctx.cookies.set(PRE_COOKIE, pre, cookieOptions(ctx, 30 * 60_000));
+    const warning = !error && secureOverHttp(ctx) ? secureCookieHelp() : undefined;
     ctx.type = 'text/html; charset=utf-8';
-    ctx.body = signInPage({ pre, next, ...(error ? { error } : {}), ...(notice ? { notice } : {}) });
+    ctx.body = signInPage({
+      pre,
+      next,
+      ...(error || warning ? { error: error ?? warning } : {}),
+      ...(notice ? { notice } : {}),
+    });
   };
   router.get('/sign-in', async (ctx) => {
     const next = safeNext(typeof ctx.query.next === 'string' ? ctx.query.next : undefined);
@@ -451,12 +472,16 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     deps.adminAuth.assertAllowed(ctx.ip);
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
-    if (!sameToken(form.get('_pre') ?? undefined, ctx.cookies.get(PRE_COOKIE))) {
+    const preCookie = ctx.cookies.get(PRE_COOKIE);
+    if (!sameToken(form.get('_pre') ?? undefined, preCookie)) {
       ctx.status = 403;
       renderSignIn(
         ctx,
         next,
-        'The sign-in form expired or was not sent from this page. Enter the token again.',
+        // The form's cookie is missing altogether: with Secure cookies, most likely plain http.
+        !preCookie && secure
+          ? `Your browser did not send back the sign-in form's cookie. ${secureCookieHelp()}`
+          : 'The sign-in form expired or was not sent from this page. Enter the token again.',
       );
       return;
     }
