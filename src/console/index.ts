@@ -166,11 +166,24 @@ function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> 
   return parsed.data;
 }
 
-/** Where to go back to after sign-in: only a console path of ours (no open redirect). */
+/**
+ * Where to go back to after sign-in: a console path of ours with its query (a search's `?q=`),
+ * nothing else. Resolved against a placeholder origin, so `..`, `%2e%2e`, `//host` and absolute
+ * URLs show up as another path or origin and are refused (no open redirect); backslashes and
+ * control characters are refused before that, since browsers read `/\\host` as `//host`.
+ */
+const NEXT_BASE = 'http://console.invalid';
 function safeNext(value: string | undefined): string {
-  return value && /^\/console(\/[A-Za-z0-9._~%/?=&-]*)?$/.test(value) && !value.includes('//')
-    ? value
-    : '/console/contacts';
+  const fallback = '/console/contacts';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (!value || value.length > 2000 || !value.startsWith('/') || /[\\\u0000-\u001f\u007f]/.test(value))
+    return fallback;
+  if (!URL.canParse(value, NEXT_BASE)) return fallback;
+  const url = new URL(value, NEXT_BASE);
+  if (url.origin !== NEXT_BASE) return fallback;
+  if (url.pathname !== '/console' && !url.pathname.startsWith('/console/')) return fallback;
+  if (url.pathname.includes('//')) return fallback;
+  return url.pathname + url.search;
 }
 
 function looksLikePhone(text: string): boolean {
@@ -179,7 +192,7 @@ function looksLikePhone(text: string): boolean {
 
 export function createConsole(deps: ConsoleDeps): WebConsole {
   const { config, store, contacts, delivery, logger } = deps;
-  const sessions = createSessions(store, deps.now);
+  const sessions = createSessions(store, deps.now, config.admin.token);
   const secure = config.server.publicUrl?.startsWith('https:') ?? false;
   const assets = new Map<string, string>();
   const trafficWritten = new Map<string, number>();
@@ -352,10 +365,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return [...found.values()].slice(0, limit);
   }
 
-  const router = new Router({ prefix: '/console' });
-
-  // --- security headers and errors for everything under /console --------------------------
-  router.use(async (ctx: Context, next: Next) => {
+  /**
+   * Every /console answer goes through here, matched by the router or not (an unknown page, the
+   * /console redirect, a refused form, an error): the security headers are set in this one place
+   * and every error becomes the console's error page. Pages are never stored by a cache (they
+   * show contacts, and forms carry CSRF tokens); the assets route allows revalidated caching.
+   */
+  async function answer(ctx: Context, next: () => Promise<unknown>) {
     ctx.set('content-security-policy', CSP);
     ctx.set('x-content-type-options', 'nosniff');
     ctx.set('x-frame-options', 'DENY');
@@ -363,6 +379,10 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     ctx.set('cache-control', 'no-store');
     try {
       await next();
+      if (ctx.body === undefined && ctx.status === 404) {
+        // No console route took it. The address is not repeated (it is the asker's text).
+        throw new NotFoundError('page_not_found', 'There is no such console page.');
+      }
     } catch (error) {
       const session = ctx.state.consoleSession as Session | undefined;
       const status = error instanceof AppError ? error.status : 500;
@@ -375,13 +395,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
           : 'An unexpected error happened; the bridge log has the details under this request id.';
       const code = error instanceof AppError ? error.code : undefined;
       const nextStep =
-        code === 'invalid_link'
-          ? // An agent on a read-only link has no admin sign-in to go to.
+        code === 'invalid_link' || ctx.path.startsWith('/console/c/')
+          ? // An agent on a read-only link has no admin sign-in (nor search) to go to.
             'Click the CRM link in the chat again: it opens this contact with a fresh link.'
           : status === 404
-            ? 'Go back and check the address, or search again.'
+            ? html`Go back and check the address, or <a href="/console/contacts">search for a contact</a>.`
             : status === 403
-              ? 'Reload the page (your form may be older than your session) or sign in again, then retry.'
+              ? html`Reload the page (your form may be older than your session) or <a href="/console/sign-in">sign in again</a>, then retry.`
               : status === 400 && error instanceof AppError && error.issues?.length
                 ? 'Correct the value named above and try again.'
                 : status === 503
@@ -402,24 +422,47 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         ...(session ? { csrf: session.csrf } : {}),
       });
     }
-  });
+  }
+
+  const router = new Router({ prefix: '/console' });
 
   router.get('/assets/:name', async (ctx) => {
     const name = ctx.params.name!;
     const type = ASSETS[name];
-    if (!type) throw new NotFoundError('asset_not_found', `no console asset ${name}`);
+    if (!type) throw new NotFoundError('asset_not_found', 'There is no such console asset.');
     ctx.type = type;
     ctx.set('cache-control', 'no-cache');
     ctx.body = await loadAsset(name);
   });
 
   // --- sign-in / sign-out --------------------------------------------------------------------
+  /**
+   * With an https publicUrl the cookies are Secure, and a browser keeps a Secure cookie only
+   * from an https page: opened over plain http (no TLS in front), the sign-in could never work
+   * and nothing would say why. The form warns when the request says it came over http (Koa reads
+   * X-Forwarded-Proto from a trusted proxy), and a post without the form's cookie says why. Not
+   * on a loopback address: Chromium keeps Secure cookies from http://localhost and 127.0.0.1 (a
+   * browser that does not still gets the post's explanation).
+   */
+  const secureOverHttp = (ctx: Context) =>
+    secure &&
+    ctx.protocol !== 'https' &&
+    !/^(localhost|.+\.localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i.test(ctx.hostname);
+  const secureCookieHelp = () =>
+    `This bridge's server.publicUrl is https, so its sign-in cookies are Secure, and a browser keeps them only over https: open the console at ${(config.server.publicUrl ?? '').replace(/\/+$/, '')}/console. If TLS ends at a proxy in front of the bridge, the proxy must send X-Forwarded-Proto: https (and server.proxyHops count it). To run without TLS, on your own machine only, set server.publicUrl to an http:// address or leave it out.`;
+
   const renderSignIn = (ctx: Context, next: string, error?: string, notice?: string) => {
     // Login CSRF: the form carries a value that must match a cookie only our page can set.
     const pre = newToken();
     ctx.cookies.set(PRE_COOKIE, pre, cookieOptions(ctx, 30 * 60_000));
+    const warning = !error && secureOverHttp(ctx) ? secureCookieHelp() : undefined;
     ctx.type = 'text/html; charset=utf-8';
-    ctx.body = signInPage({ pre, next, ...(error ? { error } : {}), ...(notice ? { notice } : {}) });
+    ctx.body = signInPage({
+      pre,
+      next,
+      ...(error || warning ? { error: error ?? warning } : {}),
+      ...(notice ? { notice } : {}),
+    });
   };
   router.get('/sign-in', async (ctx) => {
     const next = safeNext(typeof ctx.query.next === 'string' ? ctx.query.next : undefined);
@@ -430,12 +473,16 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     deps.adminAuth.assertAllowed(ctx.ip);
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
-    if (!sameToken(form.get('_pre') ?? undefined, ctx.cookies.get(PRE_COOKIE))) {
+    const preCookie = ctx.cookies.get(PRE_COOKIE);
+    if (!sameToken(form.get('_pre') ?? undefined, preCookie)) {
       ctx.status = 403;
       renderSignIn(
         ctx,
         next,
-        'The sign-in form expired or was not sent from this page. Enter the token again.',
+        // The form's cookie is missing altogether: with Secure cookies, most likely plain http.
+        !preCookie && secure
+          ? `Your browser did not send back the sign-in form's cookie. ${secureCookieHelp()}`
+          : 'The sign-in form expired or was not sent from this page. Enter the token again.',
       );
       return;
     }
@@ -450,10 +497,36 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       );
       return;
     }
+    // A browser signing in again ends the session it had: one browser, one session (the old
+    // one would otherwise stay valid, unreachable, until its TTL).
+    const previous = ctx.cookies.get(COOKIE);
+    if (previous) await sessions.destroy(previous);
     const session = await sessions.create();
     ctx.cookies.set(PRE_COOKIE, null, { path: '/console' });
     ctx.cookies.set(COOKIE, session.id, cookieOptions(ctx, 12 * 3_600_000));
     ctx.redirect(next);
+  });
+
+  /**
+   * Sign-out ends the session and lands on the sign-in page. A session that has already ended
+   * (expired, revoked, signed out in another tab, a changed admin token) has nothing to end: the
+   * same landing, not an error. A live session needs its CSRF token, like every other form.
+   */
+  router.post('/sign-out', async (ctx) => {
+    const session = await sessions.get(ctx.cookies.get(COOKIE));
+    if (session) {
+      const form = await readForm(ctx);
+      if (!sameToken(form.get('_csrf') ?? undefined, session.csrf)) {
+        ctx.state.consoleSession = session;
+        throw new ForbiddenError(
+          'csrf_refused',
+          'This request did not carry the page’s security token, so it was refused.',
+        );
+      }
+      await sessions.destroy(session.id);
+    }
+    ctx.cookies.set(COOKIE, null, { path: '/console' });
+    ctx.redirect('/console/sign-in?notice=signed-out');
   });
 
   // --- agent links: one contact, read-only, no session ---------------------------------------
@@ -512,12 +585,6 @@ ${timelineSection({
   const formOf = (ctx: Context) => ctx.state.form as URLSearchParams;
   const noticeOf = (value: unknown) => (typeof value === 'string' ? NOTICES[value] : undefined);
 
-  router.post('/sign-out', async (ctx) => {
-    await sessions.destroy(sessionOf(ctx).id);
-    ctx.cookies.set(COOKIE, null, { path: '/console' });
-    ctx.redirect('/console/sign-in?notice=signed-out');
-  });
-
   router.get('/', (ctx) => ctx.redirect('/console/contacts'));
 
   router.get('/contacts', async (ctx) => {
@@ -539,7 +606,7 @@ ${timelineSection({
     if (!found)
       throw new NotFoundError(
         'contact_not_found',
-        `There is no contact ${ctx.params.id}. Search for it by e-mail, phone or name.`,
+        'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
     const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
@@ -623,14 +690,14 @@ ${timelineSection({
   router.get('/deliveries/:id', async (ctx) => {
     const id = deliveryIdSchema.safeParse(ctx.params.id);
     const found = id.success ? await delivery.get(id.data) : null;
-    if (!found) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    if (!found) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
     const notice = noticeOf(ctx.query.notice);
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = deliveryPage({ csrf: sessionOf(ctx).csrf, delivery: found, ...(notice ? { notice } : {}) });
   });
   router.post('/deliveries/:id/replay', async (ctx) => {
     const id = deliveryIdSchema.safeParse(ctx.params.id);
-    if (!id.success) throw new NotFoundError('delivery_not_found', `There is no delivery ${ctx.params.id}.`);
+    if (!id.success) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
     await delivery.replay(id.data);
     ctx.redirect(`/console/deliveries/${encodeURIComponent(id.data)}?notice=replayed`);
   });
@@ -665,7 +732,7 @@ ${timelineSection({
   // --- channels ------------------------------------------------------------------------------
   const channelEntry = (id: string) => {
     const entry = deps.channels.get(id);
-    if (!entry) throw new NotFoundError('channel_not_found', `There is no channel ${id}.`);
+    if (!entry) throw new NotFoundError('channel_not_found', 'There is no such channel.');
     return entry;
   };
   router.get('/channels', async (ctx) => {
@@ -752,19 +819,10 @@ ${timelineSection({
   return {
     middleware: async (ctx, next) => {
       if (ctx.path !== '/console' && !ctx.path.startsWith('/console/')) return next();
-      if (ctx.path === '/console') return ctx.redirect('/console/contacts');
-      await routes(ctx as Parameters<typeof routes>[0], async () => {});
-      if (ctx.body === undefined && ctx.status === 404) {
-        ctx.set('content-security-policy', CSP);
-        ctx.status = 404;
-        ctx.type = 'text/html; charset=utf-8';
-        ctx.body = errorPage({
-          status: 404,
-          message: 'There is no such console page.',
-          next: 'Start again from /console.',
-          nav: false,
-        });
-      }
+      await answer(ctx, async () => {
+        if (ctx.path === '/console') return ctx.redirect('/console/contacts');
+        await routes(ctx as Parameters<typeof routes>[0], async () => {});
+      });
     },
     routes: [
       { method: 'GET', path: '/console' }, // the redirect in `middleware` above

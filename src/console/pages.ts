@@ -87,7 +87,8 @@ export function signInPage(options: { pre: string; next: string; error?: string;
 export function errorPage(options: {
   status: number;
   message: string;
-  next: string;
+  /** What to do now: text, or markup built with `html` (a link to the sign-in or the search). */
+  next: string | SafeHtml;
   csrf?: string;
   nav: boolean;
   /** What was wrong with which input (a 400): named, so the user knows what to change. */
@@ -134,7 +135,7 @@ export function contactsPage(options: {
   const contacts = options.contacts?.slice(0, options.limit) ?? null;
   let results: SafeHtml = html``;
   if (contacts && contacts.length === 0) {
-    results = html`<p class="empty">No contact matches “${options.q}”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
+    results = html`<p class="empty">No contact matches “<bdi>${options.q}</bdi>”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
   } else if (contacts) {
     results = html`<h2>${cut ? `More than ${contacts.length} contacts` : `${contacts.length} contact${contacts.length === 1 ? '' : 's'}`}</h2>${
       cut
@@ -260,14 +261,14 @@ export function contactSection(options: {
 <section class="card"><h2>Labels</h2>${
     contact.labels.length === 0
       ? html`<p class="muted">No labels.</p>`
-      : html`<p>${contact.labels.map((label) => html`<span class="tag">${label}</span> `)}</p>`
+      : html`<p>${contact.labels.map((label) => html`<bdi class="tag">${label}</bdi> `)}</p>`
   }</section>
 <section class="card"><h2>CRM</h2>${
     crmLinks.length === 0 && !contact.responsibleAgent
       ? html`<p class="muted">No CRM link yet: set <code>reply.crmLink</code> on the channel or connect a CRM.</p>`
       : html`<ul>${crmLinks.map((link) => html`<li>${linkOrText(link)}</li>`)}${
           contact.responsibleAgent
-            ? html`<li>Responsible agent: ${contact.responsibleAgent.name ?? contact.responsibleAgent.email ?? contact.responsibleAgent.id ?? ''}</li>`
+            ? html`<li>Responsible agent: <bdi>${contact.responsibleAgent.name ?? contact.responsibleAgent.email ?? contact.responsibleAgent.id ?? ''}</bdi></li>`
             : ''
         }</ul>`
   }</section>
@@ -277,9 +278,11 @@ export function contactSection(options: {
       ? html`<p class="muted">No attributes.</p>`
       : html`<dl class="attrs">${attributes.map(
           ([name, attribute]) =>
-            html`<dt>${attribute.label ?? name}</dt><dd>${
+            // <bdi>: a bidi override in a vendor's value ends with the value instead of turning
+            // the bridge's own note after it around.
+            html`<dt>${attribute.label ?? name}</dt><dd><bdi>${
               attribute.type === 'url' ? linkOrText(attribute.value) : String(attribute.value)
-            } <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
+            }</bdi> <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
         )}</dl>`
   }</section>
 <section class="card"><h2>Merges</h2>${
@@ -287,7 +290,7 @@ export function contactSection(options: {
       ? html`<p class="muted">No other record is merged into this contact (past merges and unmerges are on the timeline).</p>`
       : html`<ul>${contact.merges.map(
           (merge) =>
-            html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <span class="mono">${merge.via.value}</span>${
+            html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <bdi class="mono">${merge.via.value}</bdi>${
               options.csrf
                 ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
                 : ''
