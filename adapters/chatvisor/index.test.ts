@@ -127,6 +127,20 @@ describe('Chatvisor in the bridge', () => {
     expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(2);
   });
 
+  it('counts a scheduled run that finds an on-demand sync running as skipped_locked, not failed', async () => {
+    let release: (value?: unknown) => void = () => undefined;
+    fake.fail({ method: 'GET', path: '/user', until: new Promise((resolve) => (release = resolve)) });
+    const onDemand = bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync');
+    await expect.poll(() => fake.calls().includes('GET /user'), { timeout: 20_000 }).toBe(true);
+    expect(await bridge.bridge.scheduler.runNow('cobrowse', 'agent-sync')).toBe('skipped_locked');
+    release();
+    expect((await onDemand).status).toBe(200);
+    const metrics = await bridge.bridge.metrics.registry.metrics();
+    expect(metrics).toMatch(
+      /chatbridge_job_runs_total\{channel="cobrowse",job="agent-sync",outcome="skipped_locked"\} 1/,
+    );
+  });
+
   it('makes public agent chat URLs, with clear errors', async () => {
     fake.addCustomer({ customerId: 'u1' });
     fake.addAgent({ email: 'oleg@shop.example' });
