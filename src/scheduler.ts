@@ -36,9 +36,12 @@ export type JobOutcome = 'ok' | 'failed' | 'skipped_locked';
 
 export interface Scheduler {
   start(): void;
-  /** Run one job now, under the run lock (used by tests and operators); no tick claim. */
+  /**
+   * Run one job now, under the run lock (used by tests and operators); no tick claim. Refused once
+   * stop() was called.
+   */
   runNow(channelId: string, name: string): Promise<JobOutcome>;
-  /** Stop scheduling and wait for runs in progress (aborted after `graceMs`). */
+  /** Stop scheduling (at once) and wait for runs in progress (aborted after `graceMs`). */
   stop(graceMs: number): Promise<void>;
 }
 
@@ -61,6 +64,8 @@ export function createScheduler(options: {
   const controller = new AbortController();
   const instance = randomUUID();
   const runLockTtlMs = options.runLockTtlMs ?? RUN_LOCK_TTL_MS;
+  /** Set by stop(): a tick that fires after it (node-cron's timer was already due) starts nothing. */
+  let stopping = false;
 
   /**
    * Push the expiry of what a run holds forward while it works (a TTL, so a crash frees them):
@@ -161,19 +166,27 @@ export function createScheduler(options: {
       for (const entry of options.jobs) {
         if (!entry.job.schedule) continue;
         // context.date is the scheduled slot, the same on every instance whatever its timer did.
-        const task = cron.schedule(entry.job.schedule, (context) => void track(run(entry, context.date)), {
-          name: `${entry.channelId}:${entry.job.name}`,
-          noOverlap: true,
-        });
+        const task = cron.schedule(
+          entry.job.schedule,
+          (context) => {
+            if (!stopping) void track(run(entry, context.date));
+          },
+          {
+            name: `${entry.channelId}:${entry.job.name}`,
+            noOverlap: true,
+          },
+        );
         tasks.push(task);
       }
     },
     runNow(channelId, name) {
       const entry = options.jobs.find((job) => job.channelId === channelId && job.job.name === name);
       if (!entry) return Promise.reject(new Error(`no job ${name} on channel ${channelId}`));
+      if (stopping) return Promise.reject(new Error('the scheduler is stopping: no new runs'));
       return track(run(entry, undefined));
     },
     async stop(graceMs) {
+      stopping = true;
       for (const task of tasks) await task.stop();
       const timer = setTimeout(() => controller.abort(new Error('shutting down')), graceMs);
       await Promise.allSettled([...running]);
