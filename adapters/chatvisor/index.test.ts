@@ -388,3 +388,62 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
     expect(page.text).toContain('2 conversations seen on 1 page');
   });
 });
+
+describe('the console shows what an agent sync left alone', () => {
+  let keptFake: FakeChatvisor;
+  let kept: TestBridge;
+  beforeAll(async () => {
+    keptFake = await startFakeChatvisor();
+    kept = await startTestBridge({
+      start: false,
+      config: {
+        agents: [{ email: 'oleg@shop.example', name: 'Oleg Petrov' }],
+        channels: [
+          {
+            id: 'kept',
+            vendor: 'chatvisor',
+            token: HOOK_TOKEN,
+            apiUrl: keptFake.apiUrl,
+            apiToken: keptFake.token,
+            maxRetries: 0,
+            onRemovedAgent: 'ignore',
+          },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await kept.close();
+    await keptFake.close();
+  });
+
+  it('lists the ignored agents, and why they were left, in the sync report', async () => {
+    // An agent an earlier directory had, since removed from it: the sync leaves it (ignore).
+    await kept.bridge.store.sadd('chatvisor:kept:agents:managed', 'gone@shop.example');
+    keptFake.addAgent({ email: 'gone@shop.example', displayName: 'Gone Agent', active: true });
+    const run = await kept.admin('POST', '/api/v1/channels/kept/agent-sync');
+    expect(run).toMatchObject({ status: 200, body: { ignored: ['gone@shop.example'] } });
+
+    const { cookie } = await signIn(kept.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(kept.url, '/console/channels', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('unchanged 0, ignored 1, failed 0');
+    expect(page.text).toMatch(
+      /<li>ignored \(gone from the directory, left as they are in Chatvisor: onRemovedAgent ignore\): gone@shop\.example<\/li>/,
+    );
+  });
+
+  it("shows a poll run's unreadable items and a failed run's error", async () => {
+    const poller = (kept.bridge.channels.get('kept')!.runtime as ChatvisorRuntime).poller;
+    keptFake.addCustomer({ customerId: 'k1' });
+    keptFake.extraListed = [{ status: 'DONE' }];
+    expect(await poller.run()).toMatchObject({ unreadable: 1 });
+    keptFake.fail({ method: 'GET', path: '/conversation', status: 503 });
+    await expect(poller.run()).rejects.toMatchObject({ code: 'chatvisor_unavailable' });
+
+    const { cookie } = await signIn(kept.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(kept.url, '/console/channels', { cookie });
+    expect(page.text).toContain('1 unreadable');
+    expect(page.text).toContain('— failed: Chatvisor');
+  });
+});
