@@ -74,6 +74,8 @@ export interface FailureRule {
   until?: Promise<unknown>;
   /** How many matching requests this rule applies to (default 1). */
   times?: number;
+  /** Applies only to requests that arrive while this answers true (checked as each arrives). */
+  when?: () => boolean;
 }
 
 export interface FakeChatvisorOptions {
@@ -268,6 +270,7 @@ export class FakeChatvisor {
     const rule = this.rules.find(
       (candidate) =>
         candidate.left > 0 &&
+        (!candidate.when || candidate.when()) &&
         (!candidate.method || candidate.method === method) &&
         (!candidate.path ||
           (typeof candidate.path === 'string' ? candidate.path === path : candidate.path.test(path))),
