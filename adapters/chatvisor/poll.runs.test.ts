@@ -114,6 +114,21 @@ describe('listings that do not end as they should', () => {
     expect(fake.calls().filter((call) => call === 'GET /conversation')).toHaveLength(3);
   }, 30_000);
 
+  it('a last, short page of customers listed already ends the listing: not cut off, nothing handled twice', async () => {
+    for (const id of ['c1', 'c2']) fake.addCustomer({ customerId: id });
+    const test = runtimeWith({ pageSize: 2 });
+    await test.runtime.poller.run();
+    fake.addMessage('c2', 'hello');
+    // The listing shifted while the run paged: c2 again, alone on the last page.
+    fake.extraListed = [fake.conversationPayload('c2')];
+    expect(await test.runtime.poller.run()).toMatchObject({
+      pages: 2,
+      repeated: 1,
+      messageEvents: 1,
+      cutOff: null,
+    });
+  });
+
   it('says so when the vendor hands back the same page again', async () => {
     fake.addCustomer({ customerId: 'c1' });
     fake.addCustomer({ customerId: 'c2' });

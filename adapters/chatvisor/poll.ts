@@ -259,8 +259,13 @@ export class ConversationPoller {
           break;
         }
         // One that wraps around (page 0 again after the last one) lists only customers already
-        // listed: reading on would go round the listing again until MAX_PAGES.
-        if (page.listed.length > 0 && page.listed.every((customerId) => listed.has(customerId))) {
+        // listed: reading on would go round the listing again until MAX_PAGES. A short page ends
+        // the listing anyway (its repeats are skipped below).
+        if (
+          page.rawCount >= settings.pageSize &&
+          page.listed.length > 0 &&
+          page.listed.every((customerId) => listed.has(customerId))
+        ) {
           report.cutOff = { reason: 'listing_wrapped', afterPages: report.pages - 1 };
           break;
         }
