@@ -323,6 +323,10 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       closing ??= (async () => {
         accepting = false;
         const grace = config.server.shutdownTimeoutMs;
+        // Scheduling stops first: no run starts while the servers drain and intake finishes (each
+        // up to its grace), only to be cut off by the stages after. Runs in progress get their
+        // grace from now and are awaited below, before the queues and the store close.
+        const schedulerStopped = scheduler.stop(grace);
         await Promise.all(
           servers.map(
             (server) =>
@@ -338,7 +342,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         );
         // In-flight recording of acknowledged events finishes; what is left waits in the store.
         await deferred.stop(grace);
-        await scheduler.stop(grace);
+        await schedulerStopped;
         await delivery.close();
         await Promise.all([...channels.values()].map(({ runtime }) => runtime.close?.(grace)));
         await store.close();

@@ -85,6 +85,13 @@ export class ConflictError extends AppError {
   }
 }
 
+/**
+ * A job's work is already running elsewhere (another instance, or an operator's on-demand run holds
+ * its lock). An admin route answers 409; the scheduler counts the run `skipped_locked`, as when it
+ * finds the job's own run lock held, not as a failure.
+ */
+export class JobBusyError extends ConflictError {}
+
 export class PayloadTooLargeError extends AppError {
   /**
    * The body's first bytes, as far as they were read before the limit (empty when the declared

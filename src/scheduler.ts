@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { ScheduledJob } from './contracts/adapter.js';
+import { ConflictError, JobBusyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { renewWhileHeld } from './store/renewal.js';
 import type { Lock, Store } from './store/types.js';
@@ -20,7 +21,11 @@ import type { Lock, Store } from './store/types.js';
  *   released when it ends), so a tick that comes while another instance is still running the
  *   previous one is skipped instead of running beside it.
  *
- * Instances that skip count `skipped_locked`.
+ * - **A run that loses its lock stops.** When the run lock cannot be renewed (it expired and may be
+ *   another instance's now), the job's signal aborts: going on would run it beside the next one.
+ *
+ * Instances that skip count `skipped_locked`, and so does a run whose job finds its own work
+ * already running elsewhere (JobBusyError, e.g. an operator's on-demand agent sync).
  */
 export interface SchedulerJob {
   channelId: string;
@@ -31,9 +36,12 @@ export type JobOutcome = 'ok' | 'failed' | 'skipped_locked';
 
 export interface Scheduler {
   start(): void;
-  /** Run one job now, under the run lock (used by tests and operators); no tick claim. */
+  /**
+   * Run one job now, under the run lock (used by tests and operators); no tick claim. Refused once
+   * stop() was called.
+   */
   runNow(channelId: string, name: string): Promise<JobOutcome>;
-  /** Stop scheduling and wait for runs in progress (aborted after `graceMs`). */
+  /** Stop scheduling (at once) and wait for runs in progress (aborted after `graceMs`). */
   stop(graceMs: number): Promise<void>;
 }
 
@@ -56,6 +64,8 @@ export function createScheduler(options: {
   const controller = new AbortController();
   const instance = randomUUID();
   const runLockTtlMs = options.runLockTtlMs ?? RUN_LOCK_TTL_MS;
+  /** Set by stop(): a tick that fires after it (node-cron's timer was already due) starts nothing. */
+  let stopping = false;
 
   /**
    * Push the expiry of what a run holds forward while it works (a TTL, so a crash frees them):
@@ -68,6 +78,7 @@ export function createScheduler(options: {
     lock: Lock,
     tickKey: string | undefined,
     labels: { channel: string; job: string },
+    lost: AbortController,
   ): () => void {
     return renewWhileHeld({
       ttlMs: runLockTtlMs,
@@ -80,11 +91,18 @@ export function createScheduler(options: {
         ]);
         return held;
       },
-      onLost: () =>
+      onLost: () => {
         logger.warn(
           labels,
-          'scheduled job lost its run lock (it expired before it was renewed); another run may start beside this one',
-        ),
+          'scheduled job lost its run lock (it expired before it was renewed); stopping the run so that it does not go on beside another',
+        );
+        lost.abort(
+          new ConflictError(
+            'job_lock_lost',
+            `scheduled job ${labels.job} of channel ${labels.channel} lost its run lock and stopped; the next run picks up`,
+          ),
+        );
+      },
       onError: (error) => logger.warn({ ...labels, err: error }, 'could not renew a job lock'),
     });
   }
@@ -109,17 +127,26 @@ export function createScheduler(options: {
       if (!busy) logger.warn({ ...labels, err: error }, 'scheduled job could not take its lock');
       return busy ? 'skipped_locked' : 'failed';
     }
-    const stopRenewing = keepAlive(lock, tickKey, labels);
+    const lost = new AbortController();
+    const stopRenewing = keepAlive(lock, tickKey, labels, lost);
     const started = Date.now();
     const tick = slot?.toISOString();
     try {
-      await entry.job.run(controller.signal);
+      await entry.job.run(AbortSignal.any([controller.signal, lost.signal]));
       metrics.jobRuns.inc({ ...labels, outcome: 'ok' });
       logger.debug({ ...labels, tick, ms: Date.now() - started }, 'scheduled job ran');
       return 'ok';
     } catch (error) {
+      if (error instanceof JobBusyError) {
+        // Its work is running elsewhere: this tick has nothing to do, as when the run lock is held.
+        metrics.jobRuns.inc({ ...labels, outcome: 'skipped_locked' });
+        logger.info({ ...labels, tick, reason: error.message }, 'scheduled job skipped: already running');
+        return 'skipped_locked';
+      }
       metrics.jobRuns.inc({ ...labels, outcome: 'failed' });
-      logger.error({ ...labels, tick, err: error }, 'scheduled job failed');
+      if (lost.signal.aborted) {
+        logger.warn({ ...labels, tick, err: error }, 'scheduled job stopped: it lost its run lock');
+      } else logger.error({ ...labels, tick, err: error }, 'scheduled job failed');
       return 'failed';
     } finally {
       stopRenewing();
@@ -139,19 +166,27 @@ export function createScheduler(options: {
       for (const entry of options.jobs) {
         if (!entry.job.schedule) continue;
         // context.date is the scheduled slot, the same on every instance whatever its timer did.
-        const task = cron.schedule(entry.job.schedule, (context) => void track(run(entry, context.date)), {
-          name: `${entry.channelId}:${entry.job.name}`,
-          noOverlap: true,
-        });
+        const task = cron.schedule(
+          entry.job.schedule,
+          (context) => {
+            if (!stopping) void track(run(entry, context.date));
+          },
+          {
+            name: `${entry.channelId}:${entry.job.name}`,
+            noOverlap: true,
+          },
+        );
         tasks.push(task);
       }
     },
     runNow(channelId, name) {
       const entry = options.jobs.find((job) => job.channelId === channelId && job.job.name === name);
       if (!entry) return Promise.reject(new Error(`no job ${name} on channel ${channelId}`));
+      if (stopping) return Promise.reject(new Error('the scheduler is stopping: no new runs'));
       return track(run(entry, undefined));
     },
     async stop(graceMs) {
+      stopping = true;
       for (const task of tasks) await task.stop();
       const timer = setTimeout(() => controller.abort(new Error('shutting down')), graceMs);
       await Promise.allSettled([...running]);

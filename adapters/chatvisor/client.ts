@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import { type HttpClient, HttpNetworkError, type HttpResponse, scrubSecrets } from '../../src/net/http.js';
 import { backoffDelay, parseRetryAfter, sleep } from '../../src/net/retry.js';
 import {
@@ -426,10 +427,11 @@ function vendorDetail(response: HttpResponse, secrets: readonly string[]): strin
   const json = response.json as { message?: unknown; error?: unknown } | undefined;
   const message =
     typeof json?.message === 'string' ? json.message : typeof json?.error === 'string' ? json.error : '';
-  // Scrubbed before the cut, so a token the cut runs through is not left half shown.
-  return scrubSecrets(message || response.text || 'no detail', secrets)
-    .replace(/\s+/g, ' ')
-    .slice(0, 200);
+  // Scrubbed before the cut, so a token the cut runs through is not left half shown. The detail
+  // lands in messages, reports, logs and the console: control characters (escape sequences, NUL,
+  // BEL) and bidi overrides from the vendor's body are dropped, as for any shown text.
+  const shown = cleanDisplayText(scrubSecrets(message || response.text || '', secrets)) ?? 'no detail';
+  return shown.replace(/\s+/g, ' ').slice(0, 200);
 }
 
 export function isChatvisorError(error: unknown): error is ChatvisorApiError {

@@ -127,6 +127,20 @@ describe('Chatvisor in the bridge', () => {
     expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(2);
   });
 
+  it('counts a scheduled run that finds an on-demand sync running as skipped_locked, not failed', async () => {
+    let release: (value?: unknown) => void = () => undefined;
+    fake.fail({ method: 'GET', path: '/user', until: new Promise((resolve) => (release = resolve)) });
+    const onDemand = bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync');
+    await expect.poll(() => fake.calls().includes('GET /user'), { timeout: 20_000 }).toBe(true);
+    expect(await bridge.bridge.scheduler.runNow('cobrowse', 'agent-sync')).toBe('skipped_locked');
+    release();
+    expect((await onDemand).status).toBe(200);
+    const metrics = await bridge.bridge.metrics.registry.metrics();
+    expect(metrics).toMatch(
+      /chatbridge_job_runs_total\{channel="cobrowse",job="agent-sync",outcome="skipped_locked"\} 1/,
+    );
+  });
+
   it('makes public agent chat URLs, with clear errors', async () => {
     fake.addCustomer({ customerId: 'u1' });
     fake.addAgent({ email: 'oleg@shop.example' });
@@ -372,5 +386,64 @@ describe('a Chatvisor customer in the person’s unified timeline (real bridge, 
     expect(page.text).toContain('<h3>Conversation polling</h3>');
     expect(page.text).toContain('replayed 1 conversation and 2 messages changed in the backfill window');
     expect(page.text).toContain('2 conversations seen on 1 page');
+  });
+});
+
+describe('the console shows what an agent sync left alone', () => {
+  let keptFake: FakeChatvisor;
+  let kept: TestBridge;
+  beforeAll(async () => {
+    keptFake = await startFakeChatvisor();
+    kept = await startTestBridge({
+      start: false,
+      config: {
+        agents: [{ email: 'oleg@shop.example', name: 'Oleg Petrov' }],
+        channels: [
+          {
+            id: 'kept',
+            vendor: 'chatvisor',
+            token: HOOK_TOKEN,
+            apiUrl: keptFake.apiUrl,
+            apiToken: keptFake.token,
+            maxRetries: 0,
+            onRemovedAgent: 'ignore',
+          },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await kept.close();
+    await keptFake.close();
+  });
+
+  it('lists the ignored agents, and why they were left, in the sync report', async () => {
+    // An agent an earlier directory had, since removed from it: the sync leaves it (ignore).
+    await kept.bridge.store.sadd('chatvisor:kept:agents:managed', 'gone@shop.example');
+    keptFake.addAgent({ email: 'gone@shop.example', displayName: 'Gone Agent', active: true });
+    const run = await kept.admin('POST', '/api/v1/channels/kept/agent-sync');
+    expect(run).toMatchObject({ status: 200, body: { ignored: ['gone@shop.example'] } });
+
+    const { cookie } = await signIn(kept.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(kept.url, '/console/channels', { cookie });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('unchanged 0, ignored 1, failed 0');
+    expect(page.text).toMatch(
+      /<li>ignored \(gone from the directory, left as they are in Chatvisor: onRemovedAgent ignore\): gone@shop\.example<\/li>/,
+    );
+  });
+
+  it("shows a poll run's unreadable items and a failed run's error", async () => {
+    const poller = (kept.bridge.channels.get('kept')!.runtime as ChatvisorRuntime).poller;
+    keptFake.addCustomer({ customerId: 'k1' });
+    keptFake.extraListed = [{ status: 'DONE' }];
+    expect(await poller.run()).toMatchObject({ unreadable: 1 });
+    keptFake.fail({ method: 'GET', path: '/conversation', status: 503 });
+    await expect(poller.run()).rejects.toMatchObject({ code: 'chatvisor_unavailable' });
+
+    const { cookie } = await signIn(kept.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(kept.url, '/console/channels', { cookie });
+    expect(page.text).toContain('1 unreadable');
+    expect(page.text).toContain('— failed: Chatvisor');
   });
 });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact } from '../../src/contacts/types.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import type { ChatvisorClient, ParsedPage } from './client.js';
@@ -103,6 +104,21 @@ export interface PollReport {
    * complete (cut off, or with items it could not read), so nothing was forgotten.
    */
   forgotten: number | null;
+  /**
+   * Items Chatvisor listed that could not be read (conversations or customers in the listing, and
+   * messages of the customers read): dropped, so counted here rather than lost without a word.
+   */
+  unreadable: number;
+  /** Listed again later in the same listing (a page shifted under us): handled once, not twice. */
+  repeated: number;
+  /**
+   * Why the listing was not read to its end, or null when it was: the vendor handed back a page
+   * already read (it ignores pageNumber, or wraps around to the first page) or MAX_PAGES was
+   * reached. The conversations after the cut were not looked at in this run.
+   */
+  cutOff: { reason: 'page_repeated' | 'listing_wrapped' | 'page_bound'; afterPages: number } | null;
+  /** Why the run failed (it stopped there); absent on a run that finished. */
+  error?: string;
 }
 
 interface PolledItem {
@@ -212,6 +228,9 @@ export class ConversationPoller {
       identified: 0,
       failed: [],
       forgotten: null,
+      unreadable: 0,
+      repeated: 0,
+      cutOff: null,
     };
     try {
       let previous: string | undefined;
@@ -220,20 +239,48 @@ export class ConversationPoller {
       let complete = false;
       let skipped = 0;
       const listed = new Set<string>();
-      for (let pageNumber = 0; pageNumber < MAX_PAGES; pageNumber++) {
+      // Customers handled in this run: one listed twice (a page shifted while we paged) is handled
+      // once. Its stored state was read when the run began, so a second pass would take the
+      // change the first pass recorded for new again.
+      const handled = new Set<string>();
+      for (let pageNumber = 0; ; pageNumber++) {
+        if (pageNumber >= MAX_PAGES) {
+          report.cutOff = { reason: 'page_bound', afterPages: report.pages };
+          break;
+        }
         signal?.throwIfAborted();
         const page = await this.fetchPage({ pageNumber, pageSize: settings.pageSize }, signal);
         report.pages++;
         report.source = this.source;
         // A vendor that ignores pageNumber would hand us page 0 forever. The page as listed, not
         // what is left of it: two pages of customers without a conversation both leave nothing.
-        if (page.rawCount > 0 && page.fingerprint === previous) break;
+        if (page.rawCount > 0 && page.fingerprint === previous) {
+          report.cutOff = { reason: 'page_repeated', afterPages: report.pages - 1 };
+          break;
+        }
+        // One that wraps around (page 0 again after the last one) lists only customers already
+        // listed: reading on would go round the listing again until MAX_PAGES. A short page ends
+        // the listing anyway (its repeats are skipped below).
+        if (
+          page.rawCount >= settings.pageSize &&
+          page.listed.length > 0 &&
+          page.listed.every((customerId) => listed.has(customerId))
+        ) {
+          report.cutOff = { reason: 'listing_wrapped', afterPages: report.pages - 1 };
+          break;
+        }
         previous = page.fingerprint;
         skipped += page.skipped;
+        report.unreadable += page.skipped;
         for (const customerId of page.listed) listed.add(customerId);
         for (const item of page.items) {
           report.conversationsSeen++;
           const customerId = item.conversation.customerId;
+          if (handled.has(customerId)) {
+            report.repeated++;
+            continue;
+          }
+          handled.add(customerId);
           const window = this.firstRunWindow(customerId, run, report);
           try {
             await this.handle(item, run, report, signal);
@@ -251,10 +298,7 @@ export class ConversationPoller {
               run.firstRunLeft.set(customerId, window);
               await context.store.hset(keys.pollFirstRunLeft, customerId, JSON.stringify(window));
             }
-            report.failed.push({
-              customerId,
-              reason: (error as Error).message,
-            });
+            report.failed.push({ customerId, reason: reasonOf(error) });
             logger.warn(
               { customerId: item.conversation.customerId, err: error },
               'chatvisor poll: customer failed',
@@ -265,6 +309,12 @@ export class ConversationPoller {
           complete = true;
           break;
         }
+      }
+      if (report.cutOff) {
+        logger.warn(
+          { cutOff: report.cutOff },
+          'chatvisor poll: listing cut off; the rest waits for the next run',
+        );
       }
       if (complete && skipped === 0) report.forgotten = await this.forgetUnlisted(listed, signal);
       report.finishedAt = context.now().toISOString();
@@ -284,12 +334,19 @@ export class ConversationPoller {
           ...(report.backfill ? { firstPollBackfill: report.backfill } : {}),
           identified: report.identified,
           failed: report.failed.length,
+          unreadable: report.unreadable,
+          repeated: report.repeated,
         },
         'chatvisor conversations polled',
       );
       return report;
     } catch (error) {
       this.runs.inc({ channel: channelId, outcome: 'failed' });
+      // Kept as well: an operator reading the reports sees the runs that failed and why, not
+      // only the ones that finished. What it did before it stopped is recorded already.
+      report.finishedAt = context.now().toISOString();
+      report.error = cleanDisplayText(errorText(error)) ?? 'unknown error';
+      await this.keep(report);
       throw error;
     }
   }
@@ -451,14 +508,19 @@ export class ConversationPoller {
     if (firstRun) {
       // Also when a webhook recorded the status before this first run: its messages are as old
       // as the conversation says, whoever saw the status first.
-      const decision = await this.backfillDecision(item, firstRun, signal);
+      const decision = await this.backfillDecision(item, firstRun, report, signal);
       if (decision.replay) {
         await this.replay(item, decision, firstRun, previousStatus, cached, run, report, signal);
         return;
       }
       // Messages up to when the conversation last changed exist already: a later message
       // makes the next run fetch the messages, and only the newer ones are new.
-      await writeCursor(context.store, channelId, customerId, await this.seedCursor(item, decision, signal));
+      await writeCursor(
+        context.store,
+        channelId,
+        customerId,
+        await this.seedCursor(item, decision, report, signal),
+      );
       if (previousStatus === null) {
         await writeStatus(context.store, channelId, customerId, conversation.status);
         report.seeded++;
@@ -477,12 +539,12 @@ export class ConversationPoller {
     let messages: Message[] | undefined;
     if (messageChanged || (statusChanged && conversation.status === CONVERSATION_STATUS.done)) {
       try {
-        messages = await this.fetchMessages(customerId, signal);
+        messages = await this.fetchMessages(customerId, report, signal);
       } catch (error) {
         if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
         // The status change is still worth recording; the cursor stays put so the messages are
         // fetched again next run.
-        report.failed.push({ customerId, reason: (error as Error).message });
+        report.failed.push({ customerId, reason: reasonOf(error) });
         this.options.logger.warn({ customerId, err: error }, 'chatvisor poll: could not fetch messages');
       }
     }
@@ -509,15 +571,18 @@ export class ConversationPoller {
       started = result.kind === 'started';
     }
 
+    // Every message fetched while the conversation is finished belongs to a finished one, also
+    // when a webhook recorded the finish (the next conversation's transcript starts after them).
+    // Written as soon as the finish is recorded, before anything else can fail or stop the run:
+    // the stored status says DONE now, so no later run would come back to write it, and the
+    // customer's next conversation would carry this one's conversationId and messages.
+    if (done && messages) await this.markEnded(customerId, cursorAfter(lastText, null, messages));
+
     // After the event is stored: a profile that cannot be read loses nothing. A new conversation
     // reads the profile again, unless the listing just handed it to us.
     const refresh = started && item.profile === null;
     const identified = await this.identify(customerId, contact, cached, refresh, run, report, signal);
     contact = identified.contact;
-
-    // Every message fetched while the conversation is finished belongs to a finished one, also
-    // when a webhook recorded the finish (the next conversation's transcript starts after them).
-    if (done && messages) await this.markEnded(customerId, cursorAfter(lastText, null, messages));
 
     if (messageChanged && messages) {
       const covered = coveredByCursor(cursor, messages);
@@ -630,6 +695,7 @@ export class ConversationPoller {
   private async backfillDecision(
     item: PolledItem,
     backfill: BackfillReport,
+    report: PollReport,
     signal: AbortSignal | undefined,
   ): Promise<BackfillDecision> {
     let updatedAt = item.conversation.updatedAt ?? null;
@@ -637,7 +703,7 @@ export class ConversationPoller {
     const customerId = item.conversation.customerId;
     let messages: Message[] | undefined;
     if (!updatedAt) {
-      messages = await this.fetchMessages(customerId, signal);
+      messages = await this.fetchMessages(customerId, report, signal);
       for (const message of messages) {
         if (message.createdAt && (updatedAt === null || message.createdAt > updatedAt)) {
           updatedAt = message.createdAt;
@@ -666,12 +732,13 @@ export class ConversationPoller {
   private async seedCursor(
     item: PolledItem,
     decision: { updatedAt: string | null; messages?: Message[] | undefined },
+    report: PollReport,
     signal: AbortSignal | undefined,
   ): Promise<MessageCursor> {
     const text = item.conversation.lastMessageText ?? null;
     if (decision.messages) return cursorAfter(text, decision.updatedAt, decision.messages);
     if (decision.updatedAt !== null) return { text, at: decision.updatedAt };
-    return cursorAfter(text, null, await this.fetchMessages(item.conversation.customerId, signal));
+    return cursorAfter(text, null, await this.fetchMessages(item.conversation.customerId, report, signal));
   }
 
   /** Replay a conversation from the backfill window: its event, then its messages from the window. */
@@ -688,7 +755,7 @@ export class ConversationPoller {
     const { context, channelId, tracker } = this.options;
     const { conversation } = item;
     const customerId = conversation.customerId;
-    const messages = decision.messages ?? (await this.fetchMessages(customerId, signal));
+    const messages = decision.messages ?? (await this.fetchMessages(customerId, report, signal));
     // Webhooks may have recorded finished conversations before polling was turned on: a replayed
     // finish's transcript starts after them, as in any run.
     const ended = await readEnded(context.store, channelId, customerId);
@@ -748,7 +815,11 @@ export class ConversationPoller {
    * off at MAX_MESSAGE_PAGES throws: the newest messages are the ones missing, and a cursor moved
    * past them would lose them for good.
    */
-  private async fetchMessages(customerId: string, signal?: AbortSignal): Promise<Message[]> {
+  private async fetchMessages(
+    customerId: string,
+    report: PollReport,
+    signal?: AbortSignal,
+  ): Promise<Message[]> {
     const { client, settings, logger } = this.options;
     const messages: Message[] = [];
     let previous: string | undefined;
@@ -762,6 +833,7 @@ export class ConversationPoller {
       const fingerprint = JSON.stringify(page.items);
       if (page.rawCount > 0 && fingerprint === previous) return messages;
       previous = fingerprint;
+      report.unreadable += page.skipped;
       messages.push(...page.items);
       if (page.rawCount < settings.pageSize) return messages;
     }
@@ -835,4 +907,17 @@ function cursorAfter(text: string | null, since: string | null, messages: readon
   }
   const seen = messages.filter((message) => message.createdAt !== null && message.createdAt === newest);
   return { text, at: newest, seen: seen.map(messageIdentity) };
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Why a customer failed, as reports and the console show it: control characters and bidi
+ * overrides a vendor answer may carry are dropped (client.ts cleans its own details too; this
+ * also covers errors from elsewhere, e.g. the store).
+ */
+function reasonOf(error: unknown): string {
+  return cleanDisplayText(errorText(error)) ?? 'unknown error';
 }

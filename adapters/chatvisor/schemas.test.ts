@@ -113,6 +113,23 @@ describe('channel settings', () => {
   });
 });
 
+describe('schedules', () => {
+  it('says why a schedule is not one node-cron can run', () => {
+    const reasons = (schedule: string) =>
+      problems({ schedules: { conversationPoll: schedule } })
+        .filter((problem) => problem.path === 'channels[0].schedules.conversationPoll')
+        .map((problem) => problem.message);
+    expect(reasons('0 25 * * *')).toEqual([expect.stringContaining('"25" is not a valid hour')]);
+    expect(reasons('*/0 * * * *')).toEqual([expect.stringContaining('"*/0" is not a valid minute')]);
+    expect(reasons('* * * * * * *')).toEqual([expect.stringContaining('expected 5 or 6 fields but got 7')]);
+    expect(reasons('0 0 31 2 *')).toEqual([
+      expect.stringContaining('day of month "31" never comes in the months given'),
+    ]);
+    expect(reasons('*/30 * * * * *')).toEqual([]);
+    expect(reasons('')).toEqual([]);
+  });
+});
+
 describe('vendor payloads', () => {
   it('reads the Conversation with lastMessage.text, the documented lastMessage.test, or none', () => {
     expect(conversationSchema.parse(fixture('webhook-conversation-new.json'))).toEqual({

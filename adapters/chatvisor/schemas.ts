@@ -1,4 +1,4 @@
-import { validate as isValidCron } from 'node-cron';
+import { validateDetailed } from 'node-cron';
 import { z } from 'zod';
 import { boolLike, durationSchema, intLike } from '../../src/config/schema.js';
 import { exactNumber, isoTime, wireId } from '../../src/intake/wire.js';
@@ -12,14 +12,47 @@ import { WIRE } from './operations.js';
 
 export const DEFAULT_API_URL = 'https://api.chatvisor.com/rest/v1';
 
+const CRON_FIELDS: Record<string, string> = {
+  second: 'second',
+  minute: 'minute',
+  hour: 'hour',
+  dayOfMonth: 'day of month',
+  month: 'month',
+  dayOfWeek: 'day of week',
+};
+const CRON_FORM =
+  'a node-cron expression: "minute hour day-of-month month day-of-week" (e.g. "*/15 * * * *"), or 6 fields with seconds first; "" for off';
+
+/**
+ * Why a schedule is not one node-cron can run, or null when it is. node-cron's own validate() only
+ * says no; the reason (which field, or how many fields) is what lets an operator fix it.
+ */
+export function cronProblem(value: string): string | null {
+  let result: ReturnType<typeof validateDetailed>;
+  try {
+    result = validateDetailed(value);
+  } catch (error) {
+    return `"${value}" is not ${CRON_FORM} (${(error as Error).message})`;
+  }
+  if (result.valid) return null;
+  const reasons = result.errors.map((problem) => {
+    const field = CRON_FIELDS[problem.field];
+    if (field === undefined) return problem.message;
+    if (/impossible/.test(problem.message))
+      return `day of month "${problem.value}" never comes in the months given`;
+    return `"${problem.value}" is not a valid ${field}`;
+  });
+  return `"${value}": ${reasons.join('; ')}. Expected ${CRON_FORM}`;
+}
+
 /** A node-cron expression (5 fields, or 6 with seconds); "" (or absent) turns the job off. */
 const cronSchema = z
   .string()
   .trim()
-  .refine(
-    (value) => value === '' || isValidCron(value),
-    'a node-cron expression like "*/15 * * * *", or "" for off',
-  );
+  .superRefine((value, context) => {
+    const problem = value === '' ? null : cronProblem(value);
+    if (problem) context.addIssue({ code: 'custom', message: problem });
+  });
 
 /** `{name}` in a label template. */
 export const LABEL_PLACEHOLDER = /\{([^{}]*)\}/g;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
-import { ConflictError } from '../../src/errors.js';
+import { ConflictError, JobBusyError } from '../../src/errors.js';
 import { renewWhileHeld } from '../../src/store/renewal.js';
 import type { ChatvisorClient } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
@@ -98,7 +98,7 @@ export class AgentSync {
       lock = await context.store.lock([keys.syncLock], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
     } catch (error) {
       if ((error as { code?: string }).code === 'store_busy') {
-        throw new ConflictError(
+        throw new JobBusyError(
           'agent_sync_running',
           `an agent sync is already running for channel ${channelId}`,
         );

@@ -46,6 +46,11 @@ export interface PollReportView {
   } | null;
   identified?: number;
   failed?: { customerId: string; reason: string }[];
+  unreadable?: number;
+  repeated?: number;
+  cutOff?: { reason?: string; afterPages?: number } | null;
+  /** Set on a run that failed: why it stopped. */
+  error?: string;
 }
 
 export interface AgentSyncReportView {
@@ -57,6 +62,9 @@ export interface AgentSyncReportView {
   updated?: { email: string; fields: string[] }[];
   removed?: { email: string; action: string }[];
   unchanged?: string[];
+  /** Managed agents gone from the directory that the sync left as they are (onRemovedAgent). */
+  ignored?: string[];
+  onRemovedAgent?: string;
   failed?: { email: string; action: string; reason: string }[];
   writes?: number;
   error?: string;
@@ -72,13 +80,16 @@ function report(item: AgentSyncReportView): SafeHtml {
   const list = (label: string, values: string[]) =>
     values.length === 0 ? '' : html`<li>${label}: ${values.join(', ')}</li>`;
   return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
-<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error ? ` — error: ${item.error}` : ''}</div>
+<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, ignored ${item.ignored?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error ? ` — error: ${item.error}` : ''}</div>
 <ul class="small">${list('create', item.created ?? [])}${list(
     'update',
     (item.updated ?? []).map((step) => `${step.email} (${step.fields.join(', ')})`),
   )}${list(
     'remove',
     (item.removed ?? []).map((step) => `${step.email} (${step.action})`),
+  )}${list(
+    `ignored (gone from the directory, left as they are in Chatvisor: onRemovedAgent ${item.onRemovedAgent ?? 'ignore'})`,
+    item.ignored ?? [],
   )}${list(
     'failed',
     (item.failed ?? []).map((step) => `${step.email} ${step.action}: ${step.reason}`),
@@ -91,7 +102,7 @@ const count = (n: number | undefined, word: string) => `${n ?? 0} ${word}${n ===
 function pollRun(item: PollReportView): SafeHtml {
   const failed = item.failed ?? [];
   return html`<li class="entry"><div class="meta"><span class="tag">${item.baseline ? 'first run' : 'run'}</span> ${time(item.startedAt)} → ${time(item.finishedAt)}${item.source ? ` · by ${item.source}` : ''}</div>
-<div class="summary">${count(item.conversationsSeen, 'conversation')} seen on ${count(item.pages, 'page')}; events: ${item.conversationEvents ?? 0} conversation, ${item.messageEvents ?? 0} message (${item.backfills ?? 0} found only by polling); ${count(item.identified, 'customer')} identified; failed ${failed.length}</div>
+<div class="summary">${count(item.conversationsSeen, 'conversation')} seen on ${count(item.pages, 'page')}; events: ${item.conversationEvents ?? 0} conversation, ${item.messageEvents ?? 0} message (${item.backfills ?? 0} found only by polling); ${count(item.identified, 'customer')} identified; failed ${failed.length}${item.unreadable ? `; ${item.unreadable} unreadable` : ''}${item.repeated ? `; ${item.repeated} listed twice` : ''}${item.cutOff ? ` — listing cut off after ${count(item.cutOff.afterPages, 'page')} (${item.cutOff.reason ?? '?'})` : ''}${item.error ? ` — failed: ${item.error}` : ''}</div>
 ${failed.length > 0 ? html`<ul class="small">${failed.map((entry) => html`<li>${entry.customerId}: ${entry.reason}</li>`)}</ul>` : ''}</li>`;
 }
 

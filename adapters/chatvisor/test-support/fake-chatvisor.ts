@@ -74,6 +74,8 @@ export interface FailureRule {
   until?: Promise<unknown>;
   /** How many matching requests this rule applies to (default 1). */
   times?: number;
+  /** Applies only to requests that arrive while this answers true (checked as each arrives). */
+  when?: () => boolean;
 }
 
 export interface FakeChatvisorOptions {
@@ -91,6 +93,13 @@ export class FakeChatvisor {
   readonly customers = new Map<string, FakeCustomer>();
   readonly messages = new Map<string, FakeMessage[]>();
   visible = true;
+  /**
+   * Raw items appended to the conversation and customer listings, as the vendor would send them:
+   * items of a shape the bridge cannot read, or a customer listed a second time.
+   */
+  extraListed: unknown[] = [];
+  /** Listings wrap around: a page past the end answers the first page again instead of nothing. */
+  wrapListings = false;
   agentList: 'array' | 'page';
   reportUpdatedAt: boolean;
   /** The fake's clock for `updatedAt` (tests that use their own clock set it). */
@@ -261,6 +270,7 @@ export class FakeChatvisor {
     const rule = this.rules.find(
       (candidate) =>
         candidate.left > 0 &&
+        (!candidate.when || candidate.when()) &&
         (!candidate.method || candidate.method === method) &&
         (!candidate.path ||
           (typeof candidate.path === 'string' ? candidate.path === path : candidate.path.test(path))),
@@ -303,10 +313,16 @@ export class FakeChatvisor {
       { page: pageNumber, results: items.slice(pageNumber * pageSize, (pageNumber + 1) * pageSize) },
     ];
     const [first, second, third] = segments;
+    const listing = (items: unknown[]): [number, unknown] => {
+      const all = [...items, ...this.extraListed];
+      const pages = Math.max(1, Math.ceil(all.length / pageSize));
+      const page = this.wrapListings ? pageNumber % pages : pageNumber;
+      return [200, { page: pageNumber, results: all.slice(page * pageSize, (page + 1) * pageSize) }];
+    };
 
     if (first === 'customer') {
       if (segments.length === 1 && method === 'GET') {
-        return paged(
+        return listing(
           [...this.customers.values()].map((customer) => this.listed(toCustomer(customer), customer)),
         );
       }
@@ -338,7 +354,7 @@ export class FakeChatvisor {
     }
 
     if (first === 'conversation' && segments.length === 1 && method === 'GET') {
-      return paged(
+      return listing(
         [...this.customers.values()].map((customer) =>
           this.listed(toConversation(customer, false), customer),
         ),
