@@ -1,10 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import type { z } from 'zod';
 import type { ConnectorDefinition } from '../contracts/connector.js';
-import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
+import { ConfigError, type ErrorIssue, formatPath } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
-import { type Config, configSchema, isCrmDestination } from './schema.js';
+import { configIssues, keysOfSchema } from './issues.js';
+import {
+  type Config,
+  configSchema,
+  crmDestinationSchema,
+  isCrmDestination,
+  webhookDestinationSchema,
+} from './schema.js';
 
 /**
  * Config loading (DESIGN §3): find the file, read YAML, substitute ${VAR} / ${VAR:-default}
@@ -93,8 +101,19 @@ export function parseConfig(
   // problem: the core schema, then what it cannot see (vendor settings, duplicate ids, unknown
   // vendors, cross-references), read from the document itself.
   const result = configSchema.safeParse(substituted);
-  if (!result.success) issues.push(...issuesFromZod(result.error));
   const raw = isObject(substituted) ? substituted : {};
+  if (!result.success) {
+    // A destination's schema depends on its kind: the unknown-key hints follow the same choice.
+    const pick = (_schema: z.ZodType, walked: readonly PropertyKey[]) => {
+      if (walked.length !== 2 || walked[0] !== 'destinations') return undefined;
+      const destination = arrayAt(raw, 'destinations')[walked[1] as number];
+      const kind = isObject(destination) ? destination.kind : undefined;
+      return kind === undefined || kind === 'webhook' ? webhookDestinationSchema : crmDestinationSchema;
+    };
+    issues.push(
+      ...configIssues(result.error.issues, substituted, (path) => keysOfSchema(configSchema, path, pick)),
+    );
+  }
   const channels = arrayAt(raw, 'channels');
   const channelIds = new Set<string>();
   const vendorSettings = new Map<number, Record<string, unknown>>();
@@ -116,7 +135,19 @@ export function parseConfig(
     }
     const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
     const parsed = adapter.channelSettings.strict().safeParse(settings);
-    if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['channels', index]));
+    if (!parsed.success)
+      issues.push(
+        ...configIssues(
+          parsed.error.issues,
+          settings,
+          (path) => {
+            const inner = path.slice(2);
+            const keys = keysOfSchema(adapter.channelSettings, inner);
+            return inner.length === 0 && keys ? [...BASE_CHANNEL_KEYS, ...keys] : keys;
+          },
+          ['channels', index],
+        ),
+      );
     else vendorSettings.set(index, parsed.data);
   });
   for (const name of ['destinations', 'attributeSources'] as const) {
@@ -154,7 +185,19 @@ export function parseConfig(
           ...settings
         } = destination;
         const parsed = connector.settings.strict().safeParse(settings);
-        if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
+        if (!parsed.success)
+          issues.push(
+            ...configIssues(
+              parsed.error.issues,
+              settings,
+              (path) => {
+                const inner = path.slice(2);
+                const keys = keysOfSchema(connector.settings, inner);
+                return inner.length === 0 && keys ? [...CRM_DESTINATION_KEYS, ...keys] : keys;
+              },
+              ['destinations', index],
+            ),
+          );
         else connectorSettings.set(index, parsed.data);
         issues.push(...crmIdIssues(destination.crm, connector.idFormats ?? {}, `destinations[${index}].crm`));
       }
@@ -225,6 +268,21 @@ function applyPortOverride(document: unknown, env: NodeJS.ProcessEnv, issues: Er
   const server = isObject(document.server) ? document.server : {};
   return { ...document, server: { ...server, port: Number(port) } };
 }
+
+/** What every channel has besides its vendor's settings (baseChannelSchema). */
+const BASE_CHANNEL_KEYS = ['id', 'vendor', 'name', 'token'];
+/** What every CRM destination has besides its connector's settings (crmDestinationSchema). */
+const CRM_DESTINATION_KEYS = [
+  'id',
+  'kind',
+  'events',
+  'retrySchedule',
+  'timeoutMs',
+  'concurrency',
+  'circuitBreaker',
+  'filter',
+  'crm',
+];
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
