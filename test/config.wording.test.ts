@@ -102,4 +102,72 @@ describe('config wording', () => {
     );
     expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
   });
+
+  describe('a file that is not one UTF-8 YAML mapping says what it is', () => {
+    const text =
+      'admin:\n  token: abcdefghijklmnopqrst\nchannels:\n  - {id: shop, vendor: jivochat, token: abcdefghijklmnopq, name: Café}\n';
+
+    it('UTF-8, with or without a byte order mark, is read', () => {
+      expect(loadProblems(text)).toEqual([]);
+      expect(loadProblems(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]))).toEqual([]);
+    });
+
+    it('UTF-16 (either byte order) is named, not read as one odd string', () => {
+      const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+      const be = Buffer.from(le);
+      be.swap16();
+      for (const bytes of [le, be]) {
+        const [message, ...issues] = loadProblems(bytes);
+        expect(message).toMatch(/is UTF-16 .*: save it as UTF-8$/);
+        expect(issues).toEqual([]);
+      }
+    });
+
+    it('Latin-1 is named with its line, not read with U+FFFD in place of letters', () => {
+      const [message] = loadProblems(Buffer.from(text, 'latin1'));
+      expect(message).toMatch(/is not UTF-8 \(line 4 .*\): save it as UTF-8$/);
+    });
+
+    it('an empty file, or one with only comments, says so (not "admin: required")', () => {
+      for (const empty of ['', '\n\n', '# nothing yet\n']) {
+        expect(loadProblems(empty)).toEqual([
+          expect.stringMatching(/ is empty \(no settings.*\): start from /),
+        ]);
+      }
+    });
+
+    it('a second YAML document is named at its line, in words (not a yaml API hint)', () => {
+      const found = loadProblems(`${text}---\nserver: {port: 1}\n`);
+      expect(found[1]).toBe(
+        'line 5, column 1: a second YAML document starts here (after a --- line): the config is one document; remove the --- line or what follows it',
+      );
+      // A leading --- is one document.
+      expect(loadProblems(`---\n${text}`)).toEqual([]);
+    });
+
+    it('a list or a string at the top is not a mapping', () => {
+      expect(loadProblems('- a\n- b\n')[0]).toMatch(/must be a YAML mapping .*, not a list$/);
+      expect(loadProblems('hello\n')[0]).toMatch(/must be a YAML mapping .*, not a string$/);
+    });
+
+    it('an alias bomb is refused as a config error, without expanding it', () => {
+      let bomb = 'a: &a [x, x, x, x, x, x, x, x, x]\n';
+      for (let level = 1; level < 12; level++) {
+        const name = String.fromCharCode(97 + level);
+        const previous = String.fromCharCode(96 + level);
+        bomb += `${name}: &${name} [${new Array(9).fill(`*${previous}`).join(', ')}]\n`;
+      }
+      const [message, ...issues] = loadProblems(bomb);
+      expect(message).toMatch(/YAML aliases \(\*name\) expand to more than 100 copies/);
+      expect(issues).toEqual([]);
+      // A few aliases (a shared retry schedule) are fine.
+      expect(
+        loadProblems(
+          `${text}destinations:\n` +
+            `  - {id: a, url: "https://a.example/", secret: ${SECRET}, retrySchedule: &s [0s, 5s]}\n` +
+            `  - {id: b, url: "https://b.example/", secret: ${SECRET}, retrySchedule: *s}\n`,
+        ),
+      ).toEqual([]);
+    });
+  });
 });

@@ -313,9 +313,9 @@ export function loadConfig(
   cwd = process.cwd(),
 ): LoadedConfig {
   const source = resolveConfigPath(flag, env, cwd);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(source.path, 'utf8');
+    bytes = readFileSync(source.path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     // Nothing given and no file found: say where it looked and what to do, not a bare ENOENT.
@@ -326,6 +326,7 @@ export function loadConfig(
     const reason = code ? (READ_ERRORS[code] ?? code) : (error as Error).message;
     throw new ConfigError(`cannot read config file ${source.path}: ${reason}`);
   }
+  const text = decodeConfigText(bytes, source.path);
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new ConfigError(
@@ -334,18 +335,65 @@ export function loadConfig(
         const at = error.linePos?.[0];
         // yaml's first line ends with "at line L, column C:" (its code frame follows): the
         // position is the issue's path, said once.
-        const message = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        const message =
+          // yaml's own words point at a function of its API.
+          error.code === 'MULTIPLE_DOCS'
+            ? 'a second YAML document starts here (after a --- line): the config is one document; remove the --- line or what follows it'
+            : (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
         return { path: at ? `line ${at.line}, column ${at.col}` : 'line ?', message };
       }),
     );
   }
+  // An empty file (or only comments) would read as "admin: required", as if one key were missing.
+  if (document.contents === null)
+    throw new ConfigError(
+      `${source.path} is empty (no settings, only blank lines or comments): start from ${EXAMPLE_CONFIG}`,
+    );
+  let parsed: unknown;
   try {
-    return { config: parseConfig(document.toJS(), registry, env), source };
+    // Aliases (*name) may repeat an anchor's value: bounded, so that a few lines of nested
+    // aliases (a "billion laughs") cannot expand to gigabytes. yaml's default, said here.
+    parsed = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    if (error instanceof ReferenceError && /alias/i.test(error.message))
+      throw new ConfigError(
+        `${source.path}: its YAML aliases (*name) expand to more than ${MAX_ALIAS_COUNT} copies of their anchors; write the values out instead`,
+      );
+    throw error;
+  }
+  if (!isObject(parsed))
+    throw new ConfigError(
+      `${source.path}: the file must be a YAML mapping (key: value lines, like the example), not ${Array.isArray(parsed) ? 'a list' : `a ${typeof parsed}`}`,
+    );
+  try {
+    return { config: parseConfig(parsed, registry, env), source };
   } catch (error) {
     if (error instanceof ConfigError) {
       throw new ConfigError(`${source.path}: ${error.message}`, error.issues ?? []);
     }
     throw error;
+  }
+}
+
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * The file's text, UTF-8 (with or without a byte order mark). Anything else is refused with what
+ * it is: read as UTF-8, a UTF-16 file (Notepad's "Unicode") is one string of odd characters
+ * ("expected object, received string"), and Latin-1 or Windows-1251 letters silently became
+ * U+FFFD in names and templates.
+ */
+function decodeConfigText(bytes: Buffer, path: string): string {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
+    throw new ConfigError(`${path} is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    const loose = new TextDecoder('utf-8').decode(bytes);
+    const line = loose.slice(0, loose.indexOf('\uFFFD')).split('\n').length;
+    throw new ConfigError(
+      `${path} is not UTF-8 (line ${line} has bytes that are not, e.g. Latin-1 or Windows-1251 text): save it as UTF-8`,
+    );
   }
 }
 
