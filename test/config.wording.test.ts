@@ -170,4 +170,39 @@ describe('config wording', () => {
       ).toEqual([]);
     });
   });
+
+  describe('${VAR} references', () => {
+    const withToken = (token: string) => ({ ...valid(), admin: { token } });
+
+    it('a variable that is set but empty is named as such where a value is required', () => {
+      expect(problems(withToken('${ADMIN_TOKEN}'), { ADMIN_TOKEN: '' })).toEqual([
+        'admin.token: environment variable ADMIN_TOKEN is set but empty, and a value is required here (write ${ADMIN_TOKEN:-} to allow empty)',
+      ]);
+      // Not set at all still says so; ${VAR:-} still allows empty; a set one is used.
+      expect(problems(withToken('${ADMIN_TOKEN}'))).toEqual([
+        'admin.token: environment variable ADMIN_TOKEN is not set (write ${ADMIN_TOKEN:-} to allow empty)',
+      ]);
+      expect(problems({ ...valid(), store: { redis: '${REDIS_URL:-}' } }, { REDIS_URL: '' })).toEqual([]);
+      expect(problems(withToken('${ADMIN_TOKEN}'), { ADMIN_TOKEN: 'a'.repeat(20) })).toEqual([]);
+    });
+
+    it('an unclosed ${ or one without a valid name is named, not kept as literal text', () => {
+      const tail = 'abcdefghijklmnopqrst';
+      expect(problems(withToken('${ADMIN_TOKEN'), { ADMIN_TOKEN: tail })).toEqual([
+        'admin.token: "${ADMIN_TOKEN" has no closing }: write ${NAME} or ${NAME:-default}',
+      ]);
+      for (const bad of ['${1ADMIN}', '${ADMIN-TOKEN}', '${}', '${ADMIN:abc}', '${ ADMIN }']) {
+        expect(problems(withToken(`${bad}${tail}`)), bad).toEqual([
+          `admin.token: "${bad}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+        ]);
+      }
+    });
+
+    it('a substituted value holding ${ is used as it is, not read again', () => {
+      const config = parseConfig(withToken('${ADMIN_TOKEN}'), defaultRegistry(), {
+        ADMIN_TOKEN: 'pa${ss}word-0123456789',
+      });
+      expect(config.admin.token).toBe('pa${ss}word-0123456789');
+    });
+  });
 });

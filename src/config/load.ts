@@ -50,9 +50,14 @@ export function resolveConfigPath(
   return source(resolve(cwd, EXAMPLE_CONFIG), 'example');
 }
 
-const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+/** What may stand between `${` and `}`: a name, optionally `:-` and a default. */
+const REFERENCE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
 
-/** Replace ${VAR} and ${VAR:-default} in every string of the parsed document. */
+/**
+ * Replace ${VAR} and ${VAR:-default} in every string of the parsed document. Every `${` of the
+ * file must be one of these: an unclosed one or one with no valid name (`${1X}`, `${A-B}`,
+ * `${X:abc}`) was left in the value as written, silently. Substituted values are not read again.
+ */
 export function substituteEnv(
   value: unknown,
   env: NodeJS.ProcessEnv,
@@ -60,16 +65,44 @@ export function substituteEnv(
   path: (string | number)[] = [],
 ): unknown {
   if (typeof value === 'string') {
-    const replaced = value.replace(VARIABLE, (_match, name: string, fallback: string | undefined) => {
+    let out = '';
+    let rest = value;
+    for (let start = rest.indexOf('${'); start !== -1; start = rest.indexOf('${')) {
+      out += rest.slice(0, start);
+      const end = rest.indexOf('}', start + 2);
+      if (end === -1) {
+        issues.push({
+          path: formatPath(path),
+          message: `"${rest.slice(start)}" has no closing }: write \${NAME} or \${NAME:-default}`,
+        });
+        rest = '';
+        break;
+      }
+      const inside = rest.slice(start + 2, end);
+      rest = rest.slice(end + 1);
+      const reference = REFERENCE.exec(inside);
+      if (!reference) {
+        issues.push({
+          path: formatPath(path),
+          message: `"\${${inside}}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+        });
+        continue;
+      }
+      const [, name = '', fallback] = reference;
       const found = env[name];
-      if (found !== undefined && found !== '') return found;
-      if (fallback !== undefined) return fallback;
-      issues.push({
-        path: formatPath(path),
-        message: `environment variable ${name} is not set (write \${${name}:-} to allow empty)`,
-      });
-      return '';
-    });
+      if (found !== undefined && found !== '') out += found;
+      else if (fallback !== undefined) out += fallback;
+      else
+        issues.push({
+          path: formatPath(path),
+          // Set but empty is not "not set": an empty export (X= in a .env file) is a common slip.
+          message:
+            found === undefined
+              ? `environment variable ${name} is not set (write \${${name}:-} to allow empty)`
+              : `environment variable ${name} is set but empty, and a value is required here (write \${${name}:-} to allow empty)`,
+        });
+    }
+    const replaced = out + rest;
     // A whole-value substitution that gives a number (port: ${PORT:-3000}) stays a string here;
     // numeric fields accept numeric strings.
     return replaced;
