@@ -205,4 +205,78 @@ describe('config wording', () => {
       expect(config.admin.token).toBe('pa${ss}word-0123456789');
     });
   });
+
+  describe('what two entries cannot share', () => {
+    it('metrics.port equal to server.port (or to PORT) is a config problem, not a bind failure at start', () => {
+      const same = { ...valid(), server: { port: 3999 }, metrics: { port: 3999 } };
+      expect(problems(same)).toEqual([
+        'metrics.port: 3999 is also server.port: the metrics listener needs a port of its own (or leave metrics.port out and set metrics.token to serve /metrics on the main port)',
+      ]);
+      expect(problems({ ...valid(), metrics: { port: '${METRICS_PORT:-9464}' } }, { PORT: '9464' })).toEqual([
+        expect.stringMatching(
+          /^metrics\.port: 9464 is also PORT \(the environment\), which sets server\.port: /,
+        ),
+      ]);
+      // Port 0 (any free port) twice is two ports; two distinct addresses may share a port number.
+      expect(problems({ ...valid(), server: { port: 0 }, metrics: { port: 0 } })).toEqual([]);
+      expect(
+        problems({
+          ...valid(),
+          server: { port: 3999, host: '10.0.0.5' },
+          metrics: { port: 3999, host: '127.0.0.1' },
+        }),
+      ).toEqual([]);
+      expect(
+        problems({
+          ...valid(),
+          server: { port: 3999, host: '0.0.0.0' },
+          metrics: { port: 3999, host: '127.0.0.1' },
+        }),
+      ).toHaveLength(1);
+    });
+
+    it('config check says so (exit 1) instead of passing a config start cannot run', async () => {
+      const { runCli } = await import('../src/cli/main.js');
+      const dir = mkdtempSync(join(tmpdir(), 'chatbridge-wording-'));
+      const file = join(dir, 'bridge.yaml');
+      writeFileSync(
+        file,
+        'server: {port: 3999, host: 127.0.0.1}\nmetrics: {port: 3999}\nadmin: {token: abcdefghijklmnopqrst}\n',
+      );
+      const err: string[] = [];
+      const code = await runCli(['config', 'check', '--config', file], {
+        stdout: () => undefined,
+        stderr: (line) => err.push(line),
+      });
+      expect(code).toBe(1);
+      expect(err.join('\n')).toContain('metrics.port: 3999 is also server.port');
+    });
+
+    it('a duplicate agent e-mail (case ignored) is named: agent sync keys agents by e-mail', () => {
+      const agents = [
+        { email: 'oleg@shop.example', name: 'Oleg' },
+        { email: 'anna@shop.example', name: 'Anna' },
+        { email: 'Oleg@Shop.example', name: 'Oleg P.' },
+      ];
+      expect(problems({ ...valid(), agents })).toEqual([
+        'agents[2].email: duplicate agent e-mail "oleg@shop.example" (also agents[0]; e-mails ignore case)',
+      ]);
+    });
+
+    it('two channels with one token are named: the token is the credential of each webhook URL', () => {
+      const token = 't'.repeat(20);
+      expect(
+        problems({
+          ...valid(),
+          channels: [
+            { id: 'shop', vendor: 'jivochat', token },
+            { id: 'app', vendor: 'jivochat', token: 'u'.repeat(20) },
+            { id: 'site', vendor: 'jivochat', token },
+          ],
+        }),
+      ).toEqual([
+        'channels[2].token: the same token as channels[0]: each channel needs its own (it is the credential in its webhook URL)',
+      ]);
+    });
+  });
 });

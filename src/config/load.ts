@@ -183,6 +183,32 @@ export function parseConfig(
       );
     else vendorSettings.set(index, parsed.data);
   });
+  // A token is the credential in a channel's webhook URL: shared, one leaked URL opens both.
+  const tokens = new Map<string, number>();
+  channels.forEach((channel, index) => {
+    if (!isObject(channel) || typeof channel.token !== 'string' || channel.token === '') return;
+    const first = tokens.get(channel.token);
+    if (first !== undefined)
+      issues.push({
+        path: `channels[${index}].token`,
+        message: `the same token as channels[${first}]: each channel needs its own (it is the credential in its webhook URL)`,
+      });
+    else tokens.set(channel.token, index);
+  });
+  // Agents are one per e-mail: agent sync and the CRM user lookup key them by it (case ignored),
+  // so a second entry silently replaced the first.
+  const emails = new Map<string, number>();
+  arrayAt(raw, 'agents').forEach((agent, index) => {
+    if (!isObject(agent) || typeof agent.email !== 'string' || agent.email.trim() === '') return;
+    const email = agent.email.trim().toLowerCase();
+    const first = emails.get(email);
+    if (first !== undefined)
+      issues.push({
+        path: `agents[${index}].email`,
+        message: `duplicate agent e-mail "${email}" (also agents[${first}]; e-mails ignore case)`,
+      });
+    else emails.set(email, index);
+  });
   for (const name of ['destinations', 'attributeSources'] as const) {
     const seen = new Set<string>();
     arrayAt(raw, name).forEach((item, index) => {
@@ -270,6 +296,19 @@ export function parseConfig(
         issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });
       }
     });
+    // Two listeners on one port: the second failed at start with "port in use by another process".
+    const { metrics, server } = config;
+    const wildcard = (host: string) => ['', '0.0.0.0', '::', '[::]'].includes(host);
+    if (
+      metrics.port !== undefined &&
+      metrics.port !== 0 &&
+      metrics.port === server.port &&
+      (metrics.host === server.host || wildcard(metrics.host) || wildcard(server.host))
+    )
+      issues.push({
+        path: 'metrics.port',
+        message: `${metrics.port} is also ${env.PORT ? 'PORT (the environment), which sets server.port' : 'server.port'}: the metrics listener needs a port of its own (or leave metrics.port out and set metrics.token to serve /metrics on the main port)`,
+      });
     config.destinations.forEach((destination, index) => {
       const settings = connectorSettings.get(index);
       if (settings && isCrmDestination(destination)) Object.assign(destination, settings);
