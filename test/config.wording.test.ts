@@ -279,4 +279,11 @@ describe('config wording', () => {
       ]);
     });
   });
+
+  it('a vendor in filter.vendors that is no vendor is named (it filtered out every event)', () => {
+    const destination = { ...valid().destinations[0], filter: { vendors: ['jivochat', 'jivo'] } };
+    expect(problems({ ...valid(), destinations: [destination] })).toEqual([
+      'destinations[0].filter.vendors[1]: unknown vendor "jivo" (known: jivochat, livetex, chatvisor)',
+    ]);
+  });
 });

@@ -266,6 +266,14 @@ export function parseConfig(
       if (typeof channelId === 'string' && !channelIds.has(channelId))
         issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
     }
+    // A vendor typo (jivo for jivochat) filtered out every event of the destination, silently.
+    arrayAt(filter, 'vendors').forEach((vendor, at) => {
+      if (typeof vendor === 'string' && !registry.get(vendor))
+        issues.push({
+          path: `destinations[${index}].filter.vendors[${at}]`,
+          message: `unknown vendor "${vendor}" (known: ${registry.vendors.join(', ') || 'none'})`,
+        });
+    });
     // Per-channel maps: a key that is no channel (a typo) would silently send that channel's
     // events to the default pipeline / stage, so it is a problem like filter.channels.
     const crm = isObject(destination.crm) ? destination.crm : {};
