@@ -79,7 +79,7 @@ describe('config', () => {
       expect.arrayContaining([
         expect.stringMatching(/^channels\[0\]\.vendor: unknown vendor "nosuchvendor"/),
         expect.stringMatching(/^channels\[1\]\.greeting: /),
-        expect.stringMatching(/^channels\[1\]: .*extra/),
+        expect.stringMatching(/^channels\[1\]\.extra: unknown key/),
         expect.stringMatching(/^channels\[2\]\.id: duplicate channel id "b"/),
         expect.stringMatching(/^destinations\[0\]\.filter\.channels: no channel "zzz"/),
       ]),

@@ -105,7 +105,7 @@ describe.each([
     for (const secret of crm.secrets) expect([...run.out, ...run.err].join('\n')).not.toContain(secret);
   });
 
-  it('refuses bad usage (exit 2) and unknown destinations (exit 1)', async () => {
+  it('refuses bad usage and unknown destinations (exit 2, DESIGN §5: as an unknown channel)', async () => {
     const crm = await world();
     const usage = capture();
     expect(await runCli(['crm', 'check'], usage.io)).toBe(2);
@@ -113,7 +113,7 @@ describe.each([
     const unknown = capture();
     expect(
       await runCli(['crm', 'check', '--destination', 'nope', '--config', configFile(crm)], unknown.io),
-    ).toBe(1);
+    ).toBe(2);
     expect(unknown.err[0]).toContain("no destination 'nope'");
   });
 });

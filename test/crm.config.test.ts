@@ -81,7 +81,7 @@ describe('CRM destinations in the config', () => {
       ]),
     ).toEqual([
       expect.stringMatching(/^destinations\[0\]\.crm\.deals: /),
-      expect.stringMatching(/^destinations\[0\]\.crm: .*colour/),
+      expect.stringMatching(/^destinations\[0\]\.crm\.colour: unknown key/),
     ]);
     expect(
       problems([
@@ -96,7 +96,7 @@ describe('CRM destinations in the config', () => {
       ),
       expect.stringMatching(/^destinations\[1\]\.token: /),
       expect.stringMatching(/^destinations\[2\]\.webhookUrl: an incoming webhook URL/),
-      expect.stringMatching(/^destinations\[3\]: .*url/),
+      expect.stringMatching(/^destinations\[3\]\.url: unknown key/),
     ]);
   });
 

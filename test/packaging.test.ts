@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { webhookDestinationSchema } from '../src/config/schema.js';
 
 /**
  * Packaging hygiene: the license package.json declares is in the repository, and the READMEs link
@@ -82,6 +83,23 @@ describe('packaging', () => {
     expect(needsMore, `package.json engines.node is ${ours}`).toEqual([]);
     // And the machines' Node (20.20) is admitted.
     expect(compareVersions(floor, [20, 20, 0])).toBeLessThanOrEqual(0);
+  });
+
+  it('the README config reference names every destination key, filter and map included', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const reference = readme.slice(
+      readme.indexOf('## Configuration reference'),
+      readme.indexOf('## Connect your CRM'),
+    );
+    const shape = webhookDestinationSchema.shape;
+    const nested = (schema: unknown) =>
+      Object.keys((schema as { _zod: { def: { innerType: { shape: object } } } })._zod.def.innerType.shape);
+    const keys = [
+      ...nested(shape.filter).map((key) => `destinations[].filter.${key}`),
+      ...nested(shape.map).map((key) => `destinations[].map.${key}`),
+    ];
+    expect(keys.length).toBeGreaterThan(4);
+    for (const key of keys) expect(reference, key).toContain(`| \`${key}\` |`);
   });
 
   it('READMEs link only to files inside the repository', () => {

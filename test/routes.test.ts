@@ -32,7 +32,13 @@ describe('the route model and its OpenAPI document', () => {
           ...allVendorChannels,
           { id: SECRET_CHANNEL, vendor: 'jivochat', token: 'jivo-token-000000000002' },
           // Chatvisor at a closed port without retries: its routes answer 502 at once.
-          { ...allVendorChannels.find((each) => each.vendor === 'chatvisor')!, id: FAST_FAIL, maxRetries: 0 },
+          {
+            ...allVendorChannels.find((each) => each.vendor === 'chatvisor')!,
+            id: FAST_FAIL,
+            // Its own token: one token for two channels is a config problem.
+            token: 'chatvisor-fast-fail-token-01',
+            maxRetries: 0,
+          },
         ],
       },
     });

@@ -166,7 +166,7 @@ describe('TLS to Sentinel', () => {
     expect(of({})).not.toContain('TLS');
     expect(describeStore(storeOf({ cluster: { nodes: ['10.0.0.1:6379'], tls: true } }))).toContain(', TLS');
     expect(problems({ cluster: { nodes: ['10.0.0.1:6379'], sentinelTls: true } })[0]).toMatch(
-      /^store\.cluster: /,
+      /^store\.cluster\.sentinelTls: unknown key/,
     );
   });
 });

@@ -48,7 +48,10 @@ describe('livetex channel config', () => {
     ).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ path: 'channels[0].maxClockSkewSeconds' }),
-        expect.objectContaining({ path: 'channels[0]', message: expect.stringContaining('lookupDeadline') }),
+        expect.objectContaining({
+          path: 'channels[0].lookupDeadline',
+          message: 'unknown key (did you mean "lookupDeadlineMs"?)',
+        }),
       ]),
     );
   });

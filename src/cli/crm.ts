@@ -56,18 +56,16 @@ export async function crmCommand(
   if (!values.destination) throw new CrmUsageError("'crm check' needs --destination ID");
   const { config } = load(values.config);
   const destination = config.destinations.find((item) => item.id === values.destination);
-  if (!destination) {
-    io.stderr(
-      `chatbridge: no destination '${values.destination}' (have: ${config.destinations.map((item) => item.id).join(', ') || 'none'})`,
+  // Naming a destination the config does not have, or one that is no CRM, is bad usage (exit 2,
+  // DESIGN §5), as an unknown channel is for the channel commands.
+  if (!destination)
+    throw new CrmUsageError(
+      `no destination '${values.destination}' in the config (have: ${config.destinations.map((item) => item.id).join(', ') || 'none'})`,
     );
-    return 1;
-  }
-  if (!isCrmDestination(destination)) {
-    io.stderr(
-      `chatbridge: destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24)`,
+  if (!isCrmDestination(destination))
+    throw new CrmUsageError(
+      `destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24)`,
     );
-    return 1;
-  }
   const connector = defaultRegistry().connector(destination.kind);
   if (!connector) {
     io.stderr(`chatbridge: no connector for kind '${destination.kind}'`);

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import type { z } from 'zod';
-import { listQuerySchema } from '../delivery/api.js';
+import { LIST_LIMIT_MAX, listQuerySchema } from '../delivery/api.js';
 import type { Delivery, DeliverySummary } from '../delivery/index.js';
+import { deliveryStates } from '../delivery/records.js';
 
 /**
  * `chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N] [--json]`
@@ -62,10 +63,19 @@ export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
       ...(values.limit !== undefined ? { limit: values.limit } : {}),
     });
     if (!query.success) {
+      // zod's words ("Invalid input", "expected number, received NaN") name neither the allowed
+      // values nor what was given.
       const issue = query.error.issues[0];
-      throw new DeliveriesUsageError(
-        `--${String(issue?.path[0] ?? 'option')}: ${issue?.message ?? 'invalid'}`,
-      );
+      const option = String(issue?.path[0] ?? 'option');
+      if (option === 'state')
+        throw new DeliveriesUsageError(
+          `--state must be one of ${deliveryStates.join(', ')} (got '${values.state}')`,
+        );
+      if (option === 'limit')
+        throw new DeliveriesUsageError(
+          `--limit must be a whole number from 1 to ${LIST_LIMIT_MAX} (got '${values.limit}')`,
+        );
+      throw new DeliveriesUsageError(`--${option}: ${issue?.message ?? 'invalid'}`);
     }
     return { command: 'list', query: query.data, json: values.json === true };
   }

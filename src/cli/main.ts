@@ -331,7 +331,13 @@ function deliveryCommand(
         if (isDeliveriesUsageError(error)) throw new UsageError((error as Error).message);
         throw error;
       }
-      return withBridge(values.config as string | undefined, io, command, (bridge) =>
+      // Replaying a destination the config does not have is bad usage, like an unknown channel:
+      // said before the store (exit 2). Listing one is not: deliveries to a destination taken
+      // out of the config stay in the store (README) and may be looked at.
+      const check = (config: Config) => {
+        if (request.command === 'replay failed') checkDestination(request.destination, config);
+      };
+      return withBridge(values.config as string | undefined, io, { ...command, check }, (bridge) =>
         runDeliveriesRequest(request, bridge.delivery, io),
       );
     },
@@ -365,6 +371,14 @@ function vendorCommands(): Command[] {
     }
   }
   return [...byName.values()];
+}
+
+/** An unknown destination is bad usage (exit 2, DESIGN §5), like an unknown channel. */
+export function checkDestination(destinationId: string, config: Config): void {
+  if (!config.destinations.some((destination) => destination.id === destinationId))
+    throw new UsageError(
+      `no destination '${destinationId}' in the config (have: ${config.destinations.map((item) => item.id).join(', ') || 'none'})`,
+    );
 }
 
 /** An unknown channel, or one whose vendor has no such command, is bad usage: said before the store. */
@@ -480,7 +494,7 @@ function topUsage(): string {
 Commands:
 ${usage(COMMANDS)}
 
-Options everywhere: --help or -h (the text of a command or group).
+Options everywhere: --help or -h (the text of a command or group); chatbridge help <command> is the same.
 chatbridge --version prints the version.
 --config FILE defaults to $CHATBRIDGE_CONFIG, then config/bridge.yaml, then config/bridge.example.yaml.
 Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad usage.`;
@@ -533,10 +547,12 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     io.stderr(topUsage());
     return 2;
   }
-  if (isHelp(first) || first === 'help') {
+  if (isHelp(first) || (first === 'help' && second === undefined)) {
     io.stdout(topUsage());
     return 0;
   }
+  // `chatbridge help config check` is `chatbridge config check --help` (a group's too).
+  if (first === 'help') return dispatch([...argv.slice(1), '--help'], io);
   if (first === '--version' || first === '-v' || first === 'version') {
     io.stdout(version());
     return 0;
@@ -565,6 +581,9 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     return 0;
   }
   const values = parseOptions(command, args);
+  // `--config ""` (an unset variable in a script: --config "$FILE") would silently fall back to
+  // CHATBRIDGE_CONFIG, config/bridge.yaml or the example.
+  if (values.config === '') throw new UsageError('--config needs a file name (got an empty one)');
   for (const [name, info] of Object.entries(command.options ?? {})) {
     if (info.required && (values[name] === undefined || values[name] === ''))
       throw new UsageError(`'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}`);

@@ -1,10 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import type { z } from 'zod';
 import type { ConnectorDefinition } from '../contracts/connector.js';
-import { ConfigError, type ErrorIssue, formatPath, issuesFromZod } from '../errors.js';
+import { ConfigError, type ErrorIssue, formatPath } from '../errors.js';
 import type { AdapterRegistry } from '../registry.js';
-import { type Config, configSchema, isCrmDestination } from './schema.js';
+import { configIssues, keysOfSchema } from './issues.js';
+import {
+  type Config,
+  configSchema,
+  crmDestinationSchema,
+  isCrmDestination,
+  webhookDestinationSchema,
+} from './schema.js';
 
 /**
  * Config loading (DESIGN §3): find the file, read YAML, substitute ${VAR} / ${VAR:-default}
@@ -42,9 +50,14 @@ export function resolveConfigPath(
   return source(resolve(cwd, EXAMPLE_CONFIG), 'example');
 }
 
-const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+/** What may stand between `${` and `}`: a name, optionally `:-` and a default. */
+const REFERENCE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
 
-/** Replace ${VAR} and ${VAR:-default} in every string of the parsed document. */
+/**
+ * Replace ${VAR} and ${VAR:-default} in every string of the parsed document. Every `${` of the
+ * file must be one of these: an unclosed one or one with no valid name (`${1X}`, `${A-B}`,
+ * `${X:abc}`) was left in the value as written, silently. Substituted values are not read again.
+ */
 export function substituteEnv(
   value: unknown,
   env: NodeJS.ProcessEnv,
@@ -52,16 +65,44 @@ export function substituteEnv(
   path: (string | number)[] = [],
 ): unknown {
   if (typeof value === 'string') {
-    const replaced = value.replace(VARIABLE, (_match, name: string, fallback: string | undefined) => {
+    let out = '';
+    let rest = value;
+    for (let start = rest.indexOf('${'); start !== -1; start = rest.indexOf('${')) {
+      out += rest.slice(0, start);
+      const end = rest.indexOf('}', start + 2);
+      if (end === -1) {
+        issues.push({
+          path: formatPath(path),
+          message: `"${rest.slice(start)}" has no closing }: write \${NAME} or \${NAME:-default}`,
+        });
+        rest = '';
+        break;
+      }
+      const inside = rest.slice(start + 2, end);
+      rest = rest.slice(end + 1);
+      const reference = REFERENCE.exec(inside);
+      if (!reference) {
+        issues.push({
+          path: formatPath(path),
+          message: `"\${${inside}}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+        });
+        continue;
+      }
+      const [, name = '', fallback] = reference;
       const found = env[name];
-      if (found !== undefined && found !== '') return found;
-      if (fallback !== undefined) return fallback;
-      issues.push({
-        path: formatPath(path),
-        message: `environment variable ${name} is not set (write \${${name}:-} to allow empty)`,
-      });
-      return '';
-    });
+      if (found !== undefined && found !== '') out += found;
+      else if (fallback !== undefined) out += fallback;
+      else
+        issues.push({
+          path: formatPath(path),
+          // Set but empty is not "not set": an empty export (X= in a .env file) is a common slip.
+          message:
+            found === undefined
+              ? `environment variable ${name} is not set (write \${${name}:-} to allow empty)`
+              : `environment variable ${name} is set but empty, and a value is required here (write \${${name}:-} to allow empty)`,
+        });
+    }
+    const replaced = out + rest;
     // A whole-value substitution that gives a number (port: ${PORT:-3000}) stays a string here;
     // numeric fields accept numeric strings.
     return replaced;
@@ -93,8 +134,19 @@ export function parseConfig(
   // problem: the core schema, then what it cannot see (vendor settings, duplicate ids, unknown
   // vendors, cross-references), read from the document itself.
   const result = configSchema.safeParse(substituted);
-  if (!result.success) issues.push(...issuesFromZod(result.error));
   const raw = isObject(substituted) ? substituted : {};
+  if (!result.success) {
+    // A destination's schema depends on its kind: the unknown-key hints follow the same choice.
+    const pick = (_schema: z.ZodType, walked: readonly PropertyKey[]) => {
+      if (walked.length !== 2 || walked[0] !== 'destinations') return undefined;
+      const destination = arrayAt(raw, 'destinations')[walked[1] as number];
+      const kind = isObject(destination) ? destination.kind : undefined;
+      return kind === undefined || kind === 'webhook' ? webhookDestinationSchema : crmDestinationSchema;
+    };
+    issues.push(
+      ...configIssues(result.error.issues, substituted, (path) => keysOfSchema(configSchema, path, pick)),
+    );
+  }
   const channels = arrayAt(raw, 'channels');
   const channelIds = new Set<string>();
   const vendorSettings = new Map<number, Record<string, unknown>>();
@@ -116,8 +168,46 @@ export function parseConfig(
     }
     const { id: _id, vendor: _vendor, name: _name, token: _token, ...settings } = channel;
     const parsed = adapter.channelSettings.strict().safeParse(settings);
-    if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['channels', index]));
+    if (!parsed.success)
+      issues.push(
+        ...configIssues(
+          parsed.error.issues,
+          settings,
+          (path) => {
+            const inner = path.slice(2);
+            const keys = keysOfSchema(adapter.channelSettings, inner);
+            return inner.length === 0 && keys ? [...BASE_CHANNEL_KEYS, ...keys] : keys;
+          },
+          ['channels', index],
+        ),
+      );
     else vendorSettings.set(index, parsed.data);
+  });
+  // A token is the credential in a channel's webhook URL: shared, one leaked URL opens both.
+  const tokens = new Map<string, number>();
+  channels.forEach((channel, index) => {
+    if (!isObject(channel) || typeof channel.token !== 'string' || channel.token === '') return;
+    const first = tokens.get(channel.token);
+    if (first !== undefined)
+      issues.push({
+        path: `channels[${index}].token`,
+        message: `the same token as channels[${first}]: each channel needs its own (it is the credential in its webhook URL)`,
+      });
+    else tokens.set(channel.token, index);
+  });
+  // Agents are one per e-mail: agent sync and the CRM user lookup key them by it (case ignored),
+  // so a second entry silently replaced the first.
+  const emails = new Map<string, number>();
+  arrayAt(raw, 'agents').forEach((agent, index) => {
+    if (!isObject(agent) || typeof agent.email !== 'string' || agent.email.trim() === '') return;
+    const email = agent.email.trim().toLowerCase();
+    const first = emails.get(email);
+    if (first !== undefined)
+      issues.push({
+        path: `agents[${index}].email`,
+        message: `duplicate agent e-mail "${email}" (also agents[${first}]; e-mails ignore case)`,
+      });
+    else emails.set(email, index);
   });
   for (const name of ['destinations', 'attributeSources'] as const) {
     const seen = new Set<string>();
@@ -154,7 +244,19 @@ export function parseConfig(
           ...settings
         } = destination;
         const parsed = connector.settings.strict().safeParse(settings);
-        if (!parsed.success) issues.push(...issuesFromZod(parsed.error, ['destinations', index]));
+        if (!parsed.success)
+          issues.push(
+            ...configIssues(
+              parsed.error.issues,
+              settings,
+              (path) => {
+                const inner = path.slice(2);
+                const keys = keysOfSchema(connector.settings, inner);
+                return inner.length === 0 && keys ? [...CRM_DESTINATION_KEYS, ...keys] : keys;
+              },
+              ['destinations', index],
+            ),
+          );
         else connectorSettings.set(index, parsed.data);
         issues.push(...crmIdIssues(destination.crm, connector.idFormats ?? {}, `destinations[${index}].crm`));
       }
@@ -164,6 +266,14 @@ export function parseConfig(
       if (typeof channelId === 'string' && !channelIds.has(channelId))
         issues.push({ path: `destinations[${index}].filter.channels`, message: `no channel "${channelId}"` });
     }
+    // A vendor typo (jivo for jivochat) filtered out every event of the destination, silently.
+    arrayAt(filter, 'vendors').forEach((vendor, at) => {
+      if (typeof vendor === 'string' && !registry.get(vendor))
+        issues.push({
+          path: `destinations[${index}].filter.vendors[${at}]`,
+          message: `unknown vendor "${vendor}" (known: ${registry.vendors.join(', ') || 'none'})`,
+        });
+    });
     // Per-channel maps: a key that is no channel (a typo) would silently send that channel's
     // events to the default pipeline / stage, so it is a problem like filter.channels.
     const crm = isObject(destination.crm) ? destination.crm : {};
@@ -194,6 +304,19 @@ export function parseConfig(
         issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });
       }
     });
+    // Two listeners on one port: the second failed at start with "port in use by another process".
+    const { metrics, server } = config;
+    const wildcard = (host: string) => ['', '0.0.0.0', '::', '[::]'].includes(host);
+    if (
+      metrics.port !== undefined &&
+      metrics.port !== 0 &&
+      metrics.port === server.port &&
+      (metrics.host === server.host || wildcard(metrics.host) || wildcard(server.host))
+    )
+      issues.push({
+        path: 'metrics.port',
+        message: `${metrics.port} is also ${env.PORT ? 'PORT (the environment), which sets server.port' : 'server.port'}: the metrics listener needs a port of its own (or leave metrics.port out and set metrics.token to serve /metrics on the main port)`,
+      });
     config.destinations.forEach((destination, index) => {
       const settings = connectorSettings.get(index);
       if (settings && isCrmDestination(destination)) Object.assign(destination, settings);
@@ -226,6 +349,21 @@ function applyPortOverride(document: unknown, env: NodeJS.ProcessEnv, issues: Er
   return { ...document, server: { ...server, port: Number(port) } };
 }
 
+/** What every channel has besides its vendor's settings (baseChannelSchema). */
+const BASE_CHANNEL_KEYS = ['id', 'vendor', 'name', 'token'];
+/** What every CRM destination has besides its connector's settings (crmDestinationSchema). */
+const CRM_DESTINATION_KEYS = [
+  'id',
+  'kind',
+  'events',
+  'retrySchedule',
+  'timeoutMs',
+  'concurrency',
+  'circuitBreaker',
+  'filter',
+  'crm',
+];
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -255,9 +393,9 @@ export function loadConfig(
   cwd = process.cwd(),
 ): LoadedConfig {
   const source = resolveConfigPath(flag, env, cwd);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(source.path, 'utf8');
+    bytes = readFileSync(source.path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     // Nothing given and no file found: say where it looked and what to do, not a bare ENOENT.
@@ -268,6 +406,7 @@ export function loadConfig(
     const reason = code ? (READ_ERRORS[code] ?? code) : (error as Error).message;
     throw new ConfigError(`cannot read config file ${source.path}: ${reason}`);
   }
+  const text = decodeConfigText(bytes, source.path);
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new ConfigError(
@@ -276,18 +415,65 @@ export function loadConfig(
         const at = error.linePos?.[0];
         // yaml's first line ends with "at line L, column C:" (its code frame follows): the
         // position is the issue's path, said once.
-        const message = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        const message =
+          // yaml's own words point at a function of its API.
+          error.code === 'MULTIPLE_DOCS'
+            ? 'a second YAML document starts here (after a --- line): the config is one document; remove the --- line or what follows it'
+            : (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
         return { path: at ? `line ${at.line}, column ${at.col}` : 'line ?', message };
       }),
     );
   }
+  // An empty file (or only comments) would read as "admin: required", as if one key were missing.
+  if (document.contents === null)
+    throw new ConfigError(
+      `${source.path} is empty (no settings, only blank lines or comments): start from ${EXAMPLE_CONFIG}`,
+    );
+  let parsed: unknown;
   try {
-    return { config: parseConfig(document.toJS(), registry, env), source };
+    // Aliases (*name) may repeat an anchor's value: bounded, so that a few lines of nested
+    // aliases (a "billion laughs") cannot expand to gigabytes. yaml's default, said here.
+    parsed = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    if (error instanceof ReferenceError && /alias/i.test(error.message))
+      throw new ConfigError(
+        `${source.path}: its YAML aliases (*name) expand to more than ${MAX_ALIAS_COUNT} copies of their anchors; write the values out instead`,
+      );
+    throw error;
+  }
+  if (!isObject(parsed))
+    throw new ConfigError(
+      `${source.path}: the file must be a YAML mapping (key: value lines, like the example), not ${Array.isArray(parsed) ? 'a list' : `a ${typeof parsed}`}`,
+    );
+  try {
+    return { config: parseConfig(parsed, registry, env), source };
   } catch (error) {
     if (error instanceof ConfigError) {
       throw new ConfigError(`${source.path}: ${error.message}`, error.issues ?? []);
     }
     throw error;
+  }
+}
+
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * The file's text, UTF-8 (with or without a byte order mark). Anything else is refused with what
+ * it is: read as UTF-8, a UTF-16 file (Notepad's "Unicode") is one string of odd characters
+ * ("expected object, received string"), and Latin-1 or Windows-1251 letters silently became
+ * U+FFFD in names and templates.
+ */
+function decodeConfigText(bytes: Buffer, path: string): string {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
+    throw new ConfigError(`${path} is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    const loose = new TextDecoder('utf-8').decode(bytes);
+    const line = loose.slice(0, loose.indexOf('\uFFFD')).split('\n').length;
+    throw new ConfigError(
+      `${path} is not UTF-8 (line ${line} has bytes that are not, e.g. Latin-1 or Windows-1251 text): save it as UTF-8`,
+    );
   }
 }
 

@@ -22,10 +22,13 @@ import {
 export const deliveryIdSchema = z.string().regex(/^dlv_[A-Za-z0-9_-]{1,64}$/, 'a delivery id like dlv_...');
 
 // Empty filters are filters not given (DESIGN §4 writes `?state=failed&destination=`).
+/** Most deliveries one list answers (the admin API's `limit`, the CLI's `--limit`). */
+export const LIST_LIMIT_MAX = 500;
+
 export const listQuerySchema = z.strictObject({
   state: emptyIsAbsent(deliveryStateSchema),
   destination: emptyIsAbsent(z.string().max(200)),
-  limit: queryInt({ min: 1, max: 500, default: 50 }),
+  limit: queryInt({ min: 1, max: LIST_LIMIT_MAX, default: 50 }),
 });
 /** What list() takes: the parsed query (the route, the CLI), or in-process callers' own values. */
 export type DeliveryListQuery = Partial<z.output<typeof listQuerySchema>>;

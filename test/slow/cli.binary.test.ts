@@ -71,6 +71,40 @@ describe('chatbridge start (the real binary)', () => {
     expect(output.stdout).toBe('');
   }, 120_000);
 
+  it('npm start execs node: a SIGTERM to the process npm starts reaches the bridge, which stops (exit 0)', async () => {
+    // npm runs a script as `sh -c '<script> <args>'` and signals that shell. Without `exec`, dash
+    // (Debian's /bin/sh) stays in between: the shell died of the SIGTERM and the bridge kept
+    // running, orphaned, without its graceful stop.
+    const { scripts } = JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } };
+    const port = await freePort();
+    const child = spawn('/bin/sh', ['-c', `${scripts.start} --config config/bridge.example.yaml`], {
+      env: { ...process.env, REDIS_URL: '', CHATBRIDGE_CONFIG: '', PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, so that whatever is left of it can be ended below.
+      detached: true,
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      while (!stderr.includes('chatbridge listening') && child.exitCode === null)
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(stderr).toContain('chatbridge listening');
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toContain('stopping: finishing in-flight requests and jobs');
+      expect(stderr).toContain('chatbridge stopped');
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // the group is gone: nothing left over
+      }
+    }
+  }, 120_000);
+
   it('PORT wins over a literal server.port in the file', async () => {
     const port = await freePort();
     const file = writeConfig('server: { port: 1 }\nadmin: { token: a-long-enough-admin-token }\n');

@@ -1,0 +1,161 @@
+import type { z } from 'zod';
+import { type ErrorIssue, formatPath } from '../errors.js';
+
+/**
+ * zod's issues in words a config author can act on. Two of zod's own are unhelpful there:
+ *
+ * - An unknown key (`strictObject`) is reported by zod at the object holding it, as
+ *   `server: Unrecognized key: "hots"`. Here it is reported at its own path (`server.hots`), with
+ *   the key meant when one is close (`did you mean "host"?`), else the keys allowed there.
+ * - A number or boolean where text is expected (`token: 12345`, `name: yes`: YAML reads them
+ *   unquoted as a number and a boolean) read `Invalid input: expected string, received number`.
+ *   It says what YAML made of it and that quotes keep it text.
+ */
+
+type Issue = z.core.$ZodIssue;
+type Key = PropertyKey;
+
+/** The keys a schema allows at `path` (inside `root`), or undefined when it cannot tell. */
+export type KnownKeys = (path: readonly Key[]) => string[] | undefined;
+
+/** `knownKeys` gets full paths (with `prefix`); `document` is the value the schema parsed. */
+export function configIssues(
+  issues: readonly Issue[],
+  document: unknown,
+  knownKeys: KnownKeys,
+  prefix: readonly Key[] = [],
+): ErrorIssue[] {
+  const out: ErrorIssue[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === 'unrecognized_keys') {
+      const known = knownKeys(path) ?? [];
+      for (const key of issue.keys)
+        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known) });
+      continue;
+    }
+    if (issue.code === 'invalid_type' && issue.expected === 'string') {
+      // `document` is what the schema parsed: the issue's own path, without the prefix.
+      const value = valueAt(document, issue.path);
+      if (typeof value === 'number' || typeof value === 'boolean') {
+        out.push({
+          path: formatPath(path),
+          message: `expected text, got the ${typeof value} ${String(value)}: write it in quotes ("...")`,
+        });
+        continue;
+      }
+    }
+    out.push({ path: formatPath(path), message: issue.message });
+  }
+  return out;
+}
+
+function unknownKey(key: string, known: readonly string[]): string {
+  const close = closest(key, known);
+  if (close !== undefined) return `unknown key (did you mean "${close}"?)`;
+  if (known.length === 0) return 'unknown key';
+  return `unknown key (allowed here: ${known.join(', ')})`;
+}
+
+/**
+ * The known key a typo most likely meant: same letters ignoring case, or at most a third of the
+ * key's length edits away (at most 3). `hots` -> `host`, `retrySchedul` -> `retrySchedule`.
+ */
+export function closest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  const limit = Math.min(3, Math.max(1, Math.floor(key.length / 3)));
+  for (const candidate of known) {
+    const distance =
+      candidate.toLowerCase() === key.toLowerCase()
+        ? 0
+        : editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance <= limit && distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+/** Damerau-Levenshtein (optimal string alignment): a swap of two letters is one edit. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) rows.push([i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 0; j <= b.length; j++) rows[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let value = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        value = Math.min(value, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = value;
+    }
+  }
+  return rows[a.length]![b.length]!;
+}
+
+function valueAt(document: unknown, path: readonly Key[]): unknown {
+  let value = document;
+  for (const part of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<Key, unknown>)[part];
+  }
+  return value;
+}
+
+/**
+ * The keys an object schema allows at `path`, walking through zod's wrappers (default, optional,
+ * preprocess ...). `pick` chooses among schemas where the value decides (a destination's kind);
+ * it gets the schema reached so far and the path walked.
+ */
+export function keysOfSchema(
+  root: z.ZodType,
+  path: readonly Key[],
+  pick?: (schema: z.ZodType, walked: readonly Key[]) => z.ZodType | undefined,
+): string[] | undefined {
+  let schema: z.ZodType | undefined = root;
+  for (let index = 0; index <= path.length && schema; index++) {
+    schema = unwrap(pick?.(schema, path.slice(0, index)) ?? schema);
+    const def = defOf(schema);
+    if (index === path.length) return def.type === 'object' ? Object.keys(def.shape ?? {}) : undefined;
+    const part = path[index];
+    if (def.type === 'object' && typeof part === 'string') schema = def.shape?.[part];
+    else if (def.type === 'array' && typeof part === 'number') schema = def.element;
+    else if (def.type === 'record' && typeof part === 'string') schema = def.valueType;
+    else return undefined;
+  }
+  return undefined;
+}
+
+interface LooseDef {
+  type: string;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  out?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  element?: z.ZodType;
+  valueType?: z.ZodType;
+}
+
+function defOf(schema: z.ZodType): LooseDef {
+  return (schema as unknown as { _zod: { def: LooseDef } })._zod.def;
+}
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let current = schema;
+  for (let depth = 0; depth < 20; depth++) {
+    const def = defOf(current);
+    if (
+      def.innerType &&
+      ['optional', 'nullable', 'default', 'prefault', 'catch', 'readonly'].includes(def.type)
+    )
+      current = def.innerType;
+    // z.preprocess(fn, schema) is a pipe from a transform into the schema; x.transform(fn) a pipe
+    // from x into a transform: the shape is on the side that is not the transform.
+    else if (def.type === 'pipe' && def.in && def.out)
+      current = defOf(def.in).type === 'transform' ? def.out : def.in;
+    else break;
+  }
+  return current;
+}

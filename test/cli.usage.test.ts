@@ -1,0 +1,98 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../src/cli/main.js';
+
+/** What the CLI says to a newcomer's slips (DESIGN §5: exit 2 on bad usage, with the reason). */
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
+    out,
+    err,
+  };
+}
+
+const SECRET = `whsec_${Buffer.from('cli-usage-test-secret-0123456789').toString('base64')}`;
+
+/** A valid config on the in-memory store: every check below happens before any store is opened. */
+function configFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cli-usage-'));
+  const file = join(dir, 'bridge.yaml');
+  writeFileSync(
+    file,
+    `server: {port: 0, host: 127.0.0.1}\nadmin: {token: abcdefghijklmnopqrst}\n` +
+      `destinations:\n  - {id: crm, url: "https://crm.example/hook", secret: ${SECRET}}\n`,
+  );
+  return file;
+}
+
+describe('chatbridge CLI usage', () => {
+  it('--config "" is bad usage (exit 2), not a silent fall-back to another config', async () => {
+    const env = process.env.CHATBRIDGE_CONFIG;
+    // What an empty --config used to fall back to: a valid file, so the old code said OK.
+    process.env.CHATBRIDGE_CONFIG = configFile();
+    try {
+      for (const args of [
+        ['config', 'check', '--config', ''],
+        ['config', 'check', '--config='],
+      ]) {
+        const run = capture();
+        expect(await runCli(args, run.io), args.join(' ')).toBe(2);
+        expect(run.err[0]).toBe('chatbridge: --config needs a file name (got an empty one)');
+        expect(run.out).toEqual([]);
+      }
+    } finally {
+      if (env === undefined) delete process.env.CHATBRIDGE_CONFIG;
+      else process.env.CHATBRIDGE_CONFIG = env;
+    }
+  });
+
+  it('deliveries list names the allowed values of --state and --limit', async () => {
+    const file = configFile();
+    const state = capture();
+    expect(await runCli(['deliveries', 'list', '--state', 'lost', '--config', file], state.io)).toBe(2);
+    expect(state.err[0]).toBe("chatbridge: --state must be one of pending, delivered, failed (got 'lost')");
+    for (const limit of ['abc', '0', '501', '2.5']) {
+      const run = capture();
+      expect(await runCli(['deliveries', 'list', '--limit', limit, '--config', file], run.io)).toBe(2);
+      expect(run.err[0]).toBe(`chatbridge: --limit must be a whole number from 1 to 500 (got '${limit}')`);
+    }
+  });
+
+  it('chatbridge help <command> prints that command’s (or group’s) help, exit 0', async () => {
+    const command = capture();
+    expect(await runCli(['help', 'config', 'check'], command.io)).toBe(0);
+    expect(command.out.join('\n')).toMatch(/^Usage: chatbridge config check \[--config FILE\]\n/);
+    const group = capture();
+    expect(await runCli(['help', 'deliveries'], group.io)).toBe(0);
+    expect(group.out.join('\n')).toMatch(/^Usage: chatbridge deliveries <command> \[options\]\n/);
+    const top = capture();
+    expect(await runCli(['help'], top.io)).toBe(0);
+    expect(top.out.join('\n')).toMatch(/^Usage: chatbridge <command> \[options\]\n/);
+    const unknown = capture();
+    expect(await runCli(['help', 'frobnicate'], unknown.io)).toBe(2);
+    expect(unknown.err[0]).toBe("chatbridge: unknown command 'frobnicate'");
+  });
+
+  it('a destination the config does not have is bad usage (exit 2) for replay and crm check', async () => {
+    const file = configFile();
+    const replay = capture();
+    expect(
+      await runCli(
+        ['deliveries', 'replay', '--destination', 'nope', '--all-failed', '--config', file],
+        replay.io,
+      ),
+    ).toBe(2);
+    expect(replay.err[0]).toBe("chatbridge: no destination 'nope' in the config (have: crm)");
+    const crm = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'nope', '--config', file], crm.io)).toBe(2);
+    expect(crm.err[0]).toBe("chatbridge: no destination 'nope' in the config (have: crm)");
+    const webhook = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], webhook.io)).toBe(2);
+    expect(webhook.err[0]).toContain("destination 'crm' is a webhook, not a CRM");
+  });
+});

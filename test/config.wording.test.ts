@@ -1,0 +1,289 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/errors.js';
+import { defaultRegistry } from '../src/registry.js';
+
+/** What a newcomer's mistakes in the config file read like (`chatbridge config check`). */
+
+const SECRET = `whsec_${Buffer.from('config-wording-secret-0123456789').toString('base64')}`;
+const valid = () => ({
+  admin: { token: 'a'.repeat(20) },
+  channels: [{ id: 'shop', vendor: 'jivochat', token: 't'.repeat(20) }],
+  destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: SECRET }],
+});
+
+function problems(document: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(document, defaultRegistry(), env);
+  } catch (error) {
+    if (error instanceof ConfigError)
+      return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+    throw error;
+  }
+  return [];
+}
+
+function loadProblems(text: string | Buffer, env: NodeJS.ProcessEnv = {}): string[] {
+  const dir = mkdtempSync(join(tmpdir(), 'chatbridge-wording-'));
+  const file = join(dir, 'bridge.yaml');
+  writeFileSync(file, text);
+  try {
+    loadConfig(file, defaultRegistry(), env, dir);
+  } catch (error) {
+    if (error instanceof ConfigError)
+      return [error.message, ...(error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`)];
+    throw error;
+  }
+  return [];
+}
+
+describe('config wording', () => {
+  it('the valid base document passes', () => {
+    expect(problems(valid())).toEqual([]);
+  });
+
+  it('an unknown key is reported at its own path, with the key meant when one is close', () => {
+    const document = valid() as Record<string, unknown>;
+    document.server = { hots: '127.0.0.1' };
+    document.adminn = {};
+    document.channels = [{ ...valid().channels[0], personIdFrm: 'user_token', reply: { crmLnk: 'x' } }];
+    document.destinations = [
+      { ...valid().destinations[0], retrySchedul: ['1s'], filter: { chanels: ['shop'] } },
+      { id: 'amo', kind: 'amocrm', baseUrl: 'https://shop.amocrm.ru', token: 'x', concurency: 2 },
+    ];
+    const found = problems(document);
+    expect(found).toEqual(
+      expect.arrayContaining([
+        'server.hots: unknown key (did you mean "host"?)',
+        'adminn: unknown key (did you mean "admin"?)',
+        'channels[0].personIdFrm: unknown key (did you mean "personIdFrom"?)',
+        'channels[0].reply.crmLnk: unknown key (did you mean "crmLink"?)',
+        'destinations[0].retrySchedul: unknown key (did you mean "retrySchedule"?)',
+        'destinations[0].filter.chanels: unknown key (did you mean "channels"?)',
+        'destinations[1].concurency: unknown key (did you mean "concurrency"?)',
+      ]),
+    );
+    // Nothing at the parent object, zod's "Unrecognized key" wording is gone.
+    expect(found.join('\n')).not.toContain('Unrecognized');
+  });
+
+  it('an unknown key nothing is close to lists the keys allowed there', () => {
+    const found = problems({ ...valid(), log: { verbosity: 'debug' } });
+    expect(found).toEqual(['log.verbosity: unknown key (allowed here: level)']);
+  });
+
+  it('a number or boolean where text is expected says to write it in quotes', () => {
+    const document = valid();
+    (document.admin as { token: unknown }).token = 1234567890123456;
+    (document.channels[0] as Record<string, unknown>).name = true;
+    const found = problems(document);
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^admin\.token: expected text, got the number \d+: write it in quotes/),
+        'channels[0].name: expected text, got the boolean true: write it in quotes ("...")',
+      ]),
+    );
+    // A vendor's own setting too (checked against the adapter's schema).
+    const chatvisor = problems({
+      ...valid(),
+      channels: [{ id: 'cv', vendor: 'chatvisor', token: 't'.repeat(20), apiToken: 12345 }],
+    });
+    expect(chatvisor).toEqual([
+      'channels[0].apiToken: expected text, got the number 12345: write it in quotes ("...")',
+    ]);
+  });
+
+  it('from a file too: an unquoted numeric token', () => {
+    const found = loadProblems(
+      'admin:\n  token: 12345678901234567890\nchannels:\n  - {id: shop, vendor: jivochat, token: abcdefghijklmnopq}\n',
+    );
+    expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
+  });
+
+  describe('a file that is not one UTF-8 YAML mapping says what it is', () => {
+    const text =
+      'admin:\n  token: abcdefghijklmnopqrst\nchannels:\n  - {id: shop, vendor: jivochat, token: abcdefghijklmnopq, name: Café}\n';
+
+    it('UTF-8, with or without a byte order mark, is read', () => {
+      expect(loadProblems(text)).toEqual([]);
+      expect(loadProblems(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]))).toEqual([]);
+    });
+
+    it('UTF-16 (either byte order) is named, not read as one odd string', () => {
+      const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+      const be = Buffer.from(le);
+      be.swap16();
+      for (const bytes of [le, be]) {
+        const [message, ...issues] = loadProblems(bytes);
+        expect(message).toMatch(/is UTF-16 .*: save it as UTF-8$/);
+        expect(issues).toEqual([]);
+      }
+    });
+
+    it('Latin-1 is named with its line, not read with U+FFFD in place of letters', () => {
+      const [message] = loadProblems(Buffer.from(text, 'latin1'));
+      expect(message).toMatch(/is not UTF-8 \(line 4 .*\): save it as UTF-8$/);
+    });
+
+    it('an empty file, or one with only comments, says so (not "admin: required")', () => {
+      for (const empty of ['', '\n\n', '# nothing yet\n']) {
+        expect(loadProblems(empty)).toEqual([
+          expect.stringMatching(/ is empty \(no settings.*\): start from /),
+        ]);
+      }
+    });
+
+    it('a second YAML document is named at its line, in words (not a yaml API hint)', () => {
+      const found = loadProblems(`${text}---\nserver: {port: 1}\n`);
+      expect(found[1]).toBe(
+        'line 5, column 1: a second YAML document starts here (after a --- line): the config is one document; remove the --- line or what follows it',
+      );
+      // A leading --- is one document.
+      expect(loadProblems(`---\n${text}`)).toEqual([]);
+    });
+
+    it('a list or a string at the top is not a mapping', () => {
+      expect(loadProblems('- a\n- b\n')[0]).toMatch(/must be a YAML mapping .*, not a list$/);
+      expect(loadProblems('hello\n')[0]).toMatch(/must be a YAML mapping .*, not a string$/);
+    });
+
+    it('an alias bomb is refused as a config error, without expanding it', () => {
+      let bomb = 'a: &a [x, x, x, x, x, x, x, x, x]\n';
+      for (let level = 1; level < 12; level++) {
+        const name = String.fromCharCode(97 + level);
+        const previous = String.fromCharCode(96 + level);
+        bomb += `${name}: &${name} [${new Array(9).fill(`*${previous}`).join(', ')}]\n`;
+      }
+      const [message, ...issues] = loadProblems(bomb);
+      expect(message).toMatch(/YAML aliases \(\*name\) expand to more than 100 copies/);
+      expect(issues).toEqual([]);
+      // A few aliases (a shared retry schedule) are fine.
+      expect(
+        loadProblems(
+          `${text}destinations:\n` +
+            `  - {id: a, url: "https://a.example/", secret: ${SECRET}, retrySchedule: &s [0s, 5s]}\n` +
+            `  - {id: b, url: "https://b.example/", secret: ${SECRET}, retrySchedule: *s}\n`,
+        ),
+      ).toEqual([]);
+    });
+  });
+
+  describe('${VAR} references', () => {
+    const withToken = (token: string) => ({ ...valid(), admin: { token } });
+
+    it('a variable that is set but empty is named as such where a value is required', () => {
+      expect(problems(withToken('${ADMIN_TOKEN}'), { ADMIN_TOKEN: '' })).toEqual([
+        'admin.token: environment variable ADMIN_TOKEN is set but empty, and a value is required here (write ${ADMIN_TOKEN:-} to allow empty)',
+      ]);
+      // Not set at all still says so; ${VAR:-} still allows empty; a set one is used.
+      expect(problems(withToken('${ADMIN_TOKEN}'))).toEqual([
+        'admin.token: environment variable ADMIN_TOKEN is not set (write ${ADMIN_TOKEN:-} to allow empty)',
+      ]);
+      expect(problems({ ...valid(), store: { redis: '${REDIS_URL:-}' } }, { REDIS_URL: '' })).toEqual([]);
+      expect(problems(withToken('${ADMIN_TOKEN}'), { ADMIN_TOKEN: 'a'.repeat(20) })).toEqual([]);
+    });
+
+    it('an unclosed ${ or one without a valid name is named, not kept as literal text', () => {
+      const tail = 'abcdefghijklmnopqrst';
+      expect(problems(withToken('${ADMIN_TOKEN'), { ADMIN_TOKEN: tail })).toEqual([
+        'admin.token: "${ADMIN_TOKEN" has no closing }: write ${NAME} or ${NAME:-default}',
+      ]);
+      for (const bad of ['${1ADMIN}', '${ADMIN-TOKEN}', '${}', '${ADMIN:abc}', '${ ADMIN }']) {
+        expect(problems(withToken(`${bad}${tail}`)), bad).toEqual([
+          `admin.token: "${bad}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+        ]);
+      }
+    });
+
+    it('a substituted value holding ${ is used as it is, not read again', () => {
+      const config = parseConfig(withToken('${ADMIN_TOKEN}'), defaultRegistry(), {
+        ADMIN_TOKEN: 'pa${ss}word-0123456789',
+      });
+      expect(config.admin.token).toBe('pa${ss}word-0123456789');
+    });
+  });
+
+  describe('what two entries cannot share', () => {
+    it('metrics.port equal to server.port (or to PORT) is a config problem, not a bind failure at start', () => {
+      const same = { ...valid(), server: { port: 3999 }, metrics: { port: 3999 } };
+      expect(problems(same)).toEqual([
+        'metrics.port: 3999 is also server.port: the metrics listener needs a port of its own (or leave metrics.port out and set metrics.token to serve /metrics on the main port)',
+      ]);
+      expect(problems({ ...valid(), metrics: { port: '${METRICS_PORT:-9464}' } }, { PORT: '9464' })).toEqual([
+        expect.stringMatching(
+          /^metrics\.port: 9464 is also PORT \(the environment\), which sets server\.port: /,
+        ),
+      ]);
+      // Port 0 (any free port) twice is two ports; two distinct addresses may share a port number.
+      expect(problems({ ...valid(), server: { port: 0 }, metrics: { port: 0 } })).toEqual([]);
+      expect(
+        problems({
+          ...valid(),
+          server: { port: 3999, host: '10.0.0.5' },
+          metrics: { port: 3999, host: '127.0.0.1' },
+        }),
+      ).toEqual([]);
+      expect(
+        problems({
+          ...valid(),
+          server: { port: 3999, host: '0.0.0.0' },
+          metrics: { port: 3999, host: '127.0.0.1' },
+        }),
+      ).toHaveLength(1);
+    });
+
+    it('config check says so (exit 1) instead of passing a config start cannot run', async () => {
+      const { runCli } = await import('../src/cli/main.js');
+      const dir = mkdtempSync(join(tmpdir(), 'chatbridge-wording-'));
+      const file = join(dir, 'bridge.yaml');
+      writeFileSync(
+        file,
+        'server: {port: 3999, host: 127.0.0.1}\nmetrics: {port: 3999}\nadmin: {token: abcdefghijklmnopqrst}\n',
+      );
+      const err: string[] = [];
+      const code = await runCli(['config', 'check', '--config', file], {
+        stdout: () => undefined,
+        stderr: (line) => err.push(line),
+      });
+      expect(code).toBe(1);
+      expect(err.join('\n')).toContain('metrics.port: 3999 is also server.port');
+    });
+
+    it('a duplicate agent e-mail (case ignored) is named: agent sync keys agents by e-mail', () => {
+      const agents = [
+        { email: 'oleg@shop.example', name: 'Oleg' },
+        { email: 'anna@shop.example', name: 'Anna' },
+        { email: 'Oleg@Shop.example', name: 'Oleg P.' },
+      ];
+      expect(problems({ ...valid(), agents })).toEqual([
+        'agents[2].email: duplicate agent e-mail "oleg@shop.example" (also agents[0]; e-mails ignore case)',
+      ]);
+    });
+
+    it('two channels with one token are named: the token is the credential of each webhook URL', () => {
+      const token = 't'.repeat(20);
+      expect(
+        problems({
+          ...valid(),
+          channels: [
+            { id: 'shop', vendor: 'jivochat', token },
+            { id: 'app', vendor: 'jivochat', token: 'u'.repeat(20) },
+            { id: 'site', vendor: 'jivochat', token },
+          ],
+        }),
+      ).toEqual([
+        'channels[2].token: the same token as channels[0]: each channel needs its own (it is the credential in its webhook URL)',
+      ]);
+    });
+  });
+
+  it('a vendor in filter.vendors that is no vendor is named (it filtered out every event)', () => {
+    const destination = { ...valid().destinations[0], filter: { vendors: ['jivochat', 'jivo'] } };
+    expect(problems({ ...valid(), destinations: [destination] })).toEqual([
+      'destinations[0].filter.vendors[1]: unknown vendor "jivo" (known: jivochat, livetex, chatvisor)',
+    ]);
+  });
+});
