@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { StoreBusyError } from '../errors.js';
 import { OUTBOX_KEY, type OutboxEntry, storedOutboxEntrySchema } from '../events/outbox.js';
 import { wireJson } from '../net/http.js';
 import { jittered } from '../net/retry.js';
-import { renewWhileHeld } from '../store/renewal.js';
+import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
 import type { DeliveryQueue } from './queue.js';
@@ -149,23 +148,10 @@ export function createDrainer(deps: DrainDeps) {
 
   /** Drain one chunk. */
   async function drainChunk(): Promise<DrainResult> {
-    let lock: Awaited<ReturnType<Store['lock']>>;
-    try {
-      lock = await store.lock([DRAIN_LOCK], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
-    } catch (error) {
-      if (error instanceof StoreBusyError) return { kind: 'busy' };
-      throw error;
-    }
-    let lost = false;
-    const stopRenewing = renewWhileHeld({
-      ttlMs: LOCK_TTL_MS,
-      renew: () => lock.renew(LOCK_TTL_MS),
-      onLost: () => {
-        lost = true;
-      },
-      onError: (error) =>
-        logger.warn({ err: error }, 'outbox drain: could not renew the drain lock; trying again'),
-    });
+    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, (error) =>
+      logger.warn({ err: error }, 'outbox drain: could not renew the drain lock; trying again'),
+    );
+    if (!lock) return { kind: 'busy' };
     try {
       // As bytes: the trim below expects the list to start with exactly what was read, and an
       // entry that is not valid UTF-8 (corrupted) would never match its text decoding, leaving
@@ -183,7 +169,7 @@ export function createDrainer(deps: DrainDeps) {
       const pending = await records.ensure(plans, now);
       await queueRecords(deps.queue, pending, byId, now.getTime(), deps.random);
       // Renewed once more here: the timer's renewals may not have run (an event loop held up).
-      if (lost || !(await lock.renew(LOCK_TTL_MS))) {
+      if (!(await lock.stillHeld())) {
         logger.warn(
           'outbox drain lost its lock; leaving the entries for the next drain (their deliveries exist already)',
         );
@@ -209,7 +195,6 @@ export function createDrainer(deps: DrainDeps) {
       }
       return { kind: 'drained', entries: raw.length };
     } finally {
-      stopRenewing();
       await lock.release();
     }
   }

@@ -8,7 +8,7 @@ import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, IdentityContentionError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { extend } from '../extend.js';
 import type { Metrics } from '../metrics.js';
-import { renewWhileHeld } from '../store/renewal.js';
+import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { PayloadJournal } from './journal.js';
 import { parseIntakeRequest } from './pipeline.js';
@@ -587,23 +587,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
 
   /** One chunk under the drain lock: read, record all (concurrently), trim exactly what was read. */
   async function drainChunk(): Promise<{ recorded: number; busy: boolean; more: boolean }> {
-    let lock: Awaited<ReturnType<Store['lock']>>;
-    try {
-      lock = await store.lock([DRAIN_LOCK], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
-    } catch (error) {
-      if (error instanceof StoreBusyError) return { recorded: 0, busy: true, more: false };
-      throw error;
-    }
-    let lost = false;
-    const stopRenewing = renewWhileHeld({
-      ttlMs: LOCK_TTL_MS,
-      renew: () => lock.renew(LOCK_TTL_MS),
-      onLost: () => {
-        lost = true;
-      },
-      onError: (error) =>
-        logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
-    });
+    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, (error) =>
+      logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
+    );
+    if (!lock) return { recorded: 0, busy: true, more: false };
     try {
       const writeMark = store.writeMark?.();
       const items = await store.lrangeBuffer(DEFERRED_KEY, 0, DEFERRED_CHUNK - 1);
@@ -620,7 +607,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // another instance may be draining the same items, so the trim is left to the next round
       // rather than cutting items nobody has read. Renewed once more here for that reason: the
       // timer's renewals may not have run.
-      if (lost || !(await lock.renew(LOCK_TTL_MS))) {
+      if (!(await lock.stillHeld())) {
         logger.warn(
           { items: items.length },
           'deferred intake: the drain lock was lost while recording a chunk; not trimming it (the next round records it again)',
@@ -646,7 +633,6 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       setKnown(Math.max(0, known - items.length));
       return { recorded: items.length, busy: false, more: items.length === DEFERRED_CHUNK };
     } finally {
-      stopRenewing();
       await lock.release();
     }
   }

@@ -1,3 +1,6 @@
+import { StoreBusyError } from '../errors.js';
+import type { Lock, Store } from './types.js';
+
 /**
  * Keep a store lock alive while work runs under it: `renew` every third of `ttlMs` (so two
  * renewals can fail or be late before the lock expires). When a renewal answers false the lock is
@@ -42,4 +45,51 @@ export function renewWhileHeld(options: {
   const timer = setInterval(() => void tick(), Math.max(1, Math.floor(options.ttlMs / 3)));
   timer.unref();
   return stop;
+}
+
+/** A store lock taken for one unit of work and renewed while it runs (renewWhileHeld). */
+export interface RenewedLock {
+  /**
+   * True while the lock is still ours: no renewal found it gone and a renewal made now holds.
+   * Asked right before a step that only the holder may take (a trim): the timer's renewals may
+   * not have run if the event loop was held up.
+   */
+  stillHeld(): Promise<boolean>;
+  /** Stops renewing and releases the lock. */
+  release(): Promise<void>;
+}
+
+/**
+ * Takes `key` without waiting and keeps it renewed; null when another holder has it. Renewal
+ * failures go to `onRenewError` and are tried again; see renewWhileHeld for when it counts as lost.
+ */
+export async function lockRenewed(
+  store: Pick<Store, 'lock'>,
+  key: string,
+  ttlMs: number,
+  onRenewError: (error: unknown) => void,
+): Promise<RenewedLock | null> {
+  let lock: Lock;
+  try {
+    lock = await store.lock([key], { ttlMs, waitMs: 0 });
+  } catch (error) {
+    if (error instanceof StoreBusyError) return null;
+    throw error;
+  }
+  let lost = false;
+  const stopRenewing = renewWhileHeld({
+    ttlMs,
+    renew: () => lock.renew(ttlMs),
+    onLost: () => {
+      lost = true;
+    },
+    onError: onRenewError,
+  });
+  return {
+    stillHeld: async () => !lost && (await lock.renew(ttlMs)),
+    release: async () => {
+      stopRenewing();
+      await lock.release();
+    },
+  };
 }
