@@ -170,16 +170,10 @@ export function parseConfig(
     const parsed = adapter.channelSettings.strict().safeParse(settings);
     if (!parsed.success)
       issues.push(
-        ...configIssues(
-          parsed.error.issues,
-          settings,
-          (path) => {
-            const inner = path.slice(2);
-            const keys = keysOfSchema(adapter.channelSettings, inner);
-            return inner.length === 0 && keys ? [...BASE_CHANNEL_KEYS, ...keys] : keys;
-          },
-          ['channels', index],
-        ),
+        ...settingsIssues(parsed.error.issues, settings, adapter.channelSettings, BASE_CHANNEL_KEYS, [
+          'channels',
+          index,
+        ]),
       );
     else vendorSettings.set(index, parsed.data);
   });
@@ -246,16 +240,10 @@ export function parseConfig(
         const parsed = connector.settings.strict().safeParse(settings);
         if (!parsed.success)
           issues.push(
-            ...configIssues(
-              parsed.error.issues,
-              settings,
-              (path) => {
-                const inner = path.slice(2);
-                const keys = keysOfSchema(connector.settings, inner);
-                return inner.length === 0 && keys ? [...CRM_DESTINATION_KEYS, ...keys] : keys;
-              },
-              ['destinations', index],
-            ),
+            ...settingsIssues(parsed.error.issues, settings, connector.settings, CRM_DESTINATION_KEYS, [
+              'destinations',
+              index,
+            ]),
           );
         else connectorSettings.set(index, parsed.data);
         issues.push(...crmIdIssues(destination.crm, connector.idFormats ?? {}, `destinations[${index}].crm`));
@@ -347,6 +335,30 @@ function applyPortOverride(document: unknown, env: NodeJS.ProcessEnv, issues: Er
   }
   const server = isObject(document.server) ? document.server : {};
   return { ...document, server: { ...server, port: Number(port) } };
+}
+
+/**
+ * Issues of a vendor's or connector's own settings inside one channel or destination entry
+ * (`prefix`, e.g. ['channels', 2]): an unknown key at the entry's top level is offered the
+ * entry's common keys (`baseKeys`) as well as the settings' own.
+ */
+function settingsIssues(
+  issues: readonly z.core.$ZodIssue[],
+  settings: unknown,
+  schema: z.ZodType,
+  baseKeys: readonly string[],
+  prefix: readonly [string, number],
+): ErrorIssue[] {
+  return configIssues(
+    issues,
+    settings,
+    (path) => {
+      const inner = path.slice(2);
+      const keys = keysOfSchema(schema, inner);
+      return inner.length === 0 && keys ? [...baseKeys, ...keys] : keys;
+    },
+    prefix,
+  );
 }
 
 /** What every channel has besides its vendor's settings (baseChannelSchema). */
