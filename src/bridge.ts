@@ -208,6 +208,10 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       masterKey,
       contacts,
       events,
+      journal: {
+        reject: (entry) =>
+          journal.record({ ...entry, channelId: channel.id, vendor: channel.vendor, kind: 'rejected' }),
+      },
     };
     const runtime = adapter.create(adapterContext, channel);
     for (const source of runtime.factSources ?? []) facts.addSource(source);

@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
@@ -216,4 +220,59 @@ describe('a hung store does not hang /metrics, nor leave stale backlog values', 
     );
     expect(back.value('chatbridge_delivery_queue_depth', { destination: 'crm' })).toBe(1);
   }, 60_000);
+});
+
+describe('chatbridge_store_up is bounded like the other store gauges', () => {
+  let dir: string;
+  let primary: PrivateRedis;
+  let replica: PrivateRedis;
+  let bridge: TestBridge;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'chatbridge-store-up-'));
+    primary = await startPrivateRedis({ args: ['--dir', dir] });
+    replica = await startPrivateRedis({
+      args: ['--dir', dir, '--replicaof', '127.0.0.1', String(primary.port)],
+    });
+    const probe = new Redis(primary.url);
+    try {
+      while (!(await probe.info('replication')).includes('state=online'))
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      probe.disconnect();
+    }
+    bridge = await startTestBridge({
+      adapters: [echoAdapter],
+      config: {
+        // The check is the /readyz one: a write, confirmed by WAIT for up to a minute.
+        store: { redis: primary.url, durability: { replicas: 1, timeoutMs: 60_000 } },
+        channels: [{ id: 'site', vendor: 'echo', token: TOKEN }],
+        metrics: { token: METRICS_TOKEN },
+      },
+    });
+  });
+  afterAll(async () => {
+    replica?.resume();
+    await bridge?.close();
+    await replica?.stop();
+    await primary?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers 0 while the check hangs (a replica that does not acknowledge), and 1 after', async () => {
+    expect((await scrape(bridge)).value('chatbridge_store_up')).toBe(1);
+    replica.pause();
+    try {
+      // The primary answers, the WAIT does not: the check alone would hold the scrape for the
+      // minute of durability.timeoutMs, past any scrape timeout (this test's own included).
+      expect((await scrape(bridge)).value('chatbridge_store_up')).toBe(0);
+      expect((await scrape(bridge)).value('chatbridge_store_up')).toBe(0);
+    } finally {
+      replica.resume();
+    }
+    await until(
+      () => scrape(bridge),
+      (seen) => seen.value('chatbridge_store_up') === 1,
+    );
+  }, 30_000);
 });

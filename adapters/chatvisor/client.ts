@@ -71,6 +71,8 @@ export interface ParsedPage<T> {
   rawCount: number;
   /** Items dropped because they did not parse. */
   skipped: number;
+  /** Those items as listed, each with what was wrong with it: for the payload journal. */
+  unreadable: { item: unknown; problem: string }[];
 }
 
 export interface CallOptions {
@@ -399,16 +401,23 @@ export class ChatvisorClient {
 
   private parseItems<T>(operation: OperationName, raw: unknown[], schema: z.ZodType<T>): ParsedPage<T> {
     const items: T[] = [];
-    let skipped = 0;
+    const unreadable: { item: unknown; problem: string }[] = [];
     for (const item of raw) {
       const parsed = schema.safeParse(item);
       if (parsed.success) items.push(parsed.data);
-      else skipped++;
+      else unreadable.push({ item, problem: issueText(parsed.error.issues[0]) });
     }
+    const skipped = unreadable.length;
     if (skipped > 0)
       this.options.logger.warn({ operation, skipped }, 'chatvisor items skipped: unexpected shape');
-    return { items, rawCount: raw.length, skipped };
+    return { items, rawCount: raw.length, skipped, unreadable };
   }
+}
+
+/** Where an item went wrong and how, e.g. `customerId: Required` (the path is our schema's). */
+function issueText(issue: z.core.$ZodIssue | undefined): string {
+  if (!issue) return 'invalid';
+  return issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ${issue.message}` : issue.message;
 }
 
 function agentBody(agent: AgentWrite): Record<string, unknown> {

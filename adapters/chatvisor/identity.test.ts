@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Contact, TimelineEntry } from '../../src/contacts/types.js';
+import { createMemoryStore } from '../../src/store/memory.js';
 import { storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
@@ -332,6 +333,43 @@ describe('profile read failures', () => {
     expect(await test.runtime.poller.run()).toMatchObject({ conversationEvents: 0, identified: 1 });
     const contact = await byEmail(test, 'anna@example.org');
     expect(chatvisorTypes(await timeline(test, contact))).toEqual(['conversation.updated']);
+  });
+});
+
+describe('a process that dies while a first profile read is in flight', () => {
+  it('leaves the customer for the next poll to identify', async () => {
+    const store = createMemoryStore();
+    const build = () =>
+      buildRuntime({
+        apiUrl: fake.apiUrl,
+        apiToken: fake.token,
+        // The read must still be in flight when the process "dies": no client timeout marks it.
+        settings: { maxRetries: 0, backfillWindow: '0s', timeoutMs: 120_000 },
+        now: clock.now,
+        store,
+      });
+    const dying = build();
+    await dying.runtime.poller.run(); // the first run, with no customer yet
+
+    fake.addCustomer({ customerId: 'cv-1', id: 'P-1001', email: 'anna@example.org' });
+    let release = () => {};
+    fake.fail({ path: '/customer/cv-1', until: new Promise<void>((resolve) => (release = resolve)) });
+    try {
+      await dying.webhook(fake.conversationPayload('cv-1'));
+      await expect
+        .poll(() => fake.calls().includes('GET /customer/cv-1'), { timeout: 20_000, interval: 20 })
+        .toBe(true);
+
+      // The process dies here (no close): a new one starts on the same store and polls. The
+      // conversation's status is recorded already, so only a pending mark makes it read the profile.
+      const next = build();
+      expect(await next.runtime.poller.run()).toMatchObject({ conversationEvents: 0, identified: 1 });
+      const contact = await byEmail(next, 'anna@example.org');
+      expect(contact.id).toBe((await byPerson(next, 'P-1001')).id);
+      expect(await store.hget(storeKeys('cobrowse').profilePending, 'cv-1')).toBeNull();
+    } finally {
+      release();
+    }
   });
 });
 

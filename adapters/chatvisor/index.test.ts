@@ -445,5 +445,15 @@ describe('the console shows what an agent sync left alone', () => {
     const page = await consoleRequest(kept.url, '/console/channels', { cookie });
     expect(page.text).toContain('1 unreadable');
     expect(page.text).toContain('— failed: Chatvisor');
+    // The unreadable item itself is in the payload journal, under its channel.
+    const journal = await kept.bridge.context.journal.list({ limit: 10, channelId: 'kept' });
+    expect(journal.entries).toEqual([
+      expect.objectContaining({
+        channelId: 'kept',
+        vendor: 'chatvisor',
+        kind: 'rejected',
+        body: '{"status":"DONE"}',
+      }),
+    ]);
   });
 });

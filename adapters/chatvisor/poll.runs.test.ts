@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
+import { UNREADABLE_JOURNALLED_PER_RUN } from './poll.js';
 import { readEnded } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
@@ -185,6 +186,32 @@ describe('listings that do not end as they should', () => {
       unreadable: 3,
       forgotten: null,
     });
+
+    // Dropped from the run, not lost: each is in the payload journal with what was wrong with it.
+    const { entries } = await test.context.journal.list({ limit: 50, channelId: 'cobrowse' });
+    expect(entries).toHaveLength(3);
+    expect(entries.every((entry) => entry.kind === 'rejected' && entry.vendor === 'chatvisor')).toBe(true);
+    const byBody = new Map(entries.map((entry) => [entry.body, entry.reason]));
+    expect(byBody.get('{"status":"DONE"}')).toMatch(
+      /GET \/conversation page 0 could not be read \(customerId: /,
+    );
+    expect(byBody.get('"not an object"')).toMatch(/GET \/conversation page 0 could not be read/);
+    expect(byBody.get('{"text":"no id, no customer"}')).toMatch(
+      /GET \/customer\/c1\/message page 0 could not be read/,
+    );
+  });
+
+  it('journals at most UNREADABLE_JOURNALLED_PER_RUN unreadable items a run, and counts them all', async () => {
+    const test = runtimeWith({ pageSize: 100 });
+    fake.addCustomer({ customerId: 'c1' });
+    fake.extraListed = Array.from({ length: UNREADABLE_JOURNALLED_PER_RUN + 5 }, (_, at) => ({ junk: at }));
+    expect(await test.runtime.poller.run()).toMatchObject({ unreadable: UNREADABLE_JOURNALLED_PER_RUN + 5 });
+    const first = await test.context.journal.list({ limit: 500, channelId: 'cobrowse' });
+    expect(first.entries).toHaveLength(UNREADABLE_JOURNALLED_PER_RUN);
+    // The cap is per run: the next run keeps its first ones too.
+    await test.runtime.poller.run();
+    const second = await test.context.journal.list({ limit: 500, channelId: 'cobrowse' });
+    expect(second.entries).toHaveLength(2 * UNREADABLE_JOURNALLED_PER_RUN);
   });
 });
 

@@ -63,6 +63,12 @@ const MAX_MESSAGE_PAGES = 10_000;
 export const FORGET_UNLISTED_AFTER_MS = 24 * 3_600_000;
 /** At most this many such customers are asked for per run (each is a vendor call); the rest wait. */
 export const FORGET_CHECKS_PER_RUN = 200;
+/**
+ * Unreadable items (counted in `unreadable`) kept in the payload journal per run, so a listing
+ * whose every item changed shape does not write thousands of entries each run: the first ones
+ * show what changed, and the count says how many there were.
+ */
+export const UNREADABLE_JOURNALLED_PER_RUN = 20;
 
 export interface BackfillReport {
   /** The window (ms) and its start: conversations changed since then were replayed. */
@@ -144,6 +150,9 @@ interface RunState {
    */
   firstRunLeft: Map<string, FirstRunWindow>;
 }
+
+/** Unreadable items journalled by the run a report belongs to (UNREADABLE_JOURNALLED_PER_RUN). */
+const journalledByRun = new WeakMap<PollReport, number>();
 
 /** The first run's backfill window, kept for the customers it failed on (state.ts). */
 interface FirstRunWindow {
@@ -272,6 +281,11 @@ export class ConversationPoller {
         previous = page.fingerprint;
         skipped += page.skipped;
         report.unreadable += page.skipped;
+        await this.journalUnreadable(
+          page.unreadable,
+          `${this.source === 'conversation' ? 'GET /conversation' : 'GET /customer'} page ${pageNumber}`,
+          report,
+        );
         for (const customerId of page.listed) listed.add(customerId);
         for (const item of page.items) {
           report.conversationsSeen++;
@@ -348,6 +362,37 @@ export class ConversationPoller {
       report.error = cleanDisplayText(errorText(error)) ?? 'unknown error';
       await this.keep(report);
       throw error;
+    }
+  }
+
+  /**
+   * Keep items Chatvisor listed that could not be read in the payload journal (rejected, under
+   * this channel), up to UNREADABLE_JOURNALLED_PER_RUN per run. A journal that cannot be written
+   * does not fail the run: the items are counted in the report either way.
+   */
+  private async journalUnreadable(
+    unreadable: readonly { item: unknown; problem: string }[],
+    where: string,
+    report: PollReport,
+  ): Promise<void> {
+    const { context, logger } = this.options;
+    for (const { item, problem } of unreadable) {
+      const journalled = journalledByRun.get(report) ?? 0;
+      if (journalled >= UNREADABLE_JOURNALLED_PER_RUN) return;
+      journalledByRun.set(report, journalled + 1);
+      try {
+        await context.journal.reject({
+          // The customer id in `where` is the vendor's: shown in the console, so cleaned as any.
+          reason:
+            cleanDisplayText(
+              `chatvisor poll: an item of ${where} could not be read (${problem}); it was skipped`,
+            ) ?? 'chatvisor poll: an item could not be read',
+          rawBody: JSON.stringify(item) ?? String(item),
+          contentType: 'application/json',
+        });
+      } catch (error) {
+        logger.warn({ err: error, where }, 'chatvisor poll: could not journal an unreadable item');
+      }
     }
   }
 
@@ -834,6 +879,11 @@ export class ConversationPoller {
       if (page.rawCount > 0 && fingerprint === previous) return messages;
       previous = fingerprint;
       report.unreadable += page.skipped;
+      await this.journalUnreadable(
+        page.unreadable,
+        `GET /customer/${customerId}/message page ${pageNumber}`,
+        report,
+      );
       messages.push(...page.items);
       if (page.rawCount < settings.pageSize) return messages;
     }

@@ -25,7 +25,9 @@ import { storeKeys } from './state.js';
  * pushes labels again.
  *
  * A read that fails never loses anything: the event is already on the vendor-local contact. The
- * customer is marked pending (`…:profiles:pending`) and identified on its next event or poll.
+ * customer is marked pending (`…:profiles:pending`) and identified on its next event or poll. A
+ * customer with no cached profile is marked pending before its first read, too, so a process that
+ * dies during that read does not leave it unidentified until its next conversation.
  */
 export const cachedProfileSchema = z.object({
   identity: customerIdentitySchema,
@@ -141,6 +143,11 @@ export class CustomerProfiles {
       this.reads.inc({ channel: this.options.channelId, outcome: 'cached' });
       return { identity: cached.identity, changed: false, source: 'cache' };
     }
+    // A customer with nothing cached is marked pending for as long as its first read runs (done
+    // clears it, a failure overwrites it with why): a process that dies meanwhile leaves a
+    // customer no later poll would read otherwise — poll runs read only pending customers, and
+    // its status is recorded already. One write per customer's first read, not per event.
+    if (!cached) await this.markPending(customerId, 'first profile read not finished');
     let customer: Customer;
     try {
       customer = await this.options.client.getCustomer(customerId, { signal: input.signal });

@@ -106,6 +106,43 @@ describe('jivochat mapper', () => {
     expect(observation.timeline[0]!.summary).toBe('Chat 90330 accepted by Алёна Кузнецова 🌷');
   });
 
+  it('joins tags, UTM values and places with each one cleaned, so no bidi override reaches the next', () => {
+    const RLO = '\u202E';
+    const PDF = '\u202C';
+    const observation = toObservation(
+      input('chat_accepted.json', {}, (raw) => {
+        raw.tags = [
+          { id: 1, title: `${RLO}PIV` },
+          { id: 2, title: 'Returns' },
+          { id: 3, title: `\u2067${PDF}` },
+        ];
+        const session = raw.session as Record<string, unknown>;
+        session.utm_json = { source: `google${RLO}`, medium: 'organic\nline' };
+        session.geoip = { city: `\u202BNovosibirsk`, country: 'Russia' };
+      }),
+    );
+    if (observation.kind !== 'observation') throw new Error('no observation');
+    const attributes = observation.observation.attributes ?? {};
+    // A tag with nothing showable left is no tag.
+    expect(attributes.tags).toEqual({ value: 'PIV, Returns', label: 'Tags' });
+    expect(attributes.utm).toEqual({ value: 'source=google, medium=organic line', label: 'UTM' });
+    expect(attributes.location).toEqual({ value: 'Novosibirsk, Russia', label: 'Location' });
+
+    // The `a=b|c=d` fallback is split and cleaned the same way.
+    const fallback = toObservation(
+      input('chat_accepted.json', {}, (raw) => {
+        const session = raw.session as Record<string, unknown>;
+        session.utm_json = undefined;
+        session.utm = `source=${RLO}google||medium=organic`;
+      }),
+    );
+    if (fallback.kind !== 'observation') throw new Error('no observation');
+    expect(fallback.observation.attributes?.utm).toEqual({
+      value: 'source=google, medium=organic',
+      label: 'UTM',
+    });
+  });
+
   it('takes the person id from the field personIdFrom names, including dotted paths and numbers', () => {
     const custom = jivochatSettingsSchema.parse({ personIdFrom: 'visitor.number' });
     const observation = observe('chat_accepted.json', { settings: custom });

@@ -1,4 +1,5 @@
 import { isAgentLinkUrl } from '../../src/console/links.js';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type {
   AgentRef,
   AttributeValue,
@@ -93,6 +94,18 @@ function agentRef(agent: JivoAgent | null | undefined): AgentRef | undefined {
   return Object.keys(ref).length > 0 ? ref : undefined;
 }
 
+/**
+ * Several vendor values as one attribute, `a, b, c`. Each is cleaned as a shown name is
+ * (cleanDisplayText) before the join: the console isolates a whole value (<bdi>), so one bidi
+ * override in a tag would otherwise turn every tag after it around, and a line break would split
+ * the list. Undefined when none is left.
+ */
+function shownList(values: readonly (string | undefined)[]): string | undefined {
+  const shown = values.map((value) => (value === undefined ? null : cleanDisplayText(value)));
+  const kept = shown.filter((value): value is string => value !== null);
+  return kept.length > 0 ? kept.join(', ') : undefined;
+}
+
 function agentLabel(agent: AgentRef | undefined): string | undefined {
   return agent?.name ?? agent?.email ?? (agent?.id ? `agent ${agent.id}` : undefined);
 }
@@ -142,14 +155,13 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
   put('description', 'Description', text(envelope.visitor?.description));
   put('organization', 'Organization', text(envelope.organization?.name));
   put('status', 'Client status', text(envelope.status?.title));
-  const tags = (envelope.tags ?? []).map((tag) => text(tag.title)).filter((title) => title !== undefined);
-  if (tags.length > 0) put('tags', 'Tags', tags.join(', '));
+  put('tags', 'Tags', shownList((envelope.tags ?? []).map((tag) => text(tag.title))));
   put('department', 'Department', text(envelope.department?.name));
   put('topic', 'Topic', text(envelope.topic?.title));
 
   const agents = envelope.agent ? [envelope.agent] : (envelope.agents ?? []);
   const agentNames = agents.map((agent) => agentLabel(agentRef(agent))).filter((name) => name !== undefined);
-  if (agentNames.length > 0) put('agent', agentNames.length > 1 ? 'Agents' : 'Agent', agentNames.join(', '));
+  put('agent', agentNames.length > 1 ? 'Agents' : 'Agent', shownList(agentNames));
 
   const session = envelope.session;
   const utmJson = Object.entries(session?.utm_json ?? {})
@@ -157,11 +169,13 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
     .filter(([, value]) => value !== undefined)
     .map(([key, value]) => `${key}=${value}`);
   // utm_json is structured; the `a=b|c=d` string is the fallback (§9.7).
-  const utm = utmJson.length > 0 ? utmJson.join(', ') : text(session?.utm)?.split('|').join(', ');
-  put('utm', 'UTM', utm);
+  put('utm', 'UTM', shownList(utmJson.length > 0 ? utmJson : (text(session?.utm)?.split('|') ?? [])));
   const geo = session?.geoip;
-  const place = [text(geo?.city), text(geo?.region), text(geo?.country)].filter((part) => part !== undefined);
-  put('location', 'Location', [...new Set(place)].join(', '));
+  put(
+    'location',
+    'Location',
+    shownList([...new Set([text(geo?.city), text(geo?.region), text(geo?.country)])]),
+  );
   const pageUrl = text(envelope.page?.url);
   put('page', 'Page', pageUrl, safeLink(pageUrl) ? 'url' : undefined);
 

@@ -128,7 +128,20 @@ export interface IntakeDoc {
   errors?: Record<number, string>;
 }
 
-/** What a channel's vendor REST work may use: no engine internals, no journal, no facts. */
+/**
+ * Keeps what a channel's vendor REST work was handed and could not read (an item of a listing
+ * that does not parse) in the payload journal, as kind `rejected` under the channel: the house
+ * rule is that nothing a vendor sends is dropped unrecorded. The journal cuts the body as it cuts
+ * any entry's (`limits.journalEntryBytes`).
+ */
+export interface ChannelJournal {
+  reject(entry: { reason: string; rawBody: string; contentType?: string }): Promise<void>;
+}
+
+/**
+ * What a channel's vendor REST work may use: no engine internals, no facts, and of the journal
+ * only a way to keep what it could not read.
+ */
 export interface AdapterContext {
   config: Config;
   logger: Logger;
@@ -143,6 +156,7 @@ export interface AdapterContext {
   contacts: Pick<ContactService, 'observe' | 'findByIdentifier' | 'normalizeIdentifier'>;
   /** Outbound events tied to no observation (agents.synced). */
   events: EventPublisher;
+  journal: ChannelJournal;
 }
 
 export interface ChannelRuntime<C = unknown> {

@@ -1,5 +1,5 @@
 import type { Counter, Gauge, Histogram } from 'prom-client';
-import type { Metrics } from '../metrics.js';
+import { type Metrics, STORE_SCRAPE_TIMEOUT_MS } from '../metrics.js';
 
 /** The delivery side's Prometheus metrics (DESIGN §4 /metrics), created once per Metrics registry. */
 export interface DeliveryMetrics {
@@ -31,7 +31,7 @@ export interface Backlog {
  * timeout (2 s), but a scrape makes several reads; with a hung Redis the scrape must still answer
  * (chatbridge_store_up 0 says why), well inside Prometheus's default 10 s scrape timeout.
  */
-export const BACKLOG_READ_TIMEOUT_MS = 1500;
+export const BACKLOG_READ_TIMEOUT_MS = STORE_SCRAPE_TIMEOUT_MS;
 
 interface BacklogReader {
   /** The destinations the gauges have a series for, read or not. */

@@ -107,6 +107,10 @@ export function buildRuntime(options: {
     masterKey: null,
     contacts,
     events,
+    journal: {
+      reject: (entry) =>
+        journal.record({ ...entry, channelId: 'cobrowse', vendor: 'chatvisor', kind: 'rejected' }),
+    },
   };
   const pipeline = createIntakePipeline(
     {
