@@ -93,5 +93,28 @@ describe('names and labels as they can be shown', () => {
       );
       expect(unshowable).toEqual([]);
     });
+
+    it('timeline summaries built from vendor names (an agent named with an override) are stored without it', async () => {
+      const answer = await bridge.post(`/webhooks/jivochat/site/${TOKEN}`, {
+        event_name: 'chat_finished',
+        chat_id: 7402,
+        user_token: 'display-text-3',
+        visitor: { name: 'Vera', email: 'vera@display.example' },
+        agents: [{ id: 5, name: 'Olga \u202Eevil\u2066', email: 'olga@shop.example' }],
+        chat: { messages: [{ message: 'Hello', timestamp: 1718610000, type: 'visitor' }] },
+      });
+      expect(answer.status).toBe(200);
+      const found = await bridge.admin<{ contacts: Contact[] }>(
+        'GET',
+        '/api/v1/contacts?identity=person:display-text-3',
+      );
+      const [contact] = found.body.contacts;
+      const timeline = await bridge.admin<{ entries: { type: string; summary: string }[] }>(
+        'GET',
+        `/api/v1/contacts/${encodeURIComponent(contact!.id)}/timeline`,
+      );
+      const finished = timeline.body.entries.find((entry) => entry.type === 'conversation.finished');
+      expect(finished?.summary).toMatch(/ with Olga evil$/);
+    });
   });
 });

@@ -645,7 +645,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           channelId: observation.channelId,
           vendor: observation.vendor,
           type: entry.type,
-          summary: entry.summary.slice(0, 500),
+          // Adapters build summaries from vendor names ("… with <agents>"): one bidi override in
+          // a name would reorder the rest of the line wherever it is shown (console, CRM notes).
+          summary: cleanDisplayText(entry.summary.slice(0, 500)) ?? '',
         },
         dataJson[index]!,
       ),
