@@ -65,6 +65,15 @@ export interface PageRequest {
   pageSize: number;
 }
 
+/** A listed item that did not parse, with what was wrong with it. */
+export interface Unreadable {
+  item: unknown;
+  problem: string;
+}
+
+/** Unreadable agents a listing hands back for the journal (agent sync journals these). */
+const UNREADABLE_KEPT = 20;
+
 export interface ParsedPage<T> {
   items: T[];
   /** Raw result count, before dropping items we could not parse (paging decisions use this). */
@@ -72,7 +81,7 @@ export interface ParsedPage<T> {
   /** Items dropped because they did not parse. */
   skipped: number;
   /** Those items as listed, each with what was wrong with it: for the payload journal. */
-  unreadable: { item: unknown; problem: string }[];
+  unreadable: Unreadable[];
 }
 
 export interface CallOptions {
@@ -211,9 +220,13 @@ export class ChatvisorClient {
   async listAgentsCounted(
     pageSize: number,
     options: CallOptions = {},
-  ): Promise<{ items: Agent[]; skipped: number; complete: boolean }> {
+  ): Promise<{ items: Agent[]; skipped: number; complete: boolean; unreadable: Unreadable[] }> {
     const agents: Agent[] = [];
     let skipped = 0;
+    // What could not be read, for the caller to journal; the first UNREADABLE_KEPT are enough.
+    const unreadable: Unreadable[] = [];
+    const keep = (found: readonly Unreadable[]) =>
+      unreadable.push(...found.slice(0, Math.max(0, UNREADABLE_KEPT - unreadable.length)));
     let previous: string | undefined;
     for (let pageNumber = 0; pageNumber < 10_000; pageNumber++) {
       const response = await this.call('listAgents', {
@@ -223,7 +236,8 @@ export class ChatvisorClient {
       if (Array.isArray(response.json)) {
         // A bare array is the whole list: there is nothing to page.
         const all = this.parseItems('listAgents', response.json, agentSchema);
-        return { items: all.items, skipped: all.skipped, complete: true };
+        keep(all.unreadable);
+        return { items: all.items, skipped: all.skipped, complete: true, unreadable };
       }
       const page = this.parsePage('listAgents', response, agentSchema);
       // A vendor that ignores pageNumber would repeat page 0 forever.
@@ -232,9 +246,10 @@ export class ChatvisorClient {
       previous = fingerprint;
       agents.push(...page.items);
       skipped += page.skipped;
-      if (page.rawCount < pageSize) return { items: agents, skipped, complete: true };
+      keep(page.unreadable);
+      if (page.rawCount < pageSize) return { items: agents, skipped, complete: true, unreadable };
     }
-    return { items: agents, skipped, complete: false };
+    return { items: agents, skipped, complete: false, unreadable };
   }
 
   async createAgent(agent: AgentWrite, options: CallOptions = {}): Promise<void> {
@@ -401,7 +416,7 @@ export class ChatvisorClient {
 
   private parseItems<T>(operation: OperationName, raw: unknown[], schema: z.ZodType<T>): ParsedPage<T> {
     const items: T[] = [];
-    const unreadable: { item: unknown; problem: string }[] = [];
+    const unreadable: Unreadable[] = [];
     for (const item of raw) {
       const parsed = schema.safeParse(item);
       if (parsed.success) items.push(parsed.data);

@@ -31,6 +31,8 @@ export function storeKeys(channelId: string) {
     managedAgents: `${base}:agents:managed`,
     /** list of agent-sync reports (JSON), newest last, trimmed to keepReports. */
     syncReports: `${base}:agent-sync:reports`,
+    /** digest of the unreadable agents the last sync journalled: the same ones are not journalled again. */
+    syncUnreadable: `${base}:agent-sync:unreadable`,
     /** lock held by an agent sync run (scheduled or on demand). */
     syncLock: `${base}:agent-sync`,
     /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */

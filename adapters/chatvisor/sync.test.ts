@@ -203,8 +203,8 @@ describe('agent sync', () => {
     expect(fake.agents.size).toBe(1);
   });
 
-  it('does not forget an agent it manages when the listing skipped items it could not read', async () => {
-    const { runtime, store } = runtimeWith({}, [directory[0]!]);
+  it('does not forget an agent it manages when the listing skipped items it could not read, and journals them', async () => {
+    const { runtime, store, context } = runtimeWith({}, [directory[0]!]);
     // Max was managed and has left the directory; Chatvisor lists him in a shape we cannot read.
     fake.addAgent({ email: 'oleg@shop.example', displayName: 'Oleg Petrov', teams: ['support'] });
     fake.addAgent({ email: 'max@shop.example', displayName: 'Max', active: 'yes' as unknown as boolean });
@@ -213,6 +213,15 @@ describe('agent sync', () => {
     const first = await runtime.agentSync.run();
     expect(first).toMatchObject({ removed: [], failed: [], writes: 0 });
     expect(await store.smembers(storeKeys('cobrowse').managedAgents)).toContain('max@shop.example');
+    // Left alone, not lost: what Chatvisor listed is in the payload journal, with what was wrong.
+    const { entries } = await context.journal.list({ limit: 10, channelId: 'cobrowse' });
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ kind: 'rejected', vendor: 'chatvisor' });
+    expect(entries[0]!.reason).toMatch(/^chatvisor agent sync: a listed agent could not be read \(active: /);
+    expect(JSON.parse(entries[0]!.body!)).toMatchObject({ email: 'max@shop.example', active: 'yes' });
+    // Listed the same way by the next run: not journalled again.
+    await runtime.agentSync.run();
+    expect((await context.journal.list({ limit: 10, channelId: 'cobrowse' })).entries).toHaveLength(1);
 
     // Once Chatvisor lists him readably, he is deactivated as any managed agent that left.
     fake.agents.get('max@shop.example')!.active = true;

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
+import { digest } from '../../src/digest.js';
 import { ConflictError, JobBusyError } from '../../src/errors.js';
 import { renewWhileHeld } from '../../src/store/renewal.js';
-import type { ChatvisorClient } from './client.js';
+import type { ChatvisorClient, Unreadable } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
 import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';
 import { keepReport, storeKeys } from './state.js';
@@ -180,6 +182,7 @@ export class AgentSync {
       );
 
       if (!dryRun) {
+        await this.journalUnreadable(listed.unreadable);
         // Everything in the directory is ours, recorded before any write for it (see above).
         if (desired.size > 0) await context.store.sadd(keys.managedAgents, ...desired.keys());
         // Forget agents that are gone from both sides: nothing is left to manage. Not when the
@@ -298,6 +301,35 @@ export class AgentSync {
         email: step.email,
         action: step.action === 'delete' ? 'deleted' : 'deactivated',
       });
+  }
+
+  /**
+   * Keep listed agents that could not be read in the payload journal (rejected, under this
+   * channel; the client hands back the first 20): they are left alone by the run, and the journal
+   * shows what Chatvisor sent. The same unreadable agents listed again by the next runs are not
+   * journalled again (a sync every few minutes would fill the journal's ring with one entry). A
+   * journal that cannot be written does not fail the run.
+   */
+  private async journalUnreadable(unreadable: readonly Unreadable[]): Promise<void> {
+    const { context, channelId, logger } = this.options;
+    const key = storeKeys(channelId).syncUnreadable;
+    const seen = unreadable.length === 0 ? '' : digest('sha256', JSON.stringify(unreadable), 'base64url');
+    if (((await context.store.get(key)) ?? '') === seen) return;
+    await context.store.set(key, seen);
+    for (const { item, problem } of unreadable) {
+      try {
+        await context.journal.reject({
+          reason:
+            cleanDisplayText(
+              `chatvisor agent sync: a listed agent could not be read (${problem}); it was left alone`,
+            ) ?? 'chatvisor agent sync: a listed agent could not be read',
+          rawBody: JSON.stringify(item) ?? String(item),
+          contentType: 'application/json',
+        });
+      } catch (error) {
+        logger.warn({ err: error, channelId }, 'chatvisor agent sync: could not journal an unreadable agent');
+      }
+    }
   }
 
   private async keep(report: AgentSyncReport): Promise<void> {
