@@ -550,13 +550,20 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
    * transcripts) while the vendors' own requests waited for their answers.
    */
-  async function recordAll(items: Buffer[], done: readonly boolean[]): Promise<Array<'done' | 'retry'>> {
+  async function recordAll(
+    items: Buffer[],
+    done: readonly boolean[],
+    lockLost: () => boolean,
+  ): Promise<Array<'done' | 'retry'>> {
     const outcomes = new Array<'done' | 'retry'>(items.length);
     let next = 0;
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
+        // Once the drain lock is lost another instance may be recording this chunk: the items
+        // not started yet are left (as retries) to whoever holds the lock, not recorded beside it.
+        if (!done[index] && lockLost()) outcomes[index] = 'retry';
+        else outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
@@ -600,6 +607,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       renew: () => lock.renew(LOCK_TTL_MS),
       onLost: () => {
         lost = true;
+        logger.warn(
+          'deferred intake: the drain lock was lost while recording a chunk; its items not started yet are left for the next round',
+        );
       },
       onError: (error) =>
         logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
@@ -611,7 +621,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         setKnown(0);
         return { recorded: 0, busy: false, more: false };
       }
-      const outcomes = await recordAll(items, doneBefore(items, writeMark));
+      const outcomes = await recordAll(items, doneBefore(items, writeMark), () => lost);
       // Kept until the trim below holds (see `carried`); any return before it leaves the chunk.
       carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
       // A chunk is trimmed only when all of it is recorded: the next round records what is left.
