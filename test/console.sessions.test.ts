@@ -233,4 +233,29 @@ describe('console sessions and answers', () => {
       await secure.close();
     }
   });
+
+  it('over https, a sign-in form whose cookie is gone (expired) says it expired, not that TLS is missing', async () => {
+    // The form's cookie lives 30 minutes: a form posted later comes without it, over https too.
+    // The answer blamed plain http and the proxy's X-Forwarded-Proto, which were fine.
+    const secure = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
+      },
+    });
+    try {
+      const overTls = { 'x-forwarded-host': 'bridge.internal:3000', 'x-forwarded-proto': 'https' };
+      const form = await consoleRequest(secure.url, '/console/sign-in', { headers: overTls });
+      const posted = await consoleRequest(secure.url, '/console/sign-in', {
+        headers: overTls,
+        form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
+      });
+      expect(posted.status).toBe(403);
+      expect(posted.text).toContain('The sign-in form expired');
+      expect(posted.text).not.toContain('server.publicUrl');
+    } finally {
+      await secure.close();
+    }
+  });
 });
