@@ -63,6 +63,32 @@ describe('console sessions and answers', () => {
     }
   });
 
+  it('during a rolling change of the admin token, an instance on the old token leaves the new sessions alone', async () => {
+    // It deleted every session whose token it did not know: a request that reached an instance
+    // not yet restarted signed the user out of the ones that were.
+    const old = await startTestBridge({ store: 'redis', start: false });
+    let renewed: TestBridge | undefined;
+    try {
+      renewed = await startTestBridge({
+        store: 'redis',
+        start: false,
+        keyPrefix: old.keyPrefix,
+        config: { admin: { token: 'the-new-admin-token-9876543210' } },
+      });
+      const { cookie } = await signIn(renewed.url, 'the-new-admin-token-9876543210');
+      expect((await consoleRequest(renewed.url, '/console/status', { cookie })).status).toBe(200);
+      // Not a session on the instance still on the old token ...
+      const elsewhere = await consoleRequest(old.url, '/console/status', { cookie });
+      expect(elsewhere.status).toBe(302);
+      expect(elsewhere.location).toContain('/console/sign-in');
+      // ... and still one on the instance that has the new token.
+      expect((await consoleRequest(renewed.url, '/console/status', { cookie })).status).toBe(200);
+    } finally {
+      await renewed?.close();
+      await old.close();
+    }
+  });
+
   it('signs out to the sign-in page even when the session already ended', async () => {
     const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const first = await consoleRequest(bridge.url, '/console/sign-out', { cookie, form: { _csrf: csrf } });
@@ -229,6 +255,31 @@ describe('console sessions and answers', () => {
       expect(posted.status).toBe(403);
       expect(posted.text).toContain('Secure');
       expect(posted.text).toContain('https://bridge.example/console');
+    } finally {
+      await secure.close();
+    }
+  });
+
+  it('over https, a sign-in form whose cookie is gone (expired) says it expired, not that TLS is missing', async () => {
+    // The form's cookie lives 30 minutes: a form posted later comes without it, over https too.
+    // The answer blamed plain http and the proxy's X-Forwarded-Proto, which were fine.
+    const secure = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: {
+        server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
+      },
+    });
+    try {
+      const overTls = { 'x-forwarded-host': 'bridge.internal:3000', 'x-forwarded-proto': 'https' };
+      const form = await consoleRequest(secure.url, '/console/sign-in', { headers: overTls });
+      const posted = await consoleRequest(secure.url, '/console/sign-in', {
+        headers: overTls,
+        form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
+      });
+      expect(posted.status).toBe(403);
+      expect(posted.text).toContain('The sign-in form expired');
+      expect(posted.text).not.toContain('server.publicUrl');
     } finally {
       await secure.close();
     }

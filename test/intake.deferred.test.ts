@@ -733,6 +733,86 @@ describe('the deferred worker', () => {
     expect(await deferred.drain()).toEqual({ recorded: 0, busy: false });
   });
 
+  it("a drain that loses its lock mid-chunk starts none of the chunk's other items", async () => {
+    // The lock was renewed, but when a renewal found it gone (another instance took it after
+    // renewals failed for a whole ttl) the chunk went on: every item not started yet was recorded
+    // beside the instance that now held the lock. Only the trim was skipped.
+    const { store, logger, metrics, engine, state } = workerParts();
+    const calls = new Map<string, number>();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          const email =
+            (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value ?? '';
+          calls.set(email, (calls.get(email) ?? 0) + 1);
+          // The first items (every lane of the chunk) are held until the lock is known lost.
+          await released;
+          return target.observe(...args);
+        };
+      },
+    });
+    /** Whether a renewal of the drain lock answered that it is gone. */
+    let renewalRefused = false;
+    const watched = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property !== 'lock') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof store.lock>) => {
+          const lock = await target.lock(...args);
+          return {
+            ...lock,
+            release: () => lock.release(),
+            async renew(ttlMs?: number) {
+              const held = await lock.renew(ttlMs);
+              if (!held) renewalRefused = true;
+              return held;
+            },
+          };
+        };
+      },
+    });
+    const deferred = createDeferredIntake({
+      store: watched,
+      routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+      contacts,
+      journal: createPayloadJournal(store),
+      logger,
+      metrics,
+      maxBacklog: 1000,
+    });
+    for (let n = 0; n < 20; n++) {
+      await deferred.append({
+        channelId: 'site',
+        vendor: 'jivochat',
+        event: 'chat_finished',
+        rawBody: Buffer.from(JSON.stringify(finished(400 + n))),
+        contentType: 'application/json',
+        receivedAt: new Date('2026-11-01T12:00:00.000Z'),
+      });
+    }
+    const drained = deferred.drain();
+    const started = [...Array(8).keys()].map((n) => `deferred-${400 + n}@example.org`);
+    for (let wait = 0; wait < 400 && !started.every((email) => calls.has(email)); wait++)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    expect([...calls.keys()].sort()).toEqual([...started].sort());
+    // Another instance took the lock after ours lapsed; ours notices at its next renewal.
+    await store.set('lock:intake:deferred:drain', 'another-instance', { ttlMs: 60_000 });
+    for (let wait = 0; wait < 800 && !renewalRefused; wait++)
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(renewalRefused).toBe(true);
+    release();
+
+    expect(await drained).toEqual({ recorded: 0, busy: true });
+    // The items in hand finished; none of the other twelve was started by the instance that lost.
+    expect([...calls.keys()].sort()).toEqual([...started].sort());
+    expect(await store.get('lock:intake:deferred:drain')).toBe('another-instance');
+    expect(await store.llen(DEFERRED_KEY)).toBe(20);
+  }, 60_000);
+
   it('an item done in a chunk kept for the retry of another is not done again: journalled, set aside and counted once', async () => {
     // The chunk stays in the list until all of it is recorded, and each round recorded all of it
     // again: a refused item went to the journal once per round (a ring: copies pushed real

@@ -480,7 +480,8 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         ctx,
         next,
         // The form's cookie is missing altogether: with Secure cookies, most likely plain http.
-        !preCookie && secure
+        // Not when the post came over https: there the cookie simply expired (it lives 30 min).
+        !preCookie && secure && ctx.protocol !== 'https'
           ? `Your browser did not send back the sign-in form's cookie. ${secureCookieHelp()}`
           : 'The sign-in form expired or was not sent from this page. Enter the token again.',
       );

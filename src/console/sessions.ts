@@ -76,11 +76,10 @@ export function createSessions(store: Store, now: () => Date, adminToken: string
         return null;
       }
       const { tokenMac: stored, ...session } = parsed;
-      if (!sameToken(stored, tokenMac(id, adminToken))) {
-        // Signed in under another admin token: ended, and not left in the store until its TTL.
-        await store.del(storeKey(id));
-        return null;
-      }
+      // Signed in under another admin token: not a session here. Not deleted: during a rolling
+      // change of admin.token an instance still on the old token would delete the sessions signed
+      // in on the new one (signing their users out on every instance); it expires by its TTL.
+      if (!sameToken(stored, tokenMac(id, adminToken))) return null;
       return { ...session, id };
     },
     async destroy(id) {

@@ -148,9 +148,10 @@ export function createDrainer(deps: DrainDeps) {
 
   /** Drain one chunk. */
   async function drainChunk(): Promise<DrainResult> {
-    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, (error) =>
-      logger.warn({ err: error }, 'outbox drain: could not renew the drain lock; trying again'),
-    );
+    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, {
+      onRenewError: (error) =>
+        logger.warn({ err: error }, 'outbox drain: could not renew the drain lock; trying again'),
+    });
     if (!lock) return { kind: 'busy' };
     try {
       // As bytes: the trim below expects the list to start with exactly what was read, and an

@@ -550,13 +550,20 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
    * transcripts) while the vendors' own requests waited for their answers.
    */
-  async function recordAll(items: Buffer[], done: readonly boolean[]): Promise<Array<'done' | 'retry'>> {
+  async function recordAll(
+    items: Buffer[],
+    done: readonly boolean[],
+    lockLost: () => boolean,
+  ): Promise<Array<'done' | 'retry'>> {
     const outcomes = new Array<'done' | 'retry'>(items.length);
     let next = 0;
     const worker = async () => {
       while (next < items.length) {
         const index = next++;
-        outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
+        // Once the drain lock is lost another instance may be recording this chunk: the items
+        // not started yet are left (as retries) to whoever holds the lock, not recorded beside it.
+        if (!done[index] && lockLost()) outcomes[index] = 'retry';
+        else outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
@@ -587,9 +594,14 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
 
   /** One chunk under the drain lock: read, record all (concurrently), trim exactly what was read. */
   async function drainChunk(): Promise<{ recorded: number; busy: boolean; more: boolean }> {
-    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, (error) =>
-      logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
-    );
+    const lock = await lockRenewed(store, DRAIN_LOCK, LOCK_TTL_MS, {
+      onRenewError: (error) =>
+        logger.warn({ err: error }, 'deferred intake: could not renew the drain lock; trying again'),
+      onLost: () =>
+        logger.warn(
+          'deferred intake: the drain lock was lost while recording a chunk; its items not started yet are left for the next round',
+        ),
+    });
     if (!lock) return { recorded: 0, busy: true, more: false };
     try {
       const writeMark = store.writeMark?.();
@@ -598,7 +610,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         setKnown(0);
         return { recorded: 0, busy: false, more: false };
       }
-      const outcomes = await recordAll(items, doneBefore(items, writeMark));
+      const outcomes = await recordAll(items, doneBefore(items, writeMark), () => lock.lost);
       // Kept until the trim below holds (see `carried`); any return before it leaves the chunk.
       carried = { items, done: outcomes.map((outcome) => outcome === 'done'), mark: writeMark };
       // A chunk is trimmed only when all of it is recorded: the next round records what is left.

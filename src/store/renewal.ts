@@ -49,6 +49,8 @@ export function renewWhileHeld(options: {
 
 /** A store lock taken for one unit of work and renewed while it runs (renewWhileHeld). */
 export interface RenewedLock {
+  /** True once a renewal found the lock gone, or renewals failed for a whole ttl: start no more work. */
+  readonly lost: boolean;
   /**
    * True while the lock is still ours: no renewal found it gone and a renewal made now holds.
    * Asked right before a step that only the holder may take (a trim): the timer's renewals may
@@ -61,13 +63,14 @@ export interface RenewedLock {
 
 /**
  * Takes `key` without waiting and keeps it renewed; null when another holder has it. Renewal
- * failures go to `onRenewError` and are tried again; see renewWhileHeld for when it counts as lost.
+ * failures go to `onRenewError` and are tried again; `onLost` is told once when the lock is lost
+ * (see renewWhileHeld for when).
  */
 export async function lockRenewed(
   store: Pick<Store, 'lock'>,
   key: string,
   ttlMs: number,
-  onRenewError: (error: unknown) => void,
+  handlers: { onRenewError: (error: unknown) => void; onLost?: () => void },
 ): Promise<RenewedLock | null> {
   let lock: Lock;
   try {
@@ -82,10 +85,14 @@ export async function lockRenewed(
     renew: () => lock.renew(ttlMs),
     onLost: () => {
       lost = true;
+      handlers.onLost?.();
     },
-    onError: onRenewError,
+    onError: handlers.onRenewError,
   });
   return {
+    get lost() {
+      return lost;
+    },
     stillHeld: async () => !lost && (await lock.renew(ttlMs)),
     release: async () => {
       stopRenewing();
