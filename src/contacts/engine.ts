@@ -702,8 +702,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
-        const read =
-          options.read ?? (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
+        const plannedAfter = options.read === undefined && after ? readAfter(after, indexKeys) : null;
+        const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys));
         const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
           const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
@@ -714,6 +714,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // joined since (a merge, a claim); let go and plan again.
         const { contactLocked } = options;
         if (contactLocked && !planned.roots.every((root) => contactLocked.includes(root))) return null;
+        // Only a write planned on the previous write of the lane (handed over) may go out while
+        // that one is in flight: should it not hold, this one fails with it. Any other plan (a
+        // read, what was remembered) waits for it to settle: else, when that write failed and is
+        // tried again, this observation would be recorded before it — and its outbound events
+        // sent before the earlier one's — instead of in the order the person's events came in.
+        if (!locked && !(plannedAfter && after === handed)) await previousSettled;
         // Keys this process applied for the person stay applied, whatever state this plan is on.
         const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
@@ -800,6 +806,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           { awaitRelease: false },
         );
       };
+      // Not while holding the lock: the observation before this one may need it.
+      await previousSettled;
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
