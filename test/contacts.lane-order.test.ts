@@ -89,5 +89,38 @@ for (const kind of ['memory', 'redis'] as const) {
         await storeA.close();
       }
     });
+
+    it('are recorded in the order they came in when a failed write would have left the record as it is', async () => {
+      const [storeA, storeB] = await twoInstances();
+      const a = engineOn(storeA);
+      const b = engineOn(storeB);
+      const at = (second: number) => `2026-11-01T12:00:0${second}.000Z`;
+      try {
+        const person = { kind: 'person', value: 'P-lane-aba' };
+        const email = { kind: 'email', value: 'lane-aba@example.org' };
+        await a.observe({ ...observation(1, [person, email]), at: at(0) });
+        await b.observe({ ...observation(2, [person, email]), at: at(9) });
+        // Three at once on A. The first is planned on what A remembered (stale: B wrote since)
+        // and is tried again; the second reads (it brings the e-mail) before that retry, so its
+        // write fails too, but what it would have written is the record as it now is: the two
+        // say nothing the record does not hold already, dated within what it has seen. The third
+        // is planned on the second's write, which did not hold: it must not be recorded first.
+        const results = await Promise.all([
+          a.observe({ ...observation(3, [person]), at: at(5) }),
+          a.observe({ ...observation(4, [person, email]), at: at(5) }),
+          a.observe({ ...observation(5, [person]), at: at(6) }),
+        ]);
+        expect(new Set(results.map((result) => result.contact.id)).size).toBe(1);
+        const outbox = (await storeA.lrange(OUTBOX_KEY, 0, -1)).map((raw) => JSON.parse(raw) as OutboxEntry);
+        const order = outbox
+          .filter((entry) => entry.event.type === 'message.received')
+          .map((entry) => entry.event.data.n);
+        expect(order).toEqual([1, 2, 3, 4, 5]);
+        expect(results.map((result) => result.contact.channels[0]?.observations)).toEqual([3, 4, 5]);
+      } finally {
+        if (storeB !== storeA) await storeB.close();
+        await storeA.close();
+      }
+    });
   });
 }

@@ -719,7 +719,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // read, what was remembered) waits for it to settle: else, when that write failed and is
         // tried again, this observation would be recorded before it — and its outbound events
         // sent before the earlier one's — instead of in the order the person's events came in.
-        if (!locked && !(plannedAfter && after === handed)) await previousSettled;
+        const onHanded = plannedAfter && after === handed ? handed : undefined;
+        if (!locked && !onHanded) await previousSettled;
         // Keys this process applied for the person stay applied, whatever state this plan is on.
         const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
@@ -737,6 +738,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             locked || planned.roots.length > 1,
             contactLocked !== undefined,
             sentNow,
+            onHanded?.written,
           );
         const result =
           planned.roots.length > 1 && !locked
@@ -844,6 +846,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
      * retries are of a person's latest events, hence a few.
      */
     applied: readonly string[];
+    /**
+     * The idempotency key the write that leaves this state sets, and its value (the record it
+     * wrote). A write planned on a handed-over state expects it: it holds only if that write did.
+     * Its other expectations (holders, roots, records as that write leaves them) can all hold
+     * though that write failed — when it would have left the records as they already are —
+     * and the observation behind it would then be recorded before it.
+     */
+    written: { key: string; value: string };
   }
   /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
   const APPLIED_KEYS = 4;
@@ -961,6 +971,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     holdsContactLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
     writeSent: (after?: LaneState) => void,
+    /** Planned on the lane's previous write (handed over): what that write sets (LaneState.written). */
+    previousWrite?: LaneState['written'],
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -989,6 +1001,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
       batch.expect(dedupeKey, null);
+      if (previousWrite) batch.expect(previousWrite.key, previousWrite.value);
       resolving.forEach((identifier, index) => {
         const holder = indexValues[index];
         batch.expect(key.index(identifier), holder ? storedId(holder) : null);
@@ -1182,7 +1195,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (applied.length === APPLIED_KEYS) break;
           if (earlier !== dedupeKey) applied.push(earlier);
         }
-        return { holders, roots, members: membersAfter, records: texts, applied };
+        return {
+          holders,
+          roots,
+          members: membersAfter,
+          records: texts,
+          applied,
+          written: { key: dedupeKey, value: storedId(target.id) },
+        };
       };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns
