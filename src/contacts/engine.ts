@@ -704,8 +704,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
-        const read =
-          options.read ?? (after && readAfter(after, indexKeys)) ?? (await readState(dedupeKey, indexKeys));
+        const plannedAfter = options.read === undefined && after ? readAfter(after, indexKeys) : null;
+        const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys));
         const [duplicateOf, ...indexValues] = read.values;
         if (duplicateOf) {
           const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
@@ -716,6 +716,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // joined since (a merge, a claim); let go and plan again.
         const { contactLocked } = options;
         if (contactLocked && !planned.roots.every((root) => contactLocked.includes(root))) return null;
+        // Only a write planned on the previous write of the lane (handed over) may go out while
+        // that one is in flight: should it not hold, this one fails with it. Any other plan (a
+        // read, what was remembered) waits for it to settle: else, when that write failed and is
+        // tried again, this observation would be recorded before it — and its outbound events
+        // sent before the earlier one's — instead of in the order the person's events came in.
+        const onHanded = plannedAfter && after === handed ? handed : undefined;
+        if (!locked && !onHanded) await previousSettled;
         // Keys this process applied for the person stay applied, whatever state this plan is on.
         const appliedBefore = after?.applied ?? remembered.peek(laneName)?.applied ?? [];
         const write = () =>
@@ -733,6 +740,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             locked || planned.roots.length > 1,
             contactLocked !== undefined,
             sentNow,
+            onHanded?.written,
           );
         const result =
           planned.roots.length > 1 && !locked
@@ -802,6 +810,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           { awaitRelease: false },
         );
       };
+      // Not while holding the lock: the observation before this one may need it.
+      await previousSettled;
       const result = await withLock(
         [...indexKeys, dedupeKey],
         'identifiers',
@@ -838,6 +848,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
      * retries are of a person's latest events, hence a few.
      */
     applied: readonly string[];
+    /**
+     * The idempotency key the write that leaves this state sets, and its value (the record it
+     * wrote). A write planned on a handed-over state expects it: it holds only if that write did.
+     * Its other expectations (holders, roots, records as that write leaves them) can all hold
+     * though that write failed — when it would have left the records as they already are —
+     * and the observation behind it would then be recorded before it.
+     */
+    written: { key: string; value: string };
   }
   /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
   const APPLIED_KEYS = 4;
@@ -955,6 +973,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     holdsContactLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
     writeSent: (after?: LaneState) => void,
+    /** Planned on the lane's previous write (handed over): what that write sets (LaneState.written). */
+    previousWrite?: LaneState['written'],
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -983,6 +1003,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
       batch.expect(dedupeKey, null);
+      if (previousWrite) batch.expect(previousWrite.key, previousWrite.value);
       resolving.forEach((identifier, index) => {
         const holder = indexValues[index];
         batch.expect(key.index(identifier), holder ? storedId(holder) : null);
@@ -1176,7 +1197,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (applied.length === APPLIED_KEYS) break;
           if (earlier !== dedupeKey) applied.push(earlier);
         }
-        return { holders, roots, members: membersAfter, records: texts, applied };
+        return {
+          holders,
+          roots,
+          members: membersAfter,
+          records: texts,
+          applied,
+          written: { key: dedupeKey, value: storedId(target.id) },
+        };
       };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns
