@@ -115,14 +115,15 @@ describe('Chatvisor in the bridge', () => {
 
   it('runs the scheduled job under the scheduler, and never beside an on-demand run', async () => {
     fake.agents.clear();
-    fake.fail({ method: 'GET', path: '/user', delayMs: 300 });
-    const [scheduled, onDemand] = await Promise.all([
-      bridge.bridge.scheduler.runNow('cobrowse', 'agent-sync'),
-      new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
-        bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync'),
-      ),
-    ]);
-    expect(scheduled).toBe('ok');
+    // The scheduled run's listing is held until the on-demand request has been answered: no head
+    // start to guess (a 50 ms one could pass on a loaded machine before the run took its lock).
+    let release: (value?: unknown) => void = () => undefined;
+    fake.fail({ method: 'GET', path: '/user', until: new Promise((resolve) => (release = resolve)) });
+    const scheduled = bridge.bridge.scheduler.runNow('cobrowse', 'agent-sync');
+    await expect.poll(() => fake.calls().includes('GET /user'), { timeout: 20_000 }).toBe(true);
+    const onDemand = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync');
+    release();
+    expect(await scheduled).toBe('ok');
     expect(onDemand).toMatchObject({ status: 409, body: { error: { code: 'agent_sync_running' } } });
     expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(2);
   });
