@@ -347,8 +347,13 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         // In-flight recording of acknowledged events finishes; what is left waits in the store.
         await deferred.stop(grace);
         await schedulerStopped;
-        await delivery.close();
-        await Promise.all([...channels.values()].map(({ runtime }) => runtime.close?.(grace)));
+        // The delivery queues and the channels' own work (Chatvisor's profile reads) end side by
+        // side: each may take its grace, and one after the other they could pass the overall
+        // deadline (stopOnSignals) before unfinished reads were marked pending in the store.
+        await Promise.all([
+          delivery.close(),
+          ...[...channels.values()].map(({ runtime }) => runtime.close?.(grace)),
+        ]);
         await store.close();
         logger.info('chatbridge stopped');
       })();
