@@ -327,6 +327,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       closing ??= (async () => {
         accepting = false;
         const grace = config.server.shutdownTimeoutMs;
+        const shutdownStarted = performance.now();
         // Scheduling stops first: no run starts while the servers drain and intake finishes (each
         // up to its grace), only to be cut off by the stages after. Runs in progress get their
         // grace from now and are awaited below, before the queues and the store close.
@@ -350,9 +351,14 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         // The delivery queues and the channels' own work (Chatvisor's profile reads) end side by
         // side: each may take its grace, and one after the other they could pass the overall
         // deadline (stopOnSignals) before unfinished reads were marked pending in the store.
+        // The channels' work has been running since the shutdown began, so their grace counts
+        // from then: when the servers or a scheduled run (a hung Chatvisor holds both) took
+        // their grace already, waiting a whole grace more passed that deadline too, and the
+        // process exited before the unfinished reads were marked pending.
+        const channelGrace = Math.max(0, grace - (performance.now() - shutdownStarted));
         await Promise.all([
           delivery.close(),
-          ...[...channels.values()].map(({ runtime }) => runtime.close?.(grace)),
+          ...[...channels.values()].map(({ runtime }) => runtime.close?.(channelGrace)),
         ]);
         await store.close();
         logger.info('chatbridge stopped');

@@ -231,8 +231,10 @@ export class Background {
 
   /**
    * Refuses new tasks, waits up to `graceMs` for the running ones, then hands the work of those
-   * still running back to their `leftOver` (bounded by the same grace: the store may be the
-   * thing that hangs). Their Chatvisor calls are not cancelled; the process is about to end.
+   * still running back to their `leftOver` (bounded by the same grace, or LEFTOVER_MARK_MS when
+   * that is longer: the store may be the thing that hangs, and the bridge passes what is left of
+   * the shutdown's grace, which may be nothing). Their Chatvisor calls are not cancelled; the
+   * process is about to end.
    */
   async close(graceMs: number): Promise<void> {
     this.closing = true;
@@ -244,7 +246,7 @@ export class Background {
     );
     const kept = await within(
       Promise.allSettled(left.map((leftOver) => leftOver('shutdown before it finished'))),
-      graceMs,
+      Math.max(graceMs, LEFTOVER_MARK_MS),
     );
     if (!kept)
       this.logger.warn(
@@ -253,6 +255,13 @@ export class Background {
       );
   }
 }
+
+/**
+ * What Background.close gives the marks of unfinished work at least (a few store writes), when
+ * the grace it was handed is shorter or used up. Well inside the shutdown's margin for closing
+ * the queues and the store (SHUTDOWN_CLOSE_MS in src/cli/main.ts).
+ */
+const LEFTOVER_MARK_MS = 2_000;
 
 /** True when `promise` settles within `ms`; false when the time runs out first. */
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
