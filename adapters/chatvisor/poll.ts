@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact } from '../../src/contacts/types.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
+import { digest } from '../../src/digest.js';
 import type { ChatvisorClient, ParsedPage } from './client.js';
 import type { ConversationTracker } from './conversations.js';
 import { ChatvisorAuthError, ChatvisorNotFoundError } from './errors.js';
@@ -153,6 +154,15 @@ interface RunState {
 
 /** Unreadable items journalled by the run a report belongs to (UNREADABLE_JOURNALLED_PER_RUN). */
 const journalledByRun = new WeakMap<PollReport, number>();
+
+/**
+ * The unreadable items (their digests) the run a report belongs to has seen, and those the
+ * previous run saw (read once, when the run meets its first one): see journalUnreadable.
+ */
+const unreadableByRun = new WeakMap<
+  PollReport,
+  { before: Promise<Set<string>> | undefined; seen: Set<string> }
+>();
 
 /** The first run's backfill window, kept for the customers it failed on (state.ts). */
 interface FirstRunWindow {
@@ -332,6 +342,7 @@ export class ConversationPoller {
       }
       if (complete && skipped === 0) report.forgotten = await this.forgetUnlisted(listed, signal);
       report.finishedAt = context.now().toISOString();
+      await this.rememberUnreadable(report, complete);
       if (baseline) {
         await context.store.set(keys.pollFirstReport, JSON.stringify(report));
         await context.store.set(keys.pollBaseline, report.startedAt);
@@ -360,6 +371,7 @@ export class ConversationPoller {
       // only the ones that finished. What it did before it stopped is recorded already.
       report.finishedAt = context.now().toISOString();
       report.error = cleanDisplayText(errorText(error)) ?? 'unknown error';
+      await this.rememberUnreadable(report, false);
       await this.keep(report);
       throw error;
     }
@@ -369,16 +381,37 @@ export class ConversationPoller {
    * Keep items Chatvisor listed that could not be read in the payload journal (rejected, under
    * this channel), up to UNREADABLE_JOURNALLED_PER_RUN per run. A journal that cannot be written
    * does not fail the run: the items are counted in the report either way.
+   *
+   * Each run lists the whole listing again, so an item that stays unreadable would be journalled
+   * by every run (every 30 s in the README's example) and soon fill the channel's ring, pushing
+   * out the webhooks it rejected. An item the previous run saw is not journalled again: the runs
+   * remember the digests of the unreadable items they saw (rememberUnreadable).
    */
   private async journalUnreadable(
     unreadable: readonly { item: unknown; problem: string }[],
     where: string,
     report: PollReport,
   ): Promise<void> {
-    const { context, logger } = this.options;
+    const { context, logger, channelId } = this.options;
+    if (unreadable.length === 0) return;
+    let known = unreadableByRun.get(report);
+    if (!known) {
+      known = { before: undefined, seen: new Set() };
+      unreadableByRun.set(report, known);
+    }
+    // Unknown (the store did not answer): journalled as if none was seen before.
+    known.before ??= context.store.smembers(storeKeys(channelId).pollUnreadable).then(
+      (members) => new Set(members),
+      () => new Set<string>(),
+    );
+    const before = await known.before;
     for (const { item, problem } of unreadable) {
+      const rawBody = JSON.stringify(item) ?? String(item);
+      const seen = digest('sha256', rawBody, 'base64url');
+      known.seen.add(seen);
+      if (before.has(seen)) continue;
       const journalled = journalledByRun.get(report) ?? 0;
-      if (journalled >= UNREADABLE_JOURNALLED_PER_RUN) return;
+      if (journalled >= UNREADABLE_JOURNALLED_PER_RUN) continue;
       journalledByRun.set(report, journalled + 1);
       try {
         await context.journal.reject({
@@ -387,12 +420,31 @@ export class ConversationPoller {
             cleanDisplayText(
               `chatvisor poll: an item of ${where} could not be read (${problem}); it was skipped`,
             ) ?? 'chatvisor poll: an item could not be read',
-          rawBody: JSON.stringify(item) ?? String(item),
+          rawBody,
           contentType: 'application/json',
         });
       } catch (error) {
         logger.warn({ err: error, where }, 'chatvisor poll: could not journal an unreadable item');
       }
+    }
+  }
+
+  /**
+   * Keep the digests of the unreadable items this run saw for the next run (journalUnreadable).
+   * A run that read the whole listing replaces what was kept (items no longer listed are let go);
+   * one that stopped early adds to it (the items after where it stopped were not seen). Nothing is
+   * written by a run that saw no unreadable item. Failing here does not fail the run.
+   */
+  private async rememberUnreadable(report: PollReport, whole: boolean): Promise<void> {
+    const known = unreadableByRun.get(report);
+    if (!known || known.seen.size === 0) return;
+    const key = storeKeys(this.options.channelId).pollUnreadable;
+    try {
+      const batch = this.options.context.store.batch();
+      if (whole) batch.del(key);
+      await batch.sadd(key, ...known.seen).exec();
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'chatvisor poll: could not keep the unreadable items seen');
     }
   }
 

@@ -33,6 +33,8 @@ export function storeKeys(channelId: string) {
     syncReports: `${base}:agent-sync:reports`,
     /** digest of the unreadable agents the last sync journalled: the same ones are not journalled again. */
     syncUnreadable: `${base}:agent-sync:unreadable`,
+    /** set of digests of the unreadable listed items the last poll run saw: not journalled again (poll.ts). */
+    pollUnreadable: `${base}:poll:unreadable`,
     /** lock held by an agent sync run (scheduled or on demand). */
     syncLock: `${base}:agent-sync`,
     /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */
