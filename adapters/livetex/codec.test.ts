@@ -232,6 +232,23 @@ describe('bridgeJweCodec: answers', () => {
     await expect(compactDecrypt(first.body, new Uint8Array(randomBytes(32)))).rejects.toThrow();
   });
 
+  it('writes a lone surrogate on the card as U+FFFD, which strict JSON readers accept', async () => {
+    const answer = {
+      requestId: 'r-3',
+      found: true,
+      attributes: [{ key: 'half', label: 'Half an emoji \ud83d', value: 'a\ud800b', type: 'string' }],
+    };
+    const sealed = await bridgeJweCodec.sealAnswer(answer, kid, key);
+    const { plaintext } = await compactDecrypt(sealed.body, key);
+    const json = new TextDecoder().decode(plaintext);
+    expect(json).not.toMatch(/\\ud[89a-f][0-9a-f]{2}/i);
+    expect(JSON.parse(json).attributes[0]).toMatchObject({
+      label: 'Half an emoji \uFFFD',
+      value: 'a\uFFFDb',
+    });
+    expect(plaintext.length).toBe(ANSWER_BYTES);
+  });
+
   it('pads found and not-found answers to the same ciphertext length', async () => {
     const notFound = await bridgeJweCodec.sealAnswer(
       { requestId: 'r-1', found: false, attributes: [] },

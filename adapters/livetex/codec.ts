@@ -1,8 +1,11 @@
 import { createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { z } from 'zod';
+import { wellFormed } from '../../src/digest.js';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
 import { parseJson } from '../../src/http/json.js';
+import { cutText } from '../../src/intake/wire.js';
+import { wireJson } from '../../src/net/http.js';
 import { randomPool } from '../../src/random.js';
 
 /**
@@ -21,6 +24,11 @@ export const CONTENT_ENCRYPTION = 'A256GCM';
 export const KEY_BYTES = 32;
 /** DESIGN §6: `exp` at most 5 minutes after `iat`. */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300;
+/**
+ * What one answer shows at most (vendors/livetex.md §5.2 proposes these; LiveTex's real limits
+ * are unknown): attributes, and the characters of a label and of a value.
+ */
+export const ANSWER_LIMITS = { attributes: 50, label: 128, value: 1024 } as const;
 
 /** The 401 refusals of DESIGN §6; the core writes `{"error":{"code":...}}`. */
 export type RefusalCode =
@@ -57,7 +65,9 @@ export const lookupClaimsSchema = z
   .strictObject({
     personId: identifierValueSchema.optional(),
     customVisitorToken: identifierValueSchema.optional(),
-    requestId: z.string().min(1).max(128),
+    // Echoed in the answer: a lone surrogate could only be echoed as U+FFFD (wireJson), which the
+    // caller would not recognise as its own id.
+    requestId: z.string().min(1).max(128).refine(wellFormed, 'a requestId without lone surrogates'),
     iat: z.number().finite(),
     exp: z.number().finite(),
     nbf: z.number().finite().optional(),
@@ -344,7 +354,7 @@ function cutContact(contact: LookupContact): LookupContact {
   const typed = new Set<string>();
   const cut = (values: string[], count: number, length: number) =>
     values.slice(0, count).map((value) => {
-      const shown = value.slice(0, length);
+      const shown = cutText(value, length);
       if (typedOriginals.has(value)) typed.add(shown);
       return shown;
     });
@@ -353,8 +363,8 @@ function cutContact(contact: LookupContact): LookupContact {
   return withNotVerified(
     {
       ...contact,
-      name: contact.name === null ? null : contact.name.slice(0, 200),
-      labels: contact.labels.slice(0, 10).map((value) => value.slice(0, 100)),
+      name: contact.name === null ? null : cutText(contact.name, 200),
+      labels: contact.labels.slice(0, 10).map((value) => cutText(value, 100)),
     },
     emails,
     phones,
@@ -419,11 +429,14 @@ async function sealAnswer(
   kid: string,
   key: LookupKey,
 ): Promise<{ body: string; contentType: string }> {
-  // Serialised once when it fits (fitAnswer would measure it and return it unchanged).
-  let json = JSON.stringify(answer);
+  // Serialised once when it fits (fitAnswer would measure it and return it unchanged). wireJson:
+  // a lone surrogate anywhere on the card (a vendor's text cut mid-emoji) is written as U+FFFD,
+  // as in every JSON body chatbridge sends, not as `\ud83d`, which strict JSON readers refuse for
+  // the whole answer. Both escapes are six characters, so fitAnswer's measure still holds.
+  let json = wireJson(answer);
   let bytes = Buffer.byteLength(json, 'utf8');
   if (bytes > ANSWER_BYTES) {
-    json = JSON.stringify(fitAnswer(answer));
+    json = wireJson(fitAnswer(answer));
     bytes = Buffer.byteLength(json, 'utf8');
   }
   // One class for every answer: the fitted JSON padded with spaces to exactly ANSWER_BYTES. Only

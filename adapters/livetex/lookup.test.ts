@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Contact } from '../../src/contacts/types.js';
 import { startTestBridge, type TestBridge } from '../../test/support/harness.js';
@@ -299,6 +300,68 @@ describe('livetex lookup: one answer size whatever the card holds', () => {
     expect(emails.length).toBeGreaterThan(0);
     // Only values still on the card are listed as not verified, and these all are.
     expect(answer.contact?.notVerified).toEqual(emails);
+  });
+});
+
+describe("livetex lookup: other channels' values reach LiveTex's agents shown safely", () => {
+  const VISITOR = 'p-hostile-attributes';
+  let bridge: TestBridge;
+  let key: GeneratedKey;
+
+  beforeAll(async () => {
+    // Another channel (the web) reports the attributes; the app channel's operator is shown them.
+    bridge = await startTestBridge({ config: { channels: [livetexChannel('web'), livetexChannel('app')] } });
+    key = await generateKey(bridge, 'app');
+    // Raw JSON so that the escapes reach the bridge as a vendor would send them.
+    const webhook = await bridge.post(
+      '/webhooks/livetex/web/web-webhook-token-0123456789',
+      `{"Conversation":{"id":"c-hostile"},"discourser":{"personId":"${VISITOR}","attributes":{` +
+        `"bidi":"\\u202egnp.exe","control":"red\\u001b[31m alert\\u0007","emoji":"${'x'.repeat(1023)}\\ud83d\\ude00",` +
+        `"lone":"a\\ud800b","\\u202elabel":"v"}},"employee":[]}`,
+      { 'content-type': 'application/json' },
+    );
+    expect(webhook.status).toBe(200);
+  });
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  it('drops controls and bidi overrides, never cuts an emoji in half, and writes no lone surrogate', async () => {
+    const response = await postLookup(bridge, 'app', await token(key, claimsFor({ personId: VISITOR })));
+    expect(response.status).toBe(200);
+    const { plaintext } = await compactDecrypt(
+      response.text,
+      new Uint8Array(Buffer.from(key.key, 'base64url')),
+    );
+    const json = new TextDecoder().decode(plaintext);
+    // `\ud83d` alone makes strict JSON readers (PHP's json_decode, Rust's serde_json) refuse the whole card.
+    expect(json).not.toMatch(/\\ud[89a-f][0-9a-f]{2}/i);
+    const answer = JSON.parse(json) as {
+      found: boolean;
+      attributes: { key: string; label: string; value: string }[];
+    };
+    expect(answer.found).toBe(true);
+    const shown = new Map(answer.attributes.map((attribute) => [attribute.key, attribute]));
+    expect(shown.get('attr.bidi')?.value).toBe('gnp.exe');
+    expect(shown.get('attr.control')?.value).toBe('red[31m alert');
+    expect(shown.get('attr.lone')?.value).toBe('a\uFFFDb');
+    // 1023 + the emoji's two UTF-16 units is over 1024: the emoji goes whole, not its first half.
+    expect(shown.get('attr.emoji')?.value).toBe('x'.repeat(1023));
+    const label = [...shown.values()].find((attribute) => attribute.value === 'v')?.label;
+    expect(label).toBe('label');
+    for (const attribute of answer.attributes) {
+      expect(`${attribute.label}${attribute.value}`).not.toMatch(/[\p{Cc}\u202A-\u202E\u2066-\u2069]/u);
+    }
+  });
+
+  it('refuses a requestId with a lone surrogate (400): it could not be echoed as sent', async () => {
+    expect(
+      await refusalOf(
+        bridge,
+        'app',
+        await token(key, claimsFor({ personId: VISITOR }, { requestId: 'r\ud800' })),
+      ),
+    ).toMatchObject({ status: 400, code: 'invalid_claims' });
   });
 });
 

@@ -1,6 +1,7 @@
 import type { IntakeRoute } from '../../src/contracts/adapter.js';
 import type { LivetexChannel } from './channel.js';
 import {
+  ANSWER_LIMITS,
   JOSE_CONTENT_TYPE,
   type LookupAnswer,
   type LookupClaims,
@@ -20,9 +21,6 @@ import { foundAnswer, notFoundAnswer } from './mapper.js';
  * does the same reads: evenWork) and builds the facts (the same FactService as JivoChat's
  * custom_data); render is pure, settle seals the answer under the request's key.
  */
-
-/** Facts in one answer (vendors/livetex.md §5.2 proposes at most 50 attributes). */
-const MAX_ATTRIBUTES = 50;
 
 /** The request, opened: the key it is under, and its checked claims. */
 export interface OpenedLookup {
@@ -66,7 +64,7 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
       identifier: { kind: 'person', value: claims.personId ?? claims.customVisitorToken ?? '' },
       // The budget counts from the request's arrival: what is left after reading the body,
       // decryption and the contact read goes to the attribute sources.
-      facts: { deadlineMs: settings.lookupDeadlineMs, max: MAX_ATTRIBUTES },
+      facts: { deadlineMs: settings.lookupDeadlineMs, max: ANSWER_LIMITS.attributes },
       // Found and not found do the same work as far as practical (issue 10 item 2): the same
       // store reads, one answer size (codec.ts), and with attribute sources every answer is held
       // until the deadline. A miss never asks the sources about a made-up customer.

@@ -1,5 +1,6 @@
 import type { AgentConfig } from '../../src/config/schema.js';
 import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type {
   AgentRef,
   Contact,
@@ -9,8 +10,8 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { digest, exactNumber, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
-import type { LookupAnswer, LookupAttribute } from './codec.js';
+import { cutText, digest, exactNumber, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
+import { ANSWER_LIMITS, type LookupAnswer, type LookupAttribute } from './codec.js';
 import {
   type ConversationInput,
   type DiscourserInput,
@@ -243,7 +244,7 @@ function clientOf(discourser: DiscourserInput | null | undefined): ClientInfo {
       (typeof value === 'number' && Number.isFinite(value)) ||
       typeof value === 'boolean'
     ) {
-      client.attributes[key] = typeof value === 'string' ? value.slice(0, 1024) : value;
+      client.attributes[key] = typeof value === 'string' ? cutText(value, 1024) : value;
     }
   }
   return client;
@@ -498,14 +499,18 @@ export function observationsOf(input: ObservationInput): Observation[] {
 // ---------------------------------------------------------------------------------------------
 // Contact → lookup answer
 
-const LABEL_MAX = 128;
-const VALUE_MAX = 1024;
-
+/**
+ * The card's facts as LiveTex's operator is shown them. Their labels and values come from every
+ * channel (other vendors' attributes, attribute sources), as sent: they are cleaned as a shown
+ * name is (cleanDisplayText: no control characters, no bidi embedding, override or isolate that
+ * would turn the text after it around, a lone surrogate as U+FFFD) and cut to the answer's limits
+ * (codec.ts) without cutting a character in two.
+ */
 export function attributesOf(answer: FactAnswer): LookupAttribute[] {
   return answer.facts.map((fact) => ({
     key: fact.key,
-    label: fact.label.slice(0, LABEL_MAX),
-    value: fact.value.slice(0, VALUE_MAX),
+    label: cutText(cleanDisplayText(fact.label) ?? '', ANSWER_LIMITS.label),
+    value: cutText(cleanDisplayText(fact.value) ?? '', ANSWER_LIMITS.value),
     type: fact.type,
     ...(fact.verified === false ? { verified: false as const } : {}),
   }));
