@@ -149,6 +149,22 @@ describe('bridgeJweCodec: requests', () => {
     });
   });
 
+  it('refuses a protected header nested deeper than 64 levels with 400, as a body would be', async () => {
+    // Anyone can send a header (it is read before anything is authenticated); this one also opens.
+    const nested = `${'['.repeat(65)}${']'.repeat(65)}`;
+    const header = Buffer.from(`{"alg":"dir","enc":"A256GCM","kid":"${kid}","x":${nested}}`).toString(
+      'base64url',
+    );
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    cipher.setAAD(Buffer.from(header, 'latin1'));
+    const ciphertext = Buffer.concat([cipher.update(JSON.stringify(claims())), cipher.final()]);
+    const token = [header, '', iv, ciphertext, cipher.getAuthTag()]
+      .map((part) => (typeof part === 'string' ? part : part.toString('base64url')))
+      .join('.');
+    expect(await refusal(open(token))).toEqual({ status: 400, code: 'malformed_request' });
+  });
+
   it('refuses critical header extensions (crit) with 400', async () => {
     // jose will not seal a crit it does not know, so the header is made by hand.
     const header = Buffer.from(

@@ -1,9 +1,9 @@
 import { createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
-import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, errors as joseErrors } from 'jose';
+import { CompactEncrypt, compactDecrypt, errors as joseErrors } from 'jose';
 import { z } from 'zod';
 import { wellFormed } from '../../src/digest.js';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
-import { parseJson } from '../../src/http/json.js';
+import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJson } from '../../src/http/json.js';
 import { cutText } from '../../src/intake/wire.js';
 import { wireJson } from '../../src/net/http.js';
 import { randomPool } from '../../src/random.js';
@@ -188,10 +188,22 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
   if (!COMPACT_JWE.test(token)) {
     throw new BadRequestError('malformed_request', 'the payload is not a compact JWE (five base64url parts)');
   }
+  // Read before anything is authenticated, so anyone can send it: nested past the bodies' limit
+  // (MAX_JSON_DEPTH) it is refused as a body would be, not parsed.
+  const headerText = Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8');
+  if (jsonDepthExceeds(headerText)) {
+    throw new BadRequestError(
+      'malformed_request',
+      `the JWE protected header nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  }
   let header: unknown;
   try {
-    header = decodeProtectedHeader(token);
+    header = JSON.parse(headerText);
   } catch {
+    throw new BadRequestError('malformed_request', 'the JWE protected header is not base64url JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
     throw new BadRequestError('malformed_request', 'the JWE protected header is not base64url JSON');
   }
   const parsedHeader = protectedHeaderSchema.safeParse(header);
