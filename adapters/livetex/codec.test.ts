@@ -165,6 +165,25 @@ describe('bridgeJweCodec: requests', () => {
     expect(await refusal(open(token))).toEqual({ status: 400, code: 'malformed_request' });
   });
 
+  it('quotes a refused alg or enc briefly and shown safely: the message goes back to whoever sent it', () => {
+    // Refused before any key is read, so the other parts need only be well-formed.
+    const header = Buffer.from(
+      JSON.stringify({ alg: `none\u202e\ud800${'x'.repeat(5000)}`, enc: 'A256GCM', kid }),
+    ).toString('base64url');
+    const token = `${header}..${'A'.repeat(16)}.${'A'.repeat(8)}.${'A'.repeat(22)}`;
+    let refused: unknown;
+    try {
+      bridgeJweCodec.readRequest(Buffer.from(token), JOSE_CONTENT_TYPE);
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toMatchObject({ status: 400, code: 'unsupported_algorithm' });
+    const message = (refused as Error).message;
+    expect(message).toContain('got alg "none');
+    expect(message.length).toBeLessThan(200);
+    expect(message).not.toMatch(/[\u202e\ud800-\udfff]/u);
+  });
+
   it('refuses critical header extensions (crit) with 400', async () => {
     // jose will not seal a crit it does not know, so the header is made by hand.
     const header = Buffer.from(

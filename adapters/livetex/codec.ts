@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, errors as joseErrors } from 'jose';
 import { z } from 'zod';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import { wellFormed } from '../../src/digest.js';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
 import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJson } from '../../src/http/json.js';
@@ -153,6 +154,16 @@ export interface SealedRequest {
   token: string;
 }
 
+/**
+ * A header value the sender chose, as an error message quotes it: anyone can send any header, and
+ * the message goes back verbatim in the JSON error, so at most 32 characters, and nothing that
+ * turns the text around or that a strict JSON reader would refuse (cleanDisplayText).
+ */
+function quoted(value: string): string {
+  const cut = cutText(value, 32);
+  return `${cleanDisplayText(cut) ?? ''}${cut.length < value.length ? '…' : ''}`;
+}
+
 function mediaTypeOf(contentType: string | undefined): string | undefined {
   return contentType?.split(';')[0]?.trim().toLowerCase() || undefined;
 }
@@ -214,7 +225,7 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
   if (alg !== KEY_ALGORITHM || enc !== CONTENT_ENCRYPTION) {
     throw new BadRequestError(
       'unsupported_algorithm',
-      `the JWE must use alg "${KEY_ALGORITHM}" and enc "${CONTENT_ENCRYPTION}" (got alg "${alg}", enc "${enc ?? ''}")`,
+      `the JWE must use alg "${KEY_ALGORITHM}" and enc "${CONTENT_ENCRYPTION}" (got alg "${quoted(alg)}", enc "${quoted(enc ?? '')}")`,
     );
   }
   // Compression before encryption leaks the plaintext's content through its length.
