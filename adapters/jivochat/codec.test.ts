@@ -182,6 +182,21 @@ describe('buildRichAnswer', () => {
     expect(fallback.custom_data).toBeUndefined();
   });
 
+  it('shows other channels’ labels and values cleaned: no bidi override, control or lone surrogate', () => {
+    const answer = buildRichAnswer({
+      contact: contact(),
+      facts: {
+        facts: [
+          { key: 'tariff', label: 'Tar\u202Eiff', value: 'gold\u001b[31m \u202Eesu\ud800', type: 'string' },
+          { key: 'blank', label: 'Blank', value: '\u202E\u0007', type: 'string' },
+        ],
+        missing: [],
+      },
+      reply,
+    });
+    expect(answer.custom_data).toEqual([{ title: 'Tariff', content: 'gold[31m esu\uFFFD' }]);
+  });
+
   it('keeps within Jivo’s limits: 10 items, cut text, no over-long e-mail, enable_assign per config', () => {
     const long = 'Ж'.repeat(5000);
     const answer = buildRichAnswer({

@@ -1,5 +1,6 @@
 import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import { isHttpUrl } from '../../src/contacts/links.js';
+import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
 import type { CustomDataItem, crmLinkPlaceholders, JivoAnswer, JivochatSettings } from './schemas.js';
 
@@ -68,11 +69,15 @@ export const NOT_VERIFIED = ' (not verified)';
 
 export function factToCustomData(fact: Fact): CustomDataItem | undefined {
   // custom_data items are {title, content, link}: the mark goes into the title, kept whole.
+  // Labels and values are other channels' attributes and attribute sources' text as sent: cleaned
+  // as shown names are (a bidi override reversed the agent's panel after it, controls such as
+  // ESC reached it), before the cut so the cut counts what is shown.
+  const label = cleanDisplayText(fact.label) ?? '';
   const title =
     fact.verified === false
-      ? `${truncate(fact.label.trim(), ANSWER_LIMITS.title - NOT_VERIFIED.length)}${NOT_VERIFIED}`
-      : truncate(fact.label.trim(), ANSWER_LIMITS.title);
-  const content = truncate(fact.value.trim(), ANSWER_LIMITS.content);
+      ? `${truncate(label, ANSWER_LIMITS.title - NOT_VERIFIED.length)}${NOT_VERIFIED}`
+      : truncate(label, ANSWER_LIMITS.title);
+  const content = truncate(cleanDisplayText(fact.value) ?? '', ANSWER_LIMITS.content);
   if (content === '') return undefined;
   const link = safeLink(fact.link) ?? (fact.type === 'url' ? safeLink(fact.value) : undefined);
   return { title, content, ...(link ? { link } : {}) };
