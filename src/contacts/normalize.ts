@@ -75,6 +75,17 @@ const UNSHOWABLE = /[\p{Cc}\u202A-\u202E\u2066-\u2069]|[\uD800-\uDFFF]/u;
 const UNSHOWABLE_ALL = /([\t\n\v\f\r\u0085])|[\p{Cc}\u202A-\u202E\u2066-\u2069]|([\uD800-\uDFFF])/gu;
 
 /**
+ * At most `max` UTF-16 units of `value`, never ending in the first half of a surrogate pair: a
+ * plain `slice` cuts an emoji in two, and the lone half it leaves is written `\ud83d` in JSON,
+ * which strict readers (PHP's json_decode, Rust's serde_json) refuse for the whole body.
+ */
+export function cutText(value: string, max: number): string {
+  if (value.length <= max) return value;
+  const last = value.charCodeAt(max - 1);
+  return value.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
+/**
  * A name or label as it can be shown: whitespace controls (tab, line breaks) become spaces, other
  * controls and bidi embeddings, overrides and isolates are dropped, a lone surrogate becomes
  * U+FFFD; trimmed. Null when nothing is left. The marks (LRM, RLM) and joiners (ZWJ in emoji)

@@ -132,16 +132,8 @@ export function text(value: string | null | undefined): string | undefined {
   return trimmed ? trimmed : undefined;
 }
 
-/**
- * At most `max` UTF-16 units of `value`, never ending in the first half of a surrogate pair: a
- * plain `slice` cuts an emoji in two, and the lone half it leaves is written `\ud83d` in JSON,
- * which strict readers (PHP's json_decode, Rust's serde_json) refuse for the whole body.
- */
-export function cutText(value: string, max: number): string {
-  if (value.length <= max) return value;
-  const last = value.charCodeAt(max - 1);
-  return value.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
-}
+// cutText lives with the other text cleaning (the contact engine cuts with it too).
+export { cutText } from '../contacts/normalize.js';
 
 /** The first value that is neither null nor undefined (vendors spell one field several ways). */
 export function first<T>(...values: (T | null | undefined)[]): T | undefined {

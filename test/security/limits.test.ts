@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.js';
 import { ContactTooLargeError, createContactEngine } from '../../src/contacts/engine.js';
 import { key } from '../../src/contacts/keys.js';
+import { wellFormed } from '../../src/digest.js';
 import { createOutboxPublisher } from '../../src/events/outbox.js';
 import { createPayloadJournal } from '../../src/intake/journal.js';
 import { createLogger } from '../../src/logger.js';
@@ -145,6 +146,28 @@ describe('size caps', () => {
     const over = await contacts.observe({ ...base('p-longer-name'), names: ['M'.repeat(2500)] });
     expect(over.contact.names).toEqual([`${'M'.repeat(1999)}…`]);
     expect(await metrics.registry.metrics()).toMatch(/chatbridge_truncated_total\{what="field"\} 1/);
+  });
+
+  it('a cut never ends in half an emoji: names, labels and attribute values stay well-formed text', async () => {
+    const { contacts } = setup();
+    // 1998 + one emoji (2 UTF-16 units) + more: the cut at 1999 units fell inside the emoji.
+    const name = `${'M'.repeat(1998)}🫖${'M'.repeat(10)}`;
+    const value = `${'v'.repeat(3998)}🫖${'v'.repeat(10)}`;
+    const result = await contacts.observe({
+      ...base('p-emoji-cut'),
+      names: [name],
+      attributes: { tariff: { value, label: name } },
+    });
+    const stored = (await contacts.get(result.contact.id))!.contact;
+    for (const text of [
+      stored.names[0]!,
+      String(stored.attributes.tariff!.value),
+      stored.attributes.tariff!.label!,
+    ]) {
+      expect(text.endsWith('…')).toBe(true);
+      expect(wellFormed(text)).toBe(true);
+    }
+    expect(stored.names[0]).toBe(`${'M'.repeat(1998)}…`);
   });
 
   it('one observation with 3,000 e-mails attaches limits.identifiersPerKind of them, keeps its other ids, and counts the cut', async () => {
