@@ -27,6 +27,7 @@ import type { HttpClient } from './net/http.js';
 import { createHttpClient } from './net/http.js';
 import { type AdapterRegistry, defaultRegistry } from './registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
+import { createStoreCheck } from './store/check.js';
 import { createStore, effectiveKeyPrefix, redisTargetOf } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -103,8 +104,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const now = options.now ?? (() => new Date());
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
   const store = options.store ?? (await createStore(config.store, logger));
-  // chatbridge_store_up: the same check as /readyz (DESIGN §12: the store accepts writes).
-  metrics.watchStore(() => (store.probeWrite ? store.probeWrite() : store.ping()));
+  // /readyz and chatbridge_store_up ask one check (DESIGN §12: the store accepts writes), bounded
+  // and never more than one at a time (src/store/check.ts). Read through `store` at each check,
+  // not bound once, so a store whose probe is replaced (tests inject a hang) is checked as it is.
+  const storeCheck = createStoreCheck(() => (store.probeWrite ? store.probeWrite() : store.ping()));
+  metrics.watchStore(storeCheck);
   const http = createHttpClient(options.dispatcher ? { dispatcher: options.dispatcher } : {});
   const events = createOutboxPublisher(store, { enabled: config.destinations.length > 0 });
   // One ring per configured channel (and one for channels no longer configured): see journal.ts.
@@ -248,6 +252,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     logger,
     metrics,
     store,
+    storeCheck,
     contacts,
     facts,
     deferred: config.intake.ackAfterAppend ? deferred : null,

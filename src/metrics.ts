@@ -1,11 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { STORE_CHECK_TIMEOUT_MS, type StoreCheckResult } from './store/check.js';
 
 /**
  * How long a scrape waits for the store, for every gauge it reads there (chatbridge_store_up
- * here, the delivery backlog in src/delivery/metrics.ts): well inside Prometheus's default 10 s
- * scrape timeout, so a hung store shows as 0 / NaN rather than as a scrape that never answers.
+ * here, the delivery backlog in src/delivery/metrics.ts): the store check's bound, see
+ * src/store/check.ts.
  */
-export const STORE_SCRAPE_TIMEOUT_MS = 1500;
+export const STORE_SCRAPE_TIMEOUT_MS = STORE_CHECK_TIMEOUT_MS;
 
 /**
  * Prometheus metrics. One registry per running app (not prom-client's global one), so that
@@ -50,7 +51,7 @@ export class Metrics {
   });
 
   /** How a scrape checks the store (set by the bridge, see watchStore). */
-  private storeProbe: (() => Promise<void>) | undefined;
+  private storeCheck: (() => Promise<StoreCheckResult>) | undefined;
 
   /**
    * Checked at every scrape, not only set by /readyz: a worker, or any instance nobody probes for
@@ -62,46 +63,11 @@ export class Metrics {
     help: '1 when the store accepted a write at the last check (each scrape of /metrics, each /readyz), else 0',
     registers: [this.registry],
     collect: async () => {
-      if (!this.storeProbe) return;
-      this.storeUp.set(await this.checkStore());
+      if (!this.storeCheck) return;
+      // Bounded and shared with /readyz (src/store/check.ts): a hung store reads 0 in time.
+      this.storeUp.set((await this.storeCheck()).ok ? 1 : 0);
     },
   });
-
-  /** The check a scrape has under way: a later scrape waits for it instead of starting another. */
-  private storeCheck: Promise<boolean> | undefined;
-
-  /**
-   * 1 when the store passed the check within STORE_SCRAPE_TIMEOUT_MS, else 0. The check itself
-   * has no overall limit (each Redis command has its timeout, and with durability.replicas its
-   * WAIT runs up to durability.timeoutMs, a minute at most): unbounded, a store that stopped
-   * confirming writes held every scrape past Prometheus's timeout, losing every series rather
-   * than reporting 0. A check that outlives its scrape is not started again until it ends, so
-   * scrapes of a hung store do not pile up checks on its connection.
-   */
-  private async checkStore(): Promise<0 | 1> {
-    const probe = this.storeProbe;
-    if (!probe) return 0;
-    if (!this.storeCheck) {
-      const check = probe().then(
-        () => true,
-        () => false,
-      );
-      this.storeCheck = check;
-      void check.finally(() => {
-        if (this.storeCheck === check) this.storeCheck = undefined;
-      });
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => {
-      timer = setTimeout(resolve, STORE_SCRAPE_TIMEOUT_MS, false);
-      timer.unref();
-    });
-    try {
-      return (await Promise.race([this.storeCheck, late])) ? 1 : 0;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
 
   private readonly extra = new Map<string, Counter | Gauge | Histogram>();
 
@@ -109,9 +75,9 @@ export class Metrics {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
-  /** What chatbridge_store_up checks at each scrape: the same as /readyz (the store accepts a write). */
-  watchStore(probe: () => Promise<void>): void {
-    this.storeProbe = probe;
+  /** What chatbridge_store_up checks at each scrape: the /readyz check (the store accepts a write). */
+  watchStore(check: () => Promise<StoreCheckResult>): void {
+    this.storeCheck = check;
   }
 
   /** Vendor (or attribute-source) data cut or dropped by the size limits, by what was cut. */

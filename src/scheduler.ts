@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ScheduledJob } from './contracts/adapter.js';
 import { ConflictError, JobBusyError } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { combineSignals } from './net/signals.js';
 import { renewWhileHeld } from './store/renewal.js';
 import type { Lock, Store } from './store/types.js';
 
@@ -131,8 +132,11 @@ export function createScheduler(options: {
     const stopRenewing = keepAlive(lock, tickKey, labels, lost);
     const started = Date.now();
     const tick = slot?.toISOString();
+    // Not AbortSignal.any: on Node 20 it leaks into the scheduler's own signal, which lives as long
+    // as the process, a little at every run (src/net/signals.ts).
+    const runSignal = combineSignals([controller.signal, lost.signal]);
     try {
-      await entry.job.run(AbortSignal.any([controller.signal, lost.signal]));
+      await entry.job.run(runSignal.signal);
       metrics.jobRuns.inc({ ...labels, outcome: 'ok' });
       logger.debug({ ...labels, tick, ms: Date.now() - started }, 'scheduled job ran');
       return 'ok';
@@ -149,6 +153,7 @@ export function createScheduler(options: {
       } else logger.error({ ...labels, tick, err: error }, 'scheduled job failed');
       return 'failed';
     } finally {
+      runSignal.dispose();
       stopRenewing();
       // The run lock goes now; the tick claim stays until it expires (never released early).
       await lock.release();

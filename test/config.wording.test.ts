@@ -189,11 +189,11 @@ describe('config wording', () => {
     it('an unclosed ${ or one without a valid name is named, not kept as literal text', () => {
       const tail = 'abcdefghijklmnopqrst';
       expect(problems(withToken('${ADMIN_TOKEN'), { ADMIN_TOKEN: tail })).toEqual([
-        'admin.token: "${ADMIN_TOKEN" has no closing }: write ${NAME} or ${NAME:-default}',
+        'admin.token: "${ADMIN_TOKEN" has no closing }: write ${NAME} or ${NAME:-default} ($${ for a literal ${)',
       ]);
       for (const bad of ['${1ADMIN}', '${ADMIN-TOKEN}', '${}', '${ADMIN:abc}', '${ ADMIN }']) {
         expect(problems(withToken(`${bad}${tail}`)), bad).toEqual([
-          `admin.token: "${bad}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+          `admin.token: "${bad}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit; $\${ for a literal \${)`,
         ]);
       }
     });
@@ -203,6 +203,27 @@ describe('config wording', () => {
         ADMIN_TOKEN: 'pa${ss}word-0123456789',
       });
       expect(config.admin.token).toBe('pa${ss}word-0123456789');
+    });
+
+    it('$${ is a literal ${ (the docker-compose escape); other $ are kept as written', () => {
+      // There was no way to write ${ in a value (a header, a template): every ${ had to be a
+      // reference, and $${X} was "$" followed by X's value.
+      const tokenOf = (token: string, env: NodeJS.ProcessEnv = {}) =>
+        parseConfig(withToken(token), defaultRegistry(), env).admin.token;
+      expect(tokenOf('tpl-$${name}-0123456789')).toBe('tpl-${name}-0123456789');
+      expect(tokenOf('$${ unclosed, and $${1X} $${A-B}: all literal')).toBe(
+        '${ unclosed, and ${1X} ${A-B}: all literal',
+      );
+      // Before {, $$ is one $ (an odd one left over opens a reference): $$${X} is $ and X's value,
+      // $$$${ is a literal $${.
+      expect(tokenOf('pa$$${SECRET}-0123456789', { SECRET: 'word' })).toBe('pa$word-0123456789');
+      expect(tokenOf('$$$${X}-0123456789abcdef')).toBe('$${X}-0123456789abcdef');
+      // Anywhere else $ and $$ stay as they are (passwords written before the escape existed).
+      expect(tokenOf('pa$$w$rd-{x}-0123456789$')).toBe('pa$$w$rd-{x}-0123456789$');
+      // The escape is not applied to substituted values, which are never read again.
+      expect(tokenOf('${ADMIN_TOKEN}', { ADMIN_TOKEN: 'pa$${ss}word-0123456789' })).toBe(
+        'pa$${ss}word-0123456789',
+      );
     });
   });
 

@@ -96,23 +96,43 @@ describe('a run stopped half way', () => {
 });
 
 describe('listings that do not end as they should', () => {
-  it('stops when the listing wraps around to its first page, says so, and handles each customer once', async () => {
-    for (const id of ['c1', 'c2', 'c3', 'c4']) fake.addCustomer({ customerId: id });
+  it('stops when the listing wraps around to its first page, handles each customer once, and takes it as read to its end', async () => {
+    for (const id of ['c1', 'c2', 'c3', 'c4', 'c5']) fake.addCustomer({ customerId: id });
     fake.wrapListings = true;
     const test = runtimeWith({ pageSize: 2 });
     await test.runtime.poller.run();
     for (const id of ['c1', 'c2', 'c3', 'c4']) fake.addMessage(id, `hello from ${id}`);
+    // A customer with state that Chatvisor no longer lists; the other four fill two pages.
+    fake.customers.delete('c5');
     fake.resetLog();
 
     const report = await test.runtime.poller.run();
+    // The first page again, after every page before it came full: the listing was read to its
+    // end (a vendor that wraps never answers a short or empty last page when the customers fill
+    // whole pages). It was cut off as listing_wrapped, so "not listed" was never looked at.
     expect(report).toMatchObject({
       pages: 3,
       conversationsSeen: 4,
       messageEvents: 4,
+      cutOff: null,
+      forgotten: 0,
+    });
+    expect(fake.calls().filter((call) => call === 'GET /conversation')).toHaveLength(3);
+    expect(Object.keys(await test.store.hgetall('chatvisor:cobrowse:poll:unlisted'))).toEqual(['c5']);
+  }, 30_000);
+
+  it('a later page of customers listed already that is not the first page again still cuts the listing off', async () => {
+    for (const id of ['c1', 'c2', 'c3', 'c4']) fake.addCustomer({ customerId: id });
+    const test = runtimeWith({ pageSize: 2 });
+    await test.runtime.poller.run();
+    // The listing shifted while the run paged: the third page shows c2 and c1 again (not the
+    // first page as it was), and there may be more after it. Nothing says the end was reached.
+    fake.extraListed = [fake.conversationPayload('c2'), fake.conversationPayload('c1')];
+    expect(await test.runtime.poller.run()).toMatchObject({
+      pages: 3,
       cutOff: { reason: 'listing_wrapped', afterPages: 2 },
       forgotten: null,
     });
-    expect(fake.calls().filter((call) => call === 'GET /conversation')).toHaveLength(3);
   }, 30_000);
 
   it('a last, short page of customers listed already ends the listing: not cut off, nothing handled twice', async () => {

@@ -253,6 +253,8 @@ export class ConversationPoller {
     };
     try {
       let previous: string | undefined;
+      /** The customers of page 0 in order: a later page listing the same is the listing wrapping. */
+      let firstListed: string | undefined;
       // Whether the listing was read to its end with every item readable: only then does "not
       // listed" say anything about a customer (forgetUnlisted).
       let complete = false;
@@ -285,9 +287,21 @@ export class ConversationPoller {
           page.listed.length > 0 &&
           page.listed.every((customerId) => listed.has(customerId))
         ) {
+          // The first page again, as it was (its customers, in its order), after full pages
+          // only: the vendor went round to the start, so every page was read, and the listing
+          // is as complete as one ending on a short page. Without this, a wrapping vendor whose
+          // customers fill whole pages never had a complete listing, and forgetUnlisted never
+          // ran. Anything else (a later page that shifted onto customers read already) may have
+          // more after it: cut off. (Page 1 equal to page 0 is page_repeated above: a vendor
+          // that ignores pageNumber looks the same, so it is not taken as complete.)
+          if (pageNumber >= 2 && page.listed.join('\n') === firstListed) {
+            complete = true;
+            break;
+          }
           report.cutOff = { reason: 'listing_wrapped', afterPages: report.pages - 1 };
           break;
         }
+        if (pageNumber === 0) firstListed = page.listed.join('\n');
         previous = page.fingerprint;
         skipped += page.skipped;
         report.unreadable += page.skipped;

@@ -4,6 +4,7 @@ import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { digest } from '../../src/digest.js';
 import { ConflictError, JobBusyError } from '../../src/errors.js';
+import { combineSignals } from '../../src/net/signals.js';
 import { renewWhileHeld } from '../../src/store/renewal.js';
 import type { ChatvisorClient, Unreadable } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
@@ -127,10 +128,13 @@ export class AgentSync {
       onError: (error) =>
         this.options.logger.warn({ channelId, err: error }, 'could not renew the agent sync lock'),
     });
-    const signal = options.signal ? AbortSignal.any([options.signal, lost.signal]) : lost.signal;
+    // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
+    const combined = options.signal ? combineSignals([options.signal, lost.signal]) : undefined;
+    const signal = combined?.signal ?? lost.signal;
     try {
       return await this.runLocked({ ...options, signal });
     } finally {
+      combined?.dispose();
       stopRenewing();
       await lock.release();
     }

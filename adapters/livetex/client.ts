@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import { combineSignals } from '../../src/net/signals.js';
 import {
   buildClaims,
   decodeKey,
@@ -94,13 +95,21 @@ export function createLivetexLookupClient(options: LivetexLookupClientOptions): 
       });
       const token = await sealRequest(claims, options.kid, key);
       const timeout = AbortSignal.timeout(options.timeoutMs ?? 5000);
-      const response = await send(options.url, {
-        method: 'POST',
-        headers: { 'content-type': JOSE_CONTENT_TYPE, accept: JOSE_CONTENT_TYPE },
-        body: token,
-        signal: call.signal ? AbortSignal.any([call.signal, timeout]) : timeout,
-      });
-      const body = await response.text();
+      // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
+      const combined = call.signal ? combineSignals([call.signal, timeout]) : undefined;
+      let response: Awaited<ReturnType<FetchLike>>;
+      let body: string;
+      try {
+        response = await send(options.url, {
+          method: 'POST',
+          headers: { 'content-type': JOSE_CONTENT_TYPE, accept: JOSE_CONTENT_TYPE },
+          body: token,
+          signal: combined?.signal ?? timeout,
+        });
+        body = await response.text();
+      } finally {
+        combined?.dispose();
+      }
       if (response.status !== 200) {
         let code = 'http_error';
         try {

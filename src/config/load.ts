@@ -53,10 +53,18 @@ export function resolveConfigPath(
 /** What may stand between `${` and `}`: a name, optionally `:-` and a default. */
 const REFERENCE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
 
+/** A run of `$` before `{`: `$$` stands for one `$`, and an odd one left over opens `${…}`. */
+const OPENING = /(\$+)\{/g;
+
 /**
  * Replace ${VAR} and ${VAR:-default} in every string of the parsed document. Every `${` of the
  * file must be one of these: an unclosed one or one with no valid name (`${1X}`, `${A-B}`,
  * `${X:abc}`) was left in the value as written, silently. Substituted values are not read again.
+ *
+ * `$${` is a literal `${` (docker-compose's escape): without it a value could not hold `${` at
+ * all (a header, a template). Only a run of `$` right before `{` is read that way, two `$` for
+ * one, so `$$${X}` is `$` and X's value; `$` and `$$` anywhere else are kept as written, as they
+ * always were (a password holding `$$` means what it says).
  */
 export function substituteEnv(
   value: unknown,
@@ -66,29 +74,38 @@ export function substituteEnv(
 ): unknown {
   if (typeof value === 'string') {
     let out = '';
-    let rest = value;
-    for (let start = rest.indexOf('${'); start !== -1; start = rest.indexOf('${')) {
-      out += rest.slice(0, start);
-      const end = rest.indexOf('}', start + 2);
+    let at = 0;
+    const opening = new RegExp(OPENING);
+    for (let match = opening.exec(value); match !== null; match = opening.exec(value)) {
+      const dollars = (match[1] ?? '').length;
+      out += value.slice(at, match.index) + '$'.repeat(Math.floor(dollars / 2));
+      at = match.index + match[0].length;
+      if (dollars % 2 === 0) {
+        out += '{';
+        continue;
+      }
+      const reference = value.slice(match.index + dollars - 1);
+      const end = value.indexOf('}', at);
       if (end === -1) {
         issues.push({
           path: formatPath(path),
-          message: `"${rest.slice(start)}" has no closing }: write \${NAME} or \${NAME:-default}`,
+          message: `"${reference}" has no closing }: write \${NAME} or \${NAME:-default} ($\${ for a literal \${)`,
         });
-        rest = '';
+        at = value.length;
         break;
       }
-      const inside = rest.slice(start + 2, end);
-      rest = rest.slice(end + 1);
-      const reference = REFERENCE.exec(inside);
-      if (!reference) {
+      const inside = value.slice(at, end);
+      at = end + 1;
+      opening.lastIndex = at;
+      const parsed = REFERENCE.exec(inside);
+      if (!parsed) {
         issues.push({
           path: formatPath(path),
-          message: `"\${${inside}}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit)`,
+          message: `"\${${inside}}" is not a variable reference: write \${NAME} or \${NAME:-default} (NAME: letters, digits and _, not starting with a digit; $\${ for a literal \${)`,
         });
         continue;
       }
-      const [, name = '', fallback] = reference;
+      const [, name = '', fallback] = parsed;
       const found = env[name];
       if (found !== undefined && found !== '') out += found;
       else if (fallback !== undefined) out += fallback;
@@ -102,7 +119,7 @@ export function substituteEnv(
               : `environment variable ${name} is set but empty, and a value is required here (write \${${name}:-} to allow empty)`,
         });
     }
-    const replaced = out + rest;
+    const replaced = out + value.slice(at);
     // A whole-value substitution that gives a number (port: ${PORT:-3000}) stays a string here;
     // numeric fields accept numeric strings.
     return replaced;

@@ -17,6 +17,7 @@ import type { DeferredIntake } from '../intake/deferred.js';
 import { JOURNAL_PAGE_BYTES, type PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
 import type { Metrics } from '../metrics.js';
+import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
 import { readPlainBody, readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
@@ -35,6 +36,8 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   store: Store;
+  /** The bounded, shared "store accepts a write" check behind /readyz and chatbridge_store_up. */
+  storeCheck: () => Promise<StoreCheckResult>;
   contacts: ContactService;
   /** The facts shown to agents in vendor answers (the intake pipeline's facts step). */
   facts: FactService;
@@ -390,17 +393,19 @@ export function createApp(deps: AppDeps): Koa {
           ctx.body = errorBody('shutting_down', 'the bridge is shutting down');
           return;
         }
-        try {
-          // Ready means "accepts writes" (DESIGN §12): a reachable replica after a failover, or a
-          // primary without its required replicas, would only answer 503 to vendors.
-          await (store.probeWrite ? store.probeWrite() : store.ping());
-          metrics.storeUp.set(1);
+        // Ready means "accepts writes" (DESIGN §12): a reachable replica after a failover, or a
+        // primary without its required replicas, would only answer 503 to vendors. The check is
+        // bounded and shared by every probe and scrape asking meanwhile: unauthenticated, each
+        // request made its own store write, waited as long as the store hung (a minute of WAIT
+        // with durability.replicas), and ran at whatever rate anyone sent requests.
+        const result = await deps.storeCheck();
+        metrics.storeUp.set(result.ok ? 1 : 0);
+        if (result.ok) {
           ctx.body = { ok: true, store: store.kind };
-        } catch (error) {
-          metrics.storeUp.set(0);
+        } else {
           ctx.status = 503;
           // No internal message here: /readyz is unauthenticated (issue 10 item 15).
-          (ctx.state.logger as Logger).warn({ err: error }, 'readiness check failed');
+          (ctx.state.logger as Logger).warn({ err: result.error }, 'readiness check failed');
           ctx.body = errorBody('store_unavailable', 'the store is unavailable');
         }
       },

@@ -1,4 +1,5 @@
 import { type Dispatcher, request } from 'undici';
+import { combineSignals } from './signals.js';
 
 /**
  * The one outbound HTTP client. Every call to a vendor API, a CRM destination or an attribute
@@ -89,7 +90,9 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
         headers['content-type'] ??= 'application/json';
       }
       const timeout = AbortSignal.timeout(input.timeoutMs);
-      const signal = input.signal ? AbortSignal.any([input.signal, timeout]) : timeout;
+      // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
+      const combined = input.signal ? combineSignals([input.signal, timeout]) : undefined;
+      const signal = combined?.signal ?? timeout;
       try {
         const response = await request(input.url, {
           method: input.method,
@@ -138,6 +141,8 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
             : `${input.method} ${redactUrl(input.url)} failed: ${scrubUrlSecrets((error as Error).message, input.url)}`,
           { cause: scrubbedCause(error, input.url), timedOut },
         );
+      } finally {
+        combined?.dispose();
       }
     },
   };
