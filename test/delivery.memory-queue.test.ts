@@ -1,10 +1,11 @@
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMemoryQueue, type DeliveryQueue } from '../src/delivery/queue.js';
 
 const logger = pino({ level: 'silent' });
 const queues: DeliveryQueue[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   while (queues.length > 0) await queues.pop()!.close();
 });
 
@@ -28,5 +29,23 @@ describe('the in-memory delivery queue', () => {
     await shortRan;
     expect(ran).toEqual(['short']);
     expect(await queue.counts('crm')).toMatchObject({ delayed: 1 });
+  });
+
+  it('runs such a job at its time, not a day and a half in (the first timer step was the whole delay: Node fired it at 1 ms)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const queue = createMemoryQueue({ destinations: [{ id: 'crm', concurrency: 1 }], logger });
+    queues.push(queue);
+    const ran: string[] = [];
+    await queue.start(async (_destination, job) => {
+      ran.push(job.deliveryId);
+      return { kind: 'done' };
+    });
+    const day = 86_400_000;
+    await queue.enqueue('crm', 'long.1', { deliveryId: 'long', cycle: 1 }, Math.round(24 * day * 1.1));
+    // Past what the old code waited (2^31-1 ms short of the delay: about 1.5 days).
+    await vi.advanceTimersByTimeAsync(2 * day);
+    expect(ran).toEqual([]);
+    await vi.advanceTimersByTimeAsync(24.5 * day);
+    expect(ran).toEqual(['long']);
   });
 });

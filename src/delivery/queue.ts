@@ -117,7 +117,7 @@ export function createMemoryQueue(options: {
       item.timer = undefined;
       lane.ready.push(item);
       pump(destinationId, lane);
-    }, ms);
+    }, step);
     item.timer.unref();
   }
 
