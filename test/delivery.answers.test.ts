@@ -1,0 +1,169 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runDeliveriesCommand } from '../src/cli/deliveries.js';
+import { configSchema } from '../src/config/schema.js';
+import { createDelivery, type Delivery } from '../src/delivery/index.js';
+import { createOutboxPublisher, type EventPublisher, type OutboxEntry } from '../src/events/outbox.js';
+import { Metrics } from '../src/metrics.js';
+import { createHttpClient } from '../src/net/http.js';
+import { createMemoryStore } from '../src/store/memory.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { type Receiver, type ReceiverAnswer, startReceiver } from './support/receiver.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * What a receiver answers is kept on the delivery record (`lastError.message`, `history`) and
+ * shown by the admin API, the console and `chatbridge deliveries list`, which prints it to an
+ * operator's terminal. A receiver is another party's server: its error page may hold terminal
+ * escapes, bidi overrides or text cut in the middle of an emoji.
+ */
+
+const SECRET = `whsec_${Buffer.from('delivery-answers-secret-0123456789').toString('base64')}`;
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+function entry(contactId: string, n: number): OutboxEntry {
+  return {
+    event: {
+      id: `evt_${contactId}_${n}`,
+      type: 'message.received',
+      occurredAt: new Date().toISOString(),
+      channel: { id: 'site', vendor: 'jivochat' },
+      contact: null,
+      data: { n },
+    },
+    orderingKey: contactId,
+    stagedAt: Date.now(),
+  };
+}
+
+async function setup(
+  kind: 'memory' | 'redis',
+  answer: (request: { webhookId: string }) => ReceiverAnswer,
+): Promise<{ delivery: Delivery; events: EventPublisher; receiver: Receiver }> {
+  const receiver = await startReceiver({ secret: SECRET });
+  cleanups.push(() => receiver.close());
+  receiver.respond(answer);
+  const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
+  const keyPrefix = uniquePrefix('delivery-answers');
+  const store: Store = redisUrl
+    ? await createRedisStore({ url: redisUrl, keyPrefix, logger })
+    : createMemoryStore();
+  cleanups.push(async () => {
+    await store.close();
+    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+  });
+  const config = configSchema.parse({
+    admin: { token: 'admin-token-0123456789' },
+    channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
+    destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s'] }],
+  });
+  const events = createOutboxPublisher(store);
+  const delivery = createDelivery({
+    config,
+    store,
+    redisUrl,
+    keyPrefix,
+    events,
+    http: createHttpClient(),
+    logger,
+    metrics: new Metrics(),
+    now: () => new Date(),
+    pollIntervalMs: 100,
+  });
+  cleanups.push(() => delivery.close());
+  await delivery.start();
+  return { delivery, events, receiver };
+}
+
+async function failedOf(delivery: Delivery, count: number) {
+  for (let round = 0; ; round++) {
+    const failed = await delivery.list({ state: 'failed' });
+    if (failed.length >= count) return failed;
+    expect(round, `${count} failed deliveries`).toBeLessThan(500);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** C0 and C1 controls (ESC, BEL, CR ...), bidi embeddings/overrides/isolates, lone surrogates. */
+const UNSHOWABLE =
+  /[\p{Cc}\u202A-\u202E\u2066-\u2069]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/u;
+
+describe.each(['memory', 'redis'] as const)("a receiver's answer kept on the record (%s store)", (kind) => {
+  it('holds no terminal escapes, controls or bidi overrides, and is never cut inside a character', async () => {
+    // 199 characters, then an emoji (two UTF-16 units) across the 200-character cut.
+    const longWithEmoji = `${'x'.repeat(199)}\u{1F600} and more`;
+    const { delivery, events } = await setup(kind, (request) =>
+      request.webhookId === 'evt_c1_1'
+        ? {
+            kind: 'status',
+            status: 400,
+            // Clear the screen, retitle the terminal, then a line reading backwards.
+            body: 'bad\u001b[2J\u001b]0;owned\u0007 pipeline \u202Eevil\u202C\u0000\u009b31m end',
+          }
+        : { kind: 'status', status: 422, body: longWithEmoji },
+    );
+    await events.publish([entry('c1', 1), entry('c2', 1)]);
+    const failed = await failedOf(delivery, 2);
+    const message = (eventId: string) => failed.find((item) => item.eventId === eventId)!.lastError!.message;
+
+    expect(message('evt_c1_1')).not.toMatch(UNSHOWABLE);
+    // The readable text stays.
+    expect(message('evt_c1_1')).toContain('pipeline');
+    expect(message('evt_c2_1')).not.toMatch(UNSHOWABLE);
+    expect(message('evt_c2_1').startsWith(`HTTP 422: ${'x'.repeat(199)}`)).toBe(true);
+
+    const detail = await delivery.get(failed[0]!.id);
+    for (const attempt of detail!.history) expect(attempt.error ?? '').not.toMatch(UNSHOWABLE);
+
+    // What an operator's terminal gets from `chatbridge deliveries list`.
+    const out: string[] = [];
+    const code = await runDeliveriesCommand(['list', '--state', 'failed'], delivery, {
+      stdout: (line: string) => out.push(line),
+      stderr: () => {},
+    });
+    expect(code).toBe(0);
+    expect(out).toHaveLength(2);
+    for (const line of out) expect(line).not.toMatch(UNSHOWABLE);
+  });
+});
+
+describe('chatbridge deliveries list', () => {
+  it('prints a record kept from before answers were cleaned without its escapes or line breaks', async () => {
+    const at = '2026-12-01T10:00:00.000Z';
+    const item = {
+      id: 'dlv_old',
+      destination: 'crm',
+      eventId: 'evt_1',
+      eventType: 'message.received',
+      contactId: null,
+      state: 'failed' as const,
+      attempts: 1,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      deliveredAt: null,
+      failedAt: at,
+      lastStatus: 400,
+      lastError: {
+        status: 400,
+        message: 'HTTP 400: no\u001b[2J\u001b]0;owned\u0007\nfake line \u202Eevil',
+        at,
+      },
+    };
+    const delivery = { list: async () => [item] } as unknown as Delivery;
+    const out: string[] = [];
+    expect(
+      await runDeliveriesCommand(['list'], delivery, { stdout: (line) => out.push(line), stderr: () => {} }),
+    ).toBe(0);
+    expect(out).toHaveLength(1);
+    expect(out[0]).not.toMatch(UNSHOWABLE);
+    expect(out[0]).toContain('fake line');
+  });
+});
