@@ -45,6 +45,7 @@ function entry(contactId: string, n: number): OutboxEntry {
 async function setup(
   kind: 'memory' | 'redis',
   answer: (request: { webhookId: string }) => ReceiverAnswer,
+  destination: { timeoutMs?: number; concurrency?: number } = {},
 ): Promise<{ delivery: Delivery; events: EventPublisher; receiver: Receiver }> {
   const receiver = await startReceiver({ secret: SECRET });
   cleanups.push(() => receiver.close());
@@ -61,7 +62,7 @@ async function setup(
   const config = configSchema.parse({
     admin: { token: 'admin-token-0123456789' },
     channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789' }],
-    destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s'] }],
+    destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s'], ...destination }],
   });
   const events = createOutboxPublisher(store);
   const delivery = createDelivery({
@@ -131,6 +132,25 @@ describe.each(['memory', 'redis'] as const)("a receiver's answer kept on the rec
     expect(out).toHaveLength(2);
     for (const line of out) expect(line).not.toMatch(UNSHOWABLE);
   });
+
+  it('is done with a 2xx once its status is in, whatever its body does after', async () => {
+    // Each answer is a 200 whose body never ends. The timeout is far longer than the test may
+    // take: a delivery that waited for the body held the contact's lane (and the only slot)
+    // until it, so the second and third events would not arrive within the test.
+    const { delivery, events, receiver } = await setup(kind, () => ({ kind: 'trickle', status: 200 }), {
+      timeoutMs: 600_000,
+      concurrency: 1,
+    });
+    await events.publish([entry('c1', 1), entry('c1', 2), entry('c1', 3)]);
+    await receiver.waitFor(() => receiver.application.length === 3, 30_000, 'all three events');
+    expect(receiver.application.map((event) => event.payload.data.n)).toEqual([1, 2, 3]);
+    for (let round = 0; (await delivery.list({ state: 'delivered' })).length < 3; round++) {
+      expect(round, 'three deliveries recorded').toBeLessThan(500);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // Each was sent once: accepted, not retried as a timeout.
+    expect(receiver.requests).toHaveLength(3);
+  }, 60_000);
 });
 
 describe('chatbridge deliveries list', () => {

@@ -75,6 +75,8 @@ export async function attemptDelivery(
       timeoutMs: request.timeoutMs,
       // Only the status decides; the body is kept for an error excerpt of 200 characters.
       statusIsAnswer: true,
+      // A 2xx body is never used: the delivery is done once the status is in.
+      bodyWanted: (status) => status < 200 || status >= 300,
       maxResponseBytes: RESPONSE_BYTES,
       ...(request.signal ? { signal: request.signal } : {}),
     });
