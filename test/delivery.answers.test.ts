@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runDeliveriesCommand } from '../src/cli/deliveries.js';
@@ -45,9 +46,16 @@ function entry(contactId: string, n: number): OutboxEntry {
 async function setup(
   kind: 'memory' | 'redis',
   answer: (request: { webhookId: string }) => ReceiverAnswer,
-  destination: { timeoutMs?: number; concurrency?: number } = {},
+  destination: {
+    timeoutMs?: number;
+    concurrency?: number;
+    secret?: string;
+    previousSecret?: string;
+    retrySchedule?: string[];
+  } = {},
+  receiverSecret = SECRET,
 ): Promise<{ delivery: Delivery; events: EventPublisher; receiver: Receiver }> {
-  const receiver = await startReceiver({ secret: SECRET });
+  const receiver = await startReceiver({ secret: receiverSecret });
   cleanups.push(() => receiver.close());
   receiver.respond(answer);
   const redisUrl = kind === 'redis' ? await getTestRedisUrl() : undefined;
@@ -185,5 +193,91 @@ describe('chatbridge deliveries list', () => {
     expect(out).toHaveLength(1);
     expect(out[0]).not.toMatch(UNSHOWABLE);
     expect(out[0]).toContain('fake line');
+  });
+});
+
+/**
+ * A receiver's check written from the README alone (src/delivery/README.md "Signatures" and the
+ * Standard Webhooks text it cites), not from signing.ts: headers webhook-id, webhook-timestamp
+ * (Unix seconds, within 5 minutes of now) and webhook-signature, a space-separated list of
+ * `v1,<base64 HMAC-SHA256>` over `${id}.${timestamp}.${body bytes}` keyed with the base64 part of
+ * the whsec_ secret. Returns which of `secrets` have a matching signature.
+ */
+function verifiedBy(
+  request: { headers: Record<string, string | string[] | undefined>; body: string },
+  secrets: Record<string, string>,
+): string[] {
+  const header = (name: string) => {
+    const value = request.headers[name];
+    return typeof value === 'string' ? value : '';
+  };
+  const id = header('webhook-id');
+  const timestamp = header('webhook-timestamp');
+  if (!id || !/^\d+$/.test(timestamp)) return [];
+  if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return [];
+  const sent = header('webhook-signature')
+    .split(' ')
+    .filter((part) => part.startsWith('v1,'))
+    .map((part) => Buffer.from(part.slice(3), 'base64'));
+  return Object.entries(secrets)
+    .filter(([, secret]) => {
+      const expected = createHmac('sha256', Buffer.from(secret.slice('whsec_'.length), 'base64'))
+        .update(Buffer.concat([Buffer.from(`${id}.${timestamp}.`), Buffer.from(request.body, 'utf8')]))
+        .digest();
+      return sent.some(
+        (signature) => signature.length === expected.length && timingSafeEqual(signature, expected),
+      );
+    })
+    .map(([name]) => name);
+}
+
+describe.each(['memory', 'redis'] as const)('rotating a destination secret (%s store)', (kind) => {
+  it('signs every attempt, retries and replays too, under the new and the previous secret', async () => {
+    const NEW = `whsec_${Buffer.from('delivery-answers-rotated-secret-0123').toString('base64')}`;
+    let answers = 0;
+    // The receiver still has the old secret (the official library): it must accept every request.
+    const { delivery, events, receiver } = await setup(
+      kind,
+      () => (++answers === 1 ? { kind: 'status', status: 503 } : { kind: 'ok' }),
+      { secret: NEW, previousSecret: SECRET, retrySchedule: ['0s', '50ms'] },
+      SECRET,
+    );
+    await events.publish([entry('c1', 1)]);
+    await receiver.waitFor(() => receiver.application.length === 1, 10_000, 'the event, after one retry');
+    for (let round = 0; (await delivery.list({ state: 'delivered' })).length < 1; round++) {
+      expect(round, 'the delivery recorded').toBeLessThan(500);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const [delivered] = await delivery.list({ state: 'delivered' });
+    await delivery.replay(delivered!.id);
+    await receiver.waitFor(() => receiver.requests.length === 3, 10_000, 'the replay');
+
+    expect(receiver.requests.map((request) => request.verified)).toEqual([true, true, true]);
+    expect(new Set(receiver.requests.map((request) => request.webhookId))).toEqual(new Set(['evt_c1_1']));
+    for (const request of receiver.requests)
+      expect(verifiedBy(request, { new: NEW, old: SECRET })).toEqual(['new', 'old']);
+    // The signature header lists the current secret's first.
+    const first = receiver.requests[0]!;
+    expect(
+      verifiedBy(
+        {
+          ...first,
+          headers: {
+            ...first.headers,
+            'webhook-signature': String(first.headers['webhook-signature']).split(' ')[0],
+          },
+        },
+        { new: NEW, old: SECRET },
+      ),
+    ).toEqual(['new']);
+  });
+
+  it('signs with the one secret when no previous one is set (an empty previousSecret is none)', async () => {
+    const { events, receiver } = await setup(kind, () => ({ kind: 'ok' }), { previousSecret: '' });
+    await events.publish([entry('c1', 1)]);
+    await receiver.waitFor(() => receiver.application.length === 1, 10_000, 'the event');
+    const [request] = receiver.requests;
+    expect(String(request!.headers['webhook-signature']).split(' ')).toHaveLength(1);
+    expect(verifiedBy(request!, { current: SECRET })).toEqual(['current']);
   });
 });
