@@ -281,3 +281,26 @@ describe.each(['memory', 'redis'] as const)('rotating a destination secret (%s s
     expect(verifiedBy(request!, { current: SECRET })).toEqual(['current']);
   });
 });
+
+describe.each(['memory', 'redis'] as const)('replaying one delivery twice at once (%s store)', (kind) => {
+  it('replays it once: the second replay is a 409, and the event is sent once more, not twice', async () => {
+    let refuse = true;
+    const { delivery, events, receiver } = await setup(kind, () =>
+      refuse ? { kind: 'status', status: 400 } : { kind: 'ok' },
+    );
+    await events.publish([entry('c1', 1)]);
+    const [failed] = await failedOf(delivery, 1);
+    refuse = false;
+    const results = await Promise.allSettled([delivery.replay(failed!.id), delivery.replay(failed!.id)]);
+    expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+    const [refused] = results.filter((result) => result.status === 'rejected');
+    expect((refused as PromiseRejectedResult).reason).toMatchObject({ status: 409 });
+    await receiver.waitFor(() => receiver.application.length === 1, 10_000, 'the replayed event');
+    for (let round = 0; (await delivery.get(failed!.id))?.state !== 'delivered'; round++) {
+      expect(round, 'the replay recorded').toBeLessThan(500);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(await delivery.get(failed!.id)).toMatchObject({ state: 'delivered', replays: 1, attempts: 2 });
+    expect(receiver.requests).toHaveLength(2);
+  });
+});

@@ -390,8 +390,9 @@ export function createDeliveryRecords(
     },
 
     async replay(id, now) {
-      const record = await records.get(id);
-      if (!record) return null;
+      const raw = await store.get(deliveryKeys.record(id));
+      const record = parse(raw);
+      if (raw === null || !record) return null;
       if (record.state === 'pending') {
         throw new ConflictError(
           'delivery_pending',
@@ -410,12 +411,20 @@ export function createDeliveryRecords(
         updatedAt: at,
         nextAttemptAt: at,
       };
-      const batch = store.batch();
+      // Only over the record as read: two replays at once (a double click, the console and the
+      // CLI) both read it failed, both answered 202 and counted, and the later write could put
+      // back, over the first replay's delivered attempt, the failed record it had read.
+      const batch = store.batch().expect(deliveryKeys.record(id), raw);
       // A plain SET also drops the TTL a delivered record had: a pending record must not expire.
       batch.set(deliveryKeys.record(id), JSON.stringify(next));
       batch.zadd(deliveryKeys.lane(next.destinationId, next.orderingKey), next.seq, id);
       moveIndex(batch, next, record.state, 'pending', next.pendingSince);
-      await batch.exec();
+      if (!(await batch.exec())) {
+        throw new ConflictError(
+          'delivery_pending',
+          `delivery ${id} was replayed by someone else meanwhile; it will be attempted`,
+        );
+      }
       return next;
     },
 
