@@ -14,11 +14,13 @@ export const REDACT_PATHS = [
   'webhookUrl',
   '*.apiToken',
   '*.secret',
+  '*.previousSecret',
   '*.masterKey',
   '*.key',
   'token',
   'apiToken',
   'secret',
+  'previousSecret',
   'masterKey',
 ];
 

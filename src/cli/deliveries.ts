@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { z } from 'zod';
+import { cleanDisplayText } from '../contacts/normalize.js';
 import { LIST_LIMIT_MAX, listQuerySchema } from '../delivery/api.js';
 import type { Delivery, DeliverySummary } from '../delivery/index.js';
 import { deliveryStates } from '../delivery/records.js';
@@ -26,9 +27,13 @@ interface Io {
 export class DeliveriesUsageError extends Error {}
 
 function line(item: DeliverySummary): string {
+  // The message quotes the receiver's answer. Recorded ones are cleaned (delivery/attempt.ts), but
+  // records kept from before that still hold what the receiver sent: escapes that would reach
+  // the operator's terminal as commands, line breaks that would split one delivery into lines.
+  const message = cleanDisplayText(item.lastError?.message ?? '') ?? '';
   const error = item.lastError
     ? // No status: a network error or timeout (the message says which), or never attempted.
-      `  last error: ${item.lastError.status !== null ? `${item.lastError.status} ` : ''}${item.lastError.message} (${item.lastError.at})`
+      `  last error: ${item.lastError.status !== null ? `${item.lastError.status} ` : ''}${message} (${item.lastError.at})`
     : '';
   return `${item.id}  ${item.state}  ${item.destination}  ${item.eventType}  ${item.eventId}  attempts=${item.attempts}${error}`;
 }

@@ -137,20 +137,28 @@ export const attributeSourceSchema = z.strictObject({
 });
 export type AttributeSourceConfig = z.infer<typeof attributeSourceSchema>;
 
+const webhookSecretSchema = z
+  .string()
+  // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
+  // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
+  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+  .refine(
+    (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
+    `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
+  );
+
 export const webhookDestinationSchema = z.strictObject({
   id: z.string().min(1),
   /** `webhook` (the default): the signed JSON event of DESIGN §8. CRM kinds: see crmDestinationSchema. */
   kind: z.literal('webhook').default('webhook'),
   url: httpUrlSchema,
-  secret: z
-    .string()
-    // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
-    // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
-    .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
-    .refine(
-      (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
-      `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
-    ),
+  secret: webhookSecretSchema,
+  /**
+   * The secret being rotated out: while it is set every request carries two signatures (new and
+   * old, the Standard Webhooks list), so receivers can move to the new secret when they are
+   * ready instead of at the moment the bridge does. Empty (an unset `${VAR:-}`) is absent.
+   */
+  previousSecret: z.preprocess(emptyToUndefined, webhookSecretSchema.optional()),
   events: z
     .array(outboundEventTypeSchema)
     .min(1)
@@ -273,6 +281,7 @@ export const crmDestinationSchema = z
 export type CrmDestinationConfig = z.infer<typeof crmDestinationSchema> & {
   url?: undefined;
   secret?: undefined;
+  previousSecret?: undefined;
   headers?: undefined;
 };
 

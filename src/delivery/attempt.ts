@@ -1,3 +1,4 @@
+import { cleanDisplayText } from '../contacts/normalize.js';
 import { type HttpClient, HttpNetworkError, redactUrl, scrubSecrets, urlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
@@ -12,10 +13,23 @@ export type AttemptResult =
 /** How much of a receiver's answer is read: more would only be cut from the error excerpt. */
 const RESPONSE_BYTES = 64 * 1024;
 
-/** Enough of the receiver's answer to tell an operator why, without keeping a whole error page. */
+/** How many characters of the receiver's answer the error keeps. */
+const EXCERPT_CHARS = 200;
+
+/**
+ * Enough of the receiver's answer to tell an operator why, without keeping a whole error page.
+ * The receiver is another party's server and the text is shown to people — the API, the console
+ * and `chatbridge deliveries list`, which prints it to a terminal — so it is made showable as a
+ * contact's name is (cleanDisplayText): an answer holding ESC sequences cleared or retitled the
+ * operator's terminal, and a bidi override reversed the rest of the line. The cut never falls
+ * inside a character: one between the halves of an emoji kept a lone surrogate, which strict
+ * JSON readers of the API refuse for the whole answer.
+ */
 function excerpt(text: string): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
+  const flat = (cleanDisplayText(text) ?? '').replace(/\s+/g, ' ');
+  if (flat.length <= EXCERPT_CHARS) return flat;
+  const end = /[\uD800-\uDBFF]/.test(flat.charAt(EXCERPT_CHARS - 1)) ? EXCERPT_CHARS - 1 : EXCERPT_CHARS;
+  return `${flat.slice(0, end)}…`;
 }
 
 /**
@@ -61,6 +75,8 @@ export async function attemptDelivery(
       timeoutMs: request.timeoutMs,
       // Only the status decides; the body is kept for an error excerpt of 200 characters.
       statusIsAnswer: true,
+      // A 2xx body is never used: the delivery is done once the status is in.
+      bodyWanted: (status) => status < 200 || status >= 300,
       maxResponseBytes: RESPONSE_BYTES,
       ...(request.signal ? { signal: request.signal } : {}),
     });

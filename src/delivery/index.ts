@@ -106,6 +106,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     config: destination,
     // CRM destinations sign nothing: they call the CRM's API with its own credential.
     key: isCrmDestination(destination) ? Buffer.alloc(0) : secretKey(destination.secret),
+    ...(!isCrmDestination(destination) && destination.previousSecret
+      ? { previousKey: secretKey(destination.previousSecret) }
+      : {}),
     secrets: isCrmDestination(destination) ? [] : headerSecrets(destination.headers),
     ...crmRuntimeOf(destination),
     breaker: new CircuitBreaker(

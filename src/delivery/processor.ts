@@ -35,6 +35,8 @@ import { webhookHeaders } from './signing.js';
 export interface DestinationRuntime {
   config: DestinationConfig;
   key: Buffer;
+  /** The secret being rotated out (previousSecret): requests are signed with both while it is set. */
+  previousKey?: Buffer;
   /** The configured header values (headerSecrets), hidden in what is kept of an answer: made once. */
   secrets: readonly string[];
   breaker: CircuitBreaker;
@@ -215,7 +217,12 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
                 headers: {
                   ...config.headers,
                   'content-type': 'application/json',
-                  ...webhookHeaders(destination.key, record.eventId, attemptAt, record.body),
+                  ...webhookHeaders(
+                    destination.previousKey ? [destination.key, destination.previousKey] : destination.key,
+                    record.eventId,
+                    attemptAt,
+                    record.body,
+                  ),
                 },
                 body: record.body,
                 timeoutMs: config.timeoutMs,

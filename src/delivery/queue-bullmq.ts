@@ -82,6 +82,27 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     return queue;
   };
 
+  /**
+   * Pause the destination (BullMQ's queue-wide rate limit, which every instance obeys) for at
+   * least `delayMs`, never shortening a longer pause under way: Queue.rateLimit sets the limiter
+   * key outright, so the breaker's 30 s cooldown set after a 503 with Retry-After: 600 (same
+   * attempt), or another worker's 429 with Retry-After: 1, cut the receiver's 10 minutes to
+   * seconds. The in-process queue keeps the longer pause as well (queue.ts).
+   */
+  const pauseAtLeast = async (queue: Queue, delayMs: number): Promise<void> => {
+    const ms = Math.max(1, Math.round(delayMs));
+    await asStoreError(() =>
+      producer.eval(
+        "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) end",
+        1,
+        queue.keys.limiter!,
+        ms,
+        // The value BullMQ's own rateLimit writes (a count past any limit).
+        Number.MAX_SAFE_INTEGER,
+      ),
+    );
+  };
+
   const jobOptions = (jobId: string, delayMs: number) => ({
     jobId,
     delay: Math.max(0, Math.round(delayMs)),
@@ -169,7 +190,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     },
 
     async pause(destinationId, delayMs) {
-      await queueOf(destinationId).rateLimit(Math.max(1, Math.round(delayMs)));
+      await pauseAtLeast(queueOf(destinationId), delayMs);
     },
 
     async start(handler: JobHandler) {
@@ -185,7 +206,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
               throw new DelayedError();
             }
             if (outcome.kind === 'pause') {
-              await queue.rateLimit(Math.max(1, Math.round(outcome.delayMs)));
+              await pauseAtLeast(queue, outcome.delayMs);
               throw Worker.RateLimitError();
             }
           },

@@ -18,12 +18,23 @@ export function sign(key: Buffer, id: string, timestampSeconds: number, body: st
   return `v1,${digest}`;
 }
 
-/** The three Standard Webhooks headers for one attempt (the timestamp is the attempt's, not the event's). */
-export function webhookHeaders(key: Buffer, id: string, at: Date, body: string): Record<string, string> {
+/**
+ * The three Standard Webhooks headers for one attempt (the timestamp is the attempt's, not the
+ * event's). With several keys (a secret being rotated: the current one first) the signature
+ * header lists one signature per key, space-separated, as the specification provides for
+ * rotation: a receiver accepts the request when any of them verifies under its secret.
+ */
+export function webhookHeaders(
+  keys: Buffer | readonly Buffer[],
+  id: string,
+  at: Date,
+  body: string,
+): Record<string, string> {
   const timestamp = Math.floor(at.getTime() / 1000);
+  const all = Buffer.isBuffer(keys) ? [keys] : keys;
   return {
     'webhook-id': id,
     'webhook-timestamp': String(timestamp),
-    'webhook-signature': sign(key, id, timestamp, body),
+    'webhook-signature': all.map((key) => sign(key, id, timestamp, body)).join(' '),
   };
 }

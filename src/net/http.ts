@@ -25,6 +25,15 @@ export interface HttpRequest {
    * every attempt.
    */
   statusIsAnswer?: boolean;
+  /**
+   * Whether the answer's body is wanted, by its status (default: always). When it is not, the
+   * answer is returned as soon as its status and headers are in, with `text` empty, and the body
+   * is read away in the background (the connection is kept for reuse when it ends within
+   * maxResponseBytes and the timeout, dropped otherwise). A webhook receiver that answered 200
+   * and then sent its body slowly held the delivery for its whole timeout, and with it the
+   * destination's concurrency slot and every later event of the contact.
+   */
+  bodyWanted?: (status: number) => boolean;
 }
 
 export interface HttpResponse {
@@ -101,8 +110,18 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
           signal,
           ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
         });
-        const chunks: Buffer[] = [];
         const limit = input.maxResponseBytes ?? maxBytes;
+        if (input.bodyWanted && !input.bodyWanted(response.statusCode)) {
+          // Not awaited: bounded by `signal` (the timeout, or the caller's shutdown) and by `limit`.
+          response.body.dump({ limit, signal }).catch(() => undefined);
+          return {
+            status: response.statusCode,
+            headers: flatHeaders(response.headers),
+            text: '',
+            json: undefined,
+          };
+        }
+        const chunks: Buffer[] = [];
         let size = 0;
         try {
           for await (const chunk of response.body) {
@@ -125,11 +144,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
         } catch {
           json = undefined;
         }
-        const flat: Record<string, string> = {};
-        for (const [name, value] of Object.entries(response.headers)) {
-          if (value !== undefined) flat[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
-        }
-        return { status: response.statusCode, headers: flat, text, json };
+        return { status: response.statusCode, headers: flatHeaders(response.headers), text, json };
       } catch (error) {
         if (input.signal?.aborted) throw error;
         const timedOut = timeout.aborted;
@@ -146,6 +161,15 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       }
     },
   };
+}
+
+/** Response headers as one lower-cased string each (a repeated header joined with ', '). */
+function flatHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const flat: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined) flat[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return flat;
 }
 
 /**

@@ -8,10 +8,16 @@ export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;
 }
 
+/** The first of several Retry-After values: delta-seconds, or an HTTP date (which has a comma itself). */
+const FIRST_OF_LIST = /^\s*(\d+(?:\.\d+)?|[A-Za-z]{3},[^,]*)\s*,/;
+
 /** Retry-After as milliseconds (seconds or an HTTP date); undefined when absent or unusable. */
 export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
   if (!value) return undefined;
-  const trimmed = value.trim();
+  // A header sent twice (a proxy adding its own to the server's) reaches us joined with ", "
+  // (src/net/http.ts): "120, 120" was no number and no date, and "5, 5" read as a date in 2001,
+  // so the wait was ignored. The first value counts.
+  const trimmed = (FIRST_OF_LIST.exec(value)?.[1] ?? value).trim();
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
   const date = Date.parse(trimmed);
   if (Number.isNaN(date)) return undefined;
