@@ -528,12 +528,14 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     crm.respond((request) =>
       request.webhookId === 'evt_c1_1'
         ? { kind: 'status', status: 301, body: '', headers: { location: 'https://crm.example/hooks/v2' } }
-        : { kind: 'status', status: 307, body: '', headers: { location: '/elsewhere' } },
+        : request.webhookId === 'evt_c2_1'
+          ? { kind: 'status', status: 307, body: '', headers: { location: '/elsewhere' } }
+          : { kind: 'status', status: 302, body: '', headers: { location: `/${'page/'.repeat(2_400)}` } },
     );
     const { delivery, events } = await setup(kind, [{ url: crm.url }]);
     await delivery.start();
-    await events.publish([entry('c1', 1), entry('c2', 1)]);
-    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 2, 'both failed');
+    await events.publish([entry('c1', 1), entry('c2', 1), entry('c3', 1)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 3, 'all failed');
     const failed = await delivery.list({ state: 'failed' });
     const message = (eventId: string) => failed.find((item) => item.eventId === eventId)?.lastError?.message;
     expect(message('evt_c1_1')).toBe(
@@ -542,8 +544,18 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     expect(message('evt_c2_1')).toBe(
       `HTTP 307 (redirect to http://127.0.0.1:${crm.port}/elsewhere, not followed: set the destination's url to where it points)`,
     );
+    // A 12 KB Location is quoted cut, not whole.
+    const long = message('evt_c3_1')!;
+    expect(long).toMatch(
+      /^HTTP 302 \(redirect to http:\/\/127\.0\.0\.1:\d+\/(page\/)+p?a?g?e?…, not followed/,
+    );
+    expect(long.length).toBeLessThan(500);
     // Failed at once: one request each, nothing sent to where the redirects pointed.
-    expect(crm.requests.map((request) => request.webhookId).sort()).toEqual(['evt_c1_1', 'evt_c2_1']);
+    expect(crm.requests.map((request) => request.webhookId).sort()).toEqual([
+      'evt_c1_1',
+      'evt_c2_1',
+      'evt_c3_1',
+    ]);
   });
 
   it('keeps a failing destination from holding up another, and limits concurrency per destination', async () => {

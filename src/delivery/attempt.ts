@@ -1,4 +1,4 @@
-import { cleanDisplayText } from '../contacts/normalize.js';
+import { cleanDisplayText, cutText } from '../contacts/normalize.js';
 import { type HttpClient, HttpNetworkError, redactUrl, scrubSecrets, urlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
@@ -38,6 +38,9 @@ function excerpt(text: string): string {
  * operator can put that URL in the config. Receivers often answer an http:// URL with a 301 to
  * https:// and an empty body, which left only "HTTP 301" to go on.
  */
+/** Characters of a redirect's target quoted in the error. */
+const REDIRECT_NOTE_MAX = 300;
+
 function redirectNote(status: number, location: string | undefined, url: string): string {
   if (status < 300 || status >= 400 || !location) return '';
   let target: string;
@@ -46,6 +49,9 @@ function redirectNote(status: number, location: string | undefined, url: string)
   } catch {
     return ' (a redirect, not followed)';
   }
+  // A Location header may be kilobytes long (a receiver's own token in it, or junk): the note is
+  // kept as short as the answer's excerpt, marked where cut.
+  if (target.length > REDIRECT_NOTE_MAX) target = `${cutText(target, REDIRECT_NOTE_MAX - 1)}…`;
   return ` (redirect to ${target}, not followed: set the destination's url to where it points)`;
 }
 
