@@ -63,6 +63,31 @@ describe('web console in a browser', () => {
     await target.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   }
 
+  /**
+   * Words (split at spaces and hyphens) in table cells that are drawn on more than one line, but
+   * not in the error cells, which may hold a vendor's unbroken text. A table must not squeeze its
+   * short columns into pieces ("fai/le/d", "Attempt/s") to make room for a long error.
+   */
+  async function brokenTableWords(target: Page): Promise<string[]> {
+    return target.evaluate<string[]>(`(() => {
+      const broken = [];
+      const cells = document.querySelectorAll('table th, table td:not([data-label="Last error"]):not([data-label="Error"])');
+      for (const cell of cells) {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          for (const word of node.data.matchAll(/[^\\s-]+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+            if (lines.size > 1) broken.push(word[0]);
+          }
+        }
+      }
+      return broken;
+    })()`);
+  }
+
   async function noHorizontalScroll(target: Page) {
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
@@ -340,6 +365,40 @@ describe('web console in a browser', () => {
     await page.reload();
     await page.locator('.state-delivered').first().waitFor();
     expect(await page.locator('table.attempts tbody tr').count()).toBe(2);
+  });
+
+  it('keeps the words of the delivery tables whole when an error is long', async () => {
+    // A CRM that answers with a long unbroken body: the error cell gets it (cut at its limit).
+    receiver.respond({ kind: 'status', status: 500, body: `CRM is down: ${'x'.repeat(400)}` });
+    const jivo = fixture('jivochat', 'chat_finished.json');
+    jivo.chat_id = 55002;
+    jivo.visitor = { name: 'Lena Longerror', email: 'lena@mail.example', number: '5502' };
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, jivo)).status).toBe(200);
+    await bridge.bridge.delivery.drain();
+    await expect
+      .poll(
+        async () =>
+          (await bridge.admin('GET', '/api/v1/deliveries?state=failed&destination=crm')).body.deliveries.some(
+            (item: { lastError: { message: string } | null }) => item.lastError?.message.includes('xxxxxxxx'),
+          ),
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    receiver.respond({ kind: 'ok' });
+
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.goto(`${bridge.url}/console/deliveries?state=failed&destination=crm`);
+      await page.locator('td[data-label="Last error"]', { hasText: 'xxxxxxxx' }).first().waitFor();
+      expect(await brokenTableWords(page), `deliveries at ${width} px`).toEqual([]);
+      await noHorizontalScroll(page);
+      await screenshot(page, `deliveries-failed-${width}`);
+      await page.locator('table a.mono').first().click();
+      await page.getByRole('heading', { name: 'Attempts' }).waitFor();
+      expect(await brokenTableWords(page), `delivery at ${width} px`).toEqual([]);
+      await noHorizontalScroll(page);
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   it('reaches the search with the keyboard alone', async () => {
