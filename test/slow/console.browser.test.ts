@@ -213,6 +213,8 @@ describe('web console in a browser', () => {
     const first = entries.first().locator('time').first();
     expect(await first.getAttribute('data-local')).toBe('true');
     expect(await first.getAttribute('title')).toContain('Asia/Novosibirsk');
+    // And the text says which zone that is: a time copied into a ticket is not taken for UTC.
+    expect(await first.textContent()).toMatch(/GMT\+7$/);
     // A finished chat expands to its transcript; its HTML is shown as text.
     const transcript = page.locator('details', { hasText: 'Transcript' }).first();
     await transcript.locator('summary').click();
