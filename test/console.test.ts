@@ -339,6 +339,29 @@ describe('web console', () => {
     );
   });
 
+  it('replays all failed deliveries only of a destination the user chose, and names it in the question', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const replaySelect = (text: string) =>
+      /<select id="replay-destination"[^>]*>.*?<\/select>/s.exec(text)![0];
+    // Unfiltered: nothing is chosen for the user (the first destination used to be), and the
+    // browser does not send the form until one is.
+    const unfiltered = replaySelect(
+      (await consoleRequest(bridge.url, '/console/deliveries', { cookie })).text,
+    );
+    expect(unfiltered).toContain('<select id="replay-destination" name="destination" required>');
+    expect(unfiltered).toContain('<option value="" selected disabled>Choose a destination</option>');
+    expect(unfiltered).toContain('<option value="crm">crm</option>');
+    // Filtered by a destination: that one is chosen, and there is no empty choice.
+    const filtered = replaySelect(
+      (await consoleRequest(bridge.url, '/console/deliveries?destination=crm', { cookie })).text,
+    );
+    expect(filtered).toContain('<option value="crm" selected>crm</option>');
+    expect(filtered).not.toContain('Choose a destination');
+    // The question names the destination (console.js puts the chosen one in for {destination}).
+    const page = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    expect(page.text).toContain('data-confirm="Replay every failed delivery of {destination}?');
+  });
+
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
     const { contactSection } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

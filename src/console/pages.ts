@@ -327,9 +327,16 @@ export function deliveriesPage(options: {
     options.destinations.length === 0
       ? html``
       : html`<details class="card"><summary>Replay all failed deliveries of a destination</summary>
-<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of this destination? Each one is sent to it again.">${csrfField(options.csrf)}
+<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of {destination}? Each one is sent to it again.">${csrfField(options.csrf)}
   <label for="replay-destination">Destination</label>
-  <select id="replay-destination" name="destination">${options.destinations.map(
+  <select id="replay-destination" name="destination" required>${
+    // Nothing is chosen for the user: with the list unfiltered, the first destination used to be
+    // selected already, and one click (and an OK to a question that did not name it) replayed
+    // every failed delivery of a destination nobody had picked.
+    options.destination && options.destinations.includes(options.destination)
+      ? ''
+      : html`<option value="" selected disabled>Choose a destination</option>`
+  }${options.destinations.map(
     (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
   )}</select>
   <button type="submit">Replay all failed</button>

@@ -403,6 +403,23 @@ describe('web console in a browser', () => {
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
+  it('replays all failed deliveries only of a destination the user picked, and names it before', async () => {
+    await page.goto(`${bridge.url}/console/deliveries`);
+    await page.locator('summary', { hasText: 'Replay all failed' }).click();
+    // Nothing picked: the browser keeps the form (the select is required), no question is asked.
+    await page.getByRole('button', { name: 'Replay all failed' }).click();
+    expect(await page.evaluate<boolean>("document.querySelector('#replay-destination').validity.valid")).toBe(
+      false,
+    );
+    expect(dialogs).toEqual([]);
+    expect(new URL(page.url()).searchParams.get('replayed')).toBeNull();
+    await page.locator('#replay-destination').selectOption('crm');
+    await page.getByRole('button', { name: 'Replay all failed' }).click();
+    await page.getByText(/failed deliver(y|ies) replayed/).waitFor();
+    expect(dialogs).toEqual(['Replay every failed delivery of crm? Each one is sent to it again.']);
+    dialogs.length = 0;
+  });
+
   it('reaches the search with the keyboard alone', async () => {
     await page.goto(`${bridge.url}/console/status`);
     await page.keyboard.press('Tab');

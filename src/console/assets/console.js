@@ -29,7 +29,12 @@ function localTimes() {
 function forms() {
   for (const form of document.querySelectorAll('form')) {
     form.addEventListener('submit', (event) => {
-      const question = form.dataset.confirm;
+      // `{name}` in the question is the form's field of that name, so it names what is chosen
+      // ("Replay every failed delivery of crm?"), not "this destination".
+      const question = form.dataset.confirm?.replace(/\{(\w+)\}/g, (whole, name) => {
+        const field = form.elements.namedItem(name);
+        return field && 'value' in field && field.value ? field.value : whole;
+      });
       if (question && !window.confirm(question)) {
         event.preventDefault();
         return;
