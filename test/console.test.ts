@@ -362,6 +362,29 @@ describe('web console', () => {
     expect(page.text).toContain('data-confirm="Replay every failed delivery of {destination}?');
   });
 
+  it('gives each transcript message the direction of its own text (Arabic, Hebrew)', async () => {
+    const sent = await bridge.post(
+      `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+      jivo('chat_finished.json', {
+        chat_id: 777301,
+        visitor: { name: 'Rtl Visitor', email: 'rtl.visitor@example.org', number: '7301' },
+        chat: {
+          messages: [
+            { message: 'مرحبا، أين طلبي؟', timestamp: 1718610000, type: 'visitor' },
+            { message: 'Hello!', timestamp: 1718610030, type: 'agent', agent_id: 55120 },
+          ],
+        },
+      }),
+    );
+    expect(sent.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=rtl.visitor@example.org')).body
+      .contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    expect(page.text).toContain('<p dir="auto">مرحبا، أين طلبي؟</p>');
+    expect(page.text).toContain('<p dir="auto">Hello!</p>');
+  });
+
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
     const { contactSection } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

@@ -165,7 +165,12 @@ function list(values: string[], empty: string): SafeHtml {
   )}</ol>`;
 }
 
-/** A finished conversation's transcript, in the one shape every adapter writes (src/contacts/types.ts). */
+/**
+ * A finished conversation's transcript, in the one shape every adapter writes (src/contacts/types.ts).
+ * Each message takes its direction from its own text (`dir="auto"`): an Arabic or Hebrew message
+ * in the page's left-to-right flow put its closing "؟" or "." on the wrong end and read from the
+ * wrong side.
+ */
 function transcript(data: Record<string, unknown>): SafeHtml {
   const messages = transcriptOf(data);
   if (messages.length === 0) return html``;
@@ -175,7 +180,7 @@ function transcript(data: Record<string, unknown>): SafeHtml {
       html`<li class="msg msg-${author.type}"><span class="who">${
         // As a contact's name is shown: a bidi override would turn the rest of the line around.
         cleanDisplayText(author.name || author.email || author.type) ?? author.type
-      }</span> ${at ? time(at) : ''}<p>${text}</p></li>`,
+      }</span> ${at ? time(at) : ''}<p dir="auto">${text}</p></li>`,
   )}</ol></details>`;
 }
 
