@@ -385,6 +385,14 @@ describe('web console', () => {
     expect(page.text).toContain('<p dir="auto">Hello!</p>');
   });
 
+  it('stops the search field at the length the search takes, instead of an error page', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });
+    expect(page.text).toMatch(/<input id="q" name="q" type="search" value="" maxlength="200"/);
+    const longest = await consoleRequest(bridge.url, `/console/contacts?q=${'a'.repeat(200)}`, { cookie });
+    expect(longest.status).toBe(200);
+  });
+
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
     const { contactSection } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

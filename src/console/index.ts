@@ -42,6 +42,7 @@ import {
   errorPage,
   journalPage,
   layout,
+  SEARCH_MAX_LENGTH,
   signInPage,
   timelineSection,
 } from './pages.js';
@@ -135,7 +136,7 @@ const NOTICES: Record<string, string> = {
   'signed-out': 'You are signed out.',
 };
 
-const contactsQuerySchema = z.object({ q: z.string().max(200).optional() });
+const contactsQuerySchema = z.object({ q: z.string().max(SEARCH_MAX_LENGTH).optional() });
 const pageQuerySchema = z.object({
   before: z.string().max(300).optional(),
   notice: z.string().optional(),

@@ -112,11 +112,18 @@ ${
 
 // --- contacts ------------------------------------------------------------------------------
 
+/**
+ * The longest search the contacts page takes (its query schema says the same). The field stops
+ * there: a longer paste (a whole message) used to end on an error page about "the address",
+ * without the search field.
+ */
+export const SEARCH_MAX_LENGTH = 200;
+
 export function searchForm(q: string): SafeHtml {
   return html`<form method="get" action="/console/contacts" class="search" role="search">
   <label for="q">Find a contact</label>
   <div class="row">
-    <input id="q" name="q" type="search" value="${q}" placeholder="e-mail, phone, person id, contact id or name" autofocus>
+    <input id="q" name="q" type="search" value="${q}" maxlength="${SEARCH_MAX_LENGTH}" placeholder="e-mail, phone, person id, contact id or name" autofocus>
     <button type="submit">Search</button>
   </div>
   <p class="hint">Phones in any format: +7 (912) 345-67-89, 89123456789 and 79123456789 are the same person.</p>
