@@ -393,6 +393,34 @@ describe('web console', () => {
     expect(longest.status).toBe(200);
   });
 
+  it('shows the start of a poll’s backfill window as a time in the browser’s zone, like every other time', async () => {
+    const { channelsPage } = await import('../src/console/ops.js');
+    const since = '2026-05-31T10:00:00.000Z';
+    const page = channelsPage({
+      csrf: 'x'.repeat(43),
+      channels: [
+        {
+          id: 'cv',
+          name: 'Chatvisor',
+          vendor: 'chatvisor',
+          vendorName: 'Chatvisor',
+          intakeUrl: null,
+          lastTraffic: null,
+          jobs: [],
+          polling: {
+            first: {
+              baseline: true,
+              startedAt: '2026-06-01T10:00:00.000Z',
+              backfill: { since, conversations: 2, messages: 5, olderThanWindow: 1, unknownAge: 0 },
+            },
+            recent: [],
+          },
+        },
+      ],
+    });
+    expect(page).toContain(`(since <time datetime="${since}">2026-05-31 10:00:00 UTC</time>)`);
+  });
+
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
     const { contactSection } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

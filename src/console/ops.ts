@@ -115,7 +115,8 @@ ${
   polling.first
     ? html`<p>First run ${time(polling.first.startedAt)}: ${
         backfill
-          ? `replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ?? '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
+          ? // `since` as every other time on the page (the browser's zone), not a bare UTC ISO string.
+            html`replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ? time(backfill.since) : '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
           : `recorded ${count(polling.first.seeded, 'conversation')} as they stand, without events.`
       }</p>`
     : scheduled
