@@ -88,6 +88,34 @@ describe('web console in a browser', () => {
     })()`);
   }
 
+  /**
+   * The contrast of the focused element's outline against the background behind it (the nearest
+   * ancestor with an opaque background), by the WCAG formula.
+   */
+  async function focusRingContrast(target: Page): Promise<number> {
+    return target.evaluate<number>(`(() => {
+      const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 4).map(Number);
+      const luminance = ([r, g, b]) => {
+        const channel = (value) => {
+          const c = value / 255;
+          return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        };
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+      };
+      const element = document.activeElement;
+      const ring = rgb(getComputedStyle(element).outlineColor);
+      let behind = element.parentElement;
+      while (behind) {
+        const color = rgb(getComputedStyle(behind).backgroundColor);
+        if (color.length < 4 || color[3] > 0) break;
+        behind = behind.parentElement;
+      }
+      const background = behind ? rgb(getComputedStyle(behind).backgroundColor) : [255, 255, 255];
+      const [light, dark] = [luminance(ring), luminance(background)].sort((a, b) => b - a);
+      return (light + 0.05) / (dark + 0.05);
+    })()`);
+  }
+
   async function noHorizontalScroll(target: Page) {
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
@@ -429,12 +457,15 @@ describe('web console in a browser', () => {
     expect(await page.evaluate<string>("document.activeElement?.getAttribute('href')")).toBe(
       '/console/contacts',
     );
+    // The focus ring stands out (3:1, WCAG 1.4.11) on the dark header and, below, on the page.
+    expect(await focusRingContrast(page)).toBeGreaterThanOrEqual(3);
     await page.keyboard.press('Enter');
     const search = page.getByLabel('Find a contact');
     await search.waitFor();
     // The field takes the focus by `autofocus` once the page has loaded; keys typed before that
     // went to the page (a loaded CI run lost "anna.smir"). Wait for the focus, still no mouse.
     await page.waitForFunction("document.activeElement?.id === 'q'");
+    expect(await focusRingContrast(page)).toBeGreaterThanOrEqual(3);
     await page.keyboard.type('anna.smirnova@mail.example');
     await page.keyboard.press('Enter');
     await page.getByRole('link', { name: 'Anna Smirnova' }).waitFor();
