@@ -70,6 +70,11 @@ describe('web console', () => {
     });
     expect(wrong.status).toBe(401);
     expect(wrong.text).toContain('That is not the admin token');
+    // The field is described by the error and the hint, so a screen reader reads both with it.
+    expect(wrong.text).toContain('<p class="error" role="alert" id="page-error">That is not the admin token');
+    expect(wrong.text).toContain('aria-describedby="page-error token-hint"');
+    expect(wrong.text).toContain('<p class="hint" id="token-hint">');
+    expect(form.text).toContain('aria-describedby="token-hint"');
 
     const { cookie, csrf, setCookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     expect(setCookie).toMatch(/HttpOnly/i);

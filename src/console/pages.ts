@@ -58,7 +58,7 @@ export function layout(options: PageOptions, body: SafeHtml): string {
 ${nav}
 <main id="main" tabindex="-1">
 ${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
-${options.error ? html`<p class="error" role="alert">${options.error}</p>` : ''}
+${options.error ? html`<p class="error" role="alert" id="page-error">${options.error}</p>` : ''}
 ${body}
 </main>
 </body>
@@ -77,8 +77,12 @@ export function signInPage(options: { pre: string; next: string; error?: string;
   <input type="hidden" name="_pre" value="${options.pre}">
   <input type="hidden" name="next" value="${options.next}">
   <label for="token">Admin token</label>
-  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-  <p class="hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus aria-describedby="${
+    // Read out with the field: why the last try failed (above the heading, out of the form's
+    // reading order), then where the token is.
+    options.error ? 'page-error token-hint' : 'token-hint'
+  }">
+  <p class="hint" id="token-hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
   <button type="submit">Sign in</button>
 </form>`,
   );
