@@ -511,6 +511,55 @@ describe('web console', () => {
     expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
   });
 
+  it('keeps the list’s filters from a delivery back to the list, also after its replay', async () => {
+    const { deliveriesPage, deliveryPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const id = `dlv_${'1'.repeat(22)}`;
+    const summary = {
+      id,
+      destination: 'crm',
+      eventId: 'evt_1',
+      eventType: 'conversation.finished',
+      contactId: null,
+      state: 'failed' as const,
+      attempts: 1,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      deliveredAt: null,
+      failedAt: at,
+      lastStatus: 500,
+      lastError: { status: 500, message: 'down', at },
+    };
+    const list = deliveriesPage({
+      csrf: 'x'.repeat(43),
+      state: 'failed',
+      destination: 'crm',
+      destinations: ['crm'],
+      deliveries: [summary],
+      limit: 100,
+    });
+    expect(list).toContain(`href="/console/deliveries/${id}?state=failed&amp;destination=crm">${id}</a>`);
+    const detail = { ...summary, body: {}, history: [{ at, status: 500, error: 'down', cycle: 0 }] };
+    const opened = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: detail,
+      list: { state: 'failed', destination: 'crm' },
+    });
+    expect(opened).toContain(
+      '<a href="/console/deliveries?state=failed&amp;destination=crm">← Failed deliveries of crm</a>',
+    );
+    // The replay form carries them, so its redirect (and the way back after it) keeps them.
+    const form = /<form method="post" action="[^"]+\/replay">.*?<\/form>/s.exec(opened)![0];
+    expect(form).toContain('<input type="hidden" name="state" value="failed">');
+    expect(form).toContain('<input type="hidden" name="destination" value="crm">');
+    // Opened from elsewhere (a link, the status page): back to that destination's deliveries.
+    const direct = deliveryPage({ csrf: 'x'.repeat(43), delivery: detail });
+    expect(direct).toContain('<a href="/console/deliveries?destination=crm">← Deliveries of crm</a>');
+    expect(direct).not.toContain('name="state"');
+  });
+
   it('labels each attempt cell (shown on a phone) as its column header says', async () => {
     const { deliveryPage } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

@@ -366,7 +366,7 @@ export function deliveriesPage(options: {
 <thead><tr><th scope="col">Delivery</th><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
 <tbody>${options.deliveries.map(
             (item) => html`<tr>
-  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}">${item.id}</a></td>
+  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}${query({ state: options.state, destination: options.destination })}">${item.id}</a></td>
   <td data-label="Event">${item.eventType}</td><td data-label="Destination">${item.destination}</td>
   <td data-label="State"><span class="state state-${item.state}">${item.state}</span></td>
   <td data-label="Attempts">${item.attempts}</td>
@@ -393,8 +393,28 @@ export function deliveriesPage(options: {
   );
 }
 
-export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; notice?: string }): string {
+export function deliveryPage(options: {
+  csrf: string;
+  delivery: DeliveryDetail;
+  notice?: string;
+  /**
+   * The filters of the list this delivery was opened from: the way back (also after a replay)
+   * leads to that list, not to every delivery of the destination in any state.
+   */
+  list?: { state?: string; destination?: string };
+}): string {
   const item = options.delivery;
+  const list = options.list?.state || options.list?.destination ? options.list : undefined;
+  const back = list
+    ? html`<a href="/console/deliveries${query({ state: list.state, destination: list.destination })}">← ${
+        list.state ? `${list.state[0]!.toUpperCase()}${list.state.slice(1)} deliveries` : 'Deliveries'
+      }${list.destination ? ` of ${list.destination}` : ''}</a>`
+    : html`<a href="/console/deliveries${query({ destination: item.destination })}">← Deliveries of ${item.destination}</a>`;
+  const keep = list
+    ? html`${list.state ? html`<input type="hidden" name="state" value="${list.state}">` : ''}${
+        list.destination ? html`<input type="hidden" name="destination" value="${list.destination}">` : ''
+      }`
+    : '';
   return layout(
     {
       title: `Delivery ${item.id}`,
@@ -403,7 +423,7 @@ export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; 
       current: '/console/deliveries',
       ...(options.notice ? { notice: options.notice } : {}),
     },
-    html`<p><a href="/console/deliveries${query({ destination: item.destination })}">← Deliveries of ${item.destination}</a></p>
+    html`<p>${back}</p>
 <h1>Delivery <span class="mono">${item.id}</span></h1>
 <dl class="attrs card">
   <dt>State</dt><dd><span class="state state-${item.state}">${item.state}</span></dd>
@@ -433,7 +453,7 @@ ${
 ${
   item.state === 'pending'
     ? html`<p class="muted">Pending: it is being delivered or waits for its next attempt; replay is possible once it is delivered or failed.</p>`
-    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}<button type="submit">Replay this delivery</button></form>`
+    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}${keep}<button type="submit">Replay this delivery</button></form>`
 }
 <h2>Body</h2>
 <pre class="body">${JSON.stringify(item.body, null, 2)}</pre>`,

@@ -392,9 +392,15 @@ describe('web console in a browser', () => {
         timeout: 10_000,
       })
       .toBe('delivered');
+    // The list's filter stays on the way: through the replay, and back to the list.
+    expect(new URL(page.url()).searchParams.get('state')).toBe('failed');
     await page.reload();
     await page.locator('.state-delivered').first().waitFor();
     expect(await page.locator('table.attempts tbody tr').count()).toBe(2);
+    await page.getByRole('link', { name: '← Failed deliveries' }).click();
+    await page.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    expect(new URL(page.url()).searchParams.get('state')).toBe('failed');
+    expect(await page.getByLabel('State').inputValue()).toBe('failed');
   });
 
   it('keeps the words of the delivery tables whole when an error is long', async () => {
