@@ -264,6 +264,8 @@ describe('web console', () => {
     expect(page.text).toContain('Unmerge');
     const recordId = fieldOf(page.text, 'recordId')!;
     expect(recordId).toBe(contact.merges[0].recordId);
+    // The button names its record (one "Unmerge" per merged record otherwise all sound alike).
+    expect(page.text).toContain(`aria-label="Unmerge record ${recordId}">Unmerge</button>`);
 
     const refused = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
       cookie,
@@ -558,6 +560,31 @@ describe('web console', () => {
     const direct = deliveryPage({ csrf: 'x'.repeat(43), delivery: detail });
     expect(direct).toContain('<a href="/console/deliveries?destination=crm">← Deliveries of crm</a>');
     expect(direct).not.toContain('name="state"');
+  });
+
+  it('names the key each Revoke button revokes', async () => {
+    const { channelsPage } = await import('../src/console/ops.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const page = channelsPage({
+      csrf: 'x'.repeat(43),
+      channels: [
+        {
+          id: 'app',
+          name: 'Mobile app',
+          vendor: 'livetex',
+          vendorName: 'LiveTex',
+          intakeUrl: null,
+          lastTraffic: null,
+          jobs: [],
+          keys: [
+            { kid: 'k_first', createdAt: at, revokedAt: null },
+            { kid: 'k_second', createdAt: at, revokedAt: null },
+          ],
+        },
+      ],
+    });
+    expect(page).toContain('aria-label="Revoke key k_first">Revoke</button>');
+    expect(page).toContain('aria-label="Revoke key k_second">Revoke</button>');
   });
 
   it('labels each attempt cell (shown on a phone) as its column header says', async () => {

@@ -308,7 +308,7 @@ export function contactSection(options: {
           (merge) =>
             html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <bdi class="mono">${merge.via.value}</bdi>${
               options.csrf
-                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
+                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary" aria-label="Unmerge record ${merge.recordId}">Unmerge</button></form>`
                 : ''
             }</li>`,
         )}</ul>`

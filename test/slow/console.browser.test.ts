@@ -325,7 +325,7 @@ describe('web console in a browser', () => {
   it('shows a new LiveTex key once, lists it, and revokes it', async () => {
     await page.goto(`${bridge.url}/console/channels`);
     await page.locator('#channel-app').getByRole('button', { name: 'Generate a key' }).click();
-    const input = page.getByLabel('Key');
+    const input = page.getByLabel('Key', { exact: true });
     await input.waitFor();
     const key = await input.inputValue();
     expect(key.length).toBeGreaterThan(20);
