@@ -434,6 +434,15 @@ describe('web console in a browser', () => {
       expect(await brokenTableWords(page), `delivery at ${width} px`).toEqual([]);
       await noHorizontalScroll(page);
     }
+    // On a phone a row without an error has no empty "Last error:" line.
+    await page.goto(`${bridge.url}/console/deliveries?state=delivered`);
+    await page.locator('td[data-label="State"]').first().waitFor();
+    const emptyCells = await page.evaluate<{ empty: number; shown: number }>(`(() => {
+      const empty = [...document.querySelectorAll('td[data-label="Last error"]')].filter((cell) => cell.textContent === '');
+      return { empty: empty.length, shown: empty.filter((cell) => getComputedStyle(cell).display !== 'none').length };
+    })()`);
+    expect(emptyCells.empty).toBeGreaterThan(0);
+    expect(emptyCells.shown).toBe(0);
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
