@@ -70,6 +70,11 @@ describe('web console', () => {
     });
     expect(wrong.status).toBe(401);
     expect(wrong.text).toContain('That is not the admin token');
+    // The field is described by the error and the hint, so a screen reader reads both with it.
+    expect(wrong.text).toContain('<p class="error" role="alert" id="page-error">That is not the admin token');
+    expect(wrong.text).toContain('aria-describedby="page-error token-hint"');
+    expect(wrong.text).toContain('<p class="hint" id="token-hint">');
+    expect(form.text).toContain('aria-describedby="token-hint"');
 
     const { cookie, csrf, setCookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     expect(setCookie).toMatch(/HttpOnly/i);
@@ -259,6 +264,8 @@ describe('web console', () => {
     expect(page.text).toContain('Unmerge');
     const recordId = fieldOf(page.text, 'recordId')!;
     expect(recordId).toBe(contact.merges[0].recordId);
+    // The button names its record (one "Unmerge" per merged record otherwise all sound alike).
+    expect(page.text).toContain(`aria-label="Unmerge record ${recordId}">Unmerge</button>`);
 
     const refused = await consoleRequest(bridge.url, `/console/contacts/${contact.id}/unmerge`, {
       cookie,
@@ -337,6 +344,88 @@ describe('web console', () => {
     expect(page.text).toMatch(
       /<form method="post" action="\/console\/deliveries\/replay" class="row" data-confirm="[^"]+">/,
     );
+  });
+
+  it('replays all failed deliveries only of a destination the user chose, and names it in the question', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const replaySelect = (text: string) =>
+      /<select id="replay-destination"[^>]*>.*?<\/select>/s.exec(text)![0];
+    // Unfiltered: nothing is chosen for the user (the first destination used to be), and the
+    // browser does not send the form until one is.
+    const unfiltered = replaySelect(
+      (await consoleRequest(bridge.url, '/console/deliveries', { cookie })).text,
+    );
+    expect(unfiltered).toContain('<select id="replay-destination" name="destination" required>');
+    expect(unfiltered).toContain('<option value="" selected disabled>Choose a destination</option>');
+    expect(unfiltered).toContain('<option value="crm">crm</option>');
+    // Filtered by a destination: that one is chosen, and there is no empty choice.
+    const filtered = replaySelect(
+      (await consoleRequest(bridge.url, '/console/deliveries?destination=crm', { cookie })).text,
+    );
+    expect(filtered).toContain('<option value="crm" selected>crm</option>');
+    expect(filtered).not.toContain('Choose a destination');
+    // The question names the destination (console.js puts the chosen one in for {destination}).
+    const page = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    expect(page.text).toContain('data-confirm="Replay every failed delivery of {destination}?');
+  });
+
+  it('gives each transcript message the direction of its own text (Arabic, Hebrew)', async () => {
+    const sent = await bridge.post(
+      `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+      jivo('chat_finished.json', {
+        chat_id: 777301,
+        visitor: { name: 'Rtl Visitor', email: 'rtl.visitor@example.org', number: '7301' },
+        chat: {
+          messages: [
+            { message: 'مرحبا، أين طلبي؟', timestamp: 1718610000, type: 'visitor' },
+            { message: 'Hello!', timestamp: 1718610030, type: 'agent', agent_id: 55120 },
+          ],
+        },
+      }),
+    );
+    expect(sent.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=rtl.visitor@example.org')).body
+      .contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    expect(page.text).toContain('<p dir="auto">مرحبا، أين طلبي؟</p>');
+    expect(page.text).toContain('<p dir="auto">Hello!</p>');
+  });
+
+  it('stops the search field at the length the search takes, instead of an error page', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });
+    expect(page.text).toMatch(/<input id="q" name="q" type="search" value="" maxlength="200"/);
+    const longest = await consoleRequest(bridge.url, `/console/contacts?q=${'a'.repeat(200)}`, { cookie });
+    expect(longest.status).toBe(200);
+  });
+
+  it('shows the start of a poll’s backfill window as a time in the browser’s zone, like every other time', async () => {
+    const { channelsPage } = await import('../src/console/ops.js');
+    const since = '2026-05-31T10:00:00.000Z';
+    const page = channelsPage({
+      csrf: 'x'.repeat(43),
+      channels: [
+        {
+          id: 'cv',
+          name: 'Chatvisor',
+          vendor: 'chatvisor',
+          vendorName: 'Chatvisor',
+          intakeUrl: null,
+          lastTraffic: null,
+          jobs: [],
+          polling: {
+            first: {
+              baseline: true,
+              startedAt: '2026-06-01T10:00:00.000Z',
+              backfill: { since, conversations: 2, messages: 5, olderThanWindow: 1, unknownAge: 0 },
+            },
+            recent: [],
+          },
+        },
+      ],
+    });
+    expect(page).toContain(`(since <time datetime="${since}">2026-05-31 10:00:00 UTC</time>)`);
   });
 
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
@@ -422,6 +511,80 @@ describe('web console', () => {
     const second = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
     expect(second.status).toBe(200);
     expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
+  });
+
+  it('keeps the list’s filters from a delivery back to the list, also after its replay', async () => {
+    const { deliveriesPage, deliveryPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const id = `dlv_${'1'.repeat(22)}`;
+    const summary = {
+      id,
+      destination: 'crm',
+      eventId: 'evt_1',
+      eventType: 'conversation.finished',
+      contactId: null,
+      state: 'failed' as const,
+      attempts: 1,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      deliveredAt: null,
+      failedAt: at,
+      lastStatus: 500,
+      lastError: { status: 500, message: 'down', at },
+    };
+    const list = deliveriesPage({
+      csrf: 'x'.repeat(43),
+      state: 'failed',
+      destination: 'crm',
+      destinations: ['crm'],
+      deliveries: [summary],
+      limit: 100,
+    });
+    expect(list).toContain(`href="/console/deliveries/${id}?state=failed&amp;destination=crm">${id}</a>`);
+    const detail = { ...summary, body: {}, history: [{ at, status: 500, error: 'down', cycle: 0 }] };
+    const opened = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: detail,
+      list: { state: 'failed', destination: 'crm' },
+    });
+    expect(opened).toContain(
+      '<a href="/console/deliveries?state=failed&amp;destination=crm">← Failed deliveries of crm</a>',
+    );
+    // The replay form carries them, so its redirect (and the way back after it) keeps them.
+    const form = /<form method="post" action="[^"]+\/replay">.*?<\/form>/s.exec(opened)![0];
+    expect(form).toContain('<input type="hidden" name="state" value="failed">');
+    expect(form).toContain('<input type="hidden" name="destination" value="crm">');
+    // Opened from elsewhere (a link, the status page): back to that destination's deliveries.
+    const direct = deliveryPage({ csrf: 'x'.repeat(43), delivery: detail });
+    expect(direct).toContain('<a href="/console/deliveries?destination=crm">← Deliveries of crm</a>');
+    expect(direct).not.toContain('name="state"');
+  });
+
+  it('names the key each Revoke button revokes', async () => {
+    const { channelsPage } = await import('../src/console/ops.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const page = channelsPage({
+      csrf: 'x'.repeat(43),
+      channels: [
+        {
+          id: 'app',
+          name: 'Mobile app',
+          vendor: 'livetex',
+          vendorName: 'LiveTex',
+          intakeUrl: null,
+          lastTraffic: null,
+          jobs: [],
+          keys: [
+            { kid: 'k_first', createdAt: at, revokedAt: null },
+            { kid: 'k_second', createdAt: at, revokedAt: null },
+          ],
+        },
+      ],
+    });
+    expect(page).toContain('aria-label="Revoke key k_first">Revoke</button>');
+    expect(page).toContain('aria-label="Revoke key k_second">Revoke</button>');
   });
 
   it('labels each attempt cell (shown on a phone) as its column header says', async () => {

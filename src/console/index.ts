@@ -42,6 +42,7 @@ import {
   errorPage,
   journalPage,
   layout,
+  SEARCH_MAX_LENGTH,
   signInPage,
   timelineSection,
 } from './pages.js';
@@ -135,7 +136,7 @@ const NOTICES: Record<string, string> = {
   'signed-out': 'You are signed out.',
 };
 
-const contactsQuerySchema = z.object({ q: z.string().max(200).optional() });
+const contactsQuerySchema = z.object({ q: z.string().max(SEARCH_MAX_LENGTH).optional() });
 const pageQuerySchema = z.object({
   before: z.string().max(300).optional(),
   notice: z.string().optional(),
@@ -692,15 +693,34 @@ ${timelineSection({
     const id = deliveryIdSchema.safeParse(ctx.params.id);
     const found = id.success ? await delivery.get(id.data) : null;
     if (!found) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
-    const notice = noticeOf(ctx.query.notice);
+    const filters = parseWith(deliveriesQuerySchema, ctx.query);
+    const notice = noticeOf(filters.notice);
     ctx.type = 'text/html; charset=utf-8';
-    ctx.body = deliveryPage({ csrf: sessionOf(ctx).csrf, delivery: found, ...(notice ? { notice } : {}) });
+    ctx.body = deliveryPage({
+      csrf: sessionOf(ctx).csrf,
+      delivery: found,
+      ...(notice ? { notice } : {}),
+      list: {
+        ...(filters.state ? { state: filters.state } : {}),
+        ...(filters.destination ? { destination: filters.destination } : {}),
+      },
+    });
   });
   router.post('/deliveries/:id/replay', async (ctx) => {
     const id = deliveryIdSchema.safeParse(ctx.params.id);
     if (!id.success) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
+    // The list it was opened from, as the page's form carries it: back to the same filters.
+    const list = deliveriesQuerySchema.safeParse({
+      state: formOf(ctx).get('state') ?? undefined,
+      destination: formOf(ctx).get('destination') ?? undefined,
+    });
     await delivery.replay(id.data);
-    ctx.redirect(`/console/deliveries/${encodeURIComponent(id.data)}?notice=replayed`);
+    ctx.redirect(
+      `/console/deliveries/${encodeURIComponent(id.data)}${query({
+        notice: 'replayed',
+        ...(list.success ? { state: list.data.state, destination: list.data.destination } : {}),
+      })}`,
+    );
   });
 
   // --- journal -------------------------------------------------------------------------------

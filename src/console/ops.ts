@@ -115,7 +115,8 @@ ${
   polling.first
     ? html`<p>First run ${time(polling.first.startedAt)}: ${
         backfill
-          ? `replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ?? '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
+          ? // `since` as every other time on the page (the browser's zone), not a bare UTC ISO string.
+            html`replayed ${count(backfill.conversations, 'conversation')} and ${count(backfill.messages, 'message')} changed in the backfill window (since ${backfill.since ? time(backfill.since) : '?'}); recorded ${backfill.olderThanWindow ?? 0} older and ${backfill.unknownAge ?? 0} of unknown age as they stand, without events.`
           : `recorded ${count(polling.first.seeded, 'conversation')} as they stand, without events.`
       }</p>`
     : scheduled
@@ -125,6 +126,11 @@ ${
 ${polling.recent.length > 0 ? html`<ol class="timeline">${polling.recent.map(pollRun)}</ol>` : ''}`;
 }
 
+/**
+ * Buttons repeated per item ("Revoke" per key, "Unmerge" per record) name their item for screen
+ * readers and voice control (aria-label, starting with the visible word): a list of identical
+ * "Revoke" buttons does not say which key each one ends.
+ */
 function channelCard(channel: ChannelView, csrf: string): SafeHtml {
   const base = `/console/channels/${encodeURIComponent(channel.id)}`;
   return html`<section class="card" id="channel-${channel.id}" aria-labelledby="title-${channel.id}">
@@ -152,7 +158,7 @@ ${
           html`<li><span class="mono">${key.kid}</span> · created ${time(key.createdAt)} · ${
             key.revokedAt
               ? html`<span class="state state-failed">revoked ${time(key.revokedAt)}</span>`
-              : html`<span class="state state-delivered">active</span> <form method="post" action="${base}/keys/${encodeURIComponent(key.kid)}/revoke" class="inline" data-confirm="Revoke key ${key.kid}? LiveTex lookups with it stop at once.">${csrfField(csrf)}<button type="submit" class="secondary">Revoke</button></form>`
+              : html`<span class="state state-delivered">active</span> <form method="post" action="${base}/keys/${encodeURIComponent(key.kid)}/revoke" class="inline" data-confirm="Revoke key ${key.kid}? LiveTex lookups with it stop at once.">${csrfField(csrf)}<button type="submit" class="secondary" aria-label="Revoke key ${key.kid}">Revoke</button></form>`
           }</li>`,
       )}</ul>`
     : channel.keys

@@ -58,7 +58,7 @@ export function layout(options: PageOptions, body: SafeHtml): string {
 ${nav}
 <main id="main" tabindex="-1">
 ${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
-${options.error ? html`<p class="error" role="alert">${options.error}</p>` : ''}
+${options.error ? html`<p class="error" role="alert" id="page-error">${options.error}</p>` : ''}
 ${body}
 </main>
 </body>
@@ -77,8 +77,12 @@ export function signInPage(options: { pre: string; next: string; error?: string;
   <input type="hidden" name="_pre" value="${options.pre}">
   <input type="hidden" name="next" value="${options.next}">
   <label for="token">Admin token</label>
-  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-  <p class="hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus aria-describedby="${
+    // Read out with the field: why the last try failed (above the heading, out of the form's
+    // reading order), then where the token is.
+    options.error ? 'page-error token-hint' : 'token-hint'
+  }">
+  <p class="hint" id="token-hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
   <button type="submit">Sign in</button>
 </form>`,
   );
@@ -112,11 +116,18 @@ ${
 
 // --- contacts ------------------------------------------------------------------------------
 
+/**
+ * The longest search the contacts page takes (its query schema says the same). The field stops
+ * there: a longer paste (a whole message) used to end on an error page about "the address",
+ * without the search field.
+ */
+export const SEARCH_MAX_LENGTH = 200;
+
 export function searchForm(q: string): SafeHtml {
   return html`<form method="get" action="/console/contacts" class="search" role="search">
   <label for="q">Find a contact</label>
   <div class="row">
-    <input id="q" name="q" type="search" value="${q}" placeholder="e-mail, phone, person id, contact id or name" autofocus>
+    <input id="q" name="q" type="search" value="${q}" maxlength="${SEARCH_MAX_LENGTH}" placeholder="e-mail, phone, person id, contact id or name" autofocus>
     <button type="submit">Search</button>
   </div>
   <p class="hint">Phones in any format: +7 (912) 345-67-89, 89123456789 and 79123456789 are the same person.</p>
@@ -165,7 +176,12 @@ function list(values: string[], empty: string): SafeHtml {
   )}</ol>`;
 }
 
-/** A finished conversation's transcript, in the one shape every adapter writes (src/contacts/types.ts). */
+/**
+ * A finished conversation's transcript, in the one shape every adapter writes (src/contacts/types.ts).
+ * Each message takes its direction from its own text (`dir="auto"`): an Arabic or Hebrew message
+ * in the page's left-to-right flow put its closing "؟" or "." on the wrong end and read from the
+ * wrong side.
+ */
 function transcript(data: Record<string, unknown>): SafeHtml {
   const messages = transcriptOf(data);
   if (messages.length === 0) return html``;
@@ -175,7 +191,7 @@ function transcript(data: Record<string, unknown>): SafeHtml {
       html`<li class="msg msg-${author.type}"><span class="who">${
         // As a contact's name is shown: a bidi override would turn the rest of the line around.
         cleanDisplayText(author.name || author.email || author.type) ?? author.type
-      }</span> ${at ? time(at) : ''}<p>${text}</p></li>`,
+      }</span> ${at ? time(at) : ''}<p dir="auto">${text}</p></li>`,
   )}</ol></details>`;
 }
 
@@ -292,7 +308,7 @@ export function contactSection(options: {
           (merge) =>
             html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <bdi class="mono">${merge.via.value}</bdi>${
               options.csrf
-                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary">Unmerge</button></form>`
+                ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary" aria-label="Unmerge record ${merge.recordId}">Unmerge</button></form>`
                 : ''
             }</li>`,
         )}</ul>`
@@ -327,9 +343,16 @@ export function deliveriesPage(options: {
     options.destinations.length === 0
       ? html``
       : html`<details class="card"><summary>Replay all failed deliveries of a destination</summary>
-<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of this destination? Each one is sent to it again.">${csrfField(options.csrf)}
+<form method="post" action="/console/deliveries/replay" class="row" data-confirm="Replay every failed delivery of {destination}? Each one is sent to it again.">${csrfField(options.csrf)}
   <label for="replay-destination">Destination</label>
-  <select id="replay-destination" name="destination">${options.destinations.map(
+  <select id="replay-destination" name="destination" required>${
+    // Nothing is chosen for the user: with the list unfiltered, the first destination used to be
+    // selected already, and one click (and an OK to a question that did not name it) replayed
+    // every failed delivery of a destination nobody had picked.
+    options.destination && options.destinations.includes(options.destination)
+      ? ''
+      : html`<option value="" selected disabled>Choose a destination</option>`
+  }${options.destinations.map(
     (id) => html`<option value="${id}"${options.destination === id ? html` selected` : ''}>${id}</option>`,
   )}</select>
   <button type="submit">Replay all failed</button>
@@ -343,7 +366,7 @@ export function deliveriesPage(options: {
 <thead><tr><th scope="col">Delivery</th><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
 <tbody>${options.deliveries.map(
             (item) => html`<tr>
-  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}">${item.id}</a></td>
+  <td data-label="Delivery"><a class="mono" href="/console/deliveries/${encodeURIComponent(item.id)}${query({ state: options.state, destination: options.destination })}">${item.id}</a></td>
   <td data-label="Event">${item.eventType}</td><td data-label="Destination">${item.destination}</td>
   <td data-label="State"><span class="state state-${item.state}">${item.state}</span></td>
   <td data-label="Attempts">${item.attempts}</td>
@@ -370,8 +393,28 @@ export function deliveriesPage(options: {
   );
 }
 
-export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; notice?: string }): string {
+export function deliveryPage(options: {
+  csrf: string;
+  delivery: DeliveryDetail;
+  notice?: string;
+  /**
+   * The filters of the list this delivery was opened from: the way back (also after a replay)
+   * leads to that list, not to every delivery of the destination in any state.
+   */
+  list?: { state?: string; destination?: string };
+}): string {
   const item = options.delivery;
+  const list = options.list?.state || options.list?.destination ? options.list : undefined;
+  const back = list
+    ? html`<a href="/console/deliveries${query({ state: list.state, destination: list.destination })}">← ${
+        list.state ? `${list.state[0]!.toUpperCase()}${list.state.slice(1)} deliveries` : 'Deliveries'
+      }${list.destination ? ` of ${list.destination}` : ''}</a>`
+    : html`<a href="/console/deliveries${query({ destination: item.destination })}">← Deliveries of ${item.destination}</a>`;
+  const keep = list
+    ? html`${list.state ? html`<input type="hidden" name="state" value="${list.state}">` : ''}${
+        list.destination ? html`<input type="hidden" name="destination" value="${list.destination}">` : ''
+      }`
+    : '';
   return layout(
     {
       title: `Delivery ${item.id}`,
@@ -380,7 +423,7 @@ export function deliveryPage(options: { csrf: string; delivery: DeliveryDetail; 
       current: '/console/deliveries',
       ...(options.notice ? { notice: options.notice } : {}),
     },
-    html`<p><a href="/console/deliveries${query({ destination: item.destination })}">← Deliveries of ${item.destination}</a></p>
+    html`<p>${back}</p>
 <h1>Delivery <span class="mono">${item.id}</span></h1>
 <dl class="attrs card">
   <dt>State</dt><dd><span class="state state-${item.state}">${item.state}</span></dd>
@@ -410,7 +453,7 @@ ${
 ${
   item.state === 'pending'
     ? html`<p class="muted">Pending: it is being delivered or waits for its next attempt; replay is possible once it is delivered or failed.</p>`
-    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}<button type="submit">Replay this delivery</button></form>`
+    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}${keep}<button type="submit">Replay this delivery</button></form>`
 }
 <h2>Body</h2>
 <pre class="body">${JSON.stringify(item.body, null, 2)}</pre>`,

@@ -63,6 +63,59 @@ describe('web console in a browser', () => {
     await target.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   }
 
+  /**
+   * Words (split at spaces and hyphens) in table cells that are drawn on more than one line, but
+   * not in the error cells, which may hold a vendor's unbroken text. A table must not squeeze its
+   * short columns into pieces ("fai/le/d", "Attempt/s") to make room for a long error.
+   */
+  async function brokenTableWords(target: Page): Promise<string[]> {
+    return target.evaluate<string[]>(`(() => {
+      const broken = [];
+      const cells = document.querySelectorAll('table th, table td:not([data-label="Last error"]):not([data-label="Error"])');
+      for (const cell of cells) {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          for (const word of node.data.matchAll(/[^\\s-]+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+            if (lines.size > 1) broken.push(word[0]);
+          }
+        }
+      }
+      return broken;
+    })()`);
+  }
+
+  /**
+   * The contrast of the focused element's outline against the background behind it (the nearest
+   * ancestor with an opaque background), by the WCAG formula.
+   */
+  async function focusRingContrast(target: Page): Promise<number> {
+    return target.evaluate<number>(`(() => {
+      const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 4).map(Number);
+      const luminance = ([r, g, b]) => {
+        const channel = (value) => {
+          const c = value / 255;
+          return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        };
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+      };
+      const element = document.activeElement;
+      const ring = rgb(getComputedStyle(element).outlineColor);
+      let behind = element.parentElement;
+      while (behind) {
+        const color = rgb(getComputedStyle(behind).backgroundColor);
+        if (color.length < 4 || color[3] > 0) break;
+        behind = behind.parentElement;
+      }
+      const background = behind ? rgb(getComputedStyle(behind).backgroundColor) : [255, 255, 255];
+      const [light, dark] = [luminance(ring), luminance(background)].sort((a, b) => b - a);
+      return (light + 0.05) / (dark + 0.05);
+    })()`);
+  }
+
   async function noHorizontalScroll(target: Page) {
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
@@ -188,6 +241,8 @@ describe('web console in a browser', () => {
     const first = entries.first().locator('time').first();
     expect(await first.getAttribute('data-local')).toBe('true');
     expect(await first.getAttribute('title')).toContain('Asia/Novosibirsk');
+    // And the text says which zone that is: a time copied into a ticket is not taken for UTC.
+    expect(await first.textContent()).toMatch(/GMT\+7$/);
     // A finished chat expands to its transcript; its HTML is shown as text.
     const transcript = page.locator('details', { hasText: 'Transcript' }).first();
     await transcript.locator('summary').click();
@@ -270,7 +325,7 @@ describe('web console in a browser', () => {
   it('shows a new LiveTex key once, lists it, and revokes it', async () => {
     await page.goto(`${bridge.url}/console/channels`);
     await page.locator('#channel-app').getByRole('button', { name: 'Generate a key' }).click();
-    const input = page.getByLabel('Key');
+    const input = page.getByLabel('Key', { exact: true });
     await input.waitFor();
     const key = await input.inputValue();
     expect(key.length).toBeGreaterThan(20);
@@ -337,9 +392,75 @@ describe('web console in a browser', () => {
         timeout: 10_000,
       })
       .toBe('delivered');
+    // The list's filter stays on the way: through the replay, and back to the list.
+    expect(new URL(page.url()).searchParams.get('state')).toBe('failed');
     await page.reload();
     await page.locator('.state-delivered').first().waitFor();
     expect(await page.locator('table.attempts tbody tr').count()).toBe(2);
+    await page.getByRole('link', { name: '← Failed deliveries' }).click();
+    await page.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    expect(new URL(page.url()).searchParams.get('state')).toBe('failed');
+    expect(await page.getByLabel('State').inputValue()).toBe('failed');
+  });
+
+  it('keeps the words of the delivery tables whole when an error is long', async () => {
+    // A CRM that answers with a long unbroken body: the error cell gets it (cut at its limit).
+    receiver.respond({ kind: 'status', status: 500, body: `CRM is down: ${'x'.repeat(400)}` });
+    const jivo = fixture('jivochat', 'chat_finished.json');
+    jivo.chat_id = 55002;
+    jivo.visitor = { name: 'Lena Longerror', email: 'lena@mail.example', number: '5502' };
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, jivo)).status).toBe(200);
+    await bridge.bridge.delivery.drain();
+    await expect
+      .poll(
+        async () =>
+          (await bridge.admin('GET', '/api/v1/deliveries?state=failed&destination=crm')).body.deliveries.some(
+            (item: { lastError: { message: string } | null }) => item.lastError?.message.includes('xxxxxxxx'),
+          ),
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    receiver.respond({ kind: 'ok' });
+
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.goto(`${bridge.url}/console/deliveries?state=failed&destination=crm`);
+      await page.locator('td[data-label="Last error"]', { hasText: 'xxxxxxxx' }).first().waitFor();
+      expect(await brokenTableWords(page), `deliveries at ${width} px`).toEqual([]);
+      await noHorizontalScroll(page);
+      await screenshot(page, `deliveries-failed-${width}`);
+      await page.locator('table a.mono').first().click();
+      await page.getByRole('heading', { name: 'Attempts' }).waitFor();
+      expect(await brokenTableWords(page), `delivery at ${width} px`).toEqual([]);
+      await noHorizontalScroll(page);
+    }
+    // On a phone a row without an error has no empty "Last error:" line.
+    await page.goto(`${bridge.url}/console/deliveries?state=delivered`);
+    await page.locator('td[data-label="State"]').first().waitFor();
+    const emptyCells = await page.evaluate<{ empty: number; shown: number }>(`(() => {
+      const empty = [...document.querySelectorAll('td[data-label="Last error"]')].filter((cell) => cell.textContent === '');
+      return { empty: empty.length, shown: empty.filter((cell) => getComputedStyle(cell).display !== 'none').length };
+    })()`);
+    expect(emptyCells.empty).toBeGreaterThan(0);
+    expect(emptyCells.shown).toBe(0);
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  it('replays all failed deliveries only of a destination the user picked, and names it before', async () => {
+    await page.goto(`${bridge.url}/console/deliveries`);
+    await page.locator('summary', { hasText: 'Replay all failed' }).click();
+    // Nothing picked: the browser keeps the form (the select is required), no question is asked.
+    await page.getByRole('button', { name: 'Replay all failed' }).click();
+    expect(await page.evaluate<boolean>("document.querySelector('#replay-destination').validity.valid")).toBe(
+      false,
+    );
+    expect(dialogs).toEqual([]);
+    expect(new URL(page.url()).searchParams.get('replayed')).toBeNull();
+    await page.locator('#replay-destination').selectOption('crm');
+    await page.getByRole('button', { name: 'Replay all failed' }).click();
+    await page.getByText(/failed deliver(y|ies) replayed/).waitFor();
+    expect(dialogs).toEqual(['Replay every failed delivery of crm? Each one is sent to it again.']);
+    dialogs.length = 0;
   });
 
   it('reaches the search with the keyboard alone', async () => {
@@ -351,12 +472,15 @@ describe('web console in a browser', () => {
     expect(await page.evaluate<string>("document.activeElement?.getAttribute('href')")).toBe(
       '/console/contacts',
     );
+    // The focus ring stands out (3:1, WCAG 1.4.11) on the dark header and, below, on the page.
+    expect(await focusRingContrast(page)).toBeGreaterThanOrEqual(3);
     await page.keyboard.press('Enter');
     const search = page.getByLabel('Find a contact');
     await search.waitFor();
     // The field takes the focus by `autofocus` once the page has loaded; keys typed before that
     // went to the page (a loaded CI run lost "anna.smir"). Wait for the focus, still no mouse.
     await page.waitForFunction("document.activeElement?.id === 'q'");
+    expect(await focusRingContrast(page)).toBeGreaterThanOrEqual(3);
     await page.keyboard.type('anna.smirnova@mail.example');
     await page.keyboard.press('Enter');
     await page.getByRole('link', { name: 'Anna Smirnova' }).waitFor();

@@ -1,9 +1,20 @@
 // chatbridge console: the only script (served by the bridge; the CSP allows nothing inline).
 // It is an enhancement: every page works without it, times are then shown in UTC.
 
-/** Times in the browser's own zone: <time datetime="ISO"> is rendered server-side in UTC. */
+/**
+ * Times in the browser's own zone: <time datetime="ISO"> is rendered server-side in UTC. The zone
+ * is part of the text ("GMT+7", "CET"): a time copied into a ticket, or read next to a vendor's
+ * own screen, must not be taken for UTC or for someone else's local time.
+ */
 function localTimes() {
-  const format = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const format = new Intl.DateTimeFormat(undefined, {
+    year: 'numeric',
+    month: 'short',
+    day: 'numeric',
+    hour: '2-digit',
+    minute: '2-digit',
+    timeZoneName: 'short',
+  });
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   for (const element of document.querySelectorAll('time[datetime]')) {
     const date = new Date(element.getAttribute('datetime'));
@@ -18,7 +29,12 @@ function localTimes() {
 function forms() {
   for (const form of document.querySelectorAll('form')) {
     form.addEventListener('submit', (event) => {
-      const question = form.dataset.confirm;
+      // `{name}` in the question is the form's field of that name, so it names what is chosen
+      // ("Replay every failed delivery of crm?"), not "this destination".
+      const question = form.dataset.confirm?.replace(/\{(\w+)\}/g, (whole, name) => {
+        const field = form.elements.namedItem(name);
+        return field && 'value' in field && field.value ? field.value : whole;
+      });
       if (question && !window.confirm(question)) {
         event.preventDefault();
         return;
