@@ -562,6 +562,52 @@ describe('web console', () => {
     expect(direct).not.toContain('name="state"');
   });
 
+  it('asks before sending a delivered event again, not before replaying a failed one', async () => {
+    const { deliveryPage } = await import('../src/console/pages.js');
+    const at = '2026-06-01T10:00:00.000Z';
+    const base = {
+      id: `dlv_${'2'.repeat(22)}`,
+      destination: 'crm',
+      eventId: 'evt_2',
+      eventType: 'conversation.finished',
+      contactId: null,
+      attempts: 1,
+      replays: 0,
+      createdAt: at,
+      updatedAt: at,
+      nextAttemptAt: null,
+      body: {},
+    };
+    const delivered = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: {
+        ...base,
+        state: 'delivered',
+        deliveredAt: at,
+        failedAt: null,
+        lastStatus: 204,
+        lastError: null,
+        history: [{ at, status: 204, error: null, cycle: 0 }],
+      },
+    });
+    expect(/<form method="post" action="[^"]+\/replay"[^>]*>/.exec(delivered)![0]).toContain(
+      'data-confirm="This event was delivered to crm. Send it again?',
+    );
+    const failed = deliveryPage({
+      csrf: 'x'.repeat(43),
+      delivery: {
+        ...base,
+        state: 'failed',
+        deliveredAt: null,
+        failedAt: at,
+        lastStatus: 500,
+        lastError: { status: 500, message: 'down', at },
+        history: [{ at, status: 500, error: 'down', cycle: 0 }],
+      },
+    });
+    expect(/<form method="post" action="[^"]+\/replay"[^>]*>/.exec(failed)![0]).not.toContain('data-confirm');
+  });
+
   it('names the key each Revoke button revokes', async () => {
     const { channelsPage } = await import('../src/console/ops.js');
     const at = '2026-06-01T10:00:00.000Z';

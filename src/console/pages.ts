@@ -453,7 +453,11 @@ ${
 ${
   item.state === 'pending'
     ? html`<p class="muted">Pending: it is being delivered or waits for its next attempt; replay is possible once it is delivered or failed.</p>`
-    : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}${keep}<button type="submit">Replay this delivery</button></form>`
+    : // A delivered event sent again reaches the receiver twice: asked first, as every other
+      // lasting action is. A failed one is what replay is for.
+      item.state === 'delivered'
+      ? html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay" data-confirm="This event was delivered to ${item.destination}. Send it again? The receiver gets it a second time (same event id).">${csrfField(options.csrf)}${keep}<button type="submit">Replay this delivery</button></form>`
+      : html`<form method="post" action="/console/deliveries/${encodeURIComponent(item.id)}/replay">${csrfField(options.csrf)}${keep}<button type="submit">Replay this delivery</button></form>`
 }
 <h2>Body</h2>
 <pre class="body">${JSON.stringify(item.body, null, 2)}</pre>`,
