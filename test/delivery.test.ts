@@ -353,6 +353,17 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await expect(delivery.replay('dlv_nope')).rejects.toMatchObject({ status: 404 });
   });
 
+  it('says "1 attempt" when a one-step schedule gives up', async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 503 });
+    const { delivery, events } = await setup(kind, [{ url: crm.url, retrySchedule: ['0s'] }]);
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    await eventually(async () => (await delivery.list({ state: 'failed' })).length === 1, 'failed');
+    const [item] = await delivery.list({ state: 'failed' });
+    expect(item!.lastError?.message).toMatch(/^gave up after 1 attempt; last: HTTP 503/);
+  });
+
   it('gives up after the schedule, keeps the failures, and replays all failed of a destination', async () => {
     const crm = await receiver();
     crm.respond({ kind: 'status', status: 503 });

@@ -288,7 +288,10 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const schedule = config.retrySchedule;
     const attemptsSoFar = record.cycleAttempts + 1;
     if (attemptsSoFar >= schedule.length) {
-      const gaveUp = { ...error, message: `gave up after ${attemptsSoFar} attempts; last: ${error.message}` };
+      const gaveUp = {
+        ...error,
+        message: `gave up after ${attemptsSoFar} attempt${attemptsSoFar === 1 ? '' : 's'}; last: ${error.message}`,
+      };
       await records.markFailed(record, gaveUp, now, true);
       metrics.deliveries.inc({ ...labels, outcome: 'failed' });
       log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
