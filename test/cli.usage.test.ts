@@ -73,6 +73,15 @@ describe('chatbridge CLI usage', () => {
     const top = capture();
     expect(await runCli(['help'], top.io)).toBe(0);
     expect(top.out.join('\n')).toMatch(/^Usage: chatbridge <command> \[options\]\n/);
+    // Each option says what to give: which destination crm check takes, --limit's range and default.
+    const crm = capture();
+    expect(await runCli(['help', 'crm', 'check'], crm.io)).toBe(0);
+    expect(crm.out.join('\n')).toContain(
+      '--destination ID  the destination (its id in the config; kind: amocrm or bitrix24) (required)',
+    );
+    const list = capture();
+    expect(await runCli(['help', 'deliveries', 'list'], list.io)).toBe(0);
+    expect(list.out.join('\n')).toContain('--limit N  at most N deliveries (1–500; default 50)');
     const unknown = capture();
     expect(await runCli(['help', 'frobnicate'], unknown.io)).toBe(2);
     expect(unknown.err[0]).toBe("chatbridge: unknown command 'frobnicate'");

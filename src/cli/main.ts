@@ -420,7 +420,11 @@ const crmCheck: Command = {
   name: 'crm check',
   summary: 'Call a CRM destination once (account, pipelines, users) and print what its mapping will use',
   options: {
-    destination: { value: 'ID', description: 'the kind: amocrm or bitrix24 destination', required: true },
+    destination: {
+      value: 'ID',
+      description: 'the destination (its id in the config; kind: amocrm or bitrix24)',
+      required: true,
+    },
   },
   async run(values, io) {
     const args = ['check', '--destination', String(values.destination)];
@@ -443,7 +447,7 @@ export const COMMANDS: Command[] = [
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
-    limit: { value: 'N', description: 'at most N deliveries' },
+    limit: { value: 'N', description: 'at most N deliveries (1–500; default 50)' },
     json: { description: 'one JSON object per line' },
   }),
   deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {
