@@ -87,6 +87,30 @@ describe('chatbridge CLI usage', () => {
     expect(unknown.err[0]).toBe("chatbridge: unknown command 'frobnicate'");
   });
 
+  it('a channel that is not there, or has not the command, is bad usage naming the channels that have it', async () => {
+    // The example as a newcomer runs it (no store is opened: usage is checked first).
+    const unknown = capture();
+    expect(
+      await runCli(
+        ['keys', 'generate', '--channel', 'nope', '--config', 'config/bridge.example.yaml'],
+        unknown.io,
+      ),
+    ).toBe(2);
+    expect(unknown.err[0]).toBe(
+      "chatbridge: no channel 'nope' in the config (channels with 'keys generate': app)",
+    );
+    const other = capture();
+    expect(
+      await runCli(
+        ['keys', 'list', '--channel', 'shop-site', '--config', 'config/bridge.example.yaml'],
+        other.io,
+      ),
+    ).toBe(2);
+    expect(other.err[0]).toBe(
+      "chatbridge: channel 'shop-site' (jivochat) has no command 'keys list' (channels with 'keys list': app)",
+    );
+  });
+
   it('a destination the config does not have is bad usage (exit 2) for replay and crm check', async () => {
     const file = configFile();
     const replay = capture();

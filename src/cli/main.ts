@@ -383,11 +383,19 @@ export function checkDestination(destinationId: string, config: Config): void {
 
 /** An unknown channel, or one whose vendor has no such command, is bad usage: said before the store. */
 function checkChannelCommand(name: string, channelId: string, config: Config): void {
+  const has = (vendor: string) =>
+    (defaultRegistry().get(vendor)?.commands ?? []).some((command) => command.name === name);
+  // Which channels would do, as for an unknown destination: the id to give is in the answer.
+  const fitting = `(channels with '${name}': ${
+    config.channels
+      .filter((candidate) => has(candidate.vendor))
+      .map((candidate) => candidate.id)
+      .join(', ') || 'none'
+  })`;
   const channel = config.channels.find((candidate) => candidate.id === channelId);
-  if (!channel) throw new UsageError(`no channel '${channelId}' in the config`);
-  const declared = defaultRegistry().get(channel.vendor)?.commands ?? [];
-  if (!declared.some((command) => command.name === name))
-    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}'`);
+  if (!channel) throw new UsageError(`no channel '${channelId}' in the config ${fitting}`);
+  if (!has(channel.vendor))
+    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}' ${fitting}`);
 }
 
 async function runChannelCommand(name: string, values: OptionValues, io: CliStreams): Promise<number> {
