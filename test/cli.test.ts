@@ -246,7 +246,9 @@ admin: { token: example-admin-token-change-me }
     expect(await runCli(['config', 'check', '--config', file], run.io)).toBe(1);
     expect(run.out).toEqual([]);
     const text = run.err.join('\n');
-    expect(text).toContain('refusing to listen on 0.0.0.0');
+    expect(text).toContain(
+      "refusing to listen on 0.0.0.0: admin.token still holds one of the example's published credentials",
+    );
     expect(text).toContain('admin.token: a published example credential');
 
     const host = process.env.HOST;

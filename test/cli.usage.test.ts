@@ -73,9 +73,42 @@ describe('chatbridge CLI usage', () => {
     const top = capture();
     expect(await runCli(['help'], top.io)).toBe(0);
     expect(top.out.join('\n')).toMatch(/^Usage: chatbridge <command> \[options\]\n/);
+    // Each option says what to give: which destination crm check takes, --limit's range and default.
+    const crm = capture();
+    expect(await runCli(['help', 'crm', 'check'], crm.io)).toBe(0);
+    expect(crm.out.join('\n')).toContain(
+      '--destination ID  the destination (its id in the config; kind: amocrm or bitrix24) (required)',
+    );
+    const list = capture();
+    expect(await runCli(['help', 'deliveries', 'list'], list.io)).toBe(0);
+    expect(list.out.join('\n')).toContain('--limit N  at most N deliveries (1–500; default 50)');
     const unknown = capture();
     expect(await runCli(['help', 'frobnicate'], unknown.io)).toBe(2);
     expect(unknown.err[0]).toBe("chatbridge: unknown command 'frobnicate'");
+  });
+
+  it('a channel that is not there, or has not the command, is bad usage naming the channels that have it', async () => {
+    // The example as a newcomer runs it (no store is opened: usage is checked first).
+    const unknown = capture();
+    expect(
+      await runCli(
+        ['keys', 'generate', '--channel', 'nope', '--config', 'config/bridge.example.yaml'],
+        unknown.io,
+      ),
+    ).toBe(2);
+    expect(unknown.err[0]).toBe(
+      "chatbridge: no channel 'nope' in the config (channels with 'keys generate': app)",
+    );
+    const other = capture();
+    expect(
+      await runCli(
+        ['keys', 'list', '--channel', 'shop-site', '--config', 'config/bridge.example.yaml'],
+        other.io,
+      ),
+    ).toBe(2);
+    expect(other.err[0]).toBe(
+      "chatbridge: channel 'shop-site' (jivochat) has no command 'keys list' (channels with 'keys list': app)",
+    );
   });
 
   it('a destination the config does not have is bad usage (exit 2) for replay and crm check', async () => {

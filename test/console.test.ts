@@ -220,6 +220,26 @@ describe('web console', () => {
     expect(none.text).toContain('No contact matches');
   });
 
+  it('does not send a contact without a CRM link to reply.crmLink, which never makes one', async () => {
+    // The channel here has reply.crmLink set: it shapes JivoChat's answer, not the contact.
+    const sent = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+      event_name: 'chat_accepted',
+      chat_id: 777090,
+      widget_id: 'w1',
+      visitor: { name: 'Nina Link', email: 'nina@example.org', number: '9901' },
+      agent: { id: '1', name: 'Oleg', email: 'oleg@shop.example' },
+    });
+    expect(sent.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const id = /href="\/console\/contacts\/(c_[0-9]+)"/.exec(
+      (await consoleRequest(bridge.url, '/console/contacts?q=nina%40example.org', { cookie })).text,
+    )![1]!;
+    const page = await consoleRequest(bridge.url, `/console/contacts/${id}`, { cookie });
+    expect(page.text).toContain('No CRM link yet');
+    expect(page.text).not.toContain('<code>reply.crmLink</code>');
+    expect(page.text).toContain('CRM destination');
+  });
+
   it('finds a contact by an id made before ids were digits (c_ + 20 hex, which may all be digits)', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     // Records as the engine wrote them then, under their ids as they were.

@@ -225,6 +225,10 @@ describe('ChatvisorClient errors and retries', () => {
     });
     await expect(api.createAgent(agent)).rejects.toBeInstanceOf(ChatvisorUnavailableError);
     expect(sends).toBe(4);
+    // The error says what failed and where: the console and the CLI show this sentence.
+    await expect(api.createAgent(agent)).rejects.toThrow(
+      `Chatvisor is unavailable: network error (ECONNREFUSED) reaching 127.0.0.1:${port}`,
+    );
   });
 
   it('times out slow answers and retries idempotent calls', async () => {

@@ -314,7 +314,11 @@ export class ChatvisorClient {
       } catch (error) {
         if (!(error instanceof HttpNetworkError)) throw error;
         const sent = !NOT_SENT_CODES.has(errorCode(error.cause) ?? '');
-        const reason = error.timedOut ? `timed out after ${this.options.timeoutMs} ms` : 'network error';
+        // The code and the host say what to fix (an apiUrl that does not resolve, a port that
+        // refuses): a bare "network error" sent people to the README's example values blind.
+        const reason = error.timedOut
+          ? `timed out after ${this.options.timeoutMs} ms`
+          : `network error (${errorCode(error.cause) ?? 'no answer'}) reaching ${new URL(url).host}`;
         logger.warn(
           {
             operation,

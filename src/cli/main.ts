@@ -383,11 +383,19 @@ export function checkDestination(destinationId: string, config: Config): void {
 
 /** An unknown channel, or one whose vendor has no such command, is bad usage: said before the store. */
 function checkChannelCommand(name: string, channelId: string, config: Config): void {
+  const has = (vendor: string) =>
+    (defaultRegistry().get(vendor)?.commands ?? []).some((command) => command.name === name);
+  // Which channels would do, as for an unknown destination: the id to give is in the answer.
+  const fitting = `(channels with '${name}': ${
+    config.channels
+      .filter((candidate) => has(candidate.vendor))
+      .map((candidate) => candidate.id)
+      .join(', ') || 'none'
+  })`;
   const channel = config.channels.find((candidate) => candidate.id === channelId);
-  if (!channel) throw new UsageError(`no channel '${channelId}' in the config`);
-  const declared = defaultRegistry().get(channel.vendor)?.commands ?? [];
-  if (!declared.some((command) => command.name === name))
-    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}'`);
+  if (!channel) throw new UsageError(`no channel '${channelId}' in the config ${fitting}`);
+  if (!has(channel.vendor))
+    throw new UsageError(`channel '${channelId}' (${channel.vendor}) has no command '${name}' ${fitting}`);
 }
 
 async function runChannelCommand(name: string, values: OptionValues, io: CliStreams): Promise<number> {
@@ -420,7 +428,11 @@ const crmCheck: Command = {
   name: 'crm check',
   summary: 'Call a CRM destination once (account, pipelines, users) and print what its mapping will use',
   options: {
-    destination: { value: 'ID', description: 'the kind: amocrm or bitrix24 destination', required: true },
+    destination: {
+      value: 'ID',
+      description: 'the destination (its id in the config; kind: amocrm or bitrix24)',
+      required: true,
+    },
   },
   async run(values, io) {
     const args = ['check', '--destination', String(values.destination)];
@@ -443,7 +455,7 @@ export const COMMANDS: Command[] = [
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
-    limit: { value: 'N', description: 'at most N deliveries' },
+    limit: { value: 'N', description: 'at most N deliveries (1–500; default 50)' },
     json: { description: 'one JSON object per line' },
   }),
   deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {

@@ -37,7 +37,7 @@ export class PublishedCredentialsError extends AppError {
     super(
       'published_credentials',
       500,
-      `refusing to listen on ${host}: ${paths.join(', ')} still hold the example's published credentials; set your own (README "Running for real") or bind to 127.0.0.1`,
+      `refusing to listen on ${host}: ${paths.join(', ')} still ${paths.length === 1 ? 'holds one of' : 'hold'} the example's published credentials; set your own (README "Running for real") or bind to 127.0.0.1`,
       { issues: paths.map((path) => ({ path, message: 'a published example credential' })) },
     );
   }

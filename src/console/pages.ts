@@ -281,7 +281,8 @@ export function contactSection(options: {
   }</section>
 <section class="card"><h2>CRM</h2>${
     crmLinks.length === 0 && !contact.responsibleAgent
-      ? html`<p class="muted">No CRM link yet: set <code>reply.crmLink</code> on the channel or connect a CRM.</p>`
+      ? // Not reply.crmLink: that template only shapes JivoChat's answer, it never links a contact.
+        html`<p class="muted">No CRM link yet: a CRM destination (<code>kind: amocrm</code> or <code>bitrix24</code>) links the contact to its CRM record, and so does a JivoChat chat assigned with a CRM link.</p>`
       : html`<ul>${crmLinks.map((link) => html`<li>${linkOrText(link)}</li>`)}${
           contact.responsibleAgent
             ? html`<li>Responsible agent: <bdi>${contact.responsibleAgent.name ?? contact.responsibleAgent.email ?? contact.responsibleAgent.id ?? ''}</bdi></li>`

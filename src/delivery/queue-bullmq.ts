@@ -50,6 +50,21 @@ const LIVE_STATES = new Set(['waiting', 'delayed', 'active', 'prioritized', 'wai
 /** Infrastructure failures only (the handler threw): delivery retries are decided by the handler. */
 const JOB_ATTEMPTS = 1000;
 
+/**
+ * BullMQ's Worker, except that it does not start a wait once it is closing. A job that pauses
+ * the destination (breaker open, Retry-After) makes the worker sleep out the queue's rate limit
+ * (up to the breaker's cooldown, 30 s by default); close() aborts the sleep in progress, but when
+ * the job was still running at close() (BullMQ 5.81), the worker starts that sleep afterwards,
+ * with a fresh abort signal nobody aborts, and close() waited for it: a SIGTERM with the breaker
+ * open took the queues' whole grace and logged "did not close in time (is Redis reachable?)".
+ */
+class DeliveryWorker extends Worker<DeliveryJob> {
+  override async delay(...args: Parameters<Worker['delay']>): Promise<void> {
+    if (this.closing) return;
+    await super.delay(...args);
+  }
+}
+
 export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   const { logger } = options;
   const connections: RedisClient[] = [];
@@ -197,7 +212,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
       for (const [destinationId, queue] of queues) {
         const limit = concurrency.get(destinationId) ?? 1;
         await queue.setGlobalConcurrency(limit);
-        const worker = new Worker<DeliveryJob>(
+        const worker = new DeliveryWorker(
           queue.name,
           async (job, token) => {
             const outcome = await handler(destinationId, job.data);
