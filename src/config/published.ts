@@ -12,6 +12,9 @@ export const PUBLISHED_TOKENS: readonly string[] = [
   'example-livetex-token-01',
   'example-chatvisor-token-1',
   'example-api-token',
+  // The example destination's signing secret (CRM_WEBHOOK_SECRET's default): a receiver that
+  // checks signatures would take a request anyone could sign as the bridge's.
+  'whsec_ZXhhbXBsZS1zZWNyZXQtY2hhbmdlLW1lLTAx',
 ];
 
 export function isLoopbackHost(host: string): boolean {
@@ -27,6 +30,13 @@ export function publishedCredentials(config: Config): string[] {
     for (const [key, value] of Object.entries(channel)) {
       if (typeof value === 'string' && PUBLISHED_TOKENS.includes(value))
         found.push(`channels[${index}].${key}`);
+    }
+  });
+  config.destinations.forEach((destination, index) => {
+    for (const key of ['secret', 'previousSecret'] as const) {
+      const value = (destination as { secret?: unknown; previousSecret?: unknown })[key];
+      if (typeof value === 'string' && PUBLISHED_TOKENS.includes(value))
+        found.push(`destinations[${index}].${key}`);
     }
   });
   return found;

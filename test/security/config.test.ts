@@ -60,6 +60,7 @@ describe('the example config (issue 10 item 6)', () => {
     const credentials = [
       document.admin.token,
       ...document.channels.flatMap((channel: any) => [channel.token, channel.apiToken].filter(Boolean)),
+      ...document.destinations.map((destination: any) => destination.secret).filter(Boolean),
     ];
     for (const value of credentials) expect(PUBLISHED_TOKENS).toContain(value);
   });
@@ -69,6 +70,8 @@ describe('the example config (issue 10 item 6)', () => {
     const bridge = await createBridge({ config, registry, logger: createLogger('silent') });
     try {
       await expect(bridge.listen(0, '0.0.0.0')).rejects.toBeInstanceOf(PublishedCredentialsError);
+      // The example destination's signing secret counts too: anyone could sign as the bridge.
+      await expect(bridge.listen(0, '0.0.0.0')).rejects.toThrow(/destinations\[0\]\.secret/);
       await expect(bridge.listen(0, '::')).rejects.toBeInstanceOf(PublishedCredentialsError);
       const server = await bridge.listen(0, '127.0.0.1');
       expect(server.listening).toBe(true);
