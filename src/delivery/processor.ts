@@ -84,16 +84,20 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   const { records, queue, logger, metrics } = deps;
 
   /**
-   * Mark the record (`mark`: a write that takes it out of its lane) and wake the next delivery
-   * of its lane. The lane's head is asked for in the same tick as the write, so both reach Redis
-   * in one socket write (the store coalesces the commands of one event-loop iteration); it is
-   * answered after the write has run (StoreBatch.exec), so it never names the record just marked.
+   * Mark the record (`mark`: a write that takes it out of its lane), then `marked()`, then wake
+   * the next delivery of its lane. The lane's head is asked for in the same tick as the write, so
+   * both reach Redis in one socket write (the store coalesces the commands of one event-loop
+   * iteration); it is answered after the write has run (StoreBatch.exec), so it never names the
+   * record just marked.
    */
-  async function leaveLane(record: DeliveryRecord, mark: () => Promise<unknown>) {
-    const [, nextId] = await Promise.all([
-      mark(),
-      records.laneHead(record.destinationId, record.orderingKey),
-    ]);
+  async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
+    const writing = mark();
+    const reading = records.laneHead(record.destinationId, record.orderingKey);
+    // A failed read is reported below, after the write's own outcome (which comes first).
+    reading.catch(() => {});
+    await writing;
+    marked();
+    const nextId = await reading;
     if (nextId === null) return;
     const next = await records.get(nextId);
     if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));
@@ -273,9 +277,14 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     if (result.kind === 'delivered') {
       breaker.reachable();
       const marked = record;
-      await leaveLane(marked, () => records.markDelivered(marked, result.status, now));
-      metrics.attempts.inc({ ...labels, outcome: 'success' });
-      metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
+      await markAndWake(
+        marked,
+        () => records.markDelivered(marked, result.status, now),
+        () => {
+          metrics.attempts.inc({ ...labels, outcome: 'success' });
+          metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
+        },
+      );
       return { kind: 'done' };
     }
 
@@ -283,12 +292,17 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     if (result.kind === 'permanent') {
       breaker.reachable();
       const marked = record;
-      await leaveLane(marked, () => records.markFailed(marked, error, now, true));
-      metrics.attempts.inc({ ...labels, outcome: 'permanent' });
-      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
-      log.warn(
-        { status: result.status },
-        `delivery refused by the destination (${result.message}); kept for replay`,
+      await markAndWake(
+        marked,
+        () => records.markFailed(marked, error, now, true),
+        () => {
+          metrics.attempts.inc({ ...labels, outcome: 'permanent' });
+          metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+          log.warn(
+            { status: result.status },
+            `delivery refused by the destination (${result.message}); kept for replay`,
+          );
+        },
       );
       return { kind: 'done' };
     }
@@ -305,9 +319,14 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     if (attemptsSoFar >= schedule.length) {
       const gaveUp = { ...error, message: `gave up after ${attemptsSoFar} attempts; last: ${error.message}` };
       const marked = record;
-      await leaveLane(marked, () => records.markFailed(marked, gaveUp, now, true));
-      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
-      log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
+      await markAndWake(
+        marked,
+        () => records.markFailed(marked, gaveUp, now, true),
+        () => {
+          metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+          log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
+        },
+      );
     } else {
       let delayMs = jittered(schedule[attemptsSoFar]!, 0.1, deps.random);
       if (result.retryAfterMs !== undefined)
