@@ -267,6 +267,9 @@ export function toStoreError(error: unknown): unknown {
   return new StoreUnavailableError(error);
 }
 
+/** A plain batch with a write of more arguments than this is sent as MULTI/EXEC (see exec()). */
+const LONGEST_SCRIPT_WRITE = 1000;
+
 function isTransientReply(error: Error): boolean {
   if (TRANSIENT_REPLY.test(error.message)) return true;
   // A MULTI whose queued writes were refused (READONLY/NOREPLICAS during a failover) fails as
@@ -435,8 +438,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   function createBatch(): StoreBatch {
     let length = 0;
     // The writes as [command, key, ...arguments], sent through the guarded script (with no
-    // expectation it just runs them): atomic like MULTI/EXEC, and a write that fails does not stop
-    // the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
+    // expectation it just runs them; a write of very many arguments excepted, below): atomic like
+    // MULTI/EXEC, and a write that fails does not stop the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
     // MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its lane, four
     // index entries) was eight commands (bench/HISTORY.md, nineteenth round).
     const writes: Array<[string, string, ...ScriptArgument[]]> = [];
@@ -483,10 +486,25 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return length;
       },
       async exec() {
-        if (expectations.length === 0 && length === 0) return true;
+        if (expectations.length > 0) return execGuarded();
+        if (length === 0) return true;
+        // The script passes a write's arguments on with Lua's unpack(), which refuses ~8,000 and
+        // more ("too many results to unpack"); a plain batch with such a write goes as MULTI/EXEC.
+        if (writes.some((write) => write.length > LONGEST_SCRIPT_WRITE)) return execMulti();
         return execGuarded();
       },
     };
+    async function execMulti(): Promise<boolean> {
+      coalesceWrites();
+      const multi = client.multi(writes);
+      const results = await run(() => multi.exec());
+      // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
+      if (results === null) throw new Error('Redis discarded the transaction');
+      // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
+      // others applied. Report the first failure.
+      for (const [error] of results) if (error) throw toStoreError(error);
+      return true;
+    }
     async function execGuarded(): Promise<boolean> {
       const keys: string[] = [];
       const keyIndex = new Map<string, number>();
