@@ -71,4 +71,56 @@ describe('Redis store: the engine writes of one event-loop iteration go out toge
       await store.close();
     }
   });
+
+  it('sends a plain batch as one command, and a read issued after it in the same write, answered after it', async () => {
+    // The delivery worker marks a record (record, lane, index entries) and reads its lane's next
+    // head in one tick; before, the batch was MULTI, a command per write and EXEC, and the read
+    // went in a socket write of its own.
+    const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    try {
+      const client = store.client as Redis;
+      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
+      const stream = client.stream as unknown as Chunked;
+      const calls = { write: 0, writev: 0 };
+      const write = stream._write.bind(stream);
+      const writev = stream._writev.bind(stream);
+      stream._write = (...args) => {
+        calls.write++;
+        write(...args);
+      };
+      stream._writev = (...args) => {
+        calls.writev++;
+        writev(...args);
+      };
+      const sent: string[] = [];
+      const send = client.sendCommand.bind(client);
+      client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+        sent.push(command.name);
+        return (send as (...args: unknown[]) => unknown)(command, ...rest);
+      }) as typeof client.sendCommand;
+
+      await store.zadd('lane', 1, 'd1');
+      await store.zadd('lane', 2, 'd2');
+      sent.length = 0;
+      calls.write = 0;
+      calls.writev = 0;
+      const [applied, head] = await Promise.all([
+        store
+          .batch()
+          .set('rec:d1', '{"state":"delivered"}', 60_000)
+          .zrem('lane', 'd1')
+          .zadd('idx', 5, 'd1')
+          .exec(),
+        store.zrangeByScore('lane', Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, 1),
+      ]);
+      expect(applied).toBe(true);
+      expect(head).toEqual(['d2']); // the read ran after the batch
+      expect(sent).toEqual(['evalsha', 'zrangebyscore']);
+      expect(calls).toEqual({ write: 0, writev: 1 });
+      expect(await store.get('rec:d1')).toBe('{"state":"delivered"}');
+      expect(await store.zscore('idx', 'd1')).toBe(5);
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -376,6 +376,20 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         }
       });
 
+      it('a plain batch takes a write with tens of thousands of values (more than a Lua unpack takes)', async () => {
+        const [list, set] = [key('list'), key('set')];
+        const values = Array.from({ length: 20_000 }, (_, i) => `v${i}`);
+        await store
+          .batch()
+          .rpush(list, ...values)
+          .sadd(set, ...values)
+          .set(key('s'), 'x')
+          .exec();
+        expect(await store.llen(list)).toBe(20_000);
+        expect(await store.lrange(list, 19_998, -1)).toEqual(['v19998', 'v19999']);
+        expect((await store.smembers(set)).length).toBe(20_000);
+      });
+
       it('a capped list: rpush + ltrim in one batch', async () => {
         const k = key('list');
         for (let i = 1; i <= 5; i++) await store.batch().rpush(k, String(i)).ltrim(k, -3, -1).exec();

@@ -6,13 +6,14 @@ import { jittered } from '../net/retry.js';
 import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import type { DestinationRuntime } from './processor.js';
-import type { DeliveryQueue } from './queue.js';
+import type { DeliveryJob, DeliveryQueue } from './queue.js';
 import {
   type DeliveryPlan,
   type DeliveryRecord,
   type DeliveryRecords,
   deliveryKeys,
   jobIdOf,
+  jobOf,
 } from './records.js';
 import { type RoutingContext, routeEvent } from './routing.js';
 
@@ -93,7 +94,7 @@ export function planDeliveries(
   return plans;
 }
 
-export type JobItem = { jobId: string; job: { deliveryId: string; cycle: number }; delayMs: number };
+export type JobItem = { jobId: string; job: DeliveryJob; delayMs: number };
 
 /** The queue jobs of pending records, by destination: new ones after the schedule's first delay, others when they are due. */
 export function jobsOf(
@@ -112,7 +113,7 @@ export function jobsOf(
       ? jittered(destination.config.retrySchedule[0] ?? 0, 0.1, random)
       : Math.max(0, due);
     const list = byDestination.get(record.destinationId) ?? [];
-    list.push({ jobId: jobIdOf(record), job: { deliveryId: record.id, cycle: record.cycle }, delayMs });
+    list.push({ jobId: jobIdOf(record), job: jobOf(record), delayMs });
     byDestination.set(record.destinationId, list);
   }
   return byDestination;

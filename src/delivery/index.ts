@@ -31,6 +31,7 @@ import {
   deliveryKeys,
   deliveryStates,
   jobIdOf,
+  jobOf,
 } from './records.js';
 import { secretKey } from './signing.js';
 
@@ -416,12 +417,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
     const record = await records.replay(id, deps.now());
     if (!record) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
-    await queueNow().enqueue(
-      record.destinationId,
-      jobIdOf(record),
-      { deliveryId: record.id, cycle: record.cycle },
-      0,
-    );
+    await queueNow().enqueue(record.destinationId, jobIdOf(record), jobOf(record), 0);
     metrics.replays.inc({ destination: record.destinationId });
     logger.info({ delivery: id, destination: record.destinationId }, 'delivery replayed');
     return record;

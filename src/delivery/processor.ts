@@ -8,7 +8,7 @@ import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
 import type { DeliveryMetrics } from './metrics.js';
 import type { DeliveryQueue, JobHandler, JobOutcome } from './queue.js';
-import { type DeliveryError, type DeliveryRecord, type DeliveryRecords, jobIdOf } from './records.js';
+import { type DeliveryError, type DeliveryRecord, type DeliveryRecords, jobIdOf, jobOf } from './records.js';
 import { webhookHeaders } from './signing.js';
 
 /**
@@ -85,17 +85,41 @@ export interface ProcessorDeps {
 export function createProcessor(deps: ProcessorDeps): JobHandler {
   const { records, queue, logger, metrics } = deps;
 
-  async function wakeNext(record: DeliveryRecord) {
-    const nextId = await records.laneHead(record.destinationId, record.orderingKey);
+  /**
+   * Mark the record (`mark`: a write that takes it out of its lane), then `marked()`, then wake
+   * the next delivery of its lane. The lane's head is asked for in the same tick as the write, so
+   * both reach Redis in one socket write (the store coalesces the commands of one event-loop
+   * iteration); it is answered after the write has run (StoreBatch.exec), so it never names the
+   * record just marked.
+   */
+  async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
+    const writing = mark();
+    const reading = records.laneHead(record.destinationId, record.orderingKey);
+    // A failed read is reported below, after the write's own outcome (which comes first).
+    reading.catch(() => {});
+    await writing;
+    marked();
+    const nextId = await reading;
     if (nextId === null) return;
     const next = await records.get(nextId);
     if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));
   }
 
-  /** null when `record` heads its lane; otherwise how long to wait behind the head. */
-  async function waitBehind(record: DeliveryRecord, destination: DestinationRuntime, now: number) {
+  /**
+   * null when `record` heads its lane; otherwise how long to wait behind the head. `read` is the
+   * lane's head as read with the record (undefined: not read yet).
+   */
+  async function waitBehind(
+    record: DeliveryRecord,
+    destination: DestinationRuntime,
+    now: number,
+    read: string | null | undefined,
+  ) {
     for (let round = 0; round < 5; round++) {
-      const headId = await records.laneHead(record.destinationId, record.orderingKey);
+      const headId =
+        round === 0 && read !== undefined
+          ? read
+          : await records.laneHead(record.destinationId, record.orderingKey);
       // Not in its lane at all (should not happen): ordering cannot be kept, delivering can.
       if (headId === null || headId === record.id) return null;
       const head = await records.get(headId);
@@ -106,12 +130,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const headNext = head.nextAttemptAt ? Date.parse(head.nextAttemptAt) : now;
       if (headNext < now - (destination.config.timeoutMs + STUCK_GRACE_MS)) {
         // The head's job is overdue: re-add it (a no-op when it still exists, only late).
-        await queue.enqueue(
-          record.destinationId,
-          jobIdOf(head),
-          { deliveryId: head.id, cycle: head.cycle },
-          0,
-        );
+        await queue.enqueue(record.destinationId, jobIdOf(head), jobOf(head), 0);
       }
       return Math.max(0, headNext - now) + destination.config.timeoutMs + PARK_MARGIN_MS;
     }
@@ -132,13 +151,20 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
 
   return async (destinationId, job): Promise<JobOutcome> => {
     const destination = deps.destinations.get(destinationId);
-    const record = await records.get(job.deliveryId);
-    if (!destination || !record || record.state !== 'pending' || record.cycle !== job.cycle)
-      return { kind: 'done' };
+    if (!destination) return { kind: 'done' };
+    // A job that names its lane: the record and the lane's head are read in the same tick, so in
+    // one trip (one socket write). The head read is used only if the record agrees on the lane.
+    const lane = job.orderingKey;
+    const [record, laneHead] = await Promise.all([
+      records.get(job.deliveryId),
+      lane === undefined ? undefined : records.laneHead(destinationId, lane),
+    ]);
+    if (record?.state !== 'pending' || record.cycle !== job.cycle) return { kind: 'done' };
 
     const blocked = destination.breaker.blockedFor(Date.now());
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
-    const wait = await waitBehind(record, destination, deps.now().getTime());
+    const sameLane = record.destinationId === destinationId && record.orderingKey === lane;
+    const wait = await waitBehind(record, destination, deps.now().getTime(), sameLane ? laneHead : undefined);
     if (wait !== null) return { kind: 'later', delayMs: wait };
     if (!destination.crm) return attempt(destinationId, destination, record, null);
 
@@ -257,24 +283,34 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
 
     if (result.kind === 'delivered') {
       breaker.reachable();
-      await records.markDelivered(record, result.status, now);
-      metrics.attempts.inc({ ...labels, outcome: 'success' });
-      metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
-      await wakeNext(record);
+      const marked = record;
+      await markAndWake(
+        marked,
+        () => records.markDelivered(marked, result.status, now),
+        () => {
+          metrics.attempts.inc({ ...labels, outcome: 'success' });
+          metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
+        },
+      );
       return { kind: 'done' };
     }
 
     const error: DeliveryError = { status: result.status, message: result.message, at: now.toISOString() };
     if (result.kind === 'permanent') {
       breaker.reachable();
-      await records.markFailed(record, error, now, true);
-      metrics.attempts.inc({ ...labels, outcome: 'permanent' });
-      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
-      log.warn(
-        { status: result.status },
-        `delivery refused by the destination (${result.message}); kept for replay`,
+      const marked = record;
+      await markAndWake(
+        marked,
+        () => records.markFailed(marked, error, now, true),
+        () => {
+          metrics.attempts.inc({ ...labels, outcome: 'permanent' });
+          metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+          log.warn(
+            { status: result.status },
+            `delivery refused by the destination (${result.message}); kept for replay`,
+          );
+        },
       );
-      await wakeNext(record);
       return { kind: 'done' };
     }
 
@@ -292,10 +328,15 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
         ...error,
         message: `gave up after ${attemptsSoFar} attempt${attemptsSoFar === 1 ? '' : 's'}; last: ${error.message}`,
       };
-      await records.markFailed(record, gaveUp, now, true);
-      metrics.deliveries.inc({ ...labels, outcome: 'failed' });
-      log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
-      await wakeNext(record);
+      const marked = record;
+      await markAndWake(
+        marked,
+        () => records.markFailed(marked, gaveUp, now, true),
+        () => {
+          metrics.deliveries.inc({ ...labels, outcome: 'failed' });
+          log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
+        },
+      );
     } else {
       let delayMs = jittered(schedule[attemptsSoFar]!, 0.1, deps.random);
       if (result.retryAfterMs !== undefined)

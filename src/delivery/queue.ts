@@ -10,6 +10,12 @@ import type { Logger } from 'pino';
 export interface DeliveryJob {
   deliveryId: string;
   cycle: number;
+  /**
+   * The delivery's lane (its record's orderingKey), so that the worker reads the record and the
+   * lane's head in one trip. Jobs queued by an older version have none: the worker reads the
+   * record first, then its lane's head. The record stays the source of truth either way.
+   */
+  orderingKey?: string;
 }
 
 export type JobOutcome =

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConflictError, StoreBusyError } from '../errors.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { Lock, Store } from '../store/types.js';
+import type { DeliveryJob } from './queue.js';
 
 /**
  * Delivery records: one per (destination, event), in the store, whatever the queue behind them.
@@ -119,6 +120,11 @@ export const deliveryKeys = {
 
 export function jobIdOf(record: Pick<DeliveryRecord, 'id' | 'cycle'>): string {
   return `${record.id}.${record.cycle}`;
+}
+
+/** What a queue job of this record carries (queue.ts DeliveryJob). */
+export function jobOf(record: Pick<DeliveryRecord, 'id' | 'cycle' | 'orderingKey'>): DeliveryJob {
+  return { deliveryId: record.id, cycle: record.cycle, orderingKey: record.orderingKey };
 }
 
 export interface DeliveryRecords {

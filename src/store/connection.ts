@@ -44,7 +44,7 @@ export function redisTargetOf(store: StoreConfig): RedisTarget | undefined {
 
 /**
  * The prefix actually used for keys. On a Cluster every multi-key operation (our Lua lock, our
- * MULTI batches, BullMQ's scripts) must stay in one hash slot, so the prefix becomes a hash tag:
+ * batch script, BullMQ's scripts) must stay in one hash slot, so the prefix becomes a hash tag:
  * `chatbridge` -> `{chatbridge}`. A prefix that already has a tag (`{tenant-a}:bridge`) is kept.
  * One bridge then lives on one primary, and bridges with other prefixes spread over the others.
  */

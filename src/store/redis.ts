@@ -91,8 +91,9 @@ return 1
 `;
 
 /**
- * A batch with expectations (StoreBatch.expect, expectExists, expectListHead), in one atomic
- * step: check every expectation, then run the queued writes, or write nothing and answer 0.
+ * A batch (StoreBatch), in one atomic step: check every expectation (expect, expectExists,
+ * expectListHead; a plain batch has none), then run the queued writes, or write nothing and
+ * answer 0.
  * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
  * script stays in one slot).
  * ARGV[1] = number of expectations; then per expectation: key index, and what to expect:
@@ -266,6 +267,9 @@ export function toStoreError(error: unknown): unknown {
   return new StoreUnavailableError(error);
 }
 
+/** A plain batch with a write of more arguments than this is sent as MULTI/EXEC (see exec()). */
+const LONGEST_SCRIPT_WRITE = 1000;
+
 function isTransientReply(error: Error): boolean {
   if (TRANSIENT_REPLY.test(error.message)) return true;
   // A MULTI whose queued writes were refused (READONLY/NOREPLICAS during a failover) fails as
@@ -412,7 +416,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
    * saturation several requests are handled per iteration. Order on the connection is kept (one
    * socket, written in call order), so a lane's hand-over still finds its predecessor's write
    * ahead of its own. Measured: README "Benchmarks", seventh round. A Cluster client has a socket
-   * per node, found per command: it is left alone.
+   * per node, found per command: it is left alone. The delivery worker's reads and writes (get,
+   * zrangeByScore, plain batches) are held the same way: it asks for a record and its lane's head,
+   * or marks a record and reads the lane's next head, in one tick (bench/HISTORY.md, nineteenth
+   * round).
    */
   let corked: { uncork(): void } | null = null;
   const coalesceWrites = () => {
@@ -430,10 +437,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   function createBatch(): StoreBatch {
     let length = 0;
-    // The writes as [command, key, ...arguments]: sent as one MULTI/EXEC when the batch has no
-    // expectation, else through the guarded script. Built once here and turned into ioredis
-    // commands only at exec, for the one form that is sent (building both cost every engine
-    // write a MULTI's worth of command objects that were thrown away).
+    // The writes as [command, key, ...arguments], sent through the guarded script (with no
+    // expectation it just runs them; a write of very many arguments excepted, below): atomic like
+    // MULTI/EXEC, and a write that fails does not stop the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
+    // MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its lane, four
+    // index entries) was eight commands (bench/HISTORY.md, nineteenth round).
     const writes: Array<[string, string, ...ScriptArgument[]]> = [];
     /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
     const expectations: Array<[string, string]> = [];
@@ -466,8 +474,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       incrBy: (key, amount) => queued('incrby', key, amount),
       hset: (key, field, value) => queued('hset', key, field, value),
       hdel: (key, field) => queued('hdel', key, field),
-      // Empty SADD/SREM/RPUSH are syntax errors in Redis that would abort the whole MULTI; the
-      // in-memory store treats them as no-ops, and so do we.
+      // Empty SADD/SREM/RPUSH are syntax errors in Redis (the batch would fail); the in-memory
+      // store treats them as no-ops, and so do we.
       sadd: (key, ...members) => (members.length === 0 ? batch : queued('sadd', key, ...members)),
       srem: (key, ...members) => (members.length === 0 ? batch : queued('srem', key, ...members)),
       zadd: (key, score, member) => queued('zadd', key, scoreArg(score), member),
@@ -480,16 +488,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       async exec() {
         if (expectations.length > 0) return execGuarded();
         if (length === 0) return true;
-        const multi = client.multi(writes);
-        const results = await run(() => multi.exec());
-        // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
-        if (results === null) throw new Error('Redis discarded the transaction');
-        // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
-        // others applied. Report the first failure.
-        for (const [error] of results) if (error) throw toStoreError(error);
-        return true;
+        // The script passes a write's arguments on with Lua's unpack(), which refuses ~8,000 and
+        // more ("too many results to unpack"); a plain batch with such a write goes as MULTI/EXEC.
+        if (writes.some((write) => write.length > LONGEST_SCRIPT_WRITE)) return execMulti();
+        return execGuarded();
       },
     };
+    async function execMulti(): Promise<boolean> {
+      coalesceWrites();
+      const multi = client.multi(writes);
+      const results = await run(() => multi.exec());
+      // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
+      if (results === null) throw new Error('Redis discarded the transaction');
+      // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
+      // others applied. Report the first failure.
+      for (const [error] of results) if (error) throw toStoreError(error);
+      return true;
+    }
     async function execGuarded(): Promise<boolean> {
       const keys: string[] = [];
       const keyIndex = new Map<string, number>();
@@ -571,7 +586,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       await confirmWrites();
     },
 
-    get: (key) => run(() => client.get(key)),
+    get: (key) => {
+      coalesceWrites();
+      return run(() => client.get(key));
+    },
     mget: (keys) => (keys.length === 0 ? Promise.resolve([]) : run(() => client.mget(...keys))),
     async set(key, value, setOptions: SetOptions = {}) {
       const { ttlMs, nx } = setOptions;
@@ -606,12 +624,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     zrem: (key, member) => run(() => client.zrem(key, member)),
     zcard: (key) => run(() => client.zcard(key)),
     zscore: async (key, member) => parseScore(await run(() => client.zscore(key, member))),
-    zrangeByScore: (key, min, max, limit) =>
-      run(() =>
+    zrangeByScore: (key, min, max, limit) => {
+      coalesceWrites();
+      return run(() =>
         limit === undefined
           ? client.zrangebyscore(key, scoreArg(min), scoreArg(max))
           : client.zrangebyscore(key, scoreArg(min), scoreArg(max), 'LIMIT', 0, limit),
-      ),
+      );
+    },
     zrevrangeByLex: (key, { below, above, limit }: LexRangeOptions) =>
       // ZRANGE ... BYLEX REV (Redis >= 6.2) takes the upper bound first.
       run(() =>

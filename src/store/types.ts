@@ -24,9 +24,10 @@ export interface LexRangeOptions {
 }
 
 /**
- * Writes queued and applied together (MULTI/EXEC on Redis): no reader sees half of them, and
- * when the store is unreachable none is applied. As in Redis, a command that fails while running
- * (e.g. WRONGTYPE — a bug, not an outage) does not undo the others; exec() then rejects.
+ * Writes queued and applied together (one Lua script on Redis, atomic as MULTI/EXEC): no reader
+ * sees half of them, and when the store is unreachable none is applied. As with EXEC, a command
+ * that fails while running (e.g. WRONGTYPE — a bug, not an outage) does not undo the others;
+ * exec() then rejects.
  */
 export interface StoreBatch {
   set(key: string, value: string, ttlMs?: number): StoreBatch;
