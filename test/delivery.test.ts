@@ -8,7 +8,7 @@ import { CircuitBreaker } from '../src/delivery/breaker.js';
 import { createDrainer, deliveryIdOf, INVALID_OUTBOX_KEY } from '../src/delivery/drain.js';
 import { createDelivery, type Delivery } from '../src/delivery/index.js';
 import { createMemoryQueue } from '../src/delivery/queue.js';
-import { createDeliveryRecords } from '../src/delivery/records.js';
+import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
 import { secretKey } from '../src/delivery/signing.js';
 import {
   createOutboxPublisher,
@@ -351,6 +351,36 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     );
     expect(await delivery.get(failed[0]!.id)).toMatchObject({ state: 'delivered', attempts: 2, replays: 1 });
     await expect(delivery.replay('dlv_nope')).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('says so when a pending delivery record cannot be read, instead of dropping it unseen', async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 503 });
+    const { logger: logged, lines } = capturingLogger('info');
+    const { delivery, events, store } = await setup(
+      kind,
+      [{ url: crm.url, retrySchedule: ['0s', '1s', '1s'] }],
+      {
+        logger: logged,
+      },
+    );
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    // Its first attempt recorded (the retry mark written), so nothing rewrites the record before
+    // the retry reads it.
+    await eventually(
+      async () => (await delivery.list({ state: 'pending' }))[0]?.lastStatus === 503,
+      'the first attempt recorded',
+    );
+    const [pending] = await delivery.list({ state: 'pending' });
+    // Damaged by hand (or written by a version this one cannot read) before its retry.
+    await store.set(deliveryKeys.record(pending!.id), '{"id":"x","state":"delivered?"}');
+    await eventually(
+      async () => lines.some((line) => line.deliveryId === pending!.id && /unreadable/.test(line.msg)),
+      'the unreadable record is logged',
+    );
+    const said = lines.filter((line) => line.deliveryId === pending!.id && /unreadable/.test(line.msg));
+    expect(said[0]).toMatchObject({ level: 50, reason: expect.stringMatching(/^destinationId: /) });
   });
 
   it('says "1 attempt" when a one-step schedule gives up', async () => {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
@@ -99,8 +100,18 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   const { config, store, logger } = deps;
   const metrics = deliveryMetrics(deps.metrics);
   const random = deps.random ?? Math.random;
+  // Said once per record and process: a damaged record is read again by every look at its lane.
+  const unreadableSeen = new LRUCache<string, true>({ max: 1000 });
   const records = createDeliveryRecords(store, {
     deliveredRetentionMs: deps.deliveredRetentionMs ?? 7 * DAY_MS,
+    onUnreadable(id, reason) {
+      if (unreadableSeen.has(id)) return;
+      unreadableSeen.set(id, true);
+      logger.error(
+        { deliveryId: id, reason },
+        'delivery record unreadable: it is not attempted; look at the record in the store (damaged, or written by another version?)',
+      );
+    },
   });
 
   const runtimes: DestinationRuntime[] = config.destinations.map((destination) => ({

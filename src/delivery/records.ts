@@ -191,18 +191,31 @@ export interface DeliveryRecords {
 
 export function createDeliveryRecords(
   store: Store,
-  options: { deliveredRetentionMs: number },
+  options: {
+    deliveredRetentionMs: number;
+    /**
+     * A stored record that is not a delivery record (damaged by hand, or written by a version
+     * whose records this one cannot read). It is passed over like a missing one — its job ends,
+     * its lane moves on — so this says so, where it used to go unseen.
+     */
+    onUnreadable?: (id: string, reason: string) => void;
+  },
 ): DeliveryRecords {
   const retention = options.deliveredRetentionMs;
 
-  function parse(raw: string | null): DeliveryRecord | null {
+  function parse(raw: string | null, id: string): DeliveryRecord | null {
     if (raw === null) return null;
+    let reason: string;
     try {
       const parsed = deliveryRecordSchema.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : null;
+      if (parsed.success) return parsed.data;
+      const issue = parsed.error.issues[0];
+      reason = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`;
     } catch {
-      return null;
+      reason = 'not JSON';
     }
+    options.onUnreadable?.(id, reason);
+    return null;
   }
 
   function moveIndex(
@@ -234,7 +247,7 @@ export function createDeliveryRecords(
           fresh.push(plan);
           return;
         }
-        const record = parse(raw);
+        const record = parse(raw, plan.id);
         if (record?.state === 'pending') pending.push(record);
       });
       if (fresh.length === 0) return pending;
@@ -276,7 +289,7 @@ export function createDeliveryRecords(
     },
 
     async get(id) {
-      return parse(await store.get(deliveryKeys.record(id)));
+      return parse(await store.get(deliveryKeys.record(id)), id);
     },
 
     async laneHead(destinationId, orderingKey) {
@@ -356,7 +369,7 @@ export function createDeliveryRecords(
 
     async abandon(id, error, now) {
       const raw = await store.get(deliveryKeys.record(id));
-      const record = parse(raw);
+      const record = parse(raw, id);
       if (raw === null || record?.state !== 'pending') return false;
       const at = now.toISOString();
       const next: DeliveryRecord = {
@@ -397,7 +410,7 @@ export function createDeliveryRecords(
 
     async replay(id, now) {
       const raw = await store.get(deliveryKeys.record(id));
-      const record = parse(raw);
+      const record = parse(raw, id);
       if (raw === null || !record) return null;
       if (record.state === 'pending') {
         throw new ConflictError(
@@ -445,7 +458,7 @@ export function createDeliveryRecords(
       const raws = await store.mget(ids.map((id) => deliveryKeys.record(id)));
       // A delivered record may have expired before prune() dropped it from the index.
       return raws
-        .map(parse)
+        .map((raw, index) => parse(raw, ids[index]!))
         .filter((record): record is DeliveryRecord => record !== null && record.state === state);
     },
 
@@ -457,8 +470,9 @@ export function createDeliveryRecords(
       );
       const found: Array<{ id: string; seq: number; destinationId: string }> = [];
       for (let start = 0; start < ids.length; start += 500) {
-        const raws = await store.mget(ids.slice(start, start + 500).map((id) => deliveryKeys.record(id)));
-        for (const record of raws.map(parse))
+        const slice = ids.slice(start, start + 500);
+        const raws = await store.mget(slice.map((id) => deliveryKeys.record(id)));
+        for (const record of raws.map((raw, index) => parse(raw, slice[index]!)))
           if (record !== null && record.state === state)
             found.push({ id: record.id, seq: record.seq, destinationId: record.destinationId });
       }
