@@ -415,7 +415,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
    * ~30–60 µs of system time waking it (bench/trip-cost.js), more than building the command; at
    * saturation several requests are handled per iteration. Order on the connection is kept (one
    * socket, written in call order), so a lane's hand-over still finds its predecessor's write
-   * ahead of its own. Measured: README "Benchmarks", seventh round. A Cluster client has a socket
+   * ahead of its own (one exception: a script call Redis answers NOSCRIPT, after a SCRIPT FLUSH or
+   * a restart, is sent again behind whatever followed it). Measured: README "Benchmarks", seventh round. A Cluster client has a socket
    * per node, found per command: it is left alone. The delivery worker's reads and writes (get,
    * zrangeByScore, plain batches) are held the same way: it asks for a record and its lane's head,
    * or marks a record and reads the lane's next head, in one tick (bench/HISTORY.md, nineteenth
