@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
@@ -14,7 +15,6 @@ import { Metrics } from '../src/metrics.js';
 import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
-import type { Redis } from 'ioredis';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
