@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
@@ -168,5 +169,86 @@ describe.each(['memory', 'redis'] as const)('a delivery job and its lane (%s sto
     expect(posts).toEqual([]);
     expect(await run('hook', jobOf(other))).toEqual({ kind: 'done' });
     expect(posts).toEqual(['evt_d3']);
+  });
+});
+
+describe('marking a delivery wakes its lane’s next one (Redis store)', () => {
+  it('also when Redis lost the batch script (SCRIPT FLUSH, a failover): the lane’s head is read after the mark', async () => {
+    // The mark is an EVALSHA sent in the same socket write as the lane-head read. When Redis
+    // answers NOSCRIPT the mark is sent again, as EVAL — after the read, which then still found
+    // the marked record at the head, so the next delivery was not woken (it waited out its park).
+    // Fails on the code before this test.
+    const target = await receiver();
+    const config = parseConfig(
+      {
+        admin: { token: 'admin-token-0123456789' },
+        log: { level: 'silent' },
+        destinations: [
+          { id: 'hook', url: target.url, secret: 'whsec_dGVzdC1zZWNyZXQtZm9yLWpvYi1sYW5lcy0wMTIz' },
+        ],
+      },
+      defaultRegistry(),
+      {},
+    );
+    const destination = config.destinations[0]!;
+    if (isCrmDestination(destination)) throw new Error('not a webhook');
+    const url = await getTestRedisUrl();
+    const keyPrefix = uniquePrefix('job-lane-noscript');
+    const store = await createRedisStore({ url, keyPrefix, logger });
+    cleanups.push(async () => {
+      await store.close();
+      await cleanupPrefix(url, keyPrefix);
+    });
+    const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
+    const plan = (id: string): DeliveryPlan => ({
+      id,
+      destinationId: 'hook',
+      eventId: `evt_${id}`,
+      eventType: 'conversation.started',
+      orderingKey: 'c_anna',
+      contactId: 'c_anna',
+      stagedAt: Date.now(),
+      body: JSON.stringify({ id: `evt_${id}` }),
+    });
+    const [first] = await records.ensure([plan('d1'), plan('d2')], new Date());
+    const woken: string[] = [];
+    const run = createProcessor({
+      records,
+      queue: {
+        enqueue: async () => {},
+        enqueueMany: async () => {},
+        restore: async () => 0,
+        wake: async (_destination, jobId) => {
+          woken.push(jobId);
+        },
+        pause: async () => {},
+        start: async () => {},
+        counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
+        close: async () => {},
+      },
+      destinations: new Map([
+        [
+          'hook',
+          {
+            config: destination,
+            key: secretKey(destination.secret),
+            secrets: [],
+            breaker: new CircuitBreaker(5, 30_000),
+          },
+        ],
+      ]),
+      http: createHttpClient(),
+      logger,
+      metrics: deliveryMetrics(new Metrics()),
+      now: () => new Date(),
+      random: () => 0.5,
+      signal: new AbortController().signal,
+    });
+    // The scripts were loaded on this connection (ensure used them); Redis forgets them.
+    await (store.client as Redis).script('FLUSH');
+    expect(await run('hook', jobOf(first!))).toEqual({ kind: 'done' });
+    expect(target.posts).toEqual(['evt_d1']);
+    expect((await records.get('d1'))?.state).toBe('delivered');
+    expect(woken).toEqual(['d2.0']);
   });
 });

@@ -89,8 +89,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
    * Mark the record (`mark`: a write that takes it out of its lane), then `marked()`, then wake
    * the next delivery of its lane. The lane's head is asked for in the same tick as the write, so
    * both reach Redis in one socket write (the store coalesces the commands of one event-loop
-   * iteration); it is answered after the write has run (StoreBatch.exec), so it never names the
-   * record just marked.
+   * iteration); it is answered after the write has run (StoreBatch.exec), except when Redis had
+   * lost the script and the write went again behind the read: then it is read once more.
    */
   async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
     const writing = mark();
@@ -99,7 +99,10 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     reading.catch(() => {});
     await writing;
     marked();
-    const nextId = await reading;
+    let nextId = await reading;
+    // Still the marked record: the read ran before the write after all (Redis had lost the batch
+    // script, NOSCRIPT, and the write was sent again, as EVAL, behind the read): read again.
+    if (nextId === record.id) nextId = await records.laneHead(record.destinationId, record.orderingKey);
     if (nextId === null) return;
     const next = await records.get(nextId);
     if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));

@@ -102,6 +102,8 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
       const combined = input.signal ? combineSignals([input.signal, timeout]) : undefined;
       const signal = combined?.signal ?? timeout;
+      /** The body is being read away in the background: `combined` is let go of when that ends. */
+      let reading = false;
       try {
         const response = await request(input.url, {
           method: input.method,
@@ -113,7 +115,13 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
         const limit = input.maxResponseBytes ?? maxBytes;
         if (input.bodyWanted && !input.bodyWanted(response.statusCode)) {
           // Not awaited: bounded by `signal` (the timeout, or the caller's shutdown) and by `limit`.
-          response.body.dump({ limit, signal }).catch(() => undefined);
+          // `combined` stays attached to both until then: disposed at the return below, it never
+          // aborted, and a receiver that kept its 2xx body open held the connection for good.
+          reading = true;
+          response.body
+            .dump({ limit, signal })
+            .catch(() => undefined)
+            .finally(() => combined?.dispose());
           return {
             status: response.statusCode,
             headers: flatHeaders(response.headers),
@@ -157,7 +165,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
           { cause: scrubbedCause(error, input.url), timedOut },
         );
       } finally {
-        combined?.dispose();
+        if (!reading) combined?.dispose();
       }
     },
   };

@@ -105,7 +105,9 @@ return 1
  * then per write: command, key index, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
  * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
- * not stop the others: every write runs (pcall), then the first failure is the reply.
+ * not stop the others: every write runs (pcall), then the first failure is the reply. A write
+ * refused for the server's state (OOM, READONLY, NOREPLICAS, MISCONF) stops the batch with
+ * nothing written, as EXEC refuses the whole transaction (test/store.batch-oom.test.ts).
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -146,7 +148,15 @@ local failed
 while at <= #ARGV do
   local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
   local reply = redis.pcall(command, key, unpack(ARGV, at + 3, at + 2 + count))
-  if type(reply) == 'table' and reply.err and not failed then failed = reply end
+  if type(reply) == 'table' and reply.err then
+    -- Refused for the server's state (past maxmemory, a replica, too few replicas, a failing
+    -- disk): Redis refuses a script's writes so only until one of them lands, so nothing was
+    -- written yet; stop, as EXEC would refuse the whole batch. Going on, a write allowed past
+    -- maxmemory (DEL, ZREM) landed and every write after it too: half a batch.
+    local code = string.match(reply.err, '^%u+')
+    if code == 'OOM' or code == 'READONLY' or code == 'NOREPLICAS' or code == 'MISCONF' then return reply end
+    if not failed then failed = reply end
+  end
   at = at + 3 + count
 end
 if failed then return failed end
@@ -415,7 +425,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
    * ~30–60 µs of system time waking it (bench/trip-cost.js), more than building the command; at
    * saturation several requests are handled per iteration. Order on the connection is kept (one
    * socket, written in call order), so a lane's hand-over still finds its predecessor's write
-   * ahead of its own. Measured: README "Benchmarks", seventh round. A Cluster client has a socket
+   * ahead of its own (one exception: a script call Redis answers NOSCRIPT, after a SCRIPT FLUSH or
+   * a restart, is sent again behind whatever followed it). Measured: README "Benchmarks", seventh round. A Cluster client has a socket
    * per node, found per command: it is left alone. The delivery worker's reads and writes (get,
    * zrangeByScore, plain batches) are held the same way: it asks for a record and its lane's head,
    * or marks a record and reads the lane's next head, in one tick (bench/HISTORY.md, nineteenth
