@@ -154,13 +154,43 @@ const journalQuerySchema = z.object({
   before: z.string().max(40).optional(),
 });
 
-function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
+/**
+ * What was wrong with one parameter of a console address, in words for a person: zod's own
+ * wording ("Invalid option: expected one of \"rejected\"|\"unhandled\"|\"\"") was quoted to
+ * support staff who had edited a link by hand.
+ */
+function queryProblem(issue: z.core.$ZodIssue, given: unknown): string {
+  if (Array.isArray(given)) return 'is given more than once; give it once';
+  switch (issue.code) {
+    case 'invalid_value': {
+      const values = issue.values.filter((value) => value !== '').map(String);
+      const any = issue.values.includes('');
+      const choices =
+        values.length <= 1 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;
+      return `must be ${choices}${any ? ' (or empty, for any)' : ''}`;
+    }
+    case 'too_big':
+      return `is too long: this page takes at most ${String(issue.maximum)} characters`;
+    default:
+      return 'is not a value this page takes';
+  }
+}
+
+function parseWith<T extends z.ZodType>(schema: T, value: Record<string, unknown>): z.output<T> {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
+    const issues = issuesFromZod(parsed.error).map((issue, index) => ({
+      path: issue.path,
+      message: queryProblem(parsed.error.issues[index]!, value[String(parsed.error.issues[index]!.path[0])]),
+    }));
+    const names = [...new Set(issues.map((issue) => `“${issue.path}”`))];
+    const named = names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} and ${names.at(-1)!}`;
     throw new ValidationError(
-      // The page names each field below (the error page lists the issues).
-      'This address has a value the page does not take',
-      issuesFromZod(parsed.error),
+      // A sentence naming the parameter; the error page lists what each one must be below.
+      names.length === 1
+        ? `The ${named} value in this address is not one the page takes.`
+        : `The ${named} values in this address are not ones the page takes.`,
+      issues,
       'invalid_query',
     );
   }
