@@ -116,6 +116,28 @@ describe('web console in a browser', () => {
     })()`);
   }
 
+  /**
+   * The cards of the contact page's grid that are taller than their content: stretched to the
+   * tallest card of their row, they showed mostly empty boxes (Names and Labels next to a long
+   * Identities card).
+   */
+  async function stretchedCards(target: Page): Promise<string[]> {
+    return target.evaluate<string[]>(`(() => {
+      const out = [];
+      for (const card of document.querySelectorAll('.grid > .card')) {
+        const last = card.lastElementChild;
+        const style = getComputedStyle(card);
+        const contentBottom =
+          last.getBoundingClientRect().bottom + parseFloat(getComputedStyle(last).marginBottom);
+        const room =
+          card.getBoundingClientRect().bottom - parseFloat(style.paddingBottom) -
+          parseFloat(style.borderBottomWidth) - contentBottom;
+        if (room > 2) out.push(card.querySelector('h2').textContent + ' +' + Math.round(room) + 'px');
+      }
+      return out;
+    })()`);
+  }
+
   async function noHorizontalScroll(target: Page) {
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
@@ -255,8 +277,10 @@ describe('web console in a browser', () => {
     await page.getByText('primary').first().waitFor();
 
     await screenshot(page, 'contact-1280');
+    expect(await stretchedCards(page)).toEqual([]);
     await page.setViewportSize({ width: 390, height: 844 });
     await noHorizontalScroll(page);
+    expect(await stretchedCards(page)).toEqual([]);
     await screenshot(page, 'contact-390');
     await page.setViewportSize({ width: 1280, height: 900 });
     await noHorizontalScroll(page);
