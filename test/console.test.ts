@@ -412,6 +412,39 @@ describe('web console', () => {
     expect(page.text).toContain('<p dir="auto">Hello!</p>');
   });
 
+  it('says how many more e-mails and phones a search result card has than it shows', async () => {
+    const emails = ['more.one@example.org', 'more.two@example.org', 'more.three@example.org'];
+    const phones = ['+79051110001', '+79051110002', '+79051110003', '+79051110004'];
+    for (let n = 0; n < 4; n += 1) {
+      const visitor = {
+        name: 'Maria Many',
+        number: 9501,
+        ...(emails[n] ? { email: emails[n] } : {}),
+        phone: phones[n],
+      };
+      const sent = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+        ...jivo('client_updated.json'),
+        client_id: '9501',
+        visitor,
+      });
+      expect(sent.status).toBe(200);
+    }
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=more.one@example.org')).body
+      .contacts[0];
+    expect(contact.emails).toHaveLength(3);
+    expect(contact.phones).toHaveLength(4);
+    const page = await consoleRequest(bridge.url, '/console/contacts?q=more.one%40example.org', { cookie });
+    const card = /<li class="card">[\s\S]*?<\/li>/.exec(page.text)![0];
+    expect(card).toContain(
+      `${contact.emails[0]} · ${contact.emails[1]} · +1 more e-mail · ${contact.phones[0]} · ${contact.phones[1]} · +2 more phones`,
+    );
+    // Nothing is added when the card shows them all.
+    const one = await consoleRequest(bridge.url, '/console/contacts?q=xss%40example.org', { cookie });
+    expect(one.text).not.toContain(' more e-mail');
+    expect(one.text).not.toContain(' more phone');
+  });
+
   it('stops the search field at the length the search takes, instead of an error page', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });

@@ -158,7 +158,7 @@ export function contactsPage(options: {
         contact,
       ) => html`<li class="card"><a class="title" href="/console/contacts/${encodeURIComponent(contact.id)}">${contact.name ?? 'Unnamed contact'}</a>
   <div class="muted mono">${contact.id}</div>
-  <div>${[...contact.emails.slice(0, 2), ...contact.phones.slice(0, 2)].join(' · ')}</div>
+  <div>${searchCardValues(contact)}</div>
   <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} (${channel.channelId})`).join(', ')} · updated ${time(contact.updatedAt)}</div>
 </li>`,
     )}</ul>`;
@@ -167,6 +167,25 @@ export function contactsPage(options: {
     { title: 'Contacts', nav: true, csrf: options.csrf, current: '/console/contacts' },
     html`<h1>Contacts</h1>${searchForm(options.q)}${results}`,
   );
+}
+
+/** E-mails and phones a search result card shows of each kind; the contact page shows them all. */
+const CARD_VALUES = 2;
+
+/**
+ * The first e-mails and phones of a search result, and how many more of each there are: a card
+ * that cut them silently read as if the contact had only those (support compares them with what
+ * the customer says).
+ */
+function searchCardValues(contact: Contact): SafeHtml {
+  const part = (values: string[], one: string, many: string) => {
+    const more = values.length - CARD_VALUES;
+    return [
+      ...values.slice(0, CARD_VALUES),
+      ...(more > 0 ? [`+${more} more ${more === 1 ? one : many}`] : []),
+    ];
+  };
+  return html`${[...part(contact.emails, 'e-mail', 'e-mails'), ...part(contact.phones, 'phone', 'phones')].join(' · ')}`;
 }
 
 function list(values: string[], empty: string): SafeHtml {
