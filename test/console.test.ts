@@ -445,6 +445,33 @@ describe('web console', () => {
     expect(one.text).not.toContain(' more phone');
   });
 
+  it('shows the start of a very long attribute value, and all of it behind a toggle', async () => {
+    // The engine keeps attribute values up to limits.fieldLength (2000); JivoChat cuts its own at
+    // 300, so the observation is made here, as an adapter with longer values would send it.
+    const long = `${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
+    expect(long.length).toBeGreaterThan(600);
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'site',
+      vendor: 'jivochat',
+      at: '2026-06-01T10:00:00.000Z',
+      idempotencyKey: 'long-attribute',
+      identifiers: [{ kind: 'email', value: 'lena.long@example.org' }],
+      attributes: { note: { value: long, label: 'Note' }, plan: { value: 'gold', label: 'Plan' } },
+    });
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const attributes = /<h2>Attributes<\/h2>[\s\S]*?<\/section>/.exec(page.text)![0];
+    expect(attributes).toContain(
+      `<details class="clamp"><summary><bdi class="preview">${long.slice(0, 200)}…</bdi> <span class="when-closed">Show all ${long.length} characters</span>`,
+    );
+    // All of it once, inside the <details>; and no script of its own (the CSP allows none inline).
+    expect(attributes.split(long)).toHaveLength(2);
+    expect(attributes).toMatch(/<\/summary><bdi>[^<]*end-of-note<\/bdi><\/details>/);
+    expect(page.text.match(/<script/g)).toHaveLength(1);
+    // A short value stays as it was.
+    expect(attributes).toContain('<dt>Plan</dt><dd><bdi>gold</bdi> <span class="muted small">');
+  });
+
   it('stops the search field at the length the search takes, instead of an error page', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });

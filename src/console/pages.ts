@@ -188,6 +188,22 @@ function searchCardValues(contact: Contact): SafeHtml {
   return html`${[...part(contact.emails, 'e-mail', 'e-mails'), ...part(contact.phones, 'phone', 'phones')].join(' · ')}`;
 }
 
+/** Attribute values longer than this are cut to their first CLAMP_SHOWN characters, with the rest behind a toggle. */
+const CLAMP_OVER = 300;
+const CLAMP_SHOWN = 200;
+
+/**
+ * A long value (a vendor's 600-character "comment" or a pasted page) made a wall of text in the
+ * attributes: it shows its first CLAMP_SHOWN characters, and a <details> (no script: the CSP
+ * allows none inline) opens the whole value. Cut on code points, not UTF-16 units, so an emoji
+ * is never split in half.
+ */
+function clamped(value: string, render: (text: string) => SafeHtml): SafeHtml {
+  const points = Array.from(value);
+  if (points.length <= CLAMP_OVER) return html`<bdi>${render(value)}</bdi>`;
+  return html`<details class="clamp"><summary><bdi class="preview">${points.slice(0, CLAMP_SHOWN).join('')}…</bdi> <span class="when-closed">Show all ${points.length} characters</span><span class="when-open">Show less</span></summary><bdi>${render(value)}</bdi></details>`;
+}
+
 function list(values: string[], empty: string): SafeHtml {
   if (values.length === 0) return html`<p class="muted">${empty}</p>`;
   return html`<ol class="values">${values.map(
@@ -316,9 +332,9 @@ export function contactSection(options: {
           ([name, attribute]) =>
             // <bdi>: a bidi override in a vendor's value ends with the value instead of turning
             // the bridge's own note after it around.
-            html`<dt>${attribute.label ?? name}</dt><dd><bdi>${
-              attribute.type === 'url' ? linkOrText(attribute.value) : String(attribute.value)
-            }</bdi> <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
+            html`<dt>${attribute.label ?? name}</dt><dd>${clamped(String(attribute.value), (text) =>
+              attribute.type === 'url' ? linkOrText(text) : html`${text}`,
+            )} <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
         )}</dl>`
   }</section>
 <section class="card"><h2>Merges</h2>${

@@ -286,6 +286,41 @@ describe('web console in a browser', () => {
     await noHorizontalScroll(page);
   });
 
+  it('shows the start of a very long attribute value, and all of it on a click', async () => {
+    const long = `${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'site',
+      vendor: 'jivochat',
+      at: new Date().toISOString(),
+      idempotencyKey: 'browser-long-attribute',
+      identifiers: [{ kind: 'email', value: 'lena.long@mail.example' }],
+      names: ['Lena Long'],
+      attributes: { note: { value: long, label: 'Note' } },
+    });
+    await page.goto(`${bridge.url}/console/contacts/${contact.id}`);
+    const value = page.locator('.attrs details.clamp');
+    const full = value.locator('summary + bdi');
+    const shown = async () => {
+      const out: string[] = [];
+      for (const part of ['.preview', '.when-closed', '.when-open'])
+        if (await value.locator(`summary ${part}`).isVisible()) out.push(part);
+      if (await full.isVisible()) out.push('full');
+      return out;
+    };
+    expect(await value.count()).toBe(1);
+    // Closed: the start of the value and what a click does; the rest stays out of the page.
+    expect(await shown()).toEqual(['.preview', '.when-closed']);
+    expect(await value.locator('summary .preview').textContent()).toBe(`${long.slice(0, 200)}…`);
+    expect(await value.locator('summary .when-closed').textContent()).toBe(
+      `Show all ${long.length} characters`,
+    );
+    await value.locator('summary').click();
+    // Open: all of it once (not the start again above it), and the way back.
+    expect(await shown()).toEqual(['.when-open', 'full']);
+    expect(await full.textContent()).toBe(long);
+    await noHorizontalScroll(page);
+  });
+
   it('renders hostile names and messages as text: no script runs', async () => {
     const jivo = fixture('jivochat', 'chat_finished.json');
     jivo.chat_id = 66001;
