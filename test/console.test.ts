@@ -472,6 +472,17 @@ describe('web console', () => {
     expect(attributes).toContain('<dt>Plan</dt><dd><bdi>gold</bdi> <span class="muted small">');
   });
 
+  it('marks transcript times to be shown with their seconds', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=xss@example.org')).body.contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const transcript = /<ol class="transcript">[\s\S]*?<\/ol>/.exec(page.text)![0];
+    expect(transcript).toContain('<time datetime="2024-06-17T07:40:00.000Z" data-seconds>');
+    expect(transcript).toContain('<time datetime="2024-06-17T07:40:01.000Z" data-seconds>');
+    // Other times keep minutes (the entry's own line).
+    expect(page.text).toMatch(/<div class="meta"><time datetime="[^"]+">/);
+  });
+
   it('stops the search field at the length the search takes, instead of an error page', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });

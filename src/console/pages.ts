@@ -226,7 +226,11 @@ function transcript(data: Record<string, unknown>): SafeHtml {
       html`<li class="msg msg-${author.type}"><span class="who">${
         // As a contact's name is shown: a bidi override would turn the rest of the line around.
         cleanDisplayText(author.name || author.email || author.type) ?? author.type
-      }</span> ${at ? time(at) : ''}<p dir="auto">${text}</p></li>`,
+      }</span> ${
+        // With seconds: a question and its answer within one minute showed the same time, and
+        // their order (or the wait between them) could not be read.
+        at ? time(at, { seconds: true }) : ''
+      }<p dir="auto">${text}</p></li>`,
   )}</ol></details>`;
 }
 

@@ -273,6 +273,12 @@ describe('web console in a browser', () => {
       .or(transcript.getByText('It left the warehouse'))
       .first()
       .waitFor();
+    // Transcript messages with their seconds (15:13:20 in Novosibirsk): two messages of one
+    // minute are told apart. The entry's own time keeps minutes.
+    const said = transcript.locator('.transcript time').first();
+    await expect.poll(() => said.getAttribute('data-local')).toBe('true');
+    expect(await said.textContent()).toMatch(/\b15:13:20 GMT\+7$/);
+    expect(await first.textContent()).not.toMatch(/\d:\d\d:\d\d/);
     // Primary value first, every value kept.
     await page.getByText('primary').first().waitFor();
 
