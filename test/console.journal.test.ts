@@ -61,6 +61,17 @@ describe('console journal and error pages', () => {
     expect(twice.status).toBe(400);
     expect(twice.text).toContain('<li><code>kind</code>: is given more than once; give it once</li>');
 
+    // A cursor the list never gave out: the list's own API wording ("invalid cursor") is not shown.
+    const cursor = await consoleRequest(bridge.url, '/console/journal?before=not-a-cursor', { cookie });
+    expect(cursor.status).toBe(400);
+    expect(cursor.text).toContain(
+      '<p class="error" role="alert">The “before” value in this address is not one the page takes.</p>',
+    );
+    expect(cursor.text).toContain(
+      '<li><code>before</code>: is not a place in this list; leave it out to start from the newest entries</li>',
+    );
+    expect(cursor.text).not.toMatch(/invalid cursor|this API returned/);
+
     const both = await consoleRequest(bridge.url, '/console/journal?kind=x&channel=y&channel=z', { cookie });
     expect(both.text).toContain(
       'The “channel” and “kind” values in this address are not ones the page takes.',

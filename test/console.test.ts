@@ -602,6 +602,11 @@ describe('web console', () => {
     const second = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
     expect(second.status).toBe(200);
     expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
+    // A cursor edited by hand: said the console's way, not the timeline API's "invalid cursor".
+    const edited = await consoleRequest(bridge.url, `/console/contacts/${contact.id}?before=abc`, { cookie });
+    expect(edited.status).toBe(400);
+    expect(edited.text).toContain('The “before” value in this address is not one the page takes.');
+    expect(edited.text).not.toMatch(/invalid cursor|this API returned/);
   });
 
   it('keeps the list’s filters from a delivery back to the list, also after its replay', async () => {

@@ -176,25 +176,54 @@ function queryProblem(issue: z.core.$ZodIssue, given: unknown): string {
   }
 }
 
+/** A 400 for the address's parameters: a sentence naming them; the page lists what each must be. */
+function queryError(issues: Array<{ path: string; message: string }>): ValidationError {
+  const names = [...new Set(issues.map((issue) => `“${issue.path}”`))];
+  const named = names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} and ${names.at(-1)!}`;
+  return new ValidationError(
+    names.length === 1
+      ? `The ${named} value in this address is not one the page takes.`
+      : `The ${named} values in this address are not ones the page takes.`,
+    issues,
+    'invalid_query',
+  );
+}
+
 function parseWith<T extends z.ZodType>(schema: T, value: Record<string, unknown>): z.output<T> {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
-    const issues = issuesFromZod(parsed.error).map((issue, index) => ({
-      path: issue.path,
-      message: queryProblem(parsed.error.issues[index]!, value[String(parsed.error.issues[index]!.path[0])]),
-    }));
-    const names = [...new Set(issues.map((issue) => `“${issue.path}”`))];
-    const named = names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} and ${names.at(-1)!}`;
-    throw new ValidationError(
-      // A sentence naming the parameter; the error page lists what each one must be below.
-      names.length === 1
-        ? `The ${named} value in this address is not one the page takes.`
-        : `The ${named} values in this address are not ones the page takes.`,
-      issues,
-      'invalid_query',
+    throw queryError(
+      issuesFromZod(parsed.error).map((issue, index) => ({
+        path: issue.path,
+        message: queryProblem(
+          parsed.error.issues[index]!,
+          value[String(parsed.error.issues[index]!.path[0])],
+        ),
+      })),
     );
   }
   return parsed.data;
+}
+
+/**
+ * A page read at `?before=`: a value the list never gave out (edited by hand) passes the page's
+ * schema but not the list's own check, whose words are for the API ("invalid cursor", "not a
+ * cursor this API returned"). Said the console's way instead.
+ */
+async function pageAt<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    if (error instanceof ValidationError && error.issues?.some((issue) => issue.path === 'before')) {
+      throw queryError([
+        {
+          path: 'before',
+          message: 'is not a place in this list; leave it out to start from the newest entries',
+        },
+      ]);
+    }
+    throw error;
+  }
 }
 
 /**
@@ -573,7 +602,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     const { before } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(verified.contactId);
     if (!found) throw new NotFoundError('contact_not_found', 'This contact no longer exists.');
-    const page = await contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) });
+    const page = await pageAt(() =>
+      contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) }),
+    );
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       { title: found.contact.name ?? 'Contact' },
@@ -641,7 +672,9 @@ ${timelineSection({
         'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
-    const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
+    const page = await pageAt(() =>
+      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) }),
+    );
     const csrf = sessionOf(ctx).csrf;
     // The contact an unmerge split off, linked only when it is one of its own now: a crafted
     // address cannot put a link to just any contact in the notice.
@@ -759,12 +792,14 @@ ${timelineSection({
     const channel = filters.channel || undefined;
     const kind = filters.kind || undefined;
     const before = filters.before || undefined;
-    const page = await deps.journal.list({
-      limit: JOURNAL_LISTED,
-      ...(channel ? { channelId: channel } : {}),
-      ...(kind ? { kind } : {}),
-      ...(before ? { before } : {}),
-    });
+    const page = await pageAt(() =>
+      deps.journal.list({
+        limit: JOURNAL_LISTED,
+        ...(channel ? { channelId: channel } : {}),
+        ...(kind ? { kind } : {}),
+        ...(before ? { before } : {}),
+      }),
+    );
     const here = { ...(channel ? { channel } : {}), ...(kind ? { kind } : {}) };
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = journalPage({
