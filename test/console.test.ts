@@ -448,8 +448,13 @@ describe('web console', () => {
   it('shows the start of a very long attribute value, and all of it behind a toggle', async () => {
     // The engine keeps attribute values up to limits.fieldLength (2000); JivoChat cuts its own at
     // 300, so the observation is made here, as an adapter with longer values would send it.
-    const long = `${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
-    expect(long.length).toBeGreaterThan(600);
+    // Cut after 200 characters as a reader counts them: the family emoji (7 UTF-16 units) and the
+    // é (e + combining accent) are one each, never split.
+    const long = `${'👨‍👩‍👧'.repeat(3)}e\u0301${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
+    const characters = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(long)].map(
+      (part) => part.segment,
+    );
+    expect(characters.length).toBeGreaterThan(600);
     const { contact } = await bridge.bridge.context.contacts.observe({
       channelId: 'site',
       vendor: 'jivochat',
@@ -462,7 +467,7 @@ describe('web console', () => {
     const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
     const attributes = /<h2>Attributes<\/h2>[\s\S]*?<\/section>/.exec(page.text)![0];
     expect(attributes).toContain(
-      `<details class="clamp"><summary><bdi class="preview">${long.slice(0, 200)}…</bdi> <span class="when-closed">Show all ${long.length} characters</span>`,
+      `<details class="clamp"><summary><bdi class="preview">${characters.slice(0, 200).join('')}…</bdi> <span class="when-closed">Show all ${characters.length} characters</span>`,
     );
     // All of it once, inside the <details>; and no script of its own (the CSP allows none inline).
     expect(attributes.split(long)).toHaveLength(2);

@@ -192,14 +192,16 @@ function searchCardValues(contact: Contact): SafeHtml {
 const CLAMP_OVER = 300;
 const CLAMP_SHOWN = 200;
 
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
 /**
  * A long value (a vendor's 600-character "comment" or a pasted page) made a wall of text in the
  * attributes: it shows its first CLAMP_SHOWN characters, and a <details> (no script: the CSP
- * allows none inline) opens the whole value. Cut on code points, not UTF-16 units, so an emoji
- * is never split in half.
+ * allows none inline) opens the whole value. Counted and cut in graphemes (what a reader calls a
+ * character), so neither an emoji nor a letter with its accent is split.
  */
 function clamped(value: string, render: (text: string) => SafeHtml): SafeHtml {
-  const points = Array.from(value);
+  const points = Array.from(GRAPHEMES.segment(value), (part) => part.segment);
   if (points.length <= CLAMP_OVER) return html`<bdi>${render(value)}</bdi>`;
   return html`<details class="clamp"><summary><bdi class="preview">${points.slice(0, CLAMP_SHOWN).join('')}…</bdi> <span class="when-closed">Show all ${points.length} characters</span><span class="when-open">Show less</span></summary><bdi>${render(value)}</bdi></details>`;
 }
