@@ -31,12 +31,51 @@ describe('console journal and error pages', () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/journal?kind=bogus', { cookie });
     expect(page.status).toBe(400);
-    expect(page.text).toMatch(/<code>kind<\/code>: Invalid option/);
+    // A sentence naming the parameter, and what it takes: not zod's "Invalid option: expected
+    // one of \"rejected\"|\"unhandled\"|\"\"".
+    expect(page.text).toContain(
+      '<p class="error" role="alert">The “kind” value in this address is not one the page takes.</p>',
+    );
+    expect(page.text).toContain(
+      '<li><code>kind</code>: must be rejected or unhandled (or empty, for any)</li>',
+    );
     expect(page.text).toContain('Correct the value named above');
+    expect(page.text).not.toMatch(/Invalid option|expected one of|&quot;rejected&quot;/);
 
     const deliveries = await consoleRequest(bridge.url, '/console/deliveries?state=lost', { cookie });
     expect(deliveries.status).toBe(400);
-    expect(deliveries.text).toMatch(/<code>state<\/code>/);
+    expect(deliveries.text).toContain(
+      '<li><code>state</code>: must be pending, delivered or failed (or empty, for any)</li>',
+    );
+
+    const long = await consoleRequest(bridge.url, `/console/journal?before=${'9'.repeat(41)}`, { cookie });
+    expect(long.status).toBe(400);
+    expect(long.text).toContain(
+      '<li><code>before</code>: is too long: this page takes at most 40 characters</li>',
+    );
+    expect(long.text).not.toMatch(/Too big|expected string/);
+
+    const twice = await consoleRequest(bridge.url, '/console/journal?kind=rejected&kind=unhandled', {
+      cookie,
+    });
+    expect(twice.status).toBe(400);
+    expect(twice.text).toContain('<li><code>kind</code>: is given more than once; give it once</li>');
+
+    // A cursor the list never gave out: the list's own API wording ("invalid cursor") is not shown.
+    const cursor = await consoleRequest(bridge.url, '/console/journal?before=not-a-cursor', { cookie });
+    expect(cursor.status).toBe(400);
+    expect(cursor.text).toContain(
+      '<p class="error" role="alert">The “before” value in this address is not one the page takes.</p>',
+    );
+    expect(cursor.text).toContain(
+      '<li><code>before</code>: is not a place in this list; leave it out to start from the newest entries</li>',
+    );
+    expect(cursor.text).not.toMatch(/invalid cursor|this API returned/);
+
+    const both = await consoleRequest(bridge.url, '/console/journal?kind=x&channel=y&channel=z', { cookie });
+    expect(both.text).toContain(
+      'The “channel” and “kind” values in this address are not ones the page takes.',
+    );
   });
 
   it('says when the journal list is cut, and pages on to the older entries', async () => {

@@ -412,6 +412,82 @@ describe('web console', () => {
     expect(page.text).toContain('<p dir="auto">Hello!</p>');
   });
 
+  it('says how many more e-mails and phones a search result card has than it shows', async () => {
+    const emails = ['more.one@example.org', 'more.two@example.org', 'more.three@example.org'];
+    const phones = ['+79051110001', '+79051110002', '+79051110003', '+79051110004'];
+    for (let n = 0; n < 4; n += 1) {
+      const visitor = {
+        name: 'Maria Many',
+        number: 9501,
+        ...(emails[n] ? { email: emails[n] } : {}),
+        phone: phones[n],
+      };
+      const sent = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+        ...jivo('client_updated.json'),
+        client_id: '9501',
+        visitor,
+      });
+      expect(sent.status).toBe(200);
+    }
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=more.one@example.org')).body
+      .contacts[0];
+    expect(contact.emails).toHaveLength(3);
+    expect(contact.phones).toHaveLength(4);
+    const page = await consoleRequest(bridge.url, '/console/contacts?q=more.one%40example.org', { cookie });
+    const card = /<li class="card">[\s\S]*?<\/li>/.exec(page.text)![0];
+    expect(card).toContain(
+      `${contact.emails[0]} · ${contact.emails[1]} · +1 more e-mail · ${contact.phones[0]} · ${contact.phones[1]} · +2 more phones`,
+    );
+    // Nothing is added when the card shows them all.
+    const one = await consoleRequest(bridge.url, '/console/contacts?q=xss%40example.org', { cookie });
+    expect(one.text).not.toContain(' more e-mail');
+    expect(one.text).not.toContain(' more phone');
+  });
+
+  it('shows the start of a very long attribute value, and all of it behind a toggle', async () => {
+    // The engine keeps attribute values up to limits.fieldLength (2000); JivoChat cuts its own at
+    // 300, so the observation is made here, as an adapter with longer values would send it.
+    // Cut after 200 characters as a reader counts them: the family emoji (7 UTF-16 units) and the
+    // é (e + combining accent) are one each, never split.
+    const long = `${'👨‍👩‍👧'.repeat(3)}e\u0301${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
+    const characters = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(long)].map(
+      (part) => part.segment,
+    );
+    expect(characters.length).toBeGreaterThan(600);
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'site',
+      vendor: 'jivochat',
+      at: '2026-06-01T10:00:00.000Z',
+      idempotencyKey: 'long-attribute',
+      identifiers: [{ kind: 'email', value: 'lena.long@example.org' }],
+      attributes: { note: { value: long, label: 'Note' }, plan: { value: 'gold', label: 'Plan' } },
+    });
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const attributes = /<h2>Attributes<\/h2>[\s\S]*?<\/section>/.exec(page.text)![0];
+    expect(attributes).toContain(
+      `<details class="clamp"><summary><bdi class="preview">${characters.slice(0, 200).join('')}…</bdi> <span class="when-closed">Show all ${characters.length} characters</span>`,
+    );
+    // All of it once, inside the <details>; and no script of its own (the CSP allows none inline).
+    expect(attributes.split(long)).toHaveLength(2);
+    expect(attributes).toMatch(/<\/summary><bdi>[^<]*end-of-note<\/bdi><\/details>/);
+    expect(page.text.match(/<script/g)).toHaveLength(1);
+    // A short value stays as it was.
+    expect(attributes).toContain('<dt>Plan</dt><dd><bdi>gold</bdi> <span class="muted small">');
+  });
+
+  it('marks transcript times to be shown with their seconds', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const contact = (await bridge.admin('GET', '/api/v1/contacts?email=xss@example.org')).body.contacts[0];
+    const page = await consoleRequest(bridge.url, `/console/contacts/${contact.id}`, { cookie });
+    const transcript = /<ol class="transcript">[\s\S]*?<\/ol>/.exec(page.text)![0];
+    expect(transcript).toContain('<time datetime="2024-06-17T07:40:00.000Z" data-seconds>');
+    expect(transcript).toContain('<time datetime="2024-06-17T07:40:01.000Z" data-seconds>');
+    // Other times keep minutes (the entry's own line).
+    expect(page.text).toMatch(/<div class="meta"><time datetime="[^"]+">/);
+  });
+
   it('stops the search field at the length the search takes, instead of an error page', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/contacts', { cookie });
@@ -531,6 +607,11 @@ describe('web console', () => {
     const second = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
     expect(second.status).toBe(200);
     expect(second.text).toContain(`href="/console/contacts/${contact.id}#timeline">Newest entries</a>`);
+    // A cursor edited by hand: said the console's way, not the timeline API's "invalid cursor".
+    const edited = await consoleRequest(bridge.url, `/console/contacts/${contact.id}?before=abc`, { cookie });
+    expect(edited.status).toBe(400);
+    expect(edited.text).toContain('The “before” value in this address is not one the page takes.');
+    expect(edited.text).not.toMatch(/invalid cursor|this API returned/);
   });
 
   it('keeps the list’s filters from a delivery back to the list, also after its replay', async () => {

@@ -57,10 +57,13 @@ export function linkOrText(value: unknown, text?: string): SafeHtml {
   return href ? html`<a href="${href}" rel="noopener noreferrer nofollow">${label}</a>` : html`${label}`;
 }
 
-/** A time the browser rewrites into its own zone (console.js); the UTC text is the fallback. */
-export function time(iso: string | null | undefined): SafeHtml {
+/**
+ * A time the browser rewrites into its own zone (console.js); the UTC text is the fallback.
+ * `seconds`: the browser keeps the seconds too (a transcript's messages, often several a minute).
+ */
+export function time(iso: string | null | undefined, options: { seconds?: boolean } = {}): SafeHtml {
   if (!iso) return html`<span class="muted">—</span>`;
-  return html`<time datetime="${iso}">${iso.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC')}</time>`;
+  return html`<time datetime="${iso}"${options.seconds ? html` data-seconds` : ''}>${iso.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC')}</time>`;
 }
 
 /** Build a query string from defined values only. */

@@ -154,17 +154,76 @@ const journalQuerySchema = z.object({
   before: z.string().max(40).optional(),
 });
 
-function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
+/**
+ * What was wrong with one parameter of a console address, in words for a person: zod's own
+ * wording ("Invalid option: expected one of \"rejected\"|\"unhandled\"|\"\"") was quoted to
+ * support staff who had edited a link by hand.
+ */
+function queryProblem(issue: z.core.$ZodIssue, given: unknown): string {
+  if (Array.isArray(given)) return 'is given more than once; give it once';
+  switch (issue.code) {
+    case 'invalid_value': {
+      const values = issue.values.filter((value) => value !== '').map(String);
+      const any = issue.values.includes('');
+      const choices =
+        values.length <= 1 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;
+      return `must be ${choices}${any ? ' (or empty, for any)' : ''}`;
+    }
+    case 'too_big':
+      return `is too long: this page takes at most ${String(issue.maximum)} characters`;
+    default:
+      return 'is not a value this page takes';
+  }
+}
+
+/** A 400 for the address's parameters: a sentence naming them; the page lists what each must be. */
+function queryError(issues: Array<{ path: string; message: string }>): ValidationError {
+  const names = [...new Set(issues.map((issue) => `“${issue.path}”`))];
+  const named = names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} and ${names.at(-1)!}`;
+  return new ValidationError(
+    names.length === 1
+      ? `The ${named} value in this address is not one the page takes.`
+      : `The ${named} values in this address are not ones the page takes.`,
+    issues,
+    'invalid_query',
+  );
+}
+
+function parseWith<T extends z.ZodType>(schema: T, value: Record<string, unknown>): z.output<T> {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
-    throw new ValidationError(
-      // The page names each field below (the error page lists the issues).
-      'This address has a value the page does not take',
-      issuesFromZod(parsed.error),
-      'invalid_query',
+    throw queryError(
+      issuesFromZod(parsed.error).map((issue, index) => ({
+        path: issue.path,
+        message: queryProblem(
+          parsed.error.issues[index]!,
+          value[String(parsed.error.issues[index]!.path[0])],
+        ),
+      })),
     );
   }
   return parsed.data;
+}
+
+/**
+ * A page read at `?before=`: a value the list never gave out (edited by hand) passes the page's
+ * schema but not the list's own check, whose words are for the API ("invalid cursor", "not a
+ * cursor this API returned"). Said the console's way instead.
+ */
+async function pageAt<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    if (error instanceof ValidationError && error.issues?.some((issue) => issue.path === 'before')) {
+      throw queryError([
+        {
+          path: 'before',
+          message: 'is not a place in this list; leave it out to start from the newest entries',
+        },
+      ]);
+    }
+    throw error;
+  }
 }
 
 /**
@@ -543,7 +602,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     const { before } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(verified.contactId);
     if (!found) throw new NotFoundError('contact_not_found', 'This contact no longer exists.');
-    const page = await contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) });
+    const page = await pageAt(() =>
+      contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) }),
+    );
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       { title: found.contact.name ?? 'Contact' },
@@ -611,7 +672,9 @@ ${timelineSection({
         'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
-    const page = await contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) });
+    const page = await pageAt(() =>
+      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) }),
+    );
     const csrf = sessionOf(ctx).csrf;
     // The contact an unmerge split off, linked only when it is one of its own now: a crafted
     // address cannot put a link to just any contact in the notice.
@@ -729,12 +792,14 @@ ${timelineSection({
     const channel = filters.channel || undefined;
     const kind = filters.kind || undefined;
     const before = filters.before || undefined;
-    const page = await deps.journal.list({
-      limit: JOURNAL_LISTED,
-      ...(channel ? { channelId: channel } : {}),
-      ...(kind ? { kind } : {}),
-      ...(before ? { before } : {}),
-    });
+    const page = await pageAt(() =>
+      deps.journal.list({
+        limit: JOURNAL_LISTED,
+        ...(channel ? { channelId: channel } : {}),
+        ...(kind ? { kind } : {}),
+        ...(before ? { before } : {}),
+      }),
+    );
     const here = { ...(channel ? { channel } : {}), ...(kind ? { kind } : {}) };
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = journalPage({

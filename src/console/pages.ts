@@ -158,7 +158,7 @@ export function contactsPage(options: {
         contact,
       ) => html`<li class="card"><a class="title" href="/console/contacts/${encodeURIComponent(contact.id)}">${contact.name ?? 'Unnamed contact'}</a>
   <div class="muted mono">${contact.id}</div>
-  <div>${[...contact.emails.slice(0, 2), ...contact.phones.slice(0, 2)].join(' · ')}</div>
+  <div>${searchCardValues(contact)}</div>
   <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} (${channel.channelId})`).join(', ')} · updated ${time(contact.updatedAt)}</div>
 </li>`,
     )}</ul>`;
@@ -167,6 +167,43 @@ export function contactsPage(options: {
     { title: 'Contacts', nav: true, csrf: options.csrf, current: '/console/contacts' },
     html`<h1>Contacts</h1>${searchForm(options.q)}${results}`,
   );
+}
+
+/** E-mails and phones a search result card shows of each kind; the contact page shows them all. */
+const CARD_VALUES = 2;
+
+/**
+ * The first e-mails and phones of a search result, and how many more of each there are: a card
+ * that cut them silently read as if the contact had only those (support compares them with what
+ * the customer says).
+ */
+function searchCardValues(contact: Contact): SafeHtml {
+  const part = (values: string[], one: string, many: string) => {
+    const more = values.length - CARD_VALUES;
+    return [
+      ...values.slice(0, CARD_VALUES),
+      ...(more > 0 ? [`+${more} more ${more === 1 ? one : many}`] : []),
+    ];
+  };
+  return html`${[...part(contact.emails, 'e-mail', 'e-mails'), ...part(contact.phones, 'phone', 'phones')].join(' · ')}`;
+}
+
+/** Attribute values longer than this are cut to their first CLAMP_SHOWN characters, with the rest behind a toggle. */
+const CLAMP_OVER = 300;
+const CLAMP_SHOWN = 200;
+
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+/**
+ * A long value (a vendor's 600-character "comment" or a pasted page) made a wall of text in the
+ * attributes: it shows its first CLAMP_SHOWN characters, and a <details> (no script: the CSP
+ * allows none inline) opens the whole value. Counted and cut in graphemes (what a reader calls a
+ * character), so neither an emoji nor a letter with its accent is split.
+ */
+function clamped(value: string, render: (text: string) => SafeHtml): SafeHtml {
+  const points = Array.from(GRAPHEMES.segment(value), (part) => part.segment);
+  if (points.length <= CLAMP_OVER) return html`<bdi>${render(value)}</bdi>`;
+  return html`<details class="clamp"><summary><bdi class="preview">${points.slice(0, CLAMP_SHOWN).join('')}…</bdi> <span class="when-closed">Show all ${points.length} characters</span><span class="when-open">Show less</span></summary><bdi>${render(value)}</bdi></details>`;
 }
 
 function list(values: string[], empty: string): SafeHtml {
@@ -191,7 +228,11 @@ function transcript(data: Record<string, unknown>): SafeHtml {
       html`<li class="msg msg-${author.type}"><span class="who">${
         // As a contact's name is shown: a bidi override would turn the rest of the line around.
         cleanDisplayText(author.name || author.email || author.type) ?? author.type
-      }</span> ${at ? time(at) : ''}<p dir="auto">${text}</p></li>`,
+      }</span> ${
+        // With seconds: a question and its answer within one minute showed the same time, and
+        // their order (or the wait between them) could not be read.
+        at ? time(at, { seconds: true }) : ''
+      }<p dir="auto">${text}</p></li>`,
   )}</ol></details>`;
 }
 
@@ -297,9 +338,9 @@ export function contactSection(options: {
           ([name, attribute]) =>
             // <bdi>: a bidi override in a vendor's value ends with the value instead of turning
             // the bridge's own note after it around.
-            html`<dt>${attribute.label ?? name}</dt><dd><bdi>${
-              attribute.type === 'url' ? linkOrText(attribute.value) : String(attribute.value)
-            }</bdi> <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
+            html`<dt>${attribute.label ?? name}</dt><dd>${clamped(String(attribute.value), (text) =>
+              attribute.type === 'url' ? linkOrText(text) : html`${text}`,
+            )} <span class="muted small">(${options.channelName(attribute.channelId)}, ${time(attribute.at)})</span></dd>`,
         )}</dl>`
   }</section>
 <section class="card"><h2>Merges</h2>${

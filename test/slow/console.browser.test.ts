@@ -116,6 +116,28 @@ describe('web console in a browser', () => {
     })()`);
   }
 
+  /**
+   * The cards of the contact page's grid that are taller than their content: stretched to the
+   * tallest card of their row, they showed mostly empty boxes (Names and Labels next to a long
+   * Identities card).
+   */
+  async function stretchedCards(target: Page): Promise<string[]> {
+    return target.evaluate<string[]>(`(() => {
+      const out = [];
+      for (const card of document.querySelectorAll('.grid > .card')) {
+        const last = card.lastElementChild;
+        const style = getComputedStyle(card);
+        const contentBottom =
+          last.getBoundingClientRect().bottom + parseFloat(getComputedStyle(last).marginBottom);
+        const room =
+          card.getBoundingClientRect().bottom - parseFloat(style.paddingBottom) -
+          parseFloat(style.borderBottomWidth) - contentBottom;
+        if (room > 2) out.push(card.querySelector('h2').textContent + ' +' + Math.round(room) + 'px');
+      }
+      return out;
+    })()`);
+  }
+
   async function noHorizontalScroll(target: Page) {
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
@@ -251,14 +273,57 @@ describe('web console in a browser', () => {
       .or(transcript.getByText('It left the warehouse'))
       .first()
       .waitFor();
+    // Transcript messages with their seconds (15:13:20 in Novosibirsk): two messages of one
+    // minute are told apart. The entry's own time keeps minutes.
+    const said = transcript.locator('.transcript time').first();
+    await expect.poll(() => said.getAttribute('data-local')).toBe('true');
+    expect(await said.textContent()).toMatch(/\b15:13:20 GMT\+7$/);
+    expect(await first.textContent()).not.toMatch(/\d:\d\d:\d\d/);
     // Primary value first, every value kept.
     await page.getByText('primary').first().waitFor();
 
     await screenshot(page, 'contact-1280');
+    expect(await stretchedCards(page)).toEqual([]);
     await page.setViewportSize({ width: 390, height: 844 });
     await noHorizontalScroll(page);
+    expect(await stretchedCards(page)).toEqual([]);
     await screenshot(page, 'contact-390');
     await page.setViewportSize({ width: 1280, height: 900 });
+    await noHorizontalScroll(page);
+  });
+
+  it('shows the start of a very long attribute value, and all of it on a click', async () => {
+    const long = `${'Delivery note: '.repeat(20)}${'x'.repeat(300)} end-of-note`;
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'site',
+      vendor: 'jivochat',
+      at: new Date().toISOString(),
+      idempotencyKey: 'browser-long-attribute',
+      identifiers: [{ kind: 'email', value: 'lena.long@mail.example' }],
+      names: ['Lena Long'],
+      attributes: { note: { value: long, label: 'Note' } },
+    });
+    await page.goto(`${bridge.url}/console/contacts/${contact.id}`);
+    const value = page.locator('.attrs details.clamp');
+    const full = value.locator('summary + bdi');
+    const shown = async () => {
+      const out: string[] = [];
+      for (const part of ['.preview', '.when-closed', '.when-open'])
+        if (await value.locator(`summary ${part}`).isVisible()) out.push(part);
+      if (await full.isVisible()) out.push('full');
+      return out;
+    };
+    expect(await value.count()).toBe(1);
+    // Closed: the start of the value and what a click does; the rest stays out of the page.
+    expect(await shown()).toEqual(['.preview', '.when-closed']);
+    expect(await value.locator('summary .preview').textContent()).toBe(`${long.slice(0, 200)}…`);
+    expect(await value.locator('summary .when-closed').textContent()).toBe(
+      `Show all ${long.length} characters`,
+    );
+    await value.locator('summary').click();
+    // Open: all of it once (not the start again above it), and the way back.
+    expect(await shown()).toEqual(['.when-open', 'full']);
+    expect(await full.textContent()).toBe(long);
     await noHorizontalScroll(page);
   });
 

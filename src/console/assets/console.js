@@ -7,19 +7,22 @@
  * own screen, must not be taken for UTC or for someone else's local time.
  */
 function localTimes() {
-  const format = new Intl.DateTimeFormat(undefined, {
+  const parts = {
     year: 'numeric',
     month: 'short',
     day: 'numeric',
     hour: '2-digit',
     minute: '2-digit',
     timeZoneName: 'short',
-  });
+  };
+  const format = new Intl.DateTimeFormat(undefined, parts);
+  // <time data-seconds> (a transcript's messages): two messages of one minute told apart.
+  const withSeconds = new Intl.DateTimeFormat(undefined, { ...parts, second: '2-digit' });
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   for (const element of document.querySelectorAll('time[datetime]')) {
     const date = new Date(element.getAttribute('datetime'));
     if (Number.isNaN(date.getTime())) continue;
-    element.textContent = format.format(date);
+    element.textContent = (element.hasAttribute('data-seconds') ? withSeconds : format).format(date);
     element.title = `${date.toISOString()} (shown in ${zone})`;
     element.dataset.local = 'true';
   }
