@@ -169,6 +169,58 @@ describe.each(['memory', 'redis'] as const)(
   },
 );
 
+describe('replaying every failed delivery of a destination while the prune deletes one', () => {
+  it('replays the others, where the whole replay stopped at the deleted one (404)', async () => {
+    const store = createMemoryStore();
+    const secret = `whsec_${Buffer.from('prune-failed-secret-0123456789ab').toString('base64')}`;
+    const config = parseConfig(
+      {
+        admin: { token: 'admin-token-0123456789' },
+        channels: [{ id: 'site', vendor: 'jivochat', token: 'site-token-0123456789abcdef' }],
+        destinations: [{ id: 'refuses', url: 'http://127.0.0.1:9/hook', secret, failedRetention: '7d' }],
+      },
+      defaultRegistry(),
+      {},
+    );
+    const records = createDeliveryRecords(store, { deliveredRetentionMs: DAY });
+    const now = new Date();
+    // Listed first (lane order): the old one, then two recent ones.
+    const [old] = await failed(records, 'refuses', 'old', 1, new Date(now.getTime() - 8 * DAY));
+    const recent = await failed(records, 'refuses', 'new', 2, new Date(now.getTime() - DAY));
+    // Another worker's prune pass deletes the old one after the replay listed it.
+    let struck = false;
+    const racing: Store = Object.create(store, {
+      get: {
+        value: async (key: string) => {
+          if (!struck && key === deliveryKeys.record(old!)) {
+            struck = true;
+            await records.pruneFailed(now, new Map([['refuses', 7 * DAY]]));
+          }
+          return store.get(key);
+        },
+      },
+    });
+    const delivery = createDelivery({
+      config,
+      store: racing,
+      redisUrl: undefined,
+      keyPrefix: 'test',
+      events: createOutboxPublisher(racing),
+      http: createHttpClient(),
+      logger,
+      metrics: new Metrics(),
+      now: () => now,
+    });
+    cleanups.push(() => delivery.close());
+
+    const { replayed } = await delivery.replayFailed('refuses');
+
+    expect(struck).toBe(true);
+    expect(replayed.sort()).toEqual([...recent].sort());
+    expect(await records.get(old!)).toBeNull();
+  });
+});
+
 describe('destinations[].failedRetention', () => {
   const base = {
     admin: { token: 'admin-token-0123456789' },

@@ -564,8 +564,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
           await replayRecord(id);
           replayed.push(id);
         } catch (error) {
-          // Replayed meanwhile by someone else: nothing to do for this one.
-          if (!(error instanceof ConflictError)) throw error;
+          // Replayed meanwhile by someone else, or deleted meanwhile past the destination's
+          // failedRetention (the prune pass runs on every worker): nothing to do for this one.
+          if (!(error instanceof ConflictError) && !(error instanceof NotFoundError)) throw error;
         }
       }
       return { replayed };
