@@ -118,3 +118,32 @@ describe('/readyz on a Redis whose replica stops acknowledging (durability.repli
     }
   }, 45_000);
 });
+
+describe('/readyz names the store', () => {
+  let bridge: TestBridge | undefined;
+  afterEach(async () => {
+    await bridge?.close();
+    bridge = undefined;
+  });
+
+  // `store` is `redis` for Sentinel and Cluster too (DESIGN §3 has three store keys): `topology`
+  // says which (test/slow/readyz.topology.test.ts has Sentinel and Cluster); memory has none.
+  it('memory: store memory and no topology; one Redis server: store redis, topology standalone', async () => {
+    bridge = await startTestBridge({
+      adapters: [echoAdapter],
+      config: { channels: [{ id: 'site', vendor: 'echo', token: TOKEN }] },
+    });
+    expect(await (await fetch(`${bridge.url}/readyz`)).json()).toEqual({ ok: true, store: 'memory' });
+    await bridge.close();
+    bridge = await startTestBridge({
+      adapters: [echoAdapter],
+      store: 'redis',
+      config: { channels: [{ id: 'site', vendor: 'echo', token: TOKEN }] },
+    });
+    expect(await (await fetch(`${bridge.url}/readyz`)).json()).toEqual({
+      ok: true,
+      store: 'redis',
+      topology: 'standalone',
+    });
+  }, 30_000);
+});

@@ -249,6 +249,7 @@ export function parseConfig(
           timeoutMs: _t,
           concurrency: _c,
           circuitBreaker: _b,
+          failedRetention: _fr,
           filter: _f,
           crm: _crm,
           map: _m,
@@ -389,6 +390,7 @@ const CRM_DESTINATION_KEYS = [
   'timeoutMs',
   'concurrency',
   'circuitBreaker',
+  'failedRetention',
   'filter',
   'crm',
 ];

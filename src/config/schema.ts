@@ -183,6 +183,12 @@ export const webhookDestinationSchema = z.strictObject({
       cooldown: deliveryWaitSchema.default(30_000),
     })
     .prefault({}),
+  /**
+   * How long a failed delivery is kept for replay before its record (body included) is deleted;
+   * 0 keeps it for good. A receiver that refuses everything otherwise grows the store without
+   * bound. A store time, not a Node timer: no 24d cap.
+   */
+  failedRetention: durationSchema.default(0),
   filter: z
     .strictObject({
       channels: z.array(channelIdSchema).optional(),
@@ -256,6 +262,7 @@ const crmCommon = webhookDestinationSchema.pick({
   timeoutMs: true,
   concurrency: true,
   circuitBreaker: true,
+  failedRetention: true,
   filter: true,
 });
 

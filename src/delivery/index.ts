@@ -416,6 +416,40 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
   }
 
+  /** Destinations with a failed retention (destinations[].failedRetention; 0 keeps failed ones). */
+  const failedRetentions = new Map(
+    config.destinations
+      .filter((destination) => destination.failedRetention > 0)
+      .map((destination) => [destination.id, destination.failedRetention] as const),
+  );
+  let pruning = false;
+
+  /** The worker's housekeeping pass (every pruneIntervalMs): delivered ids, then failed records. */
+  async function prune(): Promise<void> {
+    // A pass that takes longer than the interval (a long backlog, a slow store) is not run twice.
+    if (pruning) return;
+    pruning = true;
+    try {
+      await records
+        .prune(deps.now(), [...byId.keys()])
+        .catch((error: unknown) => logger.debug({ err: error }, 'delivered records not pruned'));
+      if (failedRetentions.size === 0) return;
+      const dropped = await records.pruneFailed(deps.now(), failedRetentions).catch((error: unknown) => {
+        logger.warn({ err: error }, 'failed deliveries past their retention not deleted; trying again later');
+        return new Map<string, number>();
+      });
+      for (const [destination, count] of dropped) {
+        metrics.failedPruned.inc({ destination }, count);
+        logger.info(
+          { destination, count, retentionMs: failedRetentions.get(destination) },
+          "failed deliveries past the destination's failedRetention deleted (no longer replayable)",
+        );
+      }
+    } finally {
+      pruning = false;
+    }
+  }
+
   async function replayRecord(id: string): Promise<DeliveryRecord> {
     const existing = await records.get(id);
     if (!existing) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
@@ -457,13 +491,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       const pollMs = deps.pollIntervalMs ?? 1000;
       const pruneMs = deps.pruneIntervalMs ?? 5000;
       timers.push(setInterval(() => void poll(), pollMs));
-      timers.push(
-        setInterval(() => {
-          records
-            .prune(deps.now(), [...byId.keys()])
-            .catch((error: unknown) => logger.debug({ err: error }, 'delivered records not pruned'));
-        }, pruneMs),
-      );
+      timers.push(setInterval(() => void prune(), pruneMs));
       timers.push(
         setInterval(() => {
           advertise().catch((error: unknown) =>
@@ -536,8 +564,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
           await replayRecord(id);
           replayed.push(id);
         } catch (error) {
-          // Replayed meanwhile by someone else: nothing to do for this one.
-          if (!(error instanceof ConflictError)) throw error;
+          // Replayed meanwhile by someone else, or deleted meanwhile past the destination's
+          // failedRetention (the prune pass runs on every worker): nothing to do for this one.
+          if (!(error instanceof ConflictError) && !(error instanceof NotFoundError)) throw error;
         }
       }
       return { replayed };

@@ -17,6 +17,8 @@ export interface DeliveryMetrics {
   replays: Counter<'destination'>;
   /** Pending deliveries whose queue job was missing (lost in a Redis failover) and was queued again. */
   jobsRestored: Counter<'destination'>;
+  /** Failed deliveries deleted past their destination's failedRetention. */
+  failedPruned: Counter<'destination'>;
 }
 
 /** The delivery backlog as the store holds it, read at a scrape (see watchBacklog). */
@@ -175,6 +177,11 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     jobsRestored: metrics.counter(
       'chatbridge_delivery_jobs_restored_total',
       'Pending deliveries found without a queue job (lost in a Redis failover) and queued again, by destination',
+      ['destination'],
+    ),
+    failedPruned: metrics.counter(
+      'chatbridge_delivery_failed_pruned_total',
+      'Failed deliveries deleted (no longer replayable) past their destination failedRetention, by destination',
       ['destination'],
     ),
   };

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ConflictError, StoreBusyError } from '../errors.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
-import type { Lock, Store } from '../store/types.js';
+import type { Lock, Store, StoreBatch } from '../store/types.js';
 import type { DeliveryJob } from './queue.js';
 
 /**
@@ -11,7 +11,9 @@ import type { DeliveryJob } from './queue.js';
  * decides *when* a delivery is attempted; the record decides *whether* it may be.
  *
  * Keys (without the store prefix):
- * - `delivery:rec:<id>`                       the record (JSON); delivered ones expire
+ * - `delivery:rec:<id>`                       the record (JSON); delivered ones expire, failed
+ *                                               ones are deleted past their destination's
+ *                                               `failedRetention` when it has one (pruneFailed)
  * - `delivery:lane:<destination>:<orderingKey>` sorted set of pending ids by sequence: the head
  *                                               is the only one of the lane that may be attempted
  * - `delivery:idx:<state>[:<destination>]`    sorted sets by time, for listing and metrics
@@ -187,6 +189,13 @@ export interface DeliveryRecords {
   oldestPending(destinationId: string): Promise<number | null>;
   /** Forget delivered ones older than the retention from the indexes (their records expire by TTL). */
   prune(now: Date, destinationIds: readonly string[]): Promise<number>;
+  /**
+   * Delete failed records older than their destination's retention (ms; destinations absent or
+   * at 0 keep theirs for good) and forget them from the failed indexes. A record that is no
+   * longer failed when the delete runs (replayed meanwhile) is left as it is. Returns how many
+   * records were deleted, per destination (only destinations with at least one).
+   */
+  pruneFailed(now: Date, retentions: ReadonlyMap<string, number>): Promise<Map<string, number>>;
 }
 
 export function createDeliveryRecords(
@@ -439,6 +448,8 @@ export function createDeliveryRecords(
       batch.zadd(deliveryKeys.lane(next.destinationId, next.orderingKey), next.seq, id);
       moveIndex(batch, next, record.state, 'pending', next.pendingSince);
       if (!(await batch.exec())) {
+        // Deleted meanwhile (past its destination's failed retention, pruneFailed): unknown now.
+        if ((await store.get(deliveryKeys.record(id))) === null) return null;
         throw new ConflictError(
           'delivery_pending',
           `delivery ${id} was replayed by someone else meanwhile; it will be attempted`,
@@ -512,6 +523,73 @@ export function createDeliveryRecords(
       }
       return pruned;
     },
+
+    async pruneFailed(now, retentions) {
+      const dropped = new Map<string, number>();
+      for (const [destinationId, retentionMs] of retentions) {
+        if (!(retentionMs > 0)) continue;
+        const key = deliveryKeys.index('failed', destinationId);
+        const cutoff = now.getTime() - retentionMs;
+        let count = 0;
+        // Bounded like prune(): slices of PRUNE_SLICE, at most PRUNE_ROUNDS per destination and
+        // run; what is left goes at the next run.
+        for (let round = 0; round < PRUNE_ROUNDS; round++) {
+          const stale = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, cutoff, PRUNE_SLICE);
+          if (stale.length === 0) break;
+          const raws = await store.mget(stale.map((id) => deliveryKeys.record(id)));
+          const slice = await dropFailed(destinationId, stale, raws);
+          count += slice.deleted;
+          // Nothing of the slice could go (records in another state or unreadable, left for a
+          // person to look at): the same ids would come back first in every round.
+          if (slice.forgotten === 0 || stale.length < PRUNE_SLICE) break;
+        }
+        if (count > 0) dropped.set(destinationId, count);
+      }
+      return dropped;
+    },
   };
+
+  /**
+   * One slice of pruneFailed: each failed record is deleted only as it was read (expect), so a
+   * replay that lands between the read and the delete wins and its record, pending again, stays
+   * whole. An id whose record is gone already is only forgotten from the indexes.
+   */
+  async function dropFailed(
+    destinationId: string,
+    ids: readonly string[],
+    raws: ReadonlyArray<string | null>,
+  ): Promise<{ deleted: number; forgotten: number }> {
+    const doomed: Array<{ id: string; raw: string | null }> = [];
+    ids.forEach((id, index) => {
+      const raw = raws[index] ?? null;
+      if (raw === null) {
+        doomed.push({ id, raw });
+        return;
+      }
+      const record = parse(raw, id);
+      // Unreadable, or not failed (replayed since the index was read): not ours to delete.
+      if (record?.state === 'failed' && record.destinationId === destinationId) doomed.push({ id, raw });
+    });
+    if (doomed.length === 0) return { deleted: 0, forgotten: 0 };
+    const drop = (batch: StoreBatch, { id, raw }: { id: string; raw: string | null }) => {
+      batch.expect(deliveryKeys.record(id), raw);
+      if (raw !== null) batch.del(deliveryKeys.record(id));
+      batch.zrem(deliveryKeys.index('failed'), id);
+      batch.zrem(deliveryKeys.index('failed', destinationId), id);
+    };
+    const deletedOf = (items: typeof doomed) => items.filter((item) => item.raw !== null).length;
+    const all = store.batch();
+    for (const item of doomed) drop(all, item);
+    if (await all.exec()) return { deleted: deletedOf(doomed), forgotten: doomed.length };
+    // One of them changed meanwhile (a replay): one at a time, so the others still go.
+    const done: typeof doomed = [];
+    for (const item of doomed) {
+      const one = store.batch();
+      drop(one, item);
+      if (await one.exec()) done.push(item);
+    }
+    return { deleted: deletedOf(done), forgotten: done.length };
+  }
+
   return records;
 }

@@ -384,7 +384,15 @@ export function createApp(deps: AppDeps): Koa {
       tag: 'operations',
       auth: 'none',
       answers: {
-        200: { description: 'Ready', schema: z.object({ ok: z.literal(true), store: z.string() }) },
+        200: {
+          description: 'Ready',
+          schema: z.object({
+            ok: z.literal(true),
+            store: z.string(),
+            /** Redis only: standalone, sentinel or cluster (added; `store` stays `redis`). */
+            topology: z.enum(['standalone', 'sentinel', 'cluster']).optional(),
+          }),
+        },
         503: { description: 'Shutting down (shutting_down) or the store is unavailable (store_unavailable)' },
       },
       async handle(ctx) {
@@ -401,7 +409,7 @@ export function createApp(deps: AppDeps): Koa {
         const result = await deps.storeCheck();
         metrics.storeUp.set(result.ok ? 1 : 0);
         if (result.ok) {
-          ctx.body = { ok: true, store: store.kind };
+          ctx.body = { ok: true, store: store.kind, ...(store.topology ? { topology: store.topology } : {}) };
         } else {
           ctx.status = 503;
           // No internal message here: /readyz is unauthenticated (issue 10 item 15).

@@ -588,6 +588,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   const store: RedisStore = {
     kind: 'redis',
+    topology: target.kind === 'redis' ? 'standalone' : target.kind,
     client,
     target,
     confirmWrites,

@@ -136,6 +136,12 @@ export interface LockOptions {
 
 export interface Store {
   readonly kind: 'memory' | 'redis';
+  /**
+   * Redis only: which of DESIGN §3's store keys it was made from (`store.redis` = standalone,
+   * `store.sentinel`, `store.cluster`), so /readyz can tell them apart; `kind` stays `redis`
+   * for all three, as probes and dashboards already read it.
+   */
+  readonly topology?: 'standalone' | 'sentinel' | 'cluster';
 
   get(key: string): Promise<string | null>;
   mget(keys: readonly string[]): Promise<(string | null)[]>;
