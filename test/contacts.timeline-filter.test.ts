@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TIMELINE_SCAN_ENTRIES } from '../src/contacts/engine.js';
 import type { Observation, TimelineEntry } from '../src/contacts/types.js';
-import { startTestBridge, type TestBridge } from './support/harness.js';
+import { type AdminResponse, startTestBridge, type TestBridge } from './support/harness.js';
 
 /**
  * The contact timeline filtered by channel and by entry type (admin API `channel`, `type`):
@@ -27,7 +27,7 @@ describe.each(['memory', 'redis'] as const)('timeline filter (%s store)', (store
     const pages: Array<{ entries: TimelineEntry[]; nextCursor: string | null; partial?: true }> = [];
     let before: string | null = null;
     for (let count = 0; count < 200; count++) {
-      const answer = await bridge.admin(
+      const answer: AdminResponse = await bridge.admin(
         'GET',
         `/api/v1/contacts/${contactId}/timeline?limit=${limit}${query}${before ? `&before=${before}` : ''}`,
       );
