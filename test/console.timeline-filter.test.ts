@@ -10,7 +10,7 @@ import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/ha
  * instead of paging through everything else.
  */
 const MASTER_KEY = Buffer.alloc(32, 7);
-const unescape = (href: string) => href.replaceAll('&amp;', '&');
+const hrefOf = (href: string) => href.replaceAll('&amp;', '&');
 
 describe('console timeline filter', () => {
   let bridge: TestBridge;
@@ -93,7 +93,7 @@ describe('console timeline filter', () => {
     expect(older).toMatch(
       new RegExp(`^/console/contacts/${contactId}\\?channel=app&amp;before=[^"&]+#timeline$`),
     );
-    const second = await consoleRequest(bridge.url, unescape(older), { cookie });
+    const second = await consoleRequest(bridge.url, hrefOf(older), { cookie });
     expect(second.status).toBe(200);
     expect(summaries(second.text)).toEqual(Array.from({ length: 5 }, (_, i) => `app entry ${4 - i}`));
     expect(second.text).toContain(
@@ -138,7 +138,7 @@ describe('console timeline filter', () => {
     expect(page.text).toContain(`<form method="get" action="${path}#timeline"`);
     const older = olderOf(page.text)!;
     expect(older.startsWith(`${path}?channel=site&amp;before=`)).toBe(true);
-    const second = await consoleRequest(bridge.url, unescape(older));
+    const second = await consoleRequest(bridge.url, hrefOf(older));
     expect(summaries(second.text)).toEqual(Array.from({ length: 5 }, (_, i) => `site entry ${4 - i}`));
     expect(second.text).toContain(`href="${path}?channel=site#timeline">Newest entries</a>`);
   });
