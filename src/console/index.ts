@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ChannelConfig, Config } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
-import type { Contact } from '../contacts/types.js';
+import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
@@ -139,6 +139,9 @@ const NOTICES: Record<string, string> = {
 const contactsQuerySchema = z.object({ q: z.string().max(SEARCH_MAX_LENGTH).optional() });
 const pageQuerySchema = z.object({
   before: z.string().max(300).optional(),
+  /** The timeline filter: checked against the contact (timelineFilterOf); empty is any. */
+  channel: z.string().max(64).optional(),
+  type: z.string().max(64).optional(),
   notice: z.string().optional(),
   /** After an unmerge: the contact it split off (linked in the notice when it exists). */
   split: z.string().max(100).optional(),
@@ -203,6 +206,46 @@ function parseWith<T extends z.ZodType>(schema: T, value: Record<string, unknown
     );
   }
   return parsed.data;
+}
+
+/**
+ * The timeline filter of a contact page's address: a channel the contact was seen in (the form
+ * offers only those) and an entry type of the form types take; empty is any. Anything else is the
+ * console's 400 naming the parameter, not an empty timeline that looks like "no chats".
+ */
+function timelineFilterOf(
+  contact: Contact,
+  given: { channel?: string | undefined; type?: string | undefined },
+): { channel?: string; type?: string } {
+  const issues: Array<{ path: string; message: string }> = [];
+  const channels = contact.channels.map((each) => each.channelId);
+  if (given.channel && !channels.includes(given.channel))
+    issues.push({
+      path: 'channel',
+      message: `must be one of this contact's channels (${channels.join(', ') || 'none yet'}), or empty, for any`,
+    });
+  if (given.type && !timelineEntryTypeSchema.safeParse(given.type).success)
+    issues.push({
+      path: 'type',
+      message: 'must be an entry type such as conversation.finished, or empty, for any',
+    });
+  if (issues.length > 0) throw queryError(issues);
+  return {
+    ...(given.channel ? { channel: given.channel } : {}),
+    ...(given.type ? { type: given.type } : {}),
+  };
+}
+
+/** The engine's form of the console's filter (undefined when there is none). */
+function engineFilter(filter: { channel?: string; type?: string }) {
+  return filter.channel || filter.type
+    ? {
+        filter: {
+          ...(filter.channel ? { channelId: filter.channel } : {}),
+          ...(filter.type ? { type: filter.type } : {}),
+        },
+      }
+    : {};
 }
 
 /**
@@ -599,12 +642,18 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         'This link is not valid: it was changed, or it has expired. Open the contact again from the chat to get a fresh link.',
       );
     }
-    const { before } = parseWith(pageQuerySchema, ctx.query);
+    const { before, ...given } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(verified.contactId);
     if (!found) throw new NotFoundError('contact_not_found', 'This contact no longer exists.');
+    const filter = timelineFilterOf(found.contact, given);
     const page = await pageAt(() =>
-      contacts.timeline(found.contact.id, { limit: 25, ...(before ? { before } : {}) }),
+      contacts.timeline(found.contact.id, {
+        limit: 25,
+        ...(before ? { before } : {}),
+        ...engineFilter(filter),
+      }),
     );
+    const self = `/console/c/${encodeURIComponent(ctx.params.token!)}`;
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       { title: found.contact.name ?? 'Contact' },
@@ -612,11 +661,11 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
 ${contactSection({ contact: found.contact, channelName, vendorName })}
 ${timelineSection({
   ...page,
-  olderHref: (cursor) =>
-    `/console/c/${encodeURIComponent(ctx.params.token!)}${query({ before: cursor })}#timeline`,
-  ...(before ? { newestHref: `/console/c/${encodeURIComponent(ctx.params.token!)}#timeline` } : {}),
+  olderHref: (cursor) => `${self}${query({ ...filter, before: cursor })}#timeline`,
+  ...(before ? { newestHref: `${self}${query(filter)}#timeline` } : {}),
   channelName,
   vendorName,
+  filter: { action: self, channels: found.contact.channels.map((each) => each.channelId), ...filter },
 })}`,
     );
   });
@@ -664,7 +713,7 @@ ${timelineSection({
   });
 
   router.get('/contacts/:id', async (ctx) => {
-    const { before, notice, split } = parseWith(pageQuerySchema, ctx.query);
+    const { before, notice, split, ...given } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(ctx.params.id!);
     if (!found)
       throw new NotFoundError(
@@ -672,9 +721,11 @@ ${timelineSection({
         'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
+    const filter = timelineFilterOf(contact, given);
     const page = await pageAt(() =>
-      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}) }),
+      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}), ...engineFilter(filter) }),
     );
+    const self = `/console/contacts/${encodeURIComponent(contact.id)}`;
     const csrf = sessionOf(ctx).csrf;
     // The contact an unmerge split off, linked only when it is one of its own now: a crafted
     // address cannot put a link to just any contact in the notice.
@@ -701,11 +752,11 @@ ${timelineSection({
 ${contactSection({ contact, csrf, channelName, vendorName })}
 ${timelineSection({
   ...page,
-  olderHref: (cursor) =>
-    `/console/contacts/${encodeURIComponent(contact.id)}${query({ before: cursor })}#timeline`,
-  ...(before ? { newestHref: `/console/contacts/${encodeURIComponent(contact.id)}#timeline` } : {}),
+  olderHref: (cursor) => `${self}${query({ ...filter, before: cursor })}#timeline`,
+  ...(before ? { newestHref: `${self}${query(filter)}#timeline` } : {}),
   channelName,
   vendorName,
+  filter: { action: self, channels: contact.channels.map((each) => each.channelId), ...filter },
 })}`,
     );
   });

@@ -1,5 +1,5 @@
 import { cleanDisplayText } from '../contacts/normalize.js';
-import { type Contact, type TimelineEntry, transcriptOf } from '../contacts/types.js';
+import { type Contact, type TimelineEntry, timelineEntryTypes, transcriptOf } from '../contacts/types.js';
 import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
 import type { JournalEntry } from '../intake/journal.js';
 import { html, linkOrText, query, type SafeHtml, time } from './html.js';
@@ -239,18 +239,67 @@ function transcript(data: Record<string, unknown>): SafeHtml {
 export function timelineSection(options: {
   entries: TimelineEntry[];
   nextCursor: string | null;
+  /** A filtered page that read as far as one page may before it had 25 matching entries. */
+  partial?: true;
   olderHref: (cursor: string) => string;
   /** On an older page: the way back to the newest entries. */
   newestHref?: string;
   channelName: (channelId: string) => string;
   vendorName: (vendor: string) => string;
+  /**
+   * The filter form above the timeline: it GETs `action` (the page itself) with `channel` and
+   * `type`, which the Older/Newest links carry on. A plain form: no script (the CSP allows none
+   * inline).
+   */
+  filter: { action: string; channels: string[]; channel?: string; type?: string };
 }): SafeHtml {
+  const { filter } = options;
+  const filtered = Boolean(filter.channel || filter.type);
+  const types: string[] = [...timelineEntryTypes];
+  // A type typed into the address that the list does not name stays selected, not silently "any".
+  if (filter.type && !types.includes(filter.type)) types.push(filter.type);
+  const form = html`<form method="get" action="${filter.action}#timeline" class="filters" aria-label="Filter the timeline">
+  <div><label for="tl-channel">Channel</label><select id="tl-channel" name="channel"><option value="">any</option>${filter.channels.map(
+    (id) =>
+      html`<option value="${id}"${filter.channel === id ? html` selected` : ''}>${options.channelName(id)}</option>`,
+  )}</select></div>
+  <div><label for="tl-type">Type</label><select id="tl-type" name="type"><option value="">any</option>${types.map(
+    (type) => html`<option value="${type}"${filter.type === type ? html` selected` : ''}>${type}</option>`,
+  )}</select></div>
+  <button type="submit">Filter</button>${filtered ? html` <a href="${filter.action}#timeline">Show all</a>` : ''}
+</form>`;
+  const heading = html`<h2 id="timeline">Timeline <span class="muted small">(newest first, ${
+    filtered
+      ? [
+          filter.channel ? options.channelName(filter.channel) : 'all channels',
+          filter.type ? `${filter.type} only` : undefined,
+        ]
+          .filter(Boolean)
+          .join(', ')
+      : 'all channels'
+  })</span></h2>`;
+  const older = options.nextCursor
+    ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>`
+    : '';
+  const newest = options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : '';
   if (options.entries.length === 0) {
-    return options.newestHref
-      ? html`<h2 id="timeline">Timeline</h2><p class="empty">No older entries. <a href="${options.newestHref}">Newest entries</a></p>`
-      : html`<h2 id="timeline">Timeline</h2><p class="empty">Nothing on the timeline yet: it fills as chats start and finish in any channel.</p>`;
+    // A filtered page can be empty and still have older entries to search (the read bound).
+    const empty = options.nextCursor
+      ? 'No matching entries in this stretch of the history; older entries may still match.'
+      : filtered
+        ? options.newestHref
+          ? 'No older entries match this filter.'
+          : 'No entries match this filter.'
+        : options.newestHref
+          ? 'No older entries.'
+          : 'Nothing on the timeline yet: it fills as chats start and finish in any channel.';
+    return html`${heading}
+${form}
+<p class="empty">${empty}${!options.nextCursor && options.newestHref ? html` <a href="${options.newestHref}">Newest entries</a>` : ''}</p>
+${older}${options.nextCursor ? newest : ''}`;
   }
-  return html`<h2 id="timeline">Timeline <span class="muted small">(newest first, all channels)</span></h2>
+  return html`${heading}
+${form}
 <ol class="timeline">${options.entries.map(
     (entry) => html`<li class="entry">
   <div class="meta">${time(entry.at)} · <span class="tag">${options.vendorName(entry.vendor)}</span> ${
@@ -261,8 +310,9 @@ export function timelineSection(options: {
   ${transcript(entry.data)}
 </li>`,
   )}</ol>
-${options.nextCursor ? html`<p><a class="button" href="${options.olderHref(options.nextCursor)}">Older entries</a></p>` : html`<p class="muted">That is the beginning of this contact's history.</p>`}
-${options.newestHref ? html`<p><a href="${options.newestHref}">Newest entries</a></p>` : ''}`;
+${options.partial ? html`<p class="muted">Fewer entries than a page holds matched in this stretch of the history; <em>Older entries</em> searches on.</p>` : ''}
+${options.nextCursor ? older : html`<p class="muted">That is the beginning of this contact's history${filtered ? ' (for this filter)' : ''}.</p>`}
+${newest}`;
 }
 
 export function contactSection(options: {

@@ -41,6 +41,7 @@ import {
   type ContactQuery,
   type ContactService,
   FIND_LIMIT,
+  type TimelineOptions,
   type TimelinePage,
   type UnmergeRequest,
 } from './service.js';
@@ -104,6 +105,14 @@ const MAX_PLAN_ATTEMPTS = 8;
 export const TIMELINE_PAGE_BYTES = 1024 * 1024;
 /** Timeline members read per round trip, per record, when a page is merged. */
 const TIMELINE_CHUNK = 26;
+/**
+ * A filtered timeline page passes over at most this many entries that do not match, and at most
+ * about this many bytes of them, then answers with what it found (`partial: true`) and a cursor
+ * to read on: a filter that matches nothing in 10,000 entries costs several bounded requests,
+ * not one that reads them all.
+ */
+export const TIMELINE_SCAN_ENTRIES = 1000;
+export const TIMELINE_SCAN_BYTES = 4 * 1024 * 1024;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
@@ -1351,15 +1360,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return decoded;
   }
 
-  async function timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage> {
+  async function timeline(id: string, options: TimelineOptions): Promise<TimelinePage> {
     const recordIds = await recordIdsOf(id);
     if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${id}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
     const limit = options.limit;
+    const { channelId, type } = options.filter ?? {};
+    const filtered = channelId !== undefined || type !== undefined;
     // Each record's timeline is read on in chunks and merged newest first, only as far as the
     // page takes from it: a page of finished chats (each up to limits.timelineEntryBytes) stops
     // at TIMELINE_PAGE_BYTES, and no more than about that is read, however many records merged.
-    const chunk = Math.min(limit + 1, TIMELINE_CHUNK);
+    // A filtered page may skip most of what it reads, so it reads whole chunks whatever `limit`.
+    const chunk = filtered ? TIMELINE_CHUNK : Math.min(limit + 1, TIMELINE_CHUNK);
     const cursors = recordIds.map((recordId) => ({
       key: key.timeline(recordId),
       below,
@@ -1379,6 +1391,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     await Promise.all(cursors.map(fill));
     const entries: TimelineEntry[] = [];
     let bytes = 0;
+    // What the filter passed over: bounded, so a filter that matches nothing in a long history
+    // answers after TIMELINE_SCAN_ENTRIES / TIMELINE_SCAN_BYTES with a cursor to read on from.
+    let skipped = 0;
+    let skippedBytes = 0;
+    // `at|id` of the last member taken or passed over: the next page starts below it, so the
+    // entries a filter skipped are not read again (without a filter, the last entry's).
+    let last = '';
+    const cursorOf = (atId: string) => Buffer.from(atId, 'utf8').toString('base64url');
     for (;;) {
       let next: (typeof cursors)[number] | undefined;
       for (const cursor of cursors) {
@@ -1386,14 +1406,28 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       if (!next) return { entries, nextCursor: null };
       const member = next.buffer[0]!;
-      const json = member.slice(member.indexOf('|', 25) + 1);
+      const split = member.indexOf('|', 25);
+      const json = member.slice(split + 1);
       const size = Buffer.byteLength(json);
       if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
-        const last = entries[entries.length - 1]!;
-        return { entries, nextCursor: Buffer.from(`${last.at}|${last.id}`, 'utf8').toString('base64url') };
+        return { entries, nextCursor: cursorOf(last) };
       }
-      entries.push(JSON.parse(json) as TimelineEntry);
-      bytes += size;
+      if (skipped >= TIMELINE_SCAN_ENTRIES || skippedBytes >= TIMELINE_SCAN_BYTES) {
+        // Fewer than `limit` matched in what one page may read: say so, and where to read on.
+        return { entries, nextCursor: cursorOf(last), partial: true };
+      }
+      const entry = JSON.parse(json) as TimelineEntry;
+      if (
+        (channelId === undefined || entry.channelId === channelId) &&
+        (type === undefined || entry.type === type)
+      ) {
+        entries.push(entry);
+        bytes += size;
+      } else {
+        skipped += 1;
+        skippedBytes += size;
+      }
+      last = member.slice(0, split);
       next.buffer.shift();
       await fill(next);
     }

@@ -8,6 +8,25 @@ export interface TimelinePage {
   entries: TimelineEntry[];
   /** Pass as `before` to get the next (older) page; null on the last page. */
   nextCursor: string | null;
+  /**
+   * Only on a filtered page: the page read as many non-matching entries as one page may
+   * (TIMELINE_SCAN_ENTRIES / TIMELINE_SCAN_BYTES) before it had `limit` matching ones, so it may
+   * hold fewer, even none, while `nextCursor` reads on. Absent otherwise.
+   */
+  partial?: true;
+}
+
+/** Entries of one channel and/or of one type; both given: entries that are both. */
+export interface TimelineFilter {
+  channelId?: string;
+  type?: string;
+}
+
+export interface TimelineOptions {
+  limit: number;
+  before?: string;
+  /** Non-matching entries are skipped before they count toward `limit`; the cursor is the same. */
+  filter?: TimelineFilter;
 }
 
 export interface ContactQuery {
@@ -64,7 +83,7 @@ export interface ContactService {
     options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
   ): Promise<ClaimedFind>;
   /** Newest first, across every channel and every record merged into the contact. */
-  timeline(id: string, options: { limit: number; before?: string }): Promise<TimelinePage>;
+  timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
   /** Merges the guard rails refused (size cap, earlier unmerge), newest first. */
   conflicts(limit: number): Promise<unknown[]>;

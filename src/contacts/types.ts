@@ -77,6 +77,29 @@ export const timelineEntrySchema = z.object({
 });
 export type TimelineEntry = z.infer<typeof timelineEntrySchema>;
 
+/**
+ * The entry types the bridge and its adapters write today (the console's type filter offers
+ * these). The set is open — an adapter may add one, and stored history keeps whatever it was
+ * written with — so a filter takes any type of this form, not only these.
+ */
+export const timelineEntryTypes = [
+  'conversation.started',
+  'conversation.assigned',
+  'conversation.updated',
+  'conversation.finished',
+  'conversation.rated',
+  'message.received',
+  'offline_message.received',
+  'call.updated',
+  'crm.linked',
+  'contact.merged',
+  'contact.unmerged',
+] as const;
+export const timelineEntryTypeSchema = z
+  .string()
+  .max(64)
+  .regex(/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/, 'an entry type such as conversation.finished');
+
 export const agentRefSchema = z.object({
   email: z.string().optional(),
   name: z.string().optional(),

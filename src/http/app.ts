@@ -3,12 +3,19 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ChannelConfig, Config } from '../config/schema.js';
+import { type ChannelConfig, type Config, channelIdSchema } from '../config/schema.js';
 import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
+import { TIMELINE_SCAN_ENTRIES } from '../contacts/engine.js';
 import type { FactService } from '../contacts/facts.js';
 import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
-import { contactSchema, identifierSchema, timelineEntrySchema } from '../contacts/types.js';
+import {
+  contactSchema,
+  identifierSchema,
+  timelineEntrySchema,
+  timelineEntryTypeSchema,
+  timelineEntryTypes,
+} from '../contacts/types.js';
 import type { AdapterDefinition, Answer, ChannelRoute, IntakeRoute } from '../contracts/adapter.js';
 import type { Delivery } from '../delivery/index.js';
 import { NotFoundError, TooManyRequestsError, UnauthorizedError, ValidationError } from '../errors.js';
@@ -91,9 +98,16 @@ const contactQuerySchema = z.strictObject({
   ),
 });
 
+// One channel and one type at most: no admin parameter takes several values (checkQueryKeys).
 const timelineQuerySchema = z.strictObject({
   limit: queryInt({ min: 1, max: 200, default: 50 }),
   before: z.string().min(1).max(200).optional(),
+  channel: emptyIsAbsent(channelIdSchema).describe(
+    "only this channel's entries: a configured channel id, or one the contact was seen in",
+  ),
+  type: emptyIsAbsent(timelineEntryTypeSchema).describe(
+    `only entries of this type (${timelineEntryTypes.join(', ')}, or another an adapter writes)`,
+  ),
 });
 
 const unmergeBodySchema = z.union([
@@ -747,15 +761,55 @@ export function createApp(deps: AppDeps): Koa {
       answers: {
         200: {
           description:
-            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on',
-          schema: z.object({ entries: z.array(timelineEntrySchema), nextCursor: z.string().nullable() }),
+            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on. ' +
+            'With `channel` or `type`, only matching entries count toward `limit`; a page passes over at most ' +
+            `${TIMELINE_SCAN_ENTRIES} entries that do not match, then answers with what it found, \`partial: true\` and a \`nextCursor\` to read on`,
+          schema: z.object({
+            entries: z.array(timelineEntrySchema),
+            nextCursor: z.string().nullable(),
+            partial: z
+              .literal(true)
+              .optional()
+              .describe(
+                'filtered page cut short by the scan bound: fewer than `limit` (maybe none); read on',
+              ),
+          }),
+        },
+        400: {
+          description:
+            'Invalid query (invalid_query), also a `channel` that is no channel of the bridge or of the contact',
         },
         404: { description: 'No such contact (contact_not_found)' },
       },
       async handle(ctx, { query }) {
-        ctx.body = await contacts.timeline(ctx.params.id!, {
+        const id = ctx.params.id!;
+        // A channel taken out of the config still names the contact's older entries, so only an
+        // id that is neither configured nor one of the contact's channels is refused (a typo
+        // would otherwise look like "no entries").
+        if (query.channel && !deps.channels.has(query.channel)) {
+          const found = await contacts.get(id);
+          if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+          if (!found.contact.channels.some((each) => each.channelId === query.channel)) {
+            throw new ValidationError(
+              'invalid query',
+              [
+                {
+                  path: 'channel',
+                  message: `no channel ${query.channel}: not configured, and not one of this contact's`,
+                },
+              ],
+              'invalid_query',
+            );
+          }
+        }
+        const filter = {
+          ...(query.channel ? { channelId: query.channel } : {}),
+          ...(query.type ? { type: query.type } : {}),
+        };
+        ctx.body = await contacts.timeline(id, {
           limit: query.limit,
           ...(query.before ? { before: query.before } : {}),
+          ...(query.channel || query.type ? { filter } : {}),
         });
       },
     }),

@@ -585,11 +585,23 @@ describe('web console in a browser', () => {
       await agentPage.getByRole('heading', { name: 'Anna Smirnova', level: 1 }).waitFor();
       await agentPage.getByText('Read-only view for agents').waitFor();
       expect(await agentPage.locator('nav').count()).toBe(0);
-      expect(await agentPage.locator('form').count()).toBe(0);
+      // No form but the timeline filter, a GET that stays on the link.
+      expect(await agentPage.locator('form').count()).toBe(1);
+      expect(await agentPage.locator('form').getAttribute('method')).toBe('get');
       const timeline = (await agentPage.locator('ol.timeline').textContent()) ?? '';
       expect(timeline).toContain('LiveTex');
       await noHorizontalScroll(agentPage);
       await screenshot(agentPage, 'agent-link-390');
+
+      // The filter, used as an agent would: only the Mobile app (LiveTex) entries, on the link.
+      await agentPage.selectOption('#tl-channel', 'app');
+      await agentPage.getByRole('button', { name: 'Filter' }).click();
+      await expect.poll(() => agentPage.url()).toContain('channel=app');
+      expect(agentPage.url().startsWith(agentLink.split('?')[0]!)).toBe(true);
+      const tags = await agentPage.locator('ol.timeline .meta .tag').allTextContents();
+      expect(tags.length).toBeGreaterThan(0);
+      expect(new Set(tags)).toEqual(new Set(['LiveTex']));
+      await noHorizontalScroll(agentPage);
 
       // Another contact's id under the same signature: refused.
       const [contactId, expires, mac] = agentLink.split('/console/c/')[1]!.split('.') as [
