@@ -326,6 +326,15 @@ describe('agent sync', () => {
       failed: [{ action: 'create', reason: expect.stringContaining('license limit reached') }],
     });
     expect(err.some((line) => line.includes('FAILED'))).toBe(true);
+
+    // A run that fails as a whole is said once, by whoever ran it (the CLI's "chatbridge: …").
+    err.length = 0;
+    fake.fail({ method: 'GET', path: '/user', status: 401, body: { message: 'bad token' } });
+    const whole = await command
+      .run({}, { stdout: () => {}, stderr: (line) => err.push(line) })
+      .catch((caught: unknown) => caught);
+    expect(whole).toBeInstanceOf(Error);
+    expect(err.filter((line) => line.includes((whole as Error).message))).toEqual([]);
   });
 });
 

@@ -230,7 +230,8 @@ export class AgentSync {
     } catch (error) {
       failure = error;
       report.error = (error as Error).message;
-      progress(`agent sync failed: ${report.error}`);
+      // No progress line for it: the error is thrown below, and whoever ran the sync says it
+      // (the CLI printed it twice: "agent sync failed: …", then "chatbridge: …").
     }
 
     report.finishedAt = context.now().toISOString();
