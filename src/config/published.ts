@@ -1,5 +1,5 @@
 import { AppError } from '../errors.js';
-import type { Config } from './schema.js';
+import { type Config, isCrmDestination } from './schema.js';
 
 /**
  * Credentials printed in config/bridge.example.yaml and the README. Anyone can read them, so a
@@ -33,9 +33,11 @@ export function publishedCredentials(config: Config): string[] {
     }
   });
   config.destinations.forEach((destination, index) => {
+    // CRM destinations sign nothing (their credentials are the CRM's own).
+    if (isCrmDestination(destination)) return;
     for (const key of ['secret', 'previousSecret'] as const) {
-      const value = (destination as { secret?: unknown; previousSecret?: unknown })[key];
-      if (typeof value === 'string' && PUBLISHED_TOKENS.includes(value))
+      const value = destination[key];
+      if (value !== undefined && PUBLISHED_TOKENS.includes(value))
         found.push(`destinations[${index}].${key}`);
     }
   });

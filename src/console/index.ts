@@ -301,6 +301,28 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   const trafficWritten = new Map<string, number>();
 
   const vendorName = (vendor: string) => deps.vendorNames?.get(vendor) ?? vendor;
+  /**
+   * A contact's timeline as its page shows it (the contact page and the agent link alike): 25
+   * entries from `before`, the address's filter checked against the contact, and the Older /
+   * Newest links and the filter form pointing back at `self` with the filter kept.
+   */
+  async function timelineOfPage(
+    contact: Contact,
+    self: string,
+    before: string | undefined,
+    given: { channel?: string | undefined; type?: string | undefined },
+  ) {
+    const filter = timelineFilterOf(contact, given);
+    const page = await pageAt(() =>
+      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}), ...engineFilter(filter) }),
+    );
+    return {
+      ...page,
+      olderHref: (cursor: string) => `${self}${query({ ...filter, before: cursor })}#timeline`,
+      ...(before ? { newestHref: `${self}${query(filter)}#timeline` } : {}),
+      filter: { action: self, channels: contact.channels.map((each) => each.channelId), ...filter },
+    };
+  }
   const channelName = (channelId: string) => {
     const channel = deps.channels.get(channelId)?.config;
     return channel ? (channel.name ?? channel.id) : channelId;
@@ -645,28 +667,18 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     const { before, ...given } = parseWith(pageQuerySchema, ctx.query);
     const found = await contacts.get(verified.contactId);
     if (!found) throw new NotFoundError('contact_not_found', 'This contact no longer exists.');
-    const filter = timelineFilterOf(found.contact, given);
-    const page = await pageAt(() =>
-      contacts.timeline(found.contact.id, {
-        limit: 25,
-        ...(before ? { before } : {}),
-        ...engineFilter(filter),
-      }),
+    const timeline = await timelineOfPage(
+      found.contact,
+      `/console/c/${encodeURIComponent(ctx.params.token!)}`,
+      before,
+      given,
     );
-    const self = `/console/c/${encodeURIComponent(ctx.params.token!)}`;
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = layout(
       { title: found.contact.name ?? 'Contact' },
       html`<p class="muted small">Read-only view for agents · valid until ${html`<time datetime="${verified.expiresAt.toISOString()}">${verified.expiresAt.toISOString()}</time>`}</p>
 ${contactSection({ contact: found.contact, channelName, vendorName })}
-${timelineSection({
-  ...page,
-  olderHref: (cursor) => `${self}${query({ ...filter, before: cursor })}#timeline`,
-  ...(before ? { newestHref: `${self}${query(filter)}#timeline` } : {}),
-  channelName,
-  vendorName,
-  filter: { action: self, channels: found.contact.channels.map((each) => each.channelId), ...filter },
-})}`,
+${timelineSection({ ...timeline, channelName, vendorName })}`,
     );
   });
 
@@ -721,11 +733,12 @@ ${timelineSection({
         'There is no such contact. Search for it by e-mail, phone or name.',
       );
     const contact = found.contact;
-    const filter = timelineFilterOf(contact, given);
-    const page = await pageAt(() =>
-      contacts.timeline(contact.id, { limit: 25, ...(before ? { before } : {}), ...engineFilter(filter) }),
+    const timeline = await timelineOfPage(
+      contact,
+      `/console/contacts/${encodeURIComponent(contact.id)}`,
+      before,
+      given,
     );
-    const self = `/console/contacts/${encodeURIComponent(contact.id)}`;
     const csrf = sessionOf(ctx).csrf;
     // The contact an unmerge split off, linked only when it is one of its own now: a crafted
     // address cannot put a link to just any contact in the notice.
@@ -750,14 +763,7 @@ ${timelineSection({
       },
       html`<p><a href="/console/contacts">← Search</a></p>
 ${contactSection({ contact, csrf, channelName, vendorName })}
-${timelineSection({
-  ...page,
-  olderHref: (cursor) => `${self}${query({ ...filter, before: cursor })}#timeline`,
-  ...(before ? { newestHref: `${self}${query(filter)}#timeline` } : {}),
-  channelName,
-  vendorName,
-  filter: { action: self, channels: contact.channels.map((each) => each.channelId), ...filter },
-})}`,
+${timelineSection({ ...timeline, channelName, vendorName })}`,
     );
   });
 

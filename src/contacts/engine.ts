@@ -26,7 +26,7 @@ import {
   mergeWrites,
   refusalWrites,
 } from './merge.js';
-import { cleanDisplayText, cutText, identifierLabel, normalizeIdentifier } from './normalize.js';
+import { cleanDisplayText, clipText, identifierLabel, normalizeIdentifier } from './normalize.js';
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
@@ -157,15 +157,6 @@ const DEFAULT_LIMITS = {
 
 /** Names one observation gives a contact; further ones are dropped and counted. */
 const NAMES_PER_OBSERVATION = 20;
-
-/**
- * Cut a vendor string to `limit` characters, marking the cut with …. Never between the two halves
- * of a surrogate pair: half an emoji is a lone surrogate, written as `\ud83d` in every JSON body
- * and refused whole by strict readers (PHP's json_decode, serde_json).
- */
-function clipText(value: string, limit: number): string {
-  return value.length > limit ? `${cutText(value, limit - 1)}…` : value;
-}
 
 export class ContactTooLargeError extends AppError {
   constructor(bytes: number, limit: number) {

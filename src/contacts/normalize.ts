@@ -86,6 +86,15 @@ export function cutText(value: string, max: number): string {
 }
 
 /**
+ * `value` in at most `limit` characters, the cut marked with …: cutText's, so never between the
+ * two halves of a surrogate pair (half an emoji is a lone surrogate, written as `\ud83d` in every
+ * JSON body and refused whole by strict readers).
+ */
+export function clipText(value: string, limit: number): string {
+  return value.length > limit ? `${cutText(value, limit - 1)}…` : value;
+}
+
+/**
  * A name or label as it can be shown: whitespace controls (tab, line breaks) become spaces, other
  * controls and bidi embeddings, overrides and isolates are dropped, a lone surrogate becomes
  * U+FFFD; trimmed. Null when nothing is left. The marks (LRM, RLM) and joiners (ZWJ in emoji)

@@ -1,4 +1,4 @@
-import { cleanDisplayText, cutText } from '../contacts/normalize.js';
+import { cleanDisplayText, clipText, cutText } from '../contacts/normalize.js';
 import { type HttpClient, HttpNetworkError, redactUrl, scrubSecrets, urlSecrets } from '../net/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../net/retry.js';
 
@@ -27,10 +27,11 @@ const EXCERPT_CHARS = 200;
  */
 function excerpt(text: string): string {
   const flat = (cleanDisplayText(text) ?? '').replace(/\s+/g, ' ');
-  if (flat.length <= EXCERPT_CHARS) return flat;
-  const end = /[\uD800-\uDBFF]/.test(flat.charAt(EXCERPT_CHARS - 1)) ? EXCERPT_CHARS - 1 : EXCERPT_CHARS;
-  return `${flat.slice(0, end)}…`;
+  return flat.length <= EXCERPT_CHARS ? flat : `${cutText(flat, EXCERPT_CHARS)}…`;
 }
+
+/** Characters of a redirect's target quoted in the error. */
+const REDIRECT_NOTE_MAX = 300;
 
 /**
  * A redirect is not followed (the signed body would go to a URL nobody configured, and a 303
@@ -38,8 +39,6 @@ function excerpt(text: string): string {
  * operator can put that URL in the config. Receivers often answer an http:// URL with a 301 to
  * https:// and an empty body, which left only "HTTP 301" to go on.
  */
-/** Characters of a redirect's target quoted in the error. */
-const REDIRECT_NOTE_MAX = 300;
 
 function redirectNote(status: number, location: string | undefined, url: string): string {
   if (status < 300 || status >= 400 || !location) return '';
@@ -51,8 +50,7 @@ function redirectNote(status: number, location: string | undefined, url: string)
   }
   // A Location header may be kilobytes long (a receiver's own token in it, or junk): the note is
   // kept as short as the answer's excerpt, marked where cut.
-  if (target.length > REDIRECT_NOTE_MAX) target = `${cutText(target, REDIRECT_NOTE_MAX - 1)}…`;
-  return ` (redirect to ${target}, not followed: set the destination's url to where it points)`;
+  return ` (redirect to ${clipText(target, REDIRECT_NOTE_MAX)}, not followed: set the destination's url to where it points)`;
 }
 
 export async function attemptDelivery(

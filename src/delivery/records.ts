@@ -511,15 +511,13 @@ export function createDeliveryRecords(
         // Until the key holds nothing past the retention (within a bound per call): one slice of
         // PRUNE_SLICE per key per call (every 5 s) forgot at most 200 deliveries a second, fewer
         // than a bridge delivers (400/s in the README's CPU bench), and the indexes grew for good.
-        for (let round = 0; round < PRUNE_ROUNDS; round++) {
-          const stale = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, cutoff, PRUNE_SLICE);
-          if (stale.length === 0) break;
+        await staleSlices(key, cutoff, async (stale) => {
           const batch = store.batch();
           for (const id of stale) batch.zrem(key, id);
           await batch.exec();
           pruned += stale.length;
-          if (stale.length < PRUNE_SLICE) break;
-        }
+          return true;
+        });
       }
       return pruned;
     },
@@ -531,23 +529,38 @@ export function createDeliveryRecords(
         const key = deliveryKeys.index('failed', destinationId);
         const cutoff = now.getTime() - retentionMs;
         let count = 0;
-        // Bounded like prune(): slices of PRUNE_SLICE, at most PRUNE_ROUNDS per destination and
-        // run; what is left goes at the next run.
-        for (let round = 0; round < PRUNE_ROUNDS; round++) {
-          const stale = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, cutoff, PRUNE_SLICE);
-          if (stale.length === 0) break;
+        // Bounded like prune(): what is left goes at the next run.
+        await staleSlices(key, cutoff, async (stale) => {
           const raws = await store.mget(stale.map((id) => deliveryKeys.record(id)));
           const slice = await dropFailed(destinationId, stale, raws);
           count += slice.deleted;
           // Nothing of the slice could go (records in another state or unreadable, left for a
           // person to look at): the same ids would come back first in every round.
-          if (slice.forgotten === 0 || stale.length < PRUNE_SLICE) break;
-        }
+          return slice.forgotten > 0;
+        });
         if (count > 0) dropped.set(destinationId, count);
       }
       return dropped;
     },
   };
+
+  /**
+   * The ids of an index scored at or below `cutoff`, oldest first, PRUNE_SLICE at a time and at
+   * most PRUNE_ROUNDS slices per call, each handed to `handle` (which takes them out of the index,
+   * so the next read starts past them). Ends at a short slice, or when `handle` says no slice
+   * would go further (false).
+   */
+  async function staleSlices(
+    key: string,
+    cutoff: number,
+    handle: (ids: string[]) => Promise<boolean>,
+  ): Promise<void> {
+    for (let round = 0; round < PRUNE_ROUNDS; round++) {
+      const stale = await store.zrangeByScore(key, Number.NEGATIVE_INFINITY, cutoff, PRUNE_SLICE);
+      if (stale.length === 0) return;
+      if (!(await handle(stale)) || stale.length < PRUNE_SLICE) return;
+    }
+  }
 
   /**
    * One slice of pruneFailed: each failed record is deleted only as it was read (expect), so a
