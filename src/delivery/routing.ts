@@ -48,10 +48,13 @@ export const NOTE_MAX_CHARS = 20_000;
 /**
  * Whether `destination` wants `event`. Events without a channel (contact.* from an unmerge,
  * for instance) concern the contact as a whole: channel and vendor filters do not exclude them.
+ * Nor do they exclude a merge: its channel is the one whose identifier joined the contacts, not
+ * theirs, and a destination filtered to another channel that knows one of them must learn that
+ * its id now lives on as the survivor (else the next event arrives under an id it never saw).
  */
 export function wants(destination: DestinationConfig, event: OutboundEvent): boolean {
   if (!destination.events.includes(event.type)) return false;
-  if (event.channel === null) return true;
+  if (event.channel === null || event.type === 'contact.merged') return true;
   const { channels, vendors } = destination.filter;
   if (channels && !channels.includes(event.channel.id)) return false;
   if (vendors && !vendors.includes(event.channel.vendor)) return false;
