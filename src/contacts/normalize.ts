@@ -1,10 +1,12 @@
+import { domainToASCII, domainToUnicode } from 'node:url';
 import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js';
 import { LRUCache } from 'lru-cache';
 import type { Identifier } from './types.js';
 
 /**
  * Identifier normalisation: the same person must produce the same key whichever vendor saw them.
- * E-mails are trimmed and lower-cased; phones become E.164 using the configured default country
+ * E-mails are trimmed and lower-cased, an internationalised domain in its Unicode form (почта.рф,
+ * not xn--80a1acny.xn--p1ai); phones become E.164 using the configured default country
  * (so the Russian trunk prefix "8 916 ..." becomes "+7916..."); blocklisted junk values
  * ("null", "0", "anonymous" ...) identify nobody.
  */
@@ -18,7 +20,23 @@ export interface NormalizeOptions {
 export function normalizeEmail(value: string): string | null {
   const email = value.trim().toLowerCase();
   // Deliberately loose: vendors pass what visitors typed; we only refuse what cannot be an address.
-  return /^[^\s@]+@[^\s@]+$/.test(email) && email.length <= 254 ? email : null;
+  if (!(/^[^\s@]+@[^\s@]+$/.test(email) && email.length <= 254)) return null;
+  return unicodeDomain(email);
+}
+
+/**
+ * The address with its domain in Unicode form: a visitor types ivan@почта.рф, a CRM or a mail
+ * system may hand back ivan@xn--80a1acny.xn--p1ai, and both must be one key. Unicode rather than
+ * punycode because it is what people read and type (and what most stored keys already are). A
+ * domain that is not a valid IDN is kept as typed; ASCII domains without "xn--" skip the work.
+ */
+function unicodeDomain(email: string): string {
+  const at = email.lastIndexOf('@');
+  const domain = email.slice(at + 1);
+  if (/^[\x21-\x7e]*$/.test(domain) && !domain.includes('xn--')) return email;
+  const ascii = domainToASCII(domain);
+  const unicode = ascii === '' ? '' : domainToUnicode(ascii);
+  return unicode === '' ? email : `${email.slice(0, at + 1)}${unicode}`;
 }
 
 /**
@@ -33,13 +51,21 @@ const phoneCache = new LRUCache<string, string>({ max: PHONE_CACHE_MAX });
 
 export function normalizePhone(value: string, defaultCountry: string): string | null {
   const trimmed = value.trim();
-  if (!/\d/.test(trimmed)) return null;
+  // Any decimal digit: libphonenumber reads fullwidth (８９１６…) and Arabic-Indic digits too.
+  if (!/\p{Nd}/u.test(trimmed)) return null;
   const cacheable = trimmed.length <= PHONE_CACHE_KEY_LENGTH;
   const cacheKey = `${defaultCountry}|${trimmed}`;
   const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
   if (cached !== undefined) return cached === '' ? null : cached;
   const parsed = parsePhoneNumberFromString(trimmed, defaultCountry as CountryCode);
-  const normalized = parsed?.isPossible() ? parsed.number : null;
+  // A number written without a country code was read in the default country, and must exist
+  // there: "8 044 123 45 67" (a Belarusian mobile, written the Belarusian way) and "044 123 45 67"
+  // (a Kyiv landline) both read as +7 044…, a number Russia does not have, and joined two
+  // strangers. Such a value is some other country's domestic form, which one we cannot tell: it
+  // identifies nobody. A number given with its country code keeps the looser "possible" check.
+  const national =
+    parsed !== undefined && !/^\+/.test(trimmed.replace(/^[^+\p{Nd}]+/u, '').normalize('NFKC'));
+  const normalized = parsed && (national ? parsed.isValid() : parsed.isPossible()) ? parsed.number : null;
   if (cacheable) phoneCache.set(cacheKey, normalized ?? '');
   return normalized;
 }

@@ -6,8 +6,10 @@ import type { TimelineEntry } from './types.js';
 /** Pure helpers for timeline entries, event ids and the name index (no store). */
 
 /**
- * Words of a name for the name search (the console's contact search): case- and accent-folded,
- * split on anything that is not a letter or digit. "Анна-Мария O'Neil" → анна, мария, o, neil.
+ * Words of a name for the name search (the console's contact search): case- and accent-folded
+ * (so ё is е and й is и: Семён and Семен are one word), split on anything that is not a letter or
+ * digit, a word mixing Latin and Cyrillic look-alikes in one script (sameScript). "Анна-Мария
+ * O'Neil" → анна, мария, o, neil.
  */
 export function nameWords(name: string): string[] {
   const words = name
@@ -16,8 +18,35 @@ export function nameWords(name: string): string[] {
     .toLowerCase()
     .split(/[^\p{L}\p{N}]+/u)
     .filter((word) => word.length > 0)
-    .map((word) => word.slice(0, 40));
+    .map((word) => sameScript(word).slice(0, 40));
   return [...new Set(words)].slice(0, 16);
+}
+
+/** Lower-case Latin letters and the Cyrillic letters that look like them (or like their capitals). */
+const LATIN_LOOKALIKES = 'aceopxykmhtbi';
+const CYRILLIC_LOOKALIKES = 'асеорхукмнтві';
+const TO_CYRILLIC = new Map(
+  [...LATIN_LOOKALIKES].map((latin, index) => [latin, CYRILLIC_LOOKALIKES[index]!]),
+);
+const TO_LATIN = new Map(
+  [...CYRILLIC_LOOKALIKES].map((cyrillic, index) => [cyrillic, LATIN_LOOKALIKES[index]!]),
+);
+
+/**
+ * A word that mixes Latin and Cyrillic letters in one script: "иванoв" typed with a Latin o (a
+ * keyboard switched mid-word, or a CRM import) is "иванов", and "mаria" with a Cyrillic а is
+ * "maria", as the agent searching types them. Only when every letter of the other script has a
+ * look-alike; a word of one script, and any other mix, is left as it is.
+ */
+function sameScript(word: string): string {
+  if (!(/\p{Script=Latin}/u.test(word) && /\p{Script=Cyrillic}/u.test(word))) return word;
+  const latin = word.match(/\p{Script=Latin}/gu)!;
+  if (latin.every((letter) => TO_CYRILLIC.has(letter)))
+    return word.replace(/\p{Script=Latin}/gu, (letter) => TO_CYRILLIC.get(letter)!);
+  const cyrillic = word.match(/\p{Script=Cyrillic}/gu)!;
+  if (cyrillic.every((letter) => TO_LATIN.has(letter)))
+    return word.replace(/\p{Script=Cyrillic}/gu, (letter) => TO_LATIN.get(letter)!);
+  return word;
 }
 
 export function timelineMember(entry: TimelineEntry): string {
