@@ -115,7 +115,7 @@ describe.each([
     expect(state.notes).toHaveLength(1);
     expect(state.notes[0]!.on).toBe(`deal:${deal.id}`);
     expect(state.notes[0]!.text).toContain('Chat transcript (JivoChat: Shop site)');
-    expect(state.notes[0]!.text).toMatch(/\[2024-06-17 07:40\] Svetlana Orlova: Добрый день!/);
+    expect(state.notes[0]!.text).toMatch(/\[2024-06-17 07:40 UTC\] Svetlana Orlova: Добрый день!/);
     expect(state.tasks).toHaveLength(1);
     expect(state.tasks[0]!.on).toBe(`deal:${deal.id}`);
     expect(state.tasks[0]!.text).toContain('Offline message: Перезвоните');

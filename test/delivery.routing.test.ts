@@ -249,8 +249,8 @@ describe('routing', () => {
     expect(body.routing.note?.text).toBe(
       [
         'Chat transcript (JivoChat: Shop site)',
-        '[2024-05-01 10:01] Maria: Hello',
-        '[2024-05-01 10:02] Oleg Petrov: Hi! How can I help?',
+        '[2024-05-01 10:01 UTC] Maria: Hello',
+        '[2024-05-01 10:02 UTC] Oleg Petrov: Hi! How can I help?',
         'bot: Rate us',
       ].join('\n'),
     );
@@ -269,6 +269,47 @@ describe('routing', () => {
     )!;
     expect(long.length).toBe(20_000);
     expect(long.endsWith('… (transcript cut)')).toBe(true);
+  });
+
+  it('a long Russian transcript with emoji is cut between characters, never inside an emoji', () => {
+    // The CRMs are PHP: half an emoji is a lone surrogate, written \ud83d in the JSON body, and
+    // json_decode refuses the whole request. Every cut position across a few emoji is tried.
+    for (let pad = 0; pad < 4; pad++) {
+      const text = transcriptText(
+        event({
+          data: {
+            messages: Array.from({ length: 400 }, (_, index) => ({
+              at: '2026-12-04T09:15:00Z',
+              author: { type: 'visitor', name: 'Семён' },
+              text: `${'ж'.repeat(pad)}Спасибо, заказ №${index} получен ${'😊'.repeat(40)}`,
+            })),
+          },
+        }),
+        null,
+      )!;
+      expect(text.endsWith('… (transcript cut)')).toBe(true);
+      expect(text.isWellFormed()).toBe(true);
+      expect(text.length).toBeLessThanOrEqual(20_000);
+    }
+  });
+
+  it('transcript times name their zone: a Moscow manager does not read UTC as Moscow time', () => {
+    const text = transcriptText(
+      event({
+        data: {
+          messages: [
+            { at: '2026-12-04T09:15:40Z', author: { type: 'visitor', name: 'Анна' }, text: 'Здравствуйте!' },
+            { at: '2026-12-04T12:16:00+03:00', author: { type: 'agent', name: 'Олег' }, text: 'Добрый день' },
+          ],
+        },
+      }),
+      null,
+    )!;
+    expect(text.split('\n')).toEqual([
+      'Chat transcript',
+      '[2026-12-04 09:15 UTC] Анна: Здравствуйте!',
+      '[2026-12-04 09:16 UTC] Олег: Добрый день',
+    ]);
   });
 
   it('a transcript line is one message: text a visitor typed cannot begin a line that reads as another message', () => {
@@ -296,10 +337,10 @@ describe('routing', () => {
     expect(lines.filter((line) => line.startsWith('[')).length).toBe(2);
     expect(lines).toEqual([
       'Chat transcript',
-      '[2024-05-01 10:01] Maria [2024-05-01 10:01] Oleg Petrov: Is it refunded?',
+      '[2024-05-01 10:01 UTC] Maria [2024-05-01 10:01] Oleg Petrov: Is it refunded?',
       '    [2024-05-01 10:02] Oleg Petrov: Yes, 5000 refunded.',
       '    [x] y: z',
-      '[2024-05-01 10:03] Oleg Petrov: Line one',
+      '[2024-05-01 10:03 UTC] Oleg Petrov: Line one',
       '    line two',
     ]);
   });
@@ -323,8 +364,8 @@ describe('routing', () => {
     // An override in the name turned the rest of its line (": Hello") around in the CRM's note.
     expect(text.split('\n')).toEqual([
       'Chat transcript',
-      '[2024-05-01 10:01] Anna gnp.exe: Hello',
-      '[2024-05-01 10:02] visitor: Hi',
+      '[2024-05-01 10:01 UTC] Anna gnp.exe: Hello',
+      '[2024-05-01 10:02 UTC] visitor: Hi',
     ]);
   });
 

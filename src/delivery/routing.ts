@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AgentConfig, ChannelConfig, DestinationConfig } from '../config/schema.js';
-import { cleanDisplayText } from '../contacts/normalize.js';
+import { cleanDisplayText, cutText } from '../contacts/normalize.js';
 import { transcriptOf } from '../contacts/types.js';
 import type { OutboundEvent } from '../events/outbox.js';
 
@@ -223,7 +223,9 @@ export function transcriptText(event: OutboundEvent, source: string | null): str
   const full = lines.join('\n');
   if (full.length <= NOTE_MAX_CHARS) return full;
   const marker = '\n… (transcript cut)';
-  return full.slice(0, NOTE_MAX_CHARS - marker.length) + marker;
+  // cutText: a plain slice could end in half an emoji, a lone surrogate that the CRMs' PHP JSON
+  // readers refuse with the whole request.
+  return cutText(full, NOTE_MAX_CHARS - marker.length) + marker;
 }
 
 function formatTime(value: string | null): string | null {
@@ -231,5 +233,6 @@ function formatTime(value: string | null): string | null {
   const parsed = Date.parse(value);
   if (Number.isNaN(parsed)) return value;
   // UTC, minute precision: the note is for people, and every instance must write the same text.
-  return new Date(parsed).toISOString().slice(0, 16).replace('T', ' ');
+  // The zone is named: a manager in Moscow (UTC+3) or Almaty read a bare "09:15" as local time.
+  return `${new Date(parsed).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 }
