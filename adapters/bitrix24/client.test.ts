@@ -130,4 +130,25 @@ describe('Bitrix24 client', () => {
     fake.failNext(1, { status: 502, body: '<html>Bad gateway</html>' });
     expect((await refusal(find())).retryAfterMs).toBeUndefined();
   });
+  it('a task title cut to 250 characters never ends in half an emoji (shown as �)', async () => {
+    const { fake, api } = await client();
+    // The title is the first line of the visitor's offline message: Russian text and emoji.
+    for (const pad of [0, 1]) {
+      const text = `${'ж'.repeat(pad)}Перезвоните мне, пожалуйста ${'🙏'.repeat(200)}\nвторая строка`;
+      await api.createTask({
+        on: { type: 'contact', id: '1' },
+        text,
+        dueAt: new Date('2026-12-04T10:00:00Z'),
+        responsibleUserId: null,
+        externalId: `evt_title_${pad}`,
+      });
+    }
+    // Half an emoji went out as a lone surrogate, which the UTF-8 body turns into U+FFFD: the title
+    // ended in "�" in the manager's task list.
+    expect(fake.tasks.map((task) => task.title.endsWith('🙏') && !task.title.includes('\uFFFD'))).toEqual([
+      true,
+      true,
+    ]);
+    expect(fake.tasks.every((task) => task.title.length <= 250)).toBe(true);
+  });
 });

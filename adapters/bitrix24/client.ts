@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { cutText } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
@@ -301,7 +302,8 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         'tasks.task.add',
         {
           fields: {
-            TITLE: input.text.split('\n')[0]!.slice(0, 250),
+            // cutText: a plain slice could keep half an emoji, sent as U+FFFD ("�").
+            TITLE: cutText(input.text.split('\n')[0]!, 250),
             DESCRIPTION: input.text,
             // RESPONSIBLE_ID is required [OFF]: without one, the webhook's own user.
             RESPONSIBLE_ID: Number(input.responsibleUserId ?? webhookUser),
