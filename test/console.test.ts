@@ -524,6 +524,45 @@ describe('web console', () => {
     expect(page).toContain(`(since <time datetime="${since}">2026-05-31 10:00:00 UTC</time>)`);
   });
 
+  it("names the time zone a schedule is read in: '0 9 * * *' under TZ=Europe/Moscow is 09:00 Moscow time, not UTC", async () => {
+    const { channelsPage, statusPage } = await import('../src/console/ops.js');
+    const before = process.env.TZ;
+    process.env.TZ = 'Europe/Moscow'; // Node reads TZ again when it is set
+    try {
+      const job = { name: 'agentSync', schedule: '0 9 * * *', runs: {} };
+      const channels = channelsPage({
+        csrf: 'x'.repeat(43),
+        channels: [
+          {
+            id: 'cv',
+            name: 'Chatvisor',
+            vendor: 'chatvisor',
+            vendorName: 'Chatvisor',
+            intakeUrl: null,
+            lastTraffic: null,
+            jobs: [job],
+          },
+        ],
+      });
+      const status = statusPage({
+        csrf: 'x'.repeat(43),
+        status: {
+          role: 'all',
+          store: { kind: 'memory', ok: true },
+          outbox: 0,
+          deferred: null,
+          destinations: [],
+          schedules: [{ channelId: 'cv', job: job.name, schedule: job.schedule, runs: {} }],
+        },
+      });
+      for (const page of [channels, status])
+        expect(page).toContain('<span class="mono">0 9 * * *</span> (Europe/Moscow time)');
+    } finally {
+      if (before === undefined) delete process.env.TZ;
+      else process.env.TZ = before;
+    }
+  });
+
   it('groups identities per CRM, so ids from two CRMs are told apart', async () => {
     const { contactSection } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';

@@ -70,6 +70,16 @@ export interface AgentSyncReportView {
   error?: string;
 }
 
+/**
+ * A cron expression and the zone it is read in: node-cron reads it in the process's local time
+ * (TZ), so "0 9 * * *" is 09:00 in Moscow under TZ=Europe/Moscow and 12:00 Moscow time in a
+ * container left on UTC. Every instance must run with the same TZ (README, Schedules): this one's.
+ */
+function schedule(expression: string): SafeHtml {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  return html`<span class="mono">${expression}</span> (${zone} time)`;
+}
+
 function runs(job: ChannelView['jobs'][number]): string {
   const entries = Object.entries(job.runs);
   if (entries.length === 0) return 'no run on this instance since it started';
@@ -139,7 +149,7 @@ function channelCard(channel: ChannelView, csrf: string): SafeHtml {
   <dt>Channel id</dt><dd class="mono">${channel.id}</dd>
   <dt>Intake URL</dt><dd class="mono break">${channel.intakeUrl ?? 'no webhook intake (this vendor is polled)'}</dd>
   <dt>Last traffic</dt><dd>${channel.lastTraffic ? time(channel.lastTraffic) : 'no webhook received yet — paste the intake URL (with the token from the config) into the vendor'}</dd>
-  ${channel.jobs.map((job) => html`<dt>Job ${job.name}</dt><dd><span class="mono">${job.schedule}</span> · ${runs(job)}</dd>`)}
+  ${channel.jobs.map((job) => html`<dt>Job ${job.name}</dt><dd>${schedule(job.schedule)} · ${runs(job)}</dd>`)}
 </dl>
 ${
   channel.keys !== undefined || channel.keysError
@@ -265,7 +275,7 @@ export function statusPage(options: { csrf: string; status: StatusView }): strin
         ? html`<p class="muted">No scheduled job (only Chatvisor channels have them: agent sync, conversation polling).</p>`
         : html`<ul>${status.schedules.map(
             (item) =>
-              html`<li>${item.channelId} · ${item.job}: <span class="mono">${item.schedule}</span> · ${runs({ name: item.job, schedule: item.schedule, runs: item.runs })}</li>`,
+              html`<li>${item.channelId} · ${item.job}: ${schedule(item.schedule)} · ${runs({ name: item.job, schedule: item.schedule, runs: item.runs })}</li>`,
           )}</ul>`
     }</section>
 </div>`,
