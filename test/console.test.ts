@@ -203,7 +203,17 @@ describe('web console', () => {
     );
     expect(sent.status).toBe(200);
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
-    for (const q of ['8 (905) 777-01-23', '+7 905 777 0123', 'svetlana orlova', 'ORLOVA']) {
+    for (const q of [
+      '8 (905) 777-01-23',
+      '+7 905 777 0123',
+      'svetlana orlova',
+      'ORLOVA',
+      // As pasted from a Russian document or CRM card: en dashes, an extension, fullwidth digits.
+      '+7 (905) 777–01–23',
+      '8 905 777-01-23 доб. 12',
+      '+7 905 777 01 23 ext. 5',
+      '８ ９０５ ７７７ ０１ ２３',
+    ]) {
       const page = await consoleRequest(bridge.url, `/console/contacts?q=${encodeURIComponent(q)}`, {
         cookie,
       });

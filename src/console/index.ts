@@ -289,8 +289,15 @@ function safeNext(value: string | undefined): string {
   return url.pathname + url.search;
 }
 
+/**
+ * Whether a search is a phone number, as agents paste them: any dash (a Russian document or CRM
+ * card writes 777–01–23 with en dashes), fullwidth digits, an extension at the end ("доб. 12",
+ * "ext. 5", "#12", which the phone's key leaves out).
+ */
+const PHONE_EXTENSION = /\s*(?:доб|ext|x|#)\.?\s*\d+$/iu;
 function looksLikePhone(text: string): boolean {
-  return /^[+\d\s().-]+$/.test(text) && text.replace(/\D/g, '').length >= 5;
+  const plain = text.normalize('NFKC').replace(PHONE_EXTENSION, '');
+  return /^[+\d\s().\p{Pd}]+$/u.test(plain) && plain.replace(/\D/g, '').length >= 5;
 }
 
 export function createConsole(deps: ConsoleDeps): WebConsole {
