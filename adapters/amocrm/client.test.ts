@@ -51,4 +51,18 @@ describe('amoCRM client', () => {
       (await refusal(api.findContacts({ phones: ['+79161234567'], emails: [] }))).retryAfterMs,
     ).toBeUndefined();
   });
+  it('findContacts finds a contact whose e-mail the CRM holds with its domain in punycode', async () => {
+    const { fake, api } = await client();
+    // A mail integration stores ivan@xn--80a1acny.xn--p1ai; the bridge's key is ivan@почта.рф.
+    fake.contacts.push({
+      id: 77,
+      name: 'Иван Петров',
+      responsible_user_id: 1,
+      fields: { EMAIL: [{ value: 'Ivan@XN--80A1ACNY.XN--P1AI', enum_code: 'WORK' }] },
+      tags: [],
+      leads: [],
+    });
+    const found = await api.findContacts({ phones: [], emails: ['ivan@почта.рф'] });
+    expect(found.map((contact) => contact.id)).toEqual(['77']);
+  });
 });

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { samePhone } from '../../src/contacts/normalize.js';
+import { emailForms, normalizeEmail, samePhone } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
@@ -202,9 +202,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         }
       }
       for (const email of emails) {
-        for (const contact of await search(email)) {
-          if (valuesOf(contact, EMAIL_FIELD).some((item) => item.value.trim().toLowerCase() === email))
-            out.set(contact.id, contact);
+        // Each form the CRM may hold it in (a punycode domain), compared as the bridge keys it.
+        for (const form of emailForms(email)) {
+          for (const contact of await search(form)) {
+            if (valuesOf(contact, EMAIL_FIELD).some((item) => normalizeEmail(item.value) === email))
+              out.set(contact.id, contact);
+          }
         }
       }
       return [...out.values()].map(toContact);

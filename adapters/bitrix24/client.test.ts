@@ -151,4 +151,10 @@ describe('Bitrix24 client', () => {
     ]);
     expect(fake.tasks.every((task) => task.title.length <= 250)).toBe(true);
   });
+  it('findContacts finds a contact whose e-mail the portal holds with its domain in punycode', async () => {
+    const { fake, api } = await client();
+    seed(fake, '31', 'EMAIL', 'ivan@xn--80a1acny.xn--p1ai');
+    const found = await api.findContacts({ phones: [], emails: ['ivan@почта.рф'] });
+    expect(found.map((contact) => contact.id)).toEqual(['31']);
+  });
 });

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { cutText } from '../../src/contacts/normalize.js';
+import { cutText, emailForms } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
@@ -177,7 +177,7 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
         }
       };
       search('PHONE', phones.flatMap(phoneVariants));
-      search('EMAIL', emails);
+      search('EMAIL', emails.flatMap(emailForms));
       const ids = new Set<string>();
       for (let at = 0; at < commands.length; at += BATCH_MAX_COMMANDS) {
         const cmd = Object.fromEntries(

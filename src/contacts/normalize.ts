@@ -40,6 +40,19 @@ function unicodeDomain(email: string): string {
 }
 
 /**
+ * The ways a CRM may store a normalised address: as is, and with an internationalised domain in
+ * punycode (a mail integration writes ivan@xn--80a1acny.xn--p1ai for ivan@почта.рф). The CRMs
+ * search by text, so each form is asked for; a found value is compared through normalizeEmail.
+ */
+export function emailForms(email: string): string[] {
+  const at = email.lastIndexOf('@');
+  const domain = email.slice(at + 1);
+  if (/^[\x21-\x7e]*$/.test(domain)) return [email];
+  const ascii = domainToASCII(domain);
+  return ascii === '' || ascii === domain ? [email] : [email, `${email.slice(0, at + 1)}${ascii}`];
+}
+
+/**
  * Parsed phones, by default country and text: libphonenumber's parse is the costliest step of
  * normalising an observation, and the same visitors' phones come back chat after chat. Bounded
  * (entries and key length), so a flood of distinct numbers only evicts; '' stands for "not a
