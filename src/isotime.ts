@@ -39,3 +39,15 @@ const DAY_MS = 86_400_000;
 /** 10000-01-01T00:00:00.000Z: from here on toISOString writes a signed 6-digit year. */
 const MAX_FOUR_DIGIT_YEAR_MS = 253_402_300_800_000;
 const two = (value: number) => (value < 10 ? `0${value}` : `${value}`);
+
+/**
+ * `Date.parse`, except that an ISO date-time without a zone ("2026-01-05T10:00:00", or with a
+ * space for the T) is read as UTC. Date.parse reads it in the process's local time (TZ), so the
+ * same vendor payload gave 07:00Z on an instance run with TZ=Europe/Moscow (as schedules in Moscow
+ * time ask) and 10:00Z on one on UTC. Which zone a vendor meant is unknown; UTC is the same on
+ * every instance.
+ */
+export function parseTime(value: string): number {
+  const local = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)$/.exec(value.trim());
+  return Date.parse(local ? `${local[1]}T${local[2]}Z` : value);
+}

@@ -38,3 +38,24 @@ describe('isoFromMs', () => {
     expect(() => isoFromMs(8.64e15 + 1)).toThrow(RangeError);
   });
 });
+
+describe('a vendor time without a zone', () => {
+  it('is read as UTC whatever TZ the process runs with (TZ=Europe/Moscow for schedules)', async () => {
+    const { isoTime } = await import('../src/intake/wire.js');
+    const { isoOf } = await import('../src/contacts/timeline.js');
+    const before = process.env.TZ;
+    process.env.TZ = 'Europe/Moscow'; // Node reads TZ again when it is set
+    try {
+      // Read as local time, the same payload gave 07:00Z here and 10:00Z on an instance on UTC.
+      expect(isoTime('2026-01-05T10:00:00')).toBe('2026-01-05T10:00:00.000Z');
+      expect(isoTime('2026-01-05 10:00:00.250')).toBe('2026-01-05T10:00:00.250Z');
+      expect(isoOf('2026-01-05T10:00')).toBe('2026-01-05T10:00:00.000Z');
+      // A time that names its zone is read in it.
+      expect(isoTime('2026-01-05T10:00:00+03:00')).toBe('2026-01-05T07:00:00.000Z');
+      expect(isoOf('2026-01-05T10:00:00Z')).toBe('2026-01-05T10:00:00.000Z');
+    } finally {
+      if (before === undefined) delete process.env.TZ;
+      else process.env.TZ = before;
+    }
+  });
+});

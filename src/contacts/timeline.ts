@@ -1,6 +1,6 @@
 import { digest } from '../digest.js';
 import { ValidationError } from '../errors.js';
-import { isoFromMs } from '../isotime.js';
+import { isoFromMs, parseTime } from '../isotime.js';
 import type { TimelineEntry } from './types.js';
 
 /** Pure helpers for timeline entries, event ids and the name index (no store). */
@@ -94,7 +94,7 @@ export function entryId(channelId: string, idempotencyKey: string, entryKey: str
 }
 
 export function isoOf(value: string): string {
-  const ms = Date.parse(value);
+  const ms = parseTime(value);
   if (Number.isNaN(ms)) throw new ValidationError('bad timestamp', [{ path: 'at', message: value }]);
   return isoFromMs(ms);
 }

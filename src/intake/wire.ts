@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { digest as losslessDigest, wellFormed } from '../digest.js';
-import { isoFromMs } from '../isotime.js';
+import { isoFromMs, parseTime } from '../isotime.js';
 
 /**
  * The adapter kit for lenient wire parsing (issue 12 item 1): what every vendor adapter needs to
@@ -158,7 +158,7 @@ export function isoTime(value: string | number | null | undefined): string | und
     const ms = Math.trunc(numeric >= 1e11 ? numeric : numeric * 1000);
     return ms > LAST_FOUR_DIGIT_MS ? undefined : isoFromMs(ms);
   }
-  const parsed = Date.parse(value as string);
+  const parsed = parseTime(value as string);
   return Number.isNaN(parsed) || parsed < FIRST_FOUR_DIGIT_MS || parsed > LAST_FOUR_DIGIT_MS
     ? undefined
     : isoFromMs(parsed);
