@@ -288,7 +288,7 @@ describe('routing', () => {
         null,
       )!;
       expect(text.endsWith('… (transcript cut)')).toBe(true);
-      expect(text.isWellFormed()).toBe(true);
+      expect(text).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/); // no lone surrogate
       expect(text.length).toBeLessThanOrEqual(20_000);
     }
   });
