@@ -8,6 +8,7 @@ import type { RouteAnswer } from '../src/http/routes.js';
 import { allVendorChannels, rawRequest } from './security/support.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
+import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
 
 /**
  * The served OpenAPI document is the contract: a real bridge on loopback (Redis, its own key
@@ -136,7 +137,8 @@ describe('the served OpenAPI document is what the bridge answers', () => {
     const path = op.path;
     if (path.startsWith('/webhooks/jivochat/')) return fixture('jivochat/__fixtures__/chat_finished.json');
     if (path.startsWith('/webhooks/livetex/')) return fixture('livetex/__fixtures__/dialog_closed.web.json');
-    if (path.startsWith('/webhooks/chatvisor/')) return fixture('chatvisor/__fixtures__/webhook-message.json');
+    if (path.startsWith('/webhooks/chatvisor/'))
+      return fixture('chatvisor/__fixtures__/webhook-message.json');
     if (path.endsWith('/unmerge')) return JSON.stringify({ recordId: 'r_nope' });
     if (path.endsWith('/agent-chat-url')) return JSON.stringify({ customerId: 'c1' });
     return '{}';
@@ -176,7 +178,8 @@ describe('the served OpenAPI document is what the bridge answers', () => {
       }
       if (schema && body !== undefined) {
         const parsed = schema.safeParse(body);
-        if (!parsed.success) problems.push(`${where}: body does not fit: ${parsed.error.message.slice(0, 300)}`);
+        if (!parsed.success)
+          problems.push(`${where}: body does not fit: ${parsed.error.message.slice(0, 300)}`);
         // zod strips keys it does not name; the document says additionalProperties: false.
         else if (JSON.stringify(parsed.data) !== JSON.stringify(body))
           problems.push(`${where}: keys the schema does not name: ${answer.text.slice(0, 200)}`);
@@ -210,24 +213,35 @@ describe('the served OpenAPI document is what the bridge answers', () => {
       if (Object.keys(auth).length > 0) {
         requests.push(withBody({ label: 'no credential', headers: { 'content-type': type } }));
         requests.push(
-          withBody({ label: 'wrong credential', headers: { authorization: 'Bearer wrong', 'content-type': type } }),
+          withBody({
+            label: 'wrong credential',
+            headers: { authorization: 'Bearer wrong', 'content-type': type },
+          }),
         );
       }
       // Query parameters: unknown, repeated, ill-typed, empty.
       requests.push(withBody({ label: 'unknown parameter', url: `${base}?zz=1` }));
       for (const parameter of (op.doc.parameters ?? []).filter((each: any) => each.in === 'query')) {
         for (const value of ['x'.repeat(300), '-1', '1e2', '', '%E0%A4%A']) {
-          requests.push(withBody({ label: `query ${parameter.name}`, url: `${base}?${parameter.name}=${value}` }));
+          requests.push(
+            withBody({ label: `query ${parameter.name}`, url: `${base}?${parameter.name}=${value}` }),
+          );
         }
         requests.push(
-          withBody({ label: `${parameter.name} twice`, url: `${base}?${parameter.name}=1&${parameter.name}=2` }),
+          withBody({
+            label: `${parameter.name} twice`,
+            url: `${base}?${parameter.name}=1&${parameter.name}=2`,
+          }),
         );
       }
       // Path parameters: unknown, odd and long ids.
       for (const parameter of (op.doc.parameters ?? []).filter((each: any) => each.in === 'path')) {
         for (const value of ['nope', '%2e%2e', '..', 'a%2Fb', '%E0%A4%A', '%00', 'x'.repeat(2000)]) {
           requests.push(
-            withBody({ label: `path ${parameter.name}=${value.slice(0, 10)}`, url: pathFor(op, { [parameter.name]: value }) }),
+            withBody({
+              label: `path ${parameter.name}=${value.slice(0, 10)}`,
+              url: pathFor(op, { [parameter.name]: value }),
+            }),
           );
         }
       }
@@ -246,7 +260,12 @@ describe('the served OpenAPI document is what the bridge answers', () => {
         }
         requests.push(withBody({ label: 'gzip', headers: { ...headers, 'content-encoding': 'gzip' } }));
         requests.push(withBody({ label: 'text/plain', headers: { ...auth, 'content-type': 'text/plain' } }));
-        requests.push(withBody({ label: 'form', headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' } }));
+        requests.push(
+          withBody({
+            label: 'form',
+            headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' },
+          }),
+        );
       }
       for (const request of requests) note(op, (await check(request)).status);
     }
@@ -255,7 +274,10 @@ describe('the served OpenAPI document is what the bridge answers', () => {
     // reachable vendor (Chatvisor is at a closed port here).
     for (const op of operations.filter((each) => each.path.startsWith('/api/v1/'))) {
       const statuses = [...(seen.get(`${op.method} ${op.path}`) ?? [])];
-      expect(statuses.some((status) => status < 300 || status === 502 || status === 404), `${op.method} ${op.path}`).toBe(true);
+      expect(
+        statuses.some((status) => status < 300 || status === 502 || status === 404),
+        `${op.method} ${op.path}`,
+      ).toBe(true);
     }
   });
 
@@ -277,11 +299,20 @@ describe('the served OpenAPI document is what the bridge answers', () => {
   });
 
   it('answers unknown routes, trailing slashes and other spellings with the one JSON 404', async () => {
-    for (const path of ['/nope', '/api/v1/nope', '/api/v1/contacts/', '/healthz/', '/readyz/', '/api/v1/channels/']) {
+    for (const path of [
+      '/nope',
+      '/api/v1/nope',
+      '/api/v1/contacts/',
+      '/healthz/',
+      '/readyz/',
+      '/api/v1/channels/',
+    ]) {
       const answer = await rawRequest(bridge.url, 'GET', path, { headers: admin() });
       expect(answer.status, path).toBe(404);
       expect(answer.headers['content-type'], path).toMatch(/^application\/json/);
-      expect(JSON.parse(answer.text), path).toEqual({ error: { code: 'not_found', message: 'no such route' } });
+      expect(JSON.parse(answer.text), path).toEqual({
+        error: { code: 'not_found', message: 'no such route' },
+      });
     }
   });
 
@@ -312,5 +343,78 @@ describe('the served OpenAPI document is what the bridge answers', () => {
     });
     await expect(stranger.lookup({ personId: 'cust_7d41e9b2c0' })).rejects.toMatchObject({ status: 401 });
     expect(op.doc.responses['401']).toBeDefined();
+  });
+});
+
+describe('the served document while Redis is down', () => {
+  let redis: PrivateRedis;
+  let bridge: TestBridge;
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    bridge = await startTestBridge({
+      config: {
+        store: { redis: redis.url },
+        secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+        channels: allVendorChannels,
+      },
+    });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+    await redis?.stop();
+  });
+
+  it('documents the 503 of every route that needs the store (an integrator retries it, not a 4xx)', async () => {
+    const document = (await (await fetch(`${bridge.url}/api/v1/openapi.json`)).json()) as any;
+    await redis.stop();
+    const problems: string[] = [];
+    const admin = { authorization: `Bearer ${bridge.adminToken}`, 'content-type': 'application/json' };
+    const jivo = channelOf('jivochat');
+    const requests: Array<[string, string, string, Record<string, string>, string?]> = [
+      ['GET', '/api/v1/contacts?email=a@example.org', '/api/v1/contacts', admin],
+      ['GET', '/api/v1/contacts/c_1', '/api/v1/contacts/{id}', admin],
+      ['GET', '/api/v1/contacts/c_1/timeline', '/api/v1/contacts/{id}/timeline', admin],
+      ['POST', '/api/v1/contacts/c_1/unmerge', '/api/v1/contacts/{id}/unmerge', admin, '{"recordId":"r"}'],
+      ['GET', '/api/v1/identity/conflicts', '/api/v1/identity/conflicts', admin],
+      ['GET', '/api/v1/journal', '/api/v1/journal', admin],
+      ['GET', '/api/v1/deliveries', '/api/v1/deliveries', admin],
+      ['GET', '/api/v1/deliveries/dlv_1', '/api/v1/deliveries/{id}', admin],
+      ['POST', '/api/v1/deliveries/dlv_1/replay', '/api/v1/deliveries/{id}/replay', admin],
+      ['GET', '/api/v1/channels/app/keys', '/api/v1/channels/{id}/keys', admin],
+      ['POST', '/api/v1/channels/app/keys', '/api/v1/channels/{id}/keys', admin, '{}'],
+      ['DELETE', '/api/v1/channels/app/keys/k_1', '/api/v1/channels/{id}/keys/{kid}', admin],
+      ['GET', '/api/v1/channels/cobrowse/agent-sync', '/api/v1/channels/{id}/agent-sync', admin],
+      [
+        'GET',
+        '/api/v1/channels/cobrowse/conversation-poll',
+        '/api/v1/channels/{id}/conversation-poll',
+        admin,
+      ],
+      ['GET', '/readyz', '/readyz', {}],
+      [
+        'POST',
+        `/webhooks/jivochat/${jivo.id}/${jivo.token}`,
+        '/webhooks/jivochat/{channelId}/{token}',
+        { 'content-type': 'application/json' },
+        fixture('jivochat/__fixtures__/chat_accepted.json'),
+      ],
+      [
+        'POST',
+        '/livetex/app/attributes',
+        '/livetex/{channelId}/attributes',
+        { 'content-type': 'application/jose' },
+        'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwia2lkIjoia18xIn0..aaaa.bbbb.cccc',
+      ],
+    ];
+    for (const [method, sent, path, headers, body] of requests) {
+      const answer = await rawRequest(bridge.url, method, sent, { headers, ...(body ? { body } : {}) });
+      const where = `${method} ${sent} → ${answer.status}`;
+      const operation = document.paths[path]?.[method.toLowerCase()];
+      if (!operation) problems.push(`${where}: no such operation in the document`);
+      else if (!operation.responses[String(answer.status)]) problems.push(`${where}: status not documented`);
+      if (answer.status >= 400 && !errorSchema.strict().safeParse(JSON.parse(answer.text)).success)
+        problems.push(`${where}: not the error body: ${answer.text.slice(0, 200)}`);
+    }
+    expect(problems).toEqual([]);
   });
 });
