@@ -316,6 +316,27 @@ describe('the served OpenAPI document is what the bridge answers', () => {
     }
   });
 
+  it('documents each `limit` as the whole number it takes, with the bounds and default it applies', async () => {
+    const paged = operations.filter((op) =>
+      (op.doc.parameters ?? []).some((each: any) => each.in === 'query' && each.name === 'limit'),
+    );
+    expect(paged.length).toBeGreaterThanOrEqual(4);
+    for (const op of paged) {
+      const where = `${op.method} ${op.path}`;
+      const schema = op.doc.parameters.find((each: any) => each.name === 'limit').schema;
+      // A client generated from the document types it as a number and checks its bounds.
+      expect(schema, where).toMatchObject({ type: 'integer', minimum: 1, maximum: expect.any(Number) });
+      expect(schema.default, where).toBeGreaterThanOrEqual(schema.minimum);
+      const ask = async (limit: number) =>
+        (await rawRequest(bridge.url, op.method, `${pathFor(op)}?limit=${limit}`, { headers: admin() }))
+          .status;
+      expect(await ask(schema.maximum), `${where} at its maximum`).toBe(200);
+      expect(await ask(schema.minimum), `${where} at its minimum`).toBe(200);
+      expect(await ask(schema.maximum + 1), `${where} over its maximum`).toBe(400);
+      expect(await ask(schema.minimum - 1), `${where} under its minimum`).toBe(400);
+    }
+  });
+
   it('documents the LiveTex lookup with its real answers (a sealed JWE in, a sealed JWE out)', async () => {
     const op = operations.find((each) => each.path === '/livetex/{channelId}/attributes')!;
     const created = await bridge.admin('POST', `/api/v1/channels/${channelOf('livetex').id}/keys`);
