@@ -278,7 +278,22 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
               }
             : {}),
           403: { description: 'Expired form or session (an HTML page)', contentType: 'text/html' },
+          413: { description: 'A form over 64 KiB (an HTML page)', contentType: 'text/html' },
+          415: {
+            description:
+              'Not a form (unsupported_media_type), or a compressed one (unsupported_content_encoding); an HTML page',
+            contentType: 'text/html',
+          },
         }) as Record<number, RouteAnswer>,
+    // Every form post is read by the console's readForm (src/console/index.ts).
+    ...(method === 'POST'
+      ? {
+          rawBody: {
+            contentType: 'application/x-www-form-urlencoded',
+            description: 'An HTML form with its CSRF token',
+          },
+        }
+      : {}),
   }));
 }
 
