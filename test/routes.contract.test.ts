@@ -452,3 +452,33 @@ describe('the served document while Redis is down', () => {
     expect(problems).toEqual([]);
   });
 });
+
+describe('the served document and the limits on failed authentications', () => {
+  let bridge: TestBridge;
+  beforeAll(async () => {
+    bridge = await startTestBridge({
+      config: {
+        metrics: { token: METRICS },
+        limits: { rate: { adminAuthFailuresPerAddress: 2, adminAuthFailuresPerInstance: 100 } },
+      },
+    });
+  });
+  afterAll(() => bridge?.close());
+
+  it('answers 429 with Retry-After and the error body, documented for the operation', async () => {
+    const document = (await (await fetch(`${bridge.url}/api/v1/openapi.json`)).json()) as any;
+    for (const [path, headers] of [
+      ['/api/v1/contacts', { authorization: 'Bearer wrong' }],
+      ['/metrics', { authorization: 'Bearer wrong' }],
+    ] as const) {
+      let answer = await rawRequest(bridge.url, 'GET', path, { headers });
+      for (let tries = 0; tries < 5 && answer.status !== 429; tries++)
+        answer = await rawRequest(bridge.url, 'GET', path, { headers });
+      expect(answer.status, path).toBe(429);
+      expect(document.paths[path].get.responses['429'], path).toBeDefined();
+      expect(answer.headers['retry-after'], path).toMatch(/^[0-9]+$/);
+      expect(answer.headers['content-type'], path).toMatch(/^application\/json/);
+      expect(errorSchema.strict().parse(JSON.parse(answer.text)).error.code, path).toBe('rate_limited');
+    }
+  });
+});
