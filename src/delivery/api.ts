@@ -110,7 +110,16 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
       tag,
       auth: 'admin',
       query: listQuerySchema,
-      answers: { 200: { description: 'The deliveries', schema: deliveryListSchema }, 503: STORE_UNAVAILABLE },
+      answers: {
+        200: {
+          // No cursor here (unlike the timeline and the journal): say so, so nobody looks for one.
+          description:
+            'At most `limit` deliveries: pending, then delivered, then failed (or the one `state`), oldest first within each; ' +
+            'there is no cursor, so narrow by `state` and `destination` to see more',
+          schema: deliveryListSchema,
+        },
+        503: STORE_UNAVAILABLE,
+      },
       async handle(ctx, { query }) {
         ctx.body = { deliveries: await admin.list(query) };
       },

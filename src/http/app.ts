@@ -808,7 +808,7 @@ export function createApp(deps: AppDeps): Koa {
       answers: {
         200: {
           description:
-            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on. ' +
+            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on, and is null on the last page. ' +
             'With `channel` or `type`, only matching entries count toward `limit`; a page passes over at most ' +
             `${TIMELINE_SCAN_ENTRIES} entries that do not match, then answers with what it found, \`partial: true\` and a \`nextCursor\` to read on`,
           schema: z.object({
@@ -892,7 +892,10 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: conflictsQuerySchema,
       answers: {
-        200: { description: 'The conflicts', schema: z.object({ conflicts: z.array(z.unknown()) }) },
+        200: {
+          description: 'At most `limit` conflicts, newest first (no cursor)',
+          schema: z.object({ conflicts: z.array(z.unknown()) }),
+        },
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
@@ -908,7 +911,7 @@ export function createApp(deps: AppDeps): Koa {
       query: journalQuerySchema,
       answers: {
         200: {
-          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on`,
+          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on, and is null on the last page`,
           schema: z.object({ entries: z.array(z.unknown()), nextCursor: z.string().nullable() }),
         },
         503: STORE_UNAVAILABLE,
