@@ -477,6 +477,8 @@ describe('the served document and the limits on failed authentications', () => {
       expect(answer.status, path).toBe(429);
       expect(document.paths[path].get.responses['429'], path).toBeDefined();
       expect(answer.headers['retry-after'], path).toMatch(/^[0-9]+$/);
+      // …and the document says so, for a client that should wait rather than guess.
+      expect(document.paths[path].get.responses['429'].headers?.['Retry-After'], path).toBeDefined();
       expect(answer.headers['content-type'], path).toMatch(/^application\/json/);
       expect(errorSchema.strict().parse(JSON.parse(answer.text)).error.code, path).toBe('rate_limited');
     }

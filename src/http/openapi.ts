@@ -131,6 +131,12 @@ function isEmptyObject(value: unknown): boolean {
   return !!value && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0;
 }
 
+const RETRY_AFTER = {
+  description: 'Seconds to wait before trying again',
+  required: true,
+  schema: { type: 'integer', minimum: 1 },
+};
+
 /** `/a/:b/c` → `/a/{b}/c` */
 export function openApiPath(path: string): string {
   return path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
@@ -240,7 +246,12 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
           : contentType === 'application/json'
             ? {}
             : { type: 'string' };
-      responses[status] = { description: answer.description, content: { [contentType]: { schema } } };
+      responses[status] = {
+        description: answer.description,
+        // Every 429 comes from TooManyRequestsError (src/errors.ts), which always sets Retry-After.
+        ...(code === 429 ? { headers: { 'Retry-After': RETRY_AFTER } } : {}),
+        content: { [contentType]: { schema } },
+      };
     }
 
     const requestBody = each.body
