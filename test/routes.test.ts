@@ -106,7 +106,7 @@ describe('the route model and its OpenAPI document', () => {
       'phone',
       'identity',
     ]);
-    expect(Object.keys(contacts.responses)).toEqual(['200', '400', '401', '429']);
+    expect(Object.keys(contacts.responses)).toEqual(['200', '400', '401', '429', '503']);
     const replay = document.paths['/api/v1/deliveries/{id}/replay'].post;
     expect(Object.keys(replay.responses)).toEqual(expect.arrayContaining(['202', '404', '409']));
     expect(replay.parameters[0].schema.pattern).toBeDefined();

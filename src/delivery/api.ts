@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { NotFoundError } from '../errors.js';
-import { type Route, route } from '../http/routes.js';
+import { type Route, route, STORE_UNAVAILABLE } from '../http/routes.js';
 import { emptyIsAbsent, queryInt } from '../http/validate.js';
 import {
   type DeliveryAttempt,
@@ -110,7 +110,16 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
       tag,
       auth: 'admin',
       query: listQuerySchema,
-      answers: { 200: { description: 'The deliveries', schema: deliveryListSchema } },
+      answers: {
+        200: {
+          // No cursor here (unlike the timeline and the journal): say so, so nobody looks for one.
+          description:
+            'At most `limit` deliveries: pending, then delivered, then failed (or the one `state`), oldest first within each; ' +
+            'there is no cursor, so narrow by `state` and `destination` to see more',
+          schema: deliveryListSchema,
+        },
+        503: STORE_UNAVAILABLE,
+      },
       async handle(ctx, { query }) {
         ctx.body = { deliveries: await admin.list(query) };
       },
@@ -125,6 +134,7 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
       answers: {
         202: { description: 'Queued again', schema: replayAllResultSchema },
         404: { description: 'No such destination' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
         const { replayed } = await admin.replayFailed(query.destination);
@@ -142,6 +152,7 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
       answers: {
         200: { description: 'The delivery', schema: deliveryDetailSchema },
         404: { description: 'No such delivery' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { params }) {
         const found = await admin.get(params.id);
@@ -160,6 +171,7 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
         202: { description: 'Queued again', schema: deliverySummarySchema },
         404: { description: 'No such delivery' },
         409: { description: 'Pending already, or its destination is gone' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { params }) {
         ctx.status = 202;

@@ -31,7 +31,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
-import { mount, mountedRoutes, type Route, type RouteAnswer, route } from './routes.js';
+import { mount, mountedRoutes, type Route, type RouteAnswer, route, STORE_UNAVAILABLE } from './routes.js';
 import { emptyIsAbsent, queryInt, runChannelRoute } from './validate.js';
 
 /**
@@ -251,12 +251,49 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
             description: path.startsWith('/console/assets/') ? 'A stylesheet or script' : 'An HTML page',
             contentType: path.startsWith('/console/assets/') ? 'text/plain' : 'text/html',
           },
+          // A page behind the session sends a browser without one to the sign-in page.
+          ...(open.has(path)
+            ? {}
+            : {
+                302: {
+                  description: 'No session: redirect to /console/sign-in?next=…',
+                  contentType: 'text/html',
+                },
+              }),
           404: { description: 'No such page (an HTML page)', contentType: 'text/html' },
         }
       : {
           302: { description: 'Redirect to the next page (Location)', contentType: 'text/html' },
+          // The sign-in checks the admin token, and counts against the admin API's failure limit.
+          ...(path === '/console/sign-in'
+            ? {
+                401: {
+                  description: 'Not the admin token (the sign-in page again)',
+                  contentType: 'text/html',
+                },
+                429: {
+                  description: 'Too many failed authentications from this address; see Retry-After',
+                  contentType: 'text/html',
+                },
+              }
+            : {}),
           403: { description: 'Expired form or session (an HTML page)', contentType: 'text/html' },
+          413: { description: 'A form over 64 KiB (an HTML page)', contentType: 'text/html' },
+          415: {
+            description:
+              'Not a form (unsupported_media_type), or a compressed one (unsupported_content_encoding); an HTML page',
+            contentType: 'text/html',
+          },
         }) as Record<number, RouteAnswer>,
+    // Every form post is read by the console's readForm (src/console/index.ts).
+    ...(method === 'POST'
+      ? {
+          rawBody: {
+            contentType: 'application/x-www-form-urlencoded',
+            description: 'An HTML form with its CSRF token',
+          },
+        }
+      : {}),
   }));
 }
 
@@ -347,7 +384,9 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role !== 'worker') {
     app.use(async (ctx: Context, next: Next) => {
       if (isAdminPath(ctx.path)) {
-        const open = ctx.method === 'GET' && ctx.path === '/api/v1/openapi.json';
+        // HEAD too: Koa answers it as the GET without a body, and a client checking the
+        // document (its ETag-less freshness, its size) got a 401 where GET got the document.
+        const open = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === '/api/v1/openapi.json';
         if (!open) {
           adminAuth.assertAllowed(ctx.ip);
           const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
@@ -574,7 +613,9 @@ export function createApp(deps: AppDeps): Koa {
           ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
         404: { description: 'No such channel (the one 404 body)' },
+        413: { description: 'Body over server.bodyLimitBytes (payload_too_large)' },
         429: { description: 'Too many lookups from this address or for this channel' },
+        503: { description: 'The store is unavailable (store_unavailable); retry' },
         ...describeErrors(doc.errors),
       },
       async handle(ctx) {
@@ -664,7 +705,11 @@ export function createApp(deps: AppDeps): Koa {
    */
   function channelAnswers(spec: ChannelRoute): Record<number, RouteAnswer> {
     const readsBody = spec.method === 'POST' || spec.method === 'PUT';
-    const core: Record<number, string> = { 404: 'No such channel (channel_not_found)' };
+    // A channel's routes keep their state (keys, reports, cursors) in the store.
+    const core: Record<number, string> = {
+      404: 'No such channel (channel_not_found)',
+      503: STORE_UNAVAILABLE.description,
+    };
     if (spec.body) core[400] = 'Invalid query or body (invalid_query, invalid_json, invalid_body)';
     else if (readsBody) {
       core[400] =
@@ -713,6 +758,7 @@ export function createApp(deps: AppDeps): Koa {
           description: `Matching contacts, at most ${FIND_LIMIT}; \`truncated\` when more matched (a search-only e-mail or phone typed by many visitors)`,
           schema: z.object({ contacts: z.array(contactSchema), truncated: z.boolean() }),
         },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
         if (!query.email && !query.phone && !query.identity) {
@@ -743,6 +789,7 @@ export function createApp(deps: AppDeps): Koa {
           schema: contactSchema.extend({ mergedFrom: z.string().optional() }),
         },
         404: { description: 'No such contact (contact_not_found)' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx) {
         const id = ctx.params.id!;
@@ -761,7 +808,7 @@ export function createApp(deps: AppDeps): Koa {
       answers: {
         200: {
           description:
-            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on. ' +
+            'One page: at most `limit` entries and about 1 MiB of them (always at least one); `nextCursor` (as `before`) reads on, and is null on the last page. ' +
             'With `channel` or `type`, only matching entries count toward `limit`; a page passes over at most ' +
             `${TIMELINE_SCAN_ENTRIES} entries that do not match, then answers with what it found, \`partial: true\` and a \`nextCursor\` to read on`,
           schema: z.object({
@@ -780,6 +827,7 @@ export function createApp(deps: AppDeps): Koa {
             'Invalid query (invalid_query), also a `channel` that is no channel of the bridge or of the contact',
         },
         404: { description: 'No such contact (contact_not_found)' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
         const id = ctx.params.id!;
@@ -830,6 +878,7 @@ export function createApp(deps: AppDeps): Koa {
         404: { description: 'No such contact (contact_not_found)' },
         409: { description: 'The contact changed while being split (identity_contention); retry' },
         413: { description: 'Body over server.bodyLimitBytes' },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { body }) {
         ctx.body = await contacts.unmerge(ctx.params.id!, body);
@@ -843,7 +892,11 @@ export function createApp(deps: AppDeps): Koa {
       auth: 'admin',
       query: conflictsQuerySchema,
       answers: {
-        200: { description: 'The conflicts', schema: z.object({ conflicts: z.array(z.unknown()) }) },
+        200: {
+          description: 'At most `limit` conflicts, newest first (no cursor)',
+          schema: z.object({ conflicts: z.array(z.unknown()) }),
+        },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
         ctx.body = { conflicts: await contacts.conflicts(query.limit) };
@@ -858,9 +911,10 @@ export function createApp(deps: AppDeps): Koa {
       query: journalQuerySchema,
       answers: {
         200: {
-          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on`,
+          description: `Journal entries, newest first: at most \`limit\`, and a page stops at about ${JOURNAL_PAGE_BYTES / 1024 / 1024} MiB of entries (always at least one); \`nextCursor\` (as \`before\`) reads on, and is null on the last page`,
           schema: z.object({ entries: z.array(z.unknown()), nextCursor: z.string().nullable() }),
         },
+        503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
         ctx.body = await deps.journal.list({

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Route, RouteAuth } from './routes.js';
+import { queryIntegers } from './validate.js';
 
 /**
  * The OpenAPI 3.1 document, generated from the route declarations the routers mount
@@ -60,7 +61,24 @@ function converter(components: Record<string, unknown>) {
   return (schema: z.ZodType, io: 'input' | 'output'): Json => {
     let json: Json;
     try {
-      json = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Json;
+      json = z.toJSONSchema(schema, {
+        io,
+        unrepresentable: 'any',
+        override({ zodSchema, jsonSchema }) {
+          // A number in the query (queryInt): said as the integer it is, not as its digits.
+          const integer = queryIntegers.get(zodSchema);
+          if (!integer) return;
+          const { description } = jsonSchema;
+          for (const key of Object.keys(jsonSchema)) delete jsonSchema[key];
+          Object.assign(jsonSchema, {
+            type: 'integer',
+            minimum: integer.min,
+            maximum: integer.max,
+            default: integer.default,
+            ...(description ? { description } : {}),
+          });
+        },
+      }) as Json;
     } catch {
       // A schema JSON Schema cannot say (a refinement on a function, …) is documented as "any".
       return {};
@@ -112,6 +130,12 @@ function matchAnything(value: unknown): unknown {
 function isEmptyObject(value: unknown): boolean {
   return !!value && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0;
 }
+
+const RETRY_AFTER = {
+  description: 'Seconds to wait before trying again',
+  required: true,
+  schema: { type: 'integer', minimum: 1 },
+};
 
 /** `/a/:b/c` → `/a/{b}/c` */
 export function openApiPath(path: string): string {
@@ -222,7 +246,12 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
           : contentType === 'application/json'
             ? {}
             : { type: 'string' };
-      responses[status] = { description: answer.description, content: { [contentType]: { schema } } };
+      responses[status] = {
+        description: answer.description,
+        // Every 429 comes from TooManyRequestsError (src/errors.ts), which always sets Retry-After.
+        ...(code === 429 ? { headers: { 'Retry-After': RETRY_AFTER } } : {}),
+        content: { [contentType]: { schema } },
+      };
     }
 
     const requestBody = each.body

@@ -88,6 +88,15 @@ export interface RouteSpec<
 // biome-ignore lint/suspicious/noExplicitAny: a list of routes holds each route's own input types
 export type Route = RouteSpec<any, any, any>;
 
+/**
+ * The answer of a route that reads or writes the store while Redis is down or a lock is contended
+ * (StoreUnavailableError, StoreBusyError, src/errors.ts). Declared by each such route: a client
+ * written from the document must know that this one is passing and to be retried.
+ */
+export const STORE_UNAVAILABLE: RouteAnswer = {
+  description: 'The store is unavailable or busy (store_unavailable, store_busy); retry after Retry-After',
+};
+
 /** Declare a route; the identity function that gives the handler its typed input. */
 export function route<
   P extends z.ZodType | undefined = undefined,

@@ -37,9 +37,16 @@ export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
  * `1e2` as 100, `0x10` as 16 and ` 5` as 5, and a repeated parameter as "expected number, received
  * NaN"; here anything but digits is a 400 that says which form is expected.
  */
+/**
+ * What each queryInt() schema takes, for the document: its zod input is a string of digits, but a
+ * client written from the document should see the whole number, its bounds and its default
+ * (src/http/openapi.ts writes `{type: integer, minimum, maximum, default}` for these).
+ */
+export const queryIntegers = new WeakMap<object, { min: number; max: number; default: number }>();
+
 export function queryInt(options: { min: number; max: number; default: number }) {
   const { min, max } = options;
-  return z
+  const schema = z
     .string()
     .regex(
       /^[0-9]{1,9}$/,
@@ -50,6 +57,8 @@ export function queryInt(options: { min: number; max: number; default: number })
     .optional()
     .default(options.default)
     .describe(`a whole number from ${min} to ${max} (default ${options.default})`);
+  queryIntegers.set(schema, options);
+  return schema;
 }
 
 /**
