@@ -6,7 +6,10 @@ import {
   type FakeChatvisor,
   startFakeChatvisor,
 } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { ANSWER_LIMITS } from '../../adapters/jivochat/codec.js';
+import { jivoAnswerSchema } from '../../adapters/jivochat/schemas.js';
 import { normalizeEmail, normalizePhone } from '../../src/contacts/normalize.js';
+import { consoleRequest, signIn } from '../support/console.js';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
 
 /**
@@ -27,7 +30,7 @@ const TOKENS = {
   chatvisor: 'fuzz-chatvisor-token-001',
 };
 const SEED = Number(process.env.FUZZ_SEED ?? 20261204);
-const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 const fixture = (path: string): Record<string, Json> =>
@@ -346,6 +349,7 @@ describe('intake fuzz: mutated valid payloads in sequences, invariants after eac
     bridge = await startTestBridge({
       store: 'memory',
       config: {
+        console: { linkTtl: '1h' },
         channels: [
           { id: 'site', vendor: 'jivochat', token: TOKENS.jivochat, personIdFrom: 'user_token' },
           { id: 'app', vendor: 'livetex', token: TOKENS.livetex },
@@ -410,6 +414,18 @@ describe('intake fuzz: mutated valid payloads in sequences, invariants after eac
             expect(status, `${bytes.toString().slice(0, 300)} for ${shown}`).toBeLessThan(500);
             const problem = strictJson(bytes);
             expect(problem, `answer ${bytes.toString().slice(0, 200)} for ${shown}`).toBeNull();
+            if (status === 200 && s.vendor === 'jivochat') {
+              // What Jivo shows the agent: our documented answer shape, within our own limits.
+              const answer = jivoAnswerSchema.safeParse(JSON.parse(bytes.toString()));
+              expect(answer.success, `Jivo answer ${bytes.toString().slice(0, 300)} for ${shown}`).toBe(true);
+              const info = answer.data?.contact_info;
+              expect([...(info?.name ?? '')].length, shown).toBeLessThanOrEqual(ANSWER_LIMITS.name);
+              expect([...(info?.phone ?? '')].length, shown).toBeLessThanOrEqual(ANSWER_LIMITS.phone);
+              for (const item of answer.data?.custom_data ?? []) {
+                expect([...item.title].length, shown).toBeLessThanOrEqual(ANSWER_LIMITS.title);
+                expect([...item.content].length, shown).toBeLessThanOrEqual(ANSWER_LIMITS.content);
+              }
+            }
             if (status >= 400) {
               const body = JSON.parse(bytes.toString());
               expect(body.error?.code, shown).toEqual(expect.any(String));
@@ -619,5 +635,82 @@ describe('intake fuzz: mutated valid payloads in sequences, invariants after eac
     }
     expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
     expect(statuses.get(400) ?? 0).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('console: fuzzed filters, ids and forms of a signed-in browser never get a 5xx', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, bridge.adminToken);
+    const consoleStatuses = new Map<number, number>();
+    const value = fc.oneof(
+      edgeText.map((text) => wellFormed(text)),
+      fc.constantFrom('__proto__', 'constructor', '1e400', '-0', '', 'site', 'failed', 'rejected', 'c_1'),
+    );
+    const raw = fc.constantFrom('%FF', '%ED%A0%80', '%', '%%', '%00', '..', '%2F');
+    const param = fc.oneof(
+      value.map((text) => encodeURIComponent(text)),
+      raw,
+    );
+    const key = fc.constantFrom(
+      'q',
+      'email',
+      'phone',
+      'identity',
+      'channel',
+      'kind',
+      'state',
+      'destination',
+      'type',
+      'before',
+      'notice',
+      'replayed',
+      'next',
+      '__proto__',
+    );
+    const query = fc
+      .array(fc.tuple(key, param), { maxLength: 3 })
+      .map((pairs) => (pairs.length === 0 ? '' : `?${pairs.map(([k, v]) => `${k}=${v}`).join('&')}`));
+    const form = fc.dictionary(
+      fc.constantFrom('recordId', 'destination', 'ttl', 'dryRun', 'token', 'next', '__proto__'),
+      value,
+      { maxKeys: 3 },
+    );
+    const request: fc.Arbitrary<{ path: string; form?: Record<string, string> }> = fc.oneof(
+      fc
+        .tuple(fc.constantFrom('contacts', 'journal', 'deliveries', 'channels', 'status'), query)
+        .map(([page, q]) => ({
+          path: `/console/${page}${q}`,
+        })),
+      fc.tuple(param, query).map(([id, q]) => ({ path: `/console/contacts/${id}${q}` })),
+      fc.tuple(param, query).map(([id, q]) => ({ path: `/console/deliveries/${id}${q}` })),
+      fc.tuple(param, form).map(([id, f]) => ({ path: `/console/contacts/${id}/unmerge`, form: f })),
+      form.map((f) => ({ path: '/console/deliveries/replay', form: f })),
+      fc.tuple(param, form).map(([id, f]) => ({ path: `/console/deliveries/${id}/replay`, form: f })),
+      fc.tuple(fc.constantFrom('site', 'app', 'cv'), param, form).map(([channel, kid, f]) => ({
+        path: `/console/channels/${channel}/keys/${kid}/revoke`,
+        form: f,
+      })),
+    );
+    const result = await fc.check(
+      fc.asyncProperty(request, async (each) => {
+        const page = await consoleRequest(bridge.url, each.path, {
+          cookie,
+          ...(each.form ? { form: { _csrf: csrf, ...each.form } } : {}),
+        });
+        consoleStatuses.set(page.status, (consoleStatuses.get(page.status) ?? 0) + 1);
+        // Still signed in: a page or a redirect within the console, never back to the sign-in.
+        expect(page.location ?? '', each.path).not.toMatch(/sign-in/);
+        expect(
+          page.status,
+          `${page.text.slice(0, 300)} for ${each.path} ${JSON.stringify(each.form ?? {})}`,
+        ).toBeLessThan(500);
+      }),
+      { numRuns: RUNS * 2, seed: SEED, endOnFailure: true },
+    );
+    if (result.failed) {
+      throw new Error(
+        `${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}\n` +
+          `(replay: FUZZ_SEED=${result.seed} fast-check path "${result.counterexamplePath}")`,
+      );
+    }
+    expect(consoleStatuses.get(200) ?? 0, JSON.stringify([...consoleStatuses])).toBeGreaterThan(0);
   }, 120_000);
 });
