@@ -140,7 +140,16 @@ export const pageSchema = z.looseObject({
   [P.results]: z.array(z.unknown()),
 });
 
-const isoOrNull = (value: string | null | undefined) => isoTime(value) ?? null;
+const isoOrNull = (value: string | number | null | undefined) => isoTime(value) ?? null;
+
+/**
+ * An optional field of a webhook body: a value of another type is dropped (null), not the whole
+ * conversation or message (vendors/chatvisor.md: parse leniently). A `url` of 42 or a rich
+ * `lastMessage` sent the event to the journal as unhandled, and it never reached the timeline.
+ */
+const optionalString = z.string().nullish().catch(null);
+/** ISO text or a Unix time (as the other vendors' times are read); anything else is no time. */
+const optionalTime = z.union([z.string(), z.number()]).nullish().catch(null);
 
 /** When a listed conversation or customer last changed (assumed field, see operations.ts). */
 const UPDATED_AT = WIRE.updatedAt.fields.updatedAt;
@@ -165,9 +174,9 @@ export const conversationSchema = z
   .looseObject({
     [C.customerId]: idLike,
     [C.status]: z.string().min(1),
-    [C.lastMessage]: lastMessageSchema,
-    [C.url]: z.string().nullish(),
-    [UPDATED_AT]: z.string().nullish(),
+    [C.lastMessage]: lastMessageSchema.catch(null),
+    [C.url]: optionalString,
+    [UPDATED_AT]: optionalTime,
   })
   .transform((raw) => ({
     customerId: raw[C.customerId],
@@ -221,10 +230,10 @@ export const messageSchema = z
   .looseObject({
     [M.id]: optionalText,
     [M.customerId]: idLike,
-    [M.text]: z.string().nullish(),
-    [M.sender]: z.string().nullish(),
-    [M.agentEmail]: z.string().nullish(),
-    [M.createdAt]: z.string().nullish(),
+    [M.text]: optionalString,
+    [M.sender]: optionalString,
+    [M.agentEmail]: optionalString,
+    [M.createdAt]: optionalTime,
   })
   // A Customer body (the old "new subscriber" webhook) also has an `id`: only a text or a sender
   // makes it a message.

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { boolLike, intLike } from '../../src/config/schema.js';
-import { soft, softId, softString, softTime, wireId, wireTime } from '../../src/intake/wire.js';
+import { soft, softId, softString, softText, softTime, wireId, wireTime } from '../../src/intake/wire.js';
 
 /**
  * Schemas for what LiveTex channels are configured with and what LiveTex's dialog webhook sends.
@@ -96,7 +96,8 @@ export const conversationSchema = z.looseObject({
 });
 export type ConversationInput = z.infer<typeof conversationSchema>;
 
-const contactEntrySchema = z.looseObject({ type: softString, value: softString });
+/** A phone comes as a number from some serialisers (79161234567): kept as text, as Jivo's is. */
+const contactEntrySchema = z.looseObject({ type: softString, value: softText });
 
 /**
  * The widget's attribute map, read by hand: z.record would silently drop a key named
@@ -122,8 +123,8 @@ export const discourserSchema = z.looseObject({
   custom_visitor_token: softId(512),
   visitorToken: softId(512),
   visitor_token: softId(512),
-  email: softString,
-  phone: softString,
+  email: softText,
+  phone: softText,
   contacts: soft(z.array(contactEntrySchema.catch({}))),
   /** The widget's attribute maps (`setConversationAttributes`) may carry the person id. */
   attributes: soft(attributeMapSchema),
