@@ -204,9 +204,10 @@ describe('jivochat mapper', () => {
       },
     });
     expect(observation.events[0]).toMatchObject({ type: 'offline_message.received', data: { task: true } });
-    expect(observation.idempotencyKey).toBe('jivochat:shop-site:offline_message:1718620800456');
+    // The default channel has no widgetId: the payload's widget ends the key.
+    expect(observation.idempotencyKey).toBe('jivochat:shop-site:offline_message:1718620800456:Qw7eR9tY2u');
     expect(observe('offline_message.string-id.json').idempotencyKey).toBe(
-      'jivochat:shop-site:offline_message:2931',
+      'jivochat:shop-site:offline_message:2931:Qw7eR9tY2u',
     );
   });
 
@@ -313,24 +314,29 @@ describe('jivochat mapper', () => {
 });
 
 describe('jivochat idempotency keys', () => {
+  // The key shapes below are those of a channel with `widgetId` (the fixtures' widget): without
+  // it the widget is part of every key (the last test of this block).
+  const pinned = jivochatSettingsSchema.parse({ widgetId: 'Qw7eR9tY2u' });
+  const keyed = (...[name, overrides, change]: Parameters<typeof input>) =>
+    input(name, { settings: pinned, ...overrides }, change);
   it('is stable for the same payload and changes with what distinguishes deliveries', () => {
-    const first = input('chat_updated.json');
-    expect(idempotencyKeyOf(first)).toBe(idempotencyKeyOf(input('chat_updated.json')));
+    const first = keyed('chat_updated.json');
+    expect(idempotencyKeyOf(first)).toBe(idempotencyKeyOf(keyed('chat_updated.json')));
     // A different receipt time does not matter.
     expect(idempotencyKeyOf(first)).toBe(
-      idempotencyKeyOf(input('chat_updated.json', { receivedAt: new Date() })),
+      idempotencyKeyOf(keyed('chat_updated.json', { receivedAt: new Date() })),
     );
-    const changed = input('chat_updated.json');
+    const changed = keyed('chat_updated.json');
     changed.envelope = {
       ...changed.envelope,
       visitor: { ...changed.envelope.visitor, phone: '+79135554434' },
     };
     expect(idempotencyKeyOf(changed)).not.toBe(idempotencyKeyOf(first));
-    expect(idempotencyKeyOf(input('chat_finished.json'))).toBe('jivochat:shop-site:chat_finished:90320');
-    expect(idempotencyKeyOf(input('chat_finished.json', { channelId: 'other' }))).toBe(
+    expect(idempotencyKeyOf(keyed('chat_finished.json'))).toBe('jivochat:shop-site:chat_finished:90320');
+    expect(idempotencyKeyOf(keyed('chat_finished.json', { channelId: 'other' }))).toBe(
       'jivochat:other:chat_finished:90320',
     );
-    const attributes = input('client_attribute_updated.json');
+    const attributes = keyed('client_attribute_updated.json');
     expect(idempotencyKeyOf(attributes)).toBe(
       `jivochat:shop-site:client_attribute_updated:31507:${hashOf(attributes.envelope.attributes)}`,
     );
@@ -338,14 +344,14 @@ describe('jivochat idempotency keys', () => {
 
   it('digests a chat id longer than the kit keeps (keyPart); shorter ones and long keys as before', () => {
     const withChat = (chat: string) => {
-      const finished = input('chat_finished.json');
+      const finished = keyed('chat_finished.json');
       finished.envelope = { ...finished.envelope, chat_id: chat };
       return idempotencyKeyOf(finished);
     };
     expect(withChat('c'.repeat(200))).toBe(`jivochat:shop-site:chat_finished:${'c'.repeat(200)}`);
     expect(withChat('c'.repeat(201))).toBe(`jivochat:shop-site:chat_finished:~${digest('c'.repeat(201))}`);
     // Two parts of 200 make a key over 400: hashed whole, as keys were made before.
-    const transfer = input('chat_accepted.json');
+    const transfer = keyed('chat_accepted.json');
     transfer.envelope = {
       ...transfer.envelope,
       chat_id: 'c'.repeat(200),
@@ -358,7 +364,7 @@ describe('jivochat idempotency keys', () => {
 
   it('keys a chat and agent id holding the separator apart (77:1 + 2 is not 77 + 1:2)', () => {
     const accepted = (chat: string, agent: string) => {
-      const event = input('chat_accepted.json');
+      const event = keyed('chat_accepted.json');
       event.envelope = { ...event.envelope, chat_id: chat, agent: { ...event.envelope.agent, id: agent } };
       return idempotencyKeyOf(event);
     };
@@ -369,7 +375,7 @@ describe('jivochat idempotency keys', () => {
   it('keys an event without its chat or client id on the whole payload, so two people never share a key', () => {
     const withoutChat = (name: string, change: (raw: Record<string, unknown>) => void) =>
       idempotencyKeyOf(
-        input(name, {}, (raw) => {
+        keyed(name, {}, (raw) => {
           delete raw.chat_id;
           delete raw.client_id;
           change(raw);
@@ -392,5 +398,12 @@ describe('jivochat idempotency keys', () => {
   it('hashes objects independently of key order', () => {
     expect(hashOf({ a: 1, b: [1, { c: 2, d: 3 }] })).toBe(hashOf({ b: [1, { d: 3, c: 2 }], a: 1 }));
     expect(hashOf({ a: 1 })).not.toBe(hashOf({ a: '1' }));
+  });
+  it("ends with the payload's widget when the channel has no widgetId: two widgets' chat ids never share a key", () => {
+    const open = (widget: string) =>
+      idempotencyKeyOf(input('chat_finished.json', {}, (raw) => Object.assign(raw, { widget_id: widget })));
+    expect(open('Qw7eR9tY2u')).toBe('jivochat:shop-site:chat_finished:90320:Qw7eR9tY2u');
+    expect(open('aB3dE5fG7h')).not.toBe(open('Qw7eR9tY2u'));
+    expect(idempotencyKeyOf(keyed('chat_finished.json'))).toBe('jivochat:shop-site:chat_finished:90320');
   });
 });

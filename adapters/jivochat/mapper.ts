@@ -257,6 +257,12 @@ export function idempotencyKeyOf(input: MapInput): string {
   // so keying on them made a second visitor's chat_accepted a "repeat" answered with the first's
   // contact. A redelivery is the same payload, so it still has the same key.
   if (parts[0] === '-') parts = [hashOf(raw)];
+  // Without `widgetId` a channel takes every widget whose webhook URL it is, and chat and client
+  // ids are not known to be unique across widgets (or Jivo accounts): the widget is part of the
+  // key then, or a second widget's chat that reused an id was taken for a redelivery of the first
+  // and answered with the first visitor's data. With `widgetId` set every payload accepted has
+  // that widget, and the keys stay as they were.
+  if (input.settings.widgetId === undefined && typeof e.widget_id === 'string') parts.push(e.widget_id);
   // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
   // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
   parts = parts.map(keyPart);
