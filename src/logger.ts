@@ -100,3 +100,48 @@ export function createLogger(
   };
   return destination ? pino(options, destination) : pino(options);
 }
+
+/**
+ * Says a failure that repeats once a minute per key rather than each time it happens. While
+ * Redis is down every webhook (503), every probe, every background retry (once a second) and
+ * every BullMQ reconnect failed the same way, each with a warn line: thousands a minute, which
+ * buried the one line that said what was wrong and flooded log shipping. `sayNow(key)` answers
+ * how many repeats were kept quiet since the key was last said (0 the first time), or undefined
+ * while it is to stay quiet (log at debug then). Keys are fixed words and error codes, never
+ * caller-chosen text; past 1,000 the oldest are forgotten, so the map stays bounded anyway.
+ */
+export function createRepeatGate(everyMs = 60_000, now: () => number = Date.now) {
+  const said = new Map<string, { at: number; quiet: number }>();
+  return {
+    sayNow(key: string): number | undefined {
+      const at = now();
+      const entry = said.get(key);
+      if (entry && at - entry.at < everyMs) {
+        entry.quiet++;
+        return undefined;
+      }
+      said.delete(key);
+      if (said.size >= 1000) said.delete(said.keys().next().value as string);
+      said.set(key, { at, quiet: 0 });
+      return entry?.quiet ?? 0;
+    },
+  };
+}
+
+export type RepeatGate = ReturnType<typeof createRepeatGate>;
+
+/**
+ * Logs `err` at warn when the gate says so (with `repeats`: how many like it went unsaid since),
+ * else at debug. For failures that recur on their own until something outside is fixed.
+ */
+export function warnOncePerMinute(
+  logger: Logger,
+  gate: RepeatGate,
+  key: string,
+  fields: Record<string, unknown>,
+  message: string,
+): void {
+  const repeats = gate.sayNow(key);
+  if (repeats === undefined) logger.debug(fields, message);
+  else logger.warn(repeats > 0 ? { ...fields, repeats } : fields, message);
+}

@@ -353,6 +353,23 @@ describe.each<Kind>(['memory', 'redis'])('delivery on the %s store', (kind) => {
     await expect(delivery.replay('dlv_nope')).rejects.toMatchObject({ status: 404 });
   });
 
+  it("names the contact in a failed attempt's log line, so an operator can find whose event it was", async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 503 });
+    const { logger: logged, lines } = capturingLogger('info');
+    const { delivery, events } = await setup(kind, [{ url: crm.url, retrySchedule: ['0s', '1s', '1s'] }], {
+      logger: logged,
+    });
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    await eventually(
+      async () => lines.some((line) => /delivery attempt 1 failed/.test(line.msg)),
+      'the failed attempt is logged',
+    );
+    const line = lines.find((candidate) => /delivery attempt 1 failed/.test(candidate.msg))!;
+    expect(line).toMatchObject({ event: 'evt_c1_1', contact: contact('c1').id });
+  });
+
   it('says so when a pending delivery record cannot be read, instead of dropping it unseen', async () => {
     const crm = await receiver();
     crm.respond({ kind: 'status', status: 503 });

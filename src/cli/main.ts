@@ -161,24 +161,51 @@ const start: Command = {
     }
     if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
     assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
-    const bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+    // Signals are ours from here on, not only once start() is done: the main port serves webhooks
+    // and /readyz answers 200 before the delivery workers and schedules have started, and a
+    // SIGTERM then (a rolling deploy replacing a pod that just came up) killed the process by the
+    // signal: exit 143, no log line, requests in flight cut. One that comes during start-up stops
+    // the bridge as soon as it is up; a second exits at once, as later. One listener for the whole
+    // life, whose target changes: removing a listener and adding another loses a signal that
+    // arrived in between (Node drops it with the handle).
+    let earlySignal: NodeJS.Signals | undefined;
+    let onSignal = (signal: NodeJS.Signals) => {
+      if (earlySignal) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      earlySignal = signal;
+      logger.info({ signal }, 'stopping as soon as start-up has finished');
+    };
+    const signalled = (signal: NodeJS.Signals) => onSignal(signal);
+    process.on('SIGTERM', signalled);
+    process.on('SIGINT', signalled);
+    const detach = () => {
+      process.off('SIGTERM', signalled);
+      process.off('SIGINT', signalled);
+    };
+    let bridge: Awaited<ReturnType<typeof createBridge>> | undefined;
     try {
-      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
-      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
-      await bridge.start();
+      bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+      if (!earlySignal) {
+        await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
+        await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+        await bridge.start();
+      }
     } catch (error) {
+      detach();
       // Close what is open (a listener, Redis) so the process exits now, with the reason.
-      await bridge.close().catch(() => undefined);
+      await bridge?.close().catch(() => undefined);
       throw error;
     }
     const { done, stop } = stopOnSignals(
-      bridge,
+      bridge as Awaited<ReturnType<typeof createBridge>>,
       logger,
       undefined,
       config.server.shutdownTimeoutMs + SHUTDOWN_CLOSE_MS,
     );
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    onSignal = stop;
+    if (earlySignal) stop(earlySignal);
     return done;
   },
 };

@@ -8,6 +8,7 @@ import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/outbox.js';
 import type { Route } from '../http/routes.js';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { type HttpClient, headerSecrets } from '../net/http.js';
 import type { RedisTarget } from '../store/connection.js';
@@ -100,6 +101,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   const { config, store, logger } = deps;
   const metrics = deliveryMetrics(deps.metrics);
   const random = deps.random ?? Math.random;
+  const drainRepeats = createRepeatGate();
   // Said once per record and process: a damaged record is read again by every look at its lane.
   const unreadableSeen = new LRUCache<string, true>({ max: 1000 });
   const records = createDeliveryRecords(store, {
@@ -234,8 +236,15 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
   function drainInBackground() {
     if (!started || closed) return;
+    // Retried at every poll for as long as the store is away: said once a minute.
     drain().catch((error: unknown) =>
-      logger.warn({ err: error }, 'outbox drain failed; retrying on the next poll'),
+      warnOncePerMinute(
+        logger,
+        drainRepeats,
+        'outbox',
+        { err: error },
+        'outbox drain failed; retrying on the next poll',
+      ),
     );
   }
 

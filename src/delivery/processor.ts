@@ -280,7 +280,13 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       return { kind: 'later', delayMs: LEASE_RECHECK_MS };
     }
     const now = deps.now();
-    const log = logger.child({ destination: destinationId, delivery: record.id, event: record.eventId });
+    // The contact too: it is what an operator looks up (console, admin API) to see whose event failed.
+    const log = logger.child({
+      destination: destinationId,
+      delivery: record.id,
+      event: record.eventId,
+      ...(record.contactId ? { contact: record.contactId } : {}),
+    });
     // A CRM attempt recorded its steps on the record meanwhile: mark the record as it is now.
     if (destination.crm) record = (await records.get(record.id)) ?? record;
 

@@ -1,5 +1,6 @@
 import { DelayedError, Job, Queue, Worker } from 'bullmq';
 import type { Logger } from 'pino';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import {
   closeRedisClient,
   createRedisClient,
@@ -77,6 +78,14 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     connections.push(connection);
     return connection;
   };
+  // BullMQ reports every failed reconnect of every queue and worker (two per destination, several
+  // a second) while Redis is away: said once a minute per kind and error code, not per event.
+  const repeats = createRepeatGate();
+  const queueError = (message: string, destination: string, error: Error) => {
+    const code = (error as { code?: unknown }).code;
+    const key = `${message}:${typeof code === 'string' ? code : error.name}`;
+    warnOncePerMinute(logger, repeats, key, { err: error, destination }, message);
+  };
   const producer = connect(false);
   const queues = new Map<string, Queue>();
   const workers: Worker[] = [];
@@ -85,9 +94,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   );
   for (const destination of options.destinations) {
     const queue = new Queue(queueNameOf(destination.id), { connection: producer, prefix: options.prefix });
-    queue.on('error', (error) =>
-      logger.warn({ err: error, destination: destination.id }, 'delivery queue error'),
-    );
+    queue.on('error', (error) => queueError('delivery queue error', destination.id, error));
     queues.set(destination.id, queue);
   }
 
@@ -235,9 +242,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
           },
         );
-        worker.on('error', (error) =>
-          logger.warn({ err: error, destination: destinationId }, 'delivery worker error'),
-        );
+        worker.on('error', (error) => queueError('delivery worker error', destinationId, error));
         worker.on('failed', (job, error) =>
           logger.warn(
             { err: error, destination: destinationId, job: job?.id },

@@ -23,6 +23,7 @@ import { extend } from '../extend.js';
 import type { DeferredIntake } from '../intake/deferred.js';
 import { JOURNAL_PAGE_BYTES, type PayloadJournal } from '../intake/journal.js';
 import { createIntakePipeline, type IntakeChannel, lookupMetricsFor } from '../intake/pipeline.js';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
@@ -418,6 +419,7 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role !== 'worker') app.use(webConsole.middleware);
 
   // --- operations -------------------------------------------------------------------------
+  const readinessRepeats = createRepeatGate();
   const operations: Route[] = [
     route({
       method: 'GET',
@@ -466,7 +468,14 @@ export function createApp(deps: AppDeps): Koa {
         } else {
           ctx.status = 503;
           // No internal message here: /readyz is unauthenticated (issue 10 item 15).
-          (ctx.state.logger as Logger).warn({ err: result.error }, 'readiness check failed');
+          // Probes come every few seconds for as long as the outage lasts: said once a minute.
+          warnOncePerMinute(
+            ctx.state.logger as Logger,
+            readinessRepeats,
+            'readyz',
+            { err: result.error },
+            'readiness check failed',
+          );
           ctx.body = errorBody('store_unavailable', 'the store is unavailable');
         }
       },

@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 
 /**
  * The one place errors become HTTP answers: `{"error":{"code","message","issues"}}`.
@@ -30,6 +31,7 @@ function serverErrorBody(status: number, code: string, requestId: unknown) {
 }
 
 export function errorMiddleware() {
+  const repeats = createRepeatGate();
   return async (ctx: Context, next: Next) => {
     try {
       await next();
@@ -55,7 +57,12 @@ export function errorMiddleware() {
             ? serverErrorBody(caught.status, caught.code, ctx.state.requestId)
             : errorBody(caught.code, caught.message, caught.issues);
         for (const [name, value] of Object.entries(caught.headers ?? {})) ctx.set(name, value);
-        if (caught.status >= 500) logger?.warn({ err: caught }, caught.message);
+        // A 503 is "not now" (the store is down, a replica lags, shutting down): it comes back
+        // on every request until that passes, and its body quotes no request id, so it is said
+        // once a minute per code. Other 5xx answers point the caller at this line by request id.
+        if (caught.status === 503 && logger)
+          warnOncePerMinute(logger, repeats, caught.code, { err: caught }, caught.message);
+        else if (caught.status >= 500) logger?.warn({ err: caught }, caught.message);
         return;
       }
       // Koa/body-parser style errors (e.g. from @koa/router) carry a status and `expose`.

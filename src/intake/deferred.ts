@@ -7,6 +7,7 @@ import { observationSchema } from '../contacts/types.js';
 import type { Decoded, IntakeRoute } from '../contracts/adapter.js';
 import { AppError, IdentityContentionError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import { extend } from '../extend.js';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
@@ -222,6 +223,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   const { store, contacts, journal, logger, metrics } = options;
   const pollMs = options.pollMs ?? 1000;
   const now = options.now ?? Date.now;
+  const drainRepeats = createRepeatGate();
   const recorded = metrics.counter(
     'chatbridge_intake_deferred_total',
     'Observations acknowledged after a durable append and recorded by the worker, by outcome (recorded, journalled, retried)',
@@ -701,7 +703,14 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
             retryTimer = setTimeout(wake, RETRY_MS);
           }
         } catch (error) {
-          logger.warn({ err: error }, 'deferred intake drain failed; retrying');
+          // Retried every second for as long as the store is away: said once a minute.
+          warnOncePerMinute(
+            logger,
+            drainRepeats,
+            'drain',
+            { err: error },
+            'deferred intake drain failed; retrying',
+          );
           clearTimeout(retryTimer);
           if (running) retryTimer = setTimeout(wake, RETRY_MS);
         }

@@ -71,6 +71,46 @@ describe('chatbridge start (the real binary)', () => {
     expect(output.stdout).toBe('');
   }, 120_000);
 
+  it('a SIGTERM or SIGINT while it is starting stops it gracefully (exit 0), not by the signal', async () => {
+    // The main port served webhooks, and /readyz answered 200, before start() had finished and
+    // the signal handlers were installed: a signal then killed the process by its default action
+    // (exit 143 / 130, no log line), as a rolling deploy does to a pod that just came up.
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const port = await freePort();
+      const child = spawn(
+        process.execPath,
+        ['bin/chatbridge.js', 'start', '--config', 'config/bridge.example.yaml'],
+        {
+          env: {
+            ...process.env,
+            REDIS_URL: '',
+            CHATBRIDGE_CONFIG: '',
+            PORT: String(port),
+            METRICS_PORT: String(await freePort()),
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stderr = '';
+      let sent = false;
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        // Said while the bridge is built: before the listeners, the workers and the schedules.
+        if (!sent && stderr.includes('using the in-memory store')) {
+          sent = true;
+          child.kill(signal);
+        }
+      });
+      const exit = await new Promise<{ code: number | null; by: string | null }>((resolve) =>
+        child.once('exit', (code, by) => resolve({ code, by })),
+      );
+      expect(exit, stderr).toEqual({ code: 0, by: null });
+      // Taken during start-up or just after it (the signal races the bridge's start-up): stopped either way.
+      expect(stderr).toMatch(/stopping as soon as start-up has finished|stopping: finishing in-flight/);
+      expect(stderr).toContain('chatbridge stopped');
+    }
+  }, 120_000);
+
   it('npm start execs node: a SIGTERM to the process npm starts reaches the bridge, which stops (exit 0)', async () => {
     // npm runs a script as `sh -c '<script> <args>'` and signals that shell. Without `exec`, dash
     // (Debian's /bin/sh) stays in between: the shell died of the SIGTERM and the bridge kept

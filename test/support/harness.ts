@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { type Bridge, createBridge, type Role } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -25,6 +26,8 @@ export interface TestBridgeOptions {
   /** Start background work (scheduler, delivery). Default true. */
   start?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Where the bridge logs (default: a logger at config.log.level, silent in tests). */
+  logger?: Logger;
 }
 
 export interface AdminResponse<T = any> {
@@ -62,7 +65,7 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
   const bridge = await createBridge({
     config,
     registry,
-    logger: createLogger(config.log.level),
+    logger: options.logger ?? createLogger(config.log.level),
     ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
     ...(options.now ? { now: options.now } : {}),
     ...(options.role ? { role: options.role } : {}),
