@@ -9,7 +9,10 @@
 // sent before any answer came back to it. Subtracted: the same window with nothing sent (BullMQ's
 // blocking waits, the drain's poll, timers), and the same requests to a bridge without a
 // destination (the intake's own commands). Knobs: BENCH_EVENTS (20); BENCH_TRACE=1 prints the
-// last event's commands as `<client>:<command>`, ` |` marking one that began a new round trip.
+// last event's commands as `<client>:<command>`, ` |` marking one that began a new round trip;
+// BENCH_AT_ONCE=k (1) sends k requests (k contacts) at once and waits for their k events, as a
+// bridge under load gets them: what a drain, a job batch and the worker then share;
+// BENCH_GAP_MS=g (0) spaces those k requests g ms apart (2.5: 400 requests a second).
 
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -29,6 +32,9 @@ const { JIVO_TOKEN, LIVETEX_TOKEN, postJson } = await import('./lib/bridge.js');
 const { jivoChatAccepted, livetexDialogClosed, personOf } = await import('./lib/payloads.js');
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20);
+const AT_ONCE = Number(process.env.BENCH_AT_ONCE ?? 1);
+const GAP_MS = Number(process.env.BENCH_GAP_MS ?? 0);
+if (!(EVENTS % AT_ONCE === 0)) throw new Error('BENCH_EVENTS must be a multiple of BENCH_AT_ONCE');
 const SETTLE_MS = 300;
 let received = 0;
 
@@ -135,18 +141,23 @@ async function measure(withDestination) {
   const receivedBefore = received;
   types.clear();
   const started = Date.now();
-  for (let i = 0; i < EVENTS; i++) {
+  for (let i = 0; i < EVENTS; i += AT_ONCE) {
     const before = received;
     commands = [];
     trips = 0;
     counting = true;
-    await chatAccepted(i, 70_000_000 + i);
-    if (withDestination) await until(() => received > before);
+    const sent = [];
+    for (let k = 0; k < AT_ONCE; k++) {
+      if (k > 0 && GAP_MS > 0) await sleep(GAP_MS);
+      sent.push(chatAccepted(i + k, 70_000_000 + i + k));
+    }
+    await Promise.all(sent);
+    if (withDestination) await until(() => received >= before + AT_ONCE);
     await sleep(SETTLE_MS);
     counting = false;
     counted.commands.push(...commands);
     counted.trips += trips;
-    if (process.env.BENCH_TRACE && i === EVENTS - 1) process.stderr.write(`${trace.join(' ')}\n`);
+    if (process.env.BENCH_TRACE && i + AT_ONCE === EVENTS) process.stderr.write(`${trace.join(' ')}\n`);
     trace.length = 0;
   }
   // The same time with nothing sent.
