@@ -101,9 +101,13 @@ function agentRef(agent: JivoAgent | null | undefined): AgentRef | undefined {
  * the list. Undefined when none is left.
  */
 function shownList(values: readonly (string | undefined)[]): string | undefined {
-  const shown = values.map((value) => (value === undefined ? null : cleanDisplayText(value)));
-  const kept = shown.filter((value): value is string => value !== null);
-  return kept.length > 0 ? kept.join(', ') : undefined;
+  // One pass, no intermediate arrays: this runs for four attributes of every webhook.
+  let list: string | undefined;
+  for (const value of values) {
+    const shown = value === undefined ? null : cleanDisplayText(value);
+    if (shown !== null) list = list === undefined ? shown : `${list}, ${shown}`;
+  }
+  return list;
 }
 
 function agentLabel(agent: AgentRef | undefined): string | undefined {

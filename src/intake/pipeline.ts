@@ -58,6 +58,12 @@ export interface IntakeCall<C = unknown> {
   /** performance.now() when the request arrived (before its body was read): deadlines count from here. */
   arrivedAt: number;
   logger: Logger;
+  /**
+   * Whether info lines are written (log.level): the lookup's line is not built otherwise — its
+   * keyed hash and the request's child logger were made for every lookup at log level warn.
+   * Absent: written.
+   */
+  infoEnabled?: boolean;
 }
 
 export interface IntakeReply {
@@ -266,10 +272,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         anchored:
           decoded.kind === 'lookup'
             ? isVerifiedIdentifier(decoded.identifier)
-            : anchoredBy(
-                contact,
-                decoded.observations.flatMap((observation) => observation.identifiers ?? []),
-              ),
+            : decoded.observations.some((observation) => anchoredBy(contact, observation.identifiers ?? [])),
       });
       if (answer.missing.length > 0) {
         call.logger.info(
@@ -314,10 +317,11 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
             ? call.arrivedAt + first.facts.deadlineMs
             : null;
 
-        // Only a route that reads nothing before decode can be decoded again by the worker.
+        // Only a route that reads nothing before decode can be decoded again by the worker; the
+        // worker's request is built only when there is one (intake.ackAfterAppend).
         const { decoded, contact, duplicate } = await act(
           first,
-          route.ackAfterAppend && !route.open
+          route.ackAfterAppend && !route.open && deps.deferred
             ? {
                 channelId: channel.id,
                 vendor,
@@ -341,7 +345,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
           });
           call.logger.info({ vendor, event, reason: decoded.reason }, 'payload journalled as unhandled');
         }
-        if (decoded.kind === 'lookup') {
+        if (decoded.kind === 'lookup' && call.infoEnabled !== false) {
           // The subject is the company's customer id: log a hash, never the value. The vendor's
           // request id has a name of its own: `requestId` is already the HTTP request's (the
           // logger's child binding), and a second one in the line hid it from JSON readers.
