@@ -28,15 +28,7 @@ describe('compressed request bodies', () => {
         channels: [
           { id: 'site', vendor: 'jivochat', token: TOKENS.jivochat },
           { id: 'app', vendor: 'livetex', token: TOKENS.livetex },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: TOKENS.chatvisor,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
+          fake.channel('cv', TOKENS.chatvisor),
         ],
       },
     });

@@ -17,18 +17,7 @@ describe('intake defects found by fuzzing', () => {
     fake = await startFakeChatvisor();
     bridge = await startTestBridge({
       config: {
-        channels: [
-          { id: 'app', vendor: 'livetex', token: TOKEN },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: CV_TOKEN,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
-        ],
+        channels: [{ id: 'app', vendor: 'livetex', token: TOKEN }, fake.channel('cv', CV_TOKEN)],
       },
     });
   });

@@ -28,15 +28,7 @@ describe('vendor numbers JavaScript cannot hold exactly', () => {
         channels: [
           { id: 'site', vendor: 'jivochat', token: JIVO, personIdFrom: 'user_token' },
           { id: 'app', vendor: 'livetex', token: LIVETEX },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: CHATVISOR,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
+          fake.channel('cv', CHATVISOR),
         ],
       },
     });

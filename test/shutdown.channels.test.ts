@@ -33,17 +33,7 @@ describe('bridge shutdown and the channels', () => {
     const bridge = await startTestBridge({
       config: {
         server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: GRACE_MS },
-        channels: [
-          {
-            id: 'cobrowse',
-            vendor: 'chatvisor',
-            token: HOOK_TOKEN,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
-        ],
+        channels: [fake.channel('cobrowse', HOOK_TOKEN)],
       },
     });
     const runtime = bridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;

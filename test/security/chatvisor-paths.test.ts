@@ -13,17 +13,7 @@ describe('Chatvisor ids used in REST paths', () => {
     fake = await startFakeChatvisor();
     bridge = await startTestBridge({
       config: {
-        channels: [
-          {
-            id: 'cobrowse',
-            vendor: 'chatvisor',
-            token: 'chatvisor-hook-token-000001',
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
-        ],
+        channels: [fake.channel('cobrowse', 'chatvisor-hook-token-000001')],
       },
     });
   });

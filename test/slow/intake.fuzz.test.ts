@@ -353,15 +353,7 @@ describe('intake fuzz: mutated valid payloads in sequences, invariants after eac
         channels: [
           { id: 'site', vendor: 'jivochat', token: TOKENS.jivochat, personIdFrom: 'user_token' },
           { id: 'app', vendor: 'livetex', token: TOKENS.livetex },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: TOKENS.chatvisor,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            schedules: { agentSync: '', conversationPoll: '' },
-          },
+          fake.channel('cv', TOKENS.chatvisor),
         ],
       },
     });

@@ -118,6 +118,22 @@ export class FakeChatvisor {
     this.reportUpdatedAt = options.reportUpdatedAt ?? true;
   }
 
+  /**
+   * A bridge channel on this fake for tests that post webhooks: no scheduled sync or poll (the
+   * test drives what happens) and no retries (a failure shows at once).
+   */
+  channel(id: string, token: string) {
+    return {
+      id,
+      vendor: 'chatvisor',
+      token,
+      apiUrl: this.apiUrl,
+      apiToken: this.token,
+      maxRetries: 0,
+      schedules: { agentSync: '', conversationPoll: '' },
+    };
+  }
+
   /** The apiUrl to configure: http://127.0.0.1:<port>/rest/v1 */
   get apiUrl(): string {
     return this.baseUrl;
