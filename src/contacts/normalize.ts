@@ -127,6 +127,14 @@ export function splitPhones(value: string): string[] {
 }
 
 /**
+ * Whether every number of a phone field is written with an extension: such a value is
+ * search-only in the engine (colleagues share the number), so it holds no contact together.
+ */
+export function onlyPhonesWithExtension(value: string, defaultCountry: string): boolean {
+  return splitPhones(value).every((piece) => parsePhone(piece, defaultCountry)?.ext !== undefined);
+}
+
+/**
  * Whether a phone as someone else stores it (any format: "8 905 777-01-23", "9057770123",
  * "+1 905 777 0123") is the number `e164`. A value without a country code is read in `e164`'s own
  * country, which is what it would have to mean to be that number; comparing only the last digits
