@@ -90,6 +90,13 @@ describe('a phone with an extension (one switchboard, many people)', () => {
     expect((await contacts.findByIdentifier({ kind: 'phone', value: '+7 495 123-45-67 доб. 102' }))?.id).toBe(
       colleague.contact.id,
     );
+    // So does the claiming lookup the vendors' lookups use (its one-step read sees only the
+    // number's own index, which no extension claims).
+    const claimed = await contacts.claimAndFind(
+      { kind: 'phone', value: '+7 495 123-45-67 ext 102' },
+      { claim: { key: `claim-${Math.random()}`, ttlMs: 60_000 } },
+    );
+    expect(claimed).toMatchObject({ claimed: true, contact: { id: colleague.contact.id } });
   });
 
   it('the switchboard number without an extension still merges as any phone does', async () => {
