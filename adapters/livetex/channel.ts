@@ -16,6 +16,11 @@ export interface LivetexChannel {
   agents: readonly AgentConfig[];
   /** As the engine would normalise it; null when blocklisted or invalid. */
   normalizeIdentifier(identifier: Identifier): Identifier | null;
+  /**
+   * Whether the engine keeps this identifier search-only whatever the settings: a phone written
+   * with an extension (a switchboard's number, shared by colleagues), which merges nothing.
+   */
+  searchOnly(identifier: Identifier): boolean;
   /** limits.identifiersPerKind, counted when it cuts (what one dialog event or memory holds). */
   capIdentifiers(identifiers: Identifier[]): Identifier[];
   /** Count a cut in chatbridge_truncated_total{what}. */

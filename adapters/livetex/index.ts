@@ -1,3 +1,4 @@
+import { onlyPhonesWithExtension } from '../../src/contacts/normalize.js';
 import { capIdentifiersPerKind } from '../../src/contacts/observation.js';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { ConfigError } from '../../src/errors.js';
@@ -49,6 +50,9 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
         settings,
         agents: context.config.agents,
         normalizeIdentifier: (identifier) => context.contacts.normalizeIdentifier(identifier),
+        searchOnly: (identifier) =>
+          identifier.kind === 'phone' &&
+          onlyPhonesWithExtension(identifier.value, context.config.identity.defaultCountry),
         capIdentifiers: (identifiers) => {
           const kept = capIdentifiersPerKind(identifiers, context.config.limits.identifiersPerKind);
           if (kept !== identifiers) context.metrics.truncated().inc({ what: 'identifier_count' });

@@ -157,6 +157,40 @@ describe('livetex dialog webhook', () => {
     expect((await timelineOf(bridge, anonymous.id))[0]).toMatchObject({ type: 'conversation.rated' });
   });
 
+  it('a client known only by phones (two in one field, or one with an extension) is kept with them', async () => {
+    // "a, b" was no phone at all, so the dialog made no contact; a number with an extension is
+    // search-only (colleagues share the switchboard) and merges nothing, so the dialog's own
+    // id keeps such a client's events together.
+    const closed = (id: number, phone: string) =>
+      JSON.stringify({
+        Conversation: {
+          id,
+          dialogNumber: 1,
+          createdAt: '2025-03-14T09:12:05Z',
+          closedAt: '2025-03-14T09:31:40Z',
+        },
+        discourser: { name: 'Office visitor', contacts: [{ type: 'phone', value: phone }] },
+      });
+    expect((await deliver(bridge, 'web', closed(990001, '+7 916 123-45-67, +7 926 765-43-21'))).status).toBe(
+      200,
+    );
+    const both = await bridge.admin<{ contacts: Contact[] }>('GET', '/api/v1/contacts?phone=%2B79267654321');
+    expect(both.body.contacts.map((contact) => contact.phones.sort())).toEqual([
+      ['+79161234567', '+79267654321'],
+    ]);
+    for (const id of [990002, 990003]) {
+      const sent = await deliver(bridge, 'web', closed(id, `+7 495 123-45-67 доб. ${id - 989900}`));
+      expect(sent).toMatchObject({ status: 200, body: { ok: true } });
+    }
+    const at102 = await bridge.admin<{ contacts: Contact[] }>(
+      'GET',
+      `/api/v1/contacts?phone=${encodeURIComponent('+7 495 123-45-67 доб. 102')}`,
+    );
+    expect(at102.body.contacts).toHaveLength(1);
+    expect(at102.body.contacts[0]!.phones).toEqual(['+74951234567']);
+    expect(at102.body.contacts[0]!.names).toEqual(['Office visitor']);
+  });
+
   it('web personId and mobile customVisitorToken with the same value are one contact with one timeline', async () => {
     expect((await deliver(bridge, 'mobile', fixture('dialog_closed.mobile.json'))).status).toBe(200);
     const contact = await contactOf(bridge, `person:${PERSON}`);

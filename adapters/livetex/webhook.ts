@@ -122,7 +122,10 @@ export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
     // Every event of a dialog carries what earlier events of it said about the client.
     const remembered = record.dialogId ? await channel.dialogs.recall(dialogKey) : [];
     const identifiers = channel.capIdentifiers(unionOf(remembered, current));
-    if (identifiers.length === 0) identifiers.push(dialogIdentifier(dialogKey, channel.id));
+    // So does a client named only by phones with an extension, which merge nothing (search
+    // only): the dialog keeps its events on one contact, the phones make it findable.
+    if (identifiers.every((identifier) => channel.searchOnly(identifier)))
+      identifiers.push(dialogIdentifier(dialogKey, channel.id));
     if (record.dialogId && identifiers.length > remembered.length) {
       await channel.dialogs.remember(dialogKey, identifiers);
     }

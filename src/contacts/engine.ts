@@ -26,7 +26,14 @@ import {
   mergeWrites,
   refusalWrites,
 } from './merge.js';
-import { cleanDisplayText, clipText, identifierLabel, normalizeIdentifier } from './normalize.js';
+import {
+  cleanDisplayText,
+  clipText,
+  identifierLabel,
+  normalizeIdentifier,
+  parsePhone,
+  splitPhones,
+} from './normalize.js';
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
@@ -184,6 +191,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const mergeOnVisitorTyped = new Set<string>(identity.mergeOnVisitorTyped ?? identity.mergeOn);
   /** Identifiers of the observation at hand that are visitor-typed and may not merge (search only). */
   const searchOnly = new WeakSet<Identifier>();
+  /**
+   * Phones written with an extension ("+7 495 123-45-67 доб. 101"), with that extension. The key
+   * is the number (E.164, the contract's phones), which the colleagues behind one switchboard
+   * share: such a phone is search-only whatever its provenance (it must not merge the person at
+   * 101 with the one at 102), found through `sidx:phone:<number>` and, by a search that gives
+   * the same extension, `sidx:phone:<number>;ext=<ext>` (the same person seen by two vendors).
+   */
+  const extensionOf = new WeakMap<Identifier, string>();
+  /** The extension of a phone identifier as given (`raw`), noted on its normalised `identifier`. */
+  const noteExtension = (raw: Identifier, identifier: Identifier) => {
+    if (identifier.kind !== 'phone') return undefined;
+    const ext = parsePhone(splitPhones(raw.value.trim())[0] ?? '', normalizeOptions.defaultCountry)?.ext;
+    if (ext !== undefined) extensionOf.set(identifier, ext);
+    return ext;
+  };
   const resolves = (identifier: Identifier) =>
     identifier.channelId !== undefined || (mergeOn.has(identifier.kind) && !searchOnly.has(identifier));
   /** Earlier kinds win when choosing which record an observation writes to. */
@@ -536,6 +558,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       cut(what);
       return clipText(value, limit);
     };
+    // A phone field holding several numbers ("+7 916 …, +7 926 …") gives each (before the cap,
+    // which then counts each number).
+    if (
+      observation.identifiers.some(
+        (identifier) => identifier.kind === 'phone' && /[,;/]/.test(identifier.value),
+      )
+    )
+      observation.identifiers = observation.identifiers.flatMap((identifier) =>
+        identifier.kind === 'phone'
+          ? splitPhones(identifier.value).map((value) => ({ ...identifier, value }))
+          : [identifier],
+      );
     // Counts first (a length check): only a list over its cap is walked to cut it.
     if (observation.identifiers.length > limits.identifiersPerKind) {
       const kept = capIdentifiersPerKind(observation.identifiers, limits.identifiersPerKind);
@@ -662,12 +696,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     for (const raw of observation.identifiers) {
       const identifier = normalizeIdentifier(raw, normalizeOptions, observation.channelId);
       if (!identifier) continue;
-      const label = identifierLabel(identifier);
+      const ext = noteExtension(raw, identifier);
+      // One number with two extensions is two people's: each is kept (and searchable).
+      const label =
+        ext === undefined ? identifierLabel(identifier) : `${identifierLabel(identifier)};ext=${ext}`;
       const provenance = raw.provenance ?? (raw.kind === 'person' ? 'verified' : 'visitor');
       const earlier = seen.get(label);
       if (earlier) {
         if (provenance === 'verified') {
-          searchOnly.delete(earlier); // verified once is verified
+          if (ext === undefined) searchOnly.delete(earlier); // verified once is verified
           if (earlier.channelId === undefined) earlier.provenance = 'verified';
         }
         continue;
@@ -676,6 +713,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // and a merge log names it, so answers can mark what rests on visitor-typed values.
       if (identifier.channelId === undefined) identifier.provenance = provenance;
       if (provenance === 'visitor' && !mergeOnVisitorTyped.has(identifier.kind)) searchOnly.add(identifier);
+      if (ext !== undefined) searchOnly.add(identifier); // a shared line: never merges
       seen.set(label, identifier);
       identifiers.push(identifier);
     }
@@ -1074,6 +1112,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       });
       for (const identifier of identifiers) {
         if (!resolves(identifier)) batch.sadd(key.search(identifier), storedId(target.id));
+        const ext = extensionOf.get(identifier);
+        if (ext !== undefined) batch.sadd(key.searchExtension(identifier, ext), storedId(target.id));
       }
       // An e-mail or phone held by another record of the group (as merged now) stays there, but
       // what this observation says of it counts there: its time (the newest value is primary) and
@@ -1236,13 +1276,20 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return normalizeIdentifier(identifier, normalizeOptions);
   }
 
-  async function findRecordIds(identifier: Identifier): Promise<string[]> {
+  async function findRecordIds(identifier: Identifier, ext?: string): Promise<string[]> {
     if (resolves(identifier)) {
+      // A phone with an extension (extensionOf): the people at that extension first (a lookup
+      // answers with the first), then the number's own contact, as a search without it finds.
+      const atExtension = ext === undefined ? [] : await idSet(key.searchExtension(identifier, ext));
       const recordId = await idAt(key.index(identifier));
       // Visitor-typed values that were not allowed to merge (identity.mergeOnVisitorTyped) are
-      // kept search-only under the same kind: a lookup finds those contacts too.
-      const others = mergeOnVisitorTyped.has(identifier.kind) ? [] : await idSet(key.search(identifier));
-      return [...new Set([...(recordId ? [recordId] : []), ...others])];
+      // kept search-only under the same kind, and so are phones with an extension: a search
+      // finds those contacts too (the number without an extension: everyone reached through it).
+      const others =
+        mergeOnVisitorTyped.has(identifier.kind) && (identifier.kind !== 'phone' || ext !== undefined)
+          ? []
+          : await idSet(key.search(identifier));
+      return [...new Set([...atExtension, ...(recordId ? [recordId] : []), ...others])];
     }
     return idSet(key.search(identifier));
   }
@@ -1253,14 +1300,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   async function find(query: ContactQuery, options: { evenWork?: boolean } = {}): Promise<Contact[]> {
     const wanted: Identifier[] = [];
     if (query.email) wanted.push({ kind: 'email', value: query.email });
-    if (query.phone) wanted.push({ kind: 'phone', value: query.phone });
+    // Each number of a field that holds several (as observe splits them).
+    if (query.phone) for (const value of splitPhones(query.phone)) wanted.push({ kind: 'phone', value });
     if (query.identity) wanted.push(query.identity);
     const limit = query.limit ?? FIND_LIMIT;
     const recordIds = new Set<string>();
     for (const raw of wanted) {
       const identifier = normalizePublic(raw);
       if (!identifier) continue;
-      for (const id of await findRecordIds(identifier)) recordIds.add(id);
+      for (const id of await findRecordIds(identifier, noteExtension(raw, identifier))) recordIds.add(id);
     }
     if (query.name) {
       // Every word must match (records whose names hold all the words).
@@ -1312,7 +1360,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const normalized = normalizePublic(identifier);
     // A kind that may also be search-only (identity.mergeOnVisitorTyped) is found through a set
     // as well: claim, then the ordinary find (more trips; not the default configuration).
-    if (normalized && !(resolves(normalized) && mergeOnVisitorTyped.has(normalized.kind))) {
+    // So is a phone with an extension (found through the extension's set first). A lookup by a
+    // number without one stays one step: it answers with that number's own contact, not with
+    // one of the colleagues reached through it (a search lists those, findRecordIds).
+    if (
+      normalized &&
+      !(
+        resolves(normalized) &&
+        mergeOnVisitorTyped.has(normalized.kind) &&
+        !noteExtension(identifier, normalized)
+      )
+    ) {
       if (!(await store.set(options.claim.key, '1', { nx: true, ttlMs: options.claim.ttlMs })))
         return { claimed: false };
       return { claimed: true, contact: await findByIdentifier(identifier, options) };

@@ -7,7 +7,8 @@ import type { Identifier } from './types.js';
  * - `rec:<id>` a record; `root:<id>` the root a merged record points at; `members:<root>` the
  *   records merged into a root; `apart:<id>` records an unmerge keeps apart from this one.
  * - `idx:<kind>:<channel or *>:<value>` the one record an identifier that may merge belongs to;
- *   `sidx:<kind>:<value>` (a set) records with a search-only identifier; `sidx:name:<word>`.
+ *   `sidx:<kind>:<value>` (a set) records with a search-only identifier (a phone with an
+ *   extension among them, also in `sidx:phone:<value>;ext=<ext>`); `sidx:name:<word>`.
  * - `tl:<id>` a record's timeline; `dedupe:<hash>` an observation already applied.
  *
  * `<id>` in a key, and every record id stored as a value (index and idempotency keys, root
@@ -30,6 +31,9 @@ export const key = {
   index: (identifier: Identifier) =>
     `idx:${identifier.kind}:${identifier.channelId ?? '*'}:${identifier.value}`,
   search: (identifier: Identifier) => `sidx:${identifier.kind}:${identifier.value}`,
+  /** The records with a phone at this extension (RFC 3966's `;ext=`): a set, search only. */
+  searchExtension: (identifier: Identifier, ext: string) =>
+    `sidx:${identifier.kind}:${identifier.value};ext=${ext}`,
   name: (word: string) => `sidx:name:${word}`,
   dedupe: (channelId: string, idempotencyKey: string) =>
     `dedupe:${digest('sha256', `${channelId}\n${idempotencyKey}`, 'base64url')}`,

@@ -55,22 +55,38 @@ export function emailForms(email: string): string[] {
 /**
  * Parsed phones, by default country and text: libphonenumber's parse is the costliest step of
  * normalising an observation, and the same visitors' phones come back chat after chat. Bounded
- * (entries and key length), so a flood of distinct numbers only evicts; '' stands for "not a
- * phone" (the cache holds no null).
+ * (entries and key length), so a flood of distinct numbers only evicts; NOT_A_PHONE stands for
+ * "not a phone" (the cache holds no null).
  */
 const PHONE_CACHE_MAX = 10_000;
 const PHONE_CACHE_KEY_LENGTH = 64;
-const phoneCache = new LRUCache<string, string>({ max: PHONE_CACHE_MAX });
+const NOT_A_PHONE: PhoneParts = { number: '' };
+const phoneCache = new LRUCache<string, PhoneParts>({ max: PHONE_CACHE_MAX });
 
-export function normalizePhone(value: string, defaultCountry: string): string | null {
+/** A phone as E.164 and, when one was written, its extension (digits). */
+export interface PhoneParts {
+  number: string;
+  ext?: string;
+}
+
+/**
+ * Extension words libphonenumber does not know: "д. 5" and "доп. 5" (дополнительный) as Russian
+ * business cards write them, after the number and an optional comma. Rewritten to "доб. 5",
+ * which it reads (as it reads "ext. 5", "x5", "#5"); without this the whole value was no phone.
+ */
+const RU_EXTENSION = /(\p{Nd}[\s)]*)[,;]?\s*(?:доп|д)\.?\s*(\p{Nd}{1,10})\s*$/iu;
+
+/** The number and extension of `value`, read as normalizePhone does; null when it is no phone. */
+export function parsePhone(value: string, defaultCountry: string): PhoneParts | null {
   const trimmed = value.trim();
   // Any decimal digit: libphonenumber reads fullwidth (８９１６…) and Arabic-Indic digits too.
   if (!/\p{Nd}/u.test(trimmed)) return null;
   const cacheable = trimmed.length <= PHONE_CACHE_KEY_LENGTH;
   const cacheKey = `${defaultCountry}|${trimmed}`;
   const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
-  if (cached !== undefined) return cached === '' ? null : cached;
-  const parsed = parsePhoneNumberFromString(trimmed, defaultCountry as CountryCode);
+  if (cached !== undefined) return cached === NOT_A_PHONE ? null : cached;
+  const text = /[дД]/.test(trimmed) ? trimmed.replace(RU_EXTENSION, '$1 доб. $2') : trimmed;
+  const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode);
   // A number written without a country code was read in the default country, and must exist
   // there: "8 044 123 45 67" (a Belarusian mobile, written the Belarusian way) and "044 123 45 67"
   // (a Kyiv landline) both read as +7 044…, a number Russia does not have, and joined two
@@ -78,9 +94,44 @@ export function normalizePhone(value: string, defaultCountry: string): string | 
   // identifies nobody. A number given with its country code keeps the looser "possible" check.
   const national =
     parsed !== undefined && !/^\+/.test(trimmed.replace(/^[^+\p{Nd}]+/u, '').normalize('NFKC'));
-  const normalized = parsed && (national ? parsed.isValid() : parsed.isPossible()) ? parsed.number : null;
-  if (cacheable) phoneCache.set(cacheKey, normalized ?? '');
-  return normalized;
+  const parts: PhoneParts | null =
+    parsed && (national ? parsed.isValid() : parsed.isPossible())
+      ? parsed.ext
+        ? { number: parsed.number, ext: parsed.ext }
+        : { number: parsed.number }
+      : null;
+  if (cacheable) phoneCache.set(cacheKey, parts ?? NOT_A_PHONE);
+  return parts;
+}
+
+/** `value` as E.164 (an extension dropped: the contract's phones are E.164), or null. */
+export function normalizePhone(value: string, defaultCountry: string): string | null {
+  return parsePhone(value, defaultCountry)?.number ?? null;
+}
+
+/**
+ * The numbers of one phone field: visitors and CRMs put two in one ("+7 916 123-45-67, +7 926
+ * 765-43-21", with ";" or "/" too), which as one value was no phone at all. A piece with fewer
+ * than 7 digits is not a number of its own but the end of the one before it ("…-67, доб. 101"),
+ * and is joined back to it. A value without a separator is returned as is.
+ */
+export function splitPhones(value: string): string[] {
+  if (!/[,;/]/.test(value)) return [value];
+  const pieces: string[] = [];
+  for (const piece of value.split(/[,;/]/)) {
+    const digits = piece.match(/\p{Nd}/gu)?.length ?? 0;
+    if (pieces.length > 0 && digits < 7) pieces[pieces.length - 1] += ` ${piece.trim()}`;
+    else pieces.push(piece.trim());
+  }
+  return pieces.filter((piece) => piece !== '');
+}
+
+/**
+ * Whether every number of a phone field is written with an extension: such a value is
+ * search-only in the engine (colleagues share the number), so it holds no contact together.
+ */
+export function onlyPhonesWithExtension(value: string, defaultCountry: string): boolean {
+  return splitPhones(value).every((piece) => parsePhone(piece, defaultCountry)?.ext !== undefined);
 }
 
 /**
@@ -170,7 +221,10 @@ export function normalizeIdentifier(
       return value ? { kind: 'email', value } : null;
     }
     case 'phone': {
-      const value = normalizePhone(raw, options.defaultCountry);
+      // A field of several numbers stands for its first here (a search, an adapter's check that
+      // a value identifies someone); the engine splits them before this (splitPhones).
+      const [first = raw] = splitPhones(raw);
+      const value = normalizePhone(first, options.defaultCountry);
       return value ? { kind: 'phone', value } : null;
     }
     case 'person':

@@ -799,7 +799,7 @@ export function createApp(deps: AppDeps): Koa {
       query: contactQuerySchema,
       answers: {
         200: {
-          description: `Matching contacts, at most ${FIND_LIMIT}; \`truncated\` when more matched (a search-only e-mail or phone typed by many visitors)`,
+          description: `Matching contacts, at most ${FIND_LIMIT}; \`truncated\` when more matched (a search-only e-mail or phone typed by many visitors, a switchboard's number)`,
           schema: z.object({ contacts: z.array(contactSchema), truncated: z.boolean() }),
         },
         503: STORE_UNAVAILABLE,
