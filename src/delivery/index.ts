@@ -649,8 +649,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   return delivery;
 }
 
-/** A wait as a person reads it: "40 s" under two minutes, then "12 minutes". */
+/** A wait as a person reads it: "700 ms" under a second, "40 s" under two minutes, then "12 minutes". */
 function formatWait(ms: number): string {
-  if (ms < 120_000) return `${Math.max(0, Math.round(ms / 1000))} s`;
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`;
   return `${Math.round(ms / 60_000)} minutes`;
 }
