@@ -54,8 +54,8 @@ export function clipLogFields(value: unknown, depth = 0, key = ''): unknown {
     const cause = value.cause instanceof Error && depth < MAX_LOG_DEPTH ? value.cause : undefined;
     return {
       type: value.name,
-      message: clip(value.message, MAX_LOG_STRING),
-      stack: clip(value.stack ?? '', MAX_LOG_STACK),
+      message: messageWithCauses(value),
+      stack: clip(stackWithCauses(value), MAX_LOG_STACK),
       ...(code ? { code } : {}),
       ...(cause ? { cause: causeFields(cause, depth + 1) } : {}),
     };
@@ -63,6 +63,39 @@ export function clipLogFields(value: unknown, depth = 0, key = ''): unknown {
   const out: Record<string, unknown> = {};
   for (const [name, item] of Object.entries(value)) out[name] = clipLogFields(item, depth + 1, name);
   return out;
+}
+
+/**
+ * The error's stack, then each cause's as "caused by: <its stack>" (the form pino's own err
+ * serializer writes). Built here because pino's serializer cannot: it runs after this formatter,
+ * on the plain object made above, and found a cause there with no stack of its own, so every
+ * wrapped error (a StoreUnavailableError around Redis's) ended its stack in an empty "caused by: ".
+ */
+function stackWithCauses(error: Error): string {
+  return causeChain(error)
+    .map((item) => item.stack ?? `${item.name}: ${item.message}`)
+    .join('\ncaused by: ');
+}
+
+/** The message, then each cause's after ": ", as pino's err serializer wrote it; each part cut. */
+function messageWithCauses(error: Error): string {
+  return causeChain(error)
+    .map((item) => clip(item.message, MAX_LOG_STRING))
+    .join(': ');
+}
+
+/** The error and its causes, at most MAX_LOG_DEPTH of them, stopping at a circle. */
+function causeChain(error: Error): Error[] {
+  const chain = [error];
+  for (
+    let cause = error.cause;
+    cause instanceof Error && chain.length <= MAX_LOG_DEPTH;
+    cause = cause.cause
+  ) {
+    if (chain.includes(cause)) break;
+    chain.push(cause);
+  }
+  return chain;
 }
 
 /** A cause as the log shows it: type, message (cut), code, and its own cause. */
@@ -87,6 +120,10 @@ export function createLogger(
     redact: { paths: REDACT_PATHS, censor: '***' },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { log: (object) => clipLogFields(object) as Record<string, unknown> },
+    // The formatter above has already serialised every error (clipLogFields). pino's default err
+    // serializer ran again after it, on that plain object: it named every error "Object", dropped
+    // the `cause` field and appended an empty "caused by: " to the stack.
+    serializers: { err: (value: unknown) => value },
     hooks: {
       // The message itself may quote a vendor string too.
       logMethod(args, method) {

@@ -7,15 +7,25 @@ import { COMMANDS, runCli, stopOnSignals } from '../src/cli/main.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 
-function capture() {
+function capture(stderrIsTTY?: boolean) {
   const out: string[] = [];
   const err: string[] = [];
   return {
-    io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
+    io: {
+      stdout: (line: string) => out.push(line),
+      stderr: (line: string) => err.push(line),
+      ...(stderrIsTTY === undefined ? {} : { stderrIsTTY }),
+    },
     out,
     err,
   };
 }
+
+/** stderr's lines that are not JSON log lines: what a person reads. */
+const plainLines = (lines: string[]) => lines.filter((line) => !line.startsWith('{'));
+/** stderr's JSON log lines, parsed. */
+const jsonLines = (lines: string[]) =>
+  lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, any>);
 
 function writeConfig(text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cli-'));
@@ -306,13 +316,14 @@ channels:
       'admin: { token: a-long-enough-admin-token }\nserver: { port: 0, host: 127.0.0.1 }\n',
     );
     for (const role of ['web', 'worker']) {
-      const run = capture();
+      const run = capture(true);
       expect(await runCli(['start', '--role', role, '--config', file], run.io), role).toBe(1);
-      expect(run.err).toHaveLength(1);
-      expect(run.err[0]).toMatch(
+      const plain = plainLines(run.err);
+      expect(plain).toHaveLength(1);
+      expect(plain[0]).toMatch(
         new RegExp(`^chatbridge: --role ${role} refused: .* uses the in-memory store`),
       );
-      expect(run.err[0]).toContain(role === 'web' ? 'never be delivered' : 'nothing to do');
+      expect(plain[0]).toContain(role === 'web' ? 'never be delivered' : 'nothing to do');
     }
   });
 
@@ -335,12 +346,57 @@ channels:
       ];
       for (const { yaml, says } of cases) {
         const file = writeConfig(`admin: { token: a-long-enough-admin-token }\n${yaml}\n`);
-        const run = capture();
+        const run = capture(true);
         expect(await runCli(['start', '--config', file], run.io), yaml).toBe(1);
-        expect(run.err).toEqual([
+        expect(plainLines(run.err)).toEqual([
           `chatbridge: cannot listen on ${says}: the port is in use by another process; choose another`,
         ]);
       }
+    } finally {
+      if (savedPort !== undefined) process.env.PORT = savedPort;
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
+  it('start says why it could not start as a JSON line at level fatal; in plain words too only to a terminal', async () => {
+    // A log pipeline keeps stderr's JSON lines by `level`: the plain `chatbridge: ...` line, the
+    // only one said before, was dropped: the one line that said why the bridge was not running.
+    const busy: Server = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    const savedPort = process.env.PORT;
+    delete process.env.PORT;
+    try {
+      const reason = `cannot listen on 127.0.0.1:${port} (server.port or PORT): the port is in use by another process; choose another`;
+      const file = writeConfig(
+        `admin: { token: a-long-enough-admin-token }\nserver: { port: ${port}, host: 127.0.0.1 }\n`,
+      );
+      const pipeline = capture();
+      expect(await runCli(['start', '--config', file], pipeline.io)).toBe(1);
+      // Every line JSON; the last one the reason, at fatal (60).
+      expect(plainLines(pipeline.err)).toEqual([]);
+      expect(jsonLines(pipeline.err).at(-1)).toMatchObject({ level: 60, msg: reason, service: 'chatbridge' });
+      const terminal = capture(true);
+      expect(await runCli(['start', '--config', file], terminal.io)).toBe(1);
+      expect(jsonLines(terminal.err).at(-1)).toMatchObject({ level: 60, msg: reason });
+      expect(plainLines(terminal.err)).toEqual([`chatbridge: ${reason}`]);
+
+      // A config that does not load: its problems, with their paths, in the fatal line.
+      const broken = writeConfig('admin: { token: a-long-enough-admin-token }\nserver: { port: nope }\n');
+      const refused = capture();
+      expect(await runCli(['start', '--config', broken], refused.io)).toBe(1);
+      expect(plainLines(refused.err)).toEqual([]);
+      const fatal = jsonLines(refused.err);
+      expect(fatal).toHaveLength(1);
+      expect(fatal[0]).toMatchObject({
+        level: 60,
+        issues: [expect.objectContaining({ path: 'server.port' })],
+      });
+      // config check is for people: as before, plain lines only, whatever stderr is.
+      const checked = capture();
+      expect(await runCli(['config', 'check', '--config', broken], checked.io)).toBe(1);
+      expect(jsonLines(checked.err)).toEqual([]);
+      expect(checked.err.join('\n')).toContain('server.port');
     } finally {
       if (savedPort !== undefined) process.env.PORT = savedPort;
       await new Promise((resolve) => busy.close(resolve));

@@ -976,6 +976,57 @@ describe.each<Kind>(['memory', 'redis'])(
   },
 );
 
+describe("the log while a destination's circuit breaker is open", () => {
+  it('says the opening once with what to check, the re-openings at most once a minute, and the closing at info', async () => {
+    const crm = await receiver();
+    crm.respond({ kind: 'status', status: 500 });
+    const { logger: captured, lines } = capturingLogger('debug');
+    const { delivery, events } = await setup(
+      'memory',
+      [
+        {
+          url: `${crm.url}?sig=hook-signature-secret`,
+          concurrency: 1,
+          retrySchedule: Array.from({ length: 20 }, () => '50ms'),
+          circuitBreaker: { failureThreshold: 2, cooldown: '100ms' },
+        },
+      ],
+      { logger: captured },
+    );
+    await delivery.start();
+    await events.publish([entry('c1', 1)]);
+    // Two failures open it; each trial after the cooldown fails and opens it again.
+    const reopenings = () => lines.filter((line) => typeof line.reopened === 'number' && line.level < 30);
+    await crm.waitFor(() => crm.requests.length >= 6, 10_000, 'several failed trials');
+    await eventually(async () => reopenings().length >= 3, 'three re-openings logged');
+    crm.respond({ kind: 'ok' });
+    await crm.waitFor(() => crm.application.length === 1, 10_000, 'the event once the receiver is well');
+    await eventually(async () => lines.some((line) => line.msg.includes('delivering again')), 'the closing');
+
+    const breakerLines = lines.filter((line) => line.msg.includes('circuit breaker'));
+    // Before: "circuit breaker open after repeated failures: nothing sent for 100 ms" at warn at
+    // every opening, and nothing about what to do.
+    const warned = breakerLines.filter((line) => line.level >= 40);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]!.destination).toBe('crm');
+    expect(warned[0]!.msg).toContain(`${crm.url}?sig=***`);
+    expect(warned[0]!.msg).not.toContain('hook-signature-secret');
+    expect(warned[0]!.msg).toContain('chatbridge deliveries list --destination crm --state failed');
+    expect(warned[0]!.msg).toContain('chatbridge_delivery_circuit_open{destination="crm"}');
+    // The re-openings (within the same minute) at debug, counted.
+    expect(reopenings().map((line) => line.reopened)).toEqual(
+      Array.from({ length: reopenings().length }, (_, index) => index + 1),
+    );
+    const closed = breakerLines.filter((line) => line.msg.includes('delivering again'));
+    expect(closed).toHaveLength(1);
+    expect(closed[0]!.level).toBe(30);
+    expect(closed[0]!.reopened).toBe(reopenings().length);
+    expect(closed[0]!.msg).toMatch(
+      /^destination crm: circuit breaker closed, delivering again after \d+ m?s$/,
+    );
+  });
+});
+
 describe('CircuitBreaker, on a clock the test moves', () => {
   it('opens after the threshold, holds for the cooldown, lets one trial through, and reopens or closes on it', () => {
     const changes: string[] = [];

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Logger, pino } from 'pino';
@@ -31,6 +32,12 @@ import { CrmUsageError, crmCommand } from './crm.js';
 export interface CliStreams {
   stdout(line: string): void;
   stderr(line: string): void;
+  /**
+   * Whether a person reads stderr (a terminal) rather than a log pipeline; as Node's `isTTY`,
+   * anything but true is a pipeline. `start` says why it could not start as a JSON log line
+   * either way, and in plain words too only to a terminal (see sayFatal).
+   */
+  stderrIsTTY?: boolean;
 }
 
 export interface OptionInfo {
@@ -65,6 +72,7 @@ export class UsageError extends Error {}
 const processStreams: CliStreams = {
   stdout: (line) => process.stdout.write(`${line}\n`),
   stderr: (line) => process.stderr.write(`${line}\n`),
+  stderrIsTTY: process.stderr.isTTY === true,
 };
 
 /** Logs of every command go to stderr: stdout carries only results (`keys generate > key.json`). */
@@ -127,6 +135,47 @@ export async function withBridge<T>(
 /** A failure with a one-line reason: exit 1. */
 export class CliFailure extends Error {}
 
+/** Errors `start` has already said (sayFatal): runCli only sets the exit code for these. */
+const saidFatal = new WeakSet<object>();
+
+/**
+ * Why `start` could not start (the config, Redis unreachable, a port in use): said as a pino JSON
+ * line at level fatal (60), like every other line the bridge logs, so a log pipeline that keeps
+ * JSON lines by `level` keeps this one too; before, it was only a plain `chatbridge: ...` line,
+ * which such a pipeline dropped: the one line that mattered. The plain line(s) as well when a
+ * person reads stderr (a terminal). Own logger, not the config's: it is said even with
+ * log.level silent, or when the config did not load.
+ */
+function sayFatal(error: unknown, io: CliStreams): void {
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      io.stderr(chunk.toString().replace(/\n$/, ''));
+      done();
+    },
+  });
+  const message = error instanceof Error ? error.message : String(error);
+  const issues = error instanceof AppError ? error.issues : undefined;
+  // Our own one-line reasons need no stack; anything else (a Redis error) keeps it.
+  const expected = error instanceof CliFailure || error instanceof ConfigError;
+  createLogger('fatal', stream).fatal(
+    { ...(issues ? { issues } : {}), ...(expected ? {} : { err: error }) },
+    message,
+  );
+  if (io.stderrIsTTY === true) sayPlain(error, io);
+  if (typeof error === 'object' && error !== null) saidFatal.add(error);
+}
+
+/** A failure in plain words on stderr (runCli's, and `start`'s to a terminal). */
+function sayPlain(error: unknown, io: CliStreams): void {
+  if (error instanceof ConfigError) {
+    // One raised after the config loaded (building the bridge) has not been said yet.
+    if (!explained.has(error)) explain(error, io, 'chatbridge: ');
+    return;
+  }
+  const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
+  io.stderr(`chatbridge: ${message}`);
+}
+
 const start: Command = {
   name: 'start',
   summary: 'Run the bridge (what npm start runs); PORT overrides server.port',
@@ -140,75 +189,86 @@ const start: Command = {
     const role = (values.role as string | undefined) ?? 'all';
     if (!['all', 'web', 'worker'].includes(role))
       throw new UsageError(`--role must be all, web or worker (got '${role}')`);
-    // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
-    const v8Flags = tuneV8ForServing();
-    const { config, source } = loadOrExplain(values.config as string | undefined, io);
-    // A split role only works through a store the other instances share: on the in-memory one a
-    // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
-    // drops them), and a worker has nothing to work on. Typically REDIS_URL was not set.
-    if (role !== 'all' && !config.store.redis && !config.store.sentinel && !config.store.cluster)
-      throw new CliFailure(
-        `--role ${role} refused: ${source.path} uses the in-memory store, which no ${role === 'web' ? 'worker' : 'web instance'} shares ` +
-          `(${role === 'web' ? 'its events would never be delivered' : 'it would have nothing to do'}); ` +
-          'set store.redis (or sentinel / cluster) to the Redis of the other instances, or run --role all',
-      );
-    const logger = cliLogger(config.log.level);
-    if (source.isExample) {
-      logger.warn(
-        { config: source.path },
-        'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
-      );
-    }
-    if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
-    assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
-    // Signals are ours from here on, not only once start() is done: the main port serves webhooks
-    // and /readyz answers 200 before the delivery workers and schedules have started, and a
-    // SIGTERM then (a rolling deploy replacing a pod that just came up) killed the process by the
-    // signal: exit 143, no log line, requests in flight cut. One that comes during start-up stops
-    // the bridge as soon as it is up; a second exits at once, as later. One listener for the whole
-    // life, whose target changes: removing a listener and adding another loses a signal that
-    // arrived in between (Node drops it with the handle).
-    let earlySignal: NodeJS.Signals | undefined;
-    let onSignal = (signal: NodeJS.Signals) => {
-      if (earlySignal) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        process.exit(1);
-      }
-      earlySignal = signal;
-      logger.info({ signal }, 'stopping as soon as start-up has finished');
-    };
-    const signalled = (signal: NodeJS.Signals) => onSignal(signal);
-    process.on('SIGTERM', signalled);
-    process.on('SIGINT', signalled);
-    const detach = () => {
-      process.off('SIGTERM', signalled);
-      process.off('SIGINT', signalled);
-    };
-    let bridge: Awaited<ReturnType<typeof createBridge>> | undefined;
+    // The config's problems are said in plain words by loadOrExplain only to a terminal.
+    const human: CliStreams = io.stderrIsTTY === true ? io : { ...io, stderr: () => {} };
     try {
-      bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
-      if (!earlySignal) {
-        await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
-        await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
-        await bridge.start();
-      }
+      return await startBridge(values, human, role);
     } catch (error) {
-      detach();
-      // Close what is open (a listener, Redis) so the process exits now, with the reason.
-      await bridge?.close().catch(() => undefined);
+      sayFatal(error, io);
       throw error;
     }
-    const { done, stop } = stopOnSignals(
-      bridge as Awaited<ReturnType<typeof createBridge>>,
-      logger,
-      undefined,
-      config.server.shutdownTimeoutMs + SHUTDOWN_CLOSE_MS,
-    );
-    onSignal = stop;
-    if (earlySignal) stop(earlySignal);
-    return done;
   },
 };
+
+async function startBridge(values: OptionValues, io: CliStreams, role: string): Promise<number> {
+  // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
+  const v8Flags = tuneV8ForServing();
+  const { config, source } = loadOrExplain(values.config as string | undefined, io);
+  // A split role only works through a store the other instances share: on the in-memory one a
+  // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
+  // drops them), and a worker has nothing to work on. Typically REDIS_URL was not set.
+  if (role !== 'all' && !config.store.redis && !config.store.sentinel && !config.store.cluster)
+    throw new CliFailure(
+      `--role ${role} refused: ${source.path} uses the in-memory store, which no ${role === 'web' ? 'worker' : 'web instance'} shares ` +
+        `(${role === 'web' ? 'its events would never be delivered' : 'it would have nothing to do'}); ` +
+        'set store.redis (or sentinel / cluster) to the Redis of the other instances, or run --role all',
+    );
+  const logger = cliLogger(config.log.level);
+  if (source.isExample) {
+    logger.warn(
+      { config: source.path },
+      'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
+    );
+  }
+  if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
+  assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
+  // Signals are ours from here on, not only once start() is done: the main port serves webhooks
+  // and /readyz answers 200 before the delivery workers and schedules have started, and a
+  // SIGTERM then (a rolling deploy replacing a pod that just came up) killed the process by the
+  // signal: exit 143, no log line, requests in flight cut. One that comes during start-up stops
+  // the bridge as soon as it is up; a second exits at once, as later. One listener for the whole
+  // life, whose target changes: removing a listener and adding another loses a signal that
+  // arrived in between (Node drops it with the handle).
+  let earlySignal: NodeJS.Signals | undefined;
+  let onSignal = (signal: NodeJS.Signals) => {
+    if (earlySignal) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    earlySignal = signal;
+    logger.info({ signal }, 'stopping as soon as start-up has finished');
+  };
+  const signalled = (signal: NodeJS.Signals) => onSignal(signal);
+  process.on('SIGTERM', signalled);
+  process.on('SIGINT', signalled);
+  const detach = () => {
+    process.off('SIGTERM', signalled);
+    process.off('SIGINT', signalled);
+  };
+  let bridge: Awaited<ReturnType<typeof createBridge>> | undefined;
+  try {
+    bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+    if (!earlySignal) {
+      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
+      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+      await bridge.start();
+    }
+  } catch (error) {
+    detach();
+    // Close what is open (a listener, Redis) so the process exits now, with the reason.
+    await bridge?.close().catch(() => undefined);
+    throw error;
+  }
+  const { done, stop } = stopOnSignals(
+    bridge as Awaited<ReturnType<typeof createBridge>>,
+    logger,
+    undefined,
+    config.server.shutdownTimeoutMs + SHUTDOWN_CLOSE_MS,
+  );
+  onSignal = stop;
+  if (earlySignal) stop(earlySignal);
+  return done;
+}
 
 /** What a shutdown gets beyond server.shutdownTimeoutMs to close the queues and the store (see below). */
 export const SHUTDOWN_CLOSE_MS = 10_000;
@@ -569,13 +629,8 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
       io.stderr(`Run 'chatbridge --help' for usage.`);
       return 2;
     }
-    if (error instanceof ConfigError) {
-      // One raised after the config loaded (building the bridge) has not been said yet.
-      if (!explained.has(error)) explain(error, io, 'chatbridge: ');
-      return 1;
-    }
-    const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
-    io.stderr(`chatbridge: ${message}`);
+    if (typeof error === 'object' && error !== null && saidFatal.has(error)) return 1;
+    sayPlain(error, io);
     return 1;
   }
 }

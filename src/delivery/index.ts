@@ -10,7 +10,7 @@ import { type EventPublisher, OUTBOX_KEY, outboxEntrySchema } from '../events/ou
 import type { Route } from '../http/routes.js';
 import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { type HttpClient, headerSecrets } from '../net/http.js';
+import { type HttpClient, headerSecrets, redactUrl } from '../net/http.js';
 import type { RedisTarget } from '../store/connection.js';
 import type { Store } from '../store/types.js';
 import {
@@ -21,7 +21,7 @@ import {
   deliveryRoutes,
   summarize,
 } from './api.js';
-import { CircuitBreaker } from './breaker.js';
+import { type BreakerState, CircuitBreaker } from './breaker.js';
 import { createDrainer, jobsOf } from './drain.js';
 import { type Backlog, deliveryMetrics, watchBacklog } from './metrics.js';
 import { createProcessor, type DestinationRuntime } from './processor.js';
@@ -102,6 +102,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   const metrics = deliveryMetrics(deps.metrics);
   const random = deps.random ?? Math.random;
   const drainRepeats = createRepeatGate();
+  const breakerRepeats = createRepeatGate();
   // Said once per record and process: a damaged record is read again by every look at its lane.
   const unreadableSeen = new LRUCache<string, true>({ max: 1000 });
   const records = createDeliveryRecords(store, {
@@ -128,9 +129,55 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     breaker: new CircuitBreaker(
       destination.circuitBreaker?.failureThreshold ?? 5,
       destination.circuitBreaker?.cooldown ?? 30_000,
-      (state) => metrics.breakerOpen.set({ destination: destination.id }, state === 'closed' ? 0 : 1),
+      breakerWatch(destination),
     ),
   }));
+  /**
+   * The gauge, and what the log says about a destination's breaker. It said "circuit breaker
+   * open" at warn again at every cooldown (30 s) while the destination stayed down, and not what
+   * to do. Now: once at warn when it opens, with what to check; its re-openings after each failed
+   * trial at most once a minute (how many since it opened); once at info when it closes.
+   */
+  function breakerWatch(destination: DestinationConfig) {
+    const id = destination.id;
+    const threshold = destination.circuitBreaker?.failureThreshold ?? 5;
+    const cooldownMs = destination.circuitBreaker?.cooldown ?? 30_000;
+    const where = isCrmDestination(destination)
+      ? `the ${destination.kind} CRM (its status, the credential in the config)`
+      : `${redactUrl(destination.url)} (up, answering 2xx?)`;
+    const fields = { destination: id };
+    let openedAt: number | undefined;
+    let reopened = 0;
+    return (state: BreakerState) => {
+      metrics.breakerOpen.set({ destination: id }, state === 'closed' ? 0 : 1);
+      const at = Date.now();
+      if (state === 'open' && openedAt === undefined) {
+        openedAt = at;
+        reopened = 0;
+        breakerRepeats.sayNow(id); // the re-openings of the next minute are not said again
+        logger.warn(
+          { ...fields, cooldownMs },
+          `destination ${id}: circuit breaker open after ${threshold} failed attempts in a row; nothing is sent to it for ${formatWait(cooldownMs)} at a time, then one trial. Check ${where}; what failed: chatbridge deliveries list --destination ${id} --state failed; chatbridge_delivery_circuit_open{destination="${id}"} is 1 while it stays open`,
+        );
+      } else if (state === 'open' && openedAt !== undefined) {
+        reopened++;
+        warnOncePerMinute(
+          logger,
+          breakerRepeats,
+          id,
+          { ...fields, reopened, openForMs: at - openedAt },
+          `destination ${id}: circuit breaker still open, its trial failed again (re-opened ${reopened} time${reopened === 1 ? '' : 's'} in ${formatWait(at - openedAt)}); check ${where}`,
+        );
+      } else if (state === 'closed' && openedAt !== undefined) {
+        const openForMs = at - openedAt;
+        openedAt = undefined;
+        logger.info(
+          { ...fields, openForMs, reopened },
+          `destination ${id}: circuit breaker closed, delivering again after ${formatWait(openForMs)}`,
+        );
+      }
+    };
+  }
   function crmRuntimeOf(destination: DestinationConfig): { crm?: CrmRuntime } {
     if (!isCrmDestination(destination)) return {};
     const connector = deps.crm?.connectors.get(destination.kind);
@@ -600,4 +647,11 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     },
   };
   return delivery;
+}
+
+/** A wait as a person reads it: "700 ms" under a second, "40 s" under two minutes, then "12 minutes". */
+function formatWait(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`;
+  return `${Math.round(ms / 60_000)} minutes`;
 }

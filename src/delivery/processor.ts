@@ -355,10 +355,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       if (result.retryAfterMs !== undefined && result.retryAfterMs > 0) {
         await queue.pause(destinationId, Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS));
       }
-      if (opened !== null) {
-        log.warn(`circuit breaker open after repeated failures: nothing sent for ${opened} ms`);
-        await queue.pause(destinationId, opened);
-      }
+      // The breaker's opening is logged where its state changes (breakerWatch in index.ts).
+      if (opened !== null) await queue.pause(destinationId, opened);
       return { kind: 'later', delayMs };
     }
     if (opened !== null) await queue.pause(destinationId, opened);
