@@ -139,4 +139,42 @@ describe('cursor-paged admin lists', () => {
     expect(other.status).toBe(400);
     expect(other.body.error.issues[0].path).toBe('before');
   });
+
+  it('GET /identity/conflicts reads on past a page with nextCursor, none skipped or repeated while new ones come', async () => {
+    const observe = async (body: Record<string, string>) =>
+      expect((await bridge.post(`/webhooks/echo/site/${TOKEN}`, { event: 'seen', ...body })).status).toBe(
+        200,
+      );
+    await observe({ visitor: 'c1', email: 'c1@example.org' });
+    await observe({ visitor: 'c2', phone: '+79160000031' });
+    await observe({ visitor: 'c3', person: 'p3' });
+    // Three records for one observation, over identity.maxMergeSize (2): refused, one conflict each.
+    let refusals = 0;
+    const refuse = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        refusals += 1;
+        await observe({
+          visitor: 'c3',
+          email: 'c1@example.org',
+          phone: '+79160000031',
+          at: new Date(Date.UTC(2026, 0, 1, 0, 0, refusals)).toISOString(),
+        });
+      }
+    };
+    await refuse(5);
+    const before = (await bridge.admin('GET', '/api/v1/identity/conflicts?limit=500')).body;
+    expect(before.conflicts).toHaveLength(5);
+    expect(before.nextCursor).toBeNull();
+    const seen = await walk('/api/v1/identity/conflicts?limit=2', 'conflicts', async (page) => {
+      if (page === 0) await refuse(2); // newer than every page after the first
+    });
+    expect(seen).toEqual(before.conflicts.map((item: unknown) => JSON.stringify(item)));
+    expect((await bridge.admin('GET', '/api/v1/identity/conflicts?limit=500')).body.conflicts).toHaveLength(
+      7,
+    );
+
+    const bad = await bridge.admin('GET', '/api/v1/identity/conflicts?before=nonsense');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.issues[0].path).toBe('before');
+  });
 });

@@ -176,7 +176,10 @@ const journalQuerySchema = z.strictObject({
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
-const conflictsQuerySchema = z.strictObject({ limit: queryInt({ min: 1, max: 500, default: 50 }) });
+const conflictsQuerySchema = z.strictObject({
+  limit: queryInt({ min: 1, max: 500, default: 50 }),
+  before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
+});
 
 const channelListSchema = z.object({
   channels: z.array(
@@ -937,13 +940,18 @@ export function createApp(deps: AppDeps): Koa {
       query: conflictsQuerySchema,
       answers: {
         200: {
-          description: 'At most `limit` conflicts, newest first (no cursor)',
-          schema: z.object({ conflicts: z.array(z.unknown()) }),
+          description:
+            'At most `limit` conflicts, newest first; `nextCursor` (as `before`) reads on, and is null on the last page. ' +
+            'Conflicts refused while paging are newer than any page after the first, so none is skipped or repeated',
+          schema: z.object({ conflicts: z.array(z.unknown()), nextCursor: z.string().nullable() }),
         },
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
-        ctx.body = { conflicts: await contacts.conflicts(query.limit) };
+        ctx.body = await contacts.conflictsPage({
+          limit: query.limit,
+          ...(query.before ? { before: query.before } : {}),
+        });
       },
     }),
     route({
