@@ -27,7 +27,13 @@ import {
   mergeWrites,
   refusalWrites,
 } from './merge.js';
-import { cleanDisplayText, clipText, identifierLabel, normalizeIdentifier } from './normalize.js';
+import {
+  cleanDisplayText,
+  clipText,
+  identifierLabel,
+  normalizeIdentifier,
+  quotedInput,
+} from './normalize.js';
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   decodeRecord,
@@ -1355,7 +1361,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   async function timeline(id: string, options: TimelineOptions): Promise<TimelinePage> {
     const recordIds = await recordIdsOf(id);
-    if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+    if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
     const limit = options.limit;
     const { channelId, type } = options.filter ?? {};
@@ -1432,7 +1438,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // root's emptied member list.
     for (let attempt = 0; attempt < UNMERGE_ATTEMPTS; attempt++) {
       const loaded = await loadContact(id);
-      if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+      if (!loaded) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
       const rootId = loaded.rootId;
       try {
         if (request.recordId) return await unmergeRecord(rootId, request.recordId);

@@ -8,6 +8,7 @@ import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import { TIMELINE_SCAN_ENTRIES } from '../contacts/engine.js';
 import type { FactService } from '../contacts/facts.js';
+import { quotedInput } from '../contacts/normalize.js';
 import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
 import {
   contactSchema,
@@ -735,7 +736,8 @@ export function createApp(deps: AppDeps): Koa {
       async handle(ctx) {
         const { id: channelId, ...params } = ctx.params as Record<string, string>;
         const found = group.byChannel.get(channelId!);
-        if (!found) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
+        if (!found)
+          throw new NotFoundError('channel_not_found', `no ${name} channel ${quotedInput(channelId!)}`);
         const rawBody =
           ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readPlainBody(ctx, bodyLimit);
         params.channelId = channelId!;
@@ -841,7 +843,7 @@ export function createApp(deps: AppDeps): Koa {
       async handle(ctx) {
         const id = ctx.params.id!;
         const found = await contacts.get(id);
-        if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+        if (!found) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
         ctx.body = found.mergedFrom ? extend(found.contact, { mergedFrom: found.mergedFrom }) : found.contact;
       },
     }),
@@ -883,7 +885,7 @@ export function createApp(deps: AppDeps): Koa {
         // would otherwise look like "no entries").
         if (query.channel && !deps.channels.has(query.channel)) {
           const found = await contacts.get(id);
-          if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+          if (!found) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
           if (!found.contact.channels.some((each) => each.channelId === query.channel)) {
             throw new ValidationError(
               'invalid query',
