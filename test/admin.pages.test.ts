@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleRequest, signIn } from './support/console.js';
 import { echoAdapter } from './support/echo-adapter.js';
-import { startTestBridge, type TestBridge } from './support/harness.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
 
 /**
@@ -176,5 +177,29 @@ describe('cursor-paged admin lists', () => {
     const bad = await bridge.admin('GET', '/api/v1/identity/conflicts?before=nonsense');
     expect(bad.status).toBe(400);
     expect(bad.body.error.issues[0].path).toBe('before');
+  });
+
+  it('the console lists every delivery, a page of 100 at a time, by the Next deliveries link', async () => {
+    await failMore(101 - Math.min(100, await failedCount()));
+    const all = (await bridge.admin('GET', '/api/v1/deliveries?state=failed&limit=500')).body.deliveries.map(
+      (item: { id: string }) => item.id,
+    );
+    expect(all.length).toBeGreaterThan(100);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const seen: string[] = [];
+    let path: string | undefined = '/console/deliveries?state=failed';
+    let pages = 0;
+    while (path !== undefined && pages < 10) {
+      const page = await consoleRequest(bridge.url, path, { cookie });
+      expect(page.status).toBe(200);
+      for (const match of page.text.matchAll(/<a class="mono" href="\/console\/deliveries\/(dlv_[^"?]+)/g))
+        seen.push(match[1]!);
+      path = /<a class="button" href="([^"]+)">Next deliveries<\/a>/
+        .exec(page.text)?.[1]
+        ?.replaceAll('&amp;', '&');
+      pages += 1;
+    }
+    expect(pages).toBe(2);
+    expect(seen).toEqual(all);
   });
 });

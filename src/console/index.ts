@@ -149,6 +149,7 @@ const pageQuerySchema = z.object({
 const deliveriesQuerySchema = z.object({
   state: z.enum(['pending', 'delivered', 'failed', '']).optional(),
   destination: z.string().max(200).optional(),
+  before: z.string().max(200).optional(),
   notice: z.string().optional(),
 });
 const journalQuerySchema = z.object({
@@ -789,6 +790,16 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const filters = parseWith(deliveriesQuerySchema, ctx.query);
     const state = filters.state || undefined;
     const destination = filters.destination || undefined;
+    const before = filters.before || undefined;
+    const page = await pageAt(() =>
+      delivery.page({
+        limit: DELIVERIES_LISTED,
+        ...(state ? { state } : {}),
+        ...(destination ? { destination } : {}),
+        ...(before ? { before } : {}),
+      }),
+    );
+    const here = { ...(state ? { state } : {}), ...(destination ? { destination } : {}) };
     const notice =
       noticeOf(filters.notice) ??
       // Only a count, as the replay's own redirect writes it: a link with other text in
@@ -802,12 +813,11 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       ...(state ? { state } : {}),
       ...(destination ? { destination } : {}),
       destinations: config.destinations.map((item) => item.id),
-      limit: DELIVERIES_LISTED,
-      deliveries: await delivery.list({
-        limit: DELIVERIES_LISTED,
-        ...(state ? { state } : {}),
-        ...(destination ? { destination } : {}),
-      }),
+      deliveries: page.deliveries,
+      ...(page.nextCursor
+        ? { nextHref: `/console/deliveries${query({ ...here, before: page.nextCursor })}` }
+        : {}),
+      ...(before ? { firstHref: `/console/deliveries${query(here)}` } : {}),
       ...(notice ? { notice } : {}),
     });
   });
