@@ -254,7 +254,7 @@ function engineFilter(filter: { channel?: string; type?: string }) {
  * schema but not the list's own check, whose words are for the API ("invalid cursor", "not a
  * cursor this API returned"). Said the console's way instead.
  */
-async function pageAt<T>(read: () => Promise<T>): Promise<T> {
+async function pageAt<T>(read: () => Promise<T>, start = 'the newest entries'): Promise<T> {
   try {
     return await read();
   } catch (error) {
@@ -262,7 +262,7 @@ async function pageAt<T>(read: () => Promise<T>): Promise<T> {
       throw queryError([
         {
           path: 'before',
-          message: 'is not a place in this list; leave it out to start from the newest entries',
+          message: `is not a place in this list; leave it out to start from ${start}`,
         },
       ]);
     }
@@ -791,13 +791,15 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const state = filters.state || undefined;
     const destination = filters.destination || undefined;
     const before = filters.before || undefined;
-    const page = await pageAt(() =>
-      delivery.page({
-        limit: DELIVERIES_LISTED,
-        ...(state ? { state } : {}),
-        ...(destination ? { destination } : {}),
-        ...(before ? { before } : {}),
-      }),
+    const page = await pageAt(
+      () =>
+        delivery.page({
+          limit: DELIVERIES_LISTED,
+          ...(state ? { state } : {}),
+          ...(destination ? { destination } : {}),
+          ...(before ? { before } : {}),
+        }),
+      'the first deliveries', // oldest first, unlike the journal and the timeline
     );
     const here = { ...(state ? { state } : {}), ...(destination ? { destination } : {}) };
     const notice =
