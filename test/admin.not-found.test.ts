@@ -63,4 +63,29 @@ describe('404 messages quote the id from the path cut and clean', () => {
       expect(short.body.error.message).toBe('no contact c_nobody');
     });
   }
+
+  it("a channel route's unknown channel: the id quoted cut and clean too", async () => {
+    const livetex = await startTestBridge({
+      store: 'redis',
+      start: false,
+      config: {
+        channels: [{ id: 'app', vendor: 'livetex', token: 'app-token-0123456789abcdef' }],
+        secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+      },
+    });
+    try {
+      for (const id of [long, hostile]) {
+        const response = await livetex.admin('GET', `/api/v1/channels/${encodeURIComponent(id)}/keys`);
+        expect(response.status).toBe(404);
+        expect(response.body.error.code).toBe('channel_not_found');
+        const message: string = response.body.error.message;
+        expect(message.length).toBeLessThan(120);
+        expect(message).toMatch(/^no LiveTex channel c_.*…$/);
+        expect(message).not.toContain('\u001b');
+        expect(message).not.toContain('\u202E');
+      }
+    } finally {
+      await livetex.close();
+    }
+  });
 });
