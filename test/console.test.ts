@@ -606,7 +606,7 @@ describe('web console', () => {
     expect(group('bitrix-sales').exec(section)?.[1]).toBe('222');
   });
 
-  it('says when the deliveries list is cut at its limit, and how to see the rest', async () => {
+  it('says when the deliveries list goes on past its page, and links the next one', async () => {
     const { deliveriesPage } = await import('../src/console/pages.js');
     const at = '2026-06-01T10:00:00.000Z';
     const item = (n: number) => ({
@@ -626,15 +626,19 @@ describe('web console', () => {
       lastStatus: null,
       lastError: null,
     });
-    const page = (count: number) =>
+    // The rest is a page away now (the list's nextCursor), not out of reach.
+    const page = (count: number, more: boolean) =>
       deliveriesPage({
         csrf: 'x'.repeat(43),
         destinations: ['crm'],
         deliveries: Array.from({ length: count }, (_, n) => item(n)),
-        limit: 100,
+        ...(more ? { nextHref: '/console/deliveries?before=abc' } : {}),
       });
-    expect(page(100)).toMatch(/only the first 100 are listed/i);
-    expect(page(99)).not.toMatch(/only the first/i);
+    expect(page(100, true)).toMatch(/there are more on the next page/i);
+    expect(page(100, true)).toContain(
+      '<a class="button" href="/console/deliveries?before=abc">Next deliveries</a>',
+    );
+    expect(page(100, false)).not.toMatch(/next page|Next deliveries/i);
   });
 
   it('pages the timeline both ways: older entries, and back to the newest from an older page', async () => {
@@ -690,7 +694,6 @@ describe('web console', () => {
       destination: 'crm',
       destinations: ['crm'],
       deliveries: [summary],
-      limit: 100,
     });
     expect(list).toContain(`href="/console/deliveries/${id}?state=failed&amp;destination=crm">${id}</a>`);
     const detail = { ...summary, body: {}, history: [{ at, status: 500, error: 'down', cycle: 0 }] };

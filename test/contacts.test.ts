@@ -245,6 +245,28 @@ for (const kind of ['memory', 'redis'] as const) {
       for (const id of ids) expect((await capped.get(id))?.mergedFrom).toBeUndefined();
     });
 
+    it('pages the conflicts by a cursor that trims at the start and refusals at the end do not move', async () => {
+      // As refusalWrites writes them: pushed at the end, the oldest trimmed at the start.
+      const push = async (...numbers: number[]) => {
+        for (const n of numbers) await store.rpush(key.conflicts, JSON.stringify({ n }));
+      };
+      const trim = (count: number) => store.batch().ltrim(key.conflicts, count, -1).exec();
+      const ns = (page: { conflicts: unknown[] }) => page.conflicts.map((item) => (item as { n: number }).n);
+      await push(1, 2, 3, 4, 5, 6);
+      const first = await contacts.conflictsPage({ limit: 2 });
+      expect(ns(first)).toEqual([6, 5]);
+      await push(7, 8);
+      await trim(1); // 1 is gone; 5 is one place nearer the start
+      const second = await contacts.conflictsPage({ limit: 2, before: first.nextCursor! });
+      expect(ns(second)).toEqual([4, 3]);
+      await trim(2); // 2 and 3 gone: 3 named the place, and nothing older is left
+      const third = await contacts.conflictsPage({ limit: 2, before: second.nextCursor! });
+      expect(third).toEqual({ conflicts: [], nextCursor: null });
+      // The whole list on one page has no next one.
+      expect(await contacts.conflictsPage({ limit: 5 })).toMatchObject({ nextCursor: null });
+      expect(ns(await contacts.conflictsPage({ limit: 5 }))).toEqual([8, 7, 6, 5, 4]);
+    });
+
     it('unmerges a record, keeps it apart afterwards, and splits an identifier off', async () => {
       const a = await contacts.observe(
         observation({ identifiers: [{ kind: 'email', value: 'family@example.org' }] }),

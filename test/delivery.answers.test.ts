@@ -185,7 +185,8 @@ describe('chatbridge deliveries list', () => {
         at,
       },
     };
-    const delivery = { list: async () => [item] } as unknown as Delivery;
+    // The CLI lists through page() (one page, and the cursor to the next).
+    const delivery = { page: async () => ({ deliveries: [item], nextCursor: null }) } as unknown as Delivery;
     const out: string[] = [];
     expect(
       await runDeliveriesCommand(['list'], delivery, { stdout: (line) => out.push(line), stderr: () => {} }),

@@ -89,6 +89,37 @@ describe('chatbridge deliveries', () => {
     expect(json.stdout.map((row) => JSON.parse(row).state)).toEqual(['failed', 'failed']);
   });
 
+  it('reads on past a page: --before the cursor it printed, or --all pages', async () => {
+    const first = await run(delivery, 'list', '--state', 'failed', '--limit', '2');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toHaveLength(2);
+    const cursor = /more with --before (\S+) \(or --all\)$/.exec(first.stderr[0]!)?.[1];
+    expect(cursor).toBeDefined();
+    const rest = await run(delivery, 'list', '--state', 'failed', '--limit', '2', '--before', cursor!);
+    expect(rest).toMatchObject({ code: 0, stderr: ['1 delivery'] });
+    const ids = (lines: string[]) => lines.map((text) => text.split(' ')[0]);
+    const all = await run(delivery, 'list', '--state', 'failed', '--limit', '1', '--all');
+    expect(all).toMatchObject({ code: 0, stderr: ['3 deliveries'] });
+    expect(ids(all.stdout)).toEqual([...ids(first.stdout), ...ids(rest.stdout)]);
+    const whole = await run(delivery, 'list', '--state', 'failed');
+    expect(ids(whole.stdout)).toEqual(ids(all.stdout));
+    // Not a cursor, or one of another --state: bad usage, said in one line.
+    for (const before of ['nonsense', cursor!]) {
+      const bad = await run(
+        delivery,
+        'list',
+        '--state',
+        before === cursor ? 'pending' : 'failed',
+        '--before',
+        before,
+      );
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toEqual([
+        'chatbridge deliveries: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
+      ]);
+    }
+  });
+
   it('replays one delivery, then all failed of a destination', async () => {
     refuse = false;
     const [first] = await delivery.list({ state: 'failed' });

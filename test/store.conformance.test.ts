@@ -265,6 +265,24 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.zrangeByScore(key('z'), 0, 100)).toEqual([]);
       });
 
+      it('zrangeByScoreWithScores: as zrangeByScore, each member with its score; ties by member', async () => {
+        const k = key('zs');
+        await store.zadd(k, 20, 'b');
+        await store.zadd(k, 10, 'z');
+        await store.zadd(k, 20, 'a');
+        await store.zadd(k, 1.5, 'f');
+        expect(await store.zrangeByScoreWithScores(k, 10, 20)).toEqual([
+          { member: 'z', score: 10 },
+          { member: 'a', score: 20 },
+          { member: 'b', score: 20 },
+        ]);
+        expect(await store.zrangeByScoreWithScores(k, Number.NEGATIVE_INFINITY, 20, 2)).toEqual([
+          { member: 'f', score: 1.5 },
+          { member: 'z', score: 10 },
+        ]);
+        expect(await store.zrangeByScoreWithScores(key('zs-none'), 0, 100)).toEqual([]);
+      });
+
       it('zrevrangeByLex: descending, exclusive bounds, limit (equal scores)', async () => {
         const k = key('lex');
         for (const member of ['c', 'a', 'e', 'b', 'd']) await store.zadd(k, 0, member);

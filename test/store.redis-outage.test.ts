@@ -35,6 +35,7 @@ function everyMethod(store: Store): Array<[string, () => Promise<unknown>]> {
     ['zcard', () => store.zcard('z')],
     ['zscore', () => store.zscore('z', 'm')],
     ['zrangeByScore', () => store.zrangeByScore('z', 0, 10, 5)],
+    ['zrangeByScoreWithScores', () => store.zrangeByScoreWithScores('z', 0, 10, 5)],
     ['zrevrangeByLex', () => store.zrevrangeByLex('z', { below: 'x', limit: 5 })],
     ['rpush', () => store.rpush('l', 'v')],
     ['lrange', () => store.lrange('l', 0, -1)],

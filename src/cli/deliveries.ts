@@ -4,9 +4,10 @@ import { cleanDisplayText } from '../contacts/normalize.js';
 import { LIST_LIMIT_MAX, listQuerySchema } from '../delivery/api.js';
 import type { Delivery, DeliverySummary } from '../delivery/index.js';
 import { deliveryStates } from '../delivery/records.js';
+import { ValidationError } from '../errors.js';
 
 /**
- * `chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N] [--json]`
+ * `chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N] [--before CURSOR] [--all] [--json]`
  * `chatbridge deliveries replay --id ID`
  * `chatbridge deliveries replay --destination ID --all-failed`
  *
@@ -15,7 +16,8 @@ import { deliveryStates } from '../delivery/records.js';
  */
 
 const USAGE = `Usage:
-  chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N] [--json]
+  chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N]
+                            [--before CURSOR] [--all] [--json]
   chatbridge deliveries replay --id ID
   chatbridge deliveries replay --destination ID --all-failed`;
 
@@ -40,7 +42,7 @@ function line(item: DeliverySummary): string {
 
 /** What a deliveries command asks for, checked before any store is opened (bad usage: exit 2). */
 export type DeliveriesRequest =
-  | { command: 'list'; query: z.output<typeof listQuerySchema>; json: boolean }
+  | { command: 'list'; query: z.output<typeof listQuerySchema>; json: boolean; all: boolean }
   | { command: 'replay'; id: string }
   | { command: 'replay failed'; destination: string };
 
@@ -57,6 +59,8 @@ export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
         state: { type: 'string' },
         destination: { type: 'string' },
         limit: { type: 'string' },
+        before: { type: 'string' },
+        all: { type: 'boolean' },
         json: { type: 'boolean' },
       },
       strict: true,
@@ -66,6 +70,7 @@ export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
       ...(values.state !== undefined ? { state: values.state } : {}),
       ...(values.destination !== undefined ? { destination: values.destination } : {}),
       ...(values.limit !== undefined ? { limit: values.limit } : {}),
+      ...(values.before !== undefined ? { before: values.before } : {}),
     });
     if (!query.success) {
       // zod's words ("Invalid input", "expected number, received NaN") name neither the allowed
@@ -82,7 +87,7 @@ export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
         );
       throw new DeliveriesUsageError(`--${option}: ${issue?.message ?? 'invalid'}`);
     }
-    return { command: 'list', query: query.data, json: values.json === true };
+    return { command: 'list', query: query.data, json: values.json === true, all: values.all === true };
   }
   if (sub === 'replay') {
     const { values } = parseArgs({
@@ -125,10 +130,22 @@ export async function runDeliveriesRequest(
 ): Promise<number> {
   try {
     if (request.command === 'list') {
-      const found = await delivery.list(request.query);
-      for (const item of found) io.stdout(request.json ? JSON.stringify(item) : line(item));
-      io.stderr(`${found.length} deliver${found.length === 1 ? 'y' : 'ies'}`);
-      return 0;
+      // One page (--limit), or with --all every page after it, printed as each comes: the API's
+      // nextCursor, so deliveries added meanwhile are neither skipped nor printed twice.
+      let query = request.query;
+      let count = 0;
+      for (;;) {
+        const page = await delivery.page(query);
+        for (const item of page.deliveries) io.stdout(request.json ? JSON.stringify(item) : line(item));
+        count += page.deliveries.length;
+        if (page.nextCursor !== null && request.all) {
+          query = { ...query, before: page.nextCursor };
+          continue;
+        }
+        const more = page.nextCursor === null ? '' : `; more with --before ${page.nextCursor} (or --all)`;
+        io.stderr(`${count} deliver${count === 1 ? 'y' : 'ies'}${more}`);
+        return 0;
+      }
     }
     if (request.command === 'replay') {
       const replayed = await delivery.replay(request.id);
@@ -144,6 +161,13 @@ export async function runDeliveriesRequest(
     );
     return 0;
   } catch (error) {
+    // A --before that no listing gave out (or one of another --state) is bad usage.
+    if (error instanceof ValidationError && error.issues?.some((issue) => issue.path === 'before')) {
+      io.stderr(
+        'chatbridge deliveries: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
+      );
+      return 2;
+    }
     io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
     return 1;
   }

@@ -542,7 +542,9 @@ export const COMMANDS: Command[] = [
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
-    limit: { value: 'N', description: 'at most N deliveries (1–500; default 50)' },
+    limit: { value: 'N', description: 'at most N deliveries (1–500; default 50), or N a page with --all' },
+    before: { value: 'CURSOR', description: 'the next page: the cursor the previous list printed' },
+    all: { description: 'every page, one after the other' },
     json: { description: 'one JSON object per line' },
   }),
   deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {

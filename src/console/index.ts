@@ -149,6 +149,7 @@ const pageQuerySchema = z.object({
 const deliveriesQuerySchema = z.object({
   state: z.enum(['pending', 'delivered', 'failed', '']).optional(),
   destination: z.string().max(200).optional(),
+  before: z.string().max(200).optional(),
   notice: z.string().optional(),
 });
 const journalQuerySchema = z.object({
@@ -253,7 +254,7 @@ function engineFilter(filter: { channel?: string; type?: string }) {
  * schema but not the list's own check, whose words are for the API ("invalid cursor", "not a
  * cursor this API returned"). Said the console's way instead.
  */
-async function pageAt<T>(read: () => Promise<T>): Promise<T> {
+async function pageAt<T>(read: () => Promise<T>, start = 'the newest entries'): Promise<T> {
   try {
     return await read();
   } catch (error) {
@@ -261,7 +262,7 @@ async function pageAt<T>(read: () => Promise<T>): Promise<T> {
       throw queryError([
         {
           path: 'before',
-          message: 'is not a place in this list; leave it out to start from the newest entries',
+          message: `is not a place in this list; leave it out to start from ${start}`,
         },
       ]);
     }
@@ -789,6 +790,18 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const filters = parseWith(deliveriesQuerySchema, ctx.query);
     const state = filters.state || undefined;
     const destination = filters.destination || undefined;
+    const before = filters.before || undefined;
+    const page = await pageAt(
+      () =>
+        delivery.page({
+          limit: DELIVERIES_LISTED,
+          ...(state ? { state } : {}),
+          ...(destination ? { destination } : {}),
+          ...(before ? { before } : {}),
+        }),
+      'the first deliveries', // oldest first, unlike the journal and the timeline
+    );
+    const here = { ...(state ? { state } : {}), ...(destination ? { destination } : {}) };
     const notice =
       noticeOf(filters.notice) ??
       // Only a count, as the replay's own redirect writes it: a link with other text in
@@ -802,12 +815,11 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       ...(state ? { state } : {}),
       ...(destination ? { destination } : {}),
       destinations: config.destinations.map((item) => item.id),
-      limit: DELIVERIES_LISTED,
-      deliveries: await delivery.list({
-        limit: DELIVERIES_LISTED,
-        ...(state ? { state } : {}),
-        ...(destination ? { destination } : {}),
-      }),
+      deliveries: page.deliveries,
+      ...(page.nextCursor
+        ? { nextHref: `/console/deliveries${query({ ...here, before: page.nextCursor })}` }
+        : {}),
+      ...(before ? { firstHref: `/console/deliveries${query(here)}` } : {}),
       ...(notice ? { notice } : {}),
     });
   });

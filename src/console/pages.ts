@@ -415,8 +415,10 @@ export function deliveriesPage(options: {
   destination?: string;
   destinations: string[];
   deliveries: DeliverySummary[];
-  /** How many the list was asked for: a full list may have been cut, and says so. */
-  limit?: number;
+  /** The next page (the list's nextCursor), when there is one. */
+  nextHref?: string;
+  /** The first page, on any page after it. */
+  firstHref?: string;
   notice?: string;
 }): string {
   const filters = html`<form method="get" action="/console/deliveries" class="filters">
@@ -453,7 +455,9 @@ export function deliveriesPage(options: {
     options.destinations.length === 0
       ? html`<p class="empty">No destination is configured, so nothing is delivered. Add one under <code>destinations</code> in the config (see the README's “Outbound events”) and restart.</p>`
       : options.deliveries.length === 0
-        ? html`<p class="empty">No delivery matches these filters. Deliveries appear when a chat event happens; try “any” state.</p>`
+        ? options.firstHref
+          ? html`<p class="empty">No more deliveries. <a href="${options.firstHref}">First deliveries</a></p>`
+          : html`<p class="empty">No delivery matches these filters. Deliveries appear when a chat event happens; try “any” state.</p>`
         : html`<div class="table"><table>
 <thead><tr><th scope="col">Delivery</th><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
 <tbody>${options.deliveries.map(
@@ -464,15 +468,16 @@ export function deliveriesPage(options: {
   <td data-label="Attempts">${item.attempts}</td>
   <td data-label="Last error">${item.lastError ? `${item.lastError.status !== null ? `${item.lastError.status}: ` : ''}${item.lastError.message}` : ''}</td>
   <td data-label="Updated">${time(item.updatedAt)}</td></tr>`,
-          )}</tbody></table></div>${
-            options.limit !== undefined && options.deliveries.length >= options.limit
-              ? html`<p class="muted">Only the first ${options.limit} are listed (oldest first${options.state ? '' : '; pending, then delivered, then failed'}). ${
-                  options.state && options.destination
-                    ? html`The admin API lists up to 500: <code>GET /api/v1/deliveries?state=${options.state}&amp;destination=${options.destination}&amp;limit=500</code>.`
-                    : 'Choose a state and a destination above to see the others.'
-                }</p>`
-              : ''
-          }`;
+          )}</tbody></table></div>
+<p class="muted">Oldest first${options.state ? '' : '; pending, then delivered, then failed'}${
+            options.nextHref
+              ? ': there are more on the next page.'
+              : options.firstHref
+                ? ': that is the last page.'
+                : '.'
+          }</p>
+${options.nextHref ? html`<p><a class="button" href="${options.nextHref}">Next deliveries</a></p>` : ''}
+${options.firstHref ? html`<p><a href="${options.firstHref}">First deliveries</a></p>` : ''}`;
   return layout(
     {
       title: 'Deliveries',

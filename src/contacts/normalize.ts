@@ -184,6 +184,20 @@ export function clipText(value: string, limit: number): string {
   return value.length > limit ? `${cutText(value, limit - 1)}…` : value;
 }
 
+/** How much of a caller's id an error message quotes (ids the bridge gives out are shorter). */
+export const QUOTED_INPUT_CHARS = 80;
+
+/**
+ * Something a caller sent (an id from a path, a header value) as an error message quotes it: the
+ * message goes back in the JSON error and on to terminals and logs, so at most `limit` characters
+ * of it (cutText's cut, marked …) and nothing that clears a terminal or turns the text around
+ * (cleanDisplayText). An id of 2 000 characters was quoted whole in a 404.
+ */
+export function quotedInput(value: string, limit = QUOTED_INPUT_CHARS): string {
+  const cut = cutText(value, limit);
+  return `${cleanDisplayText(cut) ?? ''}${cut.length < value.length ? '…' : ''}`;
+}
+
 /**
  * A name or label as it can be shown: whitespace controls (tab, line breaks) become spaces, other
  * controls and bidi embeddings, overrides and isolates are dropped, a lone surrogate becomes

@@ -16,6 +16,13 @@ export interface TimelinePage {
   partial?: true;
 }
 
+/** Refused merges, newest first (GET /api/v1/identity/conflicts). */
+export interface ConflictsPage {
+  conflicts: unknown[];
+  /** Pass as `before` to get the next (older) page; null on the last page. */
+  nextCursor: string | null;
+}
+
 /** Entries of one channel and/or of one type; both given: entries that are both. */
 export interface TimelineFilter {
   channelId?: string;
@@ -87,6 +94,8 @@ export interface ContactService {
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
   /** Merges the guard rails refused (size cap, earlier unmerge), newest first. */
   conflicts(limit: number): Promise<unknown[]>;
+  /** As conflicts, a page at a time: `before` is the nextCursor of the previous page. */
+  conflictsPage(options: { limit: number; before?: string | undefined }): Promise<ConflictsPage>;
   /** Normalise an identifier as the engine would (null when blocklisted or invalid). */
   normalizeIdentifier(identifier: Identifier): Identifier | null;
 }

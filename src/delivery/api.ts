@@ -1,10 +1,11 @@
 import { z } from 'zod';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError, ValidationError } from '../errors.js';
 import { type Route, route, STORE_UNAVAILABLE } from '../http/routes.js';
 import { emptyIsAbsent, queryInt } from '../http/validate.js';
 import {
   type DeliveryAttempt,
   type DeliveryRecord,
+  type DeliveryState,
   deliveryAttemptSchema,
   deliveryErrorSchema,
   deliveryStateSchema,
@@ -13,7 +14,7 @@ import {
 /**
  * Admin API for deliveries (DESIGN §4), mounted by the core under /api/v1 behind the admin token:
  *
- *   GET  /deliveries?state=&destination=&limit=   list (oldest first within a state)
+ *   GET  /deliveries?state=&destination=&limit=&before=   list (oldest first within a state), cursor-paged
  *   GET  /deliveries/:id                          one, with the body that is sent
  *   POST /deliveries/:id/replay                   deliver again (202)
  *   POST /deliveries/replay?destination=ID        replay every failed delivery of a destination (202)
@@ -29,6 +30,9 @@ export const listQuerySchema = z.strictObject({
   state: emptyIsAbsent(deliveryStateSchema),
   destination: emptyIsAbsent(z.string().max(200)),
   limit: queryInt({ min: 1, max: LIST_LIMIT_MAX, default: 50 }),
+  // `before`, as the timeline and the journal spell their cursor, though this list runs oldest
+  // first: it is "the nextCursor of the previous page" wherever the API pages.
+  before: z.string().min(1).max(200).optional().describe('nextCursor of the previous page'),
 });
 /** What list() takes: the parsed query (the route, the CLI), or in-process callers' own values. */
 export type DeliveryListQuery = Partial<z.output<typeof listQuerySchema>>;
@@ -59,7 +63,50 @@ export const deliverySummarySchema = z.object({
 export type DeliverySummary = z.infer<typeof deliverySummarySchema>;
 export type DeliveryDetail = DeliverySummary & { body: unknown; history: DeliveryAttempt[] };
 
-export const deliveryListSchema = z.object({ deliveries: z.array(deliverySummarySchema) });
+export const deliveryListSchema = z.object({
+  deliveries: z.array(deliverySummarySchema),
+  nextCursor: z.string().nullable().describe('pass as `before` for the next page; null on the last'),
+});
+export type DeliveryPage = z.infer<typeof deliveryListSchema>;
+
+/** Where a page of the list stopped: a state, and a place in that state's index (score, id). */
+export interface DeliveryCursor {
+  state: DeliveryState;
+  score: number;
+  id: string;
+}
+
+export function encodeDeliveryCursor(cursor: DeliveryCursor): string {
+  return Buffer.from(`${cursor.state}|${cursor.score}|${cursor.id}`, 'utf8').toString('base64url');
+}
+
+/**
+ * A `before` the list gave out, for the states this listing walks (a cursor of a `state=failed`
+ * listing means nothing in a `state=pending` one). Anything else is a 400 naming `before`.
+ */
+export function decodeDeliveryCursor(text: string, states: readonly DeliveryState[]): DeliveryCursor {
+  const [state, score, id, ...extra] = Buffer.from(text, 'base64url').toString('utf8').split('|');
+  const parsedState = deliveryStateSchema.safeParse(state);
+  if (
+    extra.length > 0 ||
+    !parsedState.success ||
+    !states.includes(parsedState.data) ||
+    !/^-?\d{1,16}(\.\d{1,6})?$/.test(score ?? '') ||
+    !deliveryIdSchema.safeParse(id).success
+  ) {
+    throw new ValidationError(
+      'invalid cursor',
+      [
+        {
+          path: 'before',
+          message: 'not a cursor this API returned for this listing (use nextCursor of a page)',
+        },
+      ],
+      'invalid_query',
+    );
+  }
+  return { state: parsedState.data, score: Number(score), id: id! };
+}
 export const replayAllResultSchema = z.object({ replayed: z.number().int(), ids: z.array(z.string()) });
 
 export function summarize(record: DeliveryRecord): DeliverySummary {
@@ -84,7 +131,10 @@ export function summarize(record: DeliveryRecord): DeliverySummary {
 
 /** The operations behind the routes (and the CLI). */
 export interface DeliveryAdmin {
+  /** The first page of page() (in-process callers that want a count or a glance). */
   list(query: DeliveryListQuery): Promise<DeliverySummary[]>;
+  /** One page and the cursor to the next (null on the last); ValidationError for a bad `before`. */
+  page(query: DeliveryListQuery): Promise<DeliveryPage>;
   get(id: string): Promise<DeliveryDetail | null>;
   /** Throws NotFoundError, or ConflictError when it is pending already or its destination is gone. */
   replay(id: string): Promise<DeliverySummary>;
@@ -106,22 +156,23 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
     route({
       method: 'GET',
       path: '/api/v1/deliveries',
-      summary: 'List outbound deliveries (oldest first within a state)',
+      summary: 'List outbound deliveries (oldest first within a state), cursor-paged',
       tag,
       auth: 'admin',
       query: listQuerySchema,
       answers: {
         200: {
-          // No cursor here (unlike the timeline and the journal): say so, so nobody looks for one.
           description:
             'At most `limit` deliveries: pending, then delivered, then failed (or the one `state`), oldest first within each; ' +
-            'there is no cursor, so narrow by `state` and `destination` to see more',
+            '`nextCursor` (as `before`, with the same `state` and `destination`) reads on, and is null on the last page. ' +
+            'Deliveries added while paging come after the place a cursor names, so none is skipped or repeated; ' +
+            'one that changes state meanwhile moves to its new place in the order',
           schema: deliveryListSchema,
         },
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
-        ctx.body = { deliveries: await admin.list(query) };
+        ctx.body = await admin.page(query);
       },
     }),
     route({

@@ -17,8 +17,11 @@ import {
   type DeliveryAdmin,
   type DeliveryDetail,
   type DeliveryListQuery,
+  type DeliveryPage,
   type DeliverySummary,
+  decodeDeliveryCursor,
   deliveryRoutes,
+  encodeDeliveryCursor,
   summarize,
 } from './api.js';
 import { type BreakerState, CircuitBreaker } from './breaker.js';
@@ -30,6 +33,7 @@ import { createBullQueue } from './queue-bullmq.js';
 import {
   createDeliveryRecords,
   type DeliveryRecord,
+  type DeliveryState,
   deliveryKeys,
   deliveryStates,
   jobIdOf,
@@ -37,7 +41,7 @@ import {
 } from './records.js';
 import { secretKey } from './signing.js';
 
-export type { DeliveryDetail, DeliveryListQuery, DeliverySummary } from './api.js';
+export type { DeliveryDetail, DeliveryListQuery, DeliveryPage, DeliverySummary } from './api.js';
 export { deliveryRoutes } from './api.js';
 export type { DeliveredBody, Routing, RoutingTask } from './routing.js';
 
@@ -579,21 +583,44 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     drain,
 
     async list(query: DeliveryListQuery): Promise<DeliverySummary[]> {
+      const { before: _before, ...first } = query;
+      return (await delivery.page(first)).deliveries;
+    },
+
+    async page(query: DeliveryListQuery): Promise<DeliveryPage> {
       // Parsed at the boundary (the route, the CLI); in-process callers are typed.
       const { state, destination } = query;
       const limit = Number(query.limit ?? 50);
       const states = state ? [state] : deliveryStates;
-      const out: DeliverySummary[] = [];
-      for (const each of states) {
-        if (out.length >= limit) break;
-        const found = await records.list({
+      const cursor = query.before ? decodeDeliveryCursor(query.before, states) : undefined;
+      // Walked from the cursor's place by (state, score, id), one more than the page takes: the
+      // extra one says whether there is a next page, so the last page says null (not one more
+      // empty page). An offset would shift under deliveries added meanwhile; a place does not.
+      const listed: Array<{ state: DeliveryState; id: string; score: number }> = [];
+      let more = false;
+      for (const each of states.slice(cursor ? states.indexOf(cursor.state) : 0)) {
+        const room = limit - listed.length;
+        const found = await records.indexAfter({
           state: each,
-          limit: limit - out.length,
-          ...(destination ? { destinationId: destination } : {}),
+          destinationId: destination,
+          limit: room + 1,
+          after: cursor?.state === each ? cursor : undefined,
         });
-        out.push(...found.map(summarize));
+        listed.push(...found.slice(0, room).map((item) => ({ state: each, ...item })));
+        if (found.length > room) {
+          more = true;
+          break;
+        }
       }
-      return out;
+      const deliveries: DeliverySummary[] = [];
+      for (const each of states) {
+        const ids = listed.filter((item) => item.state === each).map((item) => item.id);
+        deliveries.push(...(await records.inState(each, ids)).map(summarize));
+      }
+      // The place of the last one listed, even when its record was left out (expired, or moved
+      // on to another state): a page of only such entries still moves on.
+      const last = listed.at(-1);
+      return { deliveries, nextCursor: more && last ? encodeDeliveryCursor(last) : null };
     },
 
     async get(id): Promise<DeliveryDetail | null> {

@@ -184,6 +184,19 @@ export interface DeliveryRecords {
     limit: number;
     from?: number;
   }): Promise<DeliveryRecord[]>;
+  /**
+   * Index entries of `state` strictly after `after` in the index's own order (score, then id),
+   * at most `limit`, with their scores: a position that deliveries added meanwhile do not shift,
+   * so a listing paged by it neither skips nor repeats one.
+   */
+  indexAfter(options: {
+    state: DeliveryState;
+    destinationId?: string | undefined;
+    limit: number;
+    after?: { score: number; id: string } | undefined;
+  }): Promise<Array<{ id: string; score: number }>>;
+  /** The records of these ids still in `state`, in the order given (others are left out). */
+  inState(state: DeliveryState, ids: readonly string[]): Promise<DeliveryRecord[]>;
   count(state: DeliveryState, destinationId?: string): Promise<number>;
   /** Age basis of the oldest pending delivery (ms since epoch), or null when none is pending. */
   oldestPending(destinationId: string): Promise<number | null>;
@@ -468,6 +481,48 @@ export function createDeliveryRecords(
       if (ids.length === 0) return [];
       const raws = await store.mget(ids.map((id) => deliveryKeys.record(id)));
       // A delivered record may have expired before prune() dropped it from the index.
+      return raws
+        .map((raw, index) => parse(raw, ids[index]!))
+        .filter((record): record is DeliveryRecord => record !== null && record.state === state);
+    },
+
+    async indexAfter({ state, destinationId, limit, after }) {
+      const key = deliveryKeys.index(state, destinationId);
+      const top = Number.POSITIVE_INFINITY;
+      if (!after) {
+        const found = await store.zrangeByScoreWithScores(key, Number.NEGATIVE_INFINITY, top, limit);
+        return found.map(({ member, score }) => ({ id: member, score }));
+      }
+      // Ties at the cursor's score are ordered by id (byte order; delivery ids are ASCII, where
+      // JS string order is byte order): the ones past the cursor's id, then what scores higher.
+      // Read whole: they are the deliveries of one millisecond.
+      const ties = await store.zrangeByScoreWithScores(key, after.score, after.score);
+      const out = ties
+        .filter(({ member }) => member > after.id)
+        .slice(0, limit)
+        .map(({ member, score }) => ({ id: member, score }));
+      if (out.length >= limit) return out;
+      // From the cursor's score again (the store's range has no exclusive bound), past the ties
+      // just read. Ties added meanwhile take room in that read: read again past them then.
+      const need = limit - out.length;
+      let skip = ties.length;
+      for (;;) {
+        const rest = await store.zrangeByScoreWithScores(key, after.score, top, skip + need);
+        const above = rest.filter(({ score }) => score > after.score);
+        if (above.length < need && rest.length === skip + need) {
+          skip = rest.length - above.length; // more ties than `skip`: grows every round
+          continue;
+        }
+        for (const { member, score } of above.slice(0, need)) out.push({ id: member, score });
+        return out;
+      }
+    },
+
+    async inState(state, ids) {
+      if (ids.length === 0) return [];
+      const raws = await store.mget(ids.map((id) => deliveryKeys.record(id)));
+      // A delivered record may have expired before prune() dropped it from the index, and one
+      // may have changed state since the index was read.
       return raws
         .map((raw, index) => parse(raw, ids[index]!))
         .filter((record): record is DeliveryRecord => record !== null && record.state === state);

@@ -8,6 +8,7 @@ import { type ConsoleChannel, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import { TIMELINE_SCAN_ENTRIES } from '../contacts/engine.js';
 import type { FactService } from '../contacts/facts.js';
+import { quotedInput } from '../contacts/normalize.js';
 import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
 import {
   contactSchema,
@@ -176,7 +177,10 @@ const journalQuerySchema = z.strictObject({
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
 });
 
-const conflictsQuerySchema = z.strictObject({ limit: queryInt({ min: 1, max: 500, default: 50 }) });
+const conflictsQuerySchema = z.strictObject({
+  limit: queryInt({ min: 1, max: 500, default: 50 }),
+  before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
+});
 
 const channelListSchema = z.object({
   channels: z.array(
@@ -732,7 +736,8 @@ export function createApp(deps: AppDeps): Koa {
       async handle(ctx) {
         const { id: channelId, ...params } = ctx.params as Record<string, string>;
         const found = group.byChannel.get(channelId!);
-        if (!found) throw new NotFoundError('channel_not_found', `no ${name} channel ${channelId}`);
+        if (!found)
+          throw new NotFoundError('channel_not_found', `no ${name} channel ${quotedInput(channelId!)}`);
         const rawBody =
           ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readPlainBody(ctx, bodyLimit);
         params.channelId = channelId!;
@@ -838,7 +843,7 @@ export function createApp(deps: AppDeps): Koa {
       async handle(ctx) {
         const id = ctx.params.id!;
         const found = await contacts.get(id);
-        if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+        if (!found) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
         ctx.body = found.mergedFrom ? extend(found.contact, { mergedFrom: found.mergedFrom }) : found.contact;
       },
     }),
@@ -880,7 +885,7 @@ export function createApp(deps: AppDeps): Koa {
         // would otherwise look like "no entries").
         if (query.channel && !deps.channels.has(query.channel)) {
           const found = await contacts.get(id);
-          if (!found) throw new NotFoundError('contact_not_found', `no contact ${id}`);
+          if (!found) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
           if (!found.contact.channels.some((each) => each.channelId === query.channel)) {
             throw new ValidationError(
               'invalid query',
@@ -937,13 +942,18 @@ export function createApp(deps: AppDeps): Koa {
       query: conflictsQuerySchema,
       answers: {
         200: {
-          description: 'At most `limit` conflicts, newest first (no cursor)',
-          schema: z.object({ conflicts: z.array(z.unknown()) }),
+          description:
+            'At most `limit` conflicts, newest first; `nextCursor` (as `before`) reads on, and is null on the last page. ' +
+            'Conflicts refused while paging are newer than any page after the first, so none is skipped or repeated',
+          schema: z.object({ conflicts: z.array(z.unknown()), nextCursor: z.string().nullable() }),
         },
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
-        ctx.body = { conflicts: await contacts.conflicts(query.limit) };
+        ctx.body = await contacts.conflictsPage({
+          limit: query.limit,
+          ...(query.before ? { before: query.before } : {}),
+        });
       },
     }),
     route({

@@ -554,6 +554,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         .map(([member]) => member);
       return applyLimit(members, limit);
     },
+    async zrangeByScoreWithScores(key, min, max, limit) {
+      guard();
+      if (Number.isNaN(min) || Number.isNaN(max)) throw replyError('ERR min or max is not a float');
+      const zset = read(key, 'zset');
+      if (zset === undefined) return [];
+      const members = sortedMembers(zset)
+        .filter(([, score]) => score >= min && score <= max)
+        .map(([member, score]) => ({ member, score }));
+      return applyLimit(members, limit);
+    },
     async zrevrangeByLex(key, { below, above, limit }: LexRangeOptions) {
       guard();
       const zset = read(key, 'zset');

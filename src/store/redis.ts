@@ -644,6 +644,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           : client.zrangebyscore(key, scoreArg(min), scoreArg(max), 'LIMIT', 0, limit),
       );
     },
+    zrangeByScoreWithScores: async (key, min, max, limit) => {
+      coalesceWrites();
+      const flat = await run(() =>
+        limit === undefined
+          ? client.zrangebyscore(key, scoreArg(min), scoreArg(max), 'WITHSCORES')
+          : client.zrangebyscore(key, scoreArg(min), scoreArg(max), 'WITHSCORES', 'LIMIT', 0, limit),
+      );
+      const pairs: Array<{ member: string; score: number }> = [];
+      for (let index = 0; index + 1 < flat.length; index += 2)
+        pairs.push({ member: flat[index]!, score: parseScore(flat[index + 1]!) ?? Number.NaN });
+      return pairs;
+    },
     zrevrangeByLex: (key, { below, above, limit }: LexRangeOptions) =>
       // ZRANGE ... BYLEX REV (Redis >= 6.2) takes the upper bound first.
       run(() =>

@@ -167,6 +167,13 @@ export interface Store {
   zscore(key: string, member: string): Promise<number | null>;
   /** Members with min <= score <= max, ascending by score, at most `limit`. */
   zrangeByScore(key: string, min: number, max: number, limit?: number): Promise<string[]>;
+  /** zrangeByScore with each member's score (a cursor names the score it stopped at). */
+  zrangeByScoreWithScores(
+    key: string,
+    min: number,
+    max: number,
+    limit?: number,
+  ): Promise<Array<{ member: string; score: number }>>;
   /**
    * Members in descending byte order within the exclusive bounds; only meaningful when all
    * members share one score (as our timelines do). Used for cursor paging.
