@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, errors as joseErrors } from 'jose';
 import { z } from 'zod';
-import { cleanDisplayText } from '../../src/contacts/normalize.js';
+import { quotedInput } from '../../src/contacts/normalize.js';
 import { wellFormed } from '../../src/digest.js';
 import { AppError, BadRequestError, issuesFromZod, ValidationError } from '../../src/errors.js';
 import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJson } from '../../src/http/json.js';
@@ -156,13 +156,9 @@ export interface SealedRequest {
 
 /**
  * A header value the sender chose, as an error message quotes it: anyone can send any header, and
- * the message goes back verbatim in the JSON error, so at most 32 characters, and nothing that
- * turns the text around or that a strict JSON reader would refuse (cleanDisplayText).
+ * the message goes back verbatim in the JSON error, so at most 32 characters, cleaned (quotedInput).
  */
-function quoted(value: string): string {
-  const cut = cutText(value, 32);
-  return `${cleanDisplayText(cut) ?? ''}${cut.length < value.length ? '…' : ''}`;
-}
+const quoted = (value: string): string => quotedInput(value, 32);
 
 function mediaTypeOf(contentType: string | undefined): string | undefined {
   return contentType?.split(';')[0]?.trim().toLowerCase() || undefined;
