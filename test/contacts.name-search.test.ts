@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storedId } from '../src/contacts/keys.js';
+import { nameWords } from '../src/contacts/timeline.js';
 import type { Store } from '../src/store/types.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
@@ -125,3 +127,73 @@ describe.each(['redis', 'memory'] as const)('name search by a common name (%s st
   });
 });
 
+/**
+ * nameWords keeps 40 UTF-16 units of a word; `slice(0, 40)` cut a letter outside the BMP (a rare
+ * CJK letter, two units) in half. The cut is now between code points, ending in U+FFFD: what Redis
+ * stored for the lone half (Node writes it as U+FFFD), so words indexed before are still found.
+ */
+describe('name words longer than 40 units, cut at a letter outside the BMP', () => {
+  const RARE = '\u{2070E}'; // a CJK letter (Extension B): two UTF-16 units, and \p{L}
+  const head = 'а'.repeat(39);
+  const long = `${head}${RARE}б`; // 42 units; units 40 and 41 are RARE's two halves
+
+  it('keeps whole code points, marking the cut with U+FFFD', () => {
+    const [word] = nameWords(`Иван ${long}`).slice(1);
+    expect(word!.isWellFormed()).toBe(true);
+    expect(word).toBe(`${head}\uFFFD`);
+    // Shorter words, and a 40-unit word ending in the pair, are kept whole as before.
+    expect(nameWords(`${head.slice(1)}${RARE}`)).toEqual([`${head.slice(1)}${RARE}`]);
+    expect(nameWords(`${'б'.repeat(45)}`)).toEqual(['б'.repeat(40)]);
+  });
+
+  it.each(['redis', 'memory'] as const)(
+    'indexes and finds such a name alike (%s store)',
+    async (storeKind) => {
+      const bridge = await startTestBridge({
+        store: storeKind,
+        start: false,
+        config: { channels: [{ id: 'web', vendor: 'jivochat', token: 'site-token-0123456789abcdef' }] },
+      });
+      try {
+        const { contact } = await bridge.bridge.context.contacts.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at: '2026-11-01T10:00:00.000Z',
+          idempotencyKey: 'long-name',
+          identifiers: [{ kind: 'visitor', value: 'v-long' }],
+          names: [`Иван ${long}`],
+        });
+        const found = await bridge.bridge.context.contacts.find({ name: long });
+        expect(found.map((each) => each.id)).toEqual([contact.id]);
+        const key = `sidx:name:${head}\uFFFD`;
+        expect(await bridge.bridge.store.smembers(key)).toEqual([storedId(contact.id)]);
+      } finally {
+        await bridge.close();
+      }
+    },
+  );
+
+  it('finds a name indexed by the old cut (Redis kept its lone half as U+FFFD)', async () => {
+    const bridge = await startTestBridge({
+      store: 'redis',
+      start: false,
+      config: { channels: [{ id: 'web', vendor: 'jivochat', token: 'site-token-0123456789abcdef' }] },
+    });
+    try {
+      const { contact } = await bridge.bridge.context.contacts.observe({
+        channelId: 'web',
+        vendor: 'jivochat',
+        at: '2026-11-01T10:00:00.000Z',
+        idempotencyKey: 'old-index',
+        identifiers: [{ kind: 'visitor', value: 'v-old' }],
+        names: ['Old Entry'],
+      });
+      // What the engine wrote before: the word as `slice(0, 40)` left it, ending in a lone half.
+      await bridge.bridge.store.sadd(`sidx:name:${long.slice(0, 40)}`, storedId(contact.id));
+      const found = await bridge.bridge.context.contacts.find({ name: long });
+      expect(found.map((each) => each.id)).toEqual([contact.id]);
+    } finally {
+      await bridge.close();
+    }
+  });
+});
