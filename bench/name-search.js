@@ -1,6 +1,7 @@
 // `node bench/name-search.js` (after `npm run build`): what one console name search costs when a
 // word is common. Loads BENCH_CONTACTS contacts (default 50,000) through the contact engine, all
-// named "Александр <surname>", every second one "Александр Иванов", on a private redis-server (or
+// named "Александр <surname>", every second one "Александр Иванов" (the others also "Сергеевич",
+// and the first one both), on a private redis-server (or
 // REDIS_URL, under a private key prefix), then searches as the console does (find by name, 51
 // contacts asked: one more than the page lists) and reports, per search: wall time (median of
 // BENCH_SEARCHES, default 20), commands sent, bytes Redis answered (read on the client's socket)
@@ -46,7 +47,13 @@ for (let start = 0; start < CONTACTS; start += 500) {
         at: new Date(Date.UTC(2026, 10, 1, 12, 0, 0, n)).toISOString(),
         idempotencyKey: `chat-${n}`,
         identifiers: [{ kind: 'person', value: `person-${n}` }],
-        names: [n % 2 === 0 ? 'Александр Иванов' : `Александр Фамилия${n}`],
+        names: [
+          n === 0
+            ? 'Александр Иванов Сергеевич'
+            : n % 2 === 0
+              ? 'Александр Иванов'
+              : `Александр Фамилия${n} Сергеевич`,
+        ],
         timeline: [],
       });
     }),
@@ -91,6 +98,7 @@ async function measure(label, name) {
 
 await measure('"Александр" (1 word)', 'Александр');
 await measure('"Александр Иванов" (2 words)', 'Александр Иванов');
+await measure('"Иванов Сергеевич" (25,000 × 25,000, 1 match)', 'Иванов Сергеевич');
 await measure('"Александр Фамилия7" (1 match)', 'Александр Фамилия7');
 await measure('"Фамилия7" (1 match)', 'Фамилия7');
 
