@@ -209,6 +209,69 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.pttl(k)).toBe(-2);
         expect(await store.srem(k, 'b')).toBe(0);
       });
+
+      /** Every page of a sinterScan iteration, and how many members each call answered. */
+      async function sinterAll(keys: string[], count: number, scan: number) {
+        const found: string[] = [];
+        const pages: number[] = [];
+        let cursor = '0';
+        do {
+          const page = await store.sinterScan(keys, cursor, { count, scan });
+          cursor = page.cursor;
+          found.push(...page.members);
+          pages.push(page.members.length);
+          expect(pages.length).toBeLessThan(1000);
+        } while (cursor !== '0');
+        return { found, pages };
+      }
+
+      it('sinterScan answers the intersection a bounded page at a time, walking the smallest set', async () => {
+        // Large enough that Redis keeps them as hash tables (SSCAN honours COUNT there), numbers
+        // and text mixed, as the name index holds stored ids of both forms.
+        const [big, mid, small] = [key('si'), key('si'), key('si')];
+        const bigMembers = Array.from({ length: 3000 }, (_, i) => (i % 3 === 0 ? `c_${i}` : String(i + 1)));
+        await store.sadd(big, ...bigMembers);
+        await store.sadd(mid, ...bigMembers.filter((_, i) => i % 2 === 0), 'only-mid');
+        await store.sadd(small, ...bigMembers.filter((_, i) => i % 10 === 0), 'only-small');
+        const expected = bigMembers.filter((_, i) => i % 10 === 0).sort();
+
+        const all = await sinterAll([big, mid, small], 20, 100);
+        expect([...new Set(all.found)].sort()).toEqual(expected);
+        // Bounded: no call answers much more than `count` (SSCAN's COUNT is a hint on Redis).
+        expect(Math.max(...all.pages)).toBeLessThanOrEqual(60);
+        expect(all.pages.length).toBeGreaterThan(3);
+
+        // One set: a page of it at a time.
+        const one = await store.sinterScan([big], '0', { count: 50, scan: 50 });
+        expect(one.cursor).not.toBe('0');
+        expect(one.members.length).toBeGreaterThan(0);
+        expect(one.members.length).toBeLessThanOrEqual(100);
+        const whole = await sinterAll([big], 500, 500);
+        expect([...new Set(whole.found)].sort()).toEqual([...bigMembers].sort());
+      });
+
+      it('sinterScan: small, missing, empty and disjoint sets; bad arguments refused', async () => {
+        const [a, b, missing, hash] = [key('si'), key('si'), key('si'), key('si')];
+        await store.sadd(a, 'x', 'y', 'z', '7');
+        await store.sadd(b, 'y', '7', 'w');
+        expect((await sinterAll([a, b], 10, 10)).found.sort()).toEqual(['7', 'y']);
+        expect((await sinterAll([b, a, b], 1, 1)).found.sort()).toEqual(['7', 'y']);
+        expect(await store.sinterScan([a, missing], '0', { count: 10, scan: 10 })).toEqual({
+          cursor: '0',
+          members: [],
+        });
+        expect(await store.sinterScan([], '0', { count: 10, scan: 10 })).toEqual({
+          cursor: '0',
+          members: [],
+        });
+        await store.sadd(missing, 'q');
+        expect((await sinterAll([a, missing], 10, 10)).found).toEqual([]);
+        await store.hset(hash, 'f', 'v');
+        await expect(store.sinterScan([a, hash], '0', { count: 10, scan: 10 })).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.sinterScan([a], '0', { count: 0, scan: 10 })).rejects.toThrow(/count/);
+        await expect(store.sinterScan([a], '0', { count: 10, scan: 5 })).rejects.toThrow(/scan/);
+        await expect(store.sinterScan([a], 'nonsense', { count: 10, scan: 10 })).rejects.toThrow(/cursor/);
+      });
     });
 
     describe('sorted sets', () => {

@@ -476,9 +476,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return views;
   }
 
-  /** Up to CONTACTS_LISTED + 1 contacts: one more than the page lists, so it can say it was cut. */
-  async function searchContacts(q: string): Promise<Contact[]> {
+  /**
+   * Up to CONTACTS_LISTED + 1 contacts: one more than the page lists, so it can say it was cut;
+   * `more` when the name search stopped before that (a common name: see findByName).
+   */
+  async function searchContacts(q: string): Promise<{ contacts: Contact[]; more: boolean }> {
     const text = q.trim();
+    let more = false;
     const found = new Map<string, Contact>();
     const limit = CONTACTS_LISTED + 1;
     const add = (list: Contact[]) => {
@@ -494,8 +498,12 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     if (colon?.[1] === 'person')
       add(await contacts.find({ identity: { kind: 'person', value: colon[2]! }, limit }));
     add(await contacts.find({ identity: { kind: 'person', value: text }, limit }));
-    if (!text.includes('@')) add(await contacts.find({ name: text, limit }));
-    return [...found.values()].slice(0, limit);
+    if (!text.includes('@')) {
+      const byName = await contacts.findByName(text, { limit });
+      add(byName.contacts);
+      more = byName.more;
+    }
+    return { contacts: [...found.values()].slice(0, limit), more };
   }
 
   /**
@@ -723,10 +731,12 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const { q } = parseWith(contactsQuerySchema, ctx.query);
     const text = q?.trim() ?? '';
     ctx.type = 'text/html; charset=utf-8';
+    const found = text ? await searchContacts(text) : null;
     ctx.body = contactsPage({
       csrf: sessionOf(ctx).csrf,
       q: text,
-      contacts: text ? await searchContacts(text) : null,
+      contacts: found?.contacts ?? null,
+      more: found?.more ?? false,
       limit: CONTACTS_LISTED,
       vendorName,
     });

@@ -139,18 +139,24 @@ export function contactsPage(options: {
   q: string;
   /** Given more than this many, the first `limit` are listed and the page says more matched. */
   contacts: Contact[] | null;
+  /** The search stopped before it had more than `limit` (a common name): more may match. */
+  more?: boolean;
   limit: number;
   vendorName: (vendor: string) => string;
 }): string {
-  const cut = options.contacts !== null && options.contacts.length > options.limit;
+  const cut = options.contacts !== null && (options.contacts.length > options.limit || options.more === true);
   const contacts = options.contacts?.slice(0, options.limit) ?? null;
   let results: SafeHtml = html``;
-  if (contacts && contacts.length === 0) {
+  if (contacts && contacts.length === 0 && !cut) {
     results = html`<p class="empty">No contact matches “<bdi>${options.q}</bdi>”. Check the spelling, try the e-mail or the phone, or the person id your site passes to the chat widget. Contacts appear here once a chat vendor has sent a webhook about them.</p>`;
+  } else if (contacts && contacts.length === 0) {
+    // The name search stopped reading (a common word whose records are mostly gone) before it
+    // found a contact: not "no contact", which may be untrue.
+    results = html`<p class="notice" role="status">“<bdi>${options.q}</bdi>” is in too many names to search them all at once, and none of the first read is a contact now. Add more of the name, or search for something only one contact has (a full e-mail, a phone, a person id or a contact id).</p>`;
   } else if (contacts) {
     results = html`<h2>${cut ? `More than ${contacts.length} contacts` : `${contacts.length} contact${contacts.length === 1 ? '' : 's'}`}</h2>${
       cut
-        ? html`<p class="notice" role="status">Only the first ${contacts.length} are listed. Search for something only one contact has (a full e-mail, a phone, a person id or a contact id) to find the one you want.</p>`
+        ? html`<p class="notice" role="status">Only the first ${contacts.length} are listed. Add more of the name, or search for something only one contact has (a full e-mail, a phone, a person id or a contact id), to find the one you want.</p>`
         : ''
     }
 <ul class="cards">${contacts.map(

@@ -123,6 +123,14 @@ const TIMELINE_CHUNK = 26;
  */
 export const TIMELINE_SCAN_ENTRIES = 1000;
 export const TIMELINE_SCAN_BYTES = 4 * 1024 * 1024;
+/**
+ * A name search reads at most about this many record ids (plus one page) before it answers with
+ * what it found and `more` (refine the search); ids are asked for NAME_SEARCH_PAGE at most at a
+ * time, and one store call looks at no more than NAME_SEARCH_SCAN ids of the smallest word's set.
+ */
+export const NAME_SEARCH_IDS = 1000;
+const NAME_SEARCH_PAGE = 200;
+const NAME_SEARCH_SCAN = 5000;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
@@ -1301,6 +1309,20 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const DECOY_RECORD_ID = 'c_decoy_never_written';
 
   async function find(query: ContactQuery, options: { evenWork?: boolean } = {}): Promise<Contact[]> {
+    return (await search(query, options)).contacts;
+  }
+
+  /**
+   * Contacts matching the query, at most `limit`; `more` when the name search stopped at
+   * NAME_SEARCH_IDS record ids read before it had `limit` contacts (more may match). Identifiers
+   * lead to few records; a name word may lead to tens of thousands (Александр, Maria), so the
+   * name's records are read a page at a time, intersected in the store (Store.sinterScan), and
+   * only until the contacts are found: a common name costs about one page, not its whole set.
+   */
+  async function search(
+    query: ContactQuery,
+    options: { evenWork?: boolean } = {},
+  ): Promise<{ contacts: Contact[]; more: boolean }> {
     const wanted: Identifier[] = [];
     if (query.email) wanted.push({ kind: 'email', value: query.email });
     // Each number of a field that holds several (as observe splits them).
@@ -1313,39 +1335,53 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (!identifier) continue;
       for (const id of await findRecordIds(identifier, noteExtension(raw, identifier))) recordIds.add(id);
     }
-    if (query.name) {
-      // Every word must match (records whose names hold all the words).
-      const words = nameWords(query.name);
-      const sets = await Promise.all(words.map((word) => idSet(key.name(word))));
-      const [first = [], ...rest] = sets.sort((a, b) => a.length - b.length);
-      const matched = words.length === 0 ? [] : first.filter((id) => rest.every((set) => set.includes(id)));
-      for (const id of matched) recordIds.add(id);
-    }
-    // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
-    if (options.evenWork && recordIds.size === 0) recordIds.add(DECOY_RECORD_ID);
     const contacts: Contact[] = [];
     const listed = new Set<string>();
     const rootsSeen = new Set<string>();
+    const idsSeen = new Set<string>();
     // The bound is on contacts, not records: a contact is often several merged records that all
     // match (each holds the name), so cutting the records first listed fewer contacts than
     // matched, and the caller (asking one more than it shows) could not tell the list was cut.
-    const ids = [...recordIds];
-    for (let start = 0; start < ids.length && contacts.length < limit; start += FIND_LIMIT) {
-      const roots = await rootsOf(ids.slice(start, start + FIND_LIMIT));
-      for (const root of new Set(roots.values())) {
-        // A search-only value may be shared by any number of contacts: the answer is bounded.
-        if (contacts.length >= limit) break;
-        if (rootsSeen.has(root)) continue;
-        rootsSeen.add(root);
-        const loaded = await loadContact(root);
-        // Two roots read may be one contact by now (merged since): listed once.
-        if (loaded && !listed.has(loaded.rootId)) {
-          listed.add(loaded.rootId);
-          contacts.push(loaded.contact);
+    const load = async (found: Iterable<string>) => {
+      const ids = [...found].filter((id) => !idsSeen.has(id));
+      for (const id of ids) idsSeen.add(id);
+      for (let start = 0; start < ids.length && contacts.length < limit; start += FIND_LIMIT) {
+        const roots = await rootsOf(ids.slice(start, start + FIND_LIMIT));
+        for (const root of new Set(roots.values())) {
+          // A search-only value may be shared by any number of contacts: the answer is bounded.
+          if (contacts.length >= limit) break;
+          if (rootsSeen.has(root)) continue;
+          rootsSeen.add(root);
+          const loaded = await loadContact(root);
+          // Two roots read may be one contact by now (merged since): listed once.
+          if (loaded && !listed.has(loaded.rootId)) {
+            listed.add(loaded.rootId);
+            contacts.push(loaded.contact);
+          }
         }
       }
+    };
+    await load(recordIds);
+    let more = false;
+    const words = query.name ? nameWords(query.name) : [];
+    if (words.length > 0 && contacts.length < limit) {
+      // Every word must match (records whose names hold all the words).
+      const keys = words.map((word) => key.name(word));
+      let cursor = '0';
+      let read = 0;
+      do {
+        // About as many ids as contacts are still missing (more when merged records share one).
+        const count = Math.min(NAME_SEARCH_PAGE, Math.max(limit - contacts.length, 16));
+        const page = await store.sinterScan(keys, cursor, { count, scan: NAME_SEARCH_SCAN });
+        cursor = page.cursor;
+        read += page.members.length;
+        await load(page.members.map(publicId));
+      } while (cursor !== '0' && contacts.length < limit && read < NAME_SEARCH_IDS);
+      more = cursor !== '0' && contacts.length < limit;
     }
-    return contacts;
+    // A miss reads a decoy group: the same root, member and record reads as a hit (see service.ts).
+    if (options.evenWork && idsSeen.size === 0) await load([DECOY_RECORD_ID]);
+    return { contacts, more };
   }
 
   async function findByIdentifier(
@@ -1676,6 +1712,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     conflictsPage,
     get,
     find,
+    findByName: (name: string, options: { limit: number }) => search({ name, limit: options.limit }),
     findByIdentifier,
     claimAndFind,
     timeline,

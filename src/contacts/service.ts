@@ -72,6 +72,12 @@ export interface ContactService {
   /** A contact by id; an id merged away resolves to the surviving contact, with `mergedFrom`. */
   get(id: string): Promise<{ contact: Contact; mergedFrom?: string } | null>;
   find(query: ContactQuery): Promise<Contact[]>;
+  /**
+   * Contacts with every word of `name` in one of their names, at most `limit`. `more`: the search
+   * stopped reading before it had `limit` contacts (a common name, most of whose records belong
+   * to few contacts or are gone): more may match, the search should be refined.
+   */
+  findByName(name: string, options: { limit: number }): Promise<{ contacts: Contact[]; more: boolean }>;
   /** The contact an identifier belongs to (normalised first: e-mail case, phone E.164). */
   /**
    * `evenWork`: a miss reads the same keys a hit on a one-record contact reads (a decoy group

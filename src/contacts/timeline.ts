@@ -1,6 +1,7 @@
 import { digest } from '../digest.js';
 import { ValidationError } from '../errors.js';
 import { isoFromMs, parseTime } from '../isotime.js';
+import { cutText } from './normalize.js';
 import type { TimelineEntry } from './types.js';
 
 /** Pure helpers for timeline entries, event ids and the name index (no store). */
@@ -18,8 +19,21 @@ export function nameWords(name: string): string[] {
     .toLowerCase()
     .split(/[^\p{L}\p{N}]+/u)
     .filter((word) => word.length > 0)
-    .map((word) => sameScript(word).slice(0, 40));
+    .map((word) => cutWord(sameScript(word)));
   return [...new Set(words)].slice(0, 16);
+}
+
+const WORD_UNITS = 40;
+
+/**
+ * A word's first 40 UTF-16 units, cut between code points: `slice(0, 40)` cut an emoji or a rare
+ * CJK letter (two units) in half, leaving a lone surrogate in the word. Such a cut ends in U+FFFD
+ * instead, the character Redis was given for that lone half (Node writes it as U+FFFD's UTF-8
+ * bytes), so a word indexed before this change has the same key as its query has now.
+ */
+function cutWord(word: string): string {
+  const cut = cutText(word, WORD_UNITS);
+  return cut.length < WORD_UNITS && word.length > WORD_UNITS ? `${cut}\uFFFD` : cut;
 }
 
 /** Lower-case Latin letters and the Cyrillic letters that look like them (or like their capitals). */

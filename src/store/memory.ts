@@ -7,6 +7,7 @@ import type {
   Lock,
   LockOptions,
   SetOptions,
+  SinterScanOptions,
   Store,
   StoreBatch,
 } from './types.js';
@@ -53,6 +54,16 @@ interface Entry {
 }
 
 /** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
+/** Store.sinterScan's arguments, refused alike by both stores (a cursor is only ever one it returned). */
+export function checkSinterScan(cursor: string, count: number, scan: number): void {
+  if (!(cursor === '0' || /^\d+:/.test(cursor)))
+    throw new Error(`ERR invalid cursor ${JSON.stringify(cursor)}`);
+  if (!(Number.isSafeInteger(count) && count >= 1 && count <= 1000))
+    throw new Error('ERR sinterScan count must be 1 to 1000');
+  if (!(Number.isSafeInteger(scan) && scan >= count))
+    throw new Error('ERR sinterScan scan must be at least count');
+}
+
 export const LOCK_KEY_PREFIX = 'lock:';
 
 const WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value';
@@ -526,6 +537,35 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async smembers(key) {
       guard();
       return [...(read(key, 'set') ?? [])];
+    },
+    async sinterScan(keys, cursor, { count, scan }: SinterScanOptions) {
+      guard();
+      checkSinterScan(cursor, count, scan);
+      const sets = keys.map((key) => read(key, 'set') ?? new Set<string>());
+      // The cursor is `<index of the walked set>:<last member looked at>`; members are walked in
+      // code unit order, so one added or removed meanwhile moves no other (as SSCAN guarantees).
+      let walked = 0;
+      let after: string | null = null;
+      if (cursor === '0') {
+        if (sets.length === 0 || sets.some((set) => set.size === 0)) return { cursor: '0', members: [] };
+        sets.forEach((set, index) => {
+          if (set.size < sets[walked]!.size) walked = index;
+        });
+      } else {
+        const sep = cursor.indexOf(':');
+        walked = Number(cursor.slice(0, sep));
+        after = cursor.slice(sep + 1);
+      }
+      const ordered = [...(sets[walked] ?? [])].filter((member) => after === null || member > after).sort();
+      const members: string[] = [];
+      let looked = 0;
+      for (const member of ordered) {
+        looked++;
+        if (sets.every((set, index) => index === walked || set.has(member))) members.push(member);
+        if (members.length >= count || looked >= scan) break;
+      }
+      const done = looked === ordered.length;
+      return { cursor: done ? '0' : `${walked}:${ordered[looked - 1]}`, members };
     },
 
     async zadd(key, score, member) {

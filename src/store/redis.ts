@@ -10,7 +10,7 @@ import {
   type RedisTarget,
   redactRedisUrl,
 } from './connection.js';
-import { LOCK_KEY_PREFIX } from './memory.js';
+import { checkSinterScan, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   GroupReadResult,
@@ -18,6 +18,7 @@ import type {
   Lock,
   LockOptions,
   SetOptions,
+  SinterScanOptions,
   Store,
   StoreBatch,
 } from './types.js';
@@ -252,7 +253,52 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
   return hash.digest('hex');
 }
 
+/**
+ * Store.sinterScan: KEYS the sets; ARGV cursor (`0` to start, else `<index of the walked key>:<its
+ * SSCAN cursor>`), count, scan. At the start the smallest set is chosen (an empty or missing one
+ * ends the iteration at once); each SSCAN batch of it is checked against every other set with
+ * SMISMEMBER (Redis >= 6.2), so only the members common to all travel back to the client. The
+ * walk stops at about `count` found or `scan` looked at, so one call never holds Redis for long.
+ */
+const SINTER_SCAN_SCRIPT = `
+local cursor, count, scan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local walked, at
+if cursor == '0' then
+  local smallest
+  for i = 1, #KEYS do
+    local size = redis.call('scard', KEYS[i])
+    if size == 0 then return {'0', {}} end
+    if smallest == nil or size < smallest then smallest, walked = size, i end
+  end
+  if walked == nil then return {'0', {}} end
+  at = '0'
+else
+  local sep = string.find(cursor, ':', 1, true)
+  walked, at = tonumber(string.sub(cursor, 1, sep - 1)), string.sub(cursor, sep + 1)
+end
+local found, looked = {}, 0
+repeat
+  local page = redis.call('sscan', KEYS[walked], at, 'COUNT', count)
+  at = page[1]
+  local members = page[2]
+  looked = looked + #members
+  for i = 1, #KEYS do
+    if i ~= walked and #members > 0 then
+      local held = redis.call('smismember', KEYS[i], unpack(members))
+      local kept = {}
+      for j = 1, #members do
+        if held[j] == 1 then kept[#kept + 1] = members[j] end
+      end
+      members = kept
+    end
+  end
+  for j = 1, #members do found[#found + 1] = members[j] end
+until at == '0' or #found >= count or looked >= scan
+return {at == '0' and '0' or (walked .. ':' .. at), found}
+`;
+
 interface LockCommands {
+  chatbridgeSinterScan(numKeys: number, ...args: Array<string | number>): Promise<[string, string[]]>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
   chatbridgeRenew(numKeys: number, ...args: Array<string | number>): Promise<number>;
@@ -339,6 +385,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   commands.defineCommand('chatbridgeLock', { lua: LOCK_SCRIPT });
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
   commands.defineCommand('chatbridgeRenew', { lua: RENEW_SCRIPT });
+  commands.defineCommand('chatbridgeSinterScan', { lua: SINTER_SCAN_SCRIPT });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -629,6 +676,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     srem: (key, ...members) =>
       members.length === 0 ? Promise.resolve(0) : run(() => client.srem(key, ...members)),
     smembers: (key) => run(() => client.smembers(key)),
+    async sinterScan(keys, cursor, { count, scan }: SinterScanOptions) {
+      checkSinterScan(cursor, count, scan);
+      if (keys.length === 0) return { cursor: '0', members: [] };
+      const [next, members] = await run(() =>
+        commands.chatbridgeSinterScan(keys.length, ...keys, cursor, count, scan),
+      );
+      return { cursor: next, members };
+    },
 
     async zadd(key, score, member) {
       await run(() => client.zadd(key, scoreArg(score), member));

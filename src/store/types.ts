@@ -15,6 +15,19 @@ export interface SetOptions {
   nx?: boolean;
 }
 
+export interface SinterScanOptions {
+  /** Stop once about this many members were found (1 to 1000). */
+  count: number;
+  /** Stop once about this many members of the walked set were looked at (at least `count`). */
+  scan: number;
+}
+
+export interface SinterScanPage {
+  /** `'0'` when the iteration is over. */
+  cursor: string;
+  members: string[];
+}
+
 export interface LexRangeOptions {
   /** Only members strictly below this one (exclusive); omit to start from the top. */
   below?: string;
@@ -160,6 +173,17 @@ export interface Store {
   sadd(key: string, ...members: string[]): Promise<number>;
   srem(key: string, ...members: string[]): Promise<number>;
   smembers(key: string): Promise<string[]>;
+  /**
+   * The members common to every set at `keys`, a page at a time (SINTER without reading whole
+   * sets; for a search whose sets may hold tens of thousands of members). Start with cursor `'0'`
+   * and pass back the cursor each call returns, with the same keys in the same order, until it is
+   * `'0'` again. The iteration walks one set, the smallest when it starts, and answers those of
+   * its members that every other set holds: a call stops once it has about `count` of them, or
+   * has looked at about `scan` members (a page may then be empty before the end). As SSCAN: a
+   * member in every set for the whole iteration is answered at least once, and may be answered
+   * more than once. A missing key is an empty set.
+   */
+  sinterScan(keys: readonly string[], cursor: string, options: SinterScanOptions): Promise<SinterScanPage>;
 
   zadd(key: string, score: number, member: string): Promise<void>;
   zrem(key: string, member: string): Promise<number>;

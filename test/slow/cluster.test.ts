@@ -155,6 +155,23 @@ describe('two bridges on a 3-primary Redis Cluster', () => {
     }
   });
 
+  it('intersects name sets on the Cluster (Store.sinterScan: several keys, one hash tag)', async () => {
+    const store = bridges[0]!.bridge.store;
+    await store.sadd('sidx:name:cluster-a', ...Array.from({ length: 600 }, (_, i) => String(i + 1)));
+    await store.sadd('sidx:name:cluster-b', '7', '300', '9999');
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const page = await store.sinterScan(['sidx:name:cluster-a', 'sidx:name:cluster-b'], cursor, {
+        count: 10,
+        scan: 100,
+      });
+      cursor = page.cursor;
+      found.push(...page.members);
+    } while (cursor !== '0');
+    expect(found.sort()).toEqual(['300', '7']);
+  });
+
   it('keeps all of the bridge keys on the one primary serving its hash tag', async () => {
     const owner = await cluster.ownerOf('{ha-cluster}');
     const sizes = await Promise.all(
