@@ -585,14 +585,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       return read(key, 'zset')?.get(member) ?? null;
     },
     async zrangeByScore(key, min, max, limit) {
-      guard();
-      if (Number.isNaN(min) || Number.isNaN(max)) throw replyError('ERR min or max is not a float');
-      const zset = read(key, 'zset');
-      if (zset === undefined) return [];
-      const members = sortedMembers(zset)
-        .filter(([, score]) => score >= min && score <= max)
-        .map(([member]) => member);
-      return applyLimit(members, limit);
+      const entries = await store.zrangeByScoreWithScores(key, min, max, limit);
+      return entries.map(({ member }) => member);
     },
     async zrangeByScoreWithScores(key, min, max, limit) {
       guard();
