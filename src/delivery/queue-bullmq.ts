@@ -81,11 +81,11 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   // BullMQ reports every failed reconnect of every queue and worker (two per destination, several
   // a second) while Redis is away: said once a minute per kind and error code, not per event.
   const repeats = createRepeatGate();
-  const queueError = (message: string, destination: string, error: Error) => {
-    const code = (error as { code?: unknown }).code;
-    const key = `${message}:${typeof code === 'string' ? code : error.name}`;
-    warnOncePerMinute(logger, repeats, key, { err: error, destination }, message);
-  };
+  // Keyed by the message alone, not the error's code: one outage reaches BullMQ as several codes
+  // in a row (ECONNRESET as Redis goes, then ECONNREFUSED on every reconnect), which is one thing
+  // to say; the next minute's warn names whatever it is then.
+  const queueError = (message: string, destination: string, error: Error) =>
+    warnOncePerMinute(logger, repeats, message, { err: error, destination }, message);
   const producer = connect(false);
   const queues = new Map<string, Queue>();
   const workers: Worker[] = [];
