@@ -13,16 +13,6 @@ import { type Receiver, startReceiver } from './support/receiver.js';
 const SECRET = `whsec_${Buffer.from('pages-test-secret-0123456789abcdef').toString('base64')}`;
 const TOKEN = 'echo-channel-token-pages01';
 
-async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const value = await read();
-    if (check(value)) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met: ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe('cursor-paged admin lists', () => {
   let crm: Receiver;
   let bridge: TestBridge;
@@ -69,7 +59,7 @@ describe('cursor-paged admin lists', () => {
       });
       expect(posted.status).toBe(200);
     }
-    await eventually(failedCount, (n) => n === before + count);
+    await expect.poll(failedCount, { timeout: 10_000, interval: 25 }).toBe(before + count);
   }
 
   async function walk(

@@ -271,7 +271,9 @@ for (const kind of ['memory', 'redis'] as const) {
         ]),
       );
       expect(refused.contact.records).toEqual([ids.dora]);
-      expect((await contacts.conflicts(1))[0]).toMatchObject({ reason: 'unmerged_before' });
+      expect((await contacts.conflictsPage({ limit: 1 })).conflicts[0]).toMatchObject({
+        reason: 'unmerged_before',
+      });
     });
 
     it('keeps an old unmerge: the records it split stay apart', async () => {
@@ -282,7 +284,7 @@ for (const kind of ['memory', 'redis'] as const) {
         ]),
       );
       expect(result.contact.records).toEqual([ids.dora]);
-      expect((await contacts.conflicts(1))[0]).toMatchObject({
+      expect((await contacts.conflictsPage({ limit: 1 })).conflicts[0]).toMatchObject({
         reason: 'unmerged_before',
         roots: expect.arrayContaining([ids.dora, ids.eve]),
       });

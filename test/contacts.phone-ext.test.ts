@@ -1,43 +1,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { configSchema } from '../src/config/schema.js';
-import { createContactEngine } from '../src/contacts/engine.js';
 import { normalizePhone } from '../src/contacts/normalize.js';
-import type { ContactService } from '../src/contacts/service.js';
 import type { Observation } from '../src/contacts/types.js';
-import { createOutboxPublisher } from '../src/events/outbox.js';
-import { createLogger } from '../src/logger.js';
-import { Metrics } from '../src/metrics.js';
-import { createRedisStore } from '../src/store/redis.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { redisEngines } from './support/engine.js';
 
 /**
  * Phones as office people give them: one switchboard number and an extension each, two numbers
  * in one field, the extension written "д." or "доп.". Real Redis, the default identity settings
  * (visitor-typed phones may merge).
  */
-const logger = createLogger('silent');
-const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
-const prefixes: string[] = [];
-let redisUrl: string | undefined;
-
-afterAll(async () => {
-  if (redisUrl) for (const prefix of prefixes) await cleanupPrefix(redisUrl, prefix);
-});
-
-async function engine(limits: { identifiersPerKind?: number } = {}): Promise<ContactService> {
-  redisUrl ??= await getTestRedisUrl();
-  const keyPrefix = uniquePrefix('phone-ext');
-  prefixes.push(keyPrefix);
-  const store = await createRedisStore({ url: redisUrl, keyPrefix, logger });
-  return createContactEngine({
-    store,
-    identity,
-    events: createOutboxPublisher(store),
-    metrics: new Metrics(),
-    logger,
-    limits,
-  });
-}
+const engines = redisEngines('phone-ext');
+afterAll(engines.cleanup);
+const engine = engines.create;
 
 let sequence = 0;
 /** A chat of visitor `visitor` in `channelId` giving `phone` (as verified: the strongest case). */

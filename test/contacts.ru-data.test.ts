@@ -1,42 +1,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { configSchema } from '../src/config/schema.js';
-import { createContactEngine } from '../src/contacts/engine.js';
 import { normalizeEmail, normalizePhone } from '../src/contacts/normalize.js';
 import type { ContactService } from '../src/contacts/service.js';
 import type { Observation } from '../src/contacts/types.js';
-import { createOutboxPublisher } from '../src/events/outbox.js';
-import { createLogger } from '../src/logger.js';
-import { Metrics } from '../src/metrics.js';
-import { createRedisStore } from '../src/store/redis.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { redisEngines } from './support/engine.js';
 
 /**
  * The data the bridge's users have: Russian-speaking visitors (also Kazakh, Ukrainian, Belarusian)
  * with Cyrillic names, phones written the local ways and Cyrillic mail domains. Real Redis.
  */
-const logger = createLogger('silent');
-const identity = configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity;
-const prefixes: string[] = [];
-let redisUrl: string | undefined;
-
-afterAll(async () => {
-  if (redisUrl) for (const prefix of prefixes) await cleanupPrefix(redisUrl, prefix);
-});
-
-async function engine(): Promise<ContactService> {
-  redisUrl ??= await getTestRedisUrl();
-  const keyPrefix = uniquePrefix('ru-data');
-  prefixes.push(keyPrefix);
-  const store = await createRedisStore({ url: redisUrl, keyPrefix, logger });
-  return createContactEngine({
-    store,
-    identity,
-    events: createOutboxPublisher(store),
-    metrics: new Metrics(),
-    logger,
-    limits: {},
-  });
-}
+const engines = redisEngines('ru-data');
+afterAll(engines.cleanup);
+const engine = engines.create;
 
 let sequence = 0;
 function observation(

@@ -239,7 +239,7 @@ for (const kind of ['memory', 'redis'] as const) {
         }),
       );
       expect(result.contact.records).toHaveLength(1);
-      const conflicts = await capped.conflicts(10);
+      const conflicts = (await capped.conflictsPage({ limit: 10 })).conflicts;
       expect(conflicts).toHaveLength(1);
       expect(conflicts[0]).toMatchObject({ reason: 'too_large' });
       for (const id of ids) expect((await capped.get(id))?.mergedFrom).toBeUndefined();
@@ -290,7 +290,9 @@ for (const kind of ['memory', 'redis'] as const) {
       // The same bridging observation does not glue them back together.
       const again = await contacts.observe(bridgeObservation());
       expect(again.contact.records).toHaveLength(1);
-      expect((await contacts.conflicts(5))[0]).toMatchObject({ reason: 'unmerged_before' });
+      expect((await contacts.conflictsPage({ limit: 5 })).conflicts[0]).toMatchObject({
+        reason: 'unmerged_before',
+      });
 
       const c = await contacts.observe(
         observation({

@@ -12,15 +12,6 @@ import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
  */
 const TOKEN = 'echo-channel-token-000001';
 
-async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms`);
-}
-
 describe('the log while Redis is down', () => {
   let redis: PrivateRedis;
   let bridge: TestBridge;
@@ -61,10 +52,12 @@ describe('the log while Redis is down', () => {
     }
     // Let the background retries come round several times (the deferred drain retries each second).
     const during = () => lines.slice(from);
-    await eventually(
-      () => during().filter((line) => line.msg === 'deferred intake drain failed; retrying').length >= 3,
-      20_000,
-    );
+    await expect
+      .poll(() => during().filter((line) => line.msg === 'deferred intake drain failed; retrying').length, {
+        timeout: 20_000,
+        interval: 100,
+      })
+      .toBeGreaterThanOrEqual(3);
 
     const warned = during().filter((line) => line.level >= 40);
     expect(warned.filter((line) => line.msg.startsWith('Redis connection lost'))).toHaveLength(1);
@@ -77,7 +70,9 @@ describe('the log while Redis is down', () => {
     ).toBeGreaterThan(0);
 
     await redis.start();
-    await eventually(async () => (await fetch(`${bridge.url}/readyz`)).status === 200, 15_000);
+    await expect
+      .poll(async () => (await fetch(`${bridge.url}/readyz`)).status, { timeout: 15_000, interval: 100 })
+      .toBe(200);
     expect(lines.slice(from).some((line) => line.msg === 'Redis connection is back up')).toBe(true);
   }, 60_000);
 });

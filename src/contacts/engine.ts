@@ -1644,10 +1644,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return new ConflictError('identity_contention', 'the contact changed while being split; retry');
   }
 
-  async function conflicts(limit: number): Promise<unknown[]> {
-    return (await conflictsPage({ limit })).conflicts;
-  }
-
   /**
    * The conflicts list grows at its end (newest) and is trimmed at its start (the oldest past
    * 10 000, refusalWrites), so no index names an entry for long: an index from the end moves
@@ -1708,7 +1704,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
   return {
     observe,
-    conflicts,
     conflictsPage,
     get,
     find,

@@ -98,9 +98,10 @@ export interface ContactService {
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
-  /** Merges the guard rails refused (size cap, earlier unmerge), newest first. */
-  conflicts(limit: number): Promise<unknown[]>;
-  /** As conflicts, a page at a time: `before` is the nextCursor of the previous page. */
+  /**
+   * Merges the guard rails refused (size cap, earlier unmerge), newest first, a page at a time:
+   * `before` is the nextCursor of the previous page.
+   */
   conflictsPage(options: { limit: number; before?: string | undefined }): Promise<ConflictsPage>;
   /** Normalise an identifier as the engine would (null when blocklisted or invalid). */
   normalizeIdentifier(identifier: Identifier): Identifier | null;

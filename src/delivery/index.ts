@@ -130,22 +130,21 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       : {}),
     secrets: isCrmDestination(destination) ? [] : headerSecrets(destination.headers),
     ...crmRuntimeOf(destination),
-    breaker: new CircuitBreaker(
-      destination.circuitBreaker?.failureThreshold ?? 5,
-      destination.circuitBreaker?.cooldown ?? 30_000,
-      breakerWatch(destination),
-    ),
+    breaker: breakerOf(destination),
   }));
+  function breakerOf(destination: DestinationConfig): CircuitBreaker {
+    const threshold = destination.circuitBreaker?.failureThreshold ?? 5;
+    const cooldownMs = destination.circuitBreaker?.cooldown ?? 30_000;
+    return new CircuitBreaker(threshold, cooldownMs, breakerWatch(destination, threshold, cooldownMs));
+  }
   /**
    * The gauge, and what the log says about a destination's breaker. It said "circuit breaker
    * open" at warn again at every cooldown (30 s) while the destination stayed down, and not what
    * to do. Now: once at warn when it opens, with what to check; its re-openings after each failed
    * trial at most once a minute (how many since it opened); once at info when it closes.
    */
-  function breakerWatch(destination: DestinationConfig) {
+  function breakerWatch(destination: DestinationConfig, threshold: number, cooldownMs: number) {
     const id = destination.id;
-    const threshold = destination.circuitBreaker?.failureThreshold ?? 5;
-    const cooldownMs = destination.circuitBreaker?.cooldown ?? 30_000;
     const where = isCrmDestination(destination)
       ? `the ${destination.kind} CRM (its status, the credential in the config)`
       : `${redactUrl(destination.url)} (up, answering 2xx?)`;

@@ -478,12 +478,7 @@ export function createDeliveryRecords(
         Number.POSITIVE_INFINITY,
         limit,
       );
-      if (ids.length === 0) return [];
-      const raws = await store.mget(ids.map((id) => deliveryKeys.record(id)));
-      // A delivered record may have expired before prune() dropped it from the index.
-      return raws
-        .map((raw, index) => parse(raw, ids[index]!))
-        .filter((record): record is DeliveryRecord => record !== null && record.state === state);
+      return records.inState(state, ids);
     },
 
     async indexAfter({ state, destinationId, limit, after }) {

@@ -53,7 +53,6 @@ interface Entry {
   expiresAt: number | null;
 }
 
-/** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
 /** Store.sinterScan's arguments, refused alike by both stores (a cursor is only ever one it returned). */
 export function checkSinterScan(cursor: string, count: number, scan: number): void {
   if (!(cursor === '0' || /^\d+:/.test(cursor)))
@@ -64,6 +63,7 @@ export function checkSinterScan(cursor: string, count: number, scan: number): vo
     throw new Error('ERR sinterScan scan must be at least count');
 }
 
+/** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
 export const LOCK_KEY_PREFIX = 'lock:';
 
 const WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value';

@@ -664,7 +664,10 @@ async function finalChecks(contacts: ContactService, store: Store, model: Model)
       return { type: 'contact.updated', root: rootNumber(entry), channel: false };
     });
   expect(actual, 'the outbox holds the events the model says').toEqual(model.outbox);
-  const conflicts = (await contacts.conflicts(10_000)).reverse() as { reason: string; roots: string[] }[];
+  const conflicts = (await contacts.conflictsPage({ limit: 10_000 })).conflicts.reverse() as {
+    reason: string;
+    roots: string[];
+  }[];
   expect(
     conflicts.map((conflict) => ({ reason: conflict.reason, roots: conflict.roots.map(num) })),
     'refused merges',
