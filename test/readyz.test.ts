@@ -102,6 +102,19 @@ describe('/readyz on a Redis whose replica stops acknowledging (durability.repli
 
   it('answers 503 while the WAIT hangs, and 200 again once the replica is back', async () => {
     expect((await readyz(bridge)).status).toBe(200);
+    // WAIT counts every replica of the primary: a stranger's would acknowledge for the paused one.
+    const probe = new Redis(primary.url);
+    try {
+      const ports = [...(await probe.info('replication')).matchAll(/^slave\d+:.*?port=(\d+)/gm)].map((m) =>
+        Number(m[1]),
+      );
+      expect(
+        ports,
+        "the primary has replicas other than this test's (a stray from another run: test/support/redis.ts freePort)",
+      ).toEqual([replica.port]);
+    } finally {
+      probe.disconnect();
+    }
     replica.pause();
     try {
       // One probe alone: its WAIT slices go on for the minute of durability.timeoutMs (several

@@ -1,7 +1,10 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdirSync, readdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 
 /**
@@ -82,15 +85,56 @@ function hasRedisServer(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-/** A TCP port nobody listens on right now (there is a small race, acceptable in tests). */
+/**
+ * Ports handed out by freePort, in any test process on this machine, during the last quarter
+ * hour: one empty file per port. A private redis-server started as a replica keeps reconnecting
+ * to its primary's port for as long as it lives, even after that primary is gone (a failover
+ * test kills it; another worktree's run stops it first); when the kernel then gave the same port
+ * to a new primary in another test file or run, that stray replica synced from it and
+ * acknowledged its WAITs, and a test that pauses its own replica to see WAIT fail read 200 from
+ * /readyz (test/readyz.test.ts failed that way once in a full run on a loaded machine, with other
+ * runs going). A port is not handed out again while its mark is fresh.
+ */
+const PORT_MARKS = join(tmpdir(), 'chatbridge-test-ports');
+const PORT_QUARANTINE_MS = 15 * 60_000;
+let marksPruned = false;
+
+function pruneOldPortMarks(now: number): void {
+  for (const name of readdirSync(PORT_MARKS)) {
+    try {
+      if (now - statSync(join(PORT_MARKS, name)).mtimeMs > PORT_QUARANTINE_MS)
+        unlinkSync(join(PORT_MARKS, name));
+    } catch {
+      // Another process pruned or took it meanwhile.
+    }
+  }
+}
+
+/** A TCP port nobody listens on right now and no test here used lately (a small race remains: acceptable in tests). */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === 'string') throw new Error('could not find a free port');
-  return address.port;
+  mkdirSync(PORT_MARKS, { recursive: true });
+  if (!marksPruned) {
+    marksPruned = true;
+    pruneOldPortMarks(Date.now());
+  }
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const address = server.address();
+    server.close();
+    if (address === null || typeof address === 'string') throw new Error('could not find a free port');
+    try {
+      // `wx`: of several processes offered the same port, one gets it.
+      writeFileSync(join(PORT_MARKS, String(address.port)), '', { flag: 'wx' });
+      return address.port;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
+  throw new Error(
+    `no free port in 100 tries that was not used by a test in the last ${PORT_QUARANTINE_MS / 60_000} minutes (marks in ${PORT_MARKS})`,
+  );
 }
 
 export interface PrivateRedis {
