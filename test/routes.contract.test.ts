@@ -272,13 +272,13 @@ describe('the served OpenAPI document is what the bridge answers', () => {
       }
       // A body where the document names none (or names a form): what comes back is documented too.
       if (op.method === 'POST' && contentTypeOf(op) !== 'application/json') {
-        requests.push(
-          withBody({
-            label: 'JSON body',
-            headers: { ...auth, 'content-type': 'application/json' },
-            body: '{}',
-          }),
-        );
+        for (const [label, type, sent] of [
+          ['JSON body', 'application/json', '{}'],
+          ['a JSON option', 'application/json', '{"zz":1}'],
+          ['text/plain body', 'text/plain', '{}'],
+        ] as const) {
+          requests.push(withBody({ label, headers: { ...auth, 'content-type': type }, body: sent }));
+        }
       }
       for (const request of requests) note(op, (await check(request)).status);
     }
