@@ -39,6 +39,7 @@ import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
 import {
+  allowedMethods,
   JSON_ONLY,
   mount,
   mountedRoutes,
@@ -544,7 +545,7 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
     mount(router, operations, { bodyLimitBytes: bodyLimit });
-    app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+    app.use(router.routes()).use(allowedMethods(router));
     app.use((ctx) => {
       ctx.status = 404;
       ctx.body = errorBody(
@@ -1036,7 +1037,7 @@ export function createApp(deps: AppDeps): Koa {
   mount(router, routes, { bodyLimitBytes: bodyLimit });
   // Public routes (webhooks, lookups): a wrong method gets the one 404, not a 405 that would confirm the path.
   app.use(publicRouter.routes());
-  app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+  app.use(router.routes()).use(allowedMethods(router));
   appRoutes.set(app, {
     routes,
     publicRoutes,

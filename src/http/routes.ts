@@ -1,5 +1,5 @@
 import type Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import type { z } from 'zod';
 import { readJsonBody } from './body.js';
 import { parseJson } from './json.js';
@@ -172,6 +172,24 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
       });
     }
   }
+}
+
+/**
+ * The router's answers for a known path and a method it has no route for: 405 with `Allow` for
+ * a method it takes elsewhere (its JSON body is the error middleware's, src/http/errors.ts), and
+ * OPTIONS answered 204 No Content with the same `Allow`. @koa/router answers OPTIONS with 200 and
+ * an empty text/plain body: a status that promises content, and a type no answer of the bridge
+ * otherwise has. An unknown path stays the JSON 404.
+ */
+export function allowedMethods(router: Router): Middleware {
+  const answer = router.allowedMethods({ throw: false });
+  return async (ctx, next) => {
+    await answer(ctx as Parameters<typeof answer>[0], next);
+    if (ctx.method === 'OPTIONS' && ctx.status === 200 && ctx.response.get('allow')) {
+      ctx.status = 204;
+      ctx.body = null;
+    }
+  };
 }
 
 /** `METHOD /path` of every route a router serves (its prefix included), for tests and the gate's walk. */
