@@ -91,6 +91,11 @@ export interface Delivery extends DeliveryAdmin {
   start(): Promise<void>;
   /** Admin API route declarations under /api/v1 (deliveries list and replay); the admin gate checks the token. */
   routes(): Route[];
+  /**
+   * How many deliveries are in `state` (of one destination, or all): the size of the state's
+   * index, exact and one store read, the number the backlog gauges report (the console's status).
+   */
+  count(state: DeliveryState, destinationId?: string): Promise<number>;
   /** Route what is in the outbox now (the worker does this by itself); returns entries drained. */
   drain(): Promise<number>;
   close(): Promise<void>;
@@ -580,6 +585,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     },
 
     drain,
+
+    count(state, destinationId) {
+      return records.count(state, destinationId);
+    },
 
     async list(query: DeliveryListQuery): Promise<DeliverySummary[]> {
       const { before: _before, ...first } = query;
