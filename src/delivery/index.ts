@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
+import { quotedInput } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { ConnectorDefinition } from '../contracts/connector.js';
 import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
@@ -643,7 +644,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
     async replayFailed(destinationId) {
       if (!byId.has(destinationId))
-        throw new NotFoundError('destination_not_found', `no destination ${destinationId}`);
+        throw new NotFoundError('destination_not_found', `no destination ${quotedInput(destinationId)}`);
       // Every delivery failed when the replay starts, in lane order (by sequence, across the
       // whole index): it was read a page of 200 at a time by failure time, which orders the
       // deliveries of one millisecond by id, so a contact's events that failed together (a
