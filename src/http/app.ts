@@ -217,7 +217,7 @@ function parseIdentity(text: string) {
       [
         {
           path: 'identity',
-          message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>`,
+          message: `vendor-local kind "${quotedInput(kind)}" needs its channel: ${quotedInput(kind)}:<channelId>:<value>`,
         },
       ],
       'invalid_query',
