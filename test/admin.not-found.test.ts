@@ -64,6 +64,18 @@ describe('404 messages quote the id from the path cut and clean', () => {
     });
   }
 
+  it('a replay of an unknown destination: its id, from the query, quoted cut and clean', async () => {
+    const destination = `d\u001b[2J\u202Eevil${'z'.repeat(190)}`;
+    const response = await bridge.admin(
+      'POST',
+      `/api/v1/deliveries/replay?destination=${encodeURIComponent(destination)}`,
+    );
+    expect(response.status).toBe(404);
+    expect(response.body.error.code).toBe('destination_not_found');
+    expect(response.body.error.message).toMatch(/^no destination d\[2Jevilz+…$/);
+    expect(response.body.error.message.length).toBeLessThan(120);
+  });
+
   it("a channel route's unknown channel: the id quoted cut and clean too", async () => {
     const livetex = await startTestBridge({
       store: 'redis',
@@ -83,7 +95,18 @@ describe('404 messages quote the id from the path cut and clean', () => {
         expect(message).toMatch(/^no LiveTex channel c_.*…$/);
         expect(message).not.toContain('\u001b');
         expect(message).not.toContain('\u202E');
+        // A key the channel does not have: its kid, from the path, quoted the same way (it was
+        // quoted whole, 3 000 characters for a kid of 3 000, controls included).
+        const key = await livetex.admin('DELETE', `/api/v1/channels/app/keys/${encodeURIComponent(id)}`);
+        expect(key.status).toBe(404);
+        expect(key.body.error.code).toBe('unknown_key');
+        expect(key.body.error.message.length).toBeLessThan(140);
+        expect(key.body.error.message).toMatch(/^no key "c_.*…" on this channel$/);
+        expect(key.body.error.message).not.toContain('\u001b');
+        expect(key.body.error.message).not.toContain('\u202E');
       }
+      const short = await livetex.admin('DELETE', '/api/v1/channels/app/keys/k_nope');
+      expect(short.body.error.message).toBe('no key "k_nope" on this channel');
     } finally {
       await livetex.close();
     }

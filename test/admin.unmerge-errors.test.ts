@@ -42,4 +42,35 @@ describe('unmerge refusals', () => {
     });
     expect(given.status).toBe(200);
   });
+
+  it('quotes what was sent cut: a kind or a channel of 12 000 characters is not sent back whole', async () => {
+    // Each issue was the sent value whole (a 12 KB answer for a 12 KB kind), in a query's
+    // `identity` too; a 404 quotes at most 80 characters (quotedInput), and so does a 400 now.
+    const long = `zz${'a'.repeat(12_000)}`;
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'web',
+      vendor: 'jivochat',
+      at: '2026-11-01T10:00:00.000Z',
+      idempotencyKey: 'two',
+      identifiers: [{ kind: 'email', value: 'two@example.org' }],
+    });
+    for (const identifier of [
+      { kind: long, value: 'v1' },
+      { kind: 'zz', value: 'v1', channelId: long },
+    ]) {
+      const refused = await bridge.admin('POST', `/api/v1/contacts/${contact.id}/unmerge`, { identifier });
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.body).length).toBeLessThan(400);
+      expect(refused.body.error.issues[0].message).toContain('aaa…');
+    }
+    const query = await bridge.admin('GET', `/api/v1/contacts?identity=${long}:x`);
+    expect(query.status).toBe(400);
+    expect(JSON.stringify(query.body).length).toBeLessThan(400);
+    expect(query.body.error.issues).toEqual([
+      {
+        path: 'identity',
+        message: `vendor-local kind "zz${'a'.repeat(78)}…" needs its channel: zz${'a'.repeat(78)}…:<channelId>:<value>`,
+      },
+    ]);
+  });
 });

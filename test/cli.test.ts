@@ -403,6 +403,39 @@ channels:
     }
   });
 
+  it('start with log.level silent says why it could not start in one plain line, no JSON line, exit 1', async () => {
+    // Silent asks for no log lines; the fatal JSON line came all the same. The reason must still
+    // reach the operator: in the plain form every other command's failure takes.
+    const busy: Server = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    const savedPort = process.env.PORT;
+    delete process.env.PORT;
+    try {
+      const reason = `cannot listen on 127.0.0.1:${port} (server.port or PORT): the port is in use by another process; choose another`;
+      const file = writeConfig(
+        `admin: { token: a-long-enough-admin-token }\nserver: { port: ${port}, host: 127.0.0.1 }\nlog: { level: silent }\n`,
+      );
+      for (const terminal of [false, true]) {
+        const run = capture(terminal);
+        expect(await runCli(['start', '--config', file], run.io)).toBe(1);
+        expect(jsonLines(run.err), `terminal: ${terminal}`).toEqual([]);
+        expect(run.err, `terminal: ${terminal}`).toEqual([`chatbridge: ${reason}`]);
+        expect(run.out).toEqual([]);
+      }
+      // Any other level: the JSON line at fatal, as before (fatal is on at every level but silent).
+      const error = writeConfig(
+        `admin: { token: a-long-enough-admin-token }\nserver: { port: ${port}, host: 127.0.0.1 }\nlog: { level: error }\n`,
+      );
+      const logged = capture();
+      expect(await runCli(['start', '--config', error], logged.io)).toBe(1);
+      expect(jsonLines(logged.err)).toEqual([expect.objectContaining({ level: 60, msg: reason })]);
+    } finally {
+      if (savedPort !== undefined) process.env.PORT = savedPort;
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
   it('keys revoke --help shows --kid as required', async () => {
     const run = capture();
     expect(await runCli(['keys', 'revoke', '--help'], run.io)).toBe(0);

@@ -19,6 +19,21 @@ describe('parseJson', () => {
     expect(() => parseJson(hostile)).toThrow(expect.objectContaining({ code: 'json_too_deep' }));
   });
 
+  it("says why a text is not JSON without the text's control and bidi characters", () => {
+    // V8's message quotes a piece of the text; a terminal showing the 400 must not obey it.
+    for (const text of ['{"a": \u001b[2J\u202E evil}', '\u0007\u0000']) {
+      let message = '';
+      try {
+        parseJson(text);
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/^the body is not valid JSON: /);
+      const unshowable = [...message].filter((char) => char < ' ' || char === '\u202E');
+      expect(unshowable).toEqual([]);
+    }
+  });
+
   it('jumps over strings exactly as a character-by-character scan would (escaped quotes, backslash runs)', () => {
     // The plain scan the fast one replaced, kept here as the reference.
     const reference = (text: string, limit: number): boolean => {

@@ -51,6 +51,13 @@ describe('--role worker', () => {
     });
     expect((await fetch(`${worker.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${worker.url}/readyz`)).status).toBe(200);
+    // OPTIONS as on a web instance: 204 with Allow, no body.
+    const options = await fetch(`${worker.url}/healthz`, { method: 'OPTIONS' });
+    expect([options.status, options.headers.get('allow'), await options.text()]).toEqual([
+      204,
+      'HEAD, GET',
+      '',
+    ]);
     const metrics = await fetch(`${worker.url}/metrics`, {
       headers: { authorization: 'Bearer metrics-token-0123456789' },
     });

@@ -272,13 +272,13 @@ describe('the served OpenAPI document is what the bridge answers', () => {
       }
       // A body where the document names none (or names a form): what comes back is documented too.
       if (op.method === 'POST' && contentTypeOf(op) !== 'application/json') {
-        requests.push(
-          withBody({
-            label: 'JSON body',
-            headers: { ...auth, 'content-type': 'application/json' },
-            body: '{}',
-          }),
-        );
+        for (const [label, type, sent] of [
+          ['JSON body', 'application/json', '{}'],
+          ['a JSON option', 'application/json', '{"zz":1}'],
+          ['text/plain body', 'text/plain', '{}'],
+        ] as const) {
+          requests.push(withBody({ label, headers: { ...auth, 'content-type': type }, body: sent }));
+        }
       }
       for (const request of requests) note(op, (await check(request)).status);
     }
@@ -309,6 +309,36 @@ describe('the served OpenAPI document is what the bridge answers', () => {
         if (answer.status === 405) expect(answer.headers.allow, where).toBeTruthy();
       }
     }
+  });
+
+  it('answers OPTIONS with 204 and the Allow a 405 carries; the one JSON 404 where a 405 would be too', async () => {
+    for (const [path, item] of Object.entries(document.paths as Record<string, Record<string, any>>)) {
+      if (path.startsWith('/console')) continue;
+      const op = { path, method: 'GET', doc: Object.values(item)[0], answers: {} } as Operation;
+      const url = pathFor(op);
+      const options = await rawRequest(bridge.url, 'OPTIONS', url, { headers: admin() });
+      const where = `OPTIONS ${path} → ${options.status}`;
+      const wrong = await rawRequest(bridge.url, 'PATCH', url, { headers: admin() });
+      if (wrong.status === 404) {
+        // A public path (a vendor webhook, the LiveTex lookup): nothing confirms that it exists.
+        expect(options.status, where).toBe(404);
+        expect(options.text, where).toBe(wrong.text);
+        continue;
+      }
+      expect(wrong.status, path).toBe(405);
+      expect(options.status, where).toBe(204);
+      expect(options.text, where).toBe('');
+      expect(options.headers['content-type'], where).toBeUndefined();
+      expect(options.headers.allow, where).toBe(wrong.headers.allow);
+      for (const method of Object.keys(item))
+        expect(String(options.headers.allow).split(', '), where).toContain(method.toUpperCase());
+    }
+    // An unknown path: the JSON 404, as for any other method.
+    const unknown = await rawRequest(bridge.url, 'OPTIONS', '/api/v1/nope', { headers: admin() });
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.text)).toEqual({ error: { code: 'not_found', message: 'no such route' } });
+    // The admin API's OPTIONS is behind the token like its other methods.
+    expect((await rawRequest(bridge.url, 'OPTIONS', '/api/v1/contacts')).status).toBe(401);
   });
 
   it('answers unknown routes, trailing slashes and other spellings with the one JSON 404', async () => {

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
+import { quotedInput } from '../../src/contacts/normalize.js';
 import type { ChannelRoute, CliCommand, CliCommandInfo } from '../../src/contracts/adapter.js';
 import { digest } from '../../src/digest.js';
 import { AppError, BadRequestError, NotFoundError } from '../../src/errors.js';
@@ -238,7 +239,8 @@ const keySummarySchema = z.object({
 const generatedKeySchema = z.object({ kid: z.string(), key: z.string(), createdAt: z.string() });
 
 function unknownKid(kid: string): NotFoundError {
-  return new NotFoundError('unknown_key', `no key "${kid}" on this channel`);
+  // The kid comes from the path: quoted cut and clean, as every 404 quotes an id (quotedInput).
+  return new NotFoundError('unknown_key', `no key "${quotedInput(kid)}" on this channel`);
 }
 
 export function keyRoutes(keys: LivetexKeyStore): ChannelRoute[] {

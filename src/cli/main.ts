@@ -143,10 +143,20 @@ const saidFatal = new WeakSet<object>();
  * line at level fatal (60), like every other line the bridge logs, so a log pipeline that keeps
  * JSON lines by `level` keeps this one too; before, it was only a plain `chatbridge: ...` line,
  * which such a pipeline dropped: the one line that mattered. The plain line(s) as well when a
- * person reads stderr (a terminal). Own logger, not the config's: it is said even with
- * log.level silent, or when the config did not load.
+ * person reads stderr (a terminal). Own logger, not the config's: it is said when the config
+ * did not load, and at level fatal whatever level the config logs at.
+ *
+ * With log.level silent (`level`, when the config loaded) there is no JSON line: silent asks for
+ * no log lines, and the JSON line came all the same. The reason still reaches the operator, in
+ * the form every other command says its failure in: one plain `chatbridge: …` line (with the
+ * config's problems under it), and exit 1. Silent quiets the log, not why the bridge is not running.
  */
-function sayFatal(error: unknown, io: CliStreams): void {
+function sayFatal(error: unknown, io: CliStreams, level?: string): void {
+  if (typeof error === 'object' && error !== null) saidFatal.add(error);
+  if (level === 'silent') {
+    sayPlain(error, io);
+    return;
+  }
   const stream = new Writable({
     write(chunk: Buffer, _encoding, done) {
       io.stderr(chunk.toString().replace(/\n$/, ''));
@@ -162,7 +172,6 @@ function sayFatal(error: unknown, io: CliStreams): void {
     message,
   );
   if (io.stderrIsTTY === true) sayPlain(error, io);
-  if (typeof error === 'object' && error !== null) saidFatal.add(error);
 }
 
 /** A failure in plain words on stderr (runCli's, and `start`'s to a terminal). */
@@ -191,19 +200,27 @@ const start: Command = {
       throw new UsageError(`--role must be all, web or worker (got '${role}')`);
     // The config's problems are said in plain words by loadOrExplain only to a terminal.
     const human: CliStreams = io.stderrIsTTY === true ? io : { ...io, stderr: () => {} };
+    const loaded: { level?: string } = {};
     try {
-      return await startBridge(values, human, role);
+      return await startBridge(values, human, role, loaded);
     } catch (error) {
-      sayFatal(error, io);
+      sayFatal(error, io, loaded.level);
       throw error;
     }
   },
 };
 
-async function startBridge(values: OptionValues, io: CliStreams, role: string): Promise<number> {
+async function startBridge(
+  values: OptionValues,
+  io: CliStreams,
+  role: string,
+  /** Filled in once the config loaded: the level a failure from here on is said at (sayFatal). */
+  loaded: { level?: string },
+): Promise<number> {
   // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
   const v8Flags = tuneV8ForServing();
   const { config, source } = loadOrExplain(values.config as string | undefined, io);
+  loaded.level = config.log.level;
   // A split role only works through a store the other instances share: on the in-memory one a
   // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
   // drops them), and a worker has nothing to work on. Typically REDIS_URL was not set.

@@ -229,7 +229,8 @@ export interface StatusView {
   outbox: number | null;
   /** The deferred intake's list (intake.ackAfterAppend): events answered and not yet recorded. */
   deferred: { size: number; oldestAgeMs: number | null } | null;
-  destinations: { id: string; pending: string; failed: string }[];
+  /** Deliveries per destination and state, exact (Delivery.count). */
+  destinations: { id: string; pending: number; failed: number }[];
   schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
 }
 
@@ -241,6 +242,13 @@ function age(ms: number): string {
   if (minutes < 120) return `${minutes} min`;
   const hours = Math.floor(minutes / 60);
   return hours < 48 ? `${hours} h` : `${Math.floor(hours / 24)} d`;
+}
+
+/** A count of a destination's deliveries, linked to their list (paged: every one can be read there). */
+function countLink(destination: string, state: 'pending' | 'failed', count: number) {
+  return count === 0
+    ? '0'
+    : html`<a href="/console/deliveries?state=${state}&amp;destination=${encodeURIComponent(destination)}">${count.toLocaleString('en-US')}</a>`;
 }
 
 export function statusPage(options: { csrf: string; status: StatusView }): string {
@@ -263,11 +271,7 @@ export function statusPage(options: { csrf: string; status: StatusView }): strin
         ? html`<p class="muted">No destination configured.</p>`
         : html`<div class="table"><table><thead><tr><th scope="col">Destination</th><th scope="col">Pending</th><th scope="col">Failed</th></tr></thead><tbody>${status.destinations.map(
             (item) =>
-              html`<tr><td data-label="Destination"><a href="/console/deliveries?destination=${encodeURIComponent(item.id)}">${item.id}</a></td><td data-label="Pending">${item.pending}</td><td data-label="Failed">${
-                item.failed === '0'
-                  ? '0'
-                  : html`<a href="/console/deliveries?state=failed&amp;destination=${encodeURIComponent(item.id)}">${item.failed}</a>`
-              }</td></tr>`,
+              html`<tr><td data-label="Destination"><a href="/console/deliveries?destination=${encodeURIComponent(item.id)}">${item.id}</a></td><td data-label="Pending">${countLink(item.id, 'pending', item.pending)}</td><td data-label="Failed">${countLink(item.id, 'failed', item.failed)}</td></tr>`,
           )}</tbody></table></div>`
     }</section>
 <section class="card"><h2>Schedules</h2>${

@@ -1598,14 +1598,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         local
           ? {
               path: 'identifier.channelId',
-              message: `vendor-local kind "${raw.kind}" needs the channel it belongs to`,
+              message: `vendor-local kind "${quotedInput(raw.kind)}" needs the channel it belongs to`,
             }
           : { path: 'identifier', message: 'not a valid identifier of a kind that merges' },
       ]);
     }
     const notPart = () =>
       new ValidationError('identifier is not part of this contact', [
-        { path: 'identifier', message: identifierLabel(identifier) },
+        { path: 'identifier', message: quotedInput(identifierLabel(identifier)) },
       ]);
     const rootOf = async (id: string) => (await idAt(key.root(id))) ?? id;
     return withLock([key.index(identifier)], 'identifiers', async () => {

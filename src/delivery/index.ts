@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
+import { quotedInput } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { ConnectorDefinition } from '../contracts/connector.js';
 import { type CrmRuntime, createCrmRuntime } from '../crm/runtime.js';
@@ -91,6 +92,11 @@ export interface Delivery extends DeliveryAdmin {
   start(): Promise<void>;
   /** Admin API route declarations under /api/v1 (deliveries list and replay); the admin gate checks the token. */
   routes(): Route[];
+  /**
+   * How many deliveries are in `state` (of one destination, or all): the size of the state's
+   * index, exact and one store read, the number the backlog gauges report (the console's status).
+   */
+  count(state: DeliveryState, destinationId?: string): Promise<number>;
   /** Route what is in the outbox now (the worker does this by itself); returns entries drained. */
   drain(): Promise<number>;
   close(): Promise<void>;
@@ -581,6 +587,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
     drain,
 
+    count(state, destinationId) {
+      return records.count(state, destinationId);
+    },
+
     async list(query: DeliveryListQuery): Promise<DeliverySummary[]> {
       const { before: _before, ...first } = query;
       return (await delivery.page(first)).deliveries;
@@ -634,7 +644,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
     async replayFailed(destinationId) {
       if (!byId.has(destinationId))
-        throw new NotFoundError('destination_not_found', `no destination ${destinationId}`);
+        throw new NotFoundError('destination_not_found', `no destination ${quotedInput(destinationId)}`);
       // Every delivery failed when the replay starts, in lane order (by sequence, across the
       // whole index): it was read a page of 200 at a time by failure time, which orders the
       // deliveries of one millisecond by id, so a contact's events that failed together (a

@@ -33,12 +33,21 @@ import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
-import { readPlainBody, readRawBody } from './body.js';
+import { readJsonBody, readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
-import { mount, mountedRoutes, type Route, type RouteAnswer, route, STORE_UNAVAILABLE } from './routes.js';
+import {
+  allowedMethods,
+  JSON_ONLY,
+  mount,
+  mountedRoutes,
+  type Route,
+  type RouteAnswer,
+  route,
+  STORE_UNAVAILABLE,
+} from './routes.js';
 import { emptyIsAbsent, queryInt, runChannelRoute } from './validate.js';
 
 /**
@@ -208,7 +217,7 @@ function parseIdentity(text: string) {
       [
         {
           path: 'identity',
-          message: `vendor-local kind "${kind}" needs its channel: ${kind}:<channelId>:<value>`,
+          message: `vendor-local kind "${quotedInput(kind)}" needs its channel: ${quotedInput(kind)}:<channelId>:<value>`,
         },
       ],
       'invalid_query',
@@ -536,7 +545,7 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
     mount(router, operations, { bodyLimitBytes: bodyLimit });
-    app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+    app.use(router.routes()).use(allowedMethods(router));
     app.use((ctx) => {
       ctx.status = 404;
       ctx.body = errorBody(
@@ -738,8 +747,12 @@ export function createApp(deps: AppDeps): Koa {
         const found = group.byChannel.get(channelId!);
         if (!found)
           throw new NotFoundError('channel_not_found', `no ${name} channel ${quotedInput(channelId!)}`);
+        // A POST or PUT without a body of its own was read and refused by mount() (refusesBody):
+        // what came was nothing or `{}`.
         const rawBody =
-          ctx.method === 'GET' || ctx.method === 'DELETE' ? EMPTY : await readPlainBody(ctx, bodyLimit);
+          spec.body && (ctx.method === 'POST' || ctx.method === 'PUT')
+            ? await readJsonBody(ctx, bodyLimit)
+            : EMPTY;
         params.channelId = channelId!;
         send(ctx, await runChannelRoute(found.route, { params, query: ctx.query, rawBody }));
       },
@@ -766,7 +779,7 @@ export function createApp(deps: AppDeps): Koa {
         '(invalid_body; nothing or {} is fine), or one that is not JSON (invalid_json)';
     } else if (spec.query) core[400] = 'Invalid query (invalid_query)';
     if (readsBody) core[413] = 'Body over server.bodyLimitBytes (payload_too_large)';
-    if (readsBody) core[415] = 'A compressed body (unsupported_content_encoding)';
+    if (readsBody) core[415] = JSON_ONLY;
     const answers: Record<number, RouteAnswer> = {
       [spec.status ?? 200]: { description: 'OK', ...(spec.response ? { schema: spec.response } : {}) },
       ...describeErrors(core),
@@ -1024,7 +1037,7 @@ export function createApp(deps: AppDeps): Koa {
   mount(router, routes, { bodyLimitBytes: bodyLimit });
   // Public routes (webhooks, lookups): a wrong method gets the one 404, not a 405 that would confirm the path.
   app.use(publicRouter.routes());
-  app.use(router.routes()).use(router.allowedMethods({ throw: false }));
+  app.use(router.routes()).use(allowedMethods(router));
   appRoutes.set(app, {
     routes,
     publicRoutes,

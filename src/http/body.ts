@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { AppError, PayloadTooLargeError, RequestClosedError } from '../errors.js';
+import { AppError, PayloadTooLargeError, RequestClosedError, UnsupportedMediaTypeError } from '../errors.js';
 
 /**
  * Read the raw request body up to `limit` bytes. Vendors' bodies are kept raw (JivoChat sends
@@ -87,5 +87,48 @@ export function refuseEncodedBody(contentEncoding: string | undefined): void {
 export async function readPlainBody(ctx: Context, limit: number): Promise<Buffer> {
   const body = await readRawBody(ctx, limit);
   refuseEncodedBody(ctx.get('content-encoding') || undefined);
+  return body;
+}
+
+/**
+ * The admin API takes JSON (DESIGN §4), and a body declared as anything else was parsed as JSON
+ * all the same: `fetch` with a string body sends `text/plain`, `curl -d` a form type, and such a
+ * client never learnt that it declared the wrong thing (anything that reads the body by its
+ * declared type, a proxy's log, a client library, reads it otherwise). A body must
+ * say `Content-Type: application/json`, in UTF-8 (RFC 8259) when it names a charset: anything
+ * else, no type included, is a 415 naming what was sent and what is expected. No body at all
+ * needs no type (a POST that takes none: `curl -X POST …`). Vendor intake never comes here:
+ * vendors send what they send (JivoChat documents no type), and their adapters read it leniently.
+ */
+export function requireJsonBody(contentType: string | undefined, body: Buffer): void {
+  if (body.length === 0) return;
+  const [type = '', ...parameters] = (contentType ?? '').split(';');
+  const sent = contentType?.trim() ? JSON.stringify(contentType.trim().slice(0, 100)) : undefined;
+  if (type.trim().toLowerCase() !== 'application/json') {
+    throw new UnsupportedMediaTypeError(
+      sent
+        ? `Content-Type ${sent} is not accepted: send the body as JSON, with Content-Type: application/json`
+        : 'the body came without a Content-Type: send it as JSON, with Content-Type: application/json',
+    );
+  }
+  for (const parameter of parameters) {
+    const [name = '', value = ''] = parameter.split('=');
+    if (name.trim().toLowerCase() !== 'charset') continue;
+    const charset = value
+      .trim()
+      .replace(/^"(.*)"$/, '$1')
+      .toLowerCase();
+    if (charset !== 'utf-8' && charset !== 'utf8') {
+      throw new UnsupportedMediaTypeError(
+        `Content-Type ${sent} is not accepted: JSON is read as UTF-8; send it in UTF-8 (charset=utf-8, or no charset)`,
+      );
+    }
+  }
+}
+
+/** readPlainBody, then refused (415) unless it is declared JSON (requireJsonBody): the admin API's bodies. */
+export async function readJsonBody(ctx: Context, limit: number): Promise<Buffer> {
+  const body = await readPlainBody(ctx, limit);
+  requireJsonBody(ctx.get('content-type') || undefined, body);
   return body;
 }

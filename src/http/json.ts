@@ -1,3 +1,4 @@
+import { cleanDisplayText } from '../contacts/normalize.js';
 import { BadRequestError } from '../errors.js';
 
 /**
@@ -57,6 +58,11 @@ export function parseJson(text: string): unknown {
   } catch (error) {
     // "Unexpected end of JSON input" for nothing at all says less than this.
     if (text.trim() === '') throw new BadRequestError('invalid_json', 'the body is empty: JSON is expected');
-    throw new BadRequestError('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
+    // V8's message quotes a piece of the text: a caller's control and bidi characters are dropped
+    // from it, as from any input an error message quotes (quotedInput).
+    throw new BadRequestError(
+      'invalid_json',
+      `the body is not valid JSON: ${cleanDisplayText((error as Error).message) ?? 'unreadable'}`,
+    );
   }
 }

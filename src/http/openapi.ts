@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Route, RouteAuth } from './routes.js';
+import { JSON_ONLY, type Route, type RouteAuth, refusesBody } from './routes.js';
 import { queryIntegers } from './validate.js';
 
 /**
@@ -219,9 +219,20 @@ export function openApiDocument(routes: readonly DocumentedRoute[]): Json {
     if (querySchema || each.body || each.params || each.auth === 'admin') {
       statuses.set('400', statuses.get('400') ?? { description: answerDescription(400) });
     }
-    // Every body is read uncompressed (src/http/body.ts): a Content-Encoding is refused.
-    if (each.body || each.rawBody) {
-      statuses.set('415', statuses.get('415') ?? { description: answerDescription(415) });
+    // Every body is read uncompressed (src/http/body.ts): a Content-Encoding is refused. A JSON
+    // body, and what comes to an admin POST that takes none, must be declared JSON too.
+    const jsonOnly = each.body !== undefined || refusesBody(each);
+    if (each.body || each.rawBody || jsonOnly) {
+      statuses.set(
+        '415',
+        statuses.get('415') ?? { description: jsonOnly ? JSON_ONLY : answerDescription(415) },
+      );
+    }
+    if (refusesBody(each)) {
+      statuses.set(
+        '413',
+        statuses.get('413') ?? { description: 'Body over server.bodyLimitBytes (payload_too_large)' },
+      );
     }
     if (each.auth === 'admin' || each.auth === 'metrics') {
       statuses.set('401', statuses.get('401') ?? { description: answerDescription(401) });

@@ -1,9 +1,9 @@
 import type Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import type { z } from 'zod';
-import { readPlainBody } from './body.js';
+import { readJsonBody } from './body.js';
 import { parseJson } from './json.js';
-import { checkQueryKeys, parseQuery, parseWith } from './validate.js';
+import { checkQueryKeys, parseQuery, parseWith, refuseBody } from './validate.js';
 
 /**
  * The one route model for all HTTP (issue 12 item 3). A route is declared once, as data: method,
@@ -71,7 +71,10 @@ export interface RouteSpec<
   /** Path parameters; without a schema each `:param` is a plain string. */
   params?: P;
   query?: Q;
-  /** A JSON body, read (size limit), parsed (depth guard) and validated before the handler. */
+  /**
+   * A JSON body, read (size limit), declared as JSON (415 otherwise), parsed (depth guard) and
+   * validated before the handler.
+   */
   body?: B;
   /** The message of a 400 for a body that does not fit (defaults to "invalid body"). */
   bodyHint?: string;
@@ -97,6 +100,11 @@ export const STORE_UNAVAILABLE: RouteAnswer = {
   description: 'The store is unavailable or busy (store_unavailable, store_busy); retry after Retry-After',
 };
 
+/** The 415 of a route whose body is JSON (readJsonBody), as the document describes it. */
+export const JSON_ONLY =
+  'A body not sent as Content-Type: application/json in UTF-8, or sent without a type (unsupported_media_type); ' +
+  'a compressed one (unsupported_content_encoding)';
+
 /** Declare a route; the identity function that gives the handler its typed input. */
 export function route<
   P extends z.ZodType | undefined = undefined,
@@ -104,6 +112,18 @@ export function route<
   B extends z.ZodType | undefined = undefined,
 >(spec: RouteSpec<P, Q, B>): Route {
   return spec as Route;
+}
+
+/**
+ * An admin POST or PUT that declares no body and does not read one itself (`rawBody`): mount()
+ * reads what comes and refuses anything but nothing or `{}` (refuseBody), declared as JSON like
+ * every admin body (readJsonBody). It ignored a body before, so `{"force": true}` sent to a
+ * replay looked as if it had been applied.
+ */
+export function refusesBody(each: Pick<Route, 'auth' | 'method' | 'body' | 'rawBody'>): boolean {
+  return (
+    each.auth === 'admin' && !each.body && !each.rawBody && (each.method === 'POST' || each.method === 'PUT')
+  );
 }
 
 export interface MountOptions {
@@ -133,12 +153,13 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
         body: body
           ? parseWith(
               body,
-              parseJson((await readPlainBody(ctx, options.bodyLimitBytes)).toString('utf8')),
+              parseJson((await readJsonBody(ctx, options.bodyLimitBytes)).toString('utf8')),
               each.bodyHint ?? 'invalid body',
               'invalid_body',
             )
           : undefined,
       };
+      if (refusesBody(each)) refuseBody(await readJsonBody(ctx, options.bodyLimitBytes));
       await each.handle(ctx as unknown as Context, input);
     });
   }
@@ -151,6 +172,24 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
       });
     }
   }
+}
+
+/**
+ * The router's answers for a known path and a method it has no route for: 405 with `Allow` for
+ * a method it takes elsewhere (its JSON body is the error middleware's, src/http/errors.ts), and
+ * OPTIONS answered 204 No Content with the same `Allow`. @koa/router answers OPTIONS with 200 and
+ * an empty text/plain body: a status that promises content, and a type no answer of the bridge
+ * otherwise has. An unknown path stays the JSON 404.
+ */
+export function allowedMethods(router: Router): Middleware {
+  const answer = router.allowedMethods({ throw: false });
+  return async (ctx, next) => {
+    await answer(ctx as Parameters<typeof answer>[0], next);
+    if (ctx.method === 'OPTIONS' && ctx.status === 200 && ctx.response.get('allow')) {
+      ctx.status = 204;
+      ctx.body = null;
+    }
+  };
 }
 
 /** `METHOD /path` of every route a router serves (its prefix included), for tests and the gate's walk. */

@@ -90,6 +90,19 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
 }
 
 /**
+ * A route that declares no body takes none: anything but nothing or `{}` is refused, not ignored
+ * (a POST with `{"ttl": ...}` must not look as if the option had been applied).
+ */
+export function refuseBody(rawBody: Buffer): void {
+  const text = rawBody.toString('utf8').trim();
+  const sent: unknown = text === '' ? undefined : parseJson(text);
+  const empty =
+    sent === undefined ||
+    (typeof sent === 'object' && sent !== null && !Array.isArray(sent) && Object.keys(sent).length === 0);
+  if (!empty) throw new ValidationError('invalid body', [{ path: '', message: 'this route takes no body' }]);
+}
+
+/**
  * Call a channel's admin route the one way (the admin API and the console both do): its query
  * and JSON body validated with the route's own schemas, once, before the adapter sees them. An
  * empty body is `undefined` (a route whose schema needs a body answers 400 invalid_body).
@@ -101,17 +114,7 @@ export async function runChannelRoute(
   // A route without a query schema takes no query: a parameter is refused, not ignored.
   checkQueryKeys(route.query, input.query);
   const query = route.query ? parseQuery(route.query, input.query) : input.query;
-  // A route that declares no body takes none: anything but nothing or `{}` is refused, not
-  // ignored (a POST with `{"ttl": ...}` must not look as if the option had been applied).
-  if (!route.body) {
-    const text = input.rawBody.toString('utf8').trim();
-    const sent: unknown = text === '' ? undefined : parseJson(text);
-    const empty =
-      sent === undefined ||
-      (typeof sent === 'object' && sent !== null && !Array.isArray(sent) && Object.keys(sent).length === 0);
-    if (!empty)
-      throw new ValidationError('invalid body', [{ path: '', message: 'this route takes no body' }]);
-  }
+  if (!route.body) refuseBody(input.rawBody);
   const body = route.body
     ? parseBody(
         route.body,

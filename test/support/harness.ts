@@ -100,8 +100,12 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
     adminToken: TEST_ADMIN_TOKEN,
     keyPrefix,
     redisUrl,
+    // The admin API takes JSON declared as JSON (a JSON text given as a string too).
     admin: (method, path, body) =>
-      request(method, path, body, { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }),
+      request(method, path, body, {
+        authorization: `Bearer ${TEST_ADMIN_TOKEN}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      }),
     post: (path, body, headers = {}) => request('POST', path, body, headers),
     async close() {
       await bridge.close();
