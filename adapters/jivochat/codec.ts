@@ -14,11 +14,71 @@ import type { CustomDataItem, crmLinkPlaceholders, JivoAnswer, JivochatSettings 
  * (§5.8). If Jivo really sends that, reading the brackets as an object (what the reference
  * advises) keeps the event instead of refusing it. The core tries this only when its one parse
  * of the body failed; decode then accepts the mended body for client_attribute_updated only.
+ *
+ * What it mends is what the expression `("attributes"\s*:\s*)\[((?:[^[\]"]|"(?:[^"\\]|\\.)*")*)\]`
+ * finds: the first `"attributes"` key, `:`, and a list up to its `]` with no bracket of its own
+ * outside strings; the brackets become braces. Read by hand in one pass instead: the expression
+ * was tried from every `"attributes"` of the body, each try reading on to the body's end, and a
+ * 1 MiB invalid body repeating `"attributes":["x\""x\""x\"` held the event loop for 86 s
+ * (every other request of the bridge waited, BullMQ lost its job locks). A try that reaches a
+ * place an earlier try read in the same state (inside a string or not) would read on exactly as
+ * that one did, and it failed: it stops there, so each place is read at most twice.
  */
-const BRACKETED_ATTRIBUTES = /("attributes"\s*:\s*)\[((?:[^[\]"]|"(?:[^"\\]|\\.)*")*)\]/;
+const ATTRIBUTES_KEY = '"attributes"';
 
 export function repairAttributeList(text: string): string | undefined {
-  return BRACKETED_ATTRIBUTES.test(text) ? text.replace(BRACKETED_ATTRIBUTES, '$1{$2}') : undefined;
+  /** Places an earlier (failed) try read: bit 1 outside a string, bit 2 inside one. */
+  let seen: Uint8Array | undefined;
+  for (let from = 0; ; ) {
+    const at = text.indexOf(ATTRIBUTES_KEY, from);
+    if (at === -1) return undefined;
+    from = at + 1;
+    let index = skipSpace(text, at + ATTRIBUTES_KEY.length);
+    if (text[index] !== ':') continue;
+    index = skipSpace(text, index + 1);
+    if (text[index] !== '[') continue;
+    seen ??= new Uint8Array(text.length);
+    const close = listEnd(text, index + 1, seen);
+    if (close !== -1)
+      return `${text.slice(0, index)}{${text.slice(index + 1, close)}}${text.slice(close + 1)}`;
+  }
+}
+
+/** The first index at or after `index` that is not whitespace (as `\s` reads it). */
+function skipSpace(text: string, index: number): number {
+  let at = index;
+  while (at < text.length && /\s/.test(text[at]!)) at++;
+  return at;
+}
+
+/**
+ * The index of the `]` that ends a list whose items start at `index`: strings (with their
+ * escapes) are passed over, any other character but a bracket belongs to the list. -1 when the
+ * list does not end so (a bracket, a string left open, an escaped line break, which `\\.` does
+ * not take), or when the reading joins an earlier try's.
+ */
+function listEnd(text: string, index: number, seen: Uint8Array): number {
+  let inString = false;
+  for (let at = index; at < text.length; ) {
+    const mark = inString ? 2 : 1;
+    if ((seen[at]! & mark) !== 0) return -1;
+    seen[at]! |= mark;
+    const char = text.charCodeAt(at);
+    if (!inString) {
+      if (char === 93 /* ] */) return at;
+      if (char === 91 /* [ */) return -1;
+      inString = char === 34; /* " */
+      at++;
+    } else if (char === 34) {
+      inString = false;
+      at++;
+    } else if (char === 92 /* \ */) {
+      const next = text.charCodeAt(at + 1);
+      if (Number.isNaN(next) || next === 10 || next === 13 || next === 0x2028 || next === 0x2029) return -1;
+      at += 2;
+    } else at++;
+  }
+  return -1;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/load.js';
 import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
+import { cleanDisplayText } from '../contacts/normalize.js';
 import type { CrmCheckReport, CrmUser } from '../contracts/connector.js';
 import { CrmError, scrub } from '../crm/errors.js';
 import { createRateLimiter } from '../crm/limiter.js';
@@ -95,10 +96,10 @@ export async function crmCommand(
       report = await api.check();
     } catch (error) {
       const message = error instanceof CrmError ? error.message : (error as Error).message;
-      io.stderr(`chatbridge: ${destination.id}: ${scrub(message, secrets)}`);
+      io.stderr(`chatbridge: ${destination.id}: ${shown(scrub(message, secrets))}`);
       return 1;
     }
-    const problems = describe(destination, report, config.agents, io, connector.displayName);
+    const problems = describe(destination, showable(report), config.agents, io, connector.displayName);
     for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
       io.stderr(
@@ -111,6 +112,34 @@ export async function crmCommand(
   } finally {
     await store.close();
   }
+}
+
+/**
+ * A text of the CRM's as a terminal may show it. Names of users, pipelines and stages, the
+ * account's, and the excerpts of its answers are typed by the CRM's people: an escape sequence in
+ * one reached the operator's terminal as a command (clear it, retitle it, set its clipboard), and
+ * a bidi override turned the rest of the line around. Cleaned as `deliveries list` cleans a
+ * receiver's answer (cleanDisplayText).
+ */
+const shown = (text: string): string => cleanDisplayText(text) ?? '';
+
+/** The check's report with every text of the CRM's made showable (ids too: a portal's are text). */
+function showable(report: CrmCheckReport): CrmCheckReport {
+  return {
+    account: shown(report.account),
+    pipelines: report.pipelines.map((pipeline) => ({
+      id: shown(pipeline.id),
+      name: shown(pipeline.name),
+      stages: pipeline.stages.map((stage) => ({ id: shown(stage.id), name: shown(stage.name) })),
+    })),
+    users: report.users.map((user) => ({
+      ...user,
+      id: shown(user.id),
+      name: shown(user.name),
+      email: user.email === null ? null : shown(user.email),
+    })),
+    ...(report.usersUnavailable === undefined ? {} : { usersUnavailable: shown(report.usersUnavailable) }),
+  };
 }
 
 function describe(

@@ -40,11 +40,19 @@ const REDIRECT_NOTE_MAX = 300;
  * https:// and an empty body, which left only "HTTP 301" to go on.
  */
 
-function redirectNote(status: number, location: string | undefined, url: string): string {
+function redirectNote(
+  status: number,
+  location: string | undefined,
+  url: string,
+  secrets: readonly string[],
+): string {
   if (status < 300 || status >= 400 || !location) return '';
   let target: string;
   try {
-    target = redactUrl(new URL(location, url).toString());
+    // The target is the receiver's text, as its answer is: a Location that quotes a configured
+    // header value (redactUrl hides query values and token-like path segments, not a short word
+    // or a host name) is scrubbed alike, before the cut, so no part of one shows.
+    target = scrubSecrets(redactUrl(new URL(location, url).toString()), secrets);
   } catch {
     return ' (a redirect, not followed)';
   }
@@ -94,7 +102,7 @@ export async function attemptDelivery(
   // not reach the record (shown by the API, the CLI and the console) or the log.
   const secrets = [...urlSecrets(request.url), ...(request.secrets ?? [])];
   const detail = excerpt(scrubSecrets(response.text, secrets));
-  const message = `HTTP ${status}${redirectNote(status, response.headers.location, request.url)}${detail ? `: ${detail}` : ''}`;
+  const message = `HTTP ${status}${redirectNote(status, response.headers.location, request.url, secrets)}${detail ? `: ${detail}` : ''}`;
   if (isRetryableStatus(status)) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now);
     return { kind: 'retry', status, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };

@@ -3,7 +3,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDeliveriesCommand } from '../../src/cli/deliveries.js';
-import { headerSecrets, redactUrl, scrubSecrets, scrubUrlSecrets } from '../../src/net/http.js';
+import { attemptDelivery } from '../../src/delivery/attempt.js';
+import {
+  createHttpClient,
+  headerSecrets,
+  redactUrl,
+  scrubSecrets,
+  scrubUrlSecrets,
+} from '../../src/net/http.js';
 import { ADMIN, allVendorChannels, startLoggedBridge } from './support.js';
 
 /** Issue 10 item 3: credentials in destination URLs stay out of logs, errors, the API and the CLI. */
@@ -169,6 +176,38 @@ describe('destination URL secrets', () => {
     } finally {
       await running.close();
       await new Promise<void>((resolve) => echoing.close(() => resolve()));
+    }
+  });
+});
+
+describe('a redirect that quotes a header value', () => {
+  it('is noted with its target, the value hidden (in the host and the path)', async () => {
+    // redactUrl hides query values and token-like path segments; a header value that is a plain
+    // word, quoted by the receiver in its Location, was kept in the note as it came.
+    const receiver = createServer((req, res) => {
+      const key = String(req.headers['x-api-key']);
+      res.writeHead(302, { location: `https://${key}.receiver.example/moved/${key}/here` }).end();
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const headers = { 'X-Api-Key': 'opensesame' };
+      const result = await attemptDelivery(
+        createHttpClient(),
+        {
+          url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/in`,
+          headers,
+          body: '{}',
+          timeoutMs: 10_000,
+          secrets: headerSecrets(headers),
+        },
+        Date.now(),
+      );
+      expect(result.kind).toBe('permanent');
+      const message = (result as { message: string }).message;
+      expect(message).toContain('redirect to https://***.receiver.example/moved/***/here');
+      expect(message).not.toContain('opensesame');
+    } finally {
+      await new Promise<void>((resolve) => receiver.close(() => resolve()));
     }
   });
 });
