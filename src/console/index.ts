@@ -18,7 +18,7 @@ import {
   ValidationError,
 } from '../errors.js';
 import { readPlainBody } from '../http/body.js';
-import type { AdminAuthLimit } from '../http/rate-limit.js';
+import { type AdminAuthLimit, clientAddress } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
 import { readDeferredBacklog } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
@@ -611,7 +611,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
   });
   router.post('/sign-in', async (ctx) => {
-    deps.adminAuth.assertAllowed(ctx.ip);
+    deps.adminAuth.assertAllowed(clientAddress(ctx));
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
     const preCookie = ctx.cookies.get(PRE_COOKIE);
@@ -629,7 +629,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       return;
     }
     if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
-      deps.adminAuth.failed(ctx.ip);
+      deps.adminAuth.failed(clientAddress(ctx));
       ctx.status = 401;
       logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
       renderSignIn(

@@ -37,7 +37,7 @@ import { readJsonBody, readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { type AdminAuthLimit, WindowLimiter } from './rate-limit.js';
+import { type AdminAuthLimit, clientAddress, WindowLimiter } from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,
@@ -258,10 +258,10 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
       if (token) {
         // Failures are limited like the admin token's (scope metrics_auth): unlimited, a wrong
         // token could be guessed at full speed.
-        limit?.assertAllowed(ctx.ip);
+        limit?.assertAllowed(clientAddress(ctx));
         const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
         if (!match || !tokenEquals(match[1]!.trim(), token)) {
-          limit?.failed(ctx.ip);
+          limit?.failed(clientAddress(ctx));
           throw new UnauthorizedError();
         }
       }
@@ -443,10 +443,10 @@ export function createApp(deps: AppDeps): Koa {
         // document (its ETag-less freshness, its size) got a 401 where GET got the document.
         const open = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === '/api/v1/openapi.json';
         if (!open) {
-          adminAuth.assertAllowed(ctx.ip);
+          adminAuth.assertAllowed(clientAddress(ctx));
           const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
           if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
-            adminAuth.failed(ctx.ip);
+            adminAuth.failed(clientAddress(ctx));
             throw new UnauthorizedError();
           }
         }
@@ -684,7 +684,7 @@ export function createApp(deps: AppDeps): Koa {
           return;
         }
         // Public routes (the LiveTex lookup) are limited per address and per channel.
-        const waitAddress = lookupsByAddress.take(`${channelId}\n${ctx.ip}`);
+        const waitAddress = lookupsByAddress.take(`${channelId}\n${clientAddress(ctx)}`);
         const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId);
         if (waitAddress > 0 || waitChannel > 0) {
           rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });

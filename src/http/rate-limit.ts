@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 
 /**
@@ -57,4 +58,27 @@ export interface AdminAuthLimit {
   assertAllowed(address: string): void;
   /** Count one failed authentication from `address`. */
   failed(address: string): void;
+}
+
+const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;
+
+/**
+ * The client address the limits count by: Koa's `ctx.ip`, i.e. the `X-Forwarded-For` entry
+ * `server.proxyHops` from the right, when that entry is an IP address (a proxy's `ip:port` form,
+ * as Azure's writes it, taken without the port); otherwise the socket's peer. The entry is text
+ * whoever is in front wrote: on a bridge reached directly while `proxyHops` is above 0 (the
+ * default is 1), a client wrote it, and up to 16 KiB of made-up text a request made each
+ * request its own counter key (limiters hold 50,000 keys: hundreds of MB). An address is at
+ * most 45 characters, and what is not one counts against the connection it came on.
+ */
+export function clientAddress(ctx: {
+  ip: string;
+  request: { socket: { remoteAddress?: string | undefined } };
+}): string {
+  const given = ctx.ip;
+  if (isIP(given) !== 0) return given;
+  const ported = WITH_PORT.exec(given);
+  const bare = ported ? (ported[1] ?? ported[2]!) : undefined;
+  if (bare !== undefined && isIP(bare) !== 0) return bare;
+  return ctx.request.socket.remoteAddress ?? '';
 }

@@ -132,6 +132,32 @@ describe('the client address behind proxies (server.proxyHops)', () => {
     }
   });
 
+  it('counts an entry that is no IP address against the connection: made-up text is not a counter of its own', async () => {
+    const bridge = await startTestBridge({ config: { limits } });
+    try {
+      // A client that reaches the bridge directly while proxyHops is 1 writes the "proxy's" entry
+      // itself: on the old code each made-up text was a key of its own (no refusal, ever, and
+      // up to 16 KiB of key per request kept in the limiter).
+      expect(
+        await failuresUntilRefused(bridge, (attempt) => `not-an-address-${attempt}-${'x'.repeat(200)}`),
+      ).toBe(2);
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  it("takes a proxy's ip:port entry as its address", async () => {
+    const bridge = await startTestBridge({ config: { limits } });
+    try {
+      expect(await failuresUntilRefused(bridge, (attempt) => `198.51.100.20:${40000 + attempt}`)).toBe(2);
+      // The port-less form of the same address is the same counter, already full.
+      expect(await failuresUntilRefused(bridge, () => '198.51.100.20')).toBe(0);
+      expect(await failuresUntilRefused(bridge, (attempt) => `[2001:db8::7]:${40000 + attempt}`)).toBe(2);
+    } finally {
+      await bridge.close();
+    }
+  });
+
   it('ignores the header with proxyHops 0: the address of the connection counts', async () => {
     const bridge = await startTestBridge({
       config: { limits, server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, proxyHops: 0 } },
