@@ -76,7 +76,8 @@ export const UTM_FIELD_CODES: Record<string, string> = {
 /**
  * `GET /contacts?query=` is a fuzzy search over every filled field and phone formats are
  * literal [3P]: phones are searched by their last 10 digits and the results re-checked by the
- * digits of their PHONE values [3P]/[INF]; e-mails are searched as written and re-checked
+ * digits of their PHONE values [3P]/[INF], each number of a value that holds several ("+7 916 …,
+ * 8 926 …", as managers type them) on its own; e-mails are searched as written and re-checked
  * case-insensitively. That a digits-only query also finds phones stored with formatting
  * ("8 (916) 123-45-67") is assumed [INF]; the fake server behaves so.
  */

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { emailForms, normalizeEmail, samePhone } from '../../src/contacts/normalize.js';
+import { emailForms, normalizeEmail, samePhone, splitPhones } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
@@ -197,7 +197,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         // compared as a number: the tail alone would match the same digits in another country.
         if (tail(phone).length === 0) continue;
         for (const contact of await search(tail(phone))) {
-          if (valuesOf(contact, PHONE_FIELD).some((item) => samePhone(item.value, phone)))
+          // A value may hold several numbers ("+7 916 …, 8 926 …"): each is compared.
+          if (
+            valuesOf(contact, PHONE_FIELD).some((item) =>
+              splitPhones(item.value).some((stored) => samePhone(stored, phone)),
+            )
+          )
             out.set(contact.id, contact);
         }
       }

@@ -28,7 +28,10 @@ export const BATCH_MAX_COMMANDS = 50;
 
 /**
  * Phones are matched as stored; we ask for the E.164 form, the bare digits and, for Russian
- * numbers, the 8-trunk form, in the same findbycomm values [INF] (pitfall 1 of the note).
+ * numbers, the 8-trunk form, in the same findbycomm values [INF] (pitfall 1 of the note). A
+ * stored value holding two numbers ("+7 916 …, 8 926 …") is matched by neither: the duplicate
+ * index keeps a value's digits, which run together there [INF]. Such a contact is found by its
+ * e-mail only (README); found, each of its numbers counts as a phone it has (src/crm/flow.ts).
  */
 export function phoneVariants(e164: string): string[] {
   const digits = e164.replace(/\D/g, '');

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
-import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
+import { GLOBAL_KINDS, normalizeEmail, normalizePhone, splitPhones } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
 import type {
@@ -283,7 +283,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const existing = known?.id === crmId ? known : await api.getContact(crmId);
     if (!existing) return false;
     const have = new Set([
-      ...existing.phones.map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
+      // A CRM phone value may hold several numbers ("+7 916 …, 8 926 …", typed by a manager):
+      // each is a phone the contact has, as the bridge reads such a field from a chat vendor.
+      // Read whole, it was no phone, and every number in it was added to the contact again.
+      ...existing.phones
+        .flatMap(splitPhones)
+        .map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
       ...existing.emails.map((email) => normalizeEmail(email) ?? email),
     ]);
     const phones = phonesOf(contact).filter((phone) => !have.has(phone));
