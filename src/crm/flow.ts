@@ -297,7 +297,36 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     return true;
   }
 
-  async function linkBack(contact: Contact, crmId: string, url: string, body: DeliveredBody) {
+  async function linkBack(contact: Contact, crmId: string, api: CrmApi, body: DeliveredBody) {
+    const url = api.contactUrl(crmId);
+    const own = contact.identities.filter((item) => item.kind === 'crm' && item.channelId === destinationId);
+    if (own.some((item) => item.value === crmId)) {
+      if (contact.crmLink === url) return;
+      // Linked already, but "Open in CRM" shows another CRM contact of this destination: a merge
+      // joined two bridge contacts linked to two CRM contacts, and the newer link showed while
+      // the events went on the survivor's (linkedIds: its own first). The link follows the
+      // events. Written to the record that holds this CRM id (its identity alone finds it), so
+      // an unmerge leaves each contact its own link; a link of another destination is left.
+      const ownUrls = new Set(own.map((item) => api.contactUrl(item.value)));
+      if (contact.crmLink !== null && !ownUrls.has(contact.crmLink)) return;
+      await deps.contacts.observe({
+        channelId: destinationId,
+        vendor: destination.kind,
+        at: deps.now().toISOString(),
+        idempotencyKey: `crm-relink:${destinationId}:${crmId}:${contact.id}:${body.id}`,
+        identifiers: [{ kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' }],
+        crmLink: url,
+        timeline: [
+          {
+            at: deps.now().toISOString(),
+            type: 'crm.linked',
+            summary: `Linked to ${deps.displayName} contact ${crmId} (events of the merged contact go there)`,
+            data: { destination: destinationId, crmId, url, event: body.id },
+          },
+        ],
+      });
+      return;
+    }
     // The observation must land on this bridge contact: it carries the identifiers that resolve
     // to it, plus the new `crm` identity (scoped to this destination, so it never merges across).
     const identifiers: Identifier[] = contact.identities.filter(
@@ -513,7 +542,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       const crmContactId = progress.contact!;
       if (!progress.linked) {
-        await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
+        await linkBack(contact, crmContactId, api, body);
         await save({ linked: 'true' });
       }
 
