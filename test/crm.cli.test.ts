@@ -93,6 +93,37 @@ describe.each([
     expect(err).toContain('crm.responsible.default: no CRM user 31337');
   });
 
+  it("a stage that closes the deal, or amoCRM's Incoming stage, is a problem: every event would make another deal (exit 1)", async () => {
+    const crm = await world();
+    const run = capture();
+    const file = configFile(crm, {
+      stage: {
+        byChannel: { 'shop-site': crm.name === 'amocrm' ? 142 : 'C9:WON' },
+        default: crm.name === 'amocrm' ? 100 : null,
+      },
+    });
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(1);
+    const err = run.err.join('\n');
+    expect(err).toContain(
+      crm.name === 'amocrm'
+        ? 'channel shop-site: stage 142 "Won" closes the deal'
+        : 'channel shop-site: stage C9:WON "WON" closes the deal',
+    );
+    expect(err).toContain('with deals: one-open every event would make another deal');
+    if (crm.name === 'amocrm')
+      expect(err).toContain('other channels: stage 100 "Incoming" is the pipeline\'s Incoming stage');
+    // per-conversation reuses the chat's deal whatever its stage: a closed stage is allowed there.
+    const perConversation = capture();
+    const allowed = configFile(crm, {
+      deals: 'per-conversation',
+      stage: { byChannel: { 'shop-site': crm.name === 'amocrm' ? 142 : 'C9:WON' } },
+    });
+    expect(
+      await runCli(['crm', 'check', '--destination', 'crm', '--config', allowed], perConversation.io),
+    ).toBe(0);
+    expect(perConversation.out.join('\n')).toMatch(/closes the deal/);
+  });
+
   it('a refused credential: the CRM reason, exit 1, no secret printed', async () => {
     const crm = await world();
     crm.rejectCredential(true);

@@ -50,6 +50,12 @@ export const contactPage = (origin: string, id: string) => `${origin}/contacts/d
 
 /** Closed-won and closed-lost status ids, shared by every pipeline [OFF]. */
 export const CLOSED_STATUSES = new Set([142, 143]);
+/**
+ * Status `type` 1 is a pipeline's "Incoming leads" (unsorted) stage [OFF]; leads are not made in
+ * it by POST /leads, incoming ones come through the unsorted API [INF] (vendors/amocrm.md §2.2):
+ * `crm check` refuses it as a deal stage.
+ */
+export const INCOMING_STATUS_TYPE = 1;
 
 /** Built-in multitext fields addressable by code [OFF]; enum codes [SDK]/[INF]. */
 export const PHONE_FIELD = 'PHONE';

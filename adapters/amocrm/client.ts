@@ -18,6 +18,7 @@ import {
   EMAIL_FIELD,
   EMPTY_SEARCH_STATUS,
   FOLLOW_UP_TASK_TYPE,
+  INCOMING_STATUS_TYPE,
   leadListSchema,
   NO_ANSWER_HINT,
   noteListSchema,
@@ -499,6 +500,11 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           stages: (pipeline._embedded?.statuses ?? []).map((status) => ({
             id: String(status.id),
             name: status.name,
+            ...(CLOSED_STATUSES.has(status.id)
+              ? { kind: 'closed' as const }
+              : status.type === INCOMING_STATUS_TYPE
+                ? { kind: 'incoming' as const }
+                : {}),
           })),
         })),
         users,

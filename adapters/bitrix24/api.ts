@@ -180,7 +180,14 @@ export const statusSchema = z.object({
   NAME: z.string(),
   ENTITY_ID: z.string(),
   SORT: idSchema.nullish(),
+  /** `process`, `success` or `failure` [OFF] (crm.status.list EXTRA.SEMANTICS). */
+  EXTRA: z.object({ SEMANTICS: z.string().nullish() }).nullish(),
 });
+/**
+ * A deal stage whose semantics are success or failure closes the deal (CLOSED=Y) [OFF]
+ * (crm.status.list EXTRA.SEMANTICS; crm.deal.list filters open deals by CLOSED=N).
+ */
+export const CLOSED_SEMANTICS = new Set(['success', 'failure']);
 
 /** batch: always HTTP 200, per-command errors in result_error [OFF]. */
 export const batchSchema = z.object({

@@ -8,6 +8,7 @@ import {
   AUTH_STATUSES,
   BATCH_MAX_COMMANDS,
   batchSchema,
+  CLOSED_SEMANTICS,
   categoryListSchema,
   contactPage,
   contactSchema,
@@ -367,7 +368,11 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
           stages: stages.data
             .filter((stage) => stage.ENTITY_ID === stageEntityOf(category.id))
             .sort((a, b) => Number(a.SORT ?? 0) - Number(b.SORT ?? 0))
-            .map((stage) => ({ id: stage.STATUS_ID, name: stage.NAME })),
+            .map((stage) => ({
+              id: stage.STATUS_ID,
+              name: stage.NAME,
+              ...(CLOSED_SEMANTICS.has(stage.EXTRA?.SEMANTICS ?? '') ? { kind: 'closed' as const } : {}),
+            })),
         })),
         users: [...users.data.map(toUser), ...(next.users !== undefined ? await usersFrom(next.users) : [])],
       };

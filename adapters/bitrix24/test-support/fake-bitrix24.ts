@@ -407,6 +407,8 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
             NAME: stage.replace(/^C\d+:/, ''),
             SORT: String((index + 1) * 10),
             CATEGORY_ID: String(category.id),
+            // Won and lost stages close the deal (CLOSED=Y in crm.deal.add above) [OFF].
+            EXTRA: { SEMANTICS: /WON/.test(stage) ? 'success' : /LOSE/.test(stage) ? 'failure' : 'process' },
           })),
         );
       default:
