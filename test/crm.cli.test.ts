@@ -206,6 +206,68 @@ describe('chatbridge crm check: a Bitrix24 portal with more than one page of use
   });
 });
 
+describe('chatbridge crm check: a Bitrix24 webhook without a scope it needs', () => {
+  async function check(scopes: string[], events?: string[]) {
+    const fake = await startFakeBitrix24({ code: 'code0123456789', scopes });
+    cleanups.push(() => fake.close());
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        admin: { token: 'admin-token-0123456789' },
+        log: { level: 'silent' },
+        agents: [{ email: 'admin@shop.example', name: 'Admin' }],
+        channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+        destinations: [
+          {
+            id: 'crm',
+            kind: 'bitrix24',
+            webhookUrl: fake.webhookUrl,
+            ...(events ? { events } : {}),
+            crm: { pipeline: { default: 0 }, responsible: { default: 1 }, rateLimit: 50 },
+          },
+        ],
+      }),
+    );
+    const run = capture();
+    const code = await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io);
+    return { code, out: run.out.join('\n'), err: run.err.join('\n'), requests: fake.requests.length };
+  }
+
+  it('no task scope: offline messages could not become tasks, so the check fails and says which scope to tick (unless no offline message is routed)', async () => {
+    const missing = await check(['crm', 'user']);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/the webhook lacks the scope task/);
+    expect(missing.err).toContain('offline_message.received');
+    // One request still.
+    expect(missing.requests).toBe(1);
+    const notNeeded = await check(['crm', 'user'], ['conversation.started', 'conversation.finished']);
+    expect(notNeeded.err).toBe('');
+    expect(notNeeded.code).toBe(0);
+    expect(notNeeded.out).toMatch(/the webhook lacks the scope task/);
+  });
+
+  it('no crm scope: the check says so, not merely that the webhook was refused', async () => {
+    const result = await check(['user', 'task']);
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/the webhook lacks the scope crm \(it has: user, task\)/);
+  });
+
+  it('no user scope, or user_brief only (no e-mails): responsible by e-mail is off, said, and the check passes as deliveries do', async () => {
+    for (const scopes of [
+      ['crm', 'task'],
+      ['crm', 'task', 'user_brief'],
+    ]) {
+      const result = await check(scopes);
+      expect(result.err, scopes.join()).toBe('');
+      expect(result.code).toBe(0);
+      expect(result.out).toMatch(/users not readable: the webhook lacks the scope user or user_basic/);
+      expect(result.out).toContain('so no responsible by e-mail');
+    }
+  });
+});
+
 describe('chatbridge crm check: amoCRM with a token that may not list users', () => {
   it('a non-admin token (users are listed to admins only) is usable: the check says responsible by e-mail is off and passes (exit 0), as deliveries go on with the fallbacks', async () => {
     const crm = await amoWorld();

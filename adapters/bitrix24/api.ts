@@ -107,6 +107,23 @@ export const UNCHECKABLE = {
   note: 'Bitrix24 offers no documented way to find the timeline comment it may have made (vendors/bitrix24.md §2.10 lists crm.timeline.comment.add only)',
 } as const;
 
+/**
+ * The scopes ticked on an inbound webhook [OFF] (vendors/bitrix24.md §1.1): `crm` for every CRM
+ * method, `user` or `user_basic` for user.get with e-mails (`user_brief` shows none), `task` for
+ * tasks.task.add. A method outside them answers 403 insufficient_scope [OFF]. The `scope` method
+ * ("for all") lists the scopes the webhook has [OFF: dev.1c-bitrix.ru/rest_help/general/scope.php];
+ * that it runs inside a batch like other methods is [INF]. `crm check` reads it in its batch.
+ */
+export const SCOPES = {
+  crm: 'crm',
+  users: ['user', 'user_basic'],
+  tasks: 'task',
+} as const;
+export const scopeListSchema = z.array(z.string());
+/** What to do about a missing scope (the admin edits the webhook; its URL stays the same [INF]). */
+export const SCOPE_HINT =
+  'edit the inbound webhook in Bitrix24 (Developer resources) and tick crm, user and task';
+
 /** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
 export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
 /**

@@ -220,6 +220,14 @@ function describe(
     }
     io.stdout(`    agent ${agent.email} -> the default (no CRM user with this e-mail, no crmUserId)`);
   }
+  if (report.tasksUnavailable !== undefined) {
+    // Only offline messages make tasks (src/crm/flow.ts): without them routed here, none is made.
+    if (destination.events.includes('offline_message.received'))
+      problems.push(
+        `offline messages (offline_message.received is in events) could not become tasks: ${report.tasksUnavailable}`,
+      );
+    else io.stdout(`  tasks: ${report.tasksUnavailable} (no offline message is routed here: none is made)`);
+  }
   io.stdout(
     `  source: "${crm.source}"; deal name: "${crm.dealName}"; offline task: "${crm.offlineTask.text}"; transcript note: ${crm.transcriptNote ? 'yes' : 'no'}`,
   );

@@ -108,6 +108,11 @@ export interface CrmCheckReport {
    * admins only): deliveries then use agents[].crmUserId and the default, unchecked.
    */
   usersUnavailable?: string;
+  /**
+   * Why tasks would be refused (a Bitrix24 webhook without the `task` scope): offline messages
+   * routed to the destination could not become tasks.
+   */
+  tasksUnavailable?: string;
 }
 
 /** What the core lends a connector to reach its CRM. */
