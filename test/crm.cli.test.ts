@@ -133,6 +133,8 @@ describe.each([
     );
     const err = run.err.join('\n');
     expect(err).toMatch(crm.name === 'amocrm' ? /token rejected by amoCRM/ : /webhook rejected by Bitrix24/);
+    // A wrong subdomain is refused like a bad token: the message names both.
+    if (crm.name === 'amocrm') expect(err).toContain('or baseUrl is not the account the token was made in');
     for (const secret of crm.secrets) expect([...run.out, ...run.err].join('\n')).not.toContain(secret);
   });
 

@@ -102,6 +102,13 @@ export const EMPTY_SEARCH_STATUS = 204;
 export const NO_ANSWER_HINT =
   "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user has the right to it";
 /**
+ * A 401 means not authorized, token expired or user disabled [OFF] (errors table). A token is its
+ * account's [OFF: requests go to the account's own domain], so a baseUrl of another account (a
+ * wrong subdomain) is refused the same way [INF]: the message names both causes.
+ */
+export const UNAUTHORIZED_HINT =
+  'the token was revoked, or its user disabled, or baseUrl is not the account the token was made in';
+/**
  * All ids — pipelines (`pipeline_id`), statuses (`status_id`), users — are integers [OFF]
  * (vendors/amocrm.md §4): the `crm` block's ids are checked so with the config.
  */

@@ -31,6 +31,7 @@ import {
   RATE_LIMIT_PAUSE_MS,
   taskListSchema,
   tokenExpiry,
+  UNAUTHORIZED_HINT,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -129,7 +130,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       throw new CrmError(
         'permanent',
         401,
-        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : ''}`,
+        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : `: ${UNAUTHORIZED_HINT}`}`,
         { auth: true },
       );
     }
