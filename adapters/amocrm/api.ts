@@ -178,9 +178,10 @@ export const leadListSchema = z.object({
  * Finding what a create whose answer was lost made (a timeout or a 504). amoCRM has no
  * idempotency key (`request_id` is only echoed [INF]) and no external-id field, so the object is
  * recognised by what was sent, among objects made since the create was first sent:
- * - contact: `GET /contacts?query=<name>` ([OFF]: a search over filled fields; that it covers
- *   the name is [INF]), same name, the same PHONE/EMAIL values and the source tag; more than one
- *   such contact is ambiguous (two visitors of one name without phone or e-mail);
+ * - contact: `GET /contacts?query=<name>&order[id]=desc&limit=250` ([OFF]: a search over filled
+ *   fields, and lists take `order` and `limit`; that it covers the name, and orders a search,
+ *   is [INF]), same name, the same PHONE/EMAIL values and the source tag; more than one such
+ *   contact is ambiguous (two visitors of one name without phone or e-mail);
  * - deal: among the contact's leads (as for the open deal, §2.9 [INF]), same name and pipeline;
  * - task: `GET /tasks` filtered by entity ([OFF]: lists take `filter` and `order`; the keys
  *   `filter[entity_type]`, `filter[entity_id][]`, `order[id]` are [INF]), re-checked here with the

@@ -160,11 +160,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     throw new CrmError('permanent', status, `${NAME} rejected ${what} (HTTP ${status}: ${reason})`);
   }
 
-  async function search(query: string): Promise<AmoContact[]> {
+  /** `newest`: the newest page (250, newest first) rather than the default first 50. */
+  async function search(query: string, newest = false): Promise<AmoContact[]> {
     const found = await call(
       'contact search',
       'GET',
-      `/contacts?query=${encodeURIComponent(query)}&limit=50`,
+      `/contacts?query=${encodeURIComponent(query)}${newest ? `&order[id]=desc&limit=${PAGE_LIMIT}` : '&limit=50'}`,
       contactListSchema,
     );
     return found?._embedded.contacts ?? [];
@@ -380,7 +381,9 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           const { input } = query;
           const sameSet = (stored: string[], sent: string[], same: (a: string, b: string) => boolean) =>
             stored.length === sent.length && sent.every((value) => stored.some((item) => same(item, value)));
-          const candidates = (await search(input.name)).filter(
+          // The newest page: a common name finds more than a page of older namesakes, and the
+          // one made minutes ago was not among the first 50 (made again: a duplicate).
+          const candidates = (await search(input.name, true)).filter(
             (contact) =>
               (contact.name ?? '').trim() === input.name.trim() &&
               recent(contact.created_at) &&
