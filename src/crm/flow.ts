@@ -86,6 +86,11 @@ export interface CrmFlowDeps {
   now(): Date;
   /** The find-or-create locks' ttl and wait (tests shorten them); default LOCK. */
   lock?: { ttlMs: number; waitMs: number };
+  /**
+   * The identity rules (config `identity`): which phones and e-mails may find the CRM contact
+   * (searchable below). Absent: every one, as with the default rules.
+   */
+  identity?: { mergeOn: readonly string[]; mergeOnVisitorTyped: readonly string[] };
 }
 
 const dataSchema = z.object({
@@ -201,6 +206,24 @@ export function createCrmFlow(deps: CrmFlowDeps) {
   }
 
   /**
+   * Whether a phone or e-mail of the contact may find its CRM contact: only one the identity
+   * rules would merge on (its kind in identity.mergeOn and, typed by a visitor, in
+   * mergeOnVisitorTyped). The CRM contact found becomes a `crm` identity, which joins the bridge
+   * contacts holding it: found by a value that may not merge (an e-mail a stranger typed, under
+   * `mergeOnVisitorTyped: [person]`), the link merged him with the customer and put his chats on
+   * her CRM record. Such a value is still written to the CRM contact, only not searched by.
+   */
+  function searchable(contact: Contact, kind: 'phone' | 'email', value: string): boolean {
+    const rules = deps.identity;
+    if (!rules) return true;
+    if (!rules.mergeOn.includes(kind)) return false;
+    if (rules.mergeOnVisitorTyped.includes(kind)) return true;
+    return contact.identities.some(
+      (item) => item.kind === kind && item.value === value && item.provenance === 'verified',
+    );
+  }
+
+  /**
    * The CRM ids this bridge contact is linked to, best first, without those known to be gone:
    * its own `crm` identities for this destination, then the links kept in the store (the one
    * of its own id is rewritten on every upsert, so it is the newest).
@@ -248,8 +271,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         await forget(candidate);
       }
       let created = false;
-      if (id === null && (phones.length > 0 || emails.length > 0)) {
-        const matches = await api.findContacts({ phones, emails });
+      const search = {
+        phones: phones.filter((phone) => searchable(contact, 'phone', phone)),
+        emails: emails.filter((email) => searchable(contact, 'email', email)),
+      };
+      if (id === null && (search.phones.length > 0 || search.emails.length > 0)) {
+        const matches = await api.findContacts(search);
         // Several CRM contacts may match (duplicates made by hand): the oldest (lowest id) wins.
         matches.sort((a, b) => Number(a.id) - Number(b.id) || a.id.localeCompare(b.id));
         id = matches[0]?.id ?? null;
@@ -327,11 +354,27 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       });
       return;
     }
+    // Another bridge contact holding this CRM id: the CRM matched two contacts the identity rules
+    // keep apart (colleagues behind one switchboard, whose numbers with an extension never merge;
+    // values the rules do not merge on, in the CRM under one contact). As an identity the id
+    // would merge them (it did): this one is linked without it (the link in the store and its
+    // crmLink), so its events still go on that CRM contact and the contacts stay two.
+    const holder = await deps.contacts.findByIdentifier({
+      kind: 'crm',
+      value: crmId,
+      channelId: destinationId,
+    });
+    const shared = holder !== null && holder.id !== contact.id;
+    if (shared && contact.crmLink === url) return;
     // The observation must land on this bridge contact: it carries the identifiers that resolve
     // to it, plus the new `crm` identity (scoped to this destination, so it never merges across).
-    const identifiers: Identifier[] = contact.identities.filter(
-      (item) => item.channelId !== undefined || GLOBAL_KINDS.has(item.kind),
-    );
+    // Its ids (vendor-local, person) when it has any, not its phones and e-mails: the contact
+    // shows a phone given with an extension as the bare number, and observed again so it became
+    // a claim on that number (an extension keeps a phone search-only), which merged the next
+    // colleague behind the same switchboard into this contact.
+    const ids = contact.identities.filter((item) => item.channelId !== undefined || item.kind === 'person');
+    const identifiers: Identifier[] =
+      ids.length > 0 ? ids : contact.identities.filter((item) => GLOBAL_KINDS.has(item.kind));
     await deps.contacts.observe({
       channelId: destinationId,
       vendor: destination.kind,
@@ -341,14 +384,16 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       // provenance the contact shows (a visitor-typed e-mail stays visitor-typed).
       identifiers: [
         ...identifiers,
-        { kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' },
+        ...(shared
+          ? []
+          : [{ kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' as const }]),
       ],
       crmLink: url,
       timeline: [
         {
           at: deps.now().toISOString(),
           type: 'crm.linked',
-          summary: `Linked to ${deps.displayName} contact ${crmId}`,
+          summary: `Linked to ${deps.displayName} contact ${crmId}${shared ? ' (linked to another contact too: not merged with it)' : ''}`,
           data: { destination: destinationId, crmId, url, event: body.id },
         },
       ],
