@@ -93,6 +93,37 @@ describe.each([
     expect(err).toContain('crm.responsible.default: no CRM user 31337');
   });
 
+  it("a stage that closes the deal, or amoCRM's Incoming stage, is a problem: every event would make another deal (exit 1)", async () => {
+    const crm = await world();
+    const run = capture();
+    const file = configFile(crm, {
+      stage: {
+        byChannel: { 'shop-site': crm.name === 'amocrm' ? 142 : 'C9:WON' },
+        default: crm.name === 'amocrm' ? 100 : null,
+      },
+    });
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(1);
+    const err = run.err.join('\n');
+    expect(err).toContain(
+      crm.name === 'amocrm'
+        ? 'channel shop-site: stage 142 "Won" closes the deal'
+        : 'channel shop-site: stage C9:WON "WON" closes the deal',
+    );
+    expect(err).toContain('with deals: one-open every event would make another deal');
+    if (crm.name === 'amocrm')
+      expect(err).toContain('other channels: stage 100 "Incoming" is the pipeline\'s Incoming stage');
+    // per-conversation reuses the chat's deal whatever its stage: a closed stage is allowed there.
+    const perConversation = capture();
+    const allowed = configFile(crm, {
+      deals: 'per-conversation',
+      stage: { byChannel: { 'shop-site': crm.name === 'amocrm' ? 142 : 'C9:WON' } },
+    });
+    expect(
+      await runCli(['crm', 'check', '--destination', 'crm', '--config', allowed], perConversation.io),
+    ).toBe(0);
+    expect(perConversation.out.join('\n')).toMatch(/closes the deal/);
+  });
+
   it('a refused credential: the CRM reason, exit 1, no secret printed', async () => {
     const crm = await world();
     crm.rejectCredential(true);
@@ -102,6 +133,8 @@ describe.each([
     );
     const err = run.err.join('\n');
     expect(err).toMatch(crm.name === 'amocrm' ? /token rejected by amoCRM/ : /webhook rejected by Bitrix24/);
+    // A wrong subdomain is refused like a bad token: the message names both.
+    if (crm.name === 'amocrm') expect(err).toContain('or baseUrl is not the account the token was made in');
     for (const secret of crm.secrets) expect([...run.out, ...run.err].join('\n')).not.toContain(secret);
   });
 
@@ -172,6 +205,68 @@ describe('chatbridge crm check: a Bitrix24 portal with more than one page of use
     expect(out).toContain('default -> user 60 "User60"');
     expect(out).toContain('agent user55@shop.example -> user 55 "User55" (same e-mail)');
     expect(out).toContain('agent nobody@store.example -> user 58 "User58" (agents[].crmUserId)');
+  });
+});
+
+describe('chatbridge crm check: a Bitrix24 webhook without a scope it needs', () => {
+  async function check(scopes: string[], events?: string[]) {
+    const fake = await startFakeBitrix24({ code: 'code0123456789', scopes });
+    cleanups.push(() => fake.close());
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        admin: { token: 'admin-token-0123456789' },
+        log: { level: 'silent' },
+        agents: [{ email: 'admin@shop.example', name: 'Admin' }],
+        channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+        destinations: [
+          {
+            id: 'crm',
+            kind: 'bitrix24',
+            webhookUrl: fake.webhookUrl,
+            ...(events ? { events } : {}),
+            crm: { pipeline: { default: 0 }, responsible: { default: 1 }, rateLimit: 50 },
+          },
+        ],
+      }),
+    );
+    const run = capture();
+    const code = await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io);
+    return { code, out: run.out.join('\n'), err: run.err.join('\n'), requests: fake.requests.length };
+  }
+
+  it('no task scope: offline messages could not become tasks, so the check fails and says which scope to tick (unless no offline message is routed)', async () => {
+    const missing = await check(['crm', 'user']);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/the webhook lacks the scope task/);
+    expect(missing.err).toContain('offline_message.received');
+    // One request still.
+    expect(missing.requests).toBe(1);
+    const notNeeded = await check(['crm', 'user'], ['conversation.started', 'conversation.finished']);
+    expect(notNeeded.err).toBe('');
+    expect(notNeeded.code).toBe(0);
+    expect(notNeeded.out).toMatch(/the webhook lacks the scope task/);
+  });
+
+  it('no crm scope: the check says so, not merely that the webhook was refused', async () => {
+    const result = await check(['user', 'task']);
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/the webhook lacks the scope crm \(it has: user, task\)/);
+  });
+
+  it('no user scope, or user_brief only (no e-mails): responsible by e-mail is off, said, and the check passes as deliveries do', async () => {
+    for (const scopes of [
+      ['crm', 'task'],
+      ['crm', 'task', 'user_brief'],
+    ]) {
+      const result = await check(scopes);
+      expect(result.err, scopes.join()).toBe('');
+      expect(result.code).toBe(0);
+      expect(result.out).toMatch(/users not readable: the webhook lacks the scope user or user_basic/);
+      expect(result.out).toContain('so no responsible by e-mail');
+    }
   });
 });
 

@@ -87,7 +87,11 @@ function flowOn(store: Store, ttlMs: number) {
     destination,
     displayName: 'amoCRM',
     store,
-    contacts: { observe: async () => ({}), get: async () => null } as unknown as ContactService,
+    contacts: {
+      observe: async () => ({}),
+      get: async () => null,
+      findByIdentifier: async () => null,
+    } as unknown as ContactService,
     channels: [],
     vendorNames: new Map(),
     defaultCountry: 'RU',

@@ -85,6 +85,7 @@ const queueStub: DeliveryQueue = {
 const contactsStub = {
   get: async () => null,
   observe: async () => ({}),
+  findByIdentifier: async () => null,
 } as unknown as ContactService;
 
 describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time (%s store)', (kind) => {

@@ -50,6 +50,12 @@ export const contactPage = (origin: string, id: string) => `${origin}/contacts/d
 
 /** Closed-won and closed-lost status ids, shared by every pipeline [OFF]. */
 export const CLOSED_STATUSES = new Set([142, 143]);
+/**
+ * Status `type` 1 is a pipeline's "Incoming leads" (unsorted) stage [OFF]; leads are not made in
+ * it by POST /leads, incoming ones come through the unsorted API [INF] (vendors/amocrm.md §2.2):
+ * `crm check` refuses it as a deal stage.
+ */
+export const INCOMING_STATUS_TYPE = 1;
 
 /** Built-in multitext fields addressable by code [OFF]; enum codes [SDK]/[INF]. */
 export const PHONE_FIELD = 'PHONE';
@@ -76,7 +82,8 @@ export const UTM_FIELD_CODES: Record<string, string> = {
 /**
  * `GET /contacts?query=` is a fuzzy search over every filled field and phone formats are
  * literal [3P]: phones are searched by their last 10 digits and the results re-checked by the
- * digits of their PHONE values [3P]/[INF]; e-mails are searched as written and re-checked
+ * digits of their PHONE values [3P]/[INF], each number of a value that holds several ("+7 916 …,
+ * 8 926 …", as managers type them) on its own; e-mails are searched as written and re-checked
  * case-insensitively. That a digits-only query also finds phones stored with formatting
  * ("8 (916) 123-45-67") is assumed [INF]; the fake server behaves so.
  */
@@ -94,6 +101,13 @@ export const EMPTY_SEARCH_STATUS = 204;
  */
 export const NO_ANSWER_HINT =
   "check that baseUrl is the account's own address (https://<subdomain>.amocrm.ru or .kommo.com) and that the token's user has the right to it";
+/**
+ * A 401 means not authorized, token expired or user disabled [OFF] (errors table). A token is its
+ * account's [OFF: requests go to the account's own domain], so a baseUrl of another account (a
+ * wrong subdomain) is refused the same way [INF]: the message names both causes.
+ */
+export const UNAUTHORIZED_HINT =
+  'the token was revoked, or its user disabled, or baseUrl is not the account the token was made in';
 /**
  * All ids — pipelines (`pipeline_id`), statuses (`status_id`), users — are integers [OFF]
  * (vendors/amocrm.md §4): the `crm` block's ids are checked so with the config.
@@ -164,9 +178,10 @@ export const leadListSchema = z.object({
  * Finding what a create whose answer was lost made (a timeout or a 504). amoCRM has no
  * idempotency key (`request_id` is only echoed [INF]) and no external-id field, so the object is
  * recognised by what was sent, among objects made since the create was first sent:
- * - contact: `GET /contacts?query=<name>` ([OFF]: a search over filled fields; that it covers
- *   the name is [INF]), same name, the same PHONE/EMAIL values and the source tag; more than one
- *   such contact is ambiguous (two visitors of one name without phone or e-mail);
+ * - contact: `GET /contacts?query=<name>&order[id]=desc&limit=250` ([OFF]: a search over filled
+ *   fields, and lists take `order` and `limit`; that it covers the name, and orders a search,
+ *   is [INF]), same name, the same PHONE/EMAIL values and the source tag; more than one such
+ *   contact is ambiguous (two visitors of one name without phone or e-mail);
  * - deal: among the contact's leads (as for the open deal, §2.9 [INF]), same name and pipeline;
  * - task: `GET /tasks` filtered by entity ([OFF]: lists take `filter` and `order`; the keys
  *   `filter[entity_type]`, `filter[entity_id][]`, `order[id]` are [INF]), re-checked here with the

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { emailForms, normalizeEmail, samePhone } from '../../src/contacts/normalize.js';
+import { emailForms, normalizeEmail, samePhone, splitPhones } from '../../src/contacts/normalize.js';
 import type { CrmApi, CrmContact, CrmTransport, CrmUser } from '../../src/contracts/connector.js';
 import { CrmError, excerpt, GATEWAY_TIMEOUT } from '../../src/crm/errors.js';
 import { parseRetryAfter } from '../../src/net/retry.js';
@@ -18,6 +18,7 @@ import {
   EMAIL_FIELD,
   EMPTY_SEARCH_STATUS,
   FOLLOW_UP_TASK_TYPE,
+  INCOMING_STATUS_TYPE,
   leadListSchema,
   NO_ANSWER_HINT,
   noteListSchema,
@@ -30,6 +31,7 @@ import {
   RATE_LIMIT_PAUSE_MS,
   taskListSchema,
   tokenExpiry,
+  UNAUTHORIZED_HINT,
   UTM_FIELD_CODES,
   usersPageSchema,
 } from './api.js';
@@ -128,7 +130,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       throw new CrmError(
         'permanent',
         401,
-        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : ''}`,
+        `token rejected by ${NAME} (HTTP 401: ${reason})${expired ? `: the long-lived token expired at ${expiry.toISOString()}; generate a new one (the integration's Keys and scopes), put it in the config and replay the failed deliveries` : `: ${UNAUTHORIZED_HINT}`}`,
         { auth: true },
       );
     }
@@ -158,11 +160,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
     throw new CrmError('permanent', status, `${NAME} rejected ${what} (HTTP ${status}: ${reason})`);
   }
 
-  async function search(query: string): Promise<AmoContact[]> {
+  /** `newest`: the newest page (250, newest first) rather than the default first 50. */
+  async function search(query: string, newest = false): Promise<AmoContact[]> {
     const found = await call(
       'contact search',
       'GET',
-      `/contacts?query=${encodeURIComponent(query)}&limit=50`,
+      `/contacts?query=${encodeURIComponent(query)}${newest ? `&order[id]=desc&limit=${PAGE_LIMIT}` : '&limit=50'}`,
       contactListSchema,
     );
     return found?._embedded.contacts ?? [];
@@ -197,7 +200,12 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
         // compared as a number: the tail alone would match the same digits in another country.
         if (tail(phone).length === 0) continue;
         for (const contact of await search(tail(phone))) {
-          if (valuesOf(contact, PHONE_FIELD).some((item) => samePhone(item.value, phone)))
+          // A value may hold several numbers ("+7 916 …, 8 926 …"): each is compared.
+          if (
+            valuesOf(contact, PHONE_FIELD).some((item) =>
+              splitPhones(item.value).some((stored) => samePhone(stored, phone)),
+            )
+          )
             out.set(contact.id, contact);
         }
       }
@@ -373,7 +381,9 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           const { input } = query;
           const sameSet = (stored: string[], sent: string[], same: (a: string, b: string) => boolean) =>
             stored.length === sent.length && sent.every((value) => stored.some((item) => same(item, value)));
-          const candidates = (await search(input.name)).filter(
+          // The newest page: a common name finds more than a page of older namesakes, and the
+          // one made minutes ago was not among the first 50 (made again: a duplicate).
+          const candidates = (await search(input.name, true)).filter(
             (contact) =>
               (contact.name ?? '').trim() === input.name.trim() &&
               recent(contact.created_at) &&
@@ -494,6 +504,11 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
           stages: (pipeline._embedded?.statuses ?? []).map((status) => ({
             id: String(status.id),
             name: status.name,
+            ...(CLOSED_STATUSES.has(status.id)
+              ? { kind: 'closed' as const }
+              : status.type === INCOMING_STATUS_TYPE
+                ? { kind: 'incoming' as const }
+                : {}),
           })),
         })),
         users,

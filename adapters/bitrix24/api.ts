@@ -28,7 +28,10 @@ export const BATCH_MAX_COMMANDS = 50;
 
 /**
  * Phones are matched as stored; we ask for the E.164 form, the bare digits and, for Russian
- * numbers, the 8-trunk form, in the same findbycomm values [INF] (pitfall 1 of the note).
+ * numbers, the 8-trunk form, in the same findbycomm values [INF] (pitfall 1 of the note). A
+ * stored value holding two numbers ("+7 916 …, 8 926 …") is matched by neither: the duplicate
+ * index keeps a value's digits, which run together there [INF]. Such a contact is found by its
+ * e-mail only (README); found, each of its numbers counts as a phone it has (src/crm/flow.ts).
  */
 export function phoneVariants(e164: string): string[] {
   const digits = e164.replace(/\D/g, '');
@@ -104,6 +107,23 @@ export const UNCHECKABLE = {
   note: 'Bitrix24 offers no documented way to find the timeline comment it may have made (vendors/bitrix24.md §2.10 lists crm.timeline.comment.add only)',
 } as const;
 
+/**
+ * The scopes ticked on an inbound webhook [OFF] (vendors/bitrix24.md §1.1): `crm` for every CRM
+ * method, `user` or `user_basic` for user.get with e-mails (`user_brief` shows none), `task` for
+ * tasks.task.add. A method outside them answers 403 insufficient_scope [OFF]. The `scope` method
+ * ("for all") lists the scopes the webhook has [OFF: dev.1c-bitrix.ru/rest_help/general/scope.php];
+ * that it runs inside a batch like other methods is [INF]. `crm check` reads it in its batch.
+ */
+export const SCOPES = {
+  crm: 'crm',
+  users: ['user', 'user_basic'],
+  tasks: 'task',
+} as const;
+export const scopeListSchema = z.array(z.string());
+/** What to do about a missing scope (the admin edits the webhook; its URL stays the same [INF]). */
+export const SCOPE_HINT =
+  'edit the inbound webhook in Bitrix24 (Developer resources) and tick crm, user and task';
+
 /** Rate-limit and operating-time answers [OFF]: retried, they mean "slow down". */
 export const RATE_LIMIT_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT']);
 /**
@@ -177,7 +197,14 @@ export const statusSchema = z.object({
   NAME: z.string(),
   ENTITY_ID: z.string(),
   SORT: idSchema.nullish(),
+  /** `process`, `success` or `failure` [OFF] (crm.status.list EXTRA.SEMANTICS). */
+  EXTRA: z.object({ SEMANTICS: z.string().nullish() }).nullish(),
 });
+/**
+ * A deal stage whose semantics are success or failure closes the deal (CLOSED=Y) [OFF]
+ * (crm.status.list EXTRA.SEMANTICS; crm.deal.list filters open deals by CLOSED=N).
+ */
+export const CLOSED_SEMANTICS = new Set(['success', 'failure']);
 
 /** batch: always HTTP 200, per-command errors in result_error [OFF]. */
 export const batchSchema = z.object({

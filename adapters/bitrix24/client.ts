@@ -8,6 +8,7 @@ import {
   AUTH_STATUSES,
   BATCH_MAX_COMMANDS,
   batchSchema,
+  CLOSED_SEMANTICS,
   categoryListSchema,
   contactPage,
   contactSchema,
@@ -26,6 +27,9 @@ import {
   phoneVariants,
   RATE_LIMIT_ERRORS,
   RATE_LIMIT_PAUSE_MS,
+  SCOPE_HINT,
+  SCOPES,
+  scopeListSchema,
   stageEntityOf,
   statusSchema,
   taskAddSchema,
@@ -88,6 +92,8 @@ function failure(
   return new CrmError('permanent', status, `${NAME} rejected ${method} (${reason})`);
 }
 
+const refuseAll = () => false;
+
 export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmTransport): CrmApi {
   const match = WEBHOOK_URL.exec(settings.webhookUrl);
   if (!match)
@@ -123,15 +129,22 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     return { result: parsed.data, next: envelope.data.next ?? null };
   }
 
-  /** Several calls in one request (counts once for the rate limit [OFF]); a failed one fails all. */
+  /**
+   * Several calls in one request (counts once for the rate limit [OFF]); a failed one fails all,
+   * unless `tolerate` names it (its error is then left to the caller, and the batch runs on).
+   */
   async function batchPaged(
     cmd: Record<string, [string, Record<string, unknown>]>,
+    tolerate: (key: string, error: string, description: string) => boolean = refuseAll,
   ): Promise<{ results: Record<string, unknown>; next: Record<string, number> }> {
     const commands = Object.fromEntries(
       Object.entries(cmd).map(([key, [method, params]]) => [key, `${method}?${toQuery(params).join('&')}`]),
     );
-    const { result } = await call('batch', { halt: 1, cmd: commands }, batchSchema);
+    // Halted at the first failed command, unless failures are tolerated (then every one runs).
+    const halt = tolerate === refuseAll ? 1 : 0;
+    const { result } = await call('batch', { halt, cmd: commands }, batchSchema);
     for (const [key, problem] of Object.entries(result.result_error)) {
+      if (tolerate(key, problem.error ?? '', problem.error_description ?? '')) continue;
       throw failure(
         cmd[key]?.[0] ?? key,
         400,
@@ -346,20 +359,61 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
     listUsers: () => usersFrom(0),
 
     async check() {
-      // One request: categories, every status list, users' first page [OFF: batch]; then the
-      // users' further pages (50 a page): a user past the first page is a user all the same, and
-      // the mapping's default or an agent's crmUserId may be one.
-      const { results, next } = await batchPaged({
-        categories: ['crm.category.list', { entityTypeId: 2 }],
-        stages: ['crm.status.list', {}],
-        users: ['user.get', { FILTER: { ACTIVE: true } }],
-      });
+      // One request: the webhook's scopes, categories, every status list, users' first page [OFF:
+      // batch]; then the users' further pages (50 a page): a user past the first page is a user
+      // all the same, and the mapping's default or an agent's crmUserId may be one. The scopes
+      // are read whatever else fails (the batch runs every command), so that a missing one is said
+      // as such (SCOPES): crm is needed for anything, user (or user_basic) only for responsible by
+      // e-mail (deliveries go on without, as with amoCRM's non-admin token), task for tasks.
+      const failed: Record<string, { error: string; description: string }> = {};
+      const { results, next } = await batchPaged(
+        {
+          scope: ['scope', {}],
+          categories: ['crm.category.list', { entityTypeId: 2 }],
+          stages: ['crm.status.list', {}],
+          users: ['user.get', { FILTER: { ACTIVE: true } }],
+        },
+        (key, error, description) => {
+          failed[key] = { error, description };
+          return true;
+        },
+      );
+      const listed = scopeListSchema.safeParse(results.scope);
+      // A portal that does not answer `scope` is checked as before: by what the commands answer.
+      const granted = listed.success ? new Set(listed.data) : null;
+      const has = (scope: string) => granted === null || granted.has(scope);
+      const lacking = (scope: string, note = '') =>
+        `the webhook lacks the scope ${scope} (${note}it has: ${[...(granted ?? [])].join(', ') || 'none'})`;
+      if (!has(SCOPES.crm))
+        throw new CrmError(
+          'permanent',
+          403,
+          `webhook rejected by ${NAME}: ${lacking(SCOPES.crm)}: ${SCOPE_HINT}`,
+          { auth: true },
+        );
+      const usersReadable = SCOPES.users.some(has);
+      for (const [key, problem] of Object.entries(failed)) {
+        // Users listed to no one without a user scope: deliveries then use the fallbacks.
+        if (key === 'users' && problem.error === 'insufficient_scope' && !usersReadable) continue;
+        if (key === 'scope') continue; // not answered: checked by the other commands' answers
+        const method = { scope: 'scope', categories: 'crm.category.list', stages: 'crm.status.list' }[key];
+        throw failure(method ?? 'user.get', 400, problem.error, problem.description, {}, true);
+      }
       const categories = categoryListSchema.safeParse(results.categories);
       const stages = statusSchema.array().safeParse(results.stages);
-      const users = userSchema.array().safeParse(results.users);
+      const users = userSchema.array().safeParse(results.users ?? []);
       if (!categories.success || !stages.success || !users.success)
         throw new CrmError('permanent', 200, `${NAME} answered the check with an unexpected body`);
+      const usersUnavailable = usersReadable
+        ? undefined
+        : `${lacking('user or user_basic', 'user_brief shows no e-mails; ')}: ${SCOPE_HINT}`;
       return {
+        ...(usersUnavailable !== undefined ? { usersUnavailable } : {}),
+        ...(has(SCOPES.tasks)
+          ? {}
+          : {
+              tasksUnavailable: `${lacking(SCOPES.tasks)}: tasks.task.add is refused (insufficient_scope); ${SCOPE_HINT}`,
+            }),
         account: `${NAME} portal ${new URL(origin).host}, webhook of user ${webhookUser}`,
         pipelines: categories.data.categories.map((category) => ({
           id: String(category.id),
@@ -367,9 +421,15 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
           stages: stages.data
             .filter((stage) => stage.ENTITY_ID === stageEntityOf(category.id))
             .sort((a, b) => Number(a.SORT ?? 0) - Number(b.SORT ?? 0))
-            .map((stage) => ({ id: stage.STATUS_ID, name: stage.NAME })),
+            .map((stage) => ({
+              id: stage.STATUS_ID,
+              name: stage.NAME,
+              ...(CLOSED_SEMANTICS.has(stage.EXTRA?.SEMANTICS ?? '') ? { kind: 'closed' as const } : {}),
+            })),
         })),
-        users: [...users.data.map(toUser), ...(next.users !== undefined ? await usersFrom(next.users) : [])],
+        users: usersUnavailable
+          ? []
+          : [...users.data.map(toUser), ...(next.users !== undefined ? await usersFrom(next.users) : [])],
       };
     },
 

@@ -195,6 +195,23 @@ function describe(
         continue;
       }
       stageText = `stage ${stage.id} "${stage.name}"`;
+      // A deal made closed is never the contact's open deal: with one-open each event makes
+      // another (a deal per chat message). per-conversation reuses the chat's deal: allowed.
+      if (stage.kind === 'closed') {
+        if (crm.deals === 'one-open') {
+          problems.push(
+            `${label}: stage ${stage.id} "${stage.name}" closes the deal (won or lost); a closed deal is never reused, so with deals: one-open every event would make another deal: pick an open stage`,
+          );
+          continue;
+        }
+        stageText += ' (closes the deal: each chat gets a closed deal)';
+      }
+      if (stage.kind === 'incoming') {
+        problems.push(
+          `${label}: stage ${stage.id} "${stage.name}" is the pipeline's Incoming stage (leads waiting to be sorted), not one to make deals in: pick another`,
+        );
+        continue;
+      }
     }
     io.stdout(`    ${label} -> ${pipelineText}, ${stageText} (${crm.deals})`);
   }
@@ -231,6 +248,14 @@ function describe(
       continue;
     }
     io.stdout(`    agent ${agent.email} -> the default (no CRM user with this e-mail, no crmUserId)`);
+  }
+  if (report.tasksUnavailable !== undefined) {
+    // Only offline messages make tasks (src/crm/flow.ts): without them routed here, none is made.
+    if (destination.events.includes('offline_message.received'))
+      problems.push(
+        `offline messages (offline_message.received is in events) could not become tasks: ${report.tasksUnavailable}`,
+      );
+    else io.stdout(`  tasks: ${report.tasksUnavailable} (no offline message is routed here: none is made)`);
   }
   io.stdout(
     `  source: "${crm.source}"; deal name: "${crm.dealName}"; offline task: "${crm.offlineTask.text}"; transcript note: ${crm.transcriptNote ? 'yes' : 'no'}`,

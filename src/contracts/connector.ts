@@ -87,16 +87,32 @@ export interface CrmUser {
   active: boolean;
 }
 
+/**
+ * A pipeline's stage as `crm check` shows it. `closed`: a deal in it is won or lost, so it is
+ * never reused as the contact's open deal; `incoming`: the stage of leads waiting to be sorted
+ * (amoCRM's Incoming), not one to create deals in. Absent: an ordinary open stage.
+ */
+export interface CrmStage {
+  id: string;
+  name: string;
+  kind?: 'closed' | 'incoming';
+}
+
 export interface CrmCheckReport {
   /** e.g. "account example (id 31361463)"; never a credential. */
   account: string;
-  pipelines: { id: string; name: string; stages: { id: string; name: string }[] }[];
+  pipelines: { id: string; name: string; stages: CrmStage[] }[];
   users: CrmUser[];
   /**
    * Why the users could not be listed, when the credential may not (amoCRM lists users to
    * admins only): deliveries then use agents[].crmUserId and the default, unchecked.
    */
   usersUnavailable?: string;
+  /**
+   * Why tasks would be refused (a Bitrix24 webhook without the `task` scope): offline messages
+   * routed to the destination could not become tasks.
+   */
+  tasksUnavailable?: string;
 }
 
 /** What the core lends a connector to reach its CRM. */

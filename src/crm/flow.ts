@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
-import { GLOBAL_KINDS, normalizeEmail, normalizePhone } from '../contacts/normalize.js';
+import { GLOBAL_KINDS, normalizeEmail, normalizePhone, splitPhones } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
 import type {
@@ -86,6 +86,11 @@ export interface CrmFlowDeps {
   now(): Date;
   /** The find-or-create locks' ttl and wait (tests shorten them); default LOCK. */
   lock?: { ttlMs: number; waitMs: number };
+  /**
+   * The identity rules (config `identity`): which phones and e-mails may find the CRM contact
+   * (searchable below). Absent: every one, as with the default rules.
+   */
+  identity?: { mergeOn: readonly string[]; mergeOnVisitorTyped: readonly string[] };
 }
 
 const dataSchema = z.object({
@@ -201,6 +206,24 @@ export function createCrmFlow(deps: CrmFlowDeps) {
   }
 
   /**
+   * Whether a phone or e-mail of the contact may find its CRM contact: only one the identity
+   * rules would merge on (its kind in identity.mergeOn and, typed by a visitor, in
+   * mergeOnVisitorTyped). The CRM contact found becomes a `crm` identity, which joins the bridge
+   * contacts holding it: found by a value that may not merge (an e-mail a stranger typed, under
+   * `mergeOnVisitorTyped: [person]`), the link merged him with the customer and put his chats on
+   * her CRM record. Such a value is still written to the CRM contact, only not searched by.
+   */
+  function searchable(contact: Contact, kind: 'phone' | 'email', value: string): boolean {
+    const rules = deps.identity;
+    if (!rules) return true;
+    if (!rules.mergeOn.includes(kind)) return false;
+    if (rules.mergeOnVisitorTyped.includes(kind)) return true;
+    return contact.identities.some(
+      (item) => item.kind === kind && item.value === value && item.provenance === 'verified',
+    );
+  }
+
+  /**
    * The CRM ids this bridge contact is linked to, best first, without those known to be gone:
    * its own `crm` identities for this destination, then the links kept in the store (the one
    * of its own id is rewritten on every upsert, so it is the newest).
@@ -248,8 +271,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
         await forget(candidate);
       }
       let created = false;
-      if (id === null && (phones.length > 0 || emails.length > 0)) {
-        const matches = await api.findContacts({ phones, emails });
+      const search = {
+        phones: phones.filter((phone) => searchable(contact, 'phone', phone)),
+        emails: emails.filter((email) => searchable(contact, 'email', email)),
+      };
+      if (id === null && (search.phones.length > 0 || search.emails.length > 0)) {
+        const matches = await api.findContacts(search);
         // Several CRM contacts may match (duplicates made by hand): the oldest (lowest id) wins.
         matches.sort((a, b) => Number(a.id) - Number(b.id) || a.id.localeCompare(b.id));
         id = matches[0]?.id ?? null;
@@ -283,7 +310,12 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     const existing = known?.id === crmId ? known : await api.getContact(crmId);
     if (!existing) return false;
     const have = new Set([
-      ...existing.phones.map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
+      // A CRM phone value may hold several numbers ("+7 916 …, 8 926 …", typed by a manager):
+      // each is a phone the contact has, as the bridge reads such a field from a chat vendor.
+      // Read whole, it was no phone, and every number in it was added to the contact again.
+      ...existing.phones
+        .flatMap(splitPhones)
+        .map((phone) => normalizePhone(phone, deps.defaultCountry) ?? phone),
       ...existing.emails.map((email) => normalizeEmail(email) ?? email),
     ]);
     const phones = phonesOf(contact).filter((phone) => !have.has(phone));
@@ -292,12 +324,57 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     return true;
   }
 
-  async function linkBack(contact: Contact, crmId: string, url: string, body: DeliveredBody) {
+  async function linkBack(contact: Contact, crmId: string, api: CrmApi, body: DeliveredBody) {
+    const url = api.contactUrl(crmId);
+    const own = contact.identities.filter((item) => item.kind === 'crm' && item.channelId === destinationId);
+    if (own.some((item) => item.value === crmId)) {
+      if (contact.crmLink === url) return;
+      // Linked already, but "Open in CRM" shows another CRM contact of this destination: a merge
+      // joined two bridge contacts linked to two CRM contacts, and the newer link showed while
+      // the events went on the survivor's (linkedIds: its own first). The link follows the
+      // events. Written to the record that holds this CRM id (its identity alone finds it), so
+      // an unmerge leaves each contact its own link; a link of another destination is left.
+      const ownUrls = new Set(own.map((item) => api.contactUrl(item.value)));
+      if (contact.crmLink !== null && !ownUrls.has(contact.crmLink)) return;
+      await deps.contacts.observe({
+        channelId: destinationId,
+        vendor: destination.kind,
+        at: deps.now().toISOString(),
+        idempotencyKey: `crm-relink:${destinationId}:${crmId}:${contact.id}:${body.id}`,
+        identifiers: [{ kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' }],
+        crmLink: url,
+        timeline: [
+          {
+            at: deps.now().toISOString(),
+            type: 'crm.linked',
+            summary: `Linked to ${deps.displayName} contact ${crmId} (events of the merged contact go there)`,
+            data: { destination: destinationId, crmId, url, event: body.id },
+          },
+        ],
+      });
+      return;
+    }
+    // Another bridge contact holding this CRM id: the CRM matched two contacts the identity rules
+    // keep apart (colleagues behind one switchboard, whose numbers with an extension never merge;
+    // values the rules do not merge on, in the CRM under one contact). As an identity the id
+    // would merge them (it did): this one is linked without it (the link in the store and its
+    // crmLink), so its events still go on that CRM contact and the contacts stay two.
+    const holder = await deps.contacts.findByIdentifier({
+      kind: 'crm',
+      value: crmId,
+      channelId: destinationId,
+    });
+    const shared = holder !== null && holder.id !== contact.id;
+    if (shared && contact.crmLink === url) return;
     // The observation must land on this bridge contact: it carries the identifiers that resolve
     // to it, plus the new `crm` identity (scoped to this destination, so it never merges across).
-    const identifiers: Identifier[] = contact.identities.filter(
-      (item) => item.channelId !== undefined || GLOBAL_KINDS.has(item.kind),
-    );
+    // Its ids (vendor-local, person) when it has any, not its phones and e-mails: the contact
+    // shows a phone given with an extension as the bare number, and observed again so it became
+    // a claim on that number (an extension keeps a phone search-only), which merged the next
+    // colleague behind the same switchboard into this contact.
+    const ids = contact.identities.filter((item) => item.channelId !== undefined || item.kind === 'person');
+    const identifiers: Identifier[] =
+      ids.length > 0 ? ids : contact.identities.filter((item) => GLOBAL_KINDS.has(item.kind));
     await deps.contacts.observe({
       channelId: destinationId,
       vendor: destination.kind,
@@ -307,14 +384,16 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       // provenance the contact shows (a visitor-typed e-mail stays visitor-typed).
       identifiers: [
         ...identifiers,
-        { kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' },
+        ...(shared
+          ? []
+          : [{ kind: 'crm', value: crmId, channelId: destinationId, provenance: 'verified' as const }]),
       ],
       crmLink: url,
       timeline: [
         {
           at: deps.now().toISOString(),
           type: 'crm.linked',
-          summary: `Linked to ${deps.displayName} contact ${crmId}`,
+          summary: `Linked to ${deps.displayName} contact ${crmId}${shared ? ' (linked to another contact too: not merged with it)' : ''}`,
           data: { destination: destinationId, crmId, url, event: body.id },
         },
       ],
@@ -508,7 +587,7 @@ export function createCrmFlow(deps: CrmFlowDeps) {
       }
       const crmContactId = progress.contact!;
       if (!progress.linked) {
-        await linkBack(contact, crmContactId, api.contactUrl(crmContactId), body);
+        await linkBack(contact, crmContactId, api, body);
         await save({ linked: 'true' });
       }
 

@@ -40,6 +40,8 @@ export interface CrmRuntimeDeps {
   channels: readonly ChannelConfig[];
   vendorNames: ReadonlyMap<string, string>;
   defaultCountry: string;
+  /** Config `identity`: which phones and e-mails may find the CRM contact (src/crm/flow.ts). */
+  identity?: { mergeOn: readonly string[]; mergeOnVisitorTyped: readonly string[] };
   logger: Logger;
   metrics: Metrics;
   now(): Date;
@@ -88,6 +90,7 @@ export function createCrmRuntime(deps: CrmRuntimeDeps): CrmRuntime {
     channels: deps.channels,
     vendorNames: deps.vendorNames,
     defaultCountry: deps.defaultCountry,
+    ...(deps.identity ? { identity: deps.identity } : {}),
     responsibleByEmail: (email) => users.byEmail(email),
     now: deps.now,
   });

@@ -402,14 +402,11 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
               .map((value) => value.value),
           ].some((text) => text.toLowerCase().includes(query)),
       );
-      if (found.length === 0) return { status: 204 };
-      return {
-        status: 200,
-        json: hal(
-          { contacts: found.slice(0, 50).map((contact) => contactView(contact, false)) },
-          { _page: 1 },
-        ),
-      };
+      // Ordered by id (order[id]=desc: newest first), at most `limit` (≤ 250), as every list [OFF].
+      const listedContacts = listed(url, 'contacts', found, (contact) => contactView(contact, false));
+      return listedContacts.status === 204
+        ? listedContacts
+        : { ...listedContacts, json: { ...(listedContacts.json as object), _page: 1 } };
     }
     const contactPath = /^\/api\/v4\/contacts\/(\d+)$/.exec(path);
     if (contactPath) {

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
  * 503 QUERY_LIMIT_EXCEEDED from a leaky bucket when `bucket` is set.
  * crm.contact.list / crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (what a retry whose
  * create got no answer asks) and refuse filter keys the fake does not know.
+ * The webhook's scopes (`scopes`): a method outside them is refused with insufficient_scope.
  * Fault switches: `failNext(n, answer, match?)`, `rejectCode`, `bucket`.
  */
 
@@ -78,6 +79,12 @@ export interface FakeBitrix24Options {
    * portals keep it [INF]); `exact` compares the stored string as is.
    */
   phoneMatch?: 'digits' | 'exact';
+  /**
+   * The scopes ticked on the webhook (default crm, user, task). A method outside them answers
+   * 403 insufficient_scope [OFF]; under `user_brief` alone user.get shows no EMAIL [OFF]; the
+   * `scope` method lists them [OFF: rest_help/general/scope.php].
+   */
+  scopes?: string[];
 }
 
 export interface FakeBitrix24 {
@@ -217,9 +224,27 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
     ORIGINATOR_ID: (item: { ORIGINATOR_ID?: string }, value: string) => item.ORIGINATOR_ID === value,
   };
 
+  const scopes = new Set(options.scopes ?? ['crm', 'user', 'task']);
+  const userScope = ['user', 'user_basic', 'user_brief'].some((scope) => scopes.has(scope));
+  /** The scope a method needs (crm.*, user.get, tasks.*) [OFF]; `scope` needs none. */
+  function allowed(name: string): boolean {
+    if (name.startsWith('crm.')) return scopes.has('crm');
+    if (name === 'user.get') return userScope;
+    if (name.startsWith('tasks.')) return scopes.has('task');
+    return true;
+  }
+
   function method(name: string, params: Record<string, unknown>): unknown {
     const fields = (params.fields ?? {}) as Record<string, unknown>;
+    if (!allowed(name))
+      throw new MethodError(
+        403,
+        'insufficient_scope',
+        'The request requires higher privileges than provided by the webhook token',
+      );
     switch (name) {
+      case 'scope':
+        return [...scopes];
       case 'crm.duplicate.findbycomm': {
         const type = String(params.type ?? '');
         if (type !== 'PHONE' && type !== 'EMAIL')
@@ -381,7 +406,8 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
             ACTIVE: user.ACTIVE ?? true,
             NAME: user.NAME,
             LAST_NAME: '',
-            EMAIL: user.EMAIL,
+            // user_brief has no contact details [OFF].
+            ...(scopes.has('user') || scopes.has('user_basic') ? { EMAIL: user.EMAIL } : {}),
             USER_TYPE: 'employee',
           })),
           matching.length,
@@ -407,6 +433,8 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
             NAME: stage.replace(/^C\d+:/, ''),
             SORT: String((index + 1) * 10),
             CATEGORY_ID: String(category.id),
+            // Won and lost stages close the deal (CLOSED=Y in crm.deal.add above) [OFF].
+            EXTRA: { SEMANTICS: /WON/.test(stage) ? 'success' : /LOSE/.test(stage) ? 'failure' : 'process' },
           })),
         );
       default:
