@@ -4,8 +4,9 @@
 // and the first one both), on a private redis-server (or
 // REDIS_URL, under a private key prefix), then searches as the console does (find by name, 51
 // contacts asked: one more than the page lists) and reports, per search: wall time (median of
-// BENCH_SEARCHES, default 20), commands sent, bytes Redis answered (read on the client's socket)
-// and contacts returned. One search at a time, nothing else running against the Redis.
+// BENCH_SEARCHES, default 20), commands sent, round trips (as bench/trips.js counts them: the
+// commands sent before any answer came back share one), bytes Redis answered (read on the
+// client's socket) and contacts returned. One search at a time, nothing else running against the Redis.
 
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -66,32 +67,43 @@ process.stdout.write(
 
 let bytes = 0;
 let commands = 0;
+let trips = 0;
+let answered = true;
 store.client.stream.on('data', (chunk) => {
   bytes += chunk.length;
 });
 const send = store.client.sendCommand.bind(store.client);
 store.client.sendCommand = (command, ...rest) => {
   commands++;
+  if (answered) {
+    answered = false;
+    trips++;
+  }
+  const done = () => {
+    answered = true;
+  };
+  command.promise.then(done, done);
   return send(command, ...rest);
 };
 
 async function measure(label, name) {
   const times = [];
-  let last = { bytes: 0, commands: 0, found: 0 };
+  let last = { bytes: 0, commands: 0, trips: 0, found: 0 };
   for (let i = 0; i < SEARCHES; i++) {
     await new Promise((resolve) => setImmediate(resolve));
     bytes = 0;
     commands = 0;
+    trips = 0;
     const t0 = performance.now();
     const found = await engine.find({ name, limit: 51 });
     times.push(performance.now() - t0);
     await new Promise((resolve) => setImmediate(resolve));
-    last = { bytes, commands, found: found.length };
+    last = { bytes, commands, trips, found: found.length };
   }
   times.sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)];
   process.stdout.write(
-    `${label.padEnd(34)} ${median.toFixed(1).padStart(8)} ms (median) ${String(last.commands).padStart(5)} commands ` +
+    `${label.padEnd(34)} ${median.toFixed(1).padStart(8)} ms (median) ${String(last.commands).padStart(5)} commands ${String(last.trips).padStart(4)} trips ` +
       `${(last.bytes / 1024).toFixed(1).padStart(8)} KiB read   ${last.found} contacts\n`,
   );
 }

@@ -983,15 +983,14 @@ for (const kind of ['memory', 'redis'] as const) {
       let merged = false;
       const mergingMeanwhile = new Proxy(storeA, {
         get(target, property, receiver) {
-          if (property !== 'mget') return Reflect.get(target, property, receiver);
-          return async (...args: Parameters<Store['mget']>) => {
-            const values = await target.mget(...args);
-            // Right after the search has read its records' roots: they merge.
-            if (!merged && args[0].some((name) => name.startsWith('root:'))) {
+          if (property !== 'readGroups') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<Store['readGroups']>) => {
+            // Once the search has found both records, before it reads their contacts: they merge.
+            if (!merged && (args[0].ids?.length ?? 0) > 1) {
               merged = true;
               await observe(3, [email, phone]);
             }
-            return values;
+            return target.readGroups(...args);
           };
         },
       });

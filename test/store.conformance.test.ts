@@ -586,6 +586,58 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect([...hit.records]).toEqual([['r1', 'R1']]);
       });
 
+      it('ids: records named directly are holders after the keys’ values, each once, groups read alike', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        // Group r1 = {r1, m1}; r2 alone; gone has no record; the decoy is not read when ids name records.
+        await store
+          .batch()
+          .set(`${base}:idx`, 'r2')
+          .set(`${layout.root}m1`, 'r1')
+          .sadd(`${layout.members}r1`, 'm1')
+          .set(`${layout.record}r1`, 'R1')
+          .set(`${layout.record}m1`, 'M1')
+          .set(`${layout.record}r2`, 'R2')
+          .exec();
+        const read = await store.readGroups({
+          keys: [`${base}:idx`],
+          ids: ['m1', 'r2', 'gone', 'r1', 'm1'],
+          layout,
+          maxRecords: 10,
+          decoy: 'decoy',
+        });
+        expect(read.values).toEqual(['r2']);
+        expect([...read.roots]).toEqual([
+          ['r2', 'r2'],
+          ['m1', 'r1'],
+          ['gone', 'gone'],
+          ['r1', 'r1'],
+        ]);
+        expect([...read.members]).toEqual([
+          ['r2', []],
+          ['r1', ['m1']],
+          ['gone', []],
+        ]);
+        expect([...read.records]).toEqual([
+          ['r2', 'R2'],
+          ['r1', 'R1'],
+          ['m1', 'M1'],
+          ['gone', null],
+        ]);
+        expect(read.complete).toBe(true);
+        // Ids alone, with a budget: the groups are read in the ids' order until it runs out.
+        const partial = await store.readGroups({ keys: [], ids: ['r2', 'm1'], layout, maxRecords: 2 });
+        expect([...partial.roots]).toEqual([
+          ['r2', 'r2'],
+          ['m1', 'r1'],
+        ]);
+        expect([...partial.records]).toEqual([
+          ['r2', 'R2'],
+          ['r1', 'R1'],
+        ]);
+        expect(partial.complete).toBe(false);
+      });
+
       it('with a claim: the first caller claims (with a ttl) and reads, a later one reads nothing', async () => {
         const base = key('groups');
         const layout = layoutFor(base);

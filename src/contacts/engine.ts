@@ -131,6 +131,13 @@ export const TIMELINE_SCAN_BYTES = 4 * 1024 * 1024;
 export const NAME_SEARCH_IDS = 1000;
 const NAME_SEARCH_PAGE = 200;
 const NAME_SEARCH_SCAN = 5000;
+/**
+ * A search loads the contacts of at most this many found record ids per store step
+ * (Store.readGroups with `ids`), reading at most FOUND_RECORDS records in it (more in a later
+ * step): a page of contacts costs one round trip, not one or two per contact.
+ */
+const FOUND_IDS = NAME_SEARCH_PAGE;
+const FOUND_RECORDS = 1000;
 /** Lock-free tries before a contended observation queues on the identity lock. */
 const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
@@ -249,17 +256,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    */
   function retainTimeline(batch: StoreBatch, timelineKey: string): void {
     if (limits.timelineRetention > 0) batch.expire(timelineKey, limits.timelineRetention);
-  }
-
-  async function rootsOf(recordIds: readonly string[]): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
-    if (recordIds.length === 0) return out;
-    const values = await store.mget(recordIds.map(key.root));
-    recordIds.forEach((id, index) => {
-      const value = values[index];
-      out.set(id, value ? publicId(value) : id);
-    });
-    return out;
   }
 
   /**
@@ -507,6 +503,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   ): { contact: Contact; rootId: string } | null | undefined {
     const rootId = read.roots.get(id);
     if (rootId === undefined) return undefined;
+    // A root that is not merged away must have its own record; a merged-away id needs any.
+    const contact = groupFromRead(read, rootId, rootId === id);
+    return contact && { contact, rootId };
+  }
+
+  /**
+   * The contact of the group `rootId` heads, from a readGroups answer that read its members;
+   * undefined when some of its records were left unread, null when it has none (or, with
+   * `rootRecord`, not the root's own).
+   */
+  function groupFromRead(
+    read: GroupReadResult,
+    rootId: string,
+    rootRecord: boolean,
+  ): Contact | null | undefined {
     const ids = [rootId, ...[...(read.members.get(rootId) ?? [])].sort()];
     const records: StoredRecord[] = [];
     for (const member of ids) {
@@ -514,9 +525,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const text = read.records.get(member);
       if (text) records.push(decodeRead(member, text));
     }
-    // A root that is not merged away must have its own record; a merged-away id needs any.
-    if (rootId === id ? records[0]?.id !== rootId : records.length === 0) return null;
-    return { contact: mergedView(rootId, records), rootId };
+    if (rootRecord ? records[0]?.id !== rootId : records.length === 0) return null;
+    return mergedView(rootId, records);
   }
 
   function plan(read: GroupReadResult, indexValues: (string | null)[], identifiers: Identifier[]): Plan {
@@ -1336,29 +1346,55 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       for (const id of await findRecordIds(identifier, noteExtension(raw, identifier))) recordIds.add(id);
     }
     const contacts: Contact[] = [];
-    const listed = new Set<string>();
     const rootsSeen = new Set<string>();
     const idsSeen = new Set<string>();
     // The bound is on contacts, not records: a contact is often several merged records that all
     // match (each holds the name), so cutting the records first listed fewer contacts than
     // matched, and the caller (asking one more than it shows) could not tell the list was cut.
-    const load = async (found: Iterable<string>) => {
+    // The found records' contacts are read together, root pointers, member sets and records in
+    // one store step (Store.readGroups): a name search for a page of 51 contacts took 53 round
+    // trips (the word page, a read of the root pointers, then one per contact, three commands
+    // each) and now takes 2 (bench/name-search.js).
+    const load = async (found: Iterable<string>, whole = false) => {
       const ids = [...found].filter((id) => !idsSeen.has(id));
       for (const id of ids) idsSeen.add(id);
-      for (let start = 0; start < ids.length && contacts.length < limit; start += FIND_LIMIT) {
-        const roots = await rootsOf(ids.slice(start, start + FIND_LIMIT));
-        for (const root of new Set(roots.values())) {
+      let start = 0;
+      while (start < ids.length && contacts.length < limit) {
+        // About as many ids as contacts are still missing (more when merged records share one);
+        // a name page was asked for that many already: read whole.
+        const size = whole ? FOUND_IDS : Math.min(FOUND_IDS, Math.max(limit - contacts.length, 16));
+        const chunk = ids.slice(start, start + size);
+        const read = withPublicIds(
+          await store.readGroups({
+            keys: [],
+            ids: chunk.map(storedId),
+            layout: groupLayout,
+            maxRecords: Math.max(FOUND_RECORDS, identity.maxMergeSize),
+          }),
+        );
+        let done = 0;
+        for (const id of chunk) {
           // A search-only value may be shared by any number of contacts: the answer is bounded.
           if (contacts.length >= limit) break;
-          if (rootsSeen.has(root)) continue;
-          rootsSeen.add(root);
-          const loaded = await loadContact(root);
-          // Two roots read may be one contact by now (merged since): listed once.
-          if (loaded && !listed.has(loaded.rootId)) {
-            listed.add(loaded.rootId);
-            contacts.push(loaded.contact);
+          const root = read.roots.get(id) ?? id;
+          if (!rootsSeen.has(root)) {
+            // As get() would read the root: a contact needs the root's own record.
+            let contact = groupFromRead(read, root, true);
+            if (contact === undefined) {
+              // Left unread (the step's record budget): the next step starts with this group.
+              if (done > 0) break;
+              // Larger than a whole step reads (identity.maxMergeSize lowered since its merges):
+              // read on its own; it may have been merged into a contact listed meanwhile.
+              const loaded = await loadContact(root);
+              contact = loaded && !rootsSeen.has(loaded.rootId) ? loaded.contact : null;
+              if (loaded) rootsSeen.add(loaded.rootId);
+            }
+            rootsSeen.add(root);
+            if (contact) contacts.push(contact);
           }
+          done++;
         }
+        start += done;
       }
     };
     await load(recordIds);
@@ -1375,7 +1411,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const page = await store.sinterScan(keys, cursor, { count, scan: NAME_SEARCH_SCAN });
         cursor = page.cursor;
         read += page.members.length;
-        await load(page.members.map(publicId));
+        await load(page.members.map(publicId), true);
       } while (cursor !== '0' && contacts.length < limit && read < NAME_SEARCH_IDS);
       more = cursor !== '0' && contacts.length < limit;
     }

@@ -316,7 +316,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   }
 
   /** Store.readGroups, in one synchronous pass (what the Lua script does on Redis). */
-  function readGroups({ keys, layout, maxRecords, decoy, claim }: GroupRead): GroupReadResult {
+  function readGroups({ keys, ids = [], layout, maxRecords, decoy, claim }: GroupRead): GroupReadResult {
     const result: GroupReadResult = {
       claimed: true,
       values: [],
@@ -335,6 +335,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       result.values.push(value);
       if (value !== null && !holders.includes(value)) holders.push(value);
     }
+    for (const id of ids) if (!holders.includes(id)) holders.push(id);
     if (holders.length === 0 && decoy !== undefined) holders.push(decoy);
     for (const holder of holders) result.roots.set(holder, stringAt(layout.root + holder) ?? holder);
     for (const root of result.roots.values()) {

@@ -168,7 +168,9 @@ return 1
  * Store.readGroups: the keys' values, then for every record they name its root pointer, the
  * root's member set and the group's records (at most ARGV[5] records), in one atomic read.
  * KEYS = the keys to read. ARGV[1] = the client's key prefix; ARGV[2..4] = the root, members and
- * record key prefixes of the layout; ARGV[5] = most records to read; ARGV[6] = the decoy id, or ''.
+ * record key prefixes of the layout; ARGV[5] = most records to read; ARGV[6] = the decoy id, or '';
+ * ARGV[7] = the claim's ttl (the claim script's; '' otherwise); ARGV[8..] = record ids named
+ * directly (GroupRead.ids), holders after the keys' values.
  *
  * The root, member and record keys are computed here from the values read, so they cannot be
  * declared in KEYS beforehand (the keys we know are). On a Cluster that is still correct because
@@ -192,6 +194,13 @@ for i = 1, nkeys do
   if value and not seen[value] then
     seen[value] = true
     holders[#holders + 1] = value
+  end
+end
+for i = 8, #ARGV do
+  local id = ARGV[i]
+  if not seen[id] then
+    seen[id] = true
+    holders[#holders + 1] = id
   end
 end
 if #holders == 0 and ARGV[6] ~= '' then holders[1] = ARGV[6] end
@@ -732,13 +741,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     lrangeBuffer: (key, start, stop) => run(() => client.lrangeBuffer(key, start, stop)),
     llen: (key) => run(() => client.llen(key)),
 
-    async readGroups({ keys, layout, maxRecords, decoy, claim }) {
-      const args = [clientPrefix, layout.root, layout.members, layout.record, maxRecords, decoy ?? ''];
+    async readGroups({ keys, ids = [], layout, maxRecords, decoy, claim }) {
+      const args = [
+        clientPrefix,
+        layout.root,
+        layout.members,
+        layout.record,
+        maxRecords,
+        decoy ?? '',
+        claim ? claim.ttlMs : '',
+        ...ids,
+      ];
       coalesceWrites();
       const reply = (await run(() =>
-        claim
-          ? claimReadGroupsScript([...keys, claim.key], [...args, claim.ttlMs])
-          : readGroupsScript(keys, args),
+        claim ? claimReadGroupsScript([...keys, claim.key], args) : readGroupsScript(keys, args),
       )) as ReadGroupsReply;
       const result: GroupReadResult = {
         claimed: reply[0] === 1,

@@ -92,6 +92,12 @@ export interface StoreBatch {
 export interface GroupRead {
   /** String keys read first; each value found names a record (a holder) whose group is read too. */
   keys: readonly string[];
+  /**
+   * Records named directly (holders after those the keys name, in this order), for a caller that
+   * has ids rather than keys holding them: a search reads a page of found records' contacts in
+   * one step (ContactService.find) instead of a few round trips per contact.
+   */
+  ids?: readonly string[];
   /** Key prefixes of the group layout (without the store's prefix), each followed by a record id. */
   layout: { root: string; members: string; record: string };
   /**
@@ -100,7 +106,7 @@ export interface GroupRead {
    */
   maxRecords: number;
   /**
-   * When no key names a record, read the group of this id anyway (an id that is never written),
+   * When no key (and no id) names a record, read the group of this id anyway (an id that is never written),
    * so that a miss does the same work as a hit on a one-record group.
    */
   decoy?: string;

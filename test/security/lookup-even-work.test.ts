@@ -27,8 +27,13 @@ function recordingStore(): { store: Store; ops: string[]; recording: { on: boole
       const value = Reflect.get(target, property, receiver);
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        // readGroups takes a request: what it reads first are its keys (the groups follow from them).
-        const first = property === 'readGroups' ? (args[0] as { keys: readonly string[] }).keys : args[0];
+        // readGroups takes a request: what it reads first are its keys (the groups follow from
+        // them), and the records it is named directly (a search's found ids), each a record read.
+        const request = args[0] as { keys: readonly string[]; ids?: readonly string[] };
+        const first =
+          property === 'readGroups'
+            ? [...request.keys, ...(request.ids ?? []).map((id) => `rec:${id}`)]
+            : args[0];
         const families = Array.isArray(first) ? first.map(family) : [family(first)];
         if (recording.on && families.some((name) => CONTACT_FAMILIES.has(name)))
           ops.push(`${String(property)}:${families.join(',')}`);
