@@ -125,12 +125,15 @@ const shown = (text: string): string => cleanDisplayText(text) ?? '';
 
 /** The check's report with every text of the CRM's made showable (ids too: a portal's are text). */
 function showable(report: CrmCheckReport): CrmCheckReport {
+  // Spread first, so a field the report gains later (a stage's kind) is kept, not dropped.
   return {
+    ...report,
     account: shown(report.account),
     pipelines: report.pipelines.map((pipeline) => ({
+      ...pipeline,
       id: shown(pipeline.id),
       name: shown(pipeline.name),
-      stages: pipeline.stages.map((stage) => ({ id: shown(stage.id), name: shown(stage.name) })),
+      stages: pipeline.stages.map((stage) => ({ ...stage, id: shown(stage.id), name: shown(stage.name) })),
     })),
     users: report.users.map((user) => ({
       ...user,
@@ -139,6 +142,7 @@ function showable(report: CrmCheckReport): CrmCheckReport {
       email: user.email === null ? null : shown(user.email),
     })),
     ...(report.usersUnavailable === undefined ? {} : { usersUnavailable: shown(report.usersUnavailable) }),
+    ...(report.tasksUnavailable === undefined ? {} : { tasksUnavailable: shown(report.tasksUnavailable) }),
   };
 }
 
