@@ -63,3 +63,65 @@ describe('durability.timeoutMs above the command timeout', () => {
     }
   }, 30_000);
 });
+
+/**
+ * A failover demotes the primary the store wrote through; the store's next WAIT goes to that
+ * server, a replica now, which answers `ERR WAIT cannot be used with replica instances`. That
+ * plain ERR was passed on as it was, and the vendor got 500 instead of 503 (seen on a Cluster
+ * after CLUSTER FAILOVER: test/slow/cluster.failover.test.ts). Here the demotion is REPLICAOF on
+ * one real server, as Sentinel does it.
+ */
+describe('WAIT on a primary that a failover demoted', () => {
+  let dir: string;
+  let first: PrivateRedis;
+  let second: PrivateRedis;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'chatbridge-demoted-'));
+    // No 5 s wait before the first sync (repl-diskless-sync-delay's default).
+    const args = ['--dir', dir, '--repl-diskless-sync-delay', '0'];
+    first = await startPrivateRedis({ args: [...args, '--dbfilename', 'first.rdb'] });
+    second = await startPrivateRedis({
+      args: [...args, '--dbfilename', 'second.rdb', '--replicaof', '127.0.0.1', String(first.port)],
+    });
+    const probe = new Redis(first.url);
+    try {
+      while (!(await probe.info('replication')).includes('state=online'))
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      probe.disconnect();
+    }
+  });
+  afterAll(async () => {
+    // The replica first: a primary's shutdown waits for lagging replicas (shutdown-timeout).
+    await first?.stop();
+    await second?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is refused as unavailable (503), not passed on as a command error (500)', async () => {
+    const store = await createRedisStore({
+      url: first.url,
+      keyPrefix: 'demoted',
+      logger: pino({ level: 'silent' }),
+      durability: { replicas: 1, timeoutMs: 1000 },
+    });
+    const admin = new Redis(second.url);
+    const demote = new Redis(first.url);
+    try {
+      const mark = store.writeMark();
+      await store.set('k', 'v');
+      // The failover: the replica is promoted and the old primary follows it.
+      await admin.replicaof('NO', 'ONE');
+      await demote.replicaof('127.0.0.1', String(second.port));
+      await expect(store.confirmWrites(mark)).rejects.toMatchObject({
+        code: 'store_unavailable',
+        status: 503,
+      });
+    } finally {
+      admin.disconnect();
+      demote.disconnect();
+      await store.close();
+    }
+  });
+});

@@ -306,7 +306,44 @@ function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
           ...(target.tls ? { tls: {} } : {}),
         },
       };
-      return new Cluster(target.nodes.map(parseNode), clusterOptions);
+      return refreshSlotsWhileReady(new Cluster(target.nodes.map(parseNode), clusterOptions));
     }
   }
+}
+
+/**
+ * How often a Cluster client reads the slot map again by itself (CLUSTER SLOTS, on a connection
+ * of its own). ioredis reads it again only when a command is redirected (MOVED) or a node's
+ * connection closes. A primary that stops answering without closing its connections — a host
+ * that lost power, a network partition, a frozen process — gives neither: every command for its
+ * slots was sent to it and timed out, long after the Cluster had elected its replica, and the
+ * bridge answered 503 (and delivered nothing) until the old primary came back, or for good
+ * (test/slow/cluster.failover.test.ts, "a primary that hangs"). The new map drops a failed
+ * node, and its connection with it, so what was waiting on it is sent to the new primary.
+ */
+export const SLOTS_REFRESH_MS = 5000;
+
+/**
+ * Not ioredis's own `slotsRefreshInterval`: its timer is not unref'd and schedules the next
+ * round when a refresh ends, so a client closed while a refresh was under way (likely while
+ * nodes time out) kept refreshing, and the process alive, for ever. This one runs while the
+ * client is ready, never holds the process, and stops when the client ends. BullMQ makes its
+ * workers' blocking connections with duplicate(): those get it too.
+ */
+function refreshSlotsWhileReady(cluster: Cluster): Cluster {
+  let timer: NodeJS.Timeout | undefined;
+  cluster.on('ready', () => {
+    timer ??= setInterval(() => {
+      if (cluster.status === 'ready') cluster.refreshSlotsCache();
+    }, SLOTS_REFRESH_MS);
+    timer.unref();
+  });
+  cluster.on('end', () => {
+    clearInterval(timer);
+    timer = undefined;
+  });
+  const duplicate = cluster.duplicate.bind(cluster);
+  cluster.duplicate = (...args: Parameters<Cluster['duplicate']>) =>
+    refreshSlotsWhileReady(duplicate(...args));
+  return cluster;
 }

@@ -335,8 +335,17 @@ export function toStoreError(error: unknown): unknown {
 /** A plain batch with a write of more arguments than this is sent as MULTI/EXEC (see exec()). */
 const LONGEST_SCRIPT_WRITE = 1000;
 
+/**
+ * WAIT sent to a server that is a replica now: the primary our writes went through was demoted
+ * by a failover (`CLUSTER FAILOVER`; on a Cluster the client finds out at the next MOVED, and WAIT
+ * has no key to be redirected by). Those writes may or may not be on the new primary, so WAIT
+ * cannot vouch for them: "not now", like READONLY. As a plain ERR it answered vendors 500
+ * (test/slow/cluster.failover.test.ts).
+ */
+const WAIT_ON_REPLICA = /^ERR WAIT cannot be used with replica/;
+
 function isTransientReply(error: Error): boolean {
-  if (TRANSIENT_REPLY.test(error.message)) return true;
+  if (TRANSIENT_REPLY.test(error.message) || WAIT_ON_REPLICA.test(error.message)) return true;
   // A MULTI whose queued writes were refused (READONLY/NOREPLICAS during a failover) fails as
   // EXECABORT; what counts is why they were refused.
   const previous = (error as { previousErrors?: unknown }).previousErrors;

@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freePort, type PrivateRedis, startPrivateRedis } from './redis.js';
+import { freePort, type PrivateRedis, pingRaw, startPrivateRedis } from './redis.js';
 
 /**
  * Real Redis topologies for the slow tier, on free loopback ports in private directories, built
  * from startPrivateRedis (so every process is killed when the test process exits):
  * - a Sentinel group: one primary, two replicas, three Sentinels (quorum 2);
- * - a Cluster of three primaries (no replicas), created with `redis-cli --cluster create`.
+ * - a Cluster of three primaries, without replicas or with one each, created with
+ *   `redis-cli --cluster create`.
  */
 
 const run = promisify(execFile);
@@ -190,20 +191,54 @@ export async function startSentinelTopology(name = 'chatbridge-test'): Promise<S
 }
 
 export interface ClusterTopology {
-  /** `127.0.0.1:port` of each primary, for store.cluster.nodes. */
+  /** `127.0.0.1:port` of every node (primaries first, as created), for store.cluster.nodes. */
   nodes: string[];
+  /** Every node: the first three were created as primaries, the rest as their replicas. */
   servers: PrivateRedis[];
-  /** Which primary (index into `servers`) serves the hash slot of `key`. */
+  /** Which server (index into `servers`) is the primary serving the hash slot of `key` now. */
   ownerOf(key: string): Promise<number>;
+  /** The servers (indexes) that replicate `primary` now, as it reports them. */
+  replicasOf(primary: number): Promise<number[]>;
+  /**
+   * `CLUSTER FAILOVER` on a replica of the primary serving `key` (the graceful, lossless kind: the
+   * primary stops its clients until the replica has caught up); resolves with the new owner once
+   * every live node agrees on it and the cluster is `ok`.
+   */
+  failover(key: string): Promise<number>;
+  /**
+   * Wait until every live node names a primary other than `old` for `key`, the cluster is `ok` and
+   * the new one is a primary (it may still refuse writes while it has no replica).
+   */
+  waitForNewOwner(key: string, old: number, timeoutMs?: number): Promise<number>;
+  /** `CONFIG SET name value` on one server. */
+  configSet(server: number, name: string, value: string): Promise<void>;
+  /** Wait until `server` is a replica whose link to its primary is up (after a restart it rejoins as one). */
+  waitForReplica(server: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** Three primaries sharing the 16,384 slots, no replicas. */
-export async function startClusterTopology(): Promise<ClusterTopology> {
+export interface ClusterOptions {
+  /** Replicas per primary: 0 (three nodes) or 1 (six nodes). Default 0. */
+  replicas?: 0 | 1;
+  /** cluster-node-timeout: how long a silent primary takes to be failed over. Default 2000. */
+  nodeTimeoutMs?: number;
+}
+
+/**
+ * Three primaries sharing the 16,384 slots, with no replicas or one each. With replicas every
+ * node also has what README "Running highly available" asks of a data server: AOF persistence (a
+ * killed node comes back with its data and its nodes.conf, and rejoins as a replica) and
+ * `min-replicas-to-write 1` (a primary that lost its replica refuses writes); max-lag is 60 s
+ * rather than the README's 10 so that a test that stops a replica on purpose has time to write.
+ * `cluster-replica-validity-factor 0` lets a replica that lost its link for a while still take
+ * over, as a restarted or stopped one must here.
+ */
+export async function startClusterTopology(options: ClusterOptions = {}): Promise<ClusterTopology> {
+  const replicas = options.replicas ?? 0;
   const dirs: string[] = [];
   const servers: PrivateRedis[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 3 * (1 + replicas); i++) {
       const dir = privateDir('cluster');
       dirs.push(dir);
       servers.push(
@@ -216,35 +251,150 @@ export async function startClusterTopology(): Promise<ClusterTopology> {
             '--cluster-config-file',
             join(dir, 'nodes.conf'),
             '--cluster-node-timeout',
-            '2000',
+            String(options.nodeTimeoutMs ?? 2000),
+            ...(replicas === 0
+              ? []
+              : [
+                  '--appendonly',
+                  'yes',
+                  '--appendfsync',
+                  'everysec',
+                  '--min-replicas-to-write',
+                  '1',
+                  '--min-replicas-max-lag',
+                  '60',
+                  '--cluster-replica-validity-factor',
+                  '0',
+                  '--repl-diskless-sync',
+                  'yes',
+                  '--repl-diskless-sync-delay',
+                  '0',
+                ]),
           ],
         }),
       );
     }
     const nodes = servers.map((server) => `127.0.0.1:${server.port}`);
-    await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes']);
-    await poll('cluster_state:ok on every node', 30_000, async () => {
+    // redis-cli makes the first three primaries and gives each one of the others (it warns that
+    // a replica shares its primary's host: all of them are on 127.0.0.1 here).
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...nodes,
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ]);
+    const indexOfPort = (port: number) => servers.findIndex((server) => server.port === port);
+
+    /** Ask the live nodes in turn (any of them may be the one killed). */
+    const askAny = async <T>(use: (client: Redis) => Promise<T>): Promise<T> => {
+      let last: unknown;
       for (const server of servers) {
-        const ok = await withClient(server.port, async (client) =>
-          ((await client.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok'),
-        );
-        if (!ok) return false;
+        try {
+          return await withClient(server.port, use);
+        } catch (error) {
+          last = error;
+        }
       }
+      throw last;
+    };
+    const slotOf = (key: string) =>
+      askAny(async (client) => Number(await client.call('CLUSTER', 'KEYSLOT', key)));
+    /** The owner of `slot` as the node on `port` sees it, or -1 when it names none. */
+    const ownerSeenBy = (port: number, slot: number) =>
+      withClient(port, async (client) => {
+        const shards = (await client.call('CLUSTER', 'SLOTS')) as Array<[number, number, [string, number]]>;
+        const owner = shards.find(([from, to]) => slot >= from && slot <= to);
+        return owner === undefined ? -1 : indexOfPort(owner[2][1]);
+      });
+    const liveNodes = async () => {
+      const up: number[] = [];
+      for (const [index, server] of servers.entries())
+        if (await pingRaw('127.0.0.1', server.port, 300)) up.push(index);
+      return up;
+    };
+    const clusterOk = (port: number) =>
+      withClient(port, async (client) =>
+        ((await client.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok'),
+      );
+    const replication = (index: number) =>
+      withClient(servers[index]!.port, (client) => client.info('replication'));
+    const replicasOf = async (primary: number) => {
+      const info = await replication(primary);
+      return [...info.matchAll(/slave\d+:ip=[^,]+,port=(\d+),state=online/g)].map((match) =>
+        indexOfPort(Number(match[1])),
+      );
+    };
+
+    await poll('cluster_state:ok on every node', 30_000, async () => {
+      for (const server of servers) if (!(await clusterOk(server.port))) return false;
       return true;
     });
+    if (replicas > 0) {
+      await poll('every primary to have its replica online', 30_000, async () => {
+        for (let primary = 0; primary < 3; primary++)
+          if ((await replicasOf(primary)).length !== 1) return false;
+        return true;
+      });
+    }
+
+    const ownerOf = async (key: string) => {
+      const slot = await slotOf(key);
+      const [first] = await liveNodes();
+      if (first === undefined) throw new Error('no node of the cluster is up');
+      return ownerSeenBy(servers[first]!.port, slot);
+    };
+
+    const waitForNewOwner = async (key: string, old: number, timeoutMs = 60_000) => {
+      const slot = await slotOf(key);
+      let owner = old;
+      await poll(`a new primary for ${key}`, timeoutMs, async () => {
+        const live = await liveNodes();
+        const seen = new Set<number>();
+        for (const index of live) {
+          if (!(await clusterOk(servers[index]!.port))) return false;
+          seen.add(await ownerSeenBy(servers[index]!.port, slot));
+        }
+        if (seen.size !== 1) return false;
+        owner = [...seen][0]!;
+        if (owner === old || owner === -1) return false;
+        // It says so itself (it may still refuse writes: min-replicas-to-write wants a replica).
+        return withClient(servers[owner]!.port, async (client) => {
+          const [role] = (await client.call('ROLE')) as [string];
+          return role === 'master';
+        });
+      });
+      return owner;
+    };
+
     return {
       nodes,
       servers,
-      async ownerOf(key) {
-        const slot = Number(
-          await withClient(servers[0]!.port, (client) => client.call('CLUSTER', 'KEYSLOT', key)),
-        );
-        const shards = (await withClient(servers[0]!.port, (client) =>
-          client.call('CLUSTER', 'SLOTS'),
-        )) as Array<[number, number, [string, number]]>;
-        const owner = shards.find(([from, to]) => slot >= from && slot <= to);
-        if (!owner) throw new Error(`no owner for slot ${slot}`);
-        return servers.findIndex((server) => server.port === owner[2][1]);
+      ownerOf,
+      replicasOf,
+      async failover(key) {
+        const old = await ownerOf(key);
+        const [replica] = await replicasOf(old);
+        if (replica === undefined) throw new Error(`the primary for ${key} has no replica online`);
+        await withClient(servers[replica]!.port, (client) => client.call('CLUSTER', 'FAILOVER'));
+        return waitForNewOwner(key, old);
+      },
+      waitForNewOwner,
+      async configSet(server, name, value) {
+        await withClient(servers[server]!.port, (client) => client.config('SET', name, value));
+      },
+      async waitForReplica(server, timeoutMs = 60_000) {
+        await poll(`node ${server} to be an online replica`, timeoutMs, async () => {
+          const info = await replication(server);
+          return info.includes('role:slave') && info.includes('master_link_status:up');
+        });
+        // ... and its primary counts it (min-replicas-to-write).
+        await poll(`node ${server} to be counted by its primary`, timeoutMs, async () => {
+          const info = await replication(server);
+          const port = Number(/master_port:(\d+)/.exec(info)?.[1]);
+          return (await replicasOf(indexOfPort(port))).includes(server);
+        });
       },
       async stop() {
         await Promise.all(servers.map((server) => server.stop()));
