@@ -1,5 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runCli } from '../src/cli/main.js';
 import { type Config, configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
@@ -7,6 +10,7 @@ import { encodeRecord, newRecord } from '../src/contacts/record.js';
 import {
   NORMALIZATION_KEY,
   NORMALIZATION_VERSION,
+  REINDEX_LOCK,
   REINDEX_PROGRESS_KEY,
   type ReindexReport,
   reindexContacts,
@@ -502,3 +506,86 @@ describe.each(['memory', 'redis'] as const)(
     });
   },
 );
+
+describe('chatbridge contacts reindex', () => {
+  const prefix = uniquePrefix('reindex-cli');
+  let url: string;
+  let file: string;
+  let store: Store;
+
+  function capture() {
+    const out: string[] = [];
+    const err: string[] = [];
+    return {
+      io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
+      out,
+      err,
+    };
+  }
+
+  afterAll(async () => {
+    await store?.close();
+    if (url) await cleanupPrefix(url, prefix);
+  });
+
+  it('--dry-run prints what a pass would do and writes nothing; a pass, then another that finds nothing', async () => {
+    url = await getTestRedisUrl();
+    store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    await loadOldKeys(store);
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-reindex-'));
+    file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      `admin: { token: a-long-enough-admin-token }\nstore: { redis: "${url}", keyPrefix: "${prefix}" }\nlog: { level: silent }\n`,
+    );
+    const dry = capture();
+    expect(await runCli(['contacts', 'reindex', '--dry-run', '--config', file], dry.io)).toBe(0);
+    expect(dry.out).toHaveLength(1);
+    expect(JSON.parse(dry.out[0]!)).toMatchObject({ dryRun: true, complete: true, changed: 5, conflicts: 1 });
+    expect(dry.err.join('\n')).toContain('records read');
+    expect(dry.err.join('\n')).toContain('GET /api/v1/identity/conflicts');
+    expect(await store.get(NORMALIZATION_KEY)).toBeNull();
+    expect(await store.get(key.index({ kind: 'email', value: 'anna@xn--80a1acny.xn--p1ai' }))).not.toBeNull();
+
+    // While another instance holds the pass's lock (a worker's start-up pass), it says so.
+    const held = await store.lock([REINDEX_LOCK], { ttlMs: 10_000, waitMs: 0 });
+    const refused = capture();
+    expect(await runCli(['contacts', 'reindex', '--config', file], refused.io)).toBe(1);
+    expect(refused.err.join('\n')).toContain('another instance is re-indexing');
+    await held.release();
+
+    const run = capture();
+    expect(await runCli(['contacts', 'reindex', '--config', file], run.io)).toBe(0);
+    expect(JSON.parse(run.out[0]!)).toMatchObject({
+      dryRun: false,
+      complete: true,
+      changed: 5,
+      rekeyed: 2,
+      busy: 0,
+    });
+    expect(await store.get(NORMALIZATION_KEY)).toBe(String(NORMALIZATION_VERSION));
+    const again = capture();
+    expect(await runCli(['contacts', 'reindex', '--config', file], again.io)).toBe(0);
+    expect(JSON.parse(again.out[0]!)).toMatchObject({
+      changed: 0,
+      rekeyed: 0,
+      conflicts: 0,
+      searchOnlyPhones: 0,
+    });
+  });
+
+  it('refuses an in-memory store config; --help works without one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-reindex-'));
+    const memory = join(dir, 'bridge.yaml');
+    writeFileSync(memory, 'admin: { token: a-long-enough-admin-token }\nstore: { redis: "" }\n');
+    const run = capture();
+    expect(await runCli(['contacts', 'reindex', '--config', memory], run.io)).toBe(1);
+    expect(run.err[0]).toContain('in-memory store');
+    const help = capture();
+    expect(await runCli(['contacts', 'reindex', '--help'], help.io)).toBe(0);
+    expect(help.out.join('\n')).toContain('--dry-run');
+    const group = capture();
+    expect(await runCli(['contacts', '--help'], group.io)).toBe(0);
+    expect(group.out.join('\n')).toContain('contacts reindex');
+  });
+});
