@@ -253,6 +253,10 @@ describe.each(['memory', 'redis'] as const)(
       await chat(bridge, 6005, { name: 'Иван', email: 'IVAN@xn--80a1acny.xn--p1ai', number: '2005' });
       expect(await findIds(bridge, visitor('2005'))).toEqual([ids.ivan]);
       expect(await findIds(bridge, email('ivan@почта.рф'))).toEqual([ids.ivan]);
+      // A chat that names both (the second contact's visitor, the address) merges them as usual.
+      await chat(bridge, 6008, { name: 'Иван Иванов', email: 'ivan@почта.рф', number: '1004' });
+      const merged = await contact(bridge, ids.ivan);
+      expect(merged.records.sort()).toEqual([ids.ivan, ids.ivanPunycode].sort());
     });
 
     it('both forms in one contact (two of its records): one value, held by the record that had the current form', async () => {
