@@ -168,7 +168,7 @@ describe('planReindex', () => {
     expect(plan.changes.map((change) => change.outcome)).toEqual(['search', 'search']);
   });
 
-  it('a phone written with an extension and without: its merging key stays, the extension is indexed once', () => {
+  it('a phone written with an extension only: search-only, its extension indexed once; also without one: left as it is', () => {
     const phone: Identifier = { kind: 'phone', value: '+74951234567' };
     const mine = record('c_11', [phone]);
     const input = {
@@ -178,16 +178,26 @@ describe('planReindex', () => {
       holders: new Map([[key.index(phone), 'c_11']]),
       holderRoots: new Map(),
       groupRecords: new Map(),
-      evidence: new Map([['+74951234567', { extensions: new Set(['101']), plain: true }]]),
+      evidence: new Map([['+74951234567', { extensions: new Set(['101']), plain: false }]]),
       inExtensionSets: new Set<string>(),
       at: AT,
       entryId: 'reindex_3',
     };
     const plan = planReindex(input);
-    expect(plan.writes).toEqual([{ op: 'sadd', key: key.searchExtension(phone, '101'), members: ['11'] }]);
+    expect(plan.writes.filter((write) => write.op !== 'zadd')).toEqual([
+      { op: 'sadd', key: key.searchExtension(phone, '101'), members: ['11'] },
+      { op: 'del', key: key.index(phone) },
+      { op: 'sadd', key: key.search(phone), members: ['11'] },
+    ]);
+    expect(plan.changes).toEqual([
+      { kind: 'phone', from: phone.value, to: phone.value, outcome: 'search-only', extensions: ['101'] },
+    ]);
     expect(plan.extensionSets).toBe(1);
-    expect(
-      planReindex({ ...input, inExtensionSets: new Set([key.searchExtension(phone, '101')]) }).writes,
-    ).toEqual([]);
+    // In the extension's set already (a pass stopped half-way): not added again.
+    const again = planReindex({ ...input, inExtensionSets: new Set([key.searchExtension(phone, '101')]) });
+    expect(again.extensionSets).toBe(0);
+    // Also written without an extension: the person's own number, nothing to do.
+    const plain = new Map([['+74951234567', { extensions: new Set(['101']), plain: true }]]);
+    expect(planReindex({ ...input, evidence: plain }).writes).toEqual([]);
   });
 });

@@ -147,12 +147,13 @@ export function phoneEvidence(
   return into;
 }
 
-/** The extension sets (`sidx:phone:<number>;ext=<ext>`) a record's phones call for. */
+/** The extension sets (`sidx:phone:<number>;ext=<ext>`) a record's phones call for: those never written without one. */
 export function extensionSetsOf(renames: Renames, evidence: ReadonlyMap<string, PhoneEvidence>): string[] {
   const sets: string[] = [];
   for (const phone of renames.phones) {
-    for (const ext of evidence.get(phone)?.extensions ?? [])
-      sets.push(key.searchExtension({ kind: 'phone', value: phone }, ext));
+    const seen = evidence.get(phone);
+    if (!seen || seen.plain) continue;
+    for (const ext of seen.extensions) sets.push(key.searchExtension({ kind: 'phone', value: phone }, ext));
   }
   return sets;
 }
@@ -200,7 +201,7 @@ export interface ReindexPlan {
   /** Other records of the contact the writes rewrite (their text is expected as read). */
   rewritten: string[];
   changes: ReindexChange[];
-  /** Extension sets added for phones that keep their merging key (seen without one too). */
+  /** Extension sets the record joins (its phones that become search-only). */
   extensionSets: number;
 }
 
@@ -316,7 +317,9 @@ export function planReindex(input: ReindexInput): ReindexPlan {
     const indexKey = key.index(identifier);
     if ((holders.get(indexKey) ?? null) !== id) continue;
     const seen = input.evidence.get(phone);
-    if (!seen || seen.extensions.size === 0) continue;
+    // Never with an extension, or also without one: the number is the person's own, and keeps
+    // merging (a search with an extension finds its holder through the index as well).
+    if (!seen || seen.extensions.size === 0 || seen.plain) continue;
     const extensions = [...seen.extensions].sort();
     for (const ext of extensions) {
       const set = key.searchExtension(identifier, ext);
@@ -324,8 +327,6 @@ export function planReindex(input: ReindexInput): ReindexPlan {
       writes.push({ op: 'sadd', key: set, members: [storedId(id)] });
       extensionSets += 1;
     }
-    // Written without an extension too: that number is the person's own, and keeps merging.
-    if (seen.plain) continue;
     writes.push({ op: 'del', key: indexKey });
     writes.push({ op: 'sadd', key: key.search(identifier), members: [storedId(id)] });
     changes.push({ kind: 'phone', from: phone, to: phone, outcome: 'search-only', extensions });

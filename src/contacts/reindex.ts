@@ -56,6 +56,8 @@ export const REINDEX_PROGRESS_KEY = 'contacts:reindex:progress';
 export const REINDEX_LOCK = 'contacts:reindex';
 
 const PAGE_SIZE = 500;
+/** Timeline entries read at first (the newest), then per read, when a phone's history is looked at. */
+const FIRST_TIMELINE_CHUNK = 20;
 const TIMELINE_CHUNK = 200;
 /** Tries per record before it is left for the next pass. */
 const ATTEMPTS = 3;
@@ -78,10 +80,7 @@ export interface ReindexReport {
   rekeyed: number;
   /** Phones always written with an extension that held the number's merging key: search-only now. */
   searchOnlyPhones: number;
-  /**
-   * Extensions a phone was written with that it is now also found by (`sidx:phone:<number>;ext=<ext>`),
-   * for the search-only phones above and for numbers also written without one (which keep merging).
-   */
+  /** Extensions the search-only phones above are now found by (`sidx:phone:<number>;ext=<ext>`). */
   extensionsAdded: number;
   /** Re-keyed identifiers whose key another contact holds: recorded as identity conflicts, not merged. */
   conflicts: number;
@@ -168,17 +167,22 @@ export async function reindexContacts(options: ReindexOptions): Promise<ReindexR
     }
   }
 
-  /** The timeline of a record, read for what it says of `phones`. */
+  /**
+   * The timeline of a record, read newest first for what it says of `phones`, until each of them
+   * is seen written without an extension (it keeps merging then, whatever else the history says):
+   * for most contacts the newest entries settle it, and only a phone always written with an
+   * extension costs its whole history.
+   */
   async function evidenceOf(id: string, phones: ReadonlySet<string>): Promise<Map<string, PhoneEvidence>> {
     const evidence = new Map<string, PhoneEvidence>();
     let below: string | undefined;
-    for (;;) {
+    for (let limit = FIRST_TIMELINE_CHUNK; ; limit = TIMELINE_CHUNK) {
       const members = await store.zrevrangeByLex(key.timeline(id), {
         ...(below === undefined ? {} : { below }),
-        limit: TIMELINE_CHUNK,
+        limit,
       });
       phoneEvidence(members, phones, normalize.defaultCountry, evidence);
-      if (members.length < TIMELINE_CHUNK) return evidence;
+      if (members.length < limit || [...phones].every((phone) => evidence.get(phone)?.plain)) return evidence;
       below = members[members.length - 1];
     }
   }
@@ -384,10 +388,14 @@ export function startReindexOnce(options: {
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
       timer.unref();
-      controller.signal.addEventListener('abort', () => {
-        clearTimeout(timer);
-        resolve();
-      });
+      controller.signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true },
+      );
     });
 
   const once = async (): Promise<void> => {
