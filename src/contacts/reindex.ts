@@ -28,8 +28,10 @@ import { queueWrites } from './writes.js';
  * (ivan@почта.рф no longer finds the contact stored under ivan@xn--80a1acny.xn--p1ai) or attaches
  * a switchboard's callers to the one person stored under its number.
  *
- * A pass walks every record (Store.scanKeys over `rec:`), a page at a time. A record that needs
- * nothing is read once (a page of records in one MGET). One that does is written the way the
+ * A pass walks every record (Store.scanKeys over `rec:`), a page at a time. A record whose values
+ * all keep their form and that holds no phone is read once (a page of records in one MGET); one
+ * holding a phone's merging key has its newest timeline entries read too (phoneEvidence). One
+ * that needs a change is written the way the
  * engine writes a contact: under its contact's lock and the identity locks of the keys it moves
  * (which lock-free observations of that contact or those identifiers expect free), re-read under
  * them, and committed as one batch that expects everything it was planned on; if something changed
