@@ -10,6 +10,7 @@ import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
 import type { FactService } from './contacts/facts.js';
 import { createFactService } from './contacts/facts.js';
+import { startReindexOnce } from './contacts/reindex.js';
 import type { ContactService } from './contacts/service.js';
 import type { AdapterContext, AdapterDefinition, ChannelRuntime } from './contracts/adapter.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
@@ -273,6 +274,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
 
   const servers: Server[] = [];
   let started = false;
+  /** The start-up re-index of stored contacts (contacts/reindex.ts), on the roles that do background work. */
+  let reindex: { stop(): Promise<void> } | undefined;
   let closing: Promise<void> | undefined;
 
   return {
@@ -292,6 +295,15 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       scheduler.start();
       deferred.start();
       await delivery.start();
+      // Once per store, in the background: contacts stored by an older version get the keys the
+      // current identifier rules make (else the same person becomes a second contact).
+      reindex = startReindexOnce({
+        store,
+        identity: config.identity,
+        timelineRetention: config.limits.timelineRetention,
+        logger: logger.child({ component: 'contacts' }),
+        now,
+      });
     },
     listen(port = config.server.port, host = config.server.host) {
       try {
@@ -363,6 +375,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         const channelGrace = Math.max(0, grace - (performance.now() - shutdownStarted));
         await Promise.all([
           delivery.close(),
+          // Stops between records; where it stopped is saved for the next start.
+          reindex?.stop(),
           ...[...channels.values()].map(({ runtime }) => runtime.close?.(channelGrace)),
         ]);
         await store.close();

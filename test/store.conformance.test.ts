@@ -274,6 +274,60 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
       });
     });
 
+    describe('scanKeys', () => {
+      /** Every key a scanKeys iteration answers (once each), and how many calls it took. */
+      async function scanAll(prefix: string, count: number) {
+        const found = new Set<string>();
+        let cursor = '0';
+        let calls = 0;
+        do {
+          const page = await store.scanKeys(prefix, cursor, count);
+          cursor = page.cursor;
+          for (const each of page.keys) found.add(each);
+          calls += 1;
+          // The Redis of the tests is shared: SCAN walks every key of it, so a bound, not a count.
+          expect(calls).toBeLessThan(100_000);
+        } while (cursor !== '0');
+        return { found: [...found].sort(), calls };
+      }
+
+      it('answers every key with the prefix, of any type, without the store prefix; no other key', async () => {
+        const prefix = `${key('scan')}:rec:`;
+        const expected: string[] = [];
+        for (let i = 0; i < 25; i++) {
+          const each = `${prefix}${i}`;
+          expected.push(each);
+          if (i % 3 === 0) await store.set(each, 'v');
+          else if (i % 3 === 1) await store.sadd(each, 'm');
+          else await store.zadd(each, 0, 'm');
+        }
+        await store.set(`${prefix.slice(0, -1)}X`, 'not under the prefix');
+        await store.set(`x${prefix}1`, 'not at the start');
+        const all = await scanAll(prefix, 1000);
+        expect(all.found).toEqual(expected.sort());
+        // A page at a time: with a small count the same keys come over several calls.
+        const memory = store.kind === 'memory';
+        const paged = await scanAll(prefix, memory ? 4 : 1000);
+        expect(paged.found).toEqual(expected.sort());
+        if (memory) expect(paged.calls).toBeGreaterThan(5);
+        // A key deleted meanwhile is not answered once it is gone; the others still are.
+        await store.del(`${prefix}0`);
+        expect((await scanAll(prefix, 1000)).found).toEqual(expected.filter((each) => each !== `${prefix}0`));
+      });
+
+      it('reads glob characters in the prefix as themselves; bad arguments refused', async () => {
+        const prefix = `${key('scan')}:a*[b]?\\:`;
+        await store.set(`${prefix}1`, 'v');
+        await store.set(`${key('scan')}:aX[b]?\\:2`, 'not this prefix');
+        await store.set(`${key('scan')}:a*b?\\:3`, 'nor this one');
+        expect((await scanAll(prefix, 1000)).found).toEqual([`${prefix}1`]);
+        expect((await scanAll(`${key('scan')}:nothing:`, 1000)).found).toEqual([]);
+        await expect(store.scanKeys(prefix, '0', 0)).rejects.toThrow(/count/);
+        await expect(store.scanKeys(prefix, '0', 1001)).rejects.toThrow(/count/);
+        await expect(store.scanKeys(prefix, 'nonsense', 10)).rejects.toThrow(/cursor/);
+      });
+    });
+
     describe('sorted sets', () => {
       it('orders by score, then by member bytes (UTF-8, not UTF-16)', async () => {
         const k = key('z');

@@ -9,12 +9,19 @@ import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
 import type { Config } from '../config/schema.js';
+import {
+  NORMALIZATION_VERSION,
+  REINDEX_LOCK,
+  reindexContacts,
+  storedNormalizationVersion,
+} from '../contacts/reindex.js';
 import type { CliCommand, CliIo } from '../contracts/adapter.js';
 import { AppError, ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { defaultRegistry } from '../registry.js';
 import { describeStore } from '../store/connection.js';
 import { createStore } from '../store/index.js';
+import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
 import { CrmUsageError, crmCommand } from './crm.js';
 
@@ -550,12 +557,74 @@ const crmCheck: Command = {
   },
 };
 
+const contactsReindex: Command = {
+  name: 'contacts reindex',
+  summary:
+    "Give stored contacts the keys of the current identifier rules (a worker's start does it once by itself); progress on stderr, summary JSON on stdout",
+  options: {
+    'dry-run': { description: 'only count what would change: nothing is written' },
+  },
+  sharedState: true,
+  async run(values, io) {
+    const dryRun = values['dry-run'] === true;
+    return withBridge(values.config as string | undefined, io, contactsReindex, async (bridge) => {
+      const { store, config } = bridge;
+      const stored = await storedNormalizationVersion(store);
+      if (stored > NORMALIZATION_VERSION)
+        throw new CliFailure(
+          `the contacts' keys follow identifier rules version ${stored}, newer than this chatbridge's (${NORMALIZATION_VERSION}): run the newer version's command`,
+        );
+      // One pass at a time: a worker's start-up pass holds the same lock.
+      const controller = new AbortController();
+      const lock = dryRun
+        ? null
+        : await lockRenewed(store, REINDEX_LOCK, 60_000, {
+            onRenewError: (error) =>
+              io.stderr(`chatbridge: could not renew the re-index lock: ${String(error)}`),
+            onLost: () => controller.abort(),
+          });
+      if (!dryRun && lock === null)
+        throw new CliFailure(
+          'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
+        );
+      try {
+        const report = await reindexContacts({
+          store,
+          identity: config.identity,
+          timelineRetention: config.limits.timelineRetention,
+          dryRun,
+          signal: controller.signal,
+          onProgress: (progress) =>
+            io.stderr(
+              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}`,
+            ),
+        });
+        io.stdout(JSON.stringify(report));
+        if (report.conflicts > 0)
+          io.stderr(
+            `${report.conflicts} identifier(s) ${dryRun ? 'would take' : 'took'} the key of another contact: not merged, ${dryRun ? 'would be ' : ''}listed in GET /api/v1/identity/conflicts (reason renormalized) for staff to decide`,
+          );
+        if (!report.complete)
+          throw new CliFailure('the re-index was stopped before the end (its lock was lost); run it again');
+        if (report.busy > 0)
+          throw new CliFailure(
+            `${report.busy} record(s) kept changing while being re-indexed and were left as they were; run it again`,
+          );
+        return 0;
+      } finally {
+        await lock?.release();
+      }
+    });
+  },
+};
+
 export const COMMANDS: Command[] = [
   start,
   configCheck,
   keysMaster,
   ...vendorCommands(),
   crmCheck,
+  contactsReindex,
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },

@@ -32,6 +32,7 @@ import {
   clipText,
   identifierLabel,
   normalizeIdentifier,
+  normalizeOptionsOf,
   parsePhone,
   quotedInput,
   splitPhones,
@@ -149,7 +150,7 @@ const REMEMBER_BACKOFF_MS = 60_000;
  * The lock of a contact: its root's. Merges, unmerges and contended observations take it; every
  * other write of the contact expects it free (engine's writeObservation).
  */
-const contactLockName = (root: string) => `root:${root}`;
+export const contactLockName = (root: string) => `root:${root}`;
 /** An unmerge finds its contact again this often if it keeps being merged away meanwhile. */
 const UNMERGE_ATTEMPTS = 3;
 /** The contact an unmerge was about became part of another one before its lock was taken. */
@@ -199,10 +200,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const truncated = () => metrics.truncated();
   const mergeOn = new Set<string>(identity.mergeOn);
-  const normalizeOptions = {
-    blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
-    defaultCountry: identity.defaultCountry,
-  };
+  const normalizeOptions = normalizeOptionsOf(identity);
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */

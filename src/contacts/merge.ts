@@ -158,12 +158,25 @@ export function refusalWrites(
   at: string,
   channelId: string,
 ): PlannedWrite[] {
+  return conflictWrites({ at, reason, roots, via, channelId });
+}
+
+/**
+ * An identity conflict for operators (GET /api/v1/identity/conflicts): contacts that one
+ * identifier names but that were not merged. `reason` says why: a refused merge (MergeRefusal),
+ * or `renormalized` (a re-index gave a stored identifier the key another contact holds, `was`
+ * its form before; reindex-plan.ts). The list keeps the newest 10 000.
+ */
+export function conflictWrites(entry: {
+  at: string;
+  reason: MergeRefusal | 'renormalized';
+  roots: readonly string[];
+  via: Identifier;
+  channelId?: string;
+  was?: string;
+}): PlannedWrite[] {
   return [
-    {
-      op: 'rpush',
-      key: key.conflicts,
-      values: [JSON.stringify({ at, reason, roots, via, channelId })],
-    },
+    { op: 'rpush', key: key.conflicts, values: [JSON.stringify(entry)] },
     { op: 'ltrim', key: key.conflicts, start: -10_000, stop: -1 },
   ];
 }

@@ -17,6 +17,17 @@ export interface NormalizeOptions {
   defaultCountry: string;
 }
 
+/** The options for the config's `identity` (blocklisted values compared trimmed and lower-cased). */
+export function normalizeOptionsOf(identity: {
+  blocklist: readonly string[];
+  defaultCountry: string;
+}): NormalizeOptions {
+  return {
+    blocklist: new Set(identity.blocklist.map((value) => value.trim().toLowerCase())),
+    defaultCountry: identity.defaultCountry,
+  };
+}
+
 export function normalizeEmail(value: string): string | null {
   const email = value.trim().toLowerCase();
   // Deliberately loose: vendors pass what visitors typed; we only refuse what cannot be an address.

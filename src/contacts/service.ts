@@ -99,7 +99,8 @@ export interface ContactService {
   timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
   /**
-   * Merges the guard rails refused (size cap, earlier unmerge), newest first, a page at a time:
+   * Identity conflicts: merges the guard rails refused (size cap, earlier unmerge) and identifiers
+   * the re-index found held by another contact (reindex.ts), newest first, a page at a time:
    * `before` is the nextCursor of the previous page.
    */
   conflictsPage(options: { limit: number; before?: string | undefined }): Promise<ConflictsPage>;

@@ -94,6 +94,7 @@ export const timelineEntryTypes = [
   'crm.linked',
   'contact.merged',
   'contact.unmerged',
+  'contact.reindexed',
 ] as const;
 export const timelineEntryTypeSchema = z
   .string()

@@ -949,7 +949,8 @@ export function createApp(deps: AppDeps): Koa {
     route({
       method: 'GET',
       path: '/api/v1/identity/conflicts',
-      summary: 'Merges the guard rails refused (size cap, earlier unmerge), newest first',
+      summary:
+        'Identity conflicts, newest first: merges the guard rails refused (size cap, earlier unmerge), and identifiers the contact re-index found held by another contact (reason renormalized)',
       tag: 'admin',
       auth: 'admin',
       query: conflictsQuerySchema,

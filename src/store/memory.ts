@@ -63,6 +63,12 @@ export function checkSinterScan(cursor: string, count: number, scan: number): vo
     throw new Error('ERR sinterScan scan must be at least count');
 }
 
+/** Store.scanKeys's count, refused alike by both stores. */
+export function checkScanKeys(count: number): void {
+  if (!(Number.isSafeInteger(count) && count >= 1 && count <= 1000))
+    throw new Error('ERR scanKeys count must be 1 to 1000');
+}
+
 /** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
 export const LOCK_KEY_PREFIX = 'lock:';
 
@@ -567,6 +573,22 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       }
       const done = looked === ordered.length;
       return { cursor: done ? '0' : `${walked}:${ordered[looked - 1]}`, members };
+    },
+
+    async scanKeys(prefix, cursor, count) {
+      guard();
+      checkScanKeys(count);
+      // The cursor is `k` and the last key looked at; keys are walked in code unit order, so one
+      // added or removed meanwhile moves no other (as SCAN guarantees). Redis's cursors are digits.
+      if (!(cursor === '0' || cursor.startsWith('k'))) throw replyError('ERR invalid cursor');
+      const after = cursor === '0' ? null : cursor.slice(1);
+      const ordered = [...data.keys()]
+        .filter((key) => key.startsWith(prefix) && (after === null || key > after))
+        .sort();
+      const looked = ordered.slice(0, count);
+      const keys = looked.filter((key) => lookup(key) !== undefined);
+      const done = looked.length === ordered.length;
+      return { cursor: done ? '0' : `k${looked[looked.length - 1]}`, keys };
     },
 
     async zadd(key, score, member) {

@@ -10,7 +10,7 @@ import {
   type RedisTarget,
   redactRedisUrl,
 } from './connection.js';
-import { checkSinterScan, LOCK_KEY_PREFIX } from './memory.js';
+import { checkScanKeys, checkSinterScan, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   GroupReadResult,
@@ -701,6 +701,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         commands.chatbridgeSinterScan(keys.length, ...keys, cursor, count, scan),
       );
       return { cursor: next, members };
+    },
+
+    async scanKeys(prefix, cursor, count) {
+      checkScanKeys(count);
+      // ioredis prefixes keys, not SCAN's pattern: the prefix is written here, glob characters
+      // escaped, and taken off the keys answered. On a Cluster every key of this bridge lives on
+      // the primary of its hash tag (connection.ts): that node is the one walked.
+      const pattern = `${`${clientPrefix}${prefix}`.replace(/[*?[\]\\]/g, '\\$&')}*`;
+      const [next, found] = await run(async () =>
+        (await primaryConnection()).scan(cursor, 'MATCH', pattern, 'COUNT', count),
+      );
+      return { cursor: next, keys: found.map((key) => key.slice(clientPrefix.length)) };
     },
 
     async zadd(key, score, member) {

@@ -28,6 +28,13 @@ export interface SinterScanPage {
   members: string[];
 }
 
+export interface ScanKeysPage {
+  /** `'0'` when the iteration is over. */
+  cursor: string;
+  /** Keys without the store's own prefix, as they are given to every other method. */
+  keys: string[];
+}
+
 export interface LexRangeOptions {
   /** Only members strictly below this one (exclusive); omit to start from the top. */
   below?: string;
@@ -190,6 +197,16 @@ export interface Store {
    * more than once. A missing key is an empty set.
    */
   sinterScan(keys: readonly string[], cursor: string, options: SinterScanOptions): Promise<SinterScanPage>;
+
+  /**
+   * The keys that start with `prefix`, a page at a time, as Redis SCAN with MATCH: start with
+   * cursor `'0'` and pass back the cursor each call returns until it is `'0'` again. A key that
+   * exists for the whole iteration is answered at least once (possibly more than once); one added
+   * or removed meanwhile may or may not be. A call looks at about `count` keys (1 to 1000), so a
+   * page may hold fewer, even none, before the end. For passes over every key of a kind run once
+   * (chatbridge contacts reindex), never on a request's path: on Redis it walks the whole keyspace.
+   */
+  scanKeys(prefix: string, cursor: string, count: number): Promise<ScanKeysPage>;
 
   zadd(key: string, score: number, member: string): Promise<void>;
   zrem(key: string, member: string): Promise<number>;

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NORMALIZATION_KEY, NORMALIZATION_VERSION } from '../../src/contacts/reindex.js';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
@@ -170,6 +171,24 @@ describe('two bridges on a 3-primary Redis Cluster', () => {
       found.push(...page.members);
     } while (cursor !== '0');
     expect(found.sort()).toEqual(['300', '7']);
+  });
+
+  it('walks its own keys on the Cluster (Store.scanKeys: the primary of its hash tag), and has re-indexed its contacts once', async () => {
+    const store = bridges[0]!.bridge.store;
+    const written = Array.from({ length: 30 }, (_, i) => `scan-cluster:${i}`);
+    for (const name of written) await store.set(name, 'v');
+    const found = new Set<string>();
+    let cursor = '0';
+    do {
+      const page = await store.scanKeys('scan-cluster:', cursor, 10);
+      cursor = page.cursor;
+      for (const name of page.keys) found.add(name);
+    } while (cursor !== '0');
+    expect([...found].sort()).toEqual([...written].sort());
+    // The start-up pass (src/contacts/reindex.ts) walked the records the same way, once.
+    await expect
+      .poll(() => store.get(NORMALIZATION_KEY), { timeout: 10_000 })
+      .toBe(String(NORMALIZATION_VERSION));
   });
 
   it('keeps all of the bridge keys on the one primary serving its hash tag', async () => {
