@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
  * socket. The response's bytes (status line, headers, body) are formatted as for a socket and
  * kept in the response's output buffer. What this measures is everything above Node's HTTP
  * parser and below the socket write: Koa, the routers, the middleware, the handler.
- * Resolves with `{status, text}` once the handler's promise has settled.
+ * Resolves with the response once the handler's promise has settled (`readInjected` reads it).
  */
 const socket = new Socket();
 export async function inject(handler, { method, url, headers, body }) {
@@ -33,7 +33,8 @@ export async function inject(handler, { method, url, headers, body }) {
 export function readInjected(res) {
   const text = Buffer.concat(
     res.outputData.map(({ data, encoding }) =>
-      typeof data === 'string' ? Buffer.from(data, encoding ?? 'latin1') : data,
+      // A string without an encoding goes to the socket as UTF-8 (the head and a string body share one).
+      typeof data === 'string' ? Buffer.from(data, encoding ?? 'utf8') : data,
     ),
   ).toString('utf8');
   return {
