@@ -187,7 +187,7 @@ try {
   );
   for (const [side, root] of roots.entries()) {
     process.stdout.write(
-      `${root}\n${'rung'.padEnd(10)}${'µs'.padStart(8)} ${'+µs'.padStart(8)}  rounds of +µs${roots.length > 1 ? "   share of the first checkout's" : ''}\n`,
+      `${root}\n${'rung'.padEnd(10)}${'µs'.padStart(8)} ${'+µs'.padStart(8)}  rounds of +µs${side > 0 ? "   share of the first checkout's" : ''}\n`,
     );
     let previous = null;
     for (const rung of rungs.filter((each) => each.side === side)) {
