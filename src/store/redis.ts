@@ -236,6 +236,9 @@ end
 return { 1, values, rootOf, groups, records, complete }
 `;
 
+/** Routes a readGroups that names no key (ids only) to the prefix's node; never written. */
+const ROUTE_ONLY_KEY = 'route:read-groups';
+
 /** Read-only: what an observation reads before its checked write. */
 const READ_GROUPS_SCRIPT = `local nkeys = #KEYS
 ${READ_GROUPS_BODY}`;
@@ -774,8 +777,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         ...ids,
       ];
       coalesceWrites();
+      // A read by ids alone has no key to route it by: on a Cluster, ioredis sent the script to
+      // any node, which refused the keys it computes from the prefix ("non local key"; a name
+      // search and the webhooks after a failover answered 500). One key that is never written
+      // routes it to the prefix's node; its value (nil) is dropped from the reply below.
+      const routed = keys.length === 0 && !claim;
       const reply = (await run(() =>
-        claim ? claimReadGroupsScript([...keys, claim.key], args) : readGroupsScript(keys, args),
+        claim
+          ? claimReadGroupsScript([...keys, claim.key], args)
+          : readGroupsScript(routed ? [ROUTE_ONLY_KEY] : keys, args),
       )) as ReadGroupsReply;
       const result: GroupReadResult = {
         claimed: reply[0] === 1,
@@ -787,7 +797,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       };
       if (reply[0] === 0) return result;
       const [, values, rootOf, groups, records, complete] = reply;
-      result.values = values;
+      result.values = routed ? [] : values;
       for (let i = 0; i < rootOf.length; i += 2) result.roots.set(rootOf[i]!, rootOf[i + 1]!);
       for (let i = 0; i < groups.length; i += 2)
         result.members.set(groups[i] as string, groups[i + 1] as string[]);
