@@ -1,4 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../src/cli/main.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
@@ -234,5 +238,69 @@ describe.each(['memory', 'redis'] as const)('merging contacts by hand (%s store)
     expect(next.text).toContain('<a href="/console/conflicts">Newest conflicts</a>');
     const bad = await consoleRequest(bridge.url, '/console/conflicts?before=nonsense', { cookie });
     expect(bad.status).toBe(400);
+  });
+});
+
+describe('chatbridge contacts merge', () => {
+  let bridge: TestBridge;
+  afterAll(async () => {
+    await bridge?.close();
+  });
+
+  function capture() {
+    const out: string[] = [];
+    const err: string[] = [];
+    return {
+      io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
+      out,
+      err,
+    };
+  }
+
+  it('merges two contacts of the shared store and prints the merged contact; says why it cannot', async () => {
+    bridge = await startTestBridge({
+      store: 'redis',
+      start: false,
+      config: { channels: [{ id: 'web', vendor: 'jivochat', token: 'site-token-0123456789abcdef' }] },
+    });
+    const observe = (key: string, email: string, at: string) =>
+      bridge.bridge.context.contacts.observe({
+        channelId: 'web',
+        vendor: 'jivochat',
+        at,
+        idempotencyKey: key,
+        identifiers: [{ kind: 'email', value: email }],
+      });
+    const one = (await observe('one', 'cli-one@example.org', '2026-11-01T10:00:00.000Z')).contact;
+    const two = (await observe('two', 'cli-two@example.org', '2026-11-01T11:00:00.000Z')).contact;
+    const file = join(mkdtempSync(join(tmpdir(), 'chatbridge-merge-')), 'bridge.yaml');
+    writeFileSync(
+      file,
+      `admin: { token: a-long-enough-admin-token }\nstore: { redis: "${bridge.redisUrl}", keyPrefix: "${bridge.keyPrefix}" }\nlog: { level: silent }\n`,
+    );
+
+    const missing = capture();
+    expect(await runCli(['contacts', 'merge', one.id, '--config', file], missing.io)).toBe(2);
+    expect(missing.err[0]).toBe("chatbridge: 'contacts merge' takes ID OTHER_ID (got 1 operand)");
+
+    const unknown = capture();
+    expect(await runCli(['contacts', 'merge', one.id, 'c_nosuch', '--config', file], unknown.io)).toBe(1);
+    expect(unknown.err).toEqual(['chatbridge: no contact c_nosuch']);
+
+    const run = capture();
+    expect(await runCli(['contacts', 'merge', two.id, one.id, '--config', file], run.io)).toBe(0);
+    expect(run.out).toHaveLength(1);
+    const printed = JSON.parse(run.out[0]!);
+    expect(printed.contact).toMatchObject({ id: one.id, records: [one.id, two.id] });
+    expect(printed.contact.merges[0].via).toEqual({ kind: 'manual', value: 'cli', provenance: 'verified' });
+    expect((await bridge.bridge.context.contacts.get(two.id))?.contact.id).toBe(one.id);
+
+    const again = capture();
+    expect(await runCli(['contacts', 'merge', one.id, two.id, '--config', file], again.io)).toBe(1);
+    expect(again.err[0]).toContain('are the same contact');
+
+    const help = capture();
+    expect(await runCli(['contacts', 'merge', '--help'], help.io)).toBe(0);
+    expect(help.out[0]!.split('\n')[0]).toBe('Usage: chatbridge contacts merge ID OTHER_ID [--config FILE]');
   });
 });
