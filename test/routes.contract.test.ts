@@ -140,6 +140,7 @@ describe('the served OpenAPI document is what the bridge answers', () => {
     if (path.startsWith('/webhooks/chatvisor/'))
       return fixture('chatvisor/__fixtures__/webhook-message.json');
     if (path.endsWith('/unmerge')) return JSON.stringify({ recordId: 'r_nope' });
+    if (path.endsWith('/merge')) return JSON.stringify({ with: 'c_nope' });
     if (path.endsWith('/agent-chat-url')) return JSON.stringify({ customerId: 'c1' });
     return '{}';
   }
@@ -439,6 +440,7 @@ describe('the served document while Redis is down', () => {
       ['GET', '/api/v1/contacts/c_1', '/api/v1/contacts/{id}', admin],
       ['GET', '/api/v1/contacts/c_1/timeline', '/api/v1/contacts/{id}/timeline', admin],
       ['POST', '/api/v1/contacts/c_1/unmerge', '/api/v1/contacts/{id}/unmerge', admin, '{"recordId":"r"}'],
+      ['POST', '/api/v1/contacts/c_1/merge', '/api/v1/contacts/{id}/merge', admin, '{"with":"c_2"}'],
       ['GET', '/api/v1/identity/conflicts', '/api/v1/identity/conflicts', admin],
       ['GET', '/api/v1/journal', '/api/v1/journal', admin],
       ['GET', '/api/v1/deliveries', '/api/v1/deliveries', admin],

@@ -185,6 +185,7 @@ describe('the route model and its OpenAPI document', () => {
       ['GET', '/api/v1/contacts/c_nope/timeline', '/api/v1/contacts/{id}/timeline', undefined, 404],
       ['GET', '/api/v1/contacts/c_nope/timeline?limit=0', '/api/v1/contacts/{id}/timeline', undefined, 400],
       ['POST', '/api/v1/contacts/c_nope/unmerge', '/api/v1/contacts/{id}/unmerge', { recordId: 'r' }, 404],
+      ['POST', '/api/v1/contacts/c_nope/merge', '/api/v1/contacts/{id}/merge', { with: 'c_other' }, 404],
     ];
     for (const [method, sent, path, body, expected] of cases) {
       const answer = await fetch(`${bridge.url}${sent}`, {

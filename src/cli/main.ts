@@ -65,6 +65,11 @@ export interface Command {
   /** Takes --config FILE (default true). */
   config?: boolean;
   /**
+   * Operands after the name (`contacts merge ID OTHER_ID`), each required, in order; they come to
+   * `run` in `values` under these names. A command without them refuses any operand.
+   */
+  operands?: string[];
+  /**
    * Works on state the running bridge shares (keys, sync, deliveries; listing them too): refused
    * when the config's store is the in-memory one, which no running bridge would see.
    */
@@ -618,6 +623,25 @@ const contactsReindex: Command = {
   },
 };
 
+const contactsMerge: Command = {
+  name: 'contacts merge',
+  summary:
+    'Merge two contacts by hand (an identity conflict staff decided), as POST /api/v1/contacts/:id/merge does; the merged contact as JSON on stdout',
+  operands: ['ID', 'OTHER_ID'],
+  sharedState: true,
+  async run(values, io) {
+    return withBridge(values.config as string | undefined, io, contactsMerge, async (bridge) => {
+      const merged = await bridge.context.contacts.mergeContacts(
+        String(values.ID),
+        String(values.OTHER_ID),
+        'cli',
+      );
+      io.stdout(JSON.stringify(merged));
+      return 0;
+    });
+  },
+};
+
 export const COMMANDS: Command[] = [
   start,
   configCheck,
@@ -625,6 +649,7 @@ export const COMMANDS: Command[] = [
   ...vendorCommands(),
   crmCheck,
   contactsReindex,
+  contactsMerge,
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
     state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
@@ -659,10 +684,13 @@ function version(): string {
 }
 
 function optionsText(command: Command): string {
-  const parts = Object.entries(command.options ?? {}).map(([name, info]) => {
-    const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
-    return info.required ? text : `[${text}]`;
-  });
+  const parts = [...(command.operands ?? [])];
+  parts.push(
+    ...Object.entries(command.options ?? {}).map(([name, info]) => {
+      const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
+      return info.required ? text : `[${text}]`;
+    }),
+  );
   if (command.config !== false) parts.push('[--config FILE]');
   return parts.join(' ');
 }
@@ -778,11 +806,27 @@ function parseOptions(command: Command, args: string[]): OptionValues {
   for (const [name, info] of Object.entries(command.options ?? {}))
     options[name] = { type: info.value ? 'string' : 'boolean' };
   if (command.config !== false) options.config = { type: 'string' };
+  const operands = command.operands ?? [];
+  let parsed: { values: OptionValues; positionals: string[] };
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as OptionValues;
+    parsed = parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals: operands.length > 0,
+    }) as typeof parsed;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  if (parsed.positionals.length !== operands.length)
+    throw new UsageError(
+      `'${command.name}' takes ${operands.join(' ')} (got ${parsed.positionals.length} operand${parsed.positionals.length === 1 ? '' : 's'})`,
+    );
+  const values: OptionValues = { ...parsed.values };
+  operands.forEach((name, index) => {
+    values[name] = parsed.positionals[index];
+  });
+  return values;
 }
 
 function withoutConfig(args: string[]): string[] {

@@ -35,6 +35,8 @@ import {
   statusPage,
 } from './ops.js';
 import {
+  type ConflictItem,
+  conflictsPage,
   contactSection,
   contactsPage,
   deliveriesPage,
@@ -130,6 +132,7 @@ class ForbiddenError extends AppError {
 
 const NOTICES: Record<string, string> = {
   replayed: 'Replay queued: the delivery is pending again and will be attempted now.',
+  merged: 'Merged: the two contacts are one now. Unmerge in Merges below undoes it.',
   unmerged: 'Unmerged: the record is its own contact again and will not be merged back automatically.',
   revoked: 'Key revoked: LiveTex lookups with it are refused from now on, on every instance.',
   synced: 'Agent sync finished: its report is at the top of the list below.',
@@ -152,6 +155,13 @@ const deliveriesQuerySchema = z.object({
   before: z.string().max(200).optional(),
   notice: z.string().optional(),
 });
+const conflictsQuerySchema = z.object({
+  before: z.string().max(40).optional(),
+});
+
+/** Identity conflicts on one page of the console (an "Older conflicts" link reads on). */
+const CONFLICTS_LISTED = 50;
+
 const journalQuerySchema = z.object({
   channel: z.string().max(64).optional(),
   kind: z.enum(['rejected', 'unhandled', '']).optional(),
@@ -793,6 +803,42 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     ctx.redirect(
       `/console/contacts/${encodeURIComponent(result.contact.id)}${query({ notice: 'unmerged', split: result.split.id })}`,
     );
+  });
+
+  // --- identity conflicts ----------------------------------------------------------------------
+  router.get('/conflicts', async (ctx) => {
+    const before = parseWith(conflictsQuerySchema, ctx.query).before || undefined;
+    const page = await pageAt(() =>
+      contacts.conflictsPage({ limit: CONFLICTS_LISTED, ...(before ? { before } : {}) }),
+    );
+    const conflicts = page.conflicts as ConflictItem[];
+    // Each contact as it is now: a conflict merged since (by hand or by a later chat) shows it.
+    const roots = [...new Set(conflicts.flatMap((item) => item.roots))];
+    const found = await Promise.all(roots.map((root) => contacts.get(root)));
+    const now = new Map<string, Contact>();
+    roots.forEach((root, index) => {
+      const contact = found[index]?.contact;
+      if (contact) now.set(root, contact);
+    });
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = conflictsPage({
+      csrf: sessionOf(ctx).csrf,
+      conflicts,
+      contacts: now,
+      ...(page.nextCursor ? { olderHref: `/console/conflicts${query({ before: page.nextCursor })}` } : {}),
+      ...(before ? { newestHref: '/console/conflicts' } : {}),
+    });
+  });
+
+  router.post('/conflicts/merge', async (ctx) => {
+    const form = formOf(ctx);
+    const [id, other] = [form.get('id') ?? '', form.get('with') ?? ''];
+    if (!id || !other)
+      throw new ValidationError('name the two contacts to merge', [
+        { path: id ? 'with' : 'id', message: 'required' },
+      ]);
+    const { contact } = await contacts.mergeContacts(id, other, 'console');
+    ctx.redirect(`/console/contacts/${encodeURIComponent(contact.id)}${query({ notice: 'merged' })}`);
   });
 
   // --- deliveries ----------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import { MANUAL_MERGE_KIND } from '../contacts/merge.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
 import { type Contact, type TimelineEntry, timelineEntryTypes, transcriptOf } from '../contacts/types.js';
 import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
@@ -22,6 +23,7 @@ export interface PageOptions {
 
 const NAV: [string, string][] = [
   ['/console/contacts', 'Contacts'],
+  ['/console/conflicts', 'Conflicts'],
   ['/console/deliveries', 'Deliveries'],
   ['/console/journal', 'Journal'],
   ['/console/channels', 'Channels'],
@@ -404,13 +406,101 @@ export function contactSection(options: {
       ? html`<p class="muted">No other record is merged into this contact (past merges and unmerges are on the timeline).</p>`
       : html`<ul>${contact.merges.map(
           (merge) =>
-            html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> joined via ${merge.via.kind} <bdi class="mono">${merge.via.value}</bdi>${
+            html`<li>${time(merge.at)}: record <span class="mono">${merge.recordId}</span> ${
+              merge.via.kind === MANUAL_MERGE_KIND
+                ? html`merged by hand (<bdi class="mono">${merge.via.value}</bdi>)`
+                : html`joined via ${merge.via.kind} <bdi class="mono">${merge.via.value}</bdi>`
+            }${
               options.csrf
                 ? html` <form method="post" action="/console/contacts/${encodeURIComponent(contact.id)}/unmerge" class="inline" data-confirm="Unmerge record ${merge.recordId}? It becomes a contact of its own again and is not merged back automatically.">${csrfField(options.csrf)}<input type="hidden" name="recordId" value="${merge.recordId}"><button type="submit" class="secondary" aria-label="Unmerge record ${merge.recordId}">Unmerge</button></form>`
                 : ''
             }</li>`,
         )}</ul>`
   }</section>`;
+}
+
+// --- identity conflicts ------------------------------------------------------------------------
+
+/** One identity conflict as GET /api/v1/identity/conflicts lists it (merge.ts conflictWrites). */
+export interface ConflictItem {
+  at: string;
+  reason: string;
+  roots: string[];
+  via: { kind: string; value: string; channelId?: string };
+  channelId?: string;
+  was?: string;
+}
+
+const CONFLICT_REASONS: Record<string, string> = {
+  too_large: 'together over identity.maxMergeSize records',
+  unmerged_before: 'staff unmerged them before',
+  renormalized: 'the same identifier after the contact re-index',
+};
+
+export function conflictsPage(options: {
+  csrf: string;
+  conflicts: ConflictItem[];
+  /** Each root's contact as it is now (absent: gone); a root merged away maps to its survivor. */
+  contacts: ReadonlyMap<string, Contact>;
+  notice?: string;
+  olderHref?: string;
+  newestHref?: string;
+}): string {
+  const { contacts } = options;
+  const contactLink = (root: string) => {
+    const contact = contacts.get(root);
+    if (!contact) return html`<span class="mono">${root}</span> <span class="muted">(gone)</span>`;
+    return html`<a href="/console/contacts/${encodeURIComponent(root)}"><bdi>${contact.name ?? 'Unnamed contact'}</bdi></a> <span class="mono small">${root}</span>${
+      contact.id === root ? '' : html` <span class="muted small">(now part of ${contact.id})</span>`
+    }`;
+  };
+  // A Merge button for each contact after the first that is not one with it yet.
+  const mergeForms = (item: ConflictItem) => {
+    const first = item.roots[0];
+    const firstNow = first === undefined ? undefined : contacts.get(first)?.id;
+    if (first === undefined || firstNow === undefined) return '';
+    const open = item.roots.slice(1).filter((root) => {
+      const now = contacts.get(root)?.id;
+      return now !== undefined && now !== firstNow;
+    });
+    if (open.length === 0 && item.roots.length > 1)
+      return html`<p class="muted small">Already one contact, or one of them is gone.</p>`;
+    return html`${open.map(
+      (root) =>
+        html`<form method="post" action="/console/conflicts/merge" class="inline" data-confirm="Merge contact ${root} with ${first}? They become one contact (the older one's id stays); Unmerge on the contact undoes it.">${csrfField(options.csrf)}<input type="hidden" name="id" value="${first}"><input type="hidden" name="with" value="${root}"><button type="submit" aria-label="Merge ${root} with ${first}">Merge</button></form>`,
+    )}`;
+  };
+  return layout(
+    {
+      title: 'Identity conflicts',
+      nav: true,
+      csrf: options.csrf,
+      current: '/console/conflicts',
+      ...(options.notice ? { notice: options.notice } : {}),
+    },
+    html`<h1>Identity conflicts</h1>
+<p class="muted">Contacts one identifier names but that were not merged: the size cap or an earlier unmerge refused it, or the contact re-index found the identifier held by another contact. Merge them here if they are one person; a later chat carrying both identifiers would merge them only when no guard rail refuses.</p>
+${
+  options.conflicts.length === 0
+    ? options.newestHref
+      ? html`<p class="empty">No older conflicts. <a href="${options.newestHref}">Newest conflicts</a></p>`
+      : html`<p class="empty">No identity conflicts.</p>`
+    : html`<ol class="timeline">${options.conflicts.map(
+        (
+          item,
+        ) => html`<li class="entry"><div class="meta">${time(item.at)} · <span class="tag">${item.reason}</span> ${CONFLICT_REASONS[item.reason] ?? ''}${
+          item.channelId ? html` · channel ${item.channelId}` : ''
+        }</div>
+<div class="summary">Via ${item.via.kind} <bdi class="mono">${item.via.value}</bdi>${
+          item.was ? html` (stored as <bdi class="mono">${item.was}</bdi>)` : ''
+        }</div>
+<ul>${item.roots.map((root) => html`<li>${contactLink(root)}</li>`)}</ul>
+${mergeForms(item)}</li>`,
+      )}</ol>
+${options.olderHref ? html`<p><a class="button" href="${options.olderHref}">Older conflicts</a></p>` : ''}
+${options.newestHref ? html`<p><a href="${options.newestHref}">Newest conflicts</a></p>` : ''}`
+}`,
+  );
 }
 
 // --- deliveries ----------------------------------------------------------------------------

@@ -22,10 +22,12 @@ import { isHttpLink } from './links.js';
 import {
   decideMerge,
   groupIdsOf,
+  MANUAL_MERGE_KIND,
   type MergeRefusal,
   type MergeSituation,
   mergeWrites,
   refusalWrites,
+  survivorOf,
 } from './merge.js';
 import {
   cleanDisplayText,
@@ -1674,6 +1676,99 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     });
   }
 
+  /**
+   * A merge staff asked for (POST /api/v1/contacts/:id/merge, the console, the CLI). It joins the
+   * two groups with the same writes as an observation that names both (mergeWrites: oldest root
+   * survives, merge log, root pointers, member sets), under both contacts' locks so that no
+   * observation, merge or unmerge of either writes in between, and commits them with the
+   * timeline entry and the `contact.merged` event as one checked batch. The size cap holds as for
+   * an observation (`too_large`); an earlier unmerge (`unmerged_before`) does not: it keeps an
+   * identifier from joining the pair again automatically, and a person deciding now overrides it.
+   */
+  async function mergeContacts(id: string, otherId: string, by: string): Promise<{ contact: Contact }> {
+    for (let attempt = 0; attempt < UNMERGE_ATTEMPTS; attempt++) {
+      const [one, other] = await Promise.all([loadContact(id), loadContact(otherId)]);
+      if (!one) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
+      if (!other) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(otherId)}`);
+      if (one.rootId === other.rootId)
+        throw new ConflictError(
+          'same_contact',
+          `${quotedInput(id)} and ${quotedInput(otherId)} are the same contact (${one.rootId}): nothing to merge`,
+        );
+      const roots = [one.rootId, other.rootId];
+      try {
+        return await withLock(roots.map(contactLockName), 'merge', () => commitManualMerge(roots, by));
+      } catch (error) {
+        if (error instanceof RootMoved) continue; // merged into another contact meanwhile: find it again
+        throw error;
+      }
+    }
+    throw new ConflictError('identity_contention', 'the contacts changed while being merged; retry');
+  }
+
+  /** Under both contacts' locks: throws RootMoved when either was merged into another contact. */
+  async function commitManualMerge(roots: string[], by: string): Promise<{ contact: Contact }> {
+    const [memberLists] = await Promise.all([Promise.all(roots.map(membersOf)), ...roots.map(stillRoot)]);
+    const members = new Map(roots.map((root, index) => [root, memberLists[index]!]));
+    const groupIds = groupIdsOf(roots, members);
+    if (groupIds.length > identity.maxMergeSize)
+      throw new ConflictError(
+        'too_large',
+        `the two contacts hold ${groupIds.length} records together, more than identity.maxMergeSize (${identity.maxMergeSize}); nothing was merged`,
+      );
+    const records = await readRecords(groupIds);
+    if (roots.some((root) => !records.has(root))) throw new RootMoved();
+    const at = now().toISOString();
+    const via: Identifier = { kind: MANUAL_MERGE_KIND, value: by, provenance: 'verified' };
+    const survivor = survivorOf(roots, records);
+    const absorbed = roots.filter((root) => root !== survivor);
+    const batch = store.batch();
+    // The locks keep other writers of these contacts out; the expectations make sure of it.
+    for (const groupId of groupIds) {
+      const record = records.get(groupId);
+      batch.expect(key.record(groupId), (record && readAs.get(record)) ?? null);
+    }
+    queueWrites(
+      batch,
+      // typed: false — a person decided, which is as good as a verified id.
+      mergeWrites({ outcome: 'merged', survivor, via, typed: false, absorbed }, { members, records }, at),
+    );
+    const mergeEntry: TimelineEntry = {
+      id: `merge_${randomBytes(8).toString('hex')}`,
+      at,
+      channelId: '',
+      vendor: 'chatbridge',
+      type: 'contact.merged',
+      summary: `Merged ${absorbed.length} contact${absorbed.length === 1 ? '' : 's'} by hand (${by})`,
+      data: { survivor, absorbed, via },
+    };
+    batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
+    retainTimeline(batch, key.timeline(survivor));
+    const contact = mergedView(
+      survivor,
+      groupIds.map((groupId) => records.get(groupId)).filter((record) => record !== undefined),
+    );
+    events.stage(batch, [
+      {
+        event: {
+          id: `evt_${mergeEntry.id}`,
+          type: 'contact.merged',
+          occurredAt: at,
+          channel: null,
+          contact,
+          data: { survivor, absorbed, via },
+        },
+        orderingKey: survivor,
+        stagedAt: now().getTime(),
+      },
+    ]);
+    if (!(await batch.exec()))
+      throw new ConflictError('identity_contention', 'the contacts changed while being merged; retry');
+    events.committed();
+    metrics.merges.inc({ outcome: 'merged' });
+    return { contact };
+  }
+
   function contention(): ConflictError {
     return new ConflictError('identity_contention', 'the contact changed while being split; retry');
   }
@@ -1746,6 +1841,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     claimAndFind,
     timeline,
     unmerge,
+    mergeContacts,
     normalizeIdentifier: normalizePublic,
   };
 }

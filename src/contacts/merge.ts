@@ -29,6 +29,12 @@ export interface MergeSituation {
   targetRoot: string;
 }
 
+/**
+ * The `via` kind of a merge staff made by hand (ContactService.mergeContacts): its value says
+ * where (`api`, `console`, `cli`). Not an identifier any contact holds.
+ */
+export const MANUAL_MERGE_KIND = 'manual';
+
 export type MergeRefusal = 'too_large' | 'unmerged_before';
 
 export type MergeDecision =

@@ -99,6 +99,12 @@ export interface ContactService {
   timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
   /**
+   * Merge two contacts because staff say they are one (an identity conflict decided by hand):
+   * the same join an observation naming both makes, recorded, evented and undone (unmerge) like
+   * it. `by` says who decided (`api`, `console`, `cli`): it is the merge's `via` value.
+   */
+  mergeContacts(id: string, otherId: string, by: string): Promise<{ contact: Contact }>;
+  /**
    * Identity conflicts: merges the guard rails refused (size cap, earlier unmerge) and identifiers
    * the re-index found held by another contact (reindex.ts), newest first, a page at a time:
    * `before` is the nextCursor of the previous page.

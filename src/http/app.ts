@@ -179,6 +179,14 @@ const unmergeBodySchema = z.union([
   z.strictObject({ identifier: identifierSchema.strict() }),
 ]);
 
+const mergeBodySchema = z.strictObject({
+  with: z
+    .string()
+    .min(1)
+    .max(200)
+    .describe('the id of the other contact (a merged-away id names its contact)'),
+});
+
 const journalQuerySchema = z.strictObject({
   channel: emptyIsAbsent(z.string().max(64)),
   kind: emptyIsAbsent(z.enum(['rejected', 'unhandled'])),
@@ -944,6 +952,33 @@ export function createApp(deps: AppDeps): Koa {
       },
       async handle(ctx, { body }) {
         ctx.body = await contacts.unmerge(ctx.params.id!, body);
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/api/v1/contacts/:id/merge',
+      summary: 'Merge two contacts by hand (an identity conflict decided by staff)',
+      description:
+        'Body: {"with": "<other contact id>"}. The same merge a chat naming both contacts makes: the oldest contact survives, ' +
+        'the merge is in its timeline and merges, contact.merged is sent, and POST .../unmerge undoes it. ' +
+        'The identity.maxMergeSize cap holds; an earlier unmerge of the two does not (a person decided).',
+      tag: 'admin',
+      auth: 'admin',
+      body: mergeBodySchema,
+      bodyHint: 'give {"with": "<other contact id>"}',
+      answers: {
+        200: { description: 'The merged contact', schema: z.object({ contact: contactSchema }) },
+        404: { description: 'No such contact, either of the two (contact_not_found)' },
+        409: {
+          description:
+            'Already one contact (same_contact); together over identity.maxMergeSize records (too_large); ' +
+            'the contacts changed while being merged (identity_contention), retry',
+        },
+        413: { description: 'Body over server.bodyLimitBytes' },
+        503: STORE_UNAVAILABLE,
+      },
+      async handle(ctx, { body }) {
+        ctx.body = await contacts.mergeContacts(ctx.params.id!, body.with, 'api');
       },
     }),
     route({
