@@ -69,6 +69,7 @@ describe('web console in a browser', () => {
    * short columns into pieces ("fai/le/d", "Attempt/s") to make room for a long error.
    */
   async function brokenTableWords(target: Page): Promise<string[]> {
+    await stylesApplied(target);
     return target.evaluate<string[]>(`(() => {
       const broken = [];
       const cells = document.querySelectorAll('table th, table td:not([data-label="Last error"]):not([data-label="Error"])');
@@ -138,7 +139,18 @@ describe('web console in a browser', () => {
     })()`);
   }
 
+  /**
+   * Layout is read only once the page's stylesheet has loaded: after a click, the heading a test
+   * waits for is in the DOM before /console/assets/console.css has arrived, and a layout read
+   * then measures the unstyled page (on a loaded machine a delivery page read 1,690 px wide at
+   * 390, its long error unbroken). `page.goto` waits for `load` by itself; a click does not.
+   */
+  async function stylesApplied(target: Page) {
+    await target.waitForLoadState('load');
+  }
+
   async function noHorizontalScroll(target: Page) {
+    await stylesApplied(target);
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
       '({ scroll: document.documentElement.scrollWidth, view: window.innerWidth })',

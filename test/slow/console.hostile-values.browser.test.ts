@@ -33,6 +33,8 @@ describe('hostile vendor values in the console, in a browser', () => {
   const dialogs: string[] = [];
 
   async function noHorizontalScroll(target: Page, where: string) {
+    // After a click the stylesheet may not have arrived yet: measure the styled page (console.browser.test.ts).
+    await target.waitForLoadState('load');
     // Expressions, not functions: they run in the page, and this file is typed for Node (no DOM lib).
     const widths = await target.evaluate<{ scroll: number; view: number }>(
       '({ scroll: document.documentElement.scrollWidth, view: window.innerWidth })',
