@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const DIST = join(ROOT, 'dist');
 const { benchRedis } = await import('./lib/redis.js');
+const { countTrips } = await import('./lib/trips.js');
 const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
 const { createContactEngine } = await import(`${DIST}/src/contacts/engine.js`);
 const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
@@ -66,25 +67,10 @@ process.stdout.write(
 );
 
 let bytes = 0;
-let commands = 0;
-let trips = 0;
-let answered = true;
 store.client.stream.on('data', (chunk) => {
   bytes += chunk.length;
 });
-const send = store.client.sendCommand.bind(store.client);
-store.client.sendCommand = (command, ...rest) => {
-  commands++;
-  if (answered) {
-    answered = false;
-    trips++;
-  }
-  const done = () => {
-    answered = true;
-  };
-  command.promise.then(done, done);
-  return send(command, ...rest);
-};
+const sent = countTrips(store.client);
 
 async function measure(label, name) {
   const times = [];
@@ -92,13 +78,12 @@ async function measure(label, name) {
   for (let i = 0; i < SEARCHES; i++) {
     await new Promise((resolve) => setImmediate(resolve));
     bytes = 0;
-    commands = 0;
-    trips = 0;
+    sent.reset();
     const t0 = performance.now();
     const found = await engine.find({ name, limit: 51 });
     times.push(performance.now() - t0);
     await new Promise((resolve) => setImmediate(resolve));
-    last = { bytes, commands, trips, found: found.length };
+    last = { bytes, commands: sent.names.length, trips: sent.trips, found: found.length };
   }
   times.sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)];

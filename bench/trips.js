@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const DIST = join(ROOT, 'dist');
 const { benchRedis } = await import('./lib/redis.js');
+const { countTrips } = await import('./lib/trips.js');
 const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
 const { createContactEngine } = await import(`${DIST}/src/contacts/engine.js`);
 const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
@@ -38,27 +39,7 @@ const engine = createContactEngine({
   logger,
 });
 
-let commands = [];
-let trips = 0;
-// A new trip starts with the first command sent after an answer came back; commands sent
-// before any answer (a pipeline, Promise.all, MULTI ... EXEC) share one.
-let answered = true;
-function countCommands(client) {
-  const send = client.sendCommand.bind(client);
-  client.sendCommand = (command, ...rest) => {
-    commands.push(command.name);
-    if (answered) {
-      answered = false;
-      trips++;
-    }
-    const done = () => {
-      answered = true;
-    };
-    command.promise.then(done, done);
-    return send(command, ...rest);
-  };
-}
-countCommands(store.client);
+const sent = countTrips(store.client);
 
 const observation = (n, extra = {}) => ({
   channelId: 'site',
@@ -81,11 +62,10 @@ async function count(label, run) {
   const samples = [];
   for (let i = 0; i < 20; i++) {
     await new Promise((resolve) => setImmediate(resolve));
-    commands = [];
-    trips = 0;
+    sent.reset();
     await run(i);
     await new Promise((resolve) => setImmediate(resolve));
-    samples.push({ commands: commands.length, trips, names: commands.join(' ') });
+    samples.push({ commands: sent.names.length, trips: sent.trips, names: sent.names.join(' ') });
   }
   const last = samples[samples.length - 1];
   const avg = (field) => samples.reduce((sum, s) => sum + s[field], 0) / samples.length;
@@ -102,14 +82,13 @@ await count('repeated delivery (the latest)', () => engine.observe(observation(2
 await count('repeated delivery (an older one)', () => engine.observe(observation(2000, { person: 1000 })));
 // One person, 20 new chats at once (the bench's one-person scenario in small): per observation.
 {
-  commands = [];
-  trips = 0;
+  sent.reset();
   await Promise.all(
     Array.from({ length: 20 }, (_, i) => engine.observe(observation(3000 + i, { person: 1000 }))),
   );
   await new Promise((resolve) => setImmediate(resolve));
   process.stdout.write(
-    `${'one person, 20 at once (per observation)'.padEnd(40)} ${(commands.length / 20).toFixed(1).padStart(5)} commands ${(trips / 20).toFixed(1).padStart(4)} trips\n`,
+    `${'one person, 20 at once (per observation)'.padEnd(40)} ${(sent.names.length / 20).toFixed(1).padStart(5)} commands ${(sent.trips / 20).toFixed(1).padStart(4)} trips\n`,
   );
 }
 
@@ -120,7 +99,7 @@ const lookupStore = await createRedisStore({
   keyPrefix: `tripslt${randomBytes(3).toString('hex')}`,
   logger,
 });
-countCommands(lookupStore.client);
+sent.watch(lookupStore.client);
 const registry = defaultRegistry();
 const config = parseConfig(
   {
