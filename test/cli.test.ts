@@ -6,20 +6,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { COMMANDS, runCli, stopOnSignals } from '../src/cli/main.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
-
-function capture(stderrIsTTY?: boolean) {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: {
-      stdout: (line: string) => out.push(line),
-      stderr: (line: string) => err.push(line),
-      ...(stderrIsTTY === undefined ? {} : { stderrIsTTY }),
-    },
-    out,
-    err,
-  };
-}
+import { capture } from './support/cli.js';
 
 /** stderr's lines that are not JSON log lines: what a person reads. */
 const plainLines = (lines: string[]) => lines.filter((line) => !line.startsWith('{'));

@@ -3,18 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/main.js';
+import { capture } from './support/cli.js';
 
 /** What the CLI says to a newcomer's slips (DESIGN §5: exit 2 on bad usage, with the reason). */
-
-function capture() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
-    out,
-    err,
-  };
-}
 
 const SECRET = `whsec_${Buffer.from('cli-usage-test-secret-0123456789').toString('base64')}`;
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/main.js';
+import { capture } from './support/cli.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
@@ -246,16 +247,6 @@ describe('chatbridge contacts merge', () => {
   afterAll(async () => {
     await bridge?.close();
   });
-
-  function capture() {
-    const out: string[] = [];
-    const err: string[] = [];
-    return {
-      io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
-      out,
-      err,
-    };
-  }
 
   it('merges two contacts of the shared store and prints the merged contact; says why it cannot', async () => {
     bridge = await startTestBridge({

@@ -23,6 +23,7 @@ import { Metrics } from '../src/metrics.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { capture } from './support/cli.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -517,16 +518,6 @@ describe('chatbridge contacts reindex', () => {
   let url: string;
   let file: string;
   let store: Store;
-
-  function capture() {
-    const out: string[] = [];
-    const err: string[] = [];
-    return {
-      io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
-      out,
-      err,
-    };
-  }
 
   afterAll(async () => {
     await store?.close();

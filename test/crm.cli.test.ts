@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startFakeBitrix24 } from '../adapters/bitrix24/test-support/fake-bitrix24.js';
 import { runCli } from '../src/cli/main.js';
+import { capture } from './support/cli.js';
 import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
 
 /** `chatbridge crm check --destination ID` against the fake CRMs (DESIGN §10). */
@@ -13,16 +14,6 @@ const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
-
-function capture() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) },
-    out,
-    err,
-  };
-}
 
 function configFile(world: CrmWorld, crm: Record<string, unknown> = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
