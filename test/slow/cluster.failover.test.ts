@@ -9,7 +9,7 @@ import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
-import { type ClusterTopology, startClusterTopology } from '../support/topology.js';
+import { type ClusterTopology, failoverBridgeChannels, startClusterTopology } from '../support/topology.js';
 
 /**
  * DESIGN §12 on a real Redis Cluster with replicas (three primaries, one replica each, AOF,
@@ -76,29 +76,13 @@ describe('a Redis Cluster failover under a running bridge', () => {
           // The slot's one replica must have each acknowledged webhook.
           durability: { replicas: 1, timeoutMs: 1000 },
         },
-        channels: [
-          { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: CV_TOKEN,
-            apiUrl: chatvisor.apiUrl,
-            apiToken: chatvisor.token,
-            maxRetries: 0,
-            backfillWindow: '0s',
-            // node-cron with seconds: a poll every second, under the scheduler's tick claim and run lock.
-            schedules: { conversationPoll: '* * * * * *' },
-          },
-        ],
-        destinations: [
-          {
-            id: 'crm',
-            url: receiver.url,
-            secret: SECRET,
-            events: ['conversation.started'],
-            retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-          },
-        ],
+        ...failoverBridgeChannels({
+          jivoToken: JIVO_TOKEN,
+          chatvisorToken: CV_TOKEN,
+          chatvisor,
+          receiverUrl: receiver.url,
+          secret: SECRET,
+        }),
       },
     });
     pool = new Pool(bridge.url, { connections: 16 });

@@ -8,7 +8,7 @@ import type { Lock } from '../../src/store/types.js';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
-import { type SentinelTopology, startSentinelTopology } from '../support/topology.js';
+import { failoverBridgeChannels, type SentinelTopology, startSentinelTopology } from '../support/topology.js';
 
 /**
  * DESIGN §12 on Redis Sentinel (one primary, two replicas, three Sentinels, all real processes):
@@ -55,30 +55,14 @@ describe('a Sentinel failover during a webhook stream', () => {
           // 126 with replicas: 1 of 2 on SENTINEL FAILOVER).
           durability: { replicas: 2, timeoutMs: 1000 },
         },
-        channels: [
-          { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            token: CV_TOKEN,
-            apiUrl: chatvisor.apiUrl,
-            apiToken: chatvisor.token,
-            maxRetries: 0,
-            backfillWindow: '0s',
-            // node-cron with seconds: a poll every second, under the scheduler's tick claim and run lock.
-            schedules: { conversationPoll: '* * * * * *' },
-          },
-        ],
         // Delivery runs on BullMQ through the same Sentinel client factory.
-        destinations: [
-          {
-            id: 'crm',
-            url: receiver.url,
-            secret: SECRET,
-            events: ['conversation.started'],
-            retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-          },
-        ],
+        ...failoverBridgeChannels({
+          jivoToken: JIVO_TOKEN,
+          chatvisorToken: CV_TOKEN,
+          chatvisor,
+          receiverUrl: receiver.url,
+          secret: SECRET,
+        }),
       },
     });
     pool = new Pool(bridge.url, { connections: 16 });

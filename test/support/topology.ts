@@ -543,3 +543,42 @@ export async function startTlsSentinelTopology(name = 'chatbridge-tls'): Promise
     );
   }
 }
+
+/**
+ * The channels and destination a failover test's bridge runs (test/slow/sentinel.test.ts,
+ * cluster.failover.test.ts): JivoChat intake, a Chatvisor poll every second under the scheduler's
+ * tick claim and run lock, and conversation.started delivered to a receiver with quick retries.
+ */
+export function failoverBridgeChannels(given: {
+  jivoToken: string;
+  chatvisorToken: string;
+  chatvisor: { apiUrl: string; token: string };
+  receiverUrl: string;
+  secret: string;
+}) {
+  return {
+    channels: [
+      { id: 'site', vendor: 'jivochat', token: given.jivoToken, personIdFrom: 'user_token' },
+      {
+        id: 'cv',
+        vendor: 'chatvisor',
+        token: given.chatvisorToken,
+        apiUrl: given.chatvisor.apiUrl,
+        apiToken: given.chatvisor.token,
+        maxRetries: 0,
+        backfillWindow: '0s',
+        // node-cron with seconds: a poll every second, under the scheduler's tick claim and run lock.
+        schedules: { conversationPoll: '* * * * * *' },
+      },
+    ],
+    destinations: [
+      {
+        id: 'crm',
+        url: given.receiverUrl,
+        secret: given.secret,
+        events: ['conversation.started'],
+        retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
+      },
+    ],
+  };
+}
