@@ -152,11 +152,13 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
       );
     },
     hold(what, count) {
-      const barrier = fake.hold(count, (method, path) =>
-        method === 'GET' &&
-        (what === 'search'
-          ? path.startsWith('/api/v4/contacts?query=')
-          : /^\/api\/v4\/contacts\/\d+$/.test(path)),
+      const barrier = fake.hold(
+        count,
+        (method, path) =>
+          method === 'GET' &&
+          (what === 'search'
+            ? path.startsWith('/api/v4/contacts?query=')
+            : /^\/api\/v4\/contacts\/\d+$/.test(path)),
       );
       return barrier.arrived;
     },
