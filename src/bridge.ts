@@ -5,7 +5,7 @@ import type Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { assertSafeToListen } from './config/published.js';
-import type { ChannelConfig, Config } from './config/schema.js';
+import { type ChannelConfig, type Config, isCrmDestination } from './config/schema.js';
 import { createAgentLinks } from './console/links.js';
 import { createContactEngine } from './contacts/engine.js';
 import type { FactService } from './contacts/facts.js';
@@ -13,6 +13,7 @@ import { createFactService } from './contacts/facts.js';
 import { startReindexOnce } from './contacts/reindex.js';
 import type { ContactService } from './contacts/service.js';
 import type { AdapterContext, AdapterDefinition, ChannelRuntime } from './contracts/adapter.js';
+import { exportCredentialExpiry, watchCredentialExpiry } from './crm/credentials.js';
 import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import type { EventPublisher } from './events/outbox.js';
@@ -238,6 +239,14 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     metrics,
     now,
   });
+  // CRM credentials that expire (amoCRM long-lived tokens): a gauge on every role's /metrics,
+  // and warnings in the log from the roles that deliver (start below).
+  const crmTargets = config.destinations.filter(isCrmDestination).flatMap((destination) => {
+    const connector = registry.connector(destination.kind);
+    return connector ? [{ destination, connector }] : [];
+  });
+  exportCredentialExpiry(metrics, crmTargets);
+  let stopExpiryWatch: (() => void) | undefined;
   const scheduler = createScheduler({
     jobs: [...channels.values()].flatMap(({ config: channel, runtime }) =>
       (runtime.jobs ?? []).map((job) => ({ channelId: channel.id, job })),
@@ -292,6 +301,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     async start() {
       if (started || role === 'web') return;
       started = true;
+      stopExpiryWatch = watchCredentialExpiry({
+        targets: crmTargets,
+        logger: logger.child({ component: 'crm' }),
+        now,
+      });
       scheduler.start();
       deferred.start();
       await delivery.start();
@@ -343,6 +357,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     close() {
       closing ??= (async () => {
         accepting = false;
+        stopExpiryWatch?.();
         const grace = config.server.shutdownTimeoutMs;
         const shutdownStarted = performance.now();
         // Scheduling stops first: no run starts while the servers drain and intake finishes (each

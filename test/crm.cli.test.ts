@@ -280,31 +280,77 @@ describe('chatbridge crm check: amoCRM with a token that may not list users', ()
 });
 
 describe('chatbridge crm check: amoCRM long-lived token', () => {
-  it('says until when the long-lived token (a JWT) is valid', async () => {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  /** A long-lived token as amoCRM makes them: a JWT (signature not checked by the bridge). */
+  const jwt = (exp: number) => `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp })}.c2lnbmF0dXJlLWJ5dGVz`;
+  const DAY_S = 86_400;
+  const nowS = () => Math.floor(Date.now() / 1000);
+
+  /** The fake account takes `token`, and the config sends it. */
+  async function withToken(token: string) {
     const crm = await amoWorld();
     cleanups.push(() => crm.close());
-    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
-    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 4102444800 })}.c2lnbmF0dXJlLWJ5dGVz`;
     crm.fake.token = token;
     const file = configFile(crm);
     writeFileSync(file, readFileSync(file, 'utf8').replace(crm.secrets[0]!, token));
+    return { crm, file };
+  }
+
+  it('says until when the long-lived token (a JWT) is valid', async () => {
+    const token = jwt(4102444800);
+    const { file } = await withToken(token);
     const run = capture();
     expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
-    expect(run.out[0]).toMatch(/; the long-lived token expires at 2100-01-01T00:00:00\.000Z$/);
+    expect(run.out[1]).toMatch(/^ {2}token expires at 2100-01-01T00:00:00\.000Z \(in \d+ days\)$/);
+    expect(run.err).toEqual([]);
     expect([...run.out, ...run.err].join('\n')).not.toContain(token);
   });
 
-  it('a token whose exp no date can hold (microseconds, not seconds) is checked without an expiry, not a crash', async () => {
-    const crm = await amoWorld();
-    cleanups.push(() => crm.close());
-    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
-    const token = `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp: 4102444800000000 })}.c2lnbmF0dXJlLWJ5dGVz`;
-    crm.fake.token = token;
-    const file = configFile(crm);
-    writeFileSync(file, readFileSync(file, 'utf8').replace(crm.secrets[0]!, token));
+  it('a token expiring in under 14 days: the check passes (exit 0) with a warning on stderr saying when and what to do', async () => {
+    // 5 days and an hour: "in 5 days" whatever the few seconds the check takes.
+    const token = jwt(nowS() + 5 * DAY_S + 3600);
+    const { file } = await withToken(token);
     const run = capture();
     expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
-    expect(run.out[0]).not.toContain('expires');
+    expect(run.out[1]).toMatch(/^ {2}token expires at \S+ \(in 5 days\)$/);
+    expect(run.out.at(-1)).toBe('crm: OK');
+    expect(run.err).toHaveLength(1);
+    expect(run.err[0]).toMatch(
+      /^warning: crm: token expires at \S+, in 5 days: then every delivery to amoCRM fails with 401 until it is replaced; generate a new long-lived token/,
+    );
+    expect([...run.out, ...run.err].join('\n')).not.toContain(token);
+  });
+
+  it('an expired token: exit 1 saying when it expired and what to do, without calling amoCRM', async () => {
+    const token = jwt(nowS() - DAY_S);
+    const { crm, file } = await withToken(token);
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(1);
+    expect(run.out).toEqual([]);
+    expect(run.err).toEqual([
+      expect.stringMatching(
+        /^chatbridge: crm: token expired at \S+: amoCRM refuses it \(401\) and deliveries fail; generate a new long-lived token .*, then replay the failed deliveries$/,
+      ),
+    ]);
+    expect(crm.fake.requests).toEqual([]);
+    expect(run.err.join('\n')).not.toContain(token);
+  });
+
+  it('a token that is not a JWT: its expiry is unknown, said, and no error', async () => {
+    const { file } = await withToken('amo-opaque-token-0123456789abcdef');
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
+    expect(run.out[1]).toBe(
+      '  token expiry unknown (not a JWT with an exp claim): nothing can warn before amoCRM refuses it',
+    );
+    expect(run.err).toEqual([]);
+  });
+
+  it('a token whose exp no date can hold (microseconds, not seconds) is checked with its expiry unknown, not a crash', async () => {
+    const { file } = await withToken(jwt(4102444800000000));
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], run.io)).toBe(0);
+    expect(run.out[1]).toMatch(/^ {2}token expiry unknown/);
     expect(run.out.join('\n')).toContain('crm: OK');
   });
 });

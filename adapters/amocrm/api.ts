@@ -1,3 +1,4 @@
+import { decodeJwt } from 'jose';
 import { z } from 'zod';
 
 /**
@@ -8,24 +9,30 @@ import { z } from 'zod';
 
 /**
  * When a long-lived token expires: it is a JWT whose `exp` claim (Unix seconds) is its expiry
- * [SDK: LongLivedAccessToken.php reads it], chosen between 1 day and 5 years when it was made
- * [OFF]. Read without verifying (only to tell the operator why a 401 came); null when the token
- * is not such a JWT.
+ * [SDK: LongLivedAccessToken.php reads it]; the expiry itself is chosen between 1 day and 5 years
+ * when the token is made [OFF]. That the token is a JWT is the SDK's, not the docs' [SDK]. The
+ * payload is decoded WITHOUT verifying the signature: amoCRM does not publish the key it signs
+ * with, and the date is only read to warn the operator (a forged token gains nothing from it; the
+ * CRM still checks the token). null when the token is not such a JWT, or its exp no date can hold:
+ * its expiry is then unknown, which is no error (the CRM still takes or refuses the token).
  */
 export function tokenExpiry(token: string): Date | null {
-  const payload = token.split('.')[1];
-  if (token.split('.').length !== 3 || !payload) return null;
+  let exp: unknown;
   try {
-    const exp = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { exp?: unknown }).exp;
-    if (typeof exp !== 'number' || !Number.isFinite(exp)) return null;
-    // An exp no Date can hold (one in microseconds) is no expiry to tell: an Invalid Date threw
-    // in toISOString (crm check exited 1 for a token deliveries use).
-    const at = new Date(exp * 1000);
-    return Number.isNaN(at.getTime()) ? null : at;
+    exp = decodeJwt(token).exp;
   } catch {
     return null;
   }
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return null;
+  // An exp no Date can hold (one in microseconds) is no expiry to tell: an Invalid Date threw
+  // in toISOString (crm check exited 1 for a token deliveries use).
+  const at = new Date(exp * 1000);
+  return Number.isNaN(at.getTime()) ? null : at;
 }
+
+/** How to replace an expired (or expiring) long-lived token [OFF: Kommo long-lived token page]. */
+export const RENEW_TOKEN_HINT =
+  "generate a new long-lived token (the private integration's Keys and scopes) and put it in the config";
 
 /**
  * How long the destination waits after a 429 that names no Retry-After (amoCRM's 429 is often a

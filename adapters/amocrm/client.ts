@@ -497,7 +497,7 @@ export function createAmoClient(settings: AmoSettings, transport: CrmTransport):
       }
       return {
         ...(usersUnavailable !== undefined ? { usersUnavailable } : {}),
-        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}${expiry ? `; the long-lived token expires at ${expiry.toISOString()}` : ''}`,
+        account: `${NAME} account ${account?.name ?? account?.subdomain ?? '?'} (id ${account?.id ?? '?'}) at ${origin}`,
         pipelines: (pipelines?._embedded.pipelines ?? []).map((pipeline) => ({
           id: String(pipeline.id),
           name: pipeline.name,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ConnectorDefinition } from '../../src/contracts/connector.js';
-import { ID_FORMATS, REQUESTS_PER_SECOND } from './api.js';
+import { ID_FORMATS, RENEW_TOKEN_HINT, REQUESTS_PER_SECOND, tokenExpiry } from './api.js';
 import { createAmoClient } from './client.js';
 
 /** amoCRM (Kommo) connector: a destination `kind: amocrm` (DESIGN §10, README "Connect your CRM"). */
@@ -20,6 +20,10 @@ export const amocrmConnector: ConnectorDefinition = {
   settings: amocrmSettingsSchema,
   requestsPerSecond: REQUESTS_PER_SECOND,
   idFormats: ID_FORMATS,
+  credentialExpiry: (destination) => ({
+    expiresAt: tokenExpiry(String((destination as { token?: unknown }).token ?? '')),
+    renew: RENEW_TOKEN_HINT,
+  }),
   secretsOf: (destination) => [String((destination as { token?: unknown }).token ?? '')],
   create(destination, transport) {
     return createAmoClient(amocrmSettingsSchema.parse(destination), transport);

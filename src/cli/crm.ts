@@ -3,6 +3,13 @@ import type { LoadedConfig } from '../config/load.js';
 import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
 import type { CrmCheckReport, CrmUser } from '../contracts/connector.js';
+import {
+  type CredentialExpiry,
+  credentialExpiry,
+  describeExpiry,
+  EXPIRY_WARNING_DAYS,
+  expiresAtText,
+} from '../crm/credentials.js';
 import { CrmError, scrub } from '../crm/errors.js';
 import { createRateLimiter } from '../crm/limiter.js';
 import { createTransport } from '../crm/transport.js';
@@ -20,7 +27,8 @@ import { createStore } from '../store/index.js';
 
 const USAGE = `Usage: chatbridge crm check --destination ID [--config FILE]
 Calls the CRM of a kind: amocrm / bitrix24 destination once (account, pipelines, users) and prints
-what the mapping will use there, or why it cannot (exit 1).`;
+what the mapping will use there, or why it cannot (exit 1). Says when an amoCRM token expires:
+a warning under ${EXPIRY_WARNING_DAYS} days, exit 1 once it has.`;
 
 interface Io {
   stdout(line: string): void;
@@ -72,6 +80,12 @@ export async function crmCommand(
     io.stderr(`chatbridge: no connector for kind '${destination.kind}'`);
     return 1;
   }
+  // An expired token is refused by the CRM (401) for every call: said as what it is, without one.
+  const expiry = credentialExpiry(connector, destination, new Date());
+  if (expiry.state === 'expired') {
+    io.stderr(`chatbridge: ${destination.id}: ${describeExpiry(expiry, connector.displayName)}`);
+    return 1;
+  }
   const logger = createLogger('silent');
   // The same store as the running service: the check counts against the shared request rate.
   const store = await createStore(config.store, logger);
@@ -99,7 +113,14 @@ export async function crmCommand(
       io.stderr(`chatbridge: ${destination.id}: ${shown(scrub(message, secrets))}`);
       return 1;
     }
-    const problems = describe(destination, showable(report), config.agents, io, connector.displayName);
+    const problems = describe(
+      destination,
+      showable(report),
+      config.agents,
+      io,
+      connector.displayName,
+      expiry,
+    );
     for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
       io.stderr(
@@ -107,6 +128,9 @@ export async function crmCommand(
       );
       return 1;
     }
+    // Usable today, but not for long: said last, where it is seen, and still exit 0.
+    if (expiry.state === 'soon')
+      io.stderr(`warning: ${destination.id}: ${describeExpiry(expiry, connector.displayName)}`);
     io.stdout(`${destination.id}: OK`);
     return 0;
   } finally {
@@ -152,11 +176,16 @@ function describe(
   agents: readonly { email: string; crmUserId?: string | undefined }[],
   io: Io,
   crmName: string,
+  expiry: CredentialExpiry,
 ): string[] {
   const problems: string[] = [];
   const { crm } = destination;
   const userLabel = (user: CrmUser) => `user ${user.id} "${user.name}"`;
   io.stdout(`destination ${destination.id} (${crmName}): ${report.account}`);
+  // A credential with no expiry to read (Bitrix24's webhook) gets no line: nothing is known.
+  // Under EXPIRY_WARNING_DAYS the warning with what to do follows on stderr.
+  if (expiry.state === 'soon') io.stdout(`  ${expiresAtText(expiry)}`);
+  else if (expiry.state !== 'none') io.stdout(`  ${describeExpiry(expiry, crmName)}`);
   io.stdout(`  ${report.pipelines.length} pipeline(s), ${report.users.length} user(s)`);
 
   const channels = [

@@ -168,6 +168,13 @@ export interface ConnectorDefinition {
    * be sent as null and land the deal in the CRM's default pipeline. Absent = any id.
    */
   idFormats?: Partial<Record<'pipeline' | 'stage' | 'user', { pattern: RegExp; message: string }>>;
+  /**
+   * When the destination's credential expires, for the warnings before it does
+   * (src/crm/credentials.ts): `expiresAt` null when it may expire but the connector cannot tell
+   * when; `renew` says how to get a new one. Absent: the credential has no expiry the bridge can
+   * read (a Bitrix24 inbound webhook).
+   */
+  credentialExpiry?(destination: CrmDestinationConfig): { expiresAt: Date | null; renew: string };
   /** Setting values that are secrets: never logged, shown, or put in an error. */
   secretsOf(destination: CrmDestinationConfig): string[];
   create(destination: CrmDestinationConfig, transport: CrmTransport): CrmApi;

@@ -72,6 +72,14 @@ export const crmKeys = {
    */
   gone: (destinationId: string, crmId: string) =>
     `crm:gone:${encodeURIComponent(destinationId)}:${encodeURIComponent(crmId)}`,
+  /**
+   * The bridge contact (a record id) whose `crm` identity this CRM contact id is. Claimed once,
+   * atomically (SET NX), by the first link-back: two bridge contacts linked to one CRM contact at
+   * the same time (two instances, or two lanes) each saw no holder and both took the identity,
+   * which merged them. One key, so one hash slot on a Cluster whatever the prefix.
+   */
+  holder: (destinationId: string, crmId: string) =>
+    `crm:holder:${encodeURIComponent(destinationId)}:${encodeURIComponent(crmId)}`,
 };
 
 export interface CrmFlowDeps {
@@ -359,12 +367,19 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     // values the rules do not merge on, in the CRM under one contact). As an identity the id
     // would merge them (it did): this one is linked without it (the link in the store and its
     // crmLink), so its events still go on that CRM contact and the contacts stay two.
-    const holder = await deps.contacts.findByIdentifier({
-      kind: 'crm',
-      value: crmId,
-      channelId: destinationId,
-    });
-    const shared = holder !== null && holder.id !== contact.id;
+    // Who holds it is decided by one atomic claim, not by looking first: two link-backs at once
+    // (two instances) both found no holder and both observed the identity, and the second
+    // observation merged the two contacts. The claim is kept by a record id: this contact's
+    // when it claimed it before (a retry after the observation failed) or absorbed the claimant.
+    const holderKey = crmKeys.holder(destinationId, crmId);
+    const claimed = await store.set(holderKey, contact.id, { nx: true, ttlMs: LINK_TTL_MS });
+    const claimant = claimed ? contact.id : await store.get(holderKey);
+    const ours = claimant === null || claimant === contact.id || contact.records.includes(claimant);
+    // Contacts linked before the claim existed hold the id with no claim: found by the identity.
+    const holder = ours
+      ? await deps.contacts.findByIdentifier({ kind: 'crm', value: crmId, channelId: destinationId })
+      : null;
+    const shared = !ours || (holder !== null && holder.id !== contact.id);
     if (shared && contact.crmLink === url) return;
     // The observation must land on this bridge contact: it carries the identifiers that resolve
     // to it, plus the new `crm` identity (scoped to this destination, so it never merges across).

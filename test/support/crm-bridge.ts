@@ -39,7 +39,12 @@ export async function settled(bridge: TestBridge, expectedAtLeast: number): Prom
         const pending = await bridge.admin('GET', '/api/v1/deliveries?state=pending&limit=200');
         const all = await bridge.admin('GET', '/api/v1/deliveries?limit=200');
         deliveries = all.body.deliveries;
-        return pending.body.deliveries.length === 0 && deliveries.length >= expectedAtLeast;
+        // Both lists: a delivery made between the two requests is in the second one only.
+        return (
+          pending.body.deliveries.length === 0 &&
+          deliveries.length >= expectedAtLeast &&
+          deliveries.every((delivery) => delivery.state !== 'pending')
+        );
       },
       { timeout: 10_000, interval: 25 },
     )

@@ -34,6 +34,12 @@ export interface CrmWorld {
   secrets: string[];
   /** Make the next `times` calls that create something of `what` fail with a 5xx. */
   failCreate(what: 'deal' | 'task' | 'note' | 'contact', times: number): void;
+  /**
+   * A barrier in the fake: the next `count` contact searches (`search`) or contact reads by id
+   * (`read`) are held until all `count` have arrived, then answered at once. Returns how many
+   * arrived so far.
+   */
+  hold(what: 'search' | 'read', count: number): () => number;
   /** Make the next `times` calls answer the CRM's rate-limit answer, with Retry-After 1. */
   rateLimit(times: number): void;
   rejectCredential(on: boolean): void;
@@ -145,6 +151,17 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
         (method, path) => method === 'POST' && path === creates[what],
       );
     },
+    hold(what, count) {
+      const barrier = fake.hold(
+        count,
+        (method, path) =>
+          method === 'GET' &&
+          (what === 'search'
+            ? path.startsWith('/api/v4/contacts?query=')
+            : /^\/api\/v4\/contacts\/\d+$/.test(path)),
+      );
+      return barrier.arrived;
+    },
     rateLimit(times) {
       fake.failNext(times, { status: 429, body: 'Too Many Requests', headers: { 'retry-after': '1' } });
     },
@@ -255,6 +272,15 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
         { status: 500, body: '{"error":"INTERNAL_SERVER_ERROR","error_description":"Internal error"}' },
         (method) => method === creates[what],
       );
+    },
+    hold(what, count) {
+      // Bitrix24 searches through batches of crm.duplicate.findbycomm commands.
+      const barrier = fake.hold(count, (method, body) =>
+        what === 'search'
+          ? method === 'batch' && body.includes('crm.duplicate.findbycomm')
+          : method === 'crm.contact.get',
+      );
+      return barrier.arrived;
     },
     rateLimit(times) {
       fake.failNext(times, {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createRequestBarrier, type RequestBarrier } from '../../../test/support/barrier.js';
 import { tokenExpiry } from '../api.js';
 
 /**
@@ -9,7 +10,10 @@ import { tokenExpiry } from '../api.js';
  * `validation-errors` with dot paths, 403 users for a non-admin token, non-JSON 429.
  * Lists of a lead's or contact's tasks and notes (newest first on `order[id]=desc`), and
  * `created_at` on what it makes, let a retry find what a create whose answer was lost made.
- * Fault switches: `failNext(n, answer, match?)`, `rejectToken`, `nonAdminToken`.
+ * Fault switches: `failNext(n, answer, match?)`, `rejectToken`, `nonAdminToken`. A barrier,
+ * `hold(n, match)`, keeps the matching requests unanswered until `n` of them have arrived, then
+ * answers them all (from the state as it is then): two instances' lookups made to overlap
+ * without a sleep.
  */
 
 export interface FakeValue {
@@ -84,6 +88,11 @@ export interface FakeAmo {
   requests: SeenRequest[];
   /** The next `times` requests (matching `match`, default any) get `answer` instead. */
   failNext(times: number, answer: FakeAnswer, match?: (method: string, path: string) => boolean): void;
+  /**
+   * A barrier: the next `count` requests matching `match` (path with its query) are held, none
+   * answered until all `count` have arrived. `arrived()` says how many did so far.
+   */
+  hold(count: number, match: (method: string, path: string) => boolean): { arrived(): number };
   /** Every request is refused with 401 while true. */
   rejectToken: boolean;
   /** The users list is refused with 403 (amoCRM: admins only) while true. */
@@ -144,6 +153,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
   let nextId = 1000;
   const faults: { times: number; answer: FakeAnswer; match: (method: string, path: string) => boolean }[] =
     [];
+  const barriers: RequestBarrier<[method: string, path: string]>[] = [];
 
   const fake: FakeAmo = {
     url: '',
@@ -157,6 +167,11 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
     nonAdminToken: false,
     failNext(times, answer, match = () => true) {
       faults.push({ times, answer, match });
+    },
+    hold(count, match) {
+      const barrier = createRequestBarrier(count, match);
+      barriers.push(barrier);
+      return { arrived: barrier.arrived };
     },
     close: async () => {},
   };
@@ -585,6 +600,7 @@ export async function startFakeAmo(options: FakeAmoOptions): Promise<FakeAmo> {
       authorization: request.headers.authorization,
       body: text,
     });
+    await barriers.find((entry) => entry.takes(method, `${url.pathname}${url.search}`))?.wait();
     const send = (
       status: number,
       body?: string,

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createRequestBarrier, type RequestBarrier } from '../../../test/support/barrier.js';
 
 /**
  * A stateful fake Bitrix24 portal on loopback, following the documented shapes
@@ -11,7 +12,10 @@ import type { AddressInfo } from 'node:net';
  * crm.contact.list / crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (what a retry whose
  * create got no answer asks) and refuse filter keys the fake does not know.
  * The webhook's scopes (`scopes`): a method outside them is refused with insufficient_scope.
- * Fault switches: `failNext(n, answer, match?)`, `rejectCode`, `bucket`.
+ * Fault switches: `failNext(n, answer, match?)`, `rejectCode`, `bucket`. A barrier,
+ * `hold(n, match)`, keeps the matching requests unanswered until `n` of them have arrived, then
+ * answers them all (from the state as it is then): two instances' lookups made to overlap
+ * without a sleep.
  */
 
 export interface FakeMultifield {
@@ -98,6 +102,12 @@ export interface FakeBitrix24 {
   comments: FakeB24Comment[];
   requests: SeenRequest[];
   failNext(times: number, answer: FakeAnswer, match?: (method: string) => boolean): void;
+  /**
+   * A barrier: the next `count` requests whose method name and body match are held, none
+   * answered until all `count` have arrived (a batch is matched by its body, which names its
+   * commands). `arrived()` says how many did so far.
+   */
+  hold(count: number, match: (method: string, body: string) => boolean): { arrived(): number };
   rejectCode: boolean;
   /** Leaky bucket (X requests, drains Y/s): over it, 503 QUERY_LIMIT_EXCEEDED. */
   bucket: { size: number; perSecond: number } | null;
@@ -164,6 +174,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
   let level = 0;
   let levelAt = Date.now();
   const faults: { times: number; answer: FakeAnswer; match: (method: string) => boolean }[] = [];
+  const barriers: RequestBarrier<[method: string, body: string]>[] = [];
   const fake: FakeBitrix24 = {
     url: '',
     webhookUrl: '',
@@ -178,6 +189,11 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
     limited: 0,
     failNext(times, answer, match = () => true) {
       faults.push({ times, answer, match });
+    },
+    hold(count, match) {
+      const barrier = createRequestBarrier(count, match);
+      barriers.push(barrier);
+      return { arrived: barrier.arrived };
     },
     close: async () => {},
   };
@@ -457,6 +473,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
     const match = /^\/rest\/(\d+)\/([^/]+)\/([a-z0-9_.]+?)(?:\.json)?$/i.exec(url.pathname);
     if (!match) return send(404, { error: 'NOT_FOUND', error_description: 'Not found' });
     const [, user, code, name] = match as unknown as [string, string, string, string];
+    await barriers.find((entry) => entry.takes(name, text))?.wait();
     const fault = faults.find((entry) => entry.times > 0 && entry.match(name));
     if (fault) {
       fault.times -= 1;
