@@ -152,6 +152,19 @@ channels:
     }
   });
 
+  it('on the example config, the in-memory refusal says to copy it (README "Running for real"), not to edit it', async () => {
+    // The example runs on the in-memory store also with REDIS_URL set, by design: "set store.redis
+    // in it" sent a newcomer to edit the example, which the README says to copy first.
+    const run = capture();
+    expect(
+      await runCli(['keys', 'list', '--channel', 'app', '--config', 'config/bridge.example.yaml'], run.io),
+    ).toBe(1);
+    expect(run.err).toHaveLength(1);
+    expect(run.err[0]).toContain('in-memory store');
+    expect(run.err[0]).toContain('copy it to config/bridge.yaml');
+    expect(run.err[0]).not.toContain('in it');
+  });
+
   it('unknown commands in a group are bad usage (exit 2); a bare group prints its usage on stderr', async () => {
     const unknown = capture();
     expect(await runCli(['config', 'bogus'], unknown.io)).toBe(2);

@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
+import { startFakeCrms } from '../adapters/test-support/fake-crms.js';
+import { runCli } from '../src/cli/main.js';
+import { capture } from './support/cli.js';
 import { amoWorld, bitrixWorld, jivoPayloads } from './support/crm-worlds.js';
 import { startTestBridge } from './support/harness.js';
 
@@ -55,5 +58,39 @@ describe('config/crm.example.yaml', () => {
       amo.contactUrl(amo.state().contacts[0]!.id),
       b24.contactUrl(b24.state().contacts[0]!.id),
     ]).toContain(again.body.crm_link);
+  });
+
+  it('README: the fakes a person starts (dist/adapters/test-support/fake-crms.js) pass crm check for both destinations', async () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const command = /node dist\/(adapters\/test-support\/fake-crms)\.js/.exec(readme);
+    expect(command, 'README "Connect your CRM" says how to start the fakes').not.toBeNull();
+    // dist/<path>.js is what npm run build makes of <path>.ts.
+    expect(existsSync(new URL(`../${command![1]}.ts`, import.meta.url))).toBe(true);
+    const crms = await startFakeCrms();
+    cleanups.push(() => crms.close());
+    // The variables it prints, as a person exports them; REDIS_URL unset (the example's store is
+    // ${REDIS_URL:-}): the check must not touch a Redis the test run shares.
+    const variables = { ...crms.env, REDIS_URL: '' };
+    const saved = Object.fromEntries(Object.keys(variables).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, variables);
+    cleanups.push(async () => {
+      for (const [name, value] of Object.entries(saved))
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    });
+    for (const destination of ['amo', 'b24']) {
+      const run = capture();
+      expect(
+        await runCli(
+          ['crm', 'check', '--destination', destination, '--config', 'config/crm.example.yaml'],
+          run.io,
+        ),
+        run.err.join('\n'),
+      ).toBe(0);
+      expect(run.out.join('\n')).toContain(`${destination}: OK`);
+    }
+    expect(crms.summary()).toBe(
+      'amoCRM: 0 contacts, 0 deals, 0 notes, 0 tasks; Bitrix24: 0 contacts, 0 deals, 0 comments, 0 tasks',
+    );
   });
 });

@@ -133,7 +133,12 @@ export async function withBridge<T>(
     throw new CliFailure(
       // Said for listing commands too (keys list, deliveries list): they would read an empty store.
       `'${command.name}' refused: ${source.path} uses the in-memory store, which no running bridge shares ` +
-        "(this command would work on an empty store of its own, gone when it exits); set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})",
+        '(this command would work on an empty store of its own, gone when it exits); ' +
+        // The example stays on the in-memory store by design (its comment says why): the README's
+        // way is a copy with the bridge's Redis, not an edited example.
+        (source.isExample
+          ? 'copy it to config/bridge.yaml and set store.redis there to the bridge\'s Redis (redis: ${REDIS_URL}; README "Running for real")'
+          : "set store.redis in it to the bridge's Redis (e.g. redis: ${REDIS_URL})"),
     );
   }
   const bridge = await createBridge({ config, role: 'web', logger, store });

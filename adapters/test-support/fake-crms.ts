@@ -1,0 +1,112 @@
+import { pathToFileURL } from 'node:url';
+import { type FakeAmo, startFakeAmo } from '../amocrm/test-support/fake-amocrm.js';
+import { type FakeBitrix24, startFakeBitrix24 } from '../bitrix24/test-support/fake-bitrix24.js';
+
+/**
+ * The fake amoCRM and Bitrix24 the tests use, as one process a person can run, with the account
+ * config/crm.example.yaml names (its pipelines, stages and users): README "Connect your CRM" can
+ * be tried without a CRM. `npm run build && node dist/adapters/test-support/fake-crms.js` prints
+ * the variables the example reads, then what each CRM holds whenever it changes; Ctrl-C stops
+ * it (and forgets everything: the fakes keep their state in memory).
+ */
+
+/** A long-lived token and a webhook code of the right shape: only these fakes accept them. */
+export const FAKE_AMOCRM_TOKEN = 'fake-amocrm-long-lived-token-0001';
+export const FAKE_BITRIX24_CODE = 'fakebitrix24code0001';
+
+export interface FakeCrms {
+  amo: FakeAmo;
+  bitrix24: FakeBitrix24;
+  /** What config/crm.example.yaml reads from the environment to reach these fakes. */
+  env: { AMOCRM_URL: string; AMOCRM_TOKEN: string; BITRIX24_WEBHOOK_URL: string };
+  /** What each CRM holds, in one line. */
+  summary(): string;
+  close(): Promise<void>;
+}
+
+const count = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
+
+export async function startFakeCrms(): Promise<FakeCrms> {
+  // config/crm.example.yaml: channel shop-site -> pipeline 7001 stage 112 (amoCRM), category 9
+  // stage C9:TALK (Bitrix24); other channels the main pipeline; agent dmitry@store.example is a
+  // user of both by e-mail; the default responsible is 501 / 1.
+  const amo = await startFakeAmo({
+    token: FAKE_AMOCRM_TOKEN,
+    users: [
+      { id: 501, name: 'Default Manager', email: 'manager@shop.example' },
+      { id: 502, name: 'Dmitry Volkov', email: 'dmitry@store.example' },
+    ],
+    pipelines: [
+      {
+        id: 7000,
+        name: 'Main',
+        statuses: [
+          { id: 100, name: 'Incoming', type: 1 },
+          { id: 101, name: 'New' },
+          { id: 142, name: 'Won' },
+          { id: 143, name: 'Lost' },
+        ],
+      },
+      {
+        id: 7001,
+        name: 'Shop chats',
+        statuses: [
+          { id: 110, name: 'Incoming', type: 1 },
+          { id: 111, name: 'First contact' },
+          { id: 112, name: 'Talking' },
+          { id: 142, name: 'Won' },
+          { id: 143, name: 'Lost' },
+        ],
+      },
+    ],
+  });
+  const bitrix24 = await startFakeBitrix24({
+    code: FAKE_BITRIX24_CODE,
+    users: [
+      { ID: '1', NAME: 'Portal Admin', EMAIL: 'admin@shop.example' },
+      { ID: '7', NAME: 'Dmitry Volkov', EMAIL: 'dmitry@store.example' },
+    ],
+    categories: [
+      { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },
+      { id: 9, name: 'Chats', stages: ['NEW', 'TALK', 'WON', 'LOSE'] },
+    ],
+  });
+  return {
+    amo,
+    bitrix24,
+    env: { AMOCRM_URL: amo.url, AMOCRM_TOKEN: amo.token, BITRIX24_WEBHOOK_URL: bitrix24.webhookUrl },
+    summary: () =>
+      `amoCRM: ${count(amo.contacts.length, 'contact')}, ${count(amo.leads.length, 'deal')}, ` +
+      `${count(amo.notes.length, 'note')}, ${count(amo.tasks.length, 'task')}; ` +
+      `Bitrix24: ${count(bitrix24.contacts.length, 'contact')}, ${count(bitrix24.deals.length, 'deal')}, ` +
+      `${count(bitrix24.comments.length, 'comment')}, ${count(bitrix24.tasks.length, 'task')}`,
+    close: async () => {
+      await Promise.all([amo.close(), bitrix24.close()]);
+    },
+  };
+}
+
+/** Run as a program (not imported by a test): start both, say how to use them, report changes. */
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const crms = await startFakeCrms();
+  const env = Object.entries(crms.env)
+    .map(([name, value]) => `${name}=${value}`)
+    .join(' ');
+  console.log(`fake amoCRM at ${crms.amo.url}, fake Bitrix24 at ${crms.bitrix24.url} (Ctrl-C stops them)`);
+  console.log('For config/crm.example.yaml, in another shell:');
+  console.log(`export ${env}`);
+  let said = crms.summary();
+  console.log(said);
+  const watch = setInterval(() => {
+    const now = crms.summary();
+    if (now === said) return;
+    said = now;
+    console.log(now);
+  }, 500);
+  const stop = () => {
+    clearInterval(watch);
+    void crms.close().then(() => process.exit(0));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
