@@ -279,17 +279,21 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
   });
 }
 
-/** The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics, nothing else. */
+/**
+ * The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics (and
+ * HEAD), nothing else. A wrong method on /metrics is answered as on the main port's known paths
+ * (allowedMethods, with the error middleware's JSON body): 405 with `Allow`, OPTIONS 204 with
+ * `Allow`. It answered 404 before, as if a scraper configured with POST had the wrong path.
+ */
 export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
+  app.use(errorMiddleware());
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
-  app.use(router.routes());
-  app.use((ctx) => {
-    ctx.status = 404;
-    ctx.body = NOT_FOUND;
-  });
+  // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
+  // sets it: allowedMethods runs after the rest and would keep that body under its 405.
+  app.use(router.routes()).use(allowedMethods(router));
   return app;
 }
 
