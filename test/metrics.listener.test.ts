@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestBridge, type TestBridge } from './support/harness.js';
 import { rawRequest } from './security/support.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
 
 /**
  * The metrics listener (metrics.port) answers a method /metrics does not take as the main port
