@@ -557,14 +557,19 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
     mount(router, operations, { bodyLimitBytes: bodyLimit });
-    app.use(router.routes()).use(allowedMethods(router));
-    app.use((ctx) => {
-      ctx.status = 404;
-      ctx.body = errorBody(
-        'not_found',
-        'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
-      );
+    // The worker's 404 is set once the router and allowedMethods are done: as a last middleware
+    // it was reached before allowedMethods decided, and a wrong method got its 405 with this body.
+    app.use(async (ctx, next) => {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        ctx.status = 404;
+        ctx.body = errorBody(
+          'not_found',
+          'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
+        );
+      }
     });
+    app.use(router.routes()).use(allowedMethods(router));
     appRoutes.set(app, {
       routes: operations,
       publicRoutes: [],
