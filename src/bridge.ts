@@ -104,7 +104,10 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
   const registry = options.registry ?? defaultRegistry();
   const logger = options.logger ?? createLogger(config.log.level);
   const now = options.now ?? (() => new Date());
-  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? false });
+  const metrics = new Metrics({
+    defaultMetrics: options.defaultMetrics ?? false,
+    eventLoopResolutionMs: config.metrics.eventLoopResolutionMs,
+  });
   const store = options.store ?? (await createStore(config.store, logger));
   // /readyz and chatbridge_store_up ask one check (DESIGN §12: the store accepts writes), bounded
   // and never more than one at a time (src/store/check.ts). Read through `store` at each check,

@@ -71,8 +71,18 @@ export class Metrics {
 
   private readonly extra = new Map<string, Counter | Gauge | Histogram>();
 
-  constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  /**
+   * `eventLoopResolutionMs`: metrics.eventLoopResolutionMs, the event-loop delay monitor's
+   * resolution (prom-client's own default, 10, when not given).
+   */
+  constructor(options: { defaultMetrics?: boolean; eventLoopResolutionMs?: number } = {}) {
+    if (options.defaultMetrics)
+      collectDefaultMetrics({
+        register: this.registry,
+        ...(options.eventLoopResolutionMs === undefined
+          ? {}
+          : { eventLoopMonitoringPrecision: options.eventLoopResolutionMs }),
+      });
   }
 
   /** What chatbridge_store_up checks at each scrape: the /readyz check (the store accepts a write). */

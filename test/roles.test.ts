@@ -85,6 +85,22 @@ describe('--role worker', () => {
     expect(cronTaskNames()).toContain('site:tick');
   });
 
+  it('answers a wrong method on its paths with the JSON 405 naming it, not its 404 body', async () => {
+    // Its 404 ("runs --role worker") was the last middleware, reached before the router's 405 was
+    // decided: a POST /healthz got status 405 with that 404's body.
+    const worker = await bridgeWith({ adapters: [scheduledEcho], role: 'worker' });
+    const wrong = await fetch(`${worker.url}/healthz`, { method: 'POST' });
+    expect([wrong.status, wrong.headers.get('allow')]).toEqual([405, 'HEAD, GET']);
+    expect(await wrong.json()).toEqual({
+      error: { code: 'method_not_allowed', message: 'POST is not allowed here; allowed: HEAD, GET' },
+    });
+    const unknown = await fetch(`${worker.url}/nope`, { method: 'POST' });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toContain(
+      '--role worker',
+    );
+  });
+
   it('reports chatbridge_store_up as the store is at each scrape, whether or not /readyz was asked', async () => {
     // Set only by /readyz, it read 0 on a healthy worker nobody probed, and 1 after its store went.
     const worker = await bridgeWith({

@@ -13,6 +13,7 @@ import { channelRoute } from '../../src/contracts/channel.js';
 import { ChatvisorClient } from './client.js';
 import { ConversationTracker } from './conversations.js';
 import { AgentSyncIncompleteError } from './errors.js';
+import { IdleCustomers } from './idle.js';
 import { LabelPusher } from './labels.js';
 import { CUSTOMER_KIND, VENDOR } from './mapper.js';
 import { ConversationPoller } from './poll.js';
@@ -38,7 +39,9 @@ export interface ChatvisorRuntime extends ChannelRuntime<ChatvisorChannel> {
   readonly agentSync: AgentSync;
   readonly poller: ConversationPoller;
   readonly profiles: CustomerProfiles;
-  /** Resolves when the work started after webhook answers (profiles, labels) has finished. */
+  /** Without a poll schedule: forgets customers no webhook named for idleCustomerTtl (idle.ts). */
+  readonly idleCustomers: IdleCustomers;
+  /** Resolves when the work started after webhook answers (profiles, labels, a sweep) has finished. */
   idle(): Promise<void>;
 }
 
@@ -123,6 +126,15 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     profiles,
     settings,
     logger,
+  });
+  const idleCustomers = new IdleCustomers({
+    channelId: channel.id,
+    store: context.store,
+    // With a poll schedule the poller forgets customers Chatvisor no longer lists (poll.ts).
+    ttlMs: settings.schedules.conversationPoll ? 0 : settings.idleCustomerTtl,
+    now: () => context.now(),
+    logger,
+    metrics: context.metrics,
   });
   const background = new Background(logger, {
     channelId: channel.id,
@@ -222,7 +234,12 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     jobs.push({
       name: 'conversation-poll',
       schedule: settings.schedules.conversationPoll,
-      run: (signal) => poller.run(signal),
+      run: async (signal) => {
+        // Customers the poller stores get no alive marks: should the schedule go, they are
+        // indexed again by the first sweep without it (idle.ts).
+        await idleCustomers.forgetAdoption();
+        return poller.run(signal);
+      },
     });
   }
 
@@ -239,18 +256,23 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
   ];
 
   return {
-    state: { id: channel.id, store: context.store, profiles, tracker, background },
+    state: { id: channel.id, store: context.store, profiles, tracker, background, idleCustomers },
     settings,
     client,
     agentSync,
     poller,
     profiles,
+    idleCustomers,
     routes,
     jobs,
     commands,
     factSources,
-    idle: () => background.idle(),
-    close: (graceMs) => background.close(graceMs),
+    async idle() {
+      await Promise.all([background.idle(), idleCustomers.idle()]);
+    },
+    async close(graceMs) {
+      await Promise.all([background.close(graceMs), idleCustomers.close()]);
+    },
   };
 }
 
@@ -265,7 +287,33 @@ export const chatvisorAdapter: AdapterDefinition<ChatvisorChannel> = {
   vendor: VENDOR,
   displayName: 'Chatvisor',
   channelSettings: channelSettingsSchema,
+  checkConfig(channel, config) {
+    // Forgetting a customer's status sooner than the contact model forgets an event's key would
+    // let a vendor's late retry of that event through as new.
+    const parsed = channelSettingsSchema.safeParse(channel);
+    const dedupeMs = config.identity.dedupeTtlSeconds * 1000;
+    if (!parsed.success || parsed.data.idleCustomerTtl === 0 || parsed.data.idleCustomerTtl >= dedupeMs)
+      return [];
+    return [
+      {
+        path: ['idleCustomerTtl'],
+        message: `at least identity.dedupeTtlSeconds (${formatDuration(dedupeMs)}): a customer's state is what answers a vendor's retry as a duplicate; or 0s to never forget`,
+      },
+    ];
+  },
   intake: [chatvisorWebhook],
   create: createChatvisorRuntime,
   commands: [SYNC_AGENTS_COMMAND],
 };
+
+/** 604800000 -> "7d", 90000000 -> "25h", 1500 -> "1500ms": the largest whole unit. */
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  return `${ms}ms`;
+}

@@ -112,6 +112,13 @@ export const channelSettingsSchema = z.object({
    * conversation always reads it again); e.g. "1h", "0s" = read on every event.
    */
   profileRefresh: durationSchema.default(3_600_000),
+  /**
+   * Without a conversation poll schedule: a customer no webhook has named for this long is
+   * forgotten (its per-customer state, idle.ts); at least identity.dedupeTtlSeconds (checked in
+   * index.ts). "0s" = never (the state of every customer id ever named stays). Ignored with a
+   * poll schedule: the poller forgets customers Chatvisor no longer lists.
+   */
+  idleCustomerTtl: durationSchema.default(30 * 86_400_000),
 });
 export type ChatvisorSettings = z.output<typeof channelSettingsSchema>;
 

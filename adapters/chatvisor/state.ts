@@ -57,7 +57,23 @@ export function storeKeys(channelId: string) {
      * store holds state for but Chatvisor no longer lists is forgotten after a while (poll.ts).
      */
     pollUnlisted: `${base}:poll:unlisted`,
+    /**
+     * Without a poll schedule (idle.ts): sorted set customerId -> when a webhook last named it
+     * (ms), the index of customers to forget once idle for `idleCustomerTtl`. Each one's alive
+     * mark (idleAliveKey) carries the expiry itself.
+     */
+    idleTouched: `${base}:idle:touched`,
+    /** Set once the customers an older version stored were taken into `idleTouched` (idle.ts). */
+    idleAdopted: `${base}:idle:adopted`,
   };
+}
+
+/**
+ * A customer's alive mark (idle.ts): a string key set with a TTL of `idleCustomerTtl` by every
+ * webhook naming the customer. Its absence is what lets the sweep forget the customer's state.
+ */
+export function idleAliveKey(channelId: string, customerId: string): string {
+  return `chatvisor:${channelId}:idle:alive:${customerId}`;
 }
 
 /** The per-customer hashes: what is forgotten of a customer Chatvisor no longer knows (poll.ts). */

@@ -4,6 +4,7 @@ import type { Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
 import type { Metrics } from '../../src/metrics.js';
 import type { Store } from '../../src/store/types.js';
 import type { ConversationTracker } from './conversations.js';
+import type { IdleCustomers } from './idle.js';
 import {
   classifyTransition,
   conversationIdOf,
@@ -14,7 +15,7 @@ import {
 import { CONVERSATION_STATUS } from './operations.js';
 import type { CachedProfile, CustomerProfiles } from './profiles.js';
 import { type Conversation, conversationSchema, type Message, messageSchema } from './schemas.js';
-import { type MessageCursor, readEnded, readStatus, writeEnded, writeStatus } from './state.js';
+import { type MessageCursor, readEnded, readStatus, storeKeys } from './state.js';
 
 /**
  * `POST /webhooks/chatvisor/:channelId/:token` (DESIGN §4). Chatvisor posts all events to one URL
@@ -40,6 +41,8 @@ export interface ChatvisorChannel {
   profiles: CustomerProfiles;
   tracker: ConversationTracker;
   background: Background;
+  /** Without a poll schedule: each webhook naming a customer keeps it from being forgotten (idle.ts). */
+  idleCustomers: IdleCustomers;
 }
 
 /** The body as read, with what the store knows about its customer. */
@@ -128,30 +131,37 @@ export const chatvisorWebhook: IntakeRoute<ChatvisorChannel, OpenedEvent> = {
   render: () => ({ body: { ok: true } }),
   async settle(answer, result, channel) {
     const { opened, decoded, contact } = result;
-    if (decoded.kind !== 'observe' || !contact || opened.kind === 'other') return answer;
+    if (opened.kind === 'other') return answer;
     const customerId =
       opened.kind === 'conversation' ? opened.conversation.customerId : opened.message.customerId;
-    let refresh = false;
-    if (opened.kind === 'conversation') {
+    // One write: the new status and finish mark (below), and, without a poll schedule, the mark
+    // that keeps the customer from being forgotten (idle.ts) — set by every webhook naming it, a
+    // repeated one included (its stored status is what answers the next repeat as a duplicate).
+    const batch = channel.store.batch();
+    channel.idleCustomers.touch(batch, customerId);
+    const observed = decoded.kind === 'observe' && contact !== undefined && contact !== null;
+    if (observed && opened.kind === 'conversation' && !result.duplicate) {
       // Only after the observation is stored: if that failed, the status is still "unseen" and
       // the next webhook or poll tries again. A late or repeated delivery of an older event (the
       // contact model had its key) leaves the stored status alone: it is newer than the event.
-      if (!result.duplicate) {
-        await writeStatus(channel.store, channel.id, customerId, opened.conversation.status);
-        // A finish: the customer's messages until now were in this conversation, so the next
-        // conversation's transcript (poll.ts) starts after them. Chatvisor's webhook carries no
-        // message times; the finish's arrival dates it.
-        const at = decoded.observations[0]?.at;
-        if (opened.conversation.status === CONVERSATION_STATUS.done && at)
-          await writeEnded(channel.store, channel.id, customerId, {
-            text: opened.conversation.lastMessageText ?? null,
-            at,
-            seen: [],
-          });
+      const keys = storeKeys(channel.id);
+      batch.hset(keys.status, customerId, opened.conversation.status);
+      // A finish: the customer's messages until now were in this conversation, so the next
+      // conversation's transcript (poll.ts) starts after them. Chatvisor's webhook carries no
+      // message times; the finish's arrival dates it.
+      const at = decoded.observations[0]?.at;
+      if (opened.conversation.status === CONVERSATION_STATUS.done && at) {
+        const mark: MessageCursor = { text: opened.conversation.lastMessageText ?? null, at, seen: [] };
+        batch.hset(keys.ended, customerId, JSON.stringify(mark));
       }
-      // A new conversation is when a customer most likely logged in or changed details.
-      refresh = classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
     }
+    if (batch.length > 0) await batch.exec();
+    channel.idleCustomers.sweepSoon();
+    if (!observed) return answer;
+    // A new conversation is when a customer most likely logged in or changed details.
+    const refresh =
+      opened.kind === 'conversation' &&
+      classifyTransition(opened.previousStatus, opened.conversation.status) === 'started';
     const { cached } = opened;
     const started = channel.background.run(
       () => channel.tracker.identify(customerId, contact, { refresh, cached }),

@@ -10,14 +10,8 @@ import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
-import {
-  AppError,
-  issuesFromZod,
-  NotFoundError,
-  UnsupportedMediaTypeError,
-  ValidationError,
-} from '../errors.js';
-import { readPlainBody } from '../http/body.js';
+import { AppError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
+import { readPlainBody, requireFormBody } from '../http/body.js';
 import { type AdminAuthLimit, clientAddress } from '../http/rate-limit.js';
 import { runChannelRoute } from '../http/validate.js';
 import { readDeferredBacklog } from '../intake/deferred.js';
@@ -360,11 +354,12 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
   }
 
   async function readForm(ctx: Context): Promise<URLSearchParams> {
-    const type = ctx.get('content-type');
-    if (type && !/^application\/x-www-form-urlencoded\b/i.test(type)) {
-      throw new UnsupportedMediaTypeError('the console takes forms (application/x-www-form-urlencoded)');
-    }
+    const type = ctx.get('content-type') || undefined;
+    // A declared type that is no form is refused before the body is read.
+    if (type) requireFormBody(type, Buffer.alloc(0));
     const raw = await readPlainBody(ctx, 64 * 1024);
+    // No type at all: refused unless there was no body either (requireFormBody).
+    requireFormBody(type, raw);
     return new URLSearchParams(raw.toString('utf8'));
   }
 

@@ -279,17 +279,21 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
   });
 }
 
-/** The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics, nothing else. */
+/**
+ * The metrics-only app for the `metrics.port` listener (loopback by default): GET /metrics (and
+ * HEAD), nothing else. A wrong method on /metrics is answered as on the main port's known paths
+ * (allowedMethods, with the error middleware's JSON body): 405 with `Allow`, OPTIONS 204 with
+ * `Allow`. It answered 404 before, as if a scraper configured with POST had the wrong path.
+ */
 export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
+  app.use(errorMiddleware());
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
-  app.use(router.routes());
-  app.use((ctx) => {
-    ctx.status = 404;
-    ctx.body = NOT_FOUND;
-  });
+  // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
+  // sets it: allowedMethods runs after the rest and would keep that body under its 405.
+  app.use(router.routes()).use(allowedMethods(router));
   return app;
 }
 
@@ -356,7 +360,7 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
           413: { description: 'A form over 64 KiB (an HTML page)', contentType: 'text/html' },
           415: {
             description:
-              'Not a form (unsupported_media_type), or a compressed one (unsupported_content_encoding); an HTML page',
+              'A body not sent as Content-Type: application/x-www-form-urlencoded, or sent without a type (unsupported_media_type); a compressed one (unsupported_content_encoding); an HTML page',
             contentType: 'text/html',
           },
         }) as Record<number, RouteAnswer>,
@@ -553,14 +557,19 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.role === 'worker') {
     // A worker takes no vendor traffic and no admin calls: those go to web instances.
     mount(router, operations, { bodyLimitBytes: bodyLimit });
-    app.use(router.routes()).use(allowedMethods(router));
-    app.use((ctx) => {
-      ctx.status = 404;
-      ctx.body = errorBody(
-        'not_found',
-        'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
-      );
+    // The worker's 404 is set once the router and allowedMethods are done: as a last middleware
+    // it was reached before allowedMethods decided, and a wrong method got its 405 with this body.
+    app.use(async (ctx, next) => {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        ctx.status = 404;
+        ctx.body = errorBody(
+          'not_found',
+          'this instance runs --role worker: vendor webhooks and the admin API are served by web instances',
+        );
+      }
     });
+    app.use(router.routes()).use(allowedMethods(router));
     appRoutes.set(app, {
       routes: operations,
       publicRoutes: [],

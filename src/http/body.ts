@@ -132,3 +132,26 @@ export async function readJsonBody(ctx: Context, limit: number): Promise<Buffer>
   requireJsonBody(ctx.get('content-type') || undefined, body);
   return body;
 }
+
+const FORM = 'application/x-www-form-urlencoded';
+
+/**
+ * The console takes HTML forms, which every browser posts as application/x-www-form-urlencoded
+ * (its forms have no `enctype`). A body declared as anything else, or sent without a type, was
+ * read as a form all the same while the admin API refuses such a body (requireJsonBody): a 415
+ * naming what was sent and what is expected. No body at all needs no type (a post without its
+ * CSRF token is refused for that).
+ */
+export function requireFormBody(contentType: string | undefined, body: Buffer): void {
+  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type === FORM) return;
+  if (!contentType?.trim()) {
+    if (body.length === 0) return;
+    throw new UnsupportedMediaTypeError(
+      `the form came without a Content-Type: the console takes HTML forms, sent as ${FORM}`,
+    );
+  }
+  throw new UnsupportedMediaTypeError(
+    `Content-Type ${JSON.stringify(contentType.trim().slice(0, 100))} is not accepted: the console takes HTML forms, sent as ${FORM}`,
+  );
+}
