@@ -621,7 +621,6 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
   });
   router.post('/sign-in', async (ctx) => {
-    deps.adminAuth.assertAllowed(clientAddress(ctx));
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
     const preCookie = ctx.cookies.get(PRE_COOKIE);
@@ -638,8 +637,10 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       );
       return;
     }
-    if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
-      deps.adminAuth.failed(clientAddress(ctx));
+    // The admin token's limit (429 when this address, or the ceiling, says no) decides whether the
+    // token is compared at all, and counts a wrong one: the API's gate does the same.
+    const token = (form.get('token') ?? '').trim();
+    if (!(await deps.adminAuth.check(clientAddress(ctx), () => sameToken(token, config.admin.token)))) {
       ctx.status = 401;
       logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
       renderSignIn(
