@@ -558,7 +558,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
                 : status === 503
                   ? 'The store (Redis) is not reachable: check it, then reload this page.'
                   : status === 429
-                    ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                    ? // The address's own limit, or the ceiling on all addresses (which spares
+                      // addresses that signed in during the last day): src/http/rate-limit.ts.
+                      'Too many wrong admin tokens, from this address or from many addresses at once: wait for the time in Retry-After, then sign in again (an address that signed in during the last day is not held back by guesses from elsewhere).'
                     : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)

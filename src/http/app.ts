@@ -259,7 +259,10 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
     answers: token
       ? {
           200: { description: 'Prometheus text exposition', contentType: PROMETHEUS },
-          429: { description: 'Too many wrong metrics tokens from this address; see Retry-After' },
+          429: {
+            description:
+              'Too many wrong metrics tokens from this address, or from addresses not seen with the token lately; see Retry-After',
+          },
         }
       : { 200: { description: 'Prometheus text exposition', contentType: PROMETHEUS } },
     async handle(ctx) {
