@@ -167,6 +167,37 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.incr(plain)).toBe(1);
       }, 40_000);
 
+      it('countInWindow counts, and the window ends where its first event put it', async () => {
+        const k = key('window');
+        expect(await store.countInWindow(k, 10_000)).toEqual({ count: 1, ttlMs: expect.any(Number) });
+        const second = await store.countInWindow(k, 60_000);
+        // A later hit (even one asking for a longer window) does not move the window's end.
+        expect(second.count).toBe(2);
+        expect(second.ttlMs).toBeGreaterThan(8_000);
+        expect(second.ttlMs).toBeLessThanOrEqual(10_000);
+        expect(await store.pttl(k)).toBeLessThanOrEqual(10_000);
+        expect(await store.get(k)).toBe('2');
+        // A counter some writer left without expiry gets the window on its next hit.
+        const persistent = key('window');
+        await store.set(persistent, '7');
+        expect(await store.countInWindow(persistent, 5_000)).toEqual({ count: 8, ttlMs: 5_000 });
+        expect(await store.pttl(persistent)).toBeGreaterThan(4_000);
+      });
+
+      it('countInWindow starts again once the window is over (real waiting); bad arguments refused', async () => {
+        const k = key('window');
+        expect((await store.countInWindow(k, 300)).count).toBe(1);
+        expect((await store.countInWindow(k, 300)).count).toBe(2);
+        for (let tries = 0; tries < 200 && (await store.pttl(k)) !== -2; tries++) await sleep(50);
+        expect(await store.countInWindow(k, 300)).toEqual({ count: 1, ttlMs: expect.any(Number) });
+        await expect(store.countInWindow(key('window'), 0)).rejects.toThrow(/windowMs/);
+        await expect(store.countInWindow(key('window'), 1.5)).rejects.toThrow(/windowMs/);
+        const text = key('window');
+        await store.set(text, 'not a number');
+        await expect(store.countInWindow(text, 1000)).rejects.toThrow(/not an integer/);
+        expect(await store.pttl(text)).toBe(-1);
+      }, 20_000);
+
       it('expire on a missing key does nothing; a non-positive expire deletes the key', async () => {
         const [missing, k] = [key('exp'), key('exp')];
         await store.set(k, 'v');

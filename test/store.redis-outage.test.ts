@@ -23,6 +23,7 @@ function everyMethod(store: Store): Array<[string, () => Promise<unknown>]> {
     ['del', () => store.del('k')],
     ['incr', () => store.incr('n')],
     ['pttl', () => store.pttl('k')],
+    ['countInWindow', () => store.countInWindow('n', 1000)],
     ['hget', () => store.hget('h', 'f')],
     ['hgetall', () => store.hgetall('h')],
     ['hset', () => store.hset('h', 'f', 'v')],

@@ -534,9 +534,17 @@ export const configSchema = z.strictObject({
     .strictObject({
       rate: z
         .strictObject({
-          /** Failed admin authentications per client address per window; then 429 until it ends. */
+          /**
+           * Failed admin authentications per client address per window; then 429 until it ends.
+           * On Redis counted across every instance sharing the keyPrefix (src/http/rate-limit.ts).
+           */
           adminAuthFailuresPerAddress: intLike(z.number().int().positive()).default(10),
-          /** Failed admin authentications per instance per window, whatever the address. */
+          /**
+           * Failed admin authentications per window from all addresses together; past it, only
+           * addresses that presented the right token in the last 24 h may try. Named when it was
+           * counted per instance: on Redis it is now the bridge's, across instances (the key is
+           * kept so that configs stay valid).
+           */
           adminAuthFailuresPerInstance: intLike(z.number().int().positive()).default(100),
           /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),

@@ -553,7 +553,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
                 : status === 503
                   ? 'The store (Redis) is not reachable: check it, then reload this page.'
                   : status === 429
-                    ? 'Too many wrong admin tokens from this address: wait for the time in Retry-After, then sign in again.'
+                    ? // The address's own limit, or the ceiling on all addresses (which spares
+                      // addresses that signed in during the last day): src/http/rate-limit.ts.
+                      'Too many wrong admin tokens, from this address or from many addresses at once: wait for the time in Retry-After, then sign in again (an address that signed in during the last day is not held back by guesses from elsewhere).'
                     : `Request id: ${String(ctx.state.requestId)}. Go back and try again.`;
       ctx.status = status;
       if (error instanceof AppError)
@@ -616,7 +618,6 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     renderSignIn(ctx, next, undefined, ctx.query.notice === 'signed-out' ? NOTICES['signed-out'] : undefined);
   });
   router.post('/sign-in', async (ctx) => {
-    deps.adminAuth.assertAllowed(clientAddress(ctx));
     const form = await readForm(ctx);
     const next = safeNext(form.get('next') ?? undefined);
     const preCookie = ctx.cookies.get(PRE_COOKIE);
@@ -633,8 +634,10 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       );
       return;
     }
-    if (!sameToken((form.get('token') ?? '').trim(), config.admin.token)) {
-      deps.adminAuth.failed(clientAddress(ctx));
+    // The admin token's limit (429 when this address, or the ceiling, says no) decides whether the
+    // token is compared at all, and counts a wrong one: the API's gate does the same.
+    const token = (form.get('token') ?? '').trim();
+    if (!(await deps.adminAuth.check(clientAddress(ctx), () => sameToken(token, config.admin.token)))) {
       ctx.status = 401;
       logger.warn({ requestId: ctx.state.requestId }, 'console sign-in refused: wrong admin token');
       renderSignIn(

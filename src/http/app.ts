@@ -37,7 +37,7 @@ import { readJsonBody, readRawBody } from './body.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { type AdminAuthLimit, clientAddress, WindowLimiter } from './rate-limit.js';
+import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,
@@ -259,19 +259,20 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
     answers: token
       ? {
           200: { description: 'Prometheus text exposition', contentType: PROMETHEUS },
-          429: { description: 'Too many wrong metrics tokens from this address; see Retry-After' },
+          429: {
+            description:
+              'Too many wrong metrics tokens from this address, or from addresses not seen with the token lately; see Retry-After',
+          },
         }
       : { 200: { description: 'Prometheus text exposition', contentType: PROMETHEUS } },
     async handle(ctx) {
       if (token) {
         // Failures are limited like the admin token's (scope metrics_auth): unlimited, a wrong
         // token could be guessed at full speed.
-        limit?.assertAllowed(clientAddress(ctx));
         const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-        if (!match || !tokenEquals(match[1]!.trim(), token)) {
-          limit?.failed(clientAddress(ctx));
+        const matches = () => match !== null && tokenEquals(match[1]!.trim(), token);
+        if (!(limit ? await limit.check(clientAddress(ctx), matches) : matches()))
           throw new UnauthorizedError();
-        }
       }
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();
@@ -415,7 +416,7 @@ export function createApp(deps: AppDeps): Koa {
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
   // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
   // themselves match exactly (case-sensitive, strict), so odd spellings end in a 404 anyway.
-  // Failed authentications are limited per address and per instance (issue 10 item 16): once
+  // Failed authentications are limited per address and by a ceiling (issue 10 item 16): once
   // over, every admin request from that address gets 429 until the window ends.
   const rate = config.limits.rate;
   const rateLimited = metrics.counter(
@@ -423,23 +424,21 @@ export function createApp(deps: AppDeps): Koa {
     'Requests refused with 429, by scope (admin_auth, metrics_auth, lookup_address, lookup_channel)',
     ['scope'],
   );
-  /** Failed authentications with one token, limited per address and per instance. */
+  /**
+   * Failed authentications with one token, limited per address and by a ceiling on all
+   * addresses together that holds back only addresses not seen with the right token lately
+   * (src/http/rate-limit.ts says why). On Redis the counts are shared by every instance.
+   */
   function authFailureLimit(scope: 'admin_auth' | 'metrics_auth'): AdminAuthLimit {
-    const byAddress = new WindowLimiter(rate.adminAuthFailuresPerAddress, rate.window);
-    const all = new WindowLimiter(rate.adminAuthFailuresPerInstance, rate.window);
-    return {
-      assertAllowed(address) {
-        const wait = Math.max(byAddress.blockedFor(address), all.blockedFor('all'));
-        if (wait > 0) {
-          rateLimited.inc({ scope });
-          throw new TooManyRequestsError(wait);
-        }
-      },
-      failed(address) {
-        byAddress.hit(address);
-        all.hit('all');
-      },
-    };
+    return createAuthFailureLimit({
+      scope,
+      perAddress: rate.adminAuthFailuresPerAddress,
+      ceiling: rate.adminAuthFailuresPerInstance,
+      windowMs: rate.window,
+      shared: store.kind === 'redis' ? store : null,
+      logger,
+      onRefused: () => rateLimited.inc({ scope }),
+    });
   }
   // The console's sign-in checks the same admin token, so it counts against the same limits:
   // an address locked out of the API cannot keep guessing through the sign-in form.
@@ -455,12 +454,9 @@ export function createApp(deps: AppDeps): Koa {
         // document (its ETag-less freshness, its size) got a 401 where GET got the document.
         const open = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === '/api/v1/openapi.json';
         if (!open) {
-          adminAuth.assertAllowed(clientAddress(ctx));
           const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-          if (!match || !tokenEquals(match[1]!.trim(), config.admin.token)) {
-            adminAuth.failed(clientAddress(ctx));
-            throw new UnauthorizedError();
-          }
+          const matches = () => match !== null && tokenEquals(match[1]!.trim(), config.admin.token);
+          if (!(await adminAuth.check(clientAddress(ctx), matches))) throw new UnauthorizedError();
         }
       }
       return next();

@@ -1,11 +1,16 @@
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { TooManyRequestsError } from '../errors.js';
+import { createRepeatGate } from '../logger.js';
+import type { Store } from '../store/types.js';
 
 /**
  * Fixed-window counters per key (a client address, a channel), in process, in a bounded LRU
  * (lru-cache, as the engine's and LiveTex's caches): memory stays capped however many addresses
  * an attacker rotates through, and a window is forgotten once it is over. Per instance: N
- * instances allow N times the limit, which is documented.
+ * instances allow N times the limit, which is documented (the LiveTex lookup's limits; the
+ * failed-authentication limits also share their counts through the store, createAuthFailureLimit).
  */
 export class WindowLimiter {
   private readonly windows: LRUCache<string, { count: number; resetAt: number }>;
@@ -50,14 +55,228 @@ export class WindowLimiter {
 }
 
 /**
- * The limit on failed admin authentications (issue 10 item 16), shared by everything that checks
- * the admin token: the API's bearer gate and the console's sign-in form.
+ * The limit on failed authentications with one bearer token (issue 10 item 16), shared by
+ * everything that checks it: for the admin token, the API's bearer gate and the console's
+ * sign-in form (scope admin_auth); for metrics.token, GET /metrics on the main port
+ * (metrics_auth). See createAuthFailureLimit for what it counts and why.
  */
 export interface AdminAuthLimit {
-  /** Throws TooManyRequestsError (429 with Retry-After) while `address` or the instance is over. */
-  assertAllowed(address: string): void;
-  /** Count one failed authentication from `address`. */
-  failed(address: string): void;
+  /**
+   * Whether `address` authenticates: rejects with TooManyRequestsError (429 with Retry-After)
+   * when it may not try now, without calling `tokenMatches`; otherwise calls it (a synchronous,
+   * constant-time comparison), counts a failure or notes the success, and answers its result.
+   * One call, so that the limit's decision, the comparison and the count happen in one turn of
+   * the event loop: split over awaits, concurrent guesses to one instance could all be let try
+   * before the first was counted.
+   */
+  check(address: string, tokenMatches: () => boolean): Promise<boolean>;
+}
+
+/**
+ * How long an address that presented the right token stays exempt from the ceiling. A day: staff
+ * who worked yesterday from the office or the VPN are let in today, while someone who has never
+ * presented the token cannot get an address exempted at all.
+ */
+export const KNOWN_ADDRESS_TTL_MS = 24 * 3_600_000;
+/** How often an instance re-writes a known address to the shared store (not on every request). */
+const KNOWN_ADDRESS_REFRESH_MS = 3_600_000;
+/** Known addresses kept in process (only the right token adds one, so this is a backstop). */
+const KNOWN_ADDRESSES_MAX = 10_000;
+
+export interface AuthFailureLimitOptions {
+  scope: 'admin_auth' | 'metrics_auth';
+  /** Failures per client address per window (limits.rate.adminAuthFailuresPerAddress). */
+  perAddress: number;
+  /** Failures from all addresses together per window (limits.rate.adminAuthFailuresPerInstance). */
+  ceiling: number;
+  windowMs: number;
+  /**
+   * Where the counts are shared by every instance of the bridge (Redis), or null: this process's
+   * counters only (the in-memory store, which no other process sees anyway).
+   */
+  shared: Store | null;
+  logger: Logger;
+  /** Called once per refused request (the chatbridge_rate_limited_total counter). */
+  onRefused(): void;
+  now?: () => number;
+}
+
+/** What the shared store holds for one address, read in one MGET. */
+interface SharedCounts {
+  address: number;
+  all: number;
+  known: boolean;
+}
+
+/**
+ * Failed authentications, limited two ways (OWASP's Authentication and Credential Stuffing cheat
+ * sheets: throttle guessing without letting the throttle lock legitimate users out):
+ *
+ * - **Per address**: after `perAddress` failures an address gets 429 until its window ends, its
+ *   right token included (a guess past the limit is not evaluated at all, or the limit would not
+ *   slow anyone). Only that address: a stranger cannot spend someone else's allowance, as the
+ *   address is the entry the trusted proxies wrote (clientAddress).
+ * - **A ceiling on all addresses together**, against guessing spread over many addresses (a
+ *   botnet, an IPv6 range) that the per-address limit alone would let run at addresses × limit.
+ *   Past it, an address is refused *before its token is looked at* (a right guess must look like
+ *   a wrong one, or the ceiling would not slow guessing either), **unless it presented the right
+ *   token within the last day** (KNOWN_ADDRESS_TTL_MS). It used to refuse every address, so
+ *   anyone able to send `ceiling` wrong tokens a minute locked every admin, console sign-in and
+ *   scraper out, for as long as they kept sending. Known addresses still have their own
+ *   per-address limit, and nobody can make an address known without the token. What remains: a
+ *   person at an address the bridge has not seen with the token today waits for the window to end
+ *   while a distributed guess is under way (or works from an address that has signed in, or a
+ *   console session, which this limit does not touch).
+ *
+ * Why not let a right token through the ceiling from anywhere: then a guess past the ceiling
+ * would be answered 200 or 429, and the ceiling would slow no one. The config asks only that
+ * admin.token (and metrics.token) be at least 16 characters, not that they be random: a token
+ * people chose (`Company-Admin-2024`) is what the ceiling protects. A random one (`openssl rand
+ * -base64 32`, README "Security") is beyond guessing at any rate these limits allow.
+ *
+ * With a shared store the counts (and the known addresses) are the bridge's, not the instance's:
+ * behind a load balancer, N instances allowed N times each limit. One MGET per authentication
+ * (the admin API and the sign-in are not hot paths) and two counter writes per failure. This
+ * instance's own counters are kept too: they are the floor when the shared counts are read
+ * (concurrent guesses across instances can pass by what is in flight at once, never by more than
+ * the old per-instance limits), and they answer alone while the store cannot be reached: a
+ * wrong token then still gets 401 or 429, never a 5xx, and the fallback is logged once (and its
+ * end), not once per request.
+ */
+export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminAuthLimit {
+  const { scope, perAddress, ceiling, windowMs, shared, logger, onRefused } = options;
+  const now = options.now ?? Date.now;
+  const byAddress = new WindowLimiter(perAddress, windowMs, 50_000, now);
+  const all = new WindowLimiter(ceiling, windowMs, 1, now);
+  /** Address -> when it was last written to the shared store. */
+  const known = new LRUCache<string, number>({
+    max: KNOWN_ADDRESSES_MAX,
+    ttl: KNOWN_ADDRESS_TTL_MS,
+    ttlResolution: 0,
+    perf: { now },
+  });
+  // Key layout (the store adds its prefix, a hash tag on a Cluster, so the MGET below stays in
+  // one slot). An address is at most 45 characters (clientAddress), so keys stay short.
+  const addressKey = (address: string) => `auth-limit:${scope}:address:${address}`;
+  const allKey = `auth-limit:${scope}:all`;
+  const knownKey = (address: string) => `auth-limit:${scope}:known:${address}`;
+
+  let sharedDown = false;
+  const sharedFailed = (error: unknown) => {
+    if (sharedDown) return;
+    sharedDown = true;
+    logger.warn(
+      { err: error, scope },
+      'admin-auth limits: the store cannot be reached; counting failed authentications on this instance only until it is back',
+    );
+  };
+  const sharedAnswered = () => {
+    if (!sharedDown) return;
+    sharedDown = false;
+    logger.info(
+      { scope },
+      'admin-auth limits: the store answers again; failed authentications are counted across instances',
+    );
+  };
+  const ceilingRepeats = createRepeatGate(windowMs, now);
+
+  /** Seconds left of a shared window (one more trip, on a refusal only). */
+  const sharedWait = async (key: string): Promise<number> => {
+    try {
+      const ms = await shared!.pttl(key);
+      return ms > 0 ? ms / 1000 : windowMs / 1000;
+    } catch {
+      return windowMs / 1000;
+    }
+  };
+
+  /**
+   * 'allowed', or why not: seconds to wait (this instance's own window), -1 (the shared count
+   * for the address) or -2 (the shared ceiling). Synchronous: see AdminAuthLimit.check.
+   */
+  function decide(address: string, counts: SharedCounts | null): number | 'allowed' {
+    const local = byAddress.blockedFor(address);
+    if (local > 0) return local;
+    if (counts && counts.address >= perAddress) return -1;
+    if (known.has(address) || counts?.known) return 'allowed';
+    const localAll = all.blockedFor('all');
+    if (localAll <= 0 && !(counts !== null && counts.all >= ceiling)) return 'allowed';
+    const repeats = ceilingRepeats.sayNow(scope);
+    if (repeats !== undefined)
+      logger.warn(
+        { scope, ceiling, ...(repeats > 0 ? { repeats } : {}) },
+        'admin-auth limits: the ceiling on failed authentications from all addresses is reached; addresses that did not present the right token in the last 24 h get 429 until the window ends',
+      );
+    return localAll > 0 ? localAll : -2;
+  }
+
+  async function readShared(address: string): Promise<SharedCounts | null> {
+    if (!shared) return null;
+    try {
+      const [fromAddress, fromAll, isKnown] = await shared.mget([
+        addressKey(address),
+        allKey,
+        knownKey(address),
+      ]);
+      sharedAnswered();
+      return { address: Number(fromAddress ?? 0), all: Number(fromAll ?? 0), known: isKnown !== null };
+    } catch (error) {
+      sharedFailed(error);
+      return null;
+    }
+  }
+
+  async function countFailure(address: string): Promise<void> {
+    if (!shared) return;
+    try {
+      await Promise.all([
+        shared.countInWindow(addressKey(address), windowMs),
+        shared.countInWindow(allKey, windowMs),
+      ]);
+      sharedAnswered();
+    } catch (error) {
+      sharedFailed(error);
+    }
+  }
+
+  async function noteSuccess(address: string): Promise<void> {
+    const at = now();
+    const written = known.get(address);
+    if (written !== undefined && at - written < KNOWN_ADDRESS_REFRESH_MS) return;
+    known.set(address, at);
+    if (!shared) return;
+    try {
+      await shared.set(knownKey(address), '1', { ttlMs: KNOWN_ADDRESS_TTL_MS });
+      sharedAnswered();
+    } catch (error) {
+      // Known here; written again at this address's next success.
+      known.set(address, at - KNOWN_ADDRESS_REFRESH_MS);
+      sharedFailed(error);
+    }
+  }
+
+  return {
+    async check(address, tokenMatches) {
+      const counts = await readShared(address);
+      // From here to the local count below: no await (see AdminAuthLimit.check).
+      const verdict = decide(address, counts);
+      if (verdict !== 'allowed') {
+        onRefused();
+        // A shared window's end costs one more trip, on a refusal only.
+        const seconds =
+          verdict > 0 ? verdict : await sharedWait(verdict === -1 ? addressKey(address) : allKey);
+        throw new TooManyRequestsError(seconds);
+      }
+      if (tokenMatches()) {
+        await noteSuccess(address);
+        return true;
+      }
+      byAddress.hit(address);
+      all.hit('all');
+      await countFailure(address);
+      return false;
+    },
+  };
 }
 
 const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;

@@ -69,6 +69,12 @@ export function checkScanKeys(count: number): void {
     throw new Error('ERR scanKeys count must be 1 to 1000');
 }
 
+/** Store.countInWindow's window, refused alike by both stores. */
+export function checkWindow(windowMs: number): void {
+  if (!(Number.isSafeInteger(windowMs) && windowMs > 0))
+    throw new Error('ERR countInWindow windowMs must be a positive whole number of milliseconds');
+}
+
 /** Lock keys live in the same keyspace as Redis's (see redis.ts), so both stores agree on them. */
 export const LOCK_KEY_PREFIX = 'lock:';
 
@@ -514,6 +520,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       if (entry === undefined) return -2;
       if (entry.expiresAt === null) return -1;
       return Math.max(0, entry.expiresAt - now());
+    },
+    async countInWindow(key, windowMs) {
+      guard();
+      checkWindow(windowMs);
+      const count = op.incrBy(key, 1);
+      const entry = lookup(key)!;
+      if (entry.expiresAt === null) {
+        setExpiry(key, entry, windowMs);
+        return { count, ttlMs: windowMs };
+      }
+      return { count, ttlMs: Math.max(0, entry.expiresAt - now()) };
     },
 
     async hget(key, field) {

@@ -10,7 +10,7 @@ import {
   type RedisTarget,
   redactRedisUrl,
 } from './connection.js';
-import { checkScanKeys, checkSinterScan, LOCK_KEY_PREFIX } from './memory.js';
+import { checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   GroupReadResult,
@@ -309,7 +309,25 @@ until at == '0' or #found >= count or looked >= scan
 return {at == '0' and '0' or (walked .. ':' .. at), found}
 `;
 
+/**
+ * Store.countInWindow: INCR, then PEXPIRE when the key has no expiry (it was just made, or some
+ * writer left it without one), in one script: INCR and PEXPIRE sent apart leave a counter that
+ * never expires when the second never arrives, and PEXPIRE on every hit would push the window's
+ * end forward for as long as events keep coming. KEYS[1] = the counter; ARGV[1] = the window in
+ * ms. Reply: {count, ms left}. One key, declared: a Cluster routes it by its `{prefix}` hash tag.
+ */
+const COUNT_IN_WINDOW_SCRIPT = `
+local count = redis.call('incr', KEYS[1])
+local ttl = redis.call('pttl', KEYS[1])
+if ttl < 0 then
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { count, ttl }
+`;
+
 interface LockCommands {
+  chatbridgeCountInWindow(key: string, windowMs: number): Promise<[number, number]>;
   chatbridgeSinterScan(numKeys: number, ...args: Array<string | number>): Promise<[string, string[]]>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
   chatbridgeUnlock(numKeys: number, ...args: string[]): Promise<number>;
@@ -407,6 +425,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   commands.defineCommand('chatbridgeUnlock', { lua: UNLOCK_SCRIPT });
   commands.defineCommand('chatbridgeRenew', { lua: RENEW_SCRIPT });
   commands.defineCommand('chatbridgeSinterScan', { lua: SINTER_SCAN_SCRIPT });
+  commands.defineCommand('chatbridgeCountInWindow', { lua: COUNT_IN_WINDOW_SCRIPT, numberOfKeys: 1 });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -684,6 +703,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     del: (...keys) => (keys.length === 0 ? Promise.resolve(0) : run(() => client.del(...keys))),
     incr: (key) => run(() => client.incr(key)),
     pttl: (key) => run(() => client.pttl(key)),
+    async countInWindow(key, windowMs) {
+      checkWindow(windowMs);
+      const [count, ttlMs] = await run(() => commands.chatbridgeCountInWindow(key, windowMs));
+      return { count, ttlMs };
+    },
 
     hget: (key, field) => run(() => client.hget(key, field)),
     hgetall: (key) => run(() => client.hgetall(key)),

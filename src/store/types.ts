@@ -35,6 +35,13 @@ export interface ScanKeysPage {
   keys: string[];
 }
 
+export interface WindowCount {
+  /** Events counted in the window so far, this one included. */
+  count: number;
+  /** Milliseconds until the window ends (the key expires). */
+  ttlMs: number;
+}
+
 export interface LexRangeOptions {
   /** Only members strictly below this one (exclusive); omit to start from the top. */
   below?: string;
@@ -177,6 +184,14 @@ export interface Store {
   incr(key: string): Promise<number>;
   /** Remaining time to live in ms; -1 without expiry, -2 when the key does not exist. */
   pttl(key: string): Promise<number>;
+  /**
+   * Count one event in a fixed window that starts with the window's first event: INCR `key`, and
+   * give it `windowMs` to live when this made it (or it had no expiry), in one atomic step (one
+   * script on Redis), so no crash or second instance can leave a counter that never expires.
+   * Answers the count so far and the ms left of the window. For counters that several instances
+   * share (the limits on failed admin authentications, src/http/rate-limit.ts).
+   */
+  countInWindow(key: string, windowMs: number): Promise<WindowCount>;
 
   hget(key: string, field: string): Promise<string | null>;
   hgetall(key: string): Promise<Record<string, string>>;

@@ -191,6 +191,26 @@ describe('two bridges on a 3-primary Redis Cluster', () => {
       .toBe(String(NORMALIZATION_VERSION));
   });
 
+  it('counts failed admin authentications across both instances (Store.countInWindow, one MGET per hash tag)', async () => {
+    const attempt = async (pool: Pool, address: string, token: string) => {
+      const response = await pool.request({
+        method: 'GET',
+        path: '/api/v1/channels',
+        headers: { 'x-forwarded-for': address, authorization: `Bearer ${token}` },
+      });
+      await response.body.text();
+      return response.statusCode;
+    };
+    // The default of 10 per address, spent alternately at the two instances.
+    const statuses: number[] = [];
+    for (let index = 0; index < 10; index++)
+      statuses.push(await attempt(pools[index % 2]!, '203.0.113.70', `guess-${index}-00000000000`));
+    expect(statuses).toEqual(Array(10).fill(401));
+    expect(await attempt(pools[0]!, '203.0.113.70', 'guess-10-0000000000')).toBe(429);
+    expect(await attempt(pools[1]!, '203.0.113.70', TEST_ADMIN_TOKEN)).toBe(429);
+    expect(await attempt(pools[1]!, '198.51.100.70', TEST_ADMIN_TOKEN)).toBe(200);
+  });
+
   it('keeps all of the bridge keys on the one primary serving its hash tag', async () => {
     const owner = await cluster.ownerOf('{ha-cluster}');
     const sizes = await Promise.all(
