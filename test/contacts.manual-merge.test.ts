@@ -216,10 +216,14 @@ describe.each(['memory', 'redis'] as const)('merging contacts by hand (%s store)
     const read = await bridge.admin('GET', `/api/v1/contacts/${newer.id}`);
     expect(read.body).toMatchObject({ id: older.id, mergedFrom: newer.id });
 
-    // The conflict stays listed (it is history), without a Merge button now.
-    const listed = await consoleRequest(bridge.url, '/console/conflicts', { cookie });
+    // The conflict is kept (it is history), decided now: not among the open ones the page lists
+    // first; among all of them, without a Merge button, saying it was merged by hand.
+    const open = await consoleRequest(bridge.url, '/console/conflicts', { cookie });
+    expect(open.text).not.toContain(`href="/console/contacts/${newer.id}"`);
+    const listed = await consoleRequest(bridge.url, '/console/conflicts?state=all', { cookie });
     expect(listed.text).not.toMatch(form);
     expect(listed.text).toContain(`(now part of ${older.id})`);
+    expect(listed.text).toContain('<span class="state state-merged">Merged by hand</span>');
   });
 
   it('pages the conflicts with the cursor', async () => {
@@ -229,14 +233,15 @@ describe.each(['memory', 'redis'] as const)('merging contacts by hand (%s store)
     const total = (await bridge.admin('GET', '/api/v1/identity/conflicts?limit=500')).body.conflicts.length;
     for (let i = 0; i < 51 - Math.min(51, total); i++) await seen(emails);
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
-    const page = await consoleRequest(bridge.url, '/console/conflicts', { cookie });
+    // Every state (one conflict of the test above was merged by hand since): the filter stays on.
+    const page = await consoleRequest(bridge.url, '/console/conflicts?state=all', { cookie });
     expect(page.text.match(/<li class="entry">/g)).toHaveLength(50);
     const older = /<a class="button" href="([^"]+)">Older conflicts<\/a>/.exec(page.text)?.[1];
-    expect(older).toBeDefined();
+    expect(older).toContain('state=all');
     const next = await consoleRequest(bridge.url, older!.replaceAll('&amp;', '&'), { cookie });
     expect(next.status).toBe(200);
     expect(next.text.match(/<li class="entry">/g)?.length).toBeGreaterThanOrEqual(1);
-    expect(next.text).toContain('<a href="/console/conflicts">Newest conflicts</a>');
+    expect(next.text).toContain('<a href="/console/conflicts?state=all">Newest conflicts</a>');
     const bad = await consoleRequest(bridge.url, '/console/conflicts?before=nonsense', { cookie });
     expect(bad.status).toBe(400);
   });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { key } from '../src/contacts/keys.js';
 import { normalizeOptionsOf } from '../src/contacts/normalize.js';
 import { decodeRecord, newRecord, type StoredRecord } from '../src/contacts/record.js';
-import { phoneEvidence, planReindex, renamesOf } from '../src/contacts/reindex-plan.js';
+import { nameIndexOf, phoneEvidence, planReindex, renamesOf } from '../src/contacts/reindex-plan.js';
 import type { Identifier } from '../src/contacts/types.js';
 
 /** The re-index's plan of one record (src/contacts/reindex-plan.ts), without a store. */
@@ -199,5 +199,30 @@ describe('planReindex', () => {
     // Also written without an extension: the person's own number, nothing to do.
     const plain = new Map([['+74951234567', { extensions: new Set(['101']), plain: true }]]);
     expect(planReindex({ ...input, evidence: plain }).writes).toEqual([]);
+  });
+});
+
+describe('nameIndexOf: the name index a record calls for', () => {
+  const names = (...values: string[]) => ({ names: values.map((v) => ({ v, at: AT })) });
+
+  it('every name under today’s words; stale: words only the folding before 7655d60 gave', () => {
+    // A Latin o in a Cyrillic word: "иванoв" then, "иванов" now; й is и either way.
+    expect(nameIndexOf(names('Иванoв Сергей', 'Ivan'))).toEqual({
+      words: ['иванов', 'сергеи', 'ivan'],
+      stale: ['иванoв'],
+    });
+    expect(nameIndexOf(names('Анна Кузнецова', 'Mаria'))).toEqual({
+      words: ['анна', 'кузнецова', 'maria'],
+      stale: ['mаria'],
+    });
+    expect(nameIndexOf(names())).toEqual({ words: [], stale: [] });
+  });
+
+  it('keeps a word today’s folding still gives another of the record’s names', () => {
+    const long = `Иванoв${'а'.repeat(34)}`; // 40 units: folded now
+    const plan = nameIndexOf(names(long, `${long}z`)); // 41, not foldable (z): cut as typed
+    expect(plan.words).toEqual([`иванов${'а'.repeat(34)}`, `иванoв${'а'.repeat(34)}`]);
+    expect(plan.stale).toEqual([]);
+    expect(nameIndexOf(names(long)).stale).toEqual([`иванoв${'а'.repeat(34)}`]);
   });
 });

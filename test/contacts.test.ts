@@ -248,10 +248,20 @@ for (const kind of ['memory', 'redis'] as const) {
     it('pages the conflicts by a cursor that trims at the start and refusals at the end do not move', async () => {
       // As refusalWrites writes them: pushed at the end, the oldest trimmed at the start.
       const push = async (...numbers: number[]) => {
-        for (const n of numbers) await store.rpush(key.conflicts, JSON.stringify({ n }));
+        for (const n of numbers)
+          await store.rpush(
+            key.conflicts,
+            JSON.stringify({
+              at: '2026-11-01T10:00:00.000Z',
+              reason: 'too_large',
+              roots: [`c_page${n}a`, `c_page${n}b`],
+              via: { kind: 'email', value: `page${n}@example.org` },
+            }),
+          );
       };
       const trim = (count: number) => store.batch().ltrim(key.conflicts, count, -1).exec();
-      const ns = (page: { conflicts: unknown[] }) => page.conflicts.map((item) => (item as { n: number }).n);
+      const ns = (page: { conflicts: Array<{ via: { value: string } }> }) =>
+        page.conflicts.map((item) => Number(/\d+/.exec(item.via.value)![0]));
       await push(1, 2, 3, 4, 5, 6);
       const first = await contacts.conflictsPage({ limit: 2 });
       expect(ns(first)).toEqual([6, 5]);

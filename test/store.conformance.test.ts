@@ -241,6 +241,23 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.srem(k, 'b')).toBe(0);
       });
 
+      it('smismember answers each member in order; a missing key is an empty set, another type refused', async () => {
+        const [k, missing, hash] = [key('set'), key('set'), key('set')];
+        await store.sadd(k, 'a', '7', 'c_9');
+        expect(await store.smismember(k, ['7', 'b', 'a', 'a', 'c_9'])).toEqual([
+          true,
+          false,
+          true,
+          true,
+          true,
+        ]);
+        expect(await store.smismember(missing, ['a'])).toEqual([false]);
+        expect(await store.smismember(k, [])).toEqual([]);
+        await store.hset(hash, 'f', 'v');
+        await expect(store.smismember(hash, ['f'])).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.smismember(hash, [])).rejects.toThrow(/WRONGTYPE/);
+      });
+
       /** Every page of a sinterScan iteration, and how many members each call answered. */
       async function sinterAll(keys: string[], count: number, scan: number) {
         const found: string[] = [];

@@ -570,7 +570,7 @@ const crmCheck: Command = {
 const contactsReindex: Command = {
   name: 'contacts reindex',
   summary:
-    "Give stored contacts the keys of the current identifier rules (a worker's start does it once by itself); progress on stderr, summary JSON on stdout",
+    "Give stored contacts the keys of the current identifier rules and put every name in the name search (a worker's start does it once by itself); progress on stderr, summary JSON on stdout",
   options: {
     'dry-run': { description: 'only count what would change: nothing is written' },
   },
@@ -606,7 +606,7 @@ const contactsReindex: Command = {
           signal: controller.signal,
           onProgress: (progress) =>
             io.stderr(
-              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}`,
+              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`,
             ),
         });
         io.stdout(JSON.stringify(report));

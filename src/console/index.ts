@@ -29,7 +29,6 @@ import {
   statusPage,
 } from './ops.js';
 import {
-  type ConflictItem,
   conflictsPage,
   contactSection,
   contactsPage,
@@ -150,6 +149,8 @@ const deliveriesQuerySchema = z.object({
   notice: z.string().optional(),
 });
 const conflictsQuerySchema = z.object({
+  /** Absent or empty: the open ones (those that still wait for a decision). */
+  state: z.enum(['open', 'merged', 'resolved', 'all', '']).optional(),
   before: z.string().max(40).optional(),
 });
 
@@ -805,11 +806,19 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
 
   // --- identity conflicts ----------------------------------------------------------------------
   router.get('/conflicts', async (ctx) => {
-    const before = parseWith(conflictsQuerySchema, ctx.query).before || undefined;
+    const filters = parseWith(conflictsQuerySchema, ctx.query);
+    const before = filters.before || undefined;
+    const state = filters.state || 'open';
     const page = await pageAt(() =>
-      contacts.conflictsPage({ limit: CONFLICTS_LISTED, ...(before ? { before } : {}) }),
+      contacts.conflictsPage({
+        limit: CONFLICTS_LISTED,
+        ...(before ? { before } : {}),
+        ...(state === 'all' ? {} : { state }),
+      }),
     );
-    const conflicts = page.conflicts as ConflictItem[];
+    const conflicts = page.conflicts;
+    // The filter in links: the default (open) is left out, as the navigation's link has it.
+    const here = state === 'open' ? {} : { state };
     // Each contact as it is now: a conflict merged since (by hand or by a later chat) shows it.
     const roots = [...new Set(conflicts.flatMap((item) => item.roots))];
     const found = await Promise.all(roots.map((root) => contacts.get(root)));
@@ -823,8 +832,12 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       csrf: sessionOf(ctx).csrf,
       conflicts,
       contacts: now,
-      ...(page.nextCursor ? { olderHref: `/console/conflicts${query({ before: page.nextCursor })}` } : {}),
-      ...(before ? { newestHref: '/console/conflicts' } : {}),
+      state,
+      ...(page.partial ? { partial: true } : {}),
+      ...(page.nextCursor
+        ? { olderHref: `/console/conflicts${query({ ...here, before: page.nextCursor })}` }
+        : {}),
+      ...(before ? { newestHref: `/console/conflicts${query(here)}` } : {}),
     });
   });
 

@@ -1,6 +1,13 @@
 import { MANUAL_MERGE_KIND } from '../contacts/merge.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
-import { type Contact, type TimelineEntry, timelineEntryTypes, transcriptOf } from '../contacts/types.js';
+import {
+  type Conflict,
+  type ConflictState,
+  type Contact,
+  type TimelineEntry,
+  timelineEntryTypes,
+  transcriptOf,
+} from '../contacts/types.js';
 import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
 import type { JournalEntry } from '../intake/journal.js';
 import { html, linkOrText, query, type SafeHtml, time } from './html.js';
@@ -421,25 +428,26 @@ export function contactSection(options: {
 
 // --- identity conflicts ------------------------------------------------------------------------
 
-/** One identity conflict as GET /api/v1/identity/conflicts lists it (merge.ts conflictWrites). */
-export interface ConflictItem {
-  at: string;
-  reason: string;
-  roots: string[];
-  via: { kind: string; value: string; channelId?: string };
-  channelId?: string;
-  was?: string;
-}
-
 const CONFLICT_REASONS: Record<string, string> = {
   too_large: 'together over identity.maxMergeSize records',
   unmerged_before: 'staff unmerged them before',
   renormalized: 'the same identifier after the contact re-index',
 };
 
+/** The states a conflict can be in now (src/contacts/conflicts.ts), as the page names them. */
+const CONFLICT_STATES: Record<ConflictState, string> = {
+  open: 'Open',
+  merged: 'Merged by hand',
+  resolved: 'Resolved by a later merge',
+};
+
 export function conflictsPage(options: {
   csrf: string;
-  conflicts: ConflictItem[];
+  conflicts: Conflict[];
+  /** The filter: conflicts in this state now, or all. */
+  state: ConflictState | 'all';
+  /** The page stopped looking before it had a page of them (the API's `partial`). */
+  partial?: boolean;
   /** Each root's contact as it is now (absent: gone); a root merged away maps to its survivor. */
   contacts: ReadonlyMap<string, Contact>;
   notice?: string;
@@ -454,8 +462,12 @@ export function conflictsPage(options: {
       contact.id === root ? '' : html` <span class="muted small">(now part of ${contact.id})</span>`
     }`;
   };
-  // A Merge button for each contact after the first that is not one with it yet.
-  const mergeForms = (item: ConflictItem) => {
+  // An open conflict: a Merge button for each contact after the first that is not one with it yet.
+  const mergeForms = (item: Conflict) => {
+    if (item.state !== 'open')
+      return html`<p class="muted small">${
+        item.state === 'merged' ? 'Staff merged them by hand' : 'A later merge made them one contact'
+      }${item.mergedInto ? html`: now <a href="/console/contacts/${encodeURIComponent(item.mergedInto)}" class="mono">${item.mergedInto}</a>` : ''}. Nothing to decide.</p>`;
     const first = item.roots[0];
     const firstNow = first === undefined ? undefined : contacts.get(first)?.id;
     if (first === undefined || firstNow === undefined) return '';
@@ -479,16 +491,28 @@ export function conflictsPage(options: {
       ...(options.notice ? { notice: options.notice } : {}),
     },
     html`<h1>Identity conflicts</h1>
-<p class="muted">Contacts one identifier names but that were not merged: the size cap or an earlier unmerge refused it, or the contact re-index found the identifier held by another contact. Merge them here if they are one person; a later chat carrying both identifiers would merge them only when no guard rail refuses.</p>
+<p class="muted">Contacts one identifier names but that were not merged: the size cap or an earlier unmerge refused it, or the contact re-index found the identifier held by another contact. Merge them here if they are one person; a later chat carrying both identifiers would merge them only when no guard rail refuses. The list keeps every conflict; its state is what became of it since: open (still apart), merged by hand, or resolved by a later merge (an unmerge makes it open again).</p>
+<form method="get" action="/console/conflicts" class="filters">
+  <div><label for="conflict-state">State</label><select id="conflict-state" name="state">${(
+    ['open', 'merged', 'resolved', 'all'] as const
+  ).map(
+    (state) =>
+      html`<option value="${state}"${options.state === state ? html` selected` : ''}>${state === 'all' ? 'All' : CONFLICT_STATES[state]}</option>`,
+  )}</select></div>
+  <button type="submit">Filter</button>
+</form>
+${options.partial ? html`<p class="muted">${options.conflicts.length === 0 ? html`No ${stateWords(options.state)}conflicts in this stretch of the list` : html`Fewer ${stateWords(options.state)}conflicts than a page holds in this stretch of the list`} (a page looks at up to 1,000); <em>Older conflicts</em> looks further.</p>` : ''}
 ${
   options.conflicts.length === 0
-    ? options.newestHref
-      ? html`<p class="empty">No older conflicts. <a href="${options.newestHref}">Newest conflicts</a></p>`
-      : html`<p class="empty">No identity conflicts.</p>`
+    ? options.partial
+      ? ''
+      : options.newestHref
+        ? html`<p class="empty">No older ${stateWords(options.state)}conflicts. <a href="${options.newestHref}">Newest conflicts</a></p>`
+        : html`<p class="empty">${options.state === 'open' ? 'No open identity conflicts: nothing waits for a decision. Choose All to see the decided ones.' : options.state === 'all' ? 'No identity conflicts.' : html`No ${stateWords(options.state)}identity conflicts.`}</p>`
     : html`<ol class="timeline">${options.conflicts.map(
         (
           item,
-        ) => html`<li class="entry"><div class="meta">${time(item.at)} · <span class="tag">${item.reason}</span> ${CONFLICT_REASONS[item.reason] ?? ''}${
+        ) => html`<li class="entry"><div class="meta"><span class="state state-${item.state}">${CONFLICT_STATES[item.state]}</span> · ${time(item.at)} · <span class="tag">${item.reason}</span> ${CONFLICT_REASONS[item.reason] ?? ''}${
           item.channelId ? html` · channel ${item.channelId}` : ''
         }</div>
 <div class="summary">Via ${item.via.kind} <bdi class="mono">${item.via.value}</bdi>${
@@ -497,10 +521,16 @@ ${
 <ul>${item.roots.map((root) => html`<li>${contactLink(root)}</li>`)}</ul>
 ${mergeForms(item)}</li>`,
       )}</ol>
+`
+}
 ${options.olderHref ? html`<p><a class="button" href="${options.olderHref}">Older conflicts</a></p>` : ''}
-${options.newestHref ? html`<p><a href="${options.newestHref}">Newest conflicts</a></p>` : ''}`
-}`,
+${options.newestHref && (options.conflicts.length > 0 || options.partial) ? html`<p><a href="${options.newestHref}">Newest conflicts</a></p>` : ''}`,
   );
+}
+
+/** The filter as a sentence reads it, before "conflicts" ("no open conflicts"); all: nothing. */
+function stateWords(state: ConflictState | 'all'): string {
+  return state === 'all' ? '' : `${state === 'merged' ? 'merged-by-hand' : state} `;
 }
 
 // --- deliveries ----------------------------------------------------------------------------

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { digest } from '../digest.js';
 import {
   AppError,
   ConflictError,
@@ -17,6 +16,7 @@ import { isoFromMs } from '../isotime.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import { createConflictList } from './conflicts.js';
 import { groupLayout, isRecordId, key, publicId, storedId } from './keys.js';
 import { isHttpLink } from './links.js';
 import {
@@ -50,7 +50,6 @@ import {
 } from './record.js';
 import {
   type ClaimedFind,
-  type ConflictsPage,
   type ContactQuery,
   type ContactService,
   FIND_LIMIT,
@@ -204,6 +203,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = normalizeOptionsOf(identity);
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
+  const conflictList = createConflictList(store);
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
   const mergeOnVisitorTyped = new Set<string>(identity.mergeOnVisitorTyped ?? identity.mergeOn);
@@ -1773,67 +1773,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return new ConflictError('identity_contention', 'the contact changed while being split; retry');
   }
 
-  /**
-   * The conflicts list grows at its end (newest) and is trimmed at its start (the oldest past
-   * 10 000, refusalWrites), so no index names an entry for long: an index from the end moves
-   * with every refusal, one from the start with every trim once the list is full. A cursor is the
-   * index from the start of the page's oldest entry and a digest of it; the next page looks for
-   * that entry at or before the index (a trim only moves entries towards the start), and reads on
-   * below it. Gone altogether means trimmed away, and everything older with it: the last page.
-   */
-  async function conflictsPage(options: {
-    limit: number;
-    before?: string | undefined;
-  }): Promise<ConflictsPage> {
-    const { limit } = options;
-    let end: number; // the page is what is below index `end`, newest first
-    if (options.before === undefined) {
-      end = await store.llen(key.conflicts);
-    } else {
-      const match = /^(\d{1,6})\.([A-Za-z0-9_-]{16})$/.exec(options.before);
-      if (!match) {
-        throw new ValidationError(
-          'invalid cursor',
-          [{ path: 'before', message: 'not a cursor this API returned (use nextCursor of a page)' }],
-          'invalid_query',
-        );
-      }
-      const found = await findConflict(Number(match[1]), match[2]!);
-      if (found === null) return { conflicts: [], nextCursor: null };
-      end = found;
-    }
-    // One more than the page: whether there is a next page (null on the last, as the journal).
-    const start = Math.max(0, end - limit - 1);
-    const raw = end === 0 ? [] : await store.lrange(key.conflicts, start, end - 1);
-    const more = raw.length > limit;
-    const page = more ? raw.slice(1) : raw;
-    const oldest = page[0];
-    return {
-      conflicts: page.reverse().map((item) => JSON.parse(item) as unknown),
-      nextCursor: more && oldest !== undefined ? `${start + 1}.${conflictMark(oldest)}` : null,
-    };
-  }
-
-  const CONFLICT_SCAN = 200;
-  const conflictMark = (raw: string) => digest('sha256', raw, 'base64url').slice(0, 16);
-
-  /** Where the entry a cursor names is now (at or below `hint`), or null when trimmed away. */
-  async function findConflict(hint: number, mark: string): Promise<number | null> {
-    let top = Math.min(hint, (await store.llen(key.conflicts)) - 1);
-    while (top >= 0) {
-      const from = Math.max(0, top - CONFLICT_SCAN + 1);
-      const slice = await store.lrange(key.conflicts, from, top);
-      for (let index = slice.length - 1; index >= 0; index--) {
-        if (conflictMark(slice[index]!) === mark) return from + index;
-      }
-      top = from - 1;
-    }
-    return null;
-  }
-
   return {
     observe,
-    conflictsPage,
+    conflictsPage: conflictList.page,
     get,
     find,
     findByName: (name: string, options: { limit: number }) => search({ name, limit: options.limit }),

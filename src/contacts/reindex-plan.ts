@@ -9,7 +9,7 @@ import {
   splitPhones,
 } from './normalize.js';
 import { encodeRecord, type StoredRecord, type Valued } from './record.js';
-import { timelineMember } from './timeline.js';
+import { nameWords, nameWordsBeforeFolding, timelineMember } from './timeline.js';
 import type { Identifier, TimelineEntry } from './types.js';
 import type { PlannedWrite } from './writes.js';
 
@@ -24,6 +24,10 @@ import type { PlannedWrite } from './writes.js';
  *   key, which then took in everyone calling from that switchboard.
  * Values the current rules give no key at all (a character now refused, a blocklisted value) are
  * left as they are: nothing new reaches them, and nothing of the contact is dropped.
+ *
+ * The console's name index (`sidx:name:<word>`) is re-keyed too (nameIndexOf): names a record was
+ * given before the index existed were never in it, and a word mixing Latin and Cyrillic look-alikes
+ * was indexed as typed until 7655d60, under a key no query reaches (queries are folded too).
  */
 
 /** What a record's timeline says of one of its phones (E.164), in the vendors' own payloads. */
@@ -366,4 +370,27 @@ function describeChange(change: ReindexChange): string {
     default:
       return `${name} ${change.from} is now ${change.to}`;
   }
+}
+
+/** What the name index should hold for one record, read from the record alone. */
+export interface NameIndexPlan {
+  /** Today's words of every name of the record: each must hold the record (`sidx:name:<word>`). */
+  words: string[];
+  /**
+   * Words an older folding gave one of its names that today's folding gives none of them: no query
+   * reaches them (nameWordsBeforeFolding). Only these, and only the record's own id under them,
+   * may go: a record keeps every name it was given, and a word today's folding still gives one of
+   * them (a 40-unit cut that no longer folds, say) is what a query for that name reaches.
+   */
+  stale: string[];
+}
+
+export function nameIndexOf(record: Pick<StoredRecord, 'names'>): NameIndexPlan {
+  const words = new Set<string>();
+  const older = new Set<string>();
+  for (const { v } of record.names) {
+    for (const word of nameWords(v)) words.add(word);
+    for (const word of nameWordsBeforeFolding(v)) older.add(word);
+  }
+  return { words: [...words], stale: [...older].filter((word) => !words.has(word)) };
 }

@@ -3,14 +3,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { StoreBusyError } from '../errors.js';
 import { lockRenewed } from '../store/renewal.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoreBatch } from '../store/types.js';
 import { contactLockName } from './engine.js';
-import { key, publicId } from './keys.js';
+import { key, publicId, storedId } from './keys.js';
 import { type NormalizeOptions, normalizeOptionsOf } from './normalize.js';
-import { decodeRecord } from './record.js';
+import { decodeRecord, type StoredRecord } from './record.js';
 import {
   extensionSetsOf,
   indexKeysOf,
+  nameIndexOf,
   needsLook,
   type PhoneEvidence,
   phoneEvidence,
@@ -38,6 +39,12 @@ import { queueWrites } from './writes.js';
  * anyway it is planned again, and after a few tries left for the next pass (`busy`). So it is safe
  * while the bridge runs, and a pass changes nothing twice: a second pass finds nothing to do.
  *
+ * The console's name index is re-keyed in the same pass, a page of records at a time: every name
+ * of a record under today's words (names first seen before the index existed were never in it),
+ * and the record taken off words only an older folding gave its names (nameIndexOf). That costs
+ * one SMISMEMBER per distinct word of the page, and a write only for what is missing or stale;
+ * the removals are committed expecting the record as read (a name added meanwhile is planned again).
+ *
  * Once per store: a worker (or `--role all`) runs a pass at start-up, in the background, unless
  * the store says its keys follow this version already (NORMALIZATION_KEY). One instance runs it
  * (a lock, renewed); it saves its place after every page, so a restart resumes it. The CLI runs a
@@ -46,10 +53,12 @@ import { queueWrites } from './writes.js';
 
 /**
  * The normalisation stored keys follow. 1: anything before this marker existed; 2: NFC
- * identifiers, IDN e-mail domains in Unicode form, phones with an extension search-only. A change
- * to normalize.ts that gives a stored value another key bumps it (and teaches reindex-plan.ts).
+ * identifiers, IDN e-mail domains in Unicode form, phones with an extension search-only; 3: every
+ * name in the name index under today's words (nameWords), none under a word only an older folding
+ * gave. A change to normalize.ts (or nameWords) that gives a stored value another key bumps it (and
+ * teaches reindex-plan.ts).
  */
-export const NORMALIZATION_VERSION = 2;
+export const NORMALIZATION_VERSION = 3;
 /** The version the store's keys follow (a string of digits); absent: 1. */
 export const NORMALIZATION_KEY = 'contacts:normalization';
 /** Where a pass that stopped left off: {version, cursor, report} (JSON). */
@@ -61,6 +70,10 @@ const PAGE_SIZE = 500;
 /** Timeline entries read at first (the newest), then per read, when a phone's history is looked at. */
 const FIRST_TIMELINE_CHUNK = 20;
 const TIMELINE_CHUNK = 200;
+/** Words whose name-index sets are asked about at once (one SMISMEMBER each). */
+const NAME_READS_AT_ONCE = 64;
+/** Records whose name-index writes go in one batch. */
+const NAME_BATCH = 100;
 /** Tries per record before it is left for the next pass. */
 const ATTEMPTS = 3;
 const LOCK_TTL_MS = 10_000;
@@ -88,6 +101,12 @@ export interface ReindexReport {
   conflicts: number;
   /** Identifiers the current rules give no key (a character now refused, a blocklisted value): kept. */
   unkeyable: number;
+  /** Records some of whose names the name index lacked (under today's words): now found by them. */
+  namesIndexed: number;
+  /** Name-index entries added for them (a record id under a word). */
+  nameEntriesAdded: number;
+  /** Name-index entries removed: a record under a word only an older folding gave its names (no query reaches it). */
+  staleNameEntriesRemoved: number;
   /** Records that kept changing while being re-indexed: left for the next pass. */
   busy: number;
 }
@@ -126,8 +145,20 @@ const emptyReport = (dryRun: boolean): ReindexReport => ({
   extensionsAdded: 0,
   conflicts: 0,
   unkeyable: 0,
+  namesIndexed: 0,
+  nameEntriesAdded: 0,
+  staleNameEntriesRemoved: 0,
   busy: 0,
 });
+
+/** One record's name-index writes: words to put it under, stale words to take it off. */
+interface NameWork {
+  id: string;
+  /** The record as its plan read it (removals expect it unchanged). */
+  text: string;
+  add: string[];
+  remove: string[];
+}
 
 /** What a record's plan was made on, with the raw values its commit expects unchanged. */
 interface Look {
@@ -303,6 +334,95 @@ export async function reindexContacts(options: ReindexOptions): Promise<ReindexR
     return 'busy';
   }
 
+  /**
+   * What the name index lacks (today's words of the records' names) and holds that no query
+   * reaches (stale words), for records as read: one SMISMEMBER per distinct word.
+   */
+  async function nameWorkOf(records: ReadonlyArray<{ id: string; record: StoredRecord; text: string }>) {
+    const plans = records.map(({ id, record, text }) => ({ id, text, ...nameIndexOf(record) }));
+    const asked = new Map<string, string[]>();
+    for (const plan of plans)
+      for (const word of [...plan.words, ...plan.stale]) {
+        const ids = asked.get(word);
+        if (ids) ids.push(storedId(plan.id));
+        else asked.set(word, [storedId(plan.id)]);
+      }
+    const held = new Map<string, Set<string>>();
+    const words = [...asked.keys()];
+    for (let start = 0; start < words.length; start += NAME_READS_AT_ONCE)
+      await Promise.all(
+        words.slice(start, start + NAME_READS_AT_ONCE).map(async (word) => {
+          const ids = asked.get(word)!;
+          const answers = await store.smismember(key.name(word), ids);
+          held.set(word, new Set(ids.filter((_, index) => answers[index])));
+        }),
+      );
+    const work: NameWork[] = [];
+    for (const plan of plans) {
+      const member = storedId(plan.id);
+      const add = plan.words.filter((word) => !held.get(word)?.has(member));
+      const remove = plan.stale.filter((word) => held.get(word)?.has(member));
+      if (add.length > 0 || remove.length > 0) work.push({ id: plan.id, text: plan.text, add, remove });
+    }
+    return work;
+  }
+
+  function queueNames(batch: StoreBatch, work: NameWork): void {
+    const member = storedId(work.id);
+    // Adding a name's words is right whatever happened since (a record's names only grow); a
+    // removal only while the record's names are those its plan was made on.
+    if (work.remove.length > 0) batch.expect(key.record(work.id), work.text);
+    for (const word of work.add) batch.sadd(key.name(word), member);
+    for (const word of work.remove) batch.srem(key.name(word), member);
+  }
+
+  const countNames = (work: NameWork) => {
+    if (work.add.length > 0) report.namesIndexed += 1;
+    report.nameEntriesAdded += work.add.length;
+    report.staleNameEntriesRemoved += work.remove.length;
+  };
+  const busyNames = new Set<string>();
+
+  /** The name-index step of a page of records (as the page read them). */
+  async function indexNames(records: ReadonlyArray<{ id: string; record: StoredRecord; text: string }>) {
+    const work = await nameWorkOf(records);
+    if (dryRun) {
+      // (A record SCAN answers twice is counted twice here, as in `records`.)
+      for (const item of work) countNames(item);
+      return;
+    }
+    for (let start = 0; start < work.length; start += NAME_BATCH) {
+      const chunk = work.slice(start, start + NAME_BATCH);
+      const batch = store.batch();
+      for (const item of chunk) queueNames(batch, item);
+      if (await batch.exec()) {
+        for (const item of chunk) countNames(item);
+        continue;
+      }
+      // One of them changed since the page read it (nothing was written): each on its own, read again.
+      for (const item of chunk) await indexNamesOf(item.id);
+    }
+  }
+
+  async function indexNamesOf(id: string): Promise<void> {
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const text = await store.get(key.record(id));
+      if (text === null) return;
+      const [work] = await nameWorkOf([{ id, record: decodeRecord(id, text), text }]);
+      if (!work) return;
+      const batch = store.batch();
+      queueNames(batch, work);
+      if (await batch.exec()) {
+        countNames(work);
+        return;
+      }
+    }
+    if (!busyNames.has(id)) {
+      busyNames.add(id);
+      report.busy += 1;
+    }
+  }
+
   // SCAN may answer a key twice (Store.scanKeys): a record changed (or found busy) is counted
   // once. Only those are remembered; `records` may count one twice.
   const counted = new Set<string>();
@@ -333,15 +453,19 @@ export async function reindexContacts(options: ReindexOptions): Promise<ReindexR
     const page = await store.scanKeys('rec:', cursor, pageSize);
     const ids = page.keys.map((recordKey) => publicId(recordKey.slice('rec:'.length)));
     const texts = ids.length === 0 ? [] : await store.mget(page.keys);
+    const read = ids.flatMap((id, index) => {
+      const text = texts[index];
+      return text === null || text === undefined ? [] : [{ id, text, record: decodeRecord(id, text) }];
+    });
+    // Names first: they need only the record, and re-keying identifiers below rewrites some records.
+    if (!options.signal?.aborted) await indexNames(read);
     let stopped = false;
-    for (const [index, id] of ids.entries()) {
+    for (const { id, text, record } of read) {
       if (options.signal?.aborted) {
         stopped = true;
         break;
       }
-      const text = texts[index];
-      if (text === null || text === undefined) continue;
-      const renames = renamesOf(decodeRecord(id, text), normalize);
+      const renames = renamesOf(record, normalize);
       if (!needsLook(renames)) {
         count(id, null, renames.unkeyable);
         continue;
@@ -421,7 +545,7 @@ export function startReindexOnce(options: {
       if ((await storedNormalizationVersion(store)) >= NORMALIZATION_VERSION) return;
       logger.info(
         { version: NORMALIZATION_VERSION },
-        'contact re-index: giving stored contacts the keys of the current identifier rules (once per store, in the background; chatbridge contacts reindex --dry-run shows what it does)',
+        'contact re-index: giving stored contacts the keys of the current identifier rules and every name its name-search key (once per store, in the background; chatbridge contacts reindex --dry-run shows what it does)',
       );
       let pages = 0;
       const report = await reindexContacts({

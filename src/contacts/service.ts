@@ -1,4 +1,12 @@
-import type { Contact, Identifier, Observation, ObserveResult, TimelineEntry } from './types.js';
+import type {
+  Conflict,
+  ConflictState,
+  Contact,
+  Identifier,
+  Observation,
+  ObserveResult,
+  TimelineEntry,
+} from './types.js';
 
 /**
  * The contact model's one entry point (DESIGN §7). Adapters feed observations; the admin API
@@ -16,11 +24,17 @@ export interface TimelinePage {
   partial?: true;
 }
 
-/** Refused merges, newest first (GET /api/v1/identity/conflicts). */
+/** Identity conflicts, newest first, each with its state now (GET /api/v1/identity/conflicts). */
 export interface ConflictsPage {
-  conflicts: unknown[];
+  conflicts: Conflict[];
   /** Pass as `before` to get the next (older) page; null on the last page. */
   nextCursor: string | null;
+  /**
+   * Only on a page filtered by state: it looked at as many conflicts as one page may
+   * (CONFLICTS_SCAN) before it had `limit` of that state, so it may hold fewer, even none, while
+   * `nextCursor` reads on. Absent otherwise.
+   */
+  partial?: true;
 }
 
 /** Entries of one channel and/or of one type; both given: entries that are both. */
@@ -107,9 +121,13 @@ export interface ContactService {
   /**
    * Identity conflicts: merges the guard rails refused (size cap, earlier unmerge) and identifiers
    * the re-index found held by another contact (reindex.ts), newest first, a page at a time:
-   * `before` is the nextCursor of the previous page.
+   * `before` is the nextCursor of the previous page; `state` lists only conflicts in that state now.
    */
-  conflictsPage(options: { limit: number; before?: string | undefined }): Promise<ConflictsPage>;
+  conflictsPage(options: {
+    limit: number;
+    before?: string | undefined;
+    state?: ConflictState | undefined;
+  }): Promise<ConflictsPage>;
   /** Normalise an identifier as the engine would (null when blocklisted or invalid). */
   normalizeIdentifier(identifier: Identifier): Identifier | null;
 }

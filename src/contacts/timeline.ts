@@ -13,13 +13,28 @@ import type { TimelineEntry } from './types.js';
  * O'Neil" → анна, мария, o, neil.
  */
 export function nameWords(name: string): string[] {
+  return wordsOf(name, sameScript);
+}
+
+/**
+ * The words an older version indexed a name under: nameWords before Latin/Cyrillic look-alikes
+ * were folded to one script (7655d60; the cut then was `slice(0, 40)`, whose lone surrogate Redis
+ * kept as the U+FFFD cutWord ends such a word with). No query reaches a word of this form that
+ * nameWords gives differently: the contact re-index (reindex-plan.ts) removes a record's entries
+ * under them. Not for indexing or searching.
+ */
+export function nameWordsBeforeFolding(name: string): string[] {
+  return wordsOf(name, (word) => word);
+}
+
+function wordsOf(name: string, fold: (word: string) => string): string[] {
   const words = name
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
     .toLowerCase()
     .split(/[^\p{L}\p{N}]+/u)
     .filter((word) => word.length > 0)
-    .map((word) => cutWord(sameScript(word)));
+    .map((word) => cutWord(fold(word)));
   return [...new Set(words)].slice(0, 16);
 }
 

@@ -242,6 +242,31 @@ export const contactSchema = z.object({
 });
 export type Contact = z.infer<typeof contactSchema>;
 
+/**
+ * What became of an identity conflict, read from its contacts now (src/contacts/conflicts.ts):
+ * `open` while two of them are apart, `merged` once staff merged them by hand, `resolved` once a
+ * later merge (a chat naming them) made them one contact.
+ */
+export const conflictStateSchema = z.enum(['open', 'merged', 'resolved']);
+export type ConflictState = z.infer<typeof conflictStateSchema>;
+
+/** An identity conflict as GET /api/v1/identity/conflicts lists it. */
+export const conflictSchema = z.object({
+  at: z.string(),
+  /** A merge the guard rails refused (too_large, unmerged_before), or a re-index finding (renormalized). */
+  reason: z.enum(['too_large', 'unmerged_before', 'renormalized']),
+  /** The contacts the identifier named, as they were then. */
+  roots: z.array(z.string()),
+  via: identifierSchema,
+  channelId: z.string().optional(),
+  /** renormalized: the identifier's stored form before the re-index. */
+  was: z.string().optional(),
+  state: conflictStateSchema,
+  /** merged or resolved: the contact they are one of now. */
+  mergedInto: z.string().optional(),
+});
+export type Conflict = z.infer<typeof conflictSchema>;
+
 export interface ObserveResult {
   contact: Contact;
   created: boolean;

@@ -11,6 +11,8 @@ import type { FactService } from '../contacts/facts.js';
 import { quotedInput } from '../contacts/normalize.js';
 import { type ContactService, FIND_LIMIT } from '../contacts/service.js';
 import {
+  conflictSchema,
+  conflictStateSchema,
   contactSchema,
   identifierSchema,
   timelineEntrySchema,
@@ -197,6 +199,9 @@ const journalQuerySchema = z.strictObject({
 const conflictsQuerySchema = z.strictObject({
   limit: queryInt({ min: 1, max: 500, default: 50 }),
   before: z.string().min(1).max(40).optional().describe('nextCursor of the previous page'),
+  state: emptyIsAbsent(conflictStateSchema).describe(
+    'only conflicts in this state now: open (two of its contacts still apart), merged (merged by hand since), resolved (made one contact by a later merge); absent: every state',
+  ),
 });
 
 const channelListSchema = z.object({
@@ -990,16 +995,21 @@ export function createApp(deps: AppDeps): Koa {
       method: 'GET',
       path: '/api/v1/identity/conflicts',
       summary:
-        'Identity conflicts, newest first: merges the guard rails refused (size cap, earlier unmerge), and identifiers the contact re-index found held by another contact (reason renormalized)',
+        'Identity conflicts, newest first, each with its state now (open, merged by hand, resolved by a later merge): merges the guard rails refused (size cap, earlier unmerge), and identifiers the contact re-index found held by another contact (reason renormalized)',
       tag: 'admin',
       auth: 'admin',
       query: conflictsQuerySchema,
       answers: {
         200: {
           description:
-            'At most `limit` conflicts, newest first; `nextCursor` (as `before`) reads on, and is null on the last page. ' +
-            'Conflicts refused while paging are newer than any page after the first, so none is skipped or repeated',
-          schema: z.object({ conflicts: z.array(z.unknown()), nextCursor: z.string().nullable() }),
+            'At most `limit` conflicts, newest first, each with its `state` now (and, merged or resolved, the contact they are one of: `mergedInto`); `nextCursor` (as `before`) reads on, and is null on the last page. ' +
+            'Conflicts refused while paging are newer than any page after the first, so none is skipped or repeated. ' +
+            'Filtered by `state`, a page looks at no more than 1,000 conflicts: then it answers with those it found (maybe none), `partial: true` and a `nextCursor` to read on',
+          schema: z.object({
+            conflicts: z.array(conflictSchema),
+            nextCursor: z.string().nullable(),
+            partial: z.literal(true).optional(),
+          }),
         },
         503: STORE_UNAVAILABLE,
       },
@@ -1007,6 +1017,7 @@ export function createApp(deps: AppDeps): Koa {
         ctx.body = await contacts.conflictsPage({
           limit: query.limit,
           ...(query.before ? { before: query.before } : {}),
+          ...(query.state ? { state: query.state } : {}),
         });
       },
     }),

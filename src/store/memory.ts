@@ -562,6 +562,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       guard();
       return [...(read(key, 'set') ?? [])];
     },
+    async smismember(key, members) {
+      guard();
+      const set = read(key, 'set');
+      return members.map((member) => set?.has(member) ?? false);
+    },
     async sinterScan(keys, cursor, { count, scan }: SinterScanOptions) {
       guard();
       checkSinterScan(cursor, count, scan);

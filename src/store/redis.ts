@@ -721,6 +721,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     srem: (key, ...members) =>
       members.length === 0 ? Promise.resolve(0) : run(() => client.srem(key, ...members)),
     smembers: (key) => run(() => client.smembers(key)),
+    smismember: async (key, members) =>
+      members.length === 0
+        ? store.smembers(key).then(() => [])
+        : (await run(() => client.smismember(key, ...members))).map((held) => held === 1),
     async sinterScan(keys, cursor, { count, scan }: SinterScanOptions) {
       checkSinterScan(cursor, count, scan);
       if (keys.length === 0) return { cursor: '0', members: [] };

@@ -201,6 +201,8 @@ export interface Store {
   sadd(key: string, ...members: string[]): Promise<number>;
   srem(key: string, ...members: string[]): Promise<number>;
   smembers(key: string): Promise<string[]>;
+  /** Whether each of `members` is in the set at `key`, in their order (SMISMEMBER; a missing key is an empty set). */
+  smismember(key: string, members: readonly string[]): Promise<boolean[]>;
   /**
    * The members common to every set at `keys`, a page at a time (SINTER without reading whole
    * sets; for a search whose sets may hold tens of thousands of members). Start with cursor `'0'`

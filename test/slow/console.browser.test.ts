@@ -540,6 +540,49 @@ describe('web console in a browser', () => {
     dialogs.length = 0;
   });
 
+  it('lists the open identity conflicts, merges one, and finds it again under its state', async () => {
+    // Two people a chat merged, staff split, and a later chat named together again: refused.
+    const observe = (key: string, emails: string[], name?: string) =>
+      bridge.bridge.context.contacts.observe({
+        channelId: 'site',
+        vendor: 'jivochat',
+        at: new Date().toISOString(),
+        idempotencyKey: `browser-conflict-${key}`,
+        identifiers: emails.map((value) => ({ kind: 'email', value })),
+        ...(name ? { names: [name] } : {}),
+      });
+    const kira = (await observe('1', ['kira@mail.example'], 'Kira Orlova')).contact;
+    const kirill = (await observe('2', ['kirill@mail.example'], 'Kirill Orlov')).contact;
+    await observe('3', ['kira@mail.example', 'kirill@mail.example']);
+    await bridge.bridge.context.contacts.unmerge(kira.id, { recordId: kirill.id });
+    await observe('4', ['kira@mail.example', 'kirill@mail.example']);
+
+    await page.goto(`${bridge.url}/console/conflicts`);
+    const entry = page.locator('ol.timeline li.entry');
+    expect(await entry.count()).toBe(1);
+    expect(await entry.locator('.state').textContent()).toBe('Open');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await noHorizontalScroll(page);
+    await screenshot(page, 'conflicts-open-390');
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await entry.getByRole('button', { name: /^Merge / }).click();
+    await page.getByText('Merged: the two contacts are one now.').waitFor();
+    expect(dialogs).toHaveLength(1);
+    expect(dialogs[0]).toMatch(/^Merge contact c_\w+ with c_\w+\?/);
+    dialogs.length = 0;
+
+    // Decided: no longer among the open ones; the State filter finds it, with no Merge button.
+    await page.goto(`${bridge.url}/console/conflicts`);
+    await page.getByText('No open identity conflicts').waitFor();
+    await page.getByLabel('State').selectOption('merged');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect.poll(() => new URL(page.url()).searchParams.get('state')).toBe('merged');
+    expect(await entry.count()).toBe(1);
+    expect(await entry.locator('.state').textContent()).toBe('Merged by hand');
+    expect(await entry.getByRole('button', { name: /^Merge / }).count()).toBe(0);
+    expect(await page.getByLabel('State').inputValue()).toBe('merged');
+  });
+
   it('reaches the search with the keyboard alone', async () => {
     await page.goto(`${bridge.url}/console/status`);
     await page.keyboard.press('Tab');
@@ -570,6 +613,7 @@ describe('web console in a browser', () => {
       '/console/journal',
       '/console/channels',
       '/console/status',
+      '/console/conflicts?state=all',
     ];
     for (const width of [1280, 390]) {
       await page.setViewportSize({ width, height: 900 });
