@@ -111,7 +111,7 @@ describe('durability.replicas for a repeated webhook (the idempotency key exists
     expect(retried.body.error.code).toBe('store_unavailable');
     // ... and it is refused for the right reason on every Redis version: the retry wrote, after
     // its read, something for its WAIT to wait for. (Redis 7.0, here, also counts a read as the
-    // connection's mark, so WAIT after the read alone refused too; Redis 7.2 and later do not,
+    // connection's mark, so WAIT after the read alone refused too; later releases do not,
     // and WAIT then answered at once.)
     expect(await changesOnPrimary()).toBeGreaterThan(changesBefore);
 

@@ -130,7 +130,7 @@ describe('WAIT on a primary that a failover demoted', () => {
  * confirmWrites({ coverReads }) vouches for what the caller read, not only for what it wrote: the
  * state another connection wrote (a vendor's first attempt, on a connection since replaced, or on
  * another instance of the bridge). WAIT alone counts the replicas that have the offset of this
- * connection's last write; on Redis 7.2 and later a read does not move that offset, and here the
+ * connection's last write; on Redis releases after 7.0 a read does not move that offset, and here the
  * connection sends nothing at all after the other one's writes, as on any version. Without a
  * write of its own to wait for, WAIT answered at once for writes the stopped replica never got.
  */

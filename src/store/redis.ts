@@ -703,8 +703,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     };
     changed();
     if (confirmOptions.coverReads) {
-      // WAIT's mark is the connection's last write that Redis propagated (newer Redis: reads do
-      // not move it; 7.0 and older moved it on every command, reads included, which hid this).
+      // WAIT's mark is the connection's last command that Redis propagated (releases after 7.0;
+      // 7.0 and older moved it on every command, reads included, which covered this by chance).
       // What this caller read but did not write — the state a vendor's retry answers from, the
       // first attempt's writes, made on another connection or by another instance — is behind
       // that mark only if something is written now: a replica that acknowledges this write holds
