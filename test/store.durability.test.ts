@@ -125,3 +125,76 @@ describe('WAIT on a primary that a failover demoted', () => {
     }
   });
 });
+
+/**
+ * confirmWrites({ coverReads }) vouches for what the caller read, not only for what it wrote: the
+ * state another connection wrote (a vendor's first attempt, on a connection since replaced, or on
+ * another instance of the bridge). WAIT alone counts the replicas that have the offset of this
+ * connection's last write; on Redis releases after 7.0 a read does not move that offset, and here the
+ * connection sends nothing at all after the other one's writes, as on any version. Without a
+ * write of its own to wait for, WAIT answered at once for writes the stopped replica never got.
+ */
+describe('confirmWrites with coverReads', () => {
+  let dir: string;
+  let primary: PrivateRedis;
+  let replica: PrivateRedis;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'chatbridge-cover-reads-'));
+    // No replication PINGs during the test: they would move the primary's offset by themselves.
+    const args = ['--dir', dir, '--repl-diskless-sync-delay', '0', '--repl-ping-replica-period', '3600'];
+    primary = await startPrivateRedis({ args: [...args, '--dbfilename', 'primary.rdb'] });
+    replica = await startPrivateRedis({
+      args: [...args, '--dbfilename', 'replica.rdb', '--replicaof', '127.0.0.1', String(primary.port)],
+    });
+    const probe = new Redis(primary.url);
+    try {
+      while (!(await probe.info('replication')).includes('state=online'))
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      probe.disconnect();
+    }
+  });
+  afterAll(async () => {
+    replica?.resume();
+    await replica?.stop();
+    await primary?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses while a replica lacks what another connection wrote; confirms once it has it', async () => {
+    const store = await createRedisStore({
+      url: primary.url,
+      keyPrefix: 'cover-reads',
+      logger: pino({ level: 'silent' }),
+      durability: { replicas: 1, timeoutMs: 1000 },
+    });
+    const firstAttempt = new Redis(primary.url);
+    try {
+      const confirmed = (mark?: number, coverReads?: boolean) =>
+        store.confirmWrites(mark, { coverReads: coverReads ?? false }).then(
+          () => 'confirmed',
+          (error: { code?: string }) => error.code,
+        );
+      await store.set('before', '1');
+      // The replica has everything so far (asked until it says so: a loaded machine may take longer).
+      await expect.poll(() => confirmed(), { timeout: 15_000, interval: 100 }).toBe('confirmed');
+      const mark = store.writeMark();
+      replica.pause();
+      // Written by another connection (the first attempt), which then answered 503: the replica
+      // does not have it.
+      await firstAttempt.set('cover-reads:dedupe', 'contact-1');
+      await expect(store.confirmWrites(mark, { coverReads: true })).rejects.toMatchObject({
+        code: 'store_unavailable',
+        status: 503,
+      });
+      replica.resume();
+      await expect.poll(() => confirmed(mark, true), { timeout: 15_000, interval: 100 }).toBe('confirmed');
+    } finally {
+      replica.resume();
+      firstAttempt.disconnect();
+      await store.del('before', 'dedupe');
+      await store.close();
+    }
+  });
+});

@@ -632,7 +632,12 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // (store.durability, as a webhook's answer waits for them), and the server that trims still
       // starts the list with exactly these items — after a failover, a new primary that lacks them
       // keeps the list as it is and the next round records the chunk again (idempotent).
-      await store.confirmWrites?.(writeMark);
+      // coverReads: an item recorded by an earlier round (whose WAIT failed, so the chunk stayed)
+      // is found done this time and writes nothing; WAIT alone would vouch only for this round's
+      // writes, and the trim would drop the item while the replicas may lack its recording. One
+      // write more per chunk (at most DEFERRED_CHUNK items), in the background, only with
+      // durability.replicas.
+      await store.confirmWrites?.(writeMark, { coverReads: true });
       const batch = store.batch().expectListHead(DEFERRED_KEY, items);
       batch.ltrim(DEFERRED_KEY, items.length, -1);
       const trimmed = await batch.exec();

@@ -201,23 +201,23 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
   async function act(
     decoded: Decoded,
     later?: Omit<DeferredRequest, 'event'>,
-  ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean }> {
+  ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean; repeated: boolean }> {
     if (decoded.kind === 'lookup' && decoded.options?.claim) {
       const found = await deps.contacts.claimAndFind(decoded.identifier, {
         claim: decoded.options.claim,
         ...(decoded.options.evenWork ? { evenWork: true } : {}),
       });
       if (!found.claimed) throw new ReplayedTokenError();
-      return { decoded, contact: found.contact, duplicate: false };
+      return { decoded, contact: found.contact, duplicate: false, repeated: false };
     }
     if (decoded.kind === 'lookup') {
       const contact = await deps.contacts.findByIdentifier(
         decoded.identifier,
         decoded.options?.evenWork ? { evenWork: true } : undefined,
       );
-      return { decoded, contact, duplicate: false };
+      return { decoded, contact, duplicate: false, repeated: false };
     }
-    if (decoded.kind !== 'observe') return { decoded, contact: null, duplicate: false };
+    if (decoded.kind !== 'observe') return { decoded, contact: null, duplicate: false, repeated: false };
     // Acknowledged after one durable append of the request; the worker records it, with these
     // observations when it runs in this process, else decoding it again (src/intake/deferred.ts).
     // A full backlog: recorded now, as without the option.
@@ -229,7 +229,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         extend(later, { event: decoded.event, observations: decoded.observations }),
       ))
     )
-      return { decoded, contact: null, duplicate: false };
+      return { decoded, contact: null, duplicate: false, repeated: false };
     let contact: Contact | null = null;
     let duplicates = 0;
     const pending = decoded.observations;
@@ -246,10 +246,13 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         decoded: { kind: 'nothing', event: decoded.event, reason: error.message },
         contact: null,
         duplicate: false,
+        repeated: duplicates > 0,
       };
     }
     const count = pending.length;
-    return { decoded, contact, duplicate: count > 0 && duplicates === count };
+    // `repeated`: some observation found its idempotency key, so the answer rests on state this
+    // request read and did not write (store.durability, below).
+    return { decoded, contact, duplicate: count > 0 && duplicates === count, repeated: duplicates > 0 };
   }
 
   /** Facts for the answer, within what is left of the deadline; never fails the answer. */
@@ -319,7 +322,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
 
         // Only a route that reads nothing before decode can be decoded again by the worker; the
         // worker's request is built only when there is one (intake.ackAfterAppend).
-        const { decoded, contact, duplicate } = await act(
+        const { decoded, contact, duplicate, repeated } = await act(
           first,
           route.ackAfterAppend && !route.open && deps.deferred
             ? {
@@ -372,7 +375,13 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         if (route.settle) answer = await route.settle(answer, result, state);
         // store.durability: answer only once the writes reached the replicas (else 503, the
         // vendor retries and intake dedupes), so a failover cannot lose an acknowledged webhook.
-        if (route.kind === 'webhook') await deps.store.confirmWrites?.(writeMark);
+        // A retry that found its idempotency key wrote nothing (or not all it answers for): the
+        // first attempt's writes may never have reached a replica (it was answered 503), and
+        // WAIT vouches only for what this connection wrote since. So it has the store vouch for
+        // what it read as well (coverReads: one write more, before the WAIT, for retries only;
+        // a first delivery pays nothing more than before).
+        if (route.kind === 'webhook')
+          await deps.store.confirmWrites?.(writeMark, repeated ? { coverReads: true } : undefined);
         if (holdUntil !== null) {
           const wait = holdUntil - performance.now();
           if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

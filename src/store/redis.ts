@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
+import type { Cluster, Command, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { digestUtf8 } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
@@ -13,6 +13,7 @@ import {
 import { checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
+  ConfirmOptions,
   GroupReadResult,
   LexRangeOptions,
   Lock,
@@ -235,6 +236,13 @@ for i = 1, #groups, 2 do
 end
 return { 1, values, rootOf, groups, records, complete }
 `;
+
+/**
+ * What confirmWrites({ coverReads }) writes before its WAIT (see there): one key per bridge,
+ * overwritten each time, gone a minute after the last.
+ */
+const COVER_READS_KEY = 'durability:cover-reads';
+const COVER_READS_TTL_MS = 60_000;
 
 /** Routes a readGroups that names no key (ids only) to the prefix's node; never written. */
 const ROUTE_ONLY_KEY = 'route:read-groups';
@@ -460,15 +468,50 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     else log.debug({ err: error }, 'Redis connection attempt failed');
   });
   client.on('close', () => markDown());
-  /** Counts connections made (see confirmWrites(since)); a Cluster counts its nodes' too. */
+  /**
+   * Counts changes of the connection the store's commands go through (see confirmWrites(since)):
+   * a connection made again; on a Cluster, also the node connection that carries them (below).
+   */
   let connectionEpoch = 0;
   const bumpEpoch = () => {
     connectionEpoch++;
   };
-  if (target.kind === 'cluster') {
-    (client as Cluster).on('+node', (node: Redis) => node.on('ready', bumpEpoch));
-    (client as Cluster).on('-node', bumpEpoch);
-  }
+  /**
+   * On a Cluster: the node connection that carried the latest command with a key, and that key's
+   * hash slot. Every key of a bridge carries its `{prefix}` hash tag (connection.ts), so all of
+   * them go to the one primary serving that slot — until the slot moves (a failover, a
+   * resharding, a MOVED or ASK redirection), and then to another node connection, perhaps one the
+   * client had opened long before (nothing connects, nothing closes). WAIT has no key: ioredis
+   * would send it wherever, and the slot map names only where the *next* command goes. So every
+   * command is seen on its way to its node (ioredis sends each one through the node's
+   * sendCommand, redirections included), WAIT goes to the carrier, and a change of carrier
+   * changes the epoch: a webhook whose reads and writes did not all go through one node
+   * connection gets no WAIT that could vouch for them (503, the vendor retries). Keyless
+   * commands (PING, CLUSTER KEYSLOT, SCAN and WAIT sent to a node) carry no data of the bridge
+   * and do not count. No extra round trip: this is bookkeeping on commands already sent.
+   */
+  let carrier: Redis | undefined;
+  let carrierSlot: number | undefined;
+  const watchNode = (node: Redis) => {
+    const send = node.sendCommand.bind(node);
+    node.sendCommand = ((command: Command, stream?: unknown) => {
+      const slot = command.getSlot();
+      if (slot !== null && (node !== carrier || slot !== carrierSlot)) {
+        // The first carrier replaces none: nothing was sent before it to be vouched for elsewhere.
+        if (carrier !== undefined) bumpEpoch();
+        carrier = node;
+        carrierSlot = slot;
+      }
+      return send(command, stream as Parameters<Redis['sendCommand']>[1]);
+    }) as Redis['sendCommand'];
+    // ioredis gives a Cluster's node connections no retry strategy (a lost one is replaced by a
+    // new object, which would be a new carrier), but should one connect again, WAIT there would
+    // no longer see the writes sent before.
+    node.on('close', () => {
+      if (node === carrier) bumpEpoch();
+    });
+  };
+  if (target.kind === 'cluster') (client as Cluster).on('+node', watchNode);
   client.on('ready', () => {
     bumpEpoch();
     if (state === 'down') log.info('Redis connection is back up');
@@ -625,8 +668,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   }
 
   /**
-   * The connection our writes went through, for WAIT (which counts the replicas that have this
-   * connection's writes). On a Cluster: the primary serving this bridge's hash slot.
+   * The primary serving this bridge's hash slot, as the client's slot map names it now (SCAN;
+   * WAIT before anything was written). On one server or Sentinel: the one connection.
    */
   let prefixSlot: number | undefined;
   async function primaryConnection(): Promise<Redis> {
@@ -641,16 +684,56 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return node;
   }
 
-  async function confirmWrites(since?: number): Promise<void> {
+  /** A 503 with what went wrong in its message (the log has it; the vendor is told to retry). */
+  const unavailable = (message: string) => {
+    const error = new StoreUnavailableError();
+    error.message = message;
+    return error;
+  };
+
+  /**
+   * Where WAIT goes: the connection our reads and writes went through (WAIT counts the replicas
+   * that have *that connection's* writes). On a Cluster the node connection that carried them
+   * (see `carrier`), and only while the client still knows it as the primary serving their slot:
+   * once the slot has moved (a failover made another node primary, a resharding moved it), the
+   * writes may be on a server whose replicas nobody asks, or on none; WAIT anywhere else would
+   * answer for another connection's writes.
+   */
+  async function waitConnection(): Promise<Redis> {
+    if (target.kind !== 'cluster') return client as Redis;
+    const node = carrier;
+    if (node === undefined || carrierSlot === undefined) return primaryConnection();
+    const cluster = client as Cluster;
+    const serving = cluster.slots[carrierSlot]?.[0] === `${node.options.host}:${node.options.port}`;
+    if (!serving || !cluster.nodes('master').includes(node))
+      throw unavailable(
+        `the Redis node these writes went through no longer serves hash slot ${carrierSlot} as its primary, so WAIT cannot vouch for them; retry later`,
+      );
+    return node;
+  }
+
+  async function confirmWrites(since?: number, confirmOptions: ConfirmOptions = {}): Promise<void> {
     if (replicas === 0) return;
     const changed = () => {
       if (since === undefined || since === connectionEpoch) return;
-      const error = new StoreUnavailableError();
-      error.message =
-        'the connection to Redis was made again since these writes, so WAIT cannot vouch for them; retry later';
-      throw error;
+      throw unavailable(
+        "the connection to Redis was made again (or, on a Cluster, the bridge's commands went through another node) since these writes, so WAIT cannot vouch for them; retry later",
+      );
     };
     changed();
+    if (confirmOptions.coverReads) {
+      // WAIT's mark is the connection's last command that Redis propagated (releases after 7.0;
+      // 7.0 and older moved it on every command, reads included, which covered this by chance).
+      // What this caller read but did not write — the state a vendor's retry answers from, the
+      // first attempt's writes, made on another connection or by another instance — is behind
+      // that mark only if something is written now: a replica that acknowledges this write holds
+      // everything the primary held when it ran, what was read before it on this connection
+      // included (one replication stream per primary, in order). Written under the bridge's
+      // prefix, so on a Cluster it goes to the slot's primary like the reads (the carrier; a read
+      // that went elsewhere changed the epoch). One round trip, only for such callers.
+      await run(() => client.set(COVER_READS_KEY, String(Date.now()), 'PX', COVER_READS_TTL_MS));
+      changed();
+    }
     // WAIT in slices shorter than the client's command timeout: one WAIT of timeoutMs would be
     // given up on by the client at the command timeout (2 s), cutting any longer timeoutMs short
     // (503 at 2 s while the replicas were catching up). A WAIT after another waits for at least
@@ -661,16 +744,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const remaining = Math.ceil(deadline - performance.now());
       // At least 1 ms: WAIT with timeout 0 blocks for ever.
       const slice = Math.max(1, Math.min(remaining, waitSliceMs));
-      acknowledged = await run(async () => (await primaryConnection()).wait(replicas, slice));
+      acknowledged = await run(async () => (await waitConnection()).wait(replicas, slice));
       // Checked again after the reply: a WAIT queued while reconnecting runs on the new connection.
       changed();
       if (acknowledged >= replicas || remaining <= slice) break;
     }
-    if (acknowledged < replicas) {
-      const error = new StoreUnavailableError();
-      error.message = `the write reached ${acknowledged} of ${replicas} replicas within ${waitTimeoutMs} ms; retry later`;
-      throw error;
-    }
+    if (acknowledged < replicas)
+      throw unavailable(
+        `the write reached ${acknowledged} of ${replicas} replicas within ${waitTimeoutMs} ms; retry later`,
+      );
   }
 
   const store: RedisStore = {

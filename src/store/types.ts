@@ -167,6 +167,17 @@ export interface LockOptions {
   waitMs: number;
 }
 
+/** How Store.confirmWrites vouches. */
+export interface ConfirmOptions {
+  /**
+   * Vouch also for what the caller *read* since its mark, not only for what it wrote: the state
+   * an answer rests on though this connection did not write it (a vendor's retry finds its
+   * idempotency key, written by the first attempt on an earlier connection or another instance,
+   * and writes nothing). Costs one write before the WAIT; ask for it only then.
+   */
+  coverReads?: boolean;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'redis';
   /**
@@ -276,9 +287,12 @@ export interface Store {
    * `since` (a `writeMark()` taken before the writes): also rejects when the connection to Redis
    * was made again in between. WAIT counts the replicas that have *this connection's* writes, so
    * on a new connection (a failover, a reconnect) it would pass at once for writes the old
-   * primary may never have passed on.
+   * primary may never have passed on. On a Cluster it also rejects when the bridge's commands
+   * went through another node connection in between, or the node they went through no longer
+   * serves the bridge's hash slot as its primary (WAIT anywhere else would answer for another
+   * connection's writes).
    */
-  confirmWrites?(since?: number): Promise<void>;
+  confirmWrites?(since?: number, options?: ConfirmOptions): Promise<void>;
   /** Which connection the store writes through now, for confirmWrites(since). */
   writeMark?(): number;
   /** Rejects unless the store accepts a write now (and confirms it, see confirmWrites); for /readyz. */

@@ -210,6 +210,12 @@ export interface ClusterTopology {
    * the new one is a primary (it may still refuse writes while it has no replica).
    */
   waitForNewOwner(key: string, old: number, timeoutMs?: number): Promise<number>;
+  /**
+   * Move the hash slot of `key`, with its keys, to the primary `to` (resharding as
+   * `redis-cli --cluster reshard` does it: IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE); resolves
+   * once every live node names `to` as its owner.
+   */
+  migrateSlot(key: string, to: number): Promise<void>;
   /** `CONFIG SET name value` on one server. */
   configSet(server: number, name: string, value: string): Promise<void>;
   /** Wait until `server` is a replica whose link to its primary is up (after a restart it rejoins as one). */
@@ -381,6 +387,39 @@ export async function startClusterTopology(options: ClusterOptions = {}): Promis
         return waitForNewOwner(key, old);
       },
       waitForNewOwner,
+      async migrateSlot(key, to) {
+        const slot = await slotOf(key);
+        const from = await ownerOf(key);
+        const idOf = (index: number) =>
+          withClient(servers[index]!.port, async (client) => String(await client.call('CLUSTER', 'MYID')));
+        const [fromId, toId] = [await idOf(from), await idOf(to)];
+        const setSlot = (index: number, ...args: string[]) =>
+          withClient(servers[index]!.port, (client) => client.call('CLUSTER', 'SETSLOT', slot, ...args));
+        await setSlot(to, 'IMPORTING', fromId);
+        await setSlot(from, 'MIGRATING', toId);
+        await withClient(servers[from]!.port, async (client) => {
+          for (;;) {
+            const keys = (await client.call('CLUSTER', 'GETKEYSINSLOT', slot, 100)) as string[];
+            if (keys.length === 0) return;
+            await client.call('MIGRATE', '127.0.0.1', servers[to]!.port, '', 0, 5000, 'KEYS', ...keys);
+          }
+        });
+        // The new owner first, then the old one, then every other primary (SETSLOT is refused on
+        // a replica; replicas learn it from their primaries).
+        await setSlot(to, 'NODE', toId);
+        await setSlot(from, 'NODE', toId);
+        for (const index of await liveNodes()) {
+          if (index === to || index === from) continue;
+          const reply = await withClient(servers[index]!.port, (client) => client.call('ROLE'));
+          const [role] = reply as [string];
+          if (role === 'master') await setSlot(index, 'NODE', toId);
+        }
+        await poll(`every live node to name node ${to} for ${key}`, 30_000, async () => {
+          for (const index of await liveNodes())
+            if ((await ownerSeenBy(servers[index]!.port, slot)) !== to) return false;
+          return true;
+        });
+      },
       async configSet(server, name, value) {
         await withClient(servers[server]!.port, (client) => client.config('SET', name, value));
       },
