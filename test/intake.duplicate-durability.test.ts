@@ -1,12 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RedisStore } from '../src/store/redis.js';
 import { jivo, personFor } from './support/fault.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
-import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
+import { type PrivateRedis, type ReplicatedRedis, startReplicatedRedis } from './support/redis.js';
 
 /**
  * store.durability and a vendor's retry (DESIGN §12). The retry of a webhook the bridge answered
@@ -20,25 +17,14 @@ import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
  */
 describe('durability.replicas for a repeated webhook (the idempotency key exists)', () => {
   const token = 'dup-durability-jivo-token-0001';
-  let dir: string;
+  let pair: ReplicatedRedis;
   let primary: PrivateRedis;
   let replica: PrivateRedis;
   let bridge: TestBridge | undefined;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'chatbridge-dup-durability-'));
-    const args = ['--dir', dir, '--repl-diskless-sync-delay', '0'];
-    primary = await startPrivateRedis({ args: [...args, '--dbfilename', 'primary.rdb'] });
-    replica = await startPrivateRedis({
-      args: [...args, '--dbfilename', 'replica.rdb', '--replicaof', '127.0.0.1', String(primary.port)],
-    });
-    const probe = new Redis(primary.url);
-    try {
-      while (!(await probe.info('replication')).includes('state=online'))
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      probe.disconnect();
-    }
+    pair = await startReplicatedRedis('dup-durability', ['--repl-diskless-sync-delay', '0']);
+    ({ primary, replica } = pair);
   });
   afterEach(async () => {
     replica.resume();
@@ -46,10 +32,7 @@ describe('durability.replicas for a repeated webhook (the idempotency key exists
     bridge = undefined;
   });
   afterAll(async () => {
-    replica?.resume();
-    await replica?.stop();
-    await primary?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   async function open(keyPrefix: string): Promise<TestBridge> {

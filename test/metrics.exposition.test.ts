@@ -1,13 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { type Exposition, parseExposition } from './support/prometheus.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
-import { type PrivateRedis, startPrivateRedis, uniquePrefix } from './support/redis.js';
+import {
+  type PrivateRedis,
+  type ReplicatedRedis,
+  startPrivateRedis,
+  startReplicatedRedis,
+  uniquePrefix,
+} from './support/redis.js';
 
 /**
  * The delivery backlog gauges (queue depth, failed, oldest pending, outbox depth and age) were set
@@ -223,24 +225,14 @@ describe('a hung store does not hang /metrics, nor leave stale backlog values', 
 });
 
 describe('chatbridge_store_up is bounded like the other store gauges', () => {
-  let dir: string;
+  let pair: ReplicatedRedis;
   let primary: PrivateRedis;
   let replica: PrivateRedis;
   let bridge: TestBridge;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'chatbridge-store-up-'));
-    primary = await startPrivateRedis({ args: ['--dir', dir] });
-    replica = await startPrivateRedis({
-      args: ['--dir', dir, '--replicaof', '127.0.0.1', String(primary.port)],
-    });
-    const probe = new Redis(primary.url);
-    try {
-      while (!(await probe.info('replication')).includes('state=online'))
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      probe.disconnect();
-    }
+    pair = await startReplicatedRedis('store-up');
+    ({ primary, replica } = pair);
     bridge = await startTestBridge({
       adapters: [echoAdapter],
       config: {
@@ -252,11 +244,10 @@ describe('chatbridge_store_up is bounded like the other store gauges', () => {
     });
   });
   afterAll(async () => {
+    // Resumed first: the bridge's close must not wait on a frozen replica.
     replica?.resume();
     await bridge?.close();
-    await replica?.stop();
-    await primary?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('answers 0 while the check hangs (a replica that does not acknowledge), and 1 after', async () => {

@@ -1,11 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
-import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
+import { type PrivateRedis, type ReplicatedRedis, startReplicatedRedis } from './support/redis.js';
 
 /**
  * /readyz is unauthenticated, and each request ran its own store write with no overall limit: a
@@ -65,24 +62,14 @@ describe('/readyz with a store whose write check hangs', () => {
 });
 
 describe('/readyz on a Redis whose replica stops acknowledging (durability.replicas)', () => {
-  let dir: string;
+  let pair: ReplicatedRedis;
   let primary: PrivateRedis;
   let replica: PrivateRedis;
   let bridge: TestBridge;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'chatbridge-readyz-'));
-    primary = await startPrivateRedis({ args: ['--dir', dir] });
-    replica = await startPrivateRedis({
-      args: ['--dir', dir, '--replicaof', '127.0.0.1', String(primary.port)],
-    });
-    const probe = new Redis(primary.url);
-    try {
-      while (!(await probe.info('replication')).includes('state=online'))
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      probe.disconnect();
-    }
+    pair = await startReplicatedRedis('readyz');
+    ({ primary, replica } = pair);
     bridge = await startTestBridge({
       adapters: [echoAdapter],
       config: {
@@ -93,11 +80,10 @@ describe('/readyz on a Redis whose replica stops acknowledging (durability.repli
     });
   }, 30_000);
   afterAll(async () => {
+    // Resumed first: the bridge's close must not wait on a frozen replica.
     replica?.resume();
     await bridge?.close();
-    await replica?.stop();
-    await primary?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('answers 503 while the WAIT hangs, and 200 again once the replica is back', async () => {

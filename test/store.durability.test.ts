@@ -5,7 +5,12 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore } from '../src/store/redis.js';
-import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
+import {
+  type PrivateRedis,
+  type ReplicatedRedis,
+  startPrivateRedis,
+  startReplicatedRedis,
+} from './support/redis.js';
 
 /**
  * store.durability.timeoutMs is how long a webhook's answer waits for WAIT (DESIGN §12). It used
@@ -13,29 +18,16 @@ import { type PrivateRedis, startPrivateRedis } from './support/redis.js';
  * whatever the replicas did, because the client gave up on the WAIT command itself.
  */
 describe('durability.timeoutMs above the command timeout', () => {
-  let dir: string;
+  let pair: ReplicatedRedis;
   let primary: PrivateRedis;
   let replica: PrivateRedis;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'chatbridge-durability-'));
-    primary = await startPrivateRedis({ args: ['--dir', dir] });
-    replica = await startPrivateRedis({
-      args: ['--dir', dir, '--replicaof', '127.0.0.1', String(primary.port)],
-    });
-    const probe = new Redis(primary.url);
-    try {
-      while (!(await probe.info('replication')).includes('state=online'))
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      probe.disconnect();
-    }
+    pair = await startReplicatedRedis('durability');
+    ({ primary, replica } = pair);
   });
   afterAll(async () => {
-    replica?.resume();
-    await replica?.stop();
-    await primary?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('waits the configured time for a replica that catches up within it', async () => {
@@ -135,31 +127,22 @@ describe('WAIT on a primary that a failover demoted', () => {
  * write of its own to wait for, WAIT answered at once for writes the stopped replica never got.
  */
 describe('confirmWrites with coverReads', () => {
-  let dir: string;
+  let pair: ReplicatedRedis;
   let primary: PrivateRedis;
   let replica: PrivateRedis;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'chatbridge-cover-reads-'));
     // No replication PINGs during the test: they would move the primary's offset by themselves.
-    const args = ['--dir', dir, '--repl-diskless-sync-delay', '0', '--repl-ping-replica-period', '3600'];
-    primary = await startPrivateRedis({ args: [...args, '--dbfilename', 'primary.rdb'] });
-    replica = await startPrivateRedis({
-      args: [...args, '--dbfilename', 'replica.rdb', '--replicaof', '127.0.0.1', String(primary.port)],
-    });
-    const probe = new Redis(primary.url);
-    try {
-      while (!(await probe.info('replication')).includes('state=online'))
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      probe.disconnect();
-    }
+    pair = await startReplicatedRedis('cover-reads', [
+      '--repl-diskless-sync-delay',
+      '0',
+      '--repl-ping-replica-period',
+      '3600',
+    ]);
+    ({ primary, replica } = pair);
   });
   afterAll(async () => {
-    replica?.resume();
-    await replica?.stop();
-    await primary?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('refuses while a replica lacks what another connection wrote; confirms once it has it', async () => {

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, readdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -255,6 +255,47 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
     },
     resume() {
       child?.kill('SIGCONT');
+    },
+  };
+}
+
+export interface ReplicatedRedis {
+  primary: PrivateRedis;
+  replica: PrivateRedis;
+  /** The data directory both servers were started in. */
+  dir: string;
+  /** Resume the replica if paused, stop both (replica first) and remove the directory. */
+  close(): Promise<void>;
+}
+
+/**
+ * A private primary and one replica of it (`--replicaof`) in a new temporary directory, returned
+ * once the primary reports the replica online: for the durability tests (WAIT, a replica that
+ * lags while SIGSTOPped). `args` go to both servers; each gets its own `--dbfilename`.
+ */
+export async function startReplicatedRedis(name: string, args: string[] = []): Promise<ReplicatedRedis> {
+  const dir = mkdtempSync(join(tmpdir(), `chatbridge-${name}-`));
+  const both = ['--dir', dir, ...args];
+  const primary = await startPrivateRedis({ args: [...both, '--dbfilename', 'primary.rdb'] });
+  const replica = await startPrivateRedis({
+    args: [...both, '--dbfilename', 'replica.rdb', '--replicaof', '127.0.0.1', String(primary.port)],
+  });
+  const probe = new Redis(primary.url);
+  try {
+    while (!(await probe.info('replication')).includes('state=online'))
+      await new Promise((resolve) => setTimeout(resolve, 50));
+  } finally {
+    probe.disconnect();
+  }
+  return {
+    primary,
+    replica,
+    dir,
+    async close() {
+      replica.resume();
+      await replica.stop();
+      await primary.stop();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
