@@ -14,6 +14,37 @@ import { type FakeBitrix24, startFakeBitrix24 } from '../bitrix24/test-support/f
 export const FAKE_AMOCRM_TOKEN = 'fake-amocrm-long-lived-token-0001';
 export const FAKE_BITRIX24_CODE = 'fakebitrix24code0001';
 
+/** amoCRM's pipelines and stages that config/crm.example.yaml names (the tests' CRM worlds use them too). */
+export const EXAMPLE_AMOCRM_PIPELINES = [
+  {
+    id: 7000,
+    name: 'Main',
+    statuses: [
+      { id: 100, name: 'Incoming', type: 1 },
+      { id: 101, name: 'New' },
+      { id: 142, name: 'Won' },
+      { id: 143, name: 'Lost' },
+    ],
+  },
+  {
+    id: 7001,
+    name: 'Shop chats',
+    statuses: [
+      { id: 110, name: 'Incoming', type: 1 },
+      { id: 111, name: 'First contact' },
+      { id: 112, name: 'Talking' },
+      { id: 142, name: 'Won' },
+      { id: 143, name: 'Lost' },
+    ],
+  },
+];
+
+/** Bitrix24's deal categories and stages that config/crm.example.yaml names. */
+export const EXAMPLE_BITRIX24_CATEGORIES = [
+  { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },
+  { id: 9, name: 'Chats', stages: ['NEW', 'TALK', 'WON', 'LOSE'] },
+];
+
 export interface FakeCrms {
   amo: FakeAmo;
   bitrix24: FakeBitrix24;
@@ -36,29 +67,7 @@ export async function startFakeCrms(): Promise<FakeCrms> {
       { id: 501, name: 'Default Manager', email: 'manager@shop.example' },
       { id: 502, name: 'Dmitry Volkov', email: 'dmitry@store.example' },
     ],
-    pipelines: [
-      {
-        id: 7000,
-        name: 'Main',
-        statuses: [
-          { id: 100, name: 'Incoming', type: 1 },
-          { id: 101, name: 'New' },
-          { id: 142, name: 'Won' },
-          { id: 143, name: 'Lost' },
-        ],
-      },
-      {
-        id: 7001,
-        name: 'Shop chats',
-        statuses: [
-          { id: 110, name: 'Incoming', type: 1 },
-          { id: 111, name: 'First contact' },
-          { id: 112, name: 'Talking' },
-          { id: 142, name: 'Won' },
-          { id: 143, name: 'Lost' },
-        ],
-      },
-    ],
+    pipelines: EXAMPLE_AMOCRM_PIPELINES,
   });
   const bitrix24 = await startFakeBitrix24({
     code: FAKE_BITRIX24_CODE,
@@ -66,10 +75,7 @@ export async function startFakeCrms(): Promise<FakeCrms> {
       { ID: '1', NAME: 'Portal Admin', EMAIL: 'admin@shop.example' },
       { ID: '7', NAME: 'Dmitry Volkov', EMAIL: 'dmitry@store.example' },
     ],
-    categories: [
-      { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },
-      { id: 9, name: 'Chats', stages: ['NEW', 'TALK', 'WON', 'LOSE'] },
-    ],
+    categories: EXAMPLE_BITRIX24_CATEGORIES,
   });
   return {
     amo,

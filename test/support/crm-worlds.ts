@@ -1,6 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { type FakeAmo, startFakeAmo } from '../../adapters/amocrm/test-support/fake-amocrm.js';
 import { type FakeBitrix24, startFakeBitrix24 } from '../../adapters/bitrix24/test-support/fake-bitrix24.js';
+import {
+  EXAMPLE_AMOCRM_PIPELINES,
+  EXAMPLE_BITRIX24_CATEGORIES,
+} from '../../adapters/test-support/fake-crms.js';
 
 /**
  * The two fake CRMs behind one shape, so the same scenarios run against amoCRM and Bitrix24:
@@ -69,29 +73,7 @@ export async function amoWorld(): Promise<CrmWorld & { fake: FakeAmo }> {
       // In the CRM under another e-mail than in `agents`: found by agents[].crmUserId only.
       { id: 1001, name: 'Nina Sokolova', email: 'n.sokolova@shop.example' },
     ],
-    pipelines: [
-      {
-        id: 7000,
-        name: 'Main',
-        statuses: [
-          { id: 100, name: 'Incoming', type: 1 },
-          { id: 101, name: 'New' },
-          { id: 142, name: 'Won' },
-          { id: 143, name: 'Lost' },
-        ],
-      },
-      {
-        id: 7001,
-        name: 'Shop chats',
-        statuses: [
-          { id: 110, name: 'Incoming', type: 1 },
-          { id: 111, name: 'First contact' },
-          { id: 112, name: 'Talking' },
-          { id: 142, name: 'Won' },
-          { id: 143, name: 'Lost' },
-        ],
-      },
-    ],
+    pipelines: EXAMPLE_AMOCRM_PIPELINES,
   });
   const creates: Record<string, string> = {
     deal: '/api/v4/leads',
@@ -212,10 +194,7 @@ export async function bitrixWorld(): Promise<CrmWorld & { fake: FakeBitrix24 }> 
       // In the CRM under another e-mail than in `agents`: found by agents[].crmUserId only.
       { ID: '1001', NAME: 'Nina', EMAIL: 'n.sokolova@shop.example' },
     ],
-    categories: [
-      { id: 0, name: 'General', stages: ['NEW', 'PREPARATION', 'WON', 'LOSE'] },
-      { id: 9, name: 'Chats', stages: ['NEW', 'TALK', 'WON', 'LOSE'] },
-    ],
+    categories: EXAMPLE_BITRIX24_CATEGORIES,
   });
   const creates: Record<string, string> = {
     deal: 'crm.deal.add',
