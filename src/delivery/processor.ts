@@ -168,7 +168,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
     const sameLane = record.destinationId === destinationId && record.orderingKey === lane;
     const wait = await waitBehind(record, destination, deps.now().getTime(), sameLane ? laneHead : undefined);
-    if (wait !== null) return { kind: 'later', delayMs: wait };
+    if (wait !== null) return { kind: 'later', delayMs: wait, behind: true };
     if (!destination.crm) return attempt(destinationId, destination, record, null);
 
     const ttlMs = deps.leaseTtlMs ?? LEASE_TTL_MS;
