@@ -21,6 +21,8 @@ import { type ApplicationEvent, type Receiver, startReceiver } from './support/r
  */
 
 const SECRET = `whsec_${Buffer.from('merge-order-secret-0123456789abcd').toString('base64')}`;
+/** Each test takes a second or two; its waits add up to more on a loaded machine. */
+const TEST_TIMEOUT_MS = 60_000;
 
 describe.each(['redis', 'memory'] as const)('delivery order across a merge (%s store)', (store) => {
   let receiver: Receiver;
@@ -121,130 +123,142 @@ describe.each(['redis', 'memory'] as const)('delivery order across a merge (%s s
     return index;
   };
 
-  it('delivers the absorbed contact’s pending events before contact.merged, and the survivor’s later events after it (a chat merges them)', async () => {
-    const a = `anna.${store}@merge-order.example`;
-    const b = `boris.${store}@merge-order.example`;
-    const anna = await seen([a], ['anna 1']);
-    await receiver.waitFor(
-      () => receiver.application.some((event) => text(event) === 'anna 1'),
-      10_000,
-      "anna's first message",
-    );
+  it(
+    'delivers the absorbed contact’s pending events before contact.merged, and the survivor’s later events after it (a chat merges them)',
+    async () => {
+      const a = `anna.${store}@merge-order.example`;
+      const b = `boris.${store}@merge-order.example`;
+      const anna = await seen([a], ['anna 1']);
+      await receiver.waitFor(
+        () => receiver.application.some((event) => text(event) === 'anna 1'),
+        10_000,
+        "anna's first message",
+      );
 
-    failing.emails.add(b);
-    const boris = await seen([b], ['boris 1', 'boris 2']);
-    await retriedMore(2);
-    // A chat names both: one person now, Anna (the older) surviving.
-    const merged = await seen([a, b], ['both 1']);
-    expect(merged.id).toBe(anna.id);
-    expect(merged.records).toEqual([anna.id, boris.id]);
-    await seen([a], ['anna 2']);
-    await retriedMore(3);
-    failing.emails.delete(b);
+      failing.emails.add(b);
+      const boris = await seen([b], ['boris 1', 'boris 2']);
+      await retriedMore(2);
+      // A chat names both: one person now, Anna (the older) surviving.
+      const merged = await seen([a, b], ['both 1']);
+      expect(merged.id).toBe(anna.id);
+      expect(merged.records).toEqual([anna.id, boris.id]);
+      await seen([a], ['anna 2']);
+      await retriedMore(3);
+      failing.emails.delete(b);
 
-    await allDelivered(['boris 1', 'boris 2', 'both 1', 'anna 2']);
-    const events = receiver.application;
-    const merge = indexOf(events, (event) => event.payload.type === 'contact.merged');
-    expect(events[merge]!.payload.data).toMatchObject({ survivor: anna.id, absorbed: [boris.id] });
-    // Everything about Boris as he was before the merge: before it, in its own order.
-    const before = events.filter((event) => event.payload.contact?.id === boris.id);
-    expect(before.map((event) => event.payload.type)).toContain('contact.created');
-    expect(before.map(text).filter(Boolean)).toEqual(['boris 1', 'boris 2']);
-    for (const event of before) expect(events.indexOf(event)).toBeLessThan(merge);
-    // Everything recorded after it (the merged person): after it.
-    for (const message of ['both 1', 'anna 2'])
-      expect(indexOf(events, (event) => text(event) === message)).toBeGreaterThan(merge);
-    // Without contact.merged, the merged person's messages still come after Boris's.
-    expect(texts(messagesOnly.application).filter((message) => /^(boris|both|anna 2)/.test(message))).toEqual(
-      ['boris 1', 'boris 2', 'both 1', 'anna 2'],
-    );
-  });
+      await allDelivered(['boris 1', 'boris 2', 'both 1', 'anna 2']);
+      const events = receiver.application;
+      const merge = indexOf(events, (event) => event.payload.type === 'contact.merged');
+      expect(events[merge]!.payload.data).toMatchObject({ survivor: anna.id, absorbed: [boris.id] });
+      // Everything about Boris as he was before the merge: before it, in its own order.
+      const before = events.filter((event) => event.payload.contact?.id === boris.id);
+      expect(before.map((event) => event.payload.type)).toContain('contact.created');
+      expect(before.map(text).filter(Boolean)).toEqual(['boris 1', 'boris 2']);
+      for (const event of before) expect(events.indexOf(event)).toBeLessThan(merge);
+      // Everything recorded after it (the merged person): after it.
+      for (const message of ['both 1', 'anna 2'])
+        expect(indexOf(events, (event) => text(event) === message)).toBeGreaterThan(merge);
+      // Without contact.merged, the merged person's messages still come after Boris's.
+      expect(
+        texts(messagesOnly.application).filter((message) => /^(boris|both|anna 2)/.test(message)),
+      ).toEqual(['boris 1', 'boris 2', 'both 1', 'anna 2']);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  it('does the same for a merge by hand (POST /api/v1/contacts/:id/merge)', async () => {
-    const c = `clara.${store}@merge-order.example`;
-    const d = `dmitri.${store}@merge-order.example`;
-    const clara = await seen([c], ['clara 1']);
-    await receiver.waitFor(
-      () => receiver.application.some((event) => text(event) === 'clara 1'),
-      10_000,
-      "clara's first message",
-    );
-    failing.emails.add(d);
-    const dmitri = await seen([d], ['dmitri 1', 'dmitri 2']);
-    await retriedMore(2);
-    const merged = await bridge.admin('POST', `/api/v1/contacts/${dmitri.id}/merge`, { with: clara.id });
-    expect(merged.status).toBe(200);
-    expect(merged.body.contact.id).toBe(clara.id);
-    await seen([c], ['clara 2']);
-    await retriedMore(3);
-    failing.emails.delete(d);
+  it(
+    'does the same for a merge by hand (POST /api/v1/contacts/:id/merge)',
+    async () => {
+      const c = `clara.${store}@merge-order.example`;
+      const d = `dmitri.${store}@merge-order.example`;
+      const clara = await seen([c], ['clara 1']);
+      await receiver.waitFor(
+        () => receiver.application.some((event) => text(event) === 'clara 1'),
+        10_000,
+        "clara's first message",
+      );
+      failing.emails.add(d);
+      const dmitri = await seen([d], ['dmitri 1', 'dmitri 2']);
+      await retriedMore(2);
+      const merged = await bridge.admin('POST', `/api/v1/contacts/${dmitri.id}/merge`, { with: clara.id });
+      expect(merged.status).toBe(200);
+      expect(merged.body.contact.id).toBe(clara.id);
+      await seen([c], ['clara 2']);
+      await retriedMore(3);
+      failing.emails.delete(d);
 
-    await allDelivered(['dmitri 1', 'dmitri 2', 'clara 2']);
-    const events = receiver.application;
-    const merge = indexOf(
-      events,
-      (event) =>
-        event.payload.type === 'contact.merged' &&
-        (event.payload.data.absorbed as string[]).includes(dmitri.id),
-    );
-    const before = events.filter((event) => event.payload.contact?.id === dmitri.id);
-    expect(before.map(text).filter(Boolean)).toEqual(['dmitri 1', 'dmitri 2']);
-    for (const event of before) expect(events.indexOf(event)).toBeLessThan(merge);
-    expect(indexOf(events, (event) => text(event) === 'clara 2')).toBeGreaterThan(merge);
-    expect(texts(messagesOnly.application).filter((message) => /^(dmitri|clara 2)/.test(message))).toEqual([
-      'dmitri 1',
-      'dmitri 2',
-      'clara 2',
-    ]);
-  });
+      await allDelivered(['dmitri 1', 'dmitri 2', 'clara 2']);
+      const events = receiver.application;
+      const merge = indexOf(
+        events,
+        (event) =>
+          event.payload.type === 'contact.merged' &&
+          (event.payload.data.absorbed as string[]).includes(dmitri.id),
+      );
+      const before = events.filter((event) => event.payload.contact?.id === dmitri.id);
+      expect(before.map(text).filter(Boolean)).toEqual(['dmitri 1', 'dmitri 2']);
+      for (const event of before) expect(events.indexOf(event)).toBeLessThan(merge);
+      expect(indexOf(events, (event) => text(event) === 'clara 2')).toBeGreaterThan(merge);
+      expect(texts(messagesOnly.application).filter((message) => /^(dmitri|clara 2)/.test(message))).toEqual([
+        'dmitri 1',
+        'dmitri 2',
+        'clara 2',
+      ]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  it('delivers the split-off contact’s events after those of the merged contact recorded before the unmerge', async () => {
-    const e = `elena.${store}@merge-order.example`;
-    const f = `fyodor.${store}@merge-order.example`;
-    const elena = await seen([e]);
-    const fyodor = await seen([f]);
-    await seen([e, f], ['both 1']);
-    await receiver.waitFor(
-      () => receiver.application.some((event) => text(event) === 'both 1'),
-      10_000,
-      'the merged contact’s message',
-    );
-    const from = receiver.application.length;
+  it(
+    'delivers the split-off contact’s events after those of the merged contact recorded before the unmerge',
+    async () => {
+      const e = `elena.${store}@merge-order.example`;
+      const f = `fyodor.${store}@merge-order.example`;
+      const elena = await seen([e]);
+      const fyodor = await seen([f]);
+      await seen([e, f], ['both 1']);
+      await receiver.waitFor(
+        () => receiver.application.some((event) => text(event) === 'both 1'),
+        10_000,
+        'the merged contact’s message',
+      );
+      const from = receiver.application.length;
 
-    // The merged contact's deliveries fail: its next message stays pending.
-    failing.ids.add(elena.id);
-    await seen([e], ['both 2']);
-    await retriedMore(2);
-    const unmerged = await bridge.admin('POST', `/api/v1/contacts/${elena.id}/unmerge`, {
-      recordId: fyodor.id,
-    });
-    expect(unmerged.status).toBe(200);
-    expect(unmerged.body.split.id).toBe(fyodor.id);
-    await seen([f], ['fyodor alone 1']);
-    await retriedMore(3);
-    failing.ids.delete(elena.id);
+      // The merged contact's deliveries fail: its next message stays pending.
+      failing.ids.add(elena.id);
+      await seen([e], ['both 2']);
+      await retriedMore(2);
+      const unmerged = await bridge.admin('POST', `/api/v1/contacts/${elena.id}/unmerge`, {
+        recordId: fyodor.id,
+      });
+      expect(unmerged.status).toBe(200);
+      expect(unmerged.body.split.id).toBe(fyodor.id);
+      await seen([f], ['fyodor alone 1']);
+      await retriedMore(3);
+      failing.ids.delete(elena.id);
 
-    const isSplit = (event: ApplicationEvent) =>
-      event.payload.type === 'contact.created' && event.payload.data.unmergedFrom === elena.id;
-    const isUpdate = (event: ApplicationEvent) =>
-      event.payload.type === 'contact.updated' && event.payload.data.unmerged !== undefined;
-    await allDelivered(
-      ['both 2', 'fyodor alone 1'],
-      (events) => events.some(isSplit) && events.some(isUpdate),
-    );
-    const events = receiver.application.slice(from);
-    const pendingBefore = indexOf(events, (event) => text(event) === 'both 2');
-    const created = indexOf(events, isSplit);
-    expect(events[created]!.payload.contact?.id).toBe(fyodor.id);
-    expect(created).toBeGreaterThan(pendingBefore);
-    // Elena's own unmerge update came first as well (recorded before the split's creation).
-    const update = indexOf(events, isUpdate);
-    expect(events[update]!.payload.contact?.id).toBe(elena.id);
-    expect(update).toBeLessThan(created);
-    expect(indexOf(events, (event) => text(event) === 'fyodor alone 1')).toBeGreaterThan(created);
-    expect(texts(messagesOnly.application).filter((message) => /^(both 2|fyodor)/.test(message))).toEqual([
-      'both 2',
-      'fyodor alone 1',
-    ]);
-  });
+      const isSplit = (event: ApplicationEvent) =>
+        event.payload.type === 'contact.created' && event.payload.data.unmergedFrom === elena.id;
+      const isUpdate = (event: ApplicationEvent) =>
+        event.payload.type === 'contact.updated' && event.payload.data.unmerged !== undefined;
+      await allDelivered(
+        ['both 2', 'fyodor alone 1'],
+        (events) => events.some(isSplit) && events.some(isUpdate),
+      );
+      const events = receiver.application.slice(from);
+      const pendingBefore = indexOf(events, (event) => text(event) === 'both 2');
+      const created = indexOf(events, isSplit);
+      expect(events[created]!.payload.contact?.id).toBe(fyodor.id);
+      expect(created).toBeGreaterThan(pendingBefore);
+      // Elena's own unmerge update came first as well (recorded before the split's creation).
+      const update = indexOf(events, isUpdate);
+      expect(events[update]!.payload.contact?.id).toBe(elena.id);
+      expect(update).toBeLessThan(created);
+      expect(indexOf(events, (event) => text(event) === 'fyodor alone 1')).toBeGreaterThan(created);
+      expect(texts(messagesOnly.application).filter((message) => /^(both 2|fyodor)/.test(message))).toEqual([
+        'both 2',
+        'fyodor alone 1',
+      ]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 });
