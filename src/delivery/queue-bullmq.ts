@@ -228,14 +228,20 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
 
     async wake(destinationId, jobId) {
       const queue = queueOf(destinationId);
-      // A job that is running now has no delay to cut yet: it may be about to wait behind the
-      // delivery that has just left its lane, having read the lane before it left. The mark
-      // tells that run to go again at once (wokenWhileRunning). Marked first, then looked at:
-      // a run whose job became delayed before the look is promoted here, one that moves it
-      // after the mark finds the mark, so none sleeps out its wait.
-      await asStoreError(() => producer.set(wakeMarkOf(queue, jobId), '1', 'PX', WAKE_MARK_MS));
       const job = await Job.fromId(queue, jobId);
-      if (!job || !(await job.isDelayed())) return;
+      if (!job) return;
+      let state = await job.getState();
+      if (state === 'active') {
+        // Running now: it has no delay to cut yet, and it may be about to wait behind the
+        // delivery that has just left its lane, having read the lane before it left. The mark
+        // tells that run to go again at once (wokenWhileRunning); then its state is read again.
+        // A run that moved its job to delayed before that read is promoted here, one that moves
+        // it after finds the mark: none sleeps out its wait. (A job waiting to run needs
+        // nothing: its run reads the lane as it is then.)
+        await asStoreError(() => producer.set(wakeMarkOf(queue, jobId), '1', 'PX', WAKE_MARK_MS));
+        state = await job.getState();
+      }
+      if (state !== 'delayed') return;
       try {
         await job.promote();
       } catch {
