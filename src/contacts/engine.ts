@@ -1237,6 +1237,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         for (const item of observation.events) {
           outbox.push(event(item.type as OutboxEntry['event']['type'], item.key, item.data));
         }
+        // From its first event on, the merged contact's deliveries go after whatever is still
+        // pending under the ids it absorbed (src/delivery/README.md, "Order per contact").
+        if (absorbed.length > 0 && outbox[0]) outbox[0].follows = absorbedLanes(absorbed, members);
         events.stage(batch, outbox);
       }
 
@@ -1759,6 +1762,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           data: { survivor, absorbed, via },
         },
         orderingKey: survivor,
+        follows: absorbedLanes(absorbed, members),
         stagedAt: now().getTime(),
       },
     ]);
@@ -1796,4 +1800,17 @@ function showable(values: string[]): string[] {
     if (cleaned !== null) out.push(cleaned);
   }
   return out;
+}
+
+/**
+ * The delivery lanes (ordering keys) a merge's events follow: each absorbed contact's id, and
+ * the ids of the records it had absorbed before, whose own earlier events may still be pending
+ * under them (a destination that takes no contact.merged events has no merge delivery in the
+ * absorbed contact's lane to wait behind).
+ */
+function absorbedLanes(
+  absorbed: readonly string[],
+  members: ReadonlyMap<string, readonly string[]>,
+): string[] {
+  return [...new Set(absorbed.flatMap((root) => [root, ...(members.get(root) ?? [])]))];
 }

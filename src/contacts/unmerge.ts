@@ -131,6 +131,8 @@ export function planRecordUnmerge(input: {
           data: { unmergedFrom: rootId },
         },
         orderingKey: newRoot,
+        // What was recorded about the contact before the split reaches destinations first.
+        follows: [rootId],
       },
     ],
   };
@@ -202,6 +204,7 @@ export function planIdentifierSplit(input: {
           data: { unmergedFrom: rootId, identifier },
         },
         orderingKey: split.id,
+        follows: [rootId],
       },
       {
         event: {

@@ -14,6 +14,7 @@ import {
   deliveryKeys,
   jobIdOf,
   jobOf,
+  type LaneLinkPlan,
 } from './records.js';
 import { type RoutingContext, routeEvent } from './routing.js';
 
@@ -162,13 +163,22 @@ export function createDrainer(deps: DrainDeps) {
       if (raw.length === 0) return { kind: 'drained', entries: 0 };
       const invalid: Buffer[] = [];
       const plans: DeliveryPlan[] = [];
+      const links: LaneLinkPlan[] = [];
       for (const bytes of raw) {
         const entry = parse(bytes.toString('utf8'));
-        if (entry) plans.push(...planDeliveries(entry, deps.destinations, deps.routing));
-        else invalid.push(bytes);
+        if (!entry) {
+          invalid.push(bytes);
+          continue;
+        }
+        // For every destination, whether it takes this event or not: its later ones of the
+        // contact follow as well.
+        for (const follows of entry.follows ?? [])
+          for (const { config } of deps.destinations)
+            links.push({ destinationId: config.id, lane: entry.orderingKey, follows, at: plans.length });
+        plans.push(...planDeliveries(entry, deps.destinations, deps.routing));
       }
       const now = deps.now();
-      const pending = await records.ensure(plans, now);
+      const pending = await records.ensure(plans, now, links);
       await queueRecords(deps.queue, pending, byId, now.getTime(), deps.random);
       // Renewed once more here: the timer's renewals may not have run (an event loop held up).
       if (!(await lock.stillHeld())) {

@@ -8,18 +8,28 @@ import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
 import type { DeliveryMetrics } from './metrics.js';
 import type { DeliveryQueue, JobHandler, JobOutcome } from './queue.js';
-import { type DeliveryError, type DeliveryRecord, type DeliveryRecords, jobIdOf, jobOf } from './records.js';
+import {
+  type DeliveryError,
+  type DeliveryRecord,
+  type DeliveryRecords,
+  jobIdOf,
+  jobOf,
+  type LaneLink,
+} from './records.js';
 import { webhookHeaders } from './signing.js';
 
 /**
  * One job = one look at one delivery:
  * 1. stale job (record gone, no longer pending, or an older replay cycle)   -> done
  * 2. breaker open                                                            -> pause the destination
- * 3. not the head of its lane (an earlier event for this contact is pending) -> wait behind it
+ * 3. not the head of its lane (an earlier event for this contact is pending), or its lane follows
+ *    another (a merge, an unmerge) that still has a delivery pending from before the link
+ *                                                                            -> wait behind it
  * 4. CRM destinations: the delivery's lease is held by another run           -> look again later
  * 5. attempt: 2xx -> delivered; 408/429/5xx/network -> retry on the schedule (Retry-After
  *    honoured) until the schedule is used up -> failed; other statuses -> failed at once.
- * Whenever a delivery leaves its lane, the next one of the lane is woken.
+ * Whenever a delivery leaves its lane, the next one of the lane is woken, and so is the head of
+ * every lane that followed it up to there.
  *
  * A queue may run one delivery twice at once: BullMQ gives a job whose lock lapsed (the event
  * loop stalled past its lock duration, the worker lost Redis for a while) to another worker as
@@ -95,17 +105,74 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
     const writing = mark();
     const reading = records.laneHead(record.destinationId, record.orderingKey);
+    // The lanes that follow this one (a merge's, an unmerge's): the write does not change them.
+    const following = records.followers(record.destinationId, record.orderingKey);
     // A failed read is reported below, after the write's own outcome (which comes first).
     reading.catch(() => {});
+    following.catch(() => {});
     await writing;
     marked();
     let nextId = await reading;
     // Still the marked record: the read ran before the write after all (Redis had lost the batch
     // script, NOSCRIPT, and the write was sent again, as EVAL, behind the read): read again.
     if (nextId === record.id) nextId = await records.laneHead(record.destinationId, record.orderingKey);
-    if (nextId === null) return;
-    const next = await records.get(nextId);
+    const next = nextId === null ? null : await records.get(nextId);
     if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));
+    for (const link of await following) {
+      // Only a delivery from before the link was waited for.
+      if (record.seq >= link.from) continue;
+      // Another one from before the link is still pending here: that one wakes them.
+      if (next?.state === 'pending' && next.seq < link.from) continue;
+      if (nextId === null || next?.state === 'pending') {
+        // Nothing the link waits for is left in this lane: it has done its work.
+        await records.unfollow(record.destinationId, link.lane, record.orderingKey);
+      }
+      const headId = await records.laneHead(record.destinationId, link.lane);
+      const head = headId === null ? null : await records.get(headId);
+      // Only a head the link held (from its place on): one before it may be waiting for its retry.
+      if (head?.state === 'pending' && head.seq >= link.from)
+        await queue.wake(record.destinationId, jobIdOf(head));
+    }
+  }
+
+  /** How long to wait behind `head` (pending): its next attempt and timeout; re-queued if overdue. */
+  async function parkBehind(head: DeliveryRecord, destination: DestinationRuntime, now: number) {
+    const headNext = head.nextAttemptAt ? Date.parse(head.nextAttemptAt) : now;
+    if (headNext < now - (destination.config.timeoutMs + STUCK_GRACE_MS)) {
+      // The head's job is overdue: re-add it (a no-op when it still exists, only late).
+      await queue.enqueue(head.destinationId, jobIdOf(head), jobOf(head), 0);
+    }
+    return Math.max(0, headNext - now) + destination.config.timeoutMs + PARK_MARGIN_MS;
+  }
+
+  /**
+   * null when no lane that `record`'s lane follows has a delivery pending from before the link;
+   * otherwise how long to wait behind the first such. `read`: the links as read with the record.
+   */
+  async function waitFollowed(
+    record: DeliveryRecord,
+    destination: DestinationRuntime,
+    now: number,
+    read: readonly LaneLink[] | undefined,
+  ) {
+    const links = read ?? (await records.follows(record.destinationId, record.orderingKey));
+    for (const link of links) {
+      // A delivery of the lane from before the link (the survivor's own earlier events) is not held.
+      if (record.seq < link.from) continue;
+      for (let round = 0; round < 5; round++) {
+        const headId = await records.laneHead(record.destinationId, link.lane);
+        const head = headId === null ? null : await records.get(headId);
+        if (headId !== null && head?.state !== 'pending') {
+          await records.leaveLane(record.destinationId, link.lane, headId);
+          continue;
+        }
+        if (head !== null && head.seq < link.from) return parkBehind(head, destination, now);
+        // Nothing from before the link is pending there any more: it has done its work.
+        await records.unfollow(record.destinationId, record.orderingKey, link.lane);
+        break;
+      }
+    }
+    return null;
   }
 
   /**
@@ -116,28 +183,23 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     record: DeliveryRecord,
     destination: DestinationRuntime,
     now: number,
-    read: string | null | undefined,
+    read: { head: string | null; links: readonly LaneLink[] } | undefined,
   ) {
     for (let round = 0; round < 5; round++) {
       const headId =
         round === 0 && read !== undefined
-          ? read
+          ? read.head
           : await records.laneHead(record.destinationId, record.orderingKey);
       // Not in its lane at all (should not happen): ordering cannot be kept, delivering can.
-      if (headId === null || headId === record.id) return null;
+      if (headId === null || headId === record.id) break;
       const head = await records.get(headId);
       if (head?.state !== 'pending') {
         await records.leaveLane(record.destinationId, record.orderingKey, headId);
         continue;
       }
-      const headNext = head.nextAttemptAt ? Date.parse(head.nextAttemptAt) : now;
-      if (headNext < now - (destination.config.timeoutMs + STUCK_GRACE_MS)) {
-        // The head's job is overdue: re-add it (a no-op when it still exists, only late).
-        await queue.enqueue(record.destinationId, jobIdOf(head), jobOf(head), 0);
-      }
-      return Math.max(0, headNext - now) + destination.config.timeoutMs + PARK_MARGIN_MS;
+      return parkBehind(head, destination, now);
     }
-    return null;
+    return waitFollowed(record, destination, now, read?.links);
   }
 
   /** How long until the retry an earlier attempt scheduled is due (ms; 0 or less: due now). */
@@ -158,17 +220,19 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     // A job that names its lane: the record and the lane's head are read in the same tick, so in
     // one trip (one socket write). The head read is used only if the record agrees on the lane.
     const lane = job.orderingKey;
-    const [record, laneHead] = await Promise.all([
+    const [record, laneHead, links] = await Promise.all([
       records.get(job.deliveryId),
       lane === undefined ? undefined : records.laneHead(destinationId, lane),
+      lane === undefined ? undefined : records.follows(destinationId, lane),
     ]);
     if (record?.state !== 'pending' || record.cycle !== job.cycle) return { kind: 'done' };
 
     const blocked = destination.breaker.blockedFor(Date.now());
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
     const sameLane = record.destinationId === destinationId && record.orderingKey === lane;
-    const wait = await waitBehind(record, destination, deps.now().getTime(), sameLane ? laneHead : undefined);
-    if (wait !== null) return { kind: 'later', delayMs: wait };
+    const read = sameLane && laneHead !== undefined && links ? { head: laneHead, links } : undefined;
+    const wait = await waitBehind(record, destination, deps.now().getTime(), read);
+    if (wait !== null) return { kind: 'later', delayMs: wait, behind: true };
     if (!destination.crm) return attempt(destinationId, destination, record, null);
 
     const ttlMs = deps.leaseTtlMs ?? LEASE_TTL_MS;

@@ -52,6 +52,13 @@ const LIVE_STATES = new Set(['waiting', 'delayed', 'active', 'prioritized', 'wai
 const JOB_ATTEMPTS = 1000;
 
 /**
+ * How long a wake() mark waits for the run it was meant for (see wake): a run that waits behind
+ * an earlier delivery takes a few store reads, so this is ample; a mark left over costs one more
+ * look at the lane, nothing else.
+ */
+const WAKE_MARK_MS = 60_000;
+
+/**
  * BullMQ's Worker, except that it does not start a wait once it is closing. A job that pauses
  * the destination (breaker open, Retry-After) makes the worker sleep out the queue's rate limit
  * (up to the breaker's cooldown, 30 s by default); close() aborts the sleep in progress, but when
@@ -102,6 +109,24 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     const queue = queues.get(destinationId);
     if (!queue) throw new Error(`no queue for destination ${destinationId}`);
     return queue;
+  };
+
+  /** wake()'s mark for a job that may be running: `<prefix>:<queue>:wake:<jobId>`. */
+  const wakeMarkOf = (queue: Queue, jobId: string) => queue.toKey(`wake:${jobId}`);
+
+  /**
+   * A job that has just been moved to delayed because it waits behind an earlier delivery: if a
+   * wake() came for it while it ran (the mark is there; DEL takes it), run it now. A wake that
+   * comes after the DEL finds the job delayed already and promotes it itself.
+   */
+  const wokenWhileRunning = async (queue: Queue, job: Job<DeliveryJob>) => {
+    try {
+      if (job.id === undefined || (await producer.del(wakeMarkOf(queue, job.id))) === 0) return;
+      await job.promote();
+    } catch {
+      // It left the delayed state in between (the wake() promoted it, or its delay ran out), or
+      // Redis did not answer: then it waits out its delay, as before wakes reached running jobs.
+    }
   };
 
   /**
@@ -202,8 +227,21 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     },
 
     async wake(destinationId, jobId) {
-      const job = await Job.fromId(queueOf(destinationId), jobId);
-      if (!job || !(await job.isDelayed())) return;
+      const queue = queueOf(destinationId);
+      const job = await Job.fromId(queue, jobId);
+      if (!job) return;
+      let state = await job.getState();
+      if (state === 'active') {
+        // Running now: it has no delay to cut yet, and it may be about to wait behind the
+        // delivery that has just left its lane, having read the lane before it left. The mark
+        // tells that run to go again at once (wokenWhileRunning); then its state is read again.
+        // A run that moved its job to delayed before that read is promoted here, one that moves
+        // it after finds the mark: none sleeps out its wait. (A job waiting to run needs
+        // nothing: its run reads the lane as it is then.)
+        await asStoreError(() => producer.set(wakeMarkOf(queue, jobId), '1', 'PX', WAKE_MARK_MS));
+        state = await job.getState();
+      }
+      if (state !== 'delayed') return;
       try {
         await job.promote();
       } catch {
@@ -225,6 +263,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             const outcome = await handler(destinationId, job.data);
             if (outcome.kind === 'later') {
               await job.moveToDelayed(Date.now() + Math.max(0, Math.round(outcome.delayMs)), token);
+              if (outcome.behind) await wokenWhileRunning(queue, job);
               throw new DelayedError();
             }
             if (outcome.kind === 'pause') {

@@ -21,8 +21,13 @@ export interface DeliveryJob {
 export type JobOutcome =
   /** Finished (delivered or failed for good): the job goes away. */
   | { kind: 'done' }
-  /** Try again after `delayMs` (a retry, or waiting behind an earlier delivery of the same contact). */
-  | { kind: 'later'; delayMs: number }
+  /**
+   * Try again after `delayMs` (a retry, or waiting behind an earlier delivery of the same contact).
+   * `behind`: it is the wait behind an earlier delivery, which wakes this job when it leaves the
+   * lane; a wake() that came while this run was going on cuts the wait (it runs again at once).
+   * A retry's wait is not cut that way: it is the receiver's time, not the lane's.
+   */
+  | { kind: 'later'; delayMs: number; behind?: boolean }
   /** Not attempted: put the job back and send nothing to this destination for `delayMs`. */
   | { kind: 'pause'; delayMs: number };
 
@@ -52,7 +57,11 @@ export interface DeliveryQueue {
     destinationId: string,
     items: ReadonlyArray<{ jobId: string; job: DeliveryJob; delayMs: number }>,
   ): Promise<number>;
-  /** Run a delayed job now (its predecessor in the lane finished); no-op otherwise. */
+  /**
+   * Its predecessor in the lane finished: run a delayed job now; a job running at this moment
+   * that then waits behind that predecessor (outcome `later` with `behind`) runs again at once
+   * instead of sleeping out its wait. No-op otherwise.
+   */
   wake(destinationId: string, jobId: string): Promise<void>;
   /** Send nothing to this destination for `delayMs` (breaker open, Retry-After), on every instance. */
   pause(destinationId: string, delayMs: number): Promise<void>;
@@ -75,6 +84,9 @@ interface MemoryJob {
   job: DeliveryJob;
   failures: number;
   timer?: NodeJS.Timeout;
+  running: boolean;
+  /** wake() came while it ran: a wait behind an earlier delivery is cut (JobOutcome `behind`). */
+  woken: boolean;
 }
 
 interface Lane {
@@ -156,6 +168,9 @@ export function createMemoryQueue(options: {
 
   async function runJob(destinationId: string, lane: Lane, item: MemoryJob, run: JobHandler) {
     let outcome: JobOutcome;
+    // A wake before this run is seen by the run itself (it reads the lane afresh).
+    item.woken = false;
+    item.running = true;
     try {
       outcome = await run(destinationId, item.job);
       item.failures = 0;
@@ -166,10 +181,16 @@ export function createMemoryQueue(options: {
         'delivery job failed; retrying',
       );
       outcome = { kind: 'later', delayMs: infrastructureBackoff(item.failures) };
+    } finally {
+      item.running = false;
     }
     if (closed) return;
     if (outcome.kind === 'done') lane.jobs.delete(item.id);
-    else if (outcome.kind === 'later') delay(destinationId, lane, item, outcome.delayMs);
+    else if (outcome.kind === 'later' && outcome.behind && item.woken) {
+      // What it waits behind left the lane while it ran (wake() found no timer to cut): look again now.
+      item.woken = false;
+      lane.ready.push(item);
+    } else if (outcome.kind === 'later') delay(destinationId, lane, item, outcome.delayMs);
     else {
       lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + outcome.delayMs);
       lane.ready.unshift(item);
@@ -180,7 +201,7 @@ export function createMemoryQueue(options: {
     async enqueue(destinationId, jobId, job, delayMs) {
       const lane = laneOf(destinationId);
       if (closed || lane.jobs.has(jobId)) return;
-      const item: MemoryJob = { id: jobId, job, failures: 0 };
+      const item: MemoryJob = { id: jobId, job, failures: 0, running: false, woken: false };
       lane.jobs.set(jobId, item);
       if (delayMs > 0) delay(destinationId, lane, item, delayMs);
       else {
@@ -200,7 +221,9 @@ export function createMemoryQueue(options: {
     async wake(destinationId, jobId) {
       const lane = lanes.get(destinationId);
       const item = lane?.jobs.get(jobId);
-      if (!lane || !item?.timer) return;
+      if (!lane || !item) return;
+      if (item.running) item.woken = true;
+      if (!item.timer) return;
       clearTimeout(item.timer);
       item.timer = undefined;
       lane.ready.push(item);

@@ -18,6 +18,10 @@ import type { DeliveryJob } from './queue.js';
  *                                               is the only one of the lane that may be attempted
  * - `delivery:idx:<state>[:<destination>]`    sorted sets by time, for listing and metrics
  * - `delivery:seq`                            counter for lane sequence numbers
+ * - `delivery:follows:<destination>:<lane>`   lanes this lane follows (a merge, an unmerge), each
+ *                                               scored by the sequence from which on it waits for
+ *                                               the other lane's pending deliveries before that
+ * - `delivery:followed:<destination>:<lane>`  the same links from the other end (who to wake)
  */
 
 export const deliveryStates = ['pending', 'delivered', 'failed'] as const;
@@ -99,6 +103,23 @@ export interface DeliveryPlan {
   body: string;
 }
 
+/**
+ * A lane link the drain asks for: from the outbox entry at `at` (its index in the plans given to
+ * ensure()) on, the deliveries of `lane` go after those of `follows` recorded before it.
+ */
+export interface LaneLinkPlan {
+  destinationId: string;
+  lane: string;
+  follows: string;
+  at: number;
+}
+
+/** A link as stored: the other lane, and the sequence from which on the link holds. */
+export interface LaneLink {
+  lane: string;
+  from: number;
+}
+
 /** prune(): ids forgotten per store batch, and batches per index key in one call (100 000 ids). */
 const PRUNE_SLICE = 1000;
 const PRUNE_ROUNDS = 100;
@@ -116,6 +137,8 @@ export const deliveryKeys = {
   served: (destinationId: string) => `delivery:served:${enc(destinationId)}`,
   /** The lease a CRM attempt holds while it runs (a store lock on this key): one run at a time. */
   lease: (id: string) => `delivery:lease:${id}`,
+  follows: (destinationId: string, lane: string) => `delivery:follows:${enc(destinationId)}:${lane}`,
+  followed: (destinationId: string, lane: string) => `delivery:followed:${enc(destinationId)}:${lane}`,
   index: (state: DeliveryState, destinationId?: string) =>
     destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
 };
@@ -133,10 +156,22 @@ export interface DeliveryRecords {
   /**
    * Create the records that do not exist yet (a drain repeated after a crash finds them) and
    * return every planned delivery that is pending, new or not, so the caller (re)queues it.
+   * In the same write, the lane links asked for (a merge's, an unmerge's) where the lane followed
+   * has deliveries pending before the link and none is stored yet (a repeated drain adds none).
    */
-  ensure(plans: readonly DeliveryPlan[], now: Date): Promise<DeliveryRecord[]>;
+  ensure(
+    plans: readonly DeliveryPlan[],
+    now: Date,
+    links?: readonly LaneLinkPlan[],
+  ): Promise<DeliveryRecord[]>;
   get(id: string): Promise<DeliveryRecord | null>;
   laneHead(destinationId: string, orderingKey: string): Promise<string | null>;
+  /** The lanes this lane follows (ensure's links), with the sequence each holds from. */
+  follows(destinationId: string, lane: string): Promise<LaneLink[]>;
+  /** The lanes that follow this lane, with the sequence each link holds from. */
+  followers(destinationId: string, lane: string): Promise<LaneLink[]>;
+  /** Drop the link of `lane` to `followed`: nothing it waited for is pending any more. */
+  unfollow(destinationId: string, lane: string, followed: string): Promise<void>;
   /** Drop an id from a lane without touching its record (healing a lane whose head is gone). */
   leaveLane(destinationId: string, orderingKey: string, id: string): Promise<void>;
   markDelivered(record: DeliveryRecord, status: number, now: Date): Promise<DeliveryRecord>;
@@ -256,9 +291,9 @@ export function createDeliveryRecords(
   }
 
   const records: DeliveryRecords = {
-    async ensure(plans, now) {
+    async ensure(plans, now, links = []) {
       const unique = [...new Map(plans.map((plan) => [plan.id, plan])).values()];
-      if (unique.length === 0) return [];
+      if (unique.length === 0 && links.length === 0) return [];
       if (unique.length >= SEQ_SPAN) throw new Error(`too many deliveries in one chunk (${unique.length})`);
       const existing = await store.mget(unique.map((plan) => deliveryKeys.record(plan.id)));
       const pending: DeliveryRecord[] = [];
@@ -272,10 +307,18 @@ export function createDeliveryRecords(
         const record = parse(raw, plan.id);
         if (record?.state === 'pending') pending.push(record);
       });
-      if (fresh.length === 0) return pending;
+      const linking = await linksToWrite(plans, fresh, links);
+      if (fresh.length === 0 && linking.length === 0) return pending;
       const chunk = await store.incr(deliveryKeys.seq);
       const at = now.toISOString();
       const batch = store.batch();
+      for (const link of linking) {
+        // The sequence the entry's own deliveries get (or would: one a destination does not
+        // want still starts the link there): every fresh one planned before it is below.
+        const from = chunk * SEQ_SPAN + link.freshBefore;
+        batch.zadd(deliveryKeys.follows(link.destinationId, link.lane), from, link.follows);
+        batch.zadd(deliveryKeys.followed(link.destinationId, link.follows), from, link.lane);
+      }
       fresh.forEach((plan, index) => {
         const record: DeliveryRecord = {
           id: plan.id,
@@ -312,6 +355,31 @@ export function createDeliveryRecords(
 
     async get(id) {
       return parse(await store.get(deliveryKeys.record(id)), id);
+    },
+
+    async follows(destinationId, lane) {
+      const found = await store.zrangeByScoreWithScores(
+        deliveryKeys.follows(destinationId, lane),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
+      );
+      return found.map(({ member, score }) => ({ lane: member, from: score }));
+    },
+
+    async followers(destinationId, lane) {
+      const found = await store.zrangeByScoreWithScores(
+        deliveryKeys.followed(destinationId, lane),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
+      );
+      return found.map(({ member, score }) => ({ lane: member, from: score }));
+    },
+
+    async unfollow(destinationId, lane, followed) {
+      const batch = store.batch();
+      batch.zrem(deliveryKeys.follows(destinationId, lane), followed);
+      batch.zrem(deliveryKeys.followed(destinationId, followed), lane);
+      await batch.exec();
     },
 
     async laneHead(destinationId, orderingKey) {
@@ -593,6 +661,46 @@ export function createDeliveryRecords(
       return dropped;
     },
   };
+
+  /**
+   * The links of ensure() to write: one per (destination, lane, lane followed), at its first
+   * place; only where the lane followed has a delivery pending before it (stored, or fresh in
+   * this chunk) — a merge of a contact with nothing in flight needs none — and none is stored yet
+   * (a drain repeated after a crash: its links went with its records, in one write).
+   */
+  async function linksToWrite(
+    plans: readonly DeliveryPlan[],
+    fresh: readonly DeliveryPlan[],
+    links: readonly LaneLinkPlan[],
+  ) {
+    const seen = new Set<string>();
+    const wanted = links.filter((link) => {
+      const id = JSON.stringify([link.destinationId, link.lane, link.follows]);
+      if (link.lane === link.follows || seen.has(id)) return false;
+      seen.add(id);
+      return true;
+    });
+    if (wanted.length === 0) return [];
+    const firstIndex = new Map<string, number>();
+    plans.forEach((plan, index) => {
+      if (!firstIndex.has(plan.id)) firstIndex.set(plan.id, index);
+    });
+    const out: Array<LaneLinkPlan & { freshBefore: number }> = [];
+    for (const link of wanted) {
+      const before = fresh.filter((plan) => firstIndex.get(plan.id)! < link.at);
+      const [stored, head] = await Promise.all([
+        store.zscore(deliveryKeys.follows(link.destinationId, link.lane), link.follows),
+        records.laneHead(link.destinationId, link.follows),
+      ]);
+      if (stored !== null) continue;
+      const inChunk = before.some(
+        (plan) => plan.destinationId === link.destinationId && plan.orderingKey === link.follows,
+      );
+      if (head === null && !inChunk) continue;
+      out.push({ ...link, freshBefore: before.length });
+    }
+    return out;
+  }
 
   /**
    * The ids of an index scored at or below `cutoff`, oldest first, PRUNE_SLICE at a time and at

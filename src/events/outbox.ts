@@ -26,6 +26,12 @@ export const outboxEntrySchema = z.object({
   event: outboundEventSchema,
   /** Deliveries with the same ordering key are delivered in order (the contact id). */
   orderingKey: z.string(),
+  /**
+   * Other ordering keys whose deliveries recorded before this entry go before it and before
+   * every later delivery under `orderingKey`: a merge names the contacts it absorbed, an unmerge's
+   * split-off contact the one it left (src/delivery/README.md, "Order per contact").
+   */
+  follows: z.array(z.string()).optional(),
   /** When it was staged (ms since epoch), for the "oldest pending" metric. */
   stagedAt: z.number(),
 });

@@ -18,6 +18,8 @@ export type ReceiverAnswer =
   | { kind: 'hang' }
   /** Answer 200 after a while (for concurrency measurements). */
   | { kind: 'slow'; ms: number }
+  /** Answer 200 once `until` settles: the test decides when (an attempt held in flight). */
+  | { kind: 'held'; until: Promise<unknown> }
   /**
    * Send the status line and headers at once, then a body that never ends: one byte every 50 ms
    * until the sender hangs up. A 2xx counts as accepted, as with `ok`.
@@ -145,6 +147,7 @@ export async function startReceiver(options: { secret: string }): Promise<Receiv
       return;
     }
     if (chosen.kind === 'slow') await new Promise((resolve) => setTimeout(resolve, chosen.ms));
+    if (chosen.kind === 'held') await chosen.until.catch(() => {});
     if (chosen.kind === 'trickle') {
       request.answered = chosen.status;
       if (chosen.status >= 200 && chosen.status < 300) accept(request);
