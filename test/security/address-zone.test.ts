@@ -1,4 +1,4 @@
-import Redis from 'ioredis';
+import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
@@ -20,7 +20,10 @@ const zoned = (attempt: number) => `fe80::1%zone-${attempt}-${'x'.repeat(2000)}`
 async function failuresUntilRefused(bridge: TestBridge, forwardedFor: (attempt: number) => string) {
   for (let attempt = 0; attempt < 10; attempt++) {
     const answer = await rawRequest(bridge.url, 'GET', '/api/v1/channels', {
-      headers: { 'x-forwarded-for': forwardedFor(attempt), authorization: `Bearer guess-${attempt}-0000000000` },
+      headers: {
+        'x-forwarded-for': forwardedFor(attempt),
+        authorization: `Bearer guess-${attempt}-0000000000`,
+      },
     });
     if (answer.status === 429) return attempt;
     expect(answer.status).toBe(401);
