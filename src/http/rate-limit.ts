@@ -289,15 +289,26 @@ const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;
  * default is 1), a client wrote it, and up to 16 KiB of made-up text a request made each
  * request its own counter key (limiters hold 50,000 keys: hundreds of MB). An address is at
  * most 45 characters, and what is not one counts against the connection it came on.
+ *
+ * An IPv6 zone id (`fe80::1%eth0`) is dropped: node:net's isIP accepts one of any length
+ * (letters, digits, `-`, `.`, `:`), so `fe80::1%<16 KiB>` passed as an address and each made-up
+ * zone was a counter of its own again, as long as the header, on Redis too (audit-security3).
+ * The zone names an interface of the machine that wrote the address, nothing about the client.
  */
 export function clientAddress(ctx: {
   ip: string;
   request: { socket: { remoteAddress?: string | undefined } };
 }): string {
   const given = ctx.ip;
-  if (isIP(given) !== 0) return given;
+  if (isIP(given) !== 0) return withoutZone(given);
   const ported = WITH_PORT.exec(given);
   const bare = ported ? (ported[1] ?? ported[2]!) : undefined;
-  if (bare !== undefined && isIP(bare) !== 0) return bare;
-  return ctx.request.socket.remoteAddress ?? '';
+  if (bare !== undefined && isIP(bare) !== 0) return withoutZone(bare);
+  return withoutZone(ctx.request.socket.remoteAddress ?? '');
+}
+
+/** An IP address (isIP said so) without its zone id: what is before the `%`. */
+function withoutZone(address: string): string {
+  const zone = address.indexOf('%');
+  return zone === -1 ? address : address.slice(0, zone);
 }
