@@ -438,7 +438,7 @@ export function createApp(deps: AppDeps): Koa {
     return createAuthFailureLimit({
       scope,
       perAddress: rate.adminAuthFailuresPerAddress,
-      ceiling: rate.adminAuthFailuresPerInstance,
+      ceiling: rate.adminAuthFailuresCeiling,
       windowMs: rate.window,
       shared: store.kind === 'redis' ? store : null,
       logger,

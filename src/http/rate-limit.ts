@@ -100,7 +100,7 @@ export interface AuthFailureLimitOptions {
   scope: 'admin_auth' | 'metrics_auth';
   /** Failures per client address per window (limits.rate.adminAuthFailuresPerAddress). */
   perAddress: number;
-  /** Failures from all addresses together per window (limits.rate.adminAuthFailuresPerInstance). */
+  /** Failures from all addresses together per window (limits.rate.adminAuthFailuresCeiling). */
   ceiling: number;
   windowMs: number;
   /**
