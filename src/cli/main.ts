@@ -238,7 +238,10 @@ async function startBridge(
 ): Promise<number> {
   // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
   const v8Flags = tuneV8ForServing();
-  const { config, source, warnings } = loadOrExplain(values.config as string | undefined, io);
+  const { config, source, warnings, written, portOverride } = loadOrExplain(
+    values.config as string | undefined,
+    io,
+  );
   loaded.level = config.log.level;
   // A split role only works through a store the other instances share: on the in-memory one a
   // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
@@ -287,8 +290,19 @@ async function startBridge(
   try {
     bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
     if (!earlySignal) {
-      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
-      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+      // Where each port came from, named in a failure: the setting, and the environment variable
+      // that gave it (the example's ports come from PORT and METRICS_PORT).
+      const serverSetting =
+        portOverride !== undefined
+          ? 'PORT, which overrides server.port'
+          : written.has('server.port')
+            ? `server.port: ${written.get('server.port')}`
+            : 'server.port or PORT';
+      const metricsSetting = written.has('metrics.port')
+        ? `metrics.port: ${written.get('metrics.port')}`
+        : 'metrics.port';
+      await explainListen(bridge.listen(), serverSetting, config.server.host, config.server.port);
+      await explainListen(bridge.listenMetrics(), metricsSetting, config.metrics.host, config.metrics.port);
       await bridge.start();
     }
   } catch (error) {

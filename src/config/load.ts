@@ -474,6 +474,32 @@ export interface LoadedConfig {
   source: ConfigSource;
   /** Not problems, but to change in the file (an old key name), each with its path. */
   warnings: ErrorIssue[];
+  /**
+   * Values the file writes with a ${VAR} reference, as written, by path (`metrics.port` ->
+   * `${METRICS_PORT:-9464}`): a message about a value can name the variable it came from.
+   */
+  written: ReadonlyMap<string, string>;
+  /** PORT when it overrode server.port (DESIGN §3), else undefined. */
+  portOverride: string | undefined;
+}
+
+/** Every string of the parsed document holding a ${…} reference, as written, by path. */
+function valuesWithReferences(
+  value: unknown,
+  found: Map<string, string>,
+  path: (string | number)[] = [],
+): Map<string, string> {
+  if (typeof value === 'string') {
+    // An odd run of $ before { opens a reference (substituteEnv); $${ is a literal ${.
+    if ([...value.matchAll(OPENING)].some((match) => (match[1] ?? '').length % 2 === 1))
+      found.set(formatPath(path), value);
+  } else if (Array.isArray(value))
+    value.forEach((item, index) => {
+      valuesWithReferences(item, found, [...path, index]);
+    });
+  else if (value && typeof value === 'object')
+    for (const [key, item] of Object.entries(value)) valuesWithReferences(item, found, [...path, key]);
+  return found;
 }
 
 export function loadConfig(
@@ -537,7 +563,13 @@ export function loadConfig(
     );
   try {
     const warnings: ErrorIssue[] = [];
-    return { config: parseConfig(parsed, registry, env, warnings), source, warnings };
+    return {
+      config: parseConfig(parsed, registry, env, warnings),
+      source,
+      warnings,
+      written: valuesWithReferences(parsed, new Map()),
+      portOverride: env.PORT === undefined || env.PORT === '' ? undefined : env.PORT,
+    };
   } catch (error) {
     if (error instanceof ConfigError) {
       throw new ConfigError(`${source.path}: ${error.message}`, error.issues ?? []);
