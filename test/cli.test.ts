@@ -358,6 +358,56 @@ channels:
     }
   });
 
+  it('start on a busy port names the environment variable the port came from', async () => {
+    const busy: Server = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    const saved = { PORT: process.env.PORT, METRICS_PORT: process.env.METRICS_PORT };
+    const restore = () => {
+      for (const [name, value] of Object.entries(saved))
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    };
+    const startOn = async (file: string) => {
+      const run = capture(true);
+      expect(await runCli(['start', '--config', file], run.io), file).toBe(1);
+      return plainLines(run.err);
+    };
+    const inUse = 'the port is in use by another process; choose another';
+    try {
+      delete process.env.PORT;
+      delete process.env.METRICS_PORT;
+      // As the example writes them: the variable and the default the file gives.
+      expect(
+        await startOn(
+          writeConfig(
+            `admin: { token: a-long-enough-admin-token }\nserver: { port: "\${PORT:-${port}}", host: 127.0.0.1 }\n`,
+          ),
+        ),
+      ).toEqual([
+        `chatbridge: cannot listen on 127.0.0.1:${port} (server.port: \${PORT:-${port}}): ${inUse}`,
+      ]);
+      // PORT set: it overrides whatever the file says.
+      process.env.PORT = String(port);
+      expect(
+        await startOn(
+          writeConfig('admin: { token: a-long-enough-admin-token }\nserver: { port: 0, host: 127.0.0.1 }\n'),
+        ),
+      ).toEqual([
+        `chatbridge: cannot listen on 127.0.0.1:${port} (PORT, which overrides server.port): ${inUse}`,
+      ]);
+      // The shipped example: its metrics port comes from METRICS_PORT.
+      process.env.PORT = '0';
+      process.env.METRICS_PORT = String(port);
+      expect(await startOn(join(import.meta.dirname, '..', 'config', 'bridge.example.yaml'))).toEqual([
+        `chatbridge: cannot listen on 127.0.0.1:${port} (metrics.port: \${METRICS_PORT:-9464}): ${inUse}`,
+      ]);
+    } finally {
+      restore();
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
   it('start says why it could not start as a JSON line at level fatal; in plain words too only to a terminal', async () => {
     // A log pipeline keeps stderr's JSON lines by `level`: the plain `chatbridge: ...` line, the
     // only one said before, was dropped: the one line that said why the bridge was not running.

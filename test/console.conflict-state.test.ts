@@ -136,6 +136,15 @@ describe.each(['memory', 'redis'] as const)('identity conflicts and their state 
     const merged = await consoleRequest(bridge.url, '/console/conflicts?state=merged', { cookie });
     expect(merged.text.match(/<li class="entry[^"]*">/g)).toHaveLength(1);
     expect(merged.text).toContain(`href="/console/contacts/${ids.b}"`);
+    // The conflict holds ids only: each row's link is not the survivor's name twice (both read
+    // "Person a@…" before), but A by its name and B by its id, saying which contact it is part of.
+    const linkText = (id: string) =>
+      new RegExp(`<a href="/console/contacts/${id}"[^>]*>(.*?)</a>`).exec(merged.text)?.[1];
+    const survivorName = (await bridge.admin('GET', `/api/v1/contacts/${ids.a}`)).body.name as string;
+    expect(linkText(ids.a)).toBe(`<bdi>${survivorName}</bdi>`);
+    expect(linkText(ids.b)).toBe(ids.b);
+    expect(merged.text).toContain(`(now part of ${ids.a})`);
+    expect(merged.text.split(`<bdi>${survivorName}</bdi>`)).toHaveLength(2);
     const bad = await consoleRequest(bridge.url, '/console/conflicts?state=decided', { cookie });
     expect(bad.status).toBe(400);
   });

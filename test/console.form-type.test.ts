@@ -107,6 +107,32 @@ describe('console forms need their type', () => {
     expect([out.status, out.location]).toEqual([302, '/console/sign-in?notice=signed-out']);
   });
 
+  it('refuses a form declaring a charset other than UTF-8 with 415 naming it, and does nothing', async () => {
+    const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const body = new URLSearchParams({ _csrf: csrf }).toString();
+    for (const charset of ['windows-1251', 'ISO-8859-1', '"koi8-r"']) {
+      const refused = await post(
+        bridge.url,
+        '/console/sign-out',
+        { cookie, 'content-type': `application/x-www-form-urlencoded; charset=${charset}` },
+        body,
+      );
+      expect(refused.status, charset).toBe(415);
+      expect(refused.type).toMatch(/^text\/html/);
+      expect(refused.text, charset).toContain(charset.replace(/"/g, ''));
+      expect(refused.text, charset).toContain('UTF-8');
+    }
+    expect((await consoleRequest(bridge.url, '/console/contacts', { cookie })).status).toBe(200);
+    // What browsers send: UTF-8 in any case, or no charset at all.
+    const out = await post(
+      bridge.url,
+      '/console/sign-out',
+      { cookie, 'content-type': 'application/x-www-form-urlencoded;charset=utf-8' },
+      body,
+    );
+    expect([out.status, out.location]).toEqual([302, '/console/sign-in?notice=signed-out']);
+  });
+
   it('refuses a post with no body and no type for its missing CSRF token, not its type', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const empty = await post(bridge.url, '/console/deliveries/replay', { cookie }, '');

@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { StoreUnavailableError, TooManyRequestsError } from '../src/errors.js';
-import { createAuthFailureLimit, WindowLimiter } from '../src/http/rate-limit.js';
+import { createAuthFailureLimit, SHARED_COOL_DOWN_MS, WindowLimiter } from '../src/http/rate-limit.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import type { Store } from '../src/store/types.js';
 import { capturingLogger } from './support/logs.js';
@@ -103,12 +103,15 @@ describe('createAuthFailureLimit (failed authentications: per address, and a cei
     expect(await outcome(otherInstance().check('198.51.100.2', right))).toBe('ok');
   });
 
-  it('falls back to its own counters while the store fails, says so once, and once when it is back', async () => {
-    const now = () => 1_000_000;
+  it('falls back to its own counters while the store fails, says so once, leaves it alone for a cool-down, and says once when it is back', async () => {
+    let at = 1_000_000;
+    const now = () => at;
     const store = createMemoryStore({ now });
     let down = false;
+    let asked = 0;
     const failing = (name: 'mget' | 'countInWindow' | 'set' | 'pttl') =>
       function (this: unknown, ...args: unknown[]) {
+        asked++;
         if (down) return Promise.reject(new StoreUnavailableError(new Error('connection refused')));
         return (store[name] as (...given: unknown[]) => Promise<unknown>).apply(store, args);
       };
@@ -122,18 +125,57 @@ describe('createAuthFailureLimit (failed authentications: per address, and a cei
     const { limit } = limitFor(flaky, now, logger);
     expect(await outcome(limit.check('203.0.113.9', wrong))).toBe('wrong');
     down = true;
+    asked = 0;
     const during = [];
     for (let attempt = 0; attempt < 4; attempt++)
       during.push(await outcome(limit.check('203.0.113.9', wrong)));
     expect(during).toEqual(['wrong', 'wrong', 'limited', 'limited']);
     expect(await outcome(limit.check('198.51.100.9', right))).toBe('ok');
-    down = false;
+    // Asked once: after that failure the store is left alone for the cool-down.
+    expect(asked).toBe(1);
+    // A cool-down later one authentication tries it again (still down: alone again, not logged again).
+    at += SHARED_COOL_DOWN_MS;
     expect(await outcome(limit.check('198.51.100.9', right))).toBe('ok');
+    expect(await outcome(limit.check('198.51.100.9', right))).toBe('ok');
+    expect(asked).toBe(2);
+    down = false;
+    // Back, but not asked before the cool-down is over.
+    expect(await outcome(limit.check('198.51.100.9', right))).toBe('ok');
+    expect(asked).toBe(2);
+    at += SHARED_COOL_DOWN_MS;
+    expect(await outcome(limit.check('198.51.100.9', right))).toBe('ok');
+    expect(asked).toBeGreaterThan(2);
     expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
       expect.stringMatching(/store cannot be reached; counting failed authentications on this instance only/),
     ]);
     expect(lines.filter((line) => line.level === 30).map((line) => line.msg)).toEqual([
       expect.stringMatching(/store answers again/),
     ]);
+  });
+
+  it('does not wait for a store that never answers: a deadline of its own, then its own counters', async () => {
+    const now = () => 1_000_000;
+    const store = createMemoryStore({ now });
+    let asked = 0;
+    // A hung Redis: every call is taken and never answered.
+    const hung = () => {
+      asked++;
+      return new Promise<never>(() => undefined);
+    };
+    const frozen: Store = Object.create(store, {
+      mget: { value: hung },
+      countInWindow: { value: hung },
+      set: { value: hung },
+      pttl: { value: hung },
+    });
+    const { logger, lines } = capturingLogger('info');
+    const { limit } = limitFor(frozen, now, logger);
+    const results = [];
+    for (let attempt = 0; attempt < 4; attempt++)
+      results.push(await outcome(limit.check('203.0.113.8', wrong)));
+    results.push(await outcome(limit.check('198.51.100.8', right)));
+    expect(results).toEqual(['wrong', 'wrong', 'wrong', 'limited', 'ok']);
+    expect(asked).toBe(1);
+    expect(lines.filter((line) => /store cannot be reached/.test(line.msg))).toHaveLength(1);
   });
 });

@@ -55,7 +55,7 @@ describe('the served OpenAPI document is what the bridge answers', () => {
         // On the main port, so that the documented GET /metrics is served where the document is.
         metrics: { token: METRICS },
         // The sweep sends hundreds of wrong credentials: the 429 is its own test, not this one's.
-        limits: { rate: { adminAuthFailuresPerAddress: 100_000, adminAuthFailuresPerInstance: 100_000 } },
+        limits: { rate: { adminAuthFailuresPerAddress: 100_000, adminAuthFailuresCeiling: 100_000 } },
         channels: allVendorChannels,
         destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, timeoutMs: 1000 }],
       },
@@ -491,7 +491,7 @@ describe('the served document and the limits on failed authentications', () => {
     bridge = await startTestBridge({
       config: {
         metrics: { token: METRICS },
-        limits: { rate: { adminAuthFailuresPerAddress: 2, adminAuthFailuresPerInstance: 100 } },
+        limits: { rate: { adminAuthFailuresPerAddress: 2, adminAuthFailuresCeiling: 100 } },
       },
     });
   });

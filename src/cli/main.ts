@@ -122,10 +122,12 @@ export async function withBridge<T>(
   command: Pick<Command, 'name' | 'sharedState'> & { check?: (config: Config) => void },
   run: (bridge: Bridge) => Promise<T>,
 ): Promise<T> {
-  const { config, source } = loadOrExplain(configPath, io);
+  const { config, source, warnings } = loadOrExplain(configPath, io);
   command.check?.(config);
   // Commands talk to the same store as the running service; they log only problems.
   const logger = cliLogger(config.log.level === 'silent' ? 'silent' : 'warn');
+  for (const warning of warnings)
+    logger.warn({ config: source.path, path: warning.path }, `config: ${warning.path}: ${warning.message}`);
   // The store first, quietly: on the in-memory store the one-line refusal is all there is to say.
   const store = await createStore(config.store, logger.child({}, { level: 'error' }));
   if (command.sharedState && store.kind === 'memory') {
@@ -236,7 +238,10 @@ async function startBridge(
 ): Promise<number> {
   // Before the bridge allocates anything it keeps per request (src/v8-tuning.ts says why).
   const v8Flags = tuneV8ForServing();
-  const { config, source } = loadOrExplain(values.config as string | undefined, io);
+  const { config, source, warnings, written, portOverride } = loadOrExplain(
+    values.config as string | undefined,
+    io,
+  );
   loaded.level = config.log.level;
   // A split role only works through a store the other instances share: on the in-memory one a
   // web instance acknowledges webhooks whose events no worker will ever deliver (and a restart
@@ -248,6 +253,8 @@ async function startBridge(
         'set store.redis (or sentinel / cluster) to the Redis of the other instances, or run --role all',
     );
   const logger = cliLogger(config.log.level);
+  for (const warning of warnings)
+    logger.warn({ config: source.path, path: warning.path }, `config: ${warning.path}: ${warning.message}`);
   if (source.isExample) {
     logger.warn(
       { config: source.path },
@@ -283,8 +290,19 @@ async function startBridge(
   try {
     bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
     if (!earlySignal) {
-      await explainListen(bridge.listen(), 'server.port or PORT', config.server.host, config.server.port);
-      await explainListen(bridge.listenMetrics(), 'metrics.port', config.metrics.host, config.metrics.port);
+      // Where each port came from, named in a failure: the setting, and the environment variable
+      // that gave it (the example's ports come from PORT and METRICS_PORT).
+      const serverSetting =
+        portOverride !== undefined
+          ? 'PORT, which overrides server.port'
+          : written.has('server.port')
+            ? `server.port: ${written.get('server.port')}`
+            : 'server.port or PORT';
+      const metricsSetting = written.has('metrics.port')
+        ? `metrics.port: ${written.get('metrics.port')}`
+        : 'metrics.port';
+      await explainListen(bridge.listen(), serverSetting, config.server.host, config.server.port);
+      await explainListen(bridge.listenMetrics(), metricsSetting, config.metrics.host, config.metrics.port);
       await bridge.start();
     }
   } catch (error) {
@@ -399,7 +417,7 @@ const configCheck: Command = {
   name: 'config check',
   summary: 'Validate the config and print every problem with its path (all at once)',
   async run(values, io) {
-    const { config, source } = loadOrExplain(values.config as string | undefined, io);
+    const { config, source, warnings } = loadOrExplain(values.config as string | undefined, io);
     try {
       // What `start` would refuse is a problem of the config too (issue 10 item 6).
       assertSafeToListen(config, config.server.host);
@@ -415,6 +433,7 @@ const configCheck: Command = {
         `store: ${config.store.redis ? 'redis' : config.store.sentinel ? 'sentinel' : config.store.cluster ? 'cluster' : 'in-memory'})`,
     );
     io.stdout(`store: ${describeStore(config.store)}`);
+    for (const warning of warnings) io.stderr(`warning: ${warning.path}: ${warning.message}`);
     if (source.isExample) io.stderr('note: this is the example config');
     return 0;
   },

@@ -135,14 +135,71 @@ export function substituteEnv(
   return value;
 }
 
-/** Validate an already-parsed document. Throws ConfigError listing every problem. */
+/**
+ * Keys renamed, as [where, old name, new name]: the old name is still taken as the new one, with a
+ * warning naming the new one; both at once is a problem (which one was meant?).
+ */
+const RENAMED_KEYS: readonly (readonly [readonly string[], string, string])[] = [
+  // Named when it was counted per instance; on Redis it is the bridge-wide ceiling.
+  [['limits', 'rate'], 'adminAuthFailuresPerInstance', 'adminAuthFailuresCeiling'],
+];
+
+/**
+ * The document with each renamed key under its new name (RENAMED_KEYS). A warning per old name
+ * used; an issue per old name given next to its new one (the old one is then dropped, so the
+ * schema does not call it unknown as well).
+ */
+function renameKeys(document: unknown, issues: ErrorIssue[], warnings: ErrorIssue[]): unknown {
+  if (!isObject(document)) return document;
+  let out = document;
+  for (const [where, from, to] of RENAMED_KEYS) {
+    const parents: Record<string, unknown>[] = [out];
+    for (const name of where) {
+      const child = parents[parents.length - 1]![name];
+      if (!isObject(child)) break;
+      parents.push(child);
+    }
+    if (parents.length !== where.length + 1) continue;
+    const holder = parents[parents.length - 1]!;
+    if (!(from in holder)) continue;
+    const path = [...where, from].join('.');
+    const renamed = [...where, to].join('.');
+    const { [from]: value, ...rest } = holder;
+    if (to in holder)
+      issues.push({
+        path,
+        message: `the old name of ${renamed}, which is given too: keep only ${to}`,
+      });
+    else
+      warnings.push({
+        path,
+        message: `renamed ${renamed} (the old name still works, for now): rename it in the file`,
+      });
+    // Rebuild the path down to the holder with the key under its new name.
+    let rebuilt: Record<string, unknown> = to in holder ? rest : { ...rest, [to]: value };
+    for (let depth = where.length - 1; depth >= 0; depth--)
+      rebuilt = { ...parents[depth]!, [where[depth]!]: rebuilt };
+    out = rebuilt;
+  }
+  return out;
+}
+
+/**
+ * Validate an already-parsed document. Throws ConfigError listing every problem. What is not a
+ * problem but should change (an old key name) is added to `warnings`, when given.
+ */
 export function parseConfig(
   document: unknown,
   registry: AdapterRegistry,
   env: NodeJS.ProcessEnv = process.env,
+  warnings: ErrorIssue[] = [],
 ): Config {
   const issues: ErrorIssue[] = [];
-  const substituted = applyPortOverride(substituteEnv(document ?? {}, env, issues), env, issues);
+  const substituted = renameKeys(
+    applyPortOverride(substituteEnv(document ?? {}, env, issues), env, issues),
+    issues,
+    warnings,
+  );
   // A value whose variable is not set is reported as that; what the schema then says about the
   // empty value at the same path ("at least 16 characters") is its echo, not a second problem.
   const early = issues.length;
@@ -415,6 +472,34 @@ const READ_ERRORS: Record<string, string> = {
 export interface LoadedConfig {
   config: Config;
   source: ConfigSource;
+  /** Not problems, but to change in the file (an old key name), each with its path. */
+  warnings: ErrorIssue[];
+  /**
+   * Values the file writes with a ${VAR} reference, as written, by path (`metrics.port` ->
+   * `${METRICS_PORT:-9464}`): a message about a value can name the variable it came from.
+   */
+  written: ReadonlyMap<string, string>;
+  /** PORT when it overrode server.port (DESIGN §3), else undefined. */
+  portOverride: string | undefined;
+}
+
+/** Every string of the parsed document holding a ${…} reference, as written, by path. */
+function valuesWithReferences(
+  value: unknown,
+  found: Map<string, string>,
+  path: (string | number)[] = [],
+): Map<string, string> {
+  if (typeof value === 'string') {
+    // An odd run of $ before { opens a reference (substituteEnv); $${ is a literal ${.
+    if ([...value.matchAll(OPENING)].some((match) => (match[1] ?? '').length % 2 === 1))
+      found.set(formatPath(path), value);
+  } else if (Array.isArray(value))
+    value.forEach((item, index) => {
+      valuesWithReferences(item, found, [...path, index]);
+    });
+  else if (value && typeof value === 'object')
+    for (const [key, item] of Object.entries(value)) valuesWithReferences(item, found, [...path, key]);
+  return found;
 }
 
 export function loadConfig(
@@ -477,7 +562,14 @@ export function loadConfig(
       `${source.path}: the file must be a YAML mapping (key: value lines, like the example), not ${Array.isArray(parsed) ? 'a list' : `a ${typeof parsed}`}`,
     );
   try {
-    return { config: parseConfig(parsed, registry, env), source };
+    const warnings: ErrorIssue[] = [];
+    return {
+      config: parseConfig(parsed, registry, env, warnings),
+      source,
+      warnings,
+      written: valuesWithReferences(parsed, new Map()),
+      portOverride: env.PORT === undefined || env.PORT === '' ? undefined : env.PORT,
+    };
   } catch (error) {
     if (error instanceof ConfigError) {
       throw new ConfigError(`${source.path}: ${error.message}`, error.issues ?? []);

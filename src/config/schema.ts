@@ -541,11 +541,11 @@ export const configSchema = z.strictObject({
           adminAuthFailuresPerAddress: intLike(z.number().int().positive()).default(10),
           /**
            * Failed admin authentications per window from all addresses together; past it, only
-           * addresses that presented the right token in the last 24 h may try. Named when it was
-           * counted per instance: on Redis it is now the bridge's, across instances (the key is
-           * kept so that configs stay valid).
+           * addresses that presented the right token in the last 24 h may try. On Redis the
+           * bridge's, across instances. Its old name, adminAuthFailuresPerInstance (from when it
+           * was counted per instance), is still taken with a warning (RENAMED_KEYS in load.ts).
            */
-          adminAuthFailuresPerInstance: intLike(z.number().int().positive()).default(100),
+          adminAuthFailuresCeiling: intLike(z.number().int().positive()).default(100),
           /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
           /** Requests to public channel routes per channel, all addresses together. */

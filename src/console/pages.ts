@@ -455,12 +455,20 @@ export function conflictsPage(options: {
   newestHref?: string;
 }): string {
   const { contacts } = options;
-  const contactLink = (root: string) => {
+  // A conflict holds its contacts' ids, not their names then; the name known is the contact's
+  // now. A root merged into another since is shown by its id, part of that contact (named once,
+  // by the survivor's own row or here): its row used to read the survivor's name too, so a
+  // merged conflict listed one name twice and the rows told nothing apart.
+  const contactLink = (root: string, item: Conflict) => {
     const contact = contacts.get(root);
     if (!contact) return html`<span class="mono">${root}</span> <span class="muted">(gone)</span>`;
-    return html`<a href="/console/contacts/${encodeURIComponent(root)}"><bdi>${contact.name ?? 'Unnamed contact'}</bdi></a> <span class="mono small">${root}</span>${
-      contact.id === root ? '' : html` <span class="muted small">(now part of ${contact.id})</span>`
-    }`;
+    const name = html`<bdi>${contact.name ?? 'Unnamed contact'}</bdi>`;
+    if (contact.id === root)
+      return html`<a href="/console/contacts/${encodeURIComponent(root)}">${name}</a> <span class="mono small">${root}</span>`;
+    const survivorListed = item.roots.includes(contact.id);
+    return html`<a href="/console/contacts/${encodeURIComponent(root)}" class="mono">${root}</a> <span class="muted small">(now part of ${contact.id}${
+      survivorListed ? '' : html`, ${name}`
+    })</span>`;
   };
   // An open conflict: a Merge button for each contact after the first that is not one with it yet.
   const mergeForms = (item: Conflict) => {
@@ -518,7 +526,7 @@ ${
 <div class="summary">Via ${item.via.kind} <bdi class="mono">${item.via.value}</bdi>${
           item.was ? html` (stored as <bdi class="mono">${item.was}</bdi>)` : ''
         }</div>
-<ul>${item.roots.map((root) => html`<li>${contactLink(root)}</li>`)}</ul>
+<ul>${item.roots.map((root) => html`<li>${contactLink(root, item)}</li>`)}</ul>
 ${mergeForms(item)}</li>`,
       )}</ol>
 `

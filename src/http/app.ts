@@ -366,7 +366,7 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
           413: { description: 'A form over 64 KiB (an HTML page)', contentType: 'text/html' },
           415: {
             description:
-              'A body not sent as Content-Type: application/x-www-form-urlencoded, or sent without a type (unsupported_media_type); a compressed one (unsupported_content_encoding); an HTML page',
+              'A body not sent as Content-Type: application/x-www-form-urlencoded, sent without a type or declaring a charset other than UTF-8 (unsupported_media_type); a compressed one (unsupported_content_encoding); an HTML page',
             contentType: 'text/html',
           },
         }) as Record<number, RouteAnswer>,
@@ -438,7 +438,7 @@ export function createApp(deps: AppDeps): Koa {
     return createAuthFailureLimit({
       scope,
       perAddress: rate.adminAuthFailuresPerAddress,
-      ceiling: rate.adminAuthFailuresPerInstance,
+      ceiling: rate.adminAuthFailuresCeiling,
       windowMs: rate.window,
       shared: store.kind === 'redis' ? store : null,
       logger,

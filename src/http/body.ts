@@ -111,19 +111,24 @@ export function requireJsonBody(contentType: string | undefined, body: Buffer): 
         : 'the body came without a Content-Type: send it as JSON, with Content-Type: application/json',
     );
   }
+  if (declaredCharset(parameters) !== undefined)
+    throw new UnsupportedMediaTypeError(
+      `Content-Type ${sent} is not accepted: JSON is read as UTF-8; send it in UTF-8 (charset=utf-8, or no charset)`,
+    );
+}
+
+/**
+ * The charset a Content-Type's parameters declare when it is not UTF-8 (as written, quotes off),
+ * else undefined (UTF-8, or none declared).
+ */
+function declaredCharset(parameters: readonly string[]): string | undefined {
   for (const parameter of parameters) {
     const [name = '', value = ''] = parameter.split('=');
     if (name.trim().toLowerCase() !== 'charset') continue;
-    const charset = value
-      .trim()
-      .replace(/^"(.*)"$/, '$1')
-      .toLowerCase();
-    if (charset !== 'utf-8' && charset !== 'utf8') {
-      throw new UnsupportedMediaTypeError(
-        `Content-Type ${sent} is not accepted: JSON is read as UTF-8; send it in UTF-8 (charset=utf-8, or no charset)`,
-      );
-    }
+    const charset = value.trim().replace(/^"(.*)"$/, '$1');
+    if (charset.toLowerCase() !== 'utf-8' && charset.toLowerCase() !== 'utf8') return charset;
   }
+  return undefined;
 }
 
 /** readPlainBody, then refused (415) unless it is declared JSON (requireJsonBody): the admin API's bodies. */
@@ -139,12 +144,24 @@ const FORM = 'application/x-www-form-urlencoded';
  * The console takes HTML forms, which every browser posts as application/x-www-form-urlencoded
  * (its forms have no `enctype`). A body declared as anything else, or sent without a type, was
  * read as a form all the same while the admin API refuses such a body (requireJsonBody): a 415
- * naming what was sent and what is expected. No body at all needs no type (a post without its
- * CSRF token is refused for that).
+ * naming what was sent and what is expected; so is a form declaring a charset other than UTF-8
+ * (it was read as UTF-8). No body at all needs no type (a post without its CSRF token is refused
+ * for that).
  */
 export function requireFormBody(contentType: string | undefined, body: Buffer): void {
-  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-  if (type === FORM) return;
+  const [first = '', ...parameters] = (contentType ?? '').split(';');
+  const type = first.trim().toLowerCase();
+  if (type === FORM) {
+    // Read as UTF-8 (the percent-escapes too): a form in another charset would have its letters
+    // silently turned into others. Browsers send UTF-8 pages' forms in UTF-8, with no charset or
+    // charset=UTF-8.
+    const charset = declaredCharset(parameters);
+    if (charset !== undefined)
+      throw new UnsupportedMediaTypeError(
+        `the form's charset ${JSON.stringify(charset.slice(0, 40))} is not accepted: the console reads forms as UTF-8; send it in UTF-8 (charset=UTF-8, or no charset)`,
+      );
+    return;
+  }
   if (!contentType?.trim()) {
     if (body.length === 0) return;
     throw new UnsupportedMediaTypeError(

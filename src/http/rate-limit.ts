@@ -82,12 +82,25 @@ export const KNOWN_ADDRESS_TTL_MS = 24 * 3_600_000;
 const KNOWN_ADDRESS_REFRESH_MS = 3_600_000;
 /** Known addresses kept in process (only the right token adds one, so this is a backstop). */
 const KNOWN_ADDRESSES_MAX = 10_000;
+/**
+ * How long the limiter waits for one answer from the shared store before it answers from its own
+ * counters. The client's command timeout (2 s) is for the store's real work; a hung Redis (frozen,
+ * not refusing connections) made every admin authentication wait that long, twice for a wrong
+ * token. A healthy Redis answers these reads in well under a millisecond.
+ */
+export const SHARED_DEADLINE_MS = 250;
+/**
+ * After the shared store failed or missed the deadline, how long the limiter leaves it alone (its
+ * own counters answer), then one authentication tries it again: a hung Redis costs one
+ * SHARED_DEADLINE_MS per cool-down, not one per request.
+ */
+export const SHARED_COOL_DOWN_MS = 5_000;
 
 export interface AuthFailureLimitOptions {
   scope: 'admin_auth' | 'metrics_auth';
   /** Failures per client address per window (limits.rate.adminAuthFailuresPerAddress). */
   perAddress: number;
-  /** Failures from all addresses together per window (limits.rate.adminAuthFailuresPerInstance). */
+  /** Failures from all addresses together per window (limits.rate.adminAuthFailuresCeiling). */
   ceiling: number;
   windowMs: number;
   /**
@@ -141,8 +154,53 @@ interface SharedCounts {
  * (concurrent guesses across instances can pass by what is in flight at once, never by more than
  * the old per-instance limits), and they answer alone while the store cannot be reached: a
  * wrong token then still gets 401 or 429, never a 5xx, and the fallback is logged once (and its
- * end), not once per request.
+ * end), not once per request. A store that hangs rather than refuses costs little too: each call
+ * here has its own deadline (SHARED_DEADLINE_MS), and after a failure the store is left alone for
+ * SHARED_COOL_DOWN_MS, so staff on a degraded Redis are not held up on every request.
  */
+/** The shared store did not answer within SHARED_DEADLINE_MS. */
+class SharedDeadlineError extends Error {
+  constructor(ms: number) {
+    super(`no answer from the store within ${ms} ms`);
+    this.name = 'SharedDeadlineError';
+  }
+}
+
+/**
+ * `work`, or a SharedDeadlineError after `ms`. The command itself is not cancelled (ioredis has no
+ * way to): its late answer or its own timeout is dropped here. When the timer fires, pending I/O
+ * gets one turn first (setImmediate runs after the poll phase), so a reply that arrived while this
+ * process was busy (a GC pause, a loaded machine) is taken rather than counted as a hung store.
+ */
+function withinDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (settled) return;
+          settled = true;
+          reject(new SharedDeadlineError(ms));
+        }),
+      ms,
+    );
+    work.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
 export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminAuthLimit {
   const { scope, perAddress, ceiling, windowMs, shared, logger, onRefused } = options;
   const now = options.now ?? Date.now;
@@ -162,15 +220,33 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   const knownKey = (address: string) => `auth-limit:${scope}:known:${address}`;
 
   let sharedDown = false;
+  /** Until when the shared store is left alone (a tiny circuit breaker; SHARED_COOL_DOWN_MS). */
+  let skipUntil = 0;
+  /**
+   * The shared store to ask now, or null: none, or cooling down after a failure. Once the
+   * cool-down is over one authentication tries it again, the others meanwhile still skip it (the
+   * cool-down is pushed on before the try), so a hung store delays one request per cool-down.
+   */
+  const usableShared = (): Store | null => {
+    if (!shared) return null;
+    const at = now();
+    if (at < skipUntil) return null;
+    if (sharedDown) skipUntil = at + SHARED_COOL_DOWN_MS;
+    return shared;
+  };
+  const ask = <T>(call: (store: Store) => Promise<T>, store: Store): Promise<T> =>
+    withinDeadline(call(store), SHARED_DEADLINE_MS);
   const sharedFailed = (error: unknown) => {
+    skipUntil = now() + SHARED_COOL_DOWN_MS;
     if (sharedDown) return;
     sharedDown = true;
     logger.warn(
-      { err: error, scope },
+      { err: error, scope, retryAfterMs: SHARED_COOL_DOWN_MS },
       'admin-auth limits: the store cannot be reached; counting failed authentications on this instance only until it is back',
     );
   };
   const sharedAnswered = () => {
+    skipUntil = 0;
     if (!sharedDown) return;
     sharedDown = false;
     logger.info(
@@ -182,10 +258,13 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
 
   /** Seconds left of a shared window (one more trip, on a refusal only). */
   const sharedWait = async (key: string): Promise<number> => {
+    const store = usableShared();
+    if (!store) return windowMs / 1000;
     try {
-      const ms = await shared!.pttl(key);
+      const ms = await ask((given) => given.pttl(key), store);
       return ms > 0 ? ms / 1000 : windowMs / 1000;
-    } catch {
+    } catch (error) {
+      sharedFailed(error);
       return windowMs / 1000;
     }
   };
@@ -211,13 +290,13 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   }
 
   async function readShared(address: string): Promise<SharedCounts | null> {
-    if (!shared) return null;
+    const store = usableShared();
+    if (!store) return null;
     try {
-      const [fromAddress, fromAll, isKnown] = await shared.mget([
-        addressKey(address),
-        allKey,
-        knownKey(address),
-      ]);
+      const [fromAddress, fromAll, isKnown] = await ask(
+        (given) => given.mget([addressKey(address), allKey, knownKey(address)]),
+        store,
+      );
       sharedAnswered();
       return { address: Number(fromAddress ?? 0), all: Number(fromAll ?? 0), known: isKnown !== null };
     } catch (error) {
@@ -227,12 +306,17 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   }
 
   async function countFailure(address: string): Promise<void> {
-    if (!shared) return;
+    const store = usableShared();
+    if (!store) return;
     try {
-      await Promise.all([
-        shared.countInWindow(addressKey(address), windowMs),
-        shared.countInWindow(allKey, windowMs),
-      ]);
+      await ask(
+        (given) =>
+          Promise.all([
+            given.countInWindow(addressKey(address), windowMs),
+            given.countInWindow(allKey, windowMs),
+          ]),
+        store,
+      );
       sharedAnswered();
     } catch (error) {
       sharedFailed(error);
@@ -245,8 +329,14 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
     if (written !== undefined && at - written < KNOWN_ADDRESS_REFRESH_MS) return;
     known.set(address, at);
     if (!shared) return;
+    const store = usableShared();
+    // Cooling down: known here, and written at this address's next success after it.
+    if (!store) {
+      known.set(address, at - KNOWN_ADDRESS_REFRESH_MS);
+      return;
+    }
     try {
-      await shared.set(knownKey(address), '1', { ttlMs: KNOWN_ADDRESS_TTL_MS });
+      await ask((given) => given.set(knownKey(address), '1', { ttlMs: KNOWN_ADDRESS_TTL_MS }), store);
       sharedAnswered();
     } catch (error) {
       // Known here; written again at this address's next success.

@@ -32,7 +32,7 @@ describe('every admin route answers 401 without the admin token', () => {
       config: {
         channels: allVendorChannels,
         metrics: { token: METRICS_TOKEN },
-        limits: { rate: { adminAuthFailuresPerAddress: 1_000_000, adminAuthFailuresPerInstance: 1_000_000 } },
+        limits: { rate: { adminAuthFailuresPerAddress: 1_000_000, adminAuthFailuresCeiling: 1_000_000 } },
       },
     });
     declared = routesOf(bridge.bridge.app)!.routes;

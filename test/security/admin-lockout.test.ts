@@ -14,7 +14,7 @@ import { rawRequest } from './support.js';
 /**
  * The limit on failed admin authentications must not be a way to lock staff out. Besides the
  * per-address limit there is a ceiling on failures from all addresses together
- * (`adminAuthFailuresPerInstance`); before this fix, once strangers had sent that many wrong
+ * (`adminAuthFailuresCeiling`); before this fix, once strangers had sent that many wrong
  * tokens from any addresses, every admin request and console sign-in answered 429, the right
  * token included. Now the ceiling only holds back addresses that have not authenticated lately
  * (it still slows guessing spread over many addresses), and with Redis the counts are shared by
@@ -52,7 +52,7 @@ describe('strangers guessing wrong tokens do not lock staff out', () => {
   afterEach(async () => {
     for (const bridge of bridges.splice(0)) await bridge.close();
   });
-  const limits = { rate: { adminAuthFailuresPerAddress: 3, adminAuthFailuresPerInstance: 5, window: '1h' } };
+  const limits = { rate: { adminAuthFailuresPerAddress: 3, adminAuthFailuresCeiling: 5, window: '1h' } };
 
   it('lets an address that authenticated lately in with the right token after the ceiling is reached', async () => {
     const bridge = await startTestBridge({ config: { limits } });
@@ -134,7 +134,7 @@ describe('failed admin authentications are counted across instances on one Redis
   it('counts failures from one address on one instance on the other', async () => {
     const [one, two] = await twoInstances({
       adminAuthFailuresPerAddress: 3,
-      adminAuthFailuresPerInstance: 100,
+      adminAuthFailuresCeiling: 100,
     });
     const from = '203.0.113.40';
     expect((await api(one, from, 'guess-1-0000000000000')).status).toBe(401);
@@ -151,7 +151,7 @@ describe('failed admin authentications are counted across instances on one Redis
   it('shares the ceiling and the addresses staff authenticated from', async () => {
     const [one, two] = await twoInstances({
       adminAuthFailuresPerAddress: 3,
-      adminAuthFailuresPerInstance: 4,
+      adminAuthFailuresCeiling: 4,
     });
     // Staff signed in through the first instance; the load balancer sends them to the second later.
     expect((await signIn(one, STAFF, one.adminToken)).status).toBe(302);

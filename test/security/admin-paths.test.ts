@@ -59,7 +59,7 @@ describe('the admin API holds against path spellings (issue 10 item 1)', () => {
     bridge = await startTestBridge({
       config: {
         channels: allVendorChannels,
-        limits: { rate: { adminAuthFailuresPerAddress: 1_000_000, adminAuthFailuresPerInstance: 1_000_000 } },
+        limits: { rate: { adminAuthFailuresPerAddress: 1_000_000, adminAuthFailuresCeiling: 1_000_000 } },
       },
     });
   });

@@ -110,7 +110,7 @@ describe('metric labels never carry values a caller chose', () => {
         limits: {
           rate: {
             adminAuthFailuresPerAddress: 1_000_000,
-            adminAuthFailuresPerInstance: 1_000_000,
+            adminAuthFailuresCeiling: 1_000_000,
             lookupsPerAddress: 1_000_000,
             lookupsPerChannel: 1_000_000,
           },
