@@ -135,7 +135,6 @@ const NOTICES: Record<string, string> = {
   merged: 'Merged: the two contacts are one now. Unmerge in Merges below undoes it.',
   unmerged: 'Unmerged: the record is its own contact again and will not be merged back automatically.',
   revoked: 'Key revoked: LiveTex lookups with it are refused from now on, on every instance.',
-  synced: 'Agent sync finished: its report is below (and at the top of the channel’s list).',
   'signed-out': 'You are signed out.',
 };
 
@@ -1033,12 +1032,11 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       progress && progress.state !== 'running'
         ? ((await callChannel(entry, 'GET', 'agent-sync')).body as { reports: AgentSyncReportView[] }).reports
         : [];
+    // A finished run needs no notice: the view's status line says it, with its counts.
     const notice =
       ctx.query.notice === 'sync-running'
         ? 'An agent sync was already running for this channel, so no other was started: this is its progress.'
-        : progress?.state === 'finished'
-          ? NOTICES.synced
-          : undefined;
+        : undefined;
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = agentSyncPage({
       csrf: sessionOf(ctx).csrf,
