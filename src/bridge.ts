@@ -280,6 +280,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       ? { logKey: Buffer.from(hkdfSync('sha256', masterKey, '', 'chatbridge log subject', 32)) }
       : {}),
     vendorNames: registry.displayNames(),
+    crmDestinations: crmTargets,
     role,
     now,
   });

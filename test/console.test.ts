@@ -559,6 +559,7 @@ describe('web console', () => {
         status: {
           role: 'all',
           store: { kind: 'memory', ok: true },
+          crm: [],
           outbox: 0,
           deferred: null,
           destinations: [],

@@ -255,6 +255,8 @@ describe('Chatvisor in the bridge', () => {
     const cobrowse = runtime();
     expect(cobrowse.routes!.map((route) => `${route.method} ${route.path}`)).toEqual([
       'POST agent-sync',
+      'POST agent-sync/start',
+      'GET agent-sync/progress',
       'GET agent-sync',
       'GET conversation-poll',
       'POST agent-chat-url',

@@ -167,6 +167,11 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     });
   }
 
+  // Syncs started by `POST agent-sync/start` run past their request: the runtime's close stops
+  // them (before their next write, as on a scheduled run's shutdown) and waits for their report.
+  const backgroundSyncs = new Set<Promise<unknown>>();
+  const stopBackgroundSyncs = new AbortController();
+
   const routes: ChannelRoute[] = [
     channelRoute({
       method: 'POST',
@@ -179,6 +184,40 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       },
       async handle({ query }) {
         return { body: await agentSync.run({ dryRun: query.dryRun }) };
+      },
+    }),
+    channelRoute({
+      method: 'POST',
+      path: 'agent-sync/start',
+      summary:
+        'Start a Chatvisor agent sync and answer at once (202) with its progress (?dryRun=true plans only); follow it at GET agent-sync/progress, its report then at GET agent-sync',
+      query: agentSyncQuerySchema,
+      status: 202,
+      errors: {
+        409: 'An agent sync is already running for this channel (agent_sync_running): GET agent-sync/progress shows it',
+      },
+      async handle({ query }) {
+        const started = await agentSync.start({
+          dryRun: query.dryRun,
+          signal: stopBackgroundSyncs.signal,
+        });
+        const running = started.done
+          .catch((error: unknown) => {
+            // Its report (with the error) is kept and shown; the log says it too.
+            logger.warn({ err: error, channelId: channel.id }, 'chatvisor agent sync failed');
+          })
+          .finally(() => backgroundSyncs.delete(running));
+        backgroundSyncs.add(running);
+        return { status: 202, body: { progress: started.progress } };
+      },
+    }),
+    channelRoute({
+      method: 'GET',
+      path: 'agent-sync/progress',
+      summary:
+        'Where the running (or last) Chatvisor agent sync stands, whichever instance runs it: {progress} (null when none ran in the last day)',
+      async handle() {
+        return { body: { progress: await agentSync.progress() } };
       },
     }),
     channelRoute({
@@ -271,7 +310,12 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       await Promise.all([background.idle(), idleCustomers.idle()]);
     },
     async close(graceMs) {
-      await Promise.all([background.close(graceMs), idleCustomers.close()]);
+      stopBackgroundSyncs.abort();
+      await Promise.all([
+        background.close(graceMs),
+        idleCustomers.close(),
+        Promise.allSettled([...backgroundSyncs]),
+      ]);
     },
   };
 }

@@ -37,6 +37,8 @@ export function storeKeys(channelId: string) {
     pollUnreadable: `${base}:poll:unreadable`,
     /** lock held by an agent sync run (scheduled or on demand). */
     syncLock: `${base}:agent-sync`,
+    /** the running (or last) agent sync's progress (JSON, AgentSyncProgress in sync.ts), with a TTL. */
+    syncProgress: `${base}:agent-sync:progress`,
     /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */
     profiles: `${base}:profiles`,
     /** hash customerId -> why its profile could not be read (JSON); retried on its next event or poll. */

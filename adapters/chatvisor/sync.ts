@@ -51,6 +51,47 @@ export interface AgentSyncReport {
   error?: string;
 }
 
+/**
+ * Where a sync stands, written to the store as it goes (any instance reads it: the console's
+ * progress view, `GET …/agent-sync/progress`), whoever started it — the console, the API, the
+ * CLI or the schedule. One record per channel: the running run, or the last one.
+ */
+export interface AgentSyncProgress {
+  /** The run's id: its report has the same. */
+  id: string;
+  channelId: string;
+  dryRun: boolean;
+  /** `running` until the report is kept; then `finished`, or `failed` (see `error`). */
+  state: 'running' | 'finished' | 'failed';
+  /** What it does now: listing Chatvisor's agents, writing the planned changes, or done. */
+  step: 'listing' | 'writing' | 'done';
+  startedAt: string;
+  /** When the record was last written: a `running` one that stops changing belongs to a run that died. */
+  updatedAt: string;
+  finishedAt?: string;
+  /** Agents in the directory (config.agents). */
+  directory: number;
+  /** Agents Chatvisor listed; null until listed. */
+  listed: number | null;
+  /** Changes planned (creates, updates, removals); null until planned. */
+  planned: number | null;
+  /** Planned changes handled so far, done or failed. */
+  handled: number;
+  created: number;
+  updated: number;
+  removed: number;
+  unchanged: number;
+  ignored: number;
+  failed: number;
+  /** The agent whose change is being written now. */
+  current?: string;
+  /** Why the run stopped (a failed run). */
+  error?: string;
+}
+
+/** A finished run's progress is kept this long (its report is kept longer, in the reports list). */
+const FINISHED_PROGRESS_TTL_MS = 24 * 3_600_000;
+
 type Step =
   | { action: 'create'; email: string; agent: AgentWrite }
   | { action: 'update'; email: string; agent: AgentWrite; fields: string[] }
@@ -70,6 +111,12 @@ export interface RunOptions {
   signal?: AbortSignal | undefined;
   /** One line per step, for the CLI's stderr. */
   onProgress?: (line: string) => void;
+}
+
+/** A run that holds the lock and has recorded its start; `done` settles with its report. */
+export interface StartedSync {
+  progress: AgentSyncProgress;
+  done: Promise<AgentSyncReport>;
 }
 
 /** The sync lock's time to live; renewed every third of it while the run works (renewal.ts). */
@@ -93,7 +140,18 @@ export class AgentSync {
     );
   }
 
+  /** Run a sync to its end (the lock taken first: JobBusyError when another run holds it). */
   async run(options: RunOptions = {}): Promise<AgentSyncReport> {
+    return (await this.start(options)).done;
+  }
+
+  /**
+   * Take the lock, record the run's start in its progress, and answer: the run goes on in
+   * `done`. So a caller that must not wait for the whole sync (the console: a long sync would
+   * outlast a proxy's read timeout) still learns at once whether it started or another run holds
+   * the lock.
+   */
+  async start(options: RunOptions = {}): Promise<StartedSync> {
     const { context, channelId } = this.options;
     const keys = storeKeys(channelId);
     let lock: Awaited<ReturnType<typeof context.store.lock>>;
@@ -108,11 +166,17 @@ export class AgentSync {
       }
       throw error;
     }
+    const progress = this.newProgress(options.dryRun ?? false);
     // Lost lock -> the run's signal aborts, so no write starts after it (as on shutdown).
     const lost = new AbortController();
     const stopRenewing = renewWhileHeld({
       ttlMs: LOCK_TTL_MS,
-      renew: () => lock.renew(LOCK_TTL_MS),
+      renew: async () => {
+        const held = await lock.renew(LOCK_TTL_MS);
+        // A running record lives as long as the lock: a run that dies leaves no "running" for good.
+        if (held) await this.saveProgress(progress, false);
+        return held;
+      },
       onLost: () => {
         this.options.logger.warn(
           { channelId },
@@ -131,13 +195,86 @@ export class AgentSync {
     // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
     const combined = options.signal ? combineSignals([options.signal, lost.signal]) : undefined;
     const signal = combined?.signal ?? lost.signal;
-    try {
-      return await this.runLocked({ ...options, signal });
-    } finally {
+    const finish = async () => {
       combined?.dispose();
       stopRenewing();
       await lock.release();
+    };
+    let done: Promise<AgentSyncReport>;
+    try {
+      await this.saveProgress(progress, false);
+      done = this.runLocked({ ...options, signal }, progress).finally(finish);
+    } catch (error) {
+      await finish();
+      throw error;
     }
+    // Whoever holds `done` sees its failure; this only keeps a run nobody awaits yet from being
+    // reported as an unhandled rejection.
+    done.catch(() => {});
+    return { progress: { ...progress }, done };
+  }
+
+  /** The running (or last) run's progress; null when none was recorded (or it expired). */
+  async progress(): Promise<AgentSyncProgress | null> {
+    const raw = await this.options.context.store.get(storeKeys(this.options.channelId).syncProgress);
+    if (raw === null) return null;
+    try {
+      return JSON.parse(raw) as AgentSyncProgress;
+    } catch {
+      return null;
+    }
+  }
+
+  private newProgress(dryRun: boolean): AgentSyncProgress {
+    const { context, channelId } = this.options;
+    const at = context.now().toISOString();
+    return {
+      id: randomUUID(),
+      channelId,
+      dryRun,
+      state: 'running',
+      step: 'listing',
+      startedAt: at,
+      updatedAt: at,
+      directory: new Set(context.config.agents.map((agent) => agent.email.toLowerCase())).size,
+      listed: null,
+      planned: null,
+      handled: 0,
+      created: 0,
+      updated: 0,
+      removed: 0,
+      unchanged: 0,
+      ignored: 0,
+      failed: 0,
+    };
+  }
+
+  /**
+   * Write the progress record (one SET per change written to Chatvisor: small beside the call
+   * itself). A record that cannot be written does not stop the sync: progress is for watching.
+   */
+  private async saveProgress(progress: AgentSyncProgress, touch = true): Promise<void> {
+    const { context, channelId, logger } = this.options;
+    if (touch) progress.updatedAt = context.now().toISOString();
+    try {
+      await context.store.set(storeKeys(channelId).syncProgress, JSON.stringify(progress), {
+        ttlMs: progress.state === 'running' ? LOCK_TTL_MS : FINISHED_PROGRESS_TTL_MS,
+      });
+    } catch (error) {
+      logger.debug({ err: error, channelId }, 'chatvisor agent sync: progress not recorded');
+    }
+  }
+
+  /** The report's counts into the progress record. */
+  private tally(progress: AgentSyncProgress, report: AgentSyncReport): void {
+    progress.handled =
+      report.created.length + report.updated.length + report.removed.length + report.failed.length;
+    progress.created = report.created.length;
+    progress.updated = report.updated.length;
+    progress.removed = report.removed.length;
+    progress.unchanged = report.unchanged.length;
+    progress.ignored = report.ignored.length;
+    progress.failed = report.failed.length;
   }
 
   /** The last reports, newest first. */
@@ -150,17 +287,17 @@ export class AgentSync {
     return raw.map((entry) => JSON.parse(entry) as AgentSyncReport).reverse();
   }
 
-  private async runLocked(options: RunOptions): Promise<AgentSyncReport> {
+  private async runLocked(options: RunOptions, watched: AgentSyncProgress): Promise<AgentSyncReport> {
     const { context, channelId, client, settings, logger } = this.options;
     const dryRun = options.dryRun ?? false;
     const progress = options.onProgress ?? (() => {});
     const keys = storeKeys(channelId);
     const report: AgentSyncReport = {
-      id: randomUUID(),
+      id: watched.id,
       channelId,
       dryRun,
       onRemovedAgent: settings.onRemovedAgent,
-      startedAt: context.now().toISOString(),
+      startedAt: watched.startedAt,
       finishedAt: '',
       created: [],
       updated: [],
@@ -181,6 +318,9 @@ export class AgentSync {
       const actual = new Map(listed.items.map((agent) => [agent.email, agent]));
       const managed = new Set(await context.store.smembers(keys.managedAgents));
       const steps = this.plan(desired, actual, managed, report);
+      Object.assign(watched, { step: 'writing', listed: listed.items.length, planned: steps.length });
+      this.tally(watched, report);
+      await this.saveProgress(watched);
       progress(
         `plan: ${steps.length} change${steps.length === 1 ? '' : 's'}${dryRun ? ' (dry run: nothing is written)' : ''}`,
       );
@@ -205,6 +345,9 @@ export class AgentSync {
           this.record(report, step);
           continue;
         }
+        watched.current = step.email;
+        this.tally(watched, report);
+        await this.saveProgress(watched);
         try {
           report.writes++;
           if (step.action === 'create') await client.createAgent(step.agent, { signal: options.signal });
@@ -236,6 +379,16 @@ export class AgentSync {
 
     report.finishedAt = context.now().toISOString();
     await this.keep(report);
+    // After the report is kept: a view that sees `finished` finds the report in the list.
+    Object.assign(watched, {
+      state: failure ? 'failed' : 'finished',
+      step: 'done',
+      finishedAt: report.finishedAt,
+      ...(report.error ? { error: report.error } : {}),
+    });
+    delete watched.current;
+    this.tally(watched, report);
+    await this.saveProgress(watched);
     if (!failure || (failure as { code?: string }).code !== 'store_unavailable') this.count(report);
     if (!dryRun) await this.publish(report);
     logger.info(

@@ -4,10 +4,12 @@ import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ChannelConfig, Config } from '../config/schema.js';
+import type { ChannelConfig, Config, CrmDestinationConfig } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
+import type { ConnectorDefinition } from '../contracts/connector.js';
+import { credentialExpiry } from '../crm/credentials.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
 import { AppError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
@@ -21,7 +23,10 @@ import type { Store } from '../store/types.js';
 import { html, query } from './html.js';
 import type { AgentLinks } from './links.js';
 import {
+  type AgentSyncProgressView,
   type AgentSyncReportView,
+  agentSyncPage,
+  agentSyncProgressJson,
   type ChannelView,
   channelsPage,
   type PollReportView,
@@ -72,6 +77,8 @@ export interface ConsoleDeps {
   role?: string;
   /** The admin API's limit on failed authentications: sign-in counts against it too. */
   adminAuth: AdminAuthLimit;
+  /** The CRM destinations with their connector: the status page's CRM section (token expiry). */
+  crmDestinations?: ReadonlyArray<{ destination: CrmDestinationConfig; connector: ConnectorDefinition }>;
   now: () => Date;
 }
 
@@ -128,7 +135,6 @@ const NOTICES: Record<string, string> = {
   merged: 'Merged: the two contacts are one now. Unmerge in Merges below undoes it.',
   unmerged: 'Unmerged: the record is its own contact again and will not be merged back automatically.',
   revoked: 'Key revoked: LiveTex lookups with it are refused from now on, on every instance.',
-  synced: 'Agent sync finished: its report is at the top of the list below.',
   'signed-out': 'You are signed out.',
 };
 
@@ -457,6 +463,9 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         try {
           const result = await callChannel(entry, 'GET', 'agent-sync');
           view.agentSync = { reports: (result.body as { reports: AgentSyncReportView[] }).reports };
+          // A sync running now (on any instance, started from anywhere): the card links its view.
+          if (hasRoute(runtime, 'GET', 'agent-sync/progress'))
+            view.agentSync.running = await syncProgressOf(entry);
         } catch (error) {
           view.agentSync = {
             reports: [],
@@ -990,11 +999,59 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     await callChannel(entry, 'DELETE', 'keys/:kid', { params: { kid: ctx.params.kid! } });
     ctx.redirect(`/console/channels?notice=revoked#channel-${encodeURIComponent(entry.config.id)}`);
   });
+  /**
+   * An agent sync is started, not waited for: the answer is a redirect to its progress view at
+   * once (a sync of many agents, or one Chatvisor rate-limits, would outlast a proxy's read
+   * timeout, and the page would show nothing meanwhile). A sync already running (the schedule,
+   * the CLI, another tab or instance) is not an error here: the view shows that one.
+   */
   router.post('/channels/:id/agent-sync', async (ctx) => {
     const entry = channelEntry(ctx.params.id!);
     const dryRun = formOf(ctx).get('dryRun') === 'true' ? 'true' : 'false';
-    await callChannel(entry, 'POST', 'agent-sync', { query: { dryRun } });
-    ctx.redirect(`/console/channels?notice=synced#channel-${encodeURIComponent(entry.config.id)}`);
+    const view = `/console/channels/${encodeURIComponent(entry.config.id)}/agent-sync`;
+    try {
+      await callChannel(entry, 'POST', 'agent-sync/start', { query: { dryRun } });
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'agent_sync_running')
+        return ctx.redirect(`${view}?notice=sync-running`);
+      throw error;
+    }
+    ctx.redirect(view);
+  });
+  const syncProgressOf = async (entry: ConsoleChannel) =>
+    (
+      (await callChannel(entry, 'GET', 'agent-sync/progress')).body as {
+        progress: AgentSyncProgressView | null;
+      }
+    ).progress;
+  router.get('/channels/:id/agent-sync', async (ctx) => {
+    const entry = channelEntry(ctx.params.id!);
+    const progress = await syncProgressOf(entry);
+    // The finished run's report, from the reports every instance keeps (the progress has its id).
+    const reports =
+      progress && progress.state !== 'running'
+        ? ((await callChannel(entry, 'GET', 'agent-sync')).body as { reports: AgentSyncReportView[] }).reports
+        : [];
+    // A finished run needs no notice: the view's status line says it, with its counts.
+    const notice =
+      ctx.query.notice === 'sync-running'
+        ? 'An agent sync was already running for this channel, so no other was started: this is its progress.'
+        : undefined;
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = agentSyncPage({
+      csrf: sessionOf(ctx).csrf,
+      channelId: entry.config.id,
+      channelName: entry.config.name ?? entry.config.id,
+      progress,
+      report: reports.find((item) => item.id === progress?.id) ?? null,
+      ...(notice ? { notice } : {}),
+    });
+  });
+  /** For console.js, which updates the progress view in place (the page works without it). */
+  router.get('/channels/:id/agent-sync/progress', async (ctx) => {
+    const entry = channelEntry(ctx.params.id!);
+    ctx.type = 'application/json; charset=utf-8';
+    ctx.body = agentSyncProgressJson(await syncProgressOf(entry));
   });
 
   // --- status --------------------------------------------------------------------------------
@@ -1006,6 +1063,12 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       deferred: null,
       destinations: [],
       schedules: [],
+      // Read from the config alone: a page view never calls the CRM.
+      crm: (deps.crmDestinations ?? []).map(({ destination, connector }) => ({
+        id: destination.id,
+        displayName: connector.displayName,
+        expiry: credentialExpiry(connector, destination, deps.now()),
+      })),
     };
     try {
       await store.ping();

@@ -1,3 +1,4 @@
+import { type CredentialExpiry, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -15,7 +16,7 @@ export interface ChannelView {
   keysError?: string;
   /** Shown exactly once, right after generation. */
   newKey?: { kid: string; key: string; createdAt: string };
-  agentSync?: { reports: AgentSyncReportView[]; error?: string };
+  agentSync?: { reports: AgentSyncReportView[]; error?: string; running?: AgentSyncProgressView | null };
   /** A polled channel (Chatvisor's conversation poll): its first run and its last runs. */
   polling?: { first: PollReportView | null; recent: PollReportView[]; error?: string };
 }
@@ -68,6 +69,74 @@ export interface AgentSyncReportView {
   failed?: { email: string; action: string; reason: string }[];
   writes?: number;
   error?: string;
+}
+
+/**
+ * Where an agent sync stands, as the channel's `GET agent-sync/progress` route answers it (read
+ * loosely, like the reports): written by the run into the store, so any instance shows it.
+ */
+export interface AgentSyncProgressView {
+  id?: string;
+  dryRun?: boolean;
+  state?: 'running' | 'finished' | 'failed';
+  step?: 'listing' | 'writing' | 'done';
+  startedAt?: string;
+  updatedAt?: string;
+  finishedAt?: string;
+  directory?: number;
+  listed?: number | null;
+  planned?: number | null;
+  handled?: number;
+  created?: number;
+  updated?: number;
+  removed?: number;
+  unchanged?: number;
+  ignored?: number;
+  failed?: number;
+  current?: string;
+  error?: string;
+}
+
+/** One sentence on where a sync stands (the progress view's status line; console.js shows it too). */
+export function agentSyncProgressText(progress: AgentSyncProgressView): string {
+  const dry = progress.dryRun === true;
+  if (progress.state === 'failed')
+    return `${dry ? 'Dry run' : 'Agent sync'} stopped: ${progress.error ?? 'unknown error'}`;
+  if (progress.state === 'finished') {
+    return dry
+      ? `Dry run finished: would create ${progress.created ?? 0}, update ${progress.updated ?? 0}, remove ${progress.removed ?? 0}; ${progress.unchanged ?? 0} unchanged.`
+      : `Agent sync finished: created ${progress.created ?? 0}, updated ${progress.updated ?? 0}, removed ${progress.removed ?? 0}, failed ${progress.failed ?? 0}; ${progress.unchanged ?? 0} unchanged.`;
+  }
+  if (progress.step !== 'writing' || progress.planned === null || progress.planned === undefined)
+    return `Listing Chatvisor's agents (${progress.directory ?? 0} in the directory)…`;
+  if (dry) return `Planning: ${progress.planned} change${progress.planned === 1 ? '' : 's'} found…`;
+  return `Writing to Chatvisor: ${progress.handled ?? 0} of ${progress.planned} change${progress.planned === 1 ? '' : 's'} done${progress.current ? ` — now ${progress.current}` : ''}.`;
+}
+
+/**
+ * What console.js reads from `…/agent-sync/progress` to update the view in place: the sentence
+ * and the counts, as text (it sets textContent: nothing it gets becomes markup).
+ */
+export function agentSyncProgressJson(progress: AgentSyncProgressView | null) {
+  if (!progress) return { state: 'none' as const };
+  return {
+    id: progress.id ?? null,
+    state: progress.state ?? 'running',
+    text: agentSyncProgressText(progress),
+    fields: {
+      listed: progress.listed === null || progress.listed === undefined ? '…' : String(progress.listed),
+      planned: progress.planned === null || progress.planned === undefined ? '…' : String(progress.planned),
+      handled: String(progress.handled ?? 0),
+      created: String(progress.created ?? 0),
+      updated: String(progress.updated ?? 0),
+      removed: String(progress.removed ?? 0),
+      unchanged: String(progress.unchanged ?? 0),
+      failed: String(progress.failed ?? 0),
+    },
+    value: progress.handled ?? 0,
+    max: progress.planned ?? null,
+    updatedAt: progress.updatedAt ?? null,
+  };
 }
 
 /**
@@ -187,6 +256,11 @@ ${
 <form method="post" action="${base}/agent-sync" data-progress="Syncing agents with Chatvisor… this can take a minute" data-confirm="Write the agent directory to Chatvisor now?">${csrfField(csrf)}<input type="hidden" name="dryRun" value="false"><button type="submit">Run agent sync</button></form>
 </div>
 <p class="progress" hidden role="status" aria-live="polite"><progress></progress> <span></span></p>
+${
+  channel.agentSync.running?.state === 'running'
+    ? html`<p class="notice" role="status">${agentSyncProgressText(channel.agentSync.running)} <a href="${base}/agent-sync">Follow its progress</a></p>`
+    : ''
+}
 ${channel.agentSync.error ? html`<p class="error">${channel.agentSync.error}</p>` : ''}
 ${
   channel.agentSync.reports.length === 0
@@ -232,6 +306,11 @@ export interface StatusView {
   /** Deliveries per destination and state, exact (Delivery.count). */
   destinations: { id: string; pending: number; failed: number }[];
   schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
+  /**
+   * The CRM destinations (kind amocrm / bitrix24): what the bridge knows without calling the CRM
+   * (a page view never does): the deliveries (above, in `destinations`) and the token's expiry.
+   */
+  crm: { id: string; displayName: string; expiry: CredentialExpiry }[];
 }
 
 /** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
@@ -249,6 +328,57 @@ function countLink(destination: string, state: 'pending' | 'failed', count: numb
   return count === 0
     ? '0'
     : html`<a href="/console/deliveries?state=${state}&amp;destination=${encodeURIComponent(destination)}">${count.toLocaleString('en-US')}</a>`;
+}
+
+/** "in 12 days", "in 5 hours": how far off a time is, for a person. */
+function inWords(ms: number): string {
+  const minutes = Math.max(1, Math.floor(ms / 60_000));
+  const [count, unit] =
+    minutes >= 1440
+      ? [Math.floor(minutes / 1440), 'day']
+      : minutes >= 60
+        ? [Math.floor(minutes / 60), 'hour']
+        : [minutes, 'minute'];
+  return `${count} ${unit}${count === 1 ? '' : 's'}`;
+}
+
+/** The token's expiry as the bridge read it from the config (never the token). */
+function expiryOf(item: StatusView['crm'][number]): SafeHtml {
+  const { expiry, displayName } = item;
+  switch (expiry.state) {
+    case 'none':
+      return html`No expiry the bridge can read (a ${displayName} webhook's expiry, if one was set, shows only in ${displayName}).`;
+    case 'unknown':
+      return html`<span class="state state-pending">unknown</span> The token is not a JWT with an <code>exp</code>: nothing warns before ${displayName} refuses it. When it is refused: ${expiry.renew}.`;
+    case 'valid':
+      return html`<span class="state state-delivered">valid</span> until ${time(expiry.at.toISOString())} (in ${inWords(expiry.msLeft)}).`;
+    case 'soon':
+      return html`<span class="state state-failed">expires soon</span> ${time(expiry.at.toISOString())}, in ${inWords(expiry.msLeft)} (under ${EXPIRY_WARNING_DAYS} days): then every delivery to ${displayName} fails with 401. Renew it: ${expiry.renew}.`;
+    case 'expired':
+      return html`<span class="state state-failed">expired</span> ${time(expiry.at.toISOString())}: ${displayName} refuses it (401) and deliveries fail. Renew it: ${expiry.renew}, then replay the failed deliveries.`;
+  }
+}
+
+function crmSection(status: StatusView): SafeHtml {
+  if (status.crm.length === 0) return html``;
+  const counts = new Map(status.destinations.map((item) => [item.id, item]));
+  return html`<section class="card" id="crm" aria-labelledby="crm-title"><h2 id="crm-title">CRM</h2>${status.crm.map(
+    (item) => {
+      const count = counts.get(item.id);
+      const warn = item.expiry.state === 'soon' || item.expiry.state === 'expired';
+      return html`<h3 id="crm-${item.id}">${item.id} <span class="tag">${item.displayName}</span></h3>
+${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${item.id} ${item.expiry.state === 'expired' ? 'has expired' : `expires in ${'msLeft' in item.expiry ? inWords(item.expiry.msLeft) : '?'}`}: put a new one in the config.</p>` : ''}
+<dl class="attrs">
+  <dt>Deliveries</dt><dd>${
+    count
+      ? html`pending ${countLink(item.id, 'pending', count.pending)} · failed ${countLink(item.id, 'failed', count.failed)}`
+      : 'unknown (the store is not reachable)'
+  }</dd>
+  <dt>Token</dt><dd>${expiryOf(item)}</dd>
+  <dt>Last check</dt><dd>Not recorded by the bridge. <code>chatbridge crm check --destination ${item.id}</code> calls ${item.displayName} once (account, pipelines, users) and prints what the mapping will use.</dd>
+</dl>`;
+    },
+  )}</section>`;
 }
 
 export function statusPage(options: { csrf: string; status: StatusView }): string {
@@ -282,6 +412,68 @@ export function statusPage(options: { csrf: string; status: StatusView }): strin
               html`<li>${item.channelId} · ${item.job}: ${schedule(item.schedule)} · ${runs({ name: item.job, schedule: item.schedule, runs: item.runs })}</li>`,
           )}</ul>`
     }</section>
+${crmSection(status)}
 </div>`,
+  );
+}
+
+/**
+ * An agent sync's progress view: while it runs, the counts so far (console.js polls `poll` and
+ * updates them; without script the page reloads itself); once it is over, its report.
+ */
+export function agentSyncPage(options: {
+  csrf: string;
+  channelId: string;
+  channelName: string;
+  progress: AgentSyncProgressView | null;
+  /** The finished run's report (found by the progress's id among the last reports). */
+  report: AgentSyncReportView | null;
+  notice?: string;
+  error?: string;
+}): string {
+  const { progress } = options;
+  const base = `/console/channels/${encodeURIComponent(options.channelId)}`;
+  const running = progress?.state === 'running';
+  const field = (name: string, label: string, value: string) =>
+    html`<dt>${label}</dt><dd data-progress-field="${name}">${value}</dd>`;
+  const json = agentSyncProgressJson(progress);
+  const body = !progress
+    ? html`<p class="empty">No agent sync has run in the last day. Start one from <a href="/console/channels#channel-${options.channelId}">the channel</a>.</p>`
+    : html`<section class="card" id="agent-sync-progress" aria-labelledby="progress-title"${running ? html` data-poll="${base}/agent-sync/progress" data-run="${progress.id ?? ''}"` : ''}>
+<h2 id="progress-title">${progress.dryRun ? 'Dry run' : 'Run'} <span class="tag">${running ? 'running' : progress.state === 'failed' ? 'stopped' : 'finished'}</span></h2>
+<p role="status" aria-live="polite" data-progress-field="text">${agentSyncProgressText(progress)}</p>
+${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max !== null ? html` max="${json.max}" value="${json.value}"` : ''}></progress>` : ''}
+<dl class="attrs">
+  ${field('listed', 'Listed in Chatvisor', json.state === 'none' ? '' : json.fields.listed)}
+  ${field('planned', 'Changes planned', json.state === 'none' ? '' : json.fields.planned)}
+  ${field('handled', 'Changes handled', json.state === 'none' ? '' : json.fields.handled)}
+  ${field('created', progress.dryRun ? 'Would create' : 'Created', json.state === 'none' ? '' : json.fields.created)}
+  ${field('updated', progress.dryRun ? 'Would update' : 'Updated', json.state === 'none' ? '' : json.fields.updated)}
+  ${field('removed', progress.dryRun ? 'Would remove' : 'Removed', json.state === 'none' ? '' : json.fields.removed)}
+  ${field('unchanged', 'Unchanged', json.state === 'none' ? '' : json.fields.unchanged)}
+  ${field('failed', 'Failed', json.state === 'none' ? '' : json.fields.failed)}
+  <dt>Started</dt><dd>${time(progress.startedAt)}</dd>
+  <dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>
+</dl>
+${
+  running
+    ? html`<p class="muted small">This page follows the sync by itself (without JavaScript it reloads every few seconds): <a href="${base}/agent-sync">Refresh</a>. It runs on whichever instance started it; leaving this page does not stop it.</p>`
+    : ''
+}
+</section>
+${options.report ? html`<h2>Report</h2><ol class="timeline">${report(options.report)}</ol>` : ''}`;
+  return layout(
+    {
+      title: 'Agent sync',
+      nav: true,
+      csrf: options.csrf,
+      current: '/console/channels',
+      ...(options.notice ? { notice: options.notice } : {}),
+      ...(options.error ? { error: options.error } : {}),
+      ...(running ? { refreshSeconds: 3 } : {}),
+    },
+    html`<p><a href="/console/channels#channel-${options.channelId}">← ${options.channelName}</a></p>
+<h1>Agent sync · ${options.channelName}</h1>
+${body}`,
   );
 }

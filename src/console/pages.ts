@@ -26,6 +26,11 @@ export interface PageOptions {
   /** Text, or markup built with `html` (escaped) when the notice carries a link. */
   notice?: string | SafeHtml;
   error?: string;
+  /**
+   * Reload the page every this many seconds when the browser runs no script (a progress view);
+   * with script, console.js polls instead and the meta element (in <noscript>) does nothing.
+   */
+  refreshSeconds?: number;
 }
 
 const NAV: [string, string][] = [
@@ -59,7 +64,12 @@ export function layout(options: PageOptions, body: SafeHtml): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${options.title} · chatbridge console</title>
-<link rel="stylesheet" href="/console/assets/console.css">
+${
+  options.refreshSeconds
+    ? html`<noscript><meta http-equiv="refresh" content="${options.refreshSeconds}"></noscript>
+`
+    : ''
+}<link rel="stylesheet" href="/console/assets/console.css">
 <script src="/console/assets/console.js" defer></script>
 </head>
 <body>

@@ -4,7 +4,7 @@ import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { type ChannelConfig, type Config, channelIdSchema } from '../config/schema.js';
-import { type ConsoleChannel, createConsole } from '../console/index.js';
+import { type ConsoleChannel, type ConsoleDeps, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
 import { TIMELINE_SCAN_ENTRIES } from '../contacts/engine.js';
 import type { FactService } from '../contacts/facts.js';
@@ -80,6 +80,8 @@ export interface AppDeps {
   /** Web console (DESIGN §11): agent links signer (null without a master key), vendor names. */
   agentLinks?: AgentLinks | null;
   vendorNames?: ReadonlyMap<string, string>;
+  /** CRM destinations with their connector (the console's status page: token expiry). */
+  crmDestinations?: ConsoleDeps['crmDestinations'];
   /** The key of the hash a lookup's subject is logged as (src/intake/pipeline.ts). */
   logKey?: Buffer;
   now?: () => Date;
@@ -480,6 +482,7 @@ export function createApp(deps: AppDeps): Koa {
     agentLinks: deps.agentLinks ?? null,
     ...(deps.vendorNames ? { vendorNames: deps.vendorNames } : {}),
     ...(deps.role ? { role: deps.role } : {}),
+    ...(deps.crmDestinations ? { crmDestinations: deps.crmDestinations } : {}),
     adminAuth,
     now: deps.now ?? (() => new Date()),
   });

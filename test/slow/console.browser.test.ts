@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeChatvisor } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { amoWorld, bitrixWorld } from '../support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
 
@@ -21,6 +22,11 @@ const CHATVISOR_TOKEN = 'browser-cv-token-0123456789';
 const SECRET = `whsec_${Buffer.alloc(24, 5).toString('base64')}`;
 const LINK_BASE = 'http://127.0.0.1:1'; // server.publicUrl: links are rebased on the test bridge below
 const XSS_NAME = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">Mallory';
+
+const DAY_MS = 86_400_000;
+const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+/** An amoCRM long-lived token as the bridge reads its expiry (a JWT's exp; never verified). */
+const jwt = (payload: unknown) => `${part({ alg: 'RS256', typ: 'JWT' })}.${part(payload)}.c2lnbmF0dXJl`;
 
 function fixture(vendor: string, name: string): Record<string, unknown> {
   return JSON.parse(readFileSync(join(ROOT, 'adapters', vendor, '__fixtures__', name), 'utf8'));
@@ -426,14 +432,126 @@ describe('web console in a browser', () => {
     const section = page.locator('#channel-cv');
     await section.getByText('No sync report yet').waitFor();
     await section.getByRole('button', { name: 'Dry run' }).click();
-    await page.getByText('Agent sync finished').waitFor();
-    await page.locator('#channel-cv').getByText('Would create 2').waitFor();
+    // The form lands on the run's progress view, which shows the report once the run is over.
+    await page.getByText('Dry run finished: would create 2').waitFor();
+    await page.locator('ol.timeline').getByText('Would create 2').waitFor();
     expect(chatvisor.writes()).toEqual([]);
+    await page.getByRole('link', { name: '← Chatvisor' }).click();
+    await page.locator('#channel-cv').getByText('Would create 2').waitFor();
     await page.locator('#channel-cv').getByRole('button', { name: 'Run agent sync' }).click();
     await page.getByText('Agent sync finished').waitFor();
-    await page.locator('#channel-cv').getByText('Created 2').waitFor();
+    await page.locator('ol.timeline').getByText('Created 2').waitFor();
     expect(chatvisor.agents.size).toBe(2);
+    await page.goto(`${bridge.url}/console/channels`);
+    await page.locator('#channel-cv').getByText('Created 2').waitFor();
     dialogs.length = 0;
+  });
+
+  it('follows a long agent sync step by step, with and without script, and shows the CRM section, at 390 px', async () => {
+    // A bridge of its own: 30 agents, and an amoCRM token 10 days from expiry.
+    const many = await new FakeChatvisor().start();
+    const amo = await amoWorld();
+    const bitrix = await bitrixWorld();
+    const exp = Math.floor((Date.now() + 10 * DAY_MS + 3_600_000) / 1000);
+    const syncing = await startTestBridge({
+      store: 'memory',
+      start: false,
+      config: {
+        agents: Array.from({ length: 30 }, (_, index) => ({
+          email: `agent-${index + 1}@store.example`,
+          name: `Agent ${index + 1}`,
+        })),
+        channels: [
+          { id: 'shop-site', vendor: 'jivochat', token: 'browser-crm-site-token-0123456789' },
+          { ...many.channel('cv', CHATVISOR_TOKEN), name: 'Co-browsing', rateLimit: { perSecond: 1000 } },
+        ],
+        destinations: [
+          amo.destination({ id: 'amo', token: jwt({ exp }) }),
+          bitrix.destination({ id: 'b24' }),
+        ],
+      },
+    });
+    const phone = await newContext({ viewport: { width: 390, height: 844 } });
+    const plain = await browser.newContext({
+      javaScriptEnabled: false,
+      viewport: { width: 390, height: 844 },
+    });
+    try {
+      // The run stands still at the 6th create, then at the 21st: the test looks, then lets it go.
+      const fifth = many.hold({ method: 'POST', path: '/user', when: () => many.agents.size === 5 });
+      const twentieth = many.hold({ method: 'POST', path: '/user', when: () => many.agents.size === 20 });
+      const view = await phone.newPage();
+      await view.goto(`${syncing.url}/console/sign-in`);
+      await view.getByLabel('Admin token').fill(TEST_ADMIN_TOKEN);
+      await view.getByRole('button', { name: 'Sign in' }).click();
+      await view.getByRole('heading', { name: 'Contacts' }).waitFor();
+      await view.goto(`${syncing.url}/console/channels`);
+      await view.locator('#channel-cv').getByRole('button', { name: 'Run agent sync' }).click();
+      await expect.poll(() => new URL(view.url()).pathname).toBe('/console/channels/cv/agent-sync');
+      await fifth.arrived;
+      const status = view.locator('#agent-sync-progress [role="status"]');
+      // console.js asks every second: the poll waits for it (the run stands still meanwhile).
+      await expect
+        .poll(() => status.textContent(), { timeout: 15_000 })
+        .toBe('Writing to Chatvisor: 5 of 30 changes done — now agent-6@store.example.');
+      // Updated in place from here on (console.js), not by reloading: the mark stays.
+      await view.evaluate("document.body.dataset.mark = 'same page'");
+      fifth.release();
+      await twentieth.arrived;
+      await expect
+        .poll(() => status.textContent(), { timeout: 15_000 })
+        .toBe('Writing to Chatvisor: 20 of 30 changes done — now agent-21@store.example.');
+      expect(await view.evaluate<string | undefined>('document.body.dataset.mark')).toBe('same page');
+      expect(await view.evaluate<number>("document.querySelector('progress[data-progress-bar]').value")).toBe(
+        20,
+      );
+      expect(await view.locator('[data-progress-field="created"]').textContent()).toBe('20');
+      await noHorizontalScroll(view);
+      await screenshot(view, 'agent-sync-progress-390');
+
+      // Without script: the same view, which reloads itself until the run is over.
+      const still = await plain.newPage();
+      await still.goto(`${syncing.url}/console/sign-in`);
+      await still.getByLabel('Admin token').fill(TEST_ADMIN_TOKEN);
+      await still.getByRole('button', { name: 'Sign in' }).click();
+      await still.getByRole('heading', { name: 'Contacts' }).waitFor();
+      await still.goto(`${syncing.url}/console/channels/cv/agent-sync`);
+      await still.getByText('Writing to Chatvisor: 20 of 30 changes done').waitFor();
+      expect(await still.locator('a', { hasText: 'Refresh' }).getAttribute('href')).toBe(
+        '/console/channels/cv/agent-sync',
+      );
+
+      twentieth.release();
+      // The report stays on the view: the page with script reloads once, the other by its meta refresh.
+      await view.getByText('Agent sync finished: created 30').waitFor();
+      await view.locator('ol.timeline').getByText('Created 30, updated 0, removed 0').waitFor();
+      expect(await view.locator('[data-poll]').count()).toBe(0);
+      await still.getByText('Agent sync finished: created 30').waitFor({ timeout: 15_000 });
+      expect(many.agents.size).toBe(30);
+      await noHorizontalScroll(view);
+      await screenshot(view, 'agent-sync-finished-390');
+
+      // The status page's CRM section, on a phone.
+      await view.goto(`${syncing.url}/console/status`);
+      const crm = view.locator('#crm');
+      await crm.getByRole('heading', { name: 'CRM', exact: true }).waitFor();
+      await crm.getByText('The amoCRM token of amo expires in 10 days').waitFor();
+      await crm.getByText('expires soon').waitFor();
+      await crm.getByText('No expiry the bridge can read').waitFor();
+      expect(await crm.locator('time').first().getAttribute('data-local')).toBe('true');
+      expect(await crm.textContent()).toContain('chatbridge crm check --destination b24');
+      await noHorizontalScroll(view);
+      await screenshot(view, 'status-crm-390');
+    } finally {
+      // The run's question ("Write the agent directory to Chatvisor now?"), asked and accepted.
+      dialogs.length = 0;
+      await phone.close();
+      await plain.close();
+      await syncing.close();
+      await many.close();
+      await amo.close();
+      await bitrix.close();
+    }
   });
 
   it('replays a failed delivery from its page', async () => {

@@ -76,6 +76,16 @@ export interface FailureRule {
   times?: number;
   /** Applies only to requests that arrive while this answers true (checked as each arrives). */
   when?: () => boolean;
+  /** Called when a request this rule applies to arrives (before it is held or answered). */
+  onArrive?: () => void;
+}
+
+/** A request held by `hold`: the test knows it arrived, and lets it go when it has looked. */
+export interface HeldRequest {
+  /** Resolves once the held request has arrived (the client is waiting for its answer). */
+  arrived: Promise<void>;
+  /** Let it go: it is then handled as usual. */
+  release(): void;
 }
 
 export interface FakeChatvisorOptions {
@@ -158,6 +168,24 @@ export class FakeChatvisor {
 
   fail(rule: FailureRule): void {
     this.rules.push({ ...rule, left: rule.times ?? 1 });
+  }
+
+  /**
+   * Hold the next request that matches (with `when`, e.g. the 11th agent create: `when: () =>
+   * fake.agents.size === 10`) until the test releases it: a run that waits on it stands still
+   * mid-way, so a test can look at its progress without a sleep.
+   */
+  hold(rule: Omit<FailureRule, 'until' | 'onArrive' | 'times'>): HeldRequest {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let arrive!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      arrive = resolve;
+    });
+    this.fail({ ...rule, until: released, onArrive: arrive });
+    return { arrived, release };
   }
 
   clearFailures(): void {
@@ -293,6 +321,7 @@ export class FakeChatvisor {
     );
     if (rule) {
       rule.left--;
+      rule.onArrive?.();
       if (rule.delayMs) await new Promise((resolve) => setTimeout(resolve, rule.delayMs));
       if (rule.until) await rule.until.catch(() => undefined);
       if (rule.destroy) {

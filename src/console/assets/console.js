@@ -57,6 +57,50 @@ function forms() {
   }
 }
 
+/**
+ * A running agent sync's view follows the run: it asks the bridge where the run stands every
+ * second and updates the sentence, the counts and the bar in place (as text). When the run is
+ * over (or another one started) the page is loaded again, and the server shows the report.
+ * Without this script the page reloads itself (<noscript> meta refresh) and has a Refresh link.
+ */
+function followProgress() {
+  const view = document.querySelector('[data-poll]');
+  if (!view) return;
+  const bar = view.querySelector('progress[data-progress-bar]');
+  const tick = async () => {
+    let data;
+    try {
+      const response = await fetch(view.dataset.poll, {
+        headers: { accept: 'application/json' },
+        cache: 'no-store',
+        redirect: 'error',
+      });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      data = await response.json();
+    } catch {
+      // The bridge is restarting, or the session ended: try again a little later. The page's
+      // Refresh link says the same.
+      setTimeout(tick, 5000);
+      return;
+    }
+    if (data.state !== 'running' || data.id !== view.dataset.run) {
+      window.location.reload();
+      return;
+    }
+    for (const element of view.querySelectorAll('[data-progress-field]')) {
+      const name = element.dataset.progressField;
+      const value = name === 'text' ? data.text : data.fields?.[name];
+      if (typeof value === 'string' && element.textContent !== value) element.textContent = value;
+    }
+    if (bar && typeof data.max === 'number' && typeof data.value === 'number') {
+      bar.max = Math.max(1, data.max);
+      bar.value = data.value;
+    }
+    setTimeout(tick, 1000);
+  };
+  setTimeout(tick, 1000);
+}
+
 /** A freshly generated key is selected so it can be copied at once. */
 function selectNewKey() {
   const input = document.querySelector('input[data-select]');
@@ -70,4 +114,5 @@ document.addEventListener('DOMContentLoaded', () => {
   localTimes();
   forms();
   selectNewKey();
+  followProgress();
 });

@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleRequest, signIn } from './support/console.js';
+import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
+
+/**
+ * The console's status page has a CRM section, one entry per CRM destination: its deliveries,
+ * its token's expiry (amoCRM; a warning under 14 days) and where a check's result would be — all
+ * from what the bridge already knows: a page view never calls the CRM.
+ */
+const DAY_MS = 86_400_000;
+const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+const jwt = (payload: unknown) => `${part({ alg: 'RS256', typ: 'JWT' })}.${part(payload)}.c2lnbmF0dXJl`;
+const NOW = Date.parse('2026-12-04T12:00:00Z');
+const SOON = jwt({ exp: Math.floor((NOW + 10 * DAY_MS + 3_600_000) / 1000) });
+const LATER = jwt({ exp: Math.floor((NOW + 60 * DAY_MS + 3_600_000) / 1000) });
+
+describe('console status: the CRM section', () => {
+  let amo: CrmWorld;
+  let bitrix: CrmWorld;
+  let bridge: TestBridge;
+
+  beforeAll(async () => {
+    amo = await amoWorld();
+    bitrix = await bitrixWorld();
+    bridge = await startTestBridge({
+      start: false,
+      now: () => new Date(NOW),
+      config: {
+        // What the worlds' destinations name (a channel's pipeline, an agent's CRM user).
+        agents: [{ email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '999' }],
+        channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+        destinations: [
+          amo.destination({ id: 'amo-soon', token: SOON }),
+          amo.destination({ id: 'amo-later', token: LATER }),
+          amo.destination({ id: 'amo-opaque', token: 'amo-opaque-token-0123456789abcdef' }),
+          bitrix.destination({ id: 'b24' }),
+          {
+            id: 'hook',
+            url: 'http://127.0.0.1:9/hook',
+            secret: `whsec_${Buffer.alloc(24, 3).toString('base64')}`,
+          },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+    await amo?.close();
+    await bitrix?.close();
+  });
+
+  async function statusText(): Promise<string> {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const page = await consoleRequest(bridge.url, '/console/status', { cookie });
+    expect(page.status).toBe(200);
+    return page.text;
+  }
+  const entry = (text: string, id: string) => {
+    const start = text.indexOf(`<h3 id="crm-${id}">`);
+    expect(start, id).toBeGreaterThan(-1);
+    const end = text.indexOf('</dl>', start);
+    return text.slice(start, end);
+  };
+
+  it('lists each CRM destination with its deliveries, token expiry and how to check it, calling no CRM', async () => {
+    const calls = amo.requestCount() + bitrix.requestCount();
+    const text = await statusText();
+    expect(amo.requestCount() + bitrix.requestCount()).toBe(calls);
+    const section = text.slice(text.indexOf('<section class="card" id="crm"'));
+    expect(section).toContain('<h2 id="crm-title">CRM</h2>');
+    // Only CRM destinations: a webhook destination is not one.
+    expect(section).not.toContain('id="crm-hook"');
+
+    const soon = entry(text, 'amo-soon');
+    expect(soon).toContain('<span class="tag">amoCRM</span>');
+    expect(soon).toContain('The amoCRM token of amo-soon expires in 10 days: put a new one in the config.');
+    expect(soon).toContain('<span class="state state-failed">expires soon</span>');
+    expect(soon).toContain('<time datetime="2026-12-14T13:00:00.000Z">');
+    expect(soon).toContain('(under 14 days)');
+    expect(soon).toContain('pending 0 · failed 0');
+    expect(soon).toContain(
+      'Not recorded by the bridge. <code>chatbridge crm check --destination amo-soon</code>',
+    );
+
+    const later = entry(text, 'amo-later');
+    expect(later).toContain('<span class="state state-delivered">valid</span> until');
+    expect(later).toContain('(in 60 days)');
+    expect(later).not.toContain('role="alert"');
+
+    expect(entry(text, 'amo-opaque')).toContain('<span class="state state-pending">unknown</span>');
+    const b24 = entry(text, 'b24');
+    expect(b24).toContain('<span class="tag">Bitrix24</span>');
+    expect(b24).toContain('No expiry the bridge can read');
+
+    // Never a credential.
+    for (const secret of [
+      SOON,
+      LATER,
+      'amo-opaque-token-0123456789abcdef',
+      ...amo.secrets,
+      ...bitrix.secrets,
+    ])
+      expect(text).not.toContain(secret);
+  });
+});
