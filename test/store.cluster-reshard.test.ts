@@ -118,4 +118,19 @@ describe('readGroups on a Cluster whose slot is split by a resharding', () => {
     expect(await claimed()).toMatchObject({ ...whole, values: [] });
     expect((await claimed()).claimed).toBe(false);
   });
+
+  it('a lock of keys that do not exist yet, while the slot is split, is "not now" (503), and taken after the move', async () => {
+    // Two keys missing on both nodes: the old owner answers ASK, the new one TRYAGAIN (it cannot
+    // know the keys are not on the old one), and the client gives up after its redirections.
+    const tag = '{reshard-lock}';
+    const store = await groupOf(tag);
+    await reshard(tag, ['rec:r2'], async () => {
+      await expect(store.lock(['one', 'two'], { ttlMs: 60_000, waitMs: 0 })).rejects.toMatchObject({
+        code: 'store_unavailable',
+        status: 503,
+      });
+    });
+    const lock = await store.lock(['one', 'two'], { ttlMs: 60_000, waitMs: 0 });
+    await lock.release();
+  });
 });

@@ -35,7 +35,7 @@ const PREFIX = 'ha-reshard';
 const TAG_KEY = `{${PREFIX}}`;
 const TAG = 'reshard';
 /** People whose conversations are stored before the first migration starts. */
-const BEFORE = 30;
+const BEFORE = 24;
 /** People started after the second migration ended. */
 const AFTER = 10;
 /** A bound on the stream, should the migrations never end (the test then fails, not hangs). */
@@ -228,7 +228,8 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     // The stream: each person's chat_accepted at both instances at once (a vendor's duplicate; the
     // contact lock keeps it one contact), then an offline message and the chat's end.
     let started = 0;
-    let completed = 0;
+    /** People whose webhooks were all answered 200, in the order they were. */
+    const done: number[] = [];
     let stopAt = MOST_PEOPLE;
     let beforeReached: () => void = () => {};
     const beforeDone = new Promise<void>((resolve) => {
@@ -253,8 +254,8 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
           finals.push(
             await deliver(pools[(index + 1) % 2]!, jivo.chatFinished(who, chatId), `finished ${index}`),
           );
-          completed++;
-          if (completed === BEFORE) beforeReached();
+          done.push(index);
+          if (done.length === BEFORE) beforeReached();
         }
       }),
     );
@@ -271,7 +272,11 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     let batches = 0;
     const betweenBatches = async () => {
       batches++;
-      const person = personFor(TAG, batches % BEFORE).person;
+      if (batches % 3 === 1) lookupDuringSplit(personFor(TAG, done[batches % BEFORE]!).person);
+      await moreAnswers(2);
+    };
+    /** A lookup of someone stored: refused (503) or answered in full, never "not found". */
+    const lookupDuringSplit = (person: string) =>
       lookups.push(
         (async () => {
           const token = await sealedLookup(person);
@@ -280,13 +285,11 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
           else expect(first).toEqual({ status: 200, found: true });
         })(),
       );
-      await moreAnswers(2);
-    };
     phase = 'moving';
-    await cluster.migrateSlot(TAG_KEY, away, { keysPerBatch: 10, betweenBatches });
+    await cluster.migrateSlot(TAG_KEY, away, { keysPerBatch: 25, betweenBatches });
     expect(await cluster.ownerOf(TAG_KEY)).toBe(away);
     const batchesAway = batches;
-    await cluster.migrateSlot(TAG_KEY, home, { keysPerBatch: 10, betweenBatches });
+    await cluster.migrateSlot(TAG_KEY, home, { keysPerBatch: 25, betweenBatches });
     phase = 'after';
     expect(await cluster.ownerOf(TAG_KEY)).toBe(home);
     const askingAfter = await askingServed();
@@ -294,25 +297,15 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     await stream;
     await Promise.all(lookups);
 
-    {
-      const odd = new Map<string, number>();
-      for (const answer of answers)
-        if (answer.status !== 200) {
-          const k = `${answer.phase} ${answer.status} ${answer.what.replace(/^[a-z]+ \S+( at \d)?/, '')}`;
-          odd.set(k, (odd.get(k) ?? 0) + 1);
-        }
-      console.log('DEBUG', { batches, batchesAway, started, answers: answers.length, askingBefore, askingAfter, refused: refusedLookups.length, lookups: lookups.length }, Object.fromEntries(odd));
-      const said = new Map<string, number>();
-      for (const lines of logs)
-        for (const line of lines) if (line.level >= 40) said.set(`${line.msg} ${String((line as any).err?.message ?? '').slice(0, 150)}`, (said.get(line.msg) ?? 0) + 1);
-      console.log('DEBUG said', Object.fromEntries(said));
-    }
     // The migrations really ran under traffic: several MIGRATEs each way, answers in between,
     // and clients followed ASK redirections to the importing node.
     expect(batchesAway).toBeGreaterThan(3);
     expect(batches - batchesAway).toBeGreaterThan(3);
-    expect(answers.filter((answer) => answer.phase === 'moving').length).toBeGreaterThan(2 * batches);
+    expect(answers.filter((answer) => answer.phase === 'moving').length).toBeGreaterThanOrEqual(2 * batches);
     expect(askingAfter).toBeGreaterThan(askingBefore);
+    // A lookup's claim is a new key beside keys that exist: while the slot is split that script
+    // gets TRYAGAIN on either node, so every lookup then was refused with 503 (and retried below).
+    expect(refusedLookups.length).toBeGreaterThan(0);
 
     // Never a 500: a command that met the split slot is "not now" (503), the vendor retries.
     expect(answers.filter((answer) => answer.status !== 200 && answer.status !== 503)).toEqual([]);
@@ -367,6 +360,8 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
       expect(new Set(ofType(type).map((event) => event.payload.contact?.id)).size, type).toBe(people);
     }
     expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    // No webhook-id was accepted twice either: no delivery was repeated by the moves.
+    expect(receiver.acceptedCount).toBe(receiver.application.length);
 
     // The lock taken before the moves is still held (and still ours).
     await expect(
