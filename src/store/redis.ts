@@ -184,8 +184,12 @@ return 1
  * as absent without any error. Either way the group read would be partial (a record "missing", a
  * member set empty), so the script stops with TRYAGAIN instead, before the claim below: the client
  * retries it, and in the end the caller answers 503 (test/store.cluster-reshard.test.ts). On the
- * new owner a computed key that is absent is taken for one not moved yet (CLUSTER NODES names the
- * slot as importing there, asked once per call, only when such a key is absent).
+ * new owner a computed key that is absent is taken for one not moved yet. Whether this node is that
+ * new owner is read from CLUSTER NODES (the slot is importing there), which builds a long reply, so
+ * it is asked only when it may be: once per call, when a computed key is absent and every declared
+ * key is here (or only one is declared) — Redis sends a call with several keys to a node that does
+ * not own the slot yet only when all of them are there, so an observation (its idempotency key is
+ * absent) never asks.
  * The prefix is added by hand (ARGV[1]) because ioredis prefixes only KEYS.
  * GET runs through pcall so that a key of another type reads as nil, as MGET would.
  * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
@@ -199,7 +203,13 @@ local importing
 local function absent(name)
   if slot == '' then return end
   if importing == nil then
-    importing = string.find(redis.call('cluster', 'nodes'), '[' .. slot .. '-<-', 1, true) ~= nil
+    importing = false
+    local here = #KEYS
+    if here > 1 then here = redis.pcall('exists', unpack(KEYS)) end
+    if type(here) ~= 'number' then split(name) end
+    if here == #KEYS then
+      importing = string.find(redis.call('cluster', 'nodes'), '[' .. slot .. '-<-', 1, true) ~= nil
+    end
   end
   if importing then split(name) end
 end
