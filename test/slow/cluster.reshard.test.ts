@@ -262,7 +262,7 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
 
     // The resharding: to another primary, then back, a few keys per MIGRATE, with answers coming
     // back between two of them (the slot is split between the nodes all that while), and a LiveTex
-    // lookup of someone already stored at each step.
+    // lookup of someone already stored at every third step.
     await beforeDone;
     const home = await cluster.ownerOf(TAG_KEY);
     const away = [0, 1, 2].find((primary) => primary !== home)!;
