@@ -180,6 +180,8 @@ describe('failover replies', () => {
       'ASK 3999 127.0.0.1:6381',
       'CLUSTERDOWN The cluster is down',
       'UNBLOCKED force unblock from blocking operation',
+      // A resharding's new owner refused the EVAL (TRYAGAIN), so it never cached the script.
+      'NOSCRIPT No matching script. Please use EVAL.',
     ]) {
       expect(toStoreError(new ReplyError(message)), message).toBeInstanceOf(StoreUnavailableError);
     }

@@ -170,23 +170,70 @@ return 1
  * root's member set and the group's records (at most ARGV[5] records), in one atomic read.
  * KEYS = the keys to read. ARGV[1] = the client's key prefix; ARGV[2..4] = the root, members and
  * record key prefixes of the layout; ARGV[5] = most records to read; ARGV[6] = the decoy id, or '';
- * ARGV[7] = the claim's ttl (the claim script's; '' otherwise); ARGV[8..] = record ids named
- * directly (GroupRead.ids), holders after the keys' values.
+ * ARGV[7] = the claim's ttl (the claim script's; '' otherwise); ARGV[8] = on a Cluster, the hash
+ * slot of the prefix ('' otherwise); ARGV[9..] = record ids named directly (GroupRead.ids),
+ * holders after the keys' values.
  *
  * The root, member and record keys are computed here from the values read, so they cannot be
  * declared in KEYS beforehand (the keys we know are). On a Cluster that is still correct because
  * every key of one bridge carries its `{prefix}` hash tag (src/store/connection.ts): the computed
- * keys live in the same slot, on the same node, as KEYS[1]. The prefix is added by hand (ARGV[1])
- * because ioredis prefixes only KEYS.
+ * keys live in the same slot, on the same node, as KEYS[1] — except while a resharding moves that
+ * slot key by key. Then the slot is split between the old owner (MIGRATING) and the new one
+ * (IMPORTING, reached with ASK), Redis checks only the declared keys, and a computed key may be on
+ * the other node: on the old owner touching it fails ("non local key"), on the new owner it reads
+ * as absent without any error. Either way the group read would be partial (a record "missing", a
+ * member set empty), so the script stops with TRYAGAIN instead, before the claim below: the client
+ * retries it, and in the end the caller answers 503 (test/store.cluster-reshard.test.ts). On the
+ * new owner a computed key that is absent is taken for one not moved yet. Whether this node is that
+ * new owner is read from CLUSTER NODES (the slot is importing there), which builds a long reply, so
+ * it is asked only when it may be: once per call, when a computed key is absent and every declared
+ * key is here (or only one is declared) — Redis sends a call with several keys to a node that does
+ * not own the slot yet only when all of them are there, so an observation (its idempotency key is
+ * absent) never asks.
+ * The prefix is added by hand (ARGV[1]) because ioredis prefixes only KEYS.
  * GET runs through pcall so that a key of another type reads as nil, as MGET would.
  * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
  */
 const READ_GROUPS_BODY = `
-local prefix = ARGV[1]
-local function str(name)
+local prefix, slot = ARGV[1], ARGV[8]
+local function split(name)
+  error({ err = 'TRYAGAIN ' .. name .. ' may be on the other node of a resharding of slot ' .. slot })
+end
+local importing
+local function absent(name)
+  if slot == '' then return end
+  if importing == nil then
+    importing = false
+    local here = #KEYS
+    if here > 1 then here = redis.pcall('exists', unpack(KEYS)) end
+    if type(here) ~= 'number' then split(name) end
+    if here == #KEYS then
+      importing = string.find(redis.call('cluster', 'nodes'), '[' .. slot .. '-<-', 1, true) ~= nil
+    end
+  end
+  if importing then split(name) end
+end
+local function failed(name, reply)
+  if string.find(reply.err, 'non local key', 1, true) then split(name) end
+end
+local function str(name, computed)
   local value = redis.pcall('get', name)
   if type(value) == 'string' then return value end
+  if type(value) == 'table' then
+    if value.err then failed(name, value) end
+  elseif computed then
+    absent(name)
+  end
   return false
+end
+local function members(name)
+  local value = redis.pcall('smembers', name)
+  if value.err then
+    failed(name, value)
+    error(value)
+  end
+  if #value == 0 then absent(name) end
+  return value
 end
 local values, holders, seen = {}, {}, {}
 for i = 1, nkeys do
@@ -197,7 +244,7 @@ for i = 1, nkeys do
     holders[#holders + 1] = value
   end
 end
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local id = ARGV[i]
   if not seen[id] then
     seen[id] = true
@@ -207,13 +254,13 @@ end
 if #holders == 0 and ARGV[6] ~= '' then holders[1] = ARGV[6] end
 local rootOf, groups, rootSeen = {}, {}, {}
 for _, holder in ipairs(holders) do
-  local root = str(prefix .. ARGV[2] .. holder) or holder
+  local root = str(prefix .. ARGV[2] .. holder, true) or holder
   rootOf[#rootOf + 1] = holder
   rootOf[#rootOf + 1] = root
   if not rootSeen[root] then
     rootSeen[root] = true
     groups[#groups + 1] = root
-    groups[#groups + 1] = redis.call('smembers', prefix .. ARGV[3] .. root)
+    groups[#groups + 1] = members(prefix .. ARGV[3] .. root)
   end
 end
 local records, read, budget, complete = {}, {}, tonumber(ARGV[5]), 1
@@ -229,12 +276,12 @@ for i = 1, #groups, 2 do
       read[id] = true
       budget = budget - 1
       records[#records + 1] = id
-      records[#records + 1] = str(prefix .. ARGV[4] .. id)
+      records[#records + 1] = str(prefix .. ARGV[4] .. id, true)
     end
   end
   if complete == 0 then break end
 end
-return { 1, values, rootOf, groups, records, complete }
+local reply = { 1, values, rootOf, groups, records, complete }
 `;
 
 /**
@@ -249,15 +296,19 @@ const ROUTE_ONLY_KEY = 'route:read-groups';
 
 /** Read-only: what an observation reads before its checked write. */
 const READ_GROUPS_SCRIPT = `local nkeys = #KEYS
-${READ_GROUPS_BODY}`;
+${READ_GROUPS_BODY}
+return reply`;
 
 /**
- * The same read after a claim (the LiveTex lookup's jti): the last KEYS entry is SET NX PX
- * ARGV[7]; when it already existed nothing is read and the reply is {0}.
+ * The same read with a claim (the LiveTex lookup's jti): the last KEYS entry is SET NX PX
+ * ARGV[7]; when it already existed the reply is {0} (nothing read is answered). The claim comes
+ * after the reads: a read stopped halfway (TRYAGAIN during a resharding, above) must not spend it,
+ * or the vendor's retry of the same request would be refused as a replay.
  */
 const CLAIM_READ_GROUPS_SCRIPT = `local nkeys = #KEYS - 1
+${READ_GROUPS_BODY}
 if not redis.call('set', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[7]) then return { 0 } end
-${READ_GROUPS_BODY}`;
+return reply`;
 
 type ReadGroupsReply =
   | [0]
@@ -346,9 +397,15 @@ interface LockCommands {
  * Replies that mean "this Redis cannot serve you right now" rather than "your command is wrong":
  * loading after restart, failover in progress, out of memory, a long script. Retrying later is
  * the right answer for all of them, so they become StoreUnavailableError (503) too.
+ * NOSCRIPT: ioredis sends a script as EVAL the first time on each node connection and as EVALSHA
+ * after, and recovers from one NOSCRIPT (the server lost its scripts) by sending it again. While a
+ * resharding splits the bridge's slot, the new owner refuses an EVAL whose keys are split
+ * (TRYAGAIN) before it caches the script, yet the connection counts as having it: the next try's
+ * EVALSHA meets NOSCRIPT, and a call redirected through that twice failed with NOSCRIPT, a 500
+ * (test/slow/cluster.reshard.test.ts). The script did not run; see run().
  */
 const TRANSIENT_REPLY =
-  /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MISCONF|UNBLOCKED|MOVED|ASK|OOM|BUSY)\b/;
+  /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MISCONF|UNBLOCKED|MOVED|ASK|OOM|BUSY|NOSCRIPT)\b/;
 
 /**
  * Connection-level failures (closed, not writeable, timed out, MaxRetriesPerRequestError, socket
@@ -538,12 +595,26 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     client.connect().catch(() => {});
   });
   log.info('connected to Redis');
+  /** On a Cluster: the hash slot of every key of this bridge (its `{prefix}` tag), asked once. */
+  let prefixSlot: number | undefined;
+  /** The hash slot of every key of this bridge on a Cluster (readGroups tells its script), else ''. */
+  const slotArgument = target.kind === 'cluster' ? String(await prefixSlotOf()) : '';
+
+  async function prefixSlotOf(): Promise<number> {
+    prefixSlot ??= Number(await run(() => (client as Cluster).cluster('KEYSLOT', `${options.keyPrefix}:x`)));
+    return prefixSlot;
+  }
 
   async function run<T>(command: () => Promise<T>): Promise<T> {
-    try {
-      return await command();
-    } catch (error) {
-      throw toStoreError(error);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await command();
+      } catch (error) {
+        // A script refused with NOSCRIPT did not run, and the connection that refused it now
+        // sends EVAL (TRANSIENT_REPLY): one more call usually gets through, else 503.
+        if (attempt === 1 && error instanceof Error && /^NOSCRIPT\b/.test(error.message)) continue;
+        throw toStoreError(error);
+      }
     }
   }
 
@@ -671,11 +742,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
    * The primary serving this bridge's hash slot, as the client's slot map names it now (SCAN;
    * WAIT before anything was written). On one server or Sentinel: the one connection.
    */
-  let prefixSlot: number | undefined;
   async function primaryConnection(): Promise<Redis> {
     if (target.kind !== 'cluster') return client as Redis;
     const cluster = client as Cluster;
-    prefixSlot ??= Number(await cluster.cluster('KEYSLOT', `${options.keyPrefix}:x`));
+    const prefixSlot = await prefixSlotOf();
     const owner = cluster.slots[prefixSlot]?.[0];
     const node = cluster
       .nodes('master')
@@ -884,6 +954,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         maxRecords,
         decoy ?? '',
         claim ? claim.ttlMs : '',
+        slotArgument,
         ...ids,
       ];
       coalesceWrites();

@@ -213,14 +213,25 @@ export interface ClusterTopology {
   /**
    * Move the hash slot of `key`, with its keys, to the primary `to` (resharding as
    * `redis-cli --cluster reshard` does it: IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE); resolves
-   * once every live node names `to` as its owner.
+   * once every live node names `to` as its owner. While the keys move the slot is split between
+   * the two nodes (commands get ASK or TRYAGAIN): `options` sets how many keys one MIGRATE moves
+   * and what to await between two of them, so a test can keep its traffic running through that.
    */
-  migrateSlot(key: string, to: number): Promise<void>;
+  migrateSlot(key: string, to: number, options?: MigrateOptions): Promise<void>;
   /** `CONFIG SET name value` on one server. */
   configSet(server: number, name: string, value: string): Promise<void>;
   /** Wait until `server` is a replica whose link to its primary is up (after a restart it rejoins as one). */
   waitForReplica(server: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface MigrateOptions {
+  /** Keys per MIGRATE (redis-cli's --cluster-pipeline; default 100). */
+  keysPerBatch?: number;
+  /** Full key names the first MIGRATE moves (a test's chosen split), instead of the first batch. */
+  firstKeys?: string[];
+  /** Awaited after every MIGRATE that left keys behind (the slot is IMPORTING/MIGRATING then). */
+  betweenBatches?: () => Promise<void>;
 }
 
 export interface ClusterOptions {
@@ -387,7 +398,7 @@ export async function startClusterTopology(options: ClusterOptions = {}): Promis
         return waitForNewOwner(key, old);
       },
       waitForNewOwner,
-      async migrateSlot(key, to) {
+      async migrateSlot(key, to, options = {}) {
         const slot = await slotOf(key);
         const from = await ownerOf(key);
         const idOf = (index: number) =>
@@ -398,8 +409,17 @@ export async function startClusterTopology(options: ClusterOptions = {}): Promis
         await setSlot(to, 'IMPORTING', fromId);
         await setSlot(from, 'MIGRATING', toId);
         await withClient(servers[from]!.port, async (client) => {
-          for (;;) {
-            const keys = (await client.call('CLUSTER', 'GETKEYSINSLOT', slot, 100)) as string[];
+          for (let moved = 0; ; moved++) {
+            if (moved > 0) await options.betweenBatches?.();
+            const keys =
+              moved === 0 && options.firstKeys !== undefined
+                ? options.firstKeys
+                : ((await client.call(
+                    'CLUSTER',
+                    'GETKEYSINSLOT',
+                    slot,
+                    options.keysPerBatch ?? 100,
+                  )) as string[]);
             if (keys.length === 0) return;
             await client.call('MIGRATE', '127.0.0.1', servers[to]!.port, '', 0, 5000, 'KEYS', ...keys);
           }

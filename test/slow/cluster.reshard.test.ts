@@ -1,0 +1,388 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { buildClaims, openAnswer, sealRequest } from '../../adapters/livetex/codec.js';
+import { StoreBusyError } from '../../src/errors.js';
+import { inPool, jivo, personFor } from '../support/fault.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
+import { capturingLogger, type LogLine } from '../support/logs.js';
+import { type Receiver, startReceiver } from '../support/receiver.js';
+import { type ClusterTopology, startClusterTopology } from '../support/topology.js';
+
+/**
+ * DESIGN §12, resharding under load: on a Cluster one bridge (one keyPrefix) lives in one hash
+ * slot, so a resharding moves that slot, with every key of the bridge, to another primary while
+ * webhooks keep arriving. Two bridge instances (one keyPrefix) on a private 3-primary Cluster take
+ * a steady JivoChat stream (each new person's chat_accepted at both instances at once, then an
+ * offline message and the chat's end) and a few LiveTex lookups, with delivery to a CRM-like
+ * receiver (BullMQ, in the same slot), while the slot is migrated key by key to another primary
+ * and back, as `redis-cli --cluster reshard` does it (SETSLOT IMPORTING/MIGRATING, MIGRATE a few
+ * keys at a time, SETSLOT NODE). Between two MIGRATEs the slot is split between the nodes, so
+ * commands get ASK (followed by the client) and multi-key scripts whose keys are split get
+ * TRYAGAIN. Asserted are outcomes, never timings: every answer is 200 or 503 (never 500); after
+ * the vendor's retries every webhook is stored exactly once and each new person is one contact
+ * (the contact locks held across the split); every event reaches the CRM under one event id; a
+ * lookup refused with 503 is answered when the same request comes again (its one-time jti was not
+ * spent by the refused attempt); a lock taken before the move is still held after it; and the
+ * bridge keeps working on the slot's final owner.
+ */
+const JIVO_TOKEN = 'ha-reshard-jivo-token-0001';
+const LIVETEX_TOKEN = 'ha-reshard-livetex-token-01';
+const SECRET = `whsec_${Buffer.from('cluster-reshard-secret-012345678').toString('base64')}`;
+const PREFIX = 'ha-reshard';
+/** The bridge's keys all carry this hash tag (src/store/connection.ts effectiveKeyPrefix). */
+const TAG_KEY = `{${PREFIX}}`;
+const TAG = 'reshard';
+/** People whose conversations are stored before the first migration starts. */
+const BEFORE = 24;
+/** People started after the second migration ended. */
+const AFTER = 10;
+/** A bound on the stream, should the migrations never end (the test then fails, not hangs). */
+const MOST_PEOPLE = 2000;
+/** Liveness bound on one HTTP answer: a hang fails the test instead of stalling it. */
+const ANSWER_WITHIN_MS = 60_000;
+
+describe('resharding the slot of a running bridge on a Redis Cluster', () => {
+  let cluster: ClusterTopology;
+  let receiver: Receiver;
+  const bridges: TestBridge[] = [];
+  const pools: Pool[] = [];
+  const logs: LogLine[][] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    receiver = await startReceiver({ secret: SECRET });
+    for (let i = 0; i < 2; i++) {
+      const { logger, lines } = capturingLogger('info');
+      logs.push(lines);
+      const bridge = await startTestBridge({
+        keyPrefix: PREFIX,
+        logger,
+        config: {
+          store: { cluster: { nodes: cluster.nodes } },
+          // The lookup keys are kept encrypted under it (both instances read the same ones).
+          secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+          channels: [
+            { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
+            { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
+          ],
+          destinations: [
+            {
+              id: 'crm',
+              url: receiver.url,
+              secret: SECRET,
+              events: ['contact.created', 'conversation.started', 'conversation.finished'],
+              retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
+            },
+          ],
+        },
+      });
+      bridges.push(bridge);
+      pools.push(new Pool(bridge.url, { connections: 8 }));
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((pool) => pool.close()));
+    for (const bridge of bridges) await bridge.close();
+    await receiver?.close();
+    await cluster?.stop();
+  });
+
+  type Phase = 'before' | 'moving' | 'after';
+  let phase: Phase = 'before';
+  /** Every HTTP answer the stream and the lookups got, with the phase it came in. */
+  const answers: Array<{ phase: Phase; status: number; what: string }> = [];
+  /** Called after every answer (the migration paces its MIGRATEs by them). */
+  let onAnswer: () => void = () => {};
+
+  function record(status: number, what: string): void {
+    answers.push({ phase, status, what });
+    onAnswer();
+  }
+
+  /** Resolves once `count` more answers came back (whatever they were). */
+  function moreAnswers(count: number): Promise<void> {
+    const target = answers.length + count;
+    return new Promise((resolve) => {
+      const previous = onAnswer;
+      onAnswer = () => {
+        previous();
+        if (answers.length >= target) {
+          onAnswer = previous;
+          resolve();
+        }
+      };
+    });
+  }
+
+  /** POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered 200. */
+  async function deliver(pool: Pool, body: unknown, what: string): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        headersTimeout: ANSWER_WITHIN_MS,
+        bodyTimeout: ANSWER_WITHIN_MS,
+      });
+      const text = await response.body.text();
+      record(response.statusCode, `${what}${response.statusCode === 200 ? '' : `: ${text}`}`);
+      if (response.statusCode !== 503 || attempt >= 200) return response.statusCode;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async function admin(pool: Pool, path: string): Promise<any> {
+    const response = await pool.request({
+      method: 'GET',
+      path,
+      headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` },
+      headersTimeout: ANSWER_WITHIN_MS,
+    });
+    const text = await response.body.text();
+    expect(response.statusCode, `${path}: ${text}`).toBe(200);
+    return JSON.parse(text);
+  }
+
+  /** `ASKING` commands served so far, over every node (each is a client following an ASK). */
+  async function askingServed(): Promise<number> {
+    let total = 0;
+    for (const server of cluster.servers) {
+      const client = new Redis({ host: '127.0.0.1', port: server.port, lazyConnect: true });
+      try {
+        await client.connect();
+        const stats = await client.info('commandstats');
+        total += Number(/cmdstat_asking:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+      } finally {
+        client.disconnect();
+      }
+    }
+    return total;
+  }
+
+  async function keysOn(server: number): Promise<number> {
+    const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
+    try {
+      await client.connect();
+      return await client.dbsize();
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  it('moves the slot to another primary and back under a webhook stream: nothing lost, nothing twice, never 500', async () => {
+    onTestFailed(() => {
+      const said = new Map<string, number>();
+      for (const lines of logs)
+        for (const line of lines) if (line.level >= 40) said.set(line.msg, (said.get(line.msg) ?? 0) + 1);
+      console.log('bridge warnings and errors:', Object.fromEntries(said));
+      for (const lines of logs)
+        for (const line of lines) if (line.level >= 50) console.log(JSON.stringify(line));
+      const odd = answers.filter((answer) => answer.status !== 200);
+      console.log('answers other than 200:', odd.length, odd.slice(0, 20));
+    });
+    // A key for the LiveTex lookup, made through one instance and used at both.
+    const made = await pools[0]!.request({
+      method: 'POST',
+      path: '/api/v1/channels/app/keys',
+      headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` },
+    });
+    const lookupKey = (await made.body.json()) as { kid: string; key: string };
+    expect(made.statusCode).toBe(201);
+    const sealedLookup = (person: string) =>
+      sealRequest(
+        buildClaims({
+          subject: { personId: person },
+          requestId: randomUUID(),
+          jti: randomUUID(),
+          iat: Date.now() / 1000,
+          ttlSeconds: 300,
+        }),
+        lookupKey.kid,
+        new Uint8Array(Buffer.from(lookupKey.key, 'base64url')),
+      );
+    async function lookup(pool: Pool, token: string, what: string) {
+      const response = await pool.request({
+        method: 'POST',
+        path: '/livetex/app/attributes',
+        headers: { 'content-type': 'application/jose' },
+        body: token,
+        headersTimeout: ANSWER_WITHIN_MS,
+      });
+      const text = await response.body.text();
+      record(response.statusCode, `${what}${response.statusCode === 200 ? '' : `: ${text}`}`);
+      if (response.statusCode !== 200) return { status: response.statusCode, found: undefined };
+      const answer = await openAnswer(
+        text,
+        lookupKey.kid,
+        new Uint8Array(Buffer.from(lookupKey.key, 'base64url')),
+      );
+      return { status: 200, found: answer.found };
+    }
+
+    const store = bridges[0]!.bridge.store;
+    const held = await store.lock(['reshard-held-lock'], { ttlMs: 10 * 60_000, waitMs: 0 });
+
+    // The stream: each person's chat_accepted at both instances at once (a vendor's duplicate; the
+    // contact lock keeps it one contact), then an offline message and the chat's end.
+    let started = 0;
+    /** People whose webhooks were all answered 200, in the order they were. */
+    const done: number[] = [];
+    let stopAt = MOST_PEOPLE;
+    let beforeReached: () => void = () => {};
+    const beforeDone = new Promise<void>((resolve) => {
+      beforeReached = resolve;
+    });
+    const finals: number[] = [];
+    const stream = Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (started < stopAt) {
+          const index = started++;
+          const who = personFor(TAG, index);
+          const chatId = 900_000 + index;
+          finals.push(
+            ...(await Promise.all([
+              deliver(pools[0]!, jivo.chatAccepted(who, chatId), `accepted ${index} at 0`),
+              deliver(pools[1]!, jivo.chatAccepted(who, chatId), `accepted ${index} at 1`),
+            ])),
+          );
+          finals.push(
+            await deliver(pools[index % 2]!, jivo.offlineMessage(who, `om-${index}`), `offline ${index}`),
+          );
+          finals.push(
+            await deliver(pools[(index + 1) % 2]!, jivo.chatFinished(who, chatId), `finished ${index}`),
+          );
+          done.push(index);
+          if (done.length === BEFORE) beforeReached();
+        }
+      }),
+    );
+
+    // The resharding: to another primary, then back, a few keys per MIGRATE, with answers coming
+    // back between two of them (the slot is split between the nodes all that while), and a LiveTex
+    // lookup of someone already stored at every third step.
+    await beforeDone;
+    const home = await cluster.ownerOf(TAG_KEY);
+    const away = [0, 1, 2].find((primary) => primary !== home)!;
+    const askingBefore = await askingServed();
+    const refusedLookups: Array<{ token: string; person: string }> = [];
+    const lookups: Array<Promise<void>> = [];
+    let batches = 0;
+    const betweenBatches = async () => {
+      batches++;
+      if (batches % 3 === 1) lookupDuringSplit(personFor(TAG, done[batches % BEFORE]!).person);
+      await moreAnswers(2);
+    };
+    /** A lookup of someone stored: refused (503) or answered in full, never "not found". */
+    const lookupDuringSplit = (person: string) =>
+      lookups.push(
+        (async () => {
+          const token = await sealedLookup(person);
+          const first = await lookup(pools[batches % 2]!, token, `lookup of ${person}`);
+          if (first.status === 503) refusedLookups.push({ token, person });
+          else expect(first).toEqual({ status: 200, found: true });
+        })(),
+      );
+    phase = 'moving';
+    await cluster.migrateSlot(TAG_KEY, away, { keysPerBatch: 25, betweenBatches });
+    expect(await cluster.ownerOf(TAG_KEY)).toBe(away);
+    const batchesAway = batches;
+    await cluster.migrateSlot(TAG_KEY, home, { keysPerBatch: 25, betweenBatches });
+    phase = 'after';
+    expect(await cluster.ownerOf(TAG_KEY)).toBe(home);
+    const askingAfter = await askingServed();
+    stopAt = started + AFTER;
+    await stream;
+    await Promise.all(lookups);
+
+    // The migrations really ran under traffic: several MIGRATEs each way, answers in between,
+    // and clients followed ASK redirections to the importing node.
+    expect(batchesAway).toBeGreaterThan(3);
+    expect(batches - batchesAway).toBeGreaterThan(3);
+    expect(answers.filter((answer) => answer.phase === 'moving').length).toBeGreaterThanOrEqual(2 * batches);
+    expect(askingAfter).toBeGreaterThan(askingBefore);
+    // A lookup's claim is a new key beside keys that exist: while the slot is split that script
+    // gets TRYAGAIN on either node, so every lookup then was refused with 503 (and retried below).
+    expect(refusedLookups.length).toBeGreaterThan(0);
+
+    // Never a 500: a command that met the split slot is "not now" (503), the vendor retries.
+    expect(answers.filter((answer) => answer.status !== 200 && answer.status !== 503)).toEqual([]);
+    expect(finals.filter((status) => status !== 200)).toEqual([]);
+
+    // A lookup refused while the slot was split did not spend its one-time jti: the same request
+    // is answered now.
+    for (const { token, person } of refusedLookups)
+      expect(await lookup(pools[0]!, token, `lookup of ${person} again`), person).toEqual({
+        status: 200,
+        found: true,
+      });
+
+    // Every webhook stored exactly once, and each person one contact.
+    const people = started;
+    const wrong: string[] = [];
+    await inPool(people, 8, async (index) => {
+      const person = personFor(TAG, index).person;
+      const found = await admin(
+        pools[index % 2]!,
+        `/api/v1/contacts?identity=${encodeURIComponent(`person:${person}`)}`,
+      );
+      if (found.contacts.length !== 1) {
+        wrong.push(`${person}: ${found.contacts.length} contacts`);
+        return;
+      }
+      const page = await admin(
+        pools[(index + 1) % 2]!,
+        `/api/v1/contacts/${found.contacts[0].id}/timeline?limit=50`,
+      );
+      const counts: Record<string, number> = {};
+      for (const entry of page.entries as Array<{ type: string }>)
+        counts[entry.type] = (counts[entry.type] ?? 0) + 1;
+      const want = { 'conversation.started': 1, 'offline_message.received': 1, 'conversation.finished': 1 };
+      for (const [type, count] of Object.entries(want))
+        if (counts[type] !== count) wrong.push(`${person}: ${type} x${counts[type] ?? 0}`);
+    });
+    expect(wrong, 'webhooks not stored exactly once').toEqual([]);
+
+    // Delivery (BullMQ, in the same slot) ran through both moves: every event once.
+    const ofType = (type: string) => receiver.application.filter((event) => event.payload.type === type);
+    await receiver.waitFor(
+      () =>
+        ofType('contact.created').length >= people &&
+        ofType('conversation.started').length >= people &&
+        ofType('conversation.finished').length >= people,
+      120_000,
+      'all events delivered',
+    );
+    for (const type of ['contact.created', 'conversation.started', 'conversation.finished']) {
+      expect(ofType(type), type).toHaveLength(people);
+      expect(new Set(ofType(type).map((event) => event.payload.contact?.id)).size, type).toBe(people);
+    }
+    expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    // No webhook-id was accepted twice either: no delivery was repeated by the moves.
+    expect(receiver.acceptedCount).toBe(receiver.application.length);
+
+    // The lock taken before the moves is still held (and still ours).
+    await expect(
+      bridges[1]!.bridge.store.lock(['reshard-held-lock'], { ttlMs: 1000, waitMs: 0 }),
+    ).rejects.toBeInstanceOf(StoreBusyError);
+    expect(await held.renew()).toBe(true);
+    await held.release();
+
+    // Every key of the bridge is back on its first primary, and the bridge works there.
+    const sizes = await Promise.all([0, 1, 2].map(keysOn));
+    expect(sizes.filter((_, index) => index !== home)).toEqual([0, 0]);
+    const who = personFor(TAG, people);
+    for (const [index, pool] of pools.entries()) {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(jivo.chatAccepted(who, 990_000 + index)),
+      });
+      await response.body.text();
+      expect(response.statusCode).toBe(200);
+    }
+  });
+});
