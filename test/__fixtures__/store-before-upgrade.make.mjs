@@ -128,6 +128,8 @@ const redisPort = await freePort();
 const redisServer = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
   stdio: 'ignore',
 });
+// A failure below must not leave the server behind ('exit' handlers run synchronously: SIGKILL).
+process.on('exit', () => redisServer.kill('SIGKILL'));
 // Commands wait in ioredis's offline queue while the server starts.
 const redis = new Redis(`redis://127.0.0.1:${redisPort}`);
 redis.on('error', () => {});
