@@ -211,6 +211,16 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
  * event from the next legitimate one. A redelivery gives the same key; a real change a new one.
  */
 export function idempotencyKeyOf(input: MapInput): string {
+  return idempotencyKeysOf(input).key;
+}
+
+/**
+ * The dedupe key, and the key a version before b168a00 gave the same event (the widget not in
+ * it), when that one differs: an event acknowledged after the append that such a version's
+ * worker recorded but had not trimmed from the deferred list when it stopped is drained again
+ * after the upgrade, and must be found under the key it was recorded with (src/intake/deferred.ts).
+ */
+export function idempotencyKeysOf(input: MapInput): { key: string; former?: string } {
   const { envelope: e, eventName, raw } = input;
   const chat = e.chat_id ?? '-';
   const clientData = () =>
@@ -261,17 +271,21 @@ export function idempotencyKeyOf(input: MapInput): string {
   // so keying on them made a second visitor's chat_accepted a "repeat" answered with the first's
   // contact. A redelivery is the same payload, so it still has the same key.
   if (parts[0] === '-') parts = [hashOf(raw)];
+  // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
+  // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
+  const keyOf = (of: string[]) => {
+    const kept = of.map(keyPart);
+    const key = `${VENDOR}:${input.channelId}:${eventName}:${kept.join(':')}`;
+    return key.length <= 400 ? key : `${VENDOR}:${input.channelId}:${eventName}:${hashOf(kept)}`;
+  };
   // Without `widgetId` a channel takes every widget whose webhook URL it is, and chat and client
   // ids are not known to be unique across widgets (or Jivo accounts): the widget is part of the
   // key then, or a second widget's chat that reused an id was taken for a redelivery of the first
   // and answered with the first visitor's data. With `widgetId` set every payload accepted has
   // that widget, and the keys stay as they were.
-  if (input.settings.widgetId === undefined && typeof e.widget_id === 'string') parts.push(e.widget_id);
-  // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
-  // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
-  parts = parts.map(keyPart);
-  const key = `${VENDOR}:${input.channelId}:${eventName}:${parts.join(':')}`;
-  return key.length <= 400 ? key : `${VENDOR}:${input.channelId}:${eventName}:${hashOf(parts)}`;
+  if (input.settings.widgetId === undefined && typeof e.widget_id === 'string')
+    return { key: keyOf([...parts, e.widget_id]), former: keyOf(parts) };
+  return { key: keyOf(parts) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,11 +569,13 @@ export function toObservation(input: MapInput): MapResult {
   const name = text(input.envelope.visitor?.name);
   const responsibleAgent = agentRef(input.envelope.assigned_agent);
   const crmLink = input.eventName === 'chat_assigned' ? assignedCrmLink(input.envelope) : undefined;
+  const keys = idempotencyKeysOf(input);
   const observation: Observation = {
     channelId: input.channelId,
     vendor: VENDOR,
     at,
-    idempotencyKey: idempotencyKeyOf(input),
+    idempotencyKey: keys.key,
+    ...(keys.former === undefined ? {} : { formerIdempotencyKeys: [keys.former] }),
     identifiers,
     names: name ? [truncate(name, 200)] : [],
     attributes: attributesOf(input),

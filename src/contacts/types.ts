@@ -188,6 +188,12 @@ export const observationSchema = z.object({
    * and a repeated key changes nothing (DESIGN §7 Idempotency).
    */
   idempotencyKey: z.string().min(1).max(512),
+  /**
+   * Keys an older version gave this same event, when the adapter's keying changed since. The
+   * engine does not read them; the deferred intake does, for an item it decodes again from its
+   * bytes (an older worker may have recorded it under one of them before it stopped).
+   */
+  formerIdempotencyKeys: z.array(z.string().min(1).max(512)).max(4).optional(),
   /** Every identifier the payload carries: person, email, phone and vendor-local ids. */
   identifiers: z.array(identifierSchema).default([]),
   names: z.array(z.string()).default([]),
