@@ -19,7 +19,7 @@ import { createAttributeSources } from './enrich/index.js';
 import type { EventPublisher } from './events/outbox.js';
 import { createOutboxPublisher } from './events/outbox.js';
 import { createApp, createMetricsApp } from './http/app.js';
-import { answerClientError } from './http/client-error.js';
+import { createHttpServer } from './http/client-error.js';
 import { createDeferredIntake } from './intake/deferred.js';
 import type { PayloadJournal } from './intake/journal.js';
 import { createPayloadJournal } from './intake/journal.js';
@@ -330,13 +330,11 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
         return Promise.reject(error);
       }
       return new Promise((resolve, reject) => {
-        const server = app.listen(port, host);
+        const server = createHttpServer(app.callback()).listen(port, host);
         // Slow or idle vendor connections must not hold sockets forever.
         server.requestTimeout = 30_000;
         server.headersTimeout = 15_000;
         server.keepAliveTimeout = 5_000;
-        // A request Node's parser refuses gets the bridge's JSON error, naming the problem.
-        server.on('clientError', answerClientError);
         server.once('listening', () => {
           servers.push(server);
           const address = server.address() as AddressInfo;
@@ -349,7 +347,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     listenMetrics(port = config.metrics.port, host = config.metrics.host) {
       if (port === undefined) return Promise.resolve(null);
       return new Promise((resolve, reject) => {
-        const server = createMetricsApp(metrics).listen(port, host);
+        const server = createHttpServer(createMetricsApp(metrics).callback()).listen(port, host);
         server.once('listening', () => {
           servers.push(server);
           logger.info({ port: (server.address() as AddressInfo).port, host }, 'metrics listening');

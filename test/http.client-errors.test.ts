@@ -86,6 +86,48 @@ describe('requests the HTTP parser refuses', () => {
     expect(answer.body.error.message).toMatch(/not valid HTTP\/1\.1 \(HPE_[A-Z_]+\)/);
   });
 
+  // Found by test/slow/routes.fuzz.test.ts: Node refused these with a bare status and no body.
+  it.each([
+    ['an admin path', '/api/v1/contacts'],
+    ['a vendor webhook', HOOK],
+    ['a console page', '/console/contacts'],
+  ])('an HTTP/1.1 request without Host (%s): 400 missing_host, as JSON', async (_where, path) => {
+    const answer = await exchange(`GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`);
+    expect(answer.status).toBe(400);
+    expect(answer.headers).toMatch(/content-type: application\/json/i);
+    expect(answer.body).toEqual({
+      error: { code: 'missing_host', message: 'an HTTP/1.1 request needs a Host header' },
+    });
+  });
+
+  it('an HTTP/1.0 request without Host is answered as usual (HTTP/1.0 has none to send)', async () => {
+    const answer = await exchange('GET /healthz HTTP/1.0\r\n\r\n');
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ ok: true });
+  });
+
+  it('an Expect other than 100-continue: 417 expectation_failed naming it, as JSON', async () => {
+    const answer = await exchange(
+      `POST ${HOOK} HTTP/1.1\r\nHost: a\r\nExpect: nope\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+    );
+    expect(answer.status).toBe(417);
+    expect(answer.headers).toMatch(/content-type: application\/json/i);
+    expect(answer.body).toEqual({
+      error: {
+        code: 'expectation_failed',
+        message: 'Expect: "nope" is not supported: send the request without it, or with Expect: 100-continue',
+      },
+    });
+  });
+
+  it('Expect: 100-continue still gets its 100 Continue, then the answer', async () => {
+    const answer = await exchange(
+      'GET /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+    );
+    expect(answer.status).toBe(100);
+    expect(answer.body).toMatch(/^HTTP\/1\.1 200 OK/);
+  });
+
   it('a valid request on the same server is answered as before', async () => {
     const answer = await exchange(
       `POST ${HOOK} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,

@@ -142,6 +142,25 @@ describe('Chatvisor in the bridge', () => {
     );
   });
 
+  // Found by test/slow/routes.fuzz.test.ts: JSON can carry a lone surrogate (\ud800), which
+  // encodeURIComponent refuses with a URIError, answered 500 instead of naming the id.
+  it('refuses an id that is no Unicode text (a lone surrogate) with a 400 naming it, not a 500', async () => {
+    const requestsBefore = fake.requests.length;
+    for (const customerId of ['\ud800', 'a\udc00', 'x\ud83d']) {
+      const answer = await bridge.admin(
+        'POST',
+        '/api/v1/channels/cobrowse/agent-chat-url',
+        JSON.stringify({ customerId }),
+      );
+      expect(answer.status, JSON.stringify(customerId)).toBe(400);
+      expect(answer.body.error).toEqual({
+        code: 'invalid_path_parameter',
+        message: 'customerId is not a usable id',
+      });
+    }
+    expect(fake.requests.length).toBe(requestsBefore);
+  });
+
   it('makes public agent chat URLs, with clear errors', async () => {
     fake.addCustomer({ customerId: 'u1' });
     fake.addAgent({ email: 'oleg@shop.example' });

@@ -197,16 +197,21 @@ export const CONVERSATION_STATUS = { unread: 'UNREAD', done: 'DONE', unresolved:
 /** Message.sender value for a customer's message (assumed). */
 export const CUSTOMER_SENDER = 'CUSTOMER';
 
+/** A UTF-16 surrogate without its other half: text that is no Unicode (buildPath). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /**
  * Fill `{name}` path segments, URL-encoding each value. Ids come from webhooks and API callers:
  * `.` and `..` survive encoding and would move the request (with our API token) to another REST
- * path, so they, empty values and over-long ones are refused (issue 10 item 7).
+ * path, so they, empty values and over-long ones are refused (issue 10 item 7). So is a value
+ * that is no Unicode text: JSON can carry a lone surrogate (`"\ud800"`), which encodeURIComponent
+ * throws on (a URIError, answered 500 on the admin API; found by test/slow/routes.fuzz.test.ts).
  */
 export function buildPath(template: string, params: Record<string, string> = {}): string {
   return template.replace(/\{(\w+)\}/g, (_match, name: string) => {
     const value = params[name];
     if (value === undefined) throw new Error(`path parameter ${name} is missing for ${template}`);
-    if (value === '' || value === '.' || value === '..' || value.length > 256) {
+    if (value === '' || value === '.' || value === '..' || value.length > 256 || LONE_SURROGATE.test(value)) {
       throw new BadRequestError('invalid_path_parameter', `${name} is not a usable id`);
     }
     return encodeURIComponent(value);

@@ -36,6 +36,7 @@ import type { Metrics } from '../metrics.js';
 import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
 import { readJsonBody, readRawBody } from './body.js';
+import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
@@ -297,6 +298,7 @@ export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
   app.use(errorMiddleware());
+  app.use(requireHost());
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
   // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
@@ -419,6 +421,7 @@ export function createApp(deps: AppDeps): Koa {
     }
   });
   app.use(errorMiddleware());
+  app.use(requireHost());
 
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
   // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers

@@ -1,6 +1,67 @@
-import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  maxHeaderSize,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Middleware } from 'koa';
+import { BadRequestError } from '../errors.js';
 import { errorBody } from './errors.js';
+
+/**
+ * The server every listener of the bridge runs (the main port and the metrics listener): what
+ * Node would refuse with a bare status line and no body is answered with the JSON error instead.
+ * - A request its parser refuses: answerClientError below.
+ * - An HTTP/1.1 request without Host: Node's own 400 had no body; `requireHostHeader: false`
+ *   leaves it to requireHost() below, which says what is missing.
+ * - An `Expect` other than 100-continue: Node's own 417 had no body; answerExpectation below.
+ * Found by test/slow/routes.fuzz.test.ts; test/http.client-errors.test.ts checks each.
+ */
+export function createHttpServer(listener: RequestListener): Server {
+  const server = createServer({ requireHostHeader: false }, listener);
+  server.on('clientError', answerClientError);
+  server.on('checkExpectation', answerExpectation);
+  return server;
+}
+
+/**
+ * HTTP/1.1 requires a Host header (RFC 9112 §3.2) and Node refused a request without one before
+ * any middleware ran; with that check left to us (createHttpServer) this is it, as a JSON 400.
+ * HTTP/1.0 has no Host to send and is served as before.
+ */
+export function requireHost(): Middleware {
+  return (ctx, next) => {
+    const { req } = ctx;
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1 && req.headers.host === undefined)
+      throw new BadRequestError('missing_host', 'an HTTP/1.1 request needs a Host header');
+    return next();
+  };
+}
+
+/**
+ * An `Expect` the bridge cannot meet (anything but 100-continue, which Node answers itself):
+ * 417 with the JSON error naming it, and the connection closed (the body it announced is not read).
+ */
+export function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
+  const sent = String(req.headers.expect ?? '').slice(0, 100);
+  const body = JSON.stringify(
+    errorBody(
+      'expectation_failed',
+      `Expect: ${JSON.stringify(sent)} is not supported: send the request without it, or with Expect: 100-continue`,
+    ),
+  );
+  res.shouldKeepAlive = false;
+  res.writeHead(417, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+  });
+  res.end(body);
+}
 
 /**
  * A request Node's HTTP parser refuses never reaches Koa: headers over the size Node takes,

@@ -45,8 +45,6 @@ export function errorMiddleware() {
           'method_not_allowed',
           `${ctx.method} is not allowed here; allowed: ${ctx.response.get('allow') || 'none'}`,
         );
-      } else if (ctx.status === 501 && ctx.body == null) {
-        ctx.body = errorBody('not_implemented', `the method ${ctx.method} is not supported`);
       }
     } catch (caught) {
       const logger = ctx.state.logger as Logger | undefined;

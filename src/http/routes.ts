@@ -180,6 +180,12 @@ export function mount(router: Router, routes: readonly Route[], options: MountOp
  * OPTIONS answered 204 No Content with the same `Allow`. @koa/router answers OPTIONS with 200 and
  * an empty text/plain body: a status that promises content, and a type no answer of the bridge
  * otherwise has. An unknown path stays the JSON 404.
+ *
+ * A method no router takes at all (TRACE, PROPFIND, M-SEARCH: scanners send them) is answered the
+ * same way: 405 on a path that takes other methods, the JSON 404 elsewhere. @koa/router answers
+ * 501 Not Implemented for it on every path, a 5xx for a wrong request (alerting counts it as the
+ * bridge failing; test/http.unknown-methods.test.ts). A public vendor path is no route of this
+ * router: it gets the 404, so nothing confirms that it exists.
  */
 export function allowedMethods(router: Router): Middleware {
   const answer = router.allowedMethods({ throw: false });
@@ -188,6 +194,18 @@ export function allowedMethods(router: Router): Middleware {
     if (ctx.method === 'OPTIONS' && ctx.status === 200 && ctx.response.get('allow')) {
       ctx.status = 204;
       ctx.body = null;
+    } else if (ctx.status === 501 && ctx.body == null) {
+      // This router's own routes for the path: @koa/router's Allow also names the methods of
+      // another router's routes that matched it (the public router's, whose wrong methods are 404).
+      const allowed = new Set(router.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods));
+      if (allowed.size > 0) {
+        ctx.status = 405;
+        ctx.set('allow', [...allowed].join(', '));
+      } else {
+        // As if nothing had answered: the error middleware writes the one JSON 404.
+        ctx.remove('allow');
+        ctx.status = 404;
+      }
     }
   };
 }
