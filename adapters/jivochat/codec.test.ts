@@ -130,6 +130,14 @@ describe('answer limits', () => {
       fillCrmLink('https://crm.example/c/{crmId}', contact({ identities: [{ kind: 'crm', value: '9931' }] })),
     ).toBe('https://crm.example/c/9931');
   });
+
+  it('leaves the link out when a value holds a lone surrogate (encodeURIComponent would throw: a 500)', () => {
+    for (const value of ['\ud800', 'a\udc00b', '99\ud83d']) {
+      expect(
+        fillCrmLink('https://crm.example/c/{crmId}', contact({ identities: [{ kind: 'crm', value }] })),
+      ).toBeUndefined();
+    }
+  });
 });
 
 describe('buildRichAnswer', () => {

@@ -2,6 +2,7 @@ import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
 import { isHttpUrl } from '../../src/contacts/links.js';
 import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
+import { wellFormed } from '../../src/digest.js';
 import type { CustomDataItem, crmLinkPlaceholders, JivoAnswer, JivochatSettings } from './schemas.js';
 
 /**
@@ -175,7 +176,10 @@ export function fillCrmLink(
   let missing = false;
   const filled = template.replace(/\{([^{}]*)\}/g, (_match, name: string) => {
     const value = values[name as keyof typeof values];
-    if (value === undefined || value === '') {
+    // A lone surrogate (JSON's "\ud800", from a vendor's attribute or a CRM's id) has no URL
+    // form: encodeURIComponent throws on it, an unexpected error (500) for the whole answer after
+    // the event was stored. Such a value names nothing a link could reach: the link is left out.
+    if (value === undefined || value === '' || !wellFormed(value)) {
       missing = true;
       return '';
     }
