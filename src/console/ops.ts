@@ -1,4 +1,4 @@
-import { type CredentialExpiry, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
+import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -330,18 +330,6 @@ function countLink(destination: string, state: 'pending' | 'failed', count: numb
     : html`<a href="/console/deliveries?state=${state}&amp;destination=${encodeURIComponent(destination)}">${count.toLocaleString('en-US')}</a>`;
 }
 
-/** "in 12 days", "in 5 hours": how far off a time is, for a person. */
-function inWords(ms: number): string {
-  const minutes = Math.max(1, Math.floor(ms / 60_000));
-  const [count, unit] =
-    minutes >= 1440
-      ? [Math.floor(minutes / 1440), 'day']
-      : minutes >= 60
-        ? [Math.floor(minutes / 60), 'hour']
-        : [minutes, 'minute'];
-  return `${count} ${unit}${count === 1 ? '' : 's'}`;
-}
-
 /** The token's expiry as the bridge read it from the config (never the token). */
 function expiryOf(item: StatusView['crm'][number]): SafeHtml {
   const { expiry, displayName } = item;
@@ -351,9 +339,9 @@ function expiryOf(item: StatusView['crm'][number]): SafeHtml {
     case 'unknown':
       return html`<span class="state state-pending">unknown</span> The token is not a JWT with an <code>exp</code>: nothing warns before ${displayName} refuses it. When it is refused: ${expiry.renew}.`;
     case 'valid':
-      return html`<span class="state state-delivered">valid</span> until ${time(expiry.at.toISOString())} (in ${inWords(expiry.msLeft)}).`;
+      return html`<span class="state state-delivered">valid</span> until ${time(expiry.at.toISOString())} (in ${durationInWords(expiry.msLeft)}).`;
     case 'soon':
-      return html`<span class="state state-failed">expires soon</span> ${time(expiry.at.toISOString())}, in ${inWords(expiry.msLeft)} (under ${EXPIRY_WARNING_DAYS} days): then every delivery to ${displayName} fails with 401. Renew it: ${expiry.renew}.`;
+      return html`<span class="state state-failed">expires soon</span> ${time(expiry.at.toISOString())}, in ${durationInWords(expiry.msLeft)} (under ${EXPIRY_WARNING_DAYS} days): then every delivery to ${displayName} fails with 401. Renew it: ${expiry.renew}.`;
     case 'expired':
       return html`<span class="state state-failed">expired</span> ${time(expiry.at.toISOString())}: ${displayName} refuses it (401) and deliveries fail. Renew it: ${expiry.renew}, then replay the failed deliveries.`;
   }
@@ -367,7 +355,7 @@ function crmSection(status: StatusView): SafeHtml {
       const count = counts.get(item.id);
       const warn = item.expiry.state === 'soon' || item.expiry.state === 'expired';
       return html`<h3 id="crm-${item.id}">${item.id} <span class="tag">${item.displayName}</span></h3>
-${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${item.id} ${item.expiry.state === 'expired' ? 'has expired' : `expires in ${'msLeft' in item.expiry ? inWords(item.expiry.msLeft) : '?'}`}: put a new one in the config.</p>` : ''}
+${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${item.id} ${item.expiry.state === 'expired' ? 'has expired' : `expires in ${'msLeft' in item.expiry ? durationInWords(item.expiry.msLeft) : '?'}`}: put a new one in the config.</p>` : ''}
 <dl class="attrs">
   <dt>Deliveries</dt><dd>${
     count

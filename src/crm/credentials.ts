@@ -41,8 +41,8 @@ export function credentialExpiry(
   };
 }
 
-/** "in 12 days", "in 5 hours", "in 40 minutes": how far off, in the largest unit that is at least one. */
-function inWords(ms: number): string {
+/** "12 days", "5 hours", "40 minutes": how far off, in the largest unit that is at least one (the console's words too). */
+export function durationInWords(ms: number): string {
   const minutes = Math.max(1, Math.floor(ms / 60_000));
   const [count, unit] =
     minutes >= 1440
@@ -50,12 +50,12 @@ function inWords(ms: number): string {
       : minutes >= 60
         ? [Math.floor(minutes / 60), 'hour']
         : [minutes, 'minute'];
-  return `in ${count} ${unit}${count === 1 ? '' : 's'}`;
+  return `${count} ${unit}${count === 1 ? '' : 's'}`;
 }
 
 /** "token expires at <ISO time> (in 12 days)". */
 export function expiresAtText(expiry: { at: Date; msLeft: number }): string {
-  return `token expires at ${expiry.at.toISOString()} (${inWords(expiry.msLeft)})`;
+  return `token expires at ${expiry.at.toISOString()} (in ${durationInWords(expiry.msLeft)})`;
 }
 
 /** One line about the credential for people (crm check, the bridge's log); never the credential. */
@@ -68,7 +68,7 @@ export function describeExpiry(expiry: CredentialExpiry, displayName: string): s
     case 'valid':
       return expiresAtText(expiry);
     case 'soon':
-      return `token expires at ${expiry.at.toISOString()}, ${inWords(expiry.msLeft)}: then every delivery to ${displayName} fails with 401 until it is replaced; ${expiry.renew}`;
+      return `token expires at ${expiry.at.toISOString()}, in ${durationInWords(expiry.msLeft)}: then every delivery to ${displayName} fails with 401 until it is replaced; ${expiry.renew}`;
     case 'expired':
       return `token expired at ${expiry.at.toISOString()}: ${displayName} refuses it (401) and deliveries fail; ${expiry.renew}, then replay the failed deliveries`;
   }
