@@ -1,22 +1,6 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config/load.js';
-import { isCrmDestination } from '../src/config/schema.js';
-import { CircuitBreaker } from '../src/delivery/breaker.js';
-import { deliveryMetrics } from '../src/delivery/metrics.js';
-import { createProcessor } from '../src/delivery/processor.js';
-import type { DeliveryQueue } from '../src/delivery/queue.js';
-import { createDeliveryRecords, type DeliveryPlan, jobOf } from '../src/delivery/records.js';
-import { secretKey } from '../src/delivery/signing.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
-import { defaultRegistry } from '../src/registry.js';
-import { createMemoryStore } from '../src/store/memory.js';
-import { createRedisStore } from '../src/store/redis.js';
-import type { Store } from '../src/store/types.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { jobOf } from '../src/delivery/records.js';
+import { startLaneWorld } from './support/lane-world.js';
 
 /**
  * Lane links (a merge, an unmerge): from its place on, a lane's deliveries wait for the pending
@@ -25,104 +9,16 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
  * writes a link once, with the records of its chunk: a drain repeated after a crash keeps the
  * first one's place, and a contact with nothing pending needs none. Outcomes only, both stores.
  */
-const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-async function receiver(): Promise<{ url: string; posts: string[] }> {
-  const posts: string[] = [];
-  const server: Server = createServer((request, response) => {
-    request.resume();
-    request.on('end', () => {
-      posts.push(String(request.headers['webhook-id']));
-      response.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/events`, posts };
-}
-
 describe.each(['memory', 'redis'] as const)('lane links (%s store)', (kind) => {
-  async function storeOf(): Promise<Store> {
-    if (kind === 'memory') {
-      const store = createMemoryStore();
-      cleanups.push(() => store.close());
-      return store;
-    }
-    const url = await getTestRedisUrl();
-    const keyPrefix = uniquePrefix('lane-links');
-    const store = await createRedisStore({ url, keyPrefix, logger });
-    cleanups.push(async () => {
-      await store.close();
-      await cleanupPrefix(url, keyPrefix);
-    });
-    return store;
-  }
-
   async function setup() {
-    const target = await receiver();
-    const config = parseConfig(
-      {
-        admin: { token: 'admin-token-0123456789' },
-        log: { level: 'silent' },
-        destinations: [
-          { id: 'hook', url: target.url, secret: 'whsec_dGVzdC1zZWNyZXQtZm9yLWxhbmUtbGlua3MtMDEyMw==' },
-        ],
-      },
-      defaultRegistry(),
-      {},
-    );
-    const destination = config.destinations[0]!;
-    if (isCrmDestination(destination)) throw new Error('not a webhook');
-    const records = createDeliveryRecords(await storeOf(), { deliveredRetentionMs: 86_400_000 });
-    const plan = (id: string, orderingKey: string): DeliveryPlan => ({
-      id,
-      destinationId: 'hook',
-      eventId: `evt_${id}`,
-      eventType: 'message.received',
-      orderingKey,
-      contactId: orderingKey,
-      stagedAt: Date.now(),
-      body: JSON.stringify({ id: `evt_${id}` }),
-    });
-    const woken: string[] = [];
-    const queue: DeliveryQueue = {
-      enqueue: async () => {},
-      enqueueMany: async () => {},
-      restore: async () => 0,
-      wake: async (_destination, jobId) => {
-        woken.push(jobId);
-      },
-      pause: async () => {},
-      start: async () => {},
-      counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
-      close: async () => {},
-    };
-    const run = createProcessor({
-      records,
-      queue,
-      destinations: new Map([
-        [
-          'hook',
-          {
-            config: destination,
-            key: secretKey(destination.secret),
-            secrets: [],
-            breaker: new CircuitBreaker(5, 30_000),
-          },
-        ],
-      ]),
-      http: createHttpClient(),
-      logger,
-      metrics: deliveryMetrics(new Metrics()),
-      now: () => new Date(),
-      random: () => 0.5,
-      signal: new AbortController().signal,
-    });
-    return { records, plan, run, woken, posts: target.posts };
+    const world = await startLaneWorld({ kind, name: 'lane-links', eventType: 'message.received' });
+    cleanups.push(world.close);
+    return world;
   }
 
   it('holds the survivor’s deliveries from the merge on behind the absorbed contact’s, not its earlier ones', async () => {
