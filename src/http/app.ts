@@ -401,6 +401,11 @@ export function createApp(deps: AppDeps): Koa {
     try {
       await next();
     } finally {
+      // Shutting down: Node's server.close() ends only idle connections, so a keep-alive client
+      // (a vendor, a load balancer) busy at the signal kept sending on its connection until the
+      // grace ran out and the bridge dropped it, a request in flight. Saying close here ends the
+      // connection with this answer; the client opens its next one elsewhere.
+      if (!deps.isAccepting() && !ctx.headerSent) ctx.set('connection', 'close');
       // Checked first: with log.level warn or above the access line is off, and building it (the
       // path redaction above all) was a cost every request paid for nothing.
       if (logger.isLevelEnabled('info'))
