@@ -392,6 +392,14 @@ export function createApp(deps: AppDeps): Koa {
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id
+  // redactPath masks the segment where a webhook route has its token. A URL set up wrongly at a
+  // vendor (the channel left out, channel and token swapped) has it elsewhere, every request.
+  const channelTokens = config.channels.map((channel) => channel.token);
+  const hideChannelTokens = (path: string): string =>
+    channelTokens.reduce(
+      (hidden, token) => (hidden.includes(token) ? hidden.replaceAll(token, '***') : hidden),
+      path,
+    );
   app.use(async (ctx: Context, next: Next) => {
     const given = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(given) ? given : randomUUID();
@@ -413,7 +421,7 @@ export function createApp(deps: AppDeps): Koa {
           {
             requestId,
             method: ctx.method,
-            path: redactPath(ctx.path),
+            path: hideChannelTokens(redactPath(ctx.path)),
             status: ctx.status,
             ms: Math.round(performance.now() - started),
           },
