@@ -6,7 +6,7 @@ import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import {
   closeRedisClient,
   createRedisClient,
-  probeSentinel,
+  probeNode,
   type RedisClient,
   type RedisTarget,
   redactRedisUrl,
@@ -487,21 +487,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     state = 'down';
     log.warn({ err: error }, 'Redis connection lost; store calls fail with 503 until it is back');
   };
-  // "Connection is closed." from the Sentinels hides why (connection.ts, probeSentinel): one
-  // look of our own at the first Sentinel, in the background, for the start-up error below.
-  let sentinelDiagnosis: string | undefined;
-  let sentinelProbed = false;
+  // "Connection is closed." from the Sentinels or a Cluster's nodes hides why (connection.ts,
+  // probeNode): one look of our own at the first node, in the background, for the start-up
+  // error below.
+  let nodeDiagnosis: string | undefined;
+  let nodeProbed = false;
   client.on('error', (error: Error) => {
     lastError = error;
-    if (
-      state === 'connecting' &&
-      target.kind === 'sentinel' &&
-      !sentinelProbed &&
-      /Connection is closed/.test(error.message)
-    ) {
-      sentinelProbed = true;
-      void probeSentinel(target.nodes[0]!, sentinelTlsOf(target)).then((reason) => {
-        sentinelDiagnosis = reason;
+    const closed = [error.message, (error as { lastNodeError?: Error }).lastNodeError?.message].some(
+      (message) => message?.includes('Connection is closed'),
+    );
+    if (state === 'connecting' && target.kind !== 'redis' && closed && !nodeProbed) {
+      nodeProbed = true;
+      void probeNode(target).then((reason) => {
+        nodeDiagnosis = reason;
       });
     }
     if (state === 'up') markDown(error);
@@ -564,7 +563,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       client.off('ready', onReady);
       // Stop the background reconnection: nobody will use this client.
       void closeRedisClient(client);
-      const last = [lastError?.message, sentinelDiagnosis].filter((part) => part !== undefined).join('; ');
+      const last = [lastError?.message, nodeDiagnosis].filter((part) => part !== undefined).join('; ');
       const reason = last === '' ? noAnswerReason(target) : ` (last error: ${last})`;
       const error = new StoreUnavailableError(lastError);
       error.message = `could not connect to Redis at ${safeUrl} within ${connectTimeoutMs} ms${reason}`;

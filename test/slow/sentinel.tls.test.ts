@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
@@ -100,13 +101,15 @@ channels:
    * same, and an operator had nothing to go on. This process does not trust the test CA (no
    * NODE_EXTRA_CA_CERTS), as an operator who forgot it.
    */
-  async function startFailure(sentinel: {
-    nodes: string[];
-    tls: boolean;
-    sentinelTls?: boolean;
-  }): Promise<string> {
+  async function startFailure(
+    sentinel: { nodes: string[]; tls: boolean; sentinelTls?: boolean },
+    kind: 'sentinel' | 'cluster' = 'sentinel',
+  ): Promise<string> {
     const attempt = createRedisStore({
-      target: { kind: 'sentinel', name: topology.name, db: 0, ...sentinel },
+      target:
+        kind === 'sentinel'
+          ? { kind: 'sentinel', name: topology.name, db: 0, ...sentinel }
+          : { kind: 'cluster', nodes: sentinel.nodes, tls: sentinel.tls },
       keyPrefix: 'tls-failure',
       logger: createLogger('silent'),
     });
@@ -138,5 +141,25 @@ channels:
     expect(tlsToPlain).toContain(
       'TLS spoken to a port that serves plain text waits like this; check sentinel.tls / sentinelTls',
     );
+  }, 60_000);
+
+  it('a Cluster node certificate the bridge does not trust is named too', async () => {
+    // ioredis says "Failed to refresh slots cache." over "Connection is closed." there. The
+    // topology's TLS primary stands in for a Cluster node: the handshake fails before any command.
+    const sentinel = new Redis({
+      port: Number(topology.plainSentinelNodes[0]!.split(':')[1]),
+      lazyConnect: true,
+    });
+    const [host, port] = (await sentinel.call(
+      'SENTINEL',
+      'GET-MASTER-ADDR-BY-NAME',
+      topology.name,
+    )) as string[];
+    sentinel.disconnect();
+    const node = `${host}:${port}`;
+    const message = await startFailure({ nodes: [node], tls: true }, 'cluster');
+    expect(message).toContain('Failed to refresh slots cache');
+    expect(message).toContain(`Cluster node ${node}: self-signed certificate in certificate chain`);
+    expect(message).toContain('NODE_EXTRA_CA_CERTS');
   }, 60_000);
 });
