@@ -200,6 +200,11 @@ describe('config', () => {
     expect(problems(document, { PORT: 'eighty' })).toEqual([
       'PORT (environment): "eighty" is not a port number (0-65535)',
     ]);
+    // The shipped example reads PORT into server.port too: one bad PORT is one problem, not a
+    // second one about the file's server.port (which PORT overrides anyway).
+    expect(problems({ ...document, server: { port: '${PORT:-3000}' } }, { PORT: 'eighty' })).toEqual([
+      'PORT (environment): "eighty" is not a port number (0-65535)',
+    ]);
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-config-'));
     const file = join(dir, 'bridge.yaml');
     writeFileSync(file, 'server: { port: 3000 }\nadmin: { token: a-long-enough-admin-token }\n');

@@ -404,11 +404,14 @@ export function parseConfig(
 function applyPortOverride(document: unknown, env: NodeJS.ProcessEnv, issues: ErrorIssue[]): unknown {
   const port = env.PORT;
   if (port === undefined || port === '' || !isObject(document)) return document;
+  const server = isObject(document.server) ? document.server : {};
   if (!/^\d+$/.test(port) || Number(port) > 65_535) {
     issues.push({ path: 'PORT (environment)', message: `"${port}" is not a port number (0-65535)` });
-    return document;
+    // The file's server.port does not count while PORT is set: left in, a file that reads PORT
+    // itself (the example's `${PORT:-3000}`) gave the same bad value a second, vaguer problem.
+    const { port: _overridden, ...rest } = server;
+    return { ...document, server: rest };
   }
-  const server = isObject(document.server) ? document.server : {};
   return { ...document, server: { ...server, port: Number(port) } };
 }
 

@@ -396,6 +396,14 @@ export function createApp(deps: AppDeps): Koa {
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id
+  // redactPath masks the segment where a webhook route has its token. A URL set up wrongly at a
+  // vendor (the channel left out, channel and token swapped) has it elsewhere, every request.
+  const channelTokens = config.channels.map((channel) => channel.token);
+  const hideChannelTokens = (path: string): string =>
+    channelTokens.reduce(
+      (hidden, token) => (hidden.includes(token) ? hidden.replaceAll(token, '***') : hidden),
+      path,
+    );
   app.use(async (ctx: Context, next: Next) => {
     const given = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(given) ? given : randomUUID();
@@ -405,6 +413,11 @@ export function createApp(deps: AppDeps): Koa {
     try {
       await next();
     } finally {
+      // Shutting down: Node's server.close() ends only idle connections, so a keep-alive client
+      // (a vendor, a load balancer) busy at the signal kept sending on its connection until the
+      // grace ran out and the bridge dropped it, a request in flight. Saying close here ends the
+      // connection with this answer; the client opens its next one elsewhere.
+      if (!deps.isAccepting() && !ctx.headerSent) ctx.set('connection', 'close');
       // Checked first: with log.level warn or above the access line is off, and building it (the
       // path redaction above all) was a cost every request paid for nothing.
       if (logger.isLevelEnabled('info'))
@@ -412,7 +425,7 @@ export function createApp(deps: AppDeps): Koa {
           {
             requestId,
             method: ctx.method,
-            path: redactPath(ctx.path),
+            path: hideChannelTokens(redactPath(ctx.path)),
             status: ctx.status,
             ms: Math.round(performance.now() - started),
           },

@@ -1,3 +1,5 @@
+import { connect as connectPlain, isIP, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { StoreConfig } from '../config/schema.js';
@@ -152,6 +154,65 @@ function roleOptions(options: ClientOptions): RedisOptions {
     case 'worker':
       return { ...base, maxRetriesPerRequest: null };
   }
+}
+
+/**
+ * Why a Sentinel or a Cluster node closes the connection, as far as one look at it tells. ioredis
+ * keeps the errors of its Sentinel and Cluster node connections to itself and reports only
+ * "Connection is closed." (under "Failed to refresh slots cache." on a Cluster): a certificate
+ * the bridge does not trust, TLS spoken to a plain-text port and plain text to a TLS port all
+ * read the same, and an operator had nothing to go on. One connection to the target's first node
+ * made as ioredis makes it (TLS or not), and a PING: a sentence saying what went wrong, or
+ * undefined when the node answered (or did not within `timeoutMs`: nothing to add then).
+ */
+export function probeNode(
+  target: Extract<RedisTarget, { kind: 'sentinel' | 'cluster' }>,
+  timeoutMs = 2000,
+): Promise<string | undefined> {
+  const node = target.nodes[0]!;
+  const tls = target.kind === 'sentinel' ? sentinelTlsOf(target) : target.tls;
+  const what = target.kind === 'sentinel' ? `Sentinel ${node}` : `Cluster node ${node}`;
+  const { host, port } = parseNode(node);
+  return new Promise((resolve) => {
+    let socket: Socket;
+    let settled = false;
+    const done = (reason: string | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(reason);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    const ping = () => socket.write('PING\r\n');
+    if (tls) {
+      socket = connectTls({ host, port, ...(isIP(host) ? {} : { servername: host }) }, ping);
+    } else {
+      socket = connectPlain({ host, port }, ping);
+    }
+    socket.once('data', () => done(undefined));
+    const plainRefused = () =>
+      `${what} closed the connection without answering a plain-text PING; ` +
+      `does it serve TLS only on this port? (${target.kind}.tls: true)`;
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      // A TLS port resets a connection that speaks plain text to it.
+      if (!tls) return done(error.code === 'ECONNRESET' ? plainRefused() : `${what}: ${error.message}`);
+      if (/CERT|SIGNATURE|ISSUER|ALTNAME/.test(error.code ?? '')) {
+        return done(
+          `${what}: ${error.message} (a private CA: start the bridge with NODE_EXTRA_CA_CERTS=/path/to/ca.crt)`,
+        );
+      }
+      done(
+        `${what}: no TLS handshake (${error.message}); does it serve TLS on this port? ` +
+          (target.kind === 'sentinel'
+            ? '(sentinelTls: false asks Sentinels that listen in plain text)'
+            : '(cluster.tls: false for nodes that serve plain text)'),
+      );
+    });
+    socket.once('close', () =>
+      done(tls ? `${what} closed the connection during the TLS handshake` : plainRefused()),
+    );
+  });
 }
 
 /** Clients closed on purpose (closeRedisClient): the only ones allowed to stay ended. */

@@ -6,9 +6,11 @@ import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
 import {
   closeRedisClient,
   createRedisClient,
+  probeNode,
   type RedisClient,
   type RedisTarget,
   redactRedisUrl,
+  sentinelTlsOf,
 } from './connection.js';
 import { checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
@@ -462,6 +464,29 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Why a start-up found no Redis when nothing failed either: nobody refused, nobody answered. A
+ * firewall that drops packets does that, and so does TLS spoken to a port that serves plain text
+ * (the server waits for a line that never comes, the client for a handshake): said when TLS is on,
+ * since the message was otherwise only "within 5000 ms".
+ */
+function noAnswerReason(target: RedisTarget): string {
+  const tls =
+    target.kind === 'redis'
+      ? target.url.startsWith('rediss:')
+      : target.kind === 'sentinel'
+        ? target.tls || sentinelTlsOf(target)
+        : target.tls;
+  if (!tls) return ' (no answer: is a firewall dropping the connection?)';
+  const setting =
+    target.kind === 'redis'
+      ? 'redis:// instead of rediss://'
+      : target.kind === 'sentinel'
+        ? 'sentinel.tls / sentinelTls'
+        : 'cluster.tls';
+  return ` (no answer: TLS spoken to a port that serves plain text waits like this; check ${setting})`;
+}
+
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
   const { logger } = options;
   const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
@@ -519,8 +544,22 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     state = 'down';
     log.warn({ err: error }, 'Redis connection lost; store calls fail with 503 until it is back');
   };
+  // "Connection is closed." from the Sentinels or a Cluster's nodes hides why (connection.ts,
+  // probeNode): one look of our own at the first node, in the background, for the start-up
+  // error below.
+  let nodeDiagnosis: string | undefined;
+  let nodeProbed = false;
   client.on('error', (error: Error) => {
     lastError = error;
+    const closed = [error.message, (error as { lastNodeError?: Error }).lastNodeError?.message].some(
+      (message) => message?.includes('Connection is closed'),
+    );
+    if (state === 'connecting' && target.kind !== 'redis' && closed && !nodeProbed) {
+      nodeProbed = true;
+      void probeNode(target).then((reason) => {
+        nodeDiagnosis = reason;
+      });
+    }
     if (state === 'up') markDown(error);
     else log.debug({ err: error }, 'Redis connection attempt failed');
   });
@@ -581,7 +620,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       client.off('ready', onReady);
       // Stop the background reconnection: nobody will use this client.
       void closeRedisClient(client);
-      const reason = lastError === undefined ? '' : ` (last error: ${lastError.message})`;
+      const last = [lastError?.message, nodeDiagnosis].filter((part) => part !== undefined).join('; ');
+      const reason = last === '' ? noAnswerReason(target) : ` (last error: ${last})`;
       const error = new StoreUnavailableError(lastError);
       error.message = `could not connect to Redis at ${safeUrl} within ${connectTimeoutMs} ms${reason}`;
       reject(error);

@@ -49,4 +49,25 @@ describe('webhook URL tokens stay out of the log whatever the spelling', () => {
     expect(text).toContain('***');
     expect(text).not.toContain(token);
   });
+
+  it('keeps a token out of the request log when the vendor was given a wrong URL', async () => {
+    // A URL set up at the vendor with the channel left out, or channel and token swapped: the
+    // token is not where the route expects it, and was logged as written (404 every time).
+    const token = allVendorChannels[0]!.token;
+    const running = await startLoggedBridge({ channels: allVendorChannels });
+    try {
+      for (const path of [
+        `/webhooks/jivochat/${token}`,
+        `/webhooks/jivochat/${token}/site`,
+        `/webhooks/${token}`,
+      ]) {
+        await rawRequest(running.url, 'POST', path, { body: '{}' });
+      }
+    } finally {
+      await running.close();
+    }
+    const text = running.lines.join('');
+    expect(text).toContain('/webhooks/jivochat/***');
+    expect(text).not.toContain(token);
+  });
 });

@@ -1,8 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.js';
+import { createRedisStore } from '../../src/store/redis.js';
 import {
   buildDist,
   jivo,
@@ -91,4 +94,72 @@ channels:
     expect((await fetch(`${bridge.url}/readyz`)).status).toBe(200);
     await webhookStored(bridge, 'tls-data-only');
   }, 120_000);
+
+  /**
+   * ioredis keeps its Sentinel connections' errors to itself and says only "Connection is closed.":
+   * an untrusted certificate, TLS to a plain-text port and plain text to a TLS port all read the
+   * same, and an operator had nothing to go on. This process does not trust the test CA (no
+   * NODE_EXTRA_CA_CERTS), as an operator who forgot it.
+   */
+  async function startFailure(
+    sentinel: { nodes: string[]; tls: boolean; sentinelTls?: boolean },
+    kind: 'sentinel' | 'cluster' = 'sentinel',
+  ): Promise<string> {
+    const attempt = createRedisStore({
+      target:
+        kind === 'sentinel'
+          ? { kind: 'sentinel', name: topology.name, db: 0, ...sentinel }
+          : { kind: 'cluster', nodes: sentinel.nodes, tls: sentinel.tls },
+      keyPrefix: 'tls-failure',
+      logger: createLogger('silent'),
+    });
+    const error = await attempt.then(
+      async (store) => {
+        await store.close();
+        return new Error('connected');
+      },
+      (failure: Error) => failure,
+    );
+    return error.message;
+  }
+
+  it('a Sentinel certificate the bridge does not trust is named in the start-up error', async () => {
+    const message = await startFailure({ nodes: topology.tlsSentinelNodes, tls: true });
+    expect(message).toContain('could not connect to Redis');
+    expect(message).toContain(
+      `Sentinel ${topology.tlsSentinelNodes[0]}: self-signed certificate in certificate chain`,
+    );
+    expect(message).toContain('NODE_EXTRA_CA_CERTS');
+  }, 60_000);
+
+  it('plain text to a Sentinel TLS port, and TLS to a plain-text one, are named in the start-up error', async () => {
+    const plainToTls = await startFailure({ nodes: topology.tlsSentinelNodes, tls: false });
+    expect(plainToTls).toContain(
+      `Sentinel ${topology.tlsSentinelNodes[0]} closed the connection without answering a plain-text PING`,
+    );
+    const tlsToPlain = await startFailure({ nodes: topology.plainSentinelNodes, tls: true });
+    expect(tlsToPlain).toContain(
+      'TLS spoken to a port that serves plain text waits like this; check sentinel.tls / sentinelTls',
+    );
+  }, 60_000);
+
+  it('a Cluster node certificate the bridge does not trust is named too', async () => {
+    // ioredis says "Failed to refresh slots cache." over "Connection is closed." there. The
+    // topology's TLS primary stands in for a Cluster node: the handshake fails before any command.
+    const sentinel = new Redis({
+      port: Number(topology.plainSentinelNodes[0]!.split(':')[1]),
+      lazyConnect: true,
+    });
+    const [host, port] = (await sentinel.call(
+      'SENTINEL',
+      'GET-MASTER-ADDR-BY-NAME',
+      topology.name,
+    )) as string[];
+    sentinel.disconnect();
+    const node = `${host}:${port}`;
+    const message = await startFailure({ nodes: [node], tls: true }, 'cluster');
+    expect(message).toContain('Failed to refresh slots cache');
+    expect(message).toContain(`Cluster node ${node}: self-signed certificate in certificate chain`);
+    expect(message).toContain('NODE_EXTRA_CA_CERTS');
+  }, 60_000);
 });
