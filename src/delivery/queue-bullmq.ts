@@ -59,6 +59,12 @@ const JOB_ATTEMPTS = 1000;
 const WAKE_MARK_MS = 60_000;
 
 /**
+ * What a pause writes into the queue's limiter key (as BullMQ's own Queue.rateLimit does), and the
+ * workers' limiter `max`: BullMQ holds jobs back while the key's count is at least `max`.
+ */
+const PAUSED_COUNT = Number.MAX_SAFE_INTEGER;
+
+/**
  * BullMQ's Worker, except that it does not start a wait once it is closing. A job that pauses
  * the destination (breaker open, Retry-After) makes the worker sleep out the queue's rate limit
  * (up to the breaker's cooldown, 30 s by default); close() aborts the sleep in progress, but when
@@ -144,8 +150,8 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
         1,
         queue.keys.limiter!,
         ms,
-        // The value BullMQ's own rateLimit writes (a count past any limit).
-        Number.MAX_SAFE_INTEGER,
+        // The value BullMQ's own rateLimit writes (a count at the workers' limiter max).
+        PAUSED_COUNT,
       ),
     );
   };
@@ -278,6 +284,15 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             // A worker that died mid-attempt: its job comes back; the record (and for a CRM
             // attempt the delivery's lease) makes a rerun harmless.
             maxStalledCount: 10,
+            // BullMQ obeys the limiter key (pauseAtLeast, Queue.rateLimit) when it hands out a job
+            // only if the worker has a limiter: without one, the job a pause has just put back to
+            // wait (RateLimitError) is taken at once by another slot of this worker that was
+            // blocked waiting for work, and left active, locked for lockDuration (30 s) and never
+            // renewed (BullMQ renews only jobs being processed), while the worker sleeps out the
+            // pause (up to maximumRateLimitDelay, 30 s). Its run then finds its lock gone ("Missing
+            // lock for job … moveToDelayed") and the stalled check brings it back (`stalled`).
+            // A count no destination reaches in a second: this limiter only makes the pause count.
+            limiter: { max: PAUSED_COUNT, duration: 1000 },
             settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
           },
         );
