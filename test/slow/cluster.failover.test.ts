@@ -9,7 +9,12 @@ import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
-import { type ClusterTopology, failoverBridgeChannels, startClusterTopology } from '../support/topology.js';
+import {
+  type ClusterTopology,
+  failoverBridgeChannels,
+  startClusterTopology,
+  topologyDestination,
+} from '../support/topology.js';
 
 /**
  * DESIGN §12 on a real Redis Cluster with replicas (three primaries, one replica each, AOF,
@@ -417,15 +422,7 @@ describe('a Redis Cluster failover under a running bridge', () => {
       config: {
         store: { cluster: { nodes: cluster.nodes } },
         channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
-        destinations: [
-          {
-            id: 'crm',
-            url: hangReceiver.url,
-            secret: SECRET,
-            events: ['conversation.started'],
-            retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-          },
-        ],
+        destinations: [topologyDestination(hangReceiver.url, SECRET, ['conversation.started'])],
       },
     });
     const hungPool = new Pool(hung.url, { connections: 8 });

@@ -8,7 +8,7 @@ import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
-import { type ClusterTopology, startClusterTopology } from '../support/topology.js';
+import { type ClusterTopology, startClusterTopology, topologyDestination } from '../support/topology.js';
 
 /**
  * DESIGN §12, resharding under load: on a Cluster one bridge (one keyPrefix) lives in one hash
@@ -68,13 +68,11 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
             { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
           ],
           destinations: [
-            {
-              id: 'crm',
-              url: receiver.url,
-              secret: SECRET,
-              events: ['contact.created', 'conversation.started', 'conversation.finished'],
-              retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-            },
+            topologyDestination(receiver.url, SECRET, [
+              'contact.created',
+              'conversation.started',
+              'conversation.finished',
+            ]),
           ],
         },
       });

@@ -7,7 +7,7 @@ import { NORMALIZATION_KEY, NORMALIZATION_VERSION, reindexContacts } from '../..
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
-import { type ClusterTopology, startClusterTopology } from '../support/topology.js';
+import { type ClusterTopology, startClusterTopology, topologyDestination } from '../support/topology.js';
 
 /**
  * DESIGN §12 on a real Redis Cluster of three primaries, with two bridge instances sharing one
@@ -37,13 +37,11 @@ describe('two bridges on a 3-primary Redis Cluster', () => {
           store: { cluster: { nodes: cluster.nodes } },
           channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
           destinations: [
-            {
-              id: 'crm',
-              url: receiver.url,
-              secret: SECRET,
-              events: ['contact.created', 'conversation.started', 'conversation.finished'],
-              retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-            },
+            topologyDestination(receiver.url, SECRET, [
+              'contact.created',
+              'conversation.started',
+              'conversation.finished',
+            ]),
           ],
         },
       });

@@ -604,6 +604,21 @@ export async function startTlsSentinelTopology(name = 'chatbridge-tls'): Promise
 }
 
 /**
+ * The webhook destination the topology tests' bridges deliver to (id `crm`): a test receiver, and
+ * retries close together, so a delivery that failed during a failover or a slot move is sent
+ * again well within the test.
+ */
+export function topologyDestination(receiverUrl: string, secret: string, events: string[]) {
+  return {
+    id: 'crm',
+    url: receiverUrl,
+    secret,
+    events,
+    retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
+  };
+}
+
+/**
  * The channels and destination a failover test's bridge runs (test/slow/sentinel.test.ts,
  * cluster.failover.test.ts): JivoChat intake, a Chatvisor poll every second under the scheduler's
  * tick claim and run lock, and conversation.started delivered to a receiver with quick retries.
@@ -630,14 +645,6 @@ export function failoverBridgeChannels(given: {
         schedules: { conversationPoll: '* * * * * *' },
       },
     ],
-    destinations: [
-      {
-        id: 'crm',
-        url: given.receiverUrl,
-        secret: given.secret,
-        events: ['conversation.started'],
-        retrySchedule: ['0s', '200ms', '500ms', '1s', '1s', '1s', '1s', '1s', '1s', '1s'],
-      },
-    ],
+    destinations: [topologyDestination(given.receiverUrl, given.secret, ['conversation.started'])],
   };
 }
