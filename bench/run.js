@@ -549,7 +549,14 @@ async function main() {
       const keyBytes = decodeKey(key);
       if (floor)
         await fetch(`${floorUrl}/__bench/lookup-key`, { method: 'PUT', body: JSON.stringify({ kid, key }) });
-      const poolSize = Number(env.BENCH_LOOKUP_TOKENS ?? 60_000);
+      // The bridge takes each token once, so the pool must outlast every second it is loaded:
+      // the warm-up, the rounds and the 1 s before each later round, at a rate no machine here
+      // has reached (12,000 lookups/s; a freshly booted one did ~4,700 and a fixed 60,000 ran
+      // out). Sealing is ~30 µs a token, a few seconds before the scenario starts.
+      const roundSeconds = Math.max(1, Math.round(duration / defaultRounds));
+      const loadedSeconds =
+        warmup + defaultRounds * roundSeconds + (defaultRounds - 1) * Math.min(1, warmup) + 1;
+      const poolSize = Number(env.BENCH_LOOKUP_TOKENS ?? Math.ceil(loadedSeconds * 12_000));
       log(`livetex_lookup: sealing ${poolSize.toLocaleString('en')} lookup requests (unique jti each)`);
       const tokens = new Array(poolSize);
       const iat = Date.now() / 1000;
