@@ -42,6 +42,7 @@ describe('createAuthFailureLimit (failed authentications: per address, and a cei
       perAddress: 3,
       ceiling: 5,
       windowMs: 48 * 3_600_000,
+      ipv6PrefixLength: 64,
       shared,
       logger,
       onRefused: () => refused++,

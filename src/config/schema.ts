@@ -551,6 +551,12 @@ export const configSchema = z.strictObject({
           /** Requests to public channel routes per channel, all addresses together. */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
           window: durationSchema.default(60_000),
+          /**
+           * An IPv6 client counts, in every limit above, by this many leading bits of its address
+           * (src/http/rate-limit.ts limitKey): one subscriber usually holds a whole /64 and can
+           * pick any address in it. 128: each address apart (the old behaviour).
+           */
+          ipv6PrefixLength: intLike(z.number().int().min(32).max(128)).default(64),
         })
         .prefault({}),
       /** Longest name, label or other text field kept from a vendor (longer ones are cut, marked with …). */

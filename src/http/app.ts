@@ -40,7 +40,13 @@ import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
+import {
+  type AdminAuthLimit,
+  clientAddress,
+  createAuthFailureLimit,
+  limitKey,
+  WindowLimiter,
+} from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,
@@ -458,6 +464,7 @@ export function createApp(deps: AppDeps): Koa {
       perAddress: rate.adminAuthFailuresPerAddress,
       ceiling: rate.adminAuthFailuresCeiling,
       windowMs: rate.window,
+      ipv6PrefixLength: rate.ipv6PrefixLength,
       shared: store.kind === 'redis' ? store : null,
       logger,
       onRefused: () => rateLimited.inc({ scope }),
@@ -720,8 +727,11 @@ export function createApp(deps: AppDeps): Koa {
           ctx.body = NO_CHANNEL;
           return;
         }
-        // Public routes (the LiveTex lookup) are limited per address and per channel.
-        const waitAddress = lookupsByAddress.take(`${channelId}\n${clientAddress(ctx)}`);
+        // Public routes (the LiveTex lookup) are limited per address (an IPv6 one by its prefix:
+        // limitKey) and per channel.
+        const waitAddress = lookupsByAddress.take(
+          `${channelId}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
+        );
         const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId);
         if (waitAddress > 0 || waitChannel > 0) {
           rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });

@@ -67,7 +67,8 @@ export interface AdminAuthLimit {
    * constant-time comparison), counts a failure or notes the success, and answers its result.
    * One call, so that the limit's decision, the comparison and the count happen in one turn of
    * the event loop: split over awaits, concurrent guesses to one instance could all be let try
-   * before the first was counted.
+   * before the first was counted. `address` is clientAddress's; an IPv6 one counts by its
+   * prefix (limitKey).
    */
   check(address: string, tokenMatches: () => boolean): Promise<boolean>;
 }
@@ -104,6 +105,11 @@ export interface AuthFailureLimitOptions {
   ceiling: number;
   windowMs: number;
   /**
+   * An IPv6 client counts by this many leading bits of its address (limits.rate.ipv6PrefixLength,
+   * limitKey): its failures, and whether it presented the right token lately.
+   */
+  ipv6PrefixLength: number;
+  /**
    * Where the counts are shared by every instance of the bridge (Redis), or null: this process's
    * counters only (the in-memory store, which no other process sees anyway).
    */
@@ -136,7 +142,8 @@ interface SharedCounts {
  *   token within the last day** (KNOWN_ADDRESS_TTL_MS). It used to refuse every address, so
  *   anyone able to send `ceiling` wrong tokens a minute locked every admin, console sign-in and
  *   scraper out, for as long as they kept sending. Known addresses still have their own
- *   per-address limit, and nobody can make an address known without the token. What remains: a
+ *   per-address limit, and nobody can make an address known without the token (an IPv6
+ *   "address" is its prefix, limitKey: one right token makes its whole /64 known). What remains: a
  *   person at an address the bridge has not seen with the token today waits for the window to end
  *   while a distributed guess is under way (or works from an address that has signed in, or a
  *   console session, which this limit does not touch).
@@ -202,7 +209,7 @@ function withinDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
 }
 
 export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminAuthLimit {
-  const { scope, perAddress, ceiling, windowMs, shared, logger, onRefused } = options;
+  const { scope, perAddress, ceiling, windowMs, ipv6PrefixLength, shared, logger, onRefused } = options;
   const now = options.now ?? Date.now;
   const byAddress = new WindowLimiter(perAddress, windowMs, 50_000, now);
   const all = new WindowLimiter(ceiling, windowMs, 1, now);
@@ -214,7 +221,8 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
     perf: { now },
   });
   // Key layout (the store adds its prefix, a hash tag on a Cluster, so the MGET below stays in
-  // one slot). An address is at most 45 characters (clientAddress), so keys stay short.
+  // one slot). An address is what limitKey made of clientAddress's: at most 43 characters (an
+  // IPv6 prefix and its length), so keys stay short.
   const addressKey = (address: string) => `auth-limit:${scope}:address:${address}`;
   const allKey = `auth-limit:${scope}:all`;
   const knownKey = (address: string) => `auth-limit:${scope}:known:${address}`;
@@ -346,7 +354,9 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   }
 
   return {
-    async check(address, tokenMatches) {
+    async check(given, tokenMatches) {
+      // Every spelling of one client, and an IPv6 client's whole prefix, is one address here.
+      const address = limitKey(given, ipv6PrefixLength);
       const counts = await readShared(address);
       // From here to the local count below: no await (see AdminAuthLimit.check).
       const verdict = decide(address, counts);
@@ -380,24 +390,128 @@ const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;
  * request its own counter key (limiters hold 50,000 keys: hundreds of MB). An address is at
  * most 45 characters, and what is not one counts against the connection it came on.
  *
- * An IPv6 zone id (`fe80::1%eth0`) is dropped: node:net's isIP accepts one of any length
- * (letters, digits, `-`, `.`, `:`), so `fe80::1%<16 KiB>` passed as an address and each made-up
- * zone was a counter of its own again, as long as the header, on Redis too (audit-security3).
- * The zone names an interface of the machine that wrote the address, nothing about the client.
+ * The address is in its one spelling (canonicalAddress): `2001:DB8:0::1`, `2001:db8::1` and
+ * `[2001:db8::1]:443` are one client, `::ffff:192.0.2.1` (a dual-stack socket, some proxies) is
+ * `192.0.2.1`. Each spelling was a counter of its own (audit-security4). What a limit counts by
+ * is limitKey of it: an IPv6 client by its prefix.
  */
 export function clientAddress(ctx: {
   ip: string;
   request: { socket: { remoteAddress?: string | undefined } };
 }): string {
   const given = ctx.ip;
-  if (isIP(given) !== 0) return withoutZone(given);
+  if (isIP(given) !== 0) return canonicalAddress(given);
   const ported = WITH_PORT.exec(given);
   const bare = ported ? (ported[1] ?? ported[2]!) : undefined;
-  if (bare !== undefined && isIP(bare) !== 0) return withoutZone(bare);
-  return withoutZone(ctx.request.socket.remoteAddress ?? '');
+  if (bare !== undefined && isIP(bare) !== 0) return canonicalAddress(bare);
+  return canonicalAddress(ctx.request.socket.remoteAddress ?? '');
 }
 
-/** An IP address (isIP said so) without its zone id: what is before the `%`. */
+/**
+ * An IP address in one spelling: an IPv6 one as RFC 5952 writes it (lower case, no leading
+ * zeros, the longest run of two or more zero groups as `::`, the first of equal runs), an
+ * IPv4-mapped one (`::ffff:a.b.c.d`, however written) as the IPv4 address, an IPv4 one as it
+ * is (isIP refuses leading zeros, so it has one spelling already). Anything isIP does not take
+ * is returned as it is (the socket's address when there is none: '').
+ *
+ * An IPv6 zone id (`fe80::1%eth0`) is dropped: node:net's isIP accepts one of any length
+ * (letters, digits, `-`, `.`, `:`), so `fe80::1%<16 KiB>` passed as an address and each made-up
+ * zone was a counter of its own again, as long as the header, on Redis too (audit-security3).
+ * The zone names an interface of the machine that wrote the address, nothing about the client.
+ *
+ * Written here rather than taken from a library (ipaddr.js is what proxy-addr uses): the bridge
+ * needs only this and limitKey, for input isIP has already checked, and their tests pin both.
+ */
+export function canonicalAddress(address: string): string {
+  const bare = withoutZone(address);
+  if (isIP(bare) !== 6) return bare;
+  const groups = ipv6Groups(bare);
+  if (isIpv4Mapped(groups)) return ipv4Of(groups);
+  return formatIpv6(groups);
+}
+
+/** The prefix length limits.rate.ipv6PrefixLength has by default: the smallest usual allocation. */
+export const DEFAULT_IPV6_PREFIX_LENGTH = 64;
+
+/**
+ * What the limits count a canonical address by: an IPv4 address itself; an IPv6 address by its
+ * first `prefixLength` bits (limits.rate.ipv6PrefixLength, 64 by default), written as the
+ * prefix (`2001:db8:1:2::/64`), or itself at 128. A subscriber usually gets at least a /64 and
+ * picks addresses in it at will (privacy extensions make a new one every day, or per
+ * connection), so per address a single client had 2^64 counters to rotate through, each of the
+ * limits' keys (and, on Redis, a key) of its own, and staff on a new temporary address were
+ * strangers to the admin lockout's known addresses. Counted by its /64 a client is one key, and
+ * its addresses are one known "address" too (who shares a /64 shares one network, as who shares
+ * an IPv4 address behind NAT does).
+ */
+export function limitKey(address: string, prefixLength: number): string {
+  const bare = withoutZone(address);
+  if (isIP(bare) !== 6) return bare;
+  const groups = ipv6Groups(bare);
+  if (isIpv4Mapped(groups)) return ipv4Of(groups);
+  if (prefixLength >= 128) return formatIpv6(groups);
+  const masked = groups.map((group, index) => {
+    const bitsHere = Math.min(16, Math.max(0, prefixLength - index * 16));
+    return bitsHere === 16 ? group : group & (0xffff << (16 - bitsHere)) & 0xffff;
+  });
+  return `${formatIpv6(masked)}/${prefixLength}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address isIP accepted (no zone). */
+function ipv6Groups(address: string): number[] {
+  let text = address;
+  // A trailing dotted IPv4 part (::ffff:192.0.2.1) is its two groups.
+  const lastColon = text.lastIndexOf(':');
+  if (text.includes('.', lastColon)) {
+    const [a = 0, b = 0, c = 0, d = 0] = text
+      .slice(lastColon + 1)
+      .split('.')
+      .map(Number);
+    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const parse = (part: string) =>
+    part === '' ? [] : part.split(':').map((group) => Number.parseInt(group, 16));
+  const gap = text.indexOf('::');
+  if (gap === -1) return parse(text);
+  const head = parse(text.slice(0, gap));
+  const tail = parse(text.slice(gap + 2));
+  return [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+}
+
+/** ::ffff:0:0/96, an IPv4 client as a dual-stack socket or a proxy writes it. */
+function isIpv4Mapped(groups: readonly number[]): boolean {
+  return groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff;
+}
+
+function ipv4Of(groups: readonly number[]): string {
+  const high = groups[6]!;
+  const low = groups[7]!;
+  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+}
+
+/** RFC 5952 section 4: lower-case hex, no leading zeros, `::` for the first longest run of 2+ zero groups. */
+function formatIpv6(groups: readonly number[]): string {
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let start = 0; start < groups.length; ) {
+    if (groups[start] !== 0) {
+      start++;
+      continue;
+    }
+    let end = start;
+    while (end < groups.length && groups[end] === 0) end++;
+    if (end - start > bestLength) {
+      bestStart = start;
+      bestLength = end - start;
+    }
+    start = end;
+  }
+  const hex = (part: readonly number[]) => part.map((group) => group.toString(16)).join(':');
+  if (bestStart === -1) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
+}
+
+/** An address without its zone id: what is before the `%`. */
 function withoutZone(address: string): string {
   const zone = address.indexOf('%');
   return zone === -1 ? address : address.slice(0, zone);
