@@ -459,6 +459,7 @@ export function createApp(deps: AppDeps): Koa {
    * (src/http/rate-limit.ts says why). On Redis the counts are shared by every instance.
    */
   function authFailureLimit(scope: 'admin_auth' | 'metrics_auth'): AdminAuthLimit {
+    const clock = deps.now;
     return createAuthFailureLimit({
       scope,
       perAddress: rate.adminAuthFailuresPerAddress,
@@ -468,6 +469,9 @@ export function createApp(deps: AppDeps): Koa {
       shared: store.kind === 'redis' ? store : null,
       logger,
       onRefused: () => rateLimited.inc({ scope }),
+      // The bridge's clock, as everything else here: its windows and the shared store's
+      // cool-down move with it, so a test can pin them rather than race the machine's speed.
+      ...(clock ? { now: () => clock().getTime() } : {}),
     });
   }
   // The console's sign-in checks the same admin token, so it counts against the same limits:
