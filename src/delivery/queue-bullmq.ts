@@ -38,6 +38,13 @@ export interface BullQueueOptions {
   logger: Logger;
   /** How long close() waits for BullMQ before dropping the connections (server.shutdownTimeoutMs). */
   closeWaitMs?: number;
+  /**
+   * BullMQ's lockDuration (a job's lock, renewed while its run goes on; default 30 s) and
+   * stalledInterval (how often jobs whose lock lapsed are looked for; default 30 s). Tests
+   * shorten them to see stalls in seconds.
+   */
+  lockDurationMs?: number;
+  stalledIntervalMs?: number;
 }
 
 /** BullMQ queue names may not contain ':'; destination ids are free text. */
@@ -281,6 +288,8 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             connection: connect(true),
             prefix: options.prefix,
             concurrency: limit,
+            lockDuration: options.lockDurationMs ?? 30_000,
+            stalledInterval: options.stalledIntervalMs ?? 30_000,
             // A worker that died mid-attempt: its job comes back; the record (and for a CRM
             // attempt the delivery's lease) makes a rerun harmless.
             maxStalledCount: 10,
