@@ -398,7 +398,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
           metrics.jobsRestored.inc({ destination: destinationId }, restored);
           logger.warn(
             { destination: destinationId, restored },
-            'pending deliveries had no queue job (lost in a Redis failover?); queued them again',
+            'pending deliveries had no live queue job (lost in a Redis failover, or failed in the queue); queued them again',
           );
         }
       }

@@ -9,7 +9,13 @@ import {
   settlesWithin,
 } from '../store/connection.js';
 import { toStoreError } from '../store/redis.js';
-import { type DeliveryJob, type DeliveryQueue, infrastructureBackoff, type JobHandler } from './queue.js';
+import {
+  type DeliveryJob,
+  type DeliveryQueue,
+  infrastructureBackoff,
+  type JobHandler,
+  type JobOutcome,
+} from './queue.js';
 
 /**
  * The Redis-backed queue: one BullMQ queue per destination, so a slow or failing destination has
@@ -139,6 +145,36 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     } catch {
       // It left the delayed state in between (the wake() promoted it, or its delay ran out), or
       // Redis did not answer: then it waits out its delay, as before wakes reached running jobs.
+    }
+  };
+
+  /**
+   * Clear the stall count of a job whose run has ended (returned or thrown) while it still holds
+   * the job's lock (`token`). BullMQ counts a job's stalls (`stc`) for the job's whole life and
+   * never resets the count; past maxStalledCount it fails the job ("job stalled more than
+   * allowable limit") without running it. A delivery's job lives for the delivery's whole retry
+   * schedule (days: each retry, each wait behind an earlier delivery, moves the same job to
+   * delayed), so stalls of unrelated incidents (a worker restarted mid-attempt, a lock lost while
+   * Redis failed over), each followed by a run that ended, added up, and the eleventh failed the
+   * job (test/delivery.queue-stalls.test.ts). The limit is for a job whose runs keep dying: a run
+   * that ended is not one, so the count starts again, and runs that never end still add up to it.
+   * A run whose lock lapsed (it stalled itself) clears nothing: the lock is checked in the same
+   * script. Only for a job that has stalled (its data says so): the common run costs no command.
+   */
+  const clearStalls = async (queue: Queue, job: Job<DeliveryJob>, token: string | undefined) => {
+    if (job.stalledCounter === 0 || job.id === undefined || token === undefined) return;
+    const jobKey = queue.toKey(job.id);
+    try {
+      await producer.eval(
+        "if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('HDEL', KEYS[1], 'stc') end return 0",
+        2,
+        jobKey,
+        `${jobKey}:lock`,
+        token,
+      );
+    } catch (error) {
+      // Redis did not answer: the count stays, as it was before runs cleared it.
+      logger.debug({ err: error, job: job.id }, 'delivery job stall count not cleared');
     }
   };
 
@@ -273,7 +309,13 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
         const worker = new DeliveryWorker(
           queue.name,
           async (job, token) => {
-            const outcome = await handler(destinationId, job.data);
+            let outcome: JobOutcome;
+            try {
+              outcome = await handler(destinationId, job.data);
+            } finally {
+              // Before the job is moved on: the move releases the lock clearStalls checks.
+              await clearStalls(queue, job, token);
+            }
             if (outcome.kind === 'later') {
               await job.moveToDelayed(Date.now() + Math.max(0, Math.round(outcome.delayMs)), token);
               if (outcome.behind) await wokenWhileRunning(queue, job);
@@ -291,7 +333,8 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             lockDuration: options.lockDurationMs ?? 30_000,
             stalledInterval: options.stalledIntervalMs ?? 30_000,
             // A worker that died mid-attempt: its job comes back; the record (and for a CRM
-            // attempt the delivery's lease) makes a rerun harmless.
+            // attempt the delivery's lease) makes a rerun harmless. Counted per streak of runs
+            // that never ended (clearStalls), not over the job's life.
             maxStalledCount: 10,
             // BullMQ obeys the limiter key (pauseAtLeast, Queue.rateLimit) when it hands out a job
             // only if the worker has a limiter: without one, the job a pause has just put back to
@@ -309,7 +352,12 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
         worker.on('failed', (job, error) =>
           logger.warn(
             { err: error, destination: destinationId, job: job?.id },
-            'delivery job failed; retrying',
+            // A run that threw (the store down) is retried by BullMQ with its backoff; a job BullMQ
+            // failed for good (finishedOn set: "job stalled more than allowable limit", its runs
+            // kept dying) is not, and its delivery, still pending, waits for the restore pass.
+            job?.finishedOn
+              ? 'delivery job failed for good in the queue; its delivery stays pending and the restore pass queues it again'
+              : 'delivery job failed; retrying',
           ),
         );
         workers.push(worker);
