@@ -80,7 +80,7 @@ const PAUSED_COUNT = Number.MAX_SAFE_INTEGER;
 /**
  * BullMQ's Worker, except that it does not start a wait once it is closing. A job that pauses
  * the destination (breaker open, Retry-After) makes the worker sleep out the queue's rate limit
- * (up to the breaker's cooldown, 30 s by default); close() aborts the sleep in progress, but when
+ * (in turns of maximumRateLimitDelay, 10 s); close() aborts the sleep in progress, but when
  * the job was still running at close() (BullMQ 5.81), the worker starts that sleep afterwards,
  * with a fresh abort signal nobody aborts, and close() waited for it: a SIGTERM with the breaker
  * open took the queues' whole grace and logged "did not close in time (is Redis reachable?)".
@@ -303,6 +303,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     },
 
     async start(handler: JobHandler) {
+      const lockDuration = options.lockDurationMs ?? 30_000;
       for (const [destinationId, queue] of queues) {
         const limit = concurrency.get(destinationId) ?? 1;
         await queue.setGlobalConcurrency(limit);
@@ -330,8 +331,19 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             connection: connect(true),
             prefix: options.prefix,
             concurrency: limit,
-            lockDuration: options.lockDurationMs ?? 30_000,
+            lockDuration,
             stalledInterval: options.stalledIntervalMs ?? 30_000,
+            // A worker that knows of a pause sleeps it out in turns of at most this long and
+            // starts no job meanwhile; but a slot that finishes a job during the sleep takes the
+            // next one with it (BullMQ's fetch-next) when Redis no longer holds the pause (lost
+            // in a failover before it reached the replica). That job waits for the sleep to end,
+            // locked for lockDuration and not renewed (BullMQ renews the jobs it is running, at
+            // its next renewal tick, a quarter of lockDuration later). With BullMQ's default
+            // (30 s, as long as the lock) its lock lapsed, the stalled check took it back, and it
+            // ran twice (test/delivery.queue-pause-lock.test.ts). A third of the lock leaves the
+            // wait, the tick and a slow event loop well inside it; the price is one look at the
+            // queue every 10 s per worker while a long pause (Retry-After, up to 10 minutes) lasts.
+            maximumRateLimitDelay: Math.floor(lockDuration / 3),
             // A worker that died mid-attempt: its job comes back; the record (and for a CRM
             // attempt the delivery's lease) makes a rerun harmless. Counted per streak of runs
             // that never ended (clearStalls), not over the job's life.
@@ -341,8 +353,9 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             // wait (RateLimitError) is taken at once by another slot of this worker that was
             // blocked waiting for work, and left active, locked for lockDuration (30 s) and never
             // renewed (BullMQ renews only jobs being processed), while the worker sleeps out the
-            // pause (up to maximumRateLimitDelay, 30 s). Its run then finds its lock gone ("Missing
-            // lock for job … moveToDelayed") and the stalled check brings it back (`stalled`).
+            // pause (in turns of maximumRateLimitDelay, then 30 s). Its run then finds its lock
+            // gone ("Missing lock for job … moveToDelayed") and the stalled check brings it back
+            // (`stalled`).
             // A count no destination reaches in a second: this limiter only makes the pause count.
             limiter: { max: PAUSED_COUNT, duration: 1000 },
             settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
