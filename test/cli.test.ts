@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -189,6 +189,72 @@ channels:
     expect(text).toContain('identity.defaultCountry:');
     expect(text).toContain('channels[0].id:');
     expect(text).toContain('channels[0].token: environment variable NOT_SET_ANYWHERE_123 is not set');
+  });
+
+  it("config check of a copy of the example says which of the example's published credentials it still holds", async () => {
+    // README "Running for real" step 1: copy the example and replace every example value. A copy
+    // that kept them passed with a bare OK on loopback, and the first word about them was start's
+    // refusal the day the bridge was given another address.
+    const copy = writeConfig(readFileSync('config/bridge.example.yaml', 'utf8'));
+    const saved = { PORT: process.env.PORT, HOST: process.env.HOST };
+    delete process.env.PORT;
+    delete process.env.HOST;
+    try {
+      const run = capture();
+      expect(await runCli(['config', 'check', '--config', copy], run.io)).toBe(0);
+      expect(run.out[0]).toBe(`${copy}: OK (3 channels, 1 destination, store: in-memory)`);
+      expect(run.err).toEqual([
+        'note: admin.token, channels[0].token, channels[1].token, channels[2].token, channels[2].apiToken, ' +
+          "destinations[0].secret still hold the example's published credentials: fine while server.host " +
+          'is loopback (127.0.0.1), refused on any other address; set your own (README "Running for real", step 1)',
+      ]);
+      // The example itself is said to be the example; its credentials are the point of it.
+      const example = capture();
+      expect(await runCli(['config', 'check', '--config', 'config/bridge.example.yaml'], example.io)).toBe(0);
+      expect(example.err).toEqual(['note: this is the example config']);
+    } finally {
+      for (const [name, value] of Object.entries(saved))
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    }
+  });
+
+  it('start on a copy of the example logs which published credentials it still holds (loopback: a warning, not a refusal)', async () => {
+    const busy: Server = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    const copy = writeConfig(readFileSync('config/bridge.example.yaml', 'utf8'));
+    const saved = { PORT: process.env.PORT, HOST: process.env.HOST };
+    process.env.PORT = String(port); // busy: start stops after its start-up lines, exit 1
+    delete process.env.HOST;
+    // start's log goes to fd 2 itself (pino's sync destination), not through the CLI's streams.
+    const written: string[] = [];
+    const spy = vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown) => {
+      if (fd !== 2) throw new Error(`unexpected writeSync to fd ${fd}`);
+      written.push(String(data));
+      return String(data).length;
+    }) as typeof fs.writeSync);
+    try {
+      const run = capture();
+      const exit = await runCli(['start', '--config', copy], run.io);
+      spy.mockRestore();
+      expect(exit).toBe(1);
+      const lines = written
+        .join('')
+        .split('\n')
+        .filter((line) => line.startsWith('{'));
+      const warned = jsonLines(lines).filter((line) => line.level === 40 && /published/.test(line.msg));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.msg).toContain(
+        "admin.token, channels[0].token, channels[1].token, channels[2].token, channels[2].apiToken, destinations[0].secret still hold the example's published credentials",
+      );
+    } finally {
+      spy.mockRestore();
+      for (const [name, value] of Object.entries(saved))
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      await new Promise((resolve) => busy.close(resolve));
+    }
   });
 
   it('config check accepts a good file (exit 0) and keys master prints a 32-byte key', async () => {

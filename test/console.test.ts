@@ -172,6 +172,26 @@ describe('web console', () => {
     expect(csp).toContain("frame-ancestors 'none'");
   });
 
+  it('names its icon in each page, so a browser asks the bridge for no /favicon.ico (a 404)', async () => {
+    // Without an icon link Chromium fetched /favicon.ico for every page and logged "Failed to
+    // load resource: 404" in the console: the first thing a newcomer with devtools open saw.
+    expect((await fetch(`${bridge.url}/favicon.ico`)).status).toBe(404);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    for (const [path, session] of [
+      ['/console/sign-in', ''],
+      ['/console/contacts', cookie],
+      ['/console/status', cookie],
+    ] as const) {
+      const page = await consoleRequest(bridge.url, path, { cookie: session });
+      expect(page.status, path).toBe(200);
+      const icon = /<link rel="icon" href="([^"]*)">/.exec(page.text);
+      expect(icon, path).not.toBeNull();
+      // Inline (data:, allowed by the CSP's img-src), never a request to the bridge.
+      expect(icon![1]).toMatch(/^data:/);
+      expect(page.headers.get('content-security-policy')).toContain("img-src 'self' data:");
+    }
+  });
+
   it('splits names into folded words for the name search', async () => {
     const { nameWords } = await import('../src/contacts/engine.js');
     expect(nameWords("Анна-Мария O'Neil")).toEqual(['анна', 'мария', 'o', 'neil']);

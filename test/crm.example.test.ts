@@ -78,6 +78,7 @@ describe('config/crm.example.yaml', () => {
         if (value === undefined) delete process.env[name];
         else process.env[name] = value;
     });
+    const printed = new Map<string, string[]>();
     for (const destination of ['amo', 'b24']) {
       const run = capture();
       expect(
@@ -88,7 +89,22 @@ describe('config/crm.example.yaml', () => {
         run.err.join('\n'),
       ).toBe(0);
       expect(run.out.join('\n')).toContain(`${destination}: OK`);
+      printed.set(destination, run.out);
     }
+    // The README shows what `crm check --destination amo` prints, and a newcomer runs it against
+    // these fakes next: the two must be the same lines (the fakes' port and the token's expiry,
+    // which is 180 days from when they started, aside). The fake's token used to be no JWT, so the
+    // newcomer read "token expiry unknown … nothing can warn" where the README promised an expiry.
+    const shown =
+      /```\n\$ chatbridge crm check --destination amo --config config\/crm\.example\.yaml\n([\s\S]*?)```/.exec(
+        readme,
+      );
+    expect(shown, 'README "Connect your CRM": the crm check example').not.toBeNull();
+    const comparable = (text: string) =>
+      text
+        .replace(/127\.0\.0\.1:\d+/g, '127.0.0.1:PORT')
+        .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, 'TIME');
+    expect(comparable(printed.get('amo')!.join('\n'))).toBe(comparable(shown![1]!.trimEnd()));
     expect(crms.summary()).toBe(
       'amoCRM: 0 contacts, 0 deals, 0 notes, 0 tasks; Bitrix24: 0 contacts, 0 deals, 0 comments, 0 tasks',
     );

@@ -58,3 +58,53 @@ describe('the metrics listener', () => {
     }
   });
 });
+
+/**
+ * GET /metrics on the main port without metrics.token is not served there (README: never
+ * unauthenticated on the public port). DESIGN and the README's Operations name `GET /metrics`, and
+ * a newcomer who tried it on the bridge's port got "no such route", as if metrics did not exist.
+ * The 404 stays (nothing is served), with a message that says where metrics are.
+ */
+describe('GET /metrics on the main port without metrics.token', () => {
+  const bridges: TestBridge[] = [];
+  afterAll(async () => {
+    for (const each of bridges) await each.close();
+  });
+  const started = async (options: Parameters<typeof startTestBridge>[0]) => {
+    const bridge = await startTestBridge(options);
+    bridges.push(bridge);
+    return bridge;
+  };
+
+  it('says metrics are on their own listener (metrics.port), or how to serve them here', async () => {
+    for (const role of ['all', 'web', 'worker'] as const) {
+      const bridge = await started({
+        role,
+        ...(role === 'all' ? {} : { store: 'redis' }),
+        config: { metrics: { port: 0 } },
+      });
+      const answer = await rawRequest(bridge.url, 'GET', '/metrics');
+      expect(answer.status, role).toBe(404);
+      expect(JSON.parse(answer.text), role).toEqual({
+        error: {
+          code: 'not_found',
+          message:
+            'metrics are not served on this port: they are on the metrics listener (metrics.port); set metrics.token to serve them here too, behind a bearer token',
+        },
+      });
+    }
+  });
+
+  it('says metrics are not served at all without metrics.port, and which setting serves them', async () => {
+    const bridge = await started({});
+    const answer = await rawRequest(bridge.url, 'GET', '/metrics');
+    expect(answer.status).toBe(404);
+    expect(JSON.parse(answer.text).error.message).toBe(
+      'metrics are not served: set metrics.port (a listener of their own, loopback by default) or metrics.token (on this port, behind a bearer token)',
+    );
+    // Any other unknown path keeps the one 404.
+    expect(JSON.parse((await rawRequest(bridge.url, 'GET', '/metricz')).text).error.message).toBe(
+      'no such route',
+    );
+  });
+});

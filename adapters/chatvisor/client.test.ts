@@ -151,6 +151,20 @@ describe('ChatvisorClient errors and retries', () => {
     expect(fake.requests).toHaveLength(1);
   });
 
+  it("refuses the example config's placeholder token without calling Chatvisor, and says what to set", async () => {
+    // README Console step 7: *Dry run* on the example's co-browsing channel sent the published
+    // `example-api-token` to the real api.chatvisor.com: "Chatvisor is unavailable: network error
+    // (ENOTFOUND)" offline, a 401 online; neither said the token was the example's.
+    const api = new ChatvisorClient({ ...optionsFor(), apiToken: 'example-api-token' });
+    const error = await api.listAgents(100).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ChatvisorAuthError);
+    expect(error).toMatchObject({ retryable: false, status: 502, vendorStatus: undefined });
+    expect((error as Error).message).toBe(
+      "the channel's apiToken is the example config's placeholder, not a Chatvisor API token (nothing was sent): set your account's apiToken and apiUrl (CHATVISOR_API_TOKEN and CHATVISOR_API_URL in the example)",
+    );
+    expect(fake.requests).toHaveLength(0);
+  });
+
   it('waits for Retry-After on 429 and then succeeds', async () => {
     fake.fail({ path: '/webchat/visible', status: 429, headers: { 'retry-after': '1' } });
     // The waits the client asks for, recorded instead of measured: the retry goes out only once

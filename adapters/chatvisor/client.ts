@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
+import { PUBLISHED_TOKENS } from '../../src/config/published.js';
 import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import { type HttpClient, HttpNetworkError, type HttpResponse, scrubSecrets } from '../../src/net/http.js';
 import { backoffDelay, parseRetryAfter, sleep } from '../../src/net/retry.js';
@@ -272,6 +273,11 @@ export class ChatvisorClient {
   // ---- Transport -----------------------------------------------------------------------------
 
   private async call(operation: OperationName, input: CallInput): Promise<HttpResponse> {
+    // The example config's token is published and is no Chatvisor token: sent, it reached the
+    // real API (the example's apiUrl) and came back as a network error offline or a 401 online,
+    // neither saying that the example's placeholder was still in the config.
+    if (PUBLISHED_TOKENS.includes(this.options.apiToken))
+      throw new ChatvisorAuthError({ operation, exampleToken: true });
     const spec = OPERATIONS[operation];
     const path = buildPath(spec.path, input.params);
     const search = new URLSearchParams();

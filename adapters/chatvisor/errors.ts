@@ -32,14 +32,23 @@ export abstract class ChatvisorApiError extends AppError {
   }
 }
 
-/** 401/403: the API token is wrong, revoked or lacks rights. Retrying cannot help. */
+/** The example config's apiToken, refused before it is sent: what to set instead. */
+export const EXAMPLE_TOKEN_MESSAGE =
+  "the channel's apiToken is the example config's placeholder, not a Chatvisor API token (nothing was sent): set your account's apiToken and apiUrl (CHATVISOR_API_TOKEN and CHATVISOR_API_URL in the example)";
+
+/**
+ * 401/403: the API token is wrong, revoked or lacks rights; or (`exampleToken`) it is the example
+ * config's published placeholder, refused before any call. Retrying cannot help.
+ */
 export class ChatvisorAuthError extends ChatvisorApiError {
   readonly retryable = false;
-  constructor(details: ChatvisorErrorDetails) {
+  constructor(details: ChatvisorErrorDetails & { exampleToken?: boolean }) {
     super(
       'chatvisor_auth_failed',
       502,
-      `Chatvisor refused the channel's API token (HTTP ${details.vendorStatus}); check apiToken`,
+      details.exampleToken
+        ? EXAMPLE_TOKEN_MESSAGE
+        : `Chatvisor refused the channel's API token (HTTP ${details.vendorStatus}); check apiToken`,
       details,
     );
   }

@@ -13,6 +13,35 @@ export const jivochatAdapter: AdapterDefinition<JivoChannel> = {
   displayName: 'JivoChat',
   channelSettings: jivochatSettingsSchema,
   intake: [jivochatWebhook],
+  checkConfig(channel, config) {
+    // README "Agent links": {consoleUrl} is left out of the answer when the bridge cannot build
+    // it. The bridge runs either way (so a warning, not a refusal), but the agent's "Open in CRM"
+    // button silently disappeared and nothing said which setting was missing.
+    const crmLink = jivochatSettingsSchema.parse(channel).reply.crmLink;
+    if (!crmLink?.includes('{consoleUrl}')) return [];
+    const path = ['reply', 'crmLink'];
+    if (!config.server.publicUrl)
+      return [
+        {
+          path,
+          warning: true,
+          message:
+            'uses {consoleUrl}, but server.publicUrl is not set: the agent link is left out of JivoChat\'s answers (no "Open in CRM" button); set server.publicUrl to the address agents reach the bridge at (CHATBRIDGE_PUBLIC_URL in the example)',
+        },
+      ];
+    // The in-memory store signs with an ephemeral key (links end with the process, said at start).
+    const { redis, sentinel, cluster } = config.store;
+    if ((redis || sentinel || cluster) && !config.secrets.masterKey)
+      return [
+        {
+          path,
+          warning: true,
+          message:
+            "uses {consoleUrl}, but secrets.masterKey is not set: agent links are signed with it, so the link is left out of JivoChat's answers; run `chatbridge keys master` to make one",
+        },
+      ];
+    return [];
+  },
   create(_context, channel) {
     // The loader validated the settings already; parsing again gives them their types and defaults.
     return { state: { id: channel.id, settings: jivochatSettingsSchema.parse(channel) } };

@@ -10,8 +10,23 @@ import { type FakeBitrix24, startFakeBitrix24 } from '../bitrix24/test-support/f
  * it (and forgets everything: the fakes keep their state in memory).
  */
 
-/** A long-lived token and a webhook code of the right shape: only these fakes accept them. */
-export const FAKE_AMOCRM_TOKEN = 'fake-amocrm-long-lived-token-0001';
+/** The account id the fake amoCRM reports (what crm check prints). */
+const FAKE_AMOCRM_ACCOUNT_ID = 31361463;
+
+/**
+ * A long-lived token of the shape amoCRM issues, a JWT whose `exp` is its expiry (adapters/amocrm/
+ * api.ts tokenExpiry): 180 days after the fakes start, so `crm check`, the start-up log and the
+ * console's Status page show an expiry as they do with a real account (README "Connect your CRM"
+ * shows that output). The signature is not one: nothing verifies it, amoCRM's own included.
+ * Only the fake started with it accepts it.
+ */
+export function fakeAmocrmToken(now = new Date()): string {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const iat = Math.floor(now.getTime() / 1000);
+  const claims = { iat, exp: iat + 180 * 86_400, account_id: FAKE_AMOCRM_ACCOUNT_ID };
+  return `${part({ typ: 'JWT', alg: 'RS256' })}.${part(claims)}.${part('fake-signature')}`;
+}
+/** A webhook code of the right shape: only the fake Bitrix24 accepts it. */
 export const FAKE_BITRIX24_CODE = 'fakebitrix24code0001';
 
 /** amoCRM's pipelines and stages that config/crm.example.yaml names (the tests' CRM worlds use them too). */
@@ -62,7 +77,7 @@ export async function startFakeCrms(): Promise<FakeCrms> {
   // stage C9:TALK (Bitrix24); other channels the main pipeline; agent dmitry@store.example is a
   // user of both by e-mail; the default responsible is 501 / 1.
   const amo = await startFakeAmo({
-    token: FAKE_AMOCRM_TOKEN,
+    token: fakeAmocrmToken(),
     users: [
       { id: 501, name: 'Default Manager', email: 'manager@shop.example' },
       { id: 502, name: 'Dmitry Volkov', email: 'dmitry@store.example' },

@@ -7,7 +7,11 @@ import { parseArgs } from 'node:util';
 import { type Logger, pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
-import { assertSafeToListen, PublishedCredentialsError } from '../config/published.js';
+import {
+  assertSafeToListen,
+  PublishedCredentialsError,
+  publishedCredentialsNote,
+} from '../config/published.js';
 import type { Config } from '../config/schema.js';
 import {
   NORMALIZATION_VERSION,
@@ -260,6 +264,10 @@ async function startBridge(
       { config: source.path },
       'running the EXAMPLE config: copy it to config/bridge.yaml and set your own values',
     );
+  } else {
+    // A copy of the example that kept its credentials: allowed on loopback, refused elsewhere.
+    const published = publishedCredentialsNote(config, config.server.host);
+    if (published) logger.warn({ config: source.path }, published);
   }
   if (v8Flags.length > 0) logger.info({ v8Flags }, 'V8 settings for serving (src/v8-tuning.ts)');
   assertSafeToListen(config, config.server.host); // before anything connects (issue 10 item 6)
@@ -435,6 +443,10 @@ const configCheck: Command = {
     io.stdout(`store: ${describeStore(config.store)}`);
     for (const warning of warnings) io.stderr(`warning: ${warning.path}: ${warning.message}`);
     if (source.isExample) io.stderr('note: this is the example config');
+    else {
+      const published = publishedCredentialsNote(config, config.server.host);
+      if (published) io.stderr(`note: ${published}`);
+    }
     return 0;
   },
 };

@@ -364,7 +364,8 @@ export function parseConfig(
       // Cross-field checks need the whole config typed, so they run once the core schema passed.
       const adapter = registry.get(channel.vendor);
       for (const problem of adapter?.checkConfig?.(channel, config) ?? []) {
-        issues.push({ path: formatPath(['channels', index, ...problem.path]), message: problem.message });
+        const issue = { path: formatPath(['channels', index, ...problem.path]), message: problem.message };
+        (problem.warning ? warnings : issues).push(issue);
       }
     });
     // Two listeners on one port: the second failed at start with "port in use by another process".

@@ -55,6 +55,23 @@ export class PublishedCredentialsError extends AppError {
   }
 }
 
+/**
+ * What to tell someone whose bridge listens on loopback with published credentials still in its
+ * config (a copy of the example that kept them): allowed, but refused the day it gets another
+ * address, and nothing said so before. Undefined when there is nothing to say (own credentials,
+ * or a non-loopback host, where assertSafeToListen refuses instead).
+ */
+export function publishedCredentialsNote(config: Config, host: string): string | undefined {
+  if (!isLoopbackHost(host)) return undefined;
+  const found = publishedCredentials(config);
+  if (found.length === 0) return undefined;
+  return (
+    `${found.join(', ')} still ${found.length === 1 ? 'holds one of' : 'hold'} the example's published credentials: ` +
+    `fine while server.host is loopback (${host}), refused on any other address; ` +
+    'set your own (README "Running for real", step 1)'
+  );
+}
+
 /** Refuse to listen beyond loopback while a published credential is configured. */
 export function assertSafeToListen(config: Config, host: string): void {
   if (isLoopbackHost(host)) return;

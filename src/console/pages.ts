@@ -57,6 +57,8 @@ export function layout(options: PageOptions, body: SafeHtml): string {
   <form method="post" action="/console/sign-out" class="sign-out">${csrfField(options.csrf)}<button type="submit">Sign out</button></form>
 </header>`
     : html`<header class="top"><span class="brand">chatbridge</span></header>`;
+  // The icon is inline (data:): the bridge serves no /favicon.ico, and without an icon link a
+  // browser asks for one on every page and logs its 404 as an error in the developer tools.
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -69,7 +71,8 @@ ${
     ? html`<noscript><meta http-equiv="refresh" content="${options.refreshSeconds}"></noscript>
 `
     : ''
-}<link rel="stylesheet" href="/console/assets/console.css">
+}<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/console/assets/console.css">
 <script src="/console/assets/console.js" defer></script>
 </head>
 <body>

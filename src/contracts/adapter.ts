@@ -27,7 +27,15 @@ export interface AdapterDefinition<C = unknown> {
   displayName: string;
   /** Checked when the config loads, every problem with its path. */
   channelSettings: z.ZodObject;
-  checkConfig?(channel: ChannelConfig, config: Config): { path: (string | number)[]; message: string }[];
+  /**
+   * Cross-field checks once the whole config is typed. A problem refuses the config; one marked
+   * `warning` is said (`config check`, the start log) and the config still loads: for a setting
+   * that works but does less than it says (a link left out for want of another setting).
+   */
+  checkConfig?(
+    channel: ChannelConfig,
+    config: Config,
+  ): { path: (string | number)[]; message: string; warning?: boolean }[];
   intake: IntakeRoute<C, unknown>[];
   /** One channel: the state its intake reads (`C`), and its vendor REST work. */
   create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime<C>;

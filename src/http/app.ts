@@ -259,6 +259,27 @@ function describeErrors(errors: Record<number, string> | undefined): Record<numb
 const okSchema = z.object({ ok: z.literal(true) });
 const PROMETHEUS = 'text/plain; version=0.0.4; charset=utf-8';
 
+/**
+ * The main port's 404 for /metrics when metrics.token does not serve it there: where metrics are,
+ * instead of "no such route" (DESIGN and the README name `GET /metrics`, and a newcomer tries it
+ * on the bridge's port first). Nothing is served and nothing about the listener's address is said.
+ */
+function metricsElsewhere(metricsPort: number | undefined) {
+  const body = errorBody(
+    'not_found',
+    metricsPort === undefined
+      ? 'metrics are not served: set metrics.port (a listener of their own, loopback by default) or metrics.token (on this port, behind a bearer token)'
+      : 'metrics are not served on this port: they are on the metrics listener (metrics.port); set metrics.token to serve them here too, behind a bearer token',
+  );
+  return async (ctx: Context, next: Next) => {
+    await next();
+    if (ctx.status === 404 && ctx.body === undefined && ctx.path === '/metrics') {
+      ctx.status = 404; // said, so that setting the body does not make it Koa's 200
+      ctx.body = body;
+    }
+  };
+}
+
 /** GET /metrics: on the metrics listener (open, loopback by default) or on the main port behind metrics.token. */
 function metricsRoute(metrics: Metrics, token: string | undefined, limit?: AdminAuthLimit): Route {
   return route({
@@ -600,6 +621,8 @@ export function createApp(deps: AppDeps): Koa {
         );
       }
     });
+    // Inside the worker's 404: /metrics is said to be elsewhere rather than a web instance's.
+    if (!metricsToken) app.use(metricsElsewhere(config.metrics.port));
     app.use(router.routes()).use(allowedMethods(router));
     appRoutes.set(app, {
       routes: operations,
@@ -1121,6 +1144,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   mount(router, routes, { bodyLimitBytes: bodyLimit });
   // Public routes (webhooks, lookups): a wrong method gets the one 404, not a 405 that would confirm the path.
+  if (!metricsToken) app.use(metricsElsewhere(config.metrics.port));
   app.use(publicRouter.routes());
   app.use(router.routes()).use(allowedMethods(router));
   appRoutes.set(app, {
