@@ -78,10 +78,13 @@ export interface AgentSyncReportView {
 export interface AgentSyncProgressView {
   id?: string;
   dryRun?: boolean;
-  state?: 'running' | 'finished' | 'failed';
+  /** `interrupted`: the run's lease lapsed before it finished (its process stopped). */
+  state?: 'running' | 'finished' | 'failed' | 'interrupted';
   step?: 'listing' | 'writing' | 'done';
   startedAt?: string;
   updatedAt?: string;
+  /** While running: until when its heartbeat holds the run's lease; when interrupted, when it lapsed. */
+  leaseExpiresAt?: string;
   finishedAt?: string;
   directory?: number;
   listed?: number | null;
@@ -100,6 +103,16 @@ export interface AgentSyncProgressView {
 /** One sentence on where a sync stands (the progress view's status line; console.js shows it too). */
 export function agentSyncProgressText(progress: AgentSyncProgressView): string {
   const dry = progress.dryRun === true;
+  if (progress.state === 'interrupted') {
+    const planned = progress.planned ?? null;
+    const where =
+      progress.step !== 'writing' || planned === null
+        ? "while listing Chatvisor's agents"
+        : dry
+          ? 'while planning'
+          : `after ${progress.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
+    return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
+  }
   if (progress.state === 'failed')
     return `${dry ? 'Dry run' : 'Agent sync'} stopped: ${progress.error ?? 'unknown error'}`;
   if (progress.state === 'finished') {
@@ -259,7 +272,9 @@ ${
 ${
   channel.agentSync.running?.state === 'running'
     ? html`<p class="notice" role="status">${agentSyncProgressText(channel.agentSync.running)} <a href="${base}/agent-sync">Follow its progress</a></p>`
-    : ''
+    : channel.agentSync.running?.state === 'interrupted'
+      ? html`<p class="error" role="status">${agentSyncProgressText(channel.agentSync.running)} <a href="${base}/agent-sync">Where it stopped</a></p>`
+      : ''
 }
 ${channel.agentSync.error ? html`<p class="error">${channel.agentSync.error}</p>` : ''}
 ${
@@ -428,7 +443,7 @@ export function agentSyncPage(options: {
   const body = !progress
     ? html`<p class="empty">No agent sync has run in the last day. Start one from <a href="/console/channels#channel-${options.channelId}">the channel</a>.</p>`
     : html`<section class="card" id="agent-sync-progress" aria-labelledby="progress-title"${running ? html` data-poll="${base}/agent-sync/progress" data-run="${progress.id ?? ''}"` : ''}>
-<h2 id="progress-title">${progress.dryRun ? 'Dry run' : 'Run'} <span class="tag">${running ? 'running' : progress.state === 'failed' ? 'stopped' : 'finished'}</span></h2>
+<h2 id="progress-title">${progress.dryRun ? 'Dry run' : 'Run'} <span class="tag">${running ? 'running' : progress.state === 'failed' ? 'stopped' : progress.state === 'interrupted' ? 'interrupted' : 'finished'}</span></h2>
 <p role="status" aria-live="polite" data-progress-field="text">${agentSyncProgressText(progress)}</p>
 ${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max !== null ? html` max="${json.max}" value="${json.value}"` : ''}></progress>` : ''}
 <dl class="attrs">
@@ -441,8 +456,17 @@ ${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max 
   ${field('unchanged', 'Unchanged', json.state === 'none' ? '' : json.fields.unchanged)}
   ${field('failed', 'Failed', json.state === 'none' ? '' : json.fields.failed)}
   <dt>Started</dt><dd>${time(progress.startedAt)}</dd>
-  <dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>
+  ${
+    progress.state === 'interrupted'
+      ? html`<dt>Last step</dt><dd>${time(progress.updatedAt)}</dd><dt>Lease lapsed</dt><dd>${time(progress.leaseExpiresAt)}</dd>`
+      : html`<dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>`
+  }
 </dl>
+${
+  progress.state === 'interrupted'
+    ? html`<form method="post" action="${base}/agent-sync"${progress.dryRun ? '' : html` data-confirm="Write the agent directory to Chatvisor now?"`}>${csrfField(options.csrf)}<input type="hidden" name="dryRun" value="${progress.dryRun ? 'true' : 'false'}"><button type="submit">${progress.dryRun ? 'Start the dry run again' : 'Run agent sync again'}</button></form>`
+    : ''
+}
 ${
   running
     ? html`<p class="muted small">This page follows the sync by itself (without JavaScript it reloads every few seconds): <a href="${base}/agent-sync">Refresh</a>. It runs on whichever instance started it; leaving this page does not stop it.</p>`
