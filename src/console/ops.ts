@@ -1,4 +1,5 @@
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
+import type { CrmCheckOutcome } from '../crm/last-check.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -323,9 +324,13 @@ export interface StatusView {
   schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
   /**
    * The CRM destinations (kind amocrm / bitrix24): what the bridge knows without calling the CRM
-   * (a page view never does): the deliveries (above, in `destinations`) and the token's expiry.
+   * (a page view never does): the deliveries (above, in `destinations`), the token's expiry and
+   * what the last `chatbridge crm check` said (null: none recorded; absent: the store could not
+   * be read).
    */
-  crm: { id: string; displayName: string; expiry: CredentialExpiry }[];
+  crm: { id: string; displayName: string; expiry: CredentialExpiry; lastCheck?: CrmCheckOutcome | null }[];
+  /** When the page is made: says how long ago the last check was (left out without it). */
+  now?: Date;
 }
 
 /** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
@@ -362,6 +367,26 @@ function expiryOf(item: StatusView['crm'][number]): SafeHtml {
   }
 }
 
+const CHECK_STATES: Record<CrmCheckOutcome['outcome'], { label: string; css: string }> = {
+  ok: { label: 'ok', css: 'state-delivered' },
+  warn: { label: 'warning', css: 'state-pending' },
+  fail: { label: 'failed', css: 'state-failed' },
+};
+
+/** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
+function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
+  const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
+  if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
+  if (item.lastCheck === null)
+    return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
+  const { at, outcome, reason } = item.lastCheck;
+  const state = CHECK_STATES[outcome];
+  const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
+  return html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
+    Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
+  }: ${reason} <span class="muted small">Check again: ${command}</span>`;
+}
+
 function crmSection(status: StatusView): SafeHtml {
   if (status.crm.length === 0) return html``;
   const counts = new Map(status.destinations.map((item) => [item.id, item]));
@@ -378,7 +403,7 @@ ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${i
       : 'unknown (the store is not reachable)'
   }</dd>
   <dt>Token</dt><dd>${expiryOf(item)}</dd>
-  <dt>Last check</dt><dd>Not recorded by the bridge. <code>chatbridge crm check --destination ${item.id}</code> calls ${item.displayName} once (account, pipelines, users) and prints what the mapping will use.</dd>
+  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>
 </dl>`;
     },
   )}</section>`;
