@@ -829,14 +829,9 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const conflicts = page.conflicts;
     // The filter in links: the default (open) is left out, as the navigation's link has it.
     const here = state === 'open' ? {} : { state };
-    // Each contact as it is now: a conflict merged since (by hand or by a later chat) shows it.
-    const roots = [...new Set(conflicts.flatMap((item) => item.roots))];
-    const found = await Promise.all(roots.map((root) => contacts.get(root)));
-    const now = new Map<string, Contact>();
-    roots.forEach((root, index) => {
-      const contact = found[index]?.contact;
-      if (contact) now.set(root, contact);
-    });
+    // Each contact as it is now, with its name (a conflict merged since, by hand or by a later
+    // chat, shows it): every contact of the page in one batched read, not a few per row.
+    const now = await contacts.getMany([...new Set(conflicts.flatMap((item) => item.roots))]);
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = conflictsPage({
       csrf: sessionOf(ctx).csrf,
