@@ -137,14 +137,19 @@ describe.each(['memory', 'redis'] as const)('identity conflicts and their state 
     expect(merged.text.match(/<li class="entry[^"]*">/g)).toHaveLength(1);
     expect(merged.text).toContain(`href="/console/contacts/${ids.b}"`);
     // The conflict holds ids only: each row's link is not the survivor's name twice (both read
-    // "Person a@…" before), but A by its name and B by its id, saying which contact it is part of.
+    // "Person a@…" before), but A by its contact's name and B by its own record's, saying which
+    // contact it is part of (test/console.conflict-names.test.ts has more).
     const linkText = (id: string) =>
       new RegExp(`<a href="/console/contacts/${id}"[^>]*>(.*?)</a>`).exec(merged.text)?.[1];
     const survivorName = (await bridge.admin('GET', `/api/v1/contacts/${ids.a}`)).body.name as string;
     expect(linkText(ids.a)).toBe(`<bdi>${survivorName}</bdi>`);
-    expect(linkText(ids.b)).toBe(ids.b);
+    expect(linkText(ids.b)).toBe('<bdi>Person b@example.org</bdi>');
     expect(merged.text).toContain(`(now part of ${ids.a})`);
-    expect(merged.text.split(`<bdi>${survivorName}</bdi>`)).toHaveLength(2);
+    // The survivor's name: its row, and what the conflict is now.
+    expect(merged.text.split(`<bdi>${survivorName}</bdi>`)).toHaveLength(3);
+    expect(merged.text).toContain(
+      `Staff merged them by hand: now <a href="/console/contacts/${ids.a}"><bdi>${survivorName}</bdi></a>`,
+    );
     const bad = await consoleRequest(bridge.url, '/console/conflicts?state=decided', { cookie });
     expect(bad.status).toBe(400);
   });

@@ -180,7 +180,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       query: agentSyncQuerySchema,
       errors: {
         ...VENDOR_ERRORS,
-        409: 'An agent sync is already running for this channel (agent_sync_running), or this run lost its lock and stopped (agent_sync_lock_lost)',
+        409: 'An agent sync is already running for this channel (agent_sync_running), or this run lost its lease and stopped (agent_sync_lock_lost)',
       },
       async handle({ query }) {
         return { body: await agentSync.run({ dryRun: query.dryRun }) };
@@ -215,7 +215,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       method: 'GET',
       path: 'agent-sync/progress',
       summary:
-        'Where the running (or last) Chatvisor agent sync stands, whichever instance runs it: {progress} (null when none ran in the last day)',
+        'Where the running (or last) Chatvisor agent sync stands, whichever instance runs it: {progress} (null when none ran in the last day); state `interrupted`: the run stopped without finishing (its process died, its lease lapsed), and a new sync may start at once',
       async handle() {
         return { body: { progress: await agentSync.progress() } };
       },

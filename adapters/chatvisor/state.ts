@@ -35,9 +35,15 @@ export function storeKeys(channelId: string) {
     syncUnreadable: `${base}:agent-sync:unreadable`,
     /** set of digests of the unreadable listed items the last poll run saw: not journalled again (poll.ts). */
     pollUnreadable: `${base}:poll:unreadable`,
-    /** lock held by an agent sync run (scheduled or on demand). */
+    /**
+     * The store lock an agent sync run took before runs held a lease (sync.ts): still respected,
+     * and kept set by a run while it holds its lease, so older instances do not start beside it.
+     */
     syncLock: `${base}:agent-sync`,
-    /** the running (or last) agent sync's progress (JSON, AgentSyncProgress in sync.ts), with a TTL. */
+    /**
+     * The running (or last) agent sync's progress (JSON, AgentSyncProgress in sync.ts), kept a day:
+     * also the run's lease (a running record with `leaseExpiresAt`), which its heartbeat renews.
+     */
     syncProgress: `${base}:agent-sync:progress`,
     /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */
     profiles: `${base}:profiles`,

@@ -5,6 +5,7 @@ import { createRedisStore } from '../../src/store/redis.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
 import { ChatvisorAuthError } from './errors.js';
 import { storeKeys } from './state.js';
+import { LEASE_MS } from './sync.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 import { memoryLogger } from './test-support/logs.js';
@@ -355,9 +356,10 @@ describe('agent sync lock', () => {
     await expect(runtime.agentSync.run()).resolves.toMatchObject({ writes: 0 });
   });
 
-  it('keeps its lock while a long run works: a run started 16 minutes in is still refused', async () => {
-    // The lock's time to live is 15 minutes; a sync held up by a slow Chatvisor outlives it. Only
-    // the renewal timer and the store's clock are fake: the vendor calls stay real.
+  it('keeps its lease while a long run works: 16 minutes in it still reads running and refuses another run', async () => {
+    // The heartbeat renews the lease (LEASE_MS) every third of it; a sync held up by a slow
+    // Chatvisor outlives many leases. Only the heartbeat's timer and the clock (the store's and
+    // the bridge's) are fake: the vendor calls stay real.
     let clock = Date.now();
     const store = createMemoryStore({ now: () => clock });
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
@@ -367,21 +369,22 @@ describe('agent sync lock', () => {
         apiToken: fake.token,
         agents: [directory[0]!],
         store,
+        now: () => new Date(clock),
         settings: { maxRetries: 1 },
       });
-      let answer!: () => void;
-      const held = new Promise<void>((resolve) => {
-        answer = resolve;
-      });
-      fake.fail({ method: 'POST', path: '/user', until: held });
+      const held = fake.hold({ method: 'POST', path: '/user' });
       const long = runtime.agentSync.run();
-      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
-      for (let minute = 0; minute < 16; minute++) {
-        clock += 60_000;
-        await vi.advanceTimersByTimeAsync(60_000);
+      await held.arrived;
+      for (let step = 0; step < 48; step++) {
+        clock += LEASE_MS / 3;
+        await vi.advanceTimersByTimeAsync(LEASE_MS / 3);
       }
+      expect(await runtime.agentSync.progress()).toMatchObject({
+        state: 'running',
+        current: 'oleg@shop.example',
+      });
       await expect(runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
-      answer();
+      held.release();
       await expect(long).resolves.toMatchObject({ created: ['oleg@shop.example'], failed: [] });
       expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
     } finally {
@@ -390,40 +393,82 @@ describe('agent sync lock', () => {
     }
   });
 
-  it('stops writing once its lock is lost, and says so', async () => {
+  it('a run whose heartbeat stops reads interrupted once its lease lapses; another run takes over at once, and the stopped one writes no more', async () => {
+    // Two instances on one store; the first one's heartbeat never beats again (its timer is fake
+    // and never advanced: as a process killed mid-sync), while its run waits on a create.
     let clock = Date.now();
     const store = createMemoryStore({ now: () => clock });
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     try {
-      const { runtime } = buildRuntime({
-        apiUrl: fake.apiUrl,
-        apiToken: fake.token,
-        agents: directory,
-        store,
-        settings: { maxRetries: 1 },
+      const [dead, alive] = [0, 1].map(() =>
+        buildRuntime({
+          apiUrl: fake.apiUrl,
+          apiToken: fake.token,
+          agents: directory,
+          store,
+          now: () => new Date(clock),
+          settings: { maxRetries: 1 },
+        }),
+      ) as [TestRuntime, TestRuntime];
+      const held = fake.hold({ method: 'POST', path: '/user' });
+      const stopped = dead.runtime.agentSync.run().catch((error: unknown) => error);
+      await held.arrived;
+      const running = await alive.runtime.agentSync.progress();
+      expect(running).toMatchObject({ state: 'running', step: 'writing', planned: 3, handled: 0 });
+      await expect(alive.runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
+
+      // The lease runs out LEASE_MS after the last heartbeat (here: the run's last step).
+      clock = Date.parse(running!.leaseExpiresAt!) - 1;
+      expect(await alive.runtime.agentSync.progress()).toMatchObject({ state: 'running' });
+      clock += 1;
+      const interrupted = await alive.runtime.agentSync.progress();
+      expect(interrupted).toMatchObject({
+        id: running!.id,
+        state: 'interrupted',
+        step: 'writing',
+        planned: 3,
+        current: running!.current,
       });
-      let answer!: () => void;
-      const held = new Promise<void>((resolve) => {
-        answer = resolve;
-      });
-      fake.fail({ method: 'POST', path: '/user', until: held });
-      const long = runtime.agentSync.run();
-      const outcome = long.catch((error: unknown) => error);
-      await vi.waitFor(() => expect(fake.calls()).toContain('POST /user'));
-      // The store's clock jumps past the lock's time to live before any renewal (a stalled
-      // process): the lock is gone when the renewal runs.
-      clock += 16 * 60_000;
-      await vi.advanceTimersByTimeAsync(5 * 60_000);
-      answer();
-      expect(await outcome).toMatchObject({ code: 'agent_sync_lock_lost', status: 409 });
-      // The first create was on its way; the other two agents were not written.
-      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1);
-      const [report] = await runtime.agentSync.reports(1);
-      expect(report).toMatchObject({ error: expect.stringContaining('lost its lock') });
+
+      // Another run may start at once, and does the whole job (the held create has not landed:
+      // it lists no agent yet).
+      const report = await alive.runtime.agentSync.run();
+      expect([...report.created].sort()).toEqual(directory.map((agent) => agent.email.toLowerCase()).sort());
+      const finished = await alive.runtime.agentSync.progress();
+      expect(finished).toMatchObject({ id: report.id, state: 'finished' });
+
+      // The stopped run comes back (its create answered): it finds the record taken over, writes
+      // nothing more to Chatvisor, and leaves the new run's record as it is.
+      held.release();
+      expect(await stopped).toMatchObject({ code: 'agent_sync_lock_lost', status: 409 });
+      expect(fake.calls().filter((call) => call === 'POST /user')).toHaveLength(1 + report.created.length);
+      expect(await alive.runtime.agentSync.progress()).toEqual(finished);
+      const [last, previous] = await alive.runtime.agentSync.reports(2);
+      expect(last).toMatchObject({ id: running!.id, error: expect.stringContaining('lost its lease') });
+      expect(previous).toMatchObject({ id: report.id });
     } finally {
       vi.useRealTimers();
       await store.close();
     }
+  });
+
+  it('keeps out, and is kept out by, the lock of a version before the lease (a rolling upgrade)', async () => {
+    const { runtime, store } = runtimeWith();
+    const legacy = storeKeys('cobrowse').syncLock;
+    // An older instance's run holds the store lock: no run starts beside it.
+    const older = await store.lock([legacy], { ttlMs: 60_000, waitMs: 0 });
+    await expect(runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
+    await older.release();
+    // A run holds its lease: an older instance cannot take the lock meanwhile, and can after it.
+    const held = fake.hold({ method: 'POST', path: '/user' });
+    const run = runtime.agentSync.run();
+    await held.arrived;
+    await expect(store.lock([legacy], { ttlMs: 60_000, waitMs: 0 })).rejects.toMatchObject({
+      code: 'store_busy',
+    });
+    held.release();
+    await run;
+    await (await store.lock([legacy], { ttlMs: 60_000, waitMs: 0 })).release();
   });
 
   describe('on Redis, across instances', () => {

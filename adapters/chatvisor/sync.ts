@@ -5,7 +5,9 @@ import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { digest } from '../../src/digest.js';
 import { ConflictError, JobBusyError } from '../../src/errors.js';
 import { combineSignals } from '../../src/net/signals.js';
+import { LOCK_KEY_PREFIX } from '../../src/store/memory.js';
 import { renewWhileHeld } from '../../src/store/renewal.js';
+import type { Store } from '../../src/store/types.js';
 import type { ChatvisorClient, Unreadable } from './client.js';
 import { desiredAgent, VENDOR } from './mapper.js';
 import type { Agent, AgentWrite, ChatvisorSettings } from './schemas.js';
@@ -25,11 +27,17 @@ import { keepReport, storeKeys } from './state.js';
  * Consistency: every agent's write is one independent, idempotent-in-effect call, planned from a
  * fresh listing. A failure midway is listed in the report and the run continues; the next run
  * lists again and finishes the job. A run that finds nothing to change makes no write call.
- * Runs never overlap: the run holds the store lock `chatvisor:<channel>:agent-sync` (on-demand
- * runs and scheduled ones, across instances), renewed while it works — a sync held up by a slow
- * or rate-limiting Chatvisor can outlast the lock's time to live. A run whose lock is lost anyway
- * (the store unreachable for longer than that) stops before its next write: another run may have
- * started beside it.
+ * Runs never overlap: a run holds a **lease** on its channel's progress record (on-demand runs
+ * and scheduled ones, across instances). The lease is the record itself: a `running` record with
+ * `leaseExpiresAt` in the future. The run renews it every third of LEASE_MS (a heartbeat, on a
+ * timer of its own, so a sync held up by a slow or rate-limiting Chatvisor keeps it), and every
+ * write of the record is checked against what the run last wrote (one atomic step), so a run
+ * whose record someone else replaced knows it lost the lease and stops before its next write to
+ * Chatvisor. A run whose process died (kill -9, OOM, a crashed instance) renews nothing: once its
+ * lease has lapsed, readers show it `interrupted` and a new run may take the record over at once
+ * (it used to read `running`, and refuse every other run, for the 15 minutes of a lock's time to
+ * live). The lease is read on the bridge's clock (`context.now()`): instances must agree on the
+ * time to well under LEASE_MS (NTP does).
  */
 export interface AgentSyncReport {
   id: string;
@@ -61,13 +69,23 @@ export interface AgentSyncProgress {
   id: string;
   channelId: string;
   dryRun: boolean;
-  /** `running` until the report is kept; then `finished`, or `failed` (see `error`). */
-  state: 'running' | 'finished' | 'failed';
+  /**
+   * `running` until the report is kept; then `finished`, or `failed` (see `error`). Read back as
+   * `interrupted` (never stored) when the run's lease lapsed without it finishing: the process
+   * running it stopped (kill -9, OOM, a crash) or lost the store for longer than the lease.
+   */
+  state: 'running' | 'finished' | 'failed' | 'interrupted';
   /** What it does now: listing Chatvisor's agents, writing the planned changes, or done. */
   step: 'listing' | 'writing' | 'done';
   startedAt: string;
-  /** When the record was last written: a `running` one that stops changing belongs to a run that died. */
+  /** When the run last took a step (the heartbeat does not move it). */
   updatedAt: string;
+  /**
+   * While `running`: until when the run holds its lease. Its heartbeat moves it LEASE_MS ahead
+   * every third of that; once it has passed, the run is `interrupted` (see `state`). Absent on a
+   * run that ended, and on the running record of a version before the lease (see holdsLease).
+   */
+  leaseExpiresAt?: string;
   finishedAt?: string;
   /** Agents in the directory (config.agents). */
   directory: number;
@@ -89,8 +107,115 @@ export interface AgentSyncProgress {
   error?: string;
 }
 
-/** A finished run's progress is kept this long (its report is kept longer, in the reports list). */
-const FINISHED_PROGRESS_TTL_MS = 24 * 3_600_000;
+/**
+ * The progress record is kept this long after it was last written (its report is kept longer, in
+ * the reports list): a finished run's counts, and an interrupted run's last step, for a day.
+ */
+const PROGRESS_TTL_MS = 24 * 3_600_000;
+
+/**
+ * How long a running sync's lease lasts without a heartbeat (renewed every third of it): how
+ * long a run whose process died still reads `running` and keeps other runs out. Short beside a
+ * sync (minutes), long beside a heartbeat's one store write; a heartbeat that the event loop holds
+ * up (GC, a busy instance) has two more chances before the lease lapses.
+ */
+export const LEASE_MS = 60_000;
+
+/**
+ * The store lock the versions before the lease took (`store.lock` on storeKeys().syncLock). A run
+ * still respects it, and keeps it set (to `lease:<run id>`, for LEASE_MS) while it holds its lease,
+ * so that during a rolling upgrade an older instance and a newer one never sync at once.
+ */
+const legacyLockKey = (channelId: string) => LOCK_KEY_PREFIX + storeKeys(channelId).syncLock;
+const legacyLockMark = (runId: string) => `lease:${runId}`;
+
+/** A stored progress record, or null when absent or unreadable. */
+function parseProgress(raw: string | null): AgentSyncProgress | null {
+  if (raw === null) return null;
+  try {
+    const parsed = JSON.parse(raw) as AgentSyncProgress | null;
+    return parsed && typeof parsed === 'object' && typeof parsed.id === 'string' ? parsed : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether the record's run still holds the channel (no other run may start): `running` with a
+ * lease not yet lapsed at `now`. A `running` record without a lease was written by a version
+ * before it, whose record lived only as long as its lock: held while it exists.
+ */
+function holdsLease(progress: AgentSyncProgress | null, now: Date): boolean {
+  if (progress?.state !== 'running') return false;
+  if (progress.leaseExpiresAt === undefined) return true;
+  return Date.parse(progress.leaseExpiresAt) > now.getTime();
+}
+
+/**
+ * The run's hold on its progress record. Every write is expected against the text the run wrote
+ * last (Store batch `expect`), one at a time: a record replaced by another run (which took over
+ * a lapsed lease) is never overwritten, and `write` answers false. A write whose answer was lost
+ * (the store timed out after applying it) is told apart by the record's id: only this run writes
+ * its id.
+ */
+class Lease {
+  private queue: Promise<unknown> = Promise.resolve();
+  /** The lease as last written (ms on the bridge's clock): no other run can start before it. */
+  heldUntil: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly key: string,
+    private readonly legacyKey: string,
+    private readonly runId: string,
+    private written: string,
+    heldUntil: number,
+  ) {
+    this.heldUntil = heldUntil;
+  }
+
+  /** Write the record; false when it is no longer this run's. Rejects when the store does. */
+  write(progress: AgentSyncProgress): Promise<boolean> {
+    // In order, each from the record as it is when its turn comes: a heartbeat taken before a
+    // step's write never lands after it with older counts.
+    const next = this.queue.then(() => this.writeNow(progress));
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async writeNow(progress: AgentSyncProgress): Promise<boolean> {
+    const text = JSON.stringify(progress);
+    // Null once the run has ended: the record then holds nothing.
+    const until =
+      progress.state === 'running' && progress.leaseExpiresAt !== undefined
+        ? Date.parse(progress.leaseExpiresAt)
+        : null;
+    if (await this.put(this.written, text, until)) return true;
+    const raw = await this.store.get(this.key);
+    if (parseProgress(raw)?.id !== this.runId) return false;
+    return this.put(raw, text, until);
+  }
+
+  private async put(expected: string | null, text: string, until: number | null): Promise<boolean> {
+    const batch = this.store.batch().expect(this.key, expected).set(this.key, text, PROGRESS_TTL_MS);
+    if (until !== null) batch.set(this.legacyKey, legacyLockMark(this.runId), LEASE_MS);
+    if (!(await batch.exec())) return false;
+    this.written = text;
+    if (until !== null) this.heldUntil = until;
+    return true;
+  }
+
+  /** Let older versions start again (only the mark this run set). Never throws. */
+  async release(): Promise<void> {
+    await this.queue;
+    await this.store
+      .batch()
+      .expect(this.legacyKey, legacyLockMark(this.runId))
+      .del(this.legacyKey)
+      .exec()
+      .catch(() => {});
+  }
+}
 
 type Step =
   | { action: 'create'; email: string; agent: AgentWrite }
@@ -113,14 +238,11 @@ export interface RunOptions {
   onProgress?: (line: string) => void;
 }
 
-/** A run that holds the lock and has recorded its start; `done` settles with its report. */
+/** A run that holds the lease and has recorded its start; `done` settles with its report. */
 export interface StartedSync {
   progress: AgentSyncProgress;
   done: Promise<AgentSyncReport>;
 }
-
-/** The sync lock's time to live; renewed every third of it while the run works (renewal.ts). */
-const LOCK_TTL_MS = 15 * 60_000;
 
 export class AgentSync {
   private readonly runs;
@@ -140,89 +262,115 @@ export class AgentSync {
     );
   }
 
-  /** Run a sync to its end (the lock taken first: JobBusyError when another run holds it). */
+  /** Run a sync to its end (the lease taken first: JobBusyError when another run holds it). */
   async run(options: RunOptions = {}): Promise<AgentSyncReport> {
     return (await this.start(options)).done;
   }
 
   /**
-   * Take the lock, record the run's start in its progress, and answer: the run goes on in
+   * Take the lease, record the run's start in its progress, and answer: the run goes on in
    * `done`. So a caller that must not wait for the whole sync (the console: a long sync would
    * outlast a proxy's read timeout) still learns at once whether it started or another run holds
-   * the lock.
+   * the lease.
    */
   async start(options: RunOptions = {}): Promise<StartedSync> {
-    const { context, channelId } = this.options;
-    const keys = storeKeys(channelId);
-    let lock: Awaited<ReturnType<typeof context.store.lock>>;
-    try {
-      lock = await context.store.lock([keys.syncLock], { ttlMs: LOCK_TTL_MS, waitMs: 0 });
-    } catch (error) {
-      if ((error as { code?: string }).code === 'store_busy') {
-        throw new JobBusyError(
-          'agent_sync_running',
-          `an agent sync is already running for channel ${channelId}`,
-        );
-      }
-      throw error;
-    }
+    const { channelId, logger } = this.options;
     const progress = this.newProgress(options.dryRun ?? false);
-    // Lost lock -> the run's signal aborts, so no write starts after it (as on shutdown).
+    const lease = await this.takeLease(progress);
+    // Lost lease -> the run's signal aborts, so no write starts after it (as on shutdown).
     const lost = new AbortController();
-    const stopRenewing = renewWhileHeld({
-      ttlMs: LOCK_TTL_MS,
-      renew: async () => {
-        const held = await lock.renew(LOCK_TTL_MS);
-        // A running record lives as long as the lock: a run that dies leaves no "running" for good.
-        if (held) await this.saveProgress(progress, false);
-        return held;
-      },
-      onLost: () => {
-        this.options.logger.warn(
-          { channelId },
-          'chatvisor agent sync lost its lock (it expired before it was renewed); stopping the run',
-        );
-        lost.abort(
-          new ConflictError(
-            'agent_sync_lock_lost',
-            `the agent sync of channel ${channelId} lost its lock (the store could not renew it in time) and stopped, so as not to run beside another sync; the next run finishes the job`,
-          ),
-        );
-      },
+    const onLost = () => {
+      if (lost.signal.aborted) return;
+      logger.warn(
+        { channelId },
+        'chatvisor agent sync lost its lease (its heartbeat could not renew it in time, and another run may have taken over); stopping the run',
+      );
+      lost.abort(
+        new ConflictError(
+          'agent_sync_lock_lost',
+          `the agent sync of channel ${channelId} lost its lease (the store could not renew it in time) and stopped, so as not to run beside another sync; the next run finishes the job`,
+        ),
+      );
+    };
+    const stopHeartbeat = renewWhileHeld({
+      ttlMs: LEASE_MS,
+      renew: () => this.saveProgress(lease, progress, { touch: false, rejectOnError: true }),
+      onLost,
       onError: (error) =>
-        this.options.logger.warn({ channelId, err: error }, 'could not renew the agent sync lock'),
+        logger.warn({ channelId, err: error }, 'could not renew the agent sync lease (heartbeat)'),
     });
     // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
     const combined = options.signal ? combineSignals([options.signal, lost.signal]) : undefined;
     const signal = combined?.signal ?? lost.signal;
-    const finish = async () => {
+    const done = this.runLocked({ ...options, signal }, progress, lease, onLost).finally(async () => {
       combined?.dispose();
-      stopRenewing();
-      await lock.release();
-    };
-    let done: Promise<AgentSyncReport>;
-    try {
-      await this.saveProgress(progress, false);
-      done = this.runLocked({ ...options, signal }, progress).finally(finish);
-    } catch (error) {
-      await finish();
-      throw error;
-    }
+      stopHeartbeat();
+      await lease.release();
+    });
     // Whoever holds `done` sees its failure; this only keeps a run nobody awaits yet from being
     // reported as an unhandled rejection.
     done.catch(() => {});
     return { progress: { ...progress }, done };
   }
 
+  /**
+   * Write the run's first record, unless another run holds the lease (JobBusyError): the record
+   * read, and the lock of a version before the lease, are expected unchanged in the same atomic
+   * write, so two runs starting at once cannot both take it.
+   */
+  private async takeLease(progress: AgentSyncProgress): Promise<Lease> {
+    const { context, channelId } = this.options;
+    const key = storeKeys(channelId).syncProgress;
+    const legacyKey = legacyLockKey(channelId);
+    const busy = () =>
+      new JobBusyError('agent_sync_running', `an agent sync is already running for channel ${channelId}`);
+    // A few tries: the record changes under a start while a run writes it (a step, a heartbeat),
+    // and a run whose lease lapsed meanwhile is taken over on the next try.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const [raw = null, legacy = null] = await context.store.mget([key, legacyKey]);
+      const current = parseProgress(raw);
+      if (holdsLease(current, context.now())) throw busy();
+      // A lock an older version took (a token), or the mark of a run other than the one whose
+      // lease lapsed (an older version's lock, or a run that started since the read).
+      if (legacy !== null && (current === null || legacy !== legacyLockMark(current.id))) throw busy();
+      progress.leaseExpiresAt = new Date(context.now().getTime() + LEASE_MS).toISOString();
+      const text = JSON.stringify(progress);
+      const taken = await context.store
+        .batch()
+        .expect(key, raw)
+        .expect(legacyKey, legacy)
+        .set(key, text, PROGRESS_TTL_MS)
+        .set(legacyKey, legacyLockMark(progress.id), LEASE_MS)
+        .exec();
+      if (taken) {
+        if (current?.state === 'running') {
+          this.options.logger.warn(
+            { channelId, interrupted: current.id, leaseExpiresAt: current.leaseExpiresAt },
+            'chatvisor agent sync: the last run was interrupted (its lease lapsed without a heartbeat); this run takes over',
+          );
+        }
+        return new Lease(
+          context.store,
+          key,
+          legacyKey,
+          progress.id,
+          text,
+          Date.parse(progress.leaseExpiresAt),
+        );
+      }
+    }
+    throw busy();
+  }
+
   /** The running (or last) run's progress; null when none was recorded (or it expired). */
   async progress(): Promise<AgentSyncProgress | null> {
-    const raw = await this.options.context.store.get(storeKeys(this.options.channelId).syncProgress);
-    if (raw === null) return null;
-    try {
-      return JSON.parse(raw) as AgentSyncProgress;
-    } catch {
-      return null;
+    const { context, channelId } = this.options;
+    const progress = parseProgress(await context.store.get(storeKeys(channelId).syncProgress));
+    // A running record whose lease lapsed: nobody renews it, its process is gone.
+    if (progress?.state === 'running' && progress.leaseExpiresAt !== undefined) {
+      if (!holdsLease(progress, context.now())) return { ...progress, state: 'interrupted' };
     }
+    return progress;
   }
 
   private newProgress(dryRun: boolean): AgentSyncProgress {
@@ -250,18 +398,28 @@ export class AgentSync {
   }
 
   /**
-   * Write the progress record (one SET per change written to Chatvisor: small beside the call
-   * itself). A record that cannot be written does not stop the sync: progress is for watching.
+   * Write the progress record (one checked SET per change written to Chatvisor: small beside the
+   * call itself), renewing the lease while the run goes on. False when another run took the
+   * record over (this run lost its lease). A store that cannot be reached does not stop the sync
+   * while a third of the lease last written is left (no other run can start before it lapses:
+   * progress is for watching); with less, the run cannot know it still holds it: false.
    */
-  private async saveProgress(progress: AgentSyncProgress, touch = true): Promise<void> {
+  private async saveProgress(
+    lease: Lease,
+    progress: AgentSyncProgress,
+    options: { touch?: boolean; rejectOnError?: boolean } = {},
+  ): Promise<boolean> {
     const { context, channelId, logger } = this.options;
-    if (touch) progress.updatedAt = context.now().toISOString();
+    const now = context.now().getTime();
+    if (options.touch ?? true) progress.updatedAt = new Date(now).toISOString();
+    if (progress.state === 'running') progress.leaseExpiresAt = new Date(now + LEASE_MS).toISOString();
+    else delete progress.leaseExpiresAt;
     try {
-      await context.store.set(storeKeys(channelId).syncProgress, JSON.stringify(progress), {
-        ttlMs: progress.state === 'running' ? LOCK_TTL_MS : FINISHED_PROGRESS_TTL_MS,
-      });
+      return await lease.write(progress);
     } catch (error) {
+      if (options.rejectOnError) throw error;
       logger.debug({ err: error, channelId }, 'chatvisor agent sync: progress not recorded');
+      return context.now().getTime() < lease.heldUntil - LEASE_MS / 3;
     }
   }
 
@@ -287,7 +445,12 @@ export class AgentSync {
     return raw.map((entry) => JSON.parse(entry) as AgentSyncReport).reverse();
   }
 
-  private async runLocked(options: RunOptions, watched: AgentSyncProgress): Promise<AgentSyncReport> {
+  private async runLocked(
+    options: RunOptions,
+    watched: AgentSyncProgress,
+    lease: Lease,
+    onLost: () => void,
+  ): Promise<AgentSyncReport> {
     const { context, channelId, client, settings, logger } = this.options;
     const dryRun = options.dryRun ?? false;
     const progress = options.onProgress ?? (() => {});
@@ -320,7 +483,8 @@ export class AgentSync {
       const steps = this.plan(desired, actual, managed, report);
       Object.assign(watched, { step: 'writing', listed: listed.items.length, planned: steps.length });
       this.tally(watched, report);
-      await this.saveProgress(watched);
+      if (!(await this.saveProgress(lease, watched))) onLost();
+      options.signal?.throwIfAborted();
       progress(
         `plan: ${steps.length} change${steps.length === 1 ? '' : 's'}${dryRun ? ' (dry run: nothing is written)' : ''}`,
       );
@@ -347,7 +511,9 @@ export class AgentSync {
         }
         watched.current = step.email;
         this.tally(watched, report);
-        await this.saveProgress(watched);
+        // Checked before each write: a run whose record another run took over writes no more.
+        if (!(await this.saveProgress(lease, watched))) onLost();
+        options.signal?.throwIfAborted();
         try {
           report.writes++;
           if (step.action === 'create') await client.createAgent(step.agent, { signal: options.signal });
@@ -388,7 +554,8 @@ export class AgentSync {
     });
     delete watched.current;
     this.tally(watched, report);
-    await this.saveProgress(watched);
+    // Not over the record of a run that took over from this one (false then: nothing written).
+    await this.saveProgress(lease, watched);
     if (!failure || (failure as { code?: string }).code !== 'store_unavailable') this.count(report);
     if (!dryRun) await this.publish(report);
     logger.info(

@@ -11,24 +11,28 @@ import {
   expiresAtText,
 } from '../crm/credentials.js';
 import { CrmError, scrub } from '../crm/errors.js';
+import { type CrmCheckOutcome, recordCrmCheck } from '../crm/last-check.js';
 import { createRateLimiter } from '../crm/limiter.js';
 import { createTransport } from '../crm/transport.js';
 import { createLogger } from '../logger.js';
 import { createHttpClient } from '../net/http.js';
 import { defaultRegistry } from '../registry.js';
-import { createStore } from '../store/index.js';
+import { createStore, type Store } from '../store/index.js';
 
 /**
  * `chatbridge crm check --destination ID [--config FILE]` (DESIGN §10): one call round to the
  * CRM (account, pipelines, users), then what the destination's mapping will use there — each
  * channel's pipeline and stage, the default responsible user, each agent's CRM user — or
- * exactly why it cannot (exit 1). Credentials are never printed.
+ * exactly why it cannot (exit 1). Credentials are never printed. Its outcome (when, ok / warn /
+ * fail, the short reason) is kept in the shared store for the console's status page
+ * (src/crm/last-check.ts).
  */
 
 const USAGE = `Usage: chatbridge crm check --destination ID [--config FILE]
 Calls the CRM of a kind: amocrm / bitrix24 destination once (account, pipelines, users) and prints
 what the mapping will use there, or why it cannot (exit 1). Says when an amoCRM token expires:
-a warning under ${EXPIRY_WARNING_DAYS} days, exit 1 once it has.`;
+a warning under ${EXPIRY_WARNING_DAYS} days, exit 1 once it has. The outcome (time, ok / warn /
+fail, why) is recorded in the bridge's Redis: the console's status page shows the last one.`;
 
 interface Io {
   stdout(line: string): void;
@@ -80,16 +84,31 @@ export async function crmCommand(
     io.stderr(`chatbridge: no connector for kind '${destination.kind}'`);
     return 1;
   }
+  const secrets = connector.secretsOf(destination);
   // An expired token is refused by the CRM (401) for every call: said as what it is, without one.
   const expiry = credentialExpiry(connector, destination, new Date());
+  const logger = createLogger('silent');
   if (expiry.state === 'expired') {
     io.stderr(`chatbridge: ${destination.id}: ${describeExpiry(expiry, connector.displayName)}`);
+    const store = await createStore(config.store, logger);
+    try {
+      await keepOutcome(
+        store,
+        destination.id,
+        'fail',
+        `token expired at ${expiry.at.toISOString()}`,
+        secrets,
+        io,
+      );
+    } finally {
+      await store.close();
+    }
     return 1;
   }
-  const logger = createLogger('silent');
   // The same store as the running service: the check counts against the shared request rate.
   const store = await createStore(config.store, logger);
-  const secrets = connector.secretsOf(destination);
+  const keep = (outcome: CrmCheckOutcome['outcome'], reason: string) =>
+    keepOutcome(store, destination.id, outcome, reason, secrets, io);
   try {
     const api = connector.create(
       destination,
@@ -110,31 +129,65 @@ export async function crmCommand(
       report = await api.check();
     } catch (error) {
       const message = error instanceof CrmError ? error.message : (error as Error).message;
-      io.stderr(`chatbridge: ${destination.id}: ${shown(scrub(message, secrets))}`);
+      const reason = shown(scrub(message, secrets));
+      io.stderr(`chatbridge: ${destination.id}: ${reason}`);
+      await keep('fail', reason);
       return 1;
     }
-    const problems = describe(
-      destination,
-      showable(report),
-      config.agents,
-      io,
-      connector.displayName,
-      expiry,
-    );
+    const checked = showable(report);
+    const problems = describe(destination, checked, config.agents, io, connector.displayName, expiry);
     for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
       io.stderr(
         `${destination.id}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: the mapping cannot be used as configured`,
       );
+      await keep(
+        'fail',
+        `${problems.length} problem${problems.length === 1 ? '' : 's'}, the mapping cannot be used as configured: ${problems[0]}${problems.length > 1 ? ' (and more: run crm check)' : ''}`,
+      );
       return 1;
     }
     // Usable today, but not for long: said last, where it is seen, and still exit 0.
-    if (expiry.state === 'soon')
+    if (expiry.state === 'soon') {
       io.stderr(`warning: ${destination.id}: ${describeExpiry(expiry, connector.displayName)}`);
+      await keep('warn', `the mapping can be used, but the ${expiresAtText(expiry)}`);
+    } else {
+      await keep(
+        'ok',
+        `the mapping can be used: account "${checked.account}", ${checked.pipelines.length} pipeline(s), ${checked.users.length} user(s)${
+          checked.usersUnavailable === undefined
+            ? ''
+            : `; users not readable (${checked.usersUnavailable}), so no responsible by e-mail`
+        }`,
+      );
+    }
     io.stdout(`${destination.id}: OK`);
     return 0;
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * Record the check's outcome for the console (src/crm/last-check.ts). Only in a store a running
+ * bridge shares: on the in-memory store it would vanish with this process, unseen. A store that
+ * cannot take it costs the record only: the check's own answer stands (a warning says so).
+ */
+async function keepOutcome(
+  store: Store,
+  destinationId: string,
+  outcome: CrmCheckOutcome['outcome'],
+  reason: string,
+  secrets: readonly string[],
+  io: Io,
+): Promise<void> {
+  if (store.kind !== 'redis') return;
+  try {
+    await recordCrmCheck(store, destinationId, { at: new Date().toISOString(), outcome, reason }, secrets);
+  } catch (error) {
+    io.stderr(
+      `warning: ${destinationId}: the outcome was not recorded for the console: ${shown(scrub((error as Error).message, secrets))}`,
+    );
   }
 }
 

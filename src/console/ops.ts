@@ -1,4 +1,5 @@
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
+import type { CrmCheckOutcome } from '../crm/last-check.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -78,10 +79,13 @@ export interface AgentSyncReportView {
 export interface AgentSyncProgressView {
   id?: string;
   dryRun?: boolean;
-  state?: 'running' | 'finished' | 'failed';
+  /** `interrupted`: the run's lease lapsed before it finished (its process stopped). */
+  state?: 'running' | 'finished' | 'failed' | 'interrupted';
   step?: 'listing' | 'writing' | 'done';
   startedAt?: string;
   updatedAt?: string;
+  /** While running: until when its heartbeat holds the run's lease; when interrupted, when it lapsed. */
+  leaseExpiresAt?: string;
   finishedAt?: string;
   directory?: number;
   listed?: number | null;
@@ -100,6 +104,16 @@ export interface AgentSyncProgressView {
 /** One sentence on where a sync stands (the progress view's status line; console.js shows it too). */
 export function agentSyncProgressText(progress: AgentSyncProgressView): string {
   const dry = progress.dryRun === true;
+  if (progress.state === 'interrupted') {
+    const planned = progress.planned ?? null;
+    const where =
+      progress.step !== 'writing' || planned === null
+        ? "while listing Chatvisor's agents"
+        : dry
+          ? 'while planning'
+          : `after ${progress.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
+    return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
+  }
   if (progress.state === 'failed')
     return `${dry ? 'Dry run' : 'Agent sync'} stopped: ${progress.error ?? 'unknown error'}`;
   if (progress.state === 'finished') {
@@ -259,7 +273,9 @@ ${
 ${
   channel.agentSync.running?.state === 'running'
     ? html`<p class="notice" role="status">${agentSyncProgressText(channel.agentSync.running)} <a href="${base}/agent-sync">Follow its progress</a></p>`
-    : ''
+    : channel.agentSync.running?.state === 'interrupted'
+      ? html`<p class="error" role="status">${agentSyncProgressText(channel.agentSync.running)} <a href="${base}/agent-sync">Where it stopped</a></p>`
+      : ''
 }
 ${channel.agentSync.error ? html`<p class="error">${channel.agentSync.error}</p>` : ''}
 ${
@@ -308,9 +324,13 @@ export interface StatusView {
   schedules: { channelId: string; job: string; schedule: string; runs: Record<string, number> }[];
   /**
    * The CRM destinations (kind amocrm / bitrix24): what the bridge knows without calling the CRM
-   * (a page view never does): the deliveries (above, in `destinations`) and the token's expiry.
+   * (a page view never does): the deliveries (above, in `destinations`), the token's expiry and
+   * what the last `chatbridge crm check` said (null: none recorded; absent: the store could not
+   * be read).
    */
-  crm: { id: string; displayName: string; expiry: CredentialExpiry }[];
+  crm: { id: string; displayName: string; expiry: CredentialExpiry; lastCheck?: CrmCheckOutcome | null }[];
+  /** When the page is made: says how long ago the last check was (left out without it). */
+  now?: Date;
 }
 
 /** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
@@ -347,6 +367,26 @@ function expiryOf(item: StatusView['crm'][number]): SafeHtml {
   }
 }
 
+const CHECK_STATES: Record<CrmCheckOutcome['outcome'], { label: string; css: string }> = {
+  ok: { label: 'ok', css: 'state-delivered' },
+  warn: { label: 'warning', css: 'state-pending' },
+  fail: { label: 'failed', css: 'state-failed' },
+};
+
+/** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
+function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
+  const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
+  if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
+  if (item.lastCheck === null)
+    return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
+  const { at, outcome, reason } = item.lastCheck;
+  const state = CHECK_STATES[outcome];
+  const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
+  return html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
+    Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
+  }: ${reason} <span class="muted small">Check again: ${command}</span>`;
+}
+
 function crmSection(status: StatusView): SafeHtml {
   if (status.crm.length === 0) return html``;
   const counts = new Map(status.destinations.map((item) => [item.id, item]));
@@ -363,7 +403,7 @@ ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${i
       : 'unknown (the store is not reachable)'
   }</dd>
   <dt>Token</dt><dd>${expiryOf(item)}</dd>
-  <dt>Last check</dt><dd>Not recorded by the bridge. <code>chatbridge crm check --destination ${item.id}</code> calls ${item.displayName} once (account, pipelines, users) and prints what the mapping will use.</dd>
+  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>
 </dl>`;
     },
   )}</section>`;
@@ -428,7 +468,7 @@ export function agentSyncPage(options: {
   const body = !progress
     ? html`<p class="empty">No agent sync has run in the last day. Start one from <a href="/console/channels#channel-${options.channelId}">the channel</a>.</p>`
     : html`<section class="card" id="agent-sync-progress" aria-labelledby="progress-title"${running ? html` data-poll="${base}/agent-sync/progress" data-run="${progress.id ?? ''}"` : ''}>
-<h2 id="progress-title">${progress.dryRun ? 'Dry run' : 'Run'} <span class="tag">${running ? 'running' : progress.state === 'failed' ? 'stopped' : 'finished'}</span></h2>
+<h2 id="progress-title">${progress.dryRun ? 'Dry run' : 'Run'} <span class="tag">${running ? 'running' : progress.state === 'failed' ? 'stopped' : progress.state === 'interrupted' ? 'interrupted' : 'finished'}</span></h2>
 <p role="status" aria-live="polite" data-progress-field="text">${agentSyncProgressText(progress)}</p>
 ${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max !== null ? html` max="${json.max}" value="${json.value}"` : ''}></progress>` : ''}
 <dl class="attrs">
@@ -441,8 +481,17 @@ ${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max 
   ${field('unchanged', 'Unchanged', json.state === 'none' ? '' : json.fields.unchanged)}
   ${field('failed', 'Failed', json.state === 'none' ? '' : json.fields.failed)}
   <dt>Started</dt><dd>${time(progress.startedAt)}</dd>
-  <dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>
+  ${
+    progress.state === 'interrupted'
+      ? html`<dt>Last step</dt><dd>${time(progress.updatedAt)}</dd><dt>Lease lapsed</dt><dd>${time(progress.leaseExpiresAt)}</dd>`
+      : html`<dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>`
+  }
 </dl>
+${
+  progress.state === 'interrupted'
+    ? html`<form method="post" action="${base}/agent-sync"${progress.dryRun ? '' : html` data-confirm="Write the agent directory to Chatvisor now?"`}>${csrfField(options.csrf)}<input type="hidden" name="dryRun" value="${progress.dryRun ? 'true' : 'false'}"><button type="submit">${progress.dryRun ? 'Start the dry run again' : 'Run agent sync again'}</button></form>`
+    : ''
+}
 ${
   running
     ? html`<p class="muted small">This page follows the sync by itself (without JavaScript it reloads every few seconds): <a href="${base}/agent-sync">Refresh</a>. It runs on whichever instance started it; leaving this page does not stop it.</p>`

@@ -1,5 +1,6 @@
 import { MANUAL_MERGE_KIND } from '../contacts/merge.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
+import type { ManyContact } from '../contacts/service.js';
 import {
   type Conflict,
   type ConflictState,
@@ -461,46 +462,70 @@ export function conflictsPage(options: {
   state: ConflictState | 'all';
   /** The page stopped looking before it had a page of them (the API's `partial`). */
   partial?: boolean;
-  /** Each root's contact as it is now (absent: gone); a root merged away maps to its survivor. */
-  contacts: ReadonlyMap<string, Contact>;
+  /**
+   * Each root's contact as it is now, read when the page is made (absent: gone); a root merged
+   * away maps to its survivor, with its own record's name (ContactService.getMany).
+   */
+  contacts: ReadonlyMap<string, ManyContact>;
   notice?: string;
   olderHref?: string;
   newestHref?: string;
 }): string {
   const { contacts } = options;
-  // A conflict holds its contacts' ids, not their names then; the name known is the contact's
-  // now. A root merged into another since is shown by its id, part of that contact (named once,
-  // by the survivor's own row or here): its row used to read the survivor's name too, so a
-  // merged conflict listed one name twice and the rows told nothing apart.
+  // A conflict holds its contacts' ids, not their names then: each side is named as it is now.
+  // A side still a contact of its own by that contact's name; a side merged into another since
+  // by its own record's name (the survivor's name on both rows read as one name twice and told
+  // the sides apart by nothing), saying which contact it is part of now.
+  const nameOf = (root: string): string => {
+    const found = contacts.get(root);
+    const name = found && (found.contact.id === root ? found.contact.name : found.recordName);
+    return name ?? 'Unnamed contact';
+  };
+  /** A contact named for an attribute (a button's label, a confirmation): name, then id. */
+  const labelOf = (root: string) => `${nameOf(root)} (${root})`;
+  const named = (id: string, name: string) =>
+    html`<a href="/console/contacts/${encodeURIComponent(id)}"><bdi>${name}</bdi></a> <span class="mono small">${id}</span>`;
   const contactLink = (root: string, item: Conflict) => {
-    const contact = contacts.get(root);
-    if (!contact) return html`<span class="mono">${root}</span> <span class="muted">(gone)</span>`;
-    const name = html`<bdi>${contact.name ?? 'Unnamed contact'}</bdi>`;
-    if (contact.id === root)
-      return html`<a href="/console/contacts/${encodeURIComponent(root)}">${name}</a> <span class="mono small">${root}</span>`;
+    const found = contacts.get(root);
+    if (!found) return html`<span class="mono">${root}</span> <span class="muted">(gone)</span>`;
+    const { contact } = found;
+    if (contact.id === root) return named(root, nameOf(root));
     const survivorListed = item.roots.includes(contact.id);
-    return html`<a href="/console/contacts/${encodeURIComponent(root)}" class="mono">${root}</a> <span class="muted small">(now part of ${contact.id}${
-      survivorListed ? '' : html`, ${name}`
+    return html`${named(root, nameOf(root))} <span class="muted small">(now part of ${
+      survivorListed ? contact.id : html`<bdi>${contact.name ?? 'Unnamed contact'}</bdi> ${contact.id}`
     })</span>`;
   };
+  /** The contact a decided conflict's contacts are now (one of them holds it). */
+  const survivorOf = (item: Conflict): Contact | undefined =>
+    item.roots.map((root) => contacts.get(root)?.contact).find((contact) => contact?.id === item.mergedInto);
   // An open conflict: a Merge button for each contact after the first that is not one with it yet.
   const mergeForms = (item: Conflict) => {
-    if (item.state !== 'open')
+    if (item.state !== 'open') {
+      const survivor = survivorOf(item);
       return html`<p class="muted small">${
         item.state === 'merged' ? 'Staff merged them by hand' : 'A later merge made them one contact'
-      }${item.mergedInto ? html`: now <a href="/console/contacts/${encodeURIComponent(item.mergedInto)}" class="mono">${item.mergedInto}</a>` : ''}. Nothing to decide.</p>`;
+      }${
+        item.mergedInto
+          ? html`: now ${
+              survivor
+                ? named(survivor.id, survivor.name ?? 'Unnamed contact')
+                : html`<a href="/console/contacts/${encodeURIComponent(item.mergedInto)}" class="mono">${item.mergedInto}</a>`
+            }`
+          : ''
+      }. Nothing to decide.</p>`;
+    }
     const first = item.roots[0];
-    const firstNow = first === undefined ? undefined : contacts.get(first)?.id;
+    const firstNow = first === undefined ? undefined : contacts.get(first)?.contact.id;
     if (first === undefined || firstNow === undefined) return '';
     const open = item.roots.slice(1).filter((root) => {
-      const now = contacts.get(root)?.id;
+      const now = contacts.get(root)?.contact.id;
       return now !== undefined && now !== firstNow;
     });
     if (open.length === 0 && item.roots.length > 1)
       return html`<p class="muted small">Already one contact, or one of them is gone.</p>`;
     return html`${open.map(
       (root) =>
-        html`<form method="post" action="/console/conflicts/merge" class="inline" data-confirm="Merge contact ${root} with ${first}? They become one contact (the older one's id stays); Unmerge on the contact undoes it.">${csrfField(options.csrf)}<input type="hidden" name="id" value="${first}"><input type="hidden" name="with" value="${root}"><button type="submit" aria-label="Merge ${root} with ${first}">Merge</button></form>`,
+        html`<form method="post" action="/console/conflicts/merge" class="inline" data-confirm="Merge ${labelOf(root)} with ${labelOf(first)}? They become one contact (the older one's id stays); Unmerge on the contact undoes it.">${csrfField(options.csrf)}<input type="hidden" name="id" value="${first}"><input type="hidden" name="with" value="${root}"><button type="submit" aria-label="Merge ${labelOf(root)} with ${labelOf(first)}">Merge</button></form>`,
     )}`;
   };
   return layout(

@@ -53,6 +53,7 @@ import {
   type ContactQuery,
   type ContactService,
   FIND_LIMIT,
+  type ManyContact,
   type TimelineOptions,
   type TimelinePage,
   type UnmergeRequest,
@@ -1296,6 +1297,55 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return loaded.rootId === id ? { contact: loaded.contact } : { contact: loaded.contact, mergedFrom: id };
   }
 
+  /** The newest name a record holds itself (its names are kept with when each was seen). */
+  function recordNameOf(record: StoredRecord | undefined): string | null {
+    let newest: { v: string; at: string } | undefined;
+    for (const name of record?.names ?? []) if (!newest || name.at > newest.at) newest = name;
+    return newest?.v ?? null;
+  }
+
+  /**
+   * get() for many ids at once: their groups read together (Store.readGroups with `ids`: root
+   * pointers, member sets and records in one step for up to FOUND_IDS ids and FOUND_RECORDS
+   * records; more in later steps), so a page of contacts costs one round trip, not a few per
+   * contact. A group larger than a whole step is read on its own (identity.maxMergeSize lowered
+   * since its merges), as search() does.
+   */
+  async function getMany(ids: readonly string[]): Promise<Map<string, ManyContact>> {
+    const wanted = [...new Set(ids)].filter(isRecordId);
+    const found = new Map<string, ManyContact>();
+    const add = (id: string, contact: Contact, rootId: string, recordName: string | null) =>
+      found.set(id, { contact, ...(rootId === id ? {} : { mergedFrom: id }), recordName });
+    let start = 0;
+    while (start < wanted.length) {
+      const chunk = wanted.slice(start, start + FOUND_IDS);
+      const read = withPublicIds(
+        await store.readGroups({
+          keys: [],
+          ids: chunk.map(storedId),
+          layout: groupLayout,
+          maxRecords: Math.max(FOUND_RECORDS, identity.maxMergeSize),
+        }),
+      );
+      let done = 0;
+      for (const id of chunk) {
+        const view = viewFromRead(read, id);
+        if (view === undefined) {
+          // Left unread (the step's record budget): the next step starts with this id.
+          if (done > 0) break;
+          const loaded = await loadContact(id);
+          if (loaded) add(id, loaded.contact, loaded.rootId, recordNameOf((await readRecords([id])).get(id)));
+        } else if (view) {
+          const text = read.records.get(id);
+          add(id, view.contact, view.rootId, text ? recordNameOf(decodeRecord(id, text)) : null);
+        }
+        done++;
+      }
+      start += done;
+    }
+    return found;
+  }
+
   function normalizePublic(identifier: Identifier): Identifier | null {
     return normalizeIdentifier(identifier, normalizeOptions);
   }
@@ -1781,6 +1831,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     observe,
     conflictsPage: conflictList.page,
     get,
+    getMany,
     find,
     findByName: (name: string, options: { limit: number }) => search({ name, limit: options.limit }),
     findByIdentifier,

@@ -73,6 +73,13 @@ export interface UnmergeRequest {
   identifier?: Identifier;
 }
 
+/** One contact of getMany. */
+export interface ManyContact {
+  contact: Contact;
+  mergedFrom?: string;
+  recordName: string | null;
+}
+
 /** claimAndFind: nothing is read when the claim was taken before (`claimed: false`). */
 export type ClaimedFind = { claimed: false } | { claimed: true; contact: Contact | null };
 
@@ -85,6 +92,13 @@ export interface ContactService {
   observe(observation: Observation): Promise<ObserveResult>;
   /** A contact by id; an id merged away resolves to the surviving contact, with `mergedFrom`. */
   get(id: string): Promise<{ contact: Contact; mergedFrom?: string } | null>;
+  /**
+   * Several contacts by id, read together (a page that names many: the console's conflicts), as
+   * get() answers each, keyed by the id asked for; ids without a contact are absent. `recordName`
+   * is the newest name the id's own record holds: for an id merged away, what that side was
+   * called (the contact's `name` is the whole group's newest).
+   */
+  getMany(ids: readonly string[]): Promise<Map<string, ManyContact>>;
   find(query: ContactQuery): Promise<Contact[]>;
   /**
    * Contacts with every word of `name` in one of their names, at most `limit`. `more`: the search

@@ -2,7 +2,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storeKeys } from '../../adapters/chatvisor/state.js';
 import { FakeChatvisor } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { recordCrmCheck } from '../../src/crm/last-check.js';
 import { amoWorld, bitrixWorld } from '../support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
@@ -531,7 +533,51 @@ describe('web console in a browser', () => {
       await noHorizontalScroll(view);
       await screenshot(view, 'agent-sync-finished-390');
 
-      // The status page's CRM section, on a phone.
+      // A run whose process died: its record still says running, and its lease has lapsed
+      // (test/console.agent-sync-interrupted.test.ts makes one for real). The view says where it
+      // stopped, follows nothing, and offers to run the sync again.
+      const key = storeKeys('cv').syncProgress;
+      const finished = JSON.parse((await syncing.bridge.context.store.get(key))!);
+      const lapsed = new Date(Date.now() - 60_000).toISOString();
+      await syncing.bridge.context.store.set(
+        key,
+        JSON.stringify({
+          ...finished,
+          id: 'interrupted-run',
+          state: 'running',
+          step: 'writing',
+          handled: 12,
+          created: 12,
+          current: 'agent-13@store.example',
+          startedAt: new Date(Date.now() - 300_000).toISOString(),
+          updatedAt: new Date(Date.now() - 120_000).toISOString(),
+          leaseExpiresAt: lapsed,
+          finishedAt: undefined,
+        }),
+      );
+      await view.goto(`${syncing.url}/console/channels/cv/agent-sync`);
+      await view
+        .getByText('Agent sync interrupted after 12 of 30 changes (it was writing agent-13@store.example)')
+        .waitFor();
+      expect(await view.locator('[data-poll]').count()).toBe(0);
+      await view.getByRole('button', { name: 'Run agent sync again' }).waitFor();
+      await noHorizontalScroll(view);
+      await screenshot(view, 'agent-sync-interrupted-390');
+      await view.goto(`${syncing.url}/console/channels`);
+      await view.locator('#channel-cv').getByRole('link', { name: 'Where it stopped' }).waitFor();
+
+      // The status page's CRM section, on a phone, with what the last crm check said (recorded
+      // as the CLI records it: test/crm.check-record.test.ts runs the CLI). A long CRM reason wraps.
+      await recordCrmCheck(
+        syncing.bridge.context.store,
+        'amo',
+        {
+          at: new Date(Date.now() - 3 * 3_600_000).toISOString(),
+          outcome: 'fail',
+          reason: `1 problem, the mapping cannot be used as configured: channel shop-site: pipeline 4242 does not exist (have: ${Array.from({ length: 12 }, (_, index) => `${7000 + index} "Pipeline_${'x'.repeat(20)}"`).join(', ')})`,
+        },
+        [],
+      );
       await view.goto(`${syncing.url}/console/status`);
       const crm = view.locator('#crm');
       await crm.getByRole('heading', { name: 'CRM', exact: true }).waitFor();
@@ -540,6 +586,10 @@ describe('web console in a browser', () => {
       await crm.getByText('No expiry the bridge can read').waitFor();
       expect(await crm.locator('time').first().getAttribute('data-local')).toBe('true');
       expect(await crm.textContent()).toContain('chatbridge crm check --destination b24');
+      await crm.getByText('channel shop-site: pipeline 4242 does not exist', { exact: false }).waitFor();
+      expect(await crm.locator('.state-failed', { hasText: 'failed' }).count()).toBe(1);
+      await crm.getByText('(3 hours ago)', { exact: false }).waitFor();
+      await crm.getByText('None recorded.', { exact: false }).waitFor();
       await noHorizontalScroll(view);
       await screenshot(view, 'status-crm-390');
     } finally {
@@ -679,6 +729,12 @@ describe('web console in a browser', () => {
     const entry = page.locator('ol.timeline li.entry');
     expect(await entry.count()).toBe(1);
     expect(await entry.locator('.state').textContent()).toBe('Open');
+    // Each side by its name, beside its id.
+    for (const [who, name] of [
+      [kira, 'Kira Orlova'],
+      [kirill, 'Kirill Orlov'],
+    ] as const)
+      expect(await entry.locator(`a[href="/console/contacts/${who.id}"]`).textContent()).toBe(name);
     await page.setViewportSize({ width: 390, height: 844 });
     await noHorizontalScroll(page);
     await screenshot(page, 'conflicts-open-390');
@@ -686,7 +742,12 @@ describe('web console in a browser', () => {
     await entry.getByRole('button', { name: /^Merge / }).click();
     await page.getByText('Merged: the two contacts are one now.').waitFor();
     expect(dialogs).toHaveLength(1);
-    expect(dialogs[0]).toMatch(/^Merge contact c_\w+ with c_\w+\?/);
+    // It asks naming both, by name and id.
+    expect(dialogs[0]).toMatch(
+      /^Merge (Kirill Orlov|Kira Orlova) \(c_\w+\) with (Kira Orlova|Kirill Orlov) \(c_\w+\)\?/,
+    );
+    expect(dialogs[0]).toContain('Kira Orlova');
+    expect(dialogs[0]).toContain('Kirill Orlov');
     dialogs.length = 0;
 
     // Decided: no longer among the open ones; the State filter finds it, with no Merge button.

@@ -202,4 +202,52 @@ describe('hostile vendor values in the console, in a browser', () => {
     await page.setViewportSize({ width: 1280, height: 900 });
     await nothingRan('contact page, after resizing');
   });
+
+  it('names the hostile contact on the Conflicts page, and in its Merge question, as text', async () => {
+    // Mallory and a second contact: merged by a chat, split by staff, named together again.
+    const { contacts } = bridge.bridge.context;
+    const observe = (key: string, emails: string[], name?: string) =>
+      contacts.observe({
+        channelId: 'site',
+        vendor: 'jivochat',
+        at: new Date().toISOString(),
+        idempotencyKey: `hostile-conflict-${key}`,
+        identifiers: emails.map((value) => ({ kind: 'email', value, provenance: 'verified' as const })),
+        ...(name ? { names: [name] } : {}),
+      });
+    const other = (await observe('1', ['other@evil.example'], `${XSS(100)}${RLO}Other`)).contact;
+    const mallory = (await observe('2', ['mallory@evil.example', 'other@evil.example'])).contact;
+    await contacts.unmerge(mallory.id, { recordId: other.id });
+    await observe('3', ['mallory@evil.example', 'other@evil.example']);
+
+    await page.goto(`${bridge.url}/console/conflicts`);
+    const entry = page.locator('ol.timeline li.entry');
+    expect(await entry.count()).toBe(1);
+    const names = await entry.locator('a[href^="/console/contacts/c_"] bdi').allTextContents();
+    expect(names).toHaveLength(2);
+    expect(names.some((name) => name.includes('<script>window.__xss=1</script>'))).toBe(true);
+    expect(names.some((name) => name.includes('<script>window.__xss=100</script>'))).toBe(true);
+    for (const name of names) expect(name).not.toContain(RLO);
+    await nothingRan('conflicts');
+    for (const viewport of [
+      { width: 1280, height: 900 },
+      { width: 390, height: 844 },
+    ]) {
+      await page.setViewportSize(viewport);
+      await noHorizontalScroll(page, `conflicts at ${viewport.width} px`);
+      await page.screenshot({
+        path: join(ARTIFACTS, `hostile-conflicts-${viewport.width}.png`),
+        fullPage: true,
+      });
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+    // The question names them as text too (dismissed: nothing is merged).
+    await entry.getByRole('button', { name: /^Merge / }).click();
+    await expect.poll(() => dialogs.length).toBe(1);
+    expect(dialogs[0]).toContain('<script>window.__xss=');
+    expect(dialogs[0]).toMatch(/\(c_\w+\) with .*\(c_\w+\)\?/s);
+    dialogs.length = 0;
+    expect(await entry.count()).toBe(1);
+    await nothingRan('conflicts, after the question');
+  });
 });

@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type FakeChatvisor,
+  startFakeChatvisor,
+} from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { consoleRequest, signIn } from '../support/console.js';
+import { buildDist, type SpawnedBridge, spawnBridge, writeFaultConfig } from '../support/fault.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
+import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
+
+/**
+ * kill -9 of the real bridge (dist/) in the middle of a Chatvisor agent sync it runs. The killed
+ * process renews the sync's lease no more: another instance on the same Redis reads the sync
+ * `running` until the lease lapses, then `interrupted` (admin API and console), and starts a new
+ * sync at once, which finishes the job. It used to read `running`, refusing every other sync,
+ * for 15 minutes. The other instance runs in this process on a clock the test drives: the lease
+ * lapses when the test says, not after a sleep.
+ */
+const ADMIN_TOKEN = 'fault-sync-admin-token-000001';
+const CV_TOKEN = 'fault-sync-cv-token-00000001';
+const AGENTS = 12;
+const agents = Array.from({ length: AGENTS }, (_, index) => ({
+  email: `agent-${String(index + 1).padStart(2, '0')}@shop.example`,
+  name: `Agent ${index + 1}`,
+}));
+
+describe('kill -9 during a Chatvisor agent sync', () => {
+  let redisUrl: string;
+  let keyPrefix: string;
+  let fake: FakeChatvisor;
+  let killed: SpawnedBridge | undefined;
+  let survivor: TestBridge | undefined;
+  let clock = Date.now();
+
+  beforeAll(async () => {
+    buildDist();
+    redisUrl = await getTestRedisUrl();
+    keyPrefix = uniquePrefix('fault-sync');
+    fake = await startFakeChatvisor();
+    const channel = `{ id: cv, vendor: chatvisor, name: Co-browsing, token: "${CV_TOKEN}", apiUrl: "${fake.apiUrl}", apiToken: "${fake.token}", maxRetries: 0, rateLimit: { perSecond: 1000 } }`;
+    const configFile = writeFaultConfig({
+      port: await freePort(),
+      redisUrl,
+      keyPrefix,
+      adminToken: ADMIN_TOKEN,
+      jivoToken: 'fault-sync-jivo-token-000001',
+      livetexToken: 'fault-sync-livetex-token-001',
+      // The channels list goes on, then the agent directory.
+      extra: `  - ${channel}\nagents:\n${agents.map((agent) => `  - { email: "${agent.email}", name: "${agent.name}" }`).join('\n')}`,
+    });
+    killed = await spawnBridge(configFile);
+    survivor = await startTestBridge({
+      keyPrefix,
+      start: false,
+      now: () => new Date(clock),
+      config: {
+        store: { redis: redisUrl },
+        agents,
+        channels: [
+          {
+            id: 'cv',
+            vendor: 'chatvisor',
+            name: 'Co-browsing',
+            token: CV_TOKEN,
+            apiUrl: fake.apiUrl,
+            apiToken: fake.token,
+            maxRetries: 0,
+            rateLimit: { perSecond: 1000 },
+          },
+        ],
+      },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await killed?.stop();
+    await survivor?.close();
+    await fake?.close();
+    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+  });
+
+  it('reads interrupted once the killed run’s lease lapses, and a new sync starts at once and finishes the job', async () => {
+    const progressOf = async () => {
+      const answer = await survivor!.admin('GET', '/api/v1/channels/cv/agent-sync/progress');
+      expect(answer.status).toBe(200);
+      return answer.body.progress;
+    };
+    // The killed process's run stands still at its 5th create.
+    const held = fake.hold({ method: 'POST', path: '/user', when: () => fake.agents.size === 4 });
+    const start = await fetch(`${killed!.url}/api/v1/channels/cv/agent-sync/start`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(start.status).toBe(202);
+    const { progress: started } = (await start.json()) as { progress: { id: string } };
+    await held.arrived;
+
+    const running = await progressOf();
+    expect(running).toMatchObject({ id: started.id, state: 'running', handled: 4, planned: AGENTS });
+    await killed!.kill();
+    // Whatever the survivor's clock says before the lease lapses: still the killed run's.
+    clock = Date.parse(running.leaseExpiresAt) - 1;
+    expect(await progressOf()).toMatchObject({ id: started.id, state: 'running' });
+    const busy = await survivor!.admin('POST', '/api/v1/channels/cv/agent-sync/start');
+    expect(busy.status).toBe(409);
+
+    clock += 1;
+    expect(await progressOf()).toMatchObject({
+      id: started.id,
+      state: 'interrupted',
+      handled: 4,
+      current: 'agent-05@shop.example',
+    });
+    const { cookie } = await signIn(survivor!.url, TEST_ADMIN_TOKEN);
+    const view = await consoleRequest(survivor!.url, '/console/channels/cv/agent-sync', { cookie });
+    expect(view.text).toContain('<span class="tag">interrupted</span>');
+    expect(view.text).toContain('Agent sync interrupted after 4 of 12 changes');
+
+    // At once, not 15 minutes later.
+    const again = await survivor!.admin('POST', '/api/v1/channels/cv/agent-sync/start');
+    expect(again.status).toBe(202);
+    await expect.poll(async () => (await progressOf()).state, { timeout: 60_000 }).toBe('finished');
+    expect((await progressOf()).id).toBe(again.body.progress.id);
+    expect(fake.agents.size).toBe(AGENTS);
+    held.release();
+  });
+});
