@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_TRUSTED_PROXIES, forwardedClient, trustedProxies } from '../../src/http/forwarded.js';
 import { defaultRegistry } from '../../src/registry.js';
 import { consoleRequest, cookieOf, fieldOf } from '../support/console.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
@@ -146,19 +147,41 @@ describe('X-Forwarded-For counts only from a trusted proxy (server.trustedProxie
     expect(statuses.slice(0, 3)).not.toContain(429);
   });
 
-  it('takes no X-Forwarded-Proto from a direct client: the console still warns that its Secure cookie needs https', async () => {
+  it('takes no X-Forwarded-Proto or -Host from a direct client: the console knows it came over plain http', async () => {
     const bridge = await bridgeWith({
       server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: 'https://bridge.example' },
     });
     const forged = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'bridge.example' };
     const url = await direct(bridge, PUBLIC_CLIENT);
+    // The sign-in form warns that its Secure cookie needs https (at a non-loopback Host): the
+    // client's X-Forwarded-Proto said https and hid that warning.
+    const warned = await rawRequest(url, 'GET', '/console/sign-in', {
+      headers: { ...forged, host: 'bridge.example' },
+    });
+    expect(warned.status).toBe(200);
+    expect(warned.text).toContain('https://bridge.example/console');
+    // A form posted without its cookie: over plain http the cookie was lost, and the answer says
+    // why; taken as https it said the form had expired.
     const form = await consoleRequest(url, '/console/sign-in', { headers: forged });
-    expect(form.status).toBe(200);
-    expect(form.text).toContain('https://bridge.example/console');
-    // Through the trusted proxy, its https counts: nothing to warn about.
-    const proxied = await consoleRequest(bridge.url, '/console/sign-in', { headers: forged });
-    expect(proxied.text).not.toContain('https://bridge.example/console');
-    // And sign-in works for the direct client (the cookie is Secure; fetch keeps no jar).
+    const cookieless = await consoleRequest(url, '/console/sign-in', {
+      headers: forged,
+      form: { _pre: fieldOf(form.text, '_pre') ?? '', token: TEST_ADMIN_TOKEN, next: '/console/status' },
+    });
+    expect(cookieless.status).toBe(403);
+    expect(cookieless.text).toContain('did not send back the sign-in form');
+    // Through the trusted proxy (loopback), its https counts.
+    const proxiedForm = await consoleRequest(bridge.url, '/console/sign-in', { headers: forged });
+    const proxied = await consoleRequest(bridge.url, '/console/sign-in', {
+      headers: forged,
+      form: {
+        _pre: fieldOf(proxiedForm.text, '_pre') ?? '',
+        token: TEST_ADMIN_TOKEN,
+        next: '/console/status',
+      },
+    });
+    expect(proxied.status).toBe(403);
+    expect(proxied.text).toContain('The sign-in form expired');
+    // Sign-in itself works for the direct client (the form's cookie sent back by hand).
     const signedIn = await consoleRequest(url, '/console/sign-in', {
       headers: forged,
       cookie: cookieOf(form.headers, 'chatbridge_console_pre') ?? '',
@@ -278,11 +301,45 @@ describe('server.trustedProxies in the config', () => {
       'server.trustedProxies[3]: "192.168.0.0/33": an IPv4 range has a prefix length of 0 to 32',
       'server.trustedProxies[4]: "fd00::/129": an IPv6 range has a prefix length of 0 to 128',
       'server.trustedProxies[5]: "nginx.internal" is not an IP address or CIDR range (such as 10.0.0.5, 10.0.0.0/8 or fd00::/8)',
-      'server.trustedProxies[6]: "fe80::1%eth0": leave out the zone (%eth0); the range fe80::/10 takes every link-local address',
+      'server.trustedProxies[6]: "fe80::1%eth0": leave out the zone (%eth0); addresses are compared without it',
       'server.trustedProxies[7]: "10.0.0.0/8/8" is not an IP address or CIDR range (such as 10.0.0.5, 10.0.0.0/8 or fd00::/8)',
       'server.trustedProxies[8]: "10.0.0.0/" is not an IP address or CIDR range (such as 10.0.0.5, 10.0.0.0/8 or fd00::/8)',
       'server.trustedProxies[9]: "::ffff:10.0.0.0/104": write an IPv4 range in IPv4 form (10.0.0.0/8): IPv4 clients are compared as IPv4 addresses',
-      'server.trustedProxies[10]: an IP address or CIDR range as text (such as 10.0.0.0/8)',
+      'server.trustedProxies[10]: expected text, got the number 7: write it in quotes ("...")',
     ]);
+  });
+});
+
+describe('forwardedClient: the walk of X-Forwarded-For (as proxy-addr does it)', () => {
+  const trusted = trustedProxies([...DEFAULT_TRUSTED_PROXIES]);
+  const walk = (peer: string, header: string, hops = 1) => forwardedClient(peer, header, trusted, hops);
+
+  it('takes nothing from a connection that is not a trusted proxy', () => {
+    expect(walk('203.0.113.50', '198.51.100.1')).toBe('203.0.113.50');
+    expect(walk('2001:db8::50', '198.51.100.1', 3)).toBe('2001:db8::50');
+    // The connection's address in its one spelling: a dual-stack socket's IPv4-mapped form.
+    expect(walk('::ffff:203.0.113.50', '198.51.100.1')).toBe('203.0.113.50');
+  });
+
+  it('takes the entry a trusted proxy appended, in its one spelling', () => {
+    expect(walk('127.0.0.1', '192.0.2.1, 198.51.100.1')).toBe('198.51.100.1');
+    expect(walk('::ffff:10.1.2.3', '198.51.100.1:4431')).toBe('198.51.100.1');
+    expect(walk('fe80::1%eth0', ' [2001:DB8:0::7]:443 ')).toBe('2001:db8::7');
+    expect(walk('::1', '')).toBe('::1');
+  });
+
+  it('walks further only through trusted proxies, and at most proxyHops entries', () => {
+    expect(walk('10.0.0.1', '192.0.2.1, 198.51.100.1, 10.0.0.2', 2)).toBe('198.51.100.1');
+    expect(walk('10.0.0.1', '192.0.2.1, 198.51.100.1, 10.0.0.2', 3)).toBe('198.51.100.1');
+    expect(walk('10.0.0.1', '192.0.2.1, 10.0.0.3, 10.0.0.2', 3)).toBe('192.0.2.1');
+    expect(walk('10.0.0.1', '192.0.2.1, 10.0.0.3, 10.0.0.2', 2)).toBe('10.0.0.3');
+    // A header shorter than the hops: its last trusted address (a client on the private network).
+    expect(walk('10.0.0.1', '10.0.0.9', 3)).toBe('10.0.0.9');
+  });
+
+  it('counts an entry that is no IP address against the proxy that passed it on', () => {
+    expect(walk('127.0.0.1', 'not-an-address')).toBe('127.0.0.1');
+    expect(walk('10.0.0.1', 'made-up, 10.0.0.2', 2)).toBe('10.0.0.2');
+    expect(walk('10.0.0.1', '198.51.100.1,', 2)).toBe('10.0.0.1');
   });
 });
