@@ -9,12 +9,19 @@ import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/ha
  */
 const PUBLIC = 'https://bridge.example.com';
 
-async function bridgeBehindProxy(proxyHops: number): Promise<TestBridge> {
+async function bridgeBehindProxy(proxyHops: number, trustedProxies?: string[]): Promise<TestBridge> {
   return startTestBridge({
     store: 'memory',
     start: false,
     config: {
-      server: { port: 0, host: '127.0.0.1', shutdownTimeoutMs: 2000, publicUrl: PUBLIC, proxyHops },
+      server: {
+        port: 0,
+        host: '127.0.0.1',
+        shutdownTimeoutMs: 2000,
+        publicUrl: PUBLIC,
+        proxyHops,
+        ...(trustedProxies ? { trustedProxies } : {}),
+      },
     },
   });
 }
@@ -106,7 +113,9 @@ describe('the console behind a TLS-terminating proxy', () => {
       form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
     });
     expect(cookieless.status).toBe(403);
-    expect(cookieless.text).toContain('X-Forwarded-Proto: https (and server.proxyHops count it)');
+    expect(cookieless.text).toContain(
+      'X-Forwarded-Proto: https and connect from an address in server.trustedProxies',
+    );
     const pre = cookieOf(form.headers, 'chatbridge_console_pre')!;
     // The cookie is Secure anyway: an https publicUrl means TLS ends in front of the bridge.
     expect(attributes(form.headers.getSetCookie(), 'chatbridge_console_pre')).toContain('secure');
@@ -116,5 +125,17 @@ describe('the console behind a TLS-terminating proxy', () => {
       form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
     });
     expect(signedIn.status).toBe(302);
+  });
+
+  it('ignores X-Forwarded-Proto from a proxy whose address is not in server.trustedProxies', async () => {
+    // The proxy connects from loopback; only 10.0.0.0/8 is trusted.
+    bridge = await bridgeBehindProxy(1, ['10.0.0.0/8']);
+    const form = await consoleRequest(bridge.url, '/console/sign-in', { headers: fromProxy });
+    const cookieless = await consoleRequest(bridge.url, '/console/sign-in', {
+      headers: { ...fromProxy, ...fromBrowser },
+      form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/status' },
+    });
+    expect(cookieless.status).toBe(403);
+    expect(cookieless.text).toContain('server.trustedProxies');
   });
 });

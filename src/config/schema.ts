@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_TRUSTED_PROXIES, parseProxyRange } from '../http/forwarded.js';
 
 /**
  * The config file's schema (DESIGN §3). Keys here are a public contract: add, never rename.
@@ -429,6 +430,12 @@ export const storeSchema = z
   .default({ keyPrefix: 'chatbridge', durability: { replicas: 0, timeoutMs: 500 } });
 export type StoreConfig = z.infer<typeof storeSchema>;
 
+/** One entry of server.trustedProxies: an IP address or a CIDR range, each problem named. */
+const trustedProxySchema = z.string().superRefine((entry, ctx) => {
+  const range = parseProxyRange(entry);
+  if ('problem' in range) ctx.addIssue({ code: 'custom', message: range.problem });
+});
+
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -439,12 +446,21 @@ export const configSchema = z.strictObject({
       shutdownTimeoutMs: intLike(z.number().int().positive()).default(10_000),
       /**
        * Reverse proxies in front of the bridge that append the client's address to
-       * X-Forwarded-For. The client address (per-address rate limits, logs) is the entry that
-       * many from the right: what the outermost trusted proxy saw. Entries further left are
-       * whatever the client sent, never trusted. 0: the header is ignored (clients connect
-       * directly); 1 (default): one proxy (nginx, an ingress, a load balancer).
+       * X-Forwarded-For. The client address (per-address rate limits) is found by walking the
+       * header from the right, at most this many entries, each taken only while the address in
+       * hand is a trusted proxy's (trustedProxies; src/http/forwarded.ts forwardedClient).
+       * Entries further left are whatever the client sent, never trusted. 0: the headers are
+       * ignored (clients connect directly); 1 (default): one proxy (nginx, an ingress, a load
+       * balancer).
        */
       proxyHops: intLike(z.number().int().min(0).max(10)).default(1),
+      /**
+       * The addresses (and CIDR ranges) the proxies connect from: X-Forwarded-For, -Proto and
+       * -Host count only on a connection from one of them. By default loopback and the private,
+       * link-local and unique-local ranges, so a client on the internet reaching the bridge
+       * directly cannot choose its address; a proxy on a public address must be listed.
+       */
+      trustedProxies: z.array(trustedProxySchema).default([...DEFAULT_TRUSTED_PROXIES]),
     })
     .default({
       port: 3000,
@@ -452,6 +468,7 @@ export const configSchema = z.strictObject({
       bodyLimitBytes: 1024 * 1024,
       shutdownTimeoutMs: 10_000,
       proxyHops: 1,
+      trustedProxies: [...DEFAULT_TRUSTED_PROXIES],
     }),
   store: storeSchema,
   admin: z.strictObject({

@@ -599,16 +599,16 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
    * With an https publicUrl the cookies are Secure, and a browser keeps a Secure cookie only
    * from an https page: opened over plain http (no TLS in front), the sign-in could never work
    * and nothing would say why. The form warns when the request says it came over http (Koa reads
-   * X-Forwarded-Proto from a trusted proxy), and a post without the form's cookie says why. Not
-   * on a loopback address: Chromium keeps Secure cookies from http://localhost and 127.0.0.1 (a
-   * browser that does not still gets the post's explanation).
+   * X-Forwarded-Proto, from a trusted proxy only: src/http/forwarded.ts), and a post without the
+   * form's cookie says why. Not on a loopback address: Chromium keeps Secure cookies from
+   * http://localhost and 127.0.0.1 (a browser that does not still gets the post's explanation).
    */
   const secureOverHttp = (ctx: Context) =>
     secure &&
     ctx.protocol !== 'https' &&
     !/^(localhost|.+\.localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i.test(ctx.hostname);
   const secureCookieHelp = () =>
-    `This bridge's server.publicUrl is https, so its sign-in cookies are Secure, and a browser keeps them only over https: open the console at ${(config.server.publicUrl ?? '').replace(/\/+$/, '')}/console. If TLS ends at a proxy in front of the bridge, the proxy must send X-Forwarded-Proto: https (and server.proxyHops count it). To run without TLS, on your own machine only, set server.publicUrl to an http:// address or leave it out.`;
+    `This bridge's server.publicUrl is https, so its sign-in cookies are Secure, and a browser keeps them only over https: open the console at ${(config.server.publicUrl ?? '').replace(/\/+$/, '')}/console. If TLS ends at a proxy in front of the bridge, the proxy must send X-Forwarded-Proto: https and connect from an address in server.trustedProxies (loopback and private addresses by default), with server.proxyHops above 0. To run without TLS, on your own machine only, set server.publicUrl to an http:// address or leave it out.`;
 
   const renderSignIn = (ctx: Context, next: string, error?: string, notice?: string) => {
     // Login CSRF: the form carries a value that must match a cookie only our page can set.

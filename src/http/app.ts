@@ -38,6 +38,7 @@ import type { Store } from '../store/types.js';
 import { readJsonBody, readRawBody } from './body.js';
 import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
+import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import {
@@ -415,11 +416,13 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
 
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, metrics, store, contacts } = deps;
-  // X-Forwarded-For is read only as far as `server.proxyHops` trusted proxies wrote it: Koa's
-  // ctx.ip is otherwise its left-most entry, which the client sets (a per-address limit that
-  // anyone could step around, or aim at someone else's address).
+  // X-Forwarded-For (and -Proto, -Host) count only from a trusted proxy (server.trustedProxies),
+  // and only as far as `server.proxyHops` of them wrote it: otherwise the client sets them (a
+  // per-address limit that anyone could step around, or aim at someone else's address). Koa's
+  // `proxy` switch is for the whole app; forwardedHeaders makes it per connection.
   const hops = config.server.proxyHops;
   const app = new Koa({ proxy: hops > 0, maxIpsCount: hops });
+  app.use(forwardedHeaders(hops, trustedProxies(config.server.trustedProxies)));
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id

@@ -379,32 +379,28 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   };
 }
 
-const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;
-
 /**
- * The client address the limits count by: Koa's `ctx.ip`, i.e. the `X-Forwarded-For` entry
- * `server.proxyHops` from the right, when that entry is an IP address (a proxy's `ip:port` form,
- * as Azure's writes it, taken without the port); otherwise the socket's peer. The entry is text
- * whoever is in front wrote: on a bridge reached directly while `proxyHops` is above 0 (the
- * default is 1), a client wrote it, and up to 16 KiB of made-up text a request made each
- * request its own counter key (limiters hold 50,000 keys: hundreds of MB). An address is at
- * most 45 characters, and what is not one counts against the connection it came on.
+ * The client address the limits count by: `ctx.ip` as forwardedHeaders (src/http/forwarded.ts,
+ * the app's first middleware) set it: the connection's own address or, on a connection from a
+ * trusted proxy (server.trustedProxies), the address its walk of X-Forwarded-For reached (at most
+ * `server.proxyHops` entries). Before the header was read from trusted proxies only, a client
+ * reaching the bridge directly wrote it: a new address per request past every per-address limit,
+ * or up to 16 KiB of made-up text as a counter key of its own (limiters hold 50,000 keys:
+ * hundreds of MB). An entry that is no IP address still counts against the proxy that passed it
+ * on, a proxy's `ip:port` as its address.
  *
  * The address is in its one spelling (canonicalAddress): `2001:DB8:0::1`, `2001:db8::1` and
  * `[2001:db8::1]:443` are one client, `::ffff:192.0.2.1` (a dual-stack socket, some proxies) is
  * `192.0.2.1`. Each spelling was a counter of its own (audit-security4). What a limit counts by
- * is limitKey of it: an IPv6 client by its prefix.
+ * is limitKey of it: an IPv6 client by its prefix. A `ctx.ip` that is no IP address (the
+ * connection had none) is not taken: the connection's own address counts.
  */
 export function clientAddress(ctx: {
   ip: string;
   request: { socket: { remoteAddress?: string | undefined } };
 }): string {
   const given = ctx.ip;
-  if (isIP(given) !== 0) return canonicalAddress(given);
-  const ported = WITH_PORT.exec(given);
-  const bare = ported ? (ported[1] ?? ported[2]!) : undefined;
-  if (bare !== undefined && isIP(bare) !== 0) return canonicalAddress(bare);
-  return canonicalAddress(ctx.request.socket.remoteAddress ?? '');
+  return canonicalAddress(isIP(given) !== 0 ? given : (ctx.request.socket.remoteAddress ?? ''));
 }
 
 /**

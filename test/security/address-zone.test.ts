@@ -8,8 +8,9 @@ import { allVendorChannels, rawRequest } from './support.js';
  * The client address the limits count by (clientAddress) was bounded to an IP address of at most
  * 45 characters by accepting only what node:net isIP accepts (audit-security2). isIP also accepts
  * an IPv6 address with a zone id ("fe80::1%eth0") of any length: letters, digits, '-', '.' and
- * ':'. A client reaching a bridge with proxyHops 1 directly writes the "proxy's" entry itself, so
- * `fe80::1%<up to ~16 KiB>` made every request a counter key of its own again: never refused by
+ * ':'. A client reaching a bridge with proxyHops 1 directly wrote the "proxy's" entry itself (since
+ * then only a trusted proxy's header is read: test/security/proxy-trust.test.ts; a proxy passes on
+ * what it is sent too), so `fe80::1%<up to ~16 KiB>` made every request a counter key of its own again: never refused by
  * the per-address limits, each key as long as the header (the LiveTex lookup's limiter holds
  * 50,000 keys, taken before the channel's limit refuses: ~800 MB), and, on Redis, the shared
  * admin-auth counters got keys of that size. The zone names an interface of the machine that

@@ -135,9 +135,10 @@ describe('the client address behind proxies (server.proxyHops)', () => {
   it('counts an entry that is no IP address against the connection: made-up text is not a counter of its own', async () => {
     const bridge = await startTestBridge({ config: { limits } });
     try {
-      // A client that reaches the bridge directly while proxyHops is 1 writes the "proxy's" entry
-      // itself: on the old code each made-up text was a key of its own (no refusal, ever, and
-      // up to 16 KiB of key per request kept in the limiter).
+      // What a trusted proxy passes on (or, before server.trustedProxies, what a client reaching
+      // the bridge directly wrote as the "proxy's" entry): on the old code each made-up text was
+      // a key of its own (no refusal, ever, and up to 16 KiB of key per request kept in the
+      // limiter). It counts against the proxy that passed it on.
       expect(
         await failuresUntilRefused(bridge, (attempt) => `not-an-address-${attempt}-${'x'.repeat(200)}`),
       ).toBe(2);
