@@ -1290,6 +1290,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return locksContacts ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
   }
 
+  async function currentId(id: string): Promise<string> {
+    // Root pointers are kept flat (every record of a group points at its root): one read.
+    if (!isRecordId(id)) return id;
+    return (await idAt(key.root(id))) ?? id;
+  }
+
   async function get(id: string) {
     const loaded = await loadContact(id);
     if (!loaded) return null;
@@ -1781,6 +1787,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     observe,
     conflictsPage: conflictList.page,
     get,
+    currentId,
     find,
     findByName: (name: string, options: { limit: number }) => search({ name, limit: options.limit }),
     findByIdentifier,
