@@ -550,12 +550,20 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     // orders it: looked up again, it moves to where the contact is now (its job is not queued
     // yet, so no attempt is writing the record). A merge after this look-up is drained after the
     // write and links the lane it is in (README "Order across a merge").
-    for (let round = 0; round < 3; round++) {
-      const lane = await laneNow(record);
-      if (lane === record.orderingKey) break;
-      const moved: DeliveryRecord | null = await records.relane(id, lane);
-      if (moved?.state !== 'pending') break;
-      record = moved;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const lane = await laneNow(record);
+        if (lane === record.orderingKey) break;
+        const moved: DeliveryRecord | null = await records.relane(id, lane);
+        if (moved?.state !== 'pending') break;
+        record = moved;
+      }
+    } catch (error) {
+      // The replay is written (pending, in a lane): it must get its job, whatever this check did.
+      logger.warn(
+        { err: error, delivery: id },
+        'replay: could not check whether the contact was merged meanwhile; queued in the lane it was put in',
+      );
     }
     await queueNow().enqueue(record.destinationId, jobIdOf(record), jobOf(record), 0);
     metrics.replays.inc({ destination: record.destinationId });
