@@ -235,6 +235,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     redisTarget: store.kind === 'redis' ? redisTargetOf(config.store) : undefined,
     keyPrefix: effectiveKeyPrefix(config.store),
     vendorNames: registry.displayNames(),
+    contacts,
     crm: { contacts, connectors: registry.connectorsByKind() },
     events,
     http,

@@ -686,6 +686,8 @@ describe('observation check', () => {
         ),
       ),
       crmLink: maybe(mostly(text, junk)),
+      // Up to 6: the schema takes at most 4.
+      formerIdempotencyKeys: maybe(mostly(fc.array(text, { maxLength: 6 }), junk)),
       timeline: arrayOf(entry),
       events: arrayOf(event),
       unknown: maybe(text),

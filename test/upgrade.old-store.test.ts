@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeChatvisor, startFakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
 import { createLivetexLookupClient } from '../adapters/livetex/client.js';
+import { key as contactKey } from '../src/contacts/keys.js';
 import { NORMALIZATION_KEY, NORMALIZATION_VERSION } from '../src/contacts/reindex.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
@@ -281,6 +282,89 @@ describe.each(FIXTURES)('upgrading a store the bridge of %s left', (commit) => {
     });
     const answer = await client.lookup({ personId: fixture.livetexPerson });
     expect(answer.found).toBe(true);
+  });
+
+  /**
+   * The make script's chat_accepted of person `index` (chat 5000 + index), rebuilt from the same
+   * vendor fixture (unchanged since these builds). They keyed it without the widget (before
+   * b168a00); today's key has it, so only the key of before says it was recorded.
+   */
+  const oldChatAccepted = (index: number) => {
+    const accepted = JSON.parse(
+      readFileSync(new URL('../adapters/jivochat/__fixtures__/chat_accepted.json', import.meta.url), 'utf8'),
+    ) as { widget_id: string; visitor: Record<string, unknown>; agent: { id: string } };
+    const body = {
+      ...accepted,
+      user_token: fixture.people[index]!,
+      visitor: {
+        ...accepted.visitor,
+        name: `Fault Person ${index}`,
+        email: `upg.${index}@fault.example`,
+        phone: `+79261${String(index).padStart(6, '0')}`,
+        number: String(100_000 + index),
+      },
+      chat_id: 5000 + index,
+    };
+    return { body, formerKey: `jivochat:site:chat_accepted:${body.chat_id}:${accepted.agent.id}` };
+  };
+  const sendJivo = async (body: unknown) => {
+    const response = await fetch(`${bridge.url}/webhooks/jivochat/site/${config.jivo}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    expect(response.status).toBe(200);
+    return JSON.stringify(await response.json());
+  };
+  /** The contact's JivoChat chats accepted, as its timeline has them. */
+  const startedChats = async (contactId: string) =>
+    (
+      await admin<{ entries: Array<{ type: string; channelId: string }> }>(
+        `/api/v1/contacts/${contactId}/timeline?limit=200`,
+      )
+    ).entries.filter((entry) => entry.channelId === 'site' && entry.type === 'conversation.started').length;
+
+  it('answers a JivoChat redelivery of a webhook the old version recorded as a repeat, recording nothing again', async () => {
+    const { body, formerKey } = oldChatAccepted(0);
+    expect(fixture.keys.map((entry) => entry.key)).toContain(contactKey.dedupe('site', formerKey));
+    const [contact] = await contactOf(fixture.people[0]!);
+    expect(await startedChats(contact!.id)).toBe(1);
+    const eventsBefore = receiver.application.length;
+
+    // Jivo sends it again (its answer timed out at the old version): the normal intake path
+    // (chat_accepted is recorded before the answer, intake.ackAfterAppend or not).
+    const answer = await sendJivo(body);
+    // The agent is still shown the person's contact.
+    expect(answer).toContain('upg.0@fault.example');
+    expect(await startedChats(contact!.id)).toBe(1);
+    // Nothing new to deliver either (a second conversation.started would be pending or sent).
+    await bridge.bridge.delivery.drain();
+    expect((await allDeliveries()).filter((delivery) => delivery.state === 'pending')).toEqual([]);
+    expect(receiver.application.length).toBe(eventsBefore);
+  });
+
+  it('still records another widget’s chat that reuses the chat id and agent of one the old version recorded', async () => {
+    // The key of before is the same for both (no widget in it): it counts as a repeat only for
+    // the person it was recorded for, or b168a00's fix would be undone for as long as it lives.
+    const { body, formerKey } = oldChatAccepted(1);
+    expect(fixture.keys.map((entry) => entry.key)).toContain(contactKey.dedupe('site', formerKey));
+    const other = {
+      ...body,
+      widget_id: 'Zx8cV7bN6m',
+      user_token: 'upg-other-widget',
+      visitor: {
+        ...body.visitor,
+        name: 'Other Widget',
+        email: 'other.widget@fault.example',
+        phone: '+79269999999',
+        number: '999999',
+      },
+    };
+    const answer = await sendJivo(other);
+    expect(answer).toContain('other.widget@fault.example');
+    expect(answer).not.toContain('upg.1@fault.example');
+    const [contact] = await contactOf('upg-other-widget');
+    expect(await startedChats(contact!.id)).toBe(1);
   });
 
   it('asks the old console session to sign in again', async () => {

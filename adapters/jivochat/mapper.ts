@@ -216,9 +216,10 @@ export function idempotencyKeyOf(input: MapInput): string {
 
 /**
  * The dedupe key, and the key a version before b168a00 gave the same event (the widget not in
- * it), when that one differs: an event acknowledged after the append that such a version's
- * worker recorded but had not trimmed from the deferred list when it stopped is drained again
- * after the upgrade, and must be found under the key it was recorded with (src/intake/deferred.ts).
+ * it), when that one differs: an event such a version recorded and Jivo sends again after the
+ * upgrade (its answer timed out), or that its worker recorded but had not trimmed from the
+ * deferred list when it stopped, must be found under the key it was recorded with (the engine
+ * looks for it while such keys can live: src/contacts/engine.ts, formerKeysUntil).
  */
 export function idempotencyKeysOf(input: MapInput): { key: string; former?: string } {
   const { envelope: e, eventName, raw } = input;

@@ -159,6 +159,12 @@ const UNMERGE_ATTEMPTS = 3;
 class RootMoved extends Error {}
 /** The per-installation random salt of event ids (see installationSalt). */
 export const INSTALLATION_SALT_KEY = 'installation:salt';
+/** Until when (ms since epoch) observations' former idempotency keys are looked for (formerKeysUntil). */
+export const FORMER_KEYS_UNTIL_KEY = 'compat:former-keys-until';
+/** How long older instances may go on writing former keys after this version first ran (a rolling upgrade). */
+const FORMER_KEYS_GRACE_MS = 24 * 3_600_000;
+const NO_KEYS: readonly string[] = [];
+const NO_FORMER_READS: ReadonlyArray<{ key: string; value: string | null }> = [];
 
 export interface ContactEngineOptions {
   store: Store;
@@ -446,6 +452,66 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return salt;
   }
 
+  /**
+   * Until when (ms since epoch) an observation's former idempotency keys are looked for. They are
+   * the keys an older version gave the same events (formerIdempotencyKeys: JivoChat before
+   * b168a00), and such a key lives identity.dedupeTtlSeconds after that version wrote it: so from
+   * the first observation on this store that names one (SET NX: every instance, and every later
+   * start, reads the same time), for that long and a day more for older instances still running
+   * in a rolling upgrade. After that an observation that names them costs nothing more than one
+   * that does not (no read, no await). Read once per process.
+   */
+  let formerUntil: Promise<number> | undefined;
+  let formerUntilRead: number | undefined;
+  function formerKeysUntil(): Promise<number> {
+    formerUntil ??= (async () => {
+      const stored = await store.get(FORMER_KEYS_UNTIL_KEY);
+      if (stored !== null) return Number(stored);
+      const until = String(now().getTime() + dedupeTtlMs + FORMER_KEYS_GRACE_MS);
+      if (await store.set(FORMER_KEYS_UNTIL_KEY, until, { nx: true })) return Number(until);
+      return Number((await store.get(FORMER_KEYS_UNTIL_KEY)) ?? until);
+    })().then((until) => {
+      formerUntilRead = until;
+      return until;
+    });
+    formerUntil.catch(() => {
+      formerUntil = undefined;
+    });
+    return formerUntil;
+  }
+
+  /** The dedupe keys an older version gave this observation, while any can still exist (above). */
+  function formerDedupeKeys(observation: ParsedObservation): readonly string[] | Promise<readonly string[]> {
+    const former = observation.formerIdempotencyKeys;
+    if (former === undefined || former.length === 0) return NO_KEYS;
+    if (formerUntilRead === undefined) return formerKeysUntil().then(() => formerDedupeKeys(observation));
+    if (now().getTime() >= formerUntilRead) return NO_KEYS;
+    return former
+      .filter((formerKey) => formerKey !== observation.idempotencyKey)
+      .map((formerKey) => key.dedupe(observation.channelId, formerKey));
+  }
+
+  /**
+   * A former key's value that names a record of the contact the observation's identifiers lead to
+   * (`rest`: a read's values after the dedupe key's, the identifiers' holders first): a repeat of
+   * the event that record got from the older version. Another person's event the older version
+   * keyed alike (a second widget's chat reusing a chat id and agent, which b168a00 told apart) is
+   * not one, and is recorded.
+   */
+  function formerRepeat(read: GroupReadResult, rest: readonly (string | null)[], holders: number) {
+    const rootOf = (id: string) => read.roots.get(id) ?? id;
+    const roots = new Set<string>();
+    for (let index = 0; index < holders; index++) {
+      const holder = rest[index];
+      if (holder) roots.add(rootOf(holder));
+    }
+    for (let index = holders; index < rest.length; index++) {
+      const value = rest[index];
+      if (value && roots.has(rootOf(value))) return value;
+    }
+    return null;
+  }
+
   interface Plan {
     targetId: string | null;
     roots: string[];
@@ -464,11 +530,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return record;
   }
 
-  /** One read (dedupe key and identifier index, with every group they lead to) for observe. */
-  async function readState(dedupeKey: string, indexKeys: string[]): Promise<GroupReadResult> {
+  /**
+   * One read (dedupe key and identifier index, with every group they lead to) for observe; the
+   * former dedupe keys last, so that the identifiers' groups come first within maxRecords.
+   */
+  async function readState(
+    dedupeKey: string,
+    indexKeys: string[],
+    formerKeys: readonly string[],
+  ): Promise<GroupReadResult> {
     return withPublicIds(
       await store.readGroups({
-        keys: [dedupeKey, ...indexKeys],
+        keys: formerKeys.length === 0 ? [dedupeKey, ...indexKeys] : [dedupeKey, ...indexKeys, ...formerKeys],
         layout: groupLayout,
         maxRecords: identity.maxMergeSize,
       }),
@@ -712,6 +785,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         dataJson[index]!,
       ),
     );
+    // A redelivery of an event an older version recorded under another key (JivoChat).
+    const lookedUp = formerDedupeKeys(observation);
+    const formerKeys = lookedUp instanceof Promise ? await lookedUp : lookedUp;
     const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
     const seen = new Map<string, Identifier>();
@@ -768,11 +844,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // One trip: the delivery's idempotency key, the identifiers' holders, their roots, the
         // roots' members and the groups' records (a repeated delivery finds its contact there).
         // Or none: planned on what the lane's previous write leaves behind (see LaneState).
-        const plannedAfter = options.read === undefined && after ? readAfter(after, indexKeys) : null;
-        const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys));
-        const [duplicateOf, ...indexValues] = read.values;
-        if (duplicateOf) {
-          const existing = viewFromRead(read, duplicateOf) ?? (await loadContact(duplicateOf));
+        const plannedAfter =
+          options.read === undefined && after ? readAfter(after, indexKeys, formerKeys.length) : null;
+        const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys, formerKeys));
+        const [duplicateOf, ...rest] = read.values;
+        const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
+        const repeatOf =
+          duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
+        if (repeatOf) {
+          const existing = viewFromRead(read, repeatOf) ?? (await loadContact(repeatOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
         const planned = plan(read, indexValues, resolving);
@@ -798,6 +878,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             indexValues,
             planned,
             dedupeKey,
+            // As read (null when planned on a lane's state): held by another person's event, or
+            // absent — written meanwhile by an older instance, it fails the write, which reads again.
+            formerKeys.length === 0
+              ? NO_FORMER_READS
+              : formerKeys.map((formerKey, index) => ({
+                  key: formerKey,
+                  value: rest[indexKeys.length + index] ?? null,
+                })),
             appliedBefore,
             saltValue,
             timelineMembers,
@@ -862,9 +950,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // by an e-mail, a phone or a vendor-local id is another lane and another identity lock, and
       // such writers used to invalidate the lock holder's read again and again until it gave up.
       const lockedAttempt = async (): Promise<ObserveResult | null> => {
-        const read = await readState(dedupeKey, indexKeys);
-        const [duplicateOf, ...indexValues] = read.values;
-        const roots = duplicateOf ? [] : plan(read, indexValues, resolving).roots;
+        const read = await readState(dedupeKey, indexKeys, formerKeys);
+        const [duplicateOf, ...rest] = read.values;
+        const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
+        const repeated =
+          duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
+        const roots = repeated ? [] : plan(read, indexValues, resolving).roots;
         // A new contact (nothing to lock yet) or a repeated delivery: on this read, as before.
         if (roots.length === 0) return attempt(true, undefined, { read });
         return withLock(
@@ -924,14 +1015,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
   const APPLIED_KEYS = 4;
 
-  /** A read made of a LaneState, when it covers every index key (else the caller reads). */
-  function readAfter(after: LaneState, indexKeys: readonly string[]): GroupReadResult | null {
-    const values: (string | null)[] = [null]; // the delivery itself: expected absent, checked
+  /**
+   * A read made of a LaneState, when it covers every index key (else the caller reads). The
+   * delivery's own key and its former ones (`former` of them) are expected absent, and checked.
+   */
+  function readAfter(after: LaneState, indexKeys: readonly string[], former: number): GroupReadResult | null {
+    const values: (string | null)[] = [null];
     for (const indexKey of indexKeys) {
       const holder = after.holders.get(indexKey);
       if (holder === undefined) return null;
       values.push(holder);
     }
+    for (let index = 0; index < former; index++) values.push(null);
     return {
       claimed: true,
       values,
@@ -1027,6 +1122,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     indexValues: (string | null)[],
     planned: Plan,
     dedupeKey: string,
+    /** The observation's former dedupe keys (formerKeysUntil), each with its value as read. */
+    formerKeys: ReadonlyArray<{ key: string; value: string | null }>,
     /** LaneState.applied of the state this write was planned on (or the lane's last). */
     appliedBefore: readonly string[],
     saltValue: string,
@@ -1067,6 +1164,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
       batch.expect(dedupeKey, null);
+      for (const former of formerKeys)
+        batch.expect(former.key, former.value === null ? null : storedId(former.value));
       if (previousWrite) batch.expect(previousWrite.key, previousWrite.value);
       resolving.forEach((identifier, index) => {
         const holder = indexValues[index];
@@ -1289,6 +1388,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // Only a merge takes the record locks here (a contended observation took them before it
     // read, see observe); every other write is kept correct by its expectations alone.
     return locksContacts ? withLock(lockNames, 'records', write, { awaitRelease: false }) : write();
+  }
+
+  async function currentId(id: string): Promise<string> {
+    // Root pointers are kept flat (every record of a group points at its root): one read.
+    if (!isRecordId(id)) return id;
+    return (await idAt(key.root(id))) ?? id;
   }
 
   async function get(id: string) {
@@ -1832,6 +1937,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     conflictsPage: conflictList.page,
     get,
     getMany,
+    currentId,
     find,
     findByName: (name: string, options: { limit: number }) => search({ name, limit: options.limit }),
     findByIdentifier,

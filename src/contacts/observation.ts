@@ -158,6 +158,11 @@ function fastCheck(input: unknown): ParsedObservation {
   }
   const crmLink = optionalString(given.crmLink);
   if (crmLink !== undefined) observation.crmLink = crmLink;
+  if (given.formerIdempotencyKeys !== undefined) {
+    const former = each(given.formerIdempotencyKeys, (raw) => string(raw, 1, 512));
+    if (former.length > 4) throw UNCHECKED;
+    observation.formerIdempotencyKeys = former;
+  }
   return observation;
 }
 

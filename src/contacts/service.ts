@@ -99,6 +99,12 @@ export interface ContactService {
    * called (the contact's `name` is the whole group's newest).
    */
   getMany(ids: readonly string[]): Promise<Map<string, ManyContact>>;
+  /**
+   * The id of the contact a record is part of now: the record's own id, or that of the contact
+   * it was merged into since (an unmerge gives it back its own, or the root of the group it left
+   * with). One store read, nothing decoded; an id that names no record comes back as it is.
+   */
+  currentId(id: string): Promise<string>;
   find(query: ContactQuery): Promise<Contact[]>;
   /**
    * Contacts with every word of `name` in one of their names, at most `limit`. `more`: the search

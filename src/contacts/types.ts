@@ -189,9 +189,11 @@ export const observationSchema = z.object({
    */
   idempotencyKey: z.string().min(1).max(512),
   /**
-   * Keys an older version gave this same event, when the adapter's keying changed since. The
-   * engine does not read them; the deferred intake does, for an item it decodes again from its
-   * bytes (an older worker may have recorded it under one of them before it stopped).
+   * Keys an older version gave this same event, when the adapter's keying changed since: a
+   * redelivery of an event that version recorded (a vendor's retry across the upgrade, or a
+   * deferred item an older worker recorded before it stopped) is found under one of them. The
+   * engine looks them up only while such keys can still exist (engine.ts, formerKeysUntil), and
+   * counts one only for the contact the observation's identifiers lead to.
    */
   formerIdempotencyKeys: z.array(z.string().min(1).max(512)).max(4).optional(),
   /** Every identifier the payload carries: person, email, phone and vendor-local ids. */

@@ -81,6 +81,12 @@ export interface DeliveryDeps {
   restoreIntervalMs?: number;
   /** How long delivered records are kept for listing and replay (default 7 days). */
   deliveredRetentionMs?: number;
+  /**
+   * Which contact a record is part of now, for a replay's lane: a delivery of a contact merged
+   * into another since goes at the end of that one's lane (README "Order per contact"). Without
+   * it a replay goes back into the lane it was recorded in.
+   */
+  contacts?: Pick<ContactService, 'currentId'>;
   /** CRM destinations (DESIGN §10): the connectors by kind, and the contacts to link back to. */
   crm?: { contacts: ContactService; connectors: ReadonlyMap<string, ConnectorDefinition> };
   /** Randomness for retry jitter (tests pin it). */
@@ -516,6 +522,17 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
   }
 
+  /**
+   * The lane a delivery of a contact goes in when it is replayed: that of the contact it is part
+   * of now. Its own lane may be one nothing waits for any more (the contact was merged into
+   * another since), and the events recorded after the replay must come after it. A delivery
+   * without a contact (agents.synced) keeps its lane.
+   */
+  async function laneNow(record: DeliveryRecord): Promise<string> {
+    if (record.contactId === null || !deps.contacts) return record.orderingKey;
+    return deps.contacts.currentId(record.orderingKey);
+  }
+
   async function replayRecord(id: string): Promise<DeliveryRecord> {
     const existing = await records.get(id);
     if (!existing) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
@@ -526,8 +543,28 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         `destination ${existing.destinationId} is not in the config any more; nothing to deliver to`,
       );
     }
-    const record = await records.replay(id, deps.now());
+    let record = await records.replay(id, deps.now(), await laneNow(existing));
     if (!record) throw new NotFoundError('delivery_not_found', `no delivery ${id}`);
+    // A merge (or an unmerge) of the contact between the look-up and the write may have been
+    // drained before the write, when the lane it was put in had nothing pending, so no lane link
+    // orders it: looked up again, it moves to where the contact is now (its job is not queued
+    // yet, so no attempt is writing the record). A merge after this look-up is drained after the
+    // write and links the lane it is in (README "Order across a merge").
+    try {
+      for (let round = 0; round < 3; round++) {
+        const lane = await laneNow(record);
+        if (lane === record.orderingKey) break;
+        const moved: DeliveryRecord | null = await records.relane(id, lane);
+        if (moved?.state !== 'pending') break;
+        record = moved;
+      }
+    } catch (error) {
+      // The replay is written (pending, in a lane): it must get its job, whatever this check did.
+      logger.warn(
+        { err: error, delivery: id },
+        'replay: could not check whether the contact was merged meanwhile; queued in the lane it was put in',
+      );
+    }
     await queueNow().enqueue(record.destinationId, jobIdOf(record), jobOf(record), 0);
     metrics.replays.inc({ destination: record.destinationId });
     logger.info({ delivery: id, destination: record.destinationId }, 'delivery replayed');

@@ -210,8 +210,17 @@ export interface DeliveryRecords {
   lease(id: string, ttlMs: number): Promise<Lock | null>;
   /** How long the lease another run holds lasts at most (ms, by the store's clock); 0 when none. */
   leaseLeft(id: string): Promise<number>;
-  /** Back to pending at the end of its lane; ConflictError when it is pending already. */
-  replay(id: string, now: Date): Promise<DeliveryRecord | null>;
+  /**
+   * Back to pending at the end of its lane — of `lane` when given (the lane of the contact its
+   * own was merged into since) —; ConflictError when it is pending already.
+   */
+  replay(id: string, now: Date, lane?: string): Promise<DeliveryRecord | null>;
+  /**
+   * Move a pending delivery to the end of `lane` (a replay's, when the contact was merged or
+   * split meanwhile): only before its job is queued, when no attempt can be writing the record.
+   * The record as it is then (unchanged when it is not pending, or in that lane already).
+   */
+  relane(id: string, lane: string): Promise<DeliveryRecord | null>;
   /** Oldest first (by the time they entered the state); `from` is an inclusive minimum score. */
   list(options: {
     state: DeliveryState;
@@ -498,7 +507,7 @@ export function createDeliveryRecords(
       return Math.max(0, await store.pttl(LOCK_KEY_PREFIX + deliveryKeys.lease(id)));
     },
 
-    async replay(id, now) {
+    async replay(id, now, lane) {
       const raw = await store.get(deliveryKeys.record(id));
       const record = parse(raw, id);
       if (raw === null || !record) return null;
@@ -512,6 +521,7 @@ export function createDeliveryRecords(
       const at = now.toISOString();
       const next: DeliveryRecord = {
         ...record,
+        orderingKey: lane ?? record.orderingKey,
         state: 'pending',
         cycle: record.cycle + 1,
         seq: chunk * SEQ_SPAN,
@@ -526,6 +536,10 @@ export function createDeliveryRecords(
       const batch = store.batch().expect(deliveryKeys.record(id), raw);
       // A plain SET also drops the TTL a delivered record had: a pending record must not expire.
       batch.set(deliveryKeys.record(id), JSON.stringify(next));
+      // Not in its old lane any more (it left it when it was delivered or failed): moved, it
+      // must not be found there by whatever comes to that lane later either.
+      if (next.orderingKey !== record.orderingKey)
+        batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), id);
       batch.zadd(deliveryKeys.lane(next.destinationId, next.orderingKey), next.seq, id);
       moveIndex(batch, next, record.state, 'pending', next.pendingSince);
       if (!(await batch.exec())) {
@@ -537,6 +551,19 @@ export function createDeliveryRecords(
         );
       }
       return next;
+    },
+
+    async relane(id, lane) {
+      const raw = await store.get(deliveryKeys.record(id));
+      const record = parse(raw, id);
+      if (raw === null || record?.state !== 'pending' || record.orderingKey === lane) return record;
+      const chunk = await store.incr(deliveryKeys.seq);
+      const next: DeliveryRecord = { ...record, orderingKey: lane, seq: chunk * SEQ_SPAN };
+      const batch = store.batch().expect(deliveryKeys.record(id), raw);
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
+      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), id);
+      batch.zadd(deliveryKeys.lane(next.destinationId, lane), next.seq, id);
+      return (await batch.exec()) ? next : records.get(id);
     },
 
     async list({ state, destinationId, limit, from }) {

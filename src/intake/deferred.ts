@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { key as contactKey } from '../contacts/keys.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Observation } from '../contacts/types.js';
 import { observationSchema } from '../contacts/types.js';
@@ -367,8 +366,6 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     raw: Buffer | string;
     contentType: string | null;
     observations: Observation[];
-    /** Decoded here from the item's bytes (not handed over by this process's web path). */
-    decodedAgain?: true;
     /** Set when the item cannot be recorded as it is: journalled with this kind and reason. */
     journal?: { kind: 'unhandled' | 'rejected'; reason: string };
   };
@@ -410,8 +407,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         return extend(base, { journal: { kind: 'rejected' as const, reason: error.message } });
       throw error;
     }
-    if (decoded.kind === 'observe')
-      return extend(base, { observations: decoded.observations, decodedAgain: true as const });
+    if (decoded.kind === 'observe') return extend(base, { observations: decoded.observations });
     return extend(base, {
       journal: {
         kind: 'unhandled' as const,
@@ -442,31 +438,6 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     } catch {
       return { body: item };
     }
-  }
-
-  /**
-   * The observations of an item decoded again that no older version recorded. A worker of a
-   * version whose adapter keyed the event otherwise (JivoChat before b168a00: no widget in the
-   * key) may have recorded the item and stopped before trimming it (kill -9 mid-chunk during an
-   * upgrade); today's key is then absent, and the event was recorded a second time. An adapter
-   * names such keys (formerIdempotencyKeys); one MGET per item that has any, none otherwise. Its
-   * dedupe key is written in the same atomic write as what it recorded, so found, it is done.
-   */
-  async function notRecordedBefore(observations: Observation[]): Promise<Observation[]> {
-    const former = observations.flatMap((observation) =>
-      (observation.formerIdempotencyKeys ?? []).map((formerKey) => ({
-        observation,
-        key: contactKey.dedupe(observation.channelId, formerKey),
-      })),
-    );
-    if (former.length === 0) return observations;
-    const found = await store.mget(former.map((entry) => entry.key));
-    const recordedBefore = new Set(
-      former.filter((_, index) => found[index] !== null).map((e) => e.observation),
-    );
-    return recordedBefore.size === 0
-      ? observations
-      : observations.filter((observation) => !recordedBefore.has(observation));
   }
 
   /** 'done' (recorded, or refused and journalled) or 'retry' (store away, or a failure to retry). */
@@ -519,8 +490,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     }
     try {
       // In order, as inline: the engine is idempotent, so a retry re-records only what is missing.
-      const observations = item.decodedAgain ? await notRecordedBefore(item.observations) : item.observations;
-      for (const observation of observations) await contacts.observe(observation);
+      // An item an older worker recorded under another key (kill -9 before its trim, during an
+      // upgrade) is a repeat too: the engine looks for the key of before (formerIdempotencyKeys).
+      for (const observation of item.observations) await contacts.observe(observation);
       if (attempts.size > 0) attempts.delete(attemptKey());
       recorded.inc({ outcome: 'recorded' });
       return 'done';
