@@ -2,7 +2,7 @@ import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { JobOutcome } from '../src/delivery/queue.js';
+import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
 import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -151,6 +151,40 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     expect(told).toEqual(found);
     expect(await redis.hget(jobKey, 'stc')).toBeNull();
   }, 60_000);
+
+  it('stay at the limit when the run that was to fail the delivery as stalled threw (the store down)', async () => {
+    const url = await getTestRedisUrl();
+    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
+    const name = queueNameOf('crm');
+    const redis = new Redis(url, { maxRetriesPerRequest: null });
+    const inspect = new Queue(name, { connection: redis, prefix });
+    cleanups.push(async () => {
+      await inspect.close();
+      redis.disconnect();
+      await cleanupPrefix(url, prefix);
+    });
+    const queue = createBullQueue({
+      redisUrl: url,
+      prefix,
+      destinations: [{ id: 'crm', concurrency: 1 }],
+      logger,
+    });
+    cleanups.push(() => queue.close());
+    await queue.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
+    const jobKey = inspect.toKey('d1.1');
+    // As BullMQ counts them after STALL_LIMIT runs in a row died.
+    await redis.hset(jobKey, 'stc', STALL_LIMIT);
+    const told: Array<number | undefined> = [];
+    await queue.start(async (_destination, _job, run): Promise<JobOutcome> => {
+      told.push(run?.stalls);
+      throw new Error('the store is unavailable');
+    });
+    // BullMQ retries the run that threw after its backoff: the job waits, delayed.
+    while ((await (await Job.fromId(inspect, 'd1.1'))?.getState()) !== 'delayed') await sleep(20);
+    expect(told).toEqual([STALL_LIMIT]);
+    // The next run is told the same, and fails the delivery then.
+    expect(await redis.hget(jobKey, 'stc')).toBe(String(STALL_LIMIT));
+  }, 30_000);
 
   it('still add up while the runs do not end in time: a run that lost its lock clears nothing', async () => {
     const url = await getTestRedisUrl();

@@ -1,5 +1,6 @@
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import { type Metrics, STORE_SCRAPE_TIMEOUT_MS } from '../metrics.js';
+import { STALL_LIMIT } from './queue.js';
 
 /** The delivery side's Prometheus metrics (DESIGN §4 /metrics), created once per Metrics registry. */
 export interface DeliveryMetrics {
@@ -17,6 +18,8 @@ export interface DeliveryMetrics {
   replays: Counter<'destination'>;
   /** Pending deliveries whose queue job was missing (lost in a Redis failover) and was queued again. */
   jobsRestored: Counter<'destination'>;
+  /** Deliveries failed as stalled: their runs died STALL_LIMIT times in a row (processor.ts). */
+  stalled: Counter<'destination'>;
   /** Failed deliveries deleted past their destination's failedRetention. */
   failedPruned: Counter<'destination'>;
 }
@@ -177,6 +180,11 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     jobsRestored: metrics.counter(
       'chatbridge_delivery_jobs_restored_total',
       'Pending deliveries found without a queue job (lost in a Redis failover) and queued again, by destination',
+      ['destination'],
+    ),
+    stalled: metrics.counter(
+      'chatbridge_delivery_stalled_total',
+      `Deliveries failed as stalled, by destination: the process delivering them stopped (crashed, killed, out of memory, blocked past the job lock) ${STALL_LIMIT} times in a row before the attempt ended; kept for replay, also counted in chatbridge_deliveries_total{outcome="failed"}`,
       ['destination'],
     ),
     failedPruned: metrics.counter(
