@@ -16,7 +16,10 @@ export interface DeliveryMetrics {
   outboxDepth: Gauge;
   outboxOldestSeconds: Gauge;
   replays: Counter<'destination'>;
-  /** Pending deliveries whose queue job was missing (lost in a Redis failover) and was queued again. */
+  /**
+   * Pending deliveries with no live queue job, queued again by the restore pass: a job lost in a
+   * Redis failover, or one BullMQ failed for good (its infrastructure retries, or its stall limit).
+   */
   jobsRestored: Counter<'destination'>;
   /** Deliveries failed as stalled: their runs died STALL_LIMIT times in a row (processor.ts). */
   stalled: Counter<'destination'>;
@@ -179,7 +182,7 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     ]),
     jobsRestored: metrics.counter(
       'chatbridge_delivery_jobs_restored_total',
-      'Pending deliveries found without a queue job (lost in a Redis failover) and queued again, by destination',
+      'Pending deliveries found with no live queue job and queued again, by destination: a job lost in a Redis failover (not confirmed on a replica), or one the queue failed for good (its retries after errors used up, or its stall limit, after which the delivery fails as stalled)',
       ['destination'],
     ),
     stalled: metrics.counter(
