@@ -2,7 +2,7 @@ import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { JobOutcome } from '../src/delivery/queue.js';
+import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
 import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -88,6 +88,103 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     // Delivered: the job completed (and went, removeOnComplete), it did not fail.
     expect(await Job.fromId(inspect, 'd1.1')).toBeUndefined();
   }, 60_000);
+
+  it('still add up across runs that stood back without getting to the delivery (a lease held, a pause)', async () => {
+    // A CRM delivery whose attempt kills the process comes back while the dead run's lease has yet
+    // to expire: that run stands back (no attempt) and ends. Had it cleared the count, the count
+    // would start again after every crash and never reach the limit: a crash loop for good.
+    const url = await getTestRedisUrl();
+    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
+    const name = queueNameOf('crm');
+    const redis = new Redis(url, { maxRetriesPerRequest: null });
+    const inspect = new Queue(name, { connection: redis, prefix });
+    cleanups.push(async () => {
+      await inspect.close();
+      redis.disconnect();
+      await cleanupPrefix(url, prefix);
+    });
+    const producer = createBullQueue({
+      redisUrl: url,
+      prefix,
+      destinations: [{ id: 'crm', concurrency: 1 }],
+      logger,
+    });
+    cleanups.push(() => producer.close());
+    await producer.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
+    const jobKey = inspect.toKey('d1.1');
+
+    /** Per incident, the stall count each of its runs found on the job, and was told (JobRun). */
+    const found: number[][] = [];
+    const told: Array<Array<number | undefined>> = [];
+    for (let incident = 1; incident <= 4; incident++) {
+      const dead = new Worker(name, null, { connection: redis, prefix, autorun: false, lockDuration: 100 });
+      expect((await dead.getNextJob(`dead-${incident}`))?.id).toBe('d1.1');
+      await dead.close(true);
+
+      const worker = createBullQueue({
+        redisUrl: url,
+        prefix,
+        destinations: [{ id: 'crm', concurrency: 1 }],
+        logger,
+        stalledIntervalMs: 100,
+      });
+      const runs: number[] = [];
+      const runsTold: Array<number | undefined> = [];
+      found.push(runs);
+      told.push(runsTold);
+      await worker.start(async (_destination, _job, run): Promise<JobOutcome> => {
+        runs.push(Number((await redis.hget(jobKey, 'stc')) ?? 0));
+        runsTold.push(run?.stalls);
+        // The first incidents' runs stand back: paused (the breaker open on this instance), then,
+        // put back to wait, the delivery's lease found held. The last one gets to it: a retry.
+        if (incident < 4 && runs.length === 1) return { kind: 'pause', delayMs: 1 };
+        return { kind: 'later', delayMs: 600_000, ...(incident < 4 ? { stoodBack: true } : {}) };
+      });
+      while ((await (await Job.fromId(inspect, 'd1.1'))?.getState()) !== 'delayed') await sleep(20);
+      await worker.close();
+      if (incident < 4) await (await Job.fromId(inspect, 'd1.1'))?.promote();
+    }
+
+    // Each incident's runs found every stall so far; the run that got to its delivery (a retry)
+    // cleared the count.
+    expect(found).toEqual([[1, 1], [2, 2], [3, 3], [4]]);
+    expect(told).toEqual(found);
+    expect(await redis.hget(jobKey, 'stc')).toBeNull();
+  }, 60_000);
+
+  it('stay at the limit when the run that was to fail the delivery as stalled threw (the store down)', async () => {
+    const url = await getTestRedisUrl();
+    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
+    const name = queueNameOf('crm');
+    const redis = new Redis(url, { maxRetriesPerRequest: null });
+    const inspect = new Queue(name, { connection: redis, prefix });
+    cleanups.push(async () => {
+      await inspect.close();
+      redis.disconnect();
+      await cleanupPrefix(url, prefix);
+    });
+    const queue = createBullQueue({
+      redisUrl: url,
+      prefix,
+      destinations: [{ id: 'crm', concurrency: 1 }],
+      logger,
+    });
+    cleanups.push(() => queue.close());
+    await queue.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
+    const jobKey = inspect.toKey('d1.1');
+    // As BullMQ counts them after STALL_LIMIT runs in a row died.
+    await redis.hset(jobKey, 'stc', STALL_LIMIT);
+    const told: Array<number | undefined> = [];
+    await queue.start(async (_destination, _job, run): Promise<JobOutcome> => {
+      told.push(run?.stalls);
+      throw new Error('the store is unavailable');
+    });
+    // BullMQ retries the run that threw after its backoff: the job waits, delayed.
+    while ((await (await Job.fromId(inspect, 'd1.1'))?.getState()) !== 'delayed') await sleep(20);
+    expect(told).toEqual([STALL_LIMIT]);
+    // The next run is told the same, and fails the delivery then.
+    expect(await redis.hget(jobKey, 'stc')).toBe(String(STALL_LIMIT));
+  }, 30_000);
 
   it('still add up while the runs do not end in time: a run that lost its lock clears nothing', async () => {
     const url = await getTestRedisUrl();

@@ -702,14 +702,23 @@ export function deliveryPage(options: {
   <dt>Created</dt><dd>${time(item.createdAt)}</dd>
   <dt>Next attempt</dt><dd>${time(item.nextAttemptAt)}</dd>
   <dt>Delivered</dt><dd>${time(item.deliveredAt)}</dd>
-  <dt>Failed</dt><dd>${time(item.failedAt)}</dd>
+  <dt>Failed</dt><dd>${time(item.failedAt)}</dd>${
+    // Why it failed, also when no attempt says so: a delivery failed without one (its destination
+    // left the config, its runs kept dying: "stalled: …") showed no reason on this page.
+    item.state === 'failed' && item.lastError
+      ? html`
+  <dt>Reason</dt><dd>${item.lastError.status !== null ? `${item.lastError.status}: ` : ''}${item.lastError.message}</dd>`
+      : ''
+  }
   <dt>Replays</dt><dd>${item.replays}</dd>
 </dl>
 <h2>Attempts</h2>
 <p>${item.attempts} attempt${item.attempts === 1 ? '' : 's'} made${item.history.length < item.attempts ? html` (the last ${item.history.length} are listed)` : ''}.</p>
 ${
   item.history.length === 0
-    ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
+    ? item.state === 'pending'
+      ? html`<p class="muted">No attempt yet${item.nextAttemptAt ? html`: the first is due ${time(item.nextAttemptAt)}` : ''}.</p>`
+      : html`<p class="muted">No attempt recorded.</p>`
     : html`<div class="table"><table class="attempts"><thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Error</th><th scope="col">Cycle</th></tr></thead><tbody>${[
         ...item.history,
       ]

@@ -1,5 +1,6 @@
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import { type Metrics, STORE_SCRAPE_TIMEOUT_MS } from '../metrics.js';
+import { STALL_LIMIT } from './queue.js';
 
 /** The delivery side's Prometheus metrics (DESIGN §4 /metrics), created once per Metrics registry. */
 export interface DeliveryMetrics {
@@ -15,8 +16,13 @@ export interface DeliveryMetrics {
   outboxDepth: Gauge;
   outboxOldestSeconds: Gauge;
   replays: Counter<'destination'>;
-  /** Pending deliveries whose queue job was missing (lost in a Redis failover) and was queued again. */
+  /**
+   * Pending deliveries with no live queue job, queued again by the restore pass: a job lost in a
+   * Redis failover, or one BullMQ failed for good (its infrastructure retries, or its stall limit).
+   */
   jobsRestored: Counter<'destination'>;
+  /** Deliveries failed as stalled: their runs died STALL_LIMIT times in a row (processor.ts). */
+  stalled: Counter<'destination'>;
   /** Failed deliveries deleted past their destination's failedRetention. */
   failedPruned: Counter<'destination'>;
 }
@@ -176,7 +182,12 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     ]),
     jobsRestored: metrics.counter(
       'chatbridge_delivery_jobs_restored_total',
-      'Pending deliveries found without a queue job (lost in a Redis failover) and queued again, by destination',
+      'Pending deliveries found with no live queue job and queued again, by destination: a job lost in a Redis failover (not confirmed on a replica), or one the queue failed for good (its retries after errors used up, or its stall limit, after which the delivery fails as stalled)',
+      ['destination'],
+    ),
+    stalled: metrics.counter(
+      'chatbridge_delivery_stalled_total',
+      `Deliveries failed as stalled, by destination: the process delivering them stopped (crashed, killed, out of memory, blocked past the job lock) ${STALL_LIMIT} times in a row before the attempt ended; kept for replay, also counted in chatbridge_deliveries_total{outcome="failed"}`,
       ['destination'],
     ),
     failedPruned: metrics.counter(

@@ -7,7 +7,7 @@ import { renewWhileHeld } from '../store/renewal.js';
 import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
 import type { DeliveryMetrics } from './metrics.js';
-import type { DeliveryQueue, JobHandler, JobOutcome } from './queue.js';
+import { type DeliveryQueue, type JobHandler, type JobOutcome, STALL_LIMIT } from './queue.js';
 import {
   type DeliveryError,
   type DeliveryRecord,
@@ -21,6 +21,8 @@ import { webhookHeaders } from './signing.js';
 /**
  * One job = one look at one delivery:
  * 1. stale job (record gone, no longer pending, or an older replay cycle)   -> done
+ *    its last STALL_LIMIT runs in a row died (the process crashed, was killed, or held the job
+ *    past its lock: its attempt is what kills it)                           -> failed as stalled
  * 2. breaker open                                                            -> pause the destination
  * 3. not the head of its lane (an earlier event for this contact is pending), or its lane follows
  *    another (a merge, an unmerge) that still has a delivery pending from before the link
@@ -214,7 +216,48 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     check(): Promise<void>;
   }
 
-  return async (destinationId, job): Promise<JobOutcome> => {
+  /**
+   * Fail a delivery whose job came back from STALL_LIMIT runs in a row that died: attempting it
+   * again would kill the process again (its body or destination makes the process crash, run out
+   * of memory or block past the job's lock). BullMQ failed such a job at its own limit and left
+   * the record pending; the restore pass queued the job again, its next run crashed the process
+   * again, and the next pickup failed it at once, for good, with the contact's later deliveries
+   * waiting behind it in the lane. Failed like the others instead: kept for replay (a new job,
+   * with no stall on it), counted, said once at error, and its lane goes on. No attempt is
+   * counted: none was recorded. Only over the record as read (abandon): if it changed meanwhile
+   * (a run that lost its lock recorded an outcome after all), that run's outcome stands; the
+   * job ends, and the restore pass queues it again if the delivery is still pending.
+   */
+  async function failStalled(destinationId: string, record: DeliveryRecord, stalls: number) {
+    const now = deps.now();
+    const reason: DeliveryError = {
+      status: null,
+      message: `stalled: the process delivering it stopped ${stalls} times in a row before the attempt ended (crashed, killed, e.g. out of memory, or blocked past the job lock); not attempted again, replay it once the cause is found`,
+      at: now.toISOString(),
+    };
+    if (!(await records.abandon(record.id, reason, now))) return;
+    // Marked already (abandon): only the lane's next delivery is to wake.
+    await markAndWake(
+      record,
+      async () => {},
+      () => {
+        metrics.deliveries.inc({ destination: destinationId, outcome: 'failed' });
+        metrics.stalled.inc({ destination: destinationId });
+        logger.error(
+          {
+            destination: destinationId,
+            delivery: record.id,
+            event: record.eventId,
+            ...(record.contactId ? { contact: record.contactId } : {}),
+            stalls,
+          },
+          `delivery failed as stalled: the process delivering it stopped ${stalls} times in a row before the attempt ended (crashed, killed, out of memory, or its event loop blocked); it is not attempted again and the contact's later deliveries go on. Look at its body and destination (chatbridge deliveries list --destination ${destinationId} --state failed), then replay it: chatbridge deliveries replay --id ${record.id}`,
+        );
+      },
+    );
+  }
+
+  return async (destinationId, job, run): Promise<JobOutcome> => {
     const destination = deps.destinations.get(destinationId);
     if (!destination) return { kind: 'done' };
     // A job that names its lane: the record and the lane's head are read in the same tick, so in
@@ -226,6 +269,12 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       lane === undefined ? undefined : records.follows(destinationId, lane),
     ]);
     if (record?.state !== 'pending' || record.cycle !== job.cycle) return { kind: 'done' };
+    // First, before anything that may take the process down again.
+    const stalls = run?.stalls ?? 0;
+    if (stalls >= STALL_LIMIT) {
+      await failStalled(destinationId, record, stalls);
+      return { kind: 'done' };
+    }
 
     const blocked = destination.breaker.blockedFor(Date.now());
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
@@ -239,8 +288,14 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const lease = await records.lease(record.id, ttlMs);
     if (!lease) {
       // Another run is at work on it (or died and its lease has yet to expire): not an attempt.
+      // Stood back: a run that died mid-attempt holds the lease until it expires, and this run is
+      // no sign that the runs stopped dying (the stall count stays).
       const left = await records.leaseLeft(record.id);
-      return { kind: 'later', delayMs: Math.min(Math.max(left, LEASE_MIN_WAIT_MS), LEASE_RECHECK_MS) };
+      return {
+        kind: 'later',
+        delayMs: Math.min(Math.max(left, LEASE_MIN_WAIT_MS), LEASE_RECHECK_MS),
+        stoodBack: true,
+      };
     }
     const held: Held = {
       lost: false,

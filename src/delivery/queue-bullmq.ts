@@ -15,6 +15,7 @@ import {
   infrastructureBackoff,
   type JobHandler,
   type JobOutcome,
+  STALL_LIMIT,
 } from './queue.js';
 
 /**
@@ -56,6 +57,15 @@ export interface BullQueueOptions {
 /** BullMQ queue names may not contain ':'; destination ids are free text. */
 export function queueNameOf(destinationId: string): string {
   return `delivery-${destinationId.replace(/[^A-Za-z0-9_-]/g, (char) => `~${char.codePointAt(0)!.toString(16)}`)}`;
+}
+
+/**
+ * Whether a run that ended got to its delivery (clearStalls): not when it stood back, the
+ * delivery's lease held by another run or the destination paused.
+ */
+function reachedDelivery(outcome: JobOutcome): boolean {
+  if (outcome.kind === 'pause') return false;
+  return !(outcome.kind === 'later' && outcome.stoodBack);
 }
 
 /** Job states in which BullMQ will run the job by itself (restore leaves these alone). */
@@ -159,7 +169,11 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
    * job (test/delivery.queue-stalls.test.ts). The limit is for a job whose runs keep dying: a run
    * that ended is not one, so the count starts again, and runs that never end still add up to it.
    * A run whose lock lapsed (it stalled itself) clears nothing: the lock is checked in the same
-   * script. Only for a job that has stalled (its data says so): the common run costs no command.
+   * script. Nor does a run that stood back without getting to its delivery (the lease a run that
+   * died still holds, the destination paused: reachedDelivery): a CRM delivery whose attempt kills
+   * the process comes back while its lease has yet to expire, and clearing there started the
+   * count again after every crash, so it never reached the limit. Only for a job that has
+   * stalled (its data says so): the common run costs no command.
    */
   const clearStalls = async (queue: Queue, job: Job<DeliveryJob>, token: string | undefined) => {
     if (job.stalledCounter === 0 || job.id === undefined || token === undefined) return;
@@ -310,12 +324,17 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
         const worker = new DeliveryWorker(
           queue.name,
           async (job, token) => {
-            let outcome: JobOutcome;
+            let outcome: JobOutcome | undefined;
             try {
-              outcome = await handler(destinationId, job.data);
+              outcome = await handler(destinationId, job.data, { stalls: job.stalledCounter });
             } finally {
-              // Before the job is moved on: the move releases the lock clearStalls checks.
-              await clearStalls(queue, job, token);
+              // Before the job is moved on: the move releases the lock clearStalls checks. A run
+              // that threw ended too (the store down: BullMQ retries it with its backoff), except
+              // one at the stall limit: it only tried to fail its delivery as stalled (the
+              // processor looks at nothing else first), and the next run must try again.
+              const reached =
+                outcome === undefined ? job.stalledCounter < STALL_LIMIT : reachedDelivery(outcome);
+              if (reached) await clearStalls(queue, job, token);
             }
             if (outcome.kind === 'later') {
               await job.moveToDelayed(Date.now() + Math.max(0, Math.round(outcome.delayMs)), token);
@@ -346,8 +365,12 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             maximumRateLimitDelay: Math.floor(lockDuration / 3),
             // A worker that died mid-attempt: its job comes back; the record (and for a CRM
             // attempt the delivery's lease) makes a rerun harmless. Counted per streak of runs
-            // that never ended (clearStalls), not over the job's life.
-            maxStalledCount: 10,
+            // that never ended (clearStalls), not over the job's life. The processor fails the
+            // delivery as stalled when its job comes back with STALL_LIMIT stalls; BullMQ fails
+            // the job one stall later, only when no run got as far as looking (a run that died
+            // first, another job's that took the process with it): the restore pass queues it
+            // again, and that run fails the delivery.
+            maxStalledCount: STALL_LIMIT,
             // BullMQ obeys the limiter key (pauseAtLeast, Queue.rateLimit) when it hands out a job
             // only if the worker has a limiter: without one, the job a pause has just put back to
             // wait (RateLimitError) is taken at once by another slot of this worker that was
@@ -367,9 +390,10 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             { err: error, destination: destinationId, job: job?.id },
             // A run that threw (the store down) is retried by BullMQ with its backoff; a job BullMQ
             // failed for good (finishedOn set: "job stalled more than allowable limit", its runs
-            // kept dying) is not, and its delivery, still pending, waits for the restore pass.
+            // kept dying) is not, and its delivery, still pending, waits for the restore pass,
+            // whose run fails it as stalled (the stall count stays on the job).
             job?.finishedOn
-              ? 'delivery job failed for good in the queue; its delivery stays pending and the restore pass queues it again'
+              ? 'delivery job failed for good in the queue; the restore pass queues it again (past the stall limit, its delivery then fails as stalled)'
               : 'delivery job failed; retrying',
           ),
         );

@@ -26,12 +26,37 @@ export type JobOutcome =
    * `behind`: it is the wait behind an earlier delivery, which wakes this job when it leaves the
    * lane; a wake() that came while this run was going on cuts the wait (it runs again at once).
    * A retry's wait is not cut that way: it is the receiver's time, not the lane's.
+   * `stoodBack`: the run did not get to its delivery (another run holds the delivery's lease, as
+   * a run that died mid-attempt does until the lease expires), so it says nothing about whether
+   * the job's runs stop dying: the runs that died before it stay counted (JobRun.stalls).
    */
-  | { kind: 'later'; delayMs: number; behind?: boolean }
-  /** Not attempted: put the job back and send nothing to this destination for `delayMs`. */
+  | { kind: 'later'; delayMs: number; behind?: boolean; stoodBack?: boolean }
+  /**
+   * Not attempted: put the job back and send nothing to this destination for `delayMs`. Like
+   * `stoodBack`, the runs that died before it stay counted.
+   */
   | { kind: 'pause'; delayMs: number };
 
-export type JobHandler = (destinationId: string, job: DeliveryJob) => Promise<JobOutcome>;
+/**
+ * How many runs of a delivery's job in a row may die (the process crashed, was killed, or held
+ * the job past its lock) before the delivery fails as stalled: when the job comes back with this
+ * many stalls, it is not attempted again (processor.ts), since its attempt is what kills the
+ * process (a pathological body or destination, a process out of memory). BullMQ's own
+ * maxStalledCount is the same number, and fails the job one stall later (queue-bullmq.ts).
+ */
+export const STALL_LIMIT = 10;
+
+/** What the queue knows of this run of a job. */
+export interface JobRun {
+  /**
+   * The runs of this job in a row that died before this one (BullMQ's stall count, which a run
+   * that ends clears; always 0 in process, where nothing outlives a crash).
+   */
+  stalls: number;
+}
+
+/** `run` is given by the queues; a caller that runs a job by hand (a test) may leave it out: no stalls. */
+export type JobHandler = (destinationId: string, job: DeliveryJob, run?: JobRun) => Promise<JobOutcome>;
 
 export interface QueueCounts {
   waiting: number;
@@ -172,7 +197,7 @@ export function createMemoryQueue(options: {
     item.woken = false;
     item.running = true;
     try {
-      outcome = await run(destinationId, item.job);
+      outcome = await run(destinationId, item.job, { stalls: 0 });
       item.failures = 0;
     } catch (error) {
       item.failures += 1;
