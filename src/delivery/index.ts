@@ -201,6 +201,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         channels: config.channels,
         vendorNames: deps.vendorNames ?? new Map(),
         defaultCountry: config.identity.defaultCountry,
+        agents: config.agents,
         identity: config.identity,
         logger: logger.child({ destination: destination.id, kind: destination.kind }),
         metrics: deps.metrics,
