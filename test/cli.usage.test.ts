@@ -114,7 +114,10 @@ describe('chatbridge CLI usage', () => {
     expect(replay.err[0]).toBe("chatbridge: no destination 'nope' in the config (have: crm)");
     const crm = capture();
     expect(await runCli(['crm', 'check', '--destination', 'nope', '--config', file], crm.io)).toBe(2);
-    expect(crm.err[0]).toBe("chatbridge: no destination 'nope' in the config (have: crm)");
+    // crm check names the destinations it takes: the config has none (its only one is a webhook).
+    expect(crm.err[0]).toBe(
+      `chatbridge: no destination 'nope' in the config: ${file} has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
+    );
     const webhook = capture();
     expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], webhook.io)).toBe(2);
     expect(webhook.err[0]).toContain("destination 'crm' is a webhook, not a CRM");

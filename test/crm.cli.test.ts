@@ -354,3 +354,79 @@ describe('chatbridge crm check: amoCRM long-lived token', () => {
     expect(run.out.join('\n')).toContain('crm: OK');
   });
 });
+
+describe('chatbridge crm check: without --destination', () => {
+  /** A config with these destinations (the worlds' CRMs under their own ids, and a webhook). */
+  function configWith(destinations: Record<string, unknown>[]): string {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        admin: { token: 'admin-token-0123456789' },
+        log: { level: 'silent' },
+        channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
+        destinations,
+      }),
+    );
+    return file;
+  }
+  const webhook = {
+    id: 'events',
+    url: 'http://127.0.0.1:9/events',
+    secret: `whsec_${Buffer.from('crm-cli-test-secret-0123456789ab').toString('base64')}`,
+  };
+
+  it('is bad usage (exit 2) that names the CRM destinations it could check, and calls no CRM', async () => {
+    const amo = await amoWorld();
+    cleanups.push(() => amo.close());
+    const bitrix = await bitrixWorld();
+    cleanups.push(() => bitrix.close());
+    const file = configWith([webhook, amo.destination({ id: 'amo' }), bitrix.destination({ id: 'b24' })]);
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--config', file], run.io)).toBe(2);
+    expect(run.err[0]).toBe(
+      `chatbridge: 'crm check' needs --destination ID: the CRM destinations in ${file}: amo (amoCRM), b24 (Bitrix24)`,
+    );
+    expect(run.out).toEqual([]);
+    // A wrong one, or the webhook, names them too.
+    const unknown = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'amo2', '--config', file], unknown.io)).toBe(2);
+    expect(unknown.err[0]).toBe(
+      `chatbridge: no destination 'amo2' in the config: the CRM destinations in ${file}: amo (amoCRM), b24 (Bitrix24)`,
+    );
+    const notCrm = capture();
+    expect(await runCli(['crm', 'check', '--destination', 'events', '--config', file], notCrm.io)).toBe(2);
+    expect(notCrm.err[0]).toBe(
+      `chatbridge: destination 'events' is a webhook, not a CRM (kind: amocrm or bitrix24): the CRM destinations in ${file}: amo (amoCRM), b24 (Bitrix24)`,
+    );
+    expect(amo.requestCount() + bitrix.requestCount()).toBe(0);
+    for (const secret of [...amo.secrets, ...bitrix.secrets])
+      expect([...run.err, ...unknown.err, ...notCrm.err].join('\n')).not.toContain(secret);
+  });
+
+  it('a config without a CRM destination says so, naming the file read (the example, when --config was left out)', async () => {
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--config', configWith([webhook])], run.io)).toBe(2);
+    expect(run.err[0]).toMatch(
+      /needs --destination ID: \S+bridge\.yaml has no CRM destination \(a destination with kind: amocrm or bitrix24/,
+    );
+    // The example (nothing else found) is what a newcomer's `chatbridge crm check` reads.
+    const example = capture();
+    expect(await runCli(['crm', 'check', '--config', 'config/bridge.example.yaml'], example.io)).toBe(2);
+    expect(example.err[0]).toBe(
+      `chatbridge: 'crm check' needs --destination ID: config/bridge.example.yaml has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
+    );
+  });
+
+  it('a config that does not load: still bad usage (exit 2), said first, without the list', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-crm-'));
+    const broken = join(dir, 'bridge.yaml');
+    writeFileSync(broken, 'destinations: [\n');
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--config', broken], run.io)).toBe(2);
+    expect(run.err[0]).toBe(
+      "chatbridge: 'crm check' needs --destination ID (the config does not load, so what it offers is not listed: chatbridge config check says why)",
+    );
+  });
+});

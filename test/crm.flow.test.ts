@@ -95,6 +95,7 @@ function flowOn(store: Store, ttlMs: number) {
     channels: [],
     vendorNames: new Map(),
     defaultCountry: 'RU',
+    agents: [],
     responsibleByEmail: async () => null,
     now: () => new Date(),
     lock: { ttlMs, waitMs: 10_000 },

@@ -198,6 +198,33 @@ describe.each([
     expect(dealOf('oleg.m@example.com').responsible).toBe('1001');
   });
 
+  it("agents the CRM and `agents` do not know are passed over in their order: the next one's CRM user by e-mail, then the contact's responsible agent", async () => {
+    // Each agent in turn: its CRM user by e-mail, else its agents[].crmUserId. Before, only the
+    // first agent was looked up by e-mail, and the next ones by crmUserId alone (Dmitry's 999).
+    const crm = await world();
+    const bridge = await setup(crm, { events: ['conversation.started', 'conversation.finished'] });
+    const stranger = { id: '70001', name: 'Outsourced agent', email: 'agent@outsourced.example' };
+    const twoAgents = jivoPayloads(
+      { name: 'Vera', email: 'vera.p@example.com', phone: '+79265556677' },
+      6300,
+    );
+    twoAgents.finished.agents = [stranger, ...twoAgents.finished.agents];
+    await jivo(bridge, twoAgents.finished);
+    // A chat a stranger accepts for a customer whose JivoChat responsible (assigned_agent) is Dmitry.
+    const assigned = jivoPayloads({ name: 'Gleb', email: 'gleb.s@example.com', phone: '+79267778899' }, 6400);
+    assigned.accepted.agent = stranger;
+    await jivo(bridge, assigned.accepted);
+    const deliveries = await settled(bridge, 2);
+    expect(deliveries.filter((item) => item.state !== 'delivered')).toEqual([]);
+    const state = crm.state();
+    const dealOf = (email: string) => {
+      const contact = state.contacts.find((item) => item.emails.includes(email))!;
+      return state.deals.find((deal) => deal.contacts.includes(contact.id))!;
+    };
+    expect(dealOf('vera.p@example.com').responsible).toBe(crm.name === 'amocrm' ? '502' : '7');
+    expect(dealOf('gleb.s@example.com').responsible).toBe(crm.name === 'amocrm' ? '502' : '7');
+  });
+
   it('events of one new person sent back to back make one CRM contact, and an existing CRM contact gets only what it lacks', async () => {
     const crm = await world();
     const bridge = await setup(crm, {

@@ -186,7 +186,10 @@ describe('chatbridge deliveries list', () => {
       },
     };
     // The CLI lists through page() (one page, and the cursor to the next).
-    const delivery = { page: async () => ({ deliveries: [item], nextCursor: null }) } as unknown as Delivery;
+    const delivery = {
+      page: async () => ({ deliveries: [item], nextCursor: null }),
+      paused: async () => [],
+    } as unknown as Delivery;
     const out: string[] = [];
     expect(
       await runDeliveriesCommand(['list'], delivery, { stdout: (line) => out.push(line), stderr: () => {} }),

@@ -154,6 +154,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
           channels: config.channels,
           vendorNames: new Map([['jivochat', 'JivoChat']]),
           defaultCountry: 'RU',
+          agents: config.agents,
           logger,
           metrics,
           now,

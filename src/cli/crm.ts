@@ -1,3 +1,4 @@
+import { isAbsolute, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/load.js';
 import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
@@ -66,18 +67,19 @@ export async function crmCommand(
     io.stdout(USAGE);
     return 0;
   }
-  if (!values.destination) throw new CrmUsageError("'crm check' needs --destination ID");
-  const { config } = load(values.config);
+  const loaded = load(values.config);
+  if (!values.destination)
+    throw new CrmUsageError(`'crm check' needs --destination ID: ${crmChoices(loaded)}`);
+  const { config } = loaded;
   const destination = config.destinations.find((item) => item.id === values.destination);
   // Naming a destination the config does not have, or one that is no CRM, is bad usage (exit 2,
-  // DESIGN §5), as an unknown channel is for the channel commands.
+  // DESIGN §5), as an unknown channel is for the channel commands; the answer names the ones
+  // that would do.
   if (!destination)
-    throw new CrmUsageError(
-      `no destination '${values.destination}' in the config (have: ${config.destinations.map((item) => item.id).join(', ') || 'none'})`,
-    );
+    throw new CrmUsageError(`no destination '${values.destination}' in the config: ${crmChoices(loaded)}`);
   if (!isCrmDestination(destination))
     throw new CrmUsageError(
-      `destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24)`,
+      `destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24): ${crmChoices(loaded)}`,
     );
   const connector = defaultRegistry().connector(destination.kind);
   if (!connector) {
@@ -166,6 +168,27 @@ export async function crmCommand(
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The CRM destinations `crm check --destination` takes, as the message about a missing or wrong
+ * one says them: each id with its CRM, or that the config has none (the example has none: a
+ * newcomer who left out --config learns which file was read). One check per destination, as
+ * DESIGN §10 writes the command: a run is one CRM's call round and one recorded outcome.
+ */
+export function crmChoices({ config, source }: Pick<LoadedConfig, 'config' | 'source'>): string {
+  // As typed from here (config/bridge.example.yaml) when it is below the working directory.
+  const below = relative(process.cwd(), source.path);
+  const file = below && !below.startsWith('..') && !isAbsolute(below) ? below : source.path;
+  const crms = config.destinations.filter(isCrmDestination);
+  if (crms.length === 0)
+    return `${file} has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`;
+  const registry = defaultRegistry();
+  const named = crms.map(
+    (destination) =>
+      `${destination.id} (${registry.connector(destination.kind)?.displayName ?? destination.kind})`,
+  );
+  return `the CRM destination${crms.length === 1 ? '' : 's'} in ${file}: ${named.join(', ')}`;
 }
 
 /**

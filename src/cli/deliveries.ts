@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import type { z } from 'zod';
 import { cleanDisplayText } from '../contacts/normalize.js';
 import { LIST_LIMIT_MAX, listQuerySchema } from '../delivery/api.js';
-import type { Delivery, DeliverySummary } from '../delivery/index.js';
+import { type Delivery, type DeliverySummary, describeBreaker } from '../delivery/index.js';
 import { deliveryStates } from '../delivery/records.js';
 import { ValidationError } from '../errors.js';
 
@@ -144,6 +144,10 @@ export async function runDeliveriesRequest(
         }
         const more = page.nextCursor === null ? '' : `; more with --before ${page.nextCursor} (or --all)`;
         io.stderr(`${count} deliver${count === 1 ? 'y' : 'ies'}${more}`);
+        // Why pending ones may sit with no attempt: a destination's open circuit breaker.
+        // A store another version wrote may hold anything: cleaned for the terminal like the rest.
+        for (const open of await delivery.paused(request.query.destination))
+          io.stderr(cleanDisplayText(describeBreaker(open)) ?? '');
         return 0;
       }
     }

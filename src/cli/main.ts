@@ -27,7 +27,7 @@ import { describeStore } from '../store/connection.js';
 import { createStore } from '../store/index.js';
 import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
-import { CrmUsageError, crmCommand } from './crm.js';
+import { CrmUsageError, crmChoices, crmCommand } from './crm.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -56,6 +56,12 @@ export interface OptionInfo {
   /** Takes a value (`--channel ID`); otherwise a flag. */
   value?: string;
   required?: boolean;
+  /**
+   * For a required option left out: what the config offers for it (`crm check`: its CRM
+   * destinations), said with the bad-usage message. Read from the config the command would load;
+   * a config that does not load only costs the list.
+   */
+  choices?(loaded: LoadedConfig): string;
 }
 
 export type OptionValues = Record<string, string | boolean | undefined>;
@@ -584,6 +590,7 @@ const crmCheck: Command = {
       value: 'ID',
       description: 'the destination (its id in the config; kind: amocrm or bitrix24)',
       required: true,
+      choices: crmChoices,
     },
   },
   async run(values, io) {
@@ -832,9 +839,22 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   if (values.config === '') throw new UsageError('--config needs a file name (got an empty one)');
   for (const [name, info] of Object.entries(command.options ?? {})) {
     if (info.required && (values[name] === undefined || values[name] === ''))
-      throw new UsageError(`'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}`);
+      throw new UsageError(
+        `'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}${choicesOf(info, values.config)}`,
+      );
   }
   return command.run(values, io, withoutConfig(args));
+}
+
+/** ': <what would do>' for a missing option that can say it (OptionInfo.choices), else ''. */
+function choicesOf(info: OptionInfo, configPath: string | boolean | undefined): string {
+  if (!info.choices) return '';
+  try {
+    return `: ${info.choices(loadConfig(typeof configPath === 'string' ? configPath : undefined, defaultRegistry()))}`;
+  } catch {
+    // Bad usage is said first and alone (exit 2); the config's own problems are config check's.
+    return ' (the config does not load, so what it offers is not listed: chatbridge config check says why)';
+  }
 }
 
 function parseOptions(command: Command, args: string[]): OptionValues {

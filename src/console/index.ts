@@ -863,16 +863,19 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     const state = filters.state || undefined;
     const destination = filters.destination || undefined;
     const before = filters.before || undefined;
-    const page = await pageAt(
-      () =>
-        delivery.page({
-          limit: DELIVERIES_LISTED,
-          ...(state ? { state } : {}),
-          ...(destination ? { destination } : {}),
-          ...(before ? { before } : {}),
-        }),
-      'the first deliveries', // oldest first, unlike the journal and the timeline
-    );
+    const [page, paused] = await Promise.all([
+      pageAt(
+        () =>
+          delivery.page({
+            limit: DELIVERIES_LISTED,
+            ...(state ? { state } : {}),
+            ...(destination ? { destination } : {}),
+            ...(before ? { before } : {}),
+          }),
+        'the first deliveries', // oldest first, unlike the journal and the timeline
+      ),
+      delivery.paused(destination),
+    ]);
     const here = { ...(state ? { state } : {}), ...(destination ? { destination } : {}) };
     const notice =
       noticeOf(filters.notice) ??
@@ -888,6 +891,7 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       ...(destination ? { destination } : {}),
       destinations: config.destinations.map((item) => item.id),
       deliveries: page.deliveries,
+      paused,
       ...(page.nextCursor
         ? { nextHref: `/console/deliveries${query({ ...here, before: page.nextCursor })}` }
         : {}),
@@ -906,10 +910,13 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
     if (!found) throw new NotFoundError('delivery_not_found', 'There is no such delivery.');
     const filters = parseWith(deliveriesQuerySchema, ctx.query);
     const notice = noticeOf(filters.notice);
+    // A pending one may wait behind its destination's open breaker: said on its page too.
+    const paused = found.state === 'pending' ? await delivery.paused(found.destination) : [];
     ctx.type = 'text/html; charset=utf-8';
     ctx.body = deliveryPage({
       csrf: sessionOf(ctx).csrf,
       delivery: found,
+      paused,
       ...(notice ? { notice } : {}),
       list: {
         ...(filters.state ? { state: filters.state } : {}),

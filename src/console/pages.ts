@@ -9,7 +9,7 @@ import {
   timelineEntryTypes,
   transcriptOf,
 } from '../contacts/types.js';
-import type { DeliveryDetail, DeliverySummary } from '../delivery/index.js';
+import type { BreakerOpen, DeliveryDetail, DeliverySummary } from '../delivery/index.js';
 import type { JournalEntry } from '../intake/journal.js';
 import { html, linkOrText, query, type SafeHtml, time } from './html.js';
 
@@ -581,12 +581,30 @@ function stateWords(state: ConflictState | 'all'): string {
 
 // --- deliveries ----------------------------------------------------------------------------
 
+/**
+ * Destinations a circuit breaker holds back now (delivery/breaker-state.ts): why their pending
+ * deliveries sit with no attempt. Nothing when none is.
+ */
+function pausedNotes(paused: readonly BreakerOpen[]): SafeHtml {
+  if (paused.length === 0) return html``;
+  return html`<div class="notice paused" role="status">${paused.map(
+    (open) =>
+      html`<p><strong>Destination ${open.destination} paused until ${time(open.until, { seconds: true })}</strong> after ${open.failures} failed attempt${
+        open.failures === 1 ? '' : 's'
+      } in a row (circuit breaker of instance <span class="mono">${open.instance}</span>, open since ${time(open.since, { seconds: true })})${
+        open.lastError ? html`; last error: ${open.lastError}` : ''
+      }. Nothing is sent to it until then, on any instance; then one trial attempt, and the rest follow once it succeeds. Its pending deliveries wait meanwhile, some with no attempt yet. Check that it is up and answering 2xx.</p>`,
+  )}</div>`;
+}
+
 export function deliveriesPage(options: {
   csrf: string;
   state?: string;
   destination?: string;
   destinations: string[];
   deliveries: DeliverySummary[];
+  /** The listed destinations whose circuit breaker is open now. */
+  paused?: readonly BreakerOpen[];
   /** The next page (the list's nextCursor), when there is one. */
   nextHref?: string;
   /** The first page, on any page after it. */
@@ -658,13 +676,15 @@ ${options.firstHref ? html`<p><a href="${options.firstHref}">First deliveries</a
       current: '/console/deliveries',
       ...(options.notice ? { notice: options.notice } : {}),
     },
-    html`<h1>Deliveries</h1>${filters}${replayAll}${table}`,
+    html`<h1>Deliveries</h1>${pausedNotes(options.paused ?? [])}${filters}${replayAll}${table}`,
   );
 }
 
 export function deliveryPage(options: {
   csrf: string;
   delivery: DeliveryDetail;
+  /** Its destination's open circuit breakers, when it is pending. */
+  paused?: readonly BreakerOpen[];
   notice?: string;
   /**
    * The filters of the list this delivery was opened from: the way back (also after a replay)
@@ -694,6 +714,7 @@ export function deliveryPage(options: {
     },
     html`<p>${back}</p>
 <h1>Delivery <span class="mono">${item.id}</span></h1>
+${item.state === 'pending' ? pausedNotes(options.paused ?? []) : ''}
 <dl class="attrs card">
   <dt>State</dt><dd><span class="state state-${item.state}">${item.state}</span></dd>
   <dt>Event</dt><dd>${item.eventType} <span class="mono small">${item.eventId}</span></dd>

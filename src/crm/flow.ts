@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
+import type { AgentConfig, ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import { GLOBAL_KINDS, normalizeEmail, normalizePhone, splitPhones } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact, Identifier } from '../contacts/types.js';
@@ -10,7 +10,7 @@ import type {
   CrmCreation,
   CrmEntityRef,
 } from '../contracts/connector.js';
-import { agentEmailOf, type DeliveredBody } from '../delivery/routing.js';
+import { agentEmailsOf, type DeliveredBody } from '../delivery/routing.js';
 import { renewWhileHeld } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
 import { CrmError } from './errors.js';
@@ -90,6 +90,8 @@ export interface CrmFlowDeps {
   channels: readonly ChannelConfig[];
   vendorNames: ReadonlyMap<string, string>;
   defaultCountry: string;
+  /** The agent directory (config `agents`): an agent's crmUserId when no CRM user has its e-mail. */
+  agents: readonly AgentConfig[];
   responsibleByEmail(email: string): Promise<string | null>;
   now(): Date;
   /** The find-or-create locks' ttl and wait (tests shorten them); default LOCK. */
@@ -161,14 +163,23 @@ export function createCrmFlow(deps: CrmFlowDeps) {
     };
   }
 
+  /**
+   * DESIGN §10: each agent the event names, in order (agentEmailsOf: the accepting agent, the
+   * chat's agents, then the contact's responsible agent), gives its CRM user by e-mail, else its
+   * agents[].crmUserId; the first that gives one is responsible, else crm.responsible.default.
+   * Only the first agent was looked up by e-mail before, the others by crmUserId alone: an agent
+   * the CRM did not know (an outsourced one) ahead of one it did made the deal someone else's,
+   * or nobody's (a stale crmUserId the CRM refused). The directory is today's config, not the
+   * body's routing of the drain's time, so a corrected crmUserId holds for retries and replays.
+   */
   async function responsible(body: DeliveredBody): Promise<string | null> {
-    const email = agentEmailOf(body);
-    if (email) {
+    for (const email of agentEmailsOf(body)) {
       const byEmail = await deps.responsibleByEmail(email);
       if (byEmail) return byEmail;
+      const crmUserId = deps.agents.find((agent) => agent.email === email)?.crmUserId;
+      if (crmUserId) return crmUserId;
     }
-    // routing.responsibleCrmUserId is agents[].crmUserId of that agent, else crm.responsible.default.
-    return body.routing.responsibleCrmUserId;
+    return destination.crm.responsible.default ?? null;
   }
 
   /**

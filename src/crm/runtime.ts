@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
+import type { AgentConfig, ChannelConfig, CrmDestinationConfig } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import type { ConnectorDefinition, CrmApi } from '../contracts/connector.js';
 import type { AttemptResult } from '../delivery/attempt.js';
@@ -40,6 +40,8 @@ export interface CrmRuntimeDeps {
   channels: readonly ChannelConfig[];
   vendorNames: ReadonlyMap<string, string>;
   defaultCountry: string;
+  /** Config `agents`: the responsible user by agents[].crmUserId (src/crm/flow.ts). */
+  agents: readonly AgentConfig[];
   /** Config `identity`: which phones and e-mails may find the CRM contact (src/crm/flow.ts). */
   identity?: { mergeOn: readonly string[]; mergeOnVisitorTyped: readonly string[] };
   logger: Logger;
@@ -90,6 +92,7 @@ export function createCrmRuntime(deps: CrmRuntimeDeps): CrmRuntime {
     channels: deps.channels,
     vendorNames: deps.vendorNames,
     defaultCountry: deps.defaultCountry,
+    agents: deps.agents,
     ...(deps.identity ? { identity: deps.identity } : {}),
     responsibleByEmail: (email) => users.byEmail(email),
     now: deps.now,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { NotFoundError, ValidationError } from '../errors.js';
 import { type Route, route, STORE_UNAVAILABLE } from '../http/routes.js';
 import { emptyIsAbsent, queryInt } from '../http/validate.js';
+import { type BreakerOpen, breakerOpenSchema } from './breaker-state.js';
 import {
   type DeliveryAttempt,
   type DeliveryRecord,
@@ -63,11 +64,21 @@ export const deliverySummarySchema = z.object({
 export type DeliverySummary = z.infer<typeof deliverySummarySchema>;
 export type DeliveryDetail = DeliverySummary & { body: unknown; history: DeliveryAttempt[] };
 
-export const deliveryListSchema = z.object({
+export const deliveryPageSchema = z.object({
   deliveries: z.array(deliverySummarySchema),
   nextCursor: z.string().nullable().describe('pass as `before` for the next page; null on the last'),
 });
-export type DeliveryPage = z.infer<typeof deliveryListSchema>;
+export type DeliveryPage = z.infer<typeof deliveryPageSchema>;
+
+/** The list's answer: a page, and which destinations are paused now (why pending ones wait). */
+export const deliveryListSchema = deliveryPageSchema.extend({
+  paused: z
+    .array(breakerOpenSchema)
+    .describe(
+      'the listed destinations (the `destination` filter, else every configured one) whose circuit breaker is open now on some instance: ' +
+        'nothing is sent to one until `until` (then one trial attempt), after `failures` failed attempts in a row; `lastError` is the failure that opened it',
+    ),
+});
 
 /** Where a page of the list stopped: a state, and a place in that state's index (score, id). */
 export interface DeliveryCursor {
@@ -140,6 +151,11 @@ export interface DeliveryAdmin {
   replay(id: string): Promise<DeliverySummary>;
   /** Throws NotFoundError when the destination is not configured. */
   replayFailed(destinationId: string): Promise<{ replayed: string[] }>;
+  /**
+   * The configured destinations (or this one) a circuit breaker holds back now, on any instance
+   * (breaker-state.ts): why their pending deliveries wait with no attempt.
+   */
+  paused(destinationId?: string): Promise<BreakerOpen[]>;
 }
 
 const idParamsSchema = z.strictObject({ id: deliveryIdSchema });
@@ -172,7 +188,8 @@ export function deliveryRoutes(admin: DeliveryAdmin): Route[] {
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { query }) {
-        ctx.body = await admin.page(query);
+        const [page, paused] = await Promise.all([admin.page(query), admin.paused(query.destination)]);
+        ctx.body = { ...page, paused };
       },
     }),
     route({

@@ -8,6 +8,18 @@
  */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
+/** What a state change tells its watcher (breaker-state.ts records an opening from it). */
+export interface BreakerChange {
+  /** Failed attempts in a row (the trials' included). */
+  failures: number;
+  /** When it first opened in this run of failures (ms, Date.now), or undefined when closed. */
+  openedAt: number | undefined;
+  /** When an open breaker lets its trial through (ms). */
+  openUntil: number;
+  /** The reason given with the last failure. */
+  lastFailure: string | undefined;
+}
+
 /** How long other jobs wait while the half-open trial is in flight (short: the trial may succeed at once). */
 export const TRIAL_WAIT_MS = 250;
 
@@ -15,12 +27,14 @@ export class CircuitBreaker {
   private state: BreakerState = 'closed';
   private failures = 0;
   private openUntil = 0;
+  private openedAt: number | undefined;
+  private lastFailure: string | undefined;
   private trialInFlight = false;
 
   constructor(
     private readonly threshold: number,
     private readonly cooldownMs: number,
-    private readonly onChange: (state: BreakerState) => void = () => {},
+    private readonly onChange: (state: BreakerState, change: BreakerChange) => void = () => {},
   ) {}
 
   get current(): BreakerState {
@@ -51,12 +65,14 @@ export class CircuitBreaker {
     if (this.state !== 'closed') this.set('closed');
   }
 
-  /** A failed attempt; returns the pause to apply when this failure opened the breaker. */
-  failed(now: number): number | null {
+  /** A failed attempt (`reason`: its error); returns the pause to apply when this failure opened the breaker. */
+  failed(now: number, reason?: string): number | null {
     this.trialInFlight = false;
     this.failures += 1;
+    this.lastFailure = reason;
     if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.threshold)) {
       this.openUntil = now + this.cooldownMs;
+      this.openedAt ??= now;
       this.set('open');
       return this.cooldownMs;
     }
@@ -70,6 +86,16 @@ export class CircuitBreaker {
 
   private set(state: BreakerState) {
     this.state = state;
-    this.onChange(state);
+    const change: BreakerChange = {
+      failures: this.failures,
+      openedAt: this.openedAt,
+      openUntil: this.openUntil,
+      lastFailure: this.lastFailure,
+    };
+    if (state === 'closed') {
+      this.openedAt = undefined;
+      this.lastFailure = undefined;
+    }
+    this.onChange(state, change);
   }
 }

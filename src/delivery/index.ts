@@ -25,7 +25,8 @@ import {
   encodeDeliveryCursor,
   summarize,
 } from './api.js';
-import { type BreakerState, CircuitBreaker } from './breaker.js';
+import { type BreakerChange, type BreakerState, CircuitBreaker } from './breaker.js';
+import { createBreakerRecorder, readOpenBreakers } from './breaker-state.js';
 import { createDrainer, jobsOf } from './drain.js';
 import { type Backlog, deliveryMetrics, watchBacklog } from './metrics.js';
 import { createProcessor, type DestinationRuntime } from './processor.js';
@@ -44,6 +45,8 @@ import { secretKey } from './signing.js';
 
 export type { DeliveryDetail, DeliveryListQuery, DeliveryPage, DeliverySummary } from './api.js';
 export { deliveryRoutes } from './api.js';
+export type { BreakerOpen } from './breaker-state.js';
+export { describeBreaker } from './breaker-state.js';
 export type { DeliveredBody, Routing, RoutingTask } from './routing.js';
 
 /**
@@ -133,6 +136,10 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     },
   });
 
+  /** This running delivery, in the store's notes: the destinations it serves, its breakers. */
+  const instanceId = randomUUID();
+  const breakers = createBreakerRecorder({ store, instanceId, logger });
+
   const runtimes: DestinationRuntime[] = config.destinations.map((destination) => ({
     config: destination,
     // CRM destinations sign nothing: they call the CRM's API with its own credential.
@@ -163,9 +170,18 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     const fields = { destination: id };
     let openedAt: number | undefined;
     let reopened = 0;
-    return (state: BreakerState) => {
+    return (state: BreakerState, change: BreakerChange) => {
       metrics.breakerOpen.set({ destination: id }, state === 'closed' ? 0 : 1);
       const at = Date.now();
+      // For the console and the admin API of every instance (breaker-state.ts): on changes only.
+      if (state === 'open')
+        breakers.opened(id, {
+          since: change.openedAt ?? at,
+          until: change.openUntil,
+          failures: change.failures,
+          lastError: change.lastFailure,
+        });
+      else if (state === 'closed') breakers.closed(id);
       if (state === 'open' && openedAt === undefined) {
         openedAt = at;
         reopened = 0;
@@ -207,6 +223,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         channels: config.channels,
         vendorNames: deps.vendorNames ?? new Map(),
         defaultCountry: config.identity.defaultCountry,
+        agents: config.agents,
         identity: config.identity,
         logger: logger.child({ destination: destination.id, kind: destination.kind }),
         metrics: deps.metrics,
@@ -420,7 +437,6 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
    * deploy that adds a destination, a worker not yet updated, a scale-up of the old version)
    * failed every pending delivery of a destination the others were sending.
    */
-  const instanceId = randomUUID();
   async function advertise(): Promise<void> {
     const now = deps.now().getTime();
     for (const id of byId.keys()) {
@@ -680,6 +696,12 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       return summarize(await replayRecord(id));
     },
 
+    paused(destinationId) {
+      const ids =
+        destinationId === undefined ? [...byId.keys()] : byId.has(destinationId) ? [destinationId] : [];
+      return readOpenBreakers(store, ids);
+    },
+
     async replayFailed(destinationId) {
       if (!byId.has(destinationId))
         throw new NotFoundError('destination_not_found', `no destination ${quotedInput(destinationId)}`);
@@ -709,6 +731,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       shutdown.abort();
       await draining?.catch(() => 0);
       await queue?.close();
+      await breakers.settled();
       if (started) {
         // All at once: with Redis hung each removal waits for the command timeout (2 s), and one
         // after the other a SIGTERM took that long per destination on top of the queues' grace

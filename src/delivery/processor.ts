@@ -448,7 +448,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     // for good) and the pause comes from Retry-After, not from the breaker.
     let opened: number | null = null;
     if (result.status === 429) breaker.reachable();
-    else opened = breaker.failed(Date.now());
+    else opened = breaker.failed(Date.now(), result.message);
     const schedule = config.retrySchedule;
     const attemptsSoFar = record.cycleAttempts + 1;
     if (attemptsSoFar >= schedule.length) {

@@ -128,7 +128,7 @@ const agentItemSchema = z.object({ email: z.string().nullish() });
  * data.agentEmail, data.agents[].email (the chat's agents, in their order), then the contact's
  * responsible agent.
  */
-function agentEmailsOf(event: OutboundEvent): string[] {
+export function agentEmailsOf(event: OutboundEvent): string[] {
   const data = agentDataSchema.safeParse(event.data);
   const candidates = [
     data.success ? data.data.agent?.email : undefined,
@@ -145,11 +145,6 @@ function agentEmailsOf(event: OutboundEvent): string[] {
     .map((email) => email?.trim().toLowerCase())
     .filter((email): email is string => !!email);
   return [...new Set(emails)];
-}
-
-/** The agent's e-mail the event names (the first of agentEmailsOf), or null. */
-export function agentEmailOf(event: OutboundEvent): string | null {
-  return agentEmailsOf(event)[0] ?? null;
 }
 
 /**

@@ -1,10 +1,12 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeKeys } from '../../adapters/chatvisor/state.js';
 import { FakeChatvisor } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
 import { recordCrmCheck } from '../../src/crm/last-check.js';
+import { createBreakerRecorder } from '../../src/delivery/breaker-state.js';
 import { amoWorld, bitrixWorld } from '../support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { type Receiver, startReceiver } from '../support/receiver.js';
@@ -706,6 +708,45 @@ describe('web console in a browser', () => {
     await page.getByText(/failed deliver(y|ies) replayed/).waitFor();
     expect(dialogs).toEqual(['Replay every failed delivery of crm? Each one is sent to it again.']);
     dialogs.length = 0;
+  });
+
+  it("says which destination an open circuit breaker pauses, until when in the browser's zone, readable at 390 px", async () => {
+    // As an instance records its breaker's opening (the breaker itself is unit-tested in
+    // test/delivery.breaker-state.test.ts): a long error, a time the browser localises.
+    const recorder = createBreakerRecorder({
+      store: bridge.bridge.store,
+      instanceId: 'browser-test',
+      instance: 'worker-7f9c4d2b1a:4242',
+      logger: pino({ level: 'silent' }),
+    });
+    const now = Date.now();
+    recorder.opened('crm', {
+      since: now - 90_000,
+      until: now + 10 * 60_000,
+      failures: 7,
+      lastError: `HTTP 503: ${'maintenance-window-'.repeat(20)}`,
+    });
+    await recorder.settled();
+    try {
+      for (const width of [1280, 390]) {
+        await page.setViewportSize({ width, height: 900 });
+        await page.goto(`${bridge.url}/console/deliveries`);
+        const note = page.locator('.notice.paused');
+        await note.waitFor();
+        expect(await note.textContent()).toContain('Destination crm paused until');
+        expect(await note.textContent()).toContain('after 7 failed attempts in a row');
+        // console.js rewrote the UTC times in the browser's zone (Novosibirsk, GMT+7).
+        expect(await note.locator('time').first().textContent()).toContain('GMT+7');
+        await noHorizontalScroll(page);
+        await screenshot(page, `deliveries-paused-${width}`);
+      }
+    } finally {
+      recorder.closed('crm');
+      await recorder.settled();
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+    await page.goto(`${bridge.url}/console/deliveries`);
+    expect(await page.locator('.notice.paused').count()).toBe(0);
   });
 
   it('lists the open identity conflicts, merges one, and finds it again under its state', async () => {

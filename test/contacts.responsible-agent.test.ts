@@ -1,0 +1,134 @@
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Contact } from '../src/contacts/types.js';
+import { startTestBridge, type TestBridge } from './support/harness.js';
+import { type Receiver, startReceiver } from './support/receiver.js';
+
+/**
+ * What a contact's `responsibleAgent` is (README "How it works", Responsible agent), through a
+ * real bridge on loopback as a vendor and an admin see it: the person responsible for the
+ * *customer* as the vendor names them (JivoChat's `assigned_agent`, the client card's
+ * responsible agent), not whoever took a chat. The agent who accepts a chat is the
+ * conversation's agent: on the timeline, in the `agent` attribute, and the CRM responsible of
+ * that conversation's events (through `agents[].crmUserId`), while `responsibleAgent` stays as
+ * it was (null after the README's Quick start webhook). Events that name no agent (an offline
+ * message) go to the contact's responsible agent.
+ */
+
+const SECRET = `whsec_${Buffer.from('responsible-test-secret-01234567').toString('base64')}`;
+const JIVO_TOKEN = 'example-jivo-token-0001';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+async function setup(store: 'memory' | 'redis'): Promise<{ bridge: TestBridge; crm: Receiver }> {
+  const crm = await startReceiver({ secret: SECRET });
+  cleanups.push(() => crm.close());
+  const bridge = await startTestBridge({
+    store,
+    config: {
+      // The README example's directory, plus the client's responsible manager.
+      agents: [
+        { email: 'oleg@shop.example', name: 'Oleg Petrov', crmUserId: '1001', teams: ['support'] },
+        { email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '1002' },
+      ],
+      channels: [{ id: 'shop-site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' }],
+      destinations: [{ id: 'crm', url: crm.url, secret: SECRET, retrySchedule: ['0s'] }],
+    },
+  });
+  cleanups.push(() => bridge.close());
+  return { bridge, crm };
+}
+
+const jivo = (bridge: TestBridge, payload: unknown) =>
+  bridge.post(`/webhooks/jivochat/shop-site/${JIVO_TOKEN}`, payload);
+
+async function maria(bridge: TestBridge): Promise<Contact> {
+  const found = await bridge.admin<{ contacts: Contact[] }>(
+    'GET',
+    '/api/v1/contacts?email=maria@example.org',
+  );
+  expect(found.status).toBe(200);
+  expect(found.body.contacts).toHaveLength(1);
+  return found.body.contacts[0]!;
+}
+
+/** The routing the CRM receiver got with the event of `type` about chat `chatId` (or of that type alone). */
+async function routingOf(crm: Receiver, type: string, chatId?: string) {
+  const matches = () =>
+    crm.application.filter(
+      (event) =>
+        event.payload.type === type &&
+        (chatId === undefined || String(event.payload.data.conversationId) === chatId),
+    );
+  await crm.waitFor(() => matches().length === 1, 8000, `${type} ${chatId ?? ''} delivered`);
+  return matches()[0]!.payload as unknown as {
+    data: Record<string, any>;
+    routing: { responsibleCrmUserId: string | null };
+  };
+}
+
+// The README's Quick start webhook, read from the README (what a newcomer sends first).
+const QUICK_START = (() => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const sent = /-d '(\{"event_name":"chat_accepted".*?\})'/.exec(readme);
+  if (!sent) throw new Error('README Quick start: no curl -d \'{"event_name":"chat_accepted",…}\' found');
+  return JSON.parse(sent[1]!) as Record<string, unknown>;
+})();
+const DMITRY = { id: 55120, email: 'dmitry@store.example', name: 'Dmitry Volkov' };
+
+describe.each(['memory', 'redis'] as const)('responsibleAgent (%s store)', (store) => {
+  it("the agent who accepts a chat is the conversation's (and its CRM responsible), not the contact's responsible agent", async () => {
+    const { bridge, crm } = await setup(store);
+    expect((await jivo(bridge, QUICK_START)).status).toBe(200);
+
+    const contact = await maria(bridge);
+    expect(contact.responsibleAgent).toBeNull();
+    expect(QUICK_START.agent).toMatchObject({ email: 'oleg@shop.example' });
+    expect(contact.attributes.agent).toMatchObject({ value: 'Oleg', label: 'Agent' });
+    const started = await routingOf(crm, 'conversation.started', '1');
+    expect(started.data.agent).toMatchObject({ email: 'oleg@shop.example' });
+    // The accepting agent, mapped through `agents`, is whom a CRM makes responsible for the chat.
+    expect(started.routing.responsibleCrmUserId).toBe('1001');
+  });
+
+  it("JivoChat's assigned_agent (the client card's responsible) sets it; a chat another agent accepts does not change it", async () => {
+    const { bridge, crm } = await setup(store);
+    await jivo(bridge, QUICK_START);
+    // The responsible agent set on the client card in JivoChat.
+    const updated = await jivo(bridge, {
+      event_name: 'client_updated',
+      widget_id: 'w1',
+      client_id: '17',
+      visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+      assigned_agent: DMITRY,
+    });
+    expect(updated.status).toBe(200);
+    expect((await maria(bridge)).responsibleAgent).toEqual({
+      id: '55120',
+      name: 'Dmitry Volkov',
+      email: 'dmitry@store.example',
+    });
+
+    // Oleg takes her next chat: the chat is his, the customer stays Dmitry's.
+    await jivo(bridge, { ...QUICK_START, chat_id: 2, assigned_agent: DMITRY });
+    expect((await maria(bridge)).responsibleAgent).toMatchObject({ email: 'dmitry@store.example' });
+    expect((await routingOf(crm, 'conversation.started', '2')).routing.responsibleCrmUserId).toBe('1001');
+
+    // No agent was online: the offline message's task goes to the contact's responsible agent.
+    await jivo(bridge, {
+      event_name: 'offline_message',
+      widget_id: 'w1',
+      chat_id: 3,
+      offline_message_id: 1718620800456,
+      visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+      assigned_agent: DMITRY,
+      message: 'Call me back, please',
+    });
+    const offline = await routingOf(crm, 'offline_message.received');
+    expect(offline.routing.responsibleCrmUserId).toBe('1002');
+    expect((await maria(bridge)).responsibleAgent).toMatchObject({ email: 'dmitry@store.example' });
+  });
+});
