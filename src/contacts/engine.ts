@@ -15,7 +15,7 @@ import { extend } from '../extend.js';
 import { isoFromMs } from '../isotime.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
-import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import type { Claim, GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
 import { createConflictList } from './conflicts.js';
 import { groupLayout, isRecordId, key, publicId, storedId } from './keys.js';
 import { isHttpLink } from './links.js';
@@ -563,6 +563,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       members: ids(read.members, (members) => members.map(publicId)),
       records: ids(read.records, (text) => text),
       complete: read.complete,
+      ...(read.instead === undefined ? {} : { instead: read.instead }),
     };
   }
 
@@ -1586,9 +1587,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contact ?? null;
   }
 
+  /** A claim refused: taken before, or (with `instead`) its condition no longer held. */
+  const notClaimed = (read: GroupReadResult): ClaimedFind =>
+    read.instead === undefined ? { claimed: false } : { claimed: false, instead: read.instead };
+
   async function claimAndFind(
     identifier: Identifier,
-    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
+    options: { claim: Claim; evenWork?: boolean },
   ): Promise<ClaimedFind> {
     const normalized = normalizePublic(identifier);
     // A kind that may also be search-only (identity.mergeOnVisitorTyped) is found through a set
@@ -1604,8 +1609,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         !noteExtension(identifier, normalized)
       )
     ) {
-      if (!(await store.set(options.claim.key, '1', { nx: true, ttlMs: options.claim.ttlMs })))
-        return { claimed: false };
+      // The claim alone (with its condition, if any) is a group read of nothing.
+      const claimed = await store.readGroups({
+        keys: [],
+        layout: groupLayout,
+        maxRecords: 0,
+        claim: options.claim,
+      });
+      if (!claimed.claimed) return notClaimed(claimed);
       return { claimed: true, contact: await findByIdentifier(identifier, options) };
     }
     // One step: claim, then the identifier's holder, its root, members and records (a miss with
@@ -1619,7 +1630,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         ...(options.evenWork ? { decoy: storedId(DECOY_RECORD_ID) } : {}),
       }),
     );
-    if (!read.claimed) return { claimed: false };
+    if (!read.claimed) return notClaimed(read);
     const holder = read.values[0];
     if (!holder) return { claimed: true, contact: null };
     // As find: the holder's root, loaded as a contact (which needs the root's own record).
