@@ -8,7 +8,9 @@
 // average, so each line is an estimate; the total moves by a few per cent between runs.
 // Knobs: ALLOC_N (webhooks measured, 4000), REDIS_URL (else a private redis-server),
 // ALLOC_ENGINE=off (the engine-free bridge of bench/lib/engine-free.js), ALLOC_OUT=<file> (also
-// writes the profile, which Chrome DevTools' Memory panel opens as a .heapprofile).
+// writes the profile, which Chrome DevTools' Memory panel opens as a .heapprofile),
+// ALLOC_SCENARIO=lookup (LiveTex attribute lookups of those known people instead, each with a
+// fresh jti, sealed by the client before it sends).
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -18,6 +20,50 @@ import { fileURLToPath } from 'node:url';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const PEOPLE = 500;
 const CONNECTIONS = 20;
+
+if (process.argv[2] === '--lookups') {
+  // `node bench/alloc.js --lookups <port> <kid> <key> <count>`: LiveTex lookups of the known people.
+  const [port, kid, key, count] = process.argv.slice(3);
+  const { randomUUID } = await import('node:crypto');
+  const { Pool } = await import('undici');
+  const { personOf } = await import('./lib/payloads.js');
+  const { buildClaims, decodeKey, sealRequest } = await import(`${ROOT}/dist/adapters/livetex/codec.js`);
+  const keyBytes = decodeKey(key);
+  const tokens = [];
+  for (let index = 0; index < Number(count); index++) {
+    const claims = buildClaims({
+      subject: { personId: personOf('alloc', index % PEOPLE).person },
+      requestId: `alloc-${index}`,
+      jti: randomUUID(),
+      iat: Date.now() / 1000,
+      ttlSeconds: 300,
+    });
+    tokens.push(await sealRequest(claims, kid, keyBytes));
+  }
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
+  let next = 0;
+  let failed = 0;
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      while (next < tokens.length) {
+        const response = await pool.request({
+          method: 'POST',
+          path: '/livetex/app/attributes',
+          headers: { 'content-type': 'application/jose' },
+          body: tokens[next++],
+        });
+        await response.body.text();
+        if (response.statusCode !== 200) failed++;
+      }
+    }),
+  );
+  await pool.close();
+  if (failed > 0) {
+    process.stderr.write(`${failed} lookups were not answered 200\n`);
+    process.exit(1);
+  }
+  process.exit(0);
+}
 
 if (process.argv[2] === '--client') {
   // The load: `node bench/alloc.js --client <port> <token> <count> [<pool> <people>]` (also used
@@ -54,7 +100,8 @@ if (process.argv[2] === '--client') {
 }
 
 const count = Number(process.env.ALLOC_N ?? 4000);
-const { JIVO_TOKEN } = await import('./lib/bridge.js');
+const lookups = process.env.ALLOC_SCENARIO === 'lookup';
+const { JIVO_TOKEN, admin } = await import('./lib/bridge.js');
 const { startInProcessBridge } = await import('./lib/in-process.js');
 const bridge = await startInProcessBridge({
   root: ROOT,
@@ -63,16 +110,17 @@ const bridge = await startInProcessBridge({
 });
 const { port } = bridge;
 
-const send = (n) =>
+const run = (args) =>
   new Promise((resolve, reject) =>
-    execFile(
-      process.execPath,
-      [fileURLToPath(import.meta.url), '--client', String(port), JIVO_TOKEN, String(n)],
-      (error, _stdout, stderr) => (error ? reject(new Error(`load failed: ${stderr}`)) : resolve()),
+    execFile(process.execPath, [fileURLToPath(import.meta.url), ...args], (error, _stdout, stderr) =>
+      error ? reject(new Error(`load failed: ${stderr}`)) : resolve(),
     ),
   );
+const webhooks = (n) => run(['--client', String(port), JIVO_TOKEN, String(n)]);
 
-await send(PEOPLE); // every person known from here on
+await webhooks(PEOPLE); // every person known from here on
+const key = lookups ? await admin(`http://127.0.0.1:${port}`, 'POST', '/api/v1/channels/app/keys') : null;
+const send = (n) => (key ? run(['--lookups', String(port), key.kid, key.key, String(n)]) : webhooks(n));
 await send(count); // warm-up: the same number of webhooks
 const session = new Session();
 session.connect();
@@ -111,8 +159,8 @@ const add = (map, key, bytes) => map.set(key, (map.get(key) ?? 0) + bytes);
 const perRequest = (bytes) => `${(bytes / count / 1024).toFixed(1).padStart(6)} KB`;
 const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
 console.log(
-  `chatbridge allocation per known-contact chat_accepted${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
-    `${perRequest(total).trim()} (${count} webhooks, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
+  `chatbridge allocation per ${lookups ? 'LiveTex lookup of a known contact' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
+    `${perRequest(total).trim()} (${count} ${lookups ? 'lookups' : 'webhooks'}, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
 );
 console.log('\nby file (self)');
 for (const [where, bytes] of top(byFile, 20)) console.log(`${perRequest(bytes)}  ${where}`);

@@ -144,8 +144,8 @@ export class StoreUnavailableError extends AppError {
 
 /** A lock could not be taken in time (heavy contention); safe to retry. */
 export class StoreBusyError extends AppError {
-  constructor(what: string) {
-    super('store_busy', 503, `could not lock ${what} in time; retry later`, {
+  constructor(what: string, message = `could not lock ${what} in time; retry later`) {
+    super('store_busy', 503, message, {
       headers: { 'retry-after': '1' },
     });
   }

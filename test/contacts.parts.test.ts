@@ -1332,6 +1332,71 @@ for (const kind of ['memory', 'redis'] as const) {
       await store.close();
     });
 
+    it('claimAndFind answers as findByIdentifier after every change of the group: updates here and elsewhere, merge, unmerge', async () => {
+      const [store, other] = await stores();
+      const engine = engineOn(store);
+      const elsewhere = engineOn(other);
+      let n = 0;
+      const observe = (on: typeof engine, identifiers: { kind: string; value: string }[], name?: string) =>
+        on.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at: `2026-11-01T12:00:${String(n).padStart(2, '0')}.000Z`,
+          idempotencyKey: `view-${n++}`,
+          identifiers: identifiers.map((item) => ({ ...item, provenance: 'verified' as const })),
+          ...(name ? { names: [name] } : {}),
+        });
+      const anna = { kind: 'person', value: 'view-anna' };
+      /** Two lookups in a row (the second may answer from the view kept), both as a find says. */
+      let claims = 0;
+      const looksUpAsFound = async () => {
+        const expected = await engine.findByIdentifier(anna, { evenWork: true });
+        for (let i = 0; i < 2; i++) {
+          const found = await engine.claimAndFind(anna, {
+            claim: { key: `view-claim:${claims++}`, ttlMs: 60_000 },
+            evenWork: true,
+          });
+          expect(found).toEqual({ claimed: true, contact: expected });
+        }
+        return expected!;
+      };
+      await observe(engine, [anna], 'Anna');
+      expect((await looksUpAsFound()).names).toEqual(['Anna']);
+      // Updated, by this engine and by another instance (whose write this one never saw).
+      await observe(engine, [anna, { kind: 'email', value: 'anna@view.example' }], 'Anna Petrova');
+      expect((await looksUpAsFound()).emails).toEqual(['anna@view.example']);
+      await observe(elsewhere, [anna, { kind: 'phone', value: '+79161112233' }]);
+      expect((await looksUpAsFound()).phones).toEqual(['+79161112233']);
+      // Merged with another contact: the group grows.
+      const boris = await observe(elsewhere, [
+        { kind: 'person', value: 'view-boris' },
+        { kind: 'email', value: 'b@view.example' },
+      ]);
+      await observe(elsewhere, [anna, { kind: 'email', value: 'b@view.example' }]);
+      const merged = await looksUpAsFound();
+      expect(merged.records).toHaveLength(2);
+      expect(merged.emails).toContain('b@view.example');
+      // Unmerged: the group shrinks.
+      await elsewhere.unmerge(merged.id, { recordId: boris.contact.id });
+      const alone = await looksUpAsFound();
+      expect(alone.records).toHaveLength(1);
+      // A member added while the root's own record stays as it was (written by hand here): the
+      // group read is not the one kept.
+      await store.sadd(key.members(alone.id), storedId(boris.contact.id));
+      await store.set(key.root(boris.contact.id), storedId(alone.id));
+      expect((await looksUpAsFound()).records).toHaveLength(2);
+      await store.srem(key.members(alone.id), storedId(boris.contact.id));
+      await store.del(key.root(boris.contact.id));
+      expect((await looksUpAsFound()).records).toHaveLength(1);
+      // A view kept for lookups is shared: it cannot be changed by whoever reads it.
+      const kept = await engine.claimAndFind(anna, { claim: { key: 'view-claim:frozen', ttlMs: 60_000 } });
+      if (!kept.claimed || !kept.contact) throw new Error('expected a contact');
+      expect(() => kept.contact!.names.push('Mallory')).toThrow(TypeError);
+      expect((await looksUpAsFound()).names).not.toContain('Mallory');
+      if (other !== store) await other.close();
+      await store.close();
+    });
+
     it('a group larger than one read holds (maxMergeSize lowered since) is still read whole', async () => {
       const [store] = await stores();
       const roomy = createContactEngine({

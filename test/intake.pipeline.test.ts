@@ -116,6 +116,40 @@ const probeAdapter: AdapterDefinition<ProbeChannel> = {
         body: { found: result.contact !== null, contactId: result.contact?.id ?? null },
       }),
     },
+    {
+      // A lookup whose one-time token is spent only while a stored credential is the one `open`
+      // used (Claim.onlyIf, as LiveTex's key record): the body is `<person> <jti> [stale]`; `open`
+      // first guesses the credential from memory, and on a recheck opens from what the store held
+      // (`stale`: it never does, so the claim never holds).
+      kind: 'lookup',
+      path: 'guarded',
+      body: 'raw',
+      doc: { summary: 'Probe lookup under a stored credential', contentType: 'text/plain' },
+      async open(request, channel, recheck) {
+        const [person = '', jti = '', stale] = request.rawBody.toString('utf8').split(' ');
+        channel.steps.push(recheck ? `open again: ${recheck.held}` : 'open');
+        if (recheck && recheck.held === null) throw new ProbeRefusal();
+        const credential = recheck ? `${recheck.held}${stale ? '-stale' : ''}` : 'remembered';
+        return { person, jti, credential };
+      },
+      decode: (request) => {
+        const opened = request.opened as { person: string; jti: string; credential: string };
+        return {
+          kind: 'lookup',
+          event: 'lookup',
+          identifier: { kind: 'person', value: opened.person },
+          facts: { deadlineMs: 100, max: 5 },
+          options: {
+            claim: {
+              key: `probe:jti:${opened.jti}`,
+              ttlMs: 60_000,
+              onlyIf: { hash: 'probe:credentials', field: 'probe-1', value: opened.credential },
+            },
+          },
+        };
+      },
+      render: (result) => ({ body: { found: result.contact !== null } }),
+    },
   ],
   create: (_context, channel) => ({ state: { id: channel.id, steps: [] } }),
 };
@@ -258,5 +292,37 @@ describe.each(['memory', 'redis'] as const)('the intake pipeline over HTTP (%s s
     expect(await bridge.admin('GET', '/api/v1/contacts?identity=person:p-nobody')).toMatchObject({
       body: { contacts: [] },
     });
+  });
+  it('claims a lookup token only while the stored credential is the one open used; opens again from what the store held', async () => {
+    const store = bridge.bridge.store;
+    const post = (body: string) =>
+      bridge.post('/probe/probe-1/guarded', body, { 'content-type': 'text/plain' });
+    await store.hset('probe:credentials', 'probe-1', 'v2');
+    steps.length = 0;
+    // Guessed "remembered", the store holds v2: nothing spent, opened again from v2, claimed.
+    expect(await post('p-a jti-1')).toMatchObject({ status: 200, body: { found: true } });
+    expect(steps).toEqual(['open', 'open again: v2']);
+    expect(await store.get('probe:jti:jti-1')).toBe('1');
+    // The token is spent: a replay is refused, whatever the credential.
+    expect(await post('p-a jti-1')).toMatchObject({
+      status: 401,
+      body: { error: { code: 'replayed_token' } },
+    });
+    // The credential gone: `open` decides (its refusal), and the token is not spent.
+    await store.hdel('probe:credentials', 'probe-1');
+    steps.length = 0;
+    expect(await post('p-a jti-2')).toMatchObject({ status: 401, body: { error: { code: 'unknown_key' } } });
+    expect(steps).toEqual(['open', 'open again: null']);
+    expect(await store.get('probe:jti:jti-2')).toBeNull();
+    // A credential that never matches what open makes of it: a few tries, then "not now" (503).
+    await store.hset('probe:credentials', 'probe-1', 'v3');
+    steps.length = 0;
+    expect(await post('p-a jti-3 stale')).toMatchObject({
+      status: 503,
+      body: { error: { code: 'store_busy' } },
+    });
+    expect(steps).toEqual(['open', 'open again: v3', 'open again: v3', 'open again: v3']);
+    expect(await store.get('probe:jti:jti-3')).toBeNull();
+    expect(await post('p-a jti-3')).toMatchObject({ status: 200, body: { found: true } });
   });
 });

@@ -119,6 +119,26 @@ describe('readGroups on a Cluster whose slot is split by a resharding', () => {
     expect((await claimed()).claimed).toBe(false);
   });
 
+  it('a claim onlyIf a hash field holds a value (the LiveTex key record): one slot, and unspent while the slot is split', async () => {
+    const tag = '{reshard-read-e}';
+    const store = await groupOf(tag);
+    await store.hset('livetex:app:keys', 'k1', 'record v1');
+    const onlyIf = { hash: 'livetex:app:keys', field: 'k1', value: 'record v1' };
+    const claimed = (jti: string, value = onlyIf.value) =>
+      read(store, { claim: { key: `jti:${jti}`, ttlMs: 60_000, onlyIf: { ...onlyIf, value } } });
+    // The hash, the claim and the index are declared keys of one hash tag: one slot, one node.
+    expect(await claimed('one')).toMatchObject(whole);
+    expect(await claimed('two', 'record v0')).toMatchObject({ claimed: false, instead: 'record v1' });
+    expect(await store.get('jti:two')).toBeNull();
+    // The hash moved first: the old owner has the index but neither the hash nor the claim.
+    await reshard(tag, ['livetex:app:keys'], async () => {
+      await expect(claimed('three')).rejects.toMatchObject({ code: 'store_unavailable', status: 503 });
+    });
+    expect(await store.get('jti:three')).toBeNull();
+    expect(await claimed('three')).toMatchObject(whole);
+    expect((await claimed('three')).claimed).toBe(false);
+  });
+
   it('a lock of keys that do not exist yet, while the slot is split, is "not now" (503), and taken after the move', async () => {
     // Two keys missing on both nodes: the old owner answers ASK, the new one TRYAGAIN (it cannot
     // know the keys are not on the old one), and the client gives up after its redirections.

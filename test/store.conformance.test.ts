@@ -761,6 +761,57 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         );
         expect(results.filter((result) => result.claimed)).toHaveLength(1);
       });
+
+      it('with a claim onlyIf a hash field holds a value: claims and reads while it does, else says what it holds and spends nothing', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        const hash = `${base}:credentials`;
+        const onlyIf = { hash, field: 'k1', value: 'record v1' };
+        const claim = (jti: string) => ({ key: `${base}:${jti}`, ttlMs: 60_000, onlyIf });
+        const read = (jti: string, options: { ids?: string[] } = {}) =>
+          store.readGroups({ keys: [`${base}:idx`], layout, maxRecords: 10, claim: claim(jti), ...options });
+        await store.batch().set(`${base}:idx`, 'r1').set(`${layout.record}r1`, 'R1').exec();
+
+        // No such field: nothing claimed or read; `instead` is null.
+        const missing = await read('jti-a');
+        expect(missing).toMatchObject({ claimed: false, instead: null, values: [] });
+        expect(missing.records.size).toBe(0);
+        expect(await store.get(`${base}:jti-a`)).toBeNull();
+
+        // The field holds the value: as a claim without the condition.
+        await store.hset(hash, 'k1', 'record v1');
+        const held = await read('jti-a', { ids: ['r1'] });
+        expect(held.claimed).toBe(true);
+        expect(held.instead).toBeUndefined();
+        expect(held.values).toEqual(['r1']);
+        expect(held.records.get('r1')).toBe('R1');
+        expect(await store.get(`${base}:jti-a`)).toBe('1');
+        // Claimed before, the condition holding: a replay (no `instead`).
+        const replay = await read('jti-a');
+        expect(replay).toMatchObject({ claimed: false, values: [] });
+        expect(replay.instead).toBeUndefined();
+
+        // The field changed (a credential revoked): what it holds now, and nothing spent.
+        await store.hset(hash, 'k1', 'record v2 (revoked)');
+        const changed = await read('jti-b');
+        expect(changed).toMatchObject({ claimed: false, instead: 'record v2 (revoked)', values: [] });
+        expect(changed.records.size).toBe(0);
+        expect(await store.get(`${base}:jti-b`)).toBeNull();
+        // Another field of the hash does not count.
+        await store.hset(hash, 'k2', 'record v1');
+        expect((await read('jti-b')).instead).toBe('record v2 (revoked)');
+        // A replay whose condition no longer holds is told so first (nothing was spent anyway).
+        expect((await read('jti-a')).instead).toBe('record v2 (revoked)');
+
+        // Without keys (a claim alone, as a lookup of a search-only kind takes it).
+        const alone = await store.readGroups({ keys: [], layout, maxRecords: 0, claim: claim('jti-c') });
+        expect(alone).toMatchObject({ claimed: false, instead: 'record v2 (revoked)' });
+        await store.hset(hash, 'k1', 'record v1');
+        expect(
+          (await store.readGroups({ keys: [], layout, maxRecords: 0, claim: claim('jti-c') })).claimed,
+        ).toBe(true);
+        expect(await store.get(`${base}:jti-c`)).toBe('1');
+      });
     });
 
     describe('batch', () => {

@@ -307,19 +307,62 @@ function openCompact(token: string, key: LookupKey): Buffer {
   }
 }
 
-function sealCompact(plaintext: Buffer, kid: string, key: LookupKey): string {
-  const header = Buffer.from(
-    JSON.stringify({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid }),
-    'utf8',
-  ).toString('base64url');
+/** An answer's protected header, base64url, as text and as the additional data's bytes. */
+interface AnswerHeader {
+  text: string;
+  bytes: Buffer;
+}
+
+/**
+ * Per kid: every answer under one key has the same protected header. Only kids that opened a
+ * request reach sealAnswer (keys.ts keeps at most 256 per channel); forgotten whole past that.
+ */
+const answerHeaders = new Map<string, AnswerHeader>();
+const ANSWER_HEADERS_MAX = 1024;
+
+function answerHeader(kid: string): AnswerHeader {
+  let header = answerHeaders.get(kid);
+  if (header === undefined) {
+    const text = Buffer.from(
+      JSON.stringify({ alg: KEY_ALGORITHM, enc: CONTENT_ENCRYPTION, kid }),
+      'utf8',
+    ).toString('base64url');
+    header = { text, bytes: Buffer.from(text, 'latin1') };
+    if (answerHeaders.size >= ANSWER_HEADERS_MAX) answerHeaders.clear();
+    answerHeaders.set(kid, header);
+  }
+  return header;
+}
+
+const DOT = 0x2e;
+
+/**
+ * The compact JWE as bytes (all ASCII), not text: the answer goes out as one Buffer, so neither
+ * Koa nor Node's HTTP layer measures or encodes an 11 KB string, nor flattens the string its parts
+ * were joined into (~5 µs per answer in a loop: bench/HISTORY.md, twenty-third round).
+ */
+function sealCompact(plaintext: Buffer, kid: string, key: LookupKey): Buffer {
+  const header = answerHeader(kid);
   const iv = nextIv();
   const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
-  cipher.setAAD(Buffer.from(header, 'latin1'));
+  cipher.setAAD(header.bytes);
   const ciphertext = cipher.update(plaintext);
   cipher.final(); // adds nothing under GCM; makes the tag
-  return `${header}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher
-    .getAuthTag()
-    .toString('base64url')}`;
+  const ivText = iv.toString('base64url');
+  const ciphertextText = ciphertext.toString('base64url');
+  const tagText = cipher.getAuthTag().toString('base64url');
+  const out = Buffer.allocUnsafe(
+    header.text.length + ivText.length + ciphertextText.length + tagText.length + 4,
+  );
+  let at = out.write(header.text, 0, 'latin1');
+  out[at++] = DOT;
+  out[at++] = DOT; // the empty encrypted key of `dir`
+  at += out.write(ivText, at, 'latin1');
+  out[at++] = DOT;
+  at += out.write(ciphertextText, at, 'latin1');
+  out[at++] = DOT;
+  out.write(tagText, at, 'latin1');
+  return out;
 }
 
 /** Decrypts and checks the claim set: form problems are 400, stale or early tokens 401. */
@@ -443,11 +486,17 @@ async function seal(plaintext: string, kid: string, key: Uint8Array, typ?: strin
     .encrypt(key);
 }
 
+/**
+ * The padded plaintext of every answer, written and encrypted synchronously in sealAnswer (the
+ * cipher has read it before the function returns), so one buffer serves every answer.
+ */
+const paddedAnswer = Buffer.allocUnsafeSlow(ANSWER_BYTES);
+
 async function sealAnswer(
   answer: LookupAnswer,
   kid: string,
   key: LookupKey,
-): Promise<{ body: string; contentType: string }> {
+): Promise<{ body: Buffer; contentType: string }> {
   // Serialised once when it fits (fitAnswer would measure it and return it unchanged). wireJson:
   // a lone surrogate anywhere on the card (a vendor's text cut mid-emoji) is written as U+FFFD,
   // as in every JSON body chatbridge sends, not as `\ud83d`, which strict JSON readers refuse for
@@ -462,10 +511,9 @@ async function sealAnswer(
   // a requestId of thousands of bytes could still be over, which the claim set refuses: never
   // send a larger answer rather than an answer of another size.
   if (bytes > ANSWER_BYTES) throw new Error(`the lookup answer does not fit ${ANSWER_BYTES} bytes`);
-  const padded = Buffer.allocUnsafe(ANSWER_BYTES);
-  padded.write(json, 'utf8');
-  padded.fill(0x20, bytes);
-  return { body: sealCompact(padded, kid, key), contentType: JOSE_CONTENT_TYPE };
+  paddedAnswer.write(json, 'utf8');
+  paddedAnswer.fill(0x20, bytes);
+  return { body: sealCompact(paddedAnswer, kid, key), contentType: JOSE_CONTENT_TYPE };
 }
 
 /**
@@ -476,12 +524,12 @@ export interface LookupCodec {
   readRequest(rawBody: Buffer, contentType: string | undefined): SealedRequest;
   /** Decrypts with the named key and validates the claims (401 for crypto/time, 400 for form). */
   openRequest(sealed: SealedRequest, key: LookupKey, clock: ClaimClock): Promise<LookupClaims>;
-  /** Encrypts the answer under the same key. */
+  /** Encrypts the answer under the same key: the compact JWE's bytes (ASCII). */
   sealAnswer(
     answer: LookupAnswer,
     kid: string,
     key: LookupKey,
-  ): Promise<{ body: string; contentType: string }>;
+  ): Promise<{ body: Buffer; contentType: string }>;
 }
 
 export const bridgeJweCodec: LookupCodec = { readRequest, openRequest, sealAnswer };
@@ -526,11 +574,19 @@ export class LookupAnswerError extends Error {
   }
 }
 
-/** Decrypts and validates an answer; it must be under the key the request used. */
-export async function openAnswer(token: string, kid: string, key: Uint8Array): Promise<LookupAnswer> {
+/**
+ * Decrypts and validates an answer (the compact JWE as text, or the answer's bytes); it must be
+ * under the key the request used.
+ */
+export async function openAnswer(
+  token: string | Uint8Array,
+  kid: string,
+  key: Uint8Array,
+): Promise<LookupAnswer> {
   let opened: { plaintext: Uint8Array; kid: unknown };
   try {
-    opened = await decrypt(token.trim(), key);
+    const text = typeof token === 'string' ? token : Buffer.from(token).toString('latin1');
+    opened = await decrypt(text.trim(), key);
   } catch (error) {
     throw new LookupAnswerError('the answer could not be decrypted with the request key', { cause: error });
   }

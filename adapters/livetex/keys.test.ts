@@ -67,6 +67,31 @@ describe('livetex key store (in-memory store)', () => {
     expect(await keys.resolve(generated.kid)).toEqual({ state: 'unknown' });
   });
 
+  it('remembers a key it opened without a read, with the record it came from; opens from a record it is handed', async () => {
+    const store = createMemoryStore();
+    const keys = keyStore(store);
+    const generated = await keys.generate();
+    expect(keys.remembered(generated.kid)).toBeUndefined();
+    const raw = (await store.hget('livetex:app:keys', generated.kid))!;
+    const opened = keys.resolveFrom(generated.kid, raw);
+    if (opened.state !== 'active') throw new Error('expected an active key');
+    // What the lookup's claim checks the store still holds (Claim.onlyIf).
+    expect(opened.record).toEqual({ hash: 'livetex:app:keys', field: generated.kid, value: raw });
+    expect(keys.remembered(generated.kid)).toBe(opened);
+    expect(await keys.resolve(generated.kid)).toBe(opened);
+    // Handed a revoked record (what a claim found instead): refused and no longer remembered.
+    const record = JSON.parse(raw);
+    const revoked = JSON.stringify({
+      kid: record.kid,
+      createdAt: record.createdAt,
+      revokedAt: now().toISOString(),
+    });
+    expect(keys.resolveFrom(generated.kid, revoked)).toEqual({ state: 'revoked' });
+    expect(keys.remembered(generated.kid)).toBeUndefined();
+    expect(keys.resolveFrom(generated.kid, null)).toEqual({ state: 'unknown' });
+    expect(keys.resolveFrom('not a kid / ..', raw)).toEqual({ state: 'unknown' });
+  });
+
   it('never stores key material in clear, and erases it on revocation', async () => {
     const store = createMemoryStore();
     const keys = keyStore(store);

@@ -12,11 +12,12 @@ import { KEY_BYTES } from './codec.js';
  * The channel's attribute keys (DESIGN §6): random 256-bit keys named by a `kid`, several valid at
  * once for rotation, each revocable. Key material is kept encrypted at rest with the master key
  * (AES-256-GCM, the channel and kid as additional data so a record cannot be moved to another
- * channel or kid). Every lookup reads the key's record from the store — one HGET — so a
- * revocation on one instance is in force on every instance at once. What is cached in process is
- * only the work after that read: the opened material and its WebCrypto import, per kid, used
- * only while the record just read is byte for byte the one they were made from (a revoked
- * record has no material and differs, so a revoked key is never served).
+ * channel or kid). The stored record decides every lookup, so a revocation on one instance is in
+ * force on every instance at once: a lookup opened with a key kept in process (the opened
+ * material and its import, per kid) spends its token only in a store step that finds the record
+ * still byte for byte the one they were made from (the lookup's Claim.onlyIf, lookup.ts); a
+ * request that key does not open reads the record first (resolve: one HGET), as does a kid not
+ * kept. A revoked record has no material and differs, so a revoked key is never served.
  */
 
 export interface KeySummary {
@@ -32,15 +33,21 @@ export interface GeneratedKey {
   createdAt: string;
 }
 
-export type ResolvedKey =
-  | {
-      state: 'active';
-      key: Uint8Array;
-      /** The same key as a KeyObject, made once (what the codec uses). */
-      imported: KeyObject;
-    }
-  | { state: 'revoked' }
-  | { state: 'unknown' };
+/** An active key, opened: the material, its import, and the stored record it came from. */
+export interface ActiveKey {
+  state: 'active';
+  key: Uint8Array;
+  /** The same key as a KeyObject, made once (what the codec uses). */
+  imported: KeyObject;
+  /**
+   * Where the record lives and its text, byte for byte: the lookup claims its token only while
+   * the store still holds exactly this (Claim.onlyIf), so a revocation holds from the moment it
+   * is written.
+   */
+  record: { hash: string; field: string; value: string };
+}
+
+export type ResolvedKey = ActiveKey | { state: 'revoked' } | { state: 'unknown' };
 
 /** Opened keys kept per channel: far more than a channel rotates through. */
 const OPENED_KEYS_MAX = 256;
@@ -111,7 +118,16 @@ export interface LivetexKeyStore {
   list(): Promise<KeySummary[]>;
   /** Null when the kid is unknown; revoking twice keeps the first revocation time. */
   revoke(kid: string): Promise<KeySummary | null>;
+  /** Reads the key's record (one HGET) and opens it. */
   resolve(kid: string): Promise<ResolvedKey>;
+  /** As resolve, from a record text the caller read itself (null: no record), without a read. */
+  resolveFrom(kid: string, raw: string | null): ResolvedKey;
+  /**
+   * The key as last opened in this process, without a read; undefined when it was not (or not
+   * lately). Only a guess at what the store holds: whoever acts on it must check that the store
+   * still holds `record.value` in the step that acts (the lookup's Claim.onlyIf).
+   */
+  remembered(kid: string): ActiveKey | undefined;
 }
 
 export function createLivetexKeyStore(options: {
@@ -158,10 +174,27 @@ export function createLivetexKeyStore(options: {
     }
   }
 
-  /** kid -> the record text it was opened from, the material and its import. */
-  const opened = new LRUCache<string, { raw: string; key: Uint8Array; imported: KeyObject }>({
-    max: OPENED_KEYS_MAX,
-  });
+  /** kid -> the key as opened from its record's text (ActiveKey.record.value). */
+  const opened = new LRUCache<string, ActiveKey>({ max: OPENED_KEYS_MAX });
+
+  function resolveFrom(kid: string, raw: string | null): ResolvedKey {
+    if (!KID_PATTERN.test(kid)) return { state: 'unknown' };
+    const cached = opened.get(kid);
+    if (raw !== null && cached?.record.value === raw) return cached;
+    opened.delete(kid);
+    if (raw === null) return { state: 'unknown' };
+    const record = parseRecord(kid, raw);
+    if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
+    const key = openMaterial(kid, record.sealed);
+    const active: ActiveKey = {
+      state: 'active',
+      key,
+      imported: createSecretKey(key),
+      record: { hash: hashKey, field: kid, value: raw },
+    };
+    opened.set(kid, active);
+    return active;
+  }
 
   async function read(kid: string): Promise<StoredKey | null> {
     if (!KID_PATTERN.test(kid)) return null;
@@ -210,20 +243,14 @@ export function createLivetexKeyStore(options: {
 
     async resolve(kid) {
       if (!KID_PATTERN.test(kid)) return { state: 'unknown' };
-      // Read on every request: the stored record decides, so a revocation holds at once.
-      const raw = await store.hget(hashKey, kid);
-      const cached = opened.get(kid);
-      if (raw !== null && cached?.raw === raw) {
-        return { state: 'active', key: cached.key, imported: cached.imported };
-      }
-      opened.delete(kid);
-      if (raw === null) return { state: 'unknown' };
-      const record = parseRecord(kid, raw);
-      if (record.revokedAt !== null || !record.sealed) return { state: 'revoked' };
-      const key = openMaterial(kid, record.sealed);
-      const imported = createSecretKey(key);
-      opened.set(kid, { raw, key, imported });
-      return { state: 'active', key, imported };
+      // The stored record decides, so a revocation holds at once.
+      return resolveFrom(kid, await store.hget(hashKey, kid));
+    },
+
+    resolveFrom,
+
+    remembered(kid) {
+      return opened.get(kid);
     },
   };
 }

@@ -9,6 +9,7 @@ import { startTestBridge, type TestBridge } from '../../test/support/harness.js'
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
 import { createLivetexLookupClient, LivetexLookupError } from './client.js';
 import { buildClaims, sealRequest } from './codec.js';
+import { jtiClaim } from './keys.js';
 
 /**
  * The encrypted attribute lookup over real HTTP (DESIGN §6): keys through the admin API, the
@@ -547,6 +548,43 @@ describe('livetex lookup across two instances sharing one Redis', () => {
     });
     expect((await keptOnTwo.lookup({ personId: 'p-2' })).found).toBe(false);
     expect((await two.admin('GET', '/api/v1/channels/app/keys')).body.keys).toHaveLength(2);
+  });
+
+  it('decides on the stored record, not the key an instance kept: revoked elsewhere, the next token is refused unspent', async () => {
+    const key = await generateKey(one, 'app');
+    const onTwo = createLivetexLookupClient({ url: lookupUrl(two, 'app'), kid: key.kid, key: key.key });
+    // Two has opened the key and keeps it; the lookups after this one read no key record first.
+    expect((await onTwo.lookup({ personId: 'p-3' })).found).toBe(false);
+    expect((await one.admin('DELETE', `/api/v1/channels/app/keys/${key.kid}`)).status).toBe(200);
+    // The token opens with the key two kept and is in time: the claim finds the record revoked.
+    const claims = claimsFor({ personId: 'p-3' });
+    expect(await refusalOf(two, 'app', await token(key, claims))).toMatchObject({
+      status: 401,
+      code: 'revoked_key',
+    });
+    // Nothing spent: the jti was not claimed.
+    const { key: jtiKey } = jtiClaim('app', claims, 30, new Date());
+    expect(await two.bridge.store.get(jtiKey)).toBeNull();
+    expect(await refusalOf(two, 'app', await token(key, claims))).toMatchObject({ code: 'revoked_key' });
+  });
+
+  it('keeps the order of trust with a kept key: a token it does not open is refused as the stored record says', async () => {
+    const key = await generateKey(one, 'app');
+    const onTwo = createLivetexLookupClient({ url: lookupUrl(two, 'app'), kid: key.kid, key: key.key });
+    expect((await onTwo.lookup({ personId: 'p-4' })).found).toBe(false);
+    // Still kept on two: an expired token and a tampered one say what is wrong with them.
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await token(key, claimsFor({ personId: 'p-4' }, { iat: now - 400, exp: now - 120 }));
+    expect(await refusalOf(two, 'app', expired)).toMatchObject({ status: 401, code: 'token_expired' });
+    const parts = (await token(key, claimsFor({ personId: 'p-4' }))).split('.');
+    const tag = Buffer.from(parts[4]!, 'base64url');
+    tag[0] = tag[0]! ^ 0x01;
+    const tampered = [parts[0], parts[1], parts[2], parts[3], tag.toString('base64url')].join('.');
+    expect(await refusalOf(two, 'app', tampered)).toMatchObject({ status: 401, code: 'decryption_failed' });
+    // Revoked on one while two keeps the key: the revocation comes first, as the key's state
+    // comes before the token's in the order of checks.
+    expect((await one.admin('DELETE', `/api/v1/channels/app/keys/${key.kid}`)).status).toBe(200);
+    expect(await refusalOf(two, 'app', expired)).toMatchObject({ status: 401, code: 'revoked_key' });
   });
 
   it('a token used on one instance is a replay on the other', async () => {

@@ -8,18 +8,23 @@ import {
   type LookupKey,
   LookupRefusedError,
 } from './codec.js';
-import { jtiClaim } from './keys.js';
+import { type ActiveKey, jtiClaim } from './keys.js';
 import { foundAnswer, notFoundAnswer } from './mapper.js';
 
 /**
  * `POST /livetex/:channelId/attributes` (DESIGN §6): the encrypted attribute lookup. The order of
  * checks is the order of trust: form (400), key (401), decryption and time (401) in `open`, then
  * replay (401) — the jti is claimed only for a token that passed everything else, so garbage
- * cannot fill the replay cache. Two store trips: `open` reads the key's record (every request, so
- * a revocation holds at once; the imported key is cached while the record is unchanged), then the
- * core claims the jti and, only if it is fresh, finds the person in one step (claimAndFind; a miss
- * does the same reads: evenWork) and builds the facts (the same FactService as JivoChat's
- * custom_data); render is pure, settle seals the answer under the request's key.
+ * cannot fill the replay cache. One store trip for a key this process has opened before: `open`
+ * opens the token with that key, without a read, and the core claims the jti, checks that the
+ * key's stored record is still the one the key was opened from (Claim.onlyIf: a revocation holds
+ * at once) and finds the person, in one step (claimAndFind; a miss does the same reads:
+ * evenWork). If the record changed, nothing is claimed or read, and `open` runs again on the
+ * record that step read (`recheck`): a revoked key is refused as before. A kid this process has
+ * not opened, or a token its kept key does not open (tampered, expired, …), reads the record
+ * first (one HGET) and is decided on it, as every request was before: a refusal says what the
+ * stored record says. Then the facts (the same FactService as JivoChat's custom_data); render is
+ * pure, settle seals the answer under the request's key.
  */
 
 /** The request, opened: the key it is under, and its checked claims. */
@@ -28,6 +33,8 @@ export interface OpenedLookup {
   /** Imported once per key (keys.ts), for both opening the request and sealing the answer. */
   key: LookupKey;
   claims: LookupClaims;
+  /** The stored key record it was opened with: the jti is claimed only while it is unchanged. */
+  record?: ActiveKey['record'];
 }
 
 export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
@@ -43,16 +50,34 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
       401: 'Unknown or revoked key, a token that does not open, is out of time or was used before',
     },
   },
-  async open(request, channel) {
+  async open(request, channel, recheck) {
     const sealed = channel.codec.readRequest(request.rawBody, request.contentType);
-    const resolved = await channel.keys.resolve(sealed.kid);
+    const clock = () => ({ now: channel.now(), maxSkewSeconds: channel.settings.maxClockSkewSeconds });
+    const opened = (key: ActiveKey, claims: LookupClaims): OpenedLookup => ({
+      kid: sealed.kid,
+      key: key.imported,
+      claims,
+      record: key.record,
+    });
+    // The key this process opened last time, if any: no read here, the claim checks the record.
+    const remembered = recheck ? undefined : channel.keys.remembered(sealed.kid);
+    let refusal: unknown;
+    if (remembered) {
+      try {
+        return opened(remembered, await channel.codec.openRequest(sealed, remembered.imported, clock()));
+      } catch (error) {
+        // Decided on the stored record, as below: it may be revoked or gone, which comes first.
+        refusal = error;
+      }
+    }
+    const resolved = recheck
+      ? channel.keys.resolveFrom(sealed.kid, recheck.held)
+      : await channel.keys.resolve(sealed.kid);
     if (resolved.state === 'unknown') throw new LookupRefusedError('unknown_key', 'no key with this kid');
     if (resolved.state === 'revoked') throw new LookupRefusedError('revoked_key', 'this key was revoked');
-    const claims = await channel.codec.openRequest(sealed, resolved.imported, {
-      now: channel.now(),
-      maxSkewSeconds: channel.settings.maxClockSkewSeconds,
-    });
-    return { kid: sealed.kid, key: resolved.imported, claims };
+    // The same record: the same key would refuse the token the same way.
+    if (refusal !== undefined && resolved === remembered) throw refusal;
+    return opened(resolved, await channel.codec.openRequest(sealed, resolved.imported, clock()));
   },
   decode(request, channel) {
     const { claims } = request.opened;
@@ -74,7 +99,12 @@ export const livetexLookup: IntakeRoute<LivetexChannel, OpenedLookup> = {
         requestId: claims.requestId,
         // SET NX on the jti, kept until the token could no longer pass the time check on any instance
         // (exp + 2 × skew: see jtiClaim), so a replay is refused for as long as it matters.
-        claim: jtiClaim(channel.id, claims, settings.maxClockSkewSeconds, request.receivedAt),
+        // Only while the key's stored record is the one the request was opened with (a
+        // revocation in between refuses it, and spends nothing).
+        claim: {
+          ...jtiClaim(channel.id, claims, settings.maxClockSkewSeconds, request.receivedAt),
+          ...(request.opened.record ? { onlyIf: request.opened.record } : {}),
+        },
       },
     };
   },

@@ -4,6 +4,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { ConnectorDefinition } from '../contracts/connector.js';
 import { ConfigError, type ErrorIssue, formatPath } from '../errors.js';
+import { deepFreeze } from '../freeze.js';
 import type { AdapterRegistry } from '../registry.js';
 import { configIssues, keysOfSchema } from './issues.js';
 import {
@@ -602,14 +603,6 @@ function decodeConfigText(bytes: Buffer, path: string): string {
       `${path} is not UTF-8 (line ${line} has bytes that are not, e.g. Latin-1 or Windows-1251 text): save it as UTF-8`,
     );
   }
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const item of Object.values(value)) deepFreeze(item);
-  }
-  return value;
 }
 
 /**

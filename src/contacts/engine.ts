@@ -12,10 +12,11 @@ import {
 } from '../errors.js';
 import type { EventPublisher, OutboxEntry } from '../events/outbox.js';
 import { extend } from '../extend.js';
+import { deepFreeze } from '../freeze.js';
 import { isoFromMs } from '../isotime.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
-import type { GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import type { Claim, GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
 import { createConflictList } from './conflicts.js';
 import { groupLayout, isRecordId, key, publicId, storedId } from './keys.js';
 import { isHttpLink } from './links.js';
@@ -146,6 +147,8 @@ const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
 /** What is kept for planning without a read (see `remembered`): about 16 MiB. */
 const REMEMBERED_BYTES = 16 * 1024 * 1024;
+/** Contacts kept as lookups last answered them (see `lookedUp`): about 8 MiB. */
+const LOOKED_UP_BYTES = 8 * 1024 * 1024;
 /** After a remembered state did not hold, that person is read first for this long. */
 const REMEMBER_BACKOFF_MS = 60_000;
 /**
@@ -563,6 +566,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       members: ids(read.members, (members) => members.map(publicId)),
       records: ids(read.records, (text) => text),
       complete: read.complete,
+      ...(read.instead === undefined ? {} : { instead: read.instead }),
     };
   }
 
@@ -597,10 +601,55 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     for (const member of ids) {
       if (!read.records.has(member)) return undefined;
       const text = read.records.get(member);
-      if (text) records.push(decodeRead(member, text));
+      // decodeRecord, not decodeRead: the records serve this view only, no checked write.
+      if (text) records.push(decodeRecord(member, text));
     }
     if (rootRecord ? records[0]?.id !== rootId : records.length === 0) return null;
     return mergedView(rootId, records);
+  }
+
+  /**
+   * Contacts as the lookups (claimAndFind) last answered them, by root: the group's ids and the
+   * record texts the view was made of. A lookup reads the whole group in its one store step
+   * anyway; when every text it read is the one kept, the kept view is what decoding and merging
+   * them again would make (the same pure functions of the same texts), without the ~5 µs that
+   * costs per lookup (bench/HISTORY.md, twenty-third round). What the step read decides, never
+   * the memory: a changed, added or removed record is a miss, and the view is made again.
+   * Frozen, since every lookup of the contact shares it. Bounded by size (LRU).
+   */
+  const lookedUp = new LRUCache<string, { ids: string[]; texts: (string | null)[]; contact: Contact }>({
+    maxSize: LOOKED_UP_BYTES,
+    // The view is about as large as its texts again, plus its maps and arrays.
+    sizeCalculation: (kept) => {
+      let bytes = 1024;
+      for (const text of kept.texts) bytes += 2 * (text?.length ?? 0);
+      return bytes;
+    },
+  });
+
+  /** viewFromRead for a lookup, answered from `lookedUp` when the group read is the one kept. */
+  function lookupView(
+    read: GroupReadResult,
+    id: string,
+  ): { contact: Contact; rootId: string } | null | undefined {
+    const rootId = read.roots.get(id);
+    if (rootId === undefined) return undefined;
+    const kept = lookedUp.get(rootId);
+    // Every kept id read with its kept text, and as many as the group has: the same group (the
+    // step read one group, so its records are the root's and its members' only).
+    if (
+      kept !== undefined &&
+      kept.ids.length === (read.members.get(rootId)?.length ?? 0) + 1 &&
+      kept.ids.every((member, index) => read.records.get(member) === kept.texts[index])
+    )
+      return { contact: kept.contact, rootId };
+    const view = viewFromRead(read, id);
+    if (view) {
+      const ids = [rootId, ...[...(read.members.get(rootId) ?? [])].sort()];
+      const texts = ids.map((member) => read.records.get(member) ?? null);
+      lookedUp.set(rootId, { ids, texts, contact: deepFreeze(view.contact) });
+    }
+    return view;
   }
 
   function plan(read: GroupReadResult, indexValues: (string | null)[], identifiers: Identifier[]): Plan {
@@ -1586,9 +1635,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return contact ?? null;
   }
 
+  /** A claim refused: taken before, or (with `instead`) its condition no longer held. */
+  const notClaimed = (read: GroupReadResult): ClaimedFind =>
+    read.instead === undefined ? { claimed: false } : { claimed: false, instead: read.instead };
+
   async function claimAndFind(
     identifier: Identifier,
-    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
+    options: { claim: Claim; evenWork?: boolean },
   ): Promise<ClaimedFind> {
     const normalized = normalizePublic(identifier);
     // A kind that may also be search-only (identity.mergeOnVisitorTyped) is found through a set
@@ -1604,8 +1657,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         !noteExtension(identifier, normalized)
       )
     ) {
-      if (!(await store.set(options.claim.key, '1', { nx: true, ttlMs: options.claim.ttlMs })))
-        return { claimed: false };
+      // The claim alone (with its condition, if any) is a group read of nothing.
+      const claimed = await store.readGroups({
+        keys: [],
+        layout: groupLayout,
+        maxRecords: 0,
+        claim: options.claim,
+      });
+      if (!claimed.claimed) return notClaimed(claimed);
       return { claimed: true, contact: await findByIdentifier(identifier, options) };
     }
     // One step: claim, then the identifier's holder, its root, members and records (a miss with
@@ -1619,14 +1678,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         ...(options.evenWork ? { decoy: storedId(DECOY_RECORD_ID) } : {}),
       }),
     );
-    if (!read.claimed) return { claimed: false };
+    if (!read.claimed) return notClaimed(read);
     const holder = read.values[0];
     if (!holder) return { claimed: true, contact: null };
     // As find: the holder's root, loaded as a contact (which needs the root's own record).
     const rootId = read.roots.get(holder) ?? holder;
     if (read.records.has(rootId) && read.records.get(rootId) === null)
       return { claimed: true, contact: null };
-    const loaded = viewFromRead(read, holder) ?? (await loadContact(rootId));
+    const loaded = lookupView(read, holder) ?? (await loadContact(rootId));
     return { claimed: true, contact: loaded?.contact ?? null };
   }
 

@@ -1,3 +1,4 @@
+import type { Claim } from '../store/types.js';
 import type {
   Conflict,
   ConflictState,
@@ -80,8 +81,14 @@ export interface ManyContact {
   recordName: string | null;
 }
 
-/** claimAndFind: nothing is read when the claim was taken before (`claimed: false`). */
-export type ClaimedFind = { claimed: false } | { claimed: true; contact: Contact | null };
+/**
+ * claimAndFind: nothing is read when the claim was taken before (`claimed: false`), nor when its
+ * `onlyIf` did not hold (`claimed: false` with `instead`: what the hash field held, null when
+ * nothing; the claim is left unspent).
+ */
+export type ClaimedFind =
+  | { claimed: false; instead?: string | null }
+  | { claimed: true; contact: Contact | null };
 
 export interface ContactService {
   /**
@@ -124,11 +131,10 @@ export interface ContactService {
    * contact an identifier belongs to, as findByIdentifier does — in one store operation
    * (Store.readGroups) for kinds found through the identifier index alone, which person ids are
    * by default. For one-time tokens such as the LiveTex lookup's jti: a replay reads nothing.
+   * `claim.onlyIf` (Store's Claim): claimed only while that hash field still holds the value
+   * (the LiveTex key record the token was opened with), checked in the same step.
    */
-  claimAndFind(
-    identifier: Identifier,
-    options: { claim: { key: string; ttlMs: number }; evenWork?: boolean },
-  ): Promise<ClaimedFind>;
+  claimAndFind(identifier: Identifier, options: { claim: Claim; evenWork?: boolean }): Promise<ClaimedFind>;
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;

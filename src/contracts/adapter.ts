@@ -7,7 +7,7 @@ import type { Contact, Identifier, Observation } from '../contacts/types.js';
 import type { EventPublisher } from '../events/outbox.js';
 import type { Metrics } from '../metrics.js';
 import type { HttpClient } from '../net/http.js';
-import type { Store } from '../store/types.js';
+import type { Claim, Store } from '../store/types.js';
 import type { ChannelRoute, CliCommand, CliCommandInfo, ScheduledJob } from './channel.js';
 
 export type * from './channel.js';
@@ -58,8 +58,12 @@ export interface IntakeRoute<C, O = undefined> {
   /** A documented vendor quirk: mend malformed JSON as text before the one parse gives up. */
   repairJson?(text: string): string | undefined;
   doc: IntakeDoc;
-  /** I/O before decode: decrypt with a stored key, recall what the store remembers. */
-  open?(request: IntakeRequest, channel: C): Promise<O>;
+  /**
+   * I/O before decode: decrypt with a stored key, recall what the store remembers. `recheck`: a
+   * lookup's `claim.onlyIf` no longer held when the core claimed (nothing was claimed or read);
+   * `held` is what the hash field held in that step (null: nothing) — open again from it.
+   */
+  open?(request: IntakeRequest, channel: C, recheck?: { held: string | null }): Promise<O>;
   decode(request: IntakeRequest & { opened: O }, channel: C): Decoded;
   render(result: IntakeResult<O>, channel: C): Answer;
   /** I/O after render, before the answer leaves: remember state, start background work, seal. */
@@ -100,8 +104,11 @@ export interface LookupOptions {
   /**
    * A one-time token (the LiveTex jti): claimed (SET NX with this time to live) in the same store
    * step that finds the contact; a replay is refused (401 replayed_token) and reads nothing.
+   * `onlyIf`: claimed only while that hash field holds that value (the stored key record the
+   * request was opened with); when it does not, nothing is claimed or read and the core calls
+   * `open` again with what the field held (`recheck`), then decodes and claims again.
    */
-  claim?: { key: string; ttlMs: number };
+  claim?: Claim;
 }
 
 export interface IntakeResult<O = unknown> {

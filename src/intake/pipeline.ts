@@ -22,6 +22,7 @@ import {
   PayloadTooLargeError,
   ReplayedTokenError,
   RequestClosedError,
+  StoreBusyError,
 } from '../errors.js';
 import { extend } from '../extend.js';
 import { refuseEncodedBody } from '../http/body.js';
@@ -106,6 +107,9 @@ export interface IntakePipeline {
 export function sendReserveMs(deadlineMs: number): number {
   return Math.min(100, Math.round(deadlineMs * 0.1));
 }
+
+/** Times a lookup is opened again because its claim's condition no longer held (see run). */
+const MAX_RECHECKS = 3;
 
 /** Lookup metrics: per vendor, by channel (the webhook metrics are the core's, by vendor and event). */
 interface LookupMetrics {
@@ -201,13 +205,20 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
   async function act(
     decoded: Decoded,
     later?: Omit<DeferredRequest, 'event'>,
-  ): Promise<{ decoded: Decoded; contact: Contact | null; duplicate: boolean; repeated: boolean }> {
+  ): Promise<
+    | { decoded: Decoded; contact: Contact | null; duplicate: boolean; repeated: boolean }
+    | { recheck: { held: string | null } }
+  > {
     if (decoded.kind === 'lookup' && decoded.options?.claim) {
       const found = await deps.contacts.claimAndFind(decoded.identifier, {
         claim: decoded.options.claim,
         ...(decoded.options.evenWork ? { evenWork: true } : {}),
       });
-      if (!found.claimed) throw new ReplayedTokenError();
+      if (!found.claimed) {
+        // The claim's condition no longer held (the key record changed): nothing was spent.
+        if (found.instead !== undefined) return { recheck: { held: found.instead } };
+        throw new ReplayedTokenError();
+      }
       return { decoded, contact: found.contact, duplicate: false, repeated: false };
     }
     if (decoded.kind === 'lookup') {
@@ -312,8 +323,8 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         const writeMark = deps.store.writeMark?.();
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
-        const opened = (route.open ? await route.open(request, state) : undefined) as O;
-        const first = route.decode(extend(request, { opened }), state);
+        let opened = (route.open ? await route.open(request, state) : undefined) as O;
+        let first = route.decode(extend(request, { opened }), state);
         event = first.event;
         const holdUntil =
           first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
@@ -322,8 +333,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
 
         // Only a route that reads nothing before decode can be decoded again by the worker; the
         // worker's request is built only when there is one (intake.ackAfterAppend).
-        const { decoded, contact, duplicate, repeated } = await act(
-          first,
+        const later =
           route.ackAfterAppend && !route.open && deps.deferred
             ? {
                 channelId: channel.id,
@@ -333,8 +343,23 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 contentType: call.contentType,
                 receivedAt: request.receivedAt,
               }
-            : undefined,
-        );
+            : undefined;
+        let acted = await act(first, later);
+        // A lookup opened on what `open` held in memory whose claim found the stored record
+        // changed (LiveTex: a key revoked since): opened again from what the store held, then
+        // claimed again. A record changes at most a couple of times in its life (made, revoked);
+        // one that keeps changing under every try is "not now".
+        for (let rechecks = 0; 'recheck' in acted; rechecks++) {
+          if (!route.open || rechecks === MAX_RECHECKS)
+            throw new StoreBusyError(
+              'a lookup',
+              'what the lookup was opened with kept changing in the store; retry later',
+            );
+          opened = (await route.open(request, state, acted.recheck)) as O;
+          first = route.decode(extend(request, { opened }), state);
+          acted = await act(first, later);
+        }
+        const { decoded, contact, duplicate, repeated } = acted;
         const facts = await factsFor(decoded, contact, call as IntakeCall<unknown>);
         if (decoded.kind === 'nothing' && decoded.reason !== undefined) {
           // Accepted, but nothing a vendor sent is lost: an operator can read it back and replay it.

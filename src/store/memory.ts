@@ -337,6 +337,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       records: new Map(),
       complete: true,
     };
+    if (claim?.onlyIf) {
+      const { hash, field, value } = claim.onlyIf;
+      const held = read(hash, 'hash')?.get(field) ?? null;
+      if (held !== value) {
+        result.claimed = false;
+        result.instead = held;
+        return result;
+      }
+    }
     if (claim && !op.set(claim.key, '1', { nx: true, ttlMs: claim.ttlMs })) {
       result.claimed = false;
       return result;

@@ -173,8 +173,8 @@ return 1
  * KEYS = the keys to read. ARGV[1] = the client's key prefix; ARGV[2..4] = the root, members and
  * record key prefixes of the layout; ARGV[5] = most records to read; ARGV[6] = the decoy id, or '';
  * ARGV[7] = the claim's ttl (the claim script's; '' otherwise); ARGV[8] = on a Cluster, the hash
- * slot of the prefix ('' otherwise); ARGV[9..] = record ids named directly (GroupRead.ids),
- * holders after the keys' values.
+ * slot of the prefix ('' otherwise); ARGV[firstId..] = record ids named directly (GroupRead.ids),
+ * holders after the keys' values (firstId is 9, or 11 in the guarded claim script, below).
  *
  * The root, member and record keys are computed here from the values read, so they cannot be
  * declared in KEYS beforehand (the keys we know are). On a Cluster that is still correct because
@@ -246,7 +246,7 @@ for i = 1, nkeys do
     holders[#holders + 1] = value
   end
 end
-for i = 9, #ARGV do
+for i = firstId, #ARGV do
   local id = ARGV[i]
   if not seen[id] then
     seen[id] = true
@@ -297,7 +297,7 @@ const COVER_READS_TTL_MS = 60_000;
 const ROUTE_ONLY_KEY = 'route:read-groups';
 
 /** Read-only: what an observation reads before its checked write. */
-const READ_GROUPS_SCRIPT = `local nkeys = #KEYS
+const READ_GROUPS_SCRIPT = `local nkeys, firstId = #KEYS, 9
 ${READ_GROUPS_BODY}
 return reply`;
 
@@ -307,13 +307,28 @@ return reply`;
  * after the reads: a read stopped halfway (TRYAGAIN during a resharding, above) must not spend it,
  * or the vendor's retry of the same request would be refused as a replay.
  */
-const CLAIM_READ_GROUPS_SCRIPT = `local nkeys = #KEYS - 1
+const CLAIM_READ_GROUPS_SCRIPT = `local nkeys, firstId = #KEYS - 1, 9
+${READ_GROUPS_BODY}
+if not redis.call('set', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[7]) then return { 0 } end
+return reply`;
+
+/**
+ * The claim script with its condition (Claim.onlyIf): KEYS[#KEYS - 1] is the hash, ARGV[9] the
+ * field, ARGV[10] the value it must hold. Checked first: when the field holds anything else, the
+ * reply is {2, what it holds (nil: no such field)}, and nothing is read or claimed. The hash is a
+ * declared key, so on a Cluster it is routed (and checked during a resharding) like the others;
+ * it carries the bridge's `{prefix}` hash tag as every key does, so the call stays in one slot.
+ */
+const GUARDED_CLAIM_READ_GROUPS_SCRIPT = `local nkeys, firstId = #KEYS - 2, 11
+local held = redis.call('hget', KEYS[#KEYS - 1], ARGV[9])
+if held ~= ARGV[10] then return { 2, held } end
 ${READ_GROUPS_BODY}
 if not redis.call('set', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[7]) then return { 0 } end
 return reply`;
 
 type ReadGroupsReply =
   | [0]
+  | [2, string | null]
   | [1, (string | null)[], string[], Array<string | string[]>, Array<string | null>, 0 | 1];
 
 /** What expectListHead sends: the SHA-1 of the elements, each as `<byte length>:<bytes>` (strings as UTF-8). */
@@ -533,6 +548,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const guardedBatchScript = hotScript('chatbridgeGuardedBatch', GUARDED_BATCH_SCRIPT);
   const readGroupsScript = hotScript('chatbridgeReadGroups', READ_GROUPS_SCRIPT);
   const claimReadGroupsScript = hotScript('chatbridgeClaimReadGroups', CLAIM_READ_GROUPS_SCRIPT);
+  const guardedClaimReadGroupsScript = hotScript(
+    'chatbridgeGuardedClaimReadGroups',
+    GUARDED_CLAIM_READ_GROUPS_SCRIPT,
+  );
 
   // Connection state, so that an outage is logged once when it starts and once when it ends,
   // not once per reconnect attempt.
@@ -995,6 +1014,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         decoy ?? '',
         claim ? claim.ttlMs : '',
         slotArgument,
+        ...(claim?.onlyIf ? [claim.onlyIf.field, claim.onlyIf.value] : []),
         ...ids,
       ];
       coalesceWrites();
@@ -1004,9 +1024,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       // routes it to the prefix's node; its value (nil) is dropped from the reply below.
       const routed = keys.length === 0 && !claim;
       const reply = (await run(() =>
-        claim
-          ? claimReadGroupsScript([...keys, claim.key], args)
-          : readGroupsScript(routed ? [ROUTE_ONLY_KEY] : keys, args),
+        claim?.onlyIf
+          ? guardedClaimReadGroupsScript([...keys, claim.onlyIf.hash, claim.key], args)
+          : claim
+            ? claimReadGroupsScript([...keys, claim.key], args)
+            : readGroupsScript(routed ? [ROUTE_ONLY_KEY] : keys, args),
       )) as ReadGroupsReply;
       const result: GroupReadResult = {
         claimed: reply[0] === 1,
@@ -1016,7 +1038,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         records: new Map(),
         complete: true,
       };
-      if (reply[0] === 0) return result;
+      if (reply[0] === 2) result.instead = reply[1];
+      if (reply[0] !== 1) return result;
       const [, values, rootOf, groups, records, complete] = reply;
       result.values = routed ? [] : values;
       for (let i = 0; i < rootOf.length; i += 2) result.roots.set(rootOf[i]!, rootOf[i + 1]!);

@@ -128,12 +128,33 @@ export interface GroupRead {
    * Claim first (SET key NX PX ttlMs, in the same atomic step): when the key already existed,
    * nothing is read and `claimed` is false.
    */
-  claim?: { key: string; ttlMs: number };
+  claim?: Claim;
+}
+
+/**
+ * A one-time claim (SET key NX PX ttlMs), taken in the step that reads what it guards.
+ * `onlyIf`: only while this hash field holds exactly `value`, checked in the same atomic step
+ * before anything is claimed or read — the LiveTex lookup's key record, so that the credential a
+ * request was opened with is still the stored one when its token is spent (a revocation holds
+ * from the moment it is written, without a read of its own before the claim).
+ */
+export interface Claim {
+  key: string;
+  ttlMs: number;
+  onlyIf?: { hash: string; field: string; value: string };
 }
 
 export interface GroupReadResult {
-  /** False only when a claim was asked and the key existed already (then nothing else is read). */
+  /**
+   * False only when a claim was asked and the key existed already, or its `onlyIf` did not hold
+   * (then nothing else is read, and nothing claimed).
+   */
   claimed: boolean;
+  /**
+   * Set only when the claim's `onlyIf` did not hold: what the hash field held instead, read in
+   * that step (null: no such field).
+   */
+  instead?: string | null;
   /** The keys' values in order; null for a missing key or a key of another type (as MGET). */
   values: (string | null)[];
   /** For every record named by a value (or the decoy): its root, itself when it points nowhere. */
