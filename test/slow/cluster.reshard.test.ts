@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { buildClaims, openAnswer, sealRequest } from '../../adapters/livetex/codec.js';
 import { StoreBusyError } from '../../src/errors.js';
+import { closeRedisClient, createRedisClient } from '../../src/store/connection.js';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
@@ -360,6 +362,14 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     expect(receiver.requests.every((request) => request.verified)).toBe(true);
     // No webhook-id was accepted twice either: no delivery was repeated by the moves.
     expect(receiver.acceptedCount).toBe(receiver.application.length);
+    // And each contact's events came in their order.
+    const inOrder = ['contact.created', 'conversation.started', 'conversation.finished'].join();
+    const byContact = new Map<string, string[]>();
+    for (const event of receiver.application) {
+      const contact = event.payload.contact?.id ?? 'none';
+      byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
+    }
+    expect([...byContact].filter(([, types]) => types.join() !== inOrder)).toEqual([]);
 
     // The lock taken before the moves is still held (and still ours).
     await expect(
@@ -381,6 +391,229 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
       });
       await response.body.text();
       expect(response.statusCode).toBe(200);
+    }
+  });
+});
+
+/**
+ * Delivery (BullMQ, in the bridge's slot) while that slot moves. Every BullMQ script names many
+ * keys, some of which never exist, so from SETSLOT MIGRATING until the last key has moved Redis
+ * refuses all of them with TRYAGAIN, on both nodes; so is the delivery record's write (a batch of
+ * several keys). Attempts are in flight when the move begins (the receiver holds them) and are
+ * answered while the slot is split; more events are stored (after 503s) during the moves. Asserted
+ * are outcomes: every event reaches the receiver exactly once (not once more because its
+ * delivered mark failed, as each of those in flight did before), in its contact's order, and no
+ * delivery job was left to BullMQ's stalled check (a run that ended could not move its job on, so
+ * the job held a concurrency slot until the check took it back, 30-60 s after the move).
+ */
+describe('delivery while the slot of a running bridge is resharded', () => {
+  const PREFIX_D = 'ha-reshard-delivery';
+  const TOKEN_D = 'ha-reshard-delivery-jivo-01';
+  const TAG_D = 'reshard-delivery';
+  /** Each person's events, in the order they happen (a destination's lane keeps it). */
+  const EVENTS = [
+    'contact.created',
+    'conversation.started',
+    'offline_message.received',
+    'conversation.finished',
+  ];
+  /** People whose webhooks are stored before the first move (their deliveries wait or are in flight). */
+  const BACKLOG = 30;
+  let cluster: ClusterTopology;
+  let receiver: Receiver;
+  const bridges: TestBridge[] = [];
+  const pools: Pool[] = [];
+  const logs: LogLine[][] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    receiver = await startReceiver({ secret: SECRET });
+    for (let i = 0; i < 2; i++) {
+      const { logger, lines } = capturingLogger('debug');
+      logs.push(lines);
+      const bridge = await startTestBridge({
+        keyPrefix: PREFIX_D,
+        logger,
+        config: {
+          store: { cluster: { nodes: cluster.nodes } },
+          channels: [{ id: 'site', vendor: 'jivochat', token: TOKEN_D, personIdFrom: 'user_token' }],
+          destinations: [topologyDestination(receiver.url, SECRET, EVENTS)],
+        },
+      });
+      bridges.push(bridge);
+      pools.push(new Pool(bridge.url, { connections: 8 }));
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((pool) => pool.close()));
+    for (const bridge of bridges) await bridge.close();
+    await receiver?.close();
+    await cluster?.stop();
+  });
+
+  /** POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered. */
+  async function deliver(pool: Pool, body: unknown): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${TOKEN_D}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        headersTimeout: ANSWER_WITHIN_MS,
+        bodyTimeout: ANSWER_WITHIN_MS,
+      });
+      await response.body.text();
+      if (response.statusCode !== 503 || attempt >= 1000) return response.statusCode;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** One person's chat, offline message and chat end, at alternating instances: the final statuses. */
+  async function person(index: number): Promise<number[]> {
+    const who = personFor(TAG_D, index);
+    const chatId = 800_000 + index;
+    return [
+      await deliver(pools[index % 2]!, jivo.chatAccepted(who, chatId)),
+      await deliver(pools[(index + 1) % 2]!, jivo.offlineMessage(who, `om-d-${index}`)),
+      await deliver(pools[index % 2]!, jivo.chatFinished(who, chatId)),
+    ];
+  }
+
+  it('delivers every event exactly once, in order per contact, and leaves no job to the stalled check', async () => {
+    const said = (pattern: RegExp) =>
+      logs.flatMap((lines) =>
+        lines.filter((line) =>
+          pattern.test(`${line.msg} ${(line.err as { message?: string })?.message ?? ''}`),
+        ),
+      );
+    onTestFailed(() => {
+      const counts = new Map<string, number>();
+      for (const line of said(/./))
+        if (line.level >= 40 || /lock|stalled|not written/.test(line.msg)) {
+          const text = `${line.msg} ${(line.err as { message?: string })?.message ?? ''}`.slice(0, 160);
+          counts.set(text, (counts.get(text) ?? 0) + 1);
+        }
+      console.log('bridge log lines:', Object.fromEntries(counts));
+      console.log('receiver: requests', receiver.requests.length, 'events', receiver.application.length);
+    });
+
+    // The attempts that start now are held at the receiver until the slot is split.
+    let release: () => void = () => {};
+    receiver.respond({ kind: 'held', until: new Promise<void>((resolve) => (release = resolve)) });
+    const statuses: number[] = [];
+    await inPool(BACKLOG, 8, async (index) => {
+      statuses.push(...(await person(index)));
+    });
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+    await receiver.waitFor(() => receiver.requests.length > 0, 30_000, 'an attempt in flight');
+
+    const home = await cluster.ownerOf(`{${PREFIX_D}}`);
+    const away = [0, 1, 2].find((primary) => primary !== home)!;
+    let people = BACKLOG;
+    const during: Array<Promise<number[]>> = [];
+    let batches = 0;
+    const betweenBatches = async () => {
+      batches++;
+      if (batches === 1) {
+        // The slot is split now: the held attempts are answered, and their outcomes written.
+        receiver.respond({ kind: 'ok' });
+        release();
+      }
+      // A new person every few batches: their webhooks are answered (after 503s) and drained.
+      if (batches % 4 === 0) during.push(person(people++));
+      // A pause between MIGRATEs, as a large slot's move has: the split lasts while work goes on.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    };
+    await cluster.migrateSlot(`{${PREFIX_D}}`, away, { keysPerBatch: 10, betweenBatches });
+    await cluster.migrateSlot(`{${PREFIX_D}}`, home, { keysPerBatch: 10, betweenBatches });
+    for (const answered of await Promise.all(during)) statuses.push(...answered);
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+    expect(batches).toBeGreaterThan(10);
+    expect(during.length).toBeGreaterThan(0);
+
+    await receiver.waitFor(
+      () => receiver.application.length >= people * EVENTS.length,
+      120_000,
+      'every event delivered',
+    );
+
+    // Every event exactly once, each contact's in their order.
+    const byContact = new Map<string, string[]>();
+    for (const event of receiver.application) {
+      const contact = event.payload.contact?.id ?? 'none';
+      byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
+    }
+    expect(byContact.size).toBe(people);
+    expect([...byContact].filter(([, types]) => types.join() !== EVENTS.join())).toEqual([]);
+    expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    expect(receiver.requests.length, 'an event POSTed more than once').toBe(receiver.application.length);
+    // Every run that ended moved its job on: none lost its lock, none was taken back as stalled.
+    expect(said(/Missing lock|stalled/).map((line) => line.msg)).toEqual([]);
+    for (const state of ['pending', 'failed']) {
+      const listed = await bridges[0]!.admin('GET', `/api/v1/deliveries?state=${state}&limit=10`);
+      expect(listed.body.deliveries, state).toEqual([]);
+    }
+    // And the moves did meet delivery: outcomes were refused while the slot was split, written after.
+    expect(said(/delivery outcome not written yet/).length).toBeGreaterThan(0);
+  });
+});
+
+describe("BullMQ's scripts while the slot is split", () => {
+  let cluster: ClusterTopology;
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  /** How many commands `server` has refused with TRYAGAIN so far (INFO errorstats). */
+  async function tryAgains(server: number): Promise<number> {
+    const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
+    try {
+      await client.connect();
+      return Number(/errorstat_TRYAGAIN:count=(\d+)/.exec(await client.info('errorstats'))?.[1] ?? 0);
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  it('a BullMQ call refused while the slot is split (TRYAGAIN) waits, and goes through once it is whole', async () => {
+    const prefix = '{ha-reshard-bull}:bull';
+    // As the delivery queue makes its worker connections (src/delivery/queue-bullmq.ts).
+    const client = createRedisClient(
+      { kind: 'cluster', nodes: cluster.nodes, tls: false },
+      { role: 'worker' },
+    );
+    const queue = new Queue('split', { connection: client, prefix });
+    try {
+      await queue.add('first', {}, { jobId: 'first' });
+      const home = await cluster.ownerOf(prefix);
+      const away = [0, 1, 2].find((primary) => primary !== home)!;
+      const before = await tryAgains(away);
+      let added: Promise<unknown> | undefined;
+      let settled = false;
+      // Every key moves in one MIGRATE, and the slot stays split until betweenBatches returns:
+      // the old primary sends the add (it has none of its keys) to the new one (ASK), which
+      // refuses it (TRYAGAIN) because keys it names do not exist (BullMQ's scripts name many).
+      await cluster.migrateSlot(prefix, away, {
+        keysPerBatch: 1000,
+        betweenBatches: async () => {
+          added = queue.add('second', {}, { jobId: 'second' });
+          added.then(
+            () => (settled = true),
+            () => (settled = true),
+          );
+          // Refused more often than a store command follows redirections (16) before it fails.
+          while (!settled && (await tryAgains(away)) - before < 20)
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        },
+      });
+      await expect(added).resolves.toBeDefined();
+      expect((await queue.getJobCounts('waiting')).waiting).toBe(2);
+    } finally {
+      await queue.close();
+      await closeRedisClient(client);
     }
   });
 });
