@@ -1,11 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { buildClaims, openAnswer, sealRequest } from '../../adapters/livetex/codec.js';
+import { parseConfig } from '../../src/config/load.js';
+import { nameWords } from '../../src/contacts/engine.js';
+import { key, storedId } from '../../src/contacts/keys.js';
+import { encodeRecord, newRecord } from '../../src/contacts/record.js';
+import { reindexContacts } from '../../src/contacts/reindex.js';
 import { StoreBusyError } from '../../src/errors.js';
+import { defaultRegistry } from '../../src/registry.js';
 import { closeRedisClient, createRedisClient } from '../../src/store/connection.js';
+import { createRedisStore, type RedisStore } from '../../src/store/redis.js';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
@@ -615,5 +623,136 @@ describe("BullMQ's scripts while the slot is split", () => {
       await queue.close();
       await closeRedisClient(client);
     }
+  });
+});
+
+/**
+ * Walking every key of a kind (Store.scanKeys; `chatbridge contacts reindex` and the start-up
+ * re-index walk the records so) while and after the bridge's slot moves. Only the primary serving
+ * the slot was walked, as the client's slot map named it: keys the resharding had already moved
+ * were not seen while the slot was split, and a walk that went on after the move used the old
+ * node's SCAN cursor where it no longer meant anything. Outcomes only: every key found.
+ */
+describe("walking the bridge's keys across a resharding (Store.scanKeys, contacts reindex)", () => {
+  const PREFIX_S = '{ha-reshard-scan}';
+  let cluster: ClusterTopology;
+  let store: RedisStore;
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    store = await createRedisStore({
+      target: { kind: 'cluster', nodes: cluster.nodes, tls: false },
+      keyPrefix: PREFIX_S,
+      logger: pino({ level: 'silent' }),
+    });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await cluster?.stop();
+  });
+
+  /** Another primary than the one serving the slot now. */
+  async function elsewhere(): Promise<number> {
+    const owner = await cluster.ownerOf(`${PREFIX_S}:x`);
+    return [0, 1, 2].find((primary) => primary !== owner)!;
+  }
+
+  /** A walk in steps: `page()` reads one page (false once the walk has ended). */
+  function walker(prefix: string, count: number) {
+    let cursor = '0';
+    let ended = false;
+    const found = new Set<string>();
+    return {
+      found,
+      get ended() {
+        return ended;
+      },
+      async page(): Promise<boolean> {
+        if (ended) return false;
+        const page = await store.scanKeys(prefix, cursor, count);
+        for (const each of page.keys) found.add(each);
+        cursor = page.cursor;
+        ended = cursor === '0';
+        return !ended;
+      },
+    };
+  }
+
+  async function writeKeys(prefix: string, count: number): Promise<string[]> {
+    const names = Array.from({ length: count }, (_, index) => `${prefix}${index}`);
+    for (let from = 0; from < names.length; from += 100) {
+      const batch = store.batch();
+      for (const name of names.slice(from, from + 100)) batch.set(name, 'v');
+      await batch.exec();
+    }
+    return names;
+  }
+
+  it('a walk while the slot is split finds every key, those moved before it got to them too', async () => {
+    const written = await writeKeys('split:', 300);
+    const walk = walker('split:', 100);
+    let endedWhileSplit = false;
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), {
+      keysPerBatch: 20,
+      // Two pages after every MIGRATE: the walk goes on while keys move away under it.
+      betweenBatches: async () => {
+        (await walk.page()) && (await walk.page());
+        if (walk.ended) endedWhileSplit ||= true;
+      },
+    });
+    while (await walk.page());
+    expect(endedWhileSplit).toBe(true);
+    expect([...walk.found].sort()).toEqual([...written].sort());
+  });
+
+  it('a walk that began before the slot moved and goes on after it finds every key', async () => {
+    const written = await writeKeys('across:', 300);
+    const walk = walker('across:', 10);
+    expect(await walk.page()).toBe(true);
+    expect(await walk.page()).toBe(true);
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), { keysPerBatch: 100 });
+    while (await walk.page());
+    expect([...walk.found].sort()).toEqual([...written].sort());
+  });
+
+  it('a cursor of the former kind (a bare SCAN cursor, as an older version saved a re-index place) starts the walk over', async () => {
+    const written = await writeKeys('former:', 50);
+    const found = new Set<string>();
+    let cursor = '12345';
+    do {
+      const page = await store.scanKeys('former:', cursor, 100);
+      for (const each of page.keys) found.add(each);
+      cursor = page.cursor;
+    } while (cursor !== '0');
+    expect([...found].sort()).toEqual([...written].sort());
+    await expect(store.scanKeys('former:', 'nonsense', 10)).rejects.toThrow(/cursor/);
+  });
+
+  it('contacts reindex stopped before the slot moved and resumed after it re-indexes every record', async () => {
+    const identity = parseConfig({ admin: { token: TEST_ADMIN_TOKEN } }, defaultRegistry(), {}).identity;
+    // Records an older version wrote: their names are in no name-index set.
+    const ids: string[] = [];
+    const at = '2026-10-01T10:00:00.000Z';
+    for (let index = 0; index < 120; index++) {
+      const record = { ...newRecord(at), names: [{ v: `Walker${index} Reshardova`, at }] };
+      ids.push(storedId(record.id));
+      await store.set(key.record(record.id), encodeRecord(record));
+    }
+    const [surname] = nameWords('Reshardova');
+    // A pass stopped after its first page (a restart, a Redis outage): its place is saved.
+    const stop = new AbortController();
+    const first = await reindexContacts({
+      store,
+      identity,
+      pageSize: 10,
+      signal: stop.signal,
+      onProgress: () => stop.abort(),
+    });
+    expect(first.complete).toBe(false);
+    expect((await store.smembers(key.name(surname!))).length).toBeLessThan(ids.length);
+
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), { keysPerBatch: 100 });
+    const resumed = await reindexContacts({ store, identity, pageSize: 10, resume: true });
+    expect(resumed.complete).toBe(true);
+    expect((await store.smembers(key.name(surname!))).sort()).toEqual([...ids].sort());
   });
 });
