@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
 import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { CrmRuntime } from '../crm/runtime.js';
+import { StoreUnavailableError } from '../errors.js';
 import type { HttpClient } from '../net/http.js';
-import { jittered } from '../net/retry.js';
+import { jittered, sleep } from '../net/retry.js';
 import { renewWhileHeld } from '../store/renewal.js';
 import { attemptDelivery } from './attempt.js';
 import type { CircuitBreaker } from './breaker.js';
@@ -70,6 +71,14 @@ export const LEASE_TTL_MS = 60_000;
 export const LEASE_RECHECK_MS = 5_000;
 const LEASE_MIN_WAIT_MS = 100;
 
+/**
+ * An attempt's outcome whose write the store refused as "not now" is written again, from this
+ * pause on, doubling up to RECORD_RETRY_MAX_MS, for up to RECORD_RETRY_FOR_MS (see recorded()).
+ */
+const RECORD_RETRY_FIRST_MS = 100;
+const RECORD_RETRY_MAX_MS = 1000;
+export const RECORD_RETRY_FOR_MS = 10 * 60_000;
+
 /** The run's lease on its delivery was lost: it must write nothing more. */
 class LeaseLostError extends Error {
   constructor(id: string) {
@@ -98,22 +107,73 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   const { records, queue, logger, metrics } = deps;
 
   /**
-   * Mark the record (`mark`: a write that takes it out of its lane), then `marked()`, then wake
-   * the next delivery of its lane. The lane's head is asked for in the same tick as the write, so
-   * both reach Redis in one socket write (the store coalesces the commands of one event-loop
-   * iteration); it is answered after the write has run (StoreBatch.exec), except when Redis had
-   * lost the script and the write went again behind the read: then it is read once more.
+   * Write what an attempt came to (a delivery marked delivered or failed, a retry's time) and try
+   * again while the store answers "not now" (StoreUnavailableError), rather than fail the job:
+   * a job that failed after a 2xx ran again and POSTed the event a second time, its record still
+   * pending. Seen while a resharding moved the bridge's hash slot (the record's batch touches
+   * several keys, and Redis refuses such a write with TRYAGAIN until the last key has moved):
+   * every delivery answered during the move went out twice (test/slow/cluster.reshard.test.ts).
+   * The same holds in a failover. Up to RECORD_RETRY_FOR_MS, and not past a shutdown: then the
+   * job fails as before and runs again later.
+   */
+  async function recorded<T>(write: () => Promise<T>, what: { delivery: string }): Promise<T> {
+    const giveUpAt = performance.now() + RECORD_RETRY_FOR_MS;
+    for (let pause = RECORD_RETRY_FIRST_MS; ; pause = Math.min(2 * pause, RECORD_RETRY_MAX_MS)) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!(error instanceof StoreUnavailableError) || performance.now() + pause > giveUpAt) throw error;
+        logger.debug(
+          { err: error, ...what },
+          'delivery outcome not written yet (the store is unavailable); trying again',
+        );
+        await sleep(pause, deps.signal).catch(() => {
+          throw error;
+        });
+      }
+    }
+  }
+
+  /**
+   * Mark the record (`mark`: a write that takes it out of its lane; tried again while the store
+   * is unavailable, see recorded), then `marked()`, then wake the next delivery of its lane. The
+   * lane's head is asked for in the same tick as the write, so both reach Redis in one socket
+   * write (the store coalesces the commands of one event-loop iteration); it is answered after
+   * the write has run (StoreBatch.exec), except when Redis had lost the script and the write went
+   * again behind the read: then it is read once more. So is a read that failed (the write went
+   * through on a later try). The wake is a shortcut: a delivery that waits behind this one looks
+   * at its lane again by itself (parkBehind), so a wake the store refuses is left out, not a
+   * reason to run the job again.
    */
   async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
-    const writing = mark();
+    const writing = recorded(mark, { delivery: record.id });
     const reading = records.laneHead(record.destinationId, record.orderingKey);
     // The lanes that follow this one (a merge's, an unmerge's): the write does not change them.
     const following = records.followers(record.destinationId, record.orderingKey);
-    // A failed read is reported below, after the write's own outcome (which comes first).
+    // A failed read is tried again below, after the write's own outcome (which comes first).
     reading.catch(() => {});
     following.catch(() => {});
     await writing;
     marked();
+    try {
+      await wakeNext(
+        record,
+        reading.catch(() => records.laneHead(record.destinationId, record.orderingKey)),
+        following.catch(() => records.followers(record.destinationId, record.orderingKey)),
+      );
+    } catch (error) {
+      logger.debug(
+        { err: error, destination: record.destinationId, delivery: record.id },
+        'the next delivery of the lane was not woken; it looks again by itself',
+      );
+    }
+  }
+
+  async function wakeNext(
+    record: DeliveryRecord,
+    reading: Promise<string | null>,
+    following: Promise<readonly LaneLink[]>,
+  ) {
     let nextId = await reading;
     // Still the marked record: the read ran before the write after all (Redis had lost the batch
     // script, NOSCRIPT, and the write was sent again, as EVAL, behind the read): read again.
@@ -407,7 +467,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       ...(record.contactId ? { contact: record.contactId } : {}),
     });
     // A CRM attempt recorded its steps on the record meanwhile: mark the record as it is now.
-    if (destination.crm) record = (await records.get(record.id)) ?? record;
+    if (destination.crm)
+      record = (await recorded(() => records.get(start.id), { delivery: start.id })) ?? record;
 
     if (result.kind === 'delivered') {
       breaker.reachable();
@@ -469,7 +530,10 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       let delayMs = jittered(schedule[attemptsSoFar]!, 0.1, deps.random);
       if (result.retryAfterMs !== undefined)
         delayMs = Math.max(delayMs, Math.min(result.retryAfterMs, MAX_RETRY_AFTER_MS));
-      await records.markRetry(record, error, new Date(now.getTime() + delayMs), now);
+      const retried = record;
+      await recorded(() => records.markRetry(retried, error, new Date(now.getTime() + delayMs), now), {
+        delivery: record.id,
+      });
       log.info(`delivery attempt ${attemptsSoFar} failed (${result.message}); next in ${delayMs} ms`);
       if (result.retryAfterMs !== undefined && result.retryAfterMs > 0) {
         await queue.pause(destinationId, Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS));

@@ -122,6 +122,7 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   // to say; the next minute's warn names whatever it is then.
   const queueError = (message: string, destination: string, error: Error) =>
     warnOncePerMinute(logger, repeats, message, { err: error, destination }, message);
+  const lockDuration = options.lockDurationMs ?? 30_000;
   const producer = connect(false);
   const queues = new Map<string, Queue>();
   const workers: Worker[] = [];
@@ -189,6 +190,46 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     } catch (error) {
       // Redis did not answer: the count stays, as it was before runs cleared it.
       logger.debug({ err: error, job: job.id }, 'delivery job stall count not cleared');
+    }
+  };
+
+  /**
+   * Make sure a run that is ending holds its job's lock, when that is in doubt. BullMQ moves the
+   * job on (completed, delayed, failed) only under the lock, and renews it while the run goes on
+   * (every quarter of lockDuration), but a renewal can fail: while a resharding splits the bridge's
+   * hash slot, BullMQ's renewal script runs where its one declared key is and finds the lock key
+   * gone to the other node ("could not renew lock"), and in an outage nothing gets through. A run
+   * that outlived its lock that way (a delivery whose outcome could be written only once the slot
+   * was whole again, processor.ts `recorded`) could not move its job ("Missing lock for job …
+   * moveToFinished"): the job stayed active, holding one of the destination's concurrency slots,
+   * until BullMQ's stalled check took it back 30–60 s later and ran it again. So a run that has
+   * gone half a lock without a renewal BullMQ confirmed extends its lock, or takes it again if it
+   * lapsed while the job is still active and no one else holds it: then no other run has the job
+   * (the stalled check moves a job out of active before another worker can take it). One that the
+   * stalled check took back is left alone, and its run clears nothing (clearStalls). The common
+   * run, a few milliseconds long, costs no command.
+   */
+  const holdLock = async (queue: Queue, job: Job<DeliveryJob>, token: string | undefined, since: number) => {
+    if (job.id === undefined || token === undefined) return;
+    if (performance.now() - since < lockDuration / 2) return;
+    try {
+      await producer.eval(
+        `local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if held or not redis.call('LPOS', KEYS[2], ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2`,
+        2,
+        `${queue.toKey(job.id)}:lock`,
+        queue.keys.active!,
+        token,
+        lockDuration,
+        job.id,
+      );
+    } catch (error) {
+      // Redis did not answer: BullMQ's own move will fail the same way, and its stalled check
+      // takes the job back, as before.
+      logger.debug({ err: error, job: job.id }, 'delivery job lock not confirmed at the end of its run');
     }
   };
 
@@ -317,21 +358,28 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
     },
 
     async start(handler: JobHandler) {
-      const lockDuration = options.lockDurationMs ?? 30_000;
       for (const [destinationId, queue] of queues) {
         const limit = concurrency.get(destinationId) ?? 1;
         await queue.setGlobalConcurrency(limit);
+        /** When the lock of each job this worker runs was last known to be held (holdLock). */
+        const lockHeldAt = new Map<string, number>();
         const worker = new DeliveryWorker(
           queue.name,
           async (job, token) => {
             let outcome: JobOutcome | undefined;
+            const key = job.id ?? '';
+            lockHeldAt.set(key, performance.now());
             try {
               outcome = await handler(destinationId, job.data, { stalls: job.stalledCounter });
             } finally {
-              // Before the job is moved on: the move releases the lock clearStalls checks. A run
-              // that threw ended too (the store down: BullMQ retries it with its backoff), except
-              // one at the stall limit: it only tried to fail its delivery as stalled (the
-              // processor looks at nothing else first), and the next run must try again.
+              // Before the job is moved on: the move needs the lock (holdLock re-takes one a
+              // long run may have lost while its slot moved), and releases the lock clearStalls
+              // checks. A run that threw ended too (the store down: BullMQ retries it with its
+              // backoff), except one at the stall limit: it only tried to fail its delivery as
+              // stalled (the processor looks at nothing else first), and the next run must try
+              // again.
+              await holdLock(queue, job, token, lockHeldAt.get(key) ?? 0);
+              lockHeldAt.delete(key);
               const reached =
                 outcome === undefined ? job.stalledCounter < STALL_LIMIT : reachedDelivery(outcome);
               if (reached) await clearStalls(queue, job, token);
@@ -384,7 +432,22 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
             settings: { backoffStrategy: (attemptsMade: number) => infrastructureBackoff(attemptsMade) },
           },
         );
+        worker.on('locksRenewed', ({ jobIds }) => {
+          const now = performance.now();
+          for (const id of jobIds) if (lockHeldAt.has(id)) lockHeldAt.set(id, now);
+        });
         worker.on('error', (error) => queueError('delivery worker error', destinationId, error));
+        // A job whose run died or lost its lock, taken back by BullMQ's stalled check and run
+        // again (for a webhook perhaps a second POST of its event: receivers dedupe by webhook-id).
+        worker.on('stalled', (jobId) =>
+          warnOncePerMinute(
+            logger,
+            repeats,
+            `stalled:${destinationId}`,
+            { destination: destinationId, job: jobId },
+            'delivery job stalled (its worker stopped, or its run lost the job lock): running it again',
+          ),
+        );
         worker.on('failed', (job, error) =>
           logger.warn(
             { err: error, destination: destinationId, job: job?.id },

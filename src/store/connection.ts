@@ -346,16 +346,20 @@ function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
         sentinelRetryStrategy: reconnectDelay,
       });
     case 'cluster': {
+      const waitsOutMoves = options.role !== 'store';
       const clusterOptions: ClusterOptions = {
         ...prefix,
         lazyConnect: common.lazyConnect ?? false,
         enableOfflineQueue: common.enableOfflineQueue ?? true,
         clusterRetryStrategy: reconnectDelay,
-        // MOVED/ASK during resharding or failover: follow a few, then fail (-> 503, vendor retries).
-        maxRedirections: 16,
-        retryDelayOnFailover: 100,
-        retryDelayOnClusterDown: 100,
-        retryDelayOnTryAgain: 100,
+        // MOVED/ASK/TRYAGAIN during resharding or failover. The store follows a few, then fails
+        // (-> 503, the vendor retries). BullMQ's connections wait out a slot move (see
+        // QUEUE_REDIRECTIONS), their redirections paced so that the budget is a time.
+        maxRedirections: waitsOutMoves ? QUEUE_REDIRECTIONS : STORE_REDIRECTIONS,
+        ...(waitsOutMoves ? { retryDelayOnMoved: REDIRECTION_DELAY_MS } : {}),
+        retryDelayOnFailover: REDIRECTION_DELAY_MS,
+        retryDelayOnClusterDown: REDIRECTION_DELAY_MS,
+        retryDelayOnTryAgain: REDIRECTION_DELAY_MS,
         slotsRefreshTimeout: 2000,
         redisOptions: {
           connectTimeout: common.connectTimeout,
@@ -371,6 +375,24 @@ function buildClient(target: RedisTarget, options: ClientOptions): RedisClient {
     }
   }
 }
+
+/** A store command follows this many redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN), then fails: 503. */
+const STORE_REDIRECTIONS = 16;
+/** The pause before following a TRYAGAIN, CLUSTERDOWN or a closed connection (and, for BullMQ, a MOVED). */
+const REDIRECTION_DELAY_MS = 100;
+/**
+ * How many redirections a BullMQ command follows: about a minute of them (each but an ASK waits
+ * REDIRECTION_DELAY_MS). While a resharding moves the bridge's hash slot, keys go over to the new
+ * primary a batch at a time, and until the last has gone every BullMQ script (moveToActive,
+ * moveToFinished, moveToDelayed…: many keys, some of which never exist) is refused with TRYAGAIN
+ * on both nodes. With the store's 16 they failed within a second or two: a job whose run had
+ * ended could not be moved on (moveToCompleted, then moveToFailed, refused), stayed active with
+ * a lock no one renewed, and held its destination's concurrency slot until BullMQ's stalled check
+ * took it back, 30–60 s after the move (test/slow/cluster.reshard.test.ts). Waiting costs nothing
+ * else here: the workers have no other work while their slot is split, and the producer's
+ * commands keep their 5 s timeout.
+ */
+const QUEUE_REDIRECTIONS = 600;
 
 /**
  * How often a Cluster client reads the slot map again by itself (CLUSTER SLOTS, on a connection

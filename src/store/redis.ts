@@ -813,6 +813,53 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return node;
   }
 
+  /**
+   * Store.scanKeys on a Cluster: a walk of every primary, one SCAN per call, the cursor naming
+   * where it is (`<SCAN cursor>@<node>@<first node>`, nodes as host:port). Every key of this
+   * bridge carries its hash tag, so it lives on the primary serving that slot — but a resharding
+   * moves the slot, and while it does, a key is on either node (MIGRATE moves a few at a time);
+   * after it, on the new one. Walking only the primary the client's slot map named saw none of
+   * the keys already moved while the slot was split, and a walk that went on after the slot had
+   * moved went on at the old primary (nothing left there) or, once the client knew, took the old
+   * node's SCAN cursor to the new one, whose cursor means another place: keys were missed in
+   * both cases (test/slow/cluster.reshard.test.ts). So:
+   * - The walk starts at the slot's primary, then takes every other primary in address order.
+   *   During a move keys only go from that primary to another one, which is walked after it: a
+   *   key that moves before the walk reached it is found where it went.
+   * - When the slot's primary is another than the one the walk started at (the slot moved, or a
+   *   failover promoted a replica), or the node the cursor names is no longer a primary, the walk
+   *   starts again from the beginning: the keys it answered are answered again (Store.scanKeys
+   *   allows that; a re-index changes nothing twice), none is missed.
+   * What it can still miss: keys of a slot that moves there and back within one walk, and keys
+   * on a node the client's slot map does not yet name (it is read again at a redirection and
+   * every 5 s). README "Running highly available": run it again after a move.
+   */
+  async function scanCluster(cursor: string, pattern: string, count: number): Promise<[string, string[]]> {
+    const cluster = client as Cluster;
+    const addressOf = (node: Redis) => `${node.options.host}:${node.options.port}`;
+    const primaries = new Map(cluster.nodes('master').map((node) => [addressOf(node), node]));
+    const owner = addressOf(await run(primaryConnection));
+    let at = { scan: '0', node: owner, first: owner };
+    // A bare SCAN cursor is one an older version answered (a re-index saves its place in the
+    // store, and resumes after an upgrade): a place on the node it walked then, which the slot may
+    // have left since. It starts the walk again, like a cursor from before a move.
+    if (cursor !== '0' && !/^\d+$/.test(cursor)) {
+      const parsed = /^(\d+)@([^@]+)@([^@]+)$/.exec(cursor);
+      if (!parsed) throw new Error('ERR invalid cursor');
+      const [, scan = '0', node = '', first = ''] = parsed;
+      if (first === owner && primaries.has(node)) at = { scan, node, first };
+    }
+    const [next, found] = await run(() =>
+      primaries.get(at.node)!.scan(at.scan, 'MATCH', pattern, 'COUNT', count),
+    );
+    if (next !== '0') return [`${next}@${at.node}@${at.first}`, found];
+    // This node is done: the next primary in address order, the first one aside.
+    const after = [...primaries.keys()]
+      .filter((address) => address !== at.first && (at.node === at.first || address > at.node))
+      .sort()[0];
+    return [after === undefined ? '0' : `0@${after}@${at.first}`, found];
+  }
+
   /** A 503 with what went wrong in its message (the log has it; the vendor is told to retry). */
   const unavailable = (message: string) => {
     const error = new StoreUnavailableError();
@@ -948,12 +995,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     async scanKeys(prefix, cursor, count) {
       checkScanKeys(count);
       // ioredis prefixes keys, not SCAN's pattern: the prefix is written here, glob characters
-      // escaped, and taken off the keys answered. On a Cluster every key of this bridge lives on
-      // the primary of its hash tag (connection.ts): that node is the one walked.
+      // escaped, and taken off the keys answered.
       const pattern = `${`${clientPrefix}${prefix}`.replace(/[*?[\]\\]/g, '\\$&')}*`;
-      const [next, found] = await run(async () =>
-        (await primaryConnection()).scan(cursor, 'MATCH', pattern, 'COUNT', count),
-      );
+      const page =
+        target.kind === 'cluster'
+          ? await scanCluster(cursor, pattern, count)
+          : await run(() => (client as Redis).scan(cursor, 'MATCH', pattern, 'COUNT', count));
+      const [next, found] = page;
       return { cursor: next, keys: found.map((key) => key.slice(clientPrefix.length)) };
     },
 

@@ -253,7 +253,10 @@ export interface Store {
    * exists for the whole iteration is answered at least once (possibly more than once); one added
    * or removed meanwhile may or may not be. A call looks at about `count` keys (1 to 1000), so a
    * page may hold fewer, even none, before the end. For passes over every key of a kind run once
-   * (chatbridge contacts reindex), never on a request's path: on Redis it walks the whole keyspace.
+   * (chatbridge contacts reindex), never on a request's path: on Redis it walks the whole keyspace
+   * (on a Cluster every primary's, and it starts again when the bridge's hash slot has moved
+   * since it began: redis.ts scanCluster). A walk while the slot moves there and back can miss
+   * keys: run it again after a resharding.
    */
   scanKeys(prefix: string, cursor: string, count: number): Promise<ScanKeysPage>;
 

@@ -1,9 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { buildClaims, openAnswer, sealRequest } from '../../adapters/livetex/codec.js';
+import { parseConfig } from '../../src/config/load.js';
+import { nameWords } from '../../src/contacts/engine.js';
+import { key, storedId } from '../../src/contacts/keys.js';
+import { encodeRecord, newRecord } from '../../src/contacts/record.js';
+import { reindexContacts } from '../../src/contacts/reindex.js';
 import { StoreBusyError } from '../../src/errors.js';
+import { defaultRegistry } from '../../src/registry.js';
+import { closeRedisClient, createRedisClient } from '../../src/store/connection.js';
+import { createRedisStore, type RedisStore } from '../../src/store/redis.js';
 import { inPool, jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
 import { capturingLogger, type LogLine } from '../support/logs.js';
@@ -360,6 +370,14 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     expect(receiver.requests.every((request) => request.verified)).toBe(true);
     // No webhook-id was accepted twice either: no delivery was repeated by the moves.
     expect(receiver.acceptedCount).toBe(receiver.application.length);
+    // And each contact's events came in their order.
+    const inOrder = ['contact.created', 'conversation.started', 'conversation.finished'].join();
+    const byContact = new Map<string, string[]>();
+    for (const event of receiver.application) {
+      const contact = event.payload.contact?.id ?? 'none';
+      byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
+    }
+    expect([...byContact].filter(([, types]) => types.join() !== inOrder)).toEqual([]);
 
     // The lock taken before the moves is still held (and still ours).
     await expect(
@@ -382,5 +400,359 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
       await response.body.text();
       expect(response.statusCode).toBe(200);
     }
+  });
+});
+
+/**
+ * Delivery (BullMQ, in the bridge's slot) while that slot moves. Every BullMQ script names many
+ * keys, some of which never exist, so from SETSLOT MIGRATING until the last key has moved Redis
+ * refuses all of them with TRYAGAIN, on both nodes; so is the delivery record's write (a batch of
+ * several keys). Attempts are in flight when the move begins (the receiver holds them) and are
+ * answered while the slot is split; more events are stored (after 503s) during the moves. Asserted
+ * are outcomes: every event reaches the receiver exactly once (not once more because its
+ * delivered mark failed, as each of those in flight did before), in its contact's order, and no
+ * delivery job was left to BullMQ's stalled check (a run that ended could not move its job on, so
+ * the job held a concurrency slot until the check took it back, 30-60 s after the move).
+ */
+describe('delivery while the slot of a running bridge is resharded', () => {
+  const PREFIX_D = 'ha-reshard-delivery';
+  const TOKEN_D = 'ha-reshard-delivery-jivo-01';
+  const TAG_D = 'reshard-delivery';
+  /** Each person's events, in the order they happen (a destination's lane keeps it). */
+  const EVENTS = [
+    'contact.created',
+    'conversation.started',
+    'offline_message.received',
+    'conversation.finished',
+  ];
+  /** People whose webhooks are stored before the first move (their deliveries wait or are in flight). */
+  const BACKLOG = 30;
+  let cluster: ClusterTopology;
+  let receiver: Receiver;
+  const bridges: TestBridge[] = [];
+  const pools: Pool[] = [];
+  const logs: LogLine[][] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    receiver = await startReceiver({ secret: SECRET });
+    for (let i = 0; i < 2; i++) {
+      const { logger, lines } = capturingLogger('debug');
+      logs.push(lines);
+      const bridge = await startTestBridge({
+        keyPrefix: PREFIX_D,
+        logger,
+        config: {
+          store: { cluster: { nodes: cluster.nodes } },
+          channels: [{ id: 'site', vendor: 'jivochat', token: TOKEN_D, personIdFrom: 'user_token' }],
+          destinations: [topologyDestination(receiver.url, SECRET, EVENTS)],
+        },
+      });
+      bridges.push(bridge);
+      pools.push(new Pool(bridge.url, { connections: 8 }));
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((pool) => pool.close()));
+    for (const bridge of bridges) await bridge.close();
+    await receiver?.close();
+    await cluster?.stop();
+  });
+
+  /** POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered. */
+  async function deliver(pool: Pool, body: unknown): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const response = await pool.request({
+        method: 'POST',
+        path: `/webhooks/jivochat/site/${TOKEN_D}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        headersTimeout: ANSWER_WITHIN_MS,
+        bodyTimeout: ANSWER_WITHIN_MS,
+      });
+      await response.body.text();
+      if (response.statusCode !== 503 || attempt >= 1000) return response.statusCode;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** One person's chat, offline message and chat end, at alternating instances: the final statuses. */
+  async function person(index: number): Promise<number[]> {
+    const who = personFor(TAG_D, index);
+    const chatId = 800_000 + index;
+    return [
+      await deliver(pools[index % 2]!, jivo.chatAccepted(who, chatId)),
+      await deliver(pools[(index + 1) % 2]!, jivo.offlineMessage(who, `om-d-${index}`)),
+      await deliver(pools[index % 2]!, jivo.chatFinished(who, chatId)),
+    ];
+  }
+
+  it('delivers every event exactly once, in order per contact, and leaves no job to the stalled check', async () => {
+    const said = (pattern: RegExp) =>
+      logs.flatMap((lines) =>
+        lines.filter((line) =>
+          pattern.test(`${line.msg} ${(line.err as { message?: string })?.message ?? ''}`),
+        ),
+      );
+    onTestFailed(() => {
+      const counts = new Map<string, number>();
+      for (const line of said(/./))
+        if (line.level >= 40 || /lock|stalled|not written/.test(line.msg)) {
+          const text = `${line.msg} ${(line.err as { message?: string })?.message ?? ''}`.slice(0, 160);
+          counts.set(text, (counts.get(text) ?? 0) + 1);
+        }
+      console.log('bridge log lines:', Object.fromEntries(counts));
+      console.log('receiver: requests', receiver.requests.length, 'events', receiver.application.length);
+    });
+
+    // The attempts that start now are held at the receiver until the slot is split.
+    let release: () => void = () => {};
+    receiver.respond({ kind: 'held', until: new Promise<void>((resolve) => (release = resolve)) });
+    const statuses: number[] = [];
+    await inPool(BACKLOG, 8, async (index) => {
+      statuses.push(...(await person(index)));
+    });
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+    await receiver.waitFor(() => receiver.requests.length > 0, 30_000, 'an attempt in flight');
+
+    const home = await cluster.ownerOf(`{${PREFIX_D}}`);
+    const away = [0, 1, 2].find((primary) => primary !== home)!;
+    let people = BACKLOG;
+    const during: Array<Promise<number[]>> = [];
+    let batches = 0;
+    const betweenBatches = async () => {
+      batches++;
+      if (batches === 1) {
+        // The slot is split now: the held attempts are answered, and their outcomes written.
+        receiver.respond({ kind: 'ok' });
+        release();
+      }
+      // A new person every few batches: their webhooks are answered (after 503s) and drained.
+      if (batches % 4 === 0) during.push(person(people++));
+      // A pause between MIGRATEs, as a large slot's move has: the split lasts while work goes on.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    };
+    await cluster.migrateSlot(`{${PREFIX_D}}`, away, { keysPerBatch: 10, betweenBatches });
+    await cluster.migrateSlot(`{${PREFIX_D}}`, home, { keysPerBatch: 10, betweenBatches });
+    for (const answered of await Promise.all(during)) statuses.push(...answered);
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+    expect(batches).toBeGreaterThan(10);
+    expect(during.length).toBeGreaterThan(0);
+
+    await receiver.waitFor(
+      () => receiver.application.length >= people * EVENTS.length,
+      120_000,
+      'every event delivered',
+    );
+
+    // Every event exactly once, each contact's in their order.
+    const byContact = new Map<string, string[]>();
+    for (const event of receiver.application) {
+      const contact = event.payload.contact?.id ?? 'none';
+      byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
+    }
+    expect(byContact.size).toBe(people);
+    expect([...byContact].filter(([, types]) => types.join() !== EVENTS.join())).toEqual([]);
+    expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    expect(receiver.requests.length, 'an event POSTed more than once').toBe(receiver.application.length);
+    // Every run that ended moved its job on: none lost its lock, none was taken back as stalled.
+    expect(said(/Missing lock|stalled/).map((line) => line.msg)).toEqual([]);
+    for (const state of ['pending', 'failed']) {
+      const listed = await bridges[0]!.admin('GET', `/api/v1/deliveries?state=${state}&limit=10`);
+      expect(listed.body.deliveries, state).toEqual([]);
+    }
+    // And the moves did meet delivery: outcomes were refused while the slot was split, written after.
+    expect(said(/delivery outcome not written yet/).length).toBeGreaterThan(0);
+  });
+});
+
+describe("BullMQ's scripts while the slot is split", () => {
+  let cluster: ClusterTopology;
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  /** How many commands `server` has refused with TRYAGAIN so far (INFO errorstats). */
+  async function tryAgains(server: number): Promise<number> {
+    const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
+    try {
+      await client.connect();
+      return Number(/errorstat_TRYAGAIN:count=(\d+)/.exec(await client.info('errorstats'))?.[1] ?? 0);
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  it('a BullMQ call refused while the slot is split (TRYAGAIN) waits, and goes through once it is whole', async () => {
+    const prefix = '{ha-reshard-bull}:bull';
+    // As the delivery queue makes its worker connections (src/delivery/queue-bullmq.ts).
+    const client = createRedisClient(
+      { kind: 'cluster', nodes: cluster.nodes, tls: false },
+      { role: 'worker' },
+    );
+    const queue = new Queue('split', { connection: client, prefix });
+    try {
+      await queue.add('first', {}, { jobId: 'first' });
+      const home = await cluster.ownerOf(prefix);
+      const away = [0, 1, 2].find((primary) => primary !== home)!;
+      const before = await tryAgains(away);
+      let added: Promise<unknown> | undefined;
+      let settled = false;
+      // Every key moves in one MIGRATE, and the slot stays split until betweenBatches returns:
+      // the old primary sends the add (it has none of its keys) to the new one (ASK), which
+      // refuses it (TRYAGAIN) because keys it names do not exist (BullMQ's scripts name many).
+      await cluster.migrateSlot(prefix, away, {
+        keysPerBatch: 1000,
+        betweenBatches: async () => {
+          added = queue.add('second', {}, { jobId: 'second' });
+          added.then(
+            () => (settled = true),
+            () => (settled = true),
+          );
+          // Refused more often than a store command follows redirections (16) before it fails.
+          while (!settled && (await tryAgains(away)) - before < 20)
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        },
+      });
+      await expect(added).resolves.toBeDefined();
+      expect((await queue.getJobCounts('waiting')).waiting).toBe(2);
+    } finally {
+      await queue.close();
+      await closeRedisClient(client);
+    }
+  });
+});
+
+/**
+ * Walking every key of a kind (Store.scanKeys; `chatbridge contacts reindex` and the start-up
+ * re-index walk the records so) while and after the bridge's slot moves. Only the primary serving
+ * the slot was walked, as the client's slot map named it: keys the resharding had already moved
+ * were not seen while the slot was split, and a walk that went on after the move used the old
+ * node's SCAN cursor where it no longer meant anything. Outcomes only: every key found.
+ */
+describe("walking the bridge's keys across a resharding (Store.scanKeys, contacts reindex)", () => {
+  const PREFIX_S = '{ha-reshard-scan}';
+  let cluster: ClusterTopology;
+  let store: RedisStore;
+  beforeAll(async () => {
+    cluster = await startClusterTopology();
+    store = await createRedisStore({
+      target: { kind: 'cluster', nodes: cluster.nodes, tls: false },
+      keyPrefix: PREFIX_S,
+      logger: pino({ level: 'silent' }),
+    });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await cluster?.stop();
+  });
+
+  /** Another primary than the one serving the slot now. */
+  async function elsewhere(): Promise<number> {
+    const owner = await cluster.ownerOf(`${PREFIX_S}:x`);
+    return [0, 1, 2].find((primary) => primary !== owner)!;
+  }
+
+  /** A walk in steps: `page()` reads one page (false once the walk has ended). */
+  function walker(prefix: string, count: number) {
+    let cursor = '0';
+    let ended = false;
+    const found = new Set<string>();
+    return {
+      found,
+      get ended() {
+        return ended;
+      },
+      async page(): Promise<boolean> {
+        if (ended) return false;
+        const page = await store.scanKeys(prefix, cursor, count);
+        for (const each of page.keys) found.add(each);
+        cursor = page.cursor;
+        ended = cursor === '0';
+        return !ended;
+      },
+    };
+  }
+
+  async function writeKeys(prefix: string, count: number): Promise<string[]> {
+    const names = Array.from({ length: count }, (_, index) => `${prefix}${index}`);
+    for (let from = 0; from < names.length; from += 100) {
+      const batch = store.batch();
+      for (const name of names.slice(from, from + 100)) batch.set(name, 'v');
+      await batch.exec();
+    }
+    return names;
+  }
+
+  it('a walk while the slot is split finds every key, those moved before it got to them too', async () => {
+    const written = await writeKeys('split:', 300);
+    const walk = walker('split:', 100);
+    let endedWhileSplit = false;
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), {
+      keysPerBatch: 20,
+      // Two pages after every MIGRATE: the walk goes on while keys move away under it.
+      betweenBatches: async () => {
+        (await walk.page()) && (await walk.page());
+        if (walk.ended) endedWhileSplit ||= true;
+      },
+    });
+    while (await walk.page());
+    expect(endedWhileSplit).toBe(true);
+    expect([...walk.found].sort()).toEqual([...written].sort());
+  });
+
+  it('a walk that began before the slot moved and goes on after it finds every key', async () => {
+    const written = await writeKeys('across:', 300);
+    const walk = walker('across:', 10);
+    expect(await walk.page()).toBe(true);
+    expect(await walk.page()).toBe(true);
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), { keysPerBatch: 100 });
+    while (await walk.page());
+    expect([...walk.found].sort()).toEqual([...written].sort());
+  });
+
+  it('a cursor of the former kind (a bare SCAN cursor, as an older version saved a re-index place) starts the walk over', async () => {
+    const written = await writeKeys('former:', 50);
+    const found = new Set<string>();
+    let cursor = '12345';
+    do {
+      const page = await store.scanKeys('former:', cursor, 100);
+      for (const each of page.keys) found.add(each);
+      cursor = page.cursor;
+    } while (cursor !== '0');
+    expect([...found].sort()).toEqual([...written].sort());
+    await expect(store.scanKeys('former:', 'nonsense', 10)).rejects.toThrow(/cursor/);
+  });
+
+  it('contacts reindex stopped before the slot moved and resumed after it re-indexes every record', async () => {
+    const identity = parseConfig({ admin: { token: TEST_ADMIN_TOKEN } }, defaultRegistry(), {}).identity;
+    // Records an older version wrote: their names are in no name-index set.
+    const ids: string[] = [];
+    const at = '2026-10-01T10:00:00.000Z';
+    for (let index = 0; index < 120; index++) {
+      const record = { ...newRecord(at), names: [{ v: `Walker${index} Reshardova`, at }] };
+      ids.push(storedId(record.id));
+      await store.set(key.record(record.id), encodeRecord(record));
+    }
+    const [surname] = nameWords('Reshardova');
+    // A pass stopped after its first page (a restart, a Redis outage): its place is saved.
+    const stop = new AbortController();
+    const first = await reindexContacts({
+      store,
+      identity,
+      pageSize: 10,
+      signal: stop.signal,
+      onProgress: () => stop.abort(),
+    });
+    expect(first.complete).toBe(false);
+    expect((await store.smembers(key.name(surname!))).length).toBeLessThan(ids.length);
+
+    await cluster.migrateSlot(`${PREFIX_S}:x`, await elsewhere(), { keysPerBatch: 100 });
+    const resumed = await reindexContacts({ store, identity, pageSize: 10, resume: true });
+    expect(resumed.complete).toBe(true);
+    expect((await store.smembers(key.name(surname!))).sort()).toEqual([...ids].sort());
   });
 });
