@@ -1,10 +1,9 @@
-import { Job, Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Job } from 'bullmq';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobOutcome } from '../src/delivery/queue.js';
-import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
+import { createBullQueue } from '../src/delivery/queue-bullmq.js';
+import { bullWorld } from './support/bull-world.js';
 import { capturingLogger } from './support/logs.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
  * A delivery job's run that outlives its lock because BullMQ could not renew it: while a
@@ -24,16 +23,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('a delivery job whose lock lapsed during its run', () => {
   it('is moved on when the run ends (taken again while still active), not left to the stalled check', async () => {
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-lock-lapse')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
-    cleanups.push(async () => {
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    const { url, prefix, redis, inspect } = await bullWorld('queue-lock-lapse', cleanups);
     const { logger, lines } = capturingLogger('debug');
     const queue = createBullQueue({
       redisUrl: url,

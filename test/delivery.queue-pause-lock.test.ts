@@ -1,10 +1,9 @@
-import { Job, Queue, QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Job, QueueEvents } from 'bullmq';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobOutcome } from '../src/delivery/queue.js';
-import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { createBullQueue } from '../src/delivery/queue-bullmq.js';
+import { bullWorld } from './support/bull-world.js';
 
 /**
  * A BullMQ worker that learns of a destination pause sleeps it out, up to maximumRateLimitDelay
@@ -27,18 +26,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('a worker sleeping out a pause', () => {
   it('does not hold a job it took meanwhile past its lock (no stalled job, run once)', async () => {
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-pause-lock')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
+    const { url, prefix, name, redis, inspect } = await bullWorld('queue-pause-lock', cleanups);
     const events = new QueueEvents(name, { connection: { url }, prefix });
-    cleanups.push(async () => {
-      await events.close();
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    cleanups.push(() => events.close());
     const stalled: string[] = [];
     events.on('stalled', ({ jobId }) => stalled.push(jobId));
     await events.waitUntilReady();

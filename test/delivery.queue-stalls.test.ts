@@ -1,10 +1,9 @@
-import { Job, Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Job, Worker } from 'bullmq';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
-import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { createBullQueue } from '../src/delivery/queue-bullmq.js';
+import { bullWorld } from './support/bull-world.js';
 
 /**
  * BullMQ counts a job's stalls (`stc` in its hash) for the job's whole life and never resets the
@@ -28,16 +27,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('stalls of a delivery job in unrelated incidents', () => {
   it('do not add up to a failed job: each run that ends starts the count again', async () => {
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
-    cleanups.push(async () => {
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
     const producer = createBullQueue({
       redisUrl: url,
       prefix,
@@ -93,16 +83,7 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     // A CRM delivery whose attempt kills the process comes back while the dead run's lease has yet
     // to expire: that run stands back (no attempt) and ends. Had it cleared the count, the count
     // would start again after every crash and never reach the limit: a crash loop for good.
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
-    cleanups.push(async () => {
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
     const producer = createBullQueue({
       redisUrl: url,
       prefix,
@@ -153,16 +134,7 @@ describe('stalls of a delivery job in unrelated incidents', () => {
   }, 60_000);
 
   it('stay at the limit when the run that was to fail the delivery as stalled threw (the store down)', async () => {
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
-    cleanups.push(async () => {
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    const { url, prefix, redis, inspect } = await bullWorld('queue-stalls', cleanups);
     const queue = createBullQueue({
       redisUrl: url,
       prefix,
@@ -187,16 +159,7 @@ describe('stalls of a delivery job in unrelated incidents', () => {
   }, 30_000);
 
   it('still add up while the runs do not end in time: a run that lost its lock clears nothing', async () => {
-    const url = await getTestRedisUrl();
-    const prefix = `${uniquePrefix('queue-stalls')}:bull`;
-    const name = queueNameOf('crm');
-    const redis = new Redis(url, { maxRetriesPerRequest: null });
-    const inspect = new Queue(name, { connection: redis, prefix });
-    cleanups.push(async () => {
-      await inspect.close();
-      redis.disconnect();
-      await cleanupPrefix(url, prefix);
-    });
+    const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
     const queue = createBullQueue({
       redisUrl: url,
       prefix,

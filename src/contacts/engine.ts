@@ -1459,6 +1459,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   /**
+   * One step of a read of many contacts by id (getMany, search): their groups, as many as fit in
+   * the step's record budget (a group larger than identity.maxMergeSize still fits whole).
+   */
+  async function readFound(ids: readonly string[]) {
+    return withPublicIds(
+      await store.readGroups({
+        keys: [],
+        ids: ids.map(storedId),
+        layout: groupLayout,
+        maxRecords: Math.max(FOUND_RECORDS, identity.maxMergeSize),
+      }),
+    );
+  }
+
+  /**
    * get() for many ids at once: their groups read together (Store.readGroups with `ids`: root
    * pointers, member sets and records in one step for up to FOUND_IDS ids and FOUND_RECORDS
    * records; more in later steps), so a page of contacts costs one round trip, not a few per
@@ -1473,14 +1488,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     let start = 0;
     while (start < wanted.length) {
       const chunk = wanted.slice(start, start + FOUND_IDS);
-      const read = withPublicIds(
-        await store.readGroups({
-          keys: [],
-          ids: chunk.map(storedId),
-          layout: groupLayout,
-          maxRecords: Math.max(FOUND_RECORDS, identity.maxMergeSize),
-        }),
-      );
+      const read = await readFound(chunk);
       let done = 0;
       for (const id of chunk) {
         const view = viewFromRead(read, id);
@@ -1571,14 +1579,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         // a name page was asked for that many already: read whole.
         const size = whole ? FOUND_IDS : Math.min(FOUND_IDS, Math.max(limit - contacts.length, 16));
         const chunk = ids.slice(start, start + size);
-        const read = withPublicIds(
-          await store.readGroups({
-            keys: [],
-            ids: chunk.map(storedId),
-            layout: groupLayout,
-            maxRecords: Math.max(FOUND_RECORDS, identity.maxMergeSize),
-          }),
-        );
+        const read = await readFound(chunk);
         let done = 0;
         for (const id of chunk) {
           // A search-only value may be shared by any number of contacts: the answer is bounded.
