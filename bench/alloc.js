@@ -10,7 +10,10 @@
 // ALLOC_ENGINE=off (the engine-free bridge of bench/lib/engine-free.js), ALLOC_OUT=<file> (also
 // writes the profile, which Chrome DevTools' Memory panel opens as a .heapprofile),
 // ALLOC_SCENARIO=lookup (LiveTex attribute lookups of those known people instead, each with a
-// fresh jti, sealed by the client before it sends).
+// fresh jti, sealed by the client before it sends), ALLOC_RATE=<requests per second> (webhooks
+// paced, as bench/cpu.js sends them, instead of as fast as the bridge answers; the warm-up too),
+// ALLOC_SURVIVORS=1 (count only what no young-generation collection freed: what was promoted to
+// the old generation, which only major GCs — concurrent marking, sweeping, compaction — free).
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -75,11 +78,17 @@ if (process.argv[2] === '--client') {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
   const people = Array.from({ length: peopleCount }, (_, index) => personOf(poolName, index));
   const firstChat = Date.now();
+  // ALLOC_RATE: requests per second in all (else as fast as the bridge answers), request n sent
+  // no earlier than n / rate seconds after the first.
+  const rate = Number(process.env.ALLOC_RATE ?? 0);
+  const started = performance.now();
   let next = 0;
   let failed = 0;
   async function connection() {
     while (next < Number(count)) {
       const index = next++;
+      const due = rate > 0 ? started + (index * 1000) / rate - performance.now() : 0;
+      if (due > 0) await new Promise((resolve) => setTimeout(resolve, due));
       const response = await pool.request({
         method: 'POST',
         path: `/webhooks/jivochat/site/${token}`,
@@ -128,7 +137,7 @@ await session.post('HeapProfiler.enable');
 await session.post('HeapProfiler.startSampling', {
   samplingInterval: 512,
   includeObjectsCollectedByMajorGC: true,
-  includeObjectsCollectedByMinorGC: true,
+  includeObjectsCollectedByMinorGC: process.env.ALLOC_SURVIVORS !== '1',
 });
 await send(count);
 const { profile } = await session.post('HeapProfiler.stopSampling');
@@ -159,7 +168,7 @@ const add = (map, key, bytes) => map.set(key, (map.get(key) ?? 0) + bytes);
 const perRequest = (bytes) => `${(bytes / count / 1024).toFixed(1).padStart(6)} KB`;
 const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
 console.log(
-  `chatbridge allocation per ${lookups ? 'LiveTex lookup of a known contact' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
+  `chatbridge ${process.env.ALLOC_SURVIVORS === '1' ? 'allocation that survived the young generation' : 'allocation'} per ${lookups ? 'LiveTex lookup of a known contact' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
     `${perRequest(total).trim()} (${count} ${lookups ? 'lookups' : 'webhooks'}, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
 );
 console.log('\nby file (self)');

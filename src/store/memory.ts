@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { StoreBusyError, StoreUnavailableError } from '../errors.js';
 import type {
+  CountingBatch,
   GroupRead,
   GroupReadResult,
   LexRangeOptions,
@@ -380,7 +381,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     const queue: Array<() => unknown> = [];
     /** Each expectation, as a check that holds or not when the batch runs. */
     const expectations: Array<() => boolean> = [];
-    const batch: StoreBatch = {
+    const enqueue = (command: () => unknown): StoreBatch => {
+      queue.push(command);
+      batch.length = queue.length;
+      return batch;
+    };
+    // `length` is a data property (StoreBatch.length says why not a getter).
+    const batch: CountingBatch = {
       expect(key, value) {
         expectations.push(() => {
           const entry = lookup(key);
@@ -406,66 +413,54 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         return batch;
       },
       set(key, value, ttlMs) {
-        queue.push(() => op.set(key, value, ttlMs === undefined ? {} : { ttlMs }));
-        return batch;
+        return enqueue(() => op.set(key, value, ttlMs === undefined ? {} : { ttlMs }));
       },
       del(key) {
-        queue.push(() => op.del([key]));
-        return batch;
+        return enqueue(() => op.del([key]));
       },
       expire(key, ttlMs) {
-        queue.push(() => op.expire(key, ttlMs));
-        return batch;
+        return enqueue(() => op.expire(key, ttlMs));
       },
       incrBy(key, amount) {
-        queue.push(() => op.incrBy(key, amount));
-        return batch;
+        return enqueue(() => op.incrBy(key, amount));
       },
       hset(key, field, value) {
-        queue.push(() => op.hset(key, field, value));
-        return batch;
+        return enqueue(() => op.hset(key, field, value));
       },
       hdel(key, field) {
-        queue.push(() => op.hdel(key, field));
-        return batch;
+        return enqueue(() => op.hdel(key, field));
       },
       sadd(key, ...members) {
-        if (members.length > 0) queue.push(() => op.sadd(key, members));
-        return batch;
+        return members.length > 0 ? enqueue(() => op.sadd(key, members)) : batch;
       },
       srem(key, ...members) {
-        if (members.length > 0) queue.push(() => op.srem(key, members));
-        return batch;
+        return members.length > 0 ? enqueue(() => op.srem(key, members)) : batch;
       },
       zadd(key, score, member) {
-        queue.push(() => op.zadd(key, score, member));
-        return batch;
+        return enqueue(() => op.zadd(key, score, member));
       },
       zrem(key, member) {
-        queue.push(() => op.zrem(key, member));
-        return batch;
+        return enqueue(() => op.zrem(key, member));
       },
       rpush(key, ...values) {
-        if (values.length > 0) queue.push(() => op.rpush(key, values));
-        return batch;
+        return values.length > 0 ? enqueue(() => op.rpush(key, values)) : batch;
       },
       ltrim(key, start, stop) {
-        queue.push(() => op.ltrim(key, start, stop));
-        return batch;
+        return enqueue(() => op.ltrim(key, start, stop));
       },
-      get length() {
-        return queue.length;
-      },
+      length: 0,
       async exec() {
         guard();
         if (!expectations.every((holds) => holds())) {
           queue.length = 0;
+          batch.length = 0;
           return false;
         }
         // All in one synchronous pass, so no other caller can observe half of the batch. Like
         // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the
         // first failure is reported after every command has run.
         let firstError: unknown;
+        batch.length = 0;
         for (const command of queue.splice(0)) {
           try {
             command();

@@ -16,6 +16,7 @@ import { checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   ConfirmOptions,
+  CountingBatch,
   GroupReadResult,
   LexRangeOptions,
   Lock,
@@ -707,7 +708,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   };
 
   function createBatch(): StoreBatch {
-    let length = 0;
     // The writes as [command, key, ...arguments], sent through the guarded script (with no
     // expectation it just runs them; a write of very many arguments excepted, below): atomic like
     // MULTI/EXEC, and a write that fails does not stop the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
@@ -718,10 +718,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     const expectations: Array<[string, string]> = [];
     const queued = (command: string, key: string, ...args: ScriptArgument[]): StoreBatch => {
       writes.push([command, key, ...args]);
-      length++;
+      batch.length++;
       return batch;
     };
-    const batch: StoreBatch = {
+    // `length` is a data property (StoreBatch.length says why not a getter).
+    const batch: CountingBatch = {
       expect(key, value) {
         expectations.push([
           key,
@@ -753,12 +754,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       zrem: (key, member) => queued('zrem', key, member),
       rpush: (key, ...values) => (values.length === 0 ? batch : queued('rpush', key, ...values)),
       ltrim: (key, start, stop) => queued('ltrim', key, start, stop),
-      get length() {
-        return length;
-      },
+      length: 0,
       async exec() {
         if (expectations.length > 0) return execGuarded();
-        if (length === 0) return true;
+        if (batch.length === 0) return true;
         // The script passes a write's arguments on with Lua's unpack(), which refuses ~8,000 and
         // more ("too many results to unpack"); a plain batch with such a write goes as MULTI/EXEC.
         if (writes.some((write) => write.length > LONGEST_SCRIPT_WRITE)) return execMulti();

@@ -86,7 +86,13 @@ export interface StoreBatch {
    * nothing else — when it may have changed meanwhile.)
    */
   expectListHead(key: string, values: ReadonlyArray<string | Buffer>): StoreBatch;
-  /** Number of queued operations. */
+  /**
+   * Number of queued operations. Implementations keep it in a data property they update, not in
+   * a getter of each batch object: on Node 20 an accessor defined per object (a getter in an
+   * object literal) made V8 keep every batch — with the record texts and timeline entries it
+   * carries — through young-generation collections, so each webhook promoted ~10 KB to the old
+   * generation, freed only by major GCs (bench/getter.js; bench/HISTORY.md, twenty-third round).
+   */
   readonly length: number;
   /**
    * True when applied; false when an expectation did not hold (then nothing was written). The
@@ -95,6 +101,9 @@ export interface StoreBatch {
    */
   exec(): Promise<boolean>;
 }
+
+/** A StoreBatch as its implementations build it: `length` is theirs to count (see there). */
+export type CountingBatch = Omit<StoreBatch, 'length'> & { length: number };
 
 /**
  * A read of string keys whose values name records, and of those records' groups, in one step
