@@ -44,7 +44,16 @@ const SECRET = `whsec_${Buffer.from('cluster-failover-secret-0123456').toString(
 const PREFIX = 'ha-cfail';
 /** The bridge's keys all carry this hash tag (src/store/connection.ts effectiveKeyPrefix). */
 const TAG_KEY = `{${PREFIX}}`;
+/**
+ * The stream sends at least this many webhooks, and goes on until every fault has been set off:
+ * the faults follow the count of 200s, and an outage that outlasts the stream's remaining
+ * webhooks on a busy machine (all answered 503) used to leave the last fault never reached.
+ */
 const STREAM = 700;
+/** Its bound, so that a bridge that never answers 200 again ends the test with a message. */
+const STREAM_AT_MOST = 7_000;
+/** Webhooks sent during the outages are numbered from here (the stream's own from 0). */
+const OUTAGE_BASE = 100_000;
 const FAILOVER_AFTER_OK = 100;
 const PAUSE_AFTER_OK = 250;
 const KILL_AFTER_OK = 400;
@@ -191,7 +200,7 @@ describe('a Redis Cluster failover under a running bridge', () => {
     await expect.poll(() => recordedCustomer('before'), { timeout: 60_000, interval: 250 }).toBe(true);
 
     const store = bridge.bridge.store;
-    const outcomes = new Array<number>(STREAM);
+    const outcomes: number[] = [];
     let ok = 0;
     const faults: Array<Promise<unknown>> = [];
     /** The primary serving the tag: at the start, then after each failover. */
@@ -199,8 +208,10 @@ describe('a Redis Cluster failover under a running bridge', () => {
     let lock: Lock | undefined;
     /** What the bridge answered while no primary with a replica served the slot (per outage). */
     const duringOutage: Array<{ readyz: number[]; webhook: number[] }> = [];
-    /** Webhooks sent during the outages, after the stream's own (the vendor retries them later). */
-    let extra = STREAM;
+    /** Webhooks sent during the outages, numbered from OUTAGE_BASE (the vendor retries them later). */
+    let outageSent = 0;
+    /** Faults set off so far (each in turn after the one before). */
+    let faultsStarted = 0;
 
     const graceful = async () => {
       owners.push(await cluster.failover(TAG_KEY));
@@ -227,28 +238,41 @@ describe('a Redis Cluster failover under a running bridge', () => {
       // the bridge cannot confirm a write all this while, and says so without hanging.
       await expect.poll(() => readyz(bridge.url), { timeout: 60_000, interval: 100 }).toBe(503);
       seen.readyz.push(503);
-      seen.webhook.push(await postTo(pool, extra++));
+      seen.webhook.push(await postTo(pool, OUTAGE_BASE + outageSent++));
       owners.push(await cluster.waitForNewOwner(TAG_KEY, owner));
       seen.readyz.push(await readyz(bridge.url));
-      seen.webhook.push(await postTo(pool, extra++));
+      seen.webhook.push(await postTo(pool, OUTAGE_BASE + outageSent++));
       if (kind === 'kill') await server.start();
       else server.resume();
       await cluster.waitForReplica(owner);
     };
 
-    await inPool(STREAM, 8, async (index) => {
-      outcomes[index] = await postTo(pool, index);
-      if (outcomes[index] === 200) {
-        ok++;
-        // One after the other: each waits for the one before to have finished.
-        const inTurn = (fault: () => Promise<void>) => faults.push(Promise.all(faults).then(fault));
-        if (ok === FAILOVER_AFTER_OK) inTurn(graceful);
-        if (ok === PAUSE_AFTER_OK) inTurn(() => outage('pause'));
-        if (ok === KILL_AFTER_OK) inTurn(() => outage('kill'));
+    let sent = 0;
+    await inPool(8, 8, async () => {
+      while ((sent < STREAM || faultsStarted < 3) && sent < STREAM_AT_MOST) {
+        const index = sent++;
+        outcomes[index] = await postTo(pool, index);
+        if (outcomes[index] === 200) {
+          ok++;
+          // One after the other: each waits for the one before to have finished.
+          const inTurn = (fault: () => Promise<void>) => {
+            faultsStarted++;
+            faults.push(Promise.all(faults).then(fault));
+          };
+          if (ok === FAILOVER_AFTER_OK) inTurn(graceful);
+          if (ok === PAUSE_AFTER_OK) inTurn(() => outage('pause'));
+          if (ok === KILL_AFTER_OK) inTurn(() => outage('kill'));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 25));
       }
-      await new Promise((resolve) => setTimeout(resolve, 25));
     });
     await Promise.all(faults);
+    expect(faultsStarted, `the stream set off every fault within ${STREAM_AT_MOST} webhooks`).toBe(3);
+    /** Every webhook's number: the stream's, then those sent during the outages. */
+    const everyIndex = [
+      ...Array.from({ length: sent }, (_, index) => index),
+      ...Array.from({ length: outageSent }, (_, offset) => OUTAGE_BASE + offset),
+    ];
     expect(owners, 'the stream reached every failover').toHaveLength(4);
     for (let step = 1; step < owners.length; step++) expect(owners[step]).not.toBe(owners[step - 1]);
     const outageAnswers = { readyz: [503, 503], webhook: [503, 503] };
@@ -259,7 +283,7 @@ describe('a Redis Cluster failover under a running bridge', () => {
     const acknowledged = outcomes.flatMap((status, index) => (status === 200 ? [index] : []));
     const refused = [
       ...outcomes.flatMap((status, index) => (status === 200 ? [] : [index])),
-      ...Array.from({ length: extra - STREAM }, (_, offset) => STREAM + offset),
+      ...Array.from({ length: outageSent }, (_, offset) => OUTAGE_BASE + offset),
     ];
 
     // Ready again by itself, and the vendor's retries of what was refused all land.
@@ -282,7 +306,8 @@ describe('a Redis Cluster failover under a running bridge', () => {
     });
     expect(lost, 'acknowledged webhooks missing after the failovers').toEqual([]);
     const wrong: number[] = [];
-    await inPool(extra, 8, async (index) => {
+    await inPool(everyIndex.length, 8, async (position) => {
+      const index = everyIndex[position]!;
       const found = await storedIn(pool, index);
       if (found.contacts !== 1 || found.started !== 1) wrong.push(index);
     });
@@ -297,12 +322,12 @@ describe('a Redis Cluster failover under a running bridge', () => {
           (event.payload.channel as { id: string }).id === 'site',
       );
     await receiver.waitFor(
-      () => new Set(started().map((event) => event.payload.contact?.id)).size >= extra,
+      () => new Set(started().map((event) => event.payload.contact?.id)).size >= everyIndex.length,
       240_000,
       'every conversation delivered',
     );
-    expect(new Set(started().map((event) => event.payload.contact?.id)).size).toBe(extra);
-    expect(started()).toHaveLength(extra);
+    expect(new Set(started().map((event) => event.payload.contact?.id)).size).toBe(everyIndex.length);
+    expect(started()).toHaveLength(everyIndex.length);
     expect(receiver.requests.every((request) => request.verified)).toBe(true);
 
     // The lock survived the kill (the replica had it): nobody else can take it; its holder can
