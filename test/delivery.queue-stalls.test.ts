@@ -1,8 +1,9 @@
 import { Job, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
-import { createBullQueue } from '../src/delivery/queue-bullmq.js';
+import { createBullQueue, queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { bullWorld } from './support/bull-world.js';
 
 /**
@@ -25,15 +26,36 @@ afterEach(async () => {
 });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The bridge's queue for destination `crm` (one slot), as production builds it but for `options`. */
+const crmQueue = (
+  url: string,
+  prefix: string,
+  options: Pick<Parameters<typeof createBullQueue>[0], 'lockDurationMs' | 'stalledIntervalMs'> = {},
+) =>
+  createBullQueue({
+    redisUrl: url,
+    prefix,
+    destinations: [{ id: 'crm', concurrency: 1 }],
+    logger,
+    ...options,
+  });
+
+/** A worker takes job d1.1 and dies holding it (no renewal: its lock lapses). */
+async function dieHolding(redis: Redis, prefix: string, token: string): Promise<void> {
+  const dead = new Worker(queueNameOf('crm'), null, {
+    connection: redis,
+    prefix,
+    autorun: false,
+    lockDuration: 100,
+  });
+  expect((await dead.getNextJob(token))?.id).toBe('d1.1');
+  await dead.close(true);
+}
+
 describe('stalls of a delivery job in unrelated incidents', () => {
   it('do not add up to a failed job: each run that ends starts the count again', async () => {
-    const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
-    const producer = createBullQueue({
-      redisUrl: url,
-      prefix,
-      destinations: [{ id: 'crm', concurrency: 1 }],
-      logger,
-    });
+    const { url, prefix, redis, inspect } = await bullWorld('queue-stalls', cleanups);
+    const producer = crmQueue(url, prefix);
     cleanups.push(() => producer.close());
     await producer.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
     const jobKey = inspect.toKey('d1.1');
@@ -42,20 +64,12 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     const outcomes: Array<{ stalls: string | null } | { failed: string }> = [];
     for (let incident = 1; incident <= 11; incident++) {
       // A worker takes the job and dies holding it (no renewal: its lock lapses).
-      const dead = new Worker(name, null, { connection: redis, prefix, autorun: false, lockDuration: 100 });
-      expect((await dead.getNextJob(`dead-${incident}`))?.id).toBe('d1.1');
-      await dead.close(true);
+      await dieHolding(redis, prefix, `dead-${incident}`);
 
       // A worker started afresh: its stalled check brings the job back, and the run ends. Ten
       // times as a retry (the job moves to delayed, as between a delivery's attempts), the last
       // time delivered.
-      const worker = createBullQueue({
-        redisUrl: url,
-        prefix,
-        destinations: [{ id: 'crm', concurrency: 1 }],
-        logger,
-        stalledIntervalMs: 100,
-      });
+      const worker = crmQueue(url, prefix, { stalledIntervalMs: 100 });
       let ran: { stalls: string | null } | undefined;
       await worker.start(async (): Promise<JobOutcome> => {
         ran = { stalls: await redis.hget(jobKey, 'stc') };
@@ -83,13 +97,8 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     // A CRM delivery whose attempt kills the process comes back while the dead run's lease has yet
     // to expire: that run stands back (no attempt) and ends. Had it cleared the count, the count
     // would start again after every crash and never reach the limit: a crash loop for good.
-    const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
-    const producer = createBullQueue({
-      redisUrl: url,
-      prefix,
-      destinations: [{ id: 'crm', concurrency: 1 }],
-      logger,
-    });
+    const { url, prefix, redis, inspect } = await bullWorld('queue-stalls', cleanups);
+    const producer = crmQueue(url, prefix);
     cleanups.push(() => producer.close());
     await producer.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
     const jobKey = inspect.toKey('d1.1');
@@ -98,17 +107,9 @@ describe('stalls of a delivery job in unrelated incidents', () => {
     const found: number[][] = [];
     const told: Array<Array<number | undefined>> = [];
     for (let incident = 1; incident <= 4; incident++) {
-      const dead = new Worker(name, null, { connection: redis, prefix, autorun: false, lockDuration: 100 });
-      expect((await dead.getNextJob(`dead-${incident}`))?.id).toBe('d1.1');
-      await dead.close(true);
+      await dieHolding(redis, prefix, `dead-${incident}`);
 
-      const worker = createBullQueue({
-        redisUrl: url,
-        prefix,
-        destinations: [{ id: 'crm', concurrency: 1 }],
-        logger,
-        stalledIntervalMs: 100,
-      });
+      const worker = crmQueue(url, prefix, { stalledIntervalMs: 100 });
       const runs: number[] = [];
       const runsTold: Array<number | undefined> = [];
       found.push(runs);
@@ -135,12 +136,7 @@ describe('stalls of a delivery job in unrelated incidents', () => {
 
   it('stay at the limit when the run that was to fail the delivery as stalled threw (the store down)', async () => {
     const { url, prefix, redis, inspect } = await bullWorld('queue-stalls', cleanups);
-    const queue = createBullQueue({
-      redisUrl: url,
-      prefix,
-      destinations: [{ id: 'crm', concurrency: 1 }],
-      logger,
-    });
+    const queue = crmQueue(url, prefix);
     cleanups.push(() => queue.close());
     await queue.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
     const jobKey = inspect.toKey('d1.1');
@@ -160,14 +156,7 @@ describe('stalls of a delivery job in unrelated incidents', () => {
 
   it('still add up while the runs do not end in time: a run that lost its lock clears nothing', async () => {
     const { url, prefix, name, redis, inspect } = await bullWorld('queue-stalls', cleanups);
-    const queue = createBullQueue({
-      redisUrl: url,
-      prefix,
-      destinations: [{ id: 'crm', concurrency: 1 }],
-      logger,
-      lockDurationMs: 300,
-      stalledIntervalMs: 100,
-    });
+    const queue = crmQueue(url, prefix, { lockDurationMs: 300, stalledIntervalMs: 100 });
     cleanups.push(() => queue.close());
     await queue.enqueue('crm', 'd1.1', { deliveryId: 'd1', cycle: 1 }, 0);
     const jobKey = inspect.toKey('d1.1');
