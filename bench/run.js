@@ -778,7 +778,7 @@ function evaluate(result, connections) {
     });
     if (p99Factor) {
       targets.push({
-        target: `${id}: p99 <= ${p99Factor}x bare Koa's (${scenario.bare.p99} ms)`,
+        target: `${id}: p99 <= ${p99Factor}x bare Koa's (${p99Factor} x ${scenario.bare.p99} = ${p99Factor * Math.max(1, scenario.bare.p99)} ms)`,
         measured: `${scenario.bridge.p99} ms`,
         pass: scenario.bridge.p99 <= p99Factor * Math.max(1, scenario.bare.p99),
       });
@@ -804,7 +804,9 @@ function evaluate(result, connections) {
   const onePerson = find('jivo_one_person');
   if (onePerson) {
     targets.push({
-      target: `jivo_one_person: no 503, p99 <= 5x bare Koa's (${onePerson.bare.p99} ms)`,
+      // The label names the bound itself, not bare Koa's p99 alone: "p99 <= 5x bare Koa's
+      // (8 ms)" beside a measured 29 ms and PASS read as a mistake.
+      target: `jivo_one_person: no 503, p99 <= 5x bare Koa's (5 x ${onePerson.bare.p99} = ${5 * Math.max(1, onePerson.bare.p99)} ms)`,
       measured: `${onePerson.bridge.statusCodes?.['503']?.count ?? 0} x 503, p99 ${onePerson.bridge.p99} ms`,
       pass:
         !onePerson.bridge.statusCodes?.['503'] && onePerson.bridge.p99 <= 5 * Math.max(1, onePerson.bare.p99),
