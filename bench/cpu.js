@@ -26,14 +26,14 @@
 // receiver has stopped receiving (nothing new for a second).
 
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { admin, inParallel, JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
+import { answeredOf, atFixedRate } from './lib/load.js';
 import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
-import { spawnLogged, waitReady } from './lib/procs.js';
+import { cpuMs, spawnLogged, waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
 
 const env = process.env;
@@ -70,12 +70,6 @@ const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
 const KNOWN = 1000;
-
-function cpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10; // clock ticks of 10 ms
-}
 
 const redis = await benchRedis();
 const redisClient = new Redis(redis.url);
@@ -233,21 +227,16 @@ try {
     const target = entry.targets[id] ?? entry.bridge;
     const before = cpuMs(target.pid);
     const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
-    const run = await autocannon({
+    const run = await atFixedRate({
       url: target.url,
-      connections: 20,
-      overallRate: rateOf(id),
+      rate: rateOf(id),
+      method: scenario.method,
+      path: scenario.path,
+      type: scenario.type,
+      body: next,
       duration,
-      requests: [
-        {
-          method: scenario.method,
-          path: scenario.path,
-          headers: { 'content-type': scenario.type, accept: scenario.type },
-          setupRequest: (request) => ({ ...request, body: next() }),
-        },
-      ],
     });
-    const answered = run.requests.total - run.non2xx;
+    const answered = answeredOf(run);
     if (run.non2xx > 0 || run.errors > 0)
       throw new Error(
         `${id} on ${entry.label}: ${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`,
@@ -294,6 +283,8 @@ try {
     }
   }
 
+  // Of an even count of rounds the upper of the middle two, not bench/lib/load.js's mean of them:
+  // this tool has always reported it so, and its figures are compared across runs (bench/HISTORY.md).
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   process.stdout.write(
     `\nbridge CPU per request (ms; median of ${rounds} rounds, each round's value in brackets; checkouts loaded at the same time)\n`,

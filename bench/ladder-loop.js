@@ -16,14 +16,15 @@
 // LOOP_PROFILE=<rung>: instead of the rounds, a V8 CPU profile of that rung (bench/profile.js reads it).
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import Koa from 'koa';
 import { JIVO_TOKEN, LIVETEX_TOKEN, writeBridgeConfig } from './lib/bridge.js';
 import { inject, readInjected } from './lib/inject.js';
-import { ladderModules } from './lib/ladder-rungs.js';
+import { ladderModules, rungNames, wantedRungs } from './lib/ladder-rungs.js';
+import { loads, median, roundOrder, stamp } from './lib/load.js';
 import { jivoChatAccepted, livetexDialogClosed, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
@@ -38,11 +39,6 @@ const gc = runInNewContext('gc');
 const KNOWN = 1000;
 const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
 const HEADERS = { host: '127.0.0.1', 'content-type': 'application/json', accept: 'application/json' };
-const loads = () =>
-  loadavg()
-    .map((value) => value.toFixed(2))
-    .join(' ');
-const stamp = () => new Date().toISOString().slice(11, 19);
 
 const redis = await benchRedis();
 const dir = mkdtempSync(`${tmpdir()}/chatbridge-ladder-loop-`);
@@ -107,16 +103,8 @@ try {
     if (sample.status !== 200) throw new Error(`pipeline: ${sample.status} ${sample.text}`);
     const contentType = /\r\ncontent-type: ([^\r]*)/i.exec(sample.head)[1];
     const captured = { contentType, body: JSON.parse(sample.text) };
-    const names = [
-      'bare',
-      'koa',
-      'metrics',
-      'router',
-      ...Array.from({ length: pipeline.chainLength }, (_, index) => `chain${index + 1}`),
-      'token',
-      'pipeline',
-    ];
-    const wanted = env.LADDER_STEPS ? new Set(env.LADDER_STEPS.split(',').map((name) => name.trim())) : null;
+    const names = rungNames(pipeline.chainLength);
+    const wanted = wantedRungs(env.LADDER_STEPS);
     for (const name of names) {
       if (wanted && !wanted.has(name)) continue;
       let app;
@@ -158,7 +146,7 @@ try {
   }
 
   for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 1 ? [...rungs].reverse() : rungs;
+    const order = roundOrder(rungs, round);
     const bodies = Array.from({ length: N }, () => bodyOf(sent++));
     for (const rung of order) {
       gc();
@@ -176,11 +164,6 @@ try {
     );
   }
 
-  const median = (values) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    const middle = Math.floor(sorted.length / 2);
-    return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-  };
   process.stdout.write(
     `\nladder-loop, ${N} requests per rung per round, ${rounds} rounds (load average ${loads()} at the end)\n` +
       "CPU µs per request above the HTTP parser (all threads): median of the rounds; +: median of the rounds' (this rung − the one above)\n",

@@ -30,13 +30,14 @@
 // Knobs: BENCH_RATE (400 req/s per rung), BENCH_DURATION (8 s per round), BENCH_ROUNDS (5 counted
 // rounds), LADDER_STEPS (comma list of rungs; default all), LADDER_IDLE (5 s).
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import autocannon from 'autocannon';
-import { JIVO_TOKEN, seedKnown, startBridge, writeBridgeConfig } from './lib/bridge.js';
+import { JIVO_TOKEN, postJson, seedKnown, startBridge, writeBridgeConfig } from './lib/bridge.js';
+import { rungNames, wantedRungs } from './lib/ladder-rungs.js';
+import { loadAtOnce, loads, median, roundOrder, stamp } from './lib/load.js';
 import { jivoChatAccepted, personOf } from './lib/payloads.js';
-import { spawnLogged, waitReady } from './lib/procs.js';
+import { cpuNs, exitOnInterrupt, spawnLogged, startBaseline, waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
 
 const env = process.env;
@@ -49,32 +50,7 @@ const idleSeconds = Number(env.LADDER_IDLE ?? 5);
 const KNOWN = 1000;
 const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
 
-/** CPU nanoseconds of a process: all its threads, and its main (JavaScript) thread. */
-function cpuNs(pid) {
-  let all = 0;
-  let main = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let ns;
-    try {
-      ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      continue; // a thread that ended meanwhile
-    }
-    all += ns;
-    if (tid === String(pid)) main = ns;
-  }
-  return { all, main };
-}
-const loads = () =>
-  loadavg()
-    .map((value) => value.toFixed(2))
-    .join(' ');
-const stamp = () => new Date().toISOString().slice(11, 19);
-
-// One exit hook per spawned process (bench/lib/procs.js): more than Node's default of 10.
-process.setMaxListeners(64);
-// Interrupted: process.exit runs the exit hooks that stop the rungs' processes and Redis.
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
+exitOnInterrupt();
 const redis = await benchRedis();
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-ladder-'));
 const rungs = [];
@@ -108,30 +84,15 @@ try {
   // The pipeline rung first: its answer to a known contact is what the rungs below answer.
   const pipeline = await startStep('pipeline');
   await seedKnown(pipeline.url, KNOWN);
-  const sample = await fetch(pipeline.url + PATH, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(jivoChatAccepted({ ...personOf('known', 0), chat: 1 })),
-  });
-  const sampleText = await sample.text();
-  if (sample.status !== 200) throw new Error(`pipeline rung answered ${sample.status}: ${sampleText}`);
+  const sample = await postJson(pipeline.url + PATH, jivoChatAccepted({ ...personOf('known', 0), chat: 1 }));
   const answerFile = join(dir, 'answer.json');
-  const contentType = sample.headers.get('content-type');
-  writeFileSync(answerFile, JSON.stringify({ contentType, body: JSON.parse(sampleText) }));
+  const { contentType } = sample;
+  writeFileSync(answerFile, JSON.stringify({ contentType, body: JSON.parse(sample.text) }));
   const chainLength = Number(/(\d+) chain middleware/.exec(readFileSync(pipeline.logFile, 'utf8'))?.[1]);
   if (!(chainLength > 0)) throw new Error(`no chain length in ${pipeline.logFile}`);
 
-  const names = [
-    'bare',
-    'koa',
-    'metrics',
-    'router',
-    ...Array.from({ length: chainLength }, (_, index) => `chain${index + 1}`),
-    'token',
-    'pipeline',
-    'bridge',
-  ];
-  const wanted = env.LADDER_STEPS ? new Set(env.LADDER_STEPS.split(',').map((name) => name.trim())) : null;
+  const names = [...rungNames(chainLength), 'bridge'];
+  const wanted = wantedRungs(env.LADDER_STEPS);
   for (const name of names) {
     if (wanted && !wanted.has(name)) continue;
     if (name === 'pipeline') rungs.push(pipeline);
@@ -149,24 +110,19 @@ try {
       await seedKnown(bridge.url, KNOWN);
       rungs.push({ step: name, ...bridge });
     } else if (name === 'bare') {
-      const port = await freePort();
-      const bare = spawnLogged([join(here, 'bare.js'), String(port)], {
-        logFile: join(dir, 'bare.log'),
-        env: {},
-      });
-      const url = `http://127.0.0.1:${port}`;
-      await waitReady(url, 10_000, bare.child, 'bare koa');
       // Its answer: as many bytes as the bridge's, of the same type (as bench/run.js sets it).
-      await fetch(`${url}/__bench/reply`, {
-        method: 'PUT',
-        body: JSON.stringify({ bytes: Buffer.byteLength(sampleText), contentType }),
+      const bare = await startBaseline({
+        script: 'bare.js',
+        name: 'bare koa',
+        logFile: join(dir, 'bare.log'),
+        reply: { bytes: sample.bytes, contentType },
       });
-      rungs.push({ step: name, ...bare, url });
+      rungs.push({ step: name, ...bare });
     } else rungs.push(await startStep(name, answerFile));
   }
   if (!wanted?.has('pipeline') && wanted) await pipeline.stop();
   process.stderr.write(
-    `${stamp()} UTC, load average ${loads()}: ${rungs.length} rungs (chain of ${chainLength}), answer ${Buffer.byteLength(sampleText)} bytes\n`,
+    `${stamp()} UTC, load average ${loads()}: ${rungs.length} rungs (chain of ${chainLength}), answer ${sample.bytes} bytes\n`,
   );
 
   const results = new Map(rungs.map((rung) => [rung.step, { all: [], main: [] }]));
@@ -188,54 +144,44 @@ try {
   }
   for (let round = 0; round <= rounds; round++) {
     if (round === 1 && idleSeconds > 0) await idleWindow();
-    const order = round % 2 === 1 ? [...rungs].reverse() : rungs;
+    const order = roundOrder(rungs, round);
     const startLoad = loads();
     const generator = process.cpuUsage();
-    const measured = await Promise.all(
-      order.map(async (rung) => {
+    const loaded = await loadAtOnce(order, {
+      read: cpuNs,
+      load: (rung) => {
         rung.sent ??= 0;
-        const before = cpuNs(rung.pid);
-        const run = await autocannon({
+        return {
           url: rung.url,
-          connections: 20,
-          overallRate: rate,
+          rate,
+          method: 'POST',
+          path: PATH,
+          type: 'application/json',
+          body: () =>
+            JSON.stringify(
+              jivoChatAccepted({ ...personOf('known', rung.sent % KNOWN), chat: 20_000_000 + rung.sent++ }),
+            ),
           // The warm-up round sends every rung every known person once, however long that takes
           // on a busy machine: a rung that had not seen them all would still call the engine.
           ...(round === 0 ? { amount: KNOWN + 200 } : { duration }),
-          requests: [
-            {
-              method: 'POST',
-              path: PATH,
-              headers: { 'content-type': 'application/json', accept: 'application/json' },
-              setupRequest: (request) => ({
-                ...request,
-                body: JSON.stringify(
-                  jivoChatAccepted({
-                    ...personOf('known', rung.sent % KNOWN),
-                    chat: 20_000_000 + rung.sent++,
-                  }),
-                ),
-              }),
-            },
-          ],
-        });
-        const after = cpuNs(rung.pid);
-        const answered = run.requests.total - run.non2xx;
-        const refused = `${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`;
-        // In the warm-up an engine-free rung's first observations go through the engine, which a
-        // machine this busy can make answer 503 now and then (the vendor would retry): noted.
-        if (round === 0 && (run.non2xx > 0 || run.errors > 0))
-          process.stderr.write(`  ${rung.step} in the warm-up: ${refused}\n`);
-        else if (run.non2xx > 0 || run.errors > 0) throw new Error(`${rung.step}: ${refused}`);
-        return {
-          rung,
-          answered,
-          all: (after.all - before.all) / 1e6 / answered,
-          main: (after.main - before.main) / 1e6 / answered,
-          p99: run.latency.p99,
         };
-      }),
-    );
+      },
+    });
+    const measured = loaded.map(({ side: rung, run, answered, before, after }) => {
+      const refused = `${run.non2xx} answers not 2xx (${JSON.stringify(run.statusCodeStats)}), ${run.errors} errors`;
+      // In the warm-up an engine-free rung's first observations go through the engine, which a
+      // machine this busy can make answer 503 now and then (the vendor would retry): noted.
+      if (round === 0 && (run.non2xx > 0 || run.errors > 0))
+        process.stderr.write(`  ${rung.step} in the warm-up: ${refused}\n`);
+      else if (run.non2xx > 0 || run.errors > 0) throw new Error(`${rung.step}: ${refused}`);
+      return {
+        rung,
+        answered,
+        all: (after.all - before.all) / 1e6 / answered,
+        main: (after.main - before.main) / 1e6 / answered,
+        p99: run.latency.p99,
+      };
+    });
     const counted = round > 0;
     // The load generators share this process: if it needs most of a core, the rates slip.
     const used = process.cpuUsage(generator);
@@ -253,11 +199,6 @@ try {
     }
   }
 
-  const median = (values) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    const middle = Math.floor(sorted.length / 2);
-    return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-  };
   const ms = (value) => value.toFixed(3).padStart(7);
   const signed = (value) => `${value >= 0 ? '+' : ''}${value.toFixed(3)}`.padStart(7);
   process.stdout.write(

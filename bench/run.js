@@ -16,10 +16,11 @@
 // its contact engine: bench/lib/engine-free.js — what the rest of the intake path costs; not a
 // product configuration, and the table says so), REDIS_URL.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuMs } from './lib/procs.js';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 
@@ -926,15 +927,10 @@ function printTable(result) {
 }
 
 /**
- * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux; the
- * kernel counts in clock ticks of 1/100 s, so a 12 s measurement is read to about 1 %).
+ * CPU seconds (user + system) a process has used so far: all its threads (V8's GC helpers and
+ * libuv's pool too), or with `mainThread` the JavaScript thread alone. From /proc (Linux;
+ * bench/lib/procs.js's cpuMs: clock ticks of 1/100 s, so a 12 s measurement is read to about 1 %).
  */
-function processCpuSeconds(pid, { mainThread = false } = {}) {
-  // The main thread (the JavaScript thread: its task id is the pid) alone, or all threads (V8's
-  // GC helpers and libuv's pool too).
-  const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const CLOCK_TICKS_PER_SECOND = 100;
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+function processCpuSeconds(pid, options) {
+  return cpuMs(pid, options) / 1000;
 }

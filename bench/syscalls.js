@@ -24,17 +24,16 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import autocannon from 'autocannon';
-import { JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
+import { JIVO_TOKEN, postJson, seedKnown, startBridge } from './lib/bridge.js';
+import { loadAtOnce, loads, median, stamp } from './lib/load.js';
 import { jivoChatAccepted, personOf } from './lib/payloads.js';
-import { spawnLogged, waitReady } from './lib/procs.js';
-import { benchRedis, freePort } from './lib/redis.js';
+import { cpuNs, exitOnInterrupt, startBaseline } from './lib/procs.js';
+import { benchRedis } from './lib/redis.js';
 
 const env = process.env;
 const root = resolve(process.argv[2] ?? '.');
-const here = import.meta.dirname;
 const rate = Number(env.BENCH_RATE ?? 400);
 const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
@@ -45,23 +44,18 @@ const nodeOptions = withPerf ? ['--perf-basic-prof'] : [];
 const KNOWN = 1000;
 const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
 
-/** Counters of a process, summed over its threads where per thread. */
+/** Counters of a process: its CPU (bench/lib/procs.js), and the rest summed over its threads. */
 function counters(pid) {
-  let all = 0;
-  let main = 0;
+  const { all, main } = cpuNs(pid);
   let voluntary = 0;
   let involuntary = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let ns;
     let status;
     try {
-      ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
       status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
     } catch {
       continue; // a thread that ended meanwhile
     }
-    all += ns;
-    if (tid === String(pid)) main = ns;
     voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
     involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
   }
@@ -74,14 +68,8 @@ function counters(pid) {
   const faults = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
   return { all, main, voluntary, involuntary, syscr, syscw, faults };
 }
-const loads = () =>
-  loadavg()
-    .map((value) => value.toFixed(2))
-    .join(' ');
-const stamp = () => new Date().toISOString().slice(11, 19);
 
-process.setMaxListeners(64);
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
+exitOnInterrupt();
 const redis = await benchRedis();
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-syscalls-'));
 const sides = [];
@@ -99,30 +87,18 @@ try {
     nodeOptions,
   });
   await seedKnown(bridge.url, KNOWN);
-  const sample = await fetch(bridge.url + PATH, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(jivoChatAccepted({ ...personOf('known', 0), chat: 1 })),
-  });
-  const sampleText = await sample.text();
-  if (sample.status !== 200) throw new Error(`the bridge answered ${sample.status}: ${sampleText}`);
-  const contentType = sample.headers.get('content-type');
-
-  const baseline = async (name, script, args) => {
-    const port = await freePort();
-    const process_ = spawnLogged([join(here, script), String(port), ...args], {
+  const sample = await postJson(bridge.url + PATH, jivoChatAccepted({ ...personOf('known', 0), chat: 1 }));
+  const baseline = async (name, script, args) => ({
+    name,
+    ...(await startBaseline({
+      script,
+      args,
+      name,
       logFile: join(dir, `${name}.log`),
-      env: {},
       nodeOptions,
-    });
-    const url = `http://127.0.0.1:${port}`;
-    await waitReady(`${url}/ready`, 10_000, process_.child, name);
-    await fetch(`${url}/__bench/reply`, {
-      method: 'PUT',
-      body: JSON.stringify({ bytes: Buffer.byteLength(sampleText), contentType }),
-    });
-    return { name, ...process_, url };
-  };
+      reply: { bytes: sample.bytes, contentType: sample.contentType },
+    })),
+  });
   sides.push(await baseline('bare', 'bare.js', []));
   sides.push(await baseline('floor', 'floor.js', [redis.url, `sysf${randomUUID().slice(0, 6)}`]));
   sides.push({ name: 'bridge', ...bridge });
@@ -169,35 +145,30 @@ try {
       : [];
     if (strace) await new Promise((resolve) => setTimeout(resolve, 1000));
     const startLoad = loads();
-    const measured = await Promise.all(
-      sides.map(async (side) => {
+    const loaded = await loadAtOnce(sides, {
+      read: counters,
+      load: (side) => {
         side.sent ??= 0;
-        const before = counters(side.pid);
-        const run = await autocannon({
+        return {
           url: side.url,
-          connections: 20,
-          overallRate: rate,
+          rate,
+          method: 'POST',
+          path: PATH,
+          type: 'application/json',
+          body: () => JSON.stringify(bodyOf(side.sent++)),
           ...(index === 0 ? { amount: KNOWN + 200 } : { duration }),
-          requests: [
-            {
-              method: 'POST',
-              path: PATH,
-              headers: { 'content-type': 'application/json', accept: 'application/json' },
-              setupRequest: (request) => ({ ...request, body: JSON.stringify(bodyOf(side.sent++)) }),
-            },
-          ],
-        });
-        const after = counters(side.pid);
-        const answered = run.requests.total - run.non2xx;
-        if (run.non2xx > 0 || run.errors > 0)
-          throw new Error(`${side.name}: ${run.non2xx} answers not 2xx, ${run.errors} errors`);
-        const per = {};
-        for (const key of Object.keys(after)) per[key] = (after[key] - before[key]) / answered;
-        per.all /= 1e6;
-        per.main /= 1e6;
-        return { side, answered, per };
-      }),
-    );
+        };
+      },
+    });
+    const measured = loaded.map(({ side, run, answered, before, after }) => {
+      if (run.non2xx > 0 || run.errors > 0)
+        throw new Error(`${side.name}: ${run.non2xx} answers not 2xx, ${run.errors} errors`);
+      const per = {};
+      for (const key of Object.keys(after)) per[key] = (after[key] - before[key]) / answered;
+      per.all /= 1e6;
+      per.main /= 1e6;
+      return { side, answered, per };
+    });
     process.stderr.write(
       `${stamp()} UTC round ${index}${index === 0 ? ' (warm-up)' : ''}${strace ? ' (strace)' : ''}${perf ? ' (perf)' : ''}, load ${startLoad} → ${loads()}\n`,
     );
@@ -241,11 +212,6 @@ try {
   if (withStrace) await round(rounds + 1, true);
   if (withPerf) await round(rounds + 2, false, true);
 
-  const median = (values) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    const middle = Math.floor(sorted.length / 2);
-    return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-  };
   process.stdout.write(
     `\n${scenario} chat_accepted at ${rate} req/s per process, ${rounds} counted rounds of ${duration} s (load average ${loads()} at the end); per request, medians:\n` +
       `${'process'.padEnd(8)}${'cpu ms'.padStart(8)}${'JS ms'.padStart(8)}${'vol sw'.padStart(8)}${'invol'.padStart(8)}${'syscr'.padStart(8)}${'syscw'.padStart(8)}${'faults'.padStart(8)}\n`,

@@ -21,6 +21,12 @@ export async function inject(handler, { method, url, headers, body }) {
   for (const name in headers) raw.push(name, headers[name]);
   if (body) raw.push('content-length', String(body.length));
   req.rawHeaders = raw;
+  // Node 20's parser fills `headers` as well as `rawHeaders` (Node 22 derives `headers` from
+  // `rawHeaders` when first read): without it Koa sees no Host, and the bridge's requireHost
+  // (src/http/client-error.ts) answers 400 missing_host. The names here are lower case already.
+  const parsed = {};
+  for (let index = 0; index < raw.length; index += 2) parsed[raw[index]] = raw[index + 1];
+  req.headers = parsed;
   if (body) req.push(body);
   req.push(null);
   req.complete = true;

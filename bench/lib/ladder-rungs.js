@@ -110,3 +110,17 @@ export async function ladderModules(root) {
     },
   };
 }
+
+/** The rungs below the real bridge, from the bottom, for a chain of `chainLength` middleware. */
+export const rungNames = (chainLength) => [
+  'bare',
+  'koa',
+  'metrics',
+  'router',
+  ...Array.from({ length: chainLength }, (_, index) => `chain${index + 1}`),
+  'token',
+  'pipeline',
+];
+
+/** LADDER_STEPS (a comma list of rungs) as a set; null when unset: every rung. */
+export const wantedRungs = (steps) => (steps ? new Set(steps.split(',').map((name) => name.trim())) : null);

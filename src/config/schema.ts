@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { DEFAULT_TRUSTED_PROXIES, parseProxyRange } from '../http/forwarded.js';
+import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
+import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
 
 /**
  * The config file's schema (DESIGN §3). Keys here are a public contract: add, never rename.
@@ -432,7 +433,7 @@ export type StoreConfig = z.infer<typeof storeSchema>;
 
 /** One entry of server.trustedProxies: an IP address or a CIDR range, each problem named. */
 const trustedProxySchema = z.string().superRefine((entry, ctx) => {
-  const range = parseProxyRange(entry);
+  const range = parseAddressRange(entry);
   if ('problem' in range) ctx.addIssue({ code: 'custom', message: range.problem });
 });
 
@@ -570,10 +571,10 @@ export const configSchema = z.strictObject({
           window: durationSchema.default(60_000),
           /**
            * An IPv6 client counts, in every limit above, by this many leading bits of its address
-           * (src/http/rate-limit.ts limitKey): one subscriber usually holds a whole /64 and can
+           * (src/net/address.ts limitKey): one subscriber usually holds a whole /64 and can
            * pick any address in it. 128: each address apart (the old behaviour).
            */
-          ipv6PrefixLength: intLike(z.number().int().min(32).max(128)).default(64),
+          ipv6PrefixLength: intLike(z.number().int().min(32).max(128)).default(DEFAULT_IPV6_PREFIX_LENGTH),
         })
         .prefault({}),
       /** Longest name, label or other text field kept from a vendor (longer ones are cut, marked with …). */

@@ -33,6 +33,7 @@ import {
 } from '../intake/pipeline.js';
 import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { limitKey } from '../net/address.js';
 import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
 import { readJsonBody, readRawBody } from './body.js';
@@ -41,13 +42,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import {
-  type AdminAuthLimit,
-  clientAddress,
-  createAuthFailureLimit,
-  limitKey,
-  WindowLimiter,
-} from './rate-limit.js';
+import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,

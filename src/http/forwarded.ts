@@ -1,7 +1,6 @@
-import { BlockList, isIP } from 'node:net';
 import type { Context, Middleware } from 'koa';
 import { LRUCache } from 'lru-cache';
-import { canonicalAddress } from './rate-limit.js';
+import { addressSet, canonicalAddress, parseAddress, parseAddressRange } from '../net/address.js';
 
 /**
  * Which connections may say who the client is (X-Forwarded-For) and how it connected
@@ -31,53 +30,6 @@ export const DEFAULT_TRUSTED_PROXIES = [
   'fe80::/10',
 ] as const;
 
-/** One entry of `server.trustedProxies`: an address is a range of one. */
-export interface ProxyRange {
-  /** In canonical form (canonicalAddress): an IPv4-mapped address is IPv4. */
-  network: string;
-  prefixLength: number;
-  family: 'ipv4' | 'ipv6';
-}
-
-const RANGE_EXAMPLE = 'such as 10.0.0.5, 10.0.0.0/8 or fd00::/8';
-
-/**
- * An entry of `server.trustedProxies` (an address or a CIDR range), or what is wrong with it, as
- * the config's message (the schema's check and trustedProxies both use this). Host bits after
- * the prefix are allowed (`10.1.2.3/8` is 10.0.0.0/8), as proxy-addr and net.BlockList take them.
- */
-export function parseProxyRange(entry: string): ProxyRange | { problem: string } {
-  const slash = entry.indexOf('/');
-  const address = slash === -1 ? entry : entry.slice(0, slash);
-  const prefixText = slash === -1 ? undefined : entry.slice(slash + 1);
-  const family = isIP(address);
-  const unknown = { problem: `"${entry}" is not an IP address or CIDR range (${RANGE_EXAMPLE})` };
-  if (family === 0 || (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText))) return unknown;
-  // isIP takes a zone of any text; client addresses are compared without theirs.
-  const zone = address.indexOf('%');
-  if (zone !== -1)
-    return {
-      problem: `"${entry}": leave out the zone (${address.slice(zone)}); addresses are compared without it`,
-    };
-  const max = family === 4 ? 32 : 128;
-  const prefixLength = prefixText === undefined ? max : Number(prefixText);
-  if (prefixLength > max)
-    return {
-      problem: `"${entry}": an IPv${family} range has a prefix length of 0 to ${max}`,
-    };
-  const network = canonicalAddress(address);
-  if (family === 6 && isIP(network) === 4) {
-    // A client's IPv4-mapped address (a dual-stack socket) is compared as IPv4: one mapped
-    // address is that IPv4 address, a mapped range would silently match nothing.
-    if (prefixText === undefined) return { network, prefixLength: 32, family: 'ipv4' };
-    const asIpv4 = prefixLength >= 96 ? `${network}/${prefixLength - 96}` : 'such as 10.0.0.0/8';
-    return {
-      problem: `"${entry}": write an IPv4 range in IPv4 form (${asIpv4}): IPv4 clients are compared as IPv4 addresses`,
-    };
-  }
-  return { network, prefixLength, family: family === 4 ? 'ipv4' : 'ipv6' };
-}
-
 /** The trusted proxies' addresses: whether a canonical address (canonicalAddress) is one. */
 export interface TrustedProxies {
   has(address: string): boolean;
@@ -87,41 +39,29 @@ export interface TrustedProxies {
 const ANSWERS_KEPT = 1024;
 
 /**
- * `server.trustedProxies` (already checked by the config's schema), matched by net.BlockList.
- * Its check builds a SocketAddress each call, about 5 µs on our machines: every request asks it
- * about its connection, almost always one of the same few proxies, so the answers are kept in a
- * small LRU (a lookup well under 1 µs); a client connecting directly costs one check per new
- * address, as without it.
+ * `server.trustedProxies` (already checked by the config's schema), matched by addressSet
+ * (net.BlockList, about 5 µs a check on our machines). Every request asks it about its
+ * connection, almost always one of the same few proxies, so the answers are kept in a small LRU
+ * (a lookup well under 1 µs); a client connecting directly costs one check per new address, as
+ * without it.
  */
 export function trustedProxies(entries: readonly string[]): TrustedProxies {
-  const list = new BlockList();
-  for (const entry of entries) {
-    const range = parseProxyRange(entry);
+  const ranges = entries.map((entry) => {
+    const range = parseAddressRange(entry);
     if ('problem' in range) throw new TypeError(`server.trustedProxies: ${range.problem}`);
-    list.addSubnet(range.network, range.prefixLength, range.family);
-  }
+    return range;
+  });
+  const set = addressSet(ranges);
   const answers = new LRUCache<string, boolean>({ max: ANSWERS_KEPT });
   return {
     has(address) {
       const known = answers.get(address);
       if (known !== undefined) return known;
-      const family = isIP(address);
-      const trusted = family !== 0 && list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+      const trusted = set.has(address);
       answers.set(address, trusted);
       return trusted;
     },
   };
-}
-
-/** A proxy's `ip:port` entry (Azure's load balancers write one): IPv4 or bracketed IPv6. */
-const WITH_PORT = /^(?:\[([^\]]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):\d{1,5}$/;
-
-/** The address one X-Forwarded-For entry gives, in canonical form, or undefined if it is none. */
-function entryAddress(entry: string): string | undefined {
-  if (isIP(entry) !== 0) return canonicalAddress(entry);
-  const ported = WITH_PORT.exec(entry);
-  const bare = ported ? (ported[1] ?? ported[2]!) : undefined;
-  return bare !== undefined && isIP(bare) !== 0 ? canonicalAddress(bare) : undefined;
 }
 
 /**
@@ -150,7 +90,7 @@ export function forwardedClient(
   const entries = forwardedFor.split(',');
   for (let hop = 0; hop < hops && hop < entries.length; hop++) {
     if (!trusted.has(address)) break;
-    const next = entryAddress(entries[entries.length - 1 - hop]!.trim());
+    const next = parseAddress(entries[entries.length - 1 - hop]!.trim());
     if (next === undefined) break;
     address = next;
   }

@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { TooManyRequestsError } from '../errors.js';
 import { createRepeatGate } from '../logger.js';
+import { canonicalAddress, limitKey } from '../net/address.js';
 import type { Store } from '../store/types.js';
 
 /**
@@ -389,10 +390,10 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
  * hundreds of MB). An entry that is no IP address still counts against the proxy that passed it
  * on, a proxy's `ip:port` as its address.
  *
- * The address is in its one spelling (canonicalAddress): `2001:DB8:0::1`, `2001:db8::1` and
- * `[2001:db8::1]:443` are one client, `::ffff:192.0.2.1` (a dual-stack socket, some proxies) is
- * `192.0.2.1`. Each spelling was a counter of its own (audit-security4). What a limit counts by
- * is limitKey of it: an IPv6 client by its prefix. A `ctx.ip` that is no IP address (the
+ * The address is in its one spelling (canonicalAddress, src/net/address.ts): `2001:DB8:0::1`,
+ * `2001:db8::1` and `[2001:db8::1]:443` are one client, `::ffff:192.0.2.1` (a dual-stack socket,
+ * some proxies) is `192.0.2.1`. Each spelling was a counter of its own (audit-security4). What a
+ * limit counts by is limitKey of it: an IPv6 client by its prefix. A `ctx.ip` that is no IP address (the
  * connection had none) is not taken: the connection's own address counts.
  */
 export function clientAddress(ctx: {
@@ -401,114 +402,4 @@ export function clientAddress(ctx: {
 }): string {
   const given = ctx.ip;
   return canonicalAddress(isIP(given) !== 0 ? given : (ctx.request.socket.remoteAddress ?? ''));
-}
-
-/**
- * An IP address in one spelling: an IPv6 one as RFC 5952 writes it (lower case, no leading
- * zeros, the longest run of two or more zero groups as `::`, the first of equal runs), an
- * IPv4-mapped one (`::ffff:a.b.c.d`, however written) as the IPv4 address, an IPv4 one as it
- * is (isIP refuses leading zeros, so it has one spelling already). Anything isIP does not take
- * is returned as it is (the socket's address when there is none: '').
- *
- * An IPv6 zone id (`fe80::1%eth0`) is dropped: node:net's isIP accepts one of any length
- * (letters, digits, `-`, `.`, `:`), so `fe80::1%<16 KiB>` passed as an address and each made-up
- * zone was a counter of its own again, as long as the header, on Redis too (audit-security3).
- * The zone names an interface of the machine that wrote the address, nothing about the client.
- *
- * Written here rather than taken from a library (ipaddr.js is what proxy-addr uses): the bridge
- * needs only this and limitKey, for input isIP has already checked, and their tests pin both.
- */
-export function canonicalAddress(address: string): string {
-  const bare = withoutZone(address);
-  if (isIP(bare) !== 6) return bare;
-  const groups = ipv6Groups(bare);
-  if (isIpv4Mapped(groups)) return ipv4Of(groups);
-  return formatIpv6(groups);
-}
-
-/** The prefix length limits.rate.ipv6PrefixLength has by default: the smallest usual allocation. */
-export const DEFAULT_IPV6_PREFIX_LENGTH = 64;
-
-/**
- * What the limits count a canonical address by: an IPv4 address itself; an IPv6 address by its
- * first `prefixLength` bits (limits.rate.ipv6PrefixLength, 64 by default), written as the
- * prefix (`2001:db8:1:2::/64`), or itself at 128. A subscriber usually gets at least a /64 and
- * picks addresses in it at will (privacy extensions make a new one every day, or per
- * connection), so per address a single client had 2^64 counters to rotate through, each of the
- * limits' keys (and, on Redis, a key) of its own, and staff on a new temporary address were
- * strangers to the admin lockout's known addresses. Counted by its /64 a client is one key, and
- * its addresses are one known "address" too (who shares a /64 shares one network, as who shares
- * an IPv4 address behind NAT does).
- */
-export function limitKey(address: string, prefixLength: number): string {
-  const bare = withoutZone(address);
-  if (isIP(bare) !== 6) return bare;
-  const groups = ipv6Groups(bare);
-  if (isIpv4Mapped(groups)) return ipv4Of(groups);
-  if (prefixLength >= 128) return formatIpv6(groups);
-  const masked = groups.map((group, index) => {
-    const bitsHere = Math.min(16, Math.max(0, prefixLength - index * 16));
-    return bitsHere === 16 ? group : group & (0xffff << (16 - bitsHere)) & 0xffff;
-  });
-  return `${formatIpv6(masked)}/${prefixLength}`;
-}
-
-/** The eight 16-bit groups of an IPv6 address isIP accepted (no zone). */
-function ipv6Groups(address: string): number[] {
-  let text = address;
-  // A trailing dotted IPv4 part (::ffff:192.0.2.1) is its two groups.
-  const lastColon = text.lastIndexOf(':');
-  if (text.includes('.', lastColon)) {
-    const [a = 0, b = 0, c = 0, d = 0] = text
-      .slice(lastColon + 1)
-      .split('.')
-      .map(Number);
-    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const parse = (part: string) =>
-    part === '' ? [] : part.split(':').map((group) => Number.parseInt(group, 16));
-  const gap = text.indexOf('::');
-  if (gap === -1) return parse(text);
-  const head = parse(text.slice(0, gap));
-  const tail = parse(text.slice(gap + 2));
-  return [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-}
-
-/** ::ffff:0:0/96, an IPv4 client as a dual-stack socket or a proxy writes it. */
-function isIpv4Mapped(groups: readonly number[]): boolean {
-  return groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff;
-}
-
-function ipv4Of(groups: readonly number[]): string {
-  const high = groups[6]!;
-  const low = groups[7]!;
-  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
-}
-
-/** RFC 5952 section 4: lower-case hex, no leading zeros, `::` for the first longest run of 2+ zero groups. */
-function formatIpv6(groups: readonly number[]): string {
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let start = 0; start < groups.length; ) {
-    if (groups[start] !== 0) {
-      start++;
-      continue;
-    }
-    let end = start;
-    while (end < groups.length && groups[end] === 0) end++;
-    if (end - start > bestLength) {
-      bestStart = start;
-      bestLength = end - start;
-    }
-    start = end;
-  }
-  const hex = (part: readonly number[]) => part.map((group) => group.toString(16)).join(':');
-  if (bestStart === -1) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
-}
-
-/** An address without its zone id: what is before the `%`. */
-function withoutZone(address: string): string {
-  const zone = address.indexOf('%');
-  return zone === -1 ? address : address.slice(0, zone);
 }
