@@ -132,3 +132,79 @@ describe.each(['memory', 'redis'] as const)('responsibleAgent (%s store)', (stor
     expect((await maria(bridge)).responsibleAgent).toMatchObject({ email: 'dmitry@store.example' });
   });
 });
+
+/**
+ * What JivoChat's `assigned_agent: null` means (adapters/jivochat/README.md, Responsible agent):
+ * `client_updated` is the event Jivo sends when the client card's responsible agent was changed
+ * (vendors/jivochat.md §3) and carries the card's fields, so its explicit null is the card now
+ * having none: it clears. The chat events' and the offline message's null is no news (Jivo's own
+ * samples send null there whoever the client belongs to), and a payload without the field says
+ * nothing either.
+ */
+describe.each(['memory', 'redis'] as const)('JivoChat unassignment (%s store)', (store) => {
+  const card = (assigned: unknown, extra: Record<string, unknown> = {}) => ({
+    event_name: 'client_updated',
+    widget_id: 'w1',
+    client_id: '17',
+    visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+    ...(assigned === undefined ? {} : { assigned_agent: assigned }),
+    ...extra,
+  });
+
+  it("client_updated with assigned_agent: null clears the card's responsible agent", async () => {
+    const { bridge, crm } = await setup(store);
+    expect((await jivo(bridge, card(DMITRY))).status).toBe(200);
+    expect((await maria(bridge)).responsibleAgent).toMatchObject({ email: 'dmitry@store.example' });
+
+    expect((await jivo(bridge, card(null, { status: { id: '4', title: 'contact_later' } }))).status).toBe(
+      200,
+    );
+    expect((await maria(bridge)).responsibleAgent).toBeNull();
+
+    // Nobody is responsible now: the offline message's task goes to the CRM's default, not Dmitry.
+    await jivo(bridge, {
+      event_name: 'offline_message',
+      widget_id: 'w1',
+      chat_id: 3,
+      offline_message_id: 1718620800457,
+      visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+      assigned_agent: null,
+      message: 'Anyone there?',
+    });
+    expect((await routingOf(crm, 'offline_message.received')).routing.responsibleCrmUserId).toBeNull();
+
+    // Assigned again (to Oleg): set again.
+    await jivo(bridge, card({ id: 77102, email: 'Oleg@Shop.example', name: 'Oleg Petrov' }));
+    expect((await maria(bridge)).responsibleAgent).toEqual({
+      id: '77102',
+      name: 'Oleg Petrov',
+      email: 'oleg@shop.example',
+    });
+  });
+
+  it('a chat event with assigned_agent: null, or a client_updated without the field, leaves it', async () => {
+    const { bridge } = await setup(store);
+    await jivo(bridge, card(DMITRY));
+    const dmitry = { id: '55120', name: 'Dmitry Volkov', email: 'dmitry@store.example' };
+
+    await jivo(bridge, { ...QUICK_START, chat_id: 5, assigned_agent: null });
+    await jivo(bridge, { ...QUICK_START, event_name: 'chat_updated', chat_id: 5, assigned_agent: null });
+    await jivo(bridge, {
+      event_name: 'chat_finished',
+      widget_id: 'w1',
+      chat_id: 5,
+      visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+      assigned_agent: null,
+      agents: [{ id: '1', name: 'Oleg', email: 'oleg@shop.example' }],
+      chat: { messages: [{ message: 'Hi', timestamp: 1717401600, type: 'visitor' }] },
+    });
+    expect((await maria(bridge)).responsibleAgent).toEqual(dmitry);
+
+    // The card's other fields changed; the payload has no assigned_agent at all.
+    await jivo(bridge, card(undefined, { organization: { id: '12', name: 'Romashka LLC' } }));
+    // Nor does an unusable value (Jivo's field is an object or null) unassign anyone.
+    await jivo(bridge, card('nobody', { tags: [{ id: '5', title: 'VIP' }] }));
+    await jivo(bridge, card({}, { tags: [{ id: '6', title: 'Wholesale' }] }));
+    expect((await maria(bridge)).responsibleAgent).toEqual(dmitry);
+  });
+});
