@@ -208,3 +208,66 @@ describe.each(['memory', 'redis'] as const)('JivoChat unassignment (%s store)', 
     expect((await maria(bridge)).responsibleAgent).toEqual(dmitry);
   });
 });
+
+/**
+ * LiveTex (adapters/livetex/README.md, Responsible agent): with no client card, a dialog's operator
+ * is the closest it says, and only when the payload names exactly one: an assignment listing
+ * several operators (a transfer, or everyone who took part) says no more about who is now
+ * responsible than a close with several does, so it leaves the responsible agent as it was.
+ */
+describe.each(['memory', 'redis'] as const)('LiveTex responsible agent (%s store)', (store) => {
+  const LT_TOKEN = 'lt-web-webhook-token-0123456789';
+  async function livetex() {
+    const bridge = await startTestBridge({
+      store,
+      config: {
+        agents: [
+          { email: 'oleg@shop.example', name: 'Oleg Petrov' },
+          { email: 'irina@shop.example', name: 'Irina Volkova' },
+        ],
+        channels: [{ id: 'lt-web', vendor: 'livetex', token: LT_TOKEN }],
+        // A LiveTex channel on Redis keeps its keys encrypted with it (never used here).
+        secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+      },
+    });
+    cleanups.push(() => bridge.close());
+    return bridge;
+  }
+  const dialog = (bridge: TestBridge, event: string, dialogId: string, at: string, operators: string[]) =>
+    bridge.post(`/webhooks/livetex/lt-web/${LT_TOKEN}`, {
+      event,
+      time: at,
+      conversation: { dialogId, ...(event === 'dialog_closed' ? { closedAt: at } : {}) },
+      discourser: { name: 'Anna', personId: 'p-anna-0001' },
+      employee: operators.map((name, index) => ({ id: `${index + 1}`, name })),
+    });
+  async function anna(bridge: TestBridge): Promise<Contact> {
+    const found = await bridge.admin<{ contacts: Contact[] }>(
+      'GET',
+      '/api/v1/contacts?identity=person:p-anna-0001',
+    );
+    expect(found.body.contacts).toHaveLength(1);
+    return found.body.contacts[0]!;
+  }
+
+  it('one operator assigned or closing a dialog sets it; several operators, assigned or closed, leave it', async () => {
+    const bridge = await livetex();
+    expect(
+      (await dialog(bridge, 'dialog_assigned', 'd1', '2026-11-02T09:00:00Z', ['Irina Volkova'])).status,
+    ).toBe(200);
+    expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'irina@shop.example' });
+
+    // Dialog d2 is handed over: the payload lists both operators, in an order LiveTex does not define.
+    await dialog(bridge, 'dialog_assigned', 'd2', '2026-11-02T10:00:00Z', ['Oleg Petrov', 'Irina Volkova']);
+    expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'irina@shop.example' });
+    await dialog(bridge, 'dialog_closed', 'd2', '2026-11-02T10:30:00Z', ['Oleg Petrov', 'Irina Volkova']);
+    expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'irina@shop.example' });
+
+    // A newer dialog Oleg alone closes: the newest statement, so he is responsible now.
+    await dialog(bridge, 'dialog_closed', 'd3', '2026-11-02T11:00:00Z', ['Oleg Petrov']);
+    expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
+    // An assignment dated before it, arriving late, changes nothing.
+    await dialog(bridge, 'dialog_assigned', 'd4', '2026-11-02T10:45:00Z', ['Irina Volkova']);
+    expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
+  });
+});
