@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { ChatvisorRuntime } from '../adapters/chatvisor/index.js';
+import { type FakeChatvisor, startFakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
 import type { Contact } from '../src/contacts/types.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
@@ -269,5 +271,90 @@ describe.each(['memory', 'redis'] as const)('LiveTex responsible agent (%s store
     // An assignment dated before it, arriving late, changes nothing.
     await dialog(bridge, 'dialog_assigned', 'd4', '2026-11-02T10:45:00Z', ['Irina Volkova']);
     expect((await anna(bridge)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
+  });
+});
+
+/**
+ * Chatvisor (adapters/chatvisor/README.md, Responsible agent): a customer is assigned to an agent
+ * ("Assign customer"; `assignedUser`, the agent's e-mail, on the customer read over REST). The
+ * bridge reads the profile after a webhook (again when a conversation starts): an assignee the
+ * read finds, different from the one it found before, is a statement, dated by that read. A read
+ * that finds the same assignee again says nothing new (so a newer statement of another channel
+ * stands), and one that finds none is no unassignment (a customer of a team, or a tenant that does
+ * not assign, reads the same).
+ */
+describe.each(['memory', 'redis'] as const)('Chatvisor responsible agent (%s store)', (store) => {
+  const CV_TOKEN = 'cv-responsible-token-0123456789';
+  let fake: FakeChatvisor;
+
+  async function chatvisor() {
+    fake = await startFakeChatvisor();
+    cleanups.push(() => fake.close());
+    const bridge = await startTestBridge({
+      store,
+      config: {
+        agents: [
+          { email: 'oleg@shop.example', name: 'Oleg Petrov' },
+          { email: 'dmitry@store.example', name: 'Dmitry Volkov' },
+        ],
+        channels: [
+          fake.channel('cv', CV_TOKEN),
+          { id: 'shop-site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
+        ],
+      },
+    });
+    cleanups.push(() => bridge.close());
+    return bridge;
+  }
+  /** Conversation `n` of the customer starts (the one before finishes first, so each is a new one). */
+  async function starts(bridge: TestBridge, n: number) {
+    for (const status of n === 1 ? ['UNREAD'] : ['DONE', 'UNREAD'])
+      expect(
+        (
+          await bridge.post(`/webhooks/chatvisor/cv/${CV_TOKEN}`, {
+            customerId: 'cv-maria',
+            status,
+            lastMessage: { text: `conversation ${n} ${status}` },
+          })
+        ).status,
+      ).toBe(200);
+  }
+  /** Maria's contact once the profile read the webhooks started (after their answer) is done. */
+  async function mariaOnceRead(bridge: TestBridge, reads: number): Promise<Contact> {
+    await (bridge.bridge.channels.get('cv')!.runtime as ChatvisorRuntime).idle();
+    expect(fake.profileReads('cv-maria')).toBe(reads);
+    return maria(bridge);
+  }
+
+  it("the customer's assignee sets it when the read finds a new one; the same one again, or none, leaves it", async () => {
+    const bridge = await chatvisor();
+    fake.addCustomer({
+      customerId: 'cv-maria',
+      email: 'maria@example.org',
+      assignedUser: 'Oleg@Shop.example',
+    });
+    await starts(bridge, 1);
+    expect((await mariaOnceRead(bridge, 1)).responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+
+    // Reassigned in Chatvisor: the next conversation's read finds Dmitry.
+    fake.customers.get('cv-maria')!.assignedUser = 'dmitry@store.example';
+    await starts(bridge, 2);
+    expect((await mariaOnceRead(bridge, 2)).responsibleAgent).toEqual({ email: 'dmitry@store.example' });
+
+    // JivoChat's client card names Oleg later: the newest statement.
+    await jivo(bridge, {
+      event_name: 'client_updated',
+      widget_id: 'w1',
+      client_id: '17',
+      visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+      assigned_agent: { id: 77102, email: 'oleg@shop.example', name: 'Oleg Petrov' },
+    });
+    // Chatvisor still says Dmitry, as it did: nothing new, Oleg stays.
+    await starts(bridge, 3);
+    expect((await mariaOnceRead(bridge, 3)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
+    // Chatvisor's customer now has no assignee: no unassignment either.
+    fake.customers.get('cv-maria')!.assignedUser = null;
+    await starts(bridge, 4);
+    expect((await mariaOnceRead(bridge, 4)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
   });
 });
