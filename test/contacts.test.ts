@@ -116,6 +116,74 @@ for (const kind of ['memory', 'redis'] as const) {
       ]);
     });
 
+    it('responsible agent: the newest statement wins, and an explicit unassignment (null) is one', async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 10, 2, 9, 0, second)).toISOString();
+      const maria = [{ kind: 'email', value: 'maria@example.org' }];
+      const said = (second: number, responsibleAgent: Observation['responsibleAgent']) =>
+        contacts.observe(
+          observation({
+            identifiers: maria,
+            at: at(second),
+            ...(responsibleAgent === undefined ? {} : { responsibleAgent }),
+          }),
+        );
+      await said(10, { email: 'Dmitry@Store.example', name: 'Dmitry' });
+      await store.del(OUTBOX_KEY);
+      expect((await said(20, null)).contact.responsibleAgent).toBeNull();
+      // Clearing is a change of the contact: destinations hear of it.
+      expect((await outbox(store)).map((entry) => entry.event.type)).toEqual(['contact.updated']);
+      // Saying nothing leaves it; an older statement arriving late does not bring anyone back.
+      expect((await said(30, undefined)).contact.responsibleAgent).toBeNull();
+      expect((await said(15, { email: 'oleg@shop.example' })).contact.responsibleAgent).toBeNull();
+      // An older unassignment arriving late does not clear a newer agent.
+      expect((await said(40, { email: 'oleg@shop.example' })).contact.responsibleAgent).toEqual({
+        email: 'oleg@shop.example',
+      });
+      expect((await said(35, null)).contact.responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+    });
+
+    it("responsible agent across a group: one record's newer unassignment outranks another's older agent", async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 10, 3, 9, 0, second)).toISOString();
+      // Two records that do not merge yet (vendor-local ids of two channels).
+      await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(10),
+          identifiers: [{ kind: 'visitor', value: 'a' }],
+          responsibleAgent: { email: 'oleg@shop.example' },
+        }),
+      );
+      // This record never had an agent: its unassignment is kept all the same.
+      await contacts.observe(
+        observation({ at: at(20), identifiers: [{ kind: 'visitor', value: 'b' }], responsibleAgent: null }),
+      );
+      // The same e-mail on both makes them one contact.
+      await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(30),
+          identifiers: [
+            { kind: 'visitor', value: 'a' },
+            { kind: 'email', value: 'maria@example.org' },
+          ],
+        }),
+      );
+      const merged = await contacts.observe(
+        observation({
+          at: at(40),
+          identifiers: [
+            { kind: 'visitor', value: 'b' },
+            { kind: 'email', value: 'maria@example.org' },
+          ],
+        }),
+      );
+      expect(merged.contact.records).toHaveLength(2);
+      expect(merged.contact.responsibleAgent).toBeNull();
+      expect((await contacts.get(merged.contact.id))?.contact.responsibleAgent).toBeNull();
+    });
+
     it('vendor-local ids never merge across channels, but do within one', async () => {
       const a = await contacts.observe(
         observation({ channelId: 'web', identifiers: [{ kind: 'visitor', value: '7' }] }),

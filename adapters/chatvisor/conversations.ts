@@ -140,18 +140,19 @@ export class ConversationTracker {
   ): Promise<{ contact: Contact | undefined } & Identification> {
     const identification = await this.options.profiles.identify(customerId, input);
     let current = contact;
-    // Unchanged and already on the contact (every observation carries the cached identity).
-    if (identification.identity && (identification.changed || !current)) {
-      current = await this.observeProfile(identification.identity);
+    // Unchanged and already on the contact (every observation carries the cached identity); a
+    // newly found assignee is said once, when the read found it (profiles.ts).
+    if (identification.identity && (identification.changed || !current || identification.assigned)) {
+      current = await this.observeProfile(identification.identity, identification.assigned);
     }
     if (current && input.labels !== false) await this.pushLabels(customerId, current, input.signal);
     return { contact: current, ...identification };
   }
 
-  async observeProfile(customer: CustomerIdentity): Promise<Contact> {
+  async observeProfile(customer: CustomerIdentity, assigned?: string): Promise<Contact> {
     const { context, channelId } = this.options;
     const result = await context.contacts.observe(
-      profileObservation({ channelId, customer, at: context.now().toISOString() }),
+      profileObservation({ channelId, customer, at: context.now().toISOString(), assigned }),
     );
     return result.contact;
   }

@@ -220,20 +220,29 @@ export function profileDigest(customer: CustomerIdentity): string {
   return digest(JSON.stringify([customer.email, customer.externalId, customer.firstname, customer.lastname]));
 }
 
-/** Links the Chatvisor customer to the unified contact by e-mail and the company's id. */
+/**
+ * Links the Chatvisor customer to the unified contact by e-mail and the company's id. With
+ * `assigned` (the agent's e-mail a read found the customer newly assigned to: profiles.ts) it also
+ * says who is responsible for them, dated by the read (Chatvisor gives no time for an assignment).
+ * Such an observation is made only when the read found a change, so its key has the read's time
+ * in it: a customer assigned back to an earlier agent is news again, not a repeat.
+ */
 export function profileObservation(input: {
   channelId: string;
   customer: CustomerIdentity;
   at: string;
+  assigned?: string | undefined;
 }): Observation {
-  const { customer } = input;
+  const { customer, assigned } = input;
+  const key = `profile:${keyPart(customer.customerId)}:${profileDigest(customer)}`;
   return {
     channelId: input.channelId,
     vendor: VENDOR,
     at: input.at,
-    idempotencyKey: `profile:${keyPart(customer.customerId)}:${profileDigest(customer)}`,
+    idempotencyKey: assigned === undefined ? key : `${key}:assigned:${digest(assigned)}:${input.at}`,
     identifiers: customerIdentifiers(input.channelId, customer.customerId, customer),
     names: profileNames(customer),
+    ...(assigned === undefined ? {} : { responsibleAgent: { email: assigned } }),
   };
 }
 

@@ -159,6 +159,7 @@ export const WIRE = {
       lastname: 'lastname',
       labels: 'labels',
       status: 'status',
+      /** The assigned agent's e-mail: the contact's responsible agent (profiles.ts assigneeOf). */
       assignedUser: 'assignedUser',
       lastMessage: 'lastMessage',
     },

@@ -427,6 +427,39 @@ describe('conversation polling', () => {
     expect(fake.calls()).toEqual(['GET /customer']);
   });
 
+  it("polling by customers: a listed customer's new assignee becomes the contact's responsible agent, once", async () => {
+    const test = runtimeWith();
+    fake.addCustomer({
+      customerId: 'c1',
+      status: 'UNREAD',
+      email: 'x@example.org',
+      assignedUser: 'Oleg@Shop.example',
+    });
+    fake.fail({ path: '/conversation', status: 404, times: 100 });
+    const responsible = async () =>
+      (await test.context.contacts.findByIdentifier({ kind: 'customer', value: 'c1', channelId: 'cobrowse' }))
+        ?.responsibleAgent;
+    await test.runtime.poller.run();
+    expect(await responsible()).toEqual({ email: 'oleg@shop.example' });
+    // Another channel names someone else later; Chatvisor's listing still says Oleg: no news.
+    await test.context.contacts.observe({
+      channelId: 'shop-site',
+      vendor: 'jivochat',
+      at: test.context.now().toISOString(),
+      idempotencyKey: 'card-anna',
+      identifiers: [{ kind: 'customer', value: 'c1', channelId: 'cobrowse' }],
+      responsibleAgent: { email: 'anna@shop.example' },
+    });
+    fake.setStatus('c1', 'UNRESOLVED');
+    await test.runtime.poller.run();
+    expect(await responsible()).toEqual({ email: 'anna@shop.example' });
+    // Reassigned in Chatvisor: the listing's new assignee is the newest statement.
+    fake.customers.get('c1')!.assignedUser = 'dmitry@store.example';
+    fake.setStatus('c1', 'UNREAD');
+    await test.runtime.poller.run();
+    expect(await responsible()).toEqual({ email: 'dmitry@store.example' });
+  });
+
   it('keeps going when one customer fails, and catches up on the next run', async () => {
     const test = runtimeWith();
     fake.addCustomer({ customerId: 'c1' });

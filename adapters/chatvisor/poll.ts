@@ -613,6 +613,9 @@ export class ConversationPoller {
       if (offered.source === 'offered') {
         cached = (await profiles.cached(customerId)) ?? cached;
         offeredChange = offered.changed;
+        // A new assignee is said now: the identification below reads the cache, which has it.
+        if (offered.assigned && offered.identity)
+          await tracker.observeProfile(offered.identity, offered.assigned);
       }
     }
 

@@ -33,6 +33,12 @@ export const cachedProfileSchema = z.object({
   identity: customerIdentitySchema,
   digest: z.string(),
   fetchedAt: z.string(),
+  /**
+   * The agent (e-mail, lower case) the read found the customer assigned to, null when none.
+   * Absent in profiles cached by a version that did not keep it: the next read's assignee is new.
+   * Kept beside the identity, not in it: a reassignment is no new identity (no labels pushed again).
+   */
+  assignedUser: z.string().nullable().optional(),
 });
 export type CachedProfile = z.infer<typeof cachedProfileSchema>;
 
@@ -42,6 +48,24 @@ export interface Identification {
   /** The identity differs from the cached one (a first read counts as a change). */
   changed: boolean;
   source: 'cache' | 'fetched' | 'offered' | 'failed';
+  /**
+   * The agent (e-mail, lower case) this read found the customer assigned to, when it found one
+   * that differs from the one found before (a first assignee counts): the contact's responsible
+   * agent (README, Responsible agent). Undefined otherwise, also when the read found none: that is
+   * no unassignment (assigneeOf).
+   */
+  assigned?: string;
+}
+
+/**
+ * The customer's assignee as the read says it: `assignedUser`, the agent's e-mail ("Assign
+ * customer" [S1]; the read field is assumed, operations.ts), lower-cased. Null for none: the
+ * customer may be assigned to a team instead, or the tenant may not assign customers at all, so
+ * the bridge takes no assignee as no news, never as an unassignment.
+ */
+export function assigneeOf(customer: Customer): string | null {
+  const email = customer.assignedUser?.trim().toLowerCase();
+  return email ? email : null;
 }
 
 export interface ProfilesOptions {
@@ -161,7 +185,7 @@ export class CustomerProfiles {
       if (error instanceof ChatvisorAuthError || input.signal?.aborted) throw error;
       return { identity: cached?.identity ?? null, changed: false, source: 'failed' };
     }
-    return this.remember(identityOf(customer), cached, 'fetched');
+    return this.remember(identityOf(customer), assigneeOf(customer), cached, 'fetched');
   }
 
   /**
@@ -170,25 +194,36 @@ export class CustomerProfiles {
    */
   async offer(customer: Customer, cached: CachedProfile | null): Promise<Identification> {
     const identity = identityOf(customer);
-    if (cached && cached.digest === profileDigest(identity) && !this.stale(cached)) {
+    const assignee = assigneeOf(customer);
+    if (
+      cached &&
+      cached.digest === profileDigest(identity) &&
+      !this.stale(cached) &&
+      (assignee === null || cached.assignedUser === assignee)
+    ) {
       return { identity: cached.identity, changed: false, source: 'cache' };
     }
-    return this.remember(identity, cached, 'offered');
+    return this.remember(identity, assignee, cached, 'offered');
   }
 
   private async remember(
     identity: CustomerIdentity,
+    assignee: string | null,
     cached: CachedProfile | null,
     source: 'fetched' | 'offered',
   ): Promise<Identification> {
     const { store, channelId, now } = this.options;
     const digest = profileDigest(identity);
     const changed = cached?.digest !== digest;
-    const entry: CachedProfile = { identity, digest, fetchedAt: now().toISOString() };
+    // A read that finds no assignee keeps the one found before: the next read finding that one
+    // again is then no news either (assigneeOf: none is not an unassignment).
+    const assignedUser = assignee ?? cached?.assignedUser ?? null;
+    const assigned = assignee !== null && assignee !== cached?.assignedUser ? assignee : undefined;
+    const entry: CachedProfile = { identity, digest, fetchedAt: now().toISOString(), assignedUser };
     await store.hset(this.keys.profiles, identity.customerId, JSON.stringify(entry));
     await store.hdel(this.keys.profilePending, identity.customerId);
     if (source === 'fetched') this.reads.inc({ channel: channelId, outcome: 'fetched' });
     if (changed) this.reads.inc({ channel: channelId, outcome: 'changed' });
-    return { identity, changed, source };
+    return { identity, changed, source, ...(assigned === undefined ? {} : { assigned }) };
   }
 }

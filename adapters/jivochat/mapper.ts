@@ -110,6 +110,21 @@ function shownList(values: readonly (string | undefined)[]): string | undefined 
   return list;
 }
 
+/**
+ * The contact's responsible agent as this event states it (README, Responsible agent; the
+ * assumption is in README.md, "Confirmed vs our assumption"): the client card's `assigned_agent`
+ * when it names someone; `null` (an unassignment) only from `client_updated` with an explicit
+ * `assigned_agent: null`, the event Jivo sends when the card's responsible agent was changed
+ * (vendors/jivochat.md §3) and which carries the card's fields as they now are. The chat events'
+ * and the offline message's null is no news: Jivo's own samples send null there, and nothing
+ * says it is the card's state rather than a field left empty. Absent, or a value that is no
+ * agent object (the schema drops it to undefined), or an object naming nobody: undefined.
+ */
+export function responsibleOf(eventName: JivoEventName, e: JivoEnvelope): AgentRef | null | undefined {
+  if (e.assigned_agent === null) return eventName === 'client_updated' ? null : undefined;
+  return agentRef(e.assigned_agent);
+}
+
 function agentLabel(agent: AgentRef | undefined): string | undefined {
   return agent?.name ?? agent?.email ?? (agent?.id ? `agent ${agent.id}` : undefined);
 }
@@ -507,7 +522,10 @@ function build(input: MapInput, at: string): Built {
         ...(text(e.organization?.name) ? { organization: text(e.organization?.name) } : {}),
         ...(text(e.status?.title) ? { status: text(e.status?.title) } : {}),
         tags: (e.tags ?? []).map((tag) => text(tag.title)).filter((title) => title !== undefined),
-        ...(agentRef(e.assigned_agent) ? { responsibleAgent: agentRef(e.assigned_agent) } : {}),
+        // null: the card's responsible agent was removed (responsibleOf).
+        ...(responsibleOf(eventName, e) !== undefined
+          ? { responsibleAgent: responsibleOf(eventName, e) }
+          : {}),
       };
       return {
         timeline: [
@@ -568,7 +586,7 @@ export function toObservation(input: MapInput): MapResult {
   const at = input.receivedAt.toISOString();
   const { timeline, events } = build(input, at);
   const name = text(input.envelope.visitor?.name);
-  const responsibleAgent = agentRef(input.envelope.assigned_agent);
+  const responsibleAgent = responsibleOf(input.eventName, input.envelope);
   const crmLink = input.eventName === 'chat_assigned' ? assignedCrmLink(input.envelope) : undefined;
   const keys = idempotencyKeysOf(input);
   const observation: Observation = {
@@ -583,7 +601,7 @@ export function toObservation(input: MapInput): MapResult {
     labels: [],
     timeline,
     events,
-    ...(responsibleAgent ? { responsibleAgent } : {}),
+    ...(responsibleAgent !== undefined ? { responsibleAgent } : {}),
     ...(crmLink ? { crmLink } : {}),
   };
   return { kind: 'observation', observation };

@@ -388,6 +388,18 @@ export interface ObservationInput {
 const agentLabel = (agent: AgentRef) => agent.name ?? agent.email ?? agent.id;
 
 /**
+ * The contact's responsible agent as a dialog event states it (README, Responsible agent): LiveTex
+ * has no client-card responsible, so a dialog's operator is the closest it says, and only when the
+ * payload names exactly one. `employee[]` is "the employees who took part" and its order is not
+ * documented, so with several operators neither the first nor the last is known to be the one now
+ * responsible: the same for an assignment (a transfer may list both) as for a close. LiveTex sends
+ * no unassignment, so nothing here clears it.
+ */
+function responsibleOf(record: DialogRecord): AgentRef | undefined {
+  return record.agents.length === 1 ? record.agents[0] : undefined;
+}
+
+/**
  * One observation per (dialog, event). A close that carries a rating also gives the "rated"
  * observation, under the same key a later standalone rating would have, so the rating is
  * recorded once whichever way it comes.
@@ -438,8 +450,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
       ...base,
       at,
       idempotencyKey: keyOf('closed'),
-      // Only an unambiguous single operator becomes the contact's responsible agent.
-      ...(record.agents.length === 1 ? { responsibleAgent: record.agents[0] } : {}),
+      ...(responsibleOf(record) ? { responsibleAgent: responsibleOf(record) } : {}),
       timeline: [entry],
       events: [{ type: 'conversation.finished', key: 'finished', data }],
     });
@@ -457,7 +468,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
       ...base,
       at,
       idempotencyKey: keyOf('assigned', who ? `:${hashOf(who)}` : ''),
-      ...(record.agents[0] ? { responsibleAgent: record.agents[0] } : {}),
+      ...(responsibleOf(record) ? { responsibleAgent: responsibleOf(record) } : {}),
       timeline: [
         {
           key: 'assigned',

@@ -45,6 +45,7 @@ import {
   decodeRecord,
   encodeRecord,
   mergedView,
+  named,
   newRecord,
   type StoredRecord,
   upsertValued,
@@ -405,8 +406,18 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
       record.attrs[name] = extend(attribute, { channelId: observation.channelId, at });
     }
+    // One rule for every vendor (README, Responsible agent): the newest observation that says who
+    // is responsible wins, and an explicit unassignment (null) is such a statement. It is kept as
+    // an agent with no name, e-mail or id ({at}) even on a record that had none, so that it also
+    // outranks an older agent of another record of the group (record.ts mergedView) and an older
+    // observation arriving late does not bring the cleared agent back.
     const agent = observation.responsibleAgent;
-    if (agent && (agent.email || agent.name || agent.id) && (!record.agent || record.agent.at <= at)) {
+    if (agent === null) {
+      if (!record.agent || record.agent.at <= at) {
+        if (named(record.agent)) changed = true;
+        record.agent = { at };
+      }
+    } else if (named(agent) && (!record.agent || record.agent.at <= at)) {
       if (record.agent?.email !== agent.email || record.agent?.name !== agent.name) changed = true;
       record.agent = extend(agent, agent.email ? { email: agent.email.toLowerCase(), at } : { at });
     }

@@ -144,7 +144,9 @@ function fastCheck(input: unknown): ParsedObservation {
       };
     }),
   };
-  if (given.responsibleAgent !== undefined) {
+  // null is an explicit unassignment (types.ts), kept as null.
+  if (given.responsibleAgent === null) observation.responsibleAgent = null;
+  else if (given.responsibleAgent !== undefined) {
     const agent = object(given.responsibleAgent);
     const email = optionalString(agent.email);
     const name = optionalString(agent.name);

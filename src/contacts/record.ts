@@ -44,6 +44,14 @@ export interface MergeLogEntry {
   typed?: true;
 }
 
+/**
+ * Whether an agent names anyone. A stored agent that does not ({at} alone) is an unassignment the
+ * vendor stated at `at` (engine.ts apply): the contact has no responsible agent if it is the newest.
+ */
+export function named(agent: AgentRef | undefined): agent is AgentRef {
+  return agent !== undefined && Boolean(agent.email || agent.name || agent.id);
+}
+
 export interface StoredRecord {
   id: string;
   createdAt: string;
@@ -303,6 +311,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     if (record.createdAt < createdAt) createdAt = record.createdAt;
     if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
   }
+  // The newest statement wins, an unassignment included: then nobody is responsible.
   const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
   return {
     id: rootId,
@@ -313,7 +322,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     identities,
     labels: [...labels].sort(),
     attributes,
-    responsibleAgent: agent ? responsibleAgent : null,
+    responsibleAgent: named(agent) ? responsibleAgent : null,
     crmLink: crmLink?.v ?? null,
     channels: [...channels.values()],
     records: ordered.map((record) => record.id),

@@ -201,7 +201,13 @@ export const observationSchema = z.object({
   names: z.array(z.string()).default([]),
   attributes: attributeMapSchema.default({}),
   labels: z.array(z.string()).default([]),
-  responsibleAgent: agentRefSchema.optional(),
+  /**
+   * The customer's responsible agent as the vendor names them (README, Responsible agent). Absent:
+   * the observation says nothing about it. `null`: the vendor says explicitly that nobody is
+   * (an unassignment), which clears it like a newer agent would replace it. An agent with no
+   * e-mail, name or id says nothing either.
+   */
+  responsibleAgent: agentRefSchema.nullable().optional(),
   crmLink: z.string().optional(),
   timeline: z.array(timelineEntryInputSchema).default([]),
   events: z.array(eventInputSchema).default([]),

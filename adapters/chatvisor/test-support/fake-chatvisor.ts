@@ -40,6 +40,8 @@ export interface FakeCustomer {
   labels: string[];
   status: 'UNREAD' | 'DONE' | 'UNRESOLVED';
   lastMessage?: string;
+  /** The agent (e-mail) the customer is assigned to ("Assign customer"); null: nobody. Absent: not sent. */
+  assignedUser?: string | null;
   /** When the conversation last changed (ISO); listings carry it unless `reportUpdatedAt` is off. */
   updatedAt?: string;
 }
@@ -443,6 +445,7 @@ function toCustomer(customer: FakeCustomer): Record<string, unknown> {
     ...(customer.email === undefined ? {} : { email: customer.email }),
     ...(customer.firstname === undefined ? {} : { firstname: customer.firstname }),
     ...(customer.lastname === undefined ? {} : { lastname: customer.lastname }),
+    ...(customer.assignedUser === undefined ? {} : { assignedUser: customer.assignedUser }),
     labels: customer.labels,
     status: customer.status,
     ...(customer.lastMessage === undefined ? {} : { lastMessage: { text: customer.lastMessage } }),
