@@ -70,6 +70,18 @@ export interface AgentSyncReportView {
   failed?: { email: string; action: string; reason: string }[];
   writes?: number;
   error?: string;
+  /**
+   * A run that never finished (its process died, its lease lapsed): where it stopped, kept by the
+   * run that took over. Its lists are what it had done by then.
+   */
+  interrupted?: {
+    step?: string;
+    planned?: number | null;
+    handled?: number;
+    current?: string;
+    leaseExpiredAt?: string;
+    takenOverBy?: string;
+  };
 }
 
 /**
@@ -169,11 +181,27 @@ function runs(job: ChannelView['jobs'][number]): string {
   return entries.map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
 }
 
+/** Where an interrupted run stopped, in words (its report's `interrupted`). */
+function interruptedText(
+  item: AgentSyncReportView,
+  stop: NonNullable<AgentSyncReportView['interrupted']>,
+): string {
+  const planned = stop.planned ?? null;
+  const where =
+    stop.step !== 'writing' || planned === null
+      ? "while listing Chatvisor's agents"
+      : item.dryRun
+        ? 'while planning'
+        : `after ${stop.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${stop.current ? ` (it was writing ${stop.current}; that write may or may not have been applied)` : ''}`;
+  return `Interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed${stop.leaseExpiredAt ? ` at ${stop.leaseExpiredAt}` : ''}; the next run took over and lists Chatvisor afresh. What it had done:`;
+}
+
 function report(item: AgentSyncReportView): SafeHtml {
   const list = (label: string, values: string[]) =>
     values.length === 0 ? '' : html`<li>${label}: ${values.join(', ')}</li>`;
-  return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
-<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, ignored ${item.ignored?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error ? ` — error: ${item.error}` : ''}</div>
+  const stop = item.interrupted;
+  return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`}${stop ? html` <span class="tag">interrupted</span>` : ''} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
+${stop ? html`<p class="error">${interruptedText(item, stop)}</p>` : ''}<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, ignored ${item.ignored?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error && !stop ? ` — error: ${item.error}` : ''}</div>
 <ul class="small">${list('create', item.created ?? [])}${list(
     'update',
     (item.updated ?? []).map((step) => `${step.email} (${step.fields.join(', ')})`),
