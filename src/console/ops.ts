@@ -1,5 +1,5 @@
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
-import type { CrmCheckOutcome } from '../crm/last-check.js';
+import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -356,7 +356,14 @@ export interface StatusView {
    * what the last `chatbridge crm check` said (null: none recorded; absent: the store could not
    * be read).
    */
-  crm: { id: string; displayName: string; expiry: CredentialExpiry; lastCheck?: CrmCheckOutcome | null }[];
+  crm: {
+    id: string;
+    displayName: string;
+    expiry: CredentialExpiry;
+    lastCheck?: CrmCheckOutcome | null;
+    /** What changed in the config since the last check (empty: it checked this config). */
+    changedSinceCheck?: CheckChange[];
+  }[];
   /** When the page is made: says how long ago the last check was (left out without it). */
   now?: Date;
 }
@@ -401,6 +408,13 @@ const CHECK_STATES: Record<CrmCheckOutcome['outcome'], { label: string; css: str
   fail: { label: 'failed', css: 'state-failed' },
 };
 
+const CHANGED_PARTS: Record<CheckChange, string> = {
+  unknown: 'which config it checked is not recorded',
+  credentials: 'the credentials',
+  settings: 'the destination’s settings or mapping',
+  agents: 'the agents’ CRM users',
+};
+
 /** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
 function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
   const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
@@ -410,9 +424,18 @@ function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): Sa
   const { at, outcome, reason } = item.lastCheck;
   const state = CHECK_STATES[outcome];
   const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
-  return html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
+  const changed = item.changedSinceCheck ?? [];
+  const recorded = html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
     Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
-  }: ${reason} <span class="muted small">Check again: ${command}</span>`;
+  }: ${reason}`;
+  // Not shown as if it applied: it checked another config (or says not which).
+  if (changed.length > 0)
+    return html`<span class="state state-pending">stale</span> ${
+      changed.includes('unknown')
+        ? html`This check was recorded by an earlier version, which did not note the config it checked`
+        : html`The config changed since this check (${changed.map((part) => CHANGED_PARTS[part]).join(', ')})`
+    }: run ${command} again. <span class="muted small">It said then: ${recorded}</span>`;
+  return html`${recorded} <span class="muted small">Check again: ${command}</span>`;
 }
 
 function crmSection(status: StatusView): SafeHtml {
