@@ -37,8 +37,11 @@ import { keepReport, storeKeys } from './state.js';
  * Chatvisor. A run whose process died (kill -9, OOM, a crashed instance) renews nothing: once its
  * lease has lapsed, readers show it `interrupted` and a new run may take the record over at once
  * (it used to read `running`, and refuse every other run, for the 15 minutes of a lock's time to
- * live). The lease is read on the bridge's clock (`context.now()`): instances must agree on the
- * time to well under LEASE_MS (NTP does).
+ * live). The run that takes a lapsed lease over keeps the interrupted run's report, made of its
+ * last record and the results it wrote with it (storedResultSchema), and counts it, in its takeover write.
+ * The lease is read on the bridge's clock (`context.now()`): instances must agree on the time to
+ * well under LEASE_MS (NTP does); a clock ahead reads a live run interrupted, and the takeover
+ * stops that run before its next write.
  */
 export interface AgentSyncReport {
   id: string;
@@ -61,7 +64,7 @@ export interface AgentSyncReport {
   /**
    * Set on the report of a run that never finished — its process died (kill -9, OOM, a crash) —
    * kept by the run that took the channel over once the lease had lapsed: where it stopped. Its
-   * lists then hold what the run had recorded by its last step (see RESULTS); `error` says it in
+   * lists then hold what the run had recorded by its last step (see storedResultSchema); `error` says it in
    * a sentence. Its process kept no report of its own: nobody else would have.
    */
   interrupted?: AgentSyncInterruption;
