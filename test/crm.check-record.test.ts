@@ -50,6 +50,8 @@ function checkWorld<W extends AnyWorld>(makeWorld: () => Promise<W>) {
       keyPrefix: state.keyPrefix,
       start: false,
       config: {
+        // The CLI's config below, as one file would give both: the check is of this config.
+        agents: [{ email: 'dmitry@store.example', name: 'Dmitry' }],
         channels: [{ id: 'shop-site', vendor: 'jivochat', token: 'jivo-token-0123456789abcdef' }],
         destinations: [state.world.destination()],
       },
@@ -128,6 +130,13 @@ describe.each([
         reason: expect.stringMatching(
           /^the mapping can be used: account "[^"]+", \d+ pipeline\(s\), 3 user\(s\)$/,
         ),
+        // What it checked (test/crm.check-stale.test.ts): digests, never a credential.
+        config: {
+          salt: expect.any(String),
+          settings: expect.any(String),
+          credentials: expect.any(String),
+          agents: expect.any(String),
+        },
       });
       expect(Date.parse(record.at)).toBeGreaterThanOrEqual(before);
       const entry = await statusEntry();

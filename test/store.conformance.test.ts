@@ -376,6 +376,52 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
       });
     });
 
+    describe('hscanFields', () => {
+      /** Every field a walk answers (once each), and how many calls it took. */
+      async function walk(hash: string, count: number) {
+        const found = new Set<string>();
+        let cursor = '0';
+        let calls = 0;
+        do {
+          const page = await store.hscanFields(hash, cursor, count);
+          cursor = page.cursor;
+          for (const field of page.fields) found.add(field);
+          calls += 1;
+          expect(calls).toBeLessThan(10_000);
+        } while (cursor !== '0');
+        return { found: [...found].sort(), calls };
+      }
+
+      it('answers every field of the hash, without values, a page at a time; bad arguments refused', async () => {
+        const hash = key('hscan');
+        const expected: string[] = [];
+        // Enough to make Redis keep a hash table (not a listpack answered whole), values large.
+        for (let start = 0; start < 600; start += 200) {
+          const batch = store.batch();
+          for (let index = start; index < start + 200; index++) {
+            expected.push(`f${index}`);
+            batch.hset(hash, `f${index}`, 'v'.repeat(100));
+          }
+          await batch.exec();
+        }
+        const paged = await walk(hash, 50);
+        expect(paged.found).toEqual(expected.sort());
+        expect(paged.calls).toBeGreaterThan(2);
+        const page = await store.hscanFields(hash, '0', 10);
+        for (const field of page.fields) expect(field).toMatch(/^f\d+$/);
+        expect(page.fields.length).toBeLessThan(600);
+        await store.hdel(hash, 'f0');
+        expect((await walk(hash, 1000)).found).toEqual(expected.filter((field) => field !== 'f0'));
+        expect(await walk(key('hscan-none'), 10)).toEqual({ found: [], calls: 1 });
+        await expect(store.hscanFields(hash, '0', 0)).rejects.toThrow(/count/);
+        await expect(store.hscanFields(hash, '0', 1001)).rejects.toThrow(/count/);
+        await expect(store.hscanFields(hash, 'nonsense', 10)).rejects.toThrow(/cursor/);
+        const text = key('hscan-string');
+        await store.set(text, 'v');
+        await expect(store.hscanFields(text, '0', 10)).rejects.toThrow(/WRONGTYPE/);
+      });
+    });
+
     describe('sorted sets', () => {
       it('orders by score, then by member bytes (UTF-8, not UTF-16)', async () => {
         const k = key('z');

@@ -136,6 +136,65 @@ describe('Chatvisor customers idle without a poll schedule', () => {
     ).toContain('chatbridge_chatvisor_idle_customers_forgotten_total{channel="cobrowse"} 2');
   });
 
+  it('takes in many stored customers a page at a time, reading their ids only', async () => {
+    const { logger } = memoryLogger('silent');
+    const redis = await createRedisStore({ url, keyPrefix: `${prefix}:adopt-many`, logger });
+    stores.push(redis);
+    // What the sweep reads of the per-customer hashes: whole hashes (HGETALL), or pages of ids.
+    const wholeReads: string[] = [];
+    const pages: Array<{ key: string; count: number; fields: number }> = [];
+    const store = new Proxy(redis, {
+      get(target, property, receiver) {
+        if (property === 'hgetall')
+          return (key: string) => {
+            wholeReads.push(key);
+            return target.hgetall(key);
+          };
+        if (property === 'hscanFields')
+          return async (key: string, cursor: string, count: number) => {
+            const page = await target.hscanFields(key, cursor, count);
+            pages.push({ key, count, fields: page.fields.length });
+            return page;
+          };
+        return Reflect.get(target, property, receiver);
+      },
+    }) as Store;
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0 },
+      store,
+      now: () => new Date(clock),
+    });
+    // An older version's state: 1,500 customers' statuses, 400 of them (and 100 others) with a
+    // cached profile of some size. No alive marks, no index.
+    const keys = storeKeys('cobrowse');
+    const profile = JSON.stringify({ name: 'x'.repeat(2000) });
+    for (let start = 0; start < 1500; start += 250) {
+      const batch = redis.batch();
+      for (let index = start; index < start + 250; index++) batch.hset(keys.status, `c${index}`, 'DONE');
+      await batch.exec();
+    }
+    for (let start = 1100; start < 1600; start += 250) {
+      const batch = redis.batch();
+      for (let index = start; index < start + 250; index++) batch.hset(keys.profiles, `c${index}`, profile);
+      await batch.exec();
+    }
+
+    expect(await test.runtime.idleCustomers.sweep()).toBe(0);
+    // Every one of the 1,600 customers indexed, touched now.
+    expect(await redis.zcard(keys.idleTouched)).toBe(1600);
+    expect(await redis.zscore(keys.idleTouched, 'c0')).toBe(clock);
+    expect(await redis.zscore(keys.idleTouched, 'c1599')).toBe(clock);
+    // No hash read whole; the big one in several bounded pages.
+    expect(wholeReads.filter((key) => customerHashes('cobrowse').includes(key))).toEqual([]);
+    expect(pages.filter((page) => page.key === keys.status).length).toBeGreaterThan(1);
+    for (const page of pages) expect(page.count).toBeLessThanOrEqual(500);
+    // Their state is as it was: taken in, not forgotten.
+    expect(await redis.hget(keys.status, 'c0')).toBe('DONE');
+    expect(await redis.hget(keys.profiles, 'c1599')).toBe(profile);
+  });
+
   it('keeps state as before with a poll schedule, or with idleCustomerTtl 0s', async () => {
     for (const [name, settings] of [
       ['polled', { schedules: { conversationPoll: '0 0 1 1 *' } }],

@@ -40,8 +40,12 @@ export const SWEEP_EVERY_MS = 60_000;
 const PAGE = 100;
 /** Steps per sweep at most (100,000 customers); the rest waits for the next sweep. */
 const MAX_PAGES = 1000;
-/** Customers indexed per write when an older version's state is taken in. */
-const ADOPT_BATCH = 500;
+/**
+ * Fields read per step (and indexed per write) when an older version's state is taken in: one
+ * page of ids at a time, never a whole hash (a cached profile is a few KB, and there may be
+ * hundreds of thousands).
+ */
+const ADOPT_PAGE = 500;
 
 export class IdleCustomers {
   private lastSweep = Number.NEGATIVE_INFINITY;
@@ -133,23 +137,28 @@ export class IdleCustomers {
   /**
    * Index the customers an older version stored (state without an alive mark, not in the index),
    * once per store: touched now, so they are forgotten a TTL after the upgrade unless a webhook
-   * names them. Reads every per-customer hash once, as each poll run does.
+   * names them. Walks every per-customer hash's fields (ids only, not the values), a page at a
+   * time: what it holds at once is one page, however many customers there are. A customer in
+   * several hashes, or answered twice by a walk, is indexed again with the same time: no harm.
    */
   private async adopt(): Promise<void> {
     if (this.adopted) return;
     const { store, channelId } = this.options;
     const keys = storeKeys(channelId);
     if ((await store.get(keys.idleAdopted)) === null) {
-      const known = new Set<string>();
-      for (const key of customerHashes(channelId))
-        for (const customerId of Object.keys(await store.hgetall(key))) known.add(customerId);
       const now = this.options.now().getTime();
-      const ids = [...known];
-      for (let start = 0; start < ids.length; start += ADOPT_BATCH) {
-        const batch = store.batch();
-        for (const customerId of ids.slice(start, start + ADOPT_BATCH))
-          batch.zadd(keys.idleTouched, now, customerId);
-        await batch.exec();
+      for (const key of customerHashes(channelId)) {
+        let cursor = '0';
+        do {
+          const page = await store.hscanFields(key, cursor, ADOPT_PAGE);
+          cursor = page.cursor;
+          if (page.fields.length === 0) continue;
+          const batch = store.batch();
+          for (const customerId of page.fields) batch.zadd(keys.idleTouched, now, customerId);
+          await batch.exec();
+        } while (cursor !== '0' && !this.closing);
+        // Closing midway: not marked adopted, so the next sweep (here or elsewhere) walks again.
+        if (this.closing) return;
       }
       await store.set(keys.idleAdopted, new Date(now).toISOString());
     }

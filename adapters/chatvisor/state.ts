@@ -45,6 +45,12 @@ export function storeKeys(channelId: string) {
      * also the run's lease (a running record with `leaseExpiresAt`), which its heartbeat renews.
      */
     syncProgress: `${base}:agent-sync:progress`,
+    /**
+     * hash agent e-mail -> what the running agent sync did with it (JSON, sync.ts RunResults),
+     * written with its progress record: what an interrupted run's report is made of. Kept a day;
+     * dropped by the run's last write and by a run that takes the channel over.
+     */
+    syncResults: `${base}:agent-sync:results`,
     /** hash customerId -> CachedProfile (JSON): the customer's identity as last read (profiles.ts). */
     profiles: `${base}:profiles`,
     /** hash customerId -> why its profile could not be read (JSON); retried on its next event or poll. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { digest } from '../../src/digest.js';
@@ -36,8 +37,11 @@ import { keepReport, storeKeys } from './state.js';
  * Chatvisor. A run whose process died (kill -9, OOM, a crashed instance) renews nothing: once its
  * lease has lapsed, readers show it `interrupted` and a new run may take the record over at once
  * (it used to read `running`, and refuse every other run, for the 15 minutes of a lock's time to
- * live). The lease is read on the bridge's clock (`context.now()`): instances must agree on the
- * time to well under LEASE_MS (NTP does).
+ * live). The run that takes a lapsed lease over keeps the interrupted run's report, made of its
+ * last record and the results it wrote with it (storedResultSchema), and counts it, in its takeover write.
+ * The lease is read on the bridge's clock (`context.now()`): instances must agree on the time to
+ * well under LEASE_MS (NTP does); a clock ahead reads a live run interrupted, and the takeover
+ * stops that run before its next write.
  */
 export interface AgentSyncReport {
   id: string;
@@ -57,6 +61,30 @@ export interface AgentSyncReport {
   writes: number;
   /** Set when the run could not complete at all (e.g. listing the agents failed). */
   error?: string;
+  /**
+   * Set on the report of a run that never finished — its process died (kill -9, OOM, a crash) —
+   * kept by the run that took the channel over once the lease had lapsed: where it stopped. Its
+   * lists then hold what the run had recorded by its last step (see storedResultSchema); `error` says it in
+   * a sentence. Its process kept no report of its own: nobody else would have.
+   */
+  interrupted?: AgentSyncInterruption;
+}
+
+export interface AgentSyncInterruption {
+  /** The step it was at: listing Chatvisor's agents, or writing the planned changes. */
+  step: 'listing' | 'writing';
+  listed: number | null;
+  planned: number | null;
+  /** Planned changes done or failed: their agents are in the report's lists. */
+  handled: number;
+  /** The agent whose write was under way: it may or may not have been applied. */
+  current?: string;
+  /** When it last took a step. */
+  lastStepAt: string;
+  /** When its lease lapsed (no heartbeat renewed it): it had stopped by then. */
+  leaseExpiredAt: string;
+  /** The run that took the channel over (and kept this report). */
+  takenOverBy: string;
 }
 
 /**
@@ -129,6 +157,101 @@ export const LEASE_MS = 60_000;
 const legacyLockKey = (channelId: string) => LOCK_KEY_PREFIX + storeKeys(channelId).syncLock;
 const legacyLockMark = (runId: string) => `lease:${runId}`;
 
+/**
+ * What a run did with each agent, as it writes it to storeKeys().syncResults (one hash field per
+ * e-mail, `n` its order in the run), in the same checked write as its progress record: all an
+ * interrupted run's report can be made of, since its process is gone with the report it was
+ * building. Written only while the run holds its lease, dropped by its last write.
+ */
+const storedResultSchema = z.discriminatedUnion('r', [
+  z.object({ n: z.number(), r: z.literal('created') }),
+  z.object({ n: z.number(), r: z.literal('updated'), fields: z.array(z.string()) }),
+  z.object({ n: z.number(), r: z.literal('removed'), action: z.enum(['deactivated', 'deleted']) }),
+  z.object({ n: z.number(), r: z.literal('unchanged') }),
+  z.object({ n: z.number(), r: z.literal('ignored') }),
+  z.object({
+    n: z.number(),
+    r: z.literal('failed'),
+    action: z.enum(['create', 'update', 'deactivate', 'delete']),
+    reason: z.string(),
+  }),
+]);
+type StoredResult = z.infer<typeof storedResultSchema>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+export type RunResult = DistributiveOmit<StoredResult, 'n'>;
+
+/** Where a run stopped, in words: "after 2 of 5 changes (it was writing a@b.c)". */
+export function stoppedWhere(progress: AgentSyncProgress): string {
+  const { planned } = progress;
+  if (progress.step !== 'writing' || planned === null) return "while listing Chatvisor's agents";
+  if (progress.dryRun) return 'while planning';
+  return `after ${progress.handled} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
+}
+
+/**
+ * The report of a run whose lease lapsed before it finished, from its last progress record and
+ * the results it had written (fields that do not parse are left out, as not recorded).
+ */
+function interruptedReport(
+  progress: AgentSyncProgress,
+  stored: Record<string, string>,
+  onRemovedAgent: ChatvisorSettings['onRemovedAgent'],
+  takenOverBy: string,
+): AgentSyncReport {
+  const results: Array<StoredResult & { email: string }> = [];
+  for (const [email, raw] of Object.entries(stored)) {
+    try {
+      const parsed = storedResultSchema.safeParse(JSON.parse(raw));
+      if (parsed.success) results.push({ ...parsed.data, email });
+    } catch {
+      // Unreadable: left out.
+    }
+  }
+  results.sort((a, b) => a.n - b.n);
+  const leaseExpiredAt = progress.leaseExpiresAt ?? progress.updatedAt;
+  const report: AgentSyncReport = {
+    id: progress.id,
+    channelId: progress.channelId,
+    dryRun: progress.dryRun,
+    // The run's own setting is not recorded: the one in force now (it labels `ignored` only).
+    onRemovedAgent,
+    startedAt: progress.startedAt,
+    // It stopped at some point before its lease lapsed; that is the latest it can have been.
+    finishedAt: leaseExpiredAt,
+    created: [],
+    updated: [],
+    removed: [],
+    unchanged: [],
+    ignored: [],
+    failed: [],
+    writes: 0,
+    error: `interrupted ${stoppedWhere(progress)}${progress.current && !progress.dryRun ? ', which may or may not have been applied' : ''}: its lease lapsed at ${leaseExpiredAt} without a heartbeat (the process running it stopped: killed, out of memory or crashed); run ${takenOverBy} took over`,
+    interrupted: {
+      step: progress.step === 'writing' ? 'writing' : 'listing',
+      listed: progress.listed,
+      planned: progress.planned,
+      handled: progress.handled,
+      ...(progress.current ? { current: progress.current } : {}),
+      lastStepAt: progress.updatedAt,
+      leaseExpiredAt,
+      takenOverBy,
+    },
+  };
+  for (const result of results) {
+    if (result.r === 'created') report.created.push(result.email);
+    else if (result.r === 'updated') report.updated.push({ email: result.email, fields: result.fields });
+    else if (result.r === 'removed') report.removed.push({ email: result.email, action: result.action });
+    else if (result.r === 'unchanged') report.unchanged.push(result.email);
+    else if (result.r === 'ignored') report.ignored.push(result.email);
+    else report.failed.push({ email: result.email, action: result.action, reason: result.reason });
+  }
+  // The writes it is known to have made (the one under way, `current`, not counted).
+  if (!progress.dryRun)
+    report.writes =
+      report.created.length + report.updated.length + report.removed.length + report.failed.length;
+  return report;
+}
+
 /** A stored progress record, or null when absent or unreadable. */
 function parseProgress(raw: string | null): AgentSyncProgress | null {
   if (raw === null) return null;
@@ -162,16 +285,25 @@ class Lease {
   private queue: Promise<unknown> = Promise.resolve();
   /** The lease as last written (ms on the bridge's clock): no other run can start before it. */
   heldUntil: number;
+  /** Results noted since the last write that landed (field -> text): sent with the next one. */
+  private readonly pending = new Map<string, string>();
+  private noted = 0;
 
   constructor(
     private readonly store: Store,
     private readonly key: string,
     private readonly legacyKey: string,
+    private readonly resultsKey: string,
     private readonly runId: string,
     private written: string,
     heldUntil: number,
   ) {
     this.heldUntil = heldUntil;
+  }
+
+  /** What the run did with an agent: written to the results hash with the next progress write. */
+  note(email: string, result: RunResult): void {
+    this.pending.set(email, JSON.stringify({ n: this.noted++, ...result }));
   }
 
   /** Write the record; false when it is no longer this run's. Rejects when the store does. */
@@ -198,10 +330,18 @@ class Lease {
 
   private async put(expected: string | null, text: string, until: number | null): Promise<boolean> {
     const batch = this.store.batch().expect(this.key, expected).set(this.key, text, PROGRESS_TTL_MS);
-    if (until !== null) batch.set(this.legacyKey, legacyLockMark(this.runId), LEASE_MS);
+    // While it runs, the results so far go with the record that counts them; once it has ended
+    // its report is kept, and they are dropped.
+    const results = until === null ? [] : [...this.pending];
+    if (until !== null) {
+      batch.set(this.legacyKey, legacyLockMark(this.runId), LEASE_MS);
+      for (const [email, result] of results) batch.hset(this.resultsKey, email, result);
+      if (results.length > 0) batch.expire(this.resultsKey, PROGRESS_TTL_MS);
+    } else batch.del(this.resultsKey);
     if (!(await batch.exec())) return false;
     this.written = text;
     if (until !== null) this.heldUntil = until;
+    for (const [email, result] of results) if (this.pending.get(email) === result) this.pending.delete(email);
     return true;
   }
 
@@ -247,6 +387,7 @@ export interface StartedSync {
 export class AgentSync {
   private readonly runs;
   private readonly changes;
+  private readonly interruptions;
 
   constructor(private readonly options: AgentSyncOptions) {
     const { metrics } = options.context;
@@ -259,6 +400,14 @@ export class AgentSync {
       'chatbridge_chatvisor_agent_sync_agents_total',
       'Agents handled by Chatvisor agent sync runs, by channel and result (created, updated, removed, unchanged, ignored, failed)',
       ['channel', 'result'] as const,
+    );
+    // Counted by the run that takes the channel over (its process is gone, and counts nothing):
+    // once per interrupted run, whichever instance notices it, since the takeover is one checked
+    // write. A run nothing follows within the progress record's day is not counted.
+    this.interruptions = metrics.counter(
+      'chatbridge_chatvisor_agent_sync_interrupted_total',
+      'Chatvisor agent sync runs that never finished (their process died and their lease lapsed), counted when the next run takes the channel over, by channel and dry_run',
+      ['channel', 'dry_run'] as const,
     );
   }
 
@@ -276,7 +425,12 @@ export class AgentSync {
   async start(options: RunOptions = {}): Promise<StartedSync> {
     const { channelId, logger } = this.options;
     const progress = this.newProgress(options.dryRun ?? false);
-    const lease = await this.takeLease(progress);
+    const { lease, interrupted } = await this.takeLease(progress);
+    if (interrupted) {
+      options.onProgress?.(
+        `the last ${interrupted.dryRun ? 'dry run' : 'agent sync'} (${interrupted.id}) was interrupted ${stoppedWhere(interrupted)}: its lease lapsed without a heartbeat; this run takes over, and the interrupted run's report is kept (GET /api/v1/channels/${channelId}/agent-sync)`,
+      );
+    }
     // Lost lease -> the run's signal aborts, so no write starts after it (as on shutdown).
     const lost = new AbortController();
     const onLost = () => {
@@ -316,11 +470,15 @@ export class AgentSync {
   /**
    * Write the run's first record, unless another run holds the lease (JobBusyError): the record
    * read, and the lock of a version before the lease, are expected unchanged in the same atomic
-   * write, so two runs starting at once cannot both take it.
+   * write, so two runs starting at once cannot both take it. A run it takes over (`running`, its
+   * lease lapsed) gets its report kept and is counted, in that same write: exactly once.
    */
-  private async takeLease(progress: AgentSyncProgress): Promise<Lease> {
-    const { context, channelId } = this.options;
-    const key = storeKeys(channelId).syncProgress;
+  private async takeLease(
+    progress: AgentSyncProgress,
+  ): Promise<{ lease: Lease; interrupted: AgentSyncProgress | null }> {
+    const { context, channelId, settings } = this.options;
+    const keys = storeKeys(channelId);
+    const key = keys.syncProgress;
     const legacyKey = legacyLockKey(channelId);
     const busy = () =>
       new JobBusyError('agent_sync_running', `an agent sync is already running for channel ${channelId}`);
@@ -335,28 +493,46 @@ export class AgentSync {
       if (legacy !== null && (current === null || legacy !== legacyLockMark(current.id))) throw busy();
       progress.leaseExpiresAt = new Date(context.now().getTime() + LEASE_MS).toISOString();
       const text = JSON.stringify(progress);
-      const taken = await context.store
+      // Not holding the lease and still `running`: its lease lapsed, its process is gone.
+      const interrupted = current?.state === 'running' ? current : null;
+      const batch = context.store
         .batch()
         .expect(key, raw)
         .expect(legacyKey, legacy)
         .set(key, text, PROGRESS_TTL_MS)
         .set(legacyKey, legacyLockMark(progress.id), LEASE_MS)
-        .exec();
-      if (taken) {
-        if (current?.state === 'running') {
+        .del(keys.syncResults);
+      if (interrupted) {
+        // Its results are written only with its record (checked above): read now, they are the
+        // ones that record counts. At most one field per agent of its plan.
+        const report = interruptedReport(
+          interrupted,
+          await context.store.hgetall(keys.syncResults),
+          settings.onRemovedAgent,
+          progress.id,
+        );
+        batch
+          .rpush(keys.syncReports, JSON.stringify(report))
+          .ltrim(keys.syncReports, -settings.keepReports, -1);
+      }
+      if (await batch.exec()) {
+        if (interrupted) {
+          this.interruptions.inc({ channel: channelId, dry_run: String(interrupted.dryRun) });
           this.options.logger.warn(
-            { channelId, interrupted: current.id, leaseExpiresAt: current.leaseExpiresAt },
-            'chatvisor agent sync: the last run was interrupted (its lease lapsed without a heartbeat); this run takes over',
+            { channelId, interrupted: interrupted.id, leaseExpiresAt: interrupted.leaseExpiresAt },
+            'chatvisor agent sync: the last run was interrupted (its lease lapsed without a heartbeat); its report is kept, and this run takes over',
           );
         }
-        return new Lease(
+        const lease = new Lease(
           context.store,
           key,
           legacyKey,
+          keys.syncResults,
           progress.id,
           text,
           Date.parse(progress.leaseExpiresAt),
         );
+        return { lease, interrupted };
       }
     }
     throw busy();
@@ -481,6 +657,8 @@ export class AgentSync {
       const actual = new Map(listed.items.map((agent) => [agent.email, agent]));
       const managed = new Set(await context.store.smembers(keys.managedAgents));
       const steps = this.plan(desired, actual, managed, report);
+      for (const email of report.unchanged) lease.note(email, { r: 'unchanged' });
+      for (const email of report.ignored) lease.note(email, { r: 'ignored' });
       Object.assign(watched, { step: 'writing', listed: listed.items.length, planned: steps.length });
       this.tally(watched, report);
       if (!(await this.saveProgress(lease, watched))) onLost();
@@ -506,7 +684,7 @@ export class AgentSync {
         options.signal?.throwIfAborted();
         if (dryRun) {
           progress(`would ${step.action} ${step.email}`);
-          this.record(report, step);
+          this.record(report, lease, step);
           continue;
         }
         watched.current = step.email;
@@ -523,12 +701,13 @@ export class AgentSync {
             await client.deleteAgent(step.email, { signal: options.signal });
             await context.store.srem(keys.managedAgents, step.email);
           }
-          this.record(report, step);
+          this.record(report, lease, step);
           progress(`${step.action} ${step.email}: done`);
         } catch (error) {
           if (options.signal?.aborted) throw error;
           const reason = (error as Error).message;
           report.failed.push({ email: step.email, action: step.action, reason });
+          lease.note(step.email, { r: 'failed', action: step.action, reason });
           progress(`${step.action} ${step.email}: FAILED (${reason})`);
           logger.warn(
             { email: step.email, action: step.action, err: error },
@@ -618,14 +797,19 @@ export class AgentSync {
     return steps;
   }
 
-  private record(report: AgentSyncReport, step: Step): void {
-    if (step.action === 'create') report.created.push(step.email);
-    else if (step.action === 'update') report.updated.push({ email: step.email, fields: step.fields });
-    else
-      report.removed.push({
-        email: step.email,
-        action: step.action === 'delete' ? 'deleted' : 'deactivated',
-      });
+  /** Into the report, and noted for the results hash (the next progress write sends it). */
+  private record(report: AgentSyncReport, lease: Lease, step: Step): void {
+    if (step.action === 'create') {
+      report.created.push(step.email);
+      lease.note(step.email, { r: 'created' });
+    } else if (step.action === 'update') {
+      report.updated.push({ email: step.email, fields: step.fields });
+      lease.note(step.email, { r: 'updated', fields: step.fields });
+    } else {
+      const action = step.action === 'delete' ? 'deleted' : 'deactivated';
+      report.removed.push({ email: step.email, action });
+      lease.note(step.email, { r: 'removed', action });
+    }
   }
 
   /**

@@ -12,7 +12,12 @@ import {
   expiresAtText,
 } from '../crm/credentials.js';
 import { CrmError, scrub } from '../crm/errors.js';
-import { type CrmCheckOutcome, recordCrmCheck } from '../crm/last-check.js';
+import {
+  type CheckFingerprint,
+  type CrmCheckOutcome,
+  checkFingerprint,
+  recordCrmCheck,
+} from '../crm/last-check.js';
 import { createRateLimiter } from '../crm/limiter.js';
 import { createTransport } from '../crm/transport.js';
 import { createLogger } from '../logger.js';
@@ -87,6 +92,9 @@ export async function crmCommand(
     return 1;
   }
   const secrets = connector.secretsOf(destination);
+  // What this check answers for (never a secret: see checkFingerprint): the console shows the
+  // record as stale once its config no longer matches.
+  const checked = checkFingerprint(destination, secrets, config.agents);
   // An expired token is refused by the CRM (401) for every call: said as what it is, without one.
   const expiry = credentialExpiry(connector, destination, new Date());
   const logger = createLogger('silent');
@@ -100,6 +108,7 @@ export async function crmCommand(
         'fail',
         `token expired at ${expiry.at.toISOString()}`,
         secrets,
+        checked,
         io,
       );
     } finally {
@@ -110,7 +119,7 @@ export async function crmCommand(
   // The same store as the running service: the check counts against the shared request rate.
   const store = await createStore(config.store, logger);
   const keep = (outcome: CrmCheckOutcome['outcome'], reason: string) =>
-    keepOutcome(store, destination.id, outcome, reason, secrets, io);
+    keepOutcome(store, destination.id, outcome, reason, secrets, checked, io);
   try {
     const api = connector.create(
       destination,
@@ -136,8 +145,8 @@ export async function crmCommand(
       await keep('fail', reason);
       return 1;
     }
-    const checked = showable(report);
-    const problems = describe(destination, checked, config.agents, io, connector.displayName, expiry);
+    const found = showable(report);
+    const problems = describe(destination, found, config.agents, io, connector.displayName, expiry);
     for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
       io.stderr(
@@ -156,10 +165,10 @@ export async function crmCommand(
     } else {
       await keep(
         'ok',
-        `the mapping can be used: account "${checked.account}", ${checked.pipelines.length} pipeline(s), ${checked.users.length} user(s)${
-          checked.usersUnavailable === undefined
+        `the mapping can be used: account "${found.account}", ${found.pipelines.length} pipeline(s), ${found.users.length} user(s)${
+          found.usersUnavailable === undefined
             ? ''
-            : `; users not readable (${checked.usersUnavailable}), so no responsible by e-mail`
+            : `; users not readable (${found.usersUnavailable}), so no responsible by e-mail`
         }`,
       );
     }
@@ -202,11 +211,17 @@ async function keepOutcome(
   outcome: CrmCheckOutcome['outcome'],
   reason: string,
   secrets: readonly string[],
+  config: CheckFingerprint,
   io: Io,
 ): Promise<void> {
   if (store.kind !== 'redis') return;
   try {
-    await recordCrmCheck(store, destinationId, { at: new Date().toISOString(), outcome, reason }, secrets);
+    await recordCrmCheck(
+      store,
+      destinationId,
+      { at: new Date().toISOString(), outcome, reason, config },
+      secrets,
+    );
   } catch (error) {
     io.stderr(
       `warning: ${destinationId}: the outcome was not recorded for the console: ${shown(scrub((error as Error).message, secrets))}`,

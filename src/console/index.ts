@@ -10,7 +10,7 @@ import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
 import type { AdapterDefinition, ChannelRoute, ChannelRuntime } from '../contracts/adapter.js';
 import type { ConnectorDefinition } from '../contracts/connector.js';
 import { credentialExpiry } from '../crm/credentials.js';
-import { readCrmChecks } from '../crm/last-check.js';
+import { changedSinceCheck, readCrmChecks } from '../crm/last-check.js';
 import { deliveryIdSchema } from '../delivery/api.js';
 import type { Delivery } from '../delivery/index.js';
 import { AppError, issuesFromZod, NotFoundError, ValidationError } from '../errors.js';
@@ -1087,7 +1087,20 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
         store,
         status.crm.map((item) => item.id),
       );
-      for (const item of status.crm) item.lastCheck = checks.get(item.id) ?? null;
+      for (const { destination, connector } of deps.crmDestinations ?? []) {
+        const item = status.crm.find((entry) => entry.id === destination.id);
+        const check = checks.get(destination.id) ?? null;
+        if (!item) continue;
+        item.lastCheck = check;
+        // Checked against the config this instance runs with: the check speaks for that one only.
+        if (check)
+          item.changedSinceCheck = changedSinceCheck(
+            check,
+            destination,
+            connector.secretsOf(destination),
+            config.agents,
+          );
+      }
       // Counted, not listed: a list capped at 500 said "500+" for exactly 500 and read up to
       // a thousand whole records (bodies included) per destination to say it. The index sizes
       // are exact, one read each, and the numbers the backlog gauges report.

@@ -1,5 +1,5 @@
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
-import type { CrmCheckOutcome } from '../crm/last-check.js';
+import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -70,6 +70,18 @@ export interface AgentSyncReportView {
   failed?: { email: string; action: string; reason: string }[];
   writes?: number;
   error?: string;
+  /**
+   * A run that never finished (its process died, its lease lapsed): where it stopped, kept by the
+   * run that took over. Its lists are what it had done by then.
+   */
+  interrupted?: {
+    step?: string;
+    planned?: number | null;
+    handled?: number;
+    current?: string;
+    leaseExpiredAt?: string;
+    takenOverBy?: string;
+  };
 }
 
 /**
@@ -169,11 +181,27 @@ function runs(job: ChannelView['jobs'][number]): string {
   return entries.map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
 }
 
+/** Where an interrupted run stopped, in words (its report's `interrupted`). */
+function interruptedText(
+  item: AgentSyncReportView,
+  stop: NonNullable<AgentSyncReportView['interrupted']>,
+): string {
+  const planned = stop.planned ?? null;
+  const where =
+    stop.step !== 'writing' || planned === null
+      ? "while listing Chatvisor's agents"
+      : item.dryRun
+        ? 'while planning'
+        : `after ${stop.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${stop.current ? ` (it was writing ${stop.current}; that write may or may not have been applied)` : ''}`;
+  return `Interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed${stop.leaseExpiredAt ? ` at ${stop.leaseExpiredAt}` : ''}; the next run took over and lists Chatvisor afresh. What it had done:`;
+}
+
 function report(item: AgentSyncReportView): SafeHtml {
   const list = (label: string, values: string[]) =>
     values.length === 0 ? '' : html`<li>${label}: ${values.join(', ')}</li>`;
-  return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
-<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, ignored ${item.ignored?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error ? ` — error: ${item.error}` : ''}</div>
+  const stop = item.interrupted;
+  return html`<li class="entry"><div class="meta">${item.dryRun ? html`<span class="tag">dry run</span>` : html`<span class="tag">run</span>`}${stop ? html` <span class="tag">interrupted</span>` : ''} ${time(item.startedAt)} → ${time(item.finishedAt)}</div>
+${stop ? html`<p class="error">${interruptedText(item, stop)}</p>` : ''}<div class="summary">${item.dryRun ? 'Would create' : 'Created'} ${item.created?.length ?? 0}, ${item.dryRun ? 'update' : 'updated'} ${item.updated?.length ?? 0}, ${item.dryRun ? 'remove' : 'removed'} ${item.removed?.length ?? 0}, unchanged ${item.unchanged?.length ?? 0}, ignored ${item.ignored?.length ?? 0}, failed ${item.failed?.length ?? 0}${item.error && !stop ? ` — error: ${item.error}` : ''}</div>
 <ul class="small">${list('create', item.created ?? [])}${list(
     'update',
     (item.updated ?? []).map((step) => `${step.email} (${step.fields.join(', ')})`),
@@ -328,7 +356,14 @@ export interface StatusView {
    * what the last `chatbridge crm check` said (null: none recorded; absent: the store could not
    * be read).
    */
-  crm: { id: string; displayName: string; expiry: CredentialExpiry; lastCheck?: CrmCheckOutcome | null }[];
+  crm: {
+    id: string;
+    displayName: string;
+    expiry: CredentialExpiry;
+    lastCheck?: CrmCheckOutcome | null;
+    /** What changed in the config since the last check (empty: it checked this config). */
+    changedSinceCheck?: CheckChange[];
+  }[];
   /** When the page is made: says how long ago the last check was (left out without it). */
   now?: Date;
 }
@@ -373,6 +408,13 @@ const CHECK_STATES: Record<CrmCheckOutcome['outcome'], { label: string; css: str
   fail: { label: 'failed', css: 'state-failed' },
 };
 
+const CHANGED_PARTS: Record<CheckChange, string> = {
+  unknown: 'which config it checked is not recorded',
+  credentials: 'the credentials',
+  settings: 'the destination’s settings or mapping',
+  agents: 'the agents’ CRM users',
+};
+
 /** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
 function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
   const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
@@ -382,9 +424,18 @@ function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): Sa
   const { at, outcome, reason } = item.lastCheck;
   const state = CHECK_STATES[outcome];
   const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
-  return html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
+  const changed = item.changedSinceCheck ?? [];
+  const recorded = html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
     Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
-  }: ${reason} <span class="muted small">Check again: ${command}</span>`;
+  }: ${reason}`;
+  // Not shown as if it applied: it checked another config (or says not which).
+  if (changed.length > 0)
+    return html`<span class="state state-pending">stale</span> ${
+      changed.includes('unknown')
+        ? html`This check was recorded by an earlier version, which did not note the config it checked`
+        : html`The config changed since this check (${changed.map((part) => CHANGED_PARTS[part]).join(', ')})`
+    }: run ${command} again. <span class="muted small">It said then: ${recorded}</span>`;
+  return html`${recorded} <span class="muted small">Check again: ${command}</span>`;
 }
 
 function crmSection(status: StatusView): SafeHtml {

@@ -1,5 +1,8 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import type { CrmDestinationConfig } from '../config/schema.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
+import { digest } from '../digest.js';
 import type { Store } from '../store/types.js';
 import { scrub } from './errors.js';
 
@@ -7,7 +10,9 @@ import { scrub } from './errors.js';
  * What the last `chatbridge crm check` of each CRM destination said, kept in the store: the check
  * runs in a CLI process, and an operator reading the console's status page (any instance) wants
  * to know when the CRM connection was last checked and how it went. One hash field per
- * destination id, overwritten by each check: `{at, outcome, reason}`.
+ * destination id, overwritten by each check: `{at, outcome, reason, config}`, `config` being the
+ * fingerprint of what it checked (checkFingerprint): a console whose config no longer matches
+ * shows the record as stale, not as a check of the config it runs with.
  *
  * Never a credential: the reason is scrubbed of the destination's secrets here, whoever built it,
  * and it holds only what the check printed (the CRM's account name, a problem, the CRM's refusal,
@@ -29,8 +34,105 @@ export const crmCheckOutcomeSchema = z.object({
   outcome: z.enum(['ok', 'warn', 'fail']),
   /** Why, in one short line. */
   reason: z.string(),
+  /** What it checked (checkFingerprint); absent on a record of a version before it. */
+  config: z
+    .object({ salt: z.string(), settings: z.string(), credentials: z.string(), agents: z.string() })
+    .optional(),
 });
 export type CrmCheckOutcome = z.infer<typeof crmCheckOutcomeSchema>;
+export type CheckFingerprint = NonNullable<CrmCheckOutcome['config']>;
+
+/**
+ * What only deliveries use — their pace, retries, timeouts, which events reach the destination by
+ * channel (`filter`), and the `map` derived from `crm` — and that a check neither reads nor
+ * answers for: changing them leaves the last check standing. (`events` does count: the check
+ * says whether offline messages can become tasks.)
+ */
+const DELIVERY_ONLY = new Set([
+  'retrySchedule',
+  'timeoutMs',
+  'concurrency',
+  'circuitBreaker',
+  'failedRetention',
+  'filter',
+  'map',
+]);
+
+/** JSON with every object's keys sorted: the same config, however its file ordered it, digests the same. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object')
+    return `{${Object.keys(value)
+      .sort()
+      .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${canonical((value as Record<string, unknown>)[key])}`)
+      .join(',')}}`;
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** Every string in `value` with the secrets in it replaced (scrub): what is left is no secret. */
+function withoutSecrets(value: unknown, secrets: readonly string[]): unknown {
+  if (typeof value === 'string') return scrub(value, secrets);
+  if (Array.isArray(value)) return value.map((item) => withoutSecrets(item, secrets));
+  if (value && typeof value === 'object')
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [key, withoutSecrets(item, secrets)]),
+    );
+  return value;
+}
+
+type CheckedAgents = ReadonlyArray<{ email: string; crmUserId?: string | undefined }>;
+
+/**
+ * The fingerprint of what a `crm check` of `destination` depends on, in three parts, so that a
+ * stale record can say which changed: `settings` — the destination without what only deliveries
+ * use (above) and with its secrets scrubbed out (the kind, the CRM's address, the mapping, the
+ * events), a plain SHA-256; `agents` — each agent's e-mail and crmUserId, which the check
+ * matches to CRM users; `credentials` — the destination's secrets (connector.secretsOf) as an
+ * HMAC-SHA256 keyed with `salt`, 16 random bytes made for each check and kept beside it, so the
+ * store holds no secret, nor a digest that matches one computed anywhere else.
+ */
+export function checkFingerprint(
+  destination: CrmDestinationConfig,
+  secrets: readonly string[],
+  agents: CheckedAgents,
+  salt: string = randomBytes(16).toString('base64url'),
+): CheckFingerprint {
+  const { crm, ...rest } = destination;
+  const { rateLimit: _pace, ...mapping } = crm;
+  const checked = Object.fromEntries(Object.entries(rest).filter(([key]) => !DELIVERY_ONLY.has(key)));
+  const directory = agents
+    .map((agent) => [agent.email.toLowerCase(), agent.crmUserId ?? null] as const)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return {
+    salt,
+    settings: digest('sha256', canonical(withoutSecrets({ ...checked, crm: mapping }, secrets)), 'base64url'),
+    credentials: createHmac('sha256', salt)
+      .update(canonical([...secrets]))
+      .digest('base64url'),
+    agents: digest('sha256', canonical(directory), 'base64url'),
+  };
+}
+
+/** A part of the config that changed since a check; `unknown`: the record says not what it checked. */
+export type CheckChange = 'credentials' | 'settings' | 'agents' | 'unknown';
+
+/**
+ * Whether the recorded check still speaks for `destination` as configured now: the parts that
+ * changed since (empty: none). `unknown`: the record has no fingerprint (a version before it),
+ * so nothing says which config it checked.
+ */
+export function changedSinceCheck(
+  record: CrmCheckOutcome,
+  destination: CrmDestinationConfig,
+  secrets: readonly string[],
+  agents: CheckedAgents,
+): CheckChange[] {
+  const then = record.config;
+  if (!then) return ['unknown'];
+  const now = checkFingerprint(destination, secrets, agents, then.salt);
+  return (['credentials', 'settings', 'agents'] as const).filter((part) => now[part] !== then[part]);
+}
 
 /**
  * One line, cleaned, scrubbed and cut to CHECK_REASON_MAX (at a code point). Scrubbed after the

@@ -70,6 +70,12 @@ export function checkScanKeys(count: number): void {
     throw new Error('ERR scanKeys count must be 1 to 1000');
 }
 
+/** Store.hscanFields's count, refused alike by both stores. */
+export function checkHscanFields(count: number): void {
+  if (!(Number.isSafeInteger(count) && count >= 1 && count <= 1000))
+    throw new Error('ERR hscanFields count must be 1 to 1000');
+}
+
 /** Store.countInWindow's window, refused alike by both stores. */
 export function checkWindow(windowMs: number): void {
   if (!(Number.isSafeInteger(windowMs) && windowMs > 0))
@@ -552,6 +558,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async hdel(key, field) {
       guard();
       return op.hdel(key, field);
+    },
+    async hscanFields(key, cursor, count) {
+      guard();
+      checkHscanFields(count);
+      // As scanKeys: `f` and the last field looked at, fields walked in code unit order.
+      if (!(cursor === '0' || cursor.startsWith('f'))) throw replyError('ERR invalid cursor');
+      const after = cursor === '0' ? null : cursor.slice(1);
+      const ordered = [...(read(key, 'hash')?.keys() ?? [])]
+        .filter((field) => after === null || field > after)
+        .sort();
+      const fields = ordered.slice(0, count);
+      const done = fields.length === ordered.length;
+      return { cursor: done ? '0' : `f${fields[fields.length - 1]}`, fields };
     },
 
     async sadd(key, ...members) {

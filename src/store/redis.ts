@@ -12,7 +12,7 @@ import {
   redactRedisUrl,
   sentinelTlsOf,
 } from './connection.js';
-import { checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './memory.js';
+import { checkHscanFields, checkScanKeys, checkSinterScan, checkWindow, LOCK_KEY_PREFIX } from './memory.js';
 import { type ScriptArgument, type ScriptCall, scriptCall } from './script-command.js';
 import type {
   ConfirmOptions,
@@ -403,7 +403,19 @@ end
 return { count, ttl }
 `;
 
+/**
+ * Store.hscanFields: one HSCAN step, its values dropped here, on Redis's side, so that a page of
+ * large values (cached profiles) is never sent. (HSCAN's NOVALUES came in Redis 7.4.)
+ */
+const HSCAN_FIELDS_SCRIPT = `
+local page = redis.call('hscan', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields = {}
+for index = 1, #page[2], 2 do fields[#fields + 1] = page[2][index] end
+return { page[1], fields }
+`;
+
 interface LockCommands {
+  chatbridgeHscanFields(key: string, cursor: string, count: number): Promise<[string, string[]]>;
   chatbridgeCountInWindow(key: string, windowMs: number): Promise<[number, number]>;
   chatbridgeSinterScan(numKeys: number, ...args: Array<string | number>): Promise<[string, string[]]>;
   chatbridgeLock(numKeys: number, ...args: Array<string | number>): Promise<number>;
@@ -532,6 +544,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   commands.defineCommand('chatbridgeRenew', { lua: RENEW_SCRIPT });
   commands.defineCommand('chatbridgeSinterScan', { lua: SINTER_SCAN_SCRIPT });
   commands.defineCommand('chatbridgeCountInWindow', { lua: COUNT_IN_WINDOW_SCRIPT, numberOfKeys: 1 });
+  commands.defineCommand('chatbridgeHscanFields', { lua: HSCAN_FIELDS_SCRIPT, numberOfKeys: 1 });
   const clientPrefix = `${options.keyPrefix}:`;
   /**
    * The calls every observation makes, written without ioredis's per-argument work
@@ -972,6 +985,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       await run(() => client.hset(key, field, value));
     },
     hdel: (key, field) => run(() => client.hdel(key, field)),
+    async hscanFields(key, cursor, count) {
+      checkHscanFields(count);
+      if (!/^\d+$/.test(cursor)) throw new Error(`ERR invalid cursor ${JSON.stringify(cursor)}`);
+      const [next, fields] = await run(() => commands.chatbridgeHscanFields(key, cursor, count));
+      return { cursor: next, fields };
+    },
 
     sadd: (key, ...members) =>
       members.length === 0 ? store.smembers(key).then(() => 0) : run(() => client.sadd(key, ...members)),

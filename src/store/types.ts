@@ -35,6 +35,12 @@ export interface ScanKeysPage {
   keys: string[];
 }
 
+export interface HashFieldsPage {
+  /** `'0'` when the iteration is over. */
+  cursor: string;
+  fields: string[];
+}
+
 export interface WindowCount {
   /** Events counted in the window so far, this one included. */
   count: number;
@@ -238,6 +244,15 @@ export interface Store {
   hgetall(key: string): Promise<Record<string, string>>;
   hset(key: string, field: string, value: string): Promise<void>;
   hdel(key: string, field: string): Promise<number>;
+  /**
+   * The fields of the hash at `key`, a page at a time, without their values (HSCAN, whose values
+   * a script drops on Redis's side: Redis 7.0 has no NOVALUES): for a pass over a hash that may
+   * hold many large values. Start with cursor `'0'` and pass back the cursor each call returns
+   * until it is `'0'` again. As HSCAN: a field there for the whole iteration is answered at least
+   * once (possibly more than once); one added or removed meanwhile may or may not be. A call looks
+   * at about `count` fields (1 to 1000; Redis answers a small hash whole). A missing key is empty.
+   */
+  hscanFields(key: string, cursor: string, count: number): Promise<HashFieldsPage>;
 
   sadd(key: string, ...members: string[]): Promise<number>;
   srem(key: string, ...members: string[]): Promise<number>;

@@ -12,7 +12,8 @@ import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../suppo
  * kill -9 of the real bridge (dist/) in the middle of a Chatvisor agent sync it runs. The killed
  * process renews the sync's lease no more: another instance on the same Redis reads the sync
  * `running` until the lease lapses, then `interrupted` (admin API and console), and starts a new
- * sync at once, which finishes the job. It used to read `running`, refusing every other sync,
+ * sync at once, which finishes the job, keeping the killed run's report (what it had created,
+ * where it stopped) and counting it. It used to read `running`, refusing every other sync,
  * for 15 minutes. The other instance runs in this process on a clock the test drives: the lease
  * lapses when the test says, not after a sleep.
  */
@@ -121,6 +122,18 @@ describe('kill -9 during a Chatvisor agent sync', () => {
     await expect.poll(async () => (await progressOf()).state, { timeout: 60_000 }).toBe('finished');
     expect((await progressOf()).id).toBe(again.body.progress.id);
     expect(fake.agents.size).toBe(AGENTS);
+    // The killed run's report, kept by the run that took over (its own process kept none), and
+    // counted once by the survivor.
+    const { reports } = (await survivor!.admin('GET', '/api/v1/channels/cv/agent-sync')).body;
+    expect(reports.map((report: { id: string }) => report.id)).toEqual([again.body.progress.id, started.id]);
+    expect(reports[1]).toMatchObject({
+      created: agents.slice(0, 4).map((agent) => agent.email),
+      failed: [],
+      interrupted: { step: 'writing', planned: AGENTS, handled: 4, current: 'agent-05@shop.example' },
+    });
+    expect(await survivor!.bridge.metrics.registry.metrics()).toContain(
+      'chatbridge_chatvisor_agent_sync_interrupted_total{channel="cv",dry_run="false"} 1',
+    );
     held.release();
   });
 });

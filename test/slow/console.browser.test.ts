@@ -5,7 +5,8 @@ import { type Browser, type BrowserContext, chromium, type Page } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeKeys } from '../../adapters/chatvisor/state.js';
 import { FakeChatvisor } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
-import { recordCrmCheck } from '../../src/crm/last-check.js';
+import { isCrmDestination } from '../../src/config/schema.js';
+import { checkFingerprint, recordCrmCheck } from '../../src/crm/last-check.js';
 import { createBreakerRecorder } from '../../src/delivery/breaker-state.js';
 import { amoWorld, bitrixWorld } from '../support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
@@ -570,6 +571,8 @@ describe('web console in a browser', () => {
 
       // The status page's CRM section, on a phone, with what the last crm check said (recorded
       // as the CLI records it: test/crm.check-record.test.ts runs the CLI). A long CRM reason wraps.
+      const amo = syncing.bridge.config.destinations.find((item) => item.id === 'amo')!;
+      if (!isCrmDestination(amo)) throw new Error('amo is a CRM destination');
       await recordCrmCheck(
         syncing.bridge.context.store,
         'amo',
@@ -577,6 +580,12 @@ describe('web console in a browser', () => {
           at: new Date(Date.now() - 3 * 3_600_000).toISOString(),
           outcome: 'fail',
           reason: `1 problem, the mapping cannot be used as configured: channel shop-site: pipeline 4242 does not exist (have: ${Array.from({ length: 12 }, (_, index) => `${7000 + index} "Pipeline_${'x'.repeat(20)}"`).join(', ')})`,
+          // Of the config the bridge runs with (amoCRM's secret is its token).
+          config: checkFingerprint(
+            amo,
+            [String((amo as { token?: unknown }).token)],
+            syncing.bridge.config.agents,
+          ),
         },
         [],
       );

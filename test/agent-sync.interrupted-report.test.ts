@@ -1,0 +1,162 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChatvisorRuntime } from '../adapters/chatvisor/index.js';
+import {
+  buildRuntime,
+  TEST_CHANNEL_TOKEN,
+  type TestRuntime,
+} from '../adapters/chatvisor/test-support/context.js';
+import { type FakeChatvisor, startFakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { createLogger } from '../src/logger.js';
+import { createRedisStore } from '../src/store/redis.js';
+import type { Store } from '../src/store/types.js';
+import { consoleRequest, signIn } from './support/console.js';
+import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/**
+ * What an interrupted Chatvisor agent sync did is kept, and counted. The dying runner is a second
+ * instance on the same Redis whose store connection is cut while its run waits on its third
+ * agent create (held by the fake), as in console.agent-sync-interrupted.test.ts. Once its lease
+ * has lapsed (on the clock the test drives), `chatbridge sync agents` on the other instance takes
+ * the channel over: it says so on stderr, the interrupted run's report (the agents it had
+ * created, where it stopped) is kept beside the others — admin API and console — and
+ * chatbridge_chatvisor_agent_sync_interrupted_total counts it, once. Before, the new run's record
+ * replaced the interrupted one's and nothing of it was left.
+ */
+const AGENTS = 5;
+const agents = Array.from({ length: AGENTS }, (_, index) => ({
+  email: `agent-${index + 1}@shop.example`,
+  name: `Agent ${index + 1}`,
+}));
+
+describe('an interrupted agent sync leaves a report and a count (Redis store)', () => {
+  let chatvisor: FakeChatvisor;
+  let keyPrefix: string;
+  let redisUrl: string;
+  let runnerStore: Store;
+  let runner: TestRuntime;
+  let bridge: TestBridge;
+  let clock = Date.now();
+
+  beforeAll(async () => {
+    chatvisor = await startFakeChatvisor();
+    redisUrl = await getTestRedisUrl();
+    keyPrefix = uniquePrefix('sync-interrupted-report');
+    const settings = { maxRetries: 0, rateLimit: { perSecond: 1000 } };
+    runnerStore = await createRedisStore({ url: redisUrl, keyPrefix, logger: createLogger('silent') });
+    runner = buildRuntime({
+      apiUrl: chatvisor.apiUrl,
+      apiToken: chatvisor.token,
+      agents,
+      settings,
+      store: runnerStore,
+      now: () => new Date(clock),
+    });
+    bridge = await startTestBridge({
+      store: 'redis',
+      keyPrefix,
+      start: false,
+      now: () => new Date(clock),
+      config: {
+        agents,
+        channels: [
+          {
+            id: 'cobrowse',
+            vendor: 'chatvisor',
+            name: 'Co-browsing',
+            token: TEST_CHANNEL_TOKEN,
+            apiUrl: chatvisor.apiUrl,
+            apiToken: chatvisor.token,
+            ...settings,
+          },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bridge?.close();
+    await runnerStore?.close();
+    await chatvisor?.close();
+    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+  });
+
+  const interruptedCount = async () =>
+    (await bridge.bridge.metrics.registry.metrics())
+      .split('\n')
+      .filter((line) => line.startsWith('chatbridge_chatvisor_agent_sync_interrupted_total{'));
+
+  it('keeps the interrupted run’s report when the next run takes over, and counts it once', async () => {
+    const held = chatvisor.hold({ method: 'POST', path: '/user', when: () => chatvisor.agents.size === 2 });
+    const started = await runner.runtime.agentSync.start();
+    const dead = started.done.catch((error: unknown) => error);
+    await held.arrived;
+    const running = (await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync/progress')).body
+      .progress;
+    await runnerStore.close();
+    clock = Date.parse(running.leaseExpiresAt);
+
+    // `chatbridge sync agents` on the surviving instance (the command the CLI runs).
+    const runtime = bridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;
+    const command = runtime.commands!.find((item) => item.name === 'sync agents')!;
+    const stderr: string[] = [];
+    const stdout: string[] = [];
+    await command.run({}, { stdout: (line) => stdout.push(line), stderr: (line) => stderr.push(line) });
+    expect(chatvisor.agents.size).toBe(AGENTS);
+    expect(stderr[0]).toBe(
+      `the last agent sync (${started.progress.id}) was interrupted after 2 of 5 changes (it was writing agent-3@shop.example): its lease lapsed without a heartbeat; this run takes over, and the interrupted run's report is kept (GET /api/v1/channels/cobrowse/agent-sync)`,
+    );
+
+    // Admin API: the interrupted run's report, between the new run's and nothing else.
+    const { reports } = (await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync')).body;
+    expect(reports).toHaveLength(2);
+    expect(reports[0]).toMatchObject({
+      dryRun: false,
+      created: ['agent-3@shop.example', 'agent-4@shop.example', 'agent-5@shop.example'],
+    });
+    expect(reports[1]).toMatchObject({
+      id: started.progress.id,
+      dryRun: false,
+      startedAt: started.progress.startedAt,
+      finishedAt: running.leaseExpiresAt,
+      created: ['agent-1@shop.example', 'agent-2@shop.example'],
+      updated: [],
+      removed: [],
+      failed: [],
+      writes: 2,
+      interrupted: {
+        step: 'writing',
+        listed: 0,
+        planned: 5,
+        handled: 2,
+        current: 'agent-3@shop.example',
+        leaseExpiredAt: running.leaseExpiresAt,
+        takenOverBy: reports[0].id,
+      },
+    });
+    expect(reports[1].error).toContain('interrupted');
+
+    // The console's channel card lists it as interrupted, with what it had done.
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const card = await consoleRequest(bridge.url, '/console/channels', { cookie });
+    expect(card.text).toContain('<span class="tag">interrupted</span>');
+    expect(card.text).toContain(
+      'Interrupted after 2 of 5 changes (it was writing agent-3@shop.example; that write may or may not have been applied)',
+    );
+    expect(card.text).toContain('<li>create: agent-1@shop.example, agent-2@shop.example</li>');
+
+    // Counted once, by the instance that took over.
+    expect(await interruptedCount()).toEqual([
+      'chatbridge_chatvisor_agent_sync_interrupted_total{channel="cobrowse",dry_run="false"} 1',
+    ]);
+    // A run after a finished one takes nothing over: no report, no count.
+    await command.run({}, { stdout: () => {}, stderr: (line) => stderr.push(line) });
+    expect(stderr.filter((line) => line.includes('interrupted'))).toHaveLength(1);
+    expect((await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync')).body.reports).toHaveLength(3);
+    expect(await interruptedCount()).toEqual([
+      'chatbridge_chatvisor_agent_sync_interrupted_total{channel="cobrowse",dry_run="false"} 1',
+    ]);
+
+    held.release();
+    expect(await dead).toMatchObject({ code: 'agent_sync_lock_lost' });
+  });
+});
