@@ -1,3 +1,4 @@
+import { isSupportedCountry } from 'libphonenumber-js';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
@@ -499,6 +500,18 @@ export const configSchema = z.strictObject({
       defaultCountry: z
         .string()
         .regex(/^[A-Z]{2}$/, 'an ISO 3166-1 alpha-2 country code like RU')
+        // Two capitals are not yet a country: with one the phone library does not know (UK for
+        // GB is the usual slip) every number typed without its +code normalises to nothing and
+        // is left off the contact, with no word said.
+        .superRefine((code, ctx) => {
+          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code))
+            ctx.addIssue({
+              code: 'custom',
+              message: `"${code}" is not a country code the phone library knows: ${
+                code === 'UK' ? 'the United Kingdom is GB' : 'an ISO 3166-1 alpha-2 code like RU, GB or DE'
+              }`,
+            });
+        })
         .default('RU'),
       /** A merge that would make one contact out of more records than this is refused. */
       maxMergeSize: intLike(z.number().int().min(2)).default(10),
