@@ -26,7 +26,11 @@ export function parseWith<S extends z.ZodType>(
  */
 export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
   return z
-    .union([z.literal(''), schema])
+    .union([z.literal(''), schema], {
+      // A value neither empty nor one `schema` takes (`?state=bogus`) failed both branches, and
+      // zod said only "Invalid input". What `schema` says of it names the values it takes.
+      error: (issue) => (issue.code === 'invalid_union' ? issue.errors[1]?.[0]?.message : undefined),
+    })
     .describe('empty: the filter is not given')
     .optional()
     .transform((value) => (value === '' ? undefined : (value as z.output<S> | undefined)));
