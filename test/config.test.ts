@@ -384,7 +384,7 @@ describe('config', () => {
       `limits.timelineRetention: ${message}`,
     ]);
     expect(problems({ admin, intake: { ackAfterAppend: 'yes' } })).toEqual([
-      'intake.ackAfterAppend: Invalid input: expected boolean, received string',
+      'intake.ackAfterAppend: expected true or false, got the text "yes"',
     ]);
   });
 });

@@ -103,6 +103,38 @@ describe('config wording', () => {
     expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
   });
 
+  it('a value of the wrong shape says what is expected and what YAML made of it, not zod\'s "Invalid input"', () => {
+    // Each was `Invalid input: expected int, received number` and the like: zod's words, naming
+    // neither what to write nor that `mergeOn: email` wants a list or an empty `admin:` a section.
+    const found = loadProblems(
+      [
+        'admin:',
+        'server:',
+        '  port: abc',
+        '  shutdownTimeoutMs: 2.5',
+        'identity:',
+        '  mergeOn: email',
+        'intake:',
+        '  ackAfterAppend: yes',
+        'channels:',
+        '  - {id: cv, vendor: chatvisor, token: abcdefghijklmnopq, apiToken: abcdefghijklmnop, labels: "{person}", schedules: "* * * * *"}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'admin: expected a section (key: value lines indented under it), got nothing: the key has no value',
+        'server.port: expected a number, got the text "abc"',
+        'server.shutdownTimeoutMs: expected a whole number, got the number 2.5',
+        'identity.mergeOn: expected a list ([a, b], or one "- item" line each), got the text "email"',
+        'intake.ackAfterAppend: expected true or false, got the text "yes"',
+        'channels[0].labels: expected a list ([a, b], or one "- item" line each), got the text "{person}"',
+        'channels[0].schedules: expected a section (key: value lines indented under it), got the text "* * * * *"',
+      ]),
+    );
+    expect(found.join('\n')).not.toContain('Invalid input');
+  });
+
   describe('a file that is not one UTF-8 YAML mapping says what it is', () => {
     const text =
       'admin:\n  token: abcdefghijklmnopqrst\nchannels:\n  - {id: shop, vendor: jivochat, token: abcdefghijklmnopq, name: Café}\n';

@@ -45,9 +45,44 @@ export function configIssues(
         continue;
       }
     }
+    if (issue.code === 'invalid_type' && EXPECTED[issue.expected] !== undefined) {
+      const value = valueAt(document, issue.path);
+      // An absent key keeps its own wording (a required key is said to be required).
+      if (value !== undefined) {
+        out.push({
+          path: formatPath(path),
+          message: `expected ${EXPECTED[issue.expected]}, got ${described(value)}`,
+        });
+        continue;
+      }
+    }
     out.push({ path: formatPath(path), message: issue.message });
   }
   return out;
+}
+
+/**
+ * What zod's `expected` means in a YAML file. `mergeOn: email` (a list wanted), `admin:` with
+ * nothing under it (a section wanted) or `ackAfterAppend: yes` (YAML 1.2 reads yes as text) read
+ * `Invalid input: expected array, received string` and the like: zod's words, not the fix.
+ */
+const EXPECTED: Partial<Record<string, string>> = {
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  array: 'a list ([a, b], or one "- item" line each)',
+  object: 'a section (key: value lines indented under it)',
+};
+
+/** A value as YAML gave it, in words: `the text "abc"`, `the number 2.5`, `nothing`. */
+function described(value: unknown): string {
+  if (value === null) return 'nothing: the key has no value';
+  if (typeof value === 'string')
+    return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean') return `the ${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a section';
+  return typeof value;
 }
 
 function unknownKey(key: string, known: readonly string[]): string {
