@@ -103,6 +103,19 @@ describe('config wording', () => {
     expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
   });
 
+  it('a URL left out is required, not "an http:// or https:// URL" as if one were written wrong', () => {
+    const document = valid() as Record<string, unknown>;
+    document.destinations = [{ id: 'crm', secret: valid().destinations[0]!.secret }];
+    document.attributeSources = [{ id: 'crm' }];
+    expect(problems(document)).toEqual([
+      'attributeSources[0].url: required',
+      'destinations[0].url: required',
+    ]);
+    document.destinations = [{ ...valid().destinations[0], url: 'ftp://crm.example/hook' }];
+    document.attributeSources = [];
+    expect(problems(document)).toEqual(['destinations[0].url: an http:// or https:// URL']);
+  });
+
   it('a value of the wrong shape says what is expected and what YAML made of it, not zod\'s "Invalid input"', () => {
     // Each was `Invalid input: expected int, received number` and the like: zod's words, naming
     // neither what to write nor that `mergeOn: email` wants a list or an empty `admin:` a section.

@@ -50,7 +50,11 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
  * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
  */
-export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+export const httpUrlSchema = z.url({
+  protocol: /^https?$/,
+  // A URL left out is required (as every other missing key reads), not "written wrong".
+  error: (issue) => (issue.input === undefined ? 'required' : 'an http:// or https:// URL'),
+});
 
 /**
  * Delivery waits (retry delays, breaker cooldown, attempt timeout) run on Node timers, which hold
