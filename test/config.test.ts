@@ -373,6 +373,20 @@ describe('config', () => {
     expect(parseConfig({ admin }, registry, {}).identity.defaultCountry).toBe('RU');
   });
 
+  it('refuses a rate-limit window under a second: 0s turned every limit off', () => {
+    // limits.rate.window: 0s passed; each count then lived no time at all, so failed admin
+    // authentications and LiveTex lookups were never limited, and on Redis every count failed
+    // ("windowMs must be a positive whole number") and was logged as the store being unreachable.
+    const admin = { token: 'a'.repeat(20) };
+    for (const window of ['0s', 0, '500ms'])
+      expect(problems({ admin, limits: { rate: { window } } })).toEqual([
+        'limits.rate.window: at least 1s (a shorter window counts nothing, so it limits nothing)',
+      ]);
+    expect(parseConfig({ admin, limits: { rate: { window: '1s' } } }, registry, {}).limits.rate.window).toBe(
+      1000,
+    );
+  });
+
   it('a value that is no duration is named as such, not "Invalid input"', () => {
     const admin = { token: 'a'.repeat(20) };
     const message = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';

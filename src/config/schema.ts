@@ -585,7 +585,11 @@ export const configSchema = z.strictObject({
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
           /** Requests to public channel routes per channel, all addresses together. */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
-          window: durationSchema.default(60_000),
+          // Each count lives one window: 0s (or a few ms) counted nothing, so it limited nothing,
+          // and the store refuses a window that is not a positive number of milliseconds.
+          window: durationSchema
+            .pipe(z.number().min(1000, 'at least 1s (a shorter window counts nothing, so it limits nothing)'))
+            .default(60_000),
           /**
            * An IPv6 client counts, in every limit above, by this many leading bits of its address
            * (src/net/address.ts limitKey): one subscriber usually holds a whole /64 and can
