@@ -103,6 +103,32 @@ describe('config wording', () => {
     expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
   });
 
+  it('a number, text or list out of bounds says the bound and what it got, not zod\'s "Too small: expected number to be >=2"', () => {
+    const found = loadProblems(
+      [
+        'admin: {token: abcdefghijklmnopqrst}',
+        'server: {bodyLimitBytes: 0}',
+        'identity: {maxMergeSize: 1}',
+        'metrics: {port: 70000}',
+        'agents:',
+        '  - {email: oleg@shop.example, name: ""}',
+        'destinations:',
+        '  - {id: crm, url: "https://crm.example/hook", secret: whsec_ZXhhbXBsZS1zZWNyZXQtY2hhbmdlLW1lLTAx, events: []}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'server.bodyLimitBytes: more than 0, got 0',
+        'identity.maxMergeSize: at least 2, got 1',
+        'metrics.port: at most 65535, got 70000',
+        'agents[0].name: must not be empty',
+        'destinations[0].events: at least 1 item, got none',
+      ]),
+    );
+    expect(found.join('\n')).not.toMatch(/Too small|Too big/);
+  });
+
   it('a URL left out is required, not "an http:// or https:// URL" as if one were written wrong', () => {
     const document = valid() as Record<string, unknown>;
     document.destinations = [{ id: 'crm', secret: valid().destinations[0]!.secret }];

@@ -56,9 +56,38 @@ export function configIssues(
         continue;
       }
     }
+    if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
+      out.push({ path: formatPath(path), message: outOfBounds(issue, valueAt(document, issue.path)) });
+      continue;
+    }
     out.push({ path: formatPath(path), message: issue.message });
   }
   return out;
+}
+
+/**
+ * zod's own bound messages (`Too small: expected number to be >=2`, `expected string to have
+ * >=1 characters`) in a config author's words, with what the file holds: `at least 2, got 1`.
+ * A schema's own message for a bound (`at least 16 characters: …`) is kept as written.
+ */
+function outOfBounds(
+  issue: Extract<Issue, { code: 'too_small' } | { code: 'too_big' }>,
+  value: unknown,
+): string {
+  const small = issue.code === 'too_small';
+  const bound = Number(small ? issue.minimum : issue.maximum);
+  const inclusive = issue.inclusive !== false;
+  const side = small ? (inclusive ? 'at least' : 'more than') : inclusive ? 'at most' : 'less than';
+  if (issue.origin === 'string') {
+    if (small && bound === 1 && inclusive) return 'must not be empty';
+    const length = typeof value === 'string' ? `, got ${value.length}` : '';
+    return `${side} ${bound} characters${length}`;
+  }
+  if (issue.origin === 'array' || issue.origin === 'set') {
+    const count = Array.isArray(value) ? (value.length === 0 ? ', got none' : `, got ${value.length}`) : '';
+    return `${side} ${bound} item${bound === 1 ? '' : 's'}${count}`;
+  }
+  return `${side} ${bound}${value === undefined ? '' : `, got ${String(value)}`}`;
 }
 
 /**
