@@ -129,6 +129,27 @@ describe('config wording', () => {
     expect(found.join('\n')).not.toMatch(/Too small|Too big/);
   });
 
+  it('a value not among the allowed ones lists them, says what it got and the one meant when one is close', () => {
+    const found = loadProblems(
+      [
+        'admin: {token: abcdefghijklmnopqrst}',
+        'identity: {mergeOn: [person, emial]}',
+        'log: {level: verbose}',
+        'channels:',
+        '  - {id: cv, vendor: chatvisor, token: abcdefghijklmnopq, apiToken: abcdefghijklmnop, onRemovedAgent: delet}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'identity.mergeOn[1]: one of person, email, phone; got the text "emial" (did you mean "email"?)',
+        'log.level: one of fatal, error, warn, info, debug, trace, silent; got the text "verbose"',
+        'channels[0].onRemovedAgent: one of deactivate, delete, ignore; got the text "delet" (did you mean "delete"?)',
+      ]),
+    );
+    expect(found.join('\n')).not.toContain('Invalid option');
+  });
+
   it('a URL left out is required, not "an http:// or https:// URL" as if one were written wrong', () => {
     const document = valid() as Record<string, unknown>;
     document.destinations = [{ id: 'crm', secret: valid().destinations[0]!.secret }];

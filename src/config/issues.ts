@@ -56,6 +56,18 @@ export function configIssues(
         continue;
       }
     }
+    if (issue.code === 'invalid_value' && /^Invalid option:/.test(issue.message)) {
+      // zod's `Invalid option: expected one of "person"|"email"|"phone"`: the options as a list,
+      // what the file holds, and the one meant when a typo is close to it (`emial`).
+      const value = valueAt(document, issue.path);
+      const options = issue.values.map(String);
+      const close = typeof value === 'string' ? closest(value, options) : undefined;
+      out.push({
+        path: formatPath(path),
+        message: `one of ${options.join(', ')}; got ${described(value)}${close !== undefined ? ` (did you mean "${close}"?)` : ''}`,
+      });
+      continue;
+    }
     if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
       out.push({ path: formatPath(path), message: outOfBounds(issue, valueAt(document, issue.path)) });
       continue;
