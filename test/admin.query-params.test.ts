@@ -93,6 +93,20 @@ describe('admin API query parameters are parsed strictly', () => {
     expect((await bridge.admin('GET', '/api/v1/channels?')).status).toBe(200);
   });
 
+  it('a filter given a value it does not take says which values it takes, not "Invalid input"', async () => {
+    const cases: Array<[string, string, string[]]> = [
+      ['/api/v1/deliveries?state=bogus', 'state', ['pending', 'delivered', 'failed']],
+      ['/api/v1/journal?kind=bogus', 'kind', ['rejected', 'unhandled']],
+      ['/api/v1/identity/conflicts?state=bogus', 'state', ['open', 'merged', 'resolved']],
+    ];
+    for (const [path, parameter, values] of cases) {
+      const issues = await refused('GET', path, parameter);
+      const message = issues.find((issue) => issue.path === parameter)!.message;
+      expect(message, path).not.toBe('Invalid input');
+      for (const value of values) expect(message, path).toContain(value);
+    }
+  });
+
   it('keeps empty filters as filters not given', async () => {
     expect((await bridge.admin('GET', '/api/v1/deliveries?state=&destination=')).status).toBe(200);
     expect((await bridge.admin('GET', '/api/v1/journal?channel=&kind=')).status).toBe(200);

@@ -359,6 +359,34 @@ describe('config', () => {
     expect(livetex.channels[0]).toMatchObject({ evenTiming: false });
   });
 
+  it('refuses a defaultCountry the phone library does not know (UK is GB): it would drop every national number', () => {
+    const admin = { token: 'a'.repeat(20) };
+    // With an unknown country, "8 912 345-67-89" or "07911 123456" normalise to nothing: every
+    // phone a visitor types without its +code was silently left off the contact.
+    expect(problems({ admin, identity: { defaultCountry: 'UK' } })).toEqual([
+      'identity.defaultCountry: "UK" is not a country code the phone library knows: the United Kingdom is GB',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'XX' } })).toEqual([
+      'identity.defaultCountry: "XX" is not a country code the phone library knows: an ISO 3166-1 alpha-2 code like RU, GB or DE',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'GB' } })).toEqual([]);
+    expect(parseConfig({ admin }, registry, {}).identity.defaultCountry).toBe('RU');
+  });
+
+  it('refuses a rate-limit window under a second: 0s turned every limit off', () => {
+    // limits.rate.window: 0s passed; each count then lived no time at all, so failed admin
+    // authentications and LiveTex lookups were never limited, and on Redis every count failed
+    // ("windowMs must be a positive whole number") and was logged as the store being unreachable.
+    const admin = { token: 'a'.repeat(20) };
+    for (const window of ['0s', 0, '500ms'])
+      expect(problems({ admin, limits: { rate: { window } } })).toEqual([
+        'limits.rate.window: at least 1s (a shorter window counts nothing, so it limits nothing)',
+      ]);
+    expect(parseConfig({ admin, limits: { rate: { window: '1s' } } }, registry, {}).limits.rate.window).toBe(
+      1000,
+    );
+  });
+
   it('a value that is no duration is named as such, not "Invalid input"', () => {
     const admin = { token: 'a'.repeat(20) };
     const message = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';
@@ -370,7 +398,7 @@ describe('config', () => {
       `limits.timelineRetention: ${message}`,
     ]);
     expect(problems({ admin, intake: { ackAfterAppend: 'yes' } })).toEqual([
-      'intake.ackAfterAppend: Invalid input: expected boolean, received string',
+      'intake.ackAfterAppend: expected true or false, got the text "yes"',
     ]);
   });
 });

@@ -103,6 +103,98 @@ describe('config wording', () => {
     expect(found[1]).toMatch(/^admin\.token: expected text, got the number .*: write it in quotes/);
   });
 
+  it('a number, text or list out of bounds says the bound and what it got, not zod\'s "Too small: expected number to be >=2"', () => {
+    const found = loadProblems(
+      [
+        'admin: {token: abcdefghijklmnopqrst}',
+        'server: {bodyLimitBytes: 0}',
+        'identity: {maxMergeSize: 1}',
+        'metrics: {port: 70000}',
+        'agents:',
+        '  - {email: oleg@shop.example, name: ""}',
+        'destinations:',
+        '  - {id: crm, url: "https://crm.example/hook", secret: whsec_ZXhhbXBsZS1zZWNyZXQtY2hhbmdlLW1lLTAx, events: []}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'server.bodyLimitBytes: more than 0, got 0',
+        'identity.maxMergeSize: at least 2, got 1',
+        'metrics.port: at most 65535, got 70000',
+        'agents[0].name: must not be empty',
+        'destinations[0].events: at least 1 item, got none',
+      ]),
+    );
+    expect(found.join('\n')).not.toMatch(/Too small|Too big/);
+  });
+
+  it('a value not among the allowed ones lists them, says what it got and the one meant when one is close', () => {
+    const found = loadProblems(
+      [
+        'admin: {token: abcdefghijklmnopqrst}',
+        'identity: {mergeOn: [person, emial]}',
+        'log: {level: verbose}',
+        'channels:',
+        '  - {id: cv, vendor: chatvisor, token: abcdefghijklmnopq, apiToken: abcdefghijklmnop, onRemovedAgent: delet}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'identity.mergeOn[1]: one of person, email, phone; got the text "emial" (did you mean "email"?)',
+        'log.level: one of fatal, error, warn, info, debug, trace, silent; got the text "verbose"',
+        'channels[0].onRemovedAgent: one of deactivate, delete, ignore; got the text "delet" (did you mean "delete"?)',
+      ]),
+    );
+    expect(found.join('\n')).not.toContain('Invalid option');
+  });
+
+  it('a URL left out is required, not "an http:// or https:// URL" as if one were written wrong', () => {
+    const document = valid() as Record<string, unknown>;
+    document.destinations = [{ id: 'crm', secret: valid().destinations[0]!.secret }];
+    document.attributeSources = [{ id: 'crm' }];
+    expect(problems(document)).toEqual([
+      'attributeSources[0].url: required',
+      'destinations[0].url: required',
+    ]);
+    document.destinations = [{ ...valid().destinations[0], url: 'ftp://crm.example/hook' }];
+    document.attributeSources = [];
+    expect(problems(document)).toEqual(['destinations[0].url: an http:// or https:// URL']);
+  });
+
+  it('a value of the wrong shape says what is expected and what YAML made of it, not zod\'s "Invalid input"', () => {
+    // Each was `Invalid input: expected int, received number` and the like: zod's words, naming
+    // neither what to write nor that `mergeOn: email` wants a list or an empty `admin:` a section.
+    const found = loadProblems(
+      [
+        'admin:',
+        'server:',
+        '  port: abc',
+        '  shutdownTimeoutMs: 2.5',
+        'identity:',
+        '  mergeOn: email',
+        'intake:',
+        '  ackAfterAppend: yes',
+        'channels:',
+        '  - {id: cv, vendor: chatvisor, token: abcdefghijklmnopq, apiToken: abcdefghijklmnop, labels: "{person}", schedules: "* * * * *"}',
+        '',
+      ].join('\n'),
+    );
+    expect(found.slice(1)).toEqual(
+      expect.arrayContaining([
+        'admin: expected a section (key: value lines indented under it), got nothing: the key has no value',
+        'server.port: expected a number, got the text "abc"',
+        'server.shutdownTimeoutMs: expected a whole number, got the number 2.5',
+        'identity.mergeOn: expected a list ([a, b], or one "- item" line each), got the text "email"',
+        'intake.ackAfterAppend: expected true or false, got the text "yes"',
+        'channels[0].labels: expected a list ([a, b], or one "- item" line each), got the text "{person}"',
+        'channels[0].schedules: expected a section (key: value lines indented under it), got the text "* * * * *"',
+      ]),
+    );
+    expect(found.join('\n')).not.toContain('Invalid input');
+  });
+
   describe('a file that is not one UTF-8 YAML mapping says what it is', () => {
     const text =
       'admin:\n  token: abcdefghijklmnopqrst\nchannels:\n  - {id: shop, vendor: jivochat, token: abcdefghijklmnopq, name: Café}\n';

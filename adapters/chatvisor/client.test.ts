@@ -158,7 +158,13 @@ describe('ChatvisorClient errors and retries', () => {
     const api = new ChatvisorClient({ ...optionsFor(), apiToken: 'example-api-token' });
     const error = await api.listAgents(100).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ChatvisorAuthError);
-    expect(error).toMatchObject({ retryable: false, status: 502, vendorStatus: undefined });
+    // The bridge's own config, not an upstream failure: a 4xx whose message the caller sees.
+    expect(error).toMatchObject({
+      retryable: false,
+      status: 409,
+      code: 'chatvisor_example_token',
+      vendorStatus: undefined,
+    });
     expect((error as Error).message).toBe(
       "the channel's apiToken is the example config's placeholder, not a Chatvisor API token (nothing was sent): set your account's apiToken and apiUrl (CHATVISOR_API_TOKEN and CHATVISOR_API_URL in the example)",
     );

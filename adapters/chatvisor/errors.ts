@@ -39,13 +39,17 @@ export const EXAMPLE_TOKEN_MESSAGE =
 /**
  * 401/403: the API token is wrong, revoked or lacks rights; or (`exampleToken`) it is the example
  * config's published placeholder, refused before any call. Retrying cannot help.
+ *
+ * The placeholder is no upstream failure but the bridge's own config, found before anything was
+ * sent: 409 `chatvisor_example_token` with its message shown (what to set), not the 502 whose
+ * body hides the reason in the log. A newcomer trying the admin API on the example meets it first.
  */
 export class ChatvisorAuthError extends ChatvisorApiError {
   readonly retryable = false;
   constructor(details: ChatvisorErrorDetails & { exampleToken?: boolean }) {
     super(
-      'chatvisor_auth_failed',
-      502,
+      details.exampleToken ? 'chatvisor_example_token' : 'chatvisor_auth_failed',
+      details.exampleToken ? 409 : 502,
       details.exampleToken
         ? EXAMPLE_TOKEN_MESSAGE
         : `Chatvisor refused the channel's API token (HTTP ${details.vendorStatus}); check apiToken`,

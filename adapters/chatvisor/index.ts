@@ -180,7 +180,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       query: agentSyncQuerySchema,
       errors: {
         ...VENDOR_ERRORS,
-        409: 'An agent sync is already running for this channel (agent_sync_running), or this run lost its lease and stopped (agent_sync_lock_lost)',
+        409: `An agent sync is already running for this channel (agent_sync_running), this run lost its lease and stopped (agent_sync_lock_lost), or ${EXAMPLE_TOKEN_ANSWER}`,
       },
       async handle({ query }) {
         return { body: await agentSync.run({ dryRun: query.dryRun }) };
@@ -321,7 +321,11 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
 }
 
 /** What a route that calls Chatvisor answers when the call fails (errors.ts; README "Client behaviour"). */
+/** errors.ts ChatvisorAuthError: the example's placeholder token, refused before anything is sent. */
+const EXAMPLE_TOKEN_ANSWER =
+  "the channel's apiToken is still the example config's placeholder (chatvisor_example_token): nothing was sent; set your account's apiToken";
 const VENDOR_ERRORS: Record<number, string> = {
+  409: `Refused: ${EXAMPLE_TOKEN_ANSWER}`,
   404: 'Chatvisor does not know the customer, or an assumed API path is wrong (chatvisor_not_found)',
   429: 'Chatvisor is rate-limiting the bridge (chatvisor_rate_limited); see Retry-After',
   502: 'Chatvisor failed: it refused the API token (chatvisor_auth_failed), was unavailable or timed out (chatvisor_unavailable), rejected the call (chatvisor_rejected) or answered an unexpected body (chatvisor_bad_response)',

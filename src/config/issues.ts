@@ -45,9 +45,85 @@ export function configIssues(
         continue;
       }
     }
+    if (issue.code === 'invalid_type' && EXPECTED[issue.expected] !== undefined) {
+      const value = valueAt(document, issue.path);
+      // An absent key keeps its own wording (a required key is said to be required).
+      if (value !== undefined) {
+        out.push({
+          path: formatPath(path),
+          message: `expected ${EXPECTED[issue.expected]}, got ${described(value)}`,
+        });
+        continue;
+      }
+    }
+    if (issue.code === 'invalid_value' && /^Invalid option:/.test(issue.message)) {
+      // zod's `Invalid option: expected one of "person"|"email"|"phone"`: the options as a list,
+      // what the file holds, and the one meant when a typo is close to it (`emial`).
+      const value = valueAt(document, issue.path);
+      const options = issue.values.map(String);
+      const close = typeof value === 'string' ? closest(value, options) : undefined;
+      out.push({
+        path: formatPath(path),
+        message: `one of ${options.join(', ')}; got ${described(value)}${close !== undefined ? ` (did you mean "${close}"?)` : ''}`,
+      });
+      continue;
+    }
+    if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
+      out.push({ path: formatPath(path), message: outOfBounds(issue, valueAt(document, issue.path)) });
+      continue;
+    }
     out.push({ path: formatPath(path), message: issue.message });
   }
   return out;
+}
+
+/**
+ * zod's own bound messages (`Too small: expected number to be >=2`, `expected string to have
+ * >=1 characters`) in a config author's words, with what the file holds: `at least 2, got 1`.
+ * A schema's own message for a bound (`at least 16 characters: …`) is kept as written.
+ */
+function outOfBounds(
+  issue: Extract<Issue, { code: 'too_small' } | { code: 'too_big' }>,
+  value: unknown,
+): string {
+  const small = issue.code === 'too_small';
+  const bound = Number(small ? issue.minimum : issue.maximum);
+  const inclusive = issue.inclusive !== false;
+  const side = small ? (inclusive ? 'at least' : 'more than') : inclusive ? 'at most' : 'less than';
+  if (issue.origin === 'string') {
+    if (small && bound === 1 && inclusive) return 'must not be empty';
+    const length = typeof value === 'string' ? `, got ${value.length}` : '';
+    return `${side} ${bound} characters${length}`;
+  }
+  if (issue.origin === 'array' || issue.origin === 'set') {
+    const count = Array.isArray(value) ? (value.length === 0 ? ', got none' : `, got ${value.length}`) : '';
+    return `${side} ${bound} item${bound === 1 ? '' : 's'}${count}`;
+  }
+  return `${side} ${bound}${value === undefined ? '' : `, got ${String(value)}`}`;
+}
+
+/**
+ * What zod's `expected` means in a YAML file. `mergeOn: email` (a list wanted), `admin:` with
+ * nothing under it (a section wanted) or `ackAfterAppend: yes` (YAML 1.2 reads yes as text) read
+ * `Invalid input: expected array, received string` and the like: zod's words, not the fix.
+ */
+const EXPECTED: Partial<Record<string, string>> = {
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  array: 'a list ([a, b], or one "- item" line each)',
+  object: 'a section (key: value lines indented under it)',
+};
+
+/** A value as YAML gave it, in words: `the text "abc"`, `the number 2.5`, `nothing`. */
+function described(value: unknown): string {
+  if (value === null) return 'nothing: the key has no value';
+  if (typeof value === 'string')
+    return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean') return `the ${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a section';
+  return typeof value;
 }
 
 function unknownKey(key: string, known: readonly string[]): string {

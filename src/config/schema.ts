@@ -1,3 +1,4 @@
+import { isSupportedCountry } from 'libphonenumber-js';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
@@ -49,7 +50,11 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
  * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
  */
-export const httpUrlSchema = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+export const httpUrlSchema = z.url({
+  protocol: /^https?$/,
+  // A URL left out is required (as every other missing key reads), not "written wrong".
+  error: (issue) => (issue.input === undefined ? 'required' : 'an http:// or https:// URL'),
+});
 
 /**
  * Delivery waits (retry delays, breaker cooldown, attempt timeout) run on Node timers, which hold
@@ -499,6 +504,18 @@ export const configSchema = z.strictObject({
       defaultCountry: z
         .string()
         .regex(/^[A-Z]{2}$/, 'an ISO 3166-1 alpha-2 country code like RU')
+        // Two capitals are not yet a country: with one the phone library does not know (UK for
+        // GB is the usual slip) every number typed without its +code normalises to nothing and
+        // is left off the contact, with no word said.
+        .superRefine((code, ctx) => {
+          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code))
+            ctx.addIssue({
+              code: 'custom',
+              message: `"${code}" is not a country code the phone library knows: ${
+                code === 'UK' ? 'the United Kingdom is GB' : 'an ISO 3166-1 alpha-2 code like RU, GB or DE'
+              }`,
+            });
+        })
         .default('RU'),
       /** A merge that would make one contact out of more records than this is refused. */
       maxMergeSize: intLike(z.number().int().min(2)).default(10),
@@ -568,7 +585,11 @@ export const configSchema = z.strictObject({
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
           /** Requests to public channel routes per channel, all addresses together. */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
-          window: durationSchema.default(60_000),
+          // Each count lives one window: 0s (or a few ms) counted nothing, so it limited nothing,
+          // and the store refuses a window that is not a positive number of milliseconds.
+          window: durationSchema
+            .pipe(z.number().min(1000, 'at least 1s (a shorter window counts nothing, so it limits nothing)'))
+            .default(60_000),
           /**
            * An IPv6 client counts, in every limit above, by this many leading bits of its address
            * (src/net/address.ts limitKey): one subscriber usually holds a whole /64 and can

@@ -14,8 +14,30 @@ export function parseWith<S extends z.ZodType>(
   code: string,
 ): z.output<S> {
   const result = schema.safeParse(value);
-  if (!result.success) throw new ValidationError(message, issuesFromZod(result.error), code);
+  if (!result.success) {
+    // A key the caller left out read `Invalid input: expected string, received undefined`: zod's
+    // words about a value nobody sent. It is named as required instead.
+    const issues = result.error.issues.map((issue) =>
+      (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
+      issue.path.length > 0 &&
+      absent(value, issue.path)
+        ? { ...issue, message: 'required' }
+        : issue,
+    );
+    throw new ValidationError(message, issuesFromZod({ issues }), code);
+  }
   return result.data;
+}
+
+/** Whether `path` names a key its parent object does not have. */
+function absent(value: unknown, path: readonly PropertyKey[]): boolean {
+  let parent = value;
+  for (const part of path.slice(0, -1)) {
+    if (parent === null || typeof parent !== 'object') return false;
+    parent = (parent as Record<PropertyKey, unknown>)[part];
+  }
+  if (parent === null || typeof parent !== 'object' || Array.isArray(parent)) return false;
+  return (parent as Record<PropertyKey, unknown>)[path[path.length - 1]!] === undefined;
 }
 
 /**
@@ -26,7 +48,11 @@ export function parseWith<S extends z.ZodType>(
  */
 export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
   return z
-    .union([z.literal(''), schema])
+    .union([z.literal(''), schema], {
+      // A value neither empty nor one `schema` takes (`?state=bogus`) failed both branches, and
+      // zod said only "Invalid input". What `schema` says of it names the values it takes.
+      error: (issue) => (issue.code === 'invalid_union' ? issue.errors[1]?.[0]?.message : undefined),
+    })
     .describe('empty: the filter is not given')
     .optional()
     .transform((value) => (value === '' ? undefined : (value as z.output<S> | undefined)));
