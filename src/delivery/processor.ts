@@ -377,7 +377,16 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const read = sameLane && laneHead !== undefined && links ? { head: laneHead, links } : undefined;
     const wait = await waitBehind(record, destination, deps.now().getTime(), read);
     if (wait !== null) return { kind: 'later', delayMs: wait, behind: true };
-    if (!destination.crm) return attempt(destinationId, destination, record, null);
+    if (!destination.crm) {
+      // A retry an earlier attempt scheduled (its backoff, or the destination's Retry-After) is
+      // not made before its time. The job's delay normally sees to that, but a run that recorded
+      // the retry and then died (or lost its job lock) before the job was moved to delayed leaves
+      // the job to BullMQ's stalled check, which runs it again at once: it POSTed then, early,
+      // against the destination's Retry-After. Put back until the recorded time instead.
+      const due = record.cycleAttempts > 0 ? retryDueIn(record) : 0;
+      if (due > PARK_MARGIN_MS) return { kind: 'later', delayMs: due };
+      return attempt(destinationId, destination, record, null);
+    }
 
     const ttlMs = deps.leaseTtlMs ?? LEASE_TTL_MS;
     const lease = await records.lease(record.id, ttlMs);
