@@ -101,6 +101,12 @@ export interface ProcessorDeps {
   signal: AbortSignal;
   /** A CRM attempt's lease ttl (default LEASE_TTL_MS; tests shorten it). */
   leaseTtlMs?: number;
+  /**
+   * The destination was paused at its own request (Retry-After) until `until` (ms since epoch),
+   * for people to see (breaker-state.ts) and the gauge; called after the pause is set. Must not
+   * throw or wait: it is on the attempt's path.
+   */
+  onRetryAfterPause?(destinationId: string, pause: { since: number; until: number; lastError: string }): void;
 }
 
 export function createProcessor(deps: ProcessorDeps): JobHandler {
@@ -588,7 +594,10 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
         log.info(`delivery attempt ${attemptsSoFar} failed (${result.message}); next in ${delayMs} ms`);
       // The destination's answer holds whatever became of the record.
       if (result.retryAfterMs !== undefined && result.retryAfterMs > 0) {
-        await queue.pause(destinationId, Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS));
+        const pauseMs = Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS);
+        await queue.pause(destinationId, pauseMs);
+        const at = Date.now();
+        deps.onRetryAfterPause?.(destinationId, { since: at, until: at + pauseMs, lastError: error.message });
       }
       // The breaker's opening is logged where its state changes (breakerWatch in index.ts).
       if (opened !== null) await queue.pause(destinationId, opened);
