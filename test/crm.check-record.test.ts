@@ -2,10 +2,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { runCli } from '../src/cli/main.js';
 import { CRM_CHECKS_KEY } from '../src/crm/last-check.js';
+import { breakerKey, createBreakerRecorder } from '../src/delivery/breaker-state.js';
+import { createRedisStore } from '../src/store/redis.js';
 import { capture } from './support/cli.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
@@ -24,6 +27,7 @@ const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('bas
 const jwt = (exp: number) => `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ exp })}.c2lnbmF0dXJlLWJ5dGVz`;
 const nowS = () => Math.floor(Date.now() / 1000);
 const DAY_S = 86_400;
+const silent = pino({ level: 'silent' });
 
 let redisUrl: string;
 const prefixes: string[] = [];
@@ -203,6 +207,38 @@ describe.each([
         '1 problem, the mapping cannot be used as configured: channel shop-site: pipeline 4242 does not exist',
       );
       expect(await statusEntry()).toContain('channel shop-site: pipeline 4242 does not exist');
+    });
+
+    it("a pause the running bridge holds (the CRM's Retry-After) is said by crm check and on the status page, with its end", async () => {
+      // What a delivery's 429 (Bitrix24: QUERY_LIMIT_EXCEEDED) records in the shared store.
+      const store = await createRedisStore({ url: redisUrl, keyPrefix: state.keyPrefix, logger: silent });
+      const recorder = createBreakerRecorder({
+        store,
+        instanceId: 'worker-1',
+        instance: 'worker-host:7',
+        logger: silent,
+      });
+      const since = Date.now();
+      const until = since + 120_000;
+      recorder.retryAfter('crm', { since, until, lastError: 'HTTP 429: Too Many Requests' });
+      await recorder.settled();
+      try {
+        const { code, err } = await check();
+        expect(code).toBe(0);
+        expect(err).toContain(
+          `note: destination crm paused until ${new Date(until).toISOString()} at its own request (it answered with Retry-After at ${new Date(since).toISOString()}; seen by instance worker-host:7); answer: HTTP 429: Too Many Requests`,
+        );
+        const entry = await statusEntry();
+        expect(entry).toContain('<dt>Paused</dt>');
+        expect(entry).toContain(`datetime="${new Date(until).toISOString()}"`);
+        expect(entry).toContain(`at ${displayName}'s own request (Retry-After at`);
+      } finally {
+        await store.del(breakerKey('crm'));
+        await store.close();
+      }
+      // Gone: neither says anything.
+      expect((await check()).err).not.toContain('paused until');
+      expect(await statusEntry()).not.toContain('<dt>Paused</dt>');
     });
   },
 );

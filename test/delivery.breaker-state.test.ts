@@ -270,6 +270,32 @@ describe.each(['memory', 'redis'] as const)('circuit breaker state in the store 
     await recorder.settled();
     expect(Object.keys(await store.hgetall(breakerKey('crm')))).toEqual(['alive']);
   });
+  it('Retry-After pauses: the one that ends last is shown, before the breakers; a shorter one writes nothing', async () => {
+    const { store } = await storeOf(kind);
+    const now = Date.now();
+    const mine = createBreakerRecorder({ store, instanceId: 'mine', instance: 'my-host:3', logger });
+    const theirs = createBreakerRecorder({ store, instanceId: 'theirs', instance: 'their-host:4', logger });
+    mine.retryAfter('crm', { since: now, until: now + 60_000, lastError: 'HTTP 429' });
+    theirs.retryAfter('crm', { since: now, until: now + 120_000, lastError: 'HTTP 503: busy' });
+    mine.opened('crm', { since: now, until: now + 30_000, failures: 5, lastError: 'HTTP 502' });
+    await Promise.all([mine.settled(), theirs.settled()]);
+    const shown = await readOpenBreakers(store, ['crm'], now);
+    expect(shown.map((open) => [open.cause, open.instance, open.until])).toEqual([
+      ['retry-after', 'their-host:4', new Date(now + 120_000).toISOString()],
+      ['circuit-breaker', 'my-host:3', new Date(now + 30_000).toISOString()],
+    ]);
+    expect(shown[0]).toMatchObject({ failures: 0, lastError: 'HTTP 503: busy' });
+    // The key lives as long as the latest pause in it, and a little more.
+    expect(await store.pttl(breakerKey('crm'))).toBeGreaterThan(120_000);
+
+    // A pause that ends before the one this instance recorded: nothing to write.
+    const before = await store.hgetall(breakerKey('crm'));
+    mine.retryAfter('crm', { since: now, until: now + 10_000, lastError: 'HTTP 429' });
+    await mine.settled();
+    expect(await store.hgetall(breakerKey('crm'))).toEqual(before);
+    // Past every pause's end, nothing is shown.
+    expect(await readOpenBreakers(store, ['crm'], now + 121_000)).toEqual([]);
+  });
 });
 
 describe.each(['memory', 'redis'] as const)('an open breaker, as people see it (%s store)', (store) => {
@@ -308,6 +334,7 @@ describe.each(['memory', 'redis'] as const)('an open breaker, as people see it (
     expect(answer.status).toBe(200);
     expect(answer.body.paused).toEqual([
       {
+        cause: 'circuit-breaker',
         destination: 'crm',
         instance: expect.stringMatching(/:\d+$/),
         since: expect.any(String),
@@ -353,6 +380,104 @@ describe.each(['memory', 'redis'] as const)('an open breaker, as people see it (
       expect(cli.err.join('\n')).toMatch(
         /destination crm paused until \S+ after 1 failed attempt in a row \(circuit breaker of instance \S+:\d+, open since \S+\); last error: HTTP 503: maintenance/,
       );
+    }
+  });
+});
+
+/**
+ * A destination that answers 429 (or 503) with Retry-After is paused as a whole, on every
+ * instance, for up to 10 minutes. Only the delivery that got the answer said so: the others sat
+ * pending with no attempt and no reason, and nothing showed until when. The pause is now recorded
+ * with the breakers' state and shown in the same places, with when it ends, and in a gauge.
+ */
+describe.each(['memory', 'redis'] as const)('a Retry-After pause, as people see it (%s store)', (store) => {
+  it('the admin API, the console, deliveries list and the metrics say which destination is paused and until when', async () => {
+    const receiver = await startReceiver({ secret: SECRET });
+    cleanups.push(() => receiver.close());
+    // Only crm's events are asked to wait: `other` (contact.created) takes its own.
+    receiver.respond((request) =>
+      (request.payload as { type?: string } | undefined)?.type === 'message.received'
+        ? { kind: 'status', status: 429, retryAfter: '600', body: 'slow down' }
+        : { kind: 'ok' },
+    );
+    const token = 'echo-channel-token-000002';
+    const bridge = await startTestBridge({
+      store,
+      adapters: [echoAdapter],
+      config: {
+        channels: [{ id: 'site', vendor: 'echo', token }],
+        destinations: [
+          {
+            id: 'crm',
+            url: receiver.url,
+            secret: SECRET,
+            events: ['message.received'],
+            retrySchedule: ['0s', '10m'],
+          },
+          { id: 'other', url: receiver.url, secret: SECRET, events: ['contact.created'] },
+        ],
+      },
+    });
+    cleanups.push(() => bridge.close());
+    const say = (visitor: string, text: string) =>
+      bridge.post(`/webhooks/echo/site/${token}`, { event: 'message', visitor, text });
+    expect((await say('p1', 'hello')).status).toBe(200);
+    const answer = await until(
+      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm'),
+      (response) => response.body.paused?.length > 0,
+      'paused in the API',
+    );
+    expect(answer.status).toBe(200);
+    expect(answer.body.paused).toEqual([
+      {
+        cause: 'retry-after',
+        destination: 'crm',
+        instance: expect.stringMatching(/:\d+$/),
+        since: expect.any(String),
+        until: expect.any(String),
+        failures: 0,
+        lastError: 'HTTP 429: slow down',
+      },
+    ]);
+    const paused = answer.body.paused[0] as { since: string; until: string };
+    // The whole Retry-After (600 s), from when the answer came.
+    expect(Date.parse(paused.until) - Date.parse(paused.since)).toBe(600_000);
+    expect((await bridge.admin('GET', '/api/v1/deliveries?destination=other')).body.paused).toEqual([]);
+
+    // Another contact's event: pending, no attempt (the pause holds it back).
+    await say('p2', 'anyone there?');
+    const waiting = await until(
+      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm&state=pending'),
+      (response) => response.body.deliveries.some((item: any) => item.attempts === 0),
+      'a pending delivery with no attempt',
+    );
+    const pendingId = waiting.body.deliveries.find((item: any) => item.attempts === 0).id as string;
+
+    const { cookie } = await signIn(bridge.url, bridge.adminToken);
+    const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
+    expect(list.text).toContain(`datetime="${paused.until}"`);
+    expect(list.text).toContain('at its own request: it answered with Retry-After');
+    expect(list.text).toContain('HTTP 429: slow down');
+    const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
+    expect(detail.text).toContain('Destination crm paused until');
+
+    // The gauge: when the pause ends, in Unix seconds.
+    const text = await bridge.bridge.metrics.registry.metrics();
+    expect(text).toContain(
+      `chatbridge_delivery_retry_after_until_seconds{destination="crm"} ${Math.ceil(Date.parse(paused.until) / 1000)}`,
+    );
+    expect(text).toContain('chatbridge_delivery_retry_after_until_seconds{destination="other"} 0');
+
+    if (store === 'redis') {
+      const cli = capture();
+      expect(
+        await runDeliveriesCommand(['list', '--destination', 'crm'], bridge.bridge.delivery, cli.io),
+      ).toBe(0);
+      expect(cli.err.join('\n')).toContain(
+        `destination crm paused until ${paused.until} at its own request (it answered with Retry-After at ${paused.since}; seen by instance `,
+      );
+      expect(cli.err.join('\n')).toContain('; answer: HTTP 429: slow down');
     }
   });
 });

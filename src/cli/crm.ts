@@ -20,6 +20,7 @@ import {
 } from '../crm/last-check.js';
 import { createRateLimiter } from '../crm/limiter.js';
 import { createTransport } from '../crm/transport.js';
+import { describeBreaker, readOpenBreakers } from '../delivery/breaker-state.js';
 import { createLogger } from '../logger.js';
 import { createHttpClient } from '../net/http.js';
 import { defaultRegistry } from '../registry.js';
@@ -175,6 +176,7 @@ export async function crmCommand(
     io.stdout(`${destination.id}: OK`);
     return 0;
   } finally {
+    await sayPaused(store, destination.id, io);
     await store.close();
   }
 }
@@ -198,6 +200,22 @@ export function crmChoices({ config, source }: Pick<LoadedConfig, 'config' | 'so
       `${destination.id} (${registry.connector(destination.kind)?.displayName ?? destination.kind})`,
   );
   return `the CRM destination${crms.length === 1 ? '' : 's'} in ${file}: ${named.join(', ')}`;
+}
+
+/**
+ * What holds the destination back now in the running bridge (its CRM's Retry-After pause, an
+ * open circuit breaker; delivery/breaker-state.ts), with when it ends: a check that passes says
+ * nothing of why deliveries wait. Only in a store a running bridge shares; a store that cannot
+ * be read leaves it out (the check's answer stands).
+ */
+async function sayPaused(store: Store, destinationId: string, io: Io): Promise<void> {
+  if (store.kind !== 'redis') return;
+  try {
+    for (const open of await readOpenBreakers(store, [destinationId]))
+      io.stderr(`note: ${cleanDisplayText(describeBreaker(open)) ?? ''}`);
+  } catch {
+    // Only a note.
+  }
 }
 
 /**

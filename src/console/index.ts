@@ -1101,6 +1101,11 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
             config.agents,
           );
       }
+      // A Retry-After pause or an open breaker of a CRM: shown with when it ends (one hash read each).
+      if (status.crm.length > 0) {
+        const paused = await delivery.paused();
+        for (const item of status.crm) item.paused = paused.filter((open) => open.destination === item.id);
+      }
       // Counted, not listed: a list capped at 500 said "500+" for exactly 500 and read up to
       // a thousand whole records (bodies included) per destination to say it. The index sizes
       // are exact, one read each, and the numbers the backlog gauges report.

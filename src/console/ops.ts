@@ -1,5 +1,6 @@
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
+import type { BreakerOpen } from '../delivery/breaker-state.js';
 import { html, type SafeHtml, time } from './html.js';
 import { csrfField, layout } from './pages.js';
 
@@ -363,6 +364,8 @@ export interface StatusView {
     lastCheck?: CrmCheckOutcome | null;
     /** What changed in the config since the last check (empty: it checked this config). */
     changedSinceCheck?: CheckChange[];
+    /** What holds it back now (its Retry-After pause, open breakers: delivery/breaker-state.ts). */
+    paused?: readonly BreakerOpen[];
   }[];
   /** When the page is made: says how long ago the last check was (left out without it). */
   now?: Date;
@@ -438,6 +441,29 @@ function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): Sa
   return html`${recorded} <span class="muted small">Check again: ${command}</span>`;
 }
 
+/**
+ * Why nothing is sent to the CRM now, shown with its end: its own Retry-After (a 429, Bitrix24's
+ * QUERY_LIMIT_EXCEEDED) or an open circuit breaker. Before, only the Deliveries pages said so
+ * (and not the Retry-After at all).
+ */
+function pausedOf(item: StatusView['crm'][number]): SafeHtml {
+  const paused = item.paused ?? [];
+  if (paused.length === 0) return html``;
+  return html`
+  <dt>Paused</dt><dd>${paused.map(
+    (open) =>
+      html`<p><span class="state state-pending">paused</span> until ${time(open.until, { seconds: true })}${
+        open.cause === 'retry-after'
+          ? html`, at ${item.displayName}'s own request (Retry-After at ${time(open.since, { seconds: true })})${
+              open.lastError ? html`: ${open.lastError}` : ''
+            }`
+          : html`: circuit breaker of instance <span class="mono">${open.instance}</span> open after ${open.failures} failed attempt${
+              open.failures === 1 ? '' : 's'
+            } in a row${open.lastError ? html`; last error: ${open.lastError}` : ''}`
+      }. Nothing is sent to it until then, on any instance.</p>`,
+  )}</dd>`;
+}
+
 function crmSection(status: StatusView): SafeHtml {
   if (status.crm.length === 0) return html``;
   const counts = new Map(status.destinations.map((item) => [item.id, item]));
@@ -454,7 +480,7 @@ ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${i
       : 'unknown (the store is not reachable)'
   }</dd>
   <dt>Token</dt><dd>${expiryOf(item)}</dd>
-  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>
+  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>${pausedOf(item)}
 </dl>`;
     },
   )}</section>`;

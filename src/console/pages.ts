@@ -582,18 +582,22 @@ function stateWords(state: ConflictState | 'all'): string {
 // --- deliveries ----------------------------------------------------------------------------
 
 /**
- * Destinations a circuit breaker holds back now (delivery/breaker-state.ts): why their pending
- * deliveries sit with no attempt. Nothing when none is.
+ * Destinations a circuit breaker, or their own Retry-After, holds back now
+ * (delivery/breaker-state.ts): why their pending deliveries sit with no attempt. Nothing when
+ * none is.
  */
 function pausedNotes(paused: readonly BreakerOpen[]): SafeHtml {
   if (paused.length === 0) return html``;
-  return html`<div class="notice paused" role="status">${paused.map(
-    (open) =>
-      html`<p><strong>Destination ${open.destination} paused until ${time(open.until, { seconds: true })}</strong> after ${open.failures} failed attempt${
-        open.failures === 1 ? '' : 's'
-      } in a row (circuit breaker of instance <span class="mono">${open.instance}</span>, open since ${time(open.since, { seconds: true })})${
-        open.lastError ? html`; last error: ${open.lastError}` : ''
-      }. Nothing is sent to it until then, on any instance; then one trial attempt, and the rest follow once it succeeds. Its pending deliveries wait meanwhile, some with no attempt yet. Check that it is up and answering 2xx.</p>`,
+  return html`<div class="notice paused" role="status">${paused.map((open) =>
+    open.cause === 'retry-after'
+      ? html`<p><strong>Destination ${open.destination} paused until ${time(open.until, { seconds: true })}</strong> at its own request: it answered with Retry-After at ${time(open.since, { seconds: true })} (seen by instance <span class="mono">${open.instance}</span>)${
+          open.lastError ? html`; answer: ${open.lastError}` : ''
+        }. Nothing is sent to it until then, on any instance (a pause is at most 10 minutes; the delivery that got the answer retries at the time it asked for). Its pending deliveries wait meanwhile, some with no attempt yet.</p>`
+      : html`<p><strong>Destination ${open.destination} paused until ${time(open.until, { seconds: true })}</strong> after ${open.failures} failed attempt${
+          open.failures === 1 ? '' : 's'
+        } in a row (circuit breaker of instance <span class="mono">${open.instance}</span>, open since ${time(open.since, { seconds: true })})${
+          open.lastError ? html`; last error: ${open.lastError}` : ''
+        }. Nothing is sent to it until then, on any instance; then one trial attempt, and the rest follow once it succeeds. Its pending deliveries wait meanwhile, some with no attempt yet. Check that it is up and answering 2xx.</p>`,
   )}</div>`;
 }
 
@@ -603,7 +607,7 @@ export function deliveriesPage(options: {
   destination?: string;
   destinations: string[];
   deliveries: DeliverySummary[];
-  /** The listed destinations whose circuit breaker is open now. */
+  /** The listed destinations whose circuit breaker is open now, or that asked for a pause (Retry-After). */
   paused?: readonly BreakerOpen[];
   /** The next page (the list's nextCursor), when there is one. */
   nextHref?: string;
@@ -683,7 +687,7 @@ ${options.firstHref ? html`<p><a href="${options.firstHref}">First deliveries</a
 export function deliveryPage(options: {
   csrf: string;
   delivery: DeliveryDetail;
-  /** Its destination's open circuit breakers, when it is pending. */
+  /** Its destination's open circuit breakers and Retry-After pause, when it is pending. */
   paused?: readonly BreakerOpen[];
   notice?: string;
   /**

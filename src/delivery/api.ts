@@ -75,8 +75,9 @@ export const deliveryListSchema = deliveryPageSchema.extend({
   paused: z
     .array(breakerOpenSchema)
     .describe(
-      'the listed destinations (the `destination` filter, else every configured one) whose circuit breaker is open now on some instance: ' +
-        'nothing is sent to one until `until` (then one trial attempt), after `failures` failed attempts in a row; `lastError` is the failure that opened it',
+      'the listed destinations (the `destination` filter, else every configured one) held back now: ' +
+        '`cause` `circuit-breaker`, one per instance whose breaker is open: nothing is sent to one until `until` (then one trial attempt), after `failures` failed attempts in a row; `lastError` is the failure that opened it; ' +
+        '`cause` `retry-after`, at most one per destination, listed first: it answered with Retry-After (429, 503) at `since` and nothing is sent to it until `until` (at most 10 minutes), on any instance; `lastError` is that answer, `failures` 0',
     ),
 });
 
@@ -152,8 +153,8 @@ export interface DeliveryAdmin {
   /** Throws NotFoundError when the destination is not configured. */
   replayFailed(destinationId: string): Promise<{ replayed: string[] }>;
   /**
-   * The configured destinations (or this one) a circuit breaker holds back now, on any instance
-   * (breaker-state.ts): why their pending deliveries wait with no attempt.
+   * The configured destinations (or this one) a circuit breaker or their own Retry-After holds
+   * back now, on any instance (breaker-state.ts): why their pending deliveries wait with no attempt.
    */
   paused(destinationId?: string): Promise<BreakerOpen[]>;
 }

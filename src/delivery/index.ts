@@ -232,7 +232,12 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     };
   }
   const byId = new Map(runtimes.map((runtime) => [runtime.config.id, runtime]));
-  for (const runtime of runtimes) metrics.breakerOpen.set({ destination: runtime.config.id }, 0);
+  /** When the Retry-After pause this process set last ends, per destination (ms; the gauge). */
+  const retryAfterEnds = new Map<string, number>();
+  for (const runtime of runtimes) {
+    metrics.breakerOpen.set({ destination: runtime.config.id }, 0);
+    metrics.retryAfterUntil.set({ destination: runtime.config.id }, 0);
+  }
 
   // Built on first use: a web-role instance that never replays opens no BullMQ connections.
   let queue: DeliveryQueue | undefined;
@@ -601,6 +606,14 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         now: deps.now,
         random,
         signal: shutdown.signal,
+        // Shown where an open breaker is (breaker-state.ts), and in the gauge.
+        onRetryAfterPause(destinationId, pause) {
+          breakers.retryAfter(destinationId, pause);
+          // The queue's pause only ever grows (pauseAtLeast): so does what the gauge says.
+          const until = Math.max(retryAfterEnds.get(destinationId) ?? 0, pause.until);
+          retryAfterEnds.set(destinationId, until);
+          metrics.retryAfterUntil.set({ destination: destinationId }, Math.ceil(until / 1000));
+        },
       });
       await queueNow().start(processor);
       await advertise();

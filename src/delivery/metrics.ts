@@ -13,6 +13,8 @@ export interface DeliveryMetrics {
   failedKept: Gauge<'destination'>;
   oldestPendingSeconds: Gauge<'destination'>;
   breakerOpen: Gauge<'destination'>;
+  /** When the Retry-After pause this process last set on a destination ends (Unix seconds; 0: none). */
+  retryAfterUntil: Gauge<'destination'>;
   outboxDepth: Gauge;
   outboxOldestSeconds: Gauge;
   replays: Counter<'destination'>;
@@ -161,6 +163,11 @@ export function deliveryMetrics(metrics: Metrics): DeliveryMetrics {
     breakerOpen: metrics.gauge(
       'chatbridge_delivery_circuit_open',
       '1 while the circuit breaker of a destination is open or half-open in this process',
+      ['destination'],
+    ),
+    retryAfterUntil: metrics.gauge(
+      'chatbridge_delivery_retry_after_until_seconds',
+      'Unix time (seconds) at which the pause a destination asked for with Retry-After (429, 503; at most 10 minutes, on every instance) ends, as this process last set it; 0 when it set none. Paused while above time(); aggregate across instances with max()',
       ['destination'],
     ),
     outboxDepth: backlogGauge(

@@ -101,6 +101,12 @@ export interface ProcessorDeps {
   signal: AbortSignal;
   /** A CRM attempt's lease ttl (default LEASE_TTL_MS; tests shorten it). */
   leaseTtlMs?: number;
+  /**
+   * The destination was paused at its own request (Retry-After) until `until` (ms since epoch),
+   * for people to see (breaker-state.ts) and the gauge; called after the pause is set. Must not
+   * throw or wait: it is on the attempt's path.
+   */
+  onRetryAfterPause?(destinationId: string, pause: { since: number; until: number; lastError: string }): void;
 }
 
 export function createProcessor(deps: ProcessorDeps): JobHandler {
@@ -135,25 +141,60 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   }
 
   /**
-   * Mark the record (`mark`: a write that takes it out of its lane; tried again while the store
-   * is unavailable, see recorded), then `marked()`, then wake the next delivery of its lane. The
+   * Write an attempt's outcome over the record it started from (`write(over)`: a compare-and-set
+   * in records.ts, null when the record changed meanwhile; tried again while the store is
+   * unavailable, see recorded). What changed it decides: a record still pending in the same cycle
+   * was written by another run of the same delivery (BullMQ gives a job whose lock lapsed to
+   * another worker while the first run goes on), and this outcome goes on top of it, so neither
+   * run's attempt is lost (its 2xx is a delivery even when the other run scheduled a retry). A
+   * record in another state or cycle (delivered or failed by another run, failed as stalled,
+   * replayed since: a new cycle with its own job) is newer than this attempt: it stands, and null
+   * says nothing was written. Before, the outcome was written over it as it was when the attempt
+   * began: a replay made meanwhile showed delivered while its own attempt was still queued (that
+   * job then found its cycle gone and did nothing), its attempts and history lost.
+   */
+  async function recordOutcome(
+    start: DeliveryRecord,
+    write: (over: DeliveryRecord) => Promise<DeliveryRecord | null>,
+  ): Promise<DeliveryRecord | null> {
+    let over = start;
+    // Each round follows a write by another run of the same cycle: a handful at most.
+    for (let round = 0; round < 10; round++) {
+      const written = await recorded(() => write(over), { delivery: start.id });
+      if (written) return written;
+      const current = await recorded(() => records.get(start.id), { delivery: start.id });
+      if (current?.state !== 'pending' || current.cycle !== start.cycle) break;
+      over = current;
+    }
+    logger.info(
+      { destination: start.destinationId, delivery: start.id, event: start.eventId },
+      'delivery attempt outcome not recorded: the delivery changed while it was attempted (recorded by another run, failed as stalled, or replayed); its newer state stands',
+    );
+    return null;
+  }
+
+  /**
+   * Mark the record (`mark`: a write that takes it out of its lane, false when it was not written
+   * because the record changed meanwhile, see recordOutcome), then `marked()`, then wake the next
+   * delivery of its lane. The
    * lane's head is asked for in the same tick as the write, so both reach Redis in one socket
    * write (the store coalesces the commands of one event-loop iteration); it is answered after
    * the write has run (StoreBatch.exec), except when Redis had lost the script and the write went
    * again behind the read: then it is read once more. So is a read that failed (the write went
    * through on a later try). The wake is a shortcut: a delivery that waits behind this one looks
    * at its lane again by itself (parkBehind), so a wake the store refuses is left out, not a
-   * reason to run the job again.
+   * reason to run the job again. Nothing is woken when nothing was written: the newer state's own
+   * run (or the run that wrote it) does that.
    */
-  async function markAndWake(record: DeliveryRecord, mark: () => Promise<unknown>, marked: () => void) {
-    const writing = recorded(mark, { delivery: record.id });
+  async function markAndWake(record: DeliveryRecord, mark: () => Promise<boolean>, marked: () => void) {
+    const writing = mark();
     const reading = records.laneHead(record.destinationId, record.orderingKey);
     // The lanes that follow this one (a merge's, an unmerge's): the write does not change them.
     const following = records.followers(record.destinationId, record.orderingKey);
     // A failed read is tried again below, after the write's own outcome (which comes first).
     reading.catch(() => {});
     following.catch(() => {});
-    await writing;
+    if (!(await writing)) return;
     marked();
     try {
       await wakeNext(
@@ -299,7 +340,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     // Marked already (abandon): only the lane's next delivery is to wake.
     await markAndWake(
       record,
-      async () => {},
+      async () => true,
       () => {
         metrics.deliveries.inc({ destination: destinationId, outcome: 'failed' });
         metrics.stalled.inc({ destination: destinationId });
@@ -342,7 +383,16 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const read = sameLane && laneHead !== undefined && links ? { head: laneHead, links } : undefined;
     const wait = await waitBehind(record, destination, deps.now().getTime(), read);
     if (wait !== null) return { kind: 'later', delayMs: wait, behind: true };
-    if (!destination.crm) return attempt(destinationId, destination, record, null);
+    if (!destination.crm) {
+      // A retry an earlier attempt scheduled (its backoff, or the destination's Retry-After) is
+      // not made before its time. The job's delay normally sees to that, but a run that recorded
+      // the retry and then died (or lost its job lock) before the job was moved to delayed leaves
+      // the job to BullMQ's stalled check, which runs it again at once: it POSTed then, early,
+      // against the destination's Retry-After. Put back until the recorded time instead.
+      const due = record.cycleAttempts > 0 ? retryDueIn(record) : 0;
+      if (due > PARK_MARGIN_MS) return { kind: 'later', delayMs: due };
+      return attempt(destinationId, destination, record, null);
+    }
 
     const ttlMs = deps.leaseTtlMs ?? LEASE_TTL_MS;
     const lease = await records.lease(record.id, ttlMs);
@@ -466,16 +516,22 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       event: record.eventId,
       ...(record.contactId ? { contact: record.contactId } : {}),
     });
-    // A CRM attempt recorded its steps on the record meanwhile: mark the record as it is now.
-    if (destination.crm)
-      record = (await recorded(() => records.get(start.id), { delivery: start.id })) ?? record;
+    // A CRM attempt recorded its steps on the record meanwhile: mark the record as it is now,
+    // if it is still this attempt's (pending, this cycle); otherwise the outcome is written over
+    // the record as the attempt began, and that compare-and-set fails (recordOutcome): the
+    // delivery was failed as stalled, or replayed, while this attempt ran.
+    if (destination.crm) {
+      const now = await recorded(() => records.get(start.id), { delivery: start.id });
+      if (now?.state === 'pending' && now.cycle === start.cycle) record = now;
+    }
 
     if (result.kind === 'delivered') {
       breaker.reachable();
       const marked = record;
       await markAndWake(
         marked,
-        () => records.markDelivered(marked, result.status, now),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markDelivered(over, result.status, now))) !== null,
         () => {
           metrics.attempts.inc({ ...labels, outcome: 'success' });
           metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
@@ -490,7 +546,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const marked = record;
       await markAndWake(
         marked,
-        () => records.markFailed(marked, error, now, true),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markFailed(over, error, now, true))) !== null,
         () => {
           metrics.attempts.inc({ ...labels, outcome: 'permanent' });
           metrics.deliveries.inc({ ...labels, outcome: 'failed' });
@@ -520,7 +577,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const marked = record;
       await markAndWake(
         marked,
-        () => records.markFailed(marked, gaveUp, now, true),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markFailed(over, gaveUp, now, true))) !== null,
         () => {
           metrics.deliveries.inc({ ...labels, outcome: 'failed' });
           log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);
@@ -530,17 +588,22 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       let delayMs = jittered(schedule[attemptsSoFar]!, 0.1, deps.random);
       if (result.retryAfterMs !== undefined)
         delayMs = Math.max(delayMs, Math.min(result.retryAfterMs, MAX_RETRY_AFTER_MS));
-      const retried = record;
-      await recorded(() => records.markRetry(retried, error, new Date(now.getTime() + delayMs), now), {
-        delivery: record.id,
-      });
-      log.info(`delivery attempt ${attemptsSoFar} failed (${result.message}); next in ${delayMs} ms`);
+      const nextAt = new Date(now.getTime() + delayMs);
+      const retried = await recordOutcome(record, (over) => records.markRetry(over, error, nextAt, now));
+      if (retried)
+        log.info(`delivery attempt ${attemptsSoFar} failed (${result.message}); next in ${delayMs} ms`);
+      // The destination's answer holds whatever became of the record.
       if (result.retryAfterMs !== undefined && result.retryAfterMs > 0) {
-        await queue.pause(destinationId, Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS));
+        const pauseMs = Math.min(result.retryAfterMs, MAX_DESTINATION_PAUSE_MS);
+        await queue.pause(destinationId, pauseMs);
+        const at = Date.now();
+        deps.onRetryAfterPause?.(destinationId, { since: at, until: at + pauseMs, lastError: error.message });
       }
       // The breaker's opening is logged where its state changes (breakerWatch in index.ts).
       if (opened !== null) await queue.pause(destinationId, opened);
-      return { kind: 'later', delayMs };
+      // Not written: the record is newer than this attempt (another run's, a replay's new cycle
+      // with its own job), and this job has nothing left to do.
+      return retried ? { kind: 'later', delayMs } : { kind: 'done' };
     }
     if (opened !== null) await queue.pause(destinationId, opened);
     return { kind: 'done' };

@@ -174,19 +174,27 @@ export interface DeliveryRecords {
   unfollow(destinationId: string, lane: string, followed: string): Promise<void>;
   /** Drop an id from a lane without touching its record (healing a lane whose head is gone). */
   leaveLane(destinationId: string, orderingKey: string, id: string): Promise<void>;
-  markDelivered(record: DeliveryRecord, status: number, now: Date): Promise<DeliveryRecord>;
+  /**
+   * An attempt's outcome, written over `record` only if the stored record is still the one
+   * `record` was read as (get, ensure, inState, or an earlier mark): a compare-and-set. null when
+   * it changed meanwhile (a replay, another run of the same delivery, a failure as stalled):
+   * then nothing is written and the newer state stands.
+   */
+  markDelivered(record: DeliveryRecord, status: number, now: Date): Promise<DeliveryRecord | null>;
+  /** As markDelivered: only over `record` as read; null (nothing written) when it changed. */
   markRetry(
     record: DeliveryRecord,
     error: DeliveryError,
     nextAttemptAt: Date,
     now: Date,
-  ): Promise<DeliveryRecord>;
+  ): Promise<DeliveryRecord | null>;
+  /** As markDelivered: only over `record` as read; null (nothing written) when it changed. */
   markFailed(
     record: DeliveryRecord,
     error: DeliveryError,
     now: Date,
     countsAsAttempt: boolean,
-  ): Promise<DeliveryRecord>;
+  ): Promise<DeliveryRecord | null>;
   /**
    * Fail a pending delivery without an attempt (its destination left the config), unless the
    * record changed since it was read (another instance attempted it meanwhile): false then.
@@ -268,13 +276,22 @@ export function createDeliveryRecords(
   },
 ): DeliveryRecords {
   const retention = options.deliveredRetentionMs;
+  /**
+   * The stored text each record was read as (or written as): an attempt's outcome is written only
+   * over that text (markWrite), as the contact engine does with its records. Weak: a record
+   * nobody holds any more takes its text with it.
+   */
+  const readAs = new WeakMap<DeliveryRecord, string>();
 
   function parse(raw: string | null, id: string): DeliveryRecord | null {
     if (raw === null) return null;
     let reason: string;
     try {
       const parsed = deliveryRecordSchema.safeParse(JSON.parse(raw));
-      if (parsed.success) return parsed.data;
+      if (parsed.success) {
+        readAs.set(parsed.data, raw);
+        return parsed.data;
+      }
       const issue = parsed.error.issues[0];
       reason = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`;
     } catch {
@@ -297,6 +314,34 @@ export function createDeliveryRecords(
     }
     batch.zadd(deliveryKeys.index(to), score, record.id);
     batch.zadd(deliveryKeys.index(to, record.destinationId), score, record.id);
+  }
+
+  /**
+   * Write an attempt's outcome `next` over `record`, only if the stored record is still the text
+   * `record` was read as. An attempt runs for up to its timeout, and meanwhile the record may have
+   * moved on: another run of the same delivery (BullMQ gives a job whose lock lapsed to another
+   * worker) recorded its outcome, the delivery failed as stalled, and an operator replayed it (a
+   * new cycle, its job queued). A plain write put the attempt's outcome over all that: the replay
+   * showed delivered with its own attempt still to come (whose job then found the cycle gone and
+   * did nothing), or lost the attempts and history written meanwhile. `extra` adds the lane and
+   * index changes. null when the record changed: nothing is written. A try whose answer was lost
+   * but which did land (the store tried again after a failover) finds its own text: written.
+   */
+  async function markWrite(
+    record: DeliveryRecord,
+    next: DeliveryRecord,
+    ttlMs: number | undefined,
+    extra: (batch: StoreBatch) => void,
+  ): Promise<DeliveryRecord | null> {
+    const key = deliveryKeys.record(record.id);
+    const text = JSON.stringify(next);
+    // A record built by hand (not read through here) is compared as it would have been written.
+    const batch = store.batch().expect(key, readAs.get(record) ?? JSON.stringify(record));
+    batch.set(key, text, ttlMs);
+    extra(batch);
+    if (!(await batch.exec()) && (await store.get(key)) !== text) return null;
+    readAs.set(next, text);
+    return next;
   }
 
   const records: DeliveryRecords = {
@@ -353,7 +398,9 @@ export function createDeliveryRecords(
           body: plan.body,
           history: [],
         };
-        batch.set(deliveryKeys.record(record.id), JSON.stringify(record));
+        const text = JSON.stringify(record);
+        readAs.set(record, text);
+        batch.set(deliveryKeys.record(record.id), text);
         batch.zadd(deliveryKeys.lane(record.destinationId, record.orderingKey), record.seq, record.id);
         moveIndex(batch, record, null, 'pending', record.pendingSince);
         pending.push(record);
@@ -418,12 +465,10 @@ export function createDeliveryRecords(
         lastStatus: status,
         history: withAttempt(record, { at, status, error: null }),
       };
-      const batch = store.batch();
-      batch.set(deliveryKeys.record(record.id), JSON.stringify(next), retention);
-      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
-      moveIndex(batch, next, 'pending', 'delivered', now.getTime());
-      await batch.exec();
-      return next;
+      return markWrite(record, next, retention, (batch) => {
+        batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+        moveIndex(batch, next, 'pending', 'delivered', now.getTime());
+      });
     },
 
     async markRetry(record, error, nextAttemptAt, now) {
@@ -437,8 +482,7 @@ export function createDeliveryRecords(
         lastError: error,
         history: withAttempt(record, { at: error.at, status: error.status, error: error.message }),
       };
-      await store.set(deliveryKeys.record(record.id), JSON.stringify(next));
-      return next;
+      return markWrite(record, next, undefined, () => {});
     },
 
     async markFailed(record, error, now, countsAsAttempt) {
@@ -458,12 +502,10 @@ export function createDeliveryRecords(
           ? withAttempt(record, { at: error.at, status: error.status, error: error.message })
           : record.history,
       };
-      const batch = store.batch();
-      batch.set(deliveryKeys.record(record.id), JSON.stringify(next));
-      batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
-      moveIndex(batch, next, 'pending', 'failed', now.getTime());
-      await batch.exec();
-      return next;
+      return markWrite(record, next, undefined, (batch) => {
+        batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+        moveIndex(batch, next, 'pending', 'failed', now.getTime());
+      });
     },
 
     async abandon(id, error, now) {
