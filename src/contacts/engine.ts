@@ -214,6 +214,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = normalizeOptionsOf(identity);
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
+  /**
+   * How long a snapshot's key is kept (Observation.snapshot; README, Idempotency): never longer
+   * than any other key's.
+   */
+  const snapshotTtlMs = Math.min(identity.snapshotDedupeSeconds * 1000, dedupeTtlMs);
   const conflictList = createConflictList(store);
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
@@ -492,6 +497,35 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       formerUntil = undefined;
     });
     return formerUntil;
+  }
+
+  /**
+   * Whether the key a snapshot observation found (its own, present in the read) no longer makes
+   * it a repeat: a key written before snapshots had a window of their own lives
+   * identity.dedupeTtlSeconds, and one written longer ago than the snapshot window (its remaining
+   * lifetime says so) is a state the contact may legitimately return to. A key written with the
+   * snapshot window answers no: it is gone once it is stale. Costs a PTTL, on a snapshot's repeat
+   * only; a key of unknown age (a dedupeTtlSeconds lowered since) counts as a repeat, as before.
+   */
+  async function staleSnapshotKey(observation: ParsedObservation, dedupeKey: string): Promise<boolean> {
+    if (!observation.snapshot || snapshotTtlMs >= dedupeTtlMs) return false;
+    const left = await store.pttl(dedupeKey);
+    return left > snapshotTtlMs && dedupeTtlMs - left >= snapshotTtlMs;
+  }
+
+  /**
+   * The record a read's value for the observation's own dedupe key names, when that makes it a
+   * repeat (`repeatOf`), and the value the write must find there instead of none (`outlived`: a
+   * snapshot's key that outlived its window, staleSnapshotKey), in stored form.
+   */
+  async function ownKeyOf(
+    observation: ParsedObservation,
+    dedupeKey: string,
+    found: string | null | undefined,
+  ): Promise<{ repeatOf: string | null; outlived: string | null }> {
+    if (found === null || found === undefined) return { repeatOf: null, outlived: null };
+    if (await staleSnapshotKey(observation, dedupeKey)) return { repeatOf: null, outlived: storedId(found) };
+    return { repeatOf: found, outlived: null };
   }
 
   /** The dedupe keys an older version gave this observation, while any can still exist (above). */
@@ -907,7 +941,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const plannedAfter =
           options.read === undefined && after ? readAfter(after, indexKeys, formerKeys.length) : null;
         const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys, formerKeys));
-        const [duplicateOf, ...rest] = read.values;
+        const [found, ...rest] = read.values;
+        const { repeatOf: duplicateOf, outlived } = await ownKeyOf(observation, dedupeKey, found);
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeatOf =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
@@ -938,6 +973,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             indexValues,
             planned,
             dedupeKey,
+            outlived,
             // As read (null when planned on a lane's state): held by another person's event, or
             // absent — written meanwhile by an older instance, it fails the write, which reads again.
             formerKeys.length === 0
@@ -1011,7 +1047,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // such writers used to invalidate the lock holder's read again and again until it gave up.
       const lockedAttempt = async (): Promise<ObserveResult | null> => {
         const read = await readState(dedupeKey, indexKeys, formerKeys);
-        const [duplicateOf, ...rest] = read.values;
+        const [found, ...rest] = read.values;
+        const { repeatOf: duplicateOf } = await ownKeyOf(observation, dedupeKey, found);
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeated =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
@@ -1182,6 +1219,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     indexValues: (string | null)[],
     planned: Plan,
     dedupeKey: string,
+    /** The value of the observation's own dedupe key as read when it outlived its window (ownKeyOf); else null. */
+    outlived: string | null,
     /** The observation's former dedupe keys (formerKeysUntil), each with its value as read. */
     formerKeys: ReadonlyArray<{ key: string; value: string | null }>,
     /** LaneState.applied of the state this write was planned on (or the lane's last). */
@@ -1223,7 +1262,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (fresh) batch.expect(key.record(fresh.id), null);
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
-      batch.expect(dedupeKey, null);
+      batch.expect(dedupeKey, outlived);
       for (const former of formerKeys)
         batch.expect(former.key, former.value === null ? null : storedId(former.value));
       if (previousWrite) batch.expect(previousWrite.key, previousWrite.value);
@@ -1359,7 +1398,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
         retainTimeline(batch, key.timeline(survivor));
       }
-      batch.set(dedupeKey, storedId(target.id), dedupeTtlMs);
+      // A snapshot (a state restated: a client card, a conversation's status) is a repeat only
+      // within the vendor's retries: the same state later is a return to it, news again.
+      batch.set(dedupeKey, storedId(target.id), observation.snapshot ? snapshotTtlMs : dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
       const contact = mergedView(
