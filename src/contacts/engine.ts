@@ -169,6 +169,12 @@ export const FORMER_KEYS_UNTIL_KEY = 'compat:former-keys-until';
 const FORMER_KEYS_GRACE_MS = 24 * 3_600_000;
 const NO_KEYS: readonly string[] = [];
 const NO_FORMER_READS: ReadonlyArray<{ key: string; value: string | null }> = [];
+/** An observation's own dedupe key as a read found it (ownKeyOf in the engine). */
+interface OwnKey {
+  repeatOf: string | null;
+  outlived: string | null;
+}
+const NO_OWN_KEY: OwnKey = { repeatOf: null, outlived: null };
 
 export interface ContactEngineOptions {
   store: Store;
@@ -500,32 +506,30 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   /**
-   * Whether the key a snapshot observation found (its own, present in the read) no longer makes
-   * it a repeat: a key written before snapshots had a window of their own lives
-   * identity.dedupeTtlSeconds, and one written longer ago than the snapshot window (its remaining
-   * lifetime says so) is a state the contact may legitimately return to. A key written with the
-   * snapshot window answers no: it is gone once it is stale. Costs a PTTL, on a snapshot's repeat
-   * only; a key of unknown age (a dedupeTtlSeconds lowered since) counts as a repeat, as before.
+   * What the observation's own dedupe key, as a read found it (`found`, a record id), means: the
+   * record it is a repeat of (`repeatOf`), or, for a snapshot's key that outlived the snapshot
+   * window, none, and the value its write must find there instead of no key (`outlived`, stored
+   * form). A key written before snapshots had a window of their own lives
+   * identity.dedupeTtlSeconds; one written longer ago than the window (its remaining lifetime
+   * says so) is a state the contact may legitimately return to, not a redelivery. A key written
+   * with the window is gone once it is that old. Costs a PTTL on a snapshot's repeat only, and
+   * nothing (no promise, no await) otherwise; a key of unknown age (dedupeTtlSeconds lowered
+   * since) counts as a repeat, as before.
    */
-  async function staleSnapshotKey(observation: ParsedObservation, dedupeKey: string): Promise<boolean> {
-    if (!observation.snapshot || snapshotTtlMs >= dedupeTtlMs) return false;
-    const left = await store.pttl(dedupeKey);
-    return left > snapshotTtlMs && dedupeTtlMs - left >= snapshotTtlMs;
-  }
-
-  /**
-   * The record a read's value for the observation's own dedupe key names, when that makes it a
-   * repeat (`repeatOf`), and the value the write must find there instead of none (`outlived`: a
-   * snapshot's key that outlived its window, staleSnapshotKey), in stored form.
-   */
-  async function ownKeyOf(
+  function ownKeyOf(
     observation: ParsedObservation,
     dedupeKey: string,
     found: string | null | undefined,
-  ): Promise<{ repeatOf: string | null; outlived: string | null }> {
-    if (found === null || found === undefined) return { repeatOf: null, outlived: null };
-    if (await staleSnapshotKey(observation, dedupeKey)) return { repeatOf: null, outlived: storedId(found) };
-    return { repeatOf: found, outlived: null };
+  ): OwnKey | Promise<OwnKey> {
+    if (found === null || found === undefined) return NO_OWN_KEY;
+    if (!observation.snapshot || snapshotTtlMs >= dedupeTtlMs) return { repeatOf: found, outlived: null };
+    return store
+      .pttl(dedupeKey)
+      .then((left) =>
+        left > snapshotTtlMs && dedupeTtlMs - left >= snapshotTtlMs
+          ? { repeatOf: null, outlived: storedId(found) }
+          : { repeatOf: found, outlived: null },
+      );
   }
 
   /** The dedupe keys an older version gave this observation, while any can still exist (above). */
@@ -942,7 +946,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           options.read === undefined && after ? readAfter(after, indexKeys, formerKeys.length) : null;
         const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys, formerKeys));
         const [found, ...rest] = read.values;
-        const { repeatOf: duplicateOf, outlived } = await ownKeyOf(observation, dedupeKey, found);
+        const own = ownKeyOf(observation, dedupeKey, found);
+        const { repeatOf: duplicateOf, outlived } = own instanceof Promise ? await own : own;
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeatOf =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
@@ -1048,7 +1053,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const lockedAttempt = async (): Promise<ObserveResult | null> => {
         const read = await readState(dedupeKey, indexKeys, formerKeys);
         const [found, ...rest] = read.values;
-        const { repeatOf: duplicateOf } = await ownKeyOf(observation, dedupeKey, found);
+        const own = ownKeyOf(observation, dedupeKey, found);
+        const { repeatOf: duplicateOf } = own instanceof Promise ? await own : own;
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeated =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
