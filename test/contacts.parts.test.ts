@@ -688,6 +688,7 @@ describe('observation check', () => {
       crmLink: maybe(mostly(text, junk)),
       // Up to 6: the schema takes at most 4.
       formerIdempotencyKeys: maybe(mostly(fc.array(text, { maxLength: 6 }), junk)),
+      snapshot: maybe(mostly(fc.boolean(), junk)),
       timeline: arrayOf(entry),
       events: arrayOf(event),
       unknown: maybe(text),

@@ -149,11 +149,30 @@ export class ConversationTracker {
     return { contact: current, ...identification };
   }
 
+  /**
+   * Link the customer's identity to the contact and, with `assigned` (a new assignee a read found),
+   * say who is responsible for them. The assignee is remembered in the profile cache only once
+   * saved (profiles.ts, assignmentSaved); when the save fails the customer is also marked pending,
+   * so its next event or poll reads it again and says the assignee then.
+   */
   async observeProfile(customer: CustomerIdentity, assigned?: string): Promise<Contact> {
-    const { context, channelId } = this.options;
-    const result = await context.contacts.observe(
-      profileObservation({ channelId, customer, at: context.now().toISOString(), assigned }),
-    );
+    const { context, channelId, profiles } = this.options;
+    let result: Awaited<ReturnType<typeof context.contacts.observe>>;
+    try {
+      result = await context.contacts.observe(
+        profileObservation({ channelId, customer, at: context.now().toISOString(), assigned }),
+      );
+    } catch (error) {
+      if (assigned !== undefined) {
+        // Best effort: with the store down this fails too, and the assignee, never remembered,
+        // is said by the customer's next read whenever that comes (a new conversation, a refresh).
+        await profiles
+          .markPending(customer.customerId, `assignee not saved: ${(error as Error).message}`)
+          .catch(() => undefined);
+      }
+      throw error;
+    }
+    if (assigned !== undefined) await profiles.assignmentSaved(customer.customerId, assigned);
     return result.contact;
   }
 

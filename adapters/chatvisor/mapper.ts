@@ -161,6 +161,10 @@ export function conversationObservation(input: ConversationObservationInput): Ob
     vendor: VENDOR,
     at: input.at,
     idempotencyKey: conversationKey(conversation),
+    // The key is the conversation's state (status, last message), which it can return to: an
+    // agent reopens a finished conversation and finishes it again with no new message. A repeat
+    // only within the vendor's retries (README, Idempotency); the stored status answers the rest.
+    snapshot: true,
     identifiers: customerIdentifiers(input.channelId, conversation.customerId, input.profile),
     names: profileNames(input.profile),
     timeline: [

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
+import { StoreUnavailableError } from '../../src/errors.js';
 import { FORGET_UNLISTED_AFTER_MS } from './poll.js';
 import { storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
@@ -458,6 +459,37 @@ describe('conversation polling', () => {
     fake.setStatus('c1', 'UNREAD');
     await test.runtime.poller.run();
     expect(await responsible()).toEqual({ email: 'dmitry@store.example' });
+  });
+
+  it('polling by customers: a new assignee whose save failed is said on the next run', async () => {
+    const test = runtimeWith();
+    fake.addCustomer({ customerId: 'c1', status: 'UNREAD', email: 'x@example.org' });
+    fake.fail({ path: '/conversation', status: 404, times: 100 });
+    // None yet: no contact (the first run records a baseline), or one nobody is responsible for.
+    const responsible = async () =>
+      (await test.context.contacts.findByIdentifier({ kind: 'customer', value: 'c1', channelId: 'cobrowse' }))
+        ?.responsibleAgent ?? null;
+    await test.runtime.poller.run();
+    expect(await responsible()).toBeNull();
+
+    // Assigned in Chatvisor; the run that lists it finds the store failing every checked write.
+    fake.customers.get('c1')!.assignedUser = 'oleg@shop.example';
+    fake.setStatus('c1', 'UNRESOLVED');
+    const store = test.context.store;
+    const batch = store.batch;
+    store.batch = () => {
+      const failing = batch.call(store);
+      failing.exec = () => Promise.reject(new StoreUnavailableError(new Error('connection lost')));
+      return failing;
+    };
+    // The store down stops the run (the next one starts over).
+    await expect(test.runtime.poller.run()).rejects.toBeInstanceOf(StoreUnavailableError);
+    store.batch = batch;
+    expect(await responsible()).toBeNull();
+
+    // The next run: the assignee was not remembered, so it is news still, and said.
+    expect(await test.runtime.poller.run()).toMatchObject({ failed: [] });
+    expect(await responsible()).toEqual({ email: 'oleg@shop.example' });
   });
 
   it('keeps going when one customer fails, and catches up on the next run', async () => {

@@ -611,11 +611,12 @@ export class ConversationPoller {
     if (item.profile) {
       const offered = await profiles.offer(item.profile, cached);
       if (offered.source === 'offered') {
-        cached = (await profiles.cached(customerId)) ?? cached;
         offeredChange = offered.changed;
-        // A new assignee is said now: the identification below reads the cache, which has it.
+        // A new assignee is said now, and cached once saved (observeProfile): read the cache
+        // after it, so the identification below takes it as known and does not say it again.
         if (offered.assigned && offered.identity)
           await tracker.observeProfile(offered.identity, offered.assigned);
+        cached = (await profiles.cached(customerId)) ?? cached;
       }
     }
 

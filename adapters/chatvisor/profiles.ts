@@ -34,7 +34,8 @@ export const cachedProfileSchema = z.object({
   digest: z.string(),
   fetchedAt: z.string(),
   /**
-   * The agent (e-mail, lower case) the read found the customer assigned to, null when none.
+   * The agent (e-mail, lower case) a read found the customer assigned to, null when none, once
+   * the contact has it (assignmentSaved): a read's new assignee is not kept here before that.
    * Absent in profiles cached by a version that did not keep it: the next read's assignee is new.
    * Kept beside the identity, not in it: a reassignment is no new identity (no labels pushed again).
    */
@@ -206,6 +207,18 @@ export class CustomerProfiles {
     return this.remember(identity, assignee, cached, 'offered');
   }
 
+  /**
+   * The customer's new assignee (Identification.assigned) is on the contact now: remembered, so
+   * the next read finding it again is no news. Nothing to do when the profile is no longer cached
+   * (forgotten meanwhile: its next read is a first one).
+   */
+  async assignmentSaved(customerId: string, assignee: string): Promise<void> {
+    const cached = await this.cached(customerId);
+    if (!cached || cached.assignedUser === assignee) return;
+    const entry: CachedProfile = { ...cached, assignedUser: assignee };
+    await this.options.store.hset(this.keys.profiles, customerId, JSON.stringify(entry));
+  }
+
   private async remember(
     identity: CustomerIdentity,
     assignee: string | null,
@@ -216,8 +229,10 @@ export class CustomerProfiles {
     const digest = profileDigest(identity);
     const changed = cached?.digest !== digest;
     // A read that finds no assignee keeps the one found before: the next read finding that one
-    // again is then no news either (assigneeOf: none is not an unassignment).
-    const assignedUser = assignee ?? cached?.assignedUser ?? null;
+    // again is then no news either (assigneeOf: none is not an unassignment). A new one is not
+    // remembered here but once the contact has it (assignmentSaved): if saving it fails, the
+    // next read finds it new again and says it again, instead of taking it for known.
+    const assignedUser = cached?.assignedUser ?? null;
     const assigned = assignee !== null && assignee !== cached?.assignedUser ? assignee : undefined;
     const entry: CachedProfile = { identity, digest, fetchedAt: now().toISOString(), assignedUser };
     await store.hset(this.keys.profiles, identity.customerId, JSON.stringify(entry));

@@ -222,6 +222,19 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
 // Idempotency
 
 /**
+ * Events that restate the client card as it now is (its data is their key, idempotencyKeysOf):
+ * the same card again is Jivo's retry only within its retries, and later a card that went back
+ * to what it was (responsible agent Dmitry → Irina → Dmitry, a status or a tag set and unset).
+ * Their keys are kept for identity.snapshotDedupeSeconds instead of dedupeTtlSeconds
+ * (Observation.snapshot; README, Idempotency).
+ */
+const SNAPSHOT_EVENTS: ReadonlySet<JivoEventName> = new Set([
+  'chat_updated',
+  'client_updated',
+  'client_attribute_updated',
+]);
+
+/**
  * The dedupe key (DESIGN §7): the event, the chat, and what distinguishes one delivery of that
  * event from the next legitimate one. A redelivery gives the same key; a real change a new one.
  */
@@ -595,6 +608,7 @@ export function toObservation(input: MapInput): MapResult {
     at,
     idempotencyKey: keys.key,
     ...(keys.former === undefined ? {} : { formerIdempotencyKeys: [keys.former] }),
+    ...(SNAPSHOT_EVENTS.has(input.eventName) ? { snapshot: true } : {}),
     identifiers,
     names: name ? [truncate(name, 200)] : [],
     attributes: attributesOf(input),

@@ -468,6 +468,9 @@ export function observationsOf(input: ObservationInput): Observation[] {
       ...base,
       at,
       idempotencyKey: keyOf('assigned', who ? `:${hashOf(who)}` : ''),
+      // The dialog's operators as they now are: handed back to an earlier operator later is news
+      // (README, Idempotency), the same assignment within LiveTex's retries is not.
+      snapshot: true,
       ...(responsibleOf(record) ? { responsibleAgent: responsibleOf(record) } : {}),
       timeline: [
         {

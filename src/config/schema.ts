@@ -521,6 +521,13 @@ export const configSchema = z.strictObject({
       maxMergeSize: intLike(z.number().int().min(2)).default(10),
       /** How long a delivery's idempotency key is remembered. */
       dedupeTtlSeconds: intLike(z.number().int().positive()).default(7 * 24 * 3600),
+      /**
+       * How long the key of a snapshot (an event that restates a state: a JivoChat client card, a
+       * Chatvisor conversation's status, a LiveTex dialog's operators) is remembered, at most
+       * dedupeTtlSeconds. Within it the same state again is a vendor's redelivery (Jivo's retries
+       * span about three minutes); after it, a return to that state, recorded.
+       */
+      snapshotDedupeSeconds: intLike(z.number().int().positive()).default(15 * 60),
     })
     .default({
       mergeOn: ['person', 'email', 'phone'],
@@ -529,6 +536,7 @@ export const configSchema = z.strictObject({
       defaultCountry: 'RU',
       maxMergeSize: 10,
       dedupeTtlSeconds: 7 * 24 * 3600,
+      snapshotDedupeSeconds: 15 * 60,
     }),
   /**
    * Prometheus metrics are not on the public port (issue 10 item 2: counters by outcome tell an

@@ -169,6 +169,12 @@ export const FORMER_KEYS_UNTIL_KEY = 'compat:former-keys-until';
 const FORMER_KEYS_GRACE_MS = 24 * 3_600_000;
 const NO_KEYS: readonly string[] = [];
 const NO_FORMER_READS: ReadonlyArray<{ key: string; value: string | null }> = [];
+/** An observation's own dedupe key as a read found it (ownKeyOf in the engine). */
+interface OwnKey {
+  repeatOf: string | null;
+  outlived: string | null;
+}
+const NO_OWN_KEY: OwnKey = { repeatOf: null, outlived: null };
 
 export interface ContactEngineOptions {
   store: Store;
@@ -214,6 +220,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   const mergeOn = new Set<string>(identity.mergeOn);
   const normalizeOptions = normalizeOptionsOf(identity);
   const dedupeTtlMs = identity.dedupeTtlSeconds * 1000;
+  /**
+   * How long a snapshot's key is kept (Observation.snapshot; README, Idempotency): never longer
+   * than any other key's.
+   */
+  const snapshotTtlMs = Math.min(identity.snapshotDedupeSeconds * 1000, dedupeTtlMs);
   const conflictList = createConflictList(store);
 
   /** Identifiers that resolve to exactly one record: mergeable global kinds and vendor-local ids. */
@@ -492,6 +503,33 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       formerUntil = undefined;
     });
     return formerUntil;
+  }
+
+  /**
+   * What the observation's own dedupe key, as a read found it (`found`, a record id), means: the
+   * record it is a repeat of (`repeatOf`), or, for a snapshot's key that outlived the snapshot
+   * window, none, and the value its write must find there instead of no key (`outlived`, stored
+   * form). A key written before snapshots had a window of their own lives
+   * identity.dedupeTtlSeconds; one written longer ago than the window (its remaining lifetime
+   * says so) is a state the contact may legitimately return to, not a redelivery. A key written
+   * with the window is gone once it is that old. Costs a PTTL on a snapshot's repeat only, and
+   * nothing (no promise, no await) otherwise; a key of unknown age (dedupeTtlSeconds lowered
+   * since) counts as a repeat, as before.
+   */
+  function ownKeyOf(
+    observation: ParsedObservation,
+    dedupeKey: string,
+    found: string | null | undefined,
+  ): OwnKey | Promise<OwnKey> {
+    if (found === null || found === undefined) return NO_OWN_KEY;
+    if (!observation.snapshot || snapshotTtlMs >= dedupeTtlMs) return { repeatOf: found, outlived: null };
+    return store
+      .pttl(dedupeKey)
+      .then((left) =>
+        left > snapshotTtlMs && dedupeTtlMs - left >= snapshotTtlMs
+          ? { repeatOf: null, outlived: storedId(found) }
+          : { repeatOf: found, outlived: null },
+      );
   }
 
   /** The dedupe keys an older version gave this observation, while any can still exist (above). */
@@ -907,7 +945,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const plannedAfter =
           options.read === undefined && after ? readAfter(after, indexKeys, formerKeys.length) : null;
         const read = options.read ?? plannedAfter ?? (await readState(dedupeKey, indexKeys, formerKeys));
-        const [duplicateOf, ...rest] = read.values;
+        const [found, ...rest] = read.values;
+        const own = ownKeyOf(observation, dedupeKey, found);
+        const { repeatOf: duplicateOf, outlived } = own instanceof Promise ? await own : own;
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeatOf =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
@@ -938,6 +978,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             indexValues,
             planned,
             dedupeKey,
+            outlived,
             // As read (null when planned on a lane's state): held by another person's event, or
             // absent — written meanwhile by an older instance, it fails the write, which reads again.
             formerKeys.length === 0
@@ -1011,7 +1052,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // such writers used to invalidate the lock holder's read again and again until it gave up.
       const lockedAttempt = async (): Promise<ObserveResult | null> => {
         const read = await readState(dedupeKey, indexKeys, formerKeys);
-        const [duplicateOf, ...rest] = read.values;
+        const [found, ...rest] = read.values;
+        const own = ownKeyOf(observation, dedupeKey, found);
+        const { repeatOf: duplicateOf } = own instanceof Promise ? await own : own;
         const indexValues = formerKeys.length === 0 ? rest : rest.slice(0, indexKeys.length);
         const repeated =
           duplicateOf ?? (formerKeys.length === 0 ? null : formerRepeat(read, rest, indexKeys.length));
@@ -1182,6 +1225,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     indexValues: (string | null)[],
     planned: Plan,
     dedupeKey: string,
+    /** The value of the observation's own dedupe key as read when it outlived its window (ownKeyOf); else null. */
+    outlived: string | null,
     /** The observation's former dedupe keys (formerKeysUntil), each with its value as read. */
     formerKeys: ReadonlyArray<{ key: string; value: string | null }>,
     /** LaneState.applied of the state this write was planned on (or the lane's last). */
@@ -1223,7 +1268,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (fresh) batch.expect(key.record(fresh.id), null);
       // The write holds only if what it was planned on still holds: no earlier delivery of this
       // observation, the identifiers' holders, the holders' roots and every record of the groups.
-      batch.expect(dedupeKey, null);
+      batch.expect(dedupeKey, outlived);
       for (const former of formerKeys)
         batch.expect(former.key, former.value === null ? null : storedId(former.value));
       if (previousWrite) batch.expect(previousWrite.key, previousWrite.value);
@@ -1359,7 +1404,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         batch.zadd(key.timeline(survivor), 0, timelineMember(mergeEntry));
         retainTimeline(batch, key.timeline(survivor));
       }
-      batch.set(dedupeKey, storedId(target.id), dedupeTtlMs);
+      // A snapshot (a state restated: a client card, a conversation's status) is a repeat only
+      // within the vendor's retries: the same state later is a return to it, news again.
+      batch.set(dedupeKey, storedId(target.id), observation.snapshot ? snapshotTtlMs : dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
       const contact = mergedView(

@@ -165,6 +165,10 @@ function fastCheck(input: unknown): ParsedObservation {
     if (former.length > 4) throw UNCHECKED;
     observation.formerIdempotencyKeys = former;
   }
+  if (given.snapshot !== undefined) {
+    if (typeof given.snapshot !== 'boolean') throw UNCHECKED;
+    observation.snapshot = given.snapshot;
+  }
   return observation;
 }
 

@@ -196,6 +196,13 @@ export const observationSchema = z.object({
    * counts one only for the contact the observation's identifiers lead to.
    */
   formerIdempotencyKeys: z.array(z.string().min(1).max(512)).max(4).optional(),
+  /**
+   * The observation restates a state (a client card, a conversation's status, a dialog's
+   * operators) rather than reporting a one-off event: its key makes a repeat only for
+   * identity.snapshotDedupeSeconds, which spans the vendor's retries. After that the same state
+   * again is a return to it (a card back on its earlier responsible agent), news to record.
+   */
+  snapshot: z.boolean().optional(),
   /** Every identifier the payload carries: person, email, phone and vendor-local ids. */
   identifiers: z.array(identifierSchema).default([]),
   names: z.array(z.string()).default([]),

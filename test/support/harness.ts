@@ -6,6 +6,7 @@ import { parseConfig } from '../../src/config/load.js';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { createLogger } from '../../src/logger.js';
 import { AdapterRegistry, defaultRegistry } from '../../src/registry.js';
+import { createMemoryStore } from '../../src/store/memory.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './redis.js';
 
 /**
@@ -22,6 +23,11 @@ export interface TestBridgeOptions {
   adapters?: AdapterDefinition[];
   dispatcher?: Dispatcher;
   now?: () => Date;
+  /**
+   * The memory store's clock (ms), which its key lifetimes (TTLs) run on: a test crosses a key's
+   * lifetime by moving it on, without waiting. Memory store only; the bridge's `now` is apart.
+   */
+  memoryClock?: () => number;
   role?: Role;
   /** Start background work (scheduler, delivery). Default true. */
   start?: boolean;
@@ -68,6 +74,9 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
     logger: options.logger ?? createLogger(config.log.level),
     ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.memoryClock && storeKind === 'memory'
+      ? { store: createMemoryStore({ now: options.memoryClock }) }
+      : {}),
     ...(options.role ? { role: options.role } : {}),
   });
   const server = await bridge.listen(0, '127.0.0.1');
