@@ -187,7 +187,13 @@ export const webhookDestinationSchema = z.strictObject({
   circuitBreaker: z
     .strictObject({
       failureThreshold: intLike(z.number().int().positive()).default(5),
-      cooldown: deliveryWaitSchema.default(30_000),
+      // 0s "opened" the breaker (said at warn) and let the next attempt through at once: a
+      // failing receiver was never given a rest. (Tests run it at 100ms; nothing needs less.)
+      cooldown: deliveryWaitSchema
+        .pipe(
+          z.number().min(100, 'at least 100ms (a shorter cooldown holds nothing off a failing destination)'),
+        )
+        .default(30_000),
     })
     .prefault({}),
   /**
@@ -640,8 +646,13 @@ export const configSchema = z.strictObject({
     .default({ level: 'info' }),
   console: z
     .strictObject({
-      /** How long an agent link (`{consoleUrl}` in reply.crmLink) stays valid. */
-      linkTtl: durationSchema.default(12 * 3_600_000),
+      /**
+       * How long an agent link (`{consoleUrl}` in reply.crmLink) stays valid. 0s passed and made
+       * every link expire as it was made: the agent's button opened only a refusal.
+       */
+      linkTtl: durationSchema
+        .pipe(z.number().min(300_000, 'at least 5m (a shorter link has expired before an agent opens it)'))
+        .default(12 * 3_600_000),
     })
     .default({ linkTtl: 12 * 3_600_000 }),
   agents: z.array(agentSchema).default([]),
