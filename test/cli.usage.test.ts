@@ -122,4 +122,33 @@ describe('chatbridge CLI usage', () => {
     expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], webhook.io)).toBe(2);
     expect(webhook.err[0]).toContain("destination 'crm' is a webhook, not a CRM");
   });
+
+  it('every error line starts with chatbridge: (config check said its failures bare)', async () => {
+    // A newcomer greps, or a wrapper script matches, one prefix: config check printed
+    // 'cannot read config file …' and '<file>: the config has 1 problem' with none, while every
+    // other command said 'chatbridge: …' (and deliveries 'chatbridge deliveries: …').
+    const missing = capture();
+    expect(await runCli(['config', 'check', '--config', '/nonexistent/bridge.yaml'], missing.io)).toBe(1);
+    expect(missing.err).toEqual([
+      'chatbridge: cannot read config file /nonexistent/bridge.yaml: no such file',
+    ]);
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cli-usage-'));
+    const broken = join(dir, 'bridge.yaml');
+    writeFileSync(broken, 'admin: {token: abcdefghijklmnopqrst}\nserver: {port: eighty}\n');
+    for (const args of [
+      ['config', 'check'],
+      ['deliveries', 'list'],
+    ]) {
+      const run = capture();
+      expect(await runCli([...args, '--config', broken], run.io), args.join(' ')).toBe(1);
+      expect(run.err[0], args.join(' ')).toBe(`chatbridge: ${broken}: the config has 1 problem`);
+      expect(run.err[1], args.join(' ')).toMatch(/^ {2}server\.port: /);
+    }
+    // What start would refuse (the example's credentials on another address), said by config check.
+    const published = join(dir, 'published.yaml');
+    writeFileSync(published, 'server: {host: 0.0.0.0}\nadmin: {token: example-admin-token-change-me}\n');
+    const refused = capture();
+    expect(await runCli(['config', 'check', '--config', published], refused.io)).toBe(1);
+    expect(refused.err[0]).toMatch(/^chatbridge: /);
+  });
 });

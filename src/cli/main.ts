@@ -105,8 +105,10 @@ export function cliLogger(level: Parameters<typeof createLogger>[0]) {
 /** Config errors already printed line by line: runCli only sets the exit code for these. */
 const explained = new WeakSet<ConfigError>();
 
-function explain(error: ConfigError, io: CliStreams, prefix = ''): void {
-  io.stderr(`${prefix}${error.message}`);
+// Every CLI error line starts `chatbridge: ` (runCli's, sayPlain's): config check said these bare,
+// so a script matching the prefix missed the one failure a newcomer meets first.
+function explain(error: ConfigError, io: CliStreams): void {
+  io.stderr(`chatbridge: ${error.message}`);
   for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
   explained.add(error);
 }
@@ -207,7 +209,7 @@ function sayFatal(error: unknown, io: CliStreams, level?: string): void {
 function sayPlain(error: unknown, io: CliStreams): void {
   if (error instanceof ConfigError) {
     // One raised after the config loaded (building the bridge) has not been said yet.
-    if (!explained.has(error)) explain(error, io, 'chatbridge: ');
+    if (!explained.has(error)) explain(error, io);
     return;
   }
   const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
@@ -437,7 +439,7 @@ const configCheck: Command = {
       assertSafeToListen(config, config.server.host);
     } catch (error) {
       if (!(error instanceof PublishedCredentialsError)) throw error;
-      io.stderr(`${source.path}: ${error.message}`);
+      io.stderr(`chatbridge: ${source.path}: ${error.message}`);
       for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
       return 1;
     }
