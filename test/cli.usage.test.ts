@@ -151,4 +151,35 @@ describe('chatbridge CLI usage', () => {
     expect(await runCli(['config', 'check', '--config', published], refused.io)).toBe(1);
     expect(refused.err[0]).toMatch(/^chatbridge: /);
   });
+
+  it('an option given twice is bad usage naming it, not the last one silently', async () => {
+    // --config a --config b checked b and said OK: a script that meant a learned nothing about it.
+    const file = configFile();
+    for (const args of [
+      ['config', 'check', '--config', '/nonexistent/a.yaml', '--config', file],
+      ['config', 'check', `--config=${file}`, '--config', file],
+      ['deliveries', 'list', '--state', 'failed', '--state', 'pending', '--config', file],
+    ]) {
+      const run = capture();
+      expect(await runCli(args, run.io), args.join(' ')).toBe(2);
+      const flag = args.includes('--state') ? '--state' : '--config';
+      expect(run.err[0], args.join(' ')).toBe(`chatbridge: ${flag} given more than once: give it once`);
+      expect(run.out).toEqual([]);
+    }
+  });
+
+  it('--version (or -v) takes nothing after it, and the top help names -v', async () => {
+    for (const flag of ['--version', '-v', 'version']) {
+      const run = capture();
+      expect(await runCli([flag, 'extra'], run.io), flag).toBe(2);
+      expect(run.err[0]).toBe(`chatbridge: ${flag} takes nothing after it (got 'extra')`);
+      expect(run.out).toEqual([]);
+      const plain = capture();
+      expect(await runCli([flag], plain.io), flag).toBe(0);
+      expect(plain.out[0]).toMatch(/^\d+\.\d+\.\d+/);
+    }
+    const help = capture();
+    expect(await runCli(['--help'], help.io)).toBe(0);
+    expect(help.out.join('\n')).toContain('chatbridge --version (or -v) prints the version.');
+  });
 });
