@@ -415,6 +415,25 @@ describe('config', () => {
     expect(parsed.destinations[0]!.circuitBreaker).toMatchObject({ cooldown: 100 });
   });
 
+  it('a badly formed, short webhook secret is one problem, not two', () => {
+    // secret: nope was said twice: not whsec_ followed by base64, and too short; one value, one
+    // line, the one that says everything to write.
+    const admin = { token: 'a'.repeat(20) };
+    const format =
+      'a Standard Webhooks secret: whsec_ followed by base64 of at least 24 random bytes (whsec_ and the output of openssl rand -base64 32)';
+    for (const secret of ['nope', 'whsec_', 'whsec_abc=def'])
+      expect(
+        problems({ admin, destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret }] }),
+      ).toEqual([`destinations[0].secret: ${format}`]);
+    // Well formed but short: that alone.
+    expect(
+      problems({
+        admin,
+        destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2hvcnQ=' }],
+      }),
+    ).toEqual(['destinations[0].secret: too short: whsec_ followed by at least 24 random bytes in base64']);
+  });
+
   it('a value that is no duration is named as such, not "Invalid input"', () => {
     const admin = { token: 'a'.repeat(20) };
     const message = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';

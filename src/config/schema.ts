@@ -148,7 +148,12 @@ const webhookSecretSchema = z
   .string()
   // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
   // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
-  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+  // One problem per value: a malformed secret ('nope') was also said to be too short. The format's
+  // message says the length too, and ends the checks (abort).
+  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, {
+    error: `a Standard Webhooks secret: whsec_ followed by base64 of at least ${MIN_SECRET_BYTES} random bytes (whsec_ and the output of openssl rand -base64 32)`,
+    abort: true,
+  })
   .refine(
     (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
     `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
