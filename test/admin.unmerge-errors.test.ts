@@ -43,6 +43,29 @@ describe('unmerge refusals', () => {
     expect(given.status).toBe(200);
   });
 
+  it('an identity whose kind is no kind at all says so and lists the kinds, not "needs its channel"', async () => {
+    // ?identity=foo:bar said 'vendor-local kind "foo" needs its channel', sending the newcomer to
+    // add a channel to a kind that does not exist.
+    const unknown = await bridge.admin('GET', '/api/v1/contacts?identity=foo:bar');
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error.issues).toEqual([
+      {
+        path: 'identity',
+        message:
+          '"foo" is not a known kind: person, email or phone (kind:value), or vendor-local visitor, client or customer with its channel (kind:<channelId>:<value>)',
+      },
+    ]);
+    // A vendor-local kind without its channel is still told to add it.
+    const local = await bridge.admin('GET', '/api/v1/contacts?identity=visitor:123');
+    expect(local.status).toBe(400);
+    expect(local.body.error.issues).toEqual([
+      {
+        path: 'identity',
+        message: 'vendor-local kind "visitor" needs its channel: visitor:<channelId>:<value>',
+      },
+    ]);
+  });
+
   it('quotes what was sent cut: a kind or a channel of 12 000 characters is not sent back whole', async () => {
     // Each issue was the sent value whole (a 12 KB answer for a 12 KB kind), in a query's
     // `identity` too; a 404 quotes at most 80 characters (quotedInput), and so does a 400 now.
@@ -69,7 +92,7 @@ describe('unmerge refusals', () => {
     expect(query.body.error.issues).toEqual([
       {
         path: 'identity',
-        message: `vendor-local kind "zz${'a'.repeat(78)}…" needs its channel: zz${'a'.repeat(78)}…:<channelId>:<value>`,
+        message: `"zz${'a'.repeat(78)}…" is not a known kind: person, email or phone (kind:value), or vendor-local visitor, client or customer with its channel (kind:<channelId>:<value>)`,
       },
     ]);
   });

@@ -122,4 +122,64 @@ describe('chatbridge CLI usage', () => {
     expect(await runCli(['crm', 'check', '--destination', 'crm', '--config', file], webhook.io)).toBe(2);
     expect(webhook.err[0]).toContain("destination 'crm' is a webhook, not a CRM");
   });
+
+  it('every error line starts with chatbridge: (config check said its failures bare)', async () => {
+    // A newcomer greps, or a wrapper script matches, one prefix: config check printed
+    // 'cannot read config file …' and '<file>: the config has 1 problem' with none, while every
+    // other command said 'chatbridge: …' (and deliveries 'chatbridge deliveries: …').
+    const missing = capture();
+    expect(await runCli(['config', 'check', '--config', '/nonexistent/bridge.yaml'], missing.io)).toBe(1);
+    expect(missing.err).toEqual([
+      'chatbridge: cannot read config file /nonexistent/bridge.yaml: no such file',
+    ]);
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cli-usage-'));
+    const broken = join(dir, 'bridge.yaml');
+    writeFileSync(broken, 'admin: {token: abcdefghijklmnopqrst}\nserver: {port: eighty}\n');
+    for (const args of [
+      ['config', 'check'],
+      ['deliveries', 'list'],
+    ]) {
+      const run = capture();
+      expect(await runCli([...args, '--config', broken], run.io), args.join(' ')).toBe(1);
+      expect(run.err[0], args.join(' ')).toBe(`chatbridge: ${broken}: the config has 1 problem`);
+      expect(run.err[1], args.join(' ')).toMatch(/^ {2}server\.port: /);
+    }
+    // What start would refuse (the example's credentials on another address), said by config check.
+    const published = join(dir, 'published.yaml');
+    writeFileSync(published, 'server: {host: 0.0.0.0}\nadmin: {token: example-admin-token-change-me}\n');
+    const refused = capture();
+    expect(await runCli(['config', 'check', '--config', published], refused.io)).toBe(1);
+    expect(refused.err[0]).toMatch(/^chatbridge: /);
+  });
+
+  it('an option given twice is bad usage naming it, not the last one silently', async () => {
+    // --config a --config b checked b and said OK: a script that meant a learned nothing about it.
+    const file = configFile();
+    for (const args of [
+      ['config', 'check', '--config', '/nonexistent/a.yaml', '--config', file],
+      ['config', 'check', `--config=${file}`, '--config', file],
+      ['deliveries', 'list', '--state', 'failed', '--state', 'pending', '--config', file],
+    ]) {
+      const run = capture();
+      expect(await runCli(args, run.io), args.join(' ')).toBe(2);
+      const flag = args.includes('--state') ? '--state' : '--config';
+      expect(run.err[0], args.join(' ')).toBe(`chatbridge: ${flag} given more than once: give it once`);
+      expect(run.out).toEqual([]);
+    }
+  });
+
+  it('--version (or -v) takes nothing after it, and the top help names -v', async () => {
+    for (const flag of ['--version', '-v', 'version']) {
+      const run = capture();
+      expect(await runCli([flag, 'extra'], run.io), flag).toBe(2);
+      expect(run.err[0]).toBe(`chatbridge: ${flag} takes nothing after it (got 'extra')`);
+      expect(run.out).toEqual([]);
+      const plain = capture();
+      expect(await runCli([flag], plain.io), flag).toBe(0);
+      expect(plain.out[0]).toMatch(/^\d+\.\d+\.\d+/);
+    }
+    const help = capture();
+    expect(await runCli(['--help'], help.io)).toBe(0);
+    expect(help.out.join('\n')).toContain('chatbridge --version (or -v) prints the version.');
+  });
 });

@@ -387,6 +387,53 @@ describe('config', () => {
     );
   });
 
+  it('refuses an agent link time under 5 minutes: 0s made every link dead on arrival', () => {
+    // console.linkTtl: 0s passed; every {consoleUrl} the bridge put in a reply had expired when
+    // it was made, so the agent's "Open in CRM" button opened only a refusal.
+    const admin = { token: 'a'.repeat(20) };
+    for (const linkTtl of ['0s', 0, '30s', '4m'])
+      expect(problems({ admin, console: { linkTtl } })).toEqual([
+        'console.linkTtl: at least 5m (a shorter link has expired before an agent opens it)',
+      ]);
+    expect(parseConfig({ admin, console: { linkTtl: '5m' } }, registry, {}).console.linkTtl).toBe(300_000);
+  });
+
+  it('refuses a circuit-breaker cooldown of 0s: the breaker then holds nothing off', () => {
+    // circuitBreaker.cooldown: 0s passed; the breaker "opened" (and said so at warn) and let the
+    // next attempt through at once, so a failing receiver was never given a rest.
+    const admin = { token: 'a'.repeat(20) };
+    const destination = { id: 'crm', url: 'https://crm.example.org/hook', secret: `whsec_${'A'.repeat(32)}` };
+    for (const cooldown of ['0s', 0, '50ms'])
+      expect(problems({ admin, destinations: [{ ...destination, circuitBreaker: { cooldown } }] })).toEqual([
+        'destinations[0].circuitBreaker.cooldown: at least 100ms (a shorter cooldown holds nothing off a failing destination)',
+      ]);
+    const parsed = parseConfig(
+      { admin, destinations: [{ ...destination, circuitBreaker: { cooldown: '100ms' } }] },
+      registry,
+      {},
+    );
+    expect(parsed.destinations[0]!.circuitBreaker).toMatchObject({ cooldown: 100 });
+  });
+
+  it('a badly formed, short webhook secret is one problem, not two', () => {
+    // secret: nope was said twice: not whsec_ followed by base64, and too short; one value, one
+    // line, the one that says everything to write.
+    const admin = { token: 'a'.repeat(20) };
+    const format =
+      'a Standard Webhooks secret: whsec_ followed by base64 of at least 24 random bytes (whsec_ and the output of openssl rand -base64 32)';
+    for (const secret of ['nope', 'whsec_', 'whsec_abc=def'])
+      expect(
+        problems({ admin, destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret }] }),
+      ).toEqual([`destinations[0].secret: ${format}`]);
+    // Well formed but short: that alone.
+    expect(
+      problems({
+        admin,
+        destinations: [{ id: 'crm', url: 'https://crm.example/hook', secret: 'whsec_c2hvcnQ=' }],
+      }),
+    ).toEqual(['destinations[0].secret: too short: whsec_ followed by at least 24 random bytes in base64']);
+  });
+
   it('a value that is no duration is named as such, not "Invalid input"', () => {
     const admin = { token: 'a'.repeat(20) };
     const message = 'a duration like 0s, 5s, 5m, 2h or 1d, or a whole number of milliseconds';

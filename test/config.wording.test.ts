@@ -399,4 +399,21 @@ describe('config wording', () => {
       'destinations[0].filter.vendors[1]: unknown vendor "jivo" (known: jivochat, livetex, chatvisor)',
     ]);
   });
+
+  it("an e-mail or URL written wrong says what to write and what the file holds, not zod's 'Invalid email address'", () => {
+    const document = {
+      ...valid(),
+      agents: [{ email: 'anna-at-example.org', name: 'Anna' }],
+      destinations: [
+        ...valid().destinations,
+        { id: 'amo', kind: 'amocrm', baseUrl: 'notaurl', token: 'x'.repeat(40) },
+        { id: 'amo2', kind: 'amocrm', baseUrl: 'ftp://shop.amocrm.ru', token: 'x'.repeat(40) },
+      ],
+    };
+    expect(problems(document)).toEqual([
+      'agents[0].email: an e-mail address (name@example.org), got the text "anna-at-example.org"',
+      'destinations[1].baseUrl: an http:// or https:// URL (https://…), got the text "notaurl"',
+      'destinations[2].baseUrl: an http:// or https:// URL (https://…), got the text "ftp://shop.amocrm.ru"',
+    ]);
+  });
 });

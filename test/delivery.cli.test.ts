@@ -115,7 +115,7 @@ describe('chatbridge deliveries', () => {
       );
       expect(bad.code).toBe(2);
       expect(bad.stderr).toEqual([
-        'chatbridge deliveries: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
+        'chatbridge: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
       ]);
     }
   });
@@ -152,9 +152,9 @@ describe('chatbridge deliveries', () => {
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
     }
     const missing = await run(delivery, 'replay', '--id', 'dlv_missing');
-    expect(missing).toMatchObject({ code: 1, stderr: ['chatbridge deliveries: no delivery dlv_missing'] });
+    expect(missing).toMatchObject({ code: 1, stderr: ['chatbridge: no delivery dlv_missing'] });
     const nowhere = await run(delivery, 'replay', '--destination', 'nowhere', '--all-failed');
-    expect(nowhere).toMatchObject({ code: 1, stderr: ['chatbridge deliveries: no destination nowhere'] });
+    expect(nowhere).toMatchObject({ code: 1, stderr: ['chatbridge: no destination nowhere'] });
     const help = await run(delivery, 'list', '--help');
     expect(help.code).toBe(0);
     expect(help.stdout.join('\n')).toContain('chatbridge deliveries replay --id ID');

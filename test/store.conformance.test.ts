@@ -224,6 +224,18 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.pttl(k)).toBe(-2);
         expect(await store.hdel(key('hash'), 'x')).toBe(0);
       });
+
+      it('hmget answers each field in order (null: none); a missing key is empty, another type refused', async () => {
+        const [k, missing, set] = [key('hash'), key('hash'), key('hash')];
+        await store.hset(k, 'a', '1');
+        await store.hset(k, 'c_9', '3');
+        expect(await store.hmget(k, ['c_9', 'b', 'a', 'a'])).toEqual(['3', null, '1', '1']);
+        expect(await store.hmget(missing, ['a'])).toEqual([null]);
+        expect(await store.hmget(k, [])).toEqual([]);
+        await store.sadd(set, 'f');
+        await expect(store.hmget(set, ['f'])).rejects.toThrow(/WRONGTYPE/);
+        await expect(store.hmget(set, [])).rejects.toThrow(/WRONGTYPE/);
+      });
     });
 
     describe('sets', () => {

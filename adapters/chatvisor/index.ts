@@ -335,6 +335,7 @@ export const chatvisorAdapter: AdapterDefinition<ChatvisorChannel> = {
   vendor: VENDOR,
   displayName: 'Chatvisor',
   channelSettings: channelSettingsSchema,
+  identifierKinds: [CUSTOMER_KIND],
   checkConfig(channel, config) {
     // Forgetting a customer's status sooner than the contact model forgets an event's key would
     // let a vendor's late retry of that event through as new.

@@ -2,8 +2,10 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { TimelineEntry } from '../../src/contacts/types.js';
 import { StoreUnavailableError } from '../../src/errors.js';
+import { createMemoryStore } from '../../src/store/memory.js';
+import type { Store } from '../../src/store/types.js';
 import { FORGET_UNLISTED_AFTER_MS } from './poll.js';
-import { storeKeys } from './state.js';
+import { customerHashes, storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 
@@ -749,6 +751,59 @@ describe('customers Chatvisor no longer knows', () => {
     expect(await stateOf(test, 'c2')).toEqual(['status', 'cursor', 'unlisted']);
     expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 1 });
     expect(await stateOf(test, 'c2')).toEqual([]);
+  });
+});
+
+describe('what a run reads of the per-customer state', () => {
+  it("reads the listed customers' fields only, never a per-customer hash whole", async () => {
+    // Each run read the status, cursor, profile, pending and first-run hashes whole (one field per
+    // customer ever seen, cached profiles included), and forgetUnlisted every one of them again:
+    // a run's reads grew with every customer the channel ever had, not with the listing.
+    const memory = createMemoryStore();
+    const wholeReads: string[] = [];
+    const store = new Proxy(memory, {
+      get(target, property, receiver) {
+        if (property === 'hgetall')
+          return (key: string) => {
+            wholeReads.push(key);
+            return target.hgetall(key);
+          };
+        return Reflect.get(target, property, receiver);
+      },
+    }) as Store;
+    const keys = storeKeys('cobrowse');
+    // Earlier customers' state (none of them listed now), a cached profile of some size each.
+    const profile = JSON.stringify({ fetchedAt: '2024-05-14T08:00:00.000Z', name: 'x'.repeat(2000) });
+    const batch = memory.batch();
+    for (let index = 0; index < 300; index++) {
+      batch.hset(keys.status, `old${index}`, 'DONE');
+      batch.hset(keys.profiles, `old${index}`, profile);
+    }
+    await batch.exec();
+    const test = buildRuntime({
+      apiUrl: fake.apiUrl,
+      apiToken: fake.token,
+      settings: { maxRetries: 0, backfillWindow: '0s' },
+      now: tickingClock(),
+      store,
+    });
+    fake.addCustomer({ customerId: 'c1', email: 'c1@example.org' });
+    fake.addMessage('c1', 'first');
+    expect(await test.runtime.poller.run()).toMatchObject({ baseline: true, failed: [] });
+    fake.addMessage('c1', 'second');
+    fake.setStatus('c1', 'DONE');
+    expect(await test.runtime.poller.run()).toMatchObject({
+      conversationEvents: 1,
+      messageEvents: 1,
+      failed: [],
+      forgotten: 0,
+    });
+    const hashes = [...customerHashes('cobrowse'), keys.pollUnlisted];
+    expect(wholeReads.filter((key) => hashes.includes(key))).toEqual([]);
+    // What the runs did with it is as before: c1's state kept, the unlisted ones counted as such.
+    expect(await memory.hget(keys.status, 'c1')).toBe('DONE');
+    expect(await memory.hget(keys.pollUnlisted, 'old0')).not.toBeNull();
+    expect(await memory.hget(keys.profiles, 'old299')).toBe(profile);
   });
 });
 

@@ -3,6 +3,7 @@ import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact } from '../../src/contacts/types.js';
 import type { AdapterContext } from '../../src/contracts/adapter.js';
 import { digest } from '../../src/digest.js';
+import type { Store } from '../../src/store/types.js';
 import type { ChatvisorClient, ParsedPage } from './client.js';
 import type { ConversationTracker } from './conversations.js';
 import { ChatvisorAuthError, ChatvisorNotFoundError } from './errors.js';
@@ -64,6 +65,21 @@ const MAX_MESSAGE_PAGES = 10_000;
 export const FORGET_UNLISTED_AFTER_MS = 24 * 3_600_000;
 /** At most this many such customers are asked for per run (each is a vendor call); the rest wait. */
 export const FORGET_CHECKS_PER_RUN = 200;
+
+/** Fields per HSCAN step or HMGET when forgetUnlisted walks the per-customer hashes. */
+const FIELDS_PAGE = 500;
+
+/** Every field of the hash at `key`, a page of ids at a time (Store.hscanFields), without values. */
+async function fieldsOf(store: Store, key: string): Promise<Set<string>> {
+  const fields = new Set<string>();
+  let cursor = '0';
+  do {
+    const page = await store.hscanFields(key, cursor, FIELDS_PAGE);
+    cursor = page.cursor;
+    for (const field of page.fields) fields.add(field);
+  } while (cursor !== '0');
+  return fields;
+}
 /**
  * Unreadable items (counted in `unreadable`) kept in the payload journal per run, so a listing
  * whose every item changed shape does not write thousands of entries each run: the first ones
@@ -150,6 +166,11 @@ interface RunState {
    * them as the first run would have, instead of taking their history for new events.
    */
   firstRunLeft: Map<string, FirstRunWindow>;
+  /**
+   * Customers whose stored state (the four above) has been read: each page's, when the run comes
+   * to it (loadCustomers), not every customer's at the start.
+   */
+  loaded: Set<string>;
 }
 
 /** Unreadable items journalled by the run a report belongs to (UNREADABLE_JOURNALLED_PER_RUN). */
@@ -208,18 +229,19 @@ export class ConversationPoller {
   }
 
   async run(signal?: AbortSignal): Promise<PollReport> {
-    const { context, channelId, settings, logger, profiles } = this.options;
+    const { context, channelId, settings, logger } = this.options;
     const keys = storeKeys(channelId);
     const baseline = (await context.store.get(keys.pollBaseline)) === null;
     const startedAt = context.now();
     const since = baseline ? new Date(startedAt.getTime() - settings.backfillWindow).toISOString() : null;
     const run: RunState = {
       baseline,
-      state: await readConversationState(context.store, channelId),
-      profiles: await profiles.all(),
-      pending: await profiles.pending(),
+      state: { status: new Map(), cursor: new Map() },
+      profiles: new Map(),
+      pending: new Set(),
       since,
-      firstRunLeft: await readFirstRunLeft(context.store, channelId),
+      firstRunLeft: new Map(),
+      loaded: new Set(),
     };
     const report: PollReport = {
       channelId,
@@ -261,8 +283,8 @@ export class ConversationPoller {
       let skipped = 0;
       const listed = new Set<string>();
       // Customers handled in this run: one listed twice (a page shifted while we paged) is handled
-      // once. Its stored state was read when the run began, so a second pass would take the
-      // change the first pass recorded for new again.
+      // once. Its stored state was read once, on the page that first listed it (loadCustomers), so
+      // a second pass would take the change the first pass recorded for new again.
       const handled = new Set<string>();
       for (let pageNumber = 0; ; pageNumber++) {
         if (pageNumber >= MAX_PAGES) {
@@ -311,6 +333,10 @@ export class ConversationPoller {
           report,
         );
         for (const customerId of page.listed) listed.add(customerId);
+        await this.loadCustomers(
+          run,
+          page.items.map((item) => item.conversation.customerId),
+        );
         for (const item of page.items) {
           report.conversationsSeen++;
           const customerId = item.conversation.customerId;
@@ -462,6 +488,24 @@ export class ConversationPoller {
     }
   }
 
+  /**
+   * Read the stored state of a page's customers not read yet in this run (RunState.loaded): their
+   * fields of the per-customer hashes (HMGET), never the hashes whole. Those hold one field per
+   * customer the channel ever had (cached profiles included), so a run that read them whole read
+   * more with every customer, however few the listing held.
+   */
+  private async loadCustomers(run: RunState, customerIds: readonly string[]): Promise<void> {
+    const { context, channelId, profiles } = this.options;
+    const fresh = [...new Set(customerIds)].filter((customerId) => !run.loaded.has(customerId));
+    if (fresh.length === 0) return;
+    await Promise.all([
+      readConversationState(context.store, channelId, fresh, run.state),
+      profiles.readSome(fresh, run.profiles, run.pending),
+      readFirstRunLeft(context.store, channelId, fresh, run.firstRunLeft),
+    ]);
+    for (const customerId of fresh) run.loaded.add(customerId);
+  }
+
   /** The first run's report (what it backfilled) and the last runs' reports, newest first. */
   async reports(limit: number): Promise<{ first: PollReport | null; recent: PollReport[] }> {
     const { store } = this.options.context;
@@ -498,20 +542,30 @@ export class ConversationPoller {
     const { store } = context;
     const hashes = customerHashes(channelId);
     const unlistedKey = storeKeys(channelId).pollUnlisted;
+    // The customers' ids only (HSCAN, values dropped), not the hashes whole: these hold one field
+    // per customer the channel ever had, cached profiles of some size among them.
     const known = new Set<string>();
-    for (const key of hashes)
-      for (const customerId of Object.keys(await store.hgetall(key))) known.add(customerId);
-    const unlisted = await store.hgetall(unlistedKey);
+    for (const key of hashes) for (const customerId of await fieldsOf(store, key)) known.add(customerId);
     // Listed again, or nothing left to forget: no longer counted as missing.
-    for (const customerId of Object.keys(unlisted)) {
+    for (const customerId of await fieldsOf(store, unlistedKey)) {
       if (listed.has(customerId) || !known.has(customerId)) await store.hdel(unlistedKey, customerId);
+    }
+    // Since when each known customer the listing left out has been missing: their fields only.
+    const missing = [...known].filter((customerId) => !listed.has(customerId));
+    const unlisted = new Map<string, string>();
+    for (let start = 0; start < missing.length; start += FIELDS_PAGE) {
+      const ids = missing.slice(start, start + FIELDS_PAGE);
+      const held = await store.hmget(unlistedKey, ids);
+      ids.forEach((customerId, index) => {
+        const value = held[index];
+        if (value != null) unlisted.set(customerId, value);
+      });
     }
     const now = context.now();
     let checks = 0;
     let forgotten = 0;
-    for (const customerId of known) {
-      if (listed.has(customerId)) continue;
-      const since = Date.parse(unlisted[customerId] ?? '');
+    for (const customerId of missing) {
+      const since = Date.parse(unlisted.get(customerId) ?? '');
       if (Number.isNaN(since)) {
         await store.hset(unlistedKey, customerId, now.toISOString());
         continue;

@@ -119,15 +119,26 @@ export class CustomerProfiles {
     return parseCached(await this.options.store.hget(this.keys.profiles, customerId));
   }
 
-  /** Every cached profile of the channel (one read per poll run, like the conversation state). */
-  async all(): Promise<Map<string, CachedProfile>> {
-    const raw = await this.options.store.hgetall(this.keys.profiles);
-    const out = new Map<string, CachedProfile>();
-    for (const [customerId, value] of Object.entries(raw)) {
-      const parsed = parseCached(value);
-      if (parsed) out.set(customerId, parsed);
-    }
-    return out;
+  /**
+   * The cached profiles of `customerIds` (a poll page's) and which of them are pending, added to
+   * `profiles` and `pending`: their fields only (HMGET), as the poller reads the conversation
+   * state. The hashes hold one field per customer the channel ever had, a profile of some size each.
+   */
+  async readSome(
+    customerIds: readonly string[],
+    profiles: Map<string, CachedProfile>,
+    pending: Set<string>,
+  ): Promise<void> {
+    if (customerIds.length === 0) return;
+    const [cached, marks] = await Promise.all([
+      this.options.store.hmget(this.keys.profiles, customerIds),
+      this.options.store.hmget(this.keys.profilePending, customerIds),
+    ]);
+    customerIds.forEach((customerId, index) => {
+      const parsed = parseCached(cached[index]);
+      if (parsed) profiles.set(customerId, parsed);
+      if (marks[index] != null) pending.add(customerId);
+    });
   }
 
   /** Customers whose profile could not be read yet. */

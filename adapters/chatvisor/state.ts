@@ -182,36 +182,55 @@ export async function writeEnded(
   await store.hset(storeKeys(channelId).ended, customerId, JSON.stringify(mark));
 }
 
-export async function readConversationState(store: Store, channelId: string): Promise<ConversationState> {
+/**
+ * The status and cursor of `customerIds` (a poll page's), added to `into`. These hashes hold one
+ * field per customer the channel ever had: a run reads its listed customers' fields (HMGET), not
+ * the whole hashes, so what a run reads grows with the listing, not with the channel's history.
+ */
+export async function readConversationState(
+  store: Store,
+  channelId: string,
+  customerIds: readonly string[],
+  into: ConversationState,
+): Promise<void> {
+  if (customerIds.length === 0) return;
   const keys = storeKeys(channelId);
-  const [status, cursors] = await Promise.all([store.hgetall(keys.status), store.hgetall(keys.cursor)]);
-  const cursor = new Map<string, MessageCursor>();
-  for (const [customerId, raw] of Object.entries(cursors)) {
-    const parsed = parseCursor(raw);
-    if (parsed) cursor.set(customerId, parsed);
-  }
-  return { status: new Map(Object.entries(status)), cursor };
+  const [status, cursors] = await Promise.all([
+    store.hmget(keys.status, customerIds),
+    store.hmget(keys.cursor, customerIds),
+  ]);
+  customerIds.forEach((customerId, index) => {
+    const held = status[index];
+    if (held != null) into.status.set(customerId, held);
+    const cursor = parseCursor(cursors[index]);
+    if (cursor) into.cursor.set(customerId, cursor);
+  });
 }
 
 const firstRunWindowSchema = z.object({ windowMs: z.number(), since: z.string() });
 
-/** Customers the first poll failed on, with its window (see storeKeys().pollFirstRunLeft). */
+/**
+ * Which of `customerIds` the first poll failed on, with its window (storeKeys().pollFirstRunLeft),
+ * added to `into`: those customers' fields only, as readConversationState.
+ */
 export async function readFirstRunLeft(
   store: Store,
   channelId: string,
-): Promise<Map<string, z.infer<typeof firstRunWindowSchema>>> {
-  const left = new Map<string, z.infer<typeof firstRunWindowSchema>>();
-  for (const [customerId, raw] of Object.entries(
-    await store.hgetall(storeKeys(channelId).pollFirstRunLeft),
-  )) {
+  customerIds: readonly string[],
+  into: Map<string, z.infer<typeof firstRunWindowSchema>>,
+): Promise<void> {
+  if (customerIds.length === 0) return;
+  const held = await store.hmget(storeKeys(channelId).pollFirstRunLeft, customerIds);
+  for (const [index, customerId] of customerIds.entries()) {
+    const raw = held[index];
+    if (raw == null) continue;
     try {
       const parsed = firstRunWindowSchema.safeParse(JSON.parse(raw));
-      if (parsed.success) left.set(customerId, parsed.data);
+      if (parsed.success) into.set(customerId, parsed.data);
     } catch {
       // Unreadable: the customer is polled as any other.
     }
   }
-  return left;
 }
 
 /**

@@ -13,6 +13,8 @@ export const jivochatAdapter: AdapterDefinition<JivoChannel> = {
   displayName: 'JivoChat',
   channelSettings: jivochatSettingsSchema,
   intake: [jivochatWebhook],
+  // mapper.ts: the visitor's number and client_id.
+  identifierKinds: ['visitor', 'client'],
   checkConfig(channel, config) {
     // README "Agent links": {consoleUrl} is left out of the answer when the bridge cannot build
     // it. The bridge runs either way (so a warning, not a refusal), but the agent's "Open in CRM"

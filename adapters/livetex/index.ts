@@ -23,6 +23,8 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
   displayName: 'LiveTex',
   channelSettings: livetexSettingsSchema,
   intake: [livetexWebhook, livetexLookup],
+  // mapper.ts: the visitor token and client id.
+  identifierKinds: ['visitor', 'client'],
 
   checkConfig(_channel, config) {
     // Keys in a shared store (one Redis, Sentinel or Cluster) outlive the process: they must be

@@ -151,7 +151,7 @@ export async function crmCommand(
     for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
       io.stderr(
-        `${destination.id}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: the mapping cannot be used as configured`,
+        `chatbridge: ${destination.id}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: the mapping cannot be used as configured`,
       );
       await keep(
         'fail',

@@ -168,11 +168,11 @@ export async function runDeliveriesRequest(
     // A --before that no listing gave out (or one of another --state) is bad usage.
     if (error instanceof ValidationError && error.issues?.some((issue) => issue.path === 'before')) {
       io.stderr(
-        'chatbridge deliveries: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
+        'chatbridge: --before is not a cursor this list gave out (use the one it printed, with the same --state and --destination)',
       );
       return 2;
     }
-    io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
+    io.stderr(`chatbridge: ${(error as Error).message}`);
     return 1;
   }
 }
@@ -192,7 +192,7 @@ export async function runDeliveriesCommand(args: string[], delivery: Delivery, i
     request = parseDeliveriesArgs(args);
   } catch (error) {
     if (!isDeliveriesUsageError(error)) throw error;
-    io.stderr(`chatbridge deliveries: ${(error as Error).message}`);
+    io.stderr(`chatbridge: ${(error as Error).message}`);
     io.stderr(USAGE);
     return 2;
   }

@@ -105,8 +105,10 @@ export function cliLogger(level: Parameters<typeof createLogger>[0]) {
 /** Config errors already printed line by line: runCli only sets the exit code for these. */
 const explained = new WeakSet<ConfigError>();
 
-function explain(error: ConfigError, io: CliStreams, prefix = ''): void {
-  io.stderr(`${prefix}${error.message}`);
+// Every CLI error line starts `chatbridge: ` (runCli's, sayPlain's): config check said these bare,
+// so a script matching the prefix missed the one failure a newcomer meets first.
+function explain(error: ConfigError, io: CliStreams): void {
+  io.stderr(`chatbridge: ${error.message}`);
   for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
   explained.add(error);
 }
@@ -207,7 +209,7 @@ function sayFatal(error: unknown, io: CliStreams, level?: string): void {
 function sayPlain(error: unknown, io: CliStreams): void {
   if (error instanceof ConfigError) {
     // One raised after the config loaded (building the bridge) has not been said yet.
-    if (!explained.has(error)) explain(error, io, 'chatbridge: ');
+    if (!explained.has(error)) explain(error, io);
     return;
   }
   const message = error instanceof AppError || error instanceof Error ? error.message : String(error);
@@ -437,7 +439,7 @@ const configCheck: Command = {
       assertSafeToListen(config, config.server.host);
     } catch (error) {
       if (!(error instanceof PublishedCredentialsError)) throw error;
-      io.stderr(`${source.path}: ${error.message}`);
+      io.stderr(`chatbridge: ${source.path}: ${error.message}`);
       for (const issue of error.issues ?? []) io.stderr(`  ${issue.path}: ${issue.message}`);
       return 1;
     }
@@ -753,7 +755,7 @@ Commands:
 ${usage(COMMANDS)}
 
 Options everywhere: --help or -h (the text of a command or group); chatbridge help <command> is the same.
-chatbridge --version prints the version.
+chatbridge --version (or -v) prints the version.
 --config FILE defaults to $CHATBRIDGE_CONFIG, then config/bridge.yaml, then config/bridge.example.yaml.
 Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad usage.`;
 }
@@ -807,6 +809,8 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   // `chatbridge help config check` is `chatbridge config check --help` (a group's too).
   if (first === 'help') return dispatch([...argv.slice(1), '--help'], io);
   if (first === '--version' || first === '-v' || first === 'version') {
+    // Anything after it was ignored: `chatbridge --version check` looked as if it had done more.
+    if (second !== undefined) throw new UsageError(`${first} takes nothing after it (got '${second}')`);
     io.stdout(version());
     return 0;
   }
@@ -863,16 +867,30 @@ function parseOptions(command: Command, args: string[]): OptionValues {
     options[name] = { type: info.value ? 'string' : 'boolean' };
   if (command.config !== false) options.config = { type: 'string' };
   const operands = command.operands ?? [];
-  let parsed: { values: OptionValues; positionals: string[] };
+  let parsed: {
+    values: OptionValues;
+    positionals: string[];
+    tokens: { kind: string; name?: string; rawName?: string }[];
+  };
   try {
     parsed = parseArgs({
       args,
       options,
       strict: true,
       allowPositionals: operands.length > 0,
+      tokens: true,
     }) as typeof parsed;
   } catch (error) {
     throw new UsageError((error as Error).message);
+  }
+  // parseArgs keeps the last of a repeated option: --config a --config b checked b alone and
+  // said OK, and the script that meant a never learned. An option that takes a value is given once.
+  const given = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option' || token.name === undefined || options[token.name]?.type !== 'string')
+      continue;
+    if (given.has(token.name)) throw new UsageError(`--${token.name} given more than once: give it once`);
+    given.add(token.name);
   }
   if (parsed.positionals.length !== operands.length)
     throw new UsageError(

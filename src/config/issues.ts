@@ -68,6 +68,15 @@ export function configIssues(
       });
       continue;
     }
+    if (issue.code === 'invalid_format' && FORMATS[issue.format] === issue.message) {
+      // zod's own 'Invalid email address' / 'Invalid URL' (a schema's own message is kept): what
+      // to write, and what the file holds. Every URL the config takes is http(s) only.
+      out.push({
+        path: formatPath(path),
+        message: `${issue.format === 'email' ? 'an e-mail address (name@example.org)' : 'an http:// or https:// URL (https://…)'}, got ${described(valueAt(document, issue.path))}`,
+      });
+      continue;
+    }
     if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
       out.push({ path: formatPath(path), message: outOfBounds(issue, valueAt(document, issue.path)) });
       continue;
@@ -101,6 +110,9 @@ function outOfBounds(
   }
   return `${side} ${bound}${value === undefined ? '' : `, got ${String(value)}`}`;
 }
+
+/** zod's default message of each string format reworded above (checked, so a schema's own is kept). */
+const FORMATS: Partial<Record<string, string>> = { email: 'Invalid email address', url: 'Invalid URL' };
 
 /**
  * What zod's `expected` means in a YAML file. `mergeOn: email` (a list wanted), `admin:` with

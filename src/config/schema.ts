@@ -148,7 +148,12 @@ const webhookSecretSchema = z
   .string()
   // Padding only at the end: Node's decoder stops at the first '=' and signs with the bytes
   // before it, while the receivers' Standard Webhooks libraries refuse such a secret outright.
-  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'a Standard Webhooks secret: whsec_ followed by base64')
+  // One problem per value: a malformed secret ('nope') was also said to be too short. The format's
+  // message says the length too, and ends the checks (abort).
+  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, {
+    error: `a Standard Webhooks secret: whsec_ followed by base64 of at least ${MIN_SECRET_BYTES} random bytes (whsec_ and the output of openssl rand -base64 32)`,
+    abort: true,
+  })
   .refine(
     (value) => Buffer.from(value.slice('whsec_'.length), 'base64').length >= MIN_SECRET_BYTES,
     `too short: whsec_ followed by at least ${MIN_SECRET_BYTES} random bytes in base64`,
@@ -187,7 +192,13 @@ export const webhookDestinationSchema = z.strictObject({
   circuitBreaker: z
     .strictObject({
       failureThreshold: intLike(z.number().int().positive()).default(5),
-      cooldown: deliveryWaitSchema.default(30_000),
+      // 0s "opened" the breaker (said at warn) and let the next attempt through at once: a
+      // failing receiver was never given a rest. (Tests run it at 100ms; nothing needs less.)
+      cooldown: deliveryWaitSchema
+        .pipe(
+          z.number().min(100, 'at least 100ms (a shorter cooldown holds nothing off a failing destination)'),
+        )
+        .default(30_000),
     })
     .prefault({}),
   /**
@@ -648,8 +659,13 @@ export const configSchema = z.strictObject({
     .default({ level: 'info' }),
   console: z
     .strictObject({
-      /** How long an agent link (`{consoleUrl}` in reply.crmLink) stays valid. */
-      linkTtl: durationSchema.default(12 * 3_600_000),
+      /**
+       * How long an agent link (`{consoleUrl}` in reply.crmLink) stays valid. 0s passed and made
+       * every link expire as it was made: the agent's button opened only a refusal.
+       */
+      linkTtl: durationSchema
+        .pipe(z.number().min(300_000, 'at least 5m (a shorter link has expired before an agent opens it)'))
+        .default(12 * 3_600_000),
     })
     .default({ linkTtl: 12 * 3_600_000 }),
   agents: z.array(agentSchema).default([]),

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import {
   AppError,
   ConflictError,
+  formatPath,
   IdentityContentionError,
   NoIdentifierError,
   NotFoundError,
@@ -1849,7 +1850,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         throw error;
       }
       throw new ValidationError('name what to split off', [
-        { path: '', message: 'give recordId or identifier' },
+        { path: formatPath([]), message: 'give recordId or identifier' },
       ]);
     }
     throw contention();

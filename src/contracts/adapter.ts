@@ -37,6 +37,11 @@ export interface AdapterDefinition<C = unknown> {
     config: Config,
   ): { path: (string | number)[]; message: string; warning?: boolean }[];
   intake: IntakeRoute<C, unknown>[];
+  /**
+   * The vendor-local identifier kinds its observations carry (`visitor`, `client`, ...). The
+   * admin API's `?identity=` lists them when a search names a kind that is none.
+   */
+  identifierKinds?: readonly string[];
   /** One channel: the state its intake reads (`C`), and its vendor REST work. */
   create(context: AdapterContext, channel: ChannelConfig): ChannelRuntime<C>;
   /** For `chatbridge <command> --help` before any channel is built. */

@@ -223,12 +223,36 @@ const channelListSchema = z.object({
 
 const GLOBAL = new Set(['person', 'email', 'phone']);
 
-function parseIdentity(text: string) {
+/** ['a', 'b', 'c'] -> 'a, b or c'. */
+const orList = (items: readonly string[]) =>
+  items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items.at(-1)}`;
+
+/** `localKinds`: every adapter's vendor-local identifier kinds (AdapterDefinition.identifierKinds). */
+function parseIdentity(text: string, localKinds: readonly string[]) {
   const colon = text.indexOf(':');
   const kind = text.slice(0, colon);
   const rest = text.slice(colon + 1);
   if (GLOBAL.has(kind)) return { kind, value: rest };
   const second = rest.indexOf(':');
+  // `foo:bar` was told "vendor-local kind foo needs its channel": a kind that is none is said to
+  // be none, with the kinds there are. (kind:channel:value of any kind is searched as given: a
+  // store may hold kinds an adapter no longer makes.)
+  if (second <= 0 && !localKinds.includes(kind)) {
+    throw new ValidationError(
+      'invalid query',
+      [
+        {
+          path: 'identity',
+          message: `"${quotedInput(kind)}" is not a known kind: person, email or phone (kind:value)${
+            localKinds.length === 0
+              ? ''
+              : `, or vendor-local ${orList(localKinds)} with its channel (kind:<channelId>:<value>)`
+          }`,
+        },
+      ],
+      'invalid_query',
+    );
+  }
   if (second <= 0) {
     throw new ValidationError(
       'invalid query',
@@ -411,6 +435,7 @@ function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>)
 
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, metrics, store, contacts } = deps;
+  const localKinds = [...new Set(deps.adapters.flatMap((adapter) => adapter.identifierKinds ?? []))];
   // X-Forwarded-For (and -Proto, -Host) count only from a trusted proxy (server.trustedProxies),
   // and only as far as `server.proxyHops` of them wrote it: otherwise the client sets them (a
   // per-address limit that anyone could step around, or aim at someone else's address). Koa's
@@ -905,7 +930,7 @@ export function createApp(deps: AppDeps): Koa {
         const found = await contacts.find({
           ...(query.email ? { email: query.email } : {}),
           ...(query.phone ? { phone: query.phone } : {}),
-          ...(query.identity ? { identity: parseIdentity(query.identity) } : {}),
+          ...(query.identity ? { identity: parseIdentity(query.identity, localKinds) } : {}),
           limit: FIND_LIMIT + 1,
         });
         ctx.body = { contacts: found.slice(0, FIND_LIMIT), truncated: found.length > FIND_LIMIT };

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
-import { issuesFromZod, ValidationError } from '../errors.js';
+import { formatPath, issuesFromZod, ValidationError } from '../errors.js';
 import { parseJson } from './json.js';
 
 /**
@@ -125,7 +125,11 @@ export function refuseBody(rawBody: Buffer): void {
   const empty =
     sent === undefined ||
     (typeof sent === 'object' && sent !== null && !Array.isArray(sent) && Object.keys(sent).length === 0);
-  if (!empty) throw new ValidationError('invalid body', [{ path: '', message: 'this route takes no body' }]);
+  // The body as a whole: '(root)', as zod's issues about a whole value read (formatPath), not ''.
+  if (!empty)
+    throw new ValidationError('invalid body', [
+      { path: formatPath([]), message: 'this route takes no body' },
+    ]);
 }
 
 /**

@@ -551,6 +551,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       guard();
       return Object.fromEntries(read(key, 'hash') ?? []);
     },
+    async hmget(key, fields) {
+      guard();
+      const hash = read(key, 'hash');
+      return fields.map((field) => hash?.get(field) ?? null);
+    },
     async hset(key, field, value) {
       guard();
       op.hset(key, field, value);

@@ -981,6 +981,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     hget: (key, field) => run(() => client.hget(key, field)),
     hgetall: (key) => run(() => client.hgetall(key)),
+    // HMGET takes at least one field; with none, HLEN still refuses a key of another type.
+    hmget: async (key, fields) =>
+      fields.length === 0
+        ? run(() => client.hlen(key)).then(() => [])
+        : run(() => client.hmget(key, ...fields)),
     async hset(key, field, value) {
       await run(() => client.hset(key, field, value));
     },

@@ -242,6 +242,11 @@ export interface Store {
 
   hget(key: string, field: string): Promise<string | null>;
   hgetall(key: string): Promise<Record<string, string>>;
+  /**
+   * The values of `fields` of the hash at `key`, in their order (null: no such field), as HMGET:
+   * a few fields of a hash that may hold many, in one step. A missing key is empty.
+   */
+  hmget(key: string, fields: readonly string[]): Promise<Array<string | null>>;
   hset(key: string, field: string, value: string): Promise<void>;
   hdel(key: string, field: string): Promise<number>;
   /**

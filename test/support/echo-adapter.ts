@@ -28,6 +28,7 @@ export const echoAdapter: AdapterDefinition<EchoChannel> = {
   vendor: 'echo',
   displayName: 'Echo',
   channelSettings: z.object({ greeting: z.string().default('hello') }),
+  identifierKinds: ['visitor'],
   intake: [
     {
       kind: 'webhook',
