@@ -18,9 +18,19 @@ export async function inject(handler, { method, url, headers, body }) {
   req.httpVersionMinor = 1;
   req.httpVersion = '1.1';
   const raw = [];
-  for (const name in headers) raw.push(name, headers[name]);
-  if (body) raw.push('content-length', String(body.length));
+  const parsed = {};
+  for (const name in headers) {
+    raw.push(name, headers[name]);
+    parsed[name.toLowerCase()] = headers[name];
+  }
+  if (body) {
+    raw.push('content-length', String(body.length));
+    parsed['content-length'] = String(body.length);
+  }
   req.rawHeaders = raw;
+  // Node 20 builds `req.headers` from rawHeaders only up to the count its parser recorded (none
+  // here): without this, every header read as absent (requireHost's 400 for a missing Host).
+  req.headers = parsed;
   if (body) req.push(body);
   req.push(null);
   req.complete = true;
