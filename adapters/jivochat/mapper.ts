@@ -120,14 +120,12 @@ function agentLabel(agent: AgentRef | undefined): string | undefined {
 function identifiersOf(input: MapInput): Identifier[] {
   const { envelope, channelId } = input;
   const out: Identifier[] = [];
-  const seen = new Set<string>();
   /** `scoped`: vendor-local, or the provenance of a global kind (issue 10 item 5). */
   const add = (kind: string, value: string | undefined, scope: 'local' | 'verified' | 'visitor') => {
     // Over-long values are not ids anyone types; the engine would refuse them.
     if (!value || value.length > IDENTIFIER_MAX) return;
-    const key = `${kind}\u0000${value}`;
-    if (seen.has(key)) return;
-    seen.add(key);
+    // The first of a kind and value wins. At most six here: a scan, not a Set and a key string each.
+    for (const known of out) if (known.kind === kind && known.value === value) return;
     out.push(scope === 'local' ? { kind, value, channelId } : { kind, value, provenance: scope });
   };
   // Jivo sends null when the site never called setUserToken; the engine's blocklist drops the
