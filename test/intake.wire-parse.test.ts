@@ -167,4 +167,41 @@ describe('parseWire', () => {
     expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
     expect(Object.hasOwn(out, '__proto__')).toBe(false);
   });
+
+  it('reads any key a schema may declare, as code would spell it or not (each object reader is generated from its keys)', () => {
+    // Keys that are no identifiers, look like array indexes, name Object.prototype's members, or
+    // would end or break a string literal if written into code unescaped.
+    const odd = [
+      '0',
+      '12',
+      'a-b',
+      'constructor',
+      'toString',
+      'hasOwnProperty',
+      'quote"d',
+      "it's",
+      'back\\slash',
+      'line\nbreak',
+      '\u2028',
+      '${x}',
+      '',
+      ' ',
+    ];
+    const shape = Object.fromEntries(odd.map((key) => [key, softText]));
+    const strict = z.object({ ...shape, need: z.string() });
+    const loose = z.looseObject(shape);
+    const full = Object.fromEntries(odd.map((key, index) => [key, `v${index}`]));
+    const inputs = [
+      {},
+      full,
+      { ...full, need: 'n', extra: 1, 7: 'seven' },
+      Object.fromEntries(odd.filter((_, index) => index % 2 === 0).map((key) => [key, 42])),
+      JSON.parse('{"constructor":null,"toString":" t ","__proto__":{"polluted":true},"need":"x"}'),
+    ];
+    for (const input of inputs) {
+      same(strict, input);
+      same(loose, input);
+    }
+    expect(parseWire(loose, full)).toStrictEqual(loose.parse(full));
+  });
 });

@@ -141,7 +141,10 @@ export function factToCustomData(fact: Fact): CustomDataItem | undefined {
   const content = truncate(cleanDisplayText(fact.value) ?? '', ANSWER_LIMITS.content);
   if (content === '') return undefined;
   const link = safeLink(fact.link) ?? (fact.type === 'url' ? safeLink(fact.value) : undefined);
-  return { title, content, ...(link ? { link } : {}) };
+  // Field by field: a conditional spread in the literal cost an object per item (src/extend.ts).
+  const item: CustomDataItem = { title, content };
+  if (link) item.link = link;
+  return item;
 }
 
 /** What fills the crm_link template's placeholders; undefined = not known for this contact. */
@@ -237,9 +240,16 @@ export function buildRichAnswer(input: {
   const { contact, facts, reply } = input;
   const answer: JivoAnswer = { result: 'ok' };
   const info = contactInfo(contact);
-  const items = [unverifiedContactItem(contact, info), ...(facts?.facts ?? []).map(factToCustomData)]
-    .filter((item): item is CustomDataItem => item !== undefined)
-    .slice(0, ANSWER_LIMITS.customDataItems);
+  // The first customDataItems of: the unverified mark, then each fact that has something to
+  // show. One loop, and no fact past the cut is converted (it was, then dropped).
+  const items: CustomDataItem[] = [];
+  const unverified = unverifiedContactItem(contact, info);
+  if (unverified) items.push(unverified);
+  for (const fact of facts?.facts ?? []) {
+    if (items.length >= ANSWER_LIMITS.customDataItems) break;
+    const item = factToCustomData(fact);
+    if (item) items.push(item);
+  }
   // Fields in jivoAnswerSchema's order, the order the answer had when it was parsed by it.
   if (items.length > 0) answer.custom_data = items;
   if (info) answer.contact_info = info;

@@ -106,6 +106,25 @@ describe('jivochat mapper', () => {
     expect(observation.timeline[0]!.summary).toBe('Chat 90330 accepted by Алёна Кузнецова 🌷');
   });
 
+  it('names each place of the location once, in the order city, region, country', () => {
+    const location = (geoip: Record<string, unknown>) => {
+      const mapped = toObservation(
+        input('chat_accepted.json', {}, (raw) => {
+          (raw.session as Record<string, unknown>).geoip = geoip;
+        }),
+      );
+      if (mapped.kind !== 'observation') throw new Error('no observation');
+      return mapped.observation.attributes?.location?.value;
+    };
+    expect(location({ city: 'Moscow', region: 'Moscow', country: 'Russia' })).toBe('Moscow, Russia');
+    expect(location({ city: 'Singapore', region: ' ', country: 'Singapore ' })).toBe('Singapore');
+    expect(location({ city: 'Kazan', region: 'Tatarstan', country: 'Tatarstan' })).toBe('Kazan, Tatarstan');
+    expect(location({ region: 'Bavaria', country: 'Bavaria' })).toBe('Bavaria');
+    expect(location({ city: 'Monaco', country: 'Monaco', region: 'Monaco' })).toBe('Monaco');
+    expect(location({ country: 'Russia' })).toBe('Russia');
+    expect(location({})).toBeUndefined();
+  });
+
   it('joins tags, UTM values and places with each one cleaned, so no bidi override reaches the next', () => {
     const RLO = '\u202E';
     const PDF = '\u202C';

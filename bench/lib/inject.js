@@ -18,14 +18,19 @@ export async function inject(handler, { method, url, headers, body }) {
   req.httpVersionMinor = 1;
   req.httpVersion = '1.1';
   const raw = [];
-  for (const name in headers) raw.push(name, headers[name]);
-  if (body) raw.push('content-length', String(body.length));
-  req.rawHeaders = raw;
-  // Node 20's parser fills `headers` as well as `rawHeaders` (Node 22 derives `headers` from
-  // `rawHeaders` when first read): without it Koa sees no Host, and the bridge's requireHost
-  // (src/http/client-error.ts) answers 400 missing_host. The names here are lower case already.
   const parsed = {};
-  for (let index = 0; index < raw.length; index += 2) parsed[raw[index]] = raw[index + 1];
+  for (const name in headers) {
+    raw.push(name, headers[name]);
+    parsed[name.toLowerCase()] = headers[name];
+  }
+  if (body) {
+    raw.push('content-length', String(body.length));
+    parsed['content-length'] = String(body.length);
+  }
+  req.rawHeaders = raw;
+  // Node 20's parser fills `headers` as well as `rawHeaders` (it builds `headers` from rawHeaders
+  // only up to the count its parser recorded, none here): without this, every header read as
+  // absent, and the bridge's requireHost (src/http/client-error.ts) answered 400 missing_host.
   req.headers = parsed;
   if (body) req.push(body);
   req.push(null);

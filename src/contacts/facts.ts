@@ -165,9 +165,12 @@ export function createFactService(options: {
   function leadingFacts(contact: Contact, channelId: string): Fact[] {
     const facts: Fact[] = [];
     const others = contact.channels
-      .filter((entry) => entry.channelId !== channelId)
-      // A CRM destination's link-back (DESIGN §10) is recorded like a channel; it is not chat activity.
-      .filter((entry) => channelById.has(entry.channelId) || options.vendorNames.has(entry.vendor))
+      .filter(
+        (entry) =>
+          entry.channelId !== channelId &&
+          // A CRM destination's link-back (DESIGN §10) is recorded like a channel; it is not chat activity.
+          (channelById.has(entry.channelId) || options.vendorNames.has(entry.vendor)),
+      )
       .sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
     for (const entry of others) {
       const channel = channelById.get(entry.channelId);
@@ -223,11 +226,12 @@ export function createFactService(options: {
     },
     async forContact(contact, request) {
       const max = request.max ?? 50;
-      const missing = new Set<string>();
-      const results = new Map<string, FactSourceResult>();
-      // The deadline, its timer and the abort signal exist only when there is something to wait
-      // for: without attribute sources (the common install) a request allocates none of them.
-      if (sources.length > 0) {
+      // The deadline, its timer, the abort signal and what the sources answered exist only when
+      // there is something to wait for: without attribute sources (the common install) a
+      // request allocates none of them.
+      const missing = sources.length > 0 ? new Set<string>() : undefined;
+      const results = sources.length > 0 ? new Map<string, FactSourceResult>() : undefined;
+      if (missing && results) {
         for (const source of sources) missing.add(source.id);
         const controller = new AbortController();
         let timer: NodeJS.Timeout | undefined;
@@ -266,7 +270,7 @@ export function createFactService(options: {
       let crmLink: string | undefined;
       leadingFacts(contact, request.channelId).forEach(add);
       for (const source of sources) {
-        const result = results.get(source.id);
+        const result = results?.get(source.id);
         if (!result) continue;
         result.facts.forEach(add);
         if (result.crmLink !== undefined && !isHttpLink(result.crmLink))
@@ -280,7 +284,7 @@ export function createFactService(options: {
         ? facts.map((fact): Fact => extend(fact, { verified: false as const }))
         : facts;
       // Field by field: a spread in the middle of a literal costs an object and a slow copy (src/extend.ts).
-      const answer: FactAnswer = { facts: marked.slice(0, max), missing: [...missing] };
+      const answer: FactAnswer = { facts: marked.slice(0, max), missing: missing ? [...missing] : [] };
       if (crmLink) answer.crmLink = crmLink;
       return answer;
     },

@@ -526,19 +526,20 @@ export function createApp(deps: AppDeps): Koa {
   const metricsAuth = authFailureLimit('metrics_auth');
   // A worker serves neither the admin API nor the console (DESIGN §5): its 404 below answers.
   if (deps.role !== 'worker') {
-    app.use(async (ctx: Context, next: Next) => {
-      if (isAdminPath(ctx.path)) {
-        // HEAD too: Koa answers it as the GET without a body, and a client checking the
-        // document (its ETag-less freshness, its size) got a 401 where GET got the document.
-        const open = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === '/api/v1/openapi.json';
-        if (!open) {
-          const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-          const matches = () => match !== null && tokenEquals(match[1]!.trim(), config.admin.token);
-          if (!(await adminAuth.check(clientAddress(ctx), matches))) throw new UnauthorizedError();
-        }
+    const adminGate = async (ctx: Context, next: Next) => {
+      // HEAD too: Koa answers it as the GET without a body, and a client checking the
+      // document (its ETag-less freshness, its size) got a 401 where GET got the document.
+      const open = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === '/api/v1/openapi.json';
+      if (!open) {
+        const match = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
+        const matches = () => match !== null && tokenEquals(match[1]!.trim(), config.admin.token);
+        if (!(await adminAuth.check(clientAddress(ctx), matches))) throw new UnauthorizedError();
       }
       return next();
-    });
+    };
+    // Not async itself: every other request (vendor intake above all) passes straight on, without
+    // a promise of its own resolved with next()'s (two more microtask jobs per request).
+    app.use((ctx: Context, next: Next) => (isAdminPath(ctx.path) ? adminGate(ctx, next) : next()));
   }
 
   const webConsole = createConsole({
