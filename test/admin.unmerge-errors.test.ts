@@ -66,6 +66,29 @@ describe('unmerge refusals', () => {
     ]);
   });
 
+  it('an identifier of no kind at all, without a channel, says so and lists the kinds, as ?identity= does', async () => {
+    // The body's {"kind":"foo","value":"bar"} was told 'vendor-local kind "foo" needs the channel it
+    // belongs to' after the query's foo:bar had been fixed to name the kinds there are.
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'web',
+      vendor: 'jivochat',
+      at: '2026-11-01T10:00:00.000Z',
+      idempotencyKey: 'three',
+      identifiers: [{ kind: 'email', value: 'three@example.org' }],
+    });
+    const unknown = await bridge.admin('POST', `/api/v1/contacts/${contact.id}/unmerge`, {
+      identifier: { kind: 'foo', value: 'bar' },
+    });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error.issues).toEqual([
+      {
+        path: 'identifier.kind',
+        message:
+          '"foo" is not a known kind: person, email or phone, or vendor-local visitor, client or customer with its channelId',
+      },
+    ]);
+  });
+
   it('quotes what was sent cut: a kind or a channel of 12 000 characters is not sent back whole', async () => {
     // Each issue was the sent value whole (a 12 KB answer for a 12 KB kind), in a query's
     // `identity` too; a 404 quotes at most 80 characters (quotedInput), and so does a 400 now.

@@ -15,7 +15,7 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js
 /**
  * The last `chatbridge crm check` is tied to the CRM config it checked: the record keeps a
  * fingerprint of it (a digest of the destination's settings and mapping and of the agent
- * directory's CRM users, and a salted digest of its credentials — never a credential), and a
+ * directory's CRM users, and a keyed digest of its credentials — never a credential), and a
  * console whose config no longer matches shows the record as stale, with the command to run
  * again. Before, a check that passed went on reading `ok` after the token, the CRM's address or
  * the mapping changed. Each bridge here shares the CLI's Redis and key prefix; a bridge is started

@@ -95,7 +95,9 @@ export async function crmCommand(
   const secrets = connector.secretsOf(destination);
   // What this check answers for (never a secret: see checkFingerprint): the console shows the
   // record as stale once its config no longer matches.
-  const checked = checkFingerprint(destination, secrets, config.agents);
+  const checked = checkFingerprint(destination, secrets, config.agents, {
+    masterKey: config.secrets.masterKey,
+  });
   // An expired token is refused by the CRM (401) for every call: said as what it is, without one.
   const expiry = credentialExpiry(connector, destination, new Date());
   const logger = createLogger('silent');

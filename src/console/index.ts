@@ -1099,6 +1099,9 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
             destination,
             connector.secretsOf(destination),
             config.agents,
+            // The config's, as `crm check` keys with (never the memory store's ephemeral key:
+            // nothing is recorded there).
+            config.secrets.masterKey,
           );
       }
       // A Retry-After pause or an open breaker of a CRM: shown with when it ends (one hash read each).

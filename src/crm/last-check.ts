@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { CrmDestinationConfig } from '../config/schema.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
@@ -36,7 +36,17 @@ export const crmCheckOutcomeSchema = z.object({
   reason: z.string(),
   /** What it checked (checkFingerprint); absent on a record of a version before it. */
   config: z
-    .object({ salt: z.string(), settings: z.string(), credentials: z.string(), agents: z.string() })
+    .object({
+      salt: z.string(),
+      /**
+       * `masterKey`: `credentials` is keyed with a key derived from secrets.masterKey (and the
+       * salt); absent: with the salt alone (no master key configured, or a version before it).
+       */
+      keyed: z.literal('masterKey').optional(),
+      settings: z.string(),
+      credentials: z.string(),
+      agents: z.string(),
+    })
     .optional(),
 });
 export type CrmCheckOutcome = z.infer<typeof crmCheckOutcomeSchema>;
@@ -83,31 +93,55 @@ function withoutSecrets(value: unknown, secrets: readonly string[]): unknown {
 
 type CheckedAgents = ReadonlyArray<{ email: string; crmUserId?: string | undefined }>;
 
+/** HKDF's purpose label: the key is no other use's key derived from the same master key. */
+const CREDENTIALS_LABEL = 'chatbridge crm check credentials';
+
 /**
  * The fingerprint of what a `crm check` of `destination` depends on, in three parts, so that a
  * stale record can say which changed: `settings` — the destination without what only deliveries
  * use (above) and with its secrets scrubbed out (the kind, the CRM's address, the mapping, the
  * events), a plain SHA-256; `agents` — each agent's e-mail and crmUserId, which the check
  * matches to CRM users; `credentials` — the destination's secrets (connector.secretsOf) as an
- * HMAC-SHA256 keyed with `salt`, 16 random bytes made for each check and kept beside it, so the
- * store holds no secret, nor a digest that matches one computed anywhere else.
+ * HMAC-SHA256, so the store holds no secret, nor a digest that matches one computed anywhere
+ * else. Its key: with `masterKey` (secrets.masterKey, base64), one derived from it by HKDF with
+ * `salt` and a label of its own — whoever reads the store (a replica, a backup) cannot try
+ * guesses of a short token against the digest without the master key; without one, `salt`
+ * itself, which is kept beside the digest and so hides only from a digest made elsewhere.
+ * `salt` is 16 random bytes made for each check.
  */
 export function checkFingerprint(
   destination: CrmDestinationConfig,
   secrets: readonly string[],
   agents: CheckedAgents,
-  salt: string = randomBytes(16).toString('base64url'),
+  options: { masterKey?: string | undefined; salt?: string; keyed?: 'masterKey' | undefined } = {},
 ): CheckFingerprint {
+  const salt = options.salt ?? randomBytes(16).toString('base64url');
+  const keyed = options.salt === undefined ? (options.masterKey ? 'masterKey' : undefined) : options.keyed;
   const { crm, ...rest } = destination;
   const { rateLimit: _pace, ...mapping } = crm;
   const checked = Object.fromEntries(Object.entries(rest).filter(([key]) => !DELIVERY_ONLY.has(key)));
   const directory = agents
     .map((agent) => [agent.email.toLowerCase(), agent.crmUserId ?? null] as const)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // A record keyed with a master key this config does not have cannot be matched: a key of 32
+  // random bytes stands in, so the credentials read as changed (the check is not confirmed).
+  const key =
+    keyed === 'masterKey'
+      ? Buffer.from(
+          hkdfSync(
+            'sha256',
+            options.masterKey ? Buffer.from(options.masterKey, 'base64') : randomBytes(32),
+            salt,
+            CREDENTIALS_LABEL,
+            32,
+          ),
+        )
+      : salt;
   return {
     salt,
+    ...(keyed ? { keyed } : {}),
     settings: digest('sha256', canonical(withoutSecrets({ ...checked, crm: mapping }, secrets)), 'base64url'),
-    credentials: createHmac('sha256', salt)
+    credentials: createHmac('sha256', key)
       .update(canonical([...secrets]))
       .digest('base64url'),
     agents: digest('sha256', canonical(directory), 'base64url'),
@@ -120,17 +154,25 @@ export type CheckChange = 'credentials' | 'settings' | 'agents' | 'unknown';
 /**
  * Whether the recorded check still speaks for `destination` as configured now: the parts that
  * changed since (empty: none). `unknown`: the record has no fingerprint (a version before it),
- * so nothing says which config it checked.
+ * so nothing says which config it checked. `masterKey`: secrets.masterKey of the config now; a
+ * record keyed with a master key reads `credentials` changed without it, or with another one.
  */
 export function changedSinceCheck(
   record: CrmCheckOutcome,
   destination: CrmDestinationConfig,
   secrets: readonly string[],
   agents: CheckedAgents,
+  masterKey?: string,
 ): CheckChange[] {
   const then = record.config;
   if (!then) return ['unknown'];
-  const now = checkFingerprint(destination, secrets, agents, then.salt);
+  // Keyed as the record says it was, whatever this config's master key: a record of the salted
+  // form (written before a master key was set) is still compared, not called stale for its form.
+  const now = checkFingerprint(destination, secrets, agents, {
+    masterKey,
+    salt: then.salt,
+    keyed: then.keyed,
+  });
   return (['credentials', 'settings', 'agents'] as const).filter((part) => now[part] !== then[part]);
 }
 

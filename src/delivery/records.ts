@@ -209,7 +209,10 @@ export interface DeliveryRecords {
     state: DeliveryState,
     destinationId?: string,
   ): Promise<Array<{ id: string; seq: number; destinationId: string }>>;
-  /** Merge a CRM step's result into the record's `crm` progress (the record as it is now). */
+  /**
+   * Merge a CRM step's result into the record's `crm` progress, the record as it is now, by
+   * compare-and-set: a replay or a failure as stalled written meanwhile stands (the step with it).
+   */
   saveProgress(id: string, patch: Record<string, string>): Promise<void>;
   /**
    * Take the delivery's lease for `ttlMs` (renew it while the run goes on); null when another
@@ -529,11 +532,30 @@ export function createDeliveryRecords(
     },
 
     async saveProgress(id, patch) {
-      // Only the delivery's own attempt writes here: it holds the delivery's lease (processor.ts).
-      const record = await records.get(id);
-      if (!record) return;
-      const next: DeliveryRecord = { ...record, crm: { ...record.crm, ...patch } };
-      await store.set(deliveryKeys.record(id), JSON.stringify(next));
+      // Only the delivery's own attempt writes here, holding the delivery's lease (processor.ts),
+      // but the lease keeps out other attempts, not every writer: another run of the job fails it
+      // as stalled (abandon) and an operator replays it without the lease. A plain write of the
+      // record as read undid such a write landing between the read and the write (the replay
+      // back to failed, its job finding its cycle gone; the stalled failure back to pending), so
+      // the step is merged into the record only as read (compare-and-set), read again when it
+      // changed. Whatever the record became, the step stands on it: it names what this attempt
+      // made in the CRM, which a replay's attempt must not make again.
+      const key = deliveryKeys.record(id);
+      // Each round follows one write by another writer: a handful at most.
+      for (let round = 0; round < 10; round++) {
+        const raw = await store.get(key);
+        const record = parse(raw, id);
+        // Gone, or delivered by another run (its retention TTL is not to be dropped): nothing to resume.
+        if (raw === null || !record || record.state === 'delivered') return;
+        const next: DeliveryRecord = { ...record, crm: { ...record.crm, ...patch } };
+        const text = JSON.stringify(next);
+        if (await store.batch().expect(key, raw).set(key, text).exec()) return;
+        // A try whose answer was lost but which did land (the store tried again) finds its own text.
+        if ((await store.get(key)) === text) return;
+      }
+      // Unreachable in practice (ten writers in a row between a read and a write): the attempt
+      // fails as an error and its job runs again, rather than going on with its step unrecorded.
+      throw new Error(`delivery ${id} kept changing while a CRM step was recorded on it`);
     },
 
     async lease(id, ttlMs) {

@@ -227,6 +227,26 @@ const GLOBAL = new Set(['person', 'email', 'phone']);
 const orList = (items: readonly string[]) =>
   items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items.at(-1)}`;
 
+/**
+ * A kind that is neither global nor any adapter's vendor-local kind, said to be none with the
+ * kinds there are, in the form the caller writes them (`?identity=` as one `kind:value` string,
+ * an unmerge body as `{kind, value, channelId}`). Both were told that such a kind "needs its
+ * channel", sending the newcomer to add a channel to a kind that does not exist.
+ */
+function unknownKindIssue(
+  path: string,
+  kind: string,
+  localKinds: readonly string[],
+  form: { global: string; local: string },
+) {
+  return {
+    path,
+    message: `"${quotedInput(kind)}" is not a known kind: person, email or phone${form.global}${
+      localKinds.length === 0 ? '' : `, or vendor-local ${orList(localKinds)} with its ${form.local}`
+    }`,
+  };
+}
+
 /** `localKinds`: every adapter's vendor-local identifier kinds (AdapterDefinition.identifierKinds). */
 function parseIdentity(text: string, localKinds: readonly string[]) {
   const colon = text.indexOf(':');
@@ -234,21 +254,16 @@ function parseIdentity(text: string, localKinds: readonly string[]) {
   const rest = text.slice(colon + 1);
   if (GLOBAL.has(kind)) return { kind, value: rest };
   const second = rest.indexOf(':');
-  // `foo:bar` was told "vendor-local kind foo needs its channel": a kind that is none is said to
-  // be none, with the kinds there are. (kind:channel:value of any kind is searched as given: a
-  // store may hold kinds an adapter no longer makes.)
+  // kind:channel:value of any kind is searched as given: a store may hold kinds an adapter no
+  // longer makes.
   if (second <= 0 && !localKinds.includes(kind)) {
     throw new ValidationError(
       'invalid query',
       [
-        {
-          path: 'identity',
-          message: `"${quotedInput(kind)}" is not a known kind: person, email or phone (kind:value)${
-            localKinds.length === 0
-              ? ''
-              : `, or vendor-local ${orList(localKinds)} with its channel (kind:<channelId>:<value>)`
-          }`,
-        },
+        unknownKindIssue('identity', kind, localKinds, {
+          global: ' (kind:value)',
+          local: 'channel (kind:<channelId>:<value>)',
+        }),
       ],
       'invalid_query',
     );
@@ -1041,6 +1056,17 @@ export function createApp(deps: AppDeps): Koa {
         503: STORE_UNAVAILABLE,
       },
       async handle(ctx, { body }) {
+        // As ?identity= does (parseIdentity): a kind that is none, without a channel, is said to
+        // be none, not told to add a channel (the engine's refusal for a vendor-local kind). With
+        // a channel any kind is looked up as given, as a search is.
+        if ('identifier' in body) {
+          const { kind, channelId } = body.identifier;
+          if (!GLOBAL.has(kind) && channelId === undefined && !localKinds.includes(kind)) {
+            throw new ValidationError('identifier cannot be split off', [
+              unknownKindIssue('identifier.kind', kind, localKinds, { global: '', local: 'channelId' }),
+            ]);
+          }
+        }
         ctx.body = await contacts.unmerge(ctx.params.id!, body);
       },
     }),
