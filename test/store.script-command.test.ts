@@ -56,6 +56,18 @@ describe('the hot scripts’ command encoding', () => {
     );
   });
 
+  it('leaves the bytes of a call already made as they were while later calls are made', () => {
+    // Calls are cut from a shared slab (callBuffer): an earlier call's bytes may still be queued
+    // on the socket, and no later call may write over them.
+    const call = (n: number) =>
+      encodeCall('evalsha', 'f'.repeat(40), [`k${n}`], 'p:', [`v${n}`, 'Ж'.repeat(n % 50)]);
+    const first = call(0);
+    const copy = Buffer.from(first);
+    for (let n = 1; n < 2000; n++) call(n);
+    expect(first.equals(copy)).toBe(true);
+    expect(first.equals(ioredisBytes('evalsha', 'f'.repeat(40), ['k0'], 'p:', ['v0', '']))).toBe(true);
+  });
+
   it('still writes them when one call holds more long text than the shared buffer', () => {
     const huge = ['Ж'.repeat(120_000), 'ascii'.repeat(20_000)];
     expect(

@@ -1382,11 +1382,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
       // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
-      // and comparing .length let such a record reach two or three times the cap.
-      const recordBytes = Buffer.byteLength(encoded, 'utf8');
-      if (recordBytes > limits.contactRecordBytes) {
+      // and comparing .length let such a record reach two or three times the cap. At most 3 bytes
+      // per UTF-16 unit, so only a record that might be over the cap is measured (as in
+      // capObservation): byteLength walks the whole text.
+      if (encoded.length * 3 > limits.contactRecordBytes) {
+        const recordBytes = Buffer.byteLength(encoded, 'utf8');
         // Thrown before the batch runs: nothing of this observation is written.
-        throw new ContactTooLargeError(recordBytes, limits.contactRecordBytes);
+        if (recordBytes > limits.contactRecordBytes)
+          throw new ContactTooLargeError(recordBytes, limits.contactRecordBytes);
       }
       batch.set(key.record(target.id), encoded);
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { issuesFromZod, ValidationError } from '../errors.js';
+import { withoutPrototype } from './record.js';
 import {
   type AttributeValue,
   type Identifier,
@@ -92,7 +93,8 @@ function identifier(value: unknown): Identifier {
 }
 
 function attributes(value: unknown): Record<string, AttributeValue> {
-  const out: Record<string, AttributeValue> = Object.create(null);
+  // No prototype (issue 10 item 14), in V8's fast mode (withoutPrototype says why).
+  const out = withoutPrototype<AttributeValue>();
   if (value === undefined) return out;
   for (const [name, raw] of Object.entries(object(value))) {
     const given = object(raw);
