@@ -1,17 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatvisorRuntime } from '../adapters/chatvisor/index.js';
-import {
-  buildRuntime,
-  TEST_CHANNEL_TOKEN,
-  type TestRuntime,
-} from '../adapters/chatvisor/test-support/context.js';
-import { type FakeChatvisor, startFakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
-import { createLogger } from '../src/logger.js';
-import { createRedisStore } from '../src/store/redis.js';
-import type { Store } from '../src/store/types.js';
+import { type AgentSyncWorld, startAgentSyncWorld } from './support/agent-sync-world.js';
 import { consoleRequest, signIn } from './support/console.js';
-import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { TEST_ADMIN_TOKEN } from './support/harness.js';
 
 /**
  * What an interrupted Chatvisor agent sync did is kept, and counted. The dying runner is a second
@@ -30,62 +21,20 @@ const agents = Array.from({ length: AGENTS }, (_, index) => ({
 }));
 
 describe('an interrupted agent sync leaves a report and a count (Redis store)', () => {
-  let chatvisor: FakeChatvisor;
-  let keyPrefix: string;
-  let redisUrl: string;
-  let runnerStore: Store;
-  let runner: TestRuntime;
-  let bridge: TestBridge;
-  let clock = Date.now();
-
+  let world: AgentSyncWorld;
   beforeAll(async () => {
-    chatvisor = await startFakeChatvisor();
-    redisUrl = await getTestRedisUrl();
-    keyPrefix = uniquePrefix('sync-interrupted-report');
-    const settings = { maxRetries: 0, rateLimit: { perSecond: 1000 } };
-    runnerStore = await createRedisStore({ url: redisUrl, keyPrefix, logger: createLogger('silent') });
-    runner = buildRuntime({
-      apiUrl: chatvisor.apiUrl,
-      apiToken: chatvisor.token,
-      agents,
-      settings,
-      store: runnerStore,
-      now: () => new Date(clock),
-    });
-    bridge = await startTestBridge({
-      store: 'redis',
-      keyPrefix,
-      start: false,
-      now: () => new Date(clock),
-      config: {
-        agents,
-        channels: [
-          {
-            id: 'cobrowse',
-            vendor: 'chatvisor',
-            name: 'Co-browsing',
-            token: TEST_CHANNEL_TOKEN,
-            apiUrl: chatvisor.apiUrl,
-            apiToken: chatvisor.token,
-            ...settings,
-          },
-        ],
-      },
-    });
+    world = await startAgentSyncWorld('sync-interrupted-report', agents);
   });
   afterAll(async () => {
-    await bridge?.close();
-    await runnerStore?.close();
-    await chatvisor?.close();
-    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+    await world?.close();
   });
 
-  const interruptedCount = async () =>
-    (await bridge.bridge.metrics.registry.metrics())
-      .split('\n')
-      .filter((line) => line.startsWith('chatbridge_chatvisor_agent_sync_interrupted_total{'));
-
   it('keeps the interrupted run’s report when the next run takes over, and counts it once', async () => {
+    const { bridge, chatvisor, runner, runnerStore, clock } = world;
+    const interruptedCount = async () =>
+      (await bridge.bridge.metrics.registry.metrics())
+        .split('\n')
+        .filter((line) => line.startsWith('chatbridge_chatvisor_agent_sync_interrupted_total{'));
     const held = chatvisor.hold({ method: 'POST', path: '/user', when: () => chatvisor.agents.size === 2 });
     const started = await runner.runtime.agentSync.start();
     const dead = started.done.catch((error: unknown) => error);
@@ -93,7 +42,7 @@ describe('an interrupted agent sync leaves a report and a count (Redis store)', 
     const running = (await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync/progress')).body
       .progress;
     await runnerStore.close();
-    clock = Date.parse(running.leaseExpiresAt);
+    clock.now = Date.parse(running.leaseExpiresAt);
 
     // `chatbridge sync agents` on the surviving instance (the command the CLI runs).
     const runtime = bridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;

@@ -1,16 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  buildRuntime,
-  TEST_CHANNEL_TOKEN,
-  type TestRuntime,
-} from '../adapters/chatvisor/test-support/context.js';
-import { type FakeChatvisor, startFakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
-import { createLogger } from '../src/logger.js';
-import { createRedisStore } from '../src/store/redis.js';
-import type { Store } from '../src/store/types.js';
+import { type AgentSyncWorld, startAgentSyncWorld } from './support/agent-sync-world.js';
 import { consoleRequest, signIn } from './support/console.js';
-import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
-import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { TEST_ADMIN_TOKEN } from './support/harness.js';
 
 /**
  * A Chatvisor agent sync whose process dies mid-run (kill -9, OOM, a crashed instance) renews its
@@ -29,57 +20,16 @@ const agents = Array.from({ length: AGENTS }, (_, index) => ({
 }));
 
 describe('console and admin API: an agent sync whose process died (Redis store)', () => {
-  let chatvisor: FakeChatvisor;
-  let keyPrefix: string;
-  let redisUrl: string;
-  let runnerStore: Store;
-  let runner: TestRuntime;
-  let bridge: TestBridge;
-  let clock = Date.now();
-
+  let world: AgentSyncWorld;
   beforeAll(async () => {
-    chatvisor = await startFakeChatvisor();
-    redisUrl = await getTestRedisUrl();
-    keyPrefix = uniquePrefix('sync-interrupted');
-    const settings = { maxRetries: 0, rateLimit: { perSecond: 1000 } };
-    runnerStore = await createRedisStore({ url: redisUrl, keyPrefix, logger: createLogger('silent') });
-    runner = buildRuntime({
-      apiUrl: chatvisor.apiUrl,
-      apiToken: chatvisor.token,
-      agents,
-      settings,
-      store: runnerStore,
-      now: () => new Date(clock),
-    });
-    bridge = await startTestBridge({
-      store: 'redis',
-      keyPrefix,
-      start: false,
-      now: () => new Date(clock),
-      config: {
-        agents,
-        channels: [
-          {
-            id: 'cobrowse',
-            vendor: 'chatvisor',
-            name: 'Co-browsing',
-            token: TEST_CHANNEL_TOKEN,
-            apiUrl: chatvisor.apiUrl,
-            apiToken: chatvisor.token,
-            ...settings,
-          },
-        ],
-      },
-    });
+    world = await startAgentSyncWorld('sync-interrupted', agents);
   });
   afterAll(async () => {
-    await bridge?.close();
-    await runnerStore?.close();
-    await chatvisor?.close();
-    if (redisUrl) await cleanupPrefix(redisUrl, keyPrefix);
+    await world?.close();
   });
 
   it('reads running while the lease holds, interrupted once it lapsed, and lets a new sync start at once', async () => {
+    const { bridge, chatvisor, runner, runnerStore, clock } = world;
     const { cookie, csrf } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const progressOf = async () =>
       (await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync/progress')).body.progress;
@@ -90,16 +40,16 @@ describe('console and admin API: an agent sync whose process died (Redis store)'
 
     const running = await progressOf();
     expect(running).toMatchObject({ id: started.progress.id, state: 'running', handled: 2, planned: AGENTS });
-    expect(Date.parse(running.leaseExpiresAt)).toBeGreaterThan(clock);
+    expect(Date.parse(running.leaseExpiresAt)).toBeGreaterThan(clock.now);
     const refused = await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-sync/start');
     expect(refused.status).toBe(409);
     expect(refused.body.error.code).toBe('agent_sync_running');
 
     // The runner is gone: its store connection is cut, no heartbeat can renew the lease.
     await runnerStore.close();
-    clock = Date.parse(running.leaseExpiresAt) - 1;
+    clock.now = Date.parse(running.leaseExpiresAt) - 1;
     expect(await progressOf()).toMatchObject({ state: 'running' });
-    clock += 1;
+    clock.now += 1;
     const interrupted = await progressOf();
     expect(interrupted).toMatchObject({
       id: started.progress.id,

@@ -1,0 +1,84 @@
+import {
+  buildRuntime,
+  TEST_CHANNEL_TOKEN,
+  type TestRuntime,
+} from '../../adapters/chatvisor/test-support/context.js';
+import {
+  type FakeChatvisor,
+  startFakeChatvisor,
+} from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { createLogger } from '../../src/logger.js';
+import { createRedisStore } from '../../src/store/redis.js';
+import type { Store } from '../../src/store/types.js';
+import { startTestBridge, type TestBridge } from './harness.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './redis.js';
+
+/**
+ * A Chatvisor agent sync that can be interrupted: a bridge with one Chatvisor channel on a private
+ * Redis prefix, and a second instance (`runner`) on the same Redis whose own store connection a
+ * test closes while its run waits on an agent create the fake holds — after that no heartbeat of
+ * its can land, as when its process dies. Both read the clock the test drives (`clock.now`), so a
+ * lease lapses without sleeping.
+ */
+export interface AgentSyncWorld {
+  chatvisor: FakeChatvisor;
+  runnerStore: Store;
+  runner: TestRuntime;
+  bridge: TestBridge;
+  clock: { now: number };
+  close(): Promise<void>;
+}
+
+export async function startAgentSyncWorld(
+  name: string,
+  agents: Array<{ email: string; name: string }>,
+): Promise<AgentSyncWorld> {
+  const clock = { now: Date.now() };
+  const now = () => new Date(clock.now);
+  const chatvisor = await startFakeChatvisor();
+  const redisUrl = await getTestRedisUrl();
+  const keyPrefix = uniquePrefix(name);
+  const settings = { maxRetries: 0, rateLimit: { perSecond: 1000 } };
+  const runnerStore = await createRedisStore({ url: redisUrl, keyPrefix, logger: createLogger('silent') });
+  const runner = buildRuntime({
+    apiUrl: chatvisor.apiUrl,
+    apiToken: chatvisor.token,
+    agents,
+    settings,
+    store: runnerStore,
+    now,
+  });
+  const bridge = await startTestBridge({
+    store: 'redis',
+    keyPrefix,
+    start: false,
+    now,
+    config: {
+      agents,
+      channels: [
+        {
+          id: 'cobrowse',
+          vendor: 'chatvisor',
+          name: 'Co-browsing',
+          token: TEST_CHANNEL_TOKEN,
+          apiUrl: chatvisor.apiUrl,
+          apiToken: chatvisor.token,
+          ...settings,
+        },
+      ],
+    },
+  });
+  return {
+    chatvisor,
+    runnerStore,
+    runner,
+    bridge,
+    clock,
+    async close() {
+      await bridge.close();
+      await runnerStore.close();
+      await chatvisor.close();
+      await cleanupPrefix(redisUrl, keyPrefix);
+    },
+  };
+}
