@@ -6,11 +6,9 @@ import { type CrmDestinationConfig, isCrmDestination } from '../src/config/schem
 import type { ContactService } from '../src/contacts/service.js';
 import type { Contact } from '../src/contacts/types.js';
 import { createCrmRuntime } from '../src/crm/runtime.js';
-import { CircuitBreaker } from '../src/delivery/breaker.js';
 import { planDeliveries } from '../src/delivery/drain.js';
-import { deliveryMetrics } from '../src/delivery/metrics.js';
-import { createProcessor, type DestinationRuntime } from '../src/delivery/processor.js';
-import type { DeliveryQueue, JobOutcome } from '../src/delivery/queue.js';
+import type { DestinationRuntime } from '../src/delivery/processor.js';
+import type { JobOutcome } from '../src/delivery/queue.js';
 import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
 import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
@@ -21,6 +19,7 @@ import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
+import { processorOver, testBreaker } from './support/processor-world.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
@@ -69,17 +68,6 @@ function visitor(): Contact {
     updatedAt: at,
   };
 }
-
-const queueStub: DeliveryQueue = {
-  enqueue: async () => {},
-  enqueueMany: async () => {},
-  restore: async () => 0,
-  wake: async () => {},
-  pause: async () => {},
-  start: async () => {},
-  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
-  close: async () => {},
-};
 
 /** Links back to nobody: the bridge contact is the event's own (what the flow falls back to). */
 const contactsStub = {
@@ -144,7 +132,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
         config: destination,
         key: Buffer.alloc(0),
         secrets: [],
-        breaker: new CircuitBreaker(100, 1000, () => {}),
+        breaker: testBreaker(),
         crm: createCrmRuntime({
           destination: destination as CrmDestinationConfig,
           connector: connectors.find((item) => item.kind === destination.kind)!,
@@ -181,16 +169,9 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
       if (!record) throw new Error('no delivery planned');
       /** A worker (of this or another instance) running this delivery's job. */
       const worker = (leaseTtlMs?: number) =>
-        createProcessor({
-          records,
-          queue: queueStub,
-          destinations: new Map([[destination.id, runtime]]),
-          http: createHttpClient(),
-          logger,
-          metrics: deliveryMetrics(metrics),
+        processorOver(records, runtime, logger, {
+          metrics,
           now,
-          random: () => 0.5,
-          signal: new AbortController().signal,
           ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}),
         });
       const job = { deliveryId: record.id, cycle: record.cycle };

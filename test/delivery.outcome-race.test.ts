@@ -6,13 +6,9 @@ import { type CrmDestinationConfig, isCrmDestination } from '../src/config/schem
 import type { ContactService } from '../src/contacts/service.js';
 import type { Contact } from '../src/contacts/types.js';
 import { createCrmRuntime } from '../src/crm/runtime.js';
-import { CircuitBreaker } from '../src/delivery/breaker.js';
-import { planDeliveries } from '../src/delivery/drain.js';
-import { deliveryMetrics } from '../src/delivery/metrics.js';
-import { createProcessor, type DestinationRuntime } from '../src/delivery/processor.js';
-import { type DeliveryQueue, type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
+import type { DestinationRuntime } from '../src/delivery/processor.js';
+import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
 import { createDeliveryRecords, jobOf } from '../src/delivery/records.js';
-import { secretKey } from '../src/delivery/signing.js';
 import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
 import { createHttpClient } from '../src/net/http.js';
@@ -20,6 +16,7 @@ import { defaultRegistry } from '../src/registry.js';
 import { createRedisStore } from '../src/store/redis.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
+import { planOne, processorOver, testBreaker, webhookRuntime } from './support/processor-world.js';
 import { type ReceiverAnswer, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -53,17 +50,6 @@ async function until(check: () => Promise<boolean> | boolean, what: string, time
     await sleep(10);
   }
 }
-
-const queueStub: DeliveryQueue = {
-  enqueue: async () => {},
-  enqueueMany: async () => {},
-  restore: async () => 0,
-  wake: async () => {},
-  pause: async () => {},
-  start: async () => {},
-  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
-  close: async () => {},
-};
 
 const contactsStub = {
   get: async () => null,
@@ -134,32 +120,13 @@ async function webhookWorld() {
   );
   const destination = config.destinations[0]!;
   const records = createDeliveryRecords(await redisStore(), { deliveredRetentionMs: 86_400_000 });
-  const runtime: DestinationRuntime = {
-    config: destination,
-    key: secretKey(SECRET),
-    secrets: [],
-    breaker: new CircuitBreaker(100, 1000, () => {}),
-  };
-  const [record] = await records.ensure(
-    planDeliveries(offlineMessage(), [runtime], {
-      agents: config.agents,
-      channels: config.channels,
-      vendorNames: new Map(),
-    }),
-    new Date(),
-  );
-  if (!record) throw new Error('no delivery planned');
-  const processor = createProcessor({
-    records,
-    queue: queueStub,
-    destinations: new Map([['crm', runtime]]),
-    http: createHttpClient(),
-    logger,
-    metrics: deliveryMetrics(new Metrics()),
-    now: () => new Date(),
-    random: () => 0.5,
-    signal: new AbortController().signal,
+  const runtime = webhookRuntime(destination, SECRET);
+  const record = await planOne(records, offlineMessage(), runtime, {
+    agents: config.agents,
+    channels: config.channels,
+    vendorNames: new Map(),
   });
+  const processor = processorOver(records, runtime, logger);
   /** The first request is answered 200 only when `release()` is called; the later ones `later`. */
   function holdFirst(later: ReceiverAnswer) {
     let release = () => {};
@@ -269,7 +236,7 @@ describe.each([
         config: destination,
         key: Buffer.alloc(0),
         secrets: [],
-        breaker: new CircuitBreaker(100, 1000, () => {}),
+        breaker: testBreaker(),
         crm: createCrmRuntime({
           destination: destination as CrmDestinationConfig,
           connector: connectors.find((item) => item.kind === destination.kind)!,
@@ -285,26 +252,18 @@ describe.each([
           now,
         }),
       };
-      const [record] = await records.ensure(
-        planDeliveries(offlineMessage(), [runtime], {
+      const record = await planOne(
+        records,
+        offlineMessage(),
+        runtime,
+        {
           agents: config.agents,
           channels: config.channels,
           vendorNames: new Map([['jivochat', 'JivoChat']]),
-        }),
+        },
         now(),
       );
-      if (!record) throw new Error('no delivery planned');
-      const processor = createProcessor({
-        records,
-        queue: queueStub,
-        destinations: new Map([[destination.id, runtime]]),
-        http: createHttpClient(),
-        logger,
-        metrics: deliveryMetrics(metrics),
-        now,
-        random: () => 0.5,
-        signal: new AbortController().signal,
-      });
+      const processor = processorOver(records, runtime, logger, { metrics, now });
 
       // The first run is held at the CRM's answer to the contact it made.
       proxy.hold(crm.isCreate('contact'), 3000);

@@ -1,19 +1,15 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
-import { CircuitBreaker } from '../src/delivery/breaker.js';
 import { planDeliveries } from '../src/delivery/drain.js';
-import { deliveryMetrics } from '../src/delivery/metrics.js';
-import { createProcessor, type DestinationRuntime } from '../src/delivery/processor.js';
-import type { DeliveryQueue, JobOutcome } from '../src/delivery/queue.js';
+import type { DestinationRuntime } from '../src/delivery/processor.js';
+import type { JobOutcome } from '../src/delivery/queue.js';
 import { createDeliveryRecords, type DeliveryRecords, jobOf } from '../src/delivery/records.js';
-import { secretKey } from '../src/delivery/signing.js';
 import { StoreUnavailableError } from '../src/errors.js';
 import type { OutboxEntry } from '../src/events/outbox.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore } from '../src/store/memory.js';
+import { processorOver, webhookRuntime } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 
 /**
@@ -32,17 +28,6 @@ const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
-
-const queueStub: DeliveryQueue = {
-  enqueue: async () => {},
-  enqueueMany: async () => {},
-  restore: async () => 0,
-  wake: async () => {},
-  pause: async () => {},
-  start: async () => {},
-  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
-  close: async () => {},
-};
 
 async function setup() {
   const receiver = await startReceiver({ secret: SECRET });
@@ -96,24 +81,9 @@ async function setup() {
   });
   const [record] = await stored.ensure(plans, new Date());
   if (!record) throw new Error('no delivery planned');
-  const runtime: DestinationRuntime = {
-    config: destination,
-    key: secretKey(SECRET),
-    secrets: [],
-    breaker: new CircuitBreaker(100, 1000, () => {}),
-  };
+  const runtime = webhookRuntime(destination, SECRET);
   const shutdown = new AbortController();
-  const processor = createProcessor({
-    records,
-    queue: queueStub,
-    destinations: new Map([['crm', runtime]]),
-    http: createHttpClient(),
-    logger,
-    metrics: deliveryMetrics(new Metrics()),
-    now: () => new Date(),
-    random: () => 0.5,
-    signal: shutdown.signal,
-  });
+  const processor = processorOver(records, runtime, logger, { signal: shutdown.signal });
   /** The queue's view: a job that fails (throws) is run again. */
   const runJob = async (): Promise<JobOutcome> => {
     try {

@@ -5,20 +5,16 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
-import { CircuitBreaker } from '../src/delivery/breaker.js';
-import { deliveryIdOf, planDeliveries } from '../src/delivery/drain.js';
+import { deliveryIdOf } from '../src/delivery/drain.js';
 import { createDelivery } from '../src/delivery/index.js';
-import { deliveryMetrics } from '../src/delivery/metrics.js';
-import { createProcessor, type DestinationRuntime } from '../src/delivery/processor.js';
-import type { DeliveryQueue } from '../src/delivery/queue.js';
 import { queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { createDeliveryRecords, jobOf } from '../src/delivery/records.js';
-import { secretKey } from '../src/delivery/signing.js';
 import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
 import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createRedisStore } from '../src/store/redis.js';
+import { planOne, processorOver, webhookRuntime } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -46,17 +42,6 @@ async function until(check: () => Promise<boolean> | boolean, what: string, time
     await sleep(20);
   }
 }
-
-const queueStub: DeliveryQueue = {
-  enqueue: async () => {},
-  enqueueMany: async () => {},
-  restore: async () => 0,
-  wake: async () => {},
-  pause: async () => {},
-  start: async () => {},
-  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
-  close: async () => {},
-};
 
 function entry(): OutboxEntry {
   return {
@@ -99,32 +84,13 @@ describe('a webhook delivery run again after a stall', () => {
       await cleanupPrefix(url, keyPrefix);
     });
     const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
-    const runtime: DestinationRuntime = {
-      config: destination,
-      key: secretKey(SECRET),
-      secrets: [],
-      breaker: new CircuitBreaker(100, 1000, () => {}),
-    };
-    const [record] = await records.ensure(
-      planDeliveries(entry(), [runtime], {
-        agents: config.agents,
-        channels: config.channels,
-        vendorNames: new Map(),
-      }),
-      new Date(),
-    );
-    if (!record) throw new Error('no delivery planned');
-    const processor = createProcessor({
-      records,
-      queue: queueStub,
-      destinations: new Map([['crm', runtime]]),
-      http: createHttpClient(),
-      logger,
-      metrics: deliveryMetrics(new Metrics()),
-      now: () => new Date(),
-      random: () => 0.5,
-      signal: new AbortController().signal,
+    const runtime = webhookRuntime(destination, SECRET);
+    const record = await planOne(records, entry(), runtime, {
+      agents: config.agents,
+      channels: config.channels,
+      vendorNames: new Map(),
     });
+    const processor = processorOver(records, runtime, logger);
 
     const first = await processor('crm', jobOf(record));
     expect(first.kind).toBe('later');

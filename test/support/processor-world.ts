@@ -1,0 +1,79 @@
+import type { Logger } from 'pino';
+import type { DestinationConfig } from '../../src/config/schema.js';
+import { CircuitBreaker } from '../../src/delivery/breaker.js';
+import { planDeliveries } from '../../src/delivery/drain.js';
+import { deliveryMetrics } from '../../src/delivery/metrics.js';
+import {
+  createProcessor,
+  type DestinationRuntime,
+  type ProcessorDeps,
+} from '../../src/delivery/processor.js';
+import type { DeliveryQueue, JobHandler } from '../../src/delivery/queue.js';
+import type { DeliveryRecord, DeliveryRecords } from '../../src/delivery/records.js';
+import type { RoutingContext } from '../../src/delivery/routing.js';
+import { secretKey } from '../../src/delivery/signing.js';
+import type { OutboxEntry } from '../../src/events/outbox.js';
+import { Metrics } from '../../src/metrics.js';
+import { createHttpClient } from '../../src/net/http.js';
+
+/**
+ * The delivery processor driven by hand, as a worker runs it: tests of what one run of a job does
+ * (its outcome, a race with a replay, a stall) call it themselves, so its queue does nothing.
+ */
+export const idleQueue: DeliveryQueue = {
+  enqueue: async () => {},
+  enqueueMany: async () => {},
+  restore: async () => 0,
+  wake: async () => {},
+  pause: async () => {},
+  start: async () => {},
+  counts: async () => ({ waiting: 0, delayed: 0, active: 0 }),
+  close: async () => {},
+};
+
+/** A breaker that does not open within a test (100 failures), closing again after a second. */
+export function testBreaker(): CircuitBreaker {
+  return new CircuitBreaker(100, 1000, () => {});
+}
+
+/** A signed-webhook destination's runtime, as the bridge builds it from its config. */
+export function webhookRuntime(config: DestinationConfig, secret: string): DestinationRuntime {
+  return { config, key: secretKey(secret), secrets: [], breaker: testBreaker() };
+}
+
+/** Plans `entry` for the one destination and stores its delivery record. */
+export async function planOne(
+  records: DeliveryRecords,
+  entry: OutboxEntry,
+  runtime: DestinationRuntime,
+  routing: RoutingContext,
+  now = new Date(),
+): Promise<DeliveryRecord> {
+  const [record] = await records.ensure(planDeliveries(entry, [runtime], routing), now);
+  if (!record) throw new Error('no delivery planned');
+  return record;
+}
+
+/** The processor over one destination, with the defaults these tests share. */
+export function processorOver(
+  records: DeliveryRecords,
+  runtime: DestinationRuntime,
+  logger: Logger,
+  options: { metrics?: Metrics; now?: () => Date; signal?: AbortSignal } & Pick<
+    ProcessorDeps,
+    'leaseTtlMs'
+  > = {},
+): JobHandler {
+  return createProcessor({
+    records,
+    queue: idleQueue,
+    destinations: new Map([[runtime.config.id, runtime]]),
+    http: createHttpClient(),
+    logger,
+    metrics: deliveryMetrics(options.metrics ?? new Metrics()),
+    now: options.now ?? (() => new Date()),
+    random: () => 0.5,
+    signal: options.signal ?? new AbortController().signal,
+    ...(options.leaseTtlMs !== undefined ? { leaseTtlMs: options.leaseTtlMs } : {}),
+  });
+}
