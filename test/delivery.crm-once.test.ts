@@ -1,25 +1,20 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectors } from '../adapters/index.js';
 import { parseConfig } from '../src/config/load.js';
-import { type CrmDestinationConfig, isCrmDestination } from '../src/config/schema.js';
-import type { ContactService } from '../src/contacts/service.js';
+import { isCrmDestination } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
-import { createCrmRuntime } from '../src/crm/runtime.js';
 import { planDeliveries } from '../src/delivery/drain.js';
-import type { DestinationRuntime } from '../src/delivery/processor.js';
 import type { JobOutcome } from '../src/delivery/queue.js';
 import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
 import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore, LOCK_KEY_PREFIX } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
-import { processorOver, testBreaker } from './support/processor-world.js';
+import { crmDestinationRuntime, processorOver } from './support/processor-world.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
@@ -68,13 +63,6 @@ function visitor(): Contact {
     updatedAt: at,
   };
 }
-
-/** Links back to nobody: the bridge contact is the event's own (what the flow falls back to). */
-const contactsStub = {
-  get: async () => null,
-  observe: async () => ({}),
-  findByIdentifier: async () => null,
-} as unknown as ContactService;
 
 describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time (%s store)', (kind) => {
   async function storeOf(): Promise<Store> {
@@ -128,26 +116,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
       const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
       const metrics = new Metrics();
       const now = () => new Date();
-      const runtime: DestinationRuntime = {
-        config: destination,
-        key: Buffer.alloc(0),
-        secrets: [],
-        breaker: testBreaker(),
-        crm: createCrmRuntime({
-          destination: destination as CrmDestinationConfig,
-          connector: connectors.find((item) => item.kind === destination.kind)!,
-          store,
-          http: createHttpClient(),
-          contacts: contactsStub,
-          channels: config.channels,
-          vendorNames: new Map([['jivochat', 'JivoChat']]),
-          defaultCountry: 'RU',
-          agents: config.agents,
-          logger,
-          metrics,
-          now,
-        }),
-      };
+      const runtime = crmDestinationRuntime({ destination, config, store, logger, metrics, now });
       const entry: OutboxEntry = {
         event: {
           id: 'evt_offline_1',

@@ -1,22 +1,17 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectors } from '../adapters/index.js';
 import { parseConfig } from '../src/config/load.js';
-import { type CrmDestinationConfig, isCrmDestination } from '../src/config/schema.js';
-import type { ContactService } from '../src/contacts/service.js';
+import { isCrmDestination } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
-import { createCrmRuntime } from '../src/crm/runtime.js';
-import type { DestinationRuntime } from '../src/delivery/processor.js';
 import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
 import { createDeliveryRecords, jobOf } from '../src/delivery/records.js';
 import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createRedisStore } from '../src/store/redis.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
-import { planOne, processorOver, testBreaker, webhookRuntime } from './support/processor-world.js';
+import { crmDestinationRuntime, planOne, processorOver, webhookRuntime } from './support/processor-world.js';
 import { type ReceiverAnswer, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -50,12 +45,6 @@ async function until(check: () => Promise<boolean> | boolean, what: string, time
     await sleep(10);
   }
 }
-
-const contactsStub = {
-  get: async () => null,
-  observe: async () => ({}),
-  findByIdentifier: async () => null,
-} as unknown as ContactService;
 
 function visitor(): Contact {
   const at = '2024-06-17T07:00:00.000Z';
@@ -232,26 +221,7 @@ describe.each([
       const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
       const metrics = new Metrics();
       const now = () => new Date();
-      const runtime: DestinationRuntime = {
-        config: destination,
-        key: Buffer.alloc(0),
-        secrets: [],
-        breaker: testBreaker(),
-        crm: createCrmRuntime({
-          destination: destination as CrmDestinationConfig,
-          connector: connectors.find((item) => item.kind === destination.kind)!,
-          store,
-          http: createHttpClient(),
-          contacts: contactsStub,
-          channels: config.channels,
-          vendorNames: new Map([['jivochat', 'JivoChat']]),
-          defaultCountry: 'RU',
-          agents: config.agents,
-          logger,
-          metrics,
-          now,
-        }),
-      };
+      const runtime = crmDestinationRuntime({ destination, config, store, logger, metrics, now });
       const record = await planOne(
         records,
         offlineMessage(),

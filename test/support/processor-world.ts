@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
-import type { DestinationConfig } from '../../src/config/schema.js';
+import { connectors } from '../../adapters/index.js';
+import { type Config, type DestinationConfig, isCrmDestination } from '../../src/config/schema.js';
+import type { ContactService } from '../../src/contacts/service.js';
+import { createCrmRuntime } from '../../src/crm/runtime.js';
 import { CircuitBreaker } from '../../src/delivery/breaker.js';
 import { planDeliveries } from '../../src/delivery/drain.js';
 import { deliveryMetrics } from '../../src/delivery/metrics.js';
@@ -15,6 +18,7 @@ import { secretKey } from '../../src/delivery/signing.js';
 import type { OutboxEntry } from '../../src/events/outbox.js';
 import { Metrics } from '../../src/metrics.js';
 import { createHttpClient } from '../../src/net/http.js';
+import type { Store } from '../../src/store/types.js';
 
 /**
  * The delivery processor driven by hand, as a worker runs it: tests of what one run of a job does
@@ -76,4 +80,46 @@ export function processorOver(
     signal: options.signal ?? new AbortController().signal,
     ...(options.leaseTtlMs !== undefined ? { leaseTtlMs: options.leaseTtlMs } : {}),
   });
+}
+
+/** Links back to nobody: the bridge contact is the event's own (what the CRM flow falls back to). */
+export const noContacts = {
+  get: async () => null,
+  observe: async () => ({}),
+  findByIdentifier: async () => null,
+} as unknown as ContactService;
+
+/** A native CRM destination's runtime (amoCRM, Bitrix24), as the bridge builds it from its config. */
+export function crmDestinationRuntime(options: {
+  destination: DestinationConfig;
+  config: Pick<Config, 'agents' | 'channels'>;
+  store: Store;
+  logger: Logger;
+  metrics: Metrics;
+  now: () => Date;
+}): DestinationRuntime {
+  const { destination, config } = options;
+  if (!isCrmDestination(destination)) throw new Error(`destination ${destination.id} is not a CRM`);
+  const connector = connectors.find((item) => item.kind === destination.kind);
+  if (!connector) throw new Error(`no connector for ${destination.kind}`);
+  return {
+    config: destination,
+    key: Buffer.alloc(0),
+    secrets: [],
+    breaker: testBreaker(),
+    crm: createCrmRuntime({
+      destination,
+      connector,
+      store: options.store,
+      http: createHttpClient(),
+      contacts: noContacts,
+      channels: config.channels,
+      vendorNames: new Map([['jivochat', 'JivoChat']]),
+      defaultCountry: 'RU',
+      agents: config.agents,
+      logger: options.logger,
+      metrics: options.metrics,
+      now: options.now,
+    }),
+  };
 }
