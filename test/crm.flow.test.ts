@@ -7,6 +7,7 @@ import { createCrmFlow } from '../src/crm/flow.js';
 import type { DeliveredBody } from '../src/delivery/routing.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import type { Lock, Store } from '../src/store/types.js';
+import { until } from './support/until.js';
 
 /**
  * The find-or-create of a CRM contact (src/crm/flow.ts) runs under a store lock. A search that
@@ -15,14 +16,6 @@ import type { Lock, Store } from '../src/store/types.js';
  * in-memory CRM; the lock ttl is shortened so that the search outlasts it.
  */
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => boolean, what: string, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(5);
-  }
-}
 
 function world() {
   const crm: CrmContact[] = [];

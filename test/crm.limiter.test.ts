@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRateLimiter } from '../src/crm/limiter.js';
 import { createMemoryStore } from '../src/store/memory.js';
+import { until } from './support/until.js';
 
 /**
  * The CRM request limiter admits one request per 1000/perSecond ms, shared by every instance
@@ -8,13 +9,6 @@ import { createMemoryStore } from '../src/store/memory.js';
  * clocks, which may be apart. The tests read the store's clock, not the wall clock.
  */
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => boolean, what: string, timeoutMs = 5000) {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(5);
-  }
-}
 
 afterEach(() => {
   vi.restoreAllMocks();

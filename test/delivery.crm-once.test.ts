@@ -2,11 +2,9 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { isCrmDestination } from '../src/config/schema.js';
-import type { Contact } from '../src/contacts/types.js';
 import { planDeliveries } from '../src/delivery/drain.js';
 import type { JobOutcome } from '../src/delivery/queue.js';
 import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
-import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createMemoryStore, LOCK_KEY_PREFIX } from '../src/store/memory.js';
@@ -14,8 +12,9 @@ import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
-import { crmDestinationRuntime, processorOver } from './support/processor-world.js';
+import { crmDestinationRuntime, offlineMessage, processorOver } from './support/processor-world.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { until } from './support/until.js';
 
 /**
  * One run of a CRM delivery at a time. A queue may run the same delivery twice at once: BullMQ
@@ -34,35 +33,6 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}
-
-function visitor(): Contact {
-  const at = '2024-06-17T07:00:00.000Z';
-  return {
-    id: 'c_pavel',
-    name: 'Pavel',
-    names: ['Pavel'],
-    emails: ['pavel.n@example.com'],
-    phones: ['+79260001122'],
-    identities: [{ kind: 'email', value: 'pavel.n@example.com' }],
-    labels: [],
-    attributes: {},
-    responsibleAgent: null,
-    crmLink: null,
-    channels: [],
-    records: ['c_pavel'],
-    merges: [],
-    createdAt: at,
-    updatedAt: at,
-  };
-}
 
 describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time (%s store)', (kind) => {
   async function storeOf(): Promise<Store> {
@@ -117,18 +87,7 @@ describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time 
       const metrics = new Metrics();
       const now = () => new Date();
       const runtime = crmDestinationRuntime({ destination, config, store, logger, metrics, now });
-      const entry: OutboxEntry = {
-        event: {
-          id: 'evt_offline_1',
-          type: 'offline_message.received',
-          occurredAt: new Date().toISOString(),
-          channel: { id: 'shop-site', vendor: 'jivochat' },
-          contact: visitor(),
-          data: { text: 'Call me back, please' },
-        },
-        orderingKey: 'c_pavel',
-        stagedAt: Date.now(),
-      };
+      const entry = offlineMessage('evt_offline_1');
       const plans = planDeliveries(entry, [runtime], {
         agents: config.agents,
         channels: config.channels,

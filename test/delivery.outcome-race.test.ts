@@ -2,18 +2,23 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { isCrmDestination } from '../src/config/schema.js';
-import type { Contact } from '../src/contacts/types.js';
 import { type JobOutcome, STALL_LIMIT } from '../src/delivery/queue.js';
 import { createDeliveryRecords, jobOf } from '../src/delivery/records.js';
-import type { OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createRedisStore } from '../src/store/redis.js';
 import { amoWorld, bitrixWorld } from './support/crm-worlds.js';
 import { startLateProxy } from './support/late-proxy.js';
-import { crmDestinationRuntime, planOne, processorOver, webhookRuntime } from './support/processor-world.js';
+import {
+  crmDestinationRuntime,
+  offlineMessage,
+  planOne,
+  processorOver,
+  webhookRuntime,
+} from './support/processor-world.js';
 import { type ReceiverAnswer, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { until } from './support/until.js';
 
 /**
  * An attempt's outcome is written only over the record the attempt started from. An attempt runs
@@ -37,50 +42,6 @@ const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}
-
-function visitor(): Contact {
-  const at = '2024-06-17T07:00:00.000Z';
-  return {
-    id: 'c_pavel',
-    name: 'Pavel',
-    names: ['Pavel'],
-    emails: ['pavel.n@example.com'],
-    phones: ['+79260001122'],
-    identities: [{ kind: 'email', value: 'pavel.n@example.com' }],
-    labels: [],
-    attributes: {},
-    responsibleAgent: null,
-    crmLink: null,
-    channels: [],
-    records: ['c_pavel'],
-    merges: [],
-    createdAt: at,
-    updatedAt: at,
-  };
-}
-
-function offlineMessage(): OutboxEntry {
-  return {
-    event: {
-      id: 'evt_race_1',
-      type: 'offline_message.received',
-      occurredAt: new Date().toISOString(),
-      channel: { id: 'shop-site', vendor: 'jivochat' },
-      contact: visitor(),
-      data: { text: 'Call me back, please' },
-    },
-    orderingKey: 'c_pavel',
-    stagedAt: Date.now(),
-  };
-}
 
 async function redisStore() {
   const url = await getTestRedisUrl();
@@ -110,7 +71,7 @@ async function webhookWorld() {
   const destination = config.destinations[0]!;
   const records = createDeliveryRecords(await redisStore(), { deliveredRetentionMs: 86_400_000 });
   const runtime = webhookRuntime(destination, SECRET);
-  const record = await planOne(records, offlineMessage(), runtime, {
+  const record = await planOne(records, offlineMessage('evt_race_1'), runtime, {
     agents: config.agents,
     channels: config.channels,
     vendorNames: new Map(),
@@ -224,7 +185,7 @@ describe.each([
       const runtime = crmDestinationRuntime({ destination, config, store, logger, metrics, now });
       const record = await planOne(
         records,
-        offlineMessage(),
+        offlineMessage('evt_race_1'),
         runtime,
         {
           agents: config.agents,

@@ -16,6 +16,7 @@ import { createRedisStore } from '../src/store/redis.js';
 import { capturingLogger } from './support/logs.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { until } from './support/until.js';
 
 /**
  * A delivery whose runs really do keep dying: the process delivering it crashes or is killed
@@ -41,14 +42,6 @@ const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-}
 
 function contact(id: string): Contact {
   const at = '2024-05-01T10:00:00.000Z';

@@ -17,6 +17,7 @@ import { createRedisStore } from '../src/store/redis.js';
 import { planOne, processorOver, webhookRuntime } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+import { until } from './support/until.js';
 
 /**
  * A webhook delivery's job run again after a stall waits for the retry its delivery has
@@ -34,14 +35,6 @@ const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-}
 
 function entry(): OutboxEntry {
   return {

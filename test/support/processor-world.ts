@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { connectors } from '../../adapters/index.js';
 import { type Config, type DestinationConfig, isCrmDestination } from '../../src/config/schema.js';
 import type { ContactService } from '../../src/contacts/service.js';
+import type { Contact } from '../../src/contacts/types.js';
 import { createCrmRuntime } from '../../src/crm/runtime.js';
 import { CircuitBreaker } from '../../src/delivery/breaker.js';
 import { planDeliveries } from '../../src/delivery/drain.js';
@@ -121,5 +122,43 @@ export function crmDestinationRuntime(options: {
       metrics: options.metrics,
       now: options.now,
     }),
+  };
+}
+
+/** A known visitor (Pavel, e-mail and phone) as an event carries its contact. */
+export function pavel(): Contact {
+  const at = '2024-06-17T07:00:00.000Z';
+  return {
+    id: 'c_pavel',
+    name: 'Pavel',
+    names: ['Pavel'],
+    emails: ['pavel.n@example.com'],
+    phones: ['+79260001122'],
+    identities: [{ kind: 'email', value: 'pavel.n@example.com' }],
+    labels: [],
+    attributes: {},
+    responsibleAgent: null,
+    crmLink: null,
+    channels: [],
+    records: ['c_pavel'],
+    merges: [],
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
+/** Pavel's offline message from the JivoChat channel `shop-site`: what a CRM makes a lead of. */
+export function offlineMessage(eventId: string): OutboxEntry {
+  return {
+    event: {
+      id: eventId,
+      type: 'offline_message.received',
+      occurredAt: new Date().toISOString(),
+      channel: { id: 'shop-site', vendor: 'jivochat' },
+      contact: pavel(),
+      data: { text: 'Call me back, please' },
+    },
+    orderingKey: 'c_pavel',
+    stagedAt: Date.now(),
   };
 }
