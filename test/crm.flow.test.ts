@@ -16,7 +16,6 @@ import { until } from './support/until.js';
  * in-memory CRM; the lock ttl is shortened so that the search outlasts it.
  */
 
-
 function world() {
   const crm: CrmContact[] = [];
   const api = (hooks: { onSearch?: () => Promise<void> } = {}): CrmApi => ({

@@ -33,7 +33,6 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-
 describe.each(['memory', 'redis'] as const)('a CRM delivery runs once at a time (%s store)', (kind) => {
   async function storeOf(): Promise<Store> {
     if (kind === 'memory') {
