@@ -336,15 +336,25 @@ describe.each(['memory', 'redis'] as const)('snapshot keys of before (%s store)'
     });
     return { store, contacts };
   }
-  const card = (snapshot: boolean): Observation => ({
+  // Dated a second apart (in the past, so not clamped to now): two recordings of the card made
+  // within one millisecond would be one timeline entry (the same id and time).
+  const startedAt = Date.now() - 10_000;
+  const card = (snapshot: boolean, second = 0): Observation => ({
     channelId: 'site',
     vendor: 'jivochat',
-    at: new Date().toISOString(),
+    at: new Date(startedAt + second * 1000).toISOString(),
     idempotencyKey: 'jivochat:site:client_updated:17:card-dmitry',
     ...(snapshot ? { snapshot: true } : {}),
     identifiers: [{ kind: 'person', value: 'p-maria' }],
     responsibleAgent: { email: 'dmitry@store.example' },
-    timeline: [{ key: 'card', at: new Date().toISOString(), type: 'contact.updated', summary: 'card' }],
+    timeline: [
+      {
+        key: 'card',
+        at: new Date(startedAt + second * 1000).toISOString(),
+        type: 'contact.updated',
+        summary: 'card',
+      },
+    ],
   });
   const dedupeKey = key.dedupe('site', 'jivochat:site:client_updated:17:card-dmitry');
   /** The key as a version before wrote it, `ageMs` ago. */
@@ -358,7 +368,7 @@ describe.each(['memory', 'redis'] as const)('snapshot keys of before (%s store)'
     expect(await contacts.observe(card(true))).toMatchObject({ duplicate: true });
 
     await writtenBefore(store, first.contact.id, WINDOW_MS + 1000);
-    expect(await contacts.observe(card(true))).toMatchObject({ duplicate: false, created: false });
+    expect(await contacts.observe(card(true, 1))).toMatchObject({ duplicate: false, created: false });
     // Written again, with the window's lifetime: its own redelivery is a repeat.
     const left = await store.pttl(dedupeKey);
     expect(left).toBeGreaterThan(0);
