@@ -255,6 +255,37 @@ describe.each(['memory', 'redis'] as const)('Chatvisor snapshots (%s store)', (s
     expect(await entriesOf(bridge, contact.id, 'conversation.finished')).toBe(2);
     expect(await entriesOf(bridge, contact.id, 'conversation.started')).toBe(2);
   });
+
+  it('a profile back on what it was later (A → B → A) is recorded: the contact is on A again', async () => {
+    const w = await chatvisorWorld();
+    const { bridge } = w;
+    const maria = fake.addCustomer({
+      customerId: 'cv-maria',
+      email: 'maria@example.org',
+      firstname: 'Maria',
+      lastname: 'Ivanova',
+    });
+    // Each conversation that starts reads the profile again (adapters/chatvisor/README.md).
+    const keys = await keysOf(w, () => conversation(bridge, 'UNREAD', 'Hello'));
+    expect(fake.profileReads('cv-maria')).toBe(1);
+    maria.firstname = 'Marie';
+    keys.push(
+      ...(await keysOf(w, async () => {
+        await conversation(bridge, 'DONE', 'Hello');
+        await conversation(bridge, 'UNREAD', 'Hello again');
+      })),
+    );
+    expect(fake.profileReads('cv-maria')).toBe(2);
+    expect((await onlyContact(bridge, 'email=maria@example.org')).name).toBe('Marie Ivanova');
+
+    // Later she puts her name back as it was.
+    await w.pass(keys);
+    maria.firstname = 'Maria';
+    await conversation(bridge, 'DONE', 'Hello again');
+    await conversation(bridge, 'UNREAD', 'One more thing');
+    expect(fake.profileReads('cv-maria')).toBe(3);
+    expect((await onlyContact(bridge, 'email=maria@example.org')).name).toBe('Maria Ivanova');
+  });
 });
 
 describe.each(['memory', 'redis'] as const)('LiveTex snapshots (%s store)', (store) => {
