@@ -149,6 +149,56 @@ describe('record codec', () => {
   });
 });
 
+describe('responsible agent statements (mixed versions)', () => {
+  const T = (minute: number) => `2026-11-01T12:${String(minute).padStart(2, '0')}:00.000Z`;
+  const C = T(0);
+
+  it("keeps each channel's newest statement; g stays the newest in the shape older versions read", () => {
+    const record = newRecord(C);
+    record.agents = [
+      { email: 'dmitry@store.example', at: T(1), c: 'cv' },
+      { at: T(2), c: 'site' },
+    ];
+    const text = encodeRecord(record);
+    const stored = JSON.parse(text);
+    // An older version reads g alone, by its rule (the newest statement, an unassignment: nobody).
+    expect(stored.g).toEqual({ at: T(2) });
+    expect(stored.gc).toBe('site');
+    expect(stored.go).toEqual([{ email: 'dmitry@store.example', at: T(1), c: 'cv' }]);
+    // Read back: the same statements (the newest first).
+    expect(decodeRecord(record.id, text).agents).toEqual([record.agents[1], record.agents[0]]);
+    expect(mergedView(record.id, [record]).responsibleAgent).toEqual({ email: 'dmitry@store.example' });
+    // One channel's agent: only its channel is added to the record (gc), and no `c` leaks into g.
+    const one = newRecord(C);
+    one.agents = [{ email: 'oleg@shop.example', name: 'Oleg', at: T(3), c: 'site' }];
+    expect(encodeRecord(one)).toBe(
+      `{"c":"${C}","g":{"email":"oleg@shop.example","name":"Oleg","at":"${T(3)}"},"gc":"site"}`,
+    );
+  });
+
+  it("reads what an older version stored: its agent and its unassignment are any channel's", () => {
+    // Written before statements were kept per channel (no gc, no go).
+    const agent = decodeRecord('c_1', `{"c":"${C}","g":{"email":"oleg@shop.example","at":"${T(1)}"}}`);
+    expect(agent.agents).toEqual([{ email: 'oleg@shop.example', at: T(1) }]);
+    expect(mergedView('c_1', [agent]).responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+    // Any channel's newer unassignment clears it, as it did; an older one does not.
+    const cleared = newRecord(C);
+    cleared.agents = [{ at: T(2), c: 'site' }];
+    expect(mergedView('c_1', [agent, cleared]).responsibleAgent).toBeNull();
+    cleared.agents = [{ at: T(0), c: 'site' }];
+    expect(mergedView('c_1', [agent, cleared]).responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+    // Its unassignment clears every older agent of the group, whatever the channel.
+    const unassigned = decodeRecord('c_2', `{"c":"${C}","g":{"at":"${T(5)}"}}`);
+    const named = newRecord(C);
+    named.agents = [{ email: 'dmitry@store.example', at: T(4), c: 'cv' }];
+    expect(mergedView('c_2', [unassigned, named]).responsibleAgent).toBeNull();
+    named.agents = [{ email: 'dmitry@store.example', at: T(6), c: 'cv' }];
+    expect(mergedView('c_2', [unassigned, named]).responsibleAgent).toEqual({
+      email: 'dmitry@store.example',
+    });
+  });
+});
+
 describe('merged view', () => {
   it('unites a root and its members: newest values first, channel counts summed, root first', () => {
     const root = decodeRecord('c_root', STORED);

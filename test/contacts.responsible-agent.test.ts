@@ -357,4 +357,34 @@ describe.each(['memory', 'redis'] as const)('Chatvisor responsible agent (%s sto
     await starts(bridge, 4);
     expect((await mariaOnceRead(bridge, 4)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
   });
+
+  it("JivoChat's unassignment clears what JivoChat said, not Chatvisor's assignee", async () => {
+    const bridge = await chatvisor();
+    fake.addCustomer({
+      customerId: 'cv-maria',
+      email: 'maria@example.org',
+      assignedUser: 'dmitry@store.example',
+    });
+    await starts(bridge, 1);
+    expect((await mariaOnceRead(bridge, 1)).responsibleAgent).toEqual({ email: 'dmitry@store.example' });
+    const card = (assigned: unknown, extra: Record<string, unknown> = {}) =>
+      jivo(bridge, {
+        event_name: 'client_updated',
+        widget_id: 'w1',
+        client_id: '17',
+        visitor: { name: 'Maria', email: 'maria@example.org', number: '17' },
+        assigned_agent: assigned,
+        ...extra,
+      });
+
+    // Maria's JivoChat card has nobody on it: Chatvisor still has her assigned to Dmitry.
+    expect((await card(null)).status).toBe(200);
+    expect((await maria(bridge)).responsibleAgent).toEqual({ email: 'dmitry@store.example' });
+    // The card names Oleg (newest), then nobody again: Chatvisor's Dmitry is what is left.
+    await card({ id: 77102, email: 'oleg@shop.example', name: 'Oleg Petrov' });
+    expect((await maria(bridge)).responsibleAgent).toMatchObject({ email: 'oleg@shop.example' });
+    // (A card that differs from the first one's: the same card again within minutes is a repeat.)
+    await card(null, { status: { id: '4', title: 'contact_later' } });
+    expect((await maria(bridge)).responsibleAgent).toEqual({ email: 'dmitry@store.example' });
+  });
 });

@@ -255,6 +255,37 @@ describe.each(['memory', 'redis'] as const)('Chatvisor snapshots (%s store)', (s
     expect(await entriesOf(bridge, contact.id, 'conversation.finished')).toBe(2);
     expect(await entriesOf(bridge, contact.id, 'conversation.started')).toBe(2);
   });
+
+  it('a profile back on what it was later (A → B → A) is recorded: the contact is on A again', async () => {
+    const w = await chatvisorWorld();
+    const { bridge } = w;
+    const maria = fake.addCustomer({
+      customerId: 'cv-maria',
+      email: 'maria@example.org',
+      firstname: 'Maria',
+      lastname: 'Ivanova',
+    });
+    // Each conversation that starts reads the profile again (adapters/chatvisor/README.md).
+    const keys = await keysOf(w, () => conversation(bridge, 'UNREAD', 'Hello'));
+    expect(fake.profileReads('cv-maria')).toBe(1);
+    maria.firstname = 'Marie';
+    keys.push(
+      ...(await keysOf(w, async () => {
+        await conversation(bridge, 'DONE', 'Hello');
+        await conversation(bridge, 'UNREAD', 'Hello again');
+      })),
+    );
+    expect(fake.profileReads('cv-maria')).toBe(2);
+    expect((await onlyContact(bridge, 'email=maria@example.org')).name).toBe('Marie Ivanova');
+
+    // Later she puts her name back as it was.
+    await w.pass(keys);
+    maria.firstname = 'Maria';
+    await conversation(bridge, 'DONE', 'Hello again');
+    await conversation(bridge, 'UNREAD', 'One more thing');
+    expect(fake.profileReads('cv-maria')).toBe(3);
+    expect((await onlyContact(bridge, 'email=maria@example.org')).name).toBe('Maria Ivanova');
+  });
 });
 
 describe.each(['memory', 'redis'] as const)('LiveTex snapshots (%s store)', (store) => {
@@ -336,15 +367,25 @@ describe.each(['memory', 'redis'] as const)('snapshot keys of before (%s store)'
     });
     return { store, contacts };
   }
-  const card = (snapshot: boolean): Observation => ({
+  // Dated a second apart (in the past, so not clamped to now): two recordings of the card made
+  // within one millisecond would be one timeline entry (the same id and time).
+  const startedAt = Date.now() - 10_000;
+  const card = (snapshot: boolean, second = 0): Observation => ({
     channelId: 'site',
     vendor: 'jivochat',
-    at: new Date().toISOString(),
+    at: new Date(startedAt + second * 1000).toISOString(),
     idempotencyKey: 'jivochat:site:client_updated:17:card-dmitry',
     ...(snapshot ? { snapshot: true } : {}),
     identifiers: [{ kind: 'person', value: 'p-maria' }],
     responsibleAgent: { email: 'dmitry@store.example' },
-    timeline: [{ key: 'card', at: new Date().toISOString(), type: 'contact.updated', summary: 'card' }],
+    timeline: [
+      {
+        key: 'card',
+        at: new Date(startedAt + second * 1000).toISOString(),
+        type: 'contact.updated',
+        summary: 'card',
+      },
+    ],
   });
   const dedupeKey = key.dedupe('site', 'jivochat:site:client_updated:17:card-dmitry');
   /** The key as a version before wrote it, `ageMs` ago. */
@@ -358,7 +399,7 @@ describe.each(['memory', 'redis'] as const)('snapshot keys of before (%s store)'
     expect(await contacts.observe(card(true))).toMatchObject({ duplicate: true });
 
     await writtenBefore(store, first.contact.id, WINDOW_MS + 1000);
-    expect(await contacts.observe(card(true))).toMatchObject({ duplicate: false, created: false });
+    expect(await contacts.observe(card(true, 1))).toMatchObject({ duplicate: false, created: false });
     // Written again, with the window's lifetime: its own redelivery is a repeat.
     const left = await store.pttl(dedupeKey);
     expect(left).toBeGreaterThan(0);

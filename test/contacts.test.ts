@@ -154,11 +154,94 @@ for (const kind of ['memory', 'redis'] as const) {
           responsibleAgent: { email: 'oleg@shop.example' },
         }),
       );
-      // This record never had an agent: its unassignment is kept all the same.
+      // This record never had an agent: its unassignment (by the channel that named Oleg on the
+      // other record) is kept all the same.
+      await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(20),
+          identifiers: [{ kind: 'visitor', value: 'b' }],
+          responsibleAgent: null,
+        }),
+      );
+      // The same e-mail on both makes them one contact.
+      await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(30),
+          identifiers: [
+            { kind: 'visitor', value: 'a' },
+            { kind: 'email', value: 'maria@example.org' },
+          ],
+        }),
+      );
+      const merged = await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(40),
+          identifiers: [
+            { kind: 'visitor', value: 'b' },
+            { kind: 'email', value: 'maria@example.org' },
+          ],
+        }),
+      );
+      expect(merged.contact.records).toHaveLength(2);
+      expect(merged.contact.responsibleAgent).toBeNull();
+      expect((await contacts.get(merged.contact.id))?.contact.responsibleAgent).toBeNull();
+    });
+
+    it('responsible agent: an unassignment clears only what its own channel said', async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 10, 4, 9, 0, second)).toISOString();
+      const maria = [{ kind: 'email', value: 'maria@example.org' }];
+      const said = (channelId: string, second: number, responsibleAgent: Observation['responsibleAgent']) =>
+        contacts.observe(
+          observation({
+            channelId,
+            vendor: channelId === 'lt' ? 'livetex' : 'jivochat',
+            identifiers: maria,
+            at: at(second),
+            ...(responsibleAgent === undefined ? {} : { responsibleAgent }),
+          }),
+        );
+      const oleg = { email: 'oleg@shop.example' };
+      expect((await said('lt', 10, oleg)).contact.responsibleAgent).toEqual(oleg);
+      // JivoChat's card says nobody: JivoChat never named Oleg, LiveTex still does.
+      await store.del(OUTBOX_KEY);
+      expect((await said('web', 20, null)).contact.responsibleAgent).toEqual(oleg);
+      expect(await outbox(store)).toEqual([]);
+      // JivoChat names Dmitry (the newest statement), then takes him back: LiveTex's Oleg again.
+      expect((await said('web', 30, { email: 'dmitry@store.example' })).contact.responsibleAgent).toEqual({
+        email: 'dmitry@store.example',
+      });
+      await store.del(OUTBOX_KEY);
+      expect((await said('web', 40, null)).contact.responsibleAgent).toEqual(oleg);
+      expect((await outbox(store)).map((entry) => entry.event.type)).toEqual(['contact.updated']);
+      // A JivoChat statement older than its own unassignment, arriving late, brings nobody back.
+      expect((await said('web', 35, { email: 'irina@shop.example' })).contact.responsibleAgent).toEqual(oleg);
+      // The channel that named Oleg unassigns him: nobody is responsible.
+      expect((await said('lt', 50, null)).contact.responsibleAgent).toBeNull();
+      expect(
+        (await contacts.get((await said('web', 60, undefined)).contact.id))?.contact.responsibleAgent,
+      ).toBeNull();
+    });
+
+    it("responsible agent across a group: another channel's unassignment on another record leaves it", async () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 10, 5, 9, 0, second)).toISOString();
+      await contacts.observe(
+        observation({
+          channelId: 'lt',
+          vendor: 'livetex',
+          at: at(10),
+          identifiers: [{ kind: 'visitor', value: 'a' }],
+          responsibleAgent: { email: 'oleg@shop.example' },
+        }),
+      );
       await contacts.observe(
         observation({ at: at(20), identifiers: [{ kind: 'visitor', value: 'b' }], responsibleAgent: null }),
       );
-      // The same e-mail on both makes them one contact.
       await contacts.observe(
         observation({
           channelId: 'lt',
@@ -180,8 +263,10 @@ for (const kind of ['memory', 'redis'] as const) {
         }),
       );
       expect(merged.contact.records).toHaveLength(2);
-      expect(merged.contact.responsibleAgent).toBeNull();
-      expect((await contacts.get(merged.contact.id))?.contact.responsibleAgent).toBeNull();
+      expect(merged.contact.responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+      expect((await contacts.get(merged.contact.id))?.contact.responsibleAgent).toEqual({
+        email: 'oleg@shop.example',
+      });
     });
 
     it('vendor-local ids never merge across channels, but do within one', async () => {

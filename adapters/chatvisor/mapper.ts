@@ -229,7 +229,9 @@ export function profileDigest(customer: CustomerIdentity): string {
  * `assigned` (the agent's e-mail a read found the customer newly assigned to: profiles.ts) it also
  * says who is responsible for them, dated by the read (Chatvisor gives no time for an assignment).
  * Such an observation is made only when the read found a change, so its key has the read's time
- * in it: a customer assigned back to an earlier agent is news again, not a repeat.
+ * in it: a customer assigned back to an earlier agent is news again, not a repeat. The profile is
+ * a snapshot (README, Idempotency): keyed on its state, which can come back (a name or e-mail
+ * changed and changed back), so the same profile is a repeat only within the snapshot window.
  */
 export function profileObservation(input: {
   channelId: string;
@@ -244,6 +246,7 @@ export function profileObservation(input: {
     vendor: VENDOR,
     at: input.at,
     idempotencyKey: assigned === undefined ? key : `${key}:assigned:${digest(assigned)}:${input.at}`,
+    snapshot: true,
     identifiers: customerIdentifiers(input.channelId, customer.customerId, customer),
     names: profileNames(customer),
     ...(assigned === undefined ? {} : { responsibleAgent: { email: assigned } }),

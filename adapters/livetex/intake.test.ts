@@ -47,7 +47,8 @@ describe('livetex dialog decode', () => {
     expect(decoded.event).toBe('dialog_closed');
     expect(decoded.observations.map((observation) => observation.idempotencyKey)).toEqual([
       'livetex:app:884213-2:closed',
-      'livetex:app:884213-2:rated',
+      // The rating in the key (it can change): 4/5, and its comment's digest.
+      'livetex:app:884213-2:rated:f4:JK3WW1HGCj2Bpdk4h8oQIH0RmpkDUzcQ',
     ]);
     expect(decoded.observations[0]!.timeline![0]!.data!.messages).toEqual(
       expect.arrayContaining([

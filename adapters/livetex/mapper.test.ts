@@ -130,7 +130,7 @@ describe('livetex webhook parsing', () => {
 describe('livetex dialog → observations', () => {
   const receivedAt = new Date('2025-03-14T10:00:00Z');
 
-  it('a close with a rating gives the finished and the rated observation, keyed per dialog and event', () => {
+  it('a close with a rating gives the finished and the rated observation, keyed per dialog and event (and rating)', () => {
     const record = dialog(fixture('dialog_closed.web.json'));
     const observations = observationsOf({
       channelId: 'web',
@@ -142,7 +142,8 @@ describe('livetex dialog → observations', () => {
     });
     expect(observations.map((observation) => observation.idempotencyKey)).toEqual([
       'livetex:web:884213-2:closed',
-      'livetex:web:884213-2:rated',
+      // The rating in the key (it can change): 4/5, and its comment's digest.
+      'livetex:web:884213-2:rated:f4:JK3WW1HGCj2Bpdk4h8oQIH0RmpkDUzcQ',
     ]);
     const [finished, rated] = observations;
     expect(finished).toMatchObject({

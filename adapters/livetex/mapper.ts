@@ -370,6 +370,12 @@ export function hashOf(value: string): string {
   return digest(value, 32);
 }
 
+/** What tells one rating from another in its key: the scale and score as is, a comment as a digest. */
+function ratingKey(rating: Rating): string {
+  const score = `${rating.scale === 'fivePoint' ? 'f' : 'd'}${rating.value}`;
+  return rating.comment ? `${score}:${hashOf(rating.comment)}` : score;
+}
+
 /** The dialog's key: its id, or (with no id at all) a hash of the exact payload. */
 export function dialogKeyOf(record: DialogRecord, rawBody: Buffer): string {
   return record.dialogId ?? `body-${hashOf(rawBody.toString('utf8'))}`;
@@ -400,9 +406,11 @@ function responsibleOf(record: DialogRecord): AgentRef | undefined {
 }
 
 /**
- * One observation per (dialog, event). A close that carries a rating also gives the "rated"
- * observation, under the same key a later standalone rating would have, so the rating is
- * recorded once whichever way it comes.
+ * One observation per (dialog, event); for a rating, per (dialog, rating). A close that carries a
+ * rating also gives the "rated" observation, under the same key a standalone delivery of that
+ * rating has, so it is recorded once whichever way it comes. The rating is in the key because it
+ * can change (the visitor sends a rating event, and nothing in LiveTex's documentation makes the
+ * first one final): 3 then 5 is two ratings, the same rating again a redelivery.
  */
 export function observationsOf(input: ObservationInput): Observation[] {
   const { record, channelId, dialogKey } = input;
@@ -494,7 +502,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
     observations.push({
       ...base,
       at,
-      idempotencyKey: keyOf('rated'),
+      idempotencyKey: keyOf('rated', `:${ratingKey(record.rating)}`),
       timeline: [
         {
           key: 'rated',

@@ -534,7 +534,7 @@ export const configSchema = z.strictObject({
       dedupeTtlSeconds: intLike(z.number().int().positive()).default(7 * 24 * 3600),
       /**
        * How long the key of a snapshot (an event that restates a state: a JivoChat client card, a
-       * Chatvisor conversation's status, a LiveTex dialog's operators) is remembered, at most
+       * Chatvisor conversation's status or customer profile, a LiveTex dialog's operators) is remembered, at most
        * dedupeTtlSeconds. Within it the same state again is a vendor's redelivery (Jivo's retries
        * span about three minutes); after it, a return to that state, recorded.
        */

@@ -43,12 +43,15 @@ import {
 } from './normalize.js';
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
+  type AgentStatement,
   decodeRecord,
   encodeRecord,
   mergedView,
   named,
   newRecord,
+  responsibleOf,
   type StoredRecord,
+  sameAgent,
   upsertValued,
 } from './record.js';
 import {
@@ -418,20 +421,30 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
       record.attrs[name] = extend(attribute, { channelId: observation.channelId, at });
     }
-    // One rule for every vendor (README, Responsible agent): the newest observation that says who
-    // is responsible wins, and an explicit unassignment (null) is such a statement. It is kept as
-    // an agent with no name, e-mail or id ({at}) even on a record that had none, so that it also
-    // outranks an older agent of another record of the group (record.ts mergedView) and an older
-    // observation arriving late does not bring the cleared agent back.
+    // One rule for every vendor (README, Responsible agent): each channel's newest statement of
+    // who is responsible counts, an explicit unassignment (null) included, and the contact's agent
+    // is the newest one a channel still names (record.ts responsibleOf). So an unassignment takes
+    // back only what its own channel said. It is kept ({at} and the channel) even on a record that
+    // had no agent, so that it also clears that channel's older agent on another record of the
+    // group, and a statement of that channel older than it, arriving late, brings nobody back.
     const agent = observation.responsibleAgent;
-    if (agent === null) {
-      if (!record.agent || record.agent.at <= at) {
-        if (named(record.agent)) changed = true;
-        record.agent = { at };
+    if (agent === null || named(agent)) {
+      const channel = observation.channelId;
+      const statements = record.agents ?? [];
+      const index = statements.findIndex((statement) => statement.c === channel);
+      if (index < 0 || statements[index]!.at <= at) {
+        const statement: AgentStatement =
+          agent === null
+            ? { at, c: channel }
+            : extend(
+                agent,
+                agent.email ? { email: agent.email.toLowerCase(), at, c: channel } : { at, c: channel },
+              );
+        const before = responsibleOf(statements);
+        const after = index < 0 ? [...statements, statement] : statements.with(index, statement);
+        record.agents = after;
+        if (!sameAgent(before, responsibleOf(after))) changed = true;
       }
-    } else if (named(agent) && (!record.agent || record.agent.at <= at)) {
-      if (record.agent?.email !== agent.email || record.agent?.name !== agent.name) changed = true;
-      record.agent = extend(agent, agent.email ? { email: agent.email.toLowerCase(), at } : { at });
     }
     if (observation.crmLink && (!record.crmLink || record.crmLink.at <= at)) {
       if (record.crmLink?.v !== observation.crmLink) changed = true;

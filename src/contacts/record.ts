@@ -45,11 +45,67 @@ export interface MergeLogEntry {
 }
 
 /**
- * Whether an agent names anyone. A stored agent that does not ({at} alone) is an unassignment the
- * vendor stated at `at` (engine.ts apply): the contact has no responsible agent if it is the newest.
+ * Whether an agent names anyone. A stored statement that does not ({at} alone) is an unassignment
+ * the vendor stated at `at` (engine.ts apply).
  */
 export function named(agent: AgentRef | undefined): agent is AgentRef {
   return agent !== undefined && Boolean(agent.email || agent.name || agent.id);
+}
+
+/**
+ * One channel's newest statement of who is responsible for the customer (README, Responsible
+ * agent): an agent, or an unassignment (no name, e-mail or id). `c` is the channel that said it.
+ * A statement stored before they were kept per channel has none: which channel said it is not
+ * known, so it is taken as every channel's (an unassignment of any channel newer than it clears
+ * it, and an unassignment without a channel clears every older agent), as it was then.
+ */
+/** The agent a statement names, as the contact shows it (no time, no channel). */
+export function agentRefOf(statement: AgentStatement): AgentRef {
+  const agent: AgentRef = {};
+  if (statement.email !== undefined) agent.email = statement.email;
+  if (statement.name !== undefined) agent.name = statement.name;
+  if (statement.id !== undefined) agent.id = statement.id;
+  return agent;
+}
+
+/** Whether two statements name the same agent (both none included). */
+export function sameAgent(a: AgentRef | undefined, b: AgentRef | undefined): boolean {
+  return a?.email === b?.email && a?.name === b?.name && a?.id === b?.id;
+}
+
+export interface AgentStatement extends AgentRef {
+  at: string;
+  c?: string;
+}
+
+/**
+ * Who is responsible, from statements of one record or of a whole group (root's first): each
+ * channel's newest statement counts, and the contact's agent is the newest agent a channel still
+ * names. So an unassignment takes back only what its own channel said; another channel's agent
+ * stands (and comes back when it was the one before). On a tie the first in order wins.
+ */
+export function responsibleOf(statements: Iterable<AgentStatement>): AgentStatement | undefined {
+  // (named() narrows: an unassignment would type as never.)
+  const says = (statement: AgentStatement): boolean => named(statement);
+  const newest = new Map<string, AgentStatement>();
+  for (const statement of statements) {
+    const channel = statement.c ?? '';
+    const known = newest.get(channel);
+    if (!known || known.at < statement.at) newest.set(channel, statement);
+  }
+  const legacy = newest.get('');
+  const legacyClear = legacy && !says(legacy) ? legacy.at : undefined;
+  let best: AgentStatement | undefined;
+  for (const statement of newest.values()) {
+    if (!says(statement)) continue;
+    if (statement.c === undefined) {
+      let cleared = false;
+      for (const other of newest.values()) if (!says(other) && other.at >= statement.at) cleared = true;
+      if (cleared) continue;
+    } else if (legacyClear !== undefined && legacyClear >= statement.at) continue;
+    if (!best || best.at < statement.at) best = statement;
+  }
+  return best;
 }
 
 export interface StoredRecord {
@@ -62,7 +118,8 @@ export interface StoredRecord {
   ids: Identifier[];
   labels: string[];
   attrs: Record<string, StoredAttribute>;
-  agent?: AgentRef & { at: string };
+  /** Each channel's newest statement of the responsible agent (at most one a channel; responsibleOf). */
+  agents?: AgentStatement[];
   crmLink?: Valued;
   channels: Record<string, ChannelStat>;
   /** Only meaningful on a root: the merges that built this group, oldest first. */
@@ -103,7 +160,15 @@ interface EncodedRecord {
   i?: EncodedIdentifier[];
   l?: string[];
   a?: Record<string, StoredAttribute>;
+  /**
+   * The newest agent statement (an agent, or {at} alone for an unassignment), without its channel:
+   * the one field versions before per-channel statements read (they show this, by their rule).
+   */
   g?: AgentRef & { at: string };
+  /** g's channel; absent on a statement stored before (or rewritten by such a version). */
+  gc?: string;
+  /** The other channels' newest statements, each with its channel (`c`). */
+  go?: AgentStatement[];
   k?: Valued;
   ch?: Record<string, EncodedChannel>;
   m?: MergeLogEntry[];
@@ -158,7 +223,15 @@ export function encodeRecord(record: StoredRecord): string {
   }
   if (record.labels.length > 0) encoded.l = record.labels;
   if (hasKeys(record.attrs)) encoded.a = record.attrs;
-  if (record.agent) encoded.g = record.agent;
+  const agents = record.agents;
+  if (agents !== undefined && agents.length > 0) {
+    let newest = agents[0]!;
+    for (const statement of agents) if (newest.at < statement.at) newest = statement;
+    const { c, ...said } = newest;
+    encoded.g = said;
+    if (c !== undefined) encoded.gc = c;
+    if (agents.length > 1) encoded.go = agents.filter((statement) => statement !== newest);
+  }
   if (record.crmLink) encoded.k = record.crmLink;
   if (hasKeys(record.channels)) {
     const channels: NonNullable<EncodedRecord['ch']> = {};
@@ -221,7 +294,12 @@ export function decodeRecord(id: string, text: string): StoredRecord {
     channels: {},
     merges: parsed.m ?? [],
   };
-  if (parsed.g) record.agent = parsed.g;
+  if (parsed.g) {
+    // A version before per-channel statements rewrites g and drops gc and go: then g is read as
+    // a statement of no known channel, and what the other channels said is forgotten.
+    const newest: AgentStatement = parsed.gc === undefined ? parsed.g : { ...parsed.g, c: parsed.gc };
+    record.agents = parsed.go === undefined ? [newest] : [newest, ...parsed.go];
+  }
   if (parsed.k) record.crmLink = parsed.k;
   const channels = parsed.ch;
   if (channels !== undefined) {
@@ -288,7 +366,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   }
   const attributes: Contact['attributes'] = withoutPrototype();
   const labels = new Set<string>();
-  let agent: (AgentRef & { at: string }) | undefined;
+  const agentStatements: AgentStatement[] = [];
   let crmLink: Valued | undefined;
   const channels = new Map<string, Contact['channels'][number]>();
   let createdAt = root.createdAt;
@@ -300,7 +378,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
       if (!current || current.at < attribute.at) attributes[name] = attribute;
     }
     for (const label of record.labels) labels.add(label);
-    if (record.agent && (!agent || agent.at < record.agent.at)) agent = record.agent;
+    if (record.agents !== undefined) for (const statement of record.agents) agentStatements.push(statement);
     if (record.crmLink && (!crmLink || crmLink.at < record.crmLink.at)) crmLink = record.crmLink;
     for (const channelId in record.channels) {
       const stat = record.channels[channelId]!;
@@ -325,8 +403,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     if (record.createdAt < createdAt) createdAt = record.createdAt;
     if (record.updatedAt > updatedAt) updatedAt = record.updatedAt;
   }
-  // The newest statement wins, an unassignment included: then nobody is responsible.
-  const { at: _agentAt, ...responsibleAgent } = agent ?? { at: '' };
+  const agent = responsibleOf(agentStatements);
   return {
     id: rootId,
     name: names[0] ?? null,
@@ -336,7 +413,7 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
     identities,
     labels: [...labels].sort(),
     attributes,
-    responsibleAgent: named(agent) ? responsibleAgent : null,
+    responsibleAgent: agent ? agentRefOf(agent) : null,
     crmLink: crmLink?.v ?? null,
     channels: [...channels.values()],
     records: ordered.map((record) => record.id),
