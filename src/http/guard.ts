@@ -42,9 +42,16 @@ export function normalisePath(path: string): string {
 const PLAIN = /^(?:\/[^/\\%.][^/\\%]*)*\/?$/;
 const ADMIN_PREFIX = /^\/api\/v1(?:\/|$)/i;
 
-/** Whether a path, however it is spelt, is under the admin API (`/api/v1`). */
+/**
+ * Whether a path, however it is spelt, is under the admin API (`/api/v1`): as written (what the
+ * routers match) or normalised (what a lenient router or a proxy in front would make of it).
+ * Both, not the normalised form alone: a `..` escaped inside one segment (`%2F..`, `\..`) climbs
+ * out of /api/v1 once normalised, while the router still matches `/api/v1/contacts/:id` on the
+ * path as written and hands the handler the decoded parameter.
+ */
 export function isAdminPath(path: string): boolean {
-  if (PLAIN.test(path)) return ADMIN_PREFIX.test(path);
+  if (ADMIN_PREFIX.test(path)) return true;
+  if (PLAIN.test(path)) return false;
   const [first, second] = normalisedSegments(path);
   return first === 'api' && second === 'v1';
 }
