@@ -97,6 +97,8 @@ export interface AppDeps {
  */
 export const NOT_FOUND = errorBody('not_found', 'no such route');
 const NO_CHANNEL = NOT_FOUND;
+/** What a webhook's token is compared with when its channel does not exist (nothing matches it). */
+const UNKNOWN_CHANNEL_TOKEN = randomUUID();
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 /**
@@ -746,8 +748,11 @@ export function createApp(deps: AppDeps): Koa {
       async handle(ctx) {
         const { channelId, token } = ctx.params as { channelId: string; token: string };
         const channel = channelFor(vendor, channelId);
-        // One answer for "no such channel" and "wrong token", so the URL space cannot be probed.
-        if (!channel || !tokenEquals(token, channel.config.token)) {
+        // One answer for "no such channel" and "wrong token", so the URL space cannot be probed;
+        // and the same work: the presented token is hashed and compared for an unknown channel
+        // too, else that answer came sooner (by a digest of up to 16 KiB of path) than a wrong token's.
+        const matches = tokenEquals(token, channel ? channel.config.token : UNKNOWN_CHANNEL_TOKEN);
+        if (!channel || !matches) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;

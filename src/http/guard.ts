@@ -42,9 +42,16 @@ export function normalisePath(path: string): string {
 const PLAIN = /^(?:\/[^/\\%.][^/\\%]*)*\/?$/;
 const ADMIN_PREFIX = /^\/api\/v1(?:\/|$)/i;
 
-/** Whether a path, however it is spelt, is under the admin API (`/api/v1`). */
+/**
+ * Whether a path, however it is spelt, is under the admin API (`/api/v1`): as written (what the
+ * routers match) or normalised (what a lenient router or a proxy in front would make of it).
+ * Both, not the normalised form alone: a `..` escaped inside one segment (`%2F..`, `\..`) climbs
+ * out of /api/v1 once normalised, while the router still matches `/api/v1/contacts/:id` on the
+ * path as written and hands the handler the decoded parameter.
+ */
 export function isAdminPath(path: string): boolean {
-  if (PLAIN.test(path)) return ADMIN_PREFIX.test(path);
+  if (ADMIN_PREFIX.test(path)) return true;
+  if (PLAIN.test(path)) return false;
   const [first, second] = normalisedSegments(path);
   return first === 'api' && second === 'v1';
 }
@@ -62,15 +69,13 @@ const SEPARATOR_RUN = /^(?:[/\\]|%(?:25){0,3}(?:2[fF]|5[cC]))+$/;
 
 export function redactPath(path: string): string {
   if (PLAIN.test(path) && !SECRET_PREFIX.test(path)) return path;
-  const segments = normalisedSegments(path);
-  const [first, second] = segments;
-  // A console agent link (/console/c/<token>) is a credential too, for console.linkTtl.
-  const secretAt = first === 'webhooks' ? 4 : first === 'console' && second === 'c' ? 3 : 0;
-  if (secretAt === 0 || segments.length < secretAt) return path;
-  // Logged as sent up to the part where the normalised path reaches the secret segment, masked
-  // from there. Parts are split at separators as written or escaped (%2F, %5C, %252F); each is
-  // decoded as normalisedSegments does, so a separator escaped any other way (%25%32%46) is
-  // counted too: counting literal slashes only left `/webhooks/jivochat/site%2F<token>` whole.
+  // Logged as sent up to the part where the path, read as normalisedSegments reads it, first
+  // reaches a secret segment; masked from there. Decided while walking, not on the whole
+  // normalised path: `..` escaped after the token (`<token>%2F..%2F..`) climbs back out, and
+  // judged on the end result the path was logged whole, the token in it. Parts are split at
+  // separators as written or escaped (%2F, %5C, %252F); each is decoded as normalisedSegments
+  // does, so a separator escaped any other way (%25%32%46) is counted too: counting literal
+  // slashes only left `/webhooks/jivochat/site%2F<token>` whole.
   const raw = path.split(SEPARATORS);
   const stack: string[] = [];
   for (let index = 0; index < raw.length; index++) {
@@ -78,15 +83,17 @@ export function redactPath(path: string): string {
     if (part === '' || SEPARATOR_RUN.test(part)) continue;
     let text = part;
     for (let round = 0; round < 3 && /%[0-9A-Fa-f]{2}/.test(text); round++) text = decodeLoose(text);
-    for (const piece of text.split(/[/\\]+/)) {
+    for (const piece of text.toLowerCase().split(/[/\\]+/)) {
       if (piece === '' || piece === '.') continue;
       if (piece === '..') stack.pop();
       else stack.push(piece);
     }
-    if (stack.length >= secretAt) return `${raw.slice(0, index).join('')}***`;
+    // A webhook's token is its fourth segment; an agent link (/console/c/<token>) is a
+    // credential too, for console.linkTtl.
+    const secretAt = stack[0] === 'webhooks' ? 4 : stack[0] === 'console' && stack[1] === 'c' ? 3 : 0;
+    if (secretAt > 0 && stack.length >= secretAt) return `${raw.slice(0, index).join('')}***`;
   }
-  // Not reached part by part (cannot happen as parts decode like the whole): the normalised form.
-  return `/${segments.slice(0, secretAt - 1).join('/')}/***`;
+  return path;
 }
 
 /**

@@ -50,6 +50,39 @@ describe('webhook URL tokens stay out of the log whatever the spelling', () => {
     expect(text).not.toContain(token);
   });
 
+  // redactPath judged the path once normalised: a token followed by escaped `..` segments that
+  // climb back out of /webhooks/<vendor>/<channel> (`<token>%2F..%2F..%2F..`) left fewer than
+  // four segments, so the path was logged as sent; hideChannelTokens caught the token only when
+  // it was written out literally, not with one letter percent-escaped.
+  it('keeps a token out of the request log when escaped dot segments follow it', async () => {
+    const token = allVendorChannels[0]!.token;
+    const escaped = `%${token.charCodeAt(0).toString(16)}${token.slice(1)}`;
+    const running = await startLoggedBridge({ channels: allVendorChannels });
+    try {
+      for (const path of [
+        `/webhooks/jivochat/site/${escaped}%2F..%2F..%2F..`,
+        `/webhooks/jivochat/site/${escaped}/..%2F..%2F..%2F..%2F..`,
+        `/webhooks/jivochat/site/${token}%2F..%2F..%2F..%2F..`,
+        `/console/c/${escaped}%2F..%2F..`,
+      ]) {
+        await rawRequest(running.url, 'POST', path, { body: '{}' });
+      }
+    } finally {
+      await running.close();
+    }
+    const logged = running.lines
+      .map((line) => JSON.parse(line))
+      .filter((entry) => entry.msg === 'request')
+      .map((entry) => String(entry.path));
+    expect(logged).toHaveLength(4);
+    for (const path of logged) {
+      let decoded = path;
+      for (let round = 0; round < 3; round++) decoded = decodeURIComponent(decoded);
+      expect(decoded).toContain('***');
+      expect(decoded, path).not.toContain(token.slice(1));
+    }
+  });
+
   it('keeps a token out of the request log when the vendor was given a wrong URL', async () => {
     // A URL set up at the vendor with the channel left out, or channel and token swapped: the
     // token is not where the route expects it, and was logged as written (404 every time).
