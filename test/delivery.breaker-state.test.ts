@@ -351,6 +351,19 @@ async function pausedBridge(
       );
       return waiting.body.deliveries.find((item: any) => item.attempts === 0).id as string;
     },
+    /**
+     * The console's Deliveries list and the pending delivery's page, signed in: both note crm
+     * paused until `until`. The list's answer.
+     */
+    async consolePages(pendingId: string, until_: string) {
+      const { cookie } = await signIn(bridge.url, bridge.adminToken);
+      const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+      expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
+      expect(list.text).toContain(`datetime="${until_}"`);
+      const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
+      expect(detail.text).toContain('Destination crm paused until');
+      return { list, cookie };
+    },
     /** `deliveries list --destination crm` (the CLI, a process of its own, reads the shared store): its stderr. */
     async cliList(): Promise<string> {
       const cli = capture();
@@ -371,7 +384,7 @@ async function pausedBridge(
  */
 describe.each(['memory', 'redis'] as const)('a paused destination, as people see it (%s store)', (store) => {
   it('an open breaker: the admin API, the console (list and a pending delivery) and deliveries list say which destination is paused, until when and why', async () => {
-    const { bridge, answer, pendingWithNoAttempt, cliList } = await pausedBridge(store, {
+    const { bridge, answer, pendingWithNoAttempt, consolePages, cliList } = await pausedBridge(store, {
       token: 'echo-channel-token-000001',
       respond: { kind: 'status', status: 503, body: 'maintenance' },
       crm: { circuitBreaker: { failureThreshold: 1, cooldown: '10m' } },
@@ -391,21 +404,14 @@ describe.each(['memory', 'redis'] as const)('a paused destination, as people see
     expect((await bridge.admin('GET', '/api/v1/deliveries')).body.paused).toHaveLength(1);
     expect((await bridge.admin('GET', '/api/v1/deliveries?destination=other')).body.paused).toEqual([]);
 
-    const pendingId = await pendingWithNoAttempt();
-    const { cookie } = await signIn(bridge.url, bridge.adminToken);
-    const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    const { list, cookie } = await consolePages(await pendingWithNoAttempt(), answer.body.paused[0].until);
     expect(list.status).toBe(200);
-    const until_ = answer.body.paused[0].until as string;
-    expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
-    expect(list.text).toContain(`datetime="${until_}"`);
     expect(list.text).toContain('after 1 failed attempt in a row');
     expect(list.text).toContain('HTTP 503: maintenance');
     expect(list.text).toMatch(/circuit breaker of instance <span class="mono">[^<]+:\d+<\/span>/);
     // Filtered to a destination that is not paused: no note.
     const other = await consoleRequest(bridge.url, '/console/deliveries?destination=other', { cookie });
     expect(other.text).not.toContain('paused until');
-    const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
-    expect(detail.text).toContain('Destination crm paused until');
 
     if (store === 'redis') {
       expect(await cliList()).toMatch(
@@ -415,7 +421,7 @@ describe.each(['memory', 'redis'] as const)('a paused destination, as people see
   });
 
   it('a Retry-After pause: the admin API, the console, deliveries list and the metrics say which destination is paused and until when', async () => {
-    const { bridge, answer, pendingWithNoAttempt, cliList } = await pausedBridge(store, {
+    const { bridge, answer, pendingWithNoAttempt, consolePages, cliList } = await pausedBridge(store, {
       token: 'echo-channel-token-000002',
       // Only crm's events are asked to wait: `other` (contact.created) takes its own.
       respond: (request) =>
@@ -439,15 +445,9 @@ describe.each(['memory', 'redis'] as const)('a paused destination, as people see
     expect(Date.parse(paused.until) - Date.parse(paused.since)).toBe(600_000);
     expect((await bridge.admin('GET', '/api/v1/deliveries?destination=other')).body.paused).toEqual([]);
 
-    const pendingId = await pendingWithNoAttempt();
-    const { cookie } = await signIn(bridge.url, bridge.adminToken);
-    const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
-    expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
-    expect(list.text).toContain(`datetime="${paused.until}"`);
+    const { list } = await consolePages(await pendingWithNoAttempt(), paused.until);
     expect(list.text).toContain('at its own request: it answered with Retry-After');
     expect(list.text).toContain('HTTP 429: slow down');
-    const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
-    expect(detail.text).toContain('Destination crm paused until');
 
     // The gauge: when the pause ends, in Unix seconds.
     const text = await bridge.bridge.metrics.registry.metrics();
