@@ -856,9 +856,15 @@ export class AgentSync {
     }
 
     report.finishedAt = context.now().toISOString();
-    // Stopped by whoever ran it (its instance shutting down), not by a lost lease: the run says
-    // where it stopped itself, now, instead of leaving it to a takeover a lease later.
-    if (failure !== undefined && stop.caller?.aborted && !stop.lost.aborted) {
+    // Stopped by whoever ran it (its instance shutting down), not by a lost lease (its own, or a
+    // scheduled run's lock: a ConflictError): the run says where it stopped itself, now, instead
+    // of leaving it to a takeover a lease later.
+    if (
+      failure !== undefined &&
+      stop.caller?.aborted &&
+      !(stop.caller.reason instanceof ConflictError) &&
+      !stop.lost.aborted
+    ) {
       await this.recordShutdown(report, watched, lease, writing);
       throw failure;
     }
