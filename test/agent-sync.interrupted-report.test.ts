@@ -8,7 +8,7 @@ import { TEST_ADMIN_TOKEN } from './support/harness.js';
  * What an interrupted Chatvisor agent sync did is kept, and counted. The dying runner is a second
  * instance on the same Redis whose store connection is cut while its run waits on its third
  * agent create (held by the fake), as in console.agent-sync-interrupted.test.ts. Once its lease
- * has lapsed (on the clock the test drives), `chatbridge sync agents` on the other instance takes
+ * has lapsed (`world.lapseLease`), `chatbridge sync agents` on the other instance takes
  * the channel over: it says so on stderr, the interrupted run's report (the agents it had
  * created, where it stopped) is kept beside the others — admin API and console — and
  * chatbridge_chatvisor_agent_sync_interrupted_total counts it, once. Before, the new run's record
@@ -30,7 +30,7 @@ describe('an interrupted agent sync leaves a report and a count (Redis store)', 
   });
 
   it('keeps the interrupted run’s report when the next run takes over, and counts it once', async () => {
-    const { bridge, chatvisor, runner, runnerStore, clock } = world;
+    const { bridge, chatvisor, runner, runnerStore } = world;
     const interruptedCount = async () =>
       (await bridge.bridge.metrics.registry.metrics())
         .split('\n')
@@ -42,7 +42,7 @@ describe('an interrupted agent sync leaves a report and a count (Redis store)', 
     const running = (await bridge.admin('GET', '/api/v1/channels/cobrowse/agent-sync/progress')).body
       .progress;
     await runnerStore.close();
-    clock.now = Date.parse(running.leaseExpiresAt);
+    await world.lapseLease(running.leaseExpiresAt);
 
     // `chatbridge sync agents` on the surviving instance (the command the CLI runs).
     const runtime = bridge.bridge.channels.get('cobrowse')!.runtime as ChatvisorRuntime;

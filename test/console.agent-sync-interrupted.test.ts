@@ -10,7 +10,7 @@ import { TEST_ADMIN_TOKEN } from './support/harness.js';
  *
  * The dying runner is a second instance on the same Redis whose connection to the store is cut
  * while its run waits on an agent create (held by the fake): no heartbeat of its can land again.
- * The lease is read on the bridges' clock, which the test drives (no sleeping).
+ * Its lease lapses when the test says (`world.lapseLease`), not after a sleep.
  * test/slow/agent-sync.kill.test.ts does the same with a real process killed by SIGKILL.
  */
 const AGENTS = 5;
@@ -47,9 +47,8 @@ describe('console and admin API: an agent sync whose process died (Redis store)'
 
     // The runner is gone: its store connection is cut, no heartbeat can renew the lease.
     await runnerStore.close();
-    clock.now = Date.parse(running.leaseExpiresAt) - 1;
     expect(await progressOf()).toMatchObject({ state: 'running' });
-    clock.now += 1;
+    await world.lapseLease(running.leaseExpiresAt);
     const interrupted = await progressOf();
     expect(interrupted).toMatchObject({
       id: started.progress.id,

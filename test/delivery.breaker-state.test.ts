@@ -298,40 +298,97 @@ describe.each(['memory', 'redis'] as const)('circuit breaker state in the store 
   });
 });
 
-describe.each(['memory', 'redis'] as const)('an open breaker, as people see it (%s store)', (store) => {
-  it('the admin API, the console (list and a pending delivery) and deliveries list say which destination is paused, until when and why', async () => {
-    const receiver = await startReceiver({ secret: SECRET });
-    cleanups.push(() => receiver.close());
-    receiver.respond({ kind: 'status', status: 503, body: 'maintenance' });
-    const token = 'echo-channel-token-000001';
-    const bridge = await startTestBridge({
-      store,
-      adapters: [echoAdapter],
-      config: {
-        channels: [{ id: 'site', vendor: 'echo', token }],
-        destinations: [
-          {
-            id: 'crm',
-            url: receiver.url,
-            secret: SECRET,
-            events: ['message.received'],
-            retrySchedule: ['0s', '10m'],
-            circuitBreaker: { failureThreshold: 1, cooldown: '10m' },
-          },
-          { id: 'other', url: receiver.url, secret: SECRET, events: ['contact.created'] },
-        ],
-      },
+/**
+ * A bridge (an echo channel) on `store` with two destinations, `crm` (message.received, answered
+ * by `respond`) and `other` (contact.created), and a first event for crm sent: ready once the
+ * admin API lists crm paused (`answer`, that listing).
+ */
+async function pausedBridge(
+  store: 'memory' | 'redis',
+  options: { token: string; respond: Parameters<Receiver['respond']>[0]; crm?: Record<string, unknown> },
+) {
+  const receiver = await startReceiver({ secret: SECRET });
+  cleanups.push(() => receiver.close());
+  receiver.respond(options.respond);
+  const bridge = await startTestBridge({
+    store,
+    adapters: [echoAdapter],
+    config: {
+      channels: [{ id: 'site', vendor: 'echo', token: options.token }],
+      destinations: [
+        {
+          id: 'crm',
+          url: receiver.url,
+          secret: SECRET,
+          events: ['message.received'],
+          retrySchedule: ['0s', '10m'],
+          ...options.crm,
+        },
+        { id: 'other', url: receiver.url, secret: SECRET, events: ['contact.created'] },
+      ],
+    },
+  });
+  cleanups.push(() => bridge.close());
+  const say = (visitor: string, text: string) =>
+    bridge.post(`/webhooks/echo/site/${options.token}`, { event: 'message', visitor, text });
+  expect((await say('p1', 'hello')).status).toBe(200);
+  const answer = await until(
+    () => bridge.admin('GET', '/api/v1/deliveries?destination=crm'),
+    (response) => response.body.paused?.length > 0,
+    'paused in the API',
+  );
+  expect(answer.status).toBe(200);
+  return {
+    bridge,
+    answer,
+    /** Another contact's event: pending, no attempt (the pause holds it back); its delivery id. */
+    async pendingWithNoAttempt(): Promise<string> {
+      await say('p2', 'anyone there?');
+      const waiting = await until(
+        () => bridge.admin('GET', '/api/v1/deliveries?destination=crm&state=pending'),
+        (response) => response.body.deliveries.some((item: any) => item.attempts === 0),
+        'a pending delivery with no attempt',
+      );
+      return waiting.body.deliveries.find((item: any) => item.attempts === 0).id as string;
+    },
+    /**
+     * The console's Deliveries list and the pending delivery's page, signed in: both note crm
+     * paused until `until`. The list's answer.
+     */
+    async consolePages(pendingId: string, until_: string) {
+      const { cookie } = await signIn(bridge.url, bridge.adminToken);
+      const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+      expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
+      expect(list.text).toContain(`datetime="${until_}"`);
+      const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
+      expect(detail.text).toContain('Destination crm paused until');
+      return { list, cookie };
+    },
+    /** `deliveries list --destination crm` (the CLI, a process of its own, reads the shared store): its stderr. */
+    async cliList(): Promise<string> {
+      const cli = capture();
+      expect(
+        await runDeliveriesCommand(['list', '--destination', 'crm'], bridge.bridge.delivery, cli.io),
+      ).toBe(0);
+      return cli.err.join('\n');
+    },
+  };
+}
+
+/**
+ * A destination paused on every instance, as people see it: by an open circuit breaker, or at its
+ * own request — a destination that answers 429 (or 503) with Retry-After is paused as a whole, on
+ * every instance, for up to 10 minutes. Only the delivery that got the answer said so: the others
+ * sat pending with no attempt and no reason, and nothing showed until when. The pause is now
+ * recorded with the breakers' state and shown in the same places, with when it ends, and in a gauge.
+ */
+describe.each(['memory', 'redis'] as const)('a paused destination, as people see it (%s store)', (store) => {
+  it('an open breaker: the admin API, the console (list and a pending delivery) and deliveries list say which destination is paused, until when and why', async () => {
+    const { bridge, answer, pendingWithNoAttempt, consolePages, cliList } = await pausedBridge(store, {
+      token: 'echo-channel-token-000001',
+      respond: { kind: 'status', status: 503, body: 'maintenance' },
+      crm: { circuitBreaker: { failureThreshold: 1, cooldown: '10m' } },
     });
-    cleanups.push(() => bridge.close());
-    const say = (visitor: string, text: string) =>
-      bridge.post(`/webhooks/echo/site/${token}`, { event: 'message', visitor, text });
-    expect((await say('p1', 'hello')).status).toBe(200);
-    const answer = await until(
-      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm'),
-      (response) => response.body.paused?.length > 0,
-      'paused in the API',
-    );
-    expect(answer.status).toBe(200);
     expect(answer.body.paused).toEqual([
       {
         cause: 'circuit-breaker',
@@ -347,87 +404,31 @@ describe.each(['memory', 'redis'] as const)('an open breaker, as people see it (
     expect((await bridge.admin('GET', '/api/v1/deliveries')).body.paused).toHaveLength(1);
     expect((await bridge.admin('GET', '/api/v1/deliveries?destination=other')).body.paused).toEqual([]);
 
-    // A second event: pending, no attempt (the breaker holds it back).
-    await say('p2', 'anyone there?');
-    const waiting = await until(
-      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm&state=pending'),
-      (response) => response.body.deliveries.some((item: any) => item.attempts === 0),
-      'a pending delivery with no attempt',
-    );
-    const pendingId = waiting.body.deliveries.find((item: any) => item.attempts === 0).id as string;
-
-    const { cookie } = await signIn(bridge.url, bridge.adminToken);
-    const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
+    const { list, cookie } = await consolePages(await pendingWithNoAttempt(), answer.body.paused[0].until);
     expect(list.status).toBe(200);
-    const until_ = answer.body.paused[0].until as string;
-    expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
-    expect(list.text).toContain(`datetime="${until_}"`);
     expect(list.text).toContain('after 1 failed attempt in a row');
     expect(list.text).toContain('HTTP 503: maintenance');
     expect(list.text).toMatch(/circuit breaker of instance <span class="mono">[^<]+:\d+<\/span>/);
     // Filtered to a destination that is not paused: no note.
     const other = await consoleRequest(bridge.url, '/console/deliveries?destination=other', { cookie });
     expect(other.text).not.toContain('paused until');
-    const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
-    expect(detail.text).toContain('Destination crm paused until');
 
     if (store === 'redis') {
-      // The CLI, a process of its own, reads it from the shared store.
-      const cli = capture();
-      expect(
-        await runDeliveriesCommand(['list', '--destination', 'crm'], bridge.bridge.delivery, cli.io),
-      ).toBe(0);
-      expect(cli.err.join('\n')).toMatch(
+      expect(await cliList()).toMatch(
         /destination crm paused until \S+ after 1 failed attempt in a row \(circuit breaker of instance \S+:\d+, open since \S+\); last error: HTTP 503: maintenance/,
       );
     }
   });
-});
 
-/**
- * A destination that answers 429 (or 503) with Retry-After is paused as a whole, on every
- * instance, for up to 10 minutes. Only the delivery that got the answer said so: the others sat
- * pending with no attempt and no reason, and nothing showed until when. The pause is now recorded
- * with the breakers' state and shown in the same places, with when it ends, and in a gauge.
- */
-describe.each(['memory', 'redis'] as const)('a Retry-After pause, as people see it (%s store)', (store) => {
-  it('the admin API, the console, deliveries list and the metrics say which destination is paused and until when', async () => {
-    const receiver = await startReceiver({ secret: SECRET });
-    cleanups.push(() => receiver.close());
-    // Only crm's events are asked to wait: `other` (contact.created) takes its own.
-    receiver.respond((request) =>
-      (request.payload as { type?: string } | undefined)?.type === 'message.received'
-        ? { kind: 'status', status: 429, retryAfter: '600', body: 'slow down' }
-        : { kind: 'ok' },
-    );
-    const token = 'echo-channel-token-000002';
-    const bridge = await startTestBridge({
-      store,
-      adapters: [echoAdapter],
-      config: {
-        channels: [{ id: 'site', vendor: 'echo', token }],
-        destinations: [
-          {
-            id: 'crm',
-            url: receiver.url,
-            secret: SECRET,
-            events: ['message.received'],
-            retrySchedule: ['0s', '10m'],
-          },
-          { id: 'other', url: receiver.url, secret: SECRET, events: ['contact.created'] },
-        ],
-      },
+  it('a Retry-After pause: the admin API, the console, deliveries list and the metrics say which destination is paused and until when', async () => {
+    const { bridge, answer, pendingWithNoAttempt, consolePages, cliList } = await pausedBridge(store, {
+      token: 'echo-channel-token-000002',
+      // Only crm's events are asked to wait: `other` (contact.created) takes its own.
+      respond: (request) =>
+        (request.payload as { type?: string } | undefined)?.type === 'message.received'
+          ? { kind: 'status', status: 429, retryAfter: '600', body: 'slow down' }
+          : { kind: 'ok' },
     });
-    cleanups.push(() => bridge.close());
-    const say = (visitor: string, text: string) =>
-      bridge.post(`/webhooks/echo/site/${token}`, { event: 'message', visitor, text });
-    expect((await say('p1', 'hello')).status).toBe(200);
-    const answer = await until(
-      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm'),
-      (response) => response.body.paused?.length > 0,
-      'paused in the API',
-    );
-    expect(answer.status).toBe(200);
     expect(answer.body.paused).toEqual([
       {
         cause: 'retry-after',
@@ -444,23 +445,9 @@ describe.each(['memory', 'redis'] as const)('a Retry-After pause, as people see 
     expect(Date.parse(paused.until) - Date.parse(paused.since)).toBe(600_000);
     expect((await bridge.admin('GET', '/api/v1/deliveries?destination=other')).body.paused).toEqual([]);
 
-    // Another contact's event: pending, no attempt (the pause holds it back).
-    await say('p2', 'anyone there?');
-    const waiting = await until(
-      () => bridge.admin('GET', '/api/v1/deliveries?destination=crm&state=pending'),
-      (response) => response.body.deliveries.some((item: any) => item.attempts === 0),
-      'a pending delivery with no attempt',
-    );
-    const pendingId = waiting.body.deliveries.find((item: any) => item.attempts === 0).id as string;
-
-    const { cookie } = await signIn(bridge.url, bridge.adminToken);
-    const list = await consoleRequest(bridge.url, '/console/deliveries', { cookie });
-    expect(list.text).toContain('<strong>Destination crm paused until <time datetime="');
-    expect(list.text).toContain(`datetime="${paused.until}"`);
+    const { list } = await consolePages(await pendingWithNoAttempt(), paused.until);
     expect(list.text).toContain('at its own request: it answered with Retry-After');
     expect(list.text).toContain('HTTP 429: slow down');
-    const detail = await consoleRequest(bridge.url, `/console/deliveries/${pendingId}`, { cookie });
-    expect(detail.text).toContain('Destination crm paused until');
 
     // The gauge: when the pause ends, in Unix seconds.
     const text = await bridge.bridge.metrics.registry.metrics();
@@ -470,14 +457,11 @@ describe.each(['memory', 'redis'] as const)('a Retry-After pause, as people see 
     expect(text).toContain('chatbridge_delivery_retry_after_until_seconds{destination="other"} 0');
 
     if (store === 'redis') {
-      const cli = capture();
-      expect(
-        await runDeliveriesCommand(['list', '--destination', 'crm'], bridge.bridge.delivery, cli.io),
-      ).toBe(0);
-      expect(cli.err.join('\n')).toContain(
+      const err = await cliList();
+      expect(err).toContain(
         `destination crm paused until ${paused.until} at its own request (it answered with Retry-After at ${paused.since}; seen by instance `,
       );
-      expect(cli.err.join('\n')).toContain('; answer: HTTP 429: slow down');
+      expect(err).toContain('; answer: HTTP 429: slow down');
     }
   });
 });

@@ -77,29 +77,26 @@ describe('readGroups on a Cluster whose slot is split by a resharding', () => {
     expect(checked).toBe(true);
   }
 
-  it('on the old owner: a record of the group already moved is "not now" (503), not read as missing', async () => {
-    const tag = '{reshard-read-a}';
+  it.each([
+    {
+      name: 'on the old owner: a record of the group already moved is "not now" (503), not read as missing',
+      tag: '{reshard-read-a}',
+      first: ['rec:r2'],
+    },
+    {
+      name: 'on the old owner: a member set already moved is "not now" (503), not a 500',
+      tag: '{reshard-read-b}',
+      first: ['members:r1'],
+    },
+    {
+      name: 'on the new owner (through ASK): a record not moved yet is "not now" (503), not read as missing',
+      tag: '{reshard-read-c}',
+      // The key read is on the new owner (the old one answers ASK), the root record is not.
+      first: ['idx:person:*:p1', 'members:r1', 'rec:r2'],
+    },
+  ])('$name', async ({ tag, first }) => {
     const store = await groupOf(tag);
-    await reshard(tag, ['rec:r2'], async () => {
-      await expect(read(store)).rejects.toMatchObject({ code: 'store_unavailable', status: 503 });
-    });
-    expect(await read(store)).toMatchObject(whole);
-  });
-
-  it('on the old owner: a member set already moved is "not now" (503), not a 500', async () => {
-    const tag = '{reshard-read-b}';
-    const store = await groupOf(tag);
-    await reshard(tag, ['members:r1'], async () => {
-      await expect(read(store)).rejects.toMatchObject({ code: 'store_unavailable', status: 503 });
-    });
-    expect(await read(store)).toMatchObject(whole);
-  });
-
-  it('on the new owner (through ASK): a record not moved yet is "not now" (503), not read as missing', async () => {
-    const tag = '{reshard-read-c}';
-    const store = await groupOf(tag);
-    // The key read is on the new owner (the old one answers ASK), the root record is not.
-    await reshard(tag, ['idx:person:*:p1', 'members:r1', 'rec:r2'], async () => {
+    await reshard(tag, first, async () => {
       await expect(read(store)).rejects.toMatchObject({ code: 'store_unavailable', status: 503 });
     });
     expect(await read(store)).toMatchObject(whole);

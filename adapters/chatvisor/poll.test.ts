@@ -4,7 +4,7 @@ import type { TimelineEntry } from '../../src/contacts/types.js';
 import { StoreUnavailableError } from '../../src/errors.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
-import { FORGET_UNLISTED_AFTER_MS } from './poll.js';
+import { FORGET_CHECKS_PER_RUN, FORGET_UNLISTED_AFTER_MS } from './poll.js';
 import { customerHashes, storeKeys } from './state.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, type FakeCustomer, startFakeChatvisor } from './test-support/fake-chatvisor.js';
@@ -751,6 +751,34 @@ describe('customers Chatvisor no longer knows', () => {
     expect(await stateOf(test, 'c2')).toEqual(['status', 'cursor', 'unlisted']);
     expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 1 });
     expect(await stateOf(test, 'c2')).toEqual([]);
+  });
+  it('walks the customers a page of ids at a time: over several pages each is timed once and asked for once, at most FORGET_CHECKS_PER_RUN a run', async () => {
+    const clock = movableClock();
+    // The checks are the vendor calls of the test: not held to the default pace.
+    const test = runtimeOn(clock, { rateLimit: { perSecond: 1000 } });
+    const keys = storeKeys('cobrowse');
+    // Earlier customers none of which is listed now, more than two pages of ids (FIELDS_PAGE),
+    // half of them in two hashes.
+    const count = 1_200;
+    const batch = test.store.batch();
+    for (let index = 0; index < count; index++) {
+      batch.hset(keys.status, `gone${index}`, 'DONE');
+      if (index % 2 === 0) batch.hset(keys.profiles, `gone${index}`, '{}');
+    }
+    await batch.exec();
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: 0 });
+    expect(Object.keys(await test.store.hgetall(keys.pollUnlisted))).toHaveLength(count);
+
+    clock.pass(FORGET_UNLISTED_AFTER_MS + 60_000);
+    fake.resetLog();
+    expect(await test.runtime.poller.run()).toMatchObject({ forgotten: FORGET_CHECKS_PER_RUN });
+    const asked = fake.calls().filter((call) => call.startsWith('GET /customer/gone'));
+    expect(asked).toHaveLength(FORGET_CHECKS_PER_RUN);
+    expect(new Set(asked).size).toBe(FORGET_CHECKS_PER_RUN);
+    expect(Object.keys(await test.store.hgetall(keys.status))).toHaveLength(count - FORGET_CHECKS_PER_RUN);
+    expect(Object.keys(await test.store.hgetall(keys.pollUnlisted))).toHaveLength(
+      count - FORGET_CHECKS_PER_RUN,
+    );
   });
 });
 

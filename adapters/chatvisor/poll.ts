@@ -69,16 +69,47 @@ export const FORGET_CHECKS_PER_RUN = 200;
 /** Fields per HSCAN step or HMGET when forgetUnlisted walks the per-customer hashes. */
 const FIELDS_PAGE = 500;
 
-/** Every field of the hash at `key`, a page of ids at a time (Store.hscanFields), without values. */
-async function fieldsOf(store: Store, key: string): Promise<Set<string>> {
-  const fields = new Set<string>();
+/**
+ * The fields of the hash at `key`, handed to `each` a page at a time (Store.hscanFields, values
+ * dropped), so a pass holds one page of ids, not the hash's every field. As HSCAN, a field may come
+ * up twice, and one removed meanwhile may or may not.
+ */
+async function eachFieldsPage(
+  store: Store,
+  key: string,
+  each: (fields: string[]) => Promise<void>,
+): Promise<void> {
   let cursor = '0';
   do {
     const page = await store.hscanFields(key, cursor, FIELDS_PAGE);
     cursor = page.cursor;
-    for (const field of page.fields) fields.add(field);
+    if (page.fields.length > 0) await each([...new Set(page.fields)]);
   } while (cursor !== '0');
-  return fields;
+}
+
+/**
+ * Which of `ids` some of `hashes` holds a field for (HMGET, a hash at a time, each asked only for
+ * the ids not found yet). Its values are read too (Redis has no multi-HEXISTS): the cached profiles,
+ * the largest, are asked last.
+ */
+async function heldInAny(
+  store: Store,
+  hashes: readonly string[],
+  profiles: string,
+  ids: string[],
+): Promise<Set<string>> {
+  const held = new Set<string>();
+  let left = ids;
+  for (const key of [...hashes.filter((hash) => hash !== profiles), profiles]) {
+    if (left.length === 0) break;
+    const values = await store.hmget(key, left);
+    left = left.filter((id, index) => {
+      if (values[index] == null) return true;
+      held.add(id);
+      return false;
+    });
+  }
+  return held;
 }
 /**
  * Unreadable items (counted in `unreadable`) kept in the payload journal per run, so a listing
@@ -538,64 +569,82 @@ export class ConversationPoller {
     listed: ReadonlySet<string>,
     signal: AbortSignal | undefined,
   ): Promise<number> {
-    const { context, channelId, client, logger } = this.options;
+    const { context, channelId, logger } = this.options;
     const { store } = context;
     const hashes = customerHashes(channelId);
-    const unlistedKey = storeKeys(channelId).pollUnlisted;
-    // The customers' ids only (HSCAN, values dropped), not the hashes whole: these hold one field
-    // per customer the channel ever had, cached profiles of some size among them.
-    const known = new Set<string>();
-    for (const key of hashes) for (const customerId of await fieldsOf(store, key)) known.add(customerId);
+    const keys = storeKeys(channelId);
+    const unlistedKey = keys.pollUnlisted;
+    // A page of customer ids at a time (HSCAN, values dropped), never every id at once: these
+    // hashes hold one field per customer the channel ever had.
     // Listed again, or nothing left to forget: no longer counted as missing.
-    for (const customerId of await fieldsOf(store, unlistedKey)) {
-      if (listed.has(customerId) || !known.has(customerId)) await store.hdel(unlistedKey, customerId);
-    }
-    // Since when each known customer the listing left out has been missing: their fields only.
-    const missing = [...known].filter((customerId) => !listed.has(customerId));
-    const unlisted = new Map<string, string>();
-    for (let start = 0; start < missing.length; start += FIELDS_PAGE) {
-      const ids = missing.slice(start, start + FIELDS_PAGE);
-      const held = await store.hmget(unlistedKey, ids);
-      ids.forEach((customerId, index) => {
-        const value = held[index];
-        if (value != null) unlisted.set(customerId, value);
-      });
-    }
+    await eachFieldsPage(store, unlistedKey, async (ids) => {
+      const unlisted = ids.filter((customerId) => !listed.has(customerId));
+      const held = await heldInAny(store, hashes, keys.profiles, unlisted);
+      for (const customerId of ids) {
+        if (!held.has(customerId)) await store.hdel(unlistedKey, customerId);
+      }
+    });
+    // Each customer the listing left out, hash by hash: since when it has been missing (its
+    // field of the unlisted hash). One in several hashes comes up in each: the second time it
+    // has its time already, or has been forgotten (from every hash, before their walk), and one
+    // asked for is not asked again (`asked`, at most FORGET_CHECKS_PER_RUN ids).
     const now = context.now();
-    let checks = 0;
+    const asked = new Set<string>();
     let forgotten = 0;
-    for (const customerId of missing) {
-      const since = Date.parse(unlisted.get(customerId) ?? '');
-      if (Number.isNaN(since)) {
-        await store.hset(unlistedKey, customerId, now.toISOString());
-        continue;
-      }
-      if (now.getTime() - since < FORGET_UNLISTED_AFTER_MS || checks >= FORGET_CHECKS_PER_RUN) continue;
-      checks++;
-      signal?.throwIfAborted();
-      try {
-        await client.getCustomer(customerId, { signal });
-        // Chatvisor knows it, the listing just does not show it: kept, asked again a period later.
-        await store.hset(unlistedKey, customerId, now.toISOString());
-        continue;
-      } catch (error) {
-        if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
-        // A 404, or an id no Chatvisor path can name (buildPath refuses it): nothing to keep.
-        const code = (error as { code?: string }).code;
-        if (!(error instanceof ChatvisorNotFoundError) && code !== 'invalid_path_parameter') {
-          logger.warn({ customerId, err: error }, 'chatvisor poll: could not check an unlisted customer');
-          continue;
+    for (const key of hashes) {
+      await eachFieldsPage(store, key, async (fields) => {
+        const missing = fields.filter((customerId) => !listed.has(customerId) && !asked.has(customerId));
+        if (missing.length === 0) return;
+        const unlisted = await store.hmget(unlistedKey, missing);
+        for (const [index, customerId] of missing.entries()) {
+          const since = Date.parse(unlisted[index] ?? '');
+          if (Number.isNaN(since)) {
+            await store.hset(unlistedKey, customerId, now.toISOString());
+            continue;
+          }
+          if (now.getTime() - since < FORGET_UNLISTED_AFTER_MS || asked.size >= FORGET_CHECKS_PER_RUN)
+            continue;
+          asked.add(customerId);
+          if (await this.forgetIfUnknown(customerId, [...hashes, unlistedKey], now, signal)) forgotten++;
         }
-      }
-      const batch = store.batch();
-      for (const key of [...hashes, unlistedKey]) batch.hdel(key, customerId);
-      await batch.exec();
-      forgotten++;
+      });
     }
     if (forgotten > 0) {
       logger.info({ forgotten }, 'chatvisor poll: forgot customers Chatvisor no longer knows');
     }
     return forgotten;
+  }
+
+  /**
+   * Ask Chatvisor for a customer the listings have left out for FORGET_UNLISTED_AFTER_MS: forget
+   * its state (`keys`, each its field) when Chatvisor does not know it. True when forgotten.
+   */
+  private async forgetIfUnknown(
+    customerId: string,
+    keys: readonly string[],
+    now: Date,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    const { context, client, logger } = this.options;
+    signal?.throwIfAborted();
+    try {
+      await client.getCustomer(customerId, { signal });
+      // Chatvisor knows it, the listing just does not show it: kept, asked again a period later.
+      await context.store.hset(storeKeys(this.options.channelId).pollUnlisted, customerId, now.toISOString());
+      return false;
+    } catch (error) {
+      if (error instanceof ChatvisorAuthError || signal?.aborted) throw error;
+      // A 404, or an id no Chatvisor path can name (buildPath refuses it): nothing to keep.
+      const code = (error as { code?: string }).code;
+      if (!(error instanceof ChatvisorNotFoundError) && code !== 'invalid_path_parameter') {
+        logger.warn({ customerId, err: error }, 'chatvisor poll: could not check an unlisted customer');
+        return false;
+      }
+    }
+    const batch = context.store.batch();
+    for (const key of keys) batch.hdel(key, customerId);
+    await batch.exec();
+    return true;
   }
 
   private async fetchPage(

@@ -36,13 +36,14 @@ export function storeKeys(channelId: string) {
     /** set of digests of the unreadable listed items the last poll run saw: not journalled again (poll.ts). */
     pollUnreadable: `${base}:poll:unreadable`,
     /**
-     * The store lock an agent sync run took before runs held a lease (sync.ts): still respected,
-     * and kept set by a run while it holds its lease, so older instances do not start beside it.
+     * Under the lock prefix (sync.ts syncLeaseKey): the agent sync's lease, `lease:<run id>` with
+     * the store's own expiry, renewed by the run's heartbeat. Versions before the lease took it as
+     * a store lock, so older and newer instances keep each other out.
      */
     syncLock: `${base}:agent-sync`,
     /**
-     * The running (or last) agent sync's progress (JSON, AgentSyncProgress in sync.ts), kept a day:
-     * also the run's lease (a running record with `leaseExpiresAt`), which its heartbeat renews.
+     * The running (or last) agent sync's progress (JSON, AgentSyncProgress in sync.ts), kept a day;
+     * a `running` one whose lease (syncLock) is gone reads interrupted.
      */
     syncProgress: `${base}:agent-sync:progress`,
     /**

@@ -1,11 +1,12 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConflictError } from '../../src/errors.js';
-import { createMemoryStore } from '../../src/store/memory.js';
+import { createMemoryStore, LOCK_KEY_PREFIX } from '../../src/store/memory.js';
 import { createRedisStore } from '../../src/store/redis.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../../test/support/redis.js';
+import { until } from '../../test/support/until.js';
 import { ChatvisorAuthError } from './errors.js';
 import { storeKeys } from './state.js';
-import { LEASE_MS } from './sync.js';
+import { AgentSync, LEASE_MS } from './sync.js';
 import { buildRuntime, type TestRuntime } from './test-support/context.js';
 import { type FakeChatvisor, startFakeChatvisor } from './test-support/fake-chatvisor.js';
 import { memoryLogger } from './test-support/logs.js';
@@ -417,8 +418,9 @@ describe('agent sync lock', () => {
       expect(running).toMatchObject({ state: 'running', step: 'writing', planned: 3, handled: 0 });
       await expect(alive.runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
 
-      // The lease runs out LEASE_MS after the last heartbeat (here: the run's last step).
-      clock = Date.parse(running!.leaseExpiresAt!) - 1;
+      // The lease runs out LEASE_MS after the last heartbeat (here: the run's last step), when
+      // the store expires its key (the memory store on its clock, as Redis on its own).
+      clock = Date.parse(running!.leaseExpiresAt!);
       expect(await alive.runtime.agentSync.progress()).toMatchObject({ state: 'running' });
       clock += 1;
       const interrupted = await alive.runtime.agentSync.progress();
@@ -507,6 +509,110 @@ describe('agent sync lock', () => {
         expect(fake.writes()).toEqual([]);
       } finally {
         await Promise.all(stores.map((store) => store.close()));
+      }
+    });
+
+    /**
+     * Two instances on the Redis store whose clocks read `skewMs` apart (the second's ahead);
+     * `pass(ms)` moves both clocks on.
+     */
+    async function skewedInstances(skewMs: number) {
+      url = await getTestRedisUrl();
+      const { logger } = memoryLogger('silent');
+      const stores = await Promise.all(
+        [0, 1].map(() => createRedisStore({ url, keyPrefix: prefix, logger })),
+      );
+      const offsets = [0, skewMs];
+      const [first, second] = offsets.map((_, index) =>
+        buildRuntime({
+          apiUrl: fake.apiUrl,
+          apiToken: fake.token,
+          agents: directory,
+          store: stores[index]!,
+          now: () => new Date(Date.now() + offsets[index]!),
+          settings: { maxRetries: 1 },
+        }),
+      ) as [TestRuntime, TestRuntime];
+      const pass = (ms: number) => {
+        for (const index of offsets.keys()) offsets[index]! += ms;
+      };
+      return { first, second, stores, pass, close: () => Promise.all(stores.map((store) => store.close())) };
+    }
+
+    it('an instance whose clock runs ahead neither reads a live run interrupted nor takes it over', async () => {
+      const { first, second, close } = await skewedInstances(2 * LEASE_MS);
+      const held = fake.hold({ method: 'POST', path: '/user' });
+      try {
+        const run = first.runtime.agentSync.run();
+        await held.arrived;
+        expect(await second.runtime.agentSync.progress()).toMatchObject({ state: 'running' });
+        await expect(second.runtime.agentSync.run()).rejects.toMatchObject({ code: 'agent_sync_running' });
+        held.release();
+        const report = await run;
+        expect(report).toMatchObject({ failed: [] });
+        expect(report.created).toHaveLength(directory.length);
+      } finally {
+        held.release();
+        await close();
+      }
+    });
+
+    it('an instance whose clock runs behind reads a dead run interrupted once its lease is gone from Redis, and takes over', async () => {
+      const { first, second, stores, pass, close } = await skewedInstances(-2 * LEASE_MS);
+      const held = fake.hold({ method: 'POST', path: '/user' });
+      try {
+        const dead = first.runtime.agentSync.run().catch((error: unknown) => error);
+        await held.arrived;
+        // The first instance dies (its store connection cut: no heartbeat lands again), and the
+        // lease's time passes: its key goes from Redis, as when its PX ends.
+        await stores[0]!.close();
+        pass(LEASE_MS);
+        await stores[1]!.del(LOCK_KEY_PREFIX + storeKeys('cobrowse').syncLock);
+        expect(await second.runtime.agentSync.progress()).toMatchObject({ state: 'interrupted' });
+        const report = await second.runtime.agentSync.run();
+        expect(report.created).toHaveLength(directory.length);
+        held.release();
+        expect(await dead).toMatchObject({ code: 'agent_sync_lock_lost' });
+      } finally {
+        held.release();
+        await close();
+      }
+    });
+
+    it('a dead run’s lease expires in Redis by itself, on no instance’s clock (a short lease)', async () => {
+      // The second instance's clock is an hour behind and nobody moves either clock: only Redis
+      // ends the lease. The dead run's lease is short so the test does not wait a minute.
+      const { first, second, stores, close } = await skewedInstances(-3_600_000);
+      const held = fake.hold({ method: 'POST', path: '/user' });
+      try {
+        const { logger } = memoryLogger('silent');
+        const shortLease = new AgentSync({
+          channelId: 'cobrowse',
+          context: first.adapterContext,
+          client: first.runtime.client,
+          settings: first.runtime.settings,
+          logger,
+          leaseMs: 300,
+        });
+        const started = await shortLease.start();
+        const dead = started.done.catch((error: unknown) => error);
+        await held.arrived;
+        await stores[0]!.close();
+        await until(
+          async () => (await second.runtime.agentSync.progress())?.state === 'interrupted',
+          'the dead run reads interrupted',
+        );
+        const report = await second.runtime.agentSync.run();
+        expect(report.created).toHaveLength(directory.length);
+        expect((await second.runtime.agentSync.reports(2))[1]).toMatchObject({
+          id: started.progress.id,
+          interrupted: { step: 'writing', handled: 0, takenOverBy: report.id },
+        });
+        held.release();
+        await dead;
+      } finally {
+        held.release();
+        await close();
       }
     });
   });

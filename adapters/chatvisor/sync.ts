@@ -28,20 +28,22 @@ import { keepReport, storeKeys } from './state.js';
  * Consistency: every agent's write is one independent, idempotent-in-effect call, planned from a
  * fresh listing. A failure midway is listed in the report and the run continues; the next run
  * lists again and finishes the job. A run that finds nothing to change makes no write call.
- * Runs never overlap: a run holds a **lease** on its channel's progress record (on-demand runs
- * and scheduled ones, across instances). The lease is the record itself: a `running` record with
- * `leaseExpiresAt` in the future. The run renews it every third of LEASE_MS (a heartbeat, on a
- * timer of its own, so a sync held up by a slow or rate-limiting Chatvisor keeps it), and every
- * write of the record is checked against what the run last wrote (one atomic step), so a run
- * whose record someone else replaced knows it lost the lease and stops before its next write to
- * Chatvisor. A run whose process died (kill -9, OOM, a crashed instance) renews nothing: once its
- * lease has lapsed, readers show it `interrupted` and a new run may take the record over at once
- * (it used to read `running`, and refuse every other run, for the 15 minutes of a lock's time to
- * live). The run that takes a lapsed lease over keeps the interrupted run's report, made of its
- * last record and the results it wrote with it (storedResultSchema), and counts it, in its takeover write.
- * The lease is read on the bridge's clock (`context.now()`): instances must agree on the time to
- * well under LEASE_MS (NTP does); a clock ahead reads a live run interrupted, and the takeover
- * stops that run before its next write.
+ * Runs never overlap: a run holds a **lease** on its channel (on-demand runs and scheduled ones,
+ * across instances): a store key (syncLeaseKey) holding the run's mark, set only where absent and
+ * given LEASE_MS to live by the store itself (SET NX PX on Redis), so its expiry is the store's
+ * clock, never an instance's: instances whose clocks disagree cannot both hold it. The run renews
+ * it (PEXPIRE, only while it still holds the run's mark) every third of LEASE_MS (a heartbeat, on
+ * a timer of its own, so a sync held up by a slow or rate-limiting Chatvisor keeps it), with its
+ * progress record, and every write of the record is checked against what the run last wrote and
+ * against the lease (one atomic step), so a run whose record someone else replaced knows it lost
+ * the lease and stops before its next write to Chatvisor. A run whose process died (kill -9, OOM,
+ * a crashed instance) renews nothing: once its lease key has expired, readers show its `running`
+ * record `interrupted` and a new run may take the record over at once (it used to read `running`,
+ * and refuse every other run, for the 15 minutes of a lock's time to live). The run that takes a
+ * lapsed lease over keeps the interrupted run's report, made of its last record and the results it
+ * wrote with it (storedResultSchema), and counts it, in its takeover write. A run its own instance
+ * stops (a graceful shutdown) records its interruption itself, in its last checked write: its
+ * record then reads `interrupted` at once, and no later run takes it over (nor counts it again).
  */
 export interface AgentSyncReport {
   id: string;
@@ -62,10 +64,11 @@ export interface AgentSyncReport {
   /** Set when the run could not complete at all (e.g. listing the agents failed). */
   error?: string;
   /**
-   * Set on the report of a run that never finished — its process died (kill -9, OOM, a crash) —
-   * kept by the run that took the channel over once the lease had lapsed: where it stopped. Its
-   * lists then hold what the run had recorded by its last step (see storedResultSchema); `error` says it in
-   * a sentence. Its process kept no report of its own: nobody else would have.
+   * Set on the report of a run that never finished: where it stopped; `error` says it in a
+   * sentence. Kept by the run itself when its instance stopped it (a graceful shutdown, `cause`),
+   * its lists then what it had done; or, when its process died (kill -9, OOM, a crash), by the run
+   * that took the channel over once the lease had lapsed, its lists then what the run had recorded
+   * by its last step (see storedResultSchema): that process kept no report of its own.
    */
   interrupted?: AgentSyncInterruption;
 }
@@ -81,10 +84,18 @@ export interface AgentSyncInterruption {
   current?: string;
   /** When it last took a step. */
   lastStepAt: string;
-  /** When its lease lapsed (no heartbeat renewed it): it had stopped by then. */
-  leaseExpiredAt: string;
-  /** The run that took the channel over (and kept this report). */
-  takenOverBy: string;
+  /**
+   * `shutdown`: its own instance stopped it (a graceful shutdown) and kept this report. Absent:
+   * its process died and the run that took over kept it (`leaseExpiredAt`, `takenOverBy`).
+   */
+  cause?: 'shutdown';
+  /**
+   * When its lease lapsed, as the run last wrote it (its last heartbeat plus the lease: the store
+   * expires the lease itself, on its own clock): it had stopped by then. Absent on a shutdown.
+   */
+  leaseExpiredAt?: string;
+  /** The run that took the channel over (and kept this report). Absent on a shutdown. */
+  takenOverBy?: string;
 }
 
 /**
@@ -98,20 +109,25 @@ export interface AgentSyncProgress {
   channelId: string;
   dryRun: boolean;
   /**
-   * `running` until the report is kept; then `finished`, or `failed` (see `error`). Read back as
-   * `interrupted` (never stored) when the run's lease lapsed without it finishing: the process
-   * running it stopped (kill -9, OOM, a crash) or lost the store for longer than the lease.
+   * `running` until the report is kept; then `finished`, or `failed` (see `error`), or
+   * `interrupted` with `cause: 'shutdown'` when its own instance stopped it (a graceful shutdown).
+   * A `running` record is read back as `interrupted` when the run's lease lapsed without it
+   * finishing: the process running it stopped (kill -9, OOM, a crash) or lost the store for longer
+   * than the lease.
    */
   state: 'running' | 'finished' | 'failed' | 'interrupted';
+  /** Set with a stored `interrupted`: its own instance stopped the run (a graceful shutdown). */
+  cause?: 'shutdown';
   /** What it does now: listing Chatvisor's agents, writing the planned changes, or done. */
   step: 'listing' | 'writing' | 'done';
   startedAt: string;
   /** When the run last took a step (the heartbeat does not move it). */
   updatedAt: string;
   /**
-   * While `running`: until when the run holds its lease. Its heartbeat moves it LEASE_MS ahead
-   * every third of that; once it has passed, the run is `interrupted` (see `state`). Absent on a
-   * run that ended, and on the running record of a version before the lease (see holdsLease).
+   * While `running`: until when the run holds its lease, on the clock of the instance running it
+   * (for people: the lease itself expires in the store, see syncLeaseKey). Its heartbeat moves it
+   * LEASE_MS ahead every third of that. Absent on a run that ended, and on the running record of a
+   * version before the lease (see holdsLease).
    */
   leaseExpiresAt?: string;
   finishedAt?: string;
@@ -150,12 +166,13 @@ const PROGRESS_TTL_MS = 24 * 3_600_000;
 export const LEASE_MS = 60_000;
 
 /**
- * The store lock the versions before the lease took (`store.lock` on storeKeys().syncLock). A run
- * still respects it, and keeps it set (to `lease:<run id>`, for LEASE_MS) while it holds its lease,
- * so that during a rolling upgrade an older instance and a newer one never sync at once.
+ * The lease: a string key holding `lease:<run id>` while the run holds it, with the store's own
+ * expiry (LEASE_MS, renewed by the heartbeat). It is the key of the store lock the versions before
+ * the lease took (`store.lock` on storeKeys().syncLock), so during a rolling upgrade an older
+ * instance and a newer one never sync at once: each finds the key set by the other.
  */
-const legacyLockKey = (channelId: string) => LOCK_KEY_PREFIX + storeKeys(channelId).syncLock;
-const legacyLockMark = (runId: string) => `lease:${runId}`;
+export const syncLeaseKey = (channelId: string) => LOCK_KEY_PREFIX + storeKeys(channelId).syncLock;
+const leaseMark = (runId: string) => `lease:${runId}`;
 
 /**
  * What a run did with each agent, as it writes it to storeKeys().syncResults (one hash field per
@@ -264,26 +281,40 @@ function parseProgress(raw: string | null): AgentSyncProgress | null {
 }
 
 /**
- * Whether the record's run still holds the channel (no other run may start): `running` with a
- * lease not yet lapsed at `now`. A `running` record without a lease was written by a version
- * before it, whose record lived only as long as its lock: held while it exists.
+ * Whether the record's run still holds the channel: `running`, and the lease key (read in the
+ * same step) still holds its mark — the store expires the key, so no instance's clock decides. A
+ * `running` record without `leaseExpiresAt` was written by a version before the lease, which held
+ * its store lock (a token) on the same key while it ran: held while the key exists.
  */
-function holdsLease(progress: AgentSyncProgress | null, now: Date): boolean {
+function holdsLease(progress: AgentSyncProgress | null, lease: string | null): boolean {
   if (progress?.state !== 'running') return false;
-  if (progress.leaseExpiresAt === undefined) return true;
-  return Date.parse(progress.leaseExpiresAt) > now.getTime();
+  if (progress.leaseExpiresAt === undefined) return lease !== null;
+  return lease === leaseMark(progress.id);
+}
+
+/** A report to keep in the run's last checked write (rpush + ltrim of the reports list). */
+interface KeptReport {
+  key: string;
+  text: string;
+  limit: number;
 }
 
 /**
- * The run's hold on its progress record. Every write is expected against the text the run wrote
- * last (Store batch `expect`), one at a time: a record replaced by another run (which took over
- * a lapsed lease) is never overwritten, and `write` answers false. A write whose answer was lost
+ * The run's hold on the channel: its lease key and its progress record. Every write is expected
+ * against the record text the run wrote last and against the lease key holding the run's mark
+ * (Store batch `expect`), one at a time, and renews the lease (PEXPIRE) in the same atomic step: a
+ * record replaced by another run (which took over a lapsed lease) is never overwritten, and
+ * `write` answers false. A lease that lapsed (heartbeats held up for a whole LEASE_MS) while no
+ * other run took the record over is taken again, as where absent. A write whose answer was lost
  * (the store timed out after applying it) is told apart by the record's id: only this run writes
  * its id.
  */
 class Lease {
   private queue: Promise<unknown> = Promise.resolve();
-  /** The lease as last written (ms on the bridge's clock): no other run can start before it. */
+  /**
+   * Until when the lease last written holds at the latest, on this instance's clock (ms): when
+   * the store cannot be reached, the run goes on only while well before it (saveProgress).
+   */
   heldUntil: number;
   /** Results noted since the last write that landed (field -> text): sent with the next one. */
   private readonly pending = new Map<string, string>();
@@ -292,9 +323,10 @@ class Lease {
   constructor(
     private readonly store: Store,
     private readonly key: string,
-    private readonly legacyKey: string,
+    private readonly leaseKey: string,
     private readonly resultsKey: string,
     private readonly runId: string,
+    private readonly leaseMs: number,
     private written: string,
     heldUntil: number,
   ) {
@@ -306,38 +338,61 @@ class Lease {
     this.pending.set(email, JSON.stringify({ n: this.noted++, ...result }));
   }
 
-  /** Write the record; false when it is no longer this run's. Rejects when the store does. */
-  write(progress: AgentSyncProgress): Promise<boolean> {
+  /**
+   * Write the record (with `keep`, a run's last write: its report too); false when it is no
+   * longer this run's. Rejects when the store does.
+   */
+  write(progress: AgentSyncProgress, keep?: KeptReport): Promise<boolean> {
     // In order, each from the record as it is when its turn comes: a heartbeat taken before a
     // step's write never lands after it with older counts.
-    const next = this.queue.then(() => this.writeNow(progress));
+    const next = this.queue.then(() => this.writeNow(progress, keep));
     this.queue = next.catch(() => {});
     return next;
   }
 
-  private async writeNow(progress: AgentSyncProgress): Promise<boolean> {
+  private async writeNow(progress: AgentSyncProgress, keep: KeptReport | undefined): Promise<boolean> {
     const text = JSON.stringify(progress);
+    const mark = leaseMark(this.runId);
     // Null once the run has ended: the record then holds nothing.
     const until =
       progress.state === 'running' && progress.leaseExpiresAt !== undefined
         ? Date.parse(progress.leaseExpiresAt)
         : null;
-    if (await this.put(this.written, text, until)) return true;
-    const raw = await this.store.get(this.key);
+    if (await this.put(this.written, mark, text, until, keep)) return true;
+    const [raw = null, lease = null] = await this.store.mget([this.key, this.leaseKey]);
     if (parseProgress(raw)?.id !== this.runId) return false;
-    return this.put(raw, text, until);
+    // Another holder (the lock of an older version, taken once this run's lease lapsed).
+    if (lease !== null && lease !== mark) return false;
+    return this.put(raw, lease, text, until, keep);
   }
 
-  private async put(expected: string | null, text: string, until: number | null): Promise<boolean> {
-    const batch = this.store.batch().expect(this.key, expected).set(this.key, text, PROGRESS_TTL_MS);
+  private async put(
+    expected: string | null,
+    lease: string | null,
+    text: string,
+    until: number | null,
+    keep: KeptReport | undefined,
+  ): Promise<boolean> {
+    const batch = this.store
+      .batch()
+      .expect(this.key, expected)
+      .expect(this.leaseKey, lease)
+      .set(this.key, text, PROGRESS_TTL_MS);
     // While it runs, the results so far go with the record that counts them; once it has ended
     // its report is kept, and they are dropped.
     const results = until === null ? [] : [...this.pending];
     if (until !== null) {
-      batch.set(this.legacyKey, legacyLockMark(this.runId), LEASE_MS);
+      // Renewed while it holds the run's mark; taken again when it lapsed and nobody took over.
+      if (lease === null) batch.set(this.leaseKey, leaseMark(this.runId), this.leaseMs);
+      else batch.expire(this.leaseKey, this.leaseMs);
       for (const [email, result] of results) batch.hset(this.resultsKey, email, result);
       if (results.length > 0) batch.expire(this.resultsKey, PROGRESS_TTL_MS);
-    } else batch.del(this.resultsKey);
+    } else {
+      batch.del(this.resultsKey);
+      // Released with the record that ends the run: no instance finds the one without the other.
+      if (lease !== null) batch.del(this.leaseKey);
+      if (keep) batch.rpush(keep.key, keep.text).ltrim(keep.key, -keep.limit, -1);
+    }
     if (!(await batch.exec())) return false;
     this.written = text;
     if (until !== null) this.heldUntil = until;
@@ -345,13 +400,13 @@ class Lease {
     return true;
   }
 
-  /** Let older versions start again (only the mark this run set). Never throws. */
+  /** Let other runs (and older versions) start again, if the run's last write did not. Never throws. */
   async release(): Promise<void> {
     await this.queue;
     await this.store
       .batch()
-      .expect(this.legacyKey, legacyLockMark(this.runId))
-      .del(this.legacyKey)
+      .expect(this.leaseKey, leaseMark(this.runId))
+      .del(this.leaseKey)
       .exec()
       .catch(() => {});
   }
@@ -369,6 +424,8 @@ export interface AgentSyncOptions {
   client: ChatvisorClient;
   settings: ChatvisorSettings;
   logger: Logger;
+  /** How long the lease lasts without a heartbeat: LEASE_MS (tests shorten it). */
+  leaseMs?: number;
 }
 
 export interface RunOptions {
@@ -388,9 +445,11 @@ export class AgentSync {
   private readonly runs;
   private readonly changes;
   private readonly interruptions;
+  private readonly leaseMs: number;
 
   constructor(private readonly options: AgentSyncOptions) {
     const { metrics } = options.context;
+    this.leaseMs = options.leaseMs ?? LEASE_MS;
     this.runs = metrics.counter(
       'chatbridge_chatvisor_agent_sync_runs_total',
       'Chatvisor agent sync runs, by channel, outcome (ok, partial, failed) and dry_run',
@@ -401,12 +460,13 @@ export class AgentSync {
       'Agents handled by Chatvisor agent sync runs, by channel and result (created, updated, removed, unchanged, ignored, failed)',
       ['channel', 'result'] as const,
     );
-    // Counted by the run that takes the channel over (its process is gone, and counts nothing):
-    // once per interrupted run, whichever instance notices it, since the takeover is one checked
-    // write. A run nothing follows within the progress record's day is not counted.
+    // Counted once per interrupted run, in one checked write either way: by the run itself when
+    // its instance stops it (a graceful shutdown), or, when its process died (and counts nothing),
+    // by the run that takes the channel over, whichever instance that is. A dead run nothing
+    // follows within the progress record's day is not counted.
     this.interruptions = metrics.counter(
       'chatbridge_chatvisor_agent_sync_interrupted_total',
-      'Chatvisor agent sync runs that never finished (their process died and their lease lapsed), counted when the next run takes the channel over, by channel and dry_run',
+      'Chatvisor agent sync runs that never finished, by channel and dry_run: counted by their own instance when it stopped them (a graceful shutdown), or, when their process died and their lease lapsed, by the run that takes the channel over',
       ['channel', 'dry_run'] as const,
     );
   }
@@ -447,7 +507,7 @@ export class AgentSync {
       );
     };
     const stopHeartbeat = renewWhileHeld({
-      ttlMs: LEASE_MS,
+      ttlMs: this.leaseMs,
       renew: () => this.saveProgress(lease, progress, { touch: false, rejectOnError: true }),
       onLost,
       onError: (error) =>
@@ -456,7 +516,8 @@ export class AgentSync {
     // Not AbortSignal.any: on Node 20 it leaks into a long-lived caller signal (src/net/signals.ts).
     const combined = options.signal ? combineSignals([options.signal, lost.signal]) : undefined;
     const signal = combined?.signal ?? lost.signal;
-    const done = this.runLocked({ ...options, signal }, progress, lease, onLost).finally(async () => {
+    const stop = { caller: options.signal, lost: lost.signal };
+    const done = this.runLocked({ ...options, signal }, stop, progress, lease, onLost).finally(async () => {
       combined?.dispose();
       stopHeartbeat();
       await lease.release();
@@ -468,10 +529,11 @@ export class AgentSync {
   }
 
   /**
-   * Write the run's first record, unless another run holds the lease (JobBusyError): the record
-   * read, and the lock of a version before the lease, are expected unchanged in the same atomic
-   * write, so two runs starting at once cannot both take it. A run it takes over (`running`, its
-   * lease lapsed) gets its report kept and is counted, in that same write: exactly once.
+   * Take the lease and write the run's first record, unless another run holds the lease
+   * (JobBusyError): the lease key is expected absent (SET NX) and the record unchanged since it
+   * was read, in the same atomic write, so two runs starting at once cannot both take it. A run it
+   * takes over (`running`, its lease gone) gets its report kept and is counted, in that same
+   * write: exactly once.
    */
   private async takeLease(
     progress: AgentSyncProgress,
@@ -479,28 +541,27 @@ export class AgentSync {
     const { context, channelId, settings } = this.options;
     const keys = storeKeys(channelId);
     const key = keys.syncProgress;
-    const legacyKey = legacyLockKey(channelId);
+    const leaseKey = syncLeaseKey(channelId);
     const busy = () =>
       new JobBusyError('agent_sync_running', `an agent sync is already running for channel ${channelId}`);
     // A few tries: the record changes under a start while a run writes it (a step, a heartbeat),
     // and a run whose lease lapsed meanwhile is taken over on the next try.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const [raw = null, legacy = null] = await context.store.mget([key, legacyKey]);
+      const [raw = null, lease = null] = await context.store.mget([key, leaseKey]);
       const current = parseProgress(raw);
-      if (holdsLease(current, context.now())) throw busy();
-      // A lock an older version took (a token), or the mark of a run other than the one whose
-      // lease lapsed (an older version's lock, or a run that started since the read).
-      if (legacy !== null && (current === null || legacy !== legacyLockMark(current.id))) throw busy();
-      progress.leaseExpiresAt = new Date(context.now().getTime() + LEASE_MS).toISOString();
+      // Held: by the record's run, by a run that started since, or by an older version's lock.
+      if (lease !== null) throw busy();
+      const now = context.now().getTime();
+      progress.leaseExpiresAt = new Date(now + this.leaseMs).toISOString();
       const text = JSON.stringify(progress);
-      // Not holding the lease and still `running`: its lease lapsed, its process is gone.
+      // Still `running` without its lease: the lease lapsed, its process is gone.
       const interrupted = current?.state === 'running' ? current : null;
       const batch = context.store
         .batch()
         .expect(key, raw)
-        .expect(legacyKey, legacy)
+        .expect(leaseKey, null)
         .set(key, text, PROGRESS_TTL_MS)
-        .set(legacyKey, legacyLockMark(progress.id), LEASE_MS)
+        .set(leaseKey, leaseMark(progress.id), this.leaseMs)
         .del(keys.syncResults);
       if (interrupted) {
         // Its results are written only with its record (checked above): read now, they are the
@@ -526,11 +587,12 @@ export class AgentSync {
         const lease = new Lease(
           context.store,
           key,
-          legacyKey,
+          leaseKey,
           keys.syncResults,
           progress.id,
+          this.leaseMs,
           text,
-          Date.parse(progress.leaseExpiresAt),
+          now + this.leaseMs,
         );
         return { lease, interrupted };
       }
@@ -541,11 +603,14 @@ export class AgentSync {
   /** The running (or last) run's progress; null when none was recorded (or it expired). */
   async progress(): Promise<AgentSyncProgress | null> {
     const { context, channelId } = this.options;
-    const progress = parseProgress(await context.store.get(storeKeys(channelId).syncProgress));
+    const [raw = null, lease = null] = await context.store.mget([
+      storeKeys(channelId).syncProgress,
+      syncLeaseKey(channelId),
+    ]);
+    const progress = parseProgress(raw);
     // A running record whose lease lapsed: nobody renews it, its process is gone.
-    if (progress?.state === 'running' && progress.leaseExpiresAt !== undefined) {
-      if (!holdsLease(progress, context.now())) return { ...progress, state: 'interrupted' };
-    }
+    if (progress?.state === 'running' && !holdsLease(progress, lease))
+      return { ...progress, state: 'interrupted' };
     return progress;
   }
 
@@ -578,25 +643,87 @@ export class AgentSync {
    * call itself), renewing the lease while the run goes on. False when another run took the
    * record over (this run lost its lease). A store that cannot be reached does not stop the sync
    * while a third of the lease last written is left (no other run can start before it lapses:
-   * progress is for watching); with less, the run cannot know it still holds it: false.
+   * progress is for watching); with less, the run cannot know it still holds it: false. That
+   * margin is measured on this instance's clock alone, from before the write it renewed with.
    */
   private async saveProgress(
     lease: Lease,
     progress: AgentSyncProgress,
-    options: { touch?: boolean; rejectOnError?: boolean } = {},
+    options: { touch?: boolean; rejectOnError?: boolean; keep?: KeptReport } = {},
   ): Promise<boolean> {
     const { context, channelId, logger } = this.options;
     const now = context.now().getTime();
     if (options.touch ?? true) progress.updatedAt = new Date(now).toISOString();
-    if (progress.state === 'running') progress.leaseExpiresAt = new Date(now + LEASE_MS).toISOString();
+    if (progress.state === 'running') progress.leaseExpiresAt = new Date(now + this.leaseMs).toISOString();
     else delete progress.leaseExpiresAt;
     try {
-      return await lease.write(progress);
+      return await lease.write(progress, options.keep);
     } catch (error) {
       if (options.rejectOnError) throw error;
       logger.debug({ err: error, channelId }, 'chatvisor agent sync: progress not recorded');
-      return context.now().getTime() < lease.heldUntil - LEASE_MS / 3;
+      return context.now().getTime() < lease.heldUntil - this.leaseMs / 3;
     }
+  }
+
+  /**
+   * The last write of a run its instance stopped (a graceful shutdown): its report, marked
+   * interrupted, kept in the checked write that stores its record as `interrupted`, and counted
+   * only when that write lands. When it does not — another run took the record over (and counted
+   * it), or the store cannot be reached — the run is left as a process that died: its `running`
+   * record reads interrupted once the lease lapses, and the run that takes over keeps and counts
+   * it. Either way once.
+   */
+  private async recordShutdown(
+    report: AgentSyncReport,
+    watched: AgentSyncProgress,
+    lease: Lease,
+    writing: string | undefined,
+  ): Promise<void> {
+    const { channelId, settings, logger } = this.options;
+    this.tally(watched, report);
+    if (writing === undefined) delete watched.current;
+    else watched.current = writing;
+    const where = stoppedWhere(watched);
+    report.interrupted = {
+      step: watched.step === 'writing' ? 'writing' : 'listing',
+      listed: watched.listed,
+      planned: watched.planned,
+      handled: watched.handled,
+      ...(watched.current ? { current: watched.current } : {}),
+      lastStepAt: watched.updatedAt,
+      cause: 'shutdown',
+    };
+    report.error = `interrupted ${where}${watched.current ? ', which may or may not have been applied' : ''}: its instance stopped it (a graceful shutdown); the next run lists Chatvisor afresh and finishes the job`;
+    Object.assign(watched, {
+      state: 'interrupted',
+      cause: 'shutdown',
+      finishedAt: report.finishedAt,
+      error: report.error,
+    });
+    let recorded = false;
+    try {
+      recorded = await this.saveProgress(lease, watched, {
+        rejectOnError: true,
+        keep: {
+          key: storeKeys(channelId).syncReports,
+          text: JSON.stringify(report),
+          limit: settings.keepReports,
+        },
+      });
+    } catch (error) {
+      logger.warn(
+        { err: error, channelId },
+        'chatvisor agent sync: could not record its interruption (the store did not answer); the next run takes it over once its lease lapses',
+      );
+    }
+    if (!recorded) return;
+    this.interruptions.inc({ channel: channelId, dry_run: String(report.dryRun) });
+    this.countChanges(report);
+    if (!report.dryRun) await this.publish(report);
+    logger.warn(
+      { channelId, run: report.id, dryRun: report.dryRun },
+      `chatvisor agent sync stopped ${where} (its instance is shutting down): its report is kept as interrupted`,
+    );
   }
 
   /** The report's counts into the progress record. */
@@ -623,6 +750,7 @@ export class AgentSync {
 
   private async runLocked(
     options: RunOptions,
+    stop: { caller: AbortSignal | undefined; lost: AbortSignal },
     watched: AgentSyncProgress,
     lease: Lease,
     onLost: () => void,
@@ -648,6 +776,8 @@ export class AgentSync {
     };
 
     let failure: unknown;
+    // The agent whose write to Chatvisor is under way (set before the call, cleared after it).
+    let writing: string | undefined;
     try {
       const desired = new Map(
         context.config.agents.map((agent) => [agent.email.toLowerCase(), desiredAgent(agent)]),
@@ -694,6 +824,7 @@ export class AgentSync {
         options.signal?.throwIfAborted();
         try {
           report.writes++;
+          writing = step.email;
           if (step.action === 'create') await client.createAgent(step.agent, { signal: options.signal });
           else if (step.action === 'update' || step.action === 'deactivate') {
             await client.updateAgent(step.email, step.agent, { signal: options.signal });
@@ -701,10 +832,12 @@ export class AgentSync {
             await client.deleteAgent(step.email, { signal: options.signal });
             await context.store.srem(keys.managedAgents, step.email);
           }
+          writing = undefined;
           this.record(report, lease, step);
           progress(`${step.action} ${step.email}: done`);
         } catch (error) {
           if (options.signal?.aborted) throw error;
+          writing = undefined;
           const reason = (error as Error).message;
           report.failed.push({ email: step.email, action: step.action, reason });
           lease.note(step.email, { r: 'failed', action: step.action, reason });
@@ -723,6 +856,18 @@ export class AgentSync {
     }
 
     report.finishedAt = context.now().toISOString();
+    // Stopped by whoever ran it (its instance shutting down), not by a lost lease (its own, or a
+    // scheduled run's lock: a ConflictError): the run says where it stopped itself, now, instead
+    // of leaving it to a takeover a lease later.
+    if (
+      failure !== undefined &&
+      stop.caller?.aborted &&
+      !(stop.caller.reason instanceof ConflictError) &&
+      !stop.lost.aborted
+    ) {
+      await this.recordShutdown(report, watched, lease, writing);
+      throw failure;
+    }
     await this.keep(report);
     // After the report is kept: a view that sees `finished` finds the report in the list.
     Object.assign(watched, {
@@ -852,6 +997,12 @@ export class AgentSync {
     const channel = this.options.channelId;
     const outcome = report.error ? 'failed' : report.failed.length > 0 ? 'partial' : 'ok';
     this.runs.inc({ channel, outcome, dry_run: String(report.dryRun) });
+    this.countChanges(report);
+  }
+
+  /** The agents a run handled, by result (a dry run changes none). */
+  private countChanges(report: AgentSyncReport): void {
+    const channel = this.options.channelId;
     if (report.dryRun) return;
     const tally: Record<string, number> = {
       created: report.created.length,

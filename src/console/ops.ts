@@ -72,14 +72,16 @@ export interface AgentSyncReportView {
   writes?: number;
   error?: string;
   /**
-   * A run that never finished (its process died, its lease lapsed): where it stopped, kept by the
-   * run that took over. Its lists are what it had done by then.
+   * A run that never finished: where it stopped, kept by the run itself when its instance stopped
+   * it (`cause: 'shutdown'`), or by the run that took over when its process died and its lease
+   * lapsed. Its lists are what it had done by then.
    */
   interrupted?: {
     step?: string;
     planned?: number | null;
     handled?: number;
     current?: string;
+    cause?: string;
     leaseExpiredAt?: string;
     takenOverBy?: string;
   };
@@ -92,8 +94,12 @@ export interface AgentSyncReportView {
 export interface AgentSyncProgressView {
   id?: string;
   dryRun?: boolean;
-  /** `interrupted`: the run's lease lapsed before it finished (its process stopped). */
+  /**
+   * `interrupted`: the run's lease lapsed before it finished (its process stopped), or (`cause:
+   * 'shutdown'`) its instance stopped it and said so.
+   */
   state?: 'running' | 'finished' | 'failed' | 'interrupted';
+  cause?: string;
   step?: 'listing' | 'writing' | 'done';
   startedAt?: string;
   updatedAt?: string;
@@ -125,7 +131,11 @@ export function agentSyncProgressText(progress: AgentSyncProgressView): string {
         : dry
           ? 'while planning'
           : `after ${progress.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
-    return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
+    const why =
+      progress.cause === 'shutdown'
+        ? 'the instance running it was shut down'
+        : 'the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat';
+    return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: ${why}. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
   }
   if (progress.state === 'failed')
     return `${dry ? 'Dry run' : 'Agent sync'} stopped: ${progress.error ?? 'unknown error'}`;
@@ -194,6 +204,8 @@ function interruptedText(
       : item.dryRun
         ? 'while planning'
         : `after ${stop.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${stop.current ? ` (it was writing ${stop.current}; that write may or may not have been applied)` : ''}`;
+  if (stop.cause === 'shutdown')
+    return `Interrupted ${where}: the instance running it was shut down; the next run lists Chatvisor afresh. What it had done:`;
   return `Interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed${stop.leaseExpiredAt ? ` at ${stop.leaseExpiredAt}` : ''}; the next run took over and lists Chatvisor afresh. What it had done:`;
 }
 
@@ -559,9 +571,11 @@ ${running ? html`<progress data-progress-bar${json.state !== 'none' && json.max 
   ${field('failed', 'Failed', json.state === 'none' ? '' : json.fields.failed)}
   <dt>Started</dt><dd>${time(progress.startedAt)}</dd>
   ${
-    progress.state === 'interrupted'
-      ? html`<dt>Last step</dt><dd>${time(progress.updatedAt)}</dd><dt>Lease lapsed</dt><dd>${time(progress.leaseExpiresAt)}</dd>`
-      : html`<dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>`
+    progress.state === 'interrupted' && progress.cause === 'shutdown'
+      ? html`<dt>Stopped</dt><dd>${time(progress.finishedAt)}</dd>`
+      : progress.state === 'interrupted'
+        ? html`<dt>Last step</dt><dd>${time(progress.updatedAt)}</dd><dt>Lease lapsed</dt><dd>${time(progress.leaseExpiresAt)}</dd>`
+        : html`<dt>${running ? 'Last step' : 'Finished'}</dt><dd>${time(running ? progress.updatedAt : progress.finishedAt)}</dd>`
   }
 </dl>
 ${

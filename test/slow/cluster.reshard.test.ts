@@ -53,49 +53,111 @@ const MOST_PEOPLE = 2000;
 /** Liveness bound on one HTTP answer: a hang fails the test instead of stalling it. */
 const ANSWER_WITHIN_MS = 60_000;
 
-describe('resharding the slot of a running bridge on a Redis Cluster', () => {
-  let cluster: ClusterTopology;
-  let receiver: Receiver;
-  const bridges: TestBridge[] = [];
-  const pools: Pool[] = [];
-  const logs: LogLine[][] = [];
-
+/**
+ * Two bridge instances (one keyPrefix) on a private 3-primary Cluster, delivering to one
+ * CRM-like receiver, each with a pool of 8 connections and its log lines kept: started before the
+ * describe's tests and stopped after them (the hooks are registered here). `config` is the
+ * bridges' config but the store, given the receiver's URL.
+ */
+function twoBridgesOnACluster(options: {
+  keyPrefix: string;
+  logLevel: 'info' | 'debug';
+  config: (receiverUrl: string) => Record<string, unknown>;
+}) {
+  const world = {
+    cluster: undefined as unknown as ClusterTopology,
+    receiver: undefined as unknown as Receiver,
+    bridges: [] as TestBridge[],
+    pools: [] as Pool[],
+    logs: [] as LogLine[][],
+  };
   beforeAll(async () => {
-    cluster = await startClusterTopology();
-    receiver = await startReceiver({ secret: SECRET });
+    world.cluster = await startClusterTopology();
+    world.receiver = await startReceiver({ secret: SECRET });
     for (let i = 0; i < 2; i++) {
-      const { logger, lines } = capturingLogger('info');
-      logs.push(lines);
+      const { logger, lines } = capturingLogger(options.logLevel);
+      world.logs.push(lines);
       const bridge = await startTestBridge({
-        keyPrefix: PREFIX,
+        keyPrefix: options.keyPrefix,
         logger,
-        config: {
-          store: { cluster: { nodes: cluster.nodes } },
-          // The lookup keys are kept encrypted under it (both instances read the same ones).
-          secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
-          channels: [
-            { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
-            { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
-          ],
-          destinations: [
-            topologyDestination(receiver.url, SECRET, [
-              'contact.created',
-              'conversation.started',
-              'conversation.finished',
-            ]),
-          ],
-        },
+        config: { store: { cluster: { nodes: world.cluster.nodes } }, ...options.config(world.receiver.url) },
       });
-      bridges.push(bridge);
-      pools.push(new Pool(bridge.url, { connections: 8 }));
+      world.bridges.push(bridge);
+      world.pools.push(new Pool(bridge.url, { connections: 8 }));
     }
   });
   afterAll(async () => {
-    await Promise.all(pools.map((pool) => pool.close()));
-    for (const bridge of bridges) await bridge.close();
-    await receiver?.close();
-    await cluster?.stop();
+    await Promise.all(world.pools.map((pool) => pool.close()));
+    for (const bridge of world.bridges) await bridge.close();
+    await world.receiver?.close();
+    await world.cluster?.stop();
   });
+  return world;
+}
+
+/**
+ * POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered, at
+ * most `retries` times; `onAnswer` sees every answer. The final status.
+ */
+async function postAsVendor(
+  pool: Pool,
+  path: string,
+  body: unknown,
+  retries: number,
+  onAnswer?: (status: number, text: string) => void,
+): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const response = await pool.request({
+      method: 'POST',
+      path,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      headersTimeout: ANSWER_WITHIN_MS,
+      bodyTimeout: ANSWER_WITHIN_MS,
+    });
+    const text = await response.body.text();
+    onAnswer?.(response.statusCode, text);
+    if (response.statusCode !== 503 || attempt >= retries) return response.statusCode;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** `use` a plain client of one Cluster node (by its index), closed after. */
+async function onServer<T>(
+  cluster: ClusterTopology,
+  server: number,
+  use: (client: Redis) => Promise<T>,
+): Promise<T> {
+  const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
+  try {
+    await client.connect();
+    return await use(client);
+  } finally {
+    client.disconnect();
+  }
+}
+
+describe('resharding the slot of a running bridge on a Redis Cluster', () => {
+  const world = twoBridgesOnACluster({
+    keyPrefix: PREFIX,
+    logLevel: 'info',
+    config: (receiverUrl) => ({
+      // The lookup keys are kept encrypted under it (both instances read the same ones).
+      secrets: { masterKey: Buffer.alloc(32, 7).toString('base64') },
+      channels: [
+        { id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, personIdFrom: 'user_token' },
+        { id: 'app', vendor: 'livetex', token: LIVETEX_TOKEN },
+      ],
+      destinations: [
+        topologyDestination(receiverUrl, SECRET, [
+          'contact.created',
+          'conversation.started',
+          'conversation.finished',
+        ]),
+      ],
+    }),
+  });
+  const { bridges, pools, logs } = world;
 
   type Phase = 'before' | 'moving' | 'after';
   let phase: Phase = 'before';
@@ -124,23 +186,11 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     });
   }
 
-  /** POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered 200. */
-  async function deliver(pool: Pool, body: unknown, what: string): Promise<number> {
-    for (let attempt = 0; ; attempt++) {
-      const response = await pool.request({
-        method: 'POST',
-        path: `/webhooks/jivochat/site/${JIVO_TOKEN}`,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        headersTimeout: ANSWER_WITHIN_MS,
-        bodyTimeout: ANSWER_WITHIN_MS,
-      });
-      const text = await response.body.text();
-      record(response.statusCode, `${what}${response.statusCode === 200 ? '' : `: ${text}`}`);
-      if (response.statusCode !== 503 || attempt >= 200) return response.statusCode;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+  /** A webhook sent like a vendor (postAsVendor), every answer recorded. */
+  const deliver = (pool: Pool, body: unknown, what: string) =>
+    postAsVendor(pool, `/webhooks/jivochat/site/${JIVO_TOKEN}`, body, 200, (status, text) =>
+      record(status, `${what}${status === 200 ? '' : `: ${text}`}`),
+    );
 
   async function admin(pool: Pool, path: string): Promise<any> {
     const response = await pool.request({
@@ -157,28 +207,14 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
   /** `ASKING` commands served so far, over every node (each is a client following an ASK). */
   async function askingServed(): Promise<number> {
     let total = 0;
-    for (const server of cluster.servers) {
-      const client = new Redis({ host: '127.0.0.1', port: server.port, lazyConnect: true });
-      try {
-        await client.connect();
-        const stats = await client.info('commandstats');
-        total += Number(/cmdstat_asking:calls=(\d+)/.exec(stats)?.[1] ?? 0);
-      } finally {
-        client.disconnect();
-      }
+    for (const server of world.cluster.servers.keys()) {
+      const stats = await onServer(world.cluster, server, (client) => client.info('commandstats'));
+      total += Number(/cmdstat_asking:calls=(\d+)/.exec(stats)?.[1] ?? 0);
     }
     return total;
   }
 
-  async function keysOn(server: number): Promise<number> {
-    const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
-    try {
-      await client.connect();
-      return await client.dbsize();
-    } finally {
-      client.disconnect();
-    }
-  }
+  const keysOn = (server: number) => onServer(world.cluster, server, (client) => client.dbsize());
 
   it('moves the slot to another primary and back under a webhook stream: nothing lost, nothing twice, never 500', async () => {
     onTestFailed(() => {
@@ -272,7 +308,7 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     // back between two of them (the slot is split between the nodes all that while), and a LiveTex
     // lookup of someone already stored at every third step.
     await beforeDone;
-    const home = await cluster.ownerOf(TAG_KEY);
+    const home = await world.cluster.ownerOf(TAG_KEY);
     const away = [0, 1, 2].find((primary) => primary !== home)!;
     const askingBefore = await askingServed();
     const refusedLookups: Array<{ token: string; person: string }> = [];
@@ -294,12 +330,12 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
         })(),
       );
     phase = 'moving';
-    await cluster.migrateSlot(TAG_KEY, away, { keysPerBatch: 25, betweenBatches });
-    expect(await cluster.ownerOf(TAG_KEY)).toBe(away);
+    await world.cluster.migrateSlot(TAG_KEY, away, { keysPerBatch: 25, betweenBatches });
+    expect(await world.cluster.ownerOf(TAG_KEY)).toBe(away);
     const batchesAway = batches;
-    await cluster.migrateSlot(TAG_KEY, home, { keysPerBatch: 25, betweenBatches });
+    await world.cluster.migrateSlot(TAG_KEY, home, { keysPerBatch: 25, betweenBatches });
     phase = 'after';
-    expect(await cluster.ownerOf(TAG_KEY)).toBe(home);
+    expect(await world.cluster.ownerOf(TAG_KEY)).toBe(home);
     const askingAfter = await askingServed();
     stopAt = started + AFTER;
     await stream;
@@ -354,8 +390,9 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
     expect(wrong, 'webhooks not stored exactly once').toEqual([]);
 
     // Delivery (BullMQ, in the same slot) ran through both moves: every event once.
-    const ofType = (type: string) => receiver.application.filter((event) => event.payload.type === type);
-    await receiver.waitFor(
+    const ofType = (type: string) =>
+      world.receiver.application.filter((event) => event.payload.type === type);
+    await world.receiver.waitFor(
       () =>
         ofType('contact.created').length >= people &&
         ofType('conversation.started').length >= people &&
@@ -367,13 +404,13 @@ describe('resharding the slot of a running bridge on a Redis Cluster', () => {
       expect(ofType(type), type).toHaveLength(people);
       expect(new Set(ofType(type).map((event) => event.payload.contact?.id)).size, type).toBe(people);
     }
-    expect(receiver.requests.every((request) => request.verified)).toBe(true);
+    expect(world.receiver.requests.every((request) => request.verified)).toBe(true);
     // No webhook-id was accepted twice either: no delivery was repeated by the moves.
-    expect(receiver.acceptedCount).toBe(receiver.application.length);
+    expect(world.receiver.acceptedCount).toBe(world.receiver.application.length);
     // And each contact's events came in their order.
     const inOrder = ['contact.created', 'conversation.started', 'conversation.finished'].join();
     const byContact = new Map<string, string[]>();
-    for (const event of receiver.application) {
+    for (const event of world.receiver.application) {
       const contact = event.payload.contact?.id ?? 'none';
       byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
     }
@@ -427,54 +464,18 @@ describe('delivery while the slot of a running bridge is resharded', () => {
   ];
   /** People whose webhooks are stored before the first move (their deliveries wait or are in flight). */
   const BACKLOG = 30;
-  let cluster: ClusterTopology;
-  let receiver: Receiver;
-  const bridges: TestBridge[] = [];
-  const pools: Pool[] = [];
-  const logs: LogLine[][] = [];
-
-  beforeAll(async () => {
-    cluster = await startClusterTopology();
-    receiver = await startReceiver({ secret: SECRET });
-    for (let i = 0; i < 2; i++) {
-      const { logger, lines } = capturingLogger('debug');
-      logs.push(lines);
-      const bridge = await startTestBridge({
-        keyPrefix: PREFIX_D,
-        logger,
-        config: {
-          store: { cluster: { nodes: cluster.nodes } },
-          channels: [{ id: 'site', vendor: 'jivochat', token: TOKEN_D, personIdFrom: 'user_token' }],
-          destinations: [topologyDestination(receiver.url, SECRET, EVENTS)],
-        },
-      });
-      bridges.push(bridge);
-      pools.push(new Pool(bridge.url, { connections: 8 }));
-    }
+  const world = twoBridgesOnACluster({
+    keyPrefix: PREFIX_D,
+    logLevel: 'debug',
+    config: (receiverUrl) => ({
+      channels: [{ id: 'site', vendor: 'jivochat', token: TOKEN_D, personIdFrom: 'user_token' }],
+      destinations: [topologyDestination(receiverUrl, SECRET, EVENTS)],
+    }),
   });
-  afterAll(async () => {
-    await Promise.all(pools.map((pool) => pool.close()));
-    for (const bridge of bridges) await bridge.close();
-    await receiver?.close();
-    await cluster?.stop();
-  });
+  const { bridges, pools, logs } = world;
 
-  /** POST a webhook like a vendor: a 503 is sent again (after a pause) until it is answered. */
-  async function deliver(pool: Pool, body: unknown): Promise<number> {
-    for (let attempt = 0; ; attempt++) {
-      const response = await pool.request({
-        method: 'POST',
-        path: `/webhooks/jivochat/site/${TOKEN_D}`,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        headersTimeout: ANSWER_WITHIN_MS,
-        bodyTimeout: ANSWER_WITHIN_MS,
-      });
-      await response.body.text();
-      if (response.statusCode !== 503 || attempt >= 1000) return response.statusCode;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+  const deliver = (pool: Pool, body: unknown) =>
+    postAsVendor(pool, `/webhooks/jivochat/site/${TOKEN_D}`, body, 1000);
 
   /** One person's chat, offline message and chat end, at alternating instances: the final statuses. */
   async function person(index: number): Promise<number[]> {
@@ -502,20 +503,25 @@ describe('delivery while the slot of a running bridge is resharded', () => {
           counts.set(text, (counts.get(text) ?? 0) + 1);
         }
       console.log('bridge log lines:', Object.fromEntries(counts));
-      console.log('receiver: requests', receiver.requests.length, 'events', receiver.application.length);
+      console.log(
+        'receiver: requests',
+        world.receiver.requests.length,
+        'events',
+        world.receiver.application.length,
+      );
     });
 
     // The attempts that start now are held at the receiver until the slot is split.
     let release: () => void = () => {};
-    receiver.respond({ kind: 'held', until: new Promise<void>((resolve) => (release = resolve)) });
+    world.receiver.respond({ kind: 'held', until: new Promise<void>((resolve) => (release = resolve)) });
     const statuses: number[] = [];
     await inPool(BACKLOG, 8, async (index) => {
       statuses.push(...(await person(index)));
     });
     expect(statuses.filter((status) => status !== 200)).toEqual([]);
-    await receiver.waitFor(() => receiver.requests.length > 0, 30_000, 'an attempt in flight');
+    await world.receiver.waitFor(() => world.receiver.requests.length > 0, 30_000, 'an attempt in flight');
 
-    const home = await cluster.ownerOf(`{${PREFIX_D}}`);
+    const home = await world.cluster.ownerOf(`{${PREFIX_D}}`);
     const away = [0, 1, 2].find((primary) => primary !== home)!;
     let people = BACKLOG;
     const during: Array<Promise<number[]>> = [];
@@ -524,7 +530,7 @@ describe('delivery while the slot of a running bridge is resharded', () => {
       batches++;
       if (batches === 1) {
         // The slot is split now: the held attempts are answered, and their outcomes written.
-        receiver.respond({ kind: 'ok' });
+        world.receiver.respond({ kind: 'ok' });
         release();
       }
       // A new person every few batches: their webhooks are answered (after 503s) and drained.
@@ -532,29 +538,31 @@ describe('delivery while the slot of a running bridge is resharded', () => {
       // A pause between MIGRATEs, as a large slot's move has: the split lasts while work goes on.
       await new Promise((resolve) => setTimeout(resolve, 150));
     };
-    await cluster.migrateSlot(`{${PREFIX_D}}`, away, { keysPerBatch: 10, betweenBatches });
-    await cluster.migrateSlot(`{${PREFIX_D}}`, home, { keysPerBatch: 10, betweenBatches });
+    await world.cluster.migrateSlot(`{${PREFIX_D}}`, away, { keysPerBatch: 10, betweenBatches });
+    await world.cluster.migrateSlot(`{${PREFIX_D}}`, home, { keysPerBatch: 10, betweenBatches });
     for (const answered of await Promise.all(during)) statuses.push(...answered);
     expect(statuses.filter((status) => status !== 200)).toEqual([]);
     expect(batches).toBeGreaterThan(10);
     expect(during.length).toBeGreaterThan(0);
 
-    await receiver.waitFor(
-      () => receiver.application.length >= people * EVENTS.length,
+    await world.receiver.waitFor(
+      () => world.receiver.application.length >= people * EVENTS.length,
       120_000,
       'every event delivered',
     );
 
     // Every event exactly once, each contact's in their order.
     const byContact = new Map<string, string[]>();
-    for (const event of receiver.application) {
+    for (const event of world.receiver.application) {
       const contact = event.payload.contact?.id ?? 'none';
       byContact.set(contact, [...(byContact.get(contact) ?? []), event.payload.type]);
     }
     expect(byContact.size).toBe(people);
     expect([...byContact].filter(([, types]) => types.join() !== EVENTS.join())).toEqual([]);
-    expect(receiver.requests.every((request) => request.verified)).toBe(true);
-    expect(receiver.requests.length, 'an event POSTed more than once').toBe(receiver.application.length);
+    expect(world.receiver.requests.every((request) => request.verified)).toBe(true);
+    expect(world.receiver.requests.length, 'an event POSTed more than once').toBe(
+      world.receiver.application.length,
+    );
     // Every run that ended moved its job on: none lost its lock, none was taken back as stalled.
     expect(said(/Missing lock|stalled/).map((line) => line.msg)).toEqual([]);
     for (const state of ['pending', 'failed']) {
@@ -577,13 +585,8 @@ describe("BullMQ's scripts while the slot is split", () => {
 
   /** How many commands `server` has refused with TRYAGAIN so far (INFO errorstats). */
   async function tryAgains(server: number): Promise<number> {
-    const client = new Redis({ host: '127.0.0.1', port: cluster.servers[server]!.port, lazyConnect: true });
-    try {
-      await client.connect();
-      return Number(/errorstat_TRYAGAIN:count=(\d+)/.exec(await client.info('errorstats'))?.[1] ?? 0);
-    } finally {
-      client.disconnect();
-    }
+    const stats = await onServer(cluster, server, (client) => client.info('errorstats'));
+    return Number(/errorstat_TRYAGAIN:count=(\d+)/.exec(stats)?.[1] ?? 0);
   }
 
   it('a BullMQ call refused while the slot is split (TRYAGAIN) waits, and goes through once it is whole', async () => {

@@ -1,3 +1,4 @@
+import { syncLeaseKey } from '../../adapters/chatvisor/sync.js';
 import {
   buildRuntime,
   TEST_CHANNEL_TOKEN,
@@ -17,8 +18,8 @@ import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './redis.js';
  * A Chatvisor agent sync that can be interrupted: a bridge with one Chatvisor channel on a private
  * Redis prefix, and a second instance (`runner`) on the same Redis whose own store connection a
  * test closes while its run waits on an agent create the fake holds — after that no heartbeat of
- * its can land, as when its process dies. Both read the clock the test drives (`clock.now`), so a
- * lease lapses without sleeping.
+ * its can land, as when its process dies. Both read the clock the test drives (`clock.now`), and
+ * `lapseLease` ends a lease without sleeping.
  */
 export interface AgentSyncWorld {
   chatvisor: FakeChatvisor;
@@ -26,6 +27,11 @@ export interface AgentSyncWorld {
   runner: TestRuntime;
   bridge: TestBridge;
   clock: { now: number };
+  /**
+   * The lease's time passes (the one a running record says, `leaseExpiresAt`): the clock moves
+   * past it, and the lease key goes from Redis, as when its PX runs out there.
+   */
+  lapseLease(leaseExpiresAt: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -74,6 +80,10 @@ export async function startAgentSyncWorld(
     runner,
     bridge,
     clock,
+    async lapseLease(leaseExpiresAt) {
+      clock.now = Date.parse(leaseExpiresAt) + 1;
+      await bridge.bridge.store.del(syncLeaseKey('cobrowse'));
+    },
     async close() {
       await bridge.close();
       await runnerStore.close();

@@ -29,6 +29,8 @@ export const TEST_CHANNEL_TOKEN = 'chatvisor-hook-token-0123456789';
 export interface TestRuntime {
   /** The core services (the engine, journal, metrics the pipeline and the runtime use). */
   context: BridgeServices;
+  /** What the channel's runtime was made with: for a test that builds a piece of it itself. */
+  adapterContext: AdapterContext;
   config: Config;
   channel: ChannelConfig;
   runtime: ChatvisorRuntime;
@@ -129,6 +131,7 @@ export function buildRuntime(options: {
   for (const source of runtime.factSources ?? []) facts.addSource(source);
   return {
     context,
+    adapterContext,
     config,
     channel,
     runtime,
