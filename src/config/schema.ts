@@ -34,6 +34,22 @@ export const durationSchema = z
   });
 
 /**
+ * How long something is kept (a timeline, a failed delivery): 0 keeps it for good; anything else
+ * is at least an hour. 500ms passed and deleted what it was meant to keep before anyone could
+ * read or replay it, as a 0s agent link expired before it was clicked (linkTtl's 5m, cooldown's
+ * 100ms: each minimum is the least that still does the key's job).
+ */
+const retentionSchema = (shorter: string) =>
+  durationSchema.pipe(
+    z
+      .number()
+      .refine(
+        (ms) => ms === 0 || ms >= 3_600_000,
+        `0 (keep for good) or at least 1h (a shorter one ${shorter})`,
+      ),
+  );
+
+/**
  * Numbers and booleans may come from `${VAR}` substitution as strings: accept "3000" as 3000 and
  * "true" as true, but not "". Core keys and every vendor's channel settings use these two.
  */
@@ -206,7 +222,7 @@ export const webhookDestinationSchema = z.strictObject({
    * 0 keeps it for good. A receiver that refuses everything otherwise grows the store without
    * bound. A store time, not a Node timer: no 24d cap.
    */
-  failedRetention: durationSchema.default(0),
+  failedRetention: retentionSchema('deletes a failed delivery before anyone can replay it').default(0),
   filter: z
     .strictObject({
       channels: z.array(channelIdSchema).optional(),
@@ -640,7 +656,7 @@ export const configSchema = z.strictObject({
       /** Largest stored contact record (bytes); an observation that would exceed it is refused with 413 contact_too_large. */
       contactRecordBytes: intLike(z.number().int().min(4096)).default(256 * 1024),
       /** A record's timeline is dropped after this long without a new entry; 0 keeps it forever. */
-      timelineRetention: durationSchema.default(0),
+      timelineRetention: retentionSchema('drops a timeline before anyone reads it').default(0),
       /** Upper bound on the payload journal's size in bytes (oldest entries go first). */
       journalBytes: intLike(
         z
