@@ -881,7 +881,7 @@ function parseOptions(command: Command, args: string[]): OptionValues {
       tokens: true,
     }) as typeof parsed;
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(parseArgsProblem(command, args, error as Error & { code?: string }));
   }
   // parseArgs keeps the last of a repeated option: --config a --config b checked b alone and
   // said OK, and the script that meant a never learned. An option that takes a value is given once.
@@ -901,6 +901,42 @@ function parseOptions(command: Command, args: string[]): OptionValues {
     values[name] = parsed.positionals[index];
   });
   return values;
+}
+
+/**
+ * node:util parseArgs' refusal in the CLI's words, on one line: its own read "Option '--channel
+ * <value>' argument missing", "Unknown option '--bogus'", "Unexpected argument 'extra'. This
+ * command does not take positional arguments", and three lines for `--channel --config x.yaml`.
+ * Its messages carry the option only as text: one not recognised here is passed on as it was.
+ */
+function parseArgsProblem(command: Command, args: string[], error: Error & { code?: string }): string {
+  const message = error.message;
+  const taken = Object.entries(command.options ?? {}).map(
+    ([name, info]) => `--${name}${info.value ? ` ${info.value}` : ''}`,
+  );
+  if (command.config !== false) taken.push('--config FILE');
+  const option = /^(?:Option|Unknown option) '(-[^' ]+)/.exec(message)?.[1];
+  switch (error.code) {
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      if (option === undefined) break;
+      const name = option.replace(/^-+/, '');
+      if (/does not take an argument/.test(message)) {
+        const given = args.find((arg) => arg.startsWith(`${option}=`));
+        return `${option} takes no value${given === undefined ? '' : ` (got ${given})`}`;
+      }
+      const value = name === 'config' ? 'FILE' : command.options?.[name]?.value;
+      return `${option} needs a value${value ? `: ${option} ${value}` : ''}`;
+    }
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      if (option === undefined) break;
+      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL': {
+      const operand = /^Unexpected argument '([^']*)'/.exec(message)?.[1];
+      if (operand === undefined) break;
+      return `'${command.name}' takes no operand (got '${operand}')`;
+    }
+  }
+  return message.split('\n')[0]!;
 }
 
 function withoutConfig(args: string[]): string[] {
