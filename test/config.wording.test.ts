@@ -160,7 +160,57 @@ describe('config wording', () => {
     ]);
     document.destinations = [{ ...valid().destinations[0], url: 'ftp://crm.example/hook' }];
     document.attributeSources = [];
-    expect(problems(document)).toEqual(['destinations[0].url: an http:// or https:// URL']);
+    expect(problems(document)).toEqual([
+      'destinations[0].url: an http:// or https:// URL (https://…), got the text "ftp://crm.example/hook"',
+    ]);
+  });
+
+  it("a JivoChat reply.crmLink written wrong is one problem with its path, not zod's error as JSON", () => {
+    // config check printed `chatbridge: [ { "code": "custom", "message": "an absolute http(s)
+    // URL, …", "path": ["reply", "crmLink"] } ]` and nothing else: the channel's cross-field check
+    // (checkConfig) parsed the settings that had already failed, and threw.
+    const document = {
+      ...valid(),
+      channels: [
+        {
+          id: 'site',
+          vendor: 'jivochat',
+          token: 'jivo-token-0123456789ab',
+          reply: { crmLink: 'crm.example/{contactId}' },
+        },
+        {
+          id: 'cv',
+          vendor: 'chatvisor',
+          token: 'cv-token-0123456789abcd',
+          apiUrl: 'api.chatvisor.com',
+          apiToken: 'cv-api-token-0123456789',
+        },
+      ],
+    };
+    expect(problems(document)).toEqual([
+      'channels[0].reply.crmLink: an absolute http(s) URL, e.g. https://crm.example/contacts/{crmId}',
+      'channels[1].apiUrl: an http:// or https:// URL (https://…), got the text "api.chatvisor.com"',
+    ]);
+  });
+
+  it('a webhook url, an attribute source url and a CRM baseUrl written wrong read alike: what to write and what the file holds', () => {
+    // A webhook destination's url said only "an http:// or https:// URL" where an amoCRM
+    // baseUrl, one line below in the same file, also said what the file held.
+    const document = {
+      ...valid(),
+      server: { publicUrl: 'bridge.example.com' },
+      attributeSources: [{ id: 'crm', url: 'crm.example/lookup' }],
+      destinations: [
+        { ...valid().destinations[0], url: 'ftp://crm.example/hook' },
+        { id: 'amo', kind: 'amocrm', baseUrl: 'ftp://shop.amocrm.ru', token: 'x'.repeat(40) },
+      ],
+    };
+    expect(problems(document)).toEqual([
+      'server.publicUrl: an http:// or https:// URL (https://…), got the text "bridge.example.com"',
+      'attributeSources[0].url: an http:// or https:// URL (https://…), got the text "crm.example/lookup"',
+      'destinations[0].url: an http:// or https:// URL (https://…), got the text "ftp://crm.example/hook"',
+      'destinations[1].baseUrl: an http:// or https:// URL (https://…), got the text "ftp://shop.amocrm.ru"',
+    ]);
   });
 
   it('a value of the wrong shape says what is expected and what YAML made of it, not zod\'s "Invalid input"', () => {

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { type ErrorIssue, formatPath } from '../errors.js';
+import { HTTP_URL_MESSAGE } from './schema.js';
 
 /**
  * zod's issues in words a config author can act on. Two of zod's own are unhelpful there:
@@ -68,9 +69,14 @@ export function configIssues(
       });
       continue;
     }
-    if (issue.code === 'invalid_format' && FORMATS[issue.format] === issue.message) {
-      // zod's own 'Invalid email address' / 'Invalid URL' (a schema's own message is kept): what
-      // to write, and what the file holds. Every URL the config takes is http(s) only.
+    if (
+      issue.code === 'invalid_format' &&
+      (FORMATS[issue.format] === issue.message ||
+        (issue.format === 'url' && issue.message === HTTP_URL_MESSAGE))
+    ) {
+      // zod's own 'Invalid email address' / 'Invalid URL', and httpUrlSchema's (another schema's
+      // own message is kept): what to write, and what the file holds. Every URL the config takes
+      // is http(s) only.
       out.push({
         path: formatPath(path),
         message: `${issue.format === 'email' ? 'an e-mail address (name@example.org)' : 'an http:// or https:// URL (https://…)'}, got ${described(valueAt(document, issue.path))}`,

@@ -66,10 +66,12 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
  * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
  */
+export const HTTP_URL_MESSAGE = 'an http:// or https:// URL';
 export const httpUrlSchema = z.url({
   protocol: /^https?$/,
-  // A URL left out is required (as every other missing key reads), not "written wrong".
-  error: (issue) => (issue.input === undefined ? 'required' : 'an http:// or https:// URL'),
+  // A URL left out is required (as every other missing key reads), not "written wrong". One
+  // written wrong is said with what the file holds (src/config/issues.ts), as every URL key is.
+  error: (issue) => (issue.input === undefined ? 'required' : HTTP_URL_MESSAGE),
 });
 
 /**
