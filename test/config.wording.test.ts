@@ -193,6 +193,16 @@ describe('config wording', () => {
     ]);
   });
 
+  it('a Redis address without its scheme is one problem saying what to write, not also a bad database', () => {
+    // store.redis: localhost:6379 was two problems, the second about a database "6379" (the URL
+    // parser took localhost: for the scheme and 6379 for the path) that nobody had written.
+    // What was written is not quoted back: the URL may hold the password.
+    for (const redis of ['localhost:6379', '127.0.0.1:6379/0', 'user:s3cret@10.0.0.5:6379'])
+      expect(problems({ ...valid(), store: { redis } }), redis).toEqual([
+        'store.redis: a redis:// or rediss:// URL, like redis://127.0.0.1:6379/0 (it starts with neither)',
+      ]);
+  });
+
   it('a webhook url, an attribute source url and a CRM baseUrl written wrong read alike: what to write and what the file holds', () => {
     // A webhook destination's url said only "an http:// or https:// URL" where an amoCRM
     // baseUrl, one line below in the same file, also said what the file held.

@@ -382,7 +382,13 @@ export const storeSchema = z
       emptyToUndefined,
       z
         .string()
-        .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+        // Said alone (abort): the URL checks below read `localhost:6379` as the scheme
+        // `localhost:` with the database "6379", a second problem nobody had written.
+        // What was written is not quoted: the URL may hold the password.
+        .regex(/^rediss?:\/\//, {
+          error: 'a redis:// or rediss:// URL, like redis://127.0.0.1:6379/0 (it starts with neither)',
+          abort: true,
+        })
         // ioredis reads one host from a URL: "redis://a:6379,b:6379" would quietly use a broken
         // host. Say where a list of nodes belongs instead.
         .refine((url) => !/^rediss?:\/\/[^/]*,/.test(url), {
