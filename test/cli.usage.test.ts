@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -211,5 +211,30 @@ describe('chatbridge CLI usage', () => {
       expect(run.err, args.join(' ')).toEqual([`chatbridge: ${said}`, "Run 'chatbridge --help' for usage."]);
       expect(run.out).toEqual([]);
     }
+  });
+
+  it("the README's command synopsis is the one --help prints, line for line", async () => {
+    // The README wrote `deliveries list [--state S]`, `keys generate|list`, and its own order;
+    // --help wrote `[--id ID] [--destination ID] [--all-failed]` for a replay that takes one form
+    // or the other, and listed the states in another order than every message about them.
+    const help = capture();
+    expect(await runCli(['--help'], help.io)).toBe(0);
+    const synopsis = help.out
+      .join('\n')
+      .split('\n')
+      .filter((line) => /^ {2}\S/.test(line))
+      .map((line) => `chatbridge ${line.trim()}`);
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const block = /\n```\n(chatbridge start[^`]*)```/.exec(readme)?.[1];
+    expect(block?.trimEnd().split('\n')).toEqual(synopsis);
+    expect(synopsis).toContain(
+      'chatbridge deliveries replay --id ID | --destination ID --all-failed [--config FILE]',
+    );
+    expect(synopsis.join('\n')).toContain('[--state pending|delivered|failed]');
+    const replay = capture();
+    expect(await runCli(['deliveries', 'replay', '--config', configFile()], replay.io)).toBe(2);
+    expect(replay.err[0]).toBe(
+      "chatbridge: 'deliveries replay' needs --id ID, or --destination ID --all-failed",
+    );
   });
 });

@@ -72,6 +72,11 @@ export interface Command {
   summary: string;
   /** Options besides --config and --help. */
   options?: Record<string, OptionInfo>;
+  /**
+   * How the options are written in the usage line, when listing each as `[--name VALUE]` would
+   * not say it: `--id ID | --destination ID --all-failed` (one form or the other).
+   */
+  synopsis?: string;
   /** Takes --config FILE (default true). */
   config?: boolean;
   /**
@@ -473,11 +478,13 @@ function deliveryCommand(
   name: 'list' | 'replay',
   summary: string,
   options: Record<string, OptionInfo>,
+  synopsis?: string,
 ): Command {
   const command: Command = {
     name: `deliveries ${name}`,
     summary,
     options,
+    ...(synopsis === undefined ? {} : { synopsis }),
     sharedState: true,
     async run(values, io, args) {
       const { isDeliveriesUsageError, parseDeliveriesArgs, runDeliveriesRequest } = await import(
@@ -696,18 +703,23 @@ export const COMMANDS: Command[] = [
   contactsReindex,
   contactsMerge,
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
-    state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
+    state: { value: 'pending|delivered|failed', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
     limit: { value: 'N', description: 'at most N deliveries (1–500; default 50), or N a page with --all' },
     before: { value: 'CURSOR', description: 'the next page: the cursor the previous list printed' },
     all: { description: 'every page, one after the other' },
     json: { description: 'one JSON object per line' },
   }),
-  deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {
-    id: { value: 'ID', description: 'the delivery to replay' },
-    destination: { value: 'ID', description: 'with --all-failed: the destination' },
-    'all-failed': { description: 'replay every failed delivery of --destination' },
-  }),
+  deliveryCommand(
+    'replay',
+    'Deliver again: one delivery (--id), or every failed one of a destination',
+    {
+      id: { value: 'ID', description: 'the delivery to replay' },
+      destination: { value: 'ID', description: 'with --all-failed: the destination' },
+      'all-failed': { description: 'replay every failed delivery of --destination' },
+    },
+    '--id ID | --destination ID --all-failed',
+  ),
 ];
 
 function version(): string {
@@ -730,12 +742,14 @@ function version(): string {
 
 function optionsText(command: Command): string {
   const parts = [...(command.operands ?? [])];
-  parts.push(
-    ...Object.entries(command.options ?? {}).map(([name, info]) => {
-      const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
-      return info.required ? text : `[${text}]`;
-    }),
-  );
+  if (command.synopsis !== undefined) parts.push(command.synopsis);
+  else
+    parts.push(
+      ...Object.entries(command.options ?? {}).map(([name, info]) => {
+        const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
+        return info.required ? text : `[${text}]`;
+      }),
+    );
   if (command.config !== false) parts.push('[--config FILE]');
   return parts.join(' ');
 }
