@@ -17,7 +17,7 @@ export function parseWith<S extends z.ZodType>(
   if (!result.success) {
     // A key the caller left out read `Invalid input: expected string, received undefined`: zod's
     // words about a value nobody sent. It is named as required instead.
-    const issues = result.error.issues.map((issue) => {
+    const issues = result.error.issues.flatMap(chosenBranch).map((issue) => {
       if (
         (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
         issue.path.length > 0 &&
@@ -34,6 +34,21 @@ export function parseWith<S extends z.ZodType>(
     throw new ValidationError(message, issuesFromZod({ issues }), code);
   }
   return result.data;
+}
+
+/**
+ * A body of one of several forms (`{recordId}` or `{identifier}`) with a mistake in it read
+ * `(root): Invalid input`: zod cannot tell which form was meant. The form whose keys the caller
+ * used (the one branch with no unknown key at its own level) is the one meant: its own issues
+ * are said instead, at their full paths. With no such branch, or several, the union's issue stands.
+ */
+function chosenBranch(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+  if (issue.code !== 'invalid_union' || issue.errors.length < 2) return [issue];
+  const fitting = issue.errors.filter(
+    (branch) => !branch.some((inner) => inner.code === 'unrecognized_keys' && inner.path.length === 0),
+  );
+  if (fitting.length !== 1) return [issue];
+  return fitting[0]!.map((inner) => ({ ...inner, path: [...issue.path, ...inner.path] }) as z.core.$ZodIssue);
 }
 
 /** The value at `path`, or undefined where there is none. */
