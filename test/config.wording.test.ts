@@ -193,6 +193,19 @@ describe('config wording', () => {
     ]);
   });
 
+  it('a key written one level too high says the section it belongs under', () => {
+    // `timelineRetention: 1d` at the top said only "unknown key (allowed here: server, store,
+    // admin, …)": the newcomer had the right key in the wrong place and was not told where.
+    expect(problems({ ...valid(), timelineRetention: '1d', port: 3000 })).toEqual([
+      'timelineRetention: unknown key here (did you mean limits.timelineRetention?)',
+      'port: unknown key here (did you mean server.port or metrics.port?)',
+    ]);
+    // A typo still gets its "did you mean".
+    expect(problems({ ...valid(), server: { hots: '127.0.0.1' } })).toEqual([
+      'server.hots: unknown key (did you mean "host"?)',
+    ]);
+  });
+
   it('a Redis address without its scheme is one problem saying what to write, not also a bad database', () => {
     // store.redis: localhost:6379 was two problems, the second about a database "6379" (the URL
     // parser took localhost: for the scheme and 6379 for the path) that nobody had written.

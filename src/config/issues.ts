@@ -32,7 +32,7 @@ export function configIssues(
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(path) ?? [];
       for (const key of issue.keys)
-        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known) });
+        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known, path, knownKeys) });
       continue;
     }
     if (issue.code === 'invalid_type' && issue.expected === 'string') {
@@ -144,9 +144,19 @@ function described(value: unknown): string {
   return typeof value;
 }
 
-function unknownKey(key: string, known: readonly string[]): string {
+function unknownKey(
+  key: string,
+  known: readonly string[],
+  path: readonly Key[],
+  knownKeys: KnownKeys,
+): string {
   const close = closest(key, known);
   if (close !== undefined) return `unknown key (did you mean "${close}"?)`;
+  // The right key one level too high (`timelineRetention:` at the top, for limits.timelineRetention):
+  // said where it goes, not only what this level allows.
+  const under = known.filter((section) => knownKeys([...path, section])?.includes(key));
+  if (under.length > 0)
+    return `unknown key here (did you mean ${under.map((section) => formatPath([...path, section, key])).join(' or ')}?)`;
   if (known.length === 0) return 'unknown key';
   return `unknown key (allowed here: ${known.join(', ')})`;
 }
