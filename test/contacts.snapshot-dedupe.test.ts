@@ -336,16 +336,23 @@ describe.each(['memory', 'redis'] as const)('snapshot keys of before (%s store)'
     });
     return { store, contacts };
   }
-  const card = (snapshot: boolean): Observation => ({
-    channelId: 'site',
-    vendor: 'jivochat',
-    at: new Date().toISOString(),
-    idempotencyKey: 'jivochat:site:client_updated:17:card-dmitry',
-    ...(snapshot ? { snapshot: true } : {}),
-    identifiers: [{ kind: 'person', value: 'p-maria' }],
-    responsibleAgent: { email: 'dmitry@store.example' },
-    timeline: [{ key: 'card', at: new Date().toISOString(), type: 'contact.updated', summary: 'card' }],
-  });
+  // Each card a second after the one before (in the past: a vendor time is taken up to now).
+  // Both read the clock: two recorded within one millisecond were one timeline entry (same id,
+  // same time), and 'the same state after it is recorded' failed now and then on a fast run.
+  let cards = 0;
+  const card = (snapshot: boolean): Observation => {
+    const at = new Date(Date.now() - 3_600_000 + ++cards * 1000).toISOString();
+    return {
+      channelId: 'site',
+      vendor: 'jivochat',
+      at,
+      idempotencyKey: 'jivochat:site:client_updated:17:card-dmitry',
+      ...(snapshot ? { snapshot: true } : {}),
+      identifiers: [{ kind: 'person', value: 'p-maria' }],
+      responsibleAgent: { email: 'dmitry@store.example' },
+      timeline: [{ key: 'card', at, type: 'contact.updated', summary: 'card' }],
+    };
+  };
   const dedupeKey = key.dedupe('site', 'jivochat:site:client_updated:17:card-dmitry');
   /** The key as a version before wrote it, `ageMs` ago. */
   const writtenBefore = (store: Store, contactId: string, ageMs: number) =>
