@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { type ErrorIssue, formatPath } from '../errors.js';
+import { HTTP_URL_MESSAGE } from './schema.js';
 
 /**
  * zod's issues in words a config author can act on. Two of zod's own are unhelpful there:
@@ -31,7 +32,7 @@ export function configIssues(
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(path) ?? [];
       for (const key of issue.keys)
-        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known) });
+        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known, path, knownKeys) });
       continue;
     }
     if (issue.code === 'invalid_type' && issue.expected === 'string') {
@@ -68,9 +69,14 @@ export function configIssues(
       });
       continue;
     }
-    if (issue.code === 'invalid_format' && FORMATS[issue.format] === issue.message) {
-      // zod's own 'Invalid email address' / 'Invalid URL' (a schema's own message is kept): what
-      // to write, and what the file holds. Every URL the config takes is http(s) only.
+    if (
+      issue.code === 'invalid_format' &&
+      (FORMATS[issue.format] === issue.message ||
+        (issue.format === 'url' && issue.message === HTTP_URL_MESSAGE))
+    ) {
+      // zod's own 'Invalid email address' / 'Invalid URL', and httpUrlSchema's (another schema's
+      // own message is kept): what to write, and what the file holds. Every URL the config takes
+      // is http(s) only.
       out.push({
         path: formatPath(path),
         message: `${issue.format === 'email' ? 'an e-mail address (name@example.org)' : 'an http:// or https:// URL (https://…)'}, got ${described(valueAt(document, issue.path))}`,
@@ -138,9 +144,19 @@ function described(value: unknown): string {
   return typeof value;
 }
 
-function unknownKey(key: string, known: readonly string[]): string {
+function unknownKey(
+  key: string,
+  known: readonly string[],
+  path: readonly Key[],
+  knownKeys: KnownKeys,
+): string {
   const close = closest(key, known);
   if (close !== undefined) return `unknown key (did you mean "${close}"?)`;
+  // The right key one level too high (`timelineRetention:` at the top, for limits.timelineRetention):
+  // said where it goes, not only what this level allows.
+  const under = known.filter((section) => knownKeys([...path, section])?.includes(key));
+  if (under.length > 0)
+    return `unknown key here (did you mean ${under.map((section) => formatPath([...path, section, key])).join(' or ')}?)`;
   if (known.length === 0) return 'unknown key';
   return `unknown key (allowed here: ${known.join(', ')})`;
 }

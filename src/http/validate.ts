@@ -17,16 +17,54 @@ export function parseWith<S extends z.ZodType>(
   if (!result.success) {
     // A key the caller left out read `Invalid input: expected string, received undefined`: zod's
     // words about a value nobody sent. It is named as required instead.
-    const issues = result.error.issues.map((issue) =>
-      (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
-      issue.path.length > 0 &&
-      absent(value, issue.path)
-        ? { ...issue, message: 'required' }
-        : issue,
-    );
+    const issues = result.error.issues.flatMap(chosenBranch).map((issue) => {
+      if (
+        (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
+        issue.path.length > 0 &&
+        absent(value, issue.path)
+      )
+        return { ...issue, message: 'required' };
+      // zod's `Invalid option: expected one of "pending"|"delivered"|"failed"`: the values as
+      // config check says them (src/config/issues.ts), with what was sent. A schema's own
+      // message is kept.
+      if (issue.code === 'invalid_value' && /^Invalid option:/.test(issue.message))
+        return { ...issue, message: oneOf(issue.values, valueAt(value, issue.path)) };
+      return issue;
+    });
     throw new ValidationError(message, issuesFromZod({ issues }), code);
   }
   return result.data;
+}
+
+/**
+ * A body of one of several forms (`{recordId}` or `{identifier}`) with a mistake in it read
+ * `(root): Invalid input`: zod cannot tell which form was meant. The form whose keys the caller
+ * used (the one branch with no unknown key at its own level) is the one meant: its own issues
+ * are said instead, at their full paths. With no such branch, or several, the union's issue stands.
+ */
+function chosenBranch(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+  if (issue.code !== 'invalid_union' || issue.errors.length < 2) return [issue];
+  const fitting = issue.errors.filter(
+    (branch) => !branch.some((inner) => inner.code === 'unrecognized_keys' && inner.path.length === 0),
+  );
+  if (fitting.length !== 1) return [issue];
+  return fitting[0]!.map((inner) => ({ ...inner, path: [...issue.path, ...inner.path] }) as z.core.$ZodIssue);
+}
+
+/** The value at `path`, or undefined where there is none. */
+function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let at = value;
+  for (const part of path) {
+    if (at === null || typeof at !== 'object') return undefined;
+    at = (at as Record<PropertyKey, unknown>)[part];
+  }
+  return at;
+}
+
+/** The values a parameter takes and what was sent (quoted as JSON, cut at 80 characters). */
+function oneOf(values: readonly unknown[], given: unknown): string {
+  const text = JSON.stringify(given) ?? 'nothing';
+  return `one of ${values.map(String).join(', ')}; got ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`;
 }
 
 /** Whether `path` names a key its parent object does not have. */
@@ -51,7 +89,13 @@ export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
     .union([z.literal(''), schema], {
       // A value neither empty nor one `schema` takes (`?state=bogus`) failed both branches, and
       // zod said only "Invalid input". What `schema` says of it names the values it takes.
-      error: (issue) => (issue.code === 'invalid_union' ? issue.errors[1]?.[0]?.message : undefined),
+      error: (issue) => {
+        if (issue.code !== 'invalid_union') return undefined;
+        const inner = issue.errors[1]?.[0];
+        return inner?.code === 'invalid_value' && /^Invalid option:/.test(inner.message)
+          ? oneOf(inner.values, issue.input)
+          : inner?.message;
+      },
     })
     .describe('empty: the filter is not given')
     .optional()
