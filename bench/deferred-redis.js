@@ -1,9 +1,12 @@
 // Redis's own cost of the deferred path (`intake.ackAfterAppend`), per event and per command:
 // a private redis-server, one `--role web` and one `--role worker` bridge of the checkout given,
 // N chat_finished (50 messages) events posted at a fixed rate, the list drained, then Redis's
-// INFO commandstats (calls and microseconds per command) read. Redis's time, not the bridge's:
-// steadier than CPU on a loaded machine (only Redis's own work is counted).
-// Usage: node bench/deferred-redis.js [checkout=.] (BENCH_EVENTS=3000, BENCH_RATE=150)
+// INFO commandstats (calls and microseconds per command) and the slow log (every command logged,
+// to split EVALSHA by script and first key) read. Redis's time, not the bridge's: it shows which
+// command costs Redis what (the deferred list's trim check was most of it, 2026-12-05), but it is
+// wall-clock time, so a busy machine inflates it: compare checkouts one after the other, twice.
+// Usage: node bench/deferred-redis.js [checkout=.] (BENCH_EVENTS=3000, BENCH_RATE=150;
+// BENCH_DIRECT=1: one bridge without ackAfterAppend, the same events recorded before the answer)
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -70,7 +73,9 @@ try {
   const scripts = new Map();
   for (const [, , micros, args] of log) {
     if (!/^eval/i.test(String(args[0]))) continue;
-    const name = `${String(args[1]).slice(0, 8)} ${String(args[3] ?? '')
+    const name = `${/^evalsha$/i.test(String(args[0])) ? String(args[1]).slice(0, 8) : 'eval'} ${String(
+      args[3] ?? '',
+    )
       .replace(/^[^:]*:/, '')
       .replace(/:[^:]*$/, ':…')
       .slice(0, 30)}`;
