@@ -816,12 +816,17 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     io.stderr(topUsage());
     return 2;
   }
-  if (isHelp(first) || (first === 'help' && second === undefined)) {
+  if ((isHelp(first) || first === 'help') && second === undefined) {
     io.stdout(topUsage());
     return 0;
   }
-  // `chatbridge help config check` is `chatbridge config check --help` (a group's too).
-  if (first === 'help') return dispatch([...argv.slice(1), '--help'], io);
+  // `chatbridge help config check` is `chatbridge config check --help` (a group's too), and so is
+  // `chatbridge --help config check`: what follows --help was dropped for the top help, exit 0,
+  // so `--help extra` looked accepted while `--version extra` was bad usage. An unknown word is
+  // now an unknown command, as after `help`.
+  // (A second --help is dropped: `--help -h` would otherwise come back here for ever.)
+  if (first === 'help' || isHelp(first))
+    return dispatch([...argv.slice(1).filter((arg) => !isHelp(arg)), '--help'], io);
   if (first === '--version' || first === '-v' || first === 'version') {
     // Anything after it was ignored: `chatbridge --version check` looked as if it had done more.
     if (second !== undefined) throw new UsageError(`${first} takes nothing after it (got '${second}')`);
