@@ -196,7 +196,11 @@ describe('chatbridge CLI usage', () => {
       expect(await runCli([flag, 'config', 'check'], command.io), flag).toBe(0);
       expect(command.out.join('\n')).toMatch(/^Usage: chatbridge config check \[--config FILE\]\n/);
     }
-    for (const args of [['--help', '-h'], ['help', '--help'], ['-h', 'help']]) {
+    for (const args of [
+      ['--help', '-h'],
+      ['help', '--help'],
+      ['-h', 'help'],
+    ]) {
       const twice = capture();
       expect(await runCli(args, twice.io), args.join(' ')).toBe(0);
       expect(twice.out[0]).toMatch(/^Usage: chatbridge <command> \[options\]\n/);

@@ -644,6 +644,10 @@ const contactsReindex: Command = {
         throw new CliFailure(
           'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
         );
+      // A line when there is news: SCAN walks the whole database a page at a time, and a page of
+      // other keys only (no contacts yet, on a Redis the queue or another app shares) read no
+      // record, so the same "0 records read" line came once per page.
+      let said: string | undefined;
       try {
         const report = await reindexContacts({
           store,
@@ -651,10 +655,11 @@ const contactsReindex: Command = {
           timelineRetention: config.limits.timelineRetention,
           dryRun,
           signal: controller.signal,
-          onProgress: (progress) =>
-            io.stderr(
-              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`,
-            ),
+          onProgress: (progress) => {
+            const line = `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`;
+            if (line !== said) io.stderr(line);
+            said = line;
+          },
         });
         io.stdout(JSON.stringify(report));
         if (report.conflicts > 0)
