@@ -1,6 +1,9 @@
 import type { z } from 'zod';
 import { type ErrorIssue, formatPath } from '../errors.js';
+import { closest } from './closest.js';
 import { HTTP_URL_MESSAGE } from './schema.js';
+
+export { closest };
 
 /**
  * zod's issues in words a config author can act on. Two of zod's own are unhelpful there:
@@ -159,44 +162,6 @@ function unknownKey(
     return `unknown key here (did you mean ${under.map((section) => formatPath([...path, section, key])).join(' or ')}?)`;
   if (known.length === 0) return 'unknown key';
   return `unknown key (allowed here: ${known.join(', ')})`;
-}
-
-/**
- * The known key a typo most likely meant: same letters ignoring case, or at most a third of the
- * key's length edits away (at most 3). `hots` -> `host`, `retrySchedul` -> `retrySchedule`.
- */
-export function closest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  const limit = Math.min(3, Math.max(1, Math.floor(key.length / 3)));
-  for (const candidate of known) {
-    const distance =
-      candidate.toLowerCase() === key.toLowerCase()
-        ? 0
-        : editDistance(key.toLowerCase(), candidate.toLowerCase());
-    if (distance <= limit && distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best;
-}
-
-/** Damerau-Levenshtein (optimal string alignment): a swap of two letters is one edit. */
-function editDistance(a: string, b: string): number {
-  const rows: number[][] = [];
-  for (let i = 0; i <= a.length; i++) rows.push([i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 0; j <= b.length; j++) rows[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let value = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
-        value = Math.min(value, rows[i - 2]![j - 2]! + 1);
-      rows[i]![j] = value;
-    }
-  }
-  return rows[a.length]![b.length]!;
 }
 
 function valueAt(document: unknown, path: readonly Key[]): unknown {
