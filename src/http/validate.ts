@@ -46,7 +46,9 @@ export function parseWith<S extends z.ZodType>(
  * A body of one of several forms (`{recordId}` or `{identifier}`) with a mistake in it read
  * `(root): Invalid input`: zod cannot tell which form was meant. The form whose keys the caller
  * used (the one branch with no unknown key at its own level) is the one meant: its own issues
- * are said instead, at their full paths. With no such branch, or several, the union's issue stands.
+ * are said instead, at their full paths. A union of types (a string or a number) is said by the
+ * branch of the value's type. With no fitting form, keys no form takes are said as unknown, and
+ * keys of several forms together as such; with several, the keys each form needs.
  */
 function chosenBranch(issue: z.core.$ZodIssue, value: unknown): z.core.$ZodIssue[] {
   if (issue.code !== 'invalid_union' || issue.errors.length < 2) return [issue];
