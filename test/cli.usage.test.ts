@@ -183,6 +183,30 @@ describe('chatbridge CLI usage', () => {
     expect(help.out.join('\n')).toContain('chatbridge --version (or -v) prints the version.');
   });
 
+  it('--help (or -h) with something after it is help on that, or bad usage as --version is, never a silent top help', async () => {
+    // `chatbridge --help extra` printed the top help and exited 0 while `--version extra` was bad
+    // usage: a typo after --help looked accepted.
+    for (const flag of ['--help', '-h']) {
+      const run = capture();
+      expect(await runCli([flag, 'extra'], run.io), flag).toBe(2);
+      expect(run.err).toEqual(["chatbridge: unknown command 'extra'", "Run 'chatbridge --help' for usage."]);
+      expect(run.out).toEqual([]);
+      // A command after it is that command's help, as `chatbridge help config check` is.
+      const command = capture();
+      expect(await runCli([flag, 'config', 'check'], command.io), flag).toBe(0);
+      expect(command.out.join('\n')).toMatch(/^Usage: chatbridge config check \[--config FILE\]\n/);
+    }
+    for (const args of [
+      ['--help', '-h'],
+      ['help', '--help'],
+      ['-h', 'help'],
+    ]) {
+      const twice = capture();
+      expect(await runCli(args, twice.io), args.join(' ')).toBe(0);
+      expect(twice.out[0]).toMatch(/^Usage: chatbridge <command> \[options\]\n/);
+    }
+  });
+
   it("a missing value, an unknown option or a stray operand is said in the CLI's words, on one line", async () => {
     // These were node:util parseArgs' own messages: "Option '--channel <value>' argument missing",
     // "Unknown option '--bogus'", "Unexpected argument 'extra'. This command does not take

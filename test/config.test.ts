@@ -370,6 +370,26 @@ describe('config', () => {
       'identity.defaultCountry: "XX" is not a country code the phone library knows: an ISO 3166-1 alpha-2 code like RU, GB or DE',
     ]);
     expect(problems({ admin, identity: { defaultCountry: 'GB' } })).toEqual([]);
+    // A country written by name (or a code in small letters) was told only 'an ISO 3166-1 alpha-2
+    // country code like RU', without what the file holds or the code meant.
+    expect(problems({ admin, identity: { defaultCountry: 'Russia' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Russia" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'Россия' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Россия" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'germany' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "germany" (did you mean "DE"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'United Kingdom' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "United Kingdom" (did you mean "GB"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'ru' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "ru" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'Atlantis' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Atlantis"',
+    ]);
     expect(parseConfig({ admin }, registry, {}).identity.defaultCountry).toBe('RU');
   });
 

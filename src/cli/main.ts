@@ -644,6 +644,10 @@ const contactsReindex: Command = {
         throw new CliFailure(
           'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
         );
+      // A line when there is news: SCAN walks the whole database a page at a time, and a page of
+      // other keys only (no contacts yet, on a Redis the queue or another app shares) read no
+      // record, so the same "0 records read" line came once per page.
+      let said: string | undefined;
       try {
         const report = await reindexContacts({
           store,
@@ -651,10 +655,11 @@ const contactsReindex: Command = {
           timelineRetention: config.limits.timelineRetention,
           dryRun,
           signal: controller.signal,
-          onProgress: (progress) =>
-            io.stderr(
-              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`,
-            ),
+          onProgress: (progress) => {
+            const line = `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`;
+            if (line !== said) io.stderr(line);
+            said = line;
+          },
         });
         io.stdout(JSON.stringify(report));
         if (report.conflicts > 0)
@@ -816,12 +821,17 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     io.stderr(topUsage());
     return 2;
   }
-  if (isHelp(first) || (first === 'help' && second === undefined)) {
+  if ((isHelp(first) || first === 'help') && second === undefined) {
     io.stdout(topUsage());
     return 0;
   }
-  // `chatbridge help config check` is `chatbridge config check --help` (a group's too).
-  if (first === 'help') return dispatch([...argv.slice(1), '--help'], io);
+  // `chatbridge help config check` is `chatbridge config check --help` (a group's too), and so is
+  // `chatbridge --help config check`: what follows --help was dropped for the top help, exit 0,
+  // so `--help extra` looked accepted while `--version extra` was bad usage. An unknown word is
+  // now an unknown command, as after `help`.
+  // (A second --help is dropped: `--help -h` would otherwise come back here for ever.)
+  if (first === 'help' || isHelp(first))
+    return dispatch([...argv.slice(1).filter((arg) => !isHelp(arg)), '--help'], io);
   if (first === '--version' || first === '-v' || first === 'version') {
     // Anything after it was ignored: `chatbridge --version check` looked as if it had done more.
     if (second !== undefined) throw new UsageError(`${first} takes nothing after it (got '${second}')`);

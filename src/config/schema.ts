@@ -1,7 +1,8 @@
-import { isSupportedCountry } from 'libphonenumber-js';
+import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
+import { closest } from './closest.js';
 
 /**
  * The config file's schema (DESIGN §3). Keys here are a public contract: add, never rename.
@@ -66,6 +67,30 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
  * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
  */
+/**
+ * The country code a defaultCountry not written as one most likely means: the code in small
+ * letters (`ru`), or a country's name in English or Russian (`Russia`, `Россия`, `germany`),
+ * exactly or within a typo (`Rusia`), of the countries the phone library knows. The names come
+ * from Node's ICU, read only when a config gets this wrong.
+ */
+function countryMeant(text: string): CountryCode | undefined {
+  const given = text.trim();
+  const countries = getCountries();
+  const upper = given.toUpperCase();
+  const code = countries.find((country) => country === upper);
+  if (code) return code;
+  const byName = new Map<string, CountryCode>();
+  for (const locale of ['en', 'ru']) {
+    const names = new Intl.DisplayNames([locale], { type: 'region', fallback: 'none' });
+    for (const country of countries) {
+      const name = names.of(country);
+      if (name !== undefined && !byName.has(name.toLowerCase())) byName.set(name.toLowerCase(), country);
+    }
+  }
+  const name = closest(given.toLowerCase(), [...byName.keys()]);
+  return name === undefined ? undefined : byName.get(name);
+}
+
 export const HTTP_URL_MESSAGE = 'an http:// or https:// URL';
 export const httpUrlSchema = z.url({
   protocol: /^https?$/,
@@ -538,7 +563,18 @@ export const configSchema = z.strictObject({
       blocklist: z.array(z.string()).default(['', 'null', 'undefined', '0', '-1', 'anonymous']),
       defaultCountry: z
         .string()
-        .regex(/^[A-Z]{2}$/, 'an ISO 3166-1 alpha-2 country code like RU')
+        // Not two capitals (`Russia`, `ru`): what the file holds and, when it names a country,
+        // that country's code, as other config problems quote the value and suggest one.
+        .superRefine((code, ctx) => {
+          if (/^[A-Z]{2}$/.test(code)) return;
+          const meant = countryMeant(code);
+          ctx.addIssue({
+            code: 'custom',
+            message: `an ISO 3166-1 alpha-2 country code like RU, got the text ${JSON.stringify(
+              code.length > 40 ? `${code.slice(0, 40)}…` : code,
+            )}${meant === undefined ? '' : ` (did you mean "${meant}"?)`}`,
+          });
+        })
         // Two capitals are not yet a country: with one the phone library does not know (UK for
         // GB is the usual slip) every number typed without its +code normalises to nothing and
         // is left off the contact, with no word said.

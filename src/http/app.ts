@@ -390,6 +390,19 @@ export function routesOf(app: Koa): AppRoutes | undefined {
 }
 
 /** Console pages are HTML for a browser; the document lists them so that every path is described. */
+const SERVICE_DESCRIPTION =
+  'a self-hosted bridge between live-chat vendors (JivoChat, LiveTex, Chatvisor) and your CRM';
+
+/** What a worker answers at `/` (it serves no console to redirect to). */
+const rootSchema = z.object({
+  service: z.literal('chatbridge'),
+  description: z.string(),
+  role: z.literal('worker'),
+  health: z.literal('/healthz'),
+  ready: z.literal('/readyz'),
+  docs: z.string(),
+});
+
 function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>): DocumentedRoute[] {
   const open = new Set(['/console/sign-in', '/console/assets/:name', '/console/c/:token']);
   return list.map(({ method, path }) => ({
@@ -580,6 +593,38 @@ export function createApp(deps: AppDeps): Koa {
   // --- operations -------------------------------------------------------------------------
   const readinessRepeats = createRepeatGate();
   const operations: Route[] = [
+    route({
+      method: 'GET',
+      path: '/',
+      summary: "The bridge's own address, opened in a browser: the console, or what this instance is",
+      description:
+        'An all or web instance redirects to its web console (Location `console`, relative to the address the ' +
+        'browser used). A worker serves no console: it says what it is and where its health, readiness and the ' +
+        'API document are.',
+      tag: 'operations',
+      auth: 'none',
+      answers: {
+        200: { description: 'A --role worker instance (no console): what it is', schema: rootSchema },
+        302: { description: 'To the web console (an all or web instance)', contentType: 'text/html' },
+      },
+      handle(ctx) {
+        if (deps.role === 'worker') {
+          ctx.body = {
+            service: 'chatbridge',
+            description: SERVICE_DESCRIPTION,
+            role: 'worker',
+            health: '/healthz',
+            ready: '/readyz',
+            docs: 'README.md; the admin API, its document (GET /api/v1/openapi.json) and the console (/console) are served by --role all and --role web instances',
+          };
+          return;
+        }
+        // Relative, as the browser resolves it against the address it used: behind a proxy that
+        // serves the bridge under a path (https://example.org/bridge/ -> http://bridge:3000/), a
+        // Location of /console left that path.
+        ctx.redirect('console');
+      },
+    }),
     route({
       method: 'GET',
       path: '/healthz',

@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { configIssues, keysOfSchema } from '../config/issues.js';
 import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
-import { formatPath, issuesFromZod, ValidationError } from '../errors.js';
+import { formatPath, ValidationError } from '../errors.js';
 import { parseJson } from './json.js';
 
 /**
@@ -17,21 +18,26 @@ export function parseWith<S extends z.ZodType>(
   if (!result.success) {
     // A key the caller left out read `Invalid input: expected string, received undefined`: zod's
     // words about a value nobody sent. It is named as required instead.
-    const issues = result.error.issues.flatMap(chosenBranch).map((issue) => {
-      if (
+    const issues = result.error.issues
+      .flatMap((issue) => chosenBranch(issue, value))
+      .map((issue) =>
         (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
         issue.path.length > 0 &&
         absent(value, issue.path)
-      )
-        return { ...issue, message: 'required' };
-      // zod's `Invalid option: expected one of "pending"|"delivered"|"failed"`: the values as
-      // config check says them (src/config/issues.ts), with what was sent. A schema's own
-      // message is kept.
-      if (issue.code === 'invalid_value' && /^Invalid option:/.test(issue.message))
-        return { ...issue, message: oneOf(issue.values, valueAt(value, issue.path)) };
-      return issue;
-    });
-    throw new ValidationError(message, issuesFromZod({ issues }), code);
+          ? { ...issue, message: 'required' }
+          : issue,
+      );
+    // The rest in config check's words (src/config/issues.ts), with values as JSON: an unknown key
+    // at its own path with the key meant (`did you mean "with"?`) or the keys taken, an empty
+    // string, a wrong type or a value out of range with what was sent, a value not one of a list
+    // as `one of pending, delivered, failed; got "bogus"`. They read zod's own: `(root):
+    // Unrecognized key: "foo"`, `Too small: expected string to have >=1 characters`. A schema's
+    // own message is kept. Every admin body, query and parameter is said here, and only here.
+    throw new ValidationError(
+      message,
+      configIssues(issues, value, (path) => keysOfSchema(schema, path), [], 'json'),
+      code,
+    );
   }
   return result.data;
 }
@@ -40,15 +46,56 @@ export function parseWith<S extends z.ZodType>(
  * A body of one of several forms (`{recordId}` or `{identifier}`) with a mistake in it read
  * `(root): Invalid input`: zod cannot tell which form was meant. The form whose keys the caller
  * used (the one branch with no unknown key at its own level) is the one meant: its own issues
- * are said instead, at their full paths. With no such branch, or several, the union's issue stands.
+ * are said instead, at their full paths. A union of types (a string or a number) is said by the
+ * branch of the value's type. With no fitting form, keys no form takes are said as unknown, and
+ * keys of several forms together as such; with several, the keys each form needs.
  */
-function chosenBranch(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+function chosenBranch(issue: z.core.$ZodIssue, value: unknown): z.core.$ZodIssue[] {
   if (issue.code !== 'invalid_union' || issue.errors.length < 2) return [issue];
-  const fitting = issue.errors.filter(
-    (branch) => !branch.some((inner) => inner.code === 'unrecognized_keys' && inner.path.length === 0),
+  const at = (inner: z.core.$ZodIssue) =>
+    ({ ...inner, path: [...issue.path, ...inner.path] }) as z.core.$ZodIssue;
+  // A value of one of the union's types with a mistake in it (`customerId: -1` for a string or a
+  // whole number at least 0): the branch of its type says the mistake.
+  const typed = issue.errors.filter(
+    (branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0),
   );
-  if (fitting.length !== 1) return [issue];
-  return fitting[0]!.map((inner) => ({ ...inner, path: [...issue.path, ...inner.path] }) as z.core.$ZodIssue);
+  if (typed.length === 1) return typed[0]!.map(at);
+  const unknown = (branch: readonly z.core.$ZodIssue[]) =>
+    branch.flatMap((inner) =>
+      inner.code === 'unrecognized_keys' && inner.path.length === 0 ? inner.keys : [],
+    );
+  const fitting = issue.errors.filter((branch) => unknown(branch).length === 0);
+  if (fitting.length === 1) return fitting[0]!.map(at);
+  const given = valueAt(value, issue.path);
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) return [issue];
+  if (fitting.length > 1) {
+    // Several forms fit, each missing its own keys (`{}` for an unmerge): the keys of each form.
+    const forms = fitting.map((branch) =>
+      branch
+        .filter((inner) => inner.path.length === 1 && absent(given, inner.path))
+        .map((inner) => String(inner.path[0]))
+        .join(' and '),
+    );
+    return forms.every((form) => form !== '')
+      ? [{ ...issue, message: `required: ${forms.join(' or ')}` }]
+      : [issue];
+  }
+  // Every form has a key it does not take. Keys no form takes (`recordid`) are said as unknown
+  // (with the key meant); keys of different forms together, that only one is given.
+  const everywhere = unknown(issue.errors[0]!).filter((key) =>
+    issue.errors.every((branch) => unknown(branch).includes(key)),
+  );
+  if (everywhere.length > 0)
+    return [
+      {
+        ...issue,
+        code: 'unrecognized_keys',
+        keys: everywhere,
+        errors: undefined,
+      } as unknown as z.core.$ZodIssue,
+    ];
+  const mixed = [...new Set(issue.errors.flatMap(unknown))];
+  return [{ ...issue, message: `give one of ${mixed.join(', ')}, not several: each is a form of its own` }];
 }
 
 /** The value at `path`, or undefined where there is none. */
