@@ -901,8 +901,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return node;
   }
 
-  async function confirmWrites(since?: number, confirmOptions: ConfirmOptions = {}): Promise<void> {
-    if (replicas === 0) return;
+  /** Nothing to wait for without replicas: undefined, not a promise (Store.confirmWrites). */
+  function confirmWrites(since?: number, confirmOptions?: ConfirmOptions): Promise<void> | undefined {
+    return replicas === 0 ? undefined : confirmReplicas(since, confirmOptions ?? {});
+  }
+
+  async function confirmReplicas(since: number | undefined, confirmOptions: ConfirmOptions): Promise<void> {
     const changed = () => {
       if (since === undefined || since === connectionEpoch) return;
       throw unavailable(
