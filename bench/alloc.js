@@ -13,14 +13,17 @@
 // fresh jti, sealed by the client before it sends), ALLOC_RATE=<requests per second> (webhooks
 // paced, as bench/cpu.js sends them, instead of as fast as the bridge answers; the warm-up too),
 // ALLOC_SURVIVORS=1 (count only what no young-generation collection freed: what was promoted to
-// the old generation, which only major GCs — concurrent marking, sweeping, compaction — free).
+// the old generation, which only major GCs — concurrent marking, sweeping, compaction — free),
+// ALLOC_SCENARIO=finished (JivoChat chat_finished with a 50-message transcript, a new chat each
+// time, instead of chat_accepted; the warm-up's people are made known by the same event),
+// ALLOC_ROOT=<checkout> (another built checkout's bridge; default: this one).
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const ROOT = process.env.ALLOC_ROOT ?? dirname(dirname(fileURLToPath(import.meta.url)));
 const PEOPLE = 500;
 const CONNECTIONS = 20;
 
@@ -74,7 +77,8 @@ if (process.argv[2] === '--client') {
   const [port, token, count, poolName = 'alloc', peopleArg = String(PEOPLE)] = process.argv.slice(3);
   const peopleCount = Number(peopleArg);
   const { Pool } = await import('undici');
-  const { jivoChatAccepted, personOf } = await import('./lib/payloads.js');
+  const { jivoChatAccepted, jivoChatFinished, personOf } = await import('./lib/payloads.js');
+  const event = process.env.ALLOC_SCENARIO === 'finished' ? jivoChatFinished : jivoChatAccepted;
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
   const people = Array.from({ length: peopleCount }, (_, index) => personOf(poolName, index));
   const firstChat = Date.now();
@@ -93,7 +97,7 @@ if (process.argv[2] === '--client') {
         method: 'POST',
         path: `/webhooks/jivochat/site/${token}`,
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(jivoChatAccepted({ ...people[index % peopleCount], chat: firstChat + index })),
+        body: JSON.stringify(event({ ...people[index % peopleCount], chat: firstChat + index })),
       });
       await response.body.text();
       if (response.statusCode !== 200) failed++;
@@ -110,6 +114,7 @@ if (process.argv[2] === '--client') {
 
 const count = Number(process.env.ALLOC_N ?? 4000);
 const lookups = process.env.ALLOC_SCENARIO === 'lookup';
+const finished = process.env.ALLOC_SCENARIO === 'finished';
 const { JIVO_TOKEN, admin } = await import('./lib/bridge.js');
 const { startInProcessBridge } = await import('./lib/in-process.js');
 const bridge = await startInProcessBridge({
@@ -168,7 +173,7 @@ const add = (map, key, bytes) => map.set(key, (map.get(key) ?? 0) + bytes);
 const perRequest = (bytes) => `${(bytes / count / 1024).toFixed(1).padStart(6)} KB`;
 const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
 console.log(
-  `chatbridge ${process.env.ALLOC_SURVIVORS === '1' ? 'allocation that survived the young generation' : 'allocation'} per ${lookups ? 'LiveTex lookup of a known contact' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
+  `chatbridge ${process.env.ALLOC_SURVIVORS === '1' ? 'allocation that survived the young generation' : 'allocation'} per ${lookups ? 'LiveTex lookup of a known contact' : finished ? 'known-contact chat_finished (50 messages)' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
     `${perRequest(total).trim()} (${count} ${lookups ? 'lookups' : 'webhooks'}, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
 );
 console.log('\nby file (self)');

@@ -15,7 +15,9 @@
 // per thread (`--separate-threads=yes`): the main thread's are printed next to all threads'.
 //
 // Needs valgrind (apt-get install valgrind). Knobs: CALLGRIND_N (1000), CALLGRIND_WARM (3000),
-// CALLGRIND_ONLY (comma list of bare, floor, bridge), CALLGRIND_NODE_OPTIONS (below).
+// CALLGRIND_ONLY (comma list of bare, floor, bridge), CALLGRIND_NODE_OPTIONS (below),
+// CALLGRIND_SCENARIO=finished (chat_finished with a 50-message transcript, of the same known
+// people, a new chat each time, instead of chat_accepted).
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
@@ -23,7 +25,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { JIVO_TOKEN, seedKnown, startBridge, writeBridgeConfig } from './lib/bridge.js';
-import { jivoChatAccepted, personOf } from './lib/payloads.js';
+import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
 import { waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
 
@@ -36,6 +38,9 @@ const only = env.CALLGRIND_ONLY ? new Set(env.CALLGRIND_ONLY.split(',')) : null;
 const KNOWN = 1000;
 const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
 const CONCURRENCY = 4;
+const FINISHED = env.CALLGRIND_SCENARIO === 'finished';
+/** The webhook sent: chat_accepted, or chat_finished (50 messages) with CALLGRIND_SCENARIO=finished. */
+const eventOf = FINISHED ? jivoChatFinished : jivoChatAccepted;
 // e.g. CALLGRIND_NODE_OPTIONS=--perf-basic-prof: /tmp/perf-<pid>.map then names the JIT code's
 // addresses that callgrind_annotate prints (each process's pid is in its dump's name).
 const nodeOptions = (env.CALLGRIND_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
@@ -61,7 +66,7 @@ async function send(url, count, tolerant = false) {
         const response = await fetch(url + PATH, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(jivoChatAccepted({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n })),
+          body: JSON.stringify(eventOf({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n })),
         });
         const text = await response.text();
         if (response.status !== 200 && !tolerant) throw new Error(`${url}: ${response.status} ${text}`);
@@ -167,7 +172,7 @@ try {
         const response = await fetch(url + PATH, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(jivoChatAccepted({ ...personOf('known', 0), chat: 1 })),
+          body: JSON.stringify(eventOf({ ...personOf('known', 0), chat: 1 })),
         });
         sample = { text: await response.text(), contentType: response.headers.get('content-type') };
       },
@@ -191,7 +196,7 @@ try {
       await count('bare', (port) => [join(here, 'bare.js'), String(port)], '/ready', replySize),
     ]);
   process.stdout.write(
-    `\ninstructions per known-contact chat_accepted (callgrind; ${measured} requests after ${warm}, ${CONCURRENCY} at a time): main thread, all threads\n`,
+    `\ninstructions per known-contact ${FINISHED ? 'chat_finished (50 messages)' : 'chat_accepted'} (callgrind; ${measured} requests after ${warm}, ${CONCURRENCY} at a time): main thread, all threads\n`,
   );
   for (const [name, { main, all }] of results)
     process.stdout.write(`${name.padEnd(7)} ${(main / 1e6).toFixed(3)} M  ${(all / 1e6).toFixed(3)} M\n`);

@@ -1,18 +1,22 @@
-// `npm run build && node bench/stages.js`: CPU per request of each step of the JivoChat
+// `npm run build && node bench/stages.js [checkout]`: CPU per request of each step of the JivoChat
 // chat_accepted intake (a new contact each time), in one process, without HTTP: parse, decode,
 // observe (the contact engine and its Redis script calls), facts, render + JSON of the answer.
+// STAGES_SCENARIO=finished: chat_finished with a 50-message transcript instead (a new contact
+// each time; no facts, as its answer has none). `checkout`: another built checkout's dist
+// (default: this one), so that two builds can be read with the same script.
 // Where the saturation bench (bench/run.js) says "the bridge uses X ms per request", this says
 // which step it goes to. observe runs one at a time and 50 at once (as the bench's connections);
 // the other steps are synchronous or do no I/O, so one at a time. Median of 3 passes after a warm
 // one. Knobs: STAGES_N (requests per pass, 4000), REDIS_URL (else a private redis-server).
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
-const DIST = join(ROOT, 'dist');
+const DIST = join(process.argv[2] ? resolve(process.argv[2]) : ROOT, 'dist');
+const FINISHED = process.env.STAGES_SCENARIO === 'finished';
 const { benchRedis } = await import('./lib/redis.js');
-const { jivoChatAccepted, personOf } = await import('./lib/payloads.js');
+const { jivoChatAccepted, jivoChatFinished, personOf } = await import('./lib/payloads.js');
 const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
 const { createLogger } = await import(`${DIST}/src/logger.js`);
 const { parseConfig } = await import(`${DIST}/src/config/load.js`);
@@ -49,9 +53,8 @@ let person = 0;
 const freshBodies = () =>
   Array.from({ length: N }, () => {
     const index = person++;
-    return Buffer.from(
-      JSON.stringify(jivoChatAccepted({ ...personOf('new', index), chat: 10_000_000 + index })),
-    );
+    const who = { ...personOf('new', index), chat: 10_000_000 + index };
+    return Buffer.from(JSON.stringify(FINISHED ? jivoChatFinished(who) : jivoChatAccepted(who)));
   });
 
 /** CPU ms per item of `step` over `items`, `concurrency` at a time. */
@@ -77,6 +80,16 @@ const observeAll = async (decoded) => {
   for (const observation of decoded.observations) contact = (await contacts.observe(observation)).contact;
   return contact;
 };
+/** The answer's facts, as the pipeline asks for them: only for events whose answer shows them. */
+const factsOf = (decoded, contact) =>
+  decoded.facts
+    ? facts.forContact(contact, {
+        channelId: 'site',
+        deadlineMs: 1000,
+        max: decoded.facts.max,
+        anchored: true,
+      })
+    : null;
 const resultOf = (decoded, contact, answerFacts) => ({
   decoded,
   opened: undefined,
@@ -116,12 +129,7 @@ for (let pass = 0; pass < 4; pass++) {
   );
   const answers = new Array(N);
   measured.facts = await cpuPerItem(found, async (contact, index) => {
-    answers[index] = await facts.forContact(contact, {
-      channelId: 'site',
-      deadlineMs: 1000,
-      max: decoded[index].facts?.max ?? 10,
-      anchored: true,
-    });
+    answers[index] = await factsOf(decoded[index], contact);
   });
   measured['render + JSON'] = await cpuPerItem(found, (contact, index) =>
     JSON.stringify(route.render(resultOf(decoded[index], contact, answers[index]), state).body),
@@ -130,19 +138,14 @@ for (let pass = 0; pass < 4; pass++) {
   measured['all steps, 1 at a time'] = await cpuPerItem(freshBodies(), async (raw) => {
     const decoded = decode(parse(raw));
     const contact = await observeAll(decoded);
-    const answerFacts = await facts.forContact(contact, {
-      channelId: 'site',
-      deadlineMs: 1000,
-      max: decoded.facts?.max ?? 10,
-      anchored: true,
-    });
+    const answerFacts = await factsOf(decoded, contact);
     JSON.stringify(route.render(resultOf(decoded, contact, answerFacts), state).body);
   });
   if (pass > 0) for (const [name, value] of Object.entries(measured)) rows[name].push(value);
 }
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 process.stdout.write(
-  `JivoChat chat_accepted (new contact), CPU ms per request by step, median of 3 passes of ${N}:\n`,
+  `JivoChat ${FINISHED ? 'chat_finished, 50 messages' : 'chat_accepted'} (new contact), CPU ms per request by step, median of 3 passes of ${N}:\n`,
 );
 for (const [name, values] of Object.entries(rows))
   process.stdout.write(`  ${name.padEnd(24)} ${median(values).toFixed(3)}\n`);

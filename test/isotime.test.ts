@@ -33,6 +33,39 @@ describe('isoFromMs', () => {
     );
   });
 
+  it('writes the right date when times of one day and of others follow each other (the last day is kept)', () => {
+    // A transcript's times (one day, then the next across midnight), and times of two days in turn:
+    // the date part kept from the call before must be used only for a time of that same day.
+    const midnight = 1_718_668_800_000; // 2024-06-18T00:00:00.000Z
+    const times = [
+      ...Array.from({ length: 50 }, (_, index) => midnight - 25 * 60_000 + index * 30_000),
+      ...Array.from({ length: 20 }, (_, index) => (index % 2 === 0 ? midnight - 1 : midnight) + index),
+      951_868_799_999, // 2000-02-29T23:59:59.999Z
+      951_868_800_000, // 2000-03-01
+      951_782_400_000, // 2000-02-29 again
+      0,
+      253_402_300_799_999,
+      midnight,
+    ];
+    for (const ms of times) expect(isoFromMs(ms), String(ms)).toBe(new Date(ms).toISOString());
+    fc.assert(
+      fc.property(
+        // Times of three neighbouring days in any order: mostly the kept day, sometimes another.
+        fc.integer({ min: 0, max: 2_932_894 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 86_399_999 })), {
+          maxLength: 20,
+        }),
+        (firstDay, pairs) => {
+          for (const [day, time] of pairs) {
+            const ms = (firstDay + day) * 86_400_000 + time;
+            expect(isoFromMs(ms)).toBe(new Date(ms).toISOString());
+          }
+        },
+      ),
+      { numRuns: 2_000 },
+    );
+  });
+
   it('throws for a time a Date cannot hold, as toISOString does', () => {
     expect(() => isoFromMs(Number.NaN)).toThrow(RangeError);
     expect(() => isoFromMs(8.64e15 + 1)).toThrow(RangeError);
