@@ -1,9 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { createFactService, dayLabel } from '../src/contacts/facts.js';
 import type { Contact } from '../src/contacts/types.js';
-import { deepFreeze } from '../src/freeze.js';
 import { createLogger } from '../src/logger.js';
-import { Metrics } from '../src/metrics.js';
 
 const contact: Contact = {
   id: 'c_1',
@@ -142,51 +140,5 @@ describe('dayLabel (the "last 14 Mar" of a channel fact)', () => {
     // Date reads 24:00 as the next day's midnight: that must not become the 14th's label.
     expect(dayLabel('2026-03-14T24:00:00Z')).toBe(intl.format(new Date('2026-03-14T24:00:00Z')));
     expect(dayLabel('2026-03-14T10:00:00Z')).toBe('14 Mar');
-  });
-  // A lookup's contact is the view the engine keeps and freezes (src/contacts/engine.ts,
-  // lookupView): without sources its answer is made once per contact and request and shared.
-  it('answers a frozen contact as the same contact unfrozen, for every channel, anchoring and limit, every time', async () => {
-    const facts = service();
-    const frozen = deepFreeze(structuredClone(contact));
-    for (const channelId of ['site', 'app', 'other'])
-      for (const anchored of [true, false, undefined])
-        for (const max of [2, 50, undefined]) {
-          const request = {
-            channelId,
-            deadlineMs: 500,
-            ...(anchored === undefined ? {} : { anchored }),
-            ...(max === undefined ? {} : { max }),
-          };
-          const expected = await facts.forContact(structuredClone(contact), request);
-          expect(await facts.forContact(frozen, request)).toEqual(expected);
-          expect(await facts.forContact(frozen, request)).toEqual(expected);
-        }
-    // A changed contact is another view (another object): its own facts, not the kept ones.
-    const relabelled = deepFreeze({ ...structuredClone(contact), labels: ['new'] });
-    const answer = await facts.forContact(relabelled, { channelId: 'site', deadlineMs: 500 });
-    expect(answer.facts.find((fact) => fact.key === 'labels')?.value).toBe('new');
-  });
-
-  it('counts a dropped unsafe link on every answer of a frozen contact', async () => {
-    const metrics = new Metrics();
-    const facts = createFactService({
-      channels: [],
-      vendorNames: new Map(),
-      logger: createLogger('silent'),
-      metrics,
-    });
-    const unsafe = deepFreeze({
-      ...structuredClone(contact),
-      attributes: {
-        page: { value: 'javascript:alert(1)', type: 'url' as const, channelId: 'x', at: contact.createdAt },
-      },
-    });
-    for (let answer = 0; answer < 3; answer++) {
-      const shown = await facts.forContact(unsafe, { channelId: 'site', deadlineMs: 500 });
-      expect(JSON.stringify(shown)).not.toMatch(/javascript:/);
-    }
-    expect(await metrics.registry.metrics()).toMatch(
-      /chatbridge_unsafe_links_dropped_total\{where="fact"\} 3\b/,
-    );
   });
 });

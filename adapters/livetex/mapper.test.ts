@@ -1,9 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { FactAnswer } from '../../src/contacts/facts.js';
-import type { Contact } from '../../src/contacts/types.js';
-import { deepFreeze } from '../../src/freeze.js';
-import { foundAnswer, isoOf, normalizeRating, observationsOf, parseWebhook } from './mapper.js';
+import { isoOf, normalizeRating, observationsOf, parseWebhook } from './mapper.js';
 
 const fixture = (name: string): unknown =>
   JSON.parse(readFileSync(new URL(`./__fixtures__/${name}`, import.meta.url), 'utf8'));
@@ -209,53 +206,5 @@ describe('livetex event hints', () => {
     };
     expect(eventOfType('rated')).toBe('rated');
     expect(eventOfType('conversation')).toBe('closed');
-  });
-});
-
-describe('livetex found answer', () => {
-  const contact: Contact = {
-    id: 'c_1',
-    name: 'Maria',
-    names: ['Maria'],
-    emails: ['maria@example.org'],
-    phones: ['+79001234567'],
-    identities: [
-      { kind: 'person', value: 'P-1' },
-      { kind: 'email', value: 'maria@example.org', provenance: 'visitor' },
-    ],
-    labels: ['vip'],
-    attributes: {},
-    responsibleAgent: null,
-    crmLink: 'https://crm.example/1',
-    channels: [],
-    records: ['c_1'],
-    merges: [],
-    createdAt: '2026-11-01T00:00:00.000Z',
-    updatedAt: '2026-11-20T08:00:00.000Z',
-  };
-  const facts: FactAnswer = {
-    facts: [{ key: 'labels', label: 'Labels', value: 'vip', type: 'string', verified: false }],
-    missing: [],
-  };
-
-  // The lookup's kept view and its kept facts are frozen and shared (src/contacts/engine.ts,
-  // src/contacts/facts.ts): the card made of them is kept too, and every answer is the same JSON.
-  it('answers a frozen contact and facts as the unfrozen ones, byte for byte, every time', () => {
-    const frozenContact = deepFreeze(structuredClone(contact));
-    const frozenFacts = deepFreeze(structuredClone(facts));
-    for (const requestId of ['r-1', 'r-2', 'r-1']) {
-      const expected = JSON.stringify(
-        foundAnswer(requestId, structuredClone(contact), structuredClone(facts)),
-      );
-      expect(JSON.stringify(foundAnswer(requestId, frozenContact, frozenFacts))).toBe(expected);
-    }
-    // Other facts of the same contact (another channel asked): their own attributes.
-    const other = deepFreeze({ facts: [], missing: [] });
-    expect(foundAnswer('r-3', frozenContact, other).attributes).toEqual([]);
-    // The same facts with another contact view (the contact changed): that contact's card.
-    const renamed = deepFreeze({ ...structuredClone(contact), name: 'Maria P.', crmLink: null });
-    const answer = foundAnswer('r-4', renamed, frozenFacts);
-    expect(answer.contact?.name).toBe('Maria P.');
-    expect(answer.crmLink).toBeUndefined();
   });
 });

@@ -10,7 +10,6 @@ import type {
   TranscriptMessage,
 } from '../../src/contacts/types.js';
 import { extend } from '../../src/extend.js';
-import { deepFreeze } from '../../src/freeze.js';
 import { cutText, digest, exactNumber, first, isoTime, keyPart, text } from '../../src/intake/wire.js';
 import { ANSWER_LIMITS, type LookupAnswer, type LookupAttribute } from './codec.js';
 import {
@@ -539,45 +538,24 @@ export function attributesOf(answer: FactAnswer): LookupAttribute[] {
   }));
 }
 
-type LookupCard = NonNullable<LookupAnswer['contact']>;
-
-/**
- * The card and attributes of a found answer, kept per facts answer when both it and the contact
- * are frozen: the view the engine keeps for lookups and the facts kept for it
- * (src/contacts/facts.ts) are shared between lookups of one contact, and the card and attributes
- * are pure functions of the two. Shared, so frozen too; the answer around them is new each time.
- */
-const keptCards = new WeakMap<
-  FactAnswer,
-  { contact: Contact; card: LookupCard; attributes: LookupAttribute[]; crmLink: string | undefined }
->();
-
 export function foundAnswer(requestId: string, contact: Contact, facts: FactAnswer): LookupAnswer {
-  const keepable = Object.isFrozen(facts) && Object.isFrozen(contact);
-  let kept = keepable ? keptCards.get(facts) : undefined;
-  if (kept === undefined || kept.contact !== contact) {
-    const unverified = unverifiedValues(contact);
-    const notVerified = [...contact.emails, ...contact.phones].filter((value) => unverified.has(value));
-    kept = {
-      contact,
-      card: {
-        id: contact.id,
-        name: contact.name,
-        emails: contact.emails,
-        phones: contact.phones,
-        labels: contact.labels,
-        ...(notVerified.length > 0 ? { notVerified } : {}),
-      },
-      attributes: attributesOf(facts),
-      crmLink: facts.crmLink ?? contact.crmLink ?? undefined,
-    };
-    if (keepable) keptCards.set(facts, deepFreeze(kept));
-  }
-  const { card, attributes, crmLink } = kept;
-  // The keys in this order, as always: the answer's JSON is the same byte for byte.
-  return crmLink
-    ? { requestId, found: true, contact: card, attributes, crmLink }
-    : { requestId, found: true, contact: card, attributes };
+  const crmLink = facts.crmLink ?? contact.crmLink ?? undefined;
+  const unverified = unverifiedValues(contact);
+  const notVerified = [...contact.emails, ...contact.phones].filter((value) => unverified.has(value));
+  return {
+    requestId,
+    found: true,
+    contact: {
+      id: contact.id,
+      name: contact.name,
+      emails: contact.emails,
+      phones: contact.phones,
+      labels: contact.labels,
+      ...(notVerified.length > 0 ? { notVerified } : {}),
+    },
+    attributes: attributesOf(facts),
+    ...(crmLink ? { crmLink } : {}),
+  };
 }
 
 export function notFoundAnswer(requestId: string): LookupAnswer {

@@ -620,25 +620,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    * value read names a record, so all of them are ids.
    */
   function withPublicIds(read: GroupReadResult): GroupReadResult {
-    // Loops into new maps, not `new Map([...map].map(...))`: that made two arrays and an entry
-    // array per id on every read, a lookup's and an observation's alike.
-    const roots = new Map<string, string>();
-    for (const [id, root] of read.roots) roots.set(publicId(id), publicId(root));
-    const members = new Map<string, string[]>();
-    for (const [id, list] of read.members) members.set(publicId(id), list.map(publicId));
-    const records = new Map<string, string | null>();
-    for (const [id, text] of read.records) records.set(publicId(id), text);
-    const values = read.values.map((value) => (value === null ? null : publicId(value)));
-    const result: GroupReadResult = {
+    const ids = <T>(map: Map<string, T>, value: (item: T) => T) =>
+      new Map([...map].map(([id, item]) => [publicId(id), value(item)] as const));
+    return {
       claimed: read.claimed,
-      values,
-      roots,
-      members,
-      records,
+      values: read.values.map((value) => (value === null ? null : publicId(value))),
+      roots: ids(read.roots, publicId),
+      members: ids(read.members, (members) => members.map(publicId)),
+      records: ids(read.records, (text) => text),
       complete: read.complete,
+      ...(read.instead === undefined ? {} : { instead: read.instead }),
     };
-    if (read.instead !== undefined) result.instead = read.instead;
-    return result;
   }
 
   /**

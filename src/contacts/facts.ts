@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import type { ChannelConfig } from '../config/schema.js';
 import { extend } from '../extend.js';
-import { deepFreeze } from '../freeze.js';
 import type { Metrics } from '../metrics.js';
 import { isHttpLink } from './links.js';
 import type { Contact, Fact, Identifier } from './types.js';
@@ -149,12 +148,10 @@ export function createFactService(options: {
   /** A url-type fact must be an http(s) URL, and so must any fact's link; otherwise it is left out. */
   function safeFact(fact: Fact): Fact | undefined {
     if (fact.type === 'url' && !isHttpLink(fact.value)) {
-      drops++;
       droppedLinks?.inc({ where: 'fact' });
       return undefined;
     }
     if (fact.link !== undefined && !isHttpLink(fact.link)) {
-      drops++;
       droppedLinks?.inc({ where: 'fact_link' });
       const { link: _dropped, ...rest } = fact;
       return rest;
@@ -162,19 +159,6 @@ export function createFactService(options: {
     return fact;
   }
   const sources: FactSource[] = [];
-  /**
-   * Without attribute sources the answer is a pure function of the contact and the request, so
-   * for a frozen contact (the view the engine keeps for lookups and shares between them) it is
-   * made once per contact and request shape and shared, frozen too: a LiveTex lookup of the same
-   * contact built the same facts again every time (leading and trailing facts, a Set, a slice).
-   * A contact that changes is a new view, so a new key here; kept only while the view lives.
-   * An answer that dropped an unsafe link is not kept: each answer counts its own drop.
-   */
-  const keptAnswers = new WeakMap<
-    Contact,
-    { channelId: string; max: number; anchored: boolean | undefined; answer: FactAnswer }
-  >();
-  let drops = 0;
   const channelById = new Map(options.channels.map((channel) => [channel.id, channel]));
 
   /** Other channels' activity, labels, responsible agent: what the agent cannot see in their own tool. */
@@ -242,18 +226,6 @@ export function createFactService(options: {
     },
     async forContact(contact, request) {
       const max = request.max ?? 50;
-      const keepable = sources.length === 0 && Object.isFrozen(contact);
-      if (keepable) {
-        const kept = keptAnswers.get(contact);
-        if (
-          kept !== undefined &&
-          kept.channelId === request.channelId &&
-          kept.max === max &&
-          kept.anchored === request.anchored
-        )
-          return kept.answer;
-      }
-      const dropsBefore = drops;
       // The deadline, its timer, the abort signal and what the sources answered exist only when
       // there is something to wait for: without attribute sources (the common install) a
       // request allocates none of them.
@@ -314,10 +286,6 @@ export function createFactService(options: {
       // Field by field: a spread in the middle of a literal costs an object and a slow copy (src/extend.ts).
       const answer: FactAnswer = { facts: marked.slice(0, max), missing: missing ? [...missing] : [] };
       if (crmLink) answer.crmLink = crmLink;
-      if (keepable && drops === dropsBefore) {
-        keptAnswers.set(contact, { channelId: request.channelId, max, anchored: request.anchored, answer });
-        return deepFreeze(answer);
-      }
       return answer;
     },
   };
