@@ -107,6 +107,27 @@ describe('admin API query parameters are parsed strictly', () => {
     }
   });
 
+  it("says the values a parameter takes as the config and the console do, not in zod's words", async () => {
+    // The admin API answered 'Invalid option: expected one of "pending"|"delivered"|"failed"'
+    // where config check says 'one of …; got …' and the console 'must be pending, delivered or
+    // failed': zod's wording, with its quotes and bars, about the same mistake.
+    const cases: Array<[string, string, string, string]> = [
+      ['GET', '/api/v1/deliveries?state=bogus', 'state', 'one of pending, delivered, failed; got "bogus"'],
+      ['GET', '/api/v1/journal?kind=Rejected', 'kind', 'one of rejected, unhandled; got "Rejected"'],
+      ['GET', '/api/v1/identity/conflicts?state=all', 'state', 'one of open, merged, resolved; got "all"'],
+      [
+        'POST',
+        '/api/v1/channels/cobrowse/agent-sync?dryRun=yes',
+        'dryRun',
+        'one of 0, 1, true, false; got "yes"',
+      ],
+    ];
+    for (const [method, path, parameter, said] of cases) {
+      const issues = await refused(method, path, parameter);
+      expect(issues, path).toEqual([{ path: parameter, message: said }]);
+    }
+  });
+
   it('keeps empty filters as filters not given', async () => {
     expect((await bridge.admin('GET', '/api/v1/deliveries?state=&destination=')).status).toBe(200);
     expect((await bridge.admin('GET', '/api/v1/journal?channel=&kind=')).status).toBe(200);

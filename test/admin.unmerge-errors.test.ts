@@ -119,4 +119,39 @@ describe('unmerge refusals', () => {
       },
     ]);
   });
+
+  it('a body of one form with a mistake names the mistake, not "(root): Invalid input"', async () => {
+    // {"identifier": {"kind": "email"}} and {"recordId": 5} answered `(root): Invalid input`: zod
+    // could not tell which of the two bodies was meant, so nothing said which field was wrong.
+    const { contact } = await bridge.bridge.context.contacts.observe({
+      channelId: 'web',
+      vendor: 'jivochat',
+      at: '2026-11-01T10:00:00.000Z',
+      idempotencyKey: 'forms',
+      identifiers: [{ kind: 'email', value: 'forms@example.org' }],
+    });
+    const cases: Array<[unknown, string]> = [
+      [{ identifier: { kind: 'email' } }, 'identifier.value'],
+      // An unknown key is said at its own path (test/admin.body-wording.test.ts).
+      [{ identifier: { kind: 'email', value: 'x@example.org', extra: 1 } }, 'identifier.extra'],
+      [{ recordId: '' }, 'recordId'],
+      [{ recordId: 5 }, 'recordId'],
+    ];
+    for (const [body, path] of cases) {
+      const refused = await bridge.admin('POST', `/api/v1/contacts/${contact.id}/unmerge`, body);
+      expect(refused.status, JSON.stringify(body)).toBe(400);
+      expect(refused.body.error.code).toBe('invalid_body');
+      const issues = refused.body.error.issues as Array<{ path: string; message: string }>;
+      expect(
+        issues.map((issue) => issue.path),
+        JSON.stringify(body),
+      ).toEqual([path]);
+      expect(issues[0]!.message, JSON.stringify(body)).not.toBe('Invalid input');
+    }
+    // The one the caller left out is required, as everywhere.
+    const partial = await bridge.admin('POST', `/api/v1/contacts/${contact.id}/unmerge`, {
+      identifier: { kind: 'email' },
+    });
+    expect(partial.body.error.issues).toEqual([{ path: 'identifier.value', message: 'required' }]);
+  });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -181,5 +181,84 @@ describe('chatbridge CLI usage', () => {
     const help = capture();
     expect(await runCli(['--help'], help.io)).toBe(0);
     expect(help.out.join('\n')).toContain('chatbridge --version (or -v) prints the version.');
+  });
+
+  it('--help (or -h) with something after it is help on that, or bad usage as --version is, never a silent top help', async () => {
+    // `chatbridge --help extra` printed the top help and exited 0 while `--version extra` was bad
+    // usage: a typo after --help looked accepted.
+    for (const flag of ['--help', '-h']) {
+      const run = capture();
+      expect(await runCli([flag, 'extra'], run.io), flag).toBe(2);
+      expect(run.err).toEqual(["chatbridge: unknown command 'extra'", "Run 'chatbridge --help' for usage."]);
+      expect(run.out).toEqual([]);
+      // A command after it is that command's help, as `chatbridge help config check` is.
+      const command = capture();
+      expect(await runCli([flag, 'config', 'check'], command.io), flag).toBe(0);
+      expect(command.out.join('\n')).toMatch(/^Usage: chatbridge config check \[--config FILE\]\n/);
+    }
+    for (const args of [
+      ['--help', '-h'],
+      ['help', '--help'],
+      ['-h', 'help'],
+    ]) {
+      const twice = capture();
+      expect(await runCli(args, twice.io), args.join(' ')).toBe(0);
+      expect(twice.out[0]).toMatch(/^Usage: chatbridge <command> \[options\]\n/);
+    }
+  });
+
+  it("a missing value, an unknown option or a stray operand is said in the CLI's words, on one line", async () => {
+    // These were node:util parseArgs' own messages: "Option '--channel <value>' argument missing",
+    // "Unknown option '--bogus'", "Unexpected argument 'extra'. This command does not take
+    // positional arguments", and a three-line one for `--channel --config x.yaml`.
+    const file = configFile();
+    const cases: Array<[string[], string]> = [
+      [['keys', 'generate', '--channel'], '--channel needs a value: --channel ID'],
+      [['keys', 'generate', '--channel', '--config', file], '--channel needs a value: --channel ID'],
+      [['config', 'check', '--config'], '--config needs a value: --config FILE'],
+      [
+        ['sync', 'agents', '--channel', 'app', '--dry-run=yes'],
+        '--dry-run takes no value (got --dry-run=yes)',
+      ],
+      [['config', 'check', '--bogus'], "'config check' has no option --bogus (it takes --config FILE)"],
+      [['keys', 'master', '-x'], "'keys master' has no option -x (it takes none)"],
+      [
+        ['deliveries', 'replay', '--all', '--config', file],
+        "'deliveries replay' has no option --all (it takes --id ID, --destination ID, --all-failed, --config FILE)",
+      ],
+      [['start', 'extra'], "'start' takes no operand (got 'extra')"],
+      [['keys', 'master', 'extra'], "'keys master' takes no operand (got 'extra')"],
+    ];
+    for (const [args, said] of cases) {
+      const run = capture();
+      expect(await runCli(args, run.io), args.join(' ')).toBe(2);
+      expect(run.err, args.join(' ')).toEqual([`chatbridge: ${said}`, "Run 'chatbridge --help' for usage."]);
+      expect(run.out).toEqual([]);
+    }
+  });
+
+  it("the README's command synopsis is the one --help prints, line for line", async () => {
+    // The README wrote `deliveries list [--state S]`, `keys generate|list`, and its own order;
+    // --help wrote `[--id ID] [--destination ID] [--all-failed]` for a replay that takes one form
+    // or the other, and listed the states in another order than every message about them.
+    const help = capture();
+    expect(await runCli(['--help'], help.io)).toBe(0);
+    const synopsis = help.out
+      .join('\n')
+      .split('\n')
+      .filter((line) => /^ {2}\S/.test(line))
+      .map((line) => `chatbridge ${line.trim()}`);
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const block = /\n```\n(chatbridge start[^`]*)```/.exec(readme)?.[1];
+    expect(block?.trimEnd().split('\n')).toEqual(synopsis);
+    expect(synopsis).toContain(
+      'chatbridge deliveries replay --id ID | --destination ID --all-failed [--config FILE]',
+    );
+    expect(synopsis.join('\n')).toContain('[--state pending|delivered|failed]');
+    const replay = capture();
+    expect(await runCli(['deliveries', 'replay', '--config', configFile()], replay.io)).toBe(2);
+    expect(replay.err[0]).toBe(
+      "chatbridge: 'deliveries replay' needs --id ID, or --destination ID --all-failed",
+    );
   });
 });

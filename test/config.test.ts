@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { MASTER_KEY_MESSAGE } from '../adapters/livetex/index.js';
 import { loadConfig, parseConfig, resolveConfigPath } from '../src/config/load.js';
 import { assertSafeToListen } from '../src/config/published.js';
-import { crmSettingsSchema, storeSchema } from '../src/config/schema.js';
+import { crmSettingsSchema, durationSchema, storeSchema } from '../src/config/schema.js';
 import { ConfigError } from '../src/errors.js';
 import { AdapterRegistry, defaultRegistry } from '../src/registry.js';
 import { echoAdapter } from './support/echo-adapter.js';
@@ -370,6 +370,26 @@ describe('config', () => {
       'identity.defaultCountry: "XX" is not a country code the phone library knows: an ISO 3166-1 alpha-2 code like RU, GB or DE',
     ]);
     expect(problems({ admin, identity: { defaultCountry: 'GB' } })).toEqual([]);
+    // A country written by name (or a code in small letters) was told only 'an ISO 3166-1 alpha-2
+    // country code like RU', without what the file holds or the code meant.
+    expect(problems({ admin, identity: { defaultCountry: 'Russia' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Russia" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'Россия' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Россия" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'germany' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "germany" (did you mean "DE"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'United Kingdom' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "United Kingdom" (did you mean "GB"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'ru' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "ru" (did you mean "RU"?)',
+    ]);
+    expect(problems({ admin, identity: { defaultCountry: 'Atlantis' } })).toEqual([
+      'identity.defaultCountry: an ISO 3166-1 alpha-2 country code like RU, got the text "Atlantis"',
+    ]);
     expect(parseConfig({ admin }, registry, {}).identity.defaultCountry).toBe('RU');
   });
 
@@ -413,6 +433,39 @@ describe('config', () => {
       {},
     );
     expect(parsed.destinations[0]!.circuitBreaker).toMatchObject({ cooldown: 100 });
+  });
+
+  it('refuses a retention under 1h (0 still keeps for good): 500ms dropped what it was meant to keep', () => {
+    // limits.timelineRetention: 500ms and failedRetention: 500ms passed; a timeline was gone half
+    // a second after its last entry, and a failed delivery before anyone could replay it.
+    const admin = { token: 'a'.repeat(20) };
+    const destination = { id: 'crm', url: 'https://crm.example.org/hook', secret: `whsec_${'A'.repeat(32)}` };
+    for (const retention of ['500ms', 1, '59m'])
+      expect(
+        problems({
+          admin,
+          limits: { timelineRetention: retention },
+          destinations: [{ ...destination, failedRetention: retention }],
+        }),
+      ).toEqual([
+        'limits.timelineRetention: 0 (keep for good) or at least 1h (a shorter one drops a timeline before anyone reads it)',
+        'destinations[0].failedRetention: 0 (keep for good) or at least 1h (a shorter one deletes a failed delivery before anyone can replay it)',
+      ]);
+    for (const retention of ['0s', 0, '1h', '30d']) {
+      const parsed = parseConfig(
+        {
+          admin,
+          limits: { timelineRetention: retention },
+          destinations: [{ ...destination, failedRetention: retention }],
+        },
+        registry,
+        {},
+      );
+      expect([parsed.limits.timelineRetention, parsed.destinations[0]!.failedRetention]).toEqual([
+        durationSchema.parse(retention),
+        durationSchema.parse(retention),
+      ]);
+    }
   });
 
   it('a badly formed, short webhook secret is one problem, not two', () => {

@@ -160,7 +160,80 @@ describe('config wording', () => {
     ]);
     document.destinations = [{ ...valid().destinations[0], url: 'ftp://crm.example/hook' }];
     document.attributeSources = [];
-    expect(problems(document)).toEqual(['destinations[0].url: an http:// or https:// URL']);
+    expect(problems(document)).toEqual([
+      'destinations[0].url: an http:// or https:// URL (https://…), got the text "ftp://crm.example/hook"',
+    ]);
+  });
+
+  it("a JivoChat reply.crmLink written wrong is one problem with its path, not zod's error as JSON", () => {
+    // config check printed `chatbridge: [ { "code": "custom", "message": "an absolute http(s)
+    // URL, …", "path": ["reply", "crmLink"] } ]` and nothing else: the channel's cross-field check
+    // (checkConfig) parsed the settings that had already failed, and threw.
+    const document = {
+      ...valid(),
+      channels: [
+        {
+          id: 'site',
+          vendor: 'jivochat',
+          token: 'jivo-token-0123456789ab',
+          reply: { crmLink: 'crm.example/{contactId}' },
+        },
+        {
+          id: 'cv',
+          vendor: 'chatvisor',
+          token: 'cv-token-0123456789abcd',
+          apiUrl: 'api.chatvisor.com',
+          apiToken: 'cv-api-token-0123456789',
+        },
+      ],
+    };
+    expect(problems(document)).toEqual([
+      'channels[0].reply.crmLink: an absolute http(s) URL, e.g. https://crm.example/contacts/{crmId}',
+      'channels[1].apiUrl: an http:// or https:// URL (https://…), got the text "api.chatvisor.com"',
+    ]);
+  });
+
+  it('a key written one level too high says the section it belongs under', () => {
+    // `timelineRetention: 1d` at the top said only "unknown key (allowed here: server, store,
+    // admin, …)": the newcomer had the right key in the wrong place and was not told where.
+    expect(problems({ ...valid(), timelineRetention: '1d', port: 3000 })).toEqual([
+      'timelineRetention: unknown key here (did you mean limits.timelineRetention?)',
+      'port: unknown key here (did you mean server.port or metrics.port?)',
+    ]);
+    // A typo still gets its "did you mean".
+    expect(problems({ ...valid(), server: { hots: '127.0.0.1' } })).toEqual([
+      'server.hots: unknown key (did you mean "host"?)',
+    ]);
+  });
+
+  it('a Redis address without its scheme is one problem saying what to write, not also a bad database', () => {
+    // store.redis: localhost:6379 was two problems, the second about a database "6379" (the URL
+    // parser took localhost: for the scheme and 6379 for the path) that nobody had written.
+    // What was written is not quoted back: the URL may hold the password.
+    for (const redis of ['localhost:6379', '127.0.0.1:6379/0', 'user:s3cret@10.0.0.5:6379'])
+      expect(problems({ ...valid(), store: { redis } }), redis).toEqual([
+        'store.redis: a redis:// or rediss:// URL, like redis://127.0.0.1:6379/0 (it starts with neither)',
+      ]);
+  });
+
+  it('a webhook url, an attribute source url and a CRM baseUrl written wrong read alike: what to write and what the file holds', () => {
+    // A webhook destination's url said only "an http:// or https:// URL" where an amoCRM
+    // baseUrl, one line below in the same file, also said what the file held.
+    const document = {
+      ...valid(),
+      server: { publicUrl: 'bridge.example.com' },
+      attributeSources: [{ id: 'crm', url: 'crm.example/lookup' }],
+      destinations: [
+        { ...valid().destinations[0], url: 'ftp://crm.example/hook' },
+        { id: 'amo', kind: 'amocrm', baseUrl: 'ftp://shop.amocrm.ru', token: 'x'.repeat(40) },
+      ],
+    };
+    expect(problems(document)).toEqual([
+      'server.publicUrl: an http:// or https:// URL (https://…), got the text "bridge.example.com"',
+      'attributeSources[0].url: an http:// or https:// URL (https://…), got the text "crm.example/lookup"',
+      'destinations[0].url: an http:// or https:// URL (https://…), got the text "ftp://crm.example/hook"',
+      'destinations[1].baseUrl: an http:// or https:// URL (https://…), got the text "ftp://shop.amocrm.ru"',
+    ]);
   });
 
   it('a value of the wrong shape says what is expected and what YAML made of it, not zod\'s "Invalid input"', () => {

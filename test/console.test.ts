@@ -388,6 +388,17 @@ describe('web console', () => {
     expect(crafted.text).not.toContain('href="/console/contacts/c_00000000000000000000"');
   });
 
+  it('shows no notice for a name that is not one of its own (an inherited key such as constructor)', async () => {
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    for (const notice of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      const page = await consoleRequest(bridge.url, `/console/deliveries?notice=${notice}`, { cookie });
+      expect(page.status).toBe(200);
+      expect(page.text).not.toContain('function Object()');
+      expect(page.text).not.toContain('[native code]');
+      expect(page.text).not.toContain('class="notice"');
+    }
+  });
+
   it('asks before replaying every failed delivery of a destination', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     const page = await consoleRequest(bridge.url, '/console/deliveries', { cookie });

@@ -580,6 +580,37 @@ describe('chatbridge contacts reindex', () => {
     });
   });
 
+  it('with no contacts says its progress once, however many pages SCAN walks', async () => {
+    // A newcomer's first `contacts reindex` (no contacts yet, on a Redis holding other keys: the
+    // bridge's queue, another app) printed "0 records read, 0 changed, 0 found by name now" once
+    // per SCAN page: twice for a thousand keys. A page that reads nothing has nothing new to say.
+    const empty = uniquePrefix('reindex-cli-empty');
+    const neighbour = uniquePrefix('reindex-cli-neighbour');
+    const redis = await getTestRedisUrl();
+    const other = await createRedisStore({ url: redis, keyPrefix: neighbour, logger: silent });
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-reindex-'));
+    const config = join(dir, 'bridge.yaml');
+    writeFileSync(
+      config,
+      `admin: { token: a-long-enough-admin-token }\nstore: { redis: "${redis}", keyPrefix: "${empty}" }\nlog: { level: silent }\n`,
+    );
+    try {
+      const batch = other.batch();
+      for (let index = 0; index < 1200; index++) batch.set(`k${index}`, 'x');
+      await batch.exec();
+      for (const args of [[], ['--dry-run']]) {
+        const run = capture();
+        expect(await runCli(['contacts', 'reindex', ...args, '--config', config], run.io)).toBe(0);
+        expect(JSON.parse(run.out[0]!)).toMatchObject({ records: 0, complete: true });
+        expect(run.err.filter((line) => line.includes('records read'))).toHaveLength(1);
+      }
+    } finally {
+      await other.close();
+      await cleanupPrefix(redis, neighbour);
+      await cleanupPrefix(redis, empty);
+    }
+  });
+
   it('refuses an in-memory store config; --help works without one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-reindex-'));
     const memory = join(dir, 'bridge.yaml');

@@ -82,6 +82,14 @@ describe.each([
     const err = run.err.join('\n');
     expect(err).toContain('channel shop-site: pipeline 4242 does not exist');
     expect(err).toContain('crm.responsible.default: no CRM user 31337');
+    // As config check says a config's problems: one 'chatbridge: ' line saying what failed, then
+    // each problem indented under it (the problems came first, each with a 'problem: ' prefix of
+    // their own, and the 'chatbridge: ' line last).
+    expect(run.err[0]).toBe('chatbridge: crm: 2 problems: the mapping cannot be used as configured');
+    expect(run.err.slice(1)).toEqual([
+      expect.stringMatching(/^ {2}channel shop-site: pipeline 4242 does not exist/),
+      expect.stringMatching(/^ {2}crm\.responsible\.default: no CRM user 31337/),
+    ]);
   });
 
   it("a stage that closes the deal, or amoCRM's Incoming stage, is a problem: every event would make another deal (exit 1)", async () => {

@@ -184,9 +184,9 @@ describe('Chatvisor in the bridge', () => {
     });
     expect(invalid.status).toBe(400);
     expect(invalid.body.error.issues.map((issue: { path: string }) => issue.path).sort()).toEqual([
-      '(root)',
       'agentEmail',
       'customerId',
+      'extra',
     ]);
     expect((await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url', 'nope')).status).toBe(400);
     expect((await bridge.admin('POST', '/api/v1/channels/cobrowse/agent-chat-url')).status).toBe(400);

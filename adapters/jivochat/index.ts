@@ -19,7 +19,11 @@ export const jivochatAdapter: AdapterDefinition<JivoChannel> = {
     // README "Agent links": {consoleUrl} is left out of the answer when the bridge cannot build
     // it. The bridge runs either way (so a warning, not a refusal), but the agent's "Open in CRM"
     // button silently disappeared and nothing said which setting was missing.
-    const crmLink = jivochatSettingsSchema.parse(channel).reply.crmLink;
+    // Settings that did not parse are already problems of their own (channelSettings): parse()
+    // threw here, and config check printed zod's error as JSON instead of every problem.
+    const parsed = jivochatSettingsSchema.safeParse(channel);
+    if (!parsed.success) return [];
+    const crmLink = parsed.data.reply.crmLink;
     if (!crmLink?.includes('{consoleUrl}')) return [];
     const path = ['reply', 'crmLink'];
     if (!config.server.publicUrl)

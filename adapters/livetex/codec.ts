@@ -135,7 +135,14 @@ export type LookupAnswer = z.infer<typeof lookupAnswerSchema>;
 // ---------------------------------------------------------------------------------------------
 // Envelope
 
-const jsonEnvelopeSchema = z.strictObject({ payload: z.string().min(1) });
+// In words, as every 400 of the bridge says its issues: zod's own read `Invalid input: expected
+// string, received undefined` for a body without `payload`.
+const JWE_TEXT = 'the compact JWE, as a string';
+const jsonEnvelopeSchema = z.strictObject({
+  payload: z
+    .string({ error: (issue) => (issue.input === undefined ? 'required' : JWE_TEXT) })
+    .min(1, JWE_TEXT),
+});
 
 const protectedHeaderSchema = z.looseObject({
   alg: z.string(),

@@ -238,6 +238,23 @@ describe('livetex lookup over HTTP (in-memory store)', () => {
     expect(await refusalOf(bridge, 'app', '')).toMatchObject({ status: 400, code: 'malformed_request' });
   });
 
+  it("says what is wrong with a JSON envelope in words, not zod's", async () => {
+    // {} answered `payload: Invalid input: expected string, received undefined`, and
+    // {"payload": ""} `Too small: expected string to have >=1 characters`.
+    const cases: Array<[string, string]> = [
+      ['{}', 'required'],
+      ['{"payload":5}', 'the compact JWE, as a string'],
+      ['{"payload":""}', 'the compact JWE, as a string'],
+    ];
+    for (const [body, said] of cases) {
+      const response = await postLookup(bridge, 'app', body, 'application/json');
+      expect(response.status, body).toBe(400);
+      const { error } = JSON.parse(response.text) as { error: { code: string; issues: unknown[] } };
+      expect(error.code, body).toBe('malformed_request');
+      expect(error.issues, body).toEqual([{ path: 'payload', message: said }]);
+    }
+  });
+
   it('does not answer for another channel, and 404s a channel that is not livetex', async () => {
     const response = await postLookup(bridge, 'nope', await token(key, claimsFor({ personId: PERSON })));
     expect(response.status).toBe(404);

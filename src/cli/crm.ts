@@ -150,11 +150,13 @@ export async function crmCommand(
     }
     const found = showable(report);
     const problems = describe(destination, found, config.agents, io, connector.displayName, expiry);
-    for (const problem of problems) io.stderr(`problem: ${problem}`);
     if (problems.length > 0) {
+      // As config check says a config's problems: the one 'chatbridge: ' line, then each problem
+      // indented under it (README, CLI).
       io.stderr(
         `chatbridge: ${destination.id}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: the mapping cannot be used as configured`,
       );
+      for (const problem of problems) io.stderr(`  ${problem}`);
       await keep(
         'fail',
         `${problems.length} problem${problems.length === 1 ? '' : 's'}, the mapping cannot be used as configured: ${problems[0]}${problems.length > 1 ? ' (and more: run crm check)' : ''}`,

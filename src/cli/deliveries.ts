@@ -7,7 +7,7 @@ import { deliveryStates } from '../delivery/records.js';
 import { ValidationError } from '../errors.js';
 
 /**
- * `chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N] [--before CURSOR] [--all] [--json]`
+ * `chatbridge deliveries list [--state pending|delivered|failed] [--destination ID] [--limit N] [--before CURSOR] [--all] [--json]`
  * `chatbridge deliveries replay --id ID`
  * `chatbridge deliveries replay --destination ID --all-failed`
  *
@@ -16,7 +16,7 @@ import { ValidationError } from '../errors.js';
  */
 
 const USAGE = `Usage:
-  chatbridge deliveries list [--state pending|failed|delivered] [--destination ID] [--limit N]
+  chatbridge deliveries list [--state pending|delivered|failed] [--destination ID] [--limit N]
                             [--before CURSOR] [--all] [--json]
   chatbridge deliveries replay --id ID
   chatbridge deliveries replay --destination ID --all-failed`;
@@ -108,7 +108,7 @@ export function parseDeliveriesArgs(args: string[]): DeliveriesRequest {
     }
     if (values.destination !== undefined && values['all-failed'])
       return { command: 'replay failed', destination: values.destination };
-    throw new DeliveriesUsageError('replay needs --id ID, or --destination ID --all-failed');
+    throw new DeliveriesUsageError("'deliveries replay' needs --id ID, or --destination ID --all-failed");
   }
   throw new DeliveriesUsageError(`unknown command 'deliveries ${sub ?? ''}'`.trimEnd());
 }

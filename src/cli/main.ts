@@ -72,6 +72,11 @@ export interface Command {
   summary: string;
   /** Options besides --config and --help. */
   options?: Record<string, OptionInfo>;
+  /**
+   * How the options are written in the usage line, when listing each as `[--name VALUE]` would
+   * not say it: `--id ID | --destination ID --all-failed` (one form or the other).
+   */
+  synopsis?: string;
   /** Takes --config FILE (default true). */
   config?: boolean;
   /**
@@ -473,11 +478,13 @@ function deliveryCommand(
   name: 'list' | 'replay',
   summary: string,
   options: Record<string, OptionInfo>,
+  synopsis?: string,
 ): Command {
   const command: Command = {
     name: `deliveries ${name}`,
     summary,
     options,
+    ...(synopsis === undefined ? {} : { synopsis }),
     sharedState: true,
     async run(values, io, args) {
       const { isDeliveriesUsageError, parseDeliveriesArgs, runDeliveriesRequest } = await import(
@@ -637,6 +644,10 @@ const contactsReindex: Command = {
         throw new CliFailure(
           'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
         );
+      // A line when there is news: SCAN walks the whole database a page at a time, and a page of
+      // other keys only (no contacts yet, on a Redis the queue or another app shares) read no
+      // record, so the same "0 records read" line came once per page.
+      let said: string | undefined;
       try {
         const report = await reindexContacts({
           store,
@@ -644,10 +655,11 @@ const contactsReindex: Command = {
           timelineRetention: config.limits.timelineRetention,
           dryRun,
           signal: controller.signal,
-          onProgress: (progress) =>
-            io.stderr(
-              `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`,
-            ),
+          onProgress: (progress) => {
+            const line = `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`;
+            if (line !== said) io.stderr(line);
+            said = line;
+          },
         });
         io.stdout(JSON.stringify(report));
         if (report.conflicts > 0)
@@ -696,18 +708,23 @@ export const COMMANDS: Command[] = [
   contactsReindex,
   contactsMerge,
   deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
-    state: { value: 'pending|failed|delivered', description: 'only deliveries in this state' },
+    state: { value: 'pending|delivered|failed', description: 'only deliveries in this state' },
     destination: { value: 'ID', description: 'only deliveries to this destination' },
     limit: { value: 'N', description: 'at most N deliveries (1–500; default 50), or N a page with --all' },
     before: { value: 'CURSOR', description: 'the next page: the cursor the previous list printed' },
     all: { description: 'every page, one after the other' },
     json: { description: 'one JSON object per line' },
   }),
-  deliveryCommand('replay', 'Deliver again: one delivery (--id), or every failed one of a destination', {
-    id: { value: 'ID', description: 'the delivery to replay' },
-    destination: { value: 'ID', description: 'with --all-failed: the destination' },
-    'all-failed': { description: 'replay every failed delivery of --destination' },
-  }),
+  deliveryCommand(
+    'replay',
+    'Deliver again: one delivery (--id), or every failed one of a destination',
+    {
+      id: { value: 'ID', description: 'the delivery to replay' },
+      destination: { value: 'ID', description: 'with --all-failed: the destination' },
+      'all-failed': { description: 'replay every failed delivery of --destination' },
+    },
+    '--id ID | --destination ID --all-failed',
+  ),
 ];
 
 function version(): string {
@@ -730,12 +747,14 @@ function version(): string {
 
 function optionsText(command: Command): string {
   const parts = [...(command.operands ?? [])];
-  parts.push(
-    ...Object.entries(command.options ?? {}).map(([name, info]) => {
-      const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
-      return info.required ? text : `[${text}]`;
-    }),
-  );
+  if (command.synopsis !== undefined) parts.push(command.synopsis);
+  else
+    parts.push(
+      ...Object.entries(command.options ?? {}).map(([name, info]) => {
+        const text = `--${name}${info.value ? ` ${info.value}` : ''}`;
+        return info.required ? text : `[${text}]`;
+      }),
+    );
   if (command.config !== false) parts.push('[--config FILE]');
   return parts.join(' ');
 }
@@ -802,12 +821,17 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
     io.stderr(topUsage());
     return 2;
   }
-  if (isHelp(first) || (first === 'help' && second === undefined)) {
+  if ((isHelp(first) || first === 'help') && second === undefined) {
     io.stdout(topUsage());
     return 0;
   }
-  // `chatbridge help config check` is `chatbridge config check --help` (a group's too).
-  if (first === 'help') return dispatch([...argv.slice(1), '--help'], io);
+  // `chatbridge help config check` is `chatbridge config check --help` (a group's too), and so is
+  // `chatbridge --help config check`: what follows --help was dropped for the top help, exit 0,
+  // so `--help extra` looked accepted while `--version extra` was bad usage. An unknown word is
+  // now an unknown command, as after `help`.
+  // (A second --help is dropped: `--help -h` would otherwise come back here for ever.)
+  if (first === 'help' || isHelp(first))
+    return dispatch([...argv.slice(1).filter((arg) => !isHelp(arg)), '--help'], io);
   if (first === '--version' || first === '-v' || first === 'version') {
     // Anything after it was ignored: `chatbridge --version check` looked as if it had done more.
     if (second !== undefined) throw new UsageError(`${first} takes nothing after it (got '${second}')`);
@@ -881,7 +905,7 @@ function parseOptions(command: Command, args: string[]): OptionValues {
       tokens: true,
     }) as typeof parsed;
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(parseArgsProblem(command, args, error as Error & { code?: string }));
   }
   // parseArgs keeps the last of a repeated option: --config a --config b checked b alone and
   // said OK, and the script that meant a never learned. An option that takes a value is given once.
@@ -901,6 +925,42 @@ function parseOptions(command: Command, args: string[]): OptionValues {
     values[name] = parsed.positionals[index];
   });
   return values;
+}
+
+/**
+ * node:util parseArgs' refusal in the CLI's words, on one line: its own read "Option '--channel
+ * <value>' argument missing", "Unknown option '--bogus'", "Unexpected argument 'extra'. This
+ * command does not take positional arguments", and three lines for `--channel --config x.yaml`.
+ * Its messages carry the option only as text: one not recognised here is passed on as it was.
+ */
+function parseArgsProblem(command: Command, args: string[], error: Error & { code?: string }): string {
+  const message = error.message;
+  const taken = Object.entries(command.options ?? {}).map(
+    ([name, info]) => `--${name}${info.value ? ` ${info.value}` : ''}`,
+  );
+  if (command.config !== false) taken.push('--config FILE');
+  const option = /^(?:Option|Unknown option) '(-[^' ]+)/.exec(message)?.[1];
+  switch (error.code) {
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      if (option === undefined) break;
+      const name = option.replace(/^-+/, '');
+      if (/does not take an argument/.test(message)) {
+        const given = args.find((arg) => arg.startsWith(`${option}=`));
+        return `${option} takes no value${given === undefined ? '' : ` (got ${given})`}`;
+      }
+      const value = name === 'config' ? 'FILE' : command.options?.[name]?.value;
+      return `${option} needs a value${value ? `: ${option} ${value}` : ''}`;
+    }
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      if (option === undefined) break;
+      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL': {
+      const operand = /^Unexpected argument '([^']*)'/.exec(message)?.[1];
+      if (operand === undefined) break;
+      return `'${command.name}' takes no operand (got '${operand}')`;
+    }
+  }
+  return message.split('\n')[0]!;
 }
 
 function withoutConfig(args: string[]): string[] {

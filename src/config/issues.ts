@@ -1,5 +1,9 @@
 import type { z } from 'zod';
 import { type ErrorIssue, formatPath } from '../errors.js';
+import { closest } from './closest.js';
+import { HTTP_URL_MESSAGE } from './schema.js';
+
+export { closest };
 
 /**
  * zod's issues in words a config author can act on. Two of zod's own are unhelpful there:
@@ -18,23 +22,34 @@ type Key = PropertyKey;
 /** The keys a schema allows at `path` (inside `root`), or undefined when it cannot tell. */
 export type KnownKeys = (path: readonly Key[]) => string[] | undefined;
 
+/**
+ * How a value is said: `yaml` for a config file (`the text "abc"`, `a list`, `a section`, and
+ * quotes that keep a number text), `json` for a request body or query (the value as JSON,
+ * `"abc"`, `5`, `null`; `a string`, `an array`, `an object`). The admin API's bodies and queries
+ * are worded here too (src/http/validate.ts), so one set of rules says both.
+ */
+export type Wording = 'yaml' | 'json';
+
 /** `knownKeys` gets full paths (with `prefix`); `document` is the value the schema parsed. */
 export function configIssues(
   issues: readonly Issue[],
   document: unknown,
   knownKeys: KnownKeys,
   prefix: readonly Key[] = [],
+  wording: Wording = 'yaml',
 ): ErrorIssue[] {
+  const described = wording === 'json' ? asJson : asYaml;
+  const expected = wording === 'json' ? EXPECTED_JSON : EXPECTED;
   const out: ErrorIssue[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...issue.path];
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(path) ?? [];
       for (const key of issue.keys)
-        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known) });
+        out.push({ path: formatPath([...path, key]), message: unknownKey(key, known, path, knownKeys) });
       continue;
     }
-    if (issue.code === 'invalid_type' && issue.expected === 'string') {
+    if (wording === 'yaml' && issue.code === 'invalid_type' && issue.expected === 'string') {
       // `document` is what the schema parsed: the issue's own path, without the prefix.
       const value = valueAt(document, issue.path);
       if (typeof value === 'number' || typeof value === 'boolean') {
@@ -45,13 +60,30 @@ export function configIssues(
         continue;
       }
     }
-    if (issue.code === 'invalid_type' && EXPECTED[issue.expected] !== undefined) {
+    if (issue.code === 'invalid_type' && expected[issue.expected] !== undefined) {
       const value = valueAt(document, issue.path);
       // An absent key keeps its own wording (a required key is said to be required).
       if (value !== undefined) {
         out.push({
           path: formatPath(path),
-          message: `expected ${EXPECTED[issue.expected]}, got ${described(value)}`,
+          message: `expected ${expected[issue.expected]}, got ${described(value)}`,
+        });
+        continue;
+      }
+    }
+    if (issue.code === 'invalid_union' && /^Invalid input$/.test(issue.message)) {
+      // A value of none of a union's types (`customerId: true` for a string or a number) read
+      // zod's bare `Invalid input`: the types it takes, and what was sent.
+      const value = valueAt(document, issue.path);
+      const types = issue.errors.map((branch) =>
+        branch.length === 1 && branch[0]!.code === 'invalid_type' && branch[0]!.path.length === 0
+          ? expected[branch[0]!.expected]
+          : undefined,
+      );
+      if (value !== undefined && types.length > 0 && types.every((type) => type !== undefined)) {
+        out.push({
+          path: formatPath(path),
+          message: `expected ${[...new Set(types)].join(' or ')}, got ${described(value)}`,
         });
         continue;
       }
@@ -68,17 +100,37 @@ export function configIssues(
       });
       continue;
     }
-    if (issue.code === 'invalid_format' && FORMATS[issue.format] === issue.message) {
-      // zod's own 'Invalid email address' / 'Invalid URL' (a schema's own message is kept): what
-      // to write, and what the file holds. Every URL the config takes is http(s) only.
+    if (
+      issue.code === 'invalid_format' &&
+      (FORMATS[issue.format] === issue.message ||
+        (issue.format === 'url' && issue.message === HTTP_URL_MESSAGE))
+    ) {
+      // zod's own 'Invalid email address' / 'Invalid URL', and httpUrlSchema's (another schema's
+      // own message is kept): what to write, and what the file holds. Every URL the config takes
+      // is http(s) only.
       out.push({
         path: formatPath(path),
         message: `${issue.format === 'email' ? 'an e-mail address (name@example.org)' : 'an http:// or https:// URL (https://…)'}, got ${described(valueAt(document, issue.path))}`,
       });
       continue;
     }
+    if (
+      issue.code === 'invalid_format' &&
+      issue.format === 'regex' &&
+      /^Invalid string:/.test(issue.message)
+    ) {
+      // zod's `Invalid string: must match pattern /^[a-z]+$/` (a schema's own message is kept).
+      out.push({
+        path: formatPath(path),
+        message: `text matching ${issue.pattern}, got ${described(valueAt(document, issue.path))}`,
+      });
+      continue;
+    }
     if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
-      out.push({ path: formatPath(path), message: outOfBounds(issue, valueAt(document, issue.path)) });
+      out.push({
+        path: formatPath(path),
+        message: outOfBounds(issue, valueAt(document, issue.path), wording),
+      });
       continue;
     }
     out.push({ path: formatPath(path), message: issue.message });
@@ -94,6 +146,7 @@ export function configIssues(
 function outOfBounds(
   issue: Extract<Issue, { code: 'too_small' } | { code: 'too_big' }>,
   value: unknown,
+  wording: Wording,
 ): string {
   const small = issue.code === 'too_small';
   const bound = Number(small ? issue.minimum : issue.maximum);
@@ -106,7 +159,7 @@ function outOfBounds(
   }
   if (issue.origin === 'array' || issue.origin === 'set') {
     const count = Array.isArray(value) ? (value.length === 0 ? ', got none' : `, got ${value.length}`) : '';
-    return `${side} ${bound} item${bound === 1 ? '' : 's'}${count}`;
+    return `${side} ${bound} ${wording === 'json' ? 'element' : 'item'}${bound === 1 ? '' : 's'}${count}`;
   }
   return `${side} ${bound}${value === undefined ? '' : `, got ${String(value)}`}`;
 }
@@ -127,8 +180,24 @@ const EXPECTED: Partial<Record<string, string>> = {
   object: 'a section (key: value lines indented under it)',
 };
 
+/** zod's `expected` in a request body (JSON): its own words. */
+const EXPECTED_JSON: Partial<Record<string, string>> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  array: 'an array',
+  object: 'an object',
+};
+
+/** A value as JSON writes it, cut at 80 characters: `"abc"`, `5`, `null`, `["a"]`. */
+function asJson(value: unknown): string {
+  const text = JSON.stringify(value) ?? 'nothing';
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
 /** A value as YAML gave it, in words: `the text "abc"`, `the number 2.5`, `nothing`. */
-function described(value: unknown): string {
+function asYaml(value: unknown): string {
   if (value === null) return 'nothing: the key has no value';
   if (typeof value === 'string')
     return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
@@ -138,49 +207,21 @@ function described(value: unknown): string {
   return typeof value;
 }
 
-function unknownKey(key: string, known: readonly string[]): string {
+function unknownKey(
+  key: string,
+  known: readonly string[],
+  path: readonly Key[],
+  knownKeys: KnownKeys,
+): string {
   const close = closest(key, known);
   if (close !== undefined) return `unknown key (did you mean "${close}"?)`;
+  // The right key one level too high (`timelineRetention:` at the top, for limits.timelineRetention):
+  // said where it goes, not only what this level allows.
+  const under = known.filter((section) => knownKeys([...path, section])?.includes(key));
+  if (under.length > 0)
+    return `unknown key here (did you mean ${under.map((section) => formatPath([...path, section, key])).join(' or ')}?)`;
   if (known.length === 0) return 'unknown key';
   return `unknown key (allowed here: ${known.join(', ')})`;
-}
-
-/**
- * The known key a typo most likely meant: same letters ignoring case, or at most a third of the
- * key's length edits away (at most 3). `hots` -> `host`, `retrySchedul` -> `retrySchedule`.
- */
-export function closest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  const limit = Math.min(3, Math.max(1, Math.floor(key.length / 3)));
-  for (const candidate of known) {
-    const distance =
-      candidate.toLowerCase() === key.toLowerCase()
-        ? 0
-        : editDistance(key.toLowerCase(), candidate.toLowerCase());
-    if (distance <= limit && distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best;
-}
-
-/** Damerau-Levenshtein (optimal string alignment): a swap of two letters is one edit. */
-function editDistance(a: string, b: string): number {
-  const rows: number[][] = [];
-  for (let i = 0; i <= a.length; i++) rows.push([i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 0; j <= b.length; j++) rows[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let value = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
-        value = Math.min(value, rows[i - 2]![j - 2]! + 1);
-      rows[i]![j] = value;
-    }
-  }
-  return rows[a.length]![b.length]!;
 }
 
 function valueAt(document: unknown, path: readonly Key[]): unknown {
@@ -205,7 +246,19 @@ export function keysOfSchema(
   let schema: z.ZodType | undefined = root;
   for (let index = 0; index <= path.length && schema; index++) {
     schema = unwrap(pick?.(schema, path.slice(0, index)) ?? schema);
-    const def = defOf(schema);
+    let def = defOf(schema);
+    // A union of object forms (an unmerge body: {recordId} or {identifier}): the keys of every
+    // form at its own level, and below it the form that has the key walked.
+    const forms = def.type === 'union' ? (def.options ?? []).map((option) => defOf(unwrap(option))) : [];
+    if (forms.length > 0 && forms.every((form) => form.type === 'object')) {
+      if (index === path.length) return [...new Set(forms.flatMap((form) => Object.keys(form.shape ?? {})))];
+      const part = path[index];
+      const form = forms.find(
+        (candidate) => typeof part === 'string' && candidate.shape?.[part] !== undefined,
+      );
+      if (!form) return undefined;
+      def = form;
+    }
     if (index === path.length) return def.type === 'object' ? Object.keys(def.shape ?? {}) : undefined;
     const part = path[index];
     if (def.type === 'object' && typeof part === 'string') schema = def.shape?.[part];
@@ -224,6 +277,7 @@ interface LooseDef {
   shape?: Record<string, z.ZodType>;
   element?: z.ZodType;
   valueType?: z.ZodType;
+  options?: readonly z.ZodType[];
 }
 
 function defOf(schema: z.ZodType): LooseDef {

@@ -1,7 +1,8 @@
-import { isSupportedCountry } from 'libphonenumber-js';
+import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
+import { closest } from './closest.js';
 
 /**
  * The config file's schema (DESIGN §3). Keys here are a public contract: add, never rename.
@@ -34,6 +35,22 @@ export const durationSchema = z
   });
 
 /**
+ * How long something is kept (a timeline, a failed delivery): 0 keeps it for good; anything else
+ * is at least an hour. 500ms passed and deleted what it was meant to keep before anyone could
+ * read or replay it, as a 0s agent link expired before it was clicked (linkTtl's 5m, cooldown's
+ * 100ms: each minimum is the least that still does the key's job).
+ */
+const retentionSchema = (shorter: string) =>
+  durationSchema.pipe(
+    z
+      .number()
+      .refine(
+        (ms) => ms === 0 || ms >= 3_600_000,
+        `0 (keep for good) or at least 1h (a shorter one ${shorter})`,
+      ),
+  );
+
+/**
  * Numbers and booleans may come from `${VAR}` substitution as strings: accept "3000" as 3000 and
  * "true" as true, but not "". Core keys and every vendor's channel settings use these two.
  */
@@ -50,10 +67,36 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  * URLs the bridge sends requests (and credentials) to: http or https only, so a config cannot
  * point a destination or a source at file:, gopher: or javascript: (issue 10 item 17).
  */
+/**
+ * The country code a defaultCountry not written as one most likely means: the code in small
+ * letters (`ru`), or a country's name in English or Russian (`Russia`, `Россия`, `germany`),
+ * exactly or within a typo (`Rusia`), of the countries the phone library knows. The names come
+ * from Node's ICU, read only when a config gets this wrong.
+ */
+function countryMeant(text: string): CountryCode | undefined {
+  const given = text.trim();
+  const countries = getCountries();
+  const upper = given.toUpperCase();
+  const code = countries.find((country) => country === upper);
+  if (code) return code;
+  const byName = new Map<string, CountryCode>();
+  for (const locale of ['en', 'ru']) {
+    const names = new Intl.DisplayNames([locale], { type: 'region', fallback: 'none' });
+    for (const country of countries) {
+      const name = names.of(country);
+      if (name !== undefined && !byName.has(name.toLowerCase())) byName.set(name.toLowerCase(), country);
+    }
+  }
+  const name = closest(given.toLowerCase(), [...byName.keys()]);
+  return name === undefined ? undefined : byName.get(name);
+}
+
+export const HTTP_URL_MESSAGE = 'an http:// or https:// URL';
 export const httpUrlSchema = z.url({
   protocol: /^https?$/,
-  // A URL left out is required (as every other missing key reads), not "written wrong".
-  error: (issue) => (issue.input === undefined ? 'required' : 'an http:// or https:// URL'),
+  // A URL left out is required (as every other missing key reads), not "written wrong". One
+  // written wrong is said with what the file holds (src/config/issues.ts), as every URL key is.
+  error: (issue) => (issue.input === undefined ? 'required' : HTTP_URL_MESSAGE),
 });
 
 /**
@@ -206,7 +249,7 @@ export const webhookDestinationSchema = z.strictObject({
    * 0 keeps it for good. A receiver that refuses everything otherwise grows the store without
    * bound. A store time, not a Node timer: no 24d cap.
    */
-  failedRetention: durationSchema.default(0),
+  failedRetention: retentionSchema('deletes a failed delivery before anyone can replay it').default(0),
   filter: z
     .strictObject({
       channels: z.array(channelIdSchema).optional(),
@@ -364,7 +407,13 @@ export const storeSchema = z
       emptyToUndefined,
       z
         .string()
-        .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+        // Said alone (abort): the URL checks below read `localhost:6379` as the scheme
+        // `localhost:` with the database "6379", a second problem nobody had written.
+        // What was written is not quoted: the URL may hold the password.
+        .regex(/^rediss?:\/\//, {
+          error: 'a redis:// or rediss:// URL, like redis://127.0.0.1:6379/0 (it starts with neither)',
+          abort: true,
+        })
         // ioredis reads one host from a URL: "redis://a:6379,b:6379" would quietly use a broken
         // host. Say where a list of nodes belongs instead.
         .refine((url) => !/^rediss?:\/\/[^/]*,/.test(url), {
@@ -514,7 +563,18 @@ export const configSchema = z.strictObject({
       blocklist: z.array(z.string()).default(['', 'null', 'undefined', '0', '-1', 'anonymous']),
       defaultCountry: z
         .string()
-        .regex(/^[A-Z]{2}$/, 'an ISO 3166-1 alpha-2 country code like RU')
+        // Not two capitals (`Russia`, `ru`): what the file holds and, when it names a country,
+        // that country's code, as other config problems quote the value and suggest one.
+        .superRefine((code, ctx) => {
+          if (/^[A-Z]{2}$/.test(code)) return;
+          const meant = countryMeant(code);
+          ctx.addIssue({
+            code: 'custom',
+            message: `an ISO 3166-1 alpha-2 country code like RU, got the text ${JSON.stringify(
+              code.length > 40 ? `${code.slice(0, 40)}…` : code,
+            )}${meant === undefined ? '' : ` (did you mean "${meant}"?)`}`,
+          });
+        })
         // Two capitals are not yet a country: with one the phone library does not know (UK for
         // GB is the usual slip) every number typed without its +code normalises to nothing and
         // is left off the contact, with no word said.
@@ -640,7 +700,7 @@ export const configSchema = z.strictObject({
       /** Largest stored contact record (bytes); an observation that would exceed it is refused with 413 contact_too_large. */
       contactRecordBytes: intLike(z.number().int().min(4096)).default(256 * 1024),
       /** A record's timeline is dropped after this long without a new entry; 0 keeps it forever. */
-      timelineRetention: durationSchema.default(0),
+      timelineRetention: retentionSchema('drops a timeline before anyone reads it').default(0),
       /** Upper bound on the payload journal's size in bytes (oldest entries go first). */
       journalBytes: intLike(
         z

@@ -742,7 +742,9 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
 
   const sessionOf = (ctx: Context) => ctx.state.consoleSession as Session;
   const formOf = (ctx: Context) => ctx.state.form as URLSearchParams;
-  const noticeOf = (value: unknown) => (typeof value === 'string' ? NOTICES[value] : undefined);
+  // Own keys only: `?notice=constructor` would otherwise show Object's constructor as the notice.
+  const noticeOf = (value: unknown) =>
+    typeof value === 'string' && Object.hasOwn(NOTICES, value) ? NOTICES[value] : undefined;
 
   router.get('/', (ctx) => ctx.redirect('/console/contacts'));
 

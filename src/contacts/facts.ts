@@ -105,6 +105,13 @@ export function restsOnVisitorTyped(contact: Contact, anchored?: boolean): boole
 
 export interface FactService {
   forContact(contact: Contact, request: FactRequest): Promise<FactAnswer>;
+  /**
+   * The same answer as forContact, at once, when there is nothing to wait for (no attribute
+   * source); undefined when there is (then forContact). The intake path asks this first: a
+   * promise and its await per webhook for an answer that was ready cost it microtask jobs and
+   * allocations (bench/HISTORY.md, twenty-fifth round).
+   */
+  forContactNow(contact: Contact, request: FactRequest): FactAnswer | undefined;
   addSource(source: FactSource): void;
   /** How many attribute sources answers wait for (the LiveTex lookup's even wait, issue 10 item 2). */
   sourceCount(): number;
@@ -217,6 +224,46 @@ export function createFactService(options: {
     return facts;
   }
 
+  /** The answer from the contact and what the sources gave (none: no sources). */
+  function compose(
+    contact: Contact,
+    request: FactRequest,
+    results: ReadonlyMap<string, FactSourceResult> | undefined,
+    missing: ReadonlySet<string> | undefined,
+  ): FactAnswer {
+    const max = request.max ?? 50;
+    // Order (most useful first): other channels, labels, responsible agent, the company's
+    // attribute sources, then what vendors reported. A key appears once (first wins).
+    const facts: Fact[] = [];
+    const seen = new Set<string>();
+    const add = (given: Fact) => {
+      const fact = safeFact(given);
+      if (!fact || seen.has(fact.key)) return;
+      seen.add(fact.key);
+      facts.push(fact);
+    };
+    let crmLink: string | undefined;
+    leadingFacts(contact, request.channelId).forEach(add);
+    for (const source of sources) {
+      const result = results?.get(source.id);
+      if (!result) continue;
+      result.facts.forEach(add);
+      if (result.crmLink !== undefined && !isHttpLink(result.crmLink))
+        droppedLinks?.inc({ where: 'crm_link' });
+      else crmLink ??= result.crmLink;
+    }
+    trailingFacts(contact, request.channelId).forEach(add);
+    // Every fact here is about the contact beyond what the asking chat itself said: when the
+    // contact is known to this chat only through visitor-typed values, none of it is proven.
+    const marked = restsOnVisitorTyped(contact, request.anchored)
+      ? facts.map((fact): Fact => extend(fact, { verified: false as const }))
+      : facts;
+    // Field by field: a spread in the middle of a literal costs an object and a slow copy (src/extend.ts).
+    const answer: FactAnswer = { facts: marked.slice(0, max), missing: missing ? [...missing] : [] };
+    if (crmLink) answer.crmLink = crmLink;
+    return answer;
+  }
+
   return {
     addSource(source) {
       sources.push(source);
@@ -225,68 +272,39 @@ export function createFactService(options: {
       return sources.length;
     },
     async forContact(contact, request) {
-      const max = request.max ?? 50;
+      if (sources.length === 0) return compose(contact, request, undefined, undefined);
       // The deadline, its timer, the abort signal and what the sources answered exist only when
       // there is something to wait for: without attribute sources (the common install) a
       // request allocates none of them.
-      const missing = sources.length > 0 ? new Set<string>() : undefined;
-      const results = sources.length > 0 ? new Map<string, FactSourceResult>() : undefined;
-      if (missing && results) {
-        for (const source of sources) missing.add(source.id);
-        const controller = new AbortController();
-        let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, Math.max(0, request.deadlineMs));
-        });
-        const lookups = sources.map(async (source) => {
-          try {
-            const result = await source.lookup(contact, controller.signal);
-            if (!controller.signal.aborted) {
-              results.set(source.id, result);
-              missing.delete(source.id);
-            }
-          } catch (error) {
-            options.logger.warn(
-              { source: source.id, err: error },
-              'attribute source failed; left out of the answer',
-            );
+      const missing = new Set<string>();
+      const results = new Map<string, FactSourceResult>();
+      for (const source of sources) missing.add(source.id);
+      const controller = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, request.deadlineMs));
+      });
+      const lookups = sources.map(async (source) => {
+        try {
+          const result = await source.lookup(contact, controller.signal);
+          if (!controller.signal.aborted) {
+            results.set(source.id, result);
+            missing.delete(source.id);
           }
-        });
-        await Promise.race([Promise.all(lookups), deadline]);
-        clearTimeout(timer);
-        controller.abort();
-      }
-
-      // Order (most useful first): other channels, labels, responsible agent, the company's
-      // attribute sources, then what vendors reported. A key appears once (first wins).
-      const facts: Fact[] = [];
-      const seen = new Set<string>();
-      const add = (given: Fact) => {
-        const fact = safeFact(given);
-        if (!fact || seen.has(fact.key)) return;
-        seen.add(fact.key);
-        facts.push(fact);
-      };
-      let crmLink: string | undefined;
-      leadingFacts(contact, request.channelId).forEach(add);
-      for (const source of sources) {
-        const result = results?.get(source.id);
-        if (!result) continue;
-        result.facts.forEach(add);
-        if (result.crmLink !== undefined && !isHttpLink(result.crmLink))
-          droppedLinks?.inc({ where: 'crm_link' });
-        else crmLink ??= result.crmLink;
-      }
-      trailingFacts(contact, request.channelId).forEach(add);
-      // Every fact here is about the contact beyond what the asking chat itself said: when the
-      // contact is known to this chat only through visitor-typed values, none of it is proven.
-      const marked = restsOnVisitorTyped(contact, request.anchored)
-        ? facts.map((fact): Fact => extend(fact, { verified: false as const }))
-        : facts;
-      // Field by field: a spread in the middle of a literal costs an object and a slow copy (src/extend.ts).
-      const answer: FactAnswer = { facts: marked.slice(0, max), missing: missing ? [...missing] : [] };
-      if (crmLink) answer.crmLink = crmLink;
-      return answer;
+        } catch (error) {
+          options.logger.warn(
+            { source: source.id, err: error },
+            'attribute source failed; left out of the answer',
+          );
+        }
+      });
+      await Promise.race([Promise.all(lookups), deadline]);
+      clearTimeout(timer);
+      controller.abort();
+      return compose(contact, request, results, missing);
+    },
+    forContactNow(contact, request) {
+      return sources.length === 0 ? compose(contact, request, undefined, undefined) : undefined;
     },
   };
 }

@@ -30,7 +30,9 @@ export interface AdapterDefinition<C = unknown> {
   /**
    * Cross-field checks once the whole config is typed. A problem refuses the config; one marked
    * `warning` is said (`config check`, the start log) and the config still loads: for a setting
-   * that works but does less than it says (a link left out for want of another setting).
+   * that works but does less than it says (a link left out for want of another setting). Runs
+   * also for a channel whose settings failed `channelSettings` (so that its other problems are
+   * said in the same pass): parse them with safeParse, and leave a failure to that check.
    */
   checkConfig?(
     channel: ChannelConfig,

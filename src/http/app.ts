@@ -308,13 +308,17 @@ function metricsElsewhere(metricsPort: number | undefined) {
       ? 'metrics are not served: set metrics.port (a listener of their own, loopback by default) or metrics.token (on this port, behind a bearer token)'
       : 'metrics are not served on this port: they are on the metrics listener (metrics.port); set metrics.token to serve them here too, behind a bearer token',
   );
-  return async (ctx: Context, next: Next) => {
+  const answer = async (ctx: Context, next: Next) => {
     await next();
-    if (ctx.status === 404 && ctx.body === undefined && ctx.path === '/metrics') {
+    if (ctx.status === 404 && ctx.body === undefined) {
       ctx.status = 404; // said, so that setting the body does not make it Koa's 200
       ctx.body = body;
     }
   };
+  // Not async for any other path (vendor intake above all): a promise of its own resolved with
+  // next()'s cost every request two more microtask jobs (bench/HISTORY.md, twenty-fifth round).
+  // Nothing after it changes ctx.path, so judging the path first is the same test.
+  return (ctx: Context, next: Next) => (ctx.path === '/metrics' ? answer(ctx, next) : next());
 }
 
 /** GET /metrics: on the metrics listener (open, loopback by default) or on the main port behind metrics.token. */
@@ -390,6 +394,19 @@ export function routesOf(app: Koa): AppRoutes | undefined {
 }
 
 /** Console pages are HTML for a browser; the document lists them so that every path is described. */
+const SERVICE_DESCRIPTION =
+  'a self-hosted bridge between live-chat vendors (JivoChat, LiveTex, Chatvisor) and your CRM';
+
+/** What a worker answers at `/` (it serves no console to redirect to). */
+const rootSchema = z.object({
+  service: z.literal('chatbridge'),
+  description: z.string(),
+  role: z.literal('worker'),
+  health: z.literal('/healthz'),
+  ready: z.literal('/readyz'),
+  docs: z.string(),
+});
+
 function consoleDocRoutes(list: ReadonlyArray<{ method: string; path: string }>): DocumentedRoute[] {
   const open = new Set(['/console/sign-in', '/console/assets/:name', '/console/c/:token']);
   return list.map(({ method, path }) => ({
@@ -582,6 +599,38 @@ export function createApp(deps: AppDeps): Koa {
   const operations: Route[] = [
     route({
       method: 'GET',
+      path: '/',
+      summary: "The bridge's own address, opened in a browser: the console, or what this instance is",
+      description:
+        'An all or web instance redirects to its web console (Location `console`, relative to the address the ' +
+        'browser used). A worker serves no console: it says what it is and where its health, readiness and the ' +
+        'API document are.',
+      tag: 'operations',
+      auth: 'none',
+      answers: {
+        200: { description: 'A --role worker instance (no console): what it is', schema: rootSchema },
+        302: { description: 'To the web console (an all or web instance)', contentType: 'text/html' },
+      },
+      handle(ctx) {
+        if (deps.role === 'worker') {
+          ctx.body = {
+            service: 'chatbridge',
+            description: SERVICE_DESCRIPTION,
+            role: 'worker',
+            health: '/healthz',
+            ready: '/readyz',
+            docs: 'README.md; the admin API, its document (GET /api/v1/openapi.json) and the console (/console) are served by --role all and --role web instances',
+          };
+          return;
+        }
+        // Relative, as the browser resolves it against the address it used: behind a proxy that
+        // serves the bridge under a path (https://example.org/bridge/ -> http://bridge:3000/), a
+        // Location of /console left that path.
+        ctx.redirect('console');
+      },
+    }),
+    route({
+      method: 'GET',
       path: '/healthz',
       summary: 'Liveness: the process answers',
       tag: 'operations',
@@ -702,18 +751,20 @@ export function createApp(deps: AppDeps): Koa {
     return entry && entry.config.vendor === vendor ? entry : null;
   }
 
-  async function runIntake(
+  /**
+   * Not async, nor is the webhook's handler that returns it: each async layer around the
+   * pipeline's promise cost a vendor request a promise and microtask jobs of its own
+   * (bench/HISTORY.md, twenty-fifth round).
+   */
+  function runIntake(
     ctx: Context,
     vendor: string,
     each: IntakeRoute<unknown, unknown>,
     channel: IntakeChannel,
   ): Promise<void> {
-    const reply = await pipeline.run(
-      vendor,
-      each,
-      new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info')),
-    );
-    send(ctx, reply.answer);
+    return pipeline
+      .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info')))
+      .then((reply) => send(ctx, reply.answer));
   }
 
   function webhookRoute(adapter: AdapterDefinition, each: IntakeRoute<unknown, unknown>): Route {
@@ -745,7 +796,7 @@ export function createApp(deps: AppDeps): Koa {
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
         ...describeErrors(doc.errors),
       },
-      async handle(ctx) {
+      handle(ctx) {
         const { channelId, token } = ctx.params as { channelId: string; token: string };
         const channel = channelFor(vendor, channelId);
         // One answer for "no such channel" and "wrong token", so the URL space cannot be probed;
@@ -757,7 +808,7 @@ export function createApp(deps: AppDeps): Koa {
           ctx.body = NO_CHANNEL;
           return;
         }
-        await runIntake(ctx, vendor, each, channel);
+        return runIntake(ctx, vendor, each, channel);
       },
     });
   }

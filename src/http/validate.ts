@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { configIssues, keysOfSchema } from '../config/issues.js';
 import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
-import { formatPath, issuesFromZod, ValidationError } from '../errors.js';
+import { formatPath, ValidationError } from '../errors.js';
 import { parseJson } from './json.js';
 
 /**
@@ -17,16 +18,100 @@ export function parseWith<S extends z.ZodType>(
   if (!result.success) {
     // A key the caller left out read `Invalid input: expected string, received undefined`: zod's
     // words about a value nobody sent. It is named as required instead.
-    const issues = result.error.issues.map((issue) =>
-      (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
-      issue.path.length > 0 &&
-      absent(value, issue.path)
-        ? { ...issue, message: 'required' }
-        : issue,
+    const issues = result.error.issues
+      .flatMap((issue) => chosenBranch(issue, value))
+      .map((issue) =>
+        (issue.code === 'invalid_type' || issue.code === 'invalid_union') &&
+        issue.path.length > 0 &&
+        absent(value, issue.path)
+          ? { ...issue, message: 'required' }
+          : issue,
+      );
+    // The rest in config check's words (src/config/issues.ts), with values as JSON: an unknown key
+    // at its own path with the key meant (`did you mean "with"?`) or the keys taken, an empty
+    // string, a wrong type or a value out of range with what was sent, a value not one of a list
+    // as `one of pending, delivered, failed; got "bogus"`. They read zod's own: `(root):
+    // Unrecognized key: "foo"`, `Too small: expected string to have >=1 characters`. A schema's
+    // own message is kept. Every admin body, query and parameter is said here, and only here.
+    throw new ValidationError(
+      message,
+      configIssues(issues, value, (path) => keysOfSchema(schema, path), [], 'json'),
+      code,
     );
-    throw new ValidationError(message, issuesFromZod({ issues }), code);
   }
   return result.data;
+}
+
+/**
+ * A body of one of several forms (`{recordId}` or `{identifier}`) with a mistake in it read
+ * `(root): Invalid input`: zod cannot tell which form was meant. The form whose keys the caller
+ * used (the one branch with no unknown key at its own level) is the one meant: its own issues
+ * are said instead, at their full paths. A union of types (a string or a number) is said by the
+ * branch of the value's type. With no fitting form, keys no form takes are said as unknown, and
+ * keys of several forms together as such; with several, the keys each form needs.
+ */
+function chosenBranch(issue: z.core.$ZodIssue, value: unknown): z.core.$ZodIssue[] {
+  if (issue.code !== 'invalid_union' || issue.errors.length < 2) return [issue];
+  const at = (inner: z.core.$ZodIssue) =>
+    ({ ...inner, path: [...issue.path, ...inner.path] }) as z.core.$ZodIssue;
+  // A value of one of the union's types with a mistake in it (`customerId: -1` for a string or a
+  // whole number at least 0): the branch of its type says the mistake.
+  const typed = issue.errors.filter(
+    (branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0),
+  );
+  if (typed.length === 1) return typed[0]!.map(at);
+  const unknown = (branch: readonly z.core.$ZodIssue[]) =>
+    branch.flatMap((inner) =>
+      inner.code === 'unrecognized_keys' && inner.path.length === 0 ? inner.keys : [],
+    );
+  const fitting = issue.errors.filter((branch) => unknown(branch).length === 0);
+  if (fitting.length === 1) return fitting[0]!.map(at);
+  const given = valueAt(value, issue.path);
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) return [issue];
+  if (fitting.length > 1) {
+    // Several forms fit, each missing its own keys (`{}` for an unmerge): the keys of each form.
+    const forms = fitting.map((branch) =>
+      branch
+        .filter((inner) => inner.path.length === 1 && absent(given, inner.path))
+        .map((inner) => String(inner.path[0]))
+        .join(' and '),
+    );
+    return forms.every((form) => form !== '')
+      ? [{ ...issue, message: `required: ${forms.join(' or ')}` }]
+      : [issue];
+  }
+  // Every form has a key it does not take. Keys no form takes (`recordid`) are said as unknown
+  // (with the key meant); keys of different forms together, that only one is given.
+  const everywhere = unknown(issue.errors[0]!).filter((key) =>
+    issue.errors.every((branch) => unknown(branch).includes(key)),
+  );
+  if (everywhere.length > 0)
+    return [
+      {
+        ...issue,
+        code: 'unrecognized_keys',
+        keys: everywhere,
+        errors: undefined,
+      } as unknown as z.core.$ZodIssue,
+    ];
+  const mixed = [...new Set(issue.errors.flatMap(unknown))];
+  return [{ ...issue, message: `give one of ${mixed.join(', ')}, not several: each is a form of its own` }];
+}
+
+/** The value at `path`, or undefined where there is none. */
+function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let at = value;
+  for (const part of path) {
+    if (at === null || typeof at !== 'object') return undefined;
+    at = (at as Record<PropertyKey, unknown>)[part];
+  }
+  return at;
+}
+
+/** The values a parameter takes and what was sent (quoted as JSON, cut at 80 characters). */
+function oneOf(values: readonly unknown[], given: unknown): string {
+  const text = JSON.stringify(given) ?? 'nothing';
+  return `one of ${values.map(String).join(', ')}; got ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`;
 }
 
 /** Whether `path` names a key its parent object does not have. */
@@ -51,7 +136,13 @@ export function emptyIsAbsent<S extends z.ZodType>(schema: S) {
     .union([z.literal(''), schema], {
       // A value neither empty nor one `schema` takes (`?state=bogus`) failed both branches, and
       // zod said only "Invalid input". What `schema` says of it names the values it takes.
-      error: (issue) => (issue.code === 'invalid_union' ? issue.errors[1]?.[0]?.message : undefined),
+      error: (issue) => {
+        if (issue.code !== 'invalid_union') return undefined;
+        const inner = issue.errors[1]?.[0];
+        return inner?.code === 'invalid_value' && /^Invalid option:/.test(inner.message)
+          ? oneOf(inner.values, issue.input)
+          : inner?.message;
+      },
     })
     .describe('empty: the filter is not given')
     .optional()

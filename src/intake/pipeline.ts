@@ -3,7 +3,13 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Counter, Histogram } from 'prom-client';
 import type { ChannelConfig } from '../config/schema.js';
-import { anchoredBy, type FactAnswer, type FactService, isVerifiedIdentifier } from '../contacts/facts.js';
+import {
+  anchoredBy,
+  type FactAnswer,
+  type FactRequest,
+  type FactService,
+  isVerifiedIdentifier,
+} from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
 import type { Contact } from '../contacts/types.js';
 import type {
@@ -266,18 +272,28 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
     return { decoded, contact, duplicate: count > 0 && duplicates === count, repeated: duplicates > 0 };
   }
 
-  /** Facts for the answer, within what is left of the deadline; never fails the answer. */
-  async function factsFor(
+  /**
+   * Facts for the answer, within what is left of the deadline; never fails the answer. At once
+   * when there is nothing to wait for (no attribute source: forContactNow), a promise otherwise —
+   * an async step per webhook for an answer that was ready cost microtask jobs and allocations
+   * (bench/HISTORY.md, twenty-fifth round).
+   */
+  function factsFor(
     decoded: Decoded,
     contact: Contact | null,
     call: IntakeCall<unknown>,
-  ): Promise<FactAnswer | null> {
+  ): FactAnswer | null | Promise<FactAnswer | null> {
     if (decoded.kind === 'nothing' || !decoded.facts || !contact) return null;
     const wanted = decoded.facts;
     const reserve = wanted.reserve ? sendReserveMs(wanted.deadlineMs) : 0;
     const remaining = wanted.deadlineMs - reserve - (performance.now() - call.arrivedAt);
+    // The answer must not fail because enrichment did: the vendor still gets the contact.
+    const failed = (error: unknown) => {
+      call.logger.warn({ err: error }, 'facts failed; answering without them');
+      return null;
+    };
     try {
-      const answer = await deps.facts.forContact(contact, {
+      const request: FactRequest = {
         channelId: call.channel.config.id,
         deadlineMs: Math.max(0, Math.floor(remaining)),
         max: wanted.max,
@@ -287,18 +303,20 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
           decoded.kind === 'lookup'
             ? isVerifiedIdentifier(decoded.identifier)
             : decoded.observations.some((observation) => anchoredBy(contact, observation.identifiers ?? [])),
-      });
-      if (answer.missing.length > 0) {
-        call.logger.info(
-          { missing: answer.missing },
-          'attribute sources left out of the answer (late or failed)',
-        );
-      }
-      return answer;
+      };
+      const now = deps.facts.forContactNow(contact, request);
+      if (now !== undefined) return now;
+      return deps.facts.forContact(contact, request).then((answer) => {
+        if (answer.missing.length > 0) {
+          call.logger.info(
+            { missing: answer.missing },
+            'attribute sources left out of the answer (late or failed)',
+          );
+        }
+        return answer;
+      }, failed);
     } catch (error) {
-      // The answer must not fail because enrichment did: the vendor still gets the contact.
-      call.logger.warn({ err: error }, 'facts failed; answering without them');
-      return null;
+      return failed(error);
     }
   }
 
@@ -360,7 +378,8 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
           acted = await act(first, later);
         }
         const { decoded, contact, duplicate, repeated } = acted;
-        const facts = await factsFor(decoded, contact, call as IntakeCall<unknown>);
+        const factsOrWait = factsFor(decoded, contact, call as IntakeCall<unknown>);
+        const facts = factsOrWait instanceof Promise ? await factsOrWait : factsOrWait;
         if (decoded.kind === 'nothing' && decoded.reason !== undefined) {
           // Accepted, but nothing a vendor sent is lost: an operator can read it back and replay it.
           await deps.journal.record({
@@ -405,8 +424,15 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         // WAIT vouches only for what this connection wrote since. So it has the store vouch for
         // what it read as well (coverReads: one write more, before the WAIT, for retries only;
         // a first delivery pays nothing more than before).
-        if (route.kind === 'webhook')
-          await deps.store.confirmWrites?.(writeMark, repeated ? { coverReads: true } : undefined);
+        // Awaited only when there is something to wait for (a replica to confirm): an await of
+        // nothing costs the webhook microtask jobs all the same (bench/HISTORY.md, twenty-fifth round).
+        if (route.kind === 'webhook') {
+          const confirming = deps.store.confirmWrites?.(
+            writeMark,
+            repeated ? { coverReads: true } : undefined,
+          );
+          if (confirming !== undefined) await confirming;
+        }
         if (holdUntil !== null) {
           const wait = holdUntil - performance.now();
           if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

@@ -344,8 +344,11 @@ export interface Store {
    * went through another node connection in between, or the node they went through no longer
    * serves the bridge's hash slot as its primary (WAIT anywhere else would answer for another
    * connection's writes).
+   *
+   * Returns undefined when there is nothing to wait for (no replicas configured), so that a caller
+   * on the hot path need not await a promise of nothing (bench/HISTORY.md, twenty-fifth round).
    */
-  confirmWrites?(since?: number, options?: ConfirmOptions): Promise<void>;
+  confirmWrites?(since?: number, options?: ConfirmOptions): Promise<void> | undefined;
   /** Which connection the store writes through now, for confirmWrites(since). */
   writeMark?(): number;
   /** Rejects unless the store accepts a write now (and confirms it, see confirmWrites); for /readyz. */
