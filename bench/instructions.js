@@ -17,14 +17,16 @@
 // Needs valgrind (apt-get install valgrind). Knobs: CALLGRIND_N (1000), CALLGRIND_WARM (3000),
 // CALLGRIND_ONLY (comma list of bare, floor, bridge), CALLGRIND_NODE_OPTIONS (below),
 // CALLGRIND_SCENARIO=finished (chat_finished with a 50-message transcript, of the same known
-// people, a new chat each time, instead of chat_accepted).
+// people, a new chat each time, instead of chat_accepted), or
+// CALLGRIND_SCENARIO=lookup: a LiveTex lookup of a known contact instead (a fresh sealed token,
+// jti and all, per request; the floor opens and seals it too, with the same key).
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { JIVO_TOKEN, seedKnown, startBridge, writeBridgeConfig } from './lib/bridge.js';
+import { admin, JIVO_TOKEN, seedKnown, startBridge, writeBridgeConfig } from './lib/bridge.js';
 import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
 import { waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
@@ -38,12 +40,53 @@ const only = env.CALLGRIND_ONLY ? new Set(env.CALLGRIND_ONLY.split(',')) : null;
 const KNOWN = 1000;
 const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
 const CONCURRENCY = 4;
-const FINISHED = env.CALLGRIND_SCENARIO === 'finished';
-/** The webhook sent: chat_accepted, or chat_finished (50 messages) with CALLGRIND_SCENARIO=finished. */
-const eventOf = FINISHED ? jivoChatFinished : jivoChatAccepted;
 // e.g. CALLGRIND_NODE_OPTIONS=--perf-basic-prof: /tmp/perf-<pid>.map then names the JIT code's
 // addresses that callgrind_annotate prints (each process's pid is in its dump's name).
 const nodeOptions = (env.CALLGRIND_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+const lookup = env.CALLGRIND_SCENARIO === 'lookup';
+const FINISHED = env.CALLGRIND_SCENARIO === 'finished';
+/** The webhook sent: chat_accepted, or chat_finished (50 messages) with CALLGRIND_SCENARIO=finished. */
+const eventOf = FINISHED ? jivoChatFinished : jivoChatAccepted;
+const LOOKUP_PATH = '/livetex/app/attributes';
+const JOSE = 'application/jose';
+/** Every lookup answer has one size (adapters/livetex/codec.ts): what bare Koa answers without a bridge run. */
+async function paddedAnswer() {
+  const { bridgeJweCodec, decodeKey } = await import(join(root, 'dist/adapters/livetex/codec.js'));
+  const sealed = await bridgeJweCodec.sealAnswer(
+    { requestId: 'r', found: false },
+    lookupKey.kid,
+    decodeKey(lookupKey.key),
+  );
+  return Buffer.from(sealed.body).toString('latin1');
+}
+/** Lookup: the channel key (made by a bridge run natively on the same store) and its sealer. */
+let lookupKey = null;
+let sealToken = null;
+/**
+ * A fresh token per request, sealed when it is sent: under valgrind a run takes minutes, longer
+ * than a token may live (5 minutes), and the bridge takes each jti once.
+ */
+async function tokenFor(n) {
+  if (!sealToken) {
+    const { buildClaims, sealRequest, decodeKey } = await import(
+      join(root, 'dist/adapters/livetex/codec.js')
+    );
+    const keyBytes = decodeKey(lookupKey.key);
+    sealToken = (m) =>
+      sealRequest(
+        buildClaims({
+          subject: { personId: personOf('known', m % KNOWN).person },
+          requestId: `cg-${m}`,
+          jti: randomUUID(),
+          iat: Date.now() / 1000,
+          ttlSeconds: 300,
+        }),
+        lookupKey.kid,
+        keyBytes,
+      );
+  }
+  return sealToken(n);
+}
 
 if (spawnSync('valgrind', ['--version'], { stdio: 'ignore' }).status !== 0)
   throw new Error('bench/instructions.js needs valgrind on PATH (apt-get install valgrind)');
@@ -63,11 +106,17 @@ async function send(url, count, tolerant = false) {
       while (next < count) {
         next++;
         const n = sent++;
-        const response = await fetch(url + PATH, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(eventOf({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n })),
-        });
+        const response = lookup
+          ? await fetch(url + LOOKUP_PATH, {
+              method: 'POST',
+              headers: { 'content-type': JOSE },
+              body: await tokenFor(n),
+            })
+          : await fetch(url + PATH, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify(eventOf({ ...personOf('known', n % KNOWN), chat: 30_000_000 + n })),
+            });
         const text = await response.text();
         if (response.status !== 200 && !tolerant) throw new Error(`${url}: ${response.status} ${text}`);
       }
@@ -169,17 +218,45 @@ try {
       },
       '/readyz',
       async (url) => {
-        const response = await fetch(url + PATH, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(eventOf({ ...personOf('known', 0), chat: 1 })),
-        });
+        // The key is made by the bridge under callgrind: each config has a master key of its
+        // own, and a key record is readable only under the master key that sealed it.
+        if (lookup) lookupKey = await admin(url, 'POST', '/api/v1/channels/app/keys');
+        const response = lookup
+          ? await fetch(url + LOOKUP_PATH, {
+              method: 'POST',
+              headers: { 'content-type': JOSE },
+              body: await tokenFor(0),
+            })
+          : await fetch(url + PATH, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify(eventOf({ ...personOf('known', 0), chat: 1 })),
+            });
         sample = { text: await response.text(), contentType: response.headers.get('content-type') };
       },
     );
     results.push(['bridge', perRequest]);
   }
-  if (!sample) sample = { text: 'x'.repeat(479), contentType: 'application/json; charset=utf-8' };
+  if (lookup && !lookupKey) {
+    // The floor alone: a key of the right form, made by a bridge started only for it.
+    const keyPrefix = `cg${randomUUID().slice(0, 6)}`;
+    const keyMaker = await startBridge({ root, dir, redisUrl: redis.url, keyPrefix, logLevel: 'warn' });
+    lookupKey = await admin(keyMaker.url, 'POST', '/api/v1/channels/app/keys');
+    await keyMaker.stop();
+  }
+  // The lookup's answer is one padded size (adapters/livetex/codec.ts): bare Koa answers as many bytes.
+  if (!sample)
+    sample = lookup
+      ? { text: await paddedAnswer(), contentType: JOSE }
+      : { text: 'x'.repeat(479), contentType: 'application/json; charset=utf-8' };
+  const floorPrepare = async (url) => {
+    await replySize(url);
+    if (lookup)
+      await fetch(`${url}/__bench/lookup-key`, {
+        method: 'PUT',
+        body: JSON.stringify({ kid: lookupKey.kid, key: lookupKey.key }),
+      });
+  };
   if (!only || only.has('floor'))
     results.push([
       'floor',
@@ -187,7 +264,7 @@ try {
         'floor',
         (port) => [join(here, 'floor.js'), String(port), redis.url, `cgf${randomUUID().slice(0, 6)}`],
         '/ready',
-        replySize,
+        floorPrepare,
       ),
     ]);
   if (!only || only.has('bare'))
@@ -196,7 +273,7 @@ try {
       await count('bare', (port) => [join(here, 'bare.js'), String(port)], '/ready', replySize),
     ]);
   process.stdout.write(
-    `\ninstructions per known-contact ${FINISHED ? 'chat_finished (50 messages)' : 'chat_accepted'} (callgrind; ${measured} requests after ${warm}, ${CONCURRENCY} at a time): main thread, all threads\n`,
+    `\ninstructions per ${lookup ? 'LiveTex lookup of a known contact' : FINISHED ? 'known-contact chat_finished (50 messages)' : 'known-contact chat_accepted'} (callgrind; ${measured} requests after ${warm}, ${CONCURRENCY} at a time): main thread, all threads\n`,
   );
   for (const [name, { main, all }] of results)
     process.stdout.write(`${name.padEnd(7)} ${(main / 1e6).toFixed(3)} M  ${(all / 1e6).toFixed(3)} M\n`);
