@@ -52,13 +52,6 @@ export function named(agent: AgentRef | undefined): agent is AgentRef {
   return agent !== undefined && Boolean(agent.email || agent.name || agent.id);
 }
 
-/**
- * One channel's newest statement of who is responsible for the customer (README, Responsible
- * agent): an agent, or an unassignment (no name, e-mail or id). `c` is the channel that said it.
- * A statement stored before they were kept per channel has none: which channel said it is not
- * known, so it is taken as every channel's (an unassignment of any channel newer than it clears
- * it, and an unassignment without a channel clears every older agent), as it was then.
- */
 /** The agent a statement names, as the contact shows it (no time, no channel). */
 export function agentRefOf(statement: AgentStatement): AgentRef {
   const agent: AgentRef = {};
@@ -73,6 +66,13 @@ export function sameAgent(a: AgentRef | undefined, b: AgentRef | undefined): boo
   return a?.email === b?.email && a?.name === b?.name && a?.id === b?.id;
 }
 
+/**
+ * One channel's newest statement of who is responsible for the customer (README, Responsible
+ * agent): an agent, or an unassignment (no name, e-mail or id). `c` is the channel that said it.
+ * A statement stored before they were kept per channel has none: which channel said it is not
+ * known, so it is taken as every channel's (an unassignment of any channel newer than it clears
+ * it, and an unassignment without a channel clears every older agent), as it was then.
+ */
 export interface AgentStatement extends AgentRef {
   at: string;
   c?: string;
