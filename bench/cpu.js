@@ -32,6 +32,7 @@ import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { admin, inParallel, JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
 import { answeredOf, atFixedRate } from './lib/load.js';
+import { lookupSealer } from './lib/lookup-tokens.js';
 import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
 import { cpuMs, spawnLogged, waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
@@ -190,22 +191,12 @@ try {
 
   /** Lookup tokens for one round, sealed just before it (a token lives at most 300 s; the caller's cost). */
   async function sealLookups(entry) {
-    const { buildClaims, sealRequest, decodeKey } = await import(
-      join(entry.root, 'dist/adapters/livetex/codec.js')
-    );
     entry.keys ??= await admin(entry.bridge.url, 'POST', '/api/v1/channels/app/keys');
-    const keyBytes = decodeKey(entry.keys.key);
+    const seal = await lookupSealer(entry.root, entry.keys, { people: KNOWN, prefix: 'cpu' });
     const needed = Math.ceil(rateOf('lookup') * duration * 1.2) + 100;
     const tokens = new Array(needed);
     await inParallel(needed, 64, async (n) => {
-      const claims = buildClaims({
-        subject: { personId: personOf('known', n % KNOWN).person },
-        requestId: `cpu-${n}`,
-        jti: randomUUID(),
-        iat: Date.now() / 1000,
-        ttlSeconds: 300,
-      });
-      tokens[n] = await sealRequest(claims, entry.keys.kid, keyBytes);
+      tokens[n] = await seal(n);
     });
     entry.lookup = tokens;
     entry.lookupNext = 0;

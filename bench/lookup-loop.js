@@ -22,6 +22,7 @@ import { runInNewContext } from 'node:vm';
 import { ADMIN_TOKEN, LIVETEX_TOKEN, writeBridgeConfig } from './lib/bridge.js';
 import { inject, readInjected } from './lib/inject.js';
 import { loads, median, roundOrder, stamp } from './lib/load.js';
+import { lookupSealer } from './lib/lookup-tokens.js';
 import { livetexDialogClosed, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
@@ -85,27 +86,10 @@ async function build(root) {
   );
   if (made.status !== 200 && made.status !== 201) throw new Error(`key: ${made.status} ${made.text}`);
   const key = JSON.parse(made.text);
-  const codec = await import(pathToFileURL(join(root, 'dist', 'adapters', 'livetex', 'codec.js')).href);
-  const keyBytes = codec.decodeKey(key.key);
+  const seal = await lookupSealer(root, key, { people: KNOWN, prefix: 'loop' });
   let sealed = 0;
   /** `count` fresh tokens (a jti each: the bridge takes each once), sealed before they are sent. */
-  const tokens = (count) =>
-    Promise.all(
-      Array.from({ length: count }, () => {
-        const n = sealed++;
-        return codec.sealRequest(
-          codec.buildClaims({
-            subject: { personId: personOf('known', n % KNOWN).person },
-            requestId: `loop-${n}`,
-            jti: randomUUID(),
-            iat: Date.now() / 1000,
-            ttlSeconds: 300,
-          }),
-          key.kid,
-          keyBytes,
-        );
-      }),
-    );
+  const tokens = (count) => Promise.all(Array.from({ length: count }, () => seal(sealed++)));
   const call = (body) =>
     inject(handler, {
       method: 'POST',

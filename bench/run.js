@@ -31,7 +31,7 @@ if (process.argv.includes('--soak')) {
 }
 
 async function main() {
-  const { randomBytes, randomUUID } = await import('node:crypto');
+  const { randomBytes } = await import('node:crypto');
   const { Redis } = await import('ioredis');
   const { benchRedis, freePort } = await import('./lib/redis.js');
   const { spawnLogged, waitReady } = await import('./lib/procs.js');
@@ -546,8 +546,6 @@ async function main() {
     // --- LiveTex encrypted lookup: tokens sealed before the run (encryption is the caller's cost)
     if (wanted('livetex_lookup')) {
       const { kid, key } = await admin(bridge.url, 'POST', '/api/v1/channels/app/keys');
-      const { buildClaims, sealRequest, decodeKey } = await import(`${DIST}/adapters/livetex/codec.js`);
-      const keyBytes = decodeKey(key);
       if (floor)
         await fetch(`${floorUrl}/__bench/lookup-key`, { method: 'PUT', body: JSON.stringify({ kid, key }) });
       // The bridge takes each token once, so the pool must outlast every second it is loaded:
@@ -560,16 +558,14 @@ async function main() {
       const poolSize = Number(env.BENCH_LOOKUP_TOKENS ?? Math.ceil(loadedSeconds * 12_000));
       log(`livetex_lookup: sealing ${poolSize.toLocaleString('en')} lookup requests (unique jti each)`);
       const tokens = new Array(poolSize);
-      const iat = Date.now() / 1000;
+      const { lookupSealer } = await import('./lib/lookup-tokens.js');
+      const seal = await lookupSealer(
+        dirname(DIST),
+        { kid, key },
+        { people: KNOWN, prefix: 'bench', iat: Date.now() / 1000 },
+      );
       await inParallel(poolSize, 64, async (index) => {
-        const claims = buildClaims({
-          subject: { personId: personOf('known', index % KNOWN).person },
-          requestId: `bench-${index}`,
-          jti: randomUUID(),
-          iat,
-          ttlSeconds: 300,
-        });
-        tokens[index] = await sealRequest(claims, kid, keyBytes);
+        tokens[index] = await seal(index);
       });
       let bareNext = 0;
       let bridgeNext = 0;
