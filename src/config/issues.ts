@@ -224,7 +224,8 @@ function unknownKey(
   return `unknown key (allowed here: ${known.join(', ')})`;
 }
 
-function valueAt(document: unknown, path: readonly Key[]): unknown {
+/** The value at `path` in a parsed document (a config file, a request body), or undefined where there is none. */
+export function valueAt(document: unknown, path: readonly Key[]): unknown {
   let value = document;
   for (const part of path) {
     if (value === null || typeof value !== 'object') return undefined;

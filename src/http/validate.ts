@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { configIssues, keysOfSchema } from '../config/issues.js';
+import { configIssues, keysOfSchema, valueAt } from '../config/issues.js';
 import type { ChannelRoute, ChannelRouteResult } from '../contracts/channel.js';
 import { formatPath, ValidationError } from '../errors.js';
 import { parseJson } from './json.js';
@@ -96,16 +96,6 @@ function chosenBranch(issue: z.core.$ZodIssue, value: unknown): z.core.$ZodIssue
     ];
   const mixed = [...new Set(issue.errors.flatMap(unknown))];
   return [{ ...issue, message: `give one of ${mixed.join(', ')}, not several: each is a form of its own` }];
-}
-
-/** The value at `path`, or undefined where there is none. */
-function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
-  let at = value;
-  for (const part of path) {
-    if (at === null || typeof at !== 'object') return undefined;
-    at = (at as Record<PropertyKey, unknown>)[part];
-  }
-  return at;
 }
 
 /** The values a parameter takes and what was sent (quoted as JSON, cut at 80 characters). */
