@@ -3,13 +3,12 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
-import { createDelivery, type Delivery } from '../src/delivery/index.js';
+import type { Delivery } from '../src/delivery/index.js';
 import { createOutboxPublisher, type EventPublisher, type OutboxEntry } from '../src/events/outbox.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { testDelivery } from './support/processor-world.js';
 import { type Receiver, type ReceiverAnswer, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -73,17 +72,13 @@ async function setup(
     destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s'], ...destination }],
   });
   const events = createOutboxPublisher(store);
-  const delivery = createDelivery({
+  const delivery = testDelivery({
     config,
     store,
     redisUrl,
     keyPrefix,
     events,
-    http: createHttpClient(),
     logger,
-    metrics: new Metrics(),
-    now: () => new Date(),
-    pollIntervalMs: 100,
   });
   cleanups.push(() => delivery.close());
   await delivery.start();

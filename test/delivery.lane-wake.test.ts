@@ -3,14 +3,12 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { deliveryIdOf } from '../src/delivery/drain.js';
-import { createDelivery } from '../src/delivery/index.js';
 import { queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { deliveryKeys } from '../src/delivery/records.js';
 import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { testDelivery } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -108,17 +106,13 @@ describe('the next delivery of a lane, running when the one before it is deliver
       ],
     });
     const events = createOutboxPublisher(store);
-    const delivery = createDelivery({
+    const delivery = testDelivery({
       config,
       store,
       redisUrl: url,
       keyPrefix,
       events,
-      http: createHttpClient(),
       logger,
-      metrics: new Metrics(),
-      now: () => new Date(),
-      pollIntervalMs: 100,
     });
     cleanups.push(() => delivery.close());
     await delivery.start();

@@ -2,13 +2,11 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
-import { createDelivery } from '../src/delivery/index.js';
 import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { testDelivery } from './support/processor-world.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -88,17 +86,13 @@ describe.each(['memory', 'redis'] as const)('replay lanes (%s store)', (kind) =>
       ],
     });
     const events = createOutboxPublisher(store);
-    const delivery = createDelivery({
+    const delivery = testDelivery({
       config,
       store,
       redisUrl,
       keyPrefix,
       events,
-      http: createHttpClient(),
       logger,
-      metrics: new Metrics(),
-      now: () => new Date(),
-      pollIntervalMs: 100,
       contacts,
     });
     cleanups.push(() => delivery.close());

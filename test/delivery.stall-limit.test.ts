@@ -7,13 +7,12 @@ import { configSchema } from '../src/config/schema.js';
 import { deliveryPage } from '../src/console/pages.js';
 import type { Contact } from '../src/contacts/types.js';
 import { deliveryIdOf } from '../src/delivery/drain.js';
-import { createDelivery } from '../src/delivery/index.js';
 import { queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { createRedisStore } from '../src/store/redis.js';
 import { capturingLogger } from './support/logs.js';
+import { testDelivery } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 import { until } from './support/until.js';
@@ -92,17 +91,14 @@ async function world(options: { restoreIntervalMs?: number } = {}) {
     destinations: [{ id: 'crm', url: receiver.url, secret: SECRET, retrySchedule: ['0s', '100ms'] }],
   });
   const events = createOutboxPublisher(store);
-  const delivery = createDelivery({
+  const delivery = testDelivery({
     config,
     store,
     redisUrl: url,
     keyPrefix,
     events,
-    http: createHttpClient(),
     logger,
     metrics,
-    now: () => new Date(),
-    pollIntervalMs: 100,
     pruneIntervalMs: 100,
     ...options,
   });

@@ -6,15 +6,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
 import { deliveryIdOf } from '../src/delivery/drain.js';
-import { createDelivery } from '../src/delivery/index.js';
 import { queueNameOf } from '../src/delivery/queue-bullmq.js';
 import { createDeliveryRecords, jobOf } from '../src/delivery/records.js';
 import { createOutboxPublisher, type OutboxEntry } from '../src/events/outbox.js';
-import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { defaultRegistry } from '../src/registry.js';
 import { createRedisStore } from '../src/store/redis.js';
-import { planOne, processorOver, webhookRuntime } from './support/processor-world.js';
+import { planOne, processorOver, testDelivery, webhookRuntime } from './support/processor-world.js';
 import { startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 import { until } from './support/until.js';
@@ -114,17 +111,13 @@ describe('a webhook delivery run again after a stall', () => {
     });
     const events = createOutboxPublisher(store);
     const bridge = () =>
-      createDelivery({
+      testDelivery({
         config,
         store,
         redisUrl: url,
         keyPrefix,
         events,
-        http: createHttpClient(),
         logger,
-        metrics: new Metrics(),
-        now: () => new Date(),
-        pollIntervalMs: 100,
       });
     const prefix = `${keyPrefix}:bull`;
     const name = queueNameOf('crm');

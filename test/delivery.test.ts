@@ -6,7 +6,7 @@ import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
 import { CircuitBreaker } from '../src/delivery/breaker.js';
 import { createDrainer, deliveryIdOf, INVALID_OUTBOX_KEY } from '../src/delivery/drain.js';
-import { createDelivery, type Delivery } from '../src/delivery/index.js';
+import type { Delivery } from '../src/delivery/index.js';
 import { createMemoryQueue } from '../src/delivery/queue.js';
 import { createDeliveryRecords, deliveryKeys } from '../src/delivery/records.js';
 import { secretKey } from '../src/delivery/signing.js';
@@ -17,11 +17,11 @@ import {
   type OutboxEntry,
 } from '../src/events/outbox.js';
 import { Metrics } from '../src/metrics.js';
-import { createHttpClient } from '../src/net/http.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { capturingLogger } from './support/logs.js';
+import { testDelivery } from './support/processor-world.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
@@ -157,17 +157,14 @@ async function setup(
   const make = async (chosen = config) => {
     const store = await makeStore();
     const events = createOutboxPublisher(store);
-    const delivery = createDelivery({
+    const delivery = testDelivery({
       config: chosen,
       store,
       redisUrl,
       keyPrefix,
       events,
-      http: createHttpClient(),
       logger,
       metrics,
-      now: () => new Date(),
-      pollIntervalMs: 100,
       pruneIntervalMs: 100,
       ...options,
     });

@@ -6,6 +6,7 @@ import type { Contact } from '../../src/contacts/types.js';
 import { createCrmRuntime } from '../../src/crm/runtime.js';
 import { CircuitBreaker } from '../../src/delivery/breaker.js';
 import { planDeliveries } from '../../src/delivery/drain.js';
+import { createDelivery, type Delivery, type DeliveryDeps } from '../../src/delivery/index.js';
 import { deliveryMetrics } from '../../src/delivery/metrics.js';
 import {
   createProcessor,
@@ -161,4 +162,22 @@ export function offlineMessage(eventId: string): OutboxEntry {
     orderingKey: 'c_pavel',
     stagedAt: Date.now(),
   };
+}
+
+/**
+ * The whole delivery (queue, workers, drain) as the delivery tests start it: a real HTTP client,
+ * fresh metrics, the wall clock and a 100 ms outbox poll, with what a test gives added or put
+ * instead.
+ */
+export function testDelivery(
+  deps: Pick<DeliveryDeps, 'config' | 'store' | 'redisUrl' | 'keyPrefix' | 'events' | 'logger'> &
+    Partial<DeliveryDeps>,
+): Delivery {
+  return createDelivery({
+    http: createHttpClient(),
+    metrics: new Metrics(),
+    now: () => new Date(),
+    pollIntervalMs: 100,
+    ...deps,
+  });
 }
