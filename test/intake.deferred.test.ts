@@ -999,6 +999,103 @@ describe('the deferred worker', () => {
     expect((await journal.list({ limit: 10 })).entries).toHaveLength(1);
   });
 
+  it('each item names its append first; a chunk whose list changed under the drain (a failover) is not trimmed, id or not', async () => {
+    // The trim checks each item's id (the first bytes of its header), not all its bytes: an id is
+    // made for one append, so this is as exact as the bytes. A chunk's first and last items alone
+    // would not be: a new primary that lacks an item of the chunk can hold another in its place
+    // (an append made after the failover) with the chunk's own items around it (ioredis sends a
+    // command again after a reconnection), and trimming it would lose an acknowledged event.
+    const { store, logger, metrics, engine, state } = workerParts();
+    let gate: Promise<void> | undefined;
+    let entered!: () => void;
+    let observing = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    const contacts = new Proxy(engine, {
+      get(target, property, receiver) {
+        if (property !== 'observe') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof engine.observe>) => {
+          entered();
+          if (gate) await gate;
+          return target.observe(...args);
+        };
+      },
+    });
+    const intake = () =>
+      createDeferredIntake({
+        store,
+        routeFor: () => ({ route: jivochatAdapter.intake[0] as never, state }),
+        contacts,
+        journal: createPayloadJournal(store),
+        logger,
+        metrics,
+        maxBacklog: 1000,
+      });
+    const here = intake();
+    const elsewhere = intake();
+    const receivedAt = new Date('2026-11-01T12:00:00.000Z');
+    const rawBodyOf = (n: number) => Buffer.from(JSON.stringify(finished(n)));
+    const request = (n: number) => ({
+      channelId: 'site',
+      vendor: 'jivochat',
+      event: 'chat_finished',
+      rawBody: rawBodyOf(n),
+      contentType: 'application/json',
+      receivedAt,
+    });
+    for (let n = 500; n < 504; n++) expect(await here.append(request(n))).toBe(true);
+    // The same request appended again (a vendor's retry): the same body, an id of its own.
+    expect(await elsewhere.append(request(501))).toBe(true);
+    const items = await store.lrangeBuffer(DEFERRED_KEY, 0, -1);
+    const headers = items.map((item) => item.toString('utf8', 0, item.indexOf(0x0a)));
+    for (const header of headers) expect(header).toMatch(/^\{"v":2,"id":"[A-Za-z0-9_-]+\.\d+","/);
+    expect(new Set(headers.map((header) => JSON.parse(header).id)).size).toBe(5);
+
+    /** One drain whose chunk is read, then the list replaced by `list` while its first item is recorded. */
+    const drainWhileReplaced = async (list: Buffer[]) => {
+      let open!: () => void;
+      gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      observing = new Promise<void>((resolve) => {
+        entered = resolve;
+      });
+      const drained = here.drain();
+      await observing;
+      await store.del(DEFERRED_KEY);
+      await store.rpush(DEFERRED_KEY, ...list);
+      open();
+      const result = await drained;
+      gate = undefined;
+      return result;
+    };
+    // The third item lost, another appended after the failover in its place: same first and last.
+    await elsewhere.append(request(505));
+    const [foreign] = await store.lrangeBuffer(DEFERRED_KEY, 5, 5);
+    const replaced = [items[0]!, items[1]!, foreign!, items[3]!, items[4]!];
+    expect(await drainWhileReplaced(replaced)).toEqual({ recorded: 0, busy: true });
+    expect(await store.lrangeBuffer(DEFERRED_KEY, 0, -1)).toEqual(replaced);
+    expect(await here.drain()).toEqual({ recorded: 5, busy: false });
+    expect(await engine.find({ email: 'deferred-505@example.org' })).toHaveLength(1);
+
+    // Items of a release whose headers carry no id are compared whole: another body under the
+    // same header is another item.
+    const withoutId = (n: number) =>
+      Buffer.concat([
+        Buffer.from(
+          `${JSON.stringify({ v: 2, channelId: 'site', vendor: 'jivochat', event: 'chat_finished', contentType: 'application/json', receivedAt: receivedAt.getTime() })}\n`,
+        ),
+        rawBodyOf(n),
+      ]);
+    await store.rpush(DEFERRED_KEY, withoutId(510), withoutId(511));
+    const swapped = [withoutId(510), withoutId(512)];
+    expect(await drainWhileReplaced(swapped)).toEqual({ recorded: 0, busy: true });
+    expect(await store.lrangeBuffer(DEFERRED_KEY, 0, -1)).toEqual(swapped);
+    expect(await here.drain()).toEqual({ recorded: 2, busy: false });
+    expect(await engine.find({ email: 'deferred-512@example.org' })).toHaveLength(1);
+    expect(await store.llen(DEFERRED_KEY)).toBe(0);
+  });
+
   it('stops after the chunk in hand: a shutdown does not wait for the whole backlog', async () => {
     // stop() awaited a drain that went on chunk after chunk until the list was empty: a SIGTERM
     // with a backlog waited for all of it (10,000 items by default), far past the grace period.

@@ -977,6 +977,41 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.batch().expectListHead(key('head'), []).exec()).toBe(true);
       });
 
+      it('expectListHead with identifying prefixes: compares the first bytes named, the whole element where none is', async () => {
+        const list = key('head-ids');
+        // Elements whose first bytes ("#1|") say which they are, and one without (the whole of it counts).
+        const body = `${'Очередь '.repeat(30)}😀`;
+        await store.rpush(list, `#1|${body}`, Buffer.from(`#2|${body}`, 'utf8'), 'plain', 'after');
+        const read = await store.lrangeBuffer(list, 0, 2);
+        const idOf = (value: string | Buffer) => (value.slice(0, 1).toString() === '#' ? 3 : 0);
+        // Only the named bytes are compared: the same ids with other bodies hold.
+        expect(
+          await store
+            .batch()
+            .expectListHead(list, ['#1|other', Buffer.from('#2|x'), 'plain'], idOf)
+            .exec(),
+        ).toBe(true);
+        // Another id, or another element without one, or more than the list holds: nothing is written.
+        for (const wrong of [
+          ['#1|', '#3|', 'plain'],
+          ['#1|', '#2|', 'plain!'],
+          ['#1|', '#2|', 'plai'],
+          ['#1|', '#2|', 'plain', 'after', '#5|'],
+        ]) {
+          expect(await store.batch().expectListHead(list, wrong, idOf).ltrim(list, 3, -1).exec()).toBe(false);
+        }
+        expect(await store.llen(list)).toBe(4);
+        // An element shorter than the prefix named for it: nothing is written.
+        const plainer = (value: string | Buffer) => (value.toString() === 'plainer' ? 7 : idOf(value));
+        expect(await store.batch().expectListHead(list, ['#1|', '#2|', 'plainer'], plainer).exec()).toBe(
+          false,
+        );
+        expect(await store.batch().expectListHead(list, read, idOf).ltrim(list, read.length, -1).exec()).toBe(
+          true,
+        );
+        expect(await store.lrange(list, 0, -1)).toEqual(['after']);
+      });
+
       it('with expectations: of two writers that read the same value, exactly one commits', async () => {
         const k = key('guard');
         await store.set(k, '0');

@@ -32,14 +32,14 @@ import { parseIntakeRequest } from './pipeline.js';
  * said, and it is small — a 50-message chat_finished is 7 KB as sent and 27 KB as an observation
  * (its timeline entry keeps the payload, the transcript and the context); appending, reading back
  * and checking 35 KB items made the deferred path dearer than recording inline. An item is one
- * line of JSON (who sent it, when, which route) and the body after it.
+ * line of JSON (an id of its own, who sent it, when, which route) and the body after it.
  *
  * The hand-off: the worker decoded every item a second time (UTF-8, JSON, a 50-message
  * transcript: 18 % of a busy process's time in a burst, by a profile), although in the process
  * that appended it the web path had just decoded it to validate it. So the web path hands the
  * observations it decoded to this process's worker, in memory, tagged with an id that the item's
- * header carries (`h`): when the same process drains the item, it records those observations
- * instead of decoding the bytes again — the same ones, since decode is pure and had the same
+ * header carries (`id`, made for every item): when the same process drains the item, it
+ * records those observations instead of decoding the bytes again — the same ones, since decode is pure and had the same
  * input. The list stays the only durable record: an item drained by another instance, after a
  * restart, on a retry (the engine may have changed the observations it was given) or appended
  * while the hand-off was full is decoded from its bytes as before. Bounded (HANDOFF_MAX items and
@@ -108,9 +108,19 @@ const HANDOFF_TTL_MS = 60_000;
  */
 export const DEFERRED_MAX_BODY_BYTES = 64 * 1024;
 
-/** The first line of an item; the request body follows the newline as it was received (UTF-8). */
+/**
+ * The first line of an item; the request body follows the newline as it was received (UTF-8).
+ * Written with `v` and `id` first: the trim's check compares each item's `{"v":2,"id":"…"` (see
+ * idLength).
+ */
 const itemHeaderSchema = z.object({
   v: z.literal(2),
+  /**
+   * Made for this append and no other (this process's random tag and a counter): the trim's check
+   * compares it instead of the item's bytes, and the hand-off finds the item's observations by
+   * it. Absent from the items of releases before it (their trim compares the whole item).
+   */
+  id: z.string().optional(),
   channelId: z.string(),
   vendor: z.string(),
   event: z.string(),
@@ -119,9 +129,32 @@ const itemHeaderSchema = z.object({
   contentType: z.string().nullable(),
   /** The arrival time the web path decoded with (ms since the epoch): decode sees the same. */
   receivedAt: z.number(),
-  /** The hand-off id: the appending process may still hold this item's decoded observations. */
-  h: z.string().optional(),
 });
+
+/** How an item with an id starts (the header's first two keys, as `append` writes them). */
+const ID_START = Buffer.from('{"v":2,"id":"', 'utf8');
+/** Where an id's closing quote must be found (ids are ~25 characters). */
+const ID_END_WITHIN = 96;
+
+/**
+ * How many first bytes of an item name it (its header up to the id's closing quote), for the
+ * trim's check (Store expectListHead's `identify`); 0 for an item without an id (appended by a
+ * release before it): the check compares the whole item then.
+ *
+ * Why the id of every item, not only the chunk's first and last (cheaper still, one element
+ * read each): a new primary after a failover may lack an item of the chunk and hold, at its
+ * place, an event appended after the failover, with the chunk's own items on both sides — ioredis
+ * sends a command in flight again after a reconnection, so the chunk's last item can be pushed
+ * again behind it. Trimming that list would drop an acknowledged event nobody recorded. Ids are
+ * made once per append (a resend carries the same bytes), so equal ids at every place mean the
+ * same items, as equal bytes did.
+ */
+export function idLength(item: string | Buffer): number {
+  if (typeof item === 'string' || item.length <= ID_START.length) return 0;
+  if (item.compare(ID_START, 0, ID_START.length, 0, ID_START.length) !== 0) return 0;
+  const quote = item.indexOf(0x22, ID_START.length);
+  return quote > ID_START.length && quote < ID_END_WITHIN ? quote + 1 : 0;
+}
 
 /** How an item of the release before starts (see itemV1Schema). */
 const V1_START = Buffer.from('{"v":1', 'utf8');
@@ -282,9 +315,12 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     handoffBytes -= entry.bytes;
     return entry;
   };
-  /** Hand-off ids: this process's random tag and a counter, so no other instance's item matches. */
-  const handoffTag = randomBytes(6).toString('base64url');
-  let handoffCount = 0;
+  /**
+   * Item ids (the header's `id`): this instance's random tag (96 bits) and a counter, so no other
+   * instance's item, before or after a restart, has the same. The trim's check relies on it.
+   */
+  const idTag = randomBytes(12).toString('base64url');
+  let idCount = 0;
   /** Room for one more body of `bytes`, after dropping what has aged out. */
   function handoffRoom(now: number, bytes: number): boolean {
     for (const [id, entry] of handoff) {
@@ -323,23 +359,22 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     // Kept before the push: this process's worker may read the item before the push's reply.
     const at = Date.now();
     const bytes = request.rawBody.length;
-    const handoffId =
-      running && request.observations && handoffRoom(at, bytes)
-        ? `${handoffTag}.${++handoffCount}`
-        : undefined;
-    if (handoffId) {
-      handoff.set(handoffId, { observations: request.observations!, at, bytes });
+    const id = `${idTag}.${++idCount}`;
+    const handedOff = running && request.observations !== undefined && handoffRoom(at, bytes);
+    if (handedOff) {
+      handoff.set(id, { observations: request.observations!, at, bytes });
       handoffBytes += bytes;
     }
+    // `v` and `id` first (idLength reads them there).
     const header: z.input<typeof itemHeaderSchema> = {
       v: 2,
+      id,
       channelId: request.channelId,
       vendor: request.vendor,
       event: request.event,
       ...(request.path === undefined ? {} : { path: request.path }),
       contentType: request.contentType ?? null,
       receivedAt: request.receivedAt.getTime(),
-      ...(handoffId ? { h: handoffId } : {}),
     };
     try {
       // Bytes, not text: the body goes to Redis as it arrived, without decoding 7–10 KB of UTF-8
@@ -351,7 +386,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         ),
       );
     } catch (error) {
-      if (handoffId) forget(handoffId);
+      if (handedOff) forget(id);
       throw error;
     }
     wakeSoon();
@@ -381,7 +416,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
     const raw = item.subarray(newline + 1);
     const base = extend(header, { raw, observations: [] as Observation[] });
     // Taken once: a retry decodes the bytes (the engine may have changed what it was given).
-    const handed = header.h === undefined ? undefined : forget(header.h);
+    const handed = header.id === undefined ? undefined : forget(header.id);
     const found = options.routeFor(header.channelId, header.vendor, header.path);
     if (!found || 'missing' in found) {
       return extend(base, {
@@ -640,7 +675,8 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
       // write more per chunk (at most DEFERRED_CHUNK items), in the background, only with
       // durability.replicas.
       await store.confirmWrites?.(writeMark, { coverReads: true });
-      const batch = store.batch().expectListHead(DEFERRED_KEY, items);
+      // Each item's id compared, not its bytes (idLength says why that is as exact).
+      const batch = store.batch().expectListHead(DEFERRED_KEY, items, idLength);
       batch.ltrim(DEFERRED_KEY, items.length, -1);
       const trimmed = await batch.exec();
       carried = undefined;

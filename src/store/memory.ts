@@ -407,14 +407,25 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         expectations.push(() => lookup(key) !== undefined);
         return batch;
       },
-      expectListHead(key, values) {
-        const wanted = [...values];
+      expectListHead(key, values, identify) {
+        // An identifying prefix where `identify` names one (StoreBatch.expectListHead), else the value.
+        const wanted = values.map((value): { prefix: Buffer } | { value: ListItem; prefix?: undefined } => {
+          const size = identify?.(value) ?? 0;
+          const bytes = size > 0 ? itemBytes(value) : undefined;
+          return bytes && size <= bytes.length ? { prefix: bytes.subarray(0, size) } : { value };
+        });
         expectations.push(() => {
           if (wanted.length === 0) return true;
           const entry = lookup(key);
           if (entry?.data.type !== 'list' || entry.data.value.length < wanted.length) return false;
           const list = entry.data.value;
-          return wanted.every((value, index) => sameItem(list[index]!, value));
+          return wanted.every((want, index) => {
+            if (want.prefix === undefined) return sameItem(list[index]!, want.value);
+            const held = itemBytes(list[index]!);
+            return (
+              held.length >= want.prefix.length && held.subarray(0, want.prefix.length).equals(want.prefix)
+            );
+          });
         });
         return batch;
       },

@@ -110,6 +110,11 @@ return 1
  *   join built a new Lua string per element and one of the whole head (a deferred-intake chunk is
  *   100 items of ~7 KB), 11 ms of Redis per 100-item trim against 3 ms for this (both measured,
  *   Redis 7.0 on this machine) — the deferred path's largest Redis cost per event;
+ * - `P<count>:` then per element, in list order, 4 hex digits and as many bytes: a list whose
+ *   first <count> elements start with those bytes (an identifying prefix, expectListHead's
+ *   `identify`), or, after `0000`, whose SHA-1 is the 40 hex characters that follow. The
+ *   deferred intake's items start with an id made for one append: comparing ~40 bytes each spares
+ *   Redis a SHA-1 of every 7 KB item (bench/HISTORY.md, twenty-sixth round);
  * then per write: command, key index, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
  * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
@@ -126,6 +131,25 @@ for _ = 1, n do
   local kind = string.sub(want, 1, 1)
   if want == '*' then
     if redis.call('exists', key) == 0 then return 0 end
+  elseif kind == 'P' then
+    local colon = string.find(want, ':', 2, true)
+    local count = tonumber(string.sub(want, 2, colon - 1))
+    if count > 0 then
+      if redis.call('type', key).ok ~= 'list' then return 0 end
+      local items = redis.call('lrange', key, 0, count - 1)
+      if #items ~= count then return 0 end
+      local from = colon + 1
+      for _, item in ipairs(items) do
+        local size = tonumber(string.sub(want, from, from + 3), 16)
+        if size == 0 then
+          if redis.sha1hex(item) ~= string.sub(want, from + 4, from + 43) then return 0 end
+          from = from + 44
+        else
+          if string.sub(item, 1, size) ~= string.sub(want, from + 4, from + 3 + size) then return 0 end
+          from = from + 4 + size
+        end
+      end
+    end
   elseif kind == 'L' then
     local colon = string.find(want, ':', 2, true)
     local count = tonumber(string.sub(want, 2, colon - 1))
@@ -341,6 +365,31 @@ function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
   let digests = '';
   for (const value of values) digests += createHash('sha1').update(value).digest('hex');
   return digests;
+}
+
+/** The longest identifying prefix expectListHead sends (its length is 4 hex digits). */
+const LONGEST_LIST_ID = 0xffff;
+
+/**
+ * What expectListHead sends with `identify` (GUARDED_BATCH_SCRIPT's `P`): per element, in list
+ * order, its identifying prefix's length (4 hex digits) and those bytes, or 0000 and the SHA-1 of
+ * the whole element where it has none.
+ */
+function listHeadIds(
+  values: ReadonlyArray<string | Buffer>,
+  identify: (value: string | Buffer) => number,
+): Buffer {
+  const parts: Buffer[] = [Buffer.from(`P${values.length}:`, 'latin1')];
+  for (const value of values) {
+    const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+    const size = identify(value);
+    if (size > 0 && size <= bytes.length && size <= LONGEST_LIST_ID) {
+      parts.push(Buffer.from(size.toString(16).padStart(4, '0'), 'latin1'), bytes.subarray(0, size));
+    } else {
+      parts.push(Buffer.from(`0000${createHash('sha1').update(bytes).digest('hex')}`, 'latin1'));
+    }
+  }
+  return Buffer.concat(parts);
 }
 
 /**
@@ -729,7 +778,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     // index entries) was eight commands (bench/HISTORY.md, nineteenth round).
     const writes: Array<[string, string, ...ScriptArgument[]]> = [];
     /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
-    const expectations: Array<[string, string]> = [];
+    const expectations: Array<[string, string | Buffer]> = [];
     const queued = (command: string, key: string, ...args: ScriptArgument[]): StoreBatch => {
       writes.push([command, key, ...args]);
       batch.length++;
@@ -748,8 +797,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         expectations.push([key, '*']);
         return batch;
       },
-      expectListHead(key, values) {
-        expectations.push([key, `L${values.length}:${listHeadDigest(values)}`]);
+      expectListHead(key, values, identify) {
+        expectations.push([
+          key,
+          identify ? listHeadIds(values, identify) : `L${values.length}:${listHeadDigest(values)}`,
+        ]);
         return batch;
       },
       set(key, value, ttlMs) {

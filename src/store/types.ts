@@ -90,8 +90,18 @@ export interface StoreBatch {
    * Apply the batch only if the list at `key` starts with exactly `values`, in this order, when
    * it runs; checked like expect(). (To remove what was read from the head of a list — and
    * nothing else — when it may have changed meanwhile.)
+   *
+   * `identify(value)`: how many first bytes of a value (UTF-8 for a string) say which element it
+   * is; only those are compared, with the element at its place. The caller vouches that no two
+   * elements ever pushed to this list with the same first bytes differ after them (an id made
+   * for one push), which makes this as exact as comparing the whole elements, and cheaper. 0, more
+   * than the value holds, or no `identify`: the whole value is compared.
    */
-  expectListHead(key: string, values: ReadonlyArray<string | Buffer>): StoreBatch;
+  expectListHead(
+    key: string,
+    values: ReadonlyArray<string | Buffer>,
+    identify?: (value: string | Buffer) => number,
+  ): StoreBatch;
   /**
    * Number of queued operations. Implementations keep it in a data property they update, not in
    * a getter of each batch object: on Node 20 an accessor defined per object (a getter in an
