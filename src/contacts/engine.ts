@@ -52,6 +52,9 @@ import {
   responsibleOf,
   type StoredRecord,
   sameAgent,
+  sameOrder,
+  sameShown,
+  timesOf,
   upsertValued,
 } from './record.js';
 import {
@@ -382,6 +385,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     at: string,
   ): boolean {
     let changed = false;
+    // A value seen again can become the newest, and so the one shown first (mergedView), with
+    // nothing added: the times before are kept, only for a list that could change order.
+    const namesAt = observation.names.length > 0 ? timesOf(record.names) : undefined;
+    let emailsAt: string[] | undefined;
+    let phonesAt: string[] | undefined;
+    for (const identifier of identifiers) {
+      if (identifier.kind === 'email') emailsAt ??= timesOf(record.emails);
+      else if (identifier.kind === 'phone') phonesAt ??= timesOf(record.phones);
+    }
     // Names arrive cut to limits.fieldLength with … (capObservation, counted there): kept whole.
     for (const name of observation.names) {
       const trimmed = name.trim();
@@ -464,7 +476,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (entry.type === 'conversation.finished') stat.conversations++;
     record.channels[observation.channelId] = stat;
     if (record.updatedAt < at) record.updatedAt = at;
-    return changed;
+    if (changed) return true;
+    return !(
+      (namesAt === undefined || sameOrder(record.names, namesAt)) &&
+      (emailsAt === undefined || sameOrder(record.emails, emailsAt)) &&
+      (phonesAt === undefined || sameOrder(record.phones, phonesAt))
+    );
   }
 
   /**
@@ -1360,6 +1377,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // its verified mark (verified once is verified). That record was read and is expected as
       // read like every record of the group, so this adds a SET to the same batch, not a trip,
       // and only when the value's time or mark moved. Values of a group not merged are left alone.
+      // A contact of several records shows what all of them say (mergedView), so whether this
+      // observation changed what it shows (contact.updated) is judged on the contact as shown
+      // before and after it: another record may already show, or outrank, what it says of the one
+      // record it writes, and what it says there may change what another record's value counts
+      // for (an unassignment, an e-mail seen again). "Before" is the group as merged now: a merge
+      // is told by contact.merged. A contact of one record shows that record: apply() tells.
+      const groupAfter = () =>
+        groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined);
+      const shownBefore = groupIdsAfter.length > 1 ? mergedView(survivor, groupAfter()) : undefined;
       const rewritten = new Map<string, string>();
       let heldChanged = false;
       const touched = new Set<StoredRecord>();
@@ -1391,7 +1417,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
         for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
-      const changed = apply(target, observation, kept, at) || heldChanged;
+      const recordChanged = apply(target, observation, kept, at) || heldChanged;
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
       // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
@@ -1426,10 +1452,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(dedupeKey, storedId(target.id), observation.snapshot ? snapshotTtlMs : dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
-      const contact = mergedView(
-        survivor,
-        groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined),
-      );
+      const contact = mergedView(survivor, groupAfter());
+      const changed = shownBefore === undefined ? recordChanged : !sameShown(shownBefore, contact);
 
       const channel = { id: observation.channelId, vendor: observation.vendor };
       const event = (
