@@ -237,5 +237,25 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(named.contact.records).toHaveLength(3);
       expect(named.events).toEqual(['contact.updated', 'contact.merged']);
     });
+
+    it('an unmerge tells both contacts as they now are (the agent the split-off record named goes with it)', async () => {
+      const merged = await mergedPair(
+        { responsibleAgent: { email: 'dmitry@shop.example' } },
+        { channelId: 'lt', vendor: 'livetex', responsibleAgent: { email: 'oleg@shop.example' } },
+      );
+      expect(merged.responsibleAgent).toEqual({ email: 'oleg@shop.example' });
+      await store.del(OUTBOX_KEY);
+      const b = merged.records.find((id) => id !== merged.id)!;
+      await contacts.unmerge(merged.id, { recordId: b });
+      const staged = (await store.lrange(OUTBOX_KEY, 0, -1)).map(
+        (raw) => (JSON.parse(raw) as OutboxEntry).event,
+      );
+      expect(staged.map((event) => [event.type, event.contact?.id, event.contact?.responsibleAgent])).toEqual(
+        [
+          ['contact.updated', merged.id, { email: 'dmitry@shop.example' }],
+          ['contact.created', b, { email: 'oleg@shop.example' }],
+        ],
+      );
+    });
   });
 }
