@@ -1,6 +1,7 @@
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
+import { sameShown } from '../src/contacts/record.js';
 import type { ContactService } from '../src/contacts/service.js';
 import type { Contact, Observation } from '../src/contacts/types.js';
 import { createOutboxPublisher, OUTBOX_KEY, type OutboxEntry } from '../src/events/outbox.js';
@@ -256,6 +257,74 @@ for (const kind of ['memory', 'redis'] as const) {
           ['contact.created', b, { email: 'oleg@shop.example' }],
         ],
       );
+    });
+
+    it('random observations of one person, merged or not: contact.updated exactly when what the contact shows changed', async () => {
+      // xorshift32, seeded: the same steps every run.
+      let state = 0x2c0ffee;
+      const random = () => {
+        state ^= state << 13;
+        state >>>= 0;
+        state ^= state >>> 17;
+        state ^= state << 5;
+        state >>>= 0;
+        return state / 0x1_0000_0000;
+      };
+      const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+      const channels = [
+        { channelId: 'web', vendor: 'jivochat' },
+        { channelId: 'lt', vendor: 'livetex' },
+      ];
+      const agents = [{ email: 'dmitry@shop.example' }, { email: 'oleg@shop.example' }, null, undefined];
+      let merged = false;
+      for (let step = 0; step < 120; step++) {
+        // Two records (pa, pb), each with its own e-mail and phone, until step 60 names both: then
+        // one contact, whose e-mails and phones either record's observations may bring.
+        const person = pick(['pa', 'pb']);
+        const identifiers: Observation['identifiers'] = [{ kind: 'person', value: person }];
+        const own = person === 'pa' ? 0 : 1;
+        const which = () => (step < 60 ? own : Math.floor(random() * 2));
+        if (random() < 0.4)
+          identifiers.push({ kind: 'email', value: ['a@example.org', 'b@example.org'][which()]! });
+        if (random() < 0.3)
+          identifiers.push({ kind: 'phone', value: ['+79161234567', '+79161234568'][which()]! });
+        if (step === 60) identifiers.push({ kind: 'person', value: person === 'pa' ? 'pb' : 'pa' });
+        const agent = pick(agents);
+        // The contacts its identifiers lead to: none (a new contact), one, or several (a merge).
+        const found = new Map<string, Contact>();
+        for (const identifier of identifiers) {
+          const contact = await contacts.findByIdentifier(identifier);
+          if (contact) found.set(contact.id, contact);
+        }
+        const before = found.size === 1 ? [...found.values()][0] : undefined;
+        const after = await staged(() =>
+          observe(Math.floor(random() * 50), {
+            ...pick(channels),
+            identifiers,
+            ...(random() < 0.4 ? { names: [pick(['Anna', 'Anya', 'Anna S.'])] } : {}),
+            ...(random() < 0.3 ? { labels: [pick(['vip', 'new'])] } : {}),
+            ...(random() < 0.4 ? { attributes: { tariff: { value: pick(['gold', 'silver']) } } } : {}),
+            ...(random() < 0.2 ? { crmLink: pick(['https://crm.example/1', 'https://crm.example/2']) } : {}),
+            ...(agent === undefined ? {} : { responsibleAgent: agent }),
+          }),
+        );
+        const updates = after.events.filter((type) => type === 'contact.updated').length;
+        if (found.size === 0) {
+          expect(after.events[0], `step ${step}`).toBe('contact.created');
+          continue;
+        }
+        if (before === undefined) {
+          expect(after.events, `step ${step}`).toContain('contact.merged');
+          merged = true;
+          continue;
+        }
+        expect(updates, `step ${step}: contact.updated iff the contact shows something else`).toBe(
+          sameShown(before, after.contact) ? 0 : 1,
+        );
+      }
+      // The steps did reach a merged contact (two records) and went on with it.
+      expect(merged).toBe(true);
+      expect((await contacts.findByIdentifier({ kind: 'person', value: 'pa' }))?.records).toHaveLength(2);
     });
   });
 }

@@ -430,7 +430,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       if (!current) attributeCount++;
       if (current && current.at > at) continue;
-      if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
+      if (
+        !current ||
+        current.value !== attribute.value ||
+        current.label !== attribute.label ||
+        current.type !== attribute.type
+      )
+        changed = true;
       record.attrs[name] = extend(attribute, { channelId: observation.channelId, at });
     }
     // One rule for every vendor (README, Responsible agent): each channel's newest statement of
