@@ -1378,11 +1378,6 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const ext = extensionOf.get(identifier);
         if (ext !== undefined) batch.sadd(key.searchExtension(identifier, ext), storedId(target.id));
       }
-      // An e-mail or phone held by another record of the group (as merged now) stays there, but
-      // what this observation says of it counts there: its time (the newest value is primary) and
-      // its verified mark (verified once is verified). That record was read and is expected as
-      // read like every record of the group, so this adds a SET to the same batch, not a trip,
-      // and only when the value's time or mark moved. Values of a group not merged are left alone.
       // A contact of several records shows what all of them say (mergedView), so whether this
       // observation changed what it shows (contact.updated) is judged on the contact as shown
       // before and after it: another record may already show, or outrank, what it says of the one
@@ -1392,6 +1387,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const groupAfter = () =>
         groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined);
       const shownBefore = groupIdsAfter.length > 1 ? mergedView(survivor, groupAfter()) : undefined;
+      // An e-mail or phone held by another record of the group (as merged now) stays there, but
+      // what this observation says of it counts there: its time (the newest value is primary) and
+      // its verified mark (verified once is verified). That record was read and is expected as
+      // read like every record of the group, so this adds a SET to the same batch, not a trip,
+      // and only when the value's time or mark moved. Values of a group not merged are left alone.
       const rewritten = new Map<string, string>();
       let heldChanged = false;
       const touched = new Set<StoredRecord>();
