@@ -371,9 +371,77 @@ export function hashOf(value: string): string {
 }
 
 /** What tells one rating from another in its key: the scale and score as is, a comment as a digest. */
-function ratingKey(rating: Rating): string {
+export function ratingKey(rating: Rating): string {
   const score = `${rating.scale === 'fivePoint' ? 'f' : 'd'}${rating.value}`;
   return rating.comment ? `${score}:${hashOf(rating.comment)}` : score;
+}
+
+/**
+ * A dialog's rating as last recorded (kept beside the dialog memory, webhook.ts): `k` its
+ * ratingKey, `at` the time it was given (the event's own time, else its arrival), `n` how many
+ * ratings the dialog has had recorded.
+ */
+export interface RatedBefore {
+  k: string;
+  at: string;
+  n: number;
+}
+
+/**
+ * What tells a new rating event from a redelivery (README, rated). Nothing LiveTex documents: no
+ * event id, no delivery rules. Our reading, kept here: (1) a redelivery repeats the payload as it
+ * was, its own `time` / `timestamp` included, while a new rating event is sent when the visitor
+ * rates, with that moment's time; so with a time the rating's key is the rating and that time. (2)
+ * The rating the dialog already has (the one last recorded) stated again — the close that carries
+ * it and its own rated event, either first, or any redelivery once recorded — is no news. (3)
+ * Without a time, the key counts the dialog's recorded ratings instead, so 3 → 5 → 3 is three
+ * ratings; the price: a redelivery of an older rating arriving after a newer one was recorded is
+ * taken for the visitor changing back. A close's rating has no time of its own: it is keyed as
+ * (3).
+ */
+function ratingEventKey(record: DialogRecord, rating: Rating, before: RatedBefore | undefined): string {
+  const own = record.event === 'rated' ? record.eventAt : undefined;
+  if (own !== undefined) return `${ratingKey(rating)}:${own}`;
+  // A dialog's first rating keeps the key versions before this gave it (a redelivery across the
+  // upgrade is still a repeat).
+  const count = before?.n ?? 0;
+  return count === 0 ? ratingKey(rating) : `${ratingKey(rating)}:#${count}`;
+}
+
+/** When the rating an event carries was given, as far as the event says (else its arrival). */
+function ratedAt(record: DialogRecord, receivedAt: string): string {
+  return (record.event === 'rated' ? record.eventAt : (record.endedAt ?? record.eventAt)) ?? receivedAt;
+}
+
+/**
+ * Whether this event's rating is news (see ratingEventKey): not the rating the dialog already
+ * has, nor a close's rating older than it (a close redelivered after the visitor rated again
+ * carries the rating the dialog had then).
+ */
+export function ratingIsNews(
+  record: DialogRecord,
+  rating: Rating,
+  before: RatedBefore | undefined,
+  receivedAt: string,
+): boolean {
+  if (before === undefined) return true;
+  if (before.k === ratingKey(rating)) return false;
+  return record.event === 'rated' || ratedAt(record, receivedAt) >= before.at;
+}
+
+/** The dialog's rating once this event's is recorded (webhook.ts keeps it); none when it is no news. */
+export function ratedAfter(
+  record: DialogRecord,
+  before: RatedBefore | undefined,
+  receivedAt: Date,
+): RatedBefore | undefined {
+  const rating = record.rating;
+  const arrived = receivedAt.toISOString();
+  if (!rating || !ratingIsNews(record, rating, before, arrived)) return undefined;
+  const at = ratedAt(record, arrived);
+  // An older rating delivered late is recorded (its own key) but does not replace the newer one.
+  if (before && before.at > at) return { ...before, n: before.n + 1 };
+  return { k: ratingKey(rating), at, n: (before?.n ?? 0) + 1 };
 }
 
 /** The dialog's key: its id, or (with no id at all) a hash of the exact payload. */
@@ -389,6 +457,8 @@ export interface ObservationInput {
   /** The payload as received, kept in the timeline entry for later remapping. */
   raw: unknown;
   receivedAt: Date;
+  /** The dialog's rating as last recorded, if the dialog memory has it. */
+  ratedBefore?: RatedBefore;
 }
 
 const agentLabel = (agent: AgentRef) => agent.name ?? agent.email ?? agent.id;
@@ -406,11 +476,11 @@ function responsibleOf(record: DialogRecord): AgentRef | undefined {
 }
 
 /**
- * One observation per (dialog, event); for a rating, per (dialog, rating). A close that carries a
- * rating also gives the "rated" observation, under the same key a standalone delivery of that
- * rating has, so it is recorded once whichever way it comes. The rating is in the key because it
- * can change (the visitor sends a rating event, and nothing in LiveTex's documentation makes the
- * first one final): 3 then 5 is two ratings, the same rating again a redelivery.
+ * One observation per (dialog, event); for a rating, per rating event (ratingEventKey). A close
+ * that carries a rating also gives the "rated" observation, unless the dialog has that rating
+ * already, so it is recorded once whichever way it comes. A rating can change (the visitor sends a
+ * rating event, and nothing in LiveTex's documentation makes the first one final): 3 then 5 is
+ * two ratings, and 3 again after them a third.
  */
 export function observationsOf(input: ObservationInput): Observation[] {
   const { record, channelId, dialogKey } = input;
@@ -493,7 +563,11 @@ export function observationsOf(input: ObservationInput): Observation[] {
     });
   }
 
-  if (record.rating && (record.event === 'rated' || record.event === 'closed')) {
+  if (
+    record.rating &&
+    (record.event === 'rated' || record.event === 'closed') &&
+    ratingIsNews(record, record.rating, input.ratedBefore, receivedAt)
+  ) {
     const at =
       record.event === 'rated'
         ? (record.eventAt ?? receivedAt)
@@ -502,7 +576,7 @@ export function observationsOf(input: ObservationInput): Observation[] {
     observations.push({
       ...base,
       at,
-      idempotencyKey: keyOf('rated', `:${ratingKey(record.rating)}`),
+      idempotencyKey: keyOf('rated', `:${ratingEventKey(record, record.rating, input.ratedBefore)}`),
       timeline: [
         {
           key: 'rated',

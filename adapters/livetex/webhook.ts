@@ -12,6 +12,8 @@ import {
   identifiersOf,
   observationsOf,
   parseWebhook,
+  type RatedBefore,
+  ratedAfter,
 } from './mapper.js';
 import { webhookEnvelopeSchema } from './schemas.js';
 
@@ -29,11 +31,16 @@ import { webhookEnvelopeSchema } from './schemas.js';
 const DIALOG_MEMORY_TTL_MS = 30 * 24 * 3600 * 1000;
 const rememberedSchema = z.array(identifierSchema);
 
-/** What earlier events of a dialog said about its client, per channel. */
+/** What earlier events of a dialog said about its client, and its rating, per channel. */
 export interface DialogMemory {
   recall(dialogKey: string): Promise<Identifier[]>;
   remember(dialogKey: string, identifiers: Identifier[]): Promise<void>;
+  /** The dialog's rating as last recorded (mapper.ts RatedBefore), if any. */
+  recallRating(dialogKey: string): Promise<RatedBefore | undefined>;
+  rememberRating(dialogKey: string, rating: RatedBefore): Promise<void>;
 }
+
+const ratedSchema = z.object({ k: z.string(), at: z.string(), n: z.number().int().nonnegative() });
 
 export function createDialogMemory(store: Store, channelId: string): DialogMemory {
   const keyOf = (dialogKey: string) => `livetex:${channelId}:dialog:${hashOf(dialogKey)}`;
@@ -50,6 +57,21 @@ export function createDialogMemory(store: Store, channelId: string): DialogMemor
     },
     async remember(dialogKey, identifiers) {
       await store.set(keyOf(dialogKey), JSON.stringify(identifiers), { ttlMs: DIALOG_MEMORY_TTL_MS });
+    },
+    // A key of its own beside the identifiers (whose form versions before this read), read only
+    // for an event that carries a rating.
+    async recallRating(dialogKey) {
+      const raw = await store.get(`${keyOf(dialogKey)}:rating`);
+      if (raw === null) return undefined;
+      try {
+        const parsed = ratedSchema.safeParse(JSON.parse(raw));
+        return parsed.success ? parsed.data : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async rememberRating(dialogKey, rating) {
+      await store.set(`${keyOf(dialogKey)}:rating`, JSON.stringify(rating), { ttlMs: DIALOG_MEMORY_TTL_MS });
     },
   };
 }
@@ -69,7 +91,16 @@ function unionOf(...lists: Identifier[][]): Identifier[] {
 /** The dialog as read, and who it is about (this event and earlier events of the dialog together). */
 export type OpenedDialog =
   | { kind: 'unhandled'; reason: string }
-  | { kind: 'dialog'; record: DialogRecord; dialogKey: string; identifiers: Identifier[] };
+  | {
+      kind: 'dialog';
+      record: DialogRecord;
+      dialogKey: string;
+      identifiers: Identifier[];
+      /** The dialog's rating as last recorded, read when this event carries one. */
+      ratedBefore?: RatedBefore;
+      /** The dialog's rating once this event's is recorded (settle keeps it); none if it is no news. */
+      ratedAfter?: RatedBefore;
+    };
 
 export function decodeDialog(
   request: { body: unknown; receivedAt: Date; opened: OpenedDialog },
@@ -77,7 +108,7 @@ export function decodeDialog(
 ): Decoded {
   const { opened } = request;
   if (opened.kind === 'unhandled') return { kind: 'nothing', event: 'unknown', reason: opened.reason };
-  const { record, dialogKey, identifiers } = opened;
+  const { record, dialogKey, identifiers, ratedBefore } = opened;
   const event = `dialog_${record.event}`;
   const observations = observationsOf({
     channelId: channel.id,
@@ -86,9 +117,12 @@ export function decodeDialog(
     identifiers,
     raw: request.body,
     receivedAt: request.receivedAt,
+    ...(ratedBefore ? { ratedBefore } : {}),
   });
-  // e.g. a "rated" event whose rating we could not read: nothing to record but the payload.
   if (observations.length === 0) {
+    // The rating the dialog already has, stated again: a repeat (mapper.ts ratingEventKey).
+    if (record.rating) return { kind: 'nothing', event, outcome: 'duplicate' };
+    // e.g. a "rated" event whose rating we could not read: nothing to record but the payload.
     return { kind: 'nothing', event, reason: `${record.event} event without a readable rating` };
   }
   return { kind: 'observe', event, observations };
@@ -120,7 +154,14 @@ export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
       .capIdentifiers(identifiersOf(record.client, channel.id))
       .filter((identifier) => channel.normalizeIdentifier(identifier) !== null);
     // Every event of a dialog carries what earlier events of it said about the client.
-    const remembered = record.dialogId ? await channel.dialogs.recall(dialogKey) : [];
+    // The dialog's rating is read beside it (the two reads go out together) when this event
+    // carries one: a close with a rating, a rated event.
+    const [remembered, ratedBefore] = record.dialogId
+      ? await Promise.all([
+          channel.dialogs.recall(dialogKey),
+          record.rating ? channel.dialogs.recallRating(dialogKey) : undefined,
+        ])
+      : [[], undefined];
     const identifiers = channel.capIdentifiers(unionOf(remembered, current));
     // So does a client named only by phones with an extension, which merge nothing (search
     // only): the dialog keeps its events on one contact, the phones make it findable.
@@ -129,8 +170,24 @@ export const livetexWebhook: IntakeRoute<LivetexChannel, OpenedDialog> = {
     if (record.dialogId && identifiers.length > remembered.length) {
       await channel.dialogs.remember(dialogKey, identifiers);
     }
-    return { kind: 'dialog', record, dialogKey, identifiers };
+    const after = record.dialogId ? ratedAfter(record, ratedBefore, request.receivedAt) : undefined;
+    return {
+      kind: 'dialog',
+      record,
+      dialogKey,
+      identifiers,
+      ...(ratedBefore ? { ratedBefore } : {}),
+      ...(after ? { ratedAfter: after } : {}),
+    };
   },
   decode: decodeDialog,
   render: () => ({ body: { ok: true } }),
+  // Once the rating is recorded (a redelivery of it too, in case an earlier attempt stopped
+  // before this), the dialog's rating is this one: stated again, it is no news.
+  async settle(answer, result, channel) {
+    const { opened, decoded } = result;
+    if (opened.kind === 'dialog' && opened.ratedAfter && decoded.kind === 'observe')
+      await channel.dialogs.rememberRating(opened.dialogKey, opened.ratedAfter);
+    return answer;
+  },
 };

@@ -52,6 +52,9 @@ import {
   responsibleOf,
   type StoredRecord,
   sameAgent,
+  sameOrder,
+  sameShown,
+  timesOf,
   upsertValued,
 } from './record.js';
 import {
@@ -382,6 +385,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     at: string,
   ): boolean {
     let changed = false;
+    // A value seen again can become the newest, and so the one shown first (mergedView), with
+    // nothing added: the times before are kept, only for a list that could change order.
+    const namesAt = observation.names.length > 0 ? timesOf(record.names) : undefined;
+    let emailsAt: string[] | undefined;
+    let phonesAt: string[] | undefined;
+    for (const identifier of identifiers) {
+      if (identifier.kind === 'email') emailsAt ??= timesOf(record.emails);
+      else if (identifier.kind === 'phone') phonesAt ??= timesOf(record.phones);
+    }
     // Names arrive cut to limits.fieldLength with … (capObservation, counted there): kept whole.
     for (const name of observation.names) {
       const trimmed = name.trim();
@@ -418,7 +430,13 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       }
       if (!current) attributeCount++;
       if (current && current.at > at) continue;
-      if (!current || current.value !== attribute.value || current.label !== attribute.label) changed = true;
+      if (
+        !current ||
+        current.value !== attribute.value ||
+        current.label !== attribute.label ||
+        current.type !== attribute.type
+      )
+        changed = true;
       record.attrs[name] = extend(attribute, { channelId: observation.channelId, at });
     }
     // One rule for every vendor (README, Responsible agent): each channel's newest statement of
@@ -464,7 +482,12 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       if (entry.type === 'conversation.finished') stat.conversations++;
     record.channels[observation.channelId] = stat;
     if (record.updatedAt < at) record.updatedAt = at;
-    return changed;
+    if (changed) return true;
+    return !(
+      (namesAt === undefined || sameOrder(record.names, namesAt)) &&
+      (emailsAt === undefined || sameOrder(record.emails, emailsAt)) &&
+      (phonesAt === undefined || sameOrder(record.phones, phonesAt))
+    );
   }
 
   /**
@@ -1355,6 +1378,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const ext = extensionOf.get(identifier);
         if (ext !== undefined) batch.sadd(key.searchExtension(identifier, ext), storedId(target.id));
       }
+      // A contact of several records shows what all of them say (mergedView), so whether this
+      // observation changed what it shows (contact.updated) is judged on the contact as shown
+      // before and after it: another record may already show, or outrank, what it says of the one
+      // record it writes, and what it says there may change what another record's value counts
+      // for (an unassignment, an e-mail seen again). "Before" is the group as merged now: a merge
+      // is told by contact.merged. A contact of one record shows that record: apply() tells.
+      const groupAfter = () =>
+        groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined);
+      const shownBefore = groupIdsAfter.length > 1 ? mergedView(survivor, groupAfter()) : undefined;
       // An e-mail or phone held by another record of the group (as merged now) stays there, but
       // what this observation says of it counts there: its time (the newest value is primary) and
       // its verified mark (verified once is verified). That record was read and is expected as
@@ -1391,7 +1423,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         if (!trimmed || target.names.some((known) => known.v === trimmed)) continue;
         for (const word of nameWords(trimmed)) batch.sadd(key.name(word), storedId(target.id));
       }
-      const changed = apply(target, observation, kept, at) || heldChanged;
+      const recordChanged = apply(target, observation, kept, at) || heldChanged;
       // Written last so it carries both the merge log changes above and what the observation said.
       const encoded = encodeRecord(target);
       // Bytes as stored (UTF-8), not string length: Cyrillic or CJK text is 2-3 bytes a character,
@@ -1426,10 +1458,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       batch.set(dedupeKey, storedId(target.id), observation.snapshot ? snapshotTtlMs : dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
-      const contact = mergedView(
-        survivor,
-        groupIdsAfter.map((id) => records.get(id)).filter((record) => record !== undefined),
-      );
+      const contact = mergedView(survivor, groupAfter());
+      const changed = shownBefore === undefined ? recordChanged : !sameShown(shownBefore, contact);
 
       const channel = { id: observation.channelId, vendor: observation.vendor };
       const event = (

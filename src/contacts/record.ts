@@ -428,6 +428,57 @@ export function mergedView(rootId: string, records: StoredRecord[]): Contact {
   };
 }
 
+const sameList = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && a.every((value, index) => value === b[index]);
+
+/**
+ * Whether two views of one contact show the same thing, as `contact.updated` tells it (README,
+ * Outbox): names, e-mails and phones in their order (the newest is primary), identities with their
+ * provenance, labels, each attribute's value, label and type, the responsible agent and the CRM
+ * link. Not the bookkeeping every observation moves (channel counts, times, an attribute's channel
+ * and time when its value stays), nor the records and merge log (a merge is told by
+ * contact.merged).
+ */
+export function sameShown(a: Contact, b: Contact): boolean {
+  if (!sameList(a.names, b.names) || !sameList(a.emails, b.emails) || !sameList(a.phones, b.phones))
+    return false;
+  if (!sameList(a.labels, b.labels) || a.crmLink !== b.crmLink) return false;
+  if (!sameAgent(a.responsibleAgent ?? undefined, b.responsibleAgent ?? undefined)) return false;
+  if (a.identities.length !== b.identities.length) return false;
+  for (let index = 0; index < a.identities.length; index++) {
+    const x = a.identities[index]!;
+    const y = b.identities[index]!;
+    if (x.kind !== y.kind || x.value !== y.value || x.channelId !== y.channelId) return false;
+    if (x.provenance !== y.provenance) return false;
+  }
+  let count = 0;
+  for (const name in a.attributes) {
+    const x = a.attributes[name]!;
+    const y = b.attributes[name];
+    if (!y || x.value !== y.value || x.label !== y.label || x.type !== y.type) return false;
+    count++;
+  }
+  for (const _ in b.attributes) count--;
+  return count === 0;
+}
+
+/** The times of a record's values, to tell later whether their order moved (sameOrder); none for fewer than two. */
+export function timesOf(list: readonly Valued[]): string[] | undefined {
+  return list.length > 1 ? list.map((item) => item.at) : undefined;
+}
+
+/**
+ * Whether a record's list of values shows in the same order (newest first, as mergedView shows a
+ * group's) as `before`, the values' times before an observation moved them. Only lists of two or
+ * more can change order without a value added.
+ */
+export function sameOrder(list: readonly Valued[], before: readonly string[]): boolean {
+  const order = (items: readonly { v: string; at: string }[]) =>
+    [...items].sort((x, y) => y.at.localeCompare(x.at) || x.v.localeCompare(y.v)).map((item) => item.v);
+  const was = order(before.map((at, index) => ({ v: list[index]!.v, at })));
+  return sameList(was, order(list));
+}
+
 /**
  * Record ids are `c_` and a random integer in [10^17, 2^63): 18 or 19 digits, no leading zero,
  * so that the store can keep the digits as a 64-bit integer (src/contacts/keys.ts, storedId).
