@@ -95,6 +95,9 @@ end
 return 1
 `;
 
+/** Keys checked by one EXISTS or MGET of GUARDED_BATCH_SCRIPT and READ_GROUPS_BODY (see there). */
+const EXPECTED_PER_CALL = 1000;
+
 /**
  * A batch (StoreBatch), in one atomic step: check every expectation (expect, expectExists,
  * expectListHead; a plain batch has none), then run the queued writes, or write nothing and
@@ -112,7 +115,13 @@ return 1
  *   Redis 7.0 on this machine) — the deferred path's largest Redis cost per event;
  * then per write: command, key index, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
- * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
+ * in-memory store does). The string expectations are checked together, not one GET each: the
+ * keys expected absent with one EXISTS (it counts a key of any type, so another type fails it,
+ * as above), those expected to hold a value with one MGET (nil for a key of another type, which
+ * then fails as a missing one does) — an observation expects 11–13 keys, and each command a
+ * script runs costs Redis about a microsecond of its own (bench/HISTORY.md, twenty-sixth round).
+ * At most EXPECTED_PER_CALL keys go in one EXISTS or MGET (Lua's unpack() takes ~8,000 at most).
+ * As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
  * not stop the others: every write runs (pcall), then the first failure is the reply. A write
  * refused for the server's state (OOM, READONLY, NOREPLICAS, MISCONF) stops the batch with
  * nothing written, as EXEC refuses the whole transaction (test/store.batch-oom.test.ts).
@@ -120,11 +129,14 @@ return 1
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
 local at = 2
+local absent, valued, wants = {}, {}, {}
 for _ = 1, n do
   local key = KEYS[tonumber(ARGV[at])]
   local want = ARGV[at + 1]
   local kind = string.sub(want, 1, 1)
-  if want == '*' then
+  if want == '0' then
+    absent[#absent + 1] = key
+  elseif want == '*' then
     if redis.call('exists', key) == 0 then return 0 end
   elseif kind == 'L' then
     local colon = string.find(want, ':', 2, true)
@@ -139,19 +151,27 @@ for _ = 1, n do
       end
     end
   else
-    -- pcall: a key of another type holds no string value, so the expectation does not hold
-    -- (as on the in-memory store), rather than failing the whole batch with WRONGTYPE.
-    local current = redis.pcall('get', key)
-    if type(current) == 'table' then return 0 end
-    if want == '0' then
-      if current then return 0 end
-    elseif kind == '#' then
-      if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
-    elseif current ~= string.sub(want, 2) then
+    valued[#valued + 1] = key
+    wants[#wants + 1] = want
+  end
+  at = at + 2
+end
+for first = 1, #absent, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, #absent)
+  if redis.call('exists', unpack(absent, first, last)) ~= 0 then return 0 end
+end
+for first = 1, #valued, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, #valued)
+  local current = redis.call('mget', unpack(valued, first, last))
+  for i = first, last do
+    local value, want = current[i - first + 1], wants[i]
+    if not value then return 0 end
+    if string.sub(want, 1, 1) == '#' then
+      if redis.sha1hex(value) ~= string.sub(want, 2) then return 0 end
+    elseif value ~= string.sub(want, 2) then
       return 0
     end
   end
-  at = at + 2
 end
 local failed
 while at <= #ARGV do
@@ -198,7 +218,10 @@ return 1
  * not own the slot yet only when all of them are there, so an observation (its idempotency key is
  * absent) never asks.
  * The prefix is added by hand (ARGV[1]) because ioredis prefixes only KEYS.
- * GET runs through pcall so that a key of another type reads as nil, as MGET would.
+ * The declared keys are read with one MGET (nil for a key of another type; a declared key is never
+ * another node's: Redis checked them before the script ran), not one GET each, which cost Redis
+ * about a microsecond a key (bench/HISTORY.md, twenty-sixth round). The computed keys' GETs run
+ * through pcall so that a key of another type reads as nil, as MGET does.
  * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
  */
 const READ_GROUPS_BODY = `
@@ -243,12 +266,16 @@ local function members(name)
   return value
 end
 local values, holders, seen = {}, {}, {}
-for i = 1, nkeys do
-  local value = str(KEYS[i])
-  values[i] = value
-  if value and not seen[value] then
-    seen[value] = true
-    holders[#holders + 1] = value
+for first = 1, nkeys, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, nkeys)
+  local read = redis.call('mget', unpack(KEYS, first, last))
+  for i = first, last do
+    local value = read[i - first + 1]
+    values[i] = value
+    if value and not seen[value] then
+      seen[value] = true
+      holders[#holders + 1] = value
+    end
   end
 end
 for i = firstId, #ARGV do
