@@ -103,8 +103,12 @@ const EXPECTED_PER_CALL = 1000;
  * expectListHead; a plain batch has none), then run the queued writes, or write nothing and
  * answer 0.
  * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
- * script stays in one slot).
- * ARGV[1] = number of expectations; then per expectation: key index, and what to expect:
+ * script stays in one slot): each expectation's key in order, then each write's key in order (a
+ * key both expected and written, or expected twice, is there twice). Implicit by place, not named
+ * by an index in ARGV: each index cost the script a tonumber(), which Lua 5.1 makes with two
+ * strtod()s — 40 per known-contact observation, ~5 % of Redis's instructions for it (callgrind),
+ * and the client a Map to number its keys (bench/HISTORY.md, twenty-sixth round).
+ * ARGV[1] = number of expectations; then per expectation, what to expect:
  * - `=` + the string value, or `#` + its SHA-1 (long values, such as records: 40 bytes on the
  *   wire instead of the record), or `0` for absent;
  * - `*`: the key exists, of any type;
@@ -113,7 +117,7 @@ const EXPECTED_PER_CALL = 1000;
  *   join built a new Lua string per element and one of the whole head (a deferred-intake chunk is
  *   100 items of ~7 KB), 11 ms of Redis per 100-item trim against 3 ms for this (both measured,
  *   Redis 7.0 on this machine) — the deferred path's largest Redis cost per event;
- * then per write: command, key index, argument count, arguments.
+ * then per write: command, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
  * in-memory store does). The string expectations are checked together, not one GET each: the
  * keys expected absent with one EXISTS (it counts a key of any type, so another type fails it,
@@ -128,11 +132,9 @@ const EXPECTED_PER_CALL = 1000;
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
-local at = 2
 local absent, valued, wants = {}, {}, {}
-for _ = 1, n do
-  local key = KEYS[tonumber(ARGV[at])]
-  local want = ARGV[at + 1]
+for i = 1, n do
+  local key, want = KEYS[i], ARGV[i + 1]
   local kind = string.sub(want, 1, 1)
   if want == '0' then
     absent[#absent + 1] = key
@@ -154,7 +156,6 @@ for _ = 1, n do
     valued[#valued + 1] = key
     wants[#wants + 1] = want
   end
-  at = at + 2
 end
 for first = 1, #absent, ${EXPECTED_PER_CALL} do
   local last = math.min(first + ${EXPECTED_PER_CALL - 1}, #absent)
@@ -174,9 +175,11 @@ for first = 1, #valued, ${EXPECTED_PER_CALL} do
   end
 end
 local failed
+local at, written = n + 2, n
 while at <= #ARGV do
-  local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
-  local reply = redis.pcall(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  written = written + 1
+  local command, count = ARGV[at], tonumber(ARGV[at + 1])
+  local reply = redis.pcall(command, KEYS[written], unpack(ARGV, at + 2, at + 1 + count))
   if type(reply) == 'table' and reply.err then
     -- Refused for the server's state (past maxmemory, a replica, too few replicas, a failing
     -- disk): Redis refuses a script's writes so only until one of them lands, so nothing was
@@ -186,7 +189,7 @@ while at <= #ARGV do
     if code == 'OOM' or code == 'READONLY' or code == 'NOREPLICAS' or code == 'MISCONF' then return reply end
     if not failed then failed = reply end
   end
-  at = at + 3 + count
+  at = at + 2 + count
 end
 if failed then return failed end
 return 1
@@ -817,19 +820,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return true;
     }
     async function execGuarded(): Promise<boolean> {
+      // GUARDED_BATCH_SCRIPT's layout: the expectations' keys, then the writes' keys, in order.
       const keys: string[] = [];
-      const keyIndex = new Map<string, number>();
-      const indexOf = (key: string) => {
-        let index = keyIndex.get(key);
-        if (index === undefined) {
-          index = keys.push(key);
-          keyIndex.set(key, index);
-        }
-        return index;
-      };
       const args: ScriptArgument[] = [expectations.length];
-      for (const [key, want] of expectations) args.push(indexOf(key), want);
-      for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
+      for (const [key, want] of expectations) {
+        keys.push(key);
+        args.push(want);
+      }
+      for (const write of writes) {
+        keys.push(write[1]);
+        args.push(write[0], write.length - 2);
+        for (let index = 2; index < write.length; index++) args.push(write[index]!);
+      }
       coalesceWrites();
       const applied = await run(() => guardedBatchScript(keys, args));
       return applied === 1;
