@@ -122,13 +122,14 @@ const EXPECTED_PER_CALL = 1000;
  * in-memory store does). The string expectations are checked together, not one GET each: the
  * keys expected absent with one EXISTS (it counts a key of any type, so another type fails it,
  * as above), those expected to hold a value with one MGET (nil for a key of another type, which
- * then fails as a missing one does) — an observation expects 11–13 keys, and each command a
- * script runs costs Redis about a microsecond of its own (bench/HISTORY.md, twenty-sixth round).
- * At most EXPECTED_PER_CALL keys go in one EXISTS or MGET (Lua's unpack() takes ~8,000 at most).
- * As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
- * not stop the others: every write runs (pcall), then the first failure is the reply. A write
- * refused for the server's state (OOM, READONLY, NOREPLICAS, MISCONF) stops the batch with
- * nothing written, as EXEC refuses the whole transaction (test/store.batch-oom.test.ts).
+ * then fails as a missing one does): an observation expects 11–13 keys, and a command run from
+ * Lua has a cost of its own (with the group read's MGET below, 7.5 % of Redis's instructions per
+ * new contact; bench/HISTORY.md, twenty-sixth round). At most EXPECTED_PER_CALL keys go in one
+ * EXISTS or MGET (Lua's unpack() takes ~8,000 at most). As with MULTI/EXEC, a write that fails
+ * while running (WRONGTYPE) does not stop the others: every write runs (pcall), then the first
+ * failure is the reply. A write refused for the server's state (OOM, READONLY, NOREPLICAS,
+ * MISCONF) stops the batch with nothing written, as EXEC refuses the whole transaction
+ * (test/store.batch-oom.test.ts).
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -222,8 +223,8 @@ return 1
  * absent) never asks.
  * The prefix is added by hand (ARGV[1]) because ioredis prefixes only KEYS.
  * The declared keys are read with one MGET (nil for a key of another type; a declared key is never
- * another node's: Redis checked them before the script ran), not one GET each, which cost Redis
- * about a microsecond a key (bench/HISTORY.md, twenty-sixth round). The computed keys' GETs run
+ * another node's: Redis checked them before the script ran), not one GET each (see
+ * GUARDED_BATCH_SCRIPT; bench/HISTORY.md, twenty-sixth round). The computed keys' GETs run
  * through pcall so that a key of another type reads as nil, as MGET does.
  * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
  */
