@@ -728,6 +728,32 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(whole.records.size).toBe(5);
       });
 
+      it('reads thousands of keys in order (past the first thousand too), a key of another type as null', async () => {
+        const base = key('groups');
+        const layout = layoutFor(base);
+        const keys = Array.from({ length: 2500 }, (_, index) => `${base}:k${index}`);
+        await store
+          .batch()
+          .set(keys[5]!, 'r1')
+          .set(keys[1999]!, 'r2')
+          .sadd(keys[2001]!, 'x')
+          .set(keys[2499]!, 'r1')
+          .set(`${layout.record}r1`, 'R1')
+          .set(`${layout.record}r2`, 'R2')
+          .exec();
+        const read = await store.readGroups({ keys, layout, maxRecords: 10 });
+        const expected: (string | null)[] = keys.map(() => null);
+        expected[5] = 'r1';
+        expected[1999] = 'r2';
+        expected[2499] = 'r1';
+        expect(read.values).toEqual(expected);
+        expect([...read.roots]).toEqual([
+          ['r1', 'r1'],
+          ['r2', 'r2'],
+        ]);
+        expect(Object.fromEntries(read.records)).toEqual({ r1: 'R1', r2: 'R2' });
+      });
+
       it('a miss with a decoy reads the decoy group as a hit would (and a hit never reads it)', async () => {
         const base = key('groups');
         const layout = layoutFor(base);
@@ -1141,6 +1167,38 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.get(before)).toBe('1');
         expect(await store.get(str)).toBe('a string');
         expect(await store.lrange(after, 0, -1)).toEqual(['x']);
+      });
+
+      it('checks thousands of expectations in one batch: each absent and each value, past the first thousand too', async () => {
+        // Redis checks the keys expected absent with EXISTS and the others with MGET, at most a
+        // thousand keys per command: a key that breaks its expectation in a later thousand counts.
+        const absent = Array.from({ length: 1500 }, () => key('many'));
+        const held = Array.from({ length: 1500 }, () => key('many'));
+        const long = 'ж'.repeat(80); // compared by digest on Redis
+        const heldValue = (index: number) => (index % 2 === 0 ? `v${index}` : `${long}${index}`);
+        const setup = store.batch();
+        for (const [index, k] of held.entries()) setup.set(k, heldValue(index));
+        expect(await setup.exec()).toBe(true);
+        const target = key('many');
+        const attempt = (change?: (index: number) => string) => {
+          const batch = store.batch();
+          for (const k of absent) batch.expect(k, null);
+          for (const [index, k] of held.entries()) batch.expect(k, change ? change(index) : heldValue(index));
+          return batch.set(target, 'written').exec();
+        };
+        // One value off, late in the list (a short one and a long one): nothing is written.
+        expect(await attempt((index) => (index === 1498 ? 'other' : heldValue(index)))).toBe(false);
+        expect(await attempt((index) => (index === 1499 ? `${long}x` : heldValue(index)))).toBe(false);
+        // One key expected absent exists, late in the list (as another type too): nothing is written.
+        await store.set(absent[1400]!, 'here');
+        expect(await attempt()).toBe(false);
+        await store.del(absent[1400]!);
+        await store.sadd(absent[1450]!, 'x');
+        expect(await attempt()).toBe(false);
+        expect(await store.get(target)).toBeNull();
+        await store.del(absent[1450]!);
+        expect(await attempt()).toBe(true);
+        expect(await store.get(target)).toBe('written');
       });
 
       it('expect() on a key of another type does not hold (whatever value is expected), and writes nothing', async () => {

@@ -95,13 +95,20 @@ end
 return 1
 `;
 
+/** Keys checked by one EXISTS or MGET of GUARDED_BATCH_SCRIPT and READ_GROUPS_BODY (see there). */
+const EXPECTED_PER_CALL = 1000;
+
 /**
  * A batch (StoreBatch), in one atomic step: check every expectation (expect, expectExists,
  * expectListHead; a plain batch has none), then run the queued writes, or write nothing and
  * answer 0.
  * Every key is a KEYS entry (all carry the bridge's `{prefix}` hash tag, so on a Cluster the
- * script stays in one slot).
- * ARGV[1] = number of expectations; then per expectation: key index, and what to expect:
+ * script stays in one slot): each expectation's key in order, then each write's key in order (a
+ * key both expected and written, or expected twice, is there twice). Implicit by place, not named
+ * by an index in ARGV: each index cost the script a tonumber(), which Lua 5.1 makes with two
+ * strtod()s — 40 per known-contact observation, ~5 % of Redis's instructions for it (callgrind),
+ * and the client a Map to number its keys (bench/HISTORY.md, twenty-sixth round).
+ * ARGV[1] = number of expectations; then per expectation, what to expect:
  * - `=` + the string value, or `#` + its SHA-1 (long values, such as records: 40 bytes on the
  *   wire instead of the record), or `0` for absent;
  * - `*`: the key exists, of any type;
@@ -115,21 +122,29 @@ return 1
  *   `identify`), or, after `0000`, whose SHA-1 is the 40 hex characters that follow. The
  *   deferred intake's items start with an id made for one append: comparing ~40 bytes each spares
  *   Redis a SHA-1 of every 7 KB item (bench/HISTORY.md, twenty-sixth round);
- * then per write: command, key index, argument count, arguments.
+ * then per write: command, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
- * in-memory store does). As with MULTI/EXEC, a write that fails while running (WRONGTYPE) does
- * not stop the others: every write runs (pcall), then the first failure is the reply. A write
- * refused for the server's state (OOM, READONLY, NOREPLICAS, MISCONF) stops the batch with
- * nothing written, as EXEC refuses the whole transaction (test/store.batch-oom.test.ts).
+ * in-memory store does). The string expectations are checked together, not one GET each: the
+ * keys expected absent with one EXISTS (it counts a key of any type, so another type fails it,
+ * as above), those expected to hold a value with one MGET (nil for a key of another type, which
+ * then fails as a missing one does): an observation expects 11–13 keys, and a command run from
+ * Lua has a cost of its own (with the group read's MGET below, 7.5 % of Redis's instructions per
+ * new contact; bench/HISTORY.md, twenty-sixth round). At most EXPECTED_PER_CALL keys go in one
+ * EXISTS or MGET (Lua's unpack() takes ~8,000 at most). As with MULTI/EXEC, a write that fails
+ * while running (WRONGTYPE) does not stop the others: every write runs (pcall), then the first
+ * failure is the reply. A write refused for the server's state (OOM, READONLY, NOREPLICAS,
+ * MISCONF) stops the batch with nothing written, as EXEC refuses the whole transaction
+ * (test/store.batch-oom.test.ts).
  */
 const GUARDED_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
-local at = 2
-for _ = 1, n do
-  local key = KEYS[tonumber(ARGV[at])]
-  local want = ARGV[at + 1]
+local absent, valued, wants = {}, {}, {}
+for i = 1, n do
+  local key, want = KEYS[i], ARGV[i + 1]
   local kind = string.sub(want, 1, 1)
-  if want == '*' then
+  if want == '0' then
+    absent[#absent + 1] = key
+  elseif want == '*' then
     if redis.call('exists', key) == 0 then return 0 end
   elseif kind == 'P' then
     local colon = string.find(want, ':', 2, true)
@@ -163,24 +178,33 @@ for _ = 1, n do
       end
     end
   else
-    -- pcall: a key of another type holds no string value, so the expectation does not hold
-    -- (as on the in-memory store), rather than failing the whole batch with WRONGTYPE.
-    local current = redis.pcall('get', key)
-    if type(current) == 'table' then return 0 end
-    if want == '0' then
-      if current then return 0 end
-    elseif kind == '#' then
-      if not current or redis.sha1hex(current) ~= string.sub(want, 2) then return 0 end
-    elseif current ~= string.sub(want, 2) then
+    valued[#valued + 1] = key
+    wants[#wants + 1] = want
+  end
+end
+for first = 1, #absent, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, #absent)
+  if redis.call('exists', unpack(absent, first, last)) ~= 0 then return 0 end
+end
+for first = 1, #valued, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, #valued)
+  local current = redis.call('mget', unpack(valued, first, last))
+  for i = first, last do
+    local value, want = current[i - first + 1], wants[i]
+    if not value then return 0 end
+    if string.sub(want, 1, 1) == '#' then
+      if redis.sha1hex(value) ~= string.sub(want, 2) then return 0 end
+    elseif value ~= string.sub(want, 2) then
       return 0
     end
   end
-  at = at + 2
 end
 local failed
+local at, written = n + 2, n
 while at <= #ARGV do
-  local command, key, count = ARGV[at], KEYS[tonumber(ARGV[at + 1])], tonumber(ARGV[at + 2])
-  local reply = redis.pcall(command, key, unpack(ARGV, at + 3, at + 2 + count))
+  written = written + 1
+  local command, count = ARGV[at], tonumber(ARGV[at + 1])
+  local reply = redis.pcall(command, KEYS[written], unpack(ARGV, at + 2, at + 1 + count))
   if type(reply) == 'table' and reply.err then
     -- Refused for the server's state (past maxmemory, a replica, too few replicas, a failing
     -- disk): Redis refuses a script's writes so only until one of them lands, so nothing was
@@ -190,7 +214,7 @@ while at <= #ARGV do
     if code == 'OOM' or code == 'READONLY' or code == 'NOREPLICAS' or code == 'MISCONF' then return reply end
     if not failed then failed = reply end
   end
-  at = at + 3 + count
+  at = at + 2 + count
 end
 if failed then return failed end
 return 1
@@ -222,7 +246,10 @@ return 1
  * not own the slot yet only when all of them are there, so an observation (its idempotency key is
  * absent) never asks.
  * The prefix is added by hand (ARGV[1]) because ioredis prefixes only KEYS.
- * GET runs through pcall so that a key of another type reads as nil, as MGET would.
+ * The declared keys are read with one MGET (nil for a key of another type; a declared key is never
+ * another node's: Redis checked them before the script ran), not one GET each (see
+ * GUARDED_BATCH_SCRIPT; bench/HISTORY.md, twenty-sixth round). The computed keys' GETs run
+ * through pcall so that a key of another type reads as nil, as MGET does.
  * Reply: {1, values, {holder, root, ...}, {root, {members}, ...}, {id, text or nil, ...}, complete}.
  */
 const READ_GROUPS_BODY = `
@@ -267,12 +294,16 @@ local function members(name)
   return value
 end
 local values, holders, seen = {}, {}, {}
-for i = 1, nkeys do
-  local value = str(KEYS[i])
-  values[i] = value
-  if value and not seen[value] then
-    seen[value] = true
-    holders[#holders + 1] = value
+for first = 1, nkeys, ${EXPECTED_PER_CALL} do
+  local last = math.min(first + ${EXPECTED_PER_CALL - 1}, nkeys)
+  local read = redis.call('mget', unpack(KEYS, first, last))
+  for i = first, last do
+    local value = read[i - first + 1]
+    values[i] = value
+    if value and not seen[value] then
+      seen[value] = true
+      holders[#holders + 1] = value
+    end
   end
 end
 for i = firstId, #ARGV do
@@ -842,19 +873,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return true;
     }
     async function execGuarded(): Promise<boolean> {
+      // GUARDED_BATCH_SCRIPT's layout: the expectations' keys, then the writes' keys, in order.
       const keys: string[] = [];
-      const keyIndex = new Map<string, number>();
-      const indexOf = (key: string) => {
-        let index = keyIndex.get(key);
-        if (index === undefined) {
-          index = keys.push(key);
-          keyIndex.set(key, index);
-        }
-        return index;
-      };
       const args: ScriptArgument[] = [expectations.length];
-      for (const [key, want] of expectations) args.push(indexOf(key), want);
-      for (const [command, key, ...rest] of writes) args.push(command, indexOf(key), rest.length, ...rest);
+      for (const [key, want] of expectations) {
+        keys.push(key);
+        args.push(want);
+      }
+      for (const write of writes) {
+        keys.push(write[1]);
+        args.push(write[0], write.length - 2);
+        for (let index = 2; index < write.length; index++) args.push(write[index]!);
+      }
       coalesceWrites();
       const applied = await run(() => guardedBatchScript(keys, args));
       return applied === 1;
