@@ -578,13 +578,37 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
     if (!command)
       throw new UsageError(`channel '${channelId}' (${entry.config.vendor}) has no command '${name}'`);
     const { channel: _channel, config: _config, help: _help, ...options } = values;
-    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };
+    // SIGINT/SIGTERM stop the command at a safe point (`sync agents` records where its run
+    // stopped and lets go of its lease, as a run its instance stops does), and it exits 1 saying
+    // so; a second signal exits at once. Before, the signal killed the process mid-write, and the
+    // run read `running` until its lease lapsed (a minute), refusing every other run meanwhile.
+    const stop = new AbortController();
+    let stoppedBy: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stoppedBy) {
+        io.stderr(`chatbridge: ${signal} again: exiting now, without waiting for '${name}' to stop`);
+        process.exit(1);
+      }
+      stoppedBy = signal;
+      io.stderr(`chatbridge: ${signal}: stopping '${name}' at a safe point (${signal} again exits at once)`);
+      stop.abort(new Error(`stopped by ${signal}`));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr, signal: stop.signal };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
     } catch (error) {
+      if (stoppedBy)
+        throw new CliFailure(
+          `'${name}' stopped by ${stoppedBy}: ${error instanceof Error ? error.message : String(error)}`,
+        );
       // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
       if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
       throw error;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
     return 0;
   });
