@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { PUBLISHED_TOKENS } from '../config/published.js';
 import type { ChannelConfig, Config, CrmDestinationConfig } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
@@ -638,6 +639,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     ctx.body = signInPage({
       pre,
       next,
+      ...(PUBLISHED_TOKENS.includes(config.admin.token) ? { publishedToken: config.admin.token } : {}),
       ...(error || warning ? { error: error ?? warning } : {}),
       ...(notice ? { notice } : {}),
     });
