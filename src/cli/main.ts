@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Logger, pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
+import { closest } from '../config/closest.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import {
   assertSafeToListen,
@@ -868,7 +869,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       : undefined) ?? COMMANDS.find((candidate) => candidate.name === first);
   if (!command) {
     const group = COMMANDS.filter((candidate) => candidate.name.startsWith(`${first} `));
-    if (group.length === 0) throw new UsageError(`unknown command '${first}'`);
+    if (group.length === 0) throw new UsageError(`unknown command '${first}'${meant(first, second)}`);
     const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun 'chatbridge ${first} <command> --help' for a command's options.`;
     if (isHelp(second)) {
       io.stdout(text);
@@ -878,7 +879,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       io.stderr(text);
       return 2;
     }
-    throw new UsageError(`unknown command '${first} ${second}'`);
+    throw new UsageError(`unknown command '${first} ${second}'${meant(first, second)}`);
   }
   const args = argv.slice(command.name.split(' ').length);
   if (args.some(isHelp)) {
@@ -896,6 +897,20 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       );
   }
   return command.run(values, io, withoutConfig(args));
+}
+
+/**
+ * ` (did you mean '<command>'?)` for a mistyped command, as a mistyped config key or option says
+ * (config/closest.ts): the two words together first (`confg check`, `config chek`), then the
+ * first word alone among the commands and groups (`strat`, `key`); '' when nothing is close.
+ */
+function meant(first: string, second: string | undefined): string {
+  const names = COMMANDS.map((candidate) => candidate.name);
+  const both =
+    second !== undefined && !second.startsWith('-') ? closest(`${first} ${second}`, names) : undefined;
+  const guess = both ?? closest(first, [...new Set(names.map((name) => name.split(' ')[0]!))]);
+  // Not the group itself back (`config bogus`: config is right, its command is not close to any).
+  return guess && guess !== first ? ` (did you mean '${guess}'?)` : '';
 }
 
 /** ': <what would do>' for a missing option that can say it (OptionInfo.choices), else ''. */
