@@ -608,7 +608,9 @@ function namingVariables(
   if (set.length === 0) return issue;
   return {
     ...issue,
-    message: `${issue.message} (from ${set.join(' and ')} in the environment: the file has ${reference})`,
+    // The variable's name only: the file's text may hold a default that is a secret, and this
+    // line goes to the log (start's fatal line).
+    message: `${issue.message} (from ${set.join(' and ')} in the environment)`,
   };
 }
 
