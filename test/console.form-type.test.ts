@@ -79,7 +79,8 @@ describe('console forms need their type', () => {
       { cookie, 'content-type': 'application/x-www-form-urlencoded' },
       body,
     );
-    expect([taken.status, taken.location]).toEqual([302, '/console/contacts']);
+    // Relative to the page (src/console/relative.ts): /console/contacts from /console/sign-in.
+    expect([taken.status, taken.location]).toEqual([302, '../console/contacts']);
   });
 
   it('refuses an action form without a Content-Type, or of another type, with 415 and does nothing', async () => {
@@ -104,7 +105,7 @@ describe('console forms need their type', () => {
       { cookie, 'content-type': 'application/x-www-form-urlencoded; charset=UTF-8' },
       body,
     );
-    expect([out.status, out.location]).toEqual([302, '/console/sign-in?notice=signed-out']);
+    expect([out.status, out.location]).toEqual([302, '../console/sign-in?notice=signed-out']);
   });
 
   it('refuses a form declaring a charset other than UTF-8 with 415 naming it, and does nothing', async () => {
@@ -130,7 +131,7 @@ describe('console forms need their type', () => {
       { cookie, 'content-type': 'application/x-www-form-urlencoded;charset=utf-8' },
       body,
     );
-    expect([out.status, out.location]).toEqual([302, '/console/sign-in?notice=signed-out']);
+    expect([out.status, out.location]).toEqual([302, '../console/sign-in?notice=signed-out']);
   });
 
   it('refuses a post with no body and no type for its missing CSRF token, not its type', async () => {

@@ -67,7 +67,11 @@ describe('the console behind a TLS-terminating proxy', () => {
     expect(cookieless.status).toBe(403);
     expect(cookieless.text).toContain('The sign-in form expired');
     expect(attributes(form.headers.getSetCookie(), 'chatbridge_console_pre')).toEqual(
-      expect.arrayContaining(['secure', 'httponly', 'samesite=strict', 'path=/console']),
+      expect.arrayContaining(['secure', 'httponly', 'samesite=strict']),
+    );
+    // No Path: the browser's default, the sign-in page's directory as it saw it (console.path-prefix).
+    expect(attributes(form.headers.getSetCookie(), 'chatbridge_console_pre').join(';')).not.toContain(
+      'path=',
     );
 
     const signedIn = await consoleRequest(bridge.url, '/console/sign-in', {
@@ -76,8 +80,9 @@ describe('the console behind a TLS-terminating proxy', () => {
       form: { _pre: fieldOf(form.text, '_pre')!, token: TEST_ADMIN_TOKEN, next: '/console/deliveries' },
     });
     expect(signedIn.status).toBe(302);
-    // A relative redirect: the browser stays on the public origin whatever Host the bridge saw.
-    expect(signedIn.headers.get('location')).toBe('/console/deliveries');
+    // A relative redirect: the browser stays on the public origin whatever Host the bridge saw,
+    // and below the path it used (src/console/relative.ts).
+    expect(signedIn.headers.get('location')).toBe('../console/deliveries');
     const cookie = cookieOf(signedIn.headers, 'chatbridge_console')!;
     expect(attributes(signedIn.headers.getSetCookie(), 'chatbridge_console')).toEqual(
       expect.arrayContaining(['secure', 'httponly', 'samesite=strict']),
@@ -99,7 +104,7 @@ describe('the console behind a TLS-terminating proxy', () => {
       form: { _csrf: csrf },
     });
     expect(out.status).toBe(302);
-    expect(out.headers.get('location')).toBe('/console/sign-in?notice=signed-out');
+    expect(out.headers.get('location')).toBe('../console/sign-in?notice=signed-out');
   });
 
   it('with proxyHops 0 ignores X-Forwarded-Proto (the proxy is not trusted), and sign-in still works', async () => {

@@ -135,3 +135,13 @@ export class AgentSyncIncompleteError extends AppError {
     );
   }
 }
+
+/**
+ * `sync agents` asked to stop (SIGINT, SIGTERM: CliIo.signal) before its end: the message says
+ * where the run stopped and whether its interruption is recorded (the CLI exits 1 on it).
+ */
+export class AgentSyncStoppedError extends AppError {
+  constructor(message: string) {
+    super('agent_sync_stopped', 503, message);
+  }
+}

@@ -12,7 +12,7 @@ import type {
 import { channelRoute } from '../../src/contracts/channel.js';
 import { ChatvisorClient } from './client.js';
 import { ConversationTracker } from './conversations.js';
-import { AgentSyncIncompleteError } from './errors.js';
+import { AgentSyncIncompleteError, AgentSyncStoppedError } from './errors.js';
 import { IdleCustomers } from './idle.js';
 import { LabelPusher } from './labels.js';
 import { CUSTOMER_KIND, VENDOR } from './mapper.js';
@@ -26,7 +26,7 @@ import {
   channelSettingsSchema,
   visibilityResponseSchema,
 } from './schemas.js';
-import { AgentSync, type AgentSyncReport } from './sync.js';
+import { AgentSync, type AgentSyncProgress, type AgentSyncReport, stoppedWhere } from './sync.js';
 import { Background, type ChatvisorChannel, chatvisorWebhook } from './webhook.js';
 
 /**
@@ -73,6 +73,17 @@ const SYNC_AGENTS_COMMAND: CliCommandInfo = {
     'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
   options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
 };
+
+/**
+ * What `sync agents` says when it was asked to stop: where its run stopped, and whether the run
+ * recorded it (its record `interrupted` and its lease let go: the next run may start at once) or
+ * could not (the store did not answer: the run reads interrupted once its lease lapses).
+ */
+function stoppedMessage(channelId: string, progress: AgentSyncProgress | null): string {
+  if (progress?.state !== 'interrupted' || progress.cause !== 'shutdown')
+    return `the agent sync stopped, but could not record its interruption (the store did not answer): it reads interrupted once its lease lapses (within a minute), and the next run may start then`;
+  return `the ${progress.dryRun ? 'dry run' : 'agent sync'} ${progress.id} stopped ${stoppedWhere(progress)}${progress.current && !progress.dryRun ? ', which may or may not have been applied' : ''}; it is recorded as interrupted and its lease let go, so the next run may start at once: it lists Chatvisor afresh and finishes the job (the report: GET /api/v1/channels/${channelId}/agent-sync)`;
+}
 
 export function createChatvisorRuntime(context: AdapterContext, channel: ChannelConfig): ChatvisorRuntime {
   const settings = channelSettings(channel);
@@ -286,7 +297,22 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
     {
       ...SYNC_AGENTS_COMMAND,
       async run(options, io) {
-        const report = await agentSync.run({ dryRun: options['dry-run'] === true, onProgress: io.stderr });
+        let report: AgentSyncReport;
+        try {
+          report = await agentSync.run({
+            dryRun: options['dry-run'] === true,
+            onProgress: io.stderr,
+            signal: io.signal,
+          });
+        } catch (error) {
+          // Stopped by the command's signal: the run recorded where it stopped (as a run its
+          // instance stops does) and let go of its lease; say what the record says.
+          if (io.signal?.aborted)
+            throw new AgentSyncStoppedError(
+              stoppedMessage(channel.id, await agentSync.progress().catch(() => null)),
+            );
+          throw error;
+        }
         io.stdout(JSON.stringify(summary(report)));
         if (report.failed.length > 0) throw new AgentSyncIncompleteError(report.failed.length);
         return report;

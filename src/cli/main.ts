@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Logger, pino } from 'pino';
 import { type Bridge, createBridge, type Role } from '../bridge.js';
+import { closest } from '../config/closest.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import {
   assertSafeToListen,
@@ -578,13 +579,37 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
     if (!command)
       throw new UsageError(`channel '${channelId}' (${entry.config.vendor}) has no command '${name}'`);
     const { channel: _channel, config: _config, help: _help, ...options } = values;
-    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr };
+    // SIGINT/SIGTERM stop the command at a safe point (`sync agents` records where its run
+    // stopped and lets go of its lease, as a run its instance stops does), and it exits 1 saying
+    // so; a second signal exits at once. Before, the signal killed the process mid-write, and the
+    // run read `running` until its lease lapsed (a minute), refusing every other run meanwhile.
+    const stop = new AbortController();
+    let stoppedBy: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stoppedBy) {
+        io.stderr(`chatbridge: ${signal} again: exiting now, without waiting for '${name}' to stop`);
+        process.exit(1);
+      }
+      stoppedBy = signal;
+      io.stderr(`chatbridge: ${signal}: stopping '${name}' at a safe point (${signal} again exits at once)`);
+      stop.abort(new Error(`stopped by ${signal}`));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr, signal: stop.signal };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
     } catch (error) {
+      if (stoppedBy)
+        throw new CliFailure(
+          `'${name}' stopped by ${stoppedBy}: ${error instanceof Error ? error.message : String(error)}`,
+        );
       // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
       if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
       throw error;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
     return 0;
   });
@@ -844,7 +869,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       : undefined) ?? COMMANDS.find((candidate) => candidate.name === first);
   if (!command) {
     const group = COMMANDS.filter((candidate) => candidate.name.startsWith(`${first} `));
-    if (group.length === 0) throw new UsageError(`unknown command '${first}'`);
+    if (group.length === 0) throw new UsageError(`unknown command '${first}'${meant(first, second)}`);
     const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun 'chatbridge ${first} <command> --help' for a command's options.`;
     if (isHelp(second)) {
       io.stdout(text);
@@ -854,7 +879,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       io.stderr(text);
       return 2;
     }
-    throw new UsageError(`unknown command '${first} ${second}'`);
+    throw new UsageError(`unknown command '${first} ${second}'${meant(first, second)}`);
   }
   const args = argv.slice(command.name.split(' ').length);
   if (args.some(isHelp)) {
@@ -872,6 +897,20 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
       );
   }
   return command.run(values, io, withoutConfig(args));
+}
+
+/**
+ * ` (did you mean '<command>'?)` for a mistyped command, as a mistyped config key or option says
+ * (config/closest.ts): the two words together first (`confg check`, `config chek`), then the
+ * first word alone among the commands and groups (`strat`, `key`); '' when nothing is close.
+ */
+function meant(first: string, second: string | undefined): string {
+  const names = COMMANDS.map((candidate) => candidate.name);
+  const both =
+    second !== undefined && !second.startsWith('-') ? closest(`${first} ${second}`, names) : undefined;
+  const guess = both ?? closest(first, [...new Set(names.map((name) => name.split(' ')[0]!))]);
+  // Not the group itself back (`config bogus`: config is right, its command is not close to any).
+  return guess && guess !== first ? ` (did you mean '${guess}'?)` : '';
 }
 
 /** ': <what would do>' for a missing option that can say it (OptionInfo.choices), else ''. */

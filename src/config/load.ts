@@ -577,10 +577,41 @@ export function loadConfig(
     };
   } catch (error) {
     if (error instanceof ConfigError) {
-      throw new ConfigError(`${source.path}: ${error.message}`, error.issues ?? []);
+      const written = valuesWithReferences(parsed, new Map());
+      throw new ConfigError(
+        `${source.path}: ${error.message}`,
+        (error.issues ?? []).map((issue) => namingVariables(issue, written.get(issue.path), env)),
+      );
     }
     throw error;
   }
+}
+
+const REFERENCE_NAMES = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}/g;
+
+/**
+ * A problem with a value the environment set (`port: ${METRICS_PORT:-9464}` and METRICS_PORT=abc)
+ * names the variable: the value it quotes is nowhere in the file. Not when the file's own default
+ * was used (nothing set), nor when the message already speaks of the variable (unset, empty).
+ */
+function namingVariables(
+  issue: ErrorIssue,
+  reference: string | undefined,
+  env: NodeJS.ProcessEnv,
+): ErrorIssue {
+  if (reference === undefined || issue.message.includes('environment variable')) return issue;
+  const set = [...reference.matchAll(REFERENCE_NAMES)]
+    .map((match) => match[1]!)
+    .filter(
+      (name, index, names) => env[name] !== undefined && env[name] !== '' && names.indexOf(name) === index,
+    );
+  if (set.length === 0) return issue;
+  return {
+    ...issue,
+    // The variable's name only: the file's text may hold a default that is a secret, and this
+    // line goes to the log (start's fatal line).
+    message: `${issue.message} (from ${set.join(' and ')} in the environment)`,
+  };
 }
 
 const MAX_ALIAS_COUNT = 100;

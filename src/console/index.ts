@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { PUBLISHED_TOKENS } from '../config/published.js';
 import type { ChannelConfig, Config, CrmDestinationConfig } from '../config/schema.js';
 import type { ContactService } from '../contacts/service.js';
 import { type Contact, timelineEntryTypeSchema } from '../contacts/types.js';
@@ -47,6 +48,7 @@ import {
   signInPage,
   timelineSection,
 } from './pages.js';
+import { isRootPath, relativeLinks, relativeTo } from './relative.js';
 import { createSessions, newToken, type Session, sameToken } from './sessions.js';
 
 /**
@@ -348,6 +350,19 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     return channel ? (channel.name ?? channel.id) : channelId;
   };
 
+  /**
+   * The cookies name no Path: the browser gives them the directory of the address it used, the
+   * console's path as it sees it. Behind a proxy that serves the bridge under a path
+   * (https://example.org/chat/ → the bridge's /) that is `/chat/console`, where a `Path=/console`
+   * cookie would never be sent back. Every page that sets one sits right in /console/ (the sign-in
+   * and the sign-out): a page further down would give its cookie a narrower path, so it may not.
+   */
+  function cookiePath(ctx: Context): string {
+    if (ctx.path.lastIndexOf('/') !== '/console'.length)
+      throw new Error(`console cookie set from ${ctx.path}, not a page right in /console/`);
+    return '';
+  }
+
   /** With an https publicUrl TLS ends in front of us (a proxy): the cookie is Secure regardless. */
   function cookieOptions(ctx: Context, maxAgeMs: number) {
     if (secure) ctx.cookies.secure = true;
@@ -355,7 +370,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       httpOnly: true,
       sameSite: 'strict' as const,
       secure,
-      path: '/console',
+      path: cookiePath(ctx),
       maxAge: maxAgeMs,
       overwrite: true,
     };
@@ -581,6 +596,11 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
         ...(session ? { csrf: session.csrf } : {}),
       });
     }
+    // The console's own addresses, relative to this page (./relative.ts): under a proxy's path
+    // (https://example.org/chat/ → the bridge's /) a redirect or link stays below that path.
+    const location = ctx.response.get('location');
+    if (location && isRootPath(location)) ctx.set('location', relativeTo(ctx.path, location));
+    if (typeof ctx.body === 'string' && ctx.response.is('html')) ctx.body = relativeLinks(ctx.path, ctx.body);
   }
 
   const router = new Router({ prefix: '/console' });
@@ -619,6 +639,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     ctx.body = signInPage({
       pre,
       next,
+      ...(PUBLISHED_TOKENS.includes(config.admin.token) ? { publishedToken: config.admin.token } : {}),
       ...(error || warning ? { error: error ?? warning } : {}),
       ...(notice ? { notice } : {}),
     });
@@ -663,7 +684,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     const previous = ctx.cookies.get(COOKIE);
     if (previous) await sessions.destroy(previous);
     const session = await sessions.create();
-    ctx.cookies.set(PRE_COOKIE, null, { path: '/console' });
+    ctx.cookies.set(PRE_COOKIE, null, { path: cookiePath(ctx) });
     ctx.cookies.set(COOKIE, session.id, cookieOptions(ctx, 12 * 3_600_000));
     ctx.redirect(next);
   });
@@ -686,7 +707,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
       }
       await sessions.destroy(session.id);
     }
-    ctx.cookies.set(COOKIE, null, { path: '/console' });
+    ctx.cookies.set(COOKIE, null, { path: cookiePath(ctx) });
     ctx.redirect('/console/sign-in?notice=signed-out');
   });
 

@@ -88,7 +88,14 @@ ${body}
 </html>`.value;
 }
 
-export function signInPage(options: { pre: string; next: string; error?: string; notice?: string }): string {
+export function signInPage(options: {
+  pre: string;
+  next: string;
+  error?: string;
+  notice?: string;
+  /** The admin token when it is the example's published one (config/published.ts), to say so. */
+  publishedToken?: string;
+}): string {
   return layout(
     {
       title: 'Sign in',
@@ -105,7 +112,14 @@ export function signInPage(options: { pre: string; next: string; error?: string;
     // reading order), then where the token is.
     options.error ? 'page-error token-hint' : 'token-hint'
   }">
-  <p class="hint" id="token-hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).</p>
+  <p class="hint" id="token-hint">The <code>admin.token</code> of the bridge's config (<code>CHATBRIDGE_ADMIN_TOKEN</code> in the example).${
+    // The example falls back to its published token when CHATBRIDGE_ADMIN_TOKEN is not set: a
+    // newcomer looking for the variable found it empty. Published in the README and the example
+    // file, it tells no one anything new (and such a bridge listens on loopback only).
+    options.publishedToken
+      ? html` This bridge still runs with the example's published token, <code>${options.publishedToken}</code>: set your own before it leaves this machine (README, Running for real).`
+      : ''
+  }</p>
   <button type="submit">Sign in</button>
 </form>`,
   );

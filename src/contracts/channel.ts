@@ -59,6 +59,12 @@ export interface CliIo {
   stdout(line: string): void;
   /** Progress and diagnostics. */
   stderr(line: string): void;
+  /**
+   * Aborted when the command is asked to stop (SIGINT, SIGTERM): a long command stops at a safe
+   * point, leaves the shared state as a stopped run should, and throws. (A second signal exits at
+   * once.) Absent when nothing can stop it (a test calling the command directly).
+   */
+  signal?: AbortSignal;
 }
 
 export interface CliCommand {

@@ -49,7 +49,10 @@ describe('hostile vendor values in the console, in a browser', () => {
     expect(await page.locator('a[href^="javascript:"]').count(), where).toBe(0);
     // The one script is the bridge's own.
     expect(await page.locator('script').count(), where).toBe(1);
-    expect(await page.locator('script').getAttribute('src'), where).toBe('/console/assets/console.js');
+    // (Written relative to the page, src/console/relative.ts: where the browser loads it from.)
+    expect(await page.evaluate<string>("new URL(document.querySelector('script').src).pathname"), where).toBe(
+      '/console/assets/console.js',
+    );
     expect(problems, where).toEqual([]);
   }
 
@@ -137,7 +140,7 @@ describe('hostile vendor values in the console, in a browser', () => {
 
   it('shows the hostile contact in the search as text', async () => {
     await page.goto(`${bridge.url}/console/contacts?q=mallory%40evil.example`);
-    const link = page.locator('main a[href^="/console/contacts/c_"]').first();
+    const link = page.locator('main a[href*="console/contacts/c_"]').first();
     await link.waitFor();
     const text = (await link.textContent()) ?? '';
     expect(text).toContain('<script>window.__xss=1</script>');
@@ -152,7 +155,7 @@ describe('hostile vendor values in the console, in a browser', () => {
 
   it('shows the contact, its attributes and its transcript as text, readable at 1280 px and 390 px', async () => {
     await page.goto(`${bridge.url}/console/contacts?q=mallory%40evil.example`);
-    await page.locator('main a[href^="/console/contacts/c_"]').first().click();
+    await page.locator('main a[href*="console/contacts/c_"]').first().click();
     const heading = page.locator('main h1');
     await heading.waitFor();
     expect(await heading.textContent()).toContain('<script>window.__xss=1</script>');
@@ -223,7 +226,7 @@ describe('hostile vendor values in the console, in a browser', () => {
     await page.goto(`${bridge.url}/console/conflicts`);
     const entry = page.locator('ol.timeline li.entry');
     expect(await entry.count()).toBe(1);
-    const names = await entry.locator('a[href^="/console/contacts/c_"] bdi').allTextContents();
+    const names = await entry.locator('a[href*="console/contacts/c_"] bdi').allTextContents();
     expect(names).toHaveLength(2);
     expect(names.some((name) => name.includes('<script>window.__xss=1</script>'))).toBe(true);
     expect(names.some((name) => name.includes('<script>window.__xss=100</script>'))).toBe(true);

@@ -4,9 +4,37 @@
  */
 export interface ConsolePage {
   status: number;
+  /**
+   * The page with its addresses as a browser reads them (an element's `href`): the console writes
+   * its links, forms and assets relative to the page (src/console/relative.ts), and the tests look
+   * for the paths from the bridge's root they lead to. `raw` is the page as sent.
+   */
   text: string;
+  raw: string;
   headers: Headers;
+  /**
+   * Where a browser goes next: the Location header resolved against the request's address, as a
+   * path from the bridge's root with its query and fragment (the console writes it relative to
+   * the page, src/console/relative.ts; `headers.get('location')` has it as sent).
+   */
   location: string | null;
+}
+
+/** A relative address attribute's value (not `#…`, not `/…`, no scheme) resolved to a path from the root. */
+function resolvedAddresses(requested: string, page: string): string {
+  return page.replace(
+    /(\s(?:href|action|src|data-poll)=")(?![#/]|[a-z][a-z0-9+.-]*:)([^"]*)"/gi,
+    (_match, attribute: string, value: string) => {
+      const url = new URL(value, requested);
+      return `${attribute}${url.pathname}${url.search}${url.hash}"`;
+    },
+  );
+}
+
+function resolvedLocation(requested: string, location: string | null): string | null {
+  if (location === null) return null;
+  const url = new URL(location, requested);
+  return url.origin === new URL(requested).origin ? url.pathname + url.search + url.hash : url.href;
 }
 
 export async function consoleRequest(
@@ -32,11 +60,13 @@ export async function consoleRequest(
     redirect: 'manual',
     ...(body !== undefined ? { body } : {}),
   });
+  const raw = await response.text();
   return {
     status: response.status,
-    text: await response.text(),
+    text: resolvedAddresses(base + path, raw),
+    raw,
     headers: response.headers,
-    location: response.headers.get('location'),
+    location: resolvedLocation(base + path, response.headers.get('location')),
   };
 }
 

@@ -1,0 +1,64 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/errors.js';
+import { defaultRegistry } from '../src/registry.js';
+
+/**
+ * A value the file takes from the environment (`port: ${METRICS_PORT:-9464}`) and the
+ * environment got wrong: `METRICS_PORT=abc npm start` said only `metrics.port: expected a number,
+ * got the text "abc"`, and a newcomer who never wrote metrics.port (the example does) looked in
+ * the file for an "abc" that is not there. The problem now names the variable it came from.
+ */
+const EXAMPLE = join(import.meta.dirname, '..', 'config', 'bridge.example.yaml');
+
+function problems(file: string, env: NodeJS.ProcessEnv): string[] {
+  try {
+    loadConfig(file, defaultRegistry(), env, tmpdir());
+  } catch (error) {
+    if (error instanceof ConfigError)
+      return (error.issues ?? []).map((issue) => `${issue.path}: ${issue.message}`);
+    throw error;
+  }
+  return [];
+}
+
+describe('a problem in a value taken from the environment names the variable', () => {
+  it('in the example: METRICS_PORT, CHATBRIDGE_PUBLIC_URL, CRM_WEBHOOK_URL', () => {
+    expect(problems(EXAMPLE, { METRICS_PORT: 'abc' })).toEqual([
+      'metrics.port: expected a number, got the text "abc" (from METRICS_PORT in the environment)',
+    ]);
+    expect(problems(EXAMPLE, { CHATBRIDGE_PUBLIC_URL: 'bridge.example.com' })).toEqual([
+      'server.publicUrl: an http:// or https:// URL (https://…), got the text "bridge.example.com" (from CHATBRIDGE_PUBLIC_URL in the environment)',
+    ]);
+    expect(problems(EXAMPLE, { CRM_WEBHOOK_URL: 'localhost:8080/hook' })).toEqual([
+      'destinations[0].url: an http:// or https:// URL (https://…), got the text "localhost:8080/hook" (from CRM_WEBHOOK_URL in the environment)',
+    ]);
+  });
+
+  it('not when the value is the file’s own (the default used, or no reference)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-env-named-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      [
+        'server: { port: 3000 }',
+        'metrics: { port: "${METRICS_PORT:-nine}" }',
+        'admin: { token: "${ADMIN_TOKEN:-short}" }',
+        'channels: [{ id: shop, vendor: jivochat, token: "tttttttttttttttttttt" }]',
+        '',
+      ].join('\n'),
+    );
+    expect(problems(file, {})).toEqual([
+      'admin.token: at least 16 characters',
+      'metrics.port: expected a number, got the text "nine"',
+    ]);
+    // Set, it is named, whatever the default; the file's text is not repeated (a default may be
+    // a secret, and start logs the line).
+    expect(problems(file, { ADMIN_TOKEN: 'tiny' })).toContain(
+      'admin.token: at least 16 characters (from ADMIN_TOKEN in the environment)',
+    );
+  });
+});
