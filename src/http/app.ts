@@ -476,7 +476,17 @@ export function createApp(deps: AppDeps): Koa {
   // `proxy` switch is for the whole app; forwardedHeaders makes it per connection.
   const hops = config.server.proxyHops;
   const app = new Koa({ proxy: hops > 0, maxIpsCount: hops });
-  app.use(forwardedHeaders(hops, trustedProxies(config.server.trustedProxies)));
+  // The LiveTex lookup (and any public lookup route): served ahead of the chain below, by the
+  // same middleware functions minus those that pass it on untouched (earlyRoutes, filled once
+  // the routes are declared).
+  const earlyRoutes = new Map<string, (ctx: Context) => Promise<void>>();
+  const forwarded = forwardedHeaders(hops, trustedProxies(config.server.trustedProxies));
+  // One layer for both: every other request pays one map read, not a layer of its own.
+  app.use((ctx: Context, next: Next) => {
+    const { req } = ctx;
+    const early = req.method === 'POST' ? earlyRoutes.get(req.url!) : undefined;
+    return early === undefined ? forwarded(ctx, next) : early(ctx);
+  });
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id
@@ -488,7 +498,7 @@ export function createApp(deps: AppDeps): Koa {
       (hidden, token) => (hidden.includes(token) ? hidden.replaceAll(token, '***') : hidden),
       path,
     );
-  app.use(async (ctx: Context, next: Next) => {
+  const requestLine = async (ctx: Context, next: Next) => {
     const given = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(given) ? given : randomUUID();
     const started = performance.now();
@@ -516,9 +526,12 @@ export function createApp(deps: AppDeps): Koa {
           'request',
         );
     }
-  });
-  app.use(errorMiddleware());
-  app.use(requireHost());
+  };
+  app.use(requestLine);
+  const errors = errorMiddleware();
+  app.use(errors);
+  const host = requireHost();
+  app.use(host);
 
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
   // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
@@ -841,7 +854,9 @@ export function createApp(deps: AppDeps): Koa {
         503: { description: 'The store is unavailable (store_unavailable); retry' },
         ...describeErrors(doc.errors),
       },
-      async handle(ctx) {
+      // Not async: the pipeline's promise is the answer's (an async layer around it cost each
+      // lookup a promise and microtask jobs of its own); a refusal here throws to the errors layer.
+      handle(ctx) {
         const { channelId } = ctx.params as { channelId: string };
         const channel = channelFor(vendor, channelId);
         if (!channel) {
@@ -859,7 +874,7 @@ export function createApp(deps: AppDeps): Koa {
           rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
           throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
         }
-        await runIntake(ctx, vendor, each, channel);
+        return runIntake(ctx, vendor, each, channel);
       },
     });
   }
@@ -869,8 +884,40 @@ export function createApp(deps: AppDeps): Koa {
     for (const each of adapter.intake) {
       // Both are public (no admin token): a wrong method gets the one 404 of an unknown path,
       // never a 405 that would tell which vendors and paths exist.
-      publicRoutes.push(each.kind === 'webhook' ? webhookRoute(adapter, each) : lookupRoute(adapter, each));
+      if (each.kind === 'webhook') {
+        publicRoutes.push(webhookRoute(adapter, each));
+        continue;
+      }
+      const lookup = lookupRoute(adapter, each);
+      publicRoutes.push(lookup);
+      for (const { config: channel } of deps.channels.values()) {
+        if (channel.vendor === adapter.vendor)
+          serveEarly(`/${adapter.vendor}/${channel.id}/${each.path}`, lookup);
+      }
     }
+  }
+
+  /**
+   * A lookup of a configured channel, POSTed to its route's exact path (no query, no other
+   * spelling), is served ahead of the chain: by the same middleware, in the same order, less the
+   * layers that would pass it on untouched (the admin gate, the console and /metrics judge other
+   * paths; checked here) and the router's match, which gives the same route and parameter. The
+   * route stays the one declared and documented above, mounted on the public router for every
+   * other spelling and method (a wrong method's one 404, a %-escaped channel id). In a loop,
+   * koa-compose and @koa/router were ~4 µs of a lookup's ~120 µs of CPU, the passing layers
+   * a fraction of one (bench/HISTORY.md, twenty-sixth round).
+   */
+  function serveEarly(path: string, each: Route) {
+    if (isAdminPath(path) || path === '/metrics' || path.startsWith('/console'))
+      throw new TypeError(`a public lookup at ${path} would pass a layer that judges its path`);
+    const channelId = path.split('/')[2]!;
+    const handle = (ctx: Context) => {
+      ctx.params = { channelId };
+      return each.handle(ctx, { params: ctx.params, query: undefined, body: undefined }) as Promise<void>;
+    };
+    earlyRoutes.set(path, (ctx) =>
+      forwarded(ctx, () => requestLine(ctx, () => errors(ctx, () => host(ctx, () => handle(ctx))))),
+    );
   }
 
   // --- channel admin routes ---------------------------------------------------------------

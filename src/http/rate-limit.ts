@@ -46,11 +46,22 @@ export class WindowLimiter {
     }
   }
 
-  /** Count one event and say whether it went over the limit (seconds to wait, or 0). */
+  /**
+   * Count one event and say whether it went over the limit (seconds to wait, or 0): blockedFor,
+   * then hit, with one read of the window and of the clock (every lookup takes two limits; each
+   * read the window twice and the clock three times).
+   */
   take(key: string): number {
-    const blocked = this.blockedFor(key);
-    if (blocked > 0) return blocked;
-    this.hit(key);
+    const at = this.now();
+    const window = this.windows.get(key);
+    if (!window || window.resetAt <= at) {
+      this.windows.set(key, { count: 1, resetAt: at + this.windowMs });
+      return 0;
+    }
+    if (window.count >= this.limit) return (window.resetAt - at) / 1000;
+    window.count++;
+    // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
+    this.windows.set(key, window);
     return 0;
   }
 }
