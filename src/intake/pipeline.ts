@@ -35,6 +35,7 @@ import { refuseEncodedBody } from '../http/body.js';
 import { jsonDepthExceeds, parseJson } from '../http/json.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
+import { utf8Text } from '../utf8.js';
 import type { DeferredIntake, DeferredRequest } from './deferred.js';
 import type { PayloadJournal } from './journal.js';
 
@@ -162,7 +163,7 @@ export function parseIntakeRequest(
   const request: IntakeRequest = { body: undefined, rawBody, repaired: false, contentType, receivedAt };
   if (route.body === 'raw') return request;
   // Content types are not to be trusted (JivoChat documents none): the body is read as UTF-8 JSON.
-  const text = rawBody.toString('utf8').replace(/^\uFEFF/, '');
+  const text = utf8Text(rawBody).replace(/^\uFEFF/, '');
   try {
     request.body = parseJson(text);
     return request;

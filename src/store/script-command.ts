@@ -1,5 +1,6 @@
 import { Command, type Redis } from 'ioredis';
 import { digestUtf8 } from '../digest.js';
+import { ENCODE_TRANSCODED_UNITS, utf8BytesVia } from '../utf8.js';
 
 /**
  * Calls of the store's two hot Lua scripts (the guarded batch and readGroups: one each per
@@ -11,7 +12,7 @@ import { digestUtf8 } from '../digest.js';
  * ~30,000 UTF-16 units of Cyrillic, for which each of those passes costs ~30–40 µs in Node 20
  * (V8's Utf8Length/WriteUtf8, not simdutf). Here the keys are prefixed while writing, the short
  * arguments go into one string per run, and each long argument is encoded to UTF-8 exactly once,
- * which also gives its length. The bytes on the wire are what ioredis writes (test:
+ * which also gives its length (one of ENCODE_TRANSCODED_UNITS or more through simdutf: src/utf8.ts). The bytes on the wire are what ioredis writes (test:
  * test/store.script-command.test.ts compares them).
  *
  * What ioredis's Script does and this keeps: EVAL with the script text the first time on each
@@ -151,12 +152,19 @@ export function encodeCall(
       items.push(item);
       return;
     }
-    let bytes: Buffer;
-    if (used + item.length * 3 <= arena.length) {
-      bytes = arena.subarray(used, used + arena.write(item, used, 'utf8'));
-      used += bytes.length;
-    } else {
-      bytes = Buffer.from(item, 'utf8');
+    // A long text that is not ASCII (a timeline entry) is transcoded from its UTF-16, written past
+    // the arena's bytes still to be copied; a lone surrogate in it goes the other way, as before.
+    let bytes =
+      item.length >= ENCODE_TRANSCODED_UNITS && used + item.length * 2 <= arena.length
+        ? utf8BytesVia(item, arena, used)
+        : undefined;
+    if (bytes === undefined) {
+      if (used + item.length * 3 <= arena.length) {
+        bytes = arena.subarray(used, used + arena.write(item, used, 'utf8'));
+        used += bytes.length;
+      } else {
+        bytes = Buffer.from(item, 'utf8');
+      }
     }
     putBytes(bytes);
   };
