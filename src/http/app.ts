@@ -40,6 +40,7 @@ import { readJsonBody, readRawBody } from './body.js';
 import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
+import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
@@ -365,6 +366,7 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
 export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
+  app.use(defensiveHeaders());
   app.use(errorMiddleware());
   app.use(requireHost());
   const router = new Router({ sensitive: true, strict: true });
@@ -494,6 +496,8 @@ export function createApp(deps: AppDeps): Koa {
     const started = performance.now();
     ctx.state = new RequestState(requestId, started, logger);
     ctx.set('x-request-id', requestId);
+    // On every answer, set first: what a handler, the console or an error sets goes over them.
+    setDefensiveHeaders(ctx);
     try {
       await next();
     } finally {
