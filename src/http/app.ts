@@ -40,8 +40,8 @@ import { readJsonBody, readRawBody } from './body.js';
 import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
-import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
+import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
 import {
@@ -88,6 +88,15 @@ export interface AppDeps {
   crmDestinations?: ConsoleDeps['crmDestinations'];
   /** The key of the hash a lookup's subject is logged as (src/intake/pipeline.ts). */
   logKey?: Buffer;
+  /**
+   * Per vendor with a lookup route that opens (authenticates): the channel a lookup for a channel
+   * id that is none of this vendor's is run on (UNKNOWN_CHANNEL_ID, made by the composition root
+   * with the adapter's `create`, no keys of its own), so that it answers as a known channel
+   * answers a request none of its keys opens. It is run up to `open` only: one that opens there
+   * gets the one 404. Without one such a lookup gets the one 404 at once (the ids can then be
+   * told apart).
+   */
+  unknownChannels?: ReadonlyMap<string, IntakeChannel>;
   now?: () => Date;
 }
 
@@ -101,6 +110,11 @@ const NO_CHANNEL = NOT_FOUND;
 /** What a webhook's token is compared with when its channel does not exist (nothing matches it). */
 const UNKNOWN_CHANNEL_TOKEN = randomUUID();
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+/**
+ * The id of each vendor's unknown channel (AppDeps.unknownChannels): no configured channel can
+ * have it (ids are a-z, 0-9 and -), so its keys, and its label in the lookup metrics, are its own.
+ */
+export const UNKNOWN_CHANNEL_ID = '_unknown';
 
 /**
  * What the first middleware keeps on ctx.state for every request. The per-request child logger
@@ -137,6 +151,7 @@ class HttpIntakeCall implements IntakeCall {
     readonly channel: IntakeChannel,
     private readonly bodyLimit: number,
     readonly infoEnabled: boolean,
+    readonly admit?: () => void,
   ) {
     this.contentType = ctx.get('content-type') || undefined;
     this.contentEncoding = ctx.get('content-encoding') || undefined;
@@ -748,6 +763,22 @@ export function createApp(deps: AppDeps): Koa {
   );
   const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
   const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
+  const unknownChannels = deps.unknownChannels;
+  /**
+   * A request that opened on an unknown channel goes no further, whatever its adapter's `open`
+   * made of it: the one 404. LiveTex's cannot open there (the channel has no keys); an adapter
+   * whose `open` is not bound to its channel is refused here, not looked up for a made-up id.
+   */
+  const refuseOpenedUnknown = (): never => {
+    throw new NotFoundError('not_found', 'no such route');
+  };
+  function admitToChannel(channelId: string): void {
+    const wait = lookupsByChannel.take(channelId);
+    if (wait > 0) {
+      rateLimited.inc({ scope: 'lookup_channel' });
+      throw new TooManyRequestsError(wait);
+    }
+  }
 
   /** The channel a vendor request is for, or null (the one 404): unknown, another vendor's. */
   function channelFor(vendor: string, channelId: string): IntakeChannel | null {
@@ -765,9 +796,10 @@ export function createApp(deps: AppDeps): Koa {
     vendor: string,
     each: IntakeRoute<unknown, unknown>,
     channel: IntakeChannel,
+    admit?: () => void,
   ): Promise<void> {
     return pipeline
-      .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info')))
+      .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info'), admit))
       .then((reply) => send(ctx, reply.answer));
   }
 
@@ -839,31 +871,56 @@ export function createApp(deps: AppDeps): Koa {
           ...(doc.answer ? { schema: doc.answer } : {}),
           ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
-        404: { description: 'No such channel (the one 404 body)' },
+        404: {
+          description: each.open
+            ? 'Not for a channel id: one that is no channel answers as a known channel answers a request none of its keys opens (the one 404 body only if one opened there)'
+            : 'No such channel (the one 404 body)',
+        },
         413: { description: 'Body over server.bodyLimitBytes (payload_too_large)' },
-        429: { description: 'Too many lookups from this address or for this channel' },
+        429: {
+          description: each.open
+            ? 'Too many lookups from this address, or too many authenticated ones for this channel'
+            : 'Too many lookups from this address or for this channel',
+        },
         503: { description: 'The store is unavailable (store_unavailable); retry' },
         ...describeErrors(doc.errors),
       },
       async handle(ctx) {
         const { channelId } = ctx.params as { channelId: string };
-        const channel = channelFor(vendor, channelId);
+        // An id that is none of this vendor's channels runs on the vendor's unknown channel: it
+        // has no keys, so it answers as a known channel answers a request none of its keys opens
+        // (the same status, body, headers and store read), and the URL does not tell channel ids
+        // apart. The webhook route does the like with its token.
+        // A route without `open` authenticates nothing: the channel id is all there is, and an
+        // unknown one gets the one 404.
+        const known = channelFor(vendor, channelId);
+        const channel = known ?? (each.open ? unknownChannels?.get(vendor) : undefined);
         if (!channel) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;
         }
-        // Public routes (the LiveTex lookup) are limited per address (an IPv6 one by its prefix:
-        // limitKey) and per channel.
+        // Limited per address (an IPv6 one by its prefix: limitKey) and channel, every request,
+        // first; an unknown channel's id as a known one's (up to the longest id a channel can
+        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept).
         const waitAddress = lookupsByAddress.take(
-          `${channelId}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
+          `${channelId.length <= 64 ? channelId : '_long'}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
         );
-        const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId);
-        if (waitAddress > 0 || waitChannel > 0) {
-          rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
-          throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
+        if (waitAddress > 0) {
+          rateLimited.inc({ scope: 'lookup_address' });
+          throw new TooManyRequestsError(waitAddress);
         }
-        await runIntake(ctx, vendor, each, channel);
+        // The channel's own budget is spent only by requests that authenticate (open under one
+        // of its keys): counted before them, anyone could spend it with garbage from a few
+        // addresses and deny the channel its real lookups. A route without `open`: every request.
+        if (!each.open) admitToChannel(channelId);
+        await runIntake(
+          ctx,
+          vendor,
+          each,
+          channel,
+          known ? (each.open ? () => admitToChannel(channelId) : undefined) : refuseOpenedUnknown,
+        );
       },
     });
   }
