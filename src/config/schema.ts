@@ -667,6 +667,12 @@ export const configSchema = z.strictObject({
            * that authenticate (a LiveTex lookup sealed under one of the channel's keys).
            */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
+          /**
+           * Wrong webhook URL tokens (or unknown channels) per client address per window; then
+           * that address's webhooks get the one 404, right token included, until it ends, unless
+           * it presented a right token in the last 24 h (src/http/rate-limit.ts).
+           */
+          webhookTokenFailuresPerAddress: intLike(z.number().int().positive()).default(30),
           // Each count lives one window: 0s (or a few ms) counted nothing, so it limited nothing,
           // and the store refuses a window that is not a positive number of milliseconds.
           window: durationSchema

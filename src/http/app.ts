@@ -43,7 +43,13 @@ import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
+import {
+  type AdminAuthLimit,
+  clientAddress,
+  createAuthFailureLimit,
+  createWebhookTokenLimit,
+  WindowLimiter,
+} from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,
@@ -547,7 +553,7 @@ export function createApp(deps: AppDeps): Koa {
   const rate = config.limits.rate;
   const rateLimited = metrics.counter(
     'chatbridge_rate_limited_total',
-    'Requests refused with 429, by scope (admin_auth, metrics_auth, lookup_address, lookup_channel)',
+    'Requests refused, by scope: with 429 (admin_auth, metrics_auth, lookup_address, lookup_channel), and webhooks refused with their 404 past the limit on wrong URL tokens (webhook_token)',
     ['scope'],
   );
   /**
@@ -761,6 +767,14 @@ export function createApp(deps: AppDeps): Koa {
     },
     lookupMetricsFor(metrics, deps.adapters),
   );
+  const webhookTokens = createWebhookTokenLimit({
+    perAddress: rate.webhookTokenFailuresPerAddress,
+    windowMs: rate.window,
+    ipv6PrefixLength: rate.ipv6PrefixLength,
+    logger,
+    onRefused: () => rateLimited.inc({ scope: 'webhook_token' }),
+    ...(deps.now ? { now: () => deps.now!().getTime() } : {}),
+  });
   const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
   const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
   const unknownChannels = deps.unknownChannels;
@@ -812,7 +826,10 @@ export function createApp(deps: AppDeps): Koa {
       summary: doc.summary,
       description:
         'The URL carries the channel token. An unknown channel and a wrong token answer the same 404, ' +
-        'so the URL space cannot be probed. A payload refused with 4xx is kept in the journal.',
+        'so the URL space cannot be probed. Wrong tokens are limited per client address ' +
+        '(limits.rate.webhookTokenFailuresPerAddress): past it, every webhook from that address gets the same 404, ' +
+        'its right token included, until the window ends, unless the address presented a right token in the last 24 h. ' +
+        'A payload refused with 4xx is kept in the journal.',
       tag: 'intake',
       auth: 'url-token',
       rawBody: {
@@ -827,7 +844,10 @@ export function createApp(deps: AppDeps): Koa {
           ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
         400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
-        404: { description: 'No such channel, or a wrong token (the one 404 body)' },
+        404: {
+          description:
+            'No such channel, a wrong token, or too many wrong tokens from this address (the one 404 body)',
+        },
         413: { description: 'Body over server.bodyLimitBytes (its first bytes kept in the journal)' },
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
         ...describeErrors(doc.errors),
@@ -839,7 +859,9 @@ export function createApp(deps: AppDeps): Koa {
         // and the same work: the presented token is hashed and compared for an unknown channel
         // too, else that answer came sooner (by a digest of up to 16 KiB of path) than a wrong token's.
         const matches = tokenEquals(token, channel ? channel.config.token : UNKNOWN_CHANNEL_TOKEN);
-        if (!channel || !matches) {
+        // Failures are limited per address, and the one 404 is also the answer past the limit
+        // (webhookTokens); a right token costs nothing more while no token has failed lately.
+        if (!webhookTokens.admits(ctx, channel !== null && matches) || !channel) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;
