@@ -1,4 +1,4 @@
-import { hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
@@ -18,7 +18,7 @@ import { createDelivery, type Delivery } from './delivery/index.js';
 import { createAttributeSources } from './enrich/index.js';
 import type { EventPublisher } from './events/outbox.js';
 import { createOutboxPublisher } from './events/outbox.js';
-import { createApp, createMetricsApp } from './http/app.js';
+import { createApp, createMetricsApp, UNKNOWN_CHANNEL_ID } from './http/app.js';
 import { createHttpServer } from './http/client-error.js';
 import { createDeferredIntake } from './intake/deferred.js';
 import type { PayloadJournal } from './intake/journal.js';
@@ -226,6 +226,31 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     for (const source of runtime.factSources ?? []) facts.addSource(source);
     channels.set(channel.id, { config: channel, runtime, adapter });
   }
+  // Each vendor with a lookup route that authenticates (`open`) gets a channel that is none (UNKNOWN_CHANNEL_ID, no keys):
+  // a lookup for an id that is no channel of the vendor's runs on it and is refused as a known
+  // channel refuses a request none of its keys opens (src/http/app.ts). Only its intake state is
+  // used: no jobs, routes, commands or fact sources. Its master key seals nothing (it has no keys).
+  const unknownChannels = new Map<string, { config: ChannelConfig; runtime: ChannelRuntime<unknown> }>();
+  for (const adapter of registry.list) {
+    if (!adapter.intake.some((route) => route.kind === 'lookup' && route.open)) continue;
+    const channel: ChannelConfig = { id: UNKNOWN_CHANNEL_ID, vendor: adapter.vendor, token: randomUUID() };
+    const runtime = adapter.create(
+      {
+        config,
+        logger: logger.child({ channel: UNKNOWN_CHANNEL_ID, vendor: adapter.vendor }),
+        now,
+        store,
+        http,
+        metrics,
+        masterKey: masterKey ?? randomBytes(32),
+        contacts,
+        events,
+        journal: { reject: async () => {} },
+      },
+      channel,
+    );
+    unknownChannels.set(adapter.vendor, { config: channel, runtime });
+  }
 
   const delivery = createDelivery({
     config,
@@ -273,6 +298,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     journal,
     delivery,
     channels,
+    unknownChannels,
     adapters: registry.list,
     isAccepting: () => accepting,
     agentLinks,

@@ -255,9 +255,9 @@ describe('livetex lookup over HTTP (in-memory store)', () => {
     }
   });
 
-  it('does not answer for another channel, and 404s a channel that is not livetex', async () => {
+  it('does not answer for another channel: there the key is no key (as an unknown kid on a known channel)', async () => {
     const response = await postLookup(bridge, 'nope', await token(key, claimsFor({ personId: PERSON })));
-    expect(response.status).toBe(404);
+    expect(response.status).toBe(401);
   });
 
   it('reports refusals through the client helper with their code', async () => {

@@ -662,8 +662,17 @@ export const configSchema = z.strictObject({
           adminAuthFailuresCeiling: intLike(z.number().int().positive()).default(100),
           /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
-          /** Requests to public channel routes per channel, all addresses together. */
+          /**
+           * Requests to public channel routes per channel, all addresses together: only those
+           * that authenticate (a LiveTex lookup sealed under one of the channel's keys).
+           */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
+          /**
+           * Wrong webhook URL tokens (or unknown channels) per client address per window; then
+           * that address's webhooks get the one 404, right token included, until it ends, unless
+           * it presented a right token in the last 24 h (src/http/rate-limit.ts).
+           */
+          webhookTokenFailuresPerAddress: intLike(z.number().int().positive()).default(30),
           // Each count lives one window: 0s (or a few ms) counted nothing, so it limited nothing,
           // and the store refuses a window that is not a positive number of milliseconds.
           window: durationSchema

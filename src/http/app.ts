@@ -41,8 +41,15 @@ import { requireHost } from './client-error.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
+import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
-import { type AdminAuthLimit, clientAddress, createAuthFailureLimit, WindowLimiter } from './rate-limit.js';
+import {
+  type AdminAuthLimit,
+  clientAddress,
+  createAuthFailureLimit,
+  createWebhookTokenLimit,
+  WindowLimiter,
+} from './rate-limit.js';
 import {
   allowedMethods,
   JSON_ONLY,
@@ -87,6 +94,15 @@ export interface AppDeps {
   crmDestinations?: ConsoleDeps['crmDestinations'];
   /** The key of the hash a lookup's subject is logged as (src/intake/pipeline.ts). */
   logKey?: Buffer;
+  /**
+   * Per vendor with a lookup route that opens (authenticates): the channel a lookup for a channel
+   * id that is none of this vendor's is run on (UNKNOWN_CHANNEL_ID, made by the composition root
+   * with the adapter's `create`, no keys of its own), so that it answers as a known channel
+   * answers a request none of its keys opens. It is run up to `open` only: one that opens there
+   * gets the one 404. Without one such a lookup gets the one 404 at once (the ids can then be
+   * told apart).
+   */
+  unknownChannels?: ReadonlyMap<string, IntakeChannel>;
   now?: () => Date;
 }
 
@@ -100,6 +116,11 @@ const NO_CHANNEL = NOT_FOUND;
 /** What a webhook's token is compared with when its channel does not exist (nothing matches it). */
 const UNKNOWN_CHANNEL_TOKEN = randomUUID();
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+/**
+ * The id of each vendor's unknown channel (AppDeps.unknownChannels): no configured channel can
+ * have it (ids are a-z, 0-9 and -), so its keys, and its label in the lookup metrics, are its own.
+ */
+export const UNKNOWN_CHANNEL_ID = '_unknown';
 
 /**
  * What the first middleware keeps on ctx.state for every request. The per-request child logger
@@ -136,6 +157,7 @@ class HttpIntakeCall implements IntakeCall {
     readonly channel: IntakeChannel,
     private readonly bodyLimit: number,
     readonly infoEnabled: boolean,
+    readonly admit?: () => void,
   ) {
     this.contentType = ctx.get('content-type') || undefined;
     this.contentEncoding = ctx.get('content-encoding') || undefined;
@@ -365,6 +387,7 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
 export function createMetricsApp(metrics: Metrics): Koa {
   const app = new Koa();
   app.silent = true;
+  app.use(defensiveHeaders());
   app.use(errorMiddleware());
   app.use(requireHost());
   const router = new Router({ sensitive: true, strict: true });
@@ -504,6 +527,8 @@ export function createApp(deps: AppDeps): Koa {
     const started = performance.now();
     ctx.state = new RequestState(requestId, started, logger);
     ctx.set('x-request-id', requestId);
+    // On every answer, set first: what a handler, the console or an error sets goes over them.
+    setDefensiveHeaders(ctx);
     try {
       await next();
     } finally {
@@ -541,7 +566,7 @@ export function createApp(deps: AppDeps): Koa {
   const rate = config.limits.rate;
   const rateLimited = metrics.counter(
     'chatbridge_rate_limited_total',
-    'Requests refused with 429, by scope (admin_auth, metrics_auth, lookup_address, lookup_channel)',
+    'Requests refused, by scope: with 429 (admin_auth, metrics_auth, lookup_address, lookup_channel), and webhooks refused with their 404 past the limit on wrong URL tokens (webhook_token)',
     ['scope'],
   );
   /**
@@ -755,8 +780,32 @@ export function createApp(deps: AppDeps): Koa {
     },
     lookupMetricsFor(metrics, deps.adapters),
   );
+  const webhookTokens = createWebhookTokenLimit({
+    perAddress: rate.webhookTokenFailuresPerAddress,
+    windowMs: rate.window,
+    ipv6PrefixLength: rate.ipv6PrefixLength,
+    logger,
+    onRefused: () => rateLimited.inc({ scope: 'webhook_token' }),
+    ...(deps.now ? { now: () => deps.now!().getTime() } : {}),
+  });
   const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
   const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
+  const unknownChannels = deps.unknownChannels;
+  /**
+   * A request that opened on an unknown channel goes no further, whatever its adapter's `open`
+   * made of it: the one 404. LiveTex's cannot open there (the channel has no keys); an adapter
+   * whose `open` is not bound to its channel is refused here, not looked up for a made-up id.
+   */
+  const refuseOpenedUnknown = (): never => {
+    throw new NotFoundError('not_found', 'no such route');
+  };
+  function admitToChannel(channelId: string): void {
+    const wait = lookupsByChannel.take(channelId);
+    if (wait > 0) {
+      rateLimited.inc({ scope: 'lookup_channel' });
+      throw new TooManyRequestsError(wait);
+    }
+  }
 
   /** The channel a vendor request is for, or null (the one 404): unknown, another vendor's. */
   function channelFor(vendor: string, channelId: string): IntakeChannel | null {
@@ -774,9 +823,10 @@ export function createApp(deps: AppDeps): Koa {
     vendor: string,
     each: IntakeRoute<unknown, unknown>,
     channel: IntakeChannel,
+    admit?: () => void,
   ): Promise<void> {
     return pipeline
-      .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info')))
+      .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info'), admit))
       .then((reply) => send(ctx, reply.answer));
   }
 
@@ -789,7 +839,10 @@ export function createApp(deps: AppDeps): Koa {
       summary: doc.summary,
       description:
         'The URL carries the channel token. An unknown channel and a wrong token answer the same 404, ' +
-        'so the URL space cannot be probed. A payload refused with 4xx is kept in the journal.',
+        'so the URL space cannot be probed. Wrong tokens are limited per client address ' +
+        '(limits.rate.webhookTokenFailuresPerAddress): past it, every webhook from that address gets the same 404, ' +
+        'its right token included, until the window ends, unless the address presented a right token in the last 24 h. ' +
+        'A payload refused with 4xx is kept in the journal.',
       tag: 'intake',
       auth: 'url-token',
       rawBody: {
@@ -804,7 +857,10 @@ export function createApp(deps: AppDeps): Koa {
           ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
         400: { description: 'Not JSON, too deep, or not this vendor’s payload (kept in the journal)' },
-        404: { description: 'No such channel, or a wrong token (the one 404 body)' },
+        404: {
+          description:
+            'No such channel, a wrong token, or too many wrong tokens from this address (the one 404 body)',
+        },
         413: { description: 'Body over server.bodyLimitBytes (its first bytes kept in the journal)' },
         503: { description: 'The store is unavailable: the vendor retries, intake dedupes' },
         ...describeErrors(doc.errors),
@@ -816,7 +872,9 @@ export function createApp(deps: AppDeps): Koa {
         // and the same work: the presented token is hashed and compared for an unknown channel
         // too, else that answer came sooner (by a digest of up to 16 KiB of path) than a wrong token's.
         const matches = tokenEquals(token, channel ? channel.config.token : UNKNOWN_CHANNEL_TOKEN);
-        if (!channel || !matches) {
+        // Failures are limited per address, and the one 404 is also the answer past the limit
+        // (webhookTokens); a right token costs nothing more while no token has failed lately.
+        if (!webhookTokens.admits(ctx, channel !== null && matches) || !channel) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;
@@ -848,9 +906,17 @@ export function createApp(deps: AppDeps): Koa {
           ...(doc.answer ? { schema: doc.answer } : {}),
           ...(doc.answerContentType ? { contentType: doc.answerContentType } : {}),
         },
-        404: { description: 'No such channel (the one 404 body)' },
+        404: {
+          description: each.open
+            ? 'Not for a channel id: one that is no channel answers as a known channel answers a request none of its keys opens (the one 404 body only if one opened there)'
+            : 'No such channel (the one 404 body)',
+        },
         413: { description: 'Body over server.bodyLimitBytes (payload_too_large)' },
-        429: { description: 'Too many lookups from this address or for this channel' },
+        429: {
+          description: each.open
+            ? 'Too many lookups from this address, or too many authenticated ones for this channel'
+            : 'Too many lookups from this address or for this channel',
+        },
         503: { description: 'The store is unavailable (store_unavailable); retry' },
         ...describeErrors(doc.errors),
       },
@@ -858,23 +924,40 @@ export function createApp(deps: AppDeps): Koa {
       // lookup a promise and microtask jobs of its own); a refusal here throws to the errors layer.
       handle(ctx) {
         const { channelId } = ctx.params as { channelId: string };
-        const channel = channelFor(vendor, channelId);
+        // An id that is none of this vendor's channels runs on the vendor's unknown channel: it
+        // has no keys, so it answers as a known channel answers a request none of its keys opens
+        // (the same status, body, headers and store read), and the URL does not tell channel ids
+        // apart. The webhook route does the like with its token.
+        // A route without `open` authenticates nothing: the channel id is all there is, and an
+        // unknown one gets the one 404.
+        const known = channelFor(vendor, channelId);
+        const channel = known ?? (each.open ? unknownChannels?.get(vendor) : undefined);
         if (!channel) {
           ctx.status = 404;
           ctx.body = NO_CHANNEL;
           return;
         }
-        // Public routes (the LiveTex lookup) are limited per address (an IPv6 one by its prefix:
-        // limitKey) and per channel.
+        // Limited per address (an IPv6 one by its prefix: limitKey) and channel, every request,
+        // first; an unknown channel's id as a known one's (up to the longest id a channel can
+        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept).
         const waitAddress = lookupsByAddress.take(
-          `${channelId}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
+          `${channelId.length <= 64 ? channelId : '_long'}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
         );
-        const waitChannel = waitAddress > 0 ? 0 : lookupsByChannel.take(channelId);
-        if (waitAddress > 0 || waitChannel > 0) {
-          rateLimited.inc({ scope: waitAddress > 0 ? 'lookup_address' : 'lookup_channel' });
-          throw new TooManyRequestsError(Math.max(waitAddress, waitChannel));
+        if (waitAddress > 0) {
+          rateLimited.inc({ scope: 'lookup_address' });
+          throw new TooManyRequestsError(waitAddress);
         }
-        return runIntake(ctx, vendor, each, channel);
+        // The channel's own budget is spent only by requests that authenticate (open under one
+        // of its keys): counted before them, anyone could spend it with garbage from a few
+        // addresses and deny the channel its real lookups. A route without `open`: every request.
+        if (!each.open) admitToChannel(channelId);
+        return runIntake(
+          ctx,
+          vendor,
+          each,
+          channel,
+          known ? (each.open ? () => admitToChannel(channelId) : undefined) : refuseOpenedUnknown,
+        );
       },
     });
   }

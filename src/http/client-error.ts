@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream';
 import type { Middleware } from 'koa';
 import { BadRequestError } from '../errors.js';
 import { errorBody } from './errors.js';
+import { DEFENSIVE_HEADER_LINES, DEFENSIVE_HEADERS } from './headers.js';
 
 /**
  * The server every listener of the bridge runs (the main port and the metrics listener): what
@@ -59,6 +60,7 @@ export function answerExpectation(req: IncomingMessage, res: ServerResponse): vo
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
     connection: 'close',
+    ...DEFENSIVE_HEADERS,
   });
   res.end(body);
 }
@@ -90,6 +92,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
       'Content-Type: application/json; charset=utf-8\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      DEFENSIVE_HEADER_LINES +
       'Connection: close\r\n\r\n' +
       body,
   );

@@ -391,6 +391,97 @@ export function createAuthFailureLimit(options: AuthFailureLimitOptions): AdminA
   };
 }
 
+export interface WebhookTokenLimitOptions {
+  /** Failed tokens per client address per window (limits.rate.webhookTokenFailuresPerAddress). */
+  perAddress: number;
+  windowMs: number;
+  /** An IPv6 client counts by this many leading bits of its address (limitKey). */
+  ipv6PrefixLength: number;
+  logger: Logger;
+  /** Called once per refused request (the chatbridge_rate_limited_total counter). */
+  onRefused(): void;
+  now?: () => number;
+}
+
+/**
+ * Failed webhook URL tokens (a wrong token, or a channel that is none: both get the one 404),
+ * limited per client address; see createWebhookTokenLimit.
+ */
+export interface WebhookTokenLimit {
+  /**
+   * Whether the webhook may go on: `right` is whether its channel exists and its token matched
+   * (compared by the caller for every request, so a refused one costs the same comparison).
+   * False for a wrong token (counted), and for any token from an address over its limit that
+   * has not presented a right one lately (refused before `right` is looked at).
+   */
+  admits(request: Parameters<typeof clientAddress>[0], right: boolean): boolean;
+}
+
+/**
+ * Without a limit a webhook token could be guessed at full speed: every wrong one got its 404 at
+ * once. After `perAddress` failures in a window an address gets that same 404 for every webhook,
+ * its right token included, until the window ends: a right guess looks like a wrong one, and the
+ * guesser is not told it was held back (a 429 would tell it the limit, and when to go on).
+ *
+ * A vendor must never be refused a right token: a right token is never counted, and an address
+ * that presented one in the last day (KNOWN_ADDRESS_TTL_MS) is never held back by its own wrong
+ * ones (a vendor's servers with one channel set up wrongly at the vendor, or another of the
+ * vendor's customers pointed at this bridge). What remains: a vendor address that sends
+ * `perAddress` wrong tokens before its first right one since a token last failed (anywhere)
+ * waits for the window to end, with the 404 its wrong URLs were getting anyway.
+ *
+ * The hot path pays nothing: until some token fails, a right one returns at once, without the
+ * client address (noting every right token's address as known cost ~0.7–1.5 µs a webhook in a
+ * loop, mostly the TTL cache's write; this check ~10–50 ns). After a failure, for a day, right
+ * tokens note their address as known (one bounded LRU write). Counted per instance, as the
+ * LiveTex lookup's limits are: a Redis trip per webhook would cost more than the limit is worth,
+ * and a guesser gains at most N times the limit behind N instances.
+ */
+export function createWebhookTokenLimit(options: WebhookTokenLimitOptions): WebhookTokenLimit {
+  const { perAddress, windowMs, ipv6PrefixLength, logger, onRefused } = options;
+  const now = options.now ?? Date.now;
+  const failures = new WindowLimiter(perAddress, windowMs, 50_000, now);
+  /** Addresses that presented a right token lately (only a right token adds one). */
+  const known = new LRUCache<string, true>({
+    max: KNOWN_ADDRESSES_MAX,
+    ttl: KNOWN_ADDRESS_TTL_MS,
+    ttlResolution: 0,
+    perf: { now },
+  });
+  /** Whether a token failed within the last KNOWN_ADDRESS_TTL_MS (lastFailureAt), anywhere. */
+  let failedLately = false;
+  let lastFailureAt = 0;
+  const refusals = createRepeatGate(windowMs, now);
+  return {
+    admits(request, right) {
+      if (right && !failedLately) return true;
+      if (right && now() - lastFailureAt >= KNOWN_ADDRESS_TTL_MS) {
+        failedLately = false;
+        return true;
+      }
+      const address = limitKey(clientAddress(request), ipv6PrefixLength);
+      if (failures.blockedFor(address) > 0 && !known.has(address)) {
+        onRefused();
+        const repeats = refusals.sayNow(address);
+        if (repeats !== undefined)
+          logger.warn(
+            { address, limit: perAddress, ...(repeats > 0 ? { repeats } : {}) },
+            'webhook token limits: an address sent more wrong webhook tokens than limits.rate.webhookTokenFailuresPerAddress; its webhooks get 404 until the window ends',
+          );
+        return false;
+      }
+      if (right) {
+        known.set(address, true);
+        return true;
+      }
+      failures.hit(address);
+      lastFailureAt = now();
+      failedLately = true;
+      return false;
+    },
+  };
+}
+
 /**
  * The client address the limits count by: `ctx.ip` as forwardedHeaders (src/http/forwarded.ts,
  * the app's first middleware) set it: the connection's own address or, on a connection from a

@@ -72,6 +72,13 @@ export interface IntakeCall<C = unknown> {
    * Absent: written.
    */
   infoEnabled?: boolean;
+  /**
+   * Called once the request has opened (a route with `open`: it authenticated, e.g. a LiveTex
+   * lookup sealed under one of the channel's keys), before anything is looked up or written.
+   * Throws to refuse it (the HTTP layer's per-channel lookup budget: TooManyRequestsError), so
+   * that only authenticated requests spend what a channel is allowed.
+   */
+  admit?: (() => void) | undefined;
 }
 
 export interface IntakeReply {
@@ -343,6 +350,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         let opened = (route.open ? await route.open(request, state) : undefined) as O;
+        if (route.open) call.admit?.();
         let first = route.decode(extend(request, { opened }), state);
         event = first.event;
         const holdUntil =

@@ -57,7 +57,6 @@ describe('HTTP hygiene (issue 10 items 8, 12, 15)', () => {
       ['POST', `/webhooks/livetex/app/wrong-token-000000000`],
       ['POST', `/webhooks/livetex/nope/${livetex.token}`],
       ['POST', `/webhooks/livetex/app/${livetex.token}/extra`],
-      ['POST', '/livetex/nope/attributes'],
       ['GET', '/livetex/app/attributes'],
       ['GET', '/livetex/nope/attributes'],
       ['POST', '/livetex/app/unknown-path'],
@@ -72,6 +71,16 @@ describe('HTTP hygiene (issue 10 items 8, 12, 15)', () => {
     expect(
       answers.map((answer, index) => `${probes[index]!.join(' ')} ${answer.status} ${answer.text}`),
     ).toEqual(probes.map((probe) => `${probe.join(' ')} 404 ${answers[0]!.text}`));
+    // The lookup of a channel that is none (or another vendor's) answers as a known channel's
+    // does to what none of its keys opens (test/security/lookup-channel-limits.test.ts).
+    const lookups = await Promise.all(
+      ['app', 'nope', 'site'].map((id) =>
+        rawRequest(bridge.url, 'POST', `/livetex/${id}/attributes`, { body: '{}' }),
+      ),
+    );
+    expect(lookups.map((answer) => `${answer.status} ${answer.text}`)).toEqual(
+      lookups.map(() => `400 ${lookups[0]!.text}`),
+    );
   });
 
   it('item 15: a 5xx from an upstream carries a code and request id, no internal message', async () => {

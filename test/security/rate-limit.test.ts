@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildClaims, sealRequest } from '../../adapters/livetex/codec.js';
 import { consoleRequest, cookieOf, fieldOf } from '../support/console.js';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
 import { allVendorChannels, rawRequest } from './support.js';
@@ -86,19 +88,32 @@ describe('rate limits', () => {
     expect((await refusals('admin_auth')) - before).toBe(3);
   });
 
-  it('limits LiveTex lookups per address and per channel', async () => {
-    const lookup = (address: string) =>
+  it('limits LiveTex lookups per address (every request) and per channel (sealed ones)', async () => {
+    const created = await bridge.admin('POST', '/api/v1/channels/app/keys');
+    const key = created.body as { kid: string; key: string };
+    const sealed = () =>
+      sealRequest(
+        buildClaims({
+          subject: { personId: 'cust-1' },
+          requestId: randomUUID(),
+          jti: randomUUID(),
+          iat: Date.now() / 1000,
+        }),
+        key.kid,
+        new Uint8Array(Buffer.from(key.key, 'base64url')),
+      );
+    const lookup = async (address: string, body?: string) =>
       rawRequest(bridge.url, 'POST', '/livetex/app/attributes', {
         headers: { 'x-forwarded-for': address, 'content-type': 'application/jose' },
-        body: 'not-a-jwe',
+        body: body ?? (await sealed()),
       });
-    for (let index = 0; index < 4; index++) expect((await lookup('192.0.2.1')).status).not.toBe(429);
+    for (let index = 0; index < 4; index++)
+      expect((await lookup('192.0.2.1', 'not-a-jwe')).status).not.toBe(429);
     const perAddress = await lookup('192.0.2.1');
     expect(perAddress.status).toBe(429);
     expect(perAddress.headers['retry-after']).toBeDefined();
-    // Two more from elsewhere reach the channel's limit of 6.
-    expect((await lookup('192.0.2.2')).status).not.toBe(429);
-    expect((await lookup('192.0.2.3')).status).not.toBe(429);
+    // Six sealed lookups from elsewhere reach the channel's limit of 6 (the garbage spent none of it).
+    for (let index = 0; index < 6; index++) expect((await lookup(`192.0.2.${10 + index}`)).status).toBe(200);
     expect((await lookup('192.0.2.4')).status).toBe(429);
     expect(await refusals('lookup_address')).toBe(1);
     expect(await refusals('lookup_channel')).toBe(1);
