@@ -112,16 +112,14 @@ const EXPECTED_PER_CALL = 1000;
  * - `=` + the string value, or `#` + its SHA-1 (long values, such as records: 40 bytes on the
  *   wire instead of the record), or `0` for absent;
  * - `*`: the key exists, of any type;
- * - `L<count>:<SHA-1s>`: a list whose first <count> elements have these SHA-1s (40 hex
- *   characters each, in list order). One digest per element, not one of them all joined: the
- *   join built a new Lua string per element and one of the whole head (a deferred-intake chunk is
- *   100 items of ~7 KB), 11 ms of Redis per 100-item trim against 3 ms for this (both measured,
- *   Redis 7.0 on this machine) — the deferred path's largest Redis cost per event;
  * - `P<count>:` then per element, in list order, 4 hex digits and as many bytes: a list whose
  *   first <count> elements start with those bytes (an identifying prefix, expectListHead's
- *   `identify`), or, after `0000`, whose SHA-1 is the 40 hex characters that follow. The
- *   deferred intake's items start with an id made for one append: comparing ~40 bytes each spares
- *   Redis a SHA-1 of every 7 KB item (bench/HISTORY.md, twenty-sixth round);
+ *   `identify`), or, after `0000`, whose SHA-1 is the 40 hex characters that follow (an element
+ *   without one: every element of the outbox). The deferred intake's items start with an id made
+ *   for one append: comparing ~40 bytes each spares Redis a SHA-1 of every 7 KB item
+ *   (bench/HISTORY.md, twenty-sixth round). One check per element, never of the head joined: the
+ *   join built a new Lua string per element and one of the whole head, 11 ms of Redis per
+ *   100-item deferred trim against 3 ms for a SHA-1 each (twenty-fifth round);
  * then per write: command, argument count, arguments.
  * A key of another type never holds an expected string value (the check answers 0, as the
  * in-memory store does). The string expectations are checked together, not one GET each: the
@@ -163,18 +161,6 @@ for i = 1, n do
           if string.sub(item, 1, size) ~= string.sub(want, from + 4, from + 3 + size) then return 0 end
           from = from + 4 + size
         end
-      end
-    end
-  elseif kind == 'L' then
-    local colon = string.find(want, ':', 2, true)
-    local count = tonumber(string.sub(want, 2, colon - 1))
-    if count > 0 then
-      if redis.call('type', key).ok ~= 'list' then return 0 end
-      local items = redis.call('lrange', key, 0, count - 1)
-      if #items ~= count then return 0 end
-      for i, item in ipairs(items) do
-        local from = colon + 1 + (i - 1) * 40
-        if redis.sha1hex(item) ~= string.sub(want, from, from + 39) then return 0 end
       end
     end
   else
@@ -392,28 +378,22 @@ type ReadGroupsReply =
   | [1, (string | null)[], string[], Array<string | string[]>, Array<string | null>, 0 | 1];
 
 /** What expectListHead sends: each element's SHA-1 (hex, strings as UTF-8), joined in list order. */
-function listHeadDigest(values: ReadonlyArray<string | Buffer>): string {
-  let digests = '';
-  for (const value of values) digests += createHash('sha1').update(value).digest('hex');
-  return digests;
-}
-
 /** The longest identifying prefix expectListHead sends (its length is 4 hex digits). */
 const LONGEST_LIST_ID = 0xffff;
 
 /**
- * What expectListHead sends with `identify` (GUARDED_BATCH_SCRIPT's `P`): per element, in list
- * order, its identifying prefix's length (4 hex digits) and those bytes, or 0000 and the SHA-1 of
- * the whole element where it has none.
+ * What expectListHead sends (GUARDED_BATCH_SCRIPT's `P`): per element, in list order, its
+ * identifying prefix's length (4 hex digits) and those bytes, or 0000 and the SHA-1 of the whole
+ * element where it has none (no `identify`: every element).
  */
 function listHeadIds(
   values: ReadonlyArray<string | Buffer>,
-  identify: (value: string | Buffer) => number,
+  identify: ((value: string | Buffer) => number) | undefined,
 ): Buffer {
   const parts: Buffer[] = [Buffer.from(`P${values.length}:`, 'latin1')];
   for (const value of values) {
     const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
-    const size = identify(value);
+    const size = identify ? identify(value) : 0;
     if (size > 0 && size <= bytes.length && size <= LONGEST_LIST_ID) {
       parts.push(Buffer.from(size.toString(16).padStart(4, '0'), 'latin1'), bytes.subarray(0, size));
     } else {
@@ -829,10 +809,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return batch;
       },
       expectListHead(key, values, identify) {
-        expectations.push([
-          key,
-          identify ? listHeadIds(values, identify) : `L${values.length}:${listHeadDigest(values)}`,
-        ]);
+        expectations.push([key, listHeadIds(values, identify)]);
         return batch;
       },
       set(key, value, ttlMs) {
