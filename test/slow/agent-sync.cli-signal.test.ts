@@ -6,6 +6,7 @@ import {
   type FakeChatvisor,
   startFakeChatvisor,
 } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { agentDirectory, chatvisorSyncChannel } from '../support/agent-sync-world.js';
 import { buildDist, writeFaultConfig } from '../support/fault.js';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
 import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
@@ -20,10 +21,7 @@ import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../suppo
 const ROOT = join(import.meta.dirname, '..', '..');
 const CV_TOKEN = 'cli-signal-cv-token-00000001';
 const AGENTS = 8;
-const agents = Array.from({ length: AGENTS }, (_, index) => ({
-  email: `agent-${String(index + 1).padStart(2, '0')}@shop.example`,
-  name: `Agent ${index + 1}`,
-}));
+const agents = agentDirectory(AGENTS);
 
 describe('chatbridge sync agents stopped by a signal', () => {
   let redisUrl: string;
@@ -37,7 +35,7 @@ describe('chatbridge sync agents stopped by a signal', () => {
     redisUrl = await getTestRedisUrl();
     keyPrefix = uniquePrefix('cli-signal');
     fake = await startFakeChatvisor();
-    const channel = `{ id: cv, vendor: chatvisor, name: Co-browsing, token: "${CV_TOKEN}", apiUrl: "${fake.apiUrl}", apiToken: "${fake.token}", maxRetries: 0, rateLimit: { perSecond: 1000 } }`;
+    const sync = chatvisorSyncChannel(fake, CV_TOKEN, agents);
     configFile = writeFaultConfig({
       port: await freePort(),
       redisUrl,
@@ -45,7 +43,7 @@ describe('chatbridge sync agents stopped by a signal', () => {
       adminToken: 'cli-signal-admin-token-00001',
       jivoToken: 'cli-signal-jivo-token-000001',
       livetexToken: 'cli-signal-livetex-token-001',
-      extra: `  - ${channel}\nagents:\n${agents.map((agent) => `  - { email: "${agent.email}", name: "${agent.name}" }`).join('\n')}`,
+      extra: sync.yaml,
     });
     // An instance on the same store, to read the run as the admin API and the console do.
     bridge = await startTestBridge({
@@ -54,18 +52,7 @@ describe('chatbridge sync agents stopped by a signal', () => {
       config: {
         store: { redis: redisUrl },
         agents,
-        channels: [
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            name: 'Co-browsing',
-            token: CV_TOKEN,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            rateLimit: { perSecond: 1000 },
-          },
-        ],
+        channels: [sync.channel],
       },
     });
   }, 120_000);

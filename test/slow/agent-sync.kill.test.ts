@@ -3,6 +3,7 @@ import {
   type FakeChatvisor,
   startFakeChatvisor,
 } from '../../adapters/chatvisor/test-support/fake-chatvisor.js';
+import { agentDirectory, chatvisorSyncChannel } from '../support/agent-sync-world.js';
 import { consoleRequest, signIn } from '../support/console.js';
 import { buildDist, type SpawnedBridge, spawnBridge, writeFaultConfig } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
@@ -21,10 +22,7 @@ import { cleanupPrefix, freePort, getTestRedisUrl, uniquePrefix } from '../suppo
 const ADMIN_TOKEN = 'fault-sync-admin-token-000001';
 const CV_TOKEN = 'fault-sync-cv-token-00000001';
 const AGENTS = 12;
-const agents = Array.from({ length: AGENTS }, (_, index) => ({
-  email: `agent-${String(index + 1).padStart(2, '0')}@shop.example`,
-  name: `Agent ${index + 1}`,
-}));
+const agents = agentDirectory(AGENTS);
 
 describe('kill -9 during a Chatvisor agent sync', () => {
   let redisUrl: string;
@@ -38,7 +36,7 @@ describe('kill -9 during a Chatvisor agent sync', () => {
     redisUrl = await getTestRedisUrl();
     keyPrefix = uniquePrefix('fault-sync');
     fake = await startFakeChatvisor();
-    const channel = `{ id: cv, vendor: chatvisor, name: Co-browsing, token: "${CV_TOKEN}", apiUrl: "${fake.apiUrl}", apiToken: "${fake.token}", maxRetries: 0, rateLimit: { perSecond: 1000 } }`;
+    const sync = chatvisorSyncChannel(fake, CV_TOKEN, agents);
     const configFile = writeFaultConfig({
       port: await freePort(),
       redisUrl,
@@ -47,7 +45,7 @@ describe('kill -9 during a Chatvisor agent sync', () => {
       jivoToken: 'fault-sync-jivo-token-000001',
       livetexToken: 'fault-sync-livetex-token-001',
       // The channels list goes on, then the agent directory.
-      extra: `  - ${channel}\nagents:\n${agents.map((agent) => `  - { email: "${agent.email}", name: "${agent.name}" }`).join('\n')}`,
+      extra: sync.yaml,
     });
     killed = await spawnBridge(configFile);
     survivor = await startTestBridge({
@@ -57,18 +55,7 @@ describe('kill -9 during a Chatvisor agent sync', () => {
       config: {
         store: { redis: redisUrl },
         agents,
-        channels: [
-          {
-            id: 'cv',
-            vendor: 'chatvisor',
-            name: 'Co-browsing',
-            token: CV_TOKEN,
-            apiUrl: fake.apiUrl,
-            apiToken: fake.token,
-            maxRetries: 0,
-            rateLimit: { perSecond: 1000 },
-          },
-        ],
+        channels: [sync.channel],
       },
     });
   }, 120_000);

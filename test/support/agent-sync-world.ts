@@ -92,3 +92,38 @@ export async function startAgentSyncWorld(
     },
   };
 }
+
+/** An agent directory of `count` agents: agent-01@shop.example, "Agent 1", and so on. */
+export function agentDirectory(count: number): Array<{ email: string; name: string }> {
+  return Array.from({ length: count }, (_, index) => ({
+    email: `agent-${String(index + 1).padStart(2, '0')}@shop.example`,
+    name: `Agent ${index + 1}`,
+  }));
+}
+
+/**
+ * One Chatvisor channel `cv` on the fake, failing at once and not throttled: for a spawned
+ * bridge (`yaml`: a fault config's `extra`, the channel then the agent directory) and for one in
+ * this process (`channel`, with `agents` beside it in its config).
+ */
+export function chatvisorSyncChannel(
+  fake: FakeChatvisor,
+  token: string,
+  agents: Array<{ email: string; name: string }>,
+) {
+  const channel = {
+    id: 'cv',
+    vendor: 'chatvisor',
+    name: 'Co-browsing',
+    token,
+    apiUrl: fake.apiUrl,
+    apiToken: fake.token,
+    maxRetries: 0,
+    rateLimit: { perSecond: 1000 },
+  } as const;
+  const yamlChannel = `{ id: cv, vendor: chatvisor, name: Co-browsing, token: "${token}", apiUrl: "${fake.apiUrl}", apiToken: "${fake.token}", maxRetries: 0, rateLimit: { perSecond: 1000 } }`;
+  const yamlAgents = agents
+    .map((agent) => `  - { email: "${agent.email}", name: "${agent.name}" }`)
+    .join('\n');
+  return { channel, yaml: `  - ${yamlChannel}\nagents:\n${yamlAgents}` };
+}
