@@ -358,8 +358,10 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
    * and the sign-out): a page further down would give its cookie a narrower path, so it may not.
    */
   function cookiePath(ctx: Context): string {
+    // A typed-in trailing slash is redirected before a page runs (answer); any other spelling
+    // that reached a cookie-setting page is no console page (a 404, never a 500).
     if (ctx.path.lastIndexOf('/') !== '/console'.length)
-      throw new Error(`console cookie set from ${ctx.path}, not a page right in /console/`);
+      throw new NotFoundError('page_not_found', 'There is no such console page.');
     return '';
   }
 
@@ -550,7 +552,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
     ctx.set('referrer-policy', 'no-referrer');
     ctx.set('cache-control', 'no-store');
     try {
-      await next();
+      // `/console/sign-in/` is the page `/console/sign-in` (the router matches both): sent there,
+      // so that its relative addresses and the cookies it sets (their path is the page's
+      // directory) are the page's own. 308 keeps a form's method and body.
+      if (ctx.path.length > '/console/'.length && ctx.path.endsWith('/')) {
+        ctx.status = 308;
+        ctx.set('location', ctx.path.replace(/\/+$/, '') + (ctx.querystring ? `?${ctx.querystring}` : ''));
+      } else await next();
       if (ctx.body === undefined && ctx.status === 404) {
         // No console route took it. The address is not repeated (it is the asker's text).
         throw new NotFoundError('page_not_found', 'There is no such console page.');
