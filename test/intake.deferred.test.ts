@@ -5,6 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jivochatAdapter } from '../adapters/jivochat/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createContactEngine } from '../src/contacts/engine.js';
+
+type ContactEngine = ReturnType<typeof createContactEngine>;
+
 import { IdentityContentionError } from '../src/errors.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
 import {
@@ -577,22 +580,36 @@ function workerParts() {
   return { store, logger, metrics, engine, state };
 }
 
+/**
+ * The engine with each observe going through `around`, which calls `observe` to record it (or
+ * throws, holds or counts first): the worker's view of a flaky, slow or watched engine.
+ */
+function aroundObserve(
+  engine: ContactEngine,
+  around: (
+    observe: () => ReturnType<ContactEngine['observe']>,
+    args: Parameters<ContactEngine['observe']>,
+  ) => ReturnType<ContactEngine['observe']>,
+): ContactEngine {
+  return new Proxy(engine, {
+    get(target, property, receiver) {
+      if (property !== 'observe') return Reflect.get(target, property, receiver);
+      return (...args: Parameters<ContactEngine['observe']>) => around(() => target.observe(...args), args);
+    },
+  });
+}
+
 describe('the deferred worker', () => {
   it('records the observations its own process decoded, without decoding again; an item from elsewhere, or retried, is decoded from its bytes', async () => {
     // Decoding a 50-message chat_finished twice (web path, then worker) made an acknowledged
     // event dearer than an inline one; in one process the web path hands its decode over.
     const { store, logger, metrics, engine, state } = workerParts();
     const flaky = new Set(['deferred-720@example.org']);
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
-          // Not a refusal: the worker keeps the chunk and tries again (RETRY_MS later).
-          if (email && flaky.delete(email)) throw new Error('flaky once');
-          return target.observe(...args);
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe, args) => {
+      const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
+      // Not a refusal: the worker keeps the chunk and tries again (RETRY_MS later).
+      if (email && flaky.delete(email)) throw new Error('flaky once');
+      return observe();
     });
     const route = jivochatAdapter.intake[0]!;
     const decoded: string[] = [];
@@ -688,18 +705,13 @@ describe('the deferred worker', () => {
     const { store, logger, metrics, engine, state } = workerParts();
     let inFlight = 0;
     let most = 0;
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          most = Math.max(most, ++inFlight);
-          try {
-            return await target.observe(...args);
-          } finally {
-            inFlight--;
-          }
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe) => {
+      most = Math.max(most, ++inFlight);
+      try {
+        return await observe();
+      } finally {
+        inFlight--;
+      }
     });
     const deferred = createDeferredIntake({
       store,
@@ -743,18 +755,13 @@ describe('the deferred worker', () => {
     const released = new Promise<void>((resolve) => {
       release = resolve;
     });
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          const email =
-            (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value ?? '';
-          calls.set(email, (calls.get(email) ?? 0) + 1);
-          // The first items (every lane of the chunk) are held until the lock is known lost.
-          await released;
-          return target.observe(...args);
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe, args) => {
+      const email =
+        (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value ?? '';
+      calls.set(email, (calls.get(email) ?? 0) + 1);
+      // The first items (every lane of the chunk) are held until the lock is known lost.
+      await released;
+      return observe();
     });
     /** Whether a renewal of the drain lock answered that it is gone. */
     let renewalRefused = false;
@@ -820,16 +827,11 @@ describe('the deferred worker', () => {
     // counter counted every item of the chunk again.
     const { store, logger, metrics, engine, state } = workerParts();
     let failures = 2;
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
-          // Passing (one person written too often at once): the chunk is kept and tried again.
-          if (email === 'deferred-1@example.org' && failures-- > 0) throw new IdentityContentionError();
-          return target.observe(...args);
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe, args) => {
+      const email = (args[0].identifiers ?? []).find((identifier) => identifier.kind === 'email')?.value;
+      // Passing (one person written too often at once): the chunk is kept and tried again.
+      if (email === 'deferred-1@example.org' && failures-- > 0) throw new IdentityContentionError();
+      return observe();
     });
     const journal = createPayloadJournal(store);
     const deferred = createDeferredIntake({
@@ -1011,15 +1013,10 @@ describe('the deferred worker', () => {
     let observing = new Promise<void>((resolve) => {
       entered = resolve;
     });
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          entered();
-          if (gate) await gate;
-          return target.observe(...args);
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe) => {
+      entered();
+      if (gate) await gate;
+      return observe();
     });
     const intake = () =>
       createDeferredIntake({
@@ -1108,15 +1105,10 @@ describe('the deferred worker', () => {
     const first = new Promise<void>((resolve) => {
       started = resolve;
     });
-    const contacts = new Proxy(engine, {
-      get(target, property, receiver) {
-        if (property !== 'observe') return Reflect.get(target, property, receiver);
-        return async (...args: Parameters<typeof engine.observe>) => {
-          started();
-          await released;
-          return target.observe(...args);
-        };
-      },
+    const contacts = aroundObserve(engine, async (observe) => {
+      started();
+      await released;
+      return observe();
     });
     const deferred = createDeferredIntake({
       store,
