@@ -660,11 +660,16 @@ export const configSchema = z.strictObject({
            * was counted per instance), is still taken with a warning (RENAMED_KEYS in load.ts).
            */
           adminAuthFailuresCeiling: intLike(z.number().int().positive()).default(100),
-          /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
+          /**
+           * Requests to public channel routes (the LiveTex lookup) per client address and channel;
+           * and per address across every channel id, made-up ones included, this times the number
+           * of lookup channels (src/http/app.ts lookupsByAddressAll).
+           */
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
           /**
            * Requests to public channel routes per channel, all addresses together: only those
-           * that authenticate (a LiveTex lookup sealed under one of the channel's keys).
+           * that authenticate (a LiveTex lookup sealed under one of the channel's keys) and are
+           * no replay (a replayed jti gives back what it took).
            */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
           /**

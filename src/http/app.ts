@@ -157,7 +157,7 @@ class HttpIntakeCall implements IntakeCall {
     readonly channel: IntakeChannel,
     private readonly bodyLimit: number,
     readonly infoEnabled: boolean,
-    readonly admit?: () => void,
+    readonly admit?: () => (() => void) | undefined,
   ) {
     this.contentType = ctx.get('content-type') || undefined;
     this.contentEncoding = ctx.get('content-encoding') || undefined;
@@ -789,6 +789,24 @@ export function createApp(deps: AppDeps): Koa {
     ...(deps.now ? { now: () => deps.now!().getTime() } : {}),
   });
   const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  // One allowance per address across every channel id as well: the limit above is per address
+  // *and channel id*, and an id that is no channel answers as a known one (the URL tells no id
+  // from another), so each made-up id was a fresh allowance and one address could send lookups
+  // without end by rotating it. lookupsPerAddress times the lookup channels there are: a vendor
+  // address within each channel's own limit never reaches it. Counted alike for every id, known
+  // or not, so running it out tells nothing about which ids exist.
+  const lookupVendors = new Set(
+    deps.adapters
+      .filter((adapter) => adapter.intake.some((each) => each.kind !== 'webhook'))
+      .map((adapter) => adapter.vendor),
+  );
+  let lookupChannels = 0;
+  for (const { config: channel } of deps.channels.values())
+    if (lookupVendors.has(channel.vendor)) lookupChannels++;
+  const lookupsByAddressAll = new WindowLimiter(
+    rate.lookupsPerAddress * Math.max(1, lookupChannels),
+    rate.window,
+  );
   const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
   const unknownChannels = deps.unknownChannels;
   /**
@@ -799,12 +817,15 @@ export function createApp(deps: AppDeps): Koa {
   const refuseOpenedUnknown = (): never => {
     throw new NotFoundError('not_found', 'no such route');
   };
-  function admitToChannel(channelId: string): void {
+  /** Counts a lookup in its channel's budget (or refuses it: 429); answers how to give it back. */
+  function admitToChannel(channelId: string): () => void {
     const wait = lookupsByChannel.take(channelId);
     if (wait > 0) {
       rateLimited.inc({ scope: 'lookup_channel' });
       throw new TooManyRequestsError(wait);
     }
+    const takenAt = lookupsByChannel.now();
+    return () => lookupsByChannel.giveBack(channelId, takenAt);
   }
 
   /** The channel a vendor request is for, or null (the one 404): unknown, another vendor's. */
@@ -823,7 +844,7 @@ export function createApp(deps: AppDeps): Koa {
     vendor: string,
     each: IntakeRoute<unknown, unknown>,
     channel: IntakeChannel,
-    admit?: () => void,
+    admit?: () => (() => void) | undefined,
   ): Promise<void> {
     return pipeline
       .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info'), admit))
@@ -939,10 +960,13 @@ export function createApp(deps: AppDeps): Koa {
         }
         // Limited per address (an IPv6 one by its prefix: limitKey) and channel, every request,
         // first; an unknown channel's id as a known one's (up to the longest id a channel can
-        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept).
-        const waitAddress = lookupsByAddress.take(
-          `${channelId.length <= 64 ? channelId : '_long'}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
+        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept); then
+        // per address across every channel id (lookupsByAddressAll).
+        const address = limitKey(clientAddress(ctx), rate.ipv6PrefixLength);
+        let waitAddress = lookupsByAddress.take(
+          `${channelId.length <= 64 ? channelId : '_long'}\n${address}`,
         );
+        if (waitAddress <= 0) waitAddress = lookupsByAddressAll.take(address);
         if (waitAddress > 0) {
           rateLimited.inc({ scope: 'lookup_address' });
           throw new TooManyRequestsError(waitAddress);

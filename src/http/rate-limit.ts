@@ -20,7 +20,7 @@ export class WindowLimiter {
     private readonly limit: number,
     private readonly windowMs: number,
     maxKeys = 50_000,
-    private readonly now: () => number = Date.now,
+    readonly now: () => number = Date.now,
   ) {
     // ttlResolution 0: read the clock on every call (the default caches it for a millisecond,
     // which a test's pinned clock would not see move).
@@ -63,6 +63,17 @@ export class WindowLimiter {
     // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
     this.windows.set(key, window);
     return 0;
+  }
+
+  /**
+   * Undo one `take` of `key` that counted (answered 0) when this limiter's clock read `takenAt`
+   * (read after the take): the event turned out not to be one the limit is for (a replayed
+   * LiveTex lookup, refused once its jti claim failed). Only while the window it counted in is
+   * still the key's: a window begun since never counted it.
+   */
+  giveBack(key: string, takenAt: number): void {
+    const window = this.windows.peek(key);
+    if (window && window.resetAt - this.windowMs <= takenAt && window.count > 0) window.count--;
   }
 }
 
