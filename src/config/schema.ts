@@ -619,6 +619,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       port: z.preprocess(emptyToUndefined, intLike(z.number().int().min(0).max(65_535)).optional()),
       host: z.string().default('127.0.0.1'),
+      /**
+       * Names the metrics listener answers for when bound to loopback, besides IP addresses,
+       * localhost and *.localhost: any other Host is refused (DNS rebinding, src/http/host-check.ts).
+       */
+      allowedHosts: z.array(z.string().min(1)).default([]),
       token: z.preprocess(emptyToUndefined, z.string().min(16, 'at least 16 characters').optional()),
       /**
        * Resolution of the event-loop delay monitor behind nodejs_eventloop_lag_* (prom-client's

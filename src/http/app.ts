@@ -42,6 +42,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
+import { isLoopbackBind, rebindingGuard } from './host-check.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import {
   type AdminAuthLimit,
@@ -384,12 +385,17 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
  * (allowedMethods, with the error middleware's JSON body): 405 with `Allow`, OPTIONS 204 with
  * `Allow`. It answered 404 before, as if a scraper configured with POST had the wrong path.
  */
-export function createMetricsApp(metrics: Metrics): Koa {
+export function createMetricsApp(
+  metrics: Metrics,
+  listener: { bind?: string; allowedHosts?: readonly string[] } = {},
+): Koa {
   const app = new Koa();
   app.silent = true;
   app.use(defensiveHeaders());
   app.use(errorMiddleware());
   app.use(requireHost());
+  // On loopback (metrics.host's default): a Host no DNS answer controls (rebindingGuard says why).
+  if (isLoopbackBind(listener.bind ?? '127.0.0.1')) app.use(rebindingGuard(listener.allowedHosts ?? []));
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
   // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
