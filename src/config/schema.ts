@@ -678,7 +678,8 @@ export const configSchema = z.strictObject({
            */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
           /**
-           * Wrong webhook URL tokens (or unknown channels) per client address per window; then
+           * Wrong webhook URL tokens (or unknown channels) per client address per window, per
+           * instance (README "Security" says why it is not shared through the store); then
            * that address's webhooks get the one 404, right token included, until it ends, unless
            * it presented a right token in the last 24 h (src/http/rate-limit.ts).
            */
