@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
-import Koa, { type Context, type Next } from 'koa';
+import Koa, { type Context, type Middleware, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { isLoopbackHost, publishedCredentials } from '../config/published.js';
 import { type ChannelConfig, type Config, channelIdSchema } from '../config/schema.js';
 import { type ConsoleChannel, type ConsoleDeps, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
@@ -42,7 +43,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
-import { isLoopbackBind, rebindingGuard } from './host-check.js';
+import { rebindingGuard } from './host-check.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import {
   type AdminAuthLimit,
@@ -395,7 +396,13 @@ export function createMetricsApp(
   app.use(errorMiddleware());
   app.use(requireHost());
   // On loopback (metrics.host's default): a Host no DNS answer controls (rebindingGuard says why).
-  if (isLoopbackBind(listener.bind ?? '127.0.0.1')) app.use(rebindingGuard(listener.allowedHosts ?? []));
+  if (isLoopbackHost(listener.bind ?? '127.0.0.1'))
+    app.use(
+      rebindingGuard(
+        listener.allowedHosts ?? [],
+        'ask the metrics listener by IP address or localhost, or list the name in metrics.allowedHosts',
+      ),
+    );
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
   // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
@@ -561,7 +568,19 @@ export function createApp(deps: AppDeps): Koa {
   app.use(requestLine);
   const errors = errorMiddleware();
   app.use(errors);
-  const host = requireHost();
+  // While the config holds a published credential the bridge listens on loopback only
+  // (assertSafeToListen), and a page in the machine's browser could reach it by DNS rebinding,
+  // with tokens anyone can read: a Host no DNS answer controls, then (src/http/host-check.ts).
+  const needHost = requireHost();
+  const published = publishedCredentials(config);
+  const rebinding =
+    published.length > 0
+      ? rebindingGuard(
+          [],
+          `ask the bridge by IP address or localhost: ${published.join(', ')} still hold the example's published credentials (README "Running for real")`,
+        )
+      : null;
+  const host: Middleware = rebinding ? (ctx, next) => needHost(ctx, () => rebinding(ctx, next)) : needHost;
   app.use(host);
 
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of

@@ -3,39 +3,31 @@ import type { Middleware } from 'koa';
 import { AppError } from '../errors.js';
 
 /**
- * DNS rebinding against the metrics listener. It is open (no token) and bound to loopback by
- * default, on the trust that only this machine reaches it. A web page the machine's browser opens
- * at `http://attacker.example:9464/` can point its name at 127.0.0.1 once loaded (a short DNS
- * TTL); the browser then sends the page's own requests to the listener, as the same origin, and
- * lets the page read the answers: the bridge's channel and destination ids, vendors and traffic,
- * which the lookup URL otherwise goes out of its way not to tell (README "Security"). What the
- * browser cannot change is the `Host` header: it names the attacker's domain. So a loopback
- * listener serves only a `Host` that no DNS answer controls: an IP address, `localhost` or a
- * `*.localhost` name (RFC 6761: resolved to loopback by the browser itself), or a name listed in
- * `metrics.allowedHosts`; any other is 403 `host_not_allowed`. A request with no `Host` (HTTP/1.0)
- * comes from no browser and is served.
+ * DNS rebinding. A listener that trusts being on loopback (the open metrics listener; the main
+ * port while the config holds the example's published credentials, which may not listen
+ * elsewhere) is reachable by a web page the machine's browser opens: at
+ * `http://attacker.example:9464/` it points its name at 127.0.0.1 once loaded (a short DNS TTL),
+ * and the browser then sends the page's requests to the listener as the page's own origin and
+ * lets it read the answers: the metrics (channel and destination ids, traffic, which the lookup
+ * URL otherwise goes out of its way not to tell), or with a published admin token the whole
+ * admin API. What the browser cannot change is the `Host` header: it names the attacker's
+ * domain. So such a listener serves only a `Host` no DNS answer controls: an IP address,
+ * `localhost` or a `*.localhost` name (RFC 6761: resolved to loopback by the browser itself), or
+ * a name the config lists (`metrics.allowedHosts`); any other is 403 `host_not_allowed`. A
+ * request with no `Host` (HTTP/1.0) comes from no browser and is served.
  *
- * A listener on another address answers every `Host`: Prometheus scrapes by whatever name its
- * network gives the bridge (a Compose service, a Kubernetes service), which the bridge cannot
- * know; such a listener is meant to be reached across a network the operator controls
- * (README "Security").
+ * A metrics listener on another address answers every `Host`: Prometheus scrapes by whatever
+ * name its network gives the bridge (a Compose or Kubernetes service), which the bridge cannot
+ * know (README "Security").
  */
 export class HostNotAllowedError extends AppError {
-  constructor(host: string) {
+  constructor(host: string, fix: string) {
     super(
       'host_not_allowed',
       403,
-      `the metrics listener does not answer for the host ${JSON.stringify(host.slice(0, 100))}: ask it by IP address or localhost, or list the name in metrics.allowedHosts`,
+      `this listener does not answer for the host ${JSON.stringify(host.slice(0, 100))}: ${fix}`,
     );
   }
-}
-
-/** Whether `bind` (metrics.host) is a loopback address or `localhost`: the listener is this machine's alone. */
-export function isLoopbackBind(bind: string): boolean {
-  const host = bind.toLowerCase().replace(/^\[(.*)\]$/, '$1');
-  if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1' || host === '0:0:0:0:0:0:0:1' || /^::ffff:127\./.test(host);
 }
 
 /** The name part of a Host header: without its port, an IPv6 literal without its brackets, lower case. */
@@ -51,15 +43,15 @@ export function hostName(header: string): string {
   return name.endsWith('.') ? name.slice(0, -1) : name;
 }
 
-/** A Host no DNS answer controls, or one listed: see HostNotAllowedError. */
-export function rebindingGuard(allowedHosts: readonly string[]): Middleware {
+/** A Host no DNS answer controls, or one listed (`allowedHosts`); else HostNotAllowedError saying `fix`. */
+export function rebindingGuard(allowedHosts: readonly string[], fix: string): Middleware {
   const allowed = new Set(allowedHosts.map((name) => hostName(name)));
   return (ctx, next) => {
     const header = ctx.req.headers.host;
     if (header !== undefined) {
       const name = hostName(header);
       const fixed = isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost');
-      if (!fixed && !allowed.has(name)) throw new HostNotAllowedError(header);
+      if (!fixed && !allowed.has(name)) throw new HostNotAllowedError(header, fix);
     }
     return next();
   };
