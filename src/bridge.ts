@@ -374,7 +374,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     listenMetrics(port = config.metrics.port, host = config.metrics.host) {
       if (port === undefined) return Promise.resolve(null);
       return new Promise((resolve, reject) => {
-        const server = createHttpServer(createMetricsApp(metrics).callback()).listen(port, host);
+        const app = createMetricsApp(metrics, { bind: host, allowedHosts: config.metrics.allowedHosts });
+        const server = createHttpServer(app.callback()).listen(port, host);
         server.once('listening', () => {
           servers.push(server);
           logger.info({ port: (server.address() as AddressInfo).port, host }, 'metrics listening');

@@ -30,6 +30,23 @@ describe('WindowLimiter, on a clock the test moves', () => {
     expect(limiter.blockedFor('a')).toBe(0);
     expect(limiter.blockedFor('d')).toBeGreaterThan(0);
   });
+
+  it('gives back a take that counted, within the window it counted in only', () => {
+    let now = 1_000_000;
+    const limiter = new WindowLimiter(2, 60_000, 100, () => now);
+    expect(limiter.take('a')).toBe(0);
+    const takenAt = limiter.now();
+    expect(limiter.take('a')).toBe(0);
+    limiter.giveBack('a', takenAt);
+    expect(limiter.take('a')).toBe(0);
+    expect(limiter.take('a')).toBe(60);
+    // A window begun since never counted it: nothing is given back there.
+    now += 60_000;
+    expect(limiter.take('a')).toBe(0);
+    expect(limiter.take('a')).toBe(0);
+    limiter.giveBack('a', takenAt);
+    expect(limiter.take('a')).toBe(60);
+  });
 });
 
 describe('createAuthFailureLimit (failed authentications: per address, and a ceiling that spares known addresses)', () => {

@@ -54,6 +54,32 @@ describe('Bitrix24 client', () => {
     }
   });
 
+  /**
+   * The portal's batch replaces `$result[key]…` (and $next, $total, $time, $error) in every
+   * command's values after decoding them: percent-encoding does not protect a value. A
+   * visitor-typed e-mail holding one was searched as something else (an earlier command's answer
+   * put in its place), or, where that answer is an array, made PHP refuse the whole batch (500:
+   * the delivery retried until it failed, and its 5xx counted towards the destination's breaker).
+   * Such a value is now searched in a call of its own, which nothing rewrites.
+   */
+  it('findContacts searches a value holding a batch reference as it is', async () => {
+    const { fake, api } = await client();
+    seed(fake, '50', 'PHONE', '+79160000001');
+    seed(fake, '71', 'EMAIL', 'a$result[c0][CONTACT][0]@example.org');
+    seed(fake, '72', 'EMAIL', 'x$RESULT[c0]@example.org');
+    const found = await api.findContacts({
+      phones: ['+79160000001'],
+      emails: ['a$result[c0][CONTACT][0]@example.org', 'x$RESULT[c0]@example.org', 'plain@example.org'],
+    });
+    expect(found.map((contact) => contact.id).sort()).toEqual(['50', '71', '72']);
+    const refused = await api.findContacts({ phones: [], emails: ['y$result[c0]@example.org'] });
+    expect(refused).toEqual([]);
+    // Values without one still go in the batch.
+    const batched = fake.requests.filter((request) => request.path.endsWith('/batch.json'));
+    expect(batched.length).toBeGreaterThan(0);
+    for (const request of batched) expect(request.body).not.toContain('%24');
+  });
+
   it('findContacts makes one request for a contact with many values', async () => {
     const { fake, api } = await client();
     const phones = Array.from({ length: 30 }, (_, index) => `+7916000${String(index).padStart(4, '0')}`);

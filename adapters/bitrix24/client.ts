@@ -180,18 +180,35 @@ export function createBitrix24Client(settings: Bitrix24Settings, transport: CrmT
       // values go in chunks, as commands of as few batches as BATCH_MAX_COMMANDS allows (one
       // request each for the rate limit [OFF]).
       const commands: [string, Record<string, unknown>][] = [];
+      // The portal's batch replaces `$result[key]…` (and $next, $total, $time, $error, any case)
+      // in every command's values once it has decoded them (percent-encoding does not protect a
+      // value) with an earlier command's answer [OFF: batch.md; rest module ParseBatchQuery]. A
+      // visitor-typed e-mail holding one was searched as something else, or, the answer being an
+      // array, made PHP refuse the whole batch (500: the delivery retried until it failed, its
+      // 5xx counted by the breaker). Values with a `$` (no phone variant has one; few real
+      // addresses do) are searched in calls of their own, where nothing is rewritten.
+      const alone: [string, Record<string, unknown>][] = [];
       const search = (type: 'PHONE' | 'EMAIL', values: string[]) => {
         const unique = [...new Set(values)];
-        for (let at = 0; at < unique.length; at += FINDBYCOMM_MAX_VALUES) {
-          commands.push([
-            'crm.duplicate.findbycomm',
-            { entity_type: 'CONTACT', type, values: unique.slice(at, at + FINDBYCOMM_MAX_VALUES) },
-          ]);
+        for (const [list, chunk] of [
+          [commands, unique.filter((value) => !value.includes('$'))],
+          [alone, unique.filter((value) => value.includes('$'))],
+        ] as const) {
+          for (let at = 0; at < chunk.length; at += FINDBYCOMM_MAX_VALUES) {
+            list.push([
+              'crm.duplicate.findbycomm',
+              { entity_type: 'CONTACT', type, values: chunk.slice(at, at + FINDBYCOMM_MAX_VALUES) },
+            ]);
+          }
         }
       };
       search('PHONE', phones.flatMap(phoneVariants));
       search('EMAIL', emails.flatMap(emailForms));
       const ids = new Set<string>();
+      for (const [method, params] of alone) {
+        const { result } = await call(method, params, findByCommSchema);
+        for (const id of result) ids.add(id);
+      }
       for (let at = 0; at < commands.length; at += BATCH_MAX_COMMANDS) {
         const cmd = Object.fromEntries(
           commands.slice(at, at + BATCH_MAX_COMMANDS).map((command, index) => [`c${at + index}`, command]),

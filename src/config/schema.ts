@@ -619,6 +619,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       port: z.preprocess(emptyToUndefined, intLike(z.number().int().min(0).max(65_535)).optional()),
       host: z.string().default('127.0.0.1'),
+      /**
+       * Names the metrics listener answers for when bound to loopback, besides IP addresses,
+       * localhost and *.localhost: any other Host is refused (DNS rebinding, src/http/host-check.ts).
+       */
+      allowedHosts: z.array(z.string().min(1)).default([]),
       token: z.preprocess(emptyToUndefined, z.string().min(16, 'at least 16 characters').optional()),
       /**
        * Resolution of the event-loop delay monitor behind nodejs_eventloop_lag_* (prom-client's
@@ -660,15 +665,21 @@ export const configSchema = z.strictObject({
            * was counted per instance), is still taken with a warning (RENAMED_KEYS in load.ts).
            */
           adminAuthFailuresCeiling: intLike(z.number().int().positive()).default(100),
-          /** Requests to public channel routes (the LiveTex lookup) per client address and channel. */
+          /**
+           * Requests to public channel routes (the LiveTex lookup) per client address and channel;
+           * and per address across every channel id, made-up ones included, this times the number
+           * of lookup channels (src/http/app.ts lookupsByAddressAll).
+           */
           lookupsPerAddress: intLike(z.number().int().positive()).default(600),
           /**
            * Requests to public channel routes per channel, all addresses together: only those
-           * that authenticate (a LiveTex lookup sealed under one of the channel's keys).
+           * that authenticate (a LiveTex lookup sealed under one of the channel's keys) and are
+           * no replay (a replayed jti gives back what it took).
            */
           lookupsPerChannel: intLike(z.number().int().positive()).default(6000),
           /**
-           * Wrong webhook URL tokens (or unknown channels) per client address per window; then
+           * Wrong webhook URL tokens (or unknown channels) per client address per window, per
+           * instance (README "Security" says why it is not shared through the store); then
            * that address's webhooks get the one 404, right token included, until it ends, unless
            * it presented a right token in the last 24 h (src/http/rate-limit.ts).
            */

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
-import Koa, { type Context, type Next } from 'koa';
+import Koa, { type Context, type Middleware, type Next } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { isLoopbackHost, publishedCredentials } from '../config/published.js';
 import { type ChannelConfig, type Config, channelIdSchema } from '../config/schema.js';
 import { type ConsoleChannel, type ConsoleDeps, createConsole } from '../console/index.js';
 import type { AgentLinks } from '../console/links.js';
@@ -42,6 +43,7 @@ import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
 import { defensiveHeaders, setDefensiveHeaders } from './headers.js';
+import { rebindingGuard } from './host-check.js';
 import { type DocumentedRoute, openApiDocument } from './openapi.js';
 import {
   type AdminAuthLimit,
@@ -157,7 +159,7 @@ class HttpIntakeCall implements IntakeCall {
     readonly channel: IntakeChannel,
     private readonly bodyLimit: number,
     readonly infoEnabled: boolean,
-    readonly admit?: () => void,
+    readonly admit?: () => (() => void) | undefined,
   ) {
     this.contentType = ctx.get('content-type') || undefined;
     this.contentEncoding = ctx.get('content-encoding') || undefined;
@@ -384,12 +386,23 @@ function metricsRoute(metrics: Metrics, token: string | undefined, limit?: Admin
  * (allowedMethods, with the error middleware's JSON body): 405 with `Allow`, OPTIONS 204 with
  * `Allow`. It answered 404 before, as if a scraper configured with POST had the wrong path.
  */
-export function createMetricsApp(metrics: Metrics): Koa {
+export function createMetricsApp(
+  metrics: Metrics,
+  listener: { bind?: string; allowedHosts?: readonly string[] } = {},
+): Koa {
   const app = new Koa();
   app.silent = true;
   app.use(defensiveHeaders());
   app.use(errorMiddleware());
   app.use(requireHost());
+  // On loopback (metrics.host's default): a Host no DNS answer controls (rebindingGuard says why).
+  if (isLoopbackHost(listener.bind ?? '127.0.0.1'))
+    app.use(
+      rebindingGuard(
+        listener.allowedHosts ?? [],
+        'ask the metrics listener by IP address or localhost, or list the name in metrics.allowedHosts',
+      ),
+    );
   const router = new Router({ sensitive: true, strict: true });
   mount(router, [metricsRoute(metrics, undefined)], { bodyLimitBytes: 0 });
   // Any other path: the error middleware's one JSON 404 (NOT_FOUND). Not a last middleware that
@@ -555,7 +568,19 @@ export function createApp(deps: AppDeps): Koa {
   app.use(requestLine);
   const errors = errorMiddleware();
   app.use(errors);
-  const host = requireHost();
+  // While the config holds a published credential the bridge listens on loopback only
+  // (assertSafeToListen), and a page in the machine's browser could reach it by DNS rebinding,
+  // with tokens anyone can read: a Host no DNS answer controls, then (src/http/host-check.ts).
+  const needHost = requireHost();
+  const published = publishedCredentials(config);
+  const rebinding =
+    published.length > 0
+      ? rebindingGuard(
+          [],
+          `ask the bridge by IP address or localhost: ${published.join(', ')} still hold the example's published credentials (README "Running for real")`,
+        )
+      : null;
+  const host: Middleware = rebinding ? (ctx, next) => needHost(ctx, () => rebinding(ctx, next)) : needHost;
   app.use(host);
 
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
@@ -789,6 +814,24 @@ export function createApp(deps: AppDeps): Koa {
     ...(deps.now ? { now: () => deps.now!().getTime() } : {}),
   });
   const lookupsByAddress = new WindowLimiter(rate.lookupsPerAddress, rate.window);
+  // One allowance per address across every channel id as well: the limit above is per address
+  // *and channel id*, and an id that is no channel answers as a known one (the URL tells no id
+  // from another), so each made-up id was a fresh allowance and one address could send lookups
+  // without end by rotating it. lookupsPerAddress times the lookup channels there are: a vendor
+  // address within each channel's own limit never reaches it. Counted alike for every id, known
+  // or not, so running it out tells nothing about which ids exist.
+  const lookupVendors = new Set(
+    deps.adapters
+      .filter((adapter) => adapter.intake.some((each) => each.kind !== 'webhook'))
+      .map((adapter) => adapter.vendor),
+  );
+  let lookupChannels = 0;
+  for (const { config: channel } of deps.channels.values())
+    if (lookupVendors.has(channel.vendor)) lookupChannels++;
+  const lookupsByAddressAll = new WindowLimiter(
+    rate.lookupsPerAddress * Math.max(1, lookupChannels),
+    rate.window,
+  );
   const lookupsByChannel = new WindowLimiter(rate.lookupsPerChannel, rate.window);
   const unknownChannels = deps.unknownChannels;
   /**
@@ -799,12 +842,15 @@ export function createApp(deps: AppDeps): Koa {
   const refuseOpenedUnknown = (): never => {
     throw new NotFoundError('not_found', 'no such route');
   };
-  function admitToChannel(channelId: string): void {
+  /** Counts a lookup in its channel's budget (or refuses it: 429); answers how to give it back. */
+  function admitToChannel(channelId: string): () => void {
     const wait = lookupsByChannel.take(channelId);
     if (wait > 0) {
       rateLimited.inc({ scope: 'lookup_channel' });
       throw new TooManyRequestsError(wait);
     }
+    const takenAt = lookupsByChannel.now();
+    return () => lookupsByChannel.giveBack(channelId, takenAt);
   }
 
   /** The channel a vendor request is for, or null (the one 404): unknown, another vendor's. */
@@ -823,7 +869,7 @@ export function createApp(deps: AppDeps): Koa {
     vendor: string,
     each: IntakeRoute<unknown, unknown>,
     channel: IntakeChannel,
-    admit?: () => void,
+    admit?: () => (() => void) | undefined,
   ): Promise<void> {
     return pipeline
       .run(vendor, each, new HttpIntakeCall(ctx, channel, bodyLimit, logger.isLevelEnabled('info'), admit))
@@ -939,10 +985,13 @@ export function createApp(deps: AppDeps): Koa {
         }
         // Limited per address (an IPv6 one by its prefix: limitKey) and channel, every request,
         // first; an unknown channel's id as a known one's (up to the longest id a channel can
-        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept).
-        const waitAddress = lookupsByAddress.take(
-          `${channelId.length <= 64 ? channelId : '_long'}\n${limitKey(clientAddress(ctx), rate.ipv6PrefixLength)}`,
+        // have: a longer one can be no channel, and a key of 16 KiB of path is not kept); then
+        // per address across every channel id (lookupsByAddressAll).
+        const address = limitKey(clientAddress(ctx), rate.ipv6PrefixLength);
+        let waitAddress = lookupsByAddress.take(
+          `${channelId.length <= 64 ? channelId : '_long'}\n${address}`,
         );
+        if (waitAddress <= 0) waitAddress = lookupsByAddressAll.take(address);
         if (waitAddress > 0) {
           rateLimited.inc({ scope: 'lookup_address' });
           throw new TooManyRequestsError(waitAddress);

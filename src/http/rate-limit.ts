@@ -20,7 +20,7 @@ export class WindowLimiter {
     private readonly limit: number,
     private readonly windowMs: number,
     maxKeys = 50_000,
-    private readonly now: () => number = Date.now,
+    readonly now: () => number = Date.now,
   ) {
     // ttlResolution 0: read the clock on every call (the default caches it for a millisecond,
     // which a test's pinned clock would not see move).
@@ -63,6 +63,17 @@ export class WindowLimiter {
     // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
     this.windows.set(key, window);
     return 0;
+  }
+
+  /**
+   * Undo one `take` of `key` that counted (answered 0) when this limiter's clock read `takenAt`
+   * (read after the take): the event turned out not to be one the limit is for (a replayed
+   * LiveTex lookup, refused once its jti claim failed). Only while the window it counted in is
+   * still the key's: a window begun since never counted it.
+   */
+  giveBack(key: string, takenAt: number): void {
+    const window = this.windows.peek(key);
+    if (window && window.resetAt - this.windowMs <= takenAt && window.count > 0) window.count--;
   }
 }
 
@@ -434,8 +445,13 @@ export interface WebhookTokenLimit {
  * client address (noting every right token's address as known cost ~0.7–1.5 µs a webhook in a
  * loop, mostly the TTL cache's write; this check ~10–50 ns). After a failure, for a day, right
  * tokens note their address as known (one bounded LRU write). Counted per instance, as the
- * LiveTex lookup's limits are: a Redis trip per webhook would cost more than the limit is worth,
- * and a guesser gains at most N times the limit behind N instances.
+ * LiveTex lookup's limits are, on Redis too (decided, not overlooked: README "Security"). There is
+ * no ceiling across addresses (a vendor's servers are many addresses), so a guesser with A
+ * addresses gets A times the limit however the instances count; shared, N instances would allow
+ * A times the limit instead of N × A times, for a store trip per wrong token and per first right
+ * one from each vendor address after a failure (and, to close the gap fully, a check of the
+ * store's "failed lately" on right tokens this instance would otherwise pass at once). The
+ * token's randomness is what protects it; this limit slows a guess at a chosen one.
  */
 export function createWebhookTokenLimit(options: WebhookTokenLimitOptions): WebhookTokenLimit {
   const { perAddress, windowMs, ipv6PrefixLength, logger, onRefused } = options;

@@ -76,9 +76,12 @@ export interface IntakeCall<C = unknown> {
    * Called once the request has opened (a route with `open`: it authenticated, e.g. a LiveTex
    * lookup sealed under one of the channel's keys), before anything is looked up or written.
    * Throws to refuse it (the HTTP layer's per-channel lookup budget: TooManyRequestsError), so
-   * that only authenticated requests spend what a channel is allowed.
+   * that only authenticated requests spend what a channel is allowed. May return a function that
+   * gives back what it took: called when the request is then refused as a replay (its claim was
+   * spent before), which is no more a lookup of the channel's than garbage is. Without it, one
+   * captured token sent again for the minutes it stays valid spent the channel's budget.
    */
-  admit?: (() => void) | undefined;
+  admit?: (() => (() => void) | undefined) | undefined;
 }
 
 export interface IntakeReply {
@@ -343,6 +346,8 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
       let event = 'unknown';
       let outcome = 'error';
       let rawBody: Buffer | undefined;
+      /** What admit took, to give back if the request turns out to be a replay. */
+      let giveBack: (() => void) | undefined;
       try {
         rawBody = await call.readBody();
         refuseEncodedBody(call.contentEncoding);
@@ -350,7 +355,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         const request = parseIntakeRequest(route, rawBody, call.contentType, deps.now());
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         let opened = (route.open ? await route.open(request, state) : undefined) as O;
-        if (route.open) call.admit?.();
+        if (route.open) giveBack = call.admit?.();
         let first = route.decode(extend(request, { opened }), state);
         event = first.event;
         const holdUntil =
@@ -451,6 +456,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         return { answer, event, outcome };
       } catch (error) {
         const status = error instanceof AppError ? error.status : 500;
+        if (giveBack !== undefined && error instanceof ReplayedTokenError) giveBack();
         if (route.kind === 'lookup') {
           // A store outage is `unavailable`, as for webhooks: `error` is left for defects.
           outcome =

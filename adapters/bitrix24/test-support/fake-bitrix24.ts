@@ -7,7 +7,8 @@ import { createRequestBarrier, type RequestBarrier } from '../../../test/support
  * (../shared/vendors/bitrix24.md §7): `/rest/<user>/<code>/<method>.json`, `{result, time}`
  * envelopes, string ids from legacy methods and integer ids from *.add, multifield append
  * semantics, findbycomm over the multifield index (`[]` when nothing matched), category/stage
- * consistency, `batch` (always HTTP 200, result_error), 401 NO_AUTH_FOUND for a wrong code,
+ * consistency, `batch` (always HTTP 200, result_error, `$result[key]…` references in the
+ * commands' values replaced as the portal does), 401 NO_AUTH_FOUND for a wrong code,
  * 503 QUERY_LIMIT_EXCEEDED from a leaky bucket when `bucket` is set.
  * crm.contact.list / crm.deal.list filter by ORIGIN_ID / ORIGINATOR_ID (what a retry whose
  * create got no answer asks) and refuse filter keys the fake does not know.
@@ -138,6 +139,44 @@ export function parseQuery(query: string): Record<string, unknown> {
     return Object.fromEntries(entries.map(([key, item]) => [key, arrays(item)]));
   };
   return arrays(out) as Record<string, unknown>;
+}
+
+/** A PHP TypeError inside the portal: the request fails as a whole (HTTP 500). */
+class PhpTypeError extends Error {}
+
+/**
+ * What the portal's batch does to each command's parameters after decoding them (rest module,
+ * CRestUtil::ParseBatchQuery / processBatchElement): every `$result`, `$next`, `$total`, `$time`
+ * or `$error` (any case) followed by `[key]…` in a value is replaced by that earlier answer (the
+ * whole value when the reference is all of it; else by str_replace, which PHP 8 refuses with a
+ * TypeError when the answer is an array). Percent-encoding does not protect a value: it is
+ * undone first (vendors/bitrix24.md §2.11).
+ */
+export function substituteBatchReferences(params: unknown, answers: Record<string, unknown>): unknown {
+  if (Array.isArray(params)) return params.map((item) => substituteBatchReferences(item, answers));
+  if (params && typeof params === 'object')
+    return Object.fromEntries(
+      Object.entries(params).map(([key, item]) => [key, substituteBatchReferences(item, answers)]),
+    );
+  if (typeof params !== 'string') return params;
+  let value: unknown = params;
+  for (const match of params.matchAll(/\$(result|next|total|time|error)(\S*)/gi)) {
+    const path = [...match[2]!.matchAll(/\[([^\]]+)\]/g)].map((part) => part[1]!);
+    if (path.length === 0) continue;
+    let found: unknown = answers[match[1]!];
+    for (const key of path) {
+      if (found && typeof found === 'object' && key in found) found = (found as Record<string, unknown>)[key];
+      else break;
+    }
+    if (match[0] === params) value = found;
+    else if (found !== null && typeof found === 'object')
+      throw new PhpTypeError(
+        'str_replace(): Argument #2 ($replace) must be of type string when argument #1 ($search) is a string',
+      );
+    else
+      value = String(value).replaceAll(match[0], found === undefined || found === null ? '' : String(found));
+  }
+  return value;
 }
 
 /** List methods return at most 50 items, with `total` and, while more remain, `next` [OFF]. */
@@ -275,7 +314,7 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
           const bare = value.split('#')[0]!;
           return (options.phoneMatch ?? 'digits') === 'digits' ? digits(bare) : bare;
         };
-        const wanted = new Set(values.map(key));
+        const wanted = new Set(values.map((value) => key(String(value))));
         const ids = fake.contacts
           .filter((contact) => contact[type].some((item) => wanted.has(key(item.VALUE))))
           .map((contact) => Number(contact.ID));
@@ -521,7 +560,15 @@ export async function startFakeBitrix24(options: FakeBitrix24Options): Promise<F
             error_description: 'Method is not allowed for batch usage',
           });
         try {
-          const answer = method(sub, parseQuery(query));
+          const answers = { result, error: errors, total: totals, next: nexts, time: {} };
+          let parsed: Record<string, unknown>;
+          try {
+            parsed = substituteBatchReferences(parseQuery(query), answers) as Record<string, unknown>;
+          } catch (error) {
+            if (!(error instanceof PhpTypeError)) throw error;
+            return send(500, { error: 'INTERNAL_SERVER_ERROR', error_description: error.message });
+          }
+          const answer = method(sub, parsed);
           if (answer instanceof Paged) {
             result[key] = answer.items;
             totals[key] = answer.total;
