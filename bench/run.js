@@ -14,7 +14,11 @@
 // in the same alternating rounds for the intake scenarios, so that the table shows what one trip
 // to Redis costs here and how far the bridge is above that), BENCH_ENGINE=off (the bridge without
 // its contact engine: bench/lib/engine-free.js — what the rest of the intake path costs; not a
-// product configuration, and the table says so), REDIS_URL.
+// product configuration, and the table says so), BENCH_DEFERRED_WORKER=after (the
+// jivo_finished_deferred scenario's bridge runs `--role web` and a `--role worker` process,
+// started before and stopped — SIGSTOP — during the run, records the backlog after it: the
+// answers of the web path with the JavaScript thread to itself; by default one process of role
+// `all` answers and records, as `npm start` runs it), REDIS_URL.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -265,15 +269,19 @@ async function main() {
     const bareResult = combineRounds(bareRounds, roundSeconds);
     const bridgeResult = combineRounds(bridgeRounds, roundSeconds);
     bareResult.cpuMsPerRequest = (bareCpu * 1000) / Math.max(1, bareResult.requestsIncludingWarmup);
-    // Work the bridge still owes for this run (the deferred scenario's backlog) counts as its CPU.
+    // Work the bridge still owes for this run (the deferred scenario's backlog) counts as its CPU
+    // (`afterCpuSeconds`: a process other than `target` that did it, the deferred worker).
     const bridgeCpuBefore = processCpuSeconds(target.pid);
     Object.assign(bridgeResult, await bridgeRedis(() => afterBridge(bridgeResult)));
-    bridgeCpu += processCpuSeconds(target.pid) - bridgeCpuBefore;
+    const afterCpu = processCpuSeconds(target.pid) - bridgeCpuBefore + (bridgeResult.afterCpuSeconds ?? 0);
+    bridgeCpu += afterCpu;
     // CPU per answered request (warm-up included on both sides of the division), so the next
     // bottleneck is visible: the bridge's one JavaScript thread, or Redis. Only the bridge talks
     // to the private Redis during these rounds (bare Koa does not use it).
     const answered = Math.max(1, bridgeResult.requestsIncludingWarmup);
     bridgeResult.cpuMsPerRequest = (bridgeCpu * 1000) / answered;
+    // Of which the work owed after the rounds (the deferred scenario's drain of its backlog).
+    bridgeResult.afterRunCpuMsPerRequest = (afterCpu * 1000) / answered;
     // Of which the JavaScript thread during the rounds (the rest is mostly V8's GC helper threads;
     // the deferred scenario's drain after the run is not in it).
     bridgeResult.mainThreadCpuMsPerRequest = (bridgeMainCpu * 1000) / answered;
@@ -498,15 +506,23 @@ async function main() {
     // the sustained rate: requests / (run + time to empty the backlog).
     if (wanted('jivo_finished_deferred')) {
       const deferredPrefix = `${keyPrefix}d`;
-      const deferredBridge = await startBridge({
-        root: ROOT,
-        dir: runDir,
-        redisUrl: redis.url,
-        keyPrefix: deferredPrefix,
-        logLevel,
-        cpuProfDir,
-        extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
-      });
+      // BENCH_DEFERRED_WORKER=after: a `--role web` bridge answers, and a `--role worker` one,
+      // stopped (SIGSTOP) while the rounds run, records the backlog after them.
+      const workerAfter = env.BENCH_DEFERRED_WORKER === 'after';
+      const deferredRole = (role) =>
+        startBridge({
+          root: ROOT,
+          dir: runDir,
+          redisUrl: redis.url,
+          keyPrefix: deferredPrefix,
+          logLevel,
+          cpuProfDir,
+          extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
+          ...(role ? { role } : {}),
+        });
+      const deferredBridge = await deferredRole(workerAfter ? 'web' : undefined);
+      const deferredWorker = workerAfter ? await deferredRole('worker') : null;
+      if (deferredWorker) process.kill(deferredWorker.pid, 'SIGSTOP');
       try {
         const backlogKey = `${deferredPrefix}:intake:deferred`;
         await compare({
@@ -521,6 +537,8 @@ async function main() {
           rounds: 1,
           afterBridge: async (run) => {
             const backlogAtEnd = await redisClient.llen(backlogKey);
+            const workerCpuBefore = deferredWorker ? processCpuSeconds(deferredWorker.pid) : 0;
+            if (deferredWorker) process.kill(deferredWorker.pid, 'SIGCONT');
             const waitStarted = performance.now();
             while ((await redisClient.llen(backlogKey)) > 0)
               await new Promise((resolve) => setTimeout(resolve, 100));
@@ -530,15 +548,25 @@ async function main() {
               backlogAtEnd,
               drainSeconds,
               sustainedRps: run.requestsIncludingWarmup / (runSeconds + drainSeconds),
+              ...(deferredWorker
+                ? {
+                    worker: 'after (a --role worker process, stopped during the run)',
+                    afterCpuSeconds: processCpuSeconds(deferredWorker.pid) - workerCpuBefore,
+                  }
+                : {}),
             };
           },
         });
         const entry = result.scenarios.at(-1);
         entry.sustainedRatio = entry.bridge.sustainedRps / entry.bare.rps;
         log(
-          `jivo_finished_deferred: backlog ${entry.bridge.backlogAtEnd} at the end of the run, recorded ${entry.bridge.drainSeconds.toFixed(1)} s later; sustained ${entry.bridge.sustainedRps.toFixed(0)} req/s (${(entry.sustainedRatio * 100).toFixed(1)} % of bare)`,
+          `jivo_finished_deferred: backlog ${entry.bridge.backlogAtEnd} at the end of the run, recorded ${entry.bridge.drainSeconds.toFixed(1)} s later${deferredWorker ? ' by the --role worker process' : ''}; sustained ${entry.bridge.sustainedRps.toFixed(0)} req/s (${(entry.sustainedRatio * 100).toFixed(1)} % of bare); CPU per answer ${entry.bridge.cpuMsPerRequest.toFixed(3)} ms, of which ${entry.bridge.afterRunCpuMsPerRequest.toFixed(3)} ms recording the backlog after the run`,
         );
       } finally {
+        if (deferredWorker) {
+          process.kill(deferredWorker.pid, 'SIGCONT');
+          await deferredWorker.stop();
+        }
         await deferredBridge.stop();
       }
     }

@@ -237,6 +237,92 @@ describe('which routes acknowledge after append', () => {
   });
 });
 
+describe('acknowledge after append: what the web path builds', () => {
+  /** JivoChat, with its webhook's decode counted (its check is the route's own). */
+  function countingJivo() {
+    const route = jivochatAdapter.intake[0]!;
+    const counted = { decodes: 0 };
+    const adapter = {
+      ...jivochatAdapter,
+      intake: [
+        {
+          ...route,
+          decode(...args: Parameters<typeof route.decode>) {
+            counted.decodes++;
+            return route.decode(...args);
+          },
+        },
+      ],
+    };
+    return { adapter, counted };
+  }
+  async function startWith(
+    adapter: typeof jivochatAdapter,
+    options: { start: boolean; maxBacklog?: number },
+  ) {
+    const bridge = await startTestBridge({
+      store: 'memory',
+      start: options.start,
+      adapters: [adapter, ...defaultRegistry().list.filter((each) => each.vendor !== 'jivochat')],
+      config: {
+        secrets: { masterKey: Buffer.alloc(32, 9).toString('base64') },
+        intake: { ackAfterAppend: true, ...(options.maxBacklog ? { maxBacklog: options.maxBacklog } : {}) },
+        channels: [{ id: 'site', vendor: 'jivochat', token: JIVO_TOKEN, widgetId: 'Qw7eR9tY2u' }],
+      },
+    });
+    bridges.push(bridge);
+    return bridge;
+  }
+
+  it('builds no observations that nobody takes: a process without a worker only checks the payload', async () => {
+    // A `web` instance (or a full hand-off) threw the decoded observations away: the worker
+    // decodes the stored body. Building them was the largest part of the decode.
+    const { adapter, counted } = countingJivo();
+    const bridge = await startWith(adapter, { start: false, maxBacklog: 2 });
+    for (const n of [50, 51]) {
+      const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(n));
+      expect(answer.status).toBe(200);
+      expect(answer.body).toEqual({ result: 'ok' });
+    }
+    expect(counted.decodes).toBe(0);
+    expect(await contactsByEmail(bridge, 'deferred-50@example.org')).toHaveLength(0);
+    // Refused as decode refuses: another widget's payload is a 400, and nothing is appended.
+    const other = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+      ...finished(52),
+      widget_id: 'another-widget',
+    });
+    expect(other.status).toBe(400);
+    // The backlog full (maxBacklog 2): recorded before the answer, for which it is decoded.
+    const inline = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(53));
+    expect(inline.status).toBe(200);
+    expect(counted.decodes).toBe(1);
+    expect(await contactsByEmail(bridge, 'deferred-53@example.org')).toHaveLength(1);
+    // A worker started later records what was appended, decoding each stored body.
+    await bridge.bridge.start();
+    for (const n of [50, 51]) {
+      const found = await eventually(
+        () => contactsByEmail(bridge, `deferred-${n}@example.org`),
+        (list) => list.length === 1,
+      );
+      expect(found, `deferred-${n}`).toHaveLength(1);
+    }
+    expect(counted.decodes).toBe(3);
+  });
+
+  it('builds them once where this process records them: the worker takes the hand-off', async () => {
+    const { adapter, counted } = countingJivo();
+    const bridge = await startWith(adapter, { start: true });
+    const answer = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished(60));
+    expect(answer.status).toBe(200);
+    const found = await eventually(
+      () => contactsByEmail(bridge, 'deferred-60@example.org'),
+      (list) => list.length === 1,
+    );
+    expect(found).toHaveLength(1);
+    expect(counted.decodes).toBe(1);
+  });
+});
+
 describe('acknowledge after append (two instances on one Redis)', () => {
   it('a web instance appends, a worker instance records, each event once', async () => {
     const keyPrefix = `deferred-two-${process.pid}-${Date.now()}`;

@@ -56,6 +56,35 @@ describe('Redis store: the engine writes of one event-loop iteration go out toge
     }
   });
 
+  it("sends the appends of one tick (the deferred intake's RPUSH) as one write, in call order", async () => {
+    // With intake.ackAfterAppend the append is a webhook's only store call: each was a socket
+    // write of its own (~9 KB for a chat_finished), however many requests one iteration answered.
+    const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
+    try {
+      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
+      const stream = (store.client as Redis).stream as unknown as Chunked & { writableCorked: number };
+      const calls = { write: 0, writev: 0 };
+      const write = stream._write.bind(stream);
+      const writev = stream._writev.bind(stream);
+      stream._write = (...args) => {
+        calls.write++;
+        write(...args);
+      };
+      stream._writev = (...args) => {
+        calls.writev++;
+        writev(...args);
+      };
+      const items = ['a', 'b', 'c', 'd', 'e'].map((value) => Buffer.from(`{"v":2}\n${value}`, 'utf8'));
+      const lengths = items.map((item) => store.rpush('appended', item));
+      expect(stream.writableCorked).toBe(1); // held until the end of this iteration
+      expect(await Promise.all(lengths)).toEqual([1, 2, 3, 4, 5]);
+      expect(calls).toEqual({ write: 0, writev: 1 });
+      expect(await store.lrangeBuffer('appended', 0, -1)).toEqual(items);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a batch whose expectation fails still answers false while others in its write hold', async () => {
     const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
     try {

@@ -603,14 +603,19 @@ function visitorData(e: JivoEnvelope) {
   return out;
 }
 
+const unattached = (eventName: string) => `${eventName} names no visitor, client, e-mail, phone or person id`;
+
+/**
+ * Why toObservation would find the payload unattached (nothing in it identifies anyone), or
+ * undefined when it would make an observation: what toObservation decides, without building it.
+ */
+export function unattachedReason(input: MapInput): string | undefined {
+  return identifiersOf(input).length === 0 ? unattached(input.eventName) : undefined;
+}
+
 export function toObservation(input: MapInput): MapResult {
   const identifiers = identifiersOf(input);
-  if (identifiers.length === 0) {
-    return {
-      kind: 'unattached',
-      reason: `${input.eventName} names no visitor, client, e-mail, phone or person id`,
-    };
-  }
+  if (identifiers.length === 0) return { kind: 'unattached', reason: unattached(input.eventName) };
   const at = input.receivedAt.toISOString();
   const { timeline, events } = build(input, at);
   const name = text(input.envelope.visitor?.name);

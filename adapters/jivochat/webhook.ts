@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import type { Answer, Decoded, IntakeRoute } from '../../src/contracts/adapter.js';
+import type { Answer, Decoded, Deferrable, IntakeRoute } from '../../src/contracts/adapter.js';
 import { BadRequestError, ValidationError } from '../../src/errors.js';
 import { isRecord } from '../../src/intake/wire.js';
 import { parseWire } from '../../src/intake/wire-parse.js';
 import { buildRichAnswer, OK_ANSWER, repairAttributeList, truncate } from './codec.js';
-import { toObservation } from './mapper.js';
+import { type MapInput, toObservation, unattachedReason } from './mapper.js';
 import {
   isKnownEvent,
   type JivoAnswer,
@@ -31,10 +31,29 @@ const JSON_UTF8 = 'application/json; charset=utf-8';
 /** The events Jivo shows our answer for (§6.1): only these wait for facts. */
 const RICH_EVENTS = new Set(['chat_accepted', 'chat_updated']);
 
-export function decodeWebhook(
-  request: { body: unknown; repaired: boolean; receivedAt: Date },
-  channel: JivoChannel,
-): Decoded {
+type JivoRequest = { body: unknown; repaired: boolean; receivedAt: Date };
+
+export function decodeWebhook(request: JivoRequest, channel: JivoChannel): Decoded {
+  return decodeEvent(request, channel, true);
+}
+
+/**
+ * The route's `check` (intake.ackAfterAppend): every refusal and outcome of decodeWebhook, but an
+ * event whose answer wants no facts (all but chat_accepted and chat_updated) is `deferrable`
+ * once the payload is known to identify someone, without its observation: building it (the
+ * timeline entries, the transcript, attributes and keys) was ~9 % of the web path's time per
+ * acknowledged chat_finished in a profile (bench/HISTORY.md, twenty-seventh round), and was thrown
+ * away whenever the worker decodes the stored body again (a `web` instance, or a full hand-off).
+ * The rich events are decoded whole: they are recorded before their answer.
+ */
+export function checkWebhook(request: JivoRequest, channel: JivoChannel): Decoded | Deferrable {
+  return decodeEvent(request, channel, false);
+}
+
+/** decode (`build`: the observation made) or check (an event without facts is `deferrable`). */
+function decodeEvent(request: JivoRequest, channel: JivoChannel, build: true): Decoded;
+function decodeEvent(request: JivoRequest, channel: JivoChannel, build: false): Decoded | Deferrable;
+function decodeEvent(request: JivoRequest, channel: JivoChannel, build: boolean): Decoded | Deferrable {
   const payload = request.body;
   if (!isRecord(payload)) {
     throw new ValidationError('the body must be a JSON object', [
@@ -71,7 +90,7 @@ export function decodeWebhook(
       { path: 'widget_id', message: `expected ${settings.widgetId}` },
     ]);
   }
-  const mapped = toObservation({
+  const input: MapInput = {
     eventName,
     envelope,
     raw: payload,
@@ -79,7 +98,14 @@ export function decodeWebhook(
     settings,
     receivedAt: request.receivedAt,
     repaired: request.repaired,
-  });
+  };
+  if (!build && !RICH_EVENTS.has(eventName)) {
+    const reason = unattachedReason(input);
+    return reason === undefined
+      ? { kind: 'deferrable', event: eventName }
+      : { kind: 'nothing', event: eventName, reason };
+  }
+  const mapped = toObservation(input);
   if (mapped.kind === 'unattached') return { kind: 'nothing', event: eventName, reason: mapped.reason };
   const decoded: Decoded = { kind: 'observe', event: eventName, observations: [mapped.observation] };
   // Jivo shows custom_data items (at most 10) only in the answer to these, within the deadline.
@@ -102,6 +128,7 @@ export const jivochatWebhook: IntakeRoute<JivoChannel> = {
     answer: z.union([jivoAnswerSchema, z.strictObject({ result: z.literal('ok') })]),
   },
   decode: decodeWebhook,
+  check: checkWebhook,
   render(result, channel): Answer {
     const { decoded, contact } = result;
     let body: JivoAnswer = OK_ANSWER;

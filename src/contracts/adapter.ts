@@ -72,6 +72,15 @@ export interface IntakeRoute<C, O = undefined> {
    */
   open?(request: IntakeRequest, channel: C, recheck?: { held: string | null }): Promise<O>;
   decode(request: IntakeRequest & { opened: O }, channel: C): Decoded;
+  /**
+   * Optional, for an `ackAfterAppend` route without `open`: decode's checks without building
+   * what only recording uses. It refuses what decode refuses and returns what decode returns,
+   * except that for a request decode would turn into observations that want no facts it may say
+   * `deferrable` instead of building them: the core appends the request as received and the
+   * worker decodes it then (src/intake/deferred.ts); should the append be refused (a full
+   * backlog), the core runs decode and records inline. Without it, decode runs.
+   */
+  check?(request: IntakeRequest, channel: C): Decoded | Deferrable;
   render(result: IntakeResult<O>, channel: C): Answer;
   /** I/O after render, before the answer leaves: remember state, start background work, seal. */
   settle?(answer: Answer, result: IntakeResult<O>, channel: C): Promise<Answer>;
@@ -92,6 +101,12 @@ export type Decoded =
   | { kind: 'observe'; event: string; observations: Observation[]; facts?: FactsWanted }
   | { kind: 'lookup'; event: string; identifier: Identifier; facts: FactsWanted; options?: LookupOptions }
   | { kind: 'nothing'; event: string; reason?: string; outcome?: 'ok' | 'duplicate' };
+
+/** `check`'s answer for a valid request whose observations want no facts (see IntakeRoute.check). */
+export interface Deferrable {
+  kind: 'deferrable';
+  event: string;
+}
 
 /** Facts for the answer, within `deadlineMs` of arrival (less a reserve for sending, if asked). */
 export interface FactsWanted {

@@ -225,6 +225,12 @@ export interface DeferredIntake {
    * observations inline, so a stalled worker slows vendors down instead of filling the store.
    */
   append(request: DeferredRequest): Promise<boolean>;
+  /**
+   * Whether an append of a body of `bytes` now would hand its observations to this process's
+   * worker (role `all`, room in the hand-off). When not, the web path need not build them: they
+   * would be dropped, and the worker decodes the stored body.
+   */
+  takesObservations(bytes: number): boolean;
   /** Record every item appended so far (this instance drains; another holding the lock: returns). */
   drain(): Promise<{ recorded: number; busy: boolean }>;
   /** Background draining (roles all and worker): at once after a local append, else every pollMs. */
@@ -780,6 +786,8 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
 
   return {
     append,
+    takesObservations: (bytes) =>
+      running && bytes <= DEFERRED_MAX_BODY_BYTES && handoffRoom(Date.now(), bytes),
     drain,
     start() {
       if (running) return;

@@ -17,6 +17,7 @@ import type {
   Answer,
   ChannelRuntime,
   Decoded,
+  Deferrable,
   IntakeRequest,
   IntakeResult,
   IntakeRoute,
@@ -220,12 +221,25 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
 
   /** Observe or look up what the request names. A payload that identifies nobody becomes `nothing`. */
   async function act(
-    decoded: Decoded,
+    checked: Decoded | Deferrable,
     later?: Omit<DeferredRequest, 'event'>,
+    decodeWhole?: () => Decoded,
   ): Promise<
     | { decoded: Decoded; contact: Contact | null; duplicate: boolean; repeated: boolean }
     | { recheck: { held: string | null } }
   > {
+    // Checked, not decoded (route.check): appended as received, the worker decodes it. Not
+    // appended (a full backlog): recorded now, as without the option, for which it is decoded.
+    if (checked.kind === 'deferrable') {
+      if (later && deps.deferred && (await deps.deferred.append(extend(later, { event: checked.event }))))
+        return {
+          decoded: { kind: 'observe', event: checked.event, observations: [] },
+          contact: null,
+          duplicate: false,
+          repeated: false,
+        };
+    }
+    const decoded = checked.kind === 'deferrable' ? decodeWhole!() : checked;
     if (decoded.kind === 'lookup' && decoded.options?.claim) {
       const found = await deps.contacts.claimAndFind(decoded.identifier, {
         claim: decoded.options.claim,
@@ -356,13 +370,6 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         let opened = (route.open ? await route.open(request, state) : undefined) as O;
         if (route.open) giveBack = call.admit?.();
-        let first = route.decode(extend(request, { opened }), state);
-        event = first.event;
-        const holdUntil =
-          first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
-            ? call.arrivedAt + first.facts.deadlineMs
-            : null;
-
         // Only a route that reads nothing before decode can be decoded again by the worker; the
         // worker's request is built only when there is one (intake.ackAfterAppend).
         const later =
@@ -376,7 +383,20 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 receivedAt: request.receivedAt,
               }
             : undefined;
-        let acted = await act(first, later);
+        const decodeWhole = () => route.decode(extend(request, { opened }), state);
+        // The observations are built only when this process's worker takes them (the hand-off):
+        // otherwise the route's check validates the request, and the worker decodes the stored
+        // body (a `web` instance; a hand-off that is full under a burst).
+        let first: Decoded | Deferrable =
+          later && route.check && !deps.deferred!.takesObservations(rawBody.length)
+            ? route.check(request, state)
+            : decodeWhole();
+        event = first.event;
+        const holdUntil =
+          first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
+            ? call.arrivedAt + first.facts.deadlineMs
+            : null;
+        let acted = await act(first, later, decodeWhole);
         // A lookup opened on what `open` held in memory whose claim found the stored record
         // changed (LiveTex: a key revoked since): opened again from what the store held, then
         // claimed again. A record changes at most a couple of times in its life (made, revoked);
@@ -388,7 +408,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
               'what the lookup was opened with kept changing in the store; retry later',
             );
           opened = (await route.open(request, state, acted.recheck)) as O;
-          first = route.decode(extend(request, { opened }), state);
+          first = decodeWhole();
           acted = await act(first, later);
         }
         const { decoded, contact, duplicate, repeated } = acted;
