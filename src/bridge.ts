@@ -20,7 +20,7 @@ import type { EventPublisher } from './events/outbox.js';
 import { createOutboxPublisher } from './events/outbox.js';
 import { createApp, createMetricsApp, UNKNOWN_CHANNEL_ID } from './http/app.js';
 import { createHttpServer } from './http/client-error.js';
-import { createDeferredIntake } from './intake/deferred.js';
+import { createDeferredIntake, RECORD_CONCURRENCY, WORKER_RECORD_CONCURRENCY } from './intake/deferred.js';
 import type { PayloadJournal } from './intake/journal.js';
 import { createPayloadJournal } from './intake/journal.js';
 import { createLogger } from './logger.js';
@@ -143,6 +143,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     logger: logger.child({ component: 'intake' }),
     metrics,
     maxBacklog: config.intake.maxBacklog,
+    // A `worker` answers no vendor: no request waits behind its decodes (WORKER_RECORD_CONCURRENCY).
+    recordConcurrency: role === 'worker' ? WORKER_RECORD_CONCURRENCY : RECORD_CONCURRENCY,
     // The channels are built below; the worker only asks once it runs.
     // By channel id and the route path the item carries; the journal's reason says which is gone
     // (it said "no longer configured" also of a configured channel whose vendor or route changed).

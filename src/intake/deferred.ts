@@ -84,8 +84,21 @@ const BACKLOG_RECHECK_MS = 1000;
 const FULL_WARNING_MS = 60_000;
 /** Items read and recorded per drain round. */
 export const DEFERRED_CHUNK = 100;
-/** Items of a chunk being recorded at once (see recordAll). */
-const RECORD_CONCURRENCY = 8;
+/**
+ * Items of a chunk being recorded at once (see recordAll), in a process that also answers vendors
+ * (role `all`): each item's decode runs without a pause before its first write, so the more start
+ * together, the longer the requests beside them wait.
+ */
+export const RECORD_CONCURRENCY = 8;
+/**
+ * The same in a process that answers no vendor (role `worker`, DeferredIntakeOptions'
+ * recordConcurrency): nothing waits behind its decodes, and a worker draining a backlog was bound
+ * by the store's round trips, not its CPU — 8 items in flight, two trips each, kept it at ~30–60 %
+ * of a core. 32: a backlog drained faster (bench/deferred-drain.js; 100, the whole chunk, was no
+ * faster than 32), and the chunk's writes leave in fewer socket writes. bench/HISTORY.md,
+ * twenty-seventh round.
+ */
+export const WORKER_RECORD_CONCURRENCY = 32;
 /** A bug (not a refusal, not the store being away) may fail one item; after this many tries it is journalled. */
 const MAX_ATTEMPTS = 5;
 const RETRY_MS = 1000;
@@ -256,11 +269,17 @@ export interface DeferredIntakeOptions {
   pollMs?: number;
   /** The clock the backlog recheck reads (ms since the epoch); tests move it. */
   now?: () => number;
+  /**
+   * Items of a chunk recorded at once: RECORD_CONCURRENCY (the default) where this process also
+   * answers vendors, WORKER_RECORD_CONCURRENCY where it does not (role `worker`).
+   */
+  recordConcurrency?: number;
 }
 
 export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIntake {
   const { store, contacts, journal, logger, metrics } = options;
   const pollMs = options.pollMs ?? 1000;
+  const recordConcurrency = Math.max(1, options.recordConcurrency ?? RECORD_CONCURRENCY);
   const now = options.now ?? Date.now;
   const drainRepeats = createRepeatGate();
   const recorded = metrics.counter(
@@ -590,7 +609,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   /**
-   * Every item of a chunk, RECORD_CONCURRENCY at a time, outcomes in item order. Not all at once:
+   * Every item of a chunk, `recordConcurrency` at a time, outcomes in item order. Not all at once:
    * decoding an item runs without a pause before its first write, so starting a chunk's 100 at
    * once held the event loop for all their decodes (tens of milliseconds for chat_finished
    * transcripts) while the vendors' own requests waited for their answers.
@@ -611,7 +630,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         else outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(RECORD_CONCURRENCY, items.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(recordConcurrency, items.length) }, worker));
     return outcomes;
   }
 
