@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AdapterDefinition } from '../src/contracts/adapter.js';
+import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
 
@@ -304,5 +306,28 @@ describe.each([
     } finally {
       await bridge.close();
     }
+  });
+});
+
+describe('the start-up check', () => {
+  it('refuses a route that a webhook URL served early would have reached through the chain', async () => {
+    // A vendor named `webhooks` whose lookup is at /webhooks/:channelId/x/y, declared before
+    // echo's webhook: the router gives POST /webhooks/echo/x/y to that lookup, so serving it as
+    // echo's webhook ahead of the chain would answer another route's request.
+    const lookup = echoAdapter.intake.find((each) => each.kind === 'lookup')!;
+    const shadowing: AdapterDefinition = {
+      ...echoAdapter,
+      vendor: 'webhooks',
+      displayName: 'Shadow',
+      intake: [{ ...lookup, path: 'x/y' }],
+    };
+    await expect(
+      startTestBridge({
+        adapters: [shadowing, echoAdapter],
+        config: { channels: [{ id: 'site', vendor: 'echo', token: TOKEN }] },
+      }),
+    ).rejects.toThrow(
+      'POST /webhooks/:channelId/x/y would be shadowed by the webhooks served ahead of the chain',
+    );
   });
 });
