@@ -13,7 +13,8 @@
 // first's (median of the rounds' ratios).
 //
 // Knobs: LOOP_N requests per rung per round (5000), LOOP_ROUNDS (11), LADDER_STEPS (comma list),
-// LOOP_PROFILE=<rung>: instead of the rounds, a V8 CPU profile of that rung (bench/profile.js reads it).
+// LOOP_PROFILE=<rung>: instead of the rounds, a V8 CPU profile of that rung (bench/profile.js reads it),
+// LADDER_VIA_CHAIN=1: the webhook's URL with `?via=chain` (see bench/lib/ladder-rungs.js on chain1..N).
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,7 +38,7 @@ let rounds = Number(env.LOOP_ROUNDS ?? 11);
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc');
 const KNOWN = 1000;
-const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
+const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}${env.LADDER_VIA_CHAIN === '1' ? '?via=chain' : ''}`;
 const HEADERS = { host: '127.0.0.1', 'content-type': 'application/json', accept: 'application/json' };
 
 const redis = await benchRedis();

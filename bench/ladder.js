@@ -28,7 +28,8 @@
 // the requests of the round.
 //
 // Knobs: BENCH_RATE (400 req/s per rung), BENCH_DURATION (8 s per round), BENCH_ROUNDS (5 counted
-// rounds), LADDER_STEPS (comma list of rungs; default all), LADDER_IDLE (5 s).
+// rounds), LADDER_STEPS (comma list of rungs; default all), LADDER_IDLE (5 s), LADDER_VIA_CHAIN=1
+// (the webhook's URL with `?via=chain`: see bench/lib/ladder-rungs.js on chain1..N).
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,7 +49,7 @@ const duration = Number(env.BENCH_DURATION ?? 8);
 const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 5));
 const idleSeconds = Number(env.LADDER_IDLE ?? 5);
 const KNOWN = 1000;
-const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}`;
+const PATH = `/webhooks/jivochat/site/${JIVO_TOKEN}${env.LADDER_VIA_CHAIN === '1' ? '?via=chain' : ''}`;
 
 exitOnInterrupt();
 const redis = await benchRedis();

@@ -14,7 +14,12 @@ import { takeEngineOut } from './in-process.js';
  *   router     + the bridge's @koa/routers with its whole route table, the JivoChat webhook's
  *              handler replaced by `answer` (mount()'s wrapper kept: it is part of the route model)
  *   chain1..N  + the first 1..N middleware of the bridge's chain (src/http/app.ts, in order; the
- *              last is the whole app with `answer` as the webhook's handler)
+ *              last is the whole app with `answer` as the webhook's handler). The first middleware
+ *              serves a webhook at its plain URL ahead of the rest (serveWebhookEarly: forwarded
+ *              headers, request line, errors, Host, then the handler, no router): at that URL
+ *              chain1 is already the whole early path and chain2..N add nothing; with
+ *              LADDER_VIA_CHAIN=1 the rungs are sent `?via=chain`, a spelling that goes through
+ *              every middleware and the router, as every webhook did before
  *   token      + the webhook's own checks (channel lookup, constant-time token compare), then `answer`
  *   pipeline   the whole app: the real webhook handler and intake pipeline, the contact engine
  *              taken out as BENCH_ENGINE=off takes it out (bench/lib/in-process.js)

@@ -125,6 +125,22 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 export const UNKNOWN_CHANNEL_ID = '_unknown';
 
 /**
+ * A vendor webhook's URL as served ahead of the chain (serveWebhookEarly): vendor, channel id and
+ * token each one plain segment (RFC 3986's pchar less `%`, not starting with a dot), nothing else.
+ * The router would give these segments as they are (no escape to decode), and the admin gate,
+ * the console and the /metrics layer judge none of them.
+ */
+const SEGMENT = "[\\w~!$&'()*+,;=:@-][\\w.~!$&'()*+,;=:@-]*";
+const EARLY_WEBHOOK = new RegExp(`^/webhooks/([a-z0-9-]+)/(${SEGMENT})/(${SEGMENT})$`);
+
+/** A URL of a vendor's webhook served early, for the start-up checks. */
+const webhookProbe = (vendor: string) => `/webhooks/${vendor}/channel/token`;
+
+/** A path that a layer skipped by the early routes judges (the admin gate, the console, the /metrics 404). */
+const judgedBySkippedLayer = (path: string) =>
+  isAdminPath(path) || path === '/metrics' || path.startsWith('/console');
+
+/**
  * What the first middleware keeps on ctx.state for every request. The per-request child logger
  * is built only if something logs through it (most requests log one line, the access line, which
  * does not need it). A class with the lazy getter on its prototype: `Object.defineProperty` of a
@@ -512,16 +528,26 @@ export function createApp(deps: AppDeps): Koa {
   // `proxy` switch is for the whole app; forwardedHeaders makes it per connection.
   const hops = config.server.proxyHops;
   const app = new Koa({ proxy: hops > 0, maxIpsCount: hops });
-  // The LiveTex lookup (and any public lookup route): served ahead of the chain below, by the
-  // same middleware functions minus those that pass it on untouched (earlyRoutes, filled once
-  // the routes are declared).
+  // The LiveTex lookup (and any public lookup route) and the vendor webhooks: served ahead of
+  // the chain below, by the same middleware functions minus those that pass it on untouched
+  // (earlyRoutes by exact path, earlyWebhooks by vendor; filled once the routes are declared).
   const earlyRoutes = new Map<string, (ctx: Context) => Promise<void>>();
+  const earlyWebhooks = new Map<string, (ctx: Context, channelId: string, token: string) => Promise<void>>();
   const forwarded = forwardedHeaders(hops, trustedProxies(config.server.trustedProxies));
-  // One layer for both: every other request pays one map read, not a layer of its own.
+  // One layer for all: every other request pays one method compare (a POST a map read and a
+  // prefix test), not a layer of its own.
   app.use((ctx: Context, next: Next) => {
     const { req } = ctx;
-    const early = req.method === 'POST' ? earlyRoutes.get(req.url!) : undefined;
-    return early === undefined ? forwarded(ctx, next) : early(ctx);
+    if (req.method !== 'POST') return forwarded(ctx, next);
+    const url = req.url!;
+    const early = earlyRoutes.get(url);
+    if (early !== undefined) return early(ctx);
+    if (url.startsWith('/webhooks/')) {
+      const match = EARLY_WEBHOOK.exec(url);
+      const webhook = match === null ? undefined : earlyWebhooks.get(match[1]!);
+      if (webhook !== undefined) return webhook(ctx, match![2]!, match![3]!);
+    }
+    return forwarded(ctx, next);
   });
   const bodyLimit = config.server.bodyLimitBytes;
 
@@ -1017,7 +1043,9 @@ export function createApp(deps: AppDeps): Koa {
       // Both are public (no admin token): a wrong method gets the one 404 of an unknown path,
       // never a 405 that would tell which vendors and paths exist.
       if (each.kind === 'webhook') {
-        publicRoutes.push(webhookRoute(adapter, each));
+        const webhook = webhookRoute(adapter, each);
+        publicRoutes.push(webhook);
+        serveWebhookEarly(adapter.vendor, webhook);
         continue;
       }
       const lookup = lookupRoute(adapter, each);
@@ -1040,7 +1068,7 @@ export function createApp(deps: AppDeps): Koa {
    * a fraction of one (bench/HISTORY.md, twenty-sixth round).
    */
   function serveEarly(path: string, each: Route) {
-    if (isAdminPath(path) || path === '/metrics' || path.startsWith('/console'))
+    if (judgedBySkippedLayer(path))
       throw new TypeError(`a public lookup at ${path} would pass a layer that judges its path`);
     const channelId = path.split('/')[2]!;
     const handle = (ctx: Context) => {
@@ -1050,6 +1078,59 @@ export function createApp(deps: AppDeps): Koa {
     earlyRoutes.set(path, (ctx) =>
       forwarded(ctx, () => requestLine(ctx, () => errors(ctx, () => host(ctx, () => handle(ctx))))),
     );
+  }
+
+  /**
+   * A vendor's webhook, POSTed to `/webhooks/<vendor>/<channel id>/<token>` with both segments
+   * spelt plainly (EARLY_WEBHOOK: no query, no %-escape, no other spelling), is served ahead of
+   * the chain as a lookup at its exact path is (serveEarly): the forwarded headers, the request
+   * line (its access line masks the token by the same redactPath), the errors layer, requireHost,
+   * then the route's own declared handler with the parameters the router would have given (for
+   * these spellings the router's decoding changes nothing). For *any* channel id and token, not
+   * only configured ones: a right token, a wrong one and an unknown channel take the same path and
+   * the same work, so the time of an answer tells no more than it did through the chain (past the
+   * per-address limit a right token's 404 must look like a wrong one's). The route stays declared,
+   * documented and mounted once; every other spelling and method reaches it, or the one 404,
+   * through the chain. checkEarlyWebhooks (after the routers are filled) refuses at start-up a
+   * route that such a URL would have reached instead.
+   */
+  function serveWebhookEarly(vendor: string, each: Route) {
+    // A vendor id EARLY_WEBHOOK does not spell: served through the chain only.
+    if (!EARLY_WEBHOOK.test(webhookProbe(vendor))) return;
+    if (judgedBySkippedLayer(webhookProbe(vendor)))
+      throw new TypeError(`the ${vendor} webhook would pass a layer that judges its path`);
+    // The first route of the path for POST is the one the router runs; so here.
+    if (earlyWebhooks.has(vendor)) return;
+    const handle = (ctx: Context, channelId: string, token: string) => {
+      ctx.params = { channelId, token };
+      return each.handle(ctx, { params: ctx.params, query: undefined, body: undefined }) as Promise<void>;
+    };
+    earlyWebhooks.set(vendor, (ctx, channelId, token) =>
+      forwarded(ctx, () =>
+        requestLine(ctx, () => errors(ctx, () => host(ctx, () => handle(ctx, channelId, token)))),
+      ),
+    );
+  }
+
+  /**
+   * Once the routers are filled: every URL served early reaches, through the chain, the webhook
+   * route it is served by, and no other route. No mounted route but a webhook starts with a
+   * segment `webhooks` or a parameter (only those could match such a URL), and the public
+   * router's first route for POST at a probe of each early vendor is that vendor's webhook.
+   */
+  function checkEarlyWebhooks(mounted: ReadonlyArray<{ method: string; path: string }>) {
+    // Each vendor's webhook route has its vendor's id as a literal: none matches another's URLs.
+    const webhooks = new Set(deps.adapters.map((adapter) => `/webhooks/${adapter.vendor}/:channelId/:token`));
+    for (const { method, path } of mounted) {
+      const first = path.split('/')[1] ?? '';
+      if (!webhooks.has(path) && (first === 'webhooks' || /^[:*({]/.test(first)))
+        throw new TypeError(`${method} ${path} would be shadowed by the webhooks served ahead of the chain`);
+    }
+    for (const vendor of earlyWebhooks.keys()) {
+      const [layer] = publicRouter.match(webhookProbe(vendor), 'POST').pathAndMethod;
+      if (String(layer?.path) !== `/webhooks/${vendor}/:channelId/:token`)
+        throw new TypeError(`the router does not give POST ${webhookProbe(vendor)} to the ${vendor} webhook`);
+    }
   }
 
   // --- channel admin routes ---------------------------------------------------------------
@@ -1428,6 +1509,7 @@ export function createApp(deps: AppDeps): Koa {
     },
   });
   mount(router, routes, { bodyLimitBytes: bodyLimit });
+  checkEarlyWebhooks([...mountedRoutes(publicRouter), ...mountedRoutes(router), ...webConsole.routes]);
   // Public routes (webhooks, lookups): a wrong method gets the one 404, not a 405 that would confirm the path.
   if (!metricsToken) app.use(metricsElsewhere(config.metrics.port));
   app.use(publicRouter.routes());
