@@ -38,6 +38,18 @@ describe('a problem in a value taken from the environment names the variable', (
     ]);
   });
 
+  it('after a message with an aside of its own: one aside, the variable said as a clause', () => {
+    // `…32) (from CRM_WEBHOOK_SECRET in the environment)`: two parentheses in a row.
+    const secret = problems(EXAMPLE, { CRM_WEBHOOK_SECRET: 'abc' });
+    expect(secret).toEqual([
+      'destinations[0].secret: a Standard Webhooks secret: whsec_ followed by base64 of at least 24 random bytes (whsec_ and the output of openssl rand -base64 32); the value is from CRM_WEBHOOK_SECRET in the environment',
+    ]);
+    const port = problems(EXAMPLE, { PORT: '4000', METRICS_PORT: '4000' });
+    expect(port).toHaveLength(1);
+    expect(port[0]).toMatch(/main port\); the value is from METRICS_PORT in the environment$/);
+    for (const line of [...secret, ...port]) expect(line).not.toMatch(/\) \(/);
+  });
+
   it('not when the value is the file’s own (the default used, or no reference)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'chatbridge-env-named-'));
     const file = join(dir, 'bridge.yaml');

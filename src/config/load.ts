@@ -606,11 +606,16 @@ function namingVariables(
       (name, index, names) => env[name] !== undefined && env[name] !== '' && names.indexOf(name) === index,
     );
   if (set.length === 0) return issue;
+  const from = `from ${set.join(' and ')} in the environment`;
   return {
     ...issue,
     // The variable's name only: the file's text may hold a default that is a secret, and this
-    // line goes to the log (start's fatal line).
-    message: `${issue.message} (from ${set.join(' and ')} in the environment)`,
+    // line goes to the log (start's fatal line). After a message that ends in a parenthesis of
+    // its own (`… (whsec_ and the output of openssl rand -base64 32)`) a second one read as two
+    // asides in a row, `…32) (from CRM_WEBHOOK_SECRET in the environment)`: said as a clause then.
+    message: issue.message.endsWith(')')
+      ? `${issue.message}; the value is ${from}`
+      : `${issue.message} (${from})`,
   };
 }
 
