@@ -72,6 +72,8 @@ const SYNC_AGENTS_COMMAND: CliCommandInfo = {
   summary:
     'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
   options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
+  stops:
+    "it stops at a safe point, records its run as interrupted (where it stopped) and lets go of the channel's lease, so the next run may start at once and finish the job; exits 1 saying where it stopped",
 };
 
 /**
