@@ -580,7 +580,9 @@ export function loadConfig(
       const written = valuesWithReferences(parsed, new Map());
       throw new ConfigError(
         `${source.path}: ${error.message}`,
-        (error.issues ?? []).map((issue) => namingVariables(issue, written.get(issue.path), env)),
+        (error.issues ?? []).map((issue) =>
+          namingUnsetKey(namingVariables(issue, written.get(issue.path), env), written, env),
+        ),
       );
     }
     throw error;
@@ -617,6 +619,36 @@ function namingVariables(
       ? `${issue.message}; the value is ${from}`
       : `${issue.message} (${from})`,
   };
+}
+
+/** Settings a problem of another path may ask for (a LiveTex channel: `secrets.masterKey`). */
+const ASKED_FOR = ['secrets.masterKey'] as const;
+
+/**
+ * A problem that asks for a setting the file takes from the environment, from a variable that is
+ * not set (`channels[1]: livetex channels need secrets.masterKey …`, in a copy of the example,
+ * whose `masterKey: ${CHATBRIDGE_MASTER_KEY:-}` is empty without it) names the variable: the
+ * setting is in the file already, and a newcomer told only "need secrets.masterKey" pasted the
+ * key into the file, where secrets do not belong.
+ */
+function namingUnsetKey(
+  issue: ErrorIssue,
+  written: ReadonlyMap<string, string>,
+  env: NodeJS.ProcessEnv,
+): ErrorIssue {
+  for (const setting of ASKED_FOR) {
+    const reference = written.get(setting);
+    if (issue.path === setting || reference === undefined || !issue.message.includes(setting)) continue;
+    const unset = [...reference.matchAll(REFERENCE_NAMES)]
+      .map((match) => match[1]!)
+      .filter((name, index, names) => (env[name] ?? '') === '' && names.indexOf(name) === index);
+    if (unset.length === 0) continue;
+    return {
+      ...issue,
+      message: `${issue.message}, and set ${unset.join(' or ')} in the environment (${setting} takes it from there)`,
+    };
+  }
+  return issue;
 }
 
 const MAX_ALIAS_COUNT = 100;
