@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -36,6 +36,34 @@ describe('a problem in a value taken from the environment names the variable', (
     expect(problems(EXAMPLE, { CRM_WEBHOOK_URL: 'localhost:8080/hook' })).toEqual([
       'destinations[0].url: an http:// or https:// URL (https://…), got the text "localhost:8080/hook" (from CRM_WEBHOOK_URL in the environment)',
     ]);
+  });
+
+  it('after a message with an aside of its own: one aside, the variable said as a clause', () => {
+    // `…32) (from CRM_WEBHOOK_SECRET in the environment)`: two parentheses in a row.
+    const secret = problems(EXAMPLE, { CRM_WEBHOOK_SECRET: 'abc' });
+    expect(secret).toEqual([
+      'destinations[0].secret: a Standard Webhooks secret: whsec_ followed by base64 of at least 24 random bytes (whsec_ and the output of openssl rand -base64 32); the value is from CRM_WEBHOOK_SECRET in the environment',
+    ]);
+    const port = problems(EXAMPLE, { PORT: '4000', METRICS_PORT: '4000' });
+    expect(port).toHaveLength(1);
+    expect(port[0]).toMatch(/main port\); the value is from METRICS_PORT in the environment$/);
+    for (const line of [...secret, ...port]) expect(line).not.toMatch(/\) \(/);
+  });
+
+  it('a problem asking for a setting the file takes from an unset variable names the variable', () => {
+    // A copy of the example on Redis: its LiveTex channel needs the master key, which the file
+    // takes from CHATBRIDGE_MASTER_KEY. Told only "need secrets.masterKey", a newcomer pasted
+    // the key into the file.
+    const dir = mkdtempSync(join(tmpdir(), 'chatbridge-env-named-'));
+    const file = join(dir, 'bridge.yaml');
+    writeFileSync(
+      file,
+      readFileSync(EXAMPLE, 'utf8').replace('  redis: ""', '  redis: redis://127.0.0.1:6379'),
+    );
+    expect(problems(file, {})).toEqual([
+      'channels[1]: livetex channels need secrets.masterKey (32 bytes, base64); run `chatbridge keys master` to make one, and set CHATBRIDGE_MASTER_KEY in the environment (secrets.masterKey takes it from there)',
+    ]);
+    expect(problems(file, { CHATBRIDGE_MASTER_KEY: Buffer.alloc(32, 1).toString('base64') })).toEqual([]);
   });
 
   it('not when the value is the file’s own (the default used, or no reference)', () => {

@@ -72,6 +72,8 @@ const SYNC_AGENTS_COMMAND: CliCommandInfo = {
   summary:
     'Sync the agent directory into this Chatvisor channel (progress on stderr, summary JSON on stdout)',
   options: { 'dry-run': { description: 'plan only: show what would change, write nothing' } },
+  stops:
+    "it stops at a safe point, records its run as interrupted (where it stopped) and lets go of the channel's lease, so the next run may start at once and finish the job; exits 1 saying where it stopped",
 };
 
 /**
@@ -226,7 +228,7 @@ export function createChatvisorRuntime(context: AdapterContext, channel: Channel
       method: 'GET',
       path: 'agent-sync/progress',
       summary:
-        'Where the running (or last) Chatvisor agent sync stands, whichever instance runs it: {progress} (null when none ran in the last day); state `interrupted`: the run stopped without finishing (its process died and its lease lapsed, or its instance shut down: `cause` "shutdown"), and a new sync may start at once',
+        'Where the running (or last) Chatvisor agent sync stands, whichever instance runs it: {progress} (null when none ran in the last day); state `interrupted`: the run stopped without finishing (its process died and its lease lapsed, or it was asked to stop, by its bridge shutting down or by Ctrl-C or SIGTERM to `chatbridge sync agents`: `cause` "shutdown"), and a new sync may start at once',
       async handle() {
         return { body: { progress: await agentSync.progress() } };
       },

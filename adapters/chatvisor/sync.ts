@@ -466,7 +466,7 @@ export class AgentSync {
     // follows within the progress record's day is not counted.
     this.interruptions = metrics.counter(
       'chatbridge_chatvisor_agent_sync_interrupted_total',
-      'Chatvisor agent sync runs that never finished, by channel and dry_run: counted by their own instance when it stopped them (a graceful shutdown), or, when their process died and their lease lapsed, by the run that takes the channel over',
+      'Chatvisor agent sync runs that never finished, by channel and dry_run: counted by their own instance when it was asked to stop them (its shutdown, or Ctrl-C or SIGTERM to chatbridge sync agents), or, when their process died and their lease lapsed, by the run that takes the channel over',
       ['channel', 'dry_run'] as const,
     );
   }
@@ -693,7 +693,9 @@ export class AgentSync {
       lastStepAt: watched.updatedAt,
       cause: 'shutdown',
     };
-    report.error = `interrupted ${where}${watched.current ? ', which may or may not have been applied' : ''}: its instance stopped it (a graceful shutdown); the next run lists Chatvisor afresh and finishes the job`;
+    // Plain words: whoever reads this (the API, a CLI user who pressed Ctrl-C) need not know what
+    // a "graceful shutdown" is, nor that `chatbridge sync agents` runs an instance of its own.
+    report.error = `interrupted ${where}${watched.current ? ', which may or may not have been applied' : ''}: it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh and finishes the job`;
     Object.assign(watched, {
       state: 'interrupted',
       cause: 'shutdown',

@@ -577,6 +577,14 @@ export function observationsOf(input: ObservationInput): Observation[] {
       ...base,
       at,
       idempotencyKey: keyOf('rated', `:${ratingEventKey(record, record.rating, input.ratedBefore)}`),
+      // The same rating in the close and in its own rated event, delivered together: each read
+      // the dialog's rating before the other recorded its own, so each took itself for news,
+      // under keys of its own (the close's count, the rated event's time), and the rating was
+      // recorded twice. Both also name the place this rating takes among the dialog's ratings
+      // (the same for both): the engine records one, and the other finds it and is a repeat.
+      sharedIdempotencyKeys: [
+        keyOf('rated', `:slot:${ratingKey(record.rating)}:#${input.ratedBefore?.n ?? 0}`),
+      ],
       timeline: [
         {
           key: 'rated',

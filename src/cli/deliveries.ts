@@ -122,11 +122,25 @@ export function isDeliveriesUsageError(error: unknown): boolean {
   );
 }
 
-/** Runs a parsed request. Not found, pending already, store unavailable ...: one line, exit 1. */
+/**
+ * Ctrl-C (SIGINT) or SIGTERM asked the command to stop (src/cli/main.ts stopOnSignal): `signal`
+ * aborts then, and `by` names the signal.
+ */
+export interface CommandStop {
+  readonly signal: AbortSignal;
+  readonly by: NodeJS.Signals | undefined;
+}
+
+/**
+ * Runs a parsed request. Not found, pending already, store unavailable ...: one line, exit 1.
+ * Asked to stop (`stop`), `list --all` stops between pages and `replay --all-failed` between
+ * deliveries: what was done is printed, one line says how to go on, exit 1.
+ */
 export async function runDeliveriesRequest(
   request: DeliveriesRequest,
   delivery: Delivery,
   io: Io,
+  stop?: CommandStop,
 ): Promise<number> {
   try {
     if (request.command === 'list') {
@@ -139,6 +153,12 @@ export async function runDeliveriesRequest(
         for (const item of page.deliveries) io.stdout(request.json ? JSON.stringify(item) : line(item));
         count += page.deliveries.length;
         if (page.nextCursor !== null && request.all) {
+          if (stop?.signal.aborted) {
+            io.stderr(
+              `chatbridge: 'deliveries list' stopped by ${stop.by ?? 'a signal'} after ${count} deliver${count === 1 ? 'y' : 'ies'}; go on with --before ${page.nextCursor}`,
+            );
+            return 1;
+          }
           query = { ...query, before: page.nextCursor };
           continue;
         }
@@ -158,8 +178,17 @@ export async function runDeliveriesRequest(
       );
       return 0;
     }
-    const { replayed } = await delivery.replayFailed(request.destination);
-    for (const id of replayed) io.stdout(id);
+    // Each id as it is replayed: stopped halfway, the ones done are on stdout already.
+    const { replayed, left } = await delivery.replayFailed(request.destination, {
+      onReplayed: (id) => io.stdout(id),
+      ...(stop ? { signal: stop.signal } : {}),
+    });
+    if (left !== undefined) {
+      io.stderr(
+        `chatbridge: 'deliveries replay' stopped by ${stop?.by ?? 'a signal'}: replayed ${replayed.length} failed deliver${replayed.length === 1 ? 'y' : 'ies'} to ${request.destination}, ${left} not yet (still failed); run it again for the rest`,
+      );
+      return 1;
+    }
     io.stderr(
       `replayed ${replayed.length} failed deliver${replayed.length === 1 ? 'y' : 'ies'} to ${request.destination}`,
     );

@@ -29,6 +29,7 @@ import { createStore } from '../store/index.js';
 import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
 import { CrmUsageError, crmChoices, crmCommand } from './crm.js';
+import type { CommandStop } from './deliveries.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -50,6 +51,17 @@ export interface CliStreams {
    * either way, and in plain words too only to a terminal (see sayFatal).
    */
   stderrIsTTY?: boolean;
+  /**
+   * Where a long command hears SIGINT (Ctrl-C) and SIGTERM (stopOnSignal): the process, or in a
+   * test an emitter of its own, which says the signal without sending one to the test runner.
+   */
+  signals?: SignalSource;
+}
+
+/** What stopOnSignal listens on: `process`, or an EventEmitter in tests. */
+export interface SignalSource {
+  on(event: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
+  off(event: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
 }
 
 export interface OptionInfo {
@@ -90,6 +102,11 @@ export interface Command {
    * when the config's store is the in-memory one, which no running bridge would see.
    */
   sharedState?: boolean;
+  /**
+   * What Ctrl-C (SIGINT) or SIGTERM does to it, for --help, when it stops at a safe point of its
+   * own (stopOnSignal) rather than dying where it stands.
+   */
+  stops?: string;
   /** `values` are the parsed options; `args` the raw ones (without --config). Returns the exit code. */
   run(values: OptionValues, io: CliStreams, args: string[]): Promise<number>;
 }
@@ -171,6 +188,45 @@ export async function withBridge<T>(
 
 /** A failure with a one-line reason: exit 1. */
 export class CliFailure extends Error {}
+
+/**
+ * SIGINT (Ctrl-C) and SIGTERM for a long command, from now until `dispose`: the first aborts
+ * `signal`, and the command stops at a safe point of its own (`sync agents` records where its run
+ * stopped and lets go of its lease, `contacts reindex` lets go of its lock, `deliveries replay
+ * --all-failed` stops between deliveries), then exits 1 saying so; a second exits at once.
+ * Without it the signal killed the process where it stood: a re-index kept its lock for a minute
+ * (and the next `contacts reindex` said another instance was re-indexing), a replay stopped
+ * without a word of how far it had got.
+ */
+export function stopOnSignal(name: string, io: CliStreams): CommandStop & { dispose(): void } {
+  const source: SignalSource = io.signals ?? process;
+  const controller = new AbortController();
+  let by: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (by) {
+      io.stderr(`chatbridge: ${signal} again: exiting now, without waiting for '${name}' to stop`);
+      process.exit(1);
+    }
+    by = signal;
+    io.stderr(`chatbridge: ${signal}: stopping '${name}' at a safe point (${signal} again exits at once)`);
+    controller.abort(new Error(`stopped by ${signal}`));
+  };
+  source.on('SIGINT', onSignal);
+  source.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    get by() {
+      return by;
+    },
+    dispose() {
+      source.off('SIGINT', onSignal);
+      source.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+/** Said in a stoppable command's --help (Command.stops), after what it does when stopped. */
+const SECOND_SIGNAL = 'a second one exits at once';
 
 /** Errors `start` has already said (sayFatal): runCli only sets the exit code for these. */
 const saidFatal = new WeakSet<object>();
@@ -479,12 +535,14 @@ function deliveryCommand(
   name: 'list' | 'replay',
   summary: string,
   options: Record<string, OptionInfo>,
+  stops: string,
   synopsis?: string,
 ): Command {
   const command: Command = {
     name: `deliveries ${name}`,
     summary,
     options,
+    stops,
     ...(synopsis === undefined ? {} : { synopsis }),
     sharedState: true,
     async run(values, io, args) {
@@ -505,9 +563,14 @@ function deliveryCommand(
       const check = (config: Config) => {
         if (request.command === 'replay failed') checkDestination(request.destination, config);
       };
-      return withBridge(values.config as string | undefined, io, { ...command, check }, (bridge) =>
-        runDeliveriesRequest(request, bridge.delivery, io),
-      );
+      return withBridge(values.config as string | undefined, io, { ...command, check }, async (bridge) => {
+        const stop = stopOnSignal(command.name, io);
+        try {
+          return await runDeliveriesRequest(request, bridge.delivery, io, stop);
+        } finally {
+          stop.dispose();
+        }
+      });
     },
   };
   return command;
@@ -533,6 +596,7 @@ function vendorCommands(): Command[] {
         name: info.name,
         summary: info.summary,
         options,
+        ...(info.stops === undefined ? {} : { stops: info.stops }),
         sharedState: true,
         run: (values, io) => runChannelCommand(info.name, values, io),
       });
@@ -583,33 +647,20 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
     // stopped and lets go of its lease, as a run its instance stops does), and it exits 1 saying
     // so; a second signal exits at once. Before, the signal killed the process mid-write, and the
     // run read `running` until its lease lapsed (a minute), refusing every other run meanwhile.
-    const stop = new AbortController();
-    let stoppedBy: NodeJS.Signals | undefined;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stoppedBy) {
-        io.stderr(`chatbridge: ${signal} again: exiting now, without waiting for '${name}' to stop`);
-        process.exit(1);
-      }
-      stoppedBy = signal;
-      io.stderr(`chatbridge: ${signal}: stopping '${name}' at a safe point (${signal} again exits at once)`);
-      stop.abort(new Error(`stopped by ${signal}`));
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const stop = stopOnSignal(name, io);
     const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr, signal: stop.signal };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
     } catch (error) {
-      if (stoppedBy)
+      if (stop.by)
         throw new CliFailure(
-          `'${name}' stopped by ${stoppedBy}: ${error instanceof Error ? error.message : String(error)}`,
+          `'${name}' stopped by ${stop.by}: ${error instanceof Error ? error.message : String(error)}`,
         );
       // A command refusing its options (400) is bad usage: exit 2, like our own parsing errors.
       if (error instanceof AppError && error.status === 400) throw new UsageError(error.message);
       throw error;
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      stop.dispose();
     }
     return 0;
   });
@@ -646,64 +697,87 @@ const contactsReindex: Command = {
   options: {
     'dry-run': { description: 'only count what would change: nothing is written' },
   },
+  stops:
+    'it stops between records (what is done stays done), lets go of the re-index lock, prints its summary so far and exits 1; run it again to finish',
   sharedState: true,
   async run(values, io) {
     const dryRun = values['dry-run'] === true;
     return withBridge(values.config as string | undefined, io, contactsReindex, async (bridge) => {
-      const { store, config } = bridge;
-      const stored = await storedNormalizationVersion(store);
-      if (stored > NORMALIZATION_VERSION)
-        throw new CliFailure(
-          `the contacts' keys follow identifier rules version ${stored}, newer than this chatbridge's (${NORMALIZATION_VERSION}): run the newer version's command`,
-        );
-      // One pass at a time: a worker's start-up pass holds the same lock.
-      const controller = new AbortController();
-      const lock = dryRun
-        ? null
-        : await lockRenewed(store, REINDEX_LOCK, 60_000, {
-            onRenewError: (error) =>
-              io.stderr(`chatbridge: could not renew the re-index lock: ${String(error)}`),
-            onLost: () => controller.abort(),
-          });
-      if (!dryRun && lock === null)
-        throw new CliFailure(
-          'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
-        );
-      // A line when there is news: SCAN walks the whole database a page at a time, and a page of
-      // other keys only (no contacts yet, on a Redis the queue or another app shares) read no
-      // record, so the same "0 records read" line came once per page.
-      let said: string | undefined;
+      // Before the lock: a signal from here on stops the pass and lets the lock go (below).
+      const stop = stopOnSignal(contactsReindex.name, io);
       try {
-        const report = await reindexContacts({
-          store,
-          identity: config.identity,
-          timelineRetention: config.limits.timelineRetention,
-          dryRun,
-          signal: controller.signal,
-          onProgress: (progress) => {
-            const line = `${progress.records} records read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`;
-            if (line !== said) io.stderr(line);
-            said = line;
-          },
-        });
-        io.stdout(JSON.stringify(report));
-        if (report.conflicts > 0)
-          io.stderr(
-            `${report.conflicts} identifier(s) ${dryRun ? 'would take' : 'took'} the key of another contact: not merged, ${dryRun ? 'would be ' : ''}listed in GET /api/v1/identity/conflicts (reason renormalized) for staff to decide`,
-          );
-        if (!report.complete)
-          throw new CliFailure('the re-index was stopped before the end (its lock was lost); run it again');
-        if (report.busy > 0)
-          throw new CliFailure(
-            `${report.busy} record(s) kept changing while being re-indexed and were left as they were; run it again`,
-          );
-        return 0;
+        return await reindexOnce(bridge, io, dryRun, stop);
       } finally {
-        await lock?.release();
+        stop.dispose();
       }
     });
   },
 };
+
+async function reindexOnce(
+  bridge: Bridge,
+  io: CliStreams,
+  dryRun: boolean,
+  stop: ReturnType<typeof stopOnSignal>,
+): Promise<number> {
+  const { store, config } = bridge;
+  const stored = await storedNormalizationVersion(store);
+  if (stored > NORMALIZATION_VERSION)
+    throw new CliFailure(
+      `the contacts' keys follow identifier rules version ${stored}, newer than this chatbridge's (${NORMALIZATION_VERSION}): run the newer version's command`,
+    );
+  // One pass at a time: a worker's start-up pass holds the same lock.
+  const controller = new AbortController();
+  // Asked to stop (Ctrl-C): the pass stops between records, as when its lock is lost.
+  if (stop.signal.aborted) controller.abort();
+  else stop.signal.addEventListener('abort', () => controller.abort(), { once: true });
+  const lock = dryRun
+    ? null
+    : await lockRenewed(store, REINDEX_LOCK, 60_000, {
+        onRenewError: (error) => io.stderr(`chatbridge: could not renew the re-index lock: ${String(error)}`),
+        onLost: () => controller.abort(),
+      });
+  if (!dryRun && lock === null)
+    throw new CliFailure(
+      'another instance is re-indexing the contacts now (a worker does it once when it starts): wait until its log says "contact re-index: done", then run this again to check',
+    );
+  // A line when there is news: SCAN walks the whole database a page at a time, and a page of
+  // other keys only (no contacts yet, on a Redis the queue or another app shares) read no
+  // record, so the same "0 records read" line came once per page.
+  let said: string | undefined;
+  try {
+    const report = await reindexContacts({
+      store,
+      identity: config.identity,
+      timelineRetention: config.limits.timelineRetention,
+      dryRun,
+      signal: controller.signal,
+      onProgress: (progress) => {
+        const line = `${progress.records} record${progress.records === 1 ? '' : 's'} read, ${progress.changed} ${dryRun ? 'would change' : 'changed'}, ${progress.namesIndexed} ${dryRun ? 'would be found by name' : 'found by name now'}`;
+        if (line !== said) io.stderr(line);
+        said = line;
+      },
+    });
+    io.stdout(JSON.stringify(report));
+    if (report.conflicts > 0)
+      io.stderr(
+        `${report.conflicts} identifier(s) ${dryRun ? 'would take' : 'took'} the key of another contact: not merged, ${dryRun ? 'would be ' : ''}listed in GET /api/v1/identity/conflicts (reason renormalized) for staff to decide`,
+      );
+    if (!report.complete && stop.by)
+      throw new CliFailure(
+        `'contacts reindex' stopped by ${stop.by} after ${report.records} record${report.records === 1 ? '' : 's'} read (${report.changed} ${dryRun ? 'would change' : 'changed'}); what is done stays done${dryRun ? '' : ' and the lock is let go'}: run it again to finish`,
+      );
+    if (!report.complete)
+      throw new CliFailure('the re-index was stopped before the end (its lock was lost); run it again');
+    if (report.busy > 0)
+      throw new CliFailure(
+        `${report.busy} record(s) kept changing while being re-indexed and were left as they were; run it again`,
+      );
+    return 0;
+  } finally {
+    await lock?.release();
+  }
+}
 
 const contactsMerge: Command = {
   name: 'contacts merge',
@@ -732,14 +806,19 @@ export const COMMANDS: Command[] = [
   crmCheck,
   contactsReindex,
   contactsMerge,
-  deliveryCommand('list', 'List outbound deliveries (one per line; JSON lines with --json)', {
-    state: { value: 'pending|delivered|failed', description: 'only deliveries in this state' },
-    destination: { value: 'ID', description: 'only deliveries to this destination' },
-    limit: { value: 'N', description: 'at most N deliveries (1–500; default 50), or N a page with --all' },
-    before: { value: 'CURSOR', description: 'the next page: the cursor the previous list printed' },
-    all: { description: 'every page, one after the other' },
-    json: { description: 'one JSON object per line' },
-  }),
+  deliveryCommand(
+    'list',
+    'List outbound deliveries (one per line; JSON lines with --json)',
+    {
+      state: { value: 'pending|delivered|failed', description: 'only deliveries in this state' },
+      destination: { value: 'ID', description: 'only deliveries to this destination' },
+      limit: { value: 'N', description: 'at most N deliveries (1–500; default 50), or N a page with --all' },
+      before: { value: 'CURSOR', description: 'the next page: the cursor the previous list printed' },
+      all: { description: 'every page, one after the other' },
+      json: { description: 'one JSON object per line' },
+    },
+    'with --all it stops between pages, says the --before cursor to go on from, and exits 1',
+  ),
   deliveryCommand(
     'replay',
     'Deliver again: one delivery (--id), or every failed one of a destination',
@@ -748,6 +827,7 @@ export const COMMANDS: Command[] = [
       destination: { value: 'ID', description: 'with --all-failed: the destination' },
       'all-failed': { description: 'replay every failed delivery of --destination' },
     },
+    'with --all-failed it stops between deliveries: the ones replayed are on stdout, the rest stay failed, one line says how many; exits 1 (run it again for the rest)',
     '--id ID | --destination ID --all-failed',
   ),
 ];
@@ -817,6 +897,8 @@ function commandHelp(command: Command): string {
     if (command.config !== false)
       lines.push('  --config FILE  the config (else $CHATBRIDGE_CONFIG, config/bridge.yaml, the example)');
   }
+  if (command.stops !== undefined)
+    lines.push('', `Ctrl-C (SIGINT) or SIGTERM: ${command.stops}; ${SECOND_SIGNAL}.`);
   if (command.sharedState)
     lines.push('', 'Works on state the running bridge shares: refused on an in-memory store config.');
   return lines.join('\n');

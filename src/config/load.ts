@@ -580,7 +580,9 @@ export function loadConfig(
       const written = valuesWithReferences(parsed, new Map());
       throw new ConfigError(
         `${source.path}: ${error.message}`,
-        (error.issues ?? []).map((issue) => namingVariables(issue, written.get(issue.path), env)),
+        (error.issues ?? []).map((issue) =>
+          namingUnsetKey(namingVariables(issue, written.get(issue.path), env), written, env),
+        ),
       );
     }
     throw error;
@@ -606,12 +608,47 @@ function namingVariables(
       (name, index, names) => env[name] !== undefined && env[name] !== '' && names.indexOf(name) === index,
     );
   if (set.length === 0) return issue;
+  const from = `from ${set.join(' and ')} in the environment`;
   return {
     ...issue,
     // The variable's name only: the file's text may hold a default that is a secret, and this
-    // line goes to the log (start's fatal line).
-    message: `${issue.message} (from ${set.join(' and ')} in the environment)`,
+    // line goes to the log (start's fatal line). After a message that ends in a parenthesis of
+    // its own (`… (whsec_ and the output of openssl rand -base64 32)`) a second one read as two
+    // asides in a row, `…32) (from CRM_WEBHOOK_SECRET in the environment)`: said as a clause then.
+    message: issue.message.endsWith(')')
+      ? `${issue.message}; the value is ${from}`
+      : `${issue.message} (${from})`,
   };
+}
+
+/** Settings a problem of another path may ask for (a LiveTex channel: `secrets.masterKey`). */
+const ASKED_FOR = ['secrets.masterKey'] as const;
+
+/**
+ * A problem that asks for a setting the file takes from the environment, from a variable that is
+ * not set (`channels[1]: livetex channels need secrets.masterKey …`, in a copy of the example,
+ * whose `masterKey: ${CHATBRIDGE_MASTER_KEY:-}` is empty without it) names the variable: the
+ * setting is in the file already, and a newcomer told only "need secrets.masterKey" pasted the
+ * key into the file, where secrets do not belong.
+ */
+function namingUnsetKey(
+  issue: ErrorIssue,
+  written: ReadonlyMap<string, string>,
+  env: NodeJS.ProcessEnv,
+): ErrorIssue {
+  for (const setting of ASKED_FOR) {
+    const reference = written.get(setting);
+    if (issue.path === setting || reference === undefined || !issue.message.includes(setting)) continue;
+    const unset = [...reference.matchAll(REFERENCE_NAMES)]
+      .map((match) => match[1]!)
+      .filter((name, index, names) => (env[name] ?? '') === '' && names.indexOf(name) === index);
+    if (unset.length === 0) continue;
+    return {
+      ...issue,
+      message: `${issue.message}, and set ${unset.join(' or ')} in the environment (${setting} takes it from there)`,
+    };
+  }
+  return issue;
 }
 
 const MAX_ALIAS_COUNT = 100;

@@ -569,6 +569,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       );
   }
 
+  /** The dedupe keys of observation.sharedIdempotencyKeys (types.ts), besides its own. */
+  function sharedDedupeKeys(observation: ParsedObservation): readonly string[] {
+    const shared = observation.sharedIdempotencyKeys;
+    if (shared === undefined || shared.length === 0) return NO_KEYS;
+    return shared
+      .filter((sharedKey) => sharedKey !== observation.idempotencyKey)
+      .map((sharedKey) => key.dedupe(observation.channelId, sharedKey));
+  }
+
   /** The dedupe keys an older version gave this observation, while any can still exist (above). */
   function formerDedupeKeys(observation: ParsedObservation): readonly string[] | Promise<readonly string[]> {
     const former = observation.formerIdempotencyKeys;
@@ -922,7 +931,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     );
     // A redelivery of an event an older version recorded under another key (JivoChat).
     const lookedUp = formerDedupeKeys(observation);
-    const formerKeys = lookedUp instanceof Promise ? await lookedUp : lookedUp;
+    const formerOnly = lookedUp instanceof Promise ? await lookedUp : lookedUp;
+    // Keys shared with another form of the same fact are looked for like former keys (a value
+    // naming a record of this contact is a repeat), always, and written with the record.
+    const shared = sharedDedupeKeys(observation);
+    const formerKeys = shared.length === 0 ? formerOnly : [...formerOnly, ...shared];
     const saltValue = await installationSalt();
     const identifiers: Identifier[] = [];
     const seen = new Map<string, Identifier>();
@@ -1456,6 +1469,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       // A snapshot (a state restated: a client card, a conversation's status) is a repeat only
       // within the vendor's retries: the same state later is a return to it, news again.
       batch.set(dedupeKey, storedId(target.id), observation.snapshot ? snapshotTtlMs : dedupeTtlMs);
+      // The same fact in another form (sharedIdempotencyKeys): recorded with this one, so a
+      // delivery of that form that planned on reading none fails its expectation and reads it.
+      for (const sharedKey of sharedDedupeKeys(observation))
+        batch.set(sharedKey, storedId(target.id), dedupeTtlMs);
 
       // The group as it is after this write, for the answer and the events.
       const contact = mergedView(survivor, groupAfter());

@@ -167,6 +167,11 @@ function fastCheck(input: unknown): ParsedObservation {
     if (former.length > 4) throw UNCHECKED;
     observation.formerIdempotencyKeys = former;
   }
+  if (given.sharedIdempotencyKeys !== undefined) {
+    const shared = each(given.sharedIdempotencyKeys, (raw) => string(raw, 1, 512));
+    if (shared.length > 4) throw UNCHECKED;
+    observation.sharedIdempotencyKeys = shared;
+  }
   if (given.snapshot !== undefined) {
     if (typeof given.snapshot !== 'boolean') throw UNCHECKED;
     observation.snapshot = given.snapshot;

@@ -197,6 +197,14 @@ export const observationSchema = z.object({
    */
   formerIdempotencyKeys: z.array(z.string().min(1).max(512)).max(4).optional(),
   /**
+   * Keys this event shares with other deliveries that report the same fact in another form (a
+   * LiveTex rating carried by the dialog's close and by its own rated event): a delivery that
+   * finds one of them recorded for its contact is a repeat, and recording it records them all.
+   * Checked in the same atomic write as idempotencyKey, so two such deliveries that arrive
+   * together record the fact once, whichever instance takes each (no lock).
+   */
+  sharedIdempotencyKeys: z.array(z.string().min(1).max(512)).max(4).optional(),
+  /**
    * The observation restates a state (a client card, a conversation's status, a dialog's
    * operators) rather than reporting a one-off event: its key makes a repeat only for
    * identity.snapshotDedupeSeconds, which spans the vendor's retries. After that the same state

@@ -76,6 +76,11 @@ export interface CliCommand {
    * `takesValue`; a `required` one missing is bad usage (exit 2) before anything connects.
    */
   options?: Record<string, { description: string; takesValue?: boolean; required?: boolean }>;
+  /**
+   * What Ctrl-C (SIGINT) or SIGTERM does to it (its --help says it): set by a command that
+   * watches CliIo.signal and stops at a safe point of its own.
+   */
+  stops?: string;
   run(options: Record<string, string | boolean>, io: CliIo): Promise<unknown>;
 }
 

@@ -150,8 +150,15 @@ export interface DeliveryAdmin {
   get(id: string): Promise<DeliveryDetail | null>;
   /** Throws NotFoundError, or ConflictError when it is pending already or its destination is gone. */
   replay(id: string): Promise<DeliverySummary>;
-  /** Throws NotFoundError when the destination is not configured. */
-  replayFailed(destinationId: string): Promise<{ replayed: string[] }>;
+  /**
+   * Throws NotFoundError when the destination is not configured. `signal` (the CLI's Ctrl-C) stops
+   * it between deliveries: `left` counts the failed ones it did not get to (they stay failed);
+   * `onReplayed` hears each as it is replayed.
+   */
+  replayFailed(
+    destinationId: string,
+    options?: { signal?: AbortSignal; onReplayed?: (id: string) => void },
+  ): Promise<{ replayed: string[]; left?: number }>;
   /**
    * The configured destinations (or this one) a circuit breaker or their own Retry-After holds
    * back now, on any instance (breaker-state.ts): why their pending deliveries wait with no attempt.

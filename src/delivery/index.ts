@@ -715,7 +715,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       return readOpenBreakers(store, ids);
     },
 
-    async replayFailed(destinationId) {
+    async replayFailed(destinationId, options = {}) {
       if (!byId.has(destinationId))
         throw new NotFoundError('destination_not_found', `no destination ${quotedInput(destinationId)}`);
       // Every delivery failed when the replay starts, in lane order (by sequence, across the
@@ -724,10 +724,14 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       // destination removed from the config, a refusal of each) went out of order when the
       // group crossed a page. Deliveries that fail again during the replay are not read again.
       const replayed: string[] = [];
-      for (const { id } of await records.inSeqOrder('failed', destinationId)) {
+      const failed = await records.inSeqOrder('failed', destinationId);
+      for (const [index, { id }] of failed.entries()) {
+        // Between two deliveries, never inside one: each replay is one step of its own.
+        if (options.signal?.aborted) return { replayed, left: failed.length - index };
         try {
           await replayRecord(id);
           replayed.push(id);
+          options.onReplayed?.(id);
         } catch (error) {
           // Replayed meanwhile by someone else, or deleted meanwhile past the destination's
           // failedRetention (the prune pass runs on every worker): nothing to do for this one.
