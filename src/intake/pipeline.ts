@@ -11,7 +11,7 @@ import {
   isVerifiedIdentifier,
 } from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
-import type { Contact } from '../contacts/types.js';
+import type { Contact, Observation } from '../contacts/types.js';
 import type {
   AdapterDefinition,
   Answer,
@@ -210,6 +210,34 @@ function explained(error: unknown, rawBody: Buffer, contentType: string | undefi
     : new BadRequestError('invalid_json', `${error.message} (the body is read as UTF-8; ${why})`);
 }
 
+/** The answer must not fail because enrichment did: the vendor still gets the contact. */
+function factsFailed(call: IntakeCall<unknown>, error: unknown): null {
+  call.logger.warn({ err: error }, 'facts failed; answering without them');
+  return null;
+}
+
+/** Whether some observation names the contact by a verified value (anchoredBy), in a plain loop. */
+function observationsAnchor(contact: Contact, observations: readonly Observation[]): boolean {
+  for (const observation of observations)
+    if (observation.identifiers !== undefined && anchoredBy(contact, observation.identifiers)) return true;
+  return false;
+}
+
+/**
+ * `extend(request, { opened })` for decode, field by field: the request is parseIntakeRequest's
+ * (these five fields), and this runs for every request.
+ */
+function withOpened<O>(request: IntakeRequest, opened: O): IntakeRequest & { opened: O } {
+  return {
+    body: request.body,
+    rawBody: request.rawBody,
+    repaired: request.repaired,
+    contentType: request.contentType,
+    receivedAt: request.receivedAt,
+    opened,
+  };
+}
+
 export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
   const logKey = deps.logKey ?? randomBytes(32);
   const subjectDigest = (value: string) =>
@@ -295,11 +323,6 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
     const wanted = decoded.facts;
     const reserve = wanted.reserve ? sendReserveMs(wanted.deadlineMs) : 0;
     const remaining = wanted.deadlineMs - reserve - (performance.now() - call.arrivedAt);
-    // The answer must not fail because enrichment did: the vendor still gets the contact.
-    const failed = (error: unknown) => {
-      call.logger.warn({ err: error }, 'facts failed; answering without them');
-      return null;
-    };
     try {
       const request: FactRequest = {
         channelId: call.channel.config.id,
@@ -310,21 +333,24 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         anchored:
           decoded.kind === 'lookup'
             ? isVerifiedIdentifier(decoded.identifier)
-            : decoded.observations.some((observation) => anchoredBy(contact, observation.identifiers ?? [])),
+            : observationsAnchor(contact, decoded.observations),
       };
       const now = deps.facts.forContactNow(contact, request);
       if (now !== undefined) return now;
-      return deps.facts.forContact(contact, request).then((answer) => {
-        if (answer.missing.length > 0) {
-          call.logger.info(
-            { missing: answer.missing },
-            'attribute sources left out of the answer (late or failed)',
-          );
-        }
-        return answer;
-      }, failed);
+      return deps.facts.forContact(contact, request).then(
+        (answer) => {
+          if (answer.missing.length > 0) {
+            call.logger.info(
+              { missing: answer.missing },
+              'attribute sources left out of the answer (late or failed)',
+            );
+          }
+          return answer;
+        },
+        (error: unknown) => factsFailed(call, error),
+      );
     } catch (error) {
-      return failed(error);
+      return factsFailed(call, error);
     }
   }
 
@@ -351,7 +377,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         // A route without `open` reads nothing before decode: its `opened` is undefined.
         let opened = (route.open ? await route.open(request, state) : undefined) as O;
         if (route.open) call.admit?.();
-        let first = route.decode(extend(request, { opened }), state);
+        let first = route.decode(withOpened(request, opened), state);
         event = first.event;
         const holdUntil =
           first.kind === 'lookup' && first.options?.holdToDeadline && deps.facts.sourceCount() > 0
@@ -383,7 +409,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
               'what the lookup was opened with kept changing in the store; retry later',
             );
           opened = (await route.open(request, state, acted.recheck)) as O;
-          first = route.decode(extend(request, { opened }), state);
+          first = route.decode(withOpened(request, opened), state);
           acted = await act(first, later);
         }
         const { decoded, contact, duplicate, repeated } = acted;
