@@ -204,4 +204,43 @@ describe('parseWire', () => {
     }
     expect(parseWire(loose, full)).toStrictEqual(loose.parse(full));
   });
+
+  it("reads a record of unknown values as zod does, without running zod for JSON's objects", () => {
+    const record = z.record(z.string(), z.unknown());
+    const schema = z.looseObject({ social: soft(record), plain: record });
+    const symbolKeyed = { a: 1, [Symbol('s')]: 2 };
+    const hidden = Object.defineProperty({ shown: 1 }, 'hidden', { value: 2, enumerable: false });
+    class Instance {
+      field = 1;
+    }
+    const inputs: unknown[] = [
+      { plain: {} },
+      { plain: { b: 2, a: 1, 10: 'ten', 2: 'two', undefinedValue: undefined, nested: { deep: [1] } } },
+      JSON.parse('{"plain":{"__proto__":{"polluted":true},"x":1},"social":{"__proto__":1}}'),
+      JSON.parse('{"plain":{"constructor":"text","toString":null},"social":{"constructor":{"prototype":1}}}'),
+      { plain: {}, social: [] },
+      { plain: {}, social: null },
+      { plain: {}, social: 'text' },
+      { plain: [] },
+      { plain: null },
+      { plain: Object.create(null) },
+      { plain: Object.assign(Object.create(null), { a: 1 }) },
+      { plain: symbolKeyed },
+      { plain: hidden },
+      { plain: new Instance() },
+      { plain: new Map([['a', 1]]) },
+      { plain: new Date(0) },
+    ];
+    for (const input of inputs) same(schema, input);
+    const safeParse = vi.spyOn(record, 'safeParse');
+    try {
+      for (const input of inputs.slice(0, 4)) parseWire(schema, input);
+      expect(safeParse).not.toHaveBeenCalled();
+      // A symbol key (no JSON has one) is zod's to judge.
+      same(schema, { plain: symbolKeyed });
+      expect(safeParse).toHaveBeenCalled();
+    } finally {
+      safeParse.mockRestore();
+    }
+  });
 });

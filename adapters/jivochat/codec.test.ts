@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isHttpUrl } from '../../src/contacts/links.js';
 import type { Contact } from '../../src/contacts/types.js';
+import { wellFormed } from '../../src/digest.js';
 import { AppError } from '../../src/errors.js';
 import { parseIntakeRequest } from '../../src/intake/pipeline.js';
 import { ANSWER_LIMITS, buildRichAnswer, fillCrmLink, safeLink, truncate } from './codec.js';
@@ -129,6 +130,72 @@ describe('answer limits', () => {
     expect(
       fillCrmLink('https://crm.example/c/{crmId}', contact({ identities: [{ kind: 'crm', value: '9931' }] })),
     ).toBe('https://crm.example/c/9931');
+  });
+
+  it('fills any template as one replace over its placeholders did (the template is cut once and kept)', () => {
+    // The fill before the template was cut once: a global replace, every placeholder's value at hand.
+    const byReplace = (template: string, who: Contact, links: { consoleUrl?: string }) => {
+      const person = who.identities.find((identity) => identity.kind === 'person')?.value;
+      const crmIdentity = who.identities.find((identity) => identity.kind === 'crm')?.value;
+      const crmAttribute = who.attributes.crmId?.value;
+      const values: Record<string, string | undefined> = {
+        contactId: who.id,
+        person,
+        crmId:
+          crmIdentity ??
+          (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute)),
+        consoleUrl: links.consoleUrl,
+        crmUrl: who.crmLink ?? undefined,
+      };
+      let missing = false;
+      const filled = template.replace(/\{([^{}]*)\}/g, (_match, name: string) => {
+        const value = values[name];
+        if (value === undefined || value === '' || !wellFormed(value)) {
+          missing = true;
+          return '';
+        }
+        return name === 'consoleUrl' || name === 'crmUrl' ? value : encodeURIComponent(value);
+      });
+      return missing ? undefined : safeLink(filled);
+    };
+    const piece = fc.oneof(
+      fc.constantFrom('{contactId}', '{person}', '{crmId}', '{consoleUrl}', '{crmUrl}', '{nope}', '{}'),
+      fc.constantFrom('{', '}', '{{', '}}', '/', '?q=', '#', ' ', '$&', "$'", '%', 'a'),
+      fc.string({ maxLength: 4 }),
+    );
+    const start = fc.constantFrom(
+      'https://crm.example/',
+      'http://127.0.0.1:3000/c/',
+      '',
+      '{consoleUrl}',
+      ' ',
+    );
+    const value = fc.option(
+      fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom('', ' a/b?', '\ud800', 'https://crm.example/x')),
+      { nil: undefined },
+    );
+    fc.assert(
+      fc.property(
+        start,
+        fc.array(piece, { maxLength: 6 }),
+        value,
+        value,
+        value,
+        value,
+        (head, pieces, person, crm, crmUrl, consoleUrl) => {
+          const template = head + pieces.join('');
+          const identities: Contact['identities'] = [];
+          if (person !== undefined) identities.push({ kind: 'person', value: person });
+          if (crm !== undefined) identities.push({ kind: 'crm', value: crm });
+          const who = contact({ identities, crmLink: crmUrl ?? null });
+          const links = consoleUrl === undefined ? {} : { consoleUrl };
+          // Twice: the second fill reads the template kept by the first.
+          for (let round = 0; round < 2; round++)
+            expect(fillCrmLink(template, who, links), template).toBe(byReplace(template, who, links));
+        },
+      ),
+      { numRuns: 2000, seed: 20261205 },
+    );
   });
 
   it('leaves the link out when a value holds a lone surrogate (encodeURIComponent would throw: a 500)', () => {

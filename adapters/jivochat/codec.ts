@@ -1,4 +1,4 @@
-import { type FactAnswer, unverifiedValues } from '../../src/contacts/facts.js';
+import { type FactAnswer, isVerifiedIdentifier } from '../../src/contacts/facts.js';
 import { isHttpUrl } from '../../src/contacts/links.js';
 import { cleanDisplayText } from '../../src/contacts/normalize.js';
 import type { Contact, Fact } from '../../src/contacts/types.js';
@@ -152,60 +152,156 @@ export function placeholderValues(
   contact: Contact,
   links: { consoleUrl?: string | undefined } = {},
 ): Record<(typeof crmLinkPlaceholders)[number], string | undefined> {
-  const person = contact.identities.find((identity) => identity.kind === 'person')?.value;
-  // {crmId}: an identifier of kind `crm` (a CRM's own id, when an adapter or source reports one),
-  // else a `crmId` attribute. Our convention: no vendor defines it.
-  const crmIdentity = contact.identities.find((identity) => identity.kind === 'crm')?.value;
-  const crmAttribute = contact.attributes.crmId?.value;
-  const crmId =
-    crmIdentity ?? (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute));
-  // {crmUrl}: the CRM record's page, set when a CRM destination linked the contact (DESIGN §10).
   return {
-    contactId: contact.id,
-    person,
-    crmId,
-    consoleUrl: links.consoleUrl,
-    crmUrl: contact.crmLink ?? undefined,
+    contactId: placeholderValue('contactId', contact, links),
+    person: placeholderValue('person', contact, links),
+    crmId: placeholderValue('crmId', contact, links),
+    consoleUrl: placeholderValue('consoleUrl', contact, links),
+    crmUrl: placeholderValue('crmUrl', contact, links),
   };
 }
 
-/** Fill the template; a placeholder without a value leaves the whole link out. */
+/** One placeholder's value (placeholderValues), worked out only when the template names it. */
+function placeholderValue(
+  name: (typeof crmLinkPlaceholders)[number],
+  contact: Contact,
+  links: { consoleUrl?: string | undefined },
+): string | undefined {
+  switch (name) {
+    case 'contactId':
+      return contact.id;
+    case 'person':
+      return contact.identities.find((identity) => identity.kind === 'person')?.value;
+    case 'crmId': {
+      // {crmId}: an identifier of kind `crm` (a CRM's own id, when an adapter or source reports
+      // one), else a `crmId` attribute. Our convention: no vendor defines it.
+      const crmIdentity = contact.identities.find((identity) => identity.kind === 'crm')?.value;
+      const crmAttribute = contact.attributes.crmId?.value;
+      return (
+        crmIdentity ?? (crmAttribute === undefined || crmAttribute === '' ? undefined : String(crmAttribute))
+      );
+    }
+    case 'consoleUrl':
+      return links.consoleUrl;
+    case 'crmUrl':
+      // {crmUrl}: the CRM record's page, set when a CRM destination linked the contact (DESIGN §10).
+      return contact.crmLink ?? undefined;
+  }
+}
+
+const KNOWN_PLACEHOLDERS: ReadonlySet<string> = new Set<string>([
+  'contactId',
+  'person',
+  'crmId',
+  'consoleUrl',
+  'crmUrl',
+] satisfies (typeof crmLinkPlaceholders)[number][]);
+
+/**
+ * A crm_link template cut at its placeholders, once per template (a channel's template is the
+ * same for every answer): `literals[i]` comes before `names[i]`, the last literal after the last
+ * name. The matches are those of the `\{([^{}]*)\}` expression a global replace would find.
+ */
+interface CompiledTemplate {
+  literals: string[];
+  names: string[];
+}
+const TEMPLATE_CACHE_MAX = 256;
+const compiledTemplates = new Map<string, CompiledTemplate>();
+
+function compileTemplate(template: string): CompiledTemplate {
+  const known = compiledTemplates.get(template);
+  if (known !== undefined) return known;
+  const literals: string[] = [];
+  const names: string[] = [];
+  let last = 0;
+  for (const match of template.matchAll(/\{([^{}]*)\}/g)) {
+    literals.push(template.slice(last, match.index));
+    names.push(match[1] ?? '');
+    last = match.index + match[0].length;
+  }
+  literals.push(template.slice(last));
+  const compiled = { literals, names };
+  // Templates come from the config (one per channel); the bound is for callers that pass others.
+  if (compiledTemplates.size >= TEMPLATE_CACHE_MAX) compiledTemplates.clear();
+  compiledTemplates.set(template, compiled);
+  return compiled;
+}
+
+/**
+ * Fill the template; a placeholder without a value leaves the whole link out. The template is
+ * cut once (compileTemplate) and only the placeholders it names are worked out: a global replace
+ * with a callback and every placeholder's value per answer was most of the answer's own time in
+ * the serving bridge (bench/HISTORY.md, twenty-seventh round).
+ */
 export function fillCrmLink(
   template: string,
   contact: Contact,
   links: { consoleUrl?: string | undefined } = {},
 ): string | undefined {
-  const values = placeholderValues(contact, links);
+  const { literals, names } = compileTemplate(template);
+  let filled = literals[0]!;
   let missing = false;
-  const filled = template.replace(/\{([^{}]*)\}/g, (_match, name: string) => {
-    const value = values[name as keyof typeof values];
+  for (let index = 0; index < names.length; index++) {
+    const name = names[index]!;
+    const value = KNOWN_PLACEHOLDERS.has(name)
+      ? placeholderValue(name as (typeof crmLinkPlaceholders)[number], contact, links)
+      : // A name no config accepts (a direct call): looked up in the values object, as it always was.
+        (placeholderValues(contact, links) as Record<string, unknown>)[name];
     // A lone surrogate (JSON's "\ud800", from a vendor's attribute or a CRM's id) has no URL
     // form: encodeURIComponent throws on it, an unexpected error (500) for the whole answer after
     // the event was stored. Such a value names nothing a link could reach: the link is left out.
-    if (value === undefined || value === '' || !wellFormed(value)) {
+    if (value === undefined || value === '' || !wellFormed(value as string)) {
       missing = true;
-      return '';
+      continue;
     }
     // {consoleUrl} and {crmUrl} are whole URLs (our signed agent link, the CRM record's page):
     // encoding them would break them.
-    return name === 'consoleUrl' || name === 'crmUrl' ? value : encodeURIComponent(value);
-  });
+    filled +=
+      (name === 'consoleUrl' || name === 'crmUrl' ? value : encodeURIComponent(value as string)) +
+      literals[index + 1]!;
+  }
   return missing ? undefined : safeLink(filled);
 }
 
 function contactInfo(contact: Contact): JivoAnswer['contact_info'] {
   const info: NonNullable<JivoAnswer['contact_info']> = {};
+  let any = false;
   const name = contact.name ?? contact.names[0];
-  if (name?.trim()) info.name = truncate(name.trim(), ANSWER_LIMITS.name);
-  const email = contact.emails[0];
-  if (email && email.length <= ANSWER_LIMITS.email) info.email = email;
-  const phone = contact.phones[0];
-  if (phone && phone.length <= ANSWER_LIMITS.phone) info.phone = phone;
-  const description = contact.attributes.description?.value;
-  if (typeof description === 'string' && description.trim()) {
-    info.description = truncate(description.trim(), ANSWER_LIMITS.description);
+  const trimmedName = name?.trim();
+  if (trimmedName) {
+    info.name = truncate(trimmedName, ANSWER_LIMITS.name);
+    any = true;
   }
-  return Object.keys(info).length > 0 ? info : undefined;
+  const email = contact.emails[0];
+  if (email && email.length <= ANSWER_LIMITS.email) {
+    info.email = email;
+    any = true;
+  }
+  const phone = contact.phones[0];
+  if (phone && phone.length <= ANSWER_LIMITS.phone) {
+    info.phone = phone;
+    any = true;
+  }
+  const description = contact.attributes.description?.value;
+  const trimmedDescription = typeof description === 'string' ? description.trim() : '';
+  if (trimmedDescription) {
+    info.description = truncate(trimmedDescription, ANSWER_LIMITS.description);
+    any = true;
+  }
+  return any ? info : undefined;
+}
+
+/** Whether `value` is one of the contact's e-mails or phones that rest only on visitor-typed values (unverifiedValues). */
+function typedByVisitor(contact: Contact, value: string): boolean {
+  for (const identity of contact.identities)
+    if (
+      identity.value === value &&
+      (identity.kind === 'email' || identity.kind === 'phone') &&
+      !isVerifiedIdentifier(identity)
+    )
+      return true;
+  return false;
 }
 
 /**
@@ -217,13 +313,12 @@ function unverifiedContactItem(
   contact: Contact,
   info: JivoAnswer['contact_info'] | undefined,
 ): CustomDataItem | undefined {
-  const unverified = unverifiedValues(contact);
-  const which = [
-    info?.email !== undefined && unverified.has(info.email) ? 'e-mail' : undefined,
-    info?.phone !== undefined && unverified.has(info.phone) ? 'phone' : undefined,
-  ].filter((part) => part !== undefined);
-  if (which.length === 0) return undefined;
-  return { title: 'Not verified', content: `${which.join(', ')} (typed by a visitor)` };
+  // A scan of the few identities, not a Set of them per answer (unverifiedValues gives the same).
+  const email = info?.email !== undefined && typedByVisitor(contact, info.email);
+  const phone = info?.phone !== undefined && typedByVisitor(contact, info.phone);
+  if (!email && !phone) return undefined;
+  const which = email && phone ? 'e-mail, phone' : email ? 'e-mail' : 'phone';
+  return { title: 'Not verified', content: `${which} (typed by a visitor)` };
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   keyPart,
   text,
 } from '../../src/intake/wire.js';
+import { isoFromMs } from '../../src/isotime.js';
 import { safeLink, truncate } from './codec.js';
 import type { JivoAgent, JivochatSettings, JivoEnvelope, JivoEventName } from './schemas.js';
 
@@ -73,10 +74,14 @@ export function hashOf(value: unknown): string {
 /** The person id lives in whichever field `personIdFrom` names, possibly a dotted path. */
 export function readPath(payload: Record<string, unknown>, path: string): string | undefined {
   let current: unknown = payload;
-  for (const part of path.split('.')) {
-    if (!isRecord(current)) return undefined;
-    current = current[part];
-  }
+  // The common path is one key (user_token): read without splitting it (an array per call, and
+  // this runs once or twice per webhook).
+  if (!path.includes('.')) current = isRecord(payload) ? payload[path] : undefined;
+  else
+    for (const part of path.split('.')) {
+      if (!isRecord(current)) return undefined;
+      current = current[part];
+    }
   // A number JSON.parse rounded (past 2^53) would be another customer's id: none (exactNumber).
   if (exactNumber(current)) return String(current);
   if (typeof current === 'string') return text(current);
@@ -219,17 +224,21 @@ function attributesOf(input: MapInput): Record<string, AttributeValue> {
   }
 
   // Client attributes keep Jivo's own keys (set under «Настройки атрибутов»), namespaced so an
-  // attribute called "status" cannot overwrite the client status above.
-  for (const [key, value] of Object.entries(envelope.attributes ?? {})) {
-    if (value === null || value === '') continue;
-    if (typeof value === 'number' || typeof value === 'boolean') {
-      // 1e400 (Infinity) is no value to keep; the other attributes and the event are.
-      if (typeof value === 'number' && !Number.isFinite(value)) continue;
-      out[`client.${key}`] = { value, label: key, type: typeof value === 'number' ? 'number' : 'boolean' };
-    } else {
-      put(`client.${key}`, key, text(value), safeLink(value) ? 'url' : undefined);
+  // attribute called "status" cannot overwrite the client status above. Only events that carry
+  // them pay for the walk (it made an object and an array on every other webhook).
+  const clientAttributes = envelope.attributes;
+  if (clientAttributes)
+    for (const key of Object.keys(clientAttributes)) {
+      const value = clientAttributes[key];
+      if (value === null || value === '' || value === undefined) continue;
+      if (typeof value === 'number' || typeof value === 'boolean') {
+        // 1e400 (Infinity) is no value to keep; the other attributes and the event are.
+        if (typeof value === 'number' && !Number.isFinite(value)) continue;
+        out[`client.${key}`] = { value, label: key, type: typeof value === 'number' ? 'number' : 'boolean' };
+      } else {
+        put(`client.${key}`, key, text(value), safeLink(value) ? 'url' : undefined);
+      }
     }
-  }
   return out;
 }
 
@@ -317,19 +326,24 @@ export function idempotencyKeysOf(input: MapInput): { key: string; former?: stri
   if (parts[0] === '-') parts = [hashOf(raw)];
   // A vendor id longer than the kit's KEY_PART_MAX is digested (keyPart); shorter ones, and the
   // hashes, are kept, so keys made before are unchanged, as is the rule below for a long key.
-  const keyOf = (of: string[]) => {
-    const kept = of.map(keyPart);
-    const key = `${VENDOR}:${input.channelId}:${eventName}:${kept.join(':')}`;
-    return key.length <= 400 ? key : `${VENDOR}:${input.channelId}:${eventName}:${hashOf(kept)}`;
+  // The parts are made once for both keys below (each was kept and joined once per key).
+  const prefix = `${VENDOR}:${input.channelId}:${eventName}:`;
+  const kept = parts.map(keyPart);
+  const keyOf = (of: string[], joined: string) => {
+    const key = `${prefix}${joined}`;
+    return key.length <= 400 ? key : `${prefix}${hashOf(of)}`;
   };
+  const joined = kept.join(':');
   // Without `widgetId` a channel takes every widget whose webhook URL it is, and chat and client
   // ids are not known to be unique across widgets (or Jivo accounts): the widget is part of the
   // key then, or a second widget's chat that reused an id was taken for a redelivery of the first
   // and answered with the first visitor's data. With `widgetId` set every payload accepted has
   // that widget, and the keys stay as they were.
-  if (input.settings.widgetId === undefined && typeof e.widget_id === 'string')
-    return { key: keyOf([...parts, e.widget_id]), former: keyOf(parts) };
-  return { key: keyOf(parts) };
+  if (input.settings.widgetId === undefined && typeof e.widget_id === 'string') {
+    const widget = keyPart(e.widget_id);
+    return { key: keyOf([...kept, widget], `${joined}:${widget}`), former: keyOf(kept, joined) };
+  }
+  return { key: keyOf(kept, joined) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +402,22 @@ function conversationContext(e: JivoEnvelope): ConversationContext {
   return context;
 }
 
+/**
+ * `extend(context, { raw })`, field by field in conversationContext's order (it sets only the
+ * fields it has): the same keys in the same order, without extend's walk over both objects'
+ * keys, for the one entry every chat_accepted makes.
+ */
+function contextWithRaw(context: ConversationContext, raw: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (context.conversationId !== undefined) out.conversationId = context.conversationId;
+  if (context.agent !== undefined) out.agent = context.agent;
+  if (context.department !== undefined) out.department = context.department;
+  if (context.topic !== undefined) out.topic = context.topic;
+  if (context.page !== undefined) out.page = context.page;
+  out.raw = raw;
+  return out;
+}
+
 interface Built {
   timeline: TimelineEntryInput[];
   events: EventInput[];
@@ -410,7 +440,7 @@ function build(input: MapInput, at: string): Built {
             at,
             type: 'conversation.started',
             summary: `${chatRef} accepted${agentName ? ` by ${agentName}` : ''}`,
-            data: extend(data, { raw }),
+            data: contextWithRaw(context, raw),
           },
         ],
         events: [{ type: 'conversation.started', key: 'accepted', data }],
@@ -616,7 +646,8 @@ export function unattachedReason(input: MapInput): string | undefined {
 export function toObservation(input: MapInput): MapResult {
   const identifiers = identifiersOf(input);
   if (identifiers.length === 0) return { kind: 'unattached', reason: unattached(input.eventName) };
-  const at = input.receivedAt.toISOString();
+  // isoFromMs: Date#toISOString's text without V8's date cache (src/isotime.ts), once per webhook.
+  const at = isoFromMs(input.receivedAt.getTime());
   const { timeline, events } = build(input, at);
   const name = text(input.envelope.visitor?.name);
   const responsibleAgent = responsibleOf(input.eventName, input.envelope);

@@ -60,14 +60,15 @@ export function isVerifiedIdentifier(identifier: Identifier): boolean {
  * differently (a phone's spelling) just counts as not anchoring — the safe side.
  */
 export function anchoredBy(contact: Contact, identifiers: readonly Identifier[]): boolean {
-  return identifiers.some((given) => {
-    if (!isVerifiedIdentifier(given)) return false;
+  // Plain loops: this runs for every webhook whose answer shows facts (two closures each before).
+  for (const given of identifiers) {
+    if (!isVerifiedIdentifier(given)) continue;
     const value = given.value.trim().normalize('NFC').toLowerCase();
-    return contact.identities.some(
-      (known) =>
-        known.kind === given.kind && isVerifiedIdentifier(known) && known.value.toLowerCase() === value,
-    );
-  });
+    for (const known of contact.identities)
+      if (known.kind === given.kind && isVerifiedIdentifier(known) && known.value.toLowerCase() === value)
+        return true;
+  }
+  return false;
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   isVerifiedIdentifier,
 } from '../contacts/facts.js';
 import type { ContactService } from '../contacts/service.js';
-import type { Contact } from '../contacts/types.js';
+import type { Contact, Observation } from '../contacts/types.js';
 import type {
   AdapterDefinition,
   Answer,
@@ -214,6 +214,34 @@ function explained(error: unknown, rawBody: Buffer, contentType: string | undefi
     : new BadRequestError('invalid_json', `${error.message} (the body is read as UTF-8; ${why})`);
 }
 
+/** The answer must not fail because enrichment did: the vendor still gets the contact. */
+function factsFailed(call: IntakeCall<unknown>, error: unknown): null {
+  call.logger.warn({ err: error }, 'facts failed; answering without them');
+  return null;
+}
+
+/** Whether some observation names the contact by a verified value (anchoredBy), in a plain loop. */
+function observationsAnchor(contact: Contact, observations: readonly Observation[]): boolean {
+  for (const observation of observations)
+    if (observation.identifiers !== undefined && anchoredBy(contact, observation.identifiers)) return true;
+  return false;
+}
+
+/**
+ * `extend(request, { opened })` for decode, field by field: the request is parseIntakeRequest's
+ * (these five fields), and this runs for every request.
+ */
+function withOpened<O>(request: IntakeRequest, opened: O): IntakeRequest & { opened: O } {
+  return {
+    body: request.body,
+    rawBody: request.rawBody,
+    repaired: request.repaired,
+    contentType: request.contentType,
+    receivedAt: request.receivedAt,
+    opened,
+  };
+}
+
 export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, LookupMetrics>): IntakePipeline {
   const logKey = deps.logKey ?? randomBytes(32);
   const subjectDigest = (value: string) =>
@@ -312,11 +340,6 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
     const wanted = decoded.facts;
     const reserve = wanted.reserve ? sendReserveMs(wanted.deadlineMs) : 0;
     const remaining = wanted.deadlineMs - reserve - (performance.now() - call.arrivedAt);
-    // The answer must not fail because enrichment did: the vendor still gets the contact.
-    const failed = (error: unknown) => {
-      call.logger.warn({ err: error }, 'facts failed; answering without them');
-      return null;
-    };
     try {
       const request: FactRequest = {
         channelId: call.channel.config.id,
@@ -327,21 +350,24 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
         anchored:
           decoded.kind === 'lookup'
             ? isVerifiedIdentifier(decoded.identifier)
-            : decoded.observations.some((observation) => anchoredBy(contact, observation.identifiers ?? [])),
+            : observationsAnchor(contact, decoded.observations),
       };
       const now = deps.facts.forContactNow(contact, request);
       if (now !== undefined) return now;
-      return deps.facts.forContact(contact, request).then((answer) => {
-        if (answer.missing.length > 0) {
-          call.logger.info(
-            { missing: answer.missing },
-            'attribute sources left out of the answer (late or failed)',
-          );
-        }
-        return answer;
-      }, failed);
+      return deps.facts.forContact(contact, request).then(
+        (answer) => {
+          if (answer.missing.length > 0) {
+            call.logger.info(
+              { missing: answer.missing },
+              'attribute sources left out of the answer (late or failed)',
+            );
+          }
+          return answer;
+        },
+        (error: unknown) => factsFailed(call, error),
+      );
     } catch (error) {
-      return failed(error);
+      return factsFailed(call, error);
     }
   }
 
@@ -383,7 +409,7 @@ export function createIntakePipeline(deps: IntakeDeps, lookups: Map<string, Look
                 receivedAt: request.receivedAt,
               }
             : undefined;
-        const decodeWhole = () => route.decode(extend(request, { opened }), state);
+        const decodeWhole = () => route.decode(withOpened(request, opened), state);
         // The observations are built only when this process's worker takes them (the hand-off):
         // otherwise the route's check validates the request, and the worker decodes the stored
         // body (a `web` instance; a hand-off that is full under a burst).

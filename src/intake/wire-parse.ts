@@ -13,8 +13,8 @@ import { kitSchemas } from './wire.js';
  * of its CPU under load). Measured with a sampling heap profile of the serving bridge.
  *
  * Read directly: the kit's own combinators (soft, softArray and the lenient fields, which never
- * fail), loose or plain objects of them, and unchecked string / number / boolean / unknown.
- * Anything else (unions, records, transforms, refinements, strict objects, objects with a
+ * fail), loose or plain objects of them, unchecked string / number / boolean / unknown, and
+ * records of unknown values by string keys. Anything else (unions, other records, transforms, refinements, strict objects, objects with a
  * `__proto__` key) is handed to that node's own zod safeParse, so its semantics are zod's by
  * construction. When the whole value fails, zod parses it again to throw its usual error.
  * test/intake.wire-parse.test.ts holds the outputs equal to zod's on every fixture and on
@@ -45,6 +45,9 @@ interface Def {
   checks?: unknown[];
   shape?: Record<string, z.ZodType>;
   catchall?: z.ZodType;
+  /** Records. */
+  keyType?: z.ZodType;
+  valueType?: z.ZodType;
 }
 
 function compile(schema: z.ZodType): Reader {
@@ -87,7 +90,60 @@ function compile(schema: z.ZodType): Reader {
     const catchall = def.catchall === undefined ? 'strip' : loose(def.catchall) ? 'keep' : null;
     if (catchall !== null) return objectReader(schema, def.shape, catchall);
   }
+  if (def.type === 'record' && anyStringKey(def.keyType) && anyValue(def.valueType))
+    return recordReader(viaZod(schema));
   return viaZod(schema);
+}
+
+/** z.string() as a record's key: every string key passes as it is. */
+function anyStringKey(schema: z.ZodType | undefined): boolean {
+  if (schema === undefined) return false;
+  const def = defOf(schema) as Def & { coerce?: boolean };
+  const internals = (schema as unknown as { _zod: { values?: unknown } })._zod;
+  return (
+    def.type === 'string' &&
+    (def.checks === undefined || def.checks.length === 0) &&
+    !def.coerce &&
+    internals.values === undefined
+  );
+}
+
+/** z.unknown() as a record's values: every value passes as it is. */
+function anyValue(schema: z.ZodType | undefined): boolean {
+  if (schema === undefined) return false;
+  const def = defOf(schema);
+  return def.type === 'unknown' && (def.checks === undefined || def.checks.length === 0);
+}
+
+/**
+ * z.record(z.string(), z.unknown()) (JivoChat's `visitor.social` and `analytics`, on every
+ * webhook): zod's safeParse of even `{}` cost a context, a payload and a result object. Read as
+ * zod reads it: a plain object (zod's isPlainObject), its own enumerable keys in order but
+ * `__proto__`, each value as it is. A symbol key (never in JSON) goes to zod, whose key schema
+ * refuses it.
+ */
+function recordReader(zodRead: Reader): Reader {
+  return (value) => {
+    if (!isPlainObject(value)) return FAIL;
+    const keys = Reflect.ownKeys(value);
+    const out: Record<string, unknown> = {};
+    for (const key of keys) {
+      if (typeof key !== 'string') return zodRead(value);
+      if (key === '__proto__' || !Object.prototype.propertyIsEnumerable.call(value, key)) continue;
+      out[key] = value[key];
+    }
+    return out;
+  };
+}
+
+/** zod's util.isPlainObject (zod 4), which its record parse asks first. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const made: unknown = (value as { constructor?: unknown }).constructor;
+  if (made === undefined || typeof made !== 'function') return true;
+  const prototype: unknown = made.prototype;
+  if (typeof prototype !== 'object' || prototype === null || Array.isArray(prototype)) return false;
+  return Object.hasOwn(prototype, 'isPrototypeOf');
 }
 
 /** Any node this module does not read itself: zod's own safeParse, FAIL for a failure. */
