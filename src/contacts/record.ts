@@ -324,8 +324,8 @@ export function decodeRecord(id: string, text: string): StoredRecord {
  * statements: encodeRecord stores the newest apart (`g`, the first of the newest in order) and
  * decodeRecord puts it first, the others after it in their order. What else apply puts in a
  * record is as decodeRecord makes it (its values, times and objects; identifiers without their
- * provenance): test/contacts.handed-record.test.ts holds the result equal to
- * decodeRecord(encodeRecord(record)).
+ * provenance): test/contacts.handed-record.test.ts holds an engine planning on such records to
+ * the record texts and contacts of one that decodes every text.
  */
 export function asDecoded(record: StoredRecord): StoredRecord {
   const agents = record.agents;
