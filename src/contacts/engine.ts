@@ -44,6 +44,7 @@ import {
 import { capIdentifiersPerKind, checkObservation } from './observation.js';
 import {
   type AgentStatement,
+  asDecoded,
   decodeRecord,
   encodeRecord,
   mergedView,
@@ -404,7 +405,14 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       const label = identifierLabel(identifier);
       if (!knownIds.has(label)) {
         knownIds.add(label);
-        record.ids.push(identifier);
+        // As stored (encodeRecord keeps kind, value and channel): the record may be handed to the
+        // lane's next plan as decodeRecord would make it (LaneState.decoded), and the
+        // observation's identifier carries its provenance besides.
+        record.ids.push(
+          identifier.channelId === undefined
+            ? { kind: identifier.kind, value: identifier.value }
+            : { kind: identifier.kind, value: identifier.value, channelId: identifier.channelId },
+        );
         changed = true;
       }
       const verified = identifier.provenance === 'verified';
@@ -747,14 +755,35 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return view;
   }
 
-  function plan(read: GroupReadResult, indexValues: (string | null)[], identifiers: Identifier[]): Plan {
+  /**
+   * What the observation writes, from a read (or a LaneState made a read by readAfter: `after`,
+   * whose decoded records it takes instead of decoding their texts).
+   */
+  function plan(
+    read: GroupReadResult,
+    indexValues: (string | null)[],
+    identifiers: Identifier[],
+    after?: LaneState,
+  ): Plan {
     const recordIds = [...new Set(indexValues.filter((value): value is string => value !== null))];
     const recordRoots = new Map(recordIds.map((id) => [id, read.roots.get(id) ?? id]));
     const roots = [...new Set(recordRoots.values())];
     const members = new Map<string, string[]>();
     for (const root of roots) members.set(root, [...(read.members.get(root) ?? [])].sort());
     const records = new Map<string, StoredRecord>();
-    for (const [id, text] of read.records) if (text !== null) records.set(id, decodeRead(id, text));
+    const decoded = after?.decoded;
+    for (const [id, text] of read.records) {
+      if (text === null) continue;
+      const handed = decoded?.get(id);
+      if (handed === undefined) {
+        records.set(id, decodeRead(id, text));
+        continue;
+      }
+      // Taken: this plan's write changes it (apply), so no other plan on the state may have it.
+      decoded!.delete(id);
+      readAs.set(handed, text);
+      records.set(id, handed);
+    }
     // The record to write to: the one holding the strongest identifier (person > email > phone > local).
     let targetId: string | null = null;
     let best = Number.POSITIVE_INFINITY;
@@ -1005,7 +1034,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           const existing = viewFromRead(read, repeatOf) ?? (await loadContact(repeatOf));
           if (existing) return { contact: existing.contact, created: false, duplicate: true };
         }
-        const planned = plan(read, indexValues, resolving);
+        const planned = plan(read, indexValues, resolving, plannedAfter ? after : undefined);
         // Under the contacts' locks (lockedAttempt): a group that is not one of those locked
         // joined since (a merge, a claim); let go and plan again.
         const { contactLocked } = options;
@@ -1164,6 +1193,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
      * and the observation behind it would then be recorded before it.
      */
     written: { key: string; value: string };
+    /**
+     * Records of `records` as objects, each exactly what decodeRecord makes of its text there
+     * (record.ts asDecoded): the written record, when its write wrote no other. A plan on this
+     * state takes them (plan) instead of decoding the texts — the JSON.parse and decode of a
+     * known contact's record were the engine's largest step per webhook (bench/HISTORY.md,
+     * twenty-seventh round) — so each is used by one plan at most; a later plan on the same
+     * state (remembered after a hand-over whose write failed) decodes the text. Not copied:
+     * apply changes the record in place, and the write that made it is done with it once this
+     * state is made (its text encoded, its contact made).
+     */
+    decoded?: Map<string, StoredRecord>;
   }
   /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
   const APPLIED_KEYS = 4;
@@ -1224,6 +1264,10 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
       let bytes = 1024;
       for (const text of state.records.values()) bytes += text.length;
       for (const applied of state.applied) bytes += applied.length;
+      // A decoded record's objects and strings take about twice its text (a known contact's of
+      // 1,590 characters: 3.2 KB of heap, measured with 20,000 of them).
+      if (state.decoded !== undefined)
+        for (const id of state.decoded.keys()) bytes += 2 * (state.records.get(id)?.length ?? 0);
       return bytes;
     },
   });
@@ -1536,7 +1580,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           if (applied.length === APPLIED_KEYS) break;
           if (earlier !== dedupeKey) applied.push(earlier);
         }
-        return {
+        const state: LaneState = {
           holders,
           roots,
           members: membersAfter,
@@ -1544,6 +1588,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           applied,
           written: { key: dedupeKey, value: storedId(target.id) },
         };
+        // Only the written record, and only when nothing else of the group was changed in memory
+        // (a merge, another record's e-mail or phone): the others are decoded from their texts.
+        if (planned.roots.length <= 1 && touched.size === 0)
+          state.decoded = new Map([[target.id, asDecoded(target)]]);
+        return state;
       };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns

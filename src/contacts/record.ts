@@ -317,6 +317,29 @@ export function decodeRecord(id: string, text: string): StoredRecord {
   return record;
 }
 
+/**
+ * A record the engine has changed (apply), put in the form decodeRecord gives of its encoded
+ * text, so that the engine can plan its next write on it without decoding that text
+ * (engine.ts, LaneState.decoded). The one difference apply leaves is the order of the agent
+ * statements: encodeRecord stores the newest apart (`g`, the first of the newest in order) and
+ * decodeRecord puts it first, the others after it in their order. What else apply puts in a
+ * record is as decodeRecord makes it (its values, times and objects; identifiers without their
+ * provenance): test/contacts.handed-record.test.ts holds an engine planning on such records to
+ * the record texts and contacts of one that decodes every text.
+ */
+export function asDecoded(record: StoredRecord): StoredRecord {
+  const agents = record.agents;
+  if (agents !== undefined && agents.length === 0) delete record.agents;
+  else if (agents !== undefined && agents.length > 1) {
+    let newest = 0;
+    for (let index = 1; index < agents.length; index++)
+      if (agents[newest]!.at < agents[index]!.at) newest = index;
+    if (newest > 0)
+      record.agents = [agents[newest]!, ...agents.slice(0, newest), ...agents.slice(newest + 1)];
+  }
+  return record;
+}
+
 // ISO-8601 UTC timestamps of one format compare correctly as strings.
 const minIso = (a: string, b: string) => (a < b ? a : b);
 const maxIso = (a: string, b: string) => (a > b ? a : b);
