@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { request } from 'node:http';
-import { connect } from 'node:net';
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClaims, sealRequest } from '../adapters/livetex/codec.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
+import { type RawAnswer as Answer, postWithoutHost, rawPost } from './support/raw-http.js';
 
 /**
  * A lookup POSTed to its route's exact path is served ahead of the middleware chain (serveEarly in
@@ -30,48 +29,8 @@ interface Key {
   key: string;
 }
 
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
-
-function post(bridge: TestBridge, path: string, body: string, headers: Record<string, string> = {}) {
-  return new Promise<Answer>((resolve, reject) => {
-    const sent = request(
-      `${bridge.url}${path}`,
-      { method: 'POST', headers: { 'content-type': 'application/jose', ...headers } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode!,
-            headers: response.headers,
-            text: Buffer.concat(chunks).toString('utf8'),
-          }),
-        );
-      },
-    );
-    sent.on('error', reject);
-    sent.end(body);
-  });
-}
-
-/** An HTTP/1.1 request without Host (a client a proxy did not fix): raw, as fetch always sends one. */
-function postWithoutHost(bridge: TestBridge, path: string) {
-  const { port } = new URL(bridge.url);
-  return new Promise<string>((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1');
-    let text = '';
-    socket.on('data', (chunk) => {
-      text += chunk.toString('utf8');
-    });
-    socket.on('end', () => resolve(text));
-    socket.on('error', reject);
-    socket.end(`POST ${path} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-  });
-}
+const post = (bridge: TestBridge, path: string, body: string, headers: Record<string, string> = {}) =>
+  rawPost(bridge, path, body, { 'content-type': 'application/jose', ...headers });
 
 const sealed = (key: Key, claims: Record<string, unknown> = {}) =>
   sealRequest(

@@ -1,11 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { request } from 'node:http';
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AdapterDefinition } from '../src/contracts/adapter.js';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
+import { type RawAnswer as Answer, postWithoutHost, rawPost } from './support/raw-http.js';
 
 /**
  * A vendor webhook POSTed to `/webhooks/<vendor>/<channel>/<token>` with plain segments is served
@@ -31,49 +30,8 @@ const accepted = JSON.parse(
   readFileSync(new URL('../adapters/jivochat/__fixtures__/chat_accepted.json', import.meta.url), 'utf8'),
 ) as Record<string, unknown>;
 
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
-
-function post(bridge: TestBridge, path: string, body: string, headers: Record<string, string> = {}) {
-  return new Promise<Answer>((resolve, reject) => {
-    const sent = request(
-      `${bridge.url}${path}`,
-      { method: 'POST', headers: { 'content-type': 'application/json', ...headers } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode!,
-            headers: response.headers,
-            text: Buffer.concat(chunks).toString('utf8'),
-          }),
-        );
-      },
-    );
-    // A 413 answers before the whole body is read, and the bridge closes the connection.
-    sent.on('error', (error: NodeJS.ErrnoException) => (error.code === 'EPIPE' ? undefined : reject(error)));
-    sent.end(body);
-  });
-}
-
-/** An HTTP/1.1 request without Host (a client a proxy did not fix): raw, as fetch always sends one. */
-function postWithoutHost(bridge: TestBridge, path: string) {
-  const { port } = new URL(bridge.url);
-  return new Promise<string>((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1');
-    let text = '';
-    socket.on('data', (chunk) => {
-      text += chunk.toString('utf8');
-    });
-    socket.on('end', () => resolve(text));
-    socket.on('error', reject);
-    socket.end(`POST ${path} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-  });
-}
+const post = (bridge: TestBridge, path: string, body: string, headers: Record<string, string> = {}) =>
+  rawPost(bridge, path, body, { 'content-type': 'application/json', ...headers });
 
 /** The answer with what differs per request (its id, the date) left out. */
 function said(answer: Answer) {
