@@ -14,7 +14,7 @@
 // LOOP_PROFILE=1: instead of the rounds, a V8 CPU profile of the first checkout
 // (node bench/profile.js <file>).
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -24,6 +24,7 @@ import { Redis } from 'ioredis';
 import { JIVO_TOKEN, writeBridgeConfig } from './lib/bridge.js';
 import { inject, readInjected } from './lib/inject.js';
 import { loads, median, roundOrder, stamp } from './lib/load.js';
+import { writeLoopProfile } from './lib/loop-profile.js';
 import { jivoChatFinished, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
@@ -115,18 +116,8 @@ try {
   process.stderr.write(`${stamp()} UTC, load average ${loads()}: warm\n`);
   if (env.LOOP_PROFILE === '1') {
     const side = sides[0];
-    const { Session } = await import('node:inspector/promises');
-    const session = new Session();
-    session.connect();
-    await session.post('Profiler.enable');
-    await session.post('Profiler.setSamplingInterval', { interval: 100 });
     const all = bodies(N * 3);
-    await session.post('Profiler.start');
-    await drive(side, all);
-    const { profile } = await session.post('Profiler.stop');
-    const file = resolve(tmpdir(), `ack-loop-${Date.now()}.cpuprofile`);
-    writeFileSync(file, JSON.stringify(profile));
-    process.stdout.write(`${file}\n`);
+    await writeLoopProfile('ack-loop', () => drive(side, all));
     rounds = 0;
   }
   for (let round = 0; round < rounds; round++) {

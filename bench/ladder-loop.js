@@ -16,7 +16,7 @@
 // LOOP_PROFILE=<rung>: instead of the rounds, a V8 CPU profile of that rung (bench/profile.js reads it),
 // LADDER_VIA_CHAIN=1: the webhook's URL with `?via=chain` (see bench/lib/ladder-rungs.js on chain1..N).
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -26,6 +26,7 @@ import { JIVO_TOKEN, LIVETEX_TOKEN, writeBridgeConfig } from './lib/bridge.js';
 import { inject, readInjected } from './lib/inject.js';
 import { ladderModules, rungNames, wantedRungs } from './lib/ladder-rungs.js';
 import { loads, median, roundOrder, stamp } from './lib/load.js';
+import { writeLoopProfile } from './lib/loop-profile.js';
 import { jivoChatAccepted, livetexDialogClosed, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
@@ -131,18 +132,10 @@ try {
     // One rung's V8 CPU profile over LOOP_N × LOOP_ROUNDS requests (node bench/profile.js <file>).
     const rung = rungs.find((each) => each.name === env.LOOP_PROFILE);
     if (!rung) throw new Error(`no rung ${env.LOOP_PROFILE}`);
-    const { Session } = await import('node:inspector/promises');
-    const session = new Session();
-    session.connect();
-    await session.post('Profiler.enable');
-    await session.post('Profiler.setSamplingInterval', { interval: 100 });
     const bodies = Array.from({ length: N }, () => bodyOf(sent++));
-    await session.post('Profiler.start');
-    for (let index = 0; index < N * rounds; index++) await call(rung.handler, bodies[index % N]);
-    const { profile } = await session.post('Profiler.stop');
-    const file = resolve(tmpdir(), `ladder-loop-${rung.name}-${Date.now()}.cpuprofile`);
-    writeFileSync(file, JSON.stringify(profile));
-    process.stdout.write(`${file}\n`);
+    await writeLoopProfile(`ladder-loop-${rung.name}`, async () => {
+      for (let index = 0; index < N * rounds; index++) await call(rung.handler, bodies[index % N]);
+    });
     rounds = 0;
   }
 

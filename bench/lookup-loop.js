@@ -13,7 +13,7 @@
 // LOOP_PROFILE=1: instead of
 // the rounds, a V8 CPU profile of the first checkout (node bench/profile.js <file>).
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -23,6 +23,7 @@ import { ADMIN_TOKEN, LIVETEX_TOKEN, writeBridgeConfig } from './lib/bridge.js';
 import { inject, readInjected } from './lib/inject.js';
 import { loads, median, roundOrder, stamp } from './lib/load.js';
 import { lookupSealer } from './lib/lookup-tokens.js';
+import { writeLoopProfile } from './lib/loop-profile.js';
 import { livetexDialogClosed, personOf } from './lib/payloads.js';
 import { benchRedis } from './lib/redis.js';
 
@@ -126,18 +127,8 @@ try {
   process.stderr.write(`${stamp()} UTC, load average ${loads()}: warm\n`);
   if (env.LOOP_PROFILE === '1') {
     const side = sides[0];
-    const { Session } = await import('node:inspector/promises');
-    const session = new Session();
-    session.connect();
-    await session.post('Profiler.enable');
-    await session.post('Profiler.setSamplingInterval', { interval: 100 });
     const bodies = await side.tokens(N * rounds);
-    await session.post('Profiler.start');
-    await drive(side, bodies);
-    const { profile } = await session.post('Profiler.stop');
-    const file = resolve(tmpdir(), `lookup-loop-${Date.now()}.cpuprofile`);
-    writeFileSync(file, JSON.stringify(profile));
-    process.stdout.write(`${file}\n`);
+    await writeLoopProfile('lookup-loop', () => drive(side, bodies));
     rounds = 0;
   }
   for (let round = 0; round < rounds; round++) {
