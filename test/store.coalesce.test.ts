@@ -1,8 +1,26 @@
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore } from '../src/store/redis.js';
+import { createRedisStore, type RedisStore } from '../src/store/redis.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
+
+/** The store's socket, with a count of the writes it is asked for (one `_writev` is one write of several chunks). */
+function countWrites(store: RedisStore) {
+  type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
+  const stream = (store.client as Redis).stream as unknown as Chunked & { writableCorked: number };
+  const calls = { write: 0, writev: 0 };
+  const write = stream._write.bind(stream);
+  const writev = stream._writev.bind(stream);
+  stream._write = (...args) => {
+    calls.write++;
+    write(...args);
+  };
+  stream._writev = (...args) => {
+    calls.writev++;
+    writev(...args);
+  };
+  return { stream, calls };
+}
 
 /**
  * src/store/redis.ts `coalesceWrites`: the engine's commands of one event-loop iteration leave in
@@ -23,19 +41,7 @@ describe('Redis store: the engine writes of one event-loop iteration go out toge
   it('sends five guarded batches issued in one tick as one write, applied in call order', async () => {
     const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
     try {
-      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
-      const stream = (store.client as Redis).stream as unknown as Chunked & { writableCorked: number };
-      const calls = { write: 0, writev: 0 };
-      const write = stream._write.bind(stream);
-      const writev = stream._writev.bind(stream);
-      stream._write = (...args) => {
-        calls.write++;
-        write(...args);
-      };
-      stream._writev = (...args) => {
-        calls.writev++;
-        writev(...args);
-      };
+      const { stream, calls } = countWrites(store);
 
       // Each batch expects what the one before it writes: they hold only if Redis runs them in
       // the order they were issued.
@@ -61,19 +67,7 @@ describe('Redis store: the engine writes of one event-loop iteration go out toge
     // write of its own (~9 KB for a chat_finished), however many requests one iteration answered.
     const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
     try {
-      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
-      const stream = (store.client as Redis).stream as unknown as Chunked & { writableCorked: number };
-      const calls = { write: 0, writev: 0 };
-      const write = stream._write.bind(stream);
-      const writev = stream._writev.bind(stream);
-      stream._write = (...args) => {
-        calls.write++;
-        write(...args);
-      };
-      stream._writev = (...args) => {
-        calls.writev++;
-        writev(...args);
-      };
+      const { stream, calls } = countWrites(store);
       const items = ['a', 'b', 'c', 'd', 'e'].map((value) => Buffer.from(`{"v":2}\n${value}`, 'utf8'));
       const lengths = items.map((item) => store.rpush('appended', item));
       expect(stream.writableCorked).toBe(1); // held until the end of this iteration

@@ -37,16 +37,24 @@ export function rawPost(
   });
 }
 
-/** An HTTP/1.1 request without Host (a client a proxy did not fix): raw, as fetch always sends one. */
-export function postWithoutHost(bridge: TestBridge, path: string): Promise<string> {
+/**
+ * An HTTP/1.1 request without Host (a client a proxy did not fix): raw, as fetch always sends one.
+ * Its answer's status line (`HTTP/1.1 400`) and JSON body.
+ */
+export function postWithoutHost(
+  bridge: TestBridge,
+  path: string,
+): Promise<{ status: string; body: unknown }> {
   const { port } = new URL(bridge.url);
-  return new Promise<string>((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     const socket = connect(Number(port), '127.0.0.1');
     let text = '';
     socket.on('data', (chunk) => {
       text += chunk.toString('utf8');
     });
-    socket.on('end', () => resolve(text));
+    socket.on('end', () =>
+      resolve({ status: text.slice(0, 12), body: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) }),
+    );
     socket.on('error', reject);
     socket.end(`POST ${path} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
   });
