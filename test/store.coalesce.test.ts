@@ -102,19 +102,7 @@ describe('Redis store: the engine writes of one event-loop iteration go out toge
     const store = await createRedisStore({ url, keyPrefix: prefix, logger: silent });
     try {
       const client = store.client as Redis;
-      type Chunked = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
-      const stream = client.stream as unknown as Chunked;
-      const calls = { write: 0, writev: 0 };
-      const write = stream._write.bind(stream);
-      const writev = stream._writev.bind(stream);
-      stream._write = (...args) => {
-        calls.write++;
-        write(...args);
-      };
-      stream._writev = (...args) => {
-        calls.writev++;
-        writev(...args);
-      };
+      const { calls } = countWrites(store);
       const sent: string[] = [];
       const send = client.sendCommand.bind(client);
       client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
