@@ -95,11 +95,11 @@ export const RECORD_CONCURRENCY = 8;
  * How long after this process's last append (or offer of observations) its worker counts the
  * vendors as quiet and records a chunk as widely as a `worker` process. A burst leaves a backlog
  * that one `all` process drains after it (bench/run.js's jivo_finished_deferred: most of the
- * events), and at 8 items in flight that drain was bound by the store's round trips, not its CPU.
- * Spacing the decodes instead (one item's start per turn of the event loop, so that 32 could be in
- * flight beside the answers) cost 20–25 % more CPU per event and wrote 3–8 times as often, the
- * store's cork then seldom holding more than one item's writes (bench/HISTORY.md, twenty-eighth
- * round): not taken.
+ * events), and at 8 items in flight that drain waited partly on the store's round trips (about
+ * three quarters of a core). Spacing the decodes instead (one item's start per turn of the event
+ * loop, so that 32 could be in flight beside the answers) cost 10–25 % more CPU per event and
+ * wrote 2–8 times as often, the store's cork then seldom holding more than one item's writes
+ * (bench/HISTORY.md, twenty-eighth round): not taken.
  */
 const QUIET_MS = 1000;
 /**
@@ -631,10 +631,11 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   /**
-   * Every item of a chunk, `recordConcurrency` at a time (quietRecordConcurrency when quiet), outcomes in item order. Not all at once:
-   * decoding an item runs without a pause before its first write, so starting a chunk's 100 at
-   * once held the event loop for all their decodes (tens of milliseconds for chat_finished
-   * transcripts) while the vendors' own requests waited for their answers.
+   * Every item of a chunk, `recordConcurrency` at a time (quietRecordConcurrency when quiet),
+   * outcomes in item order. Not all at once: decoding an item runs without a pause before its
+   * first write, so starting a chunk's 100 at once held the event loop for all their decodes (tens
+   * of milliseconds for chat_finished transcripts) while the vendors' own requests waited for
+   * their answers.
    */
   async function recordAll(
     items: Buffer[],
