@@ -322,11 +322,11 @@ function refuseDecryption(): never {
 
 /**
  * Where a request's parts are decoded (its protected header, then the IV, the tag, the header as
- * additional data and the ciphertext): each `Buffer.from` of them took a slice of Node's shared
- * 8 KiB pool, and a new pool (an ArrayBuffer) every ~20 requests — `createPool` under openCompact
- * was 5.6 % of a lookup's samples in a loop profile (bench/HISTORY.md, twenty-eighth round). Used
+ * additional data and the ciphertext): each `Buffer.from` of them was a slice of Node's shared
+ * 8 KiB pool, and a new pool (an ArrayBuffer for the collector to track) every ~20 requests. Used
  * synchronously only (the decipher copies what it is given before it returns; the header is read
- * into a string at once), so one buffer serves every request.
+ * into a string at once), so one buffer serves every request (bench/HISTORY.md, twenty-eighth
+ * round, with the header's kid kept below).
  */
 let scratch = Buffer.allocUnsafeSlow(4096);
 
