@@ -1,5 +1,10 @@
 import { domainToASCII, domainToUnicode } from 'node:url';
-import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js';
+// libphonenumber-js's modern build with its "min" metadata passed in: the same parser and the same
+// metadata as the package's default entry ('libphonenumber-js', which is "min" too), without that
+// entry's costs per call: its build spreads options through Babel's _objectSpread (about a third
+// of a parse) and copies each call's arguments to append the metadata.
+import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js/core/es6';
+import metadata from 'libphonenumber-js/min/metadata';
 import { LRUCache } from 'lru-cache';
 import type { Identifier } from './types.js';
 
@@ -90,6 +95,15 @@ export interface PhoneParts {
  */
 const RU_EXTENSION = /(\p{Nd}[\s)]*)(?:[,;]\s*)?(?:доп|д)\.?\s*(\p{Nd}{1,10})\s*$/iu;
 
+/**
+ * Whether the first "+" or decimal digit of a value is a "+". It was written as "strip what is
+ * neither, NFKC, starts with +", which answers the same for every string (NFKC maps no digit to
+ * "+" and composes nothing with a leading "+"; compared on every code point, and
+ * test/contacts.phone-parse.test.ts compares parsePhone's answers) without the copy and the
+ * normalisation.
+ */
+const STARTS_WITH_PLUS = /^[^+\p{Nd}]*\+/u;
+
 /** The number and extension of `value`, read as normalizePhone does; null when it is no phone. */
 export function parsePhone(value: string, defaultCountry: string): PhoneParts | null {
   const trimmed = value.trim();
@@ -100,14 +114,15 @@ export function parsePhone(value: string, defaultCountry: string): PhoneParts | 
   const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
   if (cached !== undefined) return cached === NOT_A_PHONE ? null : cached;
   const text = /[дД]/.test(trimmed) ? trimmed.replace(RU_EXTENSION, '$1 доб. $2') : trimmed;
-  const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode);
+  const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode, metadata);
   // A number written without a country code was read in the default country, and must exist
   // there: "8 044 123 45 67" (a Belarusian mobile, written the Belarusian way) and "044 123 45 67"
   // (a Kyiv landline) both read as +7 044…, a number Russia does not have, and joined two
   // strangers. Such a value is some other country's domestic form, which one we cannot tell: it
   // identifies nobody. A number given with its country code keeps the looser "possible" check.
-  const national =
-    parsed !== undefined && !/^\+/.test(trimmed.replace(/^[^+\p{Nd}]+/u, '').normalize('NFKC'));
+  // "With its country code" means the first "+" or digit of the value is a "+" (a fullwidth
+  // "＋" before it counts as neither, so "＋7 …" takes the "valid" check).
+  const national = parsed !== undefined && !STARTS_WITH_PLUS.test(trimmed);
   const parts: PhoneParts | null =
     parsed && (national ? parsed.isValid() : parsed.isPossible())
       ? parsed.ext
@@ -155,7 +170,7 @@ export function onlyPhonesWithExtension(value: string, defaultCountry: string): 
  * (the CRMs' usual search) would take +1 905 777-01-23 for +7 905 777-01-23.
  */
 export function samePhone(stored: string, e164: string): boolean {
-  const country = parsePhoneNumberFromString(e164)?.country;
+  const country = parsePhoneNumberFromString(e164, metadata)?.country;
   if (country) return normalizePhone(stored, country) === e164;
   return stored.replace(/\D/g, '') === e164.replace(/\D/g, '');
 }
