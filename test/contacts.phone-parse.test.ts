@@ -344,6 +344,18 @@ describe('parsePhone gives the answers it gave before it was made cheaper', () =
       expectSame(value, 'RU');
   });
 
+  it('a phone asked again after thousands of others (kept in the older half of the cache, then dropped)', () => {
+    const phones = ['+7 916 123-45-67 доб. 5', '8 (916) 765-43-21', '8 044 123 45 67', 'null'];
+    const others = (from: number, count: number) => {
+      for (let i = from; i < from + count; i++) parsePhone(`+7 903 ${String(i).padStart(7, '0')}`, 'RU');
+    };
+    for (const phone of phones) expectSame(phone, 'RU');
+    others(0, 6_000);
+    for (const phone of phones) expectSame(phone, 'RU');
+    others(6_000, 12_000);
+    for (const phone of phones) expectSame(phone, 'RU');
+  });
+
   it('samePhone and onlyPhonesWithExtension, which read phones through it', () => {
     fc.assert(
       fc.property(fc.oneof(nearReal, phoneLike), nearReal, (stored, other) => {

@@ -5,7 +5,6 @@ import { domainToASCII, domainToUnicode } from 'node:url';
 // of a parse) and copies each call's arguments to append the metadata.
 import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js/core/es6';
 import metadata from 'libphonenumber-js/min/metadata';
-import { LRUCache } from 'lru-cache';
 import type { Identifier } from './types.js';
 
 /**
@@ -73,11 +72,43 @@ export function emailForms(email: string): string[] {
  * normalising an observation, and the same visitors' phones come back chat after chat. Bounded
  * (entries and key length), so a flood of distinct numbers only evicts; NOT_A_PHONE stands for
  * "not a phone" (the cache holds no null).
+ *
+ * Two generations of maps rather than an LRU: every new visitor's phone is a miss and an insert,
+ * and lru-cache's bookkeeping for that (a "country|text" key built and hashed, its list, evicting
+ * the oldest entry) cost a quarter of parsePhone's time under load (bench/HISTORY.md, round 28).
+ * Inserts go to the recent generation; when it holds half the entries it becomes the older one
+ * and the older is dropped whole. A hit in the older generation is copied to the recent one, so a
+ * phone that keeps coming back stays.
  */
 const PHONE_CACHE_MAX = 10_000;
 const PHONE_CACHE_KEY_LENGTH = 64;
 const NOT_A_PHONE: PhoneParts = { number: '' };
-const phoneCache = new LRUCache<string, PhoneParts>({ max: PHONE_CACHE_MAX });
+let recentPhones = new Map<string, Map<string, PhoneParts>>();
+let olderPhones = new Map<string, Map<string, PhoneParts>>();
+let recentPhoneCount = 0;
+
+function cachedPhone(defaultCountry: string, text: string): PhoneParts | undefined {
+  const recent = recentPhones.get(defaultCountry)?.get(text);
+  if (recent !== undefined) return recent;
+  const older = olderPhones.get(defaultCountry)?.get(text);
+  if (older !== undefined) cachePhone(defaultCountry, text, older);
+  return older;
+}
+
+function cachePhone(defaultCountry: string, text: string, parts: PhoneParts): void {
+  if (recentPhoneCount >= PHONE_CACHE_MAX / 2) {
+    olderPhones = recentPhones;
+    recentPhones = new Map();
+    recentPhoneCount = 0;
+  }
+  let byText = recentPhones.get(defaultCountry);
+  if (byText === undefined) {
+    byText = new Map();
+    recentPhones.set(defaultCountry, byText);
+  }
+  byText.set(text, parts);
+  recentPhoneCount += 1;
+}
 
 /** A phone as E.164 and, when one was written, its extension (digits). */
 export interface PhoneParts {
@@ -110,8 +141,7 @@ export function parsePhone(value: string, defaultCountry: string): PhoneParts | 
   // Any decimal digit: libphonenumber reads fullwidth (８９１６…) and Arabic-Indic digits too.
   if (!/\p{Nd}/u.test(trimmed)) return null;
   const cacheable = trimmed.length <= PHONE_CACHE_KEY_LENGTH;
-  const cacheKey = `${defaultCountry}|${trimmed}`;
-  const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
+  const cached = cacheable ? cachedPhone(defaultCountry, trimmed) : undefined;
   if (cached !== undefined) return cached === NOT_A_PHONE ? null : cached;
   const text = /[дД]/.test(trimmed) ? trimmed.replace(RU_EXTENSION, '$1 доб. $2') : trimmed;
   const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode, metadata);
@@ -129,7 +159,7 @@ export function parsePhone(value: string, defaultCountry: string): PhoneParts | 
         ? { number: parsed.number, ext: parsed.ext }
         : { number: parsed.number }
       : null;
-  if (cacheable) phoneCache.set(cacheKey, parts ?? NOT_A_PHONE);
+  if (cacheable) cachePhone(defaultCountry, trimmed, parts ?? NOT_A_PHONE);
   return parts;
 }
 
