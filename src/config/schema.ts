@@ -1,4 +1,6 @@
-import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js';
+// The phone library's build and metadata that src/contacts/normalize.ts parses with (one copy loaded).
+import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js/core/es6';
+import metadata from 'libphonenumber-js/min/metadata';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
@@ -75,7 +77,7 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  */
 function countryMeant(text: string): CountryCode | undefined {
   const given = text.trim();
-  const countries = getCountries();
+  const countries = getCountries(metadata);
   const upper = given.toUpperCase();
   const code = countries.find((country) => country === upper);
   if (code) return code;
@@ -579,7 +581,7 @@ export const configSchema = z.strictObject({
         // GB is the usual slip) every number typed without its +code normalises to nothing and
         // is left off the contact, with no word said.
         .superRefine((code, ctx) => {
-          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code))
+          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code as CountryCode, metadata))
             ctx.addIssue({
               code: 'custom',
               message: `"${code}" is not a country code the phone library knows: ${
