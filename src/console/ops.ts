@@ -431,9 +431,13 @@ const CHANGED_PARTS: Record<CheckChange, string> = {
 };
 
 /** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
-function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
+function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined, storeKind: string): SafeHtml {
   const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
   if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
+  // `crm check` is a process of its own: on the in-memory store it has a store of its own too and
+  // records nothing (src/cli/crm.ts), so "records its outcome here" would never come true.
+  if (storeKind === 'memory' && item.lastCheck === null)
+    return html`Not recorded: this bridge runs on the in-memory store, which ${command} (a process of its own) cannot reach. It prints what it finds; with store.redis set, its outcome shows here.`;
   if (item.lastCheck === null)
     return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
   const { at, outcome, reason } = item.lastCheck;
@@ -492,7 +496,7 @@ ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${i
       : 'unknown (the store is not reachable)'
   }</dd>
   <dt>Token</dt><dd>${expiryOf(item)}</dd>
-  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>${pausedOf(item)}
+  <dt>Last check</dt><dd>${lastCheckOf(item, status.now, status.store.kind)}</dd>${pausedOf(item)}
 </dl>`;
     },
   )}</section>`;
