@@ -366,7 +366,13 @@ async function startBridge(
   };
   let bridge: Awaited<ReturnType<typeof createBridge>> | undefined;
   try {
-    bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+    bridge = await createBridge({
+      config,
+      role: role as Role,
+      logger,
+      defaultMetrics: true,
+      configPath: source.path,
+    });
     if (!earlySignal) {
       // Where each port came from, named in a failure: the setting, and the environment variable
       // that gave it (the example's ports come from PORT and METRICS_PORT).
