@@ -227,6 +227,19 @@ describe('chatbridge CLI usage', () => {
         "'deliveries replay' has no option --all (it takes --id ID, --destination ID, --all-failed, --config FILE)",
       ],
       [['start', 'extra'], "'start' takes no operand (got 'extra')"],
+      // What a newcomer tries first: where the port and address come from instead.
+      [
+        ['start', '--port', '4111'],
+        "'start' has no option --port (it takes --role all|web|worker, --config FILE): the port is PORT in the environment (PORT=4111 chatbridge start), else server.port in the config",
+      ],
+      [
+        ['start', '--host=0.0.0.0'],
+        "'start' has no option --host (it takes --role all|web|worker, --config FILE): the address is server.host in the config (HOST in the examples)",
+      ],
+      [
+        ['start', '--metrics-port', '9470'],
+        "'start' has no option --metrics-port (it takes --role all|web|worker, --config FILE): the metrics port is metrics.port in the config (METRICS_PORT in the example)",
+      ],
       [['keys', 'master', 'extra'], "'keys master' takes no operand (got 'extra')"],
     ];
     for (const [args, said] of cases) {

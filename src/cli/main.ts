@@ -1080,7 +1080,9 @@ function parseArgsProblem(command: Command, args: string[], error: Error & { cod
     }
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
       if (option === undefined) break;
-      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})`;
+      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})${
+        command.name === 'start' ? startSettingHint(option, args) : ''
+      }`;
     case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL': {
       const operand = /^Unexpected argument '([^']*)'/.exec(message)?.[1];
       if (operand === undefined) break;
@@ -1088,6 +1090,24 @@ function parseArgsProblem(command: Command, args: string[], error: Error & { cod
     }
   }
   return message.split('\n')[0]!;
+}
+
+/**
+ * `start --port 4111`, a newcomer's first guess, was told only which options `start` takes: the
+ * port, address and metrics port are settings (and the port an environment variable) instead.
+ */
+function startSettingHint(option: string, args: string[]): string {
+  if (option === '--port') {
+    const at = args.findIndex((arg) => arg === '--port' || arg.startsWith('--port='));
+    const given =
+      at === -1 ? undefined : args[at]!.includes('=') ? args[at]!.slice('--port='.length) : args[at + 1];
+    const port = given !== undefined && /^\d{1,5}$/.test(given) ? given : '<port>';
+    return `: the port is PORT in the environment (PORT=${port} chatbridge start), else server.port in the config`;
+  }
+  if (option === '--host') return ': the address is server.host in the config (HOST in the examples)';
+  if (option === '--metrics-port')
+    return ': the metrics port is metrics.port in the config (METRICS_PORT in the example)';
+  return '';
 }
 
 function withoutConfig(args: string[]): string[] {
