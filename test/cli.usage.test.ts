@@ -230,7 +230,7 @@ describe('chatbridge CLI usage', () => {
       // What a newcomer tries first: where the port and address come from instead.
       [
         ['start', '--port', '4111'],
-        "'start' has no option --port (it takes --role all|web|worker, --config FILE): the port is PORT in the environment (PORT=4111 chatbridge start), else server.port in the config",
+        "'start' has no option --port (it takes --role all|web|worker, --config FILE): the port is PORT in the environment (PORT=4111 before the command), else server.port in the config",
       ],
       [
         ['start', '--host=0.0.0.0'],

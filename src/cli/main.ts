@@ -1102,7 +1102,7 @@ function startSettingHint(option: string, args: string[]): string {
     const given =
       at === -1 ? undefined : args[at]!.includes('=') ? args[at]!.slice('--port='.length) : args[at + 1];
     const port = given !== undefined && /^\d{1,5}$/.test(given) ? given : '<port>';
-    return `: the port is PORT in the environment (PORT=${port} chatbridge start), else server.port in the config`;
+    return `: the port is PORT in the environment (PORT=${port} before the command), else server.port in the config`;
   }
   if (option === '--host') return ': the address is server.host in the config (HOST in the examples)';
   if (option === '--metrics-port')
