@@ -51,6 +51,8 @@ export interface BridgeOptions {
   now?: () => Date;
   /** Collect Node's default process metrics (off in tests: many bridges share one process). */
   defaultMetrics?: boolean;
+  /** The file the config came from (`chatbridge start`): the console names it in the commands it shows. */
+  configPath?: string;
 }
 
 export interface ChannelEntry {
@@ -312,6 +314,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       : {}),
     vendorNames: registry.displayNames(),
     crmDestinations: crmTargets,
+    ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
     role,
     now,
   });

@@ -115,6 +115,16 @@ const deliveryWaitSchema = durationSchema.pipe(
 /** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
 export const MIN_SECRET_BYTES = 24;
 
+/**
+ * How a message asking for `secrets.masterKey` says to make one. Both ways of running the CLI:
+ * the config is checked before anything knows how the bridge was started (`npm start` and `node
+ * bin/chatbridge.js` in a checkout, where no `chatbridge` is on the PATH; the installed package's
+ * `chatbridge`; `createBridge` from a library), and a newcomer in a checkout told only
+ * `chatbridge keys master` got "command not found".
+ */
+export const MAKE_MASTER_KEY =
+  'run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one';
+
 export const identifierKinds = ['person', 'email', 'phone'] as const;
 export const identifierKindSchema = z.enum(identifierKinds);
 
@@ -548,7 +558,10 @@ export const configSchema = z.strictObject({
         emptyToUndefined,
         z
           .string()
-          .refine((value) => Buffer.from(value, 'base64').length === 32, '32 bytes, base64-encoded')
+          .refine(
+            (value) => Buffer.from(value, 'base64').length === 32,
+            `32 bytes, base64-encoded; ${MAKE_MASTER_KEY}`,
+          )
           .optional(),
       ),
     })
