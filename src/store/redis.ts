@@ -782,11 +782,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   };
 
   function createBatch(): StoreBatch {
-    // The writes, sent through the guarded script (with no
-    // expectation it just runs them; a write of very many arguments excepted, below): atomic like
-    // MULTI/EXEC, and a write that fails does not stop the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
-    // MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its lane, four
-    // index entries) was eight commands (bench/HISTORY.md, nineteenth round).
+    // The writes, sent through the guarded script (with no expectation it just runs them; a write
+    // of very many arguments excepted, below): atomic like MULTI/EXEC, and a write that fails does
+    // not stop the others, as with EXEC. One command written as one Buffer (script-command.ts)
+    // instead of MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its
+    // lane, four index entries) was eight commands (bench/HISTORY.md, nineteenth round).
     //
     // Kept as GUARDED_BATCH_SCRIPT takes them, not as a tuple per expectation and an array per
     // write flattened at exec: the expectations' keys (KEYS) and their wants (ARGV after the
