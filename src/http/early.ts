@@ -34,6 +34,9 @@ import { DEFENSIVE_HEADERS } from './headers.js';
 /** Statuses whose answers have no body (the `statuses` package's `empty`, which Koa reads). */
 const EMPTY_BODY = new Set([204, 205, 304]);
 
+/** Headers whose removal Node's ServerResponse remembers (removeHeader). */
+const FRAMING = new Set(['connection', 'content-length', 'transfer-encoding', 'date']);
+
 type HeaderValue = string | number | readonly string[];
 
 /** A Content-Type as Koa's `type` setter makes it (`json` -> `application/json; charset=utf-8`). */
@@ -113,7 +116,11 @@ export class EarlyContext {
 
   remove(field: string): void {
     if (this.res.headersSent) return;
-    const at = this.keys.indexOf(field.toLowerCase());
+    const key = field.toLowerCase();
+    // Node remembers these removals (no Content-Length or chunking of its own, no Date), whether
+    // or not the header was set: told at once, as Koa's res.removeHeader tells it.
+    if (FRAMING.has(key)) this.res.removeHeader(key);
+    const at = this.keys.indexOf(key);
     if (at === -1) return;
     this.keys.splice(at, 1);
     this.headers.splice(at * 2, 2);
@@ -275,8 +282,19 @@ export class EarlyContext {
   }
 
   private write(body: string | Buffer | undefined): void {
-    this.res.writeHead(this.statusCode, this.headers as Array<string | string[]>);
-    this.res.end(body);
+    const { res } = this;
+    if (this.has('content-length') || this.has('transfer-encoding')) {
+      res.writeHead(this.statusCode, this.headers as Array<string | string[]>);
+      res.end(body);
+      return;
+    }
+    // Neither said (a `null` JSON body, no body): Node frames it from what `end` is given, which
+    // it knows only when `end` writes the head itself. Rare, so through setHeader as Koa does.
+    res.statusCode = this.statusCode;
+    const { headers } = this;
+    for (let index = 0; index < headers.length; index += 2)
+      res.setHeader(headers[index] as string, headers[index + 1] as HeaderValue);
+    res.end(body);
   }
 
   private header(field: string): HeaderValue | undefined {
