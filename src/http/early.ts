@@ -19,14 +19,16 @@ import { DEFENSIVE_HEADERS } from './headers.js';
  * which sets every header with its own `res.setHeader` call. Under load those were most of the
  * HTTP layer's ~8–10 % of a webhook's CPU (bench/HISTORY.md, twenty-eighth round). Here the
  * server's request handler (KoaWithEarlyPath.callback) hands them an EarlyContext instead, and
- * the answer goes out with one `res.writeHead(status, [name, value, ...])` and `res.end(body)`.
+ * the answer goes out with one `res.writeHead(status, [name, value, ...])` and `res.end(body)`
+ * (one that states neither its length nor chunking, rare, through setHeader as Koa's: write()).
  *
  * EarlyContext is the part of Koa's context those requests use — the request's headers, the
  * client address forwardedHeaders sets, `state`, `params`, the answer's status, headers, type and
  * body — with Koa's semantics (koa/lib/response.js, 3.x) for each, so that the same middleware
  * functions and route handlers run on it unchanged and answer byte for byte as through the chain:
  * the same status line, the same headers in the same order and letter case, the same body
- * (test/http.webhook-early.test.ts and test/http.lookup-early.test.ts hold each spelling to it).
+ * (test/http.webhook-early.test.ts and test/http.lookup-early.test.ts hold each spelling to it;
+ * test/http.early-context.test.ts each kind of answer, run through Koa and through this).
  * A body is what an intake answer is (src/contracts/adapter.ts, Answer): JSON, a string, bytes or
  * nothing; a stream is refused (Koa would pipe it: no route served here answers one).
  */
