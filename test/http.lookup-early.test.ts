@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClaims, sealRequest } from '../adapters/livetex/codec.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
-import { type RawAnswer as Answer, postWithoutHost, rawPost } from './support/raw-http.js';
+import { type RawAnswer as Answer, headLines, postWithoutHost, rawPost } from './support/raw-http.js';
 
 /**
  * A lookup POSTed to its route's exact path is served ahead of the middleware chain (serveEarly in
@@ -47,7 +47,7 @@ const sealed = (key: Key, claims: Record<string, unknown> = {}) =>
     new Uint8Array(Buffer.from(key.key, 'base64url')),
   );
 
-/** What the answer says, with what differs per request (the request id) left out. */
+/** What the answer says, with what differs per request (the request id) left out; its header lines as sent. */
 async function said(answer: Answer, key: Key) {
   const { 'x-request-id': requestId, date: _date, ...headers } = answer.headers;
   expect(requestId).toMatch(/^[A-Za-z0-9._-]{1,128}$/);
@@ -59,7 +59,7 @@ async function said(answer: Answer, key: Key) {
           ).toString('utf8'),
         )
       : JSON.parse(answer.text);
-  return { status: answer.status, headers, body };
+  return { status: answer.status, headers, lines: headLines(answer), body };
 }
 
 async function bridgeWith(rate: Record<string, number> = {}) {

@@ -4,7 +4,7 @@ import type { AdapterDefinition } from '../src/contracts/adapter.js';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
-import { type RawAnswer as Answer, postWithoutHost, rawPost } from './support/raw-http.js';
+import { type RawAnswer as Answer, headLines, postWithoutHost, rawPost } from './support/raw-http.js';
 
 /**
  * A vendor webhook POSTed to `/webhooks/<vendor>/<channel>/<token>` with plain segments is served
@@ -33,11 +33,19 @@ const accepted = JSON.parse(
 const post = (bridge: TestBridge, path: string, body: string, headers: Record<string, string> = {}) =>
   rawPost(bridge, path, body, { 'content-type': 'application/json', ...headers });
 
-/** The answer with what differs per request (its id, the date) left out. */
+/**
+ * The answer with what differs per request (its id, the date) left out; its header lines as sent
+ * (order and letter case: the plain path writes them itself, not through Koa's respond).
+ */
 function said(answer: Answer) {
   const { 'x-request-id': requestId, date: _date, ...headers } = answer.headers;
   expect(requestId).toMatch(/^[A-Za-z0-9._-]{1,128}$/);
-  return { status: answer.status, headers, body: JSON.parse(answer.text) as unknown };
+  return {
+    status: answer.status,
+    headers,
+    lines: headLines(answer),
+    body: JSON.parse(answer.text) as unknown,
+  };
 }
 
 /** What the bridge logged for one request: its lines without time and duration; the access line's path apart. */

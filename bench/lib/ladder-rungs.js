@@ -6,7 +6,7 @@ import { takeEngineOut } from './in-process.js';
 /**
  * The rungs of bench/ladder.js and bench/ladder-loop.js below the real bridge: each builds the
  * bridge from `root`'s dist/ on `configFile` (not started, not listening) and serves part of it
- * in a Koa app of its own:
+ * in a Koa app of its own (token and pipeline: the bridge's app itself):
  *
  *   koa        one middleware, `answer` below (no router; nothing of ours but readRawBody)
  *   metrics    the same with prom-client's default metrics collected, as `chatbridge start` does
@@ -14,14 +14,12 @@ import { takeEngineOut } from './in-process.js';
  *   router     + the bridge's @koa/routers with its whole route table, the JivoChat webhook's
  *              handler replaced by `answer` (mount()'s wrapper kept: it is part of the route model)
  *   chain1..N  + the first 1..N middleware of the bridge's chain (src/http/app.ts, in order; the
- *              last is the whole app with `answer` as the webhook's handler). The first middleware
- *              serves a webhook at its plain URL ahead of the rest (serveWebhookEarly: forwarded
- *              headers, request line, errors, Host, then the handler, no router): at that URL
- *              chain1 is already the whole early path and chain2..N add nothing; with
- *              LADDER_VIA_CHAIN=1 the rungs are sent `?via=chain`, a spelling that goes through
- *              every middleware and the router, as every webhook did before
- *   token      + the webhook's own checks (channel lookup, constant-time token compare), then `answer`
- *   pipeline   the whole app: the real webhook handler and intake pipeline, the contact engine
+ *              last is the whole chain with `answer` as the webhook's handler), in a Koa app of
+ *              their own: every request goes through Koa and the router, as a webhook spelt
+ *              other than plainly (`?via=chain`) does in the real app
+ *   token      the real app (its request handler: the plain URL served ahead of Koa, src/http/early.ts)
+ *              with the webhook's own checks (channel lookup, constant-time token compare), then `answer`
+ *   pipeline   the real app: the real webhook handler and intake pipeline, the contact engine
  *              taken out as BENCH_ENGINE=off takes it out (bench/lib/in-process.js)
  *
  * `answer`: read the body with the bridge's reader, JSON.parse it, answer `captured` (the bridge's
@@ -60,10 +58,9 @@ export async function ladderModules(root) {
       }
       // The real app's middleware in order: the chain, then the routers (a router's dispatch
       // function carries `.router`) and allowedMethods.
-      const all = real.middleware;
-      const firstRouter = all.findIndex((fn) => fn.router !== undefined);
-      const chain = all.slice(0, firstRouter);
-      const routers = all.slice(firstRouter);
+      const firstRouter = real.middleware.findIndex((fn) => fn.router !== undefined);
+      const chain = real.middleware.slice(0, firstRouter);
+      const routers = real.middleware.slice(firstRouter);
       const webhook = app
         .routesOf(real)
         .publicRoutes.find(
@@ -101,10 +98,11 @@ export async function ladderModules(root) {
           }
           await answer(ctx);
         };
-        middleware = all;
+        // The real app itself: its request handler (callback) serves the plain URL ahead of Koa.
+        return { app: real, bridge: built, config, chainLength: chain.length };
       } else if (step === 'pipeline') {
         takeEngineOut(built.context.contacts);
-        middleware = all;
+        return { app: real, bridge: built, config, chainLength: chain.length };
       } else {
         throw new Error(`unknown step ${step}`);
       }

@@ -147,6 +147,7 @@ export interface IntakeResult<O = unknown> {
 }
 
 export interface Answer {
+  /** JSON, a string or bytes (a stream is refused: webhooks and lookups are answered ahead of Koa, src/http/early.ts). */
   body: unknown;
   status?: number;
   /** Defaults to application/json. */

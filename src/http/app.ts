@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Router from '@koa/router';
 import Koa, { type Context, type Middleware, type Next } from 'koa';
 import type { Logger } from 'pino';
@@ -39,6 +40,7 @@ import type { StoreCheckResult } from '../store/check.js';
 import type { Store } from '../store/types.js';
 import { readJsonBody, readRawBody } from './body.js';
 import { requireHost } from './client-error.js';
+import { EarlyContext, KoaWithEarlyPath } from './early.js';
 import { errorBody, errorMiddleware } from './errors.js';
 import { forwardedHeaders, trustedProxies } from './forwarded.js';
 import { isAdminPath, redactPath, tokenEquals } from './guard.js';
@@ -132,6 +134,9 @@ export const UNKNOWN_CHANNEL_ID = '_unknown';
  * the console and the /metrics layer judge none of them.
  */
 const SEGMENT = "[\\w~!$&'()*+,;=:@-][\\w.~!$&'()*+,;=:@-]*";
+/** The `next` of a layer run on its own (the early path's forwardedHeaders): nothing, at once. */
+const DONE = Promise.resolve();
+const passOn = () => DONE;
 const EARLY_WEBHOOK = new RegExp(`^/webhooks/([a-z0-9-]+)/(${SEGMENT})/(${SEGMENT})$`);
 
 /** A URL of a vendor's webhook served early, for the start-up checks. */
@@ -528,28 +533,15 @@ export function createApp(deps: AppDeps): Koa {
   // per-address limit that anyone could step around, or aim at someone else's address). Koa's
   // `proxy` switch is for the whole app; forwardedHeaders makes it per connection.
   const hops = config.server.proxyHops;
-  const app = new Koa({ proxy: hops > 0, maxIpsCount: hops });
+  const app = new KoaWithEarlyPath({ proxy: hops > 0, maxIpsCount: hops });
   // The LiveTex lookup (and any public lookup route) and the vendor webhooks: served ahead of
-  // the chain below, by the same middleware functions minus those that pass it on untouched
-  // (earlyRoutes by exact path, earlyWebhooks by vendor; filled once the routes are declared).
+  // Koa (app.early below), by the same middleware functions minus those that pass them on
+  // untouched (earlyRoutes by exact path, earlyWebhooks by vendor; filled once the routes are
+  // declared).
   const earlyRoutes = new Map<string, (ctx: Context) => Promise<void>>();
   const earlyWebhooks = new Map<string, (ctx: Context, channelId: string, token: string) => Promise<void>>();
   const forwarded = forwardedHeaders(hops, trustedProxies(config.server.trustedProxies));
-  // One layer for all: every other request pays one method compare (a POST a map read and a
-  // prefix test), not a layer of its own.
-  app.use((ctx: Context, next: Next) => {
-    const { req } = ctx;
-    if (req.method !== 'POST') return forwarded(ctx, next);
-    const url = req.url!;
-    const early = earlyRoutes.get(url);
-    if (early !== undefined) return early(ctx);
-    if (url.startsWith('/webhooks/')) {
-      const match = EARLY_WEBHOOK.exec(url);
-      const webhook = match === null ? undefined : earlyWebhooks.get(match[1]!);
-      if (webhook !== undefined) return webhook(ctx, match![2]!, match![3]!);
-    }
-    return forwarded(ctx, next);
-  });
+  app.use(forwarded);
   const bodyLimit = config.server.bodyLimitBytes;
 
   app.silent = true; // errors are logged once by the error middleware, with the request id
@@ -561,35 +553,43 @@ export function createApp(deps: AppDeps): Koa {
       (hidden, token) => (hidden.includes(token) ? hidden.replaceAll(token, '***') : hidden),
       path,
     );
-  const requestLine = async (ctx: Context, next: Next) => {
+  /** The request's id (the client's X-Request-Id if it is one we can log, else a new one) and state. */
+  const startRequest = (ctx: Context): string => {
     const given = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(given) ? given : randomUUID();
-    const started = performance.now();
-    ctx.state = new RequestState(requestId, started, logger);
-    ctx.set('x-request-id', requestId);
+    ctx.state = new RequestState(requestId, performance.now(), logger);
+    return requestId;
+  };
+  const finishRequest = (ctx: Context) => {
+    // Shutting down: Node's server.close() ends only idle connections, so a keep-alive client
+    // (a vendor, a load balancer) busy at the signal kept sending on its connection until the
+    // grace ran out and the bridge dropped it, a request in flight. Saying close here ends the
+    // connection with this answer; the client opens its next one elsewhere.
+    if (!deps.isAccepting() && !ctx.headerSent) ctx.set('connection', 'close');
+    // Checked first: with log.level warn or above the access line is off, and building it (the
+    // path redaction above all) was a cost every request paid for nothing.
+    if (logger.isLevelEnabled('info')) {
+      const { requestId, receivedAt } = ctx.state as RequestState;
+      logger.info(
+        {
+          requestId,
+          method: ctx.method,
+          path: hideChannelTokens(redactPath(ctx.path)),
+          status: ctx.status,
+          ms: Math.round(performance.now() - receivedAt),
+        },
+        'request',
+      );
+    }
+  };
+  const requestLine = async (ctx: Context, next: Next) => {
+    ctx.set('x-request-id', startRequest(ctx));
     // On every answer, set first: what a handler, the console or an error sets goes over them.
     setDefensiveHeaders(ctx);
     try {
       await next();
     } finally {
-      // Shutting down: Node's server.close() ends only idle connections, so a keep-alive client
-      // (a vendor, a load balancer) busy at the signal kept sending on its connection until the
-      // grace ran out and the bridge dropped it, a request in flight. Saying close here ends the
-      // connection with this answer; the client opens its next one elsewhere.
-      if (!deps.isAccepting() && !ctx.headerSent) ctx.set('connection', 'close');
-      // Checked first: with log.level warn or above the access line is off, and building it (the
-      // path redaction above all) was a cost every request paid for nothing.
-      if (logger.isLevelEnabled('info'))
-        logger.info(
-          {
-            requestId,
-            method: ctx.method,
-            path: hideChannelTokens(redactPath(ctx.path)),
-            status: ctx.status,
-            ms: Math.round(performance.now() - started),
-          },
-          'request',
-        );
+      finishRequest(ctx);
     }
   };
   app.use(requestLine);
@@ -609,6 +609,47 @@ export function createApp(deps: AppDeps): Koa {
       : null;
   const host: Middleware = rebinding ? (ctx, next) => needHost(ctx, () => rebinding(ctx, next)) : needHost;
   app.use(host);
+
+  /**
+   * A request served ahead of Koa (serveEarly, serveWebhookEarly): the layers the chain runs for
+   * it, in the chain's order — forwarded headers, request line, errors, Host — then its handler,
+   * on an EarlyContext, answered as Koa's `respond` answers (src/http/early.ts says why).
+   */
+  const ahead = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    handle: (ctx: Context) => Promise<void>,
+  ): Promise<void> => {
+    const early = new EarlyContext(req, res, app.mediaType);
+    const ctx = early as unknown as Context;
+    try {
+      forwarded(ctx, passOn);
+      // requestLine's work, its headers set into the answer at once, in its order.
+      early.startAnswer(startRequest(ctx));
+      try {
+        await errors(ctx, () => host(ctx, () => handle(ctx)));
+      } finally {
+        finishRequest(ctx);
+      }
+      early.answer();
+    } catch (error) {
+      // What escaped the layers, or came up while answering: Koa's onerror's.
+      early.fail(app, error);
+    }
+  };
+  // Every other request pays one method compare (a POST a map read and a prefix test) before Koa.
+  app.early = (req, res) => {
+    if (req.method !== 'POST') return undefined;
+    const url = req.url!;
+    const lookup = earlyRoutes.get(url);
+    if (lookup !== undefined) return ahead(req, res, lookup);
+    if (url.startsWith('/webhooks/')) {
+      const match = EARLY_WEBHOOK.exec(url);
+      const webhook = match === null ? undefined : earlyWebhooks.get(match[1]!);
+      if (webhook !== undefined) return ahead(req, res, (ctx) => webhook(ctx, match![2]!, match![3]!));
+    }
+    return undefined;
+  };
 
   // The admin gate runs before any router and judges the *normalised* path, so no spelling of
   // an /api/v1 path (case, slashes, %-escapes) reaches a handler without the token. The routers
@@ -1067,7 +1108,8 @@ export function createApp(deps: AppDeps): Koa {
    * route stays the one declared and documented above, mounted on the public router for every
    * other spelling and method (a wrong method's one 404, a %-escaped channel id). In a loop,
    * koa-compose and @koa/router were ~4 µs of a lookup's ~120 µs of CPU, the passing layers
-   * a fraction of one (bench/HISTORY.md, twenty-sixth round).
+   * a fraction of one (bench/HISTORY.md, twenty-sixth round). Served ahead of Koa itself, on an
+   * EarlyContext answered with one writeHead (app.early, src/http/early.ts: twenty-eighth round).
    */
   function serveEarly(path: string, each: Route) {
     if (judgedBySkippedLayer(path))
@@ -1077,9 +1119,7 @@ export function createApp(deps: AppDeps): Koa {
       ctx.params = { channelId };
       return each.handle(ctx, { params: ctx.params, query: undefined, body: undefined }) as Promise<void>;
     };
-    earlyRoutes.set(path, (ctx) =>
-      forwarded(ctx, () => requestLine(ctx, () => errors(ctx, () => host(ctx, () => handle(ctx))))),
-    );
+    earlyRoutes.set(path, handle);
   }
 
   /**
@@ -1107,11 +1147,7 @@ export function createApp(deps: AppDeps): Koa {
       ctx.params = { channelId, token };
       return each.handle(ctx, { params: ctx.params, query: undefined, body: undefined }) as Promise<void>;
     };
-    earlyWebhooks.set(vendor, (ctx, channelId, token) =>
-      forwarded(ctx, () =>
-        requestLine(ctx, () => errors(ctx, () => host(ctx, () => handle(ctx, channelId, token)))),
-      ),
-    );
+    earlyWebhooks.set(vendor, handle);
   }
 
   /**

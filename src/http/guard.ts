@@ -68,7 +68,7 @@ const SEPARATORS = /((?:[/\\]|%(?:25){0,3}(?:2[fF]|5[cC]))+)/;
 const SEPARATOR_RUN = /^(?:[/\\]|%(?:25){0,3}(?:2[fF]|5[cC]))+$/;
 
 export function redactPath(path: string): string {
-  if (PLAIN.test(path) && !SECRET_PREFIX.test(path)) return path;
+  if (PLAIN.test(path)) return SECRET_PREFIX.test(path) ? redactPlain(path) : path;
   // Logged as sent up to the part where the path, read as normalisedSegments reads it, first
   // reaches a secret segment; masked from there. Decided while walking, not on the whole
   // normalised path: `..` escaped after the token (`<token>%2F..%2F..`) climbs back out, and
@@ -94,6 +94,22 @@ export function redactPath(path: string): string {
     if (secretAt > 0 && stack.length >= secretAt) return `${raw.slice(0, index).join('')}***`;
   }
   return path;
+}
+
+/**
+ * redactPath of a plain path (PLAIN) under a secret prefix: its segments are the path's own, as
+ * the walk below would read them (nothing to decode, no empty or dot segment), so the secret
+ * starts at its fourth segment (a webhook) or third (an agent link), as written. Every webhook at
+ * its plain URL is one (its access line, at log level info): the walk cost ~2–4 µs a request.
+ */
+function redactPlain(path: string): string {
+  const secretAt = /^\/webhooks(?:\/|$)/i.test(path) ? 4 : 3;
+  let slash = 0;
+  for (let segment = 1; segment < secretAt; segment++) {
+    slash = path.indexOf('/', slash + 1);
+    if (slash === -1) return path;
+  }
+  return slash === path.length - 1 ? path : `${path.slice(0, slash + 1)}***`;
 }
 
 /**

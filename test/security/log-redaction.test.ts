@@ -24,6 +24,21 @@ describe('webhook URL tokens stay out of the log whatever the spelling', () => {
       expect(redactPath(path)).toContain('***');
     }
     expect(redactPath('/api/v1/contacts')).toBe('/api/v1/contacts');
+    // A plain path (nothing to decode) is masked from the secret segment on, as written.
+    for (const [path, logged] of [
+      ['/webhooks/jivochat/site/SECRET', '/webhooks/jivochat/site/***'],
+      ['/WebHooks/JivoChat/Site/SECRET/more', '/WebHooks/JivoChat/Site/***'],
+      ['/webhooks/jivochat/site/SECRET/', '/webhooks/jivochat/site/***'],
+      ['/webhooks/jivochat/site/', '/webhooks/jivochat/site/'],
+      ['/webhooks/jivochat/site', '/webhooks/jivochat/site'],
+      ['/webhooks', '/webhooks'],
+      ['/webhooksx/jivochat/site/token', '/webhooksx/jivochat/site/token'],
+      ['/console/c/SECRET.1.mac', '/console/c/***'],
+      ['/Console/C/SECRET', '/Console/C/***'],
+      ['/console/c/', '/console/c/'],
+      ['/console/cx/token', '/console/cx/token'],
+    ] as const)
+      expect(redactPath(path)).toBe(logged);
     expect(normalisePath('//API/%56%31/./Contacts/')).toBe('/api/v1/contacts');
   });
 

@@ -6,7 +6,17 @@ import type { TestBridge } from './harness.js';
 export interface RawAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
+  /** Every header line as sent, in order and in its letter case: `Name: value`. */
+  lines: string[];
   text: string;
+}
+
+/**
+ * An answer's header lines with the values that differ per request (its id, the date) as `*`:
+ * two answers that say the same have the same lines, in the same order and letter case.
+ */
+export function headLines(answer: RawAnswer): string[] {
+  return answer.lines.map((line) => line.replace(/^(date|x-request-id): .*$/i, '$1: *'));
 }
 
 /**
@@ -27,6 +37,9 @@ export function rawPost(
         resolve({
           status: response.statusCode!,
           headers: response.headers,
+          lines: response.rawHeaders.flatMap((item, index, all) =>
+            index % 2 === 0 ? [`${item}: ${all[index + 1]}`] : [],
+          ),
           text: Buffer.concat(chunks).toString('utf8'),
         }),
       );
