@@ -152,8 +152,9 @@ export function encodeCall(
       items.push(item);
       return;
     }
-    // A long text that is not ASCII (a timeline entry) is transcoded from its UTF-16, written past
-    // the arena's bytes still to be copied; a lone surrogate in it goes the other way, as before.
+    // A long text that is not ASCII is transcoded from its UTF-16, written past the arena's bytes
+    // still to be copied; a lone surrogate in it goes the other way, as before. (The engine hands
+    // a long timeline entry over as its bytes already: engine.ts, timed.)
     let bytes =
       item.length >= ENCODE_TRANSCODED_UNITS && used + item.length * 2 <= arena.length
         ? utf8BytesVia(item, arena, used)
