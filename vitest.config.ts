@@ -16,8 +16,9 @@ export default defineConfig({
     // Files in one worker share loaded modules instead of importing the whole bridge again per
     // file (most of the tier's time). Safe because nothing in src/ or adapters/ keeps state at
     // module level (every bridge, store and metrics registry is built per test; test/support
-    // shares only the Redis URL; the one exception, src/contacts/record.ts's pool of random bytes
-    // for record ids, is random either way). The poll/webhook property that failed in shared workers was a
+    // shares only the Redis URL; the exceptions: src/contacts/record.ts's pool of random bytes
+    // for record ids, random either way, and src/contacts/normalize.ts's cache of parsed phones,
+    // which changes no answer). The poll/webhook property that failed in shared workers was a
     // timing defect in the Chatvisor poller (same-millisecond messages, fixed in poll.ts), not a
     // leak. The slow tier keeps full isolation.
     isolate: false,

@@ -12,7 +12,8 @@
 // a second checkout the median of the rounds' paired ratios to the first; Redis's CPU per event
 // (INFO used_cpu_*) is of all workers together. Round 1 creates the contacts and warms the
 // processes up (not counted); the people repeat every 1,000 events, as in bench/cpu.js.
-// Knobs: BENCH_EVENTS (2000), BENCH_ROUNDS (4, the first not counted).
+// Knobs: BENCH_EVENTS (2000), BENCH_ROUNDS (4, the first not counted), BENCH_DRAIN_ROLE (worker;
+// `all` drains in a process that also serves HTTP, idle here).
 // `<checkout>#--cpu-prof --cpu-prof-dir=DIR`: that worker's node options (one profile of all rounds).
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -38,6 +39,9 @@ const checkouts = (process.argv.length > 2 ? process.argv.slice(2) : ['.']).map(
 });
 const events = Number(env.BENCH_EVENTS ?? 2000);
 const rounds = Math.max(2, Number(env.BENCH_ROUNDS ?? 4));
+// `all`: the drain of a process that also answers vendors (idle here), as bench/run.js's
+// jivo_finished_deferred drains its backlog after the run.
+const role = env.BENCH_DRAIN_ROLE ?? 'worker';
 const redis = await benchRedis();
 const client = new Redis(redis.url);
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-ddrain-'));
@@ -127,7 +131,7 @@ try {
       keyPrefix: checkout.prefix,
       logLevel: 'warn',
       extra: 'intake: { ackAfterAppend: true, maxBacklog: 1000000 }',
-      role: 'worker',
+      role,
       nodeOptions: checkout.nodeOptions,
     });
   await new Promise((r) => setTimeout(r, 500)); // their start-up's own work settles

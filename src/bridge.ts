@@ -51,6 +51,8 @@ export interface BridgeOptions {
   now?: () => Date;
   /** Collect Node's default process metrics (off in tests: many bridges share one process). */
   defaultMetrics?: boolean;
+  /** The file the config came from (`chatbridge start`): the console names it in the commands it shows. */
+  configPath?: string;
 }
 
 export interface ChannelEntry {
@@ -145,6 +147,8 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
     maxBacklog: config.intake.maxBacklog,
     // A `worker` answers no vendor: no request waits behind its decodes (WORKER_RECORD_CONCURRENCY).
     recordConcurrency: role === 'worker' ? WORKER_RECORD_CONCURRENCY : RECORD_CONCURRENCY,
+    // An `all` process whose vendors are quiet (the backlog after a burst) records as widely.
+    quietRecordConcurrency: WORKER_RECORD_CONCURRENCY,
     // The channels are built below; the worker only asks once it runs.
     // By channel id and the route path the item carries; the journal's reason says which is gone
     // (it said "no longer configured" also of a configured channel whose vendor or route changed).
@@ -310,6 +314,7 @@ export async function createBridge(options: BridgeOptions): Promise<Bridge> {
       : {}),
     vendorNames: registry.displayNames(),
     crmDestinations: crmTargets,
+    ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
     role,
     now,
   });

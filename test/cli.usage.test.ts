@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../src/cli/main.js';
+import { programName, runCli } from '../src/cli/main.js';
 import { capture } from './support/cli.js';
 
 /** What the CLI says to a newcomer's slips (DESIGN §5: exit 2 on bad usage, with the reason). */
@@ -227,6 +227,19 @@ describe('chatbridge CLI usage', () => {
         "'deliveries replay' has no option --all (it takes --id ID, --destination ID, --all-failed, --config FILE)",
       ],
       [['start', 'extra'], "'start' takes no operand (got 'extra')"],
+      // What a newcomer tries first: where the port and address come from instead.
+      [
+        ['start', '--port', '4111'],
+        "'start' has no option --port (it takes --role all|web|worker, --config FILE): the port is PORT in the environment (PORT=4111 before the command), else server.port in the config",
+      ],
+      [
+        ['start', '--host=0.0.0.0'],
+        "'start' has no option --host (it takes --role all|web|worker, --config FILE): the address is server.host in the config (HOST in the examples)",
+      ],
+      [
+        ['start', '--metrics-port', '9470'],
+        "'start' has no option --metrics-port (it takes --role all|web|worker, --config FILE): the metrics port is metrics.port in the config (METRICS_PORT in the example)",
+      ],
       [['keys', 'master', 'extra'], "'keys master' takes no operand (got 'extra')"],
     ];
     for (const [args, said] of cases) {
@@ -259,6 +272,32 @@ describe('chatbridge CLI usage', () => {
     expect(await runCli(['deliveries', 'replay', '--config', configFile()], replay.io)).toBe(2);
     expect(replay.err[0]).toBe(
       "chatbridge: 'deliveries replay' needs --id ID, or --destination ID --all-failed",
+    );
+  });
+
+  it('the hint after bad usage names the CLI the way it was run (test/slow/cli.binary.test.ts runs both)', async () => {
+    // bin/chatbridge.js as a checkout runs it, and as npm links an installed package's bin.
+    expect(programName('/srv/app/bin/chatbridge.js', '/srv/app')).toBe('node bin/chatbridge.js');
+    expect(programName('/srv/app/bin/chatbridge.js', '/srv/app/config')).toBe('node ../bin/chatbridge.js');
+    expect(programName('/usr/local/bin/chatbridge', '/srv/app')).toBe('chatbridge');
+    expect(programName('/srv/app/node_modules/.bin/chatbridge', '/srv/app')).toBe('chatbridge');
+    // Windows' npm shims run the installed file itself: still the package's `chatbridge`.
+    expect(programName('/srv/app/node_modules/chatbridge/bin/chatbridge.js', '/srv/app')).toBe('chatbridge');
+    // runCli from someone's own script (the library), or no script: the package's name.
+    expect(programName('/srv/tool/run.js', '/srv/tool')).toBe('chatbridge');
+    expect(programName(undefined, '/srv/app')).toBe('chatbridge');
+    expect(programName('/srv/my app/bin/chatbridge.js', '/tmp')).toBe("node '/srv/my app/bin/chatbridge.js'");
+
+    const run = capture();
+    expect(await runCli(['config', 'chek'], { ...run.io, program: 'node bin/chatbridge.js' })).toBe(2);
+    expect(run.err).toEqual([
+      "chatbridge: unknown command 'config chek' (did you mean 'config check'?)",
+      "Run 'node bin/chatbridge.js --help' for usage.",
+    ]);
+    const group = capture();
+    expect(await runCli(['keys', '--help'], { ...group.io, program: 'node bin/chatbridge.js' })).toBe(0);
+    expect(group.out.join('\n')).toContain(
+      "Run 'node bin/chatbridge.js keys <command> --help' for a command's options.",
     );
   });
 });

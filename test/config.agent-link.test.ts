@@ -53,7 +53,7 @@ describe('{consoleUrl} with nothing to build the agent link from', () => {
       {
         path: 'channels[0].reply.crmLink',
         message:
-          "uses {consoleUrl}, but secrets.masterKey is not set: agent links are signed with it, so the link is left out of JivoChat's answers; run `chatbridge keys master` to make one",
+          "uses {consoleUrl}, but secrets.masterKey is not set: agent links are signed with it, so the link is left out of JivoChat's answers; run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one",
       },
     ]);
   });

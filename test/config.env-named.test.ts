@@ -61,9 +61,13 @@ describe('a problem in a value taken from the environment names the variable', (
       readFileSync(EXAMPLE, 'utf8').replace('  redis: ""', '  redis: redis://127.0.0.1:6379'),
     );
     expect(problems(file, {})).toEqual([
-      'channels[1]: livetex channels need secrets.masterKey (32 bytes, base64); run `chatbridge keys master` to make one, and set CHATBRIDGE_MASTER_KEY in the environment (secrets.masterKey takes it from there)',
+      'channels[1]: livetex channels need secrets.masterKey (32 bytes, base64); run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one, and set CHATBRIDGE_MASTER_KEY in the environment (secrets.masterKey takes it from there)',
     ]);
     expect(problems(file, { CHATBRIDGE_MASTER_KEY: Buffer.alloc(32, 1).toString('base64') })).toEqual([]);
+    // A value that is no key (a password, half a key) says how to make one as well.
+    expect(problems(file, { CHATBRIDGE_MASTER_KEY: 'my-secret-password' })).toEqual([
+      'secrets.masterKey: 32 bytes, base64-encoded; run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one (from CHATBRIDGE_MASTER_KEY in the environment)',
+    ]);
   });
 
   it('not when the value is the file’s own (the default used, or no reference)', () => {

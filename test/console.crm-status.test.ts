@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shownConfigPath } from '../src/console/ops.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
@@ -26,6 +27,9 @@ describe('console status: the CRM section', () => {
     bridge = await startTestBridge({
       start: false,
       now: () => new Date(NOW),
+      // Started as README "Connect your CRM" starts it: the command the page names must check
+      // this file, not the default config (which has no CRM destination: exit 2).
+      configPath: 'config/crm.example.yaml',
       config: {
         // What the worlds' destinations name (a channel's pipeline, an agent's CRM user).
         agents: [{ email: 'dmitry@store.example', name: 'Dmitry Volkov', crmUserId: '999' }],
@@ -79,10 +83,14 @@ describe('console status: the CRM section', () => {
     expect(soon).toContain('<time datetime="2026-12-14T13:00:00.000Z">');
     expect(soon).toContain('(under 14 days)');
     expect(soon).toContain('pending 0 · failed 0');
-    // No check ran (test/crm.check-record.test.ts records some): how to run one.
+    // No check ran (test/crm.check-record.test.ts records some, on Redis): how to run one. On the
+    // in-memory store no check can be recorded (`crm check` is a process of its own, with a store
+    // of its own): the page said "records its outcome here", and a newcomer on the CRM example
+    // ran it and found the page unchanged.
     expect(soon).toContain(
-      '<dt>Last check</dt><dd>None recorded. <code>chatbridge crm check --destination amo-soon</code>',
+      '<dt>Last check</dt><dd>Not recorded: this bridge runs on the in-memory store, which <code>chatbridge crm check --destination amo-soon --config config/crm.example.yaml</code> (a process of its own) cannot reach.',
     );
+    expect(soon).not.toContain('records its outcome here');
 
     const later = entry(text, 'amo-later');
     expect(later).toContain('<span class="state state-delivered">valid</span> until');
@@ -103,5 +111,16 @@ describe('console status: the CRM section', () => {
       ...bitrix.secrets,
     ])
       expect(text).not.toContain(secret);
+  });
+});
+
+describe('the config file in a command the console names', () => {
+  it('as a shell takes it, from where the bridge was started', () => {
+    expect(shownConfigPath('/srv/app/config/crm.example.yaml', '/srv/app')).toBe('config/crm.example.yaml');
+    expect(shownConfigPath('config/bridge.yaml', '/srv/app')).toBe('config/bridge.yaml');
+    // Outside the directory: the whole path, not a climb of ../
+    expect(shownConfigPath('/etc/chatbridge/bridge.yaml', '/srv/app')).toBe('/etc/chatbridge/bridge.yaml');
+    // What a shell would split or expand is quoted.
+    expect(shownConfigPath("/srv/app/my configs/it's.yaml", '/srv/app')).toBe("'my configs/it'\\''s.yaml'");
   });
 });

@@ -25,6 +25,7 @@ import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
 import { capture } from './support/cli.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
+import { capturingLogger } from './support/logs.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
@@ -624,5 +625,59 @@ describe('chatbridge contacts reindex', () => {
     const group = capture();
     expect(await runCli(['contacts', '--help'], group.io)).toBe(0);
     expect(group.out.join('\n')).toContain('contacts reindex');
+  });
+});
+
+describe("a worker's start-up pass", () => {
+  it('on a Redis holding other keys, says it is in progress only when it has read contacts since it last said so', async () => {
+    // A worker's first start on a Redis that other apps (or other bridges) fill logged "contact
+    // re-index: in progress" with every count 0 once per 20 SCAN pages (10,000 keys looked at):
+    // several lines in a row that said nothing, before the pass found it had no contact at all.
+    const empty = uniquePrefix('reindex-start-empty');
+    const neighbour = uniquePrefix('reindex-start-neighbour');
+    const redis = await getTestRedisUrl();
+    const store = await createRedisStore({ url: redis, keyPrefix: empty, logger: silent });
+    const other = await createRedisStore({ url: redis, keyPrefix: neighbour, logger: silent });
+    try {
+      // 15,000 keys of another app: at least 30 SCAN pages of 500, whatever else the test Redis holds.
+      for (let start = 0; start < 15_000; start += 5_000) {
+        const batch = other.batch();
+        for (let index = start; index < start + 5_000; index++) batch.set(`k${index}`, 'x');
+        expect(await batch.exec()).toBe(true);
+      }
+      const { logger, lines } = capturingLogger('info');
+      const identity = configSchema.parse({ admin: { token: 'a-long-enough-admin-token' } }).identity;
+      await startReindexOnce({ store, identity, logger }).finished;
+      const done = lines.find((line) => line.msg === 'contact re-index: done');
+      expect(done).toMatchObject({ records: 0, complete: true });
+      expect(lines.filter((line) => line.msg === 'contact re-index: in progress')).toEqual([]);
+      expect(await store.get(NORMALIZATION_KEY)).toBe(String(NORMALIZATION_VERSION));
+
+      // With contacts among those keys it still says how far it got, each time with more read.
+      const at = '2026-11-01T10:00:00.000Z';
+      const batch = store.batch().del(NORMALIZATION_KEY);
+      for (let index = 0; index < 40; index++) {
+        const record = newRecord(at);
+        batch.set(key.record(record.id), encodeRecord(record));
+      }
+      expect(await batch.exec()).toBe(true);
+      const again = capturingLogger('info');
+      await startReindexOnce({ store, identity, logger: again.logger }).finished;
+      expect(again.lines.find((line) => line.msg === 'contact re-index: done')).toMatchObject({
+        records: 40,
+      });
+      const said = again.lines.filter((line) => line.msg === 'contact re-index: in progress');
+      // 40 records among 30 pages and more: the 20th page has read some of them.
+      expect(said.length).toBeGreaterThan(0);
+      const counts = said.map((line) => line.records as number);
+      expect(counts[0]).toBeGreaterThan(0);
+      for (let index = 1; index < counts.length; index++)
+        expect(counts[index]).toBeGreaterThan(counts[index - 1]!);
+    } finally {
+      await store.close();
+      await other.close();
+      await cleanupPrefix(redis, neighbour);
+      await cleanupPrefix(redis, empty);
+    }
   });
 });

@@ -788,7 +788,10 @@ describe('the deferred worker', () => {
   });
 
   /** A chunk of DEFERRED_CHUNK items drained by a worker made with `options`: the most observes in flight at once. */
-  async function mostAtOnce(options: { recordConcurrency?: number }): Promise<number> {
+  async function mostAtOnce(
+    options: { recordConcurrency?: number; quietRecordConcurrency?: number; now?: () => number },
+    beforeDrain: () => void = () => {},
+  ): Promise<number> {
     const { store, logger, metrics, engine, state } = workerParts();
     let inFlight = 0;
     let most = 0;
@@ -822,6 +825,7 @@ describe('the deferred worker', () => {
         }),
       ).toBe(true);
     }
+    beforeDrain();
     expect(await deferred.drain()).toEqual({ recorded: DEFERRED_CHUNK, busy: false });
     for (let n = 0; n < DEFERRED_CHUNK; n++) {
       const found = await engine.find({ email: `deferred-${500 + n}@example.org` });
@@ -846,6 +850,40 @@ describe('the deferred worker', () => {
     const most = await mostAtOnce({ recordConcurrency: WORKER_RECORD_CONCURRENCY });
     expect(most).toBeGreaterThan(RECORD_CONCURRENCY);
     expect(most).toBeLessThanOrEqual(WORKER_RECORD_CONCURRENCY);
+  });
+
+  it('a process that also answers vendors records as widely as a worker once it has appended nothing for a second', async () => {
+    // Role `all` (src/bridge.ts): the backlog a burst leaves is drained after it, with no vendor
+    // waiting behind the decodes; at 8 in flight that drain was bound by the store's round trips.
+    let clock = 1_000_000;
+    const most = await mostAtOnce(
+      {
+        recordConcurrency: RECORD_CONCURRENCY,
+        quietRecordConcurrency: WORKER_RECORD_CONCURRENCY,
+        now: () => clock,
+      },
+      () => {
+        clock += 1000;
+      },
+    );
+    expect(most).toBeGreaterThan(RECORD_CONCURRENCY);
+    expect(most).toBeLessThanOrEqual(WORKER_RECORD_CONCURRENCY);
+  });
+
+  it('a process that also answers vendors keeps to a few items at once while it appends', async () => {
+    let clock = 1_000_000;
+    const most = await mostAtOnce(
+      {
+        recordConcurrency: RECORD_CONCURRENCY,
+        quietRecordConcurrency: WORKER_RECORD_CONCURRENCY,
+        now: () => clock,
+      },
+      () => {
+        clock += 999;
+      },
+    );
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(RECORD_CONCURRENCY);
   });
 
   it("a drain that loses its lock mid-chunk starts none of the chunk's other items", async () => {

@@ -31,6 +31,24 @@ describe('WindowLimiter, on a clock the test moves', () => {
     expect(limiter.blockedFor('d')).toBeGreaterThan(0);
   });
 
+  it('keeps a key counted again as the most recently used: the key forgotten is the one not counted since', () => {
+    let now = 5_000;
+    const limiter = new WindowLimiter(2, 60_000, 2, () => now);
+    expect(limiter.take('a')).toBe(0);
+    expect(limiter.take('b')).toBe(0);
+    expect(limiter.take('b')).toBe(0); // 'b' full
+    now += 1_000;
+    expect(limiter.take('a')).toBe(0); // 'a' full, and now the most recently used
+    expect(limiter.take('c')).toBe(0); // a third key: the least recently used goes
+    expect(limiter.blockedFor('b')).toBe(0); // forgotten
+    expect(limiter.take('a')).toBe(59); // remembered, over its limit
+    // The window ends when it began plus windowMs, however often it was counted since.
+    now = 5_000 + 60_000;
+    expect(limiter.take('a')).toBe(0);
+    limiter.hit('a');
+    expect(limiter.take('a')).toBe(60);
+  });
+
   it('gives back a take that counted, within the window it counted in only', () => {
     let now = 1_000_000;
     const limiter = new WindowLimiter(2, 60_000, 100, () => now);

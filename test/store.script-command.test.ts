@@ -24,6 +24,9 @@ const text = fc.oneof(
   fc.string({ maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 40 }),
   fc.string({ unit: 'binary', maxLength: 40 }),
+  // Either side of encodeCall's SHORT_ITEM (256 units): copied byte by byte, or written by Buffer#write.
+  fc.string({ unit: 'grapheme-ascii', minLength: 240, maxLength: 270 }),
+  fc.string({ unit: 'grapheme', minLength: 80, maxLength: 270 }),
   fc.string({ unit: 'grapheme', minLength: 900, maxLength: 3000 }),
   fc.constantFrom('', 'Добрый день! '.repeat(300), '😀'.repeat(700), `x${'\ud800'.repeat(1100)}`),
 );

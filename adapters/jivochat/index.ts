@@ -1,3 +1,4 @@
+import { MAKE_MASTER_KEY } from '../../src/config/schema.js';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
 import { VENDOR } from './mapper.js';
 import { jivochatSettingsSchema } from './schemas.js';
@@ -42,8 +43,7 @@ export const jivochatAdapter: AdapterDefinition<JivoChannel> = {
         {
           path,
           warning: true,
-          message:
-            "uses {consoleUrl}, but secrets.masterKey is not set: agent links are signed with it, so the link is left out of JivoChat's answers; run `chatbridge keys master` to make one",
+          message: `uses {consoleUrl}, but secrets.masterKey is not set: agent links are signed with it, so the link is left out of JivoChat's answers; ${MAKE_MASTER_KEY}`,
         },
       ];
     return [];

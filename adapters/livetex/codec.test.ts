@@ -149,6 +149,64 @@ describe('bridgeJweCodec: requests', () => {
     });
   });
 
+  it('reads a repeated protected header as the first time: kept only when accepted, every kid its own', async () => {
+    // readRequest keeps what an accepted header text said (its kid) and reads a refused one every
+    // time: the same refusal on every repeat, and a kid per header text even past the kept count.
+    const plaintext = new TextEncoder().encode(JSON.stringify(claims()));
+    const zipped = await new CompactEncrypt(plaintext)
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid, zip: 'DEF' })
+      .encrypt(key);
+    for (let round = 0; round < 3; round++)
+      expect(await refusal(open(zipped))).toEqual({ status: 400, code: 'unsupported_algorithm' });
+    const token = await sealRequest(claims(), kid, key);
+    const [header, , iv, ciphertext, tag] = token.split('.') as [string, string, string, string, string];
+    for (let round = 0; round < 3; round++)
+      await expect(open(token)).resolves.toMatchObject({ personId: 'p-1' });
+    // The kept header does not vouch for the rest of the token: the same header, a changed tag.
+    const flipped = Buffer.from(tag, 'base64url');
+    flipped[0] = flipped[0]! ^ 1;
+    expect(
+      await refusal(open([header, '', iv, ciphertext, flipped.toString('base64url')].join('.'))),
+    ).toEqual({
+      status: 401,
+      code: 'decryption_failed',
+    });
+    const headerOf = (each: string) =>
+      Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid: each })).toString('base64url');
+    const kids = Array.from({ length: 1500 }, (_, index) => `k_${index}`);
+    for (const each of [...kids, ...kids.slice(0, 10)]) {
+      const body = Buffer.from(`${headerOf(each)}..${iv}.${ciphertext}.${tag}`);
+      expect(bridgeJweCodec.readRequest(body, JOSE_CONTENT_TYPE).kid).toBe(each);
+    }
+    // A header too long to be kept is read each time, alike.
+    const long = Buffer.from(
+      JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid, note: 'x'.repeat(600) }),
+    ).toString('base64url');
+    for (let round = 0; round < 2; round++)
+      expect(
+        bridgeJweCodec.readRequest(Buffer.from(`${long}..${iv}.${ciphertext}.${tag}`), undefined).kid,
+      ).toBe(kid);
+  });
+
+  it('opens requests of any size one after another, each with its own bytes', async () => {
+    // The parts are decoded into one buffer that every request reuses (and that grows for a large
+    // one): a large request between two small ones, a small one refused after a large one.
+    const small = await sealRequest(claims({ requestId: 'r-small' }), kid, key);
+    const large = await sealRequest(claims({ extra: 'y'.repeat(20_000) }), kid, key);
+    const other = await sealRequest(claims({ requestId: 'r-other', personId: 'p-2' }), kid, key);
+    await expect(open(small)).resolves.toMatchObject({ requestId: 'r-small', personId: 'p-1' });
+    // Opened (the claims are read after decryption), then refused for the unknown claim.
+    expect(await refusal(open(large))).toEqual({ status: 400, code: 'invalid_claims' });
+    await expect(open(other)).resolves.toMatchObject({ requestId: 'r-other', personId: 'p-2' });
+    const parts = small.split('.');
+    const cut = Buffer.from(parts[3]!, 'base64url').subarray(1).toString('base64url');
+    expect(await refusal(open([parts[0], '', parts[2], cut, parts[4]].join('.')))).toEqual({
+      status: 401,
+      code: 'decryption_failed',
+    });
+    await expect(open(small)).resolves.toMatchObject({ requestId: 'r-small' });
+  });
+
   it('refuses a protected header nested deeper than 64 levels with 400, as a body would be', async () => {
     // Anyone can send a header (it is read before anything is authenticated); this one also opens.
     const nested = `${'['.repeat(65)}${']'.repeat(65)}`;

@@ -202,9 +202,38 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
   if (!COMPACT_JWE.test(token)) {
     throw new BadRequestError('malformed_request', 'the payload is not a compact JWE (five base64url parts)');
   }
+  const headerPart = token.slice(0, token.indexOf('.'));
+  let kid = headerKids.get(headerPart);
+  if (kid === undefined) {
+    kid = readProtectedHeader(headerPart);
+    if (headerPart.length <= HEADER_KEPT_CHARS) {
+      if (headerKids.size >= HEADER_KIDS_MAX) headerKids.clear();
+      headerKids.set(headerPart, kid);
+    }
+  }
+  return { kid, token };
+}
+
+/**
+ * The kid of the headers readProtectedHeader accepted, by their exact base64url text: a client
+ * sends one header with every request under a key, and reading it again (base64url, the depth
+ * guard, JSON.parse, zod) was a few per cent of the codec's CPU per lookup (bench/HISTORY.md,
+ * twenty-eighth round). The answer is a pure function of the text, so a kept one is what reading
+ * would give. Only accepted headers are kept (a refused one is read, and refused, every time);
+ * anyone can send any header, so only short texts, at most HEADER_KIDS_MAX of them, forgotten
+ * whole when full (a sender who churns them costs itself the reading it would pay anyway).
+ */
+const headerKids = new Map<string, string>();
+const HEADER_KIDS_MAX = 1024;
+/** `{"alg":"dir","enc":"A256GCM","kid":<128 chars>,"typ":"JWT"}` and some room, as base64url. */
+const HEADER_KEPT_CHARS = 512;
+
+/** The protected header's kid, or the 400 that says why the header is refused. */
+function readProtectedHeader(headerPart: string): string {
   // Read before anything is authenticated, so anyone can send it: nested past the bodies' limit
   // (MAX_JSON_DEPTH) it is refused as a body would be, not parsed.
-  const headerText = Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8');
+  const into = scratchOf(decodedMax(headerPart.length));
+  const headerText = into.toString('utf8', 0, into.write(headerPart, 0, 'base64url'));
   if (jsonDepthExceeds(headerText)) {
     throw new BadRequestError(
       'malformed_request',
@@ -240,7 +269,7 @@ function readRequest(rawBody: Buffer, contentType: string | undefined): SealedRe
     throw new BadRequestError('unsupported_algorithm', 'critical header extensions (crit) are not accepted');
   if (kid === undefined)
     throw new BadRequestError('missing_kid', 'the JWE protected header must carry the key id (kid)');
-  return { kid, token };
+  return kid;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,21 +320,47 @@ function refuseDecryption(): never {
   throw new LookupRefusedError('decryption_failed', 'the JWE could not be decrypted with the key it names');
 }
 
+/**
+ * Where a request's parts are decoded (its protected header, then the IV, the tag, the header as
+ * additional data and the ciphertext): each `Buffer.from` of them was a slice of Node's shared
+ * 8 KiB pool, and a new pool (an ArrayBuffer for the collector to track) every ~20 requests. Used
+ * synchronously only (the decipher copies what it is given before it returns; the header is read
+ * into a string at once), so one buffer serves every request (bench/HISTORY.md, twenty-eighth
+ * round, with the header's kid kept below).
+ */
+let scratch = Buffer.allocUnsafeSlow(4096);
+
+/** Scratch with at least `bytes` of room (a request body is bounded by the HTTP layer's limit). */
+function scratchOf(bytes: number): Buffer {
+  if (scratch.length < bytes) scratch = Buffer.allocUnsafeSlow(bytes);
+  return scratch;
+}
+
+/** The most bytes `length` base64url characters decode to. */
+const decodedMax = (length: number) => Math.ceil((length * 3) / 4);
+
 /** Opens a compact JWE whose header readRequest has already checked (dir, A256GCM, kid). */
 function openCompact(token: string, key: LookupKey): Buffer {
   const [header = '', encryptedKey, iv = '', ciphertext = '', tag = ''] = token.split('.');
   // Under `dir` the content key is the shared key itself: an encrypted key part means another alg.
   if (encryptedKey !== '') refuseDecryption();
-  const ivBytes = Buffer.from(iv, 'base64url');
-  const tagBytes = Buffer.from(tag, 'base64url');
+  const into = scratchOf(
+    decodedMax(iv.length) + decodedMax(tag.length) + header.length + decodedMax(ciphertext.length),
+  );
+  const ivEnd = into.write(iv, 0, 'base64url');
+  const tagEnd = ivEnd + into.write(tag, ivEnd, 'base64url');
   // AES-GCM takes an IV of any length; RFC 7518 §5.3 requires 96 bits (and a 128-bit tag).
-  if (ivBytes.length !== IV_BYTES || tagBytes.length !== TAG_BYTES) refuseDecryption();
+  if (ivEnd !== IV_BYTES || tagEnd - ivEnd !== TAG_BYTES) refuseDecryption();
+  const headerEnd = tagEnd + into.write(header, tagEnd, 'latin1');
+  const ciphertextEnd = headerEnd + into.write(ciphertext, headerEnd, 'base64url');
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key, ivBytes, { authTagLength: TAG_BYTES });
+    const decipher = createDecipheriv('aes-256-gcm', key, into.subarray(0, ivEnd), {
+      authTagLength: TAG_BYTES,
+    });
     // The additional authenticated data is the protected header exactly as sent (ASCII).
-    decipher.setAAD(Buffer.from(header, 'latin1'));
-    decipher.setAuthTag(tagBytes);
-    const plaintext = decipher.update(Buffer.from(ciphertext, 'base64url'));
+    decipher.setAAD(into.subarray(tagEnd, headerEnd));
+    decipher.setAuthTag(into.subarray(ivEnd, tagEnd));
+    const plaintext = decipher.update(into.subarray(headerEnd, ciphertextEnd));
     decipher.final(); // GCM is a stream mode: final() only checks the tag (and adds nothing)
     return plaintext;
   } catch {

@@ -59,7 +59,10 @@ describe('livetex channel config', () => {
   it('needs secrets.masterKey on Redis, and says how to make one', () => {
     const onRedis = { ...base, store: { redis: 'redis://127.0.0.1:6379' }, channels: [channel] };
     expect(configProblems(onRedis)).toEqual([{ path: 'channels[0]', message: MASTER_KEY_MESSAGE }]);
-    expect(MASTER_KEY_MESSAGE).toContain('chatbridge keys master');
+    // The command as an installed package names it, and as a checkout runs it (the README's Running
+    // for real): told only `chatbridge keys master`, a newcomer in a checkout got "command not found".
+    expect(MASTER_KEY_MESSAGE).toContain('`chatbridge keys master`');
+    expect(MASTER_KEY_MESSAGE).toContain('`node bin/chatbridge.js keys master`');
     expect(
       configProblems({ ...onRedis, secrets: { masterKey: randomBytes(32).toString('base64') } }),
     ).toEqual([]);

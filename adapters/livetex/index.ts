@@ -1,3 +1,4 @@
+import { MAKE_MASTER_KEY } from '../../src/config/schema.js';
 import { onlyPhonesWithExtension } from '../../src/contacts/normalize.js';
 import { capIdentifiersPerKind } from '../../src/contacts/observation.js';
 import type { AdapterDefinition } from '../../src/contracts/adapter.js';
@@ -15,8 +16,7 @@ import { createDialogMemory, livetexWebhook } from './webhook.js';
  * (admin API and CLI).
  */
 
-export const MASTER_KEY_MESSAGE =
-  'livetex channels need secrets.masterKey (32 bytes, base64); run `chatbridge keys master` to make one';
+export const MASTER_KEY_MESSAGE = `livetex channels need secrets.masterKey (32 bytes, base64); ${MAKE_MASTER_KEY}`;
 
 export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
   vendor: 'livetex',

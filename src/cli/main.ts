@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -56,6 +56,25 @@ export interface CliStreams {
    * test an emitter of its own, which says the signal without sending one to the test runner.
    */
   signals?: SignalSource;
+  /**
+   * How the person runs the CLI, for the lines that tell them a command to run (`Run '… --help'
+   * for usage.`): `chatbridge` when not said (programName says it for the process's own streams).
+   */
+  program?: string;
+}
+
+/**
+ * The CLI as the process was started: `chatbridge` through the package's bin (npm links it as
+ * `chatbridge`; Windows' shims run the installed file under node_modules), `node bin/chatbridge.js`
+ * (the path from the working directory) in a checkout, where no `chatbridge` is on the PATH and
+ * "Run 'chatbridge --help'" named a command the newcomer did not have.
+ */
+export function programName(script: string | undefined, cwd: string = process.cwd()): string {
+  if (script === undefined || basename(script) !== 'chatbridge.js') return 'chatbridge';
+  if (script.includes(`${sep}node_modules${sep}`)) return 'chatbridge';
+  const path = relative(cwd, script) || script;
+  const shown = path.length < script.length ? path : script;
+  return `node ${/^[\w./@%+=:,-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", "'\\''")}'`}`;
 }
 
 /** What stopOnSignal listens on: `process`, or an EventEmitter in tests. */
@@ -118,6 +137,7 @@ const processStreams: CliStreams = {
   stdout: (line) => process.stdout.write(`${line}\n`),
   stderr: (line) => process.stderr.write(`${line}\n`),
   stderrIsTTY: process.stderr.isTTY === true,
+  program: programName(process.argv[1]),
 };
 
 /** Logs of every command go to stderr: stdout carries only results (`keys generate > key.json`). */
@@ -366,7 +386,13 @@ async function startBridge(
   };
   let bridge: Awaited<ReturnType<typeof createBridge>> | undefined;
   try {
-    bridge = await createBridge({ config, role: role as Role, logger, defaultMetrics: true });
+    bridge = await createBridge({
+      config,
+      role: role as Role,
+      logger,
+      defaultMetrics: true,
+      configPath: source.path,
+    });
     if (!earlySignal) {
       // Where each port came from, named in a failure: the setting, and the environment variable
       // that gave it (the example's ports come from PORT and METRICS_PORT).
@@ -913,7 +939,7 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr(`chatbridge: ${error.message}`);
-      io.stderr(`Run 'chatbridge --help' for usage.`);
+      io.stderr(`Run '${io.program ?? 'chatbridge'} --help' for usage.`);
       return 2;
     }
     if (typeof error === 'object' && error !== null && saidFatal.has(error)) return 1;
@@ -952,7 +978,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   if (!command) {
     const group = COMMANDS.filter((candidate) => candidate.name.startsWith(`${first} `));
     if (group.length === 0) throw new UsageError(`unknown command '${first}'${meant(first, second)}`);
-    const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun 'chatbridge ${first} <command> --help' for a command's options.`;
+    const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun '${io.program ?? 'chatbridge'} ${first} <command> --help' for a command's options.`;
     if (isHelp(second)) {
       io.stdout(text);
       return 0;
@@ -1074,7 +1100,9 @@ function parseArgsProblem(command: Command, args: string[], error: Error & { cod
     }
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
       if (option === undefined) break;
-      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})`;
+      return `'${command.name}' has no option ${option} (it takes ${taken.length > 0 ? taken.join(', ') : 'none'})${
+        command.name === 'start' ? startSettingHint(option, args) : ''
+      }`;
     case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL': {
       const operand = /^Unexpected argument '([^']*)'/.exec(message)?.[1];
       if (operand === undefined) break;
@@ -1082,6 +1110,24 @@ function parseArgsProblem(command: Command, args: string[], error: Error & { cod
     }
   }
   return message.split('\n')[0]!;
+}
+
+/**
+ * `start --port 4111`, a newcomer's first guess, was told only which options `start` takes: the
+ * port, address and metrics port are settings (and the port an environment variable) instead.
+ */
+function startSettingHint(option: string, args: string[]): string {
+  if (option === '--port') {
+    const at = args.findIndex((arg) => arg === '--port' || arg.startsWith('--port='));
+    const given =
+      at === -1 ? undefined : args[at]!.includes('=') ? args[at]!.slice('--port='.length) : args[at + 1];
+    const port = given !== undefined && /^\d{1,5}$/.test(given) ? given : '<port>';
+    return `: the port is PORT in the environment (PORT=${port} before the command), else server.port in the config`;
+  }
+  if (option === '--host') return ': the address is server.host in the config (HOST in the examples)';
+  if (option === '--metrics-port')
+    return ': the metrics port is metrics.port in the config (METRICS_PORT in the example)';
+  return '';
 }
 
 function withoutConfig(args: string[]): string[] {

@@ -1,4 +1,6 @@
-import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js';
+// The phone library's build and metadata that src/contacts/normalize.ts parses with (one copy loaded).
+import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js/core/es6';
+import metadata from 'libphonenumber-js/min/metadata';
 import { z } from 'zod';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
@@ -75,7 +77,7 @@ const emptyToUndefined = (value: unknown) => (value === '' || value === null ? u
  */
 function countryMeant(text: string): CountryCode | undefined {
   const given = text.trim();
-  const countries = getCountries();
+  const countries = getCountries(metadata);
   const upper = given.toUpperCase();
   const code = countries.find((country) => country === upper);
   if (code) return code;
@@ -112,6 +114,16 @@ const deliveryWaitSchema = durationSchema.pipe(
 
 /** Standard Webhooks secrets are 24 to 64 random bytes; anything shorter is guessable. */
 export const MIN_SECRET_BYTES = 24;
+
+/**
+ * How a message asking for `secrets.masterKey` says to make one. Both ways of running the CLI:
+ * the config is checked before anything knows how the bridge was started (`npm start` and `node
+ * bin/chatbridge.js` in a checkout, where no `chatbridge` is on the PATH; the installed package's
+ * `chatbridge`; `createBridge` from a library), and a newcomer in a checkout told only
+ * `chatbridge keys master` got "command not found".
+ */
+export const MAKE_MASTER_KEY =
+  'run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one';
 
 export const identifierKinds = ['person', 'email', 'phone'] as const;
 export const identifierKindSchema = z.enum(identifierKinds);
@@ -546,7 +558,10 @@ export const configSchema = z.strictObject({
         emptyToUndefined,
         z
           .string()
-          .refine((value) => Buffer.from(value, 'base64').length === 32, '32 bytes, base64-encoded')
+          .refine(
+            (value) => Buffer.from(value, 'base64').length === 32,
+            `32 bytes, base64-encoded; ${MAKE_MASTER_KEY}`,
+          )
           .optional(),
       ),
     })
@@ -579,7 +594,7 @@ export const configSchema = z.strictObject({
         // GB is the usual slip) every number typed without its +code normalises to nothing and
         // is left off the contact, with no word said.
         .superRefine((code, ctx) => {
-          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code))
+          if (/^[A-Z]{2}$/.test(code) && !isSupportedCountry(code as CountryCode, metadata))
             ctx.addIssue({
               code: 'custom',
               message: `"${code}" is not a country code the phone library knows: ${

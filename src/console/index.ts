@@ -33,6 +33,7 @@ import {
   channelsPage,
   type PollReportView,
   type StatusView,
+  shownConfigPath,
   statusPage,
 } from './ops.js';
 import {
@@ -82,6 +83,8 @@ export interface ConsoleDeps {
   adminAuth: AdminAuthLimit;
   /** The CRM destinations with their connector: the status page's CRM section (token expiry). */
   crmDestinations?: ReadonlyArray<{ destination: CrmDestinationConfig; connector: ConnectorDefinition }>;
+  /** The file the config came from (BridgeOptions.configPath): named in the commands the pages show. */
+  configPath?: string;
   now: () => Date;
 }
 
@@ -1104,6 +1107,7 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
         expiry: credentialExpiry(connector, destination, deps.now()),
       })),
       now: deps.now(),
+      ...(deps.configPath === undefined ? {} : { configFile: shownConfigPath(deps.configPath) }),
     };
     try {
       await store.ping();

@@ -1,3 +1,4 @@
+import { isAbsolute, relative, resolve } from 'node:path';
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import type { BreakerOpen } from '../delivery/breaker-state.js';
@@ -381,6 +382,19 @@ export interface StatusView {
   }[];
   /** When the page is made: says how long ago the last check was (left out without it). */
   now?: Date;
+  /** The file the bridge's config came from (`chatbridge start`), as a command names it. */
+  configFile?: string;
+}
+
+/**
+ * A config file as a command run where the bridge was started takes it: relative when it is under
+ * that directory, whole otherwise, quoted for a POSIX shell when a shell would split or expand it.
+ */
+export function shownConfigPath(file: string, cwd: string = process.cwd()): string {
+  const absolute = resolve(cwd, file);
+  const inside = relative(cwd, absolute);
+  const shown = inside !== '' && !inside.startsWith('..') && !isAbsolute(inside) ? inside : absolute;
+  return /^[\w./@%+=:,-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", "'\\''")}'`;
 }
 
 /** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
@@ -431,9 +445,17 @@ const CHANGED_PARTS: Record<CheckChange, string> = {
 };
 
 /** The last `crm check` as recorded (its reason holds CRM text: escaped like every value). */
-function lastCheckOf(item: StatusView['crm'][number], now: Date | undefined): SafeHtml {
-  const command = html`<code>chatbridge crm check --destination ${item.id}</code>`;
+function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeHtml {
+  const { now } = status;
+  // With the file the bridge runs: without --config the command reads config/bridge.yaml or the
+  // example, and a bridge started on another file (README "Connect your CRM": config/crm.example.yaml)
+  // got "has no CRM destination" from the command its own page named.
+  const command = html`<code>chatbridge crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}</code>`;
   if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
+  // `crm check` is a process of its own: on the in-memory store it has a store of its own too and
+  // records nothing (src/cli/crm.ts), so "records its outcome here" would never come true.
+  if (status.store.kind === 'memory' && item.lastCheck === null)
+    return html`Not recorded: this bridge runs on the in-memory store, which ${command} (a process of its own) cannot reach. It prints what it finds; with store.redis set, its outcome shows here.`;
   if (item.lastCheck === null)
     return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
   const { at, outcome, reason } = item.lastCheck;
@@ -492,7 +514,7 @@ ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${i
       : 'unknown (the store is not reachable)'
   }</dd>
   <dt>Token</dt><dd>${expiryOf(item)}</dd>
-  <dt>Last check</dt><dd>${lastCheckOf(item, status.now)}</dd>${pausedOf(item)}
+  <dt>Last check</dt><dd>${lastCheckOf(item, status)}</dd>${pausedOf(item)}
 </dl>`;
     },
   )}</section>`;

@@ -1,6 +1,10 @@
 import { domainToASCII, domainToUnicode } from 'node:url';
-import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js';
-import { LRUCache } from 'lru-cache';
+// libphonenumber-js's modern build with its "min" metadata passed in: the same parser and the same
+// metadata as the package's default entry ('libphonenumber-js', which is "min" too), without that
+// entry's costs per call: its build spreads options through Babel's _objectSpread (about a third
+// of a parse) and copies each call's arguments to append the metadata.
+import { type CountryCode, parsePhoneNumberFromString } from 'libphonenumber-js/core/es6';
+import metadata from 'libphonenumber-js/min/metadata';
 import type { Identifier } from './types.js';
 
 /**
@@ -68,11 +72,43 @@ export function emailForms(email: string): string[] {
  * normalising an observation, and the same visitors' phones come back chat after chat. Bounded
  * (entries and key length), so a flood of distinct numbers only evicts; NOT_A_PHONE stands for
  * "not a phone" (the cache holds no null).
+ *
+ * Two generations of maps rather than an LRU: every new visitor's phone is a miss and an insert,
+ * and lru-cache's bookkeeping for that (a "country|text" key built and hashed, its list, evicting
+ * the oldest entry) cost a quarter of parsePhone's time under load (bench/HISTORY.md, round 28).
+ * Inserts go to the recent generation; when it holds half the entries it becomes the older one
+ * and the older is dropped whole. A hit in the older generation is copied to the recent one, so a
+ * phone that keeps coming back stays.
  */
 const PHONE_CACHE_MAX = 10_000;
 const PHONE_CACHE_KEY_LENGTH = 64;
 const NOT_A_PHONE: PhoneParts = { number: '' };
-const phoneCache = new LRUCache<string, PhoneParts>({ max: PHONE_CACHE_MAX });
+let recentPhones = new Map<string, Map<string, PhoneParts>>();
+let olderPhones = new Map<string, Map<string, PhoneParts>>();
+let recentPhoneCount = 0;
+
+function cachedPhone(defaultCountry: string, text: string): PhoneParts | undefined {
+  const recent = recentPhones.get(defaultCountry)?.get(text);
+  if (recent !== undefined) return recent;
+  const older = olderPhones.get(defaultCountry)?.get(text);
+  if (older !== undefined) cachePhone(defaultCountry, text, older);
+  return older;
+}
+
+function cachePhone(defaultCountry: string, text: string, parts: PhoneParts): void {
+  if (recentPhoneCount >= PHONE_CACHE_MAX / 2) {
+    olderPhones = recentPhones;
+    recentPhones = new Map();
+    recentPhoneCount = 0;
+  }
+  let byText = recentPhones.get(defaultCountry);
+  if (byText === undefined) {
+    byText = new Map();
+    recentPhones.set(defaultCountry, byText);
+  }
+  byText.set(text, parts);
+  recentPhoneCount += 1;
+}
 
 /** A phone as E.164 and, when one was written, its extension (digits). */
 export interface PhoneParts {
@@ -90,31 +126,40 @@ export interface PhoneParts {
  */
 const RU_EXTENSION = /(\p{Nd}[\s)]*)(?:[,;]\s*)?(?:доп|д)\.?\s*(\p{Nd}{1,10})\s*$/iu;
 
+/**
+ * Whether the first "+" or decimal digit of a value is a "+". It was written as "strip what is
+ * neither, NFKC, starts with +", which answers the same for every string (NFKC maps no digit to
+ * "+" and composes nothing with a leading "+"; compared on every code point, and
+ * test/contacts.phone-parse.test.ts compares parsePhone's answers) without the copy and the
+ * normalisation.
+ */
+const STARTS_WITH_PLUS = /^[^+\p{Nd}]*\+/u;
+
 /** The number and extension of `value`, read as normalizePhone does; null when it is no phone. */
 export function parsePhone(value: string, defaultCountry: string): PhoneParts | null {
   const trimmed = value.trim();
   // Any decimal digit: libphonenumber reads fullwidth (８９１６…) and Arabic-Indic digits too.
   if (!/\p{Nd}/u.test(trimmed)) return null;
   const cacheable = trimmed.length <= PHONE_CACHE_KEY_LENGTH;
-  const cacheKey = `${defaultCountry}|${trimmed}`;
-  const cached = cacheable ? phoneCache.get(cacheKey) : undefined;
+  const cached = cacheable ? cachedPhone(defaultCountry, trimmed) : undefined;
   if (cached !== undefined) return cached === NOT_A_PHONE ? null : cached;
   const text = /[дД]/.test(trimmed) ? trimmed.replace(RU_EXTENSION, '$1 доб. $2') : trimmed;
-  const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode);
+  const parsed = parsePhoneNumberFromString(text, defaultCountry as CountryCode, metadata);
   // A number written without a country code was read in the default country, and must exist
   // there: "8 044 123 45 67" (a Belarusian mobile, written the Belarusian way) and "044 123 45 67"
   // (a Kyiv landline) both read as +7 044…, a number Russia does not have, and joined two
   // strangers. Such a value is some other country's domestic form, which one we cannot tell: it
   // identifies nobody. A number given with its country code keeps the looser "possible" check.
-  const national =
-    parsed !== undefined && !/^\+/.test(trimmed.replace(/^[^+\p{Nd}]+/u, '').normalize('NFKC'));
+  // "With its country code" means the first "+" or digit of the value is a "+" (a fullwidth
+  // "＋" before it counts as neither, so "＋7 …" takes the "valid" check).
+  const national = parsed !== undefined && !STARTS_WITH_PLUS.test(trimmed);
   const parts: PhoneParts | null =
     parsed && (national ? parsed.isValid() : parsed.isPossible())
       ? parsed.ext
         ? { number: parsed.number, ext: parsed.ext }
         : { number: parsed.number }
       : null;
-  if (cacheable) phoneCache.set(cacheKey, parts ?? NOT_A_PHONE);
+  if (cacheable) cachePhone(defaultCountry, trimmed, parts ?? NOT_A_PHONE);
   return parts;
 }
 
@@ -155,7 +200,7 @@ export function onlyPhonesWithExtension(value: string, defaultCountry: string): 
  * (the CRMs' usual search) would take +1 905 777-01-23 for +7 905 777-01-23.
  */
 export function samePhone(stored: string, e164: string): boolean {
-  const country = parsePhoneNumberFromString(e164)?.country;
+  const country = parsePhoneNumberFromString(e164, metadata)?.country;
   if (country) return normalizePhone(stored, country) === e164;
   return stored.replace(/\D/g, '') === e164.replace(/\D/g, '');
 }

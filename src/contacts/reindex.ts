@@ -547,7 +547,11 @@ export function startReindexOnce(options: {
         { version: NORMALIZATION_VERSION },
         'contact re-index: giving stored contacts the keys of the current identifier rules and every name its name-search key (once per store, in the background; chatbridge contacts reindex --dry-run shows what it does)',
       );
+      // Every 20 pages, when records were read since the last line: SCAN walks the whole
+      // database, and on a Redis that other apps or bridges fill most pages read no record, so a
+      // first start logged the same all-zero line several times before it found it had nothing to do.
       let pages = 0;
+      let said = 0;
       const report = await reindexContacts({
         store,
         identity: options.identity,
@@ -557,7 +561,9 @@ export function startReindexOnce(options: {
         signal: controller.signal,
         onProgress: (progress) => {
           pages += 1;
-          if (pages % 20 === 0) logger.info({ ...progress }, 'contact re-index: in progress');
+          if (pages % 20 !== 0 || progress.records === said) return;
+          said = progress.records;
+          logger.info({ ...progress }, 'contact re-index: in progress');
         },
       });
       logReport(logger, report);

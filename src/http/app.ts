@@ -94,6 +94,7 @@ export interface AppDeps {
   vendorNames?: ReadonlyMap<string, string>;
   /** CRM destinations with their connector (the console's status page: token expiry). */
   crmDestinations?: ConsoleDeps['crmDestinations'];
+  configPath?: ConsoleDeps['configPath'];
   /** The key of the hash a lookup's subject is logged as (src/intake/pipeline.ts). */
   logKey?: Buffer;
   /**
@@ -678,6 +679,7 @@ export function createApp(deps: AppDeps): Koa {
     ...(deps.vendorNames ? { vendorNames: deps.vendorNames } : {}),
     ...(deps.role ? { role: deps.role } : {}),
     ...(deps.crmDestinations ? { crmDestinations: deps.crmDestinations } : {}),
+    ...(deps.configPath === undefined ? {} : { configPath: deps.configPath }),
     adminAuth,
     now: deps.now ?? (() => new Date()),
   });

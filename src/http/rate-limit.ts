@@ -34,16 +34,20 @@ export class WindowLimiter {
     return (window.resetAt - this.now()) / 1000;
   }
 
+  /*
+   * A window is counted in place, not set again: the cache's `get` has already made the key the
+   * most recently used, and the entry's own expiry (set with the window, `ttl` = windowMs on the
+   * same clock) falls when the window is over, after which a read starts a new one anyway. The
+   * second set per take re-armed that expiry and moved the key once more, ~0.3–0.6 µs in a loop,
+   * twice per lookup (bench/HISTORY.md, twenty-eighth round).
+   */
+
   /** Count one event for `key`. */
   hit(key: string): void {
     const at = this.now();
     const window = this.windows.get(key);
     if (!window || window.resetAt <= at) this.windows.set(key, { count: 1, resetAt: at + this.windowMs });
-    else {
-      window.count++;
-      // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
-      this.windows.set(key, window);
-    }
+    else window.count++;
   }
 
   /**
@@ -60,8 +64,6 @@ export class WindowLimiter {
     }
     if (window.count >= this.limit) return (window.resetAt - at) / 1000;
     window.count++;
-    // Re-set keeps it most recently used; the cache's own expiry is only for eviction.
-    this.windows.set(key, window);
     return 0;
   }
 

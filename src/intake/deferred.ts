@@ -86,10 +86,22 @@ const FULL_WARNING_MS = 60_000;
 export const DEFERRED_CHUNK = 100;
 /**
  * Items of a chunk being recorded at once (see recordAll), in a process that also answers vendors
- * (role `all`): each item's decode runs without a pause before its first write, so the more start
- * together, the longer the requests beside them wait.
+ * (role `all`) while it appends: each item's decode runs without a pause before its first write,
+ * so the more start together, the longer the requests beside them wait. Once it has appended
+ * nothing for QUIET_MS it records as many as a `worker` (quietRecordConcurrency).
  */
 export const RECORD_CONCURRENCY = 8;
+/**
+ * How long after this process's last append (or offer of observations) its worker counts the
+ * vendors as quiet and records a chunk as widely as a `worker` process. A burst leaves a backlog
+ * that one `all` process drains after it (bench/run.js's jivo_finished_deferred: most of the
+ * events), and at 8 items in flight that drain waited partly on the store's round trips (about
+ * three quarters of a core). Spacing the decodes instead (one item's start per turn of the event
+ * loop, so that 32 could be in flight beside the answers) cost 10–25 % more CPU per event and
+ * wrote 2–8 times as often, the store's cork then seldom holding more than one item's writes
+ * (bench/HISTORY.md, twenty-eighth round): not taken.
+ */
+const QUIET_MS = 1000;
 /**
  * The same in a process that answers no vendor (role `worker`, DeferredIntakeOptions'
  * recordConcurrency): nothing waits behind its decodes, and a worker draining a backlog was bound
@@ -274,12 +286,21 @@ export interface DeferredIntakeOptions {
    * answers vendors, WORKER_RECORD_CONCURRENCY where it does not (role `worker`).
    */
   recordConcurrency?: number;
+  /**
+   * Items recorded at once when this process has appended nothing for QUIET_MS (default:
+   * recordConcurrency). Role `all`: WORKER_RECORD_CONCURRENCY — nothing waits behind its decodes
+   * then, as in a `worker`.
+   */
+  quietRecordConcurrency?: number;
 }
 
 export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIntake {
   const { store, contacts, journal, logger, metrics } = options;
   const pollMs = options.pollMs ?? 1000;
   const recordConcurrency = Math.max(1, options.recordConcurrency ?? RECORD_CONCURRENCY);
+  const quietRecordConcurrency = Math.max(1, options.quietRecordConcurrency ?? recordConcurrency);
+  /** When this process last appended or offered observations (the clock of `now`; see QUIET_MS). */
+  let lastAppendAt = Number.NEGATIVE_INFINITY;
   const now = options.now ?? Date.now;
   const drainRepeats = createRepeatGate();
   const recorded = metrics.counter(
@@ -375,6 +396,7 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   async function append(request: DeferredRequest): Promise<boolean> {
+    lastAppendAt = now();
     if (request.rawBody.length > DEFERRED_MAX_BODY_BYTES) return false;
     // Awaited only when the count says full: the usual append takes no extra turn.
     if (known >= options.maxBacklog && (await backlogFull())) {
@@ -609,10 +631,11 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
   }
 
   /**
-   * Every item of a chunk, `recordConcurrency` at a time, outcomes in item order. Not all at once:
-   * decoding an item runs without a pause before its first write, so starting a chunk's 100 at
-   * once held the event loop for all their decodes (tens of milliseconds for chat_finished
-   * transcripts) while the vendors' own requests waited for their answers.
+   * Every item of a chunk, `recordConcurrency` at a time (quietRecordConcurrency when quiet),
+   * outcomes in item order. Not all at once: decoding an item runs without a pause before its
+   * first write, so starting a chunk's 100 at once held the event loop for all their decodes (tens
+   * of milliseconds for chat_finished transcripts) while the vendors' own requests waited for
+   * their answers.
    */
   async function recordAll(
     items: Buffer[],
@@ -630,7 +653,9 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
         else outcomes[index] = done[index] ? 'done' : await recordOrRetry(items[index]!);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(recordConcurrency, items.length) }, worker));
+    // Chosen per chunk: a burst starting meanwhile waits behind at most this chunk's wide start.
+    const width = now() - lastAppendAt >= QUIET_MS ? quietRecordConcurrency : recordConcurrency;
+    await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
     return outcomes;
   }
 
@@ -805,8 +830,10 @@ export function createDeferredIntake(options: DeferredIntakeOptions): DeferredIn
 
   return {
     append,
-    takesObservations: (bytes) =>
-      running && bytes <= DEFERRED_MAX_BODY_BYTES && handoffRoom(Date.now(), bytes),
+    takesObservations: (bytes) => {
+      lastAppendAt = now();
+      return running && bytes <= DEFERRED_MAX_BODY_BYTES && handoffRoom(Date.now(), bytes);
+    },
     drain,
     start() {
       if (running) return;

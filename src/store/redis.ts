@@ -782,64 +782,123 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   };
 
   function createBatch(): StoreBatch {
-    // The writes as [command, key, ...arguments], sent through the guarded script (with no
-    // expectation it just runs them; a write of very many arguments excepted, below): atomic like
-    // MULTI/EXEC, and a write that fails does not stop the others, as with EXEC. One command written as one Buffer (script-command.ts) instead of
-    // MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its lane, four
-    // index entries) was eight commands (bench/HISTORY.md, nineteenth round).
-    const writes: Array<[string, string, ...ScriptArgument[]]> = [];
-    /** [key, encoded expectation] as GUARDED_BATCH_SCRIPT reads it. */
-    const expectations: Array<[string, string | Buffer]> = [];
-    const queued = (command: string, key: string, ...args: ScriptArgument[]): StoreBatch => {
-      writes.push([command, key, ...args]);
+    // The writes, sent through the guarded script (with no expectation it just runs them; a write
+    // of very many arguments excepted, below): atomic like MULTI/EXEC, and a write that fails does
+    // not stop the others, as with EXEC. One command written as one Buffer (script-command.ts)
+    // instead of MULTI, EXEC and an ioredis Command per write: a delivery's mark (the record, its
+    // lane, four index entries) was eight commands (bench/HISTORY.md, nineteenth round).
+    //
+    // Kept as GUARDED_BATCH_SCRIPT takes them, not as a tuple per expectation and an array per
+    // write flattened at exec: the expectations' keys (KEYS) and their wants (ARGV after the
+    // count), the writes' keys and, per write, command, argument count and arguments. A known
+    // contact's batch has ~13 expectations and ~4 writes; those ~17 arrays were ~1.5 KB a webhook.
+    const expectedKeys: string[] = [];
+    /** ARGV[1] (the number of expectations, set at exec), then each expectation's want. */
+    const expectedArgs: ScriptArgument[] = [0];
+    const writeKeys: string[] = [];
+    const writeArgs: ScriptArgument[] = [];
+    /** The most arguments of one write (LONGEST_SCRIPT_WRITE). */
+    let longestWrite = 0;
+    /** Queues a write of `count` arguments, which the caller pushes onto writeArgs next. */
+    const queue = (command: string, key: string, count: number): void => {
+      writeKeys.push(key);
+      writeArgs.push(command, count);
+      if (count > longestWrite) longestWrite = count;
       batch.length++;
+    };
+    const queueMany = (command: string, key: string, values: ReadonlyArray<ScriptArgument>): StoreBatch => {
+      if (values.length === 0) return batch;
+      queue(command, key, values.length);
+      for (const value of values) writeArgs.push(value);
+      return batch;
+    };
+    const expectWant = (key: string, want: string | Buffer): StoreBatch => {
+      expectedKeys.push(key);
+      expectedArgs.push(want);
       return batch;
     };
     // `length` is a data property (StoreBatch.length says why not a getter).
     const batch: CountingBatch = {
-      expect(key, value) {
-        expectations.push([
+      expect: (key, value) =>
+        expectWant(
           key,
           value === null ? '0' : value.length > 64 ? `#${digestUtf8('sha1', value, 'hex')}` : `=${value}`,
-        ]);
-        return batch;
-      },
-      expectExists(key) {
-        expectations.push([key, '*']);
-        return batch;
-      },
-      expectListHead(key, values, identify) {
-        expectations.push([key, listHeadIds(values, identify)]);
-        return batch;
-      },
+        ),
+      expectExists: (key) => expectWant(key, '*'),
+      expectListHead: (key, values, identify) => expectWant(key, listHeadIds(values, identify)),
       set(key, value, ttlMs) {
-        return ttlMs === undefined ? queued('set', key, value) : queued('set', key, value, 'PX', ttlMs);
+        if (ttlMs === undefined) {
+          queue('set', key, 1);
+          writeArgs.push(value);
+        } else {
+          queue('set', key, 3);
+          writeArgs.push(value, 'PX', ttlMs);
+        }
+        return batch;
       },
-      del: (key) => queued('del', key),
-      expire: (key, ttlMs) => queued('pexpire', key, ttlMs),
-      incrBy: (key, amount) => queued('incrby', key, amount),
-      hset: (key, field, value) => queued('hset', key, field, value),
-      hdel: (key, field) => queued('hdel', key, field),
+      del(key) {
+        queue('del', key, 0);
+        return batch;
+      },
+      expire(key, ttlMs) {
+        queue('pexpire', key, 1);
+        writeArgs.push(ttlMs);
+        return batch;
+      },
+      incrBy(key, amount) {
+        queue('incrby', key, 1);
+        writeArgs.push(amount);
+        return batch;
+      },
+      hset(key, field, value) {
+        queue('hset', key, 2);
+        writeArgs.push(field, value);
+        return batch;
+      },
+      hdel(key, field) {
+        queue('hdel', key, 1);
+        writeArgs.push(field);
+        return batch;
+      },
       // Empty SADD/SREM/RPUSH are syntax errors in Redis (the batch would fail); the in-memory
       // store treats them as no-ops, and so do we.
-      sadd: (key, ...members) => (members.length === 0 ? batch : queued('sadd', key, ...members)),
-      srem: (key, ...members) => (members.length === 0 ? batch : queued('srem', key, ...members)),
-      zadd: (key, score, member) => queued('zadd', key, scoreArg(score), member),
-      zrem: (key, member) => queued('zrem', key, member),
-      rpush: (key, ...values) => (values.length === 0 ? batch : queued('rpush', key, ...values)),
-      ltrim: (key, start, stop) => queued('ltrim', key, start, stop),
+      sadd: (key, ...members) => queueMany('sadd', key, members),
+      srem: (key, ...members) => queueMany('srem', key, members),
+      zadd(key, score, member) {
+        queue('zadd', key, 2);
+        writeArgs.push(scoreArg(score), member);
+        return batch;
+      },
+      zrem(key, member) {
+        queue('zrem', key, 1);
+        writeArgs.push(member);
+        return batch;
+      },
+      rpush: (key, ...values) => queueMany('rpush', key, values),
+      ltrim(key, start, stop) {
+        queue('ltrim', key, 2);
+        writeArgs.push(start, stop);
+        return batch;
+      },
       length: 0,
       async exec() {
-        if (expectations.length > 0) return execGuarded();
+        if (expectedKeys.length > 0) return execGuarded();
         if (batch.length === 0) return true;
         // The script passes a write's arguments on with Lua's unpack(), which refuses ~8,000 and
         // more ("too many results to unpack"); a plain batch with such a write goes as MULTI/EXEC.
-        if (writes.some((write) => write.length > LONGEST_SCRIPT_WRITE)) return execMulti();
+        if (longestWrite > LONGEST_SCRIPT_WRITE - 2) return execMulti();
         return execGuarded();
       },
     };
     async function execMulti(): Promise<boolean> {
       coalesceWrites();
+      const writes: Array<[string, string, ...ScriptArgument[]]> = [];
+      let at = 0;
+      for (const key of writeKeys) {
+        const count = writeArgs[at + 1] as number;
+        writes.push([writeArgs[at] as string, key, ...writeArgs.slice(at + 2, at + 2 + count)]);
+        at += 2 + count;
+      }
       const multi = client.multi(writes);
       const results = await run(() => multi.exec());
       // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
@@ -851,17 +910,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     }
     async function execGuarded(): Promise<boolean> {
       // GUARDED_BATCH_SCRIPT's layout: the expectations' keys, then the writes' keys, in order.
-      const keys: string[] = [];
-      const args: ScriptArgument[] = [expectations.length];
-      for (const [key, want] of expectations) {
-        keys.push(key);
-        args.push(want);
-      }
-      for (const write of writes) {
-        keys.push(write[1]);
-        args.push(write[0], write.length - 2);
-        for (let index = 2; index < write.length; index++) args.push(write[index]!);
-      }
+      expectedArgs[0] = expectedKeys.length;
+      const keys = writeKeys.length === 0 ? expectedKeys : expectedKeys.concat(writeKeys);
+      const args = writeArgs.length === 0 ? expectedArgs : expectedArgs.concat(writeArgs);
       coalesceWrites();
       const applied = await run(() => guardedBatchScript(keys, args));
       return applied === 1;

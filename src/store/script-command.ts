@@ -10,10 +10,11 @@ import { ENCODE_TRANSCODED_UNITS, utf8BytesVia } from '../utf8.js';
  * byte lengths cost a UTF-8 pass over every argument before the socket's own encoding makes a
  * second. A guarded batch has ~50 arguments; a chat_finished one carries a timeline entry of
  * ~30,000 UTF-16 units of Cyrillic, for which each of those passes costs ~30–40 µs in Node 20
- * (V8's Utf8Length/WriteUtf8, not simdutf). Here the keys are prefixed while writing, the short
- * arguments go into one string per run, and each long argument is encoded to UTF-8 exactly once,
- * which also gives its length (one of ENCODE_TRANSCODED_UNITS or more through simdutf: src/utf8.ts). The bytes on the wire are what ioredis writes (test:
- * test/store.script-command.test.ts compares them).
+ * (V8's Utf8Length/WriteUtf8, not simdutf). Here every item is written once, straight into the
+ * bytes sent (encodeCall): the keys prefixed while writing, a short ASCII item copied a byte per
+ * character, any other encoded to UTF-8 exactly once, which also gives its length (one of
+ * ENCODE_TRANSCODED_UNITS or more through simdutf: src/utf8.ts). The bytes on the wire are what
+ * ioredis writes (test: test/store.script-command.test.ts compares them).
  *
  * What ioredis's Script does and this keeps: EVAL with the script text the first time on each
  * connection, EVALSHA after; a NOSCRIPT reply (the server was restarted or flushed its scripts)
@@ -23,8 +24,11 @@ import { ENCODE_TRANSCODED_UNITS, utf8BytesVia } from '../utf8.js';
  * show it): the store uses ioredis's defineCommand there.
  */
 
-/** Arguments up to this many UTF-16 units are framed as text; longer ones are encoded on their own. */
-const LONG_ARGUMENT = 1024;
+/**
+ * Arguments and keys up to this many UTF-16 units are written byte by byte while they are ASCII
+ * (encodeCall); longer ones, and any that is not ASCII, through Buffer#write.
+ */
+const SHORT_ITEM = 256;
 
 /** A Buffer is sent as its bytes (an outbox entry set aside as it was read). */
 export type ScriptArgument = string | number | Buffer;
@@ -72,17 +76,19 @@ export function scriptCall(client: Redis, lua: string, keyPrefix: string): Scrip
 }
 
 /**
- * Where long items are encoded before they are copied into the call's Buffer: reused, so a
- * chat_finished entry does not cost a fresh ~90 KB allocation each time. Calls are encoded
- * synchronously, one at a time, so one arena serves them all.
+ * Where a call too large for the slab (below) is written before it is copied into a Buffer of its
+ * own size: reused, so a chat_finished entry does not cost a fresh ~90 KB allocation each time.
+ * Calls are encoded synchronously, one at a time, so one arena serves them all.
  */
 const arena = Buffer.allocUnsafeSlow(256 * 1024);
 
 /**
- * The calls' Buffers are cut from a shared slab, as Node's own pool does for Buffers under 4 KB:
- * a guarded batch is 2–6 KB, past that pool, and an ArrayBuffer of its own per call (two per new
+ * Calls are written into a shared slab, as Node's own pool does for Buffers under 4 KB: a
+ * guarded batch is 2–6 KB, past that pool, and an ArrayBuffer of its own per call (two per new
  * contact) was ~0.9 µs of its encoding in a loop, and more for the garbage collector, which
- * tracks each backing store. A slab lives until the last call cut from it has been written.
+ * tracks each backing store. A call takes what it wrote and gives back the rest of the room it
+ * was given (its bound, see encodeCall). A slab lives until the last call cut from it has been
+ * written.
  */
 const SLAB_BYTES = 64 * 1024;
 let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
@@ -98,18 +104,43 @@ function callBuffer(size: number): Buffer {
   return out;
 }
 
+/** The bytes of a RESP bulk string's frame beside its item: `$`, the length's digits, 2 × CRLF. */
+const FRAME_BYTES = 16;
+
+/** How many decimal digits `value` (a non-negative integer) takes. */
+function decimalDigits(value: number): number {
+  let digits = 1;
+  while (value >= 10) {
+    value = Math.floor(value / 10);
+    digits++;
+  }
+  return digits;
+}
+
+/** Writes `value`'s decimal digits into `to` at `at`; returns where they end. */
+function writeDigits(to: Buffer, at: number, value: number): number {
+  const end = at + decimalDigits(value);
+  for (let index = end - 1; index >= at; index--) {
+    to[index] = 48 + (value % 10);
+    value = Math.floor(value / 10);
+  }
+  return end;
+}
+
 /**
- * `<name> <script> <numkeys> <keys…> <args…>` as RESP: an array of bulk strings. Short items and
- * the framing are gathered into text runs (each written with one encode); a long item is encoded
- * once, which gives its length for the frame, and copied.
+ * `<name> <script> <numkeys> <keys…> <args…>` as RESP (an array of bulk strings), written once
+ * into the bytes that are sent. A short item that is ASCII — nearly all of them: keys, ids,
+ * digests, counts — is copied a character a byte by a loop here, its frame's digits with it;
+ * any other item is written by Buffer#write (UTF-8) past room for its longest frame, which is
+ * moved up when the frame is shorter. Each item's UTF-8 is at most 3 bytes per UTF-16 unit, so
+ * the call's bound is known before any of it is written, and the call goes straight into the
+ * slab (or, when larger, the arena, then a Buffer of its size).
  *
- * A run is framed first with each item's length in UTF-16 units, which is its length in UTF-8
- * bytes when the item is ASCII — nearly always (keys, ids, digests, counts) — and checked with
- * one UTF-8 measure of the whole run: any other character takes more bytes than units, so the
- * run's byte length equals its length only when every item in it is ASCII. A run that is not
- * (a Cyrillic name word in a key) is framed again, item by item, with their UTF-8 lengths.
- * Measuring each of a guarded batch's ~50 items instead, and joining an array of their parts,
- * was ~40 % of this function's time (bench/HISTORY.md, twenty-fourth round).
+ * Before, short items were gathered into text runs (a template string per item), measured with
+ * Buffer.byteLength and then written: two passes over a flattened copy of the run and ~12 KB of
+ * strings per known webhook. Captured calls in a loop, paired blocks (bench/HISTORY.md,
+ * twenty-eighth round): a new contact's guarded batch in 57–70 % of the time, a known one's in
+ * 55–75 %, the group read in 45–75 %; ~2–3 µs less per new-contact webhook.
  */
 export function encodeCall(
   name: string,
@@ -118,70 +149,120 @@ export function encodeCall(
   keyPrefix: string,
   args: readonly ScriptArgument[],
 ): Buffer {
-  /** Text runs and, between them, long items' bytes (a view of `arena`, or a Buffer of their own). */
-  const chunks: Array<string | Buffer> = [];
-  let total = 0;
-  /** The current run's short items, framed as if ASCII, and the items themselves (to frame again). */
-  let run = '';
-  const items: string[] = [];
-  /** What ends the run before it: `\r\n` after a long item, or the array's header. */
-  let lead = `*${3 + keys.length + args.length}\r\n`;
-  let used = 0;
-  const endRun = (): string => {
-    let text = lead + run;
-    let bytes = Buffer.byteLength(text, 'utf8');
-    if (bytes !== text.length) {
-      text = lead;
-      for (const item of items) text += `$${Buffer.byteLength(item, 'utf8')}\r\n${item}\r\n`;
-      bytes = Buffer.byteLength(text, 'utf8');
+  let bound = 2 * FRAME_BYTES + 3 * (name.length + script.length) + FRAME_BYTES + 30;
+  bound += keys.length * (3 * keyPrefix.length + FRAME_BYTES);
+  for (const key of keys) bound += 3 * key.length;
+  for (const arg of args)
+    bound +=
+      FRAME_BYTES + (typeof arg === 'string' ? 3 * arg.length : typeof arg === 'number' ? 72 : arg.length);
+  let to: Buffer;
+  let at: number;
+  if (bound <= SLAB_BYTES / 4) {
+    if (slabUsed + bound > SLAB_BYTES) {
+      slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      slabUsed = 0;
     }
-    total += bytes;
-    run = '';
-    items.length = 0;
-    return text;
-  };
+    to = slab;
+    at = slabUsed;
+  } else {
+    to = bound <= arena.length ? arena : Buffer.allocUnsafe(bound);
+    at = 0;
+  }
+  const start = at;
+
+  // `at` is shared by these closures, so each works on a local copy and stores it back: a loop
+  // on the shared one reads and writes it through their context at every byte (~15 % slower).
   const putBytes = (bytes: Buffer) => {
-    const frame = `$${bytes.length}\r\n`;
-    chunks.push(endRun() + frame, bytes);
-    total += frame.length + bytes.length;
-    lead = '\r\n';
+    let p = at;
+    to[p++] = 36; // $
+    p = writeDigits(to, p, bytes.length);
+    to[p++] = 13;
+    to[p++] = 10;
+    p += bytes.copy(to, p);
+    to[p++] = 13;
+    to[p++] = 10;
+    at = p;
   };
-  const put = (item: string) => {
-    if (item.length <= LONG_ARGUMENT) {
-      run += `$${item.length}\r\n${item}\r\n`;
-      items.push(item);
-      return;
+  /** Any text, as UTF-8 (lone surrogates as U+FFFD, as ioredis writes them). */
+  const putText = (text: string) => {
+    // A long text that is not ASCII is transcoded from its UTF-16, written where its bytes go; a
+    // lone surrogate in it goes the other way, as before. (The engine hands a long timeline entry
+    // over as its bytes already: engine.ts, timed.)
+    if (text.length >= ENCODE_TRANSCODED_UNITS) {
+      const bytes = utf8BytesVia(text, to, at);
+      if (bytes !== undefined) return putBytes(bytes);
     }
-    // A long text that is not ASCII is transcoded from its UTF-16, written past the arena's bytes
-    // still to be copied; a lone surrogate in it goes the other way, as before. (The engine hands
-    // a long timeline entry over as its bytes already: engine.ts, timed.)
-    let bytes =
-      item.length >= ENCODE_TRANSCODED_UNITS && used + item.length * 2 <= arena.length
-        ? utf8BytesVia(item, arena, used)
-        : undefined;
-    if (bytes === undefined) {
-      if (used + item.length * 3 <= arena.length) {
-        bytes = arena.subarray(used, used + arena.write(item, used, 'utf8'));
-        used += bytes.length;
-      } else {
-        bytes = Buffer.from(item, 'utf8');
+    let p = at;
+    const room = 3 + decimalDigits(3 * text.length);
+    const bytes = to.write(text, p + room, 'utf8');
+    const frame = 3 + decimalDigits(bytes);
+    if (frame !== room) to.copyWithin(p + frame, p + room, p + room + bytes);
+    to[p++] = 36;
+    p = writeDigits(to, p, bytes);
+    to[p++] = 13;
+    to[p++] = 10;
+    p += bytes;
+    to[p++] = 13;
+    to[p++] = 10;
+    at = p;
+  };
+  /** `prefix` and `item` as one bulk string (a key and the client's prefix). */
+  const put = (item: string, prefix: string) => {
+    const units = prefix.length + item.length;
+    if (units <= SHORT_ITEM) {
+      let p = at;
+      to[p++] = 36;
+      p = writeDigits(to, p, units);
+      to[p++] = 13;
+      to[p++] = 10;
+      let ascii = true;
+      for (let index = 0; index < prefix.length; index++) {
+        const unit = prefix.charCodeAt(index);
+        if (unit > 127) {
+          ascii = false;
+          break;
+        }
+        to[p++] = unit;
       }
+      if (ascii)
+        for (let index = 0; index < item.length; index++) {
+          const unit = item.charCodeAt(index);
+          if (unit > 127) {
+            ascii = false;
+            break;
+          }
+          to[p++] = unit;
+        }
+      if (ascii) {
+        to[p++] = 13;
+        to[p++] = 10;
+        at = p;
+        return;
+      }
+      // Not ASCII: its bytes are more than its units; written again from `at` below.
     }
-    putBytes(bytes);
+    putText(prefix === '' ? item : prefix + item);
   };
-  put(name);
-  put(script);
-  put(String(keys.length));
-  for (const key of keys) put(keyPrefix + key);
+
+  to[at++] = 42; // *
+  at = writeDigits(to, at, 3 + keys.length + args.length);
+  to[at++] = 13;
+  to[at++] = 10;
+  put(name, '');
+  put(script, '');
+  put(String(keys.length), '');
+  for (const key of keys) put(key, keyPrefix);
   for (const arg of args) {
-    if (typeof arg === 'string') put(arg);
-    else if (typeof arg === 'number') put(String(arg));
+    if (typeof arg === 'string') put(arg, '');
+    else if (typeof arg === 'number') put(String(arg), '');
     else putBytes(arg);
   }
-  chunks.push(endRun());
-  const out = callBuffer(total);
-  let offset = 0;
-  for (const chunk of chunks)
-    offset += typeof chunk === 'string' ? out.write(chunk, offset, 'utf8') : chunk.copy(out, offset);
+  if (to === slab) {
+    slabUsed = (at + 7) & ~7; // 8-byte aligned, as Node's pool
+    return slab.subarray(start, at);
+  }
+  if (to !== arena) return to.subarray(0, at);
+  const out = callBuffer(at);
+  arena.copy(out, 0, 0, at);
   return out;
 }

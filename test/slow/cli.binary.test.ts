@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -215,4 +215,22 @@ describe('chatbridge start (the real binary)', () => {
       await cleanupPrefix(redisUrl, keyPrefix);
     }
   }, 120_000);
+
+  it("bad usage says how to get help the way it was run: node bin/chatbridge.js in a checkout, chatbridge through the package's bin", () => {
+    // In a checkout (npm ci, no global install) there is no `chatbridge` on the PATH: "Run
+    // 'chatbridge --help' for usage." named a command the newcomer did not have.
+    const env = { ...process.env, CHATBRIDGE_CONFIG: '' };
+    const checkout = spawnSync(process.execPath, ['bin/chatbridge.js', 'config', 'chek'], {
+      encoding: 'utf8',
+      env,
+    });
+    expect(checkout.status).toBe(2);
+    expect(checkout.stderr.trim().split('\n').at(-1)).toBe("Run 'node bin/chatbridge.js --help' for usage.");
+    // As npm links the package's bin: a `chatbridge` on the PATH pointing at bin/chatbridge.js.
+    const binDir = mkdtempSync(join(tmpdir(), 'chatbridge-bin-'));
+    symlinkSync(resolve('bin/chatbridge.js'), join(binDir, 'chatbridge'));
+    const installed = spawnSync(join(binDir, 'chatbridge'), ['config', 'chek'], { encoding: 'utf8', env });
+    expect(installed.status).toBe(2);
+    expect(installed.stderr.trim().split('\n').at(-1)).toBe("Run 'chatbridge --help' for usage.");
+  });
 });

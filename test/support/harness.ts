@@ -29,6 +29,8 @@ export interface TestBridgeOptions {
    */
   memoryClock?: () => number;
   role?: Role;
+  /** The file the config came from, as `chatbridge start` passes it (createBridge's configPath). */
+  configPath?: string;
   /** Start background work (scheduler, delivery). Default true. */
   start?: boolean;
   env?: NodeJS.ProcessEnv;
@@ -78,6 +80,7 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
       ? { store: createMemoryStore({ now: options.memoryClock }) }
       : {}),
     ...(options.role ? { role: options.role } : {}),
+    ...(options.configPath ? { configPath: options.configPath } : {}),
   });
   const server = await bridge.listen(0, '127.0.0.1');
   if (options.start ?? true) await bridge.start();
