@@ -47,3 +47,21 @@ export function utf8BytesVia(text: string, scratch: Buffer, offset: number): Buf
     return undefined;
   }
 }
+
+/**
+ * Where utf8Bytes writes a text's UTF-16 before transcoding it: reused (one call at a time, all
+ * synchronous). A text longer than half of it is encoded by V8.
+ */
+const scratch = Buffer.allocUnsafeSlow(128 * 1024);
+
+/**
+ * `Buffer.from(text, 'utf8')`: the same bytes, in a Buffer of their own. A long text
+ * (ENCODE_TRANSCODED_UNITS or more) goes through utf8BytesVia, unless it has a lone surrogate.
+ */
+export function utf8Bytes(text: string): Buffer {
+  const bytes =
+    text.length >= ENCODE_TRANSCODED_UNITS && text.length * 2 <= scratch.length
+      ? utf8BytesVia(text, scratch, 0)
+      : undefined;
+  return bytes ?? Buffer.from(text, 'utf8');
+}

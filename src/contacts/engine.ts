@@ -18,6 +18,7 @@ import { isoFromMs } from '../isotime.js';
 import type { Metrics } from '../metrics.js';
 import { LOCK_KEY_PREFIX } from '../store/memory.js';
 import type { Claim, GroupReadResult, Lock, Store, StoreBatch } from '../store/types.js';
+import { ENCODE_TRANSCODED_UNITS, utf8Bytes } from '../utf8.js';
 import { createConflictList } from './conflicts.js';
 import { groupLayout, isRecordId, key, publicId, storedId } from './keys.js';
 import { isHttpLink } from './links.js';
@@ -924,16 +925,25 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }) as T;
   }
 
-  async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
-    // Typed callers: checked by hand, the schema only for what does not pass (observation.ts).
-    const observation = checkObservation(input);
-    if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
-      // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
-      delete observation.crmLink;
-      metrics
-        .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
-        .inc({ where: 'crm_link' });
-    }
+  /**
+   * Timeline members this long (UTF-16 units) and longer are kept as their UTF-8 bytes (see
+   * timed): the length from which the store's script call encodes a text on its own anyway
+   * (src/utf8.ts); a chat_accepted's member stays under it and goes as before.
+   */
+  const MEMBER_BYTES_FROM = ENCODE_TRANSCODED_UNITS;
+
+  /**
+   * observe's first steps, in their order: the caps (capObservation, which gives each timeline
+   * entry's data as JSON), the observation's time, and each timeline entry as its stored member.
+   * A function of its own so that nothing in observe holds that JSON: observe's closures (its
+   * attempts) live until the write is answered, and a variable they can see lives with them. A
+   * chat_finished's data is ~16,000 UTF-16 units of JSON (~32 KB, held as the parts of
+   * JSON.stringify's builder), and its member as much again once flattened: every young-generation
+   * collection copied both for each observation in flight. A long member is kept as its UTF-8
+   * bytes instead (Buffer memory, which the collector does not copy), encoded once for every
+   * attempt's write; the store writes the same bytes either way (StoreBatch.zadd).
+   */
+  function timed(observation: ParsedObservation): { at: string; timelineMembers: Array<string | Buffer> } {
     const dataJson = capObservation(observation);
     // A vendor time later than now (a vendor clock ahead, a wrong field) is dated now: nothing
     // reaches the bridge before it happened, and a future time would otherwise keep its entry on
@@ -943,8 +953,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const at = notAfter(isoOf(observation.at), recordedAt);
     // Timeline entries go to the record the observation writes (so an unmerge takes them along);
     // their text does not depend on which record that is, so it is made once, not per attempt.
-    const timelineMembers = observation.timeline.map((entry, index) =>
-      timelineMemberWithData(
+    const timelineMembers = observation.timeline.map((entry, index) => {
+      const member = timelineMemberWithData(
         {
           id: entryId(observation.channelId, observation.idempotencyKey, entry.key),
           at: notAfter(isoOf(entry.at), recordedAt),
@@ -956,8 +966,24 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           summary: cleanDisplayText(entry.summary.slice(0, 500)) ?? '',
         },
         dataJson[index]!,
-      ),
-    );
+      );
+      return member.length < MEMBER_BYTES_FROM ? member : utf8Bytes(member);
+    });
+    return { at, timelineMembers };
+  }
+
+  async function observe(input: Parameters<ContactService['observe']>[0]): Promise<ObserveResult> {
+    // Typed callers: checked by hand, the schema only for what does not pass (observation.ts).
+    const observation = checkObservation(input);
+    if (observation.crmLink !== undefined && !isHttpLink(observation.crmLink)) {
+      // Shown to agents as a link later: javascript:/data: never get in (issue 10 item 10).
+      delete observation.crmLink;
+      metrics
+        .counter('chatbridge_unsafe_links_dropped_total', UNSAFE_LINKS_HELP, ['where'])
+        .inc({ where: 'crm_link' });
+    }
+    // Capped, dated, and its timeline entries made into members (see timed on why apart).
+    const { at, timelineMembers } = timed(observation);
     // A redelivery of an event an older version recorded under another key (JivoChat).
     const lookedUp = formerDedupeKeys(observation);
     const formerOnly = lookedUp instanceof Promise ? await lookedUp : lookedUp;
@@ -1326,7 +1352,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     /** LaneState.applied of the state this write was planned on (or the lane's last). */
     appliedBefore: readonly string[],
     saltValue: string,
-    timelineMembers: readonly string[],
+    timelineMembers: ReadonlyArray<string | Buffer>,
     /** Whether this write runs under the identity lock of its identifiers (see below). */
     holdsIdentityLock: boolean,
     /** Whether this write runs under the lock of every contact (root) it was planned on. */

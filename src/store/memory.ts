@@ -454,7 +454,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         return members.length > 0 ? enqueue(() => op.srem(key, members)) : batch;
       },
       zadd(key, score, member) {
-        return enqueue(() => op.zadd(key, score, member));
+        // Bytes are the member's UTF-8, read back as Redis gives them (a lone surrogate as U+FFFD).
+        const text = typeof member === 'string' ? member : member.toString('utf8');
+        return enqueue(() => op.zadd(key, score, text));
       },
       zrem(key, member) {
         return enqueue(() => op.zrem(key, member));

@@ -185,8 +185,9 @@ export function encodeCall(
   };
   /** Any text, as UTF-8 (lone surrogates as U+FFFD, as ioredis writes them). */
   const putText = (text: string) => {
-    // A long text that is not ASCII (a timeline entry) is transcoded from its UTF-16, written
-    // where its bytes go; a lone surrogate in it goes the other way, as before.
+    // A long text that is not ASCII is transcoded from its UTF-16, written where its bytes go; a
+    // lone surrogate in it goes the other way, as before. (The engine hands a long timeline entry
+    // over as its bytes already: engine.ts, timed.)
     if (text.length >= ENCODE_TRANSCODED_UNITS) {
       const bytes = utf8BytesVia(text, to, at);
       if (bytes !== undefined) return putBytes(bytes);

@@ -71,8 +71,11 @@ export interface StoreBatch {
   hdel(key: string, field: string): StoreBatch;
   sadd(key: string, ...members: string[]): StoreBatch;
   srem(key: string, ...members: string[]): StoreBatch;
-  /** Add to a sorted set; members with equal scores order by their bytes (used for lex ranges). */
-  zadd(key: string, score: number, member: string): StoreBatch;
+  /**
+   * Add to a sorted set; members with equal scores order by their bytes (used for lex ranges). A
+   * Buffer is the member's UTF-8 bytes (a long timeline entry, encoded once), stored as they are.
+   */
+  zadd(key: string, score: number, member: string | Buffer): StoreBatch;
   zrem(key: string, member: string): StoreBatch;
   /** Buffers are stored as their bytes, as Store.rpush. */
   rpush(key: string, ...values: Array<string | Buffer>): StoreBatch;
