@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeChatvisor } from '../adapters/chatvisor/test-support/fake-chatvisor.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
-import { uniquePrefix } from './support/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
  * The console follows a Chatvisor agent sync step by step (DESIGN §11, Channels): the form starts
@@ -18,10 +18,11 @@ describe('console: agent sync progress across instances (Redis store)', () => {
   let chatvisor: FakeChatvisor;
   let first: TestBridge;
   let second: TestBridge;
+  let keyPrefix: string;
 
   beforeAll(async () => {
     chatvisor = await new FakeChatvisor().start();
-    const keyPrefix = uniquePrefix('sync-progress');
+    keyPrefix = uniquePrefix('sync-progress');
     const config = {
       agents: Array.from({ length: AGENTS }, (_, index) => ({
         email: `agent-${String(index + 1).padStart(2, '0')}@shop.example`,
@@ -39,6 +40,7 @@ describe('console: agent sync progress across instances (Redis store)', () => {
     await first?.close();
     await second?.close();
     await chatvisor?.close();
+    if (keyPrefix) await cleanupPrefix(await getTestRedisUrl(), keyPrefix);
   });
 
   it('starts the sync and shows its progress mid-way on another instance, then its report', async () => {

@@ -503,6 +503,9 @@ describe('acknowledge after append: a full backlog on a web instance', () => {
 describe('acknowledge after append: what the worker finds in the list', () => {
   const prefixes: string[] = [];
   afterEach(async () => {
+    // This hook runs before the file's own (which closes the bridges): closed here first, or a
+    // worker's re-index writes its progress key after the keys were deleted, and it stays.
+    for (const bridge of bridges.splice(0)) await bridge.close();
     const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
     try {
       for (const prefix of prefixes.splice(0)) {

@@ -6,6 +6,8 @@ import { type Receiver, startReceiver } from './support/receiver.js';
 import {
   type PrivateRedis,
   type ReplicatedRedis,
+  cleanupPrefix,
+  getTestRedisUrl,
   startPrivateRedis,
   startReplicatedRedis,
   uniquePrefix,
@@ -109,6 +111,7 @@ describe('delivery backlog gauges are read from the store at each scrape, on eve
     await web?.close();
     await worker?.close();
     await crm?.close();
+    await cleanupPrefix(await getTestRedisUrl(), keyPrefix);
   });
 
   it('a web instance reports the outbox, then the failed delivery the worker recorded', async () => {
