@@ -855,36 +855,31 @@ describe('the deferred worker', () => {
     expect(most).toBeLessThanOrEqual(WORKER_RECORD_CONCURRENCY);
   });
 
-  it('a process that also answers vendors records as widely as a worker once it has appended nothing for a second', async () => {
-    // Role `all` (src/bridge.ts): the backlog a burst leaves is drained after it, with no vendor
-    // waiting behind the decodes; at 8 in flight that drain was bound by the store's round trips.
+  /** mostAtOnce for an `all` process whose clock moves `stepMs` between appends. */
+  async function mostAtOnceAllRole(stepMs: number): Promise<number> {
     let clock = 1_000_000;
-    const most = await mostAtOnce(
+    return mostAtOnce(
       {
         recordConcurrency: RECORD_CONCURRENCY,
         quietRecordConcurrency: WORKER_RECORD_CONCURRENCY,
         now: () => clock,
       },
       () => {
-        clock += 1000;
+        clock += stepMs;
       },
     );
+  }
+
+  it('a process that also answers vendors records as widely as a worker once it has appended nothing for a second', async () => {
+    // Role `all` (src/bridge.ts): the backlog a burst leaves is drained after it, with no vendor
+    // waiting behind the decodes; at 8 in flight that drain was bound by the store's round trips.
+    const most = await mostAtOnceAllRole(1000);
     expect(most).toBeGreaterThan(RECORD_CONCURRENCY);
     expect(most).toBeLessThanOrEqual(WORKER_RECORD_CONCURRENCY);
   });
 
   it('a process that also answers vendors keeps to a few items at once while it appends', async () => {
-    let clock = 1_000_000;
-    const most = await mostAtOnce(
-      {
-        recordConcurrency: RECORD_CONCURRENCY,
-        quietRecordConcurrency: WORKER_RECORD_CONCURRENCY,
-        now: () => clock,
-      },
-      () => {
-        clock += 999;
-      },
-    );
+    const most = await mostAtOnceAllRole(999);
     expect(most).toBeGreaterThan(1);
     expect(most).toBeLessThanOrEqual(RECORD_CONCURRENCY);
   });
