@@ -4,10 +4,10 @@ import { startTestBridge, type TestBridge } from './support/harness.js';
 import { type Exposition, parseExposition } from './support/prometheus.js';
 import { type Receiver, startReceiver } from './support/receiver.js';
 import {
-  type PrivateRedis,
-  type ReplicatedRedis,
   cleanupPrefix,
   getTestRedisUrl,
+  type PrivateRedis,
+  type ReplicatedRedis,
   startPrivateRedis,
   startReplicatedRedis,
   uniquePrefix,
