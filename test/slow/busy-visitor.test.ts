@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jivo, personFor } from '../support/fault.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from '../support/harness.js';
-import { uniquePrefix } from '../support/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
 
 /**
  * README "Identity": a busy visitor is not refused. Two bridges on one Redis take 400 JivoChat
@@ -18,9 +18,9 @@ const WEBHOOKS = 400;
 describe('one visitor by many identifiers at two bridges', () => {
   const bridges: TestBridge[] = [];
   const pools: Pool[] = [];
+  const keyPrefix = uniquePrefix('busy-visitor');
 
   beforeAll(async () => {
-    const keyPrefix = uniquePrefix('busy-visitor');
     for (let i = 0; i < 2; i++) {
       bridges.push(
         await startTestBridge({
@@ -37,6 +37,7 @@ describe('one visitor by many identifiers at two bridges', () => {
   afterAll(async () => {
     await Promise.all(pools.map((pool) => pool.close()));
     for (const bridge of bridges) await bridge.close();
+    await cleanupPrefix(await getTestRedisUrl(), keyPrefix);
   });
 
   async function post(pool: Pool, body: unknown) {

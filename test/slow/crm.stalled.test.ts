@@ -5,7 +5,7 @@ import { queueNameOf } from '../../src/delivery/queue-bullmq.js';
 import { amoWorld, bitrixWorld, jivoPayloads } from '../support/crm-worlds.js';
 import { startTestBridge } from '../support/harness.js';
 import { startLateProxy } from '../support/late-proxy.js';
-import { uniquePrefix } from '../support/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
 
 /**
  * Two bridge instances on one Redis, one CRM: the delivery job of an offline message is taken for
@@ -39,6 +39,8 @@ describe.each([
     const proxy = await startLateProxy(crm.url);
     cleanups.push(() => proxy.close());
     const keyPrefix = uniquePrefix('crm-stalled');
+    // Popped last: after both bridges have closed, so nothing writes under the prefix after it.
+    cleanups.push(async () => cleanupPrefix(await getTestRedisUrl(), keyPrefix));
     const config = {
       channels: [{ id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: JIVO_TOKEN }],
       destinations: [

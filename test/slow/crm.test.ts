@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { amoWorld, bitrixWorld, type CrmWorld, jivoPayloads } from '../support/crm-worlds.js';
 import { startTestBridge, type TestBridge } from '../support/harness.js';
-import { uniquePrefix } from '../support/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
 
 /**
  * DESIGN §10 under load and faults, on Redis with two bridge instances sharing one key space:
@@ -20,6 +20,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function twoBridges(world: CrmWorld, crm: Record<string, unknown>): Promise<[TestBridge, TestBridge]> {
   const keyPrefix = uniquePrefix('crm-slow');
+  // Popped after both bridges have closed, so nothing writes under the prefix after it.
+  cleanups.push(async () => cleanupPrefix(await getTestRedisUrl(), keyPrefix));
   const config = {
     agents: [{ email: 'dmitry@store.example', name: 'Dmitry Volkov' }],
     channels: [{ id: 'shop-site', vendor: 'jivochat', name: 'Shop site', token: JIVO_TOKEN }],

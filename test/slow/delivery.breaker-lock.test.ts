@@ -5,7 +5,7 @@ import { afterEach, expect, it } from 'vitest';
 import { queueNameOf } from '../../src/delivery/queue-bullmq.js';
 import { jivo, personFor } from '../support/fault.js';
 import { startTestBridge } from '../support/harness.js';
-import { uniquePrefix } from '../support/redis.js';
+import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from '../support/redis.js';
 
 /**
  * A destination whose circuit breaker stays open (nothing listens on 127.0.0.1:9), one bridge on
@@ -27,6 +27,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 it('an open breaker leaves no delivery job without its lock (no stalled job, no missing lock)', async () => {
   const keyPrefix = uniquePrefix('breaker-lock');
+  // Popped last: after the bridge has closed, so nothing writes under the prefix after it.
+  cleanups.push(async () => cleanupPrefix(await getTestRedisUrl(), keyPrefix));
   const lines: string[] = [];
   const logger = pino(
     { level: 'debug' },
