@@ -3,9 +3,10 @@ import { readFileSync } from 'node:fs';
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClaims, sealRequest } from '../adapters/livetex/codec.js';
+import { expectMissingHostAlike, expectWrongMethod404 } from './support/early-spellings.js';
 import { startTestBridge, type TestBridge } from './support/harness.js';
 import { capturingLogger, type LogLine } from './support/logs.js';
-import { type RawAnswer as Answer, headLines, postWithoutHost, rawPost } from './support/raw-http.js';
+import { type RawAnswer as Answer, headLines, rawPost } from './support/raw-http.js';
 
 /**
  * A lookup POSTed to its route's exact path is served ahead of the middleware chain (serveEarly in
@@ -144,22 +145,11 @@ describe('a lookup at its exact path answers as it does through the chain', () =
   });
 
   it('an HTTP/1.1 request without Host: the same 400 missing_host', async () => {
-    const answers = [];
-    for (const path of SPELLINGS) answers.push(await postWithoutHost(bridge, path));
-    expect(answers[0]).toEqual({
-      status: 'HTTP/1.1 400',
-      body: { error: expect.objectContaining({ code: 'missing_host' }) },
-    });
-    expect(answers[1]).toEqual(answers[0]);
-    expect(answers[2]).toEqual(answers[0]);
+    await expectMissingHostAlike(bridge, SPELLINGS);
   });
 
   it('a wrong method at the exact path is the one 404, as at the other spellings', async () => {
-    for (const method of ['GET', 'PUT', 'HEAD', 'OPTIONS']) {
-      const statuses = [];
-      for (const path of SPELLINGS) statuses.push((await fetch(`${bridge.url}${path}`, { method })).status);
-      expect(statuses).toEqual([404, 404, 404]);
-    }
+    await expectWrongMethod404(bridge, SPELLINGS);
   });
 });
 
