@@ -13,7 +13,11 @@
 // 400, finished 200, deferred 150, lookup 800; the lower the rate, the more each request pays for
 // waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
 // round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
-// list of known, new, finished, deferred, deferred-all, known-delivering, lookup).
+// list of known, new, finished, deferred, deferred-all, known-delivering, lookup), BENCH_REDIS=each
+// (every checkout on a redis-server of its own, started here: Redis's CPU per request, read from
+// /proc for that server, is then reported per checkout and compared as the bridge's is; Redis
+// shares the two cores with the bridges and the load generator, so what it spends counts; by
+// default all checkouts share one server, whose CPU no checkout can be charged with).
 //
 // `deferred` is chat_finished with `intake.ackAfterAppend`, deployed as two more processes per
 // checkout on the same Redis: `--role web` answers, `--role worker` records (it finds the backlog
@@ -72,14 +76,17 @@ const rounds = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((id) => id.trim())) : null;
 const KNOWN = 1000;
 
-const redis = await benchRedis();
-const redisClient = new Redis(redis.url);
+const redisEach = env.BENCH_REDIS === 'each';
+if (redisEach && env.REDIS_URL)
+  throw new Error('BENCH_REDIS=each starts its own redis-servers: unset REDIS_URL');
+const sharedRedis = redisEach ? null : await benchRedis();
+const sharedClient = sharedRedis ? new Redis(sharedRedis.url) : null;
 
 /**
  * `known-delivering`'s bridge: the same contacts seeded, and one webhook destination, a receiver
  * in its own process. Returns the bridge, the receiver and how to read the receiver's count.
  */
-async function startDelivering(root, dir, nodeOptions) {
+async function startDelivering(root, dir, nodeOptions, redis) {
   const port = await freePort();
   const receiver = spawnLogged([join(root, 'bench', 'lib', 'receiver.js'), String(port)], {
     logFile: join(dir, `receiver-${port}.log`),
@@ -102,10 +109,16 @@ async function startDelivering(root, dir, nodeOptions) {
 }
 const dir = mkdtempSync(join(tmpdir(), 'chatbridge-cpu-'));
 const bridges = [];
+/** BENCH_REDIS=each: each checkout's server and client (stopped at the end). */
+const ownRedis = [];
 try {
   for (const [index, { root, nodeOptions, engine, label }] of checkouts.entries()) {
     const runDir = join(dir, String(index));
     mkdirSync(runDir);
+    const redis = sharedRedis ?? (await benchRedis());
+    const redisClient = sharedClient ?? new Redis(redis.url);
+    // Pushed before anything else can fail, so that `finally` stops this server too.
+    if (redisEach) ownRedis.push({ redis, redisClient });
     const bridge = await startBridge({
       root,
       dir: runDir,
@@ -139,7 +152,9 @@ try {
     const deferredAll =
       only === null || only.has('deferred-all') ? await deferredRole(undefined, allPrefix) : null;
     const delivering =
-      only === null || only.has('known-delivering') ? await startDelivering(root, runDir, nodeOptions) : null;
+      only === null || only.has('known-delivering')
+        ? await startDelivering(root, runDir, nodeOptions, redis)
+        : null;
     bridges.push({
       root,
       label,
@@ -147,6 +162,8 @@ try {
       deferred,
       deferredAll,
       delivering,
+      redis,
+      redisClient,
       // The process a scenario sends to (else `bridge`), and the backlog its round waits for.
       targets: {
         deferred: deferred?.web,
@@ -218,6 +235,7 @@ try {
     const target = entry.targets[id] ?? entry.bridge;
     const before = cpuMs(target.pid);
     const workerBefore = id === 'deferred' ? cpuMs(entry.deferred.worker.pid) : 0;
+    const redisBefore = redisEach ? cpuMs(entry.redis.pid) : 0;
     const run = await atFixedRate({
       url: target.url,
       rate: rateOf(id),
@@ -235,7 +253,7 @@ try {
     // Deferred: the event's cost includes its recording, so wait until the worker is done.
     const backlogKey = entry.backlogKeys[id];
     if (backlogKey)
-      while ((await redisClient.llen(backlogKey)) > 0)
+      while ((await entry.redisClient.llen(backlogKey)) > 0)
         await new Promise((resolve) => setTimeout(resolve, 50));
     // Delivering: its events count as the webhook's cost; done once the receiver has had nothing new for 1 s.
     let deliveredNote = '';
@@ -260,8 +278,14 @@ try {
       split = ` (web ${perRequest.toFixed(3)} + worker ${worker.toFixed(3)})`;
     }
     record(id, side, total);
+    let redisNote = '';
+    if (redisEach) {
+      const redisPerRequest = (cpuMs(entry.redis.pid) - redisBefore) / Math.max(1, answered);
+      record(`${id}:redis`, side, redisPerRequest);
+      redisNote = `, Redis ${redisPerRequest.toFixed(3)} ms CPU/request`;
+    }
     process.stderr.write(
-      `round ${round + 1} ${id.padEnd(12)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}${deliveredNote}, p99 ${run.latency.p99} ms\n`,
+      `round ${round + 1} ${id.padEnd(12)} ${entry.label}: ${answered} answered, ${total.toFixed(3)} ms CPU/request${split}${redisNote}${deliveredNote}, p99 ${run.latency.p99} ms\n`,
     );
   }
 
@@ -280,7 +304,15 @@ try {
   process.stdout.write(
     `\nbridge CPU per request (ms; median of ${rounds} rounds, each round's value in brackets; checkouts loaded at the same time)\n`,
   );
-  for (const id of wanted.flatMap((id) => (id === 'deferred' ? [id, `${id}:web`, `${id}:worker`] : [id]))) {
+  const rows = wanted.flatMap((id) => [
+    id,
+    ...(id === 'deferred' ? [`${id}:web`, `${id}:worker`] : []),
+    ...(redisEach ? [`${id}:redis`] : []),
+  ]);
+  process.stdout.write(
+    redisEach ? "(`<scenario>:redis`: the CPU per request of that checkout's own redis-server)\n" : '',
+  );
+  for (const id of rows) {
     const firsts = results.get(`${id}\u00000`);
     for (const [side, entry] of bridges.entries()) {
       const values = results.get(`${id}\u0000${side}`);
@@ -303,6 +335,10 @@ try {
     await deferred?.web.stop();
     await deferred?.worker.stop();
   }
-  redisClient.disconnect();
-  await redis.stop();
+  sharedClient?.disconnect();
+  await sharedRedis?.stop();
+  for (const { redis, redisClient } of ownRedis) {
+    redisClient.disconnect();
+    await redis.stop();
+  }
 }

@@ -36,10 +36,13 @@ export async function freePort() {
   return port;
 }
 
-/** @returns {Promise<{url: string, private: boolean, stop(): Promise<void>}>} */
+/**
+ * `pid`: the private server's process id (null for REDIS_URL), so a tool can read its CPU.
+ * @returns {Promise<{url: string, private: boolean, pid: number | null, stop(): Promise<void>}>}
+ */
 export async function benchRedis() {
   const fromEnv = process.env.REDIS_URL;
-  if (fromEnv) return { url: fromEnv, private: false, stop: async () => {} };
+  if (fromEnv) return { url: fromEnv, private: false, pid: null, stop: async () => {} };
   if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
     throw new Error(
       'the bench needs Redis: install redis-server (it is started on a free port) or set REDIS_URL=redis://host:port',
@@ -78,6 +81,7 @@ export async function benchRedis() {
   return {
     url: `redis://127.0.0.1:${port}`,
     private: true,
+    pid: child.pid,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = once(child, 'exit');
