@@ -16,6 +16,7 @@
 // the old generation, which only major GCs — concurrent marking, sweeping, compaction — free),
 // ALLOC_SCENARIO=finished (JivoChat chat_finished with a 50-message transcript, a new chat each
 // time, instead of chat_accepted; the warm-up's people are made known by the same event),
+// ALLOC_SCENARIO=new (JivoChat chat_accepted of a visitor never seen, each time),
 // ALLOC_ROOT=<checkout> (another built checkout's bridge; default: this one).
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -72,15 +73,18 @@ if (process.argv[2] === '--lookups') {
 }
 
 if (process.argv[2] === '--client') {
-  // The load: `node bench/alloc.js --client <port> <token> <count> [<pool> <people>]` (also used
-  // by bench/heap.js: a pool of as many people as webhooks is a new visitor each time).
-  const [port, token, count, poolName = 'alloc', peopleArg = String(PEOPLE)] = process.argv.slice(3);
+  // The load: `node bench/alloc.js --client <port> <token> <count> [<pool> <people> <first>]` (also
+  // used by bench/heap.js: a pool of as many people as webhooks is a new visitor each time; the
+  // pool's people from index `first`, 0 unless given).
+  const [port, token, count, poolName = 'alloc', peopleArg = String(PEOPLE), firstArg = '0'] =
+    process.argv.slice(3);
   const peopleCount = Number(peopleArg);
+  const first = Number(firstArg);
   const { Pool } = await import('undici');
   const { jivoChatAccepted, jivoChatFinished, personOf } = await import('./lib/payloads.js');
   const event = process.env.ALLOC_SCENARIO === 'finished' ? jivoChatFinished : jivoChatAccepted;
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS });
-  const people = Array.from({ length: peopleCount }, (_, index) => personOf(poolName, index));
+  const people = Array.from({ length: peopleCount }, (_, index) => personOf(poolName, first + index));
   const firstChat = Date.now();
   // ALLOC_RATE: requests per second in all (else as fast as the bridge answers), request n sent
   // no earlier than n / rate seconds after the first.
@@ -115,6 +119,7 @@ if (process.argv[2] === '--client') {
 const count = Number(process.env.ALLOC_N ?? 4000);
 const lookups = process.env.ALLOC_SCENARIO === 'lookup';
 const finished = process.env.ALLOC_SCENARIO === 'finished';
+const fresh = process.env.ALLOC_SCENARIO === 'new';
 const { JIVO_TOKEN, admin } = await import('./lib/bridge.js');
 const { startInProcessBridge } = await import('./lib/in-process.js');
 const bridge = await startInProcessBridge({
@@ -130,9 +135,16 @@ const run = (args) =>
       error ? reject(new Error(`load failed: ${stderr}`)) : resolve(),
     ),
   );
-const webhooks = (n) => run(['--client', String(port), JIVO_TOKEN, String(n)]);
+// ALLOC_SCENARIO=new: a visitor never seen each time (pool `new`, as bench/cpu.js's `new`), the
+// warm-up's people and the measured ones apart.
+let firstNew = 0;
+const webhooks = (n) => {
+  if (!fresh) return run(['--client', String(port), JIVO_TOKEN, String(n)]);
+  firstNew += n;
+  return run(['--client', String(port), JIVO_TOKEN, String(n), 'new', String(n), String(firstNew - n)]);
+};
 
-await webhooks(PEOPLE); // every person known from here on
+await webhooks(PEOPLE); // every person known from here on (ALLOC_SCENARIO=new: more warm-up)
 const key = lookups ? await admin(`http://127.0.0.1:${port}`, 'POST', '/api/v1/channels/app/keys') : null;
 const send = (n) => (key ? run(['--lookups', String(port), key.kid, key.key, String(n)]) : webhooks(n));
 await send(count); // warm-up: the same number of webhooks
@@ -173,7 +185,7 @@ const add = (map, key, bytes) => map.set(key, (map.get(key) ?? 0) + bytes);
 const perRequest = (bytes) => `${(bytes / count / 1024).toFixed(1).padStart(6)} KB`;
 const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
 console.log(
-  `chatbridge ${process.env.ALLOC_SURVIVORS === '1' ? 'allocation that survived the young generation' : 'allocation'} per ${lookups ? 'LiveTex lookup of a known contact' : finished ? 'known-contact chat_finished (50 messages)' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
+  `chatbridge ${process.env.ALLOC_SURVIVORS === '1' ? 'allocation that survived the young generation' : 'allocation'} per ${lookups ? 'LiveTex lookup of a known contact' : finished ? 'known-contact chat_finished (50 messages)' : fresh ? 'new-contact chat_accepted' : 'known-contact chat_accepted'}${process.env.ALLOC_ENGINE === 'off' ? ' (engine off)' : ''}: ` +
     `${perRequest(total).trim()} (${count} ${lookups ? 'lookups' : 'webhooks'}, ${CONNECTIONS} connections, sampling heap profile with collected objects)`,
 );
 console.log('\nby file (self)');
