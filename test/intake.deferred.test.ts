@@ -406,6 +406,8 @@ describe('acknowledge after append, then turned off', () => {
       }
       expect(await redis.llen(`${keyPrefix}:intake:deferred`)).toBe(0);
     } finally {
+      // Closed before the keys go, or a worker's re-index or recording writes after the delete.
+      for (const bridge of bridges.splice(0)) await bridge.close();
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
@@ -453,6 +455,8 @@ describe('acknowledge after append: the backlog metric', () => {
       expect(await backlog(web)).toBe(0);
       expect(await backlog(worker)).toBe(0);
     } finally {
+      // Closed before the keys go, or a worker's re-index or recording writes after the delete.
+      for (const bridge of bridges.splice(0)) await bridge.close();
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
@@ -493,6 +497,8 @@ describe('acknowledge after append: a full backlog on a web instance', () => {
       expect(await waiting()).toBe(1);
       expect(await contactsByEmail(web, `deferred-${n - 1}@example.org`)).toHaveLength(0);
     } finally {
+      // Closed before the keys go, or a worker's re-index or recording writes after the delete.
+      for (const bridge of bridges.splice(0)) await bridge.close();
       const keys = await redis.keys(`${keyPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
