@@ -134,7 +134,7 @@ export function agentSyncProgressText(progress: AgentSyncProgressView): string {
           : `after ${progress.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
     const why =
       progress.cause === 'shutdown'
-        ? 'it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM)'
+        ? 'it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM)'
         : 'the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat';
     return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: ${why}. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
   }
@@ -206,7 +206,7 @@ function interruptedText(
         ? 'while planning'
         : `after ${stop.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${stop.current ? ` (it was writing ${stop.current}; that write may or may not have been applied)` : ''}`;
   if (stop.cause === 'shutdown')
-    return `Interrupted ${where}: it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh. What it had done:`;
+    return `Interrupted ${where}: it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh. What it had done:`;
   return `Interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed${stop.leaseExpiredAt ? ` at ${stop.leaseExpiredAt}` : ''}; the next run took over and lists Chatvisor afresh. What it had done:`;
 }
 
