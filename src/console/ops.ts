@@ -1,4 +1,5 @@
 import { isAbsolute, relative, resolve } from 'node:path';
+import { CHECKOUT_CLI } from '../cli/named.js';
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import type { BreakerOpen } from '../delivery/breaker-state.js';
@@ -450,12 +451,14 @@ function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeH
   // With the file the bridge runs: without --config the command reads config/bridge.yaml or the
   // example, and a bridge started on another file (README "Connect your CRM": config/crm.example.yaml)
   // got "has no CRM destination" from the command its own page named.
-  const command = html`<code>chatbridge crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}</code>`;
+  // Both ways (src/cli/named.ts): the page cannot know how its reader runs the CLI.
+  const words = `crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}`;
+  const command = html`<code>chatbridge ${words}</code> (in a checkout: <code>${CHECKOUT_CLI} ${words}</code>)`;
   if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
   // `crm check` is a process of its own: on the in-memory store it has a store of its own too and
   // records nothing (src/cli/crm.ts), so "records its outcome here" would never come true.
   if (status.store.kind === 'memory' && item.lastCheck === null)
-    return html`Not recorded: this bridge runs on the in-memory store, which ${command} (a process of its own) cannot reach. It prints what it finds; with store.redis set, its outcome shows here.`;
+    return html`Not recorded: this bridge runs on the in-memory store, which the CLI's crm check (a process of its own) cannot reach: ${command} prints what it finds; with store.redis set, its outcome shows here.`;
   if (item.lastCheck === null)
     return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
   const { at, outcome, reason } = item.lastCheck;
