@@ -61,7 +61,7 @@ describe('an agent sync stopped by a graceful shutdown (Redis store)', () => {
     });
     // What the console's progress view and channel card say of it.
     expect(agentSyncProgressText(progress!)).toBe(
-      'Agent sync interrupted after 2 of 5 changes (it was writing agent-3@shop.example): it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM). Start it again: a new run lists Chatvisor afresh and finishes the job.',
+      'Agent sync interrupted after 2 of 5 changes (it was writing agent-3@shop.example): it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM). Start it again: a new run lists Chatvisor afresh and finishes the job.',
     );
     const [kept, ...older] = await sync.reports(10);
     expect(older).toEqual([]);
@@ -82,7 +82,7 @@ describe('an agent sync stopped by a graceful shutdown (Redis store)', () => {
     // In plain words, for a CLI user too (Ctrl-C stops `sync agents` the same way): not "its
     // instance stopped it (a graceful shutdown)".
     expect(kept!.error).toContain(
-      'it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM)',
+      'it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM)',
     );
     expect(kept!.error).not.toMatch(/graceful|instance/);
 

@@ -86,9 +86,10 @@ describe('console status: the CRM section', () => {
     // No check ran (test/crm.check-record.test.ts records some, on Redis): how to run one. On the
     // in-memory store no check can be recorded (`crm check` is a process of its own, with a store
     // of its own): the page said "records its outcome here", and a newcomer on the CRM example
-    // ran it and found the page unchanged.
+    // ran it and found the page unchanged. The command both ways (src/cli/named.ts): a newcomer
+    // in a checkout has no `chatbridge` on the PATH.
     expect(soon).toContain(
-      '<dt>Last check</dt><dd>Not recorded: this bridge runs on the in-memory store, which <code>chatbridge crm check --destination amo-soon --config config/crm.example.yaml</code> (a process of its own) cannot reach.',
+      `<dt>Last check</dt><dd>Not recorded: this bridge runs on the in-memory store, which the CLI's crm check (a process of its own) cannot reach: <code>chatbridge crm check --destination amo-soon --config config/crm.example.yaml</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination amo-soon --config config/crm.example.yaml</code>) prints what it finds; with store.redis set, its outcome shows here.`,
     );
     expect(soon).not.toContain('records its outcome here');
 

@@ -272,6 +272,33 @@ describe('web console', () => {
     expect(page.text).toContain('CRM destination');
   });
 
+  it("counts a channel's finished conversations, and says so while a chat has only started", async () => {
+    // A chat_accepted alone read "Web site: 0 conversations": the count is of conversations that
+    // finished (conversation.finished, once per chat however often a vendor resends it), which a
+    // started chat is not yet. The card says what it counts, and the contact's events until then.
+    const visitor = { name: 'Olga Count', email: 'olga.count@example.org', number: '9902' };
+    const accepted = await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, {
+      event_name: 'chat_accepted',
+      chat_id: 777091,
+      widget_id: 'w1',
+      visitor,
+      agent: { id: '1', name: 'Oleg', email: 'oleg@shop.example' },
+    });
+    expect(accepted.status).toBe(200);
+    const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
+    const id = /href="\/console\/contacts\/(c_[0-9]+)"/.exec(
+      (await consoleRequest(bridge.url, '/console/contacts?q=olga.count%40example.org', { cookie })).text,
+    )![1]!;
+    const channelLine = async () => {
+      const page = await consoleRequest(bridge.url, `/console/contacts/${id}`, { cookie });
+      return /<span class="tag">JivoChat<\/span> Web site: ([^<]*)</.exec(page.text)?.[1];
+    };
+    expect(await channelLine()).toBe('no finished conversation yet (1 event), last ');
+    const finished = jivo('chat_finished.json', { chat_id: 777091, visitor });
+    expect((await bridge.post(`/webhooks/jivochat/site/${JIVO_TOKEN}`, finished)).status).toBe(200);
+    expect(await channelLine()).toBe('1 finished conversation, last ');
+  });
+
   it('finds a contact by an id made before ids were digits (c_ + 20 hex, which may all be digits)', async () => {
     const { cookie } = await signIn(bridge.url, TEST_ADMIN_TOKEN);
     // Records as the engine wrote them then, under their ids as they were.

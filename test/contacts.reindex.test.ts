@@ -650,6 +650,10 @@ describe("a worker's start-up pass", () => {
       await startReindexOnce({ store, identity, logger }).finished;
       const done = lines.find((line) => line.msg === 'contact re-index: done');
       expect(done).toMatchObject({ records: 0, complete: true });
+      // The command it names both ways: a newcomer in a checkout (npm start) has no `chatbridge`.
+      expect(lines.find((line) => line.msg.startsWith('contact re-index: giving'))?.msg).toContain(
+        '`chatbridge contacts reindex --dry-run` (in a checkout: `node bin/chatbridge.js contacts reindex --dry-run`)',
+      );
       expect(lines.filter((line) => line.msg === 'contact re-index: in progress')).toEqual([]);
       expect(await store.get(NORMALIZATION_KEY)).toBe(String(NORMALIZATION_VERSION));
 

@@ -120,7 +120,7 @@ describe.each([
 
     it('before any check: none recorded, and how to run one', async () => {
       expect(await statusEntry()).toContain(
-        `<dt>Last check</dt><dd>None recorded. <code>chatbridge crm check --destination crm</code> calls ${displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.</dd>`,
+        `<dt>Last check</dt><dd>None recorded. <code>chatbridge crm check --destination crm</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination crm</code>) calls ${displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.</dd>`,
       );
     });
 
@@ -148,7 +148,9 @@ describe.each([
         `<dt>Last check</dt><dd><span class="state state-delivered">ok</span> <time datetime="${record.at}">`,
       );
       expect(entry).toContain('the mapping can be used: account &quot;');
-      expect(entry).toContain('Check again: <code>chatbridge crm check --destination crm</code>');
+      expect(entry).toContain(
+        'Check again: <code>chatbridge crm check --destination crm</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination crm</code>)',
+      );
       noSecret(await stored(), entry);
     });
 

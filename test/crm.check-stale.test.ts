@@ -103,7 +103,7 @@ describe.each([
 
       const stale = (text: string, what: string) => {
         expect(text).toContain(
-          `<span class="state state-pending">stale</span> The config changed since this check (${what}): run <code>chatbridge crm check --destination crm</code> again.`,
+          `<span class="state state-pending">stale</span> The config changed since this check (${what}): run <code>chatbridge crm check --destination crm</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination crm</code>) again.`,
         );
       };
       stale(await lastCheckWith(world.destination(newCredential)), 'the credentials');
@@ -139,7 +139,7 @@ describe.each([
       await writer.hset(`${keyPrefix}:${CRM_CHECKS_KEY}`, 'crm', JSON.stringify(untied));
       writer.disconnect();
       expect(await lastCheckWith(world.destination())).toContain(
-        '<span class="state state-pending">stale</span> This check was recorded by an earlier version, which did not note the config it checked: run <code>chatbridge crm check --destination crm</code> again.',
+        '<span class="state state-pending">stale</span> This check was recorded by an earlier version, which did not note the config it checked: run <code>chatbridge crm check --destination crm</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination crm</code>) again.',
       );
     });
   },

@@ -67,6 +67,20 @@ describe('CRM destinations in the config', () => {
     expect((b24 as unknown as { sourceId: string }).sourceId).toBe('WEB');
   });
 
+  it('says what is wrong with a credential, not only what it should be', () => {
+    // `destinations[0].token: the long-lived token of a private integration (…)` for a short
+    // placeholder read as a description of the key: nothing said it was too short.
+    expect(
+      problems([
+        { id: 'a', kind: 'amocrm', baseUrl: 'https://x.amocrm.ru', token: 'changeme' },
+        { id: 'b', kind: 'bitrix24', webhookUrl: 'https://portal.bitrix24.ru/rest/abc/' },
+      ]),
+    ).toEqual([
+      'destinations[0].token: too short for a long-lived token of a private integration (those have at least 20 characters: Settings → Integrations → Keys and scopes)',
+      'destinations[1].webhookUrl: not an incoming webhook URL: it takes https://<portal>/rest/<userId>/<code>/ (Developer resources → Other → Inbound webhook)',
+    ]);
+  });
+
   it('names every problem with its path: unknown kind, missing token, bad webhook URL, bad crm keys', () => {
     // Like channel settings, the connector's own keys are checked once the core schema passes.
     expect(
@@ -95,7 +109,7 @@ describe('CRM destinations in the config', () => {
         /^destinations\[0\]\.kind: unknown kind "salesforce" \(known: webhook, amocrm, bitrix24\)/,
       ),
       expect.stringMatching(/^destinations\[1\]\.token: /),
-      expect.stringMatching(/^destinations\[2\]\.webhookUrl: an incoming webhook URL/),
+      expect.stringMatching(/^destinations\[2\]\.webhookUrl: not an incoming webhook URL/),
       expect.stringMatching(/^destinations\[3\]\.url: unknown key/),
     ]);
   });

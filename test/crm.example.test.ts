@@ -3,6 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { startFakeCrms } from '../adapters/test-support/fake-crms.js';
 import { runCli } from '../src/cli/main.js';
+import { loadConfig } from '../src/config/load.js';
+import { configSchema } from '../src/config/schema.js';
+import { defaultRegistry } from '../src/registry.js';
 import { capture } from './support/cli.js';
 import { amoWorld, bitrixWorld, jivoPayloads } from './support/crm-worlds.js';
 import { startTestBridge } from './support/harness.js';
@@ -16,6 +19,26 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('config/crm.example.yaml', () => {
+  it('on REDIS_URL keeps its keys apart from a bridge made from the main example (a keyPrefix of its own)', () => {
+    // It had no keyPrefix: with REDIS_URL set it wrote under the default `chatbridge:`, the main
+    // example's prefix, so a copy of bridge.example.yaml (README "Running for real": redis:
+    // ${REDIS_URL}) on the same Redis shared its contacts, outbox and deliveries without a word.
+    const root = new URL('..', import.meta.url).pathname;
+    const env = {
+      REDIS_URL: 'redis://127.0.0.1:6379/0',
+      AMOCRM_TOKEN: 'a'.repeat(40),
+      BITRIX24_WEBHOOK_URL: 'https://portal.example/rest/1/code0123456789/',
+    };
+    const crm = loadConfig('config/crm.example.yaml', defaultRegistry(), env, root).config;
+    expect(crm.store.redis).toBe(env.REDIS_URL);
+    const main = parseDocument(
+      readFileSync(new URL('../config/bridge.example.yaml', import.meta.url), 'utf8'),
+    ).toJS() as { store: { keyPrefix: string } };
+    const taken = [main.store.keyPrefix, configSchema.shape.store.parse(undefined).keyPrefix];
+    expect(taken).toEqual(['chatbridge', 'chatbridge']);
+    expect(taken).not.toContain(crm.store.keyPrefix);
+  });
+
   it('delivers a JivoChat chat into both fake CRMs', async () => {
     const amo = await amoWorld();
     cleanups.push(() => amo.close());

@@ -181,6 +181,10 @@ describe('a delivery whose runs keep dying', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({ destination: 'crm', delivery: poison, contact: 'c1', stalls: 10 });
     expect(errors[0]!.msg).toContain('stopped 10 times in a row');
+    // The commands it names both ways: a newcomer in a checkout has no `chatbridge` on the PATH.
+    expect(errors[0]!.msg).toContain(
+      `\`chatbridge deliveries replay --id ${poison}\` (in a checkout: \`node bin/chatbridge.js deliveries replay --id ${poison}\`)`,
+    );
 
     // The failed-delivery tools list it with its reason.
     const out: string[] = [];

@@ -1008,7 +1008,9 @@ describe("the log while a destination's circuit breaker is open", () => {
     expect(warned[0]!.destination).toBe('crm');
     expect(warned[0]!.msg).toContain(`${crm.url}?sig=***`);
     expect(warned[0]!.msg).not.toContain('hook-signature-secret');
-    expect(warned[0]!.msg).toContain('chatbridge deliveries list --destination crm --state failed');
+    expect(warned[0]!.msg).toContain(
+      '`chatbridge deliveries list --destination crm --state failed` (in a checkout: `node bin/chatbridge.js deliveries list --destination crm --state failed`)',
+    );
     expect(warned[0]!.msg).toContain('chatbridge_delivery_circuit_open{destination="crm"}');
     // The re-openings (within the same minute) at debug, counted.
     expect(reopenings().map((line) => line.reopened)).toEqual(

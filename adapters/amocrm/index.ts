@@ -10,7 +10,10 @@ export const amocrmSettingsSchema = z.object({
   /** A long-lived token of a private integration, sent as Authorization: Bearer. */
   token: z
     .string()
-    .min(20, 'the long-lived token of a private integration (Settings → Integrations → Keys and scopes)'),
+    .min(
+      20,
+      'too short for a long-lived token of a private integration (those have at least 20 characters: Settings → Integrations → Keys and scopes)',
+    ),
 });
 export type AmocrmSettings = z.infer<typeof amocrmSettingsSchema>;
 

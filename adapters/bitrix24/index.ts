@@ -10,7 +10,7 @@ export const bitrix24SettingsSchema = z.object({
     .string()
     .regex(
       WEBHOOK_URL,
-      'an incoming webhook URL: https://<portal>/rest/<userId>/<code>/ (Developer resources → Other → Inbound webhook)',
+      'not an incoming webhook URL: it takes https://<portal>/rest/<userId>/<code>/ (Developer resources → Other → Inbound webhook)',
     ),
   /** SOURCE_ID of created contacts and deals (a code from crm.status.list ENTITY_ID=SOURCE). */
   sourceId: z.string().min(1).default('WEB'),

@@ -695,7 +695,7 @@ export class AgentSync {
     };
     // Plain words: whoever reads this (the API, a CLI user who pressed Ctrl-C) need not know what
     // a "graceful shutdown" is, nor that `chatbridge sync agents` runs an instance of its own.
-    report.error = `interrupted ${where}${watched.current ? ', which may or may not have been applied' : ''}: it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh and finishes the job`;
+    report.error = `interrupted ${where}${watched.current ? ', which may or may not have been applied' : ''}: it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh and finishes the job`;
     Object.assign(watched, {
       state: 'interrupted',
       cause: 'shutdown',

@@ -115,6 +115,21 @@ describe('chatbridge keys generate|list|revoke (CLI on a real Redis)', () => {
     return { code, stdout, stderr };
   }
 
+  it('with no key yet, says what to run to make one, as the CLI was run, for this channel and config', async () => {
+    // It said "run `chatbridge keys generate --channel ID`": no `chatbridge` on the PATH of a
+    // checkout, ID for the channel just named, and without --config the command read another file.
+    const stderr: string[] = [];
+    const code = await runCli(['keys', 'list', '--channel', 'app', '--config', configPath], {
+      stdout: () => {},
+      stderr: (line) => stderr.push(line),
+      program: 'node bin/chatbridge.js',
+    });
+    expect(code).toBe(0);
+    expect(stderr).toEqual([
+      `no keys on channel app; run \`node bin/chatbridge.js keys generate --channel app --config ${configPath}\``,
+    ]);
+  });
+
   it('generates a key the running bridge accepts, lists it, revokes it', async () => {
     const generated = await cli('keys', 'generate', '--channel', 'app');
     expect(generated.code).toBe(0);

@@ -67,7 +67,7 @@ export const livetexAdapter: AdapterDefinition<LivetexChannel> = {
         now,
       },
       routes: keyRoutes(keys),
-      commands: keyCommands(keys, context.store),
+      commands: keyCommands(keys, context.store, channel.id),
     };
   },
   commands: Object.values(KEY_COMMANDS),

@@ -141,7 +141,7 @@ describe('livetex key store (in-memory store)', () => {
   it('CLI commands print JSON lines and refuse a missing or unknown kid', async () => {
     const store = createMemoryStore();
     const keys = keyStore(store);
-    const commands = new Map(keyCommands(keys, store).map((command) => [command.name, command]));
+    const commands = new Map(keyCommands(keys, store, 'web').map((command) => [command.name, command]));
     const out: string[] = [];
     const err: string[] = [];
     const io = { stdout: (line: string) => out.push(line), stderr: (line: string) => err.push(line) };

@@ -320,7 +320,7 @@ export const KEY_COMMANDS = {
   },
 } satisfies Record<string, CliCommandInfo>;
 
-export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
+export function keyCommands(keys: LivetexKeyStore, store: Store, channelId: string): CliCommand[] {
   const warnIfEphemeral = (io: { stderr(line: string): void }) => {
     if (store.kind === 'memory') {
       io.stderr('warning: the in-memory store keeps nothing after this command exits; configure store.redis');
@@ -345,8 +345,12 @@ export function keyCommands(keys: LivetexKeyStore, store: Store): CliCommand[] {
         warnIfEphemeral(io);
         const list = await keys.list();
         for (const key of list) io.stdout(JSON.stringify(key));
-        if (list.length === 0)
-          io.stderr('no keys on this channel; run `chatbridge keys generate --channel ID`');
+        if (list.length === 0) {
+          const generate = `keys generate --channel ${channelId}`;
+          io.stderr(
+            `no keys on channel ${channelId}; run \`${io.command?.(generate) ?? `chatbridge ${generate}`}\``,
+          );
+        }
         return list;
       },
     },

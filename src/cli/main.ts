@@ -74,7 +74,12 @@ export function programName(script: string | undefined, cwd: string = process.cw
   if (script.includes(`${sep}node_modules${sep}`)) return 'chatbridge';
   const path = relative(cwd, script) || script;
   const shown = path.length < script.length ? path : script;
-  return `node ${/^[\w./@%+=:,-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", "'\\''")}'`}`;
+  return `node ${shellWord(shown)}`;
+}
+
+/** A word as a POSIX shell takes it: as is when it has nothing the shell reads, else quoted. */
+export function shellWord(word: string): string {
+  return /^[\w./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /** What stopOnSignal listens on: `process`, or an EventEmitter in tests. */
@@ -674,7 +679,13 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
     // so; a second signal exits at once. Before, the signal killed the process mid-write, and the
     // run read `running` until its lease lapsed (a minute), refusing every other run meanwhile.
     const stop = stopOnSignal(name, io);
-    const cliIo: CliIo = { stdout: io.stdout, stderr: io.stderr, signal: stop.signal };
+    const cliIo: CliIo = {
+      stdout: io.stdout,
+      stderr: io.stderr,
+      signal: stop.signal,
+      command: (words) =>
+        `${io.program ?? 'chatbridge'} ${words}${configPath === undefined ? '' : ` --config ${shellWord(configPath)}`}`,
+    };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
     } catch (error) {

@@ -30,6 +30,9 @@ export type KnownKeys = (path: readonly Key[]) => string[] | undefined;
  */
 export type Wording = 'yaml' | 'json';
 
+/** How many unknown keys of one level are named one by one; the rest are counted in one issue. */
+export const UNKNOWN_KEYS_NAMED = 10;
+
 /** `knownKeys` gets full paths (with `prefix`); `document` is the value the schema parsed. */
 export function configIssues(
   issues: readonly Issue[],
@@ -45,8 +48,17 @@ export function configIssues(
     const path = [...prefix, ...issue.path];
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(path) ?? [];
-      for (const key of issue.keys)
+      // Each key named is looked up against the schema (the key meant, the level it belongs
+      // to): a request body of 60,000 unknown keys took 10 s of CPU and answered 3.7 MB. The
+      // first ones say what is wrong; the rest are counted.
+      for (const key of issue.keys.slice(0, UNKNOWN_KEYS_NAMED))
         out.push({ path: formatPath([...path, key]), message: unknownKey(key, known, path, knownKeys) });
+      const more = issue.keys.length - UNKNOWN_KEYS_NAMED;
+      if (more > 0)
+        out.push({
+          path: formatPath(path),
+          message: `${more.toLocaleString('en-US')} more unknown key${more === 1 ? '' : 's'}${known.length > 0 ? ` (allowed here: ${known.join(', ')})` : ''}`,
+        });
       continue;
     }
     if (wording === 'yaml' && issue.code === 'invalid_type' && issue.expected === 'string') {

@@ -2,6 +2,7 @@
 import { type CountryCode, getCountries, isSupportedCountry } from 'libphonenumber-js/core/es6';
 import metadata from 'libphonenumber-js/min/metadata';
 import { z } from 'zod';
+import { cliCommand } from '../cli/named.js';
 import { DEFAULT_TRUSTED_PROXIES } from '../http/forwarded.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH, parseAddressRange } from '../net/address.js';
 import { closest } from './closest.js';
@@ -122,8 +123,7 @@ export const MIN_SECRET_BYTES = 24;
  * `chatbridge`; `createBridge` from a library), and a newcomer in a checkout told only
  * `chatbridge keys master` got "command not found".
  */
-export const MAKE_MASTER_KEY =
-  'run `chatbridge keys master` (in a checkout: `node bin/chatbridge.js keys master`) to make one';
+export const MAKE_MASTER_KEY = `run ${cliCommand('keys master')} to make one`;
 
 export const identifierKinds = ['person', 'email', 'phone'] as const;
 export const identifierKindSchema = z.enum(identifierKinds);

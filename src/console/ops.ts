@@ -1,4 +1,5 @@
 import { isAbsolute, relative, resolve } from 'node:path';
+import { CHECKOUT_CLI } from '../cli/named.js';
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import type { BreakerOpen } from '../delivery/breaker-state.js';
@@ -134,7 +135,7 @@ export function agentSyncProgressText(progress: AgentSyncProgressView): string {
           : `after ${progress.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${progress.current ? ` (it was writing ${progress.current})` : ''}`;
     const why =
       progress.cause === 'shutdown'
-        ? 'it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM)'
+        ? 'it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM)'
         : 'the process running it stopped (killed, out of memory or crashed) and its lease lapsed without a heartbeat';
     return `${dry ? 'Dry run' : 'Agent sync'} interrupted ${where}: ${why}. Start it again: a new run lists Chatvisor afresh and finishes the job.`;
   }
@@ -206,7 +207,7 @@ function interruptedText(
         ? 'while planning'
         : `after ${stop.handled ?? 0} of ${planned} change${planned === 1 ? '' : 's'}${stop.current ? ` (it was writing ${stop.current}; that write may or may not have been applied)` : ''}`;
   if (stop.cause === 'shutdown')
-    return `Interrupted ${where}: it was asked to stop (the bridge running it shut down, or chatbridge sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh. What it had done:`;
+    return `Interrupted ${where}: it was asked to stop (the bridge running it shut down, or the CLI command sync agents was stopped by Ctrl-C or SIGTERM); the next run lists Chatvisor afresh. What it had done:`;
   return `Interrupted ${where}: the process running it stopped (killed, out of memory or crashed) and its lease lapsed${stop.leaseExpiredAt ? ` at ${stop.leaseExpiredAt}` : ''}; the next run took over and lists Chatvisor afresh. What it had done:`;
 }
 
@@ -450,12 +451,14 @@ function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeH
   // With the file the bridge runs: without --config the command reads config/bridge.yaml or the
   // example, and a bridge started on another file (README "Connect your CRM": config/crm.example.yaml)
   // got "has no CRM destination" from the command its own page named.
-  const command = html`<code>chatbridge crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}</code>`;
+  // Both ways (src/cli/named.ts): the page cannot know how its reader runs the CLI.
+  const words = `crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}`;
+  const command = html`<code>chatbridge ${words}</code> (in a checkout: <code>${CHECKOUT_CLI} ${words}</code>)`;
   if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
   // `crm check` is a process of its own: on the in-memory store it has a store of its own too and
   // records nothing (src/cli/crm.ts), so "records its outcome here" would never come true.
   if (status.store.kind === 'memory' && item.lastCheck === null)
-    return html`Not recorded: this bridge runs on the in-memory store, which ${command} (a process of its own) cannot reach. It prints what it finds; with store.redis set, its outcome shows here.`;
+    return html`Not recorded: this bridge runs on the in-memory store, which the CLI's crm check (a process of its own) cannot reach: ${command} prints what it finds; with store.redis set, its outcome shows here.`;
   if (item.lastCheck === null)
     return html`None recorded. ${command} calls ${item.displayName} once (account, pipelines, users), prints what the mapping will use, and records its outcome here.`;
   const { at, outcome, reason } = item.lastCheck;

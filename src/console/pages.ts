@@ -358,6 +358,18 @@ ${options.nextCursor ? older : html`<p class="muted">That is the beginning of th
 ${newest}`;
 }
 
+/**
+ * A channel's count on the contact page: its finished conversations (`conversations` counts
+ * conversation.finished entries: one per chat, however often the vendor resends it). A chat that
+ * has only started is none yet, and "0 conversations" read as if it had not happened: until one
+ * finishes, the channel's events are counted instead, as the agent's facts do (facts.ts).
+ */
+function channelActivity(channel: { conversations: number; observations: number }): string {
+  const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
+  if (channel.conversations > 0) return plural(channel.conversations, 'finished conversation');
+  return `no finished conversation yet (${plural(channel.observations, 'event')})`;
+}
+
 export function contactSection(options: {
   contact: Contact;
   /** The signed-in console: unmerge forms; absent on agent links (read-only). */
@@ -397,7 +409,7 @@ export function contactSection(options: {
       ? html`<p class="muted">No channel yet.</p>`
       : html`<ul>${contact.channels.map(
           (channel) =>
-            html`<li><span class="tag">${options.vendorName(channel.vendor)}</span> ${options.channelName(channel.channelId)}: ${channel.conversations} conversation${channel.conversations === 1 ? '' : 's'}, last ${time(channel.lastSeen)}</li>`,
+            html`<li><span class="tag">${options.vendorName(channel.vendor)}</span> ${options.channelName(channel.channelId)}: ${channelActivity(channel)}, last ${time(channel.lastSeen)}</li>`,
         )}</ul>`
   }</section>
 <section class="card"><h2>Identities</h2>${

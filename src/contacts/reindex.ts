@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { cliCommand } from '../cli/named.js';
 import type { Config } from '../config/schema.js';
 import { StoreBusyError } from '../errors.js';
 import { lockRenewed } from '../store/renewal.js';
@@ -545,7 +546,7 @@ export function startReindexOnce(options: {
       if ((await storedNormalizationVersion(store)) >= NORMALIZATION_VERSION) return;
       logger.info(
         { version: NORMALIZATION_VERSION },
-        'contact re-index: giving stored contacts the keys of the current identifier rules and every name its name-search key (once per store, in the background; chatbridge contacts reindex --dry-run shows what it does)',
+        `contact re-index: giving stored contacts the keys of the current identifier rules and every name its name-search key (once per store, in the background; ${cliCommand('contacts reindex --dry-run')} shows what it does)`,
       );
       // Every 20 pages, when records were read since the last line: SCAN walks the whole
       // database, and on a Redis that other apps or bridges fill most pages read no record, so a
@@ -581,7 +582,7 @@ export function startReindexOnce(options: {
         if (controller.signal.aborted) return;
         logger.error(
           { err: error },
-          `contact re-index failed; tried again in ${RETRY_MS / 1000} s (chatbridge contacts reindex runs it by hand)`,
+          `contact re-index failed; tried again in ${RETRY_MS / 1000} s (${cliCommand('contacts reindex')} runs it by hand)`,
         );
         await wait(RETRY_MS);
       }
@@ -605,7 +606,7 @@ function logReport(logger: Logger, report: ReindexReport): void {
   if (report.busy > 0)
     logger.warn(
       { ...report },
-      `contact re-index: ${report.busy} record(s) kept changing and were left as they were; the next start (or chatbridge contacts reindex) tries them again`,
+      `contact re-index: ${report.busy} record(s) kept changing and were left as they were; the next start (or ${cliCommand('contacts reindex')}) tries them again`,
     );
   else logger.info({ ...report }, 'contact re-index: done');
   if (report.conflicts > 0)

@@ -65,6 +65,12 @@ export interface CliIo {
    * once.) Absent when nothing can stop it (a test calling the command directly).
    */
   signal?: AbortSignal;
+  /**
+   * A command of this CLI as the person would type it next (`node bin/chatbridge.js keys generate
+   * --channel app --config FILE` in a checkout, `chatbridge …` installed): the program as it was
+   * run, and the --config it was given. Absent when a test calls the command directly.
+   */
+  command?(words: string): string;
 }
 
 export interface CliCommand {

@@ -9,7 +9,41 @@ import { createRepeatGate, warnOncePerMinute } from '../logger.js';
  * once here with the request id, never shown to the caller).
  */
 export function errorBody(code: string, message: string, issues?: unknown[]) {
-  return { error: { code, message, ...(issues && issues.length > 0 ? { issues } : {}) } };
+  return {
+    error: { code, message, ...(issues && issues.length > 0 ? { issues: boundedIssues(issues) } : {}) },
+  };
+}
+
+/** At most this many problems in an answer; the rest are counted in one more. */
+export const MAX_ANSWER_ISSUES = 20;
+/** A problem's path or message is cut past this many characters (UTF-16 units). */
+export const MAX_ISSUE_TEXT = 300;
+
+/**
+ * An answer's problems, bounded: a body under the size limit can hold tens of thousands of
+ * problems, or one whose text echoes all of it (zod's `Unrecognized keys: "k0", "k1", …` at the
+ * LiveTex lookup, which anyone may call, answered 700 KB). The first ones say what to fix.
+ */
+function boundedIssues(issues: unknown[]): unknown[] {
+  const bounded = issues.slice(0, MAX_ANSWER_ISSUES).map((issue) => {
+    if (issue === null || typeof issue !== 'object') return issue;
+    const { path, message } = issue as { path?: unknown; message?: unknown };
+    return { ...issue, ...(path === undefined ? {} : { path: cut(path) }), message: cut(message) };
+  });
+  const more = issues.length - bounded.length;
+  if (more > 0)
+    bounded.push({
+      path: '(root)',
+      message: `${more.toLocaleString('en-US')} more problem${more === 1 ? '' : 's'}, not listed`,
+    });
+  return bounded;
+}
+
+function cut(text: unknown): unknown {
+  if (typeof text !== 'string' || text.length <= MAX_ISSUE_TEXT) return text;
+  // Not between the two halves of a surrogate pair: the JSON would carry a lone one.
+  const start = text.slice(0, MAX_ISSUE_TEXT - 40).replace(/[\uD800-\uDBFF]$/, '');
+  return `${start}… (${text.length.toLocaleString('en-US')} characters in all)`;
 }
 
 /**
