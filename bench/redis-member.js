@@ -16,14 +16,13 @@
 //   member as its ARGV: what passing it through Lua adds (Redis's Lua hashes every byte of every
 //   string it creates, one byte at a time, and each is copied in and out of Lua).
 // Redis's CPU is wall-clock work on a shared machine: say the load with the figures.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { JIVO_TOKEN, postJson, seedKnown, startBridge } from './lib/bridge.js';
 import { jivoChatFinished, personOf } from './lib/payloads.js';
-import { benchRedis, freePort, pingRaw } from './lib/redis.js';
+import { benchRedis } from './lib/redis.js';
 
 const root = resolve(process.argv[2] ?? '.');
 const ops = Number(process.env.BENCH_OPS ?? 3000);
@@ -59,26 +58,8 @@ async function recordedMember() {
 }
 
 const member = await recordedMember();
-const port = await freePort();
-const server = spawn(
-  'redis-server',
-  [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--loglevel',
-    'warning',
-  ],
-  { stdio: 'ignore' },
-);
-process.on('exit', () => server.kill('SIGKILL'));
-while (!(await pingRaw('127.0.0.1', port, 200))) await new Promise((r) => setTimeout(r, 20));
-const client = new Redis(`redis://127.0.0.1:${port}`);
+const server = await benchRedis({ alwaysPrivate: true });
+const client = new Redis(server.url);
 /** utime + stime (ms) and minor faults of the server. */
 const usage = () => {
   const stat = readFileSync(`/proc/${server.pid}/stat`, 'utf8');
@@ -144,5 +125,5 @@ try {
     );
 } finally {
   client.disconnect();
-  server.kill('SIGTERM');
+  await server.stop();
 }

@@ -40,8 +40,9 @@ export async function freePort() {
  * `pid`: the private server's process id (null for REDIS_URL), so a tool can read its CPU.
  * @returns {Promise<{url: string, private: boolean, pid: number | null, stop(): Promise<void>}>}
  */
-export async function benchRedis() {
-  const fromEnv = process.env.REDIS_URL;
+export async function benchRedis({ alwaysPrivate = false } = {}) {
+  // alwaysPrivate: a tool that reads the server's own CPU needs a server with nothing else on it.
+  const fromEnv = alwaysPrivate ? undefined : process.env.REDIS_URL;
   if (fromEnv) return { url: fromEnv, private: false, pid: null, stop: async () => {} };
   if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
     throw new Error(
