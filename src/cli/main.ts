@@ -30,6 +30,7 @@ import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
 import { CrmUsageError, crmChoices, crmCommand } from './crm.js';
 import type { CommandStop } from './deliveries.js';
+import { shellOption, shellWord } from './named.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -75,11 +76,6 @@ export function programName(script: string | undefined, cwd: string = process.cw
   const path = relative(cwd, script) || script;
   const shown = path.length < script.length ? path : script;
   return `node ${shellWord(shown)}`;
-}
-
-/** A word as a POSIX shell takes it: as is when it has nothing the shell reads, else quoted. */
-export function shellWord(word: string): string {
-  return /^[\w./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /** What stopOnSignal listens on: `process`, or an EventEmitter in tests. */
@@ -684,7 +680,7 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
       stderr: io.stderr,
       signal: stop.signal,
       command: (words) =>
-        `${io.program ?? 'chatbridge'} ${words}${configPath === undefined ? '' : ` --config ${shellWord(configPath)}`}`,
+        `${io.program ?? 'chatbridge'} ${words}${configPath === undefined ? '' : ` ${shellOption('config', configPath)}`}`,
     };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
