@@ -162,4 +162,33 @@ describe('the crm check command the status page names', () => {
       '<code>chatbridge crm check --destination &#39;&lt;b&gt;x&lt;/b&gt;&#39; --config config/bridge.yaml</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination &#39;&lt;b&gt;x&lt;/b&gt;&#39; --config config/bridge.yaml</code>)',
     );
   });
+
+  it('says how long ago the last check was, a check just made under a minute ago', () => {
+    // A check just made (a newcomer runs it, then reloads the page): not "1 minute ago" seconds after.
+    const checked = (agoMs: number) =>
+      statusPage({
+        csrf: 'csrf',
+        status: {
+          role: 'all',
+          store: { kind: 'redis', ok: true },
+          outbox: 0,
+          deferred: null,
+          destinations: [],
+          schedules: [],
+          crm: [
+            {
+              id: 'amo',
+              displayName: 'amoCRM',
+              expiry: { state: 'none' },
+              lastCheck: { at: new Date(NOW - agoMs).toISOString(), outcome: 'ok', reason: 'fine' },
+              changedSinceCheck: [],
+            },
+          ],
+          now: new Date(NOW),
+        },
+      });
+    expect(checked(5_000)).toContain('(under a minute ago): fine');
+    expect(checked(90_000)).toContain('(1 minute ago): fine');
+    expect(checked(3 * 3_600_000)).toContain('(3 hours ago): fine');
+  });
 });
