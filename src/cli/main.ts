@@ -1041,7 +1041,9 @@ function choicesOf(info: OptionInfo, configPath: string | boolean | undefined, p
     return `: ${info.choices(loadConfig(typeof configPath === 'string' ? configPath : undefined, defaultRegistry()))}`;
   } catch {
     // Bad usage is said first and alone (exit 2); the config's own problems are config check's.
-    return ` (the config does not load, so what it offers is not listed: ${program} config check says why)`;
+    // On the file it read: `config check` alone reads the default config, which may load.
+    const file = typeof configPath === 'string' ? ` ${shellOption('config', configPath)}` : '';
+    return ` (the config does not load, so what it offers is not listed: ${program} config check${file} says why)`;
   }
 }
 
