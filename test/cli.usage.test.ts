@@ -300,4 +300,34 @@ describe('chatbridge CLI usage', () => {
       "Run 'node bin/chatbridge.js keys <command> --help' for a command's options.",
     );
   });
+
+  it('--help names the CLI the way it was run, as its hints and keys list do', async () => {
+    // Before, every synopsis said `chatbridge` while the line after it said `node bin/chatbridge.js`:
+    // in a checkout, `Usage: chatbridge config check` named a command the newcomer did not have.
+    const program = 'node bin/chatbridge.js';
+    const top = capture();
+    expect(await runCli(['--help'], { ...top.io, program })).toBe(0);
+    const text = top.out.join('\n');
+    expect(text.split('\n')[0]).toBe('Usage: node bin/chatbridge.js <command> [options]');
+    expect(text).toContain('node bin/chatbridge.js help <command> is the same.');
+    expect(text).toContain('\nnode bin/chatbridge.js --version (or -v) prints the version.');
+    expect(text).not.toMatch(/(^|[^/])chatbridge (<|help|--version)/m);
+    const bare = capture();
+    expect(await runCli([], { ...bare.io, program })).toBe(2);
+    expect(bare.err[0]!.split('\n')[0]).toBe('Usage: node bin/chatbridge.js <command> [options]');
+    const command = capture();
+    expect(await runCli(['config', 'check', '--help'], { ...command.io, program })).toBe(0);
+    expect(command.out.join('\n').split('\n')[0]).toBe(
+      'Usage: node bin/chatbridge.js config check [--config FILE]',
+    );
+    const group = capture();
+    expect(await runCli(['keys', '--help'], { ...group.io, program })).toBe(0);
+    expect(group.out.join('\n').split('\n')[0]).toBe(
+      'Usage: node bin/chatbridge.js keys <command> [options]',
+    );
+    // Through the package's bin (and when not said): `chatbridge`, as before.
+    const installed = capture();
+    expect(await runCli(['config', 'check', '--help'], installed.io)).toBe(0);
+    expect(installed.out.join('\n').split('\n')[0]).toBe('Usage: chatbridge config check [--config FILE]');
+  });
 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shownConfigPath } from '../src/console/ops.js';
+import { shownConfigPath, statusPage } from '../src/console/ops.js';
 import { consoleRequest, signIn } from './support/console.js';
 import { amoWorld, bitrixWorld, type CrmWorld } from './support/crm-worlds.js';
 import { startTestBridge, TEST_ADMIN_TOKEN, type TestBridge } from './support/harness.js';
@@ -121,7 +121,74 @@ describe('the config file in a command the console names', () => {
     expect(shownConfigPath('config/bridge.yaml', '/srv/app')).toBe('config/bridge.yaml');
     // Outside the directory: the whole path, not a climb of ../
     expect(shownConfigPath('/etc/chatbridge/bridge.yaml', '/srv/app')).toBe('/etc/chatbridge/bridge.yaml');
-    // What a shell would split or expand is quoted.
-    expect(shownConfigPath("/srv/app/my configs/it's.yaml", '/srv/app')).toBe("'my configs/it'\\''s.yaml'");
+    // Quoted where the command is written (the next test).
+    expect(shownConfigPath("/srv/app/my configs/it's.yaml", '/srv/app')).toBe("my configs/it's.yaml");
+  });
+});
+
+describe('the crm check command the status page names', () => {
+  const page = (id: string, configFile: string) =>
+    statusPage({
+      csrf: 'csrf',
+      status: {
+        role: 'all',
+        store: { kind: 'redis', ok: true },
+        outbox: 0,
+        deferred: null,
+        destinations: [{ id, pending: 0, failed: 0 }],
+        schedules: [],
+        crm: [{ id, displayName: 'amoCRM', expiry: { state: 'none' }, lastCheck: null }],
+        configFile,
+      },
+    });
+
+  it('is one a shell runs as it reads: the destination id quoted as the config file is, escaped for HTML', () => {
+    // A destination id is any string (the schema asks only for one): `--destination amo main`
+    // gave the command two operands, and it failed when pasted.
+    const configFile = shownConfigPath("/srv/app/my configs/it's.yaml", '/srv/app');
+    const words =
+      'crm check --destination &#39;amo main&#39; --config &#39;my configs/it&#39;\\&#39;&#39;s.yaml&#39;';
+    expect(page('amo main', configFile)).toContain(
+      `None recorded. <code>chatbridge ${words}</code> (in a checkout: <code>node bin/chatbridge.js ${words}</code>) calls amoCRM once`,
+    );
+    // A value starting with - after `=`: parseArgs took `--config -x.yaml` for a missing value.
+    expect(page('-amo', '-x.yaml')).toContain(
+      '<code>chatbridge crm check --destination=-amo --config=-x.yaml</code>',
+    );
+    // Markup in an id is text on the page, in both forms.
+    const hostile = page('<b>x</b>', 'config/bridge.yaml');
+    expect(hostile).not.toContain('<b>x</b>');
+    expect(hostile).toContain(
+      '<code>chatbridge crm check --destination &#39;&lt;b&gt;x&lt;/b&gt;&#39; --config config/bridge.yaml</code> (in a checkout: <code>node bin/chatbridge.js crm check --destination &#39;&lt;b&gt;x&lt;/b&gt;&#39; --config config/bridge.yaml</code>)',
+    );
+  });
+
+  it('says how long ago the last check was, a check just made under a minute ago', () => {
+    // A check just made (a newcomer runs it, then reloads the page): not "1 minute ago" seconds after.
+    const checked = (agoMs: number) =>
+      statusPage({
+        csrf: 'csrf',
+        status: {
+          role: 'all',
+          store: { kind: 'redis', ok: true },
+          outbox: 0,
+          deferred: null,
+          destinations: [],
+          schedules: [],
+          crm: [
+            {
+              id: 'amo',
+              displayName: 'amoCRM',
+              expiry: { state: 'none' },
+              lastCheck: { at: new Date(NOW - agoMs).toISOString(), outcome: 'ok', reason: 'fine' },
+              changedSinceCheck: [],
+            },
+          ],
+          now: new Date(NOW),
+        },
+      });
+    expect(checked(5_000)).toContain('(under a minute ago): fine');
+    expect(checked(90_000)).toContain('(1 minute ago): fine');
+    expect(checked(3 * 3_600_000)).toContain('(3 hours ago): fine');
   });
 });

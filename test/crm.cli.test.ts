@@ -433,8 +433,15 @@ describe('chatbridge crm check: without --destination', () => {
     writeFileSync(broken, 'destinations: [\n');
     const run = capture();
     expect(await runCli(['crm', 'check', '--config', broken], run.io)).toBe(2);
+    // The config check it names reads the same file: without --config it read the default config,
+    // which may load, and said nothing of this one.
     expect(run.err[0]).toBe(
-      "chatbridge: 'crm check' needs --destination ID (the config does not load, so what it offers is not listed: chatbridge config check says why)",
+      `chatbridge: 'crm check' needs --destination ID (the config does not load, so what it offers is not listed: chatbridge config check --config ${broken} says why)`,
     );
+    const named = capture();
+    expect(
+      await runCli(['crm', 'check', '--config', broken], { ...named.io, program: 'node bin/chatbridge.js' }),
+    ).toBe(2);
+    expect(named.err[0]).toContain(': node bin/chatbridge.js config check --config ');
   });
 });

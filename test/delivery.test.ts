@@ -982,6 +982,8 @@ describe("the log while a destination's circuit breaker is open", () => {
       'memory',
       [
         {
+          // An id with a space: the commands the log names must quote it to work when pasted.
+          id: 'crm main',
           url: `${crm.url}?sig=hook-signature-secret`,
           concurrency: 1,
           retrySchedule: Array.from({ length: 20 }, () => '50ms'),
@@ -1005,13 +1007,13 @@ describe("the log while a destination's circuit breaker is open", () => {
     // every opening, and nothing about what to do.
     const warned = breakerLines.filter((line) => line.level >= 40);
     expect(warned).toHaveLength(1);
-    expect(warned[0]!.destination).toBe('crm');
+    expect(warned[0]!.destination).toBe('crm main');
     expect(warned[0]!.msg).toContain(`${crm.url}?sig=***`);
     expect(warned[0]!.msg).not.toContain('hook-signature-secret');
     expect(warned[0]!.msg).toContain(
-      '`chatbridge deliveries list --destination crm --state failed` (in a checkout: `node bin/chatbridge.js deliveries list --destination crm --state failed`)',
+      "`chatbridge deliveries list --destination 'crm main' --state failed` (in a checkout: `node bin/chatbridge.js deliveries list --destination 'crm main' --state failed`)",
     );
-    expect(warned[0]!.msg).toContain('chatbridge_delivery_circuit_open{destination="crm"}');
+    expect(warned[0]!.msg).toContain('chatbridge_delivery_circuit_open{destination="crm main"}');
     // The re-openings (within the same minute) at debug, counted.
     expect(reopenings().map((line) => line.reopened)).toEqual(
       Array.from({ length: reopenings().length }, (_, index) => index + 1),
@@ -1021,7 +1023,7 @@ describe("the log while a destination's circuit breaker is open", () => {
     expect(closed[0]!.level).toBe(30);
     expect(closed[0]!.reopened).toBe(reopenings().length);
     expect(closed[0]!.msg).toMatch(
-      /^destination crm: circuit breaker closed, delivering again after \d+ m?s$/,
+      /^destination crm main: circuit breaker closed, delivering again after \d+ m?s$/,
     );
   });
 });

@@ -30,6 +30,7 @@ import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
 import { CrmUsageError, crmChoices, crmCommand } from './crm.js';
 import type { CommandStop } from './deliveries.js';
+import { shellOption, shellWord } from './named.js';
 
 /**
  * `chatbridge` (DESIGN §5). Exit codes: 0 success, 1 failure (one-line reason on stderr),
@@ -75,11 +76,6 @@ export function programName(script: string | undefined, cwd: string = process.cw
   const path = relative(cwd, script) || script;
   const shown = path.length < script.length ? path : script;
   return `node ${shellWord(shown)}`;
-}
-
-/** A word as a POSIX shell takes it: as is when it has nothing the shell reads, else quoted. */
-export function shellWord(word: string): string {
-  return /^[\w./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /** What stopOnSignal listens on: `process`, or an EventEmitter in tests. */
@@ -684,7 +680,7 @@ async function runChannelCommand(name: string, values: OptionValues, io: CliStre
       stderr: io.stderr,
       signal: stop.signal,
       command: (words) =>
-        `${io.program ?? 'chatbridge'} ${words}${configPath === undefined ? '' : ` --config ${shellWord(configPath)}`}`,
+        `${io.program ?? 'chatbridge'} ${words}${configPath === undefined ? '' : ` ${shellOption('config', configPath)}`}`,
     };
     try {
       await command.run(options as Record<string, string | boolean>, cliIo);
@@ -909,20 +905,25 @@ function usage(commands: readonly Command[]): string {
   return lines.join('\n');
 }
 
-function topUsage(): string {
-  return `Usage: chatbridge <command> [options]
+/**
+ * The help texts name the CLI as it was run (`program`), as the hint after bad usage and the
+ * commands' own texts do: in a checkout, `Usage: chatbridge config check` named a command the
+ * newcomer did not have, one line above `Run 'node bin/chatbridge.js --help'`.
+ */
+function topUsage(program: string): string {
+  return `Usage: ${program} <command> [options]
 
 Commands:
 ${usage(COMMANDS)}
 
-Options everywhere: --help or -h (the text of a command or group); chatbridge help <command> is the same.
-chatbridge --version (or -v) prints the version.
+Options everywhere: --help or -h (the text of a command or group); ${program} help <command> is the same.
+${program} --version (or -v) prints the version.
 --config FILE defaults to $CHATBRIDGE_CONFIG, then config/bridge.yaml, then config/bridge.example.yaml.
 Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad usage.`;
 }
 
-function commandHelp(command: Command): string {
-  const lines = [`Usage: chatbridge ${command.name} ${optionsText(command)}`.trimEnd(), '', command.summary];
+function commandHelp(command: Command, program: string): string {
+  const lines = [`Usage: ${program} ${command.name} ${optionsText(command)}`.trimEnd(), '', command.summary];
   const options = Object.entries(command.options ?? {});
   if (options.length > 0 || command.config !== false) {
     lines.push('', 'Options:');
@@ -961,12 +962,13 @@ export async function runCli(argv: string[], io: CliStreams = processStreams): P
 
 async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   const [first, second] = argv;
+  const program = io.program ?? 'chatbridge';
   if (first === undefined) {
-    io.stderr(topUsage());
+    io.stderr(topUsage(program));
     return 2;
   }
   if ((isHelp(first) || first === 'help') && second === undefined) {
-    io.stdout(topUsage());
+    io.stdout(topUsage(program));
     return 0;
   }
   // `chatbridge help config check` is `chatbridge config check --help` (a group's too), and so is
@@ -989,7 +991,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   if (!command) {
     const group = COMMANDS.filter((candidate) => candidate.name.startsWith(`${first} `));
     if (group.length === 0) throw new UsageError(`unknown command '${first}'${meant(first, second)}`);
-    const text = `Usage: chatbridge ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun '${io.program ?? 'chatbridge'} ${first} <command> --help' for a command's options.`;
+    const text = `Usage: ${program} ${first} <command> [options]\n\nCommands:\n${usage(group)}\n\nRun '${program} ${first} <command> --help' for a command's options.`;
     if (isHelp(second)) {
       io.stdout(text);
       return 0;
@@ -1002,7 +1004,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   }
   const args = argv.slice(command.name.split(' ').length);
   if (args.some(isHelp)) {
-    io.stdout(commandHelp(command));
+    io.stdout(commandHelp(command, program));
     return 0;
   }
   const values = parseOptions(command, args);
@@ -1012,7 +1014,7 @@ async function dispatch(argv: string[], io: CliStreams): Promise<number> {
   for (const [name, info] of Object.entries(command.options ?? {})) {
     if (info.required && (values[name] === undefined || values[name] === ''))
       throw new UsageError(
-        `'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}${choicesOf(info, values.config)}`,
+        `'${command.name}' needs --${name}${info.value ? ` ${info.value}` : ''}${choicesOf(info, values.config, program)}`,
       );
   }
   return command.run(values, io, withoutConfig(args));
@@ -1033,13 +1035,15 @@ function meant(first: string, second: string | undefined): string {
 }
 
 /** ': <what would do>' for a missing option that can say it (OptionInfo.choices), else ''. */
-function choicesOf(info: OptionInfo, configPath: string | boolean | undefined): string {
+function choicesOf(info: OptionInfo, configPath: string | boolean | undefined, program: string): string {
   if (!info.choices) return '';
   try {
     return `: ${info.choices(loadConfig(typeof configPath === 'string' ? configPath : undefined, defaultRegistry()))}`;
   } catch {
     // Bad usage is said first and alone (exit 2); the config's own problems are config check's.
-    return ' (the config does not load, so what it offers is not listed: chatbridge config check says why)';
+    // On the file it read: `config check` alone reads the default config, which may load.
+    const file = typeof configPath === 'string' ? ` ${shellOption('config', configPath)}` : '';
+    return ` (the config does not load, so what it offers is not listed: ${program} config check${file} says why)`;
   }
 }
 

@@ -1,5 +1,5 @@
 import { isAbsolute, relative, resolve } from 'node:path';
-import { CHECKOUT_CLI } from '../cli/named.js';
+import { bothWays, shellOption } from '../cli/named.js';
 import { type CredentialExpiry, durationInWords, EXPIRY_WARNING_DAYS } from '../crm/credentials.js';
 import type { CheckChange, CrmCheckOutcome } from '../crm/last-check.js';
 import type { BreakerOpen } from '../delivery/breaker-state.js';
@@ -383,19 +383,19 @@ export interface StatusView {
   }[];
   /** When the page is made: says how long ago the last check was (left out without it). */
   now?: Date;
-  /** The file the bridge's config came from (`chatbridge start`), as a command names it. */
+  /** The file the bridge's config came from (`chatbridge start`), from where it was started (shownConfigPath). */
   configFile?: string;
 }
 
 /**
  * A config file as a command run where the bridge was started takes it: relative when it is under
- * that directory, whole otherwise, quoted for a POSIX shell when a shell would split or expand it.
+ * that directory, whole otherwise (the command quotes it: shellOption).
  */
 export function shownConfigPath(file: string, cwd: string = process.cwd()): string {
   const absolute = resolve(cwd, file);
   const inside = relative(cwd, absolute);
   const shown = inside !== '' && !inside.startsWith('..') && !isAbsolute(inside) ? inside : absolute;
-  return /^[\w./@%+=:,-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", "'\\''")}'`;
+  return shown;
 }
 
 /** A waiting time in the largest unit that keeps it short (`45 s`, `12 min`, `3 h`, `2 d`). */
@@ -451,9 +451,11 @@ function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeH
   // With the file the bridge runs: without --config the command reads config/bridge.yaml or the
   // example, and a bridge started on another file (README "Connect your CRM": config/crm.example.yaml)
   // got "has no CRM destination" from the command its own page named.
-  // Both ways (src/cli/named.ts): the page cannot know how its reader runs the CLI.
-  const words = `crm check --destination ${item.id}${status.configFile === undefined ? '' : ` --config ${status.configFile}`}`;
-  const command = html`<code>chatbridge ${words}</code> (in a checkout: <code>${CHECKOUT_CLI} ${words}</code>)`;
+  // Both ways, in the sentence of the bridge's other texts (src/cli/named.ts): the page cannot
+  // know how its reader runs the CLI. The id is any string: quoted as the file is, or a pasted
+  // command split it.
+  const words = `crm check ${shellOption('destination', item.id)}${status.configFile === undefined ? '' : ` ${shellOption('config', status.configFile)}`}`;
+  const command = bothWays(words, html, (form) => html`<code>${form}</code>`);
   if (item.lastCheck === undefined) return html`unknown (the store is not reachable)`;
   // `crm check` is a process of its own: on the in-memory store it has a store of its own too and
   // records nothing (src/cli/crm.ts), so "records its outcome here" would never come true.
@@ -466,7 +468,8 @@ function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeH
   const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
   const changed = item.changedSinceCheck ?? [];
   const recorded = html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
-    Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
+    // durationInWords says at least "1 minute": a check made seconds before the page read so.
+    Number.isFinite(ago) && ago >= 0 ? ` (${ago < 60_000 ? 'under a minute' : durationInWords(ago)} ago)` : ''
   }: ${reason}`;
   // Not shown as if it applied: it checked another config (or says not which).
   if (changed.length > 0)

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { cliCommand } from '../cli/named.js';
+import { cliCommand, shellOption } from '../cli/named.js';
 import { type Config, type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import { quotedInput } from '../contacts/normalize.js';
 import type { ContactService } from '../contacts/service.js';
@@ -189,7 +189,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         breakerRepeats.sayNow(id); // the re-openings of the next minute are not said again
         logger.warn(
           { ...fields, cooldownMs },
-          `destination ${id}: circuit breaker open after ${threshold} failed attempts in a row; nothing is sent to it for ${formatWait(cooldownMs)} at a time, then one trial. Check ${where}; what failed: ${cliCommand(`deliveries list --destination ${id} --state failed`)}; chatbridge_delivery_circuit_open{destination="${id}"} is 1 while it stays open`,
+          `destination ${id}: circuit breaker open after ${threshold} failed attempts in a row; nothing is sent to it for ${formatWait(cooldownMs)} at a time, then one trial. Check ${where}; what failed: ${cliCommand(`deliveries list ${shellOption('destination', id)} --state failed`)}; chatbridge_delivery_circuit_open{destination="${id}"} is 1 while it stays open`,
         );
       } else if (state === 'open' && openedAt !== undefined) {
         reopened++;

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { cliCommand } from '../cli/named.js';
+import { cliCommand, shellOption } from '../cli/named.js';
 import { type DestinationConfig, isCrmDestination } from '../config/schema.js';
 import type { CrmRuntime } from '../crm/runtime.js';
 import { StoreUnavailableError } from '../errors.js';
@@ -353,7 +353,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
             ...(record.contactId ? { contact: record.contactId } : {}),
             stalls,
           },
-          `delivery failed as stalled: the process delivering it stopped ${stalls} times in a row before the attempt ended (crashed, killed, out of memory, or its event loop blocked); it is not attempted again and the contact's later deliveries go on. Look at its body and destination (${cliCommand(`deliveries list --destination ${destinationId} --state failed`)}), then replay it: ${cliCommand(`deliveries replay --id ${record.id}`)}`,
+          `delivery failed as stalled: the process delivering it stopped ${stalls} times in a row before the attempt ended (crashed, killed, out of memory, or its event loop blocked); it is not attempted again and the contact's later deliveries go on. Look at its body and destination (${cliCommand(`deliveries list ${shellOption('destination', destinationId)} --state failed`)}), then replay it: ${cliCommand(`deliveries replay ${shellOption('id', record.id)}`)}`,
         );
       },
     );
