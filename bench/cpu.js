@@ -13,7 +13,8 @@
 // 400, finished 200, deferred 150, lookup 800; the lower the rate, the more each request pays for
 // waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
 // round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
-// list of known, new, finished, deferred, deferred-all, known-delivering, lookup), BENCH_REDIS=each
+// list of known, new, finished, deferred, deferred-all, known-delivering, finished-delivering,
+// lookup), BENCH_REDIS=each
 // (every checkout on a redis-server of its own, started here: Redis's CPU per request, read from
 // /proc for that server, is then reported per checkout and compared as the bridge's is; Redis
 // shares the two cores with the bridges and the load generator, so what it spends counts; by
@@ -27,7 +28,9 @@
 // as `npm start` runs it. `known-delivering` is `known` on a bridge with one webhook destination
 // (a receiver in its own process that answers 204): the CPU per webhook then includes building
 // its events, staging them in the outbox and delivering them; the round waits until the
-// receiver has stopped receiving (nothing new for a second).
+// receiver has stopped receiving (nothing new for a second). `finished-delivering` is `finished`
+// on that bridge (its events: conversation.finished with the 50-message transcript,
+// conversation.rated, and contact.updated when the contact changed).
 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync } from 'node:fs';
@@ -68,6 +71,7 @@ const rateOf = (id) =>
         deferred: 150,
         'deferred-all': 150,
         'known-delivering': 400,
+        'finished-delivering': 200,
         lookup: 800,
       }[id],
   );
@@ -152,7 +156,7 @@ try {
     const deferredAll =
       only === null || only.has('deferred-all') ? await deferredRole(undefined, allPrefix) : null;
     const delivering =
-      only === null || only.has('known-delivering')
+      only === null || only.has('known-delivering') || only.has('finished-delivering')
         ? await startDelivering(root, runDir, nodeOptions, redis)
         : null;
     bridges.push({
@@ -169,6 +173,7 @@ try {
         deferred: deferred?.web,
         'deferred-all': deferredAll,
         'known-delivering': delivering?.bridge,
+        'finished-delivering': delivering?.bridge,
       },
       backlogKeys: {
         deferred: `${deferredPrefix}:intake:deferred`,
@@ -200,6 +205,10 @@ try {
     'known-delivering': {
       ...jivo,
       body: (n) => jivoChatAccepted({ ...personOf('known', n % KNOWN), chat: 70_000_000 + n }),
+    },
+    'finished-delivering': {
+      ...jivo,
+      body: (n) => jivoChatFinished({ ...personOf('known', n % KNOWN), chat: 80_000_000 + n, messages: 50 }),
     },
     'deferred-all': { ...jivo, body: deferredFinished(50_000_000) },
     lookup: { method: 'POST', path: '/livetex/app/attributes', type: 'application/jose', body: null },
@@ -257,7 +266,7 @@ try {
         await new Promise((resolve) => setTimeout(resolve, 50));
     // Delivering: its events count as the webhook's cost; done once the receiver has had nothing new for 1 s.
     let deliveredNote = '';
-    if (id === 'known-delivering') {
+    if (id === 'known-delivering' || id === 'finished-delivering') {
       let last = -1;
       for (let count = await entry.delivering.received(); count !== last; ) {
         last = count;

@@ -7,7 +7,10 @@
 // Where the saturation bench (bench/run.js) says "the bridge uses X ms per request", this says
 // which step it goes to. observe runs one at a time and 50 at once (as the bench's connections);
 // the other steps are synchronous or do no I/O, so one at a time. Median of 3 passes after a warm
-// one. Knobs: STAGES_N (requests per pass, 4000), REDIS_URL (else a private redis-server).
+// one. Knobs: STAGES_N (requests per pass, 4000), REDIS_URL (else a private redis-server),
+// STAGES_DESTINATION=1 (a webhook destination configured, as a deployment has one: observe then
+// also builds each webhook's outbound events and stages them in the outbox, which is emptied
+// after each step; nothing is delivered, as the bridge's delivery is not started).
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const DIST = join(process.argv[2] ? resolve(process.argv[2]) : ROOT, 'dist');
 const FINISHED = process.env.STAGES_SCENARIO === 'finished';
+const DESTINATION = process.env.STAGES_DESTINATION === '1';
 const { benchRedis } = await import('./lib/redis.js');
 const { jivoChatAccepted, jivoChatFinished, personOf } = await import('./lib/payloads.js');
 const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
@@ -26,11 +30,14 @@ const { parseIntakeRequest } = await import(`${DIST}/src/intake/pipeline.js`);
 
 const redis = await benchRedis();
 const logger = createLogger('silent');
-const store = await createRedisStore({
-  url: redis.url,
-  keyPrefix: `stages${randomBytes(3).toString('hex')}`,
-  logger,
-});
+const keyPrefix = `stages${randomBytes(3).toString('hex')}`;
+const store = await createRedisStore({ url: redis.url, keyPrefix, logger });
+/** STAGES_DESTINATION: the outbox is emptied after each step (it would hold every event). */
+const { Redis } = DESTINATION ? await import('ioredis') : {};
+const outboxClient = DESTINATION ? new Redis(redis.url) : null;
+const emptyOutbox = async () => {
+  if (outboxClient) await outboxClient.del(`${keyPrefix}:outbox`);
+};
 const registry = defaultRegistry();
 const config = parseConfig(
   {
@@ -38,6 +45,17 @@ const config = parseConfig(
     server: { port: 0, host: '127.0.0.1' },
     log: { level: 'silent' },
     channels: [{ id: 'site', vendor: 'jivochat', token: 'site-webhook-token-0123456789' }],
+    ...(DESTINATION
+      ? {
+          destinations: [
+            {
+              id: 'bench-crm',
+              url: 'http://127.0.0.1:9/events',
+              secret: 'whsec_YmVuY2gtZGVzdGluYXRpb24tc2VjcmV0LTAxMjM0NQ==',
+            },
+          ],
+        }
+      : {}),
   },
   registry,
   {},
@@ -127,6 +145,7 @@ for (let pass = 0; pass < 4; pass++) {
     },
     50,
   );
+  await emptyOutbox();
   const answers = new Array(N);
   measured.facts = await cpuPerItem(found, async (contact, index) => {
     answers[index] = await factsOf(decoded[index], contact);
@@ -141,13 +160,15 @@ for (let pass = 0; pass < 4; pass++) {
     const answerFacts = await factsOf(decoded, contact);
     JSON.stringify(route.render(resultOf(decoded, contact, answerFacts), state).body);
   });
+  await emptyOutbox();
   if (pass > 0) for (const [name, value] of Object.entries(measured)) rows[name].push(value);
 }
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 process.stdout.write(
-  `JivoChat ${FINISHED ? 'chat_finished, 50 messages' : 'chat_accepted'} (new contact), CPU ms per request by step, median of 3 passes of ${N}:\n`,
+  `JivoChat ${FINISHED ? 'chat_finished, 50 messages' : 'chat_accepted'} (new contact${DESTINATION ? ', one destination' : ''}), CPU ms per request by step, median of 3 passes of ${N}:\n`,
 );
 for (const [name, values] of Object.entries(rows))
   process.stdout.write(`  ${name.padEnd(24)} ${median(values).toFixed(3)}\n`);
+outboxClient?.disconnect();
 await bridge.close();
 await redis.stop();
