@@ -14,7 +14,7 @@
 // waking the process up alone, so compare figures at one rate only), BENCH_DURATION seconds per
 // round (8), BENCH_ROUNDS (3; the first also warms up, the median is reported), BENCH_ONLY (comma
 // list of known, new, finished, deferred, deferred-all, known-delivering, finished-delivering,
-// lookup), BENCH_REDIS=each
+// lookup, timeline), BENCH_REDIS=each
 // (every checkout on a redis-server of its own, started here: Redis's CPU per request, read from
 // /proc for that server, is then reported per checkout and compared as the bridge's is; Redis
 // shares the two cores with the bridges and the load generator, so what it spends counts; by
@@ -30,19 +30,22 @@
 // its events, staging them in the outbox and delivering them; the round waits until the
 // receiver has stopped receiving (nothing new for a second). `finished-delivering` is `finished`
 // on that bridge (its events: conversation.finished with the 50-message transcript,
-// conversation.rated, and contact.updated when the contact changed).
+// conversation.rated, and contact.updated when the contact changed). `timeline` reads the first
+// page (50 entries) of one contact with 10,000, seeded as bench/run.js's timeline scenario seeds
+// it (by each checkout's own engine, bench/lib/timeline.js), through the admin API.
 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import { admin, inParallel, JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
+import { ADMIN_TOKEN, admin, inParallel, JIVO_TOKEN, seedKnown, startBridge } from './lib/bridge.js';
 import { answeredOf, atFixedRate } from './lib/load.js';
 import { lookupSealer } from './lib/lookup-tokens.js';
 import { jivoChatAccepted, jivoChatFinished, personOf } from './lib/payloads.js';
 import { cpuMs, spawnLogged, waitReady } from './lib/procs.js';
 import { benchRedis, freePort } from './lib/redis.js';
+import { seedTimeline } from './lib/timeline.js';
 
 const env = process.env;
 // `<checkout>#<node options>` runs that checkout's bridge with extra node options (space-separated),
@@ -73,6 +76,7 @@ const rateOf = (id) =>
         'known-delivering': 400,
         'finished-delivering': 200,
         lookup: 800,
+        timeline: 400,
       }[id],
   );
 const duration = Number(env.BENCH_DURATION ?? 8);
@@ -123,11 +127,12 @@ try {
     const redisClient = sharedClient ?? new Redis(redis.url);
     // Pushed before anything else can fail, so that `finally` stops this server too.
     if (redisEach) ownRedis.push({ redis, redisClient });
+    const keyPrefix = `cpu${index}x${randomUUID().slice(0, 6)}`;
     const bridge = await startBridge({
       root,
       dir: runDir,
       redisUrl: redis.url,
-      keyPrefix: `cpu${index}x${randomUUID().slice(0, 6)}`,
+      keyPrefix,
       logLevel: 'warn',
       nodeOptions,
       engine,
@@ -159,6 +164,19 @@ try {
       only === null || only.has('known-delivering') || only.has('finished-delivering')
         ? await startDelivering(root, runDir, nodeOptions, redis)
         : null;
+    let timelinePath;
+    if (only === null || only.has('timeline')) {
+      const contactId = await seedTimeline({
+        dist: join(root, 'dist'),
+        redisUrl: redis.url,
+        keyPrefix,
+        entries: 10_000,
+      });
+      timelinePath = `/api/v1/contacts/${contactId}/timeline?limit=50`;
+      const page = await admin(bridge.url, 'GET', timelinePath);
+      if (page.entries.length !== 50 || !page.nextCursor)
+        throw new Error(`timeline on ${label}: the first page is not 50 entries with a cursor`);
+    }
     bridges.push({
       root,
       label,
@@ -175,6 +193,7 @@ try {
         'known-delivering': delivering?.bridge,
         'finished-delivering': delivering?.bridge,
       },
+      paths: { timeline: timelinePath },
       backlogKeys: {
         deferred: `${deferredPrefix}:intake:deferred`,
         'deferred-all': `${allPrefix}:intake:deferred`,
@@ -212,6 +231,8 @@ try {
     },
     'deferred-all': { ...jivo, body: deferredFinished(50_000_000) },
     lookup: { method: 'POST', path: '/livetex/app/attributes', type: 'application/jose', body: null },
+    // The path is each checkout's own contact (entry.paths); no body.
+    timeline: { method: 'GET', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } },
   };
   const wanted = Object.keys(scenarios).filter((id) => only === null || only.has(id));
 
@@ -239,6 +260,7 @@ try {
     const scenario = scenarios[id];
     const next = () => {
       if (id === 'lookup') return entry.lookup[entry.lookupNext++];
+      if (id === 'timeline') return undefined;
       return JSON.stringify(scenario.body(entry.sent++, side));
     };
     const target = entry.targets[id] ?? entry.bridge;
@@ -249,8 +271,9 @@ try {
       url: target.url,
       rate: rateOf(id),
       method: scenario.method,
-      path: scenario.path,
+      path: entry.paths[id] ?? scenario.path,
       type: scenario.type,
+      headers: scenario.headers,
       body: next,
       duration,
     });

@@ -624,7 +624,8 @@ async function main() {
       log(
         `timeline: seeding one contact with ${ENTRIES.toLocaleString('en')} entries through the engine (in process, same Redis)`,
       );
-      const contactId = await seedTimeline({ redisUrl: redis.url, keyPrefix, entries: ENTRIES });
+      const { seedTimeline } = await import('./lib/timeline.js');
+      const contactId = await seedTimeline({ dist: DIST, redisUrl: redis.url, keyPrefix, entries: ENTRIES });
       const path = `/api/v1/contacts/${contactId}/timeline?limit=50`;
       const page = await admin(bridge.url, 'GET', path);
       if (page.entries.length !== 50 || !page.nextCursor)
@@ -687,58 +688,6 @@ async function main() {
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   printTable(result);
   process.stdout.write(`\nwritten: ${file}${cpuProfDir ? `\nCPU profile: ${cpuProfDir}` : ''}\n`);
-
-  async function seedTimeline({ redisUrl, keyPrefix: prefix, entries }) {
-    const { createRedisStore } = await import(`${DIST}/src/store/redis.js`);
-    const { createContactEngine } = await import(`${DIST}/src/contacts/engine.js`);
-    const { createOutboxPublisher } = await import(`${DIST}/src/events/outbox.js`);
-    const { Metrics } = await import(`${DIST}/src/metrics.js`);
-    const { createLogger } = await import(`${DIST}/src/logger.js`);
-    const { configSchema } = await import(`${DIST}/src/config/schema.js`);
-    const logger = createLogger('silent');
-    const store = await createRedisStore({ url: redisUrl, keyPrefix: prefix, logger });
-    const engine = createContactEngine({
-      store,
-      identity: configSchema.parse({ admin: { token: 'x'.repeat(16) } }).identity,
-      events: createOutboxPublisher(store),
-      metrics: new Metrics({ defaultMetrics: false }),
-      logger,
-    });
-    const who = personOf('timeline', 0);
-    const perObservation = 100;
-    let contactId;
-    const base = Date.parse('2025-01-01T00:00:00.000Z');
-    for (let batch = 0; batch < entries / perObservation; batch++) {
-      const timeline = Array.from({ length: perObservation }, (_, offset) => {
-        const n = batch * perObservation + offset;
-        return {
-          key: String(n),
-          at: new Date(base + n * 60_000).toISOString(),
-          type: 'message.received',
-          summary: `Message ${n} from ${who.name}: where is my order?`,
-          data: {
-            text: `Добрый день! Где мой заказ ${n}? Он должен был прийти вчера.`,
-            author: { type: 'visitor', name: who.name },
-          },
-        };
-      });
-      const { contact } = await engine.observe({
-        channelId: 'site',
-        vendor: 'jivochat',
-        at: new Date(base + batch * perObservation * 60_000).toISOString(),
-        idempotencyKey: `bench:timeline:${batch}`,
-        identifiers: [
-          { kind: 'person', value: who.person },
-          { kind: 'email', value: who.email },
-        ],
-        names: [who.name],
-        timeline,
-      });
-      contactId = contact.id;
-    }
-    await store.close();
-    return contactId;
-  }
 }
 
 /**

@@ -521,6 +521,30 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         expect(await store.zrevrangeByLex(key('lex'), { limit: 10 })).toEqual([]);
       });
 
+      it('zrevrangeByLexBuffer: the same members as their UTF-8 bytes, bounds as text or bytes', async () => {
+        const k = key('lexbuf');
+        const members = [
+          '2024-01-01T10:00|a',
+          '2024-01-02T09:00|ж\u2028',
+          '2024-01-03T00:00|\ud83d\ude00',
+          '2024-01-03T00:00|\ue000',
+        ];
+        for (const member of members) await store.zadd(k, 0, member);
+        const bytes = (list: string[]) => list.map((member) => Buffer.from(member, 'utf8'));
+        expect(await store.zrevrangeByLexBuffer(k, { limit: 10 })).toEqual(
+          bytes(await store.zrevrangeByLex(k, { limit: 10 })),
+        );
+        const top = (await store.zrevrangeByLexBuffer(k, { limit: 1 }))[0]!;
+        expect(top).toEqual(Buffer.from('2024-01-03T00:00|\ud83d\ude00', 'utf8'));
+        expect(await store.zrevrangeByLexBuffer(k, { below: top, limit: 10 })).toEqual(
+          bytes(await store.zrevrangeByLex(k, { below: top.toString('utf8'), limit: 10 })),
+        );
+        expect(await store.zrevrangeByLexBuffer(k, { below: '2024-01-02T09:00|ж\u2028', limit: 1 })).toEqual(
+          bytes(['2024-01-01T10:00|a']),
+        );
+        expect(await store.zrevrangeByLexBuffer(key('lexbuf-none'), { limit: 10 })).toEqual([]);
+      });
+
       it('zrevrangeByLex pages through a timeline with a cursor, in byte order', async () => {
         const k = key('lex');
         // Timeline-like members: sortable time prefix + id; one with a multi-byte character.

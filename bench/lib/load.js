@@ -57,7 +57,18 @@ export async function measure(options) {
  * however long a busy machine takes). Each request's body is `body()`, so that every request can
  * be a different visitor or chat. Resolves to autocannon's result.
  */
-export function atFixedRate({ url, rate, method, path, type, body, duration, amount, connections = 20 }) {
+export function atFixedRate({
+  url,
+  rate,
+  method,
+  path,
+  type,
+  body,
+  duration,
+  amount,
+  connections = 20,
+  headers = {},
+}) {
   return autocannon({
     url,
     connections,
@@ -67,7 +78,7 @@ export function atFixedRate({ url, rate, method, path, type, body, duration, amo
       {
         method,
         path,
-        headers: { 'content-type': type, accept: type },
+        headers: { ...(type ? { 'content-type': type, accept: type } : {}), ...headers },
         setupRequest: (request) => ({ ...request, body: body() }),
       },
     ],

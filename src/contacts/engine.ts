@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -137,6 +138,36 @@ const TIMELINE_CHUNK = 26;
  */
 export const TIMELINE_SCAN_ENTRIES = 1000;
 export const TIMELINE_SCAN_BYTES = 4 * 1024 * 1024;
+/** timelineJson's fixed bytes: the page's opening and the comma between entries. */
+const ENTRIES_OPEN = Buffer.from('{"entries":[');
+const COMMA = Buffer.from(',');
+
+/**
+ * Where a member's `at|id|` ends (its second `|`), or -1 for a member not as the bridge writes
+ * them as far as timelineJson can tell cheaply: no such `|`, a non-ASCII `at|id`, an entry not
+ * `{...}`, bytes that are not UTF-8 (timeline() would read U+FFFD for them).
+ */
+function storedSplit(member: Buffer): number {
+  const split = member.indexOf(0x7c, 25);
+  if (split < 0 || member[split + 1] !== 0x7b || member[member.length - 1] !== 0x7d) return -1;
+  for (let index = 0; index < split; index++) if (member[index]! >= 0x80) return -1;
+  return isUtf8(member) ? split : -1;
+}
+
+/**
+ * Whether one record's next member is newer than another's, as timeline() compares their text:
+ * `at|id|` is ASCII, where byte order is that string order; two members of one `at|id|` (one
+ * entry id in two merged records) are compared as text.
+ */
+function memberAbove(a: { buffer: Buffer[]; splits: number[] }, b: { buffer: Buffer[]; splits: number[] }) {
+  const x = a.buffer[0]!;
+  const y = b.buffer[0]!;
+  const split = a.splits[0]!;
+  if (split === b.splits[0] && x.compare(y, 0, split + 1, 0, split + 1) === 0)
+    return x.toString('utf8') > y.toString('utf8');
+  return x.compare(y) > 0;
+}
+
 /**
  * A name search reads at most about this many record ids (plus one page) before it answers with
  * what it found and `more` (refine the search); ids are asked for NAME_SEARCH_PAGE at most at a
@@ -1972,6 +2003,115 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     }
   }
 
+  /**
+   * timeline()'s page as the UTF-8 bytes of `JSON.stringify(page)`, what the admin API answers,
+   * made from the members' stored bytes instead: each entry's JSON is answered as it is stored,
+   * not decoded, parsed, serialised and encoded again (only a filtered page parses an entry, to
+   * test it). The same walk as timeline() (keep the two alike: test/contacts.timeline-json.test.ts
+   * compares them byte for byte), the same page bound, cursors and order.
+   *
+   * Byte for byte the same answer because every member was written as `at|id|` and
+   * JSON.stringify's text of the entry (timelineMember and timelineMemberWithData, in every
+   * version; no Lua script writes one), whose JSON.stringify(JSON.parse(text)) is the text itself,
+   * and Redis keeps its UTF-8 as sent (JSON.stringify escapes lone surrogates). A page with a
+   * member not of that form as far as a cheap check sees (invalid UTF-8, a non-ASCII or missing
+   * `at|id|`, an entry that is not `{...}`) is answered by timeline() itself, as before.
+   */
+  async function timelineJson(id: string, options: TimelineOptions): Promise<Buffer> {
+    const page = await storedTimeline(id, options);
+    if (page === null) return Buffer.from(JSON.stringify(await timeline(id, options)), 'utf8');
+    const parts: Buffer[] = [ENTRIES_OPEN];
+    for (const [index, entry] of page.entries.entries()) {
+      if (index > 0) parts.push(COMMA);
+      parts.push(entry);
+    }
+    parts.push(
+      Buffer.from(
+        `],"nextCursor":${JSON.stringify(page.nextCursor)}${page.partial ? ',"partial":true' : ''}}`,
+        'utf8',
+      ),
+    );
+    return Buffer.concat(parts);
+  }
+
+  /** timelineJson's walk: each entry's stored JSON bytes, or null when a member is not as written. */
+  async function storedTimeline(
+    id: string,
+    options: TimelineOptions,
+  ): Promise<{ entries: Buffer[]; nextCursor: string | null; partial?: true } | null> {
+    const recordIds = await recordIdsOf(id);
+    if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
+    const below = options.before ? decodeCursor(options.before) : undefined;
+    const limit = options.limit;
+    const { channelId, type } = options.filter ?? {};
+    const filtered = channelId !== undefined || type !== undefined;
+    const chunk = filtered ? TIMELINE_CHUNK : Math.min(limit + 1, TIMELINE_CHUNK);
+    const cursors = recordIds.map((recordId) => ({
+      key: key.timeline(recordId),
+      below: below as string | Buffer | undefined,
+      buffer: [] as Buffer[],
+      splits: [] as number[],
+      done: false,
+    }));
+    let odd = false;
+    const fill = async (cursor: (typeof cursors)[number]) => {
+      if (cursor.buffer.length > 0 || cursor.done) return;
+      const members = await store.zrevrangeByLexBuffer(cursor.key, {
+        ...(cursor.below === undefined ? {} : { below: cursor.below }),
+        limit: chunk,
+      });
+      const splits = members.map(storedSplit);
+      if (splits.includes(-1)) odd = true;
+      cursor.buffer = members;
+      cursor.splits = splits;
+      if (members.length > 0) cursor.below = members[members.length - 1];
+      if (members.length < chunk) cursor.done = true;
+    };
+    await Promise.all(cursors.map(fill));
+    const entries: Buffer[] = [];
+    let bytes = 0;
+    let skipped = 0;
+    let skippedBytes = 0;
+    let last: Buffer | undefined;
+    const cursorOf = () => (last ? last.toString('base64url') : '');
+    for (;;) {
+      if (odd) return null;
+      let next: (typeof cursors)[number] | undefined;
+      for (const cursor of cursors) {
+        if (cursor.buffer.length > 0 && (!next || memberAbove(cursor, next))) next = cursor;
+      }
+      if (!next) return { entries, nextCursor: null };
+      const member = next.buffer[0]!;
+      const split = next.splits[0]!;
+      const size = member.length - split - 1;
+      if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
+        return { entries, nextCursor: cursorOf() };
+      }
+      if (skipped >= TIMELINE_SCAN_ENTRIES || skippedBytes >= TIMELINE_SCAN_BYTES) {
+        return { entries, nextCursor: cursorOf(), partial: true };
+      }
+      const json = member.subarray(split + 1);
+      let matches = true;
+      if (filtered) {
+        const entry = JSON.parse(json.toString('utf8')) as TimelineEntry;
+        matches =
+          (channelId === undefined || entry.channelId === channelId) &&
+          (type === undefined || entry.type === type);
+      }
+      if (matches) {
+        entries.push(json);
+        bytes += size;
+      } else {
+        skipped += 1;
+        skippedBytes += size;
+      }
+      last = member.subarray(0, split);
+      next.buffer.shift();
+      next.splits.shift();
+      await fill(next);
+    }
+  }
+
   async function unmerge(id: string, request: UnmergeRequest) {
     // The contact is found before its lock is taken; should it be merged into another one in
     // between, the split acts on the contact it is part of then (found again), not on the old
@@ -2200,6 +2340,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     findByIdentifier,
     claimAndFind,
     timeline,
+    timelineJson,
     unmerge,
     mergeContacts,
     normalizeIdentifier: normalizePublic,

@@ -137,6 +137,11 @@ export interface ContactService {
   claimAndFind(identifier: Identifier, options: { claim: Claim; evenWork?: boolean }): Promise<ClaimedFind>;
   /** Newest first, across every channel and every record merged into the contact. */
   timeline(id: string, options: TimelineOptions): Promise<TimelinePage>;
+  /**
+   * The same page as the UTF-8 bytes of `JSON.stringify(page)` (what the admin API answers),
+   * made from the stored entries' own JSON without parsing them again.
+   */
+  timelineJson(id: string, options: TimelineOptions): Promise<Buffer>;
   unmerge(id: string, request: UnmergeRequest): Promise<{ contact: Contact; split: Contact }>;
   /**
    * Merge two contacts because staff say they are one (an identity conflict decided by hand):

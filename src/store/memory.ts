@@ -4,6 +4,7 @@ import type {
   CountingBatch,
   GroupRead,
   GroupReadResult,
+  LexRangeBufferOptions,
   LexRangeOptions,
   Lock,
   LockOptions,
@@ -210,6 +211,28 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
   function sortedMembers(zset: Map<string, number>): Array<[string, number]> {
     return [...zset].sort((a, b) => a[1] - b[1] || compareBytes(a[0], b[0]));
+  }
+
+  /** ZRANGE ... BYLEX REV LIMIT 0 limit with exclusive bounds, when all scores are equal. */
+  function lexRange(
+    key: string,
+    below: string | undefined,
+    above: string | undefined,
+    limit: number,
+  ): string[] {
+    const zset = read(key, 'zset');
+    if (zset === undefined) return [];
+    // Walk the set from the top in (score, member) order and keep what falls between the
+    // exclusive bounds: what ZRANGE ... BYLEX REV does when all scores are equal.
+    const members = sortedMembers(zset)
+      .reverse()
+      .map(([member]) => member)
+      .filter(
+        (member) =>
+          (below === undefined || compareBytes(member, below) < 0) &&
+          (above === undefined || compareBytes(member, above) > 0),
+      );
+    return applyLimit(members, limit);
   }
 
   // The commands, synchronous so that a batch can apply them all in one turn of the event loop.
@@ -686,19 +709,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
     async zrevrangeByLex(key, { below, above, limit }: LexRangeOptions) {
       guard();
-      const zset = read(key, 'zset');
-      if (zset === undefined) return [];
-      // Walk the set from the top in (score, member) order and keep what falls between the
-      // exclusive bounds: what ZRANGE ... BYLEX REV does when all scores are equal.
-      const members = sortedMembers(zset)
-        .reverse()
-        .map(([member]) => member)
-        .filter(
-          (member) =>
-            (below === undefined || compareBytes(member, below) < 0) &&
-            (above === undefined || compareBytes(member, above) > 0),
-        );
-      return applyLimit(members, limit);
+      return lexRange(key, below, above, limit);
+    },
+    async zrevrangeByLexBuffer(key, { below, above, limit }: LexRangeBufferOptions) {
+      guard();
+      // Members are kept as text here; a timeline's members are valid UTF-8 as Redis keeps them
+      // (JSON.stringify's text: lone surrogates escaped), so their bytes are their text's.
+      const text = (bound: string | Buffer | undefined) =>
+        bound === undefined || typeof bound === 'string' ? bound : bound.toString('utf8');
+      return lexRange(key, text(below), text(above), limit).map((member) => Buffer.from(member, 'utf8'));
     },
 
     async rpush(key, ...values) {

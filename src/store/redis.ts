@@ -18,6 +18,7 @@ import type {
   ConfirmOptions,
   CountingBatch,
   GroupReadResult,
+  LexRangeBufferOptions,
   LexRangeOptions,
   Lock,
   LockOptions,
@@ -541,6 +542,12 @@ function scoreArg(score: number): string {
   if (score === Number.NEGATIVE_INFINITY) return '-inf';
   return String(score);
 }
+
+/** An exclusive ZRANGE BYLEX bound: `(` and the member, as text or as its stored bytes. */
+function lexBound(member: string | Buffer): string | Buffer {
+  return typeof member === 'string' ? `(${member}` : Buffer.concat([LEX_EXCLUSIVE, member]);
+}
+const LEX_EXCLUSIVE = Buffer.from('(');
 
 function parseScore(reply: string | null): number | null {
   if (reply === null) return null;
@@ -1193,6 +1200,19 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return run(() => client.rpush(key, ...values));
     },
     lrange: (key, start, stop) => run(() => client.lrange(key, start, stop)),
+    zrevrangeByLexBuffer: (key, { below, above, limit }: LexRangeBufferOptions) =>
+      run(() =>
+        client.zrangeBuffer(
+          key,
+          below === undefined ? '+' : lexBound(below),
+          above === undefined ? '-' : lexBound(above),
+          'BYLEX',
+          'REV',
+          'LIMIT',
+          0,
+          limit,
+        ),
+      ),
     lrangeBuffer: (key, start, stop) => run(() => client.lrangeBuffer(key, start, stop)),
     llen: (key) => run(() => client.llen(key)),
 

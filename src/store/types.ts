@@ -56,6 +56,13 @@ export interface LexRangeOptions {
   limit: number;
 }
 
+/** LexRangeOptions whose bounds may be bytes (a member zrevrangeByLexBuffer read). */
+export interface LexRangeBufferOptions {
+  below?: string | Buffer;
+  above?: string | Buffer;
+  limit: number;
+}
+
 /**
  * Writes queued and applied together (one Lua script on Redis, atomic as MULTI/EXEC): no reader
  * sees half of them, and when the store is unreachable none is applied. As with EXEC, a command
@@ -320,6 +327,11 @@ export interface Store {
    * members share one score (as our timelines do). Used for cursor paging.
    */
   zrevrangeByLex(key: string, options: LexRangeOptions): Promise<string[]>;
+  /**
+   * zrevrangeByLex as the stored bytes (no UTF-8 decoding); a bound may be a member read so. For
+   * a reader that answers members' bytes as they are (the admin API's timeline page).
+   */
+  zrevrangeByLexBuffer(key: string, options: LexRangeBufferOptions): Promise<Buffer[]>;
 
   /** Buffers are stored as their bytes (no UTF-8 round trip for a payload that arrived as bytes). */
   rpush(key: string, ...values: Array<string | Buffer>): Promise<number>;
