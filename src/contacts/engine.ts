@@ -1295,10 +1295,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    */
   const remembered = new LRUCache<string, LaneState>({
     maxSize: REMEMBERED_BYTES,
-    // A person's state is ~1 KiB of maps and keys (measured: 1.4 KB with a 300-byte record) plus
-    // the record text; two-byte text (Cyrillic) is counted once, so the bound is approximate.
+    // A person's state is ~1 KiB plus ~150 bytes per index key of maps, keys and the cache's
+    // entry (measured: 1.6 KB with four identifiers), plus the record text; two-byte text
+    // (Cyrillic) is counted once, so the bound is approximate.
     sizeCalculation: (state) => {
-      let bytes = 1024;
+      let bytes = 1024 + 150 * state.holders.size;
       for (const text of state.records.values()) bytes += text.length;
       for (const applied of state.applied) bytes += applied.length;
       // A decoded record's objects and strings take about twice its text (a known contact's of
