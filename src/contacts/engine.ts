@@ -1135,7 +1135,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
           planned.roots.length > 1 && !locked
             ? await withLock([...indexKeys, dedupeKey], 'identifiers', write, { awaitRelease: false })
             : await write();
-        if (result && sent) remember(laneName, sent);
+        if (result && sent) {
+          // A person this write created is remembered without the record object (LaneState.decoded):
+          // for a new visitor it was half of the state's heap (3.1 of 6.2 KB for a JivoChat
+          // visitor) and the larger part of what each new contact promoted to the old generation;
+          // 16 MiB held ~3,100 such states, now nearly twice as many. That person's next event, if
+          // remembered still, decodes the text (one trip still); a returning person's state keeps
+          // it. Dropped from this state, not from a copy: with a copy remembered, the promotion per
+          // new contact stayed as it was (bench/HISTORY.md, thirtieth round).
+          if (result.created) sent.decoded = undefined;
+          remember(laneName, sent);
+        }
         return result;
       };
       // Planned on what this process last wrote for this person (see `remembered`): one trip if
@@ -1258,7 +1268,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
      * twenty-seventh round) — so each is used by one plan at most; a later plan on the same
      * state (remembered after a hand-over whose write failed) decodes the text. Not copied:
      * apply changes the record in place, and the write that made it is done with it once this
-     * state is made (its text encoded, its contact made).
+     * state is made (its text encoded, its contact made). Not remembered for a record the write
+     * created (see `remembered`, and observe where it remembers): only handed over.
      */
     decoded?: Map<string, StoredRecord>;
   }
@@ -1315,10 +1326,11 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    */
   const remembered = new LRUCache<string, LaneState>({
     maxSize: REMEMBERED_BYTES,
-    // A person's state is ~1 KiB of maps and keys (measured: 1.4 KB with a 300-byte record) plus
-    // the record text; two-byte text (Cyrillic) is counted once, so the bound is approximate.
+    // A person's state is ~1 KiB plus ~150 bytes per index key of maps, keys and the cache's
+    // entry (measured: 1.6 KB with four identifiers), plus the record text; two-byte text
+    // (Cyrillic) is counted once, so the bound is approximate.
     sizeCalculation: (state) => {
-      let bytes = 1024;
+      let bytes = 1024 + 150 * state.holders.size;
       for (const text of state.records.values()) bytes += text.length;
       for (const applied of state.applied) bytes += applied.length;
       // A decoded record's objects and strings take about twice its text (a known contact's of
