@@ -2,9 +2,14 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
-import { createContactEngine } from '../src/contacts/engine.js';
+import {
+  createContactEngine,
+  TIMELINE_PAGE_BYTES,
+  TIMELINE_SCAN_BYTES,
+  TIMELINE_SCAN_ENTRIES,
+} from '../src/contacts/engine.js';
 import { key } from '../src/contacts/keys.js';
-import type { ContactService, TimelineOptions } from '../src/contacts/service.js';
+import type { ContactService, TimelineOptions, TimelinePage } from '../src/contacts/service.js';
 import { timelineMember } from '../src/contacts/timeline.js';
 import type { TimelineEntry } from '../src/contacts/types.js';
 import { createOutboxPublisher } from '../src/events/outbox.js';
@@ -71,45 +76,202 @@ async function makeStores(): Promise<Array<{ name: string; store: Store }>> {
   ];
 }
 
-/** Calls of the text read (timeline()'s) while timelineJson runs: 0 unless it fell back. */
-let textReads = 0;
+/**
+ * The engine's timeline reads while a call runs (readsOf): as text (zrevrangeByLex, which the
+ * walk no longer uses) and as bytes (zrevrangeByLexBuffer, one per chunk).
+ */
+const reads = { text: 0, bytes: 0 };
 let counting = false;
+
+async function readsOf(call: () => Promise<unknown>): Promise<{ text: number; bytes: number }> {
+  reads.text = 0;
+  reads.bytes = 0;
+  counting = true;
+  try {
+    await call();
+  } finally {
+    counting = false;
+  }
+  return { ...reads };
+}
+
+/** The store each engine of engineOn reads (for the reference walk). */
+const storeOf = new WeakMap<ContactService, Store>();
 
 function engineOn(store: Store): ContactService {
   const read = store.zrevrangeByLex.bind(store);
   store.zrevrangeByLex = (...args) => {
-    if (counting) textReads += 1;
+    if (counting) reads.text += 1;
     return read(...args);
   };
-  return createContactEngine({
+  const readBytes = store.zrevrangeByLexBuffer.bind(store);
+  store.zrevrangeByLexBuffer = (...args) => {
+    if (counting) reads.bytes += 1;
+    return readBytes(...args);
+  };
+  const contacts = createContactEngine({
     store,
     identity,
     events: createOutboxPublisher(store),
     metrics: new Metrics(),
     logger,
   });
+  storeOf.set(contacts, store);
+  return contacts;
+}
+
+/**
+ * The reference: timeline()'s walk as it was before timeline() and timelineJson shared one walk
+ * (engine.ts at 1533d88), over the text read (store.zrevrangeByLex: bytes that are not UTF-8 read
+ * as U+FFFD, members compared as JavaScript strings), frozen here so that both public functions
+ * are compared with it and not only with each other. `reads` counts its store reads.
+ */
+const ORACLE_CHUNK = 26;
+async function oracleTimeline(
+  store: Store,
+  recordIds: string[],
+  options: TimelineOptions,
+  reads = { count: 0 },
+): Promise<TimelinePage> {
+  let below: string | undefined;
+  if (options.before) {
+    below = Buffer.from(options.before, 'base64url').toString('utf8');
+    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\|[A-Za-z0-9_-]{1,64}$/.test(below))
+      throw new Error('invalid cursor');
+  }
+  const limit = options.limit;
+  const { channelId, type } = options.filter ?? {};
+  const filtered = channelId !== undefined || type !== undefined;
+  const chunk = filtered ? ORACLE_CHUNK : Math.min(limit + 1, ORACLE_CHUNK);
+  const cursors = recordIds.map((recordId) => ({
+    key: key.timeline(recordId),
+    below,
+    buffer: [] as string[],
+    done: false,
+  }));
+  const fill = async (cursor: (typeof cursors)[number]) => {
+    if (cursor.buffer.length > 0 || cursor.done) return;
+    reads.count += 1;
+    const members = await store.zrevrangeByLex(cursor.key, {
+      ...(cursor.below === undefined ? {} : { below: cursor.below }),
+      limit: chunk,
+    });
+    cursor.buffer = members;
+    if (members.length > 0) cursor.below = members[members.length - 1];
+    if (members.length < chunk) cursor.done = true;
+  };
+  await Promise.all(cursors.map(fill));
+  const entries: TimelineEntry[] = [];
+  let bytes = 0;
+  let skipped = 0;
+  let skippedBytes = 0;
+  let last = '';
+  const cursorOf = (atId: string) => Buffer.from(atId, 'utf8').toString('base64url');
+  for (;;) {
+    let next: (typeof cursors)[number] | undefined;
+    for (const cursor of cursors) {
+      if (cursor.buffer.length > 0 && (!next || cursor.buffer[0]! > next.buffer[0]!)) next = cursor;
+    }
+    if (!next) return { entries, nextCursor: null };
+    const member = next.buffer[0]!;
+    const split = member.indexOf('|', 25);
+    const json = member.slice(split + 1);
+    const size = Buffer.byteLength(json);
+    if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
+      return { entries, nextCursor: cursorOf(last) };
+    }
+    if (skipped >= TIMELINE_SCAN_ENTRIES || skippedBytes >= TIMELINE_SCAN_BYTES) {
+      return { entries, nextCursor: cursorOf(last), partial: true };
+    }
+    const entry = JSON.parse(json) as TimelineEntry;
+    if (
+      (channelId === undefined || entry.channelId === channelId) &&
+      (type === undefined || entry.type === type)
+    ) {
+      entries.push(entry);
+      bytes += size;
+    } else {
+      skipped += 1;
+      skippedBytes += size;
+    }
+    last = member.slice(0, split);
+    next.buffer.shift();
+    await fill(next);
+  }
+}
+
+/** What a call answers or throws, as text: the same for two calls that behave alike. */
+async function outcome(call: () => Promise<unknown>): Promise<string> {
+  try {
+    const answer = await call();
+    return `ok ${Buffer.isBuffer(answer) ? answer.toString('latin1') : Buffer.from(JSON.stringify(answer), 'utf8').toString('latin1')}`;
+  } catch (error) {
+    // The engine says `invalid cursor` as a ValidationError, the reference as an Error.
+    const { message } = error as Error;
+    return message === 'invalid cursor'
+      ? 'throws invalid cursor'
+      : `throws ${(error as Error).name}: ${message}`;
+  }
+}
+
+/**
+ * One page of both public functions against the reference: timeline()'s page deep-equal to it
+ * (and the same JSON text), timelineJson's bytes those of JSON.stringify of it; or all three
+ * throw the same error. Each reads the chunks the reference reads, once (one walk, as bytes).
+ * Returns the reference page (undefined when it throws).
+ */
+async function sameAsOracle(
+  store: Store,
+  contacts: ContactService,
+  id: string,
+  request: TimelineOptions,
+): Promise<TimelinePage | undefined> {
+  const found = await contacts.get(id);
+  if (!found) throw new Error(`no contact ${id}`);
+  let page: TimelinePage | undefined;
+  const reference = { count: 0 };
+  const expected = await outcome(async () => {
+    page = await oracleTimeline(store, found.contact.records, request, reference);
+    return page;
+  });
+  for (const call of [() => contacts.timeline(id, request), () => contacts.timelineJson(id, request)]) {
+    let answer = '';
+    const counted = await readsOf(async () => {
+      answer = await outcome(call);
+    });
+    expect(answer).toBe(expected);
+    if (page) expect(counted).toEqual({ text: 0, bytes: reference.count });
+  }
+  if (page) expect(await contacts.timeline(id, request)).toStrictEqual(page);
+  return page;
+}
+
+/** Every page of a walk with `options`, against the reference; returns the entries seen. */
+async function oraclePages(store: Store, contacts: ContactService, id: string, options: TimelineOptions) {
+  let before: string | undefined;
+  let seen = 0;
+  for (let pages = 0; pages < 10_000; pages++) {
+    const page = await sameAsOracle(store, contacts, id, { ...options, ...(before ? { before } : {}) });
+    if (!page) return seen;
+    seen += page.entries.length;
+    if (!page.nextCursor) return seen;
+    before = page.nextCursor;
+  }
+  throw new Error('no end of the timeline');
 }
 
 /** Every page of a walk with `options`, old path against new, byte for byte; returns the entries seen. */
-async function samePages(
-  contacts: ContactService,
-  id: string,
-  options: TimelineOptions,
-  fallback = false,
-): Promise<number> {
+async function samePages(contacts: ContactService, id: string, options: TimelineOptions): Promise<number> {
   let before: string | undefined;
   let seen = 0;
   for (let pages = 0; pages < 10_000; pages++) {
     const request = { ...options, ...(before ? { before } : {}) };
     const page = await contacts.timeline(id, request);
     const old = Buffer.from(JSON.stringify(page), 'utf8');
-    textReads = 0;
-    counting = true;
-    const stored = await contacts.timelineJson(id, request).finally(() => {
-      counting = false;
-    });
-    if (!fallback) expect(textReads).toBe(0);
+    const stored = await contacts.timelineJson(id, request);
     expect(stored.toString('latin1')).toBe(old.toString('latin1'));
+    // Both against the reference walk (not only against each other), and their reads.
+    await sameAsOracle(storeOf.get(contacts)!, contacts, id, request);
     seen += page.entries.length;
     if (!page.nextCursor) return seen;
     before = page.nextCursor;
@@ -264,7 +426,7 @@ describe('timelineJson answers what JSON.stringify(timeline()) answers', () => {
     }
   });
 
-  it('answers a page holding a member no bridge writes as timeline() does (it reads that page)', async () => {
+  it('answers a page holding a member no bridge writes as timeline() does (one walk of that page)', async () => {
     const { store } = (await makeStores())[1]!;
     const contacts = engineOn(store);
     const { contact } = await contacts.observe({
@@ -295,16 +457,170 @@ describe('timelineJson answers what JSON.stringify(timeline()) answers', () => {
     ];
     for (const member of odd) {
       await store.batch().zadd(key.timeline(recordId), 0, member).exec();
-      await samePages(contacts, contact.id, { limit: 50 }, true);
-      await samePages(contacts, contact.id, { limit: 1 }, true);
-      // The first page holds the odd members: timeline() read it.
-      textReads = 0;
-      counting = true;
-      await contacts.timelineJson(contact.id, { limit: 50 });
-      counting = false;
-      expect(textReads).toBeGreaterThan(0);
+      await samePages(contacts, contact.id, { limit: 50 });
+      await samePages(contacts, contact.id, { limit: 1 });
+      // The first page holds the odd members: timelineJson read it once, as the reference does
+      // (its entries parsed and serialised again, no second walk).
+      const reference = { count: 0 };
+      await oracleTimeline(store, contact.records, { limit: 50 }, reference);
+      expect(await readsOf(() => contacts.timelineJson(contact.id, { limit: 50 }))).toEqual({
+        text: 0,
+        bytes: reference.count,
+      });
     }
     await store.close();
+  });
+});
+
+describe('timeline() and timelineJson against the reference walk', () => {
+  it('members no bridge writes, in two merged records: every page, both stores', async () => {
+    for (const { name, store } of await makeStores()) {
+      const contacts = engineOn(store);
+      const observe = (person: string, sequence: number, email?: string) =>
+        contacts.observe({
+          channelId: 'web',
+          vendor: 'jivochat',
+          at: new Date(Date.UTC(2026, 0, 1, 0, sequence)).toISOString(),
+          idempotencyKey: `oracle-odd-${name}-${sequence}`,
+          identifiers: [
+            { kind: 'person', value: person },
+            ...(email ? [{ kind: 'email' as const, value: email, provenance: 'verified' as const }] : []),
+          ],
+          timeline: [
+            {
+              key: `k${sequence}`,
+              at: new Date(Date.UTC(2026, 0, 1, 0, sequence)).toISOString(),
+              type: 'message.received',
+              summary: 'ok',
+              data: { n: sequence },
+            },
+          ],
+        });
+      await observe('p-odd-a', 0);
+      await observe('p-odd-b', 1);
+      await observe('p-odd-a', 2, 'odd@example.com');
+      const { contact } = await observe('p-odd-b', 3, 'odd@example.com');
+      expect(contact.records.length).toBe(2);
+      const [first, second] = contact.records as [string, string];
+      const at = (minute: number) => new Date(Date.UTC(2026, 0, 5, 0, minute)).toISOString();
+      const valid = (id: string, minute: number, extra = '') =>
+        `${at(minute)}|${id}|{"id":"${id}","at":"${at(minute)}","channelId":"${minute % 2 ? 'web' : 'app'}","type":"note"${extra}}`;
+      const members: Array<[string, Buffer]> = [];
+      for (let minute = 0; minute < 40; minute++) {
+        const record = minute % 3 ? first : second;
+        const id = `o${minute}`;
+        const kind = minute % 8;
+        let member: Buffer;
+        if (kind === 0)
+          // Bytes that are not UTF-8: a lone continuation byte (its U+FFFD sorts above it) and 0xff.
+          member = Buffer.concat([
+            Buffer.from(valid(id, minute).slice(0, -1)),
+            Buffer.from(',"t":"'),
+            Buffer.from(minute % 16 ? [0x80] : [0xff, 0xc3]),
+            Buffer.from('"}'),
+          ]);
+        else if (kind === 1) member = Buffer.from(`${at(minute)}|${id}|["not", "an", "object"]`);
+        else if (kind === 2)
+          // One `at|id|` in both records: compared as text.
+          member = Buffer.from(
+            valid(id, minute, minute % 16 === 2 ? ',"t":"\ue000"' : ',"t":"\ud83d\ude00"'),
+          );
+        else if (kind === 3) member = Buffer.from(valid(id, minute, ',"t":"é"'));
+        else member = Buffer.from(valid(id, minute));
+        members.push([record, member]);
+        if (kind === 2)
+          members.push([record === first ? second : first, Buffer.from(valid(id, minute, ',"t":"\ue000"'))]);
+      }
+      // One `at|id|` in both records, a lone continuation byte in one (its U+FFFD sorts above
+      // the other's é as text, below it as bytes).
+      const prefix = `${at(45)}|o45|{"id":"o45","t":"`;
+      members.push([first, Buffer.concat([Buffer.from(prefix), Buffer.from([0x80]), Buffer.from('"}')])]);
+      members.push([second, Buffer.from(`${prefix}é"}`)]);
+      // Then 30 members in one record, each with a lone continuation byte: whichever is last of a
+      // chunk, its text (U+FFFD above the byte) is the next read's bound, which reads it again.
+      for (let minute = 60; minute < 90; minute++)
+        members.push([
+          second,
+          Buffer.concat([
+            Buffer.from(`${at(minute)}|o${minute}|{"t":"`),
+            Buffer.from([0x80]),
+            Buffer.from('"}'),
+          ]),
+        ]);
+      const batch = store.batch();
+      for (const [record, member] of members) batch.zadd(key.timeline(record), 0, member);
+      await batch.exec();
+      const total = 4 + 1 + 40 + 5 + 2 + 30;
+      for (const options of [...ALL_OPTIONS, { limit: 2 }, { limit: 4, filter: { channelId: 'app' } }])
+        await oraclePages(store, contacts, contact.id, options);
+      // Read as Redis keeps them (bytes), a member last of a chunk is taken twice; the memory
+      // store keeps text (U+FFFD), so once.
+      expect(await oraclePages(store, contacts, contact.id, { limit: 200 })).toBe(
+        name === 'redis' ? total + 1 : total,
+      );
+      // A non-ASCII `at|id` (its cursor is refused), one whose `at` is not ASCII (string and byte
+      // offsets of its `|` differ), and last a member with no `|` after its time (not JSON).
+      for (const member of [
+        `${at(50)}|é${name}|{"id":"é"}`,
+        `é${at(51).slice(1)}|x51|{"id":"x51"}`,
+        `${at(52)}-no-bar-after-the-time-at-all`,
+      ]) {
+        await store.batch().zadd(key.timeline(first), 0, member).exec();
+        for (const options of [
+          { limit: 1 },
+          { limit: 3 },
+          { limit: 50 },
+          { limit: 2, filter: { channelId: 'web' } },
+        ])
+          await oraclePages(store, contacts, contact.id, options);
+      }
+      await store.close();
+    }
+  });
+
+  it('at the filter scan bounds (entries and bytes): partial pages and their cursors', async () => {
+    for (const { name, store } of await makeStores()) {
+      const contacts = engineOn(store);
+      const { contact } = await contacts.observe({
+        channelId: 'web',
+        vendor: 'jivochat',
+        at: '2026-01-01T00:00:00.000Z',
+        idempotencyKey: `oracle-scan-${name}`,
+        identifiers: [{ kind: 'person', value: 'p-scan' }],
+        timeline: [{ key: 'a', at: '2026-01-01T00:00:00.000Z', type: 'note', summary: 'ok', data: {} }],
+      });
+      const recordId = contact.records[0]!;
+      const batch = store.batch();
+      const write = (index: number, channelId: string, text: string) => {
+        const at = new Date(Date.UTC(2026, 0, 2) + index * 1000).toISOString();
+        batch.zadd(
+          key.timeline(recordId),
+          0,
+          timelineMember({
+            id: `s${index}`,
+            at,
+            channelId,
+            vendor: 'jivochat',
+            type: 'note',
+            summary: 's',
+            data: { text },
+          }),
+        );
+      };
+      // Past TIMELINE_SCAN_ENTRIES small ones that do not match, then past TIMELINE_SCAN_BYTES large ones.
+      for (let index = 0; index < TIMELINE_SCAN_ENTRIES + 60; index++)
+        write(index, index % 97 ? 'app' : 'web', 'x');
+      for (let index = 0; index < 75; index++)
+        write(TIMELINE_SCAN_ENTRIES + 100 + index, index % 31 ? 'app' : 'web', 'я'.repeat(30_000 + index));
+      await batch.exec();
+      for (const options of [
+        { limit: 5, filter: { channelId: 'web' } },
+        { limit: 50, filter: { channelId: 'nowhere' } },
+        { limit: 200 },
+      ])
+        await oraclePages(store, contacts, contact.id, options);
+      await store.close();
+    }
   });
 });
 

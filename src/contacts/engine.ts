@@ -144,8 +144,9 @@ const COMMA = Buffer.from(',');
 
 /**
  * Where a member's `at|id|` ends (its second `|`), or -1 for a member not as the bridge writes
- * them as far as timelineJson can tell cheaply: no such `|`, a non-ASCII `at|id`, an entry not
- * `{...}`, bytes that are not UTF-8 (timeline() would read U+FFFD for them).
+ * them as far as a cheap check tells: no such `|`, a non-ASCII `at|id`, an entry not `{...}`,
+ * bytes that are not UTF-8 (read as text, U+FFFD for them). timelineWalk takes such an odd member
+ * as its text, and timelineJson answers a page that read one as JSON.stringify of timeline()'s.
  */
 function storedSplit(member: Buffer): number {
   const split = member.indexOf(0x7c, 25);
@@ -154,16 +155,53 @@ function storedSplit(member: Buffer): number {
   return isUtf8(member) ? split : -1;
 }
 
+/** One record's timeline as timelineWalk reads it on: the chunk's members not yet taken. */
+interface WalkCursor {
+  key: string;
+  /** The next chunk's exclusive upper bound: the last member read (an odd one as its text). */
+  below: string | Buffer | undefined;
+  buffer: Buffer[];
+  /** storedSplit of each member in `buffer`. */
+  splits: number[];
+  /** Each odd member's text (as read as UTF-8), undefined for the others; empty when none is odd. */
+  texts: Array<string | undefined>;
+  done: boolean;
+}
+
+/** A timeline page as timelineWalk took it (see there). */
+interface WalkedPage {
+  json: Array<Buffer | string>;
+  entries: TimelineEntry[] | undefined;
+  nextCursor: string | null;
+  partial: boolean;
+  odd: boolean;
+}
+
+/** A page as timeline() answers it: `partial` only when true. */
+function pageOf(entries: TimelineEntry[], page: WalkedPage): TimelinePage {
+  return page.partial
+    ? { entries, nextCursor: page.nextCursor, partial: true }
+    : { entries, nextCursor: page.nextCursor };
+}
+
+/** A taken entry's JSON parsed (its bytes read as UTF-8). */
+function parseEntry(json: Buffer | string): TimelineEntry {
+  return JSON.parse(typeof json === 'string' ? json : json.toString('utf8')) as TimelineEntry;
+}
+
 /**
- * Whether one record's next member is newer than another's, as timeline() compares their text:
- * `at|id|` is ASCII, where byte order is that string order; two members of one `at|id|` (one
- * entry id in two merged records) are compared as text.
+ * Whether one record's next member is newer than another's, as their texts compare (UTF-16
+ * order, what timeline() compared when it read members as strings): `at|id|` is ASCII, where byte
+ * order is that string order; two members of one `at|id|` (one entry id in two merged records),
+ * and any odd member, are compared as text.
  */
-function memberAbove(a: { buffer: Buffer[]; splits: number[] }, b: { buffer: Buffer[]; splits: number[] }) {
+function memberAbove(a: WalkCursor, b: WalkCursor): boolean {
   const x = a.buffer[0]!;
   const y = b.buffer[0]!;
   const split = a.splits[0]!;
-  if (split === b.splits[0] && x.compare(y, 0, split + 1, 0, split + 1) === 0)
+  const other = b.splits[0]!;
+  if (split < 0 || other < 0) return (a.texts[0] ?? x.toString('utf8')) > (b.texts[0] ?? y.toString('utf8'));
+  if (split === other && x.compare(y, 0, split + 1, 0, split + 1) === 0)
     return x.toString('utf8') > y.toString('utf8');
   return x.compare(y) > 0;
 }
@@ -1943,6 +1981,54 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
   }
 
   async function timeline(id: string, options: TimelineOptions): Promise<TimelinePage> {
+    const page = await timelineWalk(id, options, true);
+    return pageOf(page.entries!, page);
+  }
+
+  /**
+   * timeline()'s page as the UTF-8 bytes of `JSON.stringify(page)`, what the admin API answers,
+   * made from the members' stored bytes instead: each entry's JSON is answered as it is stored,
+   * not decoded, parsed, serialised and encoded again (only a filtered page parses an entry, to
+   * test it). The same walk as timeline() (timelineWalk), so the same entries, cursors and order.
+   *
+   * Byte for byte the same answer because every member was written as `at|id|` and
+   * JSON.stringify's text of the entry (timelineMember and timelineMemberWithData, in every
+   * version; no Lua script writes one), whose JSON.stringify(JSON.parse(text)) is the text itself,
+   * and Redis keeps its UTF-8 as sent (JSON.stringify escapes lone surrogates). A page whose walk
+   * read a member not of that form as far as a cheap check sees (invalid UTF-8, a non-ASCII or
+   * missing `at|id|`, an entry that is not `{...}`) is JSON.stringify of timeline()'s page: its
+   * entries parsed and serialised again.
+   */
+  async function timelineJson(id: string, options: TimelineOptions): Promise<Buffer> {
+    const page = await timelineWalk(id, options, false);
+    if (page.odd) {
+      const entries = page.entries ?? page.json.map((json) => parseEntry(json));
+      return Buffer.from(JSON.stringify(pageOf(entries, page)), 'utf8');
+    }
+    const parts: Buffer[] = [ENTRIES_OPEN];
+    for (const [index, json] of page.json.entries()) {
+      if (index > 0) parts.push(COMMA);
+      parts.push(json as Buffer);
+    }
+    parts.push(
+      Buffer.from(
+        `],"nextCursor":${JSON.stringify(page.nextCursor)}${page.partial ? ',"partial":true' : ''}}`,
+        'utf8',
+      ),
+    );
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * One timeline page, for timeline() and timelineJson: each taken entry's JSON (`json`: the
+   * stored bytes, or for a member not as the bridge writes it, see storedSplit, its text as read
+   * as UTF-8), the entries parsed (`entries`, when `parse` or a filter asked for them), the cursor,
+   * and whether the walk read such an odd member. Members are read as bytes and walked as
+   * timeline() walked them as text (ioredis's strings): an odd one is taken, compared, bounded
+   * and cut at its `|` as its text (bytes that are not UTF-8 as U+FFFD, a non-ASCII `at|id` by
+   * UTF-16 offsets), the others as bytes, which give the same answers for them.
+   */
+  async function timelineWalk(id: string, options: TimelineOptions, parse: boolean): Promise<WalkedPage> {
     const recordIds = await recordIdsOf(id);
     if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
     const below = options.before ? decodeCursor(options.before) : undefined;
@@ -1954,24 +2040,38 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     // at TIMELINE_PAGE_BYTES, and no more than about that is read, however many records merged.
     // A filtered page may skip most of what it reads, so it reads whole chunks whatever `limit`.
     const chunk = filtered ? TIMELINE_CHUNK : Math.min(limit + 1, TIMELINE_CHUNK);
-    const cursors = recordIds.map((recordId) => ({
+    const cursors: WalkCursor[] = recordIds.map((recordId) => ({
       key: key.timeline(recordId),
       below,
-      buffer: [] as string[],
+      buffer: [],
+      splits: [],
+      texts: [],
       done: false,
     }));
-    const fill = async (cursor: (typeof cursors)[number]) => {
+    let odd = false;
+    const fill = async (cursor: WalkCursor) => {
       if (cursor.buffer.length > 0 || cursor.done) return;
-      const members = await store.zrevrangeByLex(cursor.key, {
+      const members = await store.zrevrangeByLexBuffer(cursor.key, {
         ...(cursor.below === undefined ? {} : { below: cursor.below }),
         limit: chunk,
       });
+      const splits = members.map(storedSplit);
       cursor.buffer = members;
-      if (members.length > 0) cursor.below = members[members.length - 1];
+      cursor.splits = splits;
+      cursor.texts = [];
+      if (splits.includes(-1)) {
+        odd = true;
+        cursor.texts = members.map((member, index) =>
+          splits[index]! < 0 ? member.toString('utf8') : undefined,
+        );
+      }
+      // The next read starts below the last member as timeline() read it: an odd one as its text.
+      if (members.length > 0) cursor.below = cursor.texts[members.length - 1] ?? members[members.length - 1];
       if (members.length < chunk) cursor.done = true;
     };
     await Promise.all(cursors.map(fill));
-    const entries: TimelineEntry[] = [];
+    const json: Array<Buffer | string> = [];
+    const entries: TimelineEntry[] | undefined = parse || filtered ? [] : undefined;
     let bytes = 0;
     // What the filter passed over: bounded, so a filter that matches nothing in a long history
     // answers after TIMELINE_SCAN_ENTRIES / TIMELINE_SCAN_BYTES with a cursor to read on from.
@@ -1979,148 +2079,50 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     let skippedBytes = 0;
     // `at|id` of the last member taken or passed over: the next page starts below it, so the
     // entries a filter skipped are not read again (without a filter, the last entry's).
-    let last = '';
-    const cursorOf = (atId: string) => Buffer.from(atId, 'utf8').toString('base64url');
+    let last: Buffer | string = '';
+    const cursorOf = () =>
+      (typeof last === 'string' ? Buffer.from(last, 'utf8') : last).toString('base64url');
     for (;;) {
-      let next: (typeof cursors)[number] | undefined;
-      for (const cursor of cursors) {
-        if (cursor.buffer.length > 0 && (!next || cursor.buffer[0]! > next.buffer[0]!)) next = cursor;
-      }
-      if (!next) return { entries, nextCursor: null };
-      const member = next.buffer[0]!;
-      const split = member.indexOf('|', 25);
-      const json = member.slice(split + 1);
-      const size = Buffer.byteLength(json);
-      if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
-        return { entries, nextCursor: cursorOf(last) };
-      }
-      if (skipped >= TIMELINE_SCAN_ENTRIES || skippedBytes >= TIMELINE_SCAN_BYTES) {
-        // Fewer than `limit` matched in what one page may read: say so, and where to read on.
-        return { entries, nextCursor: cursorOf(last), partial: true };
-      }
-      const entry = JSON.parse(json) as TimelineEntry;
-      if (
-        (channelId === undefined || entry.channelId === channelId) &&
-        (type === undefined || entry.type === type)
-      ) {
-        entries.push(entry);
-        bytes += size;
-      } else {
-        skipped += 1;
-        skippedBytes += size;
-      }
-      last = member.slice(0, split);
-      next.buffer.shift();
-      await fill(next);
-    }
-  }
-
-  /**
-   * timeline()'s page as the UTF-8 bytes of `JSON.stringify(page)`, what the admin API answers,
-   * made from the members' stored bytes instead: each entry's JSON is answered as it is stored,
-   * not decoded, parsed, serialised and encoded again (only a filtered page parses an entry, to
-   * test it). The same walk as timeline() (keep the two alike: test/contacts.timeline-json.test.ts
-   * compares them byte for byte), the same page bound, cursors and order.
-   *
-   * Byte for byte the same answer because every member was written as `at|id|` and
-   * JSON.stringify's text of the entry (timelineMember and timelineMemberWithData, in every
-   * version; no Lua script writes one), whose JSON.stringify(JSON.parse(text)) is the text itself,
-   * and Redis keeps its UTF-8 as sent (JSON.stringify escapes lone surrogates). A page with a
-   * member not of that form as far as a cheap check sees (invalid UTF-8, a non-ASCII or missing
-   * `at|id|`, an entry that is not `{...}`) is answered by timeline() itself, as before.
-   */
-  async function timelineJson(id: string, options: TimelineOptions): Promise<Buffer> {
-    const page = await storedTimeline(id, options);
-    if (page === null) return Buffer.from(JSON.stringify(await timeline(id, options)), 'utf8');
-    const parts: Buffer[] = [ENTRIES_OPEN];
-    for (const [index, entry] of page.entries.entries()) {
-      if (index > 0) parts.push(COMMA);
-      parts.push(entry);
-    }
-    parts.push(
-      Buffer.from(
-        `],"nextCursor":${JSON.stringify(page.nextCursor)}${page.partial ? ',"partial":true' : ''}}`,
-        'utf8',
-      ),
-    );
-    return Buffer.concat(parts);
-  }
-
-  /** timelineJson's walk: each entry's stored JSON bytes, or null when a member is not as written. */
-  async function storedTimeline(
-    id: string,
-    options: TimelineOptions,
-  ): Promise<{ entries: Buffer[]; nextCursor: string | null; partial?: true } | null> {
-    const recordIds = await recordIdsOf(id);
-    if (!recordIds) throw new NotFoundError('contact_not_found', `no contact ${quotedInput(id)}`);
-    const below = options.before ? decodeCursor(options.before) : undefined;
-    const limit = options.limit;
-    const { channelId, type } = options.filter ?? {};
-    const filtered = channelId !== undefined || type !== undefined;
-    const chunk = filtered ? TIMELINE_CHUNK : Math.min(limit + 1, TIMELINE_CHUNK);
-    const cursors = recordIds.map((recordId) => ({
-      key: key.timeline(recordId),
-      below: below as string | Buffer | undefined,
-      buffer: [] as Buffer[],
-      splits: [] as number[],
-      done: false,
-    }));
-    let odd = false;
-    const fill = async (cursor: (typeof cursors)[number]) => {
-      if (cursor.buffer.length > 0 || cursor.done) return;
-      const members = await store.zrevrangeByLexBuffer(cursor.key, {
-        ...(cursor.below === undefined ? {} : { below: cursor.below }),
-        limit: chunk,
-      });
-      const splits = members.map(storedSplit);
-      if (splits.includes(-1)) odd = true;
-      cursor.buffer = members;
-      cursor.splits = splits;
-      if (members.length > 0) cursor.below = members[members.length - 1];
-      if (members.length < chunk) cursor.done = true;
-    };
-    await Promise.all(cursors.map(fill));
-    const entries: Buffer[] = [];
-    let bytes = 0;
-    let skipped = 0;
-    let skippedBytes = 0;
-    let last: Buffer | undefined;
-    const cursorOf = () => (last ? last.toString('base64url') : '');
-    for (;;) {
-      if (odd) return null;
-      let next: (typeof cursors)[number] | undefined;
+      let next: WalkCursor | undefined;
       for (const cursor of cursors) {
         if (cursor.buffer.length > 0 && (!next || memberAbove(cursor, next))) next = cursor;
       }
-      if (!next) return { entries, nextCursor: null };
+      if (!next) return { json, entries, nextCursor: null, partial: false, odd };
       const member = next.buffer[0]!;
       const split = next.splits[0]!;
-      const size = member.length - split - 1;
-      if (entries.length >= limit || (entries.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
-        return { entries, nextCursor: cursorOf() };
+      const text = next.texts[0];
+      // An odd member is cut as timeline() cut its text (at its first `|` from UTF-16 offset 25).
+      const textSplit = text === undefined ? -1 : text.indexOf('|', 25);
+      const oddJson = text?.slice(textSplit + 1);
+      const size = oddJson === undefined ? member.length - split - 1 : Buffer.byteLength(oddJson);
+      if (json.length >= limit || (json.length > 0 && bytes + size > TIMELINE_PAGE_BYTES)) {
+        return { json, entries, nextCursor: cursorOf(), partial: false, odd };
       }
       if (skipped >= TIMELINE_SCAN_ENTRIES || skippedBytes >= TIMELINE_SCAN_BYTES) {
-        return { entries, nextCursor: cursorOf(), partial: true };
+        // Fewer than `limit` matched in what one page may read: say so, and where to read on.
+        return { json, entries, nextCursor: cursorOf(), partial: true, odd };
       }
-      const json = member.subarray(split + 1);
+      const entryJson = oddJson ?? member.subarray(split + 1);
       let matches = true;
-      if (filtered) {
-        const entry = JSON.parse(json.toString('utf8')) as TimelineEntry;
+      if (entries) {
+        const entry = parseEntry(entryJson);
         matches =
           (channelId === undefined || entry.channelId === channelId) &&
           (type === undefined || entry.type === type);
+        if (matches) entries.push(entry);
       }
       if (matches) {
-        entries.push(json);
+        json.push(entryJson);
         bytes += size;
       } else {
         skipped += 1;
         skippedBytes += size;
       }
-      last = member.subarray(0, split);
+      last = text === undefined ? member.subarray(0, split) : text.slice(0, textSplit);
       next.buffer.shift();
       next.splits.shift();
-      await fill(next);
+      next.texts.shift();
+      if (next.buffer.length === 0) await fill(next);
     }
   }
 
