@@ -12,7 +12,9 @@
 // last event's commands as `<client>:<command>`, ` |` marking one that began a new round trip;
 // BENCH_AT_ONCE=k (1) sends k requests (k contacts) at once and waits for their k events, as a
 // bridge under load gets them: what a drain, a job batch and the worker then share;
-// BENCH_GAP_MS=g (0) spaces those k requests g ms apart (2.5: 400 requests a second).
+// BENCH_GAP_MS=g (0) spaces those k requests g ms apart (2.5: 400 requests a second);
+// BENCH_SCENARIO=finished sends a chat_finished (50 messages, rated) instead: three
+// events of one contact, each after the first waiting behind the one before in its lane, woken when it leaves.
 
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -29,11 +31,17 @@ const { parseConfig } = await import(`${DIST}/src/config/load.js`);
 const { defaultRegistry } = await import(`${DIST}/src/registry.js`);
 const { createBridge } = await import(`${DIST}/src/bridge.js`);
 const { JIVO_TOKEN, LIVETEX_TOKEN, postJson } = await import('./lib/bridge.js');
-const { jivoChatAccepted, livetexDialogClosed, personOf } = await import('./lib/payloads.js');
+const { jivoChatAccepted, jivoChatFinished, livetexDialogClosed, personOf } = await import(
+  './lib/payloads.js'
+);
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20);
 const AT_ONCE = Number(process.env.BENCH_AT_ONCE ?? 1);
 const GAP_MS = Number(process.env.BENCH_GAP_MS ?? 0);
+const FINISHED = process.env.BENCH_SCENARIO === 'finished';
+/** Events each counted request makes (a chat_finished: contact.updated, conversation.finished and .rated). */
+const PER_REQUEST = FINISHED ? 3 : 1;
+const REQUEST = FINISHED ? 'known chat_finished' : 'known chat_accepted';
 if (!(EVENTS % AT_ONCE === 0)) throw new Error('BENCH_EVENTS must be a multiple of BENCH_AT_ONCE');
 const SETTLE_MS = 300;
 let received = 0;
@@ -135,6 +143,13 @@ async function measure(withDestination) {
       livetexDialogClosed({ ...personOf('known', p), dialog: 500_000 + p }),
     );
   for (let p = 0; p < EVENTS; p++) await chatAccepted(p, 71_000_000 + p);
+  const send = FINISHED
+    ? (person, chat) =>
+        postJson(
+          `${base}/webhooks/jivochat/site/${JIVO_TOKEN}`,
+          jivoChatFinished({ ...personOf('known', person), chat, messages: 50 }),
+        )
+    : chatAccepted;
   await sleep(1500);
 
   const counted = { commands: [], trips: 0 };
@@ -149,10 +164,10 @@ async function measure(withDestination) {
     const sent = [];
     for (let k = 0; k < AT_ONCE; k++) {
       if (k > 0 && GAP_MS > 0) await sleep(GAP_MS);
-      sent.push(chatAccepted(i + k, 70_000_000 + i + k));
+      sent.push(send(i + k, 70_000_000 + i + k));
     }
     await Promise.all(sent);
-    if (withDestination) await until(() => received >= before + AT_ONCE);
+    if (withDestination) await until(() => received >= before + AT_ONCE * PER_REQUEST);
     await sleep(SETTLE_MS);
     counting = false;
     counted.commands.push(...commands);
@@ -191,8 +206,8 @@ const without = await measure(false);
 const withDestination = await measure(true);
 const per = (n) => (n / EVENTS).toFixed(1);
 process.stdout.write(
-  `known chat_accepted, no destination:   ${per(without.commands)} commands, ${per(without.trips)} round trips per request\n` +
-    `known chat_accepted, one destination: ${per(withDestination.commands)} commands, ${per(withDestination.trips)} round trips per request\n` +
+  `${REQUEST}, no destination:   ${per(without.commands)} commands, ${per(without.trips)} round trips per request\n` +
+    `${REQUEST}, one destination: ${per(withDestination.commands)} commands, ${per(withDestination.trips)} round trips per request\n` +
     `delivering its events (${per(withDestination.events)} per request: ${withDestination.types}): ${per(withDestination.commands - without.commands)} commands, ${per(withDestination.trips - without.trips)} round trips\n` +
     `  with the destination, while busy (per request): ${tally(withDestination.busy)}\n` +
     `  with the destination, idle (same time, per request): ${tally(withDestination.idle)}\n` +

@@ -97,4 +97,43 @@ describe.each(['memory', 'bullmq'] as const)('wake() on the %s queue', (kind) =>
     }
     expect(runs).toBe(1);
   });
+
+  it('runs a delayed job at once when woken (it waited behind an earlier delivery)', async () => {
+    const queue = await queueOf(kind);
+    const ran = deferred();
+    await queue.start(async (): Promise<JobOutcome> => {
+      ran.resolve();
+      return { kind: 'done' };
+    });
+    await queue.enqueue(
+      'crm',
+      'behind.0',
+      { deliveryId: 'behind', cycle: 0, orderingKey: 'c1' },
+      TEN_MINUTES,
+    );
+    await queue.wake('crm', 'behind.0');
+    await ran.promise;
+  });
+
+  it('does nothing for a job it does not know, and leaves a waiting job to run once', async () => {
+    const queue = await queueOf(kind);
+    await queue.wake('crm', 'unknown.0');
+    await queue.enqueue('crm', 'waiting.0', { deliveryId: 'waiting', cycle: 0, orderingKey: 'c1' }, 0);
+    await queue.wake('crm', 'waiting.0');
+    expect(await queue.counts('crm')).toEqual({ waiting: 1, delayed: 0, active: 0 });
+    let runs = 0;
+    const ran = deferred();
+    await queue.start(async (): Promise<JobOutcome> => {
+      runs += 1;
+      ran.resolve();
+      return { kind: 'done' };
+    });
+    await ran.promise;
+    for (;;) {
+      const counts = await queue.counts('crm');
+      if (counts.delayed === 0 && counts.active === 0 && counts.waiting === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(runs).toBe(1);
+  });
 });

@@ -5,7 +5,7 @@ import { wireJson } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
-import type { DestinationRuntime } from './processor.js';
+import { type DestinationRuntime, PARK_MARGIN_MS } from './processor.js';
 import type { DeliveryJob, DeliveryQueue } from './queue.js';
 import {
   type DeliveryPlan,
@@ -97,7 +97,16 @@ export function planDeliveries(
 
 export type JobItem = { jobId: string; job: DeliveryJob; delayMs: number };
 
-/** The queue jobs of pending records, by destination: new ones after the schedule's first delay, others when they are due. */
+/**
+ * The queue jobs of pending records, by destination: new ones after the schedule's first delay,
+ * others when they are due. A record behind another of its lane in the same batch (a chunk often
+ * holds several events of one contact: a chat_finished makes three) is queued no earlier than
+ * the wait its run would park for behind that one (processor.ts parkBehind: the first's time,
+ * its timeout, PARK_MARGIN_MS): it would run at once only to find the first pending and be moved
+ * to delayed for that long. The first's leaving the lane wakes it (promotes it) as it woke the
+ * parked job, and a wake that never comes is made up by the delay, as the park's was. Ordering
+ * is the run's to keep (it reads the lane); this only spares the run that could not go yet.
+ */
 export function jobsOf(
   records: readonly DeliveryRecord[],
   destinations: ReadonlyMap<string, DestinationRuntime>,
@@ -105,6 +114,10 @@ export function jobsOf(
   random: () => number,
 ): Map<string, JobItem[]> {
   const byDestination = new Map<string, JobItem[]>();
+  /** Per lane (destination and ordering key): its first record in the batch, and when that is due. */
+  const firsts = new Map<string, { seq: number; delayMs: number }>();
+  const laneOf = (record: DeliveryRecord) => `${record.destinationId}\n${record.orderingKey}`;
+  const items: Array<{ record: DeliveryRecord; item: JobItem }> = [];
   for (const record of records) {
     const destination = destinations.get(record.destinationId);
     if (!destination) continue;
@@ -113,9 +126,20 @@ export function jobsOf(
     const delayMs = fresh
       ? jittered(destination.config.retrySchedule[0] ?? 0, 0.1, random)
       : Math.max(0, due);
+    const item = { jobId: jobIdOf(record), job: jobOf(record), delayMs };
+    items.push({ record, item });
+    const first = firsts.get(laneOf(record));
+    if (first === undefined || record.seq < first.seq)
+      firsts.set(laneOf(record), { seq: record.seq, delayMs });
     const list = byDestination.get(record.destinationId) ?? [];
-    list.push({ jobId: jobIdOf(record), job: jobOf(record), delayMs });
+    list.push(item);
     byDestination.set(record.destinationId, list);
+  }
+  for (const { record, item } of items) {
+    const first = firsts.get(laneOf(record))!;
+    if (record.seq <= first.seq) continue;
+    const { timeoutMs } = destinations.get(record.destinationId)!.config;
+    item.delayMs = Math.max(item.delayMs, first.delayMs + timeoutMs + PARK_MARGIN_MS);
   }
   return byDestination;
 }

@@ -145,6 +145,20 @@ export function createBullQueue(options: BullQueueOptions): DeliveryQueue {
   const wakeMarkOf = (queue: Queue, jobId: string) => queue.toKey(`wake:${jobId}`);
 
   /**
+   * Move a delayed job to waiting, by id (BullMQ's promote script: one trip, it needs no read of
+   * the job first); false when the job was not delayed (waiting, active, finished or unknown:
+   * the script finds nothing to promote) or Redis did not answer.
+   */
+  const promoted = async (queue: Queue, jobId: string): Promise<boolean> => {
+    try {
+      await queue.scripts.promote(jobId);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  /**
    * A job that has just been moved to delayed because it waits behind an earlier delivery: if a
    * wake() came for it while it ran (the mark is there; DEL takes it), run it now. A wake that
    * comes after the DEL finds the job delayed already and promotes it itself.
@@ -332,9 +346,11 @@ return 2`,
 
     async wake(destinationId, jobId) {
       const queue = queueOf(destinationId);
-      const job = await Job.fromId(queue, jobId);
-      if (!job) return;
-      let state = await job.getState();
+      // Most jobs woken wait behind the delivery that has just left their lane: delayed, and one
+      // script promotes them. Before, each wake read the whole job (HGETALL, its data and options
+      // parsed) and its state first: three trips where one does.
+      if (await promoted(queue, jobId)) return;
+      let state = await queue.getJobState(jobId);
       if (state === 'active') {
         // Running now: it has no delay to cut yet, and it may be about to wait behind the
         // delivery that has just left its lane, having read the lane before it left. The mark
@@ -343,14 +359,10 @@ return 2`,
         // it after finds the mark: none sleeps out its wait. (A job waiting to run needs
         // nothing: its run reads the lane as it is then.)
         await asStoreError(() => producer.set(wakeMarkOf(queue, jobId), '1', 'PX', WAKE_MARK_MS));
-        state = await job.getState();
+        state = await queue.getJobState(jobId);
       }
-      if (state !== 'delayed') return;
-      try {
-        await job.promote();
-      } catch {
-        // It left the delayed state in between (another instance woke it, or its delay ran out).
-      }
+      // Delayed now (its run moved it there after the promote above): promoted as before.
+      if (state === 'delayed') await promoted(queue, jobId);
     },
 
     async pause(destinationId, delayMs) {
