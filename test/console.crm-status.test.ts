@@ -151,6 +151,8 @@ describe('the crm check command the status page names', () => {
     expect(page('amo main', configFile)).toContain(
       `None recorded. <code>chatbridge ${words}</code> (in a checkout: <code>node bin/chatbridge.js ${words}</code>) calls amoCRM once`,
     );
+    // The heading's id is a valid HTML id (no space), one per destination id.
+    expect(page('amo main', configFile)).toContain('<h3 id="crm-amo%20main">amo main ');
     // A value starting with - after `=`: parseArgs took `--config -x.yaml` for a missing value.
     expect(page('-amo', '-x.yaml')).toContain(
       '<code>chatbridge crm check --destination=-amo --config=-x.yaml</code>',

@@ -511,7 +511,8 @@ function crmSection(status: StatusView): SafeHtml {
     (item) => {
       const count = counts.get(item.id);
       const warn = item.expiry.state === 'soon' || item.expiry.state === 'expired';
-      return html`<h3 id="crm-${item.id}">${item.id} <span class="tag">${item.displayName}</span></h3>
+      // An HTML id has no spaces, and a destination id may (`amo main`): encoded, one id per destination.
+      return html`<h3 id="crm-${encodeURIComponent(item.id)}">${item.id} <span class="tag">${item.displayName}</span></h3>
 ${warn ? html`<p class="error" role="alert">The ${item.displayName} token of ${item.id} ${item.expiry.state === 'expired' ? 'has expired' : `expires in ${'msLeft' in item.expiry ? durationInWords(item.expiry.msLeft) : '?'}`}: put a new one in the config.</p>` : ''}
 <dl class="attrs">
   <dt>Deliveries</dt><dd>${
