@@ -5,7 +5,7 @@ import { wireJson } from '../net/http.js';
 import { jittered } from '../net/retry.js';
 import { lockRenewed } from '../store/renewal.js';
 import type { Store } from '../store/types.js';
-import { type DestinationRuntime, PARK_MARGIN_MS } from './processor.js';
+import { type DestinationRuntime, parkWaitMs } from './processor.js';
 import type { DeliveryJob, DeliveryQueue } from './queue.js';
 import {
   type DeliveryPlan,
@@ -101,8 +101,8 @@ export type JobItem = { jobId: string; job: DeliveryJob; delayMs: number };
  * The queue jobs of pending records, by destination: new ones after the schedule's first delay,
  * others when they are due. A record behind another of its lane in the same batch (a chunk often
  * holds several events of one contact: a chat_finished makes three) is queued no earlier than
- * the wait its run would park for behind that one (processor.ts parkBehind: the first's time,
- * its timeout, PARK_MARGIN_MS): it would run at once only to find the first pending and be moved
+ * the wait its run would park for behind that one (parkWaitMs: the first's time, its timeout,
+ * PARK_MARGIN_MS): it would run at once only to find the first pending and be moved
  * to delayed for that long. The first's leaving the lane wakes it (promotes it) as it woke the
  * parked job, and a wake that never comes is made up by the delay, as the park's was. Ordering
  * is the run's to keep (it reads the lane); this only spares the run that could not go yet.
@@ -138,8 +138,7 @@ export function jobsOf(
   for (const { record, item } of items) {
     const first = firsts.get(laneOf(record))!;
     if (record.seq <= first.seq) continue;
-    const { timeoutMs } = destinations.get(record.destinationId)!.config;
-    item.delayMs = Math.max(item.delayMs, first.delayMs + timeoutMs + PARK_MARGIN_MS);
+    item.delayMs = Math.max(item.delayMs, parkWaitMs(first.delayMs, destinations.get(record.destinationId)!));
   }
   return byDestination;
 }

@@ -64,6 +64,15 @@ export const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
 export const MAX_DESTINATION_PAUSE_MS = 10 * 60_000;
 /** Extra wait behind the head of a lane, beyond its next attempt plus timeout. */
 export const PARK_MARGIN_MS = 1000;
+
+/**
+ * How long a delivery waits behind its lane's head whose attempt starts in `aheadMs`: that
+ * attempt, its timeout, PARK_MARGIN_MS. The run that finds the head pending parks for it
+ * (parkBehind); the drain queues a delivery behind an earlier one of its chunk with it (jobsOf).
+ */
+export function parkWaitMs(aheadMs: number, destination: DestinationRuntime): number {
+  return Math.max(0, aheadMs) + destination.config.timeoutMs + PARK_MARGIN_MS;
+}
 /** A lane head whose attempt is this overdue has lost its job (crash): it is queued again. */
 export const STUCK_GRACE_MS = 60_000;
 /** A CRM attempt's lease on its delivery: renewed every third of this while the attempt runs. */
@@ -246,7 +255,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       // The head's job is overdue: re-add it (a no-op when it still exists, only late).
       await queue.enqueue(head.destinationId, jobIdOf(head), jobOf(head), 0);
     }
-    return Math.max(0, headNext - now) + destination.config.timeoutMs + PARK_MARGIN_MS;
+    return parkWaitMs(headNext - now, destination);
   }
 
   /**

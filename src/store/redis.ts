@@ -549,6 +549,19 @@ function lexBound(member: string | Buffer): string | Buffer {
 }
 const LEX_EXCLUSIVE = Buffer.from('(');
 
+/** ZRANGE's arguments after the key for zrevrangeByLex(Buffer): BYLEX REV (Redis >= 6.2) takes the upper bound first. */
+function revLexArgs({ below, above, limit }: LexRangeBufferOptions) {
+  return [
+    below === undefined ? '+' : lexBound(below),
+    above === undefined ? '-' : lexBound(above),
+    'BYLEX',
+    'REV',
+    'LIMIT',
+    0,
+    limit,
+  ] as const;
+}
+
 function parseScore(reply: string | null): number | null {
   if (reply === null) return null;
   if (reply === 'inf' || reply === '+inf') return Number.POSITIVE_INFINITY;
@@ -1176,20 +1189,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         pairs.push({ member: flat[index]!, score: parseScore(flat[index + 1]!) ?? Number.NaN });
       return pairs;
     },
-    zrevrangeByLex: (key, { below, above, limit }: LexRangeOptions) =>
-      // ZRANGE ... BYLEX REV (Redis >= 6.2) takes the upper bound first.
-      run(() =>
-        client.zrange(
-          key,
-          below === undefined ? '+' : `(${below}`,
-          above === undefined ? '-' : `(${above}`,
-          'BYLEX',
-          'REV',
-          'LIMIT',
-          0,
-          limit,
-        ),
-      ),
+    zrevrangeByLex: (key, range: LexRangeOptions) => run(() => client.zrange(key, ...revLexArgs(range))),
 
     rpush: (key, ...values) => {
       if (values.length === 0) return store.llen(key);
@@ -1200,19 +1200,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return run(() => client.rpush(key, ...values));
     },
     lrange: (key, start, stop) => run(() => client.lrange(key, start, stop)),
-    zrevrangeByLexBuffer: (key, { below, above, limit }: LexRangeBufferOptions) =>
-      run(() =>
-        client.zrangeBuffer(
-          key,
-          below === undefined ? '+' : lexBound(below),
-          above === undefined ? '-' : lexBound(above),
-          'BYLEX',
-          'REV',
-          'LIMIT',
-          0,
-          limit,
-        ),
-      ),
+    zrevrangeByLexBuffer: (key, range: LexRangeBufferOptions) =>
+      run(() => client.zrangeBuffer(key, ...revLexArgs(range))),
     lrangeBuffer: (key, start, stop) => run(() => client.lrangeBuffer(key, start, stop)),
     llen: (key) => run(() => client.llen(key)),
 
