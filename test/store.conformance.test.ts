@@ -1237,168 +1237,6 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
       });
     });
 
-    describe('readMany and execThenRead', () => {
-      /** A string, a sorted set with ties, fractional scores and a long member; another string. */
-      async function seeded() {
-        const [str, zset, other, none] = [key('rm'), key('rm'), key('rm'), key('rm')];
-        await store.set(str, 'Привет 😀 \u0000 end');
-        await store.set(other, 'ж'.repeat(50_000));
-        for (const [score, member] of [
-          [20, 'b'],
-          [10, 'z'],
-          [20, 'a'],
-          [1.5, 'f'],
-          [-3, 'ü'],
-          [1e21, 'x'.repeat(300)],
-        ] as const)
-          await store.zadd(zset, score, member);
-        return { str, zset, other, none };
-      }
-
-      it('readMany answers each read as the method it names answers it, in order', async () => {
-        const { str, zset, other, none } = await seeded();
-        const inf = Number.POSITIVE_INFINITY;
-        const answers = await store.readMany([
-          { op: 'get', key: str },
-          { op: 'zrangeByScore', key: zset, min: -inf, max: inf, limit: 1 },
-          { op: 'get', key: none },
-          { op: 'zrangeByScoreWithScores', key: zset, min: -inf, max: inf },
-          { op: 'zrangeByScore', key: zset, min: 10, max: 20 },
-          { op: 'zrangeByScoreWithScores', key: zset, min: 1.5, max: inf, limit: 2 },
-          { op: 'zrangeByScore', key: none, min: -inf, max: inf, limit: 1 },
-          { op: 'zrangeByScoreWithScores', key: none, min: -inf, max: inf },
-          { op: 'get', key: other },
-          { op: 'zrangeByScore', key: zset, min: 0, max: 100, limit: 0 },
-        ] as const);
-        expect(answers).toEqual([
-          await store.get(str),
-          await store.zrangeByScore(zset, -inf, inf, 1),
-          null,
-          await store.zrangeByScoreWithScores(zset, -inf, inf),
-          await store.zrangeByScore(zset, 10, 20),
-          await store.zrangeByScoreWithScores(zset, 1.5, inf, 2),
-          [],
-          [],
-          await store.get(other),
-          [],
-        ]);
-        expect(answers[0]).toBe('Привет 😀 \u0000 end');
-        expect(answers[1]).toEqual(['ü']);
-        expect(answers[3]).toEqual([
-          { member: 'ü', score: -3 },
-          { member: 'f', score: 1.5 },
-          { member: 'z', score: 10 },
-          { member: 'a', score: 20 },
-          { member: 'b', score: 20 },
-          { member: 'x'.repeat(300), score: 1e21 },
-        ]);
-        expect(answers[8]).toHaveLength(50_000);
-        expect(await store.readMany([])).toEqual([]);
-      });
-
-      it('readMany of a key of another type fails like WRONGTYPE (not as an outage)', async () => {
-        const { str, zset } = await seeded();
-        for (const read of [
-          { op: 'get', key: zset },
-          { op: 'zrangeByScore', key: str, min: 0, max: 1 },
-        ] as const) {
-          const error = await store.readMany([read]).catch((e: unknown) => e);
-          expect((error as Error).message).toMatch(/^WRONGTYPE/);
-          expect(error).not.toBeInstanceOf(StoreUnavailableError);
-        }
-      });
-
-      it('execThenRead reads what the writes left; with an expectation that fails, null: nothing written or read', async () => {
-        const { str, zset } = await seeded();
-        const inf = Number.POSITIVE_INFINITY;
-        const reads = [
-          { op: 'zrangeByScore', key: zset, min: -inf, max: inf, limit: 1 },
-          { op: 'get', key: str },
-          { op: 'zrangeByScoreWithScores', key: zset, min: 15, max: 25 },
-        ] as const;
-        const held = await store.get(str);
-        expect(
-          await store.batch().expect(str, 'other').set(str, 'never').zrem(zset, 'ü').execThenRead(reads),
-        ).toBeNull();
-        expect(await store.get(str)).toBe(held);
-        expect(await store.zrangeByScore(zset, -inf, inf, 1)).toEqual(['ü']);
-        const written = await store
-          .batch()
-          .expect(str, held)
-          .set(str, 'after', 60_000)
-          .zrem(zset, 'ü')
-          .zadd(zset, 21, 'new')
-          .execThenRead(reads);
-        expect(written).toEqual([
-          ['f'],
-          'after',
-          [
-            { member: 'a', score: 20 },
-            { member: 'b', score: 20 },
-            { member: 'new', score: 21 },
-          ],
-        ]);
-        expect(await store.pttl(str)).toBeGreaterThan(50_000);
-        // Without expectations, without writes, and with a write too long for one script call.
-        const plain = await store.batch().zrem(zset, 'f').execThenRead([reads[0]]);
-        expect(plain).toEqual([['z']]);
-        expect(await store.batch().execThenRead([{ op: 'get', key: str }])).toEqual(['after']);
-        const list = key('rm');
-        const values = Array.from({ length: 20_000 }, (_, index) => `v${index}`);
-        const long = await store
-          .batch()
-          .rpush(list, ...values)
-          .set(str, 'long')
-          .execThenRead([{ op: 'get', key: str }, reads[0]]);
-        expect(long).toEqual(['long', ['z']]);
-        expect(await store.lrange(list, -1, -1)).toEqual(['v19999']);
-        expect(await store.batch().set(str, 'no reads').execThenRead([])).toEqual([]);
-        expect(await store.get(str)).toBe('no reads');
-      });
-
-      it('execThenRead: a read that fails (WRONGTYPE) rejects, the writes applied', async () => {
-        const { str, zset } = await seeded();
-        const target = key('rm');
-        const error = await store
-          .batch()
-          .expect(str, await store.get(str))
-          .set(target, 'written')
-          .execThenRead([{ op: 'get', key: zset }])
-          .catch((e: unknown) => e);
-        expect((error as Error).message).toMatch(/^WRONGTYPE/);
-        expect(error).not.toBeInstanceOf(StoreUnavailableError);
-        expect(await store.get(target)).toBe('written');
-      });
-
-      it('readers never see half of it, and its reads see no other writer', async () => {
-        const [a, lane] = [key('rm'), key('rm')];
-        const inf = Number.POSITIVE_INFINITY;
-        for (let i = 0; i < 30; i++) await store.zadd(lane, i, `m${i}`);
-        const writes = Array.from({ length: 30 }, (_, i) =>
-          store
-            .batch()
-            .set(a, String(i))
-            .zrem(lane, `m${i}`)
-            .execThenRead([
-              { op: 'get', key: a },
-              { op: 'zrangeByScore', key: lane, min: -inf, max: inf, limit: 1 },
-            ]),
-        );
-        const reads = Array.from({ length: 30 }, () =>
-          store.readMany([
-            { op: 'get', key: a },
-            { op: 'zrangeByScore', key: lane, min: -inf, max: inf, limit: 1 },
-          ]),
-        );
-        for (const [index, answer] of (await Promise.all(writes)).entries())
-          expect(answer).toEqual([String(index), index === 29 ? [] : [`m${index + 1}`]]);
-        for (const [value, head] of await Promise.all(reads)) {
-          if (value === null) expect(head).toEqual(['m0']);
-          else expect(head).toEqual(Number(value) === 29 ? [] : [`m${Number(value) + 1}`]);
-        }
-      });
-    });
-
     describe('locks', () => {
       it('two lockers on overlapping key sets are never inside at once; the second gets it after release', async () => {
         const [a, b, c] = [key('lk'), key('lk'), key('lk')];
@@ -1553,13 +1391,6 @@ function describeStoreConformance(name: string, factory: () => Promise<StoreUnde
         await expect(other.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
         await expect(other.get('x')).rejects.toBeInstanceOf(StoreUnavailableError);
         await expect(other.batch().set('x', 'y').exec()).rejects.toBeInstanceOf(StoreUnavailableError);
-        await expect(other.readMany([{ op: 'get', key: 'x' }])).rejects.toBeInstanceOf(StoreUnavailableError);
-        await expect(
-          other
-            .batch()
-            .set('x', 'y')
-            .execThenRead([{ op: 'get', key: 'x' }]),
-        ).rejects.toBeInstanceOf(StoreUnavailableError);
         await expect(other.lock(['x'], { ttlMs: 1000, waitMs: 0 })).rejects.toBeInstanceOf(
           StoreUnavailableError,
         );
@@ -1625,15 +1456,6 @@ describe('redis', () => {
         });
         expect([...read.roots]).toEqual([['v', 'r']]);
         expect([...read.records]).toEqual([['r', 'R']]);
-        // readMany and execThenRead write their keys into the script call themselves (script-command.ts).
-        expect(await store.readMany([{ op: 'get', key: 'plain' }])).toEqual(['v']);
-        expect(
-          await store
-            .batch()
-            .set('plain', 'w')
-            .execThenRead([{ op: 'get', key: 'plain' }]),
-        ).toEqual(['w']);
-        await store.set('plain', 'v');
         await raw.del(`${own}:root:v`, `${own}:rec:r`);
         expect((await raw.keys(`${own}:*`)).sort()).toEqual(
           [`${own}:claim`, `${own}:hash`, `${own}:lock:job`, `${own}:plain`, `${own}:zset`].sort(),

@@ -184,31 +184,33 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   }
 
   /**
-   * Mark the record (`mark`: a write that takes it out of its lane, resolving to the record as
-   * written, or null when it was not written because the record changed meanwhile, see
-   * recordOutcome), then `marked()`, then wake the next delivery of its lane. The lane's head and
-   * the lanes that follow it (a merge's, an unmerge's) come with the write: read in its own atomic
-   * step, after it (records.laneAfterMark), so no command of their own. A write whose answer was
-   * lost (found landed when read again) or a mark made otherwise (failStalled's abandon) brought
-   * none: they are read then. The wake is a shortcut: a delivery that waits behind this one looks
+   * Mark the record (`mark`: a write that takes it out of its lane, false when it was not written
+   * because the record changed meanwhile, see recordOutcome), then `marked()`, then wake the next
+   * delivery of its lane. The
+   * lane's head is asked for in the same tick as the write, so both reach Redis in one socket
+   * write (the store coalesces the commands of one event-loop iteration); it is answered after
+   * the write has run (StoreBatch.exec), except when Redis had lost the script and the write went
+   * again behind the read: then it is read once more. So is a read that failed (the write went
+   * through on a later try). The wake is a shortcut: a delivery that waits behind this one looks
    * at its lane again by itself (parkBehind), so a wake the store refuses is left out, not a
    * reason to run the job again. Nothing is woken when nothing was written: the newer state's own
    * run (or the run that wrote it) does that.
    */
-  async function markAndWake(
-    record: DeliveryRecord,
-    mark: () => Promise<DeliveryRecord | null>,
-    marked: () => void,
-  ) {
-    const written = await mark();
-    if (written === null) return;
+  async function markAndWake(record: DeliveryRecord, mark: () => Promise<boolean>, marked: () => void) {
+    const writing = mark();
+    const reading = records.laneHead(record.destinationId, record.orderingKey);
+    // The lanes that follow this one (a merge's, an unmerge's): the write does not change them.
+    const following = records.followers(record.destinationId, record.orderingKey);
+    // A failed read is tried again below, after the write's own outcome (which comes first).
+    reading.catch(() => {});
+    following.catch(() => {});
+    if (!(await writing)) return;
     marked();
-    const lane = records.laneAfterMark(written);
     try {
       await wakeNext(
         record,
-        lane ? lane.head : await records.laneHead(record.destinationId, record.orderingKey),
-        lane ? lane.followers : await records.followers(record.destinationId, record.orderingKey),
+        reading.catch(() => records.laneHead(record.destinationId, record.orderingKey)),
+        following.catch(() => records.followers(record.destinationId, record.orderingKey)),
       );
     } catch (error) {
       logger.debug(
@@ -218,10 +220,18 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     }
   }
 
-  async function wakeNext(record: DeliveryRecord, nextId: string | null, following: readonly LaneLink[]) {
+  async function wakeNext(
+    record: DeliveryRecord,
+    reading: Promise<string | null>,
+    following: Promise<readonly LaneLink[]>,
+  ) {
+    let nextId = await reading;
+    // Still the marked record: the read ran before the write after all (Redis had lost the batch
+    // script, NOSCRIPT, and the write was sent again, as EVAL, behind the read): read again.
+    if (nextId === record.id) nextId = await records.laneHead(record.destinationId, record.orderingKey);
     const next = nextId === null ? null : await records.get(nextId);
     if (next?.state === 'pending') await queue.wake(record.destinationId, jobIdOf(next));
-    for (const link of following) {
+    for (const link of await following) {
       // Only a delivery from before the link was waited for.
       if (record.seq >= link.from) continue;
       // Another one from before the link is still pending here: that one wakes them.
@@ -340,7 +350,7 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     // Marked already (abandon): only the lane's next delivery is to wake.
     await markAndWake(
       record,
-      async () => record,
+      async () => true,
       () => {
         metrics.deliveries.inc({ destination: destinationId, outcome: 'failed' });
         metrics.stalled.inc({ destination: destinationId });
@@ -361,14 +371,14 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
   return async (destinationId, job, run): Promise<JobOutcome> => {
     const destination = deps.destinations.get(destinationId);
     if (!destination) return { kind: 'done' };
-    // A job that names its lane: the record, the lane's head and its links are read in one store
-    // step (one command on Redis). The lane's reads are used only if the record agrees on the lane.
+    // A job that names its lane: the record and the lane's head are read in the same tick, so in
+    // one trip (one socket write). The head read is used only if the record agrees on the lane.
     const lane = job.orderingKey;
-    const read =
-      lane === undefined
-        ? { record: await records.get(job.deliveryId), head: undefined, links: undefined }
-        : await records.getInLane(job.deliveryId, destinationId, lane);
-    const { record } = read;
+    const [record, laneHead, links] = await Promise.all([
+      records.get(job.deliveryId),
+      lane === undefined ? undefined : records.laneHead(destinationId, lane),
+      lane === undefined ? undefined : records.follows(destinationId, lane),
+    ]);
     if (record?.state !== 'pending' || record.cycle !== job.cycle) return { kind: 'done' };
     // First, before anything that may take the process down again.
     const stalls = run?.stalls ?? 0;
@@ -380,12 +390,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
     const blocked = destination.breaker.blockedFor(Date.now());
     if (blocked > 0) return { kind: 'pause', delayMs: blocked };
     const sameLane = record.destinationId === destinationId && record.orderingKey === lane;
-    const wait = await waitBehind(
-      record,
-      destination,
-      deps.now().getTime(),
-      sameLane && read.head !== undefined && read.links ? { head: read.head, links: read.links } : undefined,
-    );
+    const read = sameLane && laneHead !== undefined && links ? { head: laneHead, links } : undefined;
+    const wait = await waitBehind(record, destination, deps.now().getTime(), read);
     if (wait !== null) return { kind: 'later', delayMs: wait, behind: true };
     if (!destination.crm) {
       // A retry an earlier attempt scheduled (its backoff, or the destination's Retry-After) is
@@ -534,7 +540,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const marked = record;
       await markAndWake(
         marked,
-        () => recordOutcome(marked, (over) => records.markDelivered(over, result.status, now)),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markDelivered(over, result.status, now))) !== null,
         () => {
           metrics.attempts.inc({ ...labels, outcome: 'success' });
           metrics.deliveries.inc({ ...labels, outcome: 'delivered' });
@@ -549,7 +556,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const marked = record;
       await markAndWake(
         marked,
-        () => recordOutcome(marked, (over) => records.markFailed(over, error, now, true)),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markFailed(over, error, now, true))) !== null,
         () => {
           metrics.attempts.inc({ ...labels, outcome: 'permanent' });
           metrics.deliveries.inc({ ...labels, outcome: 'failed' });
@@ -579,7 +587,8 @@ export function createProcessor(deps: ProcessorDeps): JobHandler {
       const marked = record;
       await markAndWake(
         marked,
-        () => recordOutcome(marked, (over) => records.markFailed(over, gaveUp, now, true)),
+        async () =>
+          (await recordOutcome(marked, (over) => records.markFailed(over, gaveUp, now, true))) !== null,
         () => {
           metrics.deliveries.inc({ ...labels, outcome: 'failed' });
           log.warn(`delivery failed after ${attemptsSoFar} attempts (${result.message}); kept for replay`);

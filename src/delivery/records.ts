@@ -120,22 +120,6 @@ export interface LaneLink {
   from: number;
 }
 
-/** A record with its lane as read with it, in one step (DeliveryRecords.getInLane). */
-export interface RecordInLane {
-  record: DeliveryRecord | null;
-  /** The head of the lane asked for (not necessarily the record's own lane), or null. */
-  head: string | null;
-  /** The lanes that lane follows (DeliveryRecords.follows). */
-  links: LaneLink[];
-}
-
-/** A marked record's lane as the mark left it, read in the mark's own step (laneAfterMark). */
-export interface LaneAfterMark {
-  head: string | null;
-  /** The lanes that follow it (DeliveryRecords.followers). */
-  followers: LaneLink[];
-}
-
 /** prune(): ids forgotten per store batch, and batches per index key in one call (100 000 ids). */
 const PRUNE_SLICE = 1000;
 const PRUNE_ROUNDS = 100;
@@ -159,30 +143,6 @@ export const deliveryKeys = {
     destinationId === undefined ? `delivery:idx:${state}` : `delivery:idx:${state}:${enc(destinationId)}`,
 };
 
-const everyScore = { min: Number.NEGATIVE_INFINITY, max: Number.POSITIVE_INFINITY } as const;
-
-/** The reads of a lane that a job's start and a mark make with the record (StoreRead). */
-const laneReads = {
-  head: (destinationId: string, lane: string) =>
-    ({ op: 'zrangeByScore', key: deliveryKeys.lane(destinationId, lane), ...everyScore, limit: 1 }) as const,
-  follows: (destinationId: string, lane: string) =>
-    ({
-      op: 'zrangeByScoreWithScores',
-      key: deliveryKeys.follows(destinationId, lane),
-      ...everyScore,
-    }) as const,
-  followers: (destinationId: string, lane: string) =>
-    ({
-      op: 'zrangeByScoreWithScores',
-      key: deliveryKeys.followed(destinationId, lane),
-      ...everyScore,
-    }) as const,
-};
-
-function linksOf(found: ReadonlyArray<{ member: string; score: number }>): LaneLink[] {
-  return found.map(({ member, score }) => ({ lane: member, from: score }));
-}
-
 export function jobIdOf(record: Pick<DeliveryRecord, 'id' | 'cycle'>): string {
   return `${record.id}.${record.cycle}`;
 }
@@ -205,11 +165,6 @@ export interface DeliveryRecords {
     links?: readonly LaneLinkPlan[],
   ): Promise<DeliveryRecord[]>;
   get(id: string): Promise<DeliveryRecord | null>;
-  /**
-   * get(id) with the head of `lane` and the lanes it follows, in one store step (one command on
-   * Redis where the three reads were three): a job's start, whose job names its lane.
-   */
-  getInLane(id: string, destinationId: string, lane: string): Promise<RecordInLane>;
   laneHead(destinationId: string, orderingKey: string): Promise<string | null>;
   /** The lanes this lane follows (ensure's links), with the sequence each holds from. */
   follows(destinationId: string, lane: string): Promise<LaneLink[]>;
@@ -240,13 +195,6 @@ export interface DeliveryRecords {
     now: Date,
     countsAsAttempt: boolean,
   ): Promise<DeliveryRecord | null>;
-  /**
-   * The lane of a record markDelivered or markFailed wrote (the record they answered) as the
-   * write left it: its head and its followers, read in the write's own atomic step, so the next
-   * delivery is found without reads of its own. undefined when they were not read so (the write's
-   * answer was lost and it was found landed after all, or the record was not written by a mark).
-   */
-  laneAfterMark(record: DeliveryRecord): LaneAfterMark | undefined;
   /**
    * Fail a pending delivery without an attempt (its destination left the config), unless the
    * record changed since it was read (another instance attempted it meanwhile): false then.
@@ -337,8 +285,6 @@ export function createDeliveryRecords(
    * nobody holds any more takes its text with it.
    */
   const readAs = new WeakMap<DeliveryRecord, string>();
-  /** What a mark read of its lane with its write (laneAfterMark), by the record it wrote. */
-  const laneAfter = new WeakMap<DeliveryRecord, LaneAfterMark>();
 
   function parse(raw: string | null, id: string): DeliveryRecord | null {
     if (raw === null) return null;
@@ -383,15 +329,12 @@ export function createDeliveryRecords(
    * did nothing), or lost the attempts and history written meanwhile. `extra` adds the lane and
    * index changes. null when the record changed: nothing is written. A try whose answer was lost
    * but which did land (the store tried again after a failover) finds its own text: written.
-   * `leavesLane`: the write takes the record out of its lane; the lane's head and followers are
-   * read in the same step, after it (laneAfterMark).
    */
   async function markWrite(
     record: DeliveryRecord,
     next: DeliveryRecord,
     ttlMs: number | undefined,
     extra: (batch: StoreBatch) => void,
-    leavesLane = false,
   ): Promise<DeliveryRecord | null> {
     const key = deliveryKeys.record(record.id);
     const text = JSON.stringify(next);
@@ -399,15 +342,7 @@ export function createDeliveryRecords(
     const batch = store.batch().expect(key, readAs.get(record) ?? JSON.stringify(record));
     batch.set(key, text, ttlMs);
     extra(batch);
-    if (leavesLane) {
-      const { destinationId, orderingKey } = record;
-      const read = await batch.execThenRead([
-        laneReads.head(destinationId, orderingKey),
-        laneReads.followers(destinationId, orderingKey),
-      ]);
-      if (read !== null) laneAfter.set(next, { head: read[0][0] ?? null, followers: linksOf(read[1]) });
-      if (read === null && (await store.get(key)) !== text) return null;
-    } else if (!(await batch.exec()) && (await store.get(key)) !== text) return null;
+    if (!(await batch.exec()) && (await store.get(key)) !== text) return null;
     readAs.set(next, text);
     return next;
   }
@@ -481,37 +416,22 @@ export function createDeliveryRecords(
       return parse(await store.get(deliveryKeys.record(id)), id);
     },
 
-    async getInLane(id, destinationId, lane) {
-      const [raw, [head], links] = await store.readMany([
-        { op: 'get', key: deliveryKeys.record(id) },
-        laneReads.head(destinationId, lane),
-        laneReads.follows(destinationId, lane),
-      ]);
-      return { record: parse(raw, id), head: head ?? null, links: linksOf(links) };
-    },
-
-    laneAfterMark(record) {
-      return laneAfter.get(record);
-    },
-
     async follows(destinationId, lane) {
-      return linksOf(
-        await store.zrangeByScoreWithScores(
-          deliveryKeys.follows(destinationId, lane),
-          Number.NEGATIVE_INFINITY,
-          Number.POSITIVE_INFINITY,
-        ),
+      const found = await store.zrangeByScoreWithScores(
+        deliveryKeys.follows(destinationId, lane),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
       );
+      return found.map(({ member, score }) => ({ lane: member, from: score }));
     },
 
     async followers(destinationId, lane) {
-      return linksOf(
-        await store.zrangeByScoreWithScores(
-          deliveryKeys.followed(destinationId, lane),
-          Number.NEGATIVE_INFINITY,
-          Number.POSITIVE_INFINITY,
-        ),
+      const found = await store.zrangeByScoreWithScores(
+        deliveryKeys.followed(destinationId, lane),
+        Number.NEGATIVE_INFINITY,
+        Number.POSITIVE_INFINITY,
       );
+      return found.map(({ member, score }) => ({ lane: member, from: score }));
     },
 
     async unfollow(destinationId, lane, followed) {
@@ -548,16 +468,10 @@ export function createDeliveryRecords(
         lastStatus: status,
         history: withAttempt(record, { at, status, error: null }),
       };
-      return markWrite(
-        record,
-        next,
-        retention,
-        (batch) => {
-          batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
-          moveIndex(batch, next, 'pending', 'delivered', now.getTime());
-        },
-        true,
-      );
+      return markWrite(record, next, retention, (batch) => {
+        batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+        moveIndex(batch, next, 'pending', 'delivered', now.getTime());
+      });
     },
 
     async markRetry(record, error, nextAttemptAt, now) {
@@ -591,16 +505,10 @@ export function createDeliveryRecords(
           ? withAttempt(record, { at: error.at, status: error.status, error: error.message })
           : record.history,
       };
-      return markWrite(
-        record,
-        next,
-        undefined,
-        (batch) => {
-          batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
-          moveIndex(batch, next, 'pending', 'failed', now.getTime());
-        },
-        true,
-      );
+      return markWrite(record, next, undefined, (batch) => {
+        batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), record.id);
+        moveIndex(batch, next, 'pending', 'failed', now.getTime());
+      });
     },
 
     async abandon(id, error, now) {

@@ -12,8 +12,6 @@ import type {
   SinterScanOptions,
   Store,
   StoreBatch,
-  StoreRead,
-  StoreReadAnswers,
 } from './types.js';
 
 /**
@@ -494,56 +492,29 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       },
       length: 0,
       async exec() {
-        return applyNow();
-      },
-      async execThenRead(reads) {
-        // In the same synchronous pass as the writes: no other caller comes in between.
-        return applyNow() ? readAllNow(reads) : null;
+        guard();
+        if (!expectations.every((holds) => holds())) {
+          queue.length = 0;
+          batch.length = 0;
+          return false;
+        }
+        // All in one synchronous pass, so no other caller can observe half of the batch. Like
+        // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the
+        // first failure is reported after every command has run.
+        let firstError: unknown;
+        batch.length = 0;
+        for (const command of queue.splice(0)) {
+          try {
+            command();
+          } catch (error) {
+            firstError ??= error;
+          }
+        }
+        if (firstError !== undefined) throw firstError;
+        return true;
       },
     };
-    function applyNow(): boolean {
-      guard();
-      if (!expectations.every((holds) => holds())) {
-        queue.length = 0;
-        batch.length = 0;
-        return false;
-      }
-      // All in one synchronous pass, so no other caller can observe half of the batch. Like
-      // Redis's EXEC, a command that fails (e.g. WRONGTYPE) does not undo the others: the
-      // first failure is reported after every command has run.
-      let firstError: unknown;
-      batch.length = 0;
-      for (const command of queue.splice(0)) {
-        try {
-          command();
-        } catch (error) {
-          firstError ??= error;
-        }
-      }
-      if (firstError !== undefined) throw firstError;
-      return true;
-    }
     return batch;
-  }
-
-  /** ZRANGEBYSCORE key min max WITHSCORES [LIMIT 0 limit], synchronously. */
-  function rangeByScore(key: string, min: number, max: number, limit: number | undefined) {
-    if (Number.isNaN(min) || Number.isNaN(max)) throw replyError('ERR min or max is not a float');
-    const zset = read(key, 'zset');
-    if (zset === undefined) return [];
-    const members = sortedMembers(zset)
-      .filter(([, score]) => score >= min && score <= max)
-      .map(([member, score]) => ({ member, score }));
-    return applyLimit(members, limit);
-  }
-
-  /** Store.readMany's reads, each as its method answers it, in one synchronous pass. */
-  function readAllNow<const R extends readonly StoreRead[]>(reads: R): StoreReadAnswers<R> {
-    return reads.map((one) => {
-      if (one.op === 'get') return read(one.key, 'string') ?? null;
-      const found = rangeByScore(one.key, one.min, one.max, one.limit);
-      return one.op === 'zrangeByScore' ? found.map(({ member }) => member) : found;
-    }) as StoreReadAnswers<R>;
   }
 
   function wakeLockWaiters(): void {
@@ -728,7 +699,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
     async zrangeByScoreWithScores(key, min, max, limit) {
       guard();
-      return rangeByScore(key, min, max, limit);
+      if (Number.isNaN(min) || Number.isNaN(max)) throw replyError('ERR min or max is not a float');
+      const zset = read(key, 'zset');
+      if (zset === undefined) return [];
+      const members = sortedMembers(zset)
+        .filter(([, score]) => score >= min && score <= max)
+        .map(([member, score]) => ({ member, score }));
+      return applyLimit(members, limit);
     },
     async zrevrangeByLex(key, { below, above, limit }: LexRangeOptions) {
       guard();
@@ -763,11 +740,6 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async readGroups(request) {
       guard();
       return readGroups(request);
-    },
-
-    async readMany(reads) {
-      guard();
-      return readAllNow(reads);
     },
 
     batch() {

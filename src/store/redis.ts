@@ -26,8 +26,6 @@ import type {
   SinterScanOptions,
   Store,
   StoreBatch,
-  StoreRead,
-  StoreReadAnswers,
 } from './types.js';
 
 /**
@@ -137,12 +135,11 @@ const EXPECTED_PER_CALL = 1000;
  * MISCONF) stops the batch with nothing written, as EXEC refuses the whole transaction
  * (test/store.batch-oom.test.ts).
  */
-function guardedBatchLua(reads: boolean): string {
-  return `
-${reads ? 'local n, readsAt = tonumber(ARGV[1]), tonumber(ARGV[2])' : 'local n = tonumber(ARGV[1])'}
+const GUARDED_BATCH_SCRIPT = `
+local n = tonumber(ARGV[1])
 local absent, valued, wants = {}, {}, {}
 for i = 1, n do
-  local key, want = KEYS[i], ARGV[i + ${reads ? 2 : 1}]
+  local key, want = KEYS[i], ARGV[i + 1]
   local kind = string.sub(want, 1, 1)
   if want == '0' then
     absent[#absent + 1] = key
@@ -190,8 +187,8 @@ for first = 1, #valued, ${EXPECTED_PER_CALL} do
   end
 end
 local failed
-local at, written = n + ${reads ? 3 : 2}, n
-while at ${reads ? '< readsAt' : '<= #ARGV'} do
+local at, written = n + 2, n
+while at <= #ARGV do
   written = written + 1
   local command, count = ARGV[at], tonumber(ARGV[at + 1])
   local reply = redis.pcall(command, KEYS[written], unpack(ARGV, at + 2, at + 1 + count))
@@ -207,28 +204,8 @@ while at ${reads ? '< readsAt' : '<= #ARGV'} do
   at = at + 2 + count
 end
 if failed then return failed end
-${
-  reads
-    ? `local out = {1}
-while at <= #ARGV do
-  written = written + 1
-  local count = tonumber(ARGV[at + 1])
-  out[#out + 1] = redis.call(ARGV[at], KEYS[written], unpack(ARGV, at + 2, at + 1 + count))
-  at = at + 2 + count
-end
-return out`
-    : 'return 1'
-}
+return 1
 `;
-}
-const GUARDED_BATCH_SCRIPT = guardedBatchLua(false);
-/**
- * GUARDED_BATCH_SCRIPT, then reads (StoreBatch.execThenRead, Store.readMany: no expectation, no
- * write), each in the writes' form (command, argument count, arguments; its key the next of KEYS,
- * after the writes'), answered {1, each read's reply} once every write has run, or 0 as there.
- * ARGV[2] is where in ARGV the reads begin (the expectations' wants follow it).
- */
-const GUARDED_BATCH_READ_SCRIPT = guardedBatchLua(true);
 
 /**
  * Store.readGroups: the keys' values, then for every record they name its root pointer, the
@@ -619,55 +596,6 @@ function noAnswerReason(target: RedisTarget): string {
   return ` (no answer: TLS spoken to a port that serves plain text waits like this; check ${setting})`;
 }
 
-/** Commands in GUARDED_BATCH_SCRIPT's form (per key: command, argument count, arguments) as tuples. */
-function splitCommands(
-  keys: readonly string[],
-  args: readonly ScriptArgument[],
-): Array<[string, string, ...ScriptArgument[]]> {
-  const commands: Array<[string, string, ...ScriptArgument[]]> = [];
-  let at = 0;
-  for (const key of keys) {
-    const count = args[at + 1] as number;
-    commands.push([args[at] as string, key, ...args.slice(at + 2, at + 2 + count)]);
-    at += 2 + count;
-  }
-  return commands;
-}
-
-/** Store reads as GUARDED_BATCH_READ_SCRIPT takes them: their keys, and per read its command. */
-function readCommands(reads: readonly StoreRead[]): { keys: string[]; args: ScriptArgument[] } {
-  const keys: string[] = [];
-  const args: ScriptArgument[] = [];
-  for (const read of reads) {
-    keys.push(read.key);
-    if (read.op === 'get') {
-      args.push('get', 0);
-      continue;
-    }
-    const withScores = read.op === 'zrangeByScoreWithScores';
-    const limited = read.limit !== undefined;
-    args.push('zrangebyscore', 2 + (withScores ? 1 : 0) + (limited ? 3 : 0));
-    args.push(scoreArg(read.min), scoreArg(read.max));
-    if (withScores) args.push('WITHSCORES');
-    if (limited) args.push('LIMIT', 0, read.limit!);
-  }
-  return { keys, args };
-}
-
-/** The reads' replies (strings, as the store's other calls answer) as their Store methods answer. */
-function readAnswers<const R extends readonly StoreRead[]>(reads: R, replies: readonly unknown[]) {
-  return reads.map((read, index) => {
-    const reply = replies[index];
-    if (read.op === 'get') return (reply as string | null) ?? null;
-    if (read.op === 'zrangeByScore') return reply as string[];
-    const flat = reply as string[];
-    const pairs: Array<{ member: string; score: number }> = [];
-    for (let at = 0; at + 1 < flat.length; at += 2)
-      pairs.push({ member: flat[at]!, score: parseScore(flat[at + 1]!) ?? Number.NaN });
-    return pairs;
-  }) as StoreReadAnswers<R>;
-}
-
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
   const { logger } = options;
   const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
@@ -713,7 +641,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return (keys, args) => defined.call(commands, keys.length, ...keys, ...args);
   };
   const guardedBatchScript = hotScript('chatbridgeGuardedBatch', GUARDED_BATCH_SCRIPT);
-  const guardedBatchReadScript = hotScript('chatbridgeGuardedBatchRead', GUARDED_BATCH_READ_SCRIPT);
   const readGroupsScript = hotScript('chatbridgeReadGroups', READ_GROUPS_SCRIPT);
   const claimReadGroupsScript = hotScript('chatbridgeClaimReadGroups', CLAIM_READ_GROUPS_SCRIPT);
   const guardedClaimReadGroupsScript = hotScript(
@@ -979,43 +906,27 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         if (batch.length === 0) return true;
         // The script passes a write's arguments on with Lua's unpack(), which refuses ~8,000 and
         // more ("too many results to unpack"); a plain batch with such a write goes as MULTI/EXEC.
-        if (longestWrite > LONGEST_SCRIPT_WRITE - 2) return (await execMulti([])) !== null;
+        if (longestWrite > LONGEST_SCRIPT_WRITE - 2) return execMulti();
         return execGuarded();
       },
-      async execThenRead(reads) {
-        if (reads.length === 0) return ((await batch.exec()) ? [] : null) as StoreReadAnswers<typeof reads>;
-        const { keys: readKeys, args: readArgs } = readCommands(reads);
-        let replies: unknown[] | null;
-        if (expectedKeys.length === 0 && longestWrite > LONGEST_SCRIPT_WRITE - 2) {
-          replies = await execMulti(splitCommands(readKeys, readArgs));
-        } else {
-          // GUARDED_BATCH_READ_SCRIPT's layout: ARGV[2] is where the reads begin.
-          expectedArgs[0] = expectedKeys.length;
-          const keys = [...expectedKeys, ...writeKeys, ...readKeys];
-          const args = [expectedKeys.length, 0, ...expectedArgs.slice(1), ...writeArgs, ...readArgs];
-          args[1] = args.length - readArgs.length + 1;
-          coalesceWrites();
-          const reply = await run(() => guardedBatchReadScript(keys, args));
-          replies = reply === 0 ? null : (reply as unknown[]).slice(1);
-        }
-        return replies === null ? null : readAnswers(reads, replies);
-      },
     };
-    /**
-     * MULTI, the writes, then `reads` (commands as splitCommands makes them), EXEC: the reads'
-     * replies, or null for none. A command that fails rejects, after all have run.
-     */
-    async function execMulti(reads: Array<[string, string, ...ScriptArgument[]]>): Promise<unknown[]> {
+    async function execMulti(): Promise<boolean> {
       coalesceWrites();
-      const commands = splitCommands(writeKeys, writeArgs).concat(reads);
-      const multi = client.multi(commands);
+      const writes: Array<[string, string, ...ScriptArgument[]]> = [];
+      let at = 0;
+      for (const key of writeKeys) {
+        const count = writeArgs[at + 1] as number;
+        writes.push([writeArgs[at] as string, key, ...writeArgs.slice(at + 2, at + 2 + count)]);
+        at += 2 + count;
+      }
+      const multi = client.multi(writes);
       const results = await run(() => multi.exec());
       // null only when a WATCHed key changed; we never WATCH, so treat it as a failure.
       if (results === null) throw new Error('Redis discarded the transaction');
       // EXEC does not roll back: a command that fails at run time (e.g. WRONGTYPE) leaves the
       // others applied. Report the first failure.
       for (const [error] of results) if (error) throw toStoreError(error);
-      return results.slice(results.length - reads.length).map(([, reply]) => reply);
+      return true;
     }
     async function execGuarded(): Promise<boolean> {
       // GUARDED_BATCH_SCRIPT's layout: the expectations' keys, then the writes' keys, in order.
@@ -1338,15 +1249,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (let i = 0; i < records.length; i += 2) result.records.set(records[i]!, records[i + 1] ?? null);
       result.complete = complete === 1;
       return result;
-    },
-
-    async readMany(reads) {
-      if (reads.length === 0) return [] as StoreReadAnswers<typeof reads>;
-      const { keys, args } = readCommands(reads);
-      coalesceWrites();
-      // GUARDED_BATCH_READ_SCRIPT with no expectation and no write: the reads begin at ARGV[3].
-      const reply = (await run(() => guardedBatchReadScript(keys, [0, 3, ...args]))) as unknown[];
-      return readAnswers(reads, reply.slice(1));
     },
 
     batch: createBatch,

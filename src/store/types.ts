@@ -126,40 +126,7 @@ export interface StoreBatch {
    * (a read) is answered after the batch has run: the engine's lanes rely on it.
    */
   exec(): Promise<boolean>;
-  /**
-   * exec(), then `reads`, in the same atomic step: they answer the state the writes left, with no
-   * other writer in between (one Lua script on Redis, as exec(): no command of its own per read).
-   * null when an expectation did not hold (nothing written, nothing read). A read that fails
-   * (WRONGTYPE) rejects, the writes applied, as a failing write does.
-   */
-  execThenRead<const R extends readonly StoreRead[]>(reads: R): Promise<StoreReadAnswers<R> | null>;
 }
-
-/**
- * One read of Store.readMany (or of StoreBatch.execThenRead, after the batch's writes), named after
- * the Store method that makes it alone, and answered as that method answers it.
- */
-export type StoreRead =
-  | { op: 'get'; key: string }
-  | {
-      op: 'zrangeByScore' | 'zrangeByScoreWithScores';
-      key: string;
-      min: number;
-      max: number;
-      limit?: number;
-    };
-
-/** What each kind of StoreRead answers (as its Store method). */
-export interface StoreReadAnswer {
-  get: string | null;
-  zrangeByScore: string[];
-  zrangeByScoreWithScores: Array<{ member: string; score: number }>;
-}
-
-/** The answers to `reads`, in their order. */
-export type StoreReadAnswers<R extends readonly StoreRead[]> = {
-  -readonly [K in keyof R]: StoreReadAnswer[R[K]['op']];
-};
 
 /** A StoreBatch as its implementations build it: `length` is theirs to count (see there). */
 export type CountingBatch = Omit<StoreBatch, 'length'> & { length: number };
@@ -379,13 +346,6 @@ export interface Store {
    * given). See GroupRead.
    */
   readGroups(request: GroupRead): Promise<GroupReadResult>;
-
-  /**
-   * Several reads in one atomic step, each answered as the Store method it names (one Lua script
-   * on Redis: one command where each read alone is one). For a hot path that needs a few keys
-   * together: a delivery's record, its lane's head and the lane's links (delivery/records.ts).
-   */
-  readMany<const R extends readonly StoreRead[]>(reads: R): Promise<StoreReadAnswers<R>>;
 
   batch(): StoreBatch;
 

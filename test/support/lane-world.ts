@@ -51,8 +51,6 @@ export async function startLaneWorld(options: {
   name: string;
   eventType: string;
   retrySchedule?: string[];
-  /** The store the records use, made from the world's own (to watch or fail its calls). */
-  wrapStore?: (store: Store) => Store;
 }): Promise<LaneWorld> {
   const closers: (() => Promise<void>)[] = [];
   const close = async () => {
@@ -105,9 +103,7 @@ export async function startLaneWorld(options: {
     );
     const destination = config.destinations[0]!;
     if (isCrmDestination(destination)) throw new Error('not a webhook');
-    const records = createDeliveryRecords(options.wrapStore?.(store) ?? store, {
-      deliveredRetentionMs: 86_400_000,
-    });
+    const records = createDeliveryRecords(store, { deliveredRetentionMs: 86_400_000 });
     const woken: string[] = [];
     const queue: DeliveryQueue = {
       enqueue: async () => {},
