@@ -1,4 +1,4 @@
-// `npm run build && node bench/delivery-record.js [checkout ...]`: the delivery side's JavaScript
+// `npm run build && node --expose-gc bench/delivery-record.js [checkout ...]`: the delivery side's JavaScript
 // work on an event's body, per checkout, in one process without HTTP or Redis: the drain (the
 // outbox entry parsed, routed, its body serialised, its delivery record written: per outbox
 // entry), a record read back (records.get: per delivery, as a job's start and the wake of the
@@ -10,7 +10,11 @@
 // alternating blocks (checkout A, B, A, B, …), and the figure is the median of the blocks' CPU
 // µs per item (process.cpuUsage). Signing and the POST are not included (the same work either
 // way). Knobs: RECORD_N (webhooks per block, 300), RECORD_BLOCKS (blocks per checkout, 7; the
-// first is a warm-up and left out).
+// first is a warm-up and left out), RECORD_STORE=redis (each block on the Redis store instead,
+// on a private redis-server, or REDIS_URL, under a key prefix of its own deleted after the block:
+// ioredis's encoding of the commands and decoding of the replies counted too). With --expose-gc
+// the heap is collected before each step, so no step pays for the garbage of the one before (of
+// another checkout: without it, the checkout that makes less garbage was charged for the other's).
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,6 +48,30 @@ async function load(root) {
 }
 
 const builds = await Promise.all(roots.map(load));
+const ON_REDIS = process.env.RECORD_STORE === 'redis';
+const redis = ON_REDIS ? await (await import(join(ROOT, 'bench/lib/redis.js'))).benchRedis() : null;
+const cleaner = ON_REDIS ? new (await import('ioredis')).Redis(redis.url) : null;
+let blockCount = 0;
+
+/** A fresh store for one block, and how to drop what it wrote. */
+async function storeFor(build) {
+  if (!ON_REDIS) return { store: build.createMemoryStore(), done: async () => {} };
+  const { createRedisStore } = await import(join(build.root, 'dist/src/store/redis.js'));
+  const keyPrefix = `recbench${process.pid}x${blockCount++}`;
+  const store = await createRedisStore({ url: redis.url, keyPrefix, logger: build.createLogger('silent') });
+  return {
+    store,
+    async done() {
+      await store.close();
+      let cursor = '0';
+      do {
+        const [next, keys] = await cleaner.scan(cursor, 'MATCH', `${keyPrefix}:*`, 'COUNT', 1000);
+        if (keys.length > 0) await cleaner.del(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    },
+  };
+}
 
 /** The outbox entries (stored texts) of N chat_finished webhooks, by the first build's bridge. */
 async function outboxTexts(build, count, offset) {
@@ -81,7 +109,7 @@ const bodyBytes = [];
 
 /** One block of one build: drain the texts, read each record, mark each delivered. CPU µs per item. */
 async function block(build) {
-  const store = build.createMemoryStore();
+  const { store, done } = await storeFor(build);
   const logger = build.createLogger('silent');
   const records = build.createDeliveryRecords(store, { deliveredRetentionMs: 3_600_000 });
   const pending = [];
@@ -107,17 +135,22 @@ async function block(build) {
     const used = process.cpuUsage();
     return used.user + used.system;
   };
+  const collect = () => globalThis.gc?.();
+  collect();
   let started = cpu();
   const drained = await drainer.drainAll();
   const drainUs = (cpu() - started) / drained.entries;
   const read = [];
+  collect();
   started = cpu();
   for (const id of pending) read.push(await records.get(id));
   const getUs = (cpu() - started) / pending.length;
   const now = new Date();
+  collect();
   started = cpu();
   for (const record of read) await records.markDelivered(record, 204, now);
   const markUs = (cpu() - started) / read.length;
+  await done();
   if (bodyBytes.length === 0) for (const record of read) bodyBytes.push(Buffer.byteLength(record.body));
   return { drain: drainUs, get: getUs, mark: markUs, deliveries: pending.length, entries: drained.entries };
 }
@@ -132,10 +165,12 @@ for (let round = 0; round < BLOCKS; round++) {
     for (const name of ['drain', 'get', 'mark']) results[index][name].push(measured[name]);
   }
 }
+cleaner?.disconnect();
+await redis?.stop();
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const bodies = [...bodyBytes].sort((a, b) => a - b);
 process.stdout.write(
-  `${shape.entries} outbox entries (${shape.deliveries} deliveries; bodies ${bodies[0]}–${bodies.at(-1)} B) per block, CPU µs, median of ${BLOCKS - 1} blocks:\n` +
+  `${shape.entries} outbox entries (${shape.deliveries} deliveries; bodies ${bodies[0]}–${bodies.at(-1)} B) per block, CPU µs, median of ${BLOCKS - 1} blocks${ON_REDIS ? ', Redis store' : ''}:\n` +
     '  checkout                                  drain/entry  get/delivery  markDelivered/delivery\n',
 );
 for (const [index, build] of builds.entries()) {
