@@ -7,11 +7,12 @@ import type { Store } from '../src/store/types.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';
 
 /**
- * How a delivery record is stored. The body (the exact JSON sent and signed, often kilobytes: a
- * chat_finished's transcript) is kept as its own text after the record's small metadata, not
- * escaped inside it as a JSON string, so writing and reading a record does not re-serialise it.
- * Records written by earlier versions (the whole record as one JSON object, the body a string in
- * it) are still read, delivered and marked. Both stores behave alike: the format is records.ts's.
+ * A delivery record's body (the exact JSON sent and signed) comes back byte for byte through
+ * every write and read, on both stores, and records in the format earlier versions wrote (the
+ * whole record as one JSON object, the body a string in it, `history` absent in the oldest) are
+ * read, marked and listed. Written for a change of the stored format (branch perf-delivery-record,
+ * the body kept as its own text after the metadata; not merged): whatever format records.ts
+ * writes, these hold.
  */
 const logger = pino({ level: 'silent' });
 const cleanups: Array<() => Promise<void>> = [];
@@ -114,18 +115,6 @@ describe.each([
       expect(delivered?.body).toBe(body);
       expect(await records.get(`dlv_fmt_${index}`)).toEqual(delivered);
     }
-  });
-
-  it('keeps the body as its own text in the stored record, not escaped inside the metadata', async () => {
-    const store = await makeStore();
-    const records = createDeliveryRecords(store, { deliveredRetentionMs: 60_000 });
-    const body = JSON.stringify({ id: 'evt_raw', data: { text: 'a "quoted" word' } });
-    await records.ensure([plan(1, body)], new Date());
-    const stored = (await store.get(deliveryKeys.record('dlv_fmt_1')))!;
-    expect(stored.endsWith(body)).toBe(true);
-    // The metadata before it is small JSON without the body.
-    const meta = stored.slice(0, stored.length - body.length);
-    expect(meta).not.toContain('evt_raw');
   });
 
   it('reads, delivers and marks a record an earlier version wrote (the body a string in one JSON object)', async () => {

@@ -11,11 +11,9 @@ import type { DeliveryJob } from './queue.js';
  * decides *when* a delivery is attempted; the record decides *whether* it may be.
  *
  * Keys (without the store prefix):
- * - `delivery:rec:<id>`                       the record (encodeRecord: its metadata as JSON, a
- *                                               line break, the body as it is sent); delivered ones
- *                                               expire, failed ones are deleted past their
- *                                               destination's `failedRetention` when it has one
- *                                               (pruneFailed)
+ * - `delivery:rec:<id>`                       the record (JSON); delivered ones expire, failed
+ *                                               ones are deleted past their destination's
+ *                                               `failedRetention` when it has one (pruneFailed)
  * - `delivery:lane:<destination>:<orderingKey>` sorted set of pending ids by sequence: the head
  *                                               is the only one of the lane that may be attempted
  * - `delivery:idx:<state>[:<destination>]`    sorted sets by time, for listing and metrics
@@ -92,65 +90,6 @@ export const deliveryRecordSchema = z.object({
   crm: z.record(z.string(), z.string()).optional(),
 });
 export type DeliveryRecord = z.infer<typeof deliveryRecordSchema>;
-
-/** A stored record's metadata (the format of encodeRecord): everything but the body. */
-const deliveryMetadataSchema = deliveryRecordSchema.omit({ body: true });
-
-/**
- * A record as stored: its metadata as JSON (the record without `body`), a line break, then the
- * body as it is (the exact JSON sent and signed). The body is the bulk of a record (a
- * chat_finished's transcript is kilobytes) and is written, read and compared as it is: escaped as a
- * string inside the record's JSON, every write re-escaped it and every read (a job's start, the
- * wake of the lane's next delivery) unescaped it again, and the zod read walked it for nothing.
- * JSON.stringify never writes a raw line break, so the first one ends the metadata. Records
- * written before this format (one JSON object, the body a string in it) are read as they are
- * (decodeRecord) and written in this format at their next change; an older version of the bridge
- * cannot read this one (see README "Upgrading").
- */
-export function encodeRecord(record: DeliveryRecord): string {
-  const { body, ...metadata } = record;
-  return `${JSON.stringify(metadata)}\n${body}`;
-}
-
-/**
- * A stored record's text back as a record, in either format (encodeRecord's, or one JSON object as
- * earlier versions wrote it); the reason when it is no record. Only the metadata is validated: the
- * body is the text after the first line break, taken without reading it.
- */
-export function decodeRecord(raw: string): { record: DeliveryRecord } | { reason: string } {
-  const cut = raw.indexOf('\n');
-  if (cut >= 0) {
-    let metadata: unknown;
-    try {
-      metadata = JSON.parse(raw.slice(0, cut));
-    } catch {
-      metadata = undefined;
-    }
-    // An object with a body of its own is the whole record in the earlier format, followed by a
-    // line break (written by hand); one that does not parse may be such a record spread over
-    // lines: both are read as the earlier format below.
-    if (typeof metadata === 'object' && metadata !== null && !Object.hasOwn(metadata, 'body')) {
-      const parsed = deliveryMetadataSchema.safeParse(metadata);
-      if (!parsed.success) return { reason: issueOf(parsed.error) };
-      const record = parsed.data as DeliveryRecord;
-      record.body = raw.slice(cut + 1);
-      return { record };
-    }
-  }
-  let whole: unknown;
-  try {
-    whole = JSON.parse(raw);
-  } catch {
-    return { reason: 'not JSON' };
-  }
-  const parsed = deliveryRecordSchema.safeParse(whole);
-  return parsed.success ? { record: parsed.data } : { reason: issueOf(parsed.error) };
-}
-
-function issueOf(error: z.ZodError): string {
-  const issue = error.issues[0];
-  return `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`;
-}
 
 /** What the drain decides: one delivery of one event to one destination. */
 export interface DeliveryPlan {
@@ -349,12 +288,19 @@ export function createDeliveryRecords(
 
   function parse(raw: string | null, id: string): DeliveryRecord | null {
     if (raw === null) return null;
-    const decoded = decodeRecord(raw);
-    if ('record' in decoded) {
-      readAs.set(decoded.record, raw);
-      return decoded.record;
+    let reason: string;
+    try {
+      const parsed = deliveryRecordSchema.safeParse(JSON.parse(raw));
+      if (parsed.success) {
+        readAs.set(parsed.data, raw);
+        return parsed.data;
+      }
+      const issue = parsed.error.issues[0];
+      reason = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`;
+    } catch {
+      reason = 'not JSON';
     }
-    options.onUnreadable?.(id, decoded.reason);
+    options.onUnreadable?.(id, reason);
     return null;
   }
 
@@ -391,9 +337,9 @@ export function createDeliveryRecords(
     extra: (batch: StoreBatch) => void,
   ): Promise<DeliveryRecord | null> {
     const key = deliveryKeys.record(record.id);
-    const text = encodeRecord(next);
+    const text = JSON.stringify(next);
     // A record built by hand (not read through here) is compared as it would have been written.
-    const batch = store.batch().expect(key, readAs.get(record) ?? encodeRecord(record));
+    const batch = store.batch().expect(key, readAs.get(record) ?? JSON.stringify(record));
     batch.set(key, text, ttlMs);
     extra(batch);
     if (!(await batch.exec()) && (await store.get(key)) !== text) return null;
@@ -455,7 +401,7 @@ export function createDeliveryRecords(
           body: plan.body,
           history: [],
         };
-        const text = encodeRecord(record);
+        const text = JSON.stringify(record);
         readAs.set(record, text);
         batch.set(deliveryKeys.record(record.id), text);
         batch.zadd(deliveryKeys.lane(record.destinationId, record.orderingKey), record.seq, record.id);
@@ -579,7 +525,7 @@ export function createDeliveryRecords(
         lastError: error,
       };
       const batch = store.batch().expect(deliveryKeys.record(id), raw);
-      batch.set(deliveryKeys.record(id), encodeRecord(next));
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
       batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), id);
       moveIndex(batch, next, 'pending', 'failed', now.getTime());
       return batch.exec();
@@ -602,7 +548,7 @@ export function createDeliveryRecords(
         // Gone, or delivered by another run (its retention TTL is not to be dropped): nothing to resume.
         if (raw === null || !record || record.state === 'delivered') return;
         const next: DeliveryRecord = { ...record, crm: { ...record.crm, ...patch } };
-        const text = encodeRecord(next);
+        const text = JSON.stringify(next);
         if (await store.batch().expect(key, raw).set(key, text).exec()) return;
         // A try whose answer was lost but which did land (the store tried again) finds its own text.
         if ((await store.get(key)) === text) return;
@@ -653,7 +599,7 @@ export function createDeliveryRecords(
       // back, over the first replay's delivered attempt, the failed record it had read.
       const batch = store.batch().expect(deliveryKeys.record(id), raw);
       // A plain SET also drops the TTL a delivered record had: a pending record must not expire.
-      batch.set(deliveryKeys.record(id), encodeRecord(next));
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
       // Not in its old lane any more (it left it when it was delivered or failed): moved, it
       // must not be found there by whatever comes to that lane later either.
       if (next.orderingKey !== record.orderingKey)
@@ -678,7 +624,7 @@ export function createDeliveryRecords(
       const chunk = await store.incr(deliveryKeys.seq);
       const next: DeliveryRecord = { ...record, orderingKey: lane, seq: chunk * SEQ_SPAN };
       const batch = store.batch().expect(deliveryKeys.record(id), raw);
-      batch.set(deliveryKeys.record(id), encodeRecord(next));
+      batch.set(deliveryKeys.record(id), JSON.stringify(next));
       batch.zrem(deliveryKeys.lane(record.destinationId, record.orderingKey), id);
       batch.zadd(deliveryKeys.lane(next.destinationId, lane), next.seq, id);
       return (await batch.exec()) ? next : records.get(id);
