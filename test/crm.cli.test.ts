@@ -445,3 +445,21 @@ describe('chatbridge crm check: without --destination', () => {
     expect(named.err[0]).toContain(': node bin/chatbridge.js config check --config ');
   });
 });
+
+describe('chatbridge crm check --help', () => {
+  it('says what a check records and what an expiring token does to it, naming the CLI as run', async () => {
+    // These facts were in a usage text of src/cli/crm.ts that nothing printed (the CLI's --help is
+    // its own): a newcomer asking --help never learnt that an expired token fails the check, nor
+    // where its outcome goes.
+    const program = 'node bin/chatbridge.js';
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--help'], { ...run.io, program })).toBe(0);
+    const text = run.out.join('\n');
+    expect(text.split('\n')[0]).toBe(`Usage: ${program} crm check --destination ID [--config FILE]`);
+    const words = text.replace(/\s+/g, ' ');
+    expect(words).toContain('a warning when it expires within 14 days, exit 1 once it has expired');
+    expect(words).toContain("the console's Status page shows the last one");
+    expect(words).toContain('nothing is recorded on the in-memory store');
+    expect(text).not.toMatch(/(^|[^/])chatbridge (crm|<)/m);
+  });
+});
