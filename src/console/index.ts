@@ -792,6 +792,7 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       more: found?.more ?? false,
       limit: CONTACTS_LISTED,
       vendorName,
+      channelName,
     });
   });
 

@@ -180,6 +180,8 @@ export function contactsPage(options: {
   more?: boolean;
   limit: number;
   vendorName: (vendor: string) => string;
+  /** A channel as the contact page names it: its name, else its id. */
+  channelName: (channelId: string) => string;
 }): string {
   const cut = options.contacts !== null && (options.contacts.length > options.limit || options.more === true);
   const contacts = options.contacts?.slice(0, options.limit) ?? null;
@@ -202,7 +204,7 @@ export function contactsPage(options: {
       ) => html`<li class="card"><a class="title" href="/console/contacts/${encodeURIComponent(contact.id)}">${contact.name ?? 'Unnamed contact'}</a>
   <div class="muted mono">${contact.id}</div>
   <div>${searchCardValues(contact)}</div>
-  <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} (${channel.channelId})`).join(', ')} · updated ${time(contact.updatedAt)}</div>
+  <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} ${options.channelName(channel.channelId)}`).join(', ')} · updated ${time(contact.updatedAt)}</div>
 </li>`,
     )}</ul>`;
   }
