@@ -54,4 +54,22 @@ describe('console channel names', () => {
     expect(page.text).toContain('<span class="tag">JivoChat</span> website:');
     expect(page.text).toContain('<span class="tag">LiveTex</span> app:');
   });
+
+  it("the journal names an entry's channel and vendor so too, and its filter offers channels by name", async () => {
+    const refused = await fetch(`${bridge.url}/webhooks/livetex/app/app-token-0123456789abcdef`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: 'not json',
+    });
+    expect(refused.status).toBe(400);
+    const journal = await consoleRequest(bridge.url, '/console/journal', { cookie });
+    expect(journal.status).toBe(200);
+    expect(journal.text).toMatch(/<span class="tag">rejected<\/span> LiveTex app<\/div>/);
+    const filter = /<select id="channel" name="channel">([\s\S]*?)<\/select>/.exec(journal.text)![1]!;
+    expect([...filter.matchAll(/<option value="([^"]*)"[^>]*>([^<]*)</g)].map((m) => [m[1], m[2]])).toEqual([
+      ['', 'any'],
+      ['shop-site', 'website'],
+      ['app', 'app'],
+    ]);
+  });
 });

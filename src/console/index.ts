@@ -997,6 +997,8 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       ...(channel ? { channel } : {}),
       ...(kind ? { kind } : {}),
       channels: [...deps.channels.keys()],
+      channelName,
+      vendorName,
       entries: page.entries,
       ...(page.nextCursor
         ? { olderHref: `/console/journal${query({ ...here, before: page.nextCursor })}` }

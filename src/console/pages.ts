@@ -802,6 +802,9 @@ export function journalPage(options: {
   channel?: string;
   kind?: string;
   channels: string[];
+  /** A channel and a vendor as the contact pages name them: its name (else its id), the vendor's. */
+  channelName: (channelId: string) => string;
+  vendorName: (vendor: string) => string;
   entries: JournalEntry[];
   /** The next (older) page, when there is one: this page was cut there. */
   olderHref?: string;
@@ -814,7 +817,8 @@ export function journalPage(options: {
 <p class="muted">Payloads the bridge received but refused (rejected) or could not use (unhandled), kept so nothing a vendor sent is lost.</p>
 <form method="get" action="/console/journal" class="filters">
   <div><label for="channel">Channel</label><select id="channel" name="channel"><option value="">any</option>${options.channels.map(
-    (id) => html`<option value="${id}"${options.channel === id ? html` selected` : ''}>${id}</option>`,
+    (id) =>
+      html`<option value="${id}"${options.channel === id ? html` selected` : ''}>${options.channelName(id)}</option>`,
   )}</select></div>
   <div><label for="kind">Kind</label><select id="kind" name="kind"><option value="">any</option>${[
     'rejected',
@@ -835,7 +839,7 @@ ${
 <ol class="timeline">${options.entries.map(
         (
           entry,
-        ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${entry.vendor} / ${entry.channelId}</div>
+        ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${options.vendorName(entry.vendor)} ${options.channelName(entry.channelId)}</div>
 <div class="summary">${entry.reason}</div>
 <details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.encoding === 'base64' ? ', base64' : ''}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
       )}</ol>
