@@ -425,6 +425,17 @@ describe('chatbridge crm check: without --destination', () => {
     expect(example.err[0]).toBe(
       `chatbridge: 'crm check' needs --destination ID: config/bridge.example.yaml has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
     );
+    // Its webhook destination: the kinds said once, not once per half of the line.
+    const notCrm = capture();
+    expect(
+      await runCli(
+        ['crm', 'check', '--destination', 'example-crm', '--config', 'config/bridge.example.yaml'],
+        notCrm.io,
+      ),
+    ).toBe(2);
+    expect(notCrm.err[0]).toBe(
+      `chatbridge: destination 'example-crm' is a webhook, not a CRM: config/bridge.example.yaml has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
+    );
   });
 
   it('a config that does not load: still bad usage (exit 2), said first, without the list', async () => {

@@ -61,9 +61,12 @@ export async function crmCheck(
   // that would do.
   if (!destination)
     throw new CrmUsageError(`no destination '${destinationId}' in the config: ${crmChoices(loaded)}`);
+  // The kinds once: the list says them itself when the config has no CRM destination.
   if (!isCrmDestination(destination))
     throw new CrmUsageError(
-      `destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24): ${crmChoices(loaded)}`,
+      `destination '${destination.id}' is a webhook, not a CRM${
+        loaded.config.destinations.some(isCrmDestination) ? ' (kind: amocrm or bitrix24)' : ''
+      }: ${crmChoices(loaded)}`,
     );
   const connector = defaultRegistry().connector(destination.kind);
   if (!connector) {
