@@ -282,7 +282,8 @@ function sayFatal(error: unknown, io: CliStreams, level?: string): void {
   const message = error instanceof Error ? error.message : String(error);
   const issues = error instanceof AppError ? error.issues : undefined;
   // Our own one-line reasons need no stack; anything else (a Redis error) keeps it.
-  const expected = error instanceof CliFailure || error instanceof ConfigError;
+  const expected =
+    error instanceof CliFailure || error instanceof ConfigError || error instanceof PublishedCredentialsError;
   createLogger('fatal', stream).fatal(
     { ...(issues ? { issues } : {}), ...(expected ? {} : { err: error }) },
     message,
