@@ -519,6 +519,25 @@ channels:
     }
   });
 
+  it('start refusing published example credentials off loopback says so without a stack, as its other refusals', async () => {
+    // A newcomer's HOST=0.0.0.0 on the example: the fatal line carried the whole stack trace of
+    // our own one-line reason (its paths already in `issues`), as if the bridge had crashed.
+    const file = writeConfig(`
+server: { host: 0.0.0.0, port: 0 }
+admin: { token: example-admin-token-change-me }
+`);
+    const run = capture(true);
+    expect(await runCli(['start', '--config', file], run.io)).toBe(1);
+    const fatal = jsonLines(run.err).at(-1)!;
+    expect(fatal).toMatchObject({
+      level: 60,
+      msg: 'refusing to listen on 0.0.0.0: admin.token still holds one of the example\'s published credentials; set your own (README "Running for real") or bind to 127.0.0.1',
+      issues: [{ path: 'admin.token', message: 'a published example credential' }],
+    });
+    expect(fatal).not.toHaveProperty('err');
+    expect(plainLines(run.err)).toEqual([`chatbridge: ${fatal.msg}`]);
+  });
+
   it('start with log.level silent says why it could not start in one plain line, no JSON line, exit 1', async () => {
     // Silent asks for no log lines; the fatal JSON line came all the same. The reason must still
     // reach the operator: in the plain form every other command's failure takes.

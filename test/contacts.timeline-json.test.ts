@@ -397,7 +397,10 @@ describe('timelineJson answers what JSON.stringify(timeline()) answers', () => {
       }
       await store.close();
     }
-  });
+    // Every page of eight walks (down to one entry a page) of ~200 entries, each page read three
+    // ways, on both stores: ~10 s on a loaded two-core machine, which the 20 s default did not
+    // always cover at a load average of 14.
+  }, 60_000);
 
   it('for the entries older versions stored (the compatibility fixtures)', async () => {
     const fixture = JSON.parse(

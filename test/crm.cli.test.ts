@@ -425,6 +425,17 @@ describe('chatbridge crm check: without --destination', () => {
     expect(example.err[0]).toBe(
       `chatbridge: 'crm check' needs --destination ID: config/bridge.example.yaml has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
     );
+    // Its webhook destination: the kinds said once, not once per half of the line.
+    const notCrm = capture();
+    expect(
+      await runCli(
+        ['crm', 'check', '--destination', 'example-crm', '--config', 'config/bridge.example.yaml'],
+        notCrm.io,
+      ),
+    ).toBe(2);
+    expect(notCrm.err[0]).toBe(
+      `chatbridge: destination 'example-crm' is a webhook, not a CRM: config/bridge.example.yaml has no CRM destination (a destination with kind: amocrm or bitrix24; README "Connect your CRM")`,
+    );
   });
 
   it('a config that does not load: still bad usage (exit 2), said first, without the list', async () => {
@@ -443,5 +454,23 @@ describe('chatbridge crm check: without --destination', () => {
       await runCli(['crm', 'check', '--config', broken], { ...named.io, program: 'node bin/chatbridge.js' }),
     ).toBe(2);
     expect(named.err[0]).toContain(': node bin/chatbridge.js config check --config ');
+  });
+});
+
+describe('chatbridge crm check --help', () => {
+  it('says what a check records and what an expiring token does to it, naming the CLI as run', async () => {
+    // These facts were in a usage text of src/cli/crm.ts that nothing printed (the CLI's --help is
+    // its own): a newcomer asking --help never learnt that an expired token fails the check, nor
+    // where its outcome goes.
+    const program = 'node bin/chatbridge.js';
+    const run = capture();
+    expect(await runCli(['crm', 'check', '--help'], { ...run.io, program })).toBe(0);
+    const text = run.out.join('\n');
+    expect(text.split('\n')[0]).toBe(`Usage: ${program} crm check --destination ID [--config FILE]`);
+    const words = text.replace(/\s+/g, ' ');
+    expect(words).toContain('a warning when it expires within 14 days, exit 1 once it has expired');
+    expect(words).toContain("the console's Status page shows the last one");
+    expect(words).toContain('nothing is recorded on the in-memory store');
+    expect(text).not.toMatch(/(^|[^/])chatbridge (crm|<)/m);
   });
 });

@@ -1,13 +1,13 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
 import type { Delivery } from '../src/delivery/index.js';
 import { createOutboxPublisher, type EventPublisher, type OutboxEntry } from '../src/events/outbox.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { runDeliveriesCommand } from './support/deliveries-cli.js';
 import { testDelivery } from './support/processor-world.js';
 import { type Receiver, type ReceiverAnswer, startReceiver } from './support/receiver.js';
 import { cleanupPrefix, getTestRedisUrl, uniquePrefix } from './support/redis.js';

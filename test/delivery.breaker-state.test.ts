@@ -1,6 +1,5 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
 import {
   breakerKey,
@@ -17,6 +16,7 @@ import { createRedisStore } from '../src/store/redis.js';
 import type { Store, StoreBatch } from '../src/store/types.js';
 import { capture } from './support/cli.js';
 import { consoleRequest, signIn } from './support/console.js';
+import { runDeliveriesCommand } from './support/deliveries-cli.js';
 import { echoAdapter } from './support/echo-adapter.js';
 import { startTestBridge } from './support/harness.js';
 import { type Receiver, startReceiver } from './support/receiver.js';

@@ -1,7 +1,6 @@
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runDeliveriesCommand } from '../src/cli/deliveries.js';
 import { configSchema } from '../src/config/schema.js';
 import type { Contact } from '../src/contacts/types.js';
 import { CircuitBreaker } from '../src/delivery/breaker.js';
@@ -20,6 +19,7 @@ import { Metrics } from '../src/metrics.js';
 import { createMemoryStore } from '../src/store/memory.js';
 import { createRedisStore } from '../src/store/redis.js';
 import type { Store } from '../src/store/types.js';
+import { runDeliveriesCommand } from './support/deliveries-cli.js';
 import { capturingLogger } from './support/logs.js';
 import { testDelivery } from './support/processor-world.js';
 import { type Receiver, startReceiver } from './support/receiver.js';

@@ -1,5 +1,4 @@
 import { isAbsolute, relative } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/load.js';
 import { type CrmDestinationConfig, isCrmDestination } from '../config/schema.js';
 import { cleanDisplayText } from '../contacts/normalize.js';
@@ -27,19 +26,19 @@ import { defaultRegistry } from '../registry.js';
 import { createStore, type Store } from '../store/index.js';
 
 /**
- * `chatbridge crm check --destination ID [--config FILE]` (DESIGN §10): one call round to the
- * CRM (account, pipelines, users), then what the destination's mapping will use there — each
- * channel's pipeline and stage, the default responsible user, each agent's CRM user — or
- * exactly why it cannot (exit 1). Credentials are never printed. Its outcome (when, ok / warn /
- * fail, the short reason) is kept in the shared store for the console's status page
- * (src/crm/last-check.ts).
+ * `crm check --destination ID [--config FILE]` (DESIGN §10): one call round to the CRM (account,
+ * pipelines, users), then what the destination's mapping will use there — each channel's pipeline
+ * and stage, the default responsible user, each agent's CRM user — or exactly why it cannot
+ * (exit 1). Credentials are never printed. Its outcome (when, ok / warn / fail, the short reason)
+ * is kept in the shared store for the console's status page (src/crm/last-check.ts). The CLI
+ * (main.ts) parses the options and prints the --help, which CRM_CHECK_DETAILS is part of.
  */
 
-const USAGE = `Usage: chatbridge crm check --destination ID [--config FILE]
-Calls the CRM of a kind: amocrm / bitrix24 destination once (account, pipelines, users) and prints
-what the mapping will use there, or why it cannot (exit 1). Says when an amoCRM token expires:
-a warning under ${EXPIRY_WARNING_DAYS} days, exit 1 once it has. The outcome (time, ok / warn /
-fail, why) is recorded in the bridge's Redis: the console's status page shows the last one.`;
+/** What `crm check --help` says besides its synopsis and summary. */
+export const CRM_CHECK_DETAILS = `Says when an amoCRM token expires: a warning when it expires within ${EXPIRY_WARNING_DAYS} days, exit 1 once it has
+expired. Records the outcome (time, ok / warn / fail, why) in the config's Redis, where the
+console's Status page shows the last one (nothing is recorded on the in-memory store, which no
+running bridge shares).`;
 
 interface Io {
   stdout(line: string): void;
@@ -48,44 +47,26 @@ interface Io {
 
 export class CrmUsageError extends Error {}
 
-export async function crmCommand(
-  args: string[],
+export async function crmCheck(
+  destinationId: string,
+  configPath: string | undefined,
   io: Io,
   load: (configPath: string | undefined) => LoadedConfig,
 ): Promise<number> {
-  const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h') {
-    io.stdout(USAGE);
-    return sub ? 0 : 2;
-  }
-  if (sub !== 'check') throw new CrmUsageError(`unknown command 'crm ${sub}'`);
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      destination: { type: 'string' },
-      config: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    io.stdout(USAGE);
-    return 0;
-  }
-  const loaded = load(values.config);
-  if (!values.destination)
-    throw new CrmUsageError(`'crm check' needs --destination ID: ${crmChoices(loaded)}`);
+  const loaded = load(configPath);
   const { config } = loaded;
-  const destination = config.destinations.find((item) => item.id === values.destination);
+  const destination = config.destinations.find((item) => item.id === destinationId);
   // Naming a destination the config does not have, or one that is no CRM, is bad usage (exit 2,
   // DESIGN §5), as an unknown channel is for the channel commands; the answer names the ones
   // that would do.
   if (!destination)
-    throw new CrmUsageError(`no destination '${values.destination}' in the config: ${crmChoices(loaded)}`);
+    throw new CrmUsageError(`no destination '${destinationId}' in the config: ${crmChoices(loaded)}`);
+  // The kinds once: the list says them itself when the config has no CRM destination.
   if (!isCrmDestination(destination))
     throw new CrmUsageError(
-      `destination '${destination.id}' is a webhook, not a CRM (kind: amocrm or bitrix24): ${crmChoices(loaded)}`,
+      `destination '${destination.id}' is a webhook, not a CRM${
+        loaded.config.destinations.some(isCrmDestination) ? ' (kind: amocrm or bitrix24)' : ''
+      }: ${crmChoices(loaded)}`,
     );
   const connector = defaultRegistry().connector(destination.kind);
   if (!connector) {

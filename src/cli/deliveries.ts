@@ -7,19 +7,14 @@ import { deliveryStates } from '../delivery/records.js';
 import { ValidationError } from '../errors.js';
 
 /**
- * `chatbridge deliveries list [--state pending|delivered|failed] [--destination ID] [--limit N] [--before CURSOR] [--all] [--json]`
- * `chatbridge deliveries replay --id ID`
- * `chatbridge deliveries replay --destination ID --all-failed`
+ * `deliveries list [--state pending|delivered|failed] [--destination ID] [--limit N] [--before CURSOR] [--all] [--json]`
+ * `deliveries replay --id ID`
+ * `deliveries replay --destination ID --all-failed`
  *
+ * The CLI (main.ts) runs them and says their usage and --help, naming itself as it was run.
  * Results on stdout (one delivery per line; JSON lines with --json), diagnostics on stderr.
  * Exit 0 on success, 1 on failure (unknown delivery, store down ...), 2 on bad usage.
  */
-
-const USAGE = `Usage:
-  chatbridge deliveries list [--state pending|delivered|failed] [--destination ID] [--limit N]
-                            [--before CURSOR] [--all] [--json]
-  chatbridge deliveries replay --id ID
-  chatbridge deliveries replay --destination ID --all-failed`;
 
 interface Io {
   stdout(line: string): void;
@@ -204,26 +199,4 @@ export async function runDeliveriesRequest(
     io.stderr(`chatbridge: ${(error as Error).message}`);
     return 1;
   }
-}
-
-export async function runDeliveriesCommand(args: string[], delivery: Delivery, io: Io): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === undefined) {
-    io.stderr(USAGE);
-    return 2;
-  }
-  if (sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
-    io.stdout(USAGE);
-    return 0;
-  }
-  let request: DeliveriesRequest;
-  try {
-    request = parseDeliveriesArgs(args);
-  } catch (error) {
-    if (!isDeliveriesUsageError(error)) throw error;
-    io.stderr(`chatbridge: ${(error as Error).message}`);
-    io.stderr(USAGE);
-    return 2;
-  }
-  return runDeliveriesRequest(request, delivery, io);
 }

@@ -28,7 +28,7 @@ import { describeStore } from '../store/connection.js';
 import { createStore } from '../store/index.js';
 import { lockRenewed } from '../store/renewal.js';
 import { tuneV8ForServing } from '../v8-tuning.js';
-import { CrmUsageError, crmChoices, crmCommand } from './crm.js';
+import { CRM_CHECK_DETAILS, CrmUsageError, crmChoices, crmCheck as runCrmCheck } from './crm.js';
 import type { CommandStop } from './deliveries.js';
 import { shellOption, shellWord } from './named.js';
 
@@ -103,6 +103,8 @@ export interface Command {
   /** One or two words: `start`, `config check`, `keys generate`. The first word of two is the group. */
   name: string;
   summary: string;
+  /** What its --help says after the summary, when one line cannot say it: lines of at most 100. */
+  details?: string;
   /** Options besides --config and --help. */
   options?: Record<string, OptionInfo>;
   /**
@@ -280,7 +282,8 @@ function sayFatal(error: unknown, io: CliStreams, level?: string): void {
   const message = error instanceof Error ? error.message : String(error);
   const issues = error instanceof AppError ? error.issues : undefined;
   // Our own one-line reasons need no stack; anything else (a Redis error) keeps it.
-  const expected = error instanceof CliFailure || error instanceof ConfigError;
+  const expected =
+    error instanceof CliFailure || error instanceof ConfigError || error instanceof PublishedCredentialsError;
   createLogger('fatal', stream).fatal(
     { ...(issues ? { issues } : {}), ...(expected ? {} : { err: error }) },
     message,
@@ -711,11 +714,12 @@ const crmCheck: Command = {
       choices: crmChoices,
     },
   },
+  details: CRM_CHECK_DETAILS,
   async run(values, io) {
-    const args = ['check', '--destination', String(values.destination)];
-    if (typeof values.config === 'string') args.push('--config', values.config);
     try {
-      return await crmCommand(args, io, (path) => loadOrExplain(path, io));
+      return await runCrmCheck(String(values.destination), values.config as string | undefined, io, (path) =>
+        loadOrExplain(path, io),
+      );
     } catch (error) {
       if (error instanceof CrmUsageError) throw new UsageError(error.message);
       throw error;
@@ -924,6 +928,7 @@ Results go to stdout; logs and progress to stderr. Exit 0 ok, 1 failure, 2 bad u
 
 function commandHelp(command: Command, program: string): string {
   const lines = [`Usage: ${program} ${command.name} ${optionsText(command)}`.trimEnd(), '', command.summary];
+  if (command.details !== undefined) lines.push('', command.details);
   const options = Object.entries(command.options ?? {});
   if (options.length > 0 || command.config !== false) {
     lines.push('', 'Options:');

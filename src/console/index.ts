@@ -582,7 +582,13 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
           ? // An agent on a read-only link has no admin sign-in (nor search) to go to.
             'Click the CRM link in the chat again: it opens this contact with a fresh link.'
           : status === 404
-            ? html`Go back and check the address, or <a href="/console/contacts">search for a contact</a>.`
+            ? // Where what was not found is kept: a delivery among the deliveries, a channel
+              // among the channels; anything else (a contact, an address) by the search.
+              code === 'delivery_not_found'
+              ? html`Go back and check the address, or <a href="/console/deliveries">list the deliveries</a>.`
+              : code === 'channel_not_found'
+                ? html`Go back and check the address, or <a href="/console/channels">see the channels</a>.`
+                : html`Go back and check the address, or <a href="/console/contacts">search for a contact</a>.`
             : status === 403
               ? html`Reload the page (your form may be older than your session) or <a href="/console/sign-in">sign in again</a>, then retry.`
               : status === 400 && error instanceof AppError && error.issues?.length
@@ -792,6 +798,7 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       more: found?.more ?? false,
       limit: CONTACTS_LISTED,
       vendorName,
+      channelName,
     });
   });
 
@@ -996,6 +1003,8 @@ ${timelineSection({ ...timeline, channelName, vendorName })}`,
       ...(channel ? { channel } : {}),
       ...(kind ? { kind } : {}),
       channels: [...deps.channels.keys()],
+      channelName,
+      vendorName,
       entries: page.entries,
       ...(page.nextCursor
         ? { olderHref: `/console/journal${query({ ...here, before: page.nextCursor })}` }

@@ -468,8 +468,7 @@ function lastCheckOf(item: StatusView['crm'][number], status: StatusView): SafeH
   const ago = now === undefined ? Number.NaN : now.getTime() - Date.parse(at);
   const changed = item.changedSinceCheck ?? [];
   const recorded = html`<span class="state ${state.css}">${state.label}</span> ${time(at)}${
-    // durationInWords says at least "1 minute": a check made seconds before the page read so.
-    Number.isFinite(ago) && ago >= 0 ? ` (${ago < 60_000 ? 'under a minute' : durationInWords(ago)} ago)` : ''
+    Number.isFinite(ago) && ago >= 0 ? ` (${durationInWords(ago)} ago)` : ''
   }: ${reason}`;
   // Not shown as if it applied: it checked another config (or says not which).
   if (changed.length > 0)

@@ -180,6 +180,8 @@ export function contactsPage(options: {
   more?: boolean;
   limit: number;
   vendorName: (vendor: string) => string;
+  /** A channel as the contact page names it: its name, else its id. */
+  channelName: (channelId: string) => string;
 }): string {
   const cut = options.contacts !== null && (options.contacts.length > options.limit || options.more === true);
   const contacts = options.contacts?.slice(0, options.limit) ?? null;
@@ -202,7 +204,7 @@ export function contactsPage(options: {
       ) => html`<li class="card"><a class="title" href="/console/contacts/${encodeURIComponent(contact.id)}">${contact.name ?? 'Unnamed contact'}</a>
   <div class="muted mono">${contact.id}</div>
   <div>${searchCardValues(contact)}</div>
-  <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} (${channel.channelId})`).join(', ')} · updated ${time(contact.updatedAt)}</div>
+  <div class="muted">${contact.channels.map((channel) => `${options.vendorName(channel.vendor)} ${options.channelName(channel.channelId)}`).join(', ')} · updated ${time(contact.updatedAt)}</div>
 </li>`,
     )}</ul>`;
   }
@@ -800,6 +802,9 @@ export function journalPage(options: {
   channel?: string;
   kind?: string;
   channels: string[];
+  /** A channel and a vendor as the contact pages name them: its name (else its id), the vendor's. */
+  channelName: (channelId: string) => string;
+  vendorName: (vendor: string) => string;
   entries: JournalEntry[];
   /** The next (older) page, when there is one: this page was cut there. */
   olderHref?: string;
@@ -812,7 +817,8 @@ export function journalPage(options: {
 <p class="muted">Payloads the bridge received but refused (rejected) or could not use (unhandled), kept so nothing a vendor sent is lost.</p>
 <form method="get" action="/console/journal" class="filters">
   <div><label for="channel">Channel</label><select id="channel" name="channel"><option value="">any</option>${options.channels.map(
-    (id) => html`<option value="${id}"${options.channel === id ? html` selected` : ''}>${id}</option>`,
+    (id) =>
+      html`<option value="${id}"${options.channel === id ? html` selected` : ''}>${options.channelName(id)}</option>`,
   )}</select></div>
   <div><label for="kind">Kind</label><select id="kind" name="kind"><option value="">any</option>${[
     'rejected',
@@ -833,7 +839,7 @@ ${
 <ol class="timeline">${options.entries.map(
         (
           entry,
-        ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${entry.vendor} / ${entry.channelId}</div>
+        ) => html`<li class="entry"><div class="meta">${time(entry.at)} · <span class="tag">${entry.kind}</span> ${options.vendorName(entry.vendor)} ${options.channelName(entry.channelId)}</div>
 <div class="summary">${entry.reason}</div>
 <details><summary>Payload (${entry.contentType ?? 'no content type'}${entry.encoding === 'base64' ? ', base64' : ''}${entry.truncated ? ', truncated' : ''})</summary><pre class="body">${entry.body}</pre></details></li>`,
       )}</ol>

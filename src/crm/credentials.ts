@@ -41,9 +41,14 @@ export function credentialExpiry(
   };
 }
 
-/** "12 days", "5 hours", "40 minutes": how far off, in the largest unit that is at least one (the console's words too). */
+/**
+ * "12 days", "5 hours", "40 minutes": how far off, in the largest unit that is at least one (the
+ * console's words too); "under a minute" below one, where "1 minute" read wrong both ways (a check
+ * made seconds ago, a token seconds from expiry).
+ */
 export function durationInWords(ms: number): string {
-  const minutes = Math.max(1, Math.floor(ms / 60_000));
+  if (!(ms >= 60_000)) return 'under a minute';
+  const minutes = Math.floor(ms / 60_000);
   const [count, unit] =
     minutes >= 1440
       ? [Math.floor(minutes / 1440), 'day']

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClaims, sealRequest } from '../../adapters/livetex/codec.js';
+import { OUTBOX_KEY } from '../../src/events/outbox.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
 import { ADMIN, startLoggedBridge } from './support.js';
@@ -90,7 +91,10 @@ function recordingStore(): { store: Store; ops: string[]; recording: { on: boole
       const value = Reflect.get(target, property, receiver);
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        if (recording.on) ops.push(String(property));
+        // The delivery's outbox poll (every second, src/delivery/index.ts) may land while a
+        // lookup is answered: it is not the lookup's read (on a loaded machine it did, and the
+        // two lookups compared read apart by one llen).
+        if (recording.on && args[0] !== OUTBOX_KEY) ops.push(String(property));
         return (value as (...given: unknown[]) => unknown).apply(target, args);
       };
     },

@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runDeliveriesCommand } from '../../src/cli/deliveries.js';
 import { attemptDelivery } from '../../src/delivery/attempt.js';
 import {
   createHttpClient,
@@ -11,6 +10,7 @@ import {
   scrubSecrets,
   scrubUrlSecrets,
 } from '../../src/net/http.js';
+import { runDeliveriesCommand } from '../support/deliveries-cli.js';
 import { ADMIN, allVendorChannels, startLoggedBridge } from './support.js';
 
 /** Issue 10 item 3: credentials in destination URLs stay out of logs, errors, the API and the CLI. */
