@@ -226,6 +226,14 @@ const OPTIMISTIC_ATTEMPTS = 3;
 const CONTACT_EVENTS_KEY = 'contact';
 /** What is kept for planning without a read (see `remembered`): about 16 MiB. */
 const REMEMBERED_BYTES = 16 * 1024 * 1024;
+/**
+ * A remembered state's heap besides its keys (~150 B each, with the cache's entry), texts, applied
+ * keys and decoded record: measured, a new JivoChat visitor's compact state (four keys, 1,470
+ * characters of text) took ~2.15 KB with its entry, where this counts 2.2 KB. A group's four maps
+ * add about GROUP_BYTES.
+ */
+const STATE_BYTES = 100;
+const GROUP_BYTES = 800;
 /** Contacts kept as lookups last answered them (see `lookedUp`): about 8 MiB. */
 const LOOKED_UP_BYTES = 8 * 1024 * 1024;
 /** After a remembered state did not hold, that person is read first for this long. */
@@ -841,16 +849,15 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     const members = new Map<string, string[]>();
     for (const root of roots) members.set(root, [...(read.members.get(root) ?? [])].sort());
     const records = new Map<string, StoredRecord>();
-    const decoded = after?.decoded;
     for (const [id, text] of read.records) {
       if (text === null) continue;
-      const handed = decoded?.get(id);
-      if (handed === undefined) {
+      const handed = after?.decoded;
+      if (handed === undefined || id !== after!.target) {
         records.set(id, decodeRead(id, text));
         continue;
       }
       // Taken: this plan's write changes it (apply), so no other plan on the state may have it.
-      decoded!.delete(id);
+      after!.decoded = undefined;
       readAs.set(handed, text);
       records.set(id, handed);
     }
@@ -1148,6 +1155,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             observation,
             at,
             resolving,
+            indexKeys,
             identifiers,
             indexValues,
             planned,
@@ -1167,7 +1175,7 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
             locked || planned.roots.length > 1,
             contactLocked !== undefined,
             sentNow,
-            onHanded?.written,
+            onHanded && writtenBy(onHanded),
           );
         const result =
           planned.roots.length > 1 && !locked
@@ -1277,12 +1285,32 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    * every record of the group. The next observation of the lane plans on it instead of reading,
    * with the same expectations a read would give it — so if the write did not hold, or anything
    * else changed, that plan's write fails as a stale read's would, and the observation reads.
+   *
+   * Kept in a compact form when the contact is the written record alone, holding every index key
+   * (a new contact, most known ones): its id, its text and the keys, which is all a read would
+   * find; readAfter makes the read's maps from them when a plan needs them. Remembered states live
+   * for seconds to minutes (`remembered`), so each is promoted to V8's old generation: four maps
+   * of one to four entries were ~740 B of a new visitor's ~3.1 KB state, more than the rest but
+   * the text (bench/HISTORY.md, thirty-first round).
    */
   interface LaneState {
-    holders: Map<string, string>;
-    roots: Map<string, string>;
-    members: Map<string, string[]>;
-    records: Map<string, string>;
+    /** The record the write wrote: with `applied[0]` what that write sets (writtenBy). */
+    target: string;
+    /** Its text as written. */
+    text: string;
+    /** The write's index keys (observe's `indexKeys`): all held by `target` unless `group` says. */
+    keys: readonly string[];
+    /**
+     * The read as the write leaves it, when it is more than `target` alone, its own root with no
+     * members, holding every key: the holders of the keys, the records' roots, the roots'
+     * members, every record's text.
+     */
+    group?: {
+      holders: Map<string, string>;
+      roots: Map<string, string>;
+      members: Map<string, string[]>;
+      records: Map<string, string>;
+    };
     /**
      * The idempotency (dedupe) keys of the lane's last few writes, newest first. A delivery whose
      * key is here is a repeat of one of them: a write planned on this state would only fail on
@@ -1291,25 +1319,27 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
      */
     applied: readonly string[];
     /**
-     * The idempotency key the write that leaves this state sets, and its value (the record it
-     * wrote). A write planned on a handed-over state expects it: it holds only if that write did.
-     * Its other expectations (holders, roots, records as that write leaves them) can all hold
-     * though that write failed — when it would have left the records as they already are —
-     * and the observation behind it would then be recorded before it.
+     * `target`'s record as an object, exactly what decodeRecord makes of its text (record.ts
+     * asDecoded), when its write wrote no other record. A plan on this state takes it (plan)
+     * instead of decoding the text — the JSON.parse and decode of a known contact's record were
+     * the engine's largest step per webhook (bench/HISTORY.md, twenty-seventh round) — so it is
+     * used by one plan at most; a later plan on the same state (remembered after a hand-over
+     * whose write failed) decodes the text. Not copied: apply changes the record in place, and
+     * the write that made it is done with it once this state is made (its text encoded, its
+     * contact made). Not remembered for a record the write created (see `remembered`, and
+     * observe where it remembers): only handed over.
      */
-    written: { key: string; value: string };
-    /**
-     * Records of `records` as objects, each exactly what decodeRecord makes of its text there
-     * (record.ts asDecoded): the written record, when its write wrote no other. A plan on this
-     * state takes them (plan) instead of decoding the texts — the JSON.parse and decode of a
-     * known contact's record were the engine's largest step per webhook (bench/HISTORY.md,
-     * twenty-seventh round) — so each is used by one plan at most; a later plan on the same
-     * state (remembered after a hand-over whose write failed) decodes the text. Not copied:
-     * apply changes the record in place, and the write that made it is done with it once this
-     * state is made (its text encoded, its contact made). Not remembered for a record the write
-     * created (see `remembered`, and observe where it remembers): only handed over.
-     */
-    decoded?: Map<string, StoredRecord>;
+    decoded?: StoredRecord;
+  }
+  /**
+   * The idempotency key the write that leaves `state` sets, and its value (the record it wrote).
+   * A write planned on a handed-over state expects it: it holds only if that write did. Its
+   * other expectations (holders, roots, records as that write leaves them) can all hold though
+   * that write failed — when it would have left the records as they already are — and the
+   * observation behind it would then be recorded before it.
+   */
+  function writtenBy(state: LaneState): { key: string; value: string } {
+    return { key: state.applied[0]!, value: storedId(state.target) };
   }
   /** How many of a lane's latest idempotency keys a LaneState keeps (see `applied`). */
   const APPLIED_KEYS = 4;
@@ -1320,8 +1350,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    */
   function readAfter(after: LaneState, indexKeys: readonly string[], former: number): GroupReadResult | null {
     const values: (string | null)[] = [null];
+    const { group, target } = after;
     for (const indexKey of indexKeys) {
-      const holder = after.holders.get(indexKey);
+      const holder = group ? group.holders.get(indexKey) : after.keys.includes(indexKey) ? target : undefined;
       if (holder === undefined) return null;
       values.push(holder);
     }
@@ -1329,9 +1360,9 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     return {
       claimed: true,
       values,
-      roots: after.roots,
-      members: after.members,
-      records: after.records,
+      roots: group ? group.roots : new Map([[target, target]]),
+      members: group ? group.members : new Map([[target, []]]),
+      records: group ? group.records : new Map([[target, after.text]]),
       complete: true,
     };
   }
@@ -1364,17 +1395,19 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
    */
   const remembered = new LRUCache<string, LaneState>({
     maxSize: REMEMBERED_BYTES,
-    // A person's state is ~1 KiB plus ~150 bytes per index key of maps, keys and the cache's
-    // entry (measured: 1.6 KB with four identifiers), plus the record text; two-byte text
-    // (Cyrillic) is counted once, so the bound is approximate.
+    // A person's state is ~100 bytes plus ~150 per index key and the record text (STATE_BYTES),
+    // and ~800 more for a group's maps; two-byte text (Cyrillic) is counted once, so the bound
+    // is approximate.
     sizeCalculation: (state) => {
-      let bytes = 1024 + 150 * state.holders.size;
-      for (const text of state.records.values()) bytes += text.length;
+      let bytes = STATE_BYTES + 150 * state.keys.length + state.text.length;
+      if (state.group !== undefined) {
+        bytes += GROUP_BYTES;
+        for (const [id, text] of state.group.records) if (id !== state.target) bytes += text.length;
+      }
       for (const applied of state.applied) bytes += applied.length;
       // A decoded record's objects and strings take about twice its text (a known contact's of
       // 1,590 characters: 3.2 KB of heap, measured with 20,000 of them).
-      if (state.decoded !== undefined)
-        for (const id of state.decoded.keys()) bytes += 2 * (state.records.get(id)?.length ?? 0);
+      if (state.decoded !== undefined) bytes += 2 * state.text.length;
       return bytes;
     },
   });
@@ -1422,6 +1455,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     observation: ParsedObservation,
     at: string,
     resolving: Identifier[],
+    /** The index keys of `resolving`, in its order (observe's). */
+    indexKeys: readonly string[],
     identifiers: Identifier[],
     indexValues: (string | null)[],
     planned: Plan,
@@ -1440,8 +1475,8 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
     holdsContactLock: boolean,
     /** Called once the lock-free write is queued on the store's connection (see inLane). */
     writeSent: (after?: LaneState) => void,
-    /** Planned on the lane's previous write (handed over): what that write sets (LaneState.written). */
-    previousWrite?: LaneState['written'],
+    /** Planned on the lane's previous write (handed over): what that write sets (writtenBy). */
+    previousWrite?: { key: string; value: string },
   ): Promise<ObserveResult | null> {
     const created = planned.targetId === null;
     const fresh = created ? newRecord(at) : null;
@@ -1667,6 +1702,21 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
 
       /** This write's outcome for the next observation of the lane (LaneState), if all is known. */
       const laneStateAfter = (): LaneState | undefined => {
+        const applied = [dedupeKey];
+        for (const earlier of appliedBefore) {
+          if (applied.length === APPLIED_KEYS) break;
+          if (earlier !== dedupeKey) applied.push(earlier);
+        }
+        // Only the written record, and only when nothing else of the group was changed in memory
+        // (a merge, another record's e-mail or phone): the others are decoded from their texts.
+        const decoded = planned.roots.length <= 1 && touched.size === 0 ? asDecoded(target) : undefined;
+        // The contact is the written record alone, its own root, holding every key: compact.
+        if (
+          groupIdsAfter.length === 1 &&
+          targetRoot === target.id &&
+          indexValues.every((holder) => holder === null || holder === target.id)
+        )
+          return { target: target.id, text: encoded, keys: indexKeys, applied, decoded };
         const texts = new Map<string, string>();
         for (const id of groupIdsAfter) {
           const record = records.get(id);
@@ -1679,27 +1729,17 @@ export function createContactEngine(options: ContactEngineOptions): ContactServi
         const membersAfter = new Map(members);
         if (!membersAfter.has(targetRoot)) membersAfter.set(targetRoot, []);
         const holders = new Map<string, string>();
-        resolving.forEach((identifier, index) => {
-          holders.set(key.index(identifier), indexValues[index] ?? target.id);
+        indexKeys.forEach((indexKey, index) => {
+          holders.set(indexKey, indexValues[index] ?? target.id);
         });
-        const applied = [dedupeKey];
-        for (const earlier of appliedBefore) {
-          if (applied.length === APPLIED_KEYS) break;
-          if (earlier !== dedupeKey) applied.push(earlier);
-        }
-        const state: LaneState = {
-          holders,
-          roots,
-          members: membersAfter,
-          records: texts,
+        return {
+          target: target.id,
+          text: encoded,
+          keys: indexKeys,
+          group: { holders, roots, members: membersAfter, records: texts },
           applied,
-          written: { key: dedupeKey, value: storedId(target.id) },
+          decoded,
         };
-        // Only the written record, and only when nothing else of the group was changed in memory
-        // (a merge, another record's e-mail or phone): the others are decoded from their texts.
-        if (planned.roots.length <= 1 && touched.size === 0)
-          state.decoded = new Map([[target.id, asDecoded(target)]]);
-        return state;
       };
       // Something read has changed since: nothing was written; the caller reads and plans again.
       const executing = batch.exec(); // queued on the connection before exec() returns
