@@ -3,6 +3,7 @@ import type { Cluster, Command, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { digestUtf8 } from '../digest.js';
 import { AppError, StoreBusyError, StoreUnavailableError } from '../errors.js';
+import { createRepeatGate, warnOncePerMinute } from '../logger.js';
 import {
   closeRedisClient,
   createRedisClient,
@@ -607,6 +608,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       ? redactRedisUrl(target.url)
       : `${target.kind} ${target.kind === 'sentinel' ? `${target.name}@` : ''}${target.nodes.join(',')}`;
   const log = logger.child({ component: 'store', redis: safeUrl });
+  /** A lock's failed release, said at most once a minute (see lock). */
+  const releaseRepeats = createRepeatGate();
   const replicas = options.durability?.replicas ?? 0;
   const waitTimeoutMs = options.durability?.timeoutMs ?? 500;
   /** The longest single WAIT: well inside the command timeout, so the client never gives up on one. */
@@ -1269,7 +1272,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
               try {
                 await commands.chatbridgeUnlock(lockKeys.length, ...lockKeys, token);
               } catch (error) {
-                log.warn({ err: error, keys }, 'could not release a lock; it will expire by itself');
+                // Every lock in flight when Redis went away fails here: said once a minute.
+                warnOncePerMinute(
+                  log,
+                  releaseRepeats,
+                  'release',
+                  { err: error, keys },
+                  'could not release a lock; it will expire by itself',
+                );
               }
             },
             async renew(renewTtlMs = ttlMs) {
