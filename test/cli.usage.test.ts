@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { programName, runCli } from '../src/cli/main.js';
+import { COMMANDS, programName, runCli } from '../src/cli/main.js';
 import { capture } from './support/cli.js';
 
 /** What the CLI says to a newcomer's slips (DESIGN §5: exit 2 on bad usage, with the reason). */
@@ -72,7 +72,7 @@ describe('chatbridge CLI usage', () => {
     );
     const list = capture();
     expect(await runCli(['help', 'deliveries', 'list'], list.io)).toBe(0);
-    expect(list.out.join('\n')).toContain('--limit N  at most N deliveries (1–500; default 50)');
+    expect(list.out.join('\n')).toMatch(/--limit N +at most N deliveries \(1–500; default 50\)/);
     const unknown = capture();
     expect(await runCli(['help', 'frobnicate'], unknown.io)).toBe(2);
     expect(unknown.err[0]).toBe("chatbridge: unknown command 'frobnicate'");
@@ -165,6 +165,21 @@ describe('chatbridge CLI usage', () => {
       const flag = args.includes('--state') ? '--state' : '--config';
       expect(run.err[0], args.join(' ')).toBe(`chatbridge: ${flag} given more than once: give it once`);
       expect(run.out).toEqual([]);
+    }
+  });
+
+  it("a command's options line up: every description starts in one column", async () => {
+    // `--destination ID  the destination …` above `--config FILE  the config …` read as a ragged
+    // list; each command's option descriptions now start where its longest option ends.
+    for (const command of COMMANDS) {
+      const run = capture();
+      expect(await runCli([...command.name.split(' '), '--help'], run.io), command.name).toBe(0);
+      const text = run.out.join('\n').split('\n');
+      const options = text.slice(text.indexOf('Options:') + 1);
+      const rows = options.slice(0, options.findIndex((line) => !line.startsWith('  --')) >>> 0);
+      if (rows.length < 2) continue;
+      const columns = rows.map((line) => /^ {2}--\S+(?: \S+)? +/.exec(line)![0].length);
+      expect(new Set(columns).size, `${command.name}:\n${rows.join('\n')}`).toBe(1);
     }
   });
 

@@ -932,13 +932,15 @@ function commandHelp(command: Command, program: string): string {
   const options = Object.entries(command.options ?? {});
   if (options.length > 0 || command.config !== false) {
     lines.push('', 'Options:');
-    for (const [name, info] of options) {
-      lines.push(
-        `  --${name}${info.value ? ` ${info.value}` : ''}  ${info.description}${info.required ? ' (required)' : ''}`,
-      );
-    }
+    const rows: Array<[string, string]> = options.map(([name, info]) => [
+      `--${name}${info.value ? ` ${info.value}` : ''}`,
+      `${info.description}${info.required ? ' (required)' : ''}`,
+    ]);
     if (command.config !== false)
-      lines.push('  --config FILE  the config (else $CHATBRIDGE_CONFIG, config/bridge.yaml, the example)');
+      rows.push(['--config FILE', 'the config (else $CHATBRIDGE_CONFIG, config/bridge.yaml, the example)']);
+    // Descriptions in one column, where the longest option ends.
+    const width = Math.max(...rows.map(([option]) => option.length));
+    for (const [option, description] of rows) lines.push(`  ${option.padEnd(width)}  ${description}`);
   }
   if (command.stops !== undefined)
     lines.push('', `Ctrl-C (SIGINT) or SIGTERM: ${command.stops}; ${SECOND_SIGNAL}.`);
