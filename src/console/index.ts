@@ -22,7 +22,7 @@ import { readDeferredBacklog } from '../intake/deferred.js';
 import type { PayloadJournal } from '../intake/journal.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/types.js';
-import { html, query } from './html.js';
+import { html, query, type SafeHtml } from './html.js';
 import type { AgentLinks } from './links.js';
 import {
   type AgentSyncProgressView,
@@ -318,6 +318,16 @@ function looksLikePhone(text: string): boolean {
   return /^[+\d\s().\p{Pd}]+$/u.test(plain) && plain.replace(/\D/g, '').length >= 5;
 }
 
+/**
+ * Where a 404 page sends the reader: to where what was not found is kept (a delivery among the
+ * deliveries, a channel among the channels); anything else (a contact, an address) to the search.
+ */
+function notFoundLink(code: string | undefined): SafeHtml {
+  if (code === 'delivery_not_found') return html`<a href="/console/deliveries">list the deliveries</a>`;
+  if (code === 'channel_not_found') return html`<a href="/console/channels">see the channels</a>`;
+  return html`<a href="/console/contacts">search for a contact</a>`;
+}
+
 export function createConsole(deps: ConsoleDeps): WebConsole {
   const { config, store, contacts, delivery, logger } = deps;
   const sessions = createSessions(store, deps.now, config.admin.token);
@@ -582,13 +592,7 @@ export function createConsole(deps: ConsoleDeps): WebConsole {
           ? // An agent on a read-only link has no admin sign-in (nor search) to go to.
             'Click the CRM link in the chat again: it opens this contact with a fresh link.'
           : status === 404
-            ? // Where what was not found is kept: a delivery among the deliveries, a channel
-              // among the channels; anything else (a contact, an address) by the search.
-              code === 'delivery_not_found'
-              ? html`Go back and check the address, or <a href="/console/deliveries">list the deliveries</a>.`
-              : code === 'channel_not_found'
-                ? html`Go back and check the address, or <a href="/console/channels">see the channels</a>.`
-                : html`Go back and check the address, or <a href="/console/contacts">search for a contact</a>.`
+            ? html`Go back and check the address, or ${notFoundLink(code)}.`
             : status === 403
               ? html`Reload the page (your form may be older than your session) or <a href="/console/sign-in">sign in again</a>, then retry.`
               : status === 400 && error instanceof AppError && error.issues?.length
